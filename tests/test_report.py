@@ -1,0 +1,80 @@
+"""The report writes readable, non-empty PNGs from a tiny untrained bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from service.bundle import Bundle
+from service.model import ConvAutoencoder, ModelConfig
+from training.report import write_report
+from training.simulate import inject, simulate
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CHANNELS = ("temp_in", "temp_out", "pressure")
+
+
+def tiny_bundle(calibration: dict | None = None) -> Bundle:
+    torch.manual_seed(0)
+    config = ModelConfig(channels=len(CHANNELS), window=16, latent=4, depth=2)
+    net = ConvAutoencoder(config)
+    if calibration is None:
+        errors = np.random.default_rng(0).gamma(2.0, 0.3, size=500).tolist()
+        calibration = {"errors_sample": errors, "method": "quantile", "threshold": 1.0}
+    return Bundle(
+        channels=CHANNELS,
+        config=config,
+        hop=1,
+        center_=np.zeros(len(CHANNELS)),
+        scale_=np.ones(len(CHANNELS)),
+        threshold_=1.0,
+        state_dict=net.state_dict(),
+        calibration=calibration,
+    )
+
+
+def standardized_frame(rows: int = 600):
+    frame = simulate(rows=rows, channels=3, seed=0)
+    values = frame[list(CHANNELS)]
+    frame[list(CHANNELS)] = (values - values.mean()) / values.std()
+    return inject(frame, "level_shift", 300, 40, "pressure", np.random.default_rng(0))
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000, path
+
+
+def test_full_report(tmp_path):
+    frame = standardized_frame()
+    paths = write_report(tiny_bundle(), tmp_path / "report", frame=frame)
+    assert [p.name for p in paths] == ["calibration.png", "reconstructions.png", "scores.png"]
+    for path in paths:
+        assert_png(path)
+
+
+def test_calibration_only_without_frame_and_note_without_errors(tmp_path):
+    paths = write_report(tiny_bundle(calibration={}), tmp_path)
+    assert [p.name for p in paths] == ["calibration.png"]
+    assert_png(paths[0])
+
+
+def test_index_times_segments_and_no_label_column(tmp_path):
+    frame = standardized_frame().set_index("timestamp").drop(columns="anomaly")
+    segments = np.repeat([0, 1], [250, 350])
+    paths = write_report(tiny_bundle(), tmp_path, frame=frame, segments=segments)
+    assert len(paths) == 3
+    for path in paths:
+        assert_png(path)
+
+
+def test_frame_shorter_than_a_window_writes_calibration_only(tmp_path):
+    paths = write_report(tiny_bundle(), tmp_path, frame=standardized_frame().head(10))
+    assert [p.name for p in paths] == ["calibration.png"]
+
+
+def test_missing_channel_is_named(tmp_path):
+    frame = standardized_frame().drop(columns="pressure")
+    with pytest.raises(ValueError, match="pressure"):
+        write_report(tiny_bundle(), tmp_path, frame=frame)

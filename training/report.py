@@ -1,0 +1,234 @@
+"""PNG plots that show at a glance whether a model is any good and why it alerts.
+
+- ``calibration.png``: where the threshold sits in the errors of normal calibration windows.
+- ``reconstructions.png``: the calmest, a typical and the worst window, original against
+  reconstruction, for the channels that explain the worst one.
+- ``scores.png``: the score over time with the alert line, the alert periods the alert machine would
+  raise (same rules as the daemon) and any labeled anomalies; below, which channels carry the error.
+
+Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas directly, so
+making a report never touches pyplot's global backend or window state: it works headless and does
+not change plotting elsewhere in the same process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from service.alerts import AlertRules, alert_series, hop_mask
+from service.bundle import Bundle
+from service.scorer import Scorer, Scores
+from training.evaluate import event_bounds, to_seconds
+
+MAX_CHANNELS_SHOWN = 4  # small multiples stay readable
+TOP_SHARE_CHANNELS = 4
+ALERT_COLOR, LABEL_COLOR, LINE_COLOR = "tab:red", "tab:orange", "tab:blue"
+
+
+def write_report(
+    bundle: Bundle,
+    out_dir: Path,
+    frame: pd.DataFrame | None = None,
+    segments: np.ndarray | None = None,
+    times: Any = None,
+) -> list[Path]:
+    """Write the report PNGs into ``out_dir``; return their paths.
+
+    frame: readings with the bundle's channels (and optionally an ``anomaly`` 0/1 column); times
+    come from ``times``, else a ``timestamp`` column, else a datetime index, else row numbers.
+    segments: per-row segment ids (no window spans two). Without ``frame`` only the calibration
+    plot is written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [_save(plot_calibration(bundle), out_dir / "calibration.png")]
+    if frame is None:
+        return paths
+    missing = [c for c in bundle.channels if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame lacks the bundle's channels {missing}")
+    values = frame[list(bundle.channels)].to_numpy(dtype=np.float64)
+    segments = np.zeros(len(frame), dtype=np.int64) if segments is None else np.asarray(segments)
+    x = _frame_times(frame, times)
+    scorer = Scorer(bundle, device="cpu")
+    scores = scorer.score_series(values, segments)
+    if not np.isfinite(scores.score).any():
+        return paths  # shorter than one window: nothing was scored, so nothing to plot
+    labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
+    paths.append(_save(plot_reconstructions(scorer, values, scores, x), out_dir / "reconstructions.png"))
+    paths.append(_save(plot_scores(bundle, scores, segments, x, labels), out_dir / "scores.png"))
+    return paths
+
+
+def plot_calibration(bundle: Bundle) -> Any:
+    """Histogram of calibration-window errors with the threshold line (or a note when none stored)."""
+    from matplotlib.figure import Figure
+
+    calibration = bundle.calibration or {}
+    threshold = float(calibration.get("threshold", bundle.threshold_))
+    errors = np.asarray(calibration.get("errors_sample") or [], dtype=np.float64)
+    errors = errors[np.isfinite(errors)]
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    method = calibration.get("method", "unknown")
+    ax.set_title(f"Calibration errors on normal data (method: {method})")
+    ax.set_xlabel("window reconstruction error (standardized units)")
+    ax.set_ylabel("windows")
+    if len(errors) == 0:
+        ax.text(0.5, 0.5, "no calibration errors stored in this bundle", ha="center", va="center",
+                transform=ax.transAxes, fontsize=12, color="grey")
+        ax.axvline(threshold, color=ALERT_COLOR, linestyle="--", label=f"threshold = {threshold:.4g}")
+        ax.set_xlim(0, 2 * threshold)
+        ax.legend(loc="upper right")
+        return fig
+    positive = errors[errors > 0]
+    spread = positive.max() / positive.min() if len(positive) > 1 else 1.0
+    if spread > 100 and len(positive) == len(errors):  # errors span decades: log bins read better
+        lo, hi = np.log10(min(positive.min(), threshold)), np.log10(max(positive.max(), threshold))
+        bins = np.logspace(lo, hi, 60)
+        ax.set_xscale("log")
+    else:
+        bins = np.linspace(min(errors.min(), threshold), max(errors.max(), threshold), 60)
+    ax.hist(errors, bins=bins, color=LINE_COLOR, alpha=0.75, label=f"{len(errors)} calibration windows")
+    above = float(np.mean(errors >= threshold))
+    ax.axvline(threshold, color=ALERT_COLOR, linestyle="--", linewidth=2,
+               label=f"threshold = {threshold:.4g} ({above:.2%} of windows above)")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: np.ndarray) -> Any:
+    """Original vs reconstruction of the lowest-, median- and highest-score windows.
+
+    Rows are the channels contributing most to the highest-score window (what explains the worst
+    case), the same in every column so the three windows compare directly.
+    """
+    from matplotlib.figure import Figure
+
+    valid = np.flatnonzero(np.isfinite(scores.score))
+    ranked = valid[np.argsort(scores.score[valid], kind="stable")]
+    picks = [("lowest", ranked[0]), ("median", ranked[len(ranked) // 2]), ("highest", ranked[-1])]
+    window = scorer.window
+    ends = np.array([end for _, end in picks])
+    windows = np.stack([values[end - window + 1 : end + 1].T for end in ends])
+    recon = scorer.reconstruct(windows)
+    shown = np.argsort(-scores.channel_error[ends[-1]], kind="stable")[:MAX_CHANNELS_SHOWN]
+    fig = Figure(figsize=(12, 2.2 * len(shown) + 1), layout="constrained")
+    axes = fig.subplots(len(shown), len(picks), squeeze=False)
+    for col, (name, end) in enumerate(picks):
+        rows = x[end - window + 1 : end + 1]
+        for row, ch in enumerate(shown):
+            ax = axes[row, col]
+            ax.plot(rows, windows[col, ch], color="black", linewidth=1.2, label="original")
+            ax.plot(rows, recon[col, ch], color=ALERT_COLOR, linewidth=1.2, linestyle="--",
+                    label="reconstruction")
+            share = _share(scores.channel_error[end], ch)
+            ax.set_ylabel(f"{scorer.channels[ch]}\n({share:.0%} of error)", fontsize=9)
+            ax.tick_params(labelsize=8)
+            if row == 0:
+                title = f"{name} score: {scores.score[end]:.3g}\nwindow ending {_fmt(x[end])}"
+                ax.set_title(title, fontsize=10)
+        axes[-1, col].tick_params(axis="x", labelrotation=30)
+    axes[0, 0].legend(loc="best", fontsize=8)
+    fig.suptitle("Windows and their reconstructions (raw units)")
+    return fig
+
+
+def plot_scores(
+    bundle: Bundle, scores: Scores, segments: np.ndarray, x: np.ndarray, labels: np.ndarray | None
+) -> Any:
+    """Score timeline with alert line, alert periods and labels; below, error share of top channels."""
+    from matplotlib.figure import Figure
+
+    score = scores.score
+    mask = hop_mask(segments, bundle.window, bundle.hop)
+    alerts = alert_series(score, mask, to_seconds(x), AlertRules())
+    fig = Figure(figsize=(13, 7), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    top.plot(x, score, color=LINE_COLOR, linewidth=0.8, label="score")
+    top.axhline(1.0, color=ALERT_COLOR, linestyle="--", linewidth=1.2, label="alert line (1.0)")
+    finite = score[np.isfinite(score) & (score > 0)]
+    if len(finite) and finite.max() / max(finite.min(), 1e-12) > 50:
+        top.set_yscale("log")
+    _shade(top, x, alerts, ALERT_COLOR, 0.18, f"alert raised (AlertRules defaults, hop {bundle.hop})")
+    if labels is not None:
+        _shade(top, x, np.asarray(labels) != 0, LABEL_COLOR, 0.35, "labeled anomaly", band=(0.0, 0.06))
+    top.set_ylabel("score (error / threshold)")
+    top.set_title(f"Anomaly score over time: {int(np.nansum(score >= 1))} windows at or above 1.0")
+    top.legend(loc="upper left", fontsize=9)
+    _plot_shares(bottom, x, scores.channel_error, bundle.channels, bundle.window)
+    bottom.set_xlabel("time")
+    bottom.tick_params(axis="x", labelrotation=20)
+    return fig
+
+
+def _plot_shares(
+    ax: Any, x: np.ndarray, channel_error: np.ndarray, channels: tuple[str, ...], window: int
+) -> None:
+    """Stacked share of the window error carried by the channels contributing most overall."""
+    totals = np.nansum(channel_error, axis=0)
+    top = np.argsort(-totals, kind="stable")[: min(TOP_SHARE_CHANNELS, len(channels))]
+    row_total = np.nansum(channel_error, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(row_total[:, None] > 0, channel_error / row_total[:, None], 0.0)
+    share = pd.DataFrame(np.nan_to_num(share)).rolling(window, min_periods=1).mean().to_numpy()
+    stacks = [share[:, j] for j in top]
+    names = [channels[j] for j in top]
+    if len(top) < len(channels):
+        stacks.append(np.clip(1.0 - np.sum(stacks, axis=0), 0.0, 1.0) * (row_total > 0))
+        names.append("other channels")
+    ax.stackplot(x, *stacks, labels=names, alpha=0.85)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"share of error\n(mean over {window} rows)")
+    ax.set_title("Which channels carry the reconstruction error")
+    ax.legend(loc="upper left", fontsize=8, ncol=min(len(names), 5))
+
+
+def _shade(
+    ax: Any, x: np.ndarray, flags: np.ndarray, color: str, alpha: float, label: str,
+    band: tuple[float, float] = (0.0, 1.0),
+) -> None:
+    """Shade each run of flagged rows across ``band`` (fraction of the axes height)."""
+    starts, stops = event_bounds(np.asarray(flags).astype(np.int8))
+    for i, (a, b) in enumerate(zip(starts, stops, strict=True)):
+        ax.axvspan(x[a], x[b - 1], ymin=band[0], ymax=band[1], color=color, alpha=alpha,
+                   label=label if i == 0 else None, linewidth=0)
+
+
+def _frame_times(frame: pd.DataFrame, times: Any) -> np.ndarray:
+    """Plot x values: given times, else the ``timestamp`` column, else a datetime index, else rows."""
+    if times is not None:
+        raw = times
+    elif "timestamp" in frame.columns:
+        raw = frame["timestamp"]
+    elif isinstance(frame.index, pd.DatetimeIndex):
+        raw = frame.index
+    else:
+        return np.arange(len(frame), dtype=np.float64)
+    arr = np.asarray(raw)
+    if len(arr) != len(frame):
+        raise ValueError(f"times must have one entry per row, got {len(arr)} for {len(frame)} rows")
+    if arr.dtype.kind in "iuf":
+        return arr.astype(np.float64)
+    stamps = pd.to_datetime(pd.Index(raw), utc=True)
+    return stamps.tz_localize(None).to_numpy()  # naive UTC datetime64: matplotlib plots it directly
+
+
+def _share(row: np.ndarray, j: int) -> float:
+    total = float(np.nansum(row))
+    return float(row[j]) / total if total > 0 else 0.0
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, np.datetime64):
+        return str(value.astype("datetime64[s]")).replace("T", " ") + " UTC"
+    return f"row {value:.0f}" if float(value).is_integer() else f"{value:.6g}"
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    return path
