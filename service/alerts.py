@@ -1,0 +1,124 @@
+"""The alert state machine: a pure ``step(state, score, now, rules) -> (state, event)``.
+
+One scored window of one asset moves its state; an event comes out only when an alert is raised,
+cleared or goes stale. Raising needs ``raise_after`` consecutive windows at or above score 1.0
+(one noisy window is not an alert); clearing needs ``clear_after`` consecutive windows below
+``clear_level`` (hysteresis, so a score hovering at 1.0 does not flap). The daemon and the offline
+``sensorguard score`` both use these functions, so they agree on when alerts are up.
+
+>>> rules = AlertRules(raise_after=2, clear_after=1)
+>>> state, event = step(AlertState(), 1.5, 0.0, rules)
+>>> state.status, event
+('pending', None)
+>>> state, event = step(state, 2.0, 1.0, rules)
+>>> state.status, event.kind, event.peak_score
+('alerting', 'raised', 2.0)
+>>> state, event = step(state, 0.1, 2.0, rules)
+>>> state.status, event.kind
+('normal', 'cleared')
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+Status = Literal["normal", "pending", "alerting", "stale"]
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    """raise_after: windows >= 1.0 in a row to raise; clear_after: windows below clear_level to clear;
+    stale_after: seconds without readings before an asset is marked stale."""
+
+    raise_after: int = 3
+    clear_after: int = 5
+    clear_level: float = 0.8
+    stale_after: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.raise_after < 1 or self.clear_after < 1:
+            raise ValueError(f"raise_after and clear_after must be >= 1, got {self.raise_after}, {self.clear_after}")
+        if not 0 < self.clear_level <= 1:
+            raise ValueError(f"clear_level must be in (0, 1], got {self.clear_level}")
+        if not self.stale_after > 0:
+            raise ValueError(f"stale_after must be > 0 seconds, got {self.stale_after}")
+
+
+@dataclass(frozen=True)
+class AlertState:
+    status: Status = "normal"
+    above: int = 0
+    below: int = 0
+    peak: float = 0.0
+    alert_id: str = ""
+    last_score: float = 0.0
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    kind: Literal["raised", "cleared", "stale"]
+    ts: float
+    score: float
+    peak_score: float
+    alert_id: str
+
+
+def step(state: AlertState, score: float, now: float, rules: AlertRules) -> tuple[AlertState, AlertEvent | None]:
+    """Advance one asset's state by one scored window at time ``now`` (epoch seconds)."""
+    if not math.isfinite(score):
+        score = math.inf if score > 0 else 0.0  # NaN never raises; +inf is as anomalous as it gets
+    if state.status == "stale":
+        state = AlertState()
+    if state.status == "alerting":
+        peak = max(state.peak, score)
+        below = state.below + 1 if score < rules.clear_level else 0
+        if below >= rules.clear_after:
+            event = AlertEvent("cleared", now, score, peak, state.alert_id)
+            return AlertState(last_score=score), event
+        return replace(state, below=below, peak=peak, last_score=score), None
+    if score < 1.0:
+        return AlertState(last_score=score), None
+    above = state.above + 1
+    peak = max(state.peak, score)
+    if above >= rules.raise_after:
+        alert_id = f"{int(now * 1000):d}"
+        new = AlertState("alerting", above=above, peak=peak, alert_id=alert_id, last_score=score)
+        return new, AlertEvent("raised", now, score, peak, alert_id)
+    return AlertState("pending", above=above, peak=peak, last_score=score), None
+
+
+def mark_stale(state: AlertState, now: float) -> tuple[AlertState, AlertEvent]:
+    """The asset went silent: end any alert and report it stale."""
+    event = AlertEvent("stale", now, state.last_score, state.peak, state.alert_id)
+    return AlertState("stale", last_score=state.last_score), event
+
+
+def hop_mask(segments: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """Rows whose window the daemon would score: every ``hop``-th full window of each segment.
+
+    The daemon scores an asset's buffer after ``window`` samples and then every ``hop`` samples;
+    the offline scorer uses this mask so both step the alert machine on the same windows.
+    """
+    segments = np.asarray(segments)
+    n = len(segments)
+    starts = np.concatenate([[0], np.flatnonzero(segments[1:] != segments[:-1]) + 1]) if n else np.array([], int)
+    seg_start = np.repeat(starts, np.diff(np.concatenate([starts, [n]])))
+    pos = np.arange(n) - seg_start - (window - 1)
+    return (pos >= 0) & (pos % hop == 0)
+
+
+def alert_series(scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules) -> np.ndarray:
+    """Offline alert state (0/1) per row: the machine steps on ``mask`` rows, state carries between."""
+    state = AlertState()
+    out = np.zeros(len(scores), dtype=np.int8)
+    active = 0
+    for i in range(len(scores)):
+        if mask[i] and not np.isnan(scores[i]):
+            state, _ = step(state, float(scores[i]), float(times[i]), rules)
+            active = int(state.status == "alerting")
+        out[i] = active
+    return out

@@ -1,0 +1,323 @@
+"""The model bundle (one directory with everything needed to score) and the versioned registry.
+
+A bundle is ``model.pt`` (a state_dict, loaded with ``weights_only=True`` so loading never runs
+code) plus ``bundle.json`` (channels, window, scaler, architecture, threshold, calibration record,
+training fingerprint). Everything read from disk is validated here, so a corrupt or lying bundle
+is refused with one clear :class:`BundleError` instead of failing later inside the scorer.
+
+The registry is ``<root>/<name>/v0001, v0002, ...`` plus ``<root>/<name>/CURRENT``, a one-line
+file switched atomically (temp file, fsync, rename), so a half-written version is never current.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service import __version__
+from service.model import ConvAutoencoder, ModelConfig
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.pt"
+META_FILE = "bundle.json"
+CURRENT_FILE = "CURRENT"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_VERSION_RE = re.compile(r"^v(\d{4,})$")
+
+
+class BundleError(Exception):
+    """A bundle or registry entry that cannot be used; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A trained, calibrated model: what ``bundle.json`` and ``model.pt`` hold, validated.
+
+    ``center_`` and ``scale_`` standardize raw readings per channel (fit on training data only);
+    ``threshold_`` is the reconstruction error that maps to score 1.0.
+    """
+
+    channels: tuple[str, ...]
+    config: ModelConfig
+    hop: int
+    center_: np.ndarray
+    scale_: np.ndarray
+    threshold_: float
+    state_dict: dict[str, torch.Tensor]
+    sample_period: float | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    name: str = ""
+    version: str = ""
+    path: Path | None = None
+
+    @property
+    def window(self) -> int:
+        return self.config.window
+
+    def with_threshold(self, threshold: float, calibration: dict[str, Any]) -> Bundle:
+        """A copy with a new threshold and calibration record (``sensorguard calibrate``)."""
+        return replace(self, threshold_=float(threshold), calibration=calibration)
+
+    def build_model(self) -> ConvAutoencoder:
+        net = ConvAutoencoder(self.config)
+        net.load_state_dict(self.state_dict)
+        return net.eval()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "sensorguard_version": __version__,
+            "channels": list(self.channels),
+            "window": self.config.window,
+            "hop": self.hop,
+            "sample_period": self.sample_period,
+            "scaler": {"center": self.center_.tolist(), "scale": self.scale_.tolist()},
+            "architecture": self.config.to_dict(),
+            "threshold": self.threshold_,
+            "calibration": self.calibration,
+            "training": self.training,
+            "metrics": self.metrics,
+            "created": self.created or datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+
+def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
+    """Write ``bundle`` to ``directory`` atomically: built in a sibling temp dir, then renamed.
+
+    An existing bundle at ``directory`` is replaced; readers see the old or the new one, never a mix.
+    """
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        _write_files(bundle, tmp)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_files(bundle: Bundle, directory: Path) -> None:
+    torch.save(bundle.state_dict, directory / WEIGHTS_FILE)
+    meta = json.dumps(bundle.to_json(), indent=2, sort_keys=True)
+    _write_durably(directory / META_FILE, meta + "\n")
+    _fsync_path(directory / WEIGHTS_FILE)
+    _fsync_path(directory)
+
+
+def load_bundle(directory: str | os.PathLike) -> Bundle:
+    """Load and validate a bundle directory; raise :class:`BundleError` naming the problem."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise BundleError(f"bundle directory not found: {path}")
+    meta = _read_meta(path / META_FILE)
+    bundle = _bundle_from_meta(meta, path)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"{weights}: missing model weights")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses pickled code; torch raises several types
+        raise BundleError(f"{weights}: not a plain weights file ({_first_line(exc)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BundleError(f"{weights}: expected a state_dict of tensors")
+    try:
+        ConvAutoencoder(bundle.config).load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"{weights}: weights do not match bundle.json ({_first_line(exc)})") from None
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise BundleError(f"{weights}: non-finite values in {key}")
+    return replace(bundle, state_dict=state)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BundleError(f"{path}: missing (is this a sensorguard bundle?)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(meta, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{path}: unsupported format_version {version!r} (this build reads {FORMAT_VERSION})")
+    return meta
+
+
+def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
+    where = path / META_FILE
+    try:
+        channels = tuple(meta["channels"])
+        arch = dict(meta["architecture"])
+        config = ModelConfig(**arch)
+        center = np.asarray(meta["scaler"]["center"], dtype=np.float64)
+        scale = np.asarray(meta["scaler"]["scale"], dtype=np.float64)
+        threshold = float(meta["threshold"])
+        hop = int(meta["hop"])
+        window = int(meta["window"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{where}: invalid or missing field ({_first_line(exc)})") from None
+    problems = []
+    if not channels or not all(isinstance(c, str) and c for c in channels) or len(set(channels)) != len(channels):
+        problems.append("channels must be unique non-empty names")
+    if config.channels != len(channels):
+        problems.append(f"architecture has {config.channels} channels, channel list has {len(channels)}")
+    if window != config.window:
+        problems.append(f"window {window} differs from architecture window {config.window}")
+    if center.shape != (len(channels),) or scale.shape != (len(channels),):
+        problems.append("scaler length does not match the channel list")
+    elif not (np.isfinite(center).all() and np.isfinite(scale).all() and (scale > 0).all()):
+        problems.append("scaler values must be finite with positive scale")
+    if not (math.isfinite(threshold) and threshold > 0):
+        problems.append(f"threshold must be a positive number, got {threshold}")
+    if hop < 1:
+        problems.append(f"hop must be >= 1, got {hop}")
+    if problems:
+        raise BundleError(f"{where}: " + "; ".join(problems))
+    period = meta.get("sample_period")
+    return Bundle(
+        channels=channels,
+        config=config,
+        hop=hop,
+        center_=center,
+        scale_=scale,
+        threshold_=threshold,
+        state_dict={},
+        sample_period=float(period) if period else None,
+        calibration=dict(meta.get("calibration") or {}),
+        training=dict(meta.get("training") or {}),
+        metrics=dict(meta.get("metrics") or {}),
+        created=str(meta.get("created", "")),
+        path=path,
+    )
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+
+def validate_name(name: str) -> str:
+    """Model names become directory names: letters, digits, ``.``, ``_``, ``-`` only (no traversal)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
+        raise BundleError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def list_versions(root: str | os.PathLike, name: str) -> list[str]:
+    """Complete versions of ``name``, oldest first (temp dirs and stray files are ignored)."""
+    base = Path(root) / validate_name(name)
+    if not base.is_dir():
+        return []
+    found = [p.name for p in base.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
+    return sorted(found, key=lambda v: int(v[1:]))
+
+
+def current_version(root: str | os.PathLike, name: str) -> str | None:
+    """The version named in ``CURRENT``, or None when there is none yet."""
+    pointer = Path(root) / validate_name(name) / CURRENT_FILE
+    try:
+        version = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not _VERSION_RE.match(version):
+        raise BundleError(f"{pointer}: does not name a version ({version[:40]!r})")
+    return version
+
+
+def resolve_current(root: str | os.PathLike, name: str) -> Path:
+    """Path of the current bundle of ``name``; a clear error when the registry has none."""
+    version = current_version(root, name)
+    if version is None:
+        raise BundleError(f"no current version of model {name!r} in registry {root}")
+    return Path(root) / name / version
+
+
+def load_current(root: str | os.PathLike, name: str) -> Bundle:
+    path = resolve_current(root, name)
+    return replace(load_bundle(path), name=name, version=path.name)
+
+
+def set_current(root: str | os.PathLike, name: str, version: str) -> None:
+    """Point CURRENT at ``version`` atomically (temp file, fsync, rename)."""
+    base = Path(root) / validate_name(name)
+    if not _VERSION_RE.match(version) or not (base / version).is_dir():
+        raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
+    _write_durably(base / CURRENT_FILE, version + "\n")
+    _fsync_path(base)
+
+
+def publish(bundle: Bundle, root: str | os.PathLike, name: str, make_current: bool = True) -> str:
+    """Store ``bundle`` as the next version of ``name``; return the version (``v0001``...)."""
+    base = Path(root) / validate_name(name)
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".incoming.", dir=base))
+    try:
+        _write_files(bundle, tmp)
+        while True:
+            versions = list_versions(root, name)
+            number = int(versions[-1][1:]) + 1 if versions else 1
+            version = f"v{number:04d}"
+            try:
+                os.rename(tmp, base / version)  # fails if a concurrent publisher took the number
+                break
+            except OSError:
+                if not (base / version).exists():
+                    raise
+        _fsync_path(base)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if make_current:
+        set_current(root, name, version)
+    return version
+
+
+def _write_durably(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

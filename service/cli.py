@@ -1,0 +1,467 @@
+"""The ``sensorguard`` command: one sub-command per verb.
+
+Heavy imports (Lightning, pandas, matplotlib) happen inside the verbs that need them, so
+``sensorguard serve`` starts fast and never loads the training stack. Every error a user can cause
+(bad file, bad argument, incompatible bundle) ends as one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service import __version__
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem to report as one line, without a traceback."""
+
+
+def _csv_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return items
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
+
+
+# --- simulate ------------------------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from training.simulate import simulate
+
+    frame = simulate(rows=args.rows, channels=args.channels, seed=args.seed, anomalies=args.anomalies)
+    _write_table(frame, args.out)
+    labeled = int(frame["anomaly"].sum()) if "anomaly" in frame else 0
+    print(f"wrote {len(frame)} rows x {args.channels} channels to {args.out} ({labeled} rows labeled anomalous)")
+    return 0
+
+
+# --- train / calibrate ---------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_column: str | None = None):
+    from training.data import load_frame
+
+    return load_frame(
+        paths,
+        time_column=getattr(args, "time_column", None),
+        channels=channels if channels is not None else getattr(args, "channels", None),
+        exclude=getattr(args, "exclude", None) or (),
+        label_column=label_column,
+        fill_limit=getattr(args, "fill_limit", 5),
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from service.bundle import publish, save_bundle, validate_name
+    from training.data import drop_labeled
+    from training.train import TrainOptions, train_bundle
+
+    if bool(args.out) == bool(args.registry):
+        raise CliError("give either --out BUNDLE_DIR or --registry ROOT --name NAME")
+    if args.registry and not args.name:
+        raise CliError("--registry needs --name")
+    if args.name:
+        validate_name(args.name)
+    data = _load(args, args.data, label_column=args.label_column)
+    if args.label_column:
+        data = drop_labeled(data, args.label_column)
+    options = TrainOptions(
+        window=args.window,
+        latent=args.latent,
+        hidden=args.hidden,
+        hop=args.hop,
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        noise=args.noise,
+        threshold_method=args.threshold_method,
+        false_alarm_rate=args.false_alarm_rate,
+        seed=args.seed,
+        progress=not args.quiet,
+        device=args.device,
+    )
+    bundle, summary = train_bundle(data, options)
+    if args.out:
+        where = save_bundle(bundle, args.out)
+    else:
+        version = publish(bundle, args.registry, args.name)
+        where = Path(args.registry) / args.name / version
+    print("\n".join(["", f"trained bundle -> {where}", *summary.lines()]))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from service.bundle import load_bundle, save_bundle
+    from training.data import drop_labeled
+    from training.train import calibrate_bundle
+
+    bundle = load_bundle(args.bundle)
+    data = _load(args, args.data, channels=list(bundle.channels), label_column=args.label_column)
+    if args.label_column:
+        data = drop_labeled(data, args.label_column)
+    old = bundle.threshold_
+    bundle = calibrate_bundle(bundle, data, args.threshold_method, args.false_alarm_rate)
+    save_bundle(bundle, args.bundle)
+    rec = bundle.calibration
+    per_day = rec.get("expected_false_alarms_per_day")
+    print(
+        f"threshold {old:.4g} -> {bundle.threshold_:.4g} ({rec['method']}, {rec['windows']} windows, "
+        f"~{per_day if per_day is not None else 'n/a'} exceedances/day expected)"
+    )
+    return 0
+
+
+# --- score / evaluate ----------------------------------------------------------------------------
+
+
+def _score_rows(args: argparse.Namespace, bundle, label_column: str | None = None):
+    """Score a data file with a bundle: the cleaned series, its scores and per-row alert state."""
+    from service.alerts import AlertRules, alert_series, hop_mask
+    from service.scorer import Scorer
+    from training.data import DataError
+
+    data = _load(args, [args.data], channels=list(bundle.channels), label_column=label_column)
+    if len(data) < bundle.window:
+        raise DataError(f"{args.data}: {len(data)} usable rows, fewer than one window ({bundle.window})")
+    scores = Scorer(bundle).score_series(data.values, data.segments)
+    rules = AlertRules(raise_after=args.raise_after, clear_after=args.clear_after, clear_level=args.clear_level)
+    alert = alert_series(scores.score, hop_mask(data.segments, bundle.window, bundle.hop), data.times, rules)
+    return data, scores, alert
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from service.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
+    data, scores, alert = _score_rows(args, bundle)
+    rows = data.rows_of(data.source_times)
+    found = rows >= 0
+    take = np.where(found, rows, 0)
+    score = np.where(found, scores.score[take], np.nan)
+    out = pd.DataFrame({
+        "timestamp": pd.to_datetime(data.source_times, unit="s", utc=True),
+        "score": score,
+        "anomaly": np.where(np.isfinite(score), (score >= 1).astype(int), 0),
+        "alert": np.where(found, alert[take], 0),
+    })
+    for j, channel in enumerate(bundle.channels):
+        out[f"error_{channel}"] = np.where(found, scores.channel_error[take, j], np.nan)
+    _write_table(out, args.out)
+    n_scored = int(np.isfinite(score).sum())
+    print(
+        f"scored {n_scored} of {len(out)} rows -> {args.out} "
+        f"({int(out['anomaly'].sum())} anomalous rows, {int(out['alert'].sum())} rows in alert)"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from service.bundle import load_bundle
+    from training.evaluate import best_f1_threshold, detection_metrics
+
+    bundle = load_bundle(args.bundle)
+    data, scores, alert = _score_rows(args, bundle, label_column=args.label_column)
+    labels = data.labels[args.label_column]
+    scored = np.isfinite(scores.score)  # rows before the first full window cannot be judged
+    times = data.times[scored]
+    result = {
+        "rows": int(scored.sum()),
+        "threshold": bundle.threshold_,
+        "anomaly": detection_metrics((scores.score[scored] >= 1).astype(int), labels[scored], times),
+        "alert": detection_metrics(alert[scored].astype(int), labels[scored], times),
+    }
+    if labels[scored].any():
+        best_score, best_f1 = best_f1_threshold(scores.score[scored], labels[scored])
+        result["f1_best"] = {"score": best_score, "threshold": best_score * bundle.threshold_, "f1": best_f1}
+    if args.json:
+        print(json.dumps(result, indent=2, default=_json_default))
+    else:
+        print(_format_evaluation(result))
+    return 0
+
+
+def _format_evaluation(result: dict) -> str:
+    keys = [
+        ("precision", "precision"),
+        ("recall", "recall"),
+        ("f1", "F1"),
+        ("false_alarm_rate", "false-alarm rate"),
+        ("missed_alarm_rate", "missed-alarm rate"),
+        ("event_recall", "event recall"),
+        ("mean_detection_delay_s", "mean delay (s)"),
+    ]
+    lines = [
+        f"{result['rows']} scored rows, threshold {result['threshold']:.4g}",
+        f"{'':20}{'anomaly':>10}{'alert':>10}",
+    ]
+    for key, label in keys:
+        cells = []
+        for kind in ("anomaly", "alert"):
+            value = result[kind].get(key)
+            cells.append("-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
+        lines.append(f"{label:20}{cells[0]:>10}{cells[1]:>10}")
+    events = result["anomaly"].get("events")
+    if events is not None:
+        lines.append(f"{'events':20}{events:>10}")
+    if "f1_best" in result:
+        best = result["f1_best"]
+        lines.append(
+            f"F1-best threshold would be {best['threshold']:.4g} (score {best['score']:.3g}, F1 {best['f1']:.3f})"
+        )
+    return "\n".join(lines)
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from service.bundle import load_bundle
+    from training.report import write_report
+
+    bundle = load_bundle(args.bundle)
+    frame = segments = None
+    if args.data:
+        label = args.label_column
+        data = _load(args, [args.data], channels=list(bundle.channels), label_column=label)
+        frame = pd.DataFrame(data.values, columns=list(bundle.channels))
+        frame.insert(0, "timestamp", pd.to_datetime(data.times, unit="s", utc=True))
+        if label:
+            frame["anomaly"] = data.labels[label]
+        segments = data.segments
+    paths = write_report(bundle, Path(args.out), frame=frame, segments=segments)
+    for path in paths:
+        print(path)
+    return 0
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The offline loop on simulated data: simulate, train, score faults, evaluate."""
+    import tempfile
+
+    from training.simulate import simulate
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sensorguard-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    normal, faults = workdir / "normal.csv", workdir / "faults.csv"
+    simulate(rows=20_000, channels=8, seed=args.seed).to_csv(normal, index=False)
+    simulate(rows=10_000, channels=8, seed=args.seed + 1, anomalies=True).to_csv(faults, index=False)
+    print(f"simulated normal history -> {normal}\nsimulated plant with faults -> {faults}")
+    bundle_dir = workdir / "model"
+    steps = [
+        ["train", str(normal), "--out", str(bundle_dir), "--max-epochs", "15", "--seed", str(args.seed)],
+        ["score", str(bundle_dir), str(faults), "--out", str(workdir / "scores.csv")],
+        ["evaluate", str(bundle_dir), str(faults), "--label-column", "anomaly"],
+    ]
+    for step in steps:
+        print(f"\n$ sensorguard {' '.join(step)}")
+        code = main(step)
+        if code:
+            return code
+    return 0
+
+
+# --- shared helpers ------------------------------------------------------------------------------
+
+
+def _write_table(frame, path: str | Path) -> None:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise CliError(f"{path}: directory {path.parent} does not exist")
+    try:
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            frame.to_parquet(path, index=False)
+        else:
+            frame.to_csv(path, index=False, float_format="%.6g")
+    except OSError as exc:
+        raise CliError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def _add_data_options(p: argparse.ArgumentParser, channels: bool = True) -> None:
+    p.add_argument("--time-column", help="timestamp column (default: detected by name or content)")
+    if channels:
+        p.add_argument("--channels", type=_csv_list, help="channels to use, in order (default: numeric columns)")
+        p.add_argument("--exclude", type=_csv_list, default=[], help="columns never used as channels")
+    p.add_argument("--fill-limit", type=_positive_int, default=5, help="forward-fill gaps up to N samples (default 5)")
+
+
+def _add_threshold_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threshold-method",
+        choices=("quantile", "pot", "mean_std"),
+        default="pot",
+        help="how calibration errors become the threshold (default pot: extreme-value tail fit)",
+    )
+    p.add_argument(
+        "--false-alarm-rate",
+        type=_rate,
+        default=1e-3,
+        help="target fraction of normal windows above the threshold (default 0.001)",
+    )
+
+
+def _add_alert_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--raise-after", type=_positive_int, default=3, help="windows >= 1.0 in a row to raise (default 3)")
+    p.add_argument("--clear-after", type=_positive_int, default=5, help="windows below --clear-level to clear (5)")
+    p.add_argument("--clear-level", type=float, default=0.8, help="score below which windows count to clear (0.8)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sensorguard",
+        description="Anomaly detection for industrial sensor streams: train on normal data, "
+        "score by reconstruction error, serve alerts over MQTT with Prometheus metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"sensorguard {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser("simulate", help="write a synthetic plant signal (optionally with labeled faults)",
+                         description="Write a realistic multichannel plant signal to CSV or Parquet.")
+    p.add_argument("--out", required=True, help="output file (.csv or .parquet)")
+    p.add_argument("--rows", type=_positive_int, default=20_000, help="rows to write (default 20000)")
+    p.add_argument("--channels", type=_positive_int, default=8, help="sensor channels (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--anomalies", action="store_true", help="inject labeled faults (column 'anomaly')")
+    p.set_defaults(func=cmd_simulate)
+
+    p = verbs.add_parser("train", help="train and calibrate a model bundle on normal data",
+                         description="Split by time, train the autoencoder with Lightning, calibrate the "
+                         "threshold on held-out data and write a bundle (or a new registry version).")
+    p.add_argument("data", nargs="+", help="CSV or Parquet files of normal readings")
+    p.add_argument("--out", help="bundle directory to write")
+    p.add_argument("--registry", help="registry root: store as a new version of --name")
+    p.add_argument("--name", help="model name in the registry")
+    _add_data_options(p)
+    p.add_argument("--label-column", help="rows with a non-zero label are left out of training")
+    p.add_argument("--window", type=_positive_int, help="samples per window (default 32, smaller for little data)")
+    p.add_argument("--hop", type=_positive_int, help="score every N samples when serving (default window/8)")
+    p.add_argument("--latent", type=_positive_int, help="bottleneck size (default from channels x window)")
+    p.add_argument("--hidden", type=_positive_int, default=32, help="first conv layer width (default 32)")
+    p.add_argument("--max-epochs", type=_positive_int, default=40, help="upper bound on epochs (default 40)")
+    p.add_argument("--patience", type=_positive_int, default=4, help="early-stopping patience (default 4)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="training batch size (default 256)")
+    p.add_argument("--noise", type=float, default=0.0, help="denoising: input noise std (default 0 = off)")
+    _add_threshold_options(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("calibrate", help="re-pick a bundle's threshold from held-out normal data")
+    p.add_argument("bundle", help="bundle directory (updated in place)")
+    p.add_argument("data", nargs="+", help="CSV or Parquet files of normal readings the model never saw")
+    _add_data_options(p, channels=False)
+    p.add_argument("--label-column", help="rows with a non-zero label are left out")
+    _add_threshold_options(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = verbs.add_parser("score", help="score a file: one output row per input row")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("data", help="CSV or Parquet file of readings")
+    p.add_argument("--out", required=True, help="scores file (.csv or .parquet)")
+    _add_data_options(p, channels=False)
+    _add_alert_options(p)
+    p.set_defaults(func=cmd_score)
+
+    p = verbs.add_parser("evaluate", help="detection quality on labeled data")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("data", help="CSV or Parquet file with a label column")
+    p.add_argument("--label-column", required=True, help="0/1 anomaly label column")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_data_options(p, channels=False)
+    _add_alert_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = verbs.add_parser("report", help="PNG plots: calibration, reconstructions, score timeline")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("data", nargs="?", help="optional CSV or Parquet file to plot scores for")
+    p.add_argument("--out", required=True, help="output directory for PNG files")
+    p.add_argument("--label-column", help="label column to shade beside alerts")
+    _add_data_options(p, channels=False)
+    p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser("demo", help="the whole loop on a simulated plant, nothing to install")
+    p.add_argument("--workdir", help="where to keep the demo's files (default: a new temp dir)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("sensorguard: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Users get one line, never a traceback; SENSORGUARD_DEBUG=1 re-raises for bug reports.
+        if os.environ.get("SENSORGUARD_DEBUG") == "1":
+            raise
+        prefix = "" if _is_user_error(exc) else "internal error: "
+        print(f"sensorguard {args.verb}: error: {prefix}{_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors a user causes (bad data, bundle, config, argument, file) versus bugs."""
+    names = {"CliError", "BundleError", "DataError", "ConfigError", "ValueError"}
+    return isinstance(exc, OSError) or type(exc).__name__ in names
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The batched scorer: raw windows -> standardize -> reconstruct -> error -> score.
+
+One implementation serves ``sensorguard score``, ``evaluate``, calibration and the live daemon, so
+they all give the same numbers for the same readings. Windows are scored in large batches: the
+autoencoder is small, so per-call overhead dominates unless many windows share one forward pass.
+
+Definitions (see DESIGN.md): the per-channel error of a window is the mean squared reconstruction
+error over its samples in standardized units; the window error is the mean over channels; the
+score is ``error / threshold`` (1.0 is the alert line, higher is more anomalous).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+
+from service.bundle import Bundle
+
+_CLIP = 1e6  # standardized values beyond this are sensor garbage; clipping keeps errors finite
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores of ``n`` windows: ``error`` and ``score`` are ``(n,)``, ``channel_error`` is ``(n, C)``."""
+
+    error: np.ndarray
+    score: np.ndarray
+    channel_error: np.ndarray
+
+    def top_channels(self, i: int, channels: tuple[str, ...], k: int = 3) -> list[dict]:
+        """The ``k`` channels contributing most to window ``i``, with their share of its error."""
+        row = self.channel_error[i]
+        total = float(row.sum())
+        order = np.argsort(-row, kind="stable")[:k]
+        return [
+            {"name": channels[j], "share": round(float(row[j]) / total, 4) if total > 0 else 0.0}
+            for j in order
+        ]
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """CUDA when present unless told otherwise; the CPU always works."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Scorer:
+    """Scores windows of raw readings with one bundle's model, scaler and threshold.
+
+    Scoring never changes the model: it runs under ``torch.inference_mode`` in eval mode.
+    """
+
+    def __init__(self, bundle: Bundle, device: str | None = None, batch_size: int = 4096) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.bundle = bundle
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        self.model = bundle.build_model().to(self.device)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.bundle.channels
+
+    @property
+    def window(self) -> int:
+        return self.bundle.window
+
+    def standardize(self, values: np.ndarray) -> np.ndarray:
+        """Raw ``(..., C)`` readings to standardized float32 with the bundle's scaler."""
+        out = (np.asarray(values, dtype=np.float64) - self.bundle.center_) / self.bundle.scale_
+        return np.clip(out, -_CLIP, _CLIP).astype(np.float32)
+
+    def score_windows(self, windows: np.ndarray) -> Scores:
+        """Score raw windows of shape ``(n, C, window)``."""
+        windows = np.asarray(windows)
+        expected = (len(self.channels), self.window)
+        if windows.ndim != 3 or windows.shape[1:] != expected:
+            raise ValueError(f"windows must have shape (n, {expected[0]}, {expected[1]}), got {windows.shape}")
+        center, scale = self.bundle.center_[:, None], self.bundle.scale_[:, None]
+        std = np.clip((windows.astype(np.float64, copy=False) - center) / scale, -_CLIP, _CLIP)
+        return self._score_standardized((std.astype(np.float32),))
+
+    def score_series(self, values: np.ndarray, segments: np.ndarray | None = None) -> Scores:
+        """Score every full window of a ``(T, C)`` series; row ``t`` gets the window ending at ``t``.
+
+        ``segments`` labels each row with a segment id (contiguous runs): no window spans two
+        segments, so a gap in the data never produces a window stitched across it. Rows without a
+        full window get NaN.
+        """
+        values = np.asarray(values)
+        if values.ndim != 2 or values.shape[1] != len(self.channels):
+            raise ValueError(f"values must have shape (T, {len(self.channels)}), got {values.shape}")
+        n_rows, window = len(values), self.window
+        std = self.standardize(values)
+        bounds = _segment_bounds(n_rows, segments)
+        pieces, ends = [], []
+        for start, stop in bounds:
+            if stop - start >= window:
+                pieces.append(sliding_window_view(std[start:stop], window, axis=0))
+                ends.append(np.arange(start + window - 1, stop))
+        error = np.full(n_rows, np.nan)
+        channel_error = np.full((n_rows, len(self.channels)), np.nan)
+        if pieces:
+            scores = self._score_standardized(tuple(pieces))
+            rows = np.concatenate(ends)
+            error[rows] = scores.error
+            channel_error[rows] = scores.channel_error
+        return Scores(error=error, score=error / self.bundle.threshold_, channel_error=channel_error)
+
+    def reconstruct(self, windows: np.ndarray) -> np.ndarray:
+        """Reconstruction of raw ``(n, C, window)`` windows, in raw units (for reports)."""
+        x = torch.as_tensor(self.standardize(np.swapaxes(windows, 1, 2)), device=self.device).transpose(1, 2)
+        with torch.inference_mode():
+            recon = self.model(x).transpose(1, 2)
+        return np.swapaxes(recon.cpu().numpy() * self.bundle.scale_ + self.bundle.center_, 1, 2)
+
+    def _score_standardized(self, pieces: tuple[np.ndarray, ...]) -> Scores:
+        channel_errors = []
+        with torch.inference_mode():
+            for piece in pieces:
+                for i in range(0, len(piece), self.batch_size):
+                    batch = torch.from_numpy(np.ascontiguousarray(piece[i : i + self.batch_size]))
+                    x = batch.to(self.device, non_blocking=True)
+                    per_channel = (self.model(x) - x).square_().mean(dim=2)
+                    channel_errors.append(per_channel.double().cpu().numpy())
+        n_ch = len(self.channels)
+        channel_error = np.concatenate(channel_errors) if channel_errors else np.empty((0, n_ch))
+        error = channel_error.mean(axis=1)
+        return Scores(error=error, score=error / self.bundle.threshold_, channel_error=channel_error)
+
+
+def _segment_bounds(n_rows: int, segments: np.ndarray | None) -> list[tuple[int, int]]:
+    if segments is None or n_rows == 0:
+        return [(0, n_rows)]
+    segments = np.asarray(segments)
+    cuts = np.flatnonzero(segments[1:] != segments[:-1]) + 1
+    starts = np.concatenate([[0], cuts])
+    stops = np.concatenate([cuts, [n_rows]])
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))

@@ -1,0 +1,54 @@
+"""Shared fixtures: small deterministic data and a quickly trained bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from service.bundle import Bundle
+from service.model import ConvAutoencoder, ModelConfig
+
+
+def plant_frame(rows: int = 3000, channels: int = 3, seed: int = 0, period: str = "1s") -> pd.DataFrame:
+    """A small correlated signal, independent of training.simulate so data tests stand alone."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    load = np.sin(2 * np.pi * t / 200) + 0.3 * np.sin(2 * np.pi * t / 37)
+    frame = pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=rows, freq=period, tz="UTC")})
+    for i in range(channels):
+        frame[f"c{i}"] = (i + 1) * np.roll(load, i) + 10 * i + rng.normal(0, 0.05, rows)
+    return frame
+
+
+@pytest.fixture
+def tiny_bundle() -> Bundle:
+    """An untrained but valid bundle: 3 channels, window 16."""
+    torch.manual_seed(0)
+    config = ModelConfig(channels=3, window=16, latent=4, hidden=8, depth=2)
+    net = ConvAutoencoder(config)
+    return Bundle(
+        channels=("a", "b", "c"),
+        config=config,
+        hop=2,
+        center_=np.array([0.0, 1.0, 2.0]),
+        scale_=np.array([1.0, 2.0, 0.5]),
+        threshold_=0.5,
+        state_dict={k: v.clone() for k, v in net.state_dict().items()},
+        sample_period=1.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A model trained once per test session on small normal data (fixed seed, ~5 s)."""
+    from training.data import load_frame
+    from training.train import TrainOptions, train_bundle
+
+    root = tmp_path_factory.mktemp("trained")
+    normal = root / "normal.csv"
+    plant_frame(rows=4000, channels=3, seed=1).to_csv(normal, index=False)
+    data = load_frame([normal])
+    bundle, summary = train_bundle(data, TrainOptions(max_epochs=15, progress=False, seed=0))
+    return bundle, summary, root

@@ -1,0 +1,75 @@
+import math
+
+import numpy as np
+import pytest
+
+from service.alerts import AlertRules, AlertState, alert_series, hop_mask, mark_stale, step
+
+RULES = AlertRules(raise_after=3, clear_after=2, clear_level=0.8)
+
+
+def run(scores, rules=RULES):
+    state, events = AlertState(), []
+    for i, score in enumerate(scores):
+        state, event = step(state, score, float(i), rules)
+        events.append(event.kind if event else None)
+    return state, events
+
+
+@pytest.mark.parametrize(
+    "scores, status, events",
+    [
+        ([0.1, 0.2], "normal", [None, None]),
+        ([1.0, 1.0], "pending", [None, None]),
+        ([1.5, 1.5, 1.5], "alerting", [None, None, "raised"]),
+        ([1.5, 0.5, 1.5, 1.5], "pending", [None, None, None, None]),  # a dip resets the count
+        ([2, 2, 2, 0.9, 0.9, 0.9], "alerting", [None, None, "raised", None, None, None]),  # hysteresis
+        ([2, 2, 2, 0.5, 0.5], "normal", [None, None, "raised", None, "cleared"]),
+        ([2, 2, 2, 0.5, 1.2, 0.5, 0.5], "normal", [None, None, "raised", None, None, None, "cleared"]),
+        ([math.nan, math.nan, math.nan], "normal", [None, None, None]),
+        ([math.inf, math.inf, math.inf], "alerting", [None, None, "raised"]),
+    ],
+)
+def test_step_table(scores, status, events):
+    state, got = run(scores)
+    assert state.status == status
+    assert got == events
+
+
+def test_peak_and_id_carried_to_clear():
+    state = AlertState()
+    for i, score in enumerate([1.2, 3.0, 1.1]):
+        state, event = step(state, score, 10.0 + i, RULES)
+    assert event.kind == "raised" and event.peak_score == 3.0
+    raised_id = event.alert_id
+    for i, score in enumerate([0.1, 0.1]):
+        state, event = step(state, score, 20.0 + i, RULES)
+    assert event.kind == "cleared" and event.alert_id == raised_id and event.peak_score == 3.0
+
+
+def test_stale_ends_alert_and_restarts_fresh():
+    state, _ = run([2, 2, 2])
+    state, event = mark_stale(state, 100.0)
+    assert state.status == "stale" and event.kind == "stale"
+    state, event = step(state, 0.1, 101.0, RULES)
+    assert state.status == "normal" and event is None
+
+
+@pytest.mark.parametrize("kwargs", [{"raise_after": 0}, {"clear_level": 1.5}, {"clear_level": 0}, {"stale_after": 0}])
+def test_bad_rules(kwargs):
+    with pytest.raises(ValueError):
+        AlertRules(**kwargs)
+
+
+def test_hop_mask_matches_daemon_rule():
+    segments = np.array([0] * 10 + [1] * 6)
+    mask = hop_mask(segments, window=4, hop=3)
+    # segment 0: windows end at rows 3, 6, 9; segment 1 starts at 10: rows 13
+    assert np.flatnonzero(mask).tolist() == [3, 6, 9, 13]
+
+
+def test_alert_series_steps_only_on_mask():
+    scores = np.array([2.0] * 8)
+    mask = np.array([1, 0, 1, 0, 1, 0, 1, 0], bool)
+    out = alert_series(scores, mask, np.arange(8.0), RULES)
+    assert out.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]

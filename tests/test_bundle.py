@@ -1,0 +1,121 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from service.bundle import (
+    BundleError,
+    current_version,
+    list_versions,
+    load_bundle,
+    load_current,
+    publish,
+    resolve_current,
+    save_bundle,
+    set_current,
+    validate_name,
+)
+
+
+def test_round_trip(tmp_path, tiny_bundle):
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    loaded = load_bundle(path)
+    assert loaded.channels == tiny_bundle.channels
+    assert loaded.config == tiny_bundle.config
+    assert loaded.threshold_ == tiny_bundle.threshold_
+    np.testing.assert_array_equal(loaded.scale_, tiny_bundle.scale_)
+    assert all(torch.equal(loaded.state_dict[k], v) for k, v in tiny_bundle.state_dict.items())
+    meta = json.loads((path / "bundle.json").read_text())
+    for key in ("format_version", "sensorguard_version", "channels", "window", "hop", "sample_period",
+                "scaler", "architecture", "threshold", "calibration", "training", "created"):
+        assert key in meta
+
+
+def test_save_replaces_existing_bundle(tmp_path, tiny_bundle):
+    save_bundle(tiny_bundle, tmp_path / "b")
+    save_bundle(tiny_bundle.with_threshold(2.5, {"method": "quantile"}), tmp_path / "b")
+    assert load_bundle(tmp_path / "b").threshold_ == 2.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def _corrupt(path, mutate):
+    meta = json.loads((path / "bundle.json").read_text())
+    mutate(meta)
+    (path / "bundle.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: m.update(format_version=99), "format_version"),
+        (lambda m: m.update(channels=["a", "b"]), "channels"),
+        (lambda m: m.update(channels=["a", "a", "b"]), "unique"),
+        (lambda m: m["scaler"].update(scale=[1.0, 0.0, 1.0]), "positive scale"),
+        (lambda m: m.update(threshold=-1), "threshold"),
+        (lambda m: m.update(hop=0), "hop"),
+        (lambda m: m.pop("architecture"), "architecture"),
+        (lambda m: m["architecture"].update(hidden=16, window=16), "do not match"),  # shapes lie
+    ],
+)
+def test_lying_bundle_json_is_refused(tmp_path, tiny_bundle, mutate, message):
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    _corrupt(path, mutate)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(path)
+
+
+def test_pickle_payload_in_weights_is_refused(tmp_path, tiny_bundle):
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+
+    class Exploit:
+        def __reduce__(self):
+            return (exec, ("open('/tmp/sensorguard-pwned', 'w').write('x')",))
+
+    with open(path / "model.pt", "wb") as fh:
+        pickle.dump({"weights": Exploit()}, fh)
+    with pytest.raises(BundleError, match="not a plain weights file"):
+        load_bundle(path)
+
+
+def test_missing_and_garbage_files(tmp_path, tiny_bundle):
+    with pytest.raises(BundleError, match="not found"):
+        load_bundle(tmp_path / "nope")
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    (path / "bundle.json").write_text("{not json")
+    with pytest.raises(BundleError, match="unreadable"):
+        load_bundle(path)
+    path = save_bundle(tiny_bundle, tmp_path / "c")
+    (path / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(BundleError, match="model.pt"):
+        load_bundle(path)
+
+
+def test_registry_versions_and_current(tmp_path, tiny_bundle):
+    assert current_version(tmp_path, "pump") is None
+    assert publish(tiny_bundle, tmp_path, "pump") == "v0001"
+    assert publish(tiny_bundle.with_threshold(3.0, {}), tmp_path, "pump") == "v0002"
+    assert list_versions(tmp_path, "pump") == ["v0001", "v0002"]
+    assert current_version(tmp_path, "pump") == "v0002"
+    assert load_current(tmp_path, "pump").version == "v0002"
+    set_current(tmp_path, "pump", "v0001")
+    assert resolve_current(tmp_path, "pump").name == "v0001"
+    assert not [p for p in (tmp_path / "pump").iterdir() if p.name.startswith(".")]
+    with pytest.raises(BundleError, match="no version"):
+        set_current(tmp_path, "pump", "v0009")
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "", ".hidden", "x" * 65, "..", "a b", "/abs"])
+def test_path_traversal_in_names_is_refused(tmp_path, tiny_bundle, name):
+    with pytest.raises(BundleError, match="invalid model name"):
+        validate_name(name)
+    with pytest.raises(BundleError):
+        publish(tiny_bundle, tmp_path, name)
+
+
+def test_current_pointing_nowhere(tmp_path, tiny_bundle):
+    publish(tiny_bundle, tmp_path, "pump")
+    (tmp_path / "pump" / "CURRENT").write_text("../../etc\n")
+    with pytest.raises(BundleError, match="does not name a version"):
+        resolve_current(tmp_path, "pump")

@@ -1,0 +1,1 @@
+"""sensorguard offline pipeline: data loading, Lightning training, calibration, evaluation, reports."""

@@ -1,0 +1,115 @@
+"""Threshold methods: turn reconstruction errors on held-out normal windows into an alert line.
+
+The calibration windows are normal data the model never trained or early-stopped on, so their
+errors show what normal looks like to this model. Methods:
+
+- ``quantile``: the empirical ``1 - false_alarm_rate`` quantile; honest when the calibration set
+  holds many more windows than ``1 / false_alarm_rate``.
+- ``pot``: peaks over threshold. Fits a generalized Pareto tail to the top errors and extrapolates
+  to rates the calibration set is too small to show (Siffer et al., KDD 2017). Falls back to the
+  quantile when there are too few peaks for a fit.
+- ``mean_std``: mean + k * std with ``k`` the Gaussian tail point of the rate; simple and familiar.
+
+>>> errors = np.random.default_rng(0).exponential(1.0, 20_000)
+>>> threshold, record = pick_threshold(errors, "quantile", 0.01)
+>>> round(threshold, 1), record["method"]
+(4.6, 'quantile')
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from scipy import stats
+
+METHODS = ("quantile", "pot", "mean_std")
+POT_INIT_QUANTILE = 0.98
+POT_MIN_PEAKS = 20
+
+
+def pick_threshold(
+    errors: np.ndarray,
+    method: str = "pot",
+    false_alarm_rate: float = 1e-3,
+    windows_per_day: float | None = None,
+) -> tuple[float, dict]:
+    """Pick a threshold from calibration errors; return it with a record for ``bundle.json``."""
+    if method not in METHODS:
+        raise ValueError(f"threshold method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not 0 < false_alarm_rate < 1:
+        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+    errors = np.asarray(errors, dtype=np.float64)
+    errors = errors[np.isfinite(errors)]
+    if len(errors) < 10:
+        raise ValueError(f"need at least 10 calibration windows, got {len(errors)}")
+    params: dict = {}
+    used = method
+    if method == "quantile":
+        threshold = float(np.quantile(errors, 1 - false_alarm_rate))
+    elif method == "mean_std":
+        k = float(stats.norm.isf(false_alarm_rate))
+        threshold = float(errors.mean() + k * errors.std())
+        params["k"] = round(k, 4)
+    else:
+        threshold, params = _pot(errors, false_alarm_rate)
+        if threshold is None:
+            used = "quantile"
+            threshold = float(np.quantile(errors, 1 - false_alarm_rate))
+    threshold = max(threshold, float(np.finfo(np.float32).tiny), 1e-12)
+    exceed = float(np.mean(errors >= threshold))
+    record = {
+        "method": used,
+        "requested_method": method,
+        "false_alarm_rate": false_alarm_rate,
+        "params": params,
+        "threshold": threshold,
+        "windows": int(len(errors)),
+        "observed_exceedance": exceed,
+        "error_quantiles": {
+            str(q): float(np.quantile(errors, q)) for q in (0.5, 0.9, 0.99, 0.999)
+        }
+        | {"max": float(errors.max()), "mean": float(errors.mean())},
+        "expected_false_alarms_per_day": (
+            round(false_alarm_rate * windows_per_day, 3) if windows_per_day else None
+        ),
+        "errors_sample": _sample(errors, 2000),
+    }
+    return threshold, record
+
+
+def _pot(errors: np.ndarray, rate: float) -> tuple[float | None, dict]:
+    """Peaks-over-threshold extrapolation; None when a fit would not be trustworthy."""
+    init = float(np.quantile(errors, POT_INIT_QUANTILE))
+    peaks = errors[errors > init] - init
+    n, n_peaks = len(errors), len(peaks)
+    params = {"init_quantile": POT_INIT_QUANTILE, "init_threshold": init, "peaks": int(n_peaks)}
+    if rate >= 1 - POT_INIT_QUANTILE:  # inside the observed range: the quantile is exact enough
+        return float(np.quantile(errors, 1 - rate)), params
+    if n_peaks < POT_MIN_PEAKS or np.ptp(peaks) <= 0:
+        params["fallback"] = f"only {n_peaks} peaks (need {POT_MIN_PEAKS})"
+        return None, params
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            shape, _, scale = stats.genpareto.fit(peaks, floc=0)
+        except Exception as exc:  # scipy's optimizers raise assorted errors on degenerate data
+            params["fallback"] = f"GPD fit failed: {exc}"
+            return None, params
+    ratio = rate * n / n_peaks
+    if abs(shape) < 1e-6:
+        threshold = init - scale * math.log(ratio)
+    else:
+        threshold = init + scale / shape * (ratio ** (-shape) - 1)
+    params.update(shape=float(shape), scale=float(scale))
+    ceiling = 10 * float(errors.max())  # a runaway heavy-tail fit must not disable alerting
+    if not math.isfinite(threshold) or threshold <= init or threshold > ceiling:
+        params["fallback"] = f"extrapolated threshold {threshold:.4g} out of range"
+        return None, params
+    return float(threshold), params
+
+
+def _sample(errors: np.ndarray, k: int) -> list[float]:
+    chosen = errors if len(errors) <= k else np.random.default_rng(0).choice(errors, k, replace=False)
+    return [float(f"{e:.6g}") for e in np.sort(chosen)]

@@ -1,0 +1,409 @@
+"""Loading sensor history, cleaning it, splitting it by time and cutting it into windows.
+
+Real plant exports are messy: semicolon CSVs, unsorted rows, repeated timestamps, short dropouts
+and long outages, a label column next to the sensors. ``load_frame`` turns any of that into one
+clean, time-sorted frame of float channels plus a segment id per row (a new segment starts at
+every long gap, so no window ever spans an outage) and a list of notes saying what it did.
+Every problem a user can cause raises :class:`DataError` with one readable line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert"}
+TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "time_stamp", "date_time")
+
+
+class DataError(Exception):
+    """Input data that cannot be used; the message is one line naming the file and the problem."""
+
+
+@dataclass(frozen=True)
+class SensorData:
+    """A clean series: ``values`` is ``(T, C)`` float64, ``times`` epoch seconds, ``segments`` ids."""
+
+    values: np.ndarray
+    times: np.ndarray
+    segments: np.ndarray
+    channels: tuple[str, ...]
+    sample_period: float | None
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    source_times: np.ndarray | None = None  # every input row's time, in file order (for per-row output)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def slice(self, start: int, stop: int) -> SensorData:
+        return SensorData(
+            self.values[start:stop],
+            self.times[start:stop],
+            self.segments[start:stop],
+            self.channels,
+            self.sample_period,
+            {k: v[start:stop] for k, v in self.labels.items()},
+            self.notes,
+        )
+
+    def rows_of(self, times: np.ndarray) -> np.ndarray:
+        """Row of each given time in this series, -1 where the row was dropped in cleaning."""
+        idx = np.clip(np.searchsorted(self.times, times), 0, max(len(self.times) - 1, 0))
+        found = len(self.times) > 0
+        match = found & (self.times[idx] == times) if found else np.zeros(len(times), bool)
+        return np.where(match, idx, -1)
+
+    def fingerprint(self) -> dict:
+        """Rows, time range and a content hash: enough to tell later which data trained a model."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.values).tobytes()).hexdigest()[:16]
+        span = [_iso(self.times[0]), _iso(self.times[-1])] if len(self) else [None, None]
+        return {"rows": len(self), "time_range": span, "sha256_16": digest, "channels": list(self.channels)}
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read one CSV (comma, semicolon or tab, detected) or Parquet file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            return pd.read_parquet(path)
+        with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+            sample = fh.read(65536)
+        if not sample.strip():
+            raise DataError(f"{path}: file is empty")
+        return pd.read_csv(path, sep=_sniff_delimiter(sample), low_memory=False)
+    except DataError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types for broken files
+        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0][:160]})") from None
+
+
+def _sniff_delimiter(sample: str) -> str:
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
+    except csv.Error:
+        header = sample.splitlines()[0]
+        return max(",;\t", key=header.count)
+
+
+def load_frame(
+    paths: Sequence[str | Path],
+    time_column: str | None = None,
+    channels: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    label_column: str | None = None,
+    fill_limit: int = 5,
+) -> SensorData:
+    """Load, sort, de-duplicate, fill short gaps and split at long gaps.
+
+    fill_limit: gaps of up to this many missing samples are forward-filled; longer gaps start a
+    new segment.
+    """
+    if not paths:
+        raise DataError("no data files given")
+    frames = [read_table(p) for p in paths]
+    columns = list(frames[0].columns)
+    for p, f in zip(paths[1:], frames[1:], strict=True):
+        if list(f.columns) != columns:
+            raise DataError(f"{p}: columns differ from {paths[0]}")
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
+    notes: list[str] = []
+
+    tcol = _find_time_column(frame, time_column, name)
+    times = _parse_times(frame[tcol], tcol, name)
+    chosen = _choose_channels(frame, tcol, channels, exclude, label_column, name)
+    values = frame[list(chosen)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    labels = {}
+    if label_column is not None:
+        if label_column not in frame.columns:
+            raise DataError(f"{name}: label column {label_column!r} not found (columns: {_cols(frame)})")
+        lab = pd.to_numeric(frame[label_column], errors="coerce").fillna(0).to_numpy()
+        labels[label_column] = (lab > 0).astype(np.int8)
+
+    source_times = times
+    order = np.argsort(times, kind="stable")
+    if (np.diff(order) < 0).any():
+        notes.append("rows were not in time order: sorted")
+    times, values = times[order], values[order]
+    labels = {k: v[order] for k, v in labels.items()}
+
+    dup = np.concatenate([times[1:] == times[:-1], [False]])
+    if dup.any():
+        notes.append(f"{int(dup.sum())} duplicate timestamps: kept the last row of each")
+        keep = ~dup
+        times, values = times[keep], values[keep]
+        labels = {k: v[keep] for k, v in labels.items()}
+    values[~np.isfinite(values)] = np.nan
+    data = _fill_and_segment(times, values, labels, chosen, fill_limit, notes)
+    if len(data) == 0:
+        raise DataError(f"{name}: no complete rows after cleaning (all channels empty?)")
+    return replace(data, source_times=source_times)
+
+
+def _find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) -> str:
+    if time_column is not None:
+        if time_column not in frame.columns:
+            raise DataError(f"{name}: time column {time_column!r} not found (columns: {_cols(frame)})")
+        return time_column
+    lowered = {str(c).strip().lower(): c for c in frame.columns}
+    for candidate in TIME_NAMES:
+        if candidate in lowered:
+            return lowered[candidate]
+    for col in frame.columns:  # first text column that parses as dates
+        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
+            head = frame[col].dropna().astype(str).head(50)
+            if len(head) and pd.to_datetime(head, errors="coerce", utc=True, format="mixed").notna().mean() > 0.9:
+                return col
+    raise DataError(f"{name}: no timestamp column found; name one with --time-column (columns: {_cols(frame)})")
+
+
+def _parse_times(column: pd.Series, tcol: str, name: str) -> np.ndarray:
+    """Timestamps to epoch seconds (float64). Numbers are epoch seconds (or ms when huge)."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        secs = column.to_numpy(dtype=np.float64)
+        if np.nanmedian(np.abs(secs)) > 1e11:  # epoch milliseconds
+            secs = secs / 1000.0
+    else:
+        parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
+        secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(secs)
+    if bad.mean() > 0.01 or bad.all():
+        example = column[bad].astype(str).iloc[0] if bad.any() else "?"
+        raise DataError(f"{name}: {int(bad.sum())} unparseable timestamps in column {tcol!r} (e.g. {example!r})")
+    if bad.any():
+        secs = secs.copy()
+        secs[bad] = np.nan
+    return secs
+
+
+def _choose_channels(
+    frame: pd.DataFrame,
+    tcol: str,
+    channels: Sequence[str] | None,
+    exclude: Sequence[str],
+    label_column: str | None,
+    name: str,
+) -> tuple[str, ...]:
+    if channels:
+        missing = [c for c in channels if c not in frame.columns]
+        if missing:
+            raise DataError(f"{name}: channels not found: {', '.join(missing)} (columns: {_cols(frame)})")
+        return tuple(channels)
+    unknown = [c for c in exclude if c not in frame.columns]
+    if unknown:
+        raise DataError(f"{name}: --exclude names unknown columns: {', '.join(unknown)}")
+    chosen = []
+    for col in frame.columns:
+        if col in (tcol, label_column) or col in exclude or str(col).strip().lower() in LABEL_NAMES:
+            continue
+        series = frame[col]
+        if pd.api.types.is_bool_dtype(series):
+            continue
+        numeric = pd.to_numeric(series, errors="coerce")
+        if numeric.notna().mean() >= 0.9 and numeric.nunique() > 1:
+            chosen.append(str(col))
+    if not chosen:
+        raise DataError(f"{name}: no numeric sensor columns found (columns: {_cols(frame)})")
+    return tuple(chosen)
+
+
+def _fill_and_segment(
+    times: np.ndarray,
+    values: np.ndarray,
+    labels: dict[str, np.ndarray],
+    channels: tuple[str, ...],
+    fill_limit: int,
+    notes: list[str],
+) -> SensorData:
+    ok_time = np.isfinite(times)
+    times, values = times[ok_time], values[ok_time]
+    labels = {k: v[ok_time] for k, v in labels.items()}
+    diffs = np.diff(times)
+    period = float(np.median(diffs)) if len(diffs) else None
+    if period is not None and period <= 0:
+        period = None
+    frame = pd.DataFrame(values, columns=list(channels))
+    segment = np.zeros(len(times), dtype=np.int64)
+    if period is not None and len(diffs):
+        regular = np.mean(np.abs(diffs - period) <= 0.1 * period) >= 0.8
+        long_gap = diffs > (fill_limit + 1) * period if regular else diffs > 10 * (fill_limit + 1) * period
+        if regular:
+            short = (diffs > 1.5 * period) & ~long_gap
+            if short.any():
+                times, frame, labels, segment = _insert_rows(times, frame, labels, diffs, short, period, long_gap)
+                notes.append(f"{int(short.sum())} short gaps forward-filled (up to {fill_limit} samples)")
+            else:
+                segment = np.concatenate([[0], np.cumsum(long_gap)])
+        else:
+            segment = np.concatenate([[0], np.cumsum(long_gap)])
+            notes.append("sampling is irregular: no gap filling, only splits at long gaps")
+        n_long = int(long_gap.sum())
+        if n_long:
+            notes.append(f"{n_long} long gaps: series split into {n_long + 1} segments")
+    n_missing = int(frame.isna().to_numpy().sum())
+    frame = frame.groupby(segment).ffill(limit=fill_limit) if n_missing else frame
+    if n_missing:
+        notes.append(f"{n_missing} missing values forward-filled (up to {fill_limit} in a row)")
+    complete = frame.notna().all(axis=1).to_numpy()
+    if not complete.all():
+        notes.append(f"{int((~complete).sum())} rows still incomplete after filling: dropped, series split there")
+        segment = segment + np.cumsum(~complete)  # a dropped row ends its segment
+        keep = complete
+        times, frame, segment = times[keep], frame[keep], segment[keep]
+        labels = {k: v[keep] for k, v in labels.items()}
+    return SensorData(
+        values=frame.to_numpy(dtype=np.float64),
+        times=times,
+        segments=_renumber(segment),
+        channels=channels,
+        sample_period=period,
+        labels=labels,
+        notes=tuple(notes),
+    )
+
+
+def _insert_rows(times, frame, labels, diffs, short, period, long_gap):
+    """Insert NaN rows on the sampling grid inside short gaps (filled later) and mark segments."""
+    n_new = np.where(short, np.round(diffs / period).astype(np.int64) - 1, 0)
+    repeat = np.concatenate([n_new + 1, [1]])
+    idx = np.repeat(np.arange(len(times)), repeat)
+    offset = np.concatenate([np.arange(r) for r in repeat])
+    new_times = times[idx] + offset * period
+    is_new = offset > 0
+    new_frame = frame.iloc[idx].reset_index(drop=True)
+    new_frame[is_new] = np.nan
+    new_labels = {k: v[idx] for k, v in labels.items()}
+    seg = np.concatenate([[0], np.cumsum(long_gap)])[idx]
+    return new_times, new_frame, new_labels, seg
+
+
+def _renumber(segment: np.ndarray) -> np.ndarray:
+    if not len(segment):
+        return segment
+    return np.concatenate([[0], np.cumsum(segment[1:] != segment[:-1])])
+
+
+def _cols(frame: pd.DataFrame) -> str:
+    names = [str(c) for c in frame.columns]
+    return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+
+
+def _iso(seconds: float) -> str:
+    return pd.Timestamp(seconds, unit="s", tz="UTC").isoformat()
+
+
+# --- splits and windows --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: SensorData
+    validation: SensorData
+    calibration: SensorData
+
+
+def split_by_time(data: SensorData, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Splits:
+    """Contiguous blocks in time order: train, then validation, then calibration (never shuffled)."""
+    n = len(data)
+    a = int(round(n * fractions[0]))
+    b = int(round(n * (fractions[0] + fractions[1])))
+    return Splits(data.slice(0, a), data.slice(a, b), data.slice(b, n))
+
+
+def window_starts(segments: np.ndarray, window: int, stride: int = 1) -> np.ndarray:
+    """Start rows of every window of ``window`` rows that stays inside one segment."""
+    n = len(segments)
+    if n < window:
+        return np.empty(0, dtype=np.int64)
+    same = segments[window - 1 :] == segments[: n - window + 1]
+    starts = np.flatnonzero(same)
+    return starts[::stride] if stride > 1 else starts
+
+
+def count_windows(segments: np.ndarray, window: int) -> int:
+    return len(window_starts(segments, window))
+
+
+def choose_window(splits: Splits, requested: int | None, min_windows: int = 32, default: int = 32) -> int:
+    """The requested window, or the default halved until every split keeps ``min_windows`` windows.
+
+    This is how a few hundred rows of a new machine still train: the window shrinks to fit.
+    """
+    window = requested or default
+    parts = (splits.train, splits.validation, splits.calibration)
+    if requested:
+        short = [len(p) for p in parts if count_windows(p.segments, window) < 1]
+        if short:
+            raise DataError(f"--window {window} is longer than a data split ({min(short)} rows); use fewer")
+        return window
+    while window > 8 and min(count_windows(p.segments, window) for p in parts) < min_windows:
+        window //= 2
+    if min(count_windows(p.segments, window) for p in parts) < min_windows // 2:
+        need = int((window + min_windows) / 0.2)
+        raise DataError(
+            f"too little data: {sum(len(p) for p in parts)} usable rows, need about {need} "
+            f"(each split must hold {min_windows // 2}+ windows of {window} rows)"
+        )
+    return window
+
+
+class WindowDataset(Dataset):
+    """Standardized windows ``(C, window)`` of one split, fetched a whole batch at a time."""
+
+    def __init__(self, standardized: np.ndarray, segments: np.ndarray, window: int, stride: int = 1) -> None:
+        self.data = torch.from_numpy(np.ascontiguousarray(standardized, dtype=np.float32))
+        self.starts = torch.from_numpy(window_starts(segments, window, stride))
+        self.offsets = torch.arange(window)
+        self.window = window
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        start = int(self.starts[index])
+        return self.data[start : start + self.window].T
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        rows = self.starts[torch.as_tensor(indices)][:, None] + self.offsets
+        return self.data[rows].transpose(1, 2).contiguous()
+
+
+def _keep_batch(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
+def train_loader(dataset: WindowDataset, batch_size: int, max_windows: int, seed: int) -> DataLoader:
+    """Shuffled training batches; an epoch sees at most ``max_windows`` windows (overlap is redundant)."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(dataset, num_samples=min(len(dataset), max_windows), generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_keep_batch)
+
+
+def eval_loader(dataset: WindowDataset, batch_size: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_keep_batch)
+
+
+def drop_labeled(data: SensorData, column: str) -> SensorData:
+    """Remove rows labeled anomalous (training sees normal data only); the series splits there."""
+    labels = data.labels[column]
+    bad = labels > 0
+    if not bad.any():
+        return data
+    keep = ~bad
+    segments = _renumber((data.segments + np.cumsum(bad))[keep])
+    note = f"{int(bad.sum())} rows labeled anomalous in {column!r}: left out of training"
+    return SensorData(
+        data.values[keep], data.times[keep], segments, data.channels, data.sample_period,
+        {k: v[keep] for k, v in data.labels.items()}, (*data.notes, note),
+    )

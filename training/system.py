@@ -1,0 +1,58 @@
+"""The LightningModule: a thin training wrapper around ``service.model.ConvAutoencoder``.
+
+The network itself is a plain ``nn.Module`` in ``service`` so serving never needs Lightning; this
+system only adds the loss, optional denoising and the optimizer. Drop it into any ``Trainer``.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from service.model import ConvAutoencoder, ModelConfig
+
+
+class AutoencoderSystem(pl.LightningModule):
+    """Trains the autoencoder to reconstruct normal windows (MSE in standardized units).
+
+    noise: std of Gaussian noise added to inputs during training (denoising autoencoder); the
+    target stays the clean window, which makes the model less eager to copy noise.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        window: int,
+        latent: int,
+        hidden: int = 32,
+        depth: int = 2,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-5,
+        noise: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = ModelConfig(channels=channels, window=window, latent=latent, hidden=hidden, depth=depth)
+        self.net = ConvAutoencoder(self.config)
+        self.loss = nn.MSELoss()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _common_step(self, batch: torch.Tensor, stage: str) -> torch.Tensor:
+        inputs = batch
+        if stage == "train" and self.hparams.noise > 0:
+            inputs = batch + self.hparams.noise * torch.randn_like(batch)
+        loss = self.loss(self.net(inputs), batch)
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=len(batch))
+        return loss
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self._common_step(batch, "train")
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self._common_step(batch, "val")
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
