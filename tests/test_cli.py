@@ -1,0 +1,143 @@
+"""Every offline verb end to end, and every bad input as one clear line with a non-zero exit."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.bundle import save_bundle
+from service.cli import main
+from tests.conftest import plant_frame
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["simulate", "--out", str(root / "normal.csv"), "--rows", "4000", "--channels", "3"]) == 0
+    assert main(["simulate", "--out", str(root / "faults.csv"), "--rows", "3000", "--channels", "3",
+                 "--seed", "2", "--anomalies"]) == 0
+    code = main(["train", str(root / "normal.csv"), "--out", str(root / "model"), "--max-epochs", "8", "--quiet"])
+    assert code == 0
+    return root
+
+
+def test_simulate_writes_labels(files):
+    faults = pd.read_csv(files / "faults.csv")
+    assert list(faults.columns) == ["timestamp", "temp_in", "temp_out", "pressure", "anomaly"]
+    assert faults["anomaly"].sum() > 0
+    assert "anomaly" not in pd.read_csv(files / "normal.csv") or pd.read_csv(files / "normal.csv")["anomaly"].sum() == 0
+
+
+def test_train_prints_summary(tmp_path, capsys):
+    plant_frame(rows=600).to_csv(tmp_path / "n.csv", index=False)
+    assert main(["train", str(tmp_path / "n.csv"), "--registry", str(tmp_path / "reg"), "--name", "pump",
+                 "--max-epochs", "2", "--quiet", "--threshold-method", "quantile"]) == 0
+    out = capsys.readouterr().out
+    assert "v0001" in out and "rows per split" in out and "threshold" in out and "false alarms" in out
+    assert (tmp_path / "reg" / "pump" / "CURRENT").read_text().strip() == "v0001"
+
+
+def test_score_one_row_per_input_row(files, tmp_path):
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(files / "model"), str(files / "faults.csv"), "--out", str(out)]) == 0
+    scores = pd.read_csv(out)
+    source = pd.read_csv(files / "faults.csv")
+    assert len(scores) == len(source)
+    assert list(scores.columns[:4]) == ["timestamp", "score", "anomaly", "alert"]
+    assert [c for c in scores.columns[4:]] == ["error_temp_in", "error_temp_out", "error_pressure"]
+    window = json.loads((files / "model" / "bundle.json").read_text())["window"]
+    assert scores["score"].iloc[: window - 1].isna().all() and scores["score"].iloc[window - 1 :].notna().all()
+    assert ((scores["score"] >= 1).astype(int) == scores["anomaly"]).all()
+    assert scores["alert"].sum() > 0 and scores["anomaly"].sum() > scores["alert"].sum() * 0.1
+
+
+def test_evaluate_reports_both_columns(files, capsys):
+    assert main(["evaluate", str(files / "model"), str(files / "faults.csv"), "--label-column", "anomaly",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for kind in ("anomaly", "alert"):
+        for key in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate", "event_recall",
+                    "mean_detection_delay_s"):
+            assert key in result[kind]
+    assert result["anomaly"]["event_recall"] > 0.5
+    # windows ending just after a fault still hold faulty rows: point-wise FPs of up to one window per event
+    assert result["anomaly"]["false_alarm_rate"] < 0.12
+    assert main(["evaluate", str(files / "model"), str(files / "faults.csv"), "--label-column", "anomaly"]) == 0
+    assert "false-alarm rate" in capsys.readouterr().out
+
+
+def test_calibrate_changes_threshold(files, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(files / "model", model)
+    before = json.loads((model / "bundle.json").read_text())["threshold"]
+    assert main(["calibrate", str(model), str(files / "normal.csv"), "--threshold-method", "quantile",
+                 "--false-alarm-rate", "0.2"]) == 0
+    after = json.loads((model / "bundle.json").read_text())
+    assert after["threshold"] < before and after["calibration"]["method"] == "quantile"
+    assert "->" in capsys.readouterr().out
+
+
+def test_report_writes_pngs(files, tmp_path):
+    assert main(["report", str(files / "model"), str(files / "faults.csv"), "--out", str(tmp_path / "r"),
+                 "--label-column", "anomaly"]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "r").glob("*.png"))
+    assert pngs == ["calibration.png", "reconstructions.png", "scores.png"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_bad_inputs_are_one_line_without_traceback(files, tmp_path):
+    (tmp_path / "text.csv").write_text("timestamp,name\n2026-01-01T00:00:00Z,a\n2026-01-01T00:00:01Z,b\n")
+    plant_frame(rows=20).to_csv(tmp_path / "short.csv", index=False)
+    other = plant_frame(rows=200)
+    other.columns = ["timestamp", "x", "y", "z"]
+    other.to_csv(tmp_path / "other.csv", index=False)
+    (tmp_path / "dates.csv").write_text("timestamp,a\nnot-a-date,1\nnever,2\n")
+    model = str(files / "model")
+    cases = [
+        (["train", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m")], "file not found"),
+        (["train", str(tmp_path / "text.csv"), "--out", str(tmp_path / "m")], "no numeric"),
+        (["train", str(tmp_path / "short.csv"), "--out", str(tmp_path / "m")], "too little data"),
+        (["train", str(tmp_path / "dates.csv"), "--out", str(tmp_path / "m")], "unparseable timestamps"),
+        (["score", model, str(tmp_path / "other.csv"), "--out", str(tmp_path / "s.csv")], "channels not found"),
+        (["score", model, str(tmp_path / "short.csv"), "--out", str(tmp_path / "s.csv")], "channels not found"),
+        (["score", str(tmp_path), str(files / "faults.csv"), "--out", str(tmp_path / "s.csv")], "bundle.json"),
+        (["train", str(files / "normal.csv"), "--registry", str(tmp_path), "--name", "../x"], "invalid model name"),
+        (["train", str(files / "normal.csv")], "--out"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip() and "Seed set" not in ln]
+        assert len(lines) == 1 and message in lines[0], (args, result.stderr)
+
+
+def test_fewer_rows_than_one_window(files, tmp_path):
+    frame = pd.read_csv(files / "faults.csv").iloc[:10]
+    frame.to_csv(tmp_path / "ten.csv", index=False)
+    result = run_cli("score", str(files / "model"), str(tmp_path / "ten.csv"), "--out", str(tmp_path / "s.csv"))
+    assert result.returncode == 1 and "fewer than one window" in result.stderr
+
+
+def test_bad_arguments_are_usage_errors():
+    result = run_cli("train", "x.csv", "--out", "m", "--false-alarm-rate", "1.5")
+    assert result.returncode == 2 and "(0, 1)" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("train", "x.csv", "--out", "m", "--window", "-3")
+    assert result.returncode == 2 and "positive integer" in result.stderr
+
+
+def test_bundle_saved_by_library_scores_via_cli(tiny_bundle, tmp_path):
+    save_bundle(tiny_bundle, tmp_path / "b")
+    frame = plant_frame(rows=100)
+    frame.columns = ["timestamp", "a", "b", "c"]
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert main(["score", str(tmp_path / "b"), str(tmp_path / "d.csv"), "--out", str(tmp_path / "s.csv")]) == 0
+    assert np.isfinite(pd.read_csv(tmp_path / "s.csv")["score"].iloc[15:]).all()

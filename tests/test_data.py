@@ -1,0 +1,145 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import plant_frame
+from training.data import (
+    DataError,
+    WindowDataset,
+    choose_window,
+    drop_labeled,
+    load_frame,
+    split_by_time,
+    window_starts,
+)
+
+
+def text(content):
+    def make(path):
+        path.write_text(content)
+        return path
+
+    return make
+
+
+def write(frame, path, **kwargs):
+    frame.to_csv(path, index=False, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t"])
+def test_delimiters_detected(tmp_path, sep):
+    path = write(plant_frame(200), tmp_path / "d.csv", sep=sep)
+    data = load_frame([path])
+    assert data.channels == ("c0", "c1", "c2")
+    assert len(data) == 200
+
+
+def test_parquet_and_multiple_files(tmp_path):
+    frame = plant_frame(400)
+    frame.iloc[:200].to_parquet(tmp_path / "a.parquet")
+    frame.iloc[200:].to_parquet(tmp_path / "b.parquet")
+    data = load_frame([tmp_path / "b.parquet", tmp_path / "a.parquet"])
+    assert len(data) == 400 and (np.diff(data.times) > 0).all()
+
+
+def test_unsorted_and_duplicates(tmp_path):
+    frame = plant_frame(300)
+    shuffled = pd.concat([frame.sample(frac=1, random_state=0), frame.iloc[[5, 6]]])
+    data = load_frame([write(shuffled, tmp_path / "d.csv")])
+    assert len(data) == 300
+    assert (np.diff(data.times) > 0).all()
+    assert any("sorted" in n for n in data.notes) and any("duplicate" in n for n in data.notes)
+
+
+def test_short_gaps_filled_long_gaps_split(tmp_path):
+    frame = plant_frame(1000)
+    frame = frame.drop(index=list(range(100, 103)) + list(range(500, 600)))
+    data = load_frame([write(frame, tmp_path / "d.csv")], fill_limit=5)
+    assert len(data) == 1000 - 100  # 3 short-gap rows re-inserted, 100-row outage not
+    assert data.segments[0] == 0 and data.segments[-1] == 1
+    assert data.values[100:103].tolist() == [data.values[99].tolist()] * 3  # forward-filled
+    starts = window_starts(data.segments, 32)
+    assert not any(data.segments[s] != data.segments[s + 31] for s in starts)
+
+
+def test_label_columns_never_channels(tmp_path):
+    frame = plant_frame(200)
+    frame["anomaly"] = 0
+    frame["status"] = "ok"
+    data = load_frame([write(frame, tmp_path / "d.csv")], label_column="anomaly")
+    assert data.channels == ("c0", "c1", "c2")
+    assert data.labels["anomaly"].sum() == 0
+
+
+def test_channel_selection_and_exclude(tmp_path):
+    path = write(plant_frame(200), tmp_path / "d.csv")
+    assert load_frame([path], channels=["c2", "c0"]).channels == ("c2", "c0")
+    assert load_frame([path], exclude=["c1"]).channels == ("c0", "c2")
+
+
+def test_epoch_time_column(tmp_path):
+    frame = plant_frame(200)
+    stamps = frame.pop("timestamp")
+    frame["epoch"] = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("int64")
+    data = load_frame([write(frame, tmp_path / "d.csv")], time_column="epoch")
+    assert data.sample_period == 1.0 and data.channels == ("c0", "c1", "c2")
+
+
+@pytest.mark.parametrize(
+    "make, kwargs, message",
+    [
+        (lambda p: p, {}, "file not found"),
+        (text(""), {}, "empty"),
+        (text("timestamp,name\n2026-01-01,a\n2026-01-02,b\n"), {}, "no numeric"),
+        (text("a,b\n1,2\n3,4\n"), {}, "no timestamp column"),
+        (text("timestamp,a\nyesterday,1\nsoon,2\n"), {}, "unparseable timestamps"),
+        (lambda p: write(plant_frame(50), p), {"channels": ["nope"]}, "channels not found"),
+        (lambda p: write(plant_frame(50), p), {"time_column": "when"}, "time column 'when' not found"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tmp_path, make, kwargs, message):
+    path = tmp_path / "d.csv"
+    result = make(path)
+    with pytest.raises(DataError, match=message):
+        load_frame([result], **kwargs)
+
+
+def test_split_is_contiguous_in_time():
+    data_frame = plant_frame(1000)
+    from training.data import SensorData
+
+    data = SensorData(data_frame[["c0"]].to_numpy(), np.arange(1000.0), np.zeros(1000, int), ("c0",), 1.0)
+    splits = split_by_time(data)
+    assert [len(splits.train), len(splits.validation), len(splits.calibration)] == [600, 200, 200]
+    assert splits.train.times[-1] < splits.validation.times[0] < splits.calibration.times[0]
+
+
+def test_window_adapts_to_small_data():
+    from training.data import SensorData
+
+    for rows, expected in [(5000, 32), (250, 16), (120, 8)]:
+        data = SensorData(np.zeros((rows, 2)), np.arange(float(rows)), np.zeros(rows, int), ("a", "b"), 1.0)
+        assert choose_window(split_by_time(data), None) == expected
+    tiny = SensorData(np.zeros((40, 2)), np.arange(40.0), np.zeros(40, int), ("a", "b"), 1.0)
+    with pytest.raises(DataError, match="too little data"):
+        choose_window(split_by_time(tiny), None)
+
+
+def test_window_dataset_batches_equal_items():
+    values = np.arange(40, dtype=float).reshape(20, 2)
+    ds = WindowDataset(values, np.zeros(20, int), window=4)
+    batch = ds.__getitems__([0, 5])
+    assert batch.shape == (2, 2, 4)
+    assert np.array_equal(batch[1].numpy(), ds[5].numpy())
+    assert ds[0].numpy().tolist() == [[0, 2, 4, 6], [1, 3, 5, 7]]
+
+
+def test_drop_labeled_splits_segments():
+    from training.data import SensorData
+
+    labels = np.zeros(10, np.int8)
+    labels[4:6] = 1
+    data = SensorData(np.zeros((10, 1)), np.arange(10.0), np.zeros(10, int), ("a",), 1.0, {"y": labels})
+    out = drop_labeled(data, "y")
+    assert len(out) == 8 and out.segments.tolist() == [0] * 4 + [1] * 4

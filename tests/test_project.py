@@ -1,0 +1,37 @@
+"""Project-level promises: the README's two commands, CI running the test one, the runtime's imports."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands():
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```bash\n(pip install torch==2\.13\.0 && .+?)\n```", text)
+
+
+def test_readme_has_exactly_two_setup_commands_with_torch_first():
+    commands = readme_commands()
+    assert len(commands) == 2, commands
+    demo, tests = commands
+    assert demo.endswith("sensorguard demo") and "pytest" in tests
+    for command in commands:
+        assert command.startswith("pip install torch==2.13.0 && pip install -e ")
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert readme_commands()[1] in ci.splitlines()
+
+
+def test_runtime_never_imports_lightning():
+    code = (
+        "import sys, service.cli, service.scorer, service.bundle, service.alerts;"
+        "bad = [m for m in sys.modules if m.startswith(('pytorch_lightning', 'lightning'))];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

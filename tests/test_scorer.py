@@ -1,0 +1,73 @@
+"""Contract checks for the shared scorer (River-style): shapes, parity, no mutation, batching."""
+
+import numpy as np
+import pytest
+import torch
+
+from service.scorer import Scorer
+
+
+def test_series_and_windows_agree(tiny_bundle):
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(100, 3))
+    scorer = Scorer(tiny_bundle)
+    series = scorer.score_series(values)
+    windows = np.stack([values[t - 15 : t + 1].T for t in range(15, 100)])
+    direct = scorer.score_windows(windows)
+    np.testing.assert_allclose(series.score[15:], direct.score, rtol=1e-5)
+    assert np.isnan(series.score[:15]).all()
+    np.testing.assert_allclose(series.error, series.channel_error.mean(axis=1))
+    np.testing.assert_allclose(series.score, series.error / tiny_bundle.threshold_)
+
+
+def test_batch_size_does_not_change_scores(tiny_bundle):
+    windows = np.random.default_rng(1).normal(size=(50, 3, 16))
+    a = Scorer(tiny_bundle, batch_size=7).score_windows(windows).score
+    b = Scorer(tiny_bundle, batch_size=4096).score_windows(windows).score
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_scoring_does_not_mutate_the_model(tiny_bundle):
+    scorer = Scorer(tiny_bundle)
+    before = {k: v.clone() for k, v in scorer.model.state_dict().items()}
+    scorer.score_windows(np.random.default_rng(2).normal(size=(20, 3, 16)))
+    assert all(torch.equal(before[k], v) for k, v in scorer.model.state_dict().items())
+
+
+def test_segments_stop_windows_at_gaps(tiny_bundle):
+    values = np.random.default_rng(3).normal(size=(40, 3))
+    segments = np.r_[np.zeros(20, int), np.ones(20, int)]
+    scores = Scorer(tiny_bundle).score_series(values, segments).score
+    assert np.isnan(scores[:15]).all() and np.isfinite(scores[15:20]).all()
+    assert np.isnan(scores[20:35]).all() and np.isfinite(scores[35:]).all()
+
+
+def test_higher_score_for_off_manifold_windows(trained):
+    bundle, _, _ = trained
+    from tests.conftest import plant_frame
+
+    frame = plant_frame(rows=600, channels=3, seed=5)
+    values = frame[["c0", "c1", "c2"]].to_numpy()
+    broken = values.copy()
+    broken[300:, 1] += 3.0  # level shift on one channel
+    scorer = Scorer(bundle)
+    normal = scorer.score_series(values).score
+    faulty = scorer.score_series(broken).score
+    assert np.nanmax(normal) < 1.0 < np.nanmin(faulty[300 + bundle.window :])
+    top = scorer.score_windows(np.stack([broken[400 - bundle.window : 400].T])).top_channels(0, bundle.channels)
+    assert top[0]["name"] == "c1" and top[0]["share"] > 0.5
+    assert sum(t["share"] for t in top) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_huge_values_stay_finite(tiny_bundle):
+    windows = np.full((2, 3, 16), 1e30)
+    scores = Scorer(tiny_bundle).score_windows(windows)
+    assert np.isfinite(scores.score).all() and (scores.score > 0).all()
+
+
+def test_wrong_shapes_are_refused(tiny_bundle):
+    scorer = Scorer(tiny_bundle)
+    with pytest.raises(ValueError, match="shape"):
+        scorer.score_windows(np.zeros((2, 4, 16)))
+    with pytest.raises(ValueError, match="shape"):
+        scorer.score_series(np.zeros((30, 2)))
