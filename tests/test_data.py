@@ -143,3 +143,15 @@ def test_drop_labeled_splits_segments():
     data = SensorData(np.zeros((10, 1)), np.arange(10.0), np.zeros(10, int), ("a",), 1.0, {"y": labels})
     out = drop_labeled(data, "y")
     assert len(out) == 8 and out.segments.tolist() == [0] * 4 + [1] * 4
+
+
+def test_asset_column_keeps_machines_apart(tmp_path):
+    a, b = plant_frame(300, seed=1), plant_frame(300, seed=2)
+    a["asset"], b["asset"] = "pump-1", "pump-2"
+    mixed = pd.concat([a, b]).sample(frac=1, random_state=0)  # same times, interleaved rows
+    data = load_frame([write(mixed, tmp_path / "d.csv")])
+    assert data.channels == ("c0", "c1", "c2") and len(data) == 600
+    assert len(set(data.segments[:300])) == 1 and data.segments[0] != data.segments[-1]
+    splits = split_by_time(data)
+    assert len(splits.train) == 360 and len(splits.calibration) == 120  # the same period of each machine
+    assert splits.calibration.times.min() >= splits.validation.times.max()

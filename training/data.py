@@ -44,14 +44,16 @@ class SensorData:
     def __len__(self) -> int:
         return len(self.values)
 
-    def slice(self, start: int, stop: int) -> SensorData:
+    def take(self, mask: np.ndarray) -> SensorData:
+        """The rows where ``mask`` holds; a run of dropped rows splits the segment there."""
+        cut = np.cumsum(~mask)
         return SensorData(
-            self.values[start:stop],
-            self.times[start:stop],
-            self.segments[start:stop],
+            self.values[mask],
+            self.times[mask],
+            _renumber((self.segments + cut)[mask]),
             self.channels,
             self.sample_period,
-            {k: v[start:stop] for k, v in self.labels.items()},
+            {k: v[mask] for k, v in self.labels.items()},
             self.notes,
         )
 
@@ -103,11 +105,14 @@ def load_frame(
     exclude: Sequence[str] = (),
     label_column: str | None = None,
     fill_limit: int = 5,
+    asset_column: str | None = None,
 ) -> SensorData:
     """Load, sort, de-duplicate, fill short gaps and split at long gaps.
 
     fill_limit: gaps of up to this many missing samples are forward-filled; longer gaps start a
     new segment.
+    asset_column: rows of several machines in one table (default: a column named ``asset``, as
+    written by the daemon's recorder); each machine is cleaned as its own series.
     """
     if not paths:
         raise DataError("no data files given")
@@ -131,24 +136,61 @@ def load_frame(
         lab = pd.to_numeric(frame[label_column], errors="coerce").fillna(0).to_numpy()
         labels[label_column] = (lab > 0).astype(np.int8)
 
-    source_times = times
+    if asset_column is None and "asset" in frame.columns:
+        asset_column = "asset"
+    if asset_column is None:
+        data = _clean_series(times, values, labels, chosen, fill_limit, notes)
+    else:  # several machines in one file: each is its own series, never stitched to another
+        if asset_column not in frame.columns:
+            raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {_cols(frame)})")
+        assets = frame[asset_column].astype(str).to_numpy()
+        parts = []
+        for asset in sorted(set(assets)):
+            rows = assets == asset
+            part_notes: list[str] = []
+            sub_labels = {k: v[rows] for k, v in labels.items()}
+            parts.append(_clean_series(times[rows], values[rows], sub_labels, chosen, fill_limit, part_notes))
+            notes += [f"{asset}: {n}" for n in part_notes]
+        data = concat_series(parts, notes)
+    if len(data) == 0:
+        raise DataError(f"{name}: no complete rows after cleaning (all channels empty?)")
+    return replace(data, source_times=times)
+
+
+def _clean_series(times, values, labels, channels, fill_limit, notes) -> SensorData:
+    """Sort one machine's rows by time, drop duplicate stamps, fill short gaps, split at long ones."""
     order = np.argsort(times, kind="stable")
     if (np.diff(order) < 0).any():
         notes.append("rows were not in time order: sorted")
     times, values = times[order], values[order]
     labels = {k: v[order] for k, v in labels.items()}
-
     dup = np.concatenate([times[1:] == times[:-1], [False]])
     if dup.any():
         notes.append(f"{int(dup.sum())} duplicate timestamps: kept the last row of each")
         keep = ~dup
         times, values = times[keep], values[keep]
         labels = {k: v[keep] for k, v in labels.items()}
+    values = values.copy()
     values[~np.isfinite(values)] = np.nan
-    data = _fill_and_segment(times, values, labels, chosen, fill_limit, notes)
-    if len(data) == 0:
-        raise DataError(f"{name}: no complete rows after cleaning (all channels empty?)")
-    return replace(data, source_times=source_times)
+    return _fill_and_segment(times, values, labels, channels, fill_limit, notes)
+
+
+def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> SensorData:
+    """Several series (machines) as one: each keeps its own segments, so no window spans two."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise DataError("no complete rows after cleaning")
+    offsets = np.cumsum([0] + [int(p.segments.max()) + 1 for p in parts[:-1]])
+    periods = [p.sample_period for p in parts if p.sample_period]
+    return SensorData(
+        values=np.concatenate([p.values for p in parts]),
+        times=np.concatenate([p.times for p in parts]),
+        segments=np.concatenate([p.segments + off for p, off in zip(parts, offsets, strict=True)]),
+        channels=parts[0].channels,
+        sample_period=float(np.median(periods)) if periods else None,
+        labels={k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels},
+        notes=tuple(notes),
+    )
 
 
 def _find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) -> str:
@@ -205,7 +247,8 @@ def _choose_channels(
         raise DataError(f"{name}: --exclude names unknown columns: {', '.join(unknown)}")
     chosen = []
     for col in frame.columns:
-        if col in (tcol, label_column) or col in exclude or str(col).strip().lower() in LABEL_NAMES:
+        lowered = str(col).strip().lower()
+        if col in (tcol, label_column) or col in exclude or lowered in LABEL_NAMES or lowered == "asset":
             continue
         series = frame[col]
         if pd.api.types.is_bool_dtype(series):
@@ -314,11 +357,19 @@ class Splits:
 
 
 def split_by_time(data: SensorData, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Splits:
-    """Contiguous blocks in time order: train, then validation, then calibration (never shuffled)."""
+    """Contiguous blocks in time: train, then validation, then calibration (never shuffled).
+
+    Cut points are row-count quantiles of time, so with several machines every block holds the same
+    period of each machine, and the calibration block is always the most recent data.
+    """
     n = len(data)
+    ordered = np.sort(data.times)
     a = int(round(n * fractions[0]))
     b = int(round(n * (fractions[0] + fractions[1])))
-    return Splits(data.slice(0, a), data.slice(a, b), data.slice(b, n))
+    t1 = ordered[a] if a < n else np.inf
+    t2 = ordered[b] if b < n else np.inf
+    return Splits(data.take(data.times < t1), data.take((data.times >= t1) & (data.times < t2)),
+                  data.take(data.times >= t2))
 
 
 def window_starts(segments: np.ndarray, window: int, stride: int = 1) -> np.ndarray:
@@ -396,14 +447,9 @@ def eval_loader(dataset: WindowDataset, batch_size: int) -> DataLoader:
 
 def drop_labeled(data: SensorData, column: str) -> SensorData:
     """Remove rows labeled anomalous (training sees normal data only); the series splits there."""
-    labels = data.labels[column]
-    bad = labels > 0
+    bad = data.labels[column] > 0
     if not bad.any():
         return data
-    keep = ~bad
-    segments = _renumber((data.segments + np.cumsum(bad))[keep])
+    kept = data.take(~bad)
     note = f"{int(bad.sum())} rows labeled anomalous in {column!r}: left out of training"
-    return SensorData(
-        data.values[keep], data.times[keep], segments, data.channels, data.sample_period,
-        {k: v[keep] for k, v in data.labels.items()}, (*data.notes, note),
-    )
+    return replace(kept, notes=(*data.notes, note))
