@@ -278,6 +278,134 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- retrain / models ----------------------------------------------------------------------------
+
+
+def _parse_since(text: str | None) -> float | None:
+    """``--since``: RFC 3339 time, epoch seconds, or an age like ``7d`` / ``12h`` / ``30m``."""
+    import time as _time
+
+    if not text:
+        return None
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return _time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    from datetime import UTC, datetime
+
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(
+            f"--since: expected a time (2026-11-01T00:00:00Z), epoch seconds or an age (7d), got {text!r}"
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)  # naive times are UTC, as everywhere in sensorguard
+    return stamp.timestamp()
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from service.bundle import current_version, load_current, validate_name
+    from training.data import concat_series, drop_labeled
+    from training.retrain import load_recorded, retrain
+    from training.train import TrainOptions
+
+    validate_name(args.name)
+    if not args.data and not args.recorded:
+        raise CliError("give new normal data with --data FILE... and/or --recorded DIR")
+    channels = None
+    if current_version(args.registry, args.name) is not None:
+        channels = list(load_current(args.registry, args.name).channels)
+    since = _parse_since(args.since)
+    parts = []
+    if args.data:
+        data = _load(args, args.data, channels=channels, label_column=args.label_column)
+        if args.label_column:
+            data = drop_labeled(data, args.label_column)
+        if since is not None:
+            data = data.take(data.times >= since)
+        parts.append(data)
+    if args.recorded:
+        parts.append(load_recorded(args.recorded, since=since, channels=channels))
+    data = concat_series(parts) if len(parts) > 1 else parts[0]
+    options = TrainOptions(
+        max_epochs=args.max_epochs,
+        threshold_method=args.threshold_method,
+        false_alarm_rate=args.false_alarm_rate,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force)
+    print("\n" + result.table())
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from service.bundle import (
+        BundleError,
+        current_version,
+        list_versions,
+        load_bundle,
+        set_current,
+        validate_name,
+    )
+
+    root, name = Path(args.registry), validate_name(args.name)
+    versions = list_versions(root, name)
+    current = current_version(root, name)
+    if not versions:
+        raise CliError(f"no versions of model {name!r} in registry {root}")
+    if args.action == "list":
+        print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}  promoted")
+        for version in versions:
+            meta = _read_meta(root / name / version)
+            training = meta.get("training", {})
+            span = training.get("time_range") or [None, None]
+            promoted = (meta.get("metrics") or {}).get("promoted")
+            print(
+                f"{'*' if version == current else '':2}{version:9}{str(meta.get('created', '?')):27}"
+                f"{str(span[0])[:25]:27}{str(span[1])[:25]:27}{training.get('rows', '?'):>9}"
+                f"{meta.get('threshold', float('nan')):>12.4g}  {'-' if promoted is None else promoted}"
+            )
+        return 0
+    if args.action == "show":
+        version = args.version or current
+        if version not in versions:
+            raise CliError(f"model {name!r} has no version {version!r}")
+        meta = _read_meta(root / name / version)
+        meta.get("calibration", {}).pop("errors_sample", None)
+        print(json.dumps({"version": version, "current": version == current, **meta}, indent=2))
+        return 0
+    if args.action == "promote":
+        target = args.version
+        if not target:
+            raise CliError("promote needs a VERSION")
+    else:  # rollback: the newest version older than the current one
+        older = [v for v in versions if current and int(v[1:]) < int(current[1:])]
+        if not older:
+            raise CliError(f"nothing to roll back to: {current} is the oldest version")
+        target = older[-1]
+    if target not in versions:
+        raise CliError(f"model {name!r} has no version {target!r}")
+    try:
+        load_bundle(root / name / target)  # never point CURRENT at a bundle that cannot load
+    except BundleError as exc:
+        raise CliError(f"refusing to make {target} current: {exc}") from None
+    set_current(root, name, target)
+    print(f"{name}: CURRENT {current} -> {target}")
+    return 0
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads((path / "bundle.json").read_text())
+    except (OSError, ValueError):
+        return {"created": "unreadable"}
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 
@@ -425,6 +553,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", help="label column to shade beside alerts")
     _add_data_options(p, channels=False)
     p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser("retrain", help="train a candidate on new normal data; promote it if as good",
+                         description="Train a candidate on new normal data, calibrate it on the most recent "
+                         "held-out block, compare it with the current model on data neither saw, and "
+                         "promote it only when it is at least as good (--force promotes anyway).")
+    p.add_argument("--registry", required=True, help="registry root")
+    p.add_argument("--name", required=True, help="model name")
+    p.add_argument("--data", nargs="+", help="CSV or Parquet files of new normal readings")
+    p.add_argument("--recorded", help="directory of readings recorded by 'serve --record-dir'")
+    p.add_argument("--since", help="only data from this time on (RFC 3339, epoch seconds, or an age: 7d, 12h)")
+    p.add_argument("--label-column", help="rows with a non-zero label are left out")
+    p.add_argument("--warm-start", action="store_true", help="start from the current model's weights")
+    p.add_argument("--force", action="store_true", help="promote even if the candidate is worse")
+    p.add_argument("--max-epochs", type=_positive_int, default=40, help="upper bound on epochs (default 40)")
+    _add_threshold_options(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data_options(p, channels=False)
+    p.set_defaults(func=cmd_retrain)
+
+    p = verbs.add_parser("models", help="list, show, promote or roll back registry versions")
+    p.add_argument("action", choices=("list", "show", "promote", "rollback"))
+    p.add_argument("version", nargs="?", help="version for show (default current) and promote")
+    p.add_argument("--registry", required=True, help="registry root")
+    p.add_argument("--name", required=True, help="model name")
+    p.set_defaults(func=cmd_models)
 
     p = verbs.add_parser("demo", help="the whole loop on a simulated plant, nothing to install")
     p.add_argument("--workdir", help="where to keep the demo's files (default: a new temp dir)")

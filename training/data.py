@@ -123,6 +123,20 @@ def load_frame(
             raise DataError(f"{p}: columns differ from {paths[0]}")
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
+    return series_from_frame(frame, name, time_column, channels, exclude, label_column, fill_limit, asset_column)
+
+
+def series_from_frame(
+    frame: pd.DataFrame,
+    name: str,
+    time_column: str | None = None,
+    channels: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    label_column: str | None = None,
+    fill_limit: int = 5,
+    asset_column: str | None = None,
+) -> SensorData:
+    """The cleaning half of :func:`load_frame`, for a table already in memory; ``name`` labels errors."""
     notes: list[str] = []
 
     tcol = _find_time_column(frame, time_column, name)

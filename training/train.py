@@ -112,8 +112,14 @@ class _KeepBest(Callback):
             self.state = copy.deepcopy(pl_module.net.state_dict())
 
 
-def train_bundle(data: SensorData, options: TrainOptions = TrainOptions()) -> tuple[Bundle, TrainSummary]:
-    """Train and calibrate a bundle on normal data."""
+def train_bundle(
+    data: SensorData, options: TrainOptions = TrainOptions(), init_state: dict | None = None
+) -> tuple[Bundle, TrainSummary]:
+    """Train and calibrate a bundle on normal data.
+
+    init_state: weights to start from (warm start from the current model when retraining); the
+    architecture must match.
+    """
     started = time.perf_counter()
     pl.seed_everything(options.seed, workers=True, verbose=False)
     splits = split_by_time(data, options.split)
@@ -140,6 +146,8 @@ def train_bundle(data: SensorData, options: TrainOptions = TrainOptions()) -> tu
         lr=options.lr,
         noise=options.noise,
     )
+    if init_state is not None:
+        system.net.load_state_dict(init_state)
     keep_best = _KeepBest()
     trainer = _trainer(options, [EarlyStopping("val_loss", patience=options.patience, min_delta=1e-4), keep_best])
     trainer.fit(

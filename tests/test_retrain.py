@@ -1,0 +1,108 @@
+"""Retraining: candidates are compared on held-out data, promoted only when at least as good."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.bundle import current_version, list_versions, publish
+from service.cli import main
+from tests.conftest import plant_frame
+
+
+def shifted_plant(rows, seed, gain=1.0, offset=0.0):
+    frame = plant_frame(rows=rows, channels=3, seed=seed)
+    for c in ("c0", "c1", "c2"):
+        frame[c] = frame[c] * gain + offset
+    return frame
+
+
+@pytest.fixture
+def registry(tmp_path, trained):
+    bundle, _, _ = trained
+    publish(bundle, tmp_path / "reg", "pump")
+    return tmp_path / "reg"
+
+
+def test_worse_candidate_is_not_promoted(registry, tmp_path, capsys):
+    shifted_plant(4000, seed=5).to_csv(tmp_path / "new.csv", index=False)
+    code = main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "new.csv"),
+                 "--max-epochs", "1", "--quiet"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "not promoted" in out and "higher error" in out
+    assert list_versions(registry, "pump") == ["v0001", "v0002"]
+    assert current_version(registry, "pump") == "v0001"
+    meta = json.loads((registry / "pump" / "v0002" / "bundle.json").read_text())
+    assert meta["metrics"]["promoted"] is False
+    # --force promotes anyway and says so
+    assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "new.csv"),
+                 "--max-epochs", "1", "--quiet", "--force"]) == 0
+    assert "forced" in capsys.readouterr().out and current_version(registry, "pump") == "v0003"
+
+
+def test_candidate_for_a_changed_process_is_promoted(registry, tmp_path, capsys):
+    shifted_plant(4000, seed=6, gain=1.3, offset=0.5).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "new.csv"),
+                 "--max-epochs", "10", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "v0002: promoted" in out, out
+    assert current_version(registry, "pump") == "v0002"
+
+
+def test_retrain_from_recorded_data_skips_damaged_files(registry, tmp_path, capsys):
+    recorded = tmp_path / "rec"
+    recorded.mkdir()
+    for i, asset in enumerate(["site/pump-1", "site/pump-2"]):
+        frame = shifted_plant(2500, seed=20 + i)
+        frame.insert(0, "ts", (frame.pop("timestamp") - pd.Timestamp(0, tz="UTC")).dt.total_seconds())
+        frame.insert(1, "asset", asset)
+        frame.iloc[:1200].to_parquet(recorded / f"{i}-a.parquet", index=False)
+        frame.iloc[1200:].to_parquet(recorded / f"{i}-b.parquet", index=False)
+    (recorded / "broken.parquet").write_bytes(b"PAR1 not really")
+    assert main(["retrain", "--registry", str(registry), "--name", "pump", "--recorded", str(recorded),
+                 "--max-epochs", "3", "--quiet", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "skipping unreadable recording" in out and "broken.parquet" in out
+    meta = json.loads((registry / "pump" / "v0002" / "bundle.json").read_text())
+    assert meta["training"]["rows"] == pytest.approx(0.9 * 5000, abs=2)
+
+
+def test_models_list_show_promote_rollback(registry, trained, capsys):
+    bundle, _, _ = trained
+    publish(bundle.with_threshold(bundle.threshold_ * 2, bundle.calibration), registry, "pump")
+    assert main(["models", "list", "--registry", str(registry), "--name", "pump"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("* v0002") and lines[1].startswith("  v0001")
+    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
+    assert current_version(registry, "pump") == "v0001"
+    assert main(["models", "promote", "v0002", "--registry", str(registry), "--name", "pump"]) == 0
+    assert current_version(registry, "pump") == "v0002"
+    capsys.readouterr()
+    assert main(["models", "show", "--registry", str(registry), "--name", "pump"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["version"] == "v0002" and shown["current"] and "errors_sample" not in shown["calibration"]
+
+
+def test_promote_refuses_corrupt_bundle(registry, trained, capsys):
+    bundle, _, _ = trained
+    publish(bundle, registry, "pump", make_current=False)
+    (registry / "pump" / "v0002" / "model.pt").write_bytes(b"junk")
+    assert main(["models", "promote", "v0002", "--registry", str(registry), "--name", "pump"]) == 1
+    assert "refusing" in capsys.readouterr().err
+    assert current_version(registry, "pump") == "v0001"
+
+
+def test_since_filters_and_bad_since(registry, tmp_path, capsys):
+    frame = shifted_plant(4000, seed=8)
+    frame.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "new.csv"),
+                 "--since", "yesterday-ish"]) == 1
+    assert "--since" in capsys.readouterr().err
+    cut = frame["timestamp"].iloc[2000].isoformat()
+    assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "new.csv"),
+                 "--since", cut, "--max-epochs", "1", "--quiet", "--force"]) == 0
+    meta = json.loads((registry / "pump" / "v0002" / "bundle.json").read_text())
+    assert meta["training"]["rows"] == pytest.approx(0.9 * 2000, abs=2)
+    assert np.isfinite(meta["threshold"])

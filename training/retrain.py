@@ -1,0 +1,161 @@
+"""Retraining: train a candidate on new normal data, compare it with the current model, promote or not.
+
+Machines age and processes change, so a model trained last year raises false alarms on today's
+normal. ``retrain`` trains a candidate on the new data, calibrates it on the most recent held-out
+block, and compares both models on a final held-out block neither has seen (the last half of the
+calibration block): false-alarm rate at each model's own threshold and mean reconstruction error.
+Errors are made comparable by expressing both in raw units divided by the held-out data's own
+per-channel variance (each model standardizes with its own scaler, so standardized errors are not).
+The candidate is promoted only when it is at least as good on both.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from service.bundle import Bundle, load_current, publish, set_current
+from service.scorer import Scorer
+from training.data import DataError, SensorData, series_from_frame, split_by_time
+from training.train import TrainOptions, train_bundle
+
+ERROR_TOLERANCE = 0.05  # candidate mean error may exceed the current one by 5% and still count as "as good"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How a model does on the shared held-out block."""
+
+    false_alarm_rate: float
+    mean_error: float
+    windows: int
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    version: str
+    promoted: bool
+    reason: str
+    candidate: Comparison
+    current: Comparison | None
+    target_rate: float
+
+    def table(self) -> str:
+        rows = [f"{'':22}{'current':>12}{'candidate':>12}"]
+        cur = self.current
+        rows.append(
+            f"{'false-alarm rate':22}{_fmt(cur.false_alarm_rate if cur else None):>12}"
+            f"{_fmt(self.candidate.false_alarm_rate):>12}"
+        )
+        rows.append(
+            f"{'mean error (norm.)':22}{_fmt(cur.mean_error if cur else None):>12}{_fmt(self.candidate.mean_error):>12}"
+        )
+        rows.append(f"{'held-out windows':22}{cur.windows if cur else '-':>12}{self.candidate.windows:>12}")
+        verdict = "promoted" if self.promoted else "not promoted"
+        rows.append(f"candidate {self.version}: {verdict} ({self.reason})")
+        return "\n".join(rows)
+
+
+def load_recorded(
+    directory: str | Path, since: float | None = None, channels: Sequence[str] | None = None
+) -> SensorData:
+    """Readings the daemon recorded (Parquet with ``ts``, ``asset`` and channel columns).
+
+    Files that cannot be read (a crash mid-write leaves only a ``.tmp`` file, which is skipped) are
+    reported, not fatal.
+    """
+    files = sorted(glob.glob(str(Path(directory) / "**" / "*.parquet"), recursive=True))
+    if not files:
+        raise DataError(f"{directory}: no recorded Parquet files")
+    frames = []
+    for path in files:
+        try:
+            frames.append(pd.read_parquet(path))
+        except Exception as exc:  # a damaged file must not stop a retrain on the others
+            print(f"skipping unreadable recording {path}: {str(exc).splitlines()[0][:120]}")
+    if not frames:
+        raise DataError(f"{directory}: no readable recordings")
+    frame = pd.concat(frames, ignore_index=True)
+    if since is not None:
+        frame = frame[frame["ts"] >= since]
+    if frame.empty:
+        raise DataError(f"{directory}: no recorded readings since the given time")
+    return series_from_frame(frame, str(directory), time_column="ts", channels=channels, asset_column="asset")
+
+
+def compare(bundle: Bundle, data: SensorData, variance: np.ndarray) -> Comparison:
+    """False-alarm rate and variance-normalized mean error of ``bundle`` on normal ``data``."""
+    scores = Scorer(bundle).score_series(data.values, data.segments)
+    ok = np.isfinite(scores.score)
+    raw = scores.channel_error[ok] * bundle.scale_**2  # back to raw units squared
+    normalized = (raw / variance).mean(axis=1)
+    return Comparison(
+        false_alarm_rate=float(np.mean(scores.score[ok] >= 1)) if ok.any() else 0.0,
+        mean_error=float(normalized.mean()) if ok.any() else float("nan"),
+        windows=int(ok.sum()),
+    )
+
+
+def retrain(
+    root: str | Path,
+    name: str,
+    data: SensorData,
+    options: TrainOptions = TrainOptions(),
+    warm_start: bool = False,
+    force: bool = False,
+) -> RetrainResult:
+    """Train a candidate on ``data``, store it as a new version, and promote it if it is as good."""
+    try:
+        current = load_current(root, name)
+    except Exception:
+        current = None
+    if current is not None and tuple(data.channels) != current.channels:
+        raise DataError(f"data channels {list(data.channels)} do not match model {name!r}: {list(current.channels)}")
+    # the newest 10% is the shared held-out block; train_bundle calibrates on the 20% just before it
+    parts = split_by_time(data, (0.9, 0.0, 0.1))
+    rest, holdout = parts.train, parts.calibration
+    if current is not None:
+        same = {"window": current.window, "hop": current.hop}
+        if warm_start:
+            same |= {"latent": current.config.latent, "hidden": current.config.hidden}
+        options = replace(options, **same)
+    init = current.state_dict if (warm_start and current is not None) else None
+    candidate, _ = train_bundle(rest, options, init_state=init)
+    variance = np.maximum(holdout.values.var(axis=0), 1e-12)
+    cand_cmp = compare(candidate, holdout, variance)
+    cur_cmp = compare(current, holdout, variance) if current is not None else None
+    promoted, reason = _decide(cand_cmp, cur_cmp, options.false_alarm_rate, force)
+    metrics = {"holdout": cand_cmp.__dict__, "current_on_holdout": cur_cmp.__dict__ if cur_cmp else None,
+               "promoted": promoted, "reason": reason}
+    candidate = replace(candidate, metrics=metrics)
+    version = publish(candidate, root, name, make_current=False)
+    if promoted:
+        set_current(root, name, version)
+    return RetrainResult(version, promoted, reason, cand_cmp, cur_cmp, options.false_alarm_rate)
+
+
+def _decide(cand: Comparison, cur: Comparison | None, target: float, force: bool) -> tuple[bool, str]:
+    if cur is None:
+        return True, "no current model"
+    # false alarms: as few as the current model, or at least within twice the target rate
+    far_ok = cand.false_alarm_rate <= max(cur.false_alarm_rate, 2 * target)
+    err_ok = cand.mean_error <= cur.mean_error * (1 + ERROR_TOLERANCE)
+    if far_ok and err_ok:
+        return True, "at least as good on held-out data"
+    why = []
+    if not far_ok:
+        why.append(f"more false alarms ({cand.false_alarm_rate:.4f} > {max(cur.false_alarm_rate, 2 * target):.4f})")
+    if not err_ok:
+        why.append(f"higher error ({cand.mean_error:.4g} > {cur.mean_error:.4g} + {ERROR_TOLERANCE:.0%})")
+    if force:
+        return True, "forced despite " + "; ".join(why)
+    return False, "; ".join(why)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
