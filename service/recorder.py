@@ -1,0 +1,153 @@
+"""Recording normal readings for retraining: a rolling, crash-safe store of Parquet files.
+
+The daemon sees the machines' newest normal behaviour, which is exactly what a retrain needs. Only
+readings far from alerts are kept: a reading waits ``guard_s`` seconds before it is committed, and
+an alert raised in that time discards it (the fault usually started before the alert rose);
+after an alert clears, readings are skipped for another ``guard_s``. Files are written to a
+temporary name, fsynced and renamed, so a crash never leaves a half-written ``.parquet`` that
+would break a later ``sensorguard retrain``. The store is bounded by total size and age (oldest
+files go first). A full disk is counted and reported, never fatal: scoring goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recorder:
+    """Buffers readings per asset and writes committed ones to ``directory`` as Parquet files.
+
+    ``add`` is called for every accepted reading (cheap: an append under a lock); ``flush`` is
+    called periodically from the daemon's worker and does the I/O.
+    """
+
+    directory: Path
+    channels: tuple[str, ...]
+    guard_s: float = 300.0
+    max_bytes: int = 1 << 30
+    max_age_s: float = 30 * 86400.0
+    flush_rows: int = 100_000
+    flush_interval_s: float = 60.0
+    write_failures: int = 0
+    rows_written: int = 0
+    _pending: dict[str, deque] = field(default_factory=dict)
+    _quiet_until: dict[str, float] = field(default_factory=dict)
+    _ready: list[tuple[str, float, np.ndarray]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_flush: float = field(default_factory=time.monotonic)
+    _seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob("**/*.tmp"):  # left by a crash mid-write: never valid
+            stale.unlink(missing_ok=True)
+
+    def add(self, asset: str, ts: float, values: np.ndarray) -> None:
+        """Offer one accepted reading; it is committed once ``guard_s`` passes with no alert."""
+        with self._lock:
+            if ts < self._quiet_until.get(asset, -np.inf):
+                return
+            self._pending.setdefault(asset, deque()).append((ts, values))
+
+    def alert_raised(self, asset: str, ts: float) -> None:
+        """Drop the asset's readings from the guard band before ``ts`` and stop recording it."""
+        with self._lock:
+            pending = self._pending.get(asset)
+            while pending and pending[-1][0] >= ts - self.guard_s:
+                pending.pop()
+            self._quiet_until[asset] = np.inf
+
+    def alert_cleared(self, asset: str, ts: float) -> None:
+        with self._lock:
+            self._quiet_until[asset] = ts + self.guard_s
+
+    def forget(self, asset: str) -> None:
+        with self._lock:
+            self._pending.pop(asset, None)
+            self._quiet_until.pop(asset, None)
+
+    def commit(self, now_ts: float) -> None:
+        """Move readings older than the guard band (in reading time) to the write buffer."""
+        with self._lock:
+            for asset, pending in self._pending.items():
+                if self._quiet_until.get(asset, -np.inf) == np.inf:
+                    continue
+                while pending and pending[0][0] < now_ts - self.guard_s:
+                    ts, values = pending.popleft()
+                    self._ready.append((asset, ts, values))
+
+    def flush(self, now_ts: float, force: bool = False) -> Path | None:
+        """Commit what is due and write a file when enough rows or time accumulated."""
+        self.commit(now_ts if not force else np.inf)
+        due = force or len(self._ready) >= self.flush_rows
+        due = due or time.monotonic() - self._last_flush >= self.flush_interval_s
+        if not due or not self._ready:
+            return None
+        with self._lock:
+            rows, self._ready = self._ready, []
+        self._last_flush = time.monotonic()
+        try:
+            path = self._write(rows)
+        except OSError as exc:  # disk full, read-only, quota: report and keep serving
+            self.write_failures += 1
+            log.warning("recording: could not write %d readings (%s); scoring continues", len(rows), exc)
+            return None
+        self.rows_written += len(rows)
+        self._enforce_bounds()
+        return path
+
+    def _write(self, rows: list[tuple[str, float, np.ndarray]]) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        matrix = np.vstack([r[2] for r in rows])
+        columns = {"ts": pa.array([r[1] for r in rows], pa.float64()), "asset": pa.array([r[0] for r in rows])}
+        for j, name in enumerate(self.channels):
+            columns[name] = pa.array(matrix[:, j], pa.float64())
+        table = pa.table(columns)
+        day = time.strftime("%Y%m%d", time.gmtime(rows[0][1]))
+        folder = self.directory / day
+        folder.mkdir(exist_ok=True)
+        self._seq += 1
+        final = folder / f"part-{int(time.time() * 1000)}-{os.getpid()}-{self._seq}.parquet"
+        tmp = final.with_suffix(".parquet.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return final
+
+    def _enforce_bounds(self) -> None:
+        files = sorted(self.directory.glob("*/*.parquet"), key=lambda p: p.stat().st_mtime)
+        cutoff = time.time() - self.max_age_s
+        total = sum(p.stat().st_size for p in files)
+        for path in files:
+            if path.stat().st_mtime >= cutoff and total <= self.max_bytes:
+                break
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+        for folder in self.directory.iterdir():
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()

@@ -1,0 +1,102 @@
+"""The recorder keeps only readings far from alerts, writes crash-safe files and survives a full disk."""
+
+import os
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.recorder import Recorder
+
+CHANNELS = ("a", "b")
+
+
+def feed(rec, asset, start, stop):
+    for ts in range(start, stop):
+        rec.add(asset, float(ts), np.array([ts, -ts], float))
+
+
+def read_all(directory):
+    files = sorted(directory.glob("*/*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
+
+
+def test_readings_near_alerts_are_not_recorded(tmp_path):
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(rec, "p1", 0, 100)
+    feed(rec, "p2", 0, 100)
+    rec.alert_raised("p1", 100.0)  # p1's readings from 90 on are in the guard band
+    feed(rec, "p1", 100, 150)  # alerting: nothing recorded
+    rec.alert_cleared("p1", 150.0)
+    feed(rec, "p1", 150, 200)  # 150..159 still in the guard band after the clear
+    feed(rec, "p2", 100, 200)
+    rec.flush(now_ts=1000.0)
+    frame = read_all(tmp_path)
+    p1 = sorted(frame[frame.asset == "p1"].ts)
+    assert p1 == list(range(0, 90)) + list(range(160, 200))
+    assert sorted(frame[frame.asset == "p2"].ts) == list(range(0, 200))
+    assert list(frame.columns) == ["ts", "asset", "a", "b"]
+    assert (frame["b"] == -frame["ts"]).all()
+
+
+def test_guard_band_holds_recent_readings_back(tmp_path):
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(rec, "p1", 0, 20)
+    rec.flush(now_ts=20.0)
+    assert sorted(read_all(tmp_path).ts) == list(range(0, 10))
+
+
+def test_stale_temp_files_are_removed_and_ignored(tmp_path):
+    day = tmp_path / "20260101"
+    day.mkdir()
+    (day / "part-1.parquet.tmp").write_bytes(b"half written")
+    Recorder(tmp_path, CHANNELS)
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_size_bound_drops_oldest_files(tmp_path):
+    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0, max_bytes=6000)
+    for i in range(6):
+        feed(rec, "p1", i * 200, (i + 1) * 200)
+        rec.flush(now_ts=1e9)
+        time.sleep(0.01)
+    files = list(tmp_path.glob("*/*.parquet"))
+    assert sum(f.stat().st_size for f in files) <= 6000
+    assert read_all(tmp_path).ts.max() == 1199  # the newest survive
+
+
+def test_age_bound(tmp_path):
+    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0, max_age_s=3600)
+    feed(rec, "p1", 0, 10)
+    old = rec.flush(now_ts=1e9)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    feed(rec, "p1", 10, 20)
+    rec.flush(now_ts=1e9)
+    assert sorted(read_all(tmp_path).ts) == list(range(10, 20))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {done.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk_is_counted_not_fatal(tiny_disk):
+    rec = Recorder(tiny_disk, CHANNELS, guard_s=0, flush_interval_s=0)
+    rng = np.random.default_rng(0)
+    for ts in range(20000):  # incompressible values: far more than 64 KiB of Parquet
+        rec.add("p1", float(ts), rng.normal(size=2))
+    assert rec.flush(now_ts=1e9) is None
+    assert rec.write_failures == 1
+    assert not list(tiny_disk.glob("**/*.tmp")) and not list(tiny_disk.glob("*/*.parquet"))
+    feed(rec, "p1", 30000, 30010)  # small writes still work once space allows
+    assert rec.flush(now_ts=1e9) is not None and rec.rows_written == 10
