@@ -1,0 +1,387 @@
+"""deploy/: Prometheus rules (checked and unit-tested by promtool), compose, Grafana, systemd, container.
+
+promtool comes with Debian's `prometheus` package; without it the promtool tests are skipped
+locally with the reason printed, and fail under CI=true (README: the integration tests' promise).
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+RULES = DEPLOY / "prometheus" / "rules" / "sensorguard.rules.yml"
+RULE_TESTS = DEPLOY / "prometheus" / "rules" / "sensorguard.rules.test.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sensorguard.json"
+SYSTEMD = DEPLOY / "systemd"
+
+# docs/design.md: the metric names dashboards and alerts may rely on.
+COUNTERS = {
+    "readings_total", "messages_rejected_total", "windows_scored_total", "alerts_total",
+    "model_reload_failures_total", "record_write_failures_total",
+}
+GAUGES = {
+    "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",
+    "buffered_windows",
+}
+HISTOGRAMS = {"scoring_duration_seconds", "reading_to_score_seconds"}
+METRICS = (
+    {f"sensorguard_{n}" for n in COUNTERS | GAUGES}
+    | {f"sensorguard_{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+)
+BUILTIN_SERIES = {"up", "ALERTS"}
+ALERTS = {
+    "SensorguardAssetAnomaly", "SensorguardDown", "SensorguardBrokerDisconnected", "SensorguardNoReadings",
+    "SensorguardHighRejectionRate", "SensorguardModelReloadFailing",
+}
+
+
+PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool"}
+
+
+def series_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects: identifiers that are not functions or keywords."""
+    text = re.sub(r'"[^"]*"', "", expr)  # strings (label values)
+    text = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\$\w+", "", text)  # label matchers, ranges, variables
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names = set(re.findall(r"\b([A-Za-z_:][A-Za-z0-9_:]*)\b(?!\s*\()", text))
+    return names - PROMQL_KEYWORDS
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path:
+        return path
+    reason = "promtool not found (apt-get install prometheus)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: required under CI=true")
+    print(f"SKIP: {reason}")
+    pytest.skip(reason)
+
+
+def run_promtool(*args: str) -> str:
+    result = subprocess.run([promtool(), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return output
+
+
+# --- Prometheus ----------------------------------------------------------------------------------
+
+
+def test_promtool_check_config():
+    out = run_promtool("check", "config", "deploy/prometheus/prometheus.yml")
+    assert "1 rule files found" in out
+
+
+def test_promtool_check_rules():
+    out = run_promtool("check", "rules", str(RULES.relative_to(ROOT)))
+    assert f"{len(ALERTS)} rules found" in out
+
+
+def test_promtool_rule_unit_tests():
+    out = run_promtool("test", "rules", str(RULE_TESTS.relative_to(ROOT)))
+    assert "SUCCESS" in out
+
+
+def test_rule_files_resolve_relative_to_the_config_and_scrape_sensorguard():
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    for rule_file in config["rule_files"]:
+        assert (DEPLOY / "prometheus" / rule_file).is_file(), rule_file
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = [t for sc in jobs["sensorguard"]["static_configs"] for t in sc["targets"]]
+    assert targets == ["sensorguard:10100"]
+
+
+def rules() -> dict[str, dict]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return {rule["alert"]: rule for group in groups for rule in group["rules"]}
+
+
+def test_every_documented_alert_exists_with_severity_and_known_metrics():
+    found = rules()
+    assert set(found) == ALERTS
+    for name, rule in found.items():
+        assert rule["labels"]["severity"] in {"warning", "critical"}, name
+        assert rule["annotations"]["summary"], name
+        assert series_names(rule["expr"]) <= METRICS | BUILTIN_SERIES, (name, series_names(rule["expr"]))
+    assert found["SensorguardAssetAnomaly"]["for"] == "1m"
+    assert "{{ $labels.asset }}" in found["SensorguardAssetAnomaly"]["annotations"]["summary"]
+    assert "$value" in found["SensorguardAssetAnomaly"]["annotations"]["summary"]  # the score
+
+
+def test_every_alert_has_a_firing_and_a_quiet_unit_test():
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
+    for name in ALERTS:
+        mine = [case for case in cases if case["alertname"] == name]
+        assert any(case["exp_alerts"] for case in mine), f"{name}: no test where it fires"
+        assert any(not case["exp_alerts"] for case in mine), f"{name}: no test where it stays quiet"
+
+
+def test_series_names_helper():
+    assert series_names('sum by (le) (rate(sensorguard_x_bucket{a="b"}[5m]))') == {"sensorguard_x_bucket"}
+    assert series_names('up{job="sensorguard"} == 0') == {"up"}
+    assert series_names("sensorguard_a and on (asset) (sensorguard_b == 1)") == {"sensorguard_a", "sensorguard_b"}
+    assert series_names("histogram_quantile(0.99, sum(rate(x_bucket[$__rate_interval]))) > 1e3") == {"x_bucket"}
+    assert series_names("sensorguard_bogus / ignoring (reason) sensorguard_other") == {
+        "sensorguard_bogus", "sensorguard_other"}
+
+
+# --- compose -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+
+def test_compose_services_have_images_and_the_plant_is_complete(compose):
+    services = compose["services"]
+    assert {"mosquitto", "trainer", "sensorguard", "simulator", "prometheus", "grafana"} <= set(services)
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        build = service.get("build")
+        if build:
+            context = (DEPLOY / build["context"]).resolve()
+            assert (context / build["dockerfile"]).is_file(), name
+    assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
+    assert services["prometheus"]["image"].startswith("prom/prometheus")
+    assert services["grafana"]["image"].startswith("grafana/grafana")
+
+
+def test_compose_mounts_exist_and_volumes_are_declared(compose):
+    declared = set(compose.get("volumes") or {})
+    for name, service in compose["services"].items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith((".", "/")):
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in declared, f"{name}: volume {source} is not declared"
+
+
+def test_compose_ports_bind_to_loopback(compose):
+    ports = {name: service.get("ports", []) for name, service in compose["services"].items()}
+    assert "127.0.0.1:10100:10100" in ports["sensorguard"]
+    assert "127.0.0.1:1883:1883" in ports["mosquitto"]
+    assert ports["prometheus"] and ports["grafana"]
+    for name, published in ports.items():
+        for port in published:
+            assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is published on every interface"
+
+
+def test_compose_daemon_waits_for_the_model_and_a_healthy_broker(compose):
+    services = compose["services"]
+    daemon = services["sensorguard"]
+    command = daemon["command"]
+    assert command[0] == "serve"
+    assert command[command.index("--broker") + 1] == "mqtt://mosquitto:1883"
+    assert command[command.index("--registry") + 1] == "/data/registry"
+    assert command[command.index("--name") + 1] == "plant"
+    assert daemon["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
+    assert daemon["depends_on"]["mosquitto"]["condition"] == "service_healthy"
+    assert "healthcheck" in services["mosquitto"]
+    assert daemon["environment"]["SENSORGUARD_CLIENT_ID"]  # stable id: the session survives re-creation
+    trainer = " ".join(services["trainer"]["command"])
+    assert "sensorguard simulate" in trainer
+    assert "sensorguard train" in trainer and "--registry /data/registry --name plant" in trainer
+    simulator = " ".join(services["simulator"]["command"])
+    assert "sensorguard replay" in simulator and "mqtt://mosquitto:1883" in simulator
+    assert "--anomalies" in trainer  # the simulator replays a file with injected faults
+
+
+def test_compose_prometheus_and_grafana_files_land_where_they_are_read(compose):
+    services = compose["services"]
+    prom = services["prometheus"]["volumes"]
+    assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prom
+    assert "./prometheus/rules:/etc/prometheus/rules:ro" in prom
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/sensorguard.yml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    assert f"./grafana/dashboards:{path}:ro" in services["grafana"]["volumes"]
+
+
+def test_mosquitto_config_keeps_sessions_and_queues_enough():
+    text = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    settings = dict(
+        line.split(None, 1) for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+    assert settings["persistence"].strip() == "true"
+    assert int(settings["max_queued_messages"]) >= 100_000
+    assert "default is 1000" in text  # the why, next to the setting
+
+
+# --- Grafana -------------------------------------------------------------------------------------
+
+
+def test_dashboard_panels_are_valid_and_use_known_metrics():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    datasources = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = datasources["datasources"][0]["uid"]
+    panels = dashboard["panels"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    cells = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert {"h", "w", "x", "y"} <= set(grid) and grid["x"] + grid["w"] <= 24, panel["title"]
+        xs, ys = range(grid["x"], grid["x"] + grid["w"]), range(grid["y"], grid["y"] + grid["h"])
+        mine = {(x, y) for x in xs for y in ys}
+        assert not mine & cells, f"{panel['title']} overlaps another panel"
+        cells |= mine
+        assert panel["datasource"]["uid"] == uid
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = series_names(target["expr"])
+            assert names, target["expr"]
+            assert names <= METRICS | BUILTIN_SERIES, (panel["title"], names - METRICS)
+    for variable in dashboard["templating"]["list"]:
+        assert variable["datasource"]["uid"] == uid
+
+
+def test_dashboard_shows_what_operators_need():
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for needed in (
+        "sensorguard_anomaly_score", "sensorguard_anomaly_active", "sensorguard_readings_total",
+        "sensorguard_windows_scored_total", "sensorguard_messages_rejected_total", "sensorguard_mqtt_connected",
+        "sensorguard_model_info", "histogram_quantile(0.99", "histogram_quantile(0.5",
+        "sensorguard_reading_to_score_seconds_bucket", "sensorguard_scoring_duration_seconds_bucket", "ALERTS",
+    ):
+        assert needed in exprs, needed
+    score = next(p for p in dashboard["panels"] if p["title"] == "Anomaly score per asset")
+    steps = score["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == 1.0  # the alert line
+    assert score["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] != "off"
+
+
+# --- systemd -------------------------------------------------------------------------------------
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # systemd keys are case-sensitive
+    parser.read_string((SYSTEMD / name).read_text())
+    return parser
+
+
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ReadWritePaths": "/var/lib/sensorguard",
+    "CapabilityBoundingSet": "",
+    "RestrictNamespaces": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+}
+
+
+def test_daemon_unit_runs_as_a_dedicated_user_with_hardening():
+    service = unit("sensorguard.service")["Service"]
+    assert service["DynamicUser"] == "no"
+    assert service["User"] == service["Group"] == "sensorguard"
+    assert service["ExecStart"] == (
+        "/opt/sensorguard/venv/bin/sensorguard serve --config /etc/sensorguard/sensorguard.toml"
+    )
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["KillSignal"] == "SIGTERM" and int(service["TimeoutStopSec"]) > 0
+    assert service["Restart"] == "on-failure"
+    assert service["EnvironmentFile"] == "-/etc/sensorguard/sensorguard.env"
+    for key, value in HARDENING.items():
+        assert service[key] == value, key
+    assert service["RestrictAddressFamilies"] == "AF_INET AF_INET6 AF_UNIX"
+    assert "@system-service" in (SYSTEMD / "sensorguard.service").read_text()
+    # Deliberately off: torch's oneDNN CPU kernels are JIT-compiled (see the comment in the unit).
+    assert service["MemoryDenyWriteExecute"] == "no"
+    assert unit("sensorguard.service")["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_retrain_unit_and_weekly_timer():
+    service = unit("sensorguard-retrain.service")["Service"]
+    assert service["Type"] == "oneshot" and service["User"] == "sensorguard"
+    command = service["ExecStart"].split()
+    assert command[:2] == ["/opt/sensorguard/venv/bin/sensorguard", "retrain"]
+    assert command[command.index("--registry") + 1] == "/var/lib/sensorguard/registry"
+    assert command[command.index("--recorded") + 1] == "/var/lib/sensorguard/recorded"
+    assert "--name" in command
+    for key, value in HARDENING.items():
+        assert service[key] == value, key
+    timer = unit("sensorguard-retrain.timer")
+    assert timer["Timer"]["OnCalendar"] == "weekly"
+    assert timer["Timer"]["Persistent"] == "true"
+    assert timer["Timer"]["RandomizedDelaySec"]
+    assert timer["Install"]["WantedBy"] == "timers.target"
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        pytest.skip("systemd-analyze not found")
+    for path in SYSTEMD.glob("sensorguard*.[st]*"):
+        if path.suffix in {".service", ".timer"}:
+            # verify checks that ExecStart exists: point it at a program this machine has.
+            text = path.read_text().replace("/opt/sensorguard/venv/bin/sensorguard", "/bin/true")
+            (tmp_path / path.name).write_text(text)
+    units = sorted(str(p) for p in tmp_path.iterdir())
+    result = subprocess.run([analyze, "verify", *units], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_example_toml_parses_and_env_example_has_the_password():
+    settings = tomllib.loads((SYSTEMD / "sensorguard.toml").read_text())
+    assert settings["metrics_host"] == "127.0.0.1" and settings["metrics_port"] == 10100
+    assert settings["broker"] == "mqtt://127.0.0.1:1883"
+    assert "password" not in settings  # secrets live in the env file or password_file
+    assert settings["record_dir"] == "/var/lib/sensorguard/recorded"  # what the retrain unit reads
+    env = (SYSTEMD / "sensorguard.env.example").read_text()
+    assert re.search(r"^SENSORGUARD_MQTT_PASSWORD=", env, re.M)
+
+
+# --- container -----------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (DEPLOY / "container" / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def test_dockerfile_runs_as_non_root_with_healthcheck():
+    steps = dockerfile_instructions()
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM"):]
+    assert final[0][1].startswith("python:3.11-slim")
+    users = [arg for op, arg in final if op == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    user_at = max(i for i, (op, _) in enumerate(final) if op == "USER")
+    for op in ("ENTRYPOINT", "CMD", "HEALTHCHECK"):
+        at = [i for i, (o, _) in enumerate(final) if o == op]
+        assert at and at[-1] > user_at, f"{op} must come after USER (never run as root)"
+    args = dict(final)
+    assert "/healthz" in args["HEALTHCHECK"] and "urllib" in args["HEALTHCHECK"]
+    assert json.loads(args["ENTRYPOINT"]) == ["sensorguard"]
+    assert json.loads(args["CMD"]) == ["serve"]
+    assert args["EXPOSE"] == "10100"
+    assert "SENSORGUARD_METRICS_HOST=0.0.0.0" in " ".join(arg for op, arg in final if op == "ENV")
+    torch = [arg for op, arg in steps if op == "RUN" and "torch==" in arg]
+    assert torch and "download.pytorch.org/whl/cpu" in torch[0]
+
+
+def test_dockerignore_keeps_the_context_small():
+    lines = (ROOT / ".dockerignore").read_text().split()
+    assert lines[lines.index("*")] == "*"
+    for needed in ("!pyproject.toml", "!README.md", "!service/", "!training/"):
+        assert needed in lines
