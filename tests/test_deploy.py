@@ -385,3 +385,15 @@ def test_dockerignore_keeps_the_context_small():
     assert lines[lines.index("*")] == "*"
     for needed in ("!pyproject.toml", "!README.md", "!service/", "!training/"):
         assert needed in lines
+
+
+def test_deploy_metric_names_are_the_ones_the_daemon_exports():
+    metrics = pytest.importorskip("service.metrics")
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    metrics.Metrics(registry)
+    exported = {family.name for family in registry.collect()}
+    # prometheus_client drops the _total suffix from counter family names
+    expected = {f"sensorguard_{n.removesuffix('_total')}" for n in COUNTERS | GAUGES | HISTOGRAMS}
+    assert exported == expected
