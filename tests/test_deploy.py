@@ -7,6 +7,7 @@ locally with the reason printed, and fail under CI=true (README: the integration
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import json
 import os
 import re
@@ -397,3 +398,26 @@ def test_deploy_metric_names_are_the_ones_the_daemon_exports():
     # prometheus_client drops the _total suffix from counter family names
     expected = {f"sensorguard_{n.removesuffix('_total')}" for n in COUNTERS | GAUGES | HISTOGRAMS}
     assert exported == expected
+
+
+def documented_settings() -> set[str]:
+    """Setting names in the first column of docs/operations.md's settings table."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    return set(re.findall(r"^\| `([a-z_]+)` \|", text, re.M))
+
+
+def test_example_toml_and_docs_cover_every_setting(tmp_path):
+    config = pytest.importorskip("service.config")
+    names = {f.name for f in dataclasses.fields(config.Settings) if not f.name.startswith("_")}
+    text = (SYSTEMD / "sensorguard.toml").read_text()
+    shown = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.M))
+    assert shown == names, f"missing {names - shown}, unknown {shown - names}"
+    assert documented_settings() == names
+    # The example loads as it is, once the directories it names exist.
+    (tmp_path / "registry").mkdir()
+    local = text.replace("/var/lib/sensorguard", str(tmp_path))
+    (tmp_path / "sensorguard.toml").write_text(local)
+    settings = config.load_settings({}, {}, tmp_path / "sensorguard.toml")
+    defaults = config.Settings()
+    for name in names - {"registry", "name", "record_dir", "client_id"}:
+        assert getattr(settings, name) == getattr(defaults, name), f"{name}: the example differs from the default"
