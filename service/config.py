@@ -1,0 +1,392 @@
+"""One frozen :class:`Settings` for ``serve`` and ``demo``, loaded and validated in one place.
+
+Precedence, lowest first: defaults < TOML file < environment (``SENSORGUARD_<UPPER_NAME>``) <
+flags. A TOML file holds the settings at top level or in a ``[sensorguard]`` table (then other
+tables are left alone, so the file can be shared). Every problem is collected and reported at
+once in one :class:`ConfigError`: fixing a deployment one error per restart is miserable.
+
+The MQTT password is never a setting or a flag (flags show up in ``ps``): it comes from
+``password_file`` or the ``SENSORGUARD_MQTT_PASSWORD`` environment variable, is read only when
+connecting (:meth:`Settings.password`), and never appears in :meth:`Settings.redacted`.
+
+>>> s = load_settings({"model": None, "registry": "/", "name": "pumps"}, {"SENSORGUARD_METRICS_PORT": "9"})
+>>> s.metrics_port, s.broker_parts(), s.alert_topic("site-a/pump-7")
+(9, ('mqtt', '127.0.0.1', 1883, False), 'sensorguard/alerts/site-a/pump-7')
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "SENSORGUARD_"
+PASSWORD_ENV = "SENSORGUARD_MQTT_PASSWORD"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(ValueError):
+    """Invalid settings; ``problems`` lists every one found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+def _default_client_id() -> str:
+    # Computed when Settings is built, not at import: a stable id per host keeps the MQTT session.
+    return f"sensorguard-{socket.gethostname() or 'host'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``serve`` needs. Build it with :func:`load_settings`, which validates."""
+
+    model: str | None = None
+    registry: str | None = None
+    name: str | None = None
+    broker: str = "mqtt://127.0.0.1:1883"
+    mqtt_version: str = "5"
+    client_id: str = field(default_factory=_default_client_id)
+    username: str | None = None
+    password_file: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_insecure: bool = False
+    topic_prefix: str = "sensors"
+    output_prefix: str = "sensorguard"
+    session_expiry_s: int = 86400
+    keepalive_s: int = 30
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 10100
+    max_assets: int = 1000
+    max_payload_bytes: int = 65536
+    max_samples_per_message: int = 1000
+    fill_limit: int = 5
+    max_gap_s: float | None = None
+    hop: int | None = None
+    batch_max: int = 4096
+    batch_wait_ms: int = 20
+    raise_after: int = 3
+    clear_after: int = 5
+    clear_level: float = 0.8
+    stale_after_s: float = 300.0
+    reload_poll_s: float = 5.0
+    record_dir: str | None = None
+    log_json: bool = False
+    log_level: str = "INFO"
+    # The env password as seen at load time; private, never printed (see redacted()).
+    _env_password: str | None = field(default=None, repr=False, compare=False)
+
+    def password(self) -> str | None:
+        """The MQTT password from ``password_file`` (read now, trailing newline dropped) or env."""
+        if self.password_file:
+            return Path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        return self._env_password
+
+    def broker_parts(self) -> tuple[str, str, int, bool]:
+        """``(scheme, host, port, tls)`` of the broker URL."""
+        url = urlsplit(self.broker)
+        scheme = url.scheme.lower()
+        return scheme, url.hostname or "", url.port or _DEFAULT_PORTS.get(scheme, 1883), scheme == "mqtts"
+
+    def readings_filter(self) -> str:
+        """The subscription filter for readings: every asset under the prefix."""
+        return f"{self.topic_prefix}/#"
+
+    def alert_topic(self, asset: str) -> str:
+        return f"{self.output_prefix}/alerts/{asset}"
+
+    def state_topic(self, asset: str) -> str:
+        return f"{self.output_prefix}/state/{asset}"
+
+    def status_topic(self) -> str:
+        return f"{self.output_prefix}/status"
+
+    def events_topic(self) -> str:
+        return f"{self.output_prefix}/events"
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings for ``--print-config``; the password only as ``"<set>"`` or None."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        out["broker"] = _hide_credentials(self.broker)
+        out["password"] = "<set>" if (self.password_file or self._env_password) else None
+        return out
+
+
+_FIELDS = {f.name: f for f in fields(Settings) if not f.name.startswith("_")}
+SETTING_NAMES: tuple[str, ...] = tuple(_FIELDS)  # the keys load_settings takes (flags, TOML, env)
+
+
+def _field_types() -> dict[str, tuple[type, bool]]:
+    """Field name -> (base type, optional), from the annotations."""
+    hints = typing.get_type_hints(Settings)
+    out = {}
+    for name in _FIELDS:
+        hint = hints[name]
+        args = typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            out[name] = (next(a for a in args if a is not type(None)), True)
+        else:
+            out[name] = (hint, False)
+    return out
+
+
+def load_settings(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    config_file: str | Path | None = None,
+    *,
+    require_model: bool = True,
+) -> Settings:
+    """Merge defaults < ``config_file`` < ``env`` < ``flags`` and validate; raise :class:`ConfigError`.
+
+    ``flags`` maps setting names (:data:`SETTING_NAMES`; others are reported as problems) to
+    values, typed or text; None counts as not given. ``require_model=False`` lets ``demo`` build
+    settings before it has trained its own model.
+    """
+    kinds = _field_types()
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, raw in (
+        *_file_layer(config_file, problems),
+        ("env", {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}),
+        ("flag", {k: v for k, v in flags.items() if v is not None}),
+    ):
+        for key, value in raw.items():
+            where = f"{ENV_PREFIX}{key.upper()}" if source == "env" else f"{source} {key}"
+            if key not in kinds:
+                if source == "env":
+                    continue  # other SENSORGUARD_* variables (the password, a wrapper's) are not ours
+                hint = "; use password_file or " + PASSWORD_ENV if key == "password" else ""
+                problems.append(f"{where}: unknown setting{hint}")
+                continue
+            converted = _convert(key, value, kinds[key], where, problems, from_text=source == "env")
+            if converted is not _BAD:
+                values[key], sources[key] = converted, where
+    _normalise(values)
+    env_password = env.get(PASSWORD_ENV) or None
+    settings = Settings(**values, _env_password=env_password)
+    problems += _validate(settings, sources, require_model)
+    if settings.password_file and env_password:
+        problems.append(f"password: both password_file and {PASSWORD_ENV} are set; use one")
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _normalise(values: dict[str, Any]) -> None:
+    """Accepted spellings to their one form, before validation."""
+    version = values.get("mqtt_version")
+    if version is not None:
+        values["mqtt_version"] = _MQTT_VERSIONS.get(version, version)
+    if isinstance(values.get("log_level"), str):
+        values["log_level"] = values["log_level"].upper()
+
+
+_MQTT_VERSIONS = {"5.0": "5", "311": "3.1.1"}
+
+
+def _file_layer(config_file: str | Path | None, problems: list[str]) -> list[tuple[str, dict]]:
+    if config_file is None:
+        return []
+    where = f"config file {config_file}"
+    try:
+        doc = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        problems.append(f"{where}: cannot read: {err}")
+        return []
+    table = doc.get("sensorguard")
+    if isinstance(table, dict):  # a shared file: only our table counts; stray top-level keys are typos
+        problems += [
+            f"{where}: unknown top-level key {k!r}" for k, v in doc.items() if not isinstance(v, dict)
+        ]
+        doc = table
+    return [("file", doc)]
+
+
+_BAD = object()
+
+
+def _convert(
+    key: str, value: Any, kind: tuple[type, bool], where: str, problems: list[str], from_text: bool
+) -> Any:
+    """A raw value (TOML, env text or flag) as the field's type, or _BAD with a problem noted."""
+    base, optional = kind
+    if isinstance(value, str) and base is not str:
+        from_text = True
+    if from_text and isinstance(value, str):
+        text = value.strip()
+        if optional and (not text or (base is not str and text.lower() in ("none", "null"))):
+            return None
+        try:
+            if base is bool:
+                if text.lower() in _TRUE | _FALSE:
+                    return text.lower() in _TRUE
+                raise ValueError
+            if base is int:
+                return int(text)
+            if base is float:
+                return _finite(float(text))
+            return text
+        except ValueError:
+            problems.append(f"{where}: expected {base.__name__}, got {value!r}")
+            return _BAD
+    if key == "mqtt_version" and isinstance(value, int | float) and not isinstance(value, bool):
+        value = f"{value:g}"  # mqtt_version = 5 in TOML
+    ok = (
+        (base is bool and isinstance(value, bool))
+        or (base is int and isinstance(value, int) and not isinstance(value, bool))
+        or (base is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (base is str and isinstance(value, str | Path))
+        or (optional and value is None)
+    )
+    if not ok:
+        problems.append(f"{where}: expected {base.__name__}, got {type(value).__name__} {value!r}")
+        return _BAD
+    if base is float and value is not None:
+        try:
+            return _finite(float(value))
+        except ValueError:
+            problems.append(f"{where}: expected a finite number, got {value!r}")
+            return _BAD
+    return str(value) if isinstance(value, Path) else value
+
+
+def _finite(x: float) -> float:
+    if not math.isfinite(x):
+        raise ValueError(f"not finite: {x}")
+    return x
+
+
+def _validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> list[str]:
+    """Every problem with a merged Settings, each naming where the bad value came from."""
+    problems: list[str] = []
+
+    def bad(name: str, message: str) -> None:
+        origin = sources.get(name)
+        problems.append(f"{name}: {message}" + (f" (from {origin})" if origin else ""))
+
+    if s.model and (s.registry or s.name):
+        bad("model", "give either model or registry+name, not both")
+    elif s.model:
+        if not Path(s.model).is_dir():
+            bad("model", f"bundle directory {s.model!r} does not exist")
+    elif s.registry or s.name:
+        if not (s.registry and s.name):
+            bad("registry" if not s.registry else "name", "registry and name go together")
+        elif not Path(s.registry).is_dir():
+            bad("registry", f"registry directory {s.registry!r} does not exist")
+    elif require_model:
+        bad("model", "no model: give model (a bundle directory) or registry and name")
+
+    problems += _broker_problems(s, sources)
+    if s.mqtt_version not in ("5", "3.1.1"):
+        bad("mqtt_version", f"must be '5' or '3.1.1', got {s.mqtt_version!r}")
+    if not s.client_id or len(s.client_id) > 256 or any(c.isspace() for c in s.client_id):
+        bad("client_id", f"must be 1..256 characters without spaces, got {s.client_id!r}")
+    if s.password_file:
+        try:
+            with open(s.password_file, "rb"):
+                pass
+        except OSError as err:
+            bad("password_file", f"cannot read {s.password_file!r}: {err.strerror or err}")
+    elif s._env_password and not s.username and s.mqtt_version == "3.1.1":
+        bad("username", "MQTT 3.1.1 does not allow a password without a username")
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(s, name)
+        if path and not Path(path).is_file():
+            bad(name, f"file {path!r} does not exist")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        bad("tls_cert", "tls_cert and tls_key go together")
+
+    for name in ("topic_prefix", "output_prefix"):
+        value = getattr(s, name)
+        levels = value.split("/")
+        if not value or any(not lvl or "+" in lvl or "#" in lvl for lvl in levels):
+            bad(name, f"must be non-empty topic levels without '+', '#' or empty levels, got {value!r}")
+    if not s.metrics_host:
+        bad("metrics_host", "must not be empty")
+    if not 0 <= s.metrics_port <= 65535:
+        bad("metrics_port", f"must be in 0..65535, got {s.metrics_port}")
+
+    minimums = {
+        "session_expiry_s": 0,
+        "keepalive_s": 0,
+        "max_assets": 1,
+        "max_payload_bytes": 2,
+        "max_samples_per_message": 1,
+        "fill_limit": 0,
+        "batch_max": 1,
+        "batch_wait_ms": 0,
+        "raise_after": 1,
+        "clear_after": 1,
+    }
+    for name, low in minimums.items():
+        if getattr(s, name) < low:
+            bad(name, f"must be >= {low}, got {getattr(s, name)}")
+    if s.session_expiry_s > 0xFFFFFFFF:
+        bad("session_expiry_s", f"must be <= {0xFFFFFFFF} (MQTT's limit), got {s.session_expiry_s}")
+    if s.keepalive_s > 65535:
+        bad("keepalive_s", f"must be <= 65535, got {s.keepalive_s}")
+    if s.hop is not None and s.hop < 1:
+        bad("hop", f"must be >= 1 or unset, got {s.hop}")
+    for name in ("max_gap_s", "stale_after_s", "reload_poll_s"):
+        value = getattr(s, name)
+        if value is not None and not value > 0:
+            bad(name, f"must be > 0 seconds, got {value}")
+    if not 0 < s.clear_level <= 1:
+        bad("clear_level", f"must be in (0, 1], got {s.clear_level}")
+    if s.record_dir and Path(s.record_dir).exists() and not Path(s.record_dir).is_dir():
+        bad("record_dir", f"{s.record_dir!r} exists and is not a directory")
+    if s.log_level not in LOG_LEVELS:
+        bad("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
+    return problems
+
+
+def _hide_credentials(url: str) -> str:
+    """``mqtt://user:secret@host`` -> ``mqtt://***@host``: error messages and logs never hold a secret."""
+    scheme, sep, rest = url.partition("://") if "://" in url else ("", "", url)
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{netloc}{slash}{path}"
+
+
+def _broker_problems(s: Settings, sources: Mapping[str, str]) -> list[str]:
+    origin = f" (from {sources['broker']})" if "broker" in sources else ""
+    shown = _hide_credentials(s.broker)
+    try:
+        url = urlsplit(s.broker)
+        port = url.port
+    except ValueError as err:
+        return [f"broker: cannot parse {shown!r}: {err}{origin}"]
+    problems = []
+    scheme = url.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        problems.append(f"broker: scheme must be mqtt:// or mqtts://, got {shown!r}{origin}")
+    if not url.hostname:
+        problems.append(f"broker: no host in {shown!r}{origin}")
+    if port == 0:
+        problems.append(f"broker: port must be in 1..65535, got {shown!r}{origin}")
+    if url.username is not None or url.password is not None:
+        problems.append(f"broker: put no credentials in the URL (use username and password_file){origin}")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        problems.append(f"broker: unexpected path or query in {shown!r}{origin}")
+    if scheme == "mqtt":
+        tls_set = [n for n in ("tls_ca", "tls_cert", "tls_key", "tls_insecure") if getattr(s, n)]
+        if tls_set:
+            problems.append(f"broker: {', '.join(tls_set)} set but the broker URL is mqtt:// (use mqtts://)")
+    return problems

@@ -1,0 +1,229 @@
+"""Every Prometheus metric of the daemon, on a registry passed in, and the small HTTP server.
+
+Names are a contract (DESIGN.md, dashboards, alert rules): change them only everywhere at once.
+The registry is an argument, never prometheus_client's global one, so tests and several daemons
+in one process each get their own. Per-asset series are capped at ``max_assets`` distinct assets;
+the rest share the label ``_other``, so a flood of made-up asset ids cannot blow up the time
+series database. Histograms, not summaries: histograms aggregate across daemons.
+
+>>> from prometheus_client import CollectorRegistry
+>>> registry = CollectorRegistry()
+>>> m = Metrics(registry, max_assets=1)
+>>> m.asset_label("pump-1"), m.asset_label("pump-2")
+('pump-1', '_other')
+>>> m.reject("bad_ts"); registry.get_sample_value("sensorguard_messages_rejected_total", {"reason": "bad_ts"})
+1.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.exposition import choose_encoder
+
+from service.payload import REJECT_REASONS
+
+log = logging.getLogger(__name__)
+
+OTHER = "_other"
+SCORING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The daemon's metrics. Attributes are the prometheus_client objects; helpers cover the
+    labelled ones so callers never pick label values (and so never bypass the asset cap)."""
+
+    def __init__(self, registry: CollectorRegistry, max_assets: int = 1000) -> None:
+        if max_assets < 1:
+            raise ValueError(f"max_assets must be >= 1, got {max_assets}")
+        self.max_assets = max_assets
+        self._labelled: set[str] = set()
+        self._lock = threading.Lock()  # asset_label may be called from the loop and the HTTP thread
+        self._model: tuple[str, str] | None = None
+        p = "sensorguard_"
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(p + name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(p + name, doc, labels, registry=registry)
+
+        self.readings = counter("readings_total", "Samples accepted into an asset's buffer.")
+        self.rejected = counter(
+            "messages_rejected_total",
+            "Rejected messages or samples, each counted once, by reason.",
+            ("reason",),
+        )
+        self.windows_scored = counter("windows_scored_total", "Windows scored by the model.")
+        self.alerts = counter("alerts_total", "Alerts raised, by asset.", ("asset",))
+        self.reload_failures = counter("model_reload_failures_total", "Failed attempts to load a new model.")
+        self.record_write_failures = counter(
+            "record_write_failures_total", "Failed writes of recorded readings (e.g. a full disk)."
+        )
+        self.anomaly_score = gauge(
+            "anomaly_score", "Latest score per asset (1.0 is the alert line).", ("asset",)
+        )
+        self.anomaly_active = gauge("anomaly_active", "1 while an alert is raised for the asset.", ("asset",))
+        self.threshold = gauge("model_threshold", "Reconstruction error threshold of the loaded model.")
+        self.model_info = gauge("model_info", "The loaded model (value is always 1).", ("name", "version"))
+        self.mqtt_connected = gauge("mqtt_connected", "1 while connected to the MQTT broker.")
+        self.assets = gauge("assets", "Assets with a buffer.")
+        self.buffered_windows = gauge("buffered_windows", "Windows waiting to be scored.")
+        self.scoring_duration = Histogram(
+            p + "scoring_duration_seconds",
+            "Time to score one batch of windows.",
+            buckets=SCORING_BUCKETS,
+            registry=registry,
+        )
+        self.reading_to_score = Histogram(
+            p + "reading_to_score_seconds",
+            "From receiving a window's last sample to its score.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        # Pre-created children: rates work from the first scrape, and the hot path skips labels().
+        self._reject_children = {reason: self.rejected.labels(reason) for reason in REJECT_REASONS}
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` rejects of ``reason`` (cheap enough for the per-message path)."""
+        child = self._reject_children.get(reason)
+        if child is None:  # a reason missing from REJECT_REASONS is a bug, but still counted
+            child = self._reject_children[reason] = self.rejected.labels(reason)
+        child.inc(n)
+
+    def asset_label(self, asset: str) -> str:
+        """The asset itself for the first ``max_assets`` distinct assets, ``_other`` beyond."""
+        if asset in self._labelled:
+            return asset
+        with self._lock:
+            if len(self._labelled) < self.max_assets and asset != OTHER:
+                self._labelled.add(asset)
+                return asset
+        return OTHER
+
+    def set_score(self, asset: str, score: float, active: bool) -> None:
+        """Publish an asset's latest score and whether its alert is up."""
+        label = self.asset_label(asset)
+        self.anomaly_score.labels(label).set(score)
+        self.anomaly_active.labels(label).set(1 if active else 0)
+
+    def alert_raised(self, asset: str) -> None:
+        self.alerts.labels(self.asset_label(asset)).inc()
+
+    def forget_asset(self, asset: str) -> None:
+        """Remove the asset's series and free its label slot (``_other`` is shared and stays)."""
+        with self._lock:
+            if asset not in self._labelled:
+                return
+            self._labelled.discard(asset)
+        for metric in (self.anomaly_score, self.anomaly_active, self.alerts):
+            with contextlib.suppress(KeyError):
+                metric.remove(asset)
+
+    def set_model(self, name: str, version: str, threshold: float) -> None:
+        """Announce a newly loaded model: the old ``model_info`` series goes, so exactly one is 1."""
+        if self._model is not None and self._model != (name, version):
+            with contextlib.suppress(KeyError):
+                self.model_info.remove(*self._model)
+        self._model = (name, version)
+        self.model_info.labels(name, version).set(1)
+        self.threshold.set(threshold)
+
+
+def serve_http(
+    registry: CollectorRegistry, host: str, port: int, ready: Callable[[], bool]
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on a background thread; 404 elsewhere.
+
+    prometheus_client's own server answers every path with metrics, which hides typos in probe
+    configs, hence this wrapper. Port 0 binds a free port: read it from ``server.server_address``.
+    Stop with :func:`shutdown_http`.
+    """
+    handler = _make_handler(registry, ready)
+    server_cls = _V6Server if ":" in host else ThreadingHTTPServer
+    server = server_cls((host, port), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="sensorguard-http", daemon=True
+    )
+    thread.start()
+    return server, thread
+
+
+def shutdown_http(server: ThreadingHTTPServer, thread: threading.Thread, timeout: float = 5.0) -> None:
+    """Stop serving, close the socket and wait for the server thread."""
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout)
+
+
+class _V6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _make_handler(registry: CollectorRegistry, ready: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "sensorguard"
+
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+            self._answer(send_body=True)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._answer(send_body=False)
+
+        def _answer(self, send_body: bool) -> None:
+            path = urlsplit(self.path).path
+            if path == "/metrics":
+                status, content_type, body = 200, *_exposition(registry, self.headers.get("Accept", ""))
+            elif path == "/healthz":
+                status, content_type, body = 200, "text/plain; charset=utf-8", b"ok\n"
+            elif path == "/readyz":
+                is_ready = _safe_ready(ready)
+                status = 200 if is_ready else 503
+                body = b"ready\n" if is_ready else b"not ready\n"
+                content_type = "text/plain; charset=utf-8"
+            else:
+                status, content_type, body = 404, "text/plain; charset=utf-8", b"not found\n"
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
+            log.debug("http %s - " + format, self.address_string(), *args)
+
+    return Handler
+
+
+def _exposition(registry: CollectorRegistry, accept: str) -> tuple[str, bytes]:
+    """Text format by default; OpenMetrics when the scraper asks for it."""
+    try:
+        encoder, content_type = choose_encoder(accept)
+        return content_type, encoder(registry)
+    except Exception:  # noqa: BLE001 - an odd Accept header must not break scraping
+        return CONTENT_TYPE_LATEST, generate_latest(registry)
+
+
+def _safe_ready(ready: Callable[[], bool]) -> bool:
+    try:
+        return bool(ready())
+    except Exception:  # noqa: BLE001 - a failing probe means not ready, not a crashed server thread
+        log.exception("readiness check failed")
+        return False

@@ -1,0 +1,236 @@
+"""Untrusted MQTT messages -> samples, or reasons to reject them. Nothing here ever raises.
+
+Every message the daemon receives passes through :func:`parse_message` on the network thread, so
+it is written for speed (orjson, type checks with ``type(x) is``, a C fast path for timestamps)
+and for hostility: any bytes give a :class:`Parsed`, never an exception into the loop.
+
+A message is one sample ``{"ts": ..., "values": {"ch": 1.5, ...}}`` or a batch
+``{"samples": [<sample>, ...]}``; other keys are ignored (room for senders to add fields).
+``ts`` is epoch seconds (int or float) or an RFC 3339 / ISO 8601 string. A string without a zone
+(``2024-05-01T12:00:00``) is read as UTC: gateways that drop the zone almost always mean UTC, and
+guessing the daemon's local zone would shift data by hours depending on where it runs.
+
+Reject reasons (the ``reason`` label of ``sensorguard_messages_rejected_total``). Whole-message
+reasons drop the message with one reject; per-sample reasons drop that sample and keep the rest.
+
+- ``too_large``: the payload is longer than ``max_bytes`` (checked before parsing). Whole message.
+- ``invalid_json``: not UTF-8 JSON. Whole message.
+- ``not_object``: the payload is not a JSON object; or (per sample) a batch element is not one.
+- ``bad_asset``: the topic is not ``<prefix>/<asset>/readings`` with a valid asset. Whole message.
+- ``bad_samples``: ``samples`` is not a list, or is empty. Whole message.
+- ``too_many_samples``: more than ``max_samples`` samples in one message. Whole message.
+- ``bad_ts``: ``ts`` missing, not a number or string, unparseable, or outside 2000..2200. Per sample.
+- ``bad_values``: ``values`` missing, not an object, empty, or holding a non-number (bools and
+  strings are not numbers). Per sample.
+- ``non_finite``: a value (or ``ts``) is NaN or +-Infinity, or overflows a double. Per sample.
+- ``parse_error``: an unexpected failure inside this parser (a bug): the message is counted and
+  dropped instead of crashing the daemon. Whole message.
+
+Reasons from :mod:`service.windows` (need per-asset state, so they are not the parser's job):
+
+- ``unknown_channel``: a value for a channel the model does not know.
+- ``missing_channel``: a channel absent with nothing (or nothing recent enough) to forward-fill.
+- ``out_of_order``: older than the asset's last accepted sample.
+- ``duplicate_ts``: the same timestamp as the asset's last accepted sample.
+- ``too_many_assets``: a new asset beyond ``max_assets``.
+
+>>> raw = b'{"ts": 1700000000, "values": {"t": 1}}'
+>>> p = parse_message("sensors/site-a/pump-7/readings", raw, "sensors")
+>>> p.asset, p.samples, p.rejects
+('site-a/pump-7', [Sample(ts=1700000000.0, values={'t': 1.0})], [])
+>>> raw = b'{"samples": [{"ts": "2023-11-14T22:13:20Z"}, []]}'
+>>> parse_message("sensors/pump-7/readings", raw, "sensors").rejects
+['bad_values', 'not_object']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+REJECT_REASONS: tuple[str, ...] = (
+    "too_large",
+    "invalid_json",
+    "not_object",
+    "bad_asset",
+    "bad_samples",
+    "too_many_samples",
+    "bad_ts",
+    "bad_values",
+    "non_finite",
+    "parse_error",
+    "unknown_channel",
+    "missing_channel",
+    "out_of_order",
+    "duplicate_ts",
+    "too_many_assets",
+)
+
+TS_MIN = 946684800.0  # 2000-01-01T00:00:00Z: earlier is a device clock that was never set
+TS_MAX = 7258118400.0  # 2200-01-01T00:00:00Z: later is garbage (or milliseconds sent as seconds)
+MAX_ASSET_CHARS = 200
+MAX_ASSET_LEVELS = 8
+
+# One level: 1..64 of [A-Za-z0-9._-], and not "." or ".." (those would read as paths in files and URLs).
+_LEVEL = r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]{1,64}"
+_ASSET_RE = re.compile(rf"{_LEVEL}(?:/{_LEVEL}){{0,{MAX_ASSET_LEVELS - 1}}}")
+_SUFFIX = "/readings"
+
+
+class Sample(NamedTuple):
+    """One accepted reading: ``ts`` in epoch seconds, ``values`` channel -> float."""
+
+    ts: float
+    values: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What one message gave: its asset (None if the topic was bad), good samples, reject reasons."""
+
+    asset: str | None
+    samples: list[Sample]
+    rejects: list[str]
+
+
+def asset_from_topic(topic: str, prefix: str) -> str | None:
+    """The asset of ``<prefix>/<asset>/readings``, or None if the topic is not one of ours.
+
+    The asset may span levels (``site-a/line-2/pump-7``) so a daemon can own a partition with a
+    filter like ``sensors/site-a/#``. Levels are restricted because the asset id ends up in
+    topics, metric labels and file names: no wildcards, no ``.``/``..``, bounded length.
+    """
+    prefix = prefix.strip("/")
+    head = prefix + "/" if prefix else ""
+    if not (topic.startswith(head) and topic.endswith(_SUFFIX)):
+        return None
+    asset = topic[len(head) : len(topic) - len(_SUFFIX)]
+    if len(asset) > MAX_ASSET_CHARS or _ASSET_RE.fullmatch(asset) is None:
+        return None
+    return asset
+
+
+def parse_message(
+    topic: str, payload: bytes, prefix: str, max_bytes: int = 65536, max_samples: int = 1000
+) -> Parsed:
+    """Parse one MQTT message into samples and reject reasons; never raises (see module docs)."""
+    asset = None
+    try:
+        asset = asset_from_topic(topic, prefix)
+        if asset is None:
+            return Parsed(None, [], ["bad_asset"])
+        return _parse_body(asset, payload, max_bytes, max_samples)
+    except Exception:  # noqa: BLE001 - the loop must survive any input; a bug is counted, not fatal
+        return Parsed(asset, [], ["parse_error"])
+
+
+def _parse_body(asset: str, payload: bytes, max_bytes: int, max_samples: int) -> Parsed:
+    if len(payload) > max_bytes:
+        return Parsed(asset, [], ["too_large"])
+    doc = _loads(payload)
+    if doc is _INVALID:
+        return Parsed(asset, [], ["invalid_json"])
+    if type(doc) is not dict:
+        return Parsed(asset, [], ["not_object"])
+    if "samples" not in doc:
+        sample, reason = _sample(doc)
+        return Parsed(asset, [sample], []) if reason is None else Parsed(asset, [], [reason])
+    items = doc["samples"]
+    if type(items) is not list or not items:
+        return Parsed(asset, [], ["bad_samples"])
+    if len(items) > max_samples:
+        return Parsed(asset, [], ["too_many_samples"])
+    samples: list[Sample] = []
+    rejects: list[str] = []
+    for item in items:
+        if type(item) is not dict:
+            rejects.append("not_object")
+            continue
+        sample, reason = _sample(item)
+        if reason is None:
+            samples.append(sample)
+        else:
+            rejects.append(reason)
+    return Parsed(asset, samples, rejects)
+
+
+_INVALID = object()
+
+
+def _loads(payload: bytes) -> Any:
+    """orjson, falling back to the stdlib only for NaN/Infinity (which orjson refuses).
+
+    Senders such as Python's ``json.dumps`` write ``NaN`` for a broken sensor; reading it lets
+    that one sample count as ``non_finite`` instead of the whole batch as ``invalid_json``.
+    """
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as err:
+        if not (b"NaN" in payload or b"Infinity" in payload or "infinity" in str(err)):
+            return _INVALID
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError):
+        return _INVALID
+
+
+def _sample(obj: dict) -> tuple[Sample, None] | tuple[None, str]:
+    ts = parse_ts(obj.get("ts"))
+    if ts is None:
+        return None, "bad_ts"
+    if ts != ts:  # NaN marks a non-finite number given as ts
+        return None, "non_finite"
+    values = obj.get("values")
+    if type(values) is not dict or not values:
+        return None, "bad_values"
+    convert = False
+    for v in values.values():
+        t = type(v)
+        if t is float:
+            if v - v != 0.0:  # inf - inf and nan - nan are NaN; any finite float gives 0.0
+                return None, "non_finite"
+        elif t is int:
+            if not -1.7e308 < v < 1.7e308:  # float() of a larger int would overflow
+                return None, "non_finite"
+            convert = True
+        else:
+            return None, "bad_values"
+    if convert:
+        values = {k: float(v) for k, v in values.items()}
+    return Sample(ts, values), None
+
+
+def parse_ts(value: object) -> float | None:
+    """Epoch seconds from a number or an ISO 8601 string; None if unusable, NaN if non-finite.
+
+    >>> parse_ts("2023-11-14T22:13:20Z"), parse_ts("2023-11-14T23:13:20+01:00"), parse_ts(1700000000)
+    (1700000000.0, 1700000000.0, 1700000000.0)
+    >>> parse_ts("2023-11-14T22:13:20"), parse_ts(True), parse_ts(12)
+    (1700000000.0, None, None)
+    """
+    t = type(value)
+    if t is float or t is int:
+        if t is float and value - value != 0.0:  # type: ignore[operator]
+            return math.nan
+        return float(value) if TS_MIN <= value < TS_MAX else None  # type: ignore[operator,arg-type]
+    if t is not str or not 10 < len(value) < 64:  # type: ignore[arg-type]
+        return None
+    text: str = value  # type: ignore[assignment]
+    if text[10] not in "Tt ":  # a time is required: a bare date is too coarse to be a reading
+        return None
+    if text[-1] == "z" or text[10] == "t":  # RFC 3339 allows lower case; fromisoformat does not
+        text = text.upper()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    ts = moment.timestamp()
+    return ts if TS_MIN <= ts < TS_MAX else None

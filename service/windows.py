@@ -1,0 +1,212 @@
+"""Per-asset ring buffers that turn a stream of samples into windows due for scoring.
+
+Each asset keeps its last ``window`` samples. After ``window`` accepted samples, and then every
+``hop`` samples, a copy of the buffer is queued as a :class:`DueWindow`; the daemon drains the
+queue in batches and scores all assets in one forward pass. The cadence is exactly that of
+:func:`service.alerts.hop_mask`, so the live daemon steps the alert machine on the same windows
+as the offline ``sensorguard score``.
+
+The checks that need per-asset state live here, not in the parser: channel names against the
+model, timestamp order, forward fill and the cap on distinct assets. A rejected sample leaves the
+asset untouched (a rejected first sample does not even take an asset slot).
+
+Storage is a ``(2 * window, C)`` array in which each sample is written twice, at ``p`` and
+``p + window``, so the latest window is always the contiguous rows ``p + 1 .. p + window``: a
+window is one slice copy, never a concatenation of two pieces.
+
+>>> bufs = Buffers(("a", "b"), window=3, hop=2)
+>>> [bufs.add("pump", float(t), {"a": t, "b": -t}, received=0.0) for t in range(1, 6)]
+[None, None, None, None, None]
+>>> [(w.ts, w.window.tolist()) for w in bufs.drain()]
+[(3.0, [[1.0, 2.0, 3.0], [-1.0, -2.0, -3.0]]), (5.0, [[3.0, 4.0, 5.0], [-3.0, -4.0, -5.0]])]
+>>> bufs.add("pump", 5.0, {"a": 1.0, "b": 1.0}, 0.0), bufs.add("pump", 6.0, {"a": 1.0}, 0.0)
+('duplicate_ts', None)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+import numpy as np
+
+
+class DueWindow(NamedTuple):
+    """A window ready to score: raw values ``(C, window)`` ending at sample time ``ts``.
+
+    ``received`` is when the completing sample arrived (monotonic or wall clock, whatever the
+    caller passed), so reading-to-score latency can be measured.
+    """
+
+    asset: str
+    ts: float
+    window: np.ndarray
+    received: float
+
+
+class _Asset:
+    """Mutable state of one asset's buffer (private; only :class:`Buffers` touches it)."""
+
+    __slots__ = ("buf", "pos", "count", "last_ts", "last", "fills", "filling", "seen")
+
+    def __init__(self, window: int, n_channels: int) -> None:
+        self.buf = np.empty((2 * window, n_channels), dtype=np.float64)
+        self.pos = 0  # next row to write, 0 .. window-1
+        self.count = 0  # samples accepted since the buffer (re)started
+        self.last_ts = -np.inf
+        self.last: list[float] | None = None  # last accepted row, the source of forward fill
+        self.fills = [0] * n_channels  # forward fills in a row, per channel
+        self.filling = False  # any fills[i] > 0, so the common path can skip resetting them
+        self.seen = 0.0
+
+
+class Buffers:
+    """Ring buffers for many assets sharing one channel list (one model).
+
+    channels: the model's channels, in the model's order (rows of each window).
+    window, hop: window length and the number of samples between scored windows.
+    max_assets: distinct assets kept; samples of further new assets are rejected.
+    fill_limit: how many samples in a row a missing channel may take its last value.
+    max_gap_s: a longer gap between samples restarts the asset's buffer (counted in ``gaps``),
+        so no window stitches data from both sides of an outage. None: never.
+    """
+
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        window: int,
+        hop: int,
+        max_assets: int = 1000,
+        fill_limit: int = 5,
+        max_gap_s: float | None = None,
+    ) -> None:
+        channels = tuple(channels)
+        if not channels or len(set(channels)) != len(channels):
+            raise ValueError(f"channels must be non-empty and unique, got {channels}")
+        for name, value, low in (("window", window, 1), ("hop", hop, 1), ("max_assets", max_assets, 1)):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        if fill_limit < 0:
+            raise ValueError(f"fill_limit must be >= 0, got {fill_limit}")
+        if max_gap_s is not None and not max_gap_s > 0:
+            raise ValueError(f"max_gap_s must be > 0 seconds or None, got {max_gap_s}")
+        self.channels = channels
+        self.window = window
+        self.hop = hop
+        self.max_assets = max_assets
+        self.fill_limit = fill_limit
+        self.max_gap_s = max_gap_s
+        self.gaps = 0
+        self._known = frozenset(channels)
+        self._assets: dict[str, _Asset] = {}
+        self._due: deque[DueWindow] = deque()
+
+    def add(self, asset: str, ts: float, values: dict[str, float], received: float) -> str | None:
+        """Buffer one sample; return a reject reason, or None when accepted."""
+        state = self._assets.get(asset)
+        gap = False
+        if state is None:
+            if len(self._assets) >= self.max_assets:
+                return "too_many_assets"
+        else:
+            last_ts = state.last_ts
+            if ts <= last_ts:
+                return "duplicate_ts" if ts == last_ts else "out_of_order"
+            gap = self.max_gap_s is not None and ts - last_ts > self.max_gap_s
+        row: list[float] | None = None
+        if len(values) == len(self.channels):
+            try:  # noqa: SIM105 - hot path; the common case: exactly the model's channels
+                row = [values[c] for c in self.channels]
+            except KeyError:
+                pass
+        fills = None
+        if row is None:
+            reason, row, fills = self._fill(state, values, gap)
+            if reason is not None:
+                return reason
+        if state is None:
+            state = self._assets[asset] = _Asset(self.window, len(self.channels))
+        elif gap:
+            state.count = 0
+            self.gaps += 1
+        if fills is not None:
+            state.fills, state.filling = fills, True
+        elif state.filling:
+            state.fills, state.filling = [0] * len(self.channels), False
+        self._write(asset, state, ts, row, received)
+        return None
+
+    def _fill(
+        self, state: _Asset | None, values: dict[str, float], gap: bool
+    ) -> tuple[str | None, list[float], list[int] | None]:
+        """The slow path: unknown keys reject; missing channels forward-fill within the limit."""
+        known = self._known
+        for key in values:
+            if key not in known:
+                return "unknown_channel", [], None
+        previous = None if state is None or gap else state.last
+        fills = [0] * len(self.channels) if state is None else list(state.fills)
+        row: list[float] = []
+        for i, name in enumerate(self.channels):
+            value = values.get(name)
+            if value is not None:
+                row.append(value)
+                fills[i] = 0
+            elif previous is None or fills[i] >= self.fill_limit:
+                return "missing_channel", [], None
+            else:
+                row.append(previous[i])
+                fills[i] += 1
+        return None, row, fills
+
+    def _write(self, asset: str, state: _Asset, ts: float, row: list[float], received: float) -> None:
+        window, pos = self.window, state.pos
+        buf = state.buf
+        buf[pos] = row
+        buf[pos + window] = row
+        state.pos = pos + 1 if pos + 1 < window else 0
+        state.count += 1
+        state.last_ts = ts
+        state.last = row
+        state.seen = received
+        since_full = state.count - window
+        if since_full >= 0 and since_full % self.hop == 0:
+            values = buf[pos + 1 : pos + 1 + window].T.copy()  # always a copy; ascontiguousarray may not be
+            self._due.append(DueWindow(asset, ts, values, received))
+
+    def drain(self, limit: int | None = None) -> list[DueWindow]:
+        """Remove and return up to ``limit`` queued windows (all if None), oldest first."""
+        due = self._due
+        if limit is None or limit >= len(due):
+            out = list(due)
+            due.clear()
+            return out
+        return [due.popleft() for _ in range(max(limit, 0))]
+
+    def pending(self) -> int:
+        """Windows queued and not yet drained."""
+        return len(self._due)
+
+    def __len__(self) -> int:
+        return len(self._assets)
+
+    def __contains__(self, asset: object) -> bool:
+        return asset in self._assets
+
+    def assets(self) -> list[str]:
+        """Assets with a buffer, in the order they first sent an accepted sample."""
+        return list(self._assets)
+
+    def last_seen(self, asset: str) -> float | None:
+        """``received`` of the asset's last accepted sample; None for an unknown asset."""
+        state = self._assets.get(asset)
+        return None if state is None else state.seen
+
+    def idle(self, before: float) -> list[str]:
+        """Assets whose last accepted sample was received before ``before`` (stale candidates)."""
+        return [asset for asset, state in self._assets.items() if state.seen < before]
+
+    def forget(self, asset: str) -> None:
+        """Drop an asset's buffer and its queued windows (frees its slot under ``max_assets``)."""
+        if self._assets.pop(asset, None) is not None and self._due:
+            self._due = deque(w for w in self._due if w.asset != asset)

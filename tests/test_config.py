@@ -1,0 +1,244 @@
+"""Settings: precedence file < env < flags, conversion, every problem at once, redaction."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from service import config as config_module
+from service.config import PASSWORD_ENV, SETTING_NAMES, ConfigError, Settings, load_settings
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> str:
+    path = tmp_path / "bundle"
+    path.mkdir()
+    return str(path)
+
+
+def write(tmp_path: Path, text: str, name: str = "sensorguard.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems(flags: dict, env: dict | None = None, config_file: Path | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings(flags, env or {}, config_file)
+    assert str(info.value).count("\n  - ") == len(info.value.problems)
+    return info.value.problems
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(config_module).failed == 0
+
+
+def test_defaults(bundle_dir: str) -> None:
+    s = load_settings({"model": bundle_dir}, {})
+    assert s.broker == "mqtt://127.0.0.1:1883" and s.mqtt_version == "5"
+    assert s.client_id == f"sensorguard-{socket.gethostname()}"
+    assert (s.metrics_host, s.metrics_port, s.max_assets, s.hop, s.max_gap_s) == (
+        "127.0.0.1",
+        10100,
+        1000,
+        None,
+        None,
+    )
+    assert (s.raise_after, s.clear_after, s.clear_level, s.stale_after_s) == (3, 5, 0.8, 300.0)
+    assert s.password() is None and s.broker_parts() == ("mqtt", "127.0.0.1", 1883, False)
+    assert set(SETTING_NAMES) == set(Settings.__dataclass_fields__) - {"_env_password"}
+
+
+def test_precedence_file_env_flags(tmp_path: Path, bundle_dir: str) -> None:
+    cfg = write(
+        tmp_path,
+        f'model = "{bundle_dir}"\nmax_assets = 10\nkeepalive_s = 11\nhop = 12\ntopic_prefix = "from-file"\n',
+    )
+    env = {"SENSORGUARD_KEEPALIVE_S": "21", "SENSORGUARD_HOP": "22", "SENSORGUARD_LOG_JSON": "yes"}
+    flags = {"hop": 32, "max_assets": None, "topic_prefix": None}
+    s = load_settings(flags, env, cfg)
+    assert (s.max_assets, s.keepalive_s, s.hop, s.topic_prefix, s.log_json) == (10, 21, 32, "from-file", True)
+    assert load_settings({}, {}, cfg).hop == 12
+
+
+def test_sensorguard_table_in_a_shared_file(tmp_path: Path, bundle_dir: str) -> None:
+    cfg = write(tmp_path, f'[sensorguard]\nmodel = "{bundle_dir}"\nclear_level = 1\n\n[other_tool]\nx = 1\n')
+    s = load_settings({}, {}, cfg)
+    assert s.model == bundle_dir and s.clear_level == 1.0 and isinstance(s.clear_level, float)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("max_gap_s", "2.5", 2.5),
+        ("max_gap_s", "", None),
+        ("max_gap_s", "none", None),
+        ("hop", "4", 4),
+        ("log_json", "TRUE", True),
+        ("log_json", "0", False),
+        ("log_json", "off", False),
+        ("username", "", None),
+        ("username", "none", "none"),
+        ("mqtt_version", "3.1.1", "3.1.1"),
+        ("mqtt_version", "311", "3.1.1"),
+        ("log_level", "debug", "DEBUG"),
+        ("stale_after_s", "60", 60.0),
+    ],
+)
+def test_env_conversion(bundle_dir: str, name: str, text: str, expected: object) -> None:
+    env = {f"SENSORGUARD_{name.upper()}": text, "SENSORGUARD_NOT_A_SETTING": "ignored"}
+    got = getattr(load_settings({"model": bundle_dir}, env), name)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_flags_may_be_text_or_paths(bundle_dir: str) -> None:
+    s = load_settings({"model": Path(bundle_dir), "metrics_port": "0", "max_gap_s": 3}, {})
+    assert s.model == bundle_dir and s.metrics_port == 0 and s.max_gap_s == 3.0
+
+
+def test_all_problems_at_once(tmp_path: Path) -> None:
+    cfg = write(tmp_path, 'max_asets = 5\nkeepalive_s = "soon"\npassword = "hunter2"\nclear_level = 1.5\n')
+    env = {"SENSORGUARD_MAX_ASSETS": "many", "SENSORGUARD_TLS_CA": str(tmp_path / "missing.pem")}
+    flags = {
+        "metrics_port": 70000,
+        "broker": "ftp://host",
+        "mqtt_version": "4",
+        "hop": 0,
+        "log_level": "LOUD",
+    }
+    found = problems(flags, env, cfg)
+    text = "\n".join(found)
+    for needle in (
+        "max_asets: unknown setting",
+        "keepalive_s: expected int",
+        "password: unknown setting; use password_file",
+        "clear_level: must be in (0, 1]",
+        "SENSORGUARD_MAX_ASSETS: expected int",
+        "tls_ca: file",
+        "metrics_port: must be in 0..65535",
+        "broker: scheme must be mqtt:// or mqtts://",
+        "mqtt_version: must be '5' or '3.1.1'",
+        "hop: must be >= 1",
+        "log_level: must be one of",
+        "model: no model",
+    ):
+        assert needle in text, needle
+    assert len(found) >= 12
+    assert "hunter2" not in text
+    assert "(from flag metrics_port)" in text and "(from SENSORGUARD_TLS_CA)" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        ({"registry": "REG"}, "registry and name go together"),
+        ({"name": "pumps"}, "registry and name go together"),
+        ({"model": "BUNDLE", "registry": "REG", "name": "pumps"}, "not both"),
+        ({"model": "/definitely/not/here"}, "does not exist"),
+        ({"registry": "/definitely/not/here", "name": "pumps"}, "does not exist"),
+    ],
+)
+def test_model_source_rules(tmp_path: Path, flags: dict, needle: str) -> None:
+    for key in ("model", "registry"):
+        if flags.get(key) in ("BUNDLE", "REG"):
+            flags = flags | {key: str(tmp_path)}
+    assert any(needle in p for p in problems(flags))
+
+
+def test_demo_may_skip_the_model() -> None:
+    assert load_settings({}, {}, require_model=False).model is None
+
+
+@pytest.mark.parametrize(
+    ("broker", "parts"),
+    [
+        ("mqtt://broker.local", ("mqtt", "broker.local", 1883, False)),
+        ("mqtts://broker.local", ("mqtts", "broker.local", 8883, True)),
+        ("mqtts://broker.local:9999/", ("mqtts", "broker.local", 9999, True)),
+        ("MQTT://[::1]:1884", ("mqtt", "::1", 1884, False)),
+    ],
+)
+def test_broker_parts(bundle_dir: str, broker: str, parts: tuple) -> None:
+    assert load_settings({"model": bundle_dir, "broker": broker}, {}).broker_parts() == parts
+
+
+@pytest.mark.parametrize(
+    ("broker", "needle"),
+    [
+        ("broker.local:1883", "scheme"),
+        ("http://broker.local", "scheme"),
+        ("mqtt://", "no host"),
+        ("mqtt://host:99999", "cannot parse"),
+        ("mqtt://host:0", "port must be"),
+        ("mqtt://host/topic", "unexpected path"),
+        ("mqtt://user:s3cret@host", "no credentials"),
+    ],
+)
+def test_bad_brokers(bundle_dir: str, broker: str, needle: str) -> None:
+    found = problems({"model": bundle_dir, "broker": broker})
+    assert any(needle in p for p in found) and "s3cret" not in "\n".join(found)
+
+
+def test_tls_rules(tmp_path: Path, bundle_dir: str) -> None:
+    ca = write(tmp_path, "ca", "ca.pem")
+    found = "\n".join(problems({"model": bundle_dir, "tls_ca": str(ca), "tls_cert": str(ca)}))
+    assert "use mqtts://" in found and "tls_cert and tls_key go together" in found
+    s = load_settings({"model": bundle_dir, "broker": "mqtts://h", "tls_ca": str(ca)}, {})
+    assert s.broker_parts()[3] and s.tls_ca == str(ca)
+
+
+def test_password_from_file_is_lazy_and_redacted(tmp_path: Path, bundle_dir: str) -> None:
+    secret = write(tmp_path, "hunter2\n", "pw")
+    s = load_settings({"model": bundle_dir, "username": "u", "password_file": str(secret)}, {})
+    secret.write_text("rotated\n")
+    assert s.password() == "rotated"
+    red = s.redacted()
+    assert red["password"] == "<set>" and red["password_file"] == str(secret)
+    assert "hunter2" not in repr(s) and "rotated" not in json.dumps(red)
+
+
+def test_password_from_env_is_never_shown(bundle_dir: str) -> None:
+    s = load_settings({"model": bundle_dir, "username": "u"}, {PASSWORD_ENV: "hunter2"})
+    assert s.password() == "hunter2"
+    assert "hunter2" not in repr(s) and "hunter2" not in json.dumps(s.redacted())
+    assert s.redacted()["password"] == "<set>"
+    assert load_settings({"model": bundle_dir}, {}).redacted()["password"] is None
+
+
+def test_password_problems(tmp_path: Path, bundle_dir: str) -> None:
+    found = problems({"model": bundle_dir, "password_file": str(tmp_path / "nope")}, {PASSWORD_ENV: "x"})
+    assert any("password_file: cannot read" in p for p in found)
+    assert any("both password_file and" in p for p in found)
+    found = problems({"model": bundle_dir, "mqtt_version": "3.1.1"}, {PASSWORD_ENV: "x"})
+    assert any("without a username" in p for p in found)
+    assert any("unknown setting" in p for p in problems({"model": bundle_dir, "password": "x"}))
+
+
+def test_unreadable_config_file(tmp_path: Path) -> None:
+    assert any("cannot read" in p for p in problems({}, {}, tmp_path / "missing.toml"))
+    broken = write(tmp_path, "model = \n")
+    assert any("cannot read" in p for p in problems({}, {}, broken))
+
+
+def test_stray_top_level_key_next_to_table(tmp_path: Path, bundle_dir: str) -> None:
+    cfg = write(tmp_path, f'modle = "x"\n[sensorguard]\nmodel = "{bundle_dir}"\n')
+    assert any("unknown top-level key 'modle'" in p for p in problems({}, {}, cfg))
+
+
+def test_topics(bundle_dir: str) -> None:
+    s = load_settings({"model": bundle_dir, "output_prefix": "plant/sg", "topic_prefix": "plant/sensors"}, {})
+    assert s.readings_filter() == "plant/sensors/#"
+    assert s.alert_topic("a/b") == "plant/sg/alerts/a/b" and s.state_topic("a") == "plant/sg/state/a"
+    assert (s.status_topic(), s.events_topic()) == ("plant/sg/status", "plant/sg/events")
+    for bad in ("", "a/#", "a//b", "/a", "+"):
+        assert any("topic_prefix" in p for p in problems({"model": bundle_dir, "topic_prefix": bad}))
+
+
+def test_settings_are_frozen(bundle_dir: str) -> None:
+    s = load_settings({"model": bundle_dir}, {})
+    with pytest.raises(AttributeError):
+        s.hop = 3  # type: ignore[misc]

@@ -1,0 +1,199 @@
+"""Metrics on a fresh registry (names are a contract) and a real HTTP round trip on port 0."""
+
+from __future__ import annotations
+
+import doctest
+import http.client
+import logging
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service import metrics as metrics_module
+from service.metrics import OTHER, Metrics, serve_http, shutdown_http
+from service.payload import REJECT_REASONS
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def value(registry: CollectorRegistry, metric: str, /, **labels: str) -> float | None:
+    return registry.get_sample_value(metric, labels)
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(metrics_module).failed == 0
+
+
+def test_every_contract_name_exists_from_the_start(registry: CollectorRegistry) -> None:
+    Metrics(registry)
+    for name in (
+        "readings_total",
+        "windows_scored_total",
+        "model_reload_failures_total",
+        "record_write_failures_total",
+        "model_threshold",
+        "mqtt_connected",
+        "assets",
+        "buffered_windows",
+        "scoring_duration_seconds_count",
+        "reading_to_score_seconds_count",
+    ):
+        assert value(registry, "sensorguard_" + name) == 0.0, name
+    for reason in REJECT_REASONS:
+        assert value(registry, "sensorguard_messages_rejected_total", reason=reason) == 0.0
+
+
+def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
+    """DESIGN.md's names (plus two operational ones); a rename here breaks dashboards."""
+    Metrics(registry)
+    families = {(f.name, f.type) for f in registry.collect()}
+    counters = ("readings", "messages_rejected", "windows_scored", "alerts", "model_reload_failures")
+    gauges = ("anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets")
+    expected = (
+        {("sensorguard_" + n, "counter") for n in (*counters, "record_write_failures")}
+        | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows")}
+        | {
+            ("sensorguard_" + n, "histogram")
+            for n in ("scoring_duration_seconds", "reading_to_score_seconds")
+        }
+    )
+    assert families == expected
+
+
+def test_counters_and_reject(registry: CollectorRegistry) -> None:
+    m = Metrics(registry)
+    m.readings.inc(3)
+    m.reject("bad_ts")
+    m.reject("bad_ts", 2)
+    m.reject("brand_new_reason")
+    assert value(registry, "sensorguard_readings_total") == 3.0
+    assert value(registry, "sensorguard_messages_rejected_total", reason="bad_ts") == 3.0
+    assert value(registry, "sensorguard_messages_rejected_total", reason="brand_new_reason") == 1.0
+
+
+def test_asset_labels_are_capped(registry: CollectorRegistry) -> None:
+    m = Metrics(registry, max_assets=2)
+    for i in range(50):
+        m.set_score(f"asset-{i}", float(i), active=i % 2 == 1)
+        m.alert_raised(f"asset-{i}")
+    labels = {s.labels["asset"] for f in registry.collect() for s in f.samples if "asset" in s.labels}
+    assert labels == {"asset-0", "asset-1", OTHER}
+    assert value(registry, "sensorguard_anomaly_score", asset="asset-1") == 1.0
+    assert value(registry, "sensorguard_anomaly_active", asset="asset-1") == 1.0
+    assert value(registry, "sensorguard_anomaly_active", asset="asset-0") == 0.0
+    assert value(registry, "sensorguard_alerts_total", asset=OTHER) == 48.0
+    assert m.asset_label("asset-0") == "asset-0" and m.asset_label(OTHER) == OTHER
+
+
+def test_forget_asset_removes_series_and_frees_the_label(registry: CollectorRegistry) -> None:
+    m = Metrics(registry, max_assets=1)
+    m.set_score("a", 2.0, True)
+    m.alert_raised("a")
+    assert m.asset_label("b") == OTHER
+    m.forget_asset("a")
+    m.forget_asset("never-seen")
+    assert value(registry, "sensorguard_anomaly_score", asset="a") is None
+    assert value(registry, "sensorguard_alerts_total", asset="a") is None
+    assert m.asset_label("b") == "b"
+
+
+def test_model_info_keeps_one_series(registry: CollectorRegistry) -> None:
+    m = Metrics(registry)
+    m.set_model("pumps", "v0001", 0.25)
+    m.set_model("pumps", "v0002", 0.5)
+    m.set_model("pumps", "v0002", 0.5)
+    assert value(registry, "sensorguard_model_info", name="pumps", version="v0001") is None
+    assert value(registry, "sensorguard_model_info", name="pumps", version="v0002") == 1.0
+    assert value(registry, "sensorguard_model_threshold") == 0.5
+
+
+def test_histogram_buckets(registry: CollectorRegistry) -> None:
+    m = Metrics(registry)
+    m.scoring_duration.observe(0.0002)
+    m.reading_to_score.observe(3.0)
+    assert value(registry, "sensorguard_scoring_duration_seconds_bucket", le="0.0001") == 0.0
+    assert value(registry, "sensorguard_scoring_duration_seconds_bucket", le="0.00025") == 1.0
+    assert value(registry, "sensorguard_scoring_duration_seconds_bucket", le="1.0") == 1.0
+    assert value(registry, "sensorguard_reading_to_score_seconds_bucket", le="0.001") == 0.0
+    assert value(registry, "sensorguard_reading_to_score_seconds_bucket", le="5.0") == 1.0
+    assert value(registry, "sensorguard_reading_to_score_seconds_bucket", le="10.0") == 1.0
+
+
+def test_registries_are_independent() -> None:
+    a, b = CollectorRegistry(), CollectorRegistry()
+    Metrics(a).readings.inc()
+    Metrics(b)
+    assert value(a, "sensorguard_readings_total") == 1.0
+    assert value(b, "sensorguard_readings_total") == 0.0
+
+
+@pytest.fixture
+def server(registry: CollectorRegistry) -> Iterator[tuple[int, dict]]:
+    state = {"ready": False}
+    Metrics(registry).readings.inc(7)
+    srv, thread = serve_http(registry, "127.0.0.1", 0, lambda: state["ready"])
+    try:
+        yield srv.server_address[1], state
+    finally:
+        shutdown_http(srv, thread)
+        assert not thread.is_alive()
+
+
+def get(port: int, path: str, method: str = "GET", headers: dict | None = None) -> tuple[int, str, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type", ""), resp.read()
+    finally:
+        conn.close()
+
+
+def test_http_round_trip(server: tuple[int, dict], caplog: pytest.LogCaptureFixture) -> None:
+    port, state = server
+    status, ctype, body = get(port, "/metrics")
+    assert status == 200 and ctype.startswith("text/plain")
+    assert b"sensorguard_readings_total 7.0" in body
+    assert b'sensorguard_messages_rejected_total{reason="bad_ts"} 0.0' in body
+    assert get(port, "/healthz")[::2] == (200, b"ok\n")
+    assert get(port, "/readyz")[::2] == (503, b"not ready\n")
+    state["ready"] = True
+    assert get(port, "/readyz")[::2] == (200, b"ready\n")
+    for path in ("/", "/metricsx", "/metrics/", "/favicon.ico", "/healthz/../metrics"):
+        assert get(port, path)[0] == 404, path
+    assert get(port, "/metrics?name[]=x")[0] == 200
+
+
+def test_http_head_and_openmetrics(server: tuple[int, dict]) -> None:
+    port, _ = server
+    status, _, body = get(port, "/metrics", method="HEAD")
+    assert status == 200 and body == b""
+    status, ctype, body = get(port, "/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert status == 200 and ctype.startswith("application/openmetrics-text")
+    assert body.rstrip().endswith(b"# EOF")
+
+
+def test_failing_readiness_probe_is_not_ready(registry: CollectorRegistry) -> None:
+    def boom() -> bool:
+        raise RuntimeError("broken")
+
+    srv, thread = serve_http(registry, "127.0.0.1", 0, boom)
+    try:
+        assert get(srv.server_address[1], "/readyz")[0] == 503
+        assert get(srv.server_address[1], "/healthz")[0] == 200
+    finally:
+        shutdown_http(srv, thread)
+
+
+def test_requests_are_logged_at_debug_not_stderr(
+    server: tuple[int, dict], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
+) -> None:
+    port, _ = server
+    with caplog.at_level(logging.DEBUG, logger="service.metrics"):
+        get(port, "/nowhere")
+    assert "/nowhere" in caplog.text
+    assert "/nowhere" not in capfd.readouterr().err

@@ -1,0 +1,210 @@
+"""Per-asset ring buffers: cadence equal to hop_mask, rejects, forward fill, gaps, limits."""
+
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service import windows
+from service.alerts import hop_mask
+from service.payload import REJECT_REASONS
+from service.windows import Buffers
+
+CH = ("a", "b", "c")
+
+
+def row(t: float) -> dict[str, float]:
+    return {"a": t, "b": 10 * t, "c": -t}
+
+
+def feed(bufs: Buffers, asset: str, times, received: float = 0.0) -> list[str | None]:
+    return [bufs.add(asset, float(t), row(float(t)), received) for t in times]
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(windows).failed == 0
+
+
+@pytest.mark.parametrize(("window", "hop", "n"), [(1, 1, 5), (4, 1, 10), (4, 3, 20), (5, 5, 23), (3, 7, 30)])
+def test_windows_content_and_cadence_match_hop_mask(window: int, hop: int, n: int) -> None:
+    bufs = Buffers(CH, window, hop)
+    assert feed(bufs, "p", range(1, n + 1)) == [None] * n
+    due = bufs.drain()
+    expected_rows = np.flatnonzero(hop_mask(np.zeros(n), window, hop))
+    assert [w.ts for w in due] == [float(r + 1) for r in expected_rows]
+    for w in due:
+        t = np.arange(w.ts - window + 1, w.ts + 1)
+        assert w.window.shape == (3, window) and w.window.dtype == np.float64
+        np.testing.assert_array_equal(w.window, np.stack([t, 10 * t, -t]))
+        assert w.window.flags.c_contiguous and w.asset == "p"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    window=st.integers(1, 6),
+    hop=st.integers(1, 5),
+    steps=st.lists(st.sampled_from(["ok", "gap", "dup", "old"]), max_size=40),
+)
+def test_cadence_with_gaps_matches_hop_mask_per_segment(window: int, hop: int, steps: list[str]) -> None:
+    """Whatever the mix of gaps and rejected samples, due windows are hop_mask over accepted rows."""
+    bufs = Buffers(CH, window, hop, max_gap_s=5.0)
+    t, segment, segments, accepted_ts = 100.0, 0, [], []
+    for kind in steps:
+        if kind in ("dup", "old") and accepted_ts:
+            reason = bufs.add("p", t if kind == "dup" else t - 0.5, row(t), 0.0)
+            assert reason == ("duplicate_ts" if kind == "dup" else "out_of_order")
+            continue
+        t += 10.0 if kind == "gap" else 1.0
+        segment += kind == "gap" and bool(accepted_ts)
+        assert bufs.add("p", t, row(t), 0.0) is None
+        segments.append(segment)
+        accepted_ts.append(t)
+    mask = hop_mask(np.array(segments), window, hop)
+    assert [w.ts for w in bufs.drain()] == [accepted_ts[i] for i in np.flatnonzero(mask)]
+    assert bufs.gaps == segment
+
+
+def test_gap_restarts_the_buffer_and_never_stitches() -> None:
+    bufs = Buffers(CH, window=3, hop=1, max_gap_s=2.0)
+    feed(bufs, "p", [1, 2, 3, 4])
+    assert [w.ts for w in bufs.drain()] == [3.0, 4.0]
+    feed(bufs, "p", [6, 7.5])  # a gap of exactly max_gap_s is not a gap
+    assert bufs.gaps == 0 and [w.ts for w in bufs.drain()] == [6.0, 7.5]
+    feed(bufs, "p", [20, 21, 22])
+    assert bufs.gaps == 1
+    (w,) = bufs.drain()
+    np.testing.assert_array_equal(w.window[0], [20, 21, 22])
+
+
+def test_assets_are_independent_and_drain_is_in_arrival_order() -> None:
+    bufs = Buffers(CH, window=2, hop=1)
+    for t in range(1, 4):
+        bufs.add("x", float(t), row(t), received=t + 0.5)
+        bufs.add("y", float(t) + 100, row(t + 100), received=t + 0.7)
+    due = bufs.drain()
+    assert [(w.asset, w.ts, w.received) for w in due] == [
+        ("x", 2.0, 2.5),
+        ("y", 102.0, 2.7),
+        ("x", 3.0, 3.5),
+        ("y", 103.0, 3.7),
+    ]
+    assert len(bufs) == 2 and bufs.assets() == ["x", "y"] and "x" in bufs
+
+
+def test_drain_limit_and_pending() -> None:
+    bufs = Buffers(CH, window=1, hop=1)
+    feed(bufs, "p", range(1, 6))
+    assert bufs.pending() == 5
+    assert [w.ts for w in bufs.drain(2)] == [1.0, 2.0]
+    assert bufs.pending() == 3
+    assert bufs.drain(0) == []
+    assert [w.ts for w in bufs.drain(10)] == [3.0, 4.0, 5.0]
+    assert bufs.pending() == 0 and bufs.drain() == []
+
+
+def test_windows_are_copies() -> None:
+    bufs = Buffers(CH, window=2, hop=1)
+    feed(bufs, "p", [1, 2])
+    (first,) = bufs.drain()
+    feed(bufs, "p", [3, 4, 5])
+    first.window[:] = -1
+    assert [w.window[0].tolist() for w in bufs.drain()] == [[2, 3], [3, 4], [4, 5]]
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}, "unknown_channel"),
+        ({"a": 1.0, "b": 1.0, "x": 1.0}, "unknown_channel"),
+        ({"a": 1.0, "b": 1.0}, "missing_channel"),  # nothing to fill from yet
+        ({}, "missing_channel"),
+    ],
+)
+def test_channel_rejects_on_a_new_asset(values: dict, reason: str) -> None:
+    bufs = Buffers(CH, window=2, hop=1)
+    assert bufs.add("p", 1.0, values, 0.0) == reason
+    assert len(bufs) == 0, "a rejected first sample takes no asset slot"
+
+
+def test_order_rejects_leave_the_asset_untouched() -> None:
+    bufs = Buffers(CH, window=2, hop=1)
+    feed(bufs, "p", [5])
+    assert bufs.add("p", 5.0, row(9), 1.0) == "duplicate_ts"
+    assert bufs.add("p", 4.0, row(9), 1.0) == "out_of_order"
+    assert bufs.last_seen("p") == 0.0
+    feed(bufs, "p", [6])
+    (w,) = bufs.drain()
+    assert w.window[0].tolist() == [5.0, 6.0]
+
+
+def test_forward_fill_up_to_the_limit() -> None:
+    bufs = Buffers(CH, window=4, hop=1, fill_limit=2)
+    feed(bufs, "p", [1])
+    assert bufs.add("p", 2.0, {"a": 2.0, "c": -2.0}, 0.0) is None
+    assert bufs.add("p", 3.0, {"a": 3.0, "c": -3.0}, 0.0) is None
+    assert bufs.add("p", 4.0, {"a": 4.0, "c": -4.0}, 0.0) == "missing_channel"  # a third fill in a row
+    assert bufs.add("p", 4.0, {"a": 4.0, "b": 40.0}, 0.0) is None  # c's own run is fresh
+    (w,) = bufs.drain()
+    np.testing.assert_array_equal(w.window, [[1, 2, 3, 4], [10, 10, 10, 40], [-1, -2, -3, -3]])
+    assert bufs.add("p", 5.0, {"a": 5.0, "c": -5.0}, 0.0) is None  # b present again reset its run
+
+
+def test_fill_limit_zero_requires_every_channel() -> None:
+    bufs = Buffers(CH, window=2, hop=1, fill_limit=0)
+    feed(bufs, "p", [1])
+    assert bufs.add("p", 2.0, {"a": 1.0, "b": 1.0}, 0.0) == "missing_channel"
+
+
+def test_no_forward_fill_across_a_gap() -> None:
+    bufs = Buffers(CH, window=2, hop=1, max_gap_s=10.0)
+    feed(bufs, "p", [1])
+    assert bufs.add("p", 100.0, {"a": 1.0, "b": 1.0}, 0.0) == "missing_channel"
+    assert bufs.gaps == 0, "a rejected sample does not restart the buffer"
+
+
+def test_max_assets() -> None:
+    bufs = Buffers(CH, window=2, hop=1, max_assets=2)
+    assert feed(bufs, "a1", [1]) == [None]
+    assert feed(bufs, "a2", [1]) == [None]
+    assert feed(bufs, "a3", [1]) == ["too_many_assets"]
+    assert feed(bufs, "a1", [2]) == [None], "known assets still work"
+    bufs.forget("a1")
+    assert feed(bufs, "a3", [1]) == [None], "forgetting frees a slot"
+
+
+def test_forget_and_last_seen_and_idle() -> None:
+    bufs = Buffers(CH, window=1, hop=1)
+    feed(bufs, "x", [1, 2], received=50.0)
+    feed(bufs, "y", [1], received=80.0)
+    assert bufs.last_seen("x") == 50.0 and bufs.last_seen("nope") is None
+    assert bufs.idle(before=60.0) == ["x"]
+    bufs.forget("x")
+    bufs.forget("never-seen")
+    assert bufs.assets() == ["y"] and [w.asset for w in bufs.drain()] == ["y"]
+
+
+def test_every_reason_is_a_known_reject_reason() -> None:
+    reasons = {"too_many_assets", "unknown_channel", "missing_channel", "out_of_order", "duplicate_ts"}
+    assert reasons <= set(REJECT_REASONS)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"channels": ()},
+        {"channels": ("a", "a")},
+        {"window": 0},
+        {"hop": 0},
+        {"max_assets": 0},
+        {"fill_limit": -1},
+        {"max_gap_s": 0.0},
+    ],
+)
+def test_bad_arguments(kwargs: dict) -> None:
+    args = {"channels": CH, "window": 3, "hop": 1} | kwargs
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        Buffers(**args)
