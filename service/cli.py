@@ -406,6 +406,55 @@ def _read_meta(path: Path) -> dict:
         return {"created": "unreadable"}
 
 
+# --- serve -------------------------------------------------------------------------------------
+
+# Flags of `serve` that map one to one onto settings (service.config.Settings field names).
+_SERVE_FLAGS = (
+    "model", "registry", "name", "broker", "mqtt_version", "client_id", "username", "password_file",
+    "tls_ca", "tls_cert", "tls_key", "tls_insecure", "topic_prefix", "output_prefix", "metrics_host",
+    "metrics_port", "max_assets", "hop", "batch_max", "batch_wait_ms", "raise_after", "clear_after",
+    "clear_level", "stale_after_s", "session_expiry_s", "record_dir", "log_json", "log_level",
+)
+
+
+def _serve_settings(args: argparse.Namespace, require_model: bool = True):
+    from service.config import load_settings
+
+    flags = {name: getattr(args, name, None) for name in _SERVE_FLAGS}
+    return load_settings(flags, os.environ, args.config, require_model=require_model)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    settings = _serve_settings(args)
+    if args.print_config:
+        print(json.dumps(settings.redacted(), indent=2, default=str))
+        return 0
+    from service.daemon import Daemon, load_model
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_json, settings.log_level)
+    if settings.record_dir:
+        import logging
+
+        logging.getLogger("sensorguard").warning(
+            "record_dir is set, but this version does not record readings yet: nothing is written to %s",
+            settings.record_dir,
+        )
+    daemon = Daemon(settings, load_model(settings))
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001 - the signal module's signature
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    daemon.run_forever(stop)
+    return 0
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 
@@ -478,6 +527,39 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raise-after", type=_positive_int, default=3, help="windows >= 1.0 in a row to raise (default 3)")
     p.add_argument("--clear-after", type=_positive_int, default=5, help="windows below --clear-level to clear (5)")
     p.add_argument("--clear-level", type=float, default=0.8, help="score below which windows count to clear (0.8)")
+
+
+def _add_serve_options(p: argparse.ArgumentParser) -> None:
+    """Flags of `serve` (all default to None: unset flags never override the file or environment)."""
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--model", help="bundle directory to serve")
+    p.add_argument("--registry", help="registry root (with --name): serve its CURRENT version")
+    p.add_argument("--name", help="model name in the registry")
+    p.add_argument("--broker", help="mqtt://HOST:PORT or mqtts://HOST:PORT (default mqtt://127.0.0.1:1883)")
+    p.add_argument("--mqtt-version", choices=("5", "3.1.1"), help="MQTT protocol version (default 5)")
+    p.add_argument("--client-id", help="MQTT client id; keep it stable (default sensorguard-<hostname>)")
+    p.add_argument("--username", help="MQTT user name (password: --password-file or SENSORGUARD_MQTT_PASSWORD)")
+    p.add_argument("--password-file", help="file holding the MQTT password")
+    p.add_argument("--tls-ca", help="CA bundle that signed the broker's certificate")
+    p.add_argument("--tls-cert", help="client certificate (mutual TLS)")
+    p.add_argument("--tls-key", help="client certificate key")
+    p.add_argument("--tls-insecure", action="store_const", const=True, help="skip the broker host name check")
+    p.add_argument("--topic-prefix", help="readings on <prefix>/<asset>/readings (default sensors)")
+    p.add_argument("--output-prefix", help="alerts, states and status under this prefix (default sensorguard)")
+    p.add_argument("--metrics-host", help="HTTP address for /metrics, /healthz, /readyz (default 127.0.0.1)")
+    p.add_argument("--metrics-port", type=int, help="HTTP port (default 10100)")
+    p.add_argument("--max-assets", type=_positive_int, help="assets tracked at most (default 1000)")
+    p.add_argument("--hop", type=_positive_int, help="score every N samples (default: the bundle's)")
+    p.add_argument("--batch-max", type=_positive_int, help="windows per scoring batch at most (default 4096)")
+    p.add_argument("--batch-wait-ms", type=int, help="wait this long to fill a batch (default 20)")
+    p.add_argument("--raise-after", type=_positive_int, help="windows >= 1.0 in a row to raise (default 3)")
+    p.add_argument("--clear-after", type=_positive_int, help="windows below --clear-level to clear (default 5)")
+    p.add_argument("--clear-level", type=float, help="score below which windows count to clear (default 0.8)")
+    p.add_argument("--stale-after-s", type=float, help="an asset silent this long is stale (default 300)")
+    p.add_argument("--session-expiry-s", type=int, help="broker keeps the session this long (default 86400)")
+    p.add_argument("--record-dir", help="record normal readings here for retraining")
+    p.add_argument("--log-json", action="store_const", const=True, help="log one JSON object per line")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -580,6 +662,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="model name")
     p.set_defaults(func=cmd_models)
 
+    p = verbs.add_parser("serve", help="the daemon: score MQTT readings live, publish alerts, export metrics",
+                         description="Subscribe to <topic-prefix>/<asset>/readings, score every asset's windows "
+                         "in batches, publish alerts and retained states, serve /metrics, /healthz, /readyz. "
+                         "Settings: flags > SENSORGUARD_* environment > --config TOML > defaults.")
+    _add_serve_options(p)
+    p.add_argument("--print-config", action="store_true", help="print the resulting settings and exit")
+    p.set_defaults(func=cmd_serve)
+
     p = verbs.add_parser("demo", help="the whole loop on a simulated plant, nothing to install")
     p.add_argument("--workdir", help="where to keep the demo's files (default: a new temp dir)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -611,6 +701,8 @@ def _is_user_error(exc: BaseException) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
+    if type(exc).__name__ == "ConfigError":  # every problem at once, one per line
+        return str(exc).strip()
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")
     text = str(exc).strip().splitlines()

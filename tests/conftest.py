@@ -52,3 +52,25 @@ def trained(tmp_path_factory):
     data = load_frame([normal])
     bundle, summary = train_bundle(data, TrainOptions(max_epochs=15, progress=False, seed=0))
     return bundle, summary, root
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A private Mosquitto broker on a free loopback port (skipped without it, failed under CI=true)."""
+    from tests.mosquitto import Mosquitto
+
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_dir(trained):
+    """The session's trained bundle saved as a bundle directory."""
+    from service.bundle import save_bundle
+
+    bundle, _, root = trained
+    return save_bundle(bundle, root / "bundle")

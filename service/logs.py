@@ -1,0 +1,81 @@
+"""Logging for the long-running verbs: plain lines or JSON lines, and a rate limiter for noisy causes.
+
+The daemon logs through the standard library only; :func:`configure_logging` decides the format
+once, in the CLI (never at import time). A flood of bad messages must not become a flood of log
+lines, so repeated causes go through :class:`RateLimiter`: one line per key per interval, with the
+number of occurrences since the last line.
+
+>>> limiter = RateLimiter(interval_s=10.0, clock=iter([0.0, 1.0, 2.0, 12.0]).__next__)
+>>> [limiter.hit("bad_ts") for _ in range(4)]
+[1, None, None, 3]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+# Attributes every LogRecord has; anything else was passed with ``extra=`` and goes into JSON lines.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (RFC 3339, UTC), ``level``, ``logger``, ``msg`` and extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(json_lines: bool = False, level: str = "INFO", stream=None) -> None:
+    """Route the root logger to ``stream`` (stderr) as plain or JSON lines; replaces earlier handlers."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("amqtt").setLevel(max(logging.WARNING, root.level))  # the demo broker is chatty
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+class RateLimiter:
+    """``hit(key)`` returns how many hits to report when a line is due for ``key``, else None."""
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._count: dict[str, int] = {}
+
+    def hit(self, key: str) -> int | None:
+        now = self._clock()
+        with self._lock:
+            count = self._count.get(key, 0) + 1
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval_s:
+                self._count[key] = count
+                return None
+            self._last[key] = now
+            self._count[key] = 0
+            return count

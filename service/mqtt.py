@@ -1,0 +1,126 @@
+"""MQTT plumbing around paho-mqtt 2.x: a persistent-session client, JSON publishing.
+
+The daemon's client (see DESIGN.md, "MQTT contract"):
+
+- MQTT 5 with ``clean_start=False`` and a ``SessionExpiryInterval``, or 3.1.1 with
+  ``clean_session=False``, under a stable client id: readings published while the daemon is away
+  wait at the broker and are delivered when it returns;
+- ``manual_ack=True``: the daemon acknowledges a reading only once it is in its asset's buffer,
+  so a crash loses nothing the broker believes delivered;
+- a retained Last Will of ``offline`` on the status topic;
+- TLS (``mqtts://``, CA / client certificate / key) and username plus password (from a file or
+  the environment, see :class:`service.config.Settings`);
+- automatic reconnect with exponential backoff (paho's network thread, ``loop_start``).
+
+Nothing here knows about readings or alerts; :mod:`service.daemon` wires the callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from service.config import Settings
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+MAX_QUEUED_OUT = 100_000  # outgoing QoS 1 messages kept while disconnected (bounded memory)
+STATUS_ONLINE = b"online"
+STATUS_OFFLINE = b"offline"
+
+
+def create_client(settings: Settings, client_id: str | None = None, manual_ack: bool = True) -> paho.Client:
+    """A configured, not yet connected client for ``settings`` (will, TLS, auth, backoff).
+
+    ``client_id`` overrides the setting (the demo and tools use their own ids).
+    """
+    v5 = settings.mqtt_version == "5"
+    client = paho.Client(
+        callback_api_version=paho.CallbackAPIVersion.VERSION2,
+        client_id=client_id or settings.client_id,
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        clean_session=None if v5 else False,
+        manual_ack=manual_ack,
+    )
+    client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
+    client.max_queued_messages_set(MAX_QUEUED_OUT)
+    client.will_set(settings.status_topic(), STATUS_OFFLINE, qos=1, retain=True)
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password())
+    _, _, _, tls = settings.broker_parts()
+    if tls:
+        client.tls_set(
+            ca_certs=settings.tls_ca,
+            certfile=settings.tls_cert,
+            keyfile=settings.tls_key,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        if settings.tls_insecure:
+            client.tls_insecure_set(True)
+    return client
+
+
+def connect_async(client: paho.Client, settings: Settings) -> None:
+    """Start connecting in the background; paho's thread keeps reconnecting with backoff."""
+    _, host, port, _ = settings.broker_parts()
+    if settings.mqtt_version == "5":
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = settings.session_expiry_s
+        client.connect_async(host, port, settings.keepalive_s, clean_start=False, properties=props)
+    else:
+        client.connect_async(host, port, settings.keepalive_s)
+    client.loop_start()
+
+
+def subscribe_readings(client: paho.Client, settings: Settings) -> None:
+    """QoS 1 subscription to every asset's readings (idempotent: safe on each reconnect)."""
+    topic = settings.readings_filter()
+    if settings.mqtt_version == "5":
+        client.subscribe(topic, options=SubscribeOptions(qos=1))
+    else:
+        client.subscribe(topic, qos=1)
+
+
+def publish_json(client: paho.Client, topic: str, payload: Any, qos: int = 1, retain: bool = False):
+    """Publish ``payload`` as compact JSON; returns paho's ``MQTTMessageInfo``.
+
+    While disconnected paho keeps QoS 1 messages and sends them after reconnecting.
+    """
+    return client.publish(topic, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), qos=qos, retain=retain)
+
+
+def wait_published(infos: list, timeout_s: float) -> bool:
+    """Wait until every message in ``infos`` went out (or ``timeout_s`` passed); True if all did."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    ok = True
+    for info in infos:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            info.wait_for_publish(timeout=remaining)
+        except (RuntimeError, ValueError):  # queue full or not connected: it will not go out now
+            ok = False
+            continue
+        ok = ok and info.is_published()
+    return ok
+
+
+def reason_text(reason_code: Any) -> str:
+    """A readable reason for logs from paho's ReasonCode / int."""
+    name = getattr(reason_code, "getName", None)
+    if callable(name):
+        return name()
+    return paho.error_string(reason_code) if isinstance(reason_code, int) else str(reason_code)

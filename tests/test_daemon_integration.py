@@ -1,0 +1,267 @@
+"""The daemon end to end: a real Mosquitto, the real HTTP endpoint, a really trained model.
+
+Each test starts its own broker (tests/mosquitto.py) and an in-process :class:`Daemon` with the
+metrics server on a free port; readings go in through MQTT and everything checked comes back out
+through MQTT or a scrape of ``/metrics``. No fixed sleeps: every wait polls with a timeout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.config import load_settings
+from service.daemon import Daemon, load_model
+from service.payload import REJECT_REASONS
+from tests.conftest import plant_frame
+from tests.mosquitto import Collector, Publisher, http_status, metric, scrape, wait_for
+
+pytestmark = pytest.mark.integration
+
+CHANNELS = ["c0", "c1", "c2"]
+KEYS = {"asset", "state", "ts", "score", "peak_score", "threshold", "channels", "model", "alert_id"}
+
+
+def epoch(frame: pd.DataFrame) -> np.ndarray:
+    return (frame["timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+
+
+def expected_windows(rows: int, window: int, hop: int) -> int:
+    return 0 if rows < window else 1 + (rows - window) // hop
+
+
+class Running:
+    """A started daemon plus its URL; stopped by the fixture."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        host, port = daemon.metrics_address
+        self.url = f"http://{host}:{port}"
+
+    def value(self, name: str, **labels) -> float:
+        return metric(self.url, name, **labels) or 0.0
+
+
+@pytest.fixture
+def serve(trained_dir, mosquitto):
+    """``serve(**settings)`` starts a daemon on the test broker; all are stopped at the end."""
+    started: list[Daemon] = []
+
+    def start(**overrides) -> Running:
+        flags = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0,
+                 "client_id": f"sensorguard-test-{mosquitto.port}", **overrides}
+        settings = load_settings(flags, {})
+        daemon = Daemon(settings, load_model(settings))
+        daemon.start()
+        started.append(daemon)
+        running = Running(daemon)
+        wait_for(lambda: http_status(f"{running.url}/readyz") == 200, 15, "/readyz")
+        return running
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+def test_alerts_rise_and_clear_for_a_fault_and_never_for_normal_data(serve, mosquitto, trained):
+    bundle = trained[0]
+    running = serve()
+    events = Collector(mosquitto, "sensorguard/#")
+    pub = Publisher(mosquitto)
+    frame = plant_frame(rows=1200, channels=3, seed=5)
+    times, normal = epoch(frame), frame[CHANNELS].to_numpy()
+    faulty = normal.copy()
+    faulty[600:800, 1] += 6.0 * np.sign(np.sin(np.arange(200) / 3.0))  # a square-wave fault on c1
+    pub.samples("line-1/pump-ok", times, normal, CHANNELS)
+    pub.samples("line-1/pump-bad", times, faulty, CHANNELS)
+    n = 2 * expected_windows(1200, bundle.window, bundle.hop)
+    wait_for(lambda: running.value("sensorguard_windows_scored_total") == n, 30, f"{n} windows scored")
+
+    bad = wait_for(lambda: len(events.on("sensorguard/alerts/line-1/pump-bad")) >= 2 and
+                   events.on("sensorguard/alerts/line-1/pump-bad"), 10, "raised and cleared events")
+    assert [e["state"] for e in bad] == ["raised", "cleared"]
+    raised, cleared = bad
+    assert set(raised) == KEYS and set(cleared) == KEYS
+    assert raised["asset"] == "line-1/pump-bad" and raised["alert_id"] == cleared["alert_id"]
+    assert raised["score"] >= 1.0 and cleared["peak_score"] >= raised["score"] and cleared["score"] < 0.8
+    assert raised["threshold"] == pytest.approx(bundle.threshold_)
+    assert raised["model"] == {"name": "bundle", "version": "local"}
+    assert len(raised["channels"]) == 3 and raised["channels"][0]["name"] == "c1"
+    assert raised["channels"][0]["share"] > 0.5
+    assert sum(c["share"] for c in raised["channels"]) == pytest.approx(1.0, abs=1e-3)
+    fault_start, fault_end = times[600], times[800 + bundle.window]
+    assert fault_start <= pd.Timestamp(raised["ts"]).timestamp() <= fault_end
+    assert events.on("sensorguard/alerts/line-1/pump-ok") == []
+
+    metrics = scrape(running.url)
+    assert metrics[("sensorguard_readings_total", ())] == 2400
+    assert metrics[("sensorguard_alerts_total", (("asset", "line-1/pump-bad"),))] == 1
+    assert ("sensorguard_alerts_total", (("asset", "line-1/pump-ok"),)) not in metrics
+    assert metrics[("sensorguard_anomaly_active", (("asset", "line-1/pump-bad"),))] == 0
+    assert metrics[("sensorguard_anomaly_score", (("asset", "line-1/pump-ok"),))] < 1.0
+    assert metrics[("sensorguard_assets", ())] == 2
+    assert metrics[("sensorguard_model_info", (("name", "bundle"), ("version", "local")))] == 1
+    assert metrics[("sensorguard_model_threshold", ())] == pytest.approx(bundle.threshold_)
+    assert metrics[("sensorguard_scoring_duration_seconds_count", ())] >= 1
+    assert metrics[("sensorguard_reading_to_score_seconds_count", ())] == n
+    events.close()
+    pub.close()
+
+
+def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, trained):
+    bundle = trained[0]
+    running = serve()
+    pub = Publisher(mosquitto)
+    frame = plant_frame(rows=200, channels=3, seed=5)
+    values = frame[CHANNELS].to_numpy()
+    values[150:, 2] += 50.0  # far off: the last windows raise an alert
+    pub.samples("pump-7", epoch(frame), values, CHANNELS)
+    wait_for(lambda: running.value("sensorguard_windows_scored_total") == expected_windows(200, bundle.window,
+             bundle.hop), 30, "windows scored")
+    late = Collector(mosquitto, "sensorguard/#")  # subscribes after everything was published
+    retained = wait_for(lambda: {t: p for t, p, r in late.messages if r}.get("sensorguard/state/pump-7") and
+                        {t: p for t, p, r in late.messages if r}, 10, "retained state")
+    assert retained["sensorguard/status"] == "online"
+    state = retained["sensorguard/state/pump-7"]
+    assert set(state) == KEYS and state["state"] == "alerting" and state["score"] >= 1.0
+    assert "sensorguard/alerts/pump-7" not in retained  # events are not retained, states are
+    late.close()
+
+    running.daemon.stop()  # final states and offline, retained
+    after = Collector(mosquitto, "sensorguard/#")
+    wait_for(lambda: after.on("sensorguard/status") == ["offline"], 10, "retained offline status")
+    wait_for(lambda: after.on("sensorguard/state/pump-7"), 10, "final state")
+    after.close()
+    pub.close()
+
+
+def test_daemon_scores_equal_offline_score_verb(serve, mosquitto, trained, trained_dir, tmp_path):
+    """Same readings through MQTT and through `sensorguard score`: same scores, same alert states."""
+    from service.cli import main
+    from training.data import load_frame
+
+    bundle = trained[0]
+    frame = plant_frame(rows=700, channels=3, seed=9)
+    frame.loc[400:520, "c0"] += 4.0
+    path = tmp_path / "readings.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(trained_dir), str(path), "--out", str(out)]) == 0
+    offline = pd.read_csv(out)
+    data = load_frame([path])  # exactly the values `score` used
+
+    running = serve()
+    scored = []
+    running.daemon.add_listener(scored.append)
+    pub = Publisher(mosquitto)
+    pub.samples("parity", data.times, data.values, list(data.channels))
+    n = expected_windows(len(data.times), bundle.window, bundle.hop)
+    wait_for(lambda: len(scored) == n, 30, f"{n} windows scored")
+
+    offline_ts = pd.to_datetime(offline["timestamp"], utc=True)
+    by_ts = dict(zip((offline_ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().round(3), offline.itertuples(),
+                     strict=True))
+    assert any(w.status == "alerting" for w in scored)  # the comparison covers alerts too
+    for window in scored:
+        row = by_ts[round(window.ts, 3)]
+        assert window.score == pytest.approx(row.score, rel=1e-5, abs=1e-6)
+        assert int(window.status == "alerting") == row.alert
+    pub.close()
+
+
+def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
+    running = serve(max_assets=2, fill_limit=1, max_payload_bytes=2000, max_samples_per_message=5)
+    pub = Publisher(mosquitto)
+    t0 = 1_767_225_600.0
+
+    def reading(ts, **values):
+        return {"ts": ts, "values": values or {"c0": 1.0, "c1": 2.0, "c2": 3.0}}
+
+    import json
+
+    def send(asset, doc):
+        pub.raw(f"sensors/{asset}/readings", doc if isinstance(doc, bytes) else json.dumps(doc))
+
+    send("a", json.dumps({**reading(t0), "pad": "x" * 3000}).encode())  # too_large
+    send("a", b"{not json")  # invalid_json
+    send("a", b"[1, 2]")  # not_object
+    pub.raw("sensors/bad asset/readings", json.dumps(reading(t0)))  # bad_asset
+    send("a", {"samples": []})  # bad_samples
+    send("a", {"samples": [reading(t0 + i) for i in range(6)]})  # too_many_samples
+    send("a", reading("yesterday"))  # bad_ts
+    send("a", reading(t0, c0="1", c1=2.0, c2=3.0))  # bad_values
+    send("a", b'{"ts": 1767225600, "values": {"c0": NaN, "c1": 1, "c2": 1}}')  # non_finite
+    send("a", reading(t0))  # accepted (1)
+    send("a", reading(t0 + 1, c0=1.0, c1=2.0, c2=3.0, zz=4.0))  # unknown_channel
+    send("a", reading(t0 + 2, c0=1.0, c1=2.0))  # accepted, c2 forward-filled (2)
+    send("a", reading(t0 + 3, c0=1.0, c1=2.0))  # missing_channel: fill_limit 1 used up
+    send("a", reading(t0 - 10))  # out_of_order
+    send("a", reading(t0 + 2))  # duplicate_ts
+    send("b", reading(t0, c0=1.0))  # missing_channel: nothing to fill a first reading from
+    send("b", reading(t0))  # accepted, second asset (3)
+    send("c", reading(t0))  # too_many_assets
+
+    expected = set(REJECT_REASONS) - {"parse_error"}  # parse_error is a parser bug: nothing sends it
+    total = len(expected) + 1  # missing_channel twice
+
+    def rejected():
+        m = scrape(running.url)
+        counts = {dict(k[1])["reason"]: v for k, v in m.items() if k[0] == "sensorguard_messages_rejected_total"}
+        return counts if sum(counts.values()) == total and m[("sensorguard_readings_total", ())] == 3 else None
+
+    counts = wait_for(rejected, 15, "every rejection counted")
+    assert {r for r, v in counts.items() if v} == expected
+    assert counts["missing_channel"] == 2 and counts["parse_error"] == 0
+    assert all(counts[r] == 1 for r in expected - {"missing_channel"})
+    assert http_status(f"{running.url}/healthz") == 200 and http_status(f"{running.url}/readyz") == 200
+    assert http_status(f"{running.url}/nothing-here") == 404
+    send("b", reading(t0 + 1))  # still serving
+    wait_for(lambda: running.value("sensorguard_readings_total") == 4, 10, "a good reading after the bad ones")
+    pub.close()
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+def test_readings_sent_while_daemon_and_broker_restart_are_not_lost(serve, mosquitto, trained, version):
+    """QoS 1 in a persistent session: what is published while the daemon is away arrives later."""
+    bundle = trained[0]
+    first = serve(mqtt_version=version)
+    first.daemon.stop()  # the session and its subscription stay at the broker
+    frame = plant_frame(rows=300, channels=3, seed=3)
+    times, values = epoch(frame), frame[CHANNELS].to_numpy()
+    pub = Publisher(mosquitto)
+    pub.samples("pump-1", times[:150], values[:150], CHANNELS, batch=10)
+    pub.close()
+    mosquitto.stop()  # the broker restarts too; persistence keeps the session's queue
+    mosquitto.start()
+    pub = Publisher(mosquitto)
+    pub.samples("pump-1", times[150:], values[150:], CHANNELS, batch=10)
+    second = serve(mqtt_version=version)
+    wait_for(lambda: second.value("sensorguard_readings_total") == 300, 20, "all 300 queued readings")
+    wait_for(lambda: second.value("sensorguard_windows_scored_total") ==
+             expected_windows(300, bundle.window, bundle.hop), 10, "their windows scored")
+    assert sum(v for k, v in scrape(second.url).items() if k[0] == "sensorguard_messages_rejected_total") == 0
+    pub.close()
+
+
+def test_daemon_reconnects_after_a_broker_restart(serve, mosquitto, trained):
+    running = serve()
+    frame = plant_frame(rows=200, channels=3, seed=4)
+    times, values = epoch(frame), frame[CHANNELS].to_numpy()
+    pub = Publisher(mosquitto)
+    pub.samples("pump-2", times[:100], values[:100], CHANNELS)
+    wait_for(lambda: running.value("sensorguard_readings_total") == 100, 10, "first half")
+    pub.close()
+    mosquitto.stop()
+    wait_for(lambda: running.value("sensorguard_mqtt_connected") == 0, 10, "mqtt_connected 0")
+    assert http_status(f"{running.url}/readyz") == 503 and http_status(f"{running.url}/healthz") == 200
+    mosquitto.start()
+    wait_for(lambda: http_status(f"{running.url}/readyz") == 200, 40, "reconnected (backoff)")
+    assert running.value("sensorguard_mqtt_connected") == 1
+    status = Collector(mosquitto, "sensorguard/status")
+    wait_for(lambda: status.on("sensorguard/status")[-1:] == ["online"], 10, "online again")
+    pub = Publisher(mosquitto)
+    pub.samples("pump-2", times[100:], values[100:], CHANNELS)
+    wait_for(lambda: running.value("sensorguard_readings_total") == 200, 10, "second half")
+    status.close()
+    pub.close()
