@@ -1,0 +1,147 @@
+"""Daemon pieces without a broker: ack after buffering, batching, stale assets, listeners, logging."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.config import load_settings
+from service.daemon import Daemon, iso
+from service.logs import JsonFormatter, RateLimiter, configure_logging
+
+T0 = 1_767_225_600.0
+
+
+class FakeClient:
+    """Records acks and publishes; the ack checks the reading was already buffered."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.acks: list[tuple[int, int, int]] = []
+        self.published: list[tuple[str, bytes, bool]] = []
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.acks.append((mid, qos, len(self.daemon.buffers)))
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self.published.append((topic, payload, retain))
+        return SimpleNamespace(wait_for_publish=lambda timeout=None: None, is_published=lambda: True)
+
+
+def make(tiny_bundle, **overrides) -> tuple[Daemon, FakeClient]:
+    settings = load_settings({"model": None, "registry": None, "metrics_port": 0, **overrides}, {},
+                             require_model=False)
+    daemon = Daemon(settings, tiny_bundle, CollectorRegistry())
+    client = FakeClient(daemon)
+    daemon._client = client
+    daemon._accepting = True
+    return daemon, client
+
+
+def message(asset: str, ts: float, mid: int = 1, qos: int = 1, **values) -> SimpleNamespace:
+    doc = {"ts": ts, "values": values or {"a": 1.0, "b": 2.0, "c": 3.0}}
+    return SimpleNamespace(topic=f"sensors/{asset}/readings", payload=json.dumps(doc).encode(), mid=mid, qos=qos)
+
+
+def value(daemon: Daemon, name: str, **labels) -> float | None:
+    return daemon.registry.get_sample_value(name, labels)
+
+
+def test_a_reading_is_acknowledged_only_once_it_is_buffered(tiny_bundle):
+    daemon, client = make(tiny_bundle)
+    daemon._on_message(client, None, message("pump-1", T0, mid=7))
+    assert client.acks == [(7, 1, 1)]  # the asset's buffer existed when the ack went out
+    assert value(daemon, "sensorguard_readings_total") == 1
+
+
+def test_rejected_messages_are_acknowledged_and_counted(tiny_bundle):
+    daemon, client = make(tiny_bundle)
+    daemon._on_message(client, None, SimpleNamespace(topic="sensors/p/readings", payload=b"{", mid=3, qos=1))
+    assert client.acks == [(3, 1, 0)]
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="invalid_json") == 1
+
+
+def test_while_stopping_messages_are_left_unacknowledged_for_the_session(tiny_bundle):
+    daemon, client = make(tiny_bundle)
+    daemon._accepting = False
+    daemon._on_message(client, None, message("pump-1", T0))
+    assert client.acks == [] and len(daemon.buffers) == 0
+
+
+def test_windows_are_batched_up_to_batch_max(tiny_bundle):
+    daemon, client = make(tiny_bundle, batch_max=3, batch_wait_ms=0)
+    for asset in ("a1", "a2", "a3", "a4"):
+        for i in range(tiny_bundle.window):
+            daemon._on_message(client, None, message(asset, T0 + i))
+    batch, last = daemon._next_batch()
+    assert (len(batch), last) == (3, False)
+    assert [w.asset for w in batch] == ["a1", "a2", "a3"]
+    daemon._stopping = True
+    batch, last = daemon._next_batch()  # stopping: everything still due, in one last batch
+    assert ([w.asset for w in batch], last) == (["a4"], True)
+
+
+def test_scored_windows_step_alerts_publish_and_reach_listeners(tiny_bundle):
+    daemon, client = make(tiny_bundle, raise_after=1, clear_after=1)
+    seen = []
+    daemon.add_listener(seen.append)
+    for i in range(tiny_bundle.window):
+        daemon._on_message(client, None, message("pump-1", T0 + i, a=1e3 * (i % 2), b=-1e3, c=1e3))
+    batch, _ = daemon._next_batch()
+    daemon._score_batch(batch)
+    assert [(w.asset, w.ts, w.status) for w in seen] == [("pump-1", T0 + tiny_bundle.window - 1, "alerting")]
+    topics = [t for t, _, _ in client.published]
+    assert topics == ["sensorguard/alerts/pump-1", "sensorguard/state/pump-1"]
+    event = json.loads(client.published[0][1])
+    assert event["state"] == "raised" and event["ts"] == iso(T0 + tiny_bundle.window - 1)
+    assert [c["name"] for c in event["channels"]] and len(event["channels"]) == 3
+    assert client.published[1][2] is True  # state is retained
+    assert value(daemon, "sensorguard_alerts_total", asset="pump-1") == 1
+    assert value(daemon, "sensorguard_anomaly_active", asset="pump-1") == 1
+    assert value(daemon, "sensorguard_windows_scored_total") == 1
+
+
+def test_silent_assets_go_stale_and_free_their_slot(tiny_bundle):
+    daemon, client = make(tiny_bundle, stale_after_s=60, max_assets=1)
+    daemon._on_message(client, None, message("pump-1", T0))
+    daemon._housekeeping(time.monotonic())  # not silent yet
+    assert client.published == []
+    daemon._housekeeping(time.monotonic() + 61)
+    stale = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [e["state"] for e in stale] == ["stale"]
+    state = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
+    assert state[-1]["state"] == "stale"
+    assert len(daemon.buffers) == 0 and daemon.snapshot() == {}
+    daemon._on_message(client, None, message("pump-2", T0))  # the slot is free again
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="too_many_assets") == 0
+
+
+def test_rate_limiter_reports_counts_once_per_interval():
+    clock = iter([0.0, 0.5, 1.0, 10.5, 11.0]).__next__
+    limiter = RateLimiter(10.0, clock=clock)
+    assert [limiter.hit("x") for _ in range(5)] == [1, None, None, 3, None]
+    assert RateLimiter(10.0, clock=lambda: 0.0).hit("y") == 1
+
+
+def test_json_log_lines_carry_extras():
+    stream = io.StringIO()
+    configure_logging(json_lines=True, level="INFO", stream=stream)
+    try:
+        logging.getLogger("sensorguard.test").warning("rejected %s", "bad_ts", extra={"reason": "bad_ts"})
+    finally:
+        configure_logging(stream=io.StringIO())
+    line = json.loads(stream.getvalue())
+    assert line["msg"] == "rejected bad_ts" and line["reason"] == "bad_ts" and line["level"] == "WARNING"
+    assert line["ts"].endswith("Z")
+    assert isinstance(JsonFormatter(), logging.Formatter)
+
+
+@pytest.mark.parametrize("ts, text", [(0.0, "1970-01-01T00:00:00.000Z"), (T0 + 0.25, "2026-01-01T00:00:00.250Z")])
+def test_iso_timestamps(ts, text):
+    assert iso(ts) == text

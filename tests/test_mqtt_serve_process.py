@@ -1,0 +1,99 @@
+"""`sensorguard serve` as a real process: settings precedence, readiness, clean SIGTERM, light imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import plant_frame
+from tests.mosquitto import Collector, Publisher, free_port, http_status, metric, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CHANNELS = ["c0", "c1", "c2"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
+    return {**env, **extra}
+
+
+def test_serve_imports_neither_lightning_nor_pandas():
+    code = (
+        "import sys, service.daemon, service.cli\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pytorch_lightning', 'lightning', 'pandas', 'training', 'matplotlib'))\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_print_config_applies_file_then_env_then_flags(tmp_path, trained_dir):
+    config = tmp_path / "sg.toml"
+    config.write_text(f'model = "{trained_dir}"\nmetrics_port = 10201\nclient_id = "from-file"\nhop = 2\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--config", str(config), "--print-config",
+         "--client-id", "flag"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=clean_env(SENSORGUARD_METRICS_PORT="10202", SENSORGUARD_CLIENT_ID="env", SENSORGUARD_MQTT_PASSWORD="s3"),
+    )
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert (shown["hop"], shown["metrics_port"], shown["client_id"]) == (2, 10202, "flag")
+    assert shown["password"] == "<set>" and "s3" not in out.stdout
+
+
+def test_serve_reports_every_bad_setting_and_exits_1(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--broker", "http://x", "--metrics-port", "70000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env(),
+    )
+    assert out.returncode == 1
+    assert "model" in out.stderr and "broker" in out.stderr and "metrics_port" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.integration
+def test_sigterm_finishes_publishes_final_state_and_offline_and_exits_0(tmp_path, trained, trained_dir, mosquitto):
+    bundle = trained[0]
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--model", str(trained_dir), "--broker", mosquitto.url,
+             "--metrics-port", str(port), "--client-id", "sg-sigterm", "--log-json"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is None and http_status(f"{url}/readyz") == 200, 60, "serve /readyz")
+        watch = Collector(mosquitto, "sensorguard/#")
+        pub = Publisher(mosquitto)
+        frame = plant_frame(rows=100, channels=3, seed=2)
+        times = (frame["timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+        pub.samples("pump-9", times, frame[CHANNELS].to_numpy(), CHANNELS)
+        n = 1 + (100 - bundle.window) // bundle.hop
+        wait_for(lambda: metric(url, "sensorguard_windows_scored_total") == n, 20, "windows scored")
+        states_before = len(watch.on("sensorguard/state/pump-9"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+        wait_for(lambda: watch.on("sensorguard/status")[-1:] == ["offline"], 10, "offline status")
+        finals = watch.on("sensorguard/state/pump-9")
+        assert len(finals) > states_before  # the final state went out before disconnecting
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+        assert lines[-1]["msg"] == "stopped" and not any(line["level"] == "ERROR" for line in lines)
+        watch.close()
+        pub.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
