@@ -54,7 +54,7 @@ class Scorer:
     Scoring never changes the model: it runs under ``torch.inference_mode`` in eval mode.
     """
 
-    def __init__(self, bundle: Bundle, device: str | None = None, batch_size: int = 4096) -> None:
+    def __init__(self, bundle: Bundle, device: str | None = None, batch_size: int = 1024) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.bundle = bundle
