@@ -41,6 +41,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 def _rate(text: str) -> float:
     try:
         value = float(text)
@@ -455,33 +465,64 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- replay ------------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from service.config import load_settings
+    from service.replay import period_s, replay
+
+    if args.rate is not None and args.speed is not None:
+        raise CliError("give --rate or --speed, not both")
+    flags = {"broker": args.broker, "mqtt_version": args.mqtt_version, "topic_prefix": args.topic_prefix,
+             "username": args.username, "password_file": args.password_file, "tls_ca": args.tls_ca,
+             "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_insecure": args.tls_insecure,
+             "client_id": args.client_id or f"sensorguard-replay-{os.getpid()}"}
+    settings = load_settings(flags, os.environ, require_model=False)
+    data = _load(args, [args.data])
+    period = period_s(data.times, args.rate, args.speed)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"replaying {len(data.times)} rows x {len(data.channels)} channels of {args.data} as asset {args.asset} "
+          f"to {settings.redacted()['broker']} at {1 / period:.3g} rows/s", flush=True)
+    try:
+        result = replay(settings, args.asset, data.times, data.values, list(data.channels), period,
+                        original_ts=args.timestamps == "original", batch=args.batch, stop=stop)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(f"published {result.rows} readings in {result.seconds:.1f}s"
+          + ("" if result.confirmed else " (not all confirmed by the broker)"))
+    return 0 if result.confirmed else EXIT_ERROR
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The offline loop on simulated data: simulate, train, score faults, evaluate."""
+    """The live loop on a simulated plant: train, broker, daemon, streamed faults, alerts."""
     import tempfile
 
-    from training.simulate import simulate
+    from service.demo import DemoOptions, run_demo
+    from service.logs import configure_logging
 
+    configure_logging(False, "WARNING")  # the view is the output; warnings and errors still show
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sensorguard-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    normal, faults = workdir / "normal.csv", workdir / "faults.csv"
-    simulate(rows=20_000, channels=8, seed=args.seed).to_csv(normal, index=False)
-    simulate(rows=10_000, channels=8, seed=args.seed + 1, anomalies=True).to_csv(faults, index=False)
-    print(f"simulated normal history -> {normal}\nsimulated plant with faults -> {faults}")
-    bundle_dir = workdir / "model"
-    steps = [
-        ["train", str(normal), "--out", str(bundle_dir), "--max-epochs", "15", "--seed", str(args.seed)],
-        ["score", str(bundle_dir), str(faults), "--out", str(workdir / "scores.csv")],
-        ["evaluate", str(bundle_dir), str(faults), "--label-column", "anomaly"],
-    ]
-    for step in steps:
-        print(f"\n$ sensorguard {' '.join(step)}")
-        code = main(step)
-        if code:
-            return code
-    return 0
+    options = DemoOptions(
+        workdir=workdir,
+        seed=args.seed,
+        duration_s=args.duration,
+        assets=args.assets,
+        rate=args.rate,
+        train_rows=args.train_rows,
+        max_epochs=args.max_epochs,
+        broker=args.broker,
+        metrics_port=args.metrics_port,
+    )
+    return run_demo(options)
 
 
 # --- shared helpers ------------------------------------------------------------------------------
@@ -670,9 +711,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resulting settings and exit")
     p.set_defaults(func=cmd_serve)
 
-    p = verbs.add_parser("demo", help="the whole loop on a simulated plant, nothing to install")
+    p = verbs.add_parser("replay", help="publish a CSV or Parquet file as live MQTT readings",
+                         description="Publish every row of a file as a reading of one asset on "
+                         "<topic-prefix>/<asset>/readings (QoS 1), paced by --rate or --speed.")
+    p.add_argument("data", help="CSV or Parquet file of readings")
+    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    p.add_argument("--asset", required=True, help="asset id (topic levels: site-a/pump-7)")
+    p.add_argument("--rate", type=_positive_float, help="rows per second")
+    p.add_argument("--speed", type=_positive_float, help="times the data's own sample rate (default 1: real time)")
+    p.add_argument("--timestamps", choices=("now", "original"), default="now",
+                   help="now: the wall clock at sending (replayable again and again); original: the file's")
+    p.add_argument("--batch", type=_positive_int, default=1, help="samples per message (default 1)")
+    p.add_argument("--topic-prefix", help="default sensors")
+    p.add_argument("--mqtt-version", choices=("5", "3.1.1"), help="default 5")
+    p.add_argument("--client-id", help="MQTT client id (default sensorguard-replay-<pid>)")
+    p.add_argument("--username", help="MQTT user (password: --password-file or SENSORGUARD_MQTT_PASSWORD)")
+    p.add_argument("--password-file", help="file holding the MQTT password")
+    p.add_argument("--tls-ca", help="CA bundle for mqtts://")
+    p.add_argument("--tls-cert", help="client certificate")
+    p.add_argument("--tls-key", help="client certificate key")
+    p.add_argument("--tls-insecure", action="store_const", const=True, help="skip the host name check")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = verbs.add_parser("demo", help="the live loop on a simulated plant, nothing else to install",
+                         description="Train a small model on simulated normal data, start an MQTT broker "
+                         "(mosquitto if installed, else embedded amqtt), run the daemon, stream several assets "
+                         "with injected faults and show alerts as they rise and clear. Ctrl-C stops it.")
     p.add_argument("--workdir", help="where to keep the demo's files (default: a new temp dir)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--duration", type=_positive_float, default=55.0, help="seconds of streaming (default 55)")
+    p.add_argument("--assets", type=_positive_int, default=4, help="simulated assets; all but the first get a "
+                   "fault (default 4)")
+    p.add_argument("--rate", type=_positive_float, default=20.0, help="readings per second per asset (default 20)")
+    p.add_argument("--train-rows", type=_positive_int, default=20_000, help="rows of normal history to train on")
+    p.add_argument("--max-epochs", type=_positive_int, default=16, help="training epochs at most (default 16)")
+    p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+                   help="auto: mosquitto when on PATH, else the embedded amqtt (default auto)")
+    p.add_argument("--metrics-port", type=int, default=10100, help="metrics port; a free one if taken (10100)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -38,22 +38,27 @@ STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
 
 
-def create_client(settings: Settings, client_id: str | None = None, manual_ack: bool = True) -> paho.Client:
+def create_client(
+    settings: Settings, client_id: str | None = None, manual_ack: bool = True, persistent: bool = True,
+    will: bool = True,
+) -> paho.Client:
     """A configured, not yet connected client for ``settings`` (will, TLS, auth, backoff).
 
-    ``client_id`` overrides the setting (the demo and tools use their own ids).
+    ``client_id`` overrides the setting (tools such as ``replay`` use their own ids); tools also
+    turn off the persistent session and the daemon's Last Will.
     """
     v5 = settings.mqtt_version == "5"
     client = paho.Client(
         callback_api_version=paho.CallbackAPIVersion.VERSION2,
         client_id=client_id or settings.client_id,
         protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-        clean_session=None if v5 else False,
+        clean_session=None if v5 else not persistent,
         manual_ack=manual_ack,
     )
     client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
     client.max_queued_messages_set(MAX_QUEUED_OUT)
-    client.will_set(settings.status_topic(), STATUS_OFFLINE, qos=1, retain=True)
+    if will:
+        client.will_set(settings.status_topic(), STATUS_OFFLINE, qos=1, retain=True)
     if settings.username:
         client.username_pw_set(settings.username, settings.password())
     _, _, _, tls = settings.broker_parts()
@@ -70,13 +75,15 @@ def create_client(settings: Settings, client_id: str | None = None, manual_ack: 
     return client
 
 
-def connect_async(client: paho.Client, settings: Settings) -> None:
+def connect_async(client: paho.Client, settings: Settings, persistent: bool = True) -> None:
     """Start connecting in the background; paho's thread keeps reconnecting with backoff."""
     _, host, port, _ = settings.broker_parts()
-    if settings.mqtt_version == "5":
+    if settings.mqtt_version == "5" and persistent:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = settings.session_expiry_s
         client.connect_async(host, port, settings.keepalive_s, clean_start=False, properties=props)
+    elif settings.mqtt_version == "5":
+        client.connect_async(host, port, settings.keepalive_s, clean_start=True)
     else:
         client.connect_async(host, port, settings.keepalive_s)
     client.loop_start()

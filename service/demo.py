@@ -1,0 +1,455 @@
+"""``sensorguard demo``: the whole live loop on one machine, with nothing else to install.
+
+1. simulate normal history of a plant and train a small model on it (seconds, with progress);
+2. start a broker: ``mosquitto`` when it is on PATH (MQTT 5), else amqtt embedded in this
+   process (pure Python, MQTT 3.1.1 only, so the daemon speaks 3.1.1 to it);
+3. run the daemon (:class:`service.daemon.Daemon`, exactly what ``sensorguard serve`` runs), with
+   metrics on ``127.0.0.1:10100`` (or a free port when that one is taken);
+4. stream several simulated assets at an accelerated rate, each its own seed, with faults
+   injected at known times (asset 1 stays healthy), and show alerts rising and clearing as the
+   daemon publishes them on MQTT: a live table in a terminal, plain lines otherwise (CI, pipes).
+
+This module imports the training stack (it trains); ``serve`` never imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEMO_CHANNELS = 5  # temp_in, temp_out, pressure, flow, current
+FAULTS = (("level_shift", "pressure"), ("level_shift", "flow"), ("level_shift", "temp_out"), ("spike", "current"),
+          ("drift", "pressure"))
+FAULT_EVERY_S = 12.0  # asset k (k >= 1) gets its fault at k * 12 s of streaming
+FAULT_LENGTH_S = 8.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    channel: str
+    start_s: float
+    length_s: float
+
+
+@dataclass
+class AssetView:
+    """What the live view shows for one asset."""
+
+    name: str
+    faults: list[Fault]
+    score: float = float("nan")
+    status: str = "waiting"
+    raised: int = 0
+    cleared: int = 0
+    channels: list[dict] = field(default_factory=list)
+
+
+def plan(assets: int) -> dict[str, list[Fault]]:
+    """Asset names and their injected faults: ``pump-1`` stays healthy, the others get one each."""
+    out = {}
+    for k in range(assets):
+        faults = []
+        if k >= 1:
+            kind, channel = FAULTS[(k - 1) % len(FAULTS)]
+            faults.append(Fault(kind, channel, FAULT_EVERY_S * k, FAULT_LENGTH_S))
+        out[f"pump-{k + 1}"] = faults
+    return out
+
+
+def plant_streams(faults: dict[str, list[Fault]], rows: int, rate: float, seed: int):
+    """Per asset: raw values ``(rows, C)`` with its faults injected, and the channel names."""
+    from training.simulate import inject, simulate
+
+    streams = {}
+    channels: list[str] = []
+    for k, (asset, asset_faults) in enumerate(faults.items()):
+        frame = simulate(rows=rows, channels=DEMO_CHANNELS, seed=seed + 1000 + k)
+        rng = np.random.default_rng(seed + 2000 + k)
+        for f in asset_faults:
+            start = int(f.start_s * rate)
+            length = min(int(f.length_s * rate), rows - start)
+            if length > 0:
+                frame = inject(frame, f.kind, start, length, f.channel, rng)
+        channels = [c for c in frame.columns if c not in ("timestamp", "anomaly")]
+        streams[asset] = frame
+    return streams, channels
+
+
+def train_model(workdir: Path, rows: int, max_epochs: int, seed: int, progress: bool):
+    """Simulate normal history and train a bundle into ``workdir/model``; returns its directory."""
+    from service.bundle import save_bundle
+    from training.data import series_from_frame
+    from training.simulate import simulate
+    from training.train import TrainOptions, train_bundle
+
+    normal = simulate(rows=rows, channels=DEMO_CHANNELS, seed=seed)
+    normal.to_csv(workdir / "normal.csv", index=False, float_format="%.6g")
+    data = series_from_frame(normal.drop(columns=["anomaly"]), name="simulated normal history")
+    options = TrainOptions(max_epochs=max_epochs, seed=seed, progress=progress, max_windows_per_epoch=4096)
+    bundle, summary = train_bundle(data, options)
+    return save_bundle(bundle, workdir / "model"), summary
+
+
+# --- the broker --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()), None
+    )
+
+
+class DemoBroker:
+    """``mosquitto`` as a child process, or amqtt in a thread of this process."""
+
+    def __init__(self, kind: str, workdir: Path) -> None:
+        if kind == "auto":
+            kind = "mosquitto" if find_mosquitto() else "amqtt"
+        self.kind = kind
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.mqtt_version = "5" if kind == "mosquitto" else "3.1.1"  # amqtt refuses MQTT 5
+        self._workdir = workdir
+        self._proc: subprocess.Popen | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._broker = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.kind == "amqtt":
+            self._start_amqtt()  # returns once amqtt is listening; a probe connection would log an error
+            return
+        if self.kind == "mosquitto":
+            self._start_mosquitto()
+        else:
+            raise ValueError(f"broker must be auto, mosquitto or amqtt, got {self.kind!r}")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the demo broker ({self.kind}) did not start listening on port {self.port}")
+
+    def _start_mosquitto(self) -> None:
+        binary = find_mosquitto()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto), use --broker amqtt")
+        conf = self._workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        "max_queued_messages 100000\n")
+        self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _start_amqtt(self) -> None:
+        from amqtt.broker import Broker
+
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+
+            async def boot() -> None:
+                self._broker = Broker(config)
+                await self._broker.start()
+
+            try:
+                loop.run_until_complete(boot())
+            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+                errors.append(exc)
+                started.set()
+                return
+            started.set()
+            loop.run_forever()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="sensorguard-demo-broker", daemon=True)
+        self._thread.start()
+        started.wait(15)
+        if errors:
+            raise RuntimeError(f"the embedded amqtt broker failed to start: {errors[0]}")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._proc = None
+        if self._loop is not None and self._broker is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop).result(10)
+            except Exception:  # noqa: BLE001 - best effort at exit
+                log.debug("amqtt shutdown failed", exc_info=True)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._loop = None
+
+
+# --- the live view -------------------------------------------------------------------------------
+
+
+class View:
+    """A rich live table on a terminal; plain lines otherwise (CI, pipes, files)."""
+
+    def __init__(self, assets: dict[str, AssetView], console) -> None:
+        self.assets = assets
+        self.console = console
+        self.live = console.is_terminal
+        self.events: deque[str] = deque(maxlen=10)
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def event(self, payload: dict) -> None:
+        asset = self.assets.get(payload.get("asset", ""))
+        if asset is None:
+            return
+        kind = payload.get("state")
+        if kind == "raised":
+            asset.raised += 1
+        elif kind == "cleared":
+            asset.cleared += 1
+        top = ", ".join(f"{c['name']} {c['share']:.0%}" for c in payload.get("channels", []))
+        score = payload.get("score")
+        peak = payload.get("peak_score")
+        line = (f"{self.elapsed():6.1f}s  {str(kind).upper():8} {asset.name:8} score {_num(score)} "
+                f"(peak {_num(peak)})  top channels: {top}")
+        with self._lock:
+            self.events.append(line)
+        if not self.live:
+            print(line, flush=True)
+
+    def scored(self, window) -> None:
+        asset = self.assets.get(window.asset)
+        if asset is not None:
+            asset.score, asset.status, asset.channels = window.score, window.status, window.channels
+
+    def render(self):
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=f"sensorguard demo  t={self.elapsed():5.1f}s", expand=True)
+        for column in ("asset", "state", "score", "", "top channels", "alerts", "injected faults"):
+            table.add_column(column)
+        style = {"alerting": "bold red", "pending": "yellow", "normal": "green", "stale": "dim"}
+        for a in self.assets.values():
+            score = a.score if np.isfinite(a.score) else 0.0
+            bar = "#" * min(int(score * 10), 30)
+            table.add_row(
+                a.name, Text(a.status, style=style.get(a.status, "")), _num(a.score),
+                Text(bar, style="red" if score >= 1 else "green"),
+                ", ".join(f"{c['name']} {c['share']:.0%}" for c in a.channels),
+                f"{a.raised} raised / {a.cleared} cleared",
+                "; ".join(f"{f.kind} on {f.channel} at {f.start_s:.0f}-{f.start_s + f.length_s:.0f}s"
+                          for f in a.faults) or "none (healthy)",
+            )
+        with self._lock:
+            events = "\n".join(self.events) or "no alerts yet"
+        return Group(table, Panel(events, title="alert events (MQTT sensorguard/alerts/#)"))
+
+
+def _num(x) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:6.2f}"
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    workdir: Path
+    seed: int = 0
+    duration_s: float = 55.0
+    assets: int = 4
+    rate: float = 20.0
+    train_rows: int = 20_000
+    max_epochs: int = 16
+    broker: str = "auto"
+    metrics_port: int = 10100
+
+
+def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
+    """Train, start broker and daemon, stream the plant, show alerts; 0 when it ran to the end."""
+    from rich.console import Console
+
+    console = Console(soft_wrap=True)
+    stop = stop or threading.Event()
+    workdir = options.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    console.print(f"[bold]1/3[/] training a small model on {options.train_rows} rows of simulated normal history "
+                  f"({DEMO_CHANNELS} channels) in {workdir}")
+    bundle_dir, summary = train_model(workdir, options.train_rows, options.max_epochs, options.seed,
+                                      progress=console.is_terminal)
+    console.print(f"    trained in {time.monotonic() - started:.1f}s: window {summary.window}, hop {summary.hop}, "
+                  f"threshold {summary.threshold:.4g}, {summary.epochs} epochs")
+
+    faults = plan(options.assets)
+    rows = int(options.duration_s * options.rate) + 1
+    streams, channels = plant_streams(faults, rows, options.rate, options.seed)
+    for asset, frame in streams.items():
+        frame.to_csv(workdir / f"plant-{asset}.csv", index=False, float_format="%.6g")
+
+    broker = DemoBroker(options.broker, workdir)
+    broker.start()
+    daemon = None
+    try:
+        daemon = _start_daemon(bundle_dir, broker, options)
+        host, port = daemon.metrics_address
+        console.print(f"[bold]2/3[/] broker: {broker.kind} at {broker.url} (MQTT {broker.mqtt_version}); "
+                      f"daemon metrics at http://{host}:{port}/metrics")
+        console.print(f"[bold]3/3[/] streaming {len(streams)} assets at {options.rate:g} readings/s each for "
+                      f"{options.duration_s:g}s (watch: mosquitto_sub -p {broker.port} -t 'sensorguard/#' -v)")
+        views = {a: AssetView(a, f) for a, f in faults.items()}
+        view = View(views, console)
+        daemon.add_listener(view.scored)
+        watcher = _watch_alerts(broker, view)
+        try:
+            _stream(streams, channels, broker, options, view, stop)
+        finally:
+            watcher.loop_stop()
+            watcher.disconnect()
+        _summary(console, views, port)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping")
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        broker.stop()
+    console.print(f"done in {time.monotonic() - started:.0f}s; files in {workdir}")
+    return 0
+
+
+def _start_daemon(bundle_dir: Path, broker: DemoBroker, options: DemoOptions):
+    from service.config import load_settings
+    from service.daemon import Daemon, load_model
+
+    port = options.metrics_port if port_free(options.metrics_port) else 0
+    settings = load_settings(
+        {"model": str(bundle_dir), "broker": broker.url, "mqtt_version": broker.mqtt_version,
+         "client_id": f"sensorguard-demo-{broker.port}", "metrics_port": port, "stale_after_s": 30.0},
+        {},
+    )
+    daemon = Daemon(settings, load_model(settings))
+    daemon.start()
+    deadline = time.monotonic() + 15
+    while not daemon.ready():
+        if time.monotonic() > deadline:
+            daemon.stop()
+            raise RuntimeError(f"the daemon could not connect to the demo broker at {broker.url}")
+        time.sleep(0.05)
+    return daemon
+
+
+def _client(broker: DemoBroker, client_id: str):
+    import paho.mqtt.client as paho
+
+    v5 = broker.mqtt_version == "5"
+    return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                       protocol=paho.MQTTv5 if v5 else paho.MQTTv311)
+
+
+def _watch_alerts(broker: DemoBroker, view: View):
+    """Subscribe to the daemon's alert events, as any consumer would."""
+    subscribed = threading.Event()
+    client = _client(broker, f"sensorguard-demo-view-{broker.port}")
+    client.on_connect = lambda c, *a: c.subscribe("sensorguard/alerts/#", qos=1)
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = lambda c, u, msg: view.event(json.loads(msg.payload))
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    subscribed.wait(10)
+    return client
+
+
+def _stream(streams, channels, broker: DemoBroker, options: DemoOptions, view: View, stop: threading.Event) -> None:
+    """Publish one reading per asset every ``1 / rate`` seconds (QoS 1), refreshing the view."""
+    from rich.live import Live
+
+    publisher = _client(broker, f"sensorguard-demo-plant-{broker.port}")
+    publisher.connect("127.0.0.1", broker.port)
+    publisher.loop_start()
+    arrays = {a: f[channels].to_numpy() for a, f in streams.items()}
+    rows = min(len(v) for v in arrays.values())
+    period = 1.0 / options.rate
+    live = Live(view.render(), console=view.console, refresh_per_second=4) if view.live else None
+    next_report = 10.0
+    try:
+        if live is not None:
+            live.start()
+        begin = time.monotonic()
+        last_ts = 0.0
+        for i in range(rows):
+            if stop.is_set():
+                break
+            ts = max(time.time(), last_ts + 1e-3)
+            last_ts = ts
+            for asset, values in arrays.items():
+                sample = {"ts": round(ts, 3), "values": dict(zip(channels, values[i].tolist(), strict=True))}
+                publisher.publish(f"sensors/{asset}/readings", json.dumps(sample), qos=1)
+            if live is not None:
+                live.update(view.render())
+            elif view.elapsed() >= next_report:
+                scores = "  ".join(f"{a.name} {a.status} {_num(a.score).strip()}" for a in view.assets.values())
+                print(f"{view.elapsed():6.1f}s  scores: {scores}", flush=True)
+                next_report += 10.0
+            delay = begin + (i + 1) * period - time.monotonic()
+            if delay > 0:
+                stop.wait(delay)
+        time.sleep(0.5)  # let the last windows be scored and their events arrive
+        if live is not None:
+            live.update(view.render())
+    finally:
+        if live is not None:
+            live.stop()
+        publisher.loop_stop()
+        publisher.disconnect()
+
+
+def _summary(console, views: dict[str, AssetView], port: int) -> None:
+    console.print("\nsummary (injected faults vs alerts the daemon raised):")
+    for a in views.values():
+        injected = ", ".join(f"{f.kind} on {f.channel} at {f.start_s:.0f}s" for f in a.faults) or "none"
+        console.print(f"  {a.name:8} injected: {injected:40} alerts: {a.raised} raised, {a.cleared} cleared")
