@@ -14,7 +14,7 @@ Reject reasons (the ``reason`` label of ``sensorguard_messages_rejected_total``)
 reasons drop the message with one reject; per-sample reasons drop that sample and keep the rest.
 
 - ``too_large``: the payload is longer than ``max_bytes`` (checked before parsing). Whole message.
-- ``invalid_json``: not UTF-8 JSON. Whole message.
+- ``invalid_json``: not UTF-8 JSON, or nested deeper than ``MAX_DEPTH`` levels. Whole message.
 - ``not_object``: the payload is not a JSON object; or (per sample) a batch element is not one.
 - ``bad_asset``: the topic is not ``<prefix>/<asset>/readings`` with a valid asset. Whole message.
 - ``bad_samples``: ``samples`` is not a list, or is empty. Whole message.
@@ -75,6 +75,7 @@ REJECT_REASONS: tuple[str, ...] = (
 TS_MIN = 946684800.0  # 2000-01-01T00:00:00Z: earlier is a device clock that was never set
 TS_MAX = 7258118400.0  # 2200-01-01T00:00:00Z: later is garbage (or milliseconds sent as seconds)
 MAX_ASSET_CHARS = 200
+MAX_DEPTH = 1024  # JSON nesting refused beyond this (a reading is 4 deep); orjson's own limit since 3.9.15
 MAX_ASSET_LEVELS = 8
 
 # One level: 1..64 of [A-Za-z0-9._-], and not "." or ".." (those would read as paths in files and URLs).
@@ -163,20 +164,44 @@ def _parse_body(asset: str, payload: bytes, max_bytes: int, max_samples: int) ->
 _INVALID = object()
 
 
+def _orjson_limits_depth() -> bool:
+    """orjson before 3.9.15 recurses without limit (CVE-2024-27454): deep input overflows the C stack."""
+    try:
+        return tuple(int(part) for part in orjson.__version__.split(".")[:3]) >= (3, 9, 15)
+    except ValueError:
+        return False
+
+
+_ORJSON_SAFE = _orjson_limits_depth()
+
+
 def _loads(payload: bytes) -> Any:
-    """orjson, falling back to the stdlib only for NaN/Infinity (which orjson refuses).
+    """orjson, falling back to the stdlib for NaN/Infinity (which orjson refuses) and deep nesting.
 
     Senders such as Python's ``json.dumps`` write ``NaN`` for a broken sensor; reading it lets
     that one sample count as ``non_finite`` instead of the whole batch as ``invalid_json``.
+
+    An orjson without a recursion limit would crash the whole process (a segmentation fault, not
+    an exception) on ``[[[[...]]]]`` some tens of thousands deep, so with such a version a payload
+    that could nest deeper than ``MAX_DEPTH`` (more opening brackets than that) goes to the stdlib
+    parser, whose recursion limit raises instead. Readings have a few brackets per sample, so only
+    batches of hundreds of samples take that slower path, and only with an old orjson.
     """
+    if not _ORJSON_SAFE and len(payload) > MAX_DEPTH and payload.count(b"[") + payload.count(b"{") > MAX_DEPTH:
+        return _stdlib_loads(payload)
     try:
         return orjson.loads(payload)
     except orjson.JSONDecodeError as err:
         if not (b"NaN" in payload or b"Infinity" in payload or "infinity" in str(err)):
             return _INVALID
+    return _stdlib_loads(payload)
+
+
+def _stdlib_loads(payload: bytes) -> Any:
+    """The stdlib parser on UTF-8 only (as orjson); deeper than the recursion limit is invalid."""
     try:
-        return json.loads(payload)
-    except (ValueError, RecursionError):
+        return json.loads(bytes(payload).decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return _INVALID
 
 
