@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
+import time
 from typing import Any
 
 import orjson
@@ -36,6 +38,7 @@ RECONNECT_MAX_S = 30
 MAX_QUEUED_OUT = 100_000  # outgoing QoS 1 messages kept while disconnected (bounded memory)
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
+CONNECT_FAIL_LOG_INTERVAL_S = 60.0  # the same failure is logged at most this often (backoff retries)
 
 
 def create_client(
@@ -57,6 +60,7 @@ def create_client(
     )
     client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
     client.max_queued_messages_set(MAX_QUEUED_OUT)
+    client.on_connect_fail = _connect_fail_logger(settings)
     if will:
         client.will_set(settings.status_topic(), STATUS_OFFLINE, qos=1, retain=True)
     if settings.username:
@@ -123,6 +127,42 @@ def wait_published(infos: list, timeout_s: float) -> bool:
             continue
         ok = ok and info.is_published()
     return ok
+
+
+def _connect_fail_logger(settings: Settings):
+    """paho's ``on_connect_fail``: say why the broker cannot be reached (TLS, refused, DNS...).
+
+    paho calls it from inside its ``except OSError`` around each (re)connect attempt and otherwise
+    logs the failure only at debug level without the cause, so a wrong CA or a firewall would be
+    silent. The same cause is logged at most once a minute while the retries back off.
+    """
+    last: dict[str, float] = {}
+    _, host, port, _ = settings.broker_parts()
+
+    def on_connect_fail(client, userdata) -> None:  # noqa: ARG001 - paho's signature
+        cause = describe_connect_error(sys.exc_info()[1])
+        now = time.monotonic()
+        if now - last.get(cause, -CONNECT_FAIL_LOG_INTERVAL_S) >= CONNECT_FAIL_LOG_INTERVAL_S:
+            last[cause] = now
+            log.warning("cannot connect to the broker at %s:%d: %s; retrying", host, port, cause)
+
+    return on_connect_fail
+
+
+def describe_connect_error(err: BaseException | None) -> str:
+    """One readable line for a failed connection attempt."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return (f"TLS certificate verification failed ({err.verify_message or err.reason}): set tls_ca to the CA "
+                "that signed the broker's certificate, and check the broker host name")
+    if isinstance(err, ssl.SSLError):
+        return f"TLS error ({err.reason or err})"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused (is the broker running, is the port right?)"
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    if err is None:
+        return "unknown error"
+    return str(err) or type(err).__name__
 
 
 def reason_text(reason_code: Any) -> str:
