@@ -1,0 +1,391 @@
+"""Security defaults and hostile input against the real daemon (docs/security.md maps threats to these).
+
+- metrics bind to loopback unless configured;
+- ``mqtts://`` verifies the broker certificate by default; skipping the host name check needs an
+  explicit ``tls_insecure``; a failure is a clear log line and ``/readyz`` 503;
+- broker authentication: wrong credentials are a clear log line, right ones work end to end, and
+  the password is never in any output, at debug level or with ``--print-config``;
+- a flood of made-up asset ids cannot grow buffers or label cardinality past ``max_assets``;
+- a ``model.pt`` carrying pickled code is refused; registry names cannot traverse out via the CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from service.config import Settings, load_settings
+from service.daemon import Daemon, load_model
+from tests.mosquitto import Mosquitto, Publisher, free_port, http_status, metric, scrape, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "s3cr3t-Pa55-XYZZY"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
+    return {**env, **extra}
+
+
+@pytest.fixture
+def daemons():
+    """``start(settings_flags, env)`` -> (daemon, url); every daemon is stopped at the end."""
+    started: list[Daemon] = []
+
+    def start(flags: dict, env: dict | None = None) -> tuple[Daemon, str]:
+        settings = load_settings({"metrics_port": 0, "client_id": f"sg-sec-{free_port()}", **flags}, env or {})
+        daemon = Daemon(settings, load_model(settings))
+        daemon.start()
+        started.append(daemon)
+        host, port = daemon.metrics_address
+        return daemon, f"http://{host}:{port}"
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+def broker_with(workdir: Path, lines: list[str]) -> Mosquitto:
+    """A Mosquitto whose listener is configured by ``lines`` (TLS, auth), persistence off."""
+    broker = Mosquitto(workdir)
+    (broker.workdir / "mosquitto.conf").write_text("\n".join([
+        f"listener {broker.port} 127.0.0.1", f"user {getpass.getuser()}", *lines,
+        "log_dest stderr", "log_type error", "log_type warning", "log_type notice", "",
+    ]))
+    broker.start()
+    return broker
+
+
+# --- metrics on loopback ---------------------------------------------------------------------------
+
+
+def non_loopback_address() -> str | None:
+    """This machine's primary non-loopback IPv4 address (no packet is sent), or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the route's source address
+            address = sock.getsockname()[0]
+    except OSError:
+        return None
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+def test_metrics_bind_to_loopback_by_default(daemons, trained_dir):
+    assert Settings().metrics_host == "127.0.0.1"
+    daemon, url = daemons({"model": str(trained_dir), "broker": "mqtt://127.0.0.1:1"})  # no broker needed
+    host, port = daemon.metrics_address
+    assert host == "127.0.0.1" and http_status(f"{url}/healthz") == 200
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("no non-loopback address on this machine to try")
+    with pytest.raises(OSError):  # refused: nothing listens there
+        socket.create_connection((address, port), timeout=3).close()
+
+
+# --- TLS -----------------------------------------------------------------------------------------------
+
+
+def make_ca(name: str):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def make_server_cert(ca_key, ca_cert, names: list):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broker")]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def write_pem(path: Path, key=None, cert=None) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    if key is not None:
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    else:
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    """Mosquitto on TLS only, its certificate for host ``localhost`` (DNS) and ``127.0.0.1`` (IP) or
+    ``localhost`` alone (``names`` given), signed by a CA made here; plus a second, unrelated CA."""
+    from cryptography import x509
+
+    made = []
+
+    def start(ip_in_cert: bool = True) -> tuple[Mosquitto, dict[str, str]]:
+        pki = tmp_path / f"pki{len(made)}"
+        pki.mkdir()
+        ca_key, ca_cert = make_ca("sensorguard test CA")
+        _, other_ca = make_ca("some other CA")
+        names = [x509.DNSName("localhost")]
+        if ip_in_cert:
+            names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+        key, cert = make_server_cert(ca_key, ca_cert, names)
+        files = {"ca": write_pem(pki / "ca.pem", cert=ca_cert), "other_ca": write_pem(pki / "other.pem", cert=other_ca),
+                 "cert": write_pem(pki / "server.pem", cert=cert), "key": write_pem(pki / "server.key", key=key)}
+        broker = broker_with(tmp_path / f"tls{len(made)}", [
+            "allow_anonymous true", f"cafile {files['ca']}", f"certfile {files['cert']}", f"keyfile {files['key']}",
+        ])
+        made.append(broker)
+        return broker, files
+
+    yield start
+    for broker in made:
+        broker.stop()
+
+
+@pytest.mark.integration
+def test_tls_verifies_the_broker_certificate(tls_broker, daemons, trained_dir, caplog):
+    broker, pki = tls_broker()
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    _, good = daemons({"model": str(trained_dir), "broker": url, "tls_ca": pki["ca"]})
+    wait_for(lambda: http_status(f"{good}/readyz") == 200, 20, "ready over TLS with the right CA")
+
+    caplog.set_level(logging.WARNING)
+    _, no_ca = daemons({"model": str(trained_dir), "broker": url})  # system CAs: they never signed it
+    _, wrong_ca = daemons({"model": str(trained_dir), "broker": url, "tls_ca": pki["other_ca"]})
+    wait_for(lambda: len([r for r in caplog.records if "certificate verification failed" in r.getMessage()]) >= 2,
+             20, "a clear TLS error logged for each")
+    line = next(r.getMessage() for r in caplog.records if "certificate verification failed" in r.getMessage())
+    assert f"127.0.0.1:{broker.port}" in line and "tls_ca" in line
+    for bad in (no_ca, wrong_ca):
+        assert http_status(f"{bad}/readyz") == 503 and metric(bad, "sensorguard_mqtt_connected") == 0
+    assert http_status(f"{good}/readyz") == 200
+
+
+@pytest.mark.integration
+def test_host_name_check_is_on_unless_tls_insecure_is_explicit(tls_broker, daemons, trained_dir, caplog):
+    broker, pki = tls_broker(ip_in_cert=False)  # the certificate names localhost, we dial 127.0.0.1
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    assert load_settings({"model": str(trained_dir), "broker": url}, {}).tls_insecure is False
+    caplog.set_level(logging.WARNING)
+    _, strict = daemons({"model": str(trained_dir), "broker": url, "tls_ca": pki["ca"]})
+    wait_for(lambda: any("certificate verification failed" in r.getMessage() and "IP address mismatch"
+                         in r.getMessage() for r in caplog.records), 20, "host name mismatch logged")
+    assert http_status(f"{strict}/readyz") == 503
+    _, insecure = daemons({"model": str(trained_dir), "broker": url, "tls_ca": pki["ca"], "tls_insecure": True})
+    wait_for(lambda: http_status(f"{insecure}/readyz") == 200, 20, "ready with explicit tls_insecure")
+
+
+# --- authentication and secrets ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def auth_broker(tmp_path):
+    mosquitto_passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not os.access(mosquitto_passwd, os.X_OK):
+        pytest.skip("mosquitto_passwd not found")
+    passwords = tmp_path / "passwd"
+    for user, password in (("sensorguard", SECRET), ("publisher", "pub-pass")):
+        subprocess.run([mosquitto_passwd, "-b", *(["-c"] if user == "sensorguard" else []), str(passwords), user,
+                        password], check=True, capture_output=True)
+    broker = broker_with(tmp_path / "auth", ["allow_anonymous false", f"password_file {passwords}"])
+    yield broker
+    broker.stop()
+
+
+def auth_publisher(broker: Mosquitto) -> Publisher:
+    import paho.mqtt.client as paho
+
+    pub = Publisher.__new__(Publisher)
+    pub.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pub-{free_port()}")
+    pub.client.username_pw_set("publisher", "pub-pass")
+    pub.client.connect("127.0.0.1", broker.port)
+    pub.client.loop_start()
+    return pub
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+def test_wrong_credentials_fail_clearly_right_ones_work(auth_broker, daemons, trained_dir, caplog, version):
+    caplog.set_level(logging.WARNING)
+    common = {"model": str(trained_dir), "broker": auth_broker.url, "mqtt_version": version}
+    _, anonymous = daemons(common)
+    _, wrong = daemons({**common, "username": "sensorguard"}, {"SENSORGUARD_MQTT_PASSWORD": "wrong"})
+    _, right = daemons({**common, "username": "sensorguard"}, {"SENSORGUARD_MQTT_PASSWORD": SECRET})
+    wait_for(lambda: http_status(f"{right}/readyz") == 200, 20, "ready with the right password")
+
+    def refusals():
+        return [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
+
+    lines = wait_for(lambda: len(refusals()) >= 2 and refusals(), 20, "refusals logged")
+    assert all(("not authorized" in m.lower() or "bad user name or password" in m.lower()) for m in lines), lines
+    for bad in (anonymous, wrong):
+        assert http_status(f"{bad}/readyz") == 503
+    pub = auth_publisher(auth_broker)
+    pub.raw("sensors/pump-a/readings", json.dumps({"ts": 1_767_225_600, "values": {"c0": 1, "c1": 2, "c2": 3}}))
+    wait_for(lambda: metric(right, "sensorguard_readings_total") == 1, 10, "a reading end to end")
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
+    pub.close()
+
+
+@pytest.mark.integration
+def test_password_never_in_output_even_at_debug(tmp_path, auth_broker, trained_dir):
+    password_file = tmp_path / "mqtt-password"
+    password_file.write_text(SECRET + "\n")
+    password_file.chmod(0o600)
+    common = [sys.executable, "-m", "service.cli", "serve", "--model", str(trained_dir), "--broker",
+              auth_broker.url, "--username", "sensorguard"]
+    shown = []
+    for extra, env in (([], {"SENSORGUARD_MQTT_PASSWORD": SECRET}), (["--password-file", str(password_file)], {})):
+        out = subprocess.run([*common, *extra, "--print-config"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60, env=clean_env(**env))
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["password"] == "<set>"
+        shown.append(out.stdout + out.stderr)
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([*common, "--metrics-port", str(port), "--client-id", "sg-debug", "--log-level",
+                                 "DEBUG"], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                                env=clean_env(SENSORGUARD_MQTT_PASSWORD=SECRET))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is None and http_status(f"{url}/readyz") == 200, 60, "serve ready")
+        pub = auth_publisher(auth_broker)
+        pub.raw("sensors/pump-d/readings", b'{"ts": 1767225600, "values": {"c0": 1, "c1": 2, "c2": 3}}')
+        pub.raw("sensors/pump-d/readings", b"{bad")  # a rejection log line too
+        wait_for(lambda: metric(url, "sensorguard_readings_total") == 1, 10, "reading accepted")
+        urllib.request.urlopen(f"{url}/metrics", timeout=5).read()
+        metrics_text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+        pub.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "DEBUG" in text and "connected to the broker" in text  # debug logging really was on
+    for output in (*shown, text, metrics_text):
+        assert SECRET not in output
+
+
+# --- a flood of asset ids --------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_ten_thousand_asset_ids_cannot_explode_cardinality(mosquitto, daemons, trained_dir, trained):
+    window = trained[0].window
+    _, url = daemons({"model": str(trained_dir), "broker": mosquitto.url, "max_assets": 50})
+    wait_for(lambda: http_status(f"{url}/readyz") == 200, 20, "ready")
+    pub = Publisher(mosquitto)
+    samples = [{"ts": 1_767_225_600 + i, "values": {"c0": 1.0 + i % 3, "c1": 2.0, "c2": 3.0}} for i in range(window)]
+    body = json.dumps({"samples": samples})
+    infos = [pub.client.publish(f"sensors/flood/a{i:05d}/readings", body, qos=1) for i in range(10_000)]
+    for info in infos:
+        info.wait_for_publish(timeout=60)
+    expected_rejects = (10_000 - 50) * window
+    wait_for(lambda: (metric(url, "sensorguard_messages_rejected_total", reason="too_many_assets") or 0)
+             >= expected_rejects, 60, "every extra asset rejected")
+    wait_for(lambda: metric(url, "sensorguard_windows_scored_total") == 50, 20, "one window per kept asset")
+    m = scrape(url)
+    assert m[("sensorguard_readings_total", ())] == 50 * window
+    assert m[("sensorguard_messages_rejected_total", (("reason", "too_many_assets"),))] == expected_rejects
+    wait_for(lambda: metric(url, "sensorguard_assets") == 50, 10, "assets gauge")
+    for family in ("sensorguard_anomaly_score", "sensorguard_anomaly_active"):
+        series = [k for k in scrape(url) if k[0] == family]
+        assert len(series) == 50, (family, len(series))
+    pub.close()
+
+
+# --- untrusted bundle files and names ---------------------------------------------------------------------
+
+
+class Exploit:
+    marker = "/tmp/sensorguard-torch-pwned"
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_torch_saved_custom_object_in_model_pt_is_refused(tmp_path, tiny_bundle):
+    import torch
+
+    from service.bundle import BundleError, load_bundle, save_bundle
+
+    Path(Exploit.marker).unlink(missing_ok=True)
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    state = dict(tiny_bundle.state_dict)
+    torch.save({**state, "extra": Exploit()}, path / "model.pt")  # real torch zip format, pickled code inside
+    with pytest.raises(BundleError, match="not a plain weights file"):
+        load_bundle(path)
+    assert not Path(Exploit.marker).exists()
+    torch.save({k: v.numpy() for k, v in state.items()}, path / "model.pt")  # numpy arrays: also pickles
+    with pytest.raises(BundleError, match="model.pt"):
+        load_bundle(path)
+
+
+@pytest.mark.parametrize("verb", ["train", "models", "serve"])
+@pytest.mark.parametrize("name", ["../x", "../../etc", "/abs", "a/../../x"])
+def test_cli_refuses_path_traversal_in_model_names(tmp_path, tiny_bundle, capsys, verb, name):
+    from service.bundle import publish
+    from service.cli import main
+
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    publish(tiny_bundle, tmp_path, "x")  # a valid bundle just outside the registry: ../x would reach it
+    args = {
+        "train": ["train", str(tmp_path / "none.csv"), "--registry", str(registry), "--name", name],
+        "models": ["models", "list", "--registry", str(registry), "--name", name],
+        "serve": ["serve", "--registry", str(registry), "--name", name, "--broker", "mqtt://127.0.0.1:1",
+                  "--metrics-port", "0"],
+    }[verb]
+    if verb == "serve":  # a process: serve configures logging, which must not touch pytest's
+        if name not in ("../x", "a/../../x"):
+            pytest.skip("two names are enough for the slow path")
+        out = subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60, env=clean_env())
+        code, stderr = out.returncode, out.stderr
+    else:
+        code, stderr = main(args), capsys.readouterr().err
+    assert code == 1, stderr
+    assert "invalid model name" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry", "x"]
+    assert list(registry.iterdir()) == []
