@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,7 +139,9 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
     if not weights.is_file():
         raise BundleError(f"{weights}: missing model weights")
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle headers; the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code; torch raises several types
         raise BundleError(f"{weights}: not a plain weights file ({_first_line(exc)})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
