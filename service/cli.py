@@ -423,7 +423,8 @@ _SERVE_FLAGS = (
     "model", "registry", "name", "broker", "mqtt_version", "client_id", "username", "password_file",
     "tls_ca", "tls_cert", "tls_key", "tls_insecure", "topic_prefix", "output_prefix", "metrics_host",
     "metrics_port", "max_assets", "hop", "batch_max", "batch_wait_ms", "raise_after", "clear_after",
-    "clear_level", "stale_after_s", "session_expiry_s", "record_dir", "log_json", "log_level",
+    "clear_level", "stale_after_s", "session_expiry_s", "reload_poll_s", "record_dir", "record_guard_s",
+    "record_max_mb", "record_max_age_days", "log_json", "log_level",
 )
 
 
@@ -446,13 +447,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.logs import configure_logging
 
     configure_logging(settings.log_json, settings.log_level)
-    if settings.record_dir:
-        import logging
-
-        logging.getLogger("sensorguard").warning(
-            "record_dir is set, but this version does not record readings yet: nothing is written to %s",
-            settings.record_dir,
-        )
     daemon = Daemon(settings, load_model(settings))
     stop = threading.Event()
 
@@ -461,6 +455,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    # SIGHUP (systemctl reload): look for a new model now; the watcher thread does the work
+    signal.signal(signal.SIGHUP, lambda signum, frame: daemon.request_reload())
     daemon.run_forever(stop)
     return 0
 
@@ -598,7 +594,14 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clear-level", type=float, help="score below which windows count to clear (default 0.8)")
     p.add_argument("--stale-after-s", type=float, help="an asset silent this long is stale (default 300)")
     p.add_argument("--session-expiry-s", type=int, help="broker keeps the session this long (default 86400)")
-    p.add_argument("--record-dir", help="record normal readings here for retraining")
+    p.add_argument("--reload-poll-s", type=_positive_float,
+                   help="check the registry's CURRENT this often, seconds (default 5); SIGHUP checks at once")
+    p.add_argument("--record-dir", help="record readings far from alerts here, for 'retrain --recorded'")
+    p.add_argument("--record-guard-s", type=float,
+                   help="skip readings this close to an alert, in reading time (default 300)")
+    p.add_argument("--record-max-mb", type=_positive_float, help="recordings kept at most, MB (default 1024)")
+    p.add_argument("--record-max-age-days", type=_positive_float,
+                   help="recordings older than this are deleted (default 30)")
     p.add_argument("--log-json", action="store_const", const=True, help="log one JSON object per line")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
 

@@ -84,6 +84,9 @@ class Settings:
     stale_after_s: float = 300.0
     reload_poll_s: float = 5.0
     record_dir: str | None = None
+    record_guard_s: float = 300.0
+    record_max_mb: float = 1024.0
+    record_max_age_days: float = 30.0
     log_json: bool = False
     log_level: str = "INFO"
     # The env password as seen at load time; private, never printed (see redacted()).
@@ -343,12 +346,14 @@ def _validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> l
         bad("keepalive_s", f"must be <= 65535, got {s.keepalive_s}")
     if s.hop is not None and s.hop < 1:
         bad("hop", f"must be >= 1 or unset, got {s.hop}")
-    for name in ("max_gap_s", "stale_after_s", "reload_poll_s"):
+    for name in ("max_gap_s", "stale_after_s", "reload_poll_s", "record_max_mb", "record_max_age_days"):
         value = getattr(s, name)
         if value is not None and not value > 0:
             bad(name, f"must be > 0 seconds, got {value}")
     if not 0 < s.clear_level <= 1:
         bad("clear_level", f"must be in (0, 1], got {s.clear_level}")
+    if s.record_guard_s < 0:
+        bad("record_guard_s", f"must be >= 0 seconds, got {s.record_guard_s}")
     if s.record_dir and Path(s.record_dir).exists() and not Path(s.record_dir).is_dir():
         bad("record_dir", f"{s.record_dir!r} exists and is not a directory")
     if s.log_level not in LOG_LEVELS:

@@ -12,8 +12,34 @@ Threads, and who owns what:
   and about once a second marks silent assets stale.
 - the HTTP thread answers ``/metrics``, ``/healthz`` and ``/readyz``.
 
-The scorer is only touched under ``_model_lock``, between batches, so a later model hot swap is a
-method that replaces it under that lock (and, when channels or window change, the buffers).
+- the model watcher (only with ``registry``/``name``, or on SIGHUP) checks the registry's
+  ``CURRENT`` every ``reload_poll_s`` (one small file read) and on :meth:`Daemon.request_reload`.
+
+Hot swap (:meth:`Daemon.check_model`). A new bundle is loaded, validated and turned into a
+:class:`~service.scorer.Scorer` on the watcher thread, off every lock; only the assignment of the
+new ``(bundle, scorer)`` pair happens under ``_model_lock``, which the worker holds for the whole
+forward pass of one batch. So a swap lands between two batches, and:
+
+- the buffers and the queue of due windows are untouched: no reading is dropped, none is buffered
+  or scored twice, and the cadence (``hop``) goes on counting from the same samples;
+- each batch is scored entirely by one model, and its alert events and states carry that model's
+  name, version and threshold (the pair is read once, under the lock). A window due before the
+  swap but still queued when the swap lands is scored by the new model: "scored by whichever model
+  holds the lock when its batch runs";
+- alert states carry over: a score is ``error / threshold`` under either model, 1.0 is the line.
+
+A new bundle must have exactly the running channels, in the same order, and the same window
+(the ring buffers are sized by it; changing window needs a restart); otherwise it is refused. Its
+``hop`` is not adopted: the daemon keeps the cadence it started with (``hop`` setting, else the
+first bundle's) until restarted. A refused bundle (corrupt, unreadable, incompatible) leaves the
+old model serving, counts ``model_reload_failures_total``, publishes ``model_reload_failed`` on
+``<output_prefix>/events`` and is not retried until ``CURRENT`` changes again or SIGHUP.
+
+Recording (``record_dir``): every accepted reading is offered to a
+:class:`~service.recorder.Recorder` on the network thread (an append), alert events tell it which
+assets to hold back, and the worker commits and writes files about once a second. Reading time
+for the guard band is the newest timestamp among *scored* windows, not merely received ones: a
+backlog replayed after a restart cannot commit readings before the alert machine has judged them.
 
 Shutdown (:meth:`Daemon.stop`): stop accepting (unacknowledged messages stay with the broker and
 come back with the persistent session), score every window already due, publish final states and
@@ -36,11 +62,12 @@ from prometheus_client import CollectorRegistry
 
 from service import mqtt
 from service.alerts import AlertEvent, AlertRules, AlertState, mark_stale, step
-from service.bundle import Bundle, load_bundle, load_current
+from service.bundle import Bundle, BundleError, current_version, load_bundle, load_current
 from service.config import Settings
 from service.logs import RateLimiter
 from service.metrics import Metrics, serve_http, shutdown_http
 from service.payload import parse_message
+from service.recorder import Recorder
 from service.scorer import Scorer
 from service.windows import Buffers, DueWindow
 
@@ -125,6 +152,25 @@ class Daemon:
         self._client = None
         self._http: tuple[Any, threading.Thread] | None = None
         self._worker: threading.Thread | None = None
+        # hot swap
+        self._watcher: threading.Thread | None = None
+        self._reload_wake = threading.Event()
+        self._reload_forced = False
+        self._pointer: str | None = bundle.version  # CURRENT as last acted on (loaded or refused)
+        self.model_checks = 0  # calls of check_model (polls and SIGHUPs)
+        self.swaps: list[dict] = []  # one record per swap (versions, timings): logs, tests, benchmarks
+        # recording
+        self.recorder: Recorder | None = None
+        if settings.record_dir:
+            self.recorder = Recorder(
+                Path(settings.record_dir),
+                bundle.channels,
+                guard_s=settings.record_guard_s,
+                max_bytes=int(settings.record_max_mb * (1 << 20)),
+                max_age_s=settings.record_max_age_days * 86400.0,
+            )
+        self._judged_ts = -np.inf  # newest reading ts among scored windows (the recorder's clock)
+        self._record_failures_seen = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -136,6 +182,8 @@ class Daemon:
         self._http = serve_http(self.registry, s.metrics_host, s.metrics_port, self.ready)
         self._worker = threading.Thread(target=self._work, name="sensorguard-scorer", daemon=True)
         self._worker.start()
+        self._watcher = threading.Thread(target=self._watch, name="sensorguard-model-watch", daemon=True)
+        self._watcher.start()
         client = mqtt.create_client(s)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -150,6 +198,9 @@ class Daemon:
             b.name, b.version, len(b.channels), b.window, self.hop, b.threshold_,
             s.redacted()["broker"], s.mqtt_version, s.client_id, host, port,
         )
+        if self.recorder is not None:
+            log.info("recording readings far from alerts to %s (guard %.0f s, at most %g MB, %g days)",
+                     s.record_dir, s.record_guard_s, s.record_max_mb, s.record_max_age_days)
 
     def stop(self) -> None:
         """Finish what is in hand, publish final states and ``offline``, disconnect. Idempotent."""
@@ -160,8 +211,12 @@ class Daemon:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self._reload_wake.set()
         if self._worker is not None:
             self._worker.join(timeout=30)
+        if self._watcher is not None:
+            self._watcher.join(timeout=30)
+        self._flush_recorder(force=True)
         client = self._client
         if client is not None:
             infos = [info for asset in list(self._states) if (info := self._publish_state(asset)) is not None]
@@ -204,6 +259,124 @@ class Daemon:
     def snapshot(self) -> dict[str, AlertState]:
         """Each asset's current alert state (a copy)."""
         return dict(self._states)
+
+    # --- model hot swap (the watcher thread) --------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """Check for a new model now (SIGHUP). Only sets flags, so it is safe in a signal handler.
+
+        With a registry: load ``CURRENT`` if it names another version than the running one, even
+        one refused before. With a bundle directory: reload that directory.
+        """
+        self._reload_forced = True
+        self._reload_wake.set()
+
+    def _watch(self) -> None:
+        s = self.settings
+        poll = s.reload_poll_s if (s.registry and s.name) else None  # a bundle directory: SIGHUP only
+        while not self._stopping:
+            self._reload_wake.wait(poll)
+            if self._stopping:
+                return
+            self._reload_wake.clear()
+            forced, self._reload_forced = self._reload_forced, False
+            try:
+                self.check_model(force=forced)
+            except Exception:  # noqa: BLE001 - the watcher must survive; the old model keeps serving
+                log.exception("checking for a new model failed")
+
+    def check_model(self, force: bool = False) -> bool | None:
+        """Swap in the new model if there is one: True swapped, False refused, None nothing to do.
+
+        Called by the watcher thread every ``reload_poll_s`` and on :meth:`request_reload`.
+        """
+        s = self.settings
+        running = self.bundle
+        self.model_checks += 1
+        if s.registry and s.name:
+            try:
+                version = current_version(s.registry, s.name)
+                pointer = version or "<no CURRENT>"
+            except BundleError as exc:
+                version, pointer = None, f"<unreadable: {exc}>"
+            if pointer == self._pointer and not force:
+                return None  # unchanged since last acted on (loaded, or refused: not retried every poll)
+            self._pointer = pointer
+            if version == running.version:
+                if force:
+                    log.info("reload requested: model %s %s is already the current version", s.name, version)
+                return None
+            if version is None:
+                reason = pointer.strip("<>") if pointer.startswith("<unreadable") else (
+                    f"registry {s.registry} has no CURRENT for model {s.name!r}")
+                self._refused(None, reason)
+                return False
+
+            def load() -> Bundle:
+                return load_current(s.registry, s.name)
+        else:
+            if not force:
+                return None
+            version = None
+
+            def load() -> Bundle:
+                return load_model(s)
+
+        started = time.perf_counter()
+        try:
+            new = load()
+            version = new.version
+            problem = self._incompatible(new)
+            if problem:
+                raise BundleError(problem)
+            scorer = Scorer(new, device="cpu")
+        except Exception as exc:  # noqa: BLE001 - BundleError, OSError, torch errors: all mean "refuse"
+            self._refused(version, _one_line(exc))
+            return False
+        loaded = time.perf_counter()
+        with self._model_lock:  # waits for the batch being scored, if any
+            locked = time.perf_counter()
+            old = self.bundle
+            self.bundle, self.scorer = new, scorer
+        swapped = time.perf_counter()
+        self.metrics.set_model(new.name, new.version, new.threshold_)
+        now = time.time()
+        record = {
+            "name": new.name, "from_version": old.version, "to_version": new.version, "ts": iso(now),
+            "load_s": loaded - started, "lock_wait_s": locked - loaded, "swap_s": swapped - started,
+        }
+        self.swaps.append(record)
+        self._publish_daemon_event({"event": "model_swapped", "name": new.name, "from_version": old.version,
+                                    "to_version": new.version, "ts": iso(now)})
+        hop_note = f"; its hop {new.hop} is not adopted (serving keeps hop {self.hop})" if new.hop != self.hop else ""
+        log.info(
+            "model swapped: %s %s -> %s (threshold %.4g -> %.4g); loaded in %.0f ms, waited %.1f ms for the "
+            "batch in progress%s",
+            new.name, old.version, new.version, old.threshold_, new.threshold_, 1000 * (loaded - started),
+            1000 * (locked - loaded), hop_note,
+            extra={"event": "model_swapped", "from_version": old.version, "to_version": new.version},
+        )
+        return True
+
+    def _incompatible(self, new: Bundle) -> str | None:
+        """Why ``new`` cannot replace the running model without a restart, or None."""
+        running = self.bundle
+        if new.channels != running.channels:
+            return (f"channels {list(new.channels)} differ from the running model's {list(running.channels)} "
+                    "(names and order must match; restart to serve other channels)")
+        if new.window != running.window:
+            return f"window {new.window} differs from the running model's {running.window} (restart to change it)"
+        return None
+
+    def _refused(self, version: str | None, reason: str) -> None:
+        self.metrics.reload_failures.inc()
+        log.error(
+            "model %s %s refused, still serving %s: %s",
+            self.bundle.name, version or "(none)", self.bundle.version, reason,
+            extra={"event": "model_reload_failed", "version": version},
+        )
+        self._publish_daemon_event({"event": "model_reload_failed", "name": self.bundle.name, "version": version,
+                                    "reason": reason, "ts": iso(time.time())})
 
     # --- MQTT callbacks (paho's network thread) ----------------------------------------------------
 
@@ -258,17 +431,24 @@ class Daemon:
         accepted = 0
         if parsed.samples:
             rejects = list(rejects)
+            recorder = self.recorder
+            rows: list[tuple[float, list[float]]] = []
             with self._cond:
-                before = self.buffers.pending()
+                buffers = self.buffers
+                before = buffers.pending()
                 for sample in parsed.samples:
-                    reason = self.buffers.add(parsed.asset, sample.ts, sample.values, received)
+                    reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
                     if reason is None:
                         accepted += 1
+                        if recorder is not None:
+                            rows.append((sample.ts, buffers.last_row(parsed.asset)))
                     else:
                         rejects.append(reason)
-                after = self.buffers.pending()
+                after = buffers.pending()
                 if after > before and (before == 0 or after >= s.batch_max):
                     self._cond.notify()
+            for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
+                recorder.add(parsed.asset, ts, row)
         return rejects, accepted, parsed.asset
 
     # --- the scoring worker -----------------------------------------------------------------------
@@ -313,8 +493,8 @@ class Daemon:
     def _score_batch(self, batch: list[DueWindow]) -> None:
         windows = np.stack([due.window for due in batch])
         started = time.perf_counter()
-        with self._model_lock:
-            scorer = self.scorer
+        with self._model_lock:  # one model for the whole batch; a swap waits for it
+            scorer, bundle = self.scorer, self.bundle
             scores = scorer.score_windows(windows)
         self.metrics.scoring_duration.observe(time.perf_counter() - started)
         self.metrics.windows_scored.inc(len(batch))
@@ -323,21 +503,29 @@ class Daemon:
         for i, due in enumerate(batch):
             latency.observe(max(0.0, now - due.received))
             channels = scores.top_channels(i, scorer.channels)
-            self._apply(due.asset, due.ts, float(scores.score[i]), float(scores.error[i]), channels)
+            self._apply(due.asset, due.ts, float(scores.score[i]), float(scores.error[i]), channels, bundle)
+            if due.ts > self._judged_ts:
+                self._judged_ts = due.ts
 
-    def _apply(self, asset: str, ts: float, score: float, error: float, channels: list[dict]) -> None:
-        """Step one asset's alert machine with one scored window; publish what changed."""
+    def _apply(self, asset: str, ts: float, score: float, error: float, channels: list[dict],
+               bundle: Bundle | None = None) -> None:
+        """Step one asset's alert machine with one scored window (scored by ``bundle``); publish."""
         old = self._states.get(asset)
         state, event = step(old or AlertState(), score, ts, self.rules)
         self._states[asset] = state
         self._latest[asset] = (ts, channels)
         self.metrics.set_score(asset, score, state.status == "alerting")
         if event is not None:
-            self._publish_event(asset, event, channels)
+            self._publish_event(asset, event, channels, bundle)
             if event.kind == "raised":
                 self.metrics.alert_raised(asset)
+            if self.recorder is not None:
+                if event.kind == "raised":
+                    self.recorder.alert_raised(asset, event.ts)
+                elif event.kind == "cleared":
+                    self.recorder.alert_cleared(asset, event.ts)
         if old is None or state.status != old.status:
-            self._publish_state(asset)
+            self._publish_state(asset, bundle=bundle)
         if self._listeners:
             scored = ScoredWindow(asset, ts, score, error, state.status, channels)
             for listener in self._listeners:
@@ -347,7 +535,8 @@ class Daemon:
                     log.exception("listener failed")
 
     def _housekeeping(self, now: float) -> None:
-        """Report assets silent for ``stale_after_s`` as stale and free their slots; refresh gauges."""
+        """Report assets silent for ``stale_after_s`` as stale and free their slots; refresh gauges;
+        commit and write recorded readings."""
         with self._cond:
             silent = self.buffers.idle(now - self.rules.stale_after)
             for asset in silent:
@@ -362,13 +551,30 @@ class Daemon:
             self._states.pop(asset, None)
             self._latest.pop(asset, None)
             self.metrics.forget_asset(asset)
+            if self.recorder is not None:
+                self.recorder.forget(asset)
             log.info("asset %s sent nothing for %.0f s: stale", asset, self.rules.stale_after)
+        self._flush_recorder()
+
+    def _flush_recorder(self, force: bool = False) -> None:
+        recorder = self.recorder
+        if recorder is None:
+            return
+        try:
+            recorder.flush(self._judged_ts, force=force)
+        except Exception:  # noqa: BLE001 - recording must never stop scoring
+            recorder.write_failures += 1
+            log.exception("recording: writing readings failed")
+        delta = recorder.write_failures - self._record_failures_seen
+        if delta > 0:
+            self._record_failures_seen = recorder.write_failures
+            self.metrics.record_write_failures.inc(delta)
 
     # --- publishing -------------------------------------------------------------------------------
 
     def _payload(self, asset: str, kind: str, ts: float, score: float, peak: float, alert_id: str,
-                 channels: list[dict]) -> dict:
-        b = self.bundle
+                 channels: list[dict], bundle: Bundle | None = None) -> dict:
+        b = bundle or self.bundle
         return {
             "asset": asset,
             "state": kind,
@@ -381,8 +587,9 @@ class Daemon:
             "alert_id": alert_id or None,
         }
 
-    def _publish_event(self, asset: str, event: AlertEvent, channels: list[dict]):
-        payload = self._payload(asset, event.kind, event.ts, event.score, event.peak_score, event.alert_id, channels)
+    def _publish_event(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle | None = None):
+        payload = self._payload(asset, event.kind, event.ts, event.score, event.peak_score, event.alert_id, channels,
+                                bundle)
         log.info(
             "alert %s: %s score %.2f (peak %.2f), top channels %s",
             event.kind, asset, event.score, event.peak_score,
@@ -393,7 +600,7 @@ class Daemon:
             return None
         return mqtt.publish_json(self._client, self.settings.alert_topic(asset), payload, qos=1)
 
-    def _publish_state(self, asset: str, ts: float | None = None):
+    def _publish_state(self, asset: str, ts: float | None = None, bundle: Bundle | None = None):
         """The asset's current state, retained: a new subscriber sees it at once.
 
         ``ts`` is that of the asset's latest scored window unless given (stale: the wall clock).
@@ -403,8 +610,18 @@ class Daemon:
             return None
         last_ts, channels = self._latest.get(asset, (time.time(), []))
         payload = self._payload(asset, state.status, last_ts if ts is None else ts, state.last_score, state.peak,
-                                state.alert_id, channels)
+                                state.alert_id, channels, bundle)
         return mqtt.publish_json(self._client, self.settings.state_topic(asset), payload, qos=1, retain=True)
+
+    def _publish_daemon_event(self, payload: dict) -> None:
+        """A daemon event (model swapped, reload refused) on ``<output_prefix>/events``, QoS 1."""
+        if self._client is not None:
+            mqtt.publish_json(self._client, self.settings.events_topic(), payload, qos=1)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _finite(x: float) -> float | None:

@@ -89,8 +89,12 @@ class Recorder:
                     self._ready.append((asset, ts, values))
 
     def flush(self, now_ts: float, force: bool = False) -> Path | None:
-        """Commit what is due and write a file when enough rows or time accumulated."""
-        self.commit(now_ts if not force else np.inf)
+        """Commit what is due and write a file when enough rows or time accumulated (or ``force``).
+
+        ``force`` (shutdown) writes what is committed now; readings still inside the guard band
+        are dropped, not committed: an alert they might have preceded can no longer be seen.
+        """
+        self.commit(now_ts)
         due = force or len(self._ready) >= self.flush_rows
         due = due or time.monotonic() - self._last_flush >= self.flush_interval_s
         if not due or not self._ready:

@@ -202,6 +202,12 @@ class Buffers:
         state = self._assets.get(asset)
         return None if state is None else state.seen
 
+    def last_row(self, asset: str) -> list[float] | None:
+        """The asset's last accepted sample in channel order, forward fills included (not a copy:
+        each accepted sample gets a new list, so it is never changed afterwards)."""
+        state = self._assets.get(asset)
+        return None if state is None else state.last
+
     def idle(self, before: float) -> list[str]:
         """Assets whose last accepted sample was received before ``before`` (stale candidates)."""
         return [asset for asset, state in self._assets.items() if state.seen < before]

@@ -1,0 +1,274 @@
+"""Hot swap of the served model: follow the registry's CURRENT, SIGHUP, refuse bad bundles.
+
+A real Mosquitto, a really trained model, the daemon in-process (or as ``serve`` for SIGHUP).
+Every reading published is accounted for across a swap: accepted once, each due window scored
+once, by the model that held the lock when its batch ran. No fixed sleeps: waits poll with timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from service.bundle import publish, save_bundle, set_current
+from service.config import load_settings
+from service.daemon import Daemon, load_model
+from tests.conftest import plant_frame
+from tests.mosquitto import Collector, Publisher, free_port, http_status, metric, scrape, wait_for
+from tests.test_daemon_integration import CHANNELS, epoch, expected_windows
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "pump"
+
+
+@pytest.fixture
+def registry(tmp_path, trained):
+    root = tmp_path / "registry"
+    assert publish(trained[0], root, NAME) == "v0001"
+    return root
+
+
+@pytest.fixture
+def daemons():
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.stop()
+
+
+def start(daemons, mosquitto, **flags) -> tuple[Daemon, str]:
+    flags = {"broker": mosquitto.url, "metrics_port": 0, "client_id": f"sg-swap-{mosquitto.port}", **flags}
+    settings = load_settings(flags, {})
+    daemon = Daemon(settings, load_model(settings))
+    daemon.start()
+    daemons.append(daemon)
+    host, port = daemon.metrics_address
+    url = f"http://{host}:{port}"
+    wait_for(lambda: http_status(f"{url}/readyz") == 200, 15, "/readyz")
+    return daemon, url
+
+
+def value(url: str, name: str, **labels) -> float:
+    return metric(url, name, **labels) or 0.0
+
+
+def model_infos(url: str) -> dict[str, float]:
+    return {dict(k[1])["version"]: v for k, v in scrape(url).items() if k[0] == "sensorguard_model_info"}
+
+
+class Stream(threading.Thread):
+    """Publishes ``rows`` readings for each asset, round-robin, ``batch`` samples a message, paced."""
+
+    def __init__(self, mosquitto, assets: list[str], rows: int, batch: int = 8, pause_s: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        frame = plant_frame(rows=rows, channels=3, seed=11)
+        self.times, self.values = epoch(frame), frame[CHANNELS].to_numpy()
+        self.pub = Publisher(mosquitto)
+        self.assets, self.rows, self.batch, self.pause_s = assets, rows, batch, pause_s
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for start in range(0, self.rows, self.batch):
+                stop = min(start + self.batch, self.rows)
+                for asset in self.assets:
+                    self.pub.samples(asset, self.times[start:stop], self.values[start:stop], CHANNELS,
+                                     batch=self.batch)
+                    self.sent += stop - start
+                time.sleep(self.pause_s)  # pacing: a steady live rate, not a synchronisation
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+        finally:
+            self.pub.close()
+
+
+def test_swap_under_live_load_accounts_for_every_reading(daemons, mosquitto, registry, trained):
+    bundle = trained[0]
+    daemon, url = start(daemons, mosquitto, registry=str(registry), name=NAME, reload_poll_s=0.1)
+    scored = []
+    daemon.add_listener(scored.append)
+    events = Collector(mosquitto, "sensorguard/events")
+    assets = [f"site/pump-{i}" for i in range(4)]
+    rows = 1200
+    stream = Stream(mosquitto, assets, rows)
+    total = rows * len(assets)
+    stream.start()
+    wait_for(lambda: value(url, "sensorguard_readings_total") >= total // 4, 30, "a quarter of the stream")
+    new_threshold = bundle.threshold_ * 2.0
+    assert publish(bundle.with_threshold(new_threshold, {"method": "test"}), registry, NAME) == "v0002"
+    wait_for(lambda: model_infos(url) == {"v0002": 1.0}, 10, "model_info of v0002 only")
+    swapped_at = stream.sent
+    stream.join(60)
+    assert stream.error is None and not stream.is_alive()
+    assert swapped_at < total, "the swap landed after the stream ended: not under load"
+
+    n = len(assets) * expected_windows(rows, bundle.window, bundle.hop)
+    wait_for(lambda: value(url, "sensorguard_windows_scored_total") == n, 30, f"{n} windows scored")
+    wait_for(lambda: len(scored) == n, 10, "every scored window seen by the listener")
+    metrics = scrape(url)
+    assert metrics[("sensorguard_readings_total", ())] == total
+    assert sum(v for k, v in metrics.items() if k[0] == "sensorguard_messages_rejected_total") == 0
+    assert metrics[("sensorguard_reading_to_score_seconds_count", ())] == n
+    assert metrics[("sensorguard_model_threshold", ())] == pytest.approx(new_threshold)
+    assert metrics[("sensorguard_model_reload_failures_total", ())] == 0
+
+    # each window exactly once, at exactly the hop rule's timestamps
+    expected_ts = list(stream.times[bundle.window - 1 :: bundle.hop])
+    for asset in assets:
+        mine = [w for w in scored if w.asset == asset]
+        assert [w.ts for w in mine] == expected_ts
+        # score = error / threshold: each window's threshold says which model scored it; one switch
+        used = [w.error / w.score for w in mine]
+        old = [u == pytest.approx(bundle.threshold_, rel=1e-6) for u in used]
+        new = [u == pytest.approx(new_threshold, rel=1e-6) for u in used]
+        assert all(a or b for a, b in zip(old, new, strict=True))
+        switch = new.index(True)
+        assert all(old[:switch]) and all(new[switch:]) and 0 < switch < len(mine)
+
+    swapped = wait_for(lambda: events.on("sensorguard/events"), 10, "model_swapped event")
+    assert len(swapped) == 1
+    event = swapped[0]
+    assert {k: event[k] for k in ("event", "name", "from_version", "to_version")} == {
+        "event": "model_swapped", "name": NAME, "from_version": "v0001", "to_version": "v0002"}
+    assert event["ts"].endswith("Z")
+    record = daemon.swaps[0]
+    print(f"\nswap: load {record['load_s'] * 1000:.1f} ms, waited {record['lock_wait_s'] * 1000:.2f} ms for the "
+          f"model lock; {swapped_at} of {total} readings sent when the swap was seen")
+    events.close()
+
+
+def corrupt_weights(version: Path) -> str:
+    (version / "model.pt").write_bytes(b"\x80\x04garbage")
+    return "model.pt"
+
+
+def lying_shapes(version: Path) -> str:
+    meta = json.loads((version / "bundle.json").read_text())
+    meta["channels"].append("c3")  # four channels claimed, three in the weights
+    meta["architecture"]["channels"] = 4
+    meta["scaler"] = {k: v + [1.0] for k, v in meta["scaler"].items()}
+    (version / "bundle.json").write_text(json.dumps(meta))
+    return "weights do not match"
+
+
+def renamed_channels(version: Path) -> str:
+    meta = json.loads((version / "bundle.json").read_text())
+    meta["channels"] = list(reversed(meta["channels"]))  # loads fine, but would read the wrong sensors
+    (version / "bundle.json").write_text(json.dumps(meta))
+    return "differ from the running model"
+
+
+@pytest.mark.parametrize("damage", [corrupt_weights, lying_shapes, renamed_channels])
+def test_bad_bundle_is_refused_once_and_the_old_model_keeps_serving(daemons, mosquitto, registry, trained,
+                                                                     damage):
+    bundle = trained[0]
+    daemon, url = start(daemons, mosquitto, registry=str(registry), name=NAME, reload_poll_s=0.05)
+    events = Collector(mosquitto, "sensorguard/#")
+    pub = Publisher(mosquitto)
+    frame = plant_frame(rows=200, channels=3, seed=2)
+    times, values = epoch(frame), frame[CHANNELS].to_numpy()
+    pub.samples("pump-a", times[:100], values[:100], CHANNELS)
+
+    version = publish(bundle.with_threshold(bundle.threshold_ * 3, {}), registry, NAME, make_current=False)
+    needle = damage(registry / NAME / version)
+    set_current(registry, NAME, version)
+    wait_for(lambda: value(url, "sensorguard_model_reload_failures_total") == 1, 10, "one reload failure")
+    checks = daemon.model_checks
+    wait_for(lambda: daemon.model_checks >= checks + 10, 10, "ten more polls")
+    assert value(url, "sensorguard_model_reload_failures_total") == 1  # not retried while CURRENT stays
+    failed = wait_for(lambda: events.on("sensorguard/events"), 10, "model_reload_failed event")
+    assert len(failed) == 1
+    assert failed[0]["event"] == "model_reload_failed" and failed[0]["version"] == version
+    assert needle in failed[0]["reason"]
+    assert model_infos(url) == {"v0001": 1.0}
+    assert value(url, "sensorguard_model_threshold") == pytest.approx(bundle.threshold_)
+
+    # still scoring with v0001: a new asset's retained state names it
+    pub.samples("pump-a", times[100:], values[100:], CHANNELS)
+    pub.samples("pump-b", times, values, CHANNELS)
+    n = expected_windows(200, bundle.window, bundle.hop) * 2
+    wait_for(lambda: value(url, "sensorguard_windows_scored_total") == n, 20, f"{n} windows scored")
+    state = wait_for(lambda: events.on("sensorguard/state/pump-b"), 10, "pump-b state")[-1]
+    assert state["model"] == {"name": NAME, "version": "v0001"}
+    assert state["threshold"] == pytest.approx(bundle.threshold_)
+
+    # a good version after the bad one is taken up
+    good = publish(bundle.with_threshold(bundle.threshold_ * 1.5, {}), registry, NAME)
+    wait_for(lambda: model_infos(url) == {good: 1.0}, 10, f"model_info of {good}")
+    assert value(url, "sensorguard_model_reload_failures_total") == 1
+    events.close()
+    pub.close()
+
+
+def test_window_change_is_refused(daemons, mosquitto, registry, tiny_bundle):
+    """A bundle with another window would need resized buffers: refused, old model kept."""
+    from dataclasses import replace
+
+    daemon, url = start(daemons, mosquitto, registry=str(registry), name=NAME, reload_poll_s=0.05)
+    other = replace(tiny_bundle, channels=tuple(CHANNELS))  # same channels, window 16 instead of 32
+    publish(other, registry, NAME)
+    wait_for(lambda: value(url, "sensorguard_model_reload_failures_total") == 1, 10, "refused")
+    assert model_infos(url) == {"v0001": 1.0}
+    assert daemon.bundle.version == "v0001"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
+    return {**env, **extra}
+
+
+@pytest.mark.parametrize("mode", ["registry", "model"])
+def test_sighup_reloads_in_serve(tmp_path, mosquitto, registry, trained, mode):
+    bundle = trained[0]
+    port = free_port()
+    if mode == "registry":
+        where = ["--registry", str(registry), "--name", NAME, "--reload-poll-s", "3600"]  # only SIGHUP can notice
+    else:
+        model_dir = save_bundle(bundle, tmp_path / "served")
+        where = ["--model", str(model_dir)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", *where, "--broker", mosquitto.url,
+         "--metrics-port", str(port), "--client-id", f"sg-hup-{port}"],
+        cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: http_status(f"{url}/readyz") == 200, 60, "serve ready")
+        events = Collector(mosquitto, "sensorguard/events")
+        new_threshold = bundle.threshold_ * 2
+        if mode == "registry":
+            publish(bundle.with_threshold(new_threshold, {}), registry, NAME)
+            expected = {"v0002": 1.0}
+        else:
+            save_bundle(bundle.with_threshold(new_threshold, {}), model_dir)
+            expected = {"local": 1.0}
+        assert value(url, "sensorguard_model_threshold") == pytest.approx(bundle.threshold_)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: value(url, "sensorguard_model_threshold") == pytest.approx(new_threshold), 15,
+                 "threshold of the reloaded model")
+        assert model_infos(url) == expected
+        swapped = wait_for(lambda: events.on("sensorguard/events"), 10, "model_swapped event")
+        assert swapped[0]["event"] == "model_swapped"
+        assert swapped[0]["to_version"] == next(iter(expected))
+        assert http_status(f"{url}/readyz") == 200  # still serving
+        events.close()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "model swapped" in out and "Traceback" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
