@@ -39,6 +39,7 @@ class Recorder:
     max_age_s: float = 30 * 86400.0
     flush_rows: int = 100_000
     flush_interval_s: float = 60.0
+    alert_backlog: int = 100_000
     write_failures: int = 0
     rows_written: int = 0
     _pending: dict[str, deque] = field(default_factory=dict)
@@ -55,23 +56,41 @@ class Recorder:
             stale.unlink(missing_ok=True)
 
     def add(self, asset: str, ts: float, values: np.ndarray) -> None:
-        """Offer one accepted reading; it is committed once ``guard_s`` passes with no alert."""
+        """Offer one accepted reading; it is committed once ``guard_s`` passes with no alert.
+
+        While an alert is up, readings are still held (at most ``alert_backlog`` per asset): the
+        daemon offers readings when they arrive, before they are scored, so after a backlog the
+        ones received "during" the alert may belong after its clear and its guard band.
+        """
         with self._lock:
-            if ts < self._quiet_until.get(asset, -np.inf):
+            quiet = self._quiet_until.get(asset, -np.inf)
+            if ts < quiet < np.inf:
                 return
-            self._pending.setdefault(asset, deque()).append((ts, values))
+            pending = self._pending.setdefault(asset, deque())
+            pending.append((ts, values))
+            if quiet == np.inf and len(pending) > self.alert_backlog:
+                pending.popleft()  # the oldest: inside the alert
 
     def alert_raised(self, asset: str, ts: float) -> None:
-        """Drop the asset's readings from the guard band before ``ts`` and stop recording it."""
+        """Commit the asset's readings before the guard band (a later alert cannot reach them); hold
+        the rest back until the alert clears, which drops those before its own guard band ends."""
         with self._lock:
             pending = self._pending.get(asset)
-            while pending and pending[-1][0] >= ts - self.guard_s:
-                pending.pop()
+            while pending and pending[0][0] < ts - self.guard_s:
+                t, v = pending.popleft()
+                self._ready.append((asset, t, v))
+            while pending and len(pending) > self.alert_backlog:
+                pending.popleft()
             self._quiet_until[asset] = np.inf
 
     def alert_cleared(self, asset: str, ts: float) -> None:
+        """Record again from ``ts + guard_s`` on; held readings before that are dropped."""
         with self._lock:
-            self._quiet_until[asset] = ts + self.guard_s
+            end = ts + self.guard_s
+            self._quiet_until[asset] = end
+            pending = self._pending.get(asset)
+            while pending and pending[0][0] < end:
+                pending.popleft()
 
     def forget(self, asset: str) -> None:
         with self._lock:
