@@ -272,3 +272,16 @@ def test_sighup_reloads_in_serve(tmp_path, mosquitto, registry, trained, mode):
             proc.kill()
             proc.communicate(timeout=10)
 
+
+
+def test_serve_without_current_is_one_line_and_exit_1(registry):
+    """No CURRENT at all (the other unusable-CURRENT cases are in test_faults.py)."""
+    (registry / NAME / "CURRENT").unlink()
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--registry", str(registry), "--name", NAME,
+         "--broker", "mqtt://127.0.0.1:1", "--metrics-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env(),
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"sensorguard serve: error: no current version of model {NAME!r} in registry {registry}"]
