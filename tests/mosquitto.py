@@ -23,15 +23,20 @@ from pathlib import Path
 import pytest
 
 
-def need_mosquitto() -> str:
-    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
+def need_program(program: str, *extra: str, package: str | None = None) -> str:
+    """Path of a real program the test talks to; skip with the reason printed, or fail under CI=true."""
+    path = shutil.which(program) or next((p for p in extra if os.access(p, os.X_OK)), None)
     if path:
         return path
-    reason = "mosquitto not found (apt-get install mosquitto mosquitto-clients)"
+    reason = f"{program} not found (apt-get install {package or program})"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}: required under CI=true")
     print(f"SKIP: {reason}")
     pytest.skip(reason)
+
+
+def need_mosquitto() -> str:
+    return need_program("mosquitto", "/usr/sbin/mosquitto", package="mosquitto mosquitto-clients")
 
 
 def free_port() -> int:
@@ -40,11 +45,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05,
+             proc: subprocess.Popen | None = None, log: Path | None = None):
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``.
+
+    With ``proc``, fail at once (showing ``log``) if that process exits while we wait.
+    """
     deadline = time.monotonic() + timeout
     value = None
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: process exited with {proc.returncode}\n{log.read_text() if log else ''}")
         try:
             value = predicate()
         except (OSError, urllib.error.URLError):
@@ -52,7 +63,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last value {value!r})")
+    tail = log.read_text()[-4000:] if log else ""
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last value {value!r})\n{tail}")
 
 
 class Mosquitto:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.mosquitto import need_program
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -60,14 +61,7 @@ def series_names(expr: str) -> set[str]:
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path:
-        return path
-    reason = "promtool not found (apt-get install prometheus)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: required under CI=true")
-    print(f"SKIP: {reason}")
-    pytest.skip(reason)
+    return need_program("promtool", package="prometheus")
 
 
 def run_promtool(*args: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import plant_frame
+from tests.mosquitto import free_port, need_program
+from tests.mosquitto import wait_for as wait_for_any
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,35 +37,11 @@ NORMAL, FAULTY = "line-1/pump-ok", "line-1/pump-bad"
 
 
 def need(program: str, *extra: str) -> str:
-    path = shutil.which(program) or next((p for p in extra if os.access(p, os.X_OK)), None)
-    if path:
-        return path
-    reason = f"{program} not found (apt-get install mosquitto prometheus)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: required under CI=true")
-    print(f"SKIP: {reason}")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return need_program(program, *extra, package="mosquitto prometheus")
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"{what}: process exited with {proc.returncode}\n{log.read_text() if log else ''}")
-        try:
-            value = predicate()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{log.read_text()[-4000:] if log else ''}")
+    return wait_for_any(predicate, timeout, what, interval=0.25, proc=proc, log=log)
 
 
 def stop(proc: subprocess.Popen) -> None:
