@@ -1,0 +1,819 @@
+"""End-to-end daemon throughput and latency through a real Mosquitto, against the broker's own ceiling.
+
+What it measures, all in one run on the same machine (issue 3):
+
+- **throughput**: readings/s from the first publish until the daemon's ``sensorguard_readings_total``
+  (scraped from ``/metrics``) reaches the number published ("accepted"), and until
+  ``windows_scored_total`` reaches the windows those readings complete ("scored"); for 1, 100 and
+  1,000 assets, 8 channels, one reading per message and ``{"samples": [...]}`` batches (50 per
+  message by default). The daemon is ``sensorguard serve`` in its own process (its own GIL; peak
+  RSS and CPU read with psutil). Publishers are separate processes (paho, QoS 1, up to 1000 in flight, payloads built
+  before the clock starts, assets partitioned so each asset's order is kept) pushing as fast as
+  they can.
+- **broker ceiling**, same stream, same publishers, no daemon: ``mosquitto_sub -q 1 -C N`` (C) and a
+  plain paho MQTT 5 subscriber with ``manual_ack`` like the daemon's that only acknowledges and counts
+  (Python). The daemon's rate is reported as % of each: that is what the daemon's own work costs.
+- **latency** at a paced 10,000 readings/s (100 assets, one reading per message, ``ts`` = the
+  wall-clock send time of each reading): (a) the daemon's ``reading_to_score_seconds`` histogram,
+  which measures from ``on_message`` (the reading is in the process) to the end of its window's
+  scoring batch, so it leaves out the broker hop and any backlog in the daemon's socket; p50/p99
+  interpolated inside Prometheus buckets; (b) **publish-to-score**, measured outside the daemon:
+  readings carry a spike every ``--spike-every`` samples, so each asset's alert state changes
+  (normal -> pending -> alerting -> normal, default rules) and the daemon publishes the new state on
+  ``sensorguard/state/<asset>``; that payload's ``ts`` is the ``ts`` of the reading that completed
+  the window, i.e. its send time (truncated to the millisecond by the daemon's RFC 3339 format, so up
+  to 1 ms pessimistic). A subscriber here takes ``arrival - ts``: publish -> broker -> daemon ->
+  scored -> state published -> broker -> subscriber. Exact percentiles over every state message.
+
+The model is an **untrained** valid bundle (random weights, seed 0) of exactly the shape
+``train_bundle`` builds for 8 channels (window 32, hop 4, latent 16, hidden 32, depth 3): scoring
+cost does not depend on the weights, and it saves a minute of training. Its threshold is set from
+the errors of normal-looking windows so those score far below 1 and spikes far above.
+
+Why: the daemon's reading path is Python (paho's network thread parses, buffers and acknowledges
+each message; a second thread scores), so it cannot reach a C subscriber; this shows how far below
+the broker it stays, where the time goes and whether batching senders fixes it. Aims: at least 50%
+of the ceiling with one reading per message, at least 50,000 readings/s with batched messages, p99
+under 100 ms at 10,000 readings/s.
+
+Mosquitto is started here on a free loopback port with a generated config (persistence off,
+``max_queued_messages 1000000``, ``max_inflight_messages`` from ``--inflight``, 0 = no limit;
+Mosquitto's default and the shipped deploy config's is 20). Run ``python bench/daemon.py``
+(``--quick`` for a short run). Prints tables; asserts nothing (timings vary between runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CHANNELS = tuple(f"ch{i}" for i in range(8))
+WINDOW, HOP = 32, 4
+TS0 = 1_700_000_000.0
+SPIKE = 1000.0
+
+
+# --- the bundle ----------------------------------------------------------------------------------
+
+
+def make_bundle_dir(directory: Path) -> Path:
+    """Save an untrained 8-channel bundle shaped as ``train_bundle`` would build it; return its path."""
+    import torch
+
+    from service.bundle import Bundle, save_bundle
+    from service.model import ConvAutoencoder, ModelConfig, default_depth, default_latent
+    from service.scorer import Scorer
+
+    config = ModelConfig(channels=len(CHANNELS), window=WINDOW, latent=default_latent(len(CHANNELS), WINDOW),
+                         hidden=32, depth=default_depth(WINDOW))
+    torch.manual_seed(0)
+    net = ConvAutoencoder(config)
+    bundle = Bundle(channels=CHANNELS, config=config, hop=HOP, center_=np.zeros(len(CHANNELS)),
+                    scale_=np.ones(len(CHANNELS)), threshold_=1.0, state_dict=net.state_dict(),
+                    sample_period=1.0, name="bench", version="untrained")
+    rows = normal_rows(4096)
+    windows = np.stack([rows[i : i + WINDOW].T for i in range(0, len(rows) - WINDOW, 7)])
+    errors = Scorer(bundle, device="cpu").score_windows(windows).error
+    bundle = bundle.with_threshold(float(errors.max()) * 20, {"method": "bench: 20 x max normal error"})
+    path = save_bundle(bundle, directory / "bundle")
+    return Path(path)
+
+
+def normal_rows(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` normal-looking rows: slow sines plus noise, rounded to 3 decimals as a device would send."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)[:, None]
+    phase = np.arange(len(CHANNELS))[None, :]
+    return np.round(np.sin(t / 50.0 + phase) + 0.05 * rng.standard_normal((n, len(CHANNELS))), 3)
+
+
+ROWS = normal_rows(1024)
+ROW_DICTS = [dict(zip(CHANNELS, map(float, row), strict=True)) for row in ROWS]
+SPIKE_DICT = dict.fromkeys(CHANNELS, SPIKE)
+
+
+def sample(k: int, ts: float, spike_every: int = 0) -> dict:
+    """Sample number ``k`` of an asset (a spike every ``spike_every`` samples when > 0)."""
+    values = SPIKE_DICT if spike_every and k % spike_every == spike_every // 2 else ROW_DICTS[k % len(ROW_DICTS)]
+    return {"ts": ts, "values": values}
+
+
+def asset_names(n: int) -> list[str]:
+    return [f"site-{i % 10}/pump-{i:04d}" for i in range(n)]
+
+
+# --- processes: broker, daemon, subscribers --------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mosquitto_binary() -> str:
+    path = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.access(path, os.X_OK):
+        sys.exit("mosquitto not found (apt-get install mosquitto mosquitto-clients)")
+    return path
+
+
+class Broker:
+    """Mosquitto on a free loopback port: persistence off, queues large, inflight as asked (0 = no limit)."""
+
+    def __init__(self, workdir: Path, inflight: int = 0) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            f"user {getpass.getuser()}\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "max_queued_messages 1000000\n"
+            "max_queued_bytes 0\n"
+            f"max_inflight_messages {inflight}\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\n"
+        )
+        self.log = (workdir / "mosquitto.log").open("a")
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start: {(workdir / 'mosquitto.log').read_text()[-1000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.log.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    return proc.returncode
+
+
+class Watch:
+    """Samples one process's RSS (and keeps its peak) every ``interval`` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._interval = interval
+        self.cpu0 = self.cpu()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def cpu(self) -> float:
+        try:
+            times = self.proc.cpu_times()
+            return times.user + times.system
+        except psutil.Error:
+            return float("nan")
+
+    def threads(self) -> list[float]:
+        """CPU seconds of each thread, busiest first."""
+        try:
+            return sorted((t.user_time + t.system_time for t in self.proc.threads()), reverse=True)
+        except psutil.Error:
+            return []
+
+    def rss(self) -> int:
+        try:
+            return self.proc.memory_info().rss
+        except psutil.Error:
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            rss = self.rss()
+            self.samples.append((time.time(), rss))
+            self.peak = max(self.peak, rss)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class DaemonProcess:
+    """``sensorguard serve`` as a subprocess against ``broker``; :meth:`scrape` reads its /metrics."""
+
+    def __init__(self, broker: Broker, bundle_dir: Path, workdir: Path, max_assets: int = 1000,
+                 extra: tuple[str, ...] = (), client_id: str | None = None, wait_ready: bool = True,
+                 torch_threads: int = 0) -> None:
+        self.metrics_port = free_port()
+        env = dict(os.environ)
+        if torch_threads:
+            env["OMP_NUM_THREADS"] = str(torch_threads)  # torch's intra-op threads, read at import
+        exe = shutil.which("sensorguard")
+        cmd = [exe] if exe else [sys.executable, "-m", "service.cli"]
+        cmd += ["serve", "--model", str(bundle_dir), "--broker", broker.url, "--metrics-port", str(self.metrics_port),
+                "--client-id", client_id or f"bench-daemon-{time.monotonic_ns()}",
+                "--max-assets", str(max(1000, max_assets)), "--log-level", "WARNING", *extra]
+        self.log_path = workdir / "daemon.log"
+        self.log = self.log_path.open("a")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        self.url = f"http://127.0.0.1:{self.metrics_port}"
+        if not wait_ready:
+            self.watch = Watch(self.proc.pid)
+            return
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("daemon not ready after 60 s")
+        time.sleep(0.5)  # readyz turns on when SUBSCRIBE is sent; give the SUBACK a moment
+        self.watch = Watch(self.proc.pid)
+
+    def scrape(self) -> dict[str, object]:
+        """readings, rejected (sum over reasons), windows, and the latency histogram's buckets."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+        out: dict[str, object] = {"readings": 0.0, "rejected": 0.0, "windows": 0.0, "buckets": {}}
+        buckets: dict[float, float] = out["buckets"]  # type: ignore[assignment]
+        for line in text.splitlines():
+            if not line.startswith("sensorguard_"):
+                continue
+            name, _, value = line.rpartition(" ")
+            if name == "sensorguard_readings_total":
+                out["readings"] = float(value)
+            elif name.startswith("sensorguard_messages_rejected_total{"):
+                out["rejected"] = out["rejected"] + float(value)  # type: ignore[operator]
+            elif name == "sensorguard_windows_scored_total":
+                out["windows"] = float(value)
+            elif name.startswith("sensorguard_reading_to_score_seconds_bucket{"):
+                le = name.split('le="', 1)[1].split('"', 1)[0]
+                buckets[float(le)] = float(value)
+        return out
+
+    def stop(self) -> int | None:
+        self.watch.stop()
+        code = stop_process(self.proc, timeout=60)
+        self.log.close()
+        return code
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
+    """Prometheus' ``histogram_quantile`` on cumulative ``{le: count}`` (linear inside a bucket)."""
+    items = sorted(buckets.items())
+    if not items or items[-1][1] <= 0:
+        return float("nan")
+    rank = q * items[-1][1]
+    low, below = 0.0, 0.0
+    for le, count in items:
+        if count >= rank:
+            if le == float("inf"):
+                return low  # as Prometheus: the highest finite bound
+            return low + (le - low) * ((rank - below) / (count - below) if count > below else 1.0)
+        low, below = le, count
+    return low
+
+
+def bucket_delta(now: dict[float, float], before: dict[float, float]) -> dict[float, float]:
+    return {le: count - before.get(le, 0.0) for le, count in now.items()}
+
+
+def _count_subscriber(port: int, n: int, client_id: str, ready, results) -> None:
+    """A plain paho MQTT 5 subscriber, ``manual_ack`` and a persistent session like the daemon's, that
+    acknowledges and counts; ``n == 0``: only create the session (subscribe) and leave."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True)
+    done = threading.Event()
+    seen = [0]
+    connected = [0.0]
+
+    def on_message(c, userdata, message):
+        c.ack(message.mid, message.qos)
+        seen[0] += 1
+        if seen[0] == n:
+            results.put((connected[0], time.time()))
+            done.set()
+
+    def on_connect(c, *a):
+        connected[0] = time.time()
+        c.subscribe("sensors/#", options=SubscribeOptions(qos=1))
+
+    def on_subscribe(*a):
+        ready.put("sub")
+        if n == 0:
+            done.set()
+
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
+    client.on_connect = on_connect
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    client.connect("127.0.0.1", port, clean_start=False, properties=props)
+    client.loop_start()
+    done.wait(600)
+    client.disconnect()
+    client.loop_stop()
+
+
+# --- publishers ----------------------------------------------------------------------------------
+
+
+def build_messages(assets: list[str], per_asset: int, spm: int) -> list[tuple[str, bytes]]:
+    """``per_asset`` samples for each asset as messages of ``spm`` samples, round-robin over assets."""
+    out = []
+    for start in range(0, per_asset, spm):
+        for asset in assets:
+            samples = [sample(k, TS0 + k) for k in range(start, min(start + spm, per_asset))]
+            body = samples[0] if spm == 1 else {"samples": samples}
+            out.append((f"sensors/{asset}/readings", orjson.dumps(body)))
+    return out
+
+
+def _flood_publisher(port: int, assets: list[str], per_asset: int, spm: int, go, ready, results) -> None:
+    """Publish every message as fast as paho can (QoS 1, 1000 in flight); report send/ack times."""
+    import paho.mqtt.client as paho
+
+    messages = build_messages(assets, per_asset, spm)
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
+    client.max_inflight_messages_set(1000)  # message ids are 16 bits: keep far below 65535
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    ready.put(len(messages))
+    go.wait()
+    started = time.time()
+    infos = []
+    for i, (topic, body) in enumerate(messages):
+        if i >= 30_000:  # paho keys outstanding messages by their 16-bit id: never hold more than 30k
+            infos[i - 30_000].wait_for_publish(timeout=600)
+        infos.append(client.publish(topic, body, qos=1))
+    sent = time.time()
+    for info in infos:
+        info.wait_for_publish(timeout=600)
+    results.put((started, sent, time.time(), len(messages)))
+    client.loop_stop()
+    client.disconnect()
+
+
+def _paced_publisher(port: int, assets: list[str], rate: float, seconds: float, spm: int, spike_every: int,
+                     published, go, ready, results) -> None:
+    """Publish ``rate`` readings/s for ``seconds``, ``ts`` = the wall-clock send time; count in ``published``."""
+    import paho.mqtt.client as paho
+
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-paced-{os.getpid()}")
+    client.max_inflight_messages_set(1000)  # message ids are 16 bits: keep far below 65535
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    counts = dict.fromkeys(assets, 0)
+    last = dict.fromkeys(assets, 0.0)
+    per_s = rate / spm
+    total = int(per_s * seconds)
+    ready.put(total)
+    go.wait()
+    started = time.perf_counter()
+    i = late = failed = 0
+    while i < total:
+        now = time.perf_counter()
+        due = started + i / per_s
+        if now < due:
+            time.sleep(min(due - now, 0.001))
+            continue
+        late = max(late, now - due)
+        while i < total and started + i / per_s <= now:
+            asset = assets[i % len(assets)]
+            k, ts = counts[asset], max(time.time(), last[asset] + 1e-5)
+            samples = [sample(k + j, ts + j * 1e-5, spike_every) for j in range(spm)]
+            counts[asset], last[asset] = k + spm, ts + (spm - 1) * 1e-5
+            info = client.publish(f"sensors/{asset}/readings",
+                                  orjson.dumps(samples[0] if spm == 1 else {"samples": samples}), qos=1)
+            i += 1
+            if info.rc != 0:  # e.g. paho's 16-bit message ids all outstanding: not sent, not counted
+                failed += 1
+                continue
+            with published.get_lock():
+                published.value += spm
+    if failed:
+        print(f"paced publisher: {failed} of {i} publishes refused by paho (not counted)", flush=True)
+    results.put((time.perf_counter() - started, published.value, late))
+    time.sleep(1.0)
+    client.loop_stop()
+    client.disconnect()
+
+
+class StateProbe:
+    """Subscribes to ``sensorguard/state/#``; each message gives ``arrival - ts`` (publish-to-score)."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as paho
+
+        self.arrivals: list[tuple[float, bytes]] = []
+        subscribed = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-probe-{os.getpid()}")
+        self.client.on_message = lambda c, u, m: self.arrivals.append((time.time(), m.payload))
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe("sensorguard/state/#", qos=0)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        subscribed.wait(10)
+
+    def latencies(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
+        """Seconds from the completing reading's send time to the state's arrival, arrivals in [since, until)."""
+        out = []
+        for arrival, payload in list(self.arrivals):
+            if since <= arrival < until:
+                ts = datetime.fromisoformat(orjson.loads(payload)["ts"].replace("Z", "+00:00")).timestamp()
+                out.append(arrival - ts)
+        return np.array(out)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def start_processes(target, arg_sets: list[tuple]) -> tuple[list, object, object, object]:
+    """Start one process per argument tuple; wait until each is ready; return (procs, go, ready, results)."""
+    ctx = mp.get_context("fork")
+    go, ready, results = ctx.Event(), ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, go, ready, results), daemon=True) for args in arg_sets]
+    for proc in procs:
+        proc.start()
+    total = sum(ready.get(timeout=300) for _ in procs)
+    return procs, go, results, total
+
+
+# --- one throughput measurement --------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    receiver: str
+    assets: int
+    spm: int
+    readings: int
+    seconds: float
+    scored_seconds: float = float("nan")
+    publish_seconds: float = float("nan")
+    rss_mb: float = float("nan")
+    cpu_cores: float = float("nan")
+    busiest_thread: float = float("nan")
+    broker_cores: float = float("nan")
+    rejected: float = 0.0
+    p50: float = float("nan")
+    p99: float = float("nan")
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.readings / self.seconds
+
+
+def measure(receiver: str, assets: int, spm: int, readings: int, publishers: int, bundle_dir: Path,
+            workdir: Path, inflight: int = 0, mode: str = "live", torch_threads: int = 0) -> Result:
+    """Push ``readings`` through a fresh broker to ``receiver`` (daemon | mosquitto_sub | paho) and time it.
+
+    ``live``: the receiver is connected and the publishers push while it reads; the clock runs from the
+    first publish. ``drain``: the receiver's persistent session is created, everything is published and
+    queued at the broker with the receiver away, then the receiver connects and the clock runs from its
+    first reading (daemon, paho) or its start (mosquitto_sub): the receiver has the CPU to itself.
+    """
+    names = asset_names(assets)
+    per_asset = max(1, readings // assets)
+    per_asset = max(spm, per_asset // spm * spm)
+    readings = per_asset * assets
+    n_messages = assets * (per_asset // spm)
+    windows = assets * (1 + (per_asset - WINDOW) // HOP) if per_asset >= WINDOW else 0
+    publishers = max(1, min(publishers, assets))
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    broker = Broker(run_dir, inflight)
+    broker_watch = Watch(broker.proc.pid, interval=1.0)
+    client_id = f"bench-{receiver}-{time.monotonic_ns()}"
+    ctx = mp.get_context("fork")
+    daemon = sub = sub_watch = None
+    result = Result(receiver, assets, spm, readings, float("nan"))
+    shares = [names[i::publishers] for i in range(publishers)]
+    try:
+        def start_receiver(wait: bool):
+            nonlocal daemon, sub, sub_watch, sub_done
+            if receiver == "daemon":
+                daemon = DaemonProcess(broker, bundle_dir, run_dir, assets, client_id=client_id, wait_ready=wait,
+                                       torch_threads=torch_threads)
+            elif receiver == "mosquitto_sub":
+                sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t",
+                                        "sensors/#", "-C", str(n_messages), "-i", client_id, "-c"],
+                                       stdout=subprocess.DEVNULL)
+                sub_watch = Watch(sub.pid)
+                if wait:
+                    time.sleep(1.0)
+            else:
+                sub_ready, sub_done = ctx.Queue(), ctx.Queue()
+                sub = ctx.Process(target=_count_subscriber, args=(broker.port, n_messages, client_id, sub_ready,
+                                                                  sub_done), daemon=True)
+                sub.start()
+                sub_watch = Watch(sub.pid)
+                if wait:
+                    sub_ready.get(timeout=30)
+
+        sub_done = None
+        if mode == "drain":  # create the session, leave, publish everything, then come back
+            if receiver == "daemon":
+                DaemonProcess(broker, bundle_dir, run_dir, assets, client_id=client_id).stop()
+            elif receiver == "mosquitto_sub":
+                subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t",
+                                "sensors/#", "-i", client_id, "-c", "-E"], check=True, timeout=30)
+            else:
+                q1, q2 = ctx.Queue(), ctx.Queue()
+                p = ctx.Process(target=_count_subscriber, args=(broker.port, 0, client_id, q1, q2), daemon=True)
+                p.start()
+                p.join(timeout=30)
+        else:
+            start_receiver(True)
+        procs, go, results, total = start_processes(
+            _flood_publisher, [(broker.port, share, per_asset, spm) for share in shares])
+        assert total == n_messages, (total, n_messages)
+        broker_cpu0 = broker_watch.cpu()
+        go.set()
+        started = time.time()
+        if mode == "drain":
+            ends = [results.get(timeout=600) for _ in procs]
+            result.publish_seconds = max(e[2] for e in ends) - started
+            broker_cpu0 = broker_watch.cpu()
+            started = time.time()
+            start_receiver(False)
+        if daemon is not None:
+            cpu0 = daemon.watch.cpu()
+            first = accepted_at = None
+            m: dict = {}
+            deadline = started + 600
+            while time.time() < deadline:
+                try:
+                    m = daemon.scrape()
+                except OSError:
+                    time.sleep(0.02)
+                    continue
+                now = time.time()
+                got = m["readings"] + m["rejected"]
+                if first is None and (mode == "live" or got > 0):
+                    first = (now, 0.0 if mode == "live" else got, daemon.watch.cpu())
+                    started = now if mode == "drain" else started
+                if accepted_at is None and got >= readings:
+                    accepted_at = now
+                if accepted_at is not None and m["windows"] >= windows:
+                    break
+                time.sleep(0.02 if first is None else 0.1)
+            else:
+                result.notes.append(f"timed out: {m}")
+            result.readings = int(readings - first[1])
+            result.seconds = (accepted_at or now) - started
+            result.scored_seconds = now - started
+            cpu0 = first[2] if mode == "drain" else cpu0
+            result.cpu_cores = (daemon.watch.cpu() - cpu0) / (now - started)
+            threads = daemon.watch.threads()
+            result.busiest_thread = threads[0] / (now - started) if threads else float("nan")
+            result.rejected = float(m["rejected"])
+            result.p50 = histogram_quantile(0.5, m["buckets"])
+            result.p99 = histogram_quantile(0.99, m["buckets"])
+            result.rss_mb = daemon.watch.peak / 2**20
+        elif receiver == "mosquitto_sub":
+            while sub.poll() is None:  # sample CPU until it exits
+                cpu = sub_watch.cpu()
+                time.sleep(0.05)
+            now = time.time()
+            result.seconds = now - started
+            result.cpu_cores = (cpu - sub_watch.cpu0) / result.seconds
+        else:
+            connected, now = sub_done.get(timeout=600)
+            cpu = sub_watch.cpu()
+            if mode == "drain":
+                started = connected
+            result.seconds = now - started
+            result.cpu_cores = (cpu - sub_watch.cpu0) / result.seconds
+            sub.join(timeout=10)
+        result.broker_cores = (broker_watch.cpu() - broker_cpu0) / (now - started)
+        if mode == "live":
+            ends = [results.get(timeout=600) for _ in procs]
+            result.publish_seconds = max(e[2] for e in ends) - started
+        for proc in procs:
+            proc.join(timeout=30)
+        return result
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        if isinstance(sub, subprocess.Popen):
+            stop_process(sub)
+        elif sub is not None and sub.is_alive():
+            sub.terminate()
+        broker_watch.stop()
+        broker.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# --- latency at a paced rate ------------------------------------------------------------------------
+
+
+def measure_latency(assets: int, spm: int, rate: float, seconds: float, spike_every: int, bundle_dir: Path,
+                    workdir: Path, inflight: int = 0, warmup: float = 2.0, torch_threads: int = 0) -> dict:
+    """Paced ``rate`` readings/s for ``seconds``: the histogram (receive-to-score) and publish-to-score probes."""
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    broker = Broker(run_dir, inflight)
+    daemon = probe = None
+    try:
+        daemon = DaemonProcess(broker, bundle_dir, run_dir, assets, torch_threads=torch_threads)
+        probe = StateProbe(broker.port)
+        published = mp.get_context("fork").Value("q", 0)
+        procs, go, results, _ = start_processes(
+            _paced_publisher, [(broker.port, asset_names(assets), rate, seconds, spm, spike_every, published)])
+        cpu0 = daemon.watch.cpu()
+        go.set()
+        started = time.time()
+        while time.time() < started + warmup:
+            time.sleep(0.1)
+        before = daemon.scrape()["buckets"]
+        elapsed, sent, late = results.get(timeout=seconds + 120)
+        ended = time.time()
+        deadline = ended + 60
+        while time.time() < deadline:
+            m = daemon.scrape()
+            if m["readings"] + m["rejected"] >= sent:
+                break
+            time.sleep(0.1)
+        drained = time.time()
+        time.sleep(0.5)
+        m = daemon.scrape()
+        cores = (daemon.watch.cpu() - cpu0) / (drained - started)
+        buckets = bucket_delta(m["buckets"], before)
+        lat = probe.latencies(since=started + warmup)
+        for proc in procs:
+            proc.join(timeout=10)
+        return {
+            "assets": assets, "spm": spm, "rate": rate, "achieved": sent / elapsed, "late_s": late,
+            "sent": sent, "accepted": m["readings"], "rejected": m["rejected"], "drain_s": drained - ended,
+            "hist_p50": histogram_quantile(0.5, buckets), "hist_p99": histogram_quantile(0.99, buckets),
+            "windows": buckets.get(float("inf"), 0.0),
+            "probes": len(lat), "p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+            "max": float(lat.max()) if len(lat) else float("nan"), "rss_mb": daemon.watch.peak / 2**20,
+            "cpu_cores": cores,
+        }
+    finally:
+        if probe is not None:
+            probe.close()
+        if daemon is not None:
+            daemon.stop()
+        broker.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# --- main ----------------------------------------------------------------------------------------------
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+HEADER = (f"{'receiver':>13} {'assets':>6} {'spm':>3} {'readings':>8} {'msgs/s':>8} {'readings/s':>10} {'% C':>5} "
+          f"{'% py':>5} {'scored/s':>9} {'pub_s':>6} {'rss_MB':>6} {'cores':>5} {'thread':>6} {'broker':>6} "
+          f"{'rej':>4} {'p50_ms':>6} {'p99_ms':>6}")
+
+
+def row(r: Result, ceiling_c: float, ceiling_py: float) -> str:
+    scored = r.readings / r.scored_seconds if r.scored_seconds == r.scored_seconds else float("nan")
+    line = (f"{r.receiver:>13} {r.assets:>6} {r.spm:>3} {r.readings:>8} {r.rate / r.spm:>8.0f} {r.rate:>10.0f} "
+            f"{100 * r.rate / ceiling_c:>5.0f} {100 * r.rate / ceiling_py:>5.0f} {scored:>9.0f} "
+            f"{r.publish_seconds:>6.2f} {r.rss_mb:>6.0f} {r.cpu_cores:>5.2f} {r.busiest_thread:>6.2f} "
+            f"{r.broker_cores:>6.2f} {r.rejected:>4.0f} {1000 * r.p50:>6.1f} {1000 * r.p99:>6.1f}")
+    return (line + ("  " + "; ".join(r.notes) if r.notes else "")).replace(" nan", "   -")
+
+
+def throughput_table(mode: str, args, assets_list: list[int], bundle_dir: Path, workdir: Path) -> None:
+    single_n = 30_000 if args.quick else 100_000
+    batch_n = 200_000 if args.quick else 1_000_000
+    print(f"\nthroughput, {mode}: " + (
+        "readings/s from the first publish until all are accepted (daemon) / received (ceilings)" if mode == "live"
+        else "everything queued at the broker first; readings/s from the receiver's first reading to its last"))
+    print(HEADER)
+    for spm in (1, args.samples_per_message):
+        for assets in assets_list:
+            n = single_n if spm == 1 else batch_n
+            pubs = 1 if assets == 1 else args.publishers
+            got: dict[str, Result] = {}
+            for receiver in ("mosquitto_sub", "paho", "daemon"):
+                got[receiver] = measure(receiver, assets, spm, n, pubs, bundle_dir, workdir, args.inflight, mode)
+                print(row(got[receiver], got["mosquitto_sub"].rate, got.get("paho", got["mosquitto_sub"]).rate),
+                      flush=True)
+            if args.torch_threads and assets == args.compare_assets:
+                r = measure("daemon", assets, spm, n, pubs, bundle_dir, workdir, args.inflight, mode,
+                            torch_threads=args.torch_threads)
+                r.receiver = f"daemon omp={args.torch_threads}"
+                print(row(r, got["mosquitto_sub"].rate, got["paho"].rate), flush=True)
+            if args.compare_inflight and assets == args.compare_assets and spm == 1:
+                r = measure("daemon", assets, spm, n, pubs, bundle_dir, workdir, args.compare_inflight, mode)
+                r.receiver = f"daemon infl={args.compare_inflight}"
+                print(row(r, got["mosquitto_sub"].rate, got["paho"].rate), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer readings and a shorter latency run")
+    parser.add_argument("--assets", default="1,100,1000", help="asset counts to run (comma separated)")
+    parser.add_argument("--modes", default="live,drain", help="throughput modes: live, drain (see measure)")
+    parser.add_argument("--samples-per-message", type=int, default=50, help="samples per batched message")
+    parser.add_argument("--publishers", type=int, default=2, help="publisher processes (1 for a single asset)")
+    parser.add_argument("--inflight", type=int, default=0, help="Mosquitto max_inflight_messages (0 = no limit)")
+    parser.add_argument("--compare-assets", type=int, default=100, help="asset count of the comparison rows below")
+    parser.add_argument("--compare-inflight", type=int, default=20,
+                        help="also run the daemon with single readings at this broker inflight limit (0 = skip)")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="also run the daemon with OMP_NUM_THREADS set to this (torch intra-op threads; 0 = skip)")
+    parser.add_argument("--latency-rate", type=float, default=10_000, help="readings/s for the latency runs")
+    parser.add_argument("--latency-assets", type=int, default=100)
+    parser.add_argument("--latency-spm", default="1,10", help="samples per message of the latency runs")
+    parser.add_argument("--latency-seconds", type=float, default=None)
+    parser.add_argument("--spike-every", type=int, default=64, help="samples between spikes in the latency run")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args(argv)
+    latency_s = args.latency_seconds or (8.0 if args.quick else 20.0)
+    assets_list = [int(a) for a in args.assets.split(",")]
+
+    print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, {load()}")
+    print(f"mosquitto {subprocess.run([mosquitto_binary(), '-h'], capture_output=True, text=True).stdout.split()[2]}"
+          f", max_inflight_messages {args.inflight}, persistence off")
+    workdir = Path(tempfile.mkdtemp(prefix="sensorguard-bench-"))
+    try:
+        bundle_dir = make_bundle_dir(workdir)
+        print(f"bundle: untrained, 8 channels, window {WINDOW}, hop {HOP}")
+        if not args.skip_throughput:
+            for mode in args.modes.split(","):
+                throughput_table(mode, args, assets_list, bundle_dir, workdir)
+                print(load())
+        if not args.skip_latency:
+            runs = [(int(x), 0) for x in args.latency_spm.split(",")]
+            if args.torch_threads:
+                runs.insert(1, (runs[0][0], args.torch_threads))
+            for spm, threads in runs:
+                res = measure_latency(args.latency_assets, spm, args.latency_rate, latency_s, args.spike_every,
+                                      bundle_dir, workdir, args.inflight, torch_threads=threads)
+                daemon = f"daemon with OMP_NUM_THREADS={threads}" if threads else "daemon as shipped"
+                print(f"\n{daemon}: latency at {res['rate']:.0f} readings/s paced ({res['achieved']:.0f} achieved, "
+                      f"worst pacing lag {1000 * res['late_s']:.1f} ms), {res['assets']} assets, "
+                      f"{spm} reading(s) per message, {latency_s:.0f} s (first 2 s left out)")
+                print(f"  sent {res['sent']}, accepted {res['accepted']:.0f}, rejected {res['rejected']:.0f}, "
+                      f"drained {res['drain_s']:.2f} s after the last publish; daemon {res['cpu_cores']:.2f} cores, "
+                      f"peak RSS {res['rss_mb']:.0f} MB")
+                print(f"  receive-to-score (daemon histogram, {res['windows']:.0f} windows): "
+                      f"p50 {1000 * res['hist_p50']:.1f} ms, p99 {1000 * res['hist_p99']:.1f} ms (interpolated)")
+                print(f"  publish-to-score (state messages, {res['probes']} probes): p50 {1000 * res['p50']:.1f} ms, "
+                      f"p99 {1000 * res['p99']:.1f} ms, max {1000 * res['max']:.1f} ms", flush=True)
+            print(f"\n{load()}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
