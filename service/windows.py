@@ -47,7 +47,7 @@ class DueWindow(NamedTuple):
 class _Asset:
     """Mutable state of one asset's buffer (private; only :class:`Buffers` touches it)."""
 
-    __slots__ = ("buf", "pos", "count", "last_ts", "last", "fills", "filling", "seen")
+    __slots__ = ("buf", "pos", "count", "last_ts", "last", "fills", "filling", "seen", "times", "tpos")
 
     def __init__(self, window: int, n_channels: int) -> None:
         self.buf = np.empty((2 * window, n_channels), dtype=np.float64)
@@ -58,6 +58,11 @@ class _Asset:
         self.fills = [0] * n_channels  # forward fills in a row, per channel
         self.filling = False  # any fills[i] > 0, so the common path can skip resetting them
         self.seen = 0.0
+        self.times = np.full(SEEN_TIMES, np.nan)  # recent accepted timestamps: tells a redelivery from disorder
+        self.tpos = 0
+
+
+SEEN_TIMES = 1024  # a QoS 1 redelivery after a reconnect repeats at most the in-flight messages
 
 
 class Buffers:
@@ -110,8 +115,8 @@ class Buffers:
                 return "too_many_assets"
         else:
             last_ts = state.last_ts
-            if ts <= last_ts:
-                return "duplicate_ts" if ts == last_ts else "out_of_order"
+            if ts <= last_ts:  # seen before (a redelivery) or really older than what came already
+                return "duplicate_ts" if ts == last_ts or (state.times == ts).any() else "out_of_order"
             gap = self.max_gap_s is not None and ts - last_ts > self.max_gap_s
         row: list[float] | None = None
         if len(values) == len(self.channels):
@@ -167,6 +172,8 @@ class Buffers:
         state.pos = pos + 1 if pos + 1 < window else 0
         state.count += 1
         state.last_ts = ts
+        state.times[state.tpos] = ts
+        state.tpos = state.tpos + 1 if state.tpos + 1 < SEEN_TIMES else 0
         state.last = row
         state.seen = received
         since_full = state.count - window

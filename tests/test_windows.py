@@ -208,3 +208,12 @@ def test_bad_arguments(kwargs: dict) -> None:
     args = {"channels": CH, "window": 3, "hop": 1} | kwargs
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         Buffers(**args)
+
+
+def test_redelivered_older_samples_are_duplicates_not_disorder() -> None:
+    # after a reconnect a QoS 1 broker resends unacknowledged messages behind newer ones
+    bufs = Buffers(CH, window=2, hop=1)
+    feed(bufs, "p", [1, 2, 3, 4, 5])
+    assert bufs.add("p", 3.0, row(9), 1.0) == "duplicate_ts"
+    assert bufs.add("p", 3.5, row(9), 1.0) == "out_of_order"
+    assert bufs.add("p", 1.0, row(9), 1.0) == "duplicate_ts"
