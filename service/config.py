@@ -78,6 +78,7 @@ class Settings:
     hop: int | None = None
     batch_max: int = 4096
     batch_wait_ms: int = 20
+    scoring_threads: int = 1
     raise_after: int = 3
     clear_after: int = 5
     clear_level: float = 0.8
@@ -334,6 +335,7 @@ def _validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> l
         "fill_limit": 0,
         "batch_max": 1,
         "batch_wait_ms": 0,
+        "scoring_threads": 1,
         "raise_after": 1,
         "clear_after": 1,
     }

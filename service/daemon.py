@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 1.0  # how often silent assets are looked for and gauges refreshed
 REJECT_LOG_INTERVAL_S = 10.0
 PUBLISH_TIMEOUT_S = 5.0
+BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which the network thread waits
 
 
 @dataclass(frozen=True)
@@ -435,6 +436,10 @@ class Daemon:
             rows: list[tuple[float, list[float]]] = []
             with self._cond:
                 buffers = self.buffers
+                # Backpressure: while the scorer is this far behind, stop reading; unread messages stay
+                # with the broker (bounded memory under overload instead of an ever-growing queue).
+                while buffers.pending() >= BACKLOG_BATCHES * s.batch_max and not self._stopping:
+                    self._cond.wait(0.05)
                 before = buffers.pending()
                 for sample in parsed.samples:
                     reason = buffers.add(parsed.asset, sample.ts, sample.values, received)

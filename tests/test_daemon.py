@@ -145,3 +145,20 @@ def test_json_log_lines_carry_extras():
 @pytest.mark.parametrize("ts, text", [(0.0, "1970-01-01T00:00:00.000Z"), (T0 + 0.25, "2026-01-01T00:00:00.250Z")])
 def test_iso_timestamps(ts, text):
     assert iso(ts) == text
+
+
+def test_network_thread_waits_while_the_scorer_is_far_behind(tiny_bundle):
+    import threading
+
+    daemon, client = make(tiny_bundle, batch_max=1)  # backlog limit: BACKLOG_BATCHES windows
+    for i in range(22):  # window 16, hop 2: windows due after samples 16, 18, 20, 22
+        daemon._on_message(client, None, message("pump-1", T0 + i, mid=i + 1))
+    assert daemon.buffers.pending() == 4
+    late = threading.Thread(target=daemon._on_message, args=(client, None, message("pump-1", T0 + 22, mid=99)))
+    late.start()
+    late.join(0.3)
+    assert late.is_alive() and client.acks[-1][0] == 22  # held back, not acknowledged: the broker keeps it
+    with daemon._cond:
+        daemon.buffers.drain()  # what the scoring worker does
+    late.join(2.0)
+    assert not late.is_alive() and client.acks[-1][0] == 99
