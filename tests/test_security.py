@@ -17,7 +17,6 @@ import ipaddress
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +28,7 @@ import pytest
 
 from service.config import Settings, load_settings
 from service.daemon import Daemon, load_model
-from tests.mosquitto import Mosquitto, Publisher, free_port, http_status, metric, scrape, wait_for
+from tests.mosquitto import Mosquitto, Publisher, free_port, http_status, metric, need_program, scrape, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55-XYZZY"
@@ -220,9 +219,7 @@ def test_host_name_check_is_on_unless_tls_insecure_is_explicit(tls_broker, daemo
 
 @pytest.fixture
 def auth_broker(tmp_path):
-    mosquitto_passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    if not os.access(mosquitto_passwd, os.X_OK):
-        pytest.skip("mosquitto_passwd not found")
+    mosquitto_passwd = need_program("mosquitto_passwd", "/usr/bin/mosquitto_passwd", package="mosquitto")
     passwords = tmp_path / "passwd"
     for user, password in (("sensorguard", SECRET), ("publisher", "pub-pass")):
         subprocess.run([mosquitto_passwd, "-b", *(["-c"] if user == "sensorguard" else []), str(passwords), user,
