@@ -210,3 +210,22 @@ def http_status(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as err:
         return err.code
+
+
+def start_daemon(flags: dict, ready_timeout: float = 20.0):
+    """An in-process ``Daemon`` built from serve ``flags``, started and ready; returns (daemon, metrics url)."""
+    from service.config import load_settings
+    from service.daemon import Daemon, load_model
+
+    settings = load_settings(flags, {})
+    daemon = Daemon(settings, load_model(settings))
+    daemon.start()
+    host, port = daemon.metrics_address
+    url = f"http://{host}:{port}"
+    try:
+        wait_for(lambda: http_status(f"{url}/readyz") == 200, ready_timeout, "/readyz")
+    except BaseException:  # pytest.fail raises a BaseException: never leave the daemon running
+        daemon.stop()
+        raise
+    return daemon, url
+

@@ -25,10 +25,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.config import load_settings
-from service.daemon import Daemon, load_model
+from service.daemon import Daemon
 from tests.conftest import plant_frame
-from tests.mosquitto import Mosquitto, Publisher, free_port, http_status, metric, scrape, wait_for
+from tests.mosquitto import Mosquitto, Publisher, free_port, http_status, metric, scrape, start_daemon, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,13 +67,8 @@ def daemon_on(trained_dir):
     def start(broker: str, **overrides) -> str:
         flags = {"model": str(trained_dir), "broker": broker, "metrics_port": 0,
                  "client_id": f"sg-faults-{free_port()}", **overrides}
-        settings = load_settings(flags, {})
-        daemon = Daemon(settings, load_model(settings))
-        daemon.start()
+        daemon, url = start_daemon(flags)
         started.append(daemon)
-        host, port = daemon.metrics_address
-        url = f"http://{host}:{port}"
-        wait_for(lambda: http_status(f"{url}/readyz") == 200, 20, "/readyz")
         return url
 
     yield start

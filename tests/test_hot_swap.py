@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 
 from service.bundle import publish, save_bundle, set_current
-from service.config import load_settings
-from service.daemon import Daemon, load_model
+from service.daemon import Daemon
 from tests.conftest import plant_frame
-from tests.mosquitto import Collector, Publisher, free_port, http_status, metric, scrape, wait_for
+from tests.mosquitto import Collector, Publisher, free_port, http_status, metric, scrape, start_daemon, wait_for
 from tests.test_daemon_integration import CHANNELS, epoch, expected_windows
 
 pytestmark = pytest.mark.integration
@@ -48,13 +47,8 @@ def daemons():
 
 def start(daemons, mosquitto, **flags) -> tuple[Daemon, str]:
     flags = {"broker": mosquitto.url, "metrics_port": 0, "client_id": f"sg-swap-{mosquitto.port}", **flags}
-    settings = load_settings(flags, {})
-    daemon = Daemon(settings, load_model(settings))
-    daemon.start()
+    daemon, url = start_daemon(flags, ready_timeout=15)
     daemons.append(daemon)
-    host, port = daemon.metrics_address
-    url = f"http://{host}:{port}"
-    wait_for(lambda: http_status(f"{url}/readyz") == 200, 15, "/readyz")
     return daemon, url
 
 
