@@ -39,6 +39,12 @@ def need_mosquitto() -> str:
     return need_program("mosquitto", "/usr/sbin/mosquitto", package="mosquitto mosquitto-clients")
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``sensorguard`` subprocess: no stray SENSORGUARD_* settings from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
+    return {**env, **extra}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

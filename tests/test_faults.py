@@ -12,7 +12,6 @@ No fixed sleeps: every wait polls with a timeout.
 from __future__ import annotations
 
 import json
-import os
 import select
 import signal
 import socket
@@ -27,7 +26,17 @@ import pytest
 
 from service.daemon import Daemon
 from tests.conftest import plant_frame
-from tests.mosquitto import Mosquitto, Publisher, free_port, http_status, metric, scrape, start_daemon, wait_for
+from tests.mosquitto import (
+    Mosquitto,
+    Publisher,
+    clean_env,
+    free_port,
+    http_status,
+    metric,
+    scrape,
+    start_daemon,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +61,6 @@ def accounted(url: str, published: int) -> dict[str, float]:
     extra = rejected(url)
     assert set(extra) <= {"duplicate_ts"}, f"readings rejected for other reasons than a redelivery: {extra}"
     return extra
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
-    return {**env, **extra}
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ once, by the model that held the lock when its batch ran. No fixed sleeps: waits
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,17 @@ import pytest
 from service.bundle import publish, save_bundle, set_current
 from service.daemon import Daemon
 from tests.conftest import plant_frame
-from tests.mosquitto import Collector, Publisher, free_port, http_status, metric, scrape, start_daemon, wait_for
+from tests.mosquitto import (
+    Collector,
+    Publisher,
+    clean_env,
+    free_port,
+    http_status,
+    metric,
+    scrape,
+    start_daemon,
+    wait_for,
+)
 from tests.test_daemon_integration import CHANNELS, epoch, expected_windows
 
 pytestmark = pytest.mark.integration
@@ -215,11 +224,6 @@ def test_window_change_is_refused(daemons, mosquitto, registry, tiny_bundle):
     wait_for(lambda: value(url, "sensorguard_model_reload_failures_total") == 1, 10, "refused")
     assert model_infos(url) == {"v0001": 1.0}
     assert daemon.bundle.version == "v0001"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
-    return {**env, **extra}
 
 
 @pytest.mark.parametrize("mode", ["registry", "model"])

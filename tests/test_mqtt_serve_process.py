@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,15 +12,10 @@ import pandas as pd
 import pytest
 
 from tests.conftest import plant_frame
-from tests.mosquitto import Collector, Publisher, free_port, http_status, metric, wait_for
+from tests.mosquitto import Collector, Publisher, clean_env, free_port, http_status, metric, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ["c0", "c1", "c2"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
-    return {**env, **extra}
 
 
 def test_serve_imports_neither_lightning_nor_pandas():

@@ -28,15 +28,20 @@ import pytest
 
 from service.config import Settings, load_settings
 from service.daemon import Daemon, load_model
-from tests.mosquitto import Mosquitto, Publisher, free_port, http_status, metric, need_program, scrape, wait_for
+from tests.mosquitto import (
+    Mosquitto,
+    Publisher,
+    clean_env,
+    free_port,
+    http_status,
+    metric,
+    need_program,
+    scrape,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55-XYZZY"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
-    return {**env, **extra}
 
 
 @pytest.fixture
