@@ -1,0 +1,297 @@
+"""The detectors of the detection benchmark: sensorguard itself and the baselines it must beat.
+
+Why baselines: an autoencoder only earns its complexity if it beats cheap detectors on the same
+rows. Every detector is fit on normal data only and is causal: the decision for a row uses that
+row and earlier ones (a window ends at its row). Each returns a per-row score normalized so that
+1.0 is its own limit (NaN where it has no decision yet, e.g. before the first full window).
+
+Window detectors (``sensorguard``, ``iforest``/``pca`` on flattened windows, ``naive``) share the
+bundle's split, scaler, window and threshold method: their limits come from the bundle's
+calibration block through ``pick_threshold``, and their alert machine steps every ``hop`` rows,
+where the daemon would. Per-sample detectors (``pca_t2q``, ``pca_t2_f`` and the per-sample
+IsolationForest, ``iforest`` in the TEP section) follow the classic process-monitoring recipe:
+StandardScaler on all training rows, limits from the training statistics themselves (99th
+percentile, or the F distribution for ``pca_t2_f``), and their alert machine steps every row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import stats
+from sklearn.decomposition import PCA
+from sklearn.ensemble import IsolationForest
+from sklearn.preprocessing import StandardScaler
+
+from service.alerts import AlertRules, alert_series, hop_mask
+from service.bundle import Bundle
+from service.scorer import Scorer
+from training.calibrate import pick_threshold
+from training.data import SensorData, split_by_time
+from training.train import TrainOptions, TrainSummary, train_bundle
+
+LIMIT_LEVEL = 0.99  # the classic monitoring limit: 1 % of normal samples beyond it
+VARIANCE_KEPT = 0.90  # PCA keeps the fewest components explaining this share of training variance
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained detector. ``score(test)`` gives one score per row, 1.0 = its own limit.
+
+    window, hop: where its alert machine steps (``hop_mask``); 1, 1 means every row.
+    promised_per_day: the limit exceedances per day its own calibration predicts on normal data
+    (for sensorguard the bundle's promise), None when the sample period is unknown.
+    """
+
+    name: str
+    window: int
+    hop: int
+    score: Callable[[SensorData], np.ndarray]
+    promised_per_day: float | None
+    train_s: float
+    info: str = ""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detector on one test series: score, per-row decision (score >= 1) and alert state."""
+
+    name: str
+    score: np.ndarray
+    decision: np.ndarray
+    alert: np.ndarray
+    promised_per_day: float | None
+    train_s: float
+
+
+def detect(fitted: Fitted, test: SensorData, rules: AlertRules = AlertRules()) -> Detection:
+    """Score ``test``; rows without a score are neither decided anomalous nor alerted."""
+    score = np.asarray(fitted.score(test), dtype=np.float64)
+    decision = np.where(np.isnan(score), False, score >= 1.0)
+    alert = alert_series(score, hop_mask(test.segments, fitted.window, fitted.hop), test.times, rules)
+    return Detection(fitted.name, score, decision, alert.astype(bool), fitted.promised_per_day, fitted.train_s)
+
+
+def bases(det: Detection) -> list[tuple[str, np.ndarray]]:
+    """The 0/1 series an operator view reports: sensorguard's alert state first, then its raw
+    ``anomaly`` (score >= 1); for a baseline its per-row decision first, then its alert state."""
+    if det.name == "sensorguard":
+        return [("alert", det.alert), ("anomaly", det.decision)]
+    return [("decision", det.decision), ("alert", det.alert)]
+
+
+def promised_per_day(bundle: Bundle) -> float | None:
+    """False alerts per day the bundle promises: the alerts record when present, else exceedances."""
+    cal = bundle.calibration
+    return (cal.get("alerts") or {}).get("promised_per_day", cal.get("expected_false_alarms_per_day"))
+
+
+def fit_sensorguard(train: SensorData, options: TrainOptions) -> tuple[Fitted, Bundle, TrainSummary]:
+    """``train_bundle`` with the given options, scored exactly as ``sensorguard score`` does."""
+    started = time.perf_counter()
+    bundle, summary = train_bundle(train, options)
+    seconds = time.perf_counter() - started
+    scorer = Scorer(bundle, device=options.device)
+
+    def score(test: SensorData) -> np.ndarray:
+        return scorer.score_series(test.values, test.segments).score
+
+    info = f"window {bundle.window}, hop {bundle.hop}, latent {bundle.config.latent}"
+    fitted = Fitted("sensorguard", bundle.window, bundle.hop, score, promised_per_day(bundle), seconds, info)
+    return fitted, bundle, summary
+
+
+# --- window detectors, calibrated like the bundle ------------------------------------------------
+
+
+def windows_of(std: np.ndarray, segments: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, C, window)`` windows inside segments and the row each ends at (as ``score_series``)."""
+    pieces, ends = [], []
+    starts = np.concatenate([[0], np.flatnonzero(segments[1:] != segments[:-1]) + 1])
+    stops = np.concatenate([starts[1:], [len(segments)]])
+    for a, b in zip(starts, stops, strict=True):
+        if b - a >= window:
+            pieces.append(sliding_window_view(std[a:b], window, axis=0))
+            ends.append(np.arange(a + window - 1, b))
+    if not pieces:
+        return np.empty((0, std.shape[1], window), np.float32), np.empty(0, np.int64)
+    return np.concatenate(pieces).astype(np.float32), np.concatenate(ends)
+
+
+def naive_errors(windows: np.ndarray) -> np.ndarray:
+    """Each window "reconstructed" by its own per-channel mean: the mean squared deviation from it.
+
+    This is what an autoencoder that learned nothing but the level would score; a model that does
+    not beat it has not learned the plant's dynamics.
+    """
+    return windows.var(axis=2).mean(axis=1)
+
+
+def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptions) -> Fitted:
+    """``iforest``, ``pca`` (as many components as the bottleneck) or ``naive`` on the bundle's windows.
+
+    Fit on the bundle's training block, threshold from its calibration block with the bundle's
+    method and rate, in the bundle's standardized units: the same footing as the autoencoder.
+    """
+    started = time.perf_counter()
+    window, hop = bundle.window, bundle.hop
+    splits = split_by_time(train, options.split)
+
+    def std(values: np.ndarray) -> np.ndarray:
+        return ((values - bundle.center_) / bundle.scale_).astype(np.float32)
+
+    if kind == "naive":
+        errors = naive_errors
+    else:
+        train_w, _ = windows_of(std(splits.train.values), splits.train.segments, window)
+        errors = _window_model(kind, train_w, bundle.config.latent, options.seed)
+    cal_w, _ = windows_of(std(splits.calibration.values), splits.calibration.segments, window)
+    per_day = 86400.0 / (bundle.sample_period * hop) if bundle.sample_period else None
+    method, rate = calibration_rule(bundle, options)
+    threshold, record = pick_threshold(errors(cal_w), method, rate, per_day)
+
+    def score(test: SensorData) -> np.ndarray:
+        out = np.full(len(test), np.nan)
+        test_w, rows = windows_of(std(test.values), test.segments, window)
+        if len(test_w):
+            out[rows] = errors(test_w) / threshold
+        return out
+
+    seconds = time.perf_counter() - started
+    info = f"window {window}, threshold {record['method']} from {record['windows']} calibration windows"
+    if kind != "iforest":  # a reconstruction error: comparable with sensorguard's validation loss
+        val_w, _ = windows_of(std(splits.validation.values), splits.validation.segments, window)
+        info += f", validation error {float(np.mean(errors(val_w))):.4g}" if len(val_w) else ""
+    return Fitted(kind, window, hop, score, record["expected_false_alarms_per_day"], seconds, info)
+
+
+def calibration_rule(bundle: Bundle, options: TrainOptions) -> tuple[str, float]:
+    """The threshold method and window exceedance rate the bundle was calibrated with.
+
+    Read from its calibration record first, so the baselines follow the bundle even when the rate
+    is derived (e.g. from a promised number of alerts per day) rather than given in the options.
+    """
+    cal = bundle.calibration
+    method = cal.get("requested_method") or cal.get("method") or options.threshold_method
+    rate = cal.get("false_alarm_rate") or options.false_alarm_rate or 1e-3
+    return str(method), float(rate)
+
+
+def _window_model(kind: str, train_w: np.ndarray, components: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit a sklearn model on flattened windows; return its error function (higher = more anomalous)."""
+    flat = train_w.reshape(len(train_w), -1)
+    if kind == "iforest":
+        forest = IsolationForest(n_estimators=100, random_state=seed, n_jobs=1).fit(flat)
+        return lambda w: -forest.score_samples(w.reshape(len(w), -1))
+    if kind == "pca":
+        pca = PCA(n_components=components, random_state=seed).fit(flat)
+
+        def recon_error(w: np.ndarray) -> np.ndarray:
+            x = w.reshape(len(w), -1)
+            return np.mean((pca.inverse_transform(pca.transform(x)) - x) ** 2, axis=1)
+
+        return recon_error
+    raise ValueError(f"unknown window detector {kind!r}")
+
+
+# --- per-sample process-monitoring detectors -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PcaMonitor:
+    """PCA on standardized samples: Hotelling T^2 in the kept subspace, Q (SPE) in the residual."""
+
+    scaler: StandardScaler
+    mean_: np.ndarray
+    loadings_: np.ndarray  # (C, a)
+    eigen_: np.ndarray  # (a,) variances of the kept components
+    n_train: int
+
+    @property
+    def components(self) -> int:
+        return len(self.eigen_)
+
+    def statistics(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = self.scaler.transform(values) - self.mean_
+        t = x @ self.loadings_
+        t2 = np.sum(t**2 / self.eigen_, axis=1)
+        q = np.sum((x - t @ self.loadings_.T) ** 2, axis=1)
+        return t2, q
+
+    def t2_f_limit(self, level: float = LIMIT_LEVEL) -> float:
+        """T2_lim = a(n-1)(n+1) / (n(n-a)) F_{a,n-a}(level), the textbook limit for new samples."""
+        a, n = self.components, self.n_train
+        return a * (n - 1) * (n + 1) / (n * (n - a)) * float(stats.f.ppf(level, a, n - a))
+
+
+def fit_pca_monitor(values: np.ndarray, variance: float = VARIANCE_KEPT) -> PcaMonitor:
+    scaler = StandardScaler().fit(values)
+    pca = PCA().fit(scaler.transform(values))
+    a = int(np.searchsorted(np.cumsum(pca.explained_variance_ratio_), variance) + 1)
+    a = min(a, len(pca.explained_variance_))
+    return PcaMonitor(scaler, pca.mean_, pca.components_[:a].T, pca.explained_variance_[:a], len(values))
+
+
+def fit_pca_t2q(train: SensorData) -> Fitted:
+    """Alarm when T^2 or Q exceeds the 99th percentile of its training values (score = the larger ratio)."""
+    started = time.perf_counter()
+    monitor = fit_pca_monitor(train.values)
+    t2_train, q_train = monitor.statistics(train.values)
+    t2_lim = float(np.quantile(t2_train, LIMIT_LEVEL))
+    q_lim = float(np.quantile(q_train, LIMIT_LEVEL))
+    q_lim = q_lim if q_lim > 1e-12 else np.inf  # all variance kept (one channel): Q is identically 0
+
+    def score(test: SensorData) -> np.ndarray:
+        return _rowwise(test.values, lambda v: np.maximum(*_ratios(monitor.statistics(v), (t2_lim, q_lim))))
+
+    info = f"{monitor.components} of {len(train.channels)} components, T2 lim {t2_lim:.4g}, Q lim {q_lim:.4g}"
+    return Fitted("pca_t2q", 1, 1, score, _promise(train), time.perf_counter() - started, info)
+
+
+def fit_pca_t2_f(train: SensorData) -> Fitted:
+    """Hotelling T^2 alone against the F-distribution limit at 99 % (same components as pca_t2q)."""
+    started = time.perf_counter()
+    monitor = fit_pca_monitor(train.values)
+    t2_lim = monitor.t2_f_limit()
+
+    def score(test: SensorData) -> np.ndarray:
+        return _rowwise(test.values, lambda v: monitor.statistics(v)[0] / t2_lim)
+
+    info = f"{monitor.components} components, n {monitor.n_train}, T2 lim (F, 99 %) {t2_lim:.4g}"
+    return Fitted("pca_t2_f", 1, 1, score, _promise(train), time.perf_counter() - started, info)
+
+
+def fit_iforest_rows(train: SensorData, seed: int, name: str = "iforest_row") -> Fitted:
+    """IsolationForest on single standardized samples, limit at the 99th percentile of training scores."""
+    started = time.perf_counter()
+    scaler = StandardScaler().fit(train.values)
+    forest = IsolationForest(n_estimators=100, random_state=seed, n_jobs=1).fit(scaler.transform(train.values))
+    limit = float(np.quantile(-forest.score_samples(scaler.transform(train.values)), LIMIT_LEVEL))
+
+    def score(test: SensorData) -> np.ndarray:
+        return _rowwise(test.values, lambda v: -forest.score_samples(scaler.transform(v)) / limit)
+
+    info = f"per sample, 100 trees, random_state {seed}, limit {limit:.4g}"
+    return Fitted(name, 1, 1, score, _promise(train), time.perf_counter() - started, info)
+
+
+def _ratios(statistics: tuple[np.ndarray, ...], limits: tuple[float, ...]) -> list[np.ndarray]:
+    return [s / lim for s, lim in zip(statistics, limits, strict=True)]
+
+
+def _rowwise(values: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``fn`` on the complete rows only; a row with a missing value gets no score (NaN)."""
+    out = np.full(len(values), np.nan)
+    ok = np.isfinite(values).all(axis=1)
+    if ok.any():
+        out[ok] = fn(values[ok])
+    return out
+
+
+def _promise(train: SensorData) -> float | None:
+    """A 99 % limit on single samples promises 1 % of normal samples beyond it: this many per day."""
+    return (1 - LIMIT_LEVEL) * 86400.0 / train.sample_period if train.sample_period else None

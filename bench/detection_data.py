@@ -1,0 +1,182 @@
+"""The data sets of the detection benchmark, as (normal training series, labeled test series) pairs.
+
+Why a module of its own: where the data live and how each set is labeled is the part a reader must
+trust before any number means anything, so it sits apart from the detectors and the tables.
+
+- simulated: ``training.simulate`` (8 channels); a large and a small (400 rows) training run.
+- NAB: real univariate files; trained on the first normal part of each file, tested on the rest.
+- TEP: the Tennessee Eastman process (Braatz set), trained on ``d00.dat`` only (see SOURCE.md).
+
+The data root is ``../shared/data`` beside the project root, or ``$SENSORGUARD_DATA``; it is read
+when a section runs, never at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.data import SensorData, series_from_frame
+from training.simulate import simulate
+
+DATA_ENV = "SENSORGUARD_DATA"
+MIN_NORMAL_ROWS = 400
+QUICK_NAB_FILES = (
+    "realKnownCause/ambient_temperature_system_failure.csv",
+    "realKnownCause/ec2_request_latency_system_failure.csv",
+    "realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv",
+)
+TEP_PERIOD_S = 180.0
+TEP_FAULT_ROW = 160  # 0-based: rows 161-960 (1-based) of dNN_te.dat are faulty
+TEP_FAULTS = tuple(range(1, 22))
+TEP_INVISIBLE = (3, 9, 15)  # nearly invisible to every published method; reported, not judged
+TEP_CHANNELS = tuple(f"xmeas_{i:02d}" for i in range(1, 42)) + tuple(f"xmv_{i:02d}" for i in range(1, 12))
+TEP_START = "2000-01-01T00:00:00Z"  # the files carry no time: rows are stamped from their index
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark pair: ``train`` is normal data, ``labels`` marks the anomalous rows of ``test``."""
+
+    name: str
+    train: SensorData
+    test: SensorData
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class TepData:
+    """TEP in the small-data protocol: one normal training run and 22 standalone test runs.
+
+    ``tests[0]`` is ``d00_te.dat`` (all normal); ``tests[k]`` is ``dKK_te.dat`` (fault from row 160).
+    """
+
+    train: SensorData
+    tests: dict[int, SensorData]
+
+
+def data_root(environ: Mapping[str, str] | None = None) -> Path:
+    """``$SENSORGUARD_DATA`` if set, else ``shared/data`` next to the project's own directory."""
+    env = os.environ if environ is None else environ
+    value = env.get(DATA_ENV)
+    if value:
+        return Path(value).expanduser()
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+# --- simulated plant -----------------------------------------------------------------------------
+
+
+def simulated_cases(quick: bool) -> list[Case]:
+    """The plant with plenty of history, and the same test with only 400 training rows.
+
+    The small case is the product's promise (a new machine with a few hundred rows); the large
+    one shows what the model can do when data are no excuse.
+    """
+    rows_train, rows_test = (10_000, 8_000) if quick else (30_000, 20_000)
+    test = series_from_frame(
+        simulate(rows=rows_test, channels=8, seed=1, anomalies=True), "simulated-faults", label_column="anomaly"
+    )
+    labels = test.labels["anomaly"]
+    cases = []
+    for rows in (rows_train, 400):
+        train = series_from_frame(simulate(rows=rows, channels=8, seed=0), f"simulated-normal[{rows}]")
+        name = (
+            f"train simulate(rows={rows}, channels=8, seed=0), "
+            f"test simulate(rows={rows_test}, channels=8, seed=1, anomalies=True)"
+        )
+        cases.append(Case(name, train, test, labels))
+    return cases
+
+
+# --- NAB -----------------------------------------------------------------------------------------
+
+
+def nab_missing(nab_dir: Path) -> str | None:
+    """Why the NAB set cannot be used here, or None when it can."""
+    if not (nab_dir / "data").is_dir() or not (nab_dir / "labels" / "combined_windows.json").is_file():
+        return f"skipped: NAB data not found under {nab_dir} (set {DATA_ENV} to the folder holding nab/ and tep/)"
+    return None
+
+
+def nab_cases(nab_dir: Path, quick: bool) -> Iterator[Case | str]:
+    """Each usable file as a Case, or a one-line reason why a file is skipped.
+
+    A file trains on its first normal part (the first 40 % of rows, cut before the first labeled
+    window) and tests on the rest; files with fewer than MIN_NORMAL_ROWS such rows are skipped.
+    """
+    windows = json.loads((nab_dir / "labels" / "combined_windows.json").read_text())
+    found = sorted(p.relative_to(nab_dir / "data").as_posix() for p in (nab_dir / "data").rglob("*.csv"))
+    if quick:
+        found = [f for f in QUICK_NAB_FILES if f in found] or found[:3]
+    for name in found:
+        wins = windows.get(name)
+        if wins is None:
+            yield f"skip {name}: no entry in combined_windows.json"
+        elif not wins:
+            yield f"skip {name}: no labeled anomaly window (nothing to detect)"
+        else:
+            yield _nab_case(name, nab_dir / "data" / name, wins)
+
+
+def _nab_case(name: str, path: Path, wins: list) -> Case | str:
+    frame = pd.read_csv(path)
+    stamps = pd.to_datetime(frame["timestamp"])
+    label = np.zeros(len(frame), dtype=np.int64)
+    for start, end in wins:
+        label[((stamps >= pd.Timestamp(start)) & (stamps <= pd.Timestamp(end))).to_numpy()] = 1
+    n_train = min(int(0.4 * len(frame)), int(np.argmax(label)))
+    if n_train < MIN_NORMAL_ROWS:
+        return f"skip {name}: only {n_train} normal rows before the first labeled window (need {MIN_NORMAL_ROWS})"
+    frame["anomaly"] = label
+    train = series_from_frame(frame.iloc[:n_train].drop(columns="anomaly"), f"{name}[train]")
+    test = series_from_frame(frame.iloc[n_train:].reset_index(drop=True), f"{name}[test]", label_column="anomaly")
+    return Case(name, train, test, test.labels["anomaly"])
+
+
+# --- Tennessee Eastman ---------------------------------------------------------------------------
+
+
+def tep_files() -> tuple[str, ...]:
+    return ("d00.dat", "d00_te.dat", *(f"d{k:02d}_te.dat" for k in TEP_FAULTS))
+
+
+def tep_missing(tep_dir: Path) -> str | None:
+    """Why the TEP set cannot be used here, or None when it can."""
+    absent = [name for name in tep_files() if not (tep_dir / name).is_file()]
+    if absent:
+        shown = ", ".join(absent[:3]) + (", ..." if len(absent) > 3 else "")
+        return f"skipped: TEP data not found under {tep_dir} (missing {shown}; set {DATA_ENV})"
+    return None
+
+
+def load_tep(tep_dir: Path) -> TepData:
+    """Read the 23 files; ``d00.dat`` is stored transposed (52 x 500) and is turned to 500 x 52."""
+    train = np.loadtxt(tep_dir / "d00.dat")
+    if train.shape[0] == len(TEP_CHANNELS) and train.shape[1] != len(TEP_CHANNELS):
+        train = train.T
+    tests = {0: np.loadtxt(tep_dir / "d00_te.dat")}
+    tests |= {k: np.loadtxt(tep_dir / f"d{k:02d}_te.dat") for k in TEP_FAULTS}
+    for name, values in [("d00.dat", train), *((f"test {k}", v) for k, v in tests.items())]:
+        if values.ndim != 2 or values.shape[1] != len(TEP_CHANNELS):
+            raise ValueError(f"{tep_dir / name}: expected {len(TEP_CHANNELS)} columns, got shape {values.shape}")
+    return TepData(
+        train=tep_series(train, "tep d00.dat"),
+        tests={k: tep_series(v, f"tep d{k:02d}_te.dat") for k, v in tests.items()},
+    )
+
+
+def tep_series(values: np.ndarray, name: str) -> SensorData:
+    """One TEP run as SensorData, stamped every 3 minutes from row 0 (each file stands alone)."""
+    frame = pd.DataFrame(values, columns=list(TEP_CHANNELS))
+    frame.insert(0, "timestamp", pd.date_range(TEP_START, periods=len(values), freq=f"{int(TEP_PERIOD_S)}s"))
+    data = series_from_frame(frame, name, time_column="timestamp", channels=TEP_CHANNELS)
+    if len(data) != len(values) or data.sample_period != TEP_PERIOD_S:
+        raise ValueError(f"{name}: cleaning changed the run ({len(data)} rows, period {data.sample_period})")
+    return data
