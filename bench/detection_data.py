@@ -152,7 +152,8 @@ def tep_missing(tep_dir: Path) -> str | None:
     absent = [name for name in tep_files() if not (tep_dir / name).is_file()]
     if absent:
         shown = ", ".join(absent[:3]) + (", ..." if len(absent) > 3 else "")
-        return f"skipped: TEP data not found under {tep_dir} (missing {shown}; set {DATA_ENV})"
+        return (f"skipped: TEP data not found under {tep_dir} (missing {shown}; "
+                f"set {DATA_ENV} to the folder holding nab/ and tep/)")
     return None
 
 
