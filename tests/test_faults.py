@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.daemon import Daemon
+from service.daemon import Daemon, iso
 from tests.conftest import plant_frame
 from tests.mosquitto import (
+    Collector,
     Mosquitto,
     Publisher,
     clean_env,
@@ -112,11 +113,11 @@ def test_broker_restart_mid_stream_loses_nothing(mosquitto, daemon_on):
 # --- `serve` is SIGKILLed and restarted (and the broker restarts while it is down) ----------------
 
 
-def start_serve(model: Path, broker: Mosquitto, port: int, log: Path) -> subprocess.Popen:
+def start_serve(model: Path, broker: Mosquitto, port: int, log: Path, *extra: str) -> subprocess.Popen:
     with log.open("a") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--model", str(model), "--broker", broker.url,
-             "--metrics-port", str(port), "--client-id", "sg-sigkill", "--log-json"],
+             "--metrics-port", str(port), "--client-id", "sg-sigkill", "--log-json", *extra],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
         )
     url = f"http://127.0.0.1:{port}"
@@ -125,31 +126,64 @@ def start_serve(model: Path, broker: Mosquitto, port: int, log: Path) -> subproc
     return proc
 
 
+def recorded_ts(directory: Path) -> list[float]:
+    files = sorted(directory.glob("*/*.parquet"))
+    return sorted(float(ts) for f in files for ts in pd.read_parquet(f, columns=["ts"]).ts)
+
+
 def test_sigkill_then_restart_delivers_readings_sent_while_down(tmp_path, trained_dir, mosquitto):
     frame = plant_frame(rows=300, channels=3, seed=12)
     times, values = epoch(frame), frame[CHANNELS].to_numpy()
+    stamps = [float(t) for t in times]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
+    status = Collector(mosquitto, "sensorguard/status")
     proc = start_serve(trained_dir, mosquitto, port, log)
     try:
+        wait_for(lambda: status.on("sensorguard/status")[-1:] == ["online"], 10, "status online")
         pub = Publisher(mosquitto)
         pub.samples("pump-k", times[:150], values[:150], CHANNELS, batch=10)
         wait_for(lambda: metric(url, "sensorguard_readings_total") == 150, 20, "first 150 accepted")
         proc.send_signal(signal.SIGKILL)  # no final states, no clean disconnect: the Last Will goes out
         proc.wait(timeout=10)
+        wait_for(lambda: status.on("sensorguard/status")[-1:] == ["offline"], 10,
+                 "the retained Last Will 'offline' after SIGKILL")
+        status.close()
         pub.samples("pump-k", times[150:], values[150:], CHANNELS, batch=10)  # while the daemon is dead
         pub.close()
         mosquitto.stop()  # and the broker restarts: its persistence keeps the session and the queue
         mosquitto.start()
-        proc = start_serve(trained_dir, mosquitto, port, log)
-        # The new process starts with empty buffers: the 150 queued readings are all accepted. A batch
-        # the killed process had buffered but not yet acknowledged comes again first and is accepted
-        # too (nothing to be a duplicate of), so at most one in-flight window of 10-sample batches more.
-        wait_for(lambda: (metric(url, "sensorguard_readings_total") or 0) >= 150, 30, "queued readings")
+        # The restarted process records every reading it accepts (guard 0, no alerts to hold any back)
+        # and scores every sample (hop 1), so on exit the recording holds each accepted timestamp
+        # except the last one, which is the final window's (the retained final state's) ts.
+        record_dir = tmp_path / "recorded"
+        proc = start_serve(trained_dir, mosquitto, port, log, "--hop", "1", "--record-dir", str(record_dir),
+                           "--record-guard-s", "0", "--raise-after", "1000000")
+        states = Collector(mosquitto, "sensorguard/state/pump-k")
+        # A marker published now queues behind everything the session holds (the broker delivers a
+        # session's queue in order): once it is counted, every queued reading has been handled.
+        marker = Publisher(mosquitto)
+        marker.raw("sensors/pump-k/readings", b"end-of-backlog")
+        marker.close()
+        wait_for(lambda: rejected(url).get("invalid_json") == 1, 30, "the marker behind the queued readings")
         total = metric(url, "sensorguard_readings_total")
-        assert total in range(150, 150 + 20 * 10 + 1, 10), total
-        assert rejected(url) == {}  # the redelivered batch is older and came first; nothing else rejected
+        assert rejected(url) == {"invalid_json": 1}  # the marker; redelivered batches came first, none rejected
+        proc.send_signal(signal.SIGTERM)  # scores every due window, writes the recording, final state
+        assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
+        final = wait_for(lambda: [s for s in states.on("sensorguard/state/pump-k")
+                                  if s["ts"] == iso(times[-1])], 10, "final state of the last reading")
+        assert final[-1]["state"] == "normal"
+        states.close()
+        got = recorded_ts(record_dir) + [stamps[-1]]
+        assert len(got) == total, (len(got), total)  # each accepted reading once
+        down = [t for t in got if t >= stamps[150]]
+        assert down == stamps[150:], f"readings sent while down: missing {sorted(set(stamps[150:]) - set(down))}"
+        # Before those, only batches the killed process had buffered but not yet acknowledged: the
+        # newest pre-kill batches (redelivered first, nothing to be a duplicate of in a fresh buffer).
+        again = [t for t in got if t < stamps[150]]
+        assert len(again) % 10 == 0 and len(again) <= 20 * 10, len(again)
+        assert again == stamps[150 - len(again) : 150], again
         assert '"level": "ERROR"' not in log.read_text()
     finally:
         if proc.poll() is None:
