@@ -68,15 +68,18 @@ def test_lying_bundle_json_is_refused(tmp_path, tiny_bundle, mutate, message):
 
 def test_pickle_payload_in_weights_is_refused(tmp_path, tiny_bundle):
     path = save_bundle(tiny_bundle, tmp_path / "b")
+    marker = tmp_path / "pwned"
+    marker.unlink(missing_ok=True)
 
     class Exploit:
         def __reduce__(self):
-            return (exec, ("open('/tmp/sensorguard-pwned', 'w').write('x')",))
+            return (exec, (f"open({str(marker)!r}, 'w').write('x')",))
 
     with open(path / "model.pt", "wb") as fh:
         pickle.dump({"weights": Exploit()}, fh)
     with pytest.raises(BundleError, match="not a plain weights file"):
         load_bundle(path)
+    assert not marker.exists(), "the pickled payload ran while loading the bundle"
 
 
 def test_missing_and_garbage_files(tmp_path, tiny_bundle):
