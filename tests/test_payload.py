@@ -225,6 +225,7 @@ def test_unexpected_payload_type_is_counted_not_raised() -> None:
 def _check(p: Parsed, n_items: int | None = None) -> None:
     assert isinstance(p, Parsed)
     assert set(p.rejects) <= set(REJECT_REASONS)
+    assert "parse_error" not in p.rejects, "parse_error means the parser itself failed (a bug)"
     assert p.samples or p.rejects, "a message gives samples, rejects, or both; never nothing"
     for s in p.samples:
         assert math.isfinite(s.ts) and payload.TS_MIN <= s.ts < payload.TS_MAX
