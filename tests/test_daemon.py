@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import time
 from types import SimpleNamespace
 
@@ -138,8 +139,20 @@ def test_json_log_lines_carry_extras():
         configure_logging(stream=io.StringIO())
     line = json.loads(stream.getvalue())
     assert line["msg"] == "rejected bad_ts" and line["reason"] == "bad_ts" and line["level"] == "WARNING"
-    assert line["ts"].endswith("Z")
-    assert isinstance(JsonFormatter(), logging.Formatter)
+    assert line["ts"].endswith("Z") and line["logger"] == "sensorguard.test"
+    assert set(line) == {"ts", "level", "logger", "msg", "reason"}  # extras in, LogRecord internals out
+
+
+def test_json_formatter_time_and_exception():
+    record = logging.LogRecord("sensorguard.x", logging.ERROR, __file__, 1, "boom %d", (1,), None)
+    record.created = T0 + 0.25
+    try:
+        raise ValueError("bad input")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    out = json.loads(JsonFormatter().format(record))
+    assert out["ts"] == "2026-01-01T00:00:00.250Z" and out["level"] == "ERROR" and out["msg"] == "boom 1"
+    assert out["exc"].startswith("Traceback") and out["exc"].endswith("ValueError: bad input")
 
 
 @pytest.mark.parametrize("ts, text", [(0.0, "1970-01-01T00:00:00.000Z"), (T0 + 0.25, "2026-01-01T00:00:00.250Z")])

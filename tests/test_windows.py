@@ -188,8 +188,19 @@ def test_forget_and_last_seen_and_idle() -> None:
 
 
 def test_every_reason_is_a_known_reject_reason() -> None:
-    reasons = {"too_many_assets", "unknown_channel", "missing_channel", "out_of_order", "duplicate_ts"}
-    assert reasons <= set(REJECT_REASONS)
+    """Provoke each refusal of ``Buffers.add``: what it returns must be a listed (counted, documented) reason."""
+    bufs = Buffers(CH, 4, 1, max_assets=2)
+    assert bufs.add("p", 10.0, row(10.0), 0.0) is None
+    returned = {
+        "unknown_channel": bufs.add("p", 11.0, {**row(11.0), "zz": 1.0}, 0.0),
+        "missing_channel": bufs.add("q", 11.0, {"a": 1.0}, 0.0),  # a new asset: nothing to forward-fill
+        "duplicate_ts": bufs.add("p", 10.0, row(10.0), 0.0),
+        "out_of_order": bufs.add("p", 9.0, row(9.0), 0.0),
+    }
+    assert bufs.add("q", 11.0, row(11.0), 0.0) is None
+    returned["too_many_assets"] = bufs.add("r", 11.0, row(11.0), 0.0)
+    assert {case: reason for case, reason in returned.items() if reason not in REJECT_REASONS} == {}
+    assert all(case == reason for case, reason in returned.items()), returned
 
 
 @pytest.mark.parametrize(
