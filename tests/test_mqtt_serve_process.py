@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from service.daemon import iso
 from tests.conftest import plant_frame
 from tests.mosquitto import Collector, Publisher, clean_env, free_port, http_status, metric, wait_for
 
@@ -61,9 +62,12 @@ def test_sigterm_finishes_publishes_final_state_and_offline_and_exits_0(tmp_path
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("w") as out:
+        # A batch waits up to 10 minutes to fill (batch_max is far above the windows sent): the due
+        # windows are still pending when SIGTERM comes, and only a finishing shutdown scores them.
         proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--model", str(trained_dir), "--broker", mosquitto.url,
-             "--metrics-port", str(port), "--client-id", "sg-sigterm", "--log-json"],
+             "--metrics-port", str(port), "--client-id", "sg-sigterm", "--log-json",
+             "--batch-wait-ms", "600000", "--batch-max", "4096"],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
         )
     url = f"http://127.0.0.1:{port}"
@@ -75,13 +79,17 @@ def test_sigterm_finishes_publishes_final_state_and_offline_and_exits_0(tmp_path
         times = (frame["timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
         pub.samples("pump-9", times, frame[CHANNELS].to_numpy(), CHANNELS)
         n = 1 + (100 - bundle.window) // bundle.hop
-        wait_for(lambda: metric(url, "sensorguard_windows_scored_total") == n, 20, "windows scored")
-        states_before = len(watch.on("sensorguard/state/pump-9"))
+        last = times[bundle.window - 1 + (n - 1) * bundle.hop]  # the newest due window's ts
+        wait_for(lambda: metric(url, "sensorguard_readings_total") == 100, 20, "readings buffered")
+        assert metric(url, "sensorguard_windows_scored_total") == 0  # all n windows due, none scored yet
+        assert watch.on("sensorguard/state/pump-9") == []
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
         wait_for(lambda: watch.on("sensorguard/status")[-1:] == ["offline"], 10, "offline status")
         finals = watch.on("sensorguard/state/pump-9")
-        assert len(finals) > states_before  # the final state went out before disconnecting
+        # the pending windows were scored before exiting, and the final state (the newest window's)
+        # went out before disconnecting
+        assert finals and finals[-1]["ts"] == iso(last) and finals[-1]["state"] == "normal", finals
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
         assert lines[-1]["msg"] == "stopped" and not any(line["level"] == "ERROR" for line in lines)
