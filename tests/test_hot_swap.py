@@ -219,11 +219,18 @@ def test_window_change_is_refused(daemons, mosquitto, registry, tiny_bundle):
     from dataclasses import replace
 
     daemon, url = start(daemons, mosquitto, registry=str(registry), name=NAME, reload_poll_s=0.05)
-    other = replace(tiny_bundle, channels=tuple(CHANNELS))  # same channels, window 16 instead of 32
-    publish(other, registry, NAME)
+    events = Collector(mosquitto, "sensorguard/events")
+    running = daemon.bundle.window
+    other = replace(tiny_bundle, channels=tuple(CHANNELS))  # same channels, window 16
+    assert other.window != running
+    version = publish(other, registry, NAME)
     wait_for(lambda: value(url, "sensorguard_model_reload_failures_total") == 1, 10, "refused")
+    failed = wait_for(lambda: events.on("sensorguard/events"), 10, "model_reload_failed event")
+    assert [(e["event"], e["version"]) for e in failed] == [("model_reload_failed", version)]
+    assert f"window {other.window} differs from the running model's {running}" in failed[0]["reason"], failed
     assert model_infos(url) == {"v0001": 1.0}
     assert daemon.bundle.version == "v0001"
+    events.close()
 
 
 @pytest.mark.parametrize("mode", ["registry", "model"])
