@@ -3,8 +3,10 @@
 One scored window of one asset moves its state; an event comes out only when an alert is raised,
 cleared or goes stale. Raising needs ``raise_after`` consecutive windows at or above score 1.0
 (one noisy window is not an alert); clearing needs ``clear_after`` consecutive windows below
-``clear_level`` (hysteresis, so a score hovering at 1.0 does not flap). The daemon and the offline
-``sensorguard score`` both use these functions, so they agree on when alerts are up.
+``clear_level`` (default 1.0: the two counts are the hysteresis, so a score hovering at 1.0 does
+not flap; a lower level made alerts outlive their cause wherever normal scores sit near the line).
+The daemon and the offline ``sensorguard score`` both use these functions, so they agree on when
+alerts are up.
 
 >>> rules = AlertRules(raise_after=2, clear_after=1)
 >>> state, event = step(AlertState(), 1.5, 0.0, rules)
@@ -36,7 +38,7 @@ class AlertRules:
 
     raise_after: int = 3
     clear_after: int = 5
-    clear_level: float = 0.8
+    clear_level: float = 1.0
     stale_after: float = 300.0
 
     def __post_init__(self) -> None:

@@ -46,7 +46,8 @@ class Bundle:
     """A trained, calibrated model: what ``bundle.json`` and ``model.pt`` hold, validated.
 
     ``center_`` and ``scale_`` standardize raw readings per channel (fit on training data only);
-    ``threshold_`` is the reconstruction error that maps to score 1.0.
+    ``threshold_`` is the reconstruction error that maps to score 1.0. ``focus`` is how many of a
+    window's newest samples its error averages over (0: all of them, as bundles before it did).
     """
 
     channels: tuple[str, ...]
@@ -57,6 +58,7 @@ class Bundle:
     threshold_: float
     state_dict: dict[str, torch.Tensor]
     sample_period: float | None = None
+    focus: int = 0
     calibration: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +70,11 @@ class Bundle:
     @property
     def window(self) -> int:
         return self.config.window
+
+    @property
+    def scored_samples(self) -> int:
+        """Samples at the end of each window whose reconstruction error makes its score."""
+        return self.focus or self.config.window
 
     def with_threshold(self, threshold: float, calibration: dict[str, Any]) -> Bundle:
         """A copy with a new threshold and calibration record (``sensorguard calibrate``)."""
@@ -86,6 +93,7 @@ class Bundle:
             "window": self.config.window,
             "hop": self.hop,
             "sample_period": self.sample_period,
+            "focus": self.focus,
             "scaler": {"center": self.center_.tolist(), "scale": self.scale_.tolist()},
             "architecture": self.config.to_dict(),
             "threshold": self.threshold_,
@@ -182,6 +190,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         threshold = float(meta["threshold"])
         hop = int(meta["hop"])
         window = int(meta["window"])
+        focus = int(meta.get("focus") or 0)
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{where}: invalid or missing field ({_first_line(exc)})") from None
     problems = []
@@ -199,6 +208,8 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         problems.append(f"threshold must be a positive number, got {threshold}")
     if hop < 1:
         problems.append(f"hop must be >= 1, got {hop}")
+    if not 0 <= focus <= window:
+        problems.append(f"focus must be between 0 and the window ({window}), got {focus}")
     if problems:
         raise BundleError(f"{where}: " + "; ".join(problems))
     period = meta.get("sample_period")
@@ -211,6 +222,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         threshold_=threshold,
         state_dict={},
         sample_period=float(period) if period else None,
+        focus=focus,
         calibration=dict(meta.get("calibration") or {}),
         training=dict(meta.get("training") or {}),
         metrics=dict(meta.get("metrics") or {}),

@@ -114,6 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         noise=args.noise,
         threshold_method=args.threshold_method,
+        false_alerts_per_day=args.false_alerts_per_day,
         false_alarm_rate=args.false_alarm_rate,
         seed=args.seed,
         progress=not args.quiet,
@@ -139,14 +140,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.label_column:
         data = drop_labeled(data, args.label_column)
     old = bundle.threshold_
-    bundle = calibrate_bundle(bundle, data, args.threshold_method, args.false_alarm_rate)
+    bundle = calibrate_bundle(bundle, data, args.threshold_method, args.false_alarm_rate,
+                              false_alerts_per_day=args.false_alerts_per_day)
     save_bundle(bundle, args.bundle)
     rec = bundle.calibration
     per_day = rec.get("expected_false_alarms_per_day")
-    print(
-        f"threshold {old:.4g} -> {bundle.threshold_:.4g} ({rec['method']}, {rec['windows']} windows, "
-        f"~{per_day if per_day is not None else 'n/a'} exceedances/day expected)"
-    )
+    promise = rec.get("alerts")
+    if promise:
+        lo, hi = promise["promised_ci95"]
+        said = (f"{promise['promised_per_day']:g} false alerts per asset per day promised (95% CI {lo:.3g}-{hi:.3g}), "
+                f"{promise['observed_alerts']} observed in {promise['calibration_days'] * 24:.3g} h")
+    else:
+        said = f"~{per_day if per_day is not None else 'n/a'} window exceedances/day expected"
+    print(f"threshold {old:.4g} -> {bundle.threshold_:.4g} ({rec['method']}, {rec['windows']} windows, {said})")
     return 0
 
 
@@ -344,6 +350,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     options = TrainOptions(
         max_epochs=args.max_epochs,
         threshold_method=args.threshold_method,
+        false_alerts_per_day=args.false_alerts_per_day,
         false_alarm_rate=args.false_alarm_rate,
         seed=args.seed,
         progress=not args.quiet,
@@ -555,20 +562,27 @@ def _add_threshold_options(p: argparse.ArgumentParser) -> None:
         "--threshold-method",
         choices=("quantile", "pot", "mean_std"),
         default="pot",
-        help="how calibration errors become the threshold (default pot: extreme-value tail fit)",
+        help="with --false-alarm-rate: how window errors become the threshold (default pot: tail fit)",
+    )
+    p.add_argument(
+        "--false-alerts-per-day",
+        type=_positive_float,
+        default=1.0,
+        help="false alerts per asset per day the threshold is set for (default 1)",
     )
     p.add_argument(
         "--false-alarm-rate",
         type=_rate,
-        default=1e-3,
-        help="target fraction of normal windows above the threshold (default 0.001)",
+        default=None,
+        help="advanced: target a fraction of normal windows above the threshold (with --threshold-method) "
+        "instead of --false-alerts-per-day",
     )
 
 
 def _add_alert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raise-after", type=_positive_int, default=3, help="windows >= 1.0 in a row to raise (default 3)")
     p.add_argument("--clear-after", type=_positive_int, default=5, help="windows below --clear-level to clear (5)")
-    p.add_argument("--clear-level", type=float, default=0.8, help="score below which windows count to clear (0.8)")
+    p.add_argument("--clear-level", type=float, default=1.0, help="score below which windows count to clear (1.0)")
 
 
 def _add_serve_options(p: argparse.ArgumentParser) -> None:
@@ -597,7 +611,7 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scoring-threads", type=int, help="torch threads for scoring (default 1)")
     p.add_argument("--raise-after", type=_positive_int, help="windows >= 1.0 in a row to raise (default 3)")
     p.add_argument("--clear-after", type=_positive_int, help="windows below --clear-level to clear (default 5)")
-    p.add_argument("--clear-level", type=float, help="score below which windows count to clear (default 0.8)")
+    p.add_argument("--clear-level", type=float, help="score below which windows count to clear (default 1.0)")
     p.add_argument("--stale-after-s", type=float, help="an asset silent this long is stale (default 300)")
     p.add_argument("--session-expiry-s", type=int, help="broker keeps the session this long (default 86400)")
     p.add_argument("--reload-poll-s", type=_positive_float,

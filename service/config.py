@@ -81,7 +81,7 @@ class Settings:
     scoring_threads: int = 1
     raise_after: int = 3
     clear_after: int = 5
-    clear_level: float = 0.8
+    clear_level: float = 1.0
     stale_after_s: float = 300.0
     reload_poll_s: float = 5.0
     record_dir: str | None = None

@@ -3,7 +3,15 @@
 A strided Conv1d encoder squeezes a ``(channels, window)`` window through a small latent vector
 (the bottleneck) and a mirrored ConvTranspose1d decoder rebuilds it. Trained on normal data only,
 it reconstructs normal windows well and anomalous ones badly: the reconstruction error is the
-anomaly signal. This module holds no training logic (that lives in ``training.system``) so the
+anomaly signal.
+
+Beside the convolutional path runs an optional linear one (``linear`` > 0): each sample alone is
+projected onto ``linear`` directions and back (a 1x1 convolution pair, rank ``linear``). That is
+PCA written as a network: training starts it at the principal components of the training rows and
+the conv path at zero output, so the model begins as the classic linear detector and the conv path
+only has to learn what PCA misses (temporal shape, non-linear relations). Early stopping keeps the
+start when training does not improve on it, so the autoencoder is never worse than its linear
+special case on validation data. This module holds no training logic (that lives in ``training.system``) so the
 daemon can load it without Lightning.
 """
 
@@ -26,6 +34,7 @@ class ModelConfig:
     latent: size of the bottleneck vector.
     hidden: channels of the first conv layer; each further layer doubles it.
     depth: number of stride-2 conv layers.
+    linear: rank of the per-sample linear path (0: none, as in bundles before it existed).
     """
 
     channels: int
@@ -33,12 +42,15 @@ class ModelConfig:
     latent: int = 16
     hidden: int = 32
     depth: int = 2
+    linear: int = 0
 
     def __post_init__(self) -> None:
         for name in ("channels", "window", "latent", "hidden", "depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.linear, int) or not 0 <= self.linear < self.channels:
+            raise ValueError(f"linear must be an integer in [0, channels), got {self.linear!r}")
         if self.window % (2**self.depth):
             raise ValueError(
                 f"window must be divisible by 2**depth = {2**self.depth}, got window={self.window}"
@@ -62,7 +74,7 @@ def default_latent(channels: int, window: int) -> int:
 
 
 class ConvAutoencoder(nn.Module):
-    """Conv1d encoder -> linear bottleneck -> ConvTranspose1d decoder.
+    """Conv1d encoder -> linear bottleneck -> ConvTranspose1d decoder, plus the per-sample linear path.
 
     Input and output have shape ``(batch, channels, window)`` in standardized units.
 
@@ -93,6 +105,26 @@ class ConvAutoencoder(nn.Module):
             if not last:
                 decoder.append(nn.ReLU())
         self.decoder = nn.Sequential(*decoder)
+        if config.linear:
+            self.project = nn.Conv1d(config.channels, config.linear, 1)
+            self.unproject = nn.Conv1d(config.linear, config.channels, 1)
+
+    def init_linear(self, components: torch.Tensor, mean: torch.Tensor) -> None:
+        """Start as PCA: ``components`` ``(linear, channels)`` orthonormal rows, ``mean`` ``(channels,)``.
+
+        The conv path's last layer is zeroed, so the network's output is exactly the PCA
+        reconstruction ``mean + V^T V (x - mean)`` of each sample until training moves it.
+        """
+        if not self.config.linear:
+            raise ValueError("this network has no linear path (linear=0)")
+        with torch.no_grad():
+            self.project.weight.copy_(components[:, :, None])
+            self.project.bias.copy_(-(components @ mean))
+            self.unproject.weight.copy_(components.T[:, :, None])
+            self.unproject.bias.copy_(mean)
+            last = self.decoder[-1]
+            last.weight.zero_()
+            last.bias.zero_()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.encoder(x).flatten(1))
@@ -101,7 +133,10 @@ class ConvAutoencoder(nn.Module):
         return self.decoder(self.from_latent(z).view(-1, *self._inner))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        out = self.decode(self.encode(x))
+        if self.config.linear:
+            out = out + self.unproject(self.project(x))
+        return out
 
 
 def flops_per_window(config: ModelConfig) -> int:
@@ -119,4 +154,5 @@ def flops_per_window(config: ModelConfig) -> int:
         if isinstance(layer, nn.ConvTranspose1d):
             flops += 2 * length * layer.out_channels * layer.in_channels * KERNEL
             length *= 2
+    flops += 2 * 2 * config.window * config.channels * config.linear
     return flops

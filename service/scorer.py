@@ -5,8 +5,11 @@ they all give the same numbers for the same readings. Windows are scored in larg
 autoencoder is small, so per-call overhead dominates unless many windows share one forward pass.
 
 Definitions (see DESIGN.md): the per-channel error of a window is the mean squared reconstruction
-error over its samples in standardized units; the window error is the mean over channels; the
-score is ``error / threshold`` (1.0 is the alert line, higher is more anomalous).
+error over its newest ``focus`` samples (the bundle's ``scored_samples``: the samples that arrived
+since the previous scored window, so each sample is judged once and an alert ends a hop after the
+fault does; all samples for bundles that predate it) in standardized units; the window error is the
+mean over channels; the score is ``error / threshold`` (1.0 is the alert line, higher is more
+anomalous). The rest of the window is context: the model sees it, the score does not count it.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Scorer:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.model = bundle.build_model().to(self.device)
+        self.focus = bundle.scored_samples
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -126,7 +130,7 @@ class Scorer:
                 for i in range(0, len(piece), self.batch_size):
                     batch = torch.from_numpy(np.ascontiguousarray(piece[i : i + self.batch_size]))
                     x = batch.to(self.device, non_blocking=True)
-                    per_channel = (self.model(x) - x).square_().mean(dim=2)
+                    per_channel = (self.model(x) - x)[:, :, -self.focus :].square_().mean(dim=2)
                     channel_errors.append(per_channel.double().cpu().numpy())
         n_ch = len(self.channels)
         channel_error = np.concatenate(channel_errors) if channel_errors else np.empty((0, n_ch))

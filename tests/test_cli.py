@@ -36,7 +36,7 @@ def test_train_prints_summary(tmp_path, capsys):
     assert main(["train", str(tmp_path / "n.csv"), "--registry", str(tmp_path / "reg"), "--name", "pump",
                  "--max-epochs", "2", "--quiet", "--threshold-method", "quantile"]) == 0
     out = capsys.readouterr().out
-    assert "v0001" in out and "rows per split" in out and "threshold" in out and "false alarms" in out
+    assert "v0001" in out and "rows per split" in out and "threshold" in out and "false alerts" in out
     assert (tmp_path / "reg" / "pump" / "CURRENT").read_text().strip() == "v0001"
 
 

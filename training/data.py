@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert"}
+LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
+               "changepoint", "changepoints"}
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "time_stamp", "date_time")
 
 
@@ -141,7 +142,7 @@ def series_from_frame(
 
     tcol = _find_time_column(frame, time_column, name)
     times = _parse_times(frame[tcol], tcol, name)
-    chosen = _choose_channels(frame, tcol, channels, exclude, label_column, name)
+    chosen = _choose_channels(frame, tcol, channels, exclude, label_column, name, notes)
     values = frame[list(chosen)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     labels = {}
     if label_column is not None:
@@ -250,6 +251,7 @@ def _choose_channels(
     exclude: Sequence[str],
     label_column: str | None,
     name: str,
+    notes: list[str],
 ) -> tuple[str, ...]:
     if channels:
         missing = [c for c in channels if c not in frame.columns]
@@ -259,7 +261,7 @@ def _choose_channels(
     unknown = [c for c in exclude if c not in frame.columns]
     if unknown:
         raise DataError(f"{name}: --exclude names unknown columns: {', '.join(unknown)}")
-    chosen = []
+    chosen, constant = [], []
     for col in frame.columns:
         lowered = str(col).strip().lower()
         if col in (tcol, label_column) or col in exclude or lowered in LABEL_NAMES or lowered == "asset":
@@ -268,8 +270,10 @@ def _choose_channels(
         if pd.api.types.is_bool_dtype(series):
             continue
         numeric = pd.to_numeric(series, errors="coerce")
-        if numeric.notna().mean() >= 0.9 and numeric.nunique() > 1:
-            chosen.append(str(col))
+        if numeric.notna().mean() >= 0.9:
+            (chosen if numeric.nunique() > 1 else constant).append(str(col))
+    if constant:  # a column constant through the whole file is an id or a setpoint more often than a sensor
+        notes.append(f"constant columns left out: {', '.join(constant)} (name them in --channels to keep them)")
     if not chosen:
         raise DataError(f"{name}: no numeric sensor columns found (columns: {_cols(frame)})")
     return tuple(chosen)
@@ -426,8 +430,11 @@ def choose_window(splits: Splits, requested: int | None, min_windows: int = 32, 
 class WindowDataset(Dataset):
     """Standardized windows ``(C, window)`` of one split, fetched a whole batch at a time."""
 
-    def __init__(self, standardized: np.ndarray, segments: np.ndarray, window: int, stride: int = 1) -> None:
-        self.data = torch.from_numpy(np.ascontiguousarray(standardized, dtype=np.float32))
+    def __init__(
+        self, standardized: np.ndarray, segments: np.ndarray, window: int, stride: int = 1,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.data = torch.from_numpy(np.ascontiguousarray(standardized, dtype=np.float64)).to(dtype)
         self.starts = torch.from_numpy(window_starts(segments, window, stride))
         self.offsets = torch.arange(window)
         self.window = window

@@ -24,6 +24,7 @@ from service.scorer import Scorer
 from training.data import DataError, SensorData, series_from_frame, split_by_time
 from training.train import TrainOptions, train_bundle
 
+WINDOW_RATE_TARGET = 1e-3  # windows above the line a candidate may show beyond the current model's, x2
 ERROR_TOLERANCE = 0.05  # candidate mean error may exceed the current one by 5% and still count as "as good"
 
 
@@ -129,14 +130,15 @@ def retrain(
     variance = np.maximum(holdout.values.var(axis=0), 1e-12)
     cand_cmp = compare(candidate, holdout, variance)
     cur_cmp = compare(current, holdout, variance) if current is not None else None
-    promoted, reason = _decide(cand_cmp, cur_cmp, options.false_alarm_rate, force)
+    target = options.false_alarm_rate if options.false_alarm_rate is not None else WINDOW_RATE_TARGET
+    promoted, reason = _decide(cand_cmp, cur_cmp, target, force)
     metrics = {"holdout": cand_cmp.__dict__, "current_on_holdout": cur_cmp.__dict__ if cur_cmp else None,
                "promoted": promoted, "reason": reason}
     candidate = replace(candidate, metrics=metrics)
     version = publish(candidate, root, name, make_current=False)
     if promoted:
         set_current(root, name, version)
-    return RetrainResult(version, promoted, reason, cand_cmp, cur_cmp, options.false_alarm_rate)
+    return RetrainResult(version, promoted, reason, cand_cmp, cur_cmp, target)
 
 
 def _decide(cand: Comparison, cur: Comparison | None, target: float, force: bool) -> tuple[bool, str]:

@@ -30,10 +30,12 @@ class AutoencoderSystem(pl.LightningModule):
         lr: float = 2e-3,
         weight_decay: float = 1e-5,
         noise: float = 0.0,
+        linear: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.config = ModelConfig(channels=channels, window=window, latent=latent, hidden=hidden, depth=depth)
+        self.config = ModelConfig(channels=channels, window=window, latent=latent, hidden=hidden, depth=depth,
+                                  linear=linear)
         self.net = ConvAutoencoder(self.config)
         self.loss = nn.MSELoss()
 

@@ -8,30 +8,22 @@ sets shrink the window so each block still holds enough windows; the summary say
 
 from __future__ import annotations
 
-import copy
-import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, EarlyStopping
 
+from service.alerts import AlertRules
 from service.bundle import Bundle
 from service.model import ModelConfig, default_depth, default_latent
-from service.scorer import Scorer, pick_device
+from service.scorer import Scorer
 from training.calibrate import pick_threshold
-from training.data import (
-    SensorData,
-    WindowDataset,
-    choose_window,
-    eval_loader,
-    split_by_time,
-    train_loader,
-    window_starts,
-)
-from training.system import AutoencoderSystem
+from training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, out_of_fold_errors
+from training.data import SensorData, choose_window, split_by_time
+from training.fit import fit_network
+from training.linear import naive_error, pca_error
+from training.promise import alert_threshold
+from training.scaling import fit_scaler  # noqa: F401  (re-exported: the scaler rule lives in training.scaling)
 
 
 @dataclass(frozen=True)
@@ -42,6 +34,7 @@ class TrainOptions:
     latent: int | None = None
     hidden: int = 32
     hop: int | None = None
+    focus: int | None = None  # newest samples a window's error averages over (None: the hop; 0: all)
     max_epochs: int = 40
     patience: int = 4
     batch_size: int = 256
@@ -49,7 +42,8 @@ class TrainOptions:
     noise: float = 0.0
     max_windows_per_epoch: int = 16384
     threshold_method: str = "pot"
-    false_alarm_rate: float = 1e-3
+    false_alerts_per_day: float = 1.0
+    false_alarm_rate: float | None = None  # advanced: a window rate instead of alerts per day
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
     progress: bool = True
@@ -64,11 +58,25 @@ class TrainSummary:
     latent: int
     epochs: int
     best_val_loss: float
+    naive_val_loss: float
+    pca_val_loss: float
+    linear: int
     threshold: float
     method: str
     false_alarms_per_day: float | None
+    promise: dict | None
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def _promise_line(self, fa: str) -> str:
+        p = self.promise
+        if not p:
+            return f"false alarms    ~{fa} window exceedances per day expected on normal data"
+        lo, hi = p["promised_ci95"]
+        margin = f", tail extrapolated +{p['margin']:.0%} beyond the largest seen" if p["tail"] != "empirical" else ""
+        return (f"false alerts    {p['promised_per_day']:g} per asset per day promised (95% CI {lo:.3g}-{hi:.3g}"
+                f"{margin}); observed {p['observed_alerts']} in {p['calibration_days'] * 24:.3g} h of "
+                f"calibration data ({p['effective_samples']:g} effective samples)")
 
     def lines(self) -> list[str]:
         fa = "n/a" if self.false_alarms_per_day is None else f"{self.false_alarms_per_day:g}"
@@ -77,39 +85,13 @@ class TrainSummary:
             f"rows per split  {rows}",
             f"window          {self.window} samples (hop {self.hop}, latent {self.latent})",
             f"epochs          {self.epochs} (best validation loss {self.best_val_loss:.4g})",
+            f"yardsticks      validation loss of naive window means {self.naive_val_loss:.4g}, "
+            f"per-sample PCA of rank {self.linear} {self.pca_val_loss:.4g}",
             f"threshold       {self.threshold:.4g} ({self.method})",
-            f"false alarms    ~{fa} window exceedances per day expected on normal data",
+            self._promise_line(fa),
             f"time            {self.seconds:.1f} s",
             *[f"note            {n}" for n in self.notes],
         ]
-
-
-def fit_scaler(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Robust per-channel center (median) and scale (IQR/1.349, falling back to std, then 1).
-
-    Robust statistics keep a few outliers in "normal" training data from squashing the scale.
-    """
-    center = np.median(values, axis=0)
-    q75, q25 = np.percentile(values, [75, 25], axis=0)
-    scale = (q75 - q25) / 1.349
-    std = values.std(axis=0)
-    scale = np.where(scale > 1e-9 * np.maximum(1, np.abs(center)), scale, std)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    return center.astype(np.float64), scale.astype(np.float64)
-
-
-class _KeepBest(Callback):
-    """Remember the weights of the best validation epoch (early stopping stops later than that)."""
-
-    def __init__(self) -> None:
-        self.best = float("inf")
-        self.state: dict | None = None
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loss = trainer.callback_metrics.get("val_loss")
-        if loss is not None and not trainer.sanity_checking and float(loss) < self.best:
-            self.best = float(loss)
-            self.state = copy.deepcopy(pl_module.net.state_dict())
 
 
 def train_bundle(
@@ -117,11 +99,10 @@ def train_bundle(
 ) -> tuple[Bundle, TrainSummary]:
     """Train and calibrate a bundle on normal data.
 
-    init_state: weights to start from (warm start from the current model when retraining); the
-    architecture must match.
+    init_state: weights to start from (warm start from the current model when retraining); used
+    when the architecture matches.
     """
     started = time.perf_counter()
-    pl.seed_everything(options.seed, workers=True, verbose=False)
     splits = split_by_time(data, options.split)
     window = choose_window(splits, options.window)
     hop = options.hop or max(1, window // 8)
@@ -129,77 +110,89 @@ def train_bundle(
     config = ModelConfig(
         channels=len(data.channels), window=window, latent=latent, hidden=options.hidden, depth=default_depth(window)
     )
-    center, scale = fit_scaler(splits.train.values)
-
-    def dataset(part: SensorData, stride: int = 1) -> WindowDataset:
-        return WindowDataset((part.values - center) / scale, part.segments, window, stride)
-
-    train_set = dataset(splits.train)
-    n_val = len(window_starts(splits.validation.segments, window))
-    val_set = dataset(splits.validation, stride=max(1, n_val // 4096))
-    system = AutoencoderSystem(
-        channels=config.channels,
-        window=window,
-        latent=latent,
-        hidden=options.hidden,
-        depth=config.depth,
-        lr=options.lr,
-        noise=options.noise,
-    )
-    if init_state is not None:
-        system.net.load_state_dict(init_state)
-    keep_best = _KeepBest()
-    trainer = _trainer(options, [EarlyStopping("val_loss", patience=options.patience, min_delta=1e-4), keep_best])
-    trainer.fit(
-        system,
-        train_loader(train_set, options.batch_size, options.max_windows_per_epoch, options.seed),
-        eval_loader(val_set, 4096),
-    )
-    state = keep_best.state or system.net.state_dict()
-    state = {k: v.detach().cpu().clone() for k, v in state.items()}
-
+    fit = fit_network(splits.train, splits.validation, config, options, init_state=init_state)
+    scaler, start = fit.scaler, fit.start
+    notes = list(data.notes)
+    if scaler.constant:
+        names = ", ".join(data.channels[i] for i in scaler.constant)
+        notes.append(f"constant in training: {names} (scale = max(|value|, 1); the model learns nothing of them)")
+    naive_val, pca_val = naive_error(fit.val_windows), pca_error(start, fit.val_windows)
+    if fit.best_val_loss >= min(naive_val, pca_val if start.rank else np.inf):
+        notes.append(f"the autoencoder (validation loss {fit.best_val_loss:.4g}) does not beat naive window means "
+                     f"({naive_val:.4g}) or PCA of rank {start.rank} ({pca_val:.4g})")
+    crossfit = len(data) <= CROSSFIT_MAX_ROWS
     bundle = Bundle(
         channels=data.channels,
-        config=config,
+        config=fit.config,
         hop=hop,
-        center_=center,
-        scale_=scale,
+        focus=hop if options.focus is None else min(options.focus, window),
+        center_=scaler.center_,
+        scale_=scaler.scale_,
         threshold_=1.0,
-        state_dict=state,
+        state_dict=fit.state,
         sample_period=data.sample_period,
         training={
             **data.fingerprint(),
             "splits": {"train": len(splits.train), "validation": len(splits.validation),
                        "calibration": len(splits.calibration)},
-            "epochs": trainer.current_epoch,
-            "best_val_loss": keep_best.best,
+            "epochs": fit.epochs,
+            "best_epoch": fit.best_epoch,
+            "best_val_loss": fit.best_val_loss,
             "options": {k: v for k, v in options.__dict__.items() if k not in ("progress", "device")},
-            "notes": list(data.notes),
+            "notes": notes,
+            "scaling": scaler.record(data.channels),
+            "linear_path": {"rank": start.rank, "explained_variance": round(start.explained, 4)},
+            "validation_loss": {"autoencoder": fit.best_val_loss, "naive_window_mean": naive_val,
+                                "pca_same_rank": pca_val},
+            "calibration_data": f"out-of-fold errors of all rows, {FOLDS} folds" if crossfit
+            else "the calibration block",
         },
     )
-    bundle = calibrate_bundle(bundle, splits.calibration, options.threshold_method, options.false_alarm_rate,
-                              device=options.device)
+    if crossfit:
+        pieces = out_of_fold_errors(data, bundle, options, fit.best_epoch)
+        bundle = threshold_bundle(bundle, pieces, options.threshold_method, options.false_alarm_rate,
+                                  options.false_alerts_per_day)
+        bundle.calibration["data"] = {**data.fingerprint(), "cross_fitted_folds": FOLDS}
+    else:
+        bundle = calibrate_bundle(bundle, splits.calibration, options.threshold_method, options.false_alarm_rate,
+                                  device=options.device, false_alerts_per_day=options.false_alerts_per_day)
     summary = TrainSummary(
         rows={"train": len(splits.train), "validation": len(splits.validation),
               "calibration": len(splits.calibration)},
         window=window,
         hop=hop,
         latent=latent,
-        epochs=trainer.current_epoch,
-        best_val_loss=keep_best.best,
+        epochs=fit.epochs,
+        best_val_loss=fit.best_val_loss,
+        naive_val_loss=naive_val,
+        pca_val_loss=pca_val,
+        linear=start.rank,
         threshold=bundle.threshold_,
         method=bundle.calibration["method"],
         false_alarms_per_day=bundle.calibration["expected_false_alarms_per_day"],
+        promise=bundle.calibration.get("alerts"),
         seconds=time.perf_counter() - started,
-        notes=data.notes,
+        notes=tuple(notes),
     )
     return bundle, summary
 
 
 def calibrate_bundle(
-    bundle: Bundle, data: SensorData, method: str, false_alarm_rate: float, device: str | None = None
+    bundle: Bundle,
+    data: SensorData,
+    method: str = "pot",
+    false_alarm_rate: float | None = None,
+    device: str | None = None,
+    false_alerts_per_day: float | None = 1.0,
+    rules: AlertRules = AlertRules(),
 ) -> Bundle:
-    """Re-pick the threshold from the errors of ``data``'s windows (held-out normal data)."""
+    """Re-pick the threshold from the errors of ``data``'s windows (held-out normal data).
+
+    The default targets ``false_alerts_per_day`` alerts through the daemon's raise rule
+    (``training.promise``). ``false_alarm_rate`` (advanced) targets a fraction of windows above the
+    line with ``method`` instead; so does a series without a regular sample period, where a day
+    cannot be counted in windows.
+    """
     if tuple(data.channels) != tuple(bundle.channels):
         raise ValueError(f"data channels {list(data.channels)} do not match the bundle's {list(bundle.channels)}")
     scores = Scorer(bundle, device=device).score_series(data.values, data.segments)
@@ -208,28 +201,36 @@ def calibrate_bundle(
         raise ValueError(
             f"calibration data hold {len(errors)} windows of {bundle.window} rows; need at least 10"
         )
+    pieces = [scores.error[a:b] for a, b in _bounds(data.segments)]
+    bundle = threshold_bundle(bundle, pieces, method, false_alarm_rate, false_alerts_per_day, rules)
+    bundle.calibration["data"] = data.fingerprint()
+    return bundle
+
+
+def threshold_bundle(
+    bundle: Bundle,
+    pieces: list[np.ndarray],
+    method: str = "pot",
+    false_alarm_rate: float | None = None,
+    false_alerts_per_day: float | None = 1.0,
+    rules: AlertRules = AlertRules(),
+) -> Bundle:
+    """The bundle with a threshold picked from held-out window errors (one array per segment)."""
+    errors = np.concatenate([p[np.isfinite(p)] for p in pieces]) if pieces else np.empty(0)
     per_day = 86400.0 / (bundle.sample_period * bundle.hop) if bundle.sample_period else None
-    threshold, record = pick_threshold(errors, method, false_alarm_rate, per_day)
-    record["data"] = data.fingerprint()
+    window_rate = false_alarm_rate if false_alarm_rate is not None else 1e-3
+    threshold, record = pick_threshold(errors, method, window_rate, per_day)
+    if false_alarm_rate is None and false_alerts_per_day is not None and per_day:
+        threshold, alerts = alert_threshold(pieces, bundle.hop, rules.raise_after, per_day, false_alerts_per_day)
+        record.update(method="alerts", requested_method="alerts", threshold=threshold, alerts=alerts,
+                      observed_exceedance=float(np.mean(errors >= threshold)),
+                      expected_false_alarms_per_day=false_alerts_per_day)
     return bundle.with_threshold(threshold, record)
 
 
-def _trainer(options: TrainOptions, callbacks: list[Callback]) -> pl.Trainer:
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*num_workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    device = pick_device(options.device)
-    return pl.Trainer(
-        max_epochs=options.max_epochs,
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=options.progress,
-        deterministic=True,
-        num_sanity_val_steps=0,
-    )
+def _bounds(segments: np.ndarray) -> list[tuple[int, int]]:
+    cuts = np.flatnonzero(np.diff(segments)) + 1
+    starts, stops = np.r_[0, cuts], np.r_[cuts, len(segments)]
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+

@@ -1,0 +1,80 @@
+"""The scaler floor: real channels (quantized, idle, constant, huge or tiny) never blow up to thousands of units."""
+
+import numpy as np
+import pytest
+
+from training.scaling import ABS_FLOOR, REL_LEVEL, fit_scaler
+
+RNG = np.random.default_rng(0)
+N = 400
+
+
+def _column(kind: str) -> np.ndarray:
+    if kind == "gaussian":
+        return 50 + 2 * RNG.standard_normal(N)
+    if kind == "quantized_flow":  # reads 32.0 in most rows, a step of 1.0 now and then
+        return np.where(RNG.random(N) < 0.9, 32.0, 33.0)
+    if kind == "idle_vibration":  # RMS moving in its 4th decimal while the machine idles
+        return 0.2 + 1e-4 * RNG.standard_normal(N)
+    if kind == "constant":
+        return np.full(N, 7.5)
+    if kind == "constant_zero":
+        return np.zeros(N)
+    if kind == "huge":
+        return 1e9 + 1e7 * RNG.standard_normal(N)
+    if kind == "rare_spikes":  # near constant with a few spikes: the spikes were normal in training
+        x = np.full(N, 3.0) + 1e-6 * RNG.standard_normal(N)
+        x[::100] = 10.0
+        return x
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind, set_by, scale_between",
+    [
+        ("gaussian", "spread", (1.7, 2.3)),
+        ("quantized_flow", "resolution", (1.0, 1.0)),  # one quantization step is one unit
+        ("idle_vibration", "level", (REL_LEVEL * 0.2, REL_LEVEL * 0.2)),  # 0.1 % of reading
+        ("constant", "constant", (7.5, 7.5)),
+        ("constant_zero", "constant", (1.0, 1.0)),
+        ("huge", "spread", (0.8e7, 1.2e7)),
+        ("rare_spikes", "spread", (0.6, 0.8)),  # std of the spikes, not 1e-6
+    ],
+)
+def test_scale_per_channel_kind(kind, set_by, scale_between):
+    fit = fit_scaler(_column(kind)[:, None])
+    lo, hi = scale_between
+    assert fit.reason == (set_by,)
+    assert lo * 0.999 <= fit.scale_[0] <= hi * 1.001, fit.scale_[0]
+
+
+def test_a_normal_step_after_training_stays_a_few_units():
+    """The failure this floor prevents: an idle channel's later normal step read as thousands of units."""
+    kinds = ["quantized_flow", "idle_vibration", "constant", "gaussian"]
+    values = np.column_stack([_column(k) for k in kinds])
+    fit = fit_scaler(values)
+    later = values[-1] + np.array([1.0, 0.0005, 0.0, 2.0])  # one flow step, a small vibration rise, a 1-sd move
+    units = np.abs((later - fit.center_) / fit.scale_)
+    assert units.max() < 5, units
+
+
+def test_record_names_constant_channels_and_rules():
+    values = np.column_stack([_column("gaussian"), _column("constant"), _column("quantized_flow")])
+    record = fit_scaler(values).record(("temp", "setpoint", "flow"))
+    assert record["constant_in_training"] == ["setpoint"]
+    assert record["set_by"] == ["spread", "constant", "resolution"]
+    assert len(record["floor"]) == len(record["spread"]) == 3
+    assert str(ABS_FLOOR) in record["rule"] or "1e-06" in record["rule"]
+
+
+def test_median_center_and_positive_finite_scales():
+    values = np.column_stack([np.r_[np.zeros(99), 1e6], np.full(100, 5.0), np.arange(100.0)])
+    fit = fit_scaler(values)
+    assert fit.center_.tolist() == [0.0, 5.0, 49.5]
+    assert np.isfinite(fit.scale_).all() and (fit.scale_ > 0).all()
+    assert fit.scale_[2] == pytest.approx(49.5 / 1.349, rel=0.01)  # IQR/1.349 > std for a uniform ramp
+
+
+def test_empty_input_is_refused():
+    with pytest.raises(ValueError, match="non-empty"):
+        fit_scaler(np.empty((0, 3)))

@@ -1,0 +1,158 @@
+"""One fit of the network on one block of normal rows: scaler, PCA start, Lightning, best weights.
+
+``train_bundle`` calls it once with a validation block (early stopping); the cross-fitted
+calibration calls it once per fold for a fixed number of epochs. Both start from the same place:
+the scaler fit on the block's rows, the linear path at their principal components and the conv
+path at zero output, so epoch 0 is the PCA detector and training can only keep or improve on it.
+
+Training runs in float64 on the CPU: float32 sums come out differently with the number of torch
+threads, and over a few dozen epochs those last bits change where early stopping stops (one file
+gave 40 epochs with the default threads, 21 with one). In float64 the same data and seed give the
+same epochs and weights to many more digits, whatever the thread count; the network is small, so
+the cost is modest. On CUDA training stays float32 (GPUs are slow in float64).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, EarlyStopping
+
+from service.model import ModelConfig
+from service.scorer import pick_device
+from training.data import SensorData, WindowDataset, eval_loader, train_loader, window_starts
+from training.linear import PcaStart, pca_start
+from training.scaling import ScalerFit, fit_scaler
+from training.system import AutoencoderSystem
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted network (float32 state for the bundle) with its scaler and PCA start."""
+
+    config: ModelConfig
+    scaler: ScalerFit
+    start: PcaStart
+    state: dict[str, torch.Tensor]
+    best_val_loss: float
+    best_epoch: int
+    epochs: int
+    val_windows: np.ndarray | None
+
+
+class _KeepBest(Callback):
+    """Remember the weights of the best validation epoch (early stopping stops later than that)."""
+
+    def __init__(self) -> None:
+        self.best = float("inf")
+        self.epoch = 0
+        self.state: dict | None = None
+
+    def seed(self, net: torch.nn.Module, windows: torch.Tensor) -> None:
+        """Count the starting weights as epoch 0, so training can only improve on them."""
+        net.eval()
+        with torch.no_grad():
+            self.best = float(((net(windows) - windows) ** 2).mean()) if len(windows) else float("inf")
+        self.state = copy.deepcopy(net.state_dict())
+        net.train()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("val_loss")
+        if loss is not None and not trainer.sanity_checking and float(loss) < self.best:
+            self.best = float(loss)
+            self.epoch = trainer.current_epoch + 1
+            self.state = copy.deepcopy(pl_module.net.state_dict())
+
+
+def fit_network(
+    train: SensorData,
+    validation: SensorData | None,
+    config: ModelConfig,
+    options: Any,
+    epochs: int | None = None,
+    init_state: dict | None = None,
+) -> Fit:
+    """Fit on ``train``; with ``validation``, stop early and keep the best epoch, else run ``epochs``.
+
+    options: a ``TrainOptions`` (batch size, learning rate, noise, patience, seed, device).
+    init_state: warm-start weights; used when they fit this architecture, else the PCA start.
+    """
+    pl.seed_everything(options.seed, workers=True, verbose=False)
+    scaler = fit_scaler(train.values)
+    start = pca_start(scaler_apply(scaler, train.values))
+    config = ModelConfig(**{**config.to_dict(), "linear": start.rank})
+    device = pick_device(options.device)
+    dtype = torch.float64 if device.type == "cpu" else torch.float32
+    system = AutoencoderSystem(
+        channels=config.channels, window=config.window, latent=config.latent, hidden=config.hidden,
+        depth=config.depth, lr=options.lr, noise=options.noise, linear=config.linear,
+    )
+    if init_state is not None and _fits(system.net, init_state):
+        system.net.load_state_dict(init_state)
+    elif config.linear:
+        system.net.init_linear(torch.as_tensor(start.components, dtype=torch.float32),
+                               torch.as_tensor(start.mean, dtype=torch.float32))
+    system = system.to(dtype)
+
+    def dataset(part: SensorData, stride: int = 1) -> WindowDataset:
+        return WindowDataset(scaler_apply(scaler, part.values), part.segments, config.window, stride, dtype=dtype)
+
+    train_set = dataset(train)
+    loader = train_loader(train_set, options.batch_size, options.max_windows_per_epoch, options.seed)
+    keep_best = _KeepBest()
+    val_windows = None
+    epochs_run = 0
+    if validation is not None:
+        n_val = len(window_starts(validation.segments, config.window))
+        val_set = dataset(validation, stride=max(1, n_val // 4096))
+        windows = val_set.__getitems__(list(range(len(val_set))))
+        keep_best.seed(system.net, windows)
+        val_windows = windows.numpy()
+        callbacks = [EarlyStopping("val_loss", patience=options.patience, min_delta=1e-4), keep_best]
+        trainer = _trainer(options, callbacks, options.max_epochs, device)
+        trainer.fit(system, loader, eval_loader(val_set, 4096))
+        epochs_run = trainer.current_epoch
+    else:
+        if epochs:
+            _trainer(options, [], epochs, device).fit(system, loader)
+        keep_best.state, keep_best.epoch, epochs_run = system.net.state_dict(), epochs or 0, epochs or 0
+    state = {k: v.detach().cpu().to(torch.float32).clone() for k, v in (keep_best.state or {}).items()}
+    return Fit(config, scaler, start, state, keep_best.best, keep_best.epoch, epochs_run, val_windows)
+
+
+def scaler_apply(scaler: ScalerFit, values: np.ndarray) -> np.ndarray:
+    return (np.asarray(values, dtype=np.float64) - scaler.center_) / scaler.scale_
+
+
+def _fits(net: torch.nn.Module, state: dict) -> bool:
+    """Whether a warm-start state has this network's layers (older bundles lack the linear path)."""
+    own = net.state_dict()
+    return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
+
+
+def _trainer(options: Any, callbacks: list[Callback], max_epochs: int, device: torch.device) -> pl.Trainer:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*num_workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=options.progress,
+        deterministic=True,
+        num_sanity_val_steps=0,
+    )

@@ -1,0 +1,93 @@
+"""The per-channel scaler, with a floor that real plant channels cannot break.
+
+Every error and score is in standardized units, ``(x - center) / scale``, so a scale that is far too
+small turns a normal step into thousands of units and the model then learns nothing (validation
+loss stays at the level of predicting the center) while every later row alerts. Real channels do
+this: a flow that reads 32.0 in most rows, a vibration RMS that moves in its fourth decimal while
+the machine idles, a pressure quantized to a few levels, a channel constant for the whole training
+period. So the scale is the larger of the channel's spread and a floor with a physical meaning:
+
+- spread: the larger of the standard deviation and IQR/1.349 of the training rows (equal for a
+  Gaussian channel; the standard deviation is the larger for a channel that idles and then moves,
+  or has rare spikes, and those moves were normal in training);
+- resolution: the channel's quantization step (the median gap between its distinct values), so one
+  step of a quantized sensor is at most one unit;
+- level: ``REL_LEVEL`` of the channel's typical magnitude (median of ``|x|``), the accuracy an
+  industrial sensor is specified to (0.1-1 % of reading), so a change smaller than what the sensor
+  can resolve is never several units;
+- ``ABS_FLOOR`` for channels that sit at zero.
+
+A channel constant over the whole training block shows no spread at all: the only scale the data
+offers is its own magnitude, so one unit is ``max(|value|, 1)``. Such channels are named in the
+train summary: the model knows nothing about how they move, and a large change in one still scores.
+
+The scaler records which floor set each scale in ``bundle.json`` so a user can see why a channel is
+less sensitive than its training spread suggests.
+
+>>> values = np.column_stack([np.r_[np.full(95, 32.0), np.full(5, 33.0)], np.linspace(0, 1, 100)])
+>>> fit = fit_scaler(values)
+>>> fit.reason, [round(float(s), 3) for s in fit.scale_]
+(('resolution', 'spread'), [1.0, 0.371])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+REL_LEVEL = 1e-3
+ABS_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class ScalerFit:
+    """Per-channel ``center_`` and ``scale_``, and which rule set each scale (spread or a floor)."""
+
+    center_: np.ndarray
+    scale_: np.ndarray
+    spread: np.ndarray
+    floor: np.ndarray
+    reason: tuple[str, ...]
+    constant: tuple[int, ...]
+
+    def record(self, channels: tuple[str, ...]) -> dict:
+        """The part of ``bundle.json`` that says how the scale of each channel was chosen."""
+        return {
+            "rule": f"max(std, IQR/1.349, resolution, {REL_LEVEL:g} x level, {ABS_FLOOR:g}); constant: max(|value|, 1)",
+            "spread": [float(f"{v:.6g}") for v in self.spread],
+            "floor": [float(f"{v:.6g}") for v in self.floor],
+            "set_by": list(self.reason),
+            "constant_in_training": [channels[i] for i in self.constant],
+        }
+
+
+def fit_scaler(values: np.ndarray) -> ScalerFit:
+    """Center (median) and floored scale per channel of ``(T, C)`` training rows."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or len(values) == 0:
+        raise ValueError(f"values must be a non-empty (T, C) array, got shape {values.shape}")
+    center = np.median(values, axis=0)
+    q75, q25 = np.percentile(values, [75, 25], axis=0)
+    spread = np.maximum(values.std(axis=0), (q75 - q25) / 1.349)
+    resolution = np.array([_resolution(values[:, j]) for j in range(values.shape[1])])
+    level = REL_LEVEL * np.median(np.abs(values), axis=0)
+    floors = np.stack([resolution, level, np.full_like(level, ABS_FLOOR)])
+    floor = floors.max(axis=0)
+    names = ("resolution", "level", "absolute")
+    reason = ["spread" if s >= f else names[int(np.argmax(floors[:, j]))]
+              for j, (s, f) in enumerate(zip(spread, floor, strict=True))]
+    constant = np.ptp(values, axis=0) == 0
+    floor = np.where(constant, np.maximum(np.abs(center), 1.0), floor)
+    for j in np.flatnonzero(constant):
+        reason[j] = "constant"
+    scale = np.maximum(spread, floor)
+    return ScalerFit(center, scale, spread, floor, tuple(reason), tuple(int(j) for j in np.flatnonzero(constant)))
+
+
+def _resolution(column: np.ndarray) -> float:
+    """The quantization step: median gap between distinct values (0 for a constant channel)."""
+    distinct = np.unique(column[np.isfinite(column)])
+    if len(distinct) < 2:
+        return 0.0
+    return float(np.median(np.diff(distinct)))
