@@ -62,6 +62,13 @@ def daemons():
         daemon.stop()
 
 
+def logged_by(caplog, daemon: Daemon, needle: str) -> list[str]:
+    """Log lines containing ``needle`` from ``daemon``'s MQTT network thread, where connection failures and
+    refusals are logged (paho names the thread after the client id, which is unique per daemon here)."""
+    thread = f"paho-mqtt-client-{daemon.settings.client_id}"
+    return [r.getMessage() for r in caplog.records if r.threadName == thread and needle in r.getMessage()]
+
+
 def broker_with(workdir: Path, lines: list[str]) -> Mosquitto:
     """A Mosquitto whose listener is configured by ``lines`` (TLS, auth), persistence off."""
     broker = Mosquitto(workdir)
@@ -194,13 +201,13 @@ def test_tls_verifies_the_broker_certificate(tls_broker, daemons, trained_dir, c
     wait_for(lambda: http_status(f"{good}/readyz") == 200, 20, "ready over TLS with the right CA")
 
     caplog.set_level(logging.WARNING)
-    _, no_ca = daemons({"model": str(trained_dir), "broker": url})  # system CAs: they never signed it
-    _, wrong_ca = daemons({"model": str(trained_dir), "broker": url, "tls_ca": pki["other_ca"]})
-    wait_for(lambda: len([r for r in caplog.records if "certificate verification failed" in r.getMessage()]) >= 2,
-             20, "a clear TLS error logged for each")
-    line = next(r.getMessage() for r in caplog.records if "certificate verification failed" in r.getMessage())
-    assert f"127.0.0.1:{broker.port}" in line and "tls_ca" in line
+    no_ca, no_ca_url = daemons({"model": str(trained_dir), "broker": url})  # system CAs: they never signed it
+    wrong_ca, wrong_ca_url = daemons({"model": str(trained_dir), "broker": url, "tls_ca": pki["other_ca"]})
     for bad in (no_ca, wrong_ca):
+        lines = wait_for(lambda bad=bad: logged_by(caplog, bad, "certificate verification failed"), 20,
+                         f"a clear TLS error logged by {bad.settings.client_id}")
+        assert all(f"127.0.0.1:{broker.port}" in line and "tls_ca" in line for line in lines), lines
+    for bad in (no_ca_url, wrong_ca_url):
         assert http_status(f"{bad}/readyz") == 503 and metric(bad, "sensorguard_mqtt_connected") == 0
     assert http_status(f"{good}/readyz") == 200
 
@@ -211,9 +218,10 @@ def test_host_name_check_is_on_unless_tls_insecure_is_explicit(tls_broker, daemo
     url = f"mqtts://127.0.0.1:{broker.port}"
     assert load_settings({"model": str(trained_dir), "broker": url}, {}).tls_insecure is False
     caplog.set_level(logging.WARNING)
-    _, strict = daemons({"model": str(trained_dir), "broker": url, "tls_ca": pki["ca"]})
-    wait_for(lambda: any("certificate verification failed" in r.getMessage() and "IP address mismatch"
-                         in r.getMessage() for r in caplog.records), 20, "host name mismatch logged")
+    strict_daemon, strict = daemons({"model": str(trained_dir), "broker": url, "tls_ca": pki["ca"]})
+    wait_for(lambda: any("IP address mismatch" in line
+                         for line in logged_by(caplog, strict_daemon, "certificate verification failed")),
+             20, "host name mismatch logged")
     assert http_status(f"{strict}/readyz") == 503
     _, insecure = daemons({"model": str(trained_dir), "broker": url, "tls_ca": pki["ca"], "tls_insecure": True})
     wait_for(lambda: http_status(f"{insecure}/readyz") == 200, 20, "ready with explicit tls_insecure")
@@ -250,16 +258,15 @@ def auth_publisher(broker: Mosquitto) -> Publisher:
 def test_wrong_credentials_fail_clearly_right_ones_work(auth_broker, daemons, trained_dir, caplog, version):
     caplog.set_level(logging.WARNING)
     common = {"model": str(trained_dir), "broker": auth_broker.url, "mqtt_version": version}
-    _, anonymous = daemons(common)
-    _, wrong = daemons({**common, "username": "sensorguard"}, {"SENSORGUARD_MQTT_PASSWORD": "wrong"})
-    _, right = daemons({**common, "username": "sensorguard"}, {"SENSORGUARD_MQTT_PASSWORD": SECRET})
+    anonymous_daemon, anonymous = daemons(common)
+    wrong_daemon, wrong = daemons({**common, "username": "sensorguard"}, {"SENSORGUARD_MQTT_PASSWORD": "wrong"})
+    right_daemon, right = daemons({**common, "username": "sensorguard"}, {"SENSORGUARD_MQTT_PASSWORD": SECRET})
     wait_for(lambda: http_status(f"{right}/readyz") == 200, 20, "ready with the right password")
-
-    def refusals():
-        return [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
-
-    lines = wait_for(lambda: len(refusals()) >= 2 and refusals(), 20, "refusals logged")
-    assert all(("not authorized" in m.lower() or "bad user name or password" in m.lower()) for m in lines), lines
+    for bad in (anonymous_daemon, wrong_daemon):  # each refused daemon says so itself
+        lines = wait_for(lambda bad=bad: logged_by(caplog, bad, "refused the connection"), 20,
+                         f"refusal logged by {bad.settings.client_id}")
+        assert all(("not authorized" in m.lower() or "bad user name or password" in m.lower()) for m in lines), lines
+    assert logged_by(caplog, right_daemon, "refused the connection") == []
     for bad in (anonymous, wrong):
         assert http_status(f"{bad}/readyz") == 503
     pub = auth_publisher(auth_broker)
