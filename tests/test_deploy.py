@@ -1,7 +1,8 @@
 """deploy/: Prometheus rules (checked and unit-tested by promtool), compose, Grafana, systemd, container.
 
-promtool comes with Debian's `prometheus` package; without it the promtool tests are skipped
-locally with the reason printed, and fail under CI=true (README: the integration tests' promise).
+promtool comes with Debian's `prometheus` package and systemd-analyze with `systemd`; without them
+those tests are skipped locally with the reason printed, and fail under CI=true (README: the
+integration tests' promise; .ci/run installs both).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import configparser
 import dataclasses
 import json
 import re
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from service.config import Settings, load_settings
+from service.metrics import Metrics
 from tests.mosquitto import need_program
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -323,9 +325,7 @@ def test_retrain_unit_and_weekly_timer():
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path):
-    analyze = shutil.which("systemd-analyze")
-    if not analyze:
-        pytest.skip("systemd-analyze not found")
+    analyze = need_program("systemd-analyze", package="systemd")
     for path in SYSTEMD.glob("sensorguard*.[st]*"):
         if path.suffix in {".service", ".timer"}:
             # verify checks that ExecStart exists: point it at a program this machine has.
@@ -383,11 +383,10 @@ def test_dockerignore_keeps_the_context_small():
 
 
 def test_deploy_metric_names_are_the_ones_the_daemon_exports():
-    metrics = pytest.importorskip("service.metrics")
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    metrics.Metrics(registry)
+    Metrics(registry)
     exported = {family.name for family in registry.collect()}
     # prometheus_client drops the _total suffix from counter family names
     expected = {f"sensorguard_{n.removesuffix('_total')}" for n in COUNTERS | GAUGES | HISTOGRAMS}
@@ -401,8 +400,7 @@ def documented_settings() -> set[str]:
 
 
 def test_example_toml_and_docs_cover_every_setting(tmp_path):
-    config = pytest.importorskip("service.config")
-    names = {f.name for f in dataclasses.fields(config.Settings) if not f.name.startswith("_")}
+    names = {f.name for f in dataclasses.fields(Settings) if not f.name.startswith("_")}
     text = (SYSTEMD / "sensorguard.toml").read_text()
     shown = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.M))
     assert shown == names, f"missing {names - shown}, unknown {shown - names}"
@@ -411,7 +409,7 @@ def test_example_toml_and_docs_cover_every_setting(tmp_path):
     (tmp_path / "registry").mkdir()
     local = text.replace("/var/lib/sensorguard", str(tmp_path))
     (tmp_path / "sensorguard.toml").write_text(local)
-    settings = config.load_settings({}, {}, tmp_path / "sensorguard.toml")
-    defaults = config.Settings()
+    settings = load_settings({}, {}, tmp_path / "sensorguard.toml")
+    defaults = Settings()
     for name in names - {"registry", "name", "record_dir", "client_id"}:
         assert getattr(settings, name) == getattr(defaults, name), f"{name}: the example differs from the default"
