@@ -32,6 +32,7 @@ from service.bundle import Bundle
 from service.scorer import Scorer
 from training.calibrate import pick_threshold
 from training.data import SensorData, split_by_time
+from training.promise import alert_threshold
 from training.train import TrainOptions, TrainSummary, train_bundle
 
 LIMIT_LEVEL = 0.99  # the classic monitoring limit: 1 % of normal samples beyond it
@@ -149,10 +150,19 @@ def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptio
     else:
         train_w, _ = windows_of(std(splits.train.values), splits.train.segments, window)
         errors = _window_model(kind, train_w, bundle.config.latent, options.seed)
-    cal_w, _ = windows_of(std(splits.calibration.values), splits.calibration.segments, window)
+    cal_w, cal_rows = windows_of(std(splits.calibration.values), splits.calibration.segments, window)
     per_day = 86400.0 / (bundle.sample_period * hop) if bundle.sample_period else None
     method, rate = calibration_rule(bundle, options)
-    threshold, record = pick_threshold(errors(cal_w), method, rate, per_day)
+    if method == "alerts":  # the bundle's rule: a threshold for N false alerts a day through the raise rule
+        cal_errors = errors(cal_w)
+        seg = splits.calibration.segments[cal_rows]
+        pieces = np.split(cal_errors, np.flatnonzero(np.diff(seg)) + 1)
+        alerts = bundle.calibration["alerts"]
+        threshold, promise = alert_threshold(pieces, hop, alerts["raise_after"], per_day, alerts["target_per_day"])
+        record = {"method": f"alerts ({promise['tail']} tail)", "windows": len(cal_w),
+                  "expected_false_alarms_per_day": promise["promised_per_day"]}
+    else:
+        threshold, record = pick_threshold(errors(cal_w), method, rate, per_day)
 
     def score(test: SensorData) -> np.ndarray:
         out = np.full(len(test), np.nan)
