@@ -158,7 +158,8 @@ def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptio
         seg = splits.calibration.segments[cal_rows]
         pieces = np.split(cal_errors, np.flatnonzero(np.diff(seg)) + 1)
         alerts = bundle.calibration["alerts"]
-        threshold, promise = alert_threshold(pieces, hop, alerts["raise_after"], per_day, alerts["target_per_day"])
+        rules = AlertRules(raise_after=alerts["raise_after"])
+        threshold, promise = alert_threshold(pieces, hop, rules, per_day, alerts["target_per_day"])
         record = {"method": f"alerts ({promise['tail']} tail)", "windows": len(cal_w),
                   "expected_false_alarms_per_day": promise["promised_per_day"]}
     else:

@@ -29,7 +29,8 @@ import torch
 from service import __version__
 from service.model import ConvAutoencoder, ModelConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: architecture.linear and focus; version 1 bundles (neither) still load
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "model.pt"
 META_FILE = "bundle.json"
 CURRENT_FILE = "CURRENT"
@@ -174,8 +175,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise BundleError(f"{path}: expected a JSON object")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{path}: unsupported format_version {version!r} (this build reads {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise BundleError(f"{path}: unsupported format_version {version!r} (this build reads 1 to {FORMAT_VERSION})")
     return meta
 
 

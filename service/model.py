@@ -109,6 +109,12 @@ class ConvAutoencoder(nn.Module):
             self.project = nn.Conv1d(config.channels, config.linear, 1)
             self.unproject = nn.Conv1d(config.linear, config.channels, 1)
 
+    def zero_conv_output(self) -> None:
+        """Zero the conv path's last layer: the network then outputs the linear path alone (or 0)."""
+        with torch.no_grad():
+            self.decoder[-1].weight.zero_()
+            self.decoder[-1].bias.zero_()
+
     def init_linear(self, components: torch.Tensor, mean: torch.Tensor) -> None:
         """Start as PCA: ``components`` ``(linear, channels)`` orthonormal rows, ``mean`` ``(channels,)``.
 
@@ -122,9 +128,7 @@ class ConvAutoencoder(nn.Module):
             self.project.bias.copy_(-(components @ mean))
             self.unproject.weight.copy_(components.T[:, :, None])
             self.unproject.bias.copy_(mean)
-            last = self.decoder[-1]
-            last.weight.zero_()
-            last.bias.zero_()
+        self.zero_conv_output()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.encoder(x).flatten(1))

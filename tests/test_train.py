@@ -91,25 +91,41 @@ def test_small_data_shrinks_the_window(tmp_path):
     assert summary.window == 16 and bundle.window == 16
 
 
+_THREADS_CHILD = """
+import json, sys, torch
+from training.data import load_frame
+from training.train import TrainOptions, train_bundle
+torch.set_num_threads(int(sys.argv[2]))
+bundle, summary = train_bundle(load_frame([sys.argv[1]]), TrainOptions(max_epochs=8, progress=False, seed=3))
+print(json.dumps([torch.get_num_threads(), summary.epochs, bundle.training["best_epoch"], bundle.threshold_]))
+"""
+
+
 def test_same_epochs_and_threshold_whatever_the_thread_count(tmp_path):
-    """float32 sums differ with the thread count and moved early stopping; training runs in float64."""
-    import torch
+    """float32 sums differ with the thread count and moved early stopping; training runs in float64.
+
+    Each run is its own process (OpenMP's thread pool is set up once per process); passive waiting
+    keeps two threads from spinning against each other on a busy 2-core machine.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
     from tests.conftest import plant_frame
 
     path = tmp_path / "n.csv"
     plant_frame(rows=800).to_csv(path, index=False)
-    data = load_frame([path])
-    before = torch.get_num_threads()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(root)}
     results = []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            bundle, summary = train_bundle(data, TrainOptions(max_epochs=8, progress=False, seed=3))
-            results.append((summary.epochs, bundle.training["best_epoch"], bundle.threshold_))
-    finally:
-        torch.set_num_threads(before)
-    (e1, b1, t1), (e2, b2, t2) = results
+    for threads in (1, 2):
+        out = subprocess.run([sys.executable, "-c", _THREADS_CHILD, str(path), str(threads)], env=env, cwd=root,
+                             capture_output=True, text=True, timeout=600, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    (n1, e1, b1, t1), (n2, e2, b2, t2) = results
+    assert (n1, n2) == (1, 2)
     assert (e1, b1) == (e2, b2)
     assert t2 == pytest.approx(t1, rel=0.02)
 
@@ -132,3 +148,35 @@ def test_summary_compares_with_naive_and_pca_and_starts_from_pca(tmp_path):
     text = "\n".join(summary.lines())
     assert "naive window means" in text and f"PCA of rank {summary.linear}" in text
     assert "constant in training: setpoint" in text
+
+
+def _one_channel(rows: int, seed: int) -> SensorData:
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows, dtype=float)
+    values = (np.sin(2 * np.pi * t / 50) + 0.1 * rng.standard_normal(rows))[:, None]
+    return SensorData(values, 1.7e9 + t, np.zeros(rows, int), ("x",), 1.0)
+
+
+def test_warm_start_calibrates_the_model_it_serves():
+    """Folds start where the main fit did: warm weights that need no more epochs must not be
+    calibrated with the errors of an untrained fold (that threshold made the served model blind)."""
+    from training.crossfit import out_of_fold_errors
+
+    options = TrainOptions(max_epochs=6, progress=False)
+    data = _one_channel(1500, 1)
+    trained, _ = train_bundle(_one_channel(1500, 0), options)
+    warm = out_of_fold_errors(data, trained, options, epochs=0, init_state=trained.state_dict)
+    cold = out_of_fold_errors(data, trained, options, epochs=0)
+    warm_median, cold_median = (np.nanmedian(np.concatenate(p)) for p in (warm, cold))
+    assert warm_median < 0.5 * cold_median, (warm_median, cold_median)
+
+
+def test_a_hop_longer_than_the_window_still_makes_a_loadable_bundle(tmp_path):
+    from service.bundle import load_bundle, save_bundle
+    from tests.conftest import plant_frame
+
+    path = tmp_path / "n.csv"
+    plant_frame(rows=600).to_csv(path, index=False)
+    bundle, _ = train_bundle(load_frame([path]), TrainOptions(max_epochs=2, hop=40, progress=False))
+    assert bundle.focus == bundle.window < bundle.hop
+    assert load_bundle(save_bundle(bundle, tmp_path / "b")).focus == bundle.window

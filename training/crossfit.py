@@ -36,13 +36,18 @@ def fold_masks(times: np.ndarray, folds: int = FOLDS) -> list[np.ndarray]:
 
 
 def out_of_fold_errors(
-    data: SensorData, template: Bundle, options: Any, epochs: int, folds: int = FOLDS
+    data: SensorData, template: Bundle, options: Any, epochs: int, folds: int = FOLDS,
+    init_state: dict | None = None,
 ) -> list[np.ndarray]:
-    """Window errors of every fold from a network fit on the others; one array per segment."""
+    """Window errors of every fold from a network fit on the others; one array per segment.
+
+    Each fold's network starts where the main one did (``init_state`` for a warm start, else the
+    PCA start) and trains for the epochs the main fit kept, so it is the same recipe minus the fold.
+    """
     pieces: list[np.ndarray] = []
     for mask in fold_masks(data.times, folds):
         held, rest = data.take(mask), data.take(~mask)
-        fit = fit_network(rest, None, template.config, options, epochs=epochs)
+        fit = fit_network(rest, None, template.config, options, epochs=epochs, init_state=init_state)
         bundle = Bundle(channels=template.channels, config=fit.config, hop=template.hop, focus=template.focus,
                         center_=fit.scaler.center_, scale_=fit.scaler.scale_, threshold_=1.0,
                         state_dict=fit.state, sample_period=template.sample_period)

@@ -99,6 +99,8 @@ def fit_network(
     elif config.linear:
         system.net.init_linear(torch.as_tensor(start.components, dtype=torch.float32),
                                torch.as_tensor(start.mean, dtype=torch.float32))
+    else:  # one channel: start by predicting the center, the naive detector
+        system.net.zero_conv_output()
     system = system.to(dtype)
 
     def dataset(part: SensorData, stride: int = 1) -> WindowDataset:

@@ -20,7 +20,7 @@ rules and reports what was observed there, beside what is promised.
 
 >>> rng = np.random.default_rng(0)
 >>> errors = [np.convolve(rng.exponential(1.0, 5000), np.ones(8) / 8, mode="valid")]
->>> threshold, record = alert_threshold(errors, hop=2, raise_after=3, steps_per_day=1000.0, target=1.0)
+>>> threshold, record = alert_threshold(errors, hop=2, rules=AlertRules(), steps_per_day=1000.0, target=1.0)
 >>> record["tail"], record["calibration_days"], record["observed_alerts"]
 ('exponential', 2.4965, 1)
 """
@@ -33,18 +33,24 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from service.alerts import AlertRules, alert_series
+
 MIN_TAIL_EVENTS = 10
 TAIL_QUANTILE = 0.90
 
 
 def run_min(errors: np.ndarray, hop: int, raise_after: int) -> np.ndarray:
-    """For every phase of the hop grid: the minimum over ``raise_after`` consecutive scored windows."""
-    out = []
-    for phase in range(hop):
-        steps = np.asarray(errors[phase::hop], dtype=np.float64)
-        if len(steps) >= raise_after:
-            out.append(np.lib.stride_tricks.sliding_window_view(steps, raise_after).min(axis=1))
-    return np.concatenate(out) if out else np.empty(0)
+    """At every row, in row order: the minimum over the ``raise_after`` scored windows ending there.
+
+    Row ``t`` gets ``min(e[t], e[t - hop], ..., e[t - (raise_after - 1) * hop])``: every phase of the
+    hop grid at once, kept in time order so its autocorrelation counts neighbouring phases (near
+    copies of each other) as the dependent samples they are.
+    """
+    e = np.asarray(errors, dtype=np.float64)
+    span = (raise_after - 1) * hop
+    if len(e) <= span:
+        return np.empty(0)
+    return np.minimum.reduce([e[span - j * hop : len(e) - j * hop] for j in range(raise_after)])
 
 
 def effective_fraction(series: Sequence[np.ndarray]) -> float:
@@ -66,7 +72,7 @@ def effective_fraction(series: Sequence[np.ndarray]) -> float:
 
 
 def alert_threshold(
-    errors: Sequence[np.ndarray], hop: int, raise_after: int, steps_per_day: float, target: float
+    errors: Sequence[np.ndarray], hop: int, rules: AlertRules, steps_per_day: float, target: float
 ) -> tuple[float, dict]:
     """Threshold for ``target`` false alerts per day from per-segment window errors (one per row).
 
@@ -78,6 +84,7 @@ def alert_threshold(
         raise ValueError(f"false alerts per day must be > 0, got {target}")
     pieces = [np.asarray(e, dtype=np.float64) for e in errors]
     pieces = [e[np.isfinite(e)] for e in pieces]
+    raise_after = rules.raise_after
     stat = [run_min(e, hop, raise_after) for e in pieces]
     pooled = np.concatenate(stat) if stat else np.empty(0)
     if len(pooled) < 10:
@@ -107,19 +114,18 @@ def alert_threshold(
     threshold = max(threshold, 1e-12)
     record["promised_per_day"] = target
     record["threshold"] = threshold
-    record.update(_observed(pieces, threshold, hop, raise_after, days))
+    record.update(_observed(pieces, threshold, hop, rules, days))
     return threshold, record
 
 
-def _observed(pieces: list[np.ndarray], threshold: float, hop: int, raise_after: int, days: float) -> dict:
-    """Alerts the daemon's rules raise on the calibration data (phase 0 of the hop grid)."""
+def _observed(pieces: list[np.ndarray], threshold: float, hop: int, rules: AlertRules, days: float) -> dict:
+    """Alerts the daemon's raise and clear rules raise on the calibration data (phase 0 of the hop grid)."""
     raises = 0
     for e in pieces:
-        above = np.asarray(e[::hop]) >= threshold
-        run = 0
-        for flag in above:
-            run = run + 1 if flag else 0
-            raises += run == raise_after
+        mask = np.zeros(len(e), dtype=bool)
+        mask[::hop] = True
+        alert = alert_series(np.asarray(e) / threshold, mask, np.arange(len(e), dtype=np.float64), rules)
+        raises += int(np.sum(np.diff(np.r_[0, alert]) == 1))
     lo, hi = _poisson_ci(raises)
     per_day = raises / days if days > 0 else float("nan")
     return {"observed_alerts": int(raises), "observed_per_day": round(per_day, 4),

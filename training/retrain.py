@@ -117,7 +117,7 @@ def retrain(
         current = None
     if current is not None and tuple(data.channels) != current.channels:
         raise DataError(f"data channels {list(data.channels)} do not match model {name!r}: {list(current.channels)}")
-    # the newest 10% is the shared held-out block; train_bundle calibrates on the 20% just before it
+    # the newest 10% is the shared held-out block; train_bundle calibrates on the rest (out of fold)
     parts = split_by_time(data, (0.9, 0.0, 0.1))
     rest, holdout = parts.train, parts.calibration
     if current is not None:

@@ -73,7 +73,8 @@ class TrainSummary:
         if not p:
             return f"false alarms    ~{fa} window exceedances per day expected on normal data"
         lo, hi = p["promised_ci95"]
-        margin = f", tail extrapolated +{p['margin']:.0%} beyond the largest seen" if p["tail"] != "empirical" else ""
+        margin = (f", tail extrapolated: threshold {p['margin']:+.0%} against the largest value seen"
+                  if p["tail"] != "empirical" else "")
         return (f"false alerts    {p['promised_per_day']:g} per asset per day promised (95% CI {lo:.3g}-{hi:.3g}"
                 f"{margin}); observed {p['observed_alerts']} in {p['calibration_days'] * 24:.3g} h of "
                 f"calibration data ({p['effective_samples']:g} effective samples)")
@@ -118,14 +119,15 @@ def train_bundle(
         notes.append(f"constant in training: {names} (scale = max(|value|, 1); the model learns nothing of them)")
     naive_val, pca_val = naive_error(fit.val_windows), pca_error(start, fit.val_windows)
     if fit.best_val_loss >= min(naive_val, pca_val if start.rank else np.inf):
-        notes.append(f"the autoencoder (validation loss {fit.best_val_loss:.4g}) does not beat naive window means "
-                     f"({naive_val:.4g}) or PCA of rank {start.rank} ({pca_val:.4g})")
+        versus = f"naive window means ({naive_val:.4g})" + (f" or PCA of rank {start.rank} ({pca_val:.4g})"
+                                                           if start.rank else "")
+        notes.append(f"the autoencoder (validation loss {fit.best_val_loss:.4g}) does not beat {versus}")
     crossfit = len(data) <= CROSSFIT_MAX_ROWS
     bundle = Bundle(
         channels=data.channels,
         config=fit.config,
         hop=hop,
-        focus=hop if options.focus is None else min(options.focus, window),
+        focus=min(hop if options.focus is None else options.focus, window),
         center_=scaler.center_,
         scale_=scaler.scale_,
         threshold_=1.0,
@@ -149,7 +151,7 @@ def train_bundle(
         },
     )
     if crossfit:
-        pieces = out_of_fold_errors(data, bundle, options, fit.best_epoch)
+        pieces = out_of_fold_errors(data, bundle, options, fit.best_epoch, init_state=init_state)
         bundle = threshold_bundle(bundle, pieces, options.threshold_method, options.false_alarm_rate,
                                   options.false_alerts_per_day)
         bundle.calibration["data"] = {**data.fingerprint(), "cross_fitted_folds": FOLDS}
@@ -189,9 +191,9 @@ def calibrate_bundle(
     """Re-pick the threshold from the errors of ``data``'s windows (held-out normal data).
 
     The default targets ``false_alerts_per_day`` alerts through the daemon's raise rule
-    (``training.promise``). ``false_alarm_rate`` (advanced) targets a fraction of windows above the
-    line with ``method`` instead; so does a series without a regular sample period, where a day
-    cannot be counted in windows.
+    (``training.promise``), counting a day in windows from the bundle's sample period (the median
+    interval of the training data). ``false_alarm_rate`` (advanced) targets a fraction of windows
+    above the line with ``method`` instead, as does a bundle without a sample period.
     """
     if tuple(data.channels) != tuple(bundle.channels):
         raise ValueError(f"data channels {list(data.channels)} do not match the bundle's {list(bundle.channels)}")
@@ -221,7 +223,7 @@ def threshold_bundle(
     window_rate = false_alarm_rate if false_alarm_rate is not None else 1e-3
     threshold, record = pick_threshold(errors, method, window_rate, per_day)
     if false_alarm_rate is None and false_alerts_per_day is not None and per_day:
-        threshold, alerts = alert_threshold(pieces, bundle.hop, rules.raise_after, per_day, false_alerts_per_day)
+        threshold, alerts = alert_threshold(pieces, bundle.hop, rules, per_day, false_alerts_per_day)
         record.update(method="alerts", requested_method="alerts", threshold=threshold, alerts=alerts,
                       observed_exceedance=float(np.mean(errors >= threshold)),
                       expected_false_alarms_per_day=false_alerts_per_day)
