@@ -59,12 +59,14 @@ def child(rows: int, max_epochs: int | None) -> None:
                 }
             )
 
-    original = train_mod._trainer
+    import training.fit as fit_mod
 
-    def with_curve(options, callbacks):
-        return original(options, [*callbacks, Curve()])
+    original = fit_mod._trainer
 
-    train_mod._trainer = with_curve
+    def with_curve(options, callbacks, max_epochs, device):
+        return original(options, [*callbacks, Curve()], max_epochs, device)
+
+    fit_mod._trainer = with_curve
     options = train_mod.TrainOptions(progress=False)
     if max_epochs:
         options = train_mod.TrainOptions(progress=False, max_epochs=max_epochs)
