@@ -60,8 +60,9 @@ def test_summary_and_bundle_record_what_was_chosen(learned):
     promise = bundle.calibration["alerts"]
     assert promise["promised_per_day"] == 1.0 and promise["raise_after"] == 3 and promise["hop"] == 4
     assert promise["promised_ci95"][0] < 1.0 < promise["promised_ci95"][1]
-    # small data: every row is scored out of fold (cross-fitting), so the calibration spans all 8000 rows
-    assert promise["calibration_days"] == pytest.approx(8000 / 86400, rel=0.05)
+    # 8000 rows calibrate on the newest 20% (cross-fitting is for small data)
+    assert bundle.training["calibration_data"] == "the calibration block"
+    assert promise["calibration_days"] == pytest.approx(1600 / 86400, rel=0.05)
     assert bundle.training["validation_loss"]["autoencoder"] <= bundle.training["validation_loss"]["pca_same_rank"]
     assert bundle.training["rows"] == 8000 and bundle.training["channels"] == channels
     text = "\n".join(summary.lines())
@@ -141,6 +142,8 @@ def test_summary_compares_with_naive_and_pca_and_starts_from_pca(tmp_path):
     assert "setpoint" not in auto.channels and any("constant columns left out: setpoint" in n for n in auto.notes)
     named = load_frame([path], channels=[*auto.channels, "setpoint"])
     bundle, summary = train_bundle(named, TrainOptions(max_epochs=3, progress=False))
+    assert bundle.training["calibration_data"].startswith("out-of-fold")  # small data: every row scored out of fold
+    assert bundle.calibration["alerts"]["calibration_days"] == pytest.approx(1200 / 86400, rel=0.2)  # less a window per fold
     losses = bundle.training["validation_loss"]
     assert summary.best_val_loss == losses["autoencoder"] <= losses["pca_same_rank"]
     assert summary.linear == bundle.config.linear >= 1
