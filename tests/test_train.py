@@ -143,7 +143,7 @@ def test_summary_compares_with_naive_and_pca_and_starts_from_pca(tmp_path):
     named = load_frame([path], channels=[*auto.channels, "setpoint"])
     bundle, summary = train_bundle(named, TrainOptions(max_epochs=3, progress=False))
     assert bundle.training["calibration_data"].startswith("out-of-fold")  # small data: every row scored out of fold
-    assert bundle.calibration["alerts"]["calibration_days"] == pytest.approx(1200 / 86400, rel=0.2)  # less a window per fold
+    assert bundle.calibration["alerts"]["calibration_days"] == pytest.approx(1200 / 86400, rel=0.2)
     losses = bundle.training["validation_loss"]
     assert summary.best_val_loss == losses["autoencoder"] <= losses["pca_same_rank"]
     assert summary.linear == bundle.config.linear >= 1
