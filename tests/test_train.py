@@ -103,7 +103,7 @@ print(json.dumps([torch.get_num_threads(), summary.epochs, bundle.training["best
 
 
 def test_same_epochs_and_threshold_whatever_the_thread_count(tmp_path):
-    """float32 sums differ with the thread count and moved early stopping; training runs in float64.
+    """float32 sums differ with the thread count and moved early stopping; training runs on one thread.
 
     Each run is its own process (OpenMP's thread pool is set up once per process); passive waiting
     keeps two threads from spinning against each other on a busy 2-core machine.

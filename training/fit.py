@@ -5,11 +5,13 @@ calibration calls it once per fold for a fixed number of epochs. Both start from
 the scaler fit on the block's rows, the linear path at their principal components and the conv
 path at zero output, so epoch 0 is the PCA detector and training can only keep or improve on it.
 
-Training runs in float64 on the CPU: float32 sums come out differently with the number of torch
-threads, and over a few dozen epochs those last bits change where early stopping stops (one file
-gave 40 epochs with the default threads, 21 with one). In float64 the same data and seed give the
-same epochs and weights to many more digits, whatever the thread count; the network is small, so
-the cost is modest. On CUDA training stays float32 (GPUs are slow in float64).
+Training runs on one CPU thread: float32 sums come out differently with the number of torch
+threads, and over a few dozen epochs those last bits changed where early stopping stopped (one file
+gave 40 epochs with the default threads, 21 with one). One thread gives the same epochs and weights
+whatever the caller's thread count, and costs little for a network this small (100k x 8 rows: 1.2 s
+an epoch, against 1.0 s on two threads and 2.4 s in float64, the other way to get there). It also
+keeps OpenMP's spinning threads from fighting other processes on a busy 2-core machine, where two
+training threads once took 455 s for a 15 s job. The caller's thread count is restored afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +93,6 @@ def fit_network(
     start = pca_start(scaler_apply(scaler, train.values))
     config = ModelConfig(**{**config.to_dict(), "linear": start.rank})
     device = pick_device(options.device)
-    dtype = torch.float64 if device.type == "cpu" else torch.float32
     system = AutoencoderSystem(
         channels=config.channels, window=config.window, latent=config.latent, hidden=config.hidden,
         depth=config.depth, lr=options.lr, noise=options.noise, linear=config.linear,
@@ -101,13 +104,38 @@ def fit_network(
                                torch.as_tensor(start.mean, dtype=torch.float32))
     else:  # one channel: start by predicting the center, the naive detector
         system.net.zero_conv_output()
-    system = system.to(dtype)
 
     def dataset(part: SensorData, stride: int = 1) -> WindowDataset:
-        return WindowDataset(scaler_apply(scaler, part.values), part.segments, config.window, stride, dtype=dtype)
+        return WindowDataset(scaler_apply(scaler, part.values), part.segments, config.window, stride)
 
-    train_set = dataset(train)
-    loader = train_loader(train_set, options.batch_size, options.max_windows_per_epoch, options.seed)
+    with _one_thread(device):
+        return _run(system, dataset, train, validation, config, options, epochs, device, scaler, start)
+
+
+@contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    system: AutoencoderSystem,
+    dataset: Callable[..., WindowDataset],
+    train: SensorData,
+    validation: SensorData | None,
+    config: ModelConfig,
+    options: Any,
+    epochs: int | None,
+    device: torch.device,
+    scaler: ScalerFit,
+    start: PcaStart,
+) -> Fit:
+    loader = train_loader(dataset(train), options.batch_size, options.max_windows_per_epoch, options.seed)
     keep_best = _KeepBest()
     val_windows = None
     epochs_run = 0
