@@ -42,7 +42,7 @@ def tiny_bundle() -> Bundle:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """A model trained once per test session on small normal data (fixed seed, ~5 s)."""
+    """A model trained once per test session on small normal data (fixed seed, ~25 s: cross-fitted calibration)."""
     from training.data import load_frame
     from training.train import TrainOptions, train_bundle
 
