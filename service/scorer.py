@@ -101,7 +101,7 @@ class Scorer:
             raise ValueError(f"values must have shape (T, {len(self.channels)}), got {values.shape}")
         n_rows, window = len(values), self.window
         std = self.standardize(values)
-        bounds = _segment_bounds(n_rows, segments)
+        bounds = segment_bounds(n_rows, segments)
         pieces, ends = [], []
         for start, stop in bounds:
             if stop - start >= window:
@@ -138,7 +138,8 @@ class Scorer:
         return Scores(error=error, score=error / self.bundle.threshold_, channel_error=channel_error)
 
 
-def _segment_bounds(n_rows: int, segments: np.ndarray | None) -> list[tuple[int, int]]:
+def segment_bounds(n_rows: int, segments: np.ndarray | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each contiguous run of equal segment ids (the whole series without ids)."""
     if segments is None or n_rows == 0:
         return [(0, n_rows)]
     segments = np.asarray(segments)

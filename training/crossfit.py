@@ -14,12 +14,13 @@ covers the 300-2,000 rows of a new machine); larger sets calibrate on their cali
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from service.bundle import Bundle
-from service.scorer import Scorer
+from service.scorer import Scorer, segment_bounds
 from training.data import SensorData
 from training.fit import fit_network
 
@@ -49,10 +50,8 @@ def out_of_fold_errors(
     for mask in fold_masks(data.times, folds):
         held, rest = data.take(mask), data.take(~mask)
         fit = fit_network(rest, None, template.config, options, epochs=epochs, init_state=init_state)
-        bundle = Bundle(channels=template.channels, config=fit.config, hop=template.hop, focus=template.focus,
-                        center_=fit.scaler.center_, scale_=fit.scaler.scale_, threshold_=1.0,
-                        state_dict=fit.state, sample_period=template.sample_period)
+        bundle = replace(template, config=fit.config, center_=fit.scaler.center_, scale_=fit.scaler.scale_,
+                         threshold_=1.0, state_dict=fit.state)
         error = Scorer(bundle, device=options.device).score_series(held.values, held.segments).error
-        cuts = np.flatnonzero(np.diff(held.segments)) + 1
-        pieces.extend(np.split(error, cuts))
+        pieces.extend(error[a:b] for a, b in segment_bounds(len(held), held.segments))
     return pieces

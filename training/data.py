@@ -430,11 +430,8 @@ def choose_window(splits: Splits, requested: int | None, min_windows: int = 32, 
 class WindowDataset(Dataset):
     """Standardized windows ``(C, window)`` of one split, fetched a whole batch at a time."""
 
-    def __init__(
-        self, standardized: np.ndarray, segments: np.ndarray, window: int, stride: int = 1,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self.data = torch.from_numpy(np.ascontiguousarray(standardized, dtype=np.float64)).to(dtype)
+    def __init__(self, standardized: np.ndarray, segments: np.ndarray, window: int, stride: int = 1) -> None:
+        self.data = torch.from_numpy(np.ascontiguousarray(standardized, dtype=np.float32))
         self.starts = torch.from_numpy(window_starts(segments, window, stride))
         self.offsets = torch.arange(window)
         self.window = window

@@ -153,7 +153,7 @@ def _run(
         if epochs:
             _trainer(options, [], epochs, device).fit(system, loader)
         keep_best.state, keep_best.epoch, epochs_run = system.net.state_dict(), epochs or 0, epochs or 0
-    state = {k: v.detach().cpu().to(torch.float32).clone() for k, v in (keep_best.state or {}).items()}
+    state = {k: v.detach().cpu().clone() for k, v in (keep_best.state or {}).items()}
     return Fit(config, scaler, start, state, keep_best.best, keep_best.epoch, epochs_run, val_windows)
 
 

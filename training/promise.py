@@ -82,8 +82,7 @@ def alert_threshold(
     """
     if not target > 0:
         raise ValueError(f"false alerts per day must be > 0, got {target}")
-    pieces = [np.asarray(e, dtype=np.float64) for e in errors]
-    pieces = [e[np.isfinite(e)] for e in pieces]
+    pieces = [e[np.isfinite(e)] for e in (np.asarray(e, dtype=np.float64) for e in errors)]
     raise_after = rules.raise_after
     stat = [run_min(e, hop, raise_after) for e in pieces]
     pooled = np.concatenate(stat) if stat else np.empty(0)

@@ -16,14 +16,13 @@ import numpy as np
 from service.alerts import AlertRules
 from service.bundle import Bundle
 from service.model import ModelConfig, default_depth, default_latent
-from service.scorer import Scorer
+from service.scorer import Scorer, segment_bounds
 from training.calibrate import pick_threshold
 from training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, out_of_fold_errors
 from training.data import SensorData, choose_window, split_by_time
 from training.fit import fit_network
 from training.linear import naive_error, pca_error
 from training.promise import alert_threshold
-from training.scaling import fit_scaler  # noqa: F401  (re-exported: the scaler rule lives in training.scaling)
 
 
 @dataclass(frozen=True)
@@ -152,9 +151,8 @@ def train_bundle(
     )
     if crossfit:
         pieces = out_of_fold_errors(data, bundle, options, fit.best_epoch, init_state=init_state)
-        bundle = threshold_bundle(bundle, pieces, options.threshold_method, options.false_alarm_rate,
-                                  options.false_alerts_per_day)
-        bundle.calibration["data"] = {**data.fingerprint(), "cross_fitted_folds": FOLDS}
+        bundle = threshold_bundle(bundle, pieces, {**data.fingerprint(), "cross_fitted_folds": FOLDS},
+                                  options.threshold_method, options.false_alarm_rate, options.false_alerts_per_day)
     else:
         bundle = calibrate_bundle(bundle, splits.calibration, options.threshold_method, options.false_alarm_rate,
                                   device=options.device, false_alerts_per_day=options.false_alerts_per_day)
@@ -203,21 +201,23 @@ def calibrate_bundle(
         raise ValueError(
             f"calibration data hold {len(errors)} windows of {bundle.window} rows; need at least 10"
         )
-    pieces = [scores.error[a:b] for a, b in _bounds(data.segments)]
-    bundle = threshold_bundle(bundle, pieces, method, false_alarm_rate, false_alerts_per_day, rules)
-    bundle.calibration["data"] = data.fingerprint()
-    return bundle
+    pieces = [scores.error[a:b] for a, b in segment_bounds(len(data), data.segments)]
+    return threshold_bundle(bundle, pieces, data.fingerprint(), method, false_alarm_rate, false_alerts_per_day, rules)
 
 
 def threshold_bundle(
     bundle: Bundle,
     pieces: list[np.ndarray],
+    data_record: dict,
     method: str = "pot",
     false_alarm_rate: float | None = None,
     false_alerts_per_day: float | None = 1.0,
     rules: AlertRules = AlertRules(),
 ) -> Bundle:
-    """The bundle with a threshold picked from held-out window errors (one array per segment)."""
+    """The bundle with a threshold picked from held-out window errors (one array per segment).
+
+    data_record: what the errors came from (a data fingerprint), kept in the calibration record.
+    """
     errors = np.concatenate([p[np.isfinite(p)] for p in pieces]) if pieces else np.empty(0)
     per_day = 86400.0 / (bundle.sample_period * bundle.hop) if bundle.sample_period else None
     window_rate = false_alarm_rate if false_alarm_rate is not None else 1e-3
@@ -227,12 +227,8 @@ def threshold_bundle(
         record.update(method="alerts", requested_method="alerts", threshold=threshold, alerts=alerts,
                       observed_exceedance=float(np.mean(errors >= threshold)),
                       expected_false_alarms_per_day=false_alerts_per_day)
+    record["data"] = data_record
     return bundle.with_threshold(threshold, record)
 
-
-def _bounds(segments: np.ndarray) -> list[tuple[int, int]]:
-    cuts = np.flatnonzero(np.diff(segments)) + 1
-    starts, stops = np.r_[0, cuts], np.r_[cuts, len(segments)]
-    return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
