@@ -27,8 +27,9 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.preprocessing import StandardScaler
 
-from service.alerts import AlertRules, alert_series, hop_mask
+from service.alerts import AlertRules, hop_mask, judge_series
 from service.bundle import Bundle
+from service.drift import DriftRule
 from service.scorer import Scorer
 from training.calibrate import pick_threshold
 from training.data import SensorData, split_by_time
@@ -55,6 +56,7 @@ class Fitted:
     promised_per_day: float | None
     train_s: float
     info: str = ""
+    drift: DriftRule | None = None  # sensorguard's drift rule (widens its line per test series)
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,9 @@ class Detection:
 def detect(fitted: Fitted, test: SensorData, rules: AlertRules = AlertRules()) -> Detection:
     """Score ``test``; rows without a score are neither decided anomalous nor alerted."""
     score = np.asarray(fitted.score(test), dtype=np.float64)
+    mask = hop_mask(test.segments, fitted.window, fitted.hop)
+    alert, score = judge_series(score, mask, test.times, rules, fitted.drift)
     decision = np.where(np.isnan(score), False, score >= 1.0)
-    alert = alert_series(score, hop_mask(test.segments, fitted.window, fitted.hop), test.times, rules)
     return Detection(fitted.name, score, decision, alert.astype(bool), fitted.promised_per_day, fitted.train_s)
 
 
@@ -102,7 +105,8 @@ def fit_sensorguard(train: SensorData, options: TrainOptions) -> tuple[Fitted, B
         return scorer.score_series(test.values, test.segments).score
 
     info = f"window {bundle.window}, hop {bundle.hop}, latent {bundle.config.latent}"
-    fitted = Fitted("sensorguard", bundle.window, bundle.hop, score, promised_per_day(bundle), seconds, info)
+    fitted = Fitted("sensorguard", bundle.window, bundle.hop, score, promised_per_day(bundle), seconds, info,
+                    bundle.drift_rule)
     return fitted, bundle, summary
 
 

@@ -28,6 +28,8 @@ from typing import Literal
 
 import numpy as np
 
+from service.drift import DriftRule, DriftState, drift_step, widening
+
 Status = Literal["normal", "pending", "alerting", "stale"]
 
 
@@ -93,6 +95,21 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules) -> tupl
     return AlertState("pending", above=above, peak=peak, last_score=score), None
 
 
+def judge(
+    state: AlertState, drift: DriftState, score: float, now: float, rules: AlertRules, rule: DriftRule | None
+) -> tuple[AlertState, DriftState, AlertEvent | None, float]:
+    """One scored window through the drift rule and the alert machine: ``(state, drift, event, score)``.
+
+    The returned score is the window's score against the asset's widened line (``service.drift``);
+    it is what the machine stepped on and what is published. Without a rule it is ``score``.
+    """
+    adjusted = score / widening(drift, rule)
+    new, event = step(state, adjusted, now, rules)
+    if rule is not None and state.status == "normal" and new.status == "normal" and adjusted < 1.0:
+        drift = drift_step(drift, score, rule)
+    return new, drift, event, adjusted
+
+
 def mark_stale(state: AlertState, now: float) -> tuple[AlertState, AlertEvent]:
     """The asset went silent: end any alert and report it stale."""
     event = AlertEvent("stale", now, state.last_score, state.peak, state.alert_id)
@@ -113,14 +130,32 @@ def hop_mask(segments: np.ndarray, window: int, hop: int) -> np.ndarray:
     return (pos >= 0) & (pos % hop == 0)
 
 
-def alert_series(scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules) -> np.ndarray:
+def alert_series(
+    scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None
+) -> np.ndarray:
     """Offline alert state (0/1) per row: the machine steps on ``mask`` rows, state carries between."""
-    state = AlertState()
+    return judge_series(scores, mask, times, rules, drift)[0]
+
+
+def judge_series(
+    scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Offline ``(alert 0/1, score against the widened line)`` per row, as the daemon steps them.
+
+    The machine and the drift rule step on ``mask`` rows (the windows the daemon scores), in row
+    order; every other row's score is divided by the widening in force at that row.
+    """
+    state, drift_state = AlertState(), DriftState()
     out = np.zeros(len(scores), dtype=np.int8)
-    active = 0
+    adjusted = np.array(scores, dtype=np.float64, copy=True)
+    active, factor = 0, 1.0
     for i in range(len(scores)):
         if mask[i] and not np.isnan(scores[i]):
-            state, _ = step(state, float(scores[i]), float(times[i]), rules)
+            state, drift_state, _, adjusted[i] = judge(state, drift_state, float(scores[i]), float(times[i]), rules,
+                                                       drift)
             active = int(state.status == "alerting")
+            factor = widening(drift_state, drift)
+        else:
+            adjusted[i] = scores[i] / factor
         out[i] = active
-    return out
+    return out, adjusted

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from service import __version__
+from service.drift import DriftRule
 from service.model import ConvAutoencoder, ModelConfig
 
-FORMAT_VERSION = 2  # 2: architecture.linear and focus; version 1 bundles (neither) still load
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 2: architecture.linear and focus; 3: channel_weights; older bundles still load
+READABLE_VERSIONS = (1, 2, 3)
 WEIGHTS_FILE = "model.pt"
 META_FILE = "bundle.json"
 CURRENT_FILE = "CURRENT"
@@ -49,6 +50,9 @@ class Bundle:
     ``center_`` and ``scale_`` standardize raw readings per channel (fit on training data only);
     ``threshold_`` is the reconstruction error that maps to score 1.0. ``focus`` is how many of a
     window's newest samples its error averages over (0: all of them, as bundles before it did).
+    ``channel_weights_`` multiply each channel's error before the mean over channels (None: all 1,
+    as bundles before format 3 did); calibration sets them so every channel's typical held-out
+    error counts the same.
     """
 
     channels: tuple[str, ...]
@@ -60,6 +64,7 @@ class Bundle:
     state_dict: dict[str, torch.Tensor]
     sample_period: float | None = None
     focus: int = 0
+    channel_weights_: np.ndarray | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +81,11 @@ class Bundle:
     def scored_samples(self) -> int:
         """Samples at the end of each window whose reconstruction error makes its score."""
         return self.focus or self.config.window
+
+    @property
+    def drift_rule(self) -> DriftRule | None:
+        """The calibrated drift rule (``service.drift``); None when the bundle has none (drift off)."""
+        return DriftRule.from_dict(self.calibration.get("drift"))
 
     def with_threshold(self, threshold: float, calibration: dict[str, Any]) -> Bundle:
         """A copy with a new threshold and calibration record (``sensorguard calibrate``)."""
@@ -95,6 +105,7 @@ class Bundle:
             "hop": self.hop,
             "sample_period": self.sample_period,
             "focus": self.focus,
+            "channel_weights": None if self.channel_weights_ is None else self.channel_weights_.tolist(),
             "scaler": {"center": self.center_.tolist(), "scale": self.scale_.tolist()},
             "architecture": self.config.to_dict(),
             "threshold": self.threshold_,
@@ -192,6 +203,8 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         hop = int(meta["hop"])
         window = int(meta["window"])
         focus = int(meta.get("focus") or 0)
+        raw_weights = meta.get("channel_weights")
+        weights = None if raw_weights is None else np.asarray(raw_weights, dtype=np.float64)
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{where}: invalid or missing field ({_first_line(exc)})") from None
     problems = []
@@ -211,6 +224,9 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         problems.append(f"hop must be >= 1, got {hop}")
     if not 0 <= focus <= window:
         problems.append(f"focus must be between 0 and the window ({window}), got {focus}")
+    if weights is not None and (weights.shape != (len(channels),) or not (np.isfinite(weights).all()
+                                                                           and (weights > 0).all())):
+        problems.append("channel_weights must be one positive number per channel")
     if problems:
         raise BundleError(f"{where}: " + "; ".join(problems))
     period = meta.get("sample_period")
@@ -224,6 +240,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         state_dict={},
         sample_period=float(period) if period else None,
         focus=focus,
+        channel_weights_=weights,
         calibration=dict(meta.get("calibration") or {}),
         training=dict(meta.get("training") or {}),
         metrics=dict(meta.get("metrics") or {}),

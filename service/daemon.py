@@ -61,9 +61,10 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from service import mqtt
-from service.alerts import AlertEvent, AlertRules, AlertState, mark_stale, step
+from service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
 from service.bundle import Bundle, BundleError, current_version, load_bundle, load_current
 from service.config import Settings
+from service.drift import DriftState, widening
 from service.logs import RateLimiter
 from service.metrics import Metrics, serve_http, shutdown_http
 from service.payload import parse_message
@@ -143,6 +144,7 @@ class Daemon:
             max_gap_s=settings.max_gap_s,
         )
         self._states: dict[str, AlertState] = {}
+        self._drift: dict[str, DriftState] = {}  # per asset, kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
         self._listeners: list[Callable[[ScoredWindow], None]] = []
         self._reject_log = RateLimiter(REJECT_LOG_INTERVAL_S)
@@ -260,6 +262,10 @@ class Daemon:
     def snapshot(self) -> dict[str, AlertState]:
         """Each asset's current alert state (a copy)."""
         return dict(self._states)
+
+    def drift_snapshot(self) -> dict[str, DriftState]:
+        """Each asset's drift baseline (a copy; empty when the bundle has no drift rule)."""
+        return dict(self._drift)
 
     # --- model hot swap (the watcher thread) --------------------------------------------------------
 
@@ -514,10 +520,15 @@ class Daemon:
 
     def _apply(self, asset: str, ts: float, score: float, error: float, channels: list[dict],
                bundle: Bundle | None = None) -> None:
-        """Step one asset's alert machine with one scored window (scored by ``bundle``); publish."""
+        """Step one asset's drift rule and alert machine with one scored window (scored by
+        ``bundle``); publish. ``score`` becomes the score against the asset's widened line."""
         old = self._states.get(asset)
-        state, event = step(old or AlertState(), score, ts, self.rules)
+        rule = (bundle or self.bundle).drift_rule
+        state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
+                                           self.rules, rule)
         self._states[asset] = state
+        if rule is not None:
+            self._drift[asset] = drift
         self._latest[asset] = (ts, channels)
         self.metrics.set_score(asset, score, state.status == "alerting")
         if event is not None:
@@ -554,6 +565,7 @@ class Daemon:
             self._publish_event(asset, event, self._latest.get(asset, (0.0, []))[1])
             self._publish_state(asset, event.ts)
             self._states.pop(asset, None)
+            self._drift.pop(asset, None)
             self._latest.pop(asset, None)
             self.metrics.forget_asset(asset)
             if self.recorder is not None:
@@ -580,13 +592,14 @@ class Daemon:
     def _payload(self, asset: str, kind: str, ts: float, score: float, peak: float, alert_id: str,
                  channels: list[dict], bundle: Bundle | None = None) -> dict:
         b = bundle or self.bundle
+        factor = widening(self._drift.get(asset, DriftState()), b.drift_rule)
         return {
             "asset": asset,
             "state": kind,
             "ts": iso(ts),
             "score": _finite(score),
             "peak_score": _finite(peak),
-            "threshold": b.threshold_,
+            "threshold": b.threshold_ * factor,  # the asset's line: the bundle's, widened by the drift rule
             "channels": channels,
             "model": {"name": b.name, "version": b.version},
             "alert_id": alert_id or None,

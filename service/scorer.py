@@ -7,8 +7,10 @@ autoencoder is small, so per-call overhead dominates unless many windows share o
 Definitions (see DESIGN.md): the per-channel error of a window is the mean squared reconstruction
 error over its newest ``focus`` samples (the bundle's ``scored_samples``: the samples that arrived
 since the previous scored window, so each sample is judged once and an alert ends a hop after the
-fault does; all samples for bundles that predate it) in standardized units; the window error is the
-mean over channels; the score is ``error / threshold`` (1.0 is the alert line, higher is more
+fault does; all samples for bundles that predate it) in standardized units, times the channel's
+weight (the bundle's ``channel_weights_``: one over its typical held-out error, so a channel the
+model reconstructs well is not drowned by a noisy one; 1 for bundles that predate them); the
+window error is the mean over channels; the score is ``error / threshold`` (1.0 is the alert line, higher is more
 anomalous). The rest of the window is context: the model sees it, the score does not count it.
 """
 
@@ -27,7 +29,8 @@ _CLIP = 1e6  # standardized values beyond this are sensor garbage; clipping keep
 
 @dataclass(frozen=True)
 class Scores:
-    """Scores of ``n`` windows: ``error`` and ``score`` are ``(n,)``, ``channel_error`` is ``(n, C)``."""
+    """Scores of ``n`` windows: ``error`` and ``score`` are ``(n,)``, ``channel_error`` is ``(n, C)``
+    (each channel's weighted error: its contribution to ``error``, their mean)."""
 
     error: np.ndarray
     score: np.ndarray
@@ -65,6 +68,8 @@ class Scorer:
         self.batch_size = batch_size
         self.model = bundle.build_model().to(self.device)
         self.focus = bundle.scored_samples
+        weights = bundle.channel_weights_
+        self._weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -130,8 +135,10 @@ class Scorer:
                 for i in range(0, len(piece), self.batch_size):
                     batch = torch.from_numpy(np.ascontiguousarray(piece[i : i + self.batch_size]))
                     x = batch.to(self.device, non_blocking=True)
-                    per_channel = (self.model(x) - x)[:, :, -self.focus :].square_().mean(dim=2)
-                    channel_errors.append(per_channel.double().cpu().numpy())
+                    per_channel = (self.model(x) - x)[:, :, -self.focus :].square_().mean(dim=2).double().cpu()
+                    if self._weights is not None:
+                        per_channel *= self._weights
+                    channel_errors.append(per_channel.numpy())
         n_ch = len(self.channels)
         channel_error = np.concatenate(channel_errors) if channel_errors else np.empty((0, n_ch))
         error = channel_error.mean(axis=1)

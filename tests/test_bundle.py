@@ -33,6 +33,23 @@ def test_round_trip(tmp_path, tiny_bundle):
         assert key in meta
 
 
+def test_channel_weights_round_trip_and_weigh_the_score(tmp_path, tiny_bundle):
+    from dataclasses import replace
+
+    from service.scorer import Scorer
+
+    weights = np.array([0.5, 2.0, 0.5])
+    weighted = replace(tiny_bundle, channel_weights_=weights)
+    loaded = load_bundle(save_bundle(weighted, tmp_path / "b"))
+    np.testing.assert_array_equal(loaded.channel_weights_, weights)
+    assert load_bundle(save_bundle(tiny_bundle, tmp_path / "plain")).channel_weights_ is None
+    windows = np.random.default_rng(0).normal(size=(5, 3, tiny_bundle.window))
+    plain = Scorer(tiny_bundle).score_windows(windows)
+    scores = Scorer(loaded).score_windows(windows)
+    np.testing.assert_allclose(scores.channel_error, plain.channel_error * weights, rtol=1e-9)
+    np.testing.assert_allclose(scores.error, (plain.channel_error * weights).mean(axis=1), rtol=1e-9)
+
+
 def test_save_replaces_existing_bundle(tmp_path, tiny_bundle):
     save_bundle(tiny_bundle, tmp_path / "b")
     save_bundle(tiny_bundle.with_threshold(2.5, {"method": "quantile"}), tmp_path / "b")
@@ -57,6 +74,8 @@ def _corrupt(path, mutate):
         (lambda m: m.update(hop=0), "hop"),
         (lambda m: m.pop("architecture"), "architecture"),
         (lambda m: m["architecture"].update(hidden=16, window=16), "do not match"),  # shapes lie
+        (lambda m: m.update(channel_weights=[1.0, 1.0]), "channel_weights"),
+        (lambda m: m.update(channel_weights=[1.0, 0.0, 2.0]), "channel_weights"),
     ],
 )
 def test_lying_bundle_json_is_refused(tmp_path, tiny_bundle, mutate, message):

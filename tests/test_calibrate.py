@@ -56,3 +56,23 @@ def test_bad_arguments(errors, kwargs, message):
 def test_too_few_windows():
     with pytest.raises(ValueError, match="at least 10"):
         pick_threshold(np.ones(5), "quantile", 0.01)
+
+
+def test_channel_weights_even_out_typical_errors_with_a_floor():
+    from training.calibrate import WEIGHT_FLOOR, channel_weights
+
+    rng = np.random.default_rng(0)
+    typical = np.array([1.0, 0.5, 2.0, 1e-6])  # the last channel barely moved in held-out data
+    errors = [typical * rng.exponential(1.0, (n, 4)) / np.log(2) for n in (400, 300)]
+    errors[0][5, 2] = np.nan  # a window without a score is skipped, not propagated
+    w = channel_weights(errors)
+    assert w.mean() == pytest.approx(1.0)
+    stacked = np.concatenate(errors)
+    medians = np.median(stacked[np.isfinite(stacked).all(axis=1)], axis=0)
+    expected = 1.0 / np.maximum(medians, WEIGHT_FLOOR * np.median(medians))
+    np.testing.assert_allclose(w, expected / expected.mean(), rtol=1e-12)
+    products = medians * w  # each channel's typical error counts the same ...
+    assert products[:3] == pytest.approx(np.full(3, products[0]), rel=1e-9)
+    assert w[3] < 10 * w[1]  # ... except the quiet one, stopped at the floor (unfloored: 500,000x)
+    with pytest.raises(ValueError, match="no finite"):
+        channel_weights([np.full((3, 4), np.nan)])

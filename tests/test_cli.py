@@ -40,6 +40,21 @@ def test_train_prints_summary(tmp_path, capsys):
     assert (tmp_path / "reg" / "pump" / "CURRENT").read_text().strip() == "v0001"
 
 
+def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path):
+    from service.bundle import load_bundle
+
+    plant_frame(rows=600).to_csv(tmp_path / "n.csv", index=False)
+    plant_frame(rows=300, seed=5).to_csv(tmp_path / "held.csv", index=False)
+    model = tmp_path / "m"
+    assert main(["train", str(tmp_path / "n.csv"), "--out", str(model), "--max-epochs", "2", "--quiet", "--drift"]) == 0
+    rule = load_bundle(model).drift_rule
+    assert rule is not None and rule.baseline < 0 and rule.cap == 1.5  # normal scores sit below the line
+    assert main(["calibrate", str(model), str(tmp_path / "held.csv")]) == 0
+    assert load_bundle(model).drift_rule is None  # calibrate without --drift: the default, off
+    assert main(["calibrate", str(model), str(tmp_path / "held.csv"), "--drift"]) == 0
+    assert load_bundle(model).drift_rule is not None
+
+
 def test_score_one_row_per_input_row(files, tmp_path):
     out = tmp_path / "scores.csv"
     assert main(["score", str(files / "model"), str(files / "faults.csv"), "--out", str(out)]) == 0

@@ -13,6 +13,7 @@ import pytest
 
 from service.config import load_settings
 from service.daemon import Daemon, iso, load_model
+from service.drift import DriftState
 from service.payload import REJECT_REASONS
 from tests.conftest import plant_frame
 from tests.mosquitto import Collector, Publisher, http_status, metric, scrape, wait_for
@@ -112,6 +113,8 @@ def test_alerts_rise_and_clear_for_a_fault_and_never_for_normal_data(serve, mosq
 def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, trained):
     bundle = trained[0]
     running = serve()
+    applied = []  # listeners run after a window's state is published: waiting on them has no race
+    running.daemon.add_listener(applied.append)
     pub = Publisher(mosquitto)
     frame = plant_frame(rows=200, channels=3, seed=5)
     values = frame[CHANNELS].to_numpy()
@@ -119,7 +122,7 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
     times = epoch(frame)
     pub.samples("pump-7", times, values, CHANNELS)
     n = expected_windows(200, bundle.window, bundle.hop)
-    wait_for(lambda: running.value("sensorguard_windows_scored_total") == n, 30, "windows scored")
+    wait_for(lambda: len(applied) == n, 30, "windows scored and applied")
     newest = iso(times[bundle.window - 1 + (n - 1) * bundle.hop])  # the last window's ts
     late = Collector(mosquitto, "sensorguard/#")  # subscribes after everything was published
     retained = wait_for(lambda: {t: p for t, p, r in late.messages if r}.get("sensorguard/state/pump-7") and
@@ -143,22 +146,34 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
     pub.close()
 
 
-def test_daemon_scores_equal_offline_score_verb(serve, mosquitto, trained, trained_dir, tmp_path):
-    """Same readings through MQTT and through `sensorguard score`: same scores, same alert states."""
+@pytest.mark.parametrize("drift", [False, True])
+def test_daemon_scores_equal_offline_score_verb(serve, mosquitto, trained, trained_dir, tmp_path, drift):
+    """Same readings through MQTT and through `sensorguard score`: same scores, same alert states
+    (with the drift rule on too: the same per-asset baseline, stepped in the same order)."""
+    import math
+    from dataclasses import replace
+
+    from service.bundle import save_bundle
     from service.cli import main
+    from service.drift import DriftRule, widening
     from training.data import load_frame
 
     bundle = trained[0]
+    model_dir = trained_dir
+    if drift:  # a quick rule from a baseline far below the data's level: the line widens to the cap
+        rule = DriftRule(baseline=math.log(0.05), halflife=4, warmup=1, cap=1.5)
+        bundle = replace(bundle, calibration={**bundle.calibration, "drift": rule.to_dict()})
+        model_dir = save_bundle(bundle, tmp_path / "drift-bundle")
     frame = plant_frame(rows=700, channels=3, seed=9)
     frame.loc[400:520, "c0"] += 4.0
     path = tmp_path / "readings.csv"
     frame.to_csv(path, index=False)
     out = tmp_path / "scores.csv"
-    assert main(["score", str(trained_dir), str(path), "--out", str(out)]) == 0
+    assert main(["score", str(model_dir), str(path), "--out", str(out)]) == 0
     offline = pd.read_csv(out)
     data = load_frame([path])  # exactly the values `score` used
 
-    running = serve()
+    running = serve(model=str(model_dir))
     scored = []
     running.daemon.add_listener(scored.append)
     pub = Publisher(mosquitto)
@@ -174,6 +189,8 @@ def test_daemon_scores_equal_offline_score_verb(serve, mosquitto, trained, train
         row = by_ts[round(window.ts, 3)]
         assert window.score == pytest.approx(row.score, rel=1e-5, abs=1e-6)
         assert int(window.status == "alerting") == row.alert
+    widened = widening(running.daemon.drift_snapshot().get("parity", DriftState()), bundle.drift_rule)
+    assert widened == (1.5 if drift else 1.0)  # the rule really ran (and only when the bundle has one)
     pub.close()
 
 

@@ -161,6 +161,8 @@ def lying_shapes(version: Path) -> str:
     meta["channels"].append("c3")  # four channels claimed, three in the weights
     meta["architecture"]["channels"] = 4
     meta["scaler"] = {k: v + [1.0] for k, v in meta["scaler"].items()}
+    if meta.get("channel_weights"):
+        meta["channel_weights"].append(1.0)
     (version / "bundle.json").write_text(json.dumps(meta))
     return "weights do not match"
 

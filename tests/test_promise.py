@@ -33,7 +33,10 @@ def test_fresh_normal_data_keeps_the_promise(days):
     lo, hi = record["promised_ci95"]
     assert lo <= 1.0 <= hi
     assert fresh <= max(2.0, hi), (fresh, record)  # at most twice the promise, or inside its interval
-    assert fresh > 0.05, fresh  # and not bought by never alerting at all
+    # "at most one a day" at the tail's stated confidence, not bought by a line nothing can reach:
+    assert record["tail"] == "exponential" and record["tail_confidence"] == 0.9
+    assert 0.02 < record["point_estimate_per_day"] < 1.0, record
+    assert 0 < record["margin"] < 0.5, record
 
 
 def test_small_calibration_extrapolates_the_tail_and_says_so():

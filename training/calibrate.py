@@ -113,3 +113,28 @@ def _pot(errors: np.ndarray, rate: float) -> tuple[float | None, dict]:
 def _sample(errors: np.ndarray, k: int) -> list[float]:
     chosen = errors if len(errors) <= k else np.random.default_rng(0).choice(errors, k, replace=False)
     return [float(f"{e:.6g}") for e in np.sort(chosen)]
+
+
+WEIGHT_FLOOR = 0.1  # a channel's typical error counts as at least this share of the channels' median
+
+
+def channel_weights(channel_errors: list[np.ndarray]) -> np.ndarray:
+    """Per-channel error weights from held-out per-channel window errors (one ``(n, C)`` per segment).
+
+    A plain mean over channels lets the channels the model reconstructs worst (noisy analysers)
+    set the score, so a clear shift in a channel it reconstructs well is diluted away; dividing
+    each channel's error by its typical held-out error (the median) makes every channel's normal
+    error count the same, as normalized residuals do in PCA monitoring (on Tennessee Eastman it
+    caught more of the faults at the same false-alarm rate). The typical error is floored at
+    ``WEIGHT_FLOOR`` of the channels' median, so a channel that barely moved in the held-out data
+    (quantized, idle, constant) cannot get a weight that turns its first real change into an alert.
+    Weights are scaled to mean 1.
+    """
+    stacked = np.concatenate([np.asarray(e, dtype=np.float64) for e in channel_errors])
+    stacked = stacked[np.isfinite(stacked).all(axis=1)]
+    if len(stacked) == 0:
+        raise ValueError("no finite held-out window errors to weigh channels with")
+    typical = np.median(stacked, axis=0)
+    floor = max(WEIGHT_FLOOR * float(np.median(typical)), 1e-12)
+    weights = 1.0 / np.maximum(typical, floor)
+    return weights / weights.mean()

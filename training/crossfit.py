@@ -41,7 +41,8 @@ def out_of_fold_errors(
     data: SensorData, template: Bundle, options: Any, epochs: int, folds: int = FOLDS,
     init_state: dict | None = None,
 ) -> list[np.ndarray]:
-    """Window errors of every fold from a network fit on the others; one array per segment.
+    """Per-channel window errors ``(n, C)`` of every fold from a network fit on the others (unit
+    channel weights); one array per segment.
 
     Each fold's network starts where the main one did (``init_state`` for a warm start, else the
     PCA start) and trains for the epochs the main fit kept, so it is the same recipe minus the fold.
@@ -51,7 +52,7 @@ def out_of_fold_errors(
         held, rest = data.take(mask), data.take(~mask)
         fit = fit_network(rest, None, template.config, options, epochs=epochs, init_state=init_state)
         bundle = replace(template, config=fit.config, center_=fit.scaler.center_, scale_=fit.scaler.scale_,
-                         threshold_=1.0, state_dict=fit.state)
-        error = Scorer(bundle, device=options.device).score_series(held.values, held.segments).error
+                         threshold_=1.0, state_dict=fit.state, channel_weights_=None)
+        error = Scorer(bundle, device=options.device).score_series(held.values, held.segments).channel_error
         pieces.extend(error[a:b] for a, b in segment_bounds(len(held), held.segments))
     return pieces

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.alerts import AlertRules, alert_series, hop_mask
+from service.alerts import AlertRules, hop_mask, judge_series
 from service.bundle import Bundle
 from service.scorer import Scorer, Scores
 from training.evaluate import event_bounds, to_seconds
@@ -144,9 +144,8 @@ def plot_scores(
     """Score timeline with alert line, alert periods and labels; below, error share of top channels."""
     from matplotlib.figure import Figure
 
-    score = scores.score
     mask = hop_mask(segments, bundle.window, bundle.hop)
-    alerts = alert_series(score, mask, to_seconds(x), AlertRules())
+    alerts, score = judge_series(scores.score, mask, to_seconds(x), AlertRules(), bundle.drift_rule)
     fig = Figure(figsize=(13, 7), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     top.plot(x, score, color=LINE_COLOR, linewidth=0.8, label="score")

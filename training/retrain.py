@@ -93,7 +93,8 @@ def compare(bundle: Bundle, data: SensorData, variance: np.ndarray) -> Compariso
     """False-alarm rate and variance-normalized mean error of ``bundle`` on normal ``data``."""
     scores = Scorer(bundle).score_series(data.values, data.segments)
     ok = np.isfinite(scores.score)
-    raw = scores.channel_error[ok] * bundle.scale_**2  # back to raw units squared
+    weights = 1.0 if bundle.channel_weights_ is None else bundle.channel_weights_
+    raw = scores.channel_error[ok] / weights * bundle.scale_**2  # unweighted, back to raw units squared
     normalized = (raw / variance).mean(axis=1)
     return Comparison(
         false_alarm_rate=float(np.mean(scores.score[ok] >= 1)) if ok.any() else 0.0,

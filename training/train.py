@@ -9,15 +9,16 @@ sets shrink the window so each block still holds enough windows; the summary say
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from service.alerts import AlertRules
 from service.bundle import Bundle
+from service.drift import DriftRule
 from service.model import ModelConfig, default_depth, default_latent
 from service.scorer import Scorer, segment_bounds
-from training.calibrate import pick_threshold
+from training.calibrate import WEIGHT_FLOOR, channel_weights, pick_threshold
 from training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, out_of_fold_errors
 from training.data import SensorData, choose_window, split_by_time
 from training.fit import fit_network
@@ -43,6 +44,8 @@ class TrainOptions:
     threshold_method: str = "pot"
     false_alerts_per_day: float = 1.0
     false_alarm_rate: float | None = None  # advanced: a window rate instead of alerts per day
+    weigh_channels: bool = True  # each channel's error over its typical held-out error (False: plain mean)
+    drift: bool = False  # calibrate a drift rule (service.drift): each asset's line widens with its normal level
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
     progress: bool = True
@@ -152,10 +155,12 @@ def train_bundle(
     if crossfit:
         pieces = out_of_fold_errors(data, bundle, options, fit.best_epoch, init_state=init_state)
         bundle = threshold_bundle(bundle, pieces, {**data.fingerprint(), "cross_fitted_folds": FOLDS},
-                                  options.threshold_method, options.false_alarm_rate, options.false_alerts_per_day)
+                                  options.threshold_method, options.false_alarm_rate, options.false_alerts_per_day,
+                                  weigh_channels=options.weigh_channels, drift=options.drift)
     else:
         bundle = calibrate_bundle(bundle, splits.calibration, options.threshold_method, options.false_alarm_rate,
-                                  device=options.device, false_alerts_per_day=options.false_alerts_per_day)
+                                  device=options.device, false_alerts_per_day=options.false_alerts_per_day,
+                                  weigh_channels=options.weigh_channels, drift=options.drift)
     summary = TrainSummary(
         rows={"train": len(splits.train), "validation": len(splits.validation),
               "calibration": len(splits.calibration)},
@@ -185,8 +190,11 @@ def calibrate_bundle(
     device: str | None = None,
     false_alerts_per_day: float | None = 1.0,
     rules: AlertRules = AlertRules(),
+    weigh_channels: bool = True,
+    drift: bool = False,
 ) -> Bundle:
-    """Re-pick the threshold from the errors of ``data``'s windows (held-out normal data).
+    """Re-pick the channel weights and threshold from the errors of ``data``'s windows (held-out
+    normal data).
 
     The default targets ``false_alerts_per_day`` alerts through the daemon's raise rule
     (``training.promise``), counting a day in windows from the bundle's sample period (the median
@@ -195,29 +203,45 @@ def calibrate_bundle(
     """
     if tuple(data.channels) != tuple(bundle.channels):
         raise ValueError(f"data channels {list(data.channels)} do not match the bundle's {list(bundle.channels)}")
-    scores = Scorer(bundle, device=device).score_series(data.values, data.segments)
+    unweighted = replace(bundle, channel_weights_=None)
+    scores = Scorer(unweighted, device=device).score_series(data.values, data.segments)
     errors = scores.error[np.isfinite(scores.error)]
     if len(errors) < 10:
         raise ValueError(
             f"calibration data hold {len(errors)} windows of {bundle.window} rows; need at least 10"
         )
-    pieces = [scores.error[a:b] for a, b in segment_bounds(len(data), data.segments)]
-    return threshold_bundle(bundle, pieces, data.fingerprint(), method, false_alarm_rate, false_alerts_per_day, rules)
+    pieces = [scores.channel_error[a:b] for a, b in segment_bounds(len(data), data.segments)]
+    return threshold_bundle(bundle, pieces, data.fingerprint(), method, false_alarm_rate, false_alerts_per_day, rules,
+                            weigh_channels, drift)
+
+
+def drift_rule(scores: np.ndarray) -> DriftRule:
+    """The drift rule's baseline from held-out normal scores: the mean log score below the line."""
+    below = scores[np.isfinite(scores) & (scores > 0) & (scores < 1.0)]
+    if len(below) == 0:
+        raise ValueError("no held-out window scores below the line to set the drift baseline from")
+    return DriftRule(baseline=float(np.mean(np.log(below))))
 
 
 def threshold_bundle(
     bundle: Bundle,
-    pieces: list[np.ndarray],
+    channel_pieces: list[np.ndarray],
     data_record: dict,
     method: str = "pot",
     false_alarm_rate: float | None = None,
     false_alerts_per_day: float | None = 1.0,
     rules: AlertRules = AlertRules(),
+    weigh_channels: bool = True,
+    drift: bool = False,
 ) -> Bundle:
-    """The bundle with a threshold picked from held-out window errors (one array per segment).
+    """The bundle with channel weights and a threshold picked from held-out per-channel window
+    errors (one ``(n, C)`` array per segment, unit weights).
 
     data_record: what the errors came from (a data fingerprint), kept in the calibration record.
     """
+    weights = channel_weights(channel_pieces) if weigh_channels else None
+    pieces = [(e * weights).mean(axis=1) if weights is not None else e.mean(axis=1) for e in channel_pieces]
+    bundle = replace(bundle, channel_weights_=weights)
     errors = np.concatenate([p[np.isfinite(p)] for p in pieces]) if pieces else np.empty(0)
     per_day = 86400.0 / (bundle.sample_period * bundle.hop) if bundle.sample_period else None
     window_rate = false_alarm_rate if false_alarm_rate is not None else 1e-3
@@ -228,6 +252,11 @@ def threshold_bundle(
                       observed_exceedance=float(np.mean(errors >= threshold)),
                       expected_false_alarms_per_day=false_alerts_per_day)
     record["data"] = data_record
+    if drift:
+        record["drift"] = drift_rule(errors / threshold).to_dict()
+    if weights is not None:
+        record["channel_weights"] = (f"1 / median held-out error per channel, floored at {WEIGHT_FLOOR:g} of the "
+                                     "channels' median, mean 1")
     return bundle.with_threshold(threshold, record)
 
 

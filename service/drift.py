@@ -1,0 +1,90 @@
+"""The drift rule: a slowly updated, guarded baseline per asset that widens the alert line.
+
+Normal operation moves after the training rows: the next day is noisier, temperatures settle, the
+load changes. A line calibrated on the training day then fires on normal data (on Tennessee
+Eastman the test day's normal scores sit 1.7 times the training day's). Each asset keeps an
+exponentially weighted mean of ``log(score)`` over the windows it judged normal, as an offset
+from the calibration's mean (``DriftRule.baseline``: the mean log score of the held-out normal
+windows below the line). The line is widened by ``exp(offset)``, clipped to ``[1, cap]``.
+
+The guards that keep a fault from being learned away:
+
+- only windows judged normal update the baseline: status ``normal`` before and after the window
+  and its widened score below 1; a pending or raised alert freezes it;
+- it only widens (never below the calibrated line, so the promise holds), and at most to ``cap``
+  times the line: a fault that grows past that alerts whatever the baseline learned;
+- it moves slowly: half of its weight is on the last ``halflife`` scored windows, after a start
+  where the calibrated baseline counts as ``warmup`` windows.
+
+A fault that rises faster than the baseline follows alerts at once; a slow drift fault can hide
+until its score passes ``cap`` times the line, and not beyond. The rule is a pure
+``drift_step``, stepped per scored window in the same order by the daemon and by the offline
+scorer (``service.alerts.judge``), so both give the same numbers; the state is two numbers per
+asset kept with its alert state, and it is relative to the bundle's baseline, so a model swap keeps
+what was learned about the asset.
+
+>>> rule = DriftRule(baseline=math.log(0.4), halflife=4, warmup=1, cap=1.5)
+>>> state = DriftState()
+>>> for _ in range(20):
+...     state = drift_step(state, 0.6, rule)
+>>> round(widening(state, rule), 2)
+1.5
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DriftRule:
+    """baseline: mean log score of held-out normal windows below the line; halflife: scored windows
+    holding half the weight; warmup: the weight of the calibrated baseline at the start, in
+    windows; cap: the most the line may widen (a factor)."""
+
+    baseline: float
+    halflife: float = 64.0
+    warmup: int = 8
+    cap: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.baseline):
+            raise ValueError(f"drift baseline must be finite, got {self.baseline}")
+        if not self.halflife > 0 or self.warmup < 0 or not self.cap >= 1:
+            raise ValueError(f"drift needs halflife > 0, warmup >= 0, cap >= 1; got {self.halflife}, "
+                             f"{self.warmup}, {self.cap}")
+
+    def to_dict(self) -> dict:
+        return {"baseline": self.baseline, "halflife": self.halflife, "warmup": self.warmup, "cap": self.cap}
+
+    @classmethod
+    def from_dict(cls, record: dict | None) -> DriftRule | None:
+        """The rule a bundle's calibration record holds; None when it holds none (drift off)."""
+        if not record:
+            return None
+        return cls(float(record["baseline"]), float(record["halflife"]), int(record["warmup"]), float(record["cap"]))
+
+
+@dataclass(frozen=True)
+class DriftState:
+    """One asset's baseline: ``offset`` (log) from the calibrated baseline, after ``updates`` windows."""
+
+    offset: float = 0.0
+    updates: int = 0
+
+
+def widening(state: DriftState, rule: DriftRule | None) -> float:
+    """The factor the alert line is widened by for this asset now (1.0 without a rule)."""
+    if rule is None:
+        return 1.0
+    return min(max(math.exp(state.offset), 1.0), rule.cap)
+
+
+def drift_step(state: DriftState, score: float, rule: DriftRule) -> DriftState:
+    """Move the baseline towards one window judged normal (``score``: its unwidened score)."""
+    if not (math.isfinite(score) and score > 0):
+        return state
+    rate = max(1.0 - 0.5 ** (1.0 / rule.halflife), 1.0 / (rule.warmup + state.updates + 1))
+    target = math.log(score) - rule.baseline
+    return DriftState(state.offset + rate * (target - state.offset), min(state.updates + 1, 1 << 30))

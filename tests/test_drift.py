@@ -1,0 +1,98 @@
+"""The drift rule: a guarded per-asset baseline that keeps drifted normal data quiet but not faults."""
+
+import math
+
+import numpy as np
+import pytest
+
+from service.alerts import AlertRules, AlertState, judge, judge_series
+from service.drift import DriftRule, DriftState, drift_step, widening
+
+RULES = AlertRules()
+TYPICAL = 0.55  # the calibrated normal score level
+RULE = DriftRule(baseline=math.log(TYPICAL))
+
+
+def scores(level: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Window scores around TYPICAL x level: lognormal noise, smoothed like overlapping windows."""
+    noise = np.random.default_rng(seed).normal(0.0, 0.4, len(level) + 7)
+    return TYPICAL * level * np.exp(np.convolve(noise, np.ones(8) / 8, mode="valid"))
+
+
+def alerted(score: np.ndarray, rule: DriftRule | None) -> np.ndarray:
+    """Alert state per window (every row is a scored window here)."""
+    return judge_series(score, np.ones(len(score), bool), np.arange(len(score), dtype=float), RULES, rule)[0]
+
+
+def raised(score: np.ndarray, rule: DriftRule | None) -> np.ndarray:
+    """Window indices where an alert was raised."""
+    return np.flatnonzero(np.diff(np.r_[0, alerted(score, rule)]) == 1)
+
+
+def test_drifted_normal_stays_quiet_while_a_slow_fault_still_raises():
+    n = 4000
+    for seed in range(6):  # normal data whose level rises 45 % after the first 500 windows
+        drifted = scores(np.r_[np.ones(500), np.linspace(1.0, 1.45, n - 500)], seed)
+        assert len(raised(scores(np.ones(n), seed), None)) == 0  # undrifted: quiet without the rule
+        share = alerted(drifted, None).mean()
+        assert share > 0.004, (seed, share)  # the calibrated line alone fires on it ...
+        assert len(raised(drifted, RULE)) == 0, seed  # ... the drift rule keeps every one quiet
+    level = np.r_[np.ones(500), np.linspace(1.0, 5.0, n - 500)]  # a slow fault, 5x normal by the end
+    fault = scores(level, seed=1)
+    plain, guarded = raised(fault, None), raised(fault, RULE)
+    assert len(guarded) >= 1, "a slow fault was learned away"
+    # it hides at most until its level passes the cap on the widening, never longer
+    assert level[guarded[0]] <= RULE.cap * level[plain[0]] * 1.1, (level[plain[0]], level[guarded[0]])
+
+
+def test_only_windows_judged_normal_move_the_baseline():
+    drift = DriftState()
+    for status in ("pending", "alerting"):
+        state = AlertState(status, above=1)
+        _, after, _, _ = judge(state, drift, 0.9, 0.0, RULES, RULE)
+        assert after == drift, status
+    _, after, _, _ = judge(AlertState(), drift, 1.2, 0.0, RULES, RULE)  # above the line: no update
+    assert after == drift
+    _, after, _, score = judge(AlertState(), drift, 0.9, 0.0, RULES, RULE)
+    assert after.updates == 1 and after.offset > 0 and score == 0.9
+
+
+def test_the_line_only_widens_and_at_most_to_the_cap():
+    quiet = DriftState()
+    for _ in range(500):
+        quiet = drift_step(quiet, TYPICAL / 3, RULE)  # quieter than calibrated
+    assert quiet.offset < 0 and widening(quiet, RULE) == 1.0  # the promise's line stays
+    loud = DriftState()
+    for _ in range(500):
+        loud = drift_step(loud, 0.99 * RULE.cap, RULE)
+    assert widening(loud, RULE) == RULE.cap
+    assert widening(loud, None) == 1.0
+    _, _, _, score = judge(AlertState(), loud, 0.9, 0.0, RULES, RULE)
+    assert score == pytest.approx(0.9 / RULE.cap)
+
+
+def test_offline_scores_between_scored_windows_use_the_widening_in_force():
+    rule = DriftRule(baseline=math.log(0.125), halflife=2, warmup=0, cap=2.0)
+    raw = np.full(12, 0.5)
+    mask = np.zeros(12, bool)
+    mask[::4] = True
+    _, adjusted = judge_series(raw, mask, np.arange(12, dtype=float), RULES, rule)
+    assert adjusted[0] == 0.5  # first window: nothing learned yet
+    assert adjusted[1] == adjusted[2] == adjusted[3] == pytest.approx(0.5 / 2.0)  # after it: widened
+    assert adjusted[4] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("record", [{"baseline": float("nan"), "halflife": 64, "warmup": 8, "cap": 1.5},
+                                    {"baseline": 0.0, "halflife": 0, "warmup": 8, "cap": 1.5},
+                                    {"baseline": 0.0, "halflife": 64, "warmup": 8, "cap": 0.5}])
+def test_a_bad_rule_is_refused(record):
+    with pytest.raises(ValueError, match="drift"):
+        DriftRule.from_dict(record)
+
+
+def test_the_rule_round_trips_through_a_bundle(tmp_path, tiny_bundle):
+    from service.bundle import load_bundle, save_bundle
+
+    assert tiny_bundle.drift_rule is None
+    with_rule = tiny_bundle.with_threshold(1.0, {"method": "alerts", "drift": RULE.to_dict()})
+    assert load_bundle(save_bundle(with_rule, tmp_path / "b")).drift_rule == RULE
