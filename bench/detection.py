@@ -43,7 +43,8 @@ set prints "skipped: ... not found under ..."):
   rate and delay (see ``detection_tep``).
 
 Run: ``python bench/detection.py`` (everything), ``--quick`` (smaller simulated data, 3 NAB files,
-TEP as always), ``--only simulated|nab|tep``. Prints tables; asserts nothing.
+TEP as always), ``--only simulated|nab|tep``, ``--drift`` (sensorguard with its drift rule on).
+Prints tables; asserts nothing.
 """
 
 from __future__ import annotations
@@ -206,10 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller simulated data and 3 NAB files")
     parser.add_argument("--only", choices=("simulated", "nab", "tep"), help="run one data set only")
+    parser.add_argument("--drift", action="store_true", help="train sensorguard with the drift rule (train --drift)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    options = TrainOptions(progress=False)
+    options = TrainOptions(progress=False, drift=args.drift)
     root = data_root()
     rate = options.false_alarm_rate
     print(

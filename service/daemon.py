@@ -201,6 +201,8 @@ class Daemon:
             b.name, b.version, len(b.channels), b.window, self.hop, b.threshold_,
             s.redacted()["broker"], s.mqtt_version, s.client_id, host, port,
         )
+        if (note := hop_warning(self.hop, b)) is not None:
+            log.warning(note)
         if self.recorder is not None:
             log.info("recording readings far from alerts to %s (guard %.0f s, at most %g MB, %g days)",
                      s.record_dir, s.record_guard_s, s.record_max_mb, s.record_max_age_days)
@@ -635,6 +637,17 @@ class Daemon:
         """A daemon event (model swapped, reload refused) on ``<output_prefix>/events``, QoS 1."""
         if self._client is not None:
             mqtt.publish_json(self._client, self.settings.events_topic(), payload, qos=1)
+
+
+def hop_warning(hop: int, bundle: Bundle) -> str | None:
+    """Why serving at another hop than the bundle's breaks its promise; None when they agree."""
+    if hop == bundle.hop:
+        return None
+    scored = bundle.scored_samples
+    judged = "more than once" if hop < scored else ("partly not at all" if hop > scored else "once")
+    return (f"serving hop {hop} differs from the bundle's hop {bundle.hop}: each score covers the bundle's "
+            f"{scored} newest samples, so rows are judged {judged}, and the bundle's false-alert promise "
+            f"assumed hop {bundle.hop}; retrain with train --hop {hop} to change the cadence")
 
 
 def _one_line(exc: BaseException) -> str:

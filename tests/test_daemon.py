@@ -175,3 +175,14 @@ def test_network_thread_waits_while_the_scorer_is_far_behind(tiny_bundle):
         daemon.buffers.drain()  # what the scoring worker does
     late.join(2.0)
     assert not late.is_alive() and client.acks[-1][0] == 99
+
+
+def test_a_serving_hop_other_than_the_bundles_is_warned_about(tiny_bundle):
+    from dataclasses import replace
+
+    from service.daemon import hop_warning
+
+    bundle = replace(tiny_bundle, hop=4, focus=4)
+    assert hop_warning(4, bundle) is None
+    assert "judged more than once" in hop_warning(1, bundle) and "train --hop 1" in hop_warning(1, bundle)
+    assert "partly not at all" in hop_warning(8, bundle)
