@@ -436,7 +436,7 @@ _SERVE_FLAGS = (
     "tls_ca", "tls_cert", "tls_key", "tls_insecure", "topic_prefix", "output_prefix", "metrics_host",
     "metrics_port", "max_assets", "hop", "batch_max", "batch_wait_ms", "scoring_threads", "raise_after", "clear_after",
     "clear_level", "stale_after_s", "session_expiry_s", "reload_poll_s", "record_dir", "record_guard_s",
-    "record_max_mb", "record_max_age_days", "log_json", "log_level",
+    "record_max_mb", "record_max_age_days", "state_dir", "log_json", "log_level",
 )
 
 
@@ -628,6 +628,7 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reload-poll-s", type=_positive_float,
                    help="check the registry's CURRENT this often, seconds (default 5); SIGHUP checks at once")
     p.add_argument("--record-dir", help="record readings far from alerts here, for 'retrain --recorded'")
+    p.add_argument("--state-dir", help="keep each asset's alert state and drift baseline here across restarts")
     p.add_argument("--record-guard-s", type=float,
                    help="skip readings this close to an alert, in reading time (default 300)")
     p.add_argument("--record-max-mb", type=_positive_float, help="recordings kept at most, MB (default 1024)")

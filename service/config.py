@@ -88,6 +88,7 @@ class Settings:
     record_guard_s: float = 300.0
     record_max_mb: float = 1024.0
     record_max_age_days: float = 30.0
+    state_dir: str | None = None
     log_json: bool = False
     log_level: str = "INFO"
     # The env password as seen at load time; private, never printed (see redacted()).
@@ -358,6 +359,8 @@ def _validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> l
         bad("record_guard_s", f"must be >= 0 seconds, got {s.record_guard_s}")
     if s.record_dir and Path(s.record_dir).exists() and not Path(s.record_dir).is_dir():
         bad("record_dir", f"{s.record_dir!r} exists and is not a directory")
+    if s.state_dir and Path(s.state_dir).exists() and not Path(s.state_dir).is_dir():
+        bad("state_dir", f"{s.state_dir!r} exists and is not a directory")
     if s.log_level not in LOG_LEVELS:
         bad("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
     return problems

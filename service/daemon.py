@@ -70,6 +70,7 @@ from service.metrics import Metrics, serve_http, shutdown_http
 from service.payload import parse_message
 from service.recorder import Recorder
 from service.scorer import Scorer
+from service.state import SAVE_INTERVAL_S, StateError, load_states, save_states, set_aside
 from service.windows import Buffers, DueWindow
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,10 @@ class Daemon:
             )
         self._judged_ts = -np.inf  # newest reading ts among scored windows (the recorder's clock)
         self._record_failures_seen = 0
+        # per-asset state saved across restarts: restored entries wait for their asset's next window
+        self._restored: dict[str, tuple[AlertState, DriftState | None]] = self._load_states()
+        self._restore_until = 0.0  # monotonic time after which restored assets that never came back go
+        self._next_save = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -182,6 +187,8 @@ class Daemon:
         s = self.settings
         b = self.bundle
         self.metrics.set_model(b.name, b.version, b.threshold_)
+        self._restore_until = time.monotonic() + self.rules.stale_after
+        self._next_save = time.monotonic() + SAVE_INTERVAL_S
         self._http = serve_http(self.registry, s.metrics_host, s.metrics_port, self.ready)
         self._worker = threading.Thread(target=self._work, name="sensorguard-scorer", daemon=True)
         self._worker.start()
@@ -222,6 +229,7 @@ class Daemon:
         if self._watcher is not None:
             self._watcher.join(timeout=30)
         self._flush_recorder(force=True)
+        self._save_states()
         client = self._client
         if client is not None:
             infos = [info for asset in list(self._states) if (info := self._publish_state(asset)) is not None]
@@ -525,6 +533,10 @@ class Daemon:
         """Step one asset's drift rule and alert machine with one scored window (scored by
         ``bundle``); publish. ``score`` becomes the score against the asset's widened line."""
         old = self._states.get(asset)
+        if old is None and asset in self._restored:  # back after a restart: carry on where it was
+            old, saved_drift = self._restored.pop(asset)
+            if saved_drift is not None:
+                self._drift[asset] = saved_drift
         rule = (bundle or self.bundle).drift_rule
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
                                            self.rules, rule)
@@ -573,7 +585,44 @@ class Daemon:
             if self.recorder is not None:
                 self.recorder.forget(asset)
             log.info("asset %s sent nothing for %.0f s: stale", asset, self.rules.stale_after)
+        if self._restored and now >= self._restore_until:
+            log.info("%d assets restored from the state file sent nothing for %.0f s: their state is dropped",
+                     len(self._restored), self.rules.stale_after)
+            self._restored.clear()
+        if now >= self._next_save:
+            self._save_states()
+            self._next_save = now + SAVE_INTERVAL_S
         self._flush_recorder()
+
+    def _load_states(self) -> dict[str, tuple[AlertState, DriftState | None]]:
+        """The per-asset state saved under ``state_dir`` by the previous run (empty without one)."""
+        directory = self.settings.state_dir
+        if not directory:
+            return {}
+        try:
+            alerts, drift = load_states(directory)
+        except StateError as exc:
+            aside = set_aside(directory)
+            log.warning("%s; moved to %s, starting without saved asset state", _one_line(exc), aside)
+            return {}
+        restored = {asset: (alerts[asset], drift.get(asset)) for asset in list(alerts)[: self.settings.max_assets]}
+        if restored:
+            log.info("restored the state of %d assets from %s", len(restored), directory)
+        return restored
+
+    def _save_states(self) -> None:
+        """Write every asset's alert state and drift baseline (live and still-restored) atomically."""
+        directory = self.settings.state_dir
+        if not directory:
+            return
+        alerts = {asset: state for asset, (state, _) in self._restored.items()}
+        drift = {asset: d for asset, (_, d) in self._restored.items() if d is not None}
+        alerts.update(self._states)
+        drift.update(self._drift)
+        try:
+            save_states(directory, alerts, drift)
+        except OSError as exc:  # a full disk must not stop scoring; the next save tries again
+            log.warning("saving asset state to %s failed: %s", directory, exc)
 
     def _flush_recorder(self, force: bool = False) -> None:
         recorder = self.recorder

@@ -26,7 +26,7 @@ what was learned about the asset.
 >>> rule = DriftRule(baseline=math.log(0.4), halflife=4, warmup=1, cap=1.5)
 >>> state = DriftState()
 >>> for _ in range(20):
-...     state = drift_step(state, 0.6, rule)
+...     state = drift_step(state, 0.8, rule)  # normal windows at twice the calibrated level
 >>> round(widening(state, rule), 2)
 1.5
 """

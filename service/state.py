@@ -1,0 +1,117 @@
+"""Per-asset state that outlives the process: each asset's alert state and drift baseline.
+
+With ``state_dir`` set, the daemon writes ``<state_dir>/assets.json`` every ``SAVE_INTERVAL_S``
+and when it stops, and reads it when it starts, so a restart neither re-raises an alert that was
+already up (same ``alert_id``) nor resets what the drift rule learned about each asset. The file
+is written atomically (temp file, fsync, rename): a crash leaves the old file or the new one,
+never half of one; at worst the last interval's updates are lost. A file that cannot be read is
+moved aside (``assets.json.bad``) with one log line and the daemon starts fresh: losing alert
+state must never stop scoring.
+
+>>> import tempfile
+>>> d = tempfile.mkdtemp()
+>>> _ = save_states(d, {"pump-7": AlertState("alerting", above=3, peak=2.5, alert_id="17")},
+...                 {"pump-7": DriftState(0.25, 40)})
+>>> alerts, drift = load_states(d)
+>>> alerts["pump-7"].status, alerts["pump-7"].alert_id, drift["pump-7"].updates
+('alerting', '17', 40)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from service.alerts import AlertState
+from service.drift import DriftState
+
+STATE_FILE = "assets.json"
+FORMAT_VERSION = 1
+SAVE_INTERVAL_S = 30.0
+_STATUSES = ("normal", "pending", "alerting", "stale")
+
+
+class StateError(Exception):
+    """A state file that cannot be used; the message says why in one line."""
+
+
+def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], drift: dict[str, DriftState]) -> Path:
+    """Write every asset's alert state and drift baseline to ``<directory>/assets.json`` atomically."""
+    target = Path(directory) / STATE_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    assets = {
+        asset: {"alert": _finite(asdict(alerts.get(asset, AlertState()))),
+                **({"drift": asdict(drift[asset])} if asset in drift else {})}
+        for asset in sorted(set(alerts) | set(drift))
+    }
+    body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))
+    fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], dict[str, DriftState]]:
+    """Alert states and drift baselines saved in ``directory`` (empty when there is no file yet).
+
+    Raises StateError for a file that is not a state file this build can read.
+    """
+    path = Path(directory) / STATE_FILE
+    if not path.exists():
+        return {}, {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StateError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION or not isinstance(
+        doc.get("assets"), dict
+    ):
+        raise StateError(f"{path}: not a sensorguard state file of format {FORMAT_VERSION}")
+    alerts: dict[str, AlertState] = {}
+    drift: dict[str, DriftState] = {}
+    for asset, entry in doc["assets"].items():
+        try:
+            alerts[asset] = _alert_state(entry["alert"])
+            if "drift" in entry:
+                drift[asset] = DriftState(float(entry["drift"]["offset"]), int(entry["drift"]["updates"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"{path}: asset {asset!r}: invalid entry ({exc})") from None
+    return alerts, drift
+
+
+def set_aside(directory: str | os.PathLike) -> Path:
+    """Move an unusable state file out of the way (kept for inspection); return where it went."""
+    path = Path(directory) / STATE_FILE
+    aside = path.with_name(STATE_FILE + ".bad")
+    os.replace(path, aside)
+    return aside
+
+
+def _alert_state(raw: dict) -> AlertState:
+    names = {f.name for f in fields(AlertState)}
+    if not isinstance(raw, dict) or set(raw) - names:
+        raise ValueError(f"alert state fields must be among {sorted(names)}")
+    if raw.get("status", "normal") not in _STATUSES:
+        raise ValueError(f"status must be one of {', '.join(_STATUSES)}")
+    state = AlertState(**raw)
+    numbers = (state.above, state.below, state.peak, state.last_score)
+    if not all(isinstance(x, int | float) for x in numbers) or not isinstance(state.alert_id, str):
+        raise ValueError("counts and scores must be numbers, alert_id a string")
+    return state
+
+
+def _finite(record: dict) -> dict:
+    """JSON has no infinity: a non-finite score (a sensor's +inf) is saved as the largest float."""
+    return {k: (math.copysign(1.7976931348623157e308, v) if isinstance(v, float) and math.isinf(v) else v)
+            for k, v in record.items()}

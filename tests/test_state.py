@@ -1,0 +1,115 @@
+"""Per-asset state across restarts (``state_dir``): an alert stays up, the drift baseline stays learned."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+
+import pytest
+
+from service.drift import DriftRule
+from service.state import STATE_FILE, StateError, load_states
+from tests.test_daemon import T0, FakeClient, make
+
+RULE = DriftRule(baseline=math.log(0.3), halflife=2, warmup=0, cap=1.5)
+
+
+class StoppableClient(FakeClient):
+    def disconnect(self) -> None:
+        pass
+
+    def loop_stop(self) -> None:
+        pass
+
+
+def daemon_with(bundle, state_dir, **overrides):
+    daemon, _ = make(bundle, **({"state_dir": str(state_dir)} if state_dir else {}), **overrides)
+    client = StoppableClient(daemon)
+    daemon._client = client
+    seen = []
+    daemon.add_listener(seen.append)
+    return daemon, client, seen
+
+
+def raised(client) -> list[dict]:
+    events = [json.loads(p) for t, p, _ in client.published if t.startswith("sensorguard/alerts/")]
+    return [e for e in events if e["state"] == "raised"]
+
+
+@pytest.fixture
+def drifting(tiny_bundle):
+    return tiny_bundle.with_threshold(1.0, {"method": "alerts", "drift": RULE.to_dict()})
+
+
+def test_a_restart_keeps_the_alert_and_the_drift_baseline(drifting, tmp_path):
+    first, client, _ = daemon_with(drifting, tmp_path)
+    for i in range(3):
+        first._apply("pump-1", T0 + i, 5.0, 5.0, [])
+    for i in range(20):
+        first._apply("pump-2", T0 + i, 0.9, 0.9, [])  # normal but louder than calibrated: the line widens
+    alert_id = first.snapshot()["pump-1"].alert_id
+    assert first.snapshot()["pump-1"].status == "alerting" and len(raised(client)) == 1
+    first.stop()
+    assert (tmp_path / STATE_FILE).exists()
+
+    second, client, seen = daemon_with(drifting, tmp_path)
+    second._apply("pump-1", T0 + 10, 5.0, 5.0, [])
+    second._apply("pump-2", T0 + 20, 0.9, 0.9, [])
+    assert second.snapshot()["pump-1"].status == "alerting"
+    assert second.snapshot()["pump-1"].alert_id == alert_id and raised(client) == []  # not raised again
+    assert seen[-1].score == pytest.approx(0.9 / RULE.cap)  # the drift baseline came back too
+
+    fresh, client, seen = daemon_with(drifting, None)  # without state_dir both start over
+    fresh._apply("pump-1", T0 + 10, 5.0, 5.0, [])
+    fresh._apply("pump-2", T0 + 20, 0.9, 0.9, [])
+    assert fresh.snapshot()["pump-1"].status == "pending" and seen[-1].score == pytest.approx(0.9)
+
+
+def test_restored_assets_that_never_come_back_are_dropped_after_stale_after(drifting, tmp_path):
+    first, _, _ = daemon_with(drifting, tmp_path)
+    first._apply("gone", T0, 0.5, 0.5, [])
+    first._apply("back", T0, 0.5, 0.5, [])
+    first.stop()
+    second, _, _ = daemon_with(drifting, tmp_path, stale_after_s=60)
+    second._restore_until = time.monotonic() + 60  # as start() sets it
+    second._save_states()
+    assert set(load_states(tmp_path)[0]) == {"gone", "back"}  # kept while they may still come back
+    second._apply("back", T0 + 1, 0.5, 0.5, [])
+    second._housekeeping(time.monotonic() + 61)
+    second._save_states()
+    assert set(load_states(tmp_path)[0]) == {"back"}
+
+
+def test_an_unreadable_state_file_is_set_aside_and_the_daemon_starts_fresh(drifting, tmp_path, caplog):
+    (tmp_path / STATE_FILE).write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="service.daemon"):
+        daemon, _, _ = daemon_with(drifting, tmp_path)
+    assert daemon._restored == {}
+    assert (tmp_path / (STATE_FILE + ".bad")).read_text() == "{not json"
+    assert any("unreadable" in r.getMessage() and "starting without" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"format_version": 9, "assets": {}}, "format 1"),
+    ({"format_version": 1, "assets": {"a": {"alert": {"status": "burning"}}}}, "status"),
+    ({"format_version": 1, "assets": {"a": {"alert": {"peak": "high"}}}}, "numbers"),
+    ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": 1.0}}}}, "updates"),
+    ({"format_version": 1, "assets": {"a": {"alert": {"evil": 1}}}}, "fields"),
+])
+def test_a_lying_state_file_is_refused_with_one_line(tmp_path, doc, message):
+    (tmp_path / STATE_FILE).write_text(json.dumps(doc))
+    with pytest.raises(StateError, match=message):
+        load_states(tmp_path)
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import service.drift
+    import service.state
+
+    for module in (service.state, service.drift):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
