@@ -143,7 +143,7 @@ def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
 def _write_files(bundle: Bundle, directory: Path) -> None:
     torch.save(bundle.state_dict, directory / WEIGHTS_FILE)
     meta = json.dumps(bundle.to_json(), indent=2, sort_keys=True)
-    _write_durably(directory / META_FILE, meta + "\n")
+    write_durably(directory / META_FILE, meta + "\n")
     _fsync_path(directory / WEIGHTS_FILE)
     _fsync_path(directory)
 
@@ -300,7 +300,7 @@ def set_current(root: str | os.PathLike, name: str, version: str) -> None:
     base = Path(root) / validate_name(name)
     if not _VERSION_RE.match(version) or not (base / version).is_dir():
         raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
-    _write_durably(base / CURRENT_FILE, version + "\n")
+    write_durably(base / CURRENT_FILE, version + "\n")
     _fsync_path(base)
 
 
@@ -330,7 +330,8 @@ def publish(bundle: Bundle, root: str | os.PathLike, name: str, make_current: bo
     return version
 
 
-def _write_durably(path: Path, text: str) -> None:
+def write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically: temp file in the same directory, fsync, rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from service.alerts import AlertState
+from service.bundle import write_durably
 from service.drift import DriftState
 
 STATE_FILE = "assets.json"
@@ -49,16 +49,7 @@ def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], dri
         for asset in sorted(set(alerts) | set(drift))
     }
     body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_durably(target, body)
     return target
 
 
