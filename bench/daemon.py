@@ -81,9 +81,9 @@ def make_bundle_dir(directory: Path) -> Path:
     """Save an untrained 8-channel bundle shaped as ``train_bundle`` would build it; return its path."""
     import torch
 
-    from service.bundle import Bundle, save_bundle
-    from service.model import ConvAutoencoder, ModelConfig, default_depth, default_latent
-    from service.scorer import Scorer
+    from sensorguard.service.bundle import Bundle, save_bundle
+    from sensorguard.service.model import ConvAutoencoder, ModelConfig, default_depth, default_latent
+    from sensorguard.service.scorer import Scorer
 
     config = ModelConfig(channels=len(CHANNELS), window=WINDOW, latent=default_latent(len(CHANNELS), WINDOW),
                          hidden=32, depth=default_depth(WINDOW))
@@ -245,7 +245,7 @@ class DaemonProcess:
         if torch_threads:
             env["OMP_NUM_THREADS"] = str(torch_threads)  # torch's intra-op threads, read at import
         exe = shutil.which("sensorguard")
-        cmd = [exe] if exe else [sys.executable, "-m", "service.cli"]
+        cmd = [exe] if exe else [sys.executable, "-m", "sensorguard"]
         cmd += ["serve", "--model", str(bundle_dir), "--broker", broker.url, "--metrics-port", str(self.metrics_port),
                 "--client-id", client_id or f"bench-daemon-{time.monotonic_ns()}",
                 "--max-assets", str(max(1000, max_assets)), "--log-level", "WARNING", *extra]

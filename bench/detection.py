@@ -81,7 +81,7 @@ from bench.detection_tables import (  # noqa: E402
     ranking_row,
 )
 from bench.detection_tep import tep_section  # noqa: E402
-from training.train import TrainOptions, TrainSummary  # noqa: E402
+from sensorguard.training.train import TrainOptions, TrainSummary  # noqa: E402
 
 DETECTORS = ("sensorguard", "iforest", "pca", "pca_t2q", "naive")
 

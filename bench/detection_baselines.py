@@ -27,14 +27,14 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.preprocessing import StandardScaler
 
-from service.alerts import AlertRules, hop_mask, judge_series
-from service.bundle import Bundle
-from service.drift import DriftRule
-from service.scorer import Scorer
-from training.calibrate import pick_threshold
-from training.data import SensorData, split_by_time
-from training.promise import alert_threshold
-from training.train import TrainOptions, TrainSummary, train_bundle
+from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.drift import DriftRule
+from sensorguard.service.scorer import Scorer
+from sensorguard.training.calibrate import pick_threshold
+from sensorguard.training.data import SensorData, split_by_time
+from sensorguard.training.promise import alert_threshold
+from sensorguard.training.train import TrainOptions, TrainSummary, train_bundle
 
 LIMIT_LEVEL = 0.99  # the classic monitoring limit: 1 % of normal samples beyond it
 VARIANCE_KEPT = 0.90  # PCA keeps the fewest components explaining this share of training variance

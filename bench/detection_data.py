@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.data import SensorData, series_from_frame
-from training.simulate import simulate
+from sensorguard.training.data import SensorData, series_from_frame
+from sensorguard.training.simulate import simulate
 
 DATA_ENV = "SENSORGUARD_DATA"
 MIN_NORMAL_ROWS = 400

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from training.evaluate import best_f1_threshold, detection_metrics
+from sensorguard.training.evaluate import best_f1_threshold, detection_metrics
 
 RANKING = ("detector", "precision", "recall", "f1", "fa_rate", "best_f1", "auc", "alert_f1", "events", "train_s")
 OPERATOR = ("detector", "basis", "f1", "far", "mar", "ev_recall", "delay", "promised/d", "observed/d")

@@ -44,7 +44,7 @@ from bench.detection_data import (
     tep_missing,
 )
 from bench.detection_tables import print_table, raises
-from training.train import TrainOptions
+from sensorguard.training.train import TrainOptions
 
 SHORT = {"sensorguard": "sg", "pca_t2q": "t2q", "pca_t2_f": "t2f", "iforest": "if", "naive": "naive"}
 SUFFIX = {"alert": ".alert", "anomaly": ".anom", "decision": ""}

@@ -37,9 +37,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.bundle import Bundle  # noqa: E402
-from service.model import ConvAutoencoder, ModelConfig, default_depth, default_latent, flops_per_window  # noqa: E402
-from service.scorer import Scorer  # noqa: E402
+from sensorguard.service.bundle import Bundle  # noqa: E402
+from sensorguard.service.model import ConvAutoencoder, ModelConfig, default_depth, default_latent, flops_per_window  # noqa: E402
+from sensorguard.service.scorer import Scorer  # noqa: E402
 
 BATCHES = (256, 1024, 4096, 16384)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.simulate import simulate  # noqa: E402
+from sensorguard.training.simulate import simulate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

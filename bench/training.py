@@ -36,9 +36,9 @@ def child(rows: int, max_epochs: int | None) -> None:
     import pytorch_lightning as pl
     import torch
 
-    import training.train as train_mod
-    from training.data import series_from_frame
-    from training.simulate import simulate
+    import sensorguard.training.train as train_mod
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.simulate import simulate
 
     imports_s = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -59,7 +59,7 @@ def child(rows: int, max_epochs: int | None) -> None:
                 }
             )
 
-    import training.fit as fit_mod
+    import sensorguard.training.fit as fit_mod
 
     original = fit_mod._trainer
 

@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from service.drift import DriftRule, DriftState, drift_step, widening
+from sensorguard.service.drift import DriftRule, DriftState, drift_step, widening
 
 Status = Literal["normal", "pending", "alerting", "stale"]
 

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from service import __version__
-from service.drift import DriftRule
-from service.model import ConvAutoencoder, ModelConfig
+from sensorguard import __version__
+from sensorguard.service.drift import DriftRule
+from sensorguard.service.model import ConvAutoencoder, ModelConfig
 
 FORMAT_VERSION = 3  # 2: architecture.linear and focus; 3: channel_weights; older bundles still load
 READABLE_VERSIONS = (1, 2, 3)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service import __version__
+from sensorguard import __version__
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -65,7 +65,7 @@ def _rate(text: str) -> float:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from training.simulate import simulate
+    from sensorguard.training.simulate import simulate
 
     frame = simulate(rows=args.rows, channels=args.channels, seed=args.seed, anomalies=args.anomalies)
     _write_table(frame, args.out)
@@ -78,7 +78,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_column: str | None = None):
-    from training.data import load_frame
+    from sensorguard.training.data import load_frame
 
     return load_frame(
         paths,
@@ -91,9 +91,9 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from service.bundle import publish, save_bundle, validate_name
-    from training.data import drop_labeled
-    from training.train import TrainOptions, train_bundle
+    from sensorguard.service.bundle import publish, save_bundle, validate_name
+    from sensorguard.training.data import drop_labeled
+    from sensorguard.training.train import TrainOptions, train_bundle
 
     if bool(args.out) == bool(args.registry):
         raise CliError("give either --out BUNDLE_DIR or --registry ROOT --name NAME")
@@ -132,9 +132,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from service.bundle import load_bundle, save_bundle
-    from training.data import drop_labeled
-    from training.train import calibrate_bundle
+    from sensorguard.service.bundle import load_bundle, save_bundle
+    from sensorguard.training.data import drop_labeled
+    from sensorguard.training.train import calibrate_bundle
 
     bundle = load_bundle(args.bundle)
     data = _load(args, args.data, channels=list(bundle.channels), label_column=args.label_column)
@@ -164,9 +164,9 @@ def _score_rows(args: argparse.Namespace, bundle, label_column: str | None = Non
     """Score a data file with a bundle: the cleaned series, its scores and per-row alert state."""
     from dataclasses import replace
 
-    from service.alerts import AlertRules, hop_mask, judge_series
-    from service.scorer import Scorer
-    from training.data import DataError
+    from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.training.data import DataError
 
     data = _load(args, [args.data], channels=list(bundle.channels), label_column=label_column)
     if len(data) < bundle.window:
@@ -182,7 +182,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from service.bundle import load_bundle
+    from sensorguard.service.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)
     data, scores, alert = _score_rows(args, bundle)
@@ -210,8 +210,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from service.bundle import load_bundle
-    from training.evaluate import best_f1_threshold, detection_metrics
+    from sensorguard.service.bundle import load_bundle
+    from sensorguard.training.evaluate import best_f1_threshold, detection_metrics
 
     bundle = load_bundle(args.bundle)
     data, scores, alert = _score_rows(args, bundle, label_column=args.label_column)
@@ -279,8 +279,8 @@ def _json_default(value):
 def cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from service.bundle import load_bundle
-    from training.report import write_report
+    from sensorguard.service.bundle import load_bundle
+    from sensorguard.training.report import write_report
 
     bundle = load_bundle(args.bundle)
     frame = segments = None
@@ -328,10 +328,10 @@ def _parse_since(text: str | None) -> float | None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from service.bundle import current_version, load_current, validate_name
-    from training.data import concat_series, drop_labeled
-    from training.retrain import load_recorded, retrain
-    from training.train import TrainOptions
+    from sensorguard.service.bundle import current_version, load_current, validate_name
+    from sensorguard.training.data import concat_series, drop_labeled
+    from sensorguard.training.retrain import load_recorded, retrain
+    from sensorguard.training.train import TrainOptions
 
     validate_name(args.name)
     if not args.data and not args.recorded:
@@ -366,7 +366,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from service.bundle import (
+    from sensorguard.service.bundle import (
         BundleError,
         current_version,
         list_versions,
@@ -441,7 +441,7 @@ _SERVE_FLAGS = (
 
 
 def _serve_settings(args: argparse.Namespace, require_model: bool = True):
-    from service.config import load_settings
+    from sensorguard.service.config import load_settings
 
     flags = {name: getattr(args, name, None) for name in _SERVE_FLAGS}
     return load_settings(flags, os.environ, args.config, require_model=require_model)
@@ -455,8 +455,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(settings.redacted(), indent=2, default=str))
         return 0
-    from service.daemon import Daemon, load_model
-    from service.logs import configure_logging
+    from sensorguard.service.daemon import Daemon, load_model
+    from sensorguard.service.logs import configure_logging
 
     configure_logging(settings.log_json, settings.log_level)
     import torch
@@ -485,8 +485,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from service.config import load_settings
-    from service.replay import period_s, replay
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.replay import period_s, replay
 
     if args.rate is not None and args.speed is not None:
         raise CliError("give --rate or --speed, not both")
@@ -519,8 +519,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The live loop on a simulated plant: train, broker, daemon, streamed faults, alerts."""
     import tempfile
 
-    from service.demo import DemoOptions, run_demo
-    from service.logs import configure_logging
+    from sensorguard.service.demo import DemoOptions, run_demo
+    from sensorguard.service.logs import configure_logging
 
     configure_logging(False, "WARNING")  # the view is the output; warnings and errors still show
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sensorguard-demo-"))

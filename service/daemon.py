@@ -60,18 +60,18 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from service import mqtt
-from service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
-from service.bundle import Bundle, BundleError, current_version, load_bundle, load_current
-from service.config import Settings
-from service.drift import DriftState, widening
-from service.logs import RateLimiter
-from service.metrics import Metrics, serve_http, shutdown_http
-from service.payload import parse_message
-from service.recorder import Recorder
-from service.scorer import Scorer
-from service.state import SAVE_INTERVAL_S, StateError, load_states, save_states, set_aside
-from service.windows import Buffers, DueWindow
+from sensorguard.service import mqtt
+from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
+from sensorguard.service.bundle import Bundle, BundleError, current_version, load_bundle, load_current
+from sensorguard.service.config import Settings
+from sensorguard.service.drift import DriftState, widening
+from sensorguard.service.logs import RateLimiter
+from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
+from sensorguard.service.payload import parse_message
+from sensorguard.service.recorder import Recorder
+from sensorguard.service.scorer import Scorer
+from sensorguard.service.state import SAVE_INTERVAL_S, StateError, load_states, save_states, set_aside
+from sensorguard.service.windows import Buffers, DueWindow
 
 log = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ def plan(assets: int) -> dict[str, list[Fault]]:
 
 def plant_streams(faults: dict[str, list[Fault]], rows: int, rate: float, seed: int):
     """Per asset: raw values ``(rows, C)`` with its faults injected, and the channel names."""
-    from training.simulate import inject, simulate
+    from sensorguard.training.simulate import inject, simulate
 
     streams = {}
     channels: list[str] = []
@@ -102,10 +102,10 @@ def train_model(workdir: Path, rows: int, max_epochs: int, seed: int, progress: 
     """
     import pandas as pd
 
-    from service.bundle import save_bundle
-    from training.data import series_from_frame
-    from training.simulate import simulate
-    from training.train import TrainOptions, train_bundle
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.simulate import simulate
+    from sensorguard.training.train import TrainOptions, train_bundle
 
     machines = []
     for k in range(HISTORY_MACHINES):
@@ -378,8 +378,8 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
 
 
 def _start_daemon(bundle_dir: Path, broker: DemoBroker, options: DemoOptions):
-    from service.config import load_settings
-    from service.daemon import Daemon, load_model
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.daemon import Daemon, load_model
 
     port = options.metrics_port if port_free(options.metrics_port) else 0
     settings = load_settings(

@@ -35,7 +35,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from service.payload import REJECT_REASONS
+from sensorguard.service.payload import REJECT_REASONS
 
 log = logging.getLogger(__name__)
 

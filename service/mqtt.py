@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from service.config import Settings
+from sensorguard.service.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from service import mqtt
-from service.config import Settings
-from service.payload import asset_from_topic
+from sensorguard.service import mqtt
+from sensorguard.service.config import Settings
+from sensorguard.service.payload import asset_from_topic
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from service.bundle import Bundle
+from sensorguard.service.bundle import Bundle
 
 _CLIP = 1e6  # standardized values beyond this are sensor garbage; clipping keeps errors finite
 

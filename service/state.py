@@ -25,9 +25,9 @@ import os
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from service.alerts import AlertState
-from service.bundle import write_durably
-from service.drift import DriftState
+from sensorguard.service.alerts import AlertState
+from sensorguard.service.bundle import write_durably
+from sensorguard.service.drift import DriftState
 
 STATE_FILE = "assets.json"
 FORMAT_VERSION = 1

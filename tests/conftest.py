@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from service.bundle import Bundle
-from service.model import ConvAutoencoder, ModelConfig
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.model import ConvAutoencoder, ModelConfig
 
 
 def plant_frame(rows: int = 3000, channels: int = 3, seed: int = 0, period: str = "1s") -> pd.DataFrame:
@@ -43,8 +43,8 @@ def tiny_bundle() -> Bundle:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A model trained once per test session on small normal data (fixed seed, ~25 s: cross-fitted calibration)."""
-    from training.data import load_frame
-    from training.train import TrainOptions, train_bundle
+    from sensorguard.training.data import load_frame
+    from sensorguard.training.train import TrainOptions, train_bundle
 
     root = tmp_path_factory.mktemp("trained")
     normal = root / "normal.csv"
@@ -70,7 +70,7 @@ def mosquitto(tmp_path):
 @pytest.fixture(scope="session")
 def trained_dir(trained):
     """The session's trained bundle saved as a bundle directory."""
-    from service.bundle import save_bundle
+    from sensorguard.service.bundle import save_bundle
 
     bundle, _, root = trained
     return save_bundle(bundle, root / "bundle")

@@ -16,7 +16,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from service.payload import REJECT_REASONS, TS_MAX, TS_MIN, parse_message
+    from sensorguard.service.payload import REJECT_REASONS, TS_MAX, TS_MIN, parse_message
 
 TOPICS = ("sensors/pump-7/readings", "sensors/site-a/line-2/pump-7/readings")
 

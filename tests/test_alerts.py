@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from service.alerts import AlertRules, AlertState, alert_series, hop_mask, mark_stale, step
+from sensorguard.service.alerts import AlertRules, AlertState, alert_series, hop_mask, mark_stale, step
 
 RULES = AlertRules(raise_after=3, clear_after=2, clear_level=0.8)
 

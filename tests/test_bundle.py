@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.bundle import (
+from sensorguard.service.bundle import (
     BundleError,
     current_version,
     list_versions,
@@ -36,7 +36,7 @@ def test_round_trip(tmp_path, tiny_bundle):
 def test_channel_weights_round_trip_and_weigh_the_score(tmp_path, tiny_bundle):
     from dataclasses import replace
 
-    from service.scorer import Scorer
+    from sensorguard.service.scorer import Scorer
 
     weights = np.array([0.5, 2.0, 0.5])
     weighted = replace(tiny_bundle, channel_weights_=weights)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.calibrate import pick_threshold
+from sensorguard.training.calibrate import pick_threshold
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_too_few_windows():
 
 
 def test_channel_weights_even_out_typical_errors_with_a_floor():
-    from training.calibrate import WEIGHT_FLOOR, channel_weights
+    from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights
 
     rng = np.random.default_rng(0)
     typical = np.array([1.0, 0.5, 2.0, 1e-6])  # the last channel barely moved in held-out data

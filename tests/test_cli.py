@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.bundle import save_bundle
-from service.cli import main
+from sensorguard.service.bundle import save_bundle
+from sensorguard.service.cli import main
 from tests.conftest import plant_frame
 
 
@@ -41,7 +41,7 @@ def test_train_prints_summary(tmp_path, capsys):
 
 
 def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path):
-    from service.bundle import load_bundle
+    from sensorguard.service.bundle import load_bundle
 
     plant_frame(rows=600).to_csv(tmp_path / "n.csv", index=False)
     plant_frame(rows=300, seed=5).to_csv(tmp_path / "held.csv", index=False)
@@ -105,7 +105,7 @@ def test_report_writes_pngs(files, tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "sensorguard", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_bad_inputs_are_one_line_without_traceback(files, tmp_path):

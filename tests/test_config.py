@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service import config as config_module
-from service.config import PASSWORD_ENV, SETTING_NAMES, ConfigError, Settings, load_settings
+from sensorguard.service import config as config_module
+from sensorguard.service.config import PASSWORD_ENV, SETTING_NAMES, ConfigError, Settings, load_settings
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.config import load_settings
-from service.daemon import Daemon, iso
-from service.logs import JsonFormatter, RateLimiter, configure_logging
+from sensorguard.service.config import load_settings
+from sensorguard.service.daemon import Daemon, iso
+from sensorguard.service.logs import JsonFormatter, RateLimiter, configure_logging
 
 T0 = 1_767_225_600.0
 
@@ -180,7 +180,7 @@ def test_network_thread_waits_while_the_scorer_is_far_behind(tiny_bundle):
 def test_a_serving_hop_other_than_the_bundles_is_warned_about(tiny_bundle):
     from dataclasses import replace
 
-    from service.daemon import hop_warning
+    from sensorguard.service.daemon import hop_warning
 
     bundle = replace(tiny_bundle, hop=4, focus=4)
     assert hop_warning(4, bundle) is None

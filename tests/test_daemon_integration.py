@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.config import load_settings
-from service.daemon import Daemon, iso, load_model
-from service.drift import DriftState
-from service.payload import REJECT_REASONS
+from sensorguard.service.config import load_settings
+from sensorguard.service.daemon import Daemon, iso, load_model
+from sensorguard.service.drift import DriftState
+from sensorguard.service.payload import REJECT_REASONS
 from tests.conftest import plant_frame
 from tests.mosquitto import Collector, Publisher, http_status, metric, scrape, wait_for
 
@@ -153,10 +153,10 @@ def test_daemon_scores_equal_offline_score_verb(serve, mosquitto, trained, train
     import math
     from dataclasses import replace
 
-    from service.bundle import save_bundle
-    from service.cli import main
-    from service.drift import DriftRule, widening
-    from training.data import load_frame
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.cli import main
+    from sensorguard.service.drift import DriftRule, widening
+    from sensorguard.training.data import load_frame
 
     bundle = trained[0]
     model_dir = trained_dir

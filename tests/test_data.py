@@ -2,8 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import plant_frame
-from training.data import (
+from sensorguard.training.data import (
     DataError,
     WindowDataset,
     choose_window,
@@ -12,6 +11,7 @@ from training.data import (
     split_by_time,
     window_starts,
 )
+from tests.conftest import plant_frame
 
 
 def text(content):
@@ -107,7 +107,7 @@ def test_bad_input_is_one_clear_error(tmp_path, make, kwargs, message):
 
 def test_split_is_contiguous_in_time():
     data_frame = plant_frame(1000)
-    from training.data import SensorData
+    from sensorguard.training.data import SensorData
 
     data = SensorData(data_frame[["c0"]].to_numpy(), np.arange(1000.0), np.zeros(1000, int), ("c0",), 1.0)
     splits = split_by_time(data)
@@ -116,7 +116,7 @@ def test_split_is_contiguous_in_time():
 
 
 def test_window_adapts_to_small_data():
-    from training.data import SensorData
+    from sensorguard.training.data import SensorData
 
     for rows, expected in [(5000, 32), (250, 16), (120, 8)]:
         data = SensorData(np.zeros((rows, 2)), np.arange(float(rows)), np.zeros(rows, int), ("a", "b"), 1.0)
@@ -136,7 +136,7 @@ def test_window_dataset_batches_equal_items():
 
 
 def test_drop_labeled_splits_segments():
-    from training.data import SensorData
+    from sensorguard.training.data import SensorData
 
     labels = np.zeros(10, np.int8)
     labels[4:6] = 1

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.config import Settings, load_settings
-from service.metrics import Metrics
+from sensorguard.service.config import Settings, load_settings
+from sensorguard.service.metrics import Metrics
 from tests.mosquitto import need_program
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from service.alerts import AlertRules, AlertState, judge, judge_series
-from service.drift import DriftRule, DriftState, drift_step, widening
+from sensorguard.service.alerts import AlertRules, AlertState, judge, judge_series
+from sensorguard.service.drift import DriftRule, DriftState, drift_step, widening
 
 RULES = AlertRules()
 TYPICAL = 0.55  # the calibrated normal score level
@@ -91,7 +91,7 @@ def test_a_bad_rule_is_refused(record):
 
 
 def test_the_rule_round_trips_through_a_bundle(tmp_path, tiny_bundle):
-    from service.bundle import load_bundle, save_bundle
+    from sensorguard.service.bundle import load_bundle, save_bundle
 
     assert tiny_bundle.drift_rule is None
     with_rule = tiny_bundle.with_threshold(1.0, {"method": "alerts", "drift": RULE.to_dict()})

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.evaluate import best_f1_threshold, detection_metrics, event_bounds
+from sensorguard.training.evaluate import best_f1_threshold, detection_metrics, event_bounds
 
 
 def test_hand_built_table():

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.daemon import Daemon, iso
+from sensorguard.service.daemon import Daemon, iso
 from tests.conftest import plant_frame
 from tests.mosquitto import (
     Collector,
@@ -116,7 +116,7 @@ def test_broker_restart_mid_stream_loses_nothing(mosquitto, daemon_on):
 def start_serve(model: Path, broker: Mosquitto, port: int, log: Path, *extra: str) -> subprocess.Popen:
     with log.open("a") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--model", str(model), "--broker", broker.url,
+            [sys.executable, "-m", "sensorguard", "serve", "--model", str(model), "--broker", broker.url,
              "--metrics-port", str(port), "--client-id", "sg-sigkill", "--log-json", *extra],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
         )
@@ -297,7 +297,7 @@ def test_stalled_network_is_detected_by_keepalive_and_nothing_is_lost(mosquitto,
 
 @pytest.fixture
 def registry(tmp_path, trained):
-    from service.bundle import publish
+    from sensorguard.service.bundle import publish
 
     root = tmp_path / "registry"
     publish(trained[0], root, "pump")
@@ -306,7 +306,7 @@ def registry(tmp_path, trained):
 
 def serve_registry(root: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--registry", str(root), "--name", "pump",
+        [sys.executable, "-m", "sensorguard", "serve", "--registry", str(root), "--name", "pump",
          "--broker", "mqtt://127.0.0.1:1", "--metrics-port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env(),
     )

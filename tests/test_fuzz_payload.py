@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.payload import (
+from sensorguard.service.payload import (
     MAX_ASSET_CHARS,
     MAX_ASSET_LEVELS,
     MAX_DEPTH,
@@ -123,7 +123,7 @@ DEEP_BODIES = ("arrays", "objects", "in_samples", "in_values", "unclosed", "with
 DEEP = textwrap.dedent(
     """
     import sys, threading
-    from service.payload import parse_message
+    from sensorguard.service.payload import parse_message
     n = 100_000
     bodies = {
         "arrays": b"[" * n + b"]" * n,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from service.bundle import publish, save_bundle, set_current
-from service.daemon import Daemon
+from sensorguard.service.bundle import publish, save_bundle, set_current
+from sensorguard.service.daemon import Daemon
 from tests.conftest import plant_frame
 from tests.mosquitto import (
     Collector,
@@ -245,7 +245,7 @@ def test_sighup_reloads_in_serve(tmp_path, mosquitto, registry, trained, mode):
         model_dir = save_bundle(bundle, tmp_path / "served")
         where = ["--model", str(model_dir)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", *where, "--broker", mosquitto.url,
+        [sys.executable, "-m", "sensorguard", "serve", *where, "--broker", mosquitto.url,
          "--metrics-port", str(port), "--client-id", f"sg-hup-{port}"],
         cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -285,7 +285,7 @@ def test_serve_without_current_is_one_line_and_exit_1(registry):
     """No CURRENT at all (the other unusable-CURRENT cases are in test_faults.py)."""
     (registry / NAME / "CURRENT").unlink()
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--registry", str(registry), "--name", NAME,
+        [sys.executable, "-m", "sensorguard", "serve", "--registry", str(registry), "--name", NAME,
          "--broker", "mqtt://127.0.0.1:1", "--metrics-port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env(),
     )

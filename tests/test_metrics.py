@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service import metrics as metrics_module
-from service.metrics import OTHER, Metrics, serve_http, shutdown_http
-from service.payload import REJECT_REASONS
+from sensorguard.service import metrics as metrics_module
+from sensorguard.service.metrics import OTHER, Metrics, serve_http, shutdown_http
+from sensorguard.service.payload import REJECT_REASONS
 
 
 @pytest.fixture
@@ -193,7 +193,7 @@ def test_requests_are_logged_at_debug_not_stderr(
     server: tuple[int, dict], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 ) -> None:
     port, _ = server
-    with caplog.at_level(logging.DEBUG, logger="service.metrics"):
+    with caplog.at_level(logging.DEBUG, logger="sensorguard.service.metrics"):
         get(port, "/nowhere")
     assert "/nowhere" in caplog.text
     assert "/nowhere" not in capfd.readouterr().err

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from service.model import ConvAutoencoder, ModelConfig, default_depth, default_latent, flops_per_window
+from sensorguard.service.model import ConvAutoencoder, ModelConfig, default_depth, default_latent, flops_per_window
 
 
 @pytest.mark.parametrize("window", [8, 16, 32, 64, 128])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.demo import DemoBroker, plan
+from sensorguard.service.demo import DemoBroker, plan
 from tests.conftest import plant_frame
 from tests.mosquitto import Collector
 
@@ -24,7 +24,7 @@ def test_replay_publishes_every_row_as_a_reading_in_order(tmp_path, mosquitto):
     frame.to_parquet(path, index=False)
     watch = Collector(mosquitto, "sensors/#")
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "replay", str(path), "--broker", mosquitto.url, "--asset",
+        [sys.executable, "-m", "sensorguard", "replay", str(path), "--broker", mosquitto.url, "--asset",
          "site-a/pump-3", "--rate", "400", "--timestamps", "original"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
@@ -44,7 +44,7 @@ def test_replay_publishes_every_row_as_a_reading_in_order(tmp_path, mosquitto):
 def test_replay_refuses_a_bad_asset_id_and_conflicting_pacing(tmp_path):
     path = tmp_path / "h.csv"
     plant_frame(rows=5).to_csv(path, index=False)
-    base = [sys.executable, "-m", "service.cli", "replay", str(path), "--broker", "mqtt://127.0.0.1:1"]
+    base = [sys.executable, "-m", "sensorguard", "replay", str(path), "--broker", "mqtt://127.0.0.1:1"]
     both = subprocess.run([*base, "--asset", "p", "--rate", "1", "--speed", "2"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert both.returncode == 1 and "--rate or --speed" in both.stderr
@@ -61,7 +61,7 @@ def test_demo_plan_keeps_the_first_asset_healthy_and_spreads_faults():
 
 
 def test_demo_broker_auto_prefers_mosquitto(monkeypatch, tmp_path):
-    import service.demo as demo
+    import sensorguard.service.demo as demo
 
     monkeypatch.setattr(demo, "find_mosquitto", lambda: None)
     broker = DemoBroker("auto", tmp_path)
@@ -75,7 +75,7 @@ def test_demo_with_the_embedded_broker_raises_and_clears_alerts_in_plain_lines(t
     """The zero-install path: amqtt in process, MQTT 3.1.1, no TTY (plain lines), bounded duration."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "demo", "--broker", "amqtt", "--duration", "24", "--assets", "2",
+        [sys.executable, "-m", "sensorguard", "demo", "--broker", "amqtt", "--duration", "24", "--assets", "2",
          "--train-rows", "6000", "--max-epochs", "6", "--workdir", str(tmp_path), "--metrics-port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
     )

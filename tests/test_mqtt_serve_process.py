@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from service.daemon import iso
+from sensorguard.service.daemon import iso
 from tests.conftest import plant_frame
 from tests.mosquitto import Collector, Publisher, clean_env, free_port, http_status, metric, wait_for
 
@@ -19,23 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ["c0", "c1", "c2"]
 
 
-def test_serve_imports_neither_lightning_nor_pandas():
-    code = (
-        "import sys, service.daemon, service.cli\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('pytorch_lightning', 'lightning', 'pandas', 'training', 'matplotlib'))\n"
-        "print(heavy)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
-
-
 def test_print_config_applies_file_then_env_then_flags(tmp_path, trained_dir):
     config = tmp_path / "sg.toml"
     config.write_text(f'model = "{trained_dir}"\nmetrics_port = 10201\nclient_id = "from-file"\nhop = 2\n')
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--config", str(config), "--print-config",
+        [sys.executable, "-m", "sensorguard", "serve", "--config", str(config), "--print-config",
          "--client-id", "flag"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
         env=clean_env(SENSORGUARD_METRICS_PORT="10202", SENSORGUARD_CLIENT_ID="env", SENSORGUARD_MQTT_PASSWORD="s3"),
@@ -48,7 +36,7 @@ def test_print_config_applies_file_then_env_then_flags(tmp_path, trained_dir):
 
 def test_serve_reports_every_bad_setting_and_exits_1(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--broker", "http://x", "--metrics-port", "70000"],
+        [sys.executable, "-m", "sensorguard", "serve", "--broker", "http://x", "--metrics-port", "70000"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env(),
     )
     assert out.returncode == 1
@@ -65,7 +53,7 @@ def test_sigterm_finishes_publishes_final_state_and_offline_and_exits_0(tmp_path
         # A batch waits up to 10 minutes to fill (batch_max is far above the windows sent): the due
         # windows are still pending when SIGTERM comes, and only a finishing shutdown scores them.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--model", str(trained_dir), "--broker", mosquitto.url,
+            [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--broker", mosquitto.url,
              "--metrics-port", str(port), "--client-id", "sg-sigterm", "--log-json",
              "--batch-wait-ms", "600000", "--batch-max", "4096"],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),

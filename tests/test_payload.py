@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import payload
-from service.payload import REJECT_REASONS, Parsed, Sample, asset_from_topic, parse_message, parse_ts
+from sensorguard.service import payload
+from sensorguard.service.payload import REJECT_REASONS, Parsed, Sample, asset_from_topic, parse_message, parse_ts
 
 TOPIC = "sensors/pump-7/readings"
 TS = 1700000000.0  # 2023-11-14T22:13:20Z

@@ -129,7 +129,7 @@ def prometheus_for(tmp_path):
 @pytest.fixture
 def daemon(tmp_path, trained, broker):
     """`sensorguard serve` on the trained bundle, configured by a TOML file; yields (metrics url, bundle)."""
-    from service.bundle import save_bundle
+    from sensorguard.service.bundle import save_bundle
 
     bundle = trained[0]
     model = save_bundle(bundle, tmp_path / "model") or tmp_path / "model"
@@ -144,7 +144,7 @@ def daemon(tmp_path, trained, broker):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--config", str(config)],
+            [sys.executable, "-m", "sensorguard", "serve", "--config", str(config)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
         )
     url = f"http://127.0.0.1:{port}"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from service.alerts import AlertRules, alert_series
-from training.promise import _observed, alert_threshold, effective_fraction, run_min
+from sensorguard.service.alerts import AlertRules, alert_series
+from sensorguard.training.promise import _observed, alert_threshold, effective_fraction, run_min
 
 STEPS_PER_DAY = 2000.0  # windows scored a day
 HOP = 4

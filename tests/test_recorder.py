@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.recorder import Recorder
+from sensorguard.service.recorder import Recorder
 
 CHANNELS = ("a", "b")
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.bundle import current_version, publish
+from sensorguard.service.bundle import current_version, publish
 from tests.conftest import plant_frame
 from tests.mosquitto import Collector, Publisher, scrape, wait_for
 from tests.test_daemon_integration import CHANNELS, epoch, expected_windows
@@ -96,7 +96,7 @@ def test_normal_readings_are_recorded_fault_readings_are_not_and_retrain_uses_th
     assert scrape(url)[("sensorguard_record_write_failures_total", ())] == 0
 
     # retrain on what was recorded; the running daemon follows CURRENT to the new version
-    from service.cli import main
+    from sensorguard.service.cli import main
 
     code = main(["retrain", "--registry", str(registry), "--name", NAME, "--recorded", str(record_dir),
                  "--max-epochs", "2", "--force", "--quiet"])
@@ -110,7 +110,7 @@ def test_normal_readings_are_recorded_fault_readings_are_not_and_retrain_uses_th
 
 def test_record_flags_reach_the_settings(tmp_path, trained_dir):
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--model", str(trained_dir), "--print-config",
+        [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--print-config",
          "--record-dir", str(tmp_path / "rec"), "--record-guard-s", "60", "--record-max-mb", "5",
          "--record-max-age-days", "7", "--reload-poll-s", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env(),
@@ -124,7 +124,7 @@ def test_record_flags_reach_the_settings(tmp_path, trained_dir):
 def test_recorder_keeps_readings_offered_before_a_late_clear(tmp_path):
     """The daemon offers readings on arrival, before scoring: after a backlog, readings received
     while the alert was still up may lie after its clear plus guard band, and are kept."""
-    from service.recorder import Recorder
+    from sensorguard.service.recorder import Recorder
 
     rec = Recorder(tmp_path, ("a", "b"), guard_s=10, flush_interval_s=0)
     for ts in range(0, 300):  # the whole backlog arrives before the worker judged any of it

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from service.bundle import Bundle
-from service.model import ConvAutoencoder, ModelConfig
-from training.report import write_report
-from training.simulate import inject, simulate
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.model import ConvAutoencoder, ModelConfig
+from sensorguard.training.report import write_report
+from sensorguard.training.simulate import inject, simulate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHANNELS = ("temp_in", "temp_out", "pressure")

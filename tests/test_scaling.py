@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training.scaling import ABS_FLOOR, REL_LEVEL, fit_scaler
+from sensorguard.training.scaling import ABS_FLOOR, REL_LEVEL, fit_scaler
 
 RNG = np.random.default_rng(0)
 N = 400

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.scorer import Scorer
+from sensorguard.service.scorer import Scorer
 
 
 def test_series_and_windows_agree(tiny_bundle):
@@ -55,7 +55,7 @@ def test_higher_score_for_off_manifold_windows(trained):
     faulty = scorer.score_series(broken).score
     # a single normal window may touch the line, but no alert rises (it needs raise_after in a row);
     # every faulty window is above the line and above nearly all normal ones
-    from service.alerts import AlertRules, alert_series, hop_mask
+    from sensorguard.service.alerts import AlertRules, alert_series, hop_mask
 
     mask = hop_mask(np.zeros(len(values), int), bundle.window, bundle.hop)
     assert not alert_series(normal, mask, np.arange(len(values), dtype=float), AlertRules()).any()
@@ -82,7 +82,7 @@ def test_wrong_shapes_are_refused(tiny_bundle):
 
 def test_an_alert_clears_within_a_few_hops_of_the_fault_end(trained):
     """The score judges the newest samples of each window, so an alert ends soon after its fault does."""
-    from service.alerts import AlertRules, alert_series, hop_mask
+    from sensorguard.service.alerts import AlertRules, alert_series, hop_mask
     from tests.conftest import plant_frame
 
     bundle, _, _ = trained

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings, load_settings
-from service.daemon import Daemon, load_model
+from sensorguard.service.config import Settings, load_settings
+from sensorguard.service.daemon import Daemon, load_model
 from tests.mosquitto import (
     Mosquitto,
     Publisher,
@@ -281,7 +281,7 @@ def test_password_never_in_output_even_at_debug(tmp_path, auth_broker, trained_d
     password_file = tmp_path / "mqtt-password"
     password_file.write_text(SECRET + "\n")
     password_file.chmod(0o600)
-    common = [sys.executable, "-m", "service.cli", "serve", "--model", str(trained_dir), "--broker",
+    common = [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--broker",
               auth_broker.url, "--username", "sensorguard"]
     shown = []
     for extra, env in (([], {"SENSORGUARD_MQTT_PASSWORD": SECRET}), (["--password-file", str(password_file)], {})):
@@ -357,7 +357,7 @@ class Exploit:
 def test_torch_saved_custom_object_in_model_pt_is_refused(tmp_path, tiny_bundle):
     import torch
 
-    from service.bundle import BundleError, load_bundle, save_bundle
+    from sensorguard.service.bundle import BundleError, load_bundle, save_bundle
 
     Path(Exploit.marker).unlink(missing_ok=True)
     path = save_bundle(tiny_bundle, tmp_path / "b")
@@ -378,8 +378,8 @@ CASES += [("serve", name) for name in ("../x", "a/../../x")]  # a process each: 
 
 @pytest.mark.parametrize("verb, name", CASES)
 def test_cli_refuses_path_traversal_in_model_names(tmp_path, tiny_bundle, capsys, verb, name):
-    from service.bundle import publish
-    from service.cli import main
+    from sensorguard.service.bundle import publish
+    from sensorguard.service.cli import main
 
     registry = tmp_path / "registry"
     registry.mkdir()
@@ -391,7 +391,7 @@ def test_cli_refuses_path_traversal_in_model_names(tmp_path, tiny_bundle, capsys
                   "--metrics-port", "0"],
     }[verb]
     if verb == "serve":  # a process: serve configures logging, which must not touch pytest's
-        out = subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "sensorguard", *args], cwd=ROOT, capture_output=True,
                              text=True, timeout=60, env=clean_env())
         code, stderr = out.returncode, out.stderr
     else:

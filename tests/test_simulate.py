@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.simulate import ANOMALY_KINDS, inject, simulate
+from sensorguard.training.simulate import ANOMALY_KINDS, inject, simulate
 
 NAMES = ["temp_in", "temp_out", "pressure", "flow", "current", "vibration", "speed", "power"]
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from service.drift import DriftRule
-from service.state import STATE_FILE, StateError, load_states
+from sensorguard.service.drift import DriftRule
+from sensorguard.service.state import STATE_FILE, StateError, load_states
 from tests.test_daemon import T0, FakeClient, make
 
 RULE = DriftRule(baseline=math.log(0.3), halflife=2, warmup=0, cap=1.5)
@@ -84,7 +84,7 @@ def test_restored_assets_that_never_come_back_are_dropped_after_stale_after(drif
 
 def test_an_unreadable_state_file_is_set_aside_and_the_daemon_starts_fresh(drifting, tmp_path, caplog):
     (tmp_path / STATE_FILE).write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="service.daemon"):
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.daemon"):
         daemon, _, _ = daemon_with(drifting, tmp_path)
     assert daemon._restored == {}
     assert (tmp_path / (STATE_FILE + ".bad")).read_text() == "{not json"
@@ -107,9 +107,9 @@ def test_a_lying_state_file_is_refused_with_one_line(tmp_path, doc, message):
 def test_doctests() -> None:
     import doctest
 
-    import service.drift
-    import service.state
+    import sensorguard.service.drift
+    import sensorguard.service.state
 
-    for module in (service.state, service.drift):
+    for module in (sensorguard.service.state, sensorguard.service.drift):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from training.data import SensorData, load_frame
-from training.simulate import simulate
-from training.train import TrainOptions, train_bundle
+from sensorguard.training.data import SensorData, load_frame
+from sensorguard.training.simulate import simulate
+from sensorguard.training.train import TrainOptions, train_bundle
 
 
 def as_data(frame, channels):
@@ -25,7 +25,7 @@ def learned():
 
 
 def test_separates_injected_faults_on_held_out_data(learned):
-    from service.scorer import Scorer
+    from sensorguard.service.scorer import Scorer
 
     bundle, _, channels = learned
     test = as_data(simulate(rows=6000, channels=4, seed=7, anomalies=True), channels)
@@ -42,7 +42,7 @@ def test_separates_injected_faults_on_held_out_data(learned):
 
 
 def test_fresh_normal_data_stays_below_the_line(learned):
-    from service.scorer import Scorer
+    from sensorguard.service.scorer import Scorer
 
     bundle, _, channels = learned
     fresh = as_data(simulate(rows=4000, channels=4, seed=11), channels)
@@ -94,8 +94,8 @@ def test_small_data_shrinks_the_window(tmp_path):
 
 _THREADS_CHILD = """
 import json, sys, torch
-from training.data import load_frame
-from training.train import TrainOptions, train_bundle
+from sensorguard.training.data import load_frame
+from sensorguard.training.train import TrainOptions, train_bundle
 torch.set_num_threads(int(sys.argv[2]))
 bundle, summary = train_bundle(load_frame([sys.argv[1]]), TrainOptions(max_epochs=8, progress=False, seed=3))
 print(json.dumps([torch.get_num_threads(), summary.epochs, bundle.training["best_epoch"], bundle.threshold_]))
@@ -163,7 +163,7 @@ def _one_channel(rows: int, seed: int) -> SensorData:
 def test_warm_start_calibrates_the_model_it_serves():
     """Folds start where the main fit did: warm weights that need no more epochs must not be
     calibrated with the errors of an untrained fold (that threshold made the served model blind)."""
-    from training.crossfit import out_of_fold_errors
+    from sensorguard.training.crossfit import out_of_fold_errors
 
     options = TrainOptions(max_epochs=6, progress=False)
     data = _one_channel(1500, 1)
@@ -175,7 +175,7 @@ def test_warm_start_calibrates_the_model_it_serves():
 
 
 def test_a_hop_longer_than_the_window_still_makes_a_loadable_bundle(tmp_path):
-    from service.bundle import load_bundle, save_bundle
+    from sensorguard.service.bundle import load_bundle, save_bundle
     from tests.conftest import plant_frame
 
     path = tmp_path / "n.csv"

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import windows
-from service.alerts import hop_mask
-from service.payload import REJECT_REASONS
-from service.windows import Buffers
+from sensorguard.service import windows
+from sensorguard.service.alerts import hop_mask
+from sensorguard.service.payload import REJECT_REASONS
+from sensorguard.service.windows import Buffers
 
 CH = ("a", "b", "c")
 

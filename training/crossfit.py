@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from service.bundle import Bundle
-from service.scorer import Scorer, segment_bounds
-from training.data import SensorData
-from training.fit import fit_network
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.scorer import Scorer, segment_bounds
+from sensorguard.training.data import SensorData
+from sensorguard.training.fit import fit_network
 
 FOLDS = 5
 CROSSFIT_MAX_ROWS = 5_000

@@ -29,12 +29,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping
 
-from service.model import ModelConfig
-from service.scorer import pick_device
-from training.data import SensorData, WindowDataset, eval_loader, train_loader, window_starts
-from training.linear import PcaStart, pca_start
-from training.scaling import ScalerFit, fit_scaler
-from training.system import AutoencoderSystem
+from sensorguard.service.model import ModelConfig
+from sensorguard.service.scorer import pick_device
+from sensorguard.training.data import SensorData, WindowDataset, eval_loader, train_loader, window_starts
+from sensorguard.training.linear import PcaStart, pca_start
+from sensorguard.training.scaling import ScalerFit, fit_scaler
+from sensorguard.training.system import AutoencoderSystem
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from service.alerts import AlertRules, alert_series
+from sensorguard.service.alerts import AlertRules, alert_series
 
 MIN_TAIL_EVENTS = 10
 TAIL_QUANTILE = 0.90

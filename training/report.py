@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from service.alerts import AlertRules, hop_mask, judge_series
-from service.bundle import Bundle
-from service.scorer import Scorer, Scores
-from training.evaluate import event_bounds, to_seconds
+from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.scorer import Scorer, Scores
+from sensorguard.training.evaluate import event_bounds, to_seconds
 
 MAX_CHANNELS_SHOWN = 4  # small multiples stay readable
 TOP_SHARE_CHANNELS = 4

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from service.bundle import Bundle, load_current, publish, set_current
-from service.scorer import Scorer
-from training.data import DataError, SensorData, series_from_frame, split_by_time
-from training.train import TrainOptions, train_bundle
+from sensorguard.service.bundle import Bundle, load_current, publish, set_current
+from sensorguard.service.scorer import Scorer
+from sensorguard.training.data import DataError, SensorData, series_from_frame, split_by_time
+from sensorguard.training.train import TrainOptions, train_bundle
 
 WINDOW_RATE_TARGET = 1e-3  # windows above the line a candidate may show beyond the current model's, x2
 ERROR_TOLERANCE = 0.05  # candidate mean error may exceed the current one by 5% and still count as "as good"

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from service.model import ConvAutoencoder, ModelConfig
+from sensorguard.service.model import ConvAutoencoder, ModelConfig
 
 
 class AutoencoderSystem(pl.LightningModule):

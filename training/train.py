@@ -13,17 +13,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from service.alerts import AlertRules
-from service.bundle import Bundle
-from service.drift import DriftRule
-from service.model import ModelConfig, default_depth, default_latent
-from service.scorer import Scorer, segment_bounds
-from training.calibrate import WEIGHT_FLOOR, channel_weights, pick_threshold
-from training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, out_of_fold_errors
-from training.data import SensorData, choose_window, split_by_time
-from training.fit import fit_network
-from training.linear import naive_error, pca_error
-from training.promise import alert_threshold
+from sensorguard.service.alerts import AlertRules
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.drift import DriftRule
+from sensorguard.service.model import ModelConfig, default_depth, default_latent
+from sensorguard.service.scorer import Scorer, segment_bounds
+from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights, pick_threshold
+from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, out_of_fold_errors
+from sensorguard.training.data import SensorData, choose_window, split_by_time
+from sensorguard.training.fit import fit_network
+from sensorguard.training.linear import naive_error, pca_error
+from sensorguard.training.promise import alert_threshold
 
 
 @dataclass(frozen=True)
