@@ -1,3 +1,4 @@
-"""sensorguard runtime: the network, bundle, scorer and daemon. Never imports Lightning."""
+"""sensorguard runtime (installed as ``sensorguard.service``): the network, bundle, scorer and daemon.
 
-__version__ = "0.1.0"
+Never imports Lightning, pandas or matplotlib at import time; the version lives in ``sensorguard``.
+"""

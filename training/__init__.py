@@ -1,1 +1,2 @@
-"""sensorguard offline pipeline: data loading, Lightning training, calibration, evaluation, reports."""
+"""sensorguard offline pipeline (installed as ``sensorguard.training``): data loading, Lightning
+training, calibration, evaluation, reports."""
