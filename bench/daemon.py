@@ -68,6 +68,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sensorguard.service.localhost import find_mosquitto, free_port  # noqa: E402
+
 CHANNELS = tuple(f"ch{i}" for i in range(8))
 WINDOW, HOP = 32, 4
 TS0 = 1_700_000_000.0
@@ -126,15 +128,9 @@ def asset_names(n: int) -> list[str]:
 # --- processes: broker, daemon, subscribers --------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def mosquitto_binary() -> str:
-    path = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.access(path, os.X_OK):
+    path = find_mosquitto()
+    if path is None:
         sys.exit("mosquitto not found (apt-get install mosquitto mosquitto-clients)")
     return path
 

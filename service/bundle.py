@@ -28,6 +28,7 @@ import torch
 
 from sensorguard import __version__
 from sensorguard.service.drift import DriftRule
+from sensorguard.service.logs import first_line
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
 
 FORMAT_VERSION = 3  # 2: architecture.linear and focus; 3: channel_weights; older bundles still load
@@ -163,13 +164,13 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
             warnings.simplefilter("ignore")
             state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code; torch raises several types
-        raise BundleError(f"{weights}: not a plain weights file ({_first_line(exc)})") from None
+        raise BundleError(f"{weights}: not a plain weights file ({first_line(exc, 200)})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BundleError(f"{weights}: expected a state_dict of tensors")
     try:
         ConvAutoencoder(bundle.config).load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise BundleError(f"{weights}: weights do not match bundle.json ({_first_line(exc)})") from None
+        raise BundleError(f"{weights}: weights do not match bundle.json ({first_line(exc, 200)})") from None
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise BundleError(f"{weights}: non-finite values in {key}")
@@ -206,7 +207,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         raw_weights = meta.get("channel_weights")
         weights = None if raw_weights is None else np.asarray(raw_weights, dtype=np.float64)
     except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{where}: invalid or missing field ({_first_line(exc)})") from None
+        raise BundleError(f"{where}: invalid or missing field ({first_line(exc, 200)})") from None
     problems = []
     if not channels or not all(isinstance(c, str) and c for c in channels) or len(set(channels)) != len(channels):
         problems.append("channels must be unique non-empty names")
@@ -350,8 +351,3 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sensorguard import __version__
+from sensorguard.service.logs import first_line
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -816,8 +817,7 @@ def _one_line(exc: BaseException) -> str:
         return str(exc).strip()
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return first_line(exc, limit=10_000)
 
 
 if __name__ == "__main__":

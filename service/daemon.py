@@ -65,7 +65,7 @@ from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge
 from sensorguard.service.bundle import Bundle, BundleError, current_version, load_bundle, load_current
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState, widening
-from sensorguard.service.logs import RateLimiter
+from sensorguard.service.logs import RateLimiter, first_line
 from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
 from sensorguard.service.payload import parse_message
 from sensorguard.service.recorder import Recorder
@@ -348,7 +348,7 @@ class Daemon:
                 raise BundleError(problem)
             scorer = Scorer(new, device="cpu")
         except Exception as exc:  # noqa: BLE001 - BundleError, OSError, torch errors: all mean "refuse"
-            self._refused(version, _one_line(exc))
+            self._refused(version, first_line(exc))
             return False
         loaded = time.perf_counter()
         with self._model_lock:  # waits for the batch being scored, if any
@@ -603,7 +603,7 @@ class Daemon:
             alerts, drift = load_states(directory)
         except StateError as exc:
             aside = set_aside(directory)
-            log.warning("%s; moved to %s, starting without saved asset state", _one_line(exc), aside)
+            log.warning("%s; moved to %s, starting without saved asset state", first_line(exc), aside)
             return {}
         restored = {asset: (alerts[asset], drift.get(asset)) for asset in list(alerts)[: self.settings.max_assets]}
         if restored:
@@ -697,11 +697,6 @@ def hop_warning(hop: int, bundle: Bundle) -> str | None:
     return (f"serving hop {hop} differs from the bundle's hop {bundle.hop}: each score covers the bundle's "
             f"{scored} newest samples, so rows are judged {judged}, and the bundle's false-alert promise "
             f"assumed hop {bundle.hop}; retrain with train --hop {hop} to change the cadence")
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _finite(x: float) -> float | None:

@@ -79,3 +79,9 @@ class RateLimiter:
             self._last[key] = now
             self._count[key] = 0
             return count
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line for a log or an error message: its first line, else its type."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

@@ -11,6 +11,11 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
 
 
+def epoch(frame: pd.DataFrame) -> np.ndarray:
+    """A frame's ``timestamp`` column as epoch seconds."""
+    return (frame["timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+
+
 def plant_frame(rows: int = 3000, channels: int = 3, seed: int = 0, period: str = "1s") -> pd.DataFrame:
     """A small correlated signal, independent of training.simulate so data tests stand alone."""
     rng = np.random.default_rng(seed)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from sensorguard.service.localhost import MOSQUITTO_PLACES, free_port
+
 
 def need_program(program: str, *extra: str, package: str | None = None) -> str:
     """Path of a real program the test talks to; skip with the reason printed, or fail under CI=true."""
@@ -36,19 +38,13 @@ def need_program(program: str, *extra: str, package: str | None = None) -> str:
 
 
 def need_mosquitto() -> str:
-    return need_program("mosquitto", "/usr/sbin/mosquitto", package="mosquitto mosquitto-clients")
+    return need_program("mosquitto", *MOSQUITTO_PLACES, package="mosquitto mosquitto-clients")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a ``sensorguard`` subprocess: no stray SENSORGUARD_* settings from the caller."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORGUARD_")}
     return {**env, **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05,

@@ -15,17 +15,13 @@ from sensorguard.service.config import load_settings
 from sensorguard.service.daemon import Daemon, iso, load_model
 from sensorguard.service.drift import DriftState
 from sensorguard.service.payload import REJECT_REASONS
-from tests.conftest import plant_frame
+from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, http_status, metric, scrape, wait_for
 
 pytestmark = pytest.mark.integration
 
 CHANNELS = ["c0", "c1", "c2"]
 KEYS = {"asset", "state", "ts", "score", "peak_score", "threshold", "channels", "model", "alert_id"}
-
-
-def epoch(frame: pd.DataFrame) -> np.ndarray:
-    return (frame["timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
 
 
 def expected_windows(rows: int, window: int, hop: int) -> int:

@@ -20,12 +20,11 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from sensorguard.service.daemon import Daemon, iso
-from tests.conftest import plant_frame
+from tests.conftest import epoch, plant_frame
 from tests.mosquitto import (
     Collector,
     Mosquitto,
@@ -43,10 +42,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ["c0", "c1", "c2"]
-
-
-def epoch(frame: pd.DataFrame) -> np.ndarray:
-    return (frame["timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
 
 
 def rejected(url: str) -> dict[str, float]:

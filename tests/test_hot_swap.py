@@ -19,7 +19,7 @@ import pytest
 
 from sensorguard.service.bundle import publish, save_bundle, set_current
 from sensorguard.service.daemon import Daemon
-from tests.conftest import plant_frame
+from tests.conftest import epoch, plant_frame
 from tests.mosquitto import (
     Collector,
     Publisher,
@@ -31,7 +31,7 @@ from tests.mosquitto import (
     start_daemon,
     wait_for,
 )
-from tests.test_daemon_integration import CHANNELS, epoch, expected_windows
+from tests.test_daemon_integration import CHANNELS, expected_windows
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from sensorguard.service.bundle import current_version, publish
-from tests.conftest import plant_frame
+from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, scrape, wait_for
-from tests.test_daemon_integration import CHANNELS, epoch, expected_windows
+from tests.test_daemon_integration import CHANNELS, expected_windows
 from tests.test_hot_swap import ROOT, clean_env, model_infos, start, value
 
 pytestmark = pytest.mark.integration
