@@ -2,6 +2,6 @@
 
 import sys
 
-from sensorguard.service.cli import main
+from sensorguard.cli import main
 
 sys.exit(main())

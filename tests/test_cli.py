@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sensorguard.cli import main
 from sensorguard.service.bundle import save_bundle
-from sensorguard.service.cli import main
 from tests.conftest import plant_frame
 
 

@@ -149,8 +149,8 @@ def test_daemon_scores_equal_offline_score_verb(serve, mosquitto, trained, train
     import math
     from dataclasses import replace
 
+    from sensorguard.cli import main
     from sensorguard.service.bundle import save_bundle
-    from sensorguard.service.cli import main
     from sensorguard.service.drift import DriftRule, widening
     from sensorguard.training.data import load_frame
 

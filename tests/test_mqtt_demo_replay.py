@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sensorguard.service.demo import DemoBroker, plan
+from sensorguard.demo import DemoBroker, plan
 from tests.conftest import plant_frame
 from tests.mosquitto import Collector
 
@@ -61,7 +61,7 @@ def test_demo_plan_keeps_the_first_asset_healthy_and_spreads_faults():
 
 
 def test_demo_broker_auto_prefers_mosquitto(monkeypatch, tmp_path):
-    import sensorguard.service.demo as demo
+    import sensorguard.demo as demo
 
     monkeypatch.setattr(demo, "find_mosquitto", lambda: None)
     broker = DemoBroker("auto", tmp_path)

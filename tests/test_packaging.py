@@ -51,7 +51,7 @@ def test_the_wheel_installs_under_sensorguard_and_works_beside_a_foreign_service
     (elsewhere / "service" / "__init__.py").write_text("FOREIGN = True\n")
     code = (
         "import service, sensorguard, sensorguard.service.daemon, sensorguard.training.train;"
-        "from sensorguard.service.cli import main;"
+        "from sensorguard.cli import main;"
         "print(service.FOREIGN, sensorguard.service.daemon.__file__, sensorguard.training.train.__file__)"
     )
     out = run([python, "-c", code], cwd=elsewhere).stdout.split()

@@ -39,3 +39,17 @@ def test_runtime_never_imports_lightning_pandas_or_matplotlib():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_runtime_package_never_imports_the_training_package():
+    """service/ is what the daemon runs: not even a lazy import may reach up into training/."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "service").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}:{node.lineno} {n}" for n in names
+                          if n == "training" or n.startswith(("training.", "sensorguard.training"))]
+    assert offenders == []

@@ -96,7 +96,7 @@ def test_normal_readings_are_recorded_fault_readings_are_not_and_retrain_uses_th
     assert scrape(url)[("sensorguard_record_write_failures_total", ())] == 0
 
     # retrain on what was recorded; the running daemon follows CURRENT to the new version
-    from sensorguard.service.cli import main
+    from sensorguard.cli import main
 
     code = main(["retrain", "--registry", str(registry), "--name", NAME, "--recorded", str(record_dir),
                  "--max-epochs", "2", "--force", "--quiet"])

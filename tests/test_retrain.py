@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sensorguard.cli import main
 from sensorguard.service.bundle import current_version, list_versions, publish
-from sensorguard.service.cli import main
 from tests.conftest import plant_frame
 
 

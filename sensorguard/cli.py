@@ -520,7 +520,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The live loop on a simulated plant: train, broker, daemon, streamed faults, alerts."""
     import tempfile
 
-    from sensorguard.service.demo import DemoOptions, run_demo
+    from sensorguard.demo import DemoOptions, run_demo
     from sensorguard.service.logs import configure_logging
 
     configure_logging(False, "WARNING")  # the view is the output; warnings and errors still show
