@@ -162,45 +162,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _score_rows(args: argparse.Namespace, bundle, label_column: str | None = None):
-    """Score a data file with a bundle: the cleaned series, its scores and per-row alert state."""
-    from dataclasses import replace
-
-    from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
-    from sensorguard.service.scorer import Scorer
-    from sensorguard.training.data import DataError
+    """Load ``args.data`` as the bundle's channels and score it (``training.offline.score_data``)."""
+    from sensorguard.service.alerts import AlertRules
+    from sensorguard.training.offline import score_data
 
     data = _load(args, [args.data], channels=list(bundle.channels), label_column=label_column)
-    if len(data) < bundle.window:
-        raise DataError(f"{args.data}: {len(data)} usable rows, fewer than one window ({bundle.window})")
-    scores = Scorer(bundle).score_series(data.values, data.segments)
     rules = AlertRules(raise_after=args.raise_after, clear_after=args.clear_after, clear_level=args.clear_level)
-    mask = hop_mask(data.segments, bundle.window, bundle.hop)
-    alert, score = judge_series(scores.score, mask, data.times, rules, bundle.drift_rule)
-    return data, replace(scores, score=score), alert
+    return score_data(bundle, data, rules, name=str(args.data))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
-
     from sensorguard.service.bundle import load_bundle
+    from sensorguard.training.offline import score_table
 
-    bundle = load_bundle(args.bundle)
-    data, scores, alert = _score_rows(args, bundle)
-    rows = data.rows_of(data.source_times)
-    found = rows >= 0
-    take = np.where(found, rows, 0)
-    score = np.where(found, scores.score[take], np.nan)
-    out = pd.DataFrame({
-        "timestamp": pd.to_datetime(data.source_times, unit="s", utc=True),
-        "score": score,
-        "anomaly": np.where(np.isfinite(score), (score >= 1).astype(int), 0),
-        "alert": np.where(found, alert[take], 0),
-    })
-    for j, channel in enumerate(bundle.channels):
-        out[f"error_{channel}"] = np.where(found, scores.channel_error[take, j], np.nan)
+    out = score_table(bundle := load_bundle(args.bundle), _score_rows(args, bundle))
     _write_table(out, args.out)
-    n_scored = int(np.isfinite(score).sum())
+    n_scored = int(out["score"].notna().sum())
     print(
         f"scored {n_scored} of {len(out)} rows -> {args.out} "
         f"({int(out['anomaly'].sum())} anomalous rows, {int(out['alert'].sum())} rows in alert)"
@@ -209,61 +186,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from sensorguard.service.bundle import load_bundle
-    from sensorguard.training.evaluate import best_f1_threshold, detection_metrics
+    from sensorguard.training.offline import evaluate_scores, format_evaluation
 
     bundle = load_bundle(args.bundle)
-    data, scores, alert = _score_rows(args, bundle, label_column=args.label_column)
-    labels = data.labels[args.label_column]
-    scored = np.isfinite(scores.score)  # rows before the first full window cannot be judged
-    times = data.times[scored]
-    result = {
-        "rows": int(scored.sum()),
-        "threshold": bundle.threshold_,
-        "anomaly": detection_metrics((scores.score[scored] >= 1).astype(int), labels[scored], times),
-        "alert": detection_metrics(alert[scored].astype(int), labels[scored], times),
-    }
-    if labels[scored].any():
-        best_score, best_f1 = best_f1_threshold(scores.score[scored], labels[scored])
-        result["f1_best"] = {"score": best_score, "threshold": best_score * bundle.threshold_, "f1": best_f1}
-    if args.json:
-        print(json.dumps(result, indent=2, default=_json_default))
-    else:
-        print(_format_evaluation(result))
+    scored = _score_rows(args, bundle, label_column=args.label_column)
+    result = evaluate_scores(bundle, scored, scored.data.labels[args.label_column])
+    print(json.dumps(result, indent=2, default=_json_default) if args.json else format_evaluation(result))
     return 0
-
-
-def _format_evaluation(result: dict) -> str:
-    keys = [
-        ("precision", "precision"),
-        ("recall", "recall"),
-        ("f1", "F1"),
-        ("false_alarm_rate", "false-alarm rate"),
-        ("missed_alarm_rate", "missed-alarm rate"),
-        ("event_recall", "event recall"),
-        ("mean_detection_delay_s", "mean delay (s)"),
-    ]
-    lines = [
-        f"{result['rows']} scored rows, threshold {result['threshold']:.4g}",
-        f"{'':20}{'anomaly':>10}{'alert':>10}",
-    ]
-    for key, label in keys:
-        cells = []
-        for kind in ("anomaly", "alert"):
-            value = result[kind].get(key)
-            cells.append("-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
-        lines.append(f"{label:20}{cells[0]:>10}{cells[1]:>10}")
-    events = result["anomaly"].get("events")
-    if events is not None:
-        lines.append(f"{'events':20}{events:>10}")
-    if "f1_best" in result:
-        best = result["f1_best"]
-        lines.append(
-            f"F1-best threshold would be {best['threshold']:.4g} (score {best['score']:.3g}, F1 {best['f1']:.3f})"
-        )
-    return "\n".join(lines)
 
 
 def _json_default(value):

@@ -55,6 +55,33 @@ def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path):
     assert load_bundle(model).drift_rule is not None
 
 
+def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, tmp_path, capsys):
+    """The verbs only parse and print: the same numbers come from training.offline in Python."""
+    import json
+
+    from sensorguard.service.bundle import load_bundle
+    from sensorguard.training.data import load_frame
+    from sensorguard.training.offline import evaluate_scores, score_data, score_table
+
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(files / "model"), str(files / "faults.csv"), "--out", str(out)]) == 0
+    bundle = load_bundle(files / "model")
+    scored = score_data(bundle, load_frame([files / "faults.csv"], exclude=["anomaly"]))
+    expected = score_table(bundle, scored)
+    written = pd.read_csv(out)
+    assert list(written.columns) == list(expected.columns)
+    np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-5)  # CSV keeps 6 digits
+    assert (written["alert"] == expected["alert"]).all() and written["alert"].sum() > 0
+    capsys.readouterr()
+    assert main(["evaluate", str(files / "model"), str(files / "faults.csv"), "--label-column", "anomaly",
+                 "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    labeled = score_data(bundle, load_frame([files / "faults.csv"], label_column="anomaly"))
+    result = evaluate_scores(bundle, labeled, labeled.data.labels["anomaly"])
+    assert printed["alert"]["f1"] == pytest.approx(result["alert"]["f1"])
+    assert printed["rows"] == result["rows"] > 0
+
+
 def test_score_one_row_per_input_row(files, tmp_path):
     out = tmp_path / "scores.csv"
     assert main(["score", str(files / "model"), str(files / "faults.csv"), "--out", str(out)]) == 0
