@@ -92,7 +92,8 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sensorguard.service.bundle import publish, save_bundle, validate_name
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.registry import publish, validate_name
     from sensorguard.training.data import drop_labeled
     from sensorguard.training.train import TrainOptions, train_bundle
 
@@ -259,7 +260,7 @@ def _parse_since(text: str | None) -> float | None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from sensorguard.service.bundle import current_version, load_current, validate_name
+    from sensorguard.service.registry import current_version, load_current, validate_name
     from sensorguard.training.data import concat_series, drop_labeled
     from sensorguard.training.retrain import load_recorded, retrain
     from sensorguard.training.train import TrainOptions
@@ -297,66 +298,25 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from sensorguard.service.bundle import (
-        BundleError,
-        current_version,
-        list_versions,
-        load_bundle,
-        set_current,
-        validate_name,
-    )
+    from sensorguard.service.registry import describe, promote, rollback, validate_name, version_infos
 
     root, name = Path(args.registry), validate_name(args.name)
-    versions = list_versions(root, name)
-    current = current_version(root, name)
-    if not versions:
-        raise CliError(f"no versions of model {name!r} in registry {root}")
     if args.action == "list":
         print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}  promoted")
-        for version in versions:
-            meta = _read_meta(root / name / version)
-            training = meta.get("training", {})
-            span = training.get("time_range") or [None, None]
-            promoted = (meta.get("metrics") or {}).get("promoted")
+        for v in version_infos(root, name):
             print(
-                f"{'*' if version == current else '':2}{version:9}{str(meta.get('created', '?')):27}"
-                f"{str(span[0])[:25]:27}{str(span[1])[:25]:27}{training.get('rows', '?'):>9}"
-                f"{meta.get('threshold', float('nan')):>12.4g}  {'-' if promoted is None else promoted}"
+                f"{'*' if v.current else '':2}{v.version:9}{v.created:27}{str(v.data_from)[:25]:27}"
+                f"{str(v.data_to)[:25]:27}{v.rows:>9}{v.threshold:>12.4g}  {'-' if v.promoted is None else v.promoted}"
             )
         return 0
     if args.action == "show":
-        version = args.version or current
-        if version not in versions:
-            raise CliError(f"model {name!r} has no version {version!r}")
-        meta = _read_meta(root / name / version)
-        meta.get("calibration", {}).pop("errors_sample", None)
-        print(json.dumps({"version": version, "current": version == current, **meta}, indent=2))
+        print(json.dumps(describe(root, name, args.version), indent=2))
         return 0
-    if args.action == "promote":
-        target = args.version
-        if not target:
-            raise CliError("promote needs a VERSION")
-    else:  # rollback: the newest version older than the current one
-        older = [v for v in versions if current and int(v[1:]) < int(current[1:])]
-        if not older:
-            raise CliError(f"nothing to roll back to: {current} is the oldest version")
-        target = older[-1]
-    if target not in versions:
-        raise CliError(f"model {name!r} has no version {target!r}")
-    try:
-        load_bundle(root / name / target)  # never point CURRENT at a bundle that cannot load
-    except BundleError as exc:
-        raise CliError(f"refusing to make {target} current: {exc}") from None
-    set_current(root, name, target)
-    print(f"{name}: CURRENT {current} -> {target}")
+    if args.action == "promote" and not args.version:
+        raise CliError("promote needs a VERSION")
+    old, new = promote(root, name, args.version) if args.action == "promote" else rollback(root, name)
+    print(f"{name}: CURRENT {old} -> {new}")
     return 0
-
-
-def _read_meta(path: Path) -> dict:
-    try:
-        return json.loads((path / "bundle.json").read_text())
-    except (OSError, ValueError):
-        return {"created": "unreadable"}
 
 
 # --- serve -------------------------------------------------------------------------------------

@@ -5,8 +5,7 @@ code) plus ``bundle.json`` (channels, window, scaler, architecture, threshold, c
 training fingerprint). Everything read from disk is validated here, so a corrupt or lying bundle
 is refused with one clear :class:`BundleError` instead of failing later inside the scorer.
 
-The registry is ``<root>/<name>/v0001, v0002, ...`` plus ``<root>/<name>/CURRENT``, a one-line
-file switched atomically (temp file, fsync, rename), so a half-written version is never current.
+The versioned registry of bundles lives in :mod:`sensorguard.service.registry`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -35,9 +33,6 @@ FORMAT_VERSION = 3  # 2: architecture.linear and focus; 3: channel_weights; olde
 READABLE_VERSIONS = (1, 2, 3)
 WEIGHTS_FILE = "model.pt"
 META_FILE = "bundle.json"
-CURRENT_FILE = "CURRENT"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_VERSION_RE = re.compile(r"^v(\d{4,})$")
 
 
 class BundleError(Exception):
@@ -126,7 +121,7 @@ def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        _write_files(bundle, tmp)
+        write_files(bundle, tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -141,12 +136,12 @@ def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
     return target
 
 
-def _write_files(bundle: Bundle, directory: Path) -> None:
+def write_files(bundle: Bundle, directory: Path) -> None:
     torch.save(bundle.state_dict, directory / WEIGHTS_FILE)
     meta = json.dumps(bundle.to_json(), indent=2, sort_keys=True)
     write_durably(directory / META_FILE, meta + "\n")
-    _fsync_path(directory / WEIGHTS_FILE)
-    _fsync_path(directory)
+    fsync_path(directory / WEIGHTS_FILE)
+    fsync_path(directory)
 
 
 def load_bundle(directory: str | os.PathLike) -> Bundle:
@@ -250,87 +245,6 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
     )
 
 
-# --- registry ---------------------------------------------------------------------------------
-
-
-def validate_name(name: str) -> str:
-    """Model names become directory names: letters, digits, ``.``, ``_``, ``-`` only (no traversal)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
-        raise BundleError(
-            f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
-
-
-def list_versions(root: str | os.PathLike, name: str) -> list[str]:
-    """Complete versions of ``name``, oldest first (temp dirs and stray files are ignored)."""
-    base = Path(root) / validate_name(name)
-    if not base.is_dir():
-        return []
-    found = [p.name for p in base.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
-    return sorted(found, key=lambda v: int(v[1:]))
-
-
-def current_version(root: str | os.PathLike, name: str) -> str | None:
-    """The version named in ``CURRENT``, or None when there is none yet."""
-    pointer = Path(root) / validate_name(name) / CURRENT_FILE
-    try:
-        version = pointer.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    if not _VERSION_RE.match(version):
-        raise BundleError(f"{pointer}: does not name a version ({version[:40]!r})")
-    return version
-
-
-def resolve_current(root: str | os.PathLike, name: str) -> Path:
-    """Path of the current bundle of ``name``; a clear error when the registry has none."""
-    version = current_version(root, name)
-    if version is None:
-        raise BundleError(f"no current version of model {name!r} in registry {root}")
-    return Path(root) / name / version
-
-
-def load_current(root: str | os.PathLike, name: str) -> Bundle:
-    path = resolve_current(root, name)
-    return replace(load_bundle(path), name=name, version=path.name)
-
-
-def set_current(root: str | os.PathLike, name: str, version: str) -> None:
-    """Point CURRENT at ``version`` atomically (temp file, fsync, rename)."""
-    base = Path(root) / validate_name(name)
-    if not _VERSION_RE.match(version) or not (base / version).is_dir():
-        raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
-    write_durably(base / CURRENT_FILE, version + "\n")
-    _fsync_path(base)
-
-
-def publish(bundle: Bundle, root: str | os.PathLike, name: str, make_current: bool = True) -> str:
-    """Store ``bundle`` as the next version of ``name``; return the version (``v0001``...)."""
-    base = Path(root) / validate_name(name)
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".incoming.", dir=base))
-    try:
-        _write_files(bundle, tmp)
-        while True:
-            versions = list_versions(root, name)
-            number = int(versions[-1][1:]) + 1 if versions else 1
-            version = f"v{number:04d}"
-            try:
-                os.rename(tmp, base / version)  # fails if a concurrent publisher took the number
-                break
-            except OSError:
-                if not (base / version).exists():
-                    raise
-        _fsync_path(base)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if make_current:
-        set_current(root, name, version)
-    return version
-
-
 def write_durably(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` atomically: temp file in the same directory, fsync, rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -345,7 +259,8 @@ def write_durably(path: Path, text: str) -> None:
         raise
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Make a rename or a new entry in directory ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -62,13 +62,14 @@ from prometheus_client import CollectorRegistry
 
 from sensorguard.service import mqtt
 from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
-from sensorguard.service.bundle import Bundle, BundleError, current_version, load_bundle, load_current
+from sensorguard.service.bundle import Bundle, BundleError, load_bundle
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState, widening
 from sensorguard.service.logs import RateLimiter, first_line
 from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
 from sensorguard.service.payload import parse_message
 from sensorguard.service.recorder import Recorder
+from sensorguard.service.registry import current_version, load_current
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.state import SAVE_INTERVAL_S, StateError, load_states, save_states, set_aside
 from sensorguard.service.windows import Buffers, DueWindow

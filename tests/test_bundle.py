@@ -5,15 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from sensorguard.service.bundle import (
-    BundleError,
+from sensorguard.service.bundle import BundleError, load_bundle, save_bundle
+from sensorguard.service.registry import (
     current_version,
     list_versions,
-    load_bundle,
     load_current,
     publish,
     resolve_current,
-    save_bundle,
     set_current,
     validate_name,
 )

@@ -292,7 +292,7 @@ def test_stalled_network_is_detected_by_keepalive_and_nothing_is_lost(mosquitto,
 
 @pytest.fixture
 def registry(tmp_path, trained):
-    from sensorguard.service.bundle import publish
+    from sensorguard.service.registry import publish
 
     root = tmp_path / "registry"
     publish(trained[0], root, "pump")

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from sensorguard.service.bundle import publish, save_bundle, set_current
+from sensorguard.service.bundle import save_bundle
 from sensorguard.service.daemon import Daemon
+from sensorguard.service.registry import publish, set_current
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import (
     Collector,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sensorguard.service.bundle import current_version, publish
+from sensorguard.service.registry import current_version, publish
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, scrape, wait_for
 from tests.test_daemon_integration import CHANNELS, expected_windows

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sensorguard.cli import main
-from sensorguard.service.bundle import current_version, list_versions, publish
+from sensorguard.service.registry import current_version, list_versions, publish
 from tests.conftest import plant_frame
 
 

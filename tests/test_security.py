@@ -379,7 +379,7 @@ CASES += [("serve", name) for name in ("../x", "a/../../x")]  # a process each: 
 @pytest.mark.parametrize("verb, name", CASES)
 def test_cli_refuses_path_traversal_in_model_names(tmp_path, tiny_bundle, capsys, verb, name):
     from sensorguard.cli import main
-    from sensorguard.service.bundle import publish
+    from sensorguard.service.registry import publish
 
     registry = tmp_path / "registry"
     registry.mkdir()

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sensorguard.service.bundle import Bundle, load_current, publish, set_current
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.registry import load_current, publish, set_current
 from sensorguard.service.scorer import Scorer
 from sensorguard.training.data import DataError, SensorData, series_from_frame, split_by_time
 from sensorguard.training.train import TrainOptions, train_bundle

@@ -1,0 +1,181 @@
+"""The registry: versions of a named model and the ``CURRENT`` pointer, and what ``models`` does.
+
+``<root>/<name>/v0001, v0002, ...`` plus ``<root>/<name>/CURRENT``, a one-line file switched
+atomically (temp file, fsync, rename), so a half-written version is never current. A version is
+published by renaming a complete temp directory into place, so readers see all of it or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sensorguard.service.bundle import Bundle, BundleError, fsync_path, load_bundle, write_durably, write_files
+
+CURRENT_FILE = "CURRENT"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_VERSION_RE = re.compile(r"^v(\d{4,})$")
+
+
+def validate_name(name: str) -> str:
+    """Model names become directory names: letters, digits, ``.``, ``_``, ``-`` only (no traversal)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
+        raise BundleError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def list_versions(root: str | os.PathLike, name: str) -> list[str]:
+    """Complete versions of ``name``, oldest first (temp dirs and stray files are ignored)."""
+    base = Path(root) / validate_name(name)
+    if not base.is_dir():
+        return []
+    found = [p.name for p in base.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
+    return sorted(found, key=lambda v: int(v[1:]))
+
+
+def current_version(root: str | os.PathLike, name: str) -> str | None:
+    """The version named in ``CURRENT``, or None when there is none yet."""
+    pointer = Path(root) / validate_name(name) / CURRENT_FILE
+    try:
+        version = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not _VERSION_RE.match(version):
+        raise BundleError(f"{pointer}: does not name a version ({version[:40]!r})")
+    return version
+
+
+def resolve_current(root: str | os.PathLike, name: str) -> Path:
+    """Path of the current bundle of ``name``; a clear error when the registry has none."""
+    version = current_version(root, name)
+    if version is None:
+        raise BundleError(f"no current version of model {name!r} in registry {root}")
+    return Path(root) / name / version
+
+
+def load_current(root: str | os.PathLike, name: str) -> Bundle:
+    path = resolve_current(root, name)
+    return replace(load_bundle(path), name=name, version=path.name)
+
+
+def set_current(root: str | os.PathLike, name: str, version: str) -> None:
+    """Point CURRENT at ``version`` atomically (temp file, fsync, rename)."""
+    base = Path(root) / validate_name(name)
+    if not _VERSION_RE.match(version) or not (base / version).is_dir():
+        raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
+    write_durably(base / CURRENT_FILE, version + "\n")
+    fsync_path(base)
+
+
+def publish(bundle: Bundle, root: str | os.PathLike, name: str, make_current: bool = True) -> str:
+    """Store ``bundle`` as the next version of ``name``; return the version (``v0001``...)."""
+    base = Path(root) / validate_name(name)
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".incoming.", dir=base))
+    try:
+        write_files(bundle, tmp)
+        while True:
+            versions = list_versions(root, name)
+            number = int(versions[-1][1:]) + 1 if versions else 1
+            version = f"v{number:04d}"
+            try:
+                os.rename(tmp, base / version)  # fails if a concurrent publisher took the number
+                break
+            except OSError:
+                if not (base / version).exists():
+                    raise
+        fsync_path(base)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if make_current:
+        set_current(root, name, version)
+    return version
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One line of ``models list``: what a version was trained on and whether it is current."""
+
+    version: str
+    current: bool
+    created: str
+    data_from: str | None
+    data_to: str | None
+    rows: int | str
+    threshold: float
+    promoted: str | None
+
+
+def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
+    """Every version of ``name``, oldest first (an unreadable ``bundle.json`` shows as such)."""
+    current = current_version(root, name)
+    infos = []
+    for version in _versions_or_error(root, name):
+        meta = read_meta(Path(root) / name / version)
+        training = meta.get("training", {})
+        span = training.get("time_range") or [None, None]
+        infos.append(VersionInfo(
+            version, version == current, str(meta.get("created", "?")), span[0], span[1],
+            training.get("rows", "?"), meta.get("threshold", float("nan")),
+            (meta.get("metrics") or {}).get("promoted"),
+        ))
+    return infos
+
+
+def describe(root: str | os.PathLike, name: str, version: str | None = None) -> dict:
+    """``models show``: a version's ``bundle.json`` (default: the current one) and whether it is current."""
+    versions = _versions_or_error(root, name)
+    current = current_version(root, name)
+    version = version or current
+    if version not in versions:
+        raise BundleError(f"model {name!r} has no version {version!r}")
+    meta = read_meta(Path(root) / name / version)
+    meta.get("calibration", {}).pop("errors_sample", None)
+    return {"version": version, "current": version == current, **meta}
+
+
+def promote(root: str | os.PathLike, name: str, version: str) -> tuple[str | None, str]:
+    """Make ``version`` current after checking it loads; ``(old, new)`` current versions."""
+    versions = _versions_or_error(root, name)
+    if version not in versions:
+        raise BundleError(f"model {name!r} has no version {version!r}")
+    try:
+        load_bundle(Path(root) / name / version)  # never point CURRENT at a bundle that cannot load
+    except BundleError as exc:
+        raise BundleError(f"refusing to make {version} current: {exc}") from None
+    old = current_version(root, name)
+    set_current(root, name, version)
+    return old, version
+
+
+def rollback(root: str | os.PathLike, name: str) -> tuple[str | None, str]:
+    """Make the newest version older than the current one current; ``(old, new)``."""
+    versions = _versions_or_error(root, name)
+    current = current_version(root, name)
+    older = [v for v in versions if current and int(v[1:]) < int(current[1:])]
+    if not older:
+        raise BundleError(f"nothing to roll back to: {current} is the oldest version")
+    return promote(root, name, older[-1])
+
+
+def read_meta(path: Path) -> dict:
+    """A version's ``bundle.json`` as it is, for listing (``{"created": "unreadable"}`` if it is not)."""
+    try:
+        return json.loads((path / "bundle.json").read_text())
+    except (OSError, ValueError):
+        return {"created": "unreadable"}
+
+
+def _versions_or_error(root: str | os.PathLike, name: str) -> list[str]:
+    versions = list_versions(root, name)
+    if not versions:
+        raise BundleError(f"no versions of model {name!r} in registry {root}")
+    return versions
