@@ -109,8 +109,7 @@ def test_alerts_rise_and_clear_for_a_fault_and_never_for_normal_data(serve, mosq
 def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, trained):
     bundle = trained[0]
     running = serve()
-    applied = []  # listeners run after a window's state is published: waiting on them has no race
-    running.daemon.add_listener(applied.append)
+    early = Collector(mosquitto, "sensorguard/state/pump-7")  # sees states as the broker gets them
     pub = Publisher(mosquitto)
     frame = plant_frame(rows=200, channels=3, seed=5)
     values = frame[CHANNELS].to_numpy()
@@ -118,7 +117,11 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
     times = epoch(frame)
     pub.samples("pump-7", times, values, CHANNELS)
     n = expected_windows(200, bundle.window, bundle.hop)
-    wait_for(lambda: len(applied) == n, 30, "windows scored and applied")
+    wait_for(lambda: running.value("sensorguard_windows_scored_total") == n, 30, "windows scored")
+    # publishing is asynchronous: only once the broker has passed the alerting state on is it retained
+    wait_for(lambda: any(p["state"] == "alerting" for p in early.on("sensorguard/state/pump-7")), 10,
+             "the alerting state at the broker")
+    early.close()
     newest = iso(times[bundle.window - 1 + (n - 1) * bundle.hop])  # the last window's ts
     late = Collector(mosquitto, "sensorguard/#")  # subscribes after everything was published
     retained = wait_for(lambda: {t: p for t, p, r in late.messages if r}.get("sensorguard/state/pump-7") and
