@@ -346,7 +346,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(settings.redacted(), indent=2, default=str))
         return 0
-    from sensorguard.service.daemon import Daemon, load_model
+    from sensorguard.service.daemon import Daemon
+    from sensorguard.service.hotswap import load_model
     from sensorguard.service.logs import configure_logging
 
     configure_logging(settings.log_json, settings.log_level)

@@ -359,7 +359,8 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
 
 def _start_daemon(bundle_dir: Path, broker: DemoBroker, options: DemoOptions):
     from sensorguard.service.config import load_settings
-    from sensorguard.service.daemon import Daemon, load_model
+    from sensorguard.service.daemon import Daemon
+    from sensorguard.service.hotswap import load_model
 
     port = options.metrics_port if port_free(options.metrics_port) else 0
     settings = load_settings(

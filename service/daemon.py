@@ -15,25 +15,17 @@ Threads, and who owns what:
 - the model watcher (only with ``registry``/``name``, or on SIGHUP) checks the registry's
   ``CURRENT`` every ``reload_poll_s`` (one small file read) and on :meth:`Daemon.request_reload`.
 
-Hot swap (:meth:`Daemon.check_model`). A new bundle is loaded, validated and turned into a
-:class:`~service.scorer.Scorer` on the watcher thread, off every lock; only the assignment of the
-new ``(bundle, scorer)`` pair happens under ``_model_lock``, which the worker holds for the whole
-forward pass of one batch. So a swap lands between two batches, and:
+Hot swap (:meth:`Daemon.check_model`, done by :class:`~sensorguard.service.hotswap.ModelHolder`):
+the new ``(bundle, scorer)`` pair is built off every lock and assigned under the holder's lock,
+which the worker holds for the whole forward pass of one batch. So a swap lands between two
+batches: the buffers and the queue of due windows are untouched (no reading dropped or scored
+twice, the cadence goes on), each batch is scored entirely by one model and its events carry that
+model's name, version and threshold, and alert states carry over (1.0 is the line under either
+model). The daemon keeps the hop it started with. A refused bundle leaves the old model serving
+and is not retried until ``CURRENT`` changes again or SIGHUP.
 
-- the buffers and the queue of due windows are untouched: no reading is dropped, none is buffered
-  or scored twice, and the cadence (``hop``) goes on counting from the same samples;
-- each batch is scored entirely by one model, and its alert events and states carry that model's
-  name, version and threshold (the pair is read once, under the lock). A window due before the
-  swap but still queued when the swap lands is scored by the new model: "scored by whichever model
-  holds the lock when its batch runs";
-- alert states carry over: a score is ``error / threshold`` under either model, 1.0 is the line.
-
-A new bundle must have exactly the running channels, in the same order, and the same window
-(the ring buffers are sized by it; changing window needs a restart); otherwise it is refused. Its
-``hop`` is not adopted: the daemon keeps the cadence it started with (``hop`` setting, else the
-first bundle's) until restarted. A refused bundle (corrupt, unreadable, incompatible) leaves the
-old model serving, counts ``model_reload_failures_total``, publishes ``model_reload_failed`` on
-``<output_prefix>/events`` and is not retried until ``CURRENT`` changes again or SIGHUP.
+Publishing (:class:`~sensorguard.service.publisher.Publisher`) owns the output topics and
+payloads; the daemon decides when to publish.
 
 Recording (``record_dir``): every accepted reading is offered to a
 :class:`~service.recorder.Recorder` on the network thread (an append), alert events tell it which
@@ -53,7 +45,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +53,15 @@ from prometheus_client import CollectorRegistry
 
 from sensorguard.service import mqtt
 from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
-from sensorguard.service.bundle import Bundle, BundleError, load_bundle
+from sensorguard.service.bundle import Bundle
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState, widening
+from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.logs import RateLimiter, first_line
 from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
 from sensorguard.service.payload import parse_message
+from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import Recorder
-from sensorguard.service.registry import current_version, load_current
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.state import SAVE_INTERVAL_S, StateError, load_states, save_states, set_aside
 from sensorguard.service.windows import Buffers, DueWindow
@@ -94,28 +86,6 @@ class ScoredWindow:
     channels: list[dict]
 
 
-def load_model(settings: Settings) -> Bundle:
-    """The bundle ``settings`` names: a directory, or the registry's current version of ``name``."""
-    if settings.model:
-        bundle = load_bundle(settings.model)
-        name = bundle.name or Path(settings.model).resolve().name
-        return _named(bundle, name, bundle.version or "local")
-    if settings.registry and settings.name:
-        return load_current(settings.registry, settings.name)
-    raise ValueError("no model: give model (a bundle directory) or registry and name")
-
-
-def _named(bundle: Bundle, name: str, version: str) -> Bundle:
-    from dataclasses import replace
-
-    return replace(bundle, name=name, version=version)
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds as RFC 3339 UTC with milliseconds (``2026-01-01T00:00:00.000Z``)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class Daemon:
     """One ``sensorguard serve`` process: build with settings and a bundle, then :meth:`start`.
 
@@ -132,10 +102,9 @@ class Daemon:
             clear_level=settings.clear_level,
             stale_after=settings.stale_after_s,
         )
-        self._model_lock = threading.Lock()
-        self.bundle = bundle
-        self.scorer = Scorer(bundle, device="cpu")
         self.hop = settings.hop or bundle.hop
+        self.publisher = Publisher(settings)  # owns topics and payloads; its client is set on start
+        self.models = ModelHolder(settings, bundle, self.metrics, self.publisher, self.hop)
         self._cond = threading.Condition()  # guards buffers; signals the worker
         self.buffers = Buffers(
             bundle.channels,
@@ -154,16 +123,12 @@ class Daemon:
         self._stopping = False
         self._stopped = False
         self._connected = threading.Event()
-        self._client = None
         self._http: tuple[Any, threading.Thread] | None = None
         self._worker: threading.Thread | None = None
         # hot swap
         self._watcher: threading.Thread | None = None
         self._reload_wake = threading.Event()
         self._reload_forced = False
-        self._pointer: str | None = bundle.version  # CURRENT as last acted on (loaded or refused)
-        self.model_checks = 0  # calls of check_model (polls and SIGHUPs)
-        self.swaps: list[dict] = []  # one record per swap (versions, timings): logs, tests, benchmarks
         # recording
         self.recorder: Recorder | None = None
         if settings.record_dir:
@@ -234,7 +199,7 @@ class Daemon:
         client = self._client
         if client is not None:
             infos = [info for asset in list(self._states) if (info := self._publish_state(asset)) is not None]
-            infos.append(client.publish(self.settings.status_topic(), mqtt.STATUS_OFFLINE, qos=1, retain=True))
+            infos.append(self.publisher.status(online=False))
             if self._connected.is_set() and not mqtt.wait_published(infos, PUBLISH_TIMEOUT_S):
                 log.warning("some final states were not confirmed by the broker before disconnecting")
             client.disconnect()  # a normal disconnect: no Last Will, no unsubscribe, the session stays
@@ -280,6 +245,25 @@ class Daemon:
 
     # --- model hot swap (the watcher thread) --------------------------------------------------------
 
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle being served now (it changes on a hot swap)."""
+        return self.models.bundle
+
+    @property
+    def scorer(self) -> Scorer:
+        return self.models.scorer
+
+    @property
+    def model_checks(self) -> int:
+        """Calls of check_model so far (polls and SIGHUPs)."""
+        return self.models.checks
+
+    @property
+    def swaps(self) -> list[dict]:
+        """One record per swap (versions, timings): logs, tests, benchmarks."""
+        return self.models.swaps
+
     def request_reload(self) -> None:
         """Check for a new model now (SIGHUP). Only sets flags, so it is safe in a signal handler.
 
@@ -304,97 +288,8 @@ class Daemon:
                 log.exception("checking for a new model failed")
 
     def check_model(self, force: bool = False) -> bool | None:
-        """Swap in the new model if there is one: True swapped, False refused, None nothing to do.
-
-        Called by the watcher thread every ``reload_poll_s`` and on :meth:`request_reload`.
-        """
-        s = self.settings
-        running = self.bundle
-        self.model_checks += 1
-        if s.registry and s.name:
-            try:
-                version = current_version(s.registry, s.name)
-                pointer = version or "<no CURRENT>"
-            except BundleError as exc:
-                version, pointer = None, f"<unreadable: {exc}>"
-            if pointer == self._pointer and not force:
-                return None  # unchanged since last acted on (loaded, or refused: not retried every poll)
-            self._pointer = pointer
-            if version == running.version:
-                if force:
-                    log.info("reload requested: model %s %s is already the current version", s.name, version)
-                return None
-            if version is None:
-                reason = pointer.strip("<>") if pointer.startswith("<unreadable") else (
-                    f"registry {s.registry} has no CURRENT for model {s.name!r}")
-                self._refused(None, reason)
-                return False
-
-            def load() -> Bundle:
-                return load_current(s.registry, s.name)
-        else:
-            if not force:
-                return None
-            version = None
-
-            def load() -> Bundle:
-                return load_model(s)
-
-        started = time.perf_counter()
-        try:
-            new = load()
-            version = new.version
-            problem = self._incompatible(new)
-            if problem:
-                raise BundleError(problem)
-            scorer = Scorer(new, device="cpu")
-        except Exception as exc:  # noqa: BLE001 - BundleError, OSError, torch errors: all mean "refuse"
-            self._refused(version, first_line(exc))
-            return False
-        loaded = time.perf_counter()
-        with self._model_lock:  # waits for the batch being scored, if any
-            locked = time.perf_counter()
-            old = self.bundle
-            self.bundle, self.scorer = new, scorer
-        swapped = time.perf_counter()
-        self.metrics.set_model(new.name, new.version, new.threshold_)
-        now = time.time()
-        record = {
-            "name": new.name, "from_version": old.version, "to_version": new.version, "ts": iso(now),
-            "load_s": loaded - started, "lock_wait_s": locked - loaded, "swap_s": swapped - started,
-        }
-        self.swaps.append(record)
-        self._publish_daemon_event({"event": "model_swapped", "name": new.name, "from_version": old.version,
-                                    "to_version": new.version, "ts": iso(now)})
-        hop_note = f"; its hop {new.hop} is not adopted (serving keeps hop {self.hop})" if new.hop != self.hop else ""
-        log.info(
-            "model swapped: %s %s -> %s (threshold %.4g -> %.4g); loaded in %.0f ms, waited %.1f ms for the "
-            "batch in progress%s",
-            new.name, old.version, new.version, old.threshold_, new.threshold_, 1000 * (loaded - started),
-            1000 * (locked - loaded), hop_note,
-            extra={"event": "model_swapped", "from_version": old.version, "to_version": new.version},
-        )
-        return True
-
-    def _incompatible(self, new: Bundle) -> str | None:
-        """Why ``new`` cannot replace the running model without a restart, or None."""
-        running = self.bundle
-        if new.channels != running.channels:
-            return (f"channels {list(new.channels)} differ from the running model's {list(running.channels)} "
-                    "(names and order must match; restart to serve other channels)")
-        if new.window != running.window:
-            return f"window {new.window} differs from the running model's {running.window} (restart to change it)"
-        return None
-
-    def _refused(self, version: str | None, reason: str) -> None:
-        self.metrics.reload_failures.inc()
-        log.error(
-            "model %s %s refused, still serving %s: %s",
-            self.bundle.name, version or "(none)", self.bundle.version, reason,
-            extra={"event": "model_reload_failed", "version": version},
-        )
-        self._publish_daemon_event({"event": "model_reload_failed", "name": self.bundle.name, "version": version,
-                                    "reason": reason, "ts": iso(time.time())})
+        """Swap in the new model if there is one (:meth:`ModelHolder.check`)."""
+        return self.models.check(force)
 
     # --- MQTT callbacks (paho's network thread) ----------------------------------------------------
 
@@ -403,7 +298,7 @@ class Daemon:
             log.warning("broker refused the connection: %s", mqtt.reason_text(reason_code))
             return
         mqtt.subscribe_readings(client, self.settings)
-        client.publish(self.settings.status_topic(), mqtt.STATUS_ONLINE, qos=1, retain=True)
+        self.publisher.status(online=True)
         self._connected.set()
         self.metrics.mqtt_connected.set(1)
         log.info(
@@ -515,8 +410,8 @@ class Daemon:
     def _score_batch(self, batch: list[DueWindow]) -> None:
         windows = np.stack([due.window for due in batch])
         started = time.perf_counter()
-        with self._model_lock:  # one model for the whole batch; a swap waits for it
-            scorer, bundle = self.scorer, self.bundle
+        with self.models.lock:  # one model for the whole batch; a swap waits for it
+            scorer, bundle = self.models.scorer, self.models.bundle
             scores = scorer.score_windows(windows)
         self.metrics.scoring_duration.observe(time.perf_counter() - started)
         self.metrics.windows_scored.inc(len(batch))
@@ -641,52 +536,32 @@ class Daemon:
 
     # --- publishing -------------------------------------------------------------------------------
 
-    def _payload(self, asset: str, kind: str, ts: float, score: float, peak: float, alert_id: str,
-                 channels: list[dict], bundle: Bundle | None = None) -> dict:
-        b = bundle or self.bundle
-        factor = widening(self._drift.get(asset, DriftState()), b.drift_rule)
-        return {
-            "asset": asset,
-            "state": kind,
-            "ts": iso(ts),
-            "score": _finite(score),
-            "peak_score": _finite(peak),
-            "threshold": b.threshold_ * factor,  # the asset's line: the bundle's, widened by the drift rule
-            "channels": channels,
-            "model": {"name": b.name, "version": b.version},
-            "alert_id": alert_id or None,
-        }
+    @property
+    def _client(self) -> Any:
+        return self.publisher.client
+
+    @_client.setter
+    def _client(self, client: Any) -> None:
+        self.publisher.client = client
+
+    def _line(self, asset: str, bundle: Bundle) -> float:
+        """The asset's alert line: the bundle's threshold, widened by the drift rule."""
+        return bundle.threshold_ * widening(self._drift.get(asset, DriftState()), bundle.drift_rule)
 
     def _publish_event(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle | None = None):
-        payload = self._payload(asset, event.kind, event.ts, event.score, event.peak_score, event.alert_id, channels,
-                                bundle)
-        log.info(
-            "alert %s: %s score %.2f (peak %.2f), top channels %s",
-            event.kind, asset, event.score, event.peak_score,
-            ", ".join(f"{c['name']} {c['share']:.0%}" for c in channels),
-            extra={"asset": asset, "event": event.kind, "alert_id": event.alert_id},
-        )
-        if self._client is None:
-            return None
-        return mqtt.publish_json(self._client, self.settings.alert_topic(asset), payload, qos=1)
+        b = bundle or self.bundle
+        return self.publisher.alert(asset, event, channels, (b.name, b.version), self._line(asset, b))
 
     def _publish_state(self, asset: str, ts: float | None = None, bundle: Bundle | None = None):
-        """The asset's current state, retained: a new subscriber sees it at once.
-
-        ``ts`` is that of the asset's latest scored window unless given (stale: the wall clock).
-        """
-        state = self._states.get(asset, AlertState())
-        if self._client is None:
-            return None
+        """The asset's current state, retained. ``ts`` is that of its latest scored window unless
+        given (stale: the wall clock)."""
+        b = bundle or self.bundle
         last_ts, channels = self._latest.get(asset, (time.time(), []))
-        payload = self._payload(asset, state.status, last_ts if ts is None else ts, state.last_score, state.peak,
-                                state.alert_id, channels, bundle)
-        return mqtt.publish_json(self._client, self.settings.state_topic(asset), payload, qos=1, retain=True)
+        return self.publisher.state(asset, self._states.get(asset, AlertState()), last_ts if ts is None else ts,
+                                    channels, (b.name, b.version), self._line(asset, b))
 
     def _publish_daemon_event(self, payload: dict) -> None:
-        """A daemon event (model swapped, reload refused) on ``<output_prefix>/events``, QoS 1."""
-        if self._client is not None:
-            mqtt.publish_json(self._client, self.settings.events_topic(), payload, qos=1)
+        self.publisher.daemon_event(payload)
 
 
 def hop_warning(hop: int, bundle: Bundle) -> str | None:
@@ -698,8 +573,3 @@ def hop_warning(hop: int, bundle: Bundle) -> str | None:
     return (f"serving hop {hop} differs from the bundle's hop {bundle.hop}: each score covers the bundle's "
             f"{scored} newest samples, so rows are judged {judged}, and the bundle's false-alert promise "
             f"assumed hop {bundle.hop}; retrain with train --hop {hop} to change the cadence")
-
-
-def _finite(x: float) -> float | None:
-    """JSON has no infinity: a non-finite score is sent as null."""
-    return round(x, 6) if np.isfinite(x) else None

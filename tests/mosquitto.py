@@ -217,7 +217,8 @@ def http_status(url: str) -> int:
 def start_daemon(flags: dict, ready_timeout: float = 20.0):
     """An in-process ``Daemon`` built from serve ``flags``, started and ready; returns (daemon, metrics url)."""
     from sensorguard.service.config import load_settings
-    from sensorguard.service.daemon import Daemon, load_model
+    from sensorguard.service.daemon import Daemon
+    from sensorguard.service.hotswap import load_model
 
     settings = load_settings(flags, {})
     daemon = Daemon(settings, load_model(settings))

@@ -13,8 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sensorguard.service.config import load_settings
-from sensorguard.service.daemon import Daemon, iso
+from sensorguard.service.daemon import Daemon
 from sensorguard.service.logs import JsonFormatter, RateLimiter, configure_logging
+from sensorguard.service.publisher import iso
 
 T0 = 1_767_225_600.0
 

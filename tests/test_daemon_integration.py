@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 
 from sensorguard.service.config import load_settings
-from sensorguard.service.daemon import Daemon, iso, load_model
+from sensorguard.service.daemon import Daemon
 from sensorguard.service.drift import DriftState
+from sensorguard.service.hotswap import load_model
 from sensorguard.service.payload import REJECT_REASONS
+from sensorguard.service.publisher import iso
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, http_status, metric, scrape, wait_for
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sensorguard.service.daemon import Daemon, iso
+from sensorguard.service.daemon import Daemon
+from sensorguard.service.publisher import iso
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import (
     Collector,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sensorguard.service.daemon import iso
+from sensorguard.service.publisher import iso
 from tests.conftest import plant_frame
 from tests.mosquitto import Collector, Publisher, clean_env, free_port, http_status, metric, wait_for
 

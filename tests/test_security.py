@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from sensorguard.service.config import Settings, load_settings
-from sensorguard.service.daemon import Daemon, load_model
+from sensorguard.service.daemon import Daemon
+from sensorguard.service.hotswap import load_model
 from tests.mosquitto import (
     Mosquitto,
     Publisher,

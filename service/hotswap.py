@@ -1,0 +1,155 @@
+"""The served model and its hot swap: loading, compatibility, swapping under one lock.
+
+A new bundle is loaded, validated and turned into a :class:`~sensorguard.service.scorer.Scorer`
+off every lock; only the assignment of the new ``(bundle, scorer)`` pair happens under ``lock``,
+which the scoring worker holds for the whole forward pass of one batch. So a swap lands between
+two batches and each batch is scored entirely by one model. A new bundle must have the running
+channels, in order, and the same window; otherwise it is refused: the old model keeps serving,
+``model_reload_failures_total`` counts it and ``model_reload_failed`` is published. The daemon's
+watcher thread calls :meth:`ModelHolder.check` (``service/daemon.py`` says when).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from sensorguard.service.bundle import Bundle, BundleError, load_bundle
+from sensorguard.service.config import Settings
+from sensorguard.service.logs import first_line
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.publisher import Publisher, iso
+from sensorguard.service.registry import current_version, load_current
+from sensorguard.service.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+def load_model(settings: Settings) -> Bundle:
+    """The bundle ``settings`` names: a directory, or the registry's current version of ``name``."""
+    if settings.model:
+        bundle = load_bundle(settings.model)
+        name = bundle.name or Path(settings.model).resolve().name
+        return _named(bundle, name, bundle.version or "local")
+    if settings.registry and settings.name:
+        return load_current(settings.registry, settings.name)
+    raise ValueError("no model: give model (a bundle directory) or registry and name")
+
+
+def _named(bundle: Bundle, name: str, version: str) -> Bundle:
+    return replace(bundle, name=name, version=version)
+
+
+class ModelHolder:
+    """The ``(bundle, scorer)`` pair being served, the lock a swap takes, and the swap itself.
+
+    hop: the daemon's cadence (a new bundle's hop is not adopted; the log says so).
+    """
+
+    def __init__(self, settings: Settings, bundle: Bundle, metrics: Metrics, publisher: Publisher, hop: int) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.publisher = publisher
+        self.hop = hop
+        self.lock = threading.Lock()
+        self.bundle = bundle
+        self.scorer = Scorer(bundle, device="cpu")
+        self.checks = 0  # calls of check (polls and SIGHUPs)
+        self.swaps: list[dict] = []  # one record per swap (versions, timings): logs, tests, benchmarks
+        self._pointer: str | None = bundle.version  # CURRENT as last acted on (loaded or refused)
+
+    def check(self, force: bool = False) -> bool | None:
+        """Swap in the new model if there is one: True swapped, False refused, None nothing to do.
+
+        Called by the watcher thread every ``reload_poll_s`` and on :meth:`request_reload`.
+        """
+        s = self.settings
+        running = self.bundle
+        self.checks += 1
+        if s.registry and s.name:
+            try:
+                version = current_version(s.registry, s.name)
+                pointer = version or "<no CURRENT>"
+            except BundleError as exc:
+                version, pointer = None, f"<unreadable: {exc}>"
+            if pointer == self._pointer and not force:
+                return None  # unchanged since last acted on (loaded, or refused: not retried every poll)
+            self._pointer = pointer
+            if version == running.version:
+                if force:
+                    log.info("reload requested: model %s %s is already the current version", s.name, version)
+                return None
+            if version is None:
+                reason = pointer.strip("<>") if pointer.startswith("<unreadable") else (
+                    f"registry {s.registry} has no CURRENT for model {s.name!r}")
+                self._refused(None, reason)
+                return False
+
+            def load() -> Bundle:
+                return load_current(s.registry, s.name)
+        else:
+            if not force:
+                return None
+            version = None
+
+            def load() -> Bundle:
+                return load_model(s)
+
+        started = time.perf_counter()
+        try:
+            new = load()
+            version = new.version
+            problem = self._incompatible(new)
+            if problem:
+                raise BundleError(problem)
+            scorer = Scorer(new, device="cpu")
+        except Exception as exc:  # noqa: BLE001 - BundleError, OSError, torch errors: all mean "refuse"
+            self._refused(version, first_line(exc))
+            return False
+        loaded = time.perf_counter()
+        with self.lock:  # waits for the batch being scored, if any
+            locked = time.perf_counter()
+            old = self.bundle
+            self.bundle, self.scorer = new, scorer
+        swapped = time.perf_counter()
+        self.metrics.set_model(new.name, new.version, new.threshold_)
+        now = time.time()
+        record = {
+            "name": new.name, "from_version": old.version, "to_version": new.version, "ts": iso(now),
+            "load_s": loaded - started, "lock_wait_s": locked - loaded, "swap_s": swapped - started,
+        }
+        self.swaps.append(record)
+        self.publisher.daemon_event({"event": "model_swapped", "name": new.name, "from_version": old.version,
+                                    "to_version": new.version, "ts": iso(now)})
+        hop_note = f"; its hop {new.hop} is not adopted (serving keeps hop {self.hop})" if new.hop != self.hop else ""
+        log.info(
+            "model swapped: %s %s -> %s (threshold %.4g -> %.4g); loaded in %.0f ms, waited %.1f ms for the "
+            "batch in progress%s",
+            new.name, old.version, new.version, old.threshold_, new.threshold_, 1000 * (loaded - started),
+            1000 * (locked - loaded), hop_note,
+            extra={"event": "model_swapped", "from_version": old.version, "to_version": new.version},
+        )
+        return True
+
+    def _incompatible(self, new: Bundle) -> str | None:
+        """Why ``new`` cannot replace the running model without a restart, or None."""
+        running = self.bundle
+        if new.channels != running.channels:
+            return (f"channels {list(new.channels)} differ from the running model's {list(running.channels)} "
+                    "(names and order must match; restart to serve other channels)")
+        if new.window != running.window:
+            return f"window {new.window} differs from the running model's {running.window} (restart to change it)"
+        return None
+
+    def _refused(self, version: str | None, reason: str) -> None:
+        self.metrics.reload_failures.inc()
+        log.error(
+            "model %s %s refused, still serving %s: %s",
+            self.bundle.name, version or "(none)", self.bundle.version, reason,
+            extra={"event": "model_reload_failed", "version": version},
+        )
+        self.publisher.daemon_event({"event": "model_reload_failed", "name": self.bundle.name, "version": version,
+                                    "reason": reason, "ts": iso(time.time())})

@@ -1,0 +1,89 @@
+"""What the daemon says on MQTT: alert events, retained per-asset states, daemon events, status.
+
+The publisher owns the output topics and the payload shape (the contract in ``docs/design.md``);
+the daemon decides *when* to publish and hands over the state to publish. Every publish is QoS 1;
+states and the status are retained, so a new subscriber sees them at once. Without a client (tests,
+before the connection exists) nothing is sent and None is returned.
+
+>>> payload("pump-7", "raised", 0.0, 2.5, 3.0, "17", [], "m", "v0001", 0.2)["ts"]
+'1970-01-01T00:00:00.000Z'
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from sensorguard.service import mqtt
+from sensorguard.service.alerts import AlertEvent, AlertState
+from sensorguard.service.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds (``2026-01-01T00:00:00.000Z``)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def payload(asset: str, kind: str, ts: float, score: float, peak: float, alert_id: str, channels: list[dict],
+            model_name: str, model_version: str, line: float) -> dict:
+    """An alert event's or a state's payload; ``line`` is the asset's threshold (drift widening included)."""
+    return {
+        "asset": asset,
+        "state": kind,
+        "ts": iso(ts),
+        "score": _finite(score),
+        "peak_score": _finite(peak),
+        "threshold": line,
+        "channels": channels,
+        "model": {"name": model_name, "version": model_version},
+        "alert_id": alert_id or None,
+    }
+
+
+class Publisher:
+    """Publishes on the topics ``settings`` names through ``client`` (set once connected)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client: Any = None
+
+    def alert(self, asset: str, event: AlertEvent, channels: list[dict], model: tuple[str, str], line: float):
+        """An alert raised, cleared or gone stale, on ``<output_prefix>/alerts/<asset>``; logged too."""
+        body = payload(asset, event.kind, event.ts, event.score, event.peak_score, event.alert_id, channels, *model,
+                       line)
+        log.info(
+            "alert %s: %s score %.2f (peak %.2f), top channels %s",
+            event.kind, asset, event.score, event.peak_score,
+            ", ".join(f"{c['name']} {c['share']:.0%}" for c in channels),
+            extra={"asset": asset, "event": event.kind, "alert_id": event.alert_id},
+        )
+        if self.client is None:
+            return None
+        return mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1)
+
+    def state(self, asset: str, state: AlertState, ts: float, channels: list[dict], model: tuple[str, str],
+              line: float):
+        """The asset's current state, retained on ``<output_prefix>/state/<asset>``."""
+        if self.client is None:
+            return None
+        body = payload(asset, state.status, ts, state.last_score, state.peak, state.alert_id, channels, *model, line)
+        return mqtt.publish_json(self.client, self.settings.state_topic(asset), body, qos=1, retain=True)
+
+    def daemon_event(self, body: dict) -> None:
+        """A daemon event (model swapped, reload refused) on ``<output_prefix>/events``."""
+        if self.client is not None:
+            mqtt.publish_json(self.client, self.settings.events_topic(), body, qos=1)
+
+    def status(self, online: bool):
+        """The daemon's retained status (``online``; ``offline`` is also its Last Will)."""
+        text = mqtt.STATUS_ONLINE if online else mqtt.STATUS_OFFLINE
+        return self.client.publish(self.settings.status_topic(), text, qos=1, retain=True)
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no infinity: a non-finite score is sent as null."""
+    return round(x, 6) if math.isfinite(x) else None
