@@ -321,20 +321,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # --- serve -------------------------------------------------------------------------------------
 
-# Flags of `serve` that map one to one onto settings (service.config.Settings field names).
-_SERVE_FLAGS = (
-    "model", "registry", "name", "broker", "mqtt_version", "client_id", "username", "password_file",
-    "tls_ca", "tls_cert", "tls_key", "tls_insecure", "topic_prefix", "output_prefix", "metrics_host",
-    "metrics_port", "max_assets", "hop", "batch_max", "batch_wait_ms", "scoring_threads", "raise_after", "clear_after",
-    "clear_level", "stale_after_s", "session_expiry_s", "reload_poll_s", "record_dir", "record_guard_s",
-    "record_max_mb", "record_max_age_days", "state_dir", "log_json", "log_level",
-)
-
-
 def _serve_settings(args: argparse.Namespace, require_model: bool = True):
     from sensorguard.service.config import load_settings
+    from sensorguard.service.flags import flag_names
 
-    flags = {name: getattr(args, name, None) for name in _SERVE_FLAGS}
+    flags = {name: getattr(args, name, None) for name in flag_names()}
     return load_settings(flags, os.environ, args.config, require_model=require_model)
 
 
@@ -489,48 +480,22 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_serve_options(p: argparse.ArgumentParser) -> None:
-    """Flags of `serve` (all default to None: unset flags never override the file or environment)."""
+    """Flags of `serve`: one per setting (service.config.Settings declares them), all default None
+    so unset flags never override the file or environment."""
+    from sensorguard.service.flags import add_setting_flags
+
     p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--model", help="bundle directory to serve")
-    p.add_argument("--registry", help="registry root (with --name): serve its CURRENT version")
-    p.add_argument("--name", help="model name in the registry")
-    p.add_argument("--broker", help="mqtt://HOST:PORT or mqtts://HOST:PORT (default mqtt://127.0.0.1:1883)")
-    p.add_argument("--mqtt-version", choices=("5", "3.1.1"), help="MQTT protocol version (default 5)")
-    p.add_argument("--client-id", help="MQTT client id; keep it stable (default sensorguard-<hostname>)")
-    p.add_argument("--username", help="MQTT user name (password: --password-file or SENSORGUARD_MQTT_PASSWORD)")
-    p.add_argument("--password-file", help="file holding the MQTT password")
-    p.add_argument("--tls-ca", help="CA bundle that signed the broker's certificate")
-    p.add_argument("--tls-cert", help="client certificate (mutual TLS)")
-    p.add_argument("--tls-key", help="client certificate key")
-    p.add_argument("--tls-insecure", action="store_const", const=True, help="skip the broker host name check")
-    p.add_argument("--topic-prefix", help="readings on <prefix>/<asset>/readings (default sensors)")
-    p.add_argument("--output-prefix", help="alerts, states and status under this prefix (default sensorguard)")
-    p.add_argument("--metrics-host", help="HTTP address for /metrics, /healthz, /readyz (default 127.0.0.1)")
-    p.add_argument("--metrics-port", type=int, help="HTTP port (default 10100)")
-    p.add_argument("--max-assets", type=_positive_int, help="assets tracked at most (default 1000)")
-    p.add_argument("--hop", type=_positive_int, help="score every N samples (default: the bundle's)")
-    p.add_argument("--batch-max", type=_positive_int, help="windows per scoring batch at most (default 4096)")
-    p.add_argument("--batch-wait-ms", type=int, help="wait this long to fill a batch (default 20)")
-    p.add_argument("--scoring-threads", type=int, help="torch threads for scoring (default 1)")
-    p.add_argument("--raise-after", type=_positive_int, help="windows >= 1.0 in a row to raise (default 3)")
-    p.add_argument("--clear-after", type=_positive_int, help="windows below --clear-level to clear (default 5)")
-    p.add_argument("--clear-level", type=float, help="score below which windows count to clear (default 1.0)")
-    p.add_argument("--stale-after-s", type=float, help="an asset silent this long is stale (default 300)")
-    p.add_argument("--session-expiry-s", type=int, help="broker keeps the session this long (default 86400)")
-    p.add_argument("--reload-poll-s", type=_positive_float,
-                   help="check the registry's CURRENT this often, seconds (default 5); SIGHUP checks at once")
-    p.add_argument("--record-dir", help="record readings far from alerts here, for 'retrain --recorded'")
-    p.add_argument("--state-dir", help="keep each asset's alert state and drift baseline here across restarts")
-    p.add_argument("--record-guard-s", type=float,
-                   help="skip readings this close to an alert, in reading time (default 300)")
-    p.add_argument("--record-max-mb", type=_positive_float, help="recordings kept at most, MB (default 1024)")
-    p.add_argument("--record-max-age-days", type=_positive_float,
-                   help="recordings older than this are deleted (default 30)")
-    p.add_argument("--log-json", action="store_const", const=True, help="log one JSON object per line")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    add_setting_flags(p)
+
+
+# The broker settings `replay` shares with `serve` (it publishes where serve reads).
+REPLAY_SETTINGS = ("broker", "mqtt_version", "client_id", "username", "password_file", "tls_ca", "tls_cert",
+                   "tls_key", "tls_insecure", "topic_prefix")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sensorguard.service.flags import add_setting_flags
+
     parser = argparse.ArgumentParser(
         prog="sensorguard",
         description="Anomaly detection for industrial sensor streams: train on normal data, "
@@ -642,22 +607,14 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Publish every row of a file as a reading of one asset on "
                          "<topic-prefix>/<asset>/readings (QoS 1), paced by --rate or --speed.")
     p.add_argument("data", help="CSV or Parquet file of readings")
-    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
     p.add_argument("--asset", required=True, help="asset id (topic levels: site-a/pump-7)")
     p.add_argument("--rate", type=_positive_float, help="rows per second")
     p.add_argument("--speed", type=_positive_float, help="times the data's own sample rate (default 1: real time)")
     p.add_argument("--timestamps", choices=("now", "original"), default="now",
                    help="now: the wall clock at sending (replayable again and again); original: the file's")
     p.add_argument("--batch", type=_positive_int, default=1, help="samples per message (default 1)")
-    p.add_argument("--topic-prefix", help="default sensors")
-    p.add_argument("--mqtt-version", choices=("5", "3.1.1"), help="default 5")
-    p.add_argument("--client-id", help="MQTT client id (default sensorguard-replay-<pid>)")
-    p.add_argument("--username", help="MQTT user (password: --password-file or SENSORGUARD_MQTT_PASSWORD)")
-    p.add_argument("--password-file", help="file holding the MQTT password")
-    p.add_argument("--tls-ca", help="CA bundle for mqtts://")
-    p.add_argument("--tls-cert", help="client certificate")
-    p.add_argument("--tls-key", help="client certificate key")
-    p.add_argument("--tls-insecure", action="store_const", const=True, help="skip the host name check")
+    add_setting_flags(p, REPLAY_SETTINGS, {"client_id": "MQTT client id (default sensorguard-replay-<pid>)",
+                                           "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT"}, required=("broker",))
     _add_data_options(p)
     p.set_defaults(func=cmd_replay)
 

@@ -48,49 +48,71 @@ def _default_client_id() -> str:
     return f"sensorguard-{socket.gethostname() or 'host'}"
 
 
+def setting(default: Any = None, help: str = "", *, shown: str | None = None, flag: bool = True,
+            choices: tuple[str, ...] | None = None, factory: Any = None) -> Any:
+    """One setting, declared once: its default, its help (the ``--help`` line and the operations
+    table), how its default reads in the docs (``shown``), whether ``serve`` has a flag for it.
+
+    Its type is the field's annotation, its TOML key the field name, its environment variable
+    ``SENSORGUARD_<NAME>``; :func:`_validate` checks its value, once, whatever layer it came from.
+    """
+    meta = {"help": help, "shown": shown, "flag": flag, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything ``serve`` needs. Build it with :func:`load_settings`, which validates."""
 
-    model: str | None = None
-    registry: str | None = None
-    name: str | None = None
-    broker: str = "mqtt://127.0.0.1:1883"
-    mqtt_version: str = "5"
-    client_id: str = field(default_factory=_default_client_id)
-    username: str | None = None
-    password_file: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_insecure: bool = False
-    topic_prefix: str = "sensors"
-    output_prefix: str = "sensorguard"
-    session_expiry_s: int = 86400
-    keepalive_s: int = 30
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 10100
-    max_assets: int = 1000
-    max_payload_bytes: int = 65536
-    max_samples_per_message: int = 1000
-    fill_limit: int = 5
-    max_gap_s: float | None = None
-    hop: int | None = None
-    batch_max: int = 4096
-    batch_wait_ms: int = 20
-    scoring_threads: int = 1
-    raise_after: int = 3
-    clear_after: int = 5
-    clear_level: float = 1.0
-    stale_after_s: float = 300.0
-    reload_poll_s: float = 5.0
-    record_dir: str | None = None
-    record_guard_s: float = 300.0
-    record_max_mb: float = 1024.0
-    record_max_age_days: float = 30.0
-    state_dir: str | None = None
-    log_json: bool = False
-    log_level: str = "INFO"
+    model: str | None = setting(None, "a bundle directory to serve (give either `model`, or `registry` and `name`)")
+    registry: str | None = setting(None, "registry root; serve its `CURRENT` version of `name` and follow promotions")
+    name: str | None = setting(None, "model name in the registry")
+    reload_poll_s: float = setting(
+        5.0, "how often the registry's `CURRENT` is checked for a new version, seconds; SIGHUP checks at once")
+    broker: str = setting("mqtt://127.0.0.1:1883", "broker URL; `mqtts://` for TLS; default ports 1883 / 8883")
+    mqtt_version: str = setting("5", "MQTT protocol version: `5` or `3.1.1`", choices=("5", "3.1.1"))
+    client_id: str = setting(help="MQTT client id; the persistent session is bound to it: keep it stable",
+                             shown="sensorguard-<hostname>", factory=_default_client_id)
+    username: str | None = setting(None, "MQTT user name")
+    password_file: str | None = setting(
+        None, "file holding the MQTT password; or env `SENSORGUARD_MQTT_PASSWORD` (never a flag)")
+    tls_ca: str | None = setting(None, "CA bundle that signed the broker's certificate", shown="unset (system CAs)")
+    tls_cert: str | None = setting(None, "client certificate (mutual TLS)")
+    tls_key: str | None = setting(None, "the client certificate's private key")
+    tls_insecure: bool = setting(False, "skip the broker host name check (testing only)")
+    topic_prefix: str = setting("sensors", "readings are read from `<topic_prefix>/<asset>/readings`")
+    output_prefix: str = setting("sensorguard", "alerts on `<output_prefix>/alerts/<asset>`, state, status")
+    session_expiry_s: int = setting(
+        86400, "how long the broker keeps the session (and queued readings) while the daemon is away")
+    keepalive_s: int = setting(30, "MQTT keep-alive, seconds", flag=False)
+    metrics_host: str = setting("127.0.0.1", "address of the HTTP server (`/metrics`, `/healthz`, `/readyz`)")
+    metrics_port: int = setting(10100, "its port")
+    max_assets: int = setting(1000, "assets tracked at most (caps memory and per-asset metric labels)")
+    max_payload_bytes: int = setting(65536, "larger messages are rejected", flag=False)
+    max_samples_per_message: int = setting(1000, "larger batches are rejected", flag=False)
+    fill_limit: int = setting(5, "missing samples forward-filled at most", flag=False)
+    max_gap_s: float | None = setting(None, "a longer silence restarts the asset's window", flag=False)
+    hop: int | None = setting(None, "score every `hop` samples", shown="unset (the bundle's)")
+    batch_max: int = setting(4096, "windows per scoring batch at most")
+    batch_wait_ms: int = setting(20, "how long to wait to fill a batch, milliseconds")
+    scoring_threads: int = setting(
+        1, "torch threads for scoring; one avoids OpenMP spin-waits on cores shared with paho and the broker "
+        "(12x faster under load, `docs/benchmarks.md`); raise only on a host with spare cores")
+    raise_after: int = setting(3, "windows at score >= 1.0 in a row to raise an alert")
+    clear_after: int = setting(5, "windows below `clear_level` in a row to clear it")
+    clear_level: float = setting(1.0, "score below which a window counts towards clearing")
+    stale_after_s: float = setting(300.0, "an asset silent this long (seconds) is reported `stale`")
+    record_dir: str | None = setting(None, "record readings far from alerts here, for `retrain --recorded`")
+    record_guard_s: float = setting(300.0, "readings this close (reading time, seconds) to an alert are not recorded")
+    record_max_mb: float = setting(1024.0, "recordings kept at most, MB (oldest files deleted first)")
+    record_max_age_days: float = setting(30.0, "recordings older than this many days are deleted")
+    state_dir: str | None = setting(
+        None, "keep each asset's alert state and drift baseline in `assets.json` here (saved every 30 s and at "
+        "stop, read at start) so a restart neither re-raises an alert that was up nor resets the drift rule")
+    log_json: bool = setting(False, "one JSON object per log line")
+    log_level: str = setting("INFO", "`DEBUG`, `INFO`, `WARNING`, `ERROR`")
     # The env password as seen at load time; private, never printed (see redacted()).
     _env_password: str | None = field(default=None, repr=False, compare=False)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sensorguard.service.config import Settings, load_settings
+from sensorguard.service.config import ConfigError, Settings, load_settings
 from sensorguard.service.metrics import Metrics
 from tests.mosquitto import need_program
 
@@ -397,6 +397,35 @@ def documented_settings() -> set[str]:
     """Setting names in the first column of docs/operations.md's settings table."""
     text = (ROOT / "docs" / "operations.md").read_text()
     return set(re.findall(r"^\| `([a-z_]+)` \|", text, re.M))
+
+
+def test_the_docs_table_and_the_flags_are_derived_from_the_one_declaration():
+    """docs/operations.md holds exactly the generated table; serve has a flag for every flag setting,
+    unset by default, and it reaches the same setting as the TOML key and the environment variable."""
+    from sensorguard.cli import build_parser
+    from sensorguard.service.flags import flag_names, settings_table
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    assert settings_table() in text, (
+        "regenerate the table: python -c 'from sensorguard.service.flags import settings_table; "
+        "print(settings_table())'"
+    )
+    parser = build_parser()
+    serve = parser.parse_args(["serve"])
+    for name in flag_names():
+        assert getattr(serve, name) is None, name  # an unset flag never overrides the file or env
+    argv = ["serve", "--max-assets", "7", "--clear-level", "0.5", "--log-json", "--mqtt-version", "3.1.1"]
+    flags = vars(parser.parse_args(argv))
+    settings = load_settings({n: flags[n] for n in flag_names()}, {}, require_model=False)
+    from_env = load_settings({}, {"SENSORGUARD_MAX_ASSETS": "7", "SENSORGUARD_CLEAR_LEVEL": "0.5",
+                                  "SENSORGUARD_LOG_JSON": "true", "SENSORGUARD_MQTT_VERSION": "3.1.1"},
+                             require_model=False)
+    assert (settings.max_assets, settings.clear_level, settings.log_json, settings.mqtt_version) == (7, 0.5, True,
+                                                                                                    "3.1.1")
+    assert dataclasses.replace(from_env, client_id=settings.client_id) == settings
+    with pytest.raises(ConfigError, match="max_assets: must be >= 1"):  # checked once, in load_settings
+        load_settings({"max_assets": vars(parser.parse_args(["serve", "--max-assets", "0"]))["max_assets"]}, {},
+                      require_model=False)
 
 
 def test_example_toml_and_docs_cover_every_setting(tmp_path):

@@ -108,8 +108,12 @@ def test_doctests() -> None:
     import doctest
 
     import sensorguard.service.drift
+    import sensorguard.service.flags
+    import sensorguard.service.localhost
+    import sensorguard.service.publisher
     import sensorguard.service.state
 
-    for module in (sensorguard.service.state, sensorguard.service.drift):
+    service = sensorguard.service
+    for module in (service.state, service.drift, service.flags, service.localhost, service.publisher):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
