@@ -2,9 +2,8 @@
 
 Threads, and who owns what:
 
-- paho's network thread runs :meth:`Daemon._on_message`, which is kept lean: parse, put the
-  samples into their asset's ring buffer (under ``_cond``), acknowledge the message (only now: a
-  crash loses nothing the broker believes delivered), count. It never scores.
+- paho's network thread runs :meth:`Daemon._on_message`, which hands the message to
+  :class:`~sensorguard.service.ingest.Ingest` (parse, buffer, acknowledge, count; never scores).
 - the scoring worker waits for due windows, lets a batch fill for at most ``batch_wait_ms`` (or
   until ``batch_max`` windows), scores the whole batch in one forward pass with the same
   :class:`~service.scorer.Scorer` that ``sensorguard score`` uses, steps each asset's alert
@@ -57,9 +56,9 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState, widening
 from sensorguard.service.hotswap import ModelHolder
-from sensorguard.service.logs import RateLimiter, first_line
+from sensorguard.service.ingest import Ingest
+from sensorguard.service.logs import first_line
 from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
-from sensorguard.service.payload import parse_message
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.scorer import Scorer
@@ -69,9 +68,7 @@ from sensorguard.service.windows import Buffers, DueWindow
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 1.0  # how often silent assets are looked for and gauges refreshed
-REJECT_LOG_INTERVAL_S = 10.0
 PUBLISH_TIMEOUT_S = 5.0
-BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which the network thread waits
 
 
 @dataclass(frozen=True)
@@ -118,7 +115,6 @@ class Daemon:
         self._drift: dict[str, DriftState] = {}  # per asset, kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
         self._listeners: list[Callable[[ScoredWindow], None]] = []
-        self._reject_log = RateLimiter(REJECT_LOG_INTERVAL_S)
         self._accepting = False
         self._stopping = False
         self._stopped = False
@@ -139,6 +135,7 @@ class Daemon:
                 max_bytes=int(settings.record_max_mb * (1 << 20)),
                 max_age_s=settings.record_max_age_days * 86400.0,
             )
+        self.ingest = Ingest(settings, self.buffers, self._cond, self.metrics, self.recorder, lambda: self._stopping)
         self._judged_ts = -np.inf  # newest reading ts among scored windows (the recorder's clock)
         self._record_failures_seen = 0
         # per-asset state saved across restarts: restored entries wait for their asset's next window
@@ -316,57 +313,7 @@ class Daemon:
     def _on_message(self, client, userdata, message) -> None:
         if not self._accepting:
             return  # shutting down: not acknowledged, so the broker delivers it again next session
-        try:
-            rejects, accepted, asset = self._take(message)
-        except Exception:  # noqa: BLE001 - a bug must not stop the network thread
-            log.exception("unexpected error handling a message on %r", message.topic)
-            rejects, accepted, asset = ["parse_error"], 0, None
-        client.ack(message.mid, message.qos)
-        if accepted:
-            self.metrics.readings.inc(accepted)
-        for reason in rejects:
-            self.metrics.reject(reason)
-            count = self._reject_log.hit(reason)
-            if count is not None:
-                log.warning(
-                    "rejected reading: %s (topic %r, asset %r; %d like this since the last line)",
-                    reason, message.topic[:200], asset, count,
-                    extra={"reason": reason, "count": count},
-                )
-
-    def _take(self, message) -> tuple[list[str], int, str | None]:
-        """Parse one message and buffer its samples; returns (rejects, accepted, asset)."""
-        s = self.settings
-        received = time.monotonic()
-        parsed = parse_message(message.topic, message.payload, s.topic_prefix, s.max_payload_bytes,
-                               s.max_samples_per_message)
-        rejects = parsed.rejects
-        accepted = 0
-        if parsed.samples:
-            rejects = list(rejects)
-            recorder = self.recorder
-            rows: list[tuple[float, list[float]]] = []
-            with self._cond:
-                buffers = self.buffers
-                # Backpressure: while the scorer is this far behind, stop reading; unread messages stay
-                # with the broker (bounded memory under overload instead of an ever-growing queue).
-                while buffers.pending() >= BACKLOG_BATCHES * s.batch_max and not self._stopping:
-                    self._cond.wait(0.05)
-                before = buffers.pending()
-                for sample in parsed.samples:
-                    reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
-                    if reason is None:
-                        accepted += 1
-                        if recorder is not None:
-                            rows.append((sample.ts, buffers.last_row(parsed.asset)))
-                    else:
-                        rejects.append(reason)
-                after = buffers.pending()
-                if after > before and (before == 0 or after >= s.batch_max):
-                    self._cond.notify()
-            for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
-                recorder.add(parsed.asset, ts, row)
-        return rejects, accepted, parsed.asset
+        self.ingest.handle(client, message)
 
     # --- the scoring worker -----------------------------------------------------------------------
 

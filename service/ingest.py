@@ -1,0 +1,100 @@
+"""Readings in: one MQTT message parsed, its samples buffered, acknowledged, counted.
+
+Runs on paho's network thread and is kept lean: parse, put the samples into their asset's ring
+buffer (under the daemon's condition, which also wakes the scoring worker), acknowledge the message
+(only now: a crash loses nothing the broker believes delivered), count. It never scores.
+:meth:`Ingest.take` needs no broker (a topic and bytes in, rejects and a count out), so the whole
+ingest path is testable without MQTT.
+
+Backpressure: while the scorer is ``BACKLOG_BATCHES`` batches behind, ``take`` waits before
+buffering more; unread messages stay with the broker, so memory stays bounded under overload
+instead of growing a queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sensorguard.service.config import Settings
+from sensorguard.service.logs import RateLimiter
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.payload import parse_message
+from sensorguard.service.recorder import Recorder
+from sensorguard.service.windows import Buffers
+
+log = logging.getLogger(__name__)
+
+REJECT_LOG_INTERVAL_S = 10.0
+BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which the network thread waits
+
+
+class Ingest:
+    """Buffers the samples of each message into ``buffers`` (guarded by ``cond``).
+
+    stopping: tells a waiting ``take`` to give up waiting for the scorer (shutdown).
+    """
+
+    def __init__(self, settings: Settings, buffers: Buffers, cond: threading.Condition, metrics: Metrics,
+                 recorder: Recorder | None, stopping: Callable[[], bool]) -> None:
+        self.settings = settings
+        self.buffers = buffers
+        self.cond = cond
+        self.metrics = metrics
+        self.recorder = recorder
+        self.stopping = stopping
+        self._reject_log = RateLimiter(REJECT_LOG_INTERVAL_S)
+
+    def handle(self, client: Any, message: Any) -> None:
+        """Take one message, acknowledge it, count what was accepted and rejected (rate-limited log)."""
+        try:
+            rejects, accepted, asset = self.take(message.topic, message.payload)
+        except Exception:  # noqa: BLE001 - a bug must not stop the network thread
+            log.exception("unexpected error handling a message on %r", message.topic)
+            rejects, accepted, asset = ["parse_error"], 0, None
+        client.ack(message.mid, message.qos)
+        if accepted:
+            self.metrics.readings.inc(accepted)
+        for reason in rejects:
+            self.metrics.reject(reason)
+            count = self._reject_log.hit(reason)
+            if count is not None:
+                log.warning(
+                    "rejected reading: %s (topic %r, asset %r; %d like this since the last line)",
+                    reason, message.topic[:200], asset, count,
+                    extra={"reason": reason, "count": count},
+                )
+
+    def take(self, topic: str, payload: bytes) -> tuple[list[str], int, str | None]:
+        """Parse one message and buffer its samples; returns (rejects, accepted, asset)."""
+        s = self.settings
+        received = time.monotonic()
+        parsed = parse_message(topic, payload, s.topic_prefix, s.max_payload_bytes, s.max_samples_per_message)
+        rejects = parsed.rejects
+        accepted = 0
+        if parsed.samples:
+            rejects = list(rejects)
+            recorder = self.recorder
+            rows: list[tuple[float, list[float]]] = []
+            with self.cond:
+                buffers = self.buffers
+                while buffers.pending() >= BACKLOG_BATCHES * s.batch_max and not self.stopping():
+                    self.cond.wait(0.05)
+                before = buffers.pending()
+                for sample in parsed.samples:
+                    reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
+                    if reason is None:
+                        accepted += 1
+                        if recorder is not None:
+                            rows.append((sample.ts, buffers.last_row(parsed.asset)))
+                    else:
+                        rejects.append(reason)
+                after = buffers.pending()
+                if after > before and (before == 0 or after >= s.batch_max):
+                    self.cond.notify()
+            for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
+                recorder.add(parsed.asset, ts, row)
+        return rejects, accepted, parsed.asset

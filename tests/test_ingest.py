@@ -1,0 +1,42 @@
+"""Ingest without a broker: a topic and bytes in, buffered samples, rejects and counts out."""
+
+import json
+import threading
+
+from prometheus_client import CollectorRegistry
+
+from sensorguard.service.config import load_settings
+from sensorguard.service.ingest import Ingest
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.windows import Buffers
+
+T0 = 1_767_225_600.0
+
+
+def ingest(**overrides) -> Ingest:
+    settings = load_settings({"model": None, "metrics_port": 0, **overrides}, {}, require_model=False)
+    buffers = Buffers(("a", "b"), 4, 2, max_assets=settings.max_assets, fill_limit=settings.fill_limit)
+    metrics = Metrics(CollectorRegistry(), settings.max_assets)
+    return Ingest(settings, buffers, threading.Condition(), metrics, None, lambda: False)
+
+
+def reading(ts: float, **values) -> bytes:
+    return json.dumps({"ts": ts, "values": values or {"a": 1.0, "b": 2.0}}).encode()
+
+
+def test_samples_are_buffered_until_a_window_is_due():
+    taker = ingest()
+    for i in range(3):
+        assert taker.take("sensors/pump-1/readings", reading(T0 + i)) == ([], 1, "pump-1")
+    assert taker.buffers.pending() == 0  # 3 samples of a 4-sample window: nothing due yet
+    taker.take("sensors/pump-1/readings", reading(T0 + 3))
+    assert taker.buffers.pending() == 1
+
+
+def test_bad_messages_come_back_as_reasons_and_nothing_is_buffered():
+    taker = ingest(max_assets=1)
+    assert taker.take("sensors/pump-1/readings", b"{not json")[0] == ["invalid_json"]
+    assert taker.take("sensors/pump-1/readings", reading(T0, a=1.0))[:2] == (["missing_channel"], 0)
+    taker.take("sensors/pump-1/readings", reading(T0))
+    assert taker.take("sensors/pump-2/readings", reading(T0)) == (["too_many_assets"], 0, "pump-2")
+    assert len(taker.buffers) == 1
