@@ -233,56 +233,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --- retrain / models ----------------------------------------------------------------------------
 
 
-def _parse_since(text: str | None) -> float | None:
-    """``--since``: RFC 3339 time, epoch seconds, or an age like ``7d`` / ``12h`` / ``30m``."""
-    import time as _time
-
-    if not text:
-        return None
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return _time.time() - float(text[:-1]) * units[text[-1]]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    from datetime import UTC, datetime
-
-    try:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise CliError(
-            f"--since: expected a time (2026-11-01T00:00:00Z), epoch seconds or an age (7d), got {text!r}"
-        ) from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)  # naive times are UTC, as everywhere in sensorguard
-    return stamp.timestamp()
-
-
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from sensorguard.service.registry import current_version, load_current, validate_name
-    from sensorguard.training.data import concat_series, drop_labeled
-    from sensorguard.training.retrain import load_recorded, retrain
+    from sensorguard.training.retrain import new_normal_data, retrain
     from sensorguard.training.train import TrainOptions
 
-    validate_name(args.name)
     if not args.data and not args.recorded:
         raise CliError("give new normal data with --data FILE... and/or --recorded DIR")
-    channels = None
-    if current_version(args.registry, args.name) is not None:
-        channels = list(load_current(args.registry, args.name).channels)
-    since = _parse_since(args.since)
-    parts = []
-    if args.data:
-        data = _load(args, args.data, channels=channels, label_column=args.label_column)
-        if args.label_column:
-            data = drop_labeled(data, args.label_column)
-        if since is not None:
-            data = data.take(data.times >= since)
-        parts.append(data)
-    if args.recorded:
-        parts.append(load_recorded(args.recorded, since=since, channels=channels))
-    data = concat_series(parts) if len(parts) > 1 else parts[0]
+    data = new_normal_data(args.registry, args.name, args.data or [], args.recorded, args.since,
+                           label_column=args.label_column, time_column=getattr(args, "time_column", None),
+                           exclude=getattr(args, "exclude", None) or (), fill_limit=getattr(args, "fill_limit", 5))
     options = TrainOptions(
         max_epochs=args.max_epochs,
         threshold_method=args.threshold_method,

@@ -12,17 +12,27 @@ The candidate is promoted only when it is at least as good on both.
 from __future__ import annotations
 
 import glob
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sensorguard.service.bundle import Bundle
-from sensorguard.service.registry import load_current, publish, set_current
+from sensorguard.service.registry import current_version, load_current, publish, set_current, validate_name
 from sensorguard.service.scorer import Scorer
-from sensorguard.training.data import DataError, SensorData, series_from_frame, split_by_time
+from sensorguard.training.data import (
+    DataError,
+    SensorData,
+    concat_series,
+    drop_labeled,
+    load_frame,
+    series_from_frame,
+    split_by_time,
+)
 from sensorguard.training.train import TrainOptions, train_bundle
 
 WINDOW_RATE_TARGET = 1e-3  # windows above the line a candidate may show beyond the current model's, x2
@@ -163,3 +173,51 @@ def _decide(cand: Comparison, cur: Comparison | None, target: float, force: bool
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def new_normal_data(
+    registry: str | Path, name: str, paths: list[str], recorded: str | None, since: str | None,
+    label_column: str | None = None, time_column: str | None = None, exclude: tuple[str, ...] = (),
+    fill_limit: int = 5,
+) -> SensorData:
+    """What ``retrain`` learns from: the files (labeled rows dropped) and the recorded readings, from
+    ``since`` on (``parse_since``), in the current model's channels when there is one."""
+    validate_name(name)
+    if not paths and not recorded:
+        raise DataError("give new normal data: files and/or a recorded directory")
+    channels = list(load_current(registry, name).channels) if current_version(registry, name) else None
+    start = parse_since(since)
+    parts = []
+    if paths:
+        data = load_frame(paths, time_column=time_column, channels=channels, exclude=exclude,
+                          label_column=label_column, fill_limit=fill_limit)
+        if label_column:
+            data = drop_labeled(data, label_column)
+        if start is not None:
+            data = data.take(data.times >= start)
+        parts.append(data)
+    if recorded:
+        parts.append(load_recorded(recorded, since=start, channels=channels))
+    return concat_series(parts) if len(parts) > 1 else parts[0]
+
+
+def parse_since(text: str | None) -> float | None:
+    """``--since``: RFC 3339 time, epoch seconds, or an age like ``7d`` / ``12h`` / ``30m``."""
+    if not text:
+        return None
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise DataError(
+            f"--since: expected a time (2026-11-01T00:00:00Z), epoch seconds or an age (7d), got {text!r}"
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)  # naive times are UTC, as everywhere in sensorguard
+    return stamp.timestamp()
