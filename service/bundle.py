@@ -18,6 +18,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ class Bundle:
         """Samples at the end of each window whose reconstruction error makes its score."""
         return self.focus or self.config.window
 
-    @property
+    @cached_property
     def drift_rule(self) -> DriftRule | None:
         """The calibrated drift rule (``service.drift``); None when the bundle has none (drift off)."""
         return DriftRule.from_dict(self.calibration.get("drift"))
@@ -223,6 +224,10 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
     if weights is not None and (weights.shape != (len(channels),) or not (np.isfinite(weights).all()
                                                                            and (weights > 0).all())):
         problems.append("channel_weights must be one positive number per channel")
+    try:
+        DriftRule.from_dict((meta.get("calibration") or {}).get("drift"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problems.append(f"calibration.drift is not a usable drift rule ({first_line(exc, 200)})")
     if problems:
         raise BundleError(f"{where}: " + "; ".join(problems))
     period = meta.get("sample_period")

@@ -7,7 +7,7 @@ Threads, and who owns what:
 - the scoring worker waits for due windows, lets a batch fill for at most ``batch_wait_ms`` (or
   until ``batch_max`` windows), scores the whole batch in one forward pass with the same
   :class:`~service.scorer.Scorer` that ``sensorguard score`` uses, steps each asset's alert
-  machine (:func:`service.alerts.step`), publishes events and retained states, updates metrics,
+  machine after the drift rule (:func:`service.alerts.judge`), publishes events and retained states, updates metrics,
   and about once a second marks silent assets stale.
 - the HTTP thread answers ``/metrics``, ``/healthz`` and ``/readyz``.
 
@@ -192,7 +192,10 @@ class Daemon:
         if self._watcher is not None:
             self._watcher.join(timeout=30)
         self._flush_recorder(force=True)
-        self._save_states()
+        if self._worker is not None and self._worker.is_alive():
+            log.warning("the scoring worker did not finish in 30 s: asset state not saved at stop")
+        else:
+            self._save_states()
         client = self._client
         if client is not None:
             infos = [info for asset in list(self._states) if (info := self._publish_state(asset)) is not None]
@@ -367,7 +370,10 @@ class Daemon:
         for i, due in enumerate(batch):
             latency.observe(max(0.0, now - due.received))
             channels = scores.top_channels(i, scorer.channels)
-            self._apply(due.asset, due.ts, float(scores.score[i]), float(scores.error[i]), channels, bundle)
+            try:
+                self._apply(due.asset, due.ts, float(scores.score[i]), float(scores.error[i]), channels, bundle)
+            except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
+                log.exception("applying a scored window of asset %r failed", due.asset)
             if due.ts > self._judged_ts:
                 self._judged_ts = due.ts
 
@@ -380,6 +386,8 @@ class Daemon:
             old, saved_drift = self._restored.pop(asset)
             if saved_drift is not None:
                 self._drift[asset] = saved_drift
+            if old.status == "alerting" and self.recorder is not None:
+                self.recorder.alert_raised(asset, -np.inf)  # an alert still up: none of its readings is normal
         rule = (bundle or self.bundle).drift_rule
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
                                            self.rules, rule)
@@ -429,8 +437,14 @@ class Daemon:
                 self.recorder.forget(asset)
             log.info("asset %s sent nothing for %.0f s: stale", asset, self.rules.stale_after)
         if self._restored and now >= self._restore_until:
-            log.info("%d assets restored from the state file sent nothing for %.0f s: their state is dropped",
+            log.info("%d assets restored from the state file sent nothing for %.0f s: stale",
                      len(self._restored), self.rules.stale_after)
+            for asset, (saved, _) in list(self._restored.items()):
+                if saved.status != "normal":  # its retained state says so: end it as a live asset's would
+                    self._states[asset], event = mark_stale(saved, time.time())
+                    self._publish_event(asset, event, [])
+                    self._publish_state(asset, event.ts)
+                    self._states.pop(asset, None)
             self._restored.clear()
         if now >= self._next_save:
             self._save_states()
@@ -445,8 +459,11 @@ class Daemon:
         try:
             alerts, drift = load_states(directory)
         except StateError as exc:
-            aside = set_aside(directory)
-            log.warning("%s; moved to %s, starting without saved asset state", first_line(exc), aside)
+            try:
+                where = f"moved to {set_aside(directory)}"
+            except OSError as err:
+                where = f"could not move it aside ({err.strerror or err})"
+            log.warning("%s; %s, starting without saved asset state", first_line(exc), where)
             return {}
         restored = {asset: (alerts[asset], drift.get(asset)) for asset in list(alerts)[: self.settings.max_assets]}
         if restored:

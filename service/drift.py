@@ -36,6 +36,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+_FLOOR = math.log(1e6)  # how far below the calibrated baseline the offset may go (log units)
+
 
 @dataclass(frozen=True)
 class DriftRule:
@@ -76,9 +78,9 @@ class DriftState:
 
 def widening(state: DriftState, rule: DriftRule | None) -> float:
     """The factor the alert line is widened by for this asset now (1.0 without a rule)."""
-    if rule is None:
+    if rule is None or not state.offset > 0:  # (a NaN offset counts as nothing learned)
         return 1.0
-    return min(max(math.exp(state.offset), 1.0), rule.cap)
+    return min(math.exp(min(state.offset, math.log(rule.cap))), rule.cap)
 
 
 def drift_step(state: DriftState, score: float, rule: DriftRule) -> DriftState:
@@ -87,4 +89,6 @@ def drift_step(state: DriftState, score: float, rule: DriftRule) -> DriftState:
         return state
     rate = max(1.0 - 0.5 ** (1.0 / rule.halflife), 1.0 / (rule.warmup + state.updates + 1))
     target = math.log(score) - rule.baseline
-    return DriftState(state.offset + rate * (target - state.offset), min(state.updates + 1, 1 << 30))
+    # kept within [-log(1e6), log(cap)]: above the cap it would only delay the line's return
+    offset = min(max(state.offset + rate * (target - state.offset), -_FLOOR), math.log(rule.cap))
+    return DriftState(offset, min(state.updates + 1, 1 << 30))

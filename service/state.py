@@ -75,7 +75,10 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
         try:
             alerts[asset] = _alert_state(entry["alert"])
             if "drift" in entry:
-                drift[asset] = DriftState(float(entry["drift"]["offset"]), int(entry["drift"]["updates"]))
+                offset = float(entry["drift"]["offset"])
+                if not math.isfinite(offset):
+                    raise ValueError(f"drift offset must be finite, got {offset}")
+                drift[asset] = DriftState(offset, int(entry["drift"]["updates"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"{path}: asset {asset!r}: invalid entry ({exc})") from None
     return alerts, drift

@@ -74,6 +74,9 @@ def _corrupt(path, mutate):
         (lambda m: m["architecture"].update(hidden=16, window=16), "do not match"),  # shapes lie
         (lambda m: m.update(channel_weights=[1.0, 1.0]), "channel_weights"),
         (lambda m: m.update(channel_weights=[1.0, 0.0, 2.0]), "channel_weights"),
+        (lambda m: m["calibration"].update(drift={"baseline": 0.0, "halflife": 64, "warmup": 8, "cap": 0.5}),
+         "drift"),
+        (lambda m: m["calibration"].update(drift={"baseline": 0.0}), "drift"),
     ],
 )
 def test_lying_bundle_json_is_refused(tmp_path, tiny_bundle, mutate, message):

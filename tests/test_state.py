@@ -82,6 +82,25 @@ def test_restored_assets_that_never_come_back_are_dropped_after_stale_after(drif
     assert set(load_states(tmp_path)[0]) == {"back"}
 
 
+def test_a_restored_alert_that_never_comes_back_goes_stale_and_a_returning_one_records_nothing(drifting,
+                                                                                             tmp_path):
+    first, _, _ = daemon_with(drifting, tmp_path)
+    for asset in ("gone", "back"):
+        for i in range(3):
+            first._apply(asset, T0 + i, 5.0, 5.0, [])
+    first.stop()
+    second, client, _ = daemon_with(drifting, tmp_path, stale_after_s=60, record_dir=str(tmp_path / "rec"))
+    second._restore_until = time.monotonic() + 60
+    second.recorder.add("back", T0 + 5, [1.0, 2.0, 3.0])
+    second._apply("back", T0 + 10, 5.0, 5.0, [])  # still alerting after the restart ...
+    assert second.recorder._quiet_until["back"] == float("inf")  # ... so nothing of it is recorded as normal
+    second._housekeeping(time.monotonic() + 61)
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/gone"]
+    states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/gone" and r]
+    assert [e["state"] for e in events] == ["stale"] and states[-1]["state"] == "stale"
+    assert "gone" not in second.snapshot()
+
+
 def test_an_unreadable_state_file_is_set_aside_and_the_daemon_starts_fresh(drifting, tmp_path, caplog):
     (tmp_path / STATE_FILE).write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.daemon"):
@@ -97,6 +116,8 @@ def test_an_unreadable_state_file_is_set_aside_and_the_daemon_starts_fresh(drift
     ({"format_version": 1, "assets": {"a": {"alert": {"peak": "high"}}}}, "numbers"),
     ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": 1.0}}}}, "updates"),
     ({"format_version": 1, "assets": {"a": {"alert": {"evil": 1}}}}, "fields"),
+    ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": float("nan"), "updates": 1}}}},
+     "finite"),
 ])
 def test_a_lying_state_file_is_refused_with_one_line(tmp_path, doc, message):
     (tmp_path / STATE_FILE).write_text(json.dumps(doc))
