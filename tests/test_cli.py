@@ -80,6 +80,14 @@ def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, 
     result = evaluate_scores(bundle, labeled, labeled.data.labels["anomaly"])
     assert printed["alert"]["f1"] == pytest.approx(result["alert"]["f1"])
     assert printed["rows"] == result["rows"] > 0
+    assert result["f1_best"]["threshold"] == pytest.approx(result["f1_best"]["score"] * bundle.threshold_)
+    from dataclasses import replace
+
+    from sensorguard.service.drift import DriftRule
+
+    drifting = replace(bundle, calibration={**bundle.calibration, "drift": DriftRule(baseline=-1.0).to_dict()})
+    widened = evaluate_scores(drifting, score_data(drifting, labeled.data), labeled.data.labels["anomaly"])
+    assert widened["f1_best"]["threshold"] is None  # each row's line differs: no one raw threshold to name
 
 
 def test_score_one_row_per_input_row(files, tmp_path):

@@ -77,7 +77,9 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
     }
     if labels[judged].any():
         best_score, best_f1 = best_f1_threshold(scores.score[judged], labels[judged])
-        result["f1_best"] = {"score": best_score, "threshold": best_score * bundle.threshold_, "f1": best_f1}
+        # with a drift rule each row's line is widened differently: only the score level is meaningful
+        threshold = None if bundle.drift_rule is not None else best_score * bundle.threshold_
+        result["f1_best"] = {"score": best_score, "threshold": threshold, "f1": best_f1}
     return result
 
 
@@ -107,8 +109,11 @@ def format_evaluation(result: dict) -> str:
         lines.append(f"{'events':20}{events:>10}")
     if "f1_best" in result:
         best = result["f1_best"]
-        lines.append(
-            f"F1-best threshold would be {best['threshold']:.4g} (score {best['score']:.3g}, F1 {best['f1']:.3f})"
-        )
+        if best["threshold"] is None:
+            lines.append(f"F1-best line would be at score {best['score']:.3g} (F1 {best['f1']:.3f})")
+        else:
+            lines.append(
+                f"F1-best threshold would be {best['threshold']:.4g} (score {best['score']:.3g}, F1 {best['f1']:.3f})"
+            )
     return "\n".join(lines)
 
