@@ -176,7 +176,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from sensorguard.service.bundle import load_bundle
     from sensorguard.training.offline import score_table
 
-    out = score_table(bundle := load_bundle(args.bundle), _score_rows(args, bundle))
+    bundle = load_bundle(args.bundle)
+    out = score_table(bundle, _score_rows(args, bundle))
     _write_table(out, args.out)
     n_scored = int(out["score"].notna().sum())
     print(

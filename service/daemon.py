@@ -425,11 +425,7 @@ class Daemon:
             self.metrics.assets.set(len(self.buffers))
             self.metrics.buffered_windows.set(self.buffers.pending())
         for asset in silent:
-            state, event = mark_stale(self._states.get(asset, AlertState()), time.time())
-            self._states[asset] = state
-            self._publish_event(asset, event, self._latest.get(asset, (0.0, []))[1])
-            self._publish_state(asset, event.ts)
-            self._states.pop(asset, None)
+            self._go_stale(asset, self._states.get(asset, AlertState()), self._latest.get(asset, (0.0, []))[1])
             self._drift.pop(asset, None)
             self._latest.pop(asset, None)
             self.metrics.forget_asset(asset)
@@ -441,15 +437,19 @@ class Daemon:
                      len(self._restored), self.rules.stale_after)
             for asset, (saved, _) in list(self._restored.items()):
                 if saved.status != "normal":  # its retained state says so: end it as a live asset's would
-                    self._states[asset], event = mark_stale(saved, time.time())
-                    self._publish_event(asset, event, [])
-                    self._publish_state(asset, event.ts)
-                    self._states.pop(asset, None)
+                    self._go_stale(asset, saved, [])
             self._restored.clear()
         if now >= self._next_save:
             self._save_states()
             self._next_save = now + SAVE_INTERVAL_S
         self._flush_recorder()
+
+    def _go_stale(self, asset: str, state: AlertState, channels: list[dict]) -> None:
+        """End ``asset``'s alert state as stale: publish the event and the retained state, forget it."""
+        self._states[asset], event = mark_stale(state, time.time())
+        self._publish_event(asset, event, channels)
+        self._publish_state(asset, event.ts)
+        self._states.pop(asset, None)
 
     def _load_states(self) -> dict[str, tuple[AlertState, DriftState | None]]:
         """The per-asset state saved under ``state_dir`` by the previous run (empty without one)."""

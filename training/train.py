@@ -240,7 +240,7 @@ def threshold_bundle(
     data_record: what the errors came from (a data fingerprint), kept in the calibration record.
     """
     weights = channel_weights(channel_pieces) if weigh_channels else None
-    pieces = [(e * weights).mean(axis=1) if weights is not None else e.mean(axis=1) for e in channel_pieces]
+    pieces = [(e * (1.0 if weights is None else weights)).mean(axis=1) for e in channel_pieces]
     bundle = replace(bundle, channel_weights_=weights)
     errors = np.concatenate([p[np.isfinite(p)] for p in pieces]) if pieces else np.empty(0)
     per_day = 86400.0 / (bundle.sample_period * bundle.hop) if bundle.sample_period else None
