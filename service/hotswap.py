@@ -6,7 +6,8 @@ which the scoring worker holds for the whole forward pass of one batch. So a swa
 two batches and each batch is scored entirely by one model. A new bundle must have the running
 channels, in order, and the same window; otherwise it is refused: the old model keeps serving,
 ``model_reload_failures_total`` counts it and ``model_reload_failed`` is published. The daemon's
-watcher thread calls :meth:`ModelHolder.check` (``service/daemon.py`` says when).
+watcher thread runs :meth:`ModelHolder.watch`, which calls :meth:`ModelHolder.check` every
+``reload_poll_s`` (with a registry) and on :meth:`ModelHolder.request_reload` (SIGHUP).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,6 +62,36 @@ class ModelHolder:
         self.checks = 0  # calls of check (polls and SIGHUPs)
         self.swaps: list[dict] = []  # one record per swap (versions, timings): logs, tests, benchmarks
         self._pointer: str | None = bundle.version  # CURRENT as last acted on (loaded or refused)
+        self._wake = threading.Event()
+        self._forced = False
+
+    def request_reload(self) -> None:
+        """Check for a new model now (SIGHUP). Only sets flags, so it is safe in a signal handler.
+
+        With a registry: load ``CURRENT`` if it names another version than the running one, even
+        one refused before. With a bundle directory: reload that directory.
+        """
+        self._forced = True
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Wake :meth:`watch` without asking for a reload (shutdown: it then sees ``stopping``)."""
+        self._wake.set()
+
+    def watch(self, stopping: Callable[[], bool]) -> None:
+        """The watcher thread: check every ``reload_poll_s`` (registry) and on request, until ``stopping``."""
+        s = self.settings
+        poll = s.reload_poll_s if (s.registry and s.name) else None  # a bundle directory: SIGHUP only
+        while not stopping():
+            self._wake.wait(poll)
+            if stopping():
+                return
+            self._wake.clear()
+            forced, self._forced = self._forced, False
+            try:
+                self.check(force=forced)
+            except Exception:  # noqa: BLE001 - the watcher must survive; the old model keeps serving
+                log.exception("checking for a new model failed")
 
     def check(self, force: bool = False) -> bool | None:
         """Swap in the new model if there is one: True swapped, False refused, None nothing to do.

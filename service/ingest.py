@@ -1,10 +1,11 @@
-"""Readings in: one MQTT message parsed, its samples buffered, acknowledged, counted.
+"""Readings in, due windows out: the per-asset buffers between the network thread and the scorer.
 
-Runs on paho's network thread and is kept lean: parse, put the samples into their asset's ring
-buffer (under the daemon's condition, which also wakes the scoring worker), acknowledge the message
-(only now: a crash loses nothing the broker believes delivered), count. It never scores.
+:meth:`Ingest.handle` runs on paho's network thread and is kept lean: parse, put the samples into
+their asset's ring buffer (under ``cond``, which also wakes the scoring worker), acknowledge the
+message (only now: a crash loses nothing the broker believes delivered), count. It never scores.
 :meth:`Ingest.take` needs no broker (a topic and bytes in, rejects and a count out), so the whole
-ingest path is testable without MQTT.
+ingest path is testable without MQTT. The scoring worker takes batches with
+:meth:`Ingest.next_batch`; :meth:`Ingest.stop` ends accepting and hands it the last one.
 
 Backpressure: while the scorer is ``BACKLOG_BATCHES`` batches behind, ``take`` waits before
 buffering more; unread messages stay with the broker, so memory stays bounded under overload
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from sensorguard.service.config import Settings
@@ -24,7 +24,7 @@ from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.payload import parse_message
 from sensorguard.service.recorder import Recorder
-from sensorguard.service.windows import Buffers
+from sensorguard.service.windows import Buffers, DueWindow
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +33,38 @@ BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which the ne
 
 
 class Ingest:
-    """Buffers the samples of each message into ``buffers`` (guarded by ``cond``).
+    """Buffers the samples of each message into ``buffers`` (guarded by ``cond``) and batches due windows.
 
-    stopping: tells a waiting ``take`` to give up waiting for the scorer (shutdown).
+    accepting: messages are taken only while it is set (:meth:`stop` clears it; the daemon sets it
+    when it connects); stopping: set by :meth:`stop`, it ends the scorer's waits and any ``take``
+    waiting for the scorer.
     """
 
-    def __init__(self, settings: Settings, buffers: Buffers, cond: threading.Condition, metrics: Metrics,
-                 recorder: Recorder | None, stopping: Callable[[], bool]) -> None:
+    def __init__(self, settings: Settings, buffers: Buffers, metrics: Metrics, recorder: Recorder | None) -> None:
         self.settings = settings
         self.buffers = buffers
-        self.cond = cond
+        self.cond = threading.Condition()  # guards buffers; signals the worker
         self.metrics = metrics
         self.recorder = recorder
-        self.stopping = stopping
+        self.accepting = False
+        self.stopping = False
         self._reject_log = RateLimiter(REJECT_LOG_INTERVAL_S)
 
+    def stop(self) -> None:
+        """Stop accepting (unacknowledged messages stay with the broker) and wake the worker for its last batch."""
+        self.accepting = False
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
     def handle(self, client: Any, message: Any) -> None:
-        """Take one message, acknowledge it, count what was accepted and rejected (rate-limited log)."""
+        """Take one message, acknowledge it, count what was accepted and rejected (rate-limited log).
+
+        While not ``accepting`` (shutting down) the message is left unacknowledged, so the broker
+        delivers it again next session.
+        """
+        if not self.accepting:
+            return
         try:
             rejects, accepted, asset = self.take(message.topic, message.payload)
         except Exception:  # noqa: BLE001 - a bug must not stop the network thread
@@ -81,7 +96,7 @@ class Ingest:
             rows: list[tuple[float, list[float]]] = []
             with self.cond:
                 buffers = self.buffers
-                while buffers.pending() >= BACKLOG_BATCHES * s.batch_max and not self.stopping():
+                while buffers.pending() >= BACKLOG_BATCHES * s.batch_max and not self.stopping:
                     self.cond.wait(0.05)
                 before = buffers.pending()
                 for sample in parsed.samples:
@@ -98,3 +113,37 @@ class Ingest:
             for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
                 recorder.add(parsed.asset, ts, row)
         return rejects, accepted, parsed.asset
+
+    def next_batch(self, wait_s: float) -> tuple[list[DueWindow], bool]:
+        """Wait up to ``wait_s`` for due windows, let the batch fill for ``batch_wait_ms`` (or until
+        ``batch_max``); ``(batch, is_last)``. Once stopping: every window already due, and True."""
+        s = self.settings
+        with self.cond:
+            if not self.buffers.pending() and not self.stopping:
+                self.cond.wait(wait_s)
+            if self.stopping:
+                return self.buffers.drain(), True
+            if not self.buffers.pending():
+                return [], False
+            deadline = time.monotonic() + s.batch_wait_ms / 1000.0
+            while not self.stopping and self.buffers.pending() < s.batch_max:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.cond.wait(remaining)
+            batch = self.buffers.drain(s.batch_max)
+            self._gauges()
+            return batch, False
+
+    def forget_silent(self, before: float) -> list[str]:
+        """Free the buffers of assets that sent nothing since ``before`` (monotonic); their names."""
+        with self.cond:
+            silent = self.buffers.idle(before)
+            for asset in silent:
+                self.buffers.forget(asset)
+            self._gauges()
+        return silent
+
+    def _gauges(self) -> None:
+        self.metrics.assets.set(len(self.buffers))
+        self.metrics.buffered_windows.set(self.buffers.pending())

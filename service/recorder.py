@@ -18,8 +18,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sensorguard.service.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class Recorder:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_flush: float = field(default_factory=time.monotonic)
     _seq: int = 0
+    _failures_reported: int = 0
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -131,6 +136,17 @@ class Recorder:
         self._enforce_bounds()
         return path
 
+    def flush_safely(self, now_ts: float, force: bool = False) -> int:
+        """:meth:`flush` that never raises (recording must never stop scoring); returns how many
+        write failures happened since the last call (for the daemon's counter)."""
+        try:
+            self.flush(now_ts, force=force)
+        except Exception:  # noqa: BLE001 - a bug in writing is logged and counted, scoring goes on
+            self.write_failures += 1
+            log.exception("recording: writing readings failed")
+        new, self._failures_reported = self.write_failures - self._failures_reported, self.write_failures
+        return new
+
     def _write(self, rows: list[tuple[str, float, np.ndarray]]) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -174,3 +190,12 @@ class Recorder:
         for folder in self.directory.iterdir():
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def recording(settings: Settings, channels: tuple[str, ...]) -> Recorder | None:
+    """The recorder ``settings`` ask for (``record_dir`` and its bounds), or None without one."""
+    if not settings.record_dir:
+        return None
+    return Recorder(Path(settings.record_dir), channels, guard_s=settings.record_guard_s,
+                    max_bytes=int(settings.record_max_mb * (1 << 20)),
+                    max_age_s=settings.record_max_age_days * 86400.0)

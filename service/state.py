@@ -20,6 +20,7 @@ state must never stop scoring.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, fields
@@ -28,6 +29,9 @@ from pathlib import Path
 from sensorguard.service.alerts import AlertState
 from sensorguard.service.bundle import write_durably
 from sensorguard.service.drift import DriftState
+from sensorguard.service.logs import first_line
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "assets.json"
 FORMAT_VERSION = 1
@@ -82,6 +86,28 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"{path}: asset {asset!r}: invalid entry ({exc})") from None
     return alerts, drift
+
+
+def restore_states(directory: str | None, max_assets: int) -> dict[str, tuple[AlertState, DriftState | None]]:
+    """Per asset, the alert state and drift baseline the previous run saved (empty without ``directory``).
+
+    Never raises for a bad file: it is set aside with one log line and the daemon starts fresh.
+    """
+    if not directory:
+        return {}
+    try:
+        alerts, drift = load_states(directory)
+    except StateError as exc:
+        try:
+            where = f"moved to {set_aside(directory)}"
+        except OSError as err:
+            where = f"could not move it aside ({err.strerror or err})"
+        log.warning("%s; %s, starting without saved asset state", first_line(exc), where)
+        return {}
+    restored = {asset: (alerts[asset], drift.get(asset)) for asset in list(alerts)[:max_assets]}
+    if restored:
+        log.info("restored the state of %d assets from %s", len(restored), directory)
+    return restored
 
 
 def set_aside(directory: str | os.PathLike) -> Path:

@@ -1,4 +1,5 @@
-"""Daemon pieces without a broker: ack after buffering, batching, stale assets, listeners, logging."""
+"""Daemon pieces without a broker (ingest, batching, scoring, housekeeping): ack after buffering,
+batching, stale assets, listeners, logging."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def make(tiny_bundle, **overrides) -> tuple[Daemon, FakeClient]:
                              require_model=False)
     daemon = Daemon(settings, tiny_bundle, CollectorRegistry())
     client = FakeClient(daemon)
-    daemon._client = client
-    daemon._accepting = True
+    daemon.publisher.client = client
+    daemon.ingest.accepting = True
     return daemon, client
 
 
@@ -57,22 +58,22 @@ def value(daemon: Daemon, name: str, **labels) -> float | None:
 
 def test_a_reading_is_acknowledged_only_once_it_is_buffered(tiny_bundle):
     daemon, client = make(tiny_bundle)
-    daemon._on_message(client, None, message("pump-1", T0, mid=7))
+    daemon.ingest.handle(client, message("pump-1", T0, mid=7))
     assert client.acks == [(7, 1, 1)]  # the asset's buffer existed when the ack went out
     assert value(daemon, "sensorguard_readings_total") == 1
 
 
 def test_rejected_messages_are_acknowledged_and_counted(tiny_bundle):
     daemon, client = make(tiny_bundle)
-    daemon._on_message(client, None, SimpleNamespace(topic="sensors/p/readings", payload=b"{", mid=3, qos=1))
+    daemon.ingest.handle(client, SimpleNamespace(topic="sensors/p/readings", payload=b"{", mid=3, qos=1))
     assert client.acks == [(3, 1, 0)]
     assert value(daemon, "sensorguard_messages_rejected_total", reason="invalid_json") == 1
 
 
 def test_while_stopping_messages_are_left_unacknowledged_for_the_session(tiny_bundle):
     daemon, client = make(tiny_bundle)
-    daemon._accepting = False
-    daemon._on_message(client, None, message("pump-1", T0))
+    daemon.ingest.accepting = False
+    daemon.ingest.handle(client, message("pump-1", T0))
     assert client.acks == [] and len(daemon.buffers) == 0
 
 
@@ -80,12 +81,12 @@ def test_windows_are_batched_up_to_batch_max(tiny_bundle):
     daemon, client = make(tiny_bundle, batch_max=3, batch_wait_ms=0)
     for asset in ("a1", "a2", "a3", "a4"):
         for i in range(tiny_bundle.window):
-            daemon._on_message(client, None, message(asset, T0 + i))
-    batch, last = daemon._next_batch()
+            daemon.ingest.handle(client, message(asset, T0 + i))
+    batch, last = daemon.ingest.next_batch(0.0)
     assert (len(batch), last) == (3, False)
     assert [w.asset for w in batch] == ["a1", "a2", "a3"]
-    daemon._stopping = True
-    batch, last = daemon._next_batch()  # stopping: everything still due, in one last batch
+    daemon.ingest.stop()
+    batch, last = daemon.ingest.next_batch(0.0)  # stopping: everything still due, in one last batch
     assert ([w.asset for w in batch], last) == (["a4"], True)
 
 
@@ -94,9 +95,9 @@ def test_scored_windows_step_alerts_publish_and_reach_listeners(tiny_bundle):
     seen = []
     daemon.add_listener(seen.append)
     for i in range(tiny_bundle.window):
-        daemon._on_message(client, None, message("pump-1", T0 + i, a=1e3 * (i % 2), b=-1e3, c=1e3))
-    batch, _ = daemon._next_batch()
-    daemon._score_batch(batch)
+        daemon.ingest.handle(client, message("pump-1", T0 + i, a=1e3 * (i % 2), b=-1e3, c=1e3))
+    batch, _ = daemon.ingest.next_batch(0.0)
+    daemon.score_batch(batch)
     assert [(w.asset, w.ts, w.status) for w in seen] == [("pump-1", T0 + tiny_bundle.window - 1, "alerting")]
     topics = [t for t, _, _ in client.published]
     assert topics == ["sensorguard/alerts/pump-1", "sensorguard/state/pump-1"]
@@ -111,16 +112,16 @@ def test_scored_windows_step_alerts_publish_and_reach_listeners(tiny_bundle):
 
 def test_silent_assets_go_stale_and_free_their_slot(tiny_bundle):
     daemon, client = make(tiny_bundle, stale_after_s=60, max_assets=1)
-    daemon._on_message(client, None, message("pump-1", T0))
-    daemon._housekeeping(time.monotonic())  # not silent yet
+    daemon.ingest.handle(client, message("pump-1", T0))
+    daemon.housekeeping(time.monotonic())  # not silent yet
     assert client.published == []
-    daemon._housekeeping(time.monotonic() + 61)
+    daemon.housekeeping(time.monotonic() + 61)
     stale = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
     assert [e["state"] for e in stale] == ["stale"]
     state = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
     assert state[-1]["state"] == "stale"
     assert len(daemon.buffers) == 0 and daemon.snapshot() == {}
-    daemon._on_message(client, None, message("pump-2", T0))  # the slot is free again
+    daemon.ingest.handle(client, message("pump-2", T0))  # the slot is free again
     assert value(daemon, "sensorguard_messages_rejected_total", reason="too_many_assets") == 0
 
 
@@ -166,13 +167,13 @@ def test_network_thread_waits_while_the_scorer_is_far_behind(tiny_bundle):
 
     daemon, client = make(tiny_bundle, batch_max=1)  # backlog limit: BACKLOG_BATCHES windows
     for i in range(22):  # window 16, hop 2: windows due after samples 16, 18, 20, 22
-        daemon._on_message(client, None, message("pump-1", T0 + i, mid=i + 1))
+        daemon.ingest.handle(client, message("pump-1", T0 + i, mid=i + 1))
     assert daemon.buffers.pending() == 4
-    late = threading.Thread(target=daemon._on_message, args=(client, None, message("pump-1", T0 + 22, mid=99)))
+    late = threading.Thread(target=daemon.ingest.handle, args=(client, message("pump-1", T0 + 22, mid=99)))
     late.start()
     late.join(0.3)
     assert late.is_alive() and client.acks[-1][0] == 22  # held back, not acknowledged: the broker keeps it
-    with daemon._cond:
+    with daemon.ingest.cond:
         daemon.buffers.drain()  # what the scoring worker does
     late.join(2.0)
     assert not late.is_alive() and client.acks[-1][0] == 99

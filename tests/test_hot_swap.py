@@ -146,7 +146,7 @@ def test_swap_under_live_load_accounts_for_every_reading(daemons, mosquitto, reg
     assert {k: event[k] for k in ("event", "name", "from_version", "to_version")} == {
         "event": "model_swapped", "name": NAME, "from_version": "v0001", "to_version": "v0002"}
     assert event["ts"].endswith("Z")
-    record = daemon.swaps[0]
+    record = daemon.models.swaps[0]
     print(f"\nswap: load {record['load_s'] * 1000:.1f} ms, waited {record['lock_wait_s'] * 1000:.2f} ms for the "
           f"model lock; {swapped_at} of {total} readings sent when the swap was seen")
     events.close()
@@ -190,8 +190,8 @@ def test_bad_bundle_is_refused_once_and_the_old_model_keeps_serving(daemons, mos
     needle = damage(registry / NAME / version)
     set_current(registry, NAME, version)
     wait_for(lambda: value(url, "sensorguard_model_reload_failures_total") == 1, 10, "one reload failure")
-    checks = daemon.model_checks
-    wait_for(lambda: daemon.model_checks >= checks + 10, 10, "ten more polls")
+    checks = daemon.models.checks
+    wait_for(lambda: daemon.models.checks >= checks + 10, 10, "ten more polls")
     assert value(url, "sensorguard_model_reload_failures_total") == 1  # not retried while CURRENT stays
     failed = wait_for(lambda: events.on("sensorguard/events"), 10, "model_reload_failed event")
     assert len(failed) == 1

@@ -1,7 +1,6 @@
 """Ingest without a broker: a topic and bytes in, buffered samples, rejects and counts out."""
 
 import json
-import threading
 
 from prometheus_client import CollectorRegistry
 
@@ -17,7 +16,7 @@ def ingest(**overrides) -> Ingest:
     settings = load_settings({"model": None, "metrics_port": 0, **overrides}, {}, require_model=False)
     buffers = Buffers(("a", "b"), 4, 2, max_assets=settings.max_assets, fill_limit=settings.fill_limit)
     metrics = Metrics(CollectorRegistry(), settings.max_assets)
-    return Ingest(settings, buffers, threading.Condition(), metrics, None, lambda: False)
+    return Ingest(settings, buffers, metrics, None)
 
 
 def reading(ts: float, **values) -> bytes:

@@ -27,10 +27,8 @@ class StoppableClient(FakeClient):
 def daemon_with(bundle, state_dir, **overrides):
     daemon, _ = make(bundle, **({"state_dir": str(state_dir)} if state_dir else {}), **overrides)
     client = StoppableClient(daemon)
-    daemon._client = client
-    seen = []
-    daemon.add_listener(seen.append)
-    return daemon, client, seen
+    daemon.publisher.client = client
+    return daemon, client
 
 
 def raised(client) -> list[dict]:
@@ -44,57 +42,57 @@ def drifting(tiny_bundle):
 
 
 def test_a_restart_keeps_the_alert_and_the_drift_baseline(drifting, tmp_path):
-    first, client, _ = daemon_with(drifting, tmp_path)
+    first, client = daemon_with(drifting, tmp_path)
     for i in range(3):
-        first._apply("pump-1", T0 + i, 5.0, 5.0, [])
+        first.alerts.apply("pump-1", T0 + i, 5.0, [])
     for i in range(20):
-        first._apply("pump-2", T0 + i, 0.9, 0.9, [])  # normal but louder than calibrated: the line widens
+        first.alerts.apply("pump-2", T0 + i, 0.9, [])  # normal but louder than calibrated: the line widens
     alert_id = first.snapshot()["pump-1"].alert_id
     assert first.snapshot()["pump-1"].status == "alerting" and len(raised(client)) == 1
     first.stop()
     assert (tmp_path / STATE_FILE).exists()
 
-    second, client, seen = daemon_with(drifting, tmp_path)
-    second._apply("pump-1", T0 + 10, 5.0, 5.0, [])
-    second._apply("pump-2", T0 + 20, 0.9, 0.9, [])
+    second, client = daemon_with(drifting, tmp_path)
+    second.alerts.apply("pump-1", T0 + 10, 5.0, [])
+    _, score = second.alerts.apply("pump-2", T0 + 20, 0.9, [])
     assert second.snapshot()["pump-1"].status == "alerting"
     assert second.snapshot()["pump-1"].alert_id == alert_id and raised(client) == []  # not raised again
-    assert seen[-1].score == pytest.approx(0.9 / RULE.cap)  # the drift baseline came back too
+    assert score == pytest.approx(0.9 / RULE.cap)  # the drift baseline came back too
 
-    fresh, client, seen = daemon_with(drifting, None)  # without state_dir both start over
-    fresh._apply("pump-1", T0 + 10, 5.0, 5.0, [])
-    fresh._apply("pump-2", T0 + 20, 0.9, 0.9, [])
-    assert fresh.snapshot()["pump-1"].status == "pending" and seen[-1].score == pytest.approx(0.9)
+    fresh, client = daemon_with(drifting, None)  # without state_dir both start over
+    fresh.alerts.apply("pump-1", T0 + 10, 5.0, [])
+    _, score = fresh.alerts.apply("pump-2", T0 + 20, 0.9, [])
+    assert fresh.snapshot()["pump-1"].status == "pending" and score == pytest.approx(0.9)
 
 
 def test_restored_assets_that_never_come_back_are_dropped_after_stale_after(drifting, tmp_path):
-    first, _, _ = daemon_with(drifting, tmp_path)
-    first._apply("gone", T0, 0.5, 0.5, [])
-    first._apply("back", T0, 0.5, 0.5, [])
+    first, _ = daemon_with(drifting, tmp_path)
+    first.alerts.apply("gone", T0, 0.5, [])
+    first.alerts.apply("back", T0, 0.5, [])
     first.stop()
-    second, _, _ = daemon_with(drifting, tmp_path, stale_after_s=60)
-    second._restore_until = time.monotonic() + 60  # as start() sets it
-    second._save_states()
+    second, _ = daemon_with(drifting, tmp_path, stale_after_s=60)
+    second.alerts.restore_until = time.monotonic() + 60  # as start() sets it
+    second.alerts.save()
     assert set(load_states(tmp_path)[0]) == {"gone", "back"}  # kept while they may still come back
-    second._apply("back", T0 + 1, 0.5, 0.5, [])
-    second._housekeeping(time.monotonic() + 61)
-    second._save_states()
+    second.alerts.apply("back", T0 + 1, 0.5, [])
+    second.housekeeping(time.monotonic() + 61)
+    second.alerts.save()
     assert set(load_states(tmp_path)[0]) == {"back"}
 
 
 def test_a_restored_alert_that_never_comes_back_goes_stale_and_a_returning_one_records_nothing(drifting,
                                                                                              tmp_path):
-    first, _, _ = daemon_with(drifting, tmp_path)
+    first, _ = daemon_with(drifting, tmp_path)
     for asset in ("gone", "back"):
         for i in range(3):
-            first._apply(asset, T0 + i, 5.0, 5.0, [])
+            first.alerts.apply(asset, T0 + i, 5.0, [])
     first.stop()
-    second, client, _ = daemon_with(drifting, tmp_path, stale_after_s=60, record_dir=str(tmp_path / "rec"))
-    second._restore_until = time.monotonic() + 60
+    second, client = daemon_with(drifting, tmp_path, stale_after_s=60, record_dir=str(tmp_path / "rec"))
+    second.alerts.restore_until = time.monotonic() + 60
     second.recorder.add("back", T0 + 5, [1.0, 2.0, 3.0])
-    second._apply("back", T0 + 10, 5.0, 5.0, [])  # still alerting after the restart ...
+    second.alerts.apply("back", T0 + 10, 5.0, [])  # still alerting after the restart ...
     assert second.recorder._quiet_until["back"] == float("inf")  # ... so nothing of it is recorded as normal
-    second._housekeeping(time.monotonic() + 61)
+    second.housekeeping(time.monotonic() + 61)
     events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/gone"]
     states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/gone" and r]
     assert [e["state"] for e in events] == ["stale"] and states[-1]["state"] == "stale"
@@ -103,9 +101,9 @@ def test_a_restored_alert_that_never_comes_back_goes_stale_and_a_returning_one_r
 
 def test_an_unreadable_state_file_is_set_aside_and_the_daemon_starts_fresh(drifting, tmp_path, caplog):
     (tmp_path / STATE_FILE).write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="sensorguard.service.daemon"):
-        daemon, _, _ = daemon_with(drifting, tmp_path)
-    assert daemon._restored == {}
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.state"):
+        daemon, _ = daemon_with(drifting, tmp_path)
+    assert daemon.alerts.restored == {}
     assert (tmp_path / (STATE_FILE + ".bad")).read_text() == "{not json"
     assert any("unreadable" in r.getMessage() and "starting without" in r.getMessage() for r in caplog.records)
 

@@ -1,0 +1,160 @@
+"""Each asset's alert machine and drift baseline, stepped with its scored windows; what they publish.
+
+:class:`AssetAlerts` is the daemon's alert application, on the scoring worker's thread: a scored
+window steps its asset's drift rule and alert machine (:func:`~sensorguard.service.alerts.judge`,
+the same step ``sensorguard score`` takes offline), and every event and status change goes out
+through the :class:`~sensorguard.service.publisher.Publisher`, to the metrics and to the recorder
+(which holds an asset's readings back while an alert is up). It needs no broker: tests drive it
+with :meth:`AssetAlerts.apply` and a client that records what was published.
+
+Assets restored from ``state_dir`` (:func:`~sensorguard.service.state.restore_states`) wait for
+their next window and carry on where they were (an alert stays up under its ``alert_id``); those
+that send nothing until ``restore_until`` are ended as stale like live assets that go silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.drift import DriftState, widening
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.publisher import Publisher
+from sensorguard.service.recorder import Recorder
+from sensorguard.service.state import save_states
+
+log = logging.getLogger(__name__)
+
+Restored = dict[str, tuple[AlertState, DriftState | None]]
+
+
+class AssetAlerts:
+    """Alert states, drift baselines and latest top channels per asset, and their publishing.
+
+    current: the bundle being served now (it changes on a hot swap): what an event names when its
+    call names no bundle.
+    restored: per-asset state from the previous run (``state_dir``), empty without one.
+    """
+
+    def __init__(self, rules: AlertRules, publisher: Publisher, metrics: Metrics, recorder: Recorder | None,
+                 current: Callable[[], Bundle], restored: Restored | None = None,
+                 state_dir: str | None = None) -> None:
+        self.rules = rules
+        self.publisher = publisher
+        self.metrics = metrics
+        self.recorder = recorder
+        self.current = current
+        self.state_dir = state_dir
+        self.restored: Restored = dict(restored or {})
+        self.restore_until = time.monotonic() + rules.stale_after  # restored assets not back by then go
+        self._states: dict[str, AlertState] = {}
+        self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
+        self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
+
+    def snapshot(self) -> dict[str, AlertState]:
+        """Each asset's current alert state (a copy)."""
+        return dict(self._states)
+
+    def drift_snapshot(self) -> dict[str, DriftState]:
+        """Each asset's drift baseline (a copy; empty when the bundle has no drift rule)."""
+        return dict(self._drift)
+
+    def apply(self, asset: str, ts: float, score: float, channels: list[dict],
+              bundle: Bundle | None = None) -> tuple[AlertState, float]:
+        """Step one asset's drift rule and alert machine with one window scored by ``bundle``; publish.
+
+        Returns the new state and the score against the asset's (widened) line.
+        """
+        bundle = bundle or self.current()
+        old = self._states.get(asset)
+        if old is None and asset in self.restored:  # back after a restart: carry on where it was
+            old, saved_drift = self.restored.pop(asset)
+            if saved_drift is not None:
+                self._drift[asset] = saved_drift
+            if old.status == "alerting" and self.recorder is not None:
+                self.recorder.alert_raised(asset, -np.inf)  # an alert still up: none of its readings is normal
+        rule = bundle.drift_rule
+        state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
+                                           self.rules, rule)
+        self._states[asset] = state
+        if rule is not None:
+            self._drift[asset] = drift
+        self._latest[asset] = (ts, channels)
+        self.metrics.set_score(asset, score, state.status == "alerting")
+        if event is not None:
+            self._publish_event(asset, event, channels, bundle)
+            if event.kind == "raised":
+                self.metrics.alert_raised(asset)
+            if self.recorder is not None:
+                if event.kind == "raised":
+                    self.recorder.alert_raised(asset, event.ts)
+                elif event.kind == "cleared":
+                    self.recorder.alert_cleared(asset, event.ts)
+        if old is None or state.status != old.status:
+            self.publish_state(asset, bundle=bundle)
+        return state, score
+
+    def end(self, asset: str) -> None:
+        """An asset that went silent: end its alert state as stale and forget everything about it."""
+        self._go_stale(asset, self._states.get(asset, AlertState()), self._latest.get(asset, (0.0, []))[1])
+        self._drift.pop(asset, None)
+        self._latest.pop(asset, None)
+        self.metrics.forget_asset(asset)
+        if self.recorder is not None:
+            self.recorder.forget(asset)
+
+    def expire_restored(self, now: float) -> None:
+        """After ``restore_until`` (monotonic), end restored assets that never came back."""
+        if not self.restored or now < self.restore_until:
+            return
+        log.info("%d assets restored from the state file sent nothing for %.0f s: stale",
+                 len(self.restored), self.rules.stale_after)
+        for asset, (saved, _) in list(self.restored.items()):
+            if saved.status != "normal":  # its retained state says so: end it as a live asset's would
+                self._go_stale(asset, saved, [])
+        self.restored.clear()
+
+    def save(self) -> None:
+        """Write every asset's alert state and drift baseline (live and still-restored) to ``state_dir``."""
+        if not self.state_dir:
+            return
+        alerts = {asset: state for asset, (state, _) in self.restored.items()}
+        drift = {asset: d for asset, (_, d) in self.restored.items() if d is not None}
+        alerts.update(self._states)
+        drift.update(self._drift)
+        try:
+            save_states(self.state_dir, alerts, drift)
+        except OSError as exc:  # a full disk must not stop scoring; the next save tries again
+            log.warning("saving asset state to %s failed: %s", self.state_dir, exc)
+
+    def publish_states(self) -> list:
+        """Publish every asset's current state (retained), as at shutdown; the publish handles."""
+        return [info for asset in list(self._states) if (info := self.publish_state(asset)) is not None]
+
+    def publish_state(self, asset: str, ts: float | None = None, bundle: Bundle | None = None):
+        """The asset's current state, retained. ``ts`` is that of its latest scored window unless
+        given (stale: the wall clock)."""
+        b = bundle or self.current()
+        last_ts, channels = self._latest.get(asset, (time.time(), []))
+        return self.publisher.state(asset, self._states.get(asset, AlertState()), last_ts if ts is None else ts,
+                                    channels, (b.name, b.version), self.line(asset, b))
+
+    def line(self, asset: str, bundle: Bundle) -> float:
+        """The asset's alert line: the bundle's threshold, widened by the drift rule."""
+        return bundle.threshold_ * widening(self._drift.get(asset, DriftState()), bundle.drift_rule)
+
+    def _go_stale(self, asset: str, state: AlertState, channels: list[dict]) -> None:
+        """End ``asset``'s alert state as stale: publish the event and the retained state, forget it."""
+        self._states[asset], event = mark_stale(state, time.time())
+        self._publish_event(asset, event, channels)
+        self.publish_state(asset, event.ts)
+        self._states.pop(asset, None)
+
+    def _publish_event(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle | None = None):
+        b = bundle or self.current()
+        return self.publisher.alert(asset, event, channels, (b.name, b.version), self.line(asset, b))

@@ -1,0 +1,83 @@
+"""The daemon's broker connection: connect, subscribe on every (re)connect, disconnect cleanly.
+
+paho runs the callbacks on its network thread. The client connects in the background and retries
+(:func:`~sensorguard.service.mqtt.connect_async`); each successful connect subscribes to the
+readings again (a resumed persistent session keeps the subscription, a new one needs it) and
+publishes the retained ``online`` status. :meth:`Connection.close` is a normal disconnect: no Last
+Will, no unsubscribe, so the broker keeps the session and what arrives meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sensorguard.service import mqtt
+from sensorguard.service.config import Settings
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 5.0
+
+
+class Connection:
+    """One MQTT client for readings in and events out.
+
+    on_message: called with ``(client, message)`` for every reading (the ingest); stopping: tells
+    a disconnect during shutdown from one to reconnect after.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics, publisher: Publisher,
+                 on_message: Callable[[Any, Any], None], stopping: Callable[[], bool]) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.publisher = publisher
+        self.on_message = on_message
+        self.stopping = stopping
+        self.connected = threading.Event()
+
+    def open(self) -> None:
+        """Create the client (it becomes the publisher's) and connect in the background."""
+        client = mqtt.create_client(self.settings)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = lambda client, userdata, message: self.on_message(client, message)
+        self.publisher.client = client
+        mqtt.connect_async(client, self.settings)
+
+    def close(self, final: Callable[[], list]) -> None:
+        """Publish ``final()`` (returns the publish handles), wait for the broker to confirm them
+        (at most ``PUBLISH_TIMEOUT_S``), disconnect."""
+        client = self.publisher.client
+        if client is not None:
+            infos = final()
+            if self.connected.is_set() and not mqtt.wait_published(infos, PUBLISH_TIMEOUT_S):
+                log.warning("some final states were not confirmed by the broker before disconnecting")
+            client.disconnect()  # a normal disconnect: no Last Will, no unsubscribe, the session stays
+            client.loop_stop()
+        self.connected.clear()
+        self.metrics.mqtt_connected.set(0)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", mqtt.reason_text(reason_code))
+            return
+        mqtt.subscribe_readings(client, self.settings)
+        self.publisher.status(online=True)
+        self.connected.set()
+        self.metrics.mqtt_connected.set(1)
+        log.info(
+            "connected to the broker (session %s); subscribed to %s",
+            "resumed" if getattr(flags, "session_present", False) else "new",
+            self.settings.readings_filter(),
+        )
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        self.metrics.mqtt_connected.set(0)
+        if not self.stopping():
+            log.warning("disconnected from the broker (%s); reconnecting", mqtt.reason_text(reason_code))
