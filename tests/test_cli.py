@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sensorguard.arguments import build_parser
 from sensorguard.cli import main
 from sensorguard.service.bundle import save_bundle
 from tests.conftest import plant_frame
@@ -182,6 +183,23 @@ def test_bad_arguments_are_usage_errors():
     assert result.returncode == 2 and "(0, 1)" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("train", "x.csv", "--out", "m", "--window", "-3")
     assert result.returncode == 2 and "positive integer" in result.stderr
+
+
+@pytest.mark.parametrize("flag, text, ok", [
+    ("--rows", "7", True), ("--rows", "0", False), ("--rows", "2.5", False),
+    ("--duration", "0.5", True), ("--duration", "nan", False), ("--duration", "inf", False),
+    ("--duration", "0", False), ("--false-alarm-rate", "0.01", True), ("--false-alarm-rate", "1", False),
+])
+def test_number_arguments_accept_their_range_only(flag, text, ok, capsys):
+    verb = {"--rows": ["simulate", "--out", "x.csv"], "--duration": ["demo"],
+            "--false-alarm-rate": ["train", "x.csv", "--out", "m"]}[flag]
+    parser = build_parser()
+    if ok:
+        assert parser.parse_args([*verb, flag, text]).verb == verb[0]
+    else:
+        with pytest.raises(SystemExit):
+            parser.parse_args([*verb, flag, text])
+        assert "expected" in capsys.readouterr().err
 
 
 def test_bundle_saved_by_library_scores_via_cli(tiny_bundle, tmp_path):

@@ -1,0 +1,229 @@
+"""The ``sensorguard`` command line's arguments: one sub-parser per verb, nothing run here.
+
+:func:`build_parser` only declares; :mod:`sensorguard.cli` dispatches on ``args.verb``. The serve
+and replay flags are derived from the settings' one declaration (:mod:`sensorguard.service.flags`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+from sensorguard import __version__
+
+
+def _csv_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return items
+
+
+def _number(kind: type, what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)`` that ``ok`` accepts, else one line saying ``what`` was expected."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, "a positive integer", lambda v: v >= 1)
+_positive_float = _number(float, "a positive number", lambda v: 0 < v < math.inf)
+_rate = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
+
+
+def _add_data_options(p: argparse.ArgumentParser, channels: bool = True) -> None:
+    p.add_argument("--time-column", help="timestamp column (default: detected by name or content)")
+    if channels:
+        p.add_argument("--channels", type=_csv_list, help="channels to use, in order (default: numeric columns)")
+        p.add_argument("--exclude", type=_csv_list, default=[], help="columns never used as channels")
+    p.add_argument("--fill-limit", type=_positive_int, default=5, help="forward-fill gaps up to N samples (default 5)")
+
+
+def _add_threshold_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threshold-method",
+        choices=("quantile", "pot", "mean_std"),
+        default="pot",
+        help="with --false-alarm-rate: how window errors become the threshold (default pot: tail fit)",
+    )
+    p.add_argument(
+        "--false-alerts-per-day",
+        type=_positive_float,
+        default=1.0,
+        help="false alerts per asset per day the threshold is set for (default 1)",
+    )
+    p.add_argument(
+        "--false-alarm-rate",
+        type=_rate,
+        default=None,
+        help="advanced: target a fraction of normal windows above the threshold (with --threshold-method) "
+        "instead of --false-alerts-per-day",
+    )
+    p.add_argument(
+        "--drift",
+        action="store_true",
+        help="calibrate a drift rule: each asset's alert line widens, at most 1.5x, as its normal score "
+        "level drifts (guarded; off by default: it cost detection on Tennessee Eastman; docs/design.md)",
+    )
+
+
+def _add_alert_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--raise-after", type=_positive_int, default=3, help="windows >= 1.0 in a row to raise (default 3)")
+    p.add_argument("--clear-after", type=_positive_int, default=5, help="windows below --clear-level to clear (5)")
+    p.add_argument("--clear-level", type=float, default=1.0, help="score below which windows count to clear (1.0)")
+
+
+def _add_serve_options(p: argparse.ArgumentParser) -> None:
+    """Flags of `serve`: one per setting (service.config.Settings declares them), all default None
+    so unset flags never override the file or environment."""
+    from sensorguard.service.flags import add_setting_flags
+
+    p.add_argument("--config", help="TOML settings file")
+    add_setting_flags(p)
+
+
+# The broker settings `replay` shares with `serve` (it publishes where serve reads).
+REPLAY_SETTINGS = ("broker", "mqtt_version", "client_id", "username", "password_file", "tls_ca", "tls_cert",
+                   "tls_key", "tls_insecure", "topic_prefix")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sensorguard.service.flags import add_setting_flags
+
+    parser = argparse.ArgumentParser(
+        prog="sensorguard",
+        description="Anomaly detection for industrial sensor streams: train on normal data, "
+        "score by reconstruction error, serve alerts over MQTT with Prometheus metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"sensorguard {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser("simulate", help="write a synthetic plant signal (optionally with labeled faults)",
+                         description="Write a realistic multichannel plant signal to CSV or Parquet.")
+    p.add_argument("--out", required=True, help="output file (.csv or .parquet)")
+    p.add_argument("--rows", type=_positive_int, default=20_000, help="rows to write (default 20000)")
+    p.add_argument("--channels", type=_positive_int, default=8, help="sensor channels (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--anomalies", action="store_true", help="inject labeled faults (column 'anomaly')")
+
+    p = verbs.add_parser("train", help="train and calibrate a model bundle on normal data",
+                         description="Split by time, train the autoencoder with Lightning, calibrate the "
+                         "threshold on held-out data and write a bundle (or a new registry version).")
+    p.add_argument("data", nargs="+", help="CSV or Parquet files of normal readings")
+    p.add_argument("--out", help="bundle directory to write")
+    p.add_argument("--registry", help="registry root: store as a new version of --name")
+    p.add_argument("--name", help="model name in the registry")
+    _add_data_options(p)
+    p.add_argument("--label-column", help="rows with a non-zero label are left out of training")
+    p.add_argument("--window", type=_positive_int, help="samples per window (default 32, smaller for little data)")
+    p.add_argument("--hop", type=_positive_int, help="score every N samples when serving (default window/8)")
+    p.add_argument("--latent", type=_positive_int, help="bottleneck size (default from channels x window)")
+    p.add_argument("--hidden", type=_positive_int, default=32, help="first conv layer width (default 32)")
+    p.add_argument("--max-epochs", type=_positive_int, default=40, help="upper bound on epochs (default 40)")
+    p.add_argument("--patience", type=_positive_int, default=4, help="early-stopping patience (default 4)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="training batch size (default 256)")
+    p.add_argument("--noise", type=float, default=0.0, help="denoising: input noise std (default 0 = off)")
+    _add_threshold_options(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = verbs.add_parser("calibrate", help="re-pick a bundle's threshold from held-out normal data")
+    p.add_argument("bundle", help="bundle directory (updated in place)")
+    p.add_argument("data", nargs="+", help="CSV or Parquet files of normal readings the model never saw")
+    _add_data_options(p, channels=False)
+    p.add_argument("--label-column", help="rows with a non-zero label are left out")
+    _add_threshold_options(p)
+
+    p = verbs.add_parser("score", help="score a file: one output row per input row")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("data", help="CSV or Parquet file of readings")
+    p.add_argument("--out", required=True, help="scores file (.csv or .parquet)")
+    _add_data_options(p, channels=False)
+    _add_alert_options(p)
+
+    p = verbs.add_parser("evaluate", help="detection quality on labeled data")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("data", help="CSV or Parquet file with a label column")
+    p.add_argument("--label-column", required=True, help="0/1 anomaly label column")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_data_options(p, channels=False)
+    _add_alert_options(p)
+
+    p = verbs.add_parser("report", help="PNG plots: calibration, reconstructions, score timeline")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("data", nargs="?", help="optional CSV or Parquet file to plot scores for")
+    p.add_argument("--out", required=True, help="output directory for PNG files")
+    p.add_argument("--label-column", help="label column to shade beside alerts")
+    _add_data_options(p, channels=False)
+
+    p = verbs.add_parser("retrain", help="train a candidate on new normal data; promote it if as good",
+                         description="Train a candidate on new normal data, calibrate it on the most recent "
+                         "held-out block, compare it with the current model on data neither saw, and "
+                         "promote it only when it is at least as good (--force promotes anyway).")
+    p.add_argument("--registry", required=True, help="registry root")
+    p.add_argument("--name", required=True, help="model name")
+    p.add_argument("--data", nargs="+", help="CSV or Parquet files of new normal readings")
+    p.add_argument("--recorded", help="directory of readings recorded by 'serve --record-dir'")
+    p.add_argument("--since", help="only data from this time on (RFC 3339, epoch seconds, or an age: 7d, 12h)")
+    p.add_argument("--label-column", help="rows with a non-zero label are left out")
+    p.add_argument("--warm-start", action="store_true", help="start from the current model's weights")
+    p.add_argument("--force", action="store_true", help="promote even if the candidate is worse")
+    p.add_argument("--max-epochs", type=_positive_int, default=40, help="upper bound on epochs (default 40)")
+    _add_threshold_options(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data_options(p, channels=False)
+
+    p = verbs.add_parser("models", help="list, show, promote or roll back registry versions")
+    p.add_argument("action", choices=("list", "show", "promote", "rollback"))
+    p.add_argument("version", nargs="?", help="version for show (default current) and promote")
+    p.add_argument("--registry", required=True, help="registry root")
+    p.add_argument("--name", required=True, help="model name")
+
+    p = verbs.add_parser("serve", help="the daemon: score MQTT readings live, publish alerts, export metrics",
+                         description="Subscribe to <topic-prefix>/<asset>/readings, score every asset's windows "
+                         "in batches, publish alerts and retained states, serve /metrics, /healthz, /readyz. "
+                         "Settings: flags > SENSORGUARD_* environment > --config TOML > defaults.")
+    _add_serve_options(p)
+    p.add_argument("--print-config", action="store_true", help="print the resulting settings and exit")
+
+    p = verbs.add_parser("replay", help="publish a CSV or Parquet file as live MQTT readings",
+                         description="Publish every row of a file as a reading of one asset on "
+                         "<topic-prefix>/<asset>/readings (QoS 1), paced by --rate or --speed.")
+    p.add_argument("data", help="CSV or Parquet file of readings")
+    p.add_argument("--asset", required=True, help="asset id (topic levels: site-a/pump-7)")
+    p.add_argument("--rate", type=_positive_float, help="rows per second")
+    p.add_argument("--speed", type=_positive_float, help="times the data's own sample rate (default 1: real time)")
+    p.add_argument("--timestamps", choices=("now", "original"), default="now",
+                   help="now: the wall clock at sending (replayable again and again); original: the file's")
+    p.add_argument("--batch", type=_positive_int, default=1, help="samples per message (default 1)")
+    add_setting_flags(p, REPLAY_SETTINGS, {"client_id": "MQTT client id (default sensorguard-replay-<pid>)",
+                                           "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT"}, required=("broker",))
+    _add_data_options(p)
+
+    p = verbs.add_parser("demo", help="the live loop on a simulated plant, nothing else to install",
+                         description="Train a small model on simulated normal data, start an MQTT broker "
+                         "(mosquitto if installed, else embedded amqtt), run the daemon, stream several assets "
+                         "with injected faults and show alerts as they rise and clear. Ctrl-C stops it.")
+    p.add_argument("--workdir", help="where to keep the demo's files (default: a new temp dir)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--duration", type=_positive_float, default=55.0, help="seconds of streaming (default 55)")
+    p.add_argument("--assets", type=_positive_int, default=4, help="simulated assets; all but the first get a "
+                   "fault (default 4)")
+    p.add_argument("--rate", type=_positive_float, default=20.0, help="readings per second per asset (default 20)")
+    p.add_argument("--train-rows", type=_positive_int, default=20_000, help="rows of normal history to train on")
+    p.add_argument("--max-epochs", type=_positive_int, default=16, help="training epochs at most (default 16)")
+    p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+                   help="auto: mosquitto when on PATH, else the embedded amqtt (default auto)")
+    p.add_argument("--metrics-port", type=int, default=10100, help="metrics port; a free one if taken (10100)")
+    return parser
