@@ -32,8 +32,9 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.scorer import Scorer
 from sensorguard.training.calibrate import pick_threshold
-from sensorguard.training.data import SensorData, split_by_time
+from sensorguard.training.data import SensorData
 from sensorguard.training.promise import alert_threshold
+from sensorguard.training.splits import split_by_time
 from sensorguard.training.train import TrainOptions, TrainSummary, train_bundle
 
 LIMIT_LEVEL = 0.99  # the classic monitoring limit: 1 % of normal samples beyond it

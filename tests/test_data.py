@@ -2,15 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sensorguard.training.data import (
-    DataError,
-    WindowDataset,
-    choose_window,
-    drop_labeled,
-    load_frame,
-    split_by_time,
-    window_starts,
-)
+from sensorguard.training.data import DataError, drop_labeled, load_frame
+from sensorguard.training.splits import WindowDataset, choose_window, split_by_time, window_starts
 from tests.conftest import plant_frame
 
 

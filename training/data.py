@@ -1,4 +1,4 @@
-"""Loading sensor history, cleaning it, splitting it by time and cutting it into windows.
+"""Loading sensor history and cleaning it (splitting by time and windows: ``splits.py``).
 
 Real plant exports are messy: semicolon CSVs, unsorted rows, repeated timestamps, short dropouts
 and long outages, a label column next to the sensors. ``load_frame`` turns any of that into one
@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
                "changepoint", "changepoints"}
@@ -362,105 +360,6 @@ def _cols(frame: pd.DataFrame) -> str:
 
 def _iso(seconds: float) -> str:
     return pd.Timestamp(seconds, unit="s", tz="UTC").isoformat()
-
-
-# --- splits and windows --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Splits:
-    train: SensorData
-    validation: SensorData
-    calibration: SensorData
-
-
-def split_by_time(data: SensorData, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> Splits:
-    """Contiguous blocks in time: train, then validation, then calibration (never shuffled).
-
-    Cut points are row-count quantiles of time, so with several machines every block holds the same
-    period of each machine, and the calibration block is always the most recent data.
-    """
-    n = len(data)
-    ordered = np.sort(data.times)
-    a = int(round(n * fractions[0]))
-    b = int(round(n * (fractions[0] + fractions[1])))
-    t1 = ordered[a] if a < n else np.inf
-    t2 = ordered[b] if b < n else np.inf
-    return Splits(data.take(data.times < t1), data.take((data.times >= t1) & (data.times < t2)),
-                  data.take(data.times >= t2))
-
-
-def window_starts(segments: np.ndarray, window: int, stride: int = 1) -> np.ndarray:
-    """Start rows of every window of ``window`` rows that stays inside one segment."""
-    n = len(segments)
-    if n < window:
-        return np.empty(0, dtype=np.int64)
-    same = segments[window - 1 :] == segments[: n - window + 1]
-    starts = np.flatnonzero(same)
-    return starts[::stride] if stride > 1 else starts
-
-
-def count_windows(segments: np.ndarray, window: int) -> int:
-    return len(window_starts(segments, window))
-
-
-def choose_window(splits: Splits, requested: int | None, min_windows: int = 32, default: int = 32) -> int:
-    """The requested window, or the default halved until every split keeps ``min_windows`` windows.
-
-    This is how a few hundred rows of a new machine still train: the window shrinks to fit.
-    """
-    window = requested or default
-    parts = (splits.train, splits.validation, splits.calibration)
-    if requested:
-        short = [len(p) for p in parts if count_windows(p.segments, window) < 1]
-        if short:
-            raise DataError(f"--window {window} is longer than a data split ({min(short)} rows); use fewer")
-        return window
-    while window > 8 and min(count_windows(p.segments, window) for p in parts) < min_windows:
-        window //= 2
-    if min(count_windows(p.segments, window) for p in parts) < min_windows // 2:
-        need = int((window + min_windows) / 0.2)
-        raise DataError(
-            f"too little data: {sum(len(p) for p in parts)} usable rows, need about {need} "
-            f"(each split must hold {min_windows // 2}+ windows of {window} rows)"
-        )
-    return window
-
-
-class WindowDataset(Dataset):
-    """Standardized windows ``(C, window)`` of one split, fetched a whole batch at a time."""
-
-    def __init__(self, standardized: np.ndarray, segments: np.ndarray, window: int, stride: int = 1) -> None:
-        self.data = torch.from_numpy(np.ascontiguousarray(standardized, dtype=np.float32))
-        self.starts = torch.from_numpy(window_starts(segments, window, stride))
-        self.offsets = torch.arange(window)
-        self.window = window
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        start = int(self.starts[index])
-        return self.data[start : start + self.window].T
-
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        rows = self.starts[torch.as_tensor(indices)][:, None] + self.offsets
-        return self.data[rows].transpose(1, 2).contiguous()
-
-
-def _keep_batch(batch: torch.Tensor) -> torch.Tensor:
-    return batch
-
-
-def train_loader(dataset: WindowDataset, batch_size: int, max_windows: int, seed: int) -> DataLoader:
-    """Shuffled training batches; an epoch sees at most ``max_windows`` windows (overlap is redundant)."""
-    generator = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, num_samples=min(len(dataset), max_windows), generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_keep_batch)
-
-
-def eval_loader(dataset: WindowDataset, batch_size: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_keep_batch)
 
 
 def drop_labeled(data: SensorData, column: str) -> SensorData:

@@ -31,9 +31,10 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping
 
 from sensorguard.service.model import ModelConfig
 from sensorguard.service.scorer import pick_device
-from sensorguard.training.data import SensorData, WindowDataset, eval_loader, train_loader, window_starts
+from sensorguard.training.data import SensorData
 from sensorguard.training.linear import PcaStart, pca_start
 from sensorguard.training.scaling import ScalerFit, fit_scaler
+from sensorguard.training.splits import WindowDataset, eval_loader, train_loader, window_starts
 from sensorguard.training.system import AutoencoderSystem
 
 

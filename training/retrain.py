@@ -31,8 +31,8 @@ from sensorguard.training.data import (
     drop_labeled,
     load_frame,
     series_from_frame,
-    split_by_time,
 )
+from sensorguard.training.splits import split_by_time
 from sensorguard.training.train import TrainOptions, train_bundle
 
 WINDOW_RATE_TARGET = 1e-3  # windows above the line a candidate may show beyond the current model's, x2

@@ -20,10 +20,11 @@ from sensorguard.service.model import ModelConfig, default_depth, default_latent
 from sensorguard.service.scorer import Scorer, segment_bounds
 from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights, pick_threshold
 from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, out_of_fold_errors
-from sensorguard.training.data import SensorData, choose_window, split_by_time
+from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
 from sensorguard.training.linear import naive_error, pca_error
 from sensorguard.training.promise import alert_threshold
+from sensorguard.training.splits import choose_window, split_by_time
 
 
 @dataclass(frozen=True)
