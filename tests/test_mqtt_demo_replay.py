@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sensorguard.demo import DemoBroker, plan
+from sensorguard.broker import DemoBroker
+from sensorguard.demo import plan
 from tests.conftest import plant_frame
 from tests.mosquitto import Collector
 
@@ -61,12 +62,12 @@ def test_demo_plan_keeps_the_first_asset_healthy_and_spreads_faults():
 
 
 def test_demo_broker_auto_prefers_mosquitto(monkeypatch, tmp_path):
-    import sensorguard.demo as demo
+    import sensorguard.broker as demo_broker
 
-    monkeypatch.setattr(demo, "find_mosquitto", lambda: None)
+    monkeypatch.setattr(demo_broker, "find_mosquitto", lambda: None)
     broker = DemoBroker("auto", tmp_path)
     assert (broker.kind, broker.mqtt_version) == ("amqtt", "3.1.1")
-    monkeypatch.setattr(demo, "find_mosquitto", lambda: "/usr/sbin/mosquitto")
+    monkeypatch.setattr(demo_broker, "find_mosquitto", lambda: "/usr/sbin/mosquitto")
     assert DemoBroker("auto", tmp_path).mqtt_version == "5"
 
 
