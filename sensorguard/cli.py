@@ -54,6 +54,13 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
     )
 
 
+def _threshold_options(args: argparse.Namespace) -> dict:
+    """The TrainOptions that train and retrain share: threshold, drift rule, seed, progress."""
+    return {"threshold_method": args.threshold_method, "false_alerts_per_day": args.false_alerts_per_day,
+            "false_alarm_rate": args.false_alarm_rate, "drift": args.drift, "seed": args.seed,
+            "progress": not args.quiet}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from sensorguard.service.bundle import save_bundle
     from sensorguard.service.registry import publish, validate_name
@@ -78,12 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         batch_size=args.batch_size,
         noise=args.noise,
-        threshold_method=args.threshold_method,
-        false_alerts_per_day=args.false_alerts_per_day,
-        false_alarm_rate=args.false_alarm_rate,
-        drift=args.drift,
-        seed=args.seed,
-        progress=not args.quiet,
+        **_threshold_options(args),
         device=args.device,
     )
     bundle, summary = train_bundle(data, options)
@@ -208,12 +210,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
                            exclude=getattr(args, "exclude", None) or (), fill_limit=getattr(args, "fill_limit", 5))
     options = TrainOptions(
         max_epochs=args.max_epochs,
-        threshold_method=args.threshold_method,
-        false_alerts_per_day=args.false_alerts_per_day,
-        false_alarm_rate=args.false_alarm_rate,
-        drift=args.drift,
-        seed=args.seed,
-        progress=not args.quiet,
+        **_threshold_options(args),
     )
     result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force)
     print("\n" + result.table())
