@@ -250,34 +250,13 @@ def _serve_settings(args: argparse.Namespace, require_model: bool = True):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     settings = _serve_settings(args)
     if args.print_config:
         print(json.dumps(settings.redacted(), indent=2, default=str))
         return 0
-    from sensorguard.service.daemon import Daemon
-    from sensorguard.service.hotswap import load_model
-    from sensorguard.service.logs import configure_logging
+    from sensorguard.service.daemon import serve
 
-    configure_logging(settings.log_json, settings.log_level)
-    import torch
-
-    # One scoring thread by default: the daemon shares its cores with paho's network thread and often
-    # the broker, and torch's OpenMP workers spin at barriers; measured 12x the scoring rate under load.
-    torch.set_num_threads(settings.scoring_threads)
-    daemon = Daemon(settings, load_model(settings))
-    stop = threading.Event()
-
-    def on_signal(signum, frame):  # noqa: ARG001 - the signal module's signature
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    # SIGHUP (systemctl reload): look for a new model now; the watcher thread does the work
-    signal.signal(signal.SIGHUP, lambda signum, frame: daemon.request_reload())
-    daemon.run_forever(stop)
+    serve(settings)
     return 0
 
 
