@@ -97,6 +97,11 @@ class Recorder:
             while pending and pending[0][0] < end:
                 pending.popleft()
 
+    def holding(self, asset: str) -> bool:
+        """Whether an alert of ``asset`` is up here: its readings are held back, none committed."""
+        with self._lock:
+            return self._quiet_until.get(asset, -np.inf) == np.inf
+
     def forget(self, asset: str) -> None:
         with self._lock:
             self._pending.pop(asset, None)

@@ -28,8 +28,10 @@ def test_readings_near_alerts_are_not_recorded(tmp_path):
     feed(rec, "p1", 0, 100)
     feed(rec, "p2", 0, 100)
     rec.alert_raised("p1", 100.0)  # p1's readings from 90 on are in the guard band
+    assert rec.holding("p1") and not rec.holding("p2")
     feed(rec, "p1", 100, 150)  # alerting: nothing recorded
     rec.alert_cleared("p1", 150.0)
+    assert not rec.holding("p1")
     feed(rec, "p1", 150, 200)  # 150..159 still in the guard band after the clear
     feed(rec, "p2", 100, 200)
     rec.flush(now_ts=1000.0)

@@ -91,7 +91,7 @@ def test_a_restored_alert_that_never_comes_back_goes_stale_and_a_returning_one_r
     second.alerts.restore_until = time.monotonic() + 60
     second.recorder.add("back", T0 + 5, [1.0, 2.0, 3.0])
     second.alerts.apply("back", T0 + 10, 5.0, [])  # still alerting after the restart ...
-    assert second.recorder._quiet_until["back"] == float("inf")  # ... so nothing of it is recorded as normal
+    assert second.recorder.holding("back")  # ... so nothing of it is recorded as normal
     second.housekeeping(time.monotonic() + 61)
     events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/gone"]
     states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/gone" and r]
