@@ -66,10 +66,13 @@ class Ingest:
         if not self.accepting:
             return
         try:
-            rejects, accepted, asset = self.take(message.topic, message.payload)
+            taken = self.take(message.topic, message.payload)
         except Exception:  # noqa: BLE001 - a bug must not stop the network thread
             log.exception("unexpected error handling a message on %r", message.topic)
-            rejects, accepted, asset = ["parse_error"], 0, None
+            taken = ["parse_error"], 0, None
+        if taken is None:
+            return  # stopped while it waited: its windows could no longer be scored, so no ack
+        rejects, accepted, asset = taken
         client.ack(message.mid, message.qos)
         if accepted:
             self.metrics.readings.inc(accepted)
@@ -83,8 +86,12 @@ class Ingest:
                     extra={"reason": reason, "count": count},
                 )
 
-    def take(self, topic: str, payload: bytes) -> tuple[list[str], int, str | None]:
-        """Parse one message and buffer its samples; returns (rejects, accepted, asset)."""
+    def take(self, topic: str, payload: bytes) -> tuple[list[str], int, str | None] | None:
+        """Parse one message and buffer its samples; returns (rejects, accepted, asset).
+
+        None: :meth:`stop` came first (the worker has taken or is taking its last batch), so
+        nothing was buffered and the message must stay unacknowledged.
+        """
         s = self.settings
         received = time.monotonic()
         parsed = parse_message(topic, payload, s.topic_prefix, s.max_payload_bytes, s.max_samples_per_message)
@@ -98,6 +105,8 @@ class Ingest:
                 buffers = self.buffers
                 while buffers.pending() >= BACKLOG_BATCHES * s.batch_max and not self.stopping:
                     self.cond.wait(0.05)
+                if self.stopping:
+                    return None
                 before = buffers.pending()
                 for sample in parsed.samples:
                     reason = buffers.add(parsed.asset, sample.ts, sample.values, received)

@@ -179,6 +179,23 @@ def test_network_thread_waits_while_the_scorer_is_far_behind(tiny_bundle):
     assert not late.is_alive() and client.acks[-1][0] == 99
 
 
+def test_a_message_caught_by_shutdown_is_neither_buffered_nor_acknowledged(tiny_bundle):
+    import threading
+
+    daemon, client = make(tiny_bundle, batch_max=1)
+    for i in range(22):  # the scorer is BACKLOG_BATCHES behind: the next message waits
+        daemon.ingest.handle(client, message("pump-1", T0 + i, mid=i + 1))
+    late = threading.Thread(target=daemon.ingest.handle, args=(client, message("pump-1", T0 + 22, mid=99)))
+    late.start()
+    late.join(0.3)
+    daemon.ingest.stop()
+    last, is_last = daemon.ingest.next_batch(0.0)  # the worker's last batch
+    late.join(2.0)
+    assert not late.is_alive() and is_last and len(last) == 4
+    assert client.acks[-1][0] == 22  # 99 stays with the broker: its window would never be scored
+    assert daemon.buffers.pending() == 0
+
+
 def test_a_serving_hop_other_than_the_bundles_is_warned_about(tiny_bundle):
     from dataclasses import replace
 
