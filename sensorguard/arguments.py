@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for PNG files")
     p.add_argument("--label-column", help="label column to shade beside alerts")
     _add_data_options(p, channels=False)
+    _add_alert_options(p)
 
     p = verbs.add_parser("retrain", help="train a candidate on new normal data; promote it if as good",
                          description="Train a candidate on new normal data, calibrate it on the most recent "

@@ -129,12 +129,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _score_rows(args: argparse.Namespace, bundle, label_column: str | None = None):
     """Load ``args.data`` as the bundle's channels and score it (``training.offline.score_data``)."""
-    from sensorguard.service.alerts import AlertRules
     from sensorguard.training.offline import score_data
 
     data = _load(args, [args.data], channels=list(bundle.channels), label_column=label_column)
-    rules = AlertRules(raise_after=args.raise_after, clear_after=args.clear_after, clear_level=args.clear_level)
+    rules = _alert_rules(args)
     return score_data(bundle, data, rules, name=str(args.data))
+
+
+def _alert_rules(args: argparse.Namespace):
+    """The alert rules of score, evaluate and report (``--raise-after``, ``--clear-after``, ``--clear-level``)."""
+    from sensorguard.service.alerts import AlertRules
+
+    return AlertRules(raise_after=args.raise_after, clear_after=args.clear_after, clear_level=args.clear_level)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -190,7 +196,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if label:
             frame["anomaly"] = data.labels[label]
         segments = data.segments
-    paths = write_report(bundle, Path(args.out), frame=frame, segments=segments)
+    paths = write_report(bundle, Path(args.out), frame=frame, segments=segments, rules=_alert_rules(args))
     for path in paths:
         print(path)
     return 0

@@ -71,8 +71,13 @@ class AlertEvent:
     alert_id: str
 
 
-def step(state: AlertState, score: float, now: float, rules: AlertRules) -> tuple[AlertState, AlertEvent | None]:
-    """Advance one asset's state by one scored window at time ``now`` (epoch seconds)."""
+def step(state: AlertState, score: float, now: float, rules: AlertRules,
+         asset: str = "") -> tuple[AlertState, AlertEvent | None]:
+    """Advance one asset's state by one scored window at time ``now`` (epoch seconds).
+
+    A raised alert's id is ``<asset>@<milliseconds of now>``: unique across assets, and the same
+    wherever the same readings are judged (offline, a restarted or a second daemon).
+    """
     if not math.isfinite(score):
         score = math.inf if score > 0 else 0.0  # NaN never raises; +inf is as anomalous as it gets
     if state.status == "stale":
@@ -89,14 +94,15 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules) -> tupl
     above = state.above + 1
     peak = max(state.peak, score)
     if above >= rules.raise_after:
-        alert_id = f"{int(now * 1000):d}"
+        alert_id = f"{asset}@{int(now * 1000):d}" if asset else f"{int(now * 1000):d}"
         new = AlertState("alerting", above=above, peak=peak, alert_id=alert_id, last_score=score)
         return new, AlertEvent("raised", now, score, peak, alert_id)
     return AlertState("pending", above=above, peak=peak, last_score=score), None
 
 
 def judge(
-    state: AlertState, drift: DriftState, score: float, now: float, rules: AlertRules, rule: DriftRule | None
+    state: AlertState, drift: DriftState, score: float, now: float, rules: AlertRules, rule: DriftRule | None,
+    asset: str = "",
 ) -> tuple[AlertState, DriftState, AlertEvent | None, float]:
     """One scored window through the drift rule and the alert machine: ``(state, drift, event, score)``.
 
@@ -104,14 +110,14 @@ def judge(
     it is what the machine stepped on and what is published. Without a rule it is ``score``.
     """
     adjusted = score / widening(drift, rule)
-    new, event = step(state, adjusted, now, rules)
+    new, event = step(state, adjusted, now, rules, asset)
     if rule is not None and state.status == "normal" and new.status == "normal" and adjusted < 1.0:
         drift = drift_step(drift, score, rule)
     return new, drift, event, adjusted
 
 
 def mark_stale(state: AlertState, now: float) -> tuple[AlertState, AlertEvent]:
-    """The asset went silent: end any alert and report it stale."""
+    """The asset went silent: end any alert and report it stale (``now``: its last reading's time)."""
     event = AlertEvent("stale", now, state.last_score, state.peak, state.alert_id)
     return AlertState("stale", last_score=state.last_score), event
 

@@ -80,7 +80,7 @@ class AssetAlerts:
                 self.recorder.alert_raised(asset, -np.inf)  # an alert still up: none of its readings is normal
         rule = bundle.drift_rule
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
-                                           self.rules, rule)
+                                           self.rules, rule, asset)
         self._states[asset] = state
         if rule is not None:
             self._drift[asset] = drift
@@ -99,9 +99,12 @@ class AssetAlerts:
             self.publish_state(asset, bundle=bundle)
         return state, score
 
-    def end(self, asset: str) -> None:
-        """An asset that went silent: end its alert state as stale and forget everything about it."""
-        self._go_stale(asset, self._states.get(asset, AlertState()), self._latest.get(asset, (0.0, []))[1])
+    def end(self, asset: str, last_ts: float | None) -> None:
+        """An asset that went silent after a reading at ``last_ts``: end its alert state as stale
+        (the event carries that reading time, like every other event) and forget everything about it."""
+        seen, channels = self._latest.get(asset, (None, []))
+        ts = last_ts if last_ts is not None else (seen if seen is not None else time.time())
+        self._go_stale(asset, self._states.get(asset, AlertState()), channels, ts)
         self._drift.pop(asset, None)
         self._latest.pop(asset, None)
         self.metrics.forget_asset(asset)
@@ -116,7 +119,7 @@ class AssetAlerts:
                  len(self.restored), self.rules.stale_after)
         for asset, (saved, _) in list(self.restored.items()):
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
-                self._go_stale(asset, saved, [])
+                self._go_stale(asset, saved, [], time.time())  # its last reading time was not saved
         self.restored.clear()
 
     def save(self) -> None:
@@ -148,9 +151,9 @@ class AssetAlerts:
         """The asset's alert line: the bundle's threshold, widened by the drift rule."""
         return bundle.threshold_ * widening(self._drift.get(asset, DriftState()), bundle.drift_rule)
 
-    def _go_stale(self, asset: str, state: AlertState, channels: list[dict]) -> None:
-        """End ``asset``'s alert state as stale: publish the event and the retained state, forget it."""
-        self._states[asset], event = mark_stale(state, time.time())
+    def _go_stale(self, asset: str, state: AlertState, channels: list[dict], ts: float) -> None:
+        """End ``asset``'s alert state as stale at ``ts``: publish the event and the retained state, forget it."""
+        self._states[asset], event = mark_stale(state, ts)
         self._publish_event(asset, event, channels)
         self.publish_state(asset, event.ts)
         self._states.pop(asset, None)

@@ -103,7 +103,8 @@ class Settings:
     raise_after: int = setting(3, "windows at score >= 1.0 in a row to raise an alert")
     clear_after: int = setting(5, "windows below `clear_level` in a row to clear it")
     clear_level: float = setting(1.0, "score below which a window counts towards clearing")
-    stale_after_s: float = setting(300.0, "an asset silent this long (seconds) is reported `stale`")
+    stale_after_s: float = setting(300.0, "an asset silent this long (seconds, counted while connected) is "
+                                          "reported `stale`")
     record_dir: str | None = setting(None, "record readings far from alerts here, for `retrain --recorded`")
     record_guard_s: float = setting(300.0, "readings this close (reading time, seconds) to an alert are not recorded")
     record_max_mb: float = setting(1024.0, "recordings kept at most, MB (oldest files deleted first)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ class Connection:
         self.on_message = on_message
         self.stopping = stopping
         self.connected = threading.Event()
+        self.connected_since: float | None = None  # monotonic time of the last connect; None while down
 
     def open(self) -> None:
         """Create the client (it becomes the publisher's) and connect in the background."""
@@ -59,6 +61,7 @@ class Connection:
                 log.warning("some final states were not confirmed by the broker before disconnecting")
             client.disconnect()  # a normal disconnect: no Last Will, no unsubscribe, the session stays
             client.loop_stop()
+        self.connected_since = None
         self.connected.clear()
         self.metrics.mqtt_connected.set(0)
 
@@ -68,6 +71,7 @@ class Connection:
             return
         mqtt.subscribe_readings(client, self.settings)
         self.publisher.status(online=True)
+        self.connected_since = time.monotonic()
         self.connected.set()
         self.metrics.mqtt_connected.set(1)
         log.info(
@@ -77,6 +81,7 @@ class Connection:
         )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected_since = None
         self.connected.clear()
         self.metrics.mqtt_connected.set(0)
         if not self.stopping():

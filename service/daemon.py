@@ -278,11 +278,18 @@ class Daemon:
 
     def housekeeping(self, now: float) -> None:
         """About once a second on the worker: assets silent for ``stale_after_s`` go stale and free
-        their slots, restored assets that never came back end, state is saved, readings recorded."""
-        for asset in self.ingest.forget_silent(now - self.rules.stale_after):
-            self.alerts.end(asset)
-            log.info("asset %s sent nothing for %.0f s: stale", asset, self.rules.stale_after)
-        self.alerts.expire_restored(now)
+        their slots, restored assets that never came back end, state is saved, readings recorded.
+
+        Silence counts only while connected, from the later of an asset's last reading and the
+        last (re)connect: a broker outage makes no asset stale, and after it the readings the
+        broker kept arrive and are scored into the same buffers and alert states.
+        """
+        since = self.connection.connected_since
+        if since is not None and now - since >= self.rules.stale_after:
+            for asset, last_ts in self.ingest.forget_silent(now - self.rules.stale_after).items():
+                self.alerts.end(asset, last_ts)
+                log.info("asset %s sent nothing for %.0f s: stale", asset, self.rules.stale_after)
+            self.alerts.expire_restored(now)
         if now >= self._next_save:
             self.alerts.save()
             self._next_save = now + SAVE_INTERVAL_S

@@ -144,10 +144,11 @@ class Ingest:
             self._gauges()
             return batch, False
 
-    def forget_silent(self, before: float) -> list[str]:
-        """Free the buffers of assets that sent nothing since ``before`` (monotonic); their names."""
+    def forget_silent(self, before: float) -> dict[str, float]:
+        """Free the buffers of assets that sent nothing since ``before`` (monotonic); for each, the
+        reading time of its last sample."""
         with self.cond:
-            silent = self.buffers.idle(before)
+            silent = {asset: self.buffers.last_ts(asset) for asset in self.buffers.idle(before)}
             for asset in silent:
                 self.buffers.forget(asset)
             self._gauges()

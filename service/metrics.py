@@ -53,6 +53,7 @@ class Metrics:
             raise ValueError(f"max_assets must be >= 1, got {max_assets}")
         self.max_assets = max_assets
         self._labelled: set[str] = set()
+        self._alerted: set[str] = set()  # labelled assets with an alerts_total series: their slot stays
         self._lock = threading.Lock()  # asset_label may be called from the loop and the HTTP thread
         self._model: tuple[str, str] | None = None
         p = "sensorguard_"
@@ -123,15 +124,25 @@ class Metrics:
         self.anomaly_active.labels(label).set(1 if active else 0)
 
     def alert_raised(self, asset: str) -> None:
-        self.alerts.labels(self.asset_label(asset)).inc()
+        label = self.asset_label(asset)
+        self.alerts.labels(label).inc()
+        if label != OTHER:
+            with self._lock:
+                self._alerted.add(label)
 
     def forget_asset(self, asset: str) -> None:
-        """Remove the asset's series and free its label slot (``_other`` is shared and stays)."""
+        """Remove the asset's gauges and free its label slot (``_other`` is shared and stays).
+
+        ``alerts_total`` is a counter: its series stays (a vanishing counter hides an alert raised
+        just before the asset went silent from ``increase()``), and so does the slot of an asset
+        that ever alerted, which keeps the label count bounded by ``max_assets``.
+        """
         with self._lock:
             if asset not in self._labelled:
                 return
-            self._labelled.discard(asset)
-        for metric in (self.anomaly_score, self.anomaly_active, self.alerts):
+            if asset not in self._alerted:
+                self._labelled.discard(asset)
+        for metric in (self.anomaly_score, self.anomaly_active):
             with contextlib.suppress(KeyError):
                 metric.remove(asset)
 

@@ -209,6 +209,11 @@ class Buffers:
         state = self._assets.get(asset)
         return None if state is None else state.seen
 
+    def last_ts(self, asset: str) -> float | None:
+        """Reading time of the asset's last accepted sample; None for an unknown asset."""
+        state = self._assets.get(asset)
+        return None if state is None else state.last_ts
+
     def last_row(self, asset: str) -> list[float] | None:
         """The asset's last accepted sample in channel order, forward fills included (not a copy:
         each accepted sample gets a new list, so it is never changed afterwards)."""

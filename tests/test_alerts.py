@@ -73,3 +73,9 @@ def test_alert_series_steps_only_on_mask():
     mask = np.array([1, 0, 1, 0, 1, 0, 1, 0], bool)
     out = alert_series(scores, mask, np.arange(8.0), RULES)
     assert out.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_alert_ids_are_unique_across_assets_and_the_same_for_the_same_readings():
+    rules = AlertRules(raise_after=1)
+    ids = {asset: step(AlertState(), 2.0, 100.25, rules, asset)[1].alert_id for asset in ("pump-1", "pump-2")}
+    assert ids == {"pump-1": "pump-1@100250", "pump-2": "pump-2@100250"}

@@ -44,6 +44,7 @@ def make(tiny_bundle, **overrides) -> tuple[Daemon, FakeClient]:
     client = FakeClient(daemon)
     daemon.publisher.client = client
     daemon.ingest.accepting = True
+    daemon.connection.connected_since = time.monotonic() - 3600  # as if connected an hour ago
     return daemon, client
 
 
@@ -118,11 +119,25 @@ def test_silent_assets_go_stale_and_free_their_slot(tiny_bundle):
     daemon.housekeeping(time.monotonic() + 61)
     stale = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
     assert [e["state"] for e in stale] == ["stale"]
+    assert stale[0]["ts"] == iso(T0)  # reading time, like every other event: its last reading
     state = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
     assert state[-1]["state"] == "stale"
     assert len(daemon.buffers) == 0 and daemon.snapshot() == {}
     daemon.ingest.handle(client, message("pump-2", T0))  # the slot is free again
     assert value(daemon, "sensorguard_messages_rejected_total", reason="too_many_assets") == 0
+
+
+def test_a_broker_outage_makes_no_asset_stale(tiny_bundle):
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    daemon.ingest.handle(client, message("pump-1", T0))
+    now = time.monotonic()
+    daemon.connection.connected_since = None  # the broker went away: the readings wait there
+    daemon.housekeeping(now + 61)
+    daemon.connection.connected_since = now + 100  # back: silence counts from the reconnect
+    daemon.housekeeping(now + 120)
+    assert client.published == [] and "pump-1" in daemon.buffers
+    daemon.housekeeping(now + 161)  # connected for stale_after_s and still nothing: now it is stale
+    assert [json.loads(p)["state"] for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"] == ["stale"]
 
 
 def test_rate_limiter_reports_counts_once_per_interval():

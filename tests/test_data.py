@@ -148,3 +148,14 @@ def test_asset_column_keeps_machines_apart(tmp_path):
     splits = split_by_time(data)
     assert len(splits.train) == 360 and len(splits.calibration) == 120  # the same period of each machine
     assert splits.calibration.times.min() >= splits.validation.times.max()
+
+
+def test_series_with_different_channels_are_not_concatenated():
+    from sensorguard.training.data import SensorData, concat_series
+
+    def part(channels):
+        return SensorData(values=np.zeros((3, len(channels))), times=np.arange(3.0), segments=np.zeros(3, np.int64),
+                          channels=tuple(channels), sample_period=1.0)
+
+    with pytest.raises(DataError, match="different channels"):
+        concat_series([part(["a", "b"]), part(["a", "c"])])

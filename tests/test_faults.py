@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -104,6 +105,32 @@ def test_broker_restart_mid_stream_loses_nothing(mosquitto, daemon_on):
     # what was delivered is accounted for: accepted once, plus at most the redelivered in-flight window
     assert extra.get("duplicate_ts", 0) <= 20  # receive maximum: at most 20 unacknowledged in flight
     pub.close()
+
+
+def test_a_broker_outage_longer_than_stale_after_makes_no_asset_stale(mosquitto, trained_dir):
+    flags = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0, "stale_after_s": 3,
+             "client_id": f"sg-outage-{free_port()}"}
+    daemon, url = start_daemon(flags)
+    try:
+        frame = plant_frame(rows=80, channels=3, seed=12)
+        times, values = epoch(frame), frame[CHANNELS].to_numpy()
+        pub = Publisher(mosquitto)
+        pub.samples("outage-1", times[:40], values[:40], CHANNELS, batch=10)
+        wait_for(lambda: metric(url, "sensorguard_readings_total") == 40, 20, "40 readings")
+        pub.close()
+        mosquitto.stop()
+        wait_for(lambda: http_status(f"{url}/readyz") == 503, 10, "daemon notices the broker is gone")
+        time.sleep(5)  # longer than stale_after_s, while disconnected
+        mosquitto.start()
+        wait_for(lambda: http_status(f"{url}/readyz") == 200, 30, "reconnected")
+        assert "outage-1" in daemon.buffers and daemon.snapshot()["outage-1"].status != "stale"
+        pub = Publisher(mosquitto)
+        pub.samples("outage-1", times[40:], values[40:], CHANNELS, batch=10)
+        wait_for(lambda: metric(url, "sensorguard_readings_total") == 80, 20, "the rest, into the same buffer")
+        assert not rejected(url)  # no buffer restarted: nothing is a duplicate or out of order
+        pub.close()
+    finally:
+        daemon.stop()
 
 
 # --- `serve` is SIGKILLed and restarted (and the broker restarts while it is down) ----------------

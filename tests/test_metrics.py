@@ -89,16 +89,27 @@ def test_asset_labels_are_capped(registry: CollectorRegistry) -> None:
     assert m.asset_label("asset-0") == "asset-0" and m.asset_label(OTHER) == OTHER
 
 
-def test_forget_asset_removes_series_and_frees_the_label(registry: CollectorRegistry) -> None:
+def test_forget_asset_removes_gauges_and_frees_the_label_of_an_asset_that_never_alerted(
+        registry: CollectorRegistry) -> None:
     m = Metrics(registry, max_assets=1)
-    m.set_score("a", 2.0, True)
-    m.alert_raised("a")
+    m.set_score("a", 0.5, False)
     assert m.asset_label("b") == OTHER
     m.forget_asset("a")
     m.forget_asset("never-seen")
     assert value(registry, "sensorguard_anomaly_score", asset="a") is None
-    assert value(registry, "sensorguard_alerts_total", asset="a") is None
     assert m.asset_label("b") == "b"
+
+
+def test_forget_asset_keeps_the_alert_counter_and_its_slot(registry: CollectorRegistry) -> None:
+    m = Metrics(registry, max_assets=1)
+    m.set_score("a", 2.0, True)
+    m.alert_raised("a")  # raised, then silent before the next scrape: the raise must still count
+    m.forget_asset("a")
+    assert value(registry, "sensorguard_anomaly_score", asset="a") is None
+    assert value(registry, "sensorguard_alerts_total", asset="a") == 1.0
+    assert m.asset_label("b") == OTHER  # the slot stays with the series: labels stay bounded
+    m.alert_raised("a")  # back and alerting again: the same series goes on
+    assert value(registry, "sensorguard_alerts_total", asset="a") == 2.0
 
 
 def test_model_info_keeps_one_series(registry: CollectorRegistry) -> None:

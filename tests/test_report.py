@@ -78,3 +78,22 @@ def test_missing_channel_is_named(tmp_path):
     frame = standardized_frame().drop(columns="pressure")
     with pytest.raises(ValueError, match="pressure"):
         write_report(tiny_bundle(), tmp_path, frame=frame)
+
+
+def test_the_score_plot_shades_alerts_by_the_rules_given(tmp_path):
+    from sensorguard.service.alerts import AlertRules
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.training.report import plot_scores
+
+    frame, bundle = standardized_frame(), tiny_bundle()
+    values = frame[list(CHANNELS)].to_numpy()
+    segments = np.zeros(len(frame), dtype=np.int64)
+    scores = Scorer(bundle, device="cpu").score_series(values, segments)
+    assert np.nanmax(scores.score) >= 1.0  # the untrained model alerts somewhere
+
+    def alert_spans(rules):
+        fig = plot_scores(bundle, scores, segments, np.arange(len(frame), dtype=float), None, rules)
+        return [p for p in fig.axes[0].patches if p.get_facecolor()[:3] == (0.8392156862745098, 0.15294117647058825,
+                                                                           0.1568627450980392)]
+
+    assert alert_spans(AlertRules(raise_after=1)) and not alert_spans(AlertRules(raise_after=10**6))

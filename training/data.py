@@ -193,6 +193,9 @@ def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> Sen
     parts = [p for p in parts if len(p)]
     if not parts:
         raise DataError("no complete rows after cleaning")
+    for p in parts[1:]:
+        if p.channels != parts[0].channels:
+            raise DataError(f"series have different channels: {list(parts[0].channels)} and {list(p.channels)}")
     offsets = np.cumsum([0] + [int(p.segments.max()) + 1 for p in parts[:-1]])
     periods = [p.sample_period for p in parts if p.sample_period]
     return SensorData(

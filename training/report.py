@@ -35,13 +35,14 @@ def write_report(
     frame: pd.DataFrame | None = None,
     segments: np.ndarray | None = None,
     times: Any = None,
+    rules: AlertRules | None = None,
 ) -> list[Path]:
     """Write the report PNGs into ``out_dir``; return their paths.
 
     frame: readings with the bundle's channels (and optionally an ``anomaly`` 0/1 column); times
     come from ``times``, else a ``timestamp`` column, else a datetime index, else row numbers.
     segments: per-row segment ids (no window spans two). Without ``frame`` only the calibration
-    plot is written.
+    plot is written. rules: the alert rules shaded as "alert raised" (the serve defaults if None).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,7 @@ def write_report(
         return paths  # shorter than one window: nothing was scored, so nothing to plot
     labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
     paths.append(_save(plot_reconstructions(scorer, values, scores, x), out_dir / "reconstructions.png"))
-    paths.append(_save(plot_scores(bundle, scores, segments, x, labels), out_dir / "scores.png"))
+    paths.append(_save(plot_scores(bundle, scores, segments, x, labels, rules or AlertRules()), out_dir / "scores.png"))
     return paths
 
 
@@ -139,13 +140,14 @@ def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: 
 
 
 def plot_scores(
-    bundle: Bundle, scores: Scores, segments: np.ndarray, x: np.ndarray, labels: np.ndarray | None
+    bundle: Bundle, scores: Scores, segments: np.ndarray, x: np.ndarray, labels: np.ndarray | None,
+    rules: AlertRules,
 ) -> Any:
     """Score timeline with alert line, alert periods and labels; below, error share of top channels."""
     from matplotlib.figure import Figure
 
     mask = hop_mask(segments, bundle.window, bundle.hop)
-    alerts, score = judge_series(scores.score, mask, to_seconds(x), AlertRules(), bundle.drift_rule)
+    alerts, score = judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule)
     fig = Figure(figsize=(13, 7), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     top.plot(x, score, color=LINE_COLOR, linewidth=0.8, label="score")
@@ -153,7 +155,8 @@ def plot_scores(
     finite = score[np.isfinite(score) & (score > 0)]
     if len(finite) and finite.max() / max(finite.min(), 1e-12) > 50:
         top.set_yscale("log")
-    _shade(top, x, alerts, ALERT_COLOR, 0.18, f"alert raised (AlertRules defaults, hop {bundle.hop})")
+    rule_text = f"raise after {rules.raise_after}, clear after {rules.clear_after}, hop {bundle.hop}"
+    _shade(top, x, alerts, ALERT_COLOR, 0.18, f"alert raised ({rule_text})")
     if labels is not None:
         _shade(top, x, np.asarray(labels) != 0, LABEL_COLOR, 0.35, "labeled anomaly", band=(0.0, 0.06))
     top.set_ylabel("score (error / threshold)")
