@@ -181,23 +181,14 @@ def _json_default(value):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from sensorguard.service.bundle import load_bundle
-    from sensorguard.training.report import write_report
+    from sensorguard.training.report import report_data
 
     bundle = load_bundle(args.bundle)
-    frame = segments = None
+    data = None
     if args.data:
-        label = args.label_column
-        data = _load(args, [args.data], channels=list(bundle.channels), label_column=label)
-        frame = pd.DataFrame(data.values, columns=list(bundle.channels))
-        frame.insert(0, "timestamp", pd.to_datetime(data.times, unit="s", utc=True))
-        if label:
-            frame["anomaly"] = data.labels[label]
-        segments = data.segments
-    paths = write_report(bundle, Path(args.out), frame=frame, segments=segments, rules=_alert_rules(args))
-    for path in paths:
+        data = _load(args, [args.data], channels=list(bundle.channels), label_column=args.label_column)
+    for path in report_data(bundle, Path(args.out), data, _alert_rules(args), args.label_column):
         print(path)
     return 0
 

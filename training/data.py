@@ -39,9 +39,19 @@ class SensorData:
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     source_times: np.ndarray | None = None  # every input row's time, in file order (for per-row output)
+    assets: np.ndarray | None = None  # per row, its machine (files with an asset column); None: one machine
+    source_assets: np.ndarray | None = None  # every input row's machine, in file order
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def blocks(self) -> list[tuple[str | None, slice]]:
+        """Each machine's rows as ``(asset, slice)``: machines are contiguous, each sorted by time."""
+        if self.assets is None or not len(self):
+            return [(None, slice(0, len(self)))]
+        cuts = np.flatnonzero(self.assets[1:] != self.assets[:-1]) + 1
+        bounds = [0, *cuts.tolist(), len(self)]
+        return [(str(self.assets[a]), slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def take(self, mask: np.ndarray) -> SensorData:
         """The rows where ``mask`` holds; a run of dropped rows splits the segment there."""
@@ -54,14 +64,22 @@ class SensorData:
             self.sample_period,
             {k: v[mask] for k, v in self.labels.items()},
             self.notes,
+            assets=None if self.assets is None else self.assets[mask],
         )
 
-    def rows_of(self, times: np.ndarray) -> np.ndarray:
-        """Row of each given time in this series, -1 where the row was dropped in cleaning."""
-        idx = np.clip(np.searchsorted(self.times, times), 0, max(len(self.times) - 1, 0))
-        found = len(self.times) > 0
-        match = found & (self.times[idx] == times) if found else np.zeros(len(times), bool)
-        return np.where(match, idx, -1)
+    def rows_of(self, times: np.ndarray, assets: np.ndarray | None = None) -> np.ndarray:
+        """Row of each given (asset and) time in this series, -1 where the row was dropped in cleaning."""
+        times = np.asarray(times)
+        out = np.full(len(times), -1, dtype=np.int64)
+        for asset, rows in self.blocks():
+            own = np.ones(len(times), bool) if asset is None or assets is None else np.asarray(assets) == asset
+            block = self.times[rows]
+            if not len(block) or not own.any():
+                continue
+            idx = np.clip(np.searchsorted(block, times[own]), 0, len(block) - 1)
+            hit = block[idx] == times[own]
+            out[np.flatnonzero(own)[hit]] = idx[hit] + rows.start
+        return out
 
     def fingerprint(self) -> dict:
         """Rows, time range and a content hash: enough to tell later which data trained a model."""
@@ -162,9 +180,10 @@ def series_from_frame(
             rows = assets == asset
             part_notes: list[str] = []
             sub_labels = {k: v[rows] for k, v in labels.items()}
-            parts.append(_clean_series(times[rows], values[rows], sub_labels, chosen, fill_limit, part_notes))
+            part = _clean_series(times[rows], values[rows], sub_labels, chosen, fill_limit, part_notes)
+            parts.append(replace(part, assets=np.full(len(part), asset, dtype=object)))
             notes += [f"{asset}: {n}" for n in part_notes]
-        data = concat_series(parts, notes)
+        data = replace(concat_series(parts, notes), source_assets=assets)
     if len(data) == 0:
         raise DataError(f"{name}: no complete rows after cleaning (all channels empty?)")
     return replace(data, source_times=times)
@@ -206,6 +225,7 @@ def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> Sen
         sample_period=float(np.median(periods)) if periods else None,
         labels={k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels},
         notes=tuple(notes),
+        assets=np.concatenate([p.assets for p in parts]) if all(p.assets is not None for p in parts) else None,
     )
 
 

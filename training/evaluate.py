@@ -67,6 +67,38 @@ def detection_metrics(
     }
 
 
+def pool_metrics(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`detection_metrics` of several series (machines) pooled: counts and events summed,
+    ratios from the sums, delays averaged over all detected events.
+
+    >>> a = detection_metrics(np.array([1, 1, 0]), np.array([0, 1, 1]))
+    >>> pool_metrics([a, a])["tp"], pool_metrics([a, a])["events"], pool_metrics([a, a])["precision"]
+    (2, 2, 0.5)
+    """
+    total = {k: sum(p[k] for p in parts) for k in ("tp", "fp", "tn", "fn", "events", "events_detected")}
+    tp, fp, fn, tn = total["tp"], total["fp"], total["fn"], total["tn"]
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+
+    def mean_delay(key: str) -> float | None:
+        pairs = [(p[key], p["events_detected"]) for p in parts if p[key] is not None and p["events_detected"]]
+        weight = sum(n for _, n in pairs)
+        return sum(d * n for d, n in pairs) / weight if weight else None
+
+    return {
+        **{k: total[k] for k in ("tp", "fp", "tn", "fn")},
+        "precision": precision,
+        "recall": recall,
+        "f1": _ratio(2 * precision * recall, precision + recall),
+        "false_alarm_rate": _ratio(fp, fp + tn),
+        "missed_alarm_rate": _ratio(fn, fn + tp),
+        "events": total["events"],
+        "events_detected": total["events_detected"],
+        "event_recall": _ratio(total["events_detected"], total["events"]),
+        "mean_detection_delay_rows": mean_delay("mean_detection_delay_rows"),
+        "mean_detection_delay_s": mean_delay("mean_detection_delay_s"),
+    }
+
+
 def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """The score threshold (alarm when ``score >= threshold``) with the best point-wise F1, and that F1.
 

@@ -17,7 +17,7 @@ from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.training.data import DataError, SensorData
-from sensorguard.training.evaluate import best_f1_threshold, detection_metrics
+from sensorguard.training.evaluate import best_f1_threshold, detection_metrics, pool_metrics
 
 
 @dataclass(frozen=True)
@@ -30,26 +30,36 @@ class Scored:
 
 
 def score_data(bundle: Bundle, data: SensorData, rules: AlertRules = AlertRules(), name: str = "data") -> Scored:
-    """Score every full window of ``data`` and step the alert machine as the daemon does."""
+    """Score every full window of ``data`` and step the alert machine as the daemon does.
+
+    Several machines in one file (``data.assets``) each get their own windows (their segments
+    never join) and their own alert machine and drift baseline, as each asset does live.
+    """
     if len(data) < bundle.window:
         raise DataError(f"{name}: {len(data)} usable rows, fewer than one window ({bundle.window})")
     scores = Scorer(bundle).score_series(data.values, data.segments)
     mask = hop_mask(data.segments, bundle.window, bundle.hop)
-    alert, score = judge_series(scores.score, mask, data.times, rules, bundle.drift_rule)
+    alert = np.zeros(len(data), dtype=np.int8)
+    score = scores.score.copy()
+    for _, rows in data.blocks():
+        alert[rows], score[rows] = judge_series(scores.score[rows], mask[rows], data.times[rows], rules,
+                                                bundle.drift_rule)
     return Scored(data, replace(scores, score=score), alert)
 
 
 def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
-    """One row per input row (``source_times``): timestamp, score, anomaly, alert, error per channel.
+    """One row per input row (``source_times``): timestamp, score, anomaly, alert, error per channel
+    (and ``asset`` first when the file holds several machines).
 
     Rows the cleaning dropped or that have no full window yet get an empty score and no alert.
     """
     data, scores = scored.data, scored.scores
-    rows = data.rows_of(data.source_times)
+    rows = data.rows_of(data.source_times, data.source_assets)
     found = rows >= 0
     take = np.where(found, rows, 0)
     score = np.where(found, scores.score[take], np.nan)
     out = pd.DataFrame({
+        **({"asset": data.source_assets} if data.source_assets is not None else {}),
         "timestamp": pd.to_datetime(data.source_times, unit="s", utc=True),
         "score": score,
         "anomaly": np.where(np.isfinite(score), (score >= 1).astype(int), 0),
@@ -64,17 +74,29 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
     """Detection metrics of the ``anomaly`` (score >= 1) and ``alert`` bases against 0/1 ``labels``.
 
     Rows before the first full window cannot be judged and are left out; ``f1_best`` says which
-    threshold would have maximized F1 (a diagnosis, never used to set one).
+    threshold would have maximized F1 (a diagnosis, never used to set one). With several machines
+    the metrics are pooled over them (counts summed, events never joined across machines) and
+    ``assets`` holds each machine's own.
     """
-    scores, alert = scored.scores, scored.alert
+    scores, alert, data = scored.scores, scored.alert, scored.data
     judged = np.isfinite(scores.score)
-    times = scored.data.times[judged]
+    per_asset = {}
+    for asset, rows in data.blocks():
+        ok = judged[rows]
+        times, lab = data.times[rows][ok], labels[rows][ok]
+        per_asset[asset] = {
+            "rows": int(ok.sum()),
+            "anomaly": detection_metrics((scores.score[rows][ok] >= 1).astype(int), lab, times),
+            "alert": detection_metrics(alert[rows][ok].astype(int), lab, times),
+        }
     result = {
         "rows": int(judged.sum()),
         "threshold": bundle.threshold_,
-        "anomaly": detection_metrics((scores.score[judged] >= 1).astype(int), labels[judged], times),
-        "alert": detection_metrics(alert[judged].astype(int), labels[judged], times),
+        "anomaly": pool_metrics([m["anomaly"] for m in per_asset.values()]),
+        "alert": pool_metrics([m["alert"] for m in per_asset.values()]),
     }
+    if data.assets is not None:
+        result["assets"] = per_asset
     if labels[judged].any():
         best_score, best_f1 = best_f1_threshold(scores.score[judged], labels[judged])
         # with a drift rule each row's line is widened differently: only the score level is meaningful
@@ -107,6 +129,12 @@ def format_evaluation(result: dict) -> str:
     events = result["anomaly"].get("events")
     if events is not None:
         lines.append(f"{'events':20}{events:>10}")
+    if "assets" in result:
+        lines.append(f"per asset (alert):  {'rows':>8}{'F1':>8}{'false-alarm':>13}{'events':>9}")
+        for asset, m in result["assets"].items():
+            a = m["alert"]
+            lines.append(f"  {asset[:18]:18}{m['rows']:>8}{a['f1']:>8.3f}{a['false_alarm_rate']:>13.3f}"
+                         f"{a['events_detected']:>5}/{a['events']:<3}")
     if "f1_best" in result:
         best = result["f1_best"]
         if best["threshold"] is None:

@@ -6,6 +6,9 @@
 - ``scores.png``: the score over time with the alert line, the alert periods the alert machine would
   raise (same rules as the daemon) and any labeled anomalies; below, which channels carry the error.
 
+A file of several machines (an ``asset`` column) gets ``reconstructions_<asset>.png`` and
+``scores_<asset>.png`` per machine, each scored and alerted as if alone.
+
 Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas directly, so
 making a report never touches pyplot's global backend or window state: it works headless and does
 not change plotting elsewhere in the same process.
@@ -13,6 +16,7 @@ not change plotting elsewhere in the same process.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ import pandas as pd
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.scorer import Scorer, Scores
+from sensorguard.training.data import SensorData
 from sensorguard.training.evaluate import event_bounds, to_seconds
 
 MAX_CHANNELS_SHOWN = 4  # small multiples stay readable
@@ -47,8 +52,32 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [_save(plot_calibration(bundle), out_dir / "calibration.png")]
-    if frame is None:
+    if frame is not None:
+        paths += write_series(bundle, out_dir, frame, segments, times, rules)
+    return paths
+
+
+def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: AlertRules,
+                label_column: str | None = None) -> list[Path]:
+    """``sensorguard report``: the calibration plot and, per machine in ``data``, its
+    reconstructions and score timeline (``scores_<asset>.png`` when the file holds several)."""
+    paths = write_report(bundle, out_dir)
+    if data is None:
         return paths
+    for asset, rows in data.blocks():
+        frame = pd.DataFrame(data.values[rows], columns=list(bundle.channels))
+        frame.insert(0, "timestamp", pd.to_datetime(data.times[rows], unit="s", utc=True))
+        if label_column:
+            frame["anomaly"] = data.labels[label_column][rows]
+        tag = "" if asset is None else "_" + re.sub(r"[^A-Za-z0-9_.-]", "_", asset)
+        paths += write_series(bundle, Path(out_dir), frame, data.segments[rows], rules=rules, tag=tag)
+    return paths
+
+
+def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: np.ndarray | None = None,
+                 times: Any = None, rules: AlertRules | None = None, tag: str = "") -> list[Path]:
+    """``reconstructions<tag>.png`` and ``scores<tag>.png`` of one machine's readings (none when
+    shorter than a window)."""
     missing = [c for c in bundle.channels if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks the bundle's channels {missing}")
@@ -58,11 +87,11 @@ def write_report(
     scorer = Scorer(bundle, device="cpu")
     scores = scorer.score_series(values, segments)
     if not np.isfinite(scores.score).any():
-        return paths  # shorter than one window: nothing was scored, so nothing to plot
+        return []  # shorter than one window: nothing was scored, so nothing to plot
     labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
-    paths.append(_save(plot_reconstructions(scorer, values, scores, x), out_dir / "reconstructions.png"))
-    paths.append(_save(plot_scores(bundle, scores, segments, x, labels, rules or AlertRules()), out_dir / "scores.png"))
-    return paths
+    rules = rules or AlertRules()
+    return [_save(plot_reconstructions(scorer, values, scores, x), out_dir / f"reconstructions{tag}.png"),
+            _save(plot_scores(bundle, scores, segments, x, labels, rules), out_dir / f"scores{tag}.png")]
 
 
 def plot_calibration(bundle: Bundle) -> Any:
