@@ -36,6 +36,7 @@ def _number(kind: type, what: str, ok: Callable[[float], bool]) -> Callable[[str
 
 
 _positive_int = _number(int, "a positive integer", lambda v: v >= 1)
+_non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
 _positive_float = _number(float, "a positive number", lambda v: 0 < v < math.inf)
 _rate = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
 
@@ -45,7 +46,8 @@ def _add_data_options(p: argparse.ArgumentParser, channels: bool = True) -> None
     if channels:
         p.add_argument("--channels", type=_csv_list, help="channels to use, in order (default: numeric columns)")
         p.add_argument("--exclude", type=_csv_list, default=[], help="columns never used as channels")
-    p.add_argument("--fill-limit", type=_positive_int, default=5, help="forward-fill gaps up to N samples (default 5)")
+    p.add_argument("--fill-limit", type=_non_negative_int, default=None,
+                   help="forward-fill missing values and gaps up to N samples (default: the bundle's; train: 5)")
 
 
 def _add_threshold_options(p: argparse.ArgumentParser) -> None:

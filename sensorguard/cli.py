@@ -41,16 +41,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # --- train / calibrate ---------------------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_column: str | None = None):
+def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_column: str | None = None,
+          bundle=None):
+    """Load and clean ``paths``; with a bundle by its cleaning policy (``--fill-limit`` overrides)."""
+    from dataclasses import replace
+
     from sensorguard.training.data import load_frame
 
+    fill_limit = getattr(args, "fill_limit", None)
+    policy = None
+    if bundle is not None:
+        policy = bundle.cleaning if fill_limit is None else replace(bundle.cleaning, fill_limit=fill_limit)
     return load_frame(
         paths,
         time_column=getattr(args, "time_column", None),
         channels=channels if channels is not None else getattr(args, "channels", None),
         exclude=getattr(args, "exclude", None) or (),
         label_column=label_column,
-        fill_limit=getattr(args, "fill_limit", 5),
+        fill_limit=5 if fill_limit is None else fill_limit,
+        policy=policy,
     )
 
 
@@ -104,7 +113,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from sensorguard.training.train import calibrate_bundle
 
     bundle = load_bundle(args.bundle)
-    data = _load(args, args.data, channels=list(bundle.channels), label_column=args.label_column)
+    data = _load(args, args.data, channels=list(bundle.channels), label_column=args.label_column, bundle=bundle)
     if args.label_column:
         data = drop_labeled(data, args.label_column)
     old = bundle.threshold_
@@ -131,7 +140,7 @@ def _score_rows(args: argparse.Namespace, bundle, label_column: str | None = Non
     """Load ``args.data`` as the bundle's channels and score it (``training.offline.score_data``)."""
     from sensorguard.training.offline import score_data
 
-    data = _load(args, [args.data], channels=list(bundle.channels), label_column=label_column)
+    data = _load(args, [args.data], channels=list(bundle.channels), label_column=label_column, bundle=bundle)
     rules = _alert_rules(args)
     return score_data(bundle, data, rules, name=str(args.data))
 
@@ -187,7 +196,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     data = None
     if args.data:
-        data = _load(args, [args.data], channels=list(bundle.channels), label_column=args.label_column)
+        data = _load(args, [args.data], channels=list(bundle.channels), label_column=args.label_column,
+                     bundle=bundle)
     for path in report_data(bundle, Path(args.out), data, _alert_rules(args), args.label_column):
         print(path)
     return 0
@@ -204,7 +214,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise CliError("give new normal data with --data FILE... and/or --recorded DIR")
     data = new_normal_data(args.registry, args.name, args.data or [], args.recorded, args.since,
                            label_column=args.label_column, time_column=getattr(args, "time_column", None),
-                           exclude=getattr(args, "exclude", None) or (), fill_limit=getattr(args, "fill_limit", 5))
+                           exclude=getattr(args, "exclude", None) or (),
+                           fill_limit=5 if args.fill_limit is None else args.fill_limit)
     options = TrainOptions(
         max_epochs=args.max_epochs,
         **_threshold_options(args),

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from sensorguard import __version__
+from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.logs import first_line
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
@@ -60,6 +61,8 @@ class Bundle:
     threshold_: float
     state_dict: dict[str, torch.Tensor]
     sample_period: float | None = None
+    regular: bool = True  # with sample_period and fill_limit: the cleaning policy (service.cleaning)
+    fill_limit: int = 5
     focus: int = 0
     channel_weights_: np.ndarray | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +81,11 @@ class Bundle:
     def scored_samples(self) -> int:
         """Samples at the end of each window whose reconstruction error makes its score."""
         return self.focus or self.config.window
+
+    @property
+    def cleaning(self) -> CleaningPolicy:
+        """How readings are put on the sample grid and filled, live and offline alike."""
+        return CleaningPolicy(self.sample_period, self.regular, self.fill_limit)
 
     @cached_property
     def drift_rule(self) -> DriftRule | None:
@@ -101,6 +109,7 @@ class Bundle:
             "window": self.config.window,
             "hop": self.hop,
             "sample_period": self.sample_period,
+            "cleaning": {"regular": self.regular, "fill_limit": self.fill_limit},
             "focus": self.focus,
             "channel_weights": None if self.channel_weights_ is None else self.channel_weights_.tolist(),
             "scaler": {"center": self.center_.tolist(), "scale": self.scale_.tolist()},
@@ -228,6 +237,11 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         DriftRule.from_dict((meta.get("calibration") or {}).get("drift"))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         problems.append(f"calibration.drift is not a usable drift rule ({first_line(exc, 200)})")
+    cleaning = CleaningPolicy()
+    try:
+        cleaning = CleaningPolicy.from_dict(meta.get("cleaning"), meta.get("sample_period") or None)
+    except (TypeError, ValueError, AttributeError) as exc:
+        problems.append(f"cleaning is not a usable policy ({first_line(exc, 200)})")
     if problems:
         raise BundleError(f"{where}: " + "; ".join(problems))
     period = meta.get("sample_period")
@@ -240,6 +254,8 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         threshold_=threshold,
         state_dict={},
         sample_period=float(period) if period else None,
+        regular=cleaning.regular,
+        fill_limit=cleaning.fill_limit,
         focus=focus,
         channel_weights_=weights,
         calibration=dict(meta.get("calibration") or {}),

@@ -92,8 +92,10 @@ class Settings:
     max_assets: int = setting(1000, "assets tracked at most (caps memory and per-asset metric labels)")
     max_payload_bytes: int = setting(65536, "larger messages are rejected", flag=False)
     max_samples_per_message: int = setting(1000, "larger batches are rejected", flag=False)
-    fill_limit: int = setting(5, "missing samples forward-filled at most", flag=False)
-    max_gap_s: float | None = setting(None, "a longer silence restarts the asset's window", flag=False)
+    fill_limit: int | None = setting(None, "missing values forward-filled at most, in samples (unset: the "
+                                     "bundle's cleaning policy)", flag=False)
+    max_gap_s: float | None = setting(None, "a longer silence restarts the asset's window (unset: the bundle's, "
+                                      "fill_limit + 1 sample periods)", flag=False)
     hop: int | None = setting(None, "score every `hop` samples", shown="unset (the bundle's)")
     batch_max: int = setting(4096, "windows per scoring batch at most")
     batch_wait_ms: int = setting(20, "how long to wait to fill a batch, milliseconds")
@@ -364,7 +366,7 @@ def _validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> l
         "clear_after": 1,
     }
     for name, low in minimums.items():
-        if getattr(s, name) < low:
+        if getattr(s, name) is not None and getattr(s, name) < low:
             bad(name, f"must be >= {low}, got {getattr(s, name)}")
     if s.session_expiry_s > 0xFFFFFFFF:
         bad("session_expiry_s", f"must be <= {0xFFFFFFFF} (MQTT's limit), got {s.session_expiry_s}")

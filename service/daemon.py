@@ -54,7 +54,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,7 @@ from prometheus_client import CollectorRegistry
 from sensorguard.service.alerts import AlertRules, AlertState
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.config import Settings
 from sensorguard.service.connection import Connection
 from sensorguard.service.drift import DriftState
@@ -116,7 +117,7 @@ class Daemon:
         self.publisher = Publisher(settings)  # owns topics and payloads; its client is set on start
         self.models = ModelHolder(settings, bundle, self.metrics, self.publisher, self.hop)
         self.buffers = Buffers(bundle.channels, bundle.window, self.hop, max_assets=settings.max_assets,
-                               fill_limit=settings.fill_limit, max_gap_s=settings.max_gap_s)
+                               policy=cleaning_policy(bundle, settings))
         self.recorder = recording(settings, bundle.channels)
         self.ingest = Ingest(settings, self.buffers, self.metrics, self.recorder)
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
@@ -298,6 +299,14 @@ class Daemon:
     def _flush_recorder(self, force: bool = False) -> None:
         if self.recorder is not None and (failures := self.recorder.flush_safely(self._judged_ts, force=force)):
             self.metrics.record_write_failures.inc(failures)
+
+
+def cleaning_policy(bundle: Bundle, settings: Settings) -> CleaningPolicy:
+    """The bundle's cleaning policy (what offline scoring applies) with the serve overrides."""
+    policy = bundle.cleaning
+    if settings.fill_limit is not None:
+        policy = replace(policy, fill_limit=settings.fill_limit)
+    return replace(policy, max_gap_s=settings.max_gap_s)
 
 
 def hop_warning(hop: int, bundle: Bundle) -> str | None:

@@ -21,15 +21,18 @@ reasons drop the message with one reject; per-sample reasons drop that sample an
 - ``too_many_samples``: more than ``max_samples`` samples in one message. Whole message.
 - ``bad_ts``: ``ts`` missing, not a number or string, unparseable, or outside 2000..2200. Per sample.
 - ``bad_values``: ``values`` missing, not an object, empty, or holding a non-number (bools and
-  strings are not numbers). Per sample.
-- ``non_finite``: a value (or ``ts``) is NaN or +-Infinity, or overflows a double. Per sample.
+  strings are not numbers; ``null`` is a missing value). Per sample.
+- ``non_finite``: ``ts`` is NaN or +-Infinity. Per sample. A *value* that is NaN, +-Infinity,
+  ``null`` or overflows a double is a missing value of that channel (NaN): the reading is kept
+  and the channel forward-filled as offline (:mod:`sensorguard.service.cleaning`).
 - ``parse_error``: an unexpected failure inside this parser (a bug): the message is counted and
   dropped instead of crashing the daemon. Whole message.
 
 Reasons from :mod:`service.windows` (need per-asset state, so they are not the parser's job):
 
 - ``unknown_channel``: a value for a channel the model does not know.
-- ``missing_channel``: a channel absent with nothing (or nothing recent enough) to forward-fill.
+- ``missing_channel``: a channel absent or NaN with nothing (or nothing recent enough) to
+  forward-fill: the reading is dropped and the asset's window restarts after it.
 - ``out_of_order``: older than the asset's last accepted sample.
 - ``duplicate_ts``: the same timestamp as the asset's last accepted sample.
 - ``too_many_assets``: a new asset beyond ``max_assets``.
@@ -77,6 +80,7 @@ TS_MAX = 7258118400.0  # 2200-01-01T00:00:00Z: later is garbage (or milliseconds
 MAX_ASSET_CHARS = 200
 MAX_DEPTH = 1024  # JSON nesting refused beyond this (a reading is 4 deep); orjson's own limit since 3.9.15
 MAX_ASSET_LEVELS = 8
+NAN = float("nan")
 
 # One level: 1..64 of [A-Za-z0-9._-], and not "." or ".." (those would read as paths in files and URLs).
 _LEVEL = r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]{1,64}"
@@ -219,16 +223,22 @@ def _sample(obj: dict) -> tuple[Sample, None] | tuple[None, str]:
         t = type(v)
         if t is float:
             if v - v != 0.0:  # inf - inf and nan - nan are NaN; any finite float gives 0.0
-                return None, "non_finite"
-        elif t is int:
-            if not -1.7e308 < v < 1.7e308:  # float() of a larger int would overflow
-                return None, "non_finite"
+                convert = True
+        elif t is int or v is None:
             convert = True
         else:
             return None, "bad_values"
     if convert:
-        values = {k: float(v) for k, v in values.items()}
+        values = {k: _value(v) for k, v in values.items()}
     return Sample(ts, values), None
+
+
+def _value(v: float | int | None) -> float:
+    """A channel's value as a float; NaN (missing) for null, NaN, +-Infinity and ints beyond a double."""
+    if v is None or (type(v) is int and not -1.7e308 < v < 1.7e308):
+        return NAN
+    v = float(v)
+    return v if v - v == 0.0 else NAN
 
 
 def parse_ts(value: object) -> float | None:

@@ -30,6 +30,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sensorguard.service.cleaning import NAN, Cleaner, CleaningPolicy
+
 
 class DueWindow(NamedTuple):
     """A window ready to score: raw values ``(C, window)`` ending at sample time ``ts``.
@@ -47,16 +49,15 @@ class DueWindow(NamedTuple):
 class _Asset:
     """Mutable state of one asset's buffer (private; only :class:`Buffers` touches it)."""
 
-    __slots__ = ("buf", "pos", "count", "last_ts", "last", "fills", "filling", "seen", "times", "tpos")
+    __slots__ = ("buf", "pos", "count", "last_ts", "last", "cleaner", "seen", "times", "tpos")
 
     def __init__(self, window: int, n_channels: int) -> None:
         self.buf = np.empty((2 * window, n_channels), dtype=np.float64)
         self.pos = 0  # next row to write, 0 .. window-1
-        self.count = 0  # samples accepted since the buffer (re)started
+        self.count = 0  # rows written since the buffer (re)started
         self.last_ts = -np.inf
-        self.last: list[float] | None = None  # last accepted row, the source of forward fill
-        self.fills = [0] * n_channels  # forward fills in a row, per channel
-        self.filling = False  # any fills[i] > 0, so the common path can skip resetting them
+        self.last: list[float] | None = None  # the last reading's row as buffered (forward fills included)
+        self.cleaner = Cleaner(n_channels)  # grid rows, forward fill, restarts: as offline
         self.seen = 0.0
         self.times = np.full(SEEN_TIMES, np.nan)  # recent accepted timestamps: tells a redelivery from disorder
         self.tpos = 0
@@ -71,9 +72,11 @@ class Buffers:
     channels: the model's channels, in the model's order (rows of each window).
     window, hop: window length and the number of samples between scored windows.
     max_assets: distinct assets kept; samples of further new assets are rejected.
-    fill_limit: how many samples in a row a missing channel may take its last value.
-    max_gap_s: a longer gap between samples restarts the asset's buffer (counted in ``gaps``),
-        so no window stitches data from both sides of an outage. None: never.
+    policy: the cleaning policy (the bundle's, :mod:`sensorguard.service.cleaning`); without one,
+    ``fill_limit`` (samples in a row a missing channel may take its last value) and
+    ``max_gap_s`` (a longer gap restarts the buffer; None: never) with no sample grid.
+    ``gaps`` counts window restarts (long gaps, dropped rows), so no window stitches data from
+    both sides of an outage.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Buffers:
         max_assets: int = 1000,
         fill_limit: int = 5,
         max_gap_s: float | None = None,
+        policy: CleaningPolicy | None = None,
     ) -> None:
         channels = tuple(channels)
         if not channels or len(set(channels)) != len(channels):
@@ -91,78 +95,66 @@ class Buffers:
         for name, value, low in (("window", window, 1), ("hop", hop, 1), ("max_assets", max_assets, 1)):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
-        if fill_limit < 0:
-            raise ValueError(f"fill_limit must be >= 0, got {fill_limit}")
-        if max_gap_s is not None and not max_gap_s > 0:
-            raise ValueError(f"max_gap_s must be > 0 seconds or None, got {max_gap_s}")
+        policy = policy or CleaningPolicy(None, True, fill_limit, max_gap_s)
+        if policy.fill_limit < 0:
+            raise ValueError(f"fill_limit must be >= 0, got {policy.fill_limit}")
+        if policy.max_gap_s is not None and not policy.max_gap_s > 0:
+            raise ValueError(f"max_gap_s must be > 0 seconds or None, got {policy.max_gap_s}")
         self.channels = channels
         self.window = window
         self.hop = hop
         self.max_assets = max_assets
-        self.fill_limit = fill_limit
-        self.max_gap_s = max_gap_s
+        self.policy = policy
         self.gaps = 0
         self._known = frozenset(channels)
         self._assets: dict[str, _Asset] = {}
         self._due: deque[DueWindow] = deque()
 
     def add(self, asset: str, ts: float, values: dict[str, float], received: float) -> str | None:
-        """Buffer one sample; return a reject reason, or None when accepted."""
+        """Buffer one reading (NaN or an absent key: a missing value); a reject reason, or None.
+
+        The reading goes through the asset's :class:`~sensorguard.service.cleaning.Cleaner`:
+        grid rows for a short gap, forward fill, a restart after a long gap or a dropped row.
+        ``missing_channel``: a channel missing for longer than the fill limit; the reading is
+        dropped (it still counts as the asset's latest time) and the window restarts after it.
+        """
         state = self._assets.get(asset)
-        gap = False
         if state is None:
             if len(self._assets) >= self.max_assets:
                 return "too_many_assets"
-        else:
-            last_ts = state.last_ts
-            if ts <= last_ts:  # seen before (a redelivery) or really older than what came already
-                return "duplicate_ts" if ts == last_ts or (state.times == ts).any() else "out_of_order"
-            gap = self.max_gap_s is not None and ts - last_ts > self.max_gap_s
+        elif ts <= state.last_ts:  # seen before (a redelivery) or really older than what came already
+            return "duplicate_ts" if ts == state.last_ts or (state.times == ts).any() else "out_of_order"
         row: list[float] | None = None
         if len(values) == len(self.channels):
             try:  # noqa: SIM105 - hot path; the common case: exactly the model's channels
                 row = [values[c] for c in self.channels]
             except KeyError:
                 pass
-        fills = None
         if row is None:
-            reason, row, fills = self._fill(state, values, gap)
-            if reason is not None:
-                return reason
+            known = self._known
+            for key in values:
+                if key not in known:
+                    return "unknown_channel"
+            row = [values.get(c, NAN) for c in self.channels]
         if state is None:
             state = self._assets[asset] = _Asset(self.window, len(self.channels))
-        elif gap:
-            state.count = 0
-            self.gaps += 1
-        if fills is not None:
-            state.fills, state.filling = fills, True
-        elif state.filling:
-            state.fills, state.filling = [0] * len(self.channels), False
-        self._write(asset, state, ts, row, received)
+        made = state.cleaner.step(ts, row, self.policy)
+        state.last_ts = ts
+        state.times[state.tpos] = ts
+        state.tpos = state.tpos + 1 if state.tpos + 1 < SEEN_TIMES else 0
+        state.seen = received
+        for t, kept, restart in made:
+            if kept is None:
+                continue
+            if restart and state.count:
+                state.count = 0
+                self.gaps += 1
+            self._write(asset, state, t, kept, received)
+        kept = made[-1][1]
+        if kept is None:
+            return "missing_channel"
+        state.last = kept
         return None
-
-    def _fill(
-        self, state: _Asset | None, values: dict[str, float], gap: bool
-    ) -> tuple[str | None, list[float], list[int] | None]:
-        """The slow path: unknown keys reject; missing channels forward-fill within the limit."""
-        known = self._known
-        for key in values:
-            if key not in known:
-                return "unknown_channel", [], None
-        previous = None if state is None or gap else state.last
-        fills = [0] * len(self.channels) if state is None else list(state.fills)
-        row: list[float] = []
-        for i, name in enumerate(self.channels):
-            value = values.get(name)
-            if value is not None:
-                row.append(value)
-                fills[i] = 0
-            elif previous is None or fills[i] >= self.fill_limit:
-                return "missing_channel", [], None
-            else:
-                row.append(previous[i])
-                fills[i] += 1
-        return None, row, fills
 
     def _write(self, asset: str, state: _Asset, ts: float, row: list[float], received: float) -> None:
         window, pos = self.window, state.pos
@@ -171,11 +163,6 @@ class Buffers:
         buf[pos + window] = row
         state.pos = pos + 1 if pos + 1 < window else 0
         state.count += 1
-        state.last_ts = ts
-        state.times[state.tpos] = ts
-        state.tpos = state.tpos + 1 if state.tpos + 1 < SEEN_TIMES else 0
-        state.last = row
-        state.seen = received
         since_full = state.count - window
         if since_full >= 0 and since_full % self.hop == 0:
             values = buf[pos + 1 : pos + 1 + window].T.copy()  # always a copy; ascontiguousarray may not be

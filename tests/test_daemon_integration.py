@@ -216,15 +216,15 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
     send("a", {"samples": [reading(t0 + i) for i in range(6)]})  # too_many_samples
     send("a", reading("yesterday"))  # bad_ts
     send("a", reading(t0, c0="1", c1=2.0, c2=3.0))  # bad_values
-    send("a", b'{"ts": 1767225600, "values": {"c0": NaN, "c1": 1, "c2": 1}}')  # non_finite
+    send("a", b'{"ts": NaN, "values": {"c0": 1, "c1": 1, "c2": 1}}')  # non_finite (a NaN *value* is a missing one)
     send("a", reading(t0))  # accepted (1)
     send("a", reading(t0 + 1, c0=1.0, c1=2.0, c2=3.0, zz=4.0))  # unknown_channel
-    send("a", reading(t0 + 2, c0=1.0, c1=2.0))  # accepted, c2 forward-filled (2)
-    send("a", reading(t0 + 3, c0=1.0, c1=2.0))  # missing_channel: fill_limit 1 used up
+    send("a", reading(t0 + 1, c0=1.0, c1=2.0))  # accepted, c2 forward-filled (2)
+    send("a", reading(t0 + 2, c0=1.0, c1=2.0))  # missing_channel: fill_limit 1 used up
     send("a", reading(t0 - 10))  # out_of_order
-    send("a", reading(t0 + 2))  # duplicate_ts
+    send("a", reading(t0 + 1))  # duplicate_ts
     send("b", reading(t0, c0=1.0))  # missing_channel: nothing to fill a first reading from
-    send("b", reading(t0))  # accepted, second asset (3)
+    send("b", reading(t0 + 1))  # accepted, second asset (3)
     send("c", reading(t0))  # too_many_assets
 
     expected = set(REJECT_REASONS) - {"parse_error"}  # parse_error is a parser bug: nothing sends it
@@ -241,7 +241,7 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
     assert all(counts[r] == 1 for r in expected - {"missing_channel"})
     assert http_status(f"{running.url}/healthz") == 200 and http_status(f"{running.url}/readyz") == 200
     assert http_status(f"{running.url}/nothing-here") == 404
-    send("b", reading(t0 + 1))  # still serving
+    send("b", reading(t0 + 2))  # still serving
     wait_for(lambda: running.value("sensorguard_readings_total") == 4, 10, "a good reading after the bad ones")
     pub.close()
 

@@ -14,7 +14,7 @@ T0 = 1_767_225_600.0
 
 def ingest(**overrides) -> Ingest:
     settings = load_settings({"model": None, "metrics_port": 0, **overrides}, {}, require_model=False)
-    buffers = Buffers(("a", "b"), 4, 2, max_assets=settings.max_assets, fill_limit=settings.fill_limit)
+    buffers = Buffers(("a", "b"), 4, 2, max_assets=settings.max_assets)
     metrics = Metrics(CollectorRegistry(), settings.max_assets)
     return Ingest(settings, buffers, metrics, None)
 

@@ -170,7 +170,6 @@ PER_SAMPLE = [
     ("bad_values", {"ts": TS, "values": 1.0}),
     ("bad_values", {"ts": TS, "values": {"a": "1.0"}}),
     ("bad_values", {"ts": TS, "values": {"a": True}}),
-    ("bad_values", {"ts": TS, "values": {"a": None}}),
     ("bad_values", {"ts": TS, "values": {"a": 1.0, "b": [2.0]}}),
     ("not_object", [TS, {"a": 1.0}]),
     ("not_object", None),
@@ -187,27 +186,32 @@ def test_per_sample_rejects(reason: str, sample: object) -> None:
         assert parse(sample) == Parsed("pump-7", [], [reason])
 
 
+def test_a_non_finite_ts_rejects_the_sample() -> None:
+    assert parse(b'{"ts": NaN, "values": {"a": 1.0}}') == Parsed("pump-7", [], ["non_finite"])
+
+
 @pytest.mark.parametrize(
     "raw",
     [
-        b'{"ts": 1700000000, "values": {"a": NaN}}',
-        b'{"ts": 1700000000, "values": {"a": 1.0, "b": Infinity}}',
-        b'{"ts": 1700000000, "values": {"a": -Infinity}}',
-        b'{"ts": 1700000000, "values": {"a": 1e999}}',
-        b'{"ts": NaN, "values": {"a": 1.0}}',
-        b'{"ts": 1700000000, "values": {"a": ' + b"9" * 400 + b"}}",
+        b'{"ts": 1700000000, "values": {"a": NaN, "b": 2}}',
+        b'{"ts": 1700000000, "values": {"a": Infinity, "b": 2.0}}',
+        b'{"ts": 1700000000, "values": {"a": -Infinity, "b": 2.0}}',
+        b'{"ts": 1700000000, "values": {"a": 1e999, "b": 2.0}}',
+        b'{"ts": 1700000000, "values": {"a": null, "b": 2.0}}',
+        b'{"ts": 1700000000, "values": {"a": ' + b"9" * 400 + b', "b": 2.0}}',
     ],
 )
-def test_non_finite(raw: bytes) -> None:
-    assert parse(raw) == Parsed("pump-7", [], ["non_finite"])
+def test_a_value_that_is_not_a_finite_number_is_a_missing_value_not_a_lost_reading(raw: bytes) -> None:
+    (sample,) = parse(raw).samples
+    assert math.isnan(sample.values["a"]) and sample.values["b"] == 2.0 and type(sample.values["b"]) is float
 
 
-def test_non_finite_in_a_batch_drops_only_that_sample() -> None:
+def test_a_batch_with_a_missing_value_keeps_every_sample() -> None:
     raw = json.dumps(
         {"samples": [{"ts": TS, "values": {"a": math.nan}}, {"ts": TS + 1, "values": {"a": 2.0}}]}
     )
     p = parse(raw.encode())
-    assert p.rejects == ["non_finite"] and p.samples == [Sample(TS + 1, {"a": 2.0})]
+    assert p.rejects == [] and len(p.samples) == 2 and math.isnan(p.samples[0].values["a"])
 
 
 def test_every_reason_used_by_the_parser_is_listed() -> None:

@@ -15,6 +15,7 @@ from sensorguard.service.payload import REJECT_REASONS
 from sensorguard.service.windows import Buffers
 
 CH = ("a", "b", "c")
+NAN = float("nan")
 
 
 def row(t: float) -> dict[str, float]:
@@ -127,7 +128,9 @@ def test_windows_are_copies() -> None:
 def test_channel_rejects_on_a_new_asset(values: dict, reason: str) -> None:
     bufs = Buffers(CH, window=2, hop=1)
     assert bufs.add("p", 1.0, values, 0.0) == reason
-    assert len(bufs) == 0, "a rejected first sample takes no asset slot"
+    # an unknown channel takes no asset slot; a dropped incomplete reading does, as offline its
+    # values stay the fill source of the channels it had
+    assert len(bufs) == (reason == "missing_channel")
 
 
 def test_order_rejects_leave_the_asset_untouched() -> None:
@@ -141,16 +144,20 @@ def test_order_rejects_leave_the_asset_untouched() -> None:
     assert w.window[0].tolist() == [5.0, 6.0]
 
 
-def test_forward_fill_up_to_the_limit() -> None:
-    bufs = Buffers(CH, window=4, hop=1, fill_limit=2)
+def test_forward_fill_up_to_the_limit_then_the_window_restarts() -> None:
+    bufs = Buffers(CH, window=3, hop=1, fill_limit=2)
     feed(bufs, "p", [1])
     assert bufs.add("p", 2.0, {"a": 2.0, "c": -2.0}, 0.0) is None
-    assert bufs.add("p", 3.0, {"a": 3.0, "c": -3.0}, 0.0) is None
-    assert bufs.add("p", 4.0, {"a": 4.0, "c": -4.0}, 0.0) == "missing_channel"  # a third fill in a row
-    assert bufs.add("p", 4.0, {"a": 4.0, "b": 40.0}, 0.0) is None  # c's own run is fresh
+    assert bufs.add("p", 3.0, {"a": 3.0, "b": NAN, "c": -3.0}, 0.0) is None  # NaN is a missing value too
     (w,) = bufs.drain()
-    np.testing.assert_array_equal(w.window, [[1, 2, 3, 4], [10, 10, 10, 40], [-1, -2, -3, -3]])
-    assert bufs.add("p", 5.0, {"a": 5.0, "c": -5.0}, 0.0) is None  # b present again reset its run
+    np.testing.assert_array_equal(w.window, [[1, 2, 3], [10, 10, 10], [-1, -2, -3]])
+    assert bufs.add("p", 4.0, {"a": 4.0, "c": -4.0}, 0.0) == "missing_channel"  # a third fill in a row: dropped
+    assert bufs.add("p", 4.0, row(4.0), 0.0) == "duplicate_ts"  # the dropped reading still had its time
+    assert bufs.add("p", 5.0, {"a": 5.0, "b": 50.0}, 0.0) is None  # b back; c filled from -4 (its last value)
+    assert bufs.gaps == 1 and bufs.drain() == []  # the window restarted after the dropped row
+    feed(bufs, "p", [6, 7])
+    (w,) = bufs.drain()
+    np.testing.assert_array_equal(w.window, [[5, 6, 7], [50, 60, 70], [-4, -6, -7]])
 
 
 def test_fill_limit_zero_requires_every_channel() -> None:
@@ -163,7 +170,8 @@ def test_no_forward_fill_across_a_gap() -> None:
     bufs = Buffers(CH, window=2, hop=1, max_gap_s=10.0)
     feed(bufs, "p", [1])
     assert bufs.add("p", 100.0, {"a": 1.0, "b": 1.0}, 0.0) == "missing_channel"
-    assert bufs.gaps == 0, "a rejected sample does not restart the buffer"
+    feed(bufs, "p", [101, 102])
+    assert [w.ts for w in bufs.drain()] == [102.0]  # the window restarted at 101
 
 
 def test_max_assets() -> None:
@@ -197,7 +205,7 @@ def test_every_reason_is_a_known_reject_reason() -> None:
         "duplicate_ts": bufs.add("p", 10.0, row(10.0), 0.0),
         "out_of_order": bufs.add("p", 9.0, row(9.0), 0.0),
     }
-    assert bufs.add("q", 11.0, row(11.0), 0.0) is None
+    assert bufs.add("q", 12.0, row(12.0), 0.0) is None
     returned["too_many_assets"] = bufs.add("r", 11.0, row(11.0), 0.0)
     assert {case: reason for case, reason in returned.items() if reason not in REJECT_REASONS} == {}
     assert all(case == reason for case, reason in returned.items()), returned

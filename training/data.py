@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sensorguard.service.cleaning import CleaningPolicy, clean_rows, infer_policy
+
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
                "changepoint", "changepoints"}
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "time_stamp", "date_time")
@@ -39,6 +41,7 @@ class SensorData:
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     source_times: np.ndarray | None = None  # every input row's time, in file order (for per-row output)
+    cleaning: CleaningPolicy | None = None  # the policy the rows were cleaned with
     assets: np.ndarray | None = None  # per row, its machine (files with an asset column); None: one machine
     source_assets: np.ndarray | None = None  # every input row's machine, in file order
 
@@ -64,6 +67,7 @@ class SensorData:
             self.sample_period,
             {k: v[mask] for k, v in self.labels.items()},
             self.notes,
+            cleaning=self.cleaning,
             assets=None if self.assets is None else self.assets[mask],
         )
 
@@ -123,11 +127,13 @@ def load_frame(
     label_column: str | None = None,
     fill_limit: int = 5,
     asset_column: str | None = None,
+    policy: CleaningPolicy | None = None,
 ) -> SensorData:
-    """Load, sort, de-duplicate, fill short gaps and split at long gaps.
+    """Load, sort, de-duplicate, then clean as the daemon does (:mod:`sensorguard.service.cleaning`).
 
     fill_limit: gaps of up to this many missing samples are forward-filled; longer gaps start a
-    new segment.
+    new segment. policy: the cleaning policy to apply (a bundle's, when scoring); None: inferred
+    from the data (training) with ``fill_limit``.
     asset_column: rows of several machines in one table (default: a column named ``asset``, as
     written by the daemon's recorder); each machine is cleaned as its own series.
     """
@@ -140,7 +146,8 @@ def load_frame(
             raise DataError(f"{p}: columns differ from {paths[0]}")
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
-    return series_from_frame(frame, name, time_column, channels, exclude, label_column, fill_limit, asset_column)
+    return series_from_frame(frame, name, time_column, channels, exclude, label_column, fill_limit, asset_column,
+                             policy)
 
 
 def series_from_frame(
@@ -152,6 +159,7 @@ def series_from_frame(
     label_column: str | None = None,
     fill_limit: int = 5,
     asset_column: str | None = None,
+    policy: CleaningPolicy | None = None,
 ) -> SensorData:
     """The cleaning half of :func:`load_frame`, for a table already in memory; ``name`` labels errors."""
     notes: list[str] = []
@@ -170,7 +178,7 @@ def series_from_frame(
     if asset_column is None and "asset" in frame.columns:
         asset_column = "asset"
     if asset_column is None:
-        data = _clean_series(times, values, labels, chosen, fill_limit, notes)
+        data = _clean_series(times, values, labels, chosen, fill_limit, notes, policy)
     else:  # several machines in one file: each is its own series, never stitched to another
         if asset_column not in frame.columns:
             raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {_cols(frame)})")
@@ -180,7 +188,7 @@ def series_from_frame(
             rows = assets == asset
             part_notes: list[str] = []
             sub_labels = {k: v[rows] for k, v in labels.items()}
-            part = _clean_series(times[rows], values[rows], sub_labels, chosen, fill_limit, part_notes)
+            part = _clean_series(times[rows], values[rows], sub_labels, chosen, fill_limit, part_notes, policy)
             parts.append(replace(part, assets=np.full(len(part), asset, dtype=object)))
             notes += [f"{asset}: {n}" for n in part_notes]
         data = replace(concat_series(parts, notes), source_assets=assets)
@@ -189,22 +197,20 @@ def series_from_frame(
     return replace(data, source_times=times)
 
 
-def _clean_series(times, values, labels, channels, fill_limit, notes) -> SensorData:
+def _clean_series(times, values, labels, channels, fill_limit, notes, policy=None) -> SensorData:
     """Sort one machine's rows by time, drop duplicate stamps, fill short gaps, split at long ones."""
     order = np.argsort(times, kind="stable")
     if (np.diff(order) < 0).any():
         notes.append("rows were not in time order: sorted")
     times, values = times[order], values[order]
     labels = {k: v[order] for k, v in labels.items()}
-    dup = np.concatenate([times[1:] == times[:-1], [False]])
-    if dup.any():
-        notes.append(f"{int(dup.sum())} duplicate timestamps: kept the last row of each")
+    dup = np.concatenate([[False], times[1:] == times[:-1]])
+    if dup.any():  # the first, as the daemon keeps the first and rejects a repeat as duplicate_ts
+        notes.append(f"{int(dup.sum())} duplicate timestamps: kept the first row of each")
         keep = ~dup
         times, values = times[keep], values[keep]
         labels = {k: v[keep] for k, v in labels.items()}
-    values = values.copy()
-    values[~np.isfinite(values)] = np.nan
-    return _fill_and_segment(times, values, labels, channels, fill_limit, notes)
+    return _fill_and_segment(times, values, labels, channels, fill_limit, notes, policy)
 
 
 def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> SensorData:
@@ -225,6 +231,8 @@ def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> Sen
         sample_period=float(np.median(periods)) if periods else None,
         labels={k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels},
         notes=tuple(notes),
+        cleaning=None if parts[0].cleaning is None else replace(
+            parts[0].cleaning, sample_period=float(np.median(periods)) if periods else None),
         assets=np.concatenate([p.assets for p in parts]) if all(p.assets is not None for p in parts) else None,
     )
 
@@ -307,67 +315,42 @@ def _fill_and_segment(
     channels: tuple[str, ...],
     fill_limit: int,
     notes: list[str],
+    policy: CleaningPolicy | None = None,
 ) -> SensorData:
+    """Grid rows, forward fill and window restarts by the one cleaning implementation the daemon runs."""
     ok_time = np.isfinite(times)
     times, values = times[ok_time], values[ok_time]
     labels = {k: v[ok_time] for k, v in labels.items()}
-    diffs = np.diff(times)
-    period = float(np.median(diffs)) if len(diffs) else None
-    if period is not None and period <= 0:
-        period = None
-    frame = pd.DataFrame(values, columns=list(channels))
-    segment = np.zeros(len(times), dtype=np.int64)
-    if period is not None and len(diffs):
-        regular = np.mean(np.abs(diffs - period) <= 0.1 * period) >= 0.8
-        long_gap = diffs > (fill_limit + 1) * period if regular else diffs > 10 * (fill_limit + 1) * period
-        if regular:
-            short = (diffs > 1.5 * period) & ~long_gap
-            if short.any():
-                times, frame, labels, segment = _insert_rows(times, frame, labels, diffs, short, period, long_gap)
-                notes.append(f"{int(short.sum())} short gaps forward-filled (up to {fill_limit} samples)")
-            else:
-                segment = np.concatenate([[0], np.cumsum(long_gap)])
-        else:
-            segment = np.concatenate([[0], np.cumsum(long_gap)])
+    if policy is None:
+        policy = infer_policy(times, fill_limit)
+        if policy.sample_period is not None and not policy.regular:
             notes.append("sampling is irregular: no gap filling, only splits at long gaps")
-        n_long = int(long_gap.sum())
-        if n_long:
-            notes.append(f"{n_long} long gaps: series split into {n_long + 1} segments")
-    n_missing = int(frame.isna().to_numpy().sum())
-    frame = frame.groupby(segment).ffill(limit=fill_limit) if n_missing else frame
-    if n_missing:
-        notes.append(f"{n_missing} missing values forward-filled (up to {fill_limit} in a row)")
-    complete = frame.notna().all(axis=1).to_numpy()
-    if not complete.all():
-        notes.append(f"{int((~complete).sum())} rows still incomplete after filling: dropped, series split there")
-        segment = segment + np.cumsum(~complete)  # a dropped row ends its segment
-        keep = complete
-        times, frame, segment = times[keep], frame[keep], segment[keep]
-        labels = {k: v[keep] for k, v in labels.items()}
+    elif len(times) > 1 and policy.sample_period:
+        own = float(np.median(np.diff(times)))
+        if abs(own - policy.sample_period) > 0.1 * policy.sample_period:
+            notes.append(f"sampled every {own:.4g} s, the model every {policy.sample_period:.4g} s: "
+                         "gaps are judged on the model's grid (resample or retrain)")
+    new_times, new_values, segment, source, counts = clean_rows(times, values, policy)
+    if counts["inserted"]:
+        notes.append(f"{counts['inserted']} grid rows inserted in short gaps and forward-filled "
+                     f"(up to {policy.fill_limit} samples)")
+    if counts["missing"]:
+        notes.append(f"{counts['missing']} missing values forward-filled (up to {policy.fill_limit} in a row)")
+    if counts["dropped"]:
+        notes.append(f"{counts['dropped']} rows still incomplete after filling: dropped, series split there")
+    if counts["restarts"]:
+        notes.append(f"{counts['restarts']} window restarts (long gaps, dropped rows): "
+                     f"{counts['restarts'] + 1} segments")
     return SensorData(
-        values=frame.to_numpy(dtype=np.float64),
-        times=times,
+        values=new_values,
+        times=new_times,
         segments=_renumber(segment),
         channels=channels,
-        sample_period=period,
-        labels=labels,
+        sample_period=policy.sample_period,
+        labels={k: v[source] for k, v in labels.items()},
         notes=tuple(notes),
+        cleaning=policy,
     )
-
-
-def _insert_rows(times, frame, labels, diffs, short, period, long_gap):
-    """Insert NaN rows on the sampling grid inside short gaps (filled later) and mark segments."""
-    n_new = np.where(short, np.round(diffs / period).astype(np.int64) - 1, 0)
-    repeat = np.concatenate([n_new + 1, [1]])
-    idx = np.repeat(np.arange(len(times)), repeat)
-    offset = np.concatenate([np.arange(r) for r in repeat])
-    new_times = times[idx] + offset * period
-    is_new = offset > 0
-    new_frame = frame.iloc[idx].reset_index(drop=True)
-    new_frame[is_new] = np.nan
-    new_labels = {k: v[idx] for k, v in labels.items()}
-    seg = np.concatenate([[0], np.cumsum(long_gap)])[idx]
-    return new_times, new_frame, new_labels, seg
 
 
 def _renumber(segment: np.ndarray) -> np.ndarray:

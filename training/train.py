@@ -136,6 +136,8 @@ def train_bundle(
         threshold_=1.0,
         state_dict=fit.state,
         sample_period=data.sample_period,
+        regular=data.cleaning.regular if data.cleaning else True,
+        fill_limit=data.cleaning.fill_limit if data.cleaning else 5,
         training={
             **data.fingerprint(),
             "splits": {"train": len(splits.train), "validation": len(splits.validation),

@@ -1,0 +1,211 @@
+"""One cleaning policy, one implementation: how a stream of readings becomes rows on a sample grid.
+
+The daemon (per asset, one reading at a time) and the offline verbs (a whole file, rows sorted by
+time) run the same :class:`Cleaner`, so they see the same rows, the same window restarts and so
+the same scores. The policy is the bundle's (``bundle.json`` ``cleaning``, decided from the
+training data); ``serve --fill-limit`` and ``--max-gap-s`` override it.
+
+Per reading, in order:
+
+1. **Gap.** More than ``restart_gap`` seconds since the previous reading (``fill_limit + 1``
+   sample periods; ten times that for irregular sampling) restarts the window, and forward fill
+   has nothing to fill from. A shorter gap of more than 1.5 periods on a regular grid gets the
+   missing grid rows inserted (``round(gap / period) - 1`` of them), every channel missing.
+2. **Missing or NaN channel.** A channel absent from a reading, NaN or infinite, takes its last
+   value, at most ``fill_limit`` rows in a row (counted per channel, inserted rows included).
+3. **Incomplete row.** A row a channel cannot be filled in is dropped, and the next kept row
+   starts a new window: no window holds a made-up value older than the fill limit. The channel's
+   last real value stays the fill source for the others.
+
+Duplicate and older timestamps are the caller's business (live: rejected and counted; offline:
+rows are sorted and duplicate stamps dropped first).
+
+>>> policy = CleaningPolicy(sample_period=1.0, fill_limit=2)
+>>> cleaner = Cleaner(2)
+>>> cleaner.step(0.0, [1.0, 5.0], policy), cleaner.step(1.0, [2.0, NAN], policy)
+([(0.0, [1.0, 5.0], False)], [(1.0, [2.0, 5.0], False)])
+>>> cleaner.step(4.0, [4.0, 6.0], policy)  # two grid rows; the second holds a channel filled too long
+[(2.0, [2.0, 5.0], False), (3.0, None, False), (4.0, [4.0, 6.0], True)]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+NAN = float("nan")
+REGULAR_TOLERANCE = 0.1  # a grid is regular when 80 % of the steps are within 10 % of the period
+REGULAR_SHARE = 0.8
+IRREGULAR_GAP_FACTOR = 10  # irregular sampling: only a much longer silence restarts the window
+
+
+@dataclass(frozen=True)
+class CleaningPolicy:
+    """How readings are put on the sample grid and filled (recorded in ``bundle.json``).
+
+    sample_period: seconds between readings (the training data's median step); None: unknown.
+    regular: the training data sat on a grid (gaps are filled); False: only long gaps restart.
+    fill_limit: readings in a row a missing channel takes its last value.
+    max_gap_s: a serve override of the gap that restarts the window (None: from the period).
+    """
+
+    sample_period: float | None = None
+    regular: bool = True
+    fill_limit: int = 5
+    max_gap_s: float | None = None
+
+    @property
+    def restart_gap(self) -> float | None:
+        """Seconds of silence after which the window restarts (None: never)."""
+        if self.max_gap_s is not None:
+            return self.max_gap_s
+        if self.sample_period is None:
+            return None
+        factor = 1 if self.regular else IRREGULAR_GAP_FACTOR
+        return factor * (self.fill_limit + 1) * self.sample_period
+
+    def grid_rows(self, gap: float) -> int:
+        """Grid rows missing between two readings ``gap`` seconds apart (0 off a regular grid)."""
+        period = self.sample_period
+        if period is None or not self.regular or gap <= 1.5 * period:
+            return 0
+        return int(round(gap / period)) - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sample_period": self.sample_period, "regular": self.regular, "fill_limit": self.fill_limit}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None, sample_period: float | None = None) -> CleaningPolicy:
+        """The policy of ``bundle.json``; bundles before it: their sample period, a regular grid, 5."""
+        raw = raw or {}
+        period = raw.get("sample_period", sample_period)
+        policy = cls(sample_period=None if period is None else float(period), regular=bool(raw.get("regular", True)),
+                     fill_limit=int(raw.get("fill_limit", 5)))
+        if policy.sample_period is not None and not (math.isfinite(policy.sample_period) and policy.sample_period > 0):
+            raise ValueError(f"cleaning sample_period must be a positive number, got {policy.sample_period}")
+        if policy.fill_limit < 0:
+            raise ValueError(f"cleaning fill_limit must be >= 0, got {policy.fill_limit}")
+        return policy
+
+
+def infer_policy(times: Any, fill_limit: int = 5) -> CleaningPolicy:
+    """The policy of training data: its median step and whether it sits on a grid."""
+    import numpy as np
+
+    diffs = np.diff(np.asarray(times, dtype=np.float64))
+    diffs = diffs[np.isfinite(diffs)]
+    period = float(np.median(diffs)) if len(diffs) else None
+    if period is None or period <= 0:
+        return CleaningPolicy(None, True, fill_limit)
+    regular = bool(np.mean(np.abs(diffs - period) <= REGULAR_TOLERANCE * period) >= REGULAR_SHARE)
+    return CleaningPolicy(period, regular, fill_limit)
+
+
+class Cleaner:
+    """One asset's cleaning state: the last reading's time, each channel's last real value and
+    how many rows in a row it has been filled."""
+
+    __slots__ = ("last_ts", "last", "fills", "filling", "broken")
+
+    def __init__(self, n_channels: int) -> None:
+        self.last_ts: float | None = None
+        self.last = [NAN] * n_channels  # each channel's last real value (NaN: none yet)
+        self.fills = [0] * n_channels  # rows in a row each channel was filled (or missing)
+        self.filling = False  # some fills may be > 0 (the common path skips resetting them)
+        self.broken = False  # a row was dropped or the gap was long: the next kept row restarts the window
+
+    def step(self, ts: float, row: list[float], policy: CleaningPolicy) -> list[tuple[float, list[float] | None, bool]]:
+        """The grid rows one reading makes, oldest first: ``(ts, values or None if dropped, restart)``.
+
+        ``row``: the reading's values in channel order, NaN where missing. ``restart``: the window
+        starts afresh at this row (after a long gap or a dropped row).
+        """
+        out: list[tuple[float, list[float] | None, bool]] = []
+        if self.last_ts is not None:
+            gap = ts - self.last_ts
+            limit = policy.restart_gap
+            if limit is not None and gap > limit:
+                self.last = [NAN] * len(self.last)
+                self.fills = [0] * len(self.fills)
+                self.filling = False
+                self.broken = True
+            else:
+                missing = policy.grid_rows(gap)
+                if missing:
+                    period = policy.sample_period or 0.0
+                    blank = [NAN] * len(row)
+                    for k in range(1, missing + 1):
+                        out.append(self._fill(self.last_ts + k * period, blank, policy.fill_limit))
+        self.last_ts = ts
+        out.append(self._fill(ts, row, policy.fill_limit))
+        return out
+
+    def _fill(self, ts: float, row: list[float], fill_limit: int) -> tuple[float, list[float] | None, bool]:
+        total = sum(row)
+        if total - total == 0.0:  # every value finite: the common case, nothing to fill
+            self.last = row
+            if self.filling:
+                self.fills = [0] * len(row)
+                self.filling = False
+            restart, self.broken = self.broken, False
+            return ts, row, restart
+        last, fills = list(self.last), self.fills  # a new list: rows handed out are never changed
+        values = list(row)
+        complete = True
+        for i, value in enumerate(values):
+            if value - value == 0.0:  # finite
+                last[i] = value
+                fills[i] = 0
+            else:
+                fills[i] += 1
+                if fills[i] <= fill_limit and last[i] == last[i]:
+                    values[i] = last[i]
+                else:
+                    complete = False
+        self.last, self.filling = last, True
+        if not complete:
+            self.broken = True
+            return ts, None, False
+        restart, self.broken = self.broken, False
+        return ts, values, restart
+
+
+def clean_rows(times: Any, values: Any, policy: CleaningPolicy) -> tuple[Any, Any, Any, Any, dict[str, int]]:
+    """A time-sorted series (no duplicate stamps) cleaned as the daemon would: ``(times, values,
+    segments, source, counts)``; a new segment wherever a window restarts, ``source`` the input row
+    each output row comes from (an inserted grid row: the reading before it). counts: rows
+    ``inserted``, input values ``missing``, rows ``dropped``, ``restarts``."""
+    import numpy as np
+
+    times = np.asarray(times, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64).reshape(len(times), -1)
+    diffs = np.diff(times)
+    gap = policy.restart_gap
+    quiet = not len(diffs) or (policy.grid_rows(float(diffs.max())) == 0 and (gap is None or diffs.max() <= gap))
+    if quiet and np.isfinite(values).all():  # the common case: nothing to insert, fill or restart
+        counts = {"inserted": 0, "missing": 0, "dropped": 0, "restarts": 0}
+        return times, values, np.zeros(len(times), dtype=np.int64), np.arange(len(times)), counts
+    cleaner = Cleaner(values.shape[1])
+    out_t: list[float] = []
+    out_v: list[list[float]] = []
+    segments: list[int] = []
+    source: list[int] = []
+    segment, inserted, dropped = 0, 0, 0
+    for i, (t, row) in enumerate(zip(times.tolist(), values.tolist(), strict=True)):
+        made = cleaner.step(t, row, policy)
+        inserted += len(made) - 1
+        for j, (ts, kept, restart) in enumerate(made):
+            if kept is None:
+                dropped += 1
+                continue
+            if restart and out_t:
+                segment += 1
+            out_t.append(ts)
+            out_v.append(kept)
+            segments.append(segment)
+            source.append(i if j == len(made) - 1 else i - 1)
+    counts = {"inserted": inserted, "missing": int((~np.isfinite(values)).sum()), "dropped": dropped,
+              "restarts": segment}
+    return (np.asarray(out_t, dtype=np.float64), np.asarray(out_v, dtype=np.float64).reshape(-1, values.shape[1]),
+            np.asarray(segments, dtype=np.int64), np.asarray(source, dtype=np.int64), counts)
