@@ -90,10 +90,15 @@ class CleaningPolicy:
 
 
 def infer_policy(times: Any, fill_limit: int = 5) -> CleaningPolicy:
-    """The policy of training data: its median step and whether it sits on a grid."""
+    """The policy of training data: its median step and whether it sits on a grid.
+
+    times: one sorted series, or a list of them (several machines: one policy for all, as the
+    bundle records one).
+    """
     import numpy as np
 
-    diffs = np.diff(np.asarray(times, dtype=np.float64))
+    series = times if isinstance(times, list) else [times]
+    diffs = np.concatenate([np.diff(np.asarray(t, dtype=np.float64)) for t in series] or [np.zeros(0)])
     diffs = diffs[np.isfinite(diffs)]
     period = float(np.median(diffs)) if len(diffs) else None
     if period is None or period <= 0:
@@ -179,7 +184,11 @@ def clean_rows(times: Any, values: Any, policy: CleaningPolicy) -> tuple[Any, An
     import numpy as np
 
     times = np.asarray(times, dtype=np.float64)
-    values = np.asarray(values, dtype=np.float64).reshape(len(times), -1)
+    values = np.asarray(values, dtype=np.float64)
+    if not len(times):
+        counts = {"inserted": 0, "missing": 0, "dropped": 0, "restarts": 0}
+        return times, values, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), counts
+    values = values.reshape(len(times), -1)
     diffs = np.diff(times)
     gap = policy.restart_gap
     quiet = not len(diffs) or (policy.grid_rows(float(diffs.max())) == 0 and (gap is None or diffs.max() <= gap))

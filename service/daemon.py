@@ -32,7 +32,8 @@ is built off every lock and assigned under the holder's lock, which the worker h
 forward pass of one batch. So a swap lands between two batches: the buffers and the queue of due
 windows are untouched (no reading dropped or scored twice, the cadence goes on), each batch is
 scored entirely by one model and its events carry that model's name, version and threshold, and
-alert states carry over (1.0 is the line under either model). The daemon keeps the hop it started
+alert states carry over (1.0 is the line under either model), and the new bundle's cleaning
+policy applies from the next reading. The daemon keeps the hop it started
 with. A refused bundle leaves the old model serving and is not retried until ``CURRENT`` changes
 again or SIGHUP.
 
@@ -120,6 +121,7 @@ class Daemon:
                                policy=cleaning_policy(bundle, settings))
         self.recorder = recording(settings, bundle.channels)
         self.ingest = Ingest(settings, self.buffers, self.metrics, self.recorder)
+        self.models.on_swap = lambda new: self.ingest.set_policy(cleaning_policy(new, settings))
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
                                      lambda: self.ingest.stopping)
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
@@ -157,8 +159,9 @@ class Daemon:
             b.name, b.version, len(b.channels), b.window, self.hop, b.threshold_,
             s.redacted()["broker"], s.mqtt_version, s.client_id, host, port,
         )
-        if (note := hop_warning(self.hop, b)) is not None:
-            log.warning(note)
+        for note in (hop_warning(self.hop, b), stale_warning(self.buffers.policy, self.rules.stale_after)):
+            if note is not None:
+                log.warning(note)
         if self.recorder is not None:
             log.info("recording readings far from alerts to %s (guard %.0f s, at most %g MB, %g days)",
                      s.record_dir, s.record_guard_s, s.record_max_mb, s.record_max_age_days)
@@ -307,6 +310,16 @@ def cleaning_policy(bundle: Bundle, settings: Settings) -> CleaningPolicy:
     if settings.fill_limit is not None:
         policy = replace(policy, fill_limit=settings.fill_limit)
     return replace(policy, max_gap_s=settings.max_gap_s)
+
+
+def stale_warning(policy: CleaningPolicy, stale_after: float) -> str | None:
+    """Why a ``stale_after_s`` shorter than the gap the bundle fills breaks live == offline."""
+    gap = policy.restart_gap
+    if gap is None or stale_after >= gap:
+        return None
+    return (f"stale_after_s {stale_after:g} is shorter than the {gap:g} s gap the bundle's cleaning fills: an asset "
+            "silent that long goes stale (its window and alert state restart) where score carries on; "
+            f"set stale_after_s >= {gap:g}")
 
 
 def hop_warning(hop: int, bundle: Bundle) -> str | None:

@@ -64,6 +64,7 @@ class ModelHolder:
         self._pointer: str | None = bundle.version  # CURRENT as last acted on (loaded or refused)
         self._wake = threading.Event()
         self._forced = False
+        self.on_swap: Callable[[Bundle], None] | None = None  # told of each new bundle, after the swap
 
     def request_reload(self) -> None:
         """Check for a new model now (SIGHUP). Only sets flags, so it is safe in a signal handler.
@@ -147,6 +148,8 @@ class ModelHolder:
             old = self.bundle
             self.bundle, self.scorer = new, scorer
         swapped = time.perf_counter()
+        if self.on_swap is not None:
+            self.on_swap(new)
         self.metrics.set_model(new.name, new.version, new.threshold_)
         now = time.time()
         record = {

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
@@ -49,6 +50,11 @@ class Ingest:
         self.accepting = False
         self.stopping = False
         self._reject_log = RateLimiter(REJECT_LOG_INTERVAL_S)
+
+    def set_policy(self, policy: CleaningPolicy) -> None:
+        """Clean from the next reading on with ``policy`` (a hot-swapped bundle's); state carries over."""
+        with self.cond:
+            self.buffers.policy = policy
 
     def stop(self) -> None:
         """Stop accepting (unacknowledged messages stay with the broker) and wake the worker for its last batch."""

@@ -7,8 +7,11 @@ queue in batches and scores all assets in one forward pass. The cadence is exact
 as the offline ``sensorguard score``.
 
 The checks that need per-asset state live here, not in the parser: channel names against the
-model, timestamp order, forward fill and the cap on distinct assets. A rejected sample leaves the
-asset untouched (a rejected first sample does not even take an asset slot).
+model, timestamp order, cleaning (:mod:`sensorguard.service.cleaning`) and the cap on distinct
+assets. A reading rejected for its channels or order leaves the asset untouched (and takes no
+slot); one dropped by cleaning (``missing_channel``) still advances the asset's time and fill
+sources, as offline, but does not count as hearing from it: an asset whose readings are all
+dropped goes stale.
 
 Storage is a ``(2 * window, C)`` array in which each sample is written twice, at ``p`` and
 ``p + window``, so the latest window is always the contiguous rows ``p + 1 .. p + window``: a
@@ -138,11 +141,11 @@ class Buffers:
             row = [values.get(c, NAN) for c in self.channels]
         if state is None:
             state = self._assets[asset] = _Asset(self.window, len(self.channels))
+            state.seen = received
         made = state.cleaner.step(ts, row, self.policy)
         state.last_ts = ts
         state.times[state.tpos] = ts
         state.tpos = state.tpos + 1 if state.tpos + 1 < SEEN_TIMES else 0
-        state.seen = received
         for t, kept, restart in made:
             if kept is None:
                 continue
@@ -152,8 +155,9 @@ class Buffers:
             self._write(asset, state, t, kept, received)
         kept = made[-1][1]
         if kept is None:
-            return "missing_channel"
+            return "missing_channel"  # not "seen": an asset whose readings are all dropped goes stale
         state.last = kept
+        state.seen = received
         return None
 
     def _write(self, asset: str, state: _Asset, ts: float, row: list[float], received: float) -> None:

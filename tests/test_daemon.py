@@ -220,3 +220,25 @@ def test_a_serving_hop_other_than_the_bundles_is_warned_about(tiny_bundle):
     assert hop_warning(4, bundle) is None
     assert "judged more than once" in hop_warning(1, bundle) and "train --hop 1" in hop_warning(1, bundle)
     assert "partly not at all" in hop_warning(8, bundle)
+
+
+def test_a_hot_swap_adopts_the_new_bundles_cleaning_policy(tiny_bundle, tmp_path):
+    from dataclasses import replace
+
+    from sensorguard.service.bundle import save_bundle
+
+    save_bundle(tiny_bundle, tmp_path / "m")
+    daemon, _ = make(tiny_bundle, model=str(tmp_path / "m"))
+    assert daemon.buffers.policy.fill_limit == 5
+    save_bundle(replace(tiny_bundle, fill_limit=2), tmp_path / "m")
+    assert daemon.check_model(force=True) is True  # the same directory, reloaded (SIGHUP)
+    assert daemon.buffers.policy == replace(tiny_bundle.cleaning, fill_limit=2)
+
+
+def test_a_stale_after_shorter_than_the_filled_gap_is_warned_about(tiny_bundle):
+    from sensorguard.service.cleaning import CleaningPolicy
+    from sensorguard.service.daemon import stale_warning
+
+    policy = CleaningPolicy(sample_period=60.0, fill_limit=5)  # fills gaps up to 360 s
+    assert "stale_after_s >= 360" in stale_warning(policy, 300.0)
+    assert stale_warning(policy, 360.0) is None and stale_warning(CleaningPolicy(), 1.0) is None

@@ -236,3 +236,12 @@ def test_redelivered_older_samples_are_duplicates_not_disorder() -> None:
     assert bufs.add("p", 3.0, row(9), 1.0) == "duplicate_ts"
     assert bufs.add("p", 3.5, row(9), 1.0) == "out_of_order"
     assert bufs.add("p", 1.0, row(9), 1.0) == "duplicate_ts"
+
+
+def test_an_asset_whose_readings_are_all_dropped_is_not_heard_from() -> None:
+    bufs = Buffers(CH, window=2, hop=1)
+    assert bufs.add("p", 1.0, {"a": 1.0}, received=5.0) == "missing_channel"
+    assert bufs.add("p", 2.0, {"a": 1.0}, received=20.0) == "missing_channel"
+    assert bufs.idle(before=10.0) == ["p"]  # so it goes stale and frees its slot
+    assert bufs.add("p", 3.0, row(3.0), received=30.0) is None
+    assert bufs.idle(before=10.0) == []

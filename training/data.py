@@ -184,6 +184,11 @@ def series_from_frame(
             raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {_cols(frame)})")
         assets = frame[asset_column].astype(str).to_numpy()
         parts = []
+        if policy is None:  # one policy for all machines: the bundle records one, serve applies one
+            finite = np.isfinite(times)
+            policy = infer_policy([np.unique(times[finite & (assets == a)]) for a in sorted(set(assets))], fill_limit)
+            if policy.sample_period is not None and not policy.regular:
+                notes.append("sampling is irregular: no gap filling, only splits at long gaps")
         for asset in sorted(set(assets)):
             rows = assets == asset
             part_notes: list[str] = []

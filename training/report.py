@@ -16,6 +16,7 @@ not change plotting elsewhere in the same process.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,16 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
         frame.insert(0, "timestamp", pd.to_datetime(data.times[rows], unit="s", utc=True))
         if label_column:
             frame["anomaly"] = data.labels[label_column][rows]
-        tag = "" if asset is None else "_" + re.sub(r"[^A-Za-z0-9_.-]", "_", asset)
+        tag = "" if asset is None else "_" + _file_name(asset)
         paths += write_series(bundle, Path(out_dir), frame, data.segments[rows], rules=rules, tag=tag)
     return paths
+
+
+def _file_name(asset: str) -> str:
+    """The asset as a file name part: safe characters kept, a short hash when any had to go (so
+    ``a/b`` and ``a_b`` never share a file)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", asset)
+    return safe if safe == asset else f"{safe}-{hashlib.sha1(asset.encode()).hexdigest()[:6]}"
 
 
 def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: np.ndarray | None = None,
