@@ -15,6 +15,7 @@ that send nothing until ``restore_until`` are ended as stale like live assets th
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -24,8 +25,9 @@ from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.drift import DriftState, widening
 from sensorguard.service.metrics import Metrics
-from sensorguard.service.publisher import Publisher
+from sensorguard.service.publisher import Publisher, iso
 from sensorguard.service.recorder import Recorder
+from sensorguard.service.sensors import SensorEvent
 from sensorguard.service.state import save_states
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class AssetAlerts:
         self._states: dict[str, AlertState] = {}
         self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
+        self._faults: dict[str, dict[tuple[str, str], float]] = {}  # asset -> open sensor faults -> since (ts)
+        self._faults_lock = threading.Lock()  # sensor faults arrive on the network thread
 
     def snapshot(self) -> dict[str, AlertState]:
         """Each asset's current alert state (a copy)."""
@@ -99,6 +103,30 @@ class AssetAlerts:
             self.publish_state(asset, bundle=bundle)
         return state, score
 
+    def sensor(self, asset: str, event: SensorEvent) -> None:
+        """A sensor fault opened or closed (network thread): count it, publish it and the state."""
+        key = (event.kind, event.channel)
+        with self._faults_lock:
+            faults = self._faults.setdefault(asset, {})
+            if event.fault:
+                faults[key] = event.ts
+            else:
+                faults.pop(key, None)
+            if not faults:
+                self._faults.pop(asset, None)
+            self.metrics.sensor_faults_open.set(sum(len(f) for f in self._faults.values()))
+        if event.fault:
+            self.metrics.sensor_faults.labels(event.kind).inc()
+        b = self.current()
+        self.publisher.sensor(asset, event, (b.name, b.version))
+        self.publish_state(asset)
+
+    def sensor_faults(self, asset: str) -> list[dict]:
+        """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first."""
+        with self._faults_lock:
+            faults = sorted(self._faults.get(asset, {}).items(), key=lambda item: (item[1], item[0]))
+        return [{"kind": kind, "channel": channel, "since": iso(since)} for (kind, channel), since in faults]
+
     def end(self, asset: str, last_ts: float | None) -> None:
         """An asset that went silent after a reading at ``last_ts``: end its alert state as stale
         (the event carries that reading time, like every other event) and forget everything about it."""
@@ -108,6 +136,9 @@ class AssetAlerts:
         self._drift.pop(asset, None)
         self._latest.pop(asset, None)
         self.metrics.forget_asset(asset)
+        with self._faults_lock:  # a silent asset's sensor faults end with it (the stale event says so)
+            self._faults.pop(asset, None)
+            self.metrics.sensor_faults_open.set(sum(len(f) for f in self._faults.values()))
         if self.recorder is not None:
             self.recorder.forget(asset)
 
@@ -145,7 +176,7 @@ class AssetAlerts:
         b = bundle or self.current()
         last_ts, channels = self._latest.get(asset, (time.time(), []))
         return self.publisher.state(asset, self._states.get(asset, AlertState()), last_ts if ts is None else ts,
-                                    channels, (b.name, b.version), self.line(asset, b))
+                                    channels, (b.name, b.version), self.line(asset, b), self.sensor_faults(asset))
 
     def line(self, asset: str, bundle: Bundle) -> float:
         """The asset's alert line: the bundle's threshold, widened by the drift rule."""

@@ -30,6 +30,7 @@ from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.logs import first_line
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
+from sensorguard.service.sensors import SensorRules
 
 FORMAT_VERSION = 3  # 2: architecture.linear and focus; 3: channel_weights; older bundles still load
 READABLE_VERSIONS = (1, 2, 3)
@@ -63,6 +64,7 @@ class Bundle:
     sample_period: float | None = None
     regular: bool = True  # with sample_period and fill_limit: the cleaning policy (service.cleaning)
     fill_limit: int = 5
+    sensors: SensorRules | None = None  # sensor-fault limits per channel (service.sensors); None: not checked
     focus: int = 0
     channel_weights_: np.ndarray | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -110,6 +112,7 @@ class Bundle:
             "hop": self.hop,
             "sample_period": self.sample_period,
             "cleaning": {"regular": self.regular, "fill_limit": self.fill_limit},
+            "sensors": None if self.sensors is None else self.sensors.to_dict(),
             "focus": self.focus,
             "channel_weights": None if self.channel_weights_ is None else self.channel_weights_.tolist(),
             "scaler": {"center": self.center_.tolist(), "scale": self.scale_.tolist()},
@@ -242,6 +245,11 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         cleaning = CleaningPolicy.from_dict(meta.get("cleaning"), meta.get("sample_period") or None)
     except (TypeError, ValueError, AttributeError) as exc:
         problems.append(f"cleaning is not a usable policy ({first_line(exc, 200)})")
+    sensors = None
+    try:
+        sensors = SensorRules.from_dict(meta.get("sensors"), channels, cleaning.fill_limit)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problems.append(f"sensors is not a usable set of sensor limits ({first_line(exc, 200)})")
     if problems:
         raise BundleError(f"{where}: " + "; ".join(problems))
     period = meta.get("sample_period")
@@ -256,6 +264,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         sample_period=float(period) if period else None,
         regular=cleaning.regular,
         fill_limit=cleaning.fill_limit,
+        sensors=sensors,
         focus=focus,
         channel_weights_=weights,
         calibration=dict(meta.get("calibration") or {}),

@@ -118,14 +118,15 @@ class Daemon:
         self.publisher = Publisher(settings)  # owns topics and payloads; its client is set on start
         self.models = ModelHolder(settings, bundle, self.metrics, self.publisher, self.hop)
         self.buffers = Buffers(bundle.channels, bundle.window, self.hop, max_assets=settings.max_assets,
-                               policy=cleaning_policy(bundle, settings))
+                               policy=cleaning_policy(bundle, settings), sensors=bundle.sensors)
         self.recorder = recording(settings, bundle.channels)
         self.ingest = Ingest(settings, self.buffers, self.metrics, self.recorder)
-        self.models.on_swap = lambda new: self.ingest.set_policy(cleaning_policy(new, settings))
+        self.models.on_swap = lambda new: self.ingest.set_policy(cleaning_policy(new, settings), new.sensors)
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
                                      lambda: self.ingest.stopping)
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restore_states(settings.state_dir, settings.max_assets), settings.state_dir)
+        self.ingest.on_sensor = self.alerts.sensor
         self._listeners: list[Callable[[ScoredWindow], None]] = []
         self._stopped = False
         self._http: tuple[Any, threading.Thread] | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sensorguard.service.cleaning import CleaningPolicy
@@ -25,6 +26,7 @@ from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.payload import parse_message
 from sensorguard.service.recorder import Recorder
+from sensorguard.service.sensors import SensorEvent, SensorRules
 from sensorguard.service.windows import Buffers, DueWindow
 
 log = logging.getLogger(__name__)
@@ -49,12 +51,16 @@ class Ingest:
         self.recorder = recorder
         self.accepting = False
         self.stopping = False
+        self.on_sensor: Callable[[str, SensorEvent], None] | None = None  # sensor faults opened or closed
+        self._sensor_dropped = 0
         self._reject_log = RateLimiter(REJECT_LOG_INTERVAL_S)
 
-    def set_policy(self, policy: CleaningPolicy) -> None:
-        """Clean from the next reading on with ``policy`` (a hot-swapped bundle's); state carries over."""
+    def set_policy(self, policy: CleaningPolicy, sensors: SensorRules | None) -> None:
+        """Clean and check readings from the next one on with a hot-swapped bundle's policy and
+        sensor limits; per-asset state carries over."""
         with self.cond:
             self.buffers.policy = policy
+            self.buffers.sensors = sensors
 
     def stop(self) -> None:
         """Stop accepting (unacknowledged messages stay with the broker) and wake the worker for its last batch."""
@@ -125,6 +131,18 @@ class Ingest:
                 after = buffers.pending()
                 if after > before and (before == 0 or after >= s.batch_max):
                     self.cond.notify()
+                events = list(buffers.sensor_events)
+                buffers.sensor_events.clear()
+                dropped = buffers.sensor_events_dropped - self._sensor_dropped
+                self._sensor_dropped = buffers.sensor_events_dropped
+            if dropped:
+                self.metrics.sensor_events_dropped.inc(dropped)
+            if events and self.on_sensor is not None:
+                try:
+                    for asset, event in events:
+                        self.on_sensor(asset, event)
+                except Exception:  # noqa: BLE001 - reporting a sensor fault must not cost the readings
+                    log.exception("publishing sensor faults of %r failed", parsed.asset)
             for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
                 recorder.add(parsed.asset, ts, row)
         return rejects, accepted, parsed.asset

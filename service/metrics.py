@@ -36,6 +36,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from sensorguard.service.payload import REJECT_REASONS
+from sensorguard.service.sensors import KINDS as SENSOR_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,11 @@ class Metrics:
         )
         self.windows_scored = counter("windows_scored_total", "Windows scored by the model.")
         self.alerts = counter("alerts_total", "Alerts raised, by asset.", ("asset",))
+        self.sensor_faults = counter("sensor_faults_total", "Sensor faults opened (stuck, out_of_range, missing).",
+                                     ("kind",))
+        self.sensor_faults_open = gauge("sensor_faults_open", "Sensor faults open now, all assets.")
+        self.sensor_events_dropped = counter("sensor_events_dropped_total",
+                                             "Sensor-fault events dropped because their queue was full.")
         self.reload_failures = counter("model_reload_failures_total", "Failed attempts to load a new model.")
         self.record_write_failures = counter(
             "record_write_failures_total", "Failed writes of recorded readings (e.g. a full disk)."
@@ -99,6 +105,8 @@ class Metrics:
         )
         # Pre-created children: rates work from the first scrape, and the hot path skips labels().
         self._reject_children = {reason: self.rejected.labels(reason) for reason in REJECT_REASONS}
+        for kind in SENSOR_KINDS:
+            self.sensor_faults.labels(kind)
 
     def reject(self, reason: str, n: int = 1) -> None:
         """Count ``n`` rejects of ``reason`` (cheap enough for the per-message path)."""

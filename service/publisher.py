@@ -19,6 +19,7 @@ from typing import Any
 from sensorguard.service import mqtt
 from sensorguard.service.alerts import AlertEvent, AlertState
 from sensorguard.service.config import Settings
+from sensorguard.service.sensors import SensorEvent
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,26 @@ class Publisher:
         return mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1)
 
     def state(self, asset: str, state: AlertState, ts: float, channels: list[dict], model: tuple[str, str],
-              line: float):
-        """The asset's current state, retained on ``<output_prefix>/state/<asset>``."""
+              line: float, sensor_faults: list[dict] | None = None):
+        """The asset's current state, retained on ``<output_prefix>/state/<asset>``, with its open
+        sensor faults beside the process state."""
         if self.client is None:
             return None
         body = payload(asset, state.status, ts, state.last_score, state.peak, state.alert_id, channels, *model, line)
+        body["sensor_faults"] = sensor_faults or []
         return mqtt.publish_json(self.client, self.settings.state_topic(asset), body, qos=1, retain=True)
+
+    def sensor(self, asset: str, event: SensorEvent, model: tuple[str, str]):
+        """A sensor fault opened (``sensor_fault``) or closed (``sensor_ok``) on ``<output_prefix>/alerts/<asset>``."""
+        state = "sensor_fault" if event.fault else "sensor_ok"
+        log.info("%s: %s %s of %s (value %s)", state, asset, event.kind, event.channel, event.value,
+                 extra={"asset": asset, "event": state, "kind": event.kind, "channel": event.channel})
+        if self.client is None:
+            return None
+        body = {"asset": asset, "state": state, "kind": event.kind, "channel": event.channel, "ts": iso(event.ts),
+                "value": _finite(event.value) if event.value == event.value else None,
+                "model": {"name": model[0], "version": model[1]}}
+        return mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1)
 
     def daemon_event(self, body: dict) -> None:
         """A daemon event (model swapped, reload refused) on ``<output_prefix>/events``."""

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sensorguard.service.cleaning import NAN, Cleaner, CleaningPolicy
+from sensorguard.service.sensors import SensorEvent, SensorRules, SensorWatch
 
 
 class DueWindow(NamedTuple):
@@ -52,7 +53,7 @@ class DueWindow(NamedTuple):
 class _Asset:
     """Mutable state of one asset's buffer (private; only :class:`Buffers` touches it)."""
 
-    __slots__ = ("buf", "pos", "count", "last_ts", "last", "cleaner", "seen", "times", "tpos")
+    __slots__ = ("buf", "pos", "count", "last_ts", "last", "cleaner", "watch", "seen", "times", "tpos")
 
     def __init__(self, window: int, n_channels: int) -> None:
         self.buf = np.empty((2 * window, n_channels), dtype=np.float64)
@@ -61,11 +62,13 @@ class _Asset:
         self.last_ts = -np.inf
         self.last: list[float] | None = None  # the last reading's row as buffered (forward fills included)
         self.cleaner = Cleaner(n_channels)  # grid rows, forward fill, restarts: as offline
+        self.watch = SensorWatch(n_channels)  # stuck, implausible, missing channels
         self.seen = 0.0
         self.times = np.full(SEEN_TIMES, np.nan)  # recent accepted timestamps: tells a redelivery from disorder
         self.tpos = 0
 
 
+SENSOR_EVENTS_MAX = 10_000  # sensor-fault events waiting to be published; beyond, dropped and counted
 SEEN_TIMES = 1024  # a QoS 1 redelivery after a reconnect repeats at most the in-flight messages
 
 
@@ -75,6 +78,8 @@ class Buffers:
     channels: the model's channels, in the model's order (rows of each window).
     window, hop: window length and the number of samples between scored windows.
     max_assets: distinct assets kept; samples of further new assets are rejected.
+    sensors: the bundle's sensor-fault limits (:mod:`sensorguard.service.sensors`); each reading is
+    checked before cleaning and the events queue in ``sensor_events`` (capped; ``sensor_events_dropped``).
     policy: the cleaning policy (the bundle's, :mod:`sensorguard.service.cleaning`); without one,
     ``fill_limit`` (samples in a row a missing channel may take its last value) and
     ``max_gap_s`` (a longer gap restarts the buffer; None: never) with no sample grid.
@@ -91,6 +96,7 @@ class Buffers:
         fill_limit: int = 5,
         max_gap_s: float | None = None,
         policy: CleaningPolicy | None = None,
+        sensors: SensorRules | None = None,
     ) -> None:
         channels = tuple(channels)
         if not channels or len(set(channels)) != len(channels):
@@ -108,6 +114,9 @@ class Buffers:
         self.hop = hop
         self.max_assets = max_assets
         self.policy = policy
+        self.sensors = sensors
+        self.sensor_events: deque[tuple[str, SensorEvent]] = deque()  # taken by the ingest after each add
+        self.sensor_events_dropped = 0
         self.gaps = 0
         self._known = frozenset(channels)
         self._assets: dict[str, _Asset] = {}
@@ -142,6 +151,12 @@ class Buffers:
         if state is None:
             state = self._assets[asset] = _Asset(self.window, len(self.channels))
             state.seen = received
+        if self.sensors is not None:
+            for event in state.watch.step(ts, row, self.sensors):
+                if len(self.sensor_events) < SENSOR_EVENTS_MAX:
+                    self.sensor_events.append((asset, event))
+                else:
+                    self.sensor_events_dropped += 1
         made = state.cleaner.step(ts, row, self.policy)
         state.last_ts = ts
         state.times[state.tpos] = ts

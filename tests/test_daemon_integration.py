@@ -130,7 +130,9 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
                         {t: p for t, p, r in late.messages if r}, 10, "retained state")
     assert retained["sensorguard/status"] == "online"
     state = retained["sensorguard/state/pump-7"]
-    assert set(state) == KEYS and state["state"] == "alerting" and state["score"] >= 1.0
+    assert set(state) == KEYS | {"sensor_faults"} and state["state"] == "alerting" and state["score"] >= 1.0
+    # +50 is beyond any plausible reading of c2 too: the sensor fault stands beside the process alert
+    assert [(f["kind"], f["channel"]) for f in state["sensor_faults"]] == [("out_of_range", "c2")]
     assert "sensorguard/alerts/pump-7" not in retained  # events are not retained, states are
     # a state goes out when the status changes: the one retained now is from when the alert rose
     assert state["ts"] != newest, "the retained state would not tell the final state apart"
@@ -140,7 +142,7 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
     after = Collector(mosquitto, "sensorguard/#")
     wait_for(lambda: after.on("sensorguard/status") == ["offline"], 10, "retained offline status")
     final = wait_for(lambda: after.on("sensorguard/state/pump-7"), 10, "final state")[-1]
-    assert set(final) == KEYS and final["state"] == "alerting"
+    assert set(final) == KEYS | {"sensor_faults"} and final["state"] == "alerting"
     assert final["ts"] == newest, (final["ts"], newest)  # published at stop, with the newest window
     assert final["alert_id"] == state["alert_id"] and final["peak_score"] >= state["peak_score"]
     after.close()

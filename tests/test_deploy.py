@@ -32,11 +32,12 @@ SYSTEMD = DEPLOY / "systemd"
 # docs/design.md: the metric names dashboards and alerts may rely on.
 COUNTERS = {
     "readings_total", "messages_rejected_total", "windows_scored_total", "alerts_total",
-    "model_reload_failures_total", "record_write_failures_total",
+    "model_reload_failures_total", "record_write_failures_total", "sensor_faults_total",
+    "sensor_events_dropped_total",
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",
-    "buffered_windows",
+    "buffered_windows", "sensor_faults_open",
 }
 HISTOGRAMS = {"scoring_duration_seconds", "reading_to_score_seconds"}
 METRICS = (

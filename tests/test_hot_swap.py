@@ -164,6 +164,8 @@ def lying_shapes(version: Path) -> str:
     meta["scaler"] = {k: v + [1.0] for k, v in meta["scaler"].items()}
     if meta.get("channel_weights"):
         meta["channel_weights"].append(1.0)
+    if meta.get("sensors"):
+        meta["sensors"]["c3"] = {"low": 0.0, "high": 1.0, "stuck_after": None}
     (version / "bundle.json").write_text(json.dumps(meta))
     return "weights do not match"
 

@@ -45,6 +45,9 @@ def test_every_contract_name_exists_from_the_start(registry: CollectorRegistry) 
         assert value(registry, "sensorguard_" + name) == 0.0, name
     for reason in REJECT_REASONS:
         assert value(registry, "sensorguard_messages_rejected_total", reason=reason) == 0.0
+    for kind in ("stuck", "out_of_range", "missing"):
+        assert value(registry, "sensorguard_sensor_faults_total", kind=kind) == 0.0
+    assert value(registry, "sensorguard_sensor_faults_open") == 0.0
 
 
 def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
@@ -54,8 +57,9 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
     counters = ("readings", "messages_rejected", "windows_scored", "alerts", "model_reload_failures")
     gauges = ("anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets")
     expected = (
-        {("sensorguard_" + n, "counter") for n in (*counters, "record_write_failures")}
-        | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows")}
+        {("sensorguard_" + n, "counter") for n in (*counters, "record_write_failures", "sensor_faults",
+                                                    "sensor_events_dropped")}
+        | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open")}
         | {
             ("sensorguard_" + n, "histogram")
             for n in ("scoring_duration_seconds", "reading_to_score_seconds")

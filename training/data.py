@@ -44,6 +44,7 @@ class SensorData:
     cleaning: CleaningPolicy | None = None  # the policy the rows were cleaned with
     assets: np.ndarray | None = None  # per row, its machine (files with an asset column); None: one machine
     source_assets: np.ndarray | None = None  # every input row's machine, in file order
+    source_values: np.ndarray | None = None  # every input row's raw values (NaN: missing), in file order
 
     def __len__(self) -> int:
         return len(self.values)
@@ -199,7 +200,8 @@ def series_from_frame(
         data = replace(concat_series(parts, notes), source_assets=assets)
     if len(data) == 0:
         raise DataError(f"{name}: no complete rows after cleaning (all channels empty?)")
-    return replace(data, source_times=times)
+    raw = np.where(np.isfinite(values), values, np.nan)
+    return replace(data, source_times=times, source_values=raw)
 
 
 def _clean_series(times, values, labels, channels, fill_limit, notes, policy=None) -> SensorData:

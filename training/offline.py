@@ -16,6 +16,7 @@ import pandas as pd
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.scorer import Scorer, Scores
+from sensorguard.service.sensors import SensorRules, SensorWatch
 from sensorguard.training.data import DataError, SensorData
 from sensorguard.training.evaluate import best_f1_threshold, detection_metrics, pool_metrics
 
@@ -48,8 +49,9 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules = AlertRules(
 
 
 def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
-    """One row per input row (``source_times``): timestamp, score, anomaly, alert, error per channel
-    (and ``asset`` first when the file holds several machines).
+    """One row per input row (``source_times``): timestamp, score, anomaly, alert, error per channel,
+    ``sensor_faults`` (when the bundle has sensor limits), and ``asset`` first when the file holds
+    several machines.
 
     Rows the cleaning dropped or that have no full window yet get an empty score and no alert.
     """
@@ -67,6 +69,27 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     })
     for j, channel in enumerate(bundle.channels):
         out[f"error_{channel}"] = np.where(found, scores.channel_error[take, j], np.nan)
+    if bundle.sensors is not None and data.source_values is not None:
+        out["sensor_faults"] = sensor_fault_column(data, bundle.sensors)
+    return out
+
+
+def sensor_fault_column(data: SensorData, rules: SensorRules) -> np.ndarray:
+    """Per input row, the sensor faults open after it (``kind:channel`` joined by ``;``), as the
+    daemon's watch sees them: each machine's readings in time order, a repeated stamp skipped."""
+    times, values = data.source_times, data.source_values
+    out = np.full(len(times), "", dtype=object)
+    machines = data.source_assets if data.source_assets is not None else np.zeros(len(times), dtype=object)
+    for machine in dict.fromkeys(machines.tolist()):
+        rows = np.flatnonzero(machines == machine)
+        rows = rows[np.argsort(times[rows], kind="stable")]
+        watch, newest = SensorWatch(len(rules.channels)), -np.inf
+        for i in rows:
+            if not times[i] > newest:  # a repeated stamp: the daemon refuses it, the file keeps the first
+                continue
+            newest = times[i]
+            watch.step(float(times[i]), values[i].tolist(), rules)
+            out[i] = ";".join(f"{f['kind']}:{f['channel']}" for f in watch.describe(rules))
     return out
 
 

@@ -18,6 +18,7 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.model import ModelConfig, default_depth, default_latent
 from sensorguard.service.scorer import Scorer, segment_bounds
+from sensorguard.service.sensors import learn_sensor_rules
 from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights, pick_threshold
 from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, out_of_fold_errors
 from sensorguard.training.data import SensorData
@@ -138,6 +139,8 @@ def train_bundle(
         sample_period=data.sample_period,
         regular=data.cleaning.regular if data.cleaning else True,
         fill_limit=data.cleaning.fill_limit if data.cleaning else 5,
+        sensors=learn_sensor_rules(data.channels, data.values, data.segments,
+                                   data.cleaning.fill_limit if data.cleaning else 5),
         training={
             **data.fingerprint(),
             "splits": {"train": len(splits.train), "validation": len(splits.validation),

@@ -1,0 +1,150 @@
+"""Sensor faults, told apart from process anomalies: a stuck, an implausible or a missing channel.
+
+A dead thermocouple is a maintenance ticket, not a process alarm. Per asset and channel, a
+:class:`SensorWatch` looks at each reading as it arrives (before cleaning) and opens or closes a
+fault of one of three kinds:
+
+- ``stuck``: the value has not changed for ``stuck_after`` readings in a row, where training saw
+  the channel moving (``stuck_after`` is twice its longest unchanged run in training, at least
+  ``MIN_STUCK``; None for a channel constant in training: it cannot be told stuck).
+- ``out_of_range``: the value is outside ``[low, high]``: the training range widened by
+  ``RANGE_MARGIN`` (3) times its width on each side, the width being at least a tenth of the
+  channel's magnitude (so a channel idle in training is not flagged by its first move): far beyond
+  a process excursion the model should judge. Or limits set per channel in ``bundle.json``
+  (``sensors``).
+- ``missing``: the channel was absent, NaN or infinite in more than ``fill_limit`` readings in a
+  row (forward fill gave up).
+
+A fault closes (``sensor_ok``) at the first reading that no longer shows it. Silence of the whole
+asset is ``stale`` (``service/assets.py``). Detection only: the process score still sees the
+values (a stuck channel at a normal level scores normally; an implausible one usually raises a
+process alert too, and the sensor fault tells the operator which to believe). The same watch runs
+offline (``score``'s ``sensor_faults`` column) over the readings in time order.
+
+>>> rules = SensorRules(("t",), (ChannelLimits(0.0, 100.0, 3),), fill_limit=1)
+>>> watch = SensorWatch(1)
+>>> for i, v in enumerate([50.0, 50.0, 50.0, 120.0, 60.0]):
+...     for e in watch.step(float(i), [v], rules):
+...         print(e.ts, e.kind, e.channel, "sensor_fault" if e.fault else "sensor_ok")
+2.0 stuck t sensor_fault
+3.0 stuck t sensor_ok
+3.0 out_of_range t sensor_fault
+4.0 out_of_range t sensor_ok
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+KINDS = ("stuck", "out_of_range", "missing")
+RANGE_MARGIN = 3.0  # the plausible range: the training range widened by three widths on each side
+MIN_STUCK = 10  # readings: no channel is called stuck sooner
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    low: float
+    high: float
+    stuck_after: int | None  # readings unchanged in a row that make a stuck fault; None: never
+
+
+@dataclass(frozen=True)
+class SensorRules:
+    """Per channel (in model order) the limits a reading is checked against."""
+
+    channels: tuple[str, ...]
+    limits: tuple[ChannelLimits, ...]
+    fill_limit: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        return {c: {"low": lim.low, "high": lim.high, "stuck_after": lim.stuck_after}
+                for c, lim in zip(self.channels, self.limits, strict=True)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None, channels: tuple[str, ...], fill_limit: int) -> SensorRules | None:
+        """The rules of ``bundle.json`` ``sensors`` (None when the bundle has none)."""
+        if not raw:
+            return None
+        if set(raw) != set(channels):
+            raise ValueError(f"sensors must name exactly the bundle's channels {list(channels)}")
+        limits = []
+        for c in channels:
+            entry = raw[c]
+            low, high, stuck = float(entry["low"]), float(entry["high"]), entry.get("stuck_after")
+            if not low < high:
+                raise ValueError(f"sensors {c}: low {low} must be below high {high}")
+            if stuck is not None and (int(stuck) != stuck or stuck < 1):
+                raise ValueError(f"sensors {c}: stuck_after must be a positive integer or null, got {stuck}")
+            limits.append(ChannelLimits(low, high, None if stuck is None else int(stuck)))
+        return cls(tuple(channels), tuple(limits), fill_limit)
+
+
+def learn_sensor_rules(channels: tuple[str, ...], values: Any, segments: Any, fill_limit: int) -> SensorRules:
+    """Limits from clean training rows ``(T, C)``: the widened range and the longest still run."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    segments = np.asarray(segments)
+    limits = []
+    for j in range(values.shape[1]):
+        column = values[:, j]
+        low, high = float(column.min()), float(column.max())
+        width = max(high - low, 0.1 * max(abs(low), abs(high)), 1e-6)
+        same = (column[1:] == column[:-1]) & (segments[1:] == segments[:-1])
+        stuck_after = None
+        if not same.all():
+            runs = np.diff(np.flatnonzero(np.r_[True, ~same, True]))  # unchanged steps between changes
+            stuck_after = max(MIN_STUCK, 2 * (int(runs.max()) if len(runs) else 1))
+        limits.append(ChannelLimits(low - RANGE_MARGIN * width, high + RANGE_MARGIN * width, stuck_after))
+    return SensorRules(tuple(channels), tuple(limits), fill_limit)
+
+
+class SensorEvent(NamedTuple):
+    """A fault of ``kind`` on ``channel`` opened (``fault`` True) or closed at reading time ``ts``."""
+
+    kind: str
+    channel: str
+    fault: bool
+    ts: float
+    value: float
+
+
+class SensorWatch:
+    """One asset's per-channel fault state (readings in time order, duplicates already refused)."""
+
+    __slots__ = ("last", "still", "missing", "open")
+
+    def __init__(self, n_channels: int) -> None:
+        self.last = [math.nan] * n_channels
+        self.still = [0] * n_channels  # readings in a row equal to the previous one
+        self.missing = [0] * n_channels
+        self.open: set[tuple[str, int]] = set()  # (kind, channel index)
+
+    def step(self, ts: float, row: list[float], rules: SensorRules) -> list[SensorEvent]:
+        """The faults this reading opens or closes (NaN in ``row``: a missing value)."""
+        events: list[SensorEvent] = []
+        for j, value in enumerate(row):
+            lim = rules.limits[j]
+            present = value - value == 0.0
+            if present:
+                self.still[j] = self.still[j] + 1 if value == self.last[j] else 0
+                self.last[j] = value
+                self.missing[j] = 0
+            else:
+                self.missing[j] += 1
+            faults = (
+                ("stuck", present and lim.stuck_after is not None and self.still[j] + 1 >= lim.stuck_after),
+                ("out_of_range", present and not lim.low <= value <= lim.high),
+                ("missing", self.missing[j] > rules.fill_limit),
+            )
+            for kind, now in faults:
+                if now != ((kind, j) in self.open) and (now or present or kind == "missing"):
+                    (self.open.add if now else self.open.discard)((kind, j))
+                    events.append(SensorEvent(kind, rules.channels[j], now, ts, value))
+        return events
+
+    def describe(self, rules: SensorRules) -> list[dict[str, str]]:
+        """The open faults as ``[{"kind", "channel"}]`` (for the retained state), sorted."""
+        return [{"kind": k, "channel": rules.channels[j]} for k, j in sorted(self.open, key=lambda f: (f[1], f[0]))]

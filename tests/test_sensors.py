@@ -1,0 +1,96 @@
+"""Sensor faults apart from process anomalies: learned limits, the per-reading watch, the daemon's events."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from sensorguard.service.sensors import ChannelLimits, SensorRules, SensorWatch, learn_sensor_rules
+from tests.test_daemon import T0, make, message, value
+
+NAN = math.nan
+
+
+def test_limits_are_the_training_range_widened_and_twice_the_longest_still_run():
+    values = np.array([[0.0, 5.0, 1.0]] * 4 + [[10.0, 5.0, 2.0]] * 2 + [[5.0, 5.0, 3.0]] * 30)
+    rules = learn_sensor_rules(("a", "b", "c"), values, np.zeros(len(values), dtype=int), fill_limit=2)
+    a, b, c = rules.limits
+    assert (a.low, a.high) == (-30.0, 40.0) and a.stuck_after == 60  # still for 30 readings in training
+    assert b.stuck_after is None and (b.low, b.high) == (3.5, 6.5)  # constant: a tenth of its size as width
+    assert c.stuck_after == 60 and rules.fill_limit == 2
+
+
+def test_a_still_run_split_by_a_segment_boundary_is_two_runs():
+    values = np.array([[1.0]] * 20 + [[2.0]])
+    segments = np.r_[np.zeros(10, int), np.ones(11, int)]
+    assert learn_sensor_rules(("a",), values, segments, 5).limits[0].stuck_after == 20
+
+
+def kinds(events):
+    return [(e.kind, e.fault) for e in events]
+
+
+def test_the_watch_opens_and_closes_each_kind_once():
+    rules = SensorRules(("a", "b"), (ChannelLimits(0.0, 10.0, 3), ChannelLimits(0.0, 10.0, None)), fill_limit=1)
+    watch = SensorWatch(2)
+    steps = [[1.0, 1.0], [1.0, 1.0], [1.0, NAN], [NAN, NAN], [2.0, 11.0], [3.0, 5.0], [3.0, 5.0], [3.0, 5.0]]
+    seen = [kinds(watch.step(float(i), row, rules)) for i, row in enumerate(steps)]
+    assert seen == [
+        [], [],
+        [("stuck", True)],  # a: three equal readings
+        [("missing", True)],  # b: missing twice in a row, past fill_limit 1 (a's NaN keeps it stuck)
+        [("stuck", False), ("out_of_range", True), ("missing", False)],
+        [("out_of_range", False)],
+        [], [("stuck", True)],
+    ]
+    assert watch.describe(rules) == [{"kind": "stuck", "channel": "a"}]
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"a": {"low": 1.0, "high": 0.0}}, "below"),
+    ({"a": {"low": 0.0, "high": 1.0, "stuck_after": 0}}, "stuck_after"),
+    ({"b": {"low": 0.0, "high": 1.0}}, "exactly"),
+])
+def test_bad_limits_in_a_bundle_are_refused(raw, needle):
+    with pytest.raises(ValueError, match=needle):
+        SensorRules.from_dict(raw, ("a",), 5)
+
+
+def test_the_daemon_publishes_sensor_faults_apart_from_alerts(tiny_bundle):
+    limits = (ChannelLimits(-100.0, 100.0, 5), ChannelLimits(-100.0, 100.0, None), ChannelLimits(-100.0, 100.0, None))
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    daemon, client = make(bundle)
+    for i in range(8):  # a stays at 1.0: stuck from the fifth reading on
+        daemon.ingest.handle(client, message("pump-1", T0 + i, a=1.0, b=float(i), c=-float(i)))
+    daemon.ingest.handle(client, message("pump-1", T0 + 8, a=2.0, b=500.0, c=0.0))  # moves again; b implausible
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["kind"], e["channel"]) for e in events] == [
+        ("sensor_fault", "stuck", "a"), ("sensor_ok", "stuck", "a"), ("sensor_fault", "out_of_range", "b")]
+    assert events[-1]["value"] == 500.0 and events[0]["model"]["version"] == bundle.version
+    states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
+    assert states[-1]["sensor_faults"][0] | {"since": None} == {"kind": "out_of_range", "channel": "b", "since": None}
+    assert value(daemon, "sensorguard_sensor_faults_total", kind="stuck") == 1
+    assert value(daemon, "sensorguard_sensor_faults_open") == 1
+    assert value(daemon, "sensorguard_readings_total") == 9  # a faulty channel loses no reading
+
+
+def test_score_reports_the_same_sensor_faults_in_a_column(tiny_bundle, tmp_path):
+    import pandas as pd
+
+    from sensorguard.cli import main
+    from sensorguard.service.bundle import save_bundle
+
+    limits = (ChannelLimits(-100.0, 100.0, 5), ChannelLimits(-100.0, 100.0, None), ChannelLimits(-100.0, 100.0, None))
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    rows = [{"timestamp": T0 + i, "a": 1.0 if i < 8 else float(i), "b": 500.0 if i == 8 else float(i), "c": 0.0}
+            for i in range(20)]
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    assert main(["score", str(save_bundle(bundle, tmp_path / "b")), str(tmp_path / "d.csv"),
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    faults = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)["sensor_faults"].tolist()
+    assert faults[:4] == [""] * 4 and faults[4:8] == ["stuck:a"] * 4
+    assert faults[8] == "out_of_range:b" and faults[9:] == [""] * 11
