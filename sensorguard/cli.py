@@ -60,6 +60,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
         label_column=label_column,
         fill_limit=5 if fill_limit is None else fill_limit,
         policy=policy,
+        sensors=None if bundle is None else bundle.sensors,
     )
 
 

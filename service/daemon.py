@@ -257,10 +257,15 @@ class Daemon:
     def score_batch(self, batch: list[DueWindow]) -> None:
         """Score due windows in one forward pass, step their assets' alerts, tell the listeners."""
         windows = np.stack([due.window for due in batch])
+        excluded = None
+        if any(due.excluded for due in batch):  # sensor faults open: those channels imputed and left out
+            excluded = np.zeros(windows.shape[:2], dtype=bool)
+            for i, due in enumerate(batch):
+                excluded[i, list(due.excluded)] = True
         started = time.perf_counter()
         with self.models.lock:  # one model for the whole batch; a swap waits for it
             scorer, bundle = self.models.scorer, self.models.bundle
-            scores = scorer.score_windows(windows)
+            scores = scorer.score_windows(windows, excluded)
         self.metrics.scoring_duration.observe(time.perf_counter() - started)
         self.metrics.windows_scored.inc(len(batch))
         now = time.monotonic()

@@ -47,6 +47,23 @@ class Scores:
         ]
 
 
+IMPUTE_PASSES = 3  # reconstruction passes that fill a faulted channel in (service.sensors)
+
+
+def without_channels(scores: Scores, excluded: np.ndarray, threshold: float) -> Scores:
+    """``scores`` with the ``excluded`` channels (``(n, C)`` bool: a sensor fault open at the
+    window's newest reading) left out of each window's error: the mean over the others (0 when
+    none is left). Windows without exclusions keep their numbers exactly."""
+    excluded = np.asarray(excluded, dtype=bool)
+    if not excluded.any():
+        return scores
+    channel_error = np.where(excluded, 0.0, scores.channel_error)
+    kept = (~excluded).sum(axis=1)
+    recomputed = np.where(kept > 0, channel_error.sum(axis=1) / np.maximum(kept, 1), 0.0)
+    error = np.where(excluded.any(axis=1) & ~np.isnan(scores.error), recomputed, scores.error)
+    return Scores(error=error, score=error / threshold, channel_error=channel_error)
+
+
 def pick_device(device: str | None = None) -> torch.device:
     """CUDA when present unless told otherwise; the CPU always works."""
     if device:
@@ -84,22 +101,30 @@ class Scorer:
         out = (np.asarray(values, dtype=np.float64) - self.bundle.center_) / self.bundle.scale_
         return np.clip(out, -_CLIP, _CLIP).astype(np.float32)
 
-    def score_windows(self, windows: np.ndarray) -> Scores:
-        """Score raw windows of shape ``(n, C, window)``."""
+    def score_windows(self, windows: np.ndarray, excluded: np.ndarray | None = None) -> Scores:
+        """Score raw windows of shape ``(n, C, window)``.
+
+        excluded: ``(n, C)`` bool, channels with a sensor fault open: imputed by the model
+        (:meth:`_impute`) and left out of the error (:func:`without_channels`).
+        """
         windows = np.asarray(windows)
         expected = (len(self.channels), self.window)
         if windows.ndim != 3 or windows.shape[1:] != expected:
             raise ValueError(f"windows must have shape (n, {expected[0]}, {expected[1]}), got {windows.shape}")
         center, scale = self.bundle.center_[:, None], self.bundle.scale_[:, None]
         std = np.clip((windows.astype(np.float64, copy=False) - center) / scale, -_CLIP, _CLIP)
-        return self._score_standardized((std.astype(np.float32),))
+        masks = None if excluded is None else (np.asarray(excluded, dtype=bool),)
+        scores = self._score_standardized((std.astype(np.float32),), masks)
+        return scores if excluded is None else without_channels(scores, excluded, self.bundle.threshold_)
 
-    def score_series(self, values: np.ndarray, segments: np.ndarray | None = None) -> Scores:
+    def score_series(self, values: np.ndarray, segments: np.ndarray | None = None,
+                     excluded: np.ndarray | None = None) -> Scores:
         """Score every full window of a ``(T, C)`` series; row ``t`` gets the window ending at ``t``.
 
         ``segments`` labels each row with a segment id (contiguous runs): no window spans two
         segments, so a gap in the data never produces a window stitched across it. Rows without a
-        full window get NaN.
+        full window get NaN. excluded: ``(T, C)`` bool, channels with a sensor fault open at each
+        row; the window ending there imputes and leaves them out, as :meth:`score_windows`.
         """
         values = np.asarray(values)
         if values.ndim != 2 or values.shape[1] != len(self.channels):
@@ -115,11 +140,13 @@ class Scorer:
         error = np.full(n_rows, np.nan)
         channel_error = np.full((n_rows, len(self.channels)), np.nan)
         if pieces:
-            scores = self._score_standardized(tuple(pieces))
+            masks = None if excluded is None else tuple(np.asarray(excluded, dtype=bool)[e] for e in ends)
+            scores = self._score_standardized(tuple(pieces), masks)
             rows = np.concatenate(ends)
             error[rows] = scores.error
             channel_error[rows] = scores.channel_error
-        return Scores(error=error, score=error / self.bundle.threshold_, channel_error=channel_error)
+        scores = Scores(error=error, score=error / self.bundle.threshold_, channel_error=channel_error)
+        return scores if excluded is None else without_channels(scores, excluded, self.bundle.threshold_)
 
     def reconstruct(self, windows: np.ndarray) -> np.ndarray:
         """Reconstruction of raw ``(n, C, window)`` windows, in raw units (for reports)."""
@@ -128,13 +155,27 @@ class Scorer:
             recon = self.model(x).transpose(1, 2)
         return np.swapaxes(recon.cpu().numpy() * self.bundle.scale_ + self.bundle.center_, 1, 2)
 
-    def _score_standardized(self, pieces: tuple[np.ndarray, ...]) -> Scores:
+    def _impute(self, x: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+        """Windows ``x`` with the ``mask``ed channels (``(n, C)``) replaced by what the model makes
+        of the others: start at the training center (0), then ``IMPUTE_PASSES`` times take the
+        reconstruction. A dead sensor's value then neither feeds the model nor drags the other
+        channels' reconstructions."""
+        m = torch.as_tensor(mask, device=x.device)[:, :, None].expand_as(x)
+        x = x.masked_fill(m, 0.0)
+        for _ in range(IMPUTE_PASSES):
+            x = torch.where(m, self.model(x), x)
+        return x
+
+    def _score_standardized(self, pieces: tuple[np.ndarray, ...],
+                            masks: tuple[np.ndarray, ...] | None = None) -> Scores:
         channel_errors = []
         with torch.inference_mode():
-            for piece in pieces:
+            for p, piece in enumerate(pieces):
                 for i in range(0, len(piece), self.batch_size):
                     batch = torch.from_numpy(np.ascontiguousarray(piece[i : i + self.batch_size]))
                     x = batch.to(self.device, non_blocking=True)
+                    if masks is not None and masks[p][i : i + self.batch_size].any():
+                        x = self._impute(x, masks[p][i : i + self.batch_size])
                     per_channel = (self.model(x) - x)[:, :, -self.focus :].square_().mean(dim=2).double().cpu()
                     if self._weights is not None:
                         per_channel *= self._weights

@@ -16,10 +16,16 @@ fault of one of three kinds:
   row (forward fill gave up).
 
 A fault closes (``sensor_ok``) at the first reading that no longer shows it. Silence of the whole
-asset is ``stale`` (``service/assets.py``). Detection only: the process score still sees the
-values (a stuck channel at a normal level scores normally; an implausible one usually raises a
-process alert too, and the sensor fault tells the operator which to believe). The same watch runs
-offline (``score``'s ``sensor_faults`` column) over the readings in time order.
+asset is ``stale`` (``service/assets.py``).
+
+While a channel has a fault open (at a window's newest reading), the process score leaves it
+out: the model fills the channel in from the others (``Scorer._impute``: start at the training
+center, take the reconstruction three times) and the window's error is the mean over the other
+channels. So one dead sensor does not raise a process alarm on every window, and a process fault
+in the others is still caught (``tests/test_sensors.py``). An implausible or missing value is
+also replaced by the channel's last plausible one before cleaning, so the window does not
+restart. The same watch runs offline, before cleaning, over the readings in time order
+(``score``'s ``sensor_faults`` column, and the same exclusions), so live equals offline.
 
 >>> rules = SensorRules(("t",), (ChannelLimits(0.0, 100.0, 3),), fill_limit=1)
 >>> watch = SensorWatch(1)
@@ -114,16 +120,22 @@ class SensorEvent(NamedTuple):
 class SensorWatch:
     """One asset's per-channel fault state (readings in time order, duplicates already refused)."""
 
-    __slots__ = ("last", "still", "missing", "open")
+    __slots__ = ("last", "good", "still", "missing", "open")
 
     def __init__(self, n_channels: int) -> None:
         self.last = [math.nan] * n_channels
+        self.good = [math.nan] * n_channels  # each channel's last plausible value: held while it is faulted
         self.still = [0] * n_channels  # readings in a row equal to the previous one
         self.missing = [0] * n_channels
         self.open: set[tuple[str, int]] = set()  # (kind, channel index)
 
     def step(self, ts: float, row: list[float], rules: SensorRules) -> list[SensorEvent]:
-        """The faults this reading opens or closes (NaN in ``row``: a missing value)."""
+        """The faults this reading opens or closes (NaN in ``row``: a missing value).
+
+        ``row`` is changed in place: a channel with an open ``out_of_range`` or ``missing`` fault
+        takes its last plausible value (no fill limit), so no row is dropped and the asset keeps
+        being scored; the scorer then imputes the channel and leaves it out (:meth:`faulted`).
+        """
         events: list[SensorEvent] = []
         for j, value in enumerate(row):
             lim = rules.limits[j]
@@ -143,7 +155,16 @@ class SensorWatch:
                 if now != ((kind, j) in self.open) and (now or present or kind == "missing"):
                     (self.open.add if now else self.open.discard)((kind, j))
                     events.append(SensorEvent(kind, rules.channels[j], now, ts, value))
+            if ("out_of_range", j) in self.open or ("missing", j) in self.open:
+                if self.good[j] == self.good[j]:
+                    row[j] = self.good[j]
+            elif present:
+                self.good[j] = value
         return events
+
+    def faulted(self) -> tuple[int, ...]:
+        """Channels (indices) with any fault open: left out of the process score."""
+        return tuple(sorted({j for _, j in self.open})) if self.open else ()
 
     def describe(self, rules: SensorRules) -> list[dict[str, str]]:
         """The open faults as ``[{"kind", "channel"}]`` (for the retained state), sorted."""

@@ -48,6 +48,7 @@ class DueWindow(NamedTuple):
     ts: float
     window: np.ndarray
     received: float
+    excluded: tuple[int, ...] = ()  # channels with a sensor fault open: left out of the score
 
 
 class _Asset:
@@ -151,23 +152,27 @@ class Buffers:
         if state is None:
             state = self._assets[asset] = _Asset(self.window, len(self.channels))
             state.seen = received
+        before = after = ()
         if self.sensors is not None:
-            for event in state.watch.step(ts, row, self.sensors):
+            before = state.watch.faulted()
+            for event in state.watch.step(ts, row, self.sensors):  # may hold a faulted channel's value
                 if len(self.sensor_events) < SENSOR_EVENTS_MAX:
                     self.sensor_events.append((asset, event))
                 else:
                     self.sensor_events_dropped += 1
+            after = state.watch.faulted()
         made = state.cleaner.step(ts, row, self.policy)
         state.last_ts = ts
         state.times[state.tpos] = ts
         state.tpos = state.tpos + 1 if state.tpos + 1 < SEEN_TIMES else 0
-        for t, kept, restart in made:
+        last = len(made) - 1
+        for k, (t, kept, restart) in enumerate(made):
             if kept is None:
                 continue
             if restart and state.count:
                 state.count = 0
                 self.gaps += 1
-            self._write(asset, state, t, kept, received)
+            self._write(asset, state, t, kept, received, after if k == last else before)
         kept = made[-1][1]
         if kept is None:
             return "missing_channel"  # not "seen": an asset whose readings are all dropped goes stale
@@ -175,7 +180,8 @@ class Buffers:
         state.seen = received
         return None
 
-    def _write(self, asset: str, state: _Asset, ts: float, row: list[float], received: float) -> None:
+    def _write(self, asset: str, state: _Asset, ts: float, row: list[float], received: float,
+               excluded: tuple[int, ...] = ()) -> None:
         window, pos = self.window, state.pos
         buf = state.buf
         buf[pos] = row
@@ -185,7 +191,7 @@ class Buffers:
         since_full = state.count - window
         if since_full >= 0 and since_full % self.hop == 0:
             values = buf[pos + 1 : pos + 1 + window].T.copy()  # always a copy; ascontiguousarray may not be
-            self._due.append(DueWindow(asset, ts, values, received))
+            self._due.append(DueWindow(asset, ts, values, received, excluded))
 
     def drain(self, limit: int | None = None) -> list[DueWindow]:
         """Remove and return up to ``limit`` queued windows (all if None), oldest first."""

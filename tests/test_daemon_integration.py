@@ -115,7 +115,7 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
     pub = Publisher(mosquitto)
     frame = plant_frame(rows=200, channels=3, seed=5)
     values = frame[CHANNELS].to_numpy()
-    values[150:, 2] += 50.0  # far off: the last windows raise an alert
+    values[150:, 2] += 6.0  # off, yet plausible for the sensor: the last windows raise a process alert
     times = epoch(frame)
     pub.samples("pump-7", times, values, CHANNELS)
     n = expected_windows(200, bundle.window, bundle.hop)
@@ -131,8 +131,7 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
     assert retained["sensorguard/status"] == "online"
     state = retained["sensorguard/state/pump-7"]
     assert set(state) == KEYS | {"sensor_faults"} and state["state"] == "alerting" and state["score"] >= 1.0
-    # +50 is beyond any plausible reading of c2 too: the sensor fault stands beside the process alert
-    assert [(f["kind"], f["channel"]) for f in state["sensor_faults"]] == [("out_of_range", "c2")]
+    assert state["sensor_faults"] == []  # a process fault, not a sensor fault
     assert "sensorguard/alerts/pump-7" not in retained  # events are not retained, states are
     # a state goes out when the status changes: the one retained now is from when the alert rose
     assert state["ts"] != newest, "the retained state would not tell the final state apart"

@@ -45,6 +45,12 @@ def messy_stream(channels: list[str], rows: int, seed: int) -> list[tuple[float,
     for _ in range(rng.integers(1, 5)):  # NaN runs in one channel, some longer than the fill limit
         j, start = rng.integers(len(channels)), rng.integers(0, rows - 10)
         values[start: start + rng.integers(1, 9), j] = np.nan
+    if rng.random() < 0.5:  # a sensor stuck for a while
+        start = rng.integers(20, rows - 30)
+        values[start: start + 20, 1] = values[start, 1]
+    if rng.random() < 0.5:  # an implausible spike
+        start = rng.integers(20, rows - 10)
+        values[start: start + 3, -1] = 1e6
     times = T0 + t + rng.uniform(-0.08, 0.08, rows)  # clock jitter
     stream = []
     for i in np.flatnonzero(keep):
@@ -77,7 +83,7 @@ def accepted(stream: list[tuple[float, dict]]) -> list[tuple[float, dict]]:
 def offline_windows(bundle, readings: list[tuple[float, dict]]) -> list[tuple[float, float, int]]:
     frame = pd.DataFrame([{"timestamp": ts, **{c: doc.get(c) for c in bundle.channels}} for ts, doc in readings])
     frame[list(bundle.channels)] = frame[list(bundle.channels)].astype(float)
-    data = series_from_frame(frame, "stream", policy=bundle.cleaning)
+    data = series_from_frame(frame, "stream", policy=bundle.cleaning, sensors=bundle.sensors)
     scored = score_data(bundle, data, AlertRules(**RULES))
     mask = hop_mask(data.segments, bundle.window, bundle.hop) & np.isfinite(scored.scores.score)
     return [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i])) for i in np.flatnonzero(mask)]
@@ -122,6 +128,18 @@ def test_live_equals_offline_on_a_messy_stream(tiny_bundle, seed):
     offline = offline_windows(tiny_bundle, accepted(stream))
     assert len(offline) > 10 and any(a for _, _, a in offline)  # windows and alerts to compare
     assert_same(live, offline)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_live_equals_offline_with_sensor_faults_held_and_left_out(tiny_bundle, seed):
+    from dataclasses import replace
+
+    from sensorguard.service.sensors import ChannelLimits, SensorRules
+
+    limits = tuple(ChannelLimits(-50.0, 50.0, 10) for _ in tiny_bundle.channels)
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, tiny_bundle.fill_limit))
+    stream = messy_stream(list(bundle.channels), 140, seed)
+    assert_same(live_windows(bundle, stream), offline_windows(bundle, accepted(stream)))
 
 
 @pytest.mark.integration

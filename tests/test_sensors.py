@@ -94,3 +94,24 @@ def test_score_reports_the_same_sensor_faults_in_a_column(tiny_bundle, tmp_path)
     faults = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)["sensor_faults"].tolist()
     assert faults[:4] == [""] * 4 and faults[4:8] == ["stuck:a"] * 4
     assert faults[8] == "out_of_range:b" and faults[9:] == [""] * 11
+
+
+def test_a_dead_sensor_raises_no_process_alarm_yet_a_process_fault_still_does(trained):
+    from sensorguard.service.alerts import AlertRules
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.offline import score_data
+    from tests.conftest import plant_frame
+
+    bundle = trained[0]
+    frame = plant_frame(rows=900, channels=3, seed=21)
+    frame.loc[300:799, "c2"] = 1e6  # the sensor died: an implausible reading for 500 samples
+    frame.loc[600:699, "c0"] += 6.0  # meanwhile a real process fault on another channel
+
+    def alerts(sensors):
+        data = series_from_frame(frame, "plant", policy=bundle.cleaning, sensors=sensors)
+        return score_data(bundle, data, AlertRules()).alert
+
+    held = alerts(bundle.sensors)
+    assert held[320:600].sum() == 0  # the dead sensor alone: no process alarm
+    assert held[600:720].any()  # the process fault: caught
+    assert alerts(None)[320:600].all()  # without sensor limits the dead sensor alarms on every window

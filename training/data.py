@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy, clean_rows, infer_policy
+from sensorguard.service.sensors import SensorRules, SensorWatch
 
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
                "changepoint", "changepoints"}
@@ -42,6 +43,7 @@ class SensorData:
     notes: tuple[str, ...] = ()
     source_times: np.ndarray | None = None  # every input row's time, in file order (for per-row output)
     cleaning: CleaningPolicy | None = None  # the policy the rows were cleaned with
+    faulted: np.ndarray | None = None  # (T, C) bool: a sensor fault open on the channel at the row
     assets: np.ndarray | None = None  # per row, its machine (files with an asset column); None: one machine
     source_assets: np.ndarray | None = None  # every input row's machine, in file order
     source_values: np.ndarray | None = None  # every input row's raw values (NaN: missing), in file order
@@ -69,6 +71,7 @@ class SensorData:
             {k: v[mask] for k, v in self.labels.items()},
             self.notes,
             cleaning=self.cleaning,
+            faulted=None if self.faulted is None else self.faulted[mask],
             assets=None if self.assets is None else self.assets[mask],
         )
 
@@ -129,12 +132,14 @@ def load_frame(
     fill_limit: int = 5,
     asset_column: str | None = None,
     policy: CleaningPolicy | None = None,
+    sensors: SensorRules | None = None,
 ) -> SensorData:
     """Load, sort, de-duplicate, then clean as the daemon does (:mod:`sensorguard.service.cleaning`).
 
     fill_limit: gaps of up to this many missing samples are forward-filled; longer gaps start a
     new segment. policy: the cleaning policy to apply (a bundle's, when scoring); None: inferred
-    from the data (training) with ``fill_limit``.
+    from the data (training) with ``fill_limit``. sensors: a bundle's sensor limits: faulted
+    channels are held and marked (``faulted``) as the daemon does.
     asset_column: rows of several machines in one table (default: a column named ``asset``, as
     written by the daemon's recorder); each machine is cleaned as its own series.
     """
@@ -148,7 +153,7 @@ def load_frame(
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
     return series_from_frame(frame, name, time_column, channels, exclude, label_column, fill_limit, asset_column,
-                             policy)
+                             policy, sensors)
 
 
 def series_from_frame(
@@ -161,6 +166,7 @@ def series_from_frame(
     fill_limit: int = 5,
     asset_column: str | None = None,
     policy: CleaningPolicy | None = None,
+    sensors: SensorRules | None = None,
 ) -> SensorData:
     """The cleaning half of :func:`load_frame`, for a table already in memory; ``name`` labels errors."""
     notes: list[str] = []
@@ -179,7 +185,7 @@ def series_from_frame(
     if asset_column is None and "asset" in frame.columns:
         asset_column = "asset"
     if asset_column is None:
-        data = _clean_series(times, values, labels, chosen, fill_limit, notes, policy)
+        data = _clean_series(times, values, labels, chosen, fill_limit, notes, policy, sensors)
     else:  # several machines in one file: each is its own series, never stitched to another
         if asset_column not in frame.columns:
             raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {_cols(frame)})")
@@ -194,7 +200,8 @@ def series_from_frame(
             rows = assets == asset
             part_notes: list[str] = []
             sub_labels = {k: v[rows] for k, v in labels.items()}
-            part = _clean_series(times[rows], values[rows], sub_labels, chosen, fill_limit, part_notes, policy)
+            part = _clean_series(times[rows], values[rows], sub_labels, chosen, fill_limit, part_notes, policy,
+                                 sensors)
             parts.append(replace(part, assets=np.full(len(part), asset, dtype=object)))
             notes += [f"{asset}: {n}" for n in part_notes]
         data = replace(concat_series(parts, notes), source_assets=assets)
@@ -204,7 +211,7 @@ def series_from_frame(
     return replace(data, source_times=times, source_values=raw)
 
 
-def _clean_series(times, values, labels, channels, fill_limit, notes, policy=None) -> SensorData:
+def _clean_series(times, values, labels, channels, fill_limit, notes, policy=None, sensors=None) -> SensorData:
     """Sort one machine's rows by time, drop duplicate stamps, fill short gaps, split at long ones."""
     order = np.argsort(times, kind="stable")
     if (np.diff(order) < 0).any():
@@ -217,7 +224,28 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
         keep = ~dup
         times, values = times[keep], values[keep]
         labels = {k: v[keep] for k, v in labels.items()}
-    return _fill_and_segment(times, values, labels, channels, fill_limit, notes, policy)
+    faulted = None
+    if sensors is not None:  # before cleaning, in time order, as the daemon's watch sees readings
+        ok = np.isfinite(times)
+        times, values = times[ok], values[ok]
+        labels = {k: v[ok] for k, v in labels.items()}
+        values, faulted = _watch_sensors(times, values, sensors, notes)
+    return _fill_and_segment(times, values, labels, channels, fill_limit, notes, policy, faulted)
+
+
+def _watch_sensors(times: np.ndarray, values: np.ndarray, sensors: SensorRules,
+                   notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each reading through the bundle's sensor watch: values as held, per row the faulted channels."""
+    watch = SensorWatch(values.shape[1])
+    rows = np.where(np.isfinite(values), values, np.nan).tolist()
+    faulted = np.zeros(values.shape, dtype=bool)
+    opened = 0
+    for i, row in enumerate(rows):
+        opened += sum(e.fault for e in watch.step(float(times[i]), row, sensors))
+        faulted[i, list(watch.faulted())] = True
+    if opened:
+        notes.append(f"{opened} sensor faults opened: those channels are held and left out of the score")
+    return np.asarray(rows, dtype=np.float64).reshape(values.shape), faulted
 
 
 def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> SensorData:
@@ -241,6 +269,7 @@ def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> Sen
         cleaning=None if parts[0].cleaning is None else replace(
             parts[0].cleaning, sample_period=float(np.median(periods)) if periods else None),
         assets=np.concatenate([p.assets for p in parts]) if all(p.assets is not None for p in parts) else None,
+        faulted=np.concatenate([p.faulted for p in parts]) if all(p.faulted is not None for p in parts) else None,
     )
 
 
@@ -323,6 +352,7 @@ def _fill_and_segment(
     fill_limit: int,
     notes: list[str],
     policy: CleaningPolicy | None = None,
+    faulted: np.ndarray | None = None,
 ) -> SensorData:
     """Grid rows, forward fill and window restarts by the one cleaning implementation the daemon runs."""
     ok_time = np.isfinite(times)
@@ -357,6 +387,7 @@ def _fill_and_segment(
         labels={k: v[source] for k, v in labels.items()},
         notes=tuple(notes),
         cleaning=policy,
+        faulted=None if faulted is None else faulted[ok_time][source],
     )
 
 

@@ -38,7 +38,8 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules = AlertRules(
     """
     if len(data) < bundle.window:
         raise DataError(f"{name}: {len(data)} usable rows, fewer than one window ({bundle.window})")
-    scores = Scorer(bundle).score_series(data.values, data.segments)
+    # sensor faults open: those channels imputed by the model and left out of the score, as live
+    scores = Scorer(bundle).score_series(data.values, data.segments, data.faulted)
     mask = hop_mask(data.segments, bundle.window, bundle.hop)
     alert = np.zeros(len(data), dtype=np.int8)
     score = scores.score.copy()
