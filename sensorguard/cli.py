@@ -60,7 +60,8 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
         label_column=label_column,
         fill_limit=5 if fill_limit is None else fill_limit,
         policy=policy,
-        sensors=None if bundle is None else bundle.sensors,
+        sensors=None if bundle is None or bundle.sensors is None else replace(bundle.sensors,
+                                                                              fill_limit=policy.fill_limit),
     )
 
 

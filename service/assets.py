@@ -58,7 +58,7 @@ class AssetAlerts:
         self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
         self._faults: dict[str, dict[tuple[str, str], float]] = {}  # asset -> open sensor faults -> since (ts)
-        self._faults_lock = threading.Lock()  # sensor faults arrive on the network thread
+        self._faults_lock = threading.Lock()  # the open faults are read by whoever publishes a state
 
     def snapshot(self) -> dict[str, AlertState]:
         """Each asset's current alert state (a copy)."""
@@ -104,7 +104,8 @@ class AssetAlerts:
         return state, score
 
     def sensor(self, asset: str, event: SensorEvent) -> None:
-        """A sensor fault opened or closed (network thread): count it, publish it and the state."""
+        """A sensor fault opened or closed (worker thread, before its reading's windows): count it,
+        publish it and the asset's state."""
         key = (event.kind, event.channel)
         with self._faults_lock:
             faults = self._faults.setdefault(asset, {})
@@ -175,7 +176,8 @@ class AssetAlerts:
         given (stale: the wall clock)."""
         b = bundle or self.current()
         last_ts, channels = self._latest.get(asset, (time.time(), []))
-        return self.publisher.state(asset, self._states.get(asset, AlertState()), last_ts if ts is None else ts,
+        state = self._states.get(asset) or (self.restored[asset][0] if asset in self.restored else AlertState())
+        return self.publisher.state(asset, state, last_ts if ts is None else ts,
                                     channels, (b.name, b.version), self.line(asset, b), self.sensor_faults(asset))
 
     def line(self, asset: str, bundle: Bundle) -> float:

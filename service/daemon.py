@@ -76,6 +76,7 @@ from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import recording
 from sensorguard.service.scorer import Scorer
+from sensorguard.service.sensors import SensorRules
 from sensorguard.service.state import SAVE_INTERVAL_S, restore_states
 from sensorguard.service.windows import Buffers, DueWindow
 
@@ -118,15 +119,16 @@ class Daemon:
         self.publisher = Publisher(settings)  # owns topics and payloads; its client is set on start
         self.models = ModelHolder(settings, bundle, self.metrics, self.publisher, self.hop)
         self.buffers = Buffers(bundle.channels, bundle.window, self.hop, max_assets=settings.max_assets,
-                               policy=cleaning_policy(bundle, settings), sensors=bundle.sensors)
+                               policy=cleaning_policy(bundle, settings),
+                               sensors=sensor_rules(bundle, cleaning_policy(bundle, settings)))
         self.recorder = recording(settings, bundle.channels)
         self.ingest = Ingest(settings, self.buffers, self.metrics, self.recorder)
-        self.models.on_swap = lambda new: self.ingest.set_policy(cleaning_policy(new, settings), new.sensors)
+        self.models.on_swap = lambda new: self.ingest.set_policy(
+            cleaning_policy(new, settings), sensor_rules(new, cleaning_policy(new, settings)))
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
                                      lambda: self.ingest.stopping)
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restore_states(settings.state_dir, settings.max_assets), settings.state_dir)
-        self.ingest.on_sensor = self.alerts.sensor
         self._listeners: list[Callable[[ScoredWindow], None]] = []
         self._stopped = False
         self._http: tuple[Any, threading.Thread] | None = None
@@ -243,6 +245,7 @@ class Daemon:
         while True:
             batch, last = self.ingest.next_batch(HOUSEKEEPING_S)
             try:
+                self.publish_sensor_faults()  # before the windows of their readings
                 if batch:
                     self.score_batch(batch)
                 now = time.monotonic()
@@ -253,6 +256,11 @@ class Daemon:
                 log.exception("scoring a batch of %d windows failed", len(batch))
             if last:
                 return
+
+    def publish_sensor_faults(self) -> None:
+        """Sensor faults opened or closed since the last call: counted and published (worker thread)."""
+        for asset, event in self.ingest.sensor_events():
+            self.alerts.sensor(asset, event)
 
     def score_batch(self, batch: list[DueWindow]) -> None:
         """Score due windows in one forward pass, step their assets' alerts, tell the listeners."""
@@ -271,6 +279,8 @@ class Daemon:
         now = time.monotonic()
         for i, due in enumerate(batch):
             self.metrics.reading_to_score.observe(max(0.0, now - due.received))
+            if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
+                continue
             channels = scores.top_channels(i, scorer.channels)
             try:
                 state, score = self.alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle)
@@ -326,6 +336,11 @@ def stale_warning(policy: CleaningPolicy, stale_after: float) -> str | None:
     return (f"stale_after_s {stale_after:g} is shorter than the {gap:g} s gap the bundle's cleaning fills: an asset "
             "silent that long goes stale (its window and alert state restart) where score carries on; "
             f"set stale_after_s >= {gap:g}")
+
+
+def sensor_rules(bundle: Bundle, policy: CleaningPolicy) -> SensorRules | None:
+    """The bundle's sensor limits, with the fill limit actually applied (a setting may override it)."""
+    return None if bundle.sensors is None else replace(bundle.sensors, fill_limit=policy.fill_limit)
 
 
 def hop_warning(hop: int, bundle: Bundle) -> str | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from sensorguard.service.cleaning import CleaningPolicy
@@ -51,7 +50,6 @@ class Ingest:
         self.recorder = recorder
         self.accepting = False
         self.stopping = False
-        self.on_sensor: Callable[[str, SensorEvent], None] | None = None  # sensor faults opened or closed
         self._sensor_dropped = 0
         self._reject_log = RateLimiter(REJECT_LOG_INTERVAL_S)
 
@@ -124,28 +122,28 @@ class Ingest:
                     reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
                     if reason is None:
                         accepted += 1
-                        if recorder is not None:
+                        if recorder is not None and not buffers.faulted(parsed.asset):  # held values are no data
                             rows.append((sample.ts, buffers.last_row(parsed.asset)))
                     else:
                         rejects.append(reason)
                 after = buffers.pending()
-                if after > before and (before == 0 or after >= s.batch_max):
+                if (after > before and (before == 0 or after >= s.batch_max)) or buffers.sensor_events:
                     self.cond.notify()
-                events = list(buffers.sensor_events)
-                buffers.sensor_events.clear()
-                dropped = buffers.sensor_events_dropped - self._sensor_dropped
-                self._sensor_dropped = buffers.sensor_events_dropped
-            if dropped:
-                self.metrics.sensor_events_dropped.inc(dropped)
-            if events and self.on_sensor is not None:
-                try:
-                    for asset, event in events:
-                        self.on_sensor(asset, event)
-                except Exception:  # noqa: BLE001 - reporting a sensor fault must not cost the readings
-                    log.exception("publishing sensor faults of %r failed", parsed.asset)
             for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
                 recorder.add(parsed.asset, ts, row)
         return rejects, accepted, parsed.asset
+
+    def sensor_events(self) -> list[tuple[str, SensorEvent]]:
+        """Take the sensor faults opened or closed since the last call (the worker publishes them,
+        so an asset's state is only ever published from one thread)."""
+        with self.cond:
+            events = list(self.buffers.sensor_events)
+            self.buffers.sensor_events.clear()
+            dropped = self.buffers.sensor_events_dropped - self._sensor_dropped
+            self._sensor_dropped = self.buffers.sensor_events_dropped
+        if dropped:
+            self.metrics.sensor_events_dropped.inc(dropped)
+        return events
 
     def next_batch(self, wait_s: float) -> tuple[list[DueWindow], bool]:
         """Wait up to ``wait_s`` for due windows, let the batch fill for ``batch_wait_ms`` (or until

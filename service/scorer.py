@@ -51,15 +51,15 @@ IMPUTE_PASSES = 3  # reconstruction passes that fill a faulted channel in (servi
 
 
 def without_channels(scores: Scores, excluded: np.ndarray, threshold: float) -> Scores:
-    """``scores`` with the ``excluded`` channels (``(n, C)`` bool: a sensor fault open at the
-    window's newest reading) left out of each window's error: the mean over the others (0 when
-    none is left). Windows without exclusions keep their numbers exactly."""
+    """``scores`` with the ``excluded`` channels (``(n, C)`` bool: a sensor fault open in the
+    window) left out of each window's error: the mean over the others (NaN when none is left: the
+    window is not judged, live or offline). Windows without exclusions keep their numbers exactly."""
     excluded = np.asarray(excluded, dtype=bool)
     if not excluded.any():
         return scores
     channel_error = np.where(excluded, 0.0, scores.channel_error)
     kept = (~excluded).sum(axis=1)
-    recomputed = np.where(kept > 0, channel_error.sum(axis=1) / np.maximum(kept, 1), 0.0)
+    recomputed = np.where(kept > 0, channel_error.sum(axis=1) / np.maximum(kept, 1), np.nan)
     error = np.where(excluded.any(axis=1) & ~np.isnan(scores.error), recomputed, scores.error)
     return Scores(error=error, score=error / threshold, channel_error=channel_error)
 

@@ -18,14 +18,15 @@ fault of one of three kinds:
 A fault closes (``sensor_ok``) at the first reading that no longer shows it. Silence of the whole
 asset is ``stale`` (``service/assets.py``).
 
-While a channel has a fault open (at a window's newest reading), the process score leaves it
-out: the model fills the channel in from the others (``Scorer._impute``: start at the training
-center, take the reconstruction three times) and the window's error is the mean over the other
-channels. So one dead sensor does not raise a process alarm on every window, and a process fault
-in the others is still caught (``tests/test_sensors.py``). An implausible or missing value is
-also replaced by the channel's last plausible one before cleaning, so the window does not
-restart. The same watch runs offline, before cleaning, over the readings in time order
-(``score``'s ``sensor_faults`` column, and the same exclusions), so live equals offline.
+While a channel has a fault open in any row of a window (:func:`window_faults`), the process
+score leaves it out: the model fills the channel in from the others (``Scorer._impute``: start
+at the training center, take the reconstruction three times) and the window's error is the mean
+over the other channels (a window with every channel faulted is not judged). So one dead sensor
+does not raise a process alarm on every window, and a process fault in the others is still
+caught (``tests/test_sensors.py``). An implausible or missing value is also replaced by the
+channel's last plausible one before cleaning, so the window does not restart. The same watch
+runs offline, before cleaning, over the readings in time order (``score``'s ``sensor_faults``
+column, and the same exclusions), so live equals offline.
 
 >>> rules = SensorRules(("t",), (ChannelLimits(0.0, 100.0, 3),), fill_limit=1)
 >>> watch = SensorWatch(1)
@@ -81,7 +82,8 @@ class SensorRules:
             low, high, stuck = float(entry["low"]), float(entry["high"]), entry.get("stuck_after")
             if not low < high:
                 raise ValueError(f"sensors {c}: low {low} must be below high {high}")
-            if stuck is not None and (int(stuck) != stuck or stuck < 1):
+            if stuck is not None and (type(stuck) not in (int, float) or not math.isfinite(stuck)
+                                      or int(stuck) != stuck or stuck < 1):
                 raise ValueError(f"sensors {c}: stuck_after must be a positive integer or null, got {stuck}")
             limits.append(ChannelLimits(low, high, None if stuck is None else int(stuck)))
         return cls(tuple(channels), tuple(limits), fill_limit)
@@ -162,6 +164,12 @@ class SensorWatch:
                 self.good[j] = value
         return events
 
+    def close_all(self, ts: float, rules_channels: tuple[str, ...]) -> list[SensorEvent]:
+        """End every open fault (the new bundle checks no sensors): ``sensor_ok`` for each."""
+        events = [SensorEvent(kind, rules_channels[j], False, ts, math.nan) for kind, j in sorted(self.open)]
+        self.open.clear()
+        return events
+
     def faulted(self) -> tuple[int, ...]:
         """Channels (indices) with any fault open: left out of the process score."""
         return tuple(sorted({j for _, j in self.open})) if self.open else ()
@@ -169,3 +177,21 @@ class SensorWatch:
     def describe(self, rules: SensorRules) -> list[dict[str, str]]:
         """The open faults as ``[{"kind", "channel"}]`` (for the retained state), sorted."""
         return [{"kind": k, "channel": rules.channels[j]} for k, j in sorted(self.open, key=lambda f: (f[1], f[0]))]
+
+
+def window_faults(faulted: Any, segments: Any, window: int) -> Any:
+    """Per row, the channels faulted in any of the ``window`` rows up to it (``(T, C)`` bool): the
+    window ending at that row leaves them out, live and offline alike (the daemon counts rows
+    since its window restarted, which is where offline segments start)."""
+    import numpy as np
+
+    faulted = np.asarray(faulted, dtype=bool)
+    segments = np.asarray(segments)
+    out = np.zeros_like(faulted)
+    starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
+    stops = np.r_[starts[1:], len(segments)]
+    for a, b in zip(starts, stops, strict=True):
+        cs = np.vstack([np.zeros((1, faulted.shape[1]), dtype=np.int64), np.cumsum(faulted[a:b], axis=0)])
+        ends = np.arange(1, b - a + 1)
+        out[a:b] = (cs[ends] - cs[np.maximum(ends - window, 0)]) > 0
+    return out

@@ -54,7 +54,7 @@ class DueWindow(NamedTuple):
 class _Asset:
     """Mutable state of one asset's buffer (private; only :class:`Buffers` touches it)."""
 
-    __slots__ = ("buf", "pos", "count", "last_ts", "last", "cleaner", "watch", "seen", "times", "tpos")
+    __slots__ = ("buf", "pos", "count", "last_ts", "last", "cleaner", "watch", "fault_row", "seen", "times", "tpos")
 
     def __init__(self, window: int, n_channels: int) -> None:
         self.buf = np.empty((2 * window, n_channels), dtype=np.float64)
@@ -64,11 +64,13 @@ class _Asset:
         self.last: list[float] | None = None  # the last reading's row as buffered (forward fills included)
         self.cleaner = Cleaner(n_channels)  # grid rows, forward fill, restarts: as offline
         self.watch = SensorWatch(n_channels)  # stuck, implausible, missing channels
+        self.fault_row = [NO_FAULT] * n_channels  # per channel, the last row (count) written with a fault open
         self.seen = 0.0
         self.times = np.full(SEEN_TIMES, np.nan)  # recent accepted timestamps: tells a redelivery from disorder
         self.tpos = 0
 
 
+NO_FAULT = -(1 << 62)
 SENSOR_EVENTS_MAX = 10_000  # sensor-fault events waiting to be published; beyond, dropped and counted
 SEEN_TIMES = 1024  # a QoS 1 redelivery after a reconnect repeats at most the in-flight messages
 
@@ -155,12 +157,10 @@ class Buffers:
         before = after = ()
         if self.sensors is not None:
             before = state.watch.faulted()
-            for event in state.watch.step(ts, row, self.sensors):  # may hold a faulted channel's value
-                if len(self.sensor_events) < SENSOR_EVENTS_MAX:
-                    self.sensor_events.append((asset, event))
-                else:
-                    self.sensor_events_dropped += 1
+            self._queue(asset, state.watch.step(ts, row, self.sensors))  # may hold a faulted channel's value
             after = state.watch.faulted()
+        elif state.watch.open:  # a hot swap to a bundle without sensor limits: the open faults end
+            self._queue(asset, state.watch.close_all(ts, self.channels))
         made = state.cleaner.step(ts, row, self.policy)
         state.last_ts = ts
         state.times[state.tpos] = ts
@@ -171,6 +171,7 @@ class Buffers:
                 continue
             if restart and state.count:
                 state.count = 0
+                state.fault_row = [NO_FAULT] * len(self.channels)
                 self.gaps += 1
             self._write(asset, state, t, kept, received, after if k == last else before)
         kept = made[-1][1]
@@ -180,17 +181,35 @@ class Buffers:
         state.seen = received
         return None
 
+    def _queue(self, asset: str, events: list[SensorEvent]) -> None:
+        for event in events:
+            if len(self.sensor_events) < SENSOR_EVENTS_MAX:
+                self.sensor_events.append((asset, event))
+            else:
+                self.sensor_events_dropped += 1
+
+    def faulted(self, asset: str) -> tuple[int, ...]:
+        """Channels of ``asset`` with a sensor fault open now (none for an unknown asset)."""
+        state = self._assets.get(asset)
+        return () if state is None else state.watch.faulted()
+
     def _write(self, asset: str, state: _Asset, ts: float, row: list[float], received: float,
-               excluded: tuple[int, ...] = ()) -> None:
+               faulted: tuple[int, ...] = ()) -> None:
         window, pos = self.window, state.pos
         buf = state.buf
         buf[pos] = row
         buf[pos + window] = row
         state.pos = pos + 1 if pos + 1 < window else 0
         state.count += 1
+        for j in faulted:
+            state.fault_row[j] = state.count
         since_full = state.count - window
         if since_full >= 0 and since_full % self.hop == 0:
             values = buf[pos + 1 : pos + 1 + window].T.copy()  # always a copy; ascontiguousarray may not be
+            oldest = state.count - window
+            excluded: tuple[int, ...] = ()
+            if max(state.fault_row) > oldest:  # a channel faulted in any row of the window is left out
+                excluded = tuple(j for j, r in enumerate(state.fault_row) if r > oldest)
             self._due.append(DueWindow(asset, ts, values, received, excluded))
 
     def drain(self, limit: int | None = None) -> list[DueWindow]:

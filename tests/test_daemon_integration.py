@@ -221,29 +221,29 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
     send("a", reading(t0))  # accepted (1)
     send("a", reading(t0 + 1, c0=1.0, c1=2.0, c2=3.0, zz=4.0))  # unknown_channel
     send("a", reading(t0 + 1, c0=1.0, c1=2.0))  # accepted, c2 forward-filled (2)
-    send("a", reading(t0 + 2, c0=1.0, c1=2.0))  # missing_channel: fill_limit 1 used up
+    send("a", reading(t0 + 2, c0=1.0, c1=2.0))  # fill_limit 1 used up: a `missing` sensor fault, c2 held (3)
     send("a", reading(t0 - 10))  # out_of_order
     send("a", reading(t0 + 1))  # duplicate_ts
     send("b", reading(t0, c0=1.0))  # missing_channel: nothing to fill a first reading from
-    send("b", reading(t0 + 1))  # accepted, second asset (3)
+    send("b", reading(t0 + 1))  # accepted, second asset (4)
     send("c", reading(t0))  # too_many_assets
 
     expected = set(REJECT_REASONS) - {"parse_error"}  # parse_error is a parser bug: nothing sends it
-    total = len(expected) + 1  # missing_channel twice
+    total = len(expected)
 
     def rejected():
         m = scrape(running.url)
         counts = {dict(k[1])["reason"]: v for k, v in m.items() if k[0] == "sensorguard_messages_rejected_total"}
-        return counts if sum(counts.values()) == total and m[("sensorguard_readings_total", ())] == 3 else None
+        return counts if sum(counts.values()) == total and m[("sensorguard_readings_total", ())] == 4 else None
 
     counts = wait_for(rejected, 15, "every rejection counted")
     assert {r for r, v in counts.items() if v} == expected
-    assert counts["missing_channel"] == 2 and counts["parse_error"] == 0
-    assert all(counts[r] == 1 for r in expected - {"missing_channel"})
+    assert counts["parse_error"] == 0 and all(counts[r] == 1 for r in expected)
+    assert running.value("sensorguard_sensor_faults_total", kind="missing") == 1
     assert http_status(f"{running.url}/healthz") == 200 and http_status(f"{running.url}/readyz") == 200
     assert http_status(f"{running.url}/nothing-here") == 404
     send("b", reading(t0 + 2))  # still serving
-    wait_for(lambda: running.value("sensorguard_readings_total") == 4, 10, "a good reading after the bad ones")
+    wait_for(lambda: running.value("sensorguard_readings_total") == 5, 10, "a good reading after the bad ones")
     pub.close()
 
 

@@ -54,6 +54,8 @@ def test_the_watch_opens_and_closes_each_kind_once():
     ({"a": {"low": 1.0, "high": 0.0}}, "below"),
     ({"a": {"low": 0.0, "high": 1.0, "stuck_after": 0}}, "stuck_after"),
     ({"b": {"low": 0.0, "high": 1.0}}, "exactly"),
+    ({"a": {"low": 0.0, "high": 1.0, "stuck_after": True}}, "stuck_after"),
+    ({"a": {"low": 0.0, "high": 1.0, "stuck_after": float("inf")}}, "stuck_after"),
 ])
 def test_bad_limits_in_a_bundle_are_refused(raw, needle):
     with pytest.raises(ValueError, match=needle):
@@ -67,6 +69,7 @@ def test_the_daemon_publishes_sensor_faults_apart_from_alerts(tiny_bundle):
     for i in range(8):  # a stays at 1.0: stuck from the fifth reading on
         daemon.ingest.handle(client, message("pump-1", T0 + i, a=1.0, b=float(i), c=-float(i)))
     daemon.ingest.handle(client, message("pump-1", T0 + 8, a=2.0, b=500.0, c=0.0))  # moves again; b implausible
+    daemon.publish_sensor_faults()  # what the scoring worker does before each batch
     events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
     assert [(e["state"], e["kind"], e["channel"]) for e in events] == [
         ("sensor_fault", "stuck", "a"), ("sensor_ok", "stuck", "a"), ("sensor_fault", "out_of_range", "b")]
@@ -115,3 +118,60 @@ def test_a_dead_sensor_raises_no_process_alarm_yet_a_process_fault_still_does(tr
     assert held[320:600].sum() == 0  # the dead sensor alone: no process alarm
     assert held[600:720].any()  # the process fault: caught
     assert alerts(None)[320:600].all()  # without sensor limits the dead sensor alarms on every window
+
+
+def sensing_buffers(window=4):
+    from sensorguard.service.windows import Buffers
+
+    limits = (ChannelLimits(-10.0, 10.0, None), ChannelLimits(-10.0, 10.0, None))
+    return Buffers(("a", "b"), window=window, hop=1, sensors=SensorRules(("a", "b"), limits, fill_limit=5))
+
+
+def test_a_channel_faulted_anywhere_in_a_window_is_left_out_of_it():
+    bufs = sensing_buffers(window=4)
+    for i in range(12):
+        bufs.add("p", float(i), {"a": float(i % 3), "b": 99.0 if i == 5 else float(i % 2)}, 0.0)
+    excluded = {w.ts: w.excluded for w in bufs.drain()}
+    assert [t for t, e in excluded.items() if e] == [5.0, 6.0, 7.0, 8.0]  # the windows holding row 5
+    assert excluded[5.0] == (1,) and excluded[9.0] == ()
+
+
+def test_a_hot_swap_to_a_bundle_without_sensor_limits_ends_the_open_faults():
+    bufs = sensing_buffers()
+    bufs.add("p", 0.0, {"a": 1.0, "b": 99.0}, 0.0)
+    assert [(e.kind, e.fault) for _, e in bufs.sensor_events] == [("out_of_range", True)]
+    bufs.sensor_events.clear()
+    bufs.sensors = None
+    bufs.add("p", 1.0, {"a": 1.0, "b": 99.0}, 0.0)
+    assert [(e.kind, e.fault) for _, e in bufs.sensor_events] == [("out_of_range", False)]
+    assert bufs.faulted("p") == ()
+
+
+def test_a_window_with_every_channel_faulted_is_not_judged():
+    from sensorguard.service.scorer import Scores, without_channels
+
+    scores = Scores(error=np.array([2.0, 2.0]), score=np.array([4.0, 4.0]), channel_error=np.array([[1.0, 3.0]] * 2))
+    out = without_channels(scores, np.array([[True, False], [True, True]]), threshold=0.5)
+    assert out.score[0] == 6.0 and np.isnan(out.score[1])
+
+
+def test_the_fill_limit_setting_reaches_the_sensor_watch(tiny_bundle):
+    limits = tuple(ChannelLimits(-100.0, 100.0, None) for _ in tiny_bundle.channels)
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    daemon, _ = make(bundle, fill_limit=2)
+    assert daemon.buffers.policy.fill_limit == 2 and daemon.buffers.sensors.fill_limit == 2
+
+
+def test_readings_with_a_sensor_fault_open_are_not_recorded_for_retraining(tiny_bundle, tmp_path):
+    import pandas as pd
+
+    limits = tuple(ChannelLimits(-100.0, 100.0, None) for _ in tiny_bundle.channels)
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    daemon, client = make(bundle, record_dir=str(tmp_path / "rec"), record_guard_s=0)
+    for i in range(6):
+        b = 500.0 if i in (2, 3) else float(i)
+        daemon.ingest.handle(client, message("pump-1", T0 + i, a=float(i), b=b, c=1.0))
+    daemon.recorder.flush(T0 + 100, force=True)
+    files = sorted((tmp_path / "rec").glob("*/*.parquet"))
+    recorded = sorted(pd.concat([pd.read_parquet(f) for f in files]).ts - T0)
+    assert recorded == [0.0, 1.0, 4.0, 5.0]  # the held readings 2 and 3 are no data to learn from

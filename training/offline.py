@@ -16,7 +16,7 @@ import pandas as pd
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.scorer import Scorer, Scores
-from sensorguard.service.sensors import SensorRules, SensorWatch
+from sensorguard.service.sensors import SensorRules, SensorWatch, window_faults
 from sensorguard.training.data import DataError, SensorData
 from sensorguard.training.evaluate import best_f1_threshold, detection_metrics, pool_metrics
 
@@ -38,8 +38,9 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules = AlertRules(
     """
     if len(data) < bundle.window:
         raise DataError(f"{name}: {len(data)} usable rows, fewer than one window ({bundle.window})")
-    # sensor faults open: those channels imputed by the model and left out of the score, as live
-    scores = Scorer(bundle).score_series(data.values, data.segments, data.faulted)
+    # a channel with a sensor fault open in a window is imputed by the model and left out, as live
+    excluded = None if data.faulted is None else window_faults(data.faulted, data.segments, bundle.window)
+    scores = Scorer(bundle).score_series(data.values, data.segments, excluded)
     mask = hop_mask(data.segments, bundle.window, bundle.hop)
     alert = np.zeros(len(data), dtype=np.int8)
     score = scores.score.copy()

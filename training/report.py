@@ -27,6 +27,7 @@ import pandas as pd
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.scorer import Scorer, Scores
+from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.evaluate import event_bounds, to_seconds
 
@@ -71,7 +72,10 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
         if label_column:
             frame["anomaly"] = data.labels[label_column][rows]
         tag = "" if asset is None else "_" + _file_name(asset)
-        paths += write_series(bundle, Path(out_dir), frame, data.segments[rows], rules=rules, tag=tag)
+        excluded = None if data.faulted is None else window_faults(data.faulted[rows], data.segments[rows],
+                                                                     bundle.window)
+        paths += write_series(bundle, Path(out_dir), frame, data.segments[rows], rules=rules, tag=tag,
+                              excluded=excluded)
     return paths
 
 
@@ -83,9 +87,10 @@ def _file_name(asset: str) -> str:
 
 
 def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: np.ndarray | None = None,
-                 times: Any = None, rules: AlertRules | None = None, tag: str = "") -> list[Path]:
+                 times: Any = None, rules: AlertRules | None = None, tag: str = "",
+                 excluded: np.ndarray | None = None) -> list[Path]:
     """``reconstructions<tag>.png`` and ``scores<tag>.png`` of one machine's readings (none when
-    shorter than a window)."""
+    shorter than a window); ``excluded``: channels left out per window (sensor faults), as ``score``."""
     missing = [c for c in bundle.channels if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks the bundle's channels {missing}")
@@ -93,7 +98,7 @@ def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: n
     segments = np.zeros(len(frame), dtype=np.int64) if segments is None else np.asarray(segments)
     x = _frame_times(frame, times)
     scorer = Scorer(bundle, device="cpu")
-    scores = scorer.score_series(values, segments)
+    scores = scorer.score_series(values, segments, excluded)
     if not np.isfinite(scores.score).any():
         return []  # shorter than one window: nothing was scored, so nothing to plot
     labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
