@@ -47,7 +47,7 @@ METRICS = (
 BUILTIN_SERIES = {"up", "ALERTS"}
 ALERTS = {
     "SensorguardAssetAnomaly", "SensorguardDown", "SensorguardBrokerDisconnected", "SensorguardNoReadings",
-    "SensorguardHighRejectionRate", "SensorguardModelReloadFailing",
+    "SensorguardHighRejectionRate", "SensorguardModelReloadFailing", "SensorguardSensorFaults",
 }
 
 
@@ -256,6 +256,7 @@ def test_dashboard_shows_what_operators_need():
         "sensorguard_windows_scored_total", "sensorguard_messages_rejected_total", "sensorguard_mqtt_connected",
         "sensorguard_model_info", "histogram_quantile(0.99", "histogram_quantile(0.5",
         "sensorguard_reading_to_score_seconds_bucket", "sensorguard_scoring_duration_seconds_bucket", "ALERTS",
+        "sensorguard_sensor_faults_open", "sensorguard_sensor_faults_total",
     ):
         assert needed in exprs, needed
     score = next(p for p in dashboard["panels"] if p["title"] == "Anomaly score per asset")
