@@ -34,6 +34,8 @@ FAULTS = (("level_shift", "pressure"), ("level_shift", "flow"), ("level_shift", 
           ("drift", "pressure"))
 FAULT_EVERY_S = 12.0  # asset k (k >= 1) gets its fault at k * 12 s of streaming
 FAULT_LENGTH_S = 8.0
+DEAD_SENSOR = ("dead_sensor", "temp_in", 3.0, 6.0)  # the last asset's temp_in reads -9999 from 3 s to 9 s
+DEAD_VALUE = -9999.0  # what many transmitters send for a broken sensor
 
 
 @dataclass(frozen=True)
@@ -54,17 +56,22 @@ class AssetView:
     status: str = "waiting"
     raised: int = 0
     cleared: int = 0
+    sensor_faults: int = 0
     channels: list[dict] = field(default_factory=list)
 
 
 def plan(assets: int) -> dict[str, list[Fault]]:
-    """Asset names and their injected faults: ``pump-1`` stays healthy, the others get one each."""
+    """Asset names and their injected faults: ``pump-1`` stays healthy, the others get one process
+    fault each, and the last one (of two or more) also a dead sensor, which the daemon reports as
+    a sensor fault and keeps out of the process score."""
     out = {}
     for k in range(assets):
         faults = []
         if k >= 1:
             kind, channel = FAULTS[(k - 1) % len(FAULTS)]
             faults.append(Fault(kind, channel, FAULT_EVERY_S * k, FAULT_LENGTH_S))
+        if k >= 1 and k == assets - 1:
+            faults.append(Fault(*DEAD_SENSOR))
         out[f"pump-{k + 1}"] = faults
     return out
 
@@ -81,7 +88,9 @@ def plant_streams(faults: dict[str, list[Fault]], rows: int, rate: float, seed: 
         for f in asset_faults:
             start = int(f.start_s * rate)
             length = min(int(f.length_s * rate), rows - start)
-            if length > 0:
+            if length > 0 and f.kind == "dead_sensor":
+                frame.iloc[start: start + length, frame.columns.get_loc(f.channel)] = DEAD_VALUE
+            elif length > 0:
                 frame = inject(frame, f.kind, start, length, f.channel, rng)
         channels = [c for c in frame.columns if c not in ("timestamp", "anomaly")]
         streams[asset] = frame
@@ -140,6 +149,15 @@ class View:
         if asset is None:
             return
         kind = payload.get("state")
+        if kind in ("sensor_fault", "sensor_ok"):
+            asset.sensor_faults += kind == "sensor_fault"
+            line = (f"{self.elapsed():6.1f}s  {str(kind).upper():12} {asset.name:8} {payload.get('kind')} on "
+                    f"{payload.get('channel')} (value {_num(payload.get('value'))}): a sensor, not the process")
+            with self._lock:
+                self.events.append(line)
+            if not self.live:
+                print(line, flush=True)
+            return
         if kind == "raised":
             asset.raised += 1
         elif kind == "cleared":
@@ -176,7 +194,7 @@ class View:
                 a.name, Text(a.status, style=style.get(a.status, "")), _num(a.score),
                 Text(bar, style="red" if score >= 1 else "green"),
                 ", ".join(f"{c['name']} {c['share']:.0%}" for c in a.channels),
-                f"{a.raised} raised / {a.cleared} cleared",
+                f"{a.raised} raised / {a.cleared} cleared" + (f", {a.sensor_faults} sensor" if a.sensor_faults else ""),
                 "; ".join(f"{f.kind} on {f.channel} at {f.start_s:.0f}-{f.start_s + f.length_s:.0f}s"
                           for f in a.faults) or "none (healthy)",
             )
@@ -348,4 +366,5 @@ def _summary(console, views: dict[str, AssetView], port: int) -> None:
     console.print("\nsummary (injected faults vs alerts the daemon raised):")
     for a in views.values():
         injected = ", ".join(f"{f.kind} on {f.channel} at {f.start_s:.0f}s" for f in a.faults) or "none"
-        console.print(f"  {a.name:8} injected: {injected:40} alerts: {a.raised} raised, {a.cleared} cleared")
+        console.print(f"  {a.name:8} injected: {injected:40} alerts: {a.raised} raised, {a.cleared} cleared, "
+                      f"{a.sensor_faults} sensor faults")

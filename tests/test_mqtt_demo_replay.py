@@ -85,6 +85,11 @@ def test_demo_with_the_embedded_broker_raises_and_clears_alerts_in_plain_lines(t
     assert any("amqtt" in line and "MQTT 3.1.1" in line for line in lines)
     assert any("RAISED" in line and "pump-2" in line and "pressure" in line for line in lines), out.stdout
     assert any("CLEARED" in line and "pump-2" in line for line in lines), out.stdout
+    # the dead temp_in of pump-2 (3-9 s) is a sensor fault, not a process alert: none is raised before
+    # the process fault at 12 s
+    assert any("SENSOR_FAULT" in line and "pump-2" in line and "temp_in" in line for line in lines), out.stdout
+    raised_at = [float(line.split("s", 1)[0]) for line in lines if "RAISED" in line and "pump-2" in line]
+    assert raised_at and min(raised_at) >= 11.0, out.stdout
     assert not any("\x1b[" in line for line in lines)  # no terminal escapes without a TTY
     assert (tmp_path / "model" / "bundle.json").is_file() and (tmp_path / "plant-pump-2.csv").is_file()
     assert "Traceback" not in out.stderr
