@@ -153,20 +153,12 @@ class View:
             asset.sensor_faults += kind == "sensor_fault"
             line = (f"{self.elapsed():6.1f}s  {str(kind).upper():12} {asset.name:8} {payload.get('kind')} on "
                     f"{payload.get('channel')} (value {_num(payload.get('value'))}): a sensor, not the process")
-            with self._lock:
-                self.events.append(line)
-            if not self.live:
-                print(line, flush=True)
-            return
-        if kind == "raised":
-            asset.raised += 1
-        elif kind == "cleared":
-            asset.cleared += 1
-        top = ", ".join(f"{c['name']} {c['share']:.0%}" for c in payload.get("channels", []))
-        score = payload.get("score")
-        peak = payload.get("peak_score")
-        line = (f"{self.elapsed():6.1f}s  {str(kind).upper():8} {asset.name:8} score {_num(score)} "
-                f"(peak {_num(peak)})  top channels: {top}")
+        else:
+            asset.raised += kind == "raised"
+            asset.cleared += kind == "cleared"
+            top = ", ".join(f"{c['name']} {c['share']:.0%}" for c in payload.get("channels", []))
+            line = (f"{self.elapsed():6.1f}s  {str(kind).upper():8} {asset.name:8} score {_num(payload.get('score'))} "
+                    f"(peak {_num(payload.get('peak_score'))})  top channels: {top}")
         with self._lock:
             self.events.append(line)
         if not self.live:
