@@ -68,7 +68,6 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.config import Settings
 from sensorguard.service.connection import Connection
-from sensorguard.service.drift import DriftState
 from sensorguard.service.hotswap import ModelHolder, load_model
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.logs import configure_logging
@@ -217,10 +216,6 @@ class Daemon:
         """Each asset's current alert state (a copy)."""
         return self.alerts.snapshot()
 
-    def drift_snapshot(self) -> dict[str, DriftState]:
-        """Each asset's drift baseline (a copy; empty when the bundle has no drift rule)."""
-        return self.alerts.drift_snapshot()
-
     @property
     def bundle(self) -> Bundle:
         """The bundle being served now (it changes on a hot swap)."""
@@ -233,10 +228,6 @@ class Daemon:
     def request_reload(self) -> None:
         """Check for a new model now (SIGHUP; :meth:`ModelHolder.request_reload`); signal-handler safe."""
         self.models.request_reload()
-
-    def check_model(self, force: bool = False) -> bool | None:
-        """Swap in the new model if there is one (:meth:`ModelHolder.check`)."""
-        return self.models.check(force)
 
     # --- the scoring worker -----------------------------------------------------------------------
 

@@ -179,6 +179,22 @@ class SensorWatch:
         return [{"kind": k, "channel": rules.channels[j]} for k, j in sorted(self.open, key=lambda f: (f[1], f[0]))]
 
 
+def watch_rows(times: Any, values: Any, rules: SensorRules) -> tuple[Any, Any, int]:
+    """A time-sorted series through one watch, as the daemon sees its readings: ``(values as held,
+    (T, C) bool faulted after each reading, faults opened)``."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    watch = SensorWatch(values.shape[1])
+    rows = np.where(np.isfinite(values), values, np.nan).tolist()
+    faulted = np.zeros(values.shape, dtype=bool)
+    opened = 0
+    for i, row in enumerate(rows):
+        opened += sum(e.fault for e in watch.step(float(times[i]), row, rules))
+        faulted[i, list(watch.faulted())] = True
+    return np.asarray(rows, dtype=np.float64).reshape(values.shape), faulted, opened
+
+
 def window_faults(faulted: Any, segments: Any, window: int) -> Any:
     """Per row, the channels faulted in any of the ``window`` rows up to it (``(T, C)`` bool): the
     window ending at that row leaves them out, live and offline alike (the daemon counts rows

@@ -231,7 +231,7 @@ def test_a_hot_swap_adopts_the_new_bundles_cleaning_policy(tiny_bundle, tmp_path
     daemon, _ = make(tiny_bundle, model=str(tmp_path / "m"))
     assert daemon.buffers.policy.fill_limit == 5
     save_bundle(replace(tiny_bundle, fill_limit=2), tmp_path / "m")
-    assert daemon.check_model(force=True) is True  # the same directory, reloaded (SIGHUP)
+    assert daemon.models.check(force=True) is True  # the same directory, reloaded (SIGHUP)
     assert daemon.buffers.policy == replace(tiny_bundle.cleaning, fill_limit=2)
 
 

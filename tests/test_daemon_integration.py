@@ -191,7 +191,7 @@ def test_daemon_scores_equal_offline_score_verb(serve, mosquitto, trained, train
         row = by_ts[round(window.ts, 3)]
         assert window.score == pytest.approx(row.score, rel=1e-5, abs=1e-6)
         assert int(window.status == "alerting") == row.alert
-    widened = widening(running.daemon.drift_snapshot().get("parity", DriftState()), bundle.drift_rule)
+    widened = widening(running.daemon.alerts.drift_snapshot().get("parity", DriftState()), bundle.drift_rule)
     assert widened == (1.5 if drift else 1.0)  # the rule really ran (and only when the bundle has one)
     pub.close()
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy, clean_rows, infer_policy
-from sensorguard.service.sensors import SensorRules, SensorWatch
+from sensorguard.service.sensors import SensorRules, watch_rows
 
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
                "changepoint", "changepoints"}
@@ -229,23 +229,10 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
         ok = np.isfinite(times)
         times, values = times[ok], values[ok]
         labels = {k: v[ok] for k, v in labels.items()}
-        values, faulted = _watch_sensors(times, values, sensors, notes)
+        values, faulted, opened = watch_rows(times, values, sensors)
+        if opened:
+            notes.append(f"{opened} sensor faults opened: those channels are held and left out of the score")
     return _fill_and_segment(times, values, labels, channels, fill_limit, notes, policy, faulted)
-
-
-def _watch_sensors(times: np.ndarray, values: np.ndarray, sensors: SensorRules,
-                   notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Each reading through the bundle's sensor watch: values as held, per row the faulted channels."""
-    watch = SensorWatch(values.shape[1])
-    rows = np.where(np.isfinite(values), values, np.nan).tolist()
-    faulted = np.zeros(values.shape, dtype=bool)
-    opened = 0
-    for i, row in enumerate(rows):
-        opened += sum(e.fault for e in watch.step(float(times[i]), row, sensors))
-        faulted[i, list(watch.faulted())] = True
-    if opened:
-        notes.append(f"{opened} sensor faults opened: those channels are held and left out of the score")
-    return np.asarray(rows, dtype=np.float64).reshape(values.shape), faulted
 
 
 def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> SensorData:
