@@ -34,6 +34,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 NAN = float("nan")
 REGULAR_TOLERANCE = 0.1  # a grid is regular when 80 % of the steps are within 10 % of the period
 REGULAR_SHARE = 0.8
@@ -95,8 +97,6 @@ def infer_policy(times: Any, fill_limit: int = 5) -> CleaningPolicy:
     times: one sorted series, or a list of them (several machines: one policy for all, as the
     bundle records one).
     """
-    import numpy as np
-
     series = times if isinstance(times, list) else [times]
     diffs = np.concatenate([np.diff(np.asarray(t, dtype=np.float64)) for t in series] or [np.zeros(0)])
     diffs = diffs[np.isfinite(diffs)]
@@ -181,8 +181,6 @@ def clean_rows(times: Any, values: Any, policy: CleaningPolicy) -> tuple[Any, An
     segments, source, counts)``; a new segment wherever a window restarts, ``source`` the input row
     each output row comes from (an inserted grid row: the reading before it). counts: rows
     ``inserted``, input values ``missing``, rows ``dropped``, ``restarts``."""
-    import numpy as np
-
     times = np.asarray(times, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     if not len(times):

@@ -270,6 +270,7 @@ class Daemon:
         now = time.monotonic()
         for i, due in enumerate(batch):
             self.metrics.reading_to_score.observe(max(0.0, now - due.received))
+            self._judged_ts = max(self._judged_ts, due.ts)
             if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
                 continue
             channels = scores.top_channels(i, scorer.channels)
@@ -278,8 +279,6 @@ class Daemon:
             except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
                 log.exception("applying a scored window of asset %r failed", due.asset)
                 continue
-            finally:
-                self._judged_ts = max(self._judged_ts, due.ts)
             scored = ScoredWindow(due.asset, due.ts, score, float(scores.error[i]), state.status, channels)
             for listener in self._listeners:
                 try:

@@ -43,7 +43,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, NamedTuple
+
+import numpy as np
 
 KINDS = ("stuck", "out_of_range", "missing")
 RANGE_MARGIN = 3.0  # the plausible range: the training range widened by three widths on each side
@@ -64,6 +67,12 @@ class SensorRules:
     channels: tuple[str, ...]
     limits: tuple[ChannelLimits, ...]
     fill_limit: int = 5
+
+    @cached_property
+    def columns(self) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int | None, ...]]:
+        """``(lows, highs, stuck_afters)``: the limits by column, for the watch's quick path."""
+        return (tuple(lim.low for lim in self.limits), tuple(lim.high for lim in self.limits),
+                tuple(lim.stuck_after for lim in self.limits))
 
     def to_dict(self) -> dict[str, Any]:
         return {c: {"low": lim.low, "high": lim.high, "stuck_after": lim.stuck_after}
@@ -91,8 +100,6 @@ class SensorRules:
 
 def learn_sensor_rules(channels: tuple[str, ...], values: Any, segments: Any, fill_limit: int) -> SensorRules:
     """Limits from clean training rows ``(T, C)``: the widened range and the longest still run."""
-    import numpy as np
-
     values = np.asarray(values, dtype=np.float64)
     segments = np.asarray(segments)
     limits = []
@@ -122,13 +129,14 @@ class SensorEvent(NamedTuple):
 class SensorWatch:
     """One asset's per-channel fault state (readings in time order, duplicates already refused)."""
 
-    __slots__ = ("last", "good", "still", "missing", "open")
+    __slots__ = ("last", "good", "still", "missing", "missing_any", "open")
 
     def __init__(self, n_channels: int) -> None:
         self.last = [math.nan] * n_channels
         self.good = [math.nan] * n_channels  # each channel's last plausible value: held while it is faulted
         self.still = [0] * n_channels  # readings in a row equal to the previous one
         self.missing = [0] * n_channels
+        self.missing_any = False  # some missing[j] > 0
         self.open: set[tuple[str, int]] = set()  # (kind, channel index)
 
     def step(self, ts: float, row: list[float], rules: SensorRules) -> list[SensorEvent]:
@@ -138,6 +146,8 @@ class SensorWatch:
         takes its last plausible value (no fill limit), so no row is dropped and the asset keeps
         being scored; the scorer then imputes the channel and leaves it out (:meth:`faulted`).
         """
+        if not self.open and not self.missing_any and self._quiet(row, rules):
+            return []
         events: list[SensorEvent] = []
         for j, value in enumerate(row):
             lim = rules.limits[j]
@@ -162,7 +172,25 @@ class SensorWatch:
                     row[j] = self.good[j]
             elif present:
                 self.good[j] = value
+        self.missing_any = any(self.missing)
         return events
+
+    def _quiet(self, row: list[float], rules: SensorRules) -> bool:
+        """The per-reading hot path: with nothing open or missing, a reading whose every value is
+        present, in range and not yet stuck changes no fault; take it (the same state the full
+        step would leave) and say so. False (nothing changed): take the full step."""
+        lows, highs, stucks = rules.columns
+        still = []
+        for value, low, high, stuck_after, last, run in zip(row, lows, highs, stucks, self.last, self.still,
+                                                            strict=True):
+            if not low <= value <= high:  # NaN fails this too
+                return False
+            run = run + 1 if value == last else 0
+            if stuck_after is not None and run + 1 >= stuck_after:
+                return False
+            still.append(run)
+        self.still, self.last, self.good = still, list(row), list(row)
+        return True
 
     def close_all(self, ts: float, rules_channels: tuple[str, ...]) -> list[SensorEvent]:
         """End every open fault (the new bundle checks no sensors): ``sensor_ok`` for each."""
@@ -182,8 +210,6 @@ class SensorWatch:
 def watch_rows(times: Any, values: Any, rules: SensorRules) -> tuple[Any, Any, int]:
     """A time-sorted series through one watch, as the daemon sees its readings: ``(values as held,
     (T, C) bool faulted after each reading, faults opened)``."""
-    import numpy as np
-
     values = np.asarray(values, dtype=np.float64)
     watch = SensorWatch(values.shape[1])
     rows = np.where(np.isfinite(values), values, np.nan).tolist()
@@ -199,8 +225,6 @@ def window_faults(faulted: Any, segments: Any, window: int) -> Any:
     """Per row, the channels faulted in any of the ``window`` rows up to it (``(T, C)`` bool): the
     window ending at that row leaves them out, live and offline alike (the daemon counts rows
     since its window restarted, which is where offline segments start)."""
-    import numpy as np
-
     faulted = np.asarray(faulted, dtype=bool)
     segments = np.asarray(segments)
     out = np.zeros_like(faulted)

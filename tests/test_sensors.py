@@ -175,3 +175,24 @@ def test_readings_with_a_sensor_fault_open_are_not_recorded_for_retraining(tiny_
     files = sorted((tmp_path / "rec").glob("*/*.parquet"))
     recorded = sorted(pd.concat([pd.read_parquet(f) for f in files]).ts - T0)
     assert recorded == [0.0, 1.0, 4.0, 5.0]  # the held readings 2 and 3 are no data to learn from
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_quick_path_leaves_the_state_the_full_step_would(seed):
+    rng = np.random.default_rng(seed)
+    rules = SensorRules(("a", "b", "c"), tuple(ChannelLimits(-5.0, 5.0, 6) for _ in range(3)), fill_limit=2)
+    quick, full = SensorWatch(3), SensorWatch(3)
+    for t in range(400):
+        row = np.round(rng.normal(0, 2.5, 3)).tolist()  # repeats, excursions out of range
+        if rng.random() < 0.1:
+            row[int(rng.integers(3))] = NAN
+        if rng.random() < 0.05:
+            row = [row[0]] * 3
+        full.missing_any = True  # forces the full step
+        row_q, row_f = list(row), list(row)
+        assert quick.step(float(t), row_q, rules) == full.step(float(t), row_f, rules)
+        assert np.array_equal(row_q, row_f, equal_nan=True)  # the same values held
+        for name in ("still", "missing", "open"):
+            assert getattr(quick, name) == getattr(full, name), (t, name)
+        for name in ("last", "good"):
+            assert np.array_equal(getattr(quick, name), getattr(full, name), equal_nan=True), (t, name)
