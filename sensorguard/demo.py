@@ -151,8 +151,9 @@ class View:
         kind = payload.get("state")
         if kind in ("sensor_fault", "sensor_ok"):
             asset.sensor_faults += kind == "sensor_fault"
+            where = payload.get("channel") or "the asset"
             line = (f"{self.elapsed():6.1f}s  {str(kind).upper():12} {asset.name:8} {payload.get('kind')} on "
-                    f"{payload.get('channel')} (value {_num(payload.get('value'))}): a sensor, not the process")
+                    f"{where} (value {_num(payload.get('value'))}): a sensor, not the process")
         else:
             asset.raised += kind == "raised"
             asset.cleared += kind == "cleared"

@@ -64,7 +64,7 @@ class AlertState:
 
 @dataclass(frozen=True)
 class AlertEvent:
-    kind: Literal["raised", "cleared", "stale"]
+    kind: Literal["raised", "cleared"]
     ts: float
     score: float
     peak_score: float
@@ -116,10 +116,10 @@ def judge(
     return new, drift, event, adjusted
 
 
-def mark_stale(state: AlertState, now: float) -> tuple[AlertState, AlertEvent]:
-    """The asset went silent: end any alert and report it stale (``now``: its last reading's time)."""
-    event = AlertEvent("stale", now, state.last_score, state.peak, state.alert_id)
-    return AlertState("stale", last_score=state.last_score), event
+def mark_stale(state: AlertState) -> AlertState:
+    """The asset went silent: any alert ends, the process is not judged until it is back (its
+    ``silent`` sensor fault says so, ``service/assets.py``)."""
+    return AlertState("stale", last_score=state.last_score)
 
 
 def hop_mask(segments: np.ndarray, window: int, hop: int) -> np.ndarray:

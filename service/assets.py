@@ -7,9 +7,15 @@ through the :class:`~sensorguard.service.publisher.Publisher`, to the metrics an
 (which holds an asset's readings back while an alert is up). It needs no broker: tests drive it
 with :meth:`AssetAlerts.apply` and a client that records what was published.
 
+An asset that goes silent (``stale_after_s`` without a reading while connected) gets a ``silent``
+sensor fault (channel null): its alert, if one is up, ends with it (the event carries its
+``alert_id``), its retained state says ``stale``, and everything else about it is forgotten. Its
+first reading back closes the fault (``sensor_ok``). The silent assets remembered for that are
+capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events).
+
 Assets restored from ``state_dir`` (:func:`~sensorguard.service.state.restore_states`) wait for
 their next window and carry on where they were (an alert stays up under its ``alert_id``); those
-that send nothing until ``restore_until`` are ended as stale like live assets that go silent.
+that send nothing until ``restore_until`` go silent like live assets.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from sensorguard.service.sensors import SensorEvent
 from sensorguard.service.state import save_states
 
 log = logging.getLogger(__name__)
+
+SILENT_KEPT = 10_000  # silent assets whose return is awaited (a sensor_ok); beyond, the oldest is forgotten
+NAN = float("nan")
 
 Restored = dict[str, tuple[AlertState, DriftState | None]]
 
@@ -58,6 +67,7 @@ class AssetAlerts:
         self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
         self._faults: dict[str, dict[tuple[str, str], float]] = {}  # asset -> open sensor faults -> since (ts)
+        self._silent: dict[str, float] = {}  # silent assets -> their last reading's time, oldest first
         self._faults_lock = threading.Lock()  # the open faults are read by whoever publishes a state
 
     def snapshot(self) -> dict[str, AlertState]:
@@ -106,6 +116,14 @@ class AssetAlerts:
     def sensor(self, asset: str, event: SensorEvent) -> None:
         """A sensor fault opened or closed (worker thread, before its reading's windows): count it,
         publish it and the asset's state."""
+        if event.kind == "silent":  # an asset's first reading (after silence, or ever)
+            with self._faults_lock:
+                was_silent = self._silent.pop(asset, None) is not None
+                self._count_open()
+            if was_silent:
+                self.publisher.sensor(asset, event, self._model())
+                self.publish_state(asset, event.ts)
+            return
         key = (event.kind, event.channel)
         with self._faults_lock:
             faults = self._faults.setdefault(asset, {})
@@ -115,31 +133,40 @@ class AssetAlerts:
                 faults.pop(key, None)
             if not faults:
                 self._faults.pop(asset, None)
-            self.metrics.sensor_faults_open.set(sum(len(f) for f in self._faults.values()))
+            self._count_open()
         if event.fault:
             self.metrics.sensor_faults.labels(event.kind).inc()
-        b = self.current()
-        self.publisher.sensor(asset, event, (b.name, b.version))
+        self.publisher.sensor(asset, event, self._model())
         self.publish_state(asset)
+
+    def _model(self) -> tuple[str, str]:
+        b = self.current()
+        return b.name, b.version
+
+    def _count_open(self) -> None:
+        """The open-faults gauge (the faults lock held): channel faults and silent assets."""
+        self.metrics.sensor_faults_open.set(sum(len(f) for f in self._faults.values()) + len(self._silent))
 
     def sensor_faults(self, asset: str) -> list[dict]:
         """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first."""
         with self._faults_lock:
             faults = sorted(self._faults.get(asset, {}).items(), key=lambda item: (item[1], item[0]))
+            if asset in self._silent:
+                faults.insert(0, (("silent", None), self._silent[asset]))
         return [{"kind": kind, "channel": channel, "since": iso(since)} for (kind, channel), since in faults]
 
     def end(self, asset: str, last_ts: float | None) -> None:
-        """An asset that went silent after a reading at ``last_ts``: end its alert state as stale
-        (the event carries that reading time, like every other event) and forget everything about it."""
-        seen, channels = self._latest.get(asset, (None, []))
+        """An asset that went silent after a reading at ``last_ts``: a ``silent`` sensor fault at
+        that reading time (like every other event), its alert state ends, everything else about it
+        is forgotten."""
+        seen, _ = self._latest.get(asset, (None, []))
         ts = last_ts if last_ts is not None else (seen if seen is not None else time.time())
-        self._go_stale(asset, self._states.get(asset, AlertState()), channels, ts)
+        with self._faults_lock:  # its channel faults end with it: the silent fault replaces them
+            self._faults.pop(asset, None)
+        self._go_silent(asset, self._states.get(asset, AlertState()), ts)
         self._drift.pop(asset, None)
         self._latest.pop(asset, None)
         self.metrics.forget_asset(asset)
-        with self._faults_lock:  # a silent asset's sensor faults end with it (the stale event says so)
-            self._faults.pop(asset, None)
-            self.metrics.sensor_faults_open.set(sum(len(f) for f in self._faults.values()))
         if self.recorder is not None:
             self.recorder.forget(asset)
 
@@ -147,11 +174,11 @@ class AssetAlerts:
         """After ``restore_until`` (monotonic), end restored assets that never came back."""
         if not self.restored or now < self.restore_until:
             return
-        log.info("%d assets restored from the state file sent nothing for %.0f s: stale",
+        log.info("%d assets restored from the state file sent nothing for %.0f s: silent",
                  len(self.restored), self.rules.stale_after)
         for asset, (saved, _) in list(self.restored.items()):
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
-                self._go_stale(asset, saved, [], time.time())  # its last reading time was not saved
+                self._go_silent(asset, saved, time.time())  # its last reading time was not saved
         self.restored.clear()
 
     def save(self) -> None:
@@ -173,7 +200,7 @@ class AssetAlerts:
 
     def publish_state(self, asset: str, ts: float | None = None, bundle: Bundle | None = None):
         """The asset's current state, retained. ``ts`` is that of its latest scored window unless
-        given (stale: the wall clock)."""
+        given (silent: its last reading's)."""
         b = bundle or self.current()
         last_ts, channels = self._latest.get(asset, (time.time(), []))
         state = self._states.get(asset) or (self.restored[asset][0] if asset in self.restored else AlertState())
@@ -184,11 +211,21 @@ class AssetAlerts:
         """The asset's alert line: the bundle's threshold, widened by the drift rule."""
         return bundle.threshold_ * widening(self._drift.get(asset, DriftState()), bundle.drift_rule)
 
-    def _go_stale(self, asset: str, state: AlertState, channels: list[dict], ts: float) -> None:
-        """End ``asset``'s alert state as stale at ``ts``: publish the event and the retained state, forget it."""
-        self._states[asset], event = mark_stale(state, ts)
-        self._publish_event(asset, event, channels)
-        self.publish_state(asset, event.ts)
+    def _go_silent(self, asset: str, state: AlertState, ts: float) -> None:
+        """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names
+        the alert it ends, if one was up), publish the retained ``stale`` state, forget the state."""
+        with self._faults_lock:
+            self._silent.pop(asset, None)
+            self._silent[asset] = ts
+            while len(self._silent) > SILENT_KEPT:  # its return will not be told
+                self._silent.pop(next(iter(self._silent)))
+                self.metrics.sensor_events_dropped.inc()
+            self._count_open()
+        self.metrics.sensor_faults.labels("silent").inc()
+        ended = state.alert_id if state.status == "alerting" else None
+        self.publisher.sensor(asset, SensorEvent("silent", None, True, ts, NAN), self._model(), ended)
+        self._states[asset] = mark_stale(state)
+        self.publish_state(asset, ts)
         self._states.pop(asset, None)
 
     def _publish_event(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle | None = None):

@@ -106,7 +106,7 @@ class Settings:
     clear_after: int = setting(5, "windows below `clear_level` in a row to clear it")
     clear_level: float = setting(1.0, "score below which a window counts towards clearing")
     stale_after_s: float = setting(300.0, "an asset silent this long (seconds, counted while connected) is "
-                                          "reported `stale`")
+                                          "reported `silent` (a sensor fault)")
     record_dir: str | None = setting(None, "record readings far from alerts here, for `retrain --recorded`")
     record_guard_s: float = setting(300.0, "readings this close (reading time, seconds) to an alert are not recorded")
     record_max_mb: float = setting(1024.0, "recordings kept at most, MB (oldest files deleted first)")

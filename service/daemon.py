@@ -298,7 +298,7 @@ class Daemon:
         if since is not None and now - since >= self.rules.stale_after:
             for asset, last_ts in self.ingest.forget_silent(now - self.rules.stale_after).items():
                 self.alerts.end(asset, last_ts)
-                log.info("asset %s sent nothing for %.0f s: stale", asset, self.rules.stale_after)
+                log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
             self.alerts.expire_restored(now)
         if now >= self._next_save:
             self.alerts.save()

@@ -73,8 +73,8 @@ class Metrics:
         )
         self.windows_scored = counter("windows_scored_total", "Windows scored by the model.")
         self.alerts = counter("alerts_total", "Alerts raised, by asset.", ("asset",))
-        self.sensor_faults = counter("sensor_faults_total", "Sensor faults opened (stuck, out_of_range, missing).",
-                                     ("kind",))
+        self.sensor_faults = counter("sensor_faults_total",
+                                     "Sensor faults opened (stuck, out_of_range, missing, silent).", ("kind",))
         self.sensor_faults_open = gauge("sensor_faults_open", "Sensor faults open now, all assets.")
         self.sensor_events_dropped = counter("sensor_events_dropped_total",
                                              "Sensor-fault events dropped because their queue was full.")

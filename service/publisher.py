@@ -53,7 +53,7 @@ class Publisher:
         self.client: Any = None
 
     def alert(self, asset: str, event: AlertEvent, channels: list[dict], model: tuple[str, str], line: float):
-        """An alert raised, cleared or gone stale, on ``<output_prefix>/alerts/<asset>``; logged too."""
+        """An alert raised or cleared, on ``<output_prefix>/alerts/<asset>``; logged too."""
         body = payload(asset, event.kind, event.ts, event.score, event.peak_score, event.alert_id, channels, *model,
                        line)
         log.info(
@@ -76,8 +76,11 @@ class Publisher:
         body["sensor_faults"] = sensor_faults or []
         return mqtt.publish_json(self.client, self.settings.state_topic(asset), body, qos=1, retain=True)
 
-    def sensor(self, asset: str, event: SensorEvent, model: tuple[str, str]):
-        """A sensor fault opened (``sensor_fault``) or closed (``sensor_ok``) on ``<output_prefix>/alerts/<asset>``."""
+    def sensor(self, asset: str, event: SensorEvent, model: tuple[str, str], ended_alert: str | None = None):
+        """A sensor fault opened (``sensor_fault``) or closed (``sensor_ok``) on ``<output_prefix>/alerts/<asset>``.
+
+        ``ended_alert``: the ``alert_id`` of the process alert this fault ends (an asset gone
+        ``silent`` while alerting), so a subscriber tracking open alerts closes it."""
         state = "sensor_fault" if event.fault else "sensor_ok"
         log.info("%s: %s %s of %s (value %s)", state, asset, event.kind, event.channel, event.value,
                  extra={"asset": asset, "event": state, "kind": event.kind, "channel": event.channel})
@@ -86,6 +89,8 @@ class Publisher:
         body = {"asset": asset, "state": state, "kind": event.kind, "channel": event.channel, "ts": iso(event.ts),
                 "value": _finite(event.value) if event.value == event.value else None,
                 "model": {"name": model[0], "version": model[1]}}
+        if ended_alert:
+            body["alert_id"] = ended_alert
         return mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1)
 
     def daemon_event(self, body: dict) -> None:

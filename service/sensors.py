@@ -16,7 +16,9 @@ fault of one of three kinds:
   row (forward fill gave up).
 
 A fault closes (``sensor_ok``) at the first reading that no longer shows it. Silence of the whole
-asset is ``stale`` (``service/assets.py``).
+asset is the fourth kind, ``silent`` (channel None): the daemon opens it after ``stale_after_s``
+without a reading while connected and closes it at the asset's first reading back
+(``service/assets.py``; :class:`~sensorguard.service.windows.Buffers` tells every asset's first reading).
 
 While a channel has a fault open in any row of a window (:func:`window_faults`), the process
 score leaves it out: the model fills the channel in from the others (``Scorer._impute``: start
@@ -48,7 +50,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-KINDS = ("stuck", "out_of_range", "missing")
+KINDS = ("stuck", "out_of_range", "missing", "silent")
 RANGE_MARGIN = 3.0  # the plausible range: the training range widened by three widths on each side
 MIN_STUCK = 10  # readings: no channel is called stuck sooner
 
@@ -117,10 +119,11 @@ def learn_sensor_rules(channels: tuple[str, ...], values: Any, segments: Any, fi
 
 
 class SensorEvent(NamedTuple):
-    """A fault of ``kind`` on ``channel`` opened (``fault`` True) or closed at reading time ``ts``."""
+    """A fault of ``kind`` on ``channel`` opened (``fault`` True) or closed at reading time ``ts``
+    (``channel`` None: the whole asset, ``silent``)."""
 
     kind: str
-    channel: str
+    channel: str | None
     fault: bool
     ts: float
     value: float

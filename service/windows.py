@@ -154,6 +154,7 @@ class Buffers:
         if state is None:
             state = self._assets[asset] = _Asset(self.window, len(self.channels))
             state.seen = received
+            self._queue(asset, [SensorEvent("silent", None, False, ts, NAN)])  # ends a silent fault if one is open
         before = after = ()
         if self.sensors is not None:
             before = state.watch.faulted()

@@ -49,8 +49,9 @@ def test_peak_and_id_carried_to_clear():
 
 def test_stale_ends_alert_and_restarts_fresh():
     state, _ = run([2, 2, 2])
-    state, event = mark_stale(state, 100.0)
-    assert state.status == "stale" and event.kind == "stale"
+    assert state.status == "alerting"
+    state = mark_stale(state)
+    assert state.status == "stale" and state.alert_id == ""
     state, event = step(state, 0.1, 101.0, RULES)
     assert state.status == "normal" and event is None
 

@@ -111,20 +111,66 @@ def test_scored_windows_step_alerts_publish_and_reach_listeners(tiny_bundle):
     assert value(daemon, "sensorguard_windows_scored_total") == 1
 
 
-def test_silent_assets_go_stale_and_free_their_slot(tiny_bundle):
+def test_silent_assets_get_a_silent_sensor_fault_and_free_their_slot(tiny_bundle):
     daemon, client = make(tiny_bundle, stale_after_s=60, max_assets=1)
     daemon.ingest.handle(client, message("pump-1", T0))
+    daemon.publish_sensor_faults()
     daemon.housekeeping(time.monotonic())  # not silent yet
-    assert client.published == []
+    assert client.published == []  # (a first reading ends no silent fault: there was none)
     daemon.housekeeping(time.monotonic() + 61)
-    stale = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
-    assert [e["state"] for e in stale] == ["stale"]
-    assert stale[0]["ts"] == iso(T0)  # reading time, like every other event: its last reading
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["kind"], e["channel"]) for e in events] == [("sensor_fault", "silent", None)]
+    assert events[0]["ts"] == iso(T0)  # reading time, like every other event: its last reading
+    assert "alert_id" not in events[0]  # no alert was up
     state = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
     assert state[-1]["state"] == "stale"
+    assert state[-1]["sensor_faults"] == [{"kind": "silent", "channel": None, "since": iso(T0)}]
+    assert value(daemon, "sensorguard_sensor_faults_total", kind="silent") == 1
+    assert value(daemon, "sensorguard_sensor_faults_open") == 1
     assert len(daemon.buffers) == 0 and daemon.snapshot() == {}
     daemon.ingest.handle(client, message("pump-2", T0))  # the slot is free again
     assert value(daemon, "sensorguard_messages_rejected_total", reason="too_many_assets") == 0
+
+
+def test_a_silent_asset_ends_its_alert_and_its_first_reading_back_closes_the_fault(tiny_bundle):
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    for i in range(3):
+        daemon.alerts.apply("pump-1", T0 + i, 5.0, [])
+    alert_id = daemon.snapshot()["pump-1"].alert_id
+    assert alert_id
+    daemon.ingest.handle(client, message("pump-1", T0 + 3))
+    daemon.publish_sensor_faults()
+    daemon.housekeeping(time.monotonic() + 61)
+    client.published.clear()
+    daemon.ingest.handle(client, message("pump-1", T0 + 500))  # back
+    daemon.publish_sensor_faults()
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["kind"], e["ts"]) for e in events] == [("sensor_ok", "silent", iso(T0 + 500))]
+    state = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
+    assert state[-1]["state"] == "normal" and state[-1]["sensor_faults"] == []
+    assert value(daemon, "sensorguard_sensor_faults_open") == 0
+
+
+def test_the_silent_fault_names_the_alert_it_ends(tiny_bundle):
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    for i in range(3):
+        daemon.alerts.apply("pump-1", T0 + i, 5.0, [])
+    alert_id = daemon.snapshot()["pump-1"].alert_id
+    daemon.alerts.end("pump-1", T0 + 2)
+    silent = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"][-1]
+    assert silent["kind"] == "silent" and silent["alert_id"] == alert_id
+
+
+def test_silent_assets_awaited_are_capped(tiny_bundle, monkeypatch):
+    import sensorguard.service.assets as assets
+
+    monkeypatch.setattr(assets, "SILENT_KEPT", 2)
+    daemon, _ = make(tiny_bundle)
+    for k in range(3):
+        daemon.alerts.end(f"a{k}", T0)
+    assert value(daemon, "sensorguard_sensor_faults_open") == 2
+    assert value(daemon, "sensorguard_sensor_events_dropped_total") == 1
+    assert daemon.alerts.sensor_faults("a0") == [] and daemon.alerts.sensor_faults("a2")
 
 
 def test_a_broker_outage_makes_no_asset_stale(tiny_bundle):
@@ -137,7 +183,7 @@ def test_a_broker_outage_makes_no_asset_stale(tiny_bundle):
     daemon.housekeeping(now + 120)
     assert client.published == [] and "pump-1" in daemon.buffers
     daemon.housekeeping(now + 161)  # connected for stale_after_s and still nothing: now it is stale
-    assert [json.loads(p)["state"] for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"] == ["stale"]
+    assert [json.loads(p)["kind"] for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"] == ["silent"]
 
 
 def test_rate_limiter_reports_counts_once_per_interval():

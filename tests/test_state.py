@@ -95,7 +95,8 @@ def test_a_restored_alert_that_never_comes_back_goes_stale_and_a_returning_one_r
     second.housekeeping(time.monotonic() + 61)
     events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/gone"]
     states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/gone" and r]
-    assert [e["state"] for e in events] == ["stale"] and states[-1]["state"] == "stale"
+    assert [(e["state"], e["kind"]) for e in events] == [("sensor_fault", "silent")]
+    assert events[0]["alert_id"] and states[-1]["state"] == "stale"
     assert "gone" not in second.snapshot()
 
 
