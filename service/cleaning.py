@@ -20,6 +20,18 @@ Per reading, in order:
 Duplicate and older timestamps are the caller's business (live: rejected and counted; offline:
 rows are sorted and duplicate stamps dropped first).
 
+Before all that, :meth:`Cleaner.admit` holds each reading against the model's rate (on a regular
+grid only). The asset's publishing period is followed as a moving average of its steps (each step
+capped at two periods, so one outage weighs little; it starts at the model's period, or at the
+first step when that is shorter). An asset publishing **faster** (its steps averaging under
+``FAST_RATE``, 2/3 of a period) is resampled: a reading less than ``period - average / 2`` after
+the last kept one is dropped (``resampled``), which keeps every k-th reading of a publisher k
+times too fast (jitter included), so the windows span the time the model learned. At the model's
+rate nothing is dropped, however jittered. An asset publishing **slower** than ``SLOW_RATE`` (1.5) periods on average is
+refused (``slow_rate``): sample-and-hold would feed the model staircases it never saw, and at
+``fill_limit + 1`` periods every reading would restart the window and nothing would ever be scored
+without a word. Both are counted (live: ``messages_rejected_total{reason}``; offline: a note).
+
 >>> policy = CleaningPolicy(sample_period=1.0, fill_limit=2)
 >>> cleaner = Cleaner(2)
 >>> cleaner.step(0.0, [1.0, 5.0], policy), cleaner.step(1.0, [2.0, NAN], policy)
@@ -40,6 +52,9 @@ NAN = float("nan")
 REGULAR_TOLERANCE = 0.1  # a grid is regular when 80 % of the steps are within 10 % of the period
 REGULAR_SHARE = 0.8
 IRREGULAR_GAP_FACTOR = 10  # irregular sampling: only a much longer silence restarts the window
+SLOW_RATE = 1.5  # an asset whose steps average over this many sample periods is refused (slow_rate)
+FAST_RATE = 2 / 3  # ... under this many, it is resampled (at the model's rate, jitter drops nothing)
+RATE_WEIGHT = 1 / 8  # of each step in the asset's moving average
 
 
 @dataclass(frozen=True)
@@ -111,14 +126,36 @@ class Cleaner:
     """One asset's cleaning state: the last reading's time, each channel's last real value and
     how many rows in a row it has been filled."""
 
-    __slots__ = ("last_ts", "last", "fills", "filling", "broken")
+    __slots__ = ("last_ts", "last", "fills", "filling", "broken", "seen_ts", "step_avg")
 
     def __init__(self, n_channels: int) -> None:
+        self.seen_ts: float | None = None  # the last reading admit() saw, kept or not
+        self.step_avg = NAN  # the asset's moving average step (NaN: none yet)
         self.last_ts: float | None = None
         self.last = [NAN] * n_channels  # each channel's last real value (NaN: none yet)
         self.fills = [0] * n_channels  # rows in a row each channel was filled (or missing)
         self.filling = False  # some fills may be > 0 (the common path skips resetting them)
         self.broken = False  # a row was dropped or the gap was long: the next kept row restarts the window
+
+    def admit(self, ts: float, policy: CleaningPolicy) -> str | None:
+        """Whether a reading (in time order) is taken at the model's rate: None, ``resampled``
+        (faster than the grid: dropped) or ``slow_rate`` (refused); see the module notes."""
+        seen, self.seen_ts = self.seen_ts, ts
+        period = policy.sample_period
+        if seen is None or period is None or not policy.regular:
+            return None
+        gap = min(ts - seen, 2 * period)
+        avg = self.step_avg
+        if avg != avg:  # the first step: a faster publisher is resampled at once, slowness needs a run
+            avg = min(gap, period)
+        else:
+            avg += RATE_WEIGHT * (gap - avg)
+        self.step_avg = avg
+        if avg > SLOW_RATE * period:
+            return "slow_rate"
+        if avg < FAST_RATE * period and self.last_ts is not None and ts - self.last_ts < period - avg / 2:
+            return "resampled"
+        return None
 
     def step(self, ts: float, row: list[float], policy: CleaningPolicy) -> list[tuple[float, list[float] | None, bool]]:
         """The grid rows one reading makes, oldest first: ``(ts, values or None if dropped, restart)``.
@@ -216,3 +253,26 @@ def clean_rows(times: Any, values: Any, policy: CleaningPolicy) -> tuple[Any, An
               "restarts": segment}
     return (np.asarray(out_t, dtype=np.float64), np.asarray(out_v, dtype=np.float64).reshape(-1, values.shape[1]),
             np.asarray(segments, dtype=np.int64), np.asarray(source, dtype=np.int64), counts)
+
+
+def admit_rows(times: Any, policy: CleaningPolicy) -> tuple[Any, dict[str, int]]:
+    """Which readings of a time-sorted series (no duplicate stamps) the daemon would take at the
+    model's rate (:meth:`Cleaner.admit`): ``(keep mask, counts of resampled and slow_rate)``."""
+    times = np.asarray(times, dtype=np.float64)
+    keep = np.ones(len(times), dtype=bool)
+    counts = {"resampled": 0, "slow_rate": 0}
+    period = policy.sample_period
+    if len(times) < 2 or period is None or not policy.regular:
+        return keep, counts
+    diffs = np.diff(times)
+    if diffs.min() >= 2 * period / 3 and diffs.max() <= SLOW_RATE * period:  # nothing can be dropped
+        return keep, counts
+    cleaner = Cleaner(0)
+    for i, t in enumerate(times.tolist()):
+        reason = cleaner.admit(t, policy)
+        if reason is None:
+            cleaner.last_ts = t  # as step() would
+        else:
+            keep[i] = False
+            counts[reason] += 1
+    return keep, counts

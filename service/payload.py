@@ -36,6 +36,10 @@ Reasons from :mod:`service.windows` (need per-asset state, so they are not the p
 - ``out_of_order``: older than the asset's last accepted sample.
 - ``duplicate_ts``: the same timestamp as the asset's last accepted sample.
 - ``too_many_assets``: a new asset beyond ``max_assets``.
+- ``resampled``: the asset publishes faster than the model's sample period; the readings between
+  grid steps are dropped (:meth:`~sensorguard.service.cleaning.Cleaner.admit`).
+- ``slow_rate``: the asset publishes over 1.5 times slower than the model's sample period; its
+  readings are refused until it is back at the rate (retrain on data at its rate, or fix the sender).
 
 >>> raw = b'{"ts": 1700000000, "values": {"t": 1}}'
 >>> p = parse_message("sensors/site-a/pump-7/readings", raw, "sensors")
@@ -73,6 +77,8 @@ REJECT_REASONS: tuple[str, ...] = (
     "out_of_order",
     "duplicate_ts",
     "too_many_assets",
+    "resampled",
+    "slow_rate",
 )
 
 TS_MIN = 946684800.0  # 2000-01-01T00:00:00Z: earlier is a device clock that was never set

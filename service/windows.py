@@ -132,6 +132,8 @@ class Buffers:
         grid rows for a short gap, forward fill, a restart after a long gap or a dropped row.
         ``missing_channel``: a channel missing for longer than the fill limit; the reading is
         dropped (it still counts as the asset's latest time) and the window restarts after it.
+        ``resampled`` / ``slow_rate``: the asset publishes faster / slower than the model's grid
+        (:meth:`~sensorguard.service.cleaning.Cleaner.admit`); not taken, not sensor-checked.
         """
         state = self._assets.get(asset)
         if state is None:
@@ -155,6 +157,11 @@ class Buffers:
             state = self._assets[asset] = _Asset(self.window, len(self.channels))
             state.seen = received
             self._queue(asset, [SensorEvent("silent", None, False, ts, NAN)])  # ends a silent fault if one is open
+        rate = state.cleaner.admit(ts, self.policy)
+        if rate is not None:  # faster than the model's grid (resampled) or too slow: not taken
+            self._stamp(state, ts)
+            state.seen = received  # the asset is alive
+            return rate
         before = after = ()
         if self.sensors is not None:
             before = state.watch.faulted()
@@ -163,9 +170,7 @@ class Buffers:
         elif state.watch.open:  # a hot swap to a bundle without sensor limits: the open faults end
             self._queue(asset, state.watch.close_all(ts, self.channels))
         made = state.cleaner.step(ts, row, self.policy)
-        state.last_ts = ts
-        state.times[state.tpos] = ts
-        state.tpos = state.tpos + 1 if state.tpos + 1 < SEEN_TIMES else 0
+        self._stamp(state, ts)
         last = len(made) - 1
         for k, (t, kept, restart) in enumerate(made):
             if kept is None:
@@ -181,6 +186,13 @@ class Buffers:
         state.last = kept
         state.seen = received
         return None
+
+    @staticmethod
+    def _stamp(state: _Asset, ts: float) -> None:
+        """The reading's stamp is seen: a redelivery of it is a duplicate, an older one out of order."""
+        state.last_ts = ts
+        state.times[state.tpos] = ts
+        state.tpos = state.tpos + 1 if state.tpos + 1 < SEEN_TIMES else 0
 
     def _queue(self, asset: str, events: list[SensorEvent]) -> None:
         for event in events:

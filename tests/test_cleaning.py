@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sensorguard.service.cleaning import CleaningPolicy, clean_rows, infer_policy
+from sensorguard.service.cleaning import Cleaner, CleaningPolicy, admit_rows, clean_rows, infer_policy
 from sensorguard.training.data import series_from_frame
 
 NAN = math.nan
@@ -69,3 +69,58 @@ def test_a_value_filled_too_long_drops_its_row_and_restarts_the_window():
     assert out_t.tolist() == [0, 1, 2, 4, 5, 6, 7] and counts["dropped"] == 1
     assert segments.tolist() == [0, 0, 0, 1, 1, 1, 1] and out_v[2].tolist() == [3, 1]
     assert source.tolist() == [0, 1, 2, 4, 5, 6, 7]
+
+
+def kept_steps(times, policy=CleaningPolicy(sample_period=1.0)):
+    keep, counts = admit_rows(np.asarray(times), policy)
+    return np.diff(np.asarray(times)[keep]), counts
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 10])
+def test_a_publisher_k_times_too_fast_is_resampled_to_the_models_grid(k):
+    rng = np.random.default_rng(k)
+    times = np.arange(0, 120, 1 / k) + rng.uniform(-0.02, 0.02, 120 * k) / k  # jittered
+    steps, counts = kept_steps(times)
+    assert counts["resampled"] > 0.8 * (k - 1) * 120 and counts["slow_rate"] == 0
+    assert abs(np.median(steps) - 1.0) < 0.05 and steps[5:].min() > 0.8  # every k-th, from the start on
+
+
+def test_a_jittered_stream_at_the_models_rate_loses_nothing():
+    rng = np.random.default_rng(0)
+    times = np.arange(300.0) + rng.uniform(-0.3, 0.3, 300)  # steps from 0.4 to 1.6 periods
+    steps, counts = kept_steps(times)
+    assert counts == {"resampled": 0, "slow_rate": 0} and len(steps) == 299
+
+
+def test_a_slower_publisher_is_refused_but_one_outage_is_not():
+    outage = np.r_[np.arange(50.0), np.arange(54.0, 100.0)]  # a 4 s dropout: one long step
+    assert kept_steps(outage)[1] == {"resampled": 0, "slow_rate": 0}
+    slow = np.r_[np.arange(50.0), 50 + 3 * np.arange(1, 40)]  # from reading 50 on, one every 3 s
+    keep, counts = admit_rows(slow, CleaningPolicy(sample_period=1.0))
+    assert keep[:51].all() and not keep[60:].any() and counts["slow_rate"] >= 30
+    irregular = CleaningPolicy(sample_period=1.0, regular=False)  # off a grid there is no rate to hold
+    assert admit_rows(slow, irregular)[0].all()
+
+
+def test_the_live_cleaner_admits_reading_by_reading_what_admit_rows_keeps():
+    rng = np.random.default_rng(3)
+    times = np.sort(np.r_[np.arange(0, 40, 1 / 3), 40 + 2.5 * np.arange(20), 90 + np.arange(30.0)])
+    times += rng.uniform(-0.01, 0.01, len(times))
+    policy = CleaningPolicy(sample_period=1.0)
+    cleaner = Cleaner(1)
+    live = []
+    for t in times:
+        reason = cleaner.admit(float(t), policy)
+        live.append(reason)
+        if reason is None:
+            cleaner.step(float(t), [0.0], policy)
+    keep, counts = admit_rows(times, policy)
+    assert [r is None for r in live] == keep.tolist()
+    assert counts == {"resampled": live.count("resampled"), "slow_rate": live.count("slow_rate")}
+    assert counts["resampled"] and counts["slow_rate"] and keep[-10:].all()  # back at the rate: taken again
+
+
+def test_a_file_published_too_slowly_for_the_model_says_so():
+    frame = pd.DataFrame({"timestamp": 3.0 * np.arange(40), "a": np.arange(40.0)})
+    data = series_from_frame(frame, "slow.csv", policy=CleaningPolicy(sample_period=1.0))
+    assert data.times.max() <= 18 and any("33 refused (too slow)" in note for note in data.notes)

@@ -142,6 +142,33 @@ def test_live_equals_offline_with_sensor_faults_held_and_left_out(tiny_bundle, s
     assert_same(live_windows(bundle, stream), offline_windows(bundle, accepted(stream)))
 
 
+def test_an_asset_off_the_models_rate_is_resampled_or_refused_alike_live_and_offline(tiny_bundle):
+    """Three times too fast (resampled to the 1 s grid), then one reading every 3 s (refused),
+    then back at the model's rate."""
+    rng = np.random.default_rng(5)
+    times = np.r_[np.arange(0, 60, 1 / 3), 60 + 3 * np.arange(15), 110 + np.arange(60.0)]
+    times = T0 + times + rng.uniform(-0.02, 0.02, len(times))
+    stream = [(float(t), {"a": math.sin(t / 5), "b": math.cos(t / 7), "c": 0.01 * (t - T0)}) for t in times]
+    daemon, client = make(tiny_bundle, **RULES)
+    seen = []
+    daemon.add_listener(seen.append)
+    for mid, (ts, doc) in enumerate(stream, 1):
+        payload = json.dumps({"ts": ts, "values": doc}).encode()
+        daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=mid, qos=1))
+        batch, _ = daemon.ingest.next_batch(0.0)
+        if batch:
+            daemon.score_batch(batch)
+    live = [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
+    assert_same(live, offline_windows(tiny_bundle, stream))
+    steps = np.diff([ts for ts, _, _ in live[: len(live) // 3]])
+    assert np.allclose(steps, tiny_bundle.hop * 1.0, atol=0.1)  # the fast part's windows stride the model's grid
+    from tests.test_daemon import value
+
+    resampled = value(daemon, "sensorguard_messages_rejected_total", reason="resampled")
+    slow = value(daemon, "sensorguard_messages_rejected_total", reason="slow_rate")
+    assert resampled > 100 and slow > 5
+
+
 @pytest.mark.integration
 def test_live_equals_offline_through_a_real_broker(mosquitto, trained, trained_dir):
     from tests.mosquitto import Publisher, free_port, start_daemon, wait_for

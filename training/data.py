@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sensorguard.service.cleaning import CleaningPolicy, clean_rows, infer_policy
+from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
 from sensorguard.service.sensors import SensorRules, watch_rows
 
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
@@ -79,14 +79,16 @@ class SensorData:
         """Row of each given (asset and) time in this series, -1 where the row was dropped in cleaning."""
         times = np.asarray(times)
         out = np.full(len(times), -1, dtype=np.int64)
+        everything = np.arange(len(times))
+        groups = {} if assets is None else machine_rows(assets)
         for asset, rows in self.blocks():
-            own = np.ones(len(times), bool) if asset is None or assets is None else np.asarray(assets) == asset
+            own = everything if asset is None or assets is None else groups.get(asset, everything[:0])
             block = self.times[rows]
-            if not len(block) or not own.any():
+            if not len(block) or not len(own):
                 continue
             idx = np.clip(np.searchsorted(block, times[own]), 0, len(block) - 1)
             hit = block[idx] == times[own]
-            out[np.flatnonzero(own)[hit]] = idx[hit] + rows.start
+            out[own[hit]] = idx[hit] + rows.start
         return out
 
     def fingerprint(self) -> dict:
@@ -94,6 +96,14 @@ class SensorData:
         digest = hashlib.sha256(np.ascontiguousarray(self.values).tobytes()).hexdigest()[:16]
         span = [_iso(self.times[0]), _iso(self.times[-1])] if len(self) else [None, None]
         return {"rows": len(self), "time_range": span, "sha256_16": digest, "channels": list(self.channels)}
+
+
+def machine_rows(assets: np.ndarray) -> dict[str, np.ndarray]:
+    """Each machine's row numbers (in order), grouped in one pass rather than a scan per machine."""
+    codes, names = pd.factorize(np.asarray(assets).astype(str))
+    order = np.argsort(codes, kind="stable")
+    cuts = np.searchsorted(codes[order], np.arange(1, len(names)))
+    return dict(zip(names.tolist(), np.split(order, cuts), strict=True))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -206,7 +216,8 @@ def series_from_frame(
             notes += [f"{asset}: {n}" for n in part_notes]
         data = replace(concat_series(parts, notes), source_assets=assets)
     if len(data) == 0:
-        raise DataError(f"{name}: no complete rows after cleaning (all channels empty?)")
+        why = "; ".join(data.notes) or "all channels empty?"
+        raise DataError(f"{name}: no complete rows after cleaning ({why})")
     raw = np.where(np.isfinite(values), values, np.nan)
     return replace(data, source_times=times, source_values=raw)
 
@@ -224,6 +235,16 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
         keep = ~dup
         times, values = times[keep], values[keep]
         labels = {k: v[keep] for k, v in labels.items()}
+    if policy is not None:  # a bundle's grid: readings off its rate are not taken, as live
+        ok = np.isfinite(times)
+        times, values = times[ok], values[ok]
+        labels = {k: v[ok] for k, v in labels.items()}
+        keep, counts = admit_rows(times, policy)
+        if not keep.all():
+            times, values = times[keep], values[keep]
+            labels = {k: v[keep] for k, v in labels.items()}
+            notes.append(f"published off the model's {policy.sample_period:.4g} s grid: {counts['resampled']} "
+                         f"readings resampled away (too fast), {counts['slow_rate']} refused (too slow)")
     faulted = None
     if sensors is not None:  # before cleaning, in time order, as the daemon's watch sees readings
         ok = np.isfinite(times)

@@ -15,9 +15,10 @@ import pandas as pd
 
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.cleaning import admit_rows
 from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import SensorRules, SensorWatch, window_faults
-from sensorguard.training.data import DataError, SensorData
+from sensorguard.training.data import DataError, SensorData, machine_rows
 from sensorguard.training.evaluate import best_f1_threshold, detection_metrics, pool_metrics
 
 
@@ -81,15 +82,15 @@ def sensor_fault_column(data: SensorData, rules: SensorRules) -> np.ndarray:
     daemon's watch sees them: each machine's readings in time order, a repeated stamp skipped."""
     times, values = data.source_times, data.source_values
     out = np.full(len(times), "", dtype=object)
-    machines = data.source_assets if data.source_assets is not None else np.zeros(len(times), dtype=object)
-    for machine in dict.fromkeys(machines.tolist()):
-        rows = np.flatnonzero(machines == machine)
+    groups = [np.arange(len(times))] if data.source_assets is None else machine_rows(data.source_assets).values()
+    for rows in groups:
         rows = rows[np.argsort(times[rows], kind="stable")]
-        watch, newest = SensorWatch(len(rules.channels)), -np.inf
+        rows = rows[np.isfinite(times[rows])]
+        rows = rows[np.r_[True, times[rows][1:] > times[rows][:-1]]]  # a repeated stamp: the daemon refuses it
+        if data.cleaning is not None:  # a reading off the model's rate is not watched either
+            rows = rows[admit_rows(times[rows], data.cleaning)[0]]
+        watch = SensorWatch(len(rules.channels))
         for i in rows:
-            if not times[i] > newest:  # a repeated stamp: the daemon refuses it, the file keeps the first
-                continue
-            newest = times[i]
             watch.step(float(times[i]), values[i].tolist(), rules)
             out[i] = ";".join(f"{f['kind']}:{f['channel']}" for f in watch.describe(rules))
     return out
