@@ -76,3 +76,29 @@ def test_channel_weights_even_out_typical_errors_with_a_floor():
     assert w[3] < 10 * w[1]  # ... except the quiet one, stopped at the floor (unfloored: 500,000x)
     with pytest.raises(ValueError, match="no finite"):
         channel_weights([np.full((3, 4), np.nan)])
+
+
+def test_calibration_leaves_out_windows_with_a_sensor_fault(trained):
+    """A dead sensor in the held-out data is no normal behaviour to set the line on: its windows are
+    left out, so the threshold is the one the same data give without them."""
+    from dataclasses import replace
+
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.train import calibrate_bundle
+    from tests.conftest import plant_frame
+
+    bundle = trained[0]
+    frame = plant_frame(rows=3000, channels=3, seed=7)
+    dead = frame.copy()
+    dead.loc[1000:1599, "c1"] = -9999.0  # out of range: held at its last plausible value, left out
+    policy, sensors = bundle.cleaning, bundle.sensors
+    faulty = series_from_frame(dead, "dead", policy=policy, sensors=sensors)
+    assert faulty.faulted.any()
+    calibrated = calibrate_bundle(bundle, faulty)
+    left_out = calibrated.calibration["data"]["sensor_fault_windows_left_out"]
+    assert left_out >= 600
+    blind = calibrate_bundle(bundle, replace(faulty, faulted=None))  # as before: the held windows count
+    without = frame.drop(index=range(1000 - bundle.window + 1, 1600))  # those windows' rows gone: a gap
+    reference = calibrate_bundle(bundle, series_from_frame(without, "clean", policy=policy, sensors=sensors))
+    assert calibrated.threshold_ == pytest.approx(reference.threshold_, rel=0.05)
+    assert blind.threshold_ > 10 * calibrated.threshold_  # the held dead sensor would set the line

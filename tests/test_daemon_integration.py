@@ -225,7 +225,10 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
     send("a", reading(t0 - 10))  # out_of_order
     send("a", reading(t0 + 1))  # duplicate_ts
     send("b", reading(t0, c0=1.0))  # missing_channel: nothing to fill a first reading from
+    send("b", reading(t0 + 0.25))  # resampled: four times the model's 1 s rate (a reading between grid steps)
     send("b", reading(t0 + 1))  # accepted, second asset (4)
+    for k in range(1, 7):  # one reading every 3 s: five accepted (5-9) while its average step grows, then
+        send("a", reading(t0 + 2 + 3 * k))  # slow_rate (over 1.5 of the model's periods)
     send("c", reading(t0))  # too_many_assets
 
     expected = set(REJECT_REASONS) - {"parse_error"}  # parse_error is a parser bug: nothing sends it
@@ -234,7 +237,7 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
     def rejected():
         m = scrape(running.url)
         counts = {dict(k[1])["reason"]: v for k, v in m.items() if k[0] == "sensorguard_messages_rejected_total"}
-        return counts if sum(counts.values()) == total and m[("sensorguard_readings_total", ())] == 4 else None
+        return counts if sum(counts.values()) == total and m[("sensorguard_readings_total", ())] == 9 else None
 
     counts = wait_for(rejected, 15, "every rejection counted")
     assert {r for r, v in counts.items() if v} == expected
@@ -243,7 +246,7 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
     assert http_status(f"{running.url}/healthz") == 200 and http_status(f"{running.url}/readyz") == 200
     assert http_status(f"{running.url}/nothing-here") == 404
     send("b", reading(t0 + 2))  # still serving
-    wait_for(lambda: running.value("sensorguard_readings_total") == 5, 10, "a good reading after the bad ones")
+    wait_for(lambda: running.value("sensorguard_readings_total") == 10, 10, "a good reading after the bad ones")
     pub.close()
 
 

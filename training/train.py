@@ -18,7 +18,7 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.model import ModelConfig, default_depth, default_latent
 from sensorguard.service.scorer import Scorer, segment_bounds
-from sensorguard.service.sensors import learn_sensor_rules
+from sensorguard.service.sensors import learn_sensor_rules, window_faults
 from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights, pick_threshold
 from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, out_of_fold_errors
 from sensorguard.training.data import SensorData
@@ -211,13 +211,19 @@ def calibrate_bundle(
         raise ValueError(f"data channels {list(data.channels)} do not match the bundle's {list(bundle.channels)}")
     unweighted = replace(bundle, channel_weights_=None)
     scores = Scorer(unweighted, device=device).score_series(data.values, data.segments)
-    errors = scores.error[np.isfinite(scores.error)]
+    channel_error, record = scores.channel_error, data.fingerprint()
+    if data.faulted is not None:  # a window with a sensor fault open is no clean normal data: left out
+        faulty = window_faults(data.faulted, data.segments, bundle.window).any(axis=1) & np.isfinite(scores.error)
+        channel_error = np.where(faulty[:, None], np.nan, channel_error)
+        record["sensor_fault_windows_left_out"] = int(faulty.sum())
+    errors = channel_error[np.isfinite(channel_error).all(axis=1)]
     if len(errors) < 10:
         raise ValueError(
-            f"calibration data hold {len(errors)} windows of {bundle.window} rows; need at least 10"
+            f"calibration data hold {len(errors)} windows of {bundle.window} rows without a sensor fault; "
+            "need at least 10"
         )
-    pieces = [scores.channel_error[a:b] for a, b in segment_bounds(len(data), data.segments)]
-    return threshold_bundle(bundle, pieces, data.fingerprint(), method, false_alarm_rate, false_alerts_per_day, rules,
+    pieces = [channel_error[a:b] for a, b in segment_bounds(len(data), data.segments)]
+    return threshold_bundle(bundle, pieces, record, method, false_alarm_rate, false_alerts_per_day, rules,
                             weigh_channels, drift)
 
 
