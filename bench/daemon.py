@@ -28,7 +28,11 @@ What it measures, all in one run on the same machine (issue 3):
 The model is an **untrained** valid bundle (random weights, seed 0) of exactly the shape
 ``train_bundle`` builds for 8 channels (window 32, hop 4, latent 16, hidden 32, depth 3): scoring
 cost does not depend on the weights, and it saves a minute of training. Its threshold is set from
-the errors of normal-looking windows so those score far below 1 and spikes far above.
+the errors of normal-looking windows so those score far below 1 and spikes far above. It declares
+no sample period: the paced publisher stamps readings with its send time (for publish-to-score),
+so an asset's readings are as far apart as the pace makes them, and a bundle with a period would
+resample or refuse them as off its rate (``service/cleaning.py``); the rate check costs one moving
+average per reading, measured apart in ``bench/scoring.py``'s ``Buffers.add`` rate.
 
 Why: the daemon's reading path is Python (paho's network thread parses, buffers and acknowledges
 each message; a second thread scores), so it cannot reach a C subscriber; this shows how far below
@@ -93,7 +97,7 @@ def make_bundle_dir(directory: Path) -> Path:
     net = ConvAutoencoder(config)
     bundle = Bundle(channels=CHANNELS, config=config, hop=HOP, center_=np.zeros(len(CHANNELS)),
                     scale_=np.ones(len(CHANNELS)), threshold_=1.0, state_dict=net.state_dict(),
-                    sample_period=1.0, name="bench", version="untrained")
+                    sample_period=None, name="bench", version="untrained")  # stamps are not on a grid: see above
     rows = normal_rows(4096)
     windows = np.stack([rows[i : i + WINDOW].T for i in range(0, len(rows) - WINDOW, 7)])
     errors = Scorer(bundle, device="cpu").score_windows(windows).error

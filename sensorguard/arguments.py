@@ -201,14 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resulting settings and exit")
 
     p = verbs.add_parser("replay", help="publish a CSV or Parquet file as live MQTT readings",
-                         description="Publish every row of a file as a reading of one asset on "
-                         "<topic-prefix>/<asset>/readings (QoS 1), paced by --rate or --speed.")
+                         description="Publish every row of a file, raw and in time order, as a reading on "
+                         "<topic-prefix>/<asset>/readings (QoS 1), paced by --rate or --speed; the daemon "
+                         "cleans them as score does.")
     p.add_argument("data", help="CSV or Parquet file of readings")
-    p.add_argument("--asset", required=True, help="asset id (topic levels: site-a/pump-7)")
+    p.add_argument("--asset", help="asset id (topic levels: site-a/pump-7); with an asset column in the file, "
+                   "a prefix to each row's asset")
     p.add_argument("--rate", type=_positive_float, help="rows per second")
     p.add_argument("--speed", type=_positive_float, help="times the data's own sample rate (default 1: real time)")
     p.add_argument("--timestamps", choices=("now", "original"), default="now",
-                   help="now: the wall clock at sending (replayable again and again); original: the file's")
+                   help="now (default): the file's spacing, starting at the wall clock; original: the file's own")
     p.add_argument("--batch", type=_positive_int, default=1, help="samples per message (default 1)")
     add_setting_flags(p, REPLAY_SETTINGS, {"client_id": "MQTT client id (default sensorguard-replay-<pid>)",
                                            "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT"}, required=("broker",))

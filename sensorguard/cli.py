@@ -277,6 +277,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    import numpy as np
+
     from sensorguard.service.config import load_settings
     from sensorguard.service.replay import period_s, replay
 
@@ -287,14 +289,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
              "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_insecure": args.tls_insecure,
              "client_id": args.client_id or f"sensorguard-replay-{os.getpid()}"}
     settings = load_settings(flags, os.environ, require_model=False)
-    data = _load(args, [args.data])
+    data = _load(args, [args.data])  # for its channels and raw rows: the daemon does the cleaning
+    times, values = data.source_times, data.source_values
+    order = np.argsort(times, kind="stable")
+    order = order[np.isfinite(times[order])]
+    if data.source_assets is not None:  # each row on its own asset's topic, --asset a prefix
+        assets = [f"{args.asset}/{a}" if args.asset else str(a) for a in data.source_assets[order]]
+        who = f"{len(set(assets))} assets"
+    elif args.asset:
+        assets, who = args.asset, f"asset {args.asset}"
+    else:
+        raise CliError(f"{args.data} has no asset column: give --asset")
     period = period_s(data.times, args.rate, args.speed)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"replaying {len(data.times)} rows x {len(data.channels)} channels of {args.data} as asset {args.asset} "
+    print(f"replaying {len(order)} rows x {len(data.channels)} channels of {args.data} as {who} "
           f"to {settings.redacted()['broker']} at {1 / period:.3g} rows/s", flush=True)
     try:
-        result = replay(settings, args.asset, data.times, data.values, list(data.channels), period,
+        result = replay(settings, assets, times[order], values[order], list(data.channels), period,
                         original_ts=args.timestamps == "original", batch=args.batch, stop=stop)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

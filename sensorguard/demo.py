@@ -312,7 +312,11 @@ def _watch_alerts(broker: DemoBroker, view: View):
 
 
 def _stream(streams, channels, broker: DemoBroker, options: DemoOptions, view: View, stop: threading.Event) -> None:
-    """Publish one reading per asset every ``1 / rate`` seconds (QoS 1), refreshing the view."""
+    """Publish one reading per asset every ``1 / rate`` seconds (QoS 1), refreshing the view.
+
+    Readings carry the plant's own clock (its sample period, from the moment streaming starts), so
+    the daemon sees them at the model's rate however fast they are streamed (a publisher faster than
+    the model is resampled, ``service/cleaning.py``)."""
     from rich.live import Live
 
     publisher = _client(broker, f"sensorguard-demo-plant-{broker.port}")
@@ -321,18 +325,18 @@ def _stream(streams, channels, broker: DemoBroker, options: DemoOptions, view: V
     arrays = {a: f[channels].to_numpy() for a, f in streams.items()}
     rows = min(len(v) for v in arrays.values())
     period = 1.0 / options.rate
+    stamps = next(iter(streams.values()))["timestamp"]
+    step = (stamps.iloc[1] - stamps.iloc[0]).total_seconds() if rows > 1 else 1.0  # the plant's sample period
     live = Live(view.render(), console=view.console, refresh_per_second=4) if view.live else None
     next_report = 10.0
     try:
         if live is not None:
             live.start()
-        begin = time.monotonic()
-        last_ts = 0.0
+        begin, start_ts = time.monotonic(), time.time()
         for i in range(rows):
             if stop.is_set():
                 break
-            ts = max(time.time(), last_ts + 1e-3)
-            last_ts = ts
+            ts = start_ts + i * step
             for asset, values in arrays.items():
                 sample = {"ts": round(ts, 3), "values": dict(zip(channels, values[i].tolist(), strict=True))}
                 publisher.publish(f"sensors/{asset}/readings", json.dumps(sample), qos=1)

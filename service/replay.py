@@ -1,11 +1,16 @@
 """``sensorguard replay``: publish a CSV or Parquet file as live readings, paced.
 
 Users test the daemon on their own history: every row becomes one sample on
-``<topic_prefix>/<asset>/readings`` (QoS 1), in the payload format the daemon reads. Pacing is
-``--rate`` rows per second, or ``--speed`` times the data's own sample rate (default real time).
-Timestamps are the wall clock at sending by default, so a file can be replayed again and again
-(the daemon rejects timestamps older than the asset's last one); ``--timestamps original`` keeps
-the file's own.
+``<topic_prefix>/<asset>/readings`` (QoS 1), in the payload format the daemon reads (a file with
+an ``asset`` column: each row on its own asset's topic). Rows go out raw, in time order, as the
+file holds them (gaps, jitter, NaN as null, repeated stamps): the daemon cleans them with the
+bundle's policy exactly as ``sensorguard score`` cleans the file, so both give the same windows.
+Pacing is ``--rate`` rows per second, or ``--speed`` times the data's own sample rate (default
+real time). Timestamps keep the file's spacing, shifted to start at the wall clock by default
+(with ``--speed`` above 1 they run ahead of it; the daemon holds readings to the model's sample
+period by their stamps, not by when they arrive); ``--timestamps original`` keeps the file's own.
+A replay of the same asset started again before the last one's final stamp has its overlap
+refused as ``out_of_order``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +49,7 @@ def period_s(times: np.ndarray, rate: float | None, speed: float | None) -> floa
 
 def replay(
     settings: Settings,
-    asset: str,
+    assets: str | Sequence[str],
     times: np.ndarray,
     values: np.ndarray,
     channels: list[str],
@@ -52,9 +58,17 @@ def replay(
     batch: int = 1,
     stop: threading.Event | None = None,
 ) -> ReplayResult:
-    """Publish ``values`` rows (one sample each, ``batch`` samples per message) every ``period`` s."""
-    if asset_from_topic(f"{settings.topic_prefix}/{asset}/readings", settings.topic_prefix) != asset:
-        raise ValueError(f"invalid asset id {asset!r}: levels of letters, digits, '.', '_', '-' joined by '/'")
+    """Publish ``values`` rows (time-sorted readings; NaN: a missing value, sent as null) every
+    ``period`` s, ``batch`` samples of one asset per message.
+
+    assets: one asset id for every row, or each row's. Timestamps keep the file's spacing (its
+    gaps and jitter, so the daemon cleans them as ``score`` does), shifted to start at the wall
+    clock unless ``original_ts``.
+    """
+    names = [assets] * len(times) if isinstance(assets, str) else [str(a) for a in assets]
+    for asset in dict.fromkeys(names):
+        if asset_from_topic(f"{settings.topic_prefix}/{asset}/readings", settings.topic_prefix) != asset:
+            raise ValueError(f"invalid asset id {asset!r}: levels of letters, digits, '.', '_', '-' joined by '/'")
     stop = stop or threading.Event()
     client = mqtt.create_client(settings, manual_ack=False, persistent=False, will=False)
     connected = threading.Event()
@@ -63,22 +77,20 @@ def replay(
     try:
         if not connected.wait(15):
             raise ConnectionError(f"could not connect to {settings.redacted()['broker']}")
-        topic = f"{settings.topic_prefix}/{asset}/readings"
         started = time.monotonic()
-        last_ts, infos, sent = 0.0, [], 0
-        for first in range(0, len(values), batch):
-            if stop.is_set():
-                break
-            samples = []
-            for i in range(first, min(first + batch, len(values))):
-                ts = float(times[i]) if original_ts else max(time.time(), last_ts + 1e-3)
-                last_ts = ts
-                samples.append({"ts": round(ts, 3), "values": dict(zip(channels, values[i].tolist(), strict=True))})
+        shift = 0.0 if original_ts or not len(times) else time.time() - float(times[0])
+        infos, sent, i = [], 0, 0
+        while i < len(values) and not stop.is_set():
+            asset, samples = names[i], []
+            while i < len(values) and len(samples) < batch and names[i] == asset:
+                samples.append({"ts": round(float(times[i]) + shift, 6),
+                                "values": dict(zip(channels, values[i].tolist(), strict=True))})
+                i += 1
             doc = samples[0] if batch == 1 else {"samples": samples}
-            infos.append(client.publish(topic, orjson.dumps(doc), qos=1))
+            infos.append(client.publish(f"{settings.topic_prefix}/{asset}/readings", orjson.dumps(doc), qos=1))
             sent += len(samples)
             if len(infos) > 1000:
-                infos = [i for i in infos if not i.is_published()]
+                infos = [info for info in infos if not info.is_published()]
             delay = started + sent * period - time.monotonic()
             if delay > 0:
                 stop.wait(delay)
