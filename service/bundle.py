@@ -62,8 +62,10 @@ class Bundle:
     threshold_: float
     state_dict: dict[str, torch.Tensor]
     sample_period: float | None = None
-    regular: bool = True  # with sample_period and fill_limit: the cleaning policy (service.cleaning)
+    regular: bool = True  # with sample_period, fill_limit, jitter, restart_gap_s: the cleaning policy
     fill_limit: int = 5
+    jitter: float = 0.5  # (service.cleaning)
+    restart_gap_s: float | None = None
     sensors: SensorRules | None = None  # sensor-fault limits per channel (service.sensors); None: not checked
     focus: int = 0
     channel_weights_: np.ndarray | None = None
@@ -87,7 +89,8 @@ class Bundle:
     @property
     def cleaning(self) -> CleaningPolicy:
         """How readings are put on the sample grid and filled, live and offline alike."""
-        return CleaningPolicy(self.sample_period, self.regular, self.fill_limit)
+        return CleaningPolicy(self.sample_period, self.regular, self.fill_limit, jitter=self.jitter,
+                              gap_s=self.restart_gap_s)
 
     @cached_property
     def drift_rule(self) -> DriftRule | None:
@@ -111,7 +114,7 @@ class Bundle:
             "window": self.config.window,
             "hop": self.hop,
             "sample_period": self.sample_period,
-            "cleaning": {"regular": self.regular, "fill_limit": self.fill_limit},
+            "cleaning": self.cleaning.to_dict(),
             "sensors": None if self.sensors is None else self.sensors.to_dict(),
             "focus": self.focus,
             "channel_weights": None if self.channel_weights_ is None else self.channel_weights_.tolist(),
@@ -264,6 +267,8 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         sample_period=float(period) if period else None,
         regular=cleaning.regular,
         fill_limit=cleaning.fill_limit,
+        jitter=cleaning.jitter,
+        restart_gap_s=cleaning.gap_s,
         sensors=sensors,
         focus=focus,
         channel_weights_=weights,

@@ -64,19 +64,27 @@ class CleaningPolicy:
     sample_period: seconds between readings (the training data's median step); None: unknown.
     regular: the training data sat on a grid (gaps are filled); False: only long gaps restart.
     fill_limit: readings in a row a missing channel takes its last value.
-    max_gap_s: a serve override of the gap that restarts the window (None: from the period).
+    max_gap_s: a serve override of the gap that restarts the window (None: the bundle's).
+    jitter: how far off the grid a reading may come, in periods: a step up to ``1 + jitter``
+        periods is one step (no grid row inserted); below 1.
+    gap_s: the bundle's gap that restarts the window (``restart_gap_s``; None: ``fill_limit + 1``
+        sample periods, so a ``--fill-limit`` override moves it too).
     """
 
     sample_period: float | None = None
     regular: bool = True
     fill_limit: int = 5
     max_gap_s: float | None = None
+    jitter: float = 0.5
+    gap_s: float | None = None
 
     @property
     def restart_gap(self) -> float | None:
         """Seconds of silence after which the window restarts (None: never)."""
         if self.max_gap_s is not None:
             return self.max_gap_s
+        if self.gap_s is not None:
+            return self.gap_s
         if self.sample_period is None:
             return None
         factor = 1 if self.regular else IRREGULAR_GAP_FACTOR
@@ -85,24 +93,33 @@ class CleaningPolicy:
     def grid_rows(self, gap: float) -> int:
         """Grid rows missing between two readings ``gap`` seconds apart (0 off a regular grid)."""
         period = self.sample_period
-        if period is None or not self.regular or gap <= 1.5 * period:
+        if period is None or not self.regular or gap <= (1 + self.jitter) * period:
             return 0
         return int(round(gap / period)) - 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sample_period": self.sample_period, "regular": self.regular, "fill_limit": self.fill_limit}
+        """The ``cleaning`` record of ``bundle.json`` (the sample period is recorded beside it)."""
+        return {"regular": self.regular, "fill_limit": self.fill_limit, "jitter": self.jitter,
+                "restart_gap_s": self.gap_s}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None, sample_period: float | None = None) -> CleaningPolicy:
-        """The policy of ``bundle.json``; bundles before it: their sample period, a regular grid, 5."""
+        """The policy of ``bundle.json``; older bundles get the defaults (their sample period, a
+        regular grid as the offline path always assumed, fill limit 5, jitter 0.5, derived gap)."""
         raw = raw or {}
         period = raw.get("sample_period", sample_period)
+        gap = raw.get("restart_gap_s")
         policy = cls(sample_period=None if period is None else float(period), regular=bool(raw.get("regular", True)),
-                     fill_limit=int(raw.get("fill_limit", 5)))
+                     fill_limit=int(raw.get("fill_limit", 5)), jitter=float(raw.get("jitter", 0.5)),
+                     gap_s=None if gap is None else float(gap))
         if policy.sample_period is not None and not (math.isfinite(policy.sample_period) and policy.sample_period > 0):
             raise ValueError(f"cleaning sample_period must be a positive number, got {policy.sample_period}")
         if policy.fill_limit < 0:
             raise ValueError(f"cleaning fill_limit must be >= 0, got {policy.fill_limit}")
+        if not 0 <= policy.jitter < 1:
+            raise ValueError(f"cleaning jitter must be at least 0 and below 1 (periods), got {policy.jitter}")
+        if policy.gap_s is not None and not (math.isfinite(policy.gap_s) and policy.gap_s > 0):
+            raise ValueError(f"cleaning restart_gap_s must be a positive number or null, got {policy.gap_s}")
         return policy
 
 

@@ -56,10 +56,30 @@ def test_the_bundle_records_the_policy_and_old_bundles_get_the_defaults(tiny_bun
     del meta["cleaning"]
     (path / "bundle.json").write_text(json.dumps(meta))
     assert load_bundle(path).cleaning == CleaningPolicy(1.0, True, 5)
-    meta["cleaning"] = {"fill_limit": -1}
+    for bad in ({"fill_limit": -1}, {"jitter": 1.0}, {"restart_gap_s": 0}):
+        meta["cleaning"] = bad
+        (path / "bundle.json").write_text(json.dumps(meta))
+        with pytest.raises(Exception, match="cleaning"):
+            load_bundle(path)
+
+
+def test_jitter_and_the_restart_gap_are_the_bundles_to_set(tiny_bundle, tmp_path):
+    import json
+
+    from sensorguard.service.bundle import load_bundle, save_bundle
+
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    meta = json.loads((path / "bundle.json").read_text())
+    assert meta["cleaning"] == {"regular": True, "fill_limit": 5, "jitter": 0.5, "restart_gap_s": None}
+    policy = load_bundle(path).cleaning
+    assert policy.grid_rows(1.6) == 1 and policy.restart_gap == 6.0  # derived: fill_limit + 1 periods
+    meta["cleaning"].update(jitter=0.7, restart_gap_s=3.0)
     (path / "bundle.json").write_text(json.dumps(meta))
-    with pytest.raises(Exception, match="cleaning"):
-        load_bundle(path)
+    policy = load_bundle(path).cleaning
+    assert policy.grid_rows(1.6) == 0 and policy.restart_gap == 3.0
+    times = [0.0, 1.0, 2.0, 6.0, 7.0]  # a 4 s gap: filled by default, a restart with the bundle's 3 s
+    assert clean_rows(times, np.ones((5, 1)), policy)[4]["restarts"] == 1
+    assert clean_rows(times, np.ones((5, 1)), CleaningPolicy(1.0))[4]["restarts"] == 0
 
 
 def test_a_value_filled_too_long_drops_its_row_and_restarts_the_window():

@@ -15,6 +15,7 @@ import numpy as np
 
 from sensorguard.service.alerts import AlertRules
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.model import ModelConfig, default_depth, default_latent
 from sensorguard.service.scorer import Scorer, segment_bounds
@@ -127,6 +128,7 @@ def train_bundle(
                                                            if start.rank else "")
         notes.append(f"the autoencoder (validation loss {fit.best_val_loss:.4g}) does not beat {versus}")
     crossfit = len(data) <= CROSSFIT_MAX_ROWS
+    cleaning = data.cleaning or CleaningPolicy()
     bundle = Bundle(
         channels=data.channels,
         config=fit.config,
@@ -137,10 +139,11 @@ def train_bundle(
         threshold_=1.0,
         state_dict=fit.state,
         sample_period=data.sample_period,
-        regular=data.cleaning.regular if data.cleaning else True,
-        fill_limit=data.cleaning.fill_limit if data.cleaning else 5,
-        sensors=learn_sensor_rules(data.channels, data.values, data.segments,
-                                   data.cleaning.fill_limit if data.cleaning else 5),
+        regular=cleaning.regular,
+        fill_limit=cleaning.fill_limit,
+        jitter=cleaning.jitter,
+        restart_gap_s=cleaning.gap_s,
+        sensors=learn_sensor_rules(data.channels, data.values, data.segments, cleaning.fill_limit),
         training={
             **data.fingerprint(),
             "splits": {"train": len(splits.train), "validation": len(splits.validation),
