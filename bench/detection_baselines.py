@@ -31,6 +31,7 @@ from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.scorer import Scorer
+from sensorguard.service.sensors import watch_rows, window_faults
 from sensorguard.training.calibrate import pick_threshold
 from sensorguard.training.data import SensorData
 from sensorguard.training.promise import alert_threshold
@@ -103,7 +104,13 @@ def fit_sensorguard(train: SensorData, options: TrainOptions) -> tuple[Fitted, B
     scorer = Scorer(bundle, device=options.device)
 
     def score(test: SensorData) -> np.ndarray:
-        return scorer.score_series(test.values, test.segments).score
+        values, excluded = test.values, None
+        if bundle.sensors is not None:  # as `score`: a channel with a sensor fault open is held and left out
+            values, faulted = test.values.copy(), np.zeros(test.values.shape, dtype=bool)
+            for _, rows in test.blocks():
+                values[rows], faulted[rows], _ = watch_rows(test.times[rows], test.values[rows], bundle.sensors)
+            excluded = window_faults(faulted, test.segments, bundle.window)
+        return scorer.score_series(values, test.segments, excluded).score
 
     info = f"window {bundle.window}, hop {bundle.hop}, latent {bundle.config.latent}"
     fitted = Fitted("sensorguard", bundle.window, bundle.hop, score, promised_per_day(bundle), seconds, info,
