@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sensorguard.service.settings_checks import DEFAULT_PORTS, hide_credentials, validate
+
 ENV_PREFIX = "SENSORGUARD_"
 PASSWORD_ENV = "SENSORGUARD_MQTT_PASSWORD"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -54,7 +54,8 @@ def setting(default: Any = None, help: str = "", *, shown: str | None = None, fl
     table), how its default reads in the docs (``shown``), whether ``serve`` has a flag for it.
 
     Its type is the field's annotation, its TOML key the field name, its environment variable
-    ``SENSORGUARD_<NAME>``; :func:`_validate` checks its value, once, whatever layer it came from.
+    ``SENSORGUARD_<NAME>``; :func:`~sensorguard.service.settings_checks.validate` checks its value,
+    once, whatever layer it came from.
     """
     meta = {"help": help, "shown": shown, "flag": flag, "choices": choices}
     if factory is not None:
@@ -84,6 +85,13 @@ class Settings:
     tls_insecure: bool = setting(False, "skip the broker host name check (testing only)")
     topic_prefix: str = setting("sensors", "readings are read from `<topic_prefix>/<asset>/readings`")
     output_prefix: str = setting("sensorguard", "alerts on `<output_prefix>/alerts/<asset>`, state, status")
+    instance: str | None = setting(None, "this daemon's name: its status is retained on "
+                                   "`<output_prefix>/status/<instance>`, its events and metrics carry it",
+                                   shown="unset (the client id)")
+    partition: tuple[str, ...] = setting(
+        help="MQTT topic filters under `topic_prefix` this instance serves (repeat the flag; a TOML list; "
+        "comma-separated in the environment); refused at start if they overlap a running instance's",
+        shown="`#` (every asset)", factory=lambda: ("#",))
     session_expiry_s: int = setting(
         86400, "how long the broker keeps the session (and queued readings) while the daemon is away")
     keepalive_s: int = setting(30, "MQTT keep-alive, seconds", flag=False)
@@ -129,11 +137,16 @@ class Settings:
         """``(scheme, host, port, tls)`` of the broker URL."""
         url = urlsplit(self.broker)
         scheme = url.scheme.lower()
-        return scheme, url.hostname or "", url.port or _DEFAULT_PORTS.get(scheme, 1883), scheme == "mqtts"
+        return scheme, url.hostname or "", url.port or DEFAULT_PORTS.get(scheme, 1883), scheme == "mqtts"
 
-    def readings_filter(self) -> str:
-        """The subscription filter for readings: every asset under the prefix."""
-        return f"{self.topic_prefix}/#"
+    @property
+    def instance_name(self) -> str:
+        """The instance's name: ``instance``, or the client id."""
+        return self.instance or self.client_id
+
+    def readings_filters(self) -> tuple[str, ...]:
+        """The subscription filters for readings: each partition under the prefix."""
+        return tuple(f"{self.topic_prefix}/{p}" for p in self.partition)
 
     def alert_topic(self, asset: str) -> str:
         return f"{self.output_prefix}/alerts/{asset}"
@@ -142,7 +155,7 @@ class Settings:
         return f"{self.output_prefix}/state/{asset}"
 
     def status_topic(self) -> str:
-        return f"{self.output_prefix}/status"
+        return f"{self.output_prefix}/status/{self.instance_name}"
 
     def events_topic(self) -> str:
         return f"{self.output_prefix}/events"
@@ -150,7 +163,7 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """All settings for ``--print-config``; the password only as ``"<set>"`` or None."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
-        out["broker"] = _hide_credentials(self.broker)
+        out["broker"] = hide_credentials(self.broker)
         out["password"] = "<set>" if (self.password_file or self._env_password) else None
         return out
 
@@ -169,7 +182,7 @@ def _field_types() -> dict[str, tuple[type, bool]]:
         if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
             out[name] = (next(a for a in args if a is not type(None)), True)
         else:
-            out[name] = (hint, False)
+            out[name] = (typing.get_origin(hint) or hint, False)
     return out
 
 
@@ -209,7 +222,7 @@ def load_settings(
     _normalise(values)
     env_password = env.get(PASSWORD_ENV) or None
     settings = Settings(**values, _env_password=env_password)
-    problems += _validate(settings, sources, require_model)
+    problems += validate(settings, sources, require_model)
     if settings.password_file and env_password:
         problems.append(f"password: both password_file and {PASSWORD_ENV} are set; use one")
     if problems:
@@ -255,6 +268,12 @@ def _convert(
 ) -> Any:
     """A raw value (TOML, env text or flag) as the field's type, or _BAD with a problem noted."""
     base, optional = kind
+    if base is tuple:  # a list of text: TOML list, repeated flag, or comma-separated text
+        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+            problems.append(f"{where}: expected a list of text, got {value!r}")
+            return _BAD
+        return tuple(v for v in items if v)
     if isinstance(value, str) and base is not str:
         from_text = True
     if from_text and isinstance(value, str):
@@ -299,129 +318,3 @@ def _finite(x: float) -> float:
     if not math.isfinite(x):
         raise ValueError(f"not finite: {x}")
     return x
-
-
-def _validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> list[str]:
-    """Every problem with a merged Settings, each naming where the bad value came from."""
-    problems: list[str] = []
-
-    def bad(name: str, message: str) -> None:
-        origin = sources.get(name)
-        problems.append(f"{name}: {message}" + (f" (from {origin})" if origin else ""))
-
-    if s.model and (s.registry or s.name):
-        bad("model", "give either model or registry+name, not both")
-    elif s.model:
-        if not Path(s.model).is_dir():
-            bad("model", f"bundle directory {s.model!r} does not exist")
-    elif s.registry or s.name:
-        if not (s.registry and s.name):
-            bad("registry" if not s.registry else "name", "registry and name go together")
-        elif not Path(s.registry).is_dir():
-            bad("registry", f"registry directory {s.registry!r} does not exist")
-    elif require_model:
-        bad("model", "no model: give model (a bundle directory) or registry and name")
-
-    problems += _broker_problems(s, sources)
-    if s.mqtt_version not in ("5", "3.1.1"):
-        bad("mqtt_version", f"must be '5' or '3.1.1', got {s.mqtt_version!r}")
-    if not s.client_id or len(s.client_id) > 256 or any(c.isspace() for c in s.client_id):
-        bad("client_id", f"must be 1..256 characters without spaces, got {s.client_id!r}")
-    if s.password_file:
-        try:
-            with open(s.password_file, "rb"):
-                pass
-        except OSError as err:
-            bad("password_file", f"cannot read {s.password_file!r}: {err.strerror or err}")
-    elif s._env_password and not s.username and s.mqtt_version == "3.1.1":
-        bad("username", "MQTT 3.1.1 does not allow a password without a username")
-    for name in ("tls_ca", "tls_cert", "tls_key"):
-        path = getattr(s, name)
-        if path and not Path(path).is_file():
-            bad(name, f"file {path!r} does not exist")
-    if bool(s.tls_cert) != bool(s.tls_key):
-        bad("tls_cert", "tls_cert and tls_key go together")
-
-    for name in ("topic_prefix", "output_prefix"):
-        value = getattr(s, name)
-        levels = value.split("/")
-        if not value or any(not lvl or "+" in lvl or "#" in lvl for lvl in levels):
-            bad(name, f"must be non-empty topic levels without '+', '#' or empty levels, got {value!r}")
-    if not s.metrics_host:
-        bad("metrics_host", "must not be empty")
-    if not 0 <= s.metrics_port <= 65535:
-        bad("metrics_port", f"must be in 0..65535, got {s.metrics_port}")
-
-    minimums = {
-        "session_expiry_s": 0,
-        "keepalive_s": 0,
-        "max_assets": 1,
-        "max_payload_bytes": 2,
-        "max_samples_per_message": 1,
-        "fill_limit": 0,
-        "batch_max": 1,
-        "batch_wait_ms": 0,
-        "scoring_threads": 1,
-        "raise_after": 1,
-        "clear_after": 1,
-    }
-    for name, low in minimums.items():
-        if getattr(s, name) is not None and getattr(s, name) < low:
-            bad(name, f"must be >= {low}, got {getattr(s, name)}")
-    if s.session_expiry_s > 0xFFFFFFFF:
-        bad("session_expiry_s", f"must be <= {0xFFFFFFFF} (MQTT's limit), got {s.session_expiry_s}")
-    if s.keepalive_s > 65535:
-        bad("keepalive_s", f"must be <= 65535, got {s.keepalive_s}")
-    if s.hop is not None and s.hop < 1:
-        bad("hop", f"must be >= 1 or unset, got {s.hop}")
-    for name in ("max_gap_s", "stale_after_s", "reload_poll_s", "record_max_mb", "record_max_age_days"):
-        value = getattr(s, name)
-        if value is not None and not value > 0:
-            bad(name, f"must be > 0 seconds, got {value}")
-    if not 0 < s.clear_level <= 1:
-        bad("clear_level", f"must be in (0, 1], got {s.clear_level}")
-    if s.record_guard_s < 0:
-        bad("record_guard_s", f"must be >= 0 seconds, got {s.record_guard_s}")
-    if s.record_dir and Path(s.record_dir).exists() and not Path(s.record_dir).is_dir():
-        bad("record_dir", f"{s.record_dir!r} exists and is not a directory")
-    if s.state_dir and Path(s.state_dir).exists() and not Path(s.state_dir).is_dir():
-        bad("state_dir", f"{s.state_dir!r} exists and is not a directory")
-    if s.log_level not in LOG_LEVELS:
-        bad("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
-    return problems
-
-
-def _hide_credentials(url: str) -> str:
-    """``mqtt://user:secret@host`` -> ``mqtt://***@host``: error messages and logs never hold a secret."""
-    scheme, sep, rest = url.partition("://") if "://" in url else ("", "", url)
-    netloc, slash, path = rest.partition("/")
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    return f"{scheme}{sep}{netloc}{slash}{path}"
-
-
-def _broker_problems(s: Settings, sources: Mapping[str, str]) -> list[str]:
-    origin = f" (from {sources['broker']})" if "broker" in sources else ""
-    shown = _hide_credentials(s.broker)
-    try:
-        url = urlsplit(s.broker)
-        port = url.port
-    except ValueError as err:
-        return [f"broker: cannot parse {shown!r}: {err}{origin}"]
-    problems = []
-    scheme = url.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        problems.append(f"broker: scheme must be mqtt:// or mqtts://, got {shown!r}{origin}")
-    if not url.hostname:
-        problems.append(f"broker: no host in {shown!r}{origin}")
-    if port == 0:
-        problems.append(f"broker: port must be in 1..65535, got {shown!r}{origin}")
-    if url.username is not None or url.password is not None:
-        problems.append(f"broker: put no credentials in the URL (use username and password_file){origin}")
-    if url.path not in ("", "/") or url.query or url.fragment:
-        problems.append(f"broker: unexpected path or query in {shown!r}{origin}")
-    if scheme == "mqtt":
-        tls_set = [n for n in ("tls_ca", "tls_cert", "tls_key", "tls_insecure") if getattr(s, n)]
-        if tls_set:
-            problems.append(f"broker: {', '.join(tls_set)} set but the broker URL is mqtt:// (use mqtts://)")
-    return problems

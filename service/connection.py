@@ -77,7 +77,7 @@ class Connection:
         log.info(
             "connected to the broker (session %s); subscribed to %s",
             "resumed" if getattr(flags, "session_present", False) else "new",
-            self.settings.readings_filter(),
+            ", ".join(self.settings.readings_filters()),
         )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -66,10 +66,11 @@ from sensorguard.service.alerts import AlertRules, AlertState
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.cleaning import CleaningPolicy
-from sensorguard.service.config import Settings
+from sensorguard.service.config import ConfigError, Settings
 from sensorguard.service.connection import Connection
 from sensorguard.service.hotswap import ModelHolder, load_model
 from sensorguard.service.ingest import Ingest
+from sensorguard.service.instances import check_instances
 from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
 from sensorguard.service.publisher import Publisher
@@ -108,6 +109,8 @@ class Daemon:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry, settings.max_assets)
+        for partition in settings.partition:
+            self.metrics.partition_info.labels(settings.instance_name, partition).set(1)
         self.rules = AlertRules(
             raise_after=settings.raise_after,
             clear_after=settings.clear_after,
@@ -354,7 +357,11 @@ def serve(settings: Settings) -> None:
     # One scoring thread by default: the daemon shares its cores with paho's network thread and often
     # the broker, and torch's OpenMP workers spin at barriers; measured 12x the scoring rate under load.
     torch.set_num_threads(settings.scoring_threads)
-    daemon = Daemon(settings, load_model(settings))
+    bundle = load_model(settings)
+    problems = check_instances(settings)  # before the session: a refused instance takes no reading
+    if problems:
+        raise ConfigError([f"instance {settings.instance_name!r}: {p}" for p in problems])
+    daemon = Daemon(settings, bundle)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())

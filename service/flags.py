@@ -56,6 +56,8 @@ def add_setting_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | 
         option = "--" + name.replace("_", "-")
         if f.type in ("bool", bool):
             parser.add_argument(option, action="store_const", const=True, help=text)
+        elif str(f.type).startswith("tuple"):  # a list: the flag repeated
+            parser.add_argument(option, action="append", required=name in required, help=text)
         else:
             parser.add_argument(option, choices=f.metadata.get("choices"), required=name in required, help=text)
 

@@ -88,6 +88,8 @@ class Metrics:
         self.anomaly_active = gauge("anomaly_active", "1 while an alert is raised for the asset.", ("asset",))
         self.threshold = gauge("model_threshold", "Reconstruction error threshold of the loaded model.")
         self.model_info = gauge("model_info", "The loaded model (value is always 1).", ("name", "version"))
+        self.partition_info = gauge("partition_info", "The partitions (topic filters) this instance serves "
+                                    "(value is always 1).", ("instance", "partition"))
         self.mqtt_connected = gauge("mqtt_connected", "1 while connected to the MQTT broker.")
         self.assets = gauge("assets", "Assets with a buffer.")
         self.buffered_windows = gauge("buffered_windows", "Windows waiting to be scored.")

@@ -30,14 +30,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from sensorguard.service.config import Settings
+from sensorguard.service.instances import status_payload
 
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 MAX_QUEUED_OUT = 100_000  # outgoing QoS 1 messages kept while disconnected (bounded memory)
-STATUS_ONLINE = b"online"
-STATUS_OFFLINE = b"offline"
 CONNECT_FAIL_LOG_INTERVAL_S = 60.0  # the same failure is logged at most this often (backoff retries)
 
 
@@ -62,7 +61,9 @@ def create_client(
     client.max_queued_messages_set(MAX_QUEUED_OUT)
     client.on_connect_fail = _connect_fail_logger(settings)
     if will:
-        client.will_set(settings.status_topic(), STATUS_OFFLINE, qos=1, retain=True)
+        client.will_set(settings.status_topic(), status_payload(settings.instance_name, settings.partition,
+                                                                settings.topic_prefix, online=False),
+                        qos=1, retain=True)
     if settings.username:
         client.username_pw_set(settings.username, settings.password())
     _, _, _, tls = settings.broker_parts()
@@ -94,12 +95,13 @@ def connect_async(client: paho.Client, settings: Settings, persistent: bool = Tr
 
 
 def subscribe_readings(client: paho.Client, settings: Settings) -> None:
-    """QoS 1 subscription to every asset's readings (idempotent: safe on each reconnect)."""
-    topic = settings.readings_filter()
+    """QoS 1 subscription to the readings of the instance's partitions (idempotent: safe on each
+    reconnect)."""
+    topics = settings.readings_filters()
     if settings.mqtt_version == "5":
-        client.subscribe(topic, options=SubscribeOptions(qos=1))
+        client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in topics])
     else:
-        client.subscribe(topic, qos=1)
+        client.subscribe([(topic, 1) for topic in topics])
 
 
 def publish_json(client: paho.Client, topic: str, payload: Any, qos: int = 1, retain: bool = False):

@@ -19,6 +19,7 @@ from typing import Any
 from sensorguard.service import mqtt
 from sensorguard.service.alerts import AlertEvent, AlertState
 from sensorguard.service.config import Settings
+from sensorguard.service.instances import status_payload
 from sensorguard.service.sensors import SensorEvent
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,15 @@ class Publisher:
     def daemon_event(self, body: dict) -> None:
         """A daemon event (model swapped, reload refused) on ``<output_prefix>/events``."""
         if self.client is not None:
-            mqtt.publish_json(self.client, self.settings.events_topic(), body, qos=1)
+            tagged = {**body, "instance": self.settings.instance_name}
+            mqtt.publish_json(self.client, self.settings.events_topic(), tagged, qos=1)
 
     def status(self, online: bool):
-        """The daemon's retained status (``online``; ``offline`` is also its Last Will)."""
-        text = mqtt.STATUS_ONLINE if online else mqtt.STATUS_OFFLINE
-        return self.client.publish(self.settings.status_topic(), text, qos=1, retain=True)
+        """The instance's retained status (``online``; ``offline`` is also its Last Will), JSON with
+        its name and partitions (:mod:`sensorguard.service.instances`)."""
+        s = self.settings
+        body = status_payload(s.instance_name, s.partition, s.topic_prefix, online)
+        return self.client.publish(s.status_topic(), body, qos=1, retain=True)
 
 
 def _finite(x: float) -> float | None:

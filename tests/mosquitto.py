@@ -154,6 +154,12 @@ class Collector:
         with self._lock:
             return [payload for t, payload, _ in self.messages if t == topic]
 
+    def statuses(self, prefix: str = "sensorguard/status/") -> list[str]:
+        """The ``state`` of every instance status received under ``prefix``, in order."""
+        with self._lock:
+            return [payload["state"] for t, payload, _ in self.messages
+                    if t.startswith(prefix) and isinstance(payload, dict)]
+
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()

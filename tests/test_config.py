@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import doctest
 import json
 import socket
@@ -230,10 +231,33 @@ def test_stray_top_level_key_next_to_table(tmp_path: Path, bundle_dir: str) -> N
 
 
 def test_topics(bundle_dir: str) -> None:
-    s = load_settings({"model": bundle_dir, "output_prefix": "plant/sg", "topic_prefix": "plant/sensors"}, {})
-    assert s.readings_filter() == "plant/sensors/#"
+    s = load_settings({"model": bundle_dir, "output_prefix": "plant/sg", "topic_prefix": "plant/sensors",
+                       "client_id": "sg-1"}, {})
+    assert s.readings_filters() == ("plant/sensors/#",)
     assert s.alert_topic("a/b") == "plant/sg/alerts/a/b" and s.state_topic("a") == "plant/sg/state/a"
-    assert (s.status_topic(), s.events_topic()) == ("plant/sg/status", "plant/sg/events")
+    assert (s.status_topic(), s.events_topic()) == ("plant/sg/status/sg-1", "plant/sg/events")  # the client id
+
+
+def test_instance_and_partitions_from_every_layer(bundle_dir: str, tmp_path) -> None:
+    from sensorguard.service.flags import add_setting_flags
+
+    parser = argparse.ArgumentParser()
+    add_setting_flags(parser)
+    args = parser.parse_args(["--instance", "site-a", "--partition", "site-a/#", "--partition", "site-b/+/readings"])
+    s = load_settings({"model": bundle_dir, "instance": args.instance, "partition": args.partition}, {})
+    assert s.status_topic() == "sensorguard/status/site-a"
+    assert s.readings_filters() == ("sensors/site-a/#", "sensors/site-b/+/readings")
+    env = load_settings({"model": bundle_dir}, {"SENSORGUARD_PARTITION": "site-a/#, site-b/#"})
+    cfg = write(tmp_path, f'model = "{bundle_dir}"\npartition = ["site-c/#"]\ninstance = "c"\n')
+    toml = load_settings({}, {}, cfg)
+    assert env.partition == ("site-a/#", "site-b/#") and (toml.partition, toml.instance_name) == (("site-c/#",), "c")
+    for bad, says in ((["a/#", "a/b"], "overlap"), (["a#"], "not an MQTT topic filter"), (["#/a"], "not an MQTT"),
+                      ([], "at least one")):
+        found = problems({"model": bundle_dir, "partition": bad})
+        assert any("partition" in p and says in p for p in found), (bad, found)
+    assert load_settings({"model": bundle_dir, "partition": "a/#,"}, {}).partition == ("a/#",)  # a trailing comma
+    for bad in ("a/b", "a+", "has space", ""):
+        assert any("instance" in p for p in problems({"model": bundle_dir, "instance": bad})), bad
     for bad in ("", "a/#", "a//b", "/a", "+"):
         assert any("topic_prefix" in p for p in problems({"model": bundle_dir, "topic_prefix": bad}))
 

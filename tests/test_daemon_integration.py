@@ -128,7 +128,9 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
     late = Collector(mosquitto, "sensorguard/#")  # subscribes after everything was published
     retained = wait_for(lambda: {t: p for t, p, r in late.messages if r}.get("sensorguard/state/pump-7") and
                         {t: p for t, p, r in late.messages if r}, 10, "retained state")
-    assert retained["sensorguard/status"] == "online"
+    status = retained[f"sensorguard/status/{running.daemon.settings.instance_name}"]
+    assert status["state"] == "online" and status["instance"] == running.daemon.settings.client_id
+    assert status["partitions"] == ["#"] and status["topic_prefix"] == "sensors" and status["version"]
     state = retained["sensorguard/state/pump-7"]
     assert set(state) == KEYS | {"sensor_faults"} and state["state"] == "alerting" and state["score"] >= 1.0
     assert state["sensor_faults"] == []  # a process fault, not a sensor fault
@@ -139,7 +141,7 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
 
     running.daemon.stop()  # final states and offline, retained
     after = Collector(mosquitto, "sensorguard/#")
-    wait_for(lambda: after.on("sensorguard/status") == ["offline"], 10, "retained offline status")
+    wait_for(lambda: after.statuses() == ["offline"], 10, "retained offline status")
     final = wait_for(lambda: after.on("sensorguard/state/pump-7"), 10, "final state")[-1]
     assert set(final) == KEYS | {"sensor_faults"} and final["state"] == "alerting"
     assert final["ts"] == newest, (final["ts"], newest)  # published at stop, with the newest window
@@ -287,8 +289,8 @@ def test_daemon_reconnects_after_a_broker_restart(serve, mosquitto, trained):
     mosquitto.start()
     wait_for(lambda: http_status(f"{running.url}/readyz") == 200, 40, "reconnected (backoff)")
     assert running.value("sensorguard_mqtt_connected") == 1
-    status = Collector(mosquitto, "sensorguard/status")
-    wait_for(lambda: status.on("sensorguard/status")[-1:] == ["online"], 10, "online again")
+    status = Collector(mosquitto, "sensorguard/status/#")
+    wait_for(lambda: status.statuses()[-1:] == ["online"], 10, "online again")
     pub = Publisher(mosquitto)
     pub.samples("pump-2", times[100:], values[100:], CHANNELS)
     wait_for(lambda: running.value("sensorguard_readings_total") == 200, 10, "second half")

@@ -161,16 +161,16 @@ def test_sigkill_then_restart_delivers_readings_sent_while_down(tmp_path, traine
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    status = Collector(mosquitto, "sensorguard/status")
+    status = Collector(mosquitto, "sensorguard/status/#")
     proc = start_serve(trained_dir, mosquitto, port, log)
     try:
-        wait_for(lambda: status.on("sensorguard/status")[-1:] == ["online"], 10, "status online")
+        wait_for(lambda: status.statuses()[-1:] == ["online"], 10, "status online")
         pub = Publisher(mosquitto)
         pub.samples("pump-k", times[:150], values[:150], CHANNELS, batch=10)
         wait_for(lambda: metric(url, "sensorguard_readings_total") == 150, 20, "first 150 accepted")
         proc.send_signal(signal.SIGKILL)  # no final states, no clean disconnect: the Last Will goes out
         proc.wait(timeout=10)
-        wait_for(lambda: status.on("sensorguard/status")[-1:] == ["offline"], 10,
+        wait_for(lambda: status.statuses()[-1:] == ["offline"], 10,
                  "the retained Last Will 'offline' after SIGKILL")
         status.close()
         pub.samples("pump-k", times[150:], values[150:], CHANNELS, batch=10)  # while the daemon is dead

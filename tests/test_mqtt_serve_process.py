@@ -73,7 +73,7 @@ def test_sigterm_finishes_publishes_final_state_and_offline_and_exits_0(tmp_path
         assert watch.on("sensorguard/state/pump-9") == []
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
-        wait_for(lambda: watch.on("sensorguard/status")[-1:] == ["offline"], 10, "offline status")
+        wait_for(lambda: watch.statuses()[-1:] == ["offline"], 10, "offline status")
         finals = watch.on("sensorguard/state/pump-9")
         # the pending windows were scored before exiting, and the final state (the newest window's)
         # went out before disconnecting

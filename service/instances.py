@@ -1,0 +1,133 @@
+"""Daemons side by side on one broker: each an instance with its own status and its partitions.
+
+An instance (``serve --instance``, default the client id) keeps its status retained on
+``<output_prefix>/status/<instance>`` as JSON, with a Last Will saying ``offline``::
+
+    {"state": "online", "instance": "site-a", "partitions": ["site-a/#"],
+     "topic_prefix": "sensors", "version": "0.1.0"}
+
+Its partitions (``serve --partition``, repeatable, default ``#``) are MQTT topic filters under
+``topic_prefix``: it subscribes to ``<topic_prefix>/<filter>`` for each, in one persistent session.
+
+Before connecting for readings, ``serve`` reads the retained statuses of the instances already
+online under the same ``output_prefix`` (:func:`check_instances`) and refuses to start, with one
+line, when another instance
+
+- reads a different ``topic_prefix``: asset ids are relative to the prefix, so ``pump-7`` of
+  both would share ``<output_prefix>/state/pump-7`` (give each prefix its own ``output_prefix``);
+- or has a partition that overlaps one of its own (some topic matches both filters): an asset's
+  readings would be scored twice and its alerts raised twice.
+
+An instance's own filters must not overlap each other either (:func:`filter_problems`).
+
+>>> filters_overlap("site-a/#", "+/pump-7/readings"), filters_overlap("site-a/#", "site-b/#")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from sensorguard import __version__
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT_S = 5.0  # to reach the broker for the check; past it, serve starts with a warning
+RETAINED_SETTLE_S = 0.5  # retained statuses arrive right after the subscription is granted
+
+
+def status_payload(name: str, partitions: tuple[str, ...], topic_prefix: str, online: bool) -> bytes:
+    """The retained status of instance ``name`` (also its Last Will, offline)."""
+    return orjson.dumps({"state": "online" if online else "offline", "instance": name,
+                         "partitions": list(partitions), "topic_prefix": topic_prefix, "version": __version__})
+
+
+def filters_overlap(a: str, b: str) -> bool:
+    """Whether some topic matches both MQTT topic filters ``a`` and ``b``."""
+    left, right = a.split("/"), b.split("/")
+    for x, y in zip(left, right, strict=False):
+        if x == "#" or y == "#":
+            return True
+        if x != y and x != "+" and y != "+":
+            return False
+    if len(left) == len(right):
+        return True
+    longer = left if len(left) > len(right) else right
+    return longer[min(len(left), len(right))] == "#"  # "a/#" also matches "a" itself
+
+
+def filter_problems(filters: tuple[str, ...]) -> list[str]:
+    """What is wrong with an instance's partition filters (empty: nothing)."""
+    problems = []
+    for f in filters:
+        levels = f.split("/")
+        if not f or any(("+" in lvl and lvl != "+") or ("#" in lvl and lvl != "#") for lvl in levels) \
+                or "#" in levels[:-1]:
+            problems.append(f"{f!r} is not an MQTT topic filter ('+' a whole level, '#' only the last)")
+    for i, a in enumerate(filters):
+        for b in filters[i + 1:]:
+            if filters_overlap(a, b):
+                problems.append(f"{a!r} and {b!r} overlap: a reading matching both would be scored twice")
+    return problems
+
+
+def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others: dict[str, dict]) -> list[str]:
+    """Why instance ``name`` must not start beside the ``others`` (instance -> retained status)."""
+    out = []
+    for other, status in sorted(others.items()):
+        if other == name or status.get("state") != "online":
+            continue
+        theirs = status.get("topic_prefix")
+        if isinstance(theirs, str) and theirs != topic_prefix:
+            out.append(f"instance {other!r} reads topic prefix {theirs!r} and publishes under the same output "
+                       f"prefix: asset ids of {topic_prefix!r} would share its state topics; give this instance "
+                       "its own output_prefix")
+            continue
+        for mine in partitions:
+            for filt in status.get("partitions") or ():
+                if isinstance(filt, str) and filters_overlap(mine, filt):
+                    out.append(f"partition {mine!r} overlaps {filt!r} of the running instance {other!r}")
+    return out
+
+
+def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> list[str]:
+    """Read the retained statuses under ``<output_prefix>/status/+`` with a short-lived client (a
+    clean session: it takes no reading) and return the conflicts with this instance (empty: none).
+
+    An unreachable broker is no conflict: the daemon itself keeps retrying, so it starts, warned.
+    """
+    from sensorguard.service import mqtt
+
+    statuses: dict[str, dict] = {}
+    granted = threading.Event()
+    prefix = settings.status_topic().rpartition("/")[0] + "/"
+
+    def on_message(client, userdata, message) -> None:
+        try:
+            body = orjson.loads(message.payload)
+        except orjson.JSONDecodeError:
+            return  # not an instance status (an old plain "online" is not under status/+)
+        if isinstance(body, dict) and message.topic.startswith(prefix):
+            statuses[message.topic[len(prefix):]] = body
+
+    client = mqtt.create_client(settings, client_id=f"{settings.client_id}-check", manual_ack=False,
+                                persistent=False, will=False)
+    client.on_message = on_message
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "+", qos=1) if not rc.is_failure else None
+    client.on_subscribe = lambda *args: granted.set()
+    mqtt.connect_async(client, settings, persistent=False)
+    try:
+        if not granted.wait(timeout_s):
+            log.warning("could not read the other instances' statuses within %.0f s: starting without the "
+                        "overlap check", timeout_s)
+            return []
+        time.sleep(RETAINED_SETTLE_S)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return conflicts(settings.instance_name, settings.partition, settings.topic_prefix, statuses)

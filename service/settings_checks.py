@@ -1,0 +1,154 @@
+"""Every check on merged settings, each problem naming where its value came from.
+
+:func:`validate` is what :func:`~sensorguard.service.config.load_settings` runs once, whatever
+layer (TOML file, environment, flag) a value came from, so a bad value gets the same message
+everywhere and every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from sensorguard.service.instances import filter_problems
+
+if TYPE_CHECKING:
+    from sensorguard.service.config import Settings
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> list[str]:
+    """Every problem with a merged Settings, each naming where the bad value came from."""
+    problems: list[str] = []
+
+    def bad(name: str, message: str) -> None:
+        origin = sources.get(name)
+        problems.append(f"{name}: {message}" + (f" (from {origin})" if origin else ""))
+
+    if s.model and (s.registry or s.name):
+        bad("model", "give either model or registry+name, not both")
+    elif s.model:
+        if not Path(s.model).is_dir():
+            bad("model", f"bundle directory {s.model!r} does not exist")
+    elif s.registry or s.name:
+        if not (s.registry and s.name):
+            bad("registry" if not s.registry else "name", "registry and name go together")
+        elif not Path(s.registry).is_dir():
+            bad("registry", f"registry directory {s.registry!r} does not exist")
+    elif require_model:
+        bad("model", "no model: give model (a bundle directory) or registry and name")
+
+    problems += broker_problems(s, sources)
+    if s.mqtt_version not in ("5", "3.1.1"):
+        bad("mqtt_version", f"must be '5' or '3.1.1', got {s.mqtt_version!r}")
+    if not s.client_id or len(s.client_id) > 256 or any(c.isspace() for c in s.client_id):
+        bad("client_id", f"must be 1..256 characters without spaces, got {s.client_id!r}")
+    if s.password_file:
+        try:
+            with open(s.password_file, "rb"):
+                pass
+        except OSError as err:
+            bad("password_file", f"cannot read {s.password_file!r}: {err.strerror or err}")
+    elif s._env_password and not s.username and s.mqtt_version == "3.1.1":
+        bad("username", "MQTT 3.1.1 does not allow a password without a username")
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(s, name)
+        if path and not Path(path).is_file():
+            bad(name, f"file {path!r} does not exist")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        bad("tls_cert", "tls_cert and tls_key go together")
+
+    for name in ("topic_prefix", "output_prefix"):
+        value = getattr(s, name)
+        levels = value.split("/")
+        if not value or any(not lvl or "+" in lvl or "#" in lvl for lvl in levels):
+            bad(name, f"must be non-empty topic levels without '+', '#' or empty levels, got {value!r}")
+    if s.instance is not None and (not s.instance or any(c in s.instance for c in "/+#") or
+                                   any(c.isspace() for c in s.instance)):
+        bad("instance", f"must be one topic level without '/', '+', '#' or spaces, got {s.instance!r}")
+    if not s.partition:
+        bad("partition", "give at least one topic filter (`#`: every asset)")
+    for problem in filter_problems(s.partition):
+        bad("partition", problem)
+    if not s.metrics_host:
+        bad("metrics_host", "must not be empty")
+    if not 0 <= s.metrics_port <= 65535:
+        bad("metrics_port", f"must be in 0..65535, got {s.metrics_port}")
+
+    minimums = {
+        "session_expiry_s": 0,
+        "keepalive_s": 0,
+        "max_assets": 1,
+        "max_payload_bytes": 2,
+        "max_samples_per_message": 1,
+        "fill_limit": 0,
+        "batch_max": 1,
+        "batch_wait_ms": 0,
+        "scoring_threads": 1,
+        "raise_after": 1,
+        "clear_after": 1,
+    }
+    for name, low in minimums.items():
+        if getattr(s, name) is not None and getattr(s, name) < low:
+            bad(name, f"must be >= {low}, got {getattr(s, name)}")
+    if s.session_expiry_s > 0xFFFFFFFF:
+        bad("session_expiry_s", f"must be <= {0xFFFFFFFF} (MQTT's limit), got {s.session_expiry_s}")
+    if s.keepalive_s > 65535:
+        bad("keepalive_s", f"must be <= 65535, got {s.keepalive_s}")
+    if s.hop is not None and s.hop < 1:
+        bad("hop", f"must be >= 1 or unset, got {s.hop}")
+    for name in ("max_gap_s", "stale_after_s", "reload_poll_s", "record_max_mb", "record_max_age_days"):
+        value = getattr(s, name)
+        if value is not None and not value > 0:
+            bad(name, f"must be > 0 seconds, got {value}")
+    if not 0 < s.clear_level <= 1:
+        bad("clear_level", f"must be in (0, 1], got {s.clear_level}")
+    if s.record_guard_s < 0:
+        bad("record_guard_s", f"must be >= 0 seconds, got {s.record_guard_s}")
+    if s.record_dir and Path(s.record_dir).exists() and not Path(s.record_dir).is_dir():
+        bad("record_dir", f"{s.record_dir!r} exists and is not a directory")
+    if s.state_dir and Path(s.state_dir).exists() and not Path(s.state_dir).is_dir():
+        bad("state_dir", f"{s.state_dir!r} exists and is not a directory")
+    if s.log_level not in LOG_LEVELS:
+        bad("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
+    return problems
+
+
+def hide_credentials(url: str) -> str:
+    """``mqtt://user:secret@host`` -> ``mqtt://***@host``: error messages and logs never hold a secret."""
+    scheme, sep, rest = url.partition("://") if "://" in url else ("", "", url)
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{netloc}{slash}{path}"
+
+
+def broker_problems(s: Settings, sources: Mapping[str, str]) -> list[str]:
+    origin = f" (from {sources['broker']})" if "broker" in sources else ""
+    shown = hide_credentials(s.broker)
+    try:
+        url = urlsplit(s.broker)
+        port = url.port
+    except ValueError as err:
+        return [f"broker: cannot parse {shown!r}: {err}{origin}"]
+    problems = []
+    scheme = url.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        problems.append(f"broker: scheme must be mqtt:// or mqtts://, got {shown!r}{origin}")
+    if not url.hostname:
+        problems.append(f"broker: no host in {shown!r}{origin}")
+    if port == 0:
+        problems.append(f"broker: port must be in 1..65535, got {shown!r}{origin}")
+    if url.username is not None or url.password is not None:
+        problems.append(f"broker: put no credentials in the URL (use username and password_file){origin}")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        problems.append(f"broker: unexpected path or query in {shown!r}{origin}")
+    if scheme == "mqtt":
+        tls_set = [n for n in ("tls_ca", "tls_cert", "tls_key", "tls_insecure") if getattr(s, n)]
+        if tls_set:
+            problems.append(f"broker: {', '.join(tls_set)} set but the broker URL is mqtt:// (use mqtts://)")
+    return problems

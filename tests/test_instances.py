@@ -1,0 +1,102 @@
+"""Daemons side by side: instance statuses, partitions, and the refusal of overlapping ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sensorguard.service.config import load_settings
+from sensorguard.service.instances import check_instances, conflicts, filter_problems, filters_overlap
+from tests.conftest import epoch, plant_frame
+from tests.mosquitto import Collector, Publisher, free_port, metric, start_daemon, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CHANNELS = ["c0", "c1", "c2"]
+
+
+@pytest.mark.parametrize("a, b, overlap", [
+    ("#", "site-a/pump-1/readings", True),
+    ("site-a/#", "site-b/#", False),
+    ("site-a/#", "+/pump-7/readings", True),
+    ("+/pump-7/readings", "+/pump-8/readings", False),
+    ("site-a/+/readings", "site-a/line-1/+/readings", False),  # different depths, no '#'
+    ("site-a/#", "site-a", True),  # '#' also matches its parent level
+    ("site-a/+", "site-a", False),
+    ("a/b/c", "a/b/c", True),
+])
+def test_filters_overlap_when_some_topic_matches_both(a, b, overlap):
+    assert filters_overlap(a, b) is overlap and filters_overlap(b, a) is overlap
+
+
+def test_conflicts_name_the_other_instance_and_skip_offline_ones_and_itself():
+    others = {
+        "site-a": {"state": "online", "partitions": ["site-a/#"], "topic_prefix": "sensors"},
+        "old": {"state": "offline", "partitions": ["#"], "topic_prefix": "sensors"},
+        "me": {"state": "online", "partitions": ["#"], "topic_prefix": "sensors"},  # my previous run's status
+        "plant-b": {"state": "online", "partitions": ["x/#"], "topic_prefix": "plant-b"},
+    }
+    found = conflicts("me", ("site-a/pump-1/#", "site-c/#"), "sensors", others)
+    assert len(found) == 2
+    assert "partition 'site-a/pump-1/#' overlaps 'site-a/#' of the running instance 'site-a'" in found
+    assert any("'plant-b' reads topic prefix 'plant-b'" in f and "output_prefix" in f for f in found)
+    assert conflicts("me", ("site-c/#",), "sensors", {k: others[k] for k in ("site-a", "old")}) == []
+    assert filter_problems(("a/#", "b/+/readings")) == []
+
+
+@pytest.mark.integration
+def test_two_instances_serve_their_partitions_and_a_third_that_overlaps_is_refused(mosquitto, trained, trained_dir):
+    bundle = trained[0]
+    base = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0}
+    suffix = free_port()
+    a, url_a = start_daemon({**base, "client_id": f"sg-a-{suffix}", "instance": f"site-a-{suffix}",
+                             "partition": ["site-a/#"]})
+    b, url_b = start_daemon({**base, "client_id": f"sg-b-{suffix}", "instance": f"site-b-{suffix}",
+                             "partition": ["site-b/#"]})
+    try:
+        watch = Collector(mosquitto, "sensorguard/status/#")
+        statuses = wait_for(lambda: {t.rpartition("/")[2]: p for t, p, _ in watch.messages
+                                     if isinstance(p, dict)} if len(watch.messages) >= 2 else None, 10, "statuses")
+        assert statuses[f"site-a-{suffix}"] == {"state": "online", "instance": f"site-a-{suffix}",
+                                                 "partitions": ["site-a/#"], "topic_prefix": "sensors",
+                                                 "version": statuses[f"site-a-{suffix}"]["version"]}
+        assert statuses[f"site-b-{suffix}"]["partitions"] == ["site-b/#"]
+        assert metric(url_a, "sensorguard_partition_info", instance=f"site-a-{suffix}", partition="site-a/#") == 1
+
+        frame = plant_frame(rows=60, channels=3, seed=3)
+        pub = Publisher(mosquitto)
+        pub.samples("site-a/pump-1", epoch(frame), frame[CHANNELS].to_numpy(), CHANNELS)
+        pub.samples("site-b/pump-1", epoch(frame)[:40], frame[CHANNELS].to_numpy()[:40], CHANNELS)
+        pub.close()
+        wait_for(lambda: metric(url_a, "sensorguard_readings_total") == 60
+                 and metric(url_b, "sensorguard_readings_total") == 40, 15, "each instance its own readings")
+        assert a.buffers.assets() == ["site-a/pump-1"] and b.buffers.assets() == ["site-b/pump-1"]
+
+        overlapping = load_settings({**base, "client_id": f"sg-c-{suffix}", "partition": ["+/pump-1/readings"]}, {})
+        found = check_instances(overlapping)
+        assert len(found) == 2 and all("overlaps" in f for f in found)
+        other_prefix = load_settings({**base, "client_id": f"sg-d-{suffix}", "topic_prefix": "plant-b",
+                                      "partition": ["site-z/#"]}, {})
+        assert all("topic prefix 'sensors'" in f for f in check_instances(other_prefix))
+        free = load_settings({**base, "client_id": f"sg-e-{suffix}", "partition": ["site-c/#"]}, {})
+        assert check_instances(free) == []
+
+        out = subprocess.run(
+            [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--broker", mosquitto.url,
+             "--metrics-port", "0", "--client-id", f"sg-f-{suffix}", "--partition", "site-a/pump-1/#"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert f"overlaps 'site-a/#' of the running instance 'site-a-{suffix}'" in out.stderr
+
+        a.stop()  # its status goes offline: its partition is free again
+        wait_for(lambda: watch.statuses()[-1:] == ["offline"], 10, "site-a offline")
+        taken = load_settings({**base, "client_id": f"sg-g-{suffix}", "partition": ["site-a/#"]}, {})
+        assert check_instances(taken) == []
+        watch.close()
+        assert bundle.channels == tuple(CHANNELS)
+    finally:
+        a.stop()
+        b.stop()
