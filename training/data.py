@@ -100,6 +100,8 @@ class SensorData:
 
 def machine_rows(assets: np.ndarray) -> dict[str, np.ndarray]:
     """Each machine's row numbers (in order), grouped in one pass rather than a scan per machine."""
+    if not len(assets):
+        return {}
     codes, names = pd.factorize(np.asarray(assets).astype(str))
     order = np.argsort(codes, kind="stable")
     cuts = np.searchsorted(codes[order], np.arange(1, len(names)))
@@ -178,8 +180,12 @@ def series_from_frame(
     policy: CleaningPolicy | None = None,
     sensors: SensorRules | None = None,
 ) -> SensorData:
-    """The cleaning half of :func:`load_frame`, for a table already in memory; ``name`` labels errors."""
+    """The cleaning half of :func:`load_frame`, for a table already in memory; ``name`` labels errors.
+
+    policy: a bundle's cleaning policy (its readings off the bundle's rate are not taken, as live);
+    None: inferred from the data (training: no rate to hold it to)."""
     notes: list[str] = []
+    hold_rate = policy is not None
 
     tcol = _find_time_column(frame, time_column, name)
     times = _parse_times(frame[tcol], tcol, name)
@@ -195,7 +201,7 @@ def series_from_frame(
     if asset_column is None and "asset" in frame.columns:
         asset_column = "asset"
     if asset_column is None:
-        data = _clean_series(times, values, labels, chosen, fill_limit, notes, policy, sensors)
+        data = _clean_series(times, values, labels, chosen, fill_limit, notes, policy, sensors, hold_rate)
     else:  # several machines in one file: each is its own series, never stitched to another
         if asset_column not in frame.columns:
             raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {_cols(frame)})")
@@ -211,7 +217,7 @@ def series_from_frame(
             part_notes: list[str] = []
             sub_labels = {k: v[rows] for k, v in labels.items()}
             part = _clean_series(times[rows], values[rows], sub_labels, chosen, fill_limit, part_notes, policy,
-                                 sensors)
+                                 sensors, hold_rate)
             parts.append(replace(part, assets=np.full(len(part), asset, dtype=object)))
             notes += [f"{asset}: {n}" for n in part_notes]
         data = replace(concat_series(parts, notes), source_assets=assets)
@@ -222,7 +228,8 @@ def series_from_frame(
     return replace(data, source_times=times, source_values=raw)
 
 
-def _clean_series(times, values, labels, channels, fill_limit, notes, policy=None, sensors=None) -> SensorData:
+def _clean_series(times, values, labels, channels, fill_limit, notes, policy=None, sensors=None,
+                  hold_rate=False) -> SensorData:
     """Sort one machine's rows by time, drop duplicate stamps, fill short gaps, split at long ones."""
     order = np.argsort(times, kind="stable")
     if (np.diff(order) < 0).any():
@@ -235,7 +242,7 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
         keep = ~dup
         times, values = times[keep], values[keep]
         labels = {k: v[keep] for k, v in labels.items()}
-    if policy is not None:  # a bundle's grid: readings off its rate are not taken, as live
+    if hold_rate and policy is not None:  # a bundle's grid: readings off its rate are not taken, as live
         ok = np.isfinite(times)
         times, values = times[ok], values[ok]
         labels = {k: v[ok] for k, v in labels.items()}

@@ -215,19 +215,26 @@ def calibrate_bundle(
     unweighted = replace(bundle, channel_weights_=None)
     scores = Scorer(unweighted, device=device).score_series(data.values, data.segments)
     channel_error, record = scores.channel_error, data.fingerprint()
+    faulty = np.zeros(len(data), dtype=bool)
     if data.faulted is not None:  # a window with a sensor fault open is no clean normal data: left out
         faulty = window_faults(data.faulted, data.segments, bundle.window).any(axis=1) & np.isfinite(scores.error)
-        channel_error = np.where(faulty[:, None], np.nan, channel_error)
         record["sensor_fault_windows_left_out"] = int(faulty.sum())
-    errors = channel_error[np.isfinite(channel_error).all(axis=1)]
+    pieces = [channel_error[a + lo: a + hi] for a, b in segment_bounds(len(data), data.segments)
+              for lo, hi in _clean_runs(faulty[a:b])]  # the windows either side of a fault are not consecutive
+    errors = np.concatenate([p[np.isfinite(p).all(axis=1)] for p in pieces]) if pieces else np.empty((0, 1))
     if len(errors) < 10:
         raise ValueError(
             f"calibration data hold {len(errors)} windows of {bundle.window} rows without a sensor fault; "
             "need at least 10"
         )
-    pieces = [channel_error[a:b] for a, b in segment_bounds(len(data), data.segments)]
     return threshold_bundle(bundle, pieces, record, method, false_alarm_rate, false_alerts_per_day, rules,
                             weigh_channels, drift)
+
+
+def _clean_runs(faulty: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of rows that are not ``faulty``."""
+    edges = np.flatnonzero(np.diff(np.r_[True, faulty, True].astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True) if b > a]
 
 
 def drift_rule(scores: np.ndarray) -> DriftRule:
