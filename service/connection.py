@@ -41,6 +41,7 @@ class Connection:
         self.stopping = stopping
         self.connected = threading.Event()
         self.connected_since: float | None = None  # monotonic time of the last connect; None while down
+        self.unsubscribe: tuple[str, ...] = ()  # filters a previous run of this session served, no longer ours
 
     def open(self) -> None:
         """Create the client (it becomes the publisher's) and connect in the background."""
@@ -69,6 +70,9 @@ class Connection:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", mqtt.reason_text(reason_code))
             return
+        if self.unsubscribe:  # the resumed session still holds them (idempotent on a new one)
+            client.unsubscribe(list(self.unsubscribe))
+            log.info("unsubscribed from %s: no longer this instance's partitions", ", ".join(self.unsubscribe))
         mqtt.subscribe_readings(client, self.settings)
         self.publisher.status(online=True)
         self.connected_since = time.monotonic()

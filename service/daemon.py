@@ -358,10 +358,11 @@ def serve(settings: Settings) -> None:
     # the broker, and torch's OpenMP workers spin at barriers; measured 12x the scoring rate under load.
     torch.set_num_threads(settings.scoring_threads)
     bundle = load_model(settings)
-    problems = check_instances(settings)  # before the session: a refused instance takes no reading
-    if problems:
-        raise ConfigError([f"instance {settings.instance_name!r}: {p}" for p in problems])
+    check = check_instances(settings)  # before the session: a refused instance takes no reading
+    if check.conflicts:
+        raise ConfigError([f"instance {settings.instance_name!r}: {p}" for p in check.conflicts])
     daemon = Daemon(settings, bundle)
+    daemon.connection.unsubscribe = check.stale_filters
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())

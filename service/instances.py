@@ -3,8 +3,8 @@
 An instance (``serve --instance``, default the client id) keeps its status retained on
 ``<output_prefix>/status/<instance>`` as JSON, with a Last Will saying ``offline``::
 
-    {"state": "online", "instance": "site-a", "partitions": ["site-a/#"],
-     "topic_prefix": "sensors", "version": "0.1.0"}
+    {"state": "online", "instance": "site-a", "client_id": "sensorguard-host-1",
+     "partitions": ["site-a/#"], "topic_prefix": "sensors", "version": "0.1.0"}
 
 Its partitions (``serve --partition``, repeatable, default ``#``) are MQTT topic filters under
 ``topic_prefix``: it subscribes to ``<topic_prefix>/<filter>`` for each, in one persistent session.
@@ -18,7 +18,11 @@ line, when another instance
 - or has a partition that overlaps one of its own (some topic matches both filters): an asset's
   readings would be scored twice and its alerts raised twice.
 
-An instance's own filters must not overlap each other either (:func:`filter_problems`).
+An instance's own filters must not overlap each other either (:func:`filter_problems`), and two
+daemons (client ids) must not share an instance name. A run whose partitions changed unsubscribes,
+in its resumed persistent session, the filters its previous run (same client id, by its retained
+status) served and it no longer does (:func:`stale_filters`); readings the broker had already
+queued for them arrive once more.
 
 >>> filters_overlap("site-a/#", "+/pump-7/readings"), filters_overlap("site-a/#", "site-b/#")
 (True, False)
@@ -29,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -41,9 +46,19 @@ CHECK_TIMEOUT_S = 5.0  # to reach the broker for the check; past it, serve start
 RETAINED_SETTLE_S = 0.5  # retained statuses arrive right after the subscription is granted
 
 
-def status_payload(name: str, partitions: tuple[str, ...], topic_prefix: str, online: bool) -> bytes:
+@dataclass(frozen=True)
+class InstanceCheck:
+    """What :func:`check_instances` found: why this instance must not start (``conflicts``), and
+    the reading filters its own earlier run subscribed to in this session and no longer serves
+    (``stale_filters``: the resumed session keeps them until they are unsubscribed)."""
+
+    conflicts: list[str]
+    stale_filters: tuple[str, ...] = ()
+
+
+def status_payload(name: str, client_id: str, partitions: tuple[str, ...], topic_prefix: str, online: bool) -> bytes:
     """The retained status of instance ``name`` (also its Last Will, offline)."""
-    return orjson.dumps({"state": "online" if online else "offline", "instance": name,
+    return orjson.dumps({"state": "online" if online else "offline", "instance": name, "client_id": client_id,
                          "partitions": list(partitions), "topic_prefix": topic_prefix, "version": __version__})
 
 
@@ -76,11 +91,19 @@ def filter_problems(filters: tuple[str, ...]) -> list[str]:
     return problems
 
 
-def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others: dict[str, dict]) -> list[str]:
-    """Why instance ``name`` must not start beside the ``others`` (instance -> retained status)."""
+def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others: dict[str, dict],
+              client_id: str | None = None) -> list[str]:
+    """Why instance ``name`` (of ``client_id``) must not start beside the ``others`` (instance ->
+    retained status). Its own earlier status (same name and client id) is no conflict."""
     out = []
     for other, status in sorted(others.items()):
-        if other == name or status.get("state") != "online":
+        if status.get("state") != "online":
+            continue
+        if other == name:
+            theirs = status.get("client_id")
+            if client_id is not None and isinstance(theirs, str) and theirs != client_id:
+                out.append(f"an instance named {name!r} is already online (client id {theirs!r}): give each "
+                           "daemon its own instance name")
             continue
         theirs = status.get("topic_prefix")
         if isinstance(theirs, str) and theirs != topic_prefix:
@@ -95,9 +118,20 @@ def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others:
     return out
 
 
-def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> list[str]:
+def stale_filters(client_id: str, filters: tuple[str, ...], statuses: dict[str, dict]) -> tuple[str, ...]:
+    """Reading filters an earlier run with this ``client_id`` (so this persistent session) served,
+    by its retained status, that ``filters`` no longer hold."""
+    old = set()
+    for status in statuses.values():
+        prefix, parts = status.get("topic_prefix"), status.get("partitions")
+        if status.get("client_id") == client_id and isinstance(prefix, str) and isinstance(parts, list):
+            old |= {f"{prefix}/{p}" for p in parts if isinstance(p, str)}
+    return tuple(sorted(old - set(filters)))
+
+
+def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> InstanceCheck:
     """Read the retained statuses under ``<output_prefix>/status/+`` with a short-lived client (a
-    clean session: it takes no reading) and return the conflicts with this instance (empty: none).
+    clean session: it takes no reading): the conflicts with this instance and its stale filters.
 
     An unreachable broker is no conflict: the daemon itself keeps retrying, so it starts, warned.
     """
@@ -125,9 +159,11 @@ def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> list[s
         if not granted.wait(timeout_s):
             log.warning("could not read the other instances' statuses within %.0f s: starting without the "
                         "overlap check", timeout_s)
-            return []
+            return InstanceCheck([])
         time.sleep(RETAINED_SETTLE_S)
     finally:
         client.disconnect()
         client.loop_stop()
-    return conflicts(settings.instance_name, settings.partition, settings.topic_prefix, statuses)
+    return InstanceCheck(
+        conflicts(settings.instance_name, settings.partition, settings.topic_prefix, statuses, settings.client_id),
+        stale_filters(settings.client_id, settings.readings_filters(), statuses))

@@ -61,9 +61,9 @@ def create_client(
     client.max_queued_messages_set(MAX_QUEUED_OUT)
     client.on_connect_fail = _connect_fail_logger(settings)
     if will:
-        client.will_set(settings.status_topic(), status_payload(settings.instance_name, settings.partition,
-                                                                settings.topic_prefix, online=False),
-                        qos=1, retain=True)
+        offline = status_payload(settings.instance_name, settings.client_id, settings.partition,
+                                 settings.topic_prefix, online=False)
+        client.will_set(settings.status_topic(), offline, qos=1, retain=True)
     if settings.username:
         client.username_pw_set(settings.username, settings.password())
     _, _, _, tls = settings.broker_parts()

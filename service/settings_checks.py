@@ -70,6 +70,9 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
     if s.instance is not None and (not s.instance or any(c in s.instance for c in "/+#") or
                                    any(c.isspace() for c in s.instance)):
         bad("instance", f"must be one topic level without '/', '+', '#' or spaces, got {s.instance!r}")
+    elif s.instance is None and any(c in s.client_id for c in "/+#"):
+        bad("client_id", f"{s.client_id!r} cannot name the instance (one status topic level, no '/', '+', '#'): "
+            "set instance")
     if not s.partition:
         bad("partition", "give at least one topic filter (`#`: every asset)")
     for problem in filter_problems(s.partition):

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from sensorguard.service.config import load_settings
-from sensorguard.service.instances import check_instances, conflicts, filter_problems, filters_overlap
+from sensorguard.service.instances import (
+    check_instances,
+    conflicts,
+    filter_problems,
+    filters_overlap,
+    stale_filters,
+)
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, free_port, metric, start_daemon, wait_for
 
@@ -38,12 +44,23 @@ def test_conflicts_name_the_other_instance_and_skip_offline_ones_and_itself():
         "me": {"state": "online", "partitions": ["#"], "topic_prefix": "sensors"},  # my previous run's status
         "plant-b": {"state": "online", "partitions": ["x/#"], "topic_prefix": "plant-b"},
     }
-    found = conflicts("me", ("site-a/pump-1/#", "site-c/#"), "sensors", others)
+    found = conflicts("me", ("site-a/pump-1/#", "site-c/#"), "sensors", others, client_id="sg-me")
     assert len(found) == 2
     assert "partition 'site-a/pump-1/#' overlaps 'site-a/#' of the running instance 'site-a'" in found
     assert any("'plant-b' reads topic prefix 'plant-b'" in f and "output_prefix" in f for f in found)
     assert conflicts("me", ("site-c/#",), "sensors", {k: others[k] for k in ("site-a", "old")}) == []
     assert filter_problems(("a/#", "b/+/readings")) == []
+    mine = {"me": {"state": "online", "client_id": "sg-me", "partitions": ["#"], "topic_prefix": "sensors"}}
+    assert conflicts("me", ("#",), "sensors", mine, client_id="sg-me") == []  # my own earlier run
+    assert "already online (client id 'sg-me')" in conflicts("me", ("#",), "sensors", mine, client_id="sg-other")[0]
+
+
+def test_stale_filters_are_what_this_sessions_earlier_run_served_and_this_one_does_not():
+    statuses = {"old-name": {"client_id": "sg-1", "partitions": ["#"], "topic_prefix": "sensors"},
+                "other": {"client_id": "sg-2", "partitions": ["site-b/#"], "topic_prefix": "sensors"}}
+    assert stale_filters("sg-1", ("sensors/site-a/#",), statuses) == ("sensors/#",)
+    assert stale_filters("sg-1", ("sensors/#",), statuses) == ()
+    assert stale_filters("sg-3", ("sensors/site-a/#",), statuses) == ()  # another session: not ours to drop
 
 
 @pytest.mark.integration
@@ -60,6 +77,7 @@ def test_two_instances_serve_their_partitions_and_a_third_that_overlaps_is_refus
         statuses = wait_for(lambda: {t.rpartition("/")[2]: p for t, p, _ in watch.messages
                                      if isinstance(p, dict)} if len(watch.messages) >= 2 else None, 10, "statuses")
         assert statuses[f"site-a-{suffix}"] == {"state": "online", "instance": f"site-a-{suffix}",
+                                                 "client_id": f"sg-a-{suffix}",
                                                  "partitions": ["site-a/#"], "topic_prefix": "sensors",
                                                  "version": statuses[f"site-a-{suffix}"]["version"]}
         assert statuses[f"site-b-{suffix}"]["partitions"] == ["site-b/#"]
@@ -75,13 +93,13 @@ def test_two_instances_serve_their_partitions_and_a_third_that_overlaps_is_refus
         assert a.buffers.assets() == ["site-a/pump-1"] and b.buffers.assets() == ["site-b/pump-1"]
 
         overlapping = load_settings({**base, "client_id": f"sg-c-{suffix}", "partition": ["+/pump-1/readings"]}, {})
-        found = check_instances(overlapping)
+        found = check_instances(overlapping).conflicts
         assert len(found) == 2 and all("overlaps" in f for f in found)
         other_prefix = load_settings({**base, "client_id": f"sg-d-{suffix}", "topic_prefix": "plant-b",
                                       "partition": ["site-z/#"]}, {})
-        assert all("topic prefix 'sensors'" in f for f in check_instances(other_prefix))
+        assert all("topic prefix 'sensors'" in f for f in check_instances(other_prefix).conflicts)
         free = load_settings({**base, "client_id": f"sg-e-{suffix}", "partition": ["site-c/#"]}, {})
-        assert check_instances(free) == []
+        assert check_instances(free).conflicts == []
 
         out = subprocess.run(
             [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--broker", mosquitto.url,
@@ -94,9 +112,41 @@ def test_two_instances_serve_their_partitions_and_a_third_that_overlaps_is_refus
         a.stop()  # its status goes offline: its partition is free again
         wait_for(lambda: watch.statuses()[-1:] == ["offline"], 10, "site-a offline")
         taken = load_settings({**base, "client_id": f"sg-g-{suffix}", "partition": ["site-a/#"]}, {})
-        assert check_instances(taken) == []
+        assert check_instances(taken).conflicts == []
         watch.close()
         assert bundle.channels == tuple(CHANNELS)
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.integration
+def test_a_restart_with_fewer_partitions_drops_the_old_subscription_from_its_session(mosquitto, trained_dir):
+    """The persistent session keeps what an earlier run subscribed to: a daemon restarted on
+    `site-a/#` after serving `#` would still get (and score) every other site's readings."""
+    from sensorguard.service.daemon import Daemon
+    from sensorguard.service.hotswap import load_model
+
+    suffix = free_port()
+    base = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0, "client_id": f"sg-r-{suffix}"}
+    first, _ = start_daemon(base)
+    first.stop()  # a clean stop: the session and its `sensors/#` subscription stay at the broker
+    settings = load_settings({**base, "partition": ["site-a/#"]}, {})
+    check = check_instances(settings)
+    assert check.conflicts == [] and check.stale_filters == ("sensors/#",)
+    second = Daemon(settings, load_model(settings))
+    second.connection.unsubscribe = check.stale_filters  # as serve() does
+    second.start()
+    try:
+        host, port = second.metrics_address
+        url = f"http://{host}:{port}"
+        wait_for(lambda: second.ready(), 15, "connected")
+        frame = plant_frame(rows=30, channels=3, seed=4)
+        pub = Publisher(mosquitto)
+        pub.samples("site-b/pump-1", epoch(frame), frame[CHANNELS].to_numpy(), CHANNELS)
+        pub.samples("site-a/pump-1", epoch(frame), frame[CHANNELS].to_numpy(), CHANNELS)
+        pub.close()
+        wait_for(lambda: metric(url, "sensorguard_readings_total") == 30, 10, "site-a's readings")
+        assert second.buffers.assets() == ["site-a/pump-1"]
+    finally:
+        second.stop()
