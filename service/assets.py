@@ -11,7 +11,10 @@ An asset that goes silent (``stale_after_s`` without a reading while connected) 
 sensor fault (channel null): its alert, if one is up, ends with it (the event carries its
 ``alert_id``), its retained state says ``stale``, and everything else about it is forgotten. Its
 first reading back closes the fault (``sensor_ok``). The silent assets remembered for that are
-capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events).
+capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events) and not
+saved in ``state_dir``: after a restart a returning asset sends no ``sensor_ok`` (its retained
+state turns from ``stale`` to its new status). They are counted in ``assets_silent``, apart
+from the channel faults of ``sensor_faults_open``.
 
 Assets restored from ``state_dir`` (:func:`~sensorguard.service.state.restore_states`) wait for
 their next window and carry on where they were (an alert stays up under its ``alert_id``); those
@@ -144,8 +147,10 @@ class AssetAlerts:
         return b.name, b.version
 
     def _count_open(self) -> None:
-        """The open-faults gauge (the faults lock held): channel faults and silent assets."""
-        self.metrics.sensor_faults_open.set(sum(len(f) for f in self._faults.values()) + len(self._silent))
+        """The open-fault gauges (the faults lock held): channel faults, and silent assets apart (a
+        retired asset stays silent until a restart: it must not hold the sensor-fault alert up)."""
+        self.metrics.sensor_faults_open.set(sum(len(f) for f in self._faults.values()))
+        self.metrics.assets_silent.set(len(self._silent))
 
     def sensor_faults(self, asset: str) -> list[dict]:
         """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first."""

@@ -75,7 +75,8 @@ class Metrics:
         self.alerts = counter("alerts_total", "Alerts raised, by asset.", ("asset",))
         self.sensor_faults = counter("sensor_faults_total",
                                      "Sensor faults opened (stuck, out_of_range, missing, silent).", ("kind",))
-        self.sensor_faults_open = gauge("sensor_faults_open", "Sensor faults open now, all assets.")
+        self.sensor_faults_open = gauge("sensor_faults_open", "Channel sensor faults open now, all assets.")
+        self.assets_silent = gauge("assets_silent", "Assets silent now (a silent sensor fault open), since start.")
         self.sensor_events_dropped = counter("sensor_events_dropped_total",
                                              "Sensor-fault events dropped because their queue was full.")
         self.reload_failures = counter("model_reload_failures_total", "Failed attempts to load a new model.")

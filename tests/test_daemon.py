@@ -126,7 +126,7 @@ def test_silent_assets_get_a_silent_sensor_fault_and_free_their_slot(tiny_bundle
     assert state[-1]["state"] == "stale"
     assert state[-1]["sensor_faults"] == [{"kind": "silent", "channel": None, "since": iso(T0)}]
     assert value(daemon, "sensorguard_sensor_faults_total", kind="silent") == 1
-    assert value(daemon, "sensorguard_sensor_faults_open") == 1
+    assert value(daemon, "sensorguard_assets_silent") == 1 and value(daemon, "sensorguard_sensor_faults_open") == 0
     assert len(daemon.buffers) == 0 and daemon.snapshot() == {}
     daemon.ingest.handle(client, message("pump-2", T0))  # the slot is free again
     assert value(daemon, "sensorguard_messages_rejected_total", reason="too_many_assets") == 0
@@ -148,7 +148,7 @@ def test_a_silent_asset_ends_its_alert_and_its_first_reading_back_closes_the_fau
     assert [(e["state"], e["kind"], e["ts"]) for e in events] == [("sensor_ok", "silent", iso(T0 + 500))]
     state = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
     assert state[-1]["state"] == "normal" and state[-1]["sensor_faults"] == []
-    assert value(daemon, "sensorguard_sensor_faults_open") == 0
+    assert value(daemon, "sensorguard_assets_silent") == 0
 
 
 def test_the_silent_fault_names_the_alert_it_ends(tiny_bundle):
@@ -168,7 +168,7 @@ def test_silent_assets_awaited_are_capped(tiny_bundle, monkeypatch):
     daemon, _ = make(tiny_bundle)
     for k in range(3):
         daemon.alerts.end(f"a{k}", T0)
-    assert value(daemon, "sensorguard_sensor_faults_open") == 2
+    assert value(daemon, "sensorguard_assets_silent") == 2
     assert value(daemon, "sensorguard_sensor_events_dropped_total") == 1
     assert daemon.alerts.sensor_faults("a0") == [] and daemon.alerts.sensor_faults("a2")
 

@@ -37,7 +37,7 @@ COUNTERS = {
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",
-    "buffered_windows", "sensor_faults_open", "partition_info",
+    "buffered_windows", "sensor_faults_open", "partition_info", "assets_silent",
 }
 HISTOGRAMS = {"scoring_duration_seconds", "reading_to_score_seconds"}
 METRICS = (

@@ -59,7 +59,8 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
     expected = (
         {("sensorguard_" + n, "counter") for n in (*counters, "record_write_failures", "sensor_faults",
                                                     "sensor_events_dropped")}
-        | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open", "partition_info")}
+        | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open", "partition_info",
+                                                  "assets_silent")}
         | {
             ("sensorguard_" + n, "histogram")
             for n in ("scoring_duration_seconds", "reading_to_score_seconds")
