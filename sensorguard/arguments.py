@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asset", help="asset id (topic levels: site-a/pump-7); with an asset column in the file, "
                    "a prefix to each row's asset")
     p.add_argument("--rate", type=_positive_float, help="rows per second")
-    p.add_argument("--speed", type=_positive_float, help="times the data's own sample rate (default 1: real time)")
+    p.add_argument("--speed", type=_positive_float,
+                   help="times the rows' own spacing, gaps included (default 1: real time)")
     p.add_argument("--timestamps", choices=("now", "original"), default="now",
                    help="now (default): the file's spacing, starting at the wall clock; original: the file's own")
     p.add_argument("--batch", type=_positive_int, default=1, help="samples per message (default 1)")

@@ -280,7 +280,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import numpy as np
 
     from sensorguard.service.config import load_settings
-    from sensorguard.service.replay import period_s, replay
+    from sensorguard.service.replay import replay, schedule
 
     if args.rate is not None and args.speed is not None:
         raise CliError("give --rate or --speed, not both")
@@ -300,13 +300,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         assets, who = args.asset, f"asset {args.asset}"
     else:
         raise CliError(f"{args.data} has no asset column: give --asset")
-    period = period_s(data.times, args.rate, args.speed)
+    due = schedule(times[order], args.rate, args.speed)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    span = f"{len(order) / due[-1]:.3g} rows/s" if len(due) and due[-1] > 0 else "once"
     print(f"replaying {len(order)} rows x {len(data.channels)} channels of {args.data} as {who} "
-          f"to {settings.redacted()['broker']} at {1 / period:.3g} rows/s", flush=True)
+          f"to {settings.redacted()['broker']} at {span}", flush=True)
     try:
-        result = replay(settings, assets, times[order], values[order], list(data.channels), period,
+        result = replay(settings, assets, times[order], values[order], list(data.channels), due,
                         original_ts=args.timestamps == "original", batch=args.batch, stop=stop)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -5,10 +5,11 @@ Users test the daemon on their own history: every row becomes one sample on
 an ``asset`` column: each row on its own asset's topic). Rows go out raw, in time order, as the
 file holds them (gaps, jitter, NaN as null, repeated stamps): the daemon cleans them with the
 bundle's policy exactly as ``sensorguard score`` cleans the file, so both give the same windows.
-Pacing is ``--rate`` rows per second, or ``--speed`` times the data's own sample rate (default
-real time). Timestamps keep the file's spacing, shifted to start at the wall clock by default
-(with ``--speed`` above 1 they run ahead of it; the daemon holds readings to the model's sample
-period by their stamps, not by when they arrive); ``--timestamps original`` keeps the file's own.
+Pacing is ``--rate`` rows per second, or ``--speed`` times the rows' own spacing (default real
+time: gaps included, each asset of a several-machine file at its own pace). Timestamps keep the
+file's spacing, shifted to start at the wall clock by default (with ``--speed`` above 1 they run
+ahead of it; the daemon holds readings to the model's sample period by their stamps, not by when
+they arrive); ``--timestamps original`` keeps the file's own.
 A replay of the same asset started again before the last one's final stamp has its overlap
 refused as ``out_of_order``.
 """
@@ -38,13 +39,15 @@ class ReplayResult:
     confirmed: bool
 
 
-def period_s(times: np.ndarray, rate: float | None, speed: float | None) -> float:
-    """Seconds between two published rows."""
+def schedule(times: np.ndarray, rate: float | None, speed: float | None) -> np.ndarray:
+    """Seconds after the start at which each (time-sorted) row is sent: ``rate`` rows per second
+    evenly, or the rows' own spacing (gaps included; every asset of the file at its own pace)
+    divided by ``speed`` (default 1: real time)."""
     if rate is not None:
-        return 1.0 / rate
-    steps = np.diff(times)
-    sample = float(np.median(steps)) if len(steps) else 1.0
-    return sample / (speed or 1.0)
+        return np.arange(len(times)) / rate
+    if not len(times):
+        return np.zeros(0)
+    return (np.asarray(times, dtype=np.float64) - float(times[0])) / (speed or 1.0)
 
 
 def replay(
@@ -53,13 +56,13 @@ def replay(
     times: np.ndarray,
     values: np.ndarray,
     channels: list[str],
-    period: float,
+    due: np.ndarray,
     original_ts: bool = False,
     batch: int = 1,
     stop: threading.Event | None = None,
 ) -> ReplayResult:
-    """Publish ``values`` rows (time-sorted readings; NaN: a missing value, sent as null) every
-    ``period`` s, ``batch`` samples of one asset per message.
+    """Publish ``values`` rows (time-sorted readings; NaN: a missing value, sent as null), row ``i``
+    ``due[i]`` seconds after the start (:func:`schedule`), ``batch`` samples of one asset per message.
 
     assets: one asset id for every row, or each row's. Timestamps keep the file's spacing (its
     gaps and jitter, so the daemon cleans them as ``score`` does), shifted to start at the wall
@@ -91,7 +94,7 @@ def replay(
             sent += len(samples)
             if len(infos) > 1000:
                 infos = [info for info in infos if not info.is_published()]
-            delay = started + sent * period - time.monotonic()
+            delay = started + (float(due[i]) if i < len(due) else 0.0) - time.monotonic()  # the next row's time
             if delay > 0:
                 stop.wait(delay)
         confirmed = mqtt.wait_published(infos, 30.0)

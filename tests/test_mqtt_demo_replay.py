@@ -93,3 +93,17 @@ def test_demo_with_the_embedded_broker_raises_and_clears_alerts_in_plain_lines(t
     assert not any("\x1b[" in line for line in lines)  # no terminal escapes without a TTY
     assert (tmp_path / "model" / "bundle.json").is_file() and (tmp_path / "plant-pump-2.csv").is_file()
     assert "Traceback" not in out.stderr
+
+
+def test_replay_paces_rows_by_their_own_stamps_so_several_machines_run_in_real_time():
+    import numpy as np
+
+    from sensorguard.service.replay import schedule
+
+    two_machines = np.sort(np.r_[np.arange(10.0), np.arange(10.0) + 0.5])  # two assets, 1 Hz each
+    due = schedule(two_machines, rate=None, speed=None)
+    assert due[-1] == 9.5  # ten seconds of plant take ten seconds, not twenty rows' worth of periods
+    assert schedule(two_machines, rate=None, speed=10)[-1] == 0.95
+    gap = np.r_[np.arange(5.0), 60 + np.arange(5.0)]
+    assert schedule(gap, rate=None, speed=60)[5] == 1.0  # a gap is replayed as a gap, scaled
+    assert list(schedule(gap, rate=4, speed=None)[:3]) == [0.0, 0.25, 0.5]
