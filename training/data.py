@@ -1,4 +1,5 @@
-"""Loading sensor history and cleaning it (splitting by time and windows: ``splits.py``).
+"""Loading sensor history and cleaning it (reading the table and finding its columns:
+``tables.py``; splitting by time and windows: ``splits.py``).
 
 Real plant exports are messy: semicolon CSVs, unsorted rows, repeated timestamps, short dropouts
 and long outages, a label column next to the sensors. ``load_frame`` turns any of that into one
@@ -9,7 +10,6 @@ Every problem a user can cause raises :class:`DataError` with one readable line.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -20,14 +20,10 @@ import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
 from sensorguard.service.sensors import SensorRules, watch_rows
+from sensorguard.training.tables import DataError, choose_channels, cols, find_time_column, parse_times, read_table
 
-LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
-               "changepoint", "changepoints"}
-TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "time_stamp", "date_time")
-
-
-class DataError(Exception):
-    """Input data that cannot be used; the message is one line naming the file and the problem."""
+__all__ = ["DataError", "SensorData", "concat_series", "drop_labeled", "load_frame", "machine_rows", "read_table",
+           "series_from_frame"]
 
 
 @dataclass(frozen=True)
@@ -108,33 +104,6 @@ def machine_rows(assets: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip(names.tolist(), np.split(order, cuts), strict=True))
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read one CSV (comma, semicolon or tab, detected) or Parquet file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        if path.suffix.lower() in {".parquet", ".pq"}:
-            return pd.read_parquet(path)
-        with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
-            sample = fh.read(65536)
-        if not sample.strip():
-            raise DataError(f"{path}: file is empty")
-        return pd.read_csv(path, sep=_sniff_delimiter(sample), low_memory=False)
-    except DataError:
-        raise
-    except Exception as exc:  # pandas/pyarrow raise many types for broken files
-        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0][:160]})") from None
-
-
-def _sniff_delimiter(sample: str) -> str:
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
-    except csv.Error:
-        header = sample.splitlines()[0]
-        return max(",;\t", key=header.count)
-
-
 def load_frame(
     paths: Sequence[str | Path],
     time_column: str | None = None,
@@ -187,14 +156,14 @@ def series_from_frame(
     notes: list[str] = []
     hold_rate = policy is not None
 
-    tcol = _find_time_column(frame, time_column, name)
-    times = _parse_times(frame[tcol], tcol, name)
-    chosen = _choose_channels(frame, tcol, channels, exclude, label_column, name, notes)
+    tcol = find_time_column(frame, time_column, name)
+    times = parse_times(frame[tcol], tcol, name)
+    chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes)
     values = frame[list(chosen)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     labels = {}
     if label_column is not None:
         if label_column not in frame.columns:
-            raise DataError(f"{name}: label column {label_column!r} not found (columns: {_cols(frame)})")
+            raise DataError(f"{name}: label column {label_column!r} not found (columns: {cols(frame)})")
         lab = pd.to_numeric(frame[label_column], errors="coerce").fillna(0).to_numpy()
         labels[label_column] = (lab > 0).astype(np.int8)
 
@@ -204,7 +173,7 @@ def series_from_frame(
         data = _clean_series(times, values, labels, chosen, fill_limit, notes, policy, sensors, hold_rate)
     else:  # several machines in one file: each is its own series, never stitched to another
         if asset_column not in frame.columns:
-            raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {_cols(frame)})")
+            raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {cols(frame)})")
         assets = frame[asset_column].astype(str).to_numpy()
         parts = []
         if policy is None:  # one policy for all machines: the bundle records one, serve applies one
@@ -288,77 +257,6 @@ def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> Sen
     )
 
 
-def _find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) -> str:
-    if time_column is not None:
-        if time_column not in frame.columns:
-            raise DataError(f"{name}: time column {time_column!r} not found (columns: {_cols(frame)})")
-        return time_column
-    lowered = {str(c).strip().lower(): c for c in frame.columns}
-    for candidate in TIME_NAMES:
-        if candidate in lowered:
-            return lowered[candidate]
-    for col in frame.columns:  # first text column that parses as dates
-        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
-            head = frame[col].dropna().astype(str).head(50)
-            if len(head) and pd.to_datetime(head, errors="coerce", utc=True, format="mixed").notna().mean() > 0.9:
-                return col
-    raise DataError(f"{name}: no timestamp column found; name one with --time-column (columns: {_cols(frame)})")
-
-
-def _parse_times(column: pd.Series, tcol: str, name: str) -> np.ndarray:
-    """Timestamps to epoch seconds (float64). Numbers are epoch seconds (or ms when huge)."""
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        secs = column.to_numpy(dtype=np.float64)
-        if np.nanmedian(np.abs(secs)) > 1e11:  # epoch milliseconds
-            secs = secs / 1000.0
-    else:
-        parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
-        secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(secs)
-    if bad.mean() > 0.01 or bad.all():
-        example = column[bad].astype(str).iloc[0] if bad.any() else "?"
-        raise DataError(f"{name}: {int(bad.sum())} unparseable timestamps in column {tcol!r} (e.g. {example!r})")
-    if bad.any():
-        secs = secs.copy()
-        secs[bad] = np.nan
-    return secs
-
-
-def _choose_channels(
-    frame: pd.DataFrame,
-    tcol: str,
-    channels: Sequence[str] | None,
-    exclude: Sequence[str],
-    label_column: str | None,
-    name: str,
-    notes: list[str],
-) -> tuple[str, ...]:
-    if channels:
-        missing = [c for c in channels if c not in frame.columns]
-        if missing:
-            raise DataError(f"{name}: channels not found: {', '.join(missing)} (columns: {_cols(frame)})")
-        return tuple(channels)
-    unknown = [c for c in exclude if c not in frame.columns]
-    if unknown:
-        raise DataError(f"{name}: --exclude names unknown columns: {', '.join(unknown)}")
-    chosen, constant = [], []
-    for col in frame.columns:
-        lowered = str(col).strip().lower()
-        if col in (tcol, label_column) or col in exclude or lowered in LABEL_NAMES or lowered == "asset":
-            continue
-        series = frame[col]
-        if pd.api.types.is_bool_dtype(series):
-            continue
-        numeric = pd.to_numeric(series, errors="coerce")
-        if numeric.notna().mean() >= 0.9:
-            (chosen if numeric.nunique() > 1 else constant).append(str(col))
-    if constant:  # a column constant through the whole file is an id or a setpoint more often than a sensor
-        notes.append(f"constant columns left out: {', '.join(constant)} (name them in --channels to keep them)")
-    if not chosen:
-        raise DataError(f"{name}: no numeric sensor columns found (columns: {_cols(frame)})")
-    return tuple(chosen)
-
-
 def _fill_and_segment(
     times: np.ndarray,
     values: np.ndarray,
@@ -410,11 +308,6 @@ def _renumber(segment: np.ndarray) -> np.ndarray:
     if not len(segment):
         return segment
     return np.concatenate([[0], np.cumsum(segment[1:] != segment[:-1])])
-
-
-def _cols(frame: pd.DataFrame) -> str:
-    names = [str(c) for c in frame.columns]
-    return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
 
 
 def _iso(seconds: float) -> str:
