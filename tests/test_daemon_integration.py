@@ -227,9 +227,10 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
     send("a", reading(t0 - 10))  # out_of_order
     send("a", reading(t0 + 1))  # duplicate_ts
     send("b", reading(t0, c0=1.0))  # missing_channel: nothing to fill a first reading from
-    send("b", reading(t0 + 0.25))  # resampled: four times the model's 1 s rate (a reading between grid steps)
-    send("b", reading(t0 + 1))  # accepted, second asset (4)
-    for k in range(1, 7):  # one reading every 3 s: five accepted (5-9) while its average step grows, then
+    send("b", reading(t0 + 0.25))  # accepted, second asset (4): one short step is no rate yet
+    send("b", reading(t0 + 0.5))  # resampled: the steps now average under 2/3 of the model's 1 s period
+    send("b", reading(t0 + 1))  # accepted (5): a period after the last kept one
+    for k in range(1, 6):  # one reading every 3 s: four accepted (6-9) while its average step grows, then
         send("a", reading(t0 + 2 + 3 * k))  # slow_rate (over 1.5 of the model's periods)
     send("c", reading(t0))  # too_many_assets
 
