@@ -3,6 +3,11 @@
 ``<root>/<name>/v0001, v0002, ...`` plus ``<root>/<name>/CURRENT``, a one-line file switched
 atomically (temp file, fsync, rename), so a half-written version is never current. A version is
 published by renaming a complete temp directory into place, so readers see all of it or nothing.
+
+``<root>/<name>/HISTORY`` lists the versions that were ``CURRENT``, oldest first, one per line
+(rewritten atomically like ``CURRENT``). ``models rollback`` goes back to the previous line, so it
+returns to the model that was served before, never to a newer candidate that the gate rejected and
+that was never current. A registry from before the history starts it with its ``CURRENT``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 from sensorguard.service.bundle import Bundle, BundleError, fsync_path, load_bundle, write_durably, write_files
 
 CURRENT_FILE = "CURRENT"
+HISTORY_FILE = "HISTORY"
+HISTORY_KEPT = 1000  # lines of CURRENT history kept (the oldest go)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
@@ -65,13 +72,33 @@ def load_current(root: str | os.PathLike, name: str) -> Bundle:
     return replace(load_bundle(path), name=name, version=path.name)
 
 
-def set_current(root: str | os.PathLike, name: str, version: str) -> None:
-    """Point CURRENT at ``version`` atomically (temp file, fsync, rename)."""
+def set_current(root: str | os.PathLike, name: str, version: str, history: list[str] | None = None) -> None:
+    """Point CURRENT at ``version`` atomically (temp file, fsync, rename) and append it to HISTORY
+    (``history``: the history to write instead, ending with ``version``, as a rollback does)."""
     base = Path(root) / validate_name(name)
     if not _VERSION_RE.match(version) or not (base / version).is_dir():
         raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
+    if history is None:
+        history = current_history(root, name)
+        if not history or history[-1] != version:
+            history.append(version)
+    write_durably(base / HISTORY_FILE, "".join(f"{v}\n" for v in history[-HISTORY_KEPT:]))
     write_durably(base / CURRENT_FILE, version + "\n")
     fsync_path(base)
+
+
+def current_history(root: str | os.PathLike, name: str) -> list[str]:
+    """The versions that were CURRENT, oldest first (a registry without HISTORY: its CURRENT)."""
+    path = Path(root) / validate_name(name) / HISTORY_FILE
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        history = [v for v in lines if _VERSION_RE.match(v)]
+    except FileNotFoundError:
+        history = []
+    current = current_version(root, name)
+    if current and (not history or history[-1] != current):  # CURRENT set by hand or before the history
+        history.append(current)
+    return history
 
 
 def publish(bundle: Bundle, root: str | os.PathLike, name: str, make_current: bool = True) -> str:
@@ -157,13 +184,27 @@ def promote(root: str | os.PathLike, name: str, version: str) -> tuple[str | Non
 
 
 def rollback(root: str | os.PathLike, name: str) -> tuple[str | None, str]:
-    """Make the newest version older than the current one current; ``(old, new)``."""
+    """Make the version that was CURRENT before the current one current again; ``(old, new)``.
+
+    The current version leaves the history (a second rollback goes one further back); versions
+    since deleted or unloadable are skipped."""
     versions = _versions_or_error(root, name)
     current = current_version(root, name)
-    older = [v for v in versions if current and int(v[1:]) < int(current[1:])]
-    if not older:
-        raise BundleError(f"nothing to roll back to: {current} is the oldest version")
-    return promote(root, name, older[-1])
+    history = current_history(root, name)
+    while history and history[-1] == current:
+        history.pop()
+    while history:
+        candidate = history[-1]
+        try:
+            if candidate in versions:
+                load_bundle(Path(root) / name / candidate)
+                set_current(root, name, candidate, history=history)
+                return current, candidate
+        except BundleError:
+            pass
+        history.pop()
+    raise BundleError(f"nothing to roll back to: no version was current before {current} "
+                      "(models promote VERSION makes any version current)")
 
 
 def read_meta(path: Path) -> dict:

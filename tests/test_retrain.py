@@ -106,3 +106,20 @@ def test_since_filters_and_bad_since(registry, tmp_path, capsys):
     meta = json.loads((registry / "pump" / "v0002" / "bundle.json").read_text())
     assert meta["training"]["rows"] == pytest.approx(0.9 * 2000, abs=2)
     assert np.isfinite(meta["threshold"])
+
+
+def test_rollback_returns_to_the_previous_current_not_to_a_rejected_candidate(registry, trained, capsys):
+    """v0002 was a candidate the gate rejected (never current); v0003 was promoted. Rolling back from
+    v0003 used to pick the newest older version, v0002: it must be v0001, the model served before."""
+    bundle, _, _ = trained
+    publish(bundle, registry, "pump", make_current=False)  # v0002: rejected, never current
+    publish(bundle, registry, "pump")  # v0003: promoted
+    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
+    assert current_version(registry, "pump") == "v0001"
+    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 1
+    assert "nothing to roll back to" in capsys.readouterr().err
+    assert current_version(registry, "pump") == "v0001"
+    (registry / "pump" / "HISTORY").unlink()  # a registry from before the history: its CURRENT starts it
+    assert main(["models", "promote", "v0003", "--registry", str(registry), "--name", "pump"]) == 0
+    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
+    assert current_version(registry, "pump") == "v0001"
