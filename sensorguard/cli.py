@@ -111,6 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from sensorguard.service.bundle import load_bundle, save_bundle
+    from sensorguard.service.registry import current_version, location, publish
     from sensorguard.training.data import drop_labeled
     from sensorguard.training.train import calibrate_bundle
 
@@ -121,7 +122,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     old = bundle.threshold_
     bundle = calibrate_bundle(bundle, data, args.threshold_method, args.false_alarm_rate,
                               false_alerts_per_day=args.false_alerts_per_day, drift=args.drift)
-    save_bundle(bundle, args.bundle)
+    where = location(args.bundle)
+    if where is None:
+        save_bundle(bundle, args.bundle)
+    else:  # a registry version is never rewritten: the recalibration is a new version (the daemon sees it)
+        root, name, version = where
+        current = current_version(root, name) == version
+        new = publish(bundle, root, name, make_current=current)
+        print(f"{name} {version} recalibrated as {new}" + (" (now CURRENT)" if current else
+                                                           f" (not current; models promote {new})"))
     rec = bundle.calibration
     per_day = rec.get("expected_false_alarms_per_day")
     promise = rec.get("alerts")

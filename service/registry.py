@@ -207,6 +207,15 @@ def rollback(root: str | os.PathLike, name: str) -> tuple[str | None, str]:
                       "(models promote VERSION makes any version current)")
 
 
+def location(path: str | os.PathLike) -> tuple[Path, str, str] | None:
+    """``(root, name, version)`` when ``path`` is a version directory of a registry, else None."""
+    path = Path(path).resolve()
+    base = path.parent
+    if _VERSION_RE.match(path.name) and (base / CURRENT_FILE).is_file() and _NAME_RE.match(base.name):
+        return base.parent, base.name, path.name
+    return None
+
+
 def read_meta(path: Path) -> dict:
     """A version's ``bundle.json`` as it is, for listing (``{"created": "unreadable"}`` if it is not)."""
     try:

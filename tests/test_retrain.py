@@ -123,3 +123,18 @@ def test_rollback_returns_to_the_previous_current_not_to_a_rejected_candidate(re
     assert main(["models", "promote", "v0003", "--registry", str(registry), "--name", "pump"]) == 0
     assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
     assert current_version(registry, "pump") == "v0001"
+
+
+def test_calibrating_a_registry_version_makes_a_new_version(registry, tmp_path, capsys):
+    """A recalibration rewrote the version in place, and a daemon serving it never saw the change
+    (CURRENT did not move): it becomes a new version, current when the calibrated one was."""
+    before = (registry / "pump" / "v0001" / "bundle.json").read_text()
+    plant_frame(rows=3000, channels=3, seed=21).to_csv(tmp_path / "normal.csv", index=False)
+    assert main(["calibrate", str(registry / "pump" / "v0001"), str(tmp_path / "normal.csv")]) == 0
+    assert "v0001 recalibrated as v0002 (now CURRENT)" in capsys.readouterr().out
+    assert (registry / "pump" / "v0001" / "bundle.json").read_text() == before
+    assert current_version(registry, "pump") == "v0002" and list_versions(registry, "pump") == ["v0001", "v0002"]
+    assert main(["calibrate", str(registry / "pump" / "v0001"), str(tmp_path / "normal.csv")]) == 0
+    assert "as v0003 (not current" in capsys.readouterr().out and current_version(registry, "pump") == "v0002"
+    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
+    assert current_version(registry, "pump") == "v0001"
