@@ -116,7 +116,8 @@ class Settings:
     stale_after_s: float = setting(300.0, "an asset silent this long (seconds, counted while connected) is "
                                           "reported `silent` (a sensor fault)")
     record_dir: str | None = setting(None, "record readings far from alerts here, for `retrain --recorded`")
-    record_guard_s: float = setting(300.0, "readings this close (reading time, seconds) to an alert are not recorded")
+    record_guard_s: float = setting(300.0, "readings this close (reading time, seconds) to an alert are not recorded; "
+                                    "at least the `window + raise_after x hop` samples an alert needs to rise")
     record_max_mb: float = setting(1024.0, "recordings kept at most, MB (oldest files deleted first)")
     record_max_age_days: float = setting(30.0, "recordings older than this many days are deleted")
     state_dir: str | None = setting(

@@ -74,7 +74,7 @@ from sensorguard.service.instances import check_instances
 from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
 from sensorguard.service.publisher import Publisher
-from sensorguard.service.recorder import recording
+from sensorguard.service.recorder import guard_seconds, recording
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import SensorRules
 from sensorguard.service.state import SAVE_INTERVAL_S, restore_states
@@ -123,7 +123,9 @@ class Daemon:
         self.buffers = Buffers(bundle.channels, bundle.window, self.hop, max_assets=settings.max_assets,
                                policy=cleaning_policy(bundle, settings),
                                sensors=sensor_rules(bundle, cleaning_policy(bundle, settings)))
-        self.recorder = recording(settings, bundle.channels)
+        self.recorder = recording(settings, bundle.channels,
+                                  guard_seconds(settings.record_guard_s, bundle.window, self.hop,
+                                                settings.raise_after, bundle.sample_period))
         self.ingest = Ingest(settings, self.buffers, self.metrics, self.recorder)
         self.models.on_swap = lambda new: self.ingest.set_policy(
             cleaning_policy(new, settings), sensor_rules(new, cleaning_policy(new, settings)))
@@ -135,8 +137,8 @@ class Daemon:
         self._stopped = False
         self._http: tuple[Any, threading.Thread] | None = None
         self._threads: list[threading.Thread] = []
-        self._judged_ts = -np.inf  # newest reading ts among scored windows (the recorder's clock)
         self._next_save = 0.0
+        self._record_dropped = 0  # recorder drops already counted in the metric
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -273,7 +275,8 @@ class Daemon:
         now = time.monotonic()
         for i, due in enumerate(batch):
             self.metrics.reading_to_score.observe(max(0.0, now - due.received))
-            self._judged_ts = max(self._judged_ts, due.ts)
+            if self.recorder is not None:
+                self.recorder.judged(due.asset, due.ts)
             if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
                 continue
             channels = scores.top_channels(i, scorer.channels)
@@ -309,8 +312,13 @@ class Daemon:
         self._flush_recorder()
 
     def _flush_recorder(self, force: bool = False) -> None:
-        if self.recorder is not None and (failures := self.recorder.flush_safely(self._judged_ts, force=force)):
+        if self.recorder is None:
+            return
+        if failures := self.recorder.flush_safely(force=force):
             self.metrics.record_write_failures.inc(failures)
+        if (dropped := self.recorder.dropped - self._record_dropped) > 0:
+            self.metrics.record_dropped.inc(dropped)
+            self._record_dropped = self.recorder.dropped
 
 
 def cleaning_policy(bundle: Bundle, settings: Settings) -> CleaningPolicy:

@@ -83,6 +83,9 @@ class Metrics:
         self.record_write_failures = counter(
             "record_write_failures_total", "Failed writes of recorded readings (e.g. a full disk)."
         )
+        self.record_dropped = counter(
+            "record_dropped_total", "Readings not recorded because the recorder's held readings reached their bound."
+        )
         self.anomaly_score = gauge(
             "anomaly_score", "Latest score per asset (1.0 is the alert line).", ("asset",)
         )

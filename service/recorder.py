@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PENDING_ROW_OVERHEAD = 120  # bytes a held reading costs beyond its values (tuple, deque slot, array header)
+
 
 @dataclass
 class Recorder:
@@ -44,9 +46,13 @@ class Recorder:
     flush_rows: int = 100_000
     flush_interval_s: float = 60.0
     alert_backlog: int = 100_000
+    max_pending_bytes: int = 256 << 20  # readings waiting for their guard band, all assets together
     write_failures: int = 0
     rows_written: int = 0
+    dropped: int = 0  # readings not recorded because the pending bound was reached
     _pending: dict[str, deque] = field(default_factory=dict)
+    _pending_rows: int = 0
+    _judged: dict[str, float] = field(default_factory=dict)  # per asset: the newest scored window's ts
     _quiet_until: dict[str, float] = field(default_factory=dict)
     _ready: list[tuple[str, float, np.ndarray]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -60,21 +66,50 @@ class Recorder:
         for stale in self.directory.glob("**/*.tmp"):  # left by a crash mid-write: never valid
             stale.unlink(missing_ok=True)
 
+    @property
+    def pending_cap(self) -> int:
+        """Readings held at most, all assets together (``max_pending_bytes`` over a row's size)."""
+        return max(1, self.max_pending_bytes // (8 * len(self.channels) + PENDING_ROW_OVERHEAD))
+
     def add(self, asset: str, ts: float, values: np.ndarray) -> None:
-        """Offer one accepted reading; it is committed once ``guard_s`` passes with no alert.
+        """Offer one accepted reading; it is committed once its asset's scored windows are
+        ``guard_s`` past it with no alert.
 
         While an alert is up, readings are still held (at most ``alert_backlog`` per asset): the
         daemon offers readings when they arrive, before they are scored, so after a backlog the
-        ones received "during" the alert may belong after its clear and its guard band.
+        ones received "during" the alert may belong after its clear and its guard band. All held
+        readings together are bounded (``max_pending_bytes``): past it the asset's oldest held
+        reading goes (or this one, if it holds none), counted in ``dropped``.
         """
         with self._lock:
             quiet = self._quiet_until.get(asset, -np.inf)
             if ts < quiet < np.inf:
                 return
             pending = self._pending.setdefault(asset, deque())
+            if self._pending_rows >= self.pending_cap:
+                self.dropped += 1
+                if not pending:
+                    return
+                pending.popleft()
+                self._pending_rows -= 1
             pending.append((ts, values))
+            self._pending_rows += 1
             if quiet == np.inf and len(pending) > self.alert_backlog:
                 pending.popleft()  # the oldest: inside the alert
+                self._pending_rows -= 1
+
+    def held(self, asset: str | None = None) -> list[float]:
+        """Stamps of the readings held for ``asset`` (all assets: None), oldest first per asset."""
+        with self._lock:
+            queues = self._pending.values() if asset is None else [self._pending.get(asset, ())]
+            return [ts for pending in queues for ts, _ in pending]
+
+    def judged(self, asset: str, ts: float) -> None:
+        """The asset's window ending at ``ts`` was scored: its readings are judged up to there (each
+        asset on its own clock: one asset running ahead must not commit another's readings)."""
+        with self._lock:
+            if ts > self._judged.get(asset, -np.inf):
+                self._judged[asset] = ts
 
     def alert_raised(self, asset: str, ts: float) -> None:
         """Commit the asset's readings before the guard band (a later alert cannot reach them); hold
@@ -83,9 +118,11 @@ class Recorder:
             pending = self._pending.get(asset)
             while pending and pending[0][0] < ts - self.guard_s:
                 t, v = pending.popleft()
+                self._pending_rows -= 1
                 self._ready.append((asset, t, v))
             while pending and len(pending) > self.alert_backlog:
                 pending.popleft()
+                self._pending_rows -= 1
             self._quiet_until[asset] = np.inf
 
     def alert_cleared(self, asset: str, ts: float) -> None:
@@ -96,6 +133,7 @@ class Recorder:
             pending = self._pending.get(asset)
             while pending and pending[0][0] < end:
                 pending.popleft()
+                self._pending_rows -= 1
 
     def holding(self, asset: str) -> bool:
         """Whether an alert of ``asset`` is up here: its readings are held back, none committed."""
@@ -104,20 +142,24 @@ class Recorder:
 
     def forget(self, asset: str) -> None:
         with self._lock:
-            self._pending.pop(asset, None)
+            self._pending_rows -= len(self._pending.pop(asset, ()))
             self._quiet_until.pop(asset, None)
+            self._judged.pop(asset, None)
 
-    def commit(self, now_ts: float) -> None:
-        """Move readings older than the guard band (in reading time) to the write buffer."""
+    def commit(self, now_ts: float | None = None) -> None:
+        """Move each asset's readings older than the guard band before its newest scored window
+        (reading time; ``now_ts``: as if every asset were judged up to it) to the write buffer."""
         with self._lock:
             for asset, pending in self._pending.items():
                 if self._quiet_until.get(asset, -np.inf) == np.inf:
                     continue
-                while pending and pending[0][0] < now_ts - self.guard_s:
+                judged = self._judged.get(asset, -np.inf) if now_ts is None else now_ts
+                while pending and pending[0][0] < judged - self.guard_s:
                     ts, values = pending.popleft()
+                    self._pending_rows -= 1
                     self._ready.append((asset, ts, values))
 
-    def flush(self, now_ts: float, force: bool = False) -> Path | None:
+    def flush(self, now_ts: float | None = None, force: bool = False) -> Path | None:
         """Commit what is due and write a file when enough rows or time accumulated (or ``force``).
 
         ``force`` (shutdown) writes what is committed now; readings still inside the guard band
@@ -141,11 +183,11 @@ class Recorder:
         self._enforce_bounds()
         return path
 
-    def flush_safely(self, now_ts: float, force: bool = False) -> int:
+    def flush_safely(self, force: bool = False) -> int:
         """:meth:`flush` that never raises (recording must never stop scoring); returns how many
         write failures happened since the last call (for the daemon's counter)."""
         try:
-            self.flush(now_ts, force=force)
+            self.flush(force=force)
         except Exception:  # noqa: BLE001 - a bug in writing is logged and counted, scoring goes on
             self.write_failures += 1
             log.exception("recording: writing readings failed")
@@ -197,10 +239,21 @@ class Recorder:
                 folder.rmdir()
 
 
-def recording(settings: Settings, channels: tuple[str, ...]) -> Recorder | None:
-    """The recorder ``settings`` ask for (``record_dir`` and its bounds), or None without one."""
+def guard_seconds(guard_s: float, window: int, hop: int, raise_after: int, sample_period: float | None) -> float:
+    """The guard band: ``guard_s`` or the samples an alert needs to rise after a fault starts
+    (``window + raise_after x hop``) at the bundle's sample period, whichever is longer (at a 10 s
+    period a 300 s band was shorter than the 680 s a default alert takes, so fault onsets were
+    recorded as normal data)."""
+    samples = window + raise_after * hop
+    return max(guard_s, samples * sample_period) if sample_period else guard_s
+
+
+def recording(settings: Settings, channels: tuple[str, ...], guard_s: float | None = None) -> Recorder | None:
+    """The recorder ``settings`` ask for (``record_dir`` and its bounds), or None without one;
+    ``guard_s``: the band to use (:func:`guard_seconds`; default ``record_guard_s``)."""
     if not settings.record_dir:
         return None
-    return Recorder(Path(settings.record_dir), channels, guard_s=settings.record_guard_s,
+    return Recorder(Path(settings.record_dir), channels,
+                    guard_s=settings.record_guard_s if guard_s is None else guard_s,
                     max_bytes=int(settings.record_max_mb * (1 << 20)),
                     max_age_s=settings.record_max_age_days * 86400.0)

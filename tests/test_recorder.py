@@ -102,3 +102,46 @@ def test_full_disk_is_counted_not_fatal(tiny_disk):
     assert not list(tiny_disk.glob("**/*.tmp")) and not list(tiny_disk.glob("*/*.parquet"))
     feed(rec, "p1", 30000, 30010)  # small writes still work once space allows
     assert rec.flush(now_ts=1e9) is not None and rec.rows_written == 10
+
+
+def test_each_asset_is_committed_on_its_own_clock(tmp_path):
+    """One asset whose clock runs ahead used to commit the others' readings before they were judged."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(rec, "ahead", 900, 1000)
+    feed(rec, "behind", 0, 100)
+    rec.judged("ahead", 999.0)
+    rec.judged("behind", 50.0)  # its windows are scored up to ts 50 only
+    rec.flush(force=True)
+    got = read_all(tmp_path)
+    assert got[got.asset == "behind"].ts.max() < 40  # not up to 989, as the newest clock would allow
+    assert got[got.asset == "ahead"].ts.max() == 988
+    rec.alert_raised("behind", 60.0)  # a fault among readings 50-59: none of them was recorded
+    assert not ((got.asset == "behind") & (got.ts >= 50)).any()
+
+
+def test_held_readings_are_bounded_overall_and_drops_counted(tmp_path):
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, max_pending_bytes=10 * (16 + 120))
+    assert rec.pending_cap == 10
+    rec.alert_raised("p1", 0.0)  # alerting: everything it sends is held
+    feed(rec, "p1", 1, 13)
+    feed(rec, "p2", 1, 4)  # p2 holds nothing yet: its new readings go
+    assert rec.dropped == 5 and len(rec.held()) == 10
+    assert rec.held("p1")[0] == 3.0 and rec.held("p2") == []  # p1 lost its oldest
+
+
+def test_the_daemons_guard_band_follows_the_bundles_sample_period(tiny_bundle, tmp_path):
+    from dataclasses import replace
+
+    from tests.test_daemon import make
+
+    slow = replace(tiny_bundle, sample_period=20.0)  # window 16 + 3 x hop 2 = 22 samples = 440 s
+    daemon, _ = make(slow, record_dir=str(tmp_path / "rec"), record_guard_s=300)
+    assert daemon.recorder.guard_s == 440.0
+
+
+def test_the_guard_band_covers_the_samples_an_alert_needs_to_rise():
+    from sensorguard.service.recorder import guard_seconds
+
+    assert guard_seconds(300.0, window=32, hop=4, raise_after=3, sample_period=1.0) == 300.0
+    assert guard_seconds(300.0, window=32, hop=4, raise_after=3, sample_period=10.0) == 440.0
+    assert guard_seconds(300.0, window=32, hop=4, raise_after=3, sample_period=None) == 300.0
