@@ -350,9 +350,14 @@ def hop_warning(hop: int, bundle: Bundle) -> str | None:
         return None
     scored = bundle.scored_samples
     judged = "more than once" if hop < scored else ("partly not at all" if hop > scored else "once")
+    promise = ""
+    per_day = bundle.calibration.get("expected_false_alarms_per_day")
+    if isinstance(per_day, int | float):  # windows a day scale with 1 / hop; alerts need raise_after in a row
+        promise = (f" ({per_day:g} false alerts a day at hop {bundle.hop}; windows come {bundle.hop / hop:.3g} "
+                   f"times as often at hop {hop}, so expect about {per_day * bundle.hop / hop:.3g} or more)")
     return (f"serving hop {hop} differs from the bundle's hop {bundle.hop}: each score covers the bundle's "
             f"{scored} newest samples, so rows are judged {judged}, and the bundle's false-alert promise "
-            f"assumed hop {bundle.hop}; retrain with train --hop {hop} to change the cadence")
+            f"assumed hop {bundle.hop}{promise}; retrain with train --hop {hop} to change the cadence")
 
 
 def serve(settings: Settings) -> None:

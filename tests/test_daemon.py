@@ -262,9 +262,10 @@ def test_a_serving_hop_other_than_the_bundles_is_warned_about(tiny_bundle):
 
     from sensorguard.service.daemon import hop_warning
 
-    bundle = replace(tiny_bundle, hop=4, focus=4)
+    bundle = replace(tiny_bundle, hop=4, focus=4, calibration={"expected_false_alarms_per_day": 1.0})
     assert hop_warning(4, bundle) is None
     assert "judged more than once" in hop_warning(1, bundle) and "train --hop 1" in hop_warning(1, bundle)
+    assert "expect about 4 or more" in hop_warning(1, bundle)  # the promise at the serving hop, not the bundle's
     assert "partly not at all" in hop_warning(8, bundle)
 
 
