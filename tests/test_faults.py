@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sensorguard.service.bundle import load_bundle
 from sensorguard.service.daemon import Daemon
 from sensorguard.service.publisher import iso
 from tests.conftest import epoch, plant_frame
@@ -177,12 +178,14 @@ def test_sigkill_then_restart_delivers_readings_sent_while_down(tmp_path, traine
         pub.close()
         mosquitto.stop()  # and the broker restarts: its persistence keeps the session and the queue
         mosquitto.start()
-        # The restarted process records every reading it accepts (guard 0, no alerts to hold any back)
-        # and scores every sample (hop 1), so on exit the recording holds each accepted timestamp
-        # except the last one, which is the final window's (the retained final state's) ts.
+        # The restarted process records every reading it accepts (no alert holds any back: 20 windows
+        # in a row over the line raise one) and scores every sample (hop 1), so on exit the recording
+        # holds each accepted timestamp older than the guard band before the final window's ts: with
+        # record_guard_s 0 the band is the window + 20 x 1 samples an alert needs to rise, at 1 s.
         record_dir = tmp_path / "recorded"
+        band = load_bundle(trained_dir).window + 20
         proc = start_serve(trained_dir, mosquitto, port, log, "--hop", "1", "--record-dir", str(record_dir),
-                           "--record-guard-s", "0", "--raise-after", "1000000")
+                           "--record-guard-s", "0", "--raise-after", "20")
         states = Collector(mosquitto, "sensorguard/state/pump-k")
         # A marker published now queues behind everything the session holds (the broker delivers a
         # session's queue in order): once it is counted, every queued reading has been handled.
@@ -198,10 +201,12 @@ def test_sigkill_then_restart_delivers_readings_sent_while_down(tmp_path, traine
                                   if s["ts"] == iso(times[-1])], 10, "final state of the last reading")
         assert final[-1]["state"] == "normal"
         states.close()
-        got = recorded_ts(record_dir) + [stamps[-1]]
-        assert len(got) == total, (len(got), total)  # each accepted reading once
+        got = recorded_ts(record_dir)
+        outside = [t for t in stamps[300 - int(total):] if t < stamps[-1] - band]  # accepted, past the band
+        assert got == outside, (len(got), len(outside))  # each accepted reading once
         down = [t for t in got if t >= stamps[150]]
-        assert down == stamps[150:], f"readings sent while down: missing {sorted(set(stamps[150:]) - set(down))}"
+        sent_down = [t for t in stamps[150:] if t < stamps[-1] - band]
+        assert down == sent_down, f"readings sent while down: missing {sorted(set(sent_down) - set(down))}"
         # Before those, only batches the killed process had buffered but not yet acknowledged: the
         # newest pre-kill batches (redelivered first, nothing to be a duplicate of in a fresh buffer).
         again = [t for t in got if t < stamps[150]]
