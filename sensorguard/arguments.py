@@ -98,6 +98,59 @@ REPLAY_SETTINGS = ("broker", "mqtt_version", "client_id", "username", "password_
                    "tls_key", "tls_insecure", "topic_prefix")
 
 
+# Commands reach the daemon's command topic: the broker settings plus where it publishes.
+COMMAND_SETTINGS = (*REPLAY_SETTINGS, "output_prefix")
+
+
+def _duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as seconds (an argparse type)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 15m, 2h or 1d, got {text!r}") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a duration of at least 0, got {text!r}")
+    return seconds
+
+
+def _add_command_verbs(verbs) -> None:
+    """``maintenance``, ``ack`` and ``shelve``: MQTT clients that publish one command and print
+    the daemon's answer (``service/commands.py``)."""
+    from sensorguard.service.flags import add_setting_flags
+
+    def broker_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--by", help="who gives the command (kept in the audit log)")
+        p.add_argument("--timeout", type=_positive_float, default=10.0,
+                       help="seconds to wait for the daemon's answer (default 10)")
+        add_setting_flags(p, COMMAND_SETTINGS, {"client_id": "MQTT client id (default sensorguard-command-<pid>)",
+                                                "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT"},
+                          required=("broker",))
+
+    p = verbs.add_parser("maintenance", help="start or end an asset's maintenance: its alerts suppressed, its "
+                         "readings not recorded as normal", description="Publish a maintenance command to the "
+                         "daemon serving the asset and print its answer.")
+    p.add_argument("action", choices=("start", "end"))
+    p.add_argument("asset", help="asset id (site-a/pump-7)")
+    p.add_argument("--until", type=_duration, help="end it by itself after this long (90m, 8h; default: when ended)")
+    p.add_argument("--reason", help="why (kept in the audit log)")
+    broker_flags(p)
+    p = verbs.add_parser("ack", help="acknowledge an alert, optionally as a false alarm",
+                         description="Publish an acknowledgement of ALERT_ID (<asset>@<ms>, as in the alert "
+                                     "event) and print the daemon's answer.")
+    p.add_argument("alert_id")
+    p.add_argument("--false-alarm", action="store_true", help="the alert was not a real problem")
+    p.add_argument("--note", help="a note (kept in the audit log)")
+    broker_flags(p)
+    p = verbs.add_parser("shelve", help="shelve an asset's alerts for a while (0 unshelves)",
+                         description="Publish a shelve command (at most 7 days) and print the daemon's answer.")
+    p.add_argument("asset", help="asset id (site-a/pump-7)")
+    p.add_argument("--for", dest="for_s", type=_duration, required=True, help="how long (30m, 8h, 1d; 0 unshelves)")
+    p.add_argument("--reason", help="why (kept in the audit log)")
+    broker_flags(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sensorguard.service.flags import add_setting_flags
 
@@ -216,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(p, REPLAY_SETTINGS, {"client_id": "MQTT client id (default sensorguard-replay-<pid>)",
                                            "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT"}, required=("broker",))
     _add_data_options(p)
+
+    _add_command_verbs(verbs)
 
     p = verbs.add_parser("demo", help="the live loop on a simulated plant, nothing else to install",
                          description="Train a small model on simulated normal data, start an MQTT broker "

@@ -326,6 +326,36 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if result.confirmed else EXIT_ERROR
 
 
+# --- maintenance / ack / shelve -----------------------------------------------------------------
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    """Publish one command to the daemon serving the asset and print its answer."""
+    import time
+
+    from sensorguard.service.command_handling import send_command
+    from sensorguard.service.config import load_settings
+
+    flags = {name: getattr(args, name) for name in ("broker", "mqtt_version", "username", "password_file", "tls_ca",
+                                                     "tls_cert", "tls_key", "tls_insecure", "output_prefix")}
+    flags["client_id"] = args.client_id or f"sensorguard-command-{os.getpid()}"
+    settings = load_settings(flags, os.environ, require_model=False)
+    body = {"by": args.by or os.environ.get("USER", "")}
+    if args.verb == "maintenance":
+        body.update(asset=args.asset, action=args.action, reason=args.reason or "",
+                    **({"until": time.time() + args.until} if args.until else {}))
+    elif args.verb == "shelve":
+        body.update(asset=args.asset, for_s=args.for_s, reason=args.reason or "")
+    else:
+        body.update(alert_id=args.alert_id, false_alarm=args.false_alarm, note=args.note or "")
+    reply = send_command(settings, args.verb, body, args.timeout)
+    if reply is None:
+        raise CliError(f"no answer within {args.timeout:g} s: no daemon serves that asset on this broker, or the "
+                       "broker refused the command (its ACL)")
+    print(f"{'accepted' if reply.get('accepted') else 'rejected'} by {reply.get('instance')}: {reply.get('message')}")
+    return 0 if reply.get("accepted") else EXIT_ERROR
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 
@@ -369,6 +399,7 @@ def _write_table(frame, path: str | Path) -> None:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "maintenance": cmd_command, "ack": cmd_command, "shelve": cmd_command,
     "simulate": cmd_simulate, "train": cmd_train, "calibrate": cmd_calibrate, "score": cmd_score,
     "evaluate": cmd_evaluate, "report": cmd_report, "retrain": cmd_retrain, "models": cmd_models,
     "serve": cmd_serve, "replay": cmd_replay, "demo": cmd_demo,

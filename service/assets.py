@@ -32,6 +32,7 @@ import numpy as np
 
 from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.commands import AlarmControls
 from sensorguard.service.drift import DriftState, widening
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import Publisher, iso
@@ -57,8 +58,9 @@ class AssetAlerts:
 
     def __init__(self, rules: AlertRules, publisher: Publisher, metrics: Metrics, recorder: Recorder | None,
                  current: Callable[[], Bundle], restored: Restored | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, controls: AlarmControls | None = None) -> None:
         self.rules = rules
+        self.controls = controls  # maintenance, shelving, acknowledgements (service/commands.py)
         self.publisher = publisher
         self.metrics = metrics
         self.recorder = recorder
@@ -104,13 +106,21 @@ class AssetAlerts:
         self._latest[asset] = (ts, channels)
         self.metrics.set_score(asset, score, state.status == "alerting")
         if event is not None:
-            self._publish_event(asset, event, channels, bundle)
-            if event.kind == "raised":
-                self.metrics.alert_raised(asset)
+            held = self.controls.suppressed(asset, time.time()) if self.controls is not None else None
+            if held is None:
+                self._publish_event(asset, event, channels, bundle)
+                if event.kind == "raised":
+                    self.metrics.alert_raised(asset)
+                    if self.controls is not None:
+                        self.controls.raised(event.alert_id, asset)
+            else:  # maintenance or shelved: judged and visible in the state and metrics, not announced
+                self.metrics.alerts_suppressed.labels(held).inc()
+                log.info("alert %s of %s suppressed (%s)", event.kind, asset, held,
+                         extra={"asset": asset, "event": event.kind, "alert_id": event.alert_id})
             if self.recorder is not None:
                 if event.kind == "raised":
                     self.recorder.alert_raised(asset, event.ts)
-                elif event.kind == "cleared":
+                elif event.kind == "cleared" and held != "maintenance":  # maintenance keeps holding it
                     self.recorder.alert_cleared(asset, event.ts)
         if old is None or state.status != old.status:
             self.publish_state(asset, bundle=bundle)
@@ -209,8 +219,24 @@ class AssetAlerts:
         b = bundle or self.current()
         last_ts, channels = self._latest.get(asset, (time.time(), []))
         state = self._states.get(asset) or (self.restored[asset][0] if asset in self.restored else AlertState())
-        return self.publisher.state(asset, state, last_ts if ts is None else ts,
-                                    channels, (b.name, b.version), self.line(asset, b), self.sensor_faults(asset))
+        extra = {}
+        if self.controls is not None:
+            ack = self.controls.acked(state.alert_id) if state.alert_id else None
+            extra = {"suppressed": self.controls.suppressed(asset, time.time()),
+                     "acked": None if ack is None else ack["acked"]}
+        return self.publisher.state(asset, state, last_ts if ts is None else ts, channels, (b.name, b.version),
+                                    self.line(asset, b), self.sensor_faults(asset), extra)
+
+    def control_changed(self, asset: str, maintenance: bool | None) -> None:
+        """A command changed how ``asset`` is handled: ``maintenance`` True (started: hold its
+        readings from the recorder), False (ended: record again unless an alert is up), None
+        (something else, such as an acknowledgement); its retained state is published again."""
+        if self.recorder is not None and maintenance is not None:
+            if maintenance:
+                self.recorder.alert_raised(asset, -np.inf)
+            elif self._states.get(asset, AlertState()).status != "alerting":
+                self.recorder.alert_cleared(asset, self._latest.get(asset, (-np.inf, []))[0])
+        self.publish_state(asset)
 
     def line(self, asset: str, bundle: Bundle) -> float:
         """The asset's alert line: the bundle's threshold, widened by the drift rule."""

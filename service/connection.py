@@ -33,12 +33,13 @@ class Connection:
     """
 
     def __init__(self, settings: Settings, metrics: Metrics, publisher: Publisher,
-                 on_message: Callable[[Any, Any], None], stopping: Callable[[], bool]) -> None:
+                 on_message: Callable[[Any, Any], None], stopping: Callable[[], bool], commands: Any = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.publisher = publisher
         self.on_message = on_message
         self.stopping = stopping
+        self.commands = commands  # a CommandHandler: its messages go to it, the rest are readings
         self.connected = threading.Event()
         self.connected_since: float | None = None  # monotonic time of the last connect; None while down
         self.unsubscribe: tuple[str, ...] = ()  # filters a previous run of this session served, no longer ours
@@ -48,9 +49,15 @@ class Connection:
         client = mqtt.create_client(self.settings)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = lambda client, userdata, message: self.on_message(client, message)
+        client.on_message = self._route
         self.publisher.client = client
         mqtt.connect_async(client, self.settings)
+
+    def _route(self, client: Any, userdata: Any, message: Any) -> None:
+        if self.commands is not None and message.topic.startswith(self.commands.prefix):
+            self.commands.handle(client, message)
+        else:
+            self.on_message(client, message)
 
     def close(self, final: Callable[[], list]) -> None:
         """Publish ``final()`` (returns the publish handles), wait for the broker to confirm them
@@ -74,6 +81,8 @@ class Connection:
             client.unsubscribe(list(self.unsubscribe))
             log.info("unsubscribed from %s: no longer this instance's partitions", ", ".join(self.unsubscribe))
         mqtt.subscribe_readings(client, self.settings)
+        if self.commands is not None:
+            client.subscribe(self.commands.filter(), qos=1)
         self.publisher.status(online=True)
         self.connected_since = time.monotonic()
         self.connected.set()

@@ -66,6 +66,8 @@ from sensorguard.service.alerts import AlertRules, AlertState
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.cleaning import CleaningPolicy
+from sensorguard.service.command_handling import CommandHandler
+from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import ConfigError, Settings
 from sensorguard.service.connection import Connection
 from sensorguard.service.hotswap import ModelHolder, load_model
@@ -129,10 +131,15 @@ class Daemon:
         self.ingest = Ingest(settings, self.buffers, self.metrics, self.recorder)
         self.models.on_swap = lambda new: self.ingest.set_policy(
             cleaning_policy(new, settings), sensor_rules(new, cleaning_policy(new, settings)))
-        self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
-                                     lambda: self.ingest.stopping)
+        self.controls = AlarmControls(settings.state_dir)
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
-                                  restore_states(settings.state_dir, settings.max_assets), settings.state_dir)
+                                  restore_states(settings.state_dir, settings.max_assets), settings.state_dir,
+                                  self.controls)
+        self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics,
+                                       lambda asset, c: self.alerts.control_changed(
+                                           asset, (c.action == "start") if c.verb == "maintenance" else None))
+        self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
+                                     lambda: self.ingest.stopping, self.commands)
         self._listeners: list[Callable[[ScoredWindow], None]] = []
         self._stopped = False
         self._http: tuple[Any, threading.Thread] | None = None
@@ -306,6 +313,9 @@ class Daemon:
                 self.alerts.end(asset, last_ts)
                 log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
             self.alerts.expire_restored(now)
+        for asset, kind in self.controls.expired(time.time()):  # a shelving or maintenance whose time is up
+            log.info("%s of %s ended (its time was up)", kind, asset, extra={"asset": asset})
+            self.alerts.control_changed(asset, False if kind == "maintenance" else None)
         if now >= self._next_save:
             self.alerts.save()
             self._next_save = now + SAVE_INTERVAL_S

@@ -83,6 +83,10 @@ class Metrics:
         self.record_write_failures = counter(
             "record_write_failures_total", "Failed writes of recorded readings (e.g. a full disk)."
         )
+        self.commands = counter("commands_total", "Commands received (maintenance, shelve, ack), by result.",
+                                ("command", "result"))
+        self.alerts_suppressed = counter(
+            "alerts_suppressed_total", "Alert events not published: the asset in maintenance or shelved.", ("reason",))
         self.record_dropped = counter(
             "record_dropped_total", "Readings not recorded because the recorder's held readings reached their bound."
         )

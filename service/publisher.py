@@ -68,13 +68,14 @@ class Publisher:
         return mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1)
 
     def state(self, asset: str, state: AlertState, ts: float, channels: list[dict], model: tuple[str, str],
-              line: float, sensor_faults: list[dict] | None = None):
+              line: float, sensor_faults: list[dict] | None = None, extra: dict | None = None):
         """The asset's current state, retained on ``<output_prefix>/state/<asset>``, with its open
-        sensor faults beside the process state."""
+        sensor faults beside the process state (``extra``: ``suppressed``, ``acked``)."""
         if self.client is None:
             return None
         body = payload(asset, state.status, ts, state.last_score, state.peak, state.alert_id, channels, *model, line)
         body["sensor_faults"] = sensor_faults or []
+        body.update(extra or {})
         return mqtt.publish_json(self.client, self.settings.state_topic(asset), body, qos=1, retain=True)
 
     def sensor(self, asset: str, event: SensorEvent, model: tuple[str, str], ended_alert: str | None = None):

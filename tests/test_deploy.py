@@ -33,7 +33,7 @@ SYSTEMD = DEPLOY / "systemd"
 COUNTERS = {
     "readings_total", "messages_rejected_total", "windows_scored_total", "alerts_total",
     "model_reload_failures_total", "record_write_failures_total", "sensor_faults_total",
-    "sensor_events_dropped_total", "record_dropped_total",
+    "sensor_events_dropped_total", "record_dropped_total", "commands_total", "alerts_suppressed_total",
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",

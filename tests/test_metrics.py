@@ -58,7 +58,8 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
     gauges = ("anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets")
     expected = (
         {("sensorguard_" + n, "counter") for n in (*counters, "record_write_failures", "sensor_faults",
-                                                    "sensor_events_dropped", "record_dropped")}
+                                                    "sensor_events_dropped", "record_dropped", "commands",
+                                                    "alerts_suppressed")}
         | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open", "partition_info",
                                                   "assets_silent")}
         | {

@@ -1,0 +1,164 @@
+"""What the daemon does with a command message: check it, carry it out, answer, audit.
+
+Runs on paho's network thread (commands are rare and quick): the message is parsed
+(:func:`~sensorguard.service.commands.parse_command`), skipped when its asset is outside this
+instance's partitions (the instance that serves the asset answers), applied to the
+:class:`~sensorguard.service.commands.AlarmControls`, answered on its reply topic, audited on
+``<output_prefix>/events`` and in ``<state_dir>/audit.jsonl``, and acknowledged to the broker
+last (QoS 1: a crash before that gets the command again). Maintenance holds the asset's readings
+back from the recorder until it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from sensorguard.service import mqtt
+from sensorguard.service.commands import AlarmControls, Command, audit, parse_command
+from sensorguard.service.config import Settings
+from sensorguard.service.logs import RateLimiter
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.publisher import Publisher, iso
+
+log = logging.getLogger(__name__)
+
+
+class CommandHandler:
+    """Handles ``<output_prefix>/commands/<verb>`` messages for one daemon.
+
+    on_maintenance: called with ``(asset, started)`` after a maintenance starts or ends, so the
+    daemon can hold or release the asset's recording and publish its state.
+    """
+
+    def __init__(self, settings: Settings, controls: AlarmControls, publisher: Publisher, metrics: Metrics,
+                 on_change: Any = None) -> None:
+        self.settings = settings
+        self.controls = controls
+        self.publisher = publisher
+        self.metrics = metrics
+        self.on_change = on_change or (lambda asset, command: None)
+        self.prefix = f"{settings.output_prefix}/commands/"
+        self._limiter = RateLimiter(10.0)
+
+    def filter(self) -> str:
+        return self.prefix + "+"
+
+    def owns(self, asset: str) -> bool:
+        """Whether this instance serves ``asset`` (one of its partitions matches its readings topic)."""
+        topic = f"{self.settings.topic_prefix}/{asset}/readings"
+        return any(paho.topic_matches_sub(f, topic) for f in self.settings.readings_filters())
+
+    def handle(self, client: Any, message: Any) -> None:
+        """One command message: never raises (a bad command is answered, counted and logged)."""
+        try:
+            self._handle(client, message)
+        except Exception:  # noqa: BLE001 - a bug here must not stop the network thread
+            log.exception("handling a command on %s failed", getattr(message, "topic", "?"))
+            self.metrics.commands.labels("?", "error").inc()
+        finally:
+            if getattr(message, "qos", 0) > 0:
+                client.ack(message.mid, message.qos)
+
+    def _handle(self, client: Any, message: Any) -> None:
+        verb = message.topic[len(self.prefix):]
+        now = time.time()
+        parsed = parse_command(verb, message.payload, now)
+        if isinstance(parsed, str):
+            self.metrics.commands.labels(verb if verb in ("maintenance", "shelve", "ack") else "?", "rejected").inc()
+            if self._limiter.hit("rejected") is not None:
+                log.warning("command on %s rejected: %s", message.topic, parsed)
+            self._reply(client, _request_id(message.payload), _reply_to(message.payload), False, parsed)
+            return
+        if not self.owns(parsed.asset):
+            return  # the instance serving the asset answers
+        accepted, text = self.controls.apply(parsed, now)
+        self.metrics.commands.labels(parsed.verb, "accepted" if accepted else "rejected").inc()
+        self._reply(client, parsed.request_id, parsed.reply_to, accepted, text)
+        log.info("command %s: %s (%s)", parsed.verb, text, "accepted" if accepted else "rejected",
+                 extra={"asset": parsed.asset, "event": "command"})
+        if accepted:
+            entry = _audit_entry(parsed, now, self.settings.instance_name)
+            audit(self.settings.state_dir, entry)
+            self.publisher.daemon_event(entry)
+            self.on_change(parsed.asset, parsed)
+
+    def _reply(self, client: Any, request_id: str, reply_to: str, accepted: bool, text: str) -> None:
+        if not (reply_to or request_id):
+            return
+        topic = reply_to or f"{self.settings.output_prefix}/responses/{request_id}"
+        mqtt.publish_json(client, topic, {"request_id": request_id, "accepted": accepted, "message": text,
+                                          "instance": self.settings.instance_name}, qos=1)
+
+
+def _audit_entry(c: Command, now: float, instance: str) -> dict:
+    entry = {"event": "command", "command": c.verb, "asset": c.asset, "ts": iso(now), "by": c.by or None,
+             "request_id": c.request_id or None, "instance": instance}
+    if c.verb == "maintenance":
+        entry.update(action=c.action, until=None if c.until is None else iso(c.until), reason=c.reason or None)
+    elif c.verb == "shelve":
+        entry.update(until=iso(c.until or now), reason=c.reason or None)
+    else:
+        entry.update(alert_id=c.alert_id, false_alarm=c.false_alarm, note=c.note or None)
+    return entry
+
+
+def _field(payload: bytes, key: str) -> str:
+    """A text field of a payload that was rejected (for the reply), '' when there is none."""
+    import orjson
+
+    try:
+        value = orjson.loads(payload).get(key, "")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return value if isinstance(value, str) and len(value) <= 200 and not any(c in value for c in "+#") else ""
+
+
+def _request_id(payload: bytes) -> str:
+    return _field(payload, "request_id")
+
+
+def _reply_to(payload: bytes) -> str:
+    return _field(payload, "reply_to")
+
+
+def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 10.0) -> dict | None:
+    """Publish one command and wait for its answer (``sensorguard maintenance|ack|shelve``): the
+    reply dict, or None when no daemon answered within ``timeout_s`` (none serves the asset, or
+    the broker refused: its ACL)."""
+    import threading
+
+    from sensorguard.service.commands import new_request_id
+
+    request_id = body.get("request_id") or new_request_id()
+    reply_to = f"{settings.output_prefix}/responses/{request_id}"
+    body = {**body, "request_id": request_id, "reply_to": reply_to}
+    got: dict = {}
+    answered, subscribed = threading.Event(), threading.Event()
+
+    def on_message(client, userdata, message) -> None:
+        import orjson
+
+        try:
+            got.update(orjson.loads(message.payload))
+        except orjson.JSONDecodeError:
+            return
+        answered.set()
+
+    client = mqtt.create_client(settings, manual_ack=False, persistent=False, will=False)
+    client.on_message = on_message
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(reply_to, qos=1) if not rc.is_failure else None
+    mqtt.connect_async(client, settings, persistent=False)
+    try:
+        if not subscribed.wait(timeout_s):
+            raise ConnectionError(f"could not connect to {settings.redacted()['broker']}")
+        info = mqtt.publish_json(client, f"{settings.output_prefix}/commands/{verb}", body, qos=1)
+        info.wait_for_publish(timeout_s)
+        return dict(got) if answered.wait(timeout_s) else None
+    finally:
+        client.disconnect()
+        client.loop_stop()

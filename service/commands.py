@@ -1,0 +1,237 @@
+"""People answering alerts (ISA-18.2): maintenance, shelving and acknowledgement, over MQTT.
+
+A command is a JSON object on ``<output_prefix>/commands/<verb>`` (``sensorguard maintenance``,
+``shelve`` and ``ack`` publish them; any MQTT client may, where the broker's ACL allows it)::
+
+    maintenance  {"asset", "action": "start" | "end", "until": <epoch s>?, "reason"?}
+    shelve       {"asset", "for_s": <seconds, 0 unshelves>, "reason"?}
+    ack          {"alert_id", "false_alarm": <bool>?, "note"?}
+
+each with optional ``"request_id"``, ``"reply_to"`` (default ``<output_prefix>/responses/<request_id>``)
+and ``"by"`` (who). The instance serving the asset (its partitions) answers ``{"request_id",
+"accepted", "message"}`` on the reply topic and, when accepted, audits the command on
+``<output_prefix>/events`` and in ``<state_dir>/audit.jsonl``; other instances stay silent. A bad
+command is rejected with a reason, counted and logged; it never stops the daemon.
+
+While an asset is in **maintenance** or **shelved**, its windows are still scored (metrics,
+retained state with ``"suppressed"``) but no alert event is published; maintenance also keeps its
+readings out of the recorded normal data. Shelving is time-limited (at most ``MAX_SHELVE_S``), as
+ISA-18.2 asks; maintenance may be open-ended. Controls are wall-clock times (operators' time) and
+persist in ``<state_dir>/controls.json`` across restarts.
+
+>>> c = parse_command("shelve", b'{"asset": "pump-7", "for_s": 3600}', now=0.0)
+>>> c.verb, c.asset, c.until
+('shelve', 'pump-7', 3600.0)
+>>> parse_command("shelve", b'{"asset": "pump-7", "for_s": 1e9}', now=0.0)
+'for_s must be from 0 to 604800 seconds'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sensorguard.service.bundle import write_durably
+from sensorguard.service.payload import asset_from_topic
+
+log = logging.getLogger(__name__)
+
+VERBS = ("maintenance", "shelve", "ack")
+MAX_COMMAND_BYTES = 4096
+MAX_SHELVE_S = 7 * 86400.0  # a shelved alert must come back by itself
+MAX_TEXT = 500  # characters of a reason or note
+RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest forgotten first)
+CONTROLS_FILE = "controls.json"
+AUDIT_FILE = "audit.jsonl"
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: str
+    asset: str
+    action: str = ""  # maintenance: start | end
+    until: float | None = None  # maintenance (None: until ended), shelve: when it ends
+    alert_id: str = ""
+    false_alarm: bool = False
+    reason: str = ""
+    note: str = ""
+    by: str = ""
+    request_id: str = ""
+    reply_to: str = ""
+
+
+@dataclass(frozen=True)
+class Control:
+    """An asset's maintenance or shelving: since and until (wall clock; None: open-ended)."""
+
+    kind: str  # maintenance | shelved
+    since: float
+    until: float | None
+    reason: str = ""
+    by: str = ""
+
+
+def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
+    """A command, or why it is rejected (one line)."""
+    if verb not in VERBS:
+        return f"unknown command {verb!r} (one of {', '.join(VERBS)})"
+    if len(payload) > MAX_COMMAND_BYTES:
+        return f"larger than {MAX_COMMAND_BYTES} bytes"
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return "not JSON"
+    if not isinstance(body, dict):
+        return "not a JSON object"
+    text = {k: body.get(k, "") for k in ("reason", "note", "by", "request_id", "reply_to", "asset", "alert_id",
+                                         "action")}
+    if not all(isinstance(v, str) and len(v) <= MAX_TEXT for v in text.values()):
+        return "text fields must be strings of at most 500 characters"
+    common = {k: text[k] for k in ("reason", "note", "by", "request_id", "reply_to")}
+    if text["reply_to"] and any(c in text["reply_to"] for c in "+#"):
+        return "reply_to must be a topic, not a filter"
+    if verb == "ack":
+        alert_id, false_alarm = text["alert_id"], body.get("false_alarm", False)
+        asset = alert_id.rpartition("@")[0]
+        if not asset or not isinstance(false_alarm, bool):
+            return "ack needs an alert_id (<asset>@<ms>) and false_alarm true or false"
+        return Command("ack", asset, alert_id=alert_id, false_alarm=false_alarm, **common)
+    asset = text["asset"]
+    if asset_from_topic(f"x/{asset}/readings", "x") != asset:
+        return f"invalid asset id {asset!r}"
+    if verb == "shelve":
+        seconds = body.get("for_s")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SHELVE_S:
+            return f"for_s must be from 0 to {MAX_SHELVE_S:.0f} seconds"
+        return Command("shelve", asset, until=now + float(seconds), **common)
+    action, until = text["action"], body.get("until")
+    if action not in ("start", "end"):
+        return "maintenance needs action start or end"
+    if until is not None and (isinstance(until, bool) or not isinstance(until, int | float)
+                              or not math.isfinite(until) or until <= now):
+        return "until must be a future time in epoch seconds"
+    return Command("maintenance", asset, action=action, until=None if until is None else float(until), **common)
+
+
+class AlarmControls:
+    """Each asset's maintenance and shelving, and the alerts that can be acknowledged; shared by
+    the network thread (commands) and the scoring worker (:meth:`suppressed`) under one lock."""
+
+    def __init__(self, state_dir: str | None = None) -> None:
+        self.state_dir = state_dir
+        self._lock = threading.Lock()
+        self._controls: dict[tuple[str, str], Control] = {}  # (asset, kind) -> control
+        self._alerts: dict[str, dict] = {}  # recent alert ids -> {"asset", "acked", "false_alarm"}
+        if state_dir:
+            self._load()
+
+    def suppressed(self, asset: str, now: float) -> str | None:
+        """``maintenance`` or ``shelved`` while one holds ``asset`` at wall time ``now``, else None."""
+        with self._lock:
+            for kind in ("maintenance", "shelved"):
+                control = self._controls.get((asset, kind))
+                if control is not None and (control.until is None or now < control.until):
+                    return kind
+        return None
+
+    def in_maintenance(self, asset: str, now: float) -> bool:
+        return self.suppressed(asset, now) == "maintenance"
+
+    def expired(self, now: float) -> list[tuple[str, str]]:
+        """Remove and return the ``(asset, kind)`` controls whose time is up."""
+        with self._lock:
+            done = [key for key, c in self._controls.items() if c.until is not None and now >= c.until]
+            for key in done:
+                del self._controls[key]
+        if done:
+            self.save()
+        return done
+
+    def raised(self, alert_id: str, asset: str) -> None:
+        """An alert was raised: it can be acknowledged from now on."""
+        with self._lock:
+            self._alerts[alert_id] = {"asset": asset, "acked": False, "false_alarm": False}
+            while len(self._alerts) > RECENT_ALERTS:
+                self._alerts.pop(next(iter(self._alerts)))
+
+    def acked(self, alert_id: str) -> dict | None:
+        """The acknowledgement of ``alert_id`` (``{"acked", "false_alarm"}``), if it is known."""
+        with self._lock:
+            entry = self._alerts.get(alert_id)
+            return None if entry is None else dict(entry)
+
+    def apply(self, command: Command, now: float) -> tuple[bool, str]:
+        """Carry ``command`` out: ``(accepted, message)``; persisted when accepted."""
+        with self._lock:
+            accepted, message = self._apply(command, now)
+        if accepted:
+            self.save()
+        return accepted, message
+
+    def _apply(self, c: Command, now: float) -> tuple[bool, str]:
+        if c.verb == "ack":
+            entry = self._alerts.get(c.alert_id)
+            if entry is None:
+                return False, f"no alert {c.alert_id!r} to acknowledge (unknown or too old)"
+            entry.update(acked=True, false_alarm=c.false_alarm)
+            return True, f"alert {c.alert_id} acknowledged" + (" as a false alarm" if c.false_alarm else "")
+        kind = "shelved" if c.verb == "shelve" else "maintenance"
+        if c.action == "end" or (c.verb == "shelve" and c.until is not None and c.until <= now):
+            if self._controls.pop((c.asset, kind), None) is None:
+                return False, f"{c.asset} is not {'shelved' if kind == 'shelved' else 'in maintenance'}"
+            return True, f"{c.asset}: {'unshelved' if kind == 'shelved' else 'maintenance ended'}"
+        self._controls[(c.asset, kind)] = Control(kind, now, c.until, c.reason, c.by)
+        until = "until ended" if c.until is None else f"until {c.until:.0f}"
+        return True, f"{c.asset}: {'shelved' if kind == 'shelved' else 'in maintenance'} {until}"
+
+    def save(self) -> None:
+        """Write the controls and recent alerts to ``state_dir`` atomically (no state_dir: nothing)."""
+        if not self.state_dir:
+            return
+        with self._lock:
+            body = {"controls": [asdict(c) | {"asset": a} for (a, _), c in self._controls.items()],
+                    "alerts": self._alerts}
+            text = json.dumps(body, separators=(",", ":"))
+        try:
+            Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+            write_durably(Path(self.state_dir) / CONTROLS_FILE, text)
+        except OSError as exc:  # a full disk must not stop serving; the next change tries again
+            log.warning("saving alarm controls to %s failed: %s", self.state_dir, exc)
+
+    def _load(self) -> None:
+        path = Path(self.state_dir or ".") / CONTROLS_FILE
+        if not path.exists():
+            return
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            for raw in doc.get("controls", []):
+                control = Control(raw["kind"], float(raw["since"]), raw["until"], raw.get("reason", ""),
+                                  raw.get("by", ""))
+                self._controls[(str(raw["asset"]), control.kind)] = control
+            self._alerts = {str(k): dict(v) for k, v in doc.get("alerts", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("alarm controls in %s unreadable (%s): starting without", path, exc)
+            self._controls, self._alerts = {}, {}
+
+
+def audit(state_dir: str | None, entry: dict[str, Any]) -> None:
+    """Append one accepted command to ``<state_dir>/audit.jsonl`` (a failure is logged, not fatal)."""
+    if not state_dir:
+        return
+    try:
+        with open(Path(state_dir) / AUDIT_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+    except OSError as exc:
+        log.warning("writing the audit log in %s failed: %s", state_dir, exc)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]

@@ -1,0 +1,193 @@
+"""People answering alerts: maintenance, shelving and acknowledgement, checked, persisted and served."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sensorguard.service.commands import AlarmControls, Command, parse_command
+from tests.conftest import epoch, plant_frame
+from tests.mosquitto import Collector, Publisher, free_port, metric, start_daemon, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CHANNELS = ["c0", "c1", "c2"]
+
+
+@pytest.mark.parametrize("verb, body, says", [
+    ("reboot", b"{}", "unknown command"),
+    ("shelve", b"not json", "not JSON"),
+    ("shelve", b"[1]", "not a JSON object"),
+    ("shelve", b'{"asset": "p", "for_s": -1}', "for_s must be"),
+    ("shelve", b'{"asset": "p", "for_s": true}', "for_s must be"),
+    ("shelve", b'{"asset": "a/../b", "for_s": 60}', "invalid asset id"),
+    ("maintenance", b'{"asset": "p", "action": "pause"}', "action start or end"),
+    ("maintenance", b'{"asset": "p", "action": "start", "until": 5}', "future time"),
+    ("ack", b'{"alert_id": "no-at-sign"}', "needs an alert_id"),
+    ("ack", b'{"alert_id": "p@1", "false_alarm": "yes"}', "needs an alert_id"),
+    ("ack", b'{"alert_id": "p@1", "note": 7}', "text fields"),
+    ("shelve", b'{"asset": "p", "for_s": 60, "reply_to": "a/#"}', "reply_to must be a topic"),
+    ("shelve", b'{"asset": "p", "for_s": 60, "pad": "' + b"x" * 5000 + b'"}', "larger than"),
+])
+def test_bad_commands_are_rejected_with_a_reason(verb, body, says):
+    reason = parse_command(verb, body, now=100.0)
+    assert isinstance(reason, str) and says in reason
+
+
+def test_controls_suppress_expire_persist_and_know_what_can_be_acknowledged(tmp_path):
+    controls = AlarmControls(str(tmp_path))
+    assert controls.apply(Command("shelve", "p1", until=160.0), now=100.0) == (True, "p1: shelved until 160")
+    assert controls.apply(Command("maintenance", "p2", action="start"), now=100.0)[0]
+    assert controls.suppressed("p1", 150.0) == "shelved" and controls.suppressed("p2", 1e9) == "maintenance"
+    assert controls.suppressed("p3", 150.0) is None
+    assert controls.apply(Command("maintenance", "p3", action="end"), now=100.0) == (False, "p3 is not in maintenance")
+    assert controls.apply(Command("ack", "p1", alert_id="p1@5"), now=100.0)[0] is False  # never raised here
+    controls.raised("p1@5", "p1")
+    assert controls.apply(Command("ack", "p1", alert_id="p1@5", false_alarm=True), now=101.0)[0]
+    again = AlarmControls(str(tmp_path))  # a restart reads them back
+    assert again.suppressed("p2", 200.0) == "maintenance" and again.acked("p1@5") == {
+        "asset": "p1", "acked": True, "false_alarm": True}
+    assert again.expired(170.0) == [("p1", "shelved")] and again.suppressed("p1", 170.0) is None
+    (tmp_path / "controls.json").write_text("{broken")
+    assert AlarmControls(str(tmp_path)).suppressed("p2", 200.0) is None  # unreadable: start without, logged
+
+
+def cli(mosquitto, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sensorguard", *args, "--broker", mosquitto.url, "--timeout", "10"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.integration
+def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, trained, tmp_path):
+    bundle, _, _ = trained
+    frame = plant_frame(rows=1200, channels=3, seed=5)
+    times, normal = epoch(frame), frame[CHANNELS].to_numpy()
+    faulty = normal.copy()
+    faulty[600:800, 1] += 6.0 * np.sign(np.sin(np.arange(200) / 3.0))  # raises an alert when announced
+    state_dir = tmp_path / "state"
+    flags = {"model": str(tmp_path / "bundle"), "broker": mosquitto.url, "metrics_port": 0,
+             "client_id": f"sg-cmd-{free_port()}", "state_dir": str(state_dir)}
+    from sensorguard.service.bundle import save_bundle
+
+    save_bundle(bundle, tmp_path / "bundle")
+    daemon, url = start_daemon(flags)
+    events = Collector(mosquitto, "sensorguard/#")
+    try:
+        out = cli(mosquitto, "maintenance", "start", "line-1/pump-m", "--reason", "seal change", "--by", "ana")
+        assert out.returncode == 0 and out.stdout.startswith("accepted by") and "in maintenance" in out.stdout, out
+        out = cli(mosquitto, "shelve", "line-1/pump-s", "--for", "2h")
+        assert out.returncode == 0 and "shelved until" in out.stdout, out
+        pub = Publisher(mosquitto)
+        for asset in ("line-1/pump-m", "line-1/pump-s", "line-1/pump-a"):
+            pub.samples(asset, times, faulty, CHANNELS)
+        pub.close()
+        wait_for(lambda: metric(url, "sensorguard_readings_total") == 3600, 30, "every reading")
+        raised = wait_for(lambda: [e for e in events.on("sensorguard/alerts/line-1/pump-a") if e["state"] == "raised"],
+                          30, "the unheld asset's alert")
+        wait_for(lambda: metric(url, "sensorguard_alerts_suppressed_total", reason="maintenance") and
+                 metric(url, "sensorguard_alerts_suppressed_total", reason="shelved"), 30, "suppressed alerts")
+        assert events.on("sensorguard/alerts/line-1/pump-m") == []
+        assert events.on("sensorguard/alerts/line-1/pump-s") == []
+        held = events.on("sensorguard/state/line-1/pump-m")
+        assert held and held[-1]["suppressed"] == "maintenance"  # scored and visible, not announced
+
+        alert_id = raised[0]["alert_id"]
+        out = cli(mosquitto, "ack", alert_id, "--false-alarm", "--note", "valve test", "--by", "ben")
+        assert out.returncode == 0 and "acknowledged as a false alarm" in out.stdout, out
+        out = cli(mosquitto, "ack", "line-1/pump-a@1")
+        assert out.returncode == 1 and "rejected" in out.stdout and "no alert" in out.stdout
+        audit = [json.loads(line) for line in (state_dir / "audit.jsonl").read_text().splitlines()]
+        assert [(a["command"], a["by"]) for a in audit] == [("maintenance", "ana"), ("shelve", None), ("ack", "ben")]
+        assert audit[0]["reason"] == "seal change" and audit[2]["false_alarm"] is True
+        commands = [e for e in events.on("sensorguard/events") if e.get("event") == "command"]
+        assert [c["command"] for c in commands] == ["maintenance", "shelve", "ack"]
+        assert metric(url, "sensorguard_commands_total", command="ack", result="rejected") == 1
+
+        junk = Publisher(mosquitto)
+        junk.raw("sensorguard/commands/shelve", b"{not json")  # counted and logged, the daemon goes on
+        junk.close()
+        wait_for(lambda: metric(url, "sensorguard_commands_total", command="shelve", result="rejected") == 1, 10,
+                 "the junk command counted")
+        out = cli(mosquitto, "maintenance", "end", "line-1/pump-m")
+        assert out.returncode == 0 and "maintenance ended" in out.stdout
+    finally:
+        daemon.stop()
+    again, _ = start_daemon(flags)  # the shelving outlives a restart
+    try:
+        assert again.controls.suppressed("line-1/pump-s", time.time()) == "shelved"
+        assert again.controls.suppressed("line-1/pump-m", time.time()) is None
+    finally:
+        again.stop()
+        events.close()
+
+
+@pytest.mark.integration
+def test_a_command_for_an_asset_no_daemon_serves_says_so(mosquitto, trained_dir):
+    flags = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0,
+             "client_id": f"sg-cmd2-{free_port()}", "partition": ["site-a/#"]}
+    daemon, _ = start_daemon(flags)
+    try:
+        out = subprocess.run([sys.executable, "-m", "sensorguard", "shelve", "site-b/pump-1", "--for", "1h",
+                              "--broker", mosquitto.url, "--timeout", "2"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and "no answer within 2 s" in out.stderr and "Traceback" not in out.stderr
+    finally:
+        daemon.stop()
+
+
+def test_maintenance_keeps_the_assets_readings_out_of_the_recording(tiny_bundle, tmp_path):
+    from tests.test_daemon import T0, make
+
+    daemon, _ = make(tiny_bundle, record_dir=str(tmp_path / "rec"), record_guard_s=0)
+    start = Command("maintenance", "pump-1", action="start")
+    assert daemon.controls.apply(start, now=time.time())[0]
+    daemon.alerts.control_changed("pump-1", True)  # what the command handler calls after applying it
+    daemon.recorder.add("pump-1", T0, np.zeros(3))
+    assert daemon.recorder.holding("pump-1")
+    for i in range(3):  # an alert rises and clears during the maintenance: still held afterwards
+        daemon.alerts.apply("pump-1", T0 + i, 5.0, [])
+    for i in range(3, 9):
+        daemon.alerts.apply("pump-1", T0 + i, 0.1, [])
+    assert daemon.snapshot()["pump-1"].status == "normal" and daemon.recorder.holding("pump-1")
+    assert daemon.controls.apply(Command("maintenance", "pump-1", action="end"), now=time.time())[0]
+    daemon.alerts.control_changed("pump-1", False)
+    assert not daemon.recorder.holding("pump-1")
+
+
+@pytest.mark.integration
+def test_the_shipped_acl_lets_an_operator_shelve_and_keeps_a_sensor_from_it(tmp_path, trained_dir):
+    from tests.mosquitto import need_program
+    from tests.test_security import broker_with
+
+    mosquitto_passwd = need_program("mosquitto_passwd", "/usr/bin/mosquitto_passwd", package="mosquitto")
+    passwords = tmp_path / "passwd"
+    for k, user in enumerate(("sensorguard", "operator", "sensor")):
+        subprocess.run([mosquitto_passwd, "-b", *(["-c"] if k == 0 else []), str(passwords), user, f"{user}-pw"],
+                       check=True, capture_output=True)
+        (tmp_path / f"{user}.pw").write_text(f"{user}-pw\n")
+    broker = broker_with(tmp_path / "acl", ["allow_anonymous false", f"password_file {passwords}",
+                                            f"acl_file {ROOT / 'deploy' / 'mosquitto' / 'acl'}"])
+    flags = {"model": str(trained_dir), "broker": broker.url, "metrics_port": 0, "client_id": f"sg-acl-{free_port()}",
+             "username": "sensorguard", "password_file": str(tmp_path / "sensorguard.pw")}
+    daemon, _ = start_daemon(flags)
+    try:
+        def shelve(user: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "sensorguard", "shelve", "pump-7", "--for", "1h",
+                                   "--broker", broker.url, "--username", user, "--password-file",
+                                   str(tmp_path / f"{user}.pw"), "--timeout", "3"],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+        refused = shelve("sensor")
+        assert refused.returncode == 1 and "no answer" in refused.stderr
+        assert daemon.controls.suppressed("pump-7", time.time()) is None
+        allowed = shelve("operator")
+        assert allowed.returncode == 0 and "shelved" in allowed.stdout, allowed
+        assert daemon.controls.suppressed("pump-7", time.time()) == "shelved"
+    finally:
+        daemon.stop()
+        broker.stop()
