@@ -343,7 +343,7 @@ def cmd_command(args: argparse.Namespace) -> int:
     body = {"by": args.by or os.environ.get("USER", "")}
     if args.verb == "maintenance":
         body.update(asset=args.asset, action=args.action, reason=args.reason or "",
-                    **({"until": time.time() + args.until} if args.until else {}))
+                    **({"until": time.time() + args.until} if args.until is not None else {}))
     elif args.verb == "shelve":
         body.update(asset=args.asset, for_s=args.for_s, reason=args.reason or "")
     else:

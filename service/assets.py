@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -73,6 +74,8 @@ class AssetAlerts:
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
         self._faults: dict[str, dict[tuple[str, str], float]] = {}  # asset -> open sensor faults -> since (ts)
         self._silent: dict[str, float] = {}  # silent assets -> their last reading's time, oldest first
+        self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
+        self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._faults_lock = threading.Lock()  # the open faults are read by whoever publishes a state
 
     def snapshot(self) -> dict[str, AlertState]:
@@ -95,8 +98,10 @@ class AssetAlerts:
             old, saved_drift = self.restored.pop(asset)
             if saved_drift is not None:
                 self._drift[asset] = saved_drift
-            if old.status == "alerting" and self.recorder is not None:
-                self.recorder.alert_raised(asset, -np.inf)  # an alert still up: none of its readings is normal
+            if old.status == "alerting":
+                self._announced[asset] = old.alert_id  # its raise went out before the restart
+                if self.recorder is not None:
+                    self.recorder.alert_raised(asset, -np.inf)  # an alert still up: none of its readings is normal
         rule = bundle.drift_rule
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
                                            self.rules, rule, asset)
@@ -107,20 +112,17 @@ class AssetAlerts:
         self.metrics.set_score(asset, score, state.status == "alerting")
         if event is not None:
             held = self.controls.suppressed(asset, time.time()) if self.controls is not None else None
-            if held is None:
-                self._publish_event(asset, event, channels, bundle)
-                if event.kind == "raised":
-                    self.metrics.alert_raised(asset)
-                    if self.controls is not None:
-                        self.controls.raised(event.alert_id, asset)
+            # a raise is announced unless the asset is held; a clear whenever its raise was announced
+            if held is None if event.kind == "raised" else self._announced.get(asset) == event.alert_id:
+                self._announce(asset, event, channels, bundle)
             else:  # maintenance or shelved: judged and visible in the state and metrics, not announced
-                self.metrics.alerts_suppressed.labels(held).inc()
-                log.info("alert %s of %s suppressed (%s)", event.kind, asset, held,
+                self.metrics.alerts_suppressed.labels(held or "unannounced").inc()
+                log.info("alert %s of %s suppressed (%s)", event.kind, asset, held or "its raise was not announced",
                          extra={"asset": asset, "event": event.kind, "alert_id": event.alert_id})
             if self.recorder is not None:
                 if event.kind == "raised":
                     self.recorder.alert_raised(asset, event.ts)
-                elif event.kind == "cleared" and held != "maintenance":  # maintenance keeps holding it
+                elif event.kind == "cleared":
                     self.recorder.alert_cleared(asset, event.ts)
         if old is None or state.status != old.status:
             self.publish_state(asset, bundle=bundle)
@@ -178,7 +180,8 @@ class AssetAlerts:
         ts = last_ts if last_ts is not None else (seen if seen is not None else time.time())
         with self._faults_lock:  # its channel faults end with it: the silent fault replaces them
             self._faults.pop(asset, None)
-        self._go_silent(asset, self._states.get(asset, AlertState()), ts)
+        state = self._states.get(asset, AlertState())
+        self._go_silent(asset, state, ts, self._announced.pop(asset, None) == state.alert_id)
         self._drift.pop(asset, None)
         self._latest.pop(asset, None)
         self.metrics.forget_asset(asset)
@@ -193,7 +196,7 @@ class AssetAlerts:
                  len(self.restored), self.rules.stale_after)
         for asset, (saved, _) in list(self.restored.items()):
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
-                self._go_silent(asset, saved, time.time())  # its last reading time was not saved
+                self._go_silent(asset, saved, time.time(), True)  # its last reading time was not saved
         self.restored.clear()
 
     def save(self) -> None:
@@ -204,6 +207,8 @@ class AssetAlerts:
         drift = {asset: d for asset, (_, d) in self.restored.items() if d is not None}
         alerts.update(self._states)
         drift.update(self._drift)
+        if self.controls is not None:  # with the alerts that can be acknowledged
+            self.controls.save()
         try:
             save_states(self.state_dir, alerts, drift)
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
@@ -227,22 +232,46 @@ class AssetAlerts:
         return self.publisher.state(asset, state, last_ts if ts is None else ts, channels, (b.name, b.version),
                                     self.line(asset, b), self.sensor_faults(asset), extra)
 
-    def control_changed(self, asset: str, maintenance: bool | None) -> None:
-        """A command changed how ``asset`` is handled: ``maintenance`` True (started: hold its
-        readings from the recorder), False (ended: record again unless an alert is up), None
-        (something else, such as an acknowledgement); its retained state is published again."""
-        if self.recorder is not None and maintenance is not None:
-            if maintenance:
-                self.recorder.alert_raised(asset, -np.inf)
-            elif self._states.get(asset, AlertState()).status != "alerting":
-                self.recorder.alert_cleared(asset, self._latest.get(asset, (-np.inf, []))[0])
-        self.publish_state(asset)
+    def request_control_change(self, asset: str, maintenance: bool | None) -> None:
+        """A command changed how ``asset`` is handled (any thread): ``maintenance`` False when a
+        maintenance ended, True when one started, None otherwise. Applied on the worker by
+        :meth:`apply_control_changes` (bounded queue: a flood of commands drops the oldest)."""
+        self._control_changes.append((asset, maintenance))
+
+    def apply_control_changes(self) -> None:
+        """On the worker: an alert that rose while held and is still up is announced now that
+        nothing holds it; after maintenance a guard band passes before readings count as normal
+        again; the asset's retained state is published again (known assets only)."""
+        while self._control_changes:
+            asset, maintenance = self._control_changes.popleft()
+            state = self._states.get(asset)
+            if state is None:
+                continue
+            ts, channels = self._latest.get(asset, (time.time(), []))
+            held = self.controls.suppressed(asset, time.time()) if self.controls is not None else None
+            if held is None and state.status == "alerting" and self._announced.get(asset) != state.alert_id:
+                self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
+                               channels, self.current())
+            if maintenance is False and state.status != "alerting" and self.recorder is not None:
+                self.recorder.alert_cleared(asset, ts)
+            self.publish_state(asset)
+
+    def _announce(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle) -> None:
+        """Publish a raise or a clear; a raise is counted and can be acknowledged from now on."""
+        self._publish_event(asset, event, channels, bundle)
+        if event.kind == "raised":
+            self._announced[asset] = event.alert_id
+            self.metrics.alert_raised(asset)
+            if self.controls is not None:
+                self.controls.raised(event.alert_id, asset)
+        else:
+            self._announced.pop(asset, None)
 
     def line(self, asset: str, bundle: Bundle) -> float:
         """The asset's alert line: the bundle's threshold, widened by the drift rule."""
         return bundle.threshold_ * widening(self._drift.get(asset, DriftState()), bundle.drift_rule)
 
-    def _go_silent(self, asset: str, state: AlertState, ts: float) -> None:
+    def _go_silent(self, asset: str, state: AlertState, ts: float, announced: bool) -> None:
         """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names
         the alert it ends, if one was up), publish the retained ``stale`` state, forget the state."""
         with self._faults_lock:
@@ -253,7 +282,7 @@ class AssetAlerts:
                 self.metrics.sensor_events_dropped.inc()
             self._count_open()
         self.metrics.sensor_faults.labels("silent").inc()
-        ended = state.alert_id if state.status == "alerting" else None
+        ended = state.alert_id if state.status == "alerting" and announced else None
         self.publisher.sensor(asset, SensorEvent("silent", None, True, ts, NAN), self._model(), ended)
         self._states[asset] = mark_stale(state)
         self.publish_state(asset, ts)

@@ -15,10 +15,11 @@ import logging
 import time
 from typing import Any
 
+import orjson
 import paho.mqtt.client as paho
 
 from sensorguard.service import mqtt
-from sensorguard.service.commands import AlarmControls, Command, audit, parse_command
+from sensorguard.service.commands import REQUEST_ID, VERBS, AlarmControls, Command, audit, parse_command, safe_topic
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
@@ -42,6 +43,7 @@ class CommandHandler:
         self.metrics = metrics
         self.on_change = on_change or (lambda asset, command: None)
         self.prefix = f"{settings.output_prefix}/commands/"
+        self.responses = f"{settings.output_prefix}/responses/"
         self._limiter = RateLimiter(10.0)
 
     def filter(self) -> str:
@@ -65,19 +67,27 @@ class CommandHandler:
 
     def _handle(self, client: Any, message: Any) -> None:
         verb = message.topic[len(self.prefix):]
+        known = verb if verb in VERBS else "?"
+        if getattr(message, "retain", False):  # it would be carried out again at every reconnect
+            self.metrics.commands.labels(known, "ignored").inc()
+            if self._limiter.hit("retained") is not None:
+                log.warning("retained command on %s ignored: publish commands without retain", message.topic)
+            return
         now = time.time()
         parsed = parse_command(verb, message.payload, now)
+        if isinstance(parsed, Command) and parsed.reply_to and not parsed.reply_to.startswith(self.responses):
+            parsed = f"reply_to must be a topic under {self.responses}"
         if isinstance(parsed, str):
-            self.metrics.commands.labels(verb if verb in ("maintenance", "shelve", "ack") else "?", "rejected").inc()
+            self.metrics.commands.labels(known, "rejected").inc()
             if self._limiter.hit("rejected") is not None:
                 log.warning("command on %s rejected: %s", message.topic, parsed)
-            self._reply(client, _request_id(message.payload), _reply_to(message.payload), False, parsed)
+            self._reply(client, _field(message.payload, "request_id"), _field(message.payload, "reply_to"), False,
+                        parsed)
             return
         if not self.owns(parsed.asset):
             return  # the instance serving the asset answers
         accepted, text = self.controls.apply(parsed, now)
         self.metrics.commands.labels(parsed.verb, "accepted" if accepted else "rejected").inc()
-        self._reply(client, parsed.request_id, parsed.reply_to, accepted, text)
         log.info("command %s: %s (%s)", parsed.verb, text, "accepted" if accepted else "rejected",
                  extra={"asset": parsed.asset, "event": "command"})
         if accepted:
@@ -85,13 +95,23 @@ class CommandHandler:
             audit(self.settings.state_dir, entry)
             self.publisher.daemon_event(entry)
             self.on_change(parsed.asset, parsed)
+        self._reply(client, parsed.request_id, parsed.reply_to, accepted, text)
 
     def _reply(self, client: Any, request_id: str, reply_to: str, accepted: bool, text: str) -> None:
+        """Answer on ``reply_to`` (under the responses prefix) or ``responses/<request_id>``; a
+        failure to answer is logged and changes nothing already done."""
+        if reply_to and not (reply_to.startswith(self.responses) and safe_topic(reply_to)):
+            reply_to = ""
+        if not REQUEST_ID.match(request_id):
+            request_id = ""
         if not (reply_to or request_id):
             return
-        topic = reply_to or f"{self.settings.output_prefix}/responses/{request_id}"
-        mqtt.publish_json(client, topic, {"request_id": request_id, "accepted": accepted, "message": text,
-                                          "instance": self.settings.instance_name}, qos=1)
+        try:
+            mqtt.publish_json(client, reply_to or self.responses + request_id,
+                              {"request_id": request_id, "accepted": accepted, "message": text,
+                               "instance": self.settings.instance_name}, qos=1)
+        except (ValueError, RuntimeError) as exc:
+            log.warning("answering a command failed: %s", exc)
 
 
 def _audit_entry(c: Command, now: float, instance: str) -> dict:
@@ -107,22 +127,13 @@ def _audit_entry(c: Command, now: float, instance: str) -> dict:
 
 
 def _field(payload: bytes, key: str) -> str:
-    """A text field of a payload that was rejected (for the reply), '' when there is none."""
-    import orjson
-
+    """A text field of a payload that was rejected (for the reply; checked again there), '' when
+    there is none."""
     try:
         value = orjson.loads(payload).get(key, "")
     except (orjson.JSONDecodeError, AttributeError):
         return ""
-    return value if isinstance(value, str) and len(value) <= 200 and not any(c in value for c in "+#") else ""
-
-
-def _request_id(payload: bytes) -> str:
-    return _field(payload, "request_id")
-
-
-def _reply_to(payload: bytes) -> str:
-    return _field(payload, "reply_to")
+    return value if isinstance(value, str) and len(value) <= 200 else ""
 
 
 def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 10.0) -> dict | None:
@@ -140,8 +151,6 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
     answered, subscribed = threading.Event(), threading.Event()
 
     def on_message(client, userdata, message) -> None:
-        import orjson
-
         try:
             got.update(orjson.loads(message.payload))
         except orjson.JSONDecodeError:

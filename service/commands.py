@@ -7,11 +7,15 @@ A command is a JSON object on ``<output_prefix>/commands/<verb>`` (``sensorguard
     shelve       {"asset", "for_s": <seconds, 0 unshelves>, "reason"?}
     ack          {"alert_id", "false_alarm": <bool>?, "note"?}
 
-each with optional ``"request_id"``, ``"reply_to"`` (default ``<output_prefix>/responses/<request_id>``)
-and ``"by"`` (who). The instance serving the asset (its partitions) answers ``{"request_id",
+each with optional ``"request_id"`` (letters, digits, ``-``, ``_``), ``"reply_to"`` (a topic under
+``<output_prefix>/responses/``, the default being ``<output_prefix>/responses/<request_id>``: the
+daemon never publishes a reply elsewhere, so a command cannot make it write alerts or states) and
+``"by"`` (who). The instance serving the asset (its partitions) answers ``{"request_id",
 "accepted", "message"}`` on the reply topic and, when accepted, audits the command on
-``<output_prefix>/events`` and in ``<state_dir>/audit.jsonl``; other instances stay silent. A bad
-command is rejected with a reason, counted and logged; it never stops the daemon.
+``<output_prefix>/events`` and in ``<state_dir>/audit.jsonl``; other instances stay silent (a
+command too malformed to name its asset is answered by every instance that reads it). A bad
+command is rejected with a reason, counted and logged; it never stops the daemon. A retained
+command is ignored (it would be carried out again at every reconnect).
 
 While an asset is in **maintenance** or **shelved**, its windows are still scored (metrics,
 retained state with ``"suppressed"``) but no alert event is published; maintenance also keeps its
@@ -31,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import uuid
 from dataclasses import asdict, dataclass
@@ -45,6 +50,9 @@ from sensorguard.service.payload import asset_from_topic
 log = logging.getLogger(__name__)
 
 VERBS = ("maintenance", "shelve", "ack")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
+MAX_CONTROLS = 10_000  # assets under maintenance or shelved at once; beyond, a command is rejected
+MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 past this size
 MAX_COMMAND_BYTES = 4096
 MAX_SHELVE_S = 7 * 86400.0  # a shelved alert must come back by itself
 MAX_TEXT = 500  # characters of a reason or note
@@ -96,7 +104,9 @@ def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
     if not all(isinstance(v, str) and len(v) <= MAX_TEXT for v in text.values()):
         return "text fields must be strings of at most 500 characters"
     common = {k: text[k] for k in ("reason", "note", "by", "request_id", "reply_to")}
-    if text["reply_to"] and any(c in text["reply_to"] for c in "+#"):
+    if not REQUEST_ID.match(text["request_id"]):
+        return "request_id must be at most 64 letters, digits, '-' or '_'"
+    if text["reply_to"] and not safe_topic(text["reply_to"]):
         return "reply_to must be a topic, not a filter"
     if verb == "ack":
         alert_id, false_alarm = text["alert_id"], body.get("false_alarm", False)
@@ -121,13 +131,20 @@ def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
     return Command("maintenance", asset, action=action, until=None if until is None else float(until), **common)
 
 
+def safe_topic(topic: str) -> bool:
+    """A topic the daemon may publish on: no wildcard, no control character, not empty."""
+    return bool(topic) and not any(c in topic for c in "+#") and all(c >= " " and c != "\x7f" for c in topic)
+
+
 class AlarmControls:
     """Each asset's maintenance and shelving, and the alerts that can be acknowledged; shared by
     the network thread (commands) and the scoring worker (:meth:`suppressed`) under one lock."""
 
-    def __init__(self, state_dir: str | None = None) -> None:
+    def __init__(self, state_dir: str | None = None, max_controls: int = MAX_CONTROLS) -> None:
         self.state_dir = state_dir
+        self.max_controls = max_controls
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one writer at a time, newest snapshot last
         self._controls: dict[tuple[str, str], Control] = {}  # (asset, kind) -> control
         self._alerts: dict[str, dict] = {}  # recent alert ids -> {"asset", "acked", "false_alarm"}
         if state_dir:
@@ -188,6 +205,8 @@ class AlarmControls:
             if self._controls.pop((c.asset, kind), None) is None:
                 return False, f"{c.asset} is not {'shelved' if kind == 'shelved' else 'in maintenance'}"
             return True, f"{c.asset}: {'unshelved' if kind == 'shelved' else 'maintenance ended'}"
+        if (c.asset, kind) not in self._controls and len(self._controls) >= self.max_controls:
+            return False, f"{self.max_controls} assets are in maintenance or shelved already"
         self._controls[(c.asset, kind)] = Control(kind, now, c.until, c.reason, c.by)
         until = "until ended" if c.until is None else f"until {c.until:.0f}"
         return True, f"{c.asset}: {'shelved' if kind == 'shelved' else 'in maintenance'} {until}"
@@ -196,15 +215,16 @@ class AlarmControls:
         """Write the controls and recent alerts to ``state_dir`` atomically (no state_dir: nothing)."""
         if not self.state_dir:
             return
-        with self._lock:
-            body = {"controls": [asdict(c) | {"asset": a} for (a, _), c in self._controls.items()],
-                    "alerts": self._alerts}
-            text = json.dumps(body, separators=(",", ":"))
-        try:
-            Path(self.state_dir).mkdir(parents=True, exist_ok=True)
-            write_durably(Path(self.state_dir) / CONTROLS_FILE, text)
-        except OSError as exc:  # a full disk must not stop serving; the next change tries again
-            log.warning("saving alarm controls to %s failed: %s", self.state_dir, exc)
+        with self._save_lock:
+            with self._lock:
+                body = {"controls": [asdict(c) | {"asset": a} for (a, _), c in self._controls.items()],
+                        "alerts": self._alerts}
+                text = json.dumps(body, separators=(",", ":"))
+            try:
+                Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+                write_durably(Path(self.state_dir) / CONTROLS_FILE, text)
+            except OSError as exc:  # a full disk must not stop serving; the next save tries again
+                log.warning("saving alarm controls to %s failed: %s", self.state_dir, exc)
 
     def _load(self) -> None:
         path = Path(self.state_dir or ".") / CONTROLS_FILE
@@ -213,8 +233,11 @@ class AlarmControls:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
             for raw in doc.get("controls", []):
-                control = Control(raw["kind"], float(raw["since"]), raw["until"], raw.get("reason", ""),
-                                  raw.get("by", ""))
+                until = None if raw["until"] is None else float(raw["until"])
+                if raw["kind"] not in ("maintenance", "shelved"):
+                    raise ValueError(f"unknown control {raw['kind']!r}")
+                control = Control(raw["kind"], float(raw["since"]), until, str(raw.get("reason", "")),
+                                  str(raw.get("by", "")))
                 self._controls[(str(raw["asset"]), control.kind)] = control
             self._alerts = {str(k): dict(v) for k, v in doc.get("alerts", {}).items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -226,8 +249,11 @@ def audit(state_dir: str | None, entry: dict[str, Any]) -> None:
     """Append one accepted command to ``<state_dir>/audit.jsonl`` (a failure is logged, not fatal)."""
     if not state_dir:
         return
+    path = Path(state_dir) / AUDIT_FILE
     try:
-        with open(Path(state_dir) / AUDIT_FILE, "a", encoding="utf-8") as fh:
+        if path.exists() and path.stat().st_size > MAX_AUDIT_BYTES:  # one older file kept: bounded on disk
+            path.replace(path.with_suffix(".jsonl.1"))
+        with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
     except OSError as exc:
         log.warning("writing the audit log in %s failed: %s", state_dir, exc)

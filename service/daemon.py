@@ -136,8 +136,10 @@ class Daemon:
                                   restore_states(settings.state_dir, settings.max_assets), settings.state_dir,
                                   self.controls)
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics,
-                                       lambda asset, c: self.alerts.control_changed(
+                                       lambda asset, c: self.alerts.request_control_change(
                                            asset, (c.action == "start") if c.verb == "maintenance" else None))
+        if self.recorder is not None:  # an asset in maintenance (live or restored) records nothing as normal
+            self.recorder.excluded = lambda asset: self.controls.in_maintenance(asset, time.time())
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
                                      lambda: self.ingest.stopping, self.commands)
         self._listeners: list[Callable[[ScoredWindow], None]] = []
@@ -315,7 +317,8 @@ class Daemon:
             self.alerts.expire_restored(now)
         for asset, kind in self.controls.expired(time.time()):  # a shelving or maintenance whose time is up
             log.info("%s of %s ended (its time was up)", kind, asset, extra={"asset": asset})
-            self.alerts.control_changed(asset, False if kind == "maintenance" else None)
+            self.alerts.request_control_change(asset, False if kind == "maintenance" else None)
+        self.alerts.apply_control_changes()
         if now >= self._next_save:
             self.alerts.save()
             self._next_save = now + SAVE_INTERVAL_S

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +51,7 @@ class Recorder:
     write_failures: int = 0
     rows_written: int = 0
     dropped: int = 0  # readings not recorded because the pending bound was reached
+    excluded: Callable[[str], bool] | None = None  # an asset recording nothing now (in maintenance)
     _pending: dict[str, deque] = field(default_factory=dict)
     _pending_rows: int = 0
     _judged: dict[str, float] = field(default_factory=dict)  # per asset: the newest scored window's ts
@@ -81,6 +83,8 @@ class Recorder:
         readings together are bounded (``max_pending_bytes``): past it the asset's oldest held
         reading goes (or this one, if it holds none), counted in ``dropped``.
         """
+        if self.excluded is not None and self.excluded(asset):
+            return
         with self._lock:
             quiet = self._quiet_until.get(asset, -np.inf)
             if ts < quiet < np.inf:

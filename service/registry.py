@@ -82,8 +82,8 @@ def set_current(root: str | os.PathLike, name: str, version: str, history: list[
         history = current_history(root, name)
         if not history or history[-1] != version:
             history.append(version)
+    write_durably(base / CURRENT_FILE, version + "\n")  # first: a crash before HISTORY is repaired on read
     write_durably(base / HISTORY_FILE, "".join(f"{v}\n" for v in history[-HISTORY_KEPT:]))
-    write_durably(base / CURRENT_FILE, version + "\n")
     fsync_path(base)
 
 

@@ -141,22 +141,74 @@ def test_a_command_for_an_asset_no_daemon_serves_says_so(mosquitto, trained_dir)
 
 
 def test_maintenance_keeps_the_assets_readings_out_of_the_recording(tiny_bundle, tmp_path):
+    """Live, after a restart (the control is read back) and after the asset went silent meanwhile."""
     from tests.test_daemon import T0, make
 
-    daemon, _ = make(tiny_bundle, record_dir=str(tmp_path / "rec"), record_guard_s=0)
-    start = Command("maintenance", "pump-1", action="start")
-    assert daemon.controls.apply(start, now=time.time())[0]
-    daemon.alerts.control_changed("pump-1", True)  # what the command handler calls after applying it
+    daemon, _ = make(tiny_bundle, record_dir=str(tmp_path / "rec"), record_guard_s=0, state_dir=str(tmp_path / "s"))
+    assert daemon.controls.apply(Command("maintenance", "pump-1", action="start"), now=time.time())[0]
     daemon.recorder.add("pump-1", T0, np.zeros(3))
-    assert daemon.recorder.holding("pump-1")
-    for i in range(3):  # an alert rises and clears during the maintenance: still held afterwards
-        daemon.alerts.apply("pump-1", T0 + i, 5.0, [])
+    daemon.recorder.add("pump-2", T0, np.zeros(3))
+    assert daemon.recorder.held("pump-1") == [] and daemon.recorder.held("pump-2") == [T0]
+    restarted, _ = make(tiny_bundle, record_dir=str(tmp_path / "rec"), record_guard_s=0,
+                        state_dir=str(tmp_path / "s"))
+    restarted.recorder.add("pump-1", T0 + 1, np.zeros(3))
+    assert restarted.recorder.held("pump-1") == []
+    assert restarted.controls.apply(Command("maintenance", "pump-1", action="end"), now=time.time())[0]
+    restarted.recorder.add("pump-1", T0 + 2, np.zeros(3))
+    assert restarted.recorder.held("pump-1") == [T0 + 2]
+
+
+def alert_events(client, asset: str) -> list[tuple[str, str]]:
+    return [(e["state"], e.get("alert_id")) for e in (json.loads(p) for t, p, _ in client.published
+                                                    if t == f"sensorguard/alerts/{asset}")]
+
+
+def test_a_shelved_alert_still_clears_and_one_raised_while_shelved_is_announced_when_unshelved(tiny_bundle):
+    from tests.test_daemon import T0, make
+
+    daemon, client = make(tiny_bundle)
+    for i in range(3):
+        daemon.alerts.apply("p1", T0 + i, 5.0, [])  # raised and announced
+    daemon.controls.apply(Command("shelve", "p1", until=time.time() + 3600), now=time.time())
     for i in range(3, 9):
-        daemon.alerts.apply("pump-1", T0 + i, 0.1, [])
-    assert daemon.snapshot()["pump-1"].status == "normal" and daemon.recorder.holding("pump-1")
-    assert daemon.controls.apply(Command("maintenance", "pump-1", action="end"), now=time.time())[0]
-    daemon.alerts.control_changed("pump-1", False)
-    assert not daemon.recorder.holding("pump-1")
+        daemon.alerts.apply("p1", T0 + i, 0.1, [])  # its clear goes out: a pager closes what it opened
+    assert [s for s, _ in alert_events(client, "p1")] == ["raised", "cleared"]
+
+    daemon.controls.apply(Command("shelve", "p2", until=time.time() + 3600), now=time.time())
+    for i in range(3):
+        daemon.alerts.apply("p2", T0 + i, 5.0, [])  # raised while shelved: not announced
+    assert alert_events(client, "p2") == []
+    assert daemon.controls.apply(Command("shelve", "p2", until=time.time()), now=time.time())[0]  # unshelved
+    daemon.alerts.request_control_change("p2", None)
+    daemon.housekeeping(time.monotonic())
+    alert_id = daemon.snapshot()["p2"].alert_id
+    assert alert_events(client, "p2") == [("raised", alert_id)]  # still up: announced now
+    for i in range(3, 9):
+        daemon.alerts.apply("p2", T0 + i, 0.1, [])
+    assert alert_events(client, "p2") == [("raised", alert_id), ("cleared", alert_id)]
+
+
+def test_replies_go_only_under_the_responses_prefix_and_retained_commands_are_ignored(tiny_bundle):
+    from types import SimpleNamespace
+
+    from tests.test_daemon import make, value
+
+    daemon, client = make(tiny_bundle)
+
+    def send(body: dict, retain: bool = False) -> None:
+        daemon.commands.handle(client, SimpleNamespace(topic="sensorguard/commands/shelve", payload=json.dumps(
+            body).encode(), qos=1, mid=1, retain=retain))
+
+    send({"asset": "p1", "for_s": 60, "reply_to": "sensorguard/state/p1"})  # would forge a retained state
+    send({"asset": "p1", "for_s": 60, "request_id": "#"})
+    assert [t for t, _, _ in client.published] == []  # neither is answered anywhere
+    assert daemon.controls.suppressed("p1", time.time()) is None
+    send({"asset": "p1", "for_s": 60, "request_id": "r1"}, retain=True)
+    assert daemon.controls.suppressed("p1", time.time()) is None
+    assert value(daemon, "sensorguard_commands_total", command="shelve", result="ignored") == 1
+    send({"asset": "p1", "for_s": 60, "request_id": "r2"})
+    assert daemon.controls.suppressed("p1", time.time()) == "shelved"
+    assert [t for t, _, _ in client.published if "responses" in t] == ["sensorguard/responses/r2"]
 
 
 @pytest.mark.integration

@@ -132,7 +132,8 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
     assert status["state"] == "online" and status["instance"] == running.daemon.settings.client_id
     assert status["partitions"] == ["#"] and status["topic_prefix"] == "sensors" and status["version"]
     state = retained["sensorguard/state/pump-7"]
-    assert set(state) == KEYS | {"sensor_faults"} and state["state"] == "alerting" and state["score"] >= 1.0
+    assert set(state) == KEYS | {"sensor_faults", "suppressed", "acked"} and state["state"] == "alerting"
+    assert state["score"] >= 1.0 and state["suppressed"] is None and state["acked"] is False
     assert state["sensor_faults"] == []  # a process fault, not a sensor fault
     assert "sensorguard/alerts/pump-7" not in retained  # events are not retained, states are
     # a state goes out when the status changes: the one retained now is from when the alert rose
@@ -143,7 +144,7 @@ def test_state_and_status_are_retained_for_late_subscribers(serve, mosquitto, tr
     after = Collector(mosquitto, "sensorguard/#")
     wait_for(lambda: after.statuses() == ["offline"], 10, "retained offline status")
     final = wait_for(lambda: after.on("sensorguard/state/pump-7"), 10, "final state")[-1]
-    assert set(final) == KEYS | {"sensor_faults"} and final["state"] == "alerting"
+    assert set(final) == KEYS | {"sensor_faults", "suppressed", "acked"} and final["state"] == "alerting"
     assert final["ts"] == newest, (final["ts"], newest)  # published at stop, with the newest window
     assert final["alert_id"] == state["alert_id"] and final["peak_score"] >= state["peak_score"]
     after.close()
