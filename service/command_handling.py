@@ -90,6 +90,11 @@ class CommandHandler:
         self.metrics.commands.labels(parsed.verb, "accepted" if accepted else "rejected").inc()
         log.info("command %s: %s (%s)", parsed.verb, text, "accepted" if accepted else "rejected",
                  extra={"asset": parsed.asset, "event": "command"})
+        if accepted and parsed.verb == "ack":
+            self.metrics.acknowledged.labels("true" if parsed.false_alarm else "false").inc()
+            known = self.controls.acked(parsed.alert_id) or {}
+            if known.get("acked_at") == now and isinstance(known.get("raised_at"), int | float):
+                self.metrics.ack_seconds.observe(max(0.0, now - known["raised_at"]))
         if accepted:
             entry = _audit_entry(parsed, now, self.settings.instance_name)
             audit(self.settings.state_dir, entry)

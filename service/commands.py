@@ -37,6 +37,7 @@ import logging
 import math
 import re
 import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,6 +160,14 @@ class AlarmControls:
                     return kind
         return None
 
+    def counts(self, now: float) -> dict[str, int]:
+        """Assets held now, by kind (``maintenance``, ``shelved``)."""
+        out = {"maintenance": 0, "shelved": 0}
+        with self._lock:
+            for (_, kind), c in self._controls.items():
+                out[kind] += c.until is None or now < c.until
+        return out
+
     def in_maintenance(self, asset: str, now: float) -> bool:
         return self.suppressed(asset, now) == "maintenance"
 
@@ -172,10 +181,11 @@ class AlarmControls:
             self.save()
         return done
 
-    def raised(self, alert_id: str, asset: str) -> None:
-        """An alert was raised: it can be acknowledged from now on."""
+    def raised(self, alert_id: str, asset: str, now: float | None = None) -> None:
+        """An alert was raised (announced) at wall time ``now``: it can be acknowledged from now on."""
         with self._lock:
-            self._alerts[alert_id] = {"asset": asset, "acked": False, "false_alarm": False}
+            self._alerts[alert_id] = {"asset": asset, "acked": False, "false_alarm": False,
+                                      "raised_at": time.time() if now is None else now}
             while len(self._alerts) > RECENT_ALERTS:
                 self._alerts.pop(next(iter(self._alerts)))
 
@@ -198,6 +208,8 @@ class AlarmControls:
             entry = self._alerts.get(c.alert_id)
             if entry is None:
                 return False, f"no alert {c.alert_id!r} to acknowledge (unknown or too old)"
+            if not entry["acked"]:
+                entry["acked_at"] = now  # the first acknowledgement: time to acknowledge ends
             entry.update(acked=True, false_alarm=c.false_alarm)
             return True, f"alert {c.alert_id} acknowledged" + (" as a false alarm" if c.false_alarm else "")
         kind = "shelved" if c.verb == "shelve" else "maintenance"

@@ -155,7 +155,7 @@ class Daemon:
         """Serve HTTP, start the scoring worker and model watcher, connect (in the background, with retries)."""
         s = self.settings
         b = self.bundle
-        self.metrics.set_model(b.name, b.version, b.threshold_)
+        self.metrics.set_model(b.name, b.version, b.threshold_, b.calibration.get("expected_false_alarms_per_day"))
         self.alerts.restore_until = time.monotonic() + self.rules.stale_after
         self._next_save = time.monotonic() + SAVE_INTERVAL_S
         self._http = serve_http(self.registry, s.metrics_host, s.metrics_port, self.ready)
@@ -319,6 +319,8 @@ class Daemon:
             log.info("%s of %s ended (its time was up)", kind, asset, extra={"asset": asset})
             self.alerts.request_control_change(asset, False if kind == "maintenance" else None)
         self.alerts.apply_control_changes()
+        for kind, count in self.controls.counts(time.time()).items():
+            self.metrics.assets_held.labels(kind).set(count)
         if now >= self._next_save:
             self.alerts.save()
             self._next_save = now + SAVE_INTERVAL_S

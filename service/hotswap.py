@@ -150,7 +150,8 @@ class ModelHolder:
         swapped = time.perf_counter()
         if self.on_swap is not None:
             self.on_swap(new)
-        self.metrics.set_model(new.name, new.version, new.threshold_)
+        self.metrics.set_model(new.name, new.version, new.threshold_,
+                               new.calibration.get("expected_false_alarms_per_day"))
         now = time.time()
         record = {
             "name": new.name, "from_version": old.version, "to_version": new.version, "ts": iso(now),

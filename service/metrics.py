@@ -41,6 +41,7 @@ from sensorguard.service.sensors import KINDS as SENSOR_KINDS
 log = logging.getLogger(__name__)
 
 OTHER = "_other"
+ACK_BUCKETS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)  # time to acknowledge
 SCORING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -85,6 +86,11 @@ class Metrics:
         )
         self.commands = counter("commands_total", "Commands received (maintenance, shelve, ack), by result.",
                                 ("command", "result"))
+        self.acknowledged = counter("alerts_acknowledged_total", "Alerts acknowledged, by whether as a false alarm.",
+                                    ("false_alarm",))
+        self.assets_held = gauge("assets_held", "Assets in maintenance or shelved now.", ("reason",))
+        self.promise = gauge("model_promise_alerts_per_day",
+                             "The served bundle's promise: false alerts per asset per day (NaN: none).")
         self.alerts_suppressed = counter(
             "alerts_suppressed_total", "Alert events not published: the asset in maintenance or shelved.", ("reason",))
         self.record_dropped = counter(
@@ -105,6 +111,12 @@ class Metrics:
             p + "scoring_duration_seconds",
             "Time to score one batch of windows.",
             buckets=SCORING_BUCKETS,
+            registry=registry,
+        )
+        self.ack_seconds = Histogram(
+            p + "ack_seconds",
+            "From an alert's raise to its first acknowledgement (wall clock).",
+            buckets=ACK_BUCKETS,
             registry=registry,
         )
         self.reading_to_score = Histogram(
@@ -164,8 +176,10 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 metric.remove(asset)
 
-    def set_model(self, name: str, version: str, threshold: float) -> None:
-        """Announce a newly loaded model: the old ``model_info`` series goes, so exactly one is 1."""
+    def set_model(self, name: str, version: str, threshold: float, promise: float | None = None) -> None:
+        """Announce a newly loaded model: the old ``model_info`` series goes, so exactly one is 1;
+        ``promise``: its false alerts per asset per day (the per-asset alert-rate rule's yardstick)."""
+        self.promise.set(float("nan") if promise is None else promise)
         if self._model is not None and self._model != (name, version):
             with contextlib.suppress(KeyError):
                 self.model_info.remove(*self._model)

@@ -50,8 +50,9 @@ def test_controls_suppress_expire_persist_and_know_what_can_be_acknowledged(tmp_
     controls.raised("p1@5", "p1")
     assert controls.apply(Command("ack", "p1", alert_id="p1@5", false_alarm=True), now=101.0)[0]
     again = AlarmControls(str(tmp_path))  # a restart reads them back
-    assert again.suppressed("p2", 200.0) == "maintenance" and again.acked("p1@5") == {
-        "asset": "p1", "acked": True, "false_alarm": True}
+    assert again.suppressed("p2", 200.0) == "maintenance"
+    assert again.acked("p1@5").items() >= {"asset": "p1", "acked": True, "false_alarm": True, "acked_at": 101.0}.items()
+    assert again.counts(150.0) == {"maintenance": 1, "shelved": 1} and again.counts(200.0)["shelved"] == 0
     assert again.expired(170.0) == [("p1", "shelved")] and again.suppressed("p1", 170.0) is None
     (tmp_path / "controls.json").write_text("{broken")
     assert AlarmControls(str(tmp_path)).suppressed("p2", 200.0) is None  # unreadable: start without, logged
@@ -99,6 +100,10 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
         alert_id = raised[0]["alert_id"]
         out = cli(mosquitto, "ack", alert_id, "--false-alarm", "--note", "valve test", "--by", "ben")
         assert out.returncode == 0 and "acknowledged as a false alarm" in out.stdout, out
+        assert metric(url, "sensorguard_alerts_acknowledged_total", false_alarm="true") == 1
+        assert metric(url, "sensorguard_ack_seconds_count") == 1  # time to acknowledge, a KPI
+        wait_for(lambda: metric(url, "sensorguard_assets_held", reason="maintenance") == 1 and
+                 metric(url, "sensorguard_assets_held", reason="shelved") == 1, 10, "held assets counted")
         out = cli(mosquitto, "ack", "line-1/pump-a@1")
         assert out.returncode == 1 and "rejected" in out.stdout and "no alert" in out.stdout
         audit = [json.loads(line) for line in (state_dir / "audit.jsonl").read_text().splitlines()]

@@ -34,12 +34,14 @@ COUNTERS = {
     "readings_total", "messages_rejected_total", "windows_scored_total", "alerts_total",
     "model_reload_failures_total", "record_write_failures_total", "sensor_faults_total",
     "sensor_events_dropped_total", "record_dropped_total", "commands_total", "alerts_suppressed_total",
+    "alerts_acknowledged_total",
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",
-    "buffered_windows", "sensor_faults_open", "partition_info", "assets_silent",
+    "buffered_windows", "sensor_faults_open", "partition_info", "assets_silent", "assets_held",
+    "model_promise_alerts_per_day",
 }
-HISTOGRAMS = {"scoring_duration_seconds", "reading_to_score_seconds"}
+HISTOGRAMS = {"scoring_duration_seconds", "reading_to_score_seconds", "ack_seconds"}
 METRICS = (
     {f"sensorguard_{n}" for n in COUNTERS | GAUGES}
     | {f"sensorguard_{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
@@ -48,6 +50,7 @@ BUILTIN_SERIES = {"up", "ALERTS"}
 ALERTS = {
     "SensorguardAssetAnomaly", "SensorguardDown", "SensorguardBrokerDisconnected", "SensorguardNoReadings",
     "SensorguardHighRejectionRate", "SensorguardModelReloadFailing", "SensorguardSensorFaults",
+    "SensorguardAlarmFlood", "SensorguardAssetAlertRate",
 }
 
 
