@@ -103,8 +103,10 @@ def test_broker_restart_mid_stream_loses_nothing(mosquitto, daemon_on):
     wait_for(lambda: {info.mid for info in infos} <= confirmed, 40, "every reading confirmed by the broker")
     extra = accounted(url, 400)
     assert http_status(f"{url}/readyz") == 200
-    # what was delivered is accounted for: accepted once, plus at most the redelivered in-flight window
-    assert extra.get("duplicate_ts", 0) <= 20  # receive maximum: at most 20 unacknowledged in flight
+    # what was delivered is accounted for: accepted once, plus at most the redelivered in-flight windows:
+    # up to 20 the broker had sent the daemon unacknowledged (Mosquitto's max_inflight_messages) and up
+    # to 20 the publisher resends whose PUBACK the restart lost (paho's max_inflight); 26 seen once
+    assert extra.get("duplicate_ts", 0) <= 40
     pub.close()
 
 
