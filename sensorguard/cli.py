@@ -279,81 +279,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- replay ------------------------------------------------------------------------------------
+# --- replay, maintenance / ack / shelve (MQTT clients: sensorguard/clients.py) -------------------
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    import signal
-    import threading
+    from sensorguard.clients import replay_file
 
-    import numpy as np
-
-    from sensorguard.service.config import load_settings
-    from sensorguard.service.replay import replay, schedule
-
-    if args.rate is not None and args.speed is not None:
-        raise CliError("give --rate or --speed, not both")
-    flags = {"broker": args.broker, "mqtt_version": args.mqtt_version, "topic_prefix": args.topic_prefix,
-             "username": args.username, "password_file": args.password_file, "tls_ca": args.tls_ca,
-             "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_insecure": args.tls_insecure,
-             "client_id": args.client_id or f"sensorguard-replay-{os.getpid()}"}
-    settings = load_settings(flags, os.environ, require_model=False)
-    data = _load(args, [args.data])  # for its channels and raw rows: the daemon does the cleaning
-    times, values = data.source_times, data.source_values
-    order = np.argsort(times, kind="stable")
-    order = order[np.isfinite(times[order])]
-    if data.source_assets is not None:  # each row on its own asset's topic, --asset a prefix
-        assets = [f"{args.asset}/{a}" if args.asset else str(a) for a in data.source_assets[order]]
-        who = f"{len(set(assets))} assets"
-    elif args.asset:
-        assets, who = args.asset, f"asset {args.asset}"
-    else:
-        raise CliError(f"{args.data} has no asset column: give --asset")
-    due = schedule(times[order], args.rate, args.speed)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    span = f"{len(order) / due[-1]:.3g} rows/s" if len(due) and due[-1] > 0 else "once"
-    print(f"replaying {len(order)} rows x {len(data.channels)} channels of {args.data} as {who} "
-          f"to {settings.redacted()['broker']} at {span}", flush=True)
-    try:
-        result = replay(settings, assets, times[order], values[order], list(data.channels), due,
-                        original_ts=args.timestamps == "original", batch=args.batch, stop=stop)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    print(f"published {result.rows} readings in {result.seconds:.1f}s"
-          + ("" if result.confirmed else " (not all confirmed by the broker)"))
-    return 0 if result.confirmed else EXIT_ERROR
-
-
-# --- maintenance / ack / shelve -----------------------------------------------------------------
+    return replay_file(args)
 
 
 def cmd_command(args: argparse.Namespace) -> int:
-    """Publish one command to the daemon serving the asset and print its answer."""
-    import time
+    from sensorguard.clients import send
 
-    from sensorguard.service.command_handling import send_command
-    from sensorguard.service.config import load_settings
-
-    flags = {name: getattr(args, name) for name in ("broker", "mqtt_version", "username", "password_file", "tls_ca",
-                                                     "tls_cert", "tls_key", "tls_insecure", "output_prefix")}
-    flags["client_id"] = args.client_id or f"sensorguard-command-{os.getpid()}"
-    settings = load_settings(flags, os.environ, require_model=False)
-    body = {"by": args.by or os.environ.get("USER", "")}
-    if args.verb == "maintenance":
-        body.update(asset=args.asset, action=args.action, reason=args.reason or "",
-                    **({"until": time.time() + args.until} if args.until is not None else {}))
-    elif args.verb == "shelve":
-        body.update(asset=args.asset, for_s=args.for_s, reason=args.reason or "")
-    else:
-        body.update(alert_id=args.alert_id, false_alarm=args.false_alarm, note=args.note or "")
-    reply = send_command(settings, args.verb, body, args.timeout)
-    if reply is None:
-        raise CliError(f"no answer within {args.timeout:g} s: no daemon serves that asset on this broker, or the "
-                       "broker refused the command (its ACL)")
-    print(f"{'accepted' if reply.get('accepted') else 'rejected'} by {reply.get('instance')}: {reply.get('message')}")
-    return 0 if reply.get("accepted") else EXIT_ERROR
+    return send(args)
 
 
 # --- demo --------------------------------------------------------------------------------------
