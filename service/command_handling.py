@@ -153,7 +153,7 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
     reply_to = f"{settings.output_prefix}/responses/{request_id}"
     body = {**body, "request_id": request_id, "reply_to": reply_to}
     got: dict = {}
-    answered, subscribed = threading.Event(), threading.Event()
+    answered = threading.Event()
 
     def on_message(client, userdata, message) -> None:
         try:
@@ -162,17 +162,9 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
             return
         answered.set()
 
-    client = mqtt.create_client(settings, manual_ack=False, persistent=False, will=False)
-    client.on_message = on_message
-    client.on_subscribe = lambda *args: subscribed.set()
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(reply_to, qos=1) if not rc.is_failure else None
-    mqtt.connect_async(client, settings, persistent=False)
-    try:
-        if not subscribed.wait(timeout_s):
+    with mqtt.listening(settings, reply_to, on_message, timeout_s) as client:
+        if client is None:
             raise ConnectionError(f"could not connect to {settings.redacted()['broker']}")
         info = mqtt.publish_json(client, f"{settings.output_prefix}/commands/{verb}", body, qos=1)
         info.wait_for_publish(timeout_s)
         return dict(got) if answered.wait(timeout_s) else None
-    finally:
-        client.disconnect()
-        client.loop_stop()

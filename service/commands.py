@@ -153,6 +153,8 @@ class AlarmControls:
 
     def suppressed(self, asset: str, now: float) -> str | None:
         """``maintenance`` or ``shelved`` while one holds ``asset`` at wall time ``now``, else None."""
+        if not self._controls:  # the common case, asked per recorded reading: no lock needed to see it
+            return None
         with self._lock:
             for kind in ("maintenance", "shelved"):
                 control = self._controls.get((asset, kind))

@@ -31,7 +31,6 @@ queued for them arrive once more.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -138,7 +137,6 @@ def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> Instan
     from sensorguard.service import mqtt
 
     statuses: dict[str, dict] = {}
-    granted = threading.Event()
     prefix = settings.status_topic().rpartition("/")[0] + "/"
 
     def on_message(client, userdata, message) -> None:
@@ -149,21 +147,12 @@ def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> Instan
         if isinstance(body, dict) and message.topic.startswith(prefix):
             statuses[message.topic[len(prefix):]] = body
 
-    client = mqtt.create_client(settings, client_id=f"{settings.client_id}-check", manual_ack=False,
-                                persistent=False, will=False)
-    client.on_message = on_message
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "+", qos=1) if not rc.is_failure else None
-    client.on_subscribe = lambda *args: granted.set()
-    mqtt.connect_async(client, settings, persistent=False)
-    try:
-        if not granted.wait(timeout_s):
+    with mqtt.listening(settings, prefix + "+", on_message, timeout_s, f"{settings.client_id}-check") as client:
+        if client is None:
             log.warning("could not read the other instances' statuses within %.0f s: starting without the "
                         "overlap check", timeout_s)
             return InstanceCheck([])
-        time.sleep(RETAINED_SETTLE_S)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        time.sleep(RETAINED_SETTLE_S)  # the retained statuses follow the granted subscription
     return InstanceCheck(
         conflicts(settings.instance_name, settings.partition, settings.topic_prefix, statuses, settings.client_id),
         stale_filters(settings.client_id, settings.readings_filters(), statuses))

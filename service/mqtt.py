@@ -20,7 +20,10 @@ from __future__ import annotations
 import logging
 import ssl
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -92,6 +95,25 @@ def connect_async(client: paho.Client, settings: Settings, persistent: bool = Tr
     else:
         client.connect_async(host, port, settings.keepalive_s)
     client.loop_start()
+
+
+@contextmanager
+def listening(settings: Settings, topic: str, on_message: Callable[[Any, Any, Any], None], timeout_s: float,
+              client_id: str | None = None) -> Iterator[paho.Client | None]:
+    """A short-lived client (clean session, no Last Will, automatic acks) subscribed to ``topic``:
+    yields it once the subscription is granted, or None when that did not happen within
+    ``timeout_s``; disconnects on exit. Tools use it to read retained messages or an answer."""
+    granted = threading.Event()
+    client = create_client(settings, client_id=client_id, manual_ack=False, persistent=False, will=False)
+    client.on_message = on_message
+    client.on_subscribe = lambda *args: granted.set()
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1) if not rc.is_failure else None
+    connect_async(client, settings, persistent=False)
+    try:
+        yield client if granted.wait(timeout_s) else None
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def subscribe_readings(client: paho.Client, settings: Settings) -> None:

@@ -246,8 +246,8 @@ class Recorder:
 def guard_seconds(guard_s: float, window: int, hop: int, raise_after: int, sample_period: float | None) -> float:
     """The guard band: ``guard_s`` or the samples an alert needs to rise after a fault starts
     (``window + raise_after x hop``) at the bundle's sample period, whichever is longer (at a 10 s
-    period a 300 s band was shorter than the 680 s a default alert takes, so fault onsets were
-    recorded as normal data)."""
+    period a 300 s band was shorter than the 440 s an alert of a window-32, hop-4 model takes with
+    the default raise_after 3, so fault onsets were recorded as normal data)."""
     samples = window + raise_after * hop
     return max(guard_s, samples * sample_period) if sample_period else guard_s
 
