@@ -194,7 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("calibrate", help="re-pick a bundle's threshold from held-out normal data")
     p.add_argument("bundle", help="bundle directory (updated in place)")
-    p.add_argument("data", nargs="+", help="CSV or Parquet files of normal readings the model never saw")
+    p.add_argument("data", nargs="*", help="CSV or Parquet files of normal readings the model never saw")
+    p.add_argument("--recorded", help="directory of readings recorded by 'serve --record-dir' (alerts "
+                   "acknowledged as false alarms included)")
+    p.add_argument("--since", help="only recorded readings from this time on (RFC 3339, epoch seconds, or an age)")
     _add_data_options(p, channels=False)
     p.add_argument("--label-column", help="rows with a non-zero label are left out")
     _add_threshold_options(p)
@@ -229,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", required=True, help="registry root")
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--data", nargs="+", help="CSV or Parquet files of new normal readings")
-    p.add_argument("--recorded", help="directory of readings recorded by 'serve --record-dir'")
+    p.add_argument("--recorded", help="directory of readings recorded by 'serve --record-dir' (alerts "
+                   "acknowledged as false alarms learned as normal; those acknowledged as real: known faults "
+                   "the candidate must still catch)")
     p.add_argument("--since", help="only data from this time on (RFC 3339, epoch seconds, or an age: 7d, 12h)")
     p.add_argument("--label-column", help="rows with a non-zero label are left out")
     p.add_argument("--warm-start", action="store_true", help="start from the current model's weights")

@@ -112,13 +112,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from sensorguard.service.bundle import load_bundle, save_bundle
     from sensorguard.service.registry import current_version, location, publish
-    from sensorguard.training.data import drop_labeled
+    from sensorguard.training.data import concat_series, drop_labeled
+    from sensorguard.training.retrain import load_recorded, parse_since
     from sensorguard.training.train import calibrate_bundle
 
     bundle = load_bundle(args.bundle)
-    data = _load(args, args.data, channels=list(bundle.channels), label_column=args.label_column, bundle=bundle)
-    if args.label_column:
-        data = drop_labeled(data, args.label_column)
+    if not args.data and not args.recorded:
+        raise CliError("give held-out normal data: files and/or --recorded DIR")
+    parts = []
+    if args.data:
+        part = _load(args, args.data, channels=list(bundle.channels), label_column=args.label_column, bundle=bundle)
+        parts.append(drop_labeled(part, args.label_column) if args.label_column else part)
+    if args.recorded:  # what a daemon recorded as normal, false alarms acknowledged as such included
+        parts.append(load_recorded(args.recorded, since=parse_since(args.since), channels=bundle.channels))
+    data = concat_series(parts) if len(parts) > 1 else parts[0]
     old = bundle.threshold_
     bundle = calibrate_bundle(bundle, data, args.threshold_method, args.false_alarm_rate,
                               false_alerts_per_day=args.false_alerts_per_day, drift=args.drift)
@@ -218,7 +225,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from sensorguard.training.retrain import new_normal_data, retrain
+    from sensorguard.training.retrain import known_faults, new_normal_data, retrain
     from sensorguard.training.train import TrainOptions
 
     if not args.data and not args.recorded:
@@ -231,7 +238,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs,
         **_threshold_options(args),
     )
-    result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force)
+    faults = known_faults(args.recorded, data.channels) if args.recorded else []
+    result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force,
+                     faults=faults)
     print("\n" + result.table())
     return 0
 

@@ -122,8 +122,8 @@ class AssetAlerts:
             if self.recorder is not None:
                 if event.kind == "raised":
                     self.recorder.alert_raised(asset, event.ts)
-                elif event.kind == "cleared":
-                    self.recorder.alert_cleared(asset, event.ts)
+                elif event.kind == "cleared":  # its readings are filed by its acknowledgement
+                    self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
         if old is None or state.status != old.status:
             self.publish_state(asset, bundle=bundle)
         return state, score

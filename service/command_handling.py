@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 class CommandHandler:
     """Handles ``<output_prefix>/commands/<verb>`` messages for one daemon.
 
-    on_maintenance: called with ``(asset, started)`` after a maintenance starts or ends, so the
-    daemon can hold or release the asset's recording and publish its state.
+    on_change: called with ``(asset, command)`` after a command was accepted, so the daemon can
+    hold or release the asset's recording, publish its state and file an acknowledged alert's
+    readings; a text it returns is added to the reply.
     """
 
     def __init__(self, settings: Settings, controls: AlarmControls, publisher: Publisher, metrics: Metrics,
@@ -99,7 +100,8 @@ class CommandHandler:
             entry = _audit_entry(parsed, now, self.settings.instance_name)
             audit(self.settings.state_dir, entry)
             self.publisher.daemon_event(entry)
-            self.on_change(parsed.asset, parsed)
+            if said := self.on_change(parsed.asset, parsed):
+                text = f"{text}; {said}"
         self._reply(client, parsed.request_id, parsed.reply_to, accepted, text)
 
     def _reply(self, client: Any, request_id: str, reply_to: str, accepted: bool, text: str) -> None:

@@ -197,6 +197,12 @@ class AlarmControls:
             entry = self._alerts.get(alert_id)
             return None if entry is None else dict(entry)
 
+    def false_alarm(self, alert_id: str) -> bool | None:
+        """How ``alert_id`` was acknowledged: True as a false alarm, False as real, None not (yet)."""
+        with self._lock:
+            entry = self._alerts.get(alert_id)
+            return bool(entry["false_alarm"]) if entry is not None and entry["acked"] else None
+
     def apply(self, command: Command, now: float) -> tuple[bool, str]:
         """Carry ``command`` out: ``(accepted, message)``; persisted when accepted."""
         with self._lock:

@@ -67,7 +67,7 @@ from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.command_handling import CommandHandler
-from sensorguard.service.commands import AlarmControls
+from sensorguard.service.commands import AlarmControls, Command
 from sensorguard.service.config import ConfigError, Settings
 from sensorguard.service.connection import Connection
 from sensorguard.service.hotswap import ModelHolder, load_model
@@ -135,11 +135,10 @@ class Daemon:
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restore_states(settings.state_dir, settings.max_assets), settings.state_dir,
                                   self.controls)
-        self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics,
-                                       lambda asset, c: self.alerts.request_control_change(
-                                           asset, (c.action == "start") if c.verb == "maintenance" else None))
+        self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded)
         if self.recorder is not None:  # an asset in maintenance (live or restored) records nothing as normal
             self.recorder.excluded = lambda asset: self.controls.in_maintenance(asset, time.time())
+            self.recorder.verdict = self.controls.false_alarm
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
                                      lambda: self.ingest.stopping, self.commands)
         self._listeners: list[Callable[[ScoredWindow], None]] = []
@@ -325,6 +324,14 @@ class Daemon:
             self.alerts.save()
             self._next_save = now + SAVE_INTERVAL_S
         self._flush_recorder()
+
+    def _commanded(self, asset: str, c: Command) -> str:
+        """A command was accepted (network thread): the worker applies what changes for ``asset``;
+        an acknowledgement files the alert's recorded readings (what became of them: the reply)."""
+        self.alerts.request_control_change(asset, (c.action == "start") if c.verb == "maintenance" else None)
+        if c.verb == "ack" and self.recorder is not None:
+            return self.recorder.acknowledged(c.alert_id)
+        return ""
 
     def _flush_recorder(self, force: bool = False) -> None:
         if self.recorder is None:

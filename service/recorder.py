@@ -7,10 +7,21 @@ after an alert clears, readings are skipped for another ``guard_s``. Files are w
 temporary name, fsynced and renamed, so a crash never leaves a half-written ``.parquet`` that
 would break a later ``sensorguard retrain``. The store is bounded by total size and age (oldest
 files go first). A full disk is counted and reported, never fatal: scoring goes on.
+
+An alert's own readings (those held from its guard band before the raise to its clear) are not
+thrown away: they are written to ``alerts/<alert id>.parquet`` when it clears, and its
+acknowledgement moves the file. Acknowledged as a false alarm it goes to ``false_alarms/``, which
+``retrain --recorded`` and ``calibrate --recorded`` read as normal data, so the model learns the
+pattern it wrongly alerted on; acknowledged as real it goes to ``faults/``, the known faults that
+``retrain`` checks a candidate still catches. Unanswered alerts stay in ``alerts/`` and are never
+trained on. How a real fault acknowledged as false is kept from blinding the detector is
+``retrain``'s gate (``training/retrain.py``): a candidate that misses a known fault, or a fault
+injected into held-out data, that the current model catches is not promoted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -20,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import numpy as np
 
@@ -29,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PENDING_ROW_OVERHEAD = 120  # bytes a held reading costs beyond its values (tuple, deque slot, array header)
+ALERTS, FALSE_ALARMS, FAULTS = "alerts", "false_alarms", "faults"  # an alert's readings: unanswered, false, real
 
 
 @dataclass
@@ -52,12 +65,15 @@ class Recorder:
     rows_written: int = 0
     dropped: int = 0  # readings not recorded because the pending bound was reached
     excluded: Callable[[str], bool] | None = None  # an asset recording nothing now (in maintenance)
+    verdict: Callable[[str], bool | None] | None = None  # alert id -> acknowledged false (True), real, or not
     _pending: dict[str, deque] = field(default_factory=dict)
     _pending_rows: int = 0
     _judged: dict[str, float] = field(default_factory=dict)  # per asset: the newest scored window's ts
     _quiet_until: dict[str, float] = field(default_factory=dict)
     _ready: list[tuple[str, float, np.ndarray]] = field(default_factory=list)
+    _alerts: list[tuple[str, str, float, list]] = field(default_factory=list)  # (alert id, asset, peak, rows)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _alert_lock: threading.Lock = field(default_factory=threading.Lock)  # alert files: written vs moved
     _last_flush: float = field(default_factory=time.monotonic)
     _seq: int = 0
     _failures_reported: int = 0
@@ -129,15 +145,20 @@ class Recorder:
                 self._pending_rows -= 1
             self._quiet_until[asset] = np.inf
 
-    def alert_cleared(self, asset: str, ts: float) -> None:
-        """Record again from ``ts + guard_s`` on; held readings before that are dropped."""
+    def alert_cleared(self, asset: str, ts: float, alert_id: str = "", peak: float = float("nan")) -> None:
+        """Record again from ``ts + guard_s`` on; held readings before that are the alert's own:
+        written to ``alerts/`` at the next flush when it has an ``alert_id`` (``peak``: its highest
+        score, in units of the line), dropped otherwise (a maintenance that ended)."""
         with self._lock:
             end = ts + self.guard_s
             self._quiet_until[asset] = end
             pending = self._pending.get(asset)
+            rows = []
             while pending and pending[0][0] < end:
-                pending.popleft()
+                rows.append(pending.popleft())
                 self._pending_rows -= 1
+            if alert_id and rows:
+                self._alerts.append((alert_id, asset, peak, rows))
 
     def holding(self, asset: str) -> bool:
         """Whether an alert of ``asset`` is up here: its readings are held back, none committed."""
@@ -170,6 +191,7 @@ class Recorder:
         are dropped, not committed: an alert they might have preceded can no longer be seen.
         """
         self.commit(now_ts)
+        self._write_alerts()
         due = force or len(self._ready) >= self.flush_rows
         due = due or time.monotonic() - self._last_flush >= self.flush_interval_s
         if not due or not self._ready:
@@ -177,8 +199,10 @@ class Recorder:
         with self._lock:
             rows, self._ready = self._ready, []
         self._last_flush = time.monotonic()
+        day = time.strftime("%Y%m%d", time.gmtime(rows[0][1]))
+        self._seq += 1
         try:
-            path = self._write(rows)
+            path = self._write(rows, self.directory / day / f"part-{int(time.time() * 1000)}-{os.getpid()}-{self._seq}")
         except OSError as exc:  # disk full, read-only, quota: report and keep serving
             self.write_failures += 1
             log.warning("recording: could not write %d readings (%s); scoring continues", len(rows), exc)
@@ -198,7 +222,40 @@ class Recorder:
         new, self._failures_reported = self.write_failures - self._failures_reported, self.write_failures
         return new
 
-    def _write(self, rows: list[tuple[str, float, np.ndarray]]) -> Path:
+    def acknowledged(self, alert_id: str) -> str:
+        """An acknowledgement of ``alert_id`` arrived (``verdict`` says which): move its readings'
+        file where it now belongs (none yet: the alert is still up or not flushed, and is filed by
+        the verdict when it is). Returns what becomes of them, for the command's reply."""
+        name = alert_file(alert_id)
+        with self._alert_lock:
+            target = self.directory / self._folder(alert_id)
+            found = next((self.directory / f / name for f in (ALERTS, FALSE_ALARMS, FAULTS)
+                          if (self.directory / f / name).exists()), None)
+            if found is not None and target != found.parent:
+                target.mkdir(exist_ok=True)
+                os.replace(found, target / name)
+        return _SAID[target.name]
+
+    def _folder(self, alert_id: str) -> str:
+        verdict = self.verdict(alert_id) if self.verdict is not None else None
+        return ALERTS if verdict is None else FALSE_ALARMS if verdict else FAULTS
+
+    def _write_alerts(self) -> None:
+        """Write the readings of alerts that cleared, each to the folder its acknowledgement says."""
+        with self._lock:
+            alerts, self._alerts = self._alerts, []
+        for alert_id, asset, peak, rows in alerts:
+            with self._alert_lock:
+                path = self.directory / self._folder(alert_id) / alert_file(alert_id)
+                try:
+                    self._write([(asset, ts, v) for ts, v in rows], path.with_suffix(""),
+                                {"alert_id": alert_id, "peak": peak})
+                except OSError as exc:
+                    self.write_failures += 1
+                    log.warning("recording: could not write the readings of alert %s (%s)", alert_id, exc)
+
+    def _write(self, rows: list[tuple[str, float, np.ndarray]], stem: Path, meta: dict | None = None) -> Path:
+        """Write ``rows`` to ``stem.parquet`` crash-safely (temporary name, fsync, rename)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -207,12 +264,12 @@ class Recorder:
         for j, name in enumerate(self.channels):
             columns[name] = pa.array(matrix[:, j], pa.float64())
         table = pa.table(columns)
-        day = time.strftime("%Y%m%d", time.gmtime(rows[0][1]))
-        folder = self.directory / day
+        if meta:
+            table = table.replace_schema_metadata({"sensorguard": json.dumps(meta)})
+        folder = stem.parent
         folder.mkdir(exist_ok=True)
-        self._seq += 1
-        final = folder / f"part-{int(time.time() * 1000)}-{os.getpid()}-{self._seq}.parquet"
-        tmp = final.with_suffix(".parquet.tmp")
+        final = stem.with_name(stem.name + ".parquet")
+        tmp = final.with_name(final.name + ".tmp")
         try:
             with open(tmp, "wb") as fh:
                 pq.write_table(table, fh, compression="zstd")
@@ -241,6 +298,18 @@ class Recorder:
         for folder in self.directory.iterdir():
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def alert_file(alert_id: str) -> str:
+    """The file name of an alert's readings (an asset id may hold ``/``)."""
+    return quote(alert_id, safe="@-_.") + ".parquet"
+
+
+_SAID = {  # what became of an acknowledged alert's readings (added to the command's reply)
+    FALSE_ALARMS: "its readings are learned as normal at the next retrain",
+    FAULTS: "its readings are kept as a known fault the next retrain must still catch",
+    ALERTS: "its readings are kept unanswered",
+}
 
 
 def guard_seconds(guard_s: float, window: int, hop: int, raise_after: int, sample_period: float | None) -> float:

@@ -145,3 +145,35 @@ def test_the_guard_band_covers_the_samples_an_alert_needs_to_rise():
     assert guard_seconds(300.0, window=32, hop=4, raise_after=3, sample_period=1.0) == 300.0
     assert guard_seconds(300.0, window=32, hop=4, raise_after=3, sample_period=10.0) == 440.0
     assert guard_seconds(300.0, window=32, hop=4, raise_after=3, sample_period=None) == 300.0
+
+
+def test_an_alerts_readings_are_filed_by_its_acknowledgement_and_only_false_alarms_are_learned(tmp_path):
+    from sensorguard.training.retrain import known_faults, load_recorded
+
+    verdicts: dict[str, bool] = {}
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, verdict=verdicts.get)
+    for asset, alert_id in (("line/p1", "line/p1@100000"), ("p2", "p2@100000"), ("p3", "p3@100000")):
+        feed(rec, asset, 0, 150)
+        rec.alert_raised(asset, 100.0)
+        rec.alert_cleared(asset, 150.0, alert_id, 7.5)  # 90..149: the alert's own readings
+        feed(rec, asset, 160, 200)
+    verdicts["p3@100000"] = True  # acknowledged while still up: its clear files it as a false alarm
+    rec.flush(now_ts=1000.0)
+    assert sorted(p.name for p in (tmp_path / "alerts").iterdir()) == ["line%2Fp1@100000.parquet", "p2@100000.parquet"]
+    assert [p.name for p in (tmp_path / "false_alarms").iterdir()] == ["p3@100000.parquet"]
+    verdicts["line/p1@100000"], verdicts["p2@100000"] = True, False
+    assert "learned as normal" in rec.acknowledged("line/p1@100000")
+    assert "known fault" in rec.acknowledged("p2@100000")
+    verdicts["p9@1"] = True  # no file (still up, or not flushed yet): its clear files it by the verdict
+    assert "learned as normal" in rec.acknowledged("p9@1") and not (tmp_path / "false_alarms" / "p9@1.parquet").exists()
+    verdicts["p3@100000"] = False  # a second acknowledgement changes its mind: the file follows
+    rec.acknowledged("p3@100000")
+    assert not any((tmp_path / "alerts").iterdir())
+
+    learned = load_recorded(tmp_path)  # the normal readings and the one false alarm; no fault
+    by_asset = {a: sorted(learned.times[learned.assets == a]) for a in set(learned.assets)}
+    assert by_asset["line/p1"] == list(range(0, 150)) + list(range(160, 200))
+    assert by_asset["p2"] == by_asset["p3"] == list(range(0, 90)) + list(range(160, 200))
+    faults = known_faults(tmp_path, CHANNELS)
+    assert [(name, sorted(data.times)) for name, data in faults] == [
+        ("p2@100000", list(range(90, 150))), ("p3@100000", list(range(90, 150)))]

@@ -36,7 +36,8 @@ def daemons():
 
 
 def recorded(directory) -> pd.DataFrame:
-    files = sorted(directory.glob("*/*.parquet"))
+    """The normal readings recorded (day folders; an alert's own readings are filed apart)."""
+    files = sorted(f for f in directory.glob("*/*.parquet") if f.parent.name.isdigit())
     return pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame(columns=["ts", "asset"])
 
 
@@ -93,6 +94,12 @@ def test_normal_readings_are_recorded_fault_readings_are_not_and_retrain_uses_th
     assert len(after) > 0 and after.min() >= cleared + GUARD_S and after.max() < last - GUARD_S
     assert not ((bad >= fault_start) & (bad < fault_end)).any()
     assert len(np.unique(bad)) == len(bad)
+    # the alert's own readings are filed under its id, unanswered: never trained on
+    (filed,) = (record_dir / "alerts").glob("*.parquet")
+    assert filed.name == alerts[0]["alert_id"] + ".parquet"
+    held = pd.read_parquet(filed).ts.to_numpy()
+    assert held.min() >= raised - GUARD_S - CHUNK and held.max() < cleared + GUARD_S
+    assert ((held >= fault_start) & (held < fault_end)).sum() == 200 + bundle.window and not set(held) & set(bad)
     assert scrape(url)[("sensorguard_record_write_failures_total", ())] == 0
 
     # retrain on what was recorded; the running daemon follows CURRENT to the new version

@@ -6,7 +6,9 @@ block, and compares both models on a final held-out block neither has seen (the 
 calibration block): false-alarm rate at each model's own threshold and mean reconstruction error.
 Errors are made comparable by expressing both in raw units divided by the held-out data's own
 per-channel variance (each model standardizes with its own scaler, so standardized errors are not).
-The candidate is promoted only when it is at least as good on both.
+The candidate is promoted only when it is at least as good on both and still catches every fault
+the current model catches: the known faults (alerts acknowledged as real, recorded by the daemon)
+and large offsets injected into the held-out block, one channel at a time.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
 
+from sensorguard.service.alerts import AlertRules
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.recorder import ALERTS, FALSE_ALARMS, FAULTS
 from sensorguard.service.registry import current_version, load_current, publish, set_current, validate_name
 from sensorguard.service.scorer import Scorer
 from sensorguard.training.data import (
@@ -32,20 +37,24 @@ from sensorguard.training.data import (
     load_frame,
     series_from_frame,
 )
+from sensorguard.training.offline import score_data
 from sensorguard.training.splits import split_by_time
 from sensorguard.training.train import TrainOptions, train_bundle
 
 WINDOW_RATE_TARGET = 1e-3  # windows above the line a candidate may show beyond the current model's, x2
 ERROR_TOLERANCE = 0.05  # candidate mean error may exceed the current one by 5% and still count as "as good"
+INJECTED_SIGMAS = 6.0  # the size of the faults injected into held-out data, in the current model's scale
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """How a model does on the shared held-out block."""
+    """How a model does on the shared held-out block, and which known faults it catches."""
 
     false_alarm_rate: float
     mean_error: float
     windows: int
+    caught: tuple[str, ...] = ()  # known and injected faults with a window at or above the line
+    known: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,9 @@ class RetrainResult:
             f"{'mean error (norm.)':22}{_fmt(cur.mean_error if cur else None):>12}{_fmt(self.candidate.mean_error):>12}"
         )
         rows.append(f"{'held-out windows':22}{cur.windows if cur else '-':>12}{self.candidate.windows:>12}")
+        if self.candidate.known:
+            rows.append(f"{'faults caught':22}{f'{len(cur.caught)}/{cur.known}' if cur else '-':>12}"
+                        f"{f'{len(self.candidate.caught)}/{self.candidate.known}':>12}")
         verdict = "promoted" if self.promoted else "not promoted"
         rows.append(f"candidate {self.version}: {verdict} ({self.reason})")
         return "\n".join(rows)
@@ -82,12 +94,14 @@ def load_recorded(
     reported, not fatal.
     """
     files = sorted(glob.glob(str(Path(directory) / "**" / "*.parquet"), recursive=True))
+    files = [f for f in files if Path(f).relative_to(directory).parts[0] not in (ALERTS, FAULTS)]
     if not files:
         raise DataError(f"{directory}: no recorded Parquet files")
-    frames = []
+    frames, learned = [], 0
     for path in files:
         try:
             frames.append(pd.read_parquet(path))
+            learned += Path(path).relative_to(directory).parts[0] == FALSE_ALARMS
         except Exception as exc:  # a damaged file must not stop a retrain on the others
             print(f"skipping unreadable recording {path}: {str(exc).splitlines()[0][:120]}")
     if not frames:
@@ -97,20 +111,74 @@ def load_recorded(
         frame = frame[frame["ts"] >= since]
     if frame.empty:
         raise DataError(f"{directory}: no recorded readings since the given time")
+    if learned:
+        print(f"learning {learned} alert(s) acknowledged as false alarms as normal ({FALSE_ALARMS}/)")
     return series_from_frame(frame, str(directory), time_column="ts", channels=channels, asset_column="asset")
 
 
-def compare(bundle: Bundle, data: SensorData, variance: np.ndarray) -> Comparison:
-    """False-alarm rate and variance-normalized mean error of ``bundle`` on normal ``data``."""
-    scores = Scorer(bundle).score_series(data.values, data.segments)
+def injected_faults(holdout: SensorData, window: int, scale: np.ndarray) -> list[tuple[str, SensorData]]:
+    """Faults put into the held-out block: one channel at a time offset by +-``INJECTED_SIGMAS``
+    times ``scale`` (the current model's: the same faults for both models, sized by the normal
+    it was trained on, not by held-out data that may hold what was learned) for two windows, in
+    the middle of the longest segment; each probe holds only the windows that reach into the
+    offset. Empty when no segment is four windows long."""
+    segments, starts = np.unique(holdout.segments, return_index=True)
+    counts = np.bincount(np.searchsorted(segments, holdout.segments))
+    longest = int(np.argmax(counts))
+    if counts[longest] < 4 * window:
+        return []
+    mid = int(starts[longest]) + counts[longest] // 2
+    rows = slice(mid - window + 1, mid + 3 * window)
+    mask = np.zeros(len(holdout), dtype=bool)
+    mask[rows] = True
+    faults = []
+    for j, channel in enumerate(holdout.channels):
+        for sign in (1, -1):
+            values = holdout.values[rows].copy()
+            values[window - 1: 3 * window - 1, j] += sign * INJECTED_SIGMAS * scale[j]
+            faults.append((f"{channel}{'+' if sign > 0 else '-'}{INJECTED_SIGMAS:g}sd",
+                           replace(holdout.take(mask), values=values)))
+    return faults
+
+
+def _alerts_on(bundle: Bundle, fault: SensorData) -> bool:
+    """Whether ``bundle`` raises an alert on ``fault`` under the default alert rules."""
+    if len(fault) < bundle.window:
+        return False
+    return bool(score_data(bundle, fault, AlertRules()).alert.any())
+
+
+def known_faults(directory: str | Path, channels: Sequence[str]) -> list[tuple[str, SensorData]]:
+    """The readings of alerts acknowledged as real (``faults/`` of a recording): ``(alert id,
+    data)`` each, the faults a retrained model must still catch. Unreadable files are skipped."""
+    faults = []
+    for path in sorted((Path(directory) / FAULTS).glob("*.parquet")):
+        try:
+            frame = pd.read_parquet(path)
+            faults.append((unquote(path.stem), series_from_frame(frame, str(path), time_column="ts",
+                                                                 channels=channels, asset_column="asset")))
+        except Exception as exc:  # noqa: BLE001 - a damaged file must not stop a retrain
+            print(f"skipping known fault {path}: {str(exc).splitlines()[0][:120]}")
+    return faults
+
+
+def compare(bundle: Bundle, data: SensorData, variance: np.ndarray,
+            faults: Sequence[tuple[str, SensorData]] = ()) -> Comparison:
+    """False-alarm rate and variance-normalized mean error of ``bundle`` on normal ``data``, and
+    which of the known ``faults`` it catches (a window at or above its line)."""
+    scorer = Scorer(bundle)
+    scores = scorer.score_series(data.values, data.segments)
     ok = np.isfinite(scores.score)
     weights = 1.0 if bundle.channel_weights_ is None else bundle.channel_weights_
     raw = scores.channel_error[ok] / weights * bundle.scale_**2  # unweighted, back to raw units squared
     normalized = (raw / variance).mean(axis=1)
+    caught = tuple(name for name, fault in faults if _alerts_on(bundle, fault))
     return Comparison(
         false_alarm_rate=float(np.mean(scores.score[ok] >= 1)) if ok.any() else 0.0,
         mean_error=float(normalized.mean()) if ok.any() else float("nan"),
         windows=int(ok.sum()),
+        caught=caught,
+        known=len(faults),
     )
 
 
@@ -121,8 +189,14 @@ def retrain(
     options: TrainOptions = TrainOptions(),
     warm_start: bool = False,
     force: bool = False,
+    faults: Sequence[tuple[str, SensorData]] = (),
 ) -> RetrainResult:
-    """Train a candidate on ``data``, store it as a new version, and promote it if it is as good."""
+    """Train a candidate on ``data``, store it as a new version, and promote it if it is as good
+    on held-out data and still catches every fault the current model catches: the known ones
+    (``faults``: alerts acknowledged as real) and those injected into the held-out block. The
+    second keeps a real fault acknowledged as a false alarm from retraining the detector blind:
+    learning a large fault as normal teaches the model to reconstruct large offsets, and the
+    injected ones then go unseen."""
     try:
         current = load_current(root, name)
     except Exception:
@@ -140,8 +214,10 @@ def retrain(
     init = current.state_dict if (warm_start and current is not None) else None
     candidate, _ = train_bundle(rest, options, init_state=init)
     variance = np.maximum(holdout.values.var(axis=0), 1e-12)
-    cand_cmp = compare(candidate, holdout, variance)
-    cur_cmp = compare(current, holdout, variance) if current is not None else None
+    scale = current.scale_ if current is not None else holdout.values.std(axis=0)
+    faults = [*faults, *injected_faults(holdout, candidate.window, scale)]
+    cand_cmp = compare(candidate, holdout, variance, faults)
+    cur_cmp = compare(current, holdout, variance, faults) if current is not None else None
     target = options.false_alarm_rate if options.false_alarm_rate is not None else WINDOW_RATE_TARGET
     promoted, reason = _decide(cand_cmp, cur_cmp, target, force)
     metrics = {"holdout": cand_cmp.__dict__, "current_on_holdout": cur_cmp.__dict__ if cur_cmp else None,
@@ -159,9 +235,12 @@ def _decide(cand: Comparison, cur: Comparison | None, target: float, force: bool
     # false alarms: as few as the current model, or at least within twice the target rate
     far_ok = cand.false_alarm_rate <= max(cur.false_alarm_rate, 2 * target)
     err_ok = cand.mean_error <= cur.mean_error * (1 + ERROR_TOLERANCE)
-    if far_ok and err_ok:
-        return True, "at least as good on held-out data"
+    missed = [f for f in cur.caught if f not in cand.caught]
+    if far_ok and err_ok and not missed:
+        return True, "at least as good on held-out data" + (", catches the faults it catches" if cur.caught else "")
     why = []
+    if missed:
+        why.append(f"misses {len(missed)} fault(s) the current model catches: {', '.join(missed[:3])}")
     if not far_ok:
         why.append(f"more false alarms ({cand.false_alarm_rate:.4f} > {max(cur.false_alarm_rate, 2 * target):.4f})")
     if not err_ok:

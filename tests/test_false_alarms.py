@@ -1,0 +1,158 @@
+"""False alarms teach the model: an alert acknowledged as false is learned at the next retrain, and
+retrain's gate keeps a wrong acknowledgement from blinding the detector.
+
+The loop test runs the real thing: a daemon on a real Mosquitto recording readings, the ``ack``
+verb, ``retrain --recorded``. The guard tests build a recording as the daemon writes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sensorguard.cli import main
+from sensorguard.service.alerts import AlertRules
+from sensorguard.service.registry import current_version, load_current, publish
+from sensorguard.training.data import series_from_frame
+from sensorguard.training.offline import score_data
+from tests.conftest import epoch, plant_frame
+from tests.mosquitto import Collector, Publisher, free_port, start_daemon, wait_for
+from tests.test_daemon_integration import CHANNELS, expected_windows
+from tests.test_hot_swap import value
+
+NAME = "press"
+EPISODES = (800, 1700, 2600, 3500, 4400, 5300)  # a cleaning cycle every 900 s: normal, but not in training
+LENGTH = 150
+
+
+def cleaning_cycles(frame: pd.DataFrame, starts=EPISODES, channel: str = "c2", size: float = 1.5) -> pd.DataFrame:
+    """The recurring pattern: ``channel`` rises smoothly by ``size`` and back over ``LENGTH`` samples,
+    on its own (the model learned it moving with the load only)."""
+    frame = frame.copy()
+    bump = size * np.sin(np.pi * np.arange(LENGTH) / LENGTH) ** 2
+    for start in starts:
+        frame.loc[start : start + LENGTH - 1, channel] += bump
+    return frame
+
+
+def alert_rows(bundle, frame: pd.DataFrame) -> np.ndarray:
+    return score_data(bundle, series_from_frame(frame, "probe", time_column="timestamp"), AlertRules()).alert
+
+
+def square_fault(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[600:799, "c1"] += 6.0 * np.sign(np.sin(np.arange(200) / 3.0))
+    return frame
+
+
+@pytest.mark.integration
+def test_a_recurring_false_alarm_acknowledged_and_retrained_away_while_a_fault_still_alerts(
+    mosquitto, trained, tmp_path, capsys
+):
+    bundle = trained[0]
+    registry = tmp_path / "registry"
+    publish(bundle, registry, NAME)
+    record_dir = tmp_path / "recorded"
+    flags = {"registry": str(registry), "name": NAME, "broker": mosquitto.url, "metrics_port": 0,
+             "client_id": f"sg-fa-{free_port()}", "record_dir": str(record_dir), "record_guard_s": 60.0,
+             "state_dir": str(tmp_path / "state"), "reload_poll_s": 0.1}
+    daemon, url = start_daemon(flags, ready_timeout=15)
+    try:
+        daemon.recorder.flush_interval_s = 0.0
+        events = Collector(mosquitto, "sensorguard/alerts/#")
+        frame = cleaning_cycles(plant_frame(rows=6000, channels=3, seed=7))
+        pub = Publisher(mosquitto)
+        pub.samples("site/press-1", epoch(frame), frame[CHANNELS].to_numpy(), CHANNELS, batch=20)
+        pub.close()
+        n = expected_windows(6000, bundle.window, bundle.hop)
+        wait_for(lambda: value(url, "sensorguard_windows_scored_total") == n, 60, f"{n} windows scored")
+        raised = wait_for(lambda: len(events.on("sensorguard/alerts/site/press-1")) == 2 * len(EPISODES) and
+                          [e["alert_id"] for e in events.on("sensorguard/alerts/site/press-1")
+                           if e["state"] == "raised"], 15, "one alert per cleaning cycle, raised and cleared")
+        assert len(raised) == len(EPISODES)
+        for alert_id in raised:  # the operator answers each: a false alarm
+            assert main(["ack", alert_id, "--false-alarm", "--note", "cleaning cycle", "--broker", mosquitto.url,
+                         "--timeout", "10"]) == 0
+            assert "learned as normal at the next retrain" in capsys.readouterr().out
+        events.close()
+    finally:
+        daemon.stop()  # flushes what is recorded
+    assert len(list((record_dir / "false_alarms").glob("*.parquet"))) == len(EPISODES)
+    assert not list((record_dir / "alerts").glob("*.parquet"))
+
+    assert main(["retrain", "--registry", str(registry), "--name", NAME, "--recorded", str(record_dir),
+                 "--max-epochs", "30", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"learning {len(EPISODES)} alert(s) acknowledged as false alarms" in out and ": promoted" in out, out
+    assert current_version(registry, NAME) == "v0002"
+    retrained = load_current(registry, NAME)
+
+    fresh = plant_frame(rows=1200, channels=3, seed=9)  # a day neither model saw
+    cycle = cleaning_cycles(fresh, starts=(300,))
+    assert alert_rows(bundle, cycle)[300:500].any()  # the old model alerts on the cycle
+    assert not alert_rows(retrained, cycle).any()  # the retrained one no longer does
+    assert alert_rows(retrained, square_fault(fresh))[600:850].any()  # and a real fault still alerts
+    assert not alert_rows(retrained, fresh).any()
+
+
+def recording(directory, frame: pd.DataFrame, episodes: dict[str, tuple[int, ...]], asset: str = "site/press-1"):
+    """Write ``frame`` as the daemon records it: normal readings in a day folder, each episode's
+    readings (``LENGTH`` rows from each start) in the folder its acknowledgement put it in."""
+    rows = frame.copy()
+    rows.insert(0, "ts", epoch(rows))
+    rows.insert(1, "asset", asset)
+    rows = rows.drop(columns="timestamp")
+    inside = np.zeros(len(rows), dtype=bool)
+    for folder, starts in episodes.items():
+        (directory / folder).mkdir(parents=True, exist_ok=True)
+        for start in starts:
+            part = rows.iloc[start : start + LENGTH]
+            part.to_parquet(directory / folder / f"site%2Fpress-1@{int(part.ts.iloc[0] * 1000)}.parquet")
+            inside[start : start + LENGTH] = True
+    (directory / "20260101").mkdir(parents=True)
+    rows[~inside].to_parquet(directory / "20260101" / "part-1.parquet")
+
+
+def test_a_real_fault_acknowledged_as_false_is_not_learned_blind(trained, tmp_path, capsys):
+    """Six step faults of c1 acknowledged as false alarms: the candidate learns to reconstruct c1
+    moving alone, so the offsets injected into held-out data go unseen, and it is not promoted."""
+    registry = tmp_path / "registry"
+    publish(trained[0], registry, NAME)
+    frame = plant_frame(rows=6000, channels=3, seed=7)
+    for k, start in enumerate(EPISODES):
+        frame.loc[start : start + LENGTH - 1, "c1"] += 9.0 if k % 2 else -9.0
+    recording(tmp_path / "rec", frame, {"false_alarms": EPISODES})
+    assert main(["retrain", "--registry", str(registry), "--name", NAME, "--recorded", str(tmp_path / "rec"),
+                 "--max-epochs", "30", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "not promoted" in out and "c1+6sd" in out and "c1-6sd" in out, out
+    assert current_version(registry, NAME) == "v0001"
+
+
+def test_a_candidate_that_misses_a_known_fault_is_not_promoted(trained, tmp_path, capsys):
+    """One cleaning cycle was acknowledged as a real fault, the others as false alarms: learning
+    the others would miss the known one, so the candidate is not promoted and says which."""
+    registry = tmp_path / "registry"
+    publish(trained[0], registry, NAME)
+    frame = cleaning_cycles(plant_frame(rows=6000, channels=3, seed=7))
+    recording(tmp_path / "rec", frame, {"false_alarms": EPISODES[1:], "faults": EPISODES[:1]})
+    assert main(["retrain", "--registry", str(registry), "--name", NAME, "--recorded", str(tmp_path / "rec"),
+                 "--max-epochs", "30", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "not promoted (misses 1 fault(s) the current model catches: site/press-1@" in out, out
+    assert "faults caught" in out and current_version(registry, NAME) == "v0001"
+
+
+def test_calibrate_reads_a_recording_with_its_false_alarms(trained, tmp_path, capsys):
+    from sensorguard.service.bundle import load_bundle, save_bundle
+
+    save_bundle(trained[0], tmp_path / "bundle")
+    frame = cleaning_cycles(plant_frame(rows=3000, channels=3, seed=7), starts=EPISODES[:2])
+    recording(tmp_path / "rec", frame, {"false_alarms": EPISODES[:2]})
+    assert main(["calibrate", str(tmp_path / "bundle"), "--recorded", str(tmp_path / "rec")]) == 0
+    assert "learning 2 alert(s) acknowledged as false alarms" in capsys.readouterr().out
+    # the cycles are now normal data the line is drawn over: it rises above them
+    assert load_bundle(tmp_path / "bundle").threshold_ > trained[0].threshold_
+    assert main(["calibrate", str(tmp_path / "bundle")]) == 1
+    assert "give held-out normal data" in capsys.readouterr().err
