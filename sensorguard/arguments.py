@@ -239,17 +239,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", help="rows with a non-zero label are left out")
     p.add_argument("--warm-start", action="store_true", help="start from the current model's weights")
     p.add_argument("--force", action="store_true", help="promote even if the candidate is worse")
+    p.add_argument("--shadow", action="store_true", help="a candidate that passes is not promoted but shadowed: "
+                   "daemons score it beside CURRENT (models promote --gate live promotes it on live evidence)")
     p.add_argument("--max-epochs", type=_positive_int, default=40, help="upper bound on epochs (default 40)")
     _add_threshold_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_options(p, channels=False)
 
-    p = verbs.add_parser("models", help="list, show, promote or roll back registry versions")
-    p.add_argument("action", choices=("list", "show", "promote", "rollback"))
-    p.add_argument("version", nargs="?", help="version for show (default current) and promote")
+    p = verbs.add_parser("models", help="list, show, promote, shadow or roll back registry versions",
+                         description="shadow VERSION: the daemon scores VERSION beside CURRENT without announcing "
+                         "its alerts and writes both models' live alert counts to the registry; shadow --clear "
+                         "stops it. promote --gate live: promote the shadow only if the retrain gate passed it "
+                         "and live it raised no more alerts than CURRENT over at least --span.")
+    p.add_argument("action", choices=("list", "show", "promote", "shadow", "rollback"))
+    p.add_argument("version", nargs="?", help="version for show (default current), promote and shadow")
     p.add_argument("--registry", required=True, help="registry root")
     p.add_argument("--name", required=True, help="model name")
+    p.add_argument("--gate", choices=("live",), help="promote: promote the shadow only if it passes the live gate")
+    p.add_argument("--span", type=_duration, default=86400.0,
+                   help="promote --gate live: how long the shadow must have run beside CURRENT (default 24h)")
+    p.add_argument("--clear", action="store_true", help="shadow: stop shadowing")
 
     p = verbs.add_parser("serve", help="the daemon: score MQTT readings live, publish alerts, export metrics",
                          description="Subscribe to <topic-prefix>/<asset>/readings, score every asset's windows "

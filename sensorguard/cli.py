@@ -240,13 +240,22 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     )
     faults = known_faults(args.recorded, data.channels) if args.recorded else []
     result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force,
-                     faults=faults)
+                     faults=faults, shadow=args.shadow)
     print("\n" + result.table())
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from sensorguard.service.registry import describe, promote, rollback, validate_name, version_infos
+    from sensorguard.service.registry import (
+        current_version,
+        describe,
+        promote,
+        rollback,
+        set_shadow,
+        validate_name,
+        version_infos,
+    )
+    from sensorguard.service.shadow import live_gate
 
     root, name = Path(args.registry), validate_name(args.name)
     if args.action == "list":
@@ -260,8 +269,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(json.dumps(describe(root, name, args.version), indent=2))
         return 0
+    if args.action == "shadow":
+        if args.clear == bool(args.version):
+            raise CliError("shadow needs a VERSION, or --clear to stop shadowing")
+        set_shadow(root, name, None if args.clear else args.version)
+        print(f"{name}: SHADOW " + ("cleared" if args.clear else f"{args.version}, scored beside CURRENT "
+                                    f"{current_version(root, name)} by daemons following the registry"))
+        return 0
+    if args.action == "promote" and args.gate == "live":
+        if args.version:
+            raise CliError("promote --gate live promotes the SHADOW version: give no VERSION")
+        promoted, said = live_gate(root, name, args.span)
+        print(said)
+        return 0 if promoted else 1
     if args.action == "promote" and not args.version:
-        raise CliError("promote needs a VERSION")
+        raise CliError("promote needs a VERSION (or --gate live to promote the shadow)")
     old, new = promote(root, name, args.version) if args.action == "promote" else rollback(root, name)
     print(f"{name}: CURRENT {old} -> {new}")
     return 0

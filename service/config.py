@@ -72,6 +72,9 @@ class Settings:
     name: str | None = setting(None, "model name in the registry")
     reload_poll_s: float = setting(
         5.0, "how often the registry's `CURRENT` is checked for a new version, seconds; SIGHUP checks at once")
+    shadow_report_s: float = setting(
+        60.0, "how often the live alert counts of a shadow model (`models shadow`) and `CURRENT` are written to "
+        "the registry, seconds")
     broker: str = setting("mqtt://127.0.0.1:1883", "broker URL; `mqtts://` for TLS; default ports 1883 / 8883")
     mqtt_version: str = setting("5", "MQTT protocol version: `5` or `3.1.1`", choices=("5", "3.1.1"))
     client_id: str = setting(help="MQTT client id; the persistent session is bound to it: keep it stable",

@@ -79,6 +79,7 @@ from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import guard_seconds, recording
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import SensorRules
+from sensorguard.service.shadow import report_live
 from sensorguard.service.state import SAVE_INTERVAL_S, restore_states
 from sensorguard.service.windows import Buffers, DueWindow
 
@@ -122,6 +123,7 @@ class Daemon:
         self.hop = settings.hop or bundle.hop
         self.publisher = Publisher(settings)  # owns topics and payloads; its client is set on start
         self.models = ModelHolder(settings, bundle, self.metrics, self.publisher, self.hop)
+        self.models.check_shadow()  # a candidate in the registry's SHADOW is scored from the first window
         self.buffers = Buffers(bundle.channels, bundle.window, self.hop, max_assets=settings.max_assets,
                                policy=cleaning_policy(bundle, settings),
                                sensors=sensor_rules(bundle, cleaning_policy(bundle, settings)))
@@ -146,6 +148,7 @@ class Daemon:
         self._http: tuple[Any, threading.Thread] | None = None
         self._threads: list[threading.Thread] = []
         self._next_save = 0.0
+        self._next_shadow_report = 0.0
         self._record_dropped = 0  # recorder drops already counted in the metric
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -191,6 +194,7 @@ class Daemon:
         for thread in self._threads:
             thread.join(timeout=30)
         self._flush_recorder(force=True)
+        report_live(self.settings, self.models.shadow)
         if self._threads and self._threads[0].is_alive():
             log.warning("the scoring worker did not finish in 30 s: asset state not saved at stop")
         else:
@@ -276,8 +280,9 @@ class Daemon:
                 excluded[i, list(due.excluded)] = True
         started = time.perf_counter()
         with self.models.lock:  # one model for the whole batch; a swap waits for it
-            scorer, bundle = self.models.scorer, self.models.bundle
+            scorer, bundle, shadow = self.models.scorer, self.models.bundle, self.models.shadow
             scores = scorer.score_windows(windows, excluded)
+            shadowed = None if shadow is None else shadow.scorer.score_windows(windows, excluded)
         self.metrics.scoring_duration.observe(time.perf_counter() - started)
         self.metrics.windows_scored.inc(len(batch))
         now = time.monotonic()
@@ -293,6 +298,10 @@ class Daemon:
             except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
                 log.exception("applying a scored window of asset %r failed", due.asset)
                 continue
+            if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
+                self.metrics.shadow_score.observe(shadowed.score[i])
+                if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, self.rules):
+                    self.metrics.alert_raised(due.asset, shadow=True)
             scored = ScoredWindow(due.asset, due.ts, score, float(scores.error[i]), state.status, channels)
             for listener in self._listeners:
                 try:
@@ -312,6 +321,8 @@ class Daemon:
         if since is not None and now - since >= self.rules.stale_after:
             for asset, last_ts in self.ingest.forget_silent(now - self.rules.stale_after).items():
                 self.alerts.end(asset, last_ts)
+                if (shadow := self.models.shadow) is not None:
+                    shadow.forget(asset)
                 log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
             self.alerts.expire_restored(now)
         for asset, kind in self.controls.expired(time.time()):  # a shelving or maintenance whose time is up
@@ -324,6 +335,9 @@ class Daemon:
             self.alerts.save()
             self._next_save = now + SAVE_INTERVAL_S
         self._flush_recorder()
+        if now >= self._next_shadow_report:
+            report_live(self.settings, self.models.shadow)
+            self._next_shadow_report = now + self.settings.shadow_report_s
 
     def _commanded(self, asset: str, c: Command) -> str:
         """A command was accepted (network thread): the worker applies what changes for ``asset``;

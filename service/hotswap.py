@@ -7,7 +7,9 @@ two batches and each batch is scored entirely by one model. A new bundle must ha
 channels, in order, and the same window; otherwise it is refused: the old model keeps serving,
 ``model_reload_failures_total`` counts it and ``model_reload_failed`` is published. The daemon's
 watcher thread runs :meth:`ModelHolder.watch`, which calls :meth:`ModelHolder.check` every
-``reload_poll_s`` (with a registry) and on :meth:`ModelHolder.request_reload` (SIGHUP).
+``reload_poll_s`` (with a registry) and on :meth:`ModelHolder.request_reload` (SIGHUP); on the
+same poll :meth:`ModelHolder.check_shadow` follows the registry's ``SHADOW`` (``service.shadow``):
+a candidate scored beside the served model under the same lock, never announced.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from sensorguard.service.config import Settings
 from sensorguard.service.logs import first_line
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import Publisher, iso
-from sensorguard.service.registry import current_version, load_current
+from sensorguard.service.registry import current_version, load_current, shadow_version
 from sensorguard.service.scorer import Scorer
+from sensorguard.service.shadow import Shadow
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,8 @@ class ModelHolder:
         self._wake = threading.Event()
         self._forced = False
         self.on_swap: Callable[[Bundle], None] | None = None  # told of each new bundle, after the swap
+        self.shadow: Shadow | None = None  # a candidate scored beside the served model (registry SHADOW)
+        self._shadow_key: tuple[str | None, str] | None = None  # (SHADOW, CURRENT) as last acted on
 
     def request_reload(self) -> None:
         """Check for a new model now (SIGHUP). Only sets flags, so it is safe in a signal handler.
@@ -93,6 +98,53 @@ class ModelHolder:
                 self.check(force=forced)
             except Exception:  # noqa: BLE001 - the watcher must survive; the old model keeps serving
                 log.exception("checking for a new model failed")
+            try:
+                self.check_shadow()
+            except Exception:  # noqa: BLE001 - the shadow is an experiment: serving goes on without it
+                log.exception("checking for a shadow model failed")
+
+    def check_shadow(self) -> None:
+        """Follow the registry's ``SHADOW``: load a new one beside the served model, drop a removed
+        one; a swap of ``CURRENT`` restarts the live counts (they compare the shadow with one model).
+        A shadow naming the served version, or that cannot serve beside it, is not run."""
+        s = self.settings
+        if not (s.registry and s.name):
+            return
+        try:
+            version = shadow_version(s.registry, s.name)
+        except BundleError as exc:
+            version = None
+            log.warning("registry SHADOW ignored: %s", exc)
+        if version == self.bundle.version:
+            version = None  # promoted: nothing left to compare
+        key = (version, self.bundle.version)
+        if key == self._shadow_key:
+            return
+        self._shadow_key = key
+        old = self.shadow
+        if version is None:
+            new = None
+        elif old is not None and old.bundle.version == version:
+            new = Shadow(old.bundle, old.scorer, current=self.bundle.version)
+        else:
+            try:
+                bundle = _named(load_bundle(Path(s.registry) / s.name / version), s.name, version)
+                problem = self._incompatible(bundle)
+                if problem:
+                    raise BundleError(problem)
+                new = Shadow(bundle, Scorer(bundle, device="cpu"), current=self.bundle.version)
+            except Exception as exc:  # noqa: BLE001 - a shadow that cannot load is not run; serving goes on
+                log.error("shadow model %s %s refused: %s", s.name, version, first_line(exc),
+                          extra={"event": "shadow_refused", "version": version})
+                new = None
+        with self.lock:
+            self.shadow = new
+        self.metrics.set_shadow(None if new is None else new.bundle.version)
+        if new is not None and (old is None or old.bundle.version != version):
+            log.info("shadow model %s %s scored beside %s; its alerts are counted, not published", s.name,
+                     version, self.bundle.version, extra={"event": "shadow_started", "version": version})
+        elif new is None and old is not None:
+            log.info("shadow model %s stopped", old.bundle.version, extra={"event": "shadow_stopped"})
 
     def check(self, force: bool = False) -> bool | None:
         """Swap in the new model if there is one: True swapped, False refused, None nothing to do.

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 OTHER = "_other"
 ACK_BUCKETS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)  # time to acknowledge
 SCORING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+SCORE_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 100.0)  # window scores, 1.0 the alert line
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -119,6 +120,16 @@ class Metrics:
             buckets=ACK_BUCKETS,
             registry=registry,
         )
+        self.shadow_alerts = counter("shadow_alerts_total", "Alerts the shadow model would have raised, by asset "
+                                     "(never published).", ("asset",))
+        self.shadow_score = Histogram(
+            p + "shadow_score",
+            "The shadow model's window scores (1.0 is its alert line).",
+            buckets=SCORE_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_info = gauge("shadow_info", "The shadow model scored beside the served one (value is always 1).",
+                                 ("version",))
         self.reading_to_score = Histogram(
             p + "reading_to_score_seconds",
             "From receiving a window's last sample to its score.",
@@ -153,12 +164,20 @@ class Metrics:
         self.anomaly_score.labels(label).set(score)
         self.anomaly_active.labels(label).set(1 if active else 0)
 
-    def alert_raised(self, asset: str) -> None:
+    def alert_raised(self, asset: str, shadow: bool = False) -> None:
+        """Count an alert of ``asset`` (``shadow``: one the shadow model would have raised); the
+        asset's label slot stays, since its counter series does."""
         label = self.asset_label(asset)
-        self.alerts.labels(label).inc()
+        (self.shadow_alerts if shadow else self.alerts).labels(label).inc()
         if label != OTHER:
             with self._lock:
                 self._alerted.add(label)
+
+    def set_shadow(self, version: str | None) -> None:
+        """The shadow model now scored (None: none)."""
+        self.shadow_info.clear()
+        if version is not None:
+            self.shadow_info.labels(version).set(1)
 
     def forget_asset(self, asset: str) -> None:
         """Remove the asset's gauges and free its label slot (``_other`` is shared and stays).

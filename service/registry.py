@@ -23,6 +23,7 @@ from pathlib import Path
 from sensorguard.service.bundle import Bundle, BundleError, fsync_path, load_bundle, write_durably, write_files
 
 CURRENT_FILE = "CURRENT"
+SHADOW_FILE = "SHADOW"  # a candidate the daemon scores beside CURRENT without announcing (service.shadow)
 HISTORY_FILE = "HISTORY"
 HISTORY_KEPT = 1000  # lines of CURRENT history kept (the oldest go)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -49,7 +50,12 @@ def list_versions(root: str | os.PathLike, name: str) -> list[str]:
 
 def current_version(root: str | os.PathLike, name: str) -> str | None:
     """The version named in ``CURRENT``, or None when there is none yet."""
-    pointer = Path(root) / validate_name(name) / CURRENT_FILE
+    return _pointer(root, name, CURRENT_FILE)
+
+
+def _pointer(root: str | os.PathLike, name: str, file: str) -> str | None:
+    """The version a pointer file (``CURRENT``, ``SHADOW``) names, or None when it is absent."""
+    pointer = Path(root) / validate_name(name) / file
     try:
         version = pointer.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -84,6 +90,30 @@ def set_current(root: str | os.PathLike, name: str, version: str, history: list[
             history.append(version)
     write_durably(base / CURRENT_FILE, version + "\n")  # first: a crash before HISTORY is repaired on read
     write_durably(base / HISTORY_FILE, "".join(f"{v}\n" for v in history[-HISTORY_KEPT:]))
+    fsync_path(base)
+
+
+def shadow_version(root: str | os.PathLike, name: str) -> str | None:
+    """The version named in ``SHADOW``, or None when no candidate is shadowed."""
+    return _pointer(root, name, SHADOW_FILE)
+
+
+def set_shadow(root: str | os.PathLike, name: str, version: str | None) -> None:
+    """Point ``SHADOW`` at ``version`` (after checking it loads), atomically; None removes it."""
+    base = Path(root) / validate_name(name)
+    if version is None:
+        (base / SHADOW_FILE).unlink(missing_ok=True)
+        fsync_path(base)
+        return
+    if version not in list_versions(root, name):
+        raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
+    try:
+        load_bundle(base / version)
+    except BundleError as exc:
+        raise BundleError(f"refusing to shadow {version}: {exc}") from None
+    if version == current_version(root, name):
+        raise BundleError(f"{version} is CURRENT already: shadow a candidate")
+    write_durably(base / SHADOW_FILE, version + "\n")
     fsync_path(base)
 
 
@@ -180,6 +210,8 @@ def promote(root: str | os.PathLike, name: str, version: str) -> tuple[str | Non
         raise BundleError(f"refusing to make {version} current: {exc}") from None
     old = current_version(root, name)
     set_current(root, name, version)
+    if shadow_version(root, name) == version:  # promoted by hand: it is no longer a shadow
+        set_shadow(root, name, None)
     return old, version
 
 

@@ -59,12 +59,13 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
     expected = (
         {("sensorguard_" + n, "counter") for n in (*counters, "record_write_failures", "sensor_faults",
                                                     "sensor_events_dropped", "record_dropped", "commands",
-                                                    "alerts_suppressed", "alerts_acknowledged")}
+                                                    "alerts_suppressed", "alerts_acknowledged", "shadow_alerts")}
         | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open", "partition_info",
-                                                  "assets_silent", "assets_held", "model_promise_alerts_per_day")}
+                                                  "assets_silent", "assets_held", "model_promise_alerts_per_day",
+                                                  "shadow_info")}
         | {
             ("sensorguard_" + n, "histogram")
-            for n in ("scoring_duration_seconds", "reading_to_score_seconds", "ack_seconds")
+            for n in ("scoring_duration_seconds", "reading_to_score_seconds", "ack_seconds", "shadow_score")
         }
     )
     assert families == expected

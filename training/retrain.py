@@ -27,7 +27,14 @@ import pandas as pd
 from sensorguard.service.alerts import AlertRules
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.recorder import ALERTS, FALSE_ALARMS, FAULTS
-from sensorguard.service.registry import current_version, load_current, publish, set_current, validate_name
+from sensorguard.service.registry import (
+    current_version,
+    load_current,
+    publish,
+    set_current,
+    set_shadow,
+    validate_name,
+)
 from sensorguard.service.scorer import Scorer
 from sensorguard.training.data import (
     DataError,
@@ -190,13 +197,15 @@ def retrain(
     warm_start: bool = False,
     force: bool = False,
     faults: Sequence[tuple[str, SensorData]] = (),
+    shadow: bool = False,
 ) -> RetrainResult:
     """Train a candidate on ``data``, store it as a new version, and promote it if it is as good
     on held-out data and still catches every fault the current model catches: the known ones
     (``faults``: alerts acknowledged as real) and those injected into the held-out block. The
     second keeps a real fault acknowledged as a false alarm from retraining the detector blind:
     learning a large fault as normal teaches the model to reconstruct large offsets, and the
-    injected ones then go unseen."""
+    injected ones then go unseen. ``shadow``: a candidate that passes is not promoted but run
+    beside CURRENT (``SHADOW``), for ``models promote --gate live``."""
     try:
         current = load_current(root, name)
     except Exception:
@@ -219,13 +228,19 @@ def retrain(
     cand_cmp = compare(candidate, holdout, variance, faults)
     cur_cmp = compare(current, holdout, variance, faults) if current is not None else None
     target = options.false_alarm_rate if options.false_alarm_rate is not None else WINDOW_RATE_TARGET
-    promoted, reason = _decide(cand_cmp, cur_cmp, target, force)
+    passed, reason = _decide(cand_cmp, cur_cmp, target, force=False)
+    promoted, reason = _decide(cand_cmp, cur_cmp, target, force) if force and not passed else (passed, reason)
+    promoted = promoted and not shadow
     metrics = {"holdout": cand_cmp.__dict__, "current_on_holdout": cur_cmp.__dict__ if cur_cmp else None,
-               "promoted": promoted, "reason": reason}
+               "promoted": promoted, "passed": passed, "reason": reason,
+               "compared_with": current.version if current is not None else None}
     candidate = replace(candidate, metrics=metrics)
     version = publish(candidate, root, name, make_current=False)
     if promoted:
         set_current(root, name, version)
+    elif shadow and passed and current is not None:
+        set_shadow(root, name, version)
+        reason += f"; shadowing CURRENT {current.version} (models promote --gate live)"
     return RetrainResult(version, promoted, reason, cand_cmp, cur_cmp, target)
 
 

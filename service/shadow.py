@@ -1,0 +1,160 @@
+"""The shadow model: a candidate scored beside CURRENT on the same windows, never announced.
+
+A gate on held-out data says a candidate is as good on the past; a shadow says how it does on
+today's stream before anyone gets its alerts. ``sensorguard models shadow VERSION`` writes a
+``SHADOW`` pointer beside ``CURRENT``; the daemon's watcher loads it as it loads ``CURRENT``
+(same checks: channels and window must match), and each batch gets one extra forward pass under
+the same lock, so both models see exactly the same windows. The shadow steps its own alert
+machine and drift baseline per asset (the daemon's rules, the candidate's drift rule); its
+would-be alerts go to ``sensorguard_shadow_alerts_total{asset}`` and its scores to the
+``sensorguard_shadow_score`` histogram, never to MQTT.
+
+Every ``shadow_report_s`` the daemon writes ``<registry>/<name>/live/<instance>.json``: both
+versions, since when they ran side by side, windows scored and each one's alerts raised in that
+span (raised by its own machine, held or not: a maintenance suppresses announcements, not the
+comparison). One file per instance, so daemons serving partitions of a plant add up.
+``models promote --gate live`` (:func:`live_gate`) promotes the shadow only when, summed over the
+instances, it ran at least the stated span and raised no more alerts than CURRENT, and the
+retrain gate passed it on held-out data against this CURRENT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sensorguard.service.alerts import AlertRules, AlertState, judge
+from sensorguard.service.bundle import Bundle, BundleError, write_durably
+from sensorguard.service.config import Settings
+from sensorguard.service.drift import DriftState
+from sensorguard.service.registry import current_version, set_current, set_shadow, shadow_version
+from sensorguard.service.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+LIVE_DIR = "live"
+MAX_SHADOW_ASSETS = 100_000  # alert machines kept at most (the daemon's own max_assets is lower)
+
+
+@dataclass
+class Shadow:
+    """The candidate and its per-asset alert machines; the live counts of both models since ``since``.
+
+    Stepped only on the scoring worker (no lock of its own)."""
+
+    bundle: Bundle
+    scorer: Scorer
+    current: str  # the CURRENT version it runs beside (a swap of CURRENT restarts the count)
+    since: float = field(default_factory=time.time)
+    windows: int = 0
+    alerts: int = 0  # would-be alerts of the shadow
+    current_alerts: int = 0  # alerts the current model raised on the same windows
+    _states: dict[str, AlertState] = field(default_factory=dict)
+    _drift: dict[str, DriftState] = field(default_factory=dict)
+    _current_ids: dict[str, str] = field(default_factory=dict)  # the current model's last alert id per asset
+
+    def step(self, asset: str, ts: float, score: float, current: AlertState, rules: AlertRules) -> bool:
+        """One window scored by both: the shadow's machine steps on ``score``; ``current``: the
+        current model's state after the same window. Returns whether the shadow raised an alert."""
+        self.windows += 1
+        seen = self._current_ids.get(asset)
+        if current.status == "alerting" and seen is not None and current.alert_id != seen:
+            self.current_alerts += 1
+        if current.status == "alerting" or seen is None:
+            self._current_ids[asset] = current.alert_id  # first sight: an alert already up is not counted
+        if asset not in self._states and len(self._states) >= MAX_SHADOW_ASSETS:
+            return False
+        state, drift, event, _ = judge(self._states.get(asset, AlertState()), self._drift.get(asset, DriftState()),
+                                       score, ts, rules, self.bundle.drift_rule, asset)
+        self._states[asset] = state
+        if self.bundle.drift_rule is not None:
+            self._drift[asset] = drift
+        raised = event is not None and event.kind == "raised"
+        self.alerts += raised
+        return raised
+
+    def forget(self, asset: str) -> None:
+        """The asset went silent: its machines end, as the current model's do."""
+        self._states.pop(asset, None)
+        self._drift.pop(asset, None)
+        self._current_ids.pop(asset, None)
+
+    def report(self, instance: str) -> dict:
+        return {"instance": instance, "shadow": self.bundle.version, "current": self.current,
+                "since": self.since, "updated": time.time(), "windows": self.windows,
+                "shadow_alerts": self.alerts, "current_alerts": self.current_alerts}
+
+
+def write_report(root: str | Path, name: str, report: dict) -> None:
+    """Write one instance's live counts to ``<root>/<name>/live/<instance>.json`` atomically."""
+    folder = Path(root) / name / LIVE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", report["instance"])[:100] or "_"
+    write_durably(folder / f"{safe}.json", json.dumps(report))
+
+
+def report_live(settings: Settings, shadow: Shadow | None) -> None:
+    """Write the shadow's and CURRENT's live counts for this instance (none: nothing to do); a
+    failure (a read-only registry) is logged, never raised: scoring goes on."""
+    if shadow is None or not (settings.registry and settings.name):
+        return
+    try:
+        write_report(settings.registry, settings.name, shadow.report(settings.instance_name))
+    except OSError as exc:
+        log.warning("writing the shadow's live counts failed: %s", exc)
+
+
+def live_counts(root: str | Path, name: str, shadow: str, current: str) -> dict:
+    """The live reports of every instance that ran ``shadow`` beside ``current``, summed: windows,
+    both alert counts, instances, and the span (the shortest any of them ran)."""
+    total = {"windows": 0, "shadow_alerts": 0, "current_alerts": 0, "instances": 0, "span_s": 0.0}
+    spans = []
+    for path in sorted((Path(root) / name / LIVE_DIR).glob("*.json")):
+        try:
+            report = json.loads(path.read_text())
+            if report.get("shadow") != shadow or report.get("current") != current:
+                continue
+            for key in ("windows", "shadow_alerts", "current_alerts"):
+                total[key] += int(report[key])
+            spans.append(float(report["updated"]) - float(report["since"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("skipping unreadable live report %s", path)
+            continue
+        total["instances"] += 1
+    total["span_s"] = min(spans) if spans else 0.0
+    return total
+
+
+def live_gate(root: str | Path, name: str, span_s: float) -> tuple[bool, str]:
+    """``models promote --gate live``: promote the shadow when it passes; ``(promoted, why)``.
+
+    Passes when the retrain gate passed it on held-out data against this CURRENT (``metrics``
+    of its bundle), every instance running it beside CURRENT did so for at least ``span_s``, and
+    together they saw it raise no more alerts than CURRENT on the same windows."""
+    shadow, current = shadow_version(root, name), current_version(root, name)
+    if shadow is None:
+        raise BundleError(f"model {name!r} has no SHADOW: models shadow VERSION runs one beside CURRENT")
+    meta = json.loads((Path(root) / name / shadow / "bundle.json").read_text())
+    gate = meta.get("metrics") or {}
+    counts = live_counts(root, name, shadow, current or "")
+    said = (f"{shadow} beside {current}: {counts['windows']} windows on {counts['instances']} instance(s) over "
+            f"{counts['span_s'] / 3600:.3g} h; alerts {counts['shadow_alerts']} (shadow) vs "
+            f"{counts['current_alerts']} (current)")
+    if not gate.get("passed"):
+        return False, f"{said}; not promoted: the retrain gate did not pass it on held-out data " \
+                      f"({gate.get('reason', 'no gate result: make candidates with retrain')})"
+    if gate.get("compared_with") != current:
+        return False, (f"{said}; not promoted: the retrain gate compared it with {gate.get('compared_with')}, "
+                       f"CURRENT is {current} (retrain again)")
+    if not counts["instances"] or counts["span_s"] < span_s:
+        return False, f"{said}; not promoted: it must run at least {span_s / 3600:.3g} h beside CURRENT"
+    if counts["shadow_alerts"] > counts["current_alerts"]:
+        return False, f"{said}; not promoted: more alerts live than CURRENT"
+    set_current(root, name, shadow)
+    set_shadow(root, name, None)
+    return True, f"{said}; promoted: CURRENT {current} -> {shadow}"
+

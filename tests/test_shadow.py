@@ -1,0 +1,136 @@
+"""The shadow model: scored beside CURRENT on the same windows, never announced, and promoted by
+``models promote --gate live`` only when it did no worse live and passed the retrain gate."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import pytest
+
+from sensorguard.cli import main
+from sensorguard.service.registry import current_version, publish, shadow_version
+from sensorguard.service.shadow import live_gate, write_report
+from tests.conftest import epoch, plant_frame
+from tests.mosquitto import Collector, Publisher, free_port, scrape, start_daemon, wait_for
+from tests.test_daemon_integration import CHANNELS, expected_windows
+from tests.test_false_alarms import cleaning_cycles, square_fault
+from tests.test_hot_swap import model_infos, value
+
+NAME = "press"
+GATE = {"passed": True, "compared_with": "v0001", "reason": "at least as good on held-out data"}
+
+
+def models(registry, *args: str) -> int:
+    return main(["models", *args, "--registry", str(registry), "--name", NAME])
+
+
+def shadow_infos(url: str) -> dict[str, float]:
+    return {dict(k[1])["version"]: v for k, v in scrape(url).items() if k[0] == "sensorguard_shadow_info"}
+
+
+def live(registry) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((registry / NAME / "live").glob("*.json"))]
+
+
+@pytest.mark.integration
+def test_a_shadow_is_scored_beside_current_never_announced_and_promoted_only_when_better_live(
+    mosquitto, trained, tmp_path, capsys
+):
+    bundle = trained[0]
+    registry = tmp_path / "registry"
+    publish(bundle, registry, NAME)  # v0001, CURRENT
+    # both passed the retrain gate against v0001; live they differ: one also alerts on noise
+    # bursts (its line 0.4 times as high), one only on the fault (the cleaning cycles peak far below its line)
+    publish(replace(bundle, threshold_=bundle.threshold_ * 0.4, metrics=GATE), registry, NAME, make_current=False)
+    publish(replace(bundle, threshold_=bundle.threshold_ * 100, metrics=GATE), registry, NAME, make_current=False)
+    assert models(registry, "shadow", "v0002") == 0 and shadow_version(registry, NAME) == "v0002"
+
+    flags = {"registry": str(registry), "name": NAME, "broker": mosquitto.url, "metrics_port": 0,
+             "client_id": f"sg-shadow-{free_port()}", "reload_poll_s": 0.1, "shadow_report_s": 0.2}
+    daemon, url = start_daemon(flags, ready_timeout=15)
+    events = Collector(mosquitto, "sensorguard/alerts/#")
+    pub = Publisher(mosquitto)
+    rows, asset = 2000, "site/press-1"
+    frame = square_fault(cleaning_cycles(plant_frame(rows=rows, channels=3, seed=7), starts=(1000, 1500)))
+    n = expected_windows(rows, bundle.window, bundle.hop)
+    try:
+        assert shadow_infos(url) == {"v0002": 1.0}
+        pub.samples(asset, epoch(frame), frame[CHANNELS].to_numpy(), CHANNELS, batch=20)
+        wait_for(lambda: value(url, "sensorguard_windows_scored_total") == n, 30, f"{n} windows scored")
+        wait_for(lambda: [r["windows"] for r in live(registry)] == [n], 10, "the live counts in the registry")
+        (report,) = live(registry)
+        assert (report["shadow"], report["current"]) == ("v0002", "v0001")
+        current_alerts = value(url, "sensorguard_alerts_total", asset=asset)
+        assert report["current_alerts"] == current_alerts == 3  # the fault and two cleaning cycles
+        assert report["shadow_alerts"] == value(url, "sensorguard_shadow_alerts_total", asset=asset) > 3
+        assert value(url, "sensorguard_shadow_score_count") == n
+        time.sleep(0.5)  # only the current model's alerts are published
+        raised = [e for e in events.on(f"sensorguard/alerts/{asset}") if e["state"] == "raised"]
+        assert len(raised) == 3
+
+        assert models(registry, "promote", "--gate", "live", "--span", "0s") == 1
+        assert "not promoted: more alerts live than CURRENT" in capsys.readouterr().out
+        assert models(registry, "promote", "--gate", "live") == 1  # 24 h asked by default
+        assert "must run at least 24 h" in capsys.readouterr().out
+        assert current_version(registry, NAME) == "v0001"
+
+        assert models(registry, "shadow", "v0003") == 0
+        wait_for(lambda: shadow_infos(url) == {"v0003": 1.0}, 10, "the daemon shadowing v0003")
+        later = frame.assign(timestamp=frame.timestamp + (frame.timestamp.iloc[-1] - frame.timestamp.iloc[0]) +
+                             (frame.timestamp.iloc[1] - frame.timestamp.iloc[0]))
+        pub.samples(asset, epoch(later), later[CHANNELS].to_numpy(), CHANNELS, batch=20)
+        total = expected_windows(2 * rows, bundle.window, bundle.hop)  # the same buffer goes on
+        wait_for(lambda: value(url, "sensorguard_windows_scored_total") == total, 30, "the second day scored")
+        wait_for(lambda: [(r["shadow"], r["windows"]) for r in live(registry)] == [("v0003", total - n)], 10,
+                 "v0003 counted on every window since it started")
+        (report,) = live(registry)
+        assert report["shadow_alerts"] < report["current_alerts"]
+
+        assert models(registry, "promote", "--gate", "live", "--span", "0s") == 0
+        assert "promoted: CURRENT v0001 -> v0003" in capsys.readouterr().out
+        assert current_version(registry, NAME) == "v0003" and shadow_version(registry, NAME) is None
+        wait_for(lambda: model_infos(url) == {"v0003": 1.0} and shadow_infos(url) == {}, 10,
+                 "the daemon serving v0003 with no shadow")
+    finally:
+        pub.close()
+        events.close()
+        daemon.stop()
+
+
+def test_the_live_gate_needs_the_retrain_gate_against_this_current(trained, tmp_path):
+    bundle = trained[0]
+    registry = tmp_path / "registry"
+    publish(bundle, registry, NAME)
+    publish(replace(bundle, metrics={}), registry, NAME, make_current=False)  # made by train: no gate result
+    publish(replace(bundle, metrics={**GATE, "compared_with": "v0009"}), registry, NAME, make_current=False)
+    now = time.time()
+    for shadow in ("v0002", "v0003"):
+        write_report(registry, NAME, {"instance": f"sg/{shadow}", "shadow": shadow, "current": "v0001",
+                                      "since": now - 7200, "updated": now, "windows": 100, "shadow_alerts": 0,
+                                      "current_alerts": 5})
+    assert models(registry, "shadow", "v0002") == 0
+    promoted, said = live_gate(registry, NAME, 3600)
+    assert not promoted and "retrain gate did not pass it" in said
+    assert models(registry, "shadow", "v0003") == 0
+    promoted, said = live_gate(registry, NAME, 3600)
+    assert not promoted and "compared it with v0009, CURRENT is v0001" in said
+    assert current_version(registry, NAME) == "v0001"
+    assert models(registry, "shadow", "v0001") == 1  # CURRENT cannot be its own shadow
+    assert models(registry, "shadow") == 1 and models(registry, "shadow", "--clear") == 0
+    assert shadow_version(registry, NAME) is None
+
+
+def test_retrain_shadow_runs_a_passing_candidate_beside_current(trained, tmp_path, capsys):
+    from tests.test_retrain import shifted_plant
+
+    registry = tmp_path / "registry"
+    publish(trained[0], registry, NAME)
+    shifted_plant(4000, seed=6, gain=1.3, offset=0.5).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["retrain", "--registry", str(registry), "--name", NAME, "--data", str(tmp_path / "new.csv"),
+                 "--max-epochs", "10", "--quiet", "--shadow"]) == 0
+    assert "shadowing CURRENT v0001" in capsys.readouterr().out
+    assert current_version(registry, NAME) == "v0001" and shadow_version(registry, NAME) == "v0002"
+    meta = json.loads((registry / NAME / "v0002" / "bundle.json").read_text())["metrics"]
+    assert meta["passed"] is True and meta["compared_with"] == "v0001" and meta["promoted"] is False
