@@ -110,10 +110,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from sensorguard.service.bundle import load_bundle, save_bundle
     from sensorguard.service.registry import current_version, location, publish
     from sensorguard.training.data import concat_series, drop_labeled
-    from sensorguard.training.retrain import load_recorded, parse_since
+    from sensorguard.training.retrain import known_faults, load_recorded, missed_faults, parse_since
     from sensorguard.training.train import calibrate_bundle
 
     bundle = load_bundle(args.bundle)
@@ -126,9 +128,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.recorded:  # what a daemon recorded as normal, false alarms acknowledged as such included
         parts.append(load_recorded(args.recorded, since=parse_since(args.since), channels=bundle.channels))
     data = concat_series(parts) if len(parts) > 1 else parts[0]
+    before = bundle
     old = bundle.threshold_
     bundle = calibrate_bundle(bundle, data, args.threshold_method, args.false_alarm_rate,
                               false_alerts_per_day=args.false_alerts_per_day, drift=args.drift)
+    if args.recorded:  # false alarms learned: the new line must still catch what the old one caught
+        missed = missed_faults(bundle, before, data, known_faults(args.recorded, bundle.channels))
+        if missed:
+            raise CliError(f"not recalibrated: the new line ({bundle.threshold_:.4g}, was {old:.4g}) misses "
+                           f"{len(missed)} fault(s) the old one catches: {', '.join(missed[:3])}")
+    # a retrain gate's verdict was for the old line: a shadow of this version needs a new one
+    bundle = replace(bundle, metrics={k: v for k, v in (bundle.metrics or {}).items()
+                                      if k not in ("passed", "compared_with")})
     where = location(args.bundle)
     if where is None:
         save_bundle(bundle, args.bundle)

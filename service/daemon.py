@@ -123,7 +123,10 @@ class Daemon:
         self.hop = settings.hop or bundle.hop
         self.publisher = Publisher(settings)  # owns topics and payloads; its client is set on start
         self.models = ModelHolder(settings, bundle, self.metrics, self.publisher, self.hop)
-        self.models.check_shadow()  # a candidate in the registry's SHADOW is scored from the first window
+        try:  # a candidate in the registry's SHADOW is scored from the first window
+            self.models.check_shadow()
+        except Exception:  # noqa: BLE001 - an experiment must never stop the daemon from starting
+            log.exception("checking for a shadow model failed; serving without one")
         self.buffers = Buffers(bundle.channels, bundle.window, self.hop, max_assets=settings.max_assets,
                                policy=cleaning_policy(bundle, settings),
                                sensors=sensor_rules(bundle, cleaning_policy(bundle, settings)))

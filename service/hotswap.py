@@ -112,7 +112,7 @@ class ModelHolder:
             return
         try:
             version = shadow_version(s.registry, s.name)
-        except BundleError as exc:
+        except (BundleError, OSError) as exc:
             version = None
             log.warning("registry SHADOW ignored: %s", exc)
         if version == self.bundle.version:

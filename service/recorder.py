@@ -231,9 +231,13 @@ class Recorder:
             target = self.directory / self._folder(alert_id)
             found = next((self.directory / f / name for f in (ALERTS, FALSE_ALARMS, FAULTS)
                           if (self.directory / f / name).exists()), None)
-            if found is not None and target != found.parent:
-                target.mkdir(exist_ok=True)
-                os.replace(found, target / name)
+            try:
+                if found is not None and target != found.parent:
+                    target.mkdir(exist_ok=True)
+                    os.replace(found, target / name)
+            except OSError as exc:  # a full or read-only disk: the acknowledgement itself stands
+                log.warning("recording: could not file the readings of alert %s (%s)", alert_id, exc)
+                return f"its readings could not be filed ({exc.strerror or exc})"
         return _SAID[target.name]
 
     def _folder(self, alert_id: str) -> str:
@@ -245,14 +249,18 @@ class Recorder:
         with self._lock:
             alerts, self._alerts = self._alerts, []
         for alert_id, asset, peak, rows in alerts:
-            with self._alert_lock:
-                path = self.directory / self._folder(alert_id) / alert_file(alert_id)
-                try:
-                    self._write([(asset, ts, v) for ts, v in rows], path.with_suffix(""),
-                                {"alert_id": alert_id, "peak": peak})
-                except OSError as exc:
-                    self.write_failures += 1
-                    log.warning("recording: could not write the readings of alert %s (%s)", alert_id, exc)
+            name = alert_file(alert_id)
+            try:  # written unanswered, off the lock (an acknowledgement waits for it on the network thread)
+                stem = (self.directory / ALERTS / name).with_suffix("")
+                written = self._write([(asset, ts, v) for ts, v in rows], stem, {"alert_id": alert_id, "peak": peak})
+                with self._alert_lock:  # then filed by the verdict, if one came meanwhile
+                    target = self.directory / self._folder(alert_id)
+                    if target != written.parent:
+                        target.mkdir(exist_ok=True)
+                        os.replace(written, target / name)
+            except OSError as exc:
+                self.write_failures += 1
+                log.warning("recording: could not write the readings of alert %s (%s)", alert_id, exc)
 
     def _write(self, rows: list[tuple[str, float, np.ndarray]], stem: Path, meta: dict | None = None) -> Path:
         """Write ``rows`` to ``stem.parquet`` crash-safely (temporary name, fsync, rename)."""
@@ -287,6 +295,10 @@ class Recorder:
         return final
 
     def _enforce_bounds(self) -> None:
+        with self._alert_lock:  # not while an acknowledgement moves an alert's file
+            self._trim()
+
+    def _trim(self) -> None:
         files = sorted(self.directory.glob("*/*.parquet"), key=lambda p: p.stat().st_mtime)
         cutoff = time.time() - self.max_age_s
         total = sum(p.stat().st_size for p in files)

@@ -60,6 +60,8 @@ def _pointer(root: str | os.PathLike, name: str, file: str) -> str | None:
         version = pointer.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:  # a directory, unreadable, not text
+        raise BundleError(f"{pointer}: cannot be read ({exc})") from None
     if not _VERSION_RE.match(version):
         raise BundleError(f"{pointer}: does not name a version ({version[:40]!r})")
     return version
@@ -251,9 +253,10 @@ def location(path: str | os.PathLike) -> tuple[Path, str, str] | None:
 def read_meta(path: Path) -> dict:
     """A version's ``bundle.json`` as it is, for listing (``{"created": "unreadable"}`` if it is not)."""
     try:
-        return json.loads((path / "bundle.json").read_text())
+        meta = json.loads((path / "bundle.json").read_text())
     except (OSError, ValueError):
-        return {"created": "unreadable"}
+        meta = None
+    return meta if isinstance(meta, dict) else {"created": "unreadable"}
 
 
 def _versions_or_error(root: str | os.PathLike, name: str) -> list[str]:

@@ -31,7 +31,7 @@ from sensorguard.service.alerts import AlertRules, AlertState, judge
 from sensorguard.service.bundle import Bundle, BundleError, write_durably
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
-from sensorguard.service.registry import current_version, set_current, set_shadow, shadow_version
+from sensorguard.service.registry import current_version, promote, read_meta, shadow_version
 from sensorguard.service.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -56,16 +56,19 @@ class Shadow:
     _states: dict[str, AlertState] = field(default_factory=dict)
     _drift: dict[str, DriftState] = field(default_factory=dict)
     _current_ids: dict[str, str] = field(default_factory=dict)  # the current model's last alert id per asset
+    _inherited: dict[str, str] = field(default_factory=dict)  # its alert up when the shadow first saw the asset
 
     def step(self, asset: str, ts: float, score: float, current: AlertState, rules: AlertRules) -> bool:
         """One window scored by both: the shadow's machine steps on ``score``; ``current``: the
         current model's state after the same window. Returns whether the shadow raised an alert."""
         self.windows += 1
         seen = self._current_ids.get(asset)
-        if current.status == "alerting" and seen is not None and current.alert_id != seen:
+        if seen is None:  # first sight: an alert of the current model already up is not counted,
+            self._current_ids[asset] = current.alert_id
+            self._inherited[asset] = current.alert_id if current.status == "alerting" else ""
+        elif current.status == "alerting" and current.alert_id != seen:
             self.current_alerts += 1
-        if current.status == "alerting" or seen is None:
-            self._current_ids[asset] = current.alert_id  # first sight: an alert already up is not counted
+            self._current_ids[asset] = current.alert_id
         if asset not in self._states and len(self._states) >= MAX_SHADOW_ASSETS:
             return False
         state, drift, event, _ = judge(self._states.get(asset, AlertState()), self._drift.get(asset, DriftState()),
@@ -74,6 +77,11 @@ class Shadow:
         if self.bundle.drift_rule is not None:
             self._drift[asset] = drift
         raised = event is not None and event.kind == "raised"
+        # ... nor the shadow's raise of the same episode (its machine starts fresh inside it)
+        if raised and self._inherited.get(asset) and self._inherited[asset] == current.alert_id:
+            return False
+        if current.status != "alerting":
+            self._inherited.pop(asset, None)
         self.alerts += raised
         return raised
 
@@ -82,6 +90,7 @@ class Shadow:
         self._states.pop(asset, None)
         self._drift.pop(asset, None)
         self._current_ids.pop(asset, None)
+        self._inherited.pop(asset, None)
 
     def report(self, instance: str) -> dict:
         return {"instance": instance, "shadow": self.bundle.version, "current": self.current,
@@ -138,8 +147,8 @@ def live_gate(root: str | Path, name: str, span_s: float) -> tuple[bool, str]:
     shadow, current = shadow_version(root, name), current_version(root, name)
     if shadow is None:
         raise BundleError(f"model {name!r} has no SHADOW: models shadow VERSION runs one beside CURRENT")
-    meta = json.loads((Path(root) / name / shadow / "bundle.json").read_text())
-    gate = meta.get("metrics") or {}
+    meta = read_meta(Path(root) / name / shadow)
+    gate = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     counts = live_counts(root, name, shadow, current or "")
     said = (f"{shadow} beside {current}: {counts['windows']} windows on {counts['instances']} instance(s) over "
             f"{counts['span_s'] / 3600:.3g} h; alerts {counts['shadow_alerts']} (shadow) vs "
@@ -154,7 +163,6 @@ def live_gate(root: str | Path, name: str, span_s: float) -> tuple[bool, str]:
         return False, f"{said}; not promoted: it must run at least {span_s / 3600:.3g} h beside CURRENT"
     if counts["shadow_alerts"] > counts["current_alerts"]:
         return False, f"{said}; not promoted: more alerts live than CURRENT"
-    set_current(root, name, shadow)
-    set_shadow(root, name, None)
+    promote(root, name, shadow)  # checks that it loads; clears SHADOW
     return True, f"{said}; promoted: CURRENT {current} -> {shadow}"
 

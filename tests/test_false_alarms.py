@@ -156,3 +156,19 @@ def test_calibrate_reads_a_recording_with_its_false_alarms(trained, tmp_path, ca
     assert load_bundle(tmp_path / "bundle").threshold_ > trained[0].threshold_
     assert main(["calibrate", str(tmp_path / "bundle")]) == 1
     assert "give held-out normal data" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_a_line_raised_past_the_faults_the_old_one_caught(trained, tmp_path, capsys):
+    """The step faults of the blinding test acknowledged as false, recalibrated instead of retrained:
+    the line would rise above the injected offsets, so nothing is written."""
+    from sensorguard.service.bundle import load_bundle, save_bundle
+
+    save_bundle(trained[0], tmp_path / "bundle")
+    frame = plant_frame(rows=6000, channels=3, seed=7)
+    for k, start in enumerate(EPISODES):
+        frame.loc[start : start + LENGTH - 1, "c1"] += 9.0 if k % 2 else -9.0
+    recording(tmp_path / "rec", frame, {"false_alarms": EPISODES})
+    assert main(["calibrate", str(tmp_path / "bundle"), "--recorded", str(tmp_path / "rec")]) == 1
+    err = capsys.readouterr().err
+    assert "not recalibrated: the new line" in err and "6sd" in err, err
+    assert load_bundle(tmp_path / "bundle").threshold_ == trained[0].threshold_

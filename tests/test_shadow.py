@@ -134,3 +134,40 @@ def test_retrain_shadow_runs_a_passing_candidate_beside_current(trained, tmp_pat
     assert current_version(registry, NAME) == "v0001" and shadow_version(registry, NAME) == "v0002"
     meta = json.loads((registry / NAME / "v0002" / "bundle.json").read_text())["metrics"]
     assert meta["passed"] is True and meta["compared_with"] == "v0001" and meta["promoted"] is False
+
+
+def test_an_alert_up_when_the_shadow_starts_counts_for_neither_model(tiny_bundle):
+    from sensorguard.service.alerts import AlertRules, AlertState
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.service.shadow import Shadow
+
+    shadow = Shadow(tiny_bundle, Scorer(tiny_bundle), current="v0001")
+    rules = AlertRules()
+    up = AlertState("alerting", alert_id="p@1")
+    for i in range(10):  # CURRENT's alert p@1 was up before the shadow started; the shadow raises its own
+        shadow.step("p", float(i), 5.0, up, rules)
+    assert (shadow.alerts, shadow.current_alerts) == (0, 0)
+    for i in range(10, 20):  # both clear
+        shadow.step("p", float(i), 0.1, AlertState("normal", alert_id="p@1"), rules)
+    for i in range(20, 30):  # the next episode is counted for both
+        shadow.step("p", float(i), 5.0, AlertState("alerting", alert_id="p@20"), rules)
+    assert (shadow.alerts, shadow.current_alerts) == (1, 1)
+
+
+def test_an_unreadable_shadow_is_one_readable_line_and_never_stops_the_daemon(trained, tmp_path, capsys):
+    from sensorguard.service.config import Settings
+    from sensorguard.service.daemon import Daemon
+
+    registry = tmp_path / "registry"
+    publish(trained[0], registry, NAME)
+    publish(trained[0], registry, NAME, make_current=False)
+    (registry / NAME / "SHADOW").mkdir()  # not a pointer at all
+    daemon = Daemon(Settings(registry=str(registry), name=NAME, metrics_port=0), trained[0])
+    assert daemon.models.shadow is None
+    assert models(registry, "promote", "--gate", "live") == 1
+    assert "SHADOW: cannot be read" in capsys.readouterr().err
+    (registry / NAME / "SHADOW").rmdir()
+    assert models(registry, "shadow", "v0002") == 0
+    (registry / NAME / "v0002" / "bundle.json").write_text("[1, 2]")  # damaged after it was shadowed
+    assert models(registry, "promote", "--gate", "live") == 1
+    assert "retrain gate did not pass it" in capsys.readouterr().out

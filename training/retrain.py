@@ -101,14 +101,14 @@ def load_recorded(
     reported, not fatal.
     """
     files = sorted(glob.glob(str(Path(directory) / "**" / "*.parquet"), recursive=True))
-    files = [f for f in files if Path(f).relative_to(directory).parts[0] not in (ALERTS, FAULTS)]
+    files = [f for f in files if not {ALERTS, FAULTS} & set(Path(f).relative_to(directory).parts[:-1])]
     if not files:
         raise DataError(f"{directory}: no recorded Parquet files")
     frames, learned = [], 0
     for path in files:
         try:
             frames.append(pd.read_parquet(path))
-            learned += Path(path).relative_to(directory).parts[0] == FALSE_ALARMS
+            learned += FALSE_ALARMS in Path(path).relative_to(directory).parts[:-1]
         except Exception as exc:  # a damaged file must not stop a retrain on the others
             print(f"skipping unreadable recording {path}: {str(exc).splitlines()[0][:120]}")
     if not frames:
@@ -153,6 +153,15 @@ def _alerts_on(bundle: Bundle, fault: SensorData) -> bool:
     if len(fault) < bundle.window:
         return False
     return bool(score_data(bundle, fault, AlertRules()).alert.any())
+
+
+def missed_faults(new: Bundle, old: Bundle, data: SensorData,
+                  known: Sequence[tuple[str, SensorData]] = ()) -> list[str]:
+    """The faults ``old`` raises an alert on and ``new`` does not: the ``known`` ones and offsets
+    injected into ``data`` (``injected_faults``). ``calibrate --recorded`` refuses a new line that
+    misses one, as ``retrain`` refuses such a candidate."""
+    faults = [*known, *injected_faults(data, old.window, old.scale_)]
+    return [name for name, fault in faults if _alerts_on(old, fault) and not _alerts_on(new, fault)]
 
 
 def known_faults(directory: str | Path, channels: Sequence[str]) -> list[tuple[str, SensorData]]:
@@ -230,7 +239,7 @@ def retrain(
     target = options.false_alarm_rate if options.false_alarm_rate is not None else WINDOW_RATE_TARGET
     passed, reason = _decide(cand_cmp, cur_cmp, target, force=False)
     promoted, reason = _decide(cand_cmp, cur_cmp, target, force) if force and not passed else (passed, reason)
-    promoted = promoted and not shadow
+    promoted = promoted and not (shadow and current is not None)  # nothing to shadow: promoted
     metrics = {"holdout": cand_cmp.__dict__, "current_on_holdout": cur_cmp.__dict__ if cur_cmp else None,
                "promoted": promoted, "passed": passed, "reason": reason,
                "compared_with": current.version if current is not None else None}
