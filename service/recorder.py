@@ -228,36 +228,36 @@ class Recorder:
         the verdict when it is). Returns what becomes of them, for the command's reply."""
         name = alert_file(alert_id)
         with self._alert_lock:
-            target = self.directory / self._folder(alert_id)
             found = next((self.directory / f / name for f in (ALERTS, FALSE_ALARMS, FAULTS)
                           if (self.directory / f / name).exists()), None)
             try:
-                if found is not None and target != found.parent:
-                    target.mkdir(exist_ok=True)
-                    os.replace(found, target / name)
+                return _SAID[self._file(found, alert_id) if found is not None else self._folder(alert_id)]
             except OSError as exc:  # a full or read-only disk: the acknowledgement itself stands
                 log.warning("recording: could not file the readings of alert %s (%s)", alert_id, exc)
                 return f"its readings could not be filed ({exc.strerror or exc})"
-        return _SAID[target.name]
 
     def _folder(self, alert_id: str) -> str:
         verdict = self.verdict(alert_id) if self.verdict is not None else None
         return ALERTS if verdict is None else FALSE_ALARMS if verdict else FAULTS
+
+    def _file(self, path: Path, alert_id: str) -> str:
+        """Move an alert's file to the folder its verdict names (under ``_alert_lock``); that folder."""
+        folder = self._folder(alert_id)
+        if path.parent.name != folder:
+            (self.directory / folder).mkdir(exist_ok=True)
+            os.replace(path, self.directory / folder / path.name)
+        return folder
 
     def _write_alerts(self) -> None:
         """Write the readings of alerts that cleared, each to the folder its acknowledgement says."""
         with self._lock:
             alerts, self._alerts = self._alerts, []
         for alert_id, asset, peak, rows in alerts:
-            name = alert_file(alert_id)
             try:  # written unanswered, off the lock (an acknowledgement waits for it on the network thread)
-                stem = (self.directory / ALERTS / name).with_suffix("")
+                stem = (self.directory / ALERTS / alert_file(alert_id)).with_suffix("")
                 written = self._write([(asset, ts, v) for ts, v in rows], stem, {"alert_id": alert_id, "peak": peak})
                 with self._alert_lock:  # then filed by the verdict, if one came meanwhile
-                    target = self.directory / self._folder(alert_id)
-                    if target != written.parent:
-                        target.mkdir(exist_ok=True)
-                        os.replace(written, target / name)
+                    self._file(written, alert_id)
             except OSError as exc:
                 self.write_failures += 1
                 log.warning("recording: could not write the readings of alert %s (%s)", alert_id, exc)

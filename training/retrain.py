@@ -237,8 +237,8 @@ def retrain(
     cand_cmp = compare(candidate, holdout, variance, faults)
     cur_cmp = compare(current, holdout, variance, faults) if current is not None else None
     target = options.false_alarm_rate if options.false_alarm_rate is not None else WINDOW_RATE_TARGET
-    passed, reason = _decide(cand_cmp, cur_cmp, target, force=False)
-    promoted, reason = _decide(cand_cmp, cur_cmp, target, force) if force and not passed else (passed, reason)
+    passed, reason = _decide(cand_cmp, cur_cmp, target)
+    promoted, reason = (True, "forced despite " + reason) if force and not passed else (passed, reason)
     promoted = promoted and not (shadow and current is not None)  # nothing to shadow: promoted
     metrics = {"holdout": cand_cmp.__dict__, "current_on_holdout": cur_cmp.__dict__ if cur_cmp else None,
                "promoted": promoted, "passed": passed, "reason": reason,
@@ -253,7 +253,7 @@ def retrain(
     return RetrainResult(version, promoted, reason, cand_cmp, cur_cmp, target)
 
 
-def _decide(cand: Comparison, cur: Comparison | None, target: float, force: bool) -> tuple[bool, str]:
+def _decide(cand: Comparison, cur: Comparison | None, target: float) -> tuple[bool, str]:
     if cur is None:
         return True, "no current model"
     # false alarms: as few as the current model, or at least within twice the target rate
@@ -269,8 +269,6 @@ def _decide(cand: Comparison, cur: Comparison | None, target: float, force: bool
         why.append(f"more false alarms ({cand.false_alarm_rate:.4f} > {max(cur.false_alarm_rate, 2 * target):.4f})")
     if not err_ok:
         why.append(f"higher error ({cand.mean_error:.4g} > {cur.mean_error:.4g} + {ERROR_TOLERANCE:.0%})")
-    if force:
-        return True, "forced despite " + "; ".join(why)
     return False, "; ".join(why)
 
 
