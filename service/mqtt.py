@@ -34,6 +34,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from sensorguard.service.config import Settings
 from sensorguard.service.instances import status_payload
+from sensorguard.service.receive import FastClient
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def create_client(
     turn off the persistent session and the daemon's Last Will.
     """
     v5 = settings.mqtt_version == "5"
-    client = paho.Client(
+    client = FastClient(
         callback_api_version=paho.CallbackAPIVersion.VERSION2,
         client_id=client_id or settings.client_id,
         protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
