@@ -315,7 +315,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(settings.redacted(), indent=2, default=str))
         return 0
-    from sensorguard.service.daemon import serve
+    from sensorguard.service.workers import serve
 
     serve(settings)
     return 0

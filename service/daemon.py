@@ -51,7 +51,6 @@ come back with the persistent session), score every window already due, publish 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -59,7 +58,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 from prometheus_client import CollectorRegistry
 
 from sensorguard.service.alerts import AlertRules, AlertState
@@ -68,12 +66,10 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.command_handling import CommandHandler
 from sensorguard.service.commands import AlarmControls, Command
-from sensorguard.service.config import ConfigError, Settings
+from sensorguard.service.config import Settings
 from sensorguard.service.connection import Connection
-from sensorguard.service.hotswap import ModelHolder, load_model
+from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.ingest import Ingest
-from sensorguard.service.instances import check_instances
-from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import guard_seconds, recording
@@ -397,26 +393,3 @@ def hop_warning(hop: int, bundle: Bundle) -> str | None:
     return (f"serving hop {hop} differs from the bundle's hop {bundle.hop}: each score covers the bundle's "
             f"{scored} newest samples, so rows are judged {judged}, and the bundle's false-alert promise "
             f"assumed hop {bundle.hop}{promise}; retrain with train --hop {hop} to change the cadence")
-
-
-def serve(settings: Settings) -> None:
-    """``sensorguard serve``: configure logging, load the model, run a daemon until SIGTERM or SIGINT.
-
-    SIGHUP (``systemctl reload``) asks for a new model now; the watcher thread does the work. Must
-    run on the main thread (signal handlers).
-    """
-    configure_logging(settings.log_json, settings.log_level)
-    # One scoring thread by default: the daemon shares its cores with paho's network thread and often
-    # the broker, and torch's OpenMP workers spin at barriers; measured 12x the scoring rate under load.
-    torch.set_num_threads(settings.scoring_threads)
-    bundle = load_model(settings)
-    check = check_instances(settings)  # before the session: a refused instance takes no reading
-    if check.conflicts:
-        raise ConfigError([f"instance {settings.instance_name!r}: {p}" for p in check.conflicts])
-    daemon = Daemon(settings, bundle)
-    daemon.connection.unsubscribe = check.stale_filters
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGHUP, lambda signum, frame: daemon.request_reload())
-    daemon.run_forever(stop)

@@ -128,12 +128,10 @@ def stale_filters(client_id: str, filters: tuple[str, ...], statuses: dict[str, 
     return tuple(sorted(old - set(filters)))
 
 
-def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> InstanceCheck:
-    """Read the retained statuses under ``<output_prefix>/status/+`` with a short-lived client (a
-    clean session: it takes no reading): the conflicts with this instance and its stale filters.
-
-    An unreachable broker is no conflict: the daemon itself keeps retrying, so it starts, warned.
-    """
+def read_statuses(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> dict[str, dict] | None:
+    """The retained statuses under ``<output_prefix>/status/+`` (instance -> status), read with a
+    short-lived client (a clean session: it takes no reading); None when the broker could not be
+    reached within ``timeout_s`` (warned)."""
     from sensorguard.service import mqtt
 
     statuses: dict[str, dict] = {}
@@ -151,8 +149,22 @@ def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> Instan
         if client is None:
             log.warning("could not read the other instances' statuses within %.0f s: starting without the "
                         "overlap check", timeout_s)
-            return InstanceCheck([])
+            return None
         time.sleep(RETAINED_SETTLE_S)  # the retained statuses follow the granted subscription
+    return statuses
+
+
+def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S,
+                    statuses: dict[str, dict] | None = None) -> InstanceCheck:
+    """The conflicts of this instance with the running ones, and its stale filters, from
+    ``statuses`` (read now when not given).
+
+    An unreachable broker is no conflict: the daemon itself keeps retrying, so it starts, warned.
+    """
+    if statuses is None:
+        statuses = read_statuses(settings, timeout_s)
+        if statuses is None:
+            return InstanceCheck([])
     return InstanceCheck(
         conflicts(settings.instance_name, settings.partition, settings.topic_prefix, statuses, settings.client_id),
         stale_filters(settings.client_id, settings.readings_filters(), statuses))

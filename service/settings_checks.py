@@ -92,6 +92,7 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
         "batch_max": 1,
         "batch_wait_ms": 0,
         "scoring_threads": 1,
+        "workers": 1,
         "raise_after": 1,
         "clear_after": 1,
     }

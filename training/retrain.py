@@ -168,7 +168,7 @@ def known_faults(directory: str | Path, channels: Sequence[str]) -> list[tuple[s
     """The readings of alerts acknowledged as real (``faults/`` of a recording): ``(alert id,
     data)`` each, the faults a retrained model must still catch. Unreadable files are skipped."""
     faults = []
-    for path in sorted((Path(directory) / FAULTS).glob("*.parquet")):
+    for path in sorted(Path(directory).glob(f"**/{FAULTS}/*.parquet")):  # serve --workers: under w<k>/
         try:
             frame = pd.read_parquet(path)
             faults.append((unquote(path.stem), series_from_frame(frame, str(path), time_column="ts",

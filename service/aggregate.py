@@ -1,0 +1,120 @@
+"""One ``/metrics`` for the processes of ``serve --workers``: the workers' expositions, merged.
+
+The parent scrapes each worker's own endpoint (loopback, a port of its choosing) when it is
+scraped and merges the families: counters and histograms are summed, which is what they mean for
+the whole daemon; gauges are summed too (assets, buffered windows, open sensor faults, and the
+per-asset series, which no two workers share), except the few in ``GAUGE_RULES`` where a sum would
+lie: ``mqtt_connected`` is the minimum (0 when any worker is down), the served model's threshold
+and promise and the ``*_info`` series the maximum (1, not the number of workers).
+
+prometheus_client's multiprocess mode was the alternative; it reads an environment variable at
+import and shares files in a directory, against the explicit-registry style of the rest of the
+service (``metrics.py``), and it would not know which worker restarted.
+
+A worker that dies takes its counters with it: the parent adds what it last saw of them to a
+``carry`` kept per worker slot, so the merged counters never go backwards (a restart is not a
+counter reset to Prometheus). Increments between the last scrape and the death are lost, except for
+``readings_total``, which workers also count in shared memory and which is therefore exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+GAUGE_RULES = {
+    "sensorguard_mqtt_connected": min,
+    "sensorguard_model_threshold": max,
+    "sensorguard_model_promise_alerts_per_day": max,
+    "sensorguard_model_info": max,
+    "sensorguard_shadow_info": max,
+    "sensorguard_partition_info": max,
+}
+SUMMED = ("counter", "histogram")
+
+Key = tuple[str, tuple[tuple[str, str], ...]]  # sample name, sorted labels
+
+
+@dataclass
+class WorkerCounters:
+    """What the parent keeps per worker slot: the cumulative samples last seen from the running
+    process and the ``carry`` of the processes before it."""
+
+    last: dict[Key, float] = field(default_factory=dict)
+    carry: dict[Key, float] = field(default_factory=dict)
+
+    def restarted(self) -> None:
+        """The process died: what it had counted becomes part of the carry."""
+        for key, value in self.last.items():
+            self.carry[key] = self.carry.get(key, 0.0) + value
+        self.last = {}
+
+
+def parse(text: str) -> list[Metric]:
+    """The families of one exposition (text format)."""
+    return list(text_string_to_metric_families(text))
+
+
+def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters],
+          meta: dict[str, tuple[str, str]], exact: dict[Key, float] | None = None) -> list[Metric]:
+    """Merge each worker's families (None: it did not answer) into one list, adding the carries.
+
+    meta: family name -> (help, type), filled as families are seen and kept by the caller, so a
+    carry whose workers are all down still has its type. exact: samples whose value is known
+    exactly (shared memory), replacing the merged one.
+    """
+    values: dict[str, dict[Key, list[float]]] = {}
+    for families, slot in zip(expositions, slots, strict=True):
+        if families is None:  # down or slow: its counters as last seen, no gauges
+            current = dict(slot.last)
+        else:
+            current = {}
+            for family in families:
+                meta.setdefault(family.name, (family.documentation, family.type))
+                for sample in family.samples:
+                    if sample.name.endswith("_created"):
+                        continue  # a per-process start time: meaningless summed
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    if family.type in SUMMED:
+                        current[key] = sample.value
+                    else:
+                        values.setdefault(family.name, {}).setdefault(key, []).append(sample.value)
+            slot.last = current
+        for key, value in current.items():
+            family_name = _family_of(key[0], meta)
+            values.setdefault(family_name, {}).setdefault(key, []).append(value)
+        for key, value in slot.carry.items():
+            values.setdefault(_family_of(key[0], meta), {}).setdefault(key, []).append(value)
+    out = []
+    for name, samples in values.items():
+        documentation, kind = meta.get(name, ("", "counter"))
+        metric = Metric(name, documentation, kind)
+        rule = GAUGE_RULES.get(name, sum) if kind not in SUMMED else sum
+        for (sample_name, labels), seen in sorted(samples.items()):
+            value = (exact or {}).get((sample_name, labels))
+            metric.add_sample(sample_name, dict(labels), value if value is not None else _combine(rule, seen))
+        out.append(metric)
+    for (sample_name, labels), value in (exact or {}).items():  # before any worker answered
+        if not any(sample_name == s.name for m in out for s in m.samples):
+            name = _family_of(sample_name, meta)
+            metric = Metric(name, meta.get(name, ("", "counter"))[0], meta.get(name, ("", "counter"))[1])
+            metric.add_sample(sample_name, dict(labels), value)
+            out.append(metric)
+    return out
+
+
+def _family_of(sample_name: str, meta: dict[str, tuple[str, str]]) -> str:
+    """The family a counter or histogram sample belongs to (``x_total`` -> ``x``, ``x_bucket`` -> ``x``)."""
+    for suffix in ("_total", "_bucket", "_count", "_sum"):
+        if sample_name.endswith(suffix) and sample_name[: -len(suffix)] in meta:
+            return sample_name[: -len(suffix)]
+    return sample_name.removesuffix("_total")
+
+
+def _combine(rule, seen: list[float]) -> float:
+    finite = [v for v in seen if not math.isnan(v)]
+    return rule(finite) if finite else float("nan")

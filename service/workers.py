@@ -1,0 +1,287 @@
+"""``serve --workers N``: one daemon process per share of the partitions, behind one parent.
+
+The Python daemon keeps about one core busy (paho's network thread and the scorer share a GIL),
+so a host with more cores runs several. Worker ``k`` of ``N`` is a whole :class:`Daemon` in its own
+process (``spawn``: no torch state is forked) with:
+
+- its own persistent MQTT session, client id ``<client_id>-w<k>``, instance ``<instance>-w<k>``
+  (its retained status, Last Will, event tag and ``partition_info``), so a worker that restarts
+  resumes exactly its session and gets what the broker queued meanwhile;
+- the partitions ``partition[k::N]``: a stable mapping, the same on every start with the same
+  list and ``N``;
+- ``<state_dir>/w<k>`` and ``<record_dir>/w<k>`` (``retrain --recorded`` reads the subfolders), and
+  ``record_max_mb / N``, so the workers never write each other's files;
+- its ``/metrics`` on a loopback port it picks and tells the parent.
+
+The parent holds no MQTT session and scores nothing. It serves the one ``/metrics``, ``/healthz``
+and ``/readyz`` (:mod:`sensorguard.service.aggregate` merges the workers'; ready when every worker
+is), forwards SIGHUP to the workers, stops them all on SIGTERM/SIGINT (each stops as a single
+daemon does: finish what is due, final states, ``offline``), and restarts a worker that died,
+after ``RESTART_MIN_S`` doubling to ``RESTART_MAX_S`` while it keeps dying young. A worker whose
+parent died stops by itself. ``N == 1`` is the plain single daemon, client id unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from sensorguard.service.aggregate import WorkerCounters, merge, parse
+from sensorguard.service.config import ConfigError, Settings
+from sensorguard.service.daemon import Daemon
+from sensorguard.service.hotswap import load_model
+from sensorguard.service.instances import InstanceCheck, check_instances, read_statuses
+from sensorguard.service.logs import configure_logging
+from sensorguard.service.metrics import serve_http, shutdown_http
+
+log = logging.getLogger(__name__)
+
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 30.0
+STABLE_S = 60.0  # a worker that ran this long resets the restart backoff
+SCRAPE_TIMEOUT_S = 2.0
+STOP_TIMEOUT_S = 60.0
+READINGS = ("sensorguard_readings_total", ())
+
+
+def worker_count(settings: Settings, cores: int | None = None) -> int:
+    """``workers``, or one per core up to the number of partitions; refused beyond the partitions."""
+    partitions = len(settings.partition)
+    if settings.workers is None:
+        return max(1, min(cores or os.cpu_count() or 1, partitions))
+    if settings.workers > partitions:
+        raise ConfigError([f"workers: {settings.workers} workers need at least as many partitions, got "
+                           f"{partitions} ({', '.join(settings.partition)}); add --partition filters"])
+    return settings.workers
+
+
+def worker_settings(settings: Settings, n: int) -> list[Settings]:
+    """Each worker's settings: its session, instance, share of the partitions and folders."""
+    out = []
+    for k in range(n):
+        out.append(replace(
+            settings, workers=1, client_id=f"{settings.client_id}-w{k}", instance=f"{settings.instance_name}-w{k}",
+            partition=settings.partition[k::n], metrics_host="127.0.0.1", metrics_port=0,
+            state_dir=None if settings.state_dir is None else str(Path(settings.state_dir) / f"w{k}"),
+            record_dir=None if settings.record_dir is None else str(Path(settings.record_dir) / f"w{k}"),
+            record_max_mb=settings.record_max_mb / n))
+    return out
+
+
+def run_worker(settings: Settings, stale: tuple[str, ...], port_out: Any, readings: Any, parent: int) -> None:
+    """A worker process: one daemon until SIGTERM or until its parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    configure_logging(settings.log_json, settings.log_level)
+    torch.set_num_threads(settings.scoring_threads)
+    daemon = Daemon(settings, load_model(settings))
+    daemon.connection.unsubscribe = stale
+    daemon.metrics.readings = _SharedCounter(daemon.metrics.readings, readings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGHUP, lambda signum, frame: daemon.request_reload())
+    daemon.start()
+    port_out.send(daemon.metrics_address[1])
+    try:
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                log.warning("the parent process is gone: stopping")
+                break
+    finally:
+        daemon.stop()
+
+
+class _SharedCounter:
+    """``readings_total`` counted in the worker's registry and in memory the parent reads, so the
+    merged total stays exact across a worker's death (the accounting of every reading needs it)."""
+
+    def __init__(self, counter: Any, shared: Any) -> None:
+        self.counter = counter
+        self.shared = shared
+
+    def inc(self, amount: float = 1) -> None:
+        self.counter.inc(amount)
+        self.shared.value += amount  # one writer (the network thread): no lock needed
+
+
+@dataclass
+class Slot:
+    """One worker position: its settings and the process serving it now."""
+
+    index: int
+    settings: Settings
+    process: Any = None
+    port: int | None = None
+    pipe: Any = None
+    readings: Any = None
+    started: float = 0.0
+    restart_at: float | None = None
+    backoff: float = RESTART_MIN_S
+    counters: WorkerCounters = field(default_factory=WorkerCounters)
+    readings_carry: float = 0.0
+
+
+class Supervisor:
+    """The parent of ``serve --workers N``: starts, watches, restarts and stops the workers and
+    answers HTTP for them all."""
+
+    def __init__(self, settings: Settings, plans: list[Settings], stale: list[tuple[str, ...]]) -> None:
+        self.settings = settings
+        self.context = mp.get_context("spawn")
+        self.slots = [Slot(k, plan) for k, plan in enumerate(plans)]
+        self.stale = stale
+        self.stopping = False
+        self._lock = threading.Lock()  # slots' counters: the HTTP thread merges while the main loop restarts
+        self._meta: dict[str, tuple[str, str]] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(self)  # collect() below: the merged workers
+        self.restarts = Counter("sensorguard_worker_restarts_total", "Worker processes restarted after they died.",
+                                registry=self.registry)
+        self.running = Gauge("sensorguard_workers", "Worker processes serving now (serve --workers).",
+                             registry=self.registry)
+        self._http: tuple[Any, threading.Thread] | None = None
+
+    def start(self) -> None:
+        for slot in self.slots:
+            self._spawn(slot)
+        self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready)
+
+    def run_forever(self, stop_event: threading.Event) -> None:
+        self.start()
+        try:
+            while not stop_event.wait(0.2):
+                self.watch(time.monotonic())
+        finally:
+            self.stop()
+
+    def watch(self, now: float) -> None:
+        """Note ports the workers announce, restart the dead ones (with backoff)."""
+        alive = 0
+        for slot in self.slots:
+            if slot.port is None and slot.pipe is not None and slot.pipe.poll():
+                try:
+                    slot.port = int(slot.pipe.recv())
+                except (EOFError, OSError):  # died before it listened
+                    slot.pipe = None
+            if slot.process is not None and slot.process.is_alive():
+                alive += 1
+                continue
+            if slot.restart_at is None:  # just found dead
+                code = slot.process.exitcode if slot.process is not None else None
+                slot.backoff = RESTART_MIN_S if now - slot.started >= STABLE_S else min(slot.backoff * 2, RESTART_MAX_S)
+                slot.restart_at = now + slot.backoff
+                log.warning("worker w%d (pid %s) exited with %s; restarting it in %.0f s (its session keeps "
+                            "its readings)", slot.index, getattr(slot.process, "pid", None), code, slot.backoff)
+                with self._lock:
+                    slot.counters.restarted()
+                    slot.readings_carry += slot.readings.value
+                    slot.port = None
+            elif now >= slot.restart_at and not self.stopping:
+                self.restarts.inc()
+                self._spawn(slot)
+        self.running.set(alive)
+
+    def request_reload(self) -> None:
+        """SIGHUP: every worker checks for a new model."""
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                os.kill(slot.process.pid, signal.SIGHUP)
+
+    def stop(self) -> None:
+        """SIGTERM to every worker, wait for each to finish (killed past ``STOP_TIMEOUT_S``)."""
+        self.stopping = True
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                slot.process.terminate()
+        for slot in self.slots:
+            if slot.process is not None:
+                slot.process.join(STOP_TIMEOUT_S)
+                if slot.process.is_alive():
+                    log.error("worker w%d did not stop in %.0f s: killed", slot.index, STOP_TIMEOUT_S)
+                    slot.process.kill()
+                    slot.process.join(5)
+        if self._http is not None:
+            shutdown_http(*self._http)
+        log.info("stopped %d workers", len(self.slots))
+
+    def ready(self) -> bool:
+        """Every worker answers ``/readyz`` with 200."""
+        return all(slot.port is not None and _get(slot.port, "/readyz") is not None for slot in self.slots)
+
+    def collect(self):
+        """The workers' metrics merged (prometheus_client calls this on each scrape)."""
+        pages = []
+        for slot in self.slots:
+            text = None if slot.port is None else _get(slot.port, "/metrics")
+            pages.append(None if text is None else parse(text))
+        with self._lock:
+            exact = {READINGS: sum(s.readings_carry + s.readings.value for s in self.slots)}
+            yield from merge(pages, [s.counters for s in self.slots], self._meta, exact)
+
+    def _spawn(self, slot: Slot) -> None:
+        receive, send = self.context.Pipe(duplex=False)
+        if slot.readings is None:
+            slot.readings = self.context.Value("d", 0.0, lock=False)
+        else:
+            slot.readings.value = 0.0
+        slot.pipe, slot.port, slot.restart_at, slot.started = receive, None, None, time.monotonic()
+        slot.process = self.context.Process(
+            target=run_worker, name=f"sensorguard-w{slot.index}",
+            args=(slot.settings, self.stale[slot.index], send, slot.readings, os.getpid()))
+        slot.process.start()
+        send.close()
+        log.info("worker w%d (pid %d): client id %s, partitions %s", slot.index, slot.process.pid,
+                 slot.settings.client_id, ", ".join(slot.settings.partition))
+
+
+def _get(port: int, path: str) -> str | None:
+    """The body of a 200 answer from a worker's endpoint, or None."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=SCRAPE_TIMEOUT_S) as answer:
+            return answer.read().decode("utf-8") if answer.status == 200 else None
+    except OSError:
+        return None
+
+
+def serve(settings: Settings) -> None:
+    """``sensorguard serve``: configure logging, load the model, run a daemon (or, with more than
+    one worker, a :class:`~sensorguard.service.workers.Supervisor` of daemons) until SIGTERM or SIGINT.
+
+    SIGHUP (``systemctl reload``) asks for a new model now; the watcher thread does the work. Must
+    run on the main thread (signal handlers).
+    """
+    configure_logging(settings.log_json, settings.log_level)
+    workers = worker_count(settings)
+    # One scoring thread by default: the daemon shares its cores with paho's network thread and often
+    # the broker, and torch's OpenMP workers spin at barriers; measured 12x the scoring rate under load.
+    torch.set_num_threads(settings.scoring_threads)
+    bundle = load_model(settings)  # a bad model is one line here, before any worker starts
+    plans = [settings] if workers == 1 else worker_settings(settings, workers)
+    statuses = read_statuses(settings)  # before any session: a refused instance takes no reading
+    checks = [check_instances(plan, statuses=statuses) if statuses is not None else InstanceCheck([]) for plan in plans]
+    problems = [f"instance {plan.instance_name!r}: {p}" for plan, check in zip(plans, checks, strict=True)
+                for p in check.conflicts]
+    if problems:
+        raise ConfigError(problems)
+    runner: Any
+    if workers == 1:
+        runner = Daemon(settings, bundle)
+        runner.connection.unsubscribe = checks[0].stale_filters
+    else:
+        log.info("serving with %d workers on %d partitions", workers, len(settings.partition))
+        runner = Supervisor(settings, plans, [check.stale_filters for check in checks])
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGHUP, lambda signum, frame: runner.request_reload())
+    runner.run_forever(stop)

@@ -1,0 +1,250 @@
+"""``serve --workers N``: the partition-to-worker plan, the merged metrics, and with a real
+Mosquitto a two-worker daemon beside two single ones, and a worker SIGKILLed under load whose
+readings all arrive (accepted by it, or redelivered to its restarted self)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sensorguard.service.aggregate import WorkerCounters, merge, parse
+from sensorguard.service.config import ConfigError, load_settings
+from sensorguard.service.workers import worker_count, worker_settings
+from tests.conftest import epoch, plant_frame
+from tests.mosquitto import (
+    Collector,
+    Publisher,
+    clean_env,
+    free_port,
+    http_status,
+    metric,
+    scrape,
+    start_daemon,
+    wait_for,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CHANNELS = ["c0", "c1", "c2"]
+
+
+def _settings(tmp_path, **flags):
+    return load_settings({"model": None, "broker": "mqtt://127.0.0.1:1", "client_id": "sg", **flags}, {},
+                         require_model=False)
+
+
+def test_each_worker_has_its_session_instance_share_of_partitions_and_folders(tmp_path):
+    s = _settings(tmp_path, partition=["a/#", "b/#", "c/#"], instance="plant", state_dir=str(tmp_path / "st"),
+                  record_dir=str(tmp_path / "rec"), record_max_mb="900")
+    plans = worker_settings(s, 2)
+    assert [(p.client_id, p.instance_name, p.partition) for p in plans] == [
+        ("sg-w0", "plant-w0", ("a/#", "c/#")), ("sg-w1", "plant-w1", ("b/#",))]
+    assert [p.state_dir for p in plans] == [str(tmp_path / "st" / "w0"), str(tmp_path / "st" / "w1")]
+    assert [p.record_dir for p in plans] == [str(tmp_path / "rec" / "w0"), str(tmp_path / "rec" / "w1")]
+    assert {p.record_max_mb for p in plans} == {450.0} and {p.metrics_port for p in plans} == {0}
+    assert worker_settings(s, 2) == plans  # stable: a restarted worker gets the same session and share
+    assert worker_count(s, cores=2) == 2 and worker_count(s, cores=8) == 3
+    assert worker_count(_settings(tmp_path), cores=16) == 1  # the default '#': one plain daemon
+    with pytest.raises(ConfigError, match="need at least as many partitions"):
+        worker_count(_settings(tmp_path, workers="2"))
+    with pytest.raises(ConfigError, match="workers: must be >= 1"):
+        _settings(tmp_path, workers="0")
+
+
+PAGE = """# HELP sensorguard_readings_total Samples accepted.
+# TYPE sensorguard_readings_total counter
+sensorguard_readings_total {readings}
+# HELP sensorguard_mqtt_connected 1 while connected.
+# TYPE sensorguard_mqtt_connected gauge
+sensorguard_mqtt_connected {connected}
+# HELP sensorguard_model_info The model.
+# TYPE sensorguard_model_info gauge
+sensorguard_model_info{{name="m",version="v1"}} 1
+# HELP sensorguard_anomaly_score Latest score.
+# TYPE sensorguard_anomaly_score gauge
+sensorguard_anomaly_score{{asset="{asset}"}} 0.5
+# HELP sensorguard_scoring_duration_seconds Time.
+# TYPE sensorguard_scoring_duration_seconds histogram
+sensorguard_scoring_duration_seconds_bucket{{le="0.1"}} {readings}
+sensorguard_scoring_duration_seconds_bucket{{le="+Inf"}} {readings}
+sensorguard_scoring_duration_seconds_count {readings}
+sensorguard_scoring_duration_seconds_sum 1.5
+"""
+
+
+def _values(families) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+def test_merged_metrics_sum_counters_keep_info_at_one_and_survive_a_restart():
+    slots, meta = [WorkerCounters(), WorkerCounters()], {}
+    pages = [parse(PAGE.format(readings=10, connected=1, asset="a")),
+             parse(PAGE.format(readings=5, connected=0, asset="b"))]
+    got = _values(merge(pages, slots, meta))
+    assert got[("sensorguard_readings_total", ())] == 15
+    assert got[("sensorguard_scoring_duration_seconds_bucket", (("le", "+Inf"),))] == 15
+    assert got[("sensorguard_scoring_duration_seconds_sum", ())] == 3.0
+    assert got[("sensorguard_mqtt_connected", ())] == 0  # one worker down is down
+    assert got[("sensorguard_model_info", (("name", "m"), ("version", "v1")))] == 1
+    assert got[("sensorguard_anomaly_score", (("asset", "a"),))] == 0.5
+    assert got[("sensorguard_anomaly_score", (("asset", "b"),))] == 0.5
+
+    slots[1].restarted()  # worker 1 died at 5 and came back counting from 0: the sum never goes back
+    pages[1] = parse(PAGE.format(readings=2, connected=1, asset="b"))
+    got = _values(merge(pages, slots, meta))
+    assert got[("sensorguard_readings_total", ())] == 17
+    assert got[("sensorguard_scoring_duration_seconds_count", ())] == 17
+    assert got[("sensorguard_mqtt_connected", ())] == 1
+    got = _values(merge([pages[0], None], slots, meta))  # worker 1 not answering: its counters as last seen
+    assert got[("sensorguard_readings_total", ())] == 17 and ("sensorguard_anomaly_score", (("asset", "b"),)) \
+        not in got
+    assert _values(merge(pages, slots, meta, {("sensorguard_readings_total", ()): 99.0}))[
+        ("sensorguard_readings_total", ())] == 99.0
+
+
+# --- with a real Mosquitto --------------------------------------------------------------------------
+
+
+def start_workers(model: Path, broker, port: int, log: Path, *extra: str) -> subprocess.Popen:
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sensorguard", "serve", "--model", str(model), "--broker", broker.url,
+             "--metrics-port", str(port), "--workers", "2", "--partition", "site-a/#", "--partition", "site-b/#",
+             *extra],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env(),
+        )
+    wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, 90, "both workers ready", proc=proc,
+             log=log)
+    return proc
+
+
+def stop(proc: subprocess.Popen, log: Path) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
+
+
+def worker_pids(proc: subprocess.Popen) -> set[int]:
+    """The worker processes of ``serve`` (spawned by multiprocessing; not its resource tracker)."""
+    out = set()
+    for child in psutil.Process(proc.pid).children():
+        try:
+            line = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "multiprocessing" in line and "resource_tracker" not in line:
+            out.add(child.pid)
+    return out
+
+
+@pytest.mark.integration
+def test_a_two_worker_daemon_runs_beside_two_single_daemons(tmp_path, mosquitto, trained_dir):
+    suffix = free_port()
+    base = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0}
+    c, url_c = start_daemon({**base, "client_id": f"sg-c-{suffix}", "instance": "site-c", "partition": ["site-c/#"]})
+    d, url_d = start_daemon({**base, "client_id": f"sg-d-{suffix}", "instance": "site-d", "partition": ["site-d/#"]})
+    port, log = free_port(), tmp_path / "workers.log"
+    watch = Collector(mosquitto, "sensorguard/#")
+    proc = start_workers(trained_dir, mosquitto, port, log, "--instance", "plant", "--client-id", f"sg-p-{suffix}")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        frame = plant_frame(rows=60, channels=3, seed=3)
+        pub = Publisher(mosquitto)
+        for asset in ("site-a/pump-1", "site-b/pump-2", "site-c/pump-3", "site-d/pump-4"):
+            pub.samples(asset, epoch(frame), frame[CHANNELS].to_numpy(), CHANNELS, batch=10)
+        pub.close()
+        wait_for(lambda: metric(url, "sensorguard_readings_total") == 120, 20, "the workers' readings", proc=proc,
+                 log=log)
+        wait_for(lambda: metric(url_c, "sensorguard_readings_total") == 60
+                 and metric(url_d, "sensorguard_readings_total") == 60, 20, "each single daemon its own readings")
+        statuses = {t.rpartition("/")[2]: p for t, p, _ in watch.messages if t.startswith("sensorguard/status/")}
+        assert {name: (s["state"], s["partitions"], s["client_id"]) for name, s in statuses.items()} == {
+            "plant-w0": ("online", ["site-a/#"], f"sg-p-{suffix}-w0"),
+            "plant-w1": ("online", ["site-b/#"], f"sg-p-{suffix}-w1"),
+            "site-c": ("online", ["site-c/#"], f"sg-c-{suffix}"),
+            "site-d": ("online", ["site-d/#"], f"sg-d-{suffix}")}
+        got = scrape(url)
+        assert got[("sensorguard_workers", ())] == 2 and got[("sensorguard_mqtt_connected", ())] == 1
+        assert got[("sensorguard_partition_info", (("instance", "plant-w0"), ("partition", "site-a/#")))] == 1
+        assert got[("sensorguard_partition_info", (("instance", "plant-w1"), ("partition", "site-b/#")))] == 1
+        assert {dict(k[1])["asset"] for k in got if k[0] == "sensorguard_anomaly_score"} == {
+            "site-a/pump-1", "site-b/pump-2"}
+        assert sum(v for k, v in got.items() if k[0] == "sensorguard_model_info") == 1
+        assert got[("sensorguard_windows_scored_total", ())] == metric(url_c, "sensorguard_windows_scored_total") * 2
+        assert c.buffers.assets() == ["site-c/pump-3"] and d.buffers.assets() == ["site-d/pump-4"]
+        stop(proc, log)
+        offline = wait_for(lambda: {t.rpartition("/")[2] for t, p, _ in watch.messages
+                                    if t.startswith("sensorguard/status/plant-") and p["state"] == "offline"}
+                           == {"plant-w0", "plant-w1"}, 10, "both workers offline after SIGTERM")
+        assert offline and "Traceback" not in log.read_text()
+    finally:
+        watch.close()
+        stop(proc, log)
+        c.stop()
+        d.stop()
+
+
+@pytest.mark.integration
+def test_a_worker_killed_under_load_loses_no_reading(tmp_path, mosquitto, trained_dir):
+    """Each asset's readings arrive in order in one session; a worker buffers and counts a reading
+    before acknowledging it, so the restarted worker gets everything from the first unacknowledged
+    one: readings counted (exactly, across the kill) >= readings published, per partition, and the
+    excess is the redelivered batches the killed worker had buffered but not yet acknowledged."""
+    port, log = free_port(), tmp_path / "workers.log"
+    proc = start_workers(trained_dir, mosquitto, port, log, "--client-id", f"sg-k-{port}")
+    url = f"http://127.0.0.1:{port}"
+    frame = plant_frame(rows=3000, channels=3, seed=5)
+    times, values = epoch(frame), frame[CHANNELS].to_numpy()
+    try:
+        before = worker_pids(proc)
+        assert len(before) == 2
+        pubs = []
+
+        def publish(asset: str) -> None:
+            pub = Publisher(mosquitto)
+            pubs.append(pub)
+            for start in range(0, len(times), 100):  # paced, so the kill lands mid-stream
+                pub.samples(asset, times[start:start + 100], values[start:start + 100], CHANNELS, batch=10)
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=publish, args=(a,)) for a in ("site-a/pump-1", "site-b/pump-2")]
+        for t in threads:
+            t.start()
+        wait_for(lambda: (metric(url, "sensorguard_readings_total") or 0) >= 1500, 60, "load", proc=proc, log=log)
+        victim = next(p for p in before if "site-a" in _worker_log_partitions(log, p))
+        psutil.Process(victim).kill()  # SIGKILL: no final states, no clean disconnect
+        for t in threads:
+            t.join(60)
+        for pub in pubs:
+            pub.close()
+        wait_for(lambda: metric(url, "sensorguard_worker_restarts_total") == 1, 30, "the worker restarted",
+                 proc=proc, log=log)
+        marker = Publisher(mosquitto)  # queued behind everything each session holds
+        marker.raw("sensors/site-a/pump-1/readings", b"end-of-backlog")
+        marker.raw("sensors/site-b/pump-2/readings", b"end-of-backlog")
+        marker.close()
+        wait_for(lambda: metric(url, "sensorguard_messages_rejected_total", reason="invalid_json") == 2, 60,
+                 "both markers behind the queued readings", proc=proc, log=log)
+        total = metric(url, "sensorguard_readings_total")
+        assert total >= 2 * len(times), f"{2 * len(times) - total} readings vanished"
+        redelivered = total - 2 * len(times)
+        assert redelivered % 10 == 0 and redelivered <= 2000, redelivered  # whole batches, a bounded few
+        rejected = {dict(k[1])["reason"]: v for k, v in scrape(url).items()
+                    if k[0] == "sensorguard_messages_rejected_total" and v}
+        assert set(rejected) <= {"invalid_json", "duplicate_ts"}, rejected
+        assert worker_pids(proc) - before and victim not in worker_pids(proc)
+        stop(proc, log)
+    finally:
+        stop(proc, log)
+
+
+def _worker_log_partitions(log: Path, pid: int) -> str:
+    """The partitions the parent logged for the worker with ``pid``."""
+    lines = [line for line in log.read_text().splitlines() if f"(pid {pid})" in line]
+    return lines[-1] if lines else ""
