@@ -63,8 +63,8 @@ def child(rows: int, max_epochs: int | None) -> None:
 
     original = fit_mod._trainer
 
-    def with_curve(options, callbacks, max_epochs, device):
-        return original(options, [*callbacks, Curve()], max_epochs, device)
+    def with_curve(options, callbacks, max_epochs, device, *rest):
+        return original(options, [*callbacks, Curve()], max_epochs, device, *rest)
 
     fit_mod._trainer = with_curve
     options = train_mod.TrainOptions(progress=False)

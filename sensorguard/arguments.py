@@ -190,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threshold_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--devices", type=_positive_int, default=1,
+                   help="processes (CPU, gloo) or GPUs that train together through Lightning's DDP; each takes "
+                   "its share of every batch, so the steps are those of one process (default 1)")
+    p.add_argument("--strategy", choices=("ddp_fork", "ddp_spawn", "ddp"),
+                   help="with --devices > 1: ddp_fork (CPU default), ddp_spawn (GPU default), or ddp, which "
+                   "relaunches this command once per extra process (only the first writes the bundle)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = verbs.add_parser("calibrate", help="re-pick a bundle's threshold from held-out normal data")

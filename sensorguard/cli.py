@@ -98,8 +98,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         noise=args.noise,
         **_threshold_options(args),
         device=args.device,
+        devices=args.devices,
+        strategy=args.strategy,
     )
     bundle, summary = train_bundle(data, options)
+    if int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")):
+        return 0  # a process --strategy ddp launched: the first one writes the bundle and prints
     if args.out:
         where = save_bundle(bundle, args.out)
     else:

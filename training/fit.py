@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,6 +75,15 @@ class _KeepBest(Callback):
             self.best = float(loss)
             self.epoch = trainer.current_epoch + 1
             self.state = copy.deepcopy(pl_module.net.state_dict())
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Leave the best weights and the outcome in the module: with several processes only the
+        module's state comes back to the caller (every rank holds the same, as DDP keeps them equal)."""
+        if self.state is not None:
+            pl_module.net.load_state_dict(self.state)
+        pl_module.best_loss.fill_(self.best)
+        pl_module.best_epoch.fill_(self.epoch)
+        pl_module.epochs_run.fill_(trainer.current_epoch)
 
 
 def fit_network(
@@ -136,6 +146,7 @@ def _run(
     scaler: ScalerFit,
     start: PcaStart,
 ) -> Fit:
+    # with several processes (DDP) each takes its share of the same global batches (GlobalBatches)
     loader = train_loader(dataset(train), options.batch_size, options.max_windows_per_epoch, options.seed)
     keep_best = _KeepBest()
     val_windows = None
@@ -147,15 +158,17 @@ def _run(
         keep_best.seed(system.net, windows)
         val_windows = windows.numpy()
         callbacks = [EarlyStopping("val_loss", patience=options.patience, min_delta=1e-4), keep_best]
-        trainer = _trainer(options, callbacks, options.max_epochs, device)
-        trainer.fit(system, loader, eval_loader(val_set, 4096))
-        epochs_run = trainer.current_epoch
+        with tempfile.TemporaryDirectory(prefix="sensorguard-fit-") as root:
+            trainer = _trainer(options, callbacks, options.max_epochs, device, root)
+            trainer.fit(system, loader, eval_loader(val_set, 4096))
+        best, best_epoch, epochs_run = float(system.best_loss), int(system.best_epoch), int(system.epochs_run)
     else:
         if epochs:
-            _trainer(options, [], epochs, device).fit(system, loader)
-        keep_best.state, keep_best.epoch, epochs_run = system.net.state_dict(), epochs or 0, epochs or 0
-    state = {k: v.detach().cpu().clone() for k, v in (keep_best.state or {}).items()}
-    return Fit(config, scaler, start, state, keep_best.best, keep_best.epoch, epochs_run, val_windows)
+            with tempfile.TemporaryDirectory(prefix="sensorguard-fit-") as root:
+                _trainer(options, [], epochs, device, root).fit(system, loader)
+        best, best_epoch, epochs_run = keep_best.best, epochs or 0, epochs or 0
+    state = {k: v.detach().cpu().clone() for k, v in system.net.state_dict().items()}
+    return Fit(config, scaler, start, state, best, best_epoch, epochs_run, val_windows)
 
 
 def scaler_apply(scaler: ScalerFit, values: np.ndarray) -> np.ndarray:
@@ -168,17 +181,29 @@ def _fits(net: torch.nn.Module, state: dict) -> bool:
     return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
 
 
-def _trainer(options: Any, callbacks: list[Callback], max_epochs: int, device: torch.device) -> pl.Trainer:
+def default_strategy(device: torch.device) -> str:
+    """DDP without relaunching the command: forked processes on CPU (nothing to pickle, no shared
+    memory needed: spawning failed on a container's small /dev/shm), spawned ones on GPUs (CUDA
+    cannot be forked)."""
+    return "ddp_spawn" if device.type == "cuda" else "ddp_fork"
+
+
+def _trainer(options: Any, callbacks: list[Callback], max_epochs: int, device: torch.device,
+             root: str) -> pl.Trainer:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*num_workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+    devices = getattr(options, "devices", 1)
     return pl.Trainer(
         max_epochs=max_epochs,
         accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
+        devices=devices,
+        strategy=(getattr(options, "strategy", None) or default_strategy(device)) if devices > 1 else "auto",
+        default_root_dir=root,  # a multi-process fit passes its weights back through a file here
+        use_distributed_sampler=False,  # GlobalBatches shares each batch out: the same steps as one process
         callbacks=callbacks,
         logger=False,
         enable_checkpointing=False,

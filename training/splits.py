@@ -7,11 +7,12 @@ machine has only a few hundred rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from sensorguard.training.data import DataError, SensorData
 
@@ -103,9 +104,53 @@ def _keep_batch(batch: torch.Tensor) -> torch.Tensor:
 
 def train_loader(dataset: WindowDataset, batch_size: int, max_windows: int, seed: int) -> DataLoader:
     """Shuffled training batches; an epoch sees at most ``max_windows`` windows (overlap is redundant)."""
-    generator = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, num_samples=min(len(dataset), max_windows), generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_keep_batch)
+    return DataLoader(dataset, batch_sampler=GlobalBatches(dataset, batch_size, max_windows, seed),
+                      collate_fn=_keep_batch)
+
+
+class GlobalBatches(Sampler[list[int]]):
+    """Shuffled batches of ``batch_size`` windows, the same on every process of a DDP fit, each
+    process taking its share of each batch (``train --devices N``).
+
+    DDP averages the processes' gradients, so N processes then take the same optimizer steps on
+    the same global batches as one process: the bundle does not depend on the process count beyond
+    float rounding (Lightning's own DistributedSampler would give each process other windows and
+    N times fewer, larger-in-total steps). With one process this is exactly a ``RandomSampler``
+    batched by ``batch_size``. A last batch smaller than the number of processes is dropped (every
+    process must take the same number of steps).
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, max_windows: int, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.sampler = RandomSampler(dataset, num_samples=min(len(dataset), max_windows), generator=generator)
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rank, world = _rank_and_world()
+        batch: list[int] = []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                yield _share(batch, rank, world)
+                batch = []
+        if len(batch) >= world:
+            yield _share(batch, rank, world)
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.sampler), self.batch_size)
+        return full + (rest >= max(1, _rank_and_world()[1]) if rest else 0)
+
+
+def _share(batch: list[int], rank: int, world: int) -> list[int]:
+    if world == 1:
+        return batch
+    return [int(i) for i in np.array_split(np.asarray(batch), world)[rank]]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def eval_loader(dataset: WindowDataset, batch_size: int) -> DataLoader:

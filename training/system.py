@@ -38,6 +38,11 @@ class AutoencoderSystem(pl.LightningModule):
                                   linear=linear)
         self.net = ConvAutoencoder(self.config)
         self.loss = nn.MSELoss()
+        # the outcome of a fit, kept with the weights: a multi-process strategy (ddp_spawn) returns
+        # the module's state to the calling process, never the callbacks' (fit._KeepBest)
+        self.register_buffer("best_loss", torch.tensor(float("inf"), dtype=torch.float64))
+        self.register_buffer("best_epoch", torch.tensor(0))
+        self.register_buffer("epochs_run", torch.tensor(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -47,7 +52,9 @@ class AutoencoderSystem(pl.LightningModule):
         if stage == "train" and self.hparams.noise > 0:
             inputs = batch + self.hparams.noise * torch.randn_like(batch)
         loss = self.loss(self.net(inputs), batch)
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=len(batch))
+        # sync_dist: with several processes every rank sees the same validation loss (a no-op in one)
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=len(batch),
+                 sync_dist=True)
         return loss
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:

@@ -53,6 +53,8 @@ class TrainOptions:
     seed: int = 0
     progress: bool = True
     device: str | None = None
+    devices: int = 1  # processes (CPU) or GPUs training together through Lightning's DDP
+    strategy: str | None = None  # with devices > 1: "ddp_fork" (CPU default), "ddp_spawn" (GPU default), "ddp"
 
 
 @dataclass(frozen=True)
