@@ -52,6 +52,7 @@ RESTART_MAX_S = 30.0
 STABLE_S = 60.0  # a worker that ran this long resets the restart backoff
 SCRAPE_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 60.0
+GO_TIMEOUT_S = 60.0  # workers connect together once all loaded, or after this long
 READINGS = ("sensorguard_readings_total", ())
 
 
@@ -79,8 +80,14 @@ def worker_settings(settings: Settings, n: int) -> list[Settings]:
     return out
 
 
-def run_worker(settings: Settings, stale: tuple[str, ...], port_out: Any, readings: Any, parent: int) -> None:
-    """A worker process: one daemon until SIGTERM or until its parent is gone."""
+def run_worker(settings: Settings, stale: tuple[str, ...], port_out: Any, readings: Any, go: Any,
+               parent: int) -> None:
+    """A worker process: one daemon until SIGTERM or until its parent is gone.
+
+    It loads its model, says so, and connects only on ``go``: the parent sets it once every worker
+    has loaded, so after a restart with a backlog every partition starts draining at the same time
+    (importing torch takes seconds, more when the workers start together).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     configure_logging(settings.log_json, settings.log_level)
     torch.set_num_threads(settings.scoring_threads)
@@ -90,6 +97,10 @@ def run_worker(settings: Settings, stale: tuple[str, ...], port_out: Any, readin
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGHUP, lambda signum, frame: daemon.request_reload())
+    port_out.send("loaded")
+    while not go.wait(0.2):
+        if stop.is_set() or os.getppid() != parent:
+            return
     daemon.start()
     port_out.send(daemon.metrics_address[1])
     try:
@@ -124,6 +135,7 @@ class Slot:
     port: int | None = None
     pipe: Any = None
     readings: Any = None
+    loaded: bool = False
     started: float = 0.0
     restart_at: float | None = None
     backoff: float = RESTART_MIN_S
@@ -141,6 +153,8 @@ class Supervisor:
         self.slots = [Slot(k, plan) for k, plan in enumerate(plans)]
         self.stale = stale
         self.stopping = False
+        self.go = self.context.Event()
+        self.started = time.monotonic()
         self._lock = threading.Lock()  # slots' counters: the HTTP thread merges while the main loop restarts
         self._meta: dict[str, tuple[str, str]] = {}
         self.registry = CollectorRegistry()
@@ -152,6 +166,7 @@ class Supervisor:
         self._http: tuple[Any, threading.Thread] | None = None
 
     def start(self) -> None:
+        self.started = time.monotonic()
         for slot in self.slots:
             self._spawn(slot)
         self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready)
@@ -168,11 +183,18 @@ class Supervisor:
         """Note ports the workers announce, restart the dead ones (with backoff)."""
         alive = 0
         for slot in self.slots:
-            if slot.port is None and slot.pipe is not None and slot.pipe.poll():
+            while slot.port is None and slot.pipe is not None and slot.pipe.poll():
                 try:
-                    slot.port = int(slot.pipe.recv())
+                    said = slot.pipe.recv()
                 except (EOFError, OSError):  # died before it listened
                     slot.pipe = None
+                    break
+                if said == "loaded":
+                    slot.loaded = True
+                else:
+                    slot.port = int(said)
+            if not self.go.is_set() and (all(s.loaded for s in self.slots) or now - self.started >= GO_TIMEOUT_S):
+                self.go.set()  # every worker loaded (or one is stuck): all connect together
             if slot.process is not None and slot.process.is_alive():
                 alive += 1
                 continue
@@ -237,7 +259,7 @@ class Supervisor:
         slot.pipe, slot.port, slot.restart_at, slot.started = receive, None, None, time.monotonic()
         slot.process = self.context.Process(
             target=run_worker, name=f"sensorguard-w{slot.index}",
-            args=(slot.settings, self.stale[slot.index], send, slot.readings, os.getpid()))
+            args=(slot.settings, self.stale[slot.index], send, slot.readings, self.go, os.getpid()))
         slot.process.start()
         send.close()
         log.info("worker w%d (pid %d): client id %s, partitions %s", slot.index, slot.process.pid,
