@@ -136,6 +136,7 @@ class Slot:
     pipe: Any = None
     readings: Any = None
     loaded: bool = False
+    generation: int = 0  # processes of this slot found dead so far
     started: float = 0.0
     restart_at: float | None = None
     backoff: float = RESTART_MIN_S
@@ -204,10 +205,12 @@ class Supervisor:
                 slot.restart_at = now + slot.backoff
                 log.warning("worker w%d (pid %s) exited with %s; restarting it in %.0f s (its session keeps "
                             "its readings)", slot.index, getattr(slot.process, "pid", None), code, slot.backoff)
-                with self._lock:
+                with self._lock:  # the dead process's counts move to the carry, once
                     slot.counters.restarted()
                     slot.readings_carry += slot.readings.value
+                    slot.readings.value = 0.0
                     slot.port = None
+                    slot.generation += 1
             elif now >= slot.restart_at and not self.stopping:
                 self.restarts.inc()
                 self._spawn(slot)
@@ -215,8 +218,8 @@ class Supervisor:
 
     def request_reload(self) -> None:
         """SIGHUP: every worker checks for a new model."""
-        for slot in self.slots:
-            if slot.process is not None and slot.process.is_alive():
+        for slot in self.slots:  # a worker still loading has no SIGHUP handler yet: it would die of it
+            if slot.process is not None and slot.process.is_alive() and slot.loaded:
                 os.kill(slot.process.pid, signal.SIGHUP)
 
     def stop(self) -> None:
@@ -225,9 +228,10 @@ class Supervisor:
         for slot in self.slots:
             if slot.process is not None and slot.process.is_alive():
                 slot.process.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
         for slot in self.slots:
             if slot.process is not None:
-                slot.process.join(STOP_TIMEOUT_S)
+                slot.process.join(max(0.0, deadline - time.monotonic()))
                 if slot.process.is_alive():
                     log.error("worker w%d did not stop in %.0f s: killed", slot.index, STOP_TIMEOUT_S)
                     slot.process.kill()
@@ -242,11 +246,14 @@ class Supervisor:
 
     def collect(self):
         """The workers' metrics merged (prometheus_client calls this on each scrape)."""
-        pages = []
+        pages, generations = [], [slot.generation for slot in self.slots]
         for slot in self.slots:
             text = None if slot.port is None else _get(slot.port, "/metrics")
             pages.append(None if text is None else parse(text))
         with self._lock:
+            # a worker found dead while we scraped: its page is already in the carry
+            pages = [None if slot.generation != g else page for slot, g, page in zip(self.slots, generations, pages,
+                                                                                       strict=True)]
             exact = {READINGS: sum(s.readings_carry + s.readings.value for s in self.slots)}
             yield from merge(pages, [s.counters for s in self.slots], self._meta, exact)
 
@@ -254,8 +261,7 @@ class Supervisor:
         receive, send = self.context.Pipe(duplex=False)
         if slot.readings is None:
             slot.readings = self.context.Value("d", 0.0, lock=False)
-        else:
-            slot.readings.value = 0.0
+        slot.loaded = False
         slot.pipe, slot.port, slot.restart_at, slot.started = receive, None, None, time.monotonic()
         slot.process = self.context.Process(
             target=run_worker, name=f"sensorguard-w{slot.index}",

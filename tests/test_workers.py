@@ -248,3 +248,34 @@ def _worker_log_partitions(log: Path, pid: int) -> str:
     """The partitions the parent logged for the worker with ``pid``."""
     lines = [line for line in log.read_text().splitlines() if f"(pid {pid})" in line]
     return lines[-1] if lines else ""
+
+
+def test_a_dead_workers_readings_are_counted_once_before_and_after_its_restart(tmp_path):
+    """Found by review: the dead process's shared count went to the carry but stayed in the shared
+    value until the respawn (a second later), so a scrape in between counted it twice."""
+    from sensorguard.service.workers import Supervisor
+
+    s = _settings(tmp_path, partition=["a/#", "b/#"])
+    sup = Supervisor(s, worker_settings(s, 2), [(), ()])
+
+    class Dead:
+        pid, exitcode = 4242, -9
+
+        def is_alive(self) -> bool:
+            return False
+
+    for slot in sup.slots:
+        slot.readings = sup.context.Value("d", 0.0, lock=False)
+        slot.process = Dead()
+        slot.started = time.monotonic()
+    sup.slots[0].readings.value = 100.0
+    sup.stopping = True  # found dead, but not respawned here
+
+    def total() -> float:
+        return _values(sup.collect())[("sensorguard_readings_total", ())]
+
+    assert total() == 100
+    sup.watch(time.monotonic())
+    assert total() == 100 and sup.slots[0].generation == 1
+    sup.slots[0].readings.value = 7.0  # the restarted process counts from 0
+    assert total() == 107
