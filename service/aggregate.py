@@ -36,7 +36,7 @@ GAUGE_RULES = {
 }
 SUMMED = ("counter", "histogram")
 
-Key = tuple[str, tuple[tuple[str, str], ...]]  # sample name, sorted labels
+Key = tuple[str, str, tuple[tuple[str, str], ...]]  # family, sample name, sorted labels
 
 
 @dataclass
@@ -65,9 +65,11 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
 
     meta: family name -> (help, type), filled as families are seen and kept by the caller, so a
     carry whose workers are all down still has its type. exact: samples whose value is known
-    exactly (shared memory), replacing the merged one.
+    exactly (shared memory), replacing the merged one (shown even before any worker answered).
+    Samples keep the order the workers gave them (a histogram's buckets stay in ``le`` order).
     """
-    values: dict[str, dict[Key, list[float]]] = {}
+    exact = exact or {}
+    values: dict[Key, list[float]] = {key: [] for key in exact}
     for families, slot in zip(expositions, slots, strict=True):
         if families is None:  # down or slow: its counters as last seen, no gauges
             current = dict(slot.last)
@@ -78,41 +80,24 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
                 for sample in family.samples:
                     if sample.name.endswith("_created"):
                         continue  # a per-process start time: meaningless summed
-                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
                     if family.type in SUMMED:
                         current[key] = sample.value
                     else:
-                        values.setdefault(family.name, {}).setdefault(key, []).append(sample.value)
+                        values.setdefault(key, []).append(sample.value)
             slot.last = current
-        for key, value in current.items():
-            family_name = _family_of(key[0], meta)
-            values.setdefault(family_name, {}).setdefault(key, []).append(value)
-        for key, value in slot.carry.items():
-            values.setdefault(_family_of(key[0], meta), {}).setdefault(key, []).append(value)
-    out = []
-    for name, samples in values.items():
+        for source in (current, slot.carry):
+            for key, value in source.items():
+                values.setdefault(key, []).append(value)
+    out: dict[str, Metric] = {}
+    for key, seen in values.items():
+        name, sample_name, labels = key
         documentation, kind = meta.get(name, ("", "counter"))
-        metric = Metric(name, documentation, kind)
+        if name not in out:
+            out[name] = Metric(name, documentation, kind)
         rule = GAUGE_RULES.get(name, sum) if kind not in SUMMED else sum
-        for (sample_name, labels), seen in sorted(samples.items()):
-            value = (exact or {}).get((sample_name, labels))
-            metric.add_sample(sample_name, dict(labels), value if value is not None else _combine(rule, seen))
-        out.append(metric)
-    for (sample_name, labels), value in (exact or {}).items():  # before any worker answered
-        if not any(sample_name == s.name for m in out for s in m.samples):
-            name = _family_of(sample_name, meta)
-            metric = Metric(name, meta.get(name, ("", "counter"))[0], meta.get(name, ("", "counter"))[1])
-            metric.add_sample(sample_name, dict(labels), value)
-            out.append(metric)
-    return out
-
-
-def _family_of(sample_name: str, meta: dict[str, tuple[str, str]]) -> str:
-    """The family a counter or histogram sample belongs to (``x_total`` -> ``x``, ``x_bucket`` -> ``x``)."""
-    for suffix in ("_total", "_bucket", "_count", "_sum"):
-        if sample_name.endswith(suffix) and sample_name[: -len(suffix)] in meta:
-            return sample_name[: -len(suffix)]
-    return sample_name.removesuffix("_total")
+        out[name].add_sample(sample_name, dict(labels), exact[key] if key in exact else _combine(rule, seen))
+    return list(out.values())
 
 
 def _combine(rule, seen: list[float]) -> float:

@@ -53,7 +53,7 @@ STABLE_S = 60.0  # a worker that ran this long resets the restart backoff
 SCRAPE_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 60.0
 GO_TIMEOUT_S = 60.0  # workers connect together once all loaded, or after this long
-READINGS = ("sensorguard_readings_total", ())
+READINGS = ("sensorguard_readings", "sensorguard_readings_total", ())
 
 
 def worker_count(settings: Settings, cores: int | None = None) -> int:

@@ -104,7 +104,7 @@ def test_merged_metrics_sum_counters_keep_info_at_one_and_survive_a_restart():
     got = _values(merge([pages[0], None], slots, meta))  # worker 1 not answering: its counters as last seen
     assert got[("sensorguard_readings_total", ())] == 17 and ("sensorguard_anomaly_score", (("asset", "b"),)) \
         not in got
-    assert _values(merge(pages, slots, meta, {("sensorguard_readings_total", ()): 99.0}))[
+    assert _values(merge(pages, slots, meta, {("sensorguard_readings", "sensorguard_readings_total", ()): 99.0}))[
         ("sensorguard_readings_total", ())] == 99.0
 
 
