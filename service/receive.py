@@ -9,27 +9,41 @@ paho 2.x spends most of a QoS 1 subscriber's time outside the application, per m
   (about 40 % of the time in a profile) even when the message carries no property.
 
 :class:`FastClient` keeps paho (connect, TLS, reconnect, sessions, publishing are untouched) and
-overrides the receive side only: the socket is read in ``RECV_CHUNK`` blocks and the packets in
-them parsed until the socket is drained (the queued writes go out every ``MAX_PACKETS`` packets, so
-they are never starved); acknowledgements queued while reading are joined into one write at the end
-of the wake-up (the broker still gets one PUBACK per message, only after the message was handled); a
-QoS 1 PUBLISH without properties is decoded directly. Measured draining 60,000 queued QoS 1
-messages from Mosquitto (``docs/benchmarks.md``): a bare manual-ack subscriber goes from about 18k
-to about 80k messages/s with MQTT 5.
+overrides the receive side only:
+
+- the socket is read in ``RECV_CHUNK`` blocks and the packets in them handled until it is drained
+  (the queued writes go out every ``MAX_PACKETS`` packets, so they are never starved);
+- the common packet, a whole QoS 1 PUBLISH without properties already in the buffer, is decoded in
+  one small loop (:meth:`FastClient._take_publishes`) into a :class:`Received` and handed to
+  ``on_message`` directly; anything else (another packet type or QoS, properties, a packet not yet
+  all read) goes through paho's own ``_packet_read``, which reads the same buffer;
+- acknowledgements made while reading are kept as packet ids and written as one packet when the
+  wake-up ends: the broker still gets one PUBACK per message, in the order of the messages, only
+  after each was handled.
+
+Measured draining 60,000 queued QoS 1 messages from Mosquitto (``docs/benchmarks.md``): a bare
+manual-ack subscriber goes from about 18k to about 80k messages/s with MQTT 5 (buffered reads and
+joined acknowledgements), and the daemon from about 23k to about 55k readings/s with one worker
+(the short path).
 
 These are private methods of paho, so ``pyproject.toml`` pins its minor version; the daemon's
-integration tests against a real Mosquitto run on this client. ``message.properties`` is None for
-a message decoded on the short path (the daemon never reads it).
+integration tests against a real Mosquitto run on this client. A message decoded on the short path
+has ``topic``, ``payload``, ``mid``, ``qos``, ``retain`` and ``dup`` like paho's, and ``properties``
+None (the daemon reads no property); ``message_callback_add`` turns the short path off.
 """
 
 from __future__ import annotations
 
+import struct
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
 
 PUBACK = 0x40
+PUBACK_WORD = 0x4002  # a PUBACK's fixed header: type 4, remaining length 2 (success, no properties)
 RECV_CHUNK = 1 << 18  # bytes per recv: about 2,500 small readings
 MAX_PACKETS = 1000  # packets per wake-up before the acknowledgements go out (once the chunk is used up)
 
@@ -42,6 +56,9 @@ class FastClient(paho.Client):
         self._rbuf = b""
         self._rpos = 0
         self._reading = False
+        self._acks: list[int] = []  # packet ids acknowledged during this wake-up, not yet queued
+        self._reader = 0  # the thread in loop_read: only its acknowledgements are kept back
+        self._filtered = False  # message_callback_add was used: every message takes paho's path
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rpos >= len(self._rbuf):
@@ -64,18 +81,22 @@ class FastClient(paho.Client):
         if self._sock is None:
             return paho.MQTTErrorCode.MQTT_ERR_NO_CONN
         self._reading = True
+        self._reader = threading.get_ident()
         try:
             handled = 0
             while True:
                 if self._sock is None:
                     return paho.MQTTErrorCode.MQTT_ERR_NO_CONN
-                rc = self._packet_read()
+                if self._rpos < len(self._rbuf) and self._in_packet["command"] == 0:
+                    handled += self._take_publishes()  # whole QoS 1 PUBLISH packets already in hand
+                rc = self._packet_read()  # the next packet (or the rest of one), through paho
                 if rc > 0:
                     return self._loop_rc_handle(rc)
                 if rc == paho.MQTTErrorCode.MQTT_ERR_AGAIN:
                     break
                 handled += 1
-                if handled % MAX_PACKETS == 0:
+                if handled >= MAX_PACKETS:
+                    handled = 0
                     if self._rpos >= len(self._rbuf):
                         break  # nothing left in hand, so select() sees whatever comes next
                     self._reading = False  # a long backlog: let the acknowledgements (and pings) out now
@@ -87,8 +108,77 @@ class FastClient(paho.Client):
         self._join_acks()
         return self.loop_write()
 
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        self._filtered = True  # per-filter callbacks are paho's business: give up the short path
+        super().message_callback_add(sub, callback)
+
+    def ack(self, mid: int, qos: int) -> paho.MQTTErrorCode:
+        """A QoS 1 acknowledgement made while reading is kept as a packet id and written with the
+        others when the wake-up ends (:meth:`_join_acks`); anything else goes through paho."""
+        if self._reading and qos == 1 and self._manual_ack and threading.get_ident() == self._reader:
+            self._acks.append(mid)
+            return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super().ack(mid, qos)
+
+    def _take_publishes(self) -> int:
+        """Hand every complete QoS 1 PUBLISH without properties at the head of the buffer to
+        ``on_message``, without paho's per-packet state machine; returns how many.
+
+        Stops at the first packet that is anything else, incomplete, or has a topic that is not
+        UTF-8: paho's :meth:`_packet_read` takes it from there (it reads the same buffer), so
+        every unusual packet is still paho's.
+        """
+        on_message = self.on_message
+        if on_message is None or self._filtered or not self._manual_ack:
+            return 0
+        buf, pos, end = self._rbuf, self._rpos, len(self._rbuf)
+        props = 1 if self._protocol == paho.MQTTv5 else 0
+        taken = 0
+        with self._in_callback_mutex:
+            while pos + 1 < end:
+                header = buf[pos]
+                if header & 0xF6 != 0x32:  # PUBLISH at QoS 1 (dup and retain flags free)
+                    break
+                length, shift, i = 0, 0, pos + 1
+                while i < end and shift < 28:
+                    byte = buf[i]
+                    i += 1
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if byte < 0x80:
+                        break
+                else:
+                    break  # the length itself is not all here (or malformed): paho's turn
+                stop = i + length
+                if stop > end or length < 4:
+                    break
+                topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+                body = topic_end + 2 + props
+                if body > stop or (props and buf[topic_end + 2] != 0):
+                    break  # malformed, or it carries properties
+                try:
+                    topic = buf[i + 2:topic_end].decode()
+                except UnicodeDecodeError:
+                    break
+                message = Received(topic, buf[body:stop], (buf[topic_end] << 8) | buf[topic_end + 1],
+                                   bool(header & 0x01), bool(header & 0x08))
+                pos = self._rpos = stop
+                taken += 1
+                try:
+                    on_message(self, self._userdata, message)
+                except Exception as err:  # paho's own rule for a failing callback
+                    self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
+        if taken:
+            with self._msgtime_mutex:
+                self._last_bytes_received = paho.time_func()
+        return taken
+
     def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
                       info: paho.MQTTMessageInfo | None = None) -> paho.MQTTErrorCode:
+        if self._acks and command == PUBACK:  # keep PUBACKs in the order of their PUBLISHes
+            self._queue_acks()
         if self._reading and command == PUBACK:  # loop_read writes it when this wake-up ends: no wake byte
             self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
                                      "to_process": len(packet), "packet": packet, "info": info})
@@ -101,6 +191,7 @@ class FastClient(paho.Client):
         Other threads may append (a publish) meanwhile: the queue is taken with ``popleft`` and put
         back in front with ``extendleft``, so what they appended stays behind it.
         """
+        self._queue_acks()
         queue = self._out_packet
         if len(queue) < 2:
             return
@@ -124,6 +215,16 @@ class FastClient(paho.Client):
             out.append(_joined(acks))
         queue.extendleft(reversed(out))
 
+    def _queue_acks(self) -> None:
+        """Queue the PUBACKs of :attr:`_acks` as one packet."""
+        mids, self._acks = self._acks, []
+        if mids:
+            words = [PUBACK_WORD] * (2 * len(mids))
+            words[1::2] = mids
+            data = struct.pack(f">{len(words)}H", *words)
+            self._out_packet.append({"command": PUBACK, "mid": 0, "qos": 0, "pos": 0, "to_process": len(data),
+                                     "packet": data, "info": None})
+
     def _handle_publish(self) -> paho.MQTTErrorCode:
         """A QoS 1 MQTT 5 PUBLISH without properties, decoded without building a ``Properties``;
         anything else goes to paho."""
@@ -141,6 +242,19 @@ class FastClient(paho.Client):
         message.timestamp = time.monotonic()
         self._handle_on_message(message)
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS if self._manual_ack else self._send_puback(message.mid)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A QoS 1 message decoded on the short path: what the daemon reads of paho's ``MQTTMessage``."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    retain: bool = False
+    dup: bool = False
+    qos: int = 1
+    properties: None = None
 
 
 def _joined(acks: list[bytes]) -> dict:

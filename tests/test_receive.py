@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from sensorguard.service.receive import PUBACK, FastClient
+from sensorguard.service.receive import PUBACK, RECV_CHUNK, FastClient
 
 
 def _subscriber(port: int, client_id: str, protocol: int, got: list, done: threading.Event, n: int) -> FastClient:
@@ -60,6 +60,7 @@ def test_every_queued_message_arrives_once_intact_and_acknowledged(mosquitto, pr
     user.UserProperty = ("k", "v")
     messages = [(f"t/a{i % 7}/readings", f'{{"i": {i}, "pad": "{"x" * (i % 300)}"}}'.encode(),
                  user if i % 10 == 0 else None) for i in range(3000)]  # some with properties: paho's path
+    messages[1500] = ("t/big/readings", b"y" * (RECV_CHUNK + 1000), None)  # longer than one read: paho's path
     client_id = f"fast-{protocol}"
     got: list = []
     done = threading.Event()
@@ -92,3 +93,62 @@ def test_acks_are_joined_in_order_behind_nothing():
     client._join_acks()
     assert [(p["command"], p["packet"], p["to_process"]) for p in client._out_packet] == [
         (PUBACK, b"a1a2", 4), (0x30, b"pub", 3), (PUBACK, b"a3", 2)]
+
+
+def _publish_packet(topic: str | bytes, payload: bytes, mid: int, qos: int = 1, flags: int = 0,
+                    props: bytes = b"\x00") -> bytes:
+    """An MQTT 5 PUBLISH packet as the broker sends it."""
+    name = topic.encode() if isinstance(topic, str) else topic
+    body = len(name).to_bytes(2, "big") + name + (mid.to_bytes(2, "big") if qos else b"") + props + payload
+    length, encoded = len(body), b""
+    while True:
+        byte, length = length % 128, length // 128
+        encoded += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            break
+    return bytes([0x30 | (qos << 1) | flags]) + encoded + body
+
+
+def test_short_path_takes_whole_qos1_publishes_and_leaves_the_rest_to_paho():
+    client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="short", protocol=paho.MQTTv5, manual_ack=True)
+    got: list = []
+    client.on_message = lambda c, userdata, m: got.append((m.topic, m.payload, m.mid, m.dup, m.retain, m.qos))
+    long_payload = b"z" * 300  # a two-byte remaining length
+    head = (_publish_packet("s/a", b"1", 1) + _publish_packet("s/b", long_payload, 2, flags=0x08)
+            + _publish_packet("s/c", b"3", 3, flags=0x01))
+    rest = (_publish_packet("s/q0", b"4", 0, qos=0) + _publish_packet("s/d", b"5", 4))
+    client._rbuf, client._rpos = head + rest, 0
+    assert client._take_publishes() == 3
+    assert got == [("s/a", b"1", 1, False, False, 1), ("s/b", long_payload, 2, True, False, 1),
+                   ("s/c", b"3", 3, False, True, 1)]
+    assert client._rpos == len(head)  # the QoS 0 publish is paho's
+
+    for stop in (_publish_packet("s/p", b"6", 5, props=b"\x02\x01\x01"),  # has properties
+                 _publish_packet("s/e", b"7", 6)[:-1],  # not all here yet
+                 b"\x32",  # only the first byte of the next one
+                 _publish_packet(b"s/\xff", b"8", 7)):  # a topic that is not UTF-8
+        got.clear()
+        client._rbuf, client._rpos = _publish_packet("s/a", b"1", 1) + stop, 0
+        assert client._take_publishes() == 1, stop
+        assert client._rpos == len(_publish_packet("s/a", b"1", 1)) and got[0][0] == "s/a"
+
+
+def test_acks_made_while_reading_keep_the_order_of_their_publishes():
+    client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="order", protocol=paho.MQTTv5, manual_ack=True)
+    client._reading, client._reader = True, threading.get_ident()
+    client.ack(1, 1)
+    client.ack(258, 1)
+    assert not client._out_packet  # kept as packet ids until the wake-up ends
+    client._packet_queue(PUBACK, b"\x40\x02\x01\x03", 259, 1)  # one acknowledged through paho meanwhile
+    client.ack(4, 1)
+    client._reading = False
+    client._join_acks()
+    assert [bytes(p["packet"]) for p in client._out_packet] == [
+        b"\x40\x02\x00\x01" b"\x40\x02\x01\x02" b"\x40\x02\x01\x03" b"\x40\x02\x00\x04"]
+
+    other: list = []  # an acknowledgement from another thread is not held back by this thread's read
+    client._reading = True
+    worker = threading.Thread(target=lambda: other.append(client.ack(9, 1)))
+    worker.start()
+    worker.join()
+    assert client._acks == [] and other == [paho.MQTTErrorCode.MQTT_ERR_SUCCESS]
