@@ -34,12 +34,12 @@ COUNTERS = {
     "readings_total", "messages_rejected_total", "windows_scored_total", "alerts_total",
     "model_reload_failures_total", "record_write_failures_total", "sensor_faults_total",
     "sensor_events_dropped_total", "record_dropped_total", "commands_total", "alerts_suppressed_total",
-    "alerts_acknowledged_total", "shadow_alerts_total",
+    "alerts_acknowledged_total", "shadow_alerts_total", "worker_restarts_total",
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",
     "buffered_windows", "sensor_faults_open", "partition_info", "assets_silent", "assets_held",
-    "model_promise_alerts_per_day", "shadow_info",
+    "model_promise_alerts_per_day", "shadow_info", "workers",
 }
 HISTOGRAMS = {"scoring_duration_seconds", "reading_to_score_seconds", "ack_seconds", "shadow_score"}
 METRICS = (
@@ -50,7 +50,7 @@ BUILTIN_SERIES = {"up", "ALERTS"}
 ALERTS = {
     "SensorguardAssetAnomaly", "SensorguardDown", "SensorguardBrokerDisconnected", "SensorguardNoReadings",
     "SensorguardHighRejectionRate", "SensorguardModelReloadFailing", "SensorguardSensorFaults",
-    "SensorguardAlarmFlood", "SensorguardAssetAlertRate",
+    "SensorguardAlarmFlood", "SensorguardAssetAlertRate", "SensorguardWorkerRestarting",
 }
 
 
@@ -390,9 +390,14 @@ def test_dockerignore_keeps_the_context_small():
 def test_deploy_metric_names_are_the_ones_the_daemon_exports():
     from prometheus_client import CollectorRegistry
 
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.workers import Supervisor
+
     registry = CollectorRegistry()
     Metrics(registry)
     exported = {family.name for family in registry.collect()}
+    settings = load_settings({"model": None, "metrics_port": 0}, {}, require_model=False)
+    exported |= {family.name for family in Supervisor(settings, [], []).registry.collect()}  # serve --workers N
     # prometheus_client drops the _total suffix from counter family names
     expected = {f"sensorguard_{n.removesuffix('_total')}" for n in COUNTERS | GAUGES | HISTOGRAMS}
     assert exported == expected
