@@ -72,7 +72,9 @@ class FastClient(paho.Client):
         return out
 
     def _sock_close(self) -> None:
-        self._rbuf, self._rpos = b"", 0  # bytes of a dead connection must never reach the next one
+        # Bytes and acknowledgements of a dead connection must never reach the next one: the broker
+        # reuses packet ids, so an old PUBACK would acknowledge a new message before it was handled.
+        self._rbuf, self._rpos, self._acks = b"", 0, []
         super()._sock_close()
 
     def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:  # noqa: ARG002 - paho's signature
@@ -135,7 +137,7 @@ class FastClient(paho.Client):
         props = 1 if self._protocol == paho.MQTTv5 else 0
         taken = 0
         with self._in_callback_mutex:
-            while pos + 1 < end:
+            while pos + 1 < end and self._sock is not None:  # a handler may have closed the connection
                 header = buf[pos]
                 if header & 0xF6 != 0x32:  # PUBLISH at QoS 1 (dup and retain flags free)
                     break
@@ -169,16 +171,20 @@ class FastClient(paho.Client):
                 except Exception as err:  # paho's own rule for a failing callback
                     self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
                     if not self.suppress_exceptions:
+                        self._received()
                         raise
         if taken:
-            with self._msgtime_mutex:
-                self._last_bytes_received = paho.time_func()
+            self._received()
         return taken
+
+    def _received(self) -> None:
+        with self._msgtime_mutex:  # what paho's _packet_read does per packet: the keep-alive sees traffic
+            self._last_bytes_received = paho.time_func()
 
     def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
                       info: paho.MQTTMessageInfo | None = None) -> paho.MQTTErrorCode:
-        if self._acks and command == PUBACK:  # keep PUBACKs in the order of their PUBLISHes
-            self._queue_acks()
+        if self._acks and command == PUBACK and threading.get_ident() == self._reader:
+            self._queue_acks()  # keep the reader's PUBACKs in the order of their PUBLISHes
         if self._reading and command == PUBACK:  # loop_read writes it when this wake-up ends: no wake byte
             self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
                                      "to_process": len(packet), "packet": packet, "info": info})
@@ -216,7 +222,8 @@ class FastClient(paho.Client):
         queue.extendleft(reversed(out))
 
     def _queue_acks(self) -> None:
-        """Queue the PUBACKs of :attr:`_acks` as one packet."""
+        """Queue the PUBACKs of :attr:`_acks` as one packet (only ever on the reader thread, which
+        alone appends to it: no lock needed)."""
         mids, self._acks = self._acks, []
         if mids:
             words = [PUBACK_WORD] * (2 * len(mids))

@@ -109,8 +109,51 @@ def _publish_packet(topic: str | bytes, payload: bytes, mid: int, qos: int = 1, 
     return bytes([0x30 | (qos << 1) | flags]) + encoded + body
 
 
+class FakeSocket:
+    """The few socket calls paho makes while reading: ``recv`` hands out ``chunks`` then end of file."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.sent: list[bytes] = []
+
+    def recv(self, bufsize: int) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(bytes(data))
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("protocol", [paho.MQTTv5, paho.MQTTv311], ids=["mqtt5", "mqtt311"])
+def test_short_path_decodes_both_protocol_versions(protocol):
+    client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="v", protocol=protocol, manual_ack=True)
+    got: list = []
+    client.on_message = lambda c, userdata, m: got.append((m.topic, m.payload, m.mid))
+    props = b"\x00" if protocol == paho.MQTTv5 else b""  # 3.1.1 has no property length
+    data = _publish_packet("s/a", b"one", 513, props=props) + _publish_packet("s/b", b"", 2, props=props)
+    client._sock, client._rbuf, client._rpos = FakeSocket([]), data, 0
+    assert client._take_publishes() == 2
+    assert got == [("s/a", b"one", 513), ("s/b", b"", 2)] and client._rpos == len(data)
+
+
+def test_acks_of_a_lost_connection_are_not_sent_on_the_next_one():
+    """The broker reuses packet ids: a PUBACK left over from a dead connection would acknowledge a
+    new message before it was handled."""
+    client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="lost", protocol=paho.MQTTv5, manual_ack=True)
+    client.on_message = lambda c, userdata, m: c.ack(m.mid, m.qos)
+    client._sock = FakeSocket([_publish_packet("s/a", b"1", 11) + _publish_packet("s/b", b"2", 12)])
+    assert client.loop_read() == paho.MQTTErrorCode.MQTT_ERR_CONN_LOST  # both handled, then end of file
+    assert client._sock is None
+    client._join_acks()  # what the next connection's first wake-up would write
+    assert not client._out_packet and client._acks == []
+
+
 def test_short_path_takes_whole_qos1_publishes_and_leaves_the_rest_to_paho():
     client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="short", protocol=paho.MQTTv5, manual_ack=True)
+    client._sock = FakeSocket([])
     got: list = []
     client.on_message = lambda c, userdata, m: got.append((m.topic, m.payload, m.mid, m.dup, m.retain, m.qos))
     long_payload = b"z" * 300  # a two-byte remaining length
@@ -152,3 +195,4 @@ def test_acks_made_while_reading_keep_the_order_of_their_publishes():
     worker.start()
     worker.join()
     assert client._acks == [] and other == [paho.MQTTErrorCode.MQTT_ERR_SUCCESS]
+    assert bytes(client._out_packet[-1]["packet"]) == b"\x40\x02\x00\x09"  # queued at once, by paho
