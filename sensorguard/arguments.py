@@ -102,6 +102,15 @@ REPLAY_SETTINGS = ("broker", "mqtt_version", "client_id", "username", "password_
 COMMAND_SETTINGS = (*REPLAY_SETTINGS, "output_prefix")
 
 
+def _server_list(text: str) -> tuple[str, ...]:
+    """``nats://HOST:PORT[,nats://HOST:PORT...]`` as a tuple (an argparse type)."""
+    servers = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [s for s in servers if not s.startswith(("nats://", "tls://")) or ":" not in s.split("://", 1)[1]]
+    if not servers or bad:
+        raise argparse.ArgumentTypeError(f"expected nats://HOST:PORT[,nats://HOST:PORT...], got {text!r}")
+    return servers
+
+
 def _duration(text: str) -> float:
     """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as seconds (an argparse type)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -292,6 +301,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
 
     _add_command_verbs(verbs)
+
+    p = verbs.add_parser("cluster", help="set up cluster mode's streams and buckets on NATS JetStream",
+                         description="init: create, or bring up to date, the JetStream streams (readings as "
+                         "they arrive over MQTT, readings by partition, the last readings of every asset) and "
+                         "key-value buckets (partition leases, per-asset state) of cluster mode, and print "
+                         "what was done. Safe to run again; the partition count is fixed at the first init.")
+    p.add_argument("action", choices=("init",))
+    p.add_argument("--cluster", required=True, type=_server_list,
+                   help="NATS servers, comma separated: nats://HOST:PORT[,nats://HOST:PORT...]")
+    p.add_argument("--partitions", type=_positive_int, default=16,
+                   help="partitions the assets are spread over (default 16; at least the workers you will run)")
+    p.add_argument("--replicas", type=int, choices=(1, 3, 5), default=1,
+                   help="copies of each stream and bucket (default 1; 3 on a cluster of 3 or more servers)")
+    p.add_argument("--keep", type=_positive_int, default=1024,
+                   help="readings kept per asset to rebuild windows (default 1024; at least the model's window)")
+    p.add_argument("--topic-prefix", default="sensors", help="MQTT prefix of the readings (default sensors)")
+    p.add_argument("--max-age", type=_duration, default=7 * 86400.0,
+                   help="unscored readings are kept at most this long (default 7d)")
 
     p = verbs.add_parser("demo", help="the live loop on a simulated plant, nothing else to install",
                          description="Train a small model on simulated normal data, start an MQTT broker "

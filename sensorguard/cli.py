@@ -340,6 +340,16 @@ def cmd_command(args: argparse.Namespace) -> int:
     return send(args)
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from sensorguard.service.cluster import Layout, run_init
+
+    layout = Layout(topic_prefix=args.topic_prefix, partitions=args.partitions, keep=args.keep,
+                    replicas=args.replicas, readings_max_age_s=args.max_age, servers=args.cluster)
+    for line in run_init(layout):
+        print(line)
+    return 0
+
+
 # --- demo --------------------------------------------------------------------------------------
 
 
@@ -386,7 +396,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "maintenance": cmd_command, "ack": cmd_command, "shelve": cmd_command,
     "simulate": cmd_simulate, "train": cmd_train, "calibrate": cmd_calibrate, "score": cmd_score,
     "evaluate": cmd_evaluate, "report": cmd_report, "retrain": cmd_retrain, "models": cmd_models,
-    "serve": cmd_serve, "replay": cmd_replay, "demo": cmd_demo,
+    "serve": cmd_serve, "replay": cmd_replay, "demo": cmd_demo, "cluster": cmd_cluster,
 }
 
 
@@ -408,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_user_error(exc: BaseException) -> bool:
     """Errors a user causes (bad data, bundle, config, argument, file) versus bugs."""
-    names = {"CliError", "BundleError", "DataError", "ConfigError", "ValueError"}
+    names = {"CliError", "BundleError", "DataError", "ConfigError", "ValueError", "ClusterError"}
     return isinstance(exc, OSError) or type(exc).__name__ in names
 
 

