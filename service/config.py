@@ -95,6 +95,11 @@ class Settings:
         help="MQTT topic filters under `topic_prefix` this instance serves (repeat the flag; a TOML list; "
         "comma-separated in the environment); refused at start if they overlap a running instance's",
         shown="`#` (every asset)", factory=lambda: ("#",))
+    cluster: tuple[str, ...] = setting(
+        help="NATS servers (`nats://HOST:PORT`, repeat the flag or separate by commas): cluster mode takes "
+        "readings from the JetStream partitions this worker owns (`sensorguard cluster init`) instead of an MQTT "
+        "session; alerts and states still go to `broker` (the NATS MQTT listener: `mqtt_version` 3.1.1)",
+        shown="unset (MQTT mode)", factory=tuple)
     workers: int | None = setting(
         None, "processes, each its own MQTT session (`<client_id>-w<k>`, instance `<instance>-w<k>`) on a share of "
         "the partitions, behind one metrics endpoint; 1 is the plain single daemon",
@@ -153,8 +158,17 @@ class Settings:
         return self.instance or self.client_id
 
     def readings_filters(self) -> tuple[str, ...]:
-        """The subscription filters for readings: each partition under the prefix."""
-        return tuple(f"{self.topic_prefix}/{p}" for p in self.partition)
+        """The subscription filters for readings: each partition under the prefix (none in cluster
+        mode: readings come from JetStream)."""
+        return tuple(f"{self.topic_prefix}/{p}" for p in self.static_partitions())
+
+    def static_partitions(self) -> tuple[str, ...]:
+        """The partitions named by configuration (none in cluster mode, where ownership moves)."""
+        return () if self.cluster else self.partition
+
+    def cluster_servers(self) -> tuple[str, ...]:
+        """``cluster`` with comma-separated entries split (``--cluster nats://a:4222,nats://b:4222``)."""
+        return tuple(part.strip() for entry in self.cluster for part in entry.split(",") if part.strip())
 
     def alert_topic(self, asset: str) -> str:
         return f"{self.output_prefix}/alerts/{asset}"

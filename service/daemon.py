@@ -70,6 +70,7 @@ from sensorguard.service.config import Settings
 from sensorguard.service.connection import Connection
 from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.ingest import Ingest
+from sensorguard.service.jetstream import ClusterSource
 from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import guard_seconds, recording
@@ -108,7 +109,7 @@ class Daemon:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry, settings.max_assets)
-        for partition in settings.partition:
+        for partition in settings.static_partitions():
             self.metrics.partition_info.labels(settings.instance_name, partition).set(1)
         self.rules = AlertRules(
             raise_after=settings.raise_after,
@@ -142,6 +143,7 @@ class Daemon:
             self.recorder.verdict = self.controls.false_alarm
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
                                      lambda: self.ingest.stopping, self.commands)
+        self.source = ClusterSource(settings, self.ingest, self.metrics) if settings.cluster else None
         self._listeners: list[Callable[[ScoredWindow], None]] = []
         self._stopped = False
         self._http: tuple[Any, threading.Thread] | None = None
@@ -168,7 +170,9 @@ class Daemon:
         for thread in self._threads:
             thread.start()
         self.ingest.accepting = True
-        self.connection.open()
+        self.connection.open()  # in cluster mode for alerts, states and commands only
+        if self.source is not None:
+            self.source.start()
         host, port = self.metrics_address
         log.info(
             "serving model %s %s (%d channels, window %d, hop %d, threshold %.4g); broker %s (MQTT %s, "
@@ -188,6 +192,8 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        if self.source is not None:
+            self.source.stop()  # no more fetching; its partitions are handed over
         self.ingest.stop()  # from now on messages are not acked: the session keeps them
         self.models.wake()
         for thread in self._threads:
@@ -213,8 +219,9 @@ class Daemon:
             self.stop()
 
     def ready(self) -> bool:
-        """Model loaded and broker connected (``/readyz``)."""
-        return self.scorer is not None and self.connection.connected.is_set() and not self.ingest.stopping
+        """Model loaded and broker (and cluster) connected (``/readyz``)."""
+        return (self.scorer is not None and self.connection.connected.is_set() and not self.ingest.stopping
+                and (self.source is None or self.source.ready.is_set()))
 
     @property
     def metrics_address(self) -> tuple[str, int]:

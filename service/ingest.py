@@ -68,22 +68,25 @@ class Ingest:
             self.cond.notify_all()
 
     def handle(self, client: Any, message: Any) -> None:
-        """Take one message, acknowledge it, count what was accepted and rejected (rate-limited log).
+        """MQTT: take one message and acknowledge it (:meth:`accept`); while not ``accepting``
+        (shutting down) it stays unacknowledged, so the broker delivers it again next session."""
+        if self.accept(message.topic, message.payload):
+            client.ack(message.mid, message.qos)
 
-        While not ``accepting`` (shutting down) the message is left unacknowledged, so the broker
-        delivers it again next session.
-        """
+    def accept(self, topic: str, payload: bytes) -> bool:
+        """Take one message and count what was accepted and rejected (rate-limited log); whether
+        the message may be acknowledged (False: not accepting, or stopped while it waited). The
+        MQTT and the JetStream sources both come through here."""
         if not self.accepting:
-            return
+            return False
         try:
-            taken = self.take(message.topic, message.payload)
+            taken = self.take(topic, payload)
         except Exception:  # noqa: BLE001 - a bug must not stop the network thread
-            log.exception("unexpected error handling a message on %r", message.topic)
+            log.exception("unexpected error handling a message on %r", topic)
             taken = ["parse_error"], 0, None
         if taken is None:
-            return  # stopped while it waited: its windows could no longer be scored, so no ack
+            return False  # stopped while it waited: its windows could no longer be scored, so no ack
         rejects, accepted, asset = taken
-        client.ack(message.mid, message.qos)
         if accepted:
             self.metrics.readings.inc(accepted)
         for reason in rejects:
@@ -92,9 +95,10 @@ class Ingest:
             if count is not None:
                 log.warning(
                     "rejected reading: %s (topic %r, asset %r; %d like this since the last line)",
-                    reason, message.topic[:200], asset, count,
+                    reason, topic[:200], asset, count,
                     extra={"reason": reason, "count": count},
                 )
+        return True
 
     def take(self, topic: str, payload: bytes) -> tuple[list[str], int, str | None] | None:
         """Parse one message and buffer its samples; returns (rejects, accepted, asset).

@@ -166,5 +166,6 @@ def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S,
         if statuses is None:
             return InstanceCheck([])
     return InstanceCheck(
-        conflicts(settings.instance_name, settings.partition, settings.topic_prefix, statuses, settings.client_id),
+        conflicts(settings.instance_name, settings.static_partitions(), settings.topic_prefix, statuses,
+                  settings.client_id),
         stale_filters(settings.client_id, settings.readings_filters(), statuses))

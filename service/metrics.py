@@ -105,6 +105,9 @@ class Metrics:
         self.model_info = gauge("model_info", "The loaded model (value is always 1).", ("name", "version"))
         self.partition_info = gauge("partition_info", "The partitions (topic filters) this instance serves "
                                     "(value is always 1).", ("instance", "partition"))
+        self.partitions_owned = gauge("partitions_owned", "Cluster mode: JetStream partitions this worker owns now.")
+        self.partition_changes = counter("partition_changes_total", "Cluster mode: partitions gained, released "
+                                         "(to a joining worker) and lost (a lease that ran out).", ("change",))
         self.mqtt_connected = gauge("mqtt_connected", "1 while connected to the MQTT broker.")
         self.assets = gauge("assets", "Assets with a buffer.")
         self.buffered_windows = gauge("buffered_windows", "Windows waiting to be scored.")

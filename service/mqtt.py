@@ -121,6 +121,8 @@ def subscribe_readings(client: paho.Client, settings: Settings) -> None:
     """QoS 1 subscription to the readings of the instance's partitions (idempotent: safe on each
     reconnect)."""
     topics = settings.readings_filters()
+    if not topics:  # cluster mode: readings come from JetStream
+        return
     if settings.mqtt_version == "5":
         client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in topics])
     else:

@@ -105,7 +105,7 @@ class Publisher:
         """The instance's retained status (``online``; ``offline`` is also its Last Will), JSON with
         its name and partitions (:mod:`sensorguard.service.instances`)."""
         s = self.settings
-        body = status_payload(s.instance_name, s.client_id, s.partition, s.topic_prefix, online)
+        body = status_payload(s.instance_name, s.client_id, s.static_partitions(), s.topic_prefix, online)
         return self.client.publish(s.status_topic(), body, qos=1, retain=True)
 
 

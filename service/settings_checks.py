@@ -77,6 +77,13 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
         bad("partition", "give at least one topic filter (`#`: every asset)")
     for problem in filter_problems(s.partition):
         bad("partition", problem)
+    for server in s.cluster_servers():
+        scheme, _, rest = server.partition("://")
+        if scheme not in ("nats", "tls") or not rest or ":" not in rest:
+            bad("cluster", f"expected nats://HOST:PORT, got {server!r}")
+    if s.cluster and s.partition != ("#",):
+        bad("partition", "cluster mode assigns the partitions itself (sensorguard cluster init --partitions): "
+            "drop partition")
     if not s.metrics_host:
         bad("metrics_host", "must not be empty")
     if not 0 <= s.metrics_port <= 65535:

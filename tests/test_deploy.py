@@ -34,12 +34,12 @@ COUNTERS = {
     "readings_total", "messages_rejected_total", "windows_scored_total", "alerts_total",
     "model_reload_failures_total", "record_write_failures_total", "sensor_faults_total",
     "sensor_events_dropped_total", "record_dropped_total", "commands_total", "alerts_suppressed_total",
-    "alerts_acknowledged_total", "shadow_alerts_total", "worker_restarts_total",
+    "alerts_acknowledged_total", "shadow_alerts_total", "worker_restarts_total", "partition_changes_total",
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",
     "buffered_windows", "sensor_faults_open", "partition_info", "assets_silent", "assets_held",
-    "model_promise_alerts_per_day", "shadow_info", "workers",
+    "model_promise_alerts_per_day", "shadow_info", "workers", "partitions_owned",
 }
 HISTOGRAMS = {"scoring_duration_seconds", "reading_to_score_seconds", "ack_seconds", "shadow_score"}
 METRICS = (

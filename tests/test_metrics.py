@@ -59,10 +59,11 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
     expected = (
         {("sensorguard_" + n, "counter") for n in (*counters, "record_write_failures", "sensor_faults",
                                                     "sensor_events_dropped", "record_dropped", "commands",
-                                                    "alerts_suppressed", "alerts_acknowledged", "shadow_alerts")}
+                                                    "alerts_suppressed", "alerts_acknowledged", "shadow_alerts",
+                                                    "partition_changes")}
         | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open", "partition_info",
                                                   "assets_silent", "assets_held", "model_promise_alerts_per_day",
-                                                  "shadow_info")}
+                                                  "shadow_info", "partitions_owned")}
         | {
             ("sensorguard_" + n, "histogram")
             for n in ("scoring_duration_seconds", "reading_to_score_seconds", "ack_seconds", "shadow_score")

@@ -1,0 +1,156 @@
+"""Who serves which partition in cluster mode: members, rendezvous assignment, leases in a bucket.
+
+Every worker keeps two kinds of key alive in the ``sensorguard_owners`` bucket, whose entries expire
+``LEASE_S`` after their last write: ``member.<worker>`` (it is alive) and ``partition.<k>`` for each
+partition it owns (the lease). Once a second (``RENEW_S``) each worker renews its keys, reads the
+members and computes with :func:`assign` which partitions it *should* own. It then
+
+- releases a partition it holds but should not (a worker joined): it stops consuming it first, then
+  deletes the lease, so the new owner starts from the acknowledged position;
+- claims a partition it should own once it is free: ``create`` succeeds only when no live lease
+  exists, so a dead worker's partitions are taken within a lease period of its death, and a busy one
+  gives its partitions up itself.
+
+:func:`assign` is rendezvous (highest random weight) hashing with exact shares: each partition goes
+to the member with the highest ``hash(partition, member)`` that still has room. Every worker
+computes the same answer from the same member list without talking to the others, shares differ by
+at most one, and a member joining or leaving moves few partitions besides the ones it gains or had.
+
+A worker that stalls longer than a lease (a long pause) may find its lease taken: its renewal fails,
+and it stops consuming that partition at once. Meanwhile both may have fetched from the partition's
+durable consumer; JetStream hands each message to one of them only, so nothing is scored twice
+because of it (readings of an asset may be split for a moment; the repeat check drops stale ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RENEW_S = 1.0  # a lease is renewed this often: three chances before it expires
+MEMBER = "member."
+PARTITION = "partition."
+
+
+def assign(partitions: int, members: Iterable[str]) -> dict[int, str]:
+    """Partition -> member: rendezvous hashing with exact shares.
+
+    Each member may hold ``partitions // n`` partitions, the first ``partitions % n`` (by name)
+    one more; each partition, in order, goes to the member of highest weight that still has room.
+    Every worker computes the same answer from the same member list.
+    """
+    ordered = sorted(set(members))
+    if not ordered:
+        return {}
+    share, extra = divmod(partitions, len(ordered))
+    room = {m: share + (i < extra) for i, m in enumerate(ordered)}
+    out = {}
+    for k in range(partitions):
+        member = max((m for m in ordered if room[m]), key=lambda m: _weight(k, m))
+        out[k] = member
+        room[member] -= 1
+    return out
+
+
+def _weight(partition: int, member: str) -> bytes:
+    return hashlib.blake2b(f"{partition}:{member}".encode(), digest_size=8).digest()
+
+
+class Ownership:
+    """One worker's view and actions; :meth:`tick` once per ``RENEW_S`` from the worker's event loop.
+
+    ``gain(k)`` is awaited after the lease of partition ``k`` was taken; ``lose(k)`` before a lease is
+    given up (the partition must no longer be consumed when it returns) or after one was lost.
+    """
+
+    def __init__(self, kv: Any, worker: str, partitions: int, gain: Callable[[int], Awaitable[None]],
+                 lose: Callable[[int], Awaitable[None]], count: Callable[[str], None] | None = None) -> None:
+        self.kv = kv
+        self.worker = worker
+        self.partitions = partitions
+        self.gain, self.lose = gain, lose
+        self.owned: dict[int, int] = {}  # partition -> revision of our lease
+        self.members: list[str] = []
+        self.changes = {"gained": 0, "released": 0, "lost": 0}
+        self._count = count
+
+    def _changed(self, change: str) -> None:
+        self.changes[change] += 1
+        if self._count is not None:
+            self._count(change)
+
+    async def tick(self) -> None:
+        from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
+
+        await self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            keys = []
+        self.members = sorted(key[len(MEMBER):] for key in keys if key.startswith(MEMBER))
+        want = {k for k, m in assign(self.partitions, self.members).items() if m == self.worker}
+        for k in sorted(self.owned):
+            if k not in want:
+                await self.release(k)
+                continue
+            try:
+                self.owned[k] = await self.kv.update(f"{PARTITION}{k}", self.worker.encode(), last=self.owned[k])
+            except KeyWrongLastSequenceError:  # our lease expired and was taken meanwhile
+                log.warning("lost partition %d: its lease expired and another worker took it", k)
+                del self.owned[k]
+                self._changed("lost")
+                await self.lose(k)
+        for k in sorted(want - set(self.owned)):
+            revision = await self._claim(k)
+            if revision is not None:
+                self.owned[k] = revision
+                self._changed("gained")
+                await self.gain(k)
+
+    async def _claim(self, k: int) -> int | None:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        try:
+            return await self.kv.create(f"{PARTITION}{k}", self.worker.encode())
+        except KeyWrongLastSequenceError:
+            return None  # still held (its owner releases it, or its lease runs out)
+
+    async def release(self, k: int) -> None:
+        """Stop consuming ``k``, then give its lease up."""
+        await self.lose(k)
+        revision = self.owned.pop(k)
+        self._changed("released")
+        try:
+            await self.kv.delete(f"{PARTITION}{k}", last=revision)
+        except Exception as exc:  # noqa: BLE001 - it expires on its own within LEASE_S
+            log.debug("releasing partition %d: %s", k, exc)
+
+    async def leave(self) -> None:
+        """Release everything and the membership: a clean stop hands the partitions over at once."""
+        for k in sorted(self.owned):
+            await self.release(k)
+        try:
+            await self.kv.delete(f"{MEMBER}{self.worker}")
+        except Exception as exc:  # noqa: BLE001 - it expires on its own
+            log.debug("leaving: %s", exc)
+
+
+async def run(ownership: Ownership, stopping: asyncio.Event) -> None:
+    """Tick every ``RENEW_S`` until ``stopping``; a failed tick is logged and tried again."""
+    while not stopping.is_set():
+        started = asyncio.get_running_loop().time()
+        try:
+            await ownership.tick()
+        except Exception as exc:  # noqa: BLE001 - a broken connection: nats-py reconnects, we retry
+            log.warning("cluster ownership: %s", exc or type(exc).__name__)
+        elapsed = asyncio.get_running_loop().time() - started
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), max(0.05, RENEW_S - elapsed))

@@ -1,0 +1,107 @@
+"""Partition ownership in cluster mode (service/ownership.py): the assignment, and leases in a real
+nats-server's key-value bucket: workers split the partitions, take a dead worker's over and give a
+joining worker its share, never two live owners of one partition."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from sensorguard.service import cluster
+from sensorguard.service.cluster import Layout
+from sensorguard.service.ownership import Ownership, assign
+from tests.nats import NatsCluster
+
+try:
+    import nats  # noqa: F401 - only its presence is checked
+except ImportError:  # the test extra installs it: under CI=true its absence is a failure, not a skip
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip("nats-py is not installed (pip install 'sensorguard[cluster]')", allow_module_level=True)
+
+
+@pytest.mark.parametrize("partitions", [1, 7, 16, 64])
+def test_assignment_is_exact_stable_and_moves_little(partitions):
+    members = [f"worker-{i}" for i in range(5)]
+    for n in range(1, 6):
+        got = assign(partitions, members[:n])
+        loads = [list(got.values()).count(m) for m in members[:n]]
+        assert sorted(got) == list(range(partitions)) and max(loads) - min(loads) <= 1, (n, loads)
+        assert assign(partitions, reversed(members[:n])) == got  # the order workers list members in is irrelevant
+    before, after = assign(64, members[:3]), assign(64, members[:4])
+    moved = [k for k in range(64) if before[k] != after[k]]
+    gained = [k for k in moved if after[k] == members[3]]
+    assert len(gained) == 16 and len(moved) <= 24, (len(gained), len(moved))  # mostly what the new worker takes
+
+
+class Worker:
+    """An :class:`Ownership` with callbacks that record who consumes what, and check no overlap."""
+
+    consuming: dict[int, str] = {}
+
+    def __init__(self, kv, name: str, partitions: int) -> None:
+        self.name = name
+        self.alive = True
+        self.ownership = Ownership(kv, name, partitions, self.gain, self.lose)
+
+    async def gain(self, k: int) -> None:
+        holder = Worker.consuming.get(k)
+        assert holder is None, f"{self.name} took partition {k} while {holder} still consumed it"
+        Worker.consuming[k] = self.name
+
+    async def lose(self, k: int) -> None:
+        if Worker.consuming.get(k) == self.name:
+            del Worker.consuming[k]
+
+
+async def ticking(workers: list[Worker], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for worker in workers:
+            if worker.alive:
+                await worker.ownership.tick()
+        await asyncio.sleep(0.2)
+
+
+def test_leases_split_take_over_and_rebalance_on_a_real_server(tmp_path):
+    node = NatsCluster(tmp_path, 1).start()
+    try:
+        cluster.run_init(Layout(partitions=8, servers=node.urls))
+        asyncio.run(_scenario(node.urls))
+    finally:
+        node.stop()
+
+
+async def _scenario(servers) -> None:
+    nc = await cluster.connect(servers)
+    try:
+        kv = await nc.jetstream().key_value(cluster.OWNERS_BUCKET)
+        Worker.consuming = {}
+        a, b = Worker(kv, "a", 8), Worker(kv, "b", 8)
+        await ticking([a, b], 2.0)
+        assert set(a.ownership.owned) | set(b.ownership.owned) == set(range(8))
+        assert len(a.ownership.owned) == len(b.ownership.owned) == 4
+
+        a.alive = False  # a dies: no release, its leases and membership run out
+        for k in list(a.ownership.owned):
+            await a.lose(k)
+        started = time.monotonic()
+        while len(b.ownership.owned) < 8 and time.monotonic() - started < 20:
+            await ticking([b], 0.2)
+        assert set(b.ownership.owned) == set(range(8)), b.ownership.owned
+        assert time.monotonic() - started < 3 * cluster.LEASE_S  # within a few lease periods
+
+        c = Worker(kv, "c", 8)  # a worker joins: b hands it its share, c claims what b released
+        await ticking([b, c], 3.0)
+        assert len(b.ownership.owned) == len(c.ownership.owned) == 4
+        assert set(b.ownership.owned).isdisjoint(c.ownership.owned)
+        assert b.ownership.changes["released"] == 4 and c.ownership.changes["gained"] == 4
+
+        await c.ownership.leave()  # a clean stop hands over at once, without waiting for leases
+        await ticking([b], 1.0)
+        assert set(b.ownership.owned) == set(range(8))
+    finally:
+        await nc.close()
