@@ -209,15 +209,20 @@ async def _ensure_bucket(js: Any, config: Any) -> str:
         return f"created bucket {config.bucket}"
 
 
-async def connect(servers: tuple[str, ...]) -> Any:
-    """A nats-py connection to ``servers``, or a :class:`ClusterError` naming them."""
+async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: Any) -> Any:
+    """A nats-py connection to ``servers``, or a :class:`ClusterError` naming them.
+
+    ``forever``: a daemon's connection, reconnecting without limit (a command gives up after two
+    tries); ``callbacks``: nats-py's ``disconnected_cb``, ``reconnected_cb``...
+    """
     try:
         import nats
     except ImportError:
         raise ClusterError("cluster mode needs nats-py: pip install 'sensorguard[cluster]'") from None
     try:
         return await nats.connect(servers=list(servers), connect_timeout=CONNECT_TIMEOUT_S,
-                                  max_reconnect_attempts=2, allow_reconnect=True, error_cb=_log_error)
+                                  max_reconnect_attempts=-1 if forever else 2, allow_reconnect=True,
+                                  error_cb=_log_error, **callbacks)
     except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; the user needs one line
         raise ClusterError(f"cannot reach the NATS servers {', '.join(servers)}: {exc or type(exc).__name__}") from None
 

@@ -137,6 +137,12 @@ class Ingest:
                 recorder.add(parsed.asset, ts, row)
         return rejects, accepted, parsed.asset
 
+    def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]]) -> int:
+        """Cluster mode, taking an asset over: rebuild its window from readings its previous owner
+        took (:meth:`Buffers.prime`); they are not counted, recorded or scored again."""
+        with self.cond:
+            return self.buffers.prime(asset, samples, time.monotonic())
+
     def sensor_events(self) -> list[tuple[str, SensorEvent]]:
         """Take the sensor faults opened or closed since the last call (the worker publishes them,
         so an asset's state is only ever published from one thread)."""

@@ -17,20 +17,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
+from collections import deque
 from typing import Any
 
-from sensorguard.service.cluster import OWNERS_BUCKET, READINGS_ROOT, READINGS_STREAM, ClusterError, asset_of, connect
+from sensorguard.service.cluster import (
+    OWNERS_BUCKET,
+    READINGS_ROOT,
+    READINGS_STREAM,
+    WINDOWS_ROOT,
+    WINDOWS_STREAM,
+    ClusterError,
+    asset_of,
+    connect,
+)
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.ownership import Ownership, run
+from sensorguard.service.payload import Parsed, parse_message
 
 log = logging.getLogger(__name__)
 
 FETCH_BATCH = 256  # messages per fetch
 FETCH_WAIT_S = 0.5  # a fetch returns after this long with what it has (and lets a release through)
-ACK_WAIT_S = 30.0  # an unacknowledged reading is delivered again after this long (to whoever owns it then)
+ACK_WAIT_S = 5.0  # an unacknowledged reading is delivered again after this long (to whoever owns it then)
+RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to finish its batch
+CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
+REBUILD_WAIT_S = 5.0  # the window stream's next message, while rebuilding, at most this long
+UNTAKEN_LOOKAHEAD = 16  # unreadable readings skipped at most when looking for an asset's first untaken one
 MAX_ACK_PENDING = 20_000  # readings out and unacknowledged per partition at most (the broker's inflight)
 
 
@@ -43,24 +59,26 @@ class ClusterSource:
         self.metrics = metrics
         self.worker = settings.instance_name
         self.ready = threading.Event()  # connected and taking part in the ownership
-        self.failed: BaseException | None = None  # why the source stopped on its own
         self.ownership: Ownership | None = None
+        self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._tasks: dict[int, asyncio.Task] = {}
-        self._halt: set[int] = set()
+        self._tasks: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}  # partition -> (fetch loop, its halt)
         self._js: Any = None
         self._thread = threading.Thread(target=self._run, name="sensorguard-cluster", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         """Stop fetching, hand the partitions over (leases released), disconnect."""
+        self._stop.set()
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(stopping.set)
-        self._thread.join(timeout)
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(stopping.set)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     @property
     def owned(self) -> list[int]:
@@ -71,87 +89,214 @@ class ClusterSource:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
-        except Exception as exc:  # noqa: BLE001 - reported by the daemon (readiness, log), never raised
-            self.failed = exc
-            log.error("cluster source stopped: %s", exc)
+        except Exception:  # noqa: BLE001 - a bug: the daemon stays up, not ready (/readyz), and says why
+            log.exception("the cluster source stopped")
         finally:
             self.ready.clear()
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        nc = await connect(self.settings.cluster_servers())
+        self._stopping = stopping = asyncio.Event()
+        if self._stop.is_set():
+            return
+        nc = None
+        while nc is None and not self._stop.is_set():  # the cluster may come up after the daemon
+            try:
+                nc = await connect(self.settings.cluster_servers(), forever=True,
+                                   disconnected_cb=self._disconnected, reconnected_cb=self._reconnected)
+            except ClusterError as exc:
+                log.warning("%s; trying again", exc)
+                await _pause(stopping, CONNECT_RETRY_S)
+        if nc is None:
+            return
         try:
-            js = self._js = nc.jetstream()
-            meta = (await js.stream_info(READINGS_STREAM)).config.metadata or {}
-            partitions = int(meta.get("sensorguard_partitions", 0))
-            prefix = meta.get("sensorguard_prefix")
-            if not partitions or prefix != self.settings.topic_prefix.strip("/"):
-                raise ClusterError(f"the cluster's streams are for topic prefix {prefix!r}, not "
-                                   f"{self.settings.topic_prefix!r}: run sensorguard cluster init")
-            kv = await js.key_value(OWNERS_BUCKET)
-            self.ownership = Ownership(kv, self.worker, partitions, self._gain, self._lose,
-                                       lambda change: self.metrics.partition_changes.labels(change).inc())
+            self._js = nc.jetstream()
+            self.ownership = await self._join()
             self.ready.set()
-            log.info("cluster: worker %s joined (%d partitions)", self.worker, partitions)
-            await run(self.ownership, self._stopping)
+            await run(self.ownership, stopping)
             self.ready.clear()
             await self.ownership.leave()
         finally:
-            for task in self._tasks.values():
+            for task, halt in self._tasks.values():
+                halt.set()
                 task.cancel()
             await nc.close()
 
+    async def _join(self) -> Ownership:
+        meta = (await self._js.stream_info(READINGS_STREAM)).config.metadata or {}
+        partitions = int(meta.get("sensorguard_partitions", 0))
+        prefix = meta.get("sensorguard_prefix")
+        if not partitions or prefix != self.settings.topic_prefix.strip("/"):
+            raise ClusterError(f"the cluster's streams are for topic prefix {prefix!r}, not "
+                               f"{self.settings.topic_prefix!r}: run sensorguard cluster init")
+        keep = int(meta.get("sensorguard_keep", 0))
+        if keep < self.ingest.buffers.window:
+            log.warning("the window stream keeps %d readings per asset, fewer than the model's window %d: "
+                        "a partition taken over starts with part of a window (cluster init --keep)",
+                        keep, self.ingest.buffers.window)
+        kv = await self._js.key_value(OWNERS_BUCKET)
+        log.info("cluster: worker %s joined (%d partitions)", self.worker, partitions)
+        return Ownership(kv, self.worker, partitions, self._gain, self._lose,
+                         lambda change: self.metrics.partition_changes.labels(change).inc())
+
+    async def _disconnected(self) -> None:
+        self.ready.clear()
+        log.warning("cluster: disconnected from NATS; reconnecting")
+
+    async def _reconnected(self) -> None:
+        if self.ownership is not None and not self._stop.is_set():
+            self.ready.set()
+        log.info("cluster: reconnected to NATS")
+
     async def _gain(self, k: int) -> None:
-        self._halt.discard(k)
-        self._tasks[k] = asyncio.create_task(self._consume(k), name=f"partition-{k}")
+        halt = asyncio.Event()
+        self._tasks[k] = (asyncio.create_task(self._consume(k, halt), name=f"partition-{k}"), halt)
         self.metrics.partitions_owned.set(len(self._tasks))
         self.metrics.partition_info.labels(self.worker, f"cluster/{k}").set(1)
         log.info("cluster: took partition %d", k)
 
     async def _lose(self, k: int) -> None:
         """Let the partition's fetch loop finish its batch (every reading taken is acknowledged), then end."""
-        task = self._tasks.pop(k, None)
+        task, halt = self._tasks.pop(k, (None, None))
         self.metrics.partitions_owned.set(len(self._tasks))
         with contextlib.suppress(KeyError):
             self.metrics.partition_info.remove(self.worker, f"cluster/{k}")
-        if task is None:
+        if task is None or halt is None:
             return
-        self._halt.add(k)
+        halt.set()
         try:
-            await asyncio.wait_for(task, FETCH_WAIT_S + 10.0)
+            await asyncio.wait_for(asyncio.shield(task), FETCH_WAIT_S + RELEASE_WAIT_S)
         except (TimeoutError, asyncio.CancelledError):
             task.cancel()
         log.info("cluster: gave up partition %d", k)
 
-    async def _consume(self, k: int) -> None:
+    async def _consume(self, k: int, halt: asyncio.Event) -> None:
+        """Serve partition ``k`` until ``halt``; a failure (a leader change, a lost connection) is
+        logged and the partition served again, after ``ACK_WAIT_S`` so the readings that were in
+        flight come again before newer ones (each asset's readings stay in order)."""
+        while not halt.is_set():
+            try:
+                await self._serve(k, halt)
+                return
+            except Exception as exc:  # noqa: BLE001 - never let a partition stop being consumed silently
+                if halt.is_set():
+                    return
+                log.warning("cluster: partition %d: %s; serving it again in %.0f s", k, exc or type(exc).__name__,
+                            ACK_WAIT_S)
+                await _pause(halt, ACK_WAIT_S)
+
+    async def _serve(self, k: int, halt: asyncio.Event) -> None:
         from nats.errors import TimeoutError as NatsTimeout
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+        assets, primed = await self._rebuild(k, halt)
+        if halt.is_set():
+            return
+        log.info("cluster: partition %d: rebuilt the windows of %d assets from %d readings", k, assets, primed)
         config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S, max_ack_pending=MAX_ACK_PENDING,
                                 deliver_policy=DeliverPolicy.ALL, max_deliver=-1)
         sub = await self._js.pull_subscribe(f"{READINGS_ROOT}.{k}.>", durable=f"sg-p{k}", stream=READINGS_STREAM,
                                             config=config)
-        prefix = self.settings.topic_prefix.strip("/")
         try:
-            while k not in self._halt:
+            while not halt.is_set():
                 try:
                     messages = await sub.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
                 except (TimeoutError, NatsTimeout):
                     continue
-                for message in messages:
-                    try:
-                        topic = f"{prefix}/{asset_of(message.subject)[1]}/readings"
-                    except ValueError:
-                        topic = message.subject  # not ours: Ingest rejects and counts it
-                    if not self.ingest.accept(topic, message.data):
-                        return  # stopping: left unacknowledged, delivered again to the next owner
+                # Taken on a worker thread: Ingest.take may wait for the scorer (backpressure), and
+                # this loop must keep renewing the leases meanwhile.
+                taken = await asyncio.to_thread(self._take, messages)
+                for message in messages[:taken]:
                     await message.ack()
-        except Exception as exc:  # noqa: BLE001 - a fetch failing (leader change, reconnect): retried by a new task
-            if k not in self._halt:
-                log.warning("cluster: partition %d: %s; fetching again", k, exc or type(exc).__name__)
-                await asyncio.sleep(1.0)
-                self._tasks[k] = asyncio.create_task(self._consume(k), name=f"partition-{k}")
+                if taken < len(messages):
+                    return  # the daemon is stopping: the rest stays unacknowledged, for the next owner
         finally:
             with contextlib.suppress(Exception):  # the connection may be gone already
                 await sub.unsubscribe()
+
+    def _take(self, messages: list) -> int:
+        """Hand ``messages`` to the ingest in order; how many were taken (fewer: stopping)."""
+        prefix = self.settings.topic_prefix.strip("/")
+        for n, message in enumerate(messages):
+            try:
+                topic = f"{prefix}/{asset_of(message.subject)[1]}/readings"
+            except ValueError:
+                topic = message.subject  # not ours: Ingest rejects and counts it
+            if not self.ingest.accept(topic, message.data):
+                return n
+        return len(messages)
+
+    async def _rebuild(self, k: int, halt: asyncio.Event) -> tuple[int, int]:
+        """Before consuming partition ``k``: rebuild its assets' windows; (assets, readings) primed.
+
+        First, if the previous owner died with readings in flight (delivered, not acknowledged),
+        wait ``ACK_WAIT_S`` so JetStream delivers them again ahead of newer ones (it redelivers
+        first): each asset's readings then still arrive in order. Then, per asset of the partition
+        in the window stream, the first reading still in the readings stream is the first one this
+        worker must take (everything before it was acknowledged, so taken, by the previous owner);
+        the last ``window`` readings before it go into the buffer (:meth:`Ingest.prime`): the next
+        window is as complete as if nothing had moved, and those readings, should they come again,
+        are repeats (``duplicate_ts``) instead of being scored twice.
+        """
+        from nats.js.api import DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        js = self._js
+        with contextlib.suppress(NotFoundError):
+            if (await js.consumer_info(READINGS_STREAM, f"sg-p{k}")).num_ack_pending:
+                await _pause(halt, ACK_WAIT_S)
+        root = f"{WINDOWS_ROOT}.{k}."
+        subjects = (await js.stream_info(WINDOWS_STREAM, subjects_filter=f"{root}>")).state.subjects or {}
+        cuts = {subject: await self._first_untaken(k, subject[len(root):]) for subject in subjects}
+        kept: dict[str, deque] = {subject: deque(maxlen=self.ingest.buffers.window) for subject in subjects}
+        if subjects:
+            sub = await js.subscribe(f"{root}>", stream=WINDOWS_STREAM, ordered_consumer=True,
+                                     deliver_policy=DeliverPolicy.ALL)
+            try:
+                for _ in range(sum(subjects.values())):
+                    message = await sub.next_msg(timeout=REBUILD_WAIT_S)
+                    if message.subject in kept:
+                        kept[message.subject].extend((sample.ts, sample.values) for sample in
+                                                     self._parse(message.subject, message.data).samples
+                                                     if sample.ts < cuts[message.subject])
+            except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises its own subclass
+                log.warning("cluster: partition %d: the window stream ended early; windows rebuilt in part", k)
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        short = [subject for subject, samples in kept.items() if not samples and cuts[subject] < math.inf]
+        if short:  # readings before the first untaken one exist, but the stream no longer holds them
+            log.warning("cluster: partition %d: the window stream no longer reaches back to where %d assets' "
+                        "previous owner stopped (more readings arrived since than cluster init --keep): their "
+                        "windows start empty", k, len(short))
+        primed = sum(self.ingest.prime(asset_of(subject)[1], list(samples)) for subject, samples in kept.items())
+        return len(subjects), primed
+
+    async def _first_untaken(self, k: int, tokens: str) -> float:
+        """Reading time of the asset's first reading still in the readings stream (inf: none)."""
+        from nats.js.errors import NotFoundError
+
+        seq = 1
+        for _ in range(UNTAKEN_LOOKAHEAD):  # an unreadable message has no time: look at the next one
+            try:
+                message = await self._js.get_msg(READINGS_STREAM, seq=seq, subject=f"{READINGS_ROOT}.{k}.{tokens}",
+                                                 next=True)
+            except NotFoundError:
+                return math.inf
+            samples = self._parse(f"{READINGS_ROOT}.{k}.{tokens}", message.data or b"").samples
+            if samples:
+                return min(sample.ts for sample in samples)
+            seq = message.seq + 1
+        return math.inf
+
+    def _parse(self, subject: str, data: bytes) -> Parsed:
+        s = self.settings
+        prefix = s.topic_prefix.strip("/")
+        return parse_message(f"{prefix}/{asset_of(subject)[1]}/readings", data, prefix, s.max_payload_bytes,
+                             s.max_samples_per_message)
+
+
+async def _pause(event: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``event`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)

@@ -88,19 +88,15 @@ class Ownership:
             self._count(change)
 
     async def tick(self) -> None:
+        """Renew, read the members, release what is no longer ours, claim what is ours and free.
+
+        Every lease is renewed first, before any release (which waits for a fetch loop to end), so
+        a slow release never lets another lease run out.
+        """
         from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
 
         await self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            keys = []
-        self.members = sorted(key[len(MEMBER):] for key in keys if key.startswith(MEMBER))
-        want = {k for k, m in assign(self.partitions, self.members).items() if m == self.worker}
         for k in sorted(self.owned):
-            if k not in want:
-                await self.release(k)
-                continue
             try:
                 self.owned[k] = await self.kv.update(f"{PARTITION}{k}", self.worker.encode(), last=self.owned[k])
             except KeyWrongLastSequenceError:  # our lease expired and was taken meanwhile
@@ -108,6 +104,14 @@ class Ownership:
                 del self.owned[k]
                 self._changed("lost")
                 await self.lose(k)
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            keys = []
+        self.members = sorted(key[len(MEMBER):] for key in keys if key.startswith(MEMBER))
+        want = {k for k, m in assign(self.partitions, self.members).items() if m == self.worker}
+        for k in sorted(set(self.owned) - want):
+            await self.release(k)
         for k in sorted(want - set(self.owned)):
             revision = await self._claim(k)
             if revision is not None:

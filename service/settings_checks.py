@@ -7,6 +7,7 @@ everywhere and every problem is reported at once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,6 +82,9 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
         scheme, _, rest = server.partition("://")
         if scheme not in ("nats", "tls") or not rest or ":" not in rest:
             bad("cluster", f"expected nats://HOST:PORT, got {server!r}")
+    if s.cluster and not re.fullmatch(r"[-_=.A-Za-z0-9]+", s.instance_name):
+        bad("instance", f"cluster mode names workers by their instance: {s.instance_name!r} must be letters, digits, "
+            "'-', '_', '=' or '.' (a key of the ownership bucket)")
     if s.cluster and s.partition != ("#",):
         bad("partition", "cluster mode assigns the partitions itself (sensorguard cluster init --partitions): "
             "drop partition")

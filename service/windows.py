@@ -187,6 +187,20 @@ class Buffers:
         state.seen = received
         return None
 
+    def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], received: float) -> int:
+        """Fill ``asset``'s buffer (window, last time, cleaner and sensor watch) with readings its
+        previous owner already took, without queueing their windows or sensor events: those were
+        the previous owner's to score and announce. Returns how many were taken. The caller holds
+        the lock that guards the buffers (nothing drains in between)."""
+        due, events, taken = len(self._due), len(self.sensor_events), 0
+        for ts, values in samples:
+            taken += self.add(asset, ts, values, received) is None
+        while len(self._due) > due:
+            self._due.pop()
+        while len(self.sensor_events) > events:
+            self.sensor_events.pop()
+        return taken
+
     @staticmethod
     def _stamp(state: _Asset, ts: float) -> None:
         """The reading's stamp is seen: a redelivery of it is a duplicate, an older one out of order."""

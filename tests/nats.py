@@ -15,8 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from sensorguard.service.localhost import free_port
 from tests.mosquitto import need_program
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: all bound at once, so the OS cannot hand one out twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def need_nats_server() -> str:
@@ -26,12 +37,13 @@ def need_nats_server() -> str:
 class NatsNode:
     """One server of a cluster; ``stop()`` (or ``kill()``) and ``start()`` again keep its ports and data."""
 
-    def __init__(self, workdir: Path, name: str, cluster_ports: list[int] | None, cluster_port: int | None) -> None:
+    def __init__(self, workdir: Path, name: str, ports: list[int], cluster_ports: list[int] | None,
+                 cluster_port: int | None) -> None:
         self.binary = need_nats_server()
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.port, self.mqtt_port = free_port(), free_port()
+        self.port, self.mqtt_port = ports
         self.log = self.workdir / "nats.log"
         self.proc: subprocess.Popen | None = None
         lines = [
@@ -86,8 +98,10 @@ class NatsCluster:
     """``size`` nodes routed to each other (``size`` 1: a lone server, no cluster block)."""
 
     def __init__(self, workdir: Path, size: int) -> None:
-        ports = [free_port() for _ in range(size)] if size > 1 else None
-        self.nodes = [NatsNode(workdir, f"n{k + 1}", ports, ports[k] if ports else None) for k in range(size)]
+        ports = free_ports(3 * size)  # client, MQTT and cluster port of each node
+        routes = ports[2 * size:] if size > 1 else None
+        self.nodes = [NatsNode(workdir, f"n{k + 1}", ports[2 * k:2 * k + 2], routes, routes[k] if routes else None)
+                      for k in range(size)]
 
     @property
     def urls(self) -> tuple[str, ...]:

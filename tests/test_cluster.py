@@ -148,3 +148,17 @@ def test_init_on_a_three_node_cluster_with_three_replicas(tmp_path):
         wait_for(lambda: stream_subjects(nodes.urls, cluster.READINGS_STREAM), 20, "the reading copied")
     finally:
         nodes.stop()
+
+
+def test_cluster_settings_are_checked_with_the_others():
+    from sensorguard.service.config import ConfigError, load_settings
+
+    ok = load_settings({"model": None, "cluster": ["nats://a:4222,nats://b:4222"]}, {}, require_model=False)
+    assert ok.cluster_servers() == ("nats://a:4222", "nats://b:4222") and ok.readings_filters() == ()
+    assert ok.static_partitions() == ()  # the status names no topic filter: ownership moves
+    env = load_settings({"model": None}, {"SENSORGUARD_CLUSTER": "nats://a:4222,nats://b:4222"}, require_model=False)
+    assert env.cluster_servers() == ok.cluster_servers()
+    with pytest.raises(ConfigError) as err:
+        load_settings({"model": None, "cluster": ["a:4222"], "partition": ["site-a/#"], "instance": "w:1"}, {},
+                      require_model=False)
+    assert [p.split(":")[0] for p in err.value.problems] == ["cluster", "instance", "partition"]

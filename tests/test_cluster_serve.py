@@ -3,16 +3,24 @@ real nats-server whose MQTT listener the sensors publish to and the daemons publ
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
 from sensorguard.service import cluster
 from sensorguard.service.cluster import Layout
 from sensorguard.service.ownership import assign
 from tests.conftest import epoch, plant_frame
-from tests.mosquitto import Collector, Publisher, metric, start_daemon, wait_for
+from tests.mosquitto import Collector, Publisher, clean_env, free_port, metric, start_daemon, wait_for
 from tests.nats import NatsCluster
 
 try:
@@ -22,6 +30,7 @@ except ImportError:  # the test extra installs it: under CI=true its absence is 
         raise
     pytest.skip("nats-py is not installed (pip install 'sensorguard[cluster]')", allow_module_level=True)
 
+ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ["c0", "c1", "c2"]
 ASSETS = [f"site-{s}/pump-{i}" for s in "ab" for i in range(6)]
 
@@ -29,7 +38,7 @@ ASSETS = [f"site-{s}/pump-{i}" for s in "ab" for i in range(6)]
 @pytest.fixture
 def nats_node(tmp_path):
     node = NatsCluster(tmp_path, 1).start()
-    cluster.run_init(Layout(partitions=8, keep=64, servers=node.urls))
+    cluster.run_init(Layout(partitions=8, keep=512, servers=node.urls))  # keep: the test's whole stream
     yield node
     node.stop()
 
@@ -86,3 +95,89 @@ def test_workers_split_the_partitions_take_each_reading_once_and_share_with_a_jo
         watch.close()
         for d, _ in workers:
             d.stop()
+
+
+def stream_messages(servers, name: str) -> int:
+    async def read() -> int:
+        nc = await cluster.connect(servers)
+        try:
+            return (await nc.jetstream().stream_info(name)).state.messages
+        finally:
+            await nc.close()
+    return asyncio.run(read())
+
+
+@pytest.mark.integration
+def test_a_worker_killed_under_load_hands_over_whole_windows_and_every_reading_is_taken_once(
+        nats_node, trained_dir, tmp_path):
+    """kill -9 of a ``serve --cluster`` process while readings stream in: its partitions go to the
+    survivor, which rebuilds each moved asset's window from the window stream. Each moved asset's
+    readings the survivor takes are exactly the tail after the last one the victim acknowledged
+    (none rejected as a repeat, the readings stream drained: every reading taken once), and its
+    first window of the asset is due within a hop, on the stream's cadence, as if nothing moved."""
+    mqtt_port = nats_node.nodes[0].mqtt_port
+    port, log = free_port(), tmp_path / "victim.log"
+    with log.open("a") as out:
+        victim = subprocess.Popen(
+            [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--metrics-port", str(port),
+             "--cluster", ",".join(nats_node.urls), "--broker", f"mqtt://127.0.0.1:{mqtt_port}",
+             "--mqtt-version", "3.1.1", "--instance", "victim", "--client-id", "victim"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+    victim_url = f"http://127.0.0.1:{port}"
+    survivor = None
+    try:
+        wait_for(lambda: owned(victim_url) == 8, 90, "the victim owning every partition", proc=victim, log=log)
+        survivor, url = daemon(nats_node, trained_dir, "survivor")
+        wait_for(lambda: owned(url) == 4 and owned(victim_url) == 4, 20, "4 partitions each")
+        first_taken: dict[str, float] = {}
+        accept = survivor.ingest.accept
+
+        def spy(topic: str, payload: bytes) -> bool:  # the first reading the survivor takes of each asset
+            ok = accept(topic, payload)
+            first_taken.setdefault(topic, json.loads(payload)["samples"][0]["ts"])
+            return ok
+
+        survivor.ingest.accept = spy
+        scored: dict[str, list[float]] = {}
+        survivor.add_listener(lambda w: scored.setdefault(w.asset, []).append(w.ts))
+        rows = 400
+        frame = plant_frame(rows=rows, channels=3, seed=4)
+        times, values = epoch(frame), frame[CHANNELS].to_numpy()
+
+        def stream() -> None:
+            pub = Publisher(SimpleNamespace(port=mqtt_port))
+            for start in range(0, rows, 20):  # paced, so the kill lands mid-stream
+                for asset in ASSETS:
+                    pub.samples(asset, times[start:start + 20], values[start:start + 20], CHANNELS, batch=1)
+                time.sleep(0.1)
+            pub.close()
+
+        sender = threading.Thread(target=stream)
+        sender.start()
+        wait_for(lambda: (metric(victim_url, "sensorguard_readings_total") or 0) >= 1000, 60, "load on the victim")
+        psutil.Process(victim.pid).kill()
+        sender.join(120)
+        wait_for(lambda: owned(url) == 8, 30, "the survivor owning every partition")
+        wait_for(lambda: stream_messages(nats_node.urls, cluster.READINGS_STREAM) == 0, 60,
+                 "every reading acknowledged")
+        assert not metric(url, "sensorguard_messages_rejected_total", reason="duplicate_ts")
+        assert not metric(url, "sensorguard_messages_rejected_total", reason="out_of_order")
+        window, hop = survivor.bundle.window, survivor.hop
+        t0 = times[0]
+        wait_for(lambda: all(scored.get(a) and scored[a][-1] - t0 > rows - 1 - hop for a in ASSETS), 30,
+                 "scoring caught up with the last readings")
+        first = {a: int(first_taken[f"sensors/{a}/readings"] - t0) for a in ASSETS}
+        taken = metric(url, "sensorguard_readings_total")
+        assert taken == sum(rows - first[a] for a in ASSETS)  # each asset: exactly the tail after the victim's acks
+        moved = [a for a in ASSETS if first[a] > 0]  # the victim's assets: it took a head, the survivor the tail
+        assert moved and all(first[a] < rows for a in moved), first
+        for asset in ASSETS:
+            ends = [int(ts - t0) for ts in scored[asset]]
+            assert ends[0] - max(first[asset], window - 1) < hop, (asset, first[asset], ends[:3])  # no window lost
+            assert ends == list(range(ends[0], rows, hop)) and ends[-1] > rows - 1 - hop, (asset, ends[:5])
+            assert (ends[0] - (window - 1)) % hop == 0, (asset, ends[:5])  # the stream's cadence, as if nothing moved
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        if survivor is not None:
+            survivor.stop()

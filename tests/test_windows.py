@@ -245,3 +245,20 @@ def test_an_asset_whose_readings_are_all_dropped_is_not_heard_from() -> None:
     assert bufs.idle(before=10.0) == ["p"]  # so it goes stale and frees its slot
     assert bufs.add("p", 3.0, row(3.0), received=30.0) is None
     assert bufs.idle(before=10.0) == []
+
+
+def test_primed_readings_continue_the_window_without_queueing_what_the_previous_owner_scored() -> None:
+    """Cluster mode's takeover: the new owner's buffer continues where the old one was, so its next
+    window is due on the same cadence and holds the readings the old owner took."""
+    primed, fresh = Buffers(CH, 4, 2), Buffers(CH, 4, 2)
+    taken = primed.prime("p", [(float(t), row(float(t))) for t in range(1, 6)], 0.0)
+    assert taken == 5 and primed.pending() == 0 and primed.last_ts("p") == 5.0
+    assert feed(primed, "p", [5]) == ["duplicate_ts"]  # a redelivered reading it was primed with
+    feed(primed, "p", [6])
+    feed(fresh, "p", [6])
+    assert fresh.pending() == 0  # a fresh asset needs a whole window first
+    (due,) = primed.drain()
+    assert due.ts == 6.0 and due.window[0].tolist() == [3.0, 4.0, 5.0, 6.0]
+    same = Buffers(CH, 4, 2)
+    feed(same, "p", range(1, 7))
+    assert [w.ts for w in same.drain()] == [4.0, 6.0]  # the cadence the old owner had: 6 is due
