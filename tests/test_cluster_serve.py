@@ -181,3 +181,33 @@ def test_a_worker_killed_under_load_hands_over_whole_windows_and_every_reading_i
             victim.kill()
         if survivor is not None:
             survivor.stop()
+
+
+@pytest.mark.integration
+def test_workers_carry_on_when_a_nats_node_dies(tmp_path, trained_dir):
+    """A 3-node cluster with 3 replicas: one node killed (SIGKILL) while two workers serve; readings
+    published afterwards (through a surviving node's MQTT listener) are all taken, once."""
+    nodes = NatsCluster(tmp_path, 3).start()
+    workers = []
+    try:
+        cluster.run_init(Layout(partitions=8, keep=512, replicas=3, servers=nodes.urls))
+        out = SimpleNamespace(urls=nodes.urls, nodes=[nodes.nodes[0]])  # alerts and states via node 1
+        workers = [daemon(out, trained_dir, "wa"), daemon(out, trained_dir, "wb")]
+        urls = [url for _, url in workers]
+        wait_for(lambda: [owned(u) for u in urls] == [4, 4], 30, "two workers with 4 partitions each")
+        sensors = SimpleNamespace(urls=nodes.urls, nodes=[nodes.nodes[2]])  # sensors publish to node 3
+        sent = publish(sensors, 0, 40)
+        wait_for(lambda: sum(metric(u, "sensorguard_readings_total") for u in urls) == sent, 30, "readings before")
+        nodes.nodes[1].kill()
+        wait_for(lambda: stream_messages(nodes.urls[2:], cluster.READINGS_STREAM) == 0, 60,
+                 "the streams answering again on the surviving nodes")
+        sent += publish(sensors, 40, 40)
+        wait_for(lambda: sum(metric(u, "sensorguard_readings_total") for u in urls) == sent, 90,
+                 "every reading published after the node died taken")
+        assert [owned(u) for u in urls] == [4, 4]  # nobody lost a lease over it
+        assert all(not metric(u, "sensorguard_messages_rejected_total", reason=r) for u in urls
+                   for r in ("duplicate_ts", "out_of_order"))
+    finally:
+        for d, _ in workers:
+            d.stop()
+        nodes.stop()
