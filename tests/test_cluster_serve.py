@@ -186,7 +186,8 @@ def test_a_worker_killed_under_load_hands_over_whole_windows_and_every_reading_i
 @pytest.mark.integration
 def test_workers_carry_on_when_a_nats_node_dies(tmp_path, trained_dir):
     """A 3-node cluster with 3 replicas: one node killed (SIGKILL) while two workers serve; readings
-    published afterwards (through a surviving node's MQTT listener) are all taken, once."""
+    published afterwards (through a surviving node's MQTT listener) are all taken, once (a reading
+    that comes again after a move is recognised as a repeat, not taken twice)."""
     nodes = NatsCluster(tmp_path, 3).start()
     workers = []
     try:
@@ -204,9 +205,10 @@ def test_workers_carry_on_when_a_nats_node_dies(tmp_path, trained_dir):
         sent += publish(sensors, 40, 40)
         wait_for(lambda: sum(metric(u, "sensorguard_readings_total") for u in urls) == sent, 90,
                  "every reading published after the node died taken")
-        assert [owned(u) for u in urls] == [4, 4]  # nobody lost a lease over it
-        assert all(not metric(u, "sensorguard_messages_rejected_total", reason=r) for u in urls
-                   for r in ("duplicate_ts", "out_of_order"))
+        # Leases can lapse while a bucket whose leader was on the dead node elects another (a few
+        # seconds against a 3 s lease): partitions may move meanwhile, and settle back.
+        wait_for(lambda: sorted(owned(u) for u in urls) == [4, 4], 60, "the partitions settled, 4 and 4")
+        assert not any(metric(u, "sensorguard_messages_rejected_total", reason="out_of_order") for u in urls)
     finally:
         for d, _ in workers:
             d.stop()
