@@ -76,6 +76,8 @@ class AssetAlerts:
         self._silent: dict[str, float] = {}  # silent assets -> their last reading's time, oldest first
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
+        self._adopted: deque[tuple[str, AlertState, DriftState | None]] = deque()  # cluster mode: moved here
+        self._synced: dict[str, tuple[str, str]] = {}  # cluster mode: (status, alert id) last passed on
         self._faults_lock = threading.Lock()  # the open faults are read by whoever publishes a state
 
     def snapshot(self) -> dict[str, AlertState]:
@@ -93,6 +95,8 @@ class AssetAlerts:
         Returns the new state and the score against the asset's (widened) line.
         """
         bundle = bundle or self.current()
+        if self._adopted:
+            self._take_adopted()
         old = self._states.get(asset)
         if old is None and asset in self.restored:  # back after a restart: carry on where it was
             old, saved_drift = self.restored.pop(asset)
@@ -198,6 +202,56 @@ class AssetAlerts:
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
                 self._go_silent(asset, saved, time.time(), True)  # its last reading time was not saved
         self.restored.clear()
+
+    # --- cluster mode: state that moves with an asset ---------------------------------------------
+
+    def adopt(self, asset: str, alert: AlertState, drift: DriftState | None) -> None:
+        """``asset`` moved here from another worker with this state (any thread). Taken in like a state
+        restored at start: at its next window it carries on (an alert up stays up under its id,
+        without a second ``raised``; the recorder holds its readings back)."""
+        self._adopted.append((asset, alert, drift))
+
+    def _take_adopted(self) -> None:
+        while self._adopted:
+            asset, alert, drift = self._adopted.popleft()
+            if asset not in self._states:
+                self.restored[asset] = (alert, drift)
+        self.restore_until = max(self.restore_until, time.monotonic() + self.rules.stale_after)
+
+    def hand_over(self, assets: set[str]) -> dict[str, tuple[AlertState, DriftState | None, float | None]]:
+        """These assets moved to another worker (scoring thread): their states and last window's
+        time, to pass on, and everything about them forgotten here without a word (their new owner
+        speaks for them)."""
+        self._take_adopted()
+        out: dict[str, tuple[AlertState, DriftState | None, float | None]] = {}
+        for asset in assets:
+            if asset in self._states:
+                window_ts = self._latest.get(asset, (None,))[0]
+                out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), window_ts)
+            elif asset in self.restored:
+                out[asset] = (*self.restored.pop(asset), None)
+            for kept in (self._latest, self._announced, self._synced):
+                kept.pop(asset, None)
+            with self._faults_lock:
+                self._faults.pop(asset, None)
+                self._silent.pop(asset, None)
+                self._count_open()
+            self.metrics.forget_asset(asset)
+            if self.recorder is not None:
+                self.recorder.forget(asset)
+        return out
+
+    def changed_states(self, full: bool = False) -> dict[str, tuple[AlertState, DriftState | None, float | None]]:
+        """The assets whose alert status or id changed since the last call (every asset with
+        ``full``), their states and last window's time (scoring thread): what a new owner must
+        find to carry on."""
+        out = {}
+        for asset, state in self._states.items():
+            key = (state.status, state.alert_id)
+            if full or self._synced.get(asset) != key:
+                self._synced[asset] = key
+                out[asset] = (state, self._drift.get(asset), self._latest.get(asset, (None,))[0])
+        return out
 
     def save(self) -> None:
         """Write every asset's alert state and drift baseline (live and still-restored) to ``state_dir``."""

@@ -102,6 +102,12 @@ def asset_of(subject: str) -> tuple[int, str]:
     return int(partition), "/".join(token.replace("//", ".") for token in tokens.split("."))
 
 
+def state_key(asset: str) -> str:
+    """The asset's key in the state bucket: its id with ``.`` written ``=2E`` (a key's ``.``
+    separates tokens, which must not be empty; ``=`` never occurs in an asset id)."""
+    return asset.replace(".", "=2E")
+
+
 def transforms(layout: Layout, root: str) -> list[tuple[str, str]]:
     """One ``(source, destination)`` subject transform per asset depth, partitioning over every
     token of the asset id (so each asset lands in one partition, whatever its depth)."""

@@ -143,7 +143,7 @@ class Daemon:
             self.recorder.verdict = self.controls.false_alarm
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
                                      lambda: self.ingest.stopping, self.commands)
-        self.source = ClusterSource(settings, self.ingest, self.metrics) if settings.cluster else None
+        self.source = ClusterSource(settings, self.ingest, self.metrics, self.alerts) if settings.cluster else None
         self._listeners: list[Callable[[ScoredWindow], None]] = []
         self._stopped = False
         self._http: tuple[Any, threading.Thread] | None = None
@@ -262,6 +262,8 @@ class Daemon:
                 self.publish_sensor_faults()  # before the windows of their readings
                 if batch:
                     self.score_batch(batch)
+                if self.source is not None:
+                    self.source.step()  # cluster mode: hand assets over, pass changed states on
                 now = time.monotonic()
                 if not last and now >= next_housekeeping:
                     self.housekeeping(now)

@@ -137,11 +137,23 @@ class Ingest:
                 recorder.add(parsed.asset, ts, row)
         return rejects, accepted, parsed.asset
 
-    def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]]) -> int:
+    def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], window_ts: float | None) -> int:
         """Cluster mode, taking an asset over: rebuild its window from readings its previous owner
-        took (:meth:`Buffers.prime`); they are not counted, recorded or scored again."""
+        took (:meth:`Buffers.prime`, on the cadence of its window at ``window_ts``); they are not
+        counted, recorded or scored again."""
         with self.cond:
-            return self.buffers.prime(asset, samples, time.monotonic())
+            return self.buffers.prime(asset, samples, time.monotonic(), window_ts)
+
+    def release(self, assets: set[str]) -> bool:
+        """Cluster mode: drop these assets' buffers once none of their windows waits to be scored;
+        whether it was done (False: try again after the next batch)."""
+        with self.cond:
+            if self.buffers.pending_of(assets):
+                return False
+            for asset in assets:
+                self.buffers.forget(asset)
+            self._gauges()
+            return True
 
     def sensor_events(self) -> list[tuple[str, SensorEvent]]:
         """Take the sensor faults opened or closed since the last call (the worker publishes them,

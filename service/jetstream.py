@@ -19,24 +19,30 @@ import contextlib
 import logging
 import math
 import threading
+import time
 from collections import deque
+from concurrent.futures import Future
 from typing import Any
 
+from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.cluster import (
     OWNERS_BUCKET,
     READINGS_ROOT,
     READINGS_STREAM,
+    STATE_BUCKET,
     WINDOWS_ROOT,
     WINDOWS_STREAM,
     ClusterError,
     asset_of,
     connect,
+    state_key,
 )
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.ownership import Ownership, run
 from sensorguard.service.payload import Parsed, parse_message
+from sensorguard.service.state import StateError, decode_asset, encode_asset
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ FETCH_WAIT_S = 0.5  # a fetch returns after this long with what it has (and lets
 ACK_WAIT_S = 5.0  # an unacknowledged reading is delivered again after this long (to whoever owns it then)
 RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to finish its batch
 CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
+STATE_FLUSH_S = 0.5  # changed per-asset states are written to the state bucket this often
+STATE_FULL_S = 30.0  # every asset's state (drift included) is written this often
 REBUILD_WAIT_S = 5.0  # the window stream's next message, while rebuilding, at most this long
 UNTAKEN_LOOKAHEAD = 16  # unreadable readings skipped at most when looking for an asset's first untaken one
 MAX_ACK_PENDING = 20_000  # readings out and unacknowledged per partition at most (the broker's inflight)
@@ -53,10 +61,16 @@ MAX_ACK_PENDING = 20_000  # readings out and unacknowledged per partition at mos
 class ClusterSource:
     """Fetch the owned partitions' readings into ``ingest``; :meth:`start`, then :meth:`stop`."""
 
-    def __init__(self, settings: Settings, ingest: Ingest, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, ingest: Ingest, metrics: Metrics, alerts: AssetAlerts) -> None:
         self.settings = settings
         self.ingest = ingest
         self.metrics = metrics
+        self.alerts = alerts
+        self._assets: dict[int, set[str]] = {}  # partition -> its assets seen here
+        self._handovers: deque[tuple[set[str], Future]] = deque()  # for the scoring thread (step)
+        self._outbox: dict[str, bytes] = {}  # asset -> state to write to the state bucket (loop thread only)
+        self._states: Any = None  # the state bucket
+        self._next_full = 0.0
         self.worker = settings.instance_name
         self.ready = threading.Event()  # connected and taking part in the ownership
         self.ownership: Ownership | None = None
@@ -112,10 +126,14 @@ class ClusterSource:
         try:
             self._js = nc.jetstream()
             self.ownership = await self._join()
+            self._states = await self._js.key_value(STATE_BUCKET)
+            writer = asyncio.create_task(self._write_states(stopping), name="state-writer")
             self.ready.set()
             await run(self.ownership, stopping)
             self.ready.clear()
             await self.ownership.leave()
+            await writer
+            await self._flush_states()
         finally:
             for task, halt in self._tasks.values():
                 halt.set()
@@ -155,20 +173,71 @@ class ClusterSource:
         self.metrics.partition_info.labels(self.worker, f"cluster/{k}").set(1)
         log.info("cluster: took partition %d", k)
 
-    async def _lose(self, k: int) -> None:
-        """Let the partition's fetch loop finish its batch (every reading taken is acknowledged), then end."""
+    async def _lose(self, k: int, handing_over: bool) -> None:
+        """Let the partition's fetch loop finish its batch (every reading taken is acknowledged), then
+        end; its assets' buffers and state are dropped here once their last windows are scored, and
+        with ``handing_over`` their states written for the next owner first."""
         task, halt = self._tasks.pop(k, (None, None))
         self.metrics.partitions_owned.set(len(self._tasks))
         with contextlib.suppress(KeyError):
             self.metrics.partition_info.remove(self.worker, f"cluster/{k}")
-        if task is None or halt is None:
-            return
-        halt.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), FETCH_WAIT_S + RELEASE_WAIT_S)
-        except (TimeoutError, asyncio.CancelledError):
-            task.cancel()
+        if task is not None and halt is not None:
+            halt.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), FETCH_WAIT_S + RELEASE_WAIT_S)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        assets = self._assets.pop(k, set())
+        if assets:
+            done: Future = Future()
+            self._handovers.append((assets, done))
+            try:
+                states = await asyncio.wait_for(asyncio.wrap_future(done), RELEASE_WAIT_S)
+            except TimeoutError:
+                log.warning("cluster: partition %d: the scorer did not hand its assets over in time", k)
+                states = {}
+            for asset in assets:  # an older state still queued must not overwrite the last one
+                self._outbox.pop(asset, None)
+            if handing_over:
+                self._outbox.update(states)
+                await self._flush_states()
         log.info("cluster: gave up partition %d", k)
+
+    def step(self) -> None:
+        """Scoring thread, after each batch: hand over the assets of released partitions (once none
+        of their windows waits), and pass the states that changed on to the state bucket."""
+        while self._handovers:
+            assets, done = self._handovers[0]
+            if not self.ingest.release(assets):
+                break  # their last windows are scored first
+            self._handovers.popleft()
+            states = self.alerts.hand_over(assets)
+            done.set_result({asset: encode_asset(*state) for asset, state in states.items()})
+        now = time.monotonic()
+        full = now >= self._next_full
+        if full:
+            self._next_full = now + STATE_FULL_S
+        changed = self.alerts.changed_states(full)
+        loop = self._loop
+        if changed and loop is not None and not loop.is_closed():
+            data = {asset: encode_asset(*state) for asset, state in changed.items()}
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(self._outbox.update, data)
+
+    async def _write_states(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            await _pause(stopping, STATE_FLUSH_S)
+            await self._flush_states()
+
+    async def _flush_states(self) -> None:
+        """Write the queued states to the state bucket; a failed write is tried again next time."""
+        out, self._outbox = self._outbox, {}
+        for asset, data in out.items():
+            try:
+                await self._states.put(state_key(asset), data)
+            except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
+                log.debug("cluster: saving the state of %s: %s", asset, exc)
+                self._outbox.setdefault(asset, data)
 
     async def _consume(self, k: int, halt: asyncio.Event) -> None:
         """Serve partition ``k`` until ``halt``; a failure (a leader change, a lost connection) is
@@ -199,13 +268,16 @@ class ClusterSource:
                                             config=config)
         try:
             while not halt.is_set():
+                if self.ownership is None or not self.ownership.holds(k):  # renewals failing: wait
+                    await _pause(halt, 0.2)
+                    continue
                 try:
                     messages = await sub.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
                 except (TimeoutError, NatsTimeout):
                     continue
                 # Taken on a worker thread: Ingest.take may wait for the scorer (backpressure), and
                 # this loop must keep renewing the leases meanwhile.
-                taken = await asyncio.to_thread(self._take, messages)
+                taken = await asyncio.to_thread(self._take, k, messages)
                 for message in messages[:taken]:
                     await message.ack()
                 if taken < len(messages):
@@ -214,12 +286,15 @@ class ClusterSource:
             with contextlib.suppress(Exception):  # the connection may be gone already
                 await sub.unsubscribe()
 
-    def _take(self, messages: list) -> int:
+    def _take(self, k: int, messages: list) -> int:
         """Hand ``messages`` to the ingest in order; how many were taken (fewer: stopping)."""
         prefix = self.settings.topic_prefix.strip("/")
+        assets = self._assets.setdefault(k, set())
         for n, message in enumerate(messages):
             try:
-                topic = f"{prefix}/{asset_of(message.subject)[1]}/readings"
+                asset = asset_of(message.subject)[1]
+                topic = f"{prefix}/{asset}/readings"
+                assets.add(asset)
             except ValueError:
                 topic = message.subject  # not ours: Ingest rejects and counts it
             if not self.ingest.accept(topic, message.data):
@@ -234,9 +309,11 @@ class ClusterSource:
         first): each asset's readings then still arrive in order. Then, per asset of the partition
         in the window stream, the first reading still in the readings stream is the first one this
         worker must take (everything before it was acknowledged, so taken, by the previous owner);
-        the last ``window`` readings before it go into the buffer (:meth:`Ingest.prime`): the next
-        window is as complete as if nothing had moved, and those readings, should they come again,
-        are repeats (``duplicate_ts``) instead of being scored twice.
+        the last ``window`` readings before it go into the buffer (:meth:`Ingest.prime`; from the
+        window before the last one the old owner scored, when the state bucket names it, so the
+        cadence continues): the next window is as complete, and due where it would have been, as
+        if nothing had moved, and those readings, should they come again, are repeats
+        (``duplicate_ts``) instead of being scored twice.
         """
         from nats.js.api import DeliverPolicy
         from nats.js.errors import NotFoundError
@@ -248,7 +325,7 @@ class ClusterSource:
         root = f"{WINDOWS_ROOT}.{k}."
         subjects = (await js.stream_info(WINDOWS_STREAM, subjects_filter=f"{root}>")).state.subjects or {}
         cuts = {subject: await self._first_untaken(k, subject[len(root):]) for subject in subjects}
-        kept: dict[str, deque] = {subject: deque(maxlen=self.ingest.buffers.window) for subject in subjects}
+        kept: dict[str, list] = {subject: [] for subject in subjects}  # readings before the cut: at most --keep
         if subjects:
             sub = await js.subscribe(f"{root}>", stream=WINDOWS_STREAM, ordered_consumer=True,
                                      deliver_policy=DeliverPolicy.ALL)
@@ -269,8 +346,37 @@ class ClusterSource:
             log.warning("cluster: partition %d: the window stream no longer reaches back to where %d assets' "
                         "previous owner stopped (more readings arrived since than cluster init --keep): their "
                         "windows start empty", k, len(short))
-        primed = sum(self.ingest.prime(asset_of(subject)[1], list(samples)) for subject, samples in kept.items())
+        anchors = await self._adopt(k, [asset_of(subject)[1] for subject in subjects])
+        window, primed = self.ingest.buffers.window, 0
+        for subject, samples in kept.items():
+            asset = asset_of(subject)[1]
+            anchor = anchors.get(asset)
+            start = len(samples) - window  # the last window's readings; back to the last scored window with one
+            at = next((i for i, (ts, _) in enumerate(samples) if ts == anchor), None) if anchor is not None else None
+            if at is not None:
+                start = min(start, at - window + 1)
+            primed += self.ingest.prime(asset, samples[max(0, start):], anchor if at is not None else None)
         return len(subjects), primed
+
+    async def _adopt(self, k: int, assets: list[str]) -> dict[str, float | None]:
+        """Take over the partition's assets' alert and drift state from the state bucket; each
+        asset's last scored window's time (the cadence to continue)."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        self._assets.setdefault(k, set()).update(assets)
+        anchors: dict[str, float | None] = {}
+        for asset in assets:
+            try:
+                entry = await self._states.get(state_key(asset))
+            except (KeyNotFoundError, KeyDeletedError):
+                continue
+            try:
+                alert, drift, anchors[asset] = decode_asset(entry.value or b"")
+            except StateError as exc:
+                log.warning("cluster: the saved state of %s is unusable (%s): it starts afresh", asset, exc)
+                continue
+            self.alerts.adopt(asset, alert, drift)
+        return anchors
 
     async def _first_untaken(self, k: int, tokens: str) -> float:
         """Reading time of the asset's first reading still in the readings stream (inf: none)."""

@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RENEW_S = 1.0  # a lease is renewed this often: three chances before it expires
+SURE_S = 2.0  # a lease written this recently is surely still ours (it expires after LEASE_S = 3 s)
 MEMBER = "member."
 PARTITION = "partition."
 
@@ -67,12 +69,13 @@ def _weight(partition: int, member: str) -> bytes:
 class Ownership:
     """One worker's view and actions; :meth:`tick` once per ``RENEW_S`` from the worker's event loop.
 
-    ``gain(k)`` is awaited after the lease of partition ``k`` was taken; ``lose(k)`` before a lease is
-    given up (the partition must no longer be consumed when it returns) or after one was lost.
+    ``gain(k)`` is awaited after the lease of partition ``k`` was taken; ``lose(k, True)`` before a
+    lease is given up (the partition must no longer be consumed when it returns, its assets' state
+    passed on), ``lose(k, False)`` after one was lost (another worker speaks for its assets now).
     """
 
     def __init__(self, kv: Any, worker: str, partitions: int, gain: Callable[[int], Awaitable[None]],
-                 lose: Callable[[int], Awaitable[None]], count: Callable[[str], None] | None = None) -> None:
+                 lose: Callable[[int, bool], Awaitable[None]], count: Callable[[str], None] | None = None) -> None:
         self.kv = kv
         self.worker = worker
         self.partitions = partitions
@@ -81,6 +84,15 @@ class Ownership:
         self.members: list[str] = []
         self.changes = {"gained": 0, "released": 0, "lost": 0}
         self._count = count
+        self._releases: dict[int, asyncio.Task] = {}  # partitions being handed over (still renewed meanwhile)
+        self._renewed: dict[int, float] = {}  # partition -> monotonic time its lease was last written
+
+    def holds(self, k: int) -> bool:
+        """Whether partition ``k``'s lease is surely still ours: written less than ``SURE_S`` ago.
+        A worker fetches only then, so it never consumes beside the next owner, which can claim
+        the lease only ``LEASE_S`` after its last write (while the bucket elects a new leader,
+        for instance, renewals fail and the lease runs out)."""
+        return k in self.owned and time.monotonic() - self._renewed.get(k, -math.inf) < SURE_S
 
     def _changed(self, change: str) -> None:
         self.changes[change] += 1
@@ -90,7 +102,8 @@ class Ownership:
     async def tick(self) -> None:
         """Renew, read the members, release what is no longer ours, claim what is ours and free.
 
-        Every lease is renewed first, before any release (which waits for a fetch loop to end), so
+        Every lease is renewed first, and releases (which wait for a fetch loop to end and for the
+        scorer to hand the assets' state over) run as tasks of their own, renewed until they end:
         a slow release never lets another lease run out.
         """
         from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
@@ -98,24 +111,30 @@ class Ownership:
         await self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
         for k in sorted(self.owned):
             try:
-                self.owned[k] = await self.kv.update(f"{PARTITION}{k}", self.worker.encode(), last=self.owned[k])
-            except KeyWrongLastSequenceError:  # our lease expired and was taken meanwhile
-                log.warning("lost partition %d: its lease expired and another worker took it", k)
-                del self.owned[k]
-                self._changed("lost")
-                await self.lose(k)
+                revision = await self.kv.update(f"{PARTITION}{k}", self.worker.encode(), last=self.owned[k])
+            except KeyWrongLastSequenceError:  # our lease expired and was taken meanwhile (or just released)
+                if k in self.owned and k not in self._releases:
+                    log.warning("lost partition %d: its lease expired and another worker took it", k)
+                    del self.owned[k]
+                    self._changed("lost")
+                    await self.lose(k, False)
+                continue
+            if k in self.owned:
+                self.owned[k] = revision
+                self._renewed[k] = time.monotonic()
         try:
             keys = await self.kv.keys()
         except NoKeysError:
             keys = []
         self.members = sorted(key[len(MEMBER):] for key in keys if key.startswith(MEMBER))
         want = {k for k, m in assign(self.partitions, self.members).items() if m == self.worker}
-        for k in sorted(set(self.owned) - want):
-            await self.release(k)
+        for k in sorted(set(self.owned) - want - set(self._releases)):  # handed over in the background
+            self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
         for k in sorted(want - set(self.owned)):
             revision = await self._claim(k)
             if revision is not None:
                 self.owned[k] = revision
+                self._renewed[k] = time.monotonic()
                 self._changed("gained")
                 await self.gain(k)
 
@@ -128,19 +147,25 @@ class Ownership:
             return None  # still held (its owner releases it, or its lease runs out)
 
     async def release(self, k: int) -> None:
-        """Stop consuming ``k``, then give its lease up."""
-        await self.lose(k)
-        revision = self.owned.pop(k)
-        self._changed("released")
+        """Hand ``k`` over: stop consuming it and pass its assets' state on (``lose``), then give
+        its lease up. Runs beside the ticks, which keep renewing the lease until then."""
         try:
-            await self.kv.delete(f"{PARTITION}{k}", last=revision)
-        except Exception as exc:  # noqa: BLE001 - it expires on its own within LEASE_S
-            log.debug("releasing partition %d: %s", k, exc)
+            await self.lose(k, True)
+        finally:
+            revision = self.owned.pop(k, None)
+            self._releases.pop(k, None)
+            self._changed("released")
+            if revision is not None:
+                try:
+                    await self.kv.delete(f"{PARTITION}{k}", last=revision)
+                except Exception as exc:  # noqa: BLE001 - it expires on its own within the lease
+                    log.debug("releasing partition %d: %s", k, exc)
 
     async def leave(self) -> None:
         """Release everything and the membership: a clean stop hands the partitions over at once."""
-        for k in sorted(self.owned):
-            await self.release(k)
+        for k in sorted(set(self.owned) - set(self._releases)):
+            self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
+        await asyncio.gather(*self._releases.values(), return_exceptions=True)
         try:
             await self.kv.delete(f"{MEMBER}{self.worker}")
         except Exception as exc:  # noqa: BLE001 - it expires on its own

@@ -110,6 +110,29 @@ def restore_states(directory: str | None, max_assets: int) -> dict[str, tuple[Al
     return restored
 
 
+def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float | None = None) -> bytes:
+    """One asset's state as ``assets.json`` holds it, plus the end time of its last scored window
+    (the cadence a new owner continues), for cluster mode's state bucket."""
+    entry = {"alert": _finite(asdict(alert)), **({"drift": asdict(drift)} if drift is not None else {}),
+             **({"window_ts": window_ts} if window_ts is not None else {})}
+    return json.dumps(entry, separators=(",", ":")).encode()
+
+
+def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | None]:
+    """:func:`encode_asset` back; StateError for anything else."""
+    try:
+        entry = json.loads(data)
+        drift = entry.get("drift")
+        offset = None if drift is None else float(drift["offset"])
+        if offset is not None and not math.isfinite(offset):
+            raise ValueError(f"drift offset must be finite, got {offset}")
+        window_ts = entry.get("window_ts")
+        return (_alert_state(entry["alert"]), None if drift is None else DriftState(offset, int(drift["updates"])),
+                None if window_ts is None else float(window_ts))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise StateError(f"invalid asset state ({exc})") from None
+
+
 def set_aside(directory: str | os.PathLike) -> Path:
     """Move an unusable state file out of the way (kept for inspection); return where it went."""
     path = Path(directory) / STATE_FILE

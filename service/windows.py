@@ -187,14 +187,20 @@ class Buffers:
         state.seen = received
         return None
 
-    def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], received: float) -> int:
+    def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], received: float,
+              window_ts: float | None = None) -> int:
         """Fill ``asset``'s buffer (window, last time, cleaner and sensor watch) with readings its
         previous owner already took, without queueing their windows or sensor events: those were
-        the previous owner's to score and announce. Returns how many were taken. The caller holds
-        the lock that guards the buffers (nothing drains in between)."""
+        the previous owner's to score and announce. With ``window_ts``, the end time of a window the
+        previous owner scored, the cadence is set so that a window was due there: the next ones are
+        due where they would have been without the move. Returns how many readings were taken. The
+        caller holds the lock that guards the buffers (nothing drains in between)."""
         due, events, taken = len(self._due), len(self.sensor_events), 0
         for ts, values in samples:
             taken += self.add(asset, ts, values, received) is None
+            state = self._assets.get(asset)
+            if ts == window_ts and state is not None and state.count >= self.window:
+                state.count -= (state.count - self.window) % self.hop  # a window is due here: the old cadence
         while len(self._due) > due:
             self._due.pop()
         while len(self.sensor_events) > events:
@@ -247,6 +253,10 @@ class Buffers:
             due.clear()
             return out
         return [due.popleft() for _ in range(max(limit, 0))]
+
+    def pending_of(self, assets: set[str]) -> bool:
+        """Whether a window of one of ``assets`` is queued."""
+        return any(w.asset in assets for w in self._due)
 
     def pending(self) -> int:
         """Windows queued and not yet drained."""

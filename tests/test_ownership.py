@@ -52,18 +52,24 @@ class Worker:
         assert holder is None, f"{self.name} took partition {k} while {holder} still consumed it"
         Worker.consuming[k] = self.name
 
-    async def lose(self, k: int) -> None:
+    async def lose(self, k: int, handing_over: bool = False) -> None:
         if Worker.consuming.get(k) == self.name:
             del Worker.consuming[k]
 
 
-async def ticking(workers: list[Worker], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+async def ticking(workers: list[Worker], seconds: float, until=lambda: False) -> float:
+    """Tick ``workers`` (as their loops would) for ``seconds`` or until ``until()``; the time taken."""
+    started = time.monotonic()
+    while time.monotonic() < started + seconds and not until():
         for worker in workers:
             if worker.alive:
                 await worker.ownership.tick()
         await asyncio.sleep(0.2)
+    return time.monotonic() - started
+
+
+def shares(*workers: Worker) -> list[int]:
+    return [len(w.ownership.owned) for w in workers]
 
 
 def test_leases_split_take_over_and_rebalance_on_a_real_server(tmp_path):
@@ -81,27 +87,25 @@ async def _scenario(servers) -> None:
         kv = await nc.jetstream().key_value(cluster.OWNERS_BUCKET)
         Worker.consuming = {}
         a, b = Worker(kv, "a", 8), Worker(kv, "b", 8)
-        await ticking([a, b], 2.0)
+        await ticking([a, b], 15.0, lambda: shares(a, b) == [4, 4])
         assert set(a.ownership.owned) | set(b.ownership.owned) == set(range(8))
         assert len(a.ownership.owned) == len(b.ownership.owned) == 4
 
         a.alive = False  # a dies: no release, its leases and membership run out
         for k in list(a.ownership.owned):
             await a.lose(k)
-        started = time.monotonic()
-        while len(b.ownership.owned) < 8 and time.monotonic() - started < 20:
-            await ticking([b], 0.2)
+        took = await ticking([b], 20.0, lambda: shares(b) == [8])
         assert set(b.ownership.owned) == set(range(8)), b.ownership.owned
-        assert time.monotonic() - started < 3 * cluster.LEASE_S  # within a few lease periods
+        assert took < 3 * cluster.LEASE_S  # within a few lease periods
 
         c = Worker(kv, "c", 8)  # a worker joins: b hands it its share, c claims what b released
-        await ticking([b, c], 3.0)
+        await ticking([b, c], 15.0, lambda: shares(b, c) == [4, 4])
         assert len(b.ownership.owned) == len(c.ownership.owned) == 4
         assert set(b.ownership.owned).isdisjoint(c.ownership.owned)
         assert b.ownership.changes["released"] == 4 and c.ownership.changes["gained"] == 4
 
         await c.ownership.leave()  # a clean stop hands over at once, without waiting for leases
-        await ticking([b], 1.0)
-        assert set(b.ownership.owned) == set(range(8))
+        took = await ticking([b], 15.0, lambda: shares(b) == [8])
+        assert set(b.ownership.owned) == set(range(8)) and took < cluster.LEASE_S  # no lease had to run out
     finally:
         await nc.close()

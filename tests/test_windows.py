@@ -262,3 +262,20 @@ def test_primed_readings_continue_the_window_without_queueing_what_the_previous_
     same = Buffers(CH, 4, 2)
     feed(same, "p", range(1, 7))
     assert [w.ts for w in same.drain()] == [4.0, 6.0]  # the cadence the old owner had: 6 is due
+
+
+def test_priming_with_the_last_scored_window_keeps_the_old_cadence() -> None:
+    """The old owner's windows were due at 4, 6, 8 (window 4, hop 2); it took up to 9 and scored
+    the window at 8. Primed from 4 on, the buffer alone would put windows at 11, 13...; told
+    the window at 8 was scored, it continues at 10, 12 as the old owner would have."""
+    samples = [(float(t), row(float(t))) for t in range(4, 10)]
+    alone, told = Buffers(CH, 4, 2), Buffers(CH, 4, 2)
+    alone.prime("p", samples, 0.0)
+    told.prime("p", samples, 0.0, window_ts=8.0)
+    for bufs in (alone, told):
+        feed(bufs, "p", [10, 11, 12, 13])
+    assert [w.ts for w in alone.drain()] == [11.0, 13.0]
+    assert [w.ts for w in told.drain()] == [10.0, 12.0]
+    same = Buffers(CH, 4, 2)
+    feed(same, "p", range(1, 14))
+    assert [w.ts for w in same.drain()][-2:] == [10.0, 12.0]
