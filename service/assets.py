@@ -241,16 +241,20 @@ class AssetAlerts:
                 self.recorder.forget(asset)
         return out
 
-    def changed_states(self, full: bool = False) -> dict[str, tuple[AlertState, DriftState | None, float | None]]:
+    def changed_states(self, full: bool = False
+                       ) -> dict[str, tuple[AlertState, DriftState | None, float | None] | None]:
         """The assets whose alert status or id changed since the last call (every asset with
         ``full``), their states and last window's time (scoring thread): what a new owner must
-        find to carry on."""
-        out = {}
+        find to carry on; None for an asset whose state ended (it went silent)."""
+        out: dict[str, tuple[AlertState, DriftState | None, float | None] | None] = {}
         for asset, state in self._states.items():
             key = (state.status, state.alert_id)
             if full or self._synced.get(asset) != key:
                 self._synced[asset] = key
                 out[asset] = (state, self._drift.get(asset), self._latest.get(asset, (None,))[0])
+        for asset in [a for a in self._synced if a not in self._states and a not in self.restored]:
+            del self._synced[asset]  # its state ended here (silent): None, the bucket forgets it too
+            out[asset] = None
         return out
 
     def save(self) -> None:

@@ -68,9 +68,11 @@ class ClusterSource:
         self.alerts = alerts
         self._assets: dict[int, set[str]] = {}  # partition -> its assets seen here
         self._handovers: deque[tuple[set[str], Future]] = deque()  # for the scoring thread (step)
-        self._outbox: dict[str, bytes] = {}  # asset -> state to write to the state bucket (loop thread only)
+        self._outbox: dict[str, bytes | None] = {}  # asset -> state to write (None: delete); loop thread only
         self._states: Any = None  # the state bucket
         self._next_full = 0.0
+        self._leaving: set[str] = set()  # assets being handed over: their states are no longer passed on
+        self._flushing: asyncio.Lock | None = None  # one flush at a time: an older state never lands last
         self.worker = settings.instance_name
         self.ready = threading.Event()  # connected and taking part in the ownership
         self.ownership: Ownership | None = None
@@ -127,6 +129,7 @@ class ClusterSource:
             self._js = nc.jetstream()
             self.ownership = await self._join()
             self._states = await self._js.key_value(STATE_BUCKET)
+            self._flushing = asyncio.Lock()
             writer = asyncio.create_task(self._write_states(stopping), name="state-writer")
             self.ready.set()
             await run(self.ownership, stopping)
@@ -187,7 +190,8 @@ class ClusterSource:
                 await asyncio.wait_for(asyncio.shield(task), FETCH_WAIT_S + RELEASE_WAIT_S)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
-        assets = self._assets.pop(k, set())
+        assets = set(self._assets.pop(k, set()))  # a copy: a taking thread may still add to the old set
+        self._leaving |= assets
         if assets:
             done: Future = Future()
             self._handovers.append((assets, done))
@@ -201,6 +205,7 @@ class ClusterSource:
             if handing_over:
                 self._outbox.update(states)
                 await self._flush_states()
+        self._leaving -= assets
         log.info("cluster: gave up partition %d", k)
 
     def step(self) -> None:
@@ -212,7 +217,8 @@ class ClusterSource:
                 break  # their last windows are scored first
             self._handovers.popleft()
             states = self.alerts.hand_over(assets)
-            done.set_result({asset: encode_asset(*state) for asset, state in states.items()})
+            if done.set_running_or_notify_cancel():  # False: the release gave up waiting; they are gone all the same
+                done.set_result({asset: encode_asset(*state) for asset, state in states.items()})
         now = time.monotonic()
         full = now >= self._next_full
         if full:
@@ -220,7 +226,9 @@ class ClusterSource:
         changed = self.alerts.changed_states(full)
         loop = self._loop
         if changed and loop is not None and not loop.is_closed():
-            data = {asset: encode_asset(*state) for asset, state in changed.items()}
+            leaving = self._leaving
+            data = {asset: None if state is None else encode_asset(*state) for asset, state in changed.items()
+                    if asset not in leaving}
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(self._outbox.update, data)
 
@@ -230,14 +238,22 @@ class ClusterSource:
             await self._flush_states()
 
     async def _flush_states(self) -> None:
-        """Write the queued states to the state bucket; a failed write is tried again next time."""
-        out, self._outbox = self._outbox, {}
-        for asset, data in out.items():
-            try:
-                await self._states.put(state_key(asset), data)
-            except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
-                log.debug("cluster: saving the state of %s: %s", asset, exc)
-                self._outbox.setdefault(asset, data)
+        """Write the queued states to the state bucket (None: delete, the asset's state ended); a
+        failed write is tried again next time, unless the asset is being handed over."""
+        if self._flushing is None:
+            return
+        async with self._flushing:
+            out, self._outbox = self._outbox, {}
+            for asset, data in out.items():
+                try:
+                    if data is None:
+                        await self._states.delete(state_key(asset))
+                    else:
+                        await self._states.put(state_key(asset), data)
+                except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
+                    log.debug("cluster: saving the state of %s: %s", asset, exc)
+                    if asset not in self._leaving:
+                        self._outbox.setdefault(asset, data)
 
     async def _consume(self, k: int, halt: asyncio.Event) -> None:
         """Serve partition ``k`` until ``halt``; a failure (a leader change, a lost connection) is
@@ -277,7 +293,7 @@ class ClusterSource:
                     continue
                 # Taken on a worker thread: Ingest.take may wait for the scorer (backpressure), and
                 # this loop must keep renewing the leases meanwhile.
-                taken = await asyncio.to_thread(self._take, k, messages)
+                taken = await asyncio.to_thread(self._take, k, messages, halt)
                 for message in messages[:taken]:
                     await message.ack()
                 if taken < len(messages):
@@ -286,11 +302,14 @@ class ClusterSource:
             with contextlib.suppress(Exception):  # the connection may be gone already
                 await sub.unsubscribe()
 
-    def _take(self, k: int, messages: list) -> int:
-        """Hand ``messages`` to the ingest in order; how many were taken (fewer: stopping)."""
+    def _take(self, k: int, messages: list, halt: asyncio.Event) -> int:
+        """Hand ``messages`` to the ingest in order; how many were taken (fewer: stopping, or the
+        partition is being given up: the rest go to its next owner)."""
         prefix = self.settings.topic_prefix.strip("/")
         assets = self._assets.setdefault(k, set())
         for n, message in enumerate(messages):
+            if halt.is_set():
+                return n
             try:
                 asset = asset_of(message.subject)[1]
                 topic = f"{prefix}/{asset}/readings"

@@ -86,6 +86,7 @@ class Ownership:
         self._count = count
         self._releases: dict[int, asyncio.Task] = {}  # partitions being handed over (still renewed meanwhile)
         self._renewed: dict[int, float] = {}  # partition -> monotonic time its lease was last written
+        self._tasks: set[asyncio.Task] = set()  # losses running beside the ticks
 
     def holds(self, k: int) -> bool:
         """Whether partition ``k``'s lease is surely still ours: written less than ``SURE_S`` ago.
@@ -106,22 +107,10 @@ class Ownership:
         scorer to hand the assets' state over) run as tasks of their own, renewed until they end:
         a slow release never lets another lease run out.
         """
-        from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
+        from nats.js.errors import NoKeysError
 
         await self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
-        for k in sorted(self.owned):
-            try:
-                revision = await self.kv.update(f"{PARTITION}{k}", self.worker.encode(), last=self.owned[k])
-            except KeyWrongLastSequenceError:  # our lease expired and was taken meanwhile (or just released)
-                if k in self.owned and k not in self._releases:
-                    log.warning("lost partition %d: its lease expired and another worker took it", k)
-                    del self.owned[k]
-                    self._changed("lost")
-                    await self.lose(k, False)
-                continue
-            if k in self.owned:
-                self.owned[k] = revision
-                self._renewed[k] = time.monotonic()
+        await self._renew()
         try:
             keys = await self.kv.keys()
         except NoKeysError:
@@ -131,12 +120,40 @@ class Ownership:
         for k in sorted(set(self.owned) - want - set(self._releases)):  # handed over in the background
             self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
         for k in sorted(want - set(self.owned)):
+            sent = time.monotonic()
             revision = await self._claim(k)
             if revision is not None:
                 self.owned[k] = revision
-                self._renewed[k] = time.monotonic()
+                self._renewed[k] = sent
                 self._changed("gained")
                 await self.gain(k)
+
+    async def _renew(self) -> None:
+        """Write every lease we hold again; one found taken is lost (its ``lose`` runs as a task)."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        for k in sorted(self.owned):
+            sent = time.monotonic()  # the lease runs from when the write left, not when it was answered
+            last = self.owned.get(k)
+            if last is None:  # released meanwhile
+                continue
+            try:
+                revision = await self.kv.update(f"{PARTITION}{k}", self.worker.encode(), last=last)
+            except KeyWrongLastSequenceError:  # our lease expired and was taken meanwhile (or just released)
+                if k in self.owned and k not in self._releases:
+                    log.warning("lost partition %d: its lease expired and another worker took it", k)
+                    del self.owned[k]
+                    self._changed("lost")
+                    self._background(self.lose(k, False), f"lost-{k}")
+                continue
+            if k in self.owned:
+                self.owned[k] = revision
+                self._renewed[k] = sent
+
+    def _background(self, work: Any, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)  # kept until done (the loop holds tasks weakly)
+        task.add_done_callback(self._tasks.discard)
 
     async def _claim(self, k: int) -> int | None:
         from nats.js.errors import KeyWrongLastSequenceError
@@ -165,7 +182,10 @@ class Ownership:
         """Release everything and the membership: a clean stop hands the partitions over at once."""
         for k in sorted(set(self.owned) - set(self._releases)):
             self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
-        await asyncio.gather(*self._releases.values(), return_exceptions=True)
+        while self._releases:  # the leases are renewed until each hand-over is done
+            await asyncio.wait(list(self._releases.values()), timeout=RENEW_S)
+            with contextlib.suppress(Exception):  # noqa: BLE001 - a lease that lapses here only hurries the next owner
+                await self._renew()
         try:
             await self.kv.delete(f"{MEMBER}{self.worker}")
         except Exception as exc:  # noqa: BLE001 - it expires on its own

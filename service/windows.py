@@ -200,7 +200,9 @@ class Buffers:
             taken += self.add(asset, ts, values, received) is None
             state = self._assets.get(asset)
             if ts == window_ts and state is not None and state.count >= self.window:
-                state.count -= (state.count - self.window) % self.hop  # a window is due here: the old cadence
+                shift = (state.count - self.window) % self.hop  # a window is due here: the old cadence
+                state.count -= shift
+                state.fault_row = [r - shift if r != NO_FAULT else r for r in state.fault_row]
         while len(self._due) > due:
             self._due.pop()
         while len(self.sensor_events) > events:

@@ -20,6 +20,7 @@ import pytest
 from sensorguard.service import cluster
 from sensorguard.service.cluster import Layout
 from sensorguard.service.ownership import assign
+from sensorguard.service.state import decode_asset
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, clean_env, free_port, metric, start_daemon, wait_for
 from tests.nats import NatsCluster
@@ -108,6 +109,20 @@ def start_victim(node, trained_dir, tmp_path) -> tuple[subprocess.Popen, str, Pa
              "--mqtt-version", "3.1.1", "--instance", "victim", "--client-id", "victim"],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
     return victim, f"http://127.0.0.1:{port}", log
+
+
+def saved_status(servers, asset: str) -> str | None:
+    """The alert status the state bucket holds for ``asset``."""
+    async def read() -> str | None:
+        nc = await cluster.connect(servers)
+        try:
+            entry = await (await nc.jetstream().key_value(cluster.STATE_BUCKET)).get(cluster.state_key(asset))
+            return decode_asset(entry.value)[0].status
+        except Exception:  # noqa: BLE001 - not there (yet)
+            return None
+        finally:
+            await nc.close()
+    return asyncio.run(read())
 
 
 def stream_messages(servers, name: str) -> int:
@@ -252,14 +267,15 @@ def test_an_alert_up_when_its_worker_dies_stays_up_under_the_new_owner(nats_node
                 pub.samples(asset, times[start:stop], rows[start:stop], CHANNELS, batch=10)
 
         send(0, 100, None)
-        wait_for(lambda: set(survivor.buffers.assets()), 30, "the survivor's first assets")
-        victims = [a for a in ASSETS if a not in survivor.buffers.assets()]
+        wait_for(lambda: metric(url, "sensorguard_readings_total") + metric(victim_url, "sensorguard_readings_total")
+                 == 100 * len(ASSETS), 30, "the first readings taken by both")
+        victims = [a for a in ASSETS if a not in survivor.buffers.assets()]  # the victim's assets
         bad = victims[0]
         topic = f"sensorguard/alerts/{bad}"
         send(100, 700, bad)
         raised = wait_for(lambda: events.on(topic), 60, f"the victim raising {bad}")
         assert [e["state"] for e in raised] == ["raised"]
-        time.sleep(2.0)  # the state bucket hears of it within STATE_FLUSH_S
+        wait_for(lambda: saved_status(nats_node.urls, bad) == "alerting", 20, "the state bucket hearing of it")
         psutil.Process(victim.pid).kill()
         send(700, 1200, bad)
         got = wait_for(lambda: len(events.on(topic)) >= 2 and events.on(topic), 90, "the alert cleared")

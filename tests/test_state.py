@@ -137,3 +137,35 @@ def test_doctests() -> None:
     for module in (service.state, service.drift, service.flags, service.localhost, service.publisher):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
+    """Cluster mode's per-asset state moves: the old owner hands it over (and forgets the asset
+    without a word), the new one adopts it (no second raise), a state that ended is passed on as
+    None (the bucket forgets it), and what is passed on survives encoding."""
+    from sensorguard.service.state import decode_asset, encode_asset
+
+    old, old_client = daemon_with(drifting, None)
+    for i in range(3):
+        old.alerts.apply("pump-1", T0 + i, 5.0, [])
+    old.alerts.apply("pump-2", T0, 0.5, [])
+    assert set(old.alerts.changed_states()) == {"pump-1", "pump-2"}
+    assert old.alerts.changed_states() == {}  # nothing changed since
+    moved = old.alerts.hand_over({"pump-1"})
+    assert moved["pump-1"][0].status == "alerting" and moved["pump-1"][2] == T0 + 2  # its last window
+    assert "pump-1" not in old.snapshot() and old.alerts.changed_states() == {}  # forgotten, not ended
+    published = len(old_client.published)
+    old.alerts.end("pump-2", T0)  # went silent: its state ends, and so must the bucket's copy
+    assert old.alerts.changed_states() == {"pump-2": None}
+    assert len(old_client.published) > published
+
+    alert, drift, window_ts = decode_asset(encode_asset(*moved["pump-1"]))
+    assert (alert, window_ts) == (moved["pump-1"][0], T0 + 2)
+    new, new_client = daemon_with(drifting, None)
+    new.alerts.adopt("pump-1", alert, drift)
+    new.alerts.apply("pump-1", T0 + 3, 5.0, [])
+    assert new.snapshot()["pump-1"].alert_id == alert.alert_id and raised(new_client) == []
+    for i in range(10):
+        new.alerts.apply("pump-1", T0 + 4 + i, 0.1, [])
+    cleared = [json.loads(p) for t, p, _ in new_client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["alert_id"]) for e in cleared] == [("cleared", alert.alert_id)]
