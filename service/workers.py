@@ -57,7 +57,10 @@ READINGS = ("sensorguard_readings", "sensorguard_readings_total", ())
 
 
 def worker_count(settings: Settings, cores: int | None = None) -> int:
-    """``workers``, or one per core up to the number of partitions; refused beyond the partitions."""
+    """``workers``, or one per core up to the number of partitions; refused beyond the partitions.
+    In cluster mode the workers share the cluster's partitions by leases: one per core."""
+    if settings.cluster:
+        return settings.workers or max(1, cores or os.cpu_count() or 1)
     partitions = len(settings.partition)
     if settings.workers is None:
         return max(1, min(cores or os.cpu_count() or 1, partitions))
@@ -73,7 +76,8 @@ def worker_settings(settings: Settings, n: int) -> list[Settings]:
     for k in range(n):
         out.append(replace(
             settings, workers=1, client_id=f"{settings.client_id}-w{k}", instance=f"{settings.instance_name}-w{k}",
-            partition=settings.partition[k::n], metrics_host="127.0.0.1", metrics_port=0,
+            partition=settings.partition if settings.cluster else settings.partition[k::n],  # cluster: by leases
+            metrics_host="127.0.0.1", metrics_port=0,
             state_dir=None if settings.state_dir is None else str(Path(settings.state_dir) / f"w{k}"),
             record_dir=None if settings.record_dir is None else str(Path(settings.record_dir) / f"w{k}"),
             record_max_mb=settings.record_max_mb / n))

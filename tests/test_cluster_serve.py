@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from sensorguard.service.cluster import Layout
 from sensorguard.service.ownership import assign
 from sensorguard.service.state import decode_asset
 from tests.conftest import epoch, plant_frame
-from tests.mosquitto import Collector, Publisher, clean_env, free_port, metric, start_daemon, wait_for
+from tests.mosquitto import Collector, Publisher, clean_env, free_port, metric, scrape, start_daemon, wait_for
 from tests.nats import NatsCluster
 
 try:
@@ -106,7 +107,7 @@ def start_victim(node, trained_dir, tmp_path) -> tuple[subprocess.Popen, str, Pa
         victim = subprocess.Popen(
             [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--metrics-port", str(port),
              "--cluster", ",".join(node.urls), "--broker", f"mqtt://127.0.0.1:{node.nodes[0].mqtt_port}",
-             "--mqtt-version", "3.1.1", "--instance", "victim", "--client-id", "victim"],
+             "--mqtt-version", "3.1.1", "--instance", "victim", "--client-id", "victim", "--workers", "1"],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
     return victim, f"http://127.0.0.1:{port}", log
 
@@ -292,3 +293,37 @@ def test_an_alert_up_when_its_worker_dies_stays_up_under_the_new_owner(nats_node
             victim.kill()
         if survivor is not None:
             survivor.stop()
+
+
+@pytest.mark.integration
+def test_serve_cluster_with_two_workers_shares_the_partitions_behind_one_endpoint(nats_node, trained_dir, tmp_path):
+    """``serve --cluster --workers 2``: two member workers (``<instance>-w0``, ``-w1``) that split the
+    partitions by leases, one metrics endpoint that sums them."""
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.workers import worker_count, worker_settings
+
+    plan = load_settings({"model": None, "cluster": ["nats://a:4222"], "instance": "sg"}, {}, require_model=False)
+    assert worker_count(plan, cores=4) == 4  # one per core: the cluster's partitions are shared by leases
+    assert [(w.instance_name, w.partition) for w in worker_settings(plan, 2)] == [("sg-w0", ("#",)), ("sg-w1", ("#",))]
+    port, log = free_port(), tmp_path / "serve.log"
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--metrics-port", str(port),
+             "--cluster", ",".join(nats_node.urls), "--broker", f"mqtt://127.0.0.1:{nats_node.nodes[0].mqtt_port}",
+             "--mqtt-version", "3.1.1", "--instance", "sg", "--client-id", "sg", "--workers", "2"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def holders() -> set[str]:
+            return {dict(labels)["instance"] for name, labels in scrape(url) if name == "sensorguard_partition_info"}
+
+        wait_for(lambda: owned(url) == 8 and holders() == {"sg-w0", "sg-w1"}, 90,
+                 "two workers sharing the 8 partitions", proc=proc, log=log)
+        assert metric(url, "sensorguard_workers") == 2
+        sent = publish(nats_node, 0, 20)
+        wait_for(lambda: metric(url, "sensorguard_readings_total") == sent, 30, "every reading taken once",
+                 proc=proc, log=log)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
