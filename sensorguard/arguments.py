@@ -335,4 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                    help="auto: mosquitto when on PATH, else the embedded amqtt (default auto)")
     p.add_argument("--metrics-port", type=int, default=10100, help="metrics port; a free one if taken (10100)")
+    p.add_argument("--cluster", action="store_true",
+                   help="cluster mode: a local 3-node NATS cluster and two workers, one of which hands its "
+                   "partitions over partway (needs pip install 'sensorguard[cluster]')")
     return parser

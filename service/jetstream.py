@@ -162,7 +162,8 @@ class ClusterSource:
 
     async def _disconnected(self) -> None:
         self.ready.clear()
-        log.warning("cluster: disconnected from NATS; reconnecting")
+        if not self._stop.is_set():  # closing the connection on a clean stop calls this too
+            log.warning("cluster: disconnected from NATS; reconnecting")
 
     async def _reconnected(self) -> None:
         if self.ownership is not None and not self._stop.is_set():

