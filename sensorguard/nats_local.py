@@ -9,6 +9,7 @@ shows one); this is for trying it on one machine.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -132,3 +133,16 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def stream_messages(servers: tuple[str, ...], stream: str) -> int:
+    """Messages in ``stream`` now (a readings backlog: taken readings leave the work queue)."""
+    from sensorguard.service import cluster
+
+    async def read() -> int:
+        nc = await cluster.connect(servers)
+        try:
+            return (await nc.jetstream().stream_info(stream)).state.messages
+        finally:
+            await nc.close()
+    return asyncio.run(read())

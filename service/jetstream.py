@@ -7,9 +7,11 @@ explicit acknowledgement, shared by whichever worker owns ``k``: a new owner res
 acknowledged position). A reading is acknowledged after it was buffered, as in MQTT mode.
 
 nats-py is asyncio-only; the daemon is threads. So the client lives on an event loop in its own
-thread (``sensorguard-cluster``), like paho's network thread: it fetches, calls the synchronous
-``Ingest.take`` and acknowledges; it also runs :mod:`ownership` (leases renewed every second). The
-scorer never sees asyncio.
+thread (``sensorguard-cluster``), like paho's network thread: it fetches (:mod:`pull`, lean pull
+requests), hands each batch to the synchronous ``Ingest.accept`` on a worker thread and
+acknowledges; readings fetched but not taken (stopping, giving a partition up) are given back with
+``nak``, so the next owner gets them at once. The loop also runs :mod:`ownership` (leases renewed
+every second). The scorer never sees asyncio.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from sensorguard.service.ingest import Ingest
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.ownership import Ownership, run
 from sensorguard.service.payload import Parsed, parse_message
+from sensorguard.service.pull import Puller
 from sensorguard.service.state import StateError, decode_asset, encode_asset
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,7 @@ class ClusterSource:
         self._stopping: asyncio.Event | None = None
         self._tasks: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}  # partition -> (fetch loop, its halt)
         self._js: Any = None
+        self._nc: Any = None
         self._thread = threading.Thread(target=self._run, name="sensorguard-cluster", daemon=True)
 
     def start(self) -> None:
@@ -126,7 +130,7 @@ class ClusterSource:
         if nc is None:
             return
         try:
-            self._js = nc.jetstream()
+            self._nc, self._js = nc, nc.jetstream()
             self.ownership = await self._join()
             self._states = await self._js.key_value(STATE_BUCKET)
             self._flushing = asyncio.Lock()
@@ -272,36 +276,43 @@ class ClusterSource:
                 await _pause(halt, ACK_WAIT_S)
 
     async def _serve(self, k: int, halt: asyncio.Event) -> None:
-        from nats.errors import TimeoutError as NatsTimeout
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
 
         assets, primed = await self._rebuild(k, halt)
         if halt.is_set():
             return
         log.info("cluster: partition %d: rebuilt the windows of %d assets from %d readings", k, assets, primed)
-        config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S, max_ack_pending=MAX_ACK_PENDING,
-                                deliver_policy=DeliverPolicy.ALL, max_deliver=-1)
-        sub = await self._js.pull_subscribe(f"{READINGS_ROOT}.{k}.>", durable=f"sg-p{k}", stream=READINGS_STREAM,
-                                            config=config)
+        durable = f"sg-p{k}"
+        try:
+            await self._js.consumer_info(READINGS_STREAM, durable)
+        except NotFoundError:
+            await self._js.add_consumer(READINGS_STREAM, ConsumerConfig(
+                durable_name=durable, filter_subject=f"{READINGS_ROOT}.{k}.>", ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT_S, max_ack_pending=MAX_ACK_PENDING, deliver_policy=DeliverPolicy.ALL,
+                max_deliver=-1))
+        ownership = self.ownership
+        puller = Puller(self._nc, READINGS_STREAM, durable, FETCH_BATCH, FETCH_WAIT_S,
+                        lambda: ownership is not None and ownership.holds(k))
+        await puller.open()
         try:
             while not halt.is_set():
-                if self.ownership is None or not self.ownership.holds(k):  # renewals failing: wait
+                if ownership is None or not ownership.holds(k):  # renewals failing: wait
                     await _pause(halt, 0.2)
                     continue
-                try:
-                    messages = await sub.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
-                except (TimeoutError, NatsTimeout):
+                messages = await puller.fetch(FETCH_WAIT_S)
+                if not messages:
                     continue
                 # Taken on a worker thread: Ingest.take may wait for the scorer (backpressure), and
                 # this loop must keep renewing the leases meanwhile.
                 taken = await asyncio.to_thread(self._take, k, messages, halt)
                 for message in messages[:taken]:
                     await message.ack()
-                if taken < len(messages):
-                    return  # the daemon is stopping: the rest stays unacknowledged, for the next owner
+                if taken < len(messages):  # stopping, or the partition is given up: the rest goes back
+                    await _give_back(messages[taken:])
+                    return
         finally:
-            with contextlib.suppress(Exception):  # the connection may be gone already
-                await sub.unsubscribe()
+            await _give_back(await puller.close())
 
     def _take(self, k: int, messages: list, halt: asyncio.Event) -> int:
         """Hand ``messages`` to the ingest in order; how many were taken (fewer: stopping, or the
@@ -335,7 +346,6 @@ class ClusterSource:
         if nothing had moved, and those readings, should they come again, are repeats
         (``duplicate_ts``) instead of being scored twice.
         """
-        from nats.js.api import DeliverPolicy
         from nats.js.errors import NotFoundError
 
         js = self._js
@@ -344,25 +354,16 @@ class ClusterSource:
                 await _pause(halt, ACK_WAIT_S)
         root = f"{WINDOWS_ROOT}.{k}."
         subjects = (await js.stream_info(WINDOWS_STREAM, subjects_filter=f"{root}>")).state.subjects or {}
-        cuts = {subject: await self._first_untaken(k, subject[len(root):]) for subject in subjects}
-        kept: dict[str, list] = {subject: [] for subject in subjects}  # readings before the cut: at most --keep
-        if subjects:
-            sub = await js.subscribe(f"{root}>", stream=WINDOWS_STREAM, ordered_consumer=True,
-                                     deliver_policy=DeliverPolicy.ALL)
-            try:
-                for _ in range(sum(subjects.values())):
-                    message = await sub.next_msg(timeout=REBUILD_WAIT_S)
-                    if message.subject in kept:
-                        kept[message.subject].extend((sample.ts, sample.values) for sample in
-                                                     self._parse(message.subject, message.data).samples
-                                                     if sample.ts < cuts[message.subject])
-            except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 - nats-py raises its own subclass
-                log.warning("cluster: partition %d: the window stream ended early; windows rebuilt in part", k)
-            finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-        short = [subject for subject, samples in kept.items() if not samples and cuts[subject] < math.inf]
-        if short:  # readings before the first untaken one exist, but the stream no longer holds them
+        cuts, firsts = {}, {}
+        for subject in subjects:
+            cuts[subject] = await self._first_ts(READINGS_STREAM, f"{READINGS_ROOT}.{k}.{subject[len(root):]}")
+            firsts[subject] = await self._first_ts(WINDOWS_STREAM, subject)
+        # Readings before the cut exist when the window stream's first one is older (a fresh asset's
+        # first reading is the cut); when it is newer, more arrived since than --keep holds.
+        kept = await self._read_windows(k, {subject: cuts[subject] for subject in subjects
+                                            if firsts[subject] < cuts[subject]}, sum(subjects.values()))
+        short = [subject for subject in subjects if firsts[subject] > cuts[subject]]
+        if short:
             log.warning("cluster: partition %d: the window stream no longer reaches back to where %d assets' "
                         "previous owner stopped (more readings arrived since than cluster init --keep): their "
                         "windows start empty", k, len(short))
@@ -398,28 +399,75 @@ class ClusterSource:
             self.alerts.adopt(asset, alert, drift)
         return anchors
 
-    async def _first_untaken(self, k: int, tokens: str) -> float:
-        """Reading time of the asset's first reading still in the readings stream (inf: none)."""
+    async def _first_ts(self, stream: str, subject: str) -> float:
+        """Reading time of the first reading on ``subject`` in ``stream`` (inf: none)."""
         from nats.js.errors import NotFoundError
 
         seq = 1
         for _ in range(UNTAKEN_LOOKAHEAD):  # an unreadable message has no time: look at the next one
             try:
-                message = await self._js.get_msg(READINGS_STREAM, seq=seq, subject=f"{READINGS_ROOT}.{k}.{tokens}",
-                                                 next=True)
+                message = await self._js.get_msg(stream, seq=seq, subject=subject, next=True)
             except NotFoundError:
                 return math.inf
-            samples = self._parse(f"{READINGS_ROOT}.{k}.{tokens}", message.data or b"").samples
+            samples = self._parse(subject, message.data or b"").samples
             if samples:
                 return min(sample.ts for sample in samples)
             seq = message.seq + 1
         return math.inf
+
+    async def _read_windows(self, k: int, cuts: dict[str, float], total: int) -> dict[str, list]:
+        """The window stream's readings of partition ``k`` older than each subject's cut, for the
+        subjects in ``cuts``, read in one pass (at most ``total`` messages, through a callback:
+        nats-py's ``next_msg`` costs a task and a timer per message)."""
+        from nats.js.api import DeliverPolicy
+
+        kept: dict[str, list] = {subject: [] for subject in cuts}
+        if not cuts:
+            return kept
+        open_ = {subject for subject, cut in cuts.items() if cut < math.inf}  # until a reading at the cut shows
+        whole = len(open_) < len(cuts)  # an asset with no untaken reading: everything it has is kept
+        seen, done = 0, asyncio.Event()
+
+        async def on_message(message: Any) -> None:
+            nonlocal seen
+            seen += 1
+            cut = cuts.get(message.subject)
+            if cut is not None:
+                samples = self._parse(message.subject, message.data).samples
+                kept[message.subject].extend((sample.ts, sample.values) for sample in samples if sample.ts < cut)
+                if message.subject in open_ and any(sample.ts >= cut for sample in samples):
+                    open_.discard(message.subject)
+            if seen >= total or not (open_ or whole):
+                done.set()
+
+        sub = await self._js.subscribe(f"{WINDOWS_ROOT}.{k}.>", stream=WINDOWS_STREAM, ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.ALL, cb=on_message)
+        try:
+            while not done.is_set():
+                before = seen
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), REBUILD_WAIT_S)
+                if seen == before and not done.is_set():
+                    log.warning("cluster: partition %d: the window stream ended early; windows rebuilt in part", k)
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return kept
 
     def _parse(self, subject: str, data: bytes) -> Parsed:
         s = self.settings
         prefix = s.topic_prefix.strip("/")
         return parse_message(f"{prefix}/{asset_of(subject)[1]}/readings", data, prefix, s.max_payload_bytes,
                              s.max_samples_per_message)
+
+
+async def _give_back(messages: list) -> None:
+    """Readings fetched but not taken: delivered again at once (to this partition's next owner),
+    ahead of newer ones, instead of after ``ACK_WAIT_S``."""
+    for message in messages:
+        with contextlib.suppress(Exception):  # the connection may be gone: they come back after ACK_WAIT_S
+            await message.nak()
 
 
 async def _pause(event: asyncio.Event, seconds: float) -> None:

@@ -3,7 +3,8 @@
 Every worker keeps two kinds of key alive in the ``sensorguard_owners`` bucket, whose entries expire
 ``LEASE_S`` after their last write: ``member.<worker>`` (it is alive) and ``partition.<k>`` for each
 partition it owns (the lease). Once a second (``RENEW_S``) each worker renews its keys, reads the
-members and computes with :func:`assign` which partitions it *should* own. It then
+members and computes with :func:`assign` which partitions it *should* own (from its second tick:
+the first only announces it, so workers that start together see each other before claiming). It then
 
 - releases a partition it holds but should not (a worker joined): it stops consuming it first, then
   deletes the lease, so the new owner starts from the acknowledged position;
@@ -87,6 +88,7 @@ class Ownership:
         self._releases: dict[int, asyncio.Task] = {}  # partitions being handed over (still renewed meanwhile)
         self._renewed: dict[int, float] = {}  # partition -> monotonic time its lease was last written
         self._tasks: set[asyncio.Task] = set()  # losses running beside the ticks
+        self._joined = False  # the membership was written once
 
     def holds(self, k: int) -> bool:
         """Whether partition ``k``'s lease is surely still ours: written less than ``SURE_S`` ago.
@@ -116,6 +118,9 @@ class Ownership:
         except NoKeysError:
             keys = []
         self.members = sorted(key[len(MEMBER):] for key in keys if key.startswith(MEMBER))
+        if not self._joined:  # the first tick only says we are here: workers starting together see
+            self._joined = True  # each other before claiming, instead of one taking all and handing half over
+            return
         want = {k for k, m in assign(self.partitions, self.members).items() if m == self.worker}
         for k in sorted(set(self.owned) - want - set(self._releases)):  # handed over in the background
             self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
+from sensorguard.nats_local import stream_messages
 from sensorguard.service import cluster
 from sensorguard.service.cluster import Layout
 from sensorguard.service.ownership import assign
@@ -100,6 +102,23 @@ def test_workers_split_the_partitions_take_each_reading_once_and_share_with_a_jo
             d.stop()
 
 
+@pytest.mark.integration
+def test_a_worker_starting_on_a_backlog_takes_it_all_once_without_a_false_alarm(nats_node, trained_dir, caplog):
+    """Readings queued before any worker ran: each asset's first reading is still in the readings
+    stream, so nothing was taken before it and there is nothing to rebuild (the window stream once
+    was said to "no longer reach back" here), and every reading is taken once."""
+    caplog.set_level(logging.INFO, logger="sensorguard.service.jetstream")
+    sent = publish(nats_node, 0, 60)
+    worker, url = daemon(nats_node, trained_dir, "late")
+    try:
+        wait_for(lambda: metric(url, "sensorguard_readings_total") == sent, 60, "the backlog taken")
+        assert not metric(url, "sensorguard_messages_rejected_total", reason="duplicate_ts")
+        assert "no longer reaches back" not in caplog.text
+        assert "rebuilt the windows of" in caplog.text  # the rebuild ran (and found nothing before the cut)
+    finally:
+        worker.stop()
+
+
 def start_victim(node, trained_dir, tmp_path) -> tuple[subprocess.Popen, str, Path]:
     """A ``serve --cluster`` process (to kill with SIGKILL): the process, its metrics URL, its log."""
     port, log = free_port(), tmp_path / "victim.log"
@@ -121,16 +140,6 @@ def saved_status(servers, asset: str) -> str | None:
             return decode_asset(entry.value)[0].status
         except Exception:  # noqa: BLE001 - not there (yet)
             return None
-        finally:
-            await nc.close()
-    return asyncio.run(read())
-
-
-def stream_messages(servers, name: str) -> int:
-    async def read() -> int:
-        nc = await cluster.connect(servers)
-        try:
-            return (await nc.jetstream().stream_info(name)).state.messages
         finally:
             await nc.close()
     return asyncio.run(read())

@@ -1,0 +1,79 @@
+"""The lean pull consumer (service/pull.py) on a real nats-server: batches in order, a request kept
+outstanding only while asking is allowed, and readings given back on close delivered again at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from sensorguard.service import cluster
+from sensorguard.service.pull import Puller
+from tests.nats import NatsCluster
+
+try:
+    import nats  # noqa: F401 - only its presence is checked
+except ImportError:  # the test extra installs it: under CI=true its absence is a failure, not a skip
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip("nats-py is not installed (pip install 'sensorguard[cluster]')", allow_module_level=True)
+
+
+def test_puller_batches_in_order_waits_when_told_and_gives_back_at_once(tmp_path):
+    node = NatsCluster(tmp_path, 1).start()
+    try:
+        asyncio.run(_scenario(node.urls))
+    finally:
+        node.stop()
+
+
+async def _scenario(servers) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+    nc = await cluster.connect(servers)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name="T", subjects=["t.>"], retention=RetentionPolicy.WORK_QUEUE))
+        await js.add_consumer("T", ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
+        for i in range(600):
+            await js.publish(f"t.{i % 3}", str(i).encode())
+        allowed = [True]
+        puller = Puller(nc, "T", "c", batch=256, expires_s=0.5, may_ask=lambda: allowed[0])
+        await puller.open()
+
+        got = await puller.fetch(2.0)
+        assert 0 < len(got) <= 512 and [int(m.data) for m in got] == list(range(len(got)))  # in stream order
+        for message in got:
+            await message.ack()
+        taken = len(got)
+        while taken < 600:  # the rest, batch after batch, nothing skipped or repeated
+            batch = await puller.fetch(2.0)
+            assert batch, f"nothing fetched after {taken}"
+            assert [int(m.data) for m in batch] == list(range(taken, taken + len(batch)))
+            for message in batch:
+                await message.ack()
+            taken += len(batch)
+
+        allowed[0] = False  # the lease is not surely ours: no request goes out, nothing comes
+        await asyncio.sleep(0.7)  # the request still outstanding expires
+        for i in range(600, 700):
+            await js.publish("t.0", str(i).encode())
+        assert await puller.fetch(0.5) == []
+        allowed[0] = True
+        batch = await puller.fetch(2.0)
+        assert batch and int(batch[0].data) >= 600
+        first = int(batch[0].data)
+        left = await puller.close()  # stop: what came meanwhile is handed back, with the batch not taken
+        for message in [*batch, *left]:
+            await message.nak()
+        again = Puller(nc, "T", "c", batch=256, expires_s=0.5, may_ask=lambda: True)
+        await again.open()
+        started = time.monotonic()
+        redelivered = await again.fetch(2.0)
+        assert redelivered and int(redelivered[0].data) == first  # at once, not after ack_wait (30 s)
+        assert time.monotonic() - started < 5
+        await again.close()
+    finally:
+        await nc.close()
