@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sensorguard.arguments import build_parser
 from sensorguard.service.config import ConfigError, Settings, load_settings
+from sensorguard.service.flags import flag_names
 from sensorguard.service.metrics import Metrics
 from tests.mosquitto import need_program
 
@@ -212,6 +214,76 @@ def test_compose_prometheus_and_grafana_files_land_where_they_are_read(compose):
     assert f"./grafana/dashboards:{path}:ro" in services["grafana"]["volumes"]
 
 
+# --- compose, cluster mode -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_compose() -> dict:
+    return yaml.safe_load((DEPLOY / "compose.cluster.yaml").read_text())
+
+
+NATS_NODES = ("nats-1", "nats-2", "nats-3")
+WORKERS = ("sensorguard-a", "sensorguard-b")
+
+
+def _parsed(command: list[str]):
+    """A compose command as sensorguard's own CLI parses it: a typo or a removed flag fails here."""
+    return build_parser().parse_args(command)
+
+
+def test_cluster_compose_is_three_nats_nodes_two_workers_prometheus_and_grafana(cluster_compose):
+    services = cluster_compose["services"]
+    assert {*NATS_NODES, *WORKERS, "cluster-init", "trainer", "simulator", "prometheus", "grafana"} <= set(services)
+    names = {services[n]["environment"]["SERVER_NAME"] for n in NATS_NODES}
+    assert names == set(NATS_NODES)  # distinct server names, as JetStream's clustering requires
+    for node in NATS_NODES:
+        assert services[node]["image"].startswith("nats:") and "healthcheck" in services[node]
+        assert "./nats/nats.conf:/etc/nats/nats.conf:ro" in services[node]["volumes"]
+    routes = re.search(r"routes: \[(.*)\]", (DEPLOY / "nats" / "nats.conf").read_text()).group(1)
+    assert routes == ", ".join(f"nats://{n}:6222" for n in NATS_NODES)  # every node, by its service name
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is published on every interface"
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            assert (DEPLOY / source).exists() if source.startswith(".") else source in cluster_compose["volumes"]
+
+
+def test_cluster_compose_commands_are_what_sensorguard_accepts(cluster_compose):
+    services = cluster_compose["services"]
+    init = _parsed(services["cluster-init"]["command"])
+    assert (init.verb, init.action, init.replicas) == ("cluster", "init", 3)
+    assert sorted(init.cluster) == [f"nats://{n}:4222" for n in NATS_NODES]
+    assert all(services["cluster-init"]["depends_on"][n]["condition"] == "service_healthy" for n in NATS_NODES)
+    seen = set()
+    for name in WORKERS:
+        worker = services[name]
+        args = _parsed(worker["command"])
+        flags = {name: getattr(args, name, None) for name in flag_names()}  # as cli._serve_settings does
+        assert (flags.pop("registry"), flags.pop("name")) == ("/data/registry", "plant")  # in the container only
+        settings = load_settings(flags, worker["environment"], require_model=False)
+        assert args.verb == "serve" and sorted(settings.cluster_servers()) == [f"nats://{n}:4222" for n in NATS_NODES]
+        assert settings.mqtt_version == "3.1.1"  # the NATS MQTT listener refuses MQTT 5
+        assert settings.broker.split("//")[1].split(":")[0] in NATS_NODES
+        seen.add((settings.instance_name, settings.client_id))
+        assert worker["depends_on"]["cluster-init"]["condition"] == "service_completed_successfully"
+    assert len({i for i, _ in seen}) == len({c for _, c in seen}) == len(WORKERS)  # distinct names and sessions
+    replay = services["simulator"]["command"][0]
+    assert "--mqtt-version 3.1.1" in replay and "mqtt://nats-" in replay
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.cluster.yml").read_text())
+    targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert sorted(targets) == [f"{w}:10100" for w in WORKERS]
+    assert "./prometheus/prometheus.cluster.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
+
+
+def test_nats_config_is_valid_for_nats_server(tmp_path):
+    from tests.nats import need_nats_server
+
+    out = subprocess.run([need_nats_server(), "-c", str(DEPLOY / "nats" / "nats.conf"), "-t"], capture_output=True,
+                         text=True, timeout=30, env={"SERVER_NAME": "nats-1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and "is valid" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
 def test_mosquitto_config_keeps_sessions_and_queues_enough():
     text = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
     settings = dict(
@@ -259,7 +331,8 @@ def test_dashboard_shows_what_operators_need():
         "sensorguard_windows_scored_total", "sensorguard_messages_rejected_total", "sensorguard_mqtt_connected",
         "sensorguard_model_info", "histogram_quantile(0.99", "histogram_quantile(0.5",
         "sensorguard_reading_to_score_seconds_bucket", "sensorguard_scoring_duration_seconds_bucket", "ALERTS",
-        "sensorguard_sensor_faults_open", "sensorguard_sensor_faults_total",
+        "sensorguard_sensor_faults_open", "sensorguard_sensor_faults_total", "sensorguard_partitions_owned",
+        "sensorguard_partition_changes_total",
     ):
         assert needed in exprs, needed
     score = next(p for p in dashboard["panels"] if p["title"] == "Anomaly score per asset")
