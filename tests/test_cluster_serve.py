@@ -334,3 +334,48 @@ def test_demo_cluster_without_nats_server_says_how_to_install_it(tmp_path):
                          env=clean_env(PATH=str(tmp_path)))  # an empty PATH: no nats-server on it
     assert out.returncode != 0
     assert "pip install 'sensorguard[cluster]'" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.integration
+def test_mqtt5_sensors_reach_the_cluster_through_the_shipped_mosquitto_bridge(nats_node, trained_dir, tmp_path):
+    """deploy/mosquitto/bridge-to-nats.conf on a real Mosquitto: MQTT 5 sensors publish to Mosquitto,
+    the bridge carries the readings into the NATS MQTT listener (3.1.1), a ``serve --cluster``
+    worker takes them from JetStream and publishes its states back on Mosquitto with MQTT 5."""
+    from tests.mosquitto import Mosquitto
+
+    broker = Mosquitto(tmp_path / "mosquitto")
+    bridge = (ROOT / "deploy" / "mosquitto" / "bridge-to-nats.conf").read_text()
+    bridge = bridge.replace("address nats-1:1883 nats-2:1883 nats-3:1883",
+                            f"address 127.0.0.1:{nats_node.nodes[0].mqtt_port}")
+    assert f"127.0.0.1:{nats_node.nodes[0].mqtt_port}" in bridge  # the shipped file names the nodes there
+    with (broker.workdir / "mosquitto.conf").open("a") as conf:
+        conf.write(bridge)
+    broker.start()
+    worker = None
+    try:
+        worker, url = start_daemon({"model": str(trained_dir), "cluster": [",".join(nats_node.urls)],
+                                    "broker": broker.url, "mqtt_version": "5", "client_id": "v5-worker",
+                                    "instance": "v5-worker", "metrics_port": 0}, ready_timeout=30)
+        watch = Collector(broker, "sensorguard/state/#")  # an MQTT 5 subscriber on Mosquitto
+        frame = plant_frame(rows=80, channels=3, seed=3)
+        import paho.mqtt.client as paho
+
+        sensor = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="v5-sensor", protocol=paho.MQTTv5)
+        sensor.connect("127.0.0.1", broker.port)
+        sensor.loop_start()
+        times, values = epoch(frame), frame[CHANNELS].to_numpy()
+        for asset in ASSETS[:3]:
+            for ts, row in zip(times, values, strict=True):
+                body = {"ts": float(ts), "values": dict(zip(CHANNELS, map(float, row), strict=True))}
+                sensor.publish(f"sensors/{asset}/readings", json.dumps(body), qos=1).wait_for_publish(10)
+        sensor.loop_stop()
+        sensor.disconnect()
+        wait_for(lambda: metric(url, "sensorguard_readings_total") == 3 * len(frame), 60,
+                 "every reading across the bridge, taken from JetStream", log=broker.log)
+        wait_for(lambda: {t for t, _, _ in watch.messages} >= {f"sensorguard/state/{a}" for a in ASSETS[:3]}, 30,
+                 "the worker's states on Mosquitto (MQTT 5)")
+        watch.close()
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
