@@ -140,9 +140,12 @@ class Ingest:
     def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], window_ts: float | None) -> int:
         """Cluster mode, taking an asset over: rebuild its window from readings its previous owner
         took (:meth:`Buffers.prime`, on the cadence of its window at ``window_ts``); they are not
-        counted, recorded or scored again."""
+        counted or recorded again, and only the windows after ``window_ts`` are scored."""
         with self.cond:
-            return self.buffers.prime(asset, samples, time.monotonic(), window_ts)
+            taken = self.buffers.prime(asset, samples, time.monotonic(), window_ts)
+            if self.buffers.pending():  # windows the previous owner completed but did not score
+                self.cond.notify()
+            return taken
 
     def release(self, assets: set[str]) -> bool:
         """Cluster mode: drop these assets' buffers once none of their windows waits to be scored;

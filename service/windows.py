@@ -193,9 +193,13 @@ class Buffers:
         previous owner already took, without queueing their windows or sensor events: those were
         the previous owner's to score and announce. With ``window_ts``, the end time of a window the
         previous owner scored, the cadence is set so that a window was due there: the next ones are
-        due where they would have been without the move. Returns how many readings were taken. The
-        caller holds the lock that guards the buffers (nothing drains in between)."""
+        due where they would have been without the move, and the windows the readings complete
+        after it are queued: the previous owner died before scoring them (its state, with
+        ``window_ts``, is saved on every status change and every 30 s, so a window it scored since
+        is scored again from the same state: the same verdict). Returns how many readings were
+        taken. The caller holds the lock that guards the buffers (nothing drains in between)."""
         due, events, taken = len(self._due), len(self.sensor_events), 0
+        anchored = False
         for ts, values in samples:
             taken += self.add(asset, ts, values, received) is None
             state = self._assets.get(asset)
@@ -203,8 +207,11 @@ class Buffers:
                 shift = (state.count - self.window) % self.hop  # a window is due here: the old cadence
                 state.count -= shift
                 state.fault_row = [r - shift if r != NO_FAULT else r for r in state.fault_row]
+                anchored = True
+        unscored = [w for w in list(self._due)[due:] if anchored and w.ts > window_ts]  # type: ignore[operator]
         while len(self._due) > due:
             self._due.pop()
+        self._due.extend(unscored)
         while len(self.sensor_events) > events:
             self.sensor_events.pop()
         return taken

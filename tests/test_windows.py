@@ -279,3 +279,17 @@ def test_priming_with_the_last_scored_window_keeps_the_old_cadence() -> None:
     same = Buffers(CH, 4, 2)
     feed(same, "p", range(1, 14))
     assert [w.ts for w in same.drain()][-2:] == [10.0, 12.0]
+
+
+def test_priming_queues_the_windows_the_previous_owner_completed_but_never_scored() -> None:
+    """The old owner took readings up to 13 but died having scored the window at 8 last: the
+    windows at 10 and 12 (window 4, hop 2) are queued for the new owner, on the old cadence; none
+    without an anchor (nothing says what was scored)."""
+    samples = [(float(t), row(float(t))) for t in range(4, 14)]
+    told, alone = Buffers(CH, 4, 2), Buffers(CH, 4, 2)
+    told.prime("p", samples, 0.0, window_ts=8.0)
+    alone.prime("p", samples, 0.0)
+    assert [w.ts for w in told.drain()] == [10.0, 12.0]
+    assert told.drain() == [] and alone.drain() == []
+    feed(told, "p", [14])
+    assert [w.ts for w in told.drain()] == [14.0]
