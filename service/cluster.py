@@ -102,6 +102,29 @@ def asset_of(subject: str) -> tuple[int, str]:
     return int(partition), "/".join(token.replace("//", ".") for token in tokens.split("."))
 
 
+def partition_of(asset: str, partitions: int) -> int:
+    """The partition NATS puts ``asset`` in: its ``partition()`` subject transform hashes the
+    asset's subject tokens, concatenated, with 32-bit FNV-1a (checked against a real server in
+    tests/test_cluster.py), so a worker knows which assets are its own before any reading came."""
+    h = 0x811C9DC5
+    for byte in "".join(level.replace(".", "//") for level in asset.split("/")).encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % partitions
+
+
+CONTROLS_KEYS = "=controls.>"  # the state bucket's keys of alarm controls (``=`` starts no asset's key)
+
+
+def controls_key(asset: str) -> str:
+    """The key of the asset's maintenance, shelving and acknowledgeable alerts in the state bucket."""
+    return CONTROLS_KEYS[:-1] + state_key(asset)
+
+
+def key_asset(key: str) -> str:
+    """The asset of a :func:`state_key` or :func:`controls_key`."""
+    return key.removeprefix(CONTROLS_KEYS[:-1]).replace("=2E", ".")
+
+
 def state_key(asset: str) -> str:
     """The asset's key in the state bucket: its id with ``.`` written ``=2E`` (a key's ``.``
     separates tokens, which must not be empty; ``=`` never occurs in an asset id)."""

@@ -33,12 +33,15 @@ class CommandHandler:
 
     on_change: called with ``(asset, command)`` after a command was accepted, so the daemon can
     hold or release the asset's recording, publish its state and file an acknowledged alert's
-    readings; a text it returns is added to the reply.
+    readings; a text it returns is added to the reply. owns: whether this instance serves an
+    asset (default: its partitions' topic filters match the asset's readings topic).
     """
 
     def __init__(self, settings: Settings, controls: AlarmControls, publisher: Publisher, metrics: Metrics,
-                 on_change: Any = None) -> None:
+                 on_change: Any = None, owns: Any = None) -> None:
         self.settings = settings
+        if owns is not None:  # cluster mode: the worker whose partition holds the asset now
+            self.owns = owns
         self.controls = controls
         self.publisher = publisher
         self.metrics = metrics

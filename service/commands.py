@@ -39,6 +39,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,7 @@ class AlarmControls:
         self._save_lock = threading.Lock()  # one writer at a time, newest snapshot last
         self._controls: dict[tuple[str, str], Control] = {}  # (asset, kind) -> control
         self._alerts: dict[str, dict] = {}  # recent alert ids -> {"asset", "acked", "false_alarm"}
+        self.on_change: Callable[[str], None] = lambda asset: None  # an asset's controls or alerts changed
         if state_dir:
             self._load()
 
@@ -181,6 +183,8 @@ class AlarmControls:
                 del self._controls[key]
         if done:
             self.save()
+            for asset in {asset for asset, _ in done}:
+                self.on_change(asset)
         return done
 
     def raised(self, alert_id: str, asset: str, now: float | None = None) -> None:
@@ -190,6 +194,7 @@ class AlarmControls:
                                       "raised_at": time.time() if now is None else now}
             while len(self._alerts) > RECENT_ALERTS:
                 self._alerts.pop(next(iter(self._alerts)))
+        self.on_change(asset)
 
     def acked(self, alert_id: str) -> dict | None:
         """The acknowledgement of ``alert_id`` (``{"acked", "false_alarm"}``), if it is known."""
@@ -209,6 +214,7 @@ class AlarmControls:
             accepted, message = self._apply(command, now)
         if accepted:
             self.save()
+            self.on_change(command.asset)
         return accepted, message
 
     def _apply(self, c: Command, now: float) -> tuple[bool, str]:
@@ -230,6 +236,48 @@ class AlarmControls:
         self._controls[(c.asset, kind)] = Control(kind, now, c.until, c.reason, c.by)
         until = "until ended" if c.until is None else f"until {c.until:.0f}"
         return True, f"{c.asset}: {'shelved' if kind == 'shelved' else 'in maintenance'} {until}"
+
+    def export(self, asset: str) -> dict | None:
+        """Cluster mode: ``asset``'s controls and recent alerts, for its next owner (None: nothing)."""
+        with self._lock:
+            controls = [asdict(c) for (a, _), c in self._controls.items() if a == asset]
+            alerts = {i: dict(e) for i, e in self._alerts.items() if e.get("asset") == asset}
+        return {"controls": controls, "alerts": alerts} if controls or alerts else None
+
+    def adopt(self, asset: str, doc: dict) -> None:
+        """Cluster mode: take ``asset``'s controls and recent alerts over from its previous owner
+        (:meth:`export`); they replace what this worker had of it. ValueError for a bad ``doc``."""
+        try:
+            controls = [Control(str(c["kind"]), float(c["since"]), None if c["until"] is None else float(c["until"]),
+                                str(c.get("reason", "")), str(c.get("by", ""))) for c in doc.get("controls", [])]
+            alerts = {str(i): dict(e) | {"asset": asset} for i, e in doc.get("alerts", {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"invalid alarm controls ({exc})") from None
+        if any(c.kind not in ("maintenance", "shelved") for c in controls):
+            raise ValueError("invalid alarm controls (unknown kind)")
+        with self._lock:
+            self._drop(asset)
+            self._controls.update({(asset, c.kind): c for c in controls})
+            self._alerts.update(alerts)
+        self.save()
+
+    def assets(self) -> set[str]:
+        """Assets with a control or a recent alert here."""
+        with self._lock:
+            return {a for a, _ in self._controls} | {e.get("asset", "") for e in self._alerts.values()}
+
+    def forget(self, assets: set[str]) -> None:
+        """Cluster mode: ``assets`` moved to another worker, which holds their controls now."""
+        with self._lock:
+            for asset in assets:
+                self._drop(asset)
+        self.save()
+
+    def _drop(self, asset: str) -> None:
+        for key in [key for key in self._controls if key[0] == asset]:
+            del self._controls[key]
+        for alert_id in [i for i, e in self._alerts.items() if e.get("asset") == asset]:
+            del self._alerts[alert_id]
 
     def save(self) -> None:
         """Write the controls and recent alerts to ``state_dir`` atomically (no state_dir: nothing)."""

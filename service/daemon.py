@@ -137,13 +137,15 @@ class Daemon:
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restore_states(settings.state_dir, settings.max_assets), settings.state_dir,
                                   self.controls)
-        self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded)
+        self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls)
+                       if settings.cluster else None)
+        self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
+                                       self.source.serves if self.source is not None else None)
         if self.recorder is not None:  # an asset in maintenance (live or restored) records nothing as normal
             self.recorder.excluded = lambda asset: self.controls.in_maintenance(asset, time.time())
             self.recorder.verdict = self.controls.false_alarm
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
                                      lambda: self.ingest.stopping, self.commands)
-        self.source = ClusterSource(settings, self.ingest, self.metrics, self.alerts) if settings.cluster else None
         self._listeners: list[Callable[[ScoredWindow], None]] = []
         self._stopped = False
         self._http: tuple[Any, threading.Thread] | None = None

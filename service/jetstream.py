@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -32,20 +32,21 @@ from sensorguard.service.cluster import (
     READINGS_ROOT,
     READINGS_STREAM,
     STATE_BUCKET,
-    WINDOWS_ROOT,
-    WINDOWS_STREAM,
     ClusterError,
     asset_of,
     connect,
+    controls_key,
+    partition_of,
     state_key,
 )
+from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.ownership import Ownership, run
-from sensorguard.service.payload import Parsed, parse_message
 from sensorguard.service.pull import Puller
-from sensorguard.service.state import StateError, decode_asset, encode_asset
+from sensorguard.service.state import encode_asset
+from sensorguard.service.takeover import Takeover
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +57,22 @@ RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to fin
 CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
 STATE_FLUSH_S = 0.5  # changed per-asset states are written to the state bucket this often
 STATE_FULL_S = 30.0  # every asset's state (drift included) is written this often
-REBUILD_WAIT_S = 5.0  # the window stream's next message, while rebuilding, at most this long
-UNTAKEN_LOOKAHEAD = 16  # unreadable readings skipped at most when looking for an asset's first untaken one
 MAX_ACK_PENDING = 20_000  # readings out and unacknowledged per partition at most (the broker's inflight)
 
 
 class ClusterSource:
     """Fetch the owned partitions' readings into ``ingest``; :meth:`start`, then :meth:`stop`."""
 
-    def __init__(self, settings: Settings, ingest: Ingest, metrics: Metrics, alerts: AssetAlerts) -> None:
+    def __init__(self, settings: Settings, ingest: Ingest, metrics: Metrics, alerts: AssetAlerts,
+                 controls: AlarmControls | None = None) -> None:
         self.settings = settings
         self.ingest = ingest
         self.metrics = metrics
         self.alerts = alerts
+        self.controls = controls  # maintenance, shelving, acknowledgeable alerts: they move with the assets
+        self._controls_dirty: set[str] = set()  # assets whose controls to write (loop thread only)
+        if controls is not None:
+            controls.on_change = self.controls_changed
         self._assets: dict[int, set[str]] = {}  # partition -> its assets seen here
         self._handovers: deque[tuple[set[str], Future]] = deque()  # for the scoring thread (step)
         self._outbox: dict[str, bytes | None] = {}  # asset -> state to write (None: delete); loop thread only
@@ -99,6 +103,20 @@ class ClusterSource:
                 loop.call_soon_threadsafe(stopping.set)
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    def serves(self, asset: str) -> bool:
+        """Whether ``asset`` is this worker's now (its partition is being consumed here), even
+        before any of its readings came: commands for it are answered here."""
+        ownership = self.ownership
+        return ownership is not None and partition_of(asset, ownership.partitions) in self._tasks
+
+    def controls_changed(self, asset: str) -> None:
+        """Any thread: ``asset``'s maintenance, shelving or alerts changed; written to the state
+        bucket with the next flush, so a next owner takes them over."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(self._controls_dirty.add, asset)
 
     @property
     def owned(self) -> list[int]:
@@ -210,6 +228,12 @@ class ClusterSource:
             if handing_over:
                 self._outbox.update(states)
                 await self._flush_states()
+        if self.controls is not None and self.ownership is not None:  # maintenance and shelving go with them
+            held = {a for a in self.controls.assets() if partition_of(a, self.ownership.partitions) == k}
+            if handing_over:
+                for asset in held:
+                    await self._write_controls(asset)
+            self.controls.forget(held)
         self._leaving -= assets
         log.info("cluster: gave up partition %d", k)
 
@@ -248,6 +272,10 @@ class ClusterSource:
         if self._flushing is None:
             return
         async with self._flushing:
+            dirty, self._controls_dirty = self._controls_dirty, set()
+            for asset in dirty:
+                if not await self._write_controls(asset):
+                    self._controls_dirty.add(asset)  # tried again next time
             out, self._outbox = self._outbox, {}
             for asset, data in out.items():
                 try:
@@ -259,6 +287,22 @@ class ClusterSource:
                     log.debug("cluster: saving the state of %s: %s", asset, exc)
                     if asset not in self._leaving:
                         self._outbox.setdefault(asset, data)
+
+    async def _write_controls(self, asset: str) -> bool:
+        """Put ``asset``'s controls in the state bucket (delete the key when it has none); whether
+        it was written."""
+        if self.controls is None:
+            return True
+        doc = self.controls.export(asset)
+        try:
+            if doc is None:
+                await self._states.delete(controls_key(asset))
+            else:
+                await self._states.put(controls_key(asset), json.dumps(doc, separators=(",", ":")).encode())
+        except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
+            log.debug("cluster: saving the controls of %s: %s", asset, exc)
+            return False
+        return True
 
     async def _consume(self, k: int, halt: asyncio.Event) -> None:
         """Serve partition ``k`` until ``halt``; a failure (a leader change, a lost connection) is
@@ -333,133 +377,16 @@ class ClusterSource:
         return len(messages)
 
     async def _rebuild(self, k: int, halt: asyncio.Event) -> tuple[int, int]:
-        """Before consuming partition ``k``: rebuild its assets' windows; (assets, readings) primed.
-
-        First, if the previous owner died with readings in flight (delivered, not acknowledged),
-        wait ``ACK_WAIT_S`` so JetStream delivers them again ahead of newer ones (it redelivers
-        first): each asset's readings then still arrive in order. Then, per asset of the partition
-        in the window stream, the first reading still in the readings stream is the first one this
-        worker must take (everything before it was acknowledged, so taken, by the previous owner);
-        the last ``window`` readings before it go into the buffer (:meth:`Ingest.prime`; from the
-        window before the last one the old owner scored, when the state bucket names it, so the
-        cadence continues): the next window is as complete, and due where it would have been, as
-        if nothing had moved, and those readings, should they come again, are repeats
-        (``duplicate_ts``) instead of being scored twice.
-        """
+        """Before consuming partition ``k``: its assets' windows and state (:mod:`takeover`)."""
         from nats.js.errors import NotFoundError
 
-        js = self._js
-        with contextlib.suppress(NotFoundError):
-            if (await js.consumer_info(READINGS_STREAM, f"sg-p{k}")).num_ack_pending:
-                await _pause(halt, ACK_WAIT_S)
-        root = f"{WINDOWS_ROOT}.{k}."
-        subjects = (await js.stream_info(WINDOWS_STREAM, subjects_filter=f"{root}>")).state.subjects or {}
-        cuts, firsts = {}, {}
-        for subject in subjects:
-            cuts[subject] = await self._first_ts(READINGS_STREAM, f"{READINGS_ROOT}.{k}.{subject[len(root):]}")
-            firsts[subject] = await self._first_ts(WINDOWS_STREAM, subject)
-        # Readings before the cut exist when the window stream's first one is older (a fresh asset's
-        # first reading is the cut); when it is newer, more arrived since than --keep holds.
-        kept = await self._read_windows(k, {subject: cuts[subject] for subject in subjects
-                                            if firsts[subject] < cuts[subject]}, sum(subjects.values()))
-        short = [subject for subject in subjects if firsts[subject] > cuts[subject]]
-        if short:
-            log.warning("cluster: partition %d: the window stream no longer reaches back to where %d assets' "
-                        "previous owner stopped (more readings arrived since than cluster init --keep): their "
-                        "windows start empty", k, len(short))
-        anchors = await self._adopt(k, [asset_of(subject)[1] for subject in subjects])
-        window, primed = self.ingest.buffers.window, 0
-        for subject, samples in kept.items():
-            asset = asset_of(subject)[1]
-            anchor = anchors.get(asset)
-            start = len(samples) - window  # the last window's readings; back to the last scored window with one
-            at = next((i for i, (ts, _) in enumerate(samples) if ts == anchor), None) if anchor is not None else None
-            if at is not None:
-                start = min(start, at - window + 1)
-            primed += self.ingest.prime(asset, samples[max(0, start):], anchor if at is not None else None)
-        return len(subjects), primed
-
-    async def _adopt(self, k: int, assets: list[str]) -> dict[str, float | None]:
-        """Take over the partition's assets' alert and drift state from the state bucket; each
-        asset's last scored window's time (the cadence to continue)."""
-        from nats.js.errors import KeyDeletedError, KeyNotFoundError
-
+        with contextlib.suppress(NotFoundError):  # the previous owner died with readings in flight
+            if (await self._js.consumer_info(READINGS_STREAM, f"sg-p{k}")).num_ack_pending:
+                await _pause(halt, ACK_WAIT_S)  # they come again first, ahead of newer ones
+        takeover = Takeover(self._js, self._states, self.settings, self.ingest, self.alerts, self.controls)
+        assets, primed = await takeover.rebuild(k, self.ownership.partitions if self.ownership else 0)
         self._assets.setdefault(k, set()).update(assets)
-        anchors: dict[str, float | None] = {}
-        for asset in assets:
-            try:
-                entry = await self._states.get(state_key(asset))
-            except (KeyNotFoundError, KeyDeletedError):
-                continue
-            try:
-                alert, drift, anchors[asset] = decode_asset(entry.value or b"")
-            except StateError as exc:
-                log.warning("cluster: the saved state of %s is unusable (%s): it starts afresh", asset, exc)
-                continue
-            self.alerts.adopt(asset, alert, drift)
-        return anchors
-
-    async def _first_ts(self, stream: str, subject: str) -> float:
-        """Reading time of the first reading on ``subject`` in ``stream`` (inf: none)."""
-        from nats.js.errors import NotFoundError
-
-        seq = 1
-        for _ in range(UNTAKEN_LOOKAHEAD):  # an unreadable message has no time: look at the next one
-            try:
-                message = await self._js.get_msg(stream, seq=seq, subject=subject, next=True)
-            except NotFoundError:
-                return math.inf
-            samples = self._parse(subject, message.data or b"").samples
-            if samples:
-                return min(sample.ts for sample in samples)
-            seq = message.seq + 1
-        return math.inf
-
-    async def _read_windows(self, k: int, cuts: dict[str, float], total: int) -> dict[str, list]:
-        """The window stream's readings of partition ``k`` older than each subject's cut, for the
-        subjects in ``cuts``, read in one pass (at most ``total`` messages, through a callback:
-        nats-py's ``next_msg`` costs a task and a timer per message)."""
-        from nats.js.api import DeliverPolicy
-
-        kept: dict[str, list] = {subject: [] for subject in cuts}
-        if not cuts:
-            return kept
-        open_ = {subject for subject, cut in cuts.items() if cut < math.inf}  # until a reading at the cut shows
-        whole = len(open_) < len(cuts)  # an asset with no untaken reading: everything it has is kept
-        seen, done = 0, asyncio.Event()
-
-        async def on_message(message: Any) -> None:
-            nonlocal seen
-            seen += 1
-            cut = cuts.get(message.subject)
-            if cut is not None:
-                samples = self._parse(message.subject, message.data).samples
-                kept[message.subject].extend((sample.ts, sample.values) for sample in samples if sample.ts < cut)
-                if message.subject in open_ and any(sample.ts >= cut for sample in samples):
-                    open_.discard(message.subject)
-            if seen >= total or not (open_ or whole):
-                done.set()
-
-        sub = await self._js.subscribe(f"{WINDOWS_ROOT}.{k}.>", stream=WINDOWS_STREAM, ordered_consumer=True,
-                                       deliver_policy=DeliverPolicy.ALL, cb=on_message)
-        try:
-            while not done.is_set():
-                before = seen
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), REBUILD_WAIT_S)
-                if seen == before and not done.is_set():
-                    log.warning("cluster: partition %d: the window stream ended early; windows rebuilt in part", k)
-                    break
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        return kept
-
-    def _parse(self, subject: str, data: bytes) -> Parsed:
-        s = self.settings
-        prefix = s.topic_prefix.strip("/")
-        return parse_message(f"{prefix}/{asset_of(subject)[1]}/readings", data, prefix, s.max_payload_bytes,
-                             s.max_samples_per_message)
+        return len(assets), primed
 
 
 async def _give_back(messages: list) -> None:

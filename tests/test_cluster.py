@@ -101,7 +101,8 @@ def test_init_creates_then_reports_up_to_date_and_refuses_another_partition_coun
 
 def test_mqtt_readings_land_in_one_partition_per_asset_at_any_depth(nats_node):
     cluster.run_init(Layout(partitions=4, keep=3, servers=nats_node.urls))
-    assets = ["pump-1", "site-a/pump-2", "site-a/line.2/pump-3", "a/b/c/d/e/f/g/h"]
+    assets = ["pump-1", "site-a/pump-2", "site-a/line.2/pump-3", "a/b/c/d/e/f/g/h",
+              *(f"line-{i % 3}/pump.{i}" for i in range(12))]
     readings = [(f"sensors/{asset}/readings", {"ts": 1_767_225_600 + k, "values": {"x": k}})
                 for k in range(5) for asset in assets]
     publish(nats_node.nodes[0].mqtt_port, [*readings, ("sensors/pump-1/status", {"up": 1})])
@@ -114,6 +115,7 @@ def test_mqtt_readings_land_in_one_partition_per_asset_at_any_depth(nats_node):
     placed = [asset_of(subject) for subject in by_subject]
     assert sorted(asset for _, asset in placed) == sorted(assets)  # each asset in one partition only
     assert all(0 <= partition < 4 for partition, _ in placed)
+    assert all(cluster.partition_of(asset, 4) == partition for partition, asset in placed)  # known without NATS
     assert set(by_subject.values()) == {5}
     assert stream_subjects(nats_node.urls, cluster.IN_STREAM)["sensors.pump-1.status"] == 1  # captured, not copied
     wait_for(lambda: sum(stream_subjects(nats_node.urls, cluster.WINDOWS_STREAM).values()) == 3 * len(assets),

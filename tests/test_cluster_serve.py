@@ -119,6 +119,43 @@ def test_a_worker_starting_on_a_backlog_takes_it_all_once_without_a_false_alarm(
         worker.stop()
 
 
+@pytest.mark.integration
+def test_maintenance_is_answered_by_the_owner_and_moves_with_the_asset(nats_node, trained_dir):
+    """Commands in cluster mode: the worker whose partition holds the asset answers (before any
+    reading of it came), and its maintenance goes with it to the next owner (the state bucket)."""
+    from sensorguard.service.cluster import partition_of
+
+    workers = [daemon(nats_node, trained_dir, "wa"), daemon(nats_node, trained_dir, "wb")]
+    broker = SimpleNamespace(port=nats_node.nodes[0].mqtt_port)
+    replies = Collector(broker, "sensorguard/responses/#")
+    try:
+        urls = [url for _, url in workers]
+        wait_for(lambda: [owned(u) for u in urls] == [4, 4], 20, "two workers with 4 partitions each")
+        (wa, _), (wb, _) = workers
+        asset = next(f"line-1/pump-{i}" for i in range(100) if partition_of(f"line-1/pump-{i}", 8) in wb.source.owned)
+        assert wb.source.serves(asset) and not wa.source.serves(asset)
+        pub = Publisher(broker)
+        pub.client.publish("sensorguard/commands/maintenance", json.dumps(
+            {"asset": asset, "action": "start", "request_id": "r1", "reason": "pump swap"}), qos=1).wait_for_publish(10)
+        answer = wait_for(lambda: replies.on("sensorguard/responses/r1"), 20, "the owner's answer")
+        time.sleep(0.5)
+        assert [(a["accepted"], a["instance"]) for a in replies.on("sensorguard/responses/r1")] == [(True, "wb")]
+        assert answer[0]["accepted"] and wb.controls.suppressed(asset, time.time()) == "maintenance"
+        wb.stop()  # a clean stop: its partitions, with the asset's maintenance, go to wa
+        wait_for(lambda: owned(urls[0]) == 8, 30, "wa owning every partition")
+        assert wa.controls.suppressed(asset, time.time()) == "maintenance"
+        assert wb.controls.suppressed(asset, time.time()) is None  # the old owner let it go
+        pub.client.publish("sensorguard/commands/maintenance", json.dumps(
+            {"asset": asset, "action": "end", "request_id": "r2"}), qos=1).wait_for_publish(10)
+        (done,) = wait_for(lambda: replies.on("sensorguard/responses/r2"), 20, "the new owner's answer")
+        assert (done["accepted"], done["instance"]) == (True, "wa"), done
+        pub.close()
+    finally:
+        replies.close()
+        for d, _ in workers:
+            d.stop()
+
+
 def start_victim(node, trained_dir, tmp_path) -> tuple[subprocess.Popen, str, Path]:
     """A ``serve --cluster`` process (to kill with SIGKILL): the process, its metrics URL, its log."""
     port, log = free_port(), tmp_path / "victim.log"

@@ -248,3 +248,30 @@ def test_the_shipped_acl_lets_an_operator_shelve_and_keeps_a_sensor_from_it(tmp_
     finally:
         daemon.stop()
         broker.stop()
+
+
+def test_controls_export_adopt_and_forget_move_an_asset_between_workers(tmp_path):
+    """Cluster mode: an asset's maintenance, shelving and recent alerts leave one worker (export,
+    forget) and arrive at the next (adopt) whole; other assets' stay; each change is announced."""
+    old, new = AlarmControls(), AlarmControls(str(tmp_path))
+    changed: list[str] = []
+    old.on_change = changed.append
+    now = 1_000.0
+    assert old.apply(parse_command("maintenance", b'{"asset": "p1", "action": "start", "reason": "swap"}', now),
+                     now)[0]
+    assert old.apply(parse_command("shelve", b'{"asset": "p1", "for_s": 600}', now), now)[0]
+    old.raised("p1@5", "p1", now)
+    assert old.apply(parse_command("maintenance", b'{"asset": "p2", "action": "start"}', now), now)[0]
+    assert changed == ["p1", "p1", "p1", "p2"]
+    assert old.assets() == {"p1", "p2"}
+    doc = json.loads(json.dumps(old.export("p1")))  # through the state bucket
+    assert old.export("p3") is None
+    new.adopt("p1", doc)
+    assert new.suppressed("p1", now + 1) == "maintenance" and new.acked("p1@5")["acked"] is False
+    assert new.apply(parse_command("ack", b'{"alert_id": "p1@5", "false_alarm": true}', now), now)[0]
+    old.forget({"p1"})
+    assert old.suppressed("p1", now + 1) is None and old.acked("p1@5") is None
+    assert old.suppressed("p2", now + 1) == "maintenance"  # another asset stays
+    assert AlarmControls(str(tmp_path)).suppressed("p1", now + 1) == "maintenance"  # adopted, then saved
+    with pytest.raises(ValueError, match="invalid alarm controls"):
+        new.adopt("p1", {"controls": [{"kind": "bogus", "since": 1, "until": None}]})

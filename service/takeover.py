@@ -1,0 +1,208 @@
+"""Taking a partition over in cluster mode: its assets' windows, alert and drift state, controls.
+
+A new owner of a partition (a worker joined, died or stopped) must score its assets as if nothing
+had moved: the next window as complete and due where it would have been, no reading scored twice,
+an alert still up, a maintenance still on. Everything it needs is in JetStream:
+
+- the readings stream holds what no owner took yet: each asset's first reading there is the *cut*,
+  the first this worker takes;
+- the window stream holds each asset's last ``--keep`` readings: those before the cut go into the
+  buffer (:meth:`Ingest.prime`), without being counted, recorded or scored again;
+- the state bucket holds each asset's alert and drift state with its last scored window (the
+  cadence to continue) and, under ``=controls.<asset>``, its maintenance, shelving and recent
+  alerts (for acknowledgements).
+
+The event loop's side of :class:`~sensorguard.service.jetstream.ClusterSource`; the scorer never
+sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from typing import Any
+
+from sensorguard.service.assets import AssetAlerts
+from sensorguard.service.cluster import (
+    CONTROLS_KEYS,
+    READINGS_ROOT,
+    READINGS_STREAM,
+    WINDOWS_ROOT,
+    WINDOWS_STREAM,
+    asset_of,
+    key_asset,
+    partition_of,
+    state_key,
+)
+from sensorguard.service.commands import AlarmControls
+from sensorguard.service.config import Settings
+from sensorguard.service.ingest import Ingest
+from sensorguard.service.payload import Parsed, parse_message
+from sensorguard.service.state import StateError, decode_asset
+
+log = logging.getLogger(__name__)
+
+REBUILD_WAIT_S = 5.0  # the window stream's next message, while rebuilding, at most this long
+UNTAKEN_LOOKAHEAD = 16  # unreadable readings skipped at most when looking for an asset's first one
+
+
+class Takeover:
+    """What a new owner reads to take partitions over; one per rebuild."""
+
+    def __init__(self, js: Any, states: Any, settings: Settings, ingest: Ingest, alerts: AssetAlerts,
+                 controls: AlarmControls | None) -> None:
+        self._js = js
+        self._states = states
+        self.settings = settings
+        self.ingest = ingest
+        self.alerts = alerts
+        self.controls = controls
+
+    async def rebuild(self, k: int, partitions: int) -> tuple[list[str], int]:
+        """Rebuild partition ``k``'s assets' windows and take their state over; (assets, readings
+        primed).
+
+        Per asset of the partition
+        in the window stream, the first reading still in the readings stream is the first one this
+        worker must take (everything before it was acknowledged, so taken, by the previous owner);
+        the last ``window`` readings before it go into the buffer (:meth:`Ingest.prime`; from the
+        window before the last one the old owner scored, when the state bucket names it, so the
+        cadence continues): the next window is as complete, and due where it would have been, as
+        if nothing had moved, and those readings, should they come again, are repeats
+        (``duplicate_ts``) instead of being scored twice.
+        """
+        js = self._js
+        root = f"{WINDOWS_ROOT}.{k}."
+        subjects = (await js.stream_info(WINDOWS_STREAM, subjects_filter=f"{root}>")).state.subjects or {}
+        cuts, firsts = {}, {}
+        for subject in subjects:
+            cuts[subject] = await self._first_ts(READINGS_STREAM, f"{READINGS_ROOT}.{k}.{subject[len(root):]}")
+            firsts[subject] = await self._first_ts(WINDOWS_STREAM, subject)
+        # Readings before the cut exist when the window stream's first one is older (a fresh asset's
+        # first reading is the cut); when it is newer, more arrived since than --keep holds.
+        kept = await self._read_windows(k, {subject: cuts[subject] for subject in subjects
+                                            if firsts[subject] < cuts[subject]}, sum(subjects.values()))
+        short = [subject for subject in subjects if firsts[subject] > cuts[subject]]
+        if short:
+            log.warning("cluster: partition %d: the window stream no longer reaches back to where %d assets' "
+                        "previous owner stopped (more readings arrived since than cluster init --keep): their "
+                        "windows start empty", k, len(short))
+        assets = [asset_of(subject)[1] for subject in subjects]
+        anchors = await self._adopt(assets)
+        if self.controls is not None and partitions:
+            await self._adopt_controls(k, partitions)
+        window, primed = self.ingest.buffers.window, 0
+        for subject, samples in kept.items():
+            asset = asset_of(subject)[1]
+            anchor = anchors.get(asset)
+            start = len(samples) - window  # the last window's readings; back to the last scored window with one
+            at = next((i for i, (ts, _) in enumerate(samples) if ts == anchor), None) if anchor is not None else None
+            if at is not None:
+                start = min(start, at - window + 1)
+            primed += self.ingest.prime(asset, samples[max(0, start):], anchor if at is not None else None)
+        return assets, primed
+
+    async def _adopt(self, assets: list[str]) -> dict[str, float | None]:
+        """Take over the assets' alert and drift state from the state bucket; each asset's last
+        scored window's time (the cadence to continue)."""
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+        anchors: dict[str, float | None] = {}
+        for asset in assets:
+            try:
+                entry = await self._states.get(state_key(asset))
+            except (KeyNotFoundError, KeyDeletedError):
+                continue
+            try:
+                alert, drift, anchors[asset] = decode_asset(entry.value or b"")
+            except StateError as exc:
+                log.warning("cluster: the saved state of %s is unusable (%s): it starts afresh", asset, exc)
+                continue
+            self.alerts.adopt(asset, alert, drift)
+        return anchors
+
+    async def _adopt_controls(self, k: int, partitions: int) -> None:
+        """Take over the maintenance, shelving and acknowledgeable alerts of partition ``k``'s
+        assets, those that never sent a reading included (a maintenance started before)."""
+        from nats.errors import TimeoutError as NatsTimeout
+
+        watcher = await self._states.watch(CONTROLS_KEYS, ignore_deletes=True)
+        try:
+            while (entry := await watcher.updates(timeout=REBUILD_WAIT_S)) is not None:
+                asset = key_asset(entry.key)
+                if partition_of(asset, partitions) != k or not entry.value:
+                    continue
+                try:
+                    self.controls.adopt(asset, json.loads(entry.value))
+                except ValueError as exc:
+                    log.warning("cluster: the saved controls of %s are unusable (%s): none taken over", asset, exc)
+        except (TimeoutError, NatsTimeout):
+            log.warning("cluster: partition %d: the state bucket did not list the alarm controls in time", k)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def _first_ts(self, stream: str, subject: str) -> float:
+        """Reading time of the first reading on ``subject`` in ``stream`` (inf: none)."""
+        from nats.js.errors import NotFoundError
+
+        seq = 1
+        for _ in range(UNTAKEN_LOOKAHEAD):  # an unreadable message has no time: look at the next one
+            try:
+                message = await self._js.get_msg(stream, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                return math.inf
+            samples = self._parse(subject, message.data or b"").samples
+            if samples:
+                return min(sample.ts for sample in samples)
+            seq = message.seq + 1
+        return math.inf
+
+    async def _read_windows(self, k: int, cuts: dict[str, float], total: int) -> dict[str, list]:
+        """The window stream's readings of partition ``k`` older than each subject's cut, for the
+        subjects in ``cuts``, read in one pass (at most ``total`` messages, through a callback:
+        nats-py's ``next_msg`` costs a task and a timer per message)."""
+        from nats.js.api import DeliverPolicy
+
+        kept: dict[str, list] = {subject: [] for subject in cuts}
+        if not cuts:
+            return kept
+        open_ = {subject for subject, cut in cuts.items() if cut < math.inf}  # until a reading at the cut shows
+        whole = len(open_) < len(cuts)  # an asset with no untaken reading: everything it has is kept
+        seen, done = 0, asyncio.Event()
+
+        async def on_message(message: Any) -> None:
+            nonlocal seen
+            seen += 1
+            cut = cuts.get(message.subject)
+            if cut is not None:
+                samples = self._parse(message.subject, message.data).samples
+                kept[message.subject].extend((sample.ts, sample.values) for sample in samples if sample.ts < cut)
+                if message.subject in open_ and any(sample.ts >= cut for sample in samples):
+                    open_.discard(message.subject)
+            if seen >= total or not (open_ or whole):
+                done.set()
+
+        sub = await self._js.subscribe(f"{WINDOWS_ROOT}.{k}.>", stream=WINDOWS_STREAM, ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.ALL, cb=on_message)
+        try:
+            while not done.is_set():
+                before = seen
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), REBUILD_WAIT_S)
+                if seen == before and not done.is_set():
+                    log.warning("cluster: partition %d: the window stream ended early; windows rebuilt in part", k)
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return kept
+
+    def _parse(self, subject: str, data: bytes) -> Parsed:
+        s = self.settings
+        prefix = s.topic_prefix.strip("/")
+        return parse_message(f"{prefix}/{asset_of(subject)[1]}/readings", data, prefix, s.max_payload_bytes,
+                             s.max_samples_per_message)
