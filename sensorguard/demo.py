@@ -323,7 +323,11 @@ def start_daemon(flags: dict, where: str, timeout: float = 15.0):
 
     settings = load_settings({"stale_after_s": 30.0, **flags}, {})
     daemon = Daemon(settings, load_model(settings))
-    daemon.start()
+    try:
+        daemon.start()
+    except BaseException:
+        daemon.stop()
+        raise
     deadline = time.monotonic() + timeout
     while not daemon.ready():
         if time.monotonic() > deadline:

@@ -92,15 +92,19 @@ def run_cluster_demo(options: DemoOptions, stop: threading.Event | None = None) 
             stream_plant(streams, channels, Listener(nodes.nodes[1].mqtt_port), options, view, stop)
         finally:
             handover.cancel()
+            if handover.ident is not None:
+                handover.join(60)  # a hand-over under way ends before the workers are stopped here
             watcher.loop_stop()
             watcher.disconnect()
         print_summary(console, views, 0)
     except KeyboardInterrupt:
         console.print("interrupted: stopping")
     finally:
-        for worker in workers.values():
-            worker.stop()
-        nodes.stop()
+        try:
+            for worker in workers.values():
+                worker.stop()
+        finally:
+            nodes.stop()  # never leave nats-server processes behind
     console.print(f"done in {time.monotonic() - ready.started:.0f}s; files in {workdir}")
     return 0
 

@@ -133,7 +133,9 @@ class Daemon:
         self.ingest = Ingest(settings, self.buffers, self.metrics, self.recorder)
         self.models.on_swap = lambda new: self.ingest.set_policy(
             cleaning_policy(new, settings), sensor_rules(new, cleaning_policy(new, settings)))
-        self.controls = AlarmControls(settings.state_dir)
+        # Cluster mode keeps each asset's controls in the state bucket, where its next owner finds
+        # them; a local copy would come back stale after the asset moved away and back.
+        self.controls = AlarmControls(None if settings.cluster else settings.state_dir)
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restore_states(settings.state_dir, settings.max_assets), settings.state_dir,
                                   self.controls)

@@ -47,6 +47,7 @@ from sensorguard.service.ownership import Ownership, run
 from sensorguard.service.pull import Puller
 from sensorguard.service.state import encode_asset
 from sensorguard.service.takeover import Takeover
+from sensorguard.service.watchdog import watch_sources
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class ClusterSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}  # partition -> (fetch loop, its halt)
+        self._ready: set[int] = set()  # partitions taken over (rebuilt): their commands are answered here
         self._js: Any = None
         self._nc: Any = None
         self._thread = threading.Thread(target=self._run, name="sensorguard-cluster", daemon=True)
@@ -105,10 +107,10 @@ class ClusterSource:
             self._thread.join(timeout)
 
     def serves(self, asset: str) -> bool:
-        """Whether ``asset`` is this worker's now (its partition is being consumed here), even
-        before any of its readings came: commands for it are answered here."""
+        """Whether ``asset`` is this worker's now (its partition was taken over here: state and
+        controls adopted), even before any of its readings came: commands for it are answered here."""
         ownership = self.ownership
-        return ownership is not None and partition_of(asset, ownership.partitions) in self._tasks
+        return ownership is not None and partition_of(asset, ownership.partitions) in self._ready
 
     def controls_changed(self, asset: str) -> None:
         """Any thread: ``asset``'s maintenance, shelving or alerts changed; written to the state
@@ -153,11 +155,15 @@ class ClusterSource:
             self._states = await self._js.key_value(STATE_BUCKET)
             self._flushing = asyncio.Lock()
             writer = asyncio.create_task(self._write_states(stopping), name="state-writer")
+            ownership = self.ownership
+            watcher = asyncio.create_task(watch_sources(nc, lambda: ownership.members[:1] == [self.worker], stopping),
+                                          name="source-watch")  # one worker: the first member by name
             self.ready.set()
             await run(self.ownership, stopping)
             self.ready.clear()
             await self.ownership.leave()
             await writer
+            await watcher
             await self._flush_states()
         finally:
             for task, halt in self._tasks.values():
@@ -204,6 +210,7 @@ class ClusterSource:
         end; its assets' buffers and state are dropped here once their last windows are scored, and
         with ``handing_over`` their states written for the next owner first."""
         task, halt = self._tasks.pop(k, (None, None))
+        self._ready.discard(k)
         self.metrics.partitions_owned.set(len(self._tasks))
         with contextlib.suppress(KeyError):
             self.metrics.partition_info.remove(self.worker, f"cluster/{k}")
@@ -220,9 +227,9 @@ class ClusterSource:
             self._handovers.append((assets, done))
             try:
                 states = await asyncio.wait_for(asyncio.wrap_future(done), RELEASE_WAIT_S)
-            except TimeoutError:
+            except TimeoutError:  # what is queued for them is the newest there is: it is written below
                 log.warning("cluster: partition %d: the scorer did not hand its assets over in time", k)
-                states = {}
+                states = {asset: data for asset in assets if (data := self._outbox.get(asset)) is not None}
             for asset in assets:  # an older state still queued must not overwrite the last one
                 self._outbox.pop(asset, None)
             if handing_over:
@@ -230,9 +237,11 @@ class ClusterSource:
                 await self._flush_states()
         if self.controls is not None and self.ownership is not None:  # maintenance and shelving go with them
             held = {a for a in self.controls.assets() if partition_of(a, self.ownership.partitions) == k}
+            self._controls_dirty -= held  # written here or not at all: the next owner holds them now
             if handing_over:
                 for asset in held:
-                    await self._write_controls(asset)
+                    if not await self._write_controls(asset):
+                        log.warning("cluster: partition %d: the controls of %s could not be handed over", k, asset)
             self.controls.forget(held)
         self._leaving -= assets
         log.info("cluster: gave up partition %d", k)
@@ -274,6 +283,8 @@ class ClusterSource:
         async with self._flushing:
             dirty, self._controls_dirty = self._controls_dirty, set()
             for asset in dirty:
+                if not self.serves(asset):  # another worker's now (a stale change): its key is not ours to write
+                    continue
                 if not await self._write_controls(asset):
                     self._controls_dirty.add(asset)  # tried again next time
             out, self._outbox = self._outbox, {}
@@ -305,11 +316,21 @@ class ClusterSource:
         return True
 
     async def _consume(self, k: int, halt: asyncio.Event) -> None:
-        """Serve partition ``k`` until ``halt``; a failure (a leader change, a lost connection) is
-        logged and the partition served again, after ``ACK_WAIT_S`` so the readings that were in
-        flight come again before newer ones (each asset's readings stay in order)."""
+        """Serve partition ``k`` until ``halt``: take it over once (:meth:`_rebuild`), then fetch.
+        A failure (a leader change, a lost connection) is logged and the partition served again,
+        after ``ACK_WAIT_S`` so the readings that were in flight come again before newer ones (each
+        asset's readings stay in order); the buffers it has are kept."""
+        rebuilt = False
         while not halt.is_set():
             try:
+                if not rebuilt:
+                    assets, primed = await self._rebuild(k, halt)
+                    if halt.is_set():
+                        return
+                    rebuilt = True
+                    self._ready.add(k)  # its commands are answered here from now on
+                    log.info("cluster: partition %d: rebuilt the windows of %d assets from %d readings", k, assets,
+                             primed)
                 await self._serve(k, halt)
                 return
             except Exception as exc:  # noqa: BLE001 - never let a partition stop being consumed silently
@@ -320,13 +341,12 @@ class ClusterSource:
                 await _pause(halt, ACK_WAIT_S)
 
     async def _serve(self, k: int, halt: asyncio.Event) -> None:
+        """Fetch, take and acknowledge partition ``k``'s readings until ``halt``. Given up, it takes
+        what its last request still brings too, so the next owner finds nothing pending (and starts
+        at once); readings the ingest refused (the daemon is stopping) go back in stream order."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
 
-        assets, primed = await self._rebuild(k, halt)
-        if halt.is_set():
-            return
-        log.info("cluster: partition %d: rebuilt the windows of %d assets from %d readings", k, assets, primed)
         durable = f"sg-p{k}"
         try:
             await self._js.consumer_info(READINGS_STREAM, durable)
@@ -339,33 +359,42 @@ class ClusterSource:
         puller = Puller(self._nc, READINGS_STREAM, durable, FETCH_BATCH, FETCH_WAIT_S,
                         lambda: ownership is not None and ownership.holds(k))
         await puller.open()
+        refused: list = []
+        clean = False  # ended without a batch out: what came meanwhile can be taken or given back
         try:
             while not halt.is_set():
                 if ownership is None or not ownership.holds(k):  # renewals failing: wait
                     await _pause(halt, 0.2)
                     continue
                 messages = await puller.fetch(FETCH_WAIT_S)
-                if not messages:
-                    continue
-                # Taken on a worker thread: Ingest.take may wait for the scorer (backpressure), and
-                # this loop must keep renewing the leases meanwhile.
-                taken = await asyncio.to_thread(self._take, k, messages, halt)
-                for message in messages[:taken]:
-                    await message.ack()
-                if taken < len(messages):  # stopping, or the partition is given up: the rest goes back
-                    await _give_back(messages[taken:])
-                    return
+                taken = await self._take_and_ack(k, messages)
+                if taken < len(messages):
+                    refused = messages[taken:]
+                    break
+            clean = True
         finally:
-            await _give_back(await puller.close())
+            rest = await puller.close()
+            if clean:  # after an error or a cancel, all that is unacknowledged comes again after ACK_WAIT_S, in order
+                if not refused:
+                    taken = await self._take_and_ack(k, rest)
+                    rest = rest[taken:]
+                await _give_back([*refused, *rest])
 
-    def _take(self, k: int, messages: list, halt: asyncio.Event) -> int:
-        """Hand ``messages`` to the ingest in order; how many were taken (fewer: stopping, or the
-        partition is being given up: the rest go to its next owner)."""
+    async def _take_and_ack(self, k: int, messages: list) -> int:
+        """Take ``messages`` on a worker thread (``Ingest.accept`` may wait for the scorer, and this
+        loop must keep renewing the leases meanwhile), then acknowledge those taken; how many."""
+        if not messages:
+            return 0
+        taken = await asyncio.to_thread(self._take, k, messages)
+        for message in messages[:taken]:
+            await message.ack()
+        return taken
+
+    def _take(self, k: int, messages: list) -> int:
+        """Hand ``messages`` to the ingest in order; how many were taken (fewer: it is stopping)."""
         prefix = self.settings.topic_prefix.strip("/")
         assets = self._assets.setdefault(k, set())
         for n, message in enumerate(messages):
-            if halt.is_set():
-                return n
             try:
                 asset = asset_of(message.subject)[1]
                 topic = f"{prefix}/{asset}/readings"
@@ -391,8 +420,9 @@ class ClusterSource:
 
 async def _give_back(messages: list) -> None:
     """Readings fetched but not taken: delivered again at once (to this partition's next owner),
-    ahead of newer ones, instead of after ``ACK_WAIT_S``."""
-    for message in messages:
+    ahead of newer ones, instead of after ``ACK_WAIT_S``; in stream order (JetStream redelivers
+    in the order it was told)."""
+    for message in sorted(messages, key=lambda m: m.metadata.sequence.stream):
         with contextlib.suppress(Exception):  # the connection may be gone: they come back after ACK_WAIT_S
             await message.nak()
 

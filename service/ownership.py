@@ -117,7 +117,10 @@ class Ownership:
             keys = await self.kv.keys()
         except NoKeysError:
             keys = []
-        self.members = sorted(key[len(MEMBER):] for key in keys if key.startswith(MEMBER))
+        members = sorted(key[len(MEMBER):] for key in keys if key.startswith(MEMBER))
+        if self.worker not in members:  # our key was written just now: a listing without it (nats-py's
+            return  # key listing can end early, nats.py issue 842) would hand every partition over
+        self.members = members
         if not self._joined:  # the first tick only says we are here: workers starting together see
             self._joined = True  # each other before claiming, instead of one taking all and handing half over
             return

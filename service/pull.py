@@ -26,6 +26,11 @@ from typing import Any
 
 LINGER_S = 0.002  # a batch still arriving is waited for while messages keep coming this often
 FAILED_PAUSE_S = 0.2  # after a request the server refused (a leader election), the next waits this long
+MAX_FAILURES = 25  # refused this many times in a row (5 s), the pull is set up again (PullError)
+
+
+class PullError(RuntimeError):
+    """The server keeps refusing pull requests (the consumer was deleted, the stream has no leader)."""
 
 
 class Puller:
@@ -45,6 +50,8 @@ class Puller:
         self._until = 0.0  # when the outstanding request expires at the server (monotonic)
         self._arrived = asyncio.Event()
         self._failed = False  # the last request ended with an error status: the next one waits for fetch
+        self._failures = 0  # requests refused in a row
+        self._status = ""  # the last refusal, for the error
 
     async def open(self) -> None:
         self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
@@ -54,9 +61,12 @@ class Puller:
         if status is None:
             self._got.append(msg)
             self._left -= 1
+            self._failures = 0
         elif status != "100":  # 408: it expired; 409 (a leader change), 503 (no leader) and others: it failed
             self._left = 0
             self._failed = status != "408"
+            self._failures = self._failures + 1 if self._failed else 0
+            self._status = f"{status} {msg.headers.get('Description', '')}".strip()
         self._arrived.set()
         if self._left <= 0 and not self._failed:
             await self._ask()
@@ -66,7 +76,7 @@ class Puller:
         now = time.monotonic()
         if self._left > 0 and now < self._until + 1.0:  # still outstanding (its 408 may be lost: 1 s grace)
             return
-        if len(self._got) >= self.batch or not self.may_ask():
+        if len(self._got) >= self.batch or not self.may_ask() or not self.nc.is_connected:
             self._left = 0
             return
         self._left, self._until = self.batch, now + self.expires_s
@@ -77,6 +87,9 @@ class Puller:
         """The messages that came (at most two batches), waiting up to ``timeout`` for the first; a
         batch still arriving is waited for while its messages keep coming."""
         if self._failed and not self._got:  # the server refused the last request: ask again, not at once
+            if self._failures >= MAX_FAILURES:  # the consumer is gone, or no leader: the caller sets up again
+                self._failures = 0
+                raise PullError(self._failures_text())
             self._failed = False
             await asyncio.sleep(min(timeout, FAILED_PAUSE_S))
             return []
@@ -91,7 +104,11 @@ class Puller:
             seen = len(self._got)
             await asyncio.sleep(LINGER_S)
         got, self._got = self._got, []
+        await self._ask()  # the next batch travels while this one is taken
         return got
+
+    def _failures_text(self) -> str:
+        return f"{MAX_FAILURES} pull requests refused in a row (last: {self._status or 'no status'})"
 
     async def close(self) -> list:
         """Stop asking; wait until the outstanding request can bring nothing more; the messages

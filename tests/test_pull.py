@@ -10,7 +10,7 @@ import time
 import pytest
 
 from sensorguard.service import cluster
-from sensorguard.service.pull import Puller
+from sensorguard.service.pull import Puller, PullError
 from tests.nats import NatsCluster
 
 try:
@@ -75,5 +75,37 @@ async def _scenario(servers) -> None:
         assert redelivered and int(redelivered[0].data) == first  # at once, not after ack_wait (30 s)
         assert time.monotonic() - started < 5
         await again.close()
+    finally:
+        await nc.close()
+
+
+def test_puller_gives_up_when_its_consumer_is_gone(tmp_path):
+    """A deleted consumer answers every request with an error status: after a few seconds of that
+    the puller raises, so the partition is set up again instead of stalling without a word."""
+    node = NatsCluster(tmp_path, 1).start()
+    try:
+        asyncio.run(_gone(node.urls))
+    finally:
+        node.stop()
+
+
+async def _gone(servers) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+    nc = await cluster.connect(servers)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name="T", subjects=["t.>"], retention=RetentionPolicy.WORK_QUEUE))
+        await js.add_consumer("T", ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
+        puller = Puller(nc, "T", "c", batch=16, expires_s=0.5, may_ask=lambda: True)
+        await puller.open()
+        await js.publish("t.0", b"1")
+        assert [m.data for m in await puller.fetch(2.0)] == [b"1"]
+        await js.delete_consumer("T", "c")
+        started = time.monotonic()
+        with pytest.raises(PullError, match="refused in a row"):
+            while time.monotonic() - started < 60:
+                assert await puller.fetch(0.5) == []
+        await puller.close()
     finally:
         await nc.close()
