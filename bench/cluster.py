@@ -9,6 +9,9 @@ the clock runs from its first reading to its last. Rows, in one run:
 - ``cluster w1`` / ``cluster w2``: ``serve --cluster --workers 1|2`` on a fresh single
   ``nats-server`` (JetStream file storage, ``cluster init --partitions 8``), the readings published
   over MQTT 3.1.1 into its MQTT listener and waiting in the readings stream;
+- ``nats-py bare w1`` / ``w2``: 1 or 2 processes pulling the 8 partitions with the daemon's own
+  puller (``service/pull.py``), acknowledging and counting, nothing parsed or scored: the ceiling
+  of a Python NATS consumer (the issue's probe measured nats-py's ``fetch`` this way);
 - ``cpu_us``: CPU time of the serve process tree (parent and workers) per reading while it drained:
   the per-reading cost of each path on the same machine.
 
@@ -27,6 +30,7 @@ Run ``OMP_NUM_THREADS=1 python bench/cluster.py`` (``--quick``: 12,000 readings,
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import statistics
@@ -50,7 +54,7 @@ from sensorguard.service import cluster  # noqa: E402
 
 PARTITIONS = 8
 TIMEOUT_S = 600.0
-RECEIVERS = ("mosquitto_sub", "mqtt w1", "cluster w1", "cluster w2")
+RECEIVERS = ("mosquitto_sub", "nats-py bare w1", "nats-py bare w2", "mqtt w1", "cluster w1", "cluster w2")
 
 
 def tree_cpu(pid: int) -> float:
@@ -112,6 +116,8 @@ def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, infl
     """One drain: the readings queued for ``receiver``, then timed while it takes them."""
     if receiver == "mosquitto_sub":
         return {**drain.measure(receiver, 1, per_asset, bundle_dir, workdir, inflight), "cpu_us": float("nan")}
+    if receiver.startswith("nats-py bare"):
+        return measure_bare(int(receiver[-1]), per_asset, workdir)
     messages = drain.build_messages(per_asset, 1)
     readings = len(messages)
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
@@ -147,6 +153,73 @@ def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, infl
             broker.stop()
         if node is not None:
             node.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _bare(servers: tuple[str, ...], partitions: list[int], out) -> None:
+    """A bare nats-py receiver (a process): service/pull.py's puller on ``partitions``, each
+    message acknowledged and counted, nothing parsed; puts (count, first, last) when idle 1 s."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    from sensorguard.service.pull import Puller
+
+    async def run() -> tuple[int, float, float]:
+        nc = await cluster.connect(servers)
+        counts, first, last = [0], [float("inf")], [0.0]
+
+        async def drain(k: int) -> None:
+            durable = f"sg-p{k}"
+            await nc.jetstream().add_consumer(cluster.READINGS_STREAM, ConsumerConfig(
+                durable_name=durable, filter_subject=f"{cluster.READINGS_ROOT}.{k}.>", ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30, max_ack_pending=20_000, deliver_policy=DeliverPolicy.ALL))
+            puller = Puller(nc, cluster.READINGS_STREAM, durable, 256, 0.5, lambda: True)
+            await puller.open()
+            while True:
+                got = await puller.fetch(1.0)
+                if not got:
+                    if counts[0]:
+                        break
+                    continue
+                first[0] = min(first[0], time.time())
+                for message in got:
+                    await message.ack()
+                counts[0] += len(got)
+                last[0] = time.time()
+            await puller.close()
+
+        await asyncio.gather(*(drain(k) for k in partitions))
+        await nc.close()
+        return counts[0], first[0], last[0]
+
+    out.put(asyncio.run(run()))
+
+
+def measure_bare(processes: int, per_asset: int, workdir: Path) -> dict:
+    """Readings queued in a fresh node, drained by ``processes`` bare receivers sharing the partitions."""
+    import multiprocessing as mp
+
+    messages = drain.build_messages(per_asset, 1)
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    node = start_node(run_dir)
+    out: dict = {"receiver": f"nats-py bare w{processes}", "readings": len(messages), "cpu_us": float("nan")}
+    try:
+        out["publish_s"] = drain.publish_all(node.nodes[0].mqtt_port, messages)
+        while stream_messages(node.urls, cluster.READINGS_STREAM) < len(messages):
+            time.sleep(0.2)
+        ctx = mp.get_context("fork")
+        results = ctx.Queue()
+        procs = [ctx.Process(target=_bare, args=(node.urls, list(range(i, PARTITIONS, processes)), results))
+                 for i in range(processes)]
+        for proc in procs:
+            proc.start()
+        got = [results.get(timeout=TIMEOUT_S) for _ in procs]
+        for proc in procs:
+            proc.join(10)
+        out["readings"] = sum(n for n, _, _ in got)
+        out["seconds"] = max(last for _, _, last in got) - min(first for _, first, _ in got)
+        return out
+    finally:
+        node.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
