@@ -34,14 +34,17 @@ class CommandHandler:
     on_change: called with ``(asset, command)`` after a command was accepted, so the daemon can
     hold or release the asset's recording, publish its state and file an acknowledged alert's
     readings; a text it returns is added to the reply. owns: whether this instance serves an
-    asset (default: its partitions' topic filters match the asset's readings topic).
+    asset (default: its partitions' topic filters match the asset's readings topic); taking_over:
+    whether its partition is being taken over here (cluster mode: the command is refused with a
+    retry hint instead of going unanswered).
     """
 
     def __init__(self, settings: Settings, controls: AlarmControls, publisher: Publisher, metrics: Metrics,
-                 on_change: Any = None, owns: Any = None) -> None:
+                 on_change: Any = None, owns: Any = None, taking_over: Any = None) -> None:
         self.settings = settings
         if owns is not None:  # cluster mode: the worker whose partition holds the asset now
             self.owns = owns
+        self.taking_over = taking_over or (lambda asset: False)  # cluster mode: its partition is being taken over here
         self.controls = controls
         self.publisher = publisher
         self.metrics = metrics
@@ -89,6 +92,11 @@ class CommandHandler:
                         parsed)
             return
         if not self.owns(parsed.asset):
+            if self.taking_over(parsed.asset):  # nobody serves it for these seconds: say so, not nothing
+                self.metrics.commands.labels(parsed.verb, "rejected").inc()
+                self._reply(client, parsed.request_id, parsed.reply_to, False,
+                            f"{parsed.asset} is being taken over by {self.settings.instance_name}: try again in a "
+                            "few seconds")
             return  # the instance serving the asset answers
         accepted, text = self.controls.apply(parsed, now)
         self.metrics.commands.labels(parsed.verb, "accepted" if accepted else "rejected").inc()

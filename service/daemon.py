@@ -142,7 +142,7 @@ class Daemon:
         self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls)
                        if settings.cluster else None)
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
-                                       self.source.serves if self.source is not None else None)
+                                       *((self.source.serves, self.source.taking_over) if self.source else ()))
         if self.recorder is not None:  # an asset in maintenance (live or restored) records nothing as normal
             self.recorder.excluded = lambda asset: self.controls.in_maintenance(asset, time.time())
             self.recorder.verdict = self.controls.false_alarm

@@ -112,6 +112,14 @@ class ClusterSource:
         ownership = self.ownership
         return ownership is not None and partition_of(asset, ownership.partitions) in self._ready
 
+    def taking_over(self, asset: str) -> bool:
+        """Whether ``asset``'s partition is this worker's but still being taken over (rebuilt)."""
+        ownership = self.ownership
+        if ownership is None:
+            return False
+        k = partition_of(asset, ownership.partitions)
+        return k in self._tasks and k not in self._ready
+
     def controls_changed(self, asset: str) -> None:
         """Any thread: ``asset``'s maintenance, shelving or alerts changed; written to the state
         bucket with the next flush, so a next owner takes them over."""

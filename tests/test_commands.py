@@ -275,3 +275,24 @@ def test_controls_export_adopt_and_forget_move_an_asset_between_workers(tmp_path
     assert AlarmControls(str(tmp_path)).suppressed("p1", now + 1) == "maintenance"  # adopted, then saved
     with pytest.raises(ValueError, match="invalid alarm controls"):
         new.adopt("p1", {"controls": [{"kind": "bogus", "since": 1, "until": None}]})
+
+
+def test_a_command_for_an_asset_being_taken_over_is_refused_with_a_retry_hint(tiny_bundle):
+    """Cluster mode: while its partition is rebuilt here nobody serves the asset; the worker taking
+    it over answers "try again" instead of leaving the command unanswered (and applies nothing)."""
+    from types import SimpleNamespace
+
+    from sensorguard.service.command_handling import CommandHandler
+    from tests.test_daemon import make, value
+
+    daemon, client = make(tiny_bundle)
+    handler = CommandHandler(daemon.settings, daemon.controls, daemon.publisher, daemon.metrics,
+                             owns=lambda asset: False, taking_over=lambda asset: asset == "p1")
+    for asset, request in (("p1", "r1"), ("p2", "r2")):
+        handler.handle(client, SimpleNamespace(topic="sensorguard/commands/shelve", payload=json.dumps(
+            {"asset": asset, "for_s": 60, "request_id": request}).encode(), qos=1, mid=1, retain=False))
+    replies = [(t, json.loads(p)) for t, p, _ in client.published if "responses" in t]
+    assert [(t, b["accepted"]) for t, b in replies] == [("sensorguard/responses/r1", False)]  # p2: another's
+    assert "try again" in replies[0][1]["message"]
+    assert daemon.controls.suppressed("p1", time.time()) is None
+    assert value(daemon, "sensorguard_commands_total", command="shelve", result="rejected") == 1
