@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -87,7 +88,8 @@ class ClusterSource:
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._tasks: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}  # partition -> (fetch loop, its halt)
+        # partition -> (its fetch loop, the event that halts it, the one that stops its taking thread)
+        self._tasks: dict[int, tuple[asyncio.Task, asyncio.Event, threading.Event]] = {}
         self._ready: set[int] = set()  # partitions taken over (rebuilt): their commands are answered here
         self._js: Any = None
         self._nc: Any = None
@@ -174,7 +176,7 @@ class ClusterSource:
             await watcher
             await self._flush_states()
         finally:
-            for task, halt in self._tasks.values():
+            for task, halt, _ in self._tasks.values():
                 halt.set()
                 task.cancel()
             await nc.close()
@@ -208,7 +210,8 @@ class ClusterSource:
 
     async def _gain(self, k: int) -> None:
         halt = asyncio.Event()
-        self._tasks[k] = (asyncio.create_task(self._consume(k, halt), name=f"partition-{k}"), halt)
+        abort = threading.Event()  # stops its taking thread when the partition is given up
+        self._tasks[k] = (asyncio.create_task(self._consume(k, halt, abort), name=f"partition-{k}"), halt, abort)
         self.metrics.partitions_owned.set(len(self._tasks))
         self.metrics.partition_info.labels(self.worker, f"cluster/{k}").set(1)
         log.info("cluster: took partition %d", k)
@@ -217,7 +220,7 @@ class ClusterSource:
         """Let the partition's fetch loop finish its batch (every reading taken is acknowledged), then
         end; its assets' buffers and state are dropped here once their last windows are scored, and
         with ``handing_over`` their states written for the next owner first."""
-        task, halt = self._tasks.pop(k, (None, None))
+        task, halt, abort = self._tasks.pop(k, (None, None, None))
         self._ready.discard(k)
         self.metrics.partitions_owned.set(len(self._tasks))
         with contextlib.suppress(KeyError):
@@ -227,9 +230,12 @@ class ClusterSource:
             try:
                 await asyncio.wait_for(asyncio.shield(task), FETCH_WAIT_S + RELEASE_WAIT_S)
             except (TimeoutError, asyncio.CancelledError):
+                if abort is not None:
+                    abort.set()  # a batch still being taken stops too
                 task.cancel()
         assets = set(self._assets.pop(k, set()))  # a copy: a taking thread may still add to the old set
         self._leaving |= assets
+        timed_out = False
         if assets:
             done: Future = Future()
             self._handovers.append((assets, done))
@@ -237,7 +243,8 @@ class ClusterSource:
                 states = await asyncio.wait_for(asyncio.wrap_future(done), RELEASE_WAIT_S)
             except TimeoutError:  # what is queued for them is the newest there is: it is written below
                 log.warning("cluster: partition %d: the scorer did not hand its assets over in time", k)
-                states = {asset: data for asset in assets if (data := self._outbox.get(asset)) is not None}
+                states = {asset: self._outbox[asset] for asset in assets if asset in self._outbox}
+                timed_out = True
             for asset in assets:  # an older state still queued must not overwrite the last one
                 self._outbox.pop(asset, None)
             if handing_over:
@@ -251,7 +258,8 @@ class ClusterSource:
                     if not await self._write_controls(asset):
                         log.warning("cluster: partition %d: the controls of %s could not be handed over", k, asset)
             self.controls.forget(held)
-        self._leaving -= assets
+        if not timed_out:  # else step() lets them go once the scorer handed them over
+            self._leaving -= assets
         log.info("cluster: gave up partition %d", k)
 
     def step(self) -> None:
@@ -265,6 +273,9 @@ class ClusterSource:
             states = self.alerts.hand_over(assets)
             if done.set_running_or_notify_cancel():  # False: the release gave up waiting; they are gone all the same
                 done.set_result({asset: encode_asset(*state) for asset, state in states.items()})
+            elif (loop := self._loop) is not None and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # no state of theirs is passed on from here now
+                    loop.call_soon_threadsafe(self._leaving.difference_update, assets)
         now = time.monotonic()
         full = now >= self._next_full
         if full:
@@ -323,7 +334,7 @@ class ClusterSource:
             return False
         return True
 
-    async def _consume(self, k: int, halt: asyncio.Event) -> None:
+    async def _consume(self, k: int, halt: asyncio.Event, abort: threading.Event) -> None:
         """Serve partition ``k`` until ``halt``: take it over once (:meth:`_rebuild`), then fetch.
         A failure (a leader change, a lost connection) is logged and the partition served again,
         after ``ACK_WAIT_S`` so the readings that were in flight come again before newer ones (each
@@ -339,7 +350,7 @@ class ClusterSource:
                     self._ready.add(k)  # its commands are answered here from now on
                     log.info("cluster: partition %d: rebuilt the windows of %d assets from %d readings", k, assets,
                              primed)
-                await self._serve(k, halt)
+                await self._serve(k, halt, abort)
                 return
             except Exception as exc:  # noqa: BLE001 - never let a partition stop being consumed silently
                 if halt.is_set():
@@ -348,7 +359,7 @@ class ClusterSource:
                             ACK_WAIT_S)
                 await _pause(halt, ACK_WAIT_S)
 
-    async def _serve(self, k: int, halt: asyncio.Event) -> None:
+    async def _serve(self, k: int, halt: asyncio.Event, abort: threading.Event) -> None:
         """Fetch, take and acknowledge partition ``k``'s readings until ``halt``. Given up, it takes
         what its last request still brings too, so the next owner finds nothing pending (and starts
         at once); readings the ingest refused (the daemon is stopping) go back in stream order."""
@@ -375,7 +386,9 @@ class ClusterSource:
                     await _pause(halt, 0.2)
                     continue
                 messages = await puller.fetch(FETCH_WAIT_S)
-                taken = await self._take_and_ack(k, messages)
+                if messages and not ownership.holds(k):  # the lease lapsed meanwhile: maybe another's now
+                    raise LeaseLapsed("its lease was not renewed in time; the readings fetched come again")
+                taken = await self._take_and_ack(k, messages, abort)
                 if taken < len(messages):
                     refused = messages[taken:]
                     break
@@ -383,26 +396,30 @@ class ClusterSource:
         finally:
             rest = await puller.close()
             if clean:  # after an error or a cancel, all that is unacknowledged comes again after ACK_WAIT_S, in order
-                if not refused:
-                    taken = await self._take_and_ack(k, rest)
+                if not refused and ownership is not None and ownership.holds(k):  # given up, not lost
+                    taken = await self._take_and_ack(k, rest, abort)
                     rest = rest[taken:]
                 await _give_back([*refused, *rest])
 
-    async def _take_and_ack(self, k: int, messages: list) -> int:
+    async def _take_and_ack(self, k: int, messages: list, abort: threading.Event) -> int:
         """Take ``messages`` on a worker thread (``Ingest.accept`` may wait for the scorer, and this
-        loop must keep renewing the leases meanwhile), then acknowledge those taken; how many."""
+        loop must keep renewing the leases meanwhile), then acknowledge those taken; how many.
+        ``abort`` stops the thread between messages (a cancel would not)."""
         if not messages:
             return 0
-        taken = await asyncio.to_thread(self._take, k, messages)
+        taken = await asyncio.to_thread(self._take, k, messages, abort)
         for message in messages[:taken]:
             await message.ack()
         return taken
 
-    def _take(self, k: int, messages: list) -> int:
-        """Hand ``messages`` to the ingest in order; how many were taken (fewer: it is stopping)."""
+    def _take(self, k: int, messages: list, abort: threading.Event) -> int:
+        """Hand ``messages`` to the ingest in order; how many were taken (fewer: it is stopping,
+        or the partition was given up while this waited for the scorer)."""
         prefix = self.settings.topic_prefix.strip("/")
         assets = self._assets.setdefault(k, set())
         for n, message in enumerate(messages):
+            if abort.is_set():
+                return n
             try:
                 asset = asset_of(message.subject)[1]
                 topic = f"{prefix}/{asset}/readings"
@@ -430,9 +447,20 @@ async def _give_back(messages: list) -> None:
     """Readings fetched but not taken: delivered again at once (to this partition's next owner),
     ahead of newer ones, instead of after ``ACK_WAIT_S``; in stream order (JetStream redelivers
     in the order it was told)."""
-    for message in sorted(messages, key=lambda m: m.metadata.sequence.stream):
+    for message in sorted(messages, key=_stream_seq):
         with contextlib.suppress(Exception):  # the connection may be gone: they come back after ACK_WAIT_S
             await message.nak()
+
+
+def _stream_seq(message: Any) -> float:
+    try:
+        return float(message.metadata.sequence.stream)
+    except Exception:  # noqa: BLE001 - not a JetStream delivery: keep its place (the sort is stable)
+        return math.inf
+
+
+class LeaseLapsed(RuntimeError):
+    """A partition's lease was not renewed in time while a batch was fetched."""
 
 
 async def _pause(event: asyncio.Event, seconds: float) -> None:

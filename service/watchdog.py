@@ -11,7 +11,8 @@ So one worker (the first member by name) looks every ``CHECK_S``: a stream whose
 silent (no contact, or the input stream holding a message more than ``STALL_S`` newer than the
 stream's newest) for ``STALL_S`` is asked to step its leader down; the new leader sets the source
 up at once. At most once per ``KICK_S`` per stream: a false alarm (the input stream also captures
-non-reading topics under the prefix) costs one leader change.
+non-reading topics under the prefix) costs one leader change. The times compared come from the
+servers' clocks: keep them in sync (NTP), as Raft wants anyway.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sensorguard.service.cluster import IN_STREAM, READINGS_STREAM, WINDOWS_STREAM
+from sensorguard.service.payload import MAX_ASSET_LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,11 @@ async def watch_sources(nc: Any, acting: Callable[[], bool], stopping: asyncio.E
                                 "so that a new one sources it again", name, IN_STREAM, now - since)
                     kicked[name] = now
                     silent.pop(name, None)
-                    await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{name}", b"", timeout=REQUEST_S)
+                    reply = json.loads((await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{name}", b"",
+                                                         timeout=REQUEST_S)).data)
+                    if "error" in reply:
+                        log.warning("cluster: stream %s did not step down: %s", name,
+                                    reply["error"].get("description", reply["error"]))
         except Exception as exc:  # noqa: BLE001 - the cluster may be electing leaders: look again next time
             log.info("cluster: checking that the streams copy %s: %s", IN_STREAM, exc or type(exc).__name__)
 
@@ -86,9 +92,10 @@ def last_time(info: dict) -> float | None:
         return None
     head, _, fraction = str(state.get("last_ts", "")).rstrip("Z").partition(".")
     try:  # RFC 3339, nanoseconds at most (Python parses microseconds), UTC
-        return datetime.fromisoformat(f"{head}.{(fraction or '0')[:6]}").replace(tzinfo=UTC).timestamp()
+        stamp = datetime.fromisoformat(f"{head}.{(fraction or '0')[:6]}").replace(tzinfo=UTC)
     except ValueError:
         return None
+    return stamp.timestamp() if stamp.year >= 2000 else None  # Go's zero time: no message kept
 
 
 async def _newest_is_reading(nc: Any, info: dict) -> bool:
@@ -98,7 +105,8 @@ async def _newest_is_reading(nc: Any, info: dict) -> bool:
         return False
     reply = await nc.request(f"$JS.API.STREAM.MSG.GET.{IN_STREAM}", json.dumps({"seq": seq}).encode(),
                              timeout=REQUEST_S)
-    return str((json.loads(reply.data).get("message") or {}).get("subject", "")).endswith(".readings")
+    subject = str((json.loads(reply.data).get("message") or {}).get("subject", ""))
+    return subject.endswith(".readings") and subject.count(".") <= MAX_ASSET_LEVELS + 1  # one the streams copy
 
 
 async def _info(nc: Any, stream: str) -> dict:

@@ -44,6 +44,7 @@ def test_a_stream_is_stalled_when_its_source_is_silent_or_far_behind_a_newer_rea
 def test_stream_times_are_read_with_and_without_fractions():
     assert last_time(info("2026-12-01T06:41:38.123456789Z")) == last_time(info("2026-12-01T06:41:38Z")) + 0.123456
     assert last_time(info("garbage")) is None and last_time(info("2026-12-01T06:41:38Z", last_seq=0)) is None
+    assert last_time(info("0001-01-01T00:00:00Z", last_seq=480)) is None  # an emptied work queue keeps its seq
 
 
 @pytest.mark.integration
