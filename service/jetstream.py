@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import threading
@@ -36,9 +35,7 @@ from sensorguard.service.cluster import (
     ClusterError,
     asset_of,
     connect,
-    controls_key,
     partition_of,
-    state_key,
 )
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
@@ -47,6 +44,7 @@ from sensorguard.service.metrics import Metrics
 from sensorguard.service.ownership import Ownership, run
 from sensorguard.service.pull import Puller
 from sensorguard.service.state import encode_asset
+from sensorguard.service.statesync import StateSync
 from sensorguard.service.takeover import Takeover
 from sensorguard.service.watchdog import watch_sources
 
@@ -57,7 +55,6 @@ FETCH_WAIT_S = 0.5  # a fetch returns after this long with what it has (and lets
 ACK_WAIT_S = 5.0  # an unacknowledged reading is delivered again after this long (to whoever owns it then)
 RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to finish its batch
 CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
-STATE_FLUSH_S = 0.5  # changed per-asset states are written to the state bucket this often
 STATE_FULL_S = 30.0  # every asset's state (drift included) is written this often
 MAX_ACK_PENDING = 20_000  # readings out and unacknowledged per partition at most (the broker's inflight)
 
@@ -72,16 +69,13 @@ class ClusterSource:
         self.metrics = metrics
         self.alerts = alerts
         self.controls = controls  # maintenance, shelving, acknowledgeable alerts: they move with the assets
-        self._controls_dirty: set[str] = set()  # assets whose controls to write (loop thread only)
         if controls is not None:
             controls.on_change = self.controls_changed
         self._assets: dict[int, set[str]] = {}  # partition -> its assets seen here
         self._handovers: deque[tuple[set[str], Future]] = deque()  # for the scoring thread (step)
-        self._outbox: dict[str, bytes | None] = {}  # asset -> state to write (None: delete); loop thread only
         self._states: Any = None  # the state bucket
         self._next_full = 0.0
-        self._leaving: set[str] = set()  # assets being handed over: their states are no longer passed on
-        self._flushing: asyncio.Lock | None = None  # one flush at a time: an older state never lands last
+        self.sync = StateSync(controls, self.serves)  # states and controls for the next owners (loop thread)
         self.worker = settings.instance_name
         self.ready = threading.Event()  # connected and taking part in the ownership
         self.ownership: Ownership | None = None
@@ -128,7 +122,7 @@ class ClusterSource:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in between
-                loop.call_soon_threadsafe(self._controls_dirty.add, asset)
+                loop.call_soon_threadsafe(self.sync.mark, asset)
 
     @property
     def owned(self) -> list[int]:
@@ -163,8 +157,8 @@ class ClusterSource:
             self._nc, self._js = nc, nc.jetstream()
             self.ownership = await self._join()
             self._states = await self._js.key_value(STATE_BUCKET)
-            self._flushing = asyncio.Lock()
-            writer = asyncio.create_task(self._write_states(stopping), name="state-writer")
+            self.sync.open(self._states)
+            writer = asyncio.create_task(self.sync.run(stopping), name="state-writer")
             ownership = self.ownership
             watcher = asyncio.create_task(watch_sources(nc, lambda: ownership.members[:1] == [self.worker], stopping),
                                           name="source-watch")  # one worker: the first member by name
@@ -174,7 +168,7 @@ class ClusterSource:
             await self.ownership.leave()
             await writer
             await watcher
-            await self._flush_states()
+            await self.sync.flush()
         finally:
             for task, halt, _ in self._tasks.values():
                 halt.set()
@@ -234,7 +228,7 @@ class ClusterSource:
                     abort.set()  # a batch still being taken stops too
                 task.cancel()
         assets = set(self._assets.pop(k, set()))  # a copy: a taking thread may still add to the old set
-        self._leaving |= assets
+        self.sync.leaving |= assets
         timed_out = False
         if assets:
             done: Future = Future()
@@ -243,23 +237,23 @@ class ClusterSource:
                 states = await asyncio.wait_for(asyncio.wrap_future(done), RELEASE_WAIT_S)
             except TimeoutError:  # what is queued for them is the newest there is: it is written below
                 log.warning("cluster: partition %d: the scorer did not hand its assets over in time", k)
-                states = {asset: self._outbox[asset] for asset in assets if asset in self._outbox}
+                states = {asset: self.sync.outbox[asset] for asset in assets if asset in self.sync.outbox}
                 timed_out = True
             for asset in assets:  # an older state still queued must not overwrite the last one
-                self._outbox.pop(asset, None)
+                self.sync.outbox.pop(asset, None)
             if handing_over:
-                self._outbox.update(states)
-                await self._flush_states()
+                self.sync.outbox.update(states)
+                await self.sync.flush()
         if self.controls is not None and self.ownership is not None:  # maintenance and shelving go with them
             held = {a for a in self.controls.assets() if partition_of(a, self.ownership.partitions) == k}
-            self._controls_dirty -= held  # written here or not at all: the next owner holds them now
+            self.sync.controls_dirty -= held  # written here or not at all: the next owner holds them now
             if handing_over:
                 for asset in held:
-                    if not await self._write_controls(asset):
+                    if not await self.sync.write_controls(asset):
                         log.warning("cluster: partition %d: the controls of %s could not be handed over", k, asset)
             self.controls.forget(held)
         if not timed_out:  # else step() lets them go once the scorer handed them over
-            self._leaving -= assets
+            self.sync.leaving -= assets
         log.info("cluster: gave up partition %d", k)
 
     def step(self) -> None:
@@ -275,7 +269,7 @@ class ClusterSource:
                 done.set_result({asset: encode_asset(*state) for asset, state in states.items()})
             elif (loop := self._loop) is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # no state of theirs is passed on from here now
-                    loop.call_soon_threadsafe(self._leaving.difference_update, assets)
+                    loop.call_soon_threadsafe(self.sync.leaving.difference_update, assets)
         now = time.monotonic()
         full = now >= self._next_full
         if full:
@@ -283,56 +277,11 @@ class ClusterSource:
         changed = self.alerts.changed_states(full)
         loop = self._loop
         if changed and loop is not None and not loop.is_closed():
-            leaving = self._leaving
+            leaving = self.sync.leaving
             data = {asset: None if state is None else encode_asset(*state) for asset, state in changed.items()
                     if asset not in leaving}
             with contextlib.suppress(RuntimeError):  # the loop closed in between
-                loop.call_soon_threadsafe(self._outbox.update, data)
-
-    async def _write_states(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            await _pause(stopping, STATE_FLUSH_S)
-            await self._flush_states()
-
-    async def _flush_states(self) -> None:
-        """Write the queued states to the state bucket (None: delete, the asset's state ended); a
-        failed write is tried again next time, unless the asset is being handed over."""
-        if self._flushing is None:
-            return
-        async with self._flushing:
-            dirty, self._controls_dirty = self._controls_dirty, set()
-            for asset in dirty:
-                if not self.serves(asset):  # another worker's now (a stale change): its key is not ours to write
-                    continue
-                if not await self._write_controls(asset):
-                    self._controls_dirty.add(asset)  # tried again next time
-            out, self._outbox = self._outbox, {}
-            for asset, data in out.items():
-                try:
-                    if data is None:
-                        await self._states.delete(state_key(asset))
-                    else:
-                        await self._states.put(state_key(asset), data)
-                except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
-                    log.debug("cluster: saving the state of %s: %s", asset, exc)
-                    if asset not in self._leaving:
-                        self._outbox.setdefault(asset, data)
-
-    async def _write_controls(self, asset: str) -> bool:
-        """Put ``asset``'s controls in the state bucket (delete the key when it has none); whether
-        it was written."""
-        if self.controls is None:
-            return True
-        doc = self.controls.export(asset)
-        try:
-            if doc is None:
-                await self._states.delete(controls_key(asset))
-            else:
-                await self._states.put(controls_key(asset), json.dumps(doc, separators=(",", ":")).encode())
-        except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
-            log.debug("cluster: saving the controls of %s: %s", asset, exc)
-            return False
-        return True
+                loop.call_soon_threadsafe(self.sync.queue, data)  # the outbox as it is then, not now
 
     async def _consume(self, k: int, halt: asyncio.Event, abort: threading.Event) -> None:
         """Serve partition ``k`` until ``halt``: take it over once (:meth:`_rebuild`), then fetch.

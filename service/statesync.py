@@ -1,0 +1,98 @@
+"""What a cluster-mode worker writes to the state bucket, so that an asset's next owner finds it.
+
+Per asset, two keys in ``sensorguard_state``: its alert and drift state (``state_key``: on every
+alert status change, every 30 s, and on hand-over; deleted when the asset's state ended) and its
+maintenance, shelving and acknowledgeable alerts (``controls_key``: when they change). Writes are
+queued from any thread and made by the event loop's writer every ``STATE_FLUSH_S``, one flush at a
+time so an older state never lands last; a failed write is tried again at the next flush, unless
+the asset is being handed over (then it is its next owner's to write). Everything here runs on the
+event loop, except :meth:`StateSync.queue` and :meth:`StateSync.mark`, which may be called from
+any thread through ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sensorguard.service.cluster import controls_key, state_key
+from sensorguard.service.commands import AlarmControls
+
+log = logging.getLogger(__name__)
+
+STATE_FLUSH_S = 0.5  # queued per-asset states and controls are written this often
+
+
+class StateSync:
+    """The queue of states and controls to write, and the writer; :meth:`open` once connected."""
+
+    def __init__(self, controls: AlarmControls | None, serves: Callable[[str], bool]) -> None:
+        self.controls = controls
+        self.serves = serves  # whether an asset is this worker's: only its owner writes its controls
+        self.outbox: dict[str, bytes | None] = {}  # asset -> state to write (None: delete)
+        self.controls_dirty: set[str] = set()  # assets whose controls to write
+        self.leaving: set[str] = set()  # assets being handed over: their states are no longer passed on
+        self._bucket: Any = None
+        self._lock: asyncio.Lock | None = None
+
+    def open(self, bucket: Any) -> None:
+        self._bucket = bucket
+        self._lock = asyncio.Lock()
+
+    def queue(self, states: dict[str, bytes | None]) -> None:
+        """States to write (loop thread: schedule it with ``call_soon_threadsafe``)."""
+        self.outbox.update(states)
+
+    def mark(self, asset: str) -> None:
+        """``asset``'s controls changed (loop thread: schedule it with ``call_soon_threadsafe``)."""
+        self.controls_dirty.add(asset)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Flush every ``STATE_FLUSH_S`` until ``stopping``."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), STATE_FLUSH_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the queued controls and states (a state None: delete, the asset's state ended)."""
+        if self._lock is None:
+            return
+        async with self._lock:
+            dirty, self.controls_dirty = self.controls_dirty, set()
+            for asset in dirty:
+                if not self.serves(asset):  # another worker's now (a stale change): its key is not ours to write
+                    continue
+                if not await self.write_controls(asset):
+                    self.controls_dirty.add(asset)  # tried again next time
+            out, self.outbox = self.outbox, {}
+            for asset, data in out.items():
+                try:
+                    if data is None:
+                        await self._bucket.delete(state_key(asset))
+                    else:
+                        await self._bucket.put(state_key(asset), data)
+                except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
+                    log.debug("cluster: saving the state of %s: %s", asset, exc)
+                    if asset not in self.leaving:
+                        self.outbox.setdefault(asset, data)
+
+    async def write_controls(self, asset: str) -> bool:
+        """Put ``asset``'s controls in the state bucket (delete the key when it has none); whether
+        it was written."""
+        if self.controls is None or self._bucket is None:
+            return True
+        doc = self.controls.export(asset)
+        try:
+            if doc is None:
+                await self._bucket.delete(controls_key(asset))
+            else:
+                await self._bucket.put(controls_key(asset), json.dumps(doc, separators=(",", ":")).encode())
+        except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
+            log.debug("cluster: saving the controls of %s: %s", asset, exc)
+            return False
+        return True
