@@ -14,7 +14,7 @@ import pytest
 
 from sensorguard.service import cluster
 from sensorguard.service.cluster import Layout
-from sensorguard.service.watchdog import STALL_S, last_time, stalled, watch_sources
+from sensorguard.service.watchdog import CHECK_S, STALL_S, last_time, stalled, watch_sources
 from tests.nats import NatsCluster
 
 try:
@@ -49,21 +49,25 @@ def test_stream_times_are_read_with_and_without_fractions():
 
 @pytest.mark.integration
 def test_a_stalled_source_is_restarted_by_a_step_down_on_a_real_cluster(tmp_path, caplog):
-    """The stall, made on purpose: the node leading the input stream dies and the readings stream
-    elects a new leader at once, which sets its source up while the input stream has no leader
-    (the server then retries after 10 s, 20 s...). The watchdog sees the readings stream fall
-    behind the input stream and steps its leader down; the reading arrives."""
+    """The stall, provoked: the node leading the input stream dies and the readings stream elects a
+    new leader at once, which sets its source up while the input stream has no leader (the server
+    then retries after 10 s, 20 s...; seen 35-38 s). The watchdog sees the readings stream fall
+    behind the input stream and steps its leader down; the reading arrives. (In one CI run of
+    several the input stream won its election first and there was no stall to mend.)"""
     caplog.set_level(logging.INFO, logger="sensorguard.service.watchdog")
     nodes = NatsCluster(tmp_path, 3).start()
     try:
         cluster.run_init(Layout(partitions=8, keep=16, replicas=3, servers=nodes.urls))
-        asyncio.run(_stall_and_recover(nodes))
+        waited = asyncio.run(_stall_and_recover(nodes))
     finally:
         nodes.stop()
-    assert "asking its leader to step down" in caplog.text
+    # The stall is likely, not certain (the input stream may win its election first): when the
+    # reading took longer than the watchdog needs to notice, the watchdog must have acted.
+    if waited > STALL_S + CHECK_S + 2:
+        assert "asking its leader to step down" in caplog.text, waited
 
 
-async def _stall_and_recover(nodes) -> None:
+async def _stall_and_recover(nodes) -> float:
     nc = await cluster.connect(nodes.urls, forever=True)
     js = nc.jetstream()
     stopping = asyncio.Event()
@@ -87,10 +91,11 @@ async def _stall_and_recover(nodes) -> None:
             except Exception:  # noqa: BLE001 - electing
                 assert time.monotonic() < deadline, "the input stream never answered again"
                 await asyncio.sleep(0.5)
-        deadline = time.monotonic() + 120
+        published = time.monotonic()
         while (await _copied(js)) < 1:
-            assert time.monotonic() < deadline, "the reading never reached the readings stream"
+            assert time.monotonic() < published + 120, "the reading never reached the readings stream"
             await asyncio.sleep(0.5)
+        return time.monotonic() - published
     finally:
         stopping.set()
         await watcher
