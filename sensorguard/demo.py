@@ -304,7 +304,7 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
         finally:
             watcher.loop_stop()
             watcher.disconnect()
-        print_summary(console, views, port)
+        print_summary(console, views)
     except KeyboardInterrupt:
         console.print("interrupted: stopping")
     finally:
@@ -407,7 +407,7 @@ def stream_plant(streams, channels, broker: Endpoint, options: DemoOptions, view
         publisher.disconnect()
 
 
-def print_summary(console, views: dict[str, AssetView], port: int) -> None:
+def print_summary(console, views: dict[str, AssetView]) -> None:
     console.print("\nsummary (injected faults vs alerts the daemon raised):")
     for a in views.values():
         injected = ", ".join(f"{f.kind} on {f.channel} at {f.start_s:.0f}s" for f in a.faults) or "none"

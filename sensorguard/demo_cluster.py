@@ -96,7 +96,7 @@ def run_cluster_demo(options: DemoOptions, stop: threading.Event | None = None) 
                 handover.join(60)  # a hand-over under way ends before the workers are stopped here
             watcher.loop_stop()
             watcher.disconnect()
-        print_summary(console, views, 0)
+        print_summary(console, views)
     except KeyboardInterrupt:
         console.print("interrupted: stopping")
     finally:

@@ -89,7 +89,7 @@ class Puller:
         if self._failed and not self._got:  # the server refused the last request: ask again, not at once
             if self._failures >= MAX_FAILURES:  # the consumer is gone, or no leader: the caller sets up again
                 self._failures = 0
-                raise PullError(self._failures_text())
+                raise PullError(f"{MAX_FAILURES} pull requests refused in a row (last: {self._status or 'no status'})")
             self._failed = False
             await asyncio.sleep(min(timeout, FAILED_PAUSE_S))
             return []
@@ -106,9 +106,6 @@ class Puller:
         got, self._got = self._got, []
         await self._ask()  # the next batch travels while this one is taken
         return got
-
-    def _failures_text(self) -> str:
-        return f"{MAX_FAILURES} pull requests refused in a row (last: {self._status or 'no status'})"
 
     async def close(self) -> list:
         """Stop asking; wait until the outstanding request can bring nothing more; the messages
