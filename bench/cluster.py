@@ -9,11 +9,13 @@ the clock runs from its first reading to its last. Rows, in one run:
 - ``cluster w1`` / ``cluster w2``: ``serve --cluster --workers 1|2`` on a fresh single
   ``nats-server`` (JetStream file storage, ``cluster init --partitions 8``), the readings published
   over MQTT 3.1.1 into its MQTT listener and waiting in the readings stream;
-- ``nats-py bare w1`` / ``w2``: 1 or 2 processes pulling the 8 partitions with the daemon's own
-  puller (``service/pull.py``), acknowledging and counting, nothing parsed or scored: the ceiling
-  of a Python NATS consumer (the issue's probe measured nats-py's ``fetch`` this way);
+- ``bare w1`` / ``w2``: 1 or 2 processes pulling the 8 partitions with the daemon's own puller
+  (``service/pull.py`` on ``service/natswire.py``), acknowledging each batch and counting, nothing
+  parsed or scored: the ceiling of the daemon's NATS reading (the issue's probe measured nats-py's
+  ``fetch`` this way);
 - ``cpu_us``: CPU time of the serve process tree (parent and workers) per reading while it drained:
-  the per-reading cost of each path on the same machine.
+  the per-reading cost of each path on the same machine; ``server_us``: the same for the broker
+  (Mosquitto or nats-server), which shares the cores.
 
 Takeover (``--takeovers`` times, medians): two ``serve --cluster`` processes share 8 partitions
 while 100 assets stream 10 readings/s each; one is killed with SIGKILL (``kill_s``: until the
@@ -54,7 +56,7 @@ from sensorguard.service import cluster  # noqa: E402
 
 PARTITIONS = 8
 TIMEOUT_S = 600.0
-RECEIVERS = ("mosquitto_sub", "nats-py bare w1", "nats-py bare w2", "mqtt w1", "cluster w1", "cluster w2")
+RECEIVERS = ("mosquitto_sub", "bare w1", "bare w2", "mqtt w1", "cluster w1", "cluster w2")
 
 
 def tree_cpu(pid: int) -> float:
@@ -81,11 +83,12 @@ def cluster_args(node: NatsCluster, name: str, workers: int) -> tuple[str, ...]:
             "--scoring-threads", "1")
 
 
-def time_drain(daemon: base.DaemonProcess, readings: int) -> dict:
-    """From the first reading seen to the last: seconds, and CPU of the serve tree meanwhile."""
+def time_drain(daemon: base.DaemonProcess, readings: int, server_pid: int) -> dict:
+    """From the first reading seen to the last: seconds, and CPU of the serve tree and of the
+    broker meanwhile."""
     out: dict = {}
     first = None
-    cpu0 = 0.0
+    cpu0 = server0 = 0.0
     deadline = time.time() + TIMEOUT_S
     while time.time() < deadline:
         if daemon.proc.poll() is not None:
@@ -99,13 +102,14 @@ def time_drain(daemon: base.DaemonProcess, readings: int) -> dict:
         got = m["readings"] + m["rejected"]
         now = time.time()
         if first is None and got > 0:
-            first, skipped, cpu0 = now, got, tree_cpu(daemon.proc.pid)
+            first, skipped, cpu0, server0 = now, got, tree_cpu(daemon.proc.pid), tree_cpu(server_pid)
         if got >= readings:
             if first is None or now == first:
                 out["note"] = "all in at the first poll: too few readings to time"
                 return out
             out.update(seconds=now - first, readings=readings - skipped, rejected=m["rejected"],
-                       cpu_us=(tree_cpu(daemon.proc.pid) - cpu0) / (readings - skipped) * 1e6)
+                       cpu_us=(tree_cpu(daemon.proc.pid) - cpu0) / (readings - skipped) * 1e6,
+                       server_us=(tree_cpu(server_pid) - server0) / (readings - skipped) * 1e6)
             return out
         time.sleep(0.02 if first is None else 0.05)
     out["note"] = f"timed out with {got:.0f} of {readings}"
@@ -116,7 +120,7 @@ def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, infl
     """One drain: the readings queued for ``receiver``, then timed while it takes them."""
     if receiver == "mosquitto_sub":
         return {**drain.measure(receiver, 1, per_asset, bundle_dir, workdir, inflight), "cpu_us": float("nan")}
-    if receiver.startswith("nats-py bare"):
+    if receiver.startswith("bare"):
         return measure_bare(int(receiver[-1]), per_asset, workdir)
     messages = drain.build_messages(per_asset, 1)
     readings = len(messages)
@@ -133,7 +137,7 @@ def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, infl
             out["publish_s"] = drain.publish_all(broker.port, messages)
         else:
             node = start_node(run_dir)
-            broker = SimpleNamespace(url=node.nodes[0].mqtt_url, stop=lambda: None)
+            broker = SimpleNamespace(url=node.nodes[0].mqtt_url, stop=lambda: None, proc=node.nodes[0].proc)
             extra = cluster_args(node, name, workers)
             out["publish_s"] = drain.publish_all(node.nodes[0].mqtt_port, messages)
             deadline = time.time() + 120
@@ -142,7 +146,7 @@ def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, infl
         launched = time.time()
         daemon = base.DaemonProcess(broker, bundle_dir, run_dir, client_id=name, extra=extra, wait_ready=False,
                                     torch_threads=1)
-        got = time_drain(daemon, readings)
+        got = time_drain(daemon, readings, broker.proc.pid)
         out.update(got)
         out["start_s"] = time.time() - launched - got.get("seconds", 0.0)
         return out
@@ -157,14 +161,17 @@ def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, infl
 
 
 def _bare(servers: tuple[str, ...], partitions: list[int], out) -> None:
-    """A bare nats-py receiver (a process): service/pull.py's puller on ``partitions``, each
-    message acknowledged and counted, nothing parsed; puts (count, first, last) when idle 1 s."""
+    """A bare receiver (a process): service/pull.py's puller on ``partitions`` over one
+    service/natswire.py connection, each batch acknowledged and counted, nothing parsed; puts
+    (count, first, last) when idle 1 s."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+    from sensorguard.service.natswire import connect as connect_wire
     from sensorguard.service.pull import Puller
 
     async def run() -> tuple[int, float, float]:
         nc = await cluster.connect(servers)
+        wire = await connect_wire(servers)
         counts, first, last = [0], [float("inf")], [0.0]
 
         async def drain(k: int) -> None:
@@ -172,8 +179,8 @@ def _bare(servers: tuple[str, ...], partitions: list[int], out) -> None:
             await nc.jetstream().add_consumer(cluster.READINGS_STREAM, ConsumerConfig(
                 durable_name=durable, filter_subject=f"{cluster.READINGS_ROOT}.{k}.>", ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=30, max_ack_pending=20_000, deliver_policy=DeliverPolicy.ALL))
-            puller = Puller(nc, cluster.READINGS_STREAM, durable, 256, 0.5, lambda: True)
-            await puller.open()
+            puller = Puller(wire, cluster.READINGS_STREAM, durable, 256, 0.5, lambda: True)
+            puller.open()
             while True:
                 got = await puller.fetch(1.0)
                 if not got:
@@ -181,13 +188,13 @@ def _bare(servers: tuple[str, ...], partitions: list[int], out) -> None:
                         break
                     continue
                 first[0] = min(first[0], time.time())
-                for message in got:
-                    await message.ack()
+                wire.ack(got)
                 counts[0] += len(got)
                 last[0] = time.time()
             await puller.close()
 
         await asyncio.gather(*(drain(k) for k in partitions))
+        wire.close()
         await nc.close()
         return counts[0], first[0], last[0]
 
@@ -201,7 +208,7 @@ def measure_bare(processes: int, per_asset: int, workdir: Path) -> dict:
     messages = drain.build_messages(per_asset, 1)
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     node = start_node(run_dir)
-    out: dict = {"receiver": f"nats-py bare w{processes}", "readings": len(messages), "cpu_us": float("nan")}
+    out: dict = {"receiver": f"bare w{processes}", "readings": len(messages), "cpu_us": float("nan")}
     try:
         out["publish_s"] = drain.publish_all(node.nodes[0].mqtt_port, messages)
         while stream_messages(node.urls, cluster.READINGS_STREAM) < len(messages):
@@ -210,12 +217,15 @@ def measure_bare(processes: int, per_asset: int, workdir: Path) -> dict:
         results = ctx.Queue()
         procs = [ctx.Process(target=_bare, args=(node.urls, list(range(i, PARTITIONS, processes)), results))
                  for i in range(processes)]
+        server0 = tree_cpu(node.nodes[0].proc.pid)
         for proc in procs:
             proc.start()
         got = [results.get(timeout=TIMEOUT_S) for _ in procs]
+        server_s = tree_cpu(node.nodes[0].proc.pid) - server0  # from their start to their end (a second idle)
         for proc in procs:
             proc.join(10)
         out["readings"] = sum(n for n, _, _ in got)
+        out["server_us"] = server_s / out["readings"] * 1e6
         out["seconds"] = max(last for _, _, last in got) - min(first for _, first, _ in got)
         return out
     finally:
@@ -321,10 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = {r: drain.median_row(got) for r, got in runs.items()}
         ceiling = rows["mosquitto_sub"]["rate"] if "mosquitto_sub" in rows else float("nan")
         print(f"{'receiver':>13} {'readings':>8} {'readings/s':>10} {'x mosq':>6} {'drain_s':>7} {'cpu_us':>6} "
-              f"{'start_s':>7} {'pub_s':>6} {'rej':>4}")
+              f"{'server_us':>9} {'start_s':>7} {'pub_s':>6} {'rej':>4}")
         for r in rows.values():
             line = (f"{r['receiver']:>13} {r['readings']:>8.0f} {r['rate']:>10.0f} {r['rate'] / ceiling:>6.2f} "
                     f"{r.get('seconds', float('nan')):>7.2f} {r.get('cpu_us', float('nan')):>6.1f} "
+                    f"{r.get('server_us', float('nan')):>9.1f} "
                     f"{r.get('start_s', float('nan')):>7.2f} {r.get('publish_s', float('nan')):>6.2f} "
                     f"{r.get('rejected', 0):>4.0f}")
             print((line + (f"  {r['note']}" if r.get("note") else "")).replace(" nan", "   -"), flush=True)

@@ -8,9 +8,10 @@ acknowledged position). A reading is acknowledged after it was buffered, as in M
 
 nats-py is asyncio-only; the daemon is threads. So the client lives on an event loop in its own
 thread (``sensorguard-cluster``), like paho's network thread: it fetches (:mod:`pull`, lean pull
-requests), hands each batch to the synchronous ``Ingest.accept`` on a worker thread and
-acknowledges; readings fetched but not taken (stopping, giving a partition up) are given back with
-``nak``, so the next owner gets them at once. The loop also runs :mod:`ownership` (leases renewed
+requests on a :mod:`natswire` connection of their own, beside nats-py's), hands each batch to the
+synchronous ``Ingest.accept`` on a worker thread and acknowledges the batch in one write; readings
+fetched but not taken (stopping, giving a partition up) are given back with ``nak``, so the next
+owner gets them at once. The loop also runs :mod:`ownership` (leases renewed
 every second). The scorer never sees asyncio.
 """
 
@@ -41,6 +42,8 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.metrics import Metrics
+from sensorguard.service.natswire import Delivery, Wire
+from sensorguard.service.natswire import connect as connect_wire
 from sensorguard.service.ownership import Ownership, run
 from sensorguard.service.pull import Puller
 from sensorguard.service.state import encode_asset
@@ -87,6 +90,8 @@ class ClusterSource:
         self._ready: set[int] = set()  # partitions taken over (rebuilt): their commands are answered here
         self._js: Any = None
         self._nc: Any = None
+        self._wire: Wire | None = None  # the readings' connection (pulls and acknowledgements)
+        self._wiring: asyncio.Lock | None = None
         self._thread = threading.Thread(target=self._run, name="sensorguard-cluster", daemon=True)
 
     def start(self) -> None:
@@ -173,7 +178,21 @@ class ClusterSource:
             for task, halt, _ in self._tasks.values():
                 halt.set()
                 task.cancel()
+            if self._wire is not None:
+                self._wire.close()
             await nc.close()
+
+    async def _connected_wire(self) -> Wire:
+        """The readings' connection; a lost one is replaced (the server nats-py is on first)."""
+        if self._wiring is None:
+            self._wiring = asyncio.Lock()
+        async with self._wiring:
+            if self._wire is None or not self._wire.connected:
+                current = self._nc.connected_url.geturl() if self._nc.connected_url else None
+                servers = [current] if current else []
+                servers += [s for s in self.settings.cluster_servers() if s not in servers]
+                self._wire = await connect_wire(servers, name=f"{self.worker}-readings")
+            return self._wire
 
     async def _join(self) -> Ownership:
         meta = (await self._js.stream_info(READINGS_STREAM)).config.metadata or {}
@@ -324,10 +343,11 @@ class ClusterSource:
                 ack_wait=ACK_WAIT_S, max_ack_pending=MAX_ACK_PENDING, deliver_policy=DeliverPolicy.ALL,
                 max_deliver=-1))
         ownership = self.ownership
-        puller = Puller(self._nc, READINGS_STREAM, durable, FETCH_BATCH, FETCH_WAIT_S,
+        wire = await self._connected_wire()
+        puller = Puller(wire, READINGS_STREAM, durable, FETCH_BATCH, FETCH_WAIT_S,
                         lambda: ownership is not None and ownership.holds(k))
-        await puller.open()
-        refused: list = []
+        puller.open()
+        refused: list[Delivery] = []
         clean = False  # ended without a batch out: what came meanwhile can be taken or given back
         try:
             while not halt.is_set():
@@ -337,7 +357,7 @@ class ClusterSource:
                 messages = await puller.fetch(FETCH_WAIT_S)
                 if messages and not ownership.holds(k):  # the lease lapsed meanwhile: maybe another's now
                     raise LeaseLapsed("its lease was not renewed in time; the readings fetched come again")
-                taken = await self._take_and_ack(k, messages, abort)
+                taken = await self._take_and_ack(wire, k, messages, abort)
                 if taken < len(messages):
                     refused = messages[taken:]
                     break
@@ -346,22 +366,23 @@ class ClusterSource:
             rest = await puller.close()
             if clean:  # after an error or a cancel, all that is unacknowledged comes again after ACK_WAIT_S, in order
                 if not refused and ownership is not None and ownership.holds(k):  # given up, not lost
-                    taken = await self._take_and_ack(k, rest, abort)
+                    taken = await self._take_and_ack(wire, k, rest, abort)
                     rest = rest[taken:]
-                await _give_back([*refused, *rest])
+                wire.nak(sorted([*refused, *rest], key=_stream_seq))  # in stream order: redelivered so
+                with contextlib.suppress(Exception):  # lost: what was not acknowledged comes again after ACK_WAIT_S
+                    await wire.flush()  # acknowledged at the server before the lease goes to the next owner
 
-    async def _take_and_ack(self, k: int, messages: list, abort: threading.Event) -> int:
+    async def _take_and_ack(self, wire: Wire, k: int, messages: list[Delivery], abort: threading.Event) -> int:
         """Take ``messages`` on a worker thread (``Ingest.accept`` may wait for the scorer, and this
-        loop must keep renewing the leases meanwhile), then acknowledge those taken; how many.
-        ``abort`` stops the thread between messages (a cancel would not)."""
+        loop must keep renewing the leases meanwhile), then acknowledge those taken (one write);
+        how many. ``abort`` stops the thread between messages (a cancel would not)."""
         if not messages:
             return 0
         taken = await asyncio.to_thread(self._take, k, messages, abort)
-        for message in messages[:taken]:
-            await message.ack()
+        wire.ack(messages[:taken])
         return taken
 
-    def _take(self, k: int, messages: list, abort: threading.Event) -> int:
+    def _take(self, k: int, messages: list[Delivery], abort: threading.Event) -> int:
         """Hand ``messages`` to the ingest in order; how many were taken (fewer: it is stopping,
         or the partition was given up while this waited for the scorer)."""
         prefix = self.settings.topic_prefix.strip("/")
@@ -392,19 +413,14 @@ class ClusterSource:
         return len(assets), primed
 
 
-async def _give_back(messages: list) -> None:
-    """Readings fetched but not taken: delivered again at once (to this partition's next owner),
-    ahead of newer ones, instead of after ``ACK_WAIT_S``; in stream order (JetStream redelivers
-    in the order it was told)."""
-    for message in sorted(messages, key=_stream_seq):
-        with contextlib.suppress(Exception):  # the connection may be gone: they come back after ACK_WAIT_S
-            await message.nak()
-
-
-def _stream_seq(message: Any) -> float:
+def _stream_seq(message: Delivery) -> float:
+    """A delivery's stream sequence, from its acknowledgement subject: ``$JS.ACK.<stream>.<consumer>.
+    <delivered>.<stream seq>...`` (9 tokens), or with a domain and account hash after ``ACK`` (12);
+    readings given back are ``nak``-ed in this order, as JetStream redelivers in the order it is told."""
+    tokens = message.reply.split(b".")
     try:
-        return float(message.metadata.sequence.stream)
-    except Exception:  # noqa: BLE001 - not a JetStream delivery: keep its place (the sort is stable)
+        return float(tokens[5] if len(tokens) == 9 else tokens[7])
+    except (IndexError, ValueError):  # not a JetStream delivery: keep its place (the sort is stable)
         return math.inf
 
 

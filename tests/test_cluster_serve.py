@@ -133,7 +133,8 @@ def test_maintenance_is_answered_by_the_owner_and_moves_with_the_asset(nats_node
         wait_for(lambda: [owned(u) for u in urls] == [4, 4], 20, "two workers with 4 partitions each")
         (wa, _), (wb, _) = workers
         asset = next(f"line-1/pump-{i}" for i in range(100) if partition_of(f"line-1/pump-{i}", 8) in wb.source.owned)
-        assert wb.source.serves(asset) and not wa.source.serves(asset)
+        wait_for(lambda: wb.source.serves(asset), 20, "its partition taken over (rebuilt) by wb")
+        assert not wa.source.serves(asset)
         pub = Publisher(broker)
         pub.client.publish("sensorguard/commands/maintenance", json.dumps(
             {"asset": asset, "action": "start", "request_id": "r1", "reason": "pump swap"}), qos=1).wait_for_publish(10)

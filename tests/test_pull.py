@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sensorguard.service import cluster
+from sensorguard.service import cluster, natswire
 from sensorguard.service.pull import Puller, PullError
 from tests.nats import NatsCluster
 
@@ -40,20 +40,19 @@ async def _scenario(servers) -> None:
         for i in range(600):
             await js.publish(f"t.{i % 3}", str(i).encode())
         allowed = [True]
-        puller = Puller(nc, "T", "c", batch=256, expires_s=0.5, may_ask=lambda: allowed[0])
-        await puller.open()
+        wire = await natswire.connect(servers)
+        puller = Puller(wire, "T", "c", batch=256, expires_s=0.5, may_ask=lambda: allowed[0])
+        puller.open()
 
         got = await puller.fetch(2.0)
         assert 0 < len(got) <= 512 and [int(m.data) for m in got] == list(range(len(got)))  # in stream order
-        for message in got:
-            await message.ack()
+        wire.ack(got)
         taken = len(got)
         while taken < 600:  # the rest, batch after batch, nothing skipped or repeated
             batch = await puller.fetch(2.0)
             assert batch, f"nothing fetched after {taken}"
             assert [int(m.data) for m in batch] == list(range(taken, taken + len(batch)))
-            for message in batch:
-                await message.ack()
+            wire.ack(batch)
             taken += len(batch)
 
         allowed[0] = False  # the lease is not surely ours: no request goes out, nothing comes
@@ -66,15 +65,15 @@ async def _scenario(servers) -> None:
         assert batch and int(batch[0].data) >= 600
         first = int(batch[0].data)
         left = await puller.close()  # stop: what came meanwhile is handed back, with the batch not taken
-        for message in [*batch, *left]:
-            await message.nak()
-        again = Puller(nc, "T", "c", batch=256, expires_s=0.5, may_ask=lambda: True)
-        await again.open()
+        wire.nak([*batch, *left])
+        again = Puller(wire, "T", "c", batch=256, expires_s=0.5, may_ask=lambda: True)
+        again.open()
         started = time.monotonic()
         redelivered = await again.fetch(2.0)
         assert redelivered and int(redelivered[0].data) == first  # at once, not after ack_wait (30 s)
         assert time.monotonic() - started < 5
         await again.close()
+        wire.close()
     finally:
         await nc.close()
 
@@ -97,8 +96,9 @@ async def _gone(servers) -> None:
         js = nc.jetstream()
         await js.add_stream(StreamConfig(name="T", subjects=["t.>"], retention=RetentionPolicy.WORK_QUEUE))
         await js.add_consumer("T", ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
-        puller = Puller(nc, "T", "c", batch=16, expires_s=0.5, may_ask=lambda: True)
-        await puller.open()
+        wire = await natswire.connect(servers)
+        puller = Puller(wire, "T", "c", batch=16, expires_s=0.5, may_ask=lambda: True)
+        puller.open()
         await js.publish("t.0", b"1")
         assert [m.data for m in await puller.fetch(2.0)] == [b"1"]
         await js.delete_consumer("T", "c")
@@ -107,5 +107,6 @@ async def _gone(servers) -> None:
             while time.monotonic() - started < 60:
                 assert await puller.fetch(0.5) == []
         await puller.close()
+        wire.close()
     finally:
         await nc.close()

@@ -1,0 +1,220 @@
+"""The readings' lean NATS connection (service/natswire.py): its parser on frames cut anywhere, and
+against real nats-server processes: messages and pull statuses, credentials in the URL, TLS, and
+a lost server telling the pulls instead of leaving them waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sensorguard.nats_local import free_ports
+from sensorguard.service import natswire
+from sensorguard.service.natswire import Delivery, Wire, WireError
+from sensorguard.service.pull import Puller
+from tests.nats import need_nats_server
+
+try:
+    import nats  # noqa: F401 - only its presence is checked
+except ImportError:  # the test extra installs it: under CI=true its absence is a failure, not a skip
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip("nats-py is not installed (pip install 'sensorguard[cluster]')", allow_module_level=True)
+
+HEADERS = b"NATS/1.0\r\nNats-Stream-Source: SENSORGUARD_IN 17 sensors.site-a.p1.readings\r\n\r\n"
+STATUS = b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 3\r\n\r\n"
+ACK = b"$JS.ACK.SENSORGUARD_READINGS.sg-p3.1.42.40.1700000000000000000.0"
+
+
+class Capture:
+    """What the wire writes (a transport's write end)."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def frames() -> bytes:
+    payload = b'{"ts": 1, "values": {"a": 1.0}}'
+    sizes = (len(HEADERS), len(HEADERS) + len(payload))
+    return b"".join([
+        b"INFO {\"server_id\": \"x\"}\r\n",
+        b"HMSG sensorguard.readings.3.site-a.p1 7 %s %d %d\r\n%s%s\r\n" % (ACK, *sizes, HEADERS, payload),
+        b"MSG plain.subject 7 5\r\nhello\r\n",
+        b"MSG other.sid 9 2\r\nno\r\n",  # a subscription not here: dropped
+        b"PING\r\n",
+        b"MSG with.reply 7 _INBOX.r 0\r\n\r\n",
+        b"HMSG _INBOX.x 7 %d %d\r\n%s\r\n" % (len(STATUS), len(STATUS), STATUS),
+    ])
+
+
+def test_the_parser_gives_the_same_messages_however_the_reads_are_cut():
+    async def run() -> None:
+        data = frames()
+        want = None
+        for cut in [len(data), 1, 2, 3, 7, 13, 64]:
+            wire = Wire("t")
+            capture = Capture()
+            wire._transport = capture  # type: ignore[assignment]
+            got: list[Delivery | None] = []
+            wire._subs[b"7"] = got.append
+            for start in range(0, len(data), cut):
+                wire.data_received(data[start:start + cut])
+            assert not wire._buf, f"cut {cut}: {bytes(wire._buf)!r} left over"
+            assert bytes(capture.written) == b"PONG\r\n"  # the server's PING answered, once
+            assert wire.info.result() == {"server_id": "x"}
+            if want is None:
+                want = got
+                assert got == [
+                    Delivery("sensorguard.readings.3.site-a.p1", ACK, b'{"ts": 1, "values": {"a": 1.0}}', None),
+                    Delivery("plain.subject", b"", b"hello", None),
+                    Delivery("with.reply", b"_INBOX.r", b"", None),
+                    Delivery("_INBOX.x", b"", b"", "408 Request Timeout"),
+                ]
+            assert got == want, f"cut {cut}"
+
+    asyncio.run(run())
+
+
+def test_acknowledgements_leave_in_one_write_and_skip_what_has_no_reply():
+    async def run() -> None:
+        wire = Wire("t")
+        capture = Capture()
+        wire._transport = capture  # type: ignore[assignment]
+        messages = [Delivery("s", b"$JS.ACK.a", b"", None), Delivery("s", b"", b"", None),
+                    Delivery("s", b"$JS.ACK.b", b"", None)]
+        wire.ack(messages)
+        assert bytes(capture.written) == b"PUB $JS.ACK.a 0\r\n\r\nPUB $JS.ACK.b 0\r\n\r\n"
+        capture.written.clear()
+        wire.nak(messages[:1])
+        assert bytes(capture.written) == b"PUB $JS.ACK.a 4\r\n-NAK\r\n"
+
+    asyncio.run(run())
+
+
+# --- against real servers ----------------------------------------------------------------------------------
+
+
+class Server:
+    """One nats-server with extra configuration lines (authorization, TLS)."""
+
+    def __init__(self, workdir: Path, extra: str = "") -> None:
+        self.port = free_ports(1)[0]
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "nats.conf"
+        conf.write_text(f"listen: 127.0.0.1:{self.port}\njetstream {{ store_dir: {workdir / 'js'} }}\n{extra}\n")
+        self.log = workdir / "nats.log"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen([need_nats_server(), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        pytest.fail(f"nats-server did not listen:\n{self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def servers(tmp_path):
+    started: list[Server] = []
+
+    def start(name: str, extra: str = "") -> Server:
+        started.append(Server(tmp_path / name, extra))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+async def _round_trip(url: str, servers: list[str] | None = None) -> list[bytes]:
+    """Subscribe on the wire, publish twice on it, read both back."""
+    wire = await natswire.connect(servers or [url])
+    try:
+        got: list[bytes] = []
+        arrived = asyncio.Event()
+        wire.subscribe("t.>", lambda m: (got.append(m.data), arrived.set()) if m is not None else None)
+        wire.publish("t.1", b"one")
+        wire.publish("t.2", b"two", reply="_INBOX.x")
+        await wire.flush()
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 5)
+        return got
+    finally:
+        wire.close()
+
+
+def test_credentials_in_the_url_are_sent_and_a_refusal_is_one_line(servers):
+    with_user = servers("user", 'authorization { user: sg, password: "p@ss word" }')
+    url = f"nats://sg:p%40ss%20word@127.0.0.1:{with_user.port}"
+    assert asyncio.run(_round_trip(url)) == [b"one", b"two"]
+    with pytest.raises(WireError, match="Authorization Violation"):
+        asyncio.run(_round_trip(f"nats://sg:wrong@127.0.0.1:{with_user.port}"))
+    with_token = servers("token", "authorization { token: s3cret }")
+    assert asyncio.run(_round_trip(f"nats://s3cret@127.0.0.1:{with_token.port}")) == [b"one", b"two"]
+
+
+def test_the_first_server_that_answers_is_taken(servers):
+    alive = servers("alive")
+    dead_port = free_ports(1)[0]
+    got = asyncio.run(_round_trip("", [f"nats://127.0.0.1:{dead_port}", f"nats://127.0.0.1:{alive.port}"]))
+    assert got == [b"one", b"two"]
+    with pytest.raises(WireError, match=str(dead_port)):
+        asyncio.run(_round_trip(f"nats://127.0.0.1:{dead_port}"))
+
+
+def test_tls_is_met_when_the_server_requires_it(servers, tmp_path, monkeypatch):
+    from cryptography import x509
+
+    from tests.test_security import make_ca, make_server_cert, write_pem
+
+    ca_key, ca_cert = make_ca("nats-test-ca")
+    key, cert = make_server_cert(ca_key, ca_cert, [x509.DNSName("localhost")])
+    ca = write_pem(tmp_path / "ca.pem", cert=ca_cert)
+    tls = servers("tls", f'tls {{ cert_file: "{write_pem(tmp_path / "s.pem", cert=cert)}", '
+                         f'key_file: "{write_pem(tmp_path / "s.key", key=key)}" }}')
+    url = f"tls://localhost:{tls.port}"
+    with pytest.raises(WireError, match="certificate verify failed"):  # its CA is not trusted yet
+        asyncio.run(_round_trip(url))
+    monkeypatch.setenv("SSL_CERT_FILE", ca)  # the system's CAs, as OpenSSL finds them
+    assert asyncio.run(_round_trip(url)) == [b"one", b"two"]
+    assert asyncio.run(_round_trip(f"nats://localhost:{tls.port}")) == [b"one", b"two"]  # required: met
+
+
+def test_a_lost_server_ends_the_pull_with_an_error(servers):
+    server = servers("lost")
+
+    async def run() -> None:
+        wire = await natswire.connect([f"nats://127.0.0.1:{server.port}"])
+        puller = Puller(wire, "NONE", "none", batch=8, expires_s=0.5, may_ask=lambda: True)
+        puller.open()
+        assert await puller.fetch(0.3) == []  # no such stream: refused, waits, nothing comes
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(WireError, match="lost"):
+            while time.monotonic() - started < 10:
+                await puller.fetch(0.5)
+        assert not wire.connected and time.monotonic() - started < 5
+
+    asyncio.run(run())
