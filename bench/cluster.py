@@ -5,7 +5,8 @@ message, ``--readings`` 60,000 by default): everything is queued first, then the
 the clock runs from its first reading to its last. Rows, in one run:
 
 - ``mosquitto_sub``: the C subscriber draining Mosquitto (``bench/drain.py``'s row): the ceiling;
-- ``mqtt w1``: ``serve --partition site-a/# --partition site-b/# --workers 1`` draining Mosquitto;
+- ``mqtt w1`` / ``mqtt w2``: ``serve --partition site-a/# --partition site-b/# --workers 1|2``
+  draining Mosquitto (the MQTT path: the same daemon work per reading, another broker);
 - ``cluster w1`` / ``cluster w2``: ``serve --cluster --workers 1|2`` on a fresh single
   ``nats-server`` (JetStream file storage, ``cluster init --partitions 8``), the readings published
   over MQTT 3.1.1 into its MQTT listener and waiting in the readings stream;
@@ -56,7 +57,7 @@ from sensorguard.service import cluster  # noqa: E402
 
 PARTITIONS = 8
 TIMEOUT_S = 600.0
-RECEIVERS = ("mosquitto_sub", "bare w1", "bare w2", "mqtt w1", "cluster w1", "cluster w2")
+RECEIVERS = ("mosquitto_sub", "bare w1", "bare w2", "mqtt w1", "mqtt w2", "cluster w1", "cluster w2")
 
 
 def tree_cpu(pid: int) -> float:

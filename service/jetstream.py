@@ -188,9 +188,9 @@ class ClusterSource:
             self._wiring = asyncio.Lock()
         async with self._wiring:
             if self._wire is None or not self._wire.connected:
-                current = self._nc.connected_url.geturl() if self._nc.connected_url else None
-                servers = [current] if current else []
-                servers += [s for s in self.settings.cluster_servers() if s not in servers]
+                on = self._nc.connected_url  # the configured URL of that server first (its credentials)
+                servers = sorted(self.settings.cluster_servers(),
+                                 key=lambda url: on is None or f"{on.hostname}:{on.port}" not in url)
                 self._wire = await connect_wire(servers, name=f"{self.worker}-readings")
             return self._wire
 
@@ -368,9 +368,12 @@ class ClusterSource:
                 if not refused and ownership is not None and ownership.holds(k):  # given up, not lost
                     taken = await self._take_and_ack(wire, k, rest, abort)
                     rest = rest[taken:]
-                wire.nak(sorted([*refused, *rest], key=_stream_seq))  # in stream order: redelivered so
+                back = sorted([*refused, *rest], key=_stream_seq)  # in stream order: redelivered so
                 with contextlib.suppress(Exception):  # lost: what was not acknowledged comes again after ACK_WAIT_S
-                    await wire.flush()  # acknowledged at the server before the lease goes to the next owner
+                    if back:  # applied before the lease goes: the next owner gets them ahead of newer ones
+                        await wire.nak_confirmed(back)
+                    else:  # the acknowledgements read, so the next owner seldom finds them pending
+                        await wire.flush()
 
     async def _take_and_ack(self, wire: Wire, k: int, messages: list[Delivery], abort: threading.Event) -> int:
         """Take ``messages`` on a worker thread (``Ingest.accept`` may wait for the scorer, and this

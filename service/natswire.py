@@ -11,25 +11,30 @@ for a status line: 408, 409 and 503 end a pull request) and calls the subscripti
 directly; the acknowledgements of a batch leave in one write. Everything else (leases, key-value
 buckets, stream info, the window stream) stays on nats-py.
 
-URLs as nats-py takes them: ``nats://[user:password@ | token@]host:port``, ``tls://`` for TLS
-(verified against the system's CAs, as nats-py does; a server that requires TLS is met with it
-too). A lost connection is not re-established here: every subscription is told (its function gets
-None), the pulls end with an error, and the caller connects again (:func:`connect`).
+URLs as nats-py takes them: ``nats://[user:password@ | token@]host:port`` (sent as written, as
+nats-py does), ``tls://`` for TLS (verified against the system's CAs, as nats-py does; a server
+that requires TLS is met with it too). A lost connection is not re-established here: every
+subscription is told (its function gets None), the pulls end with an error, and the caller
+connects again (:func:`connect`). An ``INFO`` after connecting (new cluster routes, a server
+going into lame-duck mode) is ignored: such a server soon closes the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import ssl
 from collections.abc import Callable
 from typing import NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 PING_EVERY_S = 5.0  # the connection is checked this often; 2 pings unanswered and it is closed (lost)
 MAX_PINGS_OUT = 2
 CONNECT_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class WireError(ConnectionError):
@@ -56,12 +61,13 @@ class Wire(asyncio.Protocol):
         self.name = name
         self.info: asyncio.Future = asyncio.get_running_loop().create_future()  # the server's INFO
         self.connected = False
-        self.error = ""  # why the connection ended (the server's -ERR, or the transport's error)
+        self.error = ""  # why the connection ended (the server's last -ERR, or the transport's error)
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._subs: dict[bytes, Handler] = {}
         self._next_sid = 0
-        self._pongs: list[asyncio.Future] = []  # answered in order
+        self._pongs: list[asyncio.Future | None] = []  # one per PING sent (None: a keepalive), answered in order
+        self._last_err = ""
         self._pings_out = 0
         self._pinger: asyncio.Task | None = None
 
@@ -72,11 +78,11 @@ class Wire(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connected = False
-        self.error = self.error or (str(exc) if exc else "closed by the server")
+        self.error = self.error or self._last_err or (str(exc) if exc else "closed by the server")
         if not self.info.done():
             self.info.set_exception(WireError(self.error))
         for pong in self._pongs:
-            if not pong.done():
+            if pong is not None and not pong.done():
                 pong.set_exception(WireError(self.error))
         self._pongs.clear()
         if self._pinger is not None:
@@ -123,19 +129,15 @@ class Wire(asyncio.Protocol):
                 self._pings_out = 0
                 if self._pongs:
                     pong = self._pongs.pop(0)
-                    if not pong.done():
+                    if pong is not None and not pong.done():
                         pong.set_result(None)
             elif line.startswith(b"INFO "):
                 if not self.info.done():
                     self.info.set_result(json.loads(line[5:]))
-            elif line.startswith(b"-ERR"):
-                self.error = line[4:].decode("utf-8", "replace").strip(" '")
-                if not self.info.done():
-                    self.info.set_exception(WireError(self.error))
-                for pong in self._pongs:  # the server closes the connection after most errors
-                    if not pong.done():
-                        pong.set_exception(WireError(self.error))
-                self._pongs.clear()
+            elif line.startswith(b"-ERR"):  # most close the connection (then connection_lost says so)
+                self._last_err = line[4:].decode("utf-8", "replace").strip(" '")
+                if self.connected:  # a refused CONNECT is the caller's error, raised from connect()
+                    log.warning("nats %s: the server says: %s", self.name, self._last_err)
         del buf[:pos]
 
     # --- the caller's side ----------------------------------------------------------------------
@@ -171,10 +173,33 @@ class Wire(asyncio.Protocol):
 
     async def flush(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
         """Wait until the server has processed everything written so far (a PING answered)."""
+        self._check()
         pong = asyncio.get_running_loop().create_future()
         self._pongs.append(pong)
         self._write(b"PING\r\n")
         await asyncio.wait_for(pong, timeout)
+
+    async def nak_confirmed(self, messages: list[Delivery], timeout: float = CONNECT_TIMEOUT_S) -> None:
+        """Give ``messages`` back (:meth:`nak`) and wait until JetStream applied the last: it answers
+        an acknowledgement that carries a reply subject once done (a PING's answer only says the
+        server this connection is on read it, not that the consumer's leader applied it)."""
+        if not messages:
+            return
+        self._check()
+        self.nak(messages[:-1])
+        answered = asyncio.get_running_loop().create_future()
+        inbox = self.new_inbox()
+        sid = self.subscribe(inbox, lambda m: answered.done() or answered.set_result(m))
+        try:
+            self._write(b"PUB %s %s 4\r\n-NAK\r\n" % (messages[-1].reply, inbox.encode()))
+            if await asyncio.wait_for(answered, timeout) is None:
+                self._check()
+        finally:
+            self.unsubscribe(sid)
+
+    def _check(self) -> None:
+        if self.error or self._transport is None or self._transport.is_closing():  # lost or closed
+            raise WireError(f"the connection to NATS was lost ({self.error or 'closed'})")
 
     def close(self) -> None:
         self.connected = False
@@ -198,8 +223,12 @@ class Wire(asyncio.Protocol):
                 if self._transport is not None:
                     self._transport.abort()
                 return
-            self._pings_out += 1
-            self._write(b"PING\r\n")
+            self._keepalive()
+
+    def _keepalive(self) -> None:
+        self._pings_out += 1
+        self._pongs.append(None)  # its PONG must not answer a flush
+        self._write(b"PING\r\n")
 
 
 async def connect(servers: tuple[str, ...] | list[str], name: str = "sensorguard") -> Wire:
@@ -209,8 +238,14 @@ async def connect(servers: tuple[str, ...] | list[str], name: str = "sensorguard
         try:
             return await asyncio.wait_for(_open(url, name), CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
-            errors.append(f"{url}: {exc or type(exc).__name__}")
+            errors.append(f"{_where(url)}: {str(exc) or type(exc).__name__}")
     raise WireError("cannot reach the NATS servers: " + "; ".join(errors) if errors else "no NATS server given")
+
+
+def _where(url: str) -> str:
+    """``url`` without its credentials, for messages."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 4222}"
 
 
 async def _open(url: str, name: str) -> Wire:
@@ -231,9 +266,9 @@ async def _open(url: str, name: str) -> Wire:
                          "tls_required": parts.scheme == "tls" or bool(info.get("tls_required"))}
         if parts.username is not None:
             if parts.password is None:
-                options["auth_token"] = unquote(parts.username)
+                options["auth_token"] = parts.username
             else:
-                options["user"], options["pass"] = unquote(parts.username), unquote(parts.password)
+                options["user"], options["pass"] = parts.username, parts.password
         wire._write(b"CONNECT " + json.dumps(options).encode() + b"\r\n")
         await wire.flush()  # -ERR 'Authorization Violation' arrives before the PONG
         wire.connected = True

@@ -108,8 +108,7 @@ class Puller:
         while self._got and len(self._got) != seen and len(self._got) < self.batch and self._left > 0:
             seen = len(self._got)
             await asyncio.sleep(LINGER_S)
-        if not self._got:
-            self._check()
+        self._check()  # lost meanwhile: what came cannot be acknowledged, it comes again after ack_wait
         got, self._got = self._got, []
         self._ask()  # the next batch travels while this one is taken
         return got
@@ -122,10 +121,12 @@ class Puller:
         """Stop asking; wait until the outstanding request can bring nothing more; the messages
         that came meanwhile (not taken: the caller gives them back)."""
         self.may_ask = lambda: False
-        while self._left > 0 and self.wire.connected and time.monotonic() < self._until + 0.2:
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), max(0.01, self._until + 0.2 - time.monotonic()))
-        self.wire.unsubscribe(self._sid)
+        try:
+            while self._left > 0 and self.wire.connected and time.monotonic() < self._until + 0.2:
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), max(0.01, self._until + 0.2 - time.monotonic()))
+        finally:
+            self.wire.unsubscribe(self._sid)
         got, self._got = self._got, []
         return got

@@ -102,6 +102,30 @@ def test_acknowledgements_leave_in_one_write_and_skip_what_has_no_reply():
     asyncio.run(run())
 
 
+def test_a_flush_is_answered_by_its_own_pong_not_a_keepalive_one_and_fails_at_once_when_lost():
+    async def run() -> None:
+        wire = Wire("t")
+        capture = Capture()
+        wire._transport = capture  # type: ignore[assignment]
+        wire.connected = True
+        wire._keepalive()  # a keepalive PING is out when the flush starts
+        flush = asyncio.ensure_future(wire.flush(5))
+        await asyncio.sleep(0)
+        assert bytes(capture.written) == b"PING\r\nPING\r\n"
+        wire.data_received(b"PONG\r\n")  # the keepalive's answer
+        await asyncio.sleep(0)
+        assert not flush.done()
+        wire.data_received(b"-ERR 'Permissions Violation for Publish to x'\r\nPONG\r\n")  # not fatal
+        await asyncio.wait_for(flush, 1)
+        wire.connection_lost(None)
+        started = time.monotonic()
+        with pytest.raises(WireError, match="lost"):
+            await wire.flush(5)
+        assert time.monotonic() - started < 1
+
+    asyncio.run(run())
+
+
 # --- against real servers ----------------------------------------------------------------------------------
 
 
@@ -166,11 +190,12 @@ async def _round_trip(url: str, servers: list[str] | None = None) -> list[bytes]
 
 
 def test_credentials_in_the_url_are_sent_and_a_refusal_is_one_line(servers):
-    with_user = servers("user", 'authorization { user: sg, password: "p@ss word" }')
-    url = f"nats://sg:p%40ss%20word@127.0.0.1:{with_user.port}"
+    with_user = servers("user", "authorization { user: sg, password: pass-word_1 }")
+    url = f"nats://sg:pass-word_1@127.0.0.1:{with_user.port}"  # as nats-py sends it: as written
     assert asyncio.run(_round_trip(url)) == [b"one", b"two"]
-    with pytest.raises(WireError, match="Authorization Violation"):
+    with pytest.raises(WireError, match="Authorization Violation") as refused:
         asyncio.run(_round_trip(f"nats://sg:wrong@127.0.0.1:{with_user.port}"))
+    assert "wrong" not in str(refused.value)  # the password stays out of the message
     with_token = servers("token", "authorization { token: s3cret }")
     assert asyncio.run(_round_trip(f"nats://s3cret@127.0.0.1:{with_token.port}")) == [b"one", b"two"]
 

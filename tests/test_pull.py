@@ -65,7 +65,7 @@ async def _scenario(servers) -> None:
         assert batch and int(batch[0].data) >= 600
         first = int(batch[0].data)
         left = await puller.close()  # stop: what came meanwhile is handed back, with the batch not taken
-        wire.nak([*batch, *left])
+        await wire.nak_confirmed([*batch, *left])  # JetStream answers the last once applied (else: timeout)
         again = Puller(wire, "T", "c", batch=256, expires_s=0.5, may_ask=lambda: True)
         again.open()
         started = time.monotonic()
