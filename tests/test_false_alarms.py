@@ -159,14 +159,16 @@ def test_calibrate_reads_a_recording_with_its_false_alarms(trained, tmp_path, ca
 
 
 def test_calibrate_refuses_a_line_raised_past_the_faults_the_old_one_caught(trained, tmp_path, capsys):
-    """The step faults of the blinding test acknowledged as false, recalibrated instead of retrained:
-    the line would rise above the injected offsets, so nothing is written."""
+    """Step faults of c1 acknowledged as false, recalibrated instead of retrained: the line would rise
+    above the offsets injected to check it (6 sd), so nothing is written. The steps are 18 (about 9
+    sd of c1): with the blinding test's 9 (4.6 sd) the line rose to just under the injected faults'
+    errors on one machine's model and over them on another's, which tested the model, not the guard."""
     from sensorguard.service.bundle import load_bundle, save_bundle
 
     save_bundle(trained[0], tmp_path / "bundle")
     frame = plant_frame(rows=6000, channels=3, seed=7)
     for k, start in enumerate(EPISODES):
-        frame.loc[start : start + LENGTH - 1, "c1"] += 9.0 if k % 2 else -9.0
+        frame.loc[start : start + LENGTH - 1, "c1"] += 18.0 if k % 2 else -18.0
     recording(tmp_path / "rec", frame, {"false_alarms": EPISODES})
     assert main(["calibrate", str(tmp_path / "bundle"), "--recorded", str(tmp_path / "rec")]) == 1
     err = capsys.readouterr().err
