@@ -228,14 +228,27 @@ async def _ensure_stream(js: Any, config: Any) -> str:
 
 
 async def _ensure_bucket(js: Any, config: Any) -> str:
-    from nats.js.errors import BucketNotFoundError, NotFoundError
+    """Create the bucket, or bring its replicas and TTL (what init sets) up to date: a bucket is the
+    stream ``KV_<bucket>``, updated in place (its keys stay)."""
+    from dataclasses import replace
+
+    from nats.js.errors import NotFoundError
 
     try:
-        await js.key_value(config.bucket)
-        return f"bucket {config.bucket} exists"
-    except (BucketNotFoundError, NotFoundError):
+        info = await js.stream_info(f"KV_{config.bucket}")
+    except NotFoundError:
         await js.create_key_value(config)
         return f"created bucket {config.bucket}"
+    have = info.config
+    changes = []
+    if have.num_replicas != config.replicas:
+        changes.append(f"replicas {have.num_replicas} -> {config.replicas}")
+    if abs((have.max_age or 0.0) - (config.ttl or 0.0)) > 1e-3:
+        changes.append(f"ttl {have.max_age or 0:g} s -> {config.ttl or 0:g} s")
+    if not changes:
+        return f"bucket {config.bucket} is up to date"
+    await js.update_stream(replace(have, num_replicas=config.replicas, max_age=config.ttl or 0.0))
+    return f"updated bucket {config.bucket}: {', '.join(changes)}"
 
 
 async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: Any) -> Any:

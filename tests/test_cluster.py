@@ -92,11 +92,51 @@ def test_init_creates_then_reports_up_to_date_and_refuses_another_partition_coun
                      f"created stream {cluster.WINDOWS_STREAM}", f"created bucket {cluster.OWNERS_BUCKET}",
                      f"created bucket {cluster.STATE_BUCKET}"]
     again = cluster.run_init(layout)
-    assert all("up to date" in line or "exists" in line for line in again), again
+    assert all("up to date" in line for line in again), again
     more = cluster.run_init(Layout(partitions=4, keep=6, servers=nats_node.urls))
     assert f"updated stream {cluster.WINDOWS_STREAM}: max_msgs_per_subject 5 -> 6, sensorguard_keep 5 -> 6" in more
     with pytest.raises(ClusterError, match="has 4 partitions, not 8"):
         cluster.run_init(Layout(partitions=8, servers=nats_node.urls))
+
+
+def test_init_raises_the_replicas_of_streams_and_buckets_in_place(tmp_path):
+    """A cluster set up with one replica, then init with three: every stream and bucket is updated
+    (said so), the copies exist, and a key written before is still there."""
+    nodes = NatsCluster(tmp_path, 3).start()
+    try:
+        cluster.run_init(Layout(partitions=2, servers=nodes.urls))
+        asyncio.run(_put_owner(nodes.urls))
+        lines = cluster.run_init(Layout(partitions=2, replicas=3, servers=nodes.urls))
+        assert f"updated bucket {cluster.OWNERS_BUCKET}: replicas 1 -> 3" in lines, lines
+        assert f"updated bucket {cluster.STATE_BUCKET}: replicas 1 -> 3" in lines, lines
+        assert all(line.startswith("updated ") and "1 -> 3" in line for line in lines), lines
+        replicas, value = asyncio.run(_replicas_and_owner(nodes.urls))
+        assert set(replicas.values()) == {3}, replicas
+        assert value == b"w1"
+        assert all("up to date" in line for line in cluster.run_init(Layout(partitions=2, replicas=3,
+                                                                            servers=nodes.urls)))
+    finally:
+        nodes.stop()
+
+
+async def _put_owner(servers) -> None:
+    nc = await cluster.connect(servers)
+    try:
+        await (await nc.jetstream().key_value(cluster.STATE_BUCKET)).put("probe", b"w1")
+    finally:
+        await nc.close()
+
+
+async def _replicas_and_owner(servers) -> tuple[dict[str, int], bytes]:
+    nc = await cluster.connect(servers)
+    try:
+        js = nc.jetstream()
+        names = [cluster.IN_STREAM, cluster.READINGS_STREAM, cluster.WINDOWS_STREAM,
+                 f"KV_{cluster.OWNERS_BUCKET}", f"KV_{cluster.STATE_BUCKET}"]
+        replicas = {name: (await js.stream_info(name)).config.num_replicas for name in names}
+        return replicas, (await (await js.key_value(cluster.STATE_BUCKET)).get("probe")).value
+    finally:
+        await nc.close()
 
 
 def test_mqtt_readings_land_in_one_partition_per_asset_at_any_depth(nats_node):
