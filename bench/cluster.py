@@ -27,7 +27,8 @@ survivor owns all 8: at most a lease, 3 s, plus a renewal period) or stopped wit
 Target (issue 14): cluster w2 >= 0.5 of mosquitto_sub on 2 cores. Everything shares this machine's
 cores: Mosquitto or nats-server, the publisher before the clock starts, and the workers.
 Run ``OMP_NUM_THREADS=1 python bench/cluster.py`` (``--quick``: 12,000 readings, one takeover;
-``--repeat 3``: medians). Prints tables; asserts nothing (timings vary between runs).
+``--repeat 3``: medians; ``--spm 50 --readings 600000``: 50 readings per message). Prints tables;
+asserts nothing (timings vary between runs).
 """
 
 from __future__ import annotations
@@ -117,14 +118,14 @@ def time_drain(daemon: base.DaemonProcess, readings: int, server_pid: int) -> di
     return out
 
 
-def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, inflight: int) -> dict:
-    """One drain: the readings queued for ``receiver``, then timed while it takes them."""
+def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, inflight: int, spm: int = 1) -> dict:
+    """One drain: the readings queued for ``receiver`` (``spm`` per message), then timed while it takes them."""
     if receiver == "mosquitto_sub":
-        return {**drain.measure(receiver, 1, per_asset, bundle_dir, workdir, inflight), "cpu_us": float("nan")}
+        return {**drain.measure(receiver, spm, per_asset, bundle_dir, workdir, inflight), "cpu_us": float("nan")}
     if receiver.startswith("bare"):
-        return measure_bare(int(receiver[-1]), per_asset, workdir)
-    messages = drain.build_messages(per_asset, 1)
-    readings = len(messages)
+        return measure_bare(int(receiver[-1]), per_asset, workdir, spm)
+    messages = drain.build_messages(per_asset, spm)
+    readings = per_asset * len(drain.ASSETS)
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     out: dict = {"receiver": receiver, "readings": readings}
     workers = int(receiver[-1])
@@ -142,7 +143,7 @@ def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, infl
             extra = cluster_args(node, name, workers)
             out["publish_s"] = drain.publish_all(node.nodes[0].mqtt_port, messages)
             deadline = time.time() + 120
-            while stream_messages(node.urls, cluster.READINGS_STREAM) < readings and time.time() < deadline:
+            while stream_messages(node.urls, cluster.READINGS_STREAM) < len(messages) and time.time() < deadline:
                 time.sleep(0.2)
         launched = time.time()
         daemon = base.DaemonProcess(broker, bundle_dir, run_dir, client_id=name, extra=extra, wait_ready=False,
@@ -202,11 +203,12 @@ def _bare(servers: tuple[str, ...], partitions: list[int], out) -> None:
     out.put(asyncio.run(run()))
 
 
-def measure_bare(processes: int, per_asset: int, workdir: Path) -> dict:
-    """Readings queued in a fresh node, drained by ``processes`` bare receivers sharing the partitions."""
+def measure_bare(processes: int, per_asset: int, workdir: Path, spm: int = 1) -> dict:
+    """Readings queued in a fresh node, drained by ``processes`` bare receivers sharing the partitions
+    (messages counted: each holds ``spm`` readings)."""
     import multiprocessing as mp
 
-    messages = drain.build_messages(per_asset, 1)
+    messages = drain.build_messages(per_asset, spm)
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     node = start_node(run_dir)
     out: dict = {"receiver": f"bare w{processes}", "readings": len(messages), "cpu_us": float("nan")}
@@ -225,7 +227,7 @@ def measure_bare(processes: int, per_asset: int, workdir: Path) -> dict:
         server_s = tree_cpu(node.nodes[0].proc.pid) - server0  # from their start to their end (a second idle)
         for proc in procs:
             proc.join(10)
-        out["readings"] = sum(n for n, _, _ in got)
+        out["readings"] = sum(n for n, _, _ in got) * spm
         out["server_us"] = server_s / out["readings"] * 1e6
         out["seconds"] = max(last for _, _, last in got) - min(first for _, first, _ in got)
         return out
@@ -313,13 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--takeovers", type=int, default=3, help="takeovers of each kind (medians)")
     parser.add_argument("--inflight", type=int, default=20, help="Mosquitto max_inflight_messages")
     parser.add_argument("--receivers", default=",".join(RECEIVERS), help="drain rows to run (comma separated)")
+    parser.add_argument("--spm", type=int, default=1, help="readings per message (the target is for 1)")
     args = parser.parse_args(argv)
     total = 12_000 if args.quick else args.readings
     takeovers = 1 if args.quick else args.takeovers
     per_asset = max(1, total // len(drain.ASSETS))
     nats_version = os.popen("nats-server --version").read().strip()
     print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, {base.load()}; {nats_version}; "
-          f"{len(drain.ASSETS)} assets, {len(drain.CHANNELS)} channels, one reading per message, "
+          f"{len(drain.ASSETS)} assets, {len(drain.CHANNELS)} channels, {args.spm} reading(s) per message, "
           f"{PARTITIONS} partitions, repeat {args.repeat}")
     workdir = Path(tempfile.mkdtemp(prefix="sensorguard-cluster-bench-"))
     try:
@@ -328,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict]] = {r: [] for r in receivers}
         for _ in range(args.repeat):  # interleaved, so drift in the machine's load hits every row alike
             for receiver in receivers:
-                runs[receiver].append(measure(receiver, per_asset, bundle_dir, workdir, args.inflight))
+                runs[receiver].append(measure(receiver, per_asset, bundle_dir, workdir, args.inflight, args.spm))
         rows = {r: drain.median_row(got) for r, got in runs.items()}
         ceiling = rows["mosquitto_sub"]["rate"] if "mosquitto_sub" in rows else float("nan")
         print(f"{'receiver':>13} {'readings':>8} {'readings/s':>10} {'x mosq':>6} {'drain_s':>7} {'cpu_us':>6} "
