@@ -227,6 +227,22 @@ async def _ensure_stream(js: Any, config: Any) -> str:
     return f"updated stream {config.name}: {', '.join(changes)}"
 
 
+async def joined_layout(js: Any, topic_prefix: str, window: int) -> int:
+    """A worker joining: the partition count ``cluster init`` recorded, after checking the streams
+    are for ``topic_prefix`` (:class:`ClusterError`) and keep at least a ``window`` (a warning)."""
+    meta = (await js.stream_info(READINGS_STREAM)).config.metadata or {}
+    partitions = int(meta.get(f"{META}partitions", 0))
+    prefix = meta.get(f"{META}prefix")
+    if not partitions or prefix != topic_prefix.strip("/"):
+        raise ClusterError(f"the cluster's streams are for topic prefix {prefix!r}, not {topic_prefix!r}: "
+                           "run sensorguard cluster init")
+    keep = int(meta.get(f"{META}keep", 0))
+    if keep < window:
+        log.warning("the window stream keeps %d readings per asset, fewer than the model's window %d: a partition "
+                    "taken over starts with part of a window (cluster init --keep)", keep, window)
+    return partitions
+
+
 async def _ensure_bucket(js: Any, config: Any) -> str:
     """Create the bucket, or bring its replicas and TTL (what init sets) up to date: a bucket is the
     stream ``KV_<bucket>``, updated in place (its keys stay)."""
@@ -247,7 +263,9 @@ async def _ensure_bucket(js: Any, config: Any) -> str:
         changes.append(f"ttl {have.max_age or 0:g} s -> {config.ttl or 0:g} s")
     if not changes:
         return f"bucket {config.bucket} is up to date"
-    await js.update_stream(replace(have, num_replicas=config.replicas, max_age=config.ttl or 0.0))
+    window = have.duplicate_window or 120.0  # may not exceed a TTL (the server refuses it): as nats-py creates it
+    await js.update_stream(replace(have, num_replicas=config.replicas, max_age=config.ttl or 0.0,
+                                   duplicate_window=min(window, config.ttl) if config.ttl else window))
     return f"updated bucket {config.bucket}: {', '.join(changes)}"
 
 

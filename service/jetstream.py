@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -36,13 +35,14 @@ from sensorguard.service.cluster import (
     ClusterError,
     asset_of,
     connect,
+    joined_layout,
     partition_of,
 )
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.metrics import Metrics
-from sensorguard.service.natswire import Delivery, Wire
+from sensorguard.service.natswire import Delivery, Wire, WireError, stream_seq
 from sensorguard.service.natswire import connect as connect_wire
 from sensorguard.service.ownership import Ownership, run
 from sensorguard.service.pull import Puller
@@ -91,7 +91,7 @@ class ClusterSource:
         self._js: Any = None
         self._nc: Any = None
         self._wire: Wire | None = None  # the readings' connection (pulls and acknowledgements)
-        self._wiring: asyncio.Lock | None = None
+        self._wiring = asyncio.Lock()  # one connecting at a time (a lock binds to the loop on first use)
         self._thread = threading.Thread(target=self._run, name="sensorguard-cluster", daemon=True)
 
     def start(self) -> None:
@@ -184,28 +184,20 @@ class ClusterSource:
 
     async def _connected_wire(self) -> Wire:
         """The readings' connection; a lost one is replaced (the server nats-py is on first)."""
-        if self._wiring is None:
-            self._wiring = asyncio.Lock()
         async with self._wiring:
             if self._wire is None or not self._wire.connected:
-                on = self._nc.connected_url  # the configured URL of that server first (its credentials)
-                servers = sorted(self.settings.cluster_servers(),
-                                 key=lambda url: on is None or f"{on.hostname}:{on.port}" not in url)
-                self._wire = await connect_wire(servers, name=f"{self.worker}-readings")
+                try:
+                    self._wire = await connect_wire(self.settings.cluster_servers(), f"{self.worker}-readings",
+                                                    prefer=self._nc.connected_url)
+                except WireError:
+                    self.ready.clear()  # /readyz: no readings can come while it cannot connect
+                    raise
+                if self._nc.is_connected and not self._stop.is_set():
+                    self.ready.set()
             return self._wire
 
     async def _join(self) -> Ownership:
-        meta = (await self._js.stream_info(READINGS_STREAM)).config.metadata or {}
-        partitions = int(meta.get("sensorguard_partitions", 0))
-        prefix = meta.get("sensorguard_prefix")
-        if not partitions or prefix != self.settings.topic_prefix.strip("/"):
-            raise ClusterError(f"the cluster's streams are for topic prefix {prefix!r}, not "
-                               f"{self.settings.topic_prefix!r}: run sensorguard cluster init")
-        keep = int(meta.get("sensorguard_keep", 0))
-        if keep < self.ingest.buffers.window:
-            log.warning("the window stream keeps %d readings per asset, fewer than the model's window %d: "
-                        "a partition taken over starts with part of a window (cluster init --keep)",
-                        keep, self.ingest.buffers.window)
+        partitions = await joined_layout(self._js, self.settings.topic_prefix, self.ingest.buffers.window)
         kv = await self._js.key_value(OWNERS_BUCKET)
         log.info("cluster: worker %s joined (%d partitions)", self.worker, partitions)
         return Ownership(kv, self.worker, partitions, self._gain, self._lose,
@@ -263,14 +255,8 @@ class ClusterSource:
             if handing_over:
                 self.sync.outbox.update(states)
                 await self.sync.flush()
-        if self.controls is not None and self.ownership is not None:  # maintenance and shelving go with them
-            held = {a for a in self.controls.assets() if partition_of(a, self.ownership.partitions) == k}
-            self.sync.controls_dirty -= held  # written here or not at all: the next owner holds them now
-            if handing_over:
-                for asset in held:
-                    if not await self.sync.write_controls(asset):
-                        log.warning("cluster: partition %d: the controls of %s could not be handed over", k, asset)
-            self.controls.forget(held)
+        if self.ownership is not None:  # maintenance and shelving go with them
+            await self.sync.hand_over_controls(lambda a: partition_of(a, self.ownership.partitions) == k, handing_over)
         if not timed_out:  # else step() lets them go once the scorer handed them over
             self.sync.leaving -= assets
         log.info("cluster: gave up partition %d", k)
@@ -368,12 +354,15 @@ class ClusterSource:
                 if not refused and ownership is not None and ownership.holds(k):  # given up, not lost
                     taken = await self._take_and_ack(wire, k, rest, abort)
                     rest = rest[taken:]
-                back = sorted([*refused, *rest], key=_stream_seq)  # in stream order: redelivered so
-                with contextlib.suppress(Exception):  # lost: what was not acknowledged comes again after ACK_WAIT_S
+                back = sorted([*refused, *rest], key=stream_seq)  # in stream order: redelivered so
+                try:
                     if back:  # applied before the lease goes: the next owner gets them ahead of newer ones
                         await wire.nak_confirmed(back)
                     else:  # the acknowledgements read, so the next owner seldom finds them pending
                         await wire.flush()
+                except Exception as exc:  # noqa: BLE001 - what was not settled comes again after ACK_WAIT_S
+                    log.info("cluster: partition %d: readings given back or acknowledged unconfirmed (%s); "
+                             "they come again after %.0f s", k, exc or type(exc).__name__, ACK_WAIT_S)
 
     async def _take_and_ack(self, wire: Wire, k: int, messages: list[Delivery], abort: threading.Event) -> int:
         """Take ``messages`` on a worker thread (``Ingest.accept`` may wait for the scorer, and this
@@ -414,17 +403,6 @@ class ClusterSource:
         assets, primed = await takeover.rebuild(k, self.ownership.partitions if self.ownership else 0)
         self._assets.setdefault(k, set()).update(assets)
         return len(assets), primed
-
-
-def _stream_seq(message: Delivery) -> float:
-    """A delivery's stream sequence, from its acknowledgement subject: ``$JS.ACK.<stream>.<consumer>.
-    <delivered>.<stream seq>...`` (9 tokens), or with a domain and account hash after ``ACK`` (12);
-    readings given back are ``nak``-ed in this order, as JetStream redelivers in the order it is told."""
-    tokens = message.reply.split(b".")
-    try:
-        return float(tokens[5] if len(tokens) == 9 else tokens[7])
-    except (IndexError, ValueError):  # not a JetStream delivery: keep its place (the sort is stable)
-        return math.inf
 
 
 class LeaseLapsed(RuntimeError):

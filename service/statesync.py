@@ -81,6 +81,19 @@ class StateSync:
                     if asset not in self.leaving:
                         self.outbox.setdefault(asset, data)
 
+    async def hand_over_controls(self, leaving: Callable[[str], bool], write: bool) -> None:
+        """The controls of the assets ``leaving`` this worker: written for their next owner (with
+        ``write``; a clean hand-over) or not at all (it holds them now), then forgotten here."""
+        if self.controls is None:
+            return
+        held = {asset for asset in self.controls.assets() if leaving(asset)}
+        self.controls_dirty -= held
+        if write:
+            for asset in held:
+                if not await self.write_controls(asset):
+                    log.warning("cluster: the controls of %s could not be handed over", asset)
+        self.controls.forget(held)
+
     async def write_controls(self, asset: str) -> bool:
         """Put ``asset``'s controls in the state bucket (delete the key when it has none); whether
         it was written."""

@@ -111,12 +111,37 @@ def test_init_raises_the_replicas_of_streams_and_buckets_in_place(tmp_path):
         assert f"updated bucket {cluster.STATE_BUCKET}: replicas 1 -> 3" in lines, lines
         assert all(line.startswith("updated ") and "1 -> 3" in line for line in lines), lines
         replicas, value = asyncio.run(_replicas_and_owner(nodes.urls))
-        assert set(replicas.values()) == {3}, replicas
+        assert set(replicas.values()) == {3}, replicas  # the config, and the copies themselves:
+        wait_for(lambda: set(asyncio.run(_replicas_and_owner(nodes.urls, peers=True))[0].values()) == {2}, 30,
+                 "two peers beside the leader of every stream and bucket")
         assert value == b"w1"
         assert all("up to date" in line for line in cluster.run_init(Layout(partitions=2, replicas=3,
                                                                             servers=nodes.urls)))
     finally:
         nodes.stop()
+
+
+def test_init_brings_a_bucket_ttl_up_to_date(nats_node):
+    """A bucket's TTL set, lowered and removed in place (the server refuses a duplicate window
+    longer than the TTL: it is lowered with it)."""
+    from nats.js.api import KeyValueConfig
+
+    async def run() -> list[str]:
+        nc = await cluster.connect(nats_node.urls)
+        try:
+            js = nc.jetstream()
+            await js.create_key_value(KeyValueConfig(bucket="probe", history=1))
+            said = [await cluster._ensure_bucket(js, KeyValueConfig(bucket="probe", ttl=ttl, history=1))
+                    for ttl in (10.0, 3.0, 3.0, None)]
+            kv = await js.key_value("probe")
+            await kv.put("k", b"v")
+            assert (await kv.get("k")).value == b"v"
+            return said
+        finally:
+            await nc.close()
+
+    assert asyncio.run(run()) == ["updated bucket probe: ttl 0 s -> 10 s", "updated bucket probe: ttl 10 s -> 3 s",
+                                  "bucket probe is up to date", "updated bucket probe: ttl 3 s -> 0 s"]
 
 
 async def _put_owner(servers) -> None:
@@ -127,13 +152,16 @@ async def _put_owner(servers) -> None:
         await nc.close()
 
 
-async def _replicas_and_owner(servers) -> tuple[dict[str, int], bytes]:
+async def _replicas_and_owner(servers, peers: bool = False) -> tuple[dict[str, int], bytes]:
+    """Per stream its replicas setting (or with ``peers`` the copies beside the leader), and the probe key."""
     nc = await cluster.connect(servers)
     try:
         js = nc.jetstream()
         names = [cluster.IN_STREAM, cluster.READINGS_STREAM, cluster.WINDOWS_STREAM,
                  f"KV_{cluster.OWNERS_BUCKET}", f"KV_{cluster.STATE_BUCKET}"]
-        replicas = {name: (await js.stream_info(name)).config.num_replicas for name in names}
+        infos = {name: await js.stream_info(name) for name in names}
+        replicas = {name: len((info.cluster.replicas if info.cluster else None) or []) if peers
+                    else info.config.num_replicas for name, info in infos.items()}
         return replicas, (await (await js.key_value(cluster.STATE_BUCKET)).get("probe")).value
     finally:
         await nc.close()

@@ -1,11 +1,11 @@
 """The readings' lean NATS connection (service/natswire.py): its parser on frames cut anywhere, and
-against real nats-server processes: messages and pull statuses, credentials in the URL, TLS, and
-a lost server telling the pulls instead of leaving them waiting."""
+against real nats-server processes (skipped without one, failed under CI=true): messages and pull
+statuses, credentials in the URL, TLS, and a lost server telling the pulls instead of leaving them
+waiting. None of it needs nats-py."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import time
@@ -15,16 +15,9 @@ import pytest
 
 from sensorguard.nats_local import free_ports
 from sensorguard.service import natswire
-from sensorguard.service.natswire import Delivery, Wire, WireError
+from sensorguard.service.natswire import Delivery, Wire, WireError, stream_seq
 from sensorguard.service.pull import Puller
 from tests.nats import need_nats_server
-
-try:
-    import nats  # noqa: F401 - only its presence is checked
-except ImportError:  # the test extra installs it: under CI=true its absence is a failure, not a skip
-    if os.environ.get("CI") == "true":
-        raise
-    pytest.skip("nats-py is not installed (pip install 'sensorguard[cluster]')", allow_module_level=True)
 
 HEADERS = b"NATS/1.0\r\nNats-Stream-Source: SENSORGUARD_IN 17 sensors.site-a.p1.readings\r\n\r\n"
 STATUS = b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 3\r\n\r\n"
@@ -124,6 +117,40 @@ def test_a_flush_is_answered_by_its_own_pong_not_a_keepalive_one_and_fails_at_on
         assert time.monotonic() - started < 1
 
     asyncio.run(run())
+
+
+def test_a_give_back_is_confirmed_by_jetstream_s_answer_and_refused_by_a_status():
+    """The last nak carries a reply subject: an empty answer confirms it; a 503 (no consumer leader
+    to apply it) is an error, not a confirmation; a message without a reply subject is skipped."""
+    async def run(answer: bytes) -> bytes:
+        wire = Wire("t")
+        capture = Capture()
+        wire._transport = capture  # type: ignore[assignment]
+        messages = [Delivery("s", b"$JS.ACK.a", b"", None), Delivery("s", b"$JS.ACK.b", b"", None),
+                    Delivery("s", b"", b"", None)]
+        task = asyncio.ensure_future(wire.nak_confirmed(messages, timeout=2))
+        await asyncio.sleep(0)
+        sub = bytes(capture.written).split(b"\r\n")[2].split()  # after the first nak: SUB <inbox> <sid>
+        wire.data_received(answer % (sub[1], sub[2]))
+        await task
+        assert not wire._subs  # unsubscribed
+        return bytes(capture.written)
+
+    written = asyncio.run(run(b"MSG %s %s 0\r\n\r\n"))
+    assert written.startswith(b"PUB $JS.ACK.a 4\r\n-NAK\r\nSUB _INBOX.")
+    assert b"PUB $JS.ACK.b _INBOX." in written and written.count(b"-NAK") == 2
+    status = b"NATS/1.0 503\r\n\r\n"
+    with pytest.raises(WireError, match="503"):
+        asyncio.run(run(b"HMSG %%s %%s %d %d\r\n%s\r\n" % (len(status), len(status), status)))
+
+
+def test_the_stream_sequence_is_read_from_both_acknowledgement_subject_forms():
+    def seq(reply: bytes) -> float:
+        return stream_seq(Delivery("s", reply, b"", None))
+
+    assert seq(ACK) == 42  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
+    assert seq(b"$JS.ACK.hub.ACCHASH.S.c.1.77.70.1700000000000000000.3.rnd") == 77  # with domain and account
+    assert seq(b"_INBOX.x") == float("inf") and seq(b"") == float("inf")  # not JetStream's: keeps its place
 
 
 # --- against real servers ----------------------------------------------------------------------------------
