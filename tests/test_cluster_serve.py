@@ -169,6 +169,24 @@ def start_victim(node, trained_dir, tmp_path) -> tuple[subprocess.Popen, str, Pa
     return victim, f"http://127.0.0.1:{port}", log
 
 
+@pytest.fixture
+def victim_and_survivor(nats_node, trained_dir, tmp_path):
+    """A ``serve --cluster`` process to kill, owning all 8 partitions first, then an in-process
+    survivor that takes half: (victim process, its metrics URL, survivor daemon, its URL)."""
+    victim, victim_url, log = start_victim(nats_node, trained_dir, tmp_path)
+    survivor = None
+    try:
+        wait_for(lambda: owned(victim_url) == 8, 90, "the victim owning every partition", proc=victim, log=log)
+        survivor, url = daemon(nats_node, trained_dir, "survivor")
+        wait_for(lambda: owned(url) == 4 and owned(victim_url) == 4, 20, "4 partitions each")
+        yield victim, victim_url, survivor, url
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        if survivor is not None:
+            survivor.stop()
+
+
 def streams_answer(servers) -> bool:
     """Whether all three streams answer (each has a leader)."""
     try:
@@ -217,7 +235,7 @@ def saved_status(servers, asset: str) -> str | None:
 
 @pytest.mark.integration
 def test_a_worker_killed_under_load_hands_over_whole_windows_and_every_reading_is_taken_once(
-        nats_node, trained_dir, tmp_path):
+        nats_node, victim_and_survivor):
     """kill -9 of a ``serve --cluster`` process while readings stream in: its partitions go to the
     survivor, which rebuilds each moved asset's window from the window stream. Each moved asset's
     readings the survivor takes are exactly the tail after the last one the victim acknowledged
@@ -225,79 +243,65 @@ def test_a_worker_killed_under_load_hands_over_whole_windows_and_every_reading_i
     first window of the asset is due within a hop, on the stream's cadence, as if nothing moved (the
     window was rebuilt from the window stream, the cadence from the victim's last saved window)."""
     mqtt_port = nats_node.nodes[0].mqtt_port
-    victim, victim_url, log = start_victim(nats_node, trained_dir, tmp_path)
-    survivor = None
-    try:
-        wait_for(lambda: owned(victim_url) == 8, 90, "the victim owning every partition", proc=victim, log=log)
-        survivor, url = daemon(nats_node, trained_dir, "survivor")
-        wait_for(lambda: owned(url) == 4 and owned(victim_url) == 4, 20, "4 partitions each")
-        first_taken: dict[str, float] = {}
-        accept = survivor.ingest.accept
+    victim, victim_url, survivor, url = victim_and_survivor
+    first_taken: dict[str, float] = {}
+    accept = survivor.ingest.accept
 
-        def spy(topic: str, payload: bytes) -> bool:  # the first reading the survivor takes of each asset
-            ok = accept(topic, payload)
-            first_taken.setdefault(topic, json.loads(payload)["samples"][0]["ts"])
-            return ok
+    def spy(topic: str, payload: bytes) -> bool:  # the first reading the survivor takes of each asset
+        ok = accept(topic, payload)
+        first_taken.setdefault(topic, json.loads(payload)["samples"][0]["ts"])
+        return ok
 
-        survivor.ingest.accept = spy
-        scored: dict[str, list[float]] = {}
-        survivor.add_listener(lambda w: scored.setdefault(w.asset, []).append(w.ts))
-        rows = 400
-        frame = plant_frame(rows=rows, channels=3, seed=4)
-        times, values = epoch(frame), frame[CHANNELS].to_numpy()
+    survivor.ingest.accept = spy
+    scored: dict[str, list[float]] = {}
+    survivor.add_listener(lambda w: scored.setdefault(w.asset, []).append(w.ts))
+    rows = 400
+    frame = plant_frame(rows=rows, channels=3, seed=4)
+    times, values = epoch(frame), frame[CHANNELS].to_numpy()
 
-        def stream() -> None:
-            pub = Publisher(SimpleNamespace(port=mqtt_port))
-            for start in range(0, rows, 23):  # paced, so the kill lands mid-stream (23: off the hop grid)
-                for asset in ASSETS:
-                    pub.samples(asset, times[start:start + 23], values[start:start + 23], CHANNELS, batch=1)
-                time.sleep(0.1)
-            pub.close()
+    def stream() -> None:
+        pub = Publisher(SimpleNamespace(port=mqtt_port))
+        for start in range(0, rows, 23):  # paced, so the kill lands mid-stream (23: off the hop grid)
+            for asset in ASSETS:
+                pub.samples(asset, times[start:start + 23], values[start:start + 23], CHANNELS, batch=1)
+            time.sleep(0.1)
+        pub.close()
 
-        sender = threading.Thread(target=stream)
-        sender.start()
-        wait_for(lambda: (metric(victim_url, "sensorguard_readings_total") or 0) >= 1000, 60, "load on the victim")
-        psutil.Process(victim.pid).kill()
-        sender.join(120)
-        wait_for(lambda: owned(url) == 8, 30, "the survivor owning every partition")
-        wait_for(lambda: stream_messages(nats_node.urls, cluster.READINGS_STREAM) == 0, 60,
-                 "every reading acknowledged")
-        assert not metric(url, "sensorguard_messages_rejected_total", reason="duplicate_ts")
-        assert not metric(url, "sensorguard_messages_rejected_total", reason="out_of_order")
-        window, hop = survivor.bundle.window, survivor.hop
-        t0 = times[0]
-        wait_for(lambda: all(scored.get(a) and scored[a][-1] - t0 > rows - 1 - hop for a in ASSETS), 30,
-                 "scoring caught up with the last readings")
-        first = {a: int(first_taken[f"sensors/{a}/readings"] - t0) for a in ASSETS}
-        taken = metric(url, "sensorguard_readings_total")
-        assert taken == sum(rows - first[a] for a in ASSETS)  # each asset: exactly the tail after the victim's acks
-        moved = [a for a in ASSETS if first[a] > 0]  # the victim's assets: it took a head, the survivor the tail
-        assert moved and all(first[a] < rows for a in moved), first
-        for asset in ASSETS:
-            ends = [int(ts - t0) for ts in scored[asset]]
-            assert ends[0] - max(first[asset], window - 1) < hop, (asset, first[asset], ends[:3])  # no window lost
-            assert ends == list(range(ends[0], rows, hop)) and ends[-1] > rows - 1 - hop, (asset, ends[:5])
-            assert (ends[0] - (window - 1)) % hop == 0, (asset, ends[:5])  # the stream's cadence, as if nothing moved
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-        if survivor is not None:
-            survivor.stop()
+    sender = threading.Thread(target=stream)
+    sender.start()
+    wait_for(lambda: (metric(victim_url, "sensorguard_readings_total") or 0) >= 1000, 60, "load on the victim")
+    psutil.Process(victim.pid).kill()
+    sender.join(120)
+    wait_for(lambda: owned(url) == 8, 30, "the survivor owning every partition")
+    wait_for(lambda: stream_messages(nats_node.urls, cluster.READINGS_STREAM) == 0, 60,
+             "every reading acknowledged")
+    assert not metric(url, "sensorguard_messages_rejected_total", reason="duplicate_ts")
+    assert not metric(url, "sensorguard_messages_rejected_total", reason="out_of_order")
+    window, hop = survivor.bundle.window, survivor.hop
+    t0 = times[0]
+    wait_for(lambda: all(scored.get(a) and scored[a][-1] - t0 > rows - 1 - hop for a in ASSETS), 30,
+             "scoring caught up with the last readings")
+    first = {a: int(first_taken[f"sensors/{a}/readings"] - t0) for a in ASSETS}
+    taken = metric(url, "sensorguard_readings_total")
+    assert taken == sum(rows - first[a] for a in ASSETS)  # each asset: exactly the tail after the victim's acks
+    moved = [a for a in ASSETS if first[a] > 0]  # the victim's assets: it took a head, the survivor the tail
+    assert moved and all(first[a] < rows for a in moved), first
+    for asset in ASSETS:
+        ends = [int(ts - t0) for ts in scored[asset]]
+        assert ends[0] - max(first[asset], window - 1) < hop, (asset, first[asset], ends[:3])  # no window lost
+        assert ends == list(range(ends[0], rows, hop)) and ends[-1] > rows - 1 - hop, (asset, ends[:5])
+        assert (ends[0] - (window - 1)) % hop == 0, (asset, ends[:5])  # the stream's cadence, as if nothing moved
 
 
 @pytest.mark.integration
-def test_an_alert_up_when_its_worker_dies_stays_up_under_the_new_owner(nats_node, trained_dir, tmp_path):
+def test_an_alert_up_when_its_worker_dies_stays_up_under_the_new_owner(nats_node, victim_and_survivor):
     """The per-asset state moves with the asset (the state bucket): the alert raised by the killed
     worker is not raised again by the survivor, which clears it under the same alert id."""
     mqtt_port = nats_node.nodes[0].mqtt_port
-    victim, victim_url, log = start_victim(nats_node, trained_dir, tmp_path)
-    survivor = None
+    victim, victim_url, survivor, url = victim_and_survivor
     events = Collector(SimpleNamespace(port=mqtt_port), "sensorguard/alerts/#")
     cleanup: list = []
     try:
-        wait_for(lambda: owned(victim_url) == 8, 90, "the victim owning every partition", proc=victim, log=log)
-        survivor, url = daemon(nats_node, trained_dir, "survivor")
-        wait_for(lambda: owned(url) == 4 and owned(victim_url) == 4, 20, "4 partitions each")
         frame = plant_frame(rows=1200, channels=3, seed=5)
         times, normal = epoch(frame), frame[CHANNELS].to_numpy()
         faulty = normal.copy()
@@ -332,10 +336,6 @@ def test_an_alert_up_when_its_worker_dies_stays_up_under_the_new_owner(nats_node
         events.close()
         for close in cleanup:
             close()
-        if victim.poll() is None:
-            victim.kill()
-        if survivor is not None:
-            survivor.stop()
 
 
 @pytest.mark.integration
