@@ -144,6 +144,7 @@ def test_maintenance_is_answered_by_the_owner_and_moves_with_the_asset(nats_node
         assert answer[0]["accepted"] and wb.controls.suppressed(asset, time.time()) == "maintenance"
         wb.stop()  # a clean stop: its partitions, with the asset's maintenance, go to wa
         wait_for(lambda: owned(urls[0]) == 8, 30, "wa owning every partition")
+        wait_for(lambda: wa.source.serves(asset), 30, "the partition taken over (its controls adopted) by wa")
         assert wa.controls.suppressed(asset, time.time()) == "maintenance"
         assert wb.controls.suppressed(asset, time.time()) is None  # the old owner let it go
         pub.client.publish("sensorguard/commands/maintenance", json.dumps(
