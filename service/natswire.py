@@ -187,7 +187,7 @@ class Wire(asyncio.Protocol):
 
     async def flush(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
         """Wait until the server has processed everything written so far (a PING answered)."""
-        self._check()
+        self.check()
         pong = asyncio.get_running_loop().create_future()
         self._pongs.append(pong)
         self._write(b"PING\r\n")
@@ -200,7 +200,7 @@ class Wire(asyncio.Protocol):
         messages = [m for m in messages if m.reply]
         if not messages:
             return
-        self._check()
+        self.check()
         self.nak(messages[:-1])
         answered = asyncio.get_running_loop().create_future()
         inbox = self.new_inbox()
@@ -209,13 +209,14 @@ class Wire(asyncio.Protocol):
             self._write(b"PUB %s %s 4\r\n-NAK\r\n" % (messages[-1].reply, inbox.encode()))
             reply = await asyncio.wait_for(answered, timeout)
             if reply is None:
-                self._check()
+                self.check()
             elif reply.status is not None:  # 503: no responders (no consumer leader right now)
                 raise WireError(f"the give-back was not confirmed: {reply.status}")
         finally:
             self.unsubscribe(sid)
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """Raise :class:`WireError` if the connection was lost or closed."""
         if self.error or self._transport is None or self._transport.is_closing():  # lost or closed
             raise WireError(f"the connection to NATS was lost ({self.error or 'closed'})")
 

@@ -24,7 +24,7 @@ import json
 import time
 from collections.abc import Callable
 
-from sensorguard.service.natswire import Delivery, Wire, WireError
+from sensorguard.service.natswire import Delivery, Wire
 
 LINGER_S = 0.002  # a batch still arriving is waited for while messages keep coming this often
 FAILED_PAUSE_S = 0.2  # after a request the server refused (a leader election), the next waits this long
@@ -90,7 +90,7 @@ class Puller:
     async def fetch(self, timeout: float) -> list[Delivery]:
         """The messages that came (at most two batches), waiting up to ``timeout`` for the first; a
         batch still arriving is waited for while its messages keep coming."""
-        self._check()
+        self.wire.check()
         if self._failed and not self._got:  # the server refused the last request: ask again, not at once
             if self._failures >= MAX_FAILURES:  # the consumer is gone, or no leader: the caller sets up again
                 self._failures = 0
@@ -108,14 +108,10 @@ class Puller:
         while self._got and len(self._got) != seen and len(self._got) < self.batch and self._left > 0:
             seen = len(self._got)
             await asyncio.sleep(LINGER_S)
-        self._check()  # lost meanwhile: what came cannot be acknowledged, it comes again after ack_wait
+        self.wire.check()  # lost meanwhile: what came cannot be acknowledged, it comes again after ack_wait
         got, self._got = self._got, []
         self._ask()  # the next batch travels while this one is taken
         return got
-
-    def _check(self) -> None:
-        if not self.wire.connected:
-            raise WireError(f"the connection to NATS was lost ({self.wire.error})")
 
     async def close(self) -> list[Delivery]:
         """Stop asking; wait until the outstanding request can bring nothing more; the messages

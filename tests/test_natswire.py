@@ -6,14 +6,11 @@ waiting. None of it needs nats-py."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from sensorguard.nats_local import free_ports
+from sensorguard.nats_local import NatsError, NatsNode, free_ports
 from sensorguard.service import natswire
 from sensorguard.service.natswire import Delivery, Wire, WireError, stream_seq
 from sensorguard.service.pull import Puller
@@ -37,6 +34,13 @@ class Capture:
         return False
 
 
+def captured() -> tuple[Wire, Capture]:
+    """A wire whose writes are kept (on the running loop, no server)."""
+    wire, capture = Wire("t"), Capture()
+    wire._transport = capture  # type: ignore[assignment]
+    return wire, capture
+
+
 def frames() -> bytes:
     payload = b'{"ts": 1, "values": {"a": 1.0}}'
     sizes = (len(HEADERS), len(HEADERS) + len(payload))
@@ -56,9 +60,7 @@ def test_the_parser_gives_the_same_messages_however_the_reads_are_cut():
         data = frames()
         want = None
         for cut in [len(data), 1, 2, 3, 7, 13, 64]:
-            wire = Wire("t")
-            capture = Capture()
-            wire._transport = capture  # type: ignore[assignment]
+            wire, capture = captured()
             got: list[Delivery | None] = []
             wire._subs[b"7"] = got.append
             for start in range(0, len(data), cut):
@@ -81,9 +83,7 @@ def test_the_parser_gives_the_same_messages_however_the_reads_are_cut():
 
 def test_acknowledgements_leave_in_one_write_and_skip_what_has_no_reply():
     async def run() -> None:
-        wire = Wire("t")
-        capture = Capture()
-        wire._transport = capture  # type: ignore[assignment]
+        wire, capture = captured()
         messages = [Delivery("s", b"$JS.ACK.a", b"", None), Delivery("s", b"", b"", None),
                     Delivery("s", b"$JS.ACK.b", b"", None)]
         wire.ack(messages)
@@ -97,9 +97,7 @@ def test_acknowledgements_leave_in_one_write_and_skip_what_has_no_reply():
 
 def test_a_flush_is_answered_by_its_own_pong_not_a_keepalive_one_and_fails_at_once_when_lost():
     async def run() -> None:
-        wire = Wire("t")
-        capture = Capture()
-        wire._transport = capture  # type: ignore[assignment]
+        wire, capture = captured()
         wire.connected = True
         wire._keepalive()  # a keepalive PING is out when the flush starts
         flush = asyncio.ensure_future(wire.flush(5))
@@ -123,9 +121,7 @@ def test_a_give_back_is_confirmed_by_jetstream_s_answer_and_refused_by_a_status(
     """The last nak carries a reply subject: an empty answer confirms it; a 503 (no consumer leader
     to apply it) is an error, not a confirmation; a message without a reply subject is skipped."""
     async def run(answer: bytes) -> bytes:
-        wire = Wire("t")
-        capture = Capture()
-        wire._transport = capture  # type: ignore[assignment]
+        wire, capture = captured()
         messages = [Delivery("s", b"$JS.ACK.a", b"", None), Delivery("s", b"$JS.ACK.b", b"", None),
                     Delivery("s", b"", b"", None)]
         task = asyncio.ensure_future(wire.nak_confirmed(messages, timeout=2))
@@ -156,45 +152,23 @@ def test_the_stream_sequence_is_read_from_both_acknowledgement_subject_forms():
 # --- against real servers ----------------------------------------------------------------------------------
 
 
-class Server:
-    """One nats-server with extra configuration lines (authorization, TLS)."""
-
-    def __init__(self, workdir: Path, extra: str = "") -> None:
-        self.port = free_ports(1)[0]
-        workdir.mkdir(parents=True, exist_ok=True)
-        conf = workdir / "nats.conf"
-        conf.write_text(f"listen: 127.0.0.1:{self.port}\njetstream {{ store_dir: {workdir / 'js'} }}\n{extra}\n")
-        self.log = workdir / "nats.log"
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen([need_nats_server(), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        pytest.fail(f"nats-server did not listen:\n{self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
 def servers(tmp_path):
-    started: list[Server] = []
+    """Start single nats-servers with extra configuration lines (authorization, TLS); all stopped after."""
+    started: list[NatsNode] = []
 
-    def start(name: str, extra: str = "") -> Server:
-        started.append(Server(tmp_path / name, extra))
-        return started[-1]
+    def start(name: str, extra: str = "") -> NatsNode:
+        node = NatsNode(tmp_path, name, free_ports(2), None, None, need_nats_server(), extra=extra)
+        started.append(node)
+        try:
+            node.start()
+        except NatsError as exc:
+            pytest.fail(str(exc))
+        return node
 
     yield start
-    for server in started:
-        server.stop()
+    for node in started:
+        node.kill()
 
 
 async def _round_trip(url: str, servers: list[str] | None = None) -> list[bytes]:
@@ -262,7 +236,7 @@ def test_a_lost_server_ends_the_pull_with_an_error(servers):
         puller = Puller(wire, "NONE", "none", batch=8, expires_s=0.5, may_ask=lambda: True)
         puller.open()
         assert await puller.fetch(0.3) == []  # no such stream: refused, waits, nothing comes
-        server.stop()
+        server.kill()
         started = time.monotonic()
         with pytest.raises(WireError, match="lost"):
             while time.monotonic() - started < 10:
