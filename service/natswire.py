@@ -29,7 +29,7 @@ import secrets
 import ssl
 from collections.abc import Callable
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 PING_EVERY_S = 5.0  # the connection is checked this often; 2 pings unanswered and it is closed (lost)
 MAX_PINGS_OUT = 2
@@ -264,19 +264,24 @@ async def connect(servers: tuple[str, ...] | list[str], name: str = "sensorguard
     raise WireError("cannot reach the NATS servers: " + "; ".join(errors) if errors else "no NATS server given")
 
 
+def _parse(url: str) -> SplitResult:
+    """``url`` split, ``nats://`` when it names no scheme (``host:port``, as nats-py takes it)."""
+    return urlsplit(url if "://" in url else f"nats://{url}")
+
+
 def _where(url: str) -> str:
     """``url`` without its credentials, for messages."""
-    parts = urlsplit(url if "://" in url else f"nats://{url}")
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 4222}"
+    host, port = _host_port(url)
+    return f"{_parse(url).scheme}://{host}:{port}"
 
 
 def _host_port(url: str) -> tuple[str | None, int]:
-    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    parts = _parse(url)
     return parts.hostname, parts.port or 4222
 
 
 async def _open(url: str, name: str) -> Wire:
-    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    parts = _parse(url)
     if parts.scheme not in ("nats", "tls"):
         raise ValueError(f"not a NATS URL: {url}")
     host, port = parts.hostname or "127.0.0.1", parts.port or 4222
