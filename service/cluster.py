@@ -31,6 +31,7 @@ would move assets between partitions (and so between owners) mid-stream, so ``in
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,6 +226,24 @@ async def _ensure_stream(js: Any, config: Any) -> str:
         return f"stream {config.name} is up to date"
     await js.update_stream(config)
     return f"updated stream {config.name}: {', '.join(changes)}"
+
+
+async def stream_subjects(nc: Any, stream: str, subjects: str) -> dict[str, int]:
+    """The subjects of ``stream`` matching ``subjects`` that hold messages, with their counts,
+    every page of them (nats-py's ``stream_info`` reads only the first, 100,000 subjects).
+
+    A bucket's keys are listed this way, not with a watch: nats-py's watch can end its first
+    replay before every entry came (nats-io/nats.py#842), and a rebuild would miss controls."""
+    found: dict[str, int] = {}
+    while True:
+        request = json.dumps({"subjects_filter": subjects, "offset": len(found)}).encode()
+        reply = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", request, timeout=10)).data)
+        if "error" in reply:
+            raise ClusterError(f"stream {stream}: {reply['error'].get('description', reply['error'])}")
+        page = (reply.get("state") or {}).get("subjects") or {}
+        found.update(page)
+        if not page or len(found) >= reply.get("total", 0):
+            return found
 
 
 async def joined_layout(js: Any, topic_prefix: str, window: int) -> int:

@@ -30,12 +30,14 @@ from sensorguard.service.cluster import (
     CONTROLS_KEYS,
     READINGS_ROOT,
     READINGS_STREAM,
+    STATE_BUCKET,
     WINDOWS_ROOT,
     WINDOWS_STREAM,
     asset_of,
     key_asset,
     partition_of,
     state_key,
+    stream_subjects,
 )
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
@@ -52,9 +54,10 @@ UNTAKEN_LOOKAHEAD = 16  # unreadable readings skipped at most when looking for a
 class Takeover:
     """What a new owner reads to take partitions over; one per rebuild."""
 
-    def __init__(self, js: Any, states: Any, settings: Settings, ingest: Ingest, alerts: AssetAlerts,
+    def __init__(self, nc: Any, states: Any, settings: Settings, ingest: Ingest, alerts: AssetAlerts,
                  controls: AlarmControls | None) -> None:
-        self._js = js
+        self._nc = nc
+        self._js = nc.jetstream()
         self._states = states
         self.settings = settings
         self.ingest = ingest
@@ -74,9 +77,8 @@ class Takeover:
         if nothing had moved, and those readings, should they come again, are repeats
         (``duplicate_ts``) instead of being scored twice.
         """
-        js = self._js
         root = f"{WINDOWS_ROOT}.{k}."
-        subjects = (await js.stream_info(WINDOWS_STREAM, subjects_filter=f"{root}>")).state.subjects or {}
+        subjects = await stream_subjects(self._nc, WINDOWS_STREAM, f"{root}>")
         cuts, firsts = {}, {}
         for subject in subjects:
             cuts[subject] = await self._first_ts(READINGS_STREAM, f"{READINGS_ROOT}.{k}.{subject[len(root):]}")
@@ -127,23 +129,24 @@ class Takeover:
     async def _adopt_controls(self, k: int, partitions: int) -> None:
         """Take over the maintenance, shelving and acknowledgeable alerts of partition ``k``'s
         assets, those that never sent a reading included (a maintenance started before)."""
-        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
-        watcher = await self._states.watch(CONTROLS_KEYS, ignore_deletes=True)
-        try:
-            while (entry := await watcher.updates(timeout=REBUILD_WAIT_S)) is not None:
-                asset = key_asset(entry.key)
-                if partition_of(asset, partitions) != k or not entry.value:
-                    continue
-                try:
-                    self.controls.adopt(asset, json.loads(entry.value))
-                except ValueError as exc:
-                    log.warning("cluster: the saved controls of %s are unusable (%s): none taken over", asset, exc)
-        except (TimeoutError, NatsTimeout):
-            log.warning("cluster: partition %d: the state bucket did not list the alarm controls in time", k)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+        prefix = f"$KV.{STATE_BUCKET}."
+        for subject in await stream_subjects(self._nc, f"KV_{STATE_BUCKET}", prefix + CONTROLS_KEYS):
+            key = subject[len(prefix):]
+            asset = key_asset(key)
+            if partition_of(asset, partitions) != k:
+                continue
+            try:
+                entry = await self._states.get(key)
+            except (KeyNotFoundError, KeyDeletedError):  # ended (or expired) since the listing
+                continue
+            if not entry.value:
+                continue
+            try:
+                self.controls.adopt(asset, json.loads(entry.value))
+            except ValueError as exc:
+                log.warning("cluster: the saved controls of %s are unusable (%s): none taken over", asset, exc)
 
     async def _first_ts(self, stream: str, subject: str) -> float:
         """Reading time of the first reading on ``subject`` in ``stream`` (inf: none)."""

@@ -232,3 +232,39 @@ def test_cluster_settings_are_checked_with_the_others():
         load_settings({"model": None, "cluster": ["a:4222"], "partition": ["site-a/#"], "instance": "w:1"}, {},
                       require_model=False)
     assert [p.split(":")[0] for p in err.value.problems] == ["cluster", "instance", "partition"]
+
+
+def test_a_takeover_adopts_every_controls_key_of_its_partition_every_time(nats_node):
+    """The controls of a partition's assets are listed from the stream, not by a KV watch: nats-py's
+    watch can end its first replay before any entry came (nats-io/nats.py#842), and a new owner then
+    ran the asset without its maintenance. 800 takeovers, each complete."""
+    from sensorguard.service.commands import AlarmControls
+    from sensorguard.service.takeover import Takeover
+
+    cluster.run_init(Layout(partitions=8, servers=nats_node.urls))
+    assets = [f"line-1/pump-{i}.{j}" for i in range(12) for j in range(2)]
+    ended = set(assets[::5])
+    doc = {"controls": [{"kind": "maintenance", "since": 1.0, "until": None, "reason": "swap", "by": "op"}],
+           "alerts": {}}
+
+    async def run() -> list[tuple[int, set[str], set[str]]]:
+        nc = await cluster.connect(nats_node.urls)
+        try:
+            states = await nc.jetstream().key_value(cluster.STATE_BUCKET)
+            for asset in assets:
+                await states.put(cluster.controls_key(asset), json.dumps(doc).encode())
+            for asset in ended:
+                await states.delete(cluster.controls_key(asset))
+            wrong = []
+            for _ in range(100):
+                for k in range(8):
+                    controls = AlarmControls()
+                    await Takeover(nc, states, None, None, None, controls)._adopt_controls(k, 8)
+                    want = {a for a in assets if cluster.partition_of(a, 8) == k and a not in ended}
+                    if controls.assets() != want:
+                        wrong.append((k, controls.assets(), want))
+            return wrong
+        finally:
+            await nc.close()
+
+    assert asyncio.run(run()) == []
