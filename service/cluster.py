@@ -46,6 +46,7 @@ STATE_BUCKET = "sensorguard_state"
 READINGS_ROOT = "sensorguard.readings"  # + .<partition>.<asset tokens>
 WINDOWS_ROOT = "sensorguard.window"
 IN_MAX_AGE_S = 900.0
+REQUEST_S = 10.0  # a JetStream API request's timeout (a subject listing can be long)
 LEASE_S = 3.0
 META = "sensorguard_"  # stream metadata keys: sensorguard_partitions, sensorguard_keep, sensorguard_prefix
 CONNECT_TIMEOUT_S = 5.0
@@ -237,13 +238,15 @@ async def stream_subjects(nc: Any, stream: str, subjects: str) -> dict[str, int]
     found: dict[str, int] = {}
     while True:
         request = json.dumps({"subjects_filter": subjects, "offset": len(found)}).encode()
-        reply = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", request, timeout=10)).data)
+        reply = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", request, timeout=REQUEST_S)).data)
         if "error" in reply:
             raise ClusterError(f"stream {stream}: {reply['error'].get('description', reply['error'])}")
-        page = (reply.get("state") or {}).get("subjects") or {}
-        found.update(page)
-        if not page or len(found) >= reply.get("total", 0):
+        before = len(found)
+        found.update((reply.get("state") or {}).get("subjects") or {})
+        if len(found) >= reply.get("total", 0):
             return found
+        if len(found) == before:  # a page with nothing new (a server that ignores the offset): no end otherwise
+            raise ClusterError(f"stream {stream}: listed {before} of its {reply['total']} subjects, then no more")
 
 
 async def joined_layout(js: Any, topic_prefix: str, window: int) -> int:

@@ -74,7 +74,7 @@ def publish(port: int, messages: list[tuple[str, dict]]) -> None:
     client.loop_stop()
 
 
-def stream_subjects(servers: tuple[str, ...], name: str) -> dict[str, int]:
+def subject_counts(servers: tuple[str, ...], name: str) -> dict[str, int]:
     async def read() -> dict[str, int]:
         nc = await cluster.connect(servers)
         try:
@@ -176,19 +176,19 @@ def test_mqtt_readings_land_in_one_partition_per_asset_at_any_depth(nats_node):
     publish(nats_node.nodes[0].mqtt_port, [*readings, ("sensors/pump-1/status", {"up": 1})])
 
     def copied() -> bool:
-        return sum(stream_subjects(nats_node.urls, cluster.READINGS_STREAM).values()) == len(readings)
+        return sum(subject_counts(nats_node.urls, cluster.READINGS_STREAM).values()) == len(readings)
 
     wait_for(copied, 20, "the readings copied into the partitioned stream")
-    by_subject = stream_subjects(nats_node.urls, cluster.READINGS_STREAM)
+    by_subject = subject_counts(nats_node.urls, cluster.READINGS_STREAM)
     placed = [asset_of(subject) for subject in by_subject]
     assert sorted(asset for _, asset in placed) == sorted(assets)  # each asset in one partition only
     assert all(0 <= partition < 4 for partition, _ in placed)
     assert all(cluster.partition_of(asset, 4) == partition for partition, asset in placed)  # known without NATS
     assert set(by_subject.values()) == {5}
-    assert stream_subjects(nats_node.urls, cluster.IN_STREAM)["sensors.pump-1.status"] == 1  # captured, not copied
-    wait_for(lambda: sum(stream_subjects(nats_node.urls, cluster.WINDOWS_STREAM).values()) == 3 * len(assets),
+    assert subject_counts(nats_node.urls, cluster.IN_STREAM)["sensors.pump-1.status"] == 1  # captured, not copied
+    wait_for(lambda: sum(subject_counts(nats_node.urls, cluster.WINDOWS_STREAM).values()) == 3 * len(assets),
              20, "the window stream holding the last 3 readings of each asset")
-    windows = stream_subjects(nats_node.urls, cluster.WINDOWS_STREAM)
+    windows = subject_counts(nats_node.urls, cluster.WINDOWS_STREAM)
     assert {asset_of(subject)[1] for subject in windows} == set(assets)
 
 
@@ -215,7 +215,7 @@ def test_init_on_a_three_node_cluster_with_three_replicas(tmp_path):
         lines = cluster.run_init(Layout(partitions=4, replicas=3, servers=nodes.urls))
         assert lines[0] == f"created stream {cluster.IN_STREAM}"
         publish(nodes.nodes[2].mqtt_port, [("sensors/pump-9/readings", {"ts": 1_767_225_600, "values": {"x": 1}})])
-        wait_for(lambda: stream_subjects(nodes.urls, cluster.READINGS_STREAM), 20, "the reading copied")
+        wait_for(lambda: subject_counts(nodes.urls, cluster.READINGS_STREAM), 20, "the reading copied")
     finally:
         nodes.stop()
 
@@ -268,3 +268,28 @@ def test_a_takeover_adopts_every_controls_key_of_its_partition_every_time(nats_n
             await nc.close()
 
     assert asyncio.run(run()) == []
+
+
+class PagedServer:
+    """STREAM.INFO's subject paging as nats-server does it (sorted subjects, ``limit`` a reply from
+    ``offset``, the ``total``), or a server that ignores the offset: for :func:`cluster.stream_subjects`."""
+
+    def __init__(self, subjects: list[str], limit: int, honour_offset: bool = True) -> None:
+        self.subjects, self.limit, self.honour_offset, self.requests = sorted(subjects), limit, honour_offset, 0
+
+    async def request(self, subject: str, data: bytes, timeout: float):
+        self.requests += 1
+        offset = json.loads(data)["offset"] if self.honour_offset else 0
+        page = self.subjects[offset:offset + self.limit]
+        body = {"total": len(self.subjects), "offset": offset, "limit": self.limit, "state": {
+            "subjects": {s: 1 for s in page} or None}}
+        return type("Reply", (), {"data": json.dumps(body).encode()})()
+
+
+def test_stream_subjects_reads_every_page_and_stops_when_a_page_brings_nothing_new():
+    subjects = [f"s.{i:03d}" for i in range(250)]
+    server = PagedServer(subjects, limit=100)
+    assert list(asyncio.run(cluster.stream_subjects(server, "S", "s.>"))) == subjects and server.requests == 3
+    assert asyncio.run(cluster.stream_subjects(PagedServer([], limit=100), "S", "s.>")) == {}
+    with pytest.raises(ClusterError, match="listed 100 of its 250 subjects"):
+        asyncio.run(cluster.stream_subjects(PagedServer(subjects, limit=100, honour_offset=False), "S", "s.>"))
