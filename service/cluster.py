@@ -104,6 +104,13 @@ def asset_of(subject: str) -> tuple[int, str]:
     return int(partition), "/".join(token.replace("//", ".") for token in tokens.split("."))
 
 
+def origin_seq(headers: dict | None) -> int:
+    """The input stream's sequence of a message a stream copied from it (its ``Nats-Stream-Source``
+    header: ``<stream> <sequence> ...``); 0 when it has none."""
+    parts = ((headers or {}).get("Nats-Stream-Source") or "").split()
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
 def partition_of(asset: str, partitions: int) -> int:
     """The partition NATS puts ``asset`` in: its ``partition()`` subject transform hashes the
     asset's subject tokens, concatenated, with 32-bit FNV-1a (checked against a real server in

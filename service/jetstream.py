@@ -400,7 +400,7 @@ class ClusterSource:
             if (await self._js.consumer_info(READINGS_STREAM, f"sg-p{k}")).num_ack_pending:
                 await _pause(halt, ACK_WAIT_S)  # they come again first, ahead of newer ones
         takeover = Takeover(self._nc, self._states, self.settings, self.ingest, self.alerts, self.controls)
-        assets, primed = await takeover.rebuild(k, self.ownership.partitions if self.ownership else 0)
+        assets, primed = await takeover.rebuild(k, self.ownership.partitions if self.ownership else 0, halt)
         self._assets.setdefault(k, set()).update(assets)
         return len(assets), primed
 

@@ -23,18 +23,23 @@ import contextlib
 import json
 import logging
 import math
+import time
 from typing import Any
 
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.cluster import (
     CONTROLS_KEYS,
+    IN_STREAM,
     READINGS_ROOT,
     READINGS_STREAM,
+    REQUEST_S,
     STATE_BUCKET,
     WINDOWS_ROOT,
     WINDOWS_STREAM,
+    ClusterError,
     asset_of,
     key_asset,
+    origin_seq,
     partition_of,
     state_key,
     stream_subjects,
@@ -48,6 +53,8 @@ from sensorguard.service.state import StateError, decode_asset
 log = logging.getLogger(__name__)
 
 REBUILD_WAIT_S = 5.0  # the window stream's next message, while rebuilding, at most this long
+LAG_POLL_S = 0.2  # how often a rebuild looks whether the readings stream caught up with the window stream
+LAG_WARN_S = 5.0  # a rebuild waiting this long for it says so
 UNTAKEN_LOOKAHEAD = 16  # unreadable readings skipped at most when looking for an asset's first one
 
 
@@ -64,9 +71,9 @@ class Takeover:
         self.alerts = alerts
         self.controls = controls
 
-    async def rebuild(self, k: int, partitions: int) -> tuple[list[str], int]:
+    async def rebuild(self, k: int, partitions: int, halt: asyncio.Event | None = None) -> tuple[list[str], int]:
         """Rebuild partition ``k``'s assets' windows and take their state over; (assets, readings
-        primed).
+        primed; nothing when ``halt`` came first).
 
         Per asset of the partition
         in the window stream, the first reading still in the readings stream is the first one this
@@ -76,9 +83,17 @@ class Takeover:
         cadence continues): the next window is as complete, and due where it would have been, as
         if nothing had moved, and those readings, should they come again, are repeats
         (``duplicate_ts``) instead of being scored twice.
+
+        Both streams copy the input stream, each at its own pace: after a node died one may lag the
+        other by a minute (:mod:`watchdog`). A reading in the window stream but not yet copied into
+        the readings stream would look taken, be primed, and be refused as a repeat when it came:
+        so only readings the readings stream has copied too are primed (:meth:`_readings_caught_up`).
         """
         root = f"{WINDOWS_ROOT}.{k}."
         subjects = await stream_subjects(self._nc, WINDOWS_STREAM, f"{root}>")
+        copied = await self._copied(WINDOWS_STREAM)  # read after the listing: every reading listed is at most here
+        if not await self._readings_caught_up(k, copied, halt or asyncio.Event()):
+            return [], 0
         cuts, firsts = {}, {}
         for subject in subjects:
             cuts[subject] = await self._first_ts(READINGS_STREAM, f"{READINGS_ROOT}.{k}.{subject[len(root):]}")
@@ -86,7 +101,7 @@ class Takeover:
         # Readings before the cut exist when the window stream's first one is older (a fresh asset's
         # first reading is the cut); when it is newer, more arrived since than --keep holds.
         kept = await self._read_windows(k, {subject: cuts[subject] for subject in subjects
-                                            if firsts[subject] < cuts[subject]}, sum(subjects.values()))
+                                            if firsts[subject] < cuts[subject]}, sum(subjects.values()), copied)
         short = [subject for subject in subjects if firsts[subject] > cuts[subject]]
         if short:
             log.warning("cluster: partition %d: the window stream no longer reaches back to where %d assets' "
@@ -148,6 +163,32 @@ class Takeover:
             except ValueError as exc:
                 log.warning("cluster: the saved controls of %s are unusable (%s): none taken over", asset, exc)
 
+    async def _copied(self, stream: str) -> int | None:
+        """The input stream's sequence up to which ``stream`` copied it (None: it copies nothing)."""
+        reply = json.loads((await self._nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=REQUEST_S)).data)
+        if "error" in reply:
+            raise ClusterError(f"stream {stream}: {reply['error'].get('description', reply['error'])}")
+        sources = reply.get("sources") or []
+        return int(sources[0].get("seq") or 0) if sources else None
+
+    async def _readings_caught_up(self, k: int, copied: int | None, halt: asyncio.Event) -> bool:
+        """Wait until the readings stream copied the input stream up to ``copied`` (where the window
+        stream was); False when ``halt`` came first."""
+        if copied is None:
+            return True
+        started = time.monotonic()
+        warned = False
+        while (await self._copied(READINGS_STREAM) or 0) < copied:
+            if not warned and time.monotonic() - started >= LAG_WARN_S:
+                warned = True
+                log.warning("cluster: partition %d: waiting for %s to copy %s as far as %s has (sequence %d) "
+                            "before taking its assets over", k, READINGS_STREAM, IN_STREAM, WINDOWS_STREAM, copied)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), LAG_POLL_S)
+            if halt.is_set():
+                return False
+        return True
+
     async def _first_ts(self, stream: str, subject: str) -> float:
         """Reading time of the first reading on ``subject`` in ``stream`` (inf: none)."""
         from nats.js.errors import NotFoundError
@@ -164,10 +205,12 @@ class Takeover:
             seq = message.seq + 1
         return math.inf
 
-    async def _read_windows(self, k: int, cuts: dict[str, float], total: int) -> dict[str, list]:
+    async def _read_windows(self, k: int, cuts: dict[str, float], total: int,
+                            copied: int | None = None) -> dict[str, list]:
         """The window stream's readings of partition ``k`` older than each subject's cut, for the
         subjects in ``cuts``, read in one pass (at most ``total`` messages, through a callback:
-        nats-py's ``next_msg`` costs a task and a timer per message)."""
+        nats-py's ``next_msg`` costs a task and a timer per message); none copied from the input
+        stream after its sequence ``copied`` (they may not be in the readings stream yet)."""
         from nats.js.api import DeliverPolicy
 
         kept: dict[str, list] = {subject: [] for subject in cuts}
@@ -181,7 +224,7 @@ class Takeover:
             nonlocal seen
             seen += 1
             cut = cuts.get(message.subject)
-            if cut is not None:
+            if cut is not None and not (copied is not None and origin_seq(message.headers) > copied):
                 samples = self._parse(message.subject, message.data).samples
                 kept[message.subject].extend((sample.ts, sample.values) for sample in samples if sample.ts < cut)
                 if message.subject in open_ and any(sample.ts >= cut for sample in samples):

@@ -293,3 +293,84 @@ def test_stream_subjects_reads_every_page_and_stops_when_a_page_brings_nothing_n
     assert asyncio.run(cluster.stream_subjects(PagedServer([], limit=100), "S", "s.>")) == {}
     with pytest.raises(ClusterError, match="listed 100 of its 250 subjects"):
         asyncio.run(cluster.stream_subjects(PagedServer(subjects, limit=100, honour_offset=False), "S", "s.>"))
+
+
+def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
+    """After a node died, the readings stream's copy of the input stream can lag the window
+    stream's by a minute. A reading in the window stream that the readings stream has not copied
+    yet is not taken: priming it would refuse it as a repeat when it came (lost, never scored). So
+    the rebuild waits for the readings stream; here its source is cut, so it waits until halted."""
+    import time
+
+    from nats.js.api import AckPolicy, ConsumerConfig
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.ingest import Ingest
+    from sensorguard.service.metrics import Metrics
+    from sensorguard.service.takeover import Takeover
+    from sensorguard.service.windows import Buffers
+
+    layout = Layout(partitions=8, servers=nats_node.urls)
+    cluster.run_init(layout)
+    asset, t0 = "pump-1", 1_767_225_600.0
+    k = cluster.partition_of(asset, 8)
+    settings = load_settings({"model": None}, {}, require_model=False)
+
+    async def counts(nc) -> tuple[int, int]:
+        js = nc.jetstream()
+        return tuple([(await js.stream_info(name)).state.last_seq for name in (cluster.READINGS_STREAM,
+                                                                               cluster.WINDOWS_STREAM)])
+
+    async def send(nc, rows) -> None:
+        for t in rows:
+            await nc.publish(f"sensors.{asset}.readings", json.dumps({"ts": t0 + t, "values": {"a": t}}).encode())
+        await nc.flush()
+
+    async def take(nc, n: int) -> None:  # the previous owner takes and acknowledges the next n readings
+        sub = await nc.jetstream().pull_subscribe_bind(f"sg-p{k}", cluster.READINGS_STREAM)
+        for message in await sub.fetch(n, timeout=5):
+            await message.ack_sync()
+        await sub.unsubscribe()
+
+    async def rebuild(nc, halt_after: float) -> tuple[float | None, float]:
+        ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
+        halt = asyncio.Event()
+        asyncio.get_running_loop().call_later(halt_after, halt.set)
+        states = await nc.jetstream().key_value(cluster.STATE_BUCKET)
+        started = time.monotonic()
+        await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt)
+        return ingest.buffers.last_ts(asset), time.monotonic() - started
+
+    async def run() -> list:
+        nc = await cluster.connect(nats_node.urls)
+        js = nc.jetstream()
+        try:
+            await js.add_consumer(cluster.READINGS_STREAM, ConsumerConfig(
+                durable_name=f"sg-p{k}", filter_subject=f"{cluster.READINGS_ROOT}.{k}.>",
+                ack_policy=AckPolicy.EXPLICIT))
+            await send(nc, range(1, 11))
+            for _ in range(100):
+                if await counts(nc) == (10, 10):
+                    break
+                await asyncio.sleep(0.1)
+            await take(nc, 6)
+            caught_up = await rebuild(nc, 30.0)  # both streams copied everything: 1-6 were taken, 7 is next
+            readings = next(c for c in cluster.stream_configs(layout) if c.name == cluster.READINGS_STREAM)
+            readings.sources = None
+            await js.update_stream(readings)  # its copying stops: the window stream runs ahead
+            await take(nc, 4)  # the previous owner took 7-10
+            await send(nc, range(11, 15))  # 11-14: in the window stream only
+            for _ in range(100):
+                if (await counts(nc))[1] == 14:
+                    break
+                await asyncio.sleep(0.1)
+            lagging = await rebuild(nc, 1.0)
+            return [caught_up, lagging, await counts(nc)]
+        finally:
+            await nc.close()
+
+    (last, took), (lagging_last, waited), streams = asyncio.run(run())
+    assert streams == (10, 14)  # the readings stream never got 11-14
+    assert last == t0 + 6 and took < 5  # primed with the taken readings, without waiting
+    assert lagging_last is None and waited >= 1.0  # nothing primed: it waited for the readings stream
