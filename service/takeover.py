@@ -164,23 +164,25 @@ class Takeover:
                 log.warning("cluster: the saved controls of %s are unusable (%s): none taken over", asset, exc)
 
     async def _copied(self, stream: str) -> int | None:
-        """The input stream's sequence up to which ``stream`` copied it (None: it copies nothing)."""
+        """The input stream's sequence up to which ``stream`` copied it; None when it copies nothing
+        or its server does not say (a source's ``seq``: newer servers, 2.15 here; without it nothing is
+        waited for or filtered, as before this check existed)."""
         reply = json.loads((await self._nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=REQUEST_S)).data)
         if "error" in reply:
             raise ClusterError(f"stream {stream}: {reply['error'].get('description', reply['error'])}")
         sources = reply.get("sources") or []
-        return int(sources[0].get("seq") or 0) if sources else None
+        seq = sources[0].get("seq") if sources else None
+        return int(seq) if seq else None
 
     async def _readings_caught_up(self, k: int, copied: int | None, halt: asyncio.Event) -> bool:
         """Wait until the readings stream copied the input stream up to ``copied`` (where the window
         stream was); False when ``halt`` came first."""
         if copied is None:
             return True
-        started = time.monotonic()
-        warned = False
+        warn_at = time.monotonic() + LAG_WARN_S
         while (await self._copied(READINGS_STREAM) or 0) < copied:
-            if not warned and time.monotonic() - started >= LAG_WARN_S:
-                warned = True
+            if time.monotonic() >= warn_at:  # again every minute while it lasts
+                warn_at = time.monotonic() + 60.0
                 log.warning("cluster: partition %d: waiting for %s to copy %s as far as %s has (sequence %d) "
                             "before taking its assets over", k, READINGS_STREAM, IN_STREAM, WINDOWS_STREAM, copied)
             with contextlib.suppress(TimeoutError):

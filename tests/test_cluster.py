@@ -335,12 +335,11 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
 
     async def rebuild(nc, halt_after: float) -> tuple[float | None, float]:
         ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
-        halt = asyncio.Event()
-        asyncio.get_running_loop().call_later(halt_after, halt.set)
         states = await nc.jetstream().key_value(cluster.STATE_BUCKET)
-        started = time.monotonic()
-        await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt)
-        return ingest.buffers.last_ts(asset), time.monotonic() - started
+        halt, started = asyncio.Event(), time.monotonic()
+        asyncio.get_running_loop().call_later(halt_after, halt.set)
+        assets, _ = await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt)
+        return ingest.buffers.last_ts(asset), time.monotonic() - started, assets
 
     async def run() -> list:
         nc = await cluster.connect(nats_node.urls)
@@ -370,7 +369,14 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
         finally:
             await nc.close()
 
-    (last, took), (lagging_last, waited), streams = asyncio.run(run())
+    (last, took, assets), (lagging_last, waited, none), streams = asyncio.run(run())
     assert streams == (10, 14)  # the readings stream never got 11-14
-    assert last == t0 + 6 and took < 5  # primed with the taken readings, without waiting
-    assert lagging_last is None and waited >= 1.0  # nothing primed: it waited for the readings stream
+    assert last == t0 + 6 and took < 5 and assets == [asset]  # primed with the taken readings, without waiting
+    assert lagging_last is None and waited >= 0.9 and none == []  # nothing primed: it waited until halted
+
+
+def test_origin_seq_reads_the_input_sequence_of_a_copied_message():
+    header = ("SENSORGUARD_IN 17 sensors.*.readings\x0csensors.*.*.readings sensorguard.window.{{partition(8,1)}}"
+              ".{{wildcard(1)}} sensors.pump-0.readings q1Au3fhv")
+    assert cluster.origin_seq({"Nats-Stream-Source": header}) == 17
+    assert cluster.origin_seq(None) == 0 and cluster.origin_seq({"Nats-Stream-Source": "SENSORGUARD_IN"}) == 0
