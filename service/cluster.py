@@ -236,6 +236,16 @@ async def _ensure_stream(js: Any, config: Any) -> str:
     return f"updated stream {config.name}: {', '.join(changes)}"
 
 
+async def stream_info(nc: Any, stream: str, request: dict | None = None, timeout: float = REQUEST_S) -> dict:
+    """``STREAM.INFO`` of ``stream`` as the server sends it (JSON: the sources' positions and the
+    paging fields that nats-py's ``StreamInfo`` drops); :class:`ClusterError` for an error reply."""
+    body = json.dumps(request).encode() if request else b""
+    reply = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", body, timeout=timeout)).data)
+    if "error" in reply:
+        raise ClusterError(f"stream {stream}: {reply['error'].get('description', reply['error'])}")
+    return reply
+
+
 async def stream_subjects(nc: Any, stream: str, subjects: str) -> dict[str, int]:
     """The subjects of ``stream`` matching ``subjects`` that hold messages, with their counts,
     every page of them (nats-py's ``stream_info`` reads only the first, 100,000 subjects).
@@ -244,10 +254,7 @@ async def stream_subjects(nc: Any, stream: str, subjects: str) -> dict[str, int]
     replay before every entry came (nats-io/nats.py#842), and a rebuild would miss controls."""
     found: dict[str, int] = {}
     while True:
-        request = json.dumps({"subjects_filter": subjects, "offset": len(found)}).encode()
-        reply = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", request, timeout=REQUEST_S)).data)
-        if "error" in reply:
-            raise ClusterError(f"stream {stream}: {reply['error'].get('description', reply['error'])}")
+        reply = await stream_info(nc, stream, {"subjects_filter": subjects, "offset": len(found)})
         before = len(found)
         found.update((reply.get("state") or {}).get("subjects") or {})
         if len(found) >= reply.get("total", 0):

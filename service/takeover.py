@@ -32,16 +32,15 @@ from sensorguard.service.cluster import (
     IN_STREAM,
     READINGS_ROOT,
     READINGS_STREAM,
-    REQUEST_S,
     STATE_BUCKET,
     WINDOWS_ROOT,
     WINDOWS_STREAM,
-    ClusterError,
     asset_of,
     key_asset,
     origin_seq,
     partition_of,
     state_key,
+    stream_info,
     stream_subjects,
 )
 from sensorguard.service.commands import AlarmControls
@@ -167,10 +166,7 @@ class Takeover:
         """The input stream's sequence up to which ``stream`` copied it; None when it copies nothing
         or its server does not say (a source's ``seq``: newer servers, 2.15 here; without it nothing is
         waited for or filtered, as before this check existed)."""
-        reply = json.loads((await self._nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=REQUEST_S)).data)
-        if "error" in reply:
-            raise ClusterError(f"stream {stream}: {reply['error'].get('description', reply['error'])}")
-        sources = reply.get("sources") or []
+        sources = (await stream_info(self._nc, stream)).get("sources") or []
         seq = sources[0].get("seq") if sources else None
         return int(seq) if seq else None
 
@@ -216,6 +212,7 @@ class Takeover:
         from nats.js.api import DeliverPolicy
 
         kept: dict[str, list] = {subject: [] for subject in cuts}
+        newest = math.inf if copied is None else copied
         if not cuts:
             return kept
         open_ = {subject for subject, cut in cuts.items() if cut < math.inf}  # until a reading at the cut shows
@@ -226,7 +223,7 @@ class Takeover:
             nonlocal seen
             seen += 1
             cut = cuts.get(message.subject)
-            if cut is not None and not (copied is not None and origin_seq(message.headers) > copied):
+            if cut is not None and origin_seq(message.headers) <= newest:
                 samples = self._parse(message.subject, message.data).samples
                 kept[message.subject].extend((sample.ts, sample.values) for sample in samples if sample.ts < cut)
                 if message.subject in open_ and any(sample.ts >= cut for sample in samples):

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sensorguard.service.cluster import IN_STREAM, READINGS_STREAM, WINDOWS_STREAM
+from sensorguard.service.cluster import IN_STREAM, READINGS_STREAM, WINDOWS_STREAM, stream_info
 from sensorguard.service.payload import MAX_ASSET_LEVELS
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,12 @@ async def watch_sources(nc: Any, acting: Callable[[], bool], stopping: asyncio.E
             silent.clear()
             continue
         try:
-            source = await _info(nc, IN_STREAM)  # answers only with a leader: else a step-down is no help
+            # answers only with a leader: else a step-down is no help
+            source = await stream_info(nc, IN_STREAM, timeout=REQUEST_S)
             reading = await _newest_is_reading(nc, source)
             for name in (READINGS_STREAM, WINDOWS_STREAM):
                 now = time.monotonic()
-                if not stalled(source, await _info(nc, name), reading):
+                if not stalled(source, await stream_info(nc, name, timeout=REQUEST_S), reading):
                     silent.pop(name, None)
                     continue
                 since = silent.setdefault(name, now)
@@ -109,9 +110,3 @@ async def _newest_is_reading(nc: Any, info: dict) -> bool:
     return subject.endswith(".readings") and subject.count(".") <= MAX_ASSET_LEVELS + 1  # one the streams copy
 
 
-async def _info(nc: Any, stream: str) -> dict:
-    reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=REQUEST_S)
-    info = json.loads(reply.data)
-    if "error" in info:
-        raise RuntimeError(f"{stream}: {info['error'].get('description', info['error'])}")
-    return info
