@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readings", type=int, default=60_000, help="readings queued per drain row")
     parser.add_argument("--quick", action="store_true", help="12,000 readings, one takeover of each kind")
     parser.add_argument("--repeat", type=int, default=1, help="runs per drain row; the table shows medians")
-    parser.add_argument("--takeovers", type=int, default=3, help="takeovers of each kind (medians)")
+    parser.add_argument("--takeovers", type=int, default=3, help="takeovers of each kind (medians; 0: none)")
     parser.add_argument("--inflight", type=int, default=20, help="Mosquitto max_inflight_messages")
     parser.add_argument("--receivers", default=",".join(RECEIVERS), help="drain rows to run (comma separated)")
     parser.add_argument("--spm", type=int, default=1, help="readings per message (the target is for 1)")
@@ -343,9 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r.get('start_s', float('nan')):>7.2f} {r.get('publish_s', float('nan')):>6.2f} "
                     f"{r.get('rejected', 0):>4.0f}")
             print((line + (f"  {r['note']}" if r.get("note") else "")).replace(" nan", "   -"), flush=True)
-        print(f"takeover: 2 workers x 4 partitions, {len(drain.ASSETS)} assets at 10 readings/s each; "
-              "seconds from the signal until the survivor owns all 8 (median, min-max)")
-        for signal_name in ("SIGKILL", "SIGTERM"):
+        if takeovers:
+            print(f"takeover: 2 workers x 4 partitions, {len(drain.ASSETS)} assets at 10 readings/s each; "
+                  "seconds from the signal until the survivor owns all 8 (median, min-max)")
+        for signal_name in ("SIGKILL", "SIGTERM") if takeovers else ():
             got = [measure_takeover(signal_name, bundle_dir, workdir)["seconds"] for _ in range(takeovers)]
             print(f"{signal_name:>8}: {statistics.median(got):.2f} s ({min(got):.2f}-{max(got):.2f}, n={len(got)})",
                   flush=True)

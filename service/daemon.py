@@ -298,13 +298,14 @@ class Daemon:
         self.metrics.scoring_duration.observe(time.perf_counter() - started)
         self.metrics.windows_scored.inc(len(batch))
         now = time.monotonic()
+        tops = scores.all_top_channels(scorer.channels)
         for i, due in enumerate(batch):
             self.metrics.reading_to_score.observe(max(0.0, now - due.received))
             if self.recorder is not None:
                 self.recorder.judged(due.asset, due.ts)
             if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
                 continue
-            channels = scores.top_channels(i, scorer.channels)
+            channels = tops[i]
             try:
                 state, score = self.alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle)
             except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch

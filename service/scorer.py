@@ -38,12 +38,19 @@ class Scores:
 
     def top_channels(self, i: int, channels: tuple[str, ...], k: int = 3) -> list[dict]:
         """The ``k`` channels contributing most to window ``i``, with their share of its error."""
-        row = self.channel_error[i]
-        total = float(row.sum())
-        order = np.argsort(-row, kind="stable")[:k]
+        return self.all_top_channels(channels, k, rows=[i])[0]
+
+    def all_top_channels(self, channels: tuple[str, ...], k: int = 3,
+                         rows: list[int] | None = None) -> list[list[dict]]:
+        """:meth:`top_channels` of every window (or of ``rows``), sorted in one call: one ``argsort``
+        per window cost the daemon about a sixth of its scoring thread."""
+        errors = self.channel_error if rows is None else self.channel_error[rows]
+        totals = errors.sum(axis=1).tolist()
+        orders = np.argsort(-errors, axis=1, kind="stable")[:, :k].tolist()
+        values = errors.tolist()
         return [
-            {"name": channels[j], "share": round(float(row[j]) / total, 4) if total > 0 else 0.0}
-            for j in order
+            [{"name": channels[j], "share": round(row[j] / total, 4) if total > 0 else 0.0} for j in order]
+            for row, total, order in zip(values, totals, orders, strict=True)
         ]
 
 

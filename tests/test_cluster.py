@@ -380,3 +380,29 @@ def test_origin_seq_reads_the_input_sequence_of_a_copied_message():
               ".{{wildcard(1)}} sensors.pump-0.readings q1Au3fhv")
     assert cluster.origin_seq({"Nats-Stream-Source": header}) == 17
     assert cluster.origin_seq(None) == 0 and cluster.origin_seq({"Nats-Stream-Source": "SENSORGUARD_IN"}) == 0
+
+
+def test_the_taker_maps_readings_subjects_to_topics_and_forgets_them_past_its_cap(monkeypatch):
+    """Cluster mode hands readings to the same ingest as MQTT mode, under the topic the sensor
+    published to (``.`` in an asset id comes back from NATS's ``//``); what is not a readings
+    subject goes on as it is, for the ingest to reject and count. The subject -> topic memo is
+    bounded: made-up assets cannot grow it without limit."""
+    import threading
+    from types import SimpleNamespace
+
+    from sensorguard.service import jetstream
+    from sensorguard.service.config import Settings
+    from sensorguard.service.natswire import Delivery
+
+    monkeypatch.setattr(jetstream, "MAX_TOPICS", 3)
+    taken: list[str] = []
+    ingest = SimpleNamespace(accept=lambda topic, data: taken.append(topic) or len(taken) < 6)
+    source = jetstream.ClusterSource(Settings(), ingest, SimpleNamespace(), SimpleNamespace())
+    subjects = ["sensorguard.readings.1.site-a.pump//1", "sensorguard.readings.1.p2", "other.subject",
+                "sensorguard.readings.1.p2", "sensorguard.readings.1.p3", "sensorguard.readings.1.p4"]
+    messages = [Delivery(subject, b"", b"{}", None) for subject in subjects]
+    assert source._take(1, messages, threading.Event()) == 5  # the 6th refused (the ingest stopping)
+    assert taken == ["sensors/site-a/pump.1/readings", "sensors/p2/readings", "other.subject",
+                     "sensors/p2/readings", "sensors/p3/readings", "sensors/p4/readings"]
+    assert source._assets[1] == {"site-a/pump.1", "p2", "p3", "p4"}
+    assert len(source._topics) <= 3

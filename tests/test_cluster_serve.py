@@ -103,10 +103,23 @@ def test_workers_split_the_partitions_take_each_reading_once_and_share_with_a_jo
 
 
 @pytest.mark.integration
-def test_a_worker_starting_on_a_backlog_takes_it_all_once_without_a_false_alarm(nats_node, trained_dir, caplog):
+def test_a_worker_starting_on_a_backlog_takes_it_all_once_without_a_false_alarm(nats_node, trained_dir, caplog,
+                                                                                 monkeypatch):
     """Readings queued before any worker ran: each asset's first reading is still in the readings
     stream, so nothing was taken before it and there is nothing to rebuild (the window stream once
-    was said to "no longer reach back" here), and every reading is taken once."""
+    was said to "no longer reach back" here), and every reading is taken once, all of them by one
+    thread (one taking thread per partition once spent a third of a worker's CPU waiting for the
+    ingest's lock)."""
+    from sensorguard.service.ingest import Ingest
+
+    takers: set[str] = set()
+    accept = Ingest.accept
+
+    def spy(self, topic: str, payload: bytes) -> bool:
+        takers.add(threading.current_thread().name)
+        return accept(self, topic, payload)
+
+    monkeypatch.setattr(Ingest, "accept", spy)
     caplog.set_level(logging.INFO, logger="sensorguard.service.jetstream")
     sent = publish(nats_node, 0, 60)
     worker, url = daemon(nats_node, trained_dir, "late")
@@ -115,6 +128,7 @@ def test_a_worker_starting_on_a_backlog_takes_it_all_once_without_a_false_alarm(
         assert not metric(url, "sensorguard_messages_rejected_total", reason="duplicate_ts")
         assert "no longer reaches back" not in caplog.text
         assert "rebuilt the windows of" in caplog.text  # the rebuild ran (and found nothing before the cut)
+        assert len(takers) == 1 and next(iter(takers)).startswith("sensorguard-take"), takers
     finally:
         worker.stop()
 

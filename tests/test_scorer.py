@@ -101,3 +101,26 @@ def test_an_alert_clears_within_a_few_hops_of_the_fault_end(trained):
     # a window still holds fault samples for window-1 rows after the end: the old whole-window score kept
     # the alert up at least that long (window + clear_after x hop), far beyond the bound above
     assert cleared_by < 500 + bundle.window - 1 + rules.clear_after * bundle.hop
+
+
+def test_top_channels_of_a_batch_are_those_of_each_window_alone():
+    """The daemon sorts a batch's channel errors in one call; each window's list must be what its own
+    sort gives: the same order (ties in channel order), shares rounded alike, 0 for an all-zero window."""
+    from sensorguard.service.scorer import Scores
+
+    rng = np.random.default_rng(0)
+    errors = rng.random((40, 5)) ** 3
+    errors[3] = 0.0
+    errors[4] = [1.0, 1.0, 0.5, 1.0, 0.0]  # ties
+    scores = Scores(error=errors.mean(axis=1), score=errors.mean(axis=1), channel_error=errors)
+    channels = ("a", "b", "c", "d", "e")
+
+    def alone(row: np.ndarray) -> list[dict]:
+        order = sorted(range(len(row)), key=lambda j: (-row[j], j))[:3]
+        total = float(row.sum())
+        return [{"name": channels[j], "share": round(float(row[j]) / total, 4) if total > 0 else 0.0} for j in order]
+
+    batch = scores.all_top_channels(channels)
+    assert batch == [alone(row) for row in errors]
+    assert [scores.top_channels(i, channels) for i in range(len(errors))] == batch
+    assert [t["name"] for t in batch[4]] == ["a", "b", "d"] and batch[3][0]["share"] == 0.0
