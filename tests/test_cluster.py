@@ -375,6 +375,43 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
     assert lagging_last is None and waited >= 0.9 and none == []  # nothing primed: it waited until halted
 
 
+def test_the_window_reader_keeps_no_reading_copied_after_the_given_input_sequence(nats_node):
+    """The rebuild reads the window stream only up to the input stream's sequence the readings
+    stream has copied too (the ``Nats-Stream-Source`` header of each copied message): readings
+    1-10 are copied, the reader told "up to 7" keeps 1-7; told nothing, all 10."""
+    import math
+
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.takeover import Takeover
+
+    cluster.run_init(Layout(partitions=8, servers=nats_node.urls))
+    asset, t0 = "pump-1", 1_767_225_600.0
+    k = cluster.partition_of(asset, 8)
+    subject = f"{cluster.WINDOWS_ROOT}.{k}.{asset}"
+    settings = load_settings({"model": None}, {}, require_model=False)
+
+    async def run() -> tuple[list, list]:
+        nc = await cluster.connect(nats_node.urls)
+        try:
+            for t in range(1, 11):  # input sequences 1-10 on a fresh server
+                await nc.publish(f"sensors.{asset}.readings", json.dumps({"ts": t0 + t, "values": {"a": t}}).encode())
+            await nc.flush()
+            js = nc.jetstream()
+            for _ in range(100):
+                if (await js.stream_info(cluster.WINDOWS_STREAM)).state.messages == 10:
+                    break
+                await asyncio.sleep(0.1)
+            takeover = Takeover(nc, None, settings, None, None, None)
+            upto7 = await takeover._read_windows(k, {subject: math.inf}, 10, copied=7)
+            everything = await takeover._read_windows(k, {subject: math.inf}, 10)
+            return [ts - t0 for ts, _ in upto7[subject]], [ts - t0 for ts, _ in everything[subject]]
+        finally:
+            await nc.close()
+
+    upto7, everything = asyncio.run(run())
+    assert upto7 == [1, 2, 3, 4, 5, 6, 7] and everything == list(range(1, 11))
+
+
 def test_origin_seq_reads_the_input_sequence_of_a_copied_message():
     header = ("SENSORGUARD_IN 17 sensors.*.readings\x0csensors.*.*.readings sensorguard.window.{{partition(8,1)}}"
               ".{{wildcard(1)}} sensors.pump-0.readings q1Au3fhv")
