@@ -9,6 +9,7 @@ drains the 8 durable pull consumers with the daemon's own puller (``service/pull
 (``all``). Rows:
 
 - ``workqueue explicit``: what cluster mode does;
+- ``workqueue explicit memory``: the same on a stream held in memory;
 - ``interest all``: deleted once acknowledged, one acknowledgement per batch;
 - ``limits explicit`` / ``limits all``: nothing deleted (the cost of acknowledging alone);
 - ``limits all + purge``: then one purge up to the last sequence (the deletion in bulk).
@@ -37,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sensorguard.nats_local import NatsCluster  # noqa: E402
 
 PARTITIONS = 8
-MODES = ("workqueue explicit", "interest all", "limits explicit", "limits all", "limits all + purge")
+MODES = ("workqueue explicit", "workqueue explicit memory", "interest all", "limits explicit", "limits all",
+         "limits all + purge")
 PAYLOAD = json.dumps({"ts": 1_767_225_600.0, "values": {f"c{i}": float(i) for i in range(6)}}).encode()
 
 
@@ -59,7 +61,8 @@ async def drain(url: str, server_pid: int, mode: str, messages: int) -> tuple[fl
     policy = AckPolicy.EXPLICIT if "explicit" in mode else AckPolicy.ALL
     nc = await nats.connect(url)
     js = nc.jetstream()
-    await js.add_stream(StreamConfig(name="R", subjects=["r.>"], retention=retention, storage=StorageType.FILE))
+    storage = StorageType.MEMORY if "memory" in mode else StorageType.FILE
+    await js.add_stream(StreamConfig(name="R", subjects=["r.>"], retention=retention, storage=storage))
     for k in range(PARTITIONS):  # before the messages: an interest stream keeps only what a consumer wants
         await js.add_consumer("R", ConsumerConfig(durable_name=f"p{k}", filter_subject=f"r.{k}.>",
                                                   ack_policy=policy, ack_wait=30, max_ack_pending=20_000,
@@ -110,9 +113,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--modes", default=",".join(MODES), help="rows to run (comma separated)")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {mode: [measure(mode, options.messages, Path(tmp)) for _ in range(options.repeat)] for mode in MODES}
+        runs = {mode: [measure(mode, options.messages, Path(tmp)) for _ in range(options.repeat)]
+                for mode in options.modes.split(",")}
     print(f"{'retention and acknowledgement':<28} {'rate':>9} {'server_us':>9}")
     for mode, results in runs.items():
         rate = statistics.median(r for r, _ in results)
