@@ -383,7 +383,10 @@ class ClusterSource:
 
     def _take(self, k: int, messages: list[Delivery], abort: threading.Event) -> int:
         """Hand ``messages`` to the ingest in order; how many were taken (fewer: it is stopping,
-        or the partition was given up while this waited for the scorer)."""
+        or the partition was given up while this waited for the scorer). A batch that waited for
+        the taking thread past its lease's certainty is not taken (:class:`LeaseLapsed`)."""
+        if self.ownership is not None and not self.ownership.holds(k):  # maybe another worker's by now
+            raise LeaseLapsed("its lease was not renewed while the batch waited; the readings come again")
         assets = self._assets.setdefault(k, set())
         topics = self._topics
         for n, message in enumerate(messages):

@@ -423,7 +423,8 @@ def test_the_taker_maps_readings_subjects_to_topics_and_forgets_them_past_its_ca
     """Cluster mode hands readings to the same ingest as MQTT mode, under the topic the sensor
     published to (``.`` in an asset id comes back from NATS's ``//``); what is not a readings
     subject goes on as it is, for the ingest to reject and count. The subject -> topic memo is
-    bounded: made-up assets cannot grow it without limit."""
+    bounded: made-up assets cannot grow it without limit. One thread takes every partition's
+    batches, so a batch may wait for it: one whose lease lapsed meanwhile is not taken."""
     import threading
     from types import SimpleNamespace
 
@@ -443,3 +444,8 @@ def test_the_taker_maps_readings_subjects_to_topics_and_forgets_them_past_its_ca
                      "sensors/p2/readings", "sensors/p3/readings", "sensors/p4/readings"]
     assert source._assets[1] == {"site-a/pump.1", "p2", "p3", "p4"}
     assert len(source._topics) <= 3
+    # a batch that queued for the taking thread until its partition's lease was no longer sure
+    source.ownership = SimpleNamespace(holds=lambda k: k != 1)
+    with pytest.raises(jetstream.LeaseLapsed):
+        source._take(1, messages, threading.Event())
+    assert len(taken) == 6  # nothing of it handed to the ingest
