@@ -35,7 +35,9 @@ set prints "skipped: ... not found under ..."):
 
 - simulated: ``training.simulate``, 8 channels; trained on 30k normal rows (10k with ``--quick``)
   and, the product's small-data promise, on 400 rows (``simulate(rows=400, channels=8, seed=0)``),
-  both tested on the same labeled run with injected faults (20k rows, 8k with ``--quick``).
+  both tested on the same labeled run with injected faults (20k rows, 8k with ``--quick``) of
+  another plant (seed 1); and trained on the first 30k rows (10k) of one long run, tested on the
+  20k (8k) rows after them with faults injected: the same process, later.
 - nab: the real NAB univariate files, each trained on its first normal part (first 40 % of rows,
   cut before the first labeled window) and tested on the rest (3 files with ``--quick``).
 - tep: Tennessee Eastman (``tep/SOURCE.md``): one training run on ``d00.dat`` (500 rows), then
@@ -121,7 +123,8 @@ def ranking_rows(dets: list[Detection], labels: np.ndarray) -> list[dict]:
 
 
 def simulated(quick: bool, options: TrainOptions) -> None:
-    titles = ("plenty of history", "small data (400 training rows, the product's promise)")
+    titles = ("plenty of history", "small data (400 training rows, the product's promise)",
+              "plenty of history, tested on the same plant's later hours")
     for case, title in zip(simulated_cases(quick), titles, strict=True):
         print(f"\n== simulated plant, {title}: {case.name} ==")
         print(
