@@ -163,8 +163,11 @@ def test_bad_inputs_are_one_line_without_traceback(files, tmp_path):
         (["train", str(files / "normal.csv"), "--registry", str(tmp_path), "--name", "../x"], "invalid model name"),
         (["train", str(files / "normal.csv")], "--out"),
     ]
-    for args, message in cases:
-        result = run_cli(*args)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # each process spends seconds importing torch: two at a time
+        results = list(pool.map(lambda case: run_cli(*case[0]), cases))
+    for (args, message), result in zip(cases, results, strict=True):
         assert result.returncode == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr
         lines = [ln for ln in result.stderr.splitlines() if ln.strip() and "Seed set" not in ln]
