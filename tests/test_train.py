@@ -183,3 +183,25 @@ def test_a_hop_longer_than_the_window_still_makes_a_loadable_bundle(tmp_path):
     bundle, _ = train_bundle(load_frame([path]), TrainOptions(max_epochs=2, hop=40, progress=False))
     assert bundle.focus == bundle.window < bundle.hop
     assert load_bundle(save_bundle(bundle, tmp_path / "b")).focus == bundle.window
+
+
+def test_a_promise_from_less_than_a_day_of_data_says_so():
+    """Under a day of one machine's data (the longest stretch counts), the summary says the promise
+    covers only conditions like those hours and names the remedies; a day or more, or rows without
+    timestamps, say nothing."""
+    from sensorguard.training.data import SensorData
+    from sensorguard.training.train import short_span_note
+
+    def data(rows: int, period: float | None, assets=None) -> SensorData:
+        times = np.arange(rows, dtype=float) * (period or 1.0)
+        return SensorData(np.zeros((rows, 2)), times, np.zeros(rows, dtype=int), ("a", "b"), period,
+                          assets=assets)
+
+    short = short_span_note(data(600, 60.0), drift=False)
+    assert short is not None and "9.98 h, less than a day" in short and "--drift" in short
+    assert "--drift" not in short_span_note(data(600, 60.0), drift=True)
+    assert "10 minutes" in short_span_note(data(601, 1.0), drift=False)
+    assert short_span_note(data(1441, 60.0), drift=False) is None  # exactly a day
+    assert short_span_note(data(600, None), drift=False) is None  # no timestamps: no span to judge
+    two = np.array(["m1"] * 300 + ["m2"] * 300)  # each machine's stretch counts, not the file's
+    assert "4.98 h" in short_span_note(data(600, 60.0, assets=two), drift=False)
