@@ -96,7 +96,7 @@ class ClusterSource:
         self._wiring = asyncio.Lock()  # one connecting at a time (a lock binds to the loop on first use)
         self._thread = threading.Thread(target=self._run, name="sensorguard-cluster", daemon=True)
         # One thread takes every partition's batches: one taker per partition contended for the
-        # ingest's lock and the GIL (a third of a worker's CPU went into waiting for the lock).
+        # ingest's lock and the GIL (a quarter of a worker's py-spy samples waited for the lock).
         self._taker = ThreadPoolExecutor(1, thread_name_prefix="sensorguard-take")
         self._topics: dict[str, tuple[str, str | None]] = {}  # subject -> (topic, asset): the taker's
 

@@ -108,8 +108,8 @@ def test_a_worker_starting_on_a_backlog_takes_it_all_once_without_a_false_alarm(
     """Readings queued before any worker ran: each asset's first reading is still in the readings
     stream, so nothing was taken before it and there is nothing to rebuild (the window stream once
     was said to "no longer reach back" here), and every reading is taken once, all of them by one
-    thread (one taking thread per partition once spent a third of a worker's CPU waiting for the
-    ingest's lock)."""
+    thread (with one taking thread per partition, a quarter of a worker's py-spy samples waited
+    for the ingest's lock)."""
     from sensorguard.service.ingest import Ingest
 
     takers: set[str] = set()

@@ -186,22 +186,26 @@ def test_a_hop_longer_than_the_window_still_makes_a_loadable_bundle(tmp_path):
 
 
 def test_a_promise_from_less_than_a_day_of_data_says_so():
-    """Under a day of one machine's data (the longest stretch counts), the summary says the promise
-    covers only conditions like those hours and names the remedies; a day or more, or rows without
-    timestamps, say nothing."""
+    """Under a day of one machine's data (the longest stretch counts), the summary says the alert
+    line was calibrated on conditions like those hours and names the remedies; a whole day (each
+    row stands for one sample period), or rows without a sample period, say nothing. Rows out of
+    time order (a retrain joins files and recorded readings) still measure their span."""
     from sensorguard.training.data import SensorData
     from sensorguard.training.train import short_span_note
 
-    def data(rows: int, period: float | None, assets=None) -> SensorData:
-        times = np.arange(rows, dtype=float) * (period or 1.0)
+    def data(rows: int, period: float | None, assets=None, times=None) -> SensorData:
+        times = np.arange(rows, dtype=float) * (period or 1.0) if times is None else times
         return SensorData(np.zeros((rows, 2)), times, np.zeros(rows, dtype=int), ("a", "b"), period,
                           assets=assets)
 
     short = short_span_note(data(600, 60.0), drift=False)
-    assert short is not None and "9.98 h, less than a day" in short and "--drift" in short
+    assert short is not None and "10 h 0 min, less than a day" in short and "--drift" in short
     assert "--drift" not in short_span_note(data(600, 60.0), drift=True)
-    assert "10 minutes" in short_span_note(data(601, 1.0), drift=False)
-    assert short_span_note(data(1441, 60.0), drift=False) is None  # exactly a day
-    assert short_span_note(data(600, None), drift=False) is None  # no timestamps: no span to judge
+    assert "10 min 0 s" in short_span_note(data(600, 1.0), drift=False)
+    assert short_span_note(data(1440, 60.0), drift=False) is None  # a day of minutes: a day
+    assert "23 h 59 min, less" in short_span_note(data(1439, 60.0), drift=False)
+    assert short_span_note(data(600, None), drift=False) is None  # no sample period: no span to judge
     two = np.array(["m1"] * 300 + ["m2"] * 300)  # each machine's stretch counts, not the file's
-    assert "4.98 h" in short_span_note(data(600, 60.0, assets=two), drift=False)
+    assert "5 h 0 min" in short_span_note(data(600, 60.0, assets=two), drift=False)
+    unsorted = np.concatenate([np.arange(300, 600), np.arange(300)]) * 60.0  # newer rows first
+    assert "10 h 0 min" in short_span_note(data(600, 60.0, times=unsorted), drift=False)

@@ -105,18 +105,21 @@ class TrainSummary:
 
 
 def short_span_note(data: SensorData, drift: bool) -> str | None:
-    """A note when the longest stretch of one machine's data is under a day: the promise rests on
-    the hours it saw, and a part of the day or a load it never saw alerts more (measured on the
-    simulated plant: 8.3 training hours, 8.9 false alerts a day on the hours after them against 1
-    promised; 0 with the drift rule). None with a day or more, or without timestamps."""
+    """A note when the longest stretch of one machine's data covers under a day: the alert line
+    was calibrated on the hours it saw, and a part of the day or a load it never saw alerts more
+    (measured on the simulated plant: 8.3 training hours, 8.9 false alerts a day on the hours
+    after them against 1 promised; 0 with the drift rule). None with a day or more, or without a
+    sample period (no time step to judge a span by)."""
     if data.sample_period is None or not len(data):
         return None
-    span = max(float(data.times[rows][-1] - data.times[rows][0]) for _, rows in data.blocks())
+    # each row stands for one sample period; max - min: a retrain's rows need not be in time order
+    span = max(float(np.ptp(data.times[rows])) for _, rows in data.blocks()) + data.sample_period
     if span >= DAY_S:
         return None
-    hours = f"{span / 3600:.3g} h" if span >= 3600 else f"{span / 60:.3g} minutes"
+    whole = int(span)  # rounded down: 23 h 59 min must not read "24 h, less than a day"
+    hours = f"{whole // 3600} h {whole % 3600 // 60} min" if whole >= 3600 else f"{whole // 60} min {whole % 60} s"
     advice = "retrain on a longer stretch" + ("" if drift else ", or train with --drift")
-    return (f"the data span {hours}, less than a day: the false-alert promise holds for conditions like "
+    return (f"the data cover {hours}, less than a day: the alert line was calibrated on conditions like "
             f"these; a part of the day or a load not seen yet will alert more ({advice})")
 
 
