@@ -312,13 +312,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readings", type=int, default=60_000, help="readings queued per drain row")
     parser.add_argument("--quick", action="store_true", help="12,000 readings, one takeover of each kind")
     parser.add_argument("--repeat", type=int, default=1, help="runs per drain row; the table shows medians")
-    parser.add_argument("--takeovers", type=int, default=3, help="takeovers of each kind (medians; 0: none)")
+    parser.add_argument("--takeovers", type=int, default=None,
+                        help="takeovers of each kind (medians; 0: none; default 3, 1 with --quick)")
     parser.add_argument("--inflight", type=int, default=20, help="Mosquitto max_inflight_messages")
     parser.add_argument("--receivers", default=",".join(RECEIVERS), help="drain rows to run (comma separated)")
     parser.add_argument("--spm", type=int, default=1, help="readings per message (the target is for 1)")
     args = parser.parse_args(argv)
     total = 12_000 if args.quick else args.readings
-    takeovers = 1 if args.quick else args.takeovers
+    takeovers = args.takeovers if args.takeovers is not None else (1 if args.quick else 3)
+    if takeovers < 0:
+        parser.error(f"--takeovers must be >= 0, got {takeovers}")
     per_asset = max(1, total // len(drain.ASSETS))
     nats_version = os.popen("nats-server --version").read().strip()
     print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, {base.load()}; {nats_version}; "

@@ -115,9 +115,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--modes", default=",".join(MODES), help="rows to run (comma separated)")
     options = parser.parse_args()
+    modes = [mode.strip() for mode in options.modes.split(",")]
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(MODES)}")
     with tempfile.TemporaryDirectory() as tmp:
         runs = {mode: [measure(mode, options.messages, Path(tmp)) for _ in range(options.repeat)]
-                for mode in options.modes.split(",")}
+                for mode in modes}
     print(f"{'retention and acknowledgement':<28} {'rate':>9} {'server_us':>9}")
     for mode, results in runs.items():
         rate = statistics.median(r for r, _ in results)
