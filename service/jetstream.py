@@ -9,7 +9,7 @@ acknowledged position). A reading is acknowledged after it was buffered, as in M
 nats-py is asyncio-only; the daemon is threads. So the client lives on an event loop in its own
 thread (``sensorguard-cluster``), like paho's network thread: it fetches (:mod:`pull`, lean pull
 requests on a :mod:`natswire` connection of their own, beside nats-py's), hands each batch to the
-synchronous ``Ingest.accept`` on one taking thread (``sensorguard-take``, for every partition) and
+synchronous ``Ingest.accept`` on one taking thread for every partition (:mod:`taker`) and
 acknowledges the batch in one write; readings
 fetched but not taken (stopping, giving a partition up) are given back with ``nak``, so the next
 owner gets them at once. The loop also runs :mod:`ownership` (leases renewed
@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from sensorguard.service.assets import AssetAlerts
@@ -34,7 +34,6 @@ from sensorguard.service.cluster import (
     READINGS_STREAM,
     STATE_BUCKET,
     ClusterError,
-    asset_of,
     connect,
     joined_layout,
     partition_of,
@@ -50,6 +49,7 @@ from sensorguard.service.pull import Puller
 from sensorguard.service.state import encode_asset
 from sensorguard.service.statesync import StateSync
 from sensorguard.service.takeover import Takeover
+from sensorguard.service.taker import LeaseLapsed, Taker
 from sensorguard.service.watchdog import watch_sources
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ ACK_WAIT_S = 5.0  # an unacknowledged reading is delivered again after this long
 RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to finish its batch
 CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
 STATE_FULL_S = 30.0  # every asset's state (drift included) is written this often
-MAX_TOPICS = 100_000  # subjects whose topic and asset are remembered (one per asset)
 MAX_ACK_PENDING = 20_000  # readings out and unacknowledged per partition at most (the broker's inflight)
 
 
@@ -76,7 +75,6 @@ class ClusterSource:
         self.controls = controls  # maintenance, shelving, acknowledgeable alerts: they move with the assets
         if controls is not None:
             controls.on_change = self.controls_changed
-        self._assets: dict[int, set[str]] = {}  # partition -> its assets seen here
         self._handovers: deque[tuple[set[str], Future]] = deque()  # for the scoring thread (step)
         self._states: Any = None  # the state bucket
         self._next_full = 0.0
@@ -95,10 +93,8 @@ class ClusterSource:
         self._wire: Wire | None = None  # the readings' connection (pulls and acknowledgements)
         self._wiring = asyncio.Lock()  # one connecting at a time (a lock binds to the loop on first use)
         self._thread = threading.Thread(target=self._run, name="sensorguard-cluster", daemon=True)
-        # One thread takes every partition's batches: one taker per partition contended for the
-        # ingest's lock and the GIL (a quarter of a worker's py-spy samples waited for the lock).
-        self._taker = ThreadPoolExecutor(1, thread_name_prefix="sensorguard-take")
-        self._topics: dict[str, tuple[str, str | None]] = {}  # subject -> (topic, asset): the taker's
+        self.taker = Taker(ingest, settings.topic_prefix,  # every partition's batches, on one thread
+                           lambda k: self.ownership is None or self.ownership.holds(k))
 
     def start(self) -> None:
         self._thread.start()
@@ -148,7 +144,7 @@ class ClusterSource:
             log.exception("the cluster source stopped")
         finally:
             self.ready.clear()
-            self._taker.shutdown(wait=False, cancel_futures=True)
+            self.taker.close()
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -245,7 +241,7 @@ class ClusterSource:
                 if abort is not None:
                     abort.set()  # a batch still being taken stops too
                 task.cancel()
-        assets = set(self._assets.pop(k, set()))  # a copy: a taking thread may still add to the old set
+        assets = set(self.taker.assets.pop(k, set()))  # a copy: a taking thread may still add to the old set
         self.sync.leaving |= assets
         timed_out = False
         if assets:
@@ -377,41 +373,9 @@ class ClusterSource:
         how many. ``abort`` stops the thread between messages (a cancel would not)."""
         if not messages:
             return 0
-        taken = await asyncio.get_running_loop().run_in_executor(self._taker, self._take, k, messages, abort)
+        taken = await self.taker.take(k, messages, abort)
         wire.ack(messages[:taken])
         return taken
-
-    def _take(self, k: int, messages: list[Delivery], abort: threading.Event) -> int:
-        """Hand ``messages`` to the ingest in order; how many were taken (fewer: it is stopping,
-        or the partition was given up while this waited for the scorer). A batch that waited for
-        the taking thread past its lease's certainty is not taken (:class:`LeaseLapsed`)."""
-        if self.ownership is not None and not self.ownership.holds(k):  # maybe another worker's by now
-            raise LeaseLapsed("its lease was not renewed while the batch waited; the readings come again")
-        assets = self._assets.setdefault(k, set())
-        topics = self._topics
-        for n, message in enumerate(messages):
-            if abort.is_set():
-                return n
-            known = topics.get(message.subject)
-            if known is None:
-                known = topics[message.subject] = self._topic(message.subject)
-                if len(topics) > MAX_TOPICS:  # a flood of made-up assets: start over, not grow
-                    topics.clear()
-            topic, asset = known
-            if asset is not None:
-                assets.add(asset)
-            if not self.ingest.accept(topic, message.data):
-                return n
-        return len(messages)
-
-    def _topic(self, subject: str) -> tuple[str, str | None]:
-        """The MQTT topic a readings subject stands for, and its asset (None: not a readings subject:
-        the subject itself, which the ingest rejects and counts)."""
-        try:
-            asset = asset_of(subject)[1]
-        except ValueError:
-            return subject, None
-        return f"{self.settings.topic_prefix.strip('/')}/{asset}/readings", asset
 
     async def _rebuild(self, k: int, halt: asyncio.Event) -> tuple[int, int]:
         """Before consuming partition ``k``: its assets' windows and state (:mod:`takeover`)."""
@@ -422,12 +386,8 @@ class ClusterSource:
                 await _pause(halt, ACK_WAIT_S)  # they come again first, ahead of newer ones
         takeover = Takeover(self._nc, self._states, self.settings, self.ingest, self.alerts, self.controls)
         assets, primed = await takeover.rebuild(k, self.ownership.partitions if self.ownership else 0, halt)
-        self._assets.setdefault(k, set()).update(assets)
+        self.taker.assets.setdefault(k, set()).update(assets)
         return len(assets), primed
-
-
-class LeaseLapsed(RuntimeError):
-    """A partition's lease was not renewed in time while a batch was fetched."""
 
 
 async def _pause(event: asyncio.Event, seconds: float) -> None:

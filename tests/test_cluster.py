@@ -428,24 +428,29 @@ def test_the_taker_maps_readings_subjects_to_topics_and_forgets_them_past_its_ca
     import threading
     from types import SimpleNamespace
 
-    from sensorguard.service import jetstream
-    from sensorguard.service.config import Settings
+    from sensorguard.service import taker
     from sensorguard.service.natswire import Delivery
 
-    monkeypatch.setattr(jetstream, "MAX_TOPICS", 3)
+    monkeypatch.setattr(taker, "MAX_TOPICS", 3)
     taken: list[str] = []
     ingest = SimpleNamespace(accept=lambda topic, data: taken.append(topic) or len(taken) < 6)
-    source = jetstream.ClusterSource(Settings(), ingest, SimpleNamespace(), SimpleNamespace())
+    held = {1}
+    it = taker.Taker(ingest, "sensors/", lambda k: k in held)
     subjects = ["sensorguard.readings.1.site-a.pump//1", "sensorguard.readings.1.p2", "other.subject",
                 "sensorguard.readings.1.p2", "sensorguard.readings.1.p3", "sensorguard.readings.1.p4"]
     messages = [Delivery(subject, b"", b"{}", None) for subject in subjects]
-    assert source._take(1, messages, threading.Event()) == 5  # the 6th refused (the ingest stopping)
-    assert taken == ["sensors/site-a/pump.1/readings", "sensors/p2/readings", "other.subject",
-                     "sensors/p2/readings", "sensors/p3/readings", "sensors/p4/readings"]
-    assert source._assets[1] == {"site-a/pump.1", "p2", "p3", "p4"}
-    assert len(source._topics) <= 3
-    # a batch that queued for the taking thread until its partition's lease was no longer sure
-    source.ownership = SimpleNamespace(holds=lambda k: k != 1)
-    with pytest.raises(jetstream.LeaseLapsed):
-        source._take(1, messages, threading.Event())
-    assert len(taken) == 6  # nothing of it handed to the ingest
+    try:
+        assert asyncio.run(it.take(1, messages, threading.Event())) == 5  # the 6th refused (the ingest stopping)
+        assert taken == ["sensors/site-a/pump.1/readings", "sensors/p2/readings", "other.subject",
+                         "sensors/p2/readings", "sensors/p3/readings", "sensors/p4/readings"]
+        assert it.assets[1] == {"site-a/pump.1", "p2", "p3", "p4"}
+        assert len(it._topics) <= 3
+        stop = threading.Event()
+        stop.set()
+        assert it.take_now(1, messages, stop) == 0  # a partition given up meanwhile: nothing more taken
+        held.clear()  # a batch that queued for the taking thread until its lease was no longer sure
+        with pytest.raises(taker.LeaseLapsed):
+            asyncio.run(it.take(1, messages, threading.Event()))
+        assert len(taken) == 6  # nothing of either handed to the ingest
+    finally:
+        it.close()

@@ -1,0 +1,81 @@
+"""Cluster mode's taking thread: every owned partition's readings into the synchronous ingest.
+
+``Ingest.accept`` may wait for the scorer (backpressure), and the event loop must keep renewing the
+leases meanwhile, so batches are taken on a thread. One thread takes every partition's batches:
+with one per partition (``asyncio.to_thread``), up to 8 threads took readings at once and queued
+for the ingest's lock and the GIL, a quarter of a worker's samples in a profile (docs/benchmarks.md,
+session 26). A batch may therefore wait for the thread behind other partitions' batches: one whose
+lease is no longer sure when its turn comes is not taken (:class:`LeaseLapsed`; it comes again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from sensorguard.service.cluster import asset_of
+from sensorguard.service.ingest import Ingest
+from sensorguard.service.natswire import Delivery
+
+MAX_TOPICS = 100_000  # subjects whose topic and asset are remembered (one per asset)
+
+
+class LeaseLapsed(RuntimeError):
+    """A partition's lease was not renewed in time while a batch was fetched or waited to be taken."""
+
+
+class Taker:
+    """Take batches of readings into ``ingest`` on one thread (:meth:`take`); :meth:`close` at the end.
+
+    ``holds(k)``: whether partition ``k``'s lease is surely still ours. ``assets``: partition -> the
+    assets whose readings were taken (or primed) here, for the hand-over when it is given up.
+    """
+
+    def __init__(self, ingest: Ingest, topic_prefix: str, holds: Callable[[int], bool]) -> None:
+        self.ingest = ingest
+        self.prefix = topic_prefix.strip("/")
+        self.holds = holds
+        self.assets: dict[int, set[str]] = {}
+        self._topics: dict[str, tuple[str, str | None]] = {}  # subject -> (topic, asset); this thread's
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sensorguard-take")
+
+    async def take(self, k: int, messages: list[Delivery], abort: threading.Event) -> int:
+        """:meth:`take_now` on the taking thread; how many were taken."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.take_now, k, messages, abort)
+
+    def take_now(self, k: int, messages: list[Delivery], abort: threading.Event) -> int:
+        """Hand ``messages`` to the ingest in order; how many were taken (fewer: it is stopping,
+        ``abort`` was set, or the partition was given up while this waited for the scorer)."""
+        if not self.holds(k):  # maybe another worker's by now
+            raise LeaseLapsed("its lease was not renewed while the batch waited; the readings come again")
+        assets = self.assets.setdefault(k, set())
+        topics = self._topics
+        for n, message in enumerate(messages):
+            if abort.is_set():
+                return n
+            known = topics.get(message.subject)
+            if known is None:
+                known = topics[message.subject] = self._topic(message.subject)
+                if len(topics) > MAX_TOPICS:  # a flood of made-up assets: start over, not grow
+                    topics.clear()
+            topic, asset = known
+            if asset is not None:
+                assets.add(asset)
+            if not self.ingest.accept(topic, message.data):
+                return n
+        return len(messages)
+
+    def _topic(self, subject: str) -> tuple[str, str | None]:
+        """The MQTT topic a readings subject stands for, and its asset (None: not a readings subject:
+        the subject itself, which the ingest rejects and counts)."""
+        try:
+            asset = asset_of(subject)[1]
+        except ValueError:
+            return subject, None
+        return f"{self.prefix}/{asset}/readings", asset
+
+    def close(self) -> None:
+        """Stop the thread; a batch still queued is not taken (unacknowledged: it comes again)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
