@@ -349,10 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         if takeovers:
             print(f"takeover: 2 workers x 4 partitions, {len(drain.ASSETS)} assets at 10 readings/s each; "
                   "seconds from the signal until the survivor owns all 8 (median, min-max)")
-        for signal_name in ("SIGKILL", "SIGTERM") if takeovers else ():
-            got = [measure_takeover(signal_name, bundle_dir, workdir)["seconds"] for _ in range(takeovers)]
-            print(f"{signal_name:>8}: {statistics.median(got):.2f} s ({min(got):.2f}-{max(got):.2f}, n={len(got)})",
-                  flush=True)
+            for signal_name in ("SIGKILL", "SIGTERM"):
+                got = [measure_takeover(signal_name, bundle_dir, workdir)["seconds"] for _ in range(takeovers)]
+                print(f"{signal_name:>8}: {statistics.median(got):.2f} s ({min(got):.2f}-{max(got):.2f}, "
+                      f"n={len(got)})", flush=True)
         print(base.load())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
