@@ -67,6 +67,15 @@ def test_anomalies_leave_normal_rows_like_the_clean_plant():
     assert not np.allclose(clean.loc[~normal, NAMES[:3]], dirty.loc[~normal, NAMES[:3]])
 
 
+def test_anomalies_from_keeps_the_lead_in_normal():
+    clean = simulate(rows=1200, channels=3, seed=7)
+    dirty = simulate(rows=1200, channels=3, seed=7, anomalies=True, anomaly_rate=0.3, anomalies_from=400)
+    labels = dirty["anomaly"].to_numpy()
+    assert labels[:400].sum() == 0
+    assert 0.2 < labels[400:].mean() < 0.45
+    assert np.allclose(clean[NAMES[:3]].iloc[:400], dirty[NAMES[:3]].iloc[:400])
+
+
 @pytest.mark.parametrize("kind", ANOMALY_KINDS)
 def test_each_kind_changes_exactly_the_labeled_rows(kind):
     frame = simulate(rows=1000, channels=3, seed=5)
@@ -104,4 +113,6 @@ def test_bad_arguments_raise():
         inject(frame, "spike", 10, 5, "nope", rng)
     with pytest.raises(ValueError, match="anomaly_rate"):
         simulate(rows=100, anomaly_rate=0.9)
+    with pytest.raises(ValueError, match="anomalies_from"):
+        simulate(rows=100, anomalies=True, anomalies_from=100)
 

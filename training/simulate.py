@@ -93,11 +93,14 @@ def simulate(
     period_s: float = 1.0,
     start: str = "2026-01-01T00:00:00Z",
     anomaly_rate: float = 0.03,
+    anomalies_from: int = 0,
 ) -> pd.DataFrame:
     """A frame of ``rows`` regular readings: ``timestamp`` (UTC), the channels, ``anomaly`` (0/1).
 
-    With ``anomalies`` about ``anomaly_rate`` of the rows are covered by non-overlapping faults of
-    every kind in :data:`ANOMALY_KINDS` (cycled in random order), 10 to 300 rows each.
+    With ``anomalies`` about ``anomaly_rate`` of the rows from ``anomalies_from`` on are covered by
+    non-overlapping faults of every kind in :data:`ANOMALY_KINDS` (cycled in random order), 10 to
+    300 rows each; the rows before ``anomalies_from`` stay normal (a recording's normal lead-in).
+    The normal values never depend on ``anomalies``: the same seed gives the same plant either way.
     """
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
@@ -105,6 +108,8 @@ def simulate(
         raise ValueError(f"period_s must be > 0, got {period_s}")
     if not 0 <= anomaly_rate < 0.5:
         raise ValueError(f"anomaly_rate must be in [0, 0.5), got {anomaly_rate}")
+    if not 0 <= anomalies_from < rows:
+        raise ValueError(f"anomalies_from must be in [0, rows), got {anomalies_from}")
     rng = np.random.default_rng(seed)
     specs = channel_specs(channels, rng)
     times = _timestamps(start, rows, period_s)
@@ -112,7 +117,8 @@ def simulate(
     labels = np.zeros(rows, dtype=np.int64)
     if anomalies:
         scales = values.std(axis=0)
-        for kind, first, length, ch in _plan_events(rows, channels, anomaly_rate, rng):
+        for kind, first, length, ch in _plan_events(rows - anomalies_from, channels, anomaly_rate, rng):
+            first += anomalies_from
             seg = slice(first, first + length)
             values[seg, ch] = fault(values[:, ch], kind, first, length, rng, scale=float(scales[ch]))
             labels[seg] = 1
