@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 
@@ -184,24 +184,37 @@ class AssetAlerts:
         ts = last_ts if last_ts is not None else (seen if seen is not None else time.time())
         with self._faults_lock:  # its channel faults end with it: the silent fault replaces them
             self._faults.pop(asset, None)
-        state = self._states.get(asset, AlertState())
-        self._go_silent(asset, state, ts, self._announced.pop(asset, None) == state.alert_id)
+        if asset not in self._states and asset in self.restored:  # back after a restart, silent before a window
+            state, _ = self.restored.pop(asset)
+            announced = state.status == "alerting"  # its raise went out before the restart
+            self._announced.pop(asset, None)
+        else:
+            state = self._states.get(asset, AlertState())
+            announced = self._announced.pop(asset, None) == state.alert_id
+        self._go_silent(asset, state, ts, announced)
         self._drift.pop(asset, None)
         self._latest.pop(asset, None)
         self.metrics.forget_asset(asset)
         if self.recorder is not None:
             self.recorder.forget(asset)
 
-    def expire_restored(self, now: float) -> None:
-        """After ``restore_until`` (monotonic), end restored assets that never came back."""
+    def expire_restored(self, now: float, heard: Collection[str] = ()) -> None:
+        """After ``restore_until`` (monotonic), end restored assets that never came back.
+
+        heard: the assets readings came from since the start (the ingest holds their buffers). They
+        stay restored until their first window, however long a window takes to fill (a window of
+        600 samples at 1 s outlasts the default ``stale_after``), or until they go silent
+        (:meth:`end`)."""
         if not self.restored or now < self.restore_until:
             return
-        log.info("%d assets restored from the state file sent nothing for %.0f s: silent",
-                 len(self.restored), self.rules.stale_after)
-        for asset, (saved, _) in list(self.restored.items()):
+        gone = [asset for asset in self.restored if asset not in heard]
+        if gone:
+            log.info("%d assets restored from the state file sent nothing for %.0f s: silent",
+                     len(gone), self.rules.stale_after)
+        for asset in gone:
+            saved, _ = self.restored.pop(asset)
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
                 self._go_silent(asset, saved, time.time(), True)  # its last reading time was not saved
-        self.restored.clear()
 
     # --- cluster mode: state that moves with an asset ---------------------------------------------
 

@@ -191,6 +191,11 @@ class Ingest:
             self._gauges()
             return batch, False
 
+    def assets(self) -> set[str]:
+        """The assets with a buffer now (heard from, not yet silent)."""
+        with self.cond:
+            return set(self.buffers.assets())
+
     def forget_silent(self, before: float) -> dict[str, float]:
         """Free the buffers of assets that sent nothing since ``before`` (monotonic); for each, the
         reading time of its last sample."""

@@ -11,7 +11,7 @@ import pytest
 
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.state import STATE_FILE, StateError, load_states
-from tests.test_daemon import T0, FakeClient, make
+from tests.test_daemon import T0, FakeClient, make, message
 
 RULE = DriftRule(baseline=math.log(0.3), halflife=2, warmup=0, cap=1.5)
 
@@ -98,6 +98,47 @@ def test_a_restored_alert_that_never_comes_back_goes_stale_and_a_returning_one_r
     assert [(e["state"], e["kind"]) for e in events] == [("sensor_fault", "silent")]
     assert events[0]["alert_id"] and states[-1]["state"] == "stale"
     assert "gone" not in second.snapshot()
+
+
+def alert_events(client, asset: str) -> list[tuple[str, str | None]]:
+    events = [json.loads(p) for t, p, _ in client.published if t == f"sensorguard/alerts/{asset}"]
+    return [(e["state"], e.get("kind")) for e in events]
+
+
+def test_a_restored_alert_whose_window_fills_slower_than_stale_after_carries_on(drifting, tmp_path):
+    """A restored asset that sends readings is back, however long its first window takes to fill:
+    it must not be ended as silent when ``restore_until`` passes (window 16 at 1 s here, the
+    restore period shortened below it)."""
+    first, _ = daemon_with(drifting, tmp_path)
+    for i in range(3):
+        first.alerts.apply("slow", T0 + i, 5.0, [])
+    alert_id = first.snapshot()["slow"].alert_id
+    first.stop()
+    second, client = daemon_with(drifting, tmp_path, stale_after_s=60)
+    for i in range(10):  # fewer than a window: nothing scored yet
+        second.ingest.handle(client, message("slow", T0 + 100 + i, mid=i + 1))
+    second.alerts.restore_until = time.monotonic() - 1  # the restore period is over, the asset is sending
+    second.housekeeping(time.monotonic() + 1)
+    assert alert_events(client, "slow") == [] and "slow" in second.alerts.restored
+    assert second.registry.get_sample_value("sensorguard_assets_silent") == 0
+    second.alerts.apply("slow", T0 + 115, 5.0, [])  # its first window: the alert carries on
+    assert second.snapshot()["slow"].alert_id == alert_id and alert_events(client, "slow") == []
+
+
+def test_a_restored_alert_silent_before_its_first_window_ends_once(drifting, tmp_path):
+    first, _ = daemon_with(drifting, tmp_path)
+    for i in range(3):
+        first.alerts.apply("quiet", T0 + i, 5.0, [])
+    first.stop()
+    second, client = daemon_with(drifting, tmp_path, stale_after_s=60)
+    second.alerts.restore_until = time.monotonic() + 60
+    second.ingest.handle(client, message("quiet", T0 + 100))
+    second.housekeeping(time.monotonic() + 3600)  # silent for stale_after, and past restore_until
+    second.housekeeping(time.monotonic() + 3601)
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/quiet"]
+    assert [(e["state"], e["kind"]) for e in events] == [("sensor_fault", "silent")]  # one, not two
+    assert events[0]["alert_id"]  # it names the alert it ends
+    assert "quiet" not in second.alerts.restored
 
 
 def test_an_unreadable_state_file_is_set_aside_and_the_daemon_starts_fresh(drifting, tmp_path, caplog):
