@@ -122,8 +122,10 @@ class Ingest:
                 if self.stopping:
                     return None
                 before = buffers.pending()
+                latest = time.time() + s.max_future_s
                 for sample in parsed.samples:
-                    reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
+                    reason = "future_ts" if sample.ts > latest else buffers.add(
+                        parsed.asset, sample.ts, sample.values, received)
                     if reason is None:
                         accepted += 1
                         if recorder is not None and not buffers.faulted(parsed.asset):  # held values are no data

@@ -34,6 +34,8 @@ Reasons from :mod:`service.windows` (need per-asset state, so they are not the p
 - ``missing_channel``: a channel absent or NaN with nothing (or nothing recent enough) to
   forward-fill: the reading is dropped and the asset's window restarts after it.
 - ``out_of_order``: older than the asset's last accepted sample.
+- ``future_ts``: stamped more than ``max_future_s`` ahead of the daemon's clock (:mod:`service.ingest`).
+  Taken, it would make every true reading after it ``out_of_order`` until the asset went silent.
 - ``duplicate_ts``: the same timestamp as the asset's last accepted sample.
 - ``too_many_assets``: a new asset beyond ``max_assets``.
 - ``resampled``: the asset publishes faster than the model's sample period; the readings between
@@ -75,6 +77,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "unknown_channel",
     "missing_channel",
     "out_of_order",
+    "future_ts",
     "duplicate_ts",
     "too_many_assets",
     "resampled",

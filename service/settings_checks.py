@@ -117,7 +117,7 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
     if s.hop is not None and s.hop < 1:
         bad("hop", f"must be >= 1 or unset, got {s.hop}")
     for name in ("max_gap_s", "stale_after_s", "reload_poll_s", "shadow_report_s", "record_max_mb",
-                 "record_max_age_days"):
+                 "record_max_age_days", "max_future_s"):
         value = getattr(s, name)
         if value is not None and not value > 0:
             bad(name, f"must be > 0 seconds, got {value}")

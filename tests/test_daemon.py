@@ -71,6 +71,24 @@ def test_rejected_messages_are_acknowledged_and_counted(tiny_bundle):
     assert value(daemon, "sensorguard_messages_rejected_total", reason="invalid_json") == 1
 
 
+def test_one_reading_stamped_far_ahead_is_rejected_and_the_true_ones_after_it_are_kept(tiny_bundle):
+    """A glitching clock's one reading (years ahead) must not make every true reading after it
+    out of order (found by review: it did, until the asset went silent)."""
+    daemon, client = make(tiny_bundle)
+    for i in range(5):
+        daemon.ingest.handle(client, message("pump-1", T0 + i, mid=i))
+    daemon.ingest.handle(client, message("pump-1", T0 + 5e9, mid=5))  # about 2184: a clock glitch
+    for i in range(5, 11):
+        daemon.ingest.handle(client, message("pump-1", T0 + i, mid=10 + i))
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="future_ts") == 1
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="out_of_order") == 0
+    assert value(daemon, "sensorguard_readings_total") == 11  # all true readings accepted
+    assert daemon.buffers.last_ts("pump-1") == T0 + 10
+    near, _ = make(tiny_bundle)  # within max_future_s (an hour): a clock a little ahead is no glitch
+    near.ingest.handle(client, message("pump-2", time.time() + 600))
+    assert value(near, "sensorguard_messages_rejected_total", reason="future_ts") == 0
+
+
 def test_while_stopping_messages_are_left_unacknowledged_for_the_session(tiny_bundle):
     daemon, client = make(tiny_bundle)
     daemon.ingest.accepting = False
