@@ -85,6 +85,28 @@ def test_effective_fraction_of_independent_and_smoothed_errors():
     assert effective_fraction([smooth]) < 0.1
 
 
+@pytest.mark.parametrize("errors", [
+    np.r_[np.full(400, 0.5), np.random.default_rng(0).exponential(0.1, 100)],  # the top tenth one tied value
+    np.full(500, 0.5),  # constant errors
+], ids=["tied-top", "constant"])
+def test_tied_top_errors_put_the_line_above_them_not_on_them(errors):
+    """A line equal to a tied top value alerts on every repeat of it (scores >= 1 alert): found by
+    review, 17 alerts a day observed against 1 promised."""
+    threshold, record = alert_threshold([errors], HOP, RULES, 8640.0, target=1.0)
+    assert threshold > run_min(errors, HOP, RULES.raise_after).max()  # what an alert needs stays below it
+    assert record["tail"] == "none" and record["observed_alerts"] == 0
+
+
+def test_effective_fraction_weighs_pieces_by_length_and_short_pieces_are_not_independent():
+    """One smoothed series cut into short pieces is as dependent as the whole (found by review: the
+    pieces were skipped and the fraction fell back to 1, every sample independent)."""
+    smooth = np.convolve(np.random.default_rng(4).exponential(1.0, 4040), np.ones(40) / 40, mode="valid")
+    whole = effective_fraction([smooth])
+    pieces = [smooth[i:i + 7] for i in range(0, 4000, 7)]
+    assert effective_fraction(pieces) == pytest.approx(len(pieces) / sum(map(len, pieces)))  # one per piece
+    assert effective_fraction([smooth, *(smooth[i:i + 12] for i in range(0, 48, 12))]) == pytest.approx(whole, rel=0.1)
+
+
 @pytest.mark.parametrize("target", [0.0, -1.0])
 def test_bad_target_is_refused(target):
     with pytest.raises(ValueError, match="false alerts per day"):

@@ -44,6 +44,7 @@ from sensorguard.service.alerts import AlertRules, alert_series
 MIN_TAIL_EVENTS = 10
 TAIL_QUANTILE = 0.90
 TAIL_CONFIDENCE = 0.90
+ACF_MIN = 64  # samples a series needs for its own autocorrelation time
 
 
 def run_min(errors: np.ndarray, hop: int, raise_after: int) -> np.ndarray:
@@ -61,21 +62,41 @@ def run_min(errors: np.ndarray, hop: int, raise_after: int) -> np.ndarray:
 
 
 def effective_fraction(series: Sequence[np.ndarray]) -> float:
-    """Independent samples per sample: 1 / integrated autocorrelation time (sum while positive)."""
-    taus = []
-    for x in series:
-        x = np.asarray(x, dtype=np.float64)
-        if len(x) < 8 or np.ptp(x) == 0:
-            continue
-        x = x - x.mean()
-        acf = np.correlate(x, x, mode="full")[len(x) - 1 :] / (x @ x)
-        tau = 1.0
-        for rho in acf[1 : len(x) // 2]:
-            if rho <= 0.05:
-                break
-            tau += 2 * rho
-        taus.append(tau)
-    return 1.0 / max(float(np.mean(taus)), 1.0) if taus else 1.0
+    """Independent samples per sample: 1 / integrated autocorrelation time (sum while positive).
+
+    Each series gets its own time ``tau``; the fraction is ``sum(n_i / tau_i) / sum(n_i)``, so a
+    few short pieces (gaps, folds) weigh by their length, not one vote each. The time is measured
+    on series of at least ``ACF_MIN`` samples (on those of at least 8 when none is that long: a
+    dozen samples of a slow process read as nearly independent); the others get the measured
+    series' pooled time. When none can be measured (too short, or flat), each series counts as one
+    independent sample: the cautious reading, a piece of overlapping windows is one observation
+    until shown otherwise.
+    """
+    sizes = [len(x) for x in series]
+    total = sum(sizes)
+    if total == 0:
+        return 1.0
+    floor = ACF_MIN if max(sizes) >= ACF_MIN else 8
+    taus = [_autocorrelation_time(np.asarray(x, dtype=np.float64)) if len(x) >= floor else None for x in series]
+    measured = [(n, t) for n, t in zip(sizes, taus, strict=True) if t is not None]
+    if not measured:
+        return min(len(sizes) / total, 1.0)
+    pooled = sum(n for n, _ in measured) / sum(n / t for n, t in measured)  # length-weighted harmonic
+    return min(sum(n / (t if t is not None else pooled) for n, t in zip(sizes, taus, strict=True)) / total, 1.0)
+
+
+def _autocorrelation_time(x: np.ndarray) -> float | None:
+    """Integrated autocorrelation time of one series (None when it is flat)."""
+    if np.ptp(x) == 0:
+        return None
+    x = x - x.mean()
+    acf = np.correlate(x, x, mode="full")[len(x) - 1 :] / (x @ x)
+    tau = 1.0
+    for rho in acf[1 : len(x) // 2]:
+        if rho <= 0.05:
+            break
+        tau += 2 * rho
+    return tau
 
 
 def alert_threshold(
@@ -104,9 +125,15 @@ def alert_threshold(
     record: dict = {"target_per_day": target, "steps_per_day": round(steps_per_day, 4), "per_step_rate": p,
                     "raise_after": raise_after, "hop": hop, "calibration_days": round(days, 4),
                     "samples": int(len(pooled)), "effective_samples": round(n_eff, 1)}
-    if n_eff * p >= MIN_TAIL_EVENTS or len(excess) < 2 or excess.mean() <= 0:
+    if n_eff * p >= MIN_TAIL_EVENTS or len(excess) < 2:
         threshold = float(np.quantile(pooled, 1 - p))
-        record.update(tail="empirical", margin=0.0)
+        if n_eff * p >= MIN_TAIL_EVENTS:
+            record.update(tail="empirical", margin=0.0)
+        else:  # the top tenth is one tied value (quantized or constant errors): no tail to fit
+            threshold = float(np.nextafter(pooled.max(), np.inf))  # scores >= 1 alert: tied values must not
+            record.update(tail="none", margin=0.0,
+                          tail_note="fewer than 2 values above the 90th percentile: the line is just above "
+                                    "the largest value seen")
         lo, hi = _poisson_ci(n_eff * p)
         record["promised_ci95"] = [round(target * lo / max(n_eff * p, 1e-12), 4),
                                    round(target * hi / max(n_eff * p, 1e-12), 4)]

@@ -82,8 +82,9 @@ class TrainSummary:
         if not p:
             return f"false alarms    ~{fa} window exceedances per day expected on normal data"
         lo, hi = p["promised_ci95"]
-        margin = (f", tail extrapolated: threshold {p['margin']:+.0%} against the largest value seen"
-                  if p["tail"] != "empirical" else "")
+        margin = {"exponential": f", tail extrapolated: threshold {p['margin']:+.0%} against the largest value seen",
+                  "none": ", the top values tied, no tail to fit: the line is just above the largest value seen",
+                  }.get(p["tail"], "")
         return (f"false alerts    {p['promised_per_day']:g} per asset per day promised (95% CI {lo:.3g}-{hi:.3g}"
                 f"{margin}); observed {p['observed_alerts']} in {p['calibration_days'] * 24:.3g} h of "
                 f"calibration data ({p['effective_samples']:g} effective samples)")
