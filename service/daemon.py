@@ -63,6 +63,7 @@ from prometheus_client import CollectorRegistry
 from sensorguard.service.alerts import AlertRules, AlertState
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.bundle_checks import hop_warning, rules_warning, stale_warning
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.command_handling import CommandHandler
 from sensorguard.service.commands import AlarmControls, Command
@@ -177,6 +178,12 @@ class Daemon:
         self.connection.open()  # in cluster mode for alerts, states and commands only
         if self.source is not None:
             self.source.start()
+        self.announce()
+
+    def announce(self) -> None:
+        """Log what is served, and every setting that breaks the bundle's promise or live == offline."""
+        s = self.settings
+        b = self.bundle
         host, port = self.metrics_address
         log.info(
             "serving model %s %s (%d channels, window %d, hop %d, threshold %.4g); broker %s (MQTT %s, "
@@ -184,7 +191,8 @@ class Daemon:
             b.name, b.version, len(b.channels), b.window, self.hop, b.threshold_,
             s.redacted()["broker"], s.mqtt_version, s.client_id, host, port,
         )
-        for note in (hop_warning(self.hop, b), stale_warning(self.buffers.policy, self.rules.stale_after)):
+        for note in (hop_warning(self.hop, b), stale_warning(self.buffers.policy, self.rules.stale_after),
+                     rules_warning(self.rules, b.calibration)):
             if note is not None:
                 log.warning(note)
         if self.recorder is not None:
@@ -378,32 +386,6 @@ def cleaning_policy(bundle: Bundle, settings: Settings) -> CleaningPolicy:
     return replace(policy, max_gap_s=settings.max_gap_s)
 
 
-def stale_warning(policy: CleaningPolicy, stale_after: float) -> str | None:
-    """Why a ``stale_after_s`` shorter than the gap the bundle fills breaks live == offline."""
-    gap = policy.restart_gap
-    if gap is None or stale_after >= gap:
-        return None
-    return (f"stale_after_s {stale_after:g} is shorter than the {gap:g} s gap the bundle's cleaning fills: an asset "
-            "silent that long goes stale (its window and alert state restart) where score carries on; "
-            f"set stale_after_s >= {gap:g}")
-
-
 def sensor_rules(bundle: Bundle, policy: CleaningPolicy) -> SensorRules | None:
     """The bundle's sensor limits, with the fill limit actually applied (a setting may override it)."""
     return None if bundle.sensors is None else replace(bundle.sensors, fill_limit=policy.fill_limit)
-
-
-def hop_warning(hop: int, bundle: Bundle) -> str | None:
-    """Why serving at another hop than the bundle's breaks its promise; None when they agree."""
-    if hop == bundle.hop:
-        return None
-    scored = bundle.scored_samples
-    judged = "more than once" if hop < scored else ("partly not at all" if hop > scored else "once")
-    promise = ""
-    per_day = bundle.calibration.get("expected_false_alarms_per_day")
-    if isinstance(per_day, int | float):  # windows a day scale with 1 / hop; alerts need raise_after in a row
-        promise = (f" ({per_day:g} false alerts a day at hop {bundle.hop}; windows come {bundle.hop / hop:.3g} "
-                   f"times as often at hop {hop}, so expect about {per_day * bundle.hop / hop:.3g} or more)")
-    return (f"serving hop {hop} differs from the bundle's hop {bundle.hop}: each score covers the bundle's "
-            f"{scored} newest samples, so rows are judged {judged}, and the bundle's false-alert promise "
-            f"assumed hop {bundle.hop}{promise}; retrain with train --hop {hop} to change the cadence")

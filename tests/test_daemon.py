@@ -278,13 +278,32 @@ def test_a_message_caught_by_shutdown_is_neither_buffered_nor_acknowledged(tiny_
 def test_a_serving_hop_other_than_the_bundles_is_warned_about(tiny_bundle):
     from dataclasses import replace
 
-    from sensorguard.service.daemon import hop_warning
+    from sensorguard.service.bundle_checks import hop_warning
 
     bundle = replace(tiny_bundle, hop=4, focus=4, calibration={"expected_false_alarms_per_day": 1.0})
     assert hop_warning(4, bundle) is None
     assert "judged more than once" in hop_warning(1, bundle) and "train --hop 1" in hop_warning(1, bundle)
     assert "expect about 4 or more" in hop_warning(1, bundle)  # the promise at the serving hop, not the bundle's
     assert "partly not at all" in hop_warning(8, bundle)
+
+
+def test_a_raise_after_other_than_the_promises_is_warned_about(tiny_bundle, caplog):
+    """The promise counts alerts under the raise rule it was calibrated with; serving another one
+    changed it without a word (found by review)."""
+    from sensorguard.service.alerts import AlertRules
+    from sensorguard.service.bundle_checks import rules_warning
+
+    calibration = {"alerts": {"raise_after": 3, "promised_per_day": 1.0}}
+    assert rules_warning(AlertRules(raise_after=3), calibration) is None
+    assert rules_warning(AlertRules(raise_after=1), {}) is None  # no alert-level promise to break
+    note = rules_warning(AlertRules(raise_after=1), calibration)
+    assert "expect more false alerts than its 1.0 a day" in note and "raise_after 3" in note
+    assert "expect fewer" in rules_warning(AlertRules(raise_after=5), calibration)
+    bundle = tiny_bundle.with_threshold(0.5, {"method": "alerts", **calibration})
+    daemon, _ = make(bundle, raise_after=1)
+    with caplog.at_level(logging.WARNING):
+        daemon.announce()
+    assert any("raise_after 1 differs" in r.getMessage() for r in caplog.records)
 
 
 def test_a_hot_swap_adopts_the_new_bundles_cleaning_policy(tiny_bundle, tmp_path):
@@ -301,8 +320,8 @@ def test_a_hot_swap_adopts_the_new_bundles_cleaning_policy(tiny_bundle, tmp_path
 
 
 def test_a_stale_after_shorter_than_the_filled_gap_is_warned_about(tiny_bundle):
+    from sensorguard.service.bundle_checks import stale_warning
     from sensorguard.service.cleaning import CleaningPolicy
-    from sensorguard.service.daemon import stale_warning
 
     policy = CleaningPolicy(sample_period=60.0, fill_limit=5)  # fills gaps up to 360 s
     assert "stale_after_s >= 360" in stale_warning(policy, 300.0)

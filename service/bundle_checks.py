@@ -1,0 +1,51 @@
+"""Serving settings checked against the bundle: what breaks its false-alert promise or live == offline.
+
+The daemon logs each as a warning at start (:meth:`~sensorguard.service.daemon.Daemon.announce`):
+the settings are valid on their own, but the bundle was calibrated, and is scored offline, under
+other ones, so the user must hear what they change.
+"""
+
+from __future__ import annotations
+
+from sensorguard.service.alerts import AlertRules
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.cleaning import CleaningPolicy
+
+
+def hop_warning(hop: int, bundle: Bundle) -> str | None:
+    """Why serving at another hop than the bundle's breaks its promise; None when they agree."""
+    if hop == bundle.hop:
+        return None
+    scored = bundle.scored_samples
+    judged = "more than once" if hop < scored else ("partly not at all" if hop > scored else "once")
+    promise = ""
+    per_day = bundle.calibration.get("expected_false_alarms_per_day")
+    if isinstance(per_day, int | float):  # windows a day scale with 1 / hop; alerts need raise_after in a row
+        promise = (f" ({per_day:g} false alerts a day at hop {bundle.hop}; windows come {bundle.hop / hop:.3g} "
+                   f"times as often at hop {hop}, so expect about {per_day * bundle.hop / hop:.3g} or more)")
+    return (f"serving hop {hop} differs from the bundle's hop {bundle.hop}: each score covers the bundle's "
+            f"{scored} newest samples, so rows are judged {judged}, and the bundle's false-alert promise "
+            f"assumed hop {bundle.hop}{promise}; retrain with train --hop {hop} to change the cadence")
+
+
+def stale_warning(policy: CleaningPolicy, stale_after: float) -> str | None:
+    """Why a ``stale_after_s`` shorter than the gap the bundle fills breaks live == offline."""
+    gap = policy.restart_gap
+    if gap is None or stale_after >= gap:
+        return None
+    return (f"stale_after_s {stale_after:g} is shorter than the {gap:g} s gap the bundle's cleaning fills: an asset "
+            "silent that long goes stale (its window and alert state restart) where score carries on; "
+            f"set stale_after_s >= {gap:g}")
+
+
+def rules_warning(rules: AlertRules, calibration: dict) -> str | None:
+    """Why raising after another number of windows than the promise was calibrated with breaks it;
+    None when they agree (or the bundle holds no alert-level promise)."""
+    alerts = calibration.get("alerts") or {}
+    calibrated = alerts.get("raise_after")
+    if not isinstance(calibrated, int) or calibrated == rules.raise_after:
+        return None
+    expect = "more" if rules.raise_after < calibrated else "fewer"
+    return (f"raise_after {rules.raise_after} differs from the {calibrated} the bundle's false-alert promise was "
+            f"calibrated with: expect {expect} false alerts than its {alerts.get('promised_per_day', '?')} a day "
+            f"(serve with raise_after {calibrated} to keep it)")
