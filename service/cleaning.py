@@ -151,7 +151,7 @@ class Cleaner:
     """One asset's cleaning state: the last reading's time, each channel's last real value and
     how many rows in a row it has been filled."""
 
-    __slots__ = ("last_ts", "last", "fills", "filling", "broken", "seen_ts", "step_avg", "steps")
+    __slots__ = ("last_ts", "last", "fills", "filling", "broken", "seen_ts", "step_avg", "steps", "skipped")
 
     def __init__(self, n_channels: int) -> None:
         self.seen_ts: float | None = None  # the last reading admit() saw, kept or not
@@ -162,6 +162,7 @@ class Cleaner:
         self.fills = [0] * n_channels  # rows in a row each channel was filled (or missing)
         self.filling = False  # some fills may be > 0 (the common path skips resetting them)
         self.broken = False  # a row was dropped or the gap was long: the next kept row restarts the window
+        self.skipped = 0  # the last step's grid rows past every channel's fill limit, not built (all dropped)
 
     def admit(self, ts: float, policy: CleaningPolicy) -> str | None:
         """Whether a reading (in time order) is taken at the model's rate: None, ``resampled``
@@ -188,6 +189,7 @@ class Cleaner:
         starts afresh at this row (after a long gap or a dropped row).
         """
         out: list[tuple[float, list[float] | None, bool]] = []
+        self.skipped = 0
         if self.last_ts is not None:
             gap = ts - self.last_ts
             limit = policy.restart_gap
@@ -201,8 +203,15 @@ class Cleaner:
                 if missing:
                     period = policy.sample_period or 0.0
                     blank = [NAN] * len(row)
-                    for k in range(1, missing + 1):
+                    # past fill_limit + 1 blank rows every channel is beyond its limit: the rest would
+                    # all be dropped rows, so they are counted (``skipped``), not built (a long
+                    # max_gap_s once built 36,000 of them under the ingest's lock)
+                    built = min(missing, policy.fill_limit + 1)
+                    for k in range(1, built + 1):
                         out.append(self._fill(self.last_ts + k * period, blank, policy.fill_limit))
+                    self.skipped = missing - built
+                    if self.skipped:
+                        self.fills = [f + self.skipped for f in self.fills]
         self.last_ts = ts
         out.append(self._fill(ts, row, policy.fill_limit))
         return out
@@ -262,7 +271,8 @@ def clean_rows(times: Any, values: Any, policy: CleaningPolicy) -> tuple[Any, An
     segment, inserted, dropped = 0, 0, 0
     for i, (t, row) in enumerate(zip(times.tolist(), values.tolist(), strict=True)):
         made = cleaner.step(t, row, policy)
-        inserted += len(made) - 1
+        inserted += len(made) - 1 + cleaner.skipped
+        dropped += cleaner.skipped
         for j, (ts, kept, restart) in enumerate(made):
             if kept is None:
                 dropped += 1

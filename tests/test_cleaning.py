@@ -91,6 +91,24 @@ def test_a_value_filled_too_long_drops_its_row_and_restarts_the_window():
     assert source.tolist() == [0, 1, 2, 4, 5, 6, 7]
 
 
+def test_a_long_gap_under_a_long_max_gap_builds_only_the_rows_that_can_be_kept():
+    """Past fill_limit + 1 blank rows every channel is beyond its limit, so the rest of a gap is
+    only counted: a max_gap_s of an hour at 0.1 s built 36,000 dropped rows per reading under the
+    ingest's lock (found by review). The rows kept, and the counts, are what building them gave."""
+    policy = CleaningPolicy(sample_period=0.1, fill_limit=5, max_gap_s=3600.0)
+    cleaner = Cleaner(2)
+    cleaner.step(0.0, [1.0, 2.0], policy)
+    made = cleaner.step(3599.0, [3.0, 4.0], policy)
+    assert len(made) == 7 and cleaner.skipped == 35_989 - 6  # 6 blank rows built, then the reading
+    assert [kept is None for _, kept, _ in made[:6]] == [False] * 5 + [True]  # filled 5, then dropped
+    assert made[-1] == (3599.0, [3.0, 4.0], True)  # the window restarts at the reading
+    assert cleaner.step(3599.1, [5.0, 6.0], policy) == [(3599.1, [5.0, 6.0], False)]  # and carries on
+    _, out_v, segments, _, counts = clean_rows(np.array([0.0, 3599.0, 3599.1]), np.array([[1, 2], [3, 4], [5, 6.0]]),
+                                               policy)
+    assert counts["inserted"] == 35_989 and counts["dropped"] == 35_989 - 5 and counts["restarts"] == 1
+    assert len(out_v) == 1 + 5 + 2 and segments.tolist() == [0] * 6 + [1, 1]
+
+
 def kept_steps(times, policy=CleaningPolicy(sample_period=1.0)):
     keep, counts = admit_rows(np.asarray(times), policy)
     return np.diff(np.asarray(times)[keep]), counts
