@@ -270,18 +270,25 @@ class Daemon:
         next_housekeeping = 0.0
         while True:
             batch, last = self.ingest.next_batch(HOUSEKEEPING_S)
-            try:
+            try:  # each step on its own: a failure in one must not take the others' work with it
                 self.publish_sensor_faults()  # before the windows of their readings
-                if batch:
+            except Exception:  # noqa: BLE001 - keep serving; the error is logged
+                log.exception("publishing sensor faults failed")
+            if batch:
+                try:
                     self.score_batch(batch)
+                except Exception:  # noqa: BLE001 - keep scoring the next batches; the loss is counted
+                    self.metrics.windows_dropped.labels("scoring_failed").inc(len(batch))
+                    log.exception("scoring a batch of %d windows failed", len(batch))
+            try:
                 if self.source is not None:
                     self.source.step()  # cluster mode: hand assets over, pass changed states on
                 now = time.monotonic()
                 if not last and now >= next_housekeeping:
                     self.housekeeping(now)
                     next_housekeeping = now + HOUSEKEEPING_S
-            except Exception:  # noqa: BLE001 - keep scoring the next batches; the error is logged
-                log.exception("scoring a batch of %d windows failed", len(batch))
+            except Exception:  # noqa: BLE001 - keep serving; the error is logged
+                log.exception("cluster step or housekeeping failed")
             if last:
                 return
 

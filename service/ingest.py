@@ -121,7 +121,7 @@ class Ingest:
                     self.cond.wait(0.05)
                 if self.stopping:
                     return None
-                before = buffers.pending()
+                before, restarts = buffers.pending(), buffers.gaps
                 latest = time.time() + s.max_future_s
                 for sample in parsed.samples:
                     reason = "future_ts" if sample.ts > latest else buffers.add(
@@ -133,6 +133,8 @@ class Ingest:
                     else:
                         rejects.append(reason)
                 after = buffers.pending()
+                if buffers.gaps != restarts:
+                    self.metrics.window_restarts.inc(buffers.gaps - restarts)
                 if (after > before and (before == 0 or after >= s.batch_max)) or buffers.sensor_events:
                     self.cond.notify()
             for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
@@ -203,8 +205,9 @@ class Ingest:
         reading time of its last sample."""
         with self.cond:
             silent = {asset: self.buffers.last_ts(asset) for asset in self.buffers.idle(before)}
-            for asset in silent:
-                self.buffers.forget(asset)
+            dropped = sum(self.buffers.forget(asset) for asset in silent)
+            if dropped:
+                self.metrics.windows_dropped.labels("asset_silent").inc(dropped)
             self._gauges()
         return silent
 

@@ -40,6 +40,8 @@ from sensorguard.service.sensors import KINDS as SENSOR_KINDS
 
 log = logging.getLogger(__name__)
 
+WINDOW_DROP_REASONS = ("scoring_failed", "asset_silent")  # windows_dropped_total{reason}
+
 OTHER = "_other"
 ACK_BUCKETS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)  # time to acknowledge
 SCORING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -74,6 +76,14 @@ class Metrics:
             ("reason",),
         )
         self.windows_scored = counter("windows_scored_total", "Windows scored by the model.")
+        self.windows_dropped = counter(
+            "windows_dropped_total", "Windows never judged: their scoring failed (logged), or their asset went "
+            "silent while they waited.", ("reason",))
+        for reason in WINDOW_DROP_REASONS:
+            self.windows_dropped.labels(reason)
+        self.window_restarts = counter(
+            "window_restarts_total", "Times an asset's window started afresh (a long gap, a dropped reading): its "
+            "next score waits for a full window.")
         self.alerts = counter("alerts_total", "Alerts raised, by asset.", ("asset",))
         self.sensor_faults = counter("sensor_faults_total",
                                      "Sensor faults opened (stuck, out_of_range, missing, silent).", ("kind",))

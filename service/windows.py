@@ -301,7 +301,11 @@ class Buffers:
         """Assets whose last accepted sample was received before ``before`` (stale candidates)."""
         return [asset for asset, state in self._assets.items() if state.seen < before]
 
-    def forget(self, asset: str) -> None:
-        """Drop an asset's buffer and its queued windows (frees its slot under ``max_assets``)."""
-        if self._assets.pop(asset, None) is not None and self._due:
-            self._due = deque(w for w in self._due if w.asset != asset)
+    def forget(self, asset: str) -> int:
+        """Drop an asset's buffer and its queued windows (frees its slot under ``max_assets``); how
+        many queued windows went with it."""
+        if self._assets.pop(asset, None) is None or not self._due:
+            return 0
+        before = len(self._due)
+        self._due = deque(w for w in self._due if w.asset != asset)
+        return before - len(self._due)

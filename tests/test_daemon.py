@@ -129,6 +129,31 @@ def test_scored_windows_step_alerts_publish_and_reach_listeners(tiny_bundle):
     assert value(daemon, "sensorguard_windows_scored_total") == 1
 
 
+def test_windows_never_judged_are_counted_and_a_failed_batch_keeps_the_sensor_faults(tiny_bundle, monkeypatch):
+    """A batch whose scoring failed was logged but not counted, and the sensor events taken just
+    before it were lost with it; windows queued for an asset that went silent vanished uncounted;
+    window restarts were counted but not exported (found by review)."""
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    for i in range(tiny_bundle.window):
+        daemon.ingest.handle(client, message("pump-1", T0 + i))
+    daemon.ingest.handle(client, message("pump-1", T0 + 1000))  # a long gap: the window restarts
+    assert value(daemon, "sensorguard_window_restarts_total") == 1
+    sensor_events = []
+    monkeypatch.setattr(daemon.alerts, "sensor", lambda asset, event: sensor_events.append(asset))
+    monkeypatch.setattr(daemon, "score_batch", lambda batch: 1 / 0)
+    daemon.ingest.stop()
+    daemon._work()  # one last batch: its scoring fails, the worker carries on and returns
+    assert value(daemon, "sensorguard_windows_dropped_total", reason="scoring_failed") == 1
+    assert sensor_events == ["pump-1"]  # the asset's first reading (silent -> back) was still told
+    other, client = make(tiny_bundle, stale_after_s=60)
+    for i in range(tiny_bundle.window):
+        other.ingest.handle(client, message("pump-2", T0 + i))
+    assert other.buffers.pending() == 1
+    other.housekeeping(time.monotonic() + 61)  # silent with its window still queued
+    assert value(other, "sensorguard_windows_dropped_total", reason="asset_silent") == 1
+    assert value(other, "sensorguard_windows_dropped_total", reason="scoring_failed") == 0
+
+
 def test_silent_assets_get_a_silent_sensor_fault_and_free_their_slot(tiny_bundle):
     daemon, client = make(tiny_bundle, stale_after_s=60, max_assets=1)
     daemon.ingest.handle(client, message("pump-1", T0))
