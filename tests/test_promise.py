@@ -97,6 +97,22 @@ def test_tied_top_errors_put_the_line_above_them_not_on_them(errors):
     assert record["tail"] == "none" and record["observed_alerts"] == 0
 
 
+def test_a_rate_inside_the_data_is_the_empirical_quantile_and_says_so():
+    """Few steps a day (hourly data) put the target inside the top tenth: the quantile is used, and
+    the record said "exponential" with a negative margin (found by review)."""
+    errors = np.random.default_rng(0).exponential(1.0, 45)
+    threshold, record = alert_threshold([errors], 1, RULES, steps_per_day=12.0, target=2.0)
+    assert record["tail"] == "empirical" and record["margin"] == 0.0
+    assert threshold == pytest.approx(np.quantile(run_min(errors, 1, RULES.raise_after), 1 - 2.0 / 12.0))
+
+
+def test_a_target_over_one_crossing_every_other_step_is_capped_and_says_so():
+    _, record = alert_threshold([np.random.default_rng(1).exponential(1.0, 200)], 1, RULES, 2.0, target=5.0)
+    assert record["promised_per_day"] == 1.0 and "capped at 1" in record["promise_note"]
+    lo, hi = record["promised_ci95"]
+    assert lo < 1.0 < hi
+
+
 def test_effective_fraction_weighs_pieces_by_length_and_short_pieces_are_not_independent():
     """One smoothed series cut into short pieces is as dependent as the whole (found by review: the
     pieces were skipped and the fraction fell back to 1, every sample independent)."""

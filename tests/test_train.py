@@ -62,6 +62,9 @@ def test_summary_and_bundle_record_what_was_chosen(learned):
     assert promise["promised_ci95"][0] < 1.0 < promise["promised_ci95"][1]
     # 8000 rows calibrate on the newest 20% (cross-fitting is for small data)
     assert bundle.training["calibration_data"] == "the calibration block"
+    assert "(the line from the calibration block)" in summary.lines()[0]
+    # the window-rate fit did not set this line: its rate and tail parameters are not recorded as if it had
+    assert "false_alarm_rate" not in bundle.calibration and "params" not in bundle.calibration
     assert promise["calibration_days"] == pytest.approx(1600 / 86400, rel=0.05)
     assert bundle.training["validation_loss"]["autoencoder"] <= bundle.training["validation_loss"]["pca_same_rank"]
     assert bundle.training["rows"] == 8000 and bundle.training["channels"] == channels

@@ -96,7 +96,7 @@ def _autocorrelation_time(x: np.ndarray) -> float | None:
         if rho <= 0.05:
             break
         tau += 2 * rho
-    return tau
+    return float(tau)
 
 
 def alert_threshold(
@@ -125,9 +125,11 @@ def alert_threshold(
     record: dict = {"target_per_day": target, "steps_per_day": round(steps_per_day, 4), "per_step_rate": p,
                     "raise_after": raise_after, "hop": hop, "calibration_days": round(days, 4),
                     "samples": int(len(pooled)), "effective_samples": round(n_eff, 1)}
-    if n_eff * p >= MIN_TAIL_EVENTS or len(excess) < 2:
-        threshold = float(np.quantile(pooled, 1 - p))
-        if n_eff * p >= MIN_TAIL_EVENTS:
+    frac = len(excess) / len(pooled)
+    rate = p * steps_per_day  # the target, unless over a crossing every other step
+    if n_eff * p >= MIN_TAIL_EVENTS or len(excess) < 2 or frac <= p:
+        if len(excess) >= 2:  # plenty of data, or a rate inside the data's top tenth: the quantile
+            threshold = float(np.quantile(pooled, 1 - p))
             record.update(tail="empirical", margin=0.0)
         else:  # the top tenth is one tied value (quantized or constant errors): no tail to fit
             threshold = float(np.nextafter(pooled.max(), np.inf))  # scores >= 1 alert: tied values must not
@@ -135,21 +137,22 @@ def alert_threshold(
                           tail_note="fewer than 2 values above the 90th percentile: the line is just above "
                                     "the largest value seen")
         lo, hi = _poisson_ci(n_eff * p)
-        record["promised_ci95"] = [round(target * lo / max(n_eff * p, 1e-12), 4),
-                                   round(target * hi / max(n_eff * p, 1e-12), 4)]
+        record["promised_ci95"] = [round(rate * lo / max(n_eff * p, 1e-12), 4),
+                                   round(rate * hi / max(n_eff * p, 1e-12), 4)]
     else:
-        frac = len(excess) / len(pooled)
         sigma = float(excess.mean())
         n_exc = max(len(excess) * eff, 1.0)
         sigma_hi = sigma * 2 * n_exc / float(stats.chi2.ppf(1 - TAIL_CONFIDENCE, 2 * n_exc))
-        threshold = u + sigma_hi * math.log(frac / p) if frac > p else float(np.quantile(pooled, 1 - p))
+        threshold = u + sigma_hi * math.log(frac / p)
         record.update(tail="exponential", tail_start=u, tail_scale=sigma, tail_fraction=frac,
                       tail_confidence=TAIL_CONFIDENCE, tail_scale_bound=sigma_hi,
                       point_estimate_per_day=round(steps_per_day * frac * math.exp(-(threshold - u) / sigma), 4),
                       margin=round(threshold / float(pooled.max()) - 1.0, 4))
         record["promised_ci95"] = _tail_ci(threshold, u, sigma, frac, len(excess) * eff, steps_per_day)
     threshold = max(threshold, 1e-12)
-    record["promised_per_day"] = target
+    record["promised_per_day"] = round(rate, 6)
+    if rate < target:
+        record["promise_note"] = f"{target:g} a day is more than one every other scored window: capped at {rate:g}"
     record["threshold"] = threshold
     record.update(_observed(pieces, threshold, hop, rules, days))
     return threshold, record

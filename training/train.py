@@ -76,6 +76,7 @@ class TrainSummary:
     promise: dict | None
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    calibration_data: str = "the calibration block"  # what the line was picked from
 
     def _promise_line(self, fa: str) -> str:
         p = self.promise
@@ -93,7 +94,7 @@ class TrainSummary:
         fa = "n/a" if self.false_alarms_per_day is None else f"{self.false_alarms_per_day:g}"
         rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
         return [
-            f"rows per split  {rows}",
+            f"rows per split  {rows} (the line from {self.calibration_data})",
             f"window          {self.window} samples (hop {self.hop}, latent {self.latent})",
             f"epochs          {self.epochs} (best validation loss {self.best_val_loss:.4g})",
             f"yardsticks      validation loss of naive window means {self.naive_val_loss:.4g}, "
@@ -213,6 +214,7 @@ def train_bundle(
         promise=bundle.calibration.get("alerts"),
         seconds=time.perf_counter() - started,
         notes=tuple(notes),
+        calibration_data=bundle.training["calibration_data"],
     )
     return bundle, summary
 
@@ -296,6 +298,8 @@ def threshold_bundle(
     threshold, record = pick_threshold(errors, method, window_rate, per_day)
     if false_alarm_rate is None and false_alerts_per_day is not None and per_day:
         threshold, alerts = alert_threshold(pieces, bundle.hop, rules, per_day, false_alerts_per_day)
+        for unused in ("false_alarm_rate", "params"):  # the window-rate fit's, not what set this line
+            record.pop(unused, None)
         record.update(method="alerts", requested_method="alerts", threshold=threshold, alerts=alerts,
                       observed_exceedance=float(np.mean(errors >= threshold)),
                       expected_false_alarms_per_day=false_alerts_per_day)
