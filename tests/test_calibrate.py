@@ -102,3 +102,28 @@ def test_calibration_leaves_out_windows_with_a_sensor_fault(trained):
     reference = calibrate_bundle(bundle, series_from_frame(without, "clean", policy=policy, sensors=sensors))
     assert calibrated.threshold_ == pytest.approx(reference.threshold_, rel=0.05)
     assert blind.threshold_ > 10 * calibrated.threshold_  # the held dead sensor would set the line
+
+
+def test_cross_fitted_errors_leave_out_windows_with_a_sensor_fault(trained):
+    """The cross-fitted calibration of small data left faulted windows in, where calibrate_bundle
+    leaves them out (found by review); both now cut the errors the same way."""
+    from dataclasses import replace
+
+    from sensorguard.training.crossfit import out_of_fold_errors
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.train import TrainOptions
+    from tests.conftest import plant_frame
+
+    bundle = trained[0]
+    frame = plant_frame(rows=1000, channels=3, seed=8)
+    frame.loc[300:399, "c1"] = -9999.0
+    data = series_from_frame(frame, "dead", policy=bundle.cleaning, sensors=bundle.sensors)
+    assert data.faulted.any()
+    options = TrainOptions(progress=False, seed=0)
+
+    def windows(d):
+        return sum(int(np.isfinite(p).all(axis=1).sum()) for p in out_of_fold_errors(d, bundle, options, epochs=1))
+
+    kept, blind = windows(data), windows(replace(data, faulted=None))
+    assert blind - kept >= 100  # the 100 faulted rows' windows (and those reaching back into them) left out
+

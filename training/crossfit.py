@@ -21,6 +21,7 @@ import numpy as np
 
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.scorer import Scorer, segment_bounds
+from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
 
@@ -54,5 +55,24 @@ def out_of_fold_errors(
         bundle = replace(template, config=fit.config, center_=fit.scaler.center_, scale_=fit.scaler.scale_,
                          threshold_=1.0, state_dict=fit.state, channel_weights_=None)
         error = Scorer(bundle, device=options.device).score_series(held.values, held.segments).channel_error
-        pieces.extend(error[a:b] for a, b in segment_bounds(len(held), held.segments))
+        pieces.extend(clean_pieces(error, held, template.window)[0])
     return pieces
+
+
+def clean_pieces(channel_error: np.ndarray, data: SensorData, window: int) -> tuple[list[np.ndarray], int]:
+    """``(n, C)`` window errors cut into the runs of each segment whose windows hold no open sensor
+    fault (a faulted window is no clean normal data; the windows either side of one are not
+    consecutive), and how many windows were left out."""
+    faulty = np.zeros(len(data), dtype=bool)
+    if data.faulted is not None:
+        faulty = window_faults(data.faulted, data.segments, window).any(axis=1)
+        faulty &= np.isfinite(channel_error).all(axis=1)
+    pieces = [channel_error[a + lo: a + hi] for a, b in segment_bounds(len(data), data.segments)
+              for lo, hi in _clean_runs(faulty[a:b])]
+    return pieces, int(faulty.sum())
+
+
+def _clean_runs(faulty: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of rows that are not ``faulty``."""
+    edges = np.flatnonzero(np.diff(np.r_[True, faulty, True].astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True) if b > a]

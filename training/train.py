@@ -18,10 +18,10 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.model import ModelConfig, default_depth, default_latent
-from sensorguard.service.scorer import Scorer, segment_bounds
-from sensorguard.service.sensors import learn_sensor_rules, window_faults
+from sensorguard.service.scorer import Scorer
+from sensorguard.service.sensors import learn_sensor_rules
 from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights, pick_threshold
-from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, out_of_fold_errors
+from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces, out_of_fold_errors
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
 from sensorguard.training.linear import naive_error, pca_error
@@ -242,13 +242,10 @@ def calibrate_bundle(
         raise ValueError(f"data channels {list(data.channels)} do not match the bundle's {list(bundle.channels)}")
     unweighted = replace(bundle, channel_weights_=None)
     scores = Scorer(unweighted, device=device).score_series(data.values, data.segments)
-    channel_error, record = scores.channel_error, data.fingerprint()
-    faulty = np.zeros(len(data), dtype=bool)
-    if data.faulted is not None:  # a window with a sensor fault open is no clean normal data: left out
-        faulty = window_faults(data.faulted, data.segments, bundle.window).any(axis=1) & np.isfinite(scores.error)
-        record["sensor_fault_windows_left_out"] = int(faulty.sum())
-    pieces = [channel_error[a + lo: a + hi] for a, b in segment_bounds(len(data), data.segments)
-              for lo, hi in _clean_runs(faulty[a:b])]  # the windows either side of a fault are not consecutive
+    record = data.fingerprint()
+    pieces, left_out = clean_pieces(scores.channel_error, data, bundle.window)
+    if data.faulted is not None:
+        record["sensor_fault_windows_left_out"] = left_out
     errors = np.concatenate([p[np.isfinite(p).all(axis=1)] for p in pieces]) if pieces else np.empty((0, 1))
     if len(errors) < 10:
         raise ValueError(
@@ -257,12 +254,6 @@ def calibrate_bundle(
         )
     return threshold_bundle(bundle, pieces, record, method, false_alarm_rate, false_alerts_per_day, rules,
                             weigh_channels, drift)
-
-
-def _clean_runs(faulty: np.ndarray) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each run of rows that are not ``faulty``."""
-    edges = np.flatnonzero(np.diff(np.r_[True, faulty, True].astype(np.int8)))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True) if b > a]
 
 
 def drift_rule(scores: np.ndarray) -> DriftRule:
