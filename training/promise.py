@@ -3,8 +3,10 @@
 Operators count alerts, not windows. An alert is raised when ``raise_after`` windows in a row
 score at or above 1.0 (``service.alerts``), so what matters is the running minimum of the error
 over ``raise_after`` consecutive scored windows (one every ``hop`` rows): an alert starts where it
-crosses the threshold. The threshold is the level that running minimum crosses about ``target``
-times a day on normal data the model never trained on:
+crosses the threshold. The threshold is the level that running minimum is at or above on about
+``target`` scored steps a day of normal data the model never trained on (every raise needs such a
+step, and an alert up or a burst spans several, so raises come at most that often: "at most
+``target``" is an upper bound, 0.58 raises a day on a smooth error process where 1 was set):
 
 - when the calibration data hold at least ``MIN_TAIL_EVENTS`` expected crossings at the target
   rate, the empirical quantile;
