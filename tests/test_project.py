@@ -53,3 +53,23 @@ def test_the_runtime_package_never_imports_the_training_package():
             offenders += [f"{path.name}:{node.lineno} {n}" for n in names
                           if n == "training" or n.startswith(("training.", "sensorguard.training"))]
     assert offenders == []
+
+
+def test_every_docstring_example_in_service_and_training_holds():
+    """Every module's doctests, run: two in training went stale unseen (a threshold that moved by a
+    rounding, an alert count changed by a fix), because only some modules' doctests had a test."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    import sensorguard.service
+    import sensorguard.training
+
+    ran = 0
+    for package in (sensorguard.service, sensorguard.training):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            result = doctest.testmod(module)
+            assert result.failed == 0, module.__name__
+            ran += result.attempted
+    assert ran >= 60

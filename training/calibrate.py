@@ -13,7 +13,7 @@ errors show what normal looks like to this model. Methods:
 >>> errors = np.random.default_rng(0).exponential(1.0, 20_000)
 >>> threshold, record = pick_threshold(errors, "quantile", 0.01)
 >>> round(threshold, 1), record["method"]
-(4.6, 'quantile')
+(4.5, 'quantile')
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ rules and reports what was observed there, beside what is promised.
 >>> errors = [np.convolve(rng.exponential(1.0, 5000), np.ones(8) / 8, mode="valid")]
 >>> threshold, record = alert_threshold(errors, hop=2, rules=AlertRules(), steps_per_day=1000.0, target=1.0)
 >>> record["tail"], record["calibration_days"], record["observed_alerts"]
-('exponential', 2.4965, 1)
+('exponential', 2.4965, 0)
 """
 
 from __future__ import annotations
