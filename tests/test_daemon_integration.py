@@ -227,6 +227,7 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
     send("a", reading(t0 + 2, c0=1.0, c1=2.0))  # fill_limit 1 used up: a `missing` sensor fault, c2 held (3)
     send("a", reading(t0 - 10))  # out_of_order
     send("a", reading(t0 + 1))  # duplicate_ts
+    send("a", reading(t0 + 5e9))  # future_ts: stamped about 2184, a glitching clock
     send("b", reading(t0, c0=1.0))  # missing_channel: nothing to fill a first reading from
     send("b", reading(t0 + 0.25))  # accepted, second asset (4): one short step is no rate yet
     send("b", reading(t0 + 0.5))  # resampled: the steps now average under 2/3 of the model's 1 s period
