@@ -131,9 +131,13 @@ class Bundle:
 def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
     """Write ``bundle`` to ``directory`` atomically: built in a sibling temp dir, then renamed.
 
-    An existing bundle at ``directory`` is replaced; readers see the old or the new one, never a mix.
+    An existing bundle at ``directory`` is replaced; readers see the old one or the new one (for an
+    instant, neither: a reload then is refused and retried). Anything else already there is refused,
+    never replaced: ``train --out`` pointed at a data folder must not delete it.
     """
     target = Path(directory)
+    if target.exists() and not (target.is_dir() and (target / META_FILE).is_file()):
+        raise BundleError(f"{target}: exists and is not a bundle directory; not replaced (choose another --out)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

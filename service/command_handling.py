@@ -98,6 +98,7 @@ class CommandHandler:
                             f"{parsed.asset} is being taken over by {self.settings.instance_name}: try again in a "
                             "few seconds")
             return  # the instance serving the asset answers
+        entry = _audit_entry(parsed, now, self.settings.instance_name)  # before applying: nothing half done
         accepted, text = self.controls.apply(parsed, now)
         self.metrics.commands.labels(parsed.verb, "accepted" if accepted else "rejected").inc()
         log.info("command %s: %s (%s)", parsed.verb, text, "accepted" if accepted else "rejected",
@@ -108,7 +109,6 @@ class CommandHandler:
             if known.get("acked_at") == now and isinstance(known.get("raised_at"), int | float):
                 self.metrics.ack_seconds.observe(max(0.0, now - known["raised_at"]))
         if accepted:
-            entry = _audit_entry(parsed, now, self.settings.instance_name)
             audit(self.settings.state_dir, entry)
             self.publisher.daemon_event(entry)
             if said := self.on_change(parsed.asset, parsed):

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from sensorguard.service.bundle import write_durably
-from sensorguard.service.payload import asset_from_topic
+from sensorguard.service.payload import TS_MAX, asset_from_topic
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,8 @@ def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
     if action not in ("start", "end"):
         return "maintenance needs action start or end"
     if until is not None and (isinstance(until, bool) or not isinstance(until, int | float)
-                              or not math.isfinite(until) or until <= now):
-        return "until must be a future time in epoch seconds"
+                              or not math.isfinite(until) or not now < until < TS_MAX):
+        return "until must be a future time in epoch seconds, before 2200"  # milliseconds sent as seconds
     return Command("maintenance", asset, action=action, until=None if until is None else float(until), **common)
 
 

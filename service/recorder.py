@@ -191,7 +191,8 @@ class Recorder:
         are dropped, not committed: an alert they might have preceded can no longer be seen.
         """
         self.commit(now_ts)
-        self._write_alerts()
+        if self._write_alerts():  # the caps hold whatever was written (a whole fleet alerting writes no normal file)
+            self._enforce_bounds()
         due = force or len(self._ready) >= self.flush_rows
         due = due or time.monotonic() - self._last_flush >= self.flush_interval_s
         if not due or not self._ready:
@@ -248,8 +249,9 @@ class Recorder:
             os.replace(path, self.directory / folder / path.name)
         return folder
 
-    def _write_alerts(self) -> None:
-        """Write the readings of alerts that cleared, each to the folder its acknowledgement says."""
+    def _write_alerts(self) -> int:
+        """Write the readings of alerts that cleared, each to the folder its acknowledgement says;
+        how many alerts there were to write."""
         with self._lock:
             alerts, self._alerts = self._alerts, []
         for alert_id, asset, peak, rows in alerts:
@@ -261,6 +263,7 @@ class Recorder:
             except OSError as exc:
                 self.write_failures += 1
                 log.warning("recording: could not write the readings of alert %s (%s)", alert_id, exc)
+        return len(alerts)
 
     def _write(self, rows: list[tuple[str, float, np.ndarray]], stem: Path, meta: dict | None = None) -> Path:
         """Write ``rows`` to ``stem.parquet`` crash-safely (temporary name, fsync, rename)."""

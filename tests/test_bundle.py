@@ -48,6 +48,19 @@ def test_channel_weights_round_trip_and_weigh_the_score(tmp_path, tiny_bundle):
     np.testing.assert_allclose(scores.error, (plain.channel_error * weights).mean(axis=1), rtol=1e-9)
 
 
+def test_save_refuses_to_replace_what_is_not_a_bundle(tmp_path, tiny_bundle):
+    """``train --out`` pointed at a data folder deleted it (found by review): only a bundle is replaced."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "normal.csv").write_text("ts,a\n")
+    (tmp_path / "file").write_text("keep")
+    for target in (data, tmp_path / "file"):
+        with pytest.raises(BundleError, match="exists and is not a bundle directory"):
+            save_bundle(tiny_bundle, target)
+    assert (data / "normal.csv").read_text() == "ts,a\n" and (tmp_path / "file").read_text() == "keep"
+    assert not list(tmp_path.glob(".*"))  # no temp directory left behind
+
+
 def test_save_replaces_existing_bundle(tmp_path, tiny_bundle):
     save_bundle(tiny_bundle, tmp_path / "b")
     save_bundle(tiny_bundle.with_threshold(2.5, {"method": "quantile"}), tmp_path / "b")

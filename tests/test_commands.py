@@ -28,6 +28,7 @@ CHANNELS = ["c0", "c1", "c2"]
     ("shelve", b'{"asset": "a/../b", "for_s": 60}', "invalid asset id"),
     ("maintenance", b'{"asset": "p", "action": "pause"}', "action start or end"),
     ("maintenance", b'{"asset": "p", "action": "start", "until": 5}', "future time"),
+    ("maintenance", b'{"asset": "p", "action": "start", "until": 1.8e12}', "before 2200"),  # milliseconds
     ("ack", b'{"alert_id": "no-at-sign"}', "needs an alert_id"),
     ("ack", b'{"alert_id": "p@1", "false_alarm": "yes"}', "needs an alert_id"),
     ("ack", b'{"alert_id": "p@1", "note": 7}', "text fields"),

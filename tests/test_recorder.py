@@ -79,6 +79,18 @@ def test_age_bound(tmp_path):
     assert sorted(read_all(tmp_path).ts) == list(range(10, 20))
 
 
+def test_the_caps_hold_when_only_alerts_are_written(tmp_path):
+    """Alert files were written without trimming: a fleet that only alerts kept every file past the
+    size and age caps (found by review)."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=3600, max_bytes=1)
+    for k in range(5):
+        feed(rec, "p1", 200 * k, 200 * k + 50)
+        rec.alert_raised("p1", 200.0 * k)
+        rec.alert_cleared("p1", 200.0 * k + 50, f"p1@{k}", 5.0)
+        assert rec.flush(now_ts=200.0 * k + 60) is None  # no normal file is due: only the alert's
+    assert len(list(tmp_path.glob("*/*.parquet"))) <= 1  # the newest may stay; the rest are trimmed
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     mount = tmp_path / "disk"
