@@ -309,7 +309,12 @@ class Daemon:
         with self.models.lock:  # one model for the whole batch; a swap waits for it
             scorer, bundle, shadow = self.models.scorer, self.models.bundle, self.models.shadow
             scores = scorer.score_windows(windows, excluded)
-            shadowed = None if shadow is None else shadow.scorer.score_windows(windows, excluded)
+            shadowed = None
+            if shadow is not None:
+                try:  # an experiment: its failure must not cost the served model's batch
+                    shadowed = shadow.scorer.score_windows(windows, excluded)
+                except Exception as exc:  # noqa: BLE001 - logged, and the shadow is stopped
+                    self.models.stop_shadow(f"scoring failed ({type(exc).__name__}: {exc})")
         self.metrics.scoring_duration.observe(time.perf_counter() - started)
         self.metrics.windows_scored.inc(len(batch))
         now = time.monotonic()
@@ -328,8 +333,12 @@ class Daemon:
                 continue
             if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
                 self.metrics.shadow_score.observe(shadowed.score[i])
-                if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, self.rules):
-                    self.metrics.alert_raised(due.asset, shadow=True)
+                try:
+                    if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, self.rules):
+                        self.metrics.alert_raised(due.asset, shadow=True)
+                except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
+                    self.models.stop_shadow(f"stepping its alerts failed ({type(exc).__name__}: {exc})")
+                    shadowed = None
             scored = ScoredWindow(due.asset, due.ts, score, float(scores.error[i]), state.status, channels)
             for listener in self._listeners:
                 try:

@@ -146,6 +146,15 @@ class ModelHolder:
         elif new is None and old is not None:
             log.info("shadow model %s stopped", old.bundle.version, extra={"event": "shadow_stopped"})
 
+    def stop_shadow(self, why: str) -> None:
+        """The shadow failed while scoring (worker thread): stop it, so the served model's batches go
+        on without it. It stays stopped until ``SHADOW`` or ``CURRENT`` changes."""
+        old, self.shadow = self.shadow, None
+        if old is not None:
+            log.error("shadow model %s stopped: %s", old.bundle.version, why,
+                      extra={"event": "shadow_refused", "version": old.bundle.version})
+        self.metrics.set_shadow(None)
+
     def check(self, force: bool = False) -> bool | None:
         """Swap in the new model if there is one: True swapped, False refused, None nothing to do.
 

@@ -171,3 +171,32 @@ def test_an_unreadable_shadow_is_one_readable_line_and_never_stops_the_daemon(tr
     (registry / NAME / "v0002" / "bundle.json").write_text("[1, 2]")  # damaged after it was shadowed
     assert models(registry, "promote", "--gate", "live") == 1
     assert "retrain gate did not pass it" in capsys.readouterr().out
+
+
+def test_a_shadow_that_fails_is_stopped_and_the_served_models_batch_goes_on(tiny_bundle, monkeypatch):
+    """A shadow's scoring failure took the live batch with it, every batch (found by review)."""
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.service.shadow import Shadow
+    from tests.test_daemon import T0, make, message
+    from tests.test_daemon import value as metric
+
+    daemon, client = make(tiny_bundle, raise_after=1)
+    broken = Shadow(tiny_bundle, Scorer(tiny_bundle), current="v0001")
+    monkeypatch.setattr(broken.scorer, "score_windows", lambda *a, **k: 1 / 0)
+    daemon.models.shadow = broken
+    seen = []
+    daemon.add_listener(seen.append)
+    for i in range(tiny_bundle.window):
+        daemon.ingest.handle(client, message("pump-1", T0 + i))
+    batch, _ = daemon.ingest.next_batch(0.0)
+    daemon.score_batch(batch)
+    assert [w.asset for w in seen] == ["pump-1"]  # the served model's window was judged
+    assert daemon.models.shadow is None and metric(daemon, "sensorguard_windows_scored_total") == 1
+    stepping = Shadow(tiny_bundle, Scorer(tiny_bundle), current="v0001")
+    monkeypatch.setattr(stepping, "step", lambda *a, **k: 1 / 0)
+    daemon.models.shadow = stepping
+    for i in range(tiny_bundle.window, tiny_bundle.window + tiny_bundle.hop):
+        daemon.ingest.handle(client, message("pump-1", T0 + i))
+    batch, _ = daemon.ingest.next_batch(0.0)
+    daemon.score_batch(batch)
+    assert len(seen) == 2 and daemon.models.shadow is None
