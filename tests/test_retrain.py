@@ -138,3 +138,41 @@ def test_calibrating_a_registry_version_makes_a_new_version(registry, tmp_path, 
     assert "as v0003 (not current" in capsys.readouterr().out and current_version(registry, "pump") == "v0002"
     assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
     assert current_version(registry, "pump") == "v0001"
+
+
+def test_a_current_that_moved_while_training_is_not_overwritten(registry, trained, tmp_path, monkeypatch):
+    """A rollback or promote during a retrain was silently undone by the candidate's promotion, which
+    had been gated against the model rolled back (found by review)."""
+    import sensorguard.training.retrain as retrain_module
+    from sensorguard.service.registry import set_current
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.train import TrainOptions
+
+    publish(trained[0], registry, "pump")  # v0002 current; v0001 before it
+    real = retrain_module.train_bundle
+
+    def train_and_roll_back(*args, **kwargs):
+        out = real(*args, **kwargs)
+        set_current(registry, "pump", "v0001")  # an operator rolls back meanwhile
+        return out
+
+    monkeypatch.setattr(retrain_module, "train_bundle", train_and_roll_back)
+    data = series_from_frame(shifted_plant(3000, seed=6, gain=1.3, offset=0.5), "new")
+    result = retrain_module.retrain(registry, "pump", data, TrainOptions(max_epochs=2, progress=False), force=True)
+    assert not result.promoted and "CURRENT became v0001" in result.reason
+    assert current_version(registry, "pump") == "v0001"  # the rollback stands
+    meta = json.loads((registry / "pump" / result.version / "bundle.json").read_text())
+    assert meta["metrics"]["promoted"] is False and meta["metrics"]["compared_with"] == "v0002"
+
+
+def test_an_unloadable_current_stops_a_retrain_instead_of_counting_as_no_model(registry, tmp_path):
+    from sensorguard.service.bundle import BundleError
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.retrain import retrain
+    from sensorguard.training.train import TrainOptions
+
+    (registry / "pump" / "v0001" / "model.pt").write_bytes(b"damaged")
+    data = series_from_frame(shifted_plant(3000, seed=6), "new")
+    with pytest.raises(BundleError, match="model.pt"):
+        retrain(registry, "pump", data, TrainOptions(max_epochs=1, progress=False))
+    assert list_versions(registry, "pump") == ["v0001"]  # nothing published, nothing promoted

@@ -215,10 +215,9 @@ def retrain(
     learning a large fault as normal teaches the model to reconstruct large offsets, and the
     injected ones then go unseen. ``shadow``: a candidate that passes is not promoted but run
     beside CURRENT (``SHADOW``), for ``models promote --gate live``."""
-    try:
-        current = load_current(root, name)
-    except Exception:
-        current = None
+    # no CURRENT is a first model; a CURRENT that cannot be loaded is an error, not "no model" (it
+    # would skip the channel check and the gate, and promote anything)
+    current = load_current(root, name) if current_version(root, name) is not None else None
     if current is not None and tuple(data.channels) != current.channels:
         raise DataError(f"data channels {list(data.channels)} do not match model {name!r}: {list(current.channels)}")
     # the newest 10% is the shared held-out block; train_bundle calibrates on the rest (out of fold)
@@ -240,6 +239,11 @@ def retrain(
     passed, reason = _decide(cand_cmp, cur_cmp, target)
     promoted, reason = (True, "forced despite " + reason) if force and not passed else (passed, reason)
     promoted = promoted and not (shadow and current is not None)  # nothing to shadow: promoted
+    moved = current_version(root, name)
+    if moved != (current.version if current is not None else None):  # promoted or rolled back meanwhile
+        promoted, shadow = False, False
+        reason += (f"; not promoted: CURRENT became {moved} while it trained (it was compared with "
+                   f"{current.version if current is not None else 'none'}); promote it by hand if still wanted")
     metrics = {"holdout": cand_cmp.__dict__, "current_on_holdout": cur_cmp.__dict__ if cur_cmp else None,
                "promoted": promoted, "passed": passed, "reason": reason,
                "compared_with": current.version if current is not None else None}
