@@ -182,8 +182,10 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
         raise BundleError(f"{weights}: not a plain weights file ({first_line(exc, 200)})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BundleError(f"{weights}: expected a state_dict of tensors")
-    try:
-        ConvAutoencoder(bundle.config).load_state_dict(state, strict=True)
+    try:  # shapes checked on the meta device: a network sized by bundle.json alone could be any size
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, said once per tensor
+            ConvAutoencoder(bundle.config).load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise BundleError(f"{weights}: weights do not match bundle.json ({first_line(exc, 200)})") from None
     for key, tensor in state.items():
@@ -221,7 +223,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         focus = int(meta.get("focus") or 0)
         raw_weights = meta.get("channel_weights")
         weights = None if raw_weights is None else np.asarray(raw_weights, dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise BundleError(f"{where}: invalid or missing field ({first_line(exc, 200)})") from None
     problems = []
     if not channels or not all(isinstance(c, str) and c for c in channels) or len(set(channels)) != len(channels):
@@ -245,7 +247,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         problems.append("channel_weights must be one positive number per channel")
     try:
         DriftRule.from_dict((meta.get("calibration") or {}).get("drift"))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         problems.append(f"calibration.drift is not a usable drift rule ({first_line(exc, 200)})")
     cleaning = CleaningPolicy()
     try:
@@ -255,7 +257,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
     sensors = None
     try:
         sensors = SensorRules.from_dict(meta.get("sensors"), channels, cleaning.fill_limit)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         problems.append(f"sensors is not a usable set of sensor limits ({first_line(exc, 200)})")
     if problems:
         raise BundleError(f"{where}: " + "; ".join(problems))

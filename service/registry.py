@@ -28,6 +28,7 @@ HISTORY_FILE = "HISTORY"
 HISTORY_KEPT = 1000  # lines of CURRENT history kept (the oldest go)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
+PUBLISH_TRIES = 100  # concurrent publishers taking the next number, at most
 
 
 def validate_name(name: str) -> str:
@@ -140,16 +141,18 @@ def publish(bundle: Bundle, root: str | os.PathLike, name: str, make_current: bo
     tmp = Path(tempfile.mkdtemp(prefix=".incoming.", dir=base))
     try:
         write_files(bundle, tmp)
-        while True:
-            versions = list_versions(root, name)
-            number = int(versions[-1][1:]) + 1 if versions else 1
-            version = f"v{number:04d}"
+        for _ in range(PUBLISH_TRIES):
+            # every name a version could have counts, a stray file too: renaming onto it fails forever
+            taken = [int(p.name[1:]) for p in base.iterdir() if _VERSION_RE.match(p.name)]
+            version = f"v{max(taken, default=0) + 1:04d}"
             try:
                 os.rename(tmp, base / version)  # fails if a concurrent publisher took the number
                 break
             except OSError:
                 if not (base / version).exists():
                     raise
+        else:
+            raise BundleError(f"{base}: no free version number after {PUBLISH_TRIES} tries")
         fsync_path(base)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -90,6 +90,8 @@ def _corrupt(path, mutate):
         (lambda m: m["calibration"].update(drift={"baseline": 0.0, "halflife": 64, "warmup": 8, "cap": 0.5}),
          "drift"),
         (lambda m: m["calibration"].update(drift={"baseline": 0.0}), "drift"),
+        (lambda m: m.update(hop=float("inf")), "invalid or missing field"),  # OverflowError escaped (review)
+        (lambda m: m["architecture"].update(hidden=10**6), "do not match"),  # built before: terabytes
     ],
 )
 def test_lying_bundle_json_is_refused(tmp_path, tiny_bundle, mutate, message):
@@ -140,6 +142,14 @@ def test_registry_versions_and_current(tmp_path, tiny_bundle):
     assert not [p for p in (tmp_path / "pump").iterdir() if p.name.startswith(".")]
     with pytest.raises(BundleError, match="no version"):
         set_current(tmp_path, "pump", "v0009")
+
+
+def test_publish_skips_a_stray_file_with_a_version_name(tmp_path, tiny_bundle):
+    """A file named like the next version made publish retry forever (found by review)."""
+    publish(tiny_bundle, tmp_path, "pump")
+    (tmp_path / "pump" / "v0002").write_text("not a bundle")
+    assert publish(tiny_bundle, tmp_path, "pump") == "v0003"
+    assert list_versions(tmp_path, "pump") == ["v0001", "v0003"]
 
 
 @pytest.mark.parametrize("name", ["../etc", "a/b", "", ".hidden", "x" * 65, "..", "a b", "/abs"])
