@@ -274,8 +274,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     root, name = Path(args.registry), validate_name(args.name)
     if args.action == "list":
+        infos = version_infos(root, name)  # before the header: a missing registry is one line, nothing else
         print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}  promoted")
-        for v in version_infos(root, name):
+        for v in infos:
             print(
                 f"{'*' if v.current else '':2}{v.version:9}{v.created:27}{str(v.data_from)[:25]:27}"
                 f"{str(v.data_to)[:25]:27}{v.rows:>9}{v.threshold:>12.4g}  {'-' if v.promoted is None else v.promoted}"

@@ -151,6 +151,8 @@ def test_bad_inputs_are_one_line_without_traceback(files, tmp_path):
     other.columns = ["timestamp", "x", "y", "z"]
     other.to_csv(tmp_path / "other.csv", index=False)
     (tmp_path / "dates.csv").write_text("timestamp,a\nnot-a-date,1\nnever,2\n")
+    (tmp_path / "header.csv").write_text("timestamp,a,b\n")
+    (tmp_path / "folder").mkdir()
     model = str(files / "model")
     cases = [
         (["train", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m")], "file not found"),
@@ -162,6 +164,9 @@ def test_bad_inputs_are_one_line_without_traceback(files, tmp_path):
         (["score", str(tmp_path), str(files / "faults.csv"), "--out", str(tmp_path / "s.csv")], "bundle.json"),
         (["train", str(files / "normal.csv"), "--registry", str(tmp_path), "--name", "../x"], "invalid model name"),
         (["train", str(files / "normal.csv")], "--out"),
+        (["train", str(tmp_path / "header.csv"), "--out", str(tmp_path / "m")], "no data rows"),  # a warning too
+        (["train", str(tmp_path / "folder"), "--out", str(tmp_path / "m")], "is a directory"),
+        (["models", "list", "--registry", str(tmp_path / "none"), "--name", "x"], "no versions"),
     ]
     from concurrent.futures import ThreadPoolExecutor
 
@@ -172,6 +177,7 @@ def test_bad_inputs_are_one_line_without_traceback(files, tmp_path):
         assert "Traceback" not in result.stderr
         lines = [ln for ln in result.stderr.splitlines() if ln.strip() and "Seed set" not in ln]
         assert len(lines) == 1 and message in lines[0], (args, result.stderr)
+        assert not result.stdout.strip() or args[0] != "models", result.stdout  # no table header before it
 
 
 def test_fewer_rows_than_one_window(files, tmp_path):

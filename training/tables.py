@@ -27,6 +27,8 @@ class DataError(Exception):
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read one CSV (comma, semicolon or tab, detected) or Parquet file."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a CSV or Parquet file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -70,6 +72,8 @@ def find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) ->
 
 def parse_times(column: pd.Series, tcol: str, name: str) -> np.ndarray:
     """Timestamps to epoch seconds (float64). Numbers are epoch seconds (or ms when huge)."""
+    if not len(column):
+        raise DataError(f"{name}: no data rows (a header only)")
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         secs = column.to_numpy(dtype=np.float64)
         if np.nanmedian(np.abs(secs)) > 1e11:  # epoch milliseconds
