@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sensorguard.training.data import DataError, drop_labeled, load_frame
+from sensorguard.training.data import DataError, drop_labeled, load_frame, series_from_frame
 from sensorguard.training.splits import WindowDataset, choose_window, split_by_time, window_starts
 from tests.conftest import plant_frame
 
@@ -159,3 +159,64 @@ def test_series_with_different_channels_are_not_concatenated():
 
     with pytest.raises(DataError, match="different channels"):
         concat_series([part(["a", "b"]), part(["a", "c"])])
+
+
+# --- found by a review of the data path: each of these read wrong data without a word ----------------
+
+
+def _frame(**columns):
+    return pd.DataFrame(columns)
+
+
+def test_separate_date_and_time_columns_are_read_together():
+    stamps = pd.date_range("2024-03-01", periods=3 * 24 * 4, freq="15min")
+    values = np.sin(np.arange(len(stamps)) / 5.0)
+    frame = _frame(Date=stamps.strftime("%Y-%m-%d"), Time=stamps.strftime("%H:%M:%S"), p=values, q=values * 2)
+    data = series_from_frame(frame, "split")
+    assert len(data) == len(stamps) and data.channels == ("p", "q")  # it kept one day of three
+    assert data.times[0] == stamps[0].timestamp() and data.times[-1] == stamps[-1].timestamp()
+    with pytest.raises(DataError, match="times of day without dates"):
+        series_from_frame(frame.drop(columns="Date"), "no-date")
+
+
+def test_day_first_dates_are_decided_once_for_the_whole_column():
+    frame = _frame(timestamp=["11/01/2024 10:00", "12/01/2024 10:00", "13/01/2024 10:00", "14/01/2024 10:00"],
+                   p=[1.0, 2.0, 3.0, 4.0], q=[2.0, 1.0, 4.0, 3.0])
+    data = series_from_frame(frame, "dayfirst")
+    days = pd.to_datetime(data.times, unit="s", utc=True).day.tolist()
+    assert days == [11, 12, 13, 14]  # pandas alone read 11/01 and 12/01 as November and December
+    ambiguous = frame.iloc[:2]
+    with pytest.raises(DataError, match="day first or month first"):
+        series_from_frame(ambiguous, "ambiguous")
+
+
+def test_an_asset_column_in_any_case_keeps_the_machines_apart():
+    stamps = pd.date_range("2024-03-01", periods=50, freq="1min").astype(str).tolist()
+    rng = np.random.default_rng(0)
+    frame = _frame(timestamp=stamps * 2, Asset=["m1"] * 50 + ["m2"] * 50,
+                   p=np.r_[rng.normal(0, 1, 50), rng.normal(5, 1, 50)], q=rng.normal(0, 1, 100))
+    data = series_from_frame(frame, "machines")
+    assert len(data) == 100 and sorted(set(data.assets)) == ["m1", "m2"] and data.channels == ("p", "q")
+
+
+@pytest.mark.parametrize("per_second", [1, 1e3, 1e6, 1e9])
+def test_numeric_epochs_in_any_unit_are_seconds(per_second):
+    secs = 1_700_000_000 + np.arange(20.0)
+    frame = _frame(ts=(secs * per_second).astype(np.int64), p=np.arange(20.0), q=np.arange(20.0) ** 2)
+    assert series_from_frame(frame, "epochs").times.tolist() == secs.tolist()
+
+
+def test_text_labels_are_refused_and_true_false_read():
+    frame = _frame(timestamp=pd.date_range("2024-03-01", periods=4, freq="1min").astype(str),
+                   p=[1.0, 2.0, 3.0, 4.0], q=[2.0, 1.0, 4.0, 3.0], anomaly=["normal", "fault", "normal", "normal"])
+    with pytest.raises(DataError, match="labels must be numbers"):
+        series_from_frame(frame, "text-labels", label_column="anomaly")
+    frame["anomaly"] = ["false", "True", "", "false"]
+    assert series_from_frame(frame, "bool-labels", label_column="anomaly").labels["anomaly"].tolist() == [0, 1, 0, 0]
+
+
+def test_a_second_clock_is_not_a_channel():
+    frame = _frame(timestamp=pd.date_range("2024-03-01", periods=6, freq="1min").astype(str),
+                   time=np.arange(6.0) * 60, p=[1.0, 3.0, 2.0, 4.0, 3.0, 5.0], q=[2.0, 1.0, 4.0, 3.0, 5.0, 4.0])
+    data = series_from_frame(frame, "two-clocks")
+    assert data.channels == ("p", "q") and any("time columns left out: time" in n for n in data.notes)

@@ -20,7 +20,15 @@ import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
 from sensorguard.service.sensors import SensorRules, watch_rows
-from sensorguard.training.tables import DataError, choose_channels, cols, find_time_column, parse_times, read_table
+from sensorguard.training.tables import (
+    DataError,
+    choose_channels,
+    cols,
+    find_time_column,
+    parse_times,
+    read_table,
+    time_of_day_only,
+)
 
 __all__ = ["DataError", "SensorData", "concat_series", "drop_labeled", "load_frame", "machine_rows", "read_table",
            "series_from_frame"]
@@ -157,18 +165,26 @@ def series_from_frame(
     hold_rate = policy is not None
 
     tcol = find_time_column(frame, time_column, name)
-    times = parse_times(frame[tcol], tcol, name)
-    chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes)
+    stamps = frame[tcol]
+    if time_of_day_only(stamps):  # a Date and a Time column, as plant exports often write them
+        dates = [c for c in frame.columns if str(c).strip().lower() == "date" and c != tcol]
+        if not dates:
+            raise DataError(f"{name}: column {tcol!r} holds times of day without dates and no 'date' column was "
+                            "found; name the timestamp column with --time-column")
+        stamps = frame[dates[0]].astype(str).str.strip() + " " + stamps.astype(str).str.strip()
+        exclude = (*exclude, dates[0])
+        notes.append(f"timestamps from columns {dates[0]!r} and {tcol!r} together")
+    times = parse_times(stamps, tcol, name)
+    if asset_column is None:  # several machines in one table, the column named in any case
+        asset_column = next((c for c in frame.columns if str(c).strip().lower() == "asset"), None)
+    chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes, asset_column)
     values = frame[list(chosen)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     labels = {}
     if label_column is not None:
         if label_column not in frame.columns:
             raise DataError(f"{name}: label column {label_column!r} not found (columns: {cols(frame)})")
-        lab = pd.to_numeric(frame[label_column], errors="coerce").fillna(0).to_numpy()
-        labels[label_column] = (lab > 0).astype(np.int8)
+        labels[label_column] = _labels(frame[label_column], label_column, name)
 
-    if asset_column is None and "asset" in frame.columns:
-        asset_column = "asset"
     if asset_column is None:
         data = _clean_series(times, values, labels, chosen, fill_limit, notes, policy, sensors, hold_rate)
     else:  # several machines in one file: each is its own series, never stitched to another
@@ -195,6 +211,19 @@ def series_from_frame(
         raise DataError(f"{name}: no complete rows after cleaning ({why})")
     raw = np.where(np.isfinite(values), values, np.nan)
     return replace(data, source_times=times, source_values=raw)
+
+
+def _labels(column: pd.Series, label_column: str, name: str) -> np.ndarray:
+    """0/1 per row from numbers (> 0 is anomalous), booleans or true/false text; empty is 0.
+    Other text (``fault``/``normal``) is refused: read as 0 it would score every event as missed."""
+    text = column.astype(str).str.strip().str.lower()
+    mapped = text.map({"true": 1.0, "false": 0.0, "": 0.0, "nan": 0.0, "none": 0.0})
+    numeric = pd.to_numeric(column, errors="coerce").astype(np.float64).fillna(mapped)
+    bad = numeric.isna()
+    if bad.any():
+        raise DataError(f"{name}: label column {label_column!r} holds {column[bad].iloc[0]!r}; labels must be "
+                        "numbers (> 0 anomalous) or true/false")
+    return (numeric.to_numpy() > 0).astype(np.int8)
 
 
 def _clean_series(times, values, labels, channels, fill_limit, notes, policy=None, sensors=None,

@@ -76,10 +76,13 @@ def parse_times(column: pd.Series, tcol: str, name: str) -> np.ndarray:
         raise DataError(f"{name}: no data rows (a header only)")
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         secs = column.to_numpy(dtype=np.float64)
-        if np.nanmedian(np.abs(secs)) > 1e11:  # epoch milliseconds
-            secs = secs / 1000.0
+        size = np.nanmedian(np.abs(secs)) if np.isfinite(secs).any() else 0.0
+        for limit, per_second in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):  # epoch ns, us, ms
+            if size > limit:
+                secs = secs / per_second
+                break
     else:
-        parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
+        parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed", dayfirst=_day_first(column, name))
         secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
     bad = ~np.isfinite(secs)
     if bad.mean() > 0.01 or bad.all():
@@ -91,6 +94,40 @@ def parse_times(column: pd.Series, tcol: str, name: str) -> np.ndarray:
     return secs
 
 
+def _day_first(column: pd.Series, name: str) -> bool:
+    """Whether ``d/m/y``-style dates put the day first, decided once for the whole column.
+
+    pandas guesses per value, so 11/01 and 13/01 in one file came out as November 1st and January
+    13th. A first field above 12 means day first, a second field above 12 month first; a column
+    where neither happens and the two differ cannot be read safely and is refused.
+    """
+    text = column.dropna().astype(str).str.strip()
+    fields = text.str.extract(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}(?:\D|$)")
+    shaped = fields[0].notna()
+    if not len(text) or shaped.mean() < 0.5:
+        return False  # ISO (year first) or another shape: nothing to decide
+    first, second = fields[0][shaped].astype(int), fields[1][shaped].astype(int)
+    if (first > 12).any() and (second > 12).any():
+        raise DataError(f"{name}: dates in {column.name!r} put the day first in some rows and the month first in "
+                        "others; write them as ISO 8601 (2024-01-13T10:00:00)")
+    if (first > 12).any():
+        return True
+    if (second > 12).any() or (first == second).all():
+        return False
+    example = text[shaped & (fields[0] != fields[1])].iloc[0]
+    raise DataError(f"{name}: dates in {column.name!r} like {example!r} read either day first or month first, and "
+                    "no day above 12 says which; write them as ISO 8601 (2024-01-13T10:00:00)")
+
+
+def time_of_day_only(column: pd.Series) -> bool:
+    """Whether a text column holds times of day without dates (``10:00:00``): plant exports often
+    split the date and the time into two columns."""
+    if pd.api.types.is_numeric_dtype(column):
+        return False
+    text = column.dropna().astype(str).str.strip().head(200)
+    return bool(len(text)) and text.str.fullmatch(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?").mean() > 0.9
+
+
 def choose_channels(
     frame: pd.DataFrame,
     tcol: str,
@@ -99,6 +136,7 @@ def choose_channels(
     label_column: str | None,
     name: str,
     notes: list[str],
+    asset_column: str | None = None,
 ) -> tuple[str, ...]:
     if channels:
         missing = [c for c in channels if c not in frame.columns]
@@ -108,10 +146,13 @@ def choose_channels(
     unknown = [c for c in exclude if c not in frame.columns]
     if unknown:
         raise DataError(f"{name}: --exclude names unknown columns: {', '.join(unknown)}")
-    chosen, constant = [], []
+    chosen, constant, timelike = [], [], []
     for col in frame.columns:
         lowered = str(col).strip().lower()
-        if col in (tcol, label_column) or col in exclude or lowered in LABEL_NAMES or lowered == "asset":
+        if col in (tcol, label_column, asset_column) or col in exclude or lowered in LABEL_NAMES or lowered == "asset":
+            continue
+        if lowered in TIME_NAMES or pd.api.types.is_datetime64_any_dtype(frame[col]):
+            timelike.append(str(col))  # a second clock (elapsed seconds, a date): it only grows
             continue
         series = frame[col]
         if pd.api.types.is_bool_dtype(series):
@@ -119,6 +160,8 @@ def choose_channels(
         numeric = pd.to_numeric(series, errors="coerce")
         if numeric.notna().mean() >= 0.9:
             (chosen if numeric.nunique() > 1 else constant).append(str(col))
+    if timelike:
+        notes.append(f"time columns left out: {', '.join(timelike)} (name them in --channels to keep them)")
     if constant:  # a column constant through the whole file is an id or a setpoint more often than a sensor
         notes.append(f"constant columns left out: {', '.join(constant)} (name them in --channels to keep them)")
     if not chosen:
