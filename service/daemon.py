@@ -120,6 +120,7 @@ class Daemon:
         )
         self.hop = settings.hop or bundle.hop
         self.publisher = Publisher(settings)  # owns topics and payloads; its client is set on start
+        self.publisher.on_dropped = lambda kind: self.metrics.publishes_dropped.labels(kind).inc()
         self.models = ModelHolder(settings, bundle, self.metrics, self.publisher, self.hop)
         try:  # a candidate in the registry's SHADOW is scored from the first window
             self.models.check_shadow()

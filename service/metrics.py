@@ -81,6 +81,9 @@ class Metrics:
             "silent while they waited.", ("reason",))
         for reason in WINDOW_DROP_REASONS:
             self.windows_dropped.labels(reason)
+        self.publishes_dropped = counter(
+            "publishes_dropped_total", "Outgoing messages dropped because the queue waiting for the broker was full "
+            "(alert, state, sensor, event, status).", ("kind",))
         self.window_restarts = counter(
             "window_restarts_total", "Times an asset's window started afresh (a long gap, a dropped reading): its "
             "next score waits for a full window.")

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 MAX_QUEUED_OUT = 100_000  # outgoing QoS 1 messages kept while disconnected (bounded memory)
+STATUS_ROOM = 16  # places beyond it kept for the retained status (``service.publisher``)
 CONNECT_FAIL_LOG_INTERVAL_S = 60.0  # the same failure is logged at most this often (backoff retries)
 
 
@@ -62,10 +63,10 @@ def create_client(
         manual_ack=manual_ack,
     )
     client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
-    client.max_queued_messages_set(MAX_QUEUED_OUT)
+    client.max_queued_messages_set(MAX_QUEUED_OUT + STATUS_ROOM)
     client.on_connect_fail = _connect_fail_logger(settings)
     if will:
-        offline = status_payload(settings.instance_name, settings.client_id, settings.partition,
+        offline = status_payload(settings.instance_name, settings.client_id, settings.static_partitions(),
                                  settings.topic_prefix, online=False)
         client.will_set(settings.status_topic(), offline, qos=1, retain=True)
     if settings.username:

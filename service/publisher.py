@@ -16,10 +16,13 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+import paho.mqtt.client as paho
+
 from sensorguard.service import mqtt
 from sensorguard.service.alerts import AlertEvent, AlertState
 from sensorguard.service.config import Settings
 from sensorguard.service.instances import status_payload
+from sensorguard.service.logs import RateLimiter
 from sensorguard.service.sensors import SensorEvent
 
 log = logging.getLogger(__name__)
@@ -47,11 +50,38 @@ def payload(asset: str, kind: str, ts: float, score: float, peak: float, alert_i
 
 
 class Publisher:
-    """Publishes on the topics ``settings`` names through ``client`` (set once connected)."""
+    """Publishes on the topics ``settings`` names through ``client`` (set once connected).
+
+    While the broker is away paho keeps QoS 1 messages, at most ``mqtt.MAX_QUEUED_OUT``; past that a
+    message is dropped, told to ``on_dropped`` (the daemon counts it by kind) and logged, rate
+    limited. The retained status has ``mqtt.STATUS_ROOM`` places of its own: ``online`` must reach
+    the broker behind a full backlog, or the Last Will's ``offline`` would stand while serving.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client: Any = None
+        self.on_dropped: Any = lambda kind: None
+        self._drop_log = RateLimiter(60.0)
+
+    def _full(self, kind: str) -> bool:
+        """Whether a message of ``kind`` finds the outgoing queue full (then it is counted as dropped)."""
+        queued = getattr(self.client, "queued_out", None)
+        if queued is None or queued() < mqtt.MAX_QUEUED_OUT:
+            return False
+        self._dropped(kind)
+        return True
+
+    def _sent(self, kind: str, info: Any) -> Any:
+        if getattr(info, "rc", None) == paho.MQTT_ERR_QUEUE_SIZE:
+            self._dropped(kind)
+        return info
+
+    def _dropped(self, kind: str) -> None:
+        self.on_dropped(kind)
+        if (count := self._drop_log.hit(kind)) is not None:
+            log.warning("outgoing queue full (%d messages waiting for the broker): %d %s message(s) dropped",
+                        mqtt.MAX_QUEUED_OUT, count, kind)
 
     def alert(self, asset: str, event: AlertEvent, channels: list[dict], model: tuple[str, str], line: float):
         """An alert raised or cleared, on ``<output_prefix>/alerts/<asset>``; logged too."""
@@ -65,7 +95,9 @@ class Publisher:
         )
         if self.client is None:
             return None
-        return mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1)
+        if self._full("alert"):
+            return None
+        return self._sent("alert", mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1))
 
     def state(self, asset: str, state: AlertState, ts: float, channels: list[dict], model: tuple[str, str],
               line: float, sensor_faults: list[dict] | None = None, extra: dict | None = None):
@@ -76,7 +108,10 @@ class Publisher:
         body = payload(asset, state.status, ts, state.last_score, state.peak, state.alert_id, channels, *model, line)
         body["sensor_faults"] = sensor_faults or []
         body.update(extra or {})
-        return mqtt.publish_json(self.client, self.settings.state_topic(asset), body, qos=1, retain=True)
+        if self._full("state"):
+            return None
+        return self._sent("state", mqtt.publish_json(self.client, self.settings.state_topic(asset), body, qos=1,
+                                                     retain=True))
 
     def sensor(self, asset: str, event: SensorEvent, model: tuple[str, str], ended_alert: str | None = None):
         """A sensor fault opened (``sensor_fault``) or closed (``sensor_ok``) on ``<output_prefix>/alerts/<asset>``.
@@ -93,20 +128,22 @@ class Publisher:
                 "model": {"name": model[0], "version": model[1]}}
         if ended_alert:
             body["alert_id"] = ended_alert
-        return mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1)
+        if self._full("sensor"):
+            return None
+        return self._sent("sensor", mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1))
 
     def daemon_event(self, body: dict) -> None:
         """A daemon event (model swapped, reload refused) on ``<output_prefix>/events``."""
-        if self.client is not None:
+        if self.client is not None and not self._full("event"):
             tagged = {**body, "instance": self.settings.instance_name}
-            mqtt.publish_json(self.client, self.settings.events_topic(), tagged, qos=1)
+            self._sent("event", mqtt.publish_json(self.client, self.settings.events_topic(), tagged, qos=1))
 
     def status(self, online: bool):
         """The instance's retained status (``online``; ``offline`` is also its Last Will), JSON with
         its name and partitions (:mod:`sensorguard.service.instances`)."""
         s = self.settings
         body = status_payload(s.instance_name, s.client_id, s.static_partitions(), s.topic_prefix, online)
-        return self.client.publish(s.status_topic(), body, qos=1, retain=True)
+        return self._sent("status", self.client.publish(s.status_topic(), body, qos=1, retain=True))
 
 
 def _finite(x: float) -> float | None:

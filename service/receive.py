@@ -51,6 +51,10 @@ MAX_PACKETS = 1000  # packets per wake-up before the acknowledgements go out (on
 class FastClient(paho.Client):
     """:class:`paho.mqtt.client.Client` with the buffered, batched receive path described above."""
 
+    def queued_out(self) -> int:
+        """Outgoing QoS 1 messages paho holds (not yet confirmed by the broker)."""
+        return len(self._out_messages)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = b""

@@ -351,3 +351,32 @@ def test_a_stale_after_shorter_than_the_filled_gap_is_warned_about(tiny_bundle):
     policy = CleaningPolicy(sample_period=60.0, fill_limit=5)  # fills gaps up to 360 s
     assert "stale_after_s >= 360" in stale_warning(policy, 300.0)
     assert stale_warning(policy, 360.0) is None and stale_warning(CleaningPolicy(), 1.0) is None
+
+
+def test_a_full_outgoing_queue_drops_and_counts_but_keeps_room_for_the_status(tiny_bundle, monkeypatch):
+    """paho refused messages past its queue silently, the retained 'online' status among them, so the
+    Last Will's 'offline' stood while the daemon served (found by review). A real paho client, not
+    connected, holds what it cannot send, as during an outage."""
+    from sensorguard.service import mqtt
+    from sensorguard.service.alerts import AlertState
+
+    monkeypatch.setattr(mqtt, "MAX_QUEUED_OUT", 3)
+    daemon, _ = make(tiny_bundle)
+    client = mqtt.create_client(daemon.settings)
+    daemon.publisher.client = client
+    for i in range(5):
+        daemon.publisher.state(f"p{i}", AlertState(), T0, [], ("m", "v1"), 1.0)
+    assert client.queued_out() == 3
+    assert value(daemon, "sensorguard_publishes_dropped_total", kind="state") == 2
+    info = daemon.publisher.status(online=True)  # behind the full backlog, in the room kept for it
+    assert info.rc != 15 and client.queued_out() == 4
+    assert value(daemon, "sensorguard_publishes_dropped_total", kind="status") is None
+
+
+def test_the_last_will_names_the_partitions_the_clean_status_names():
+    from sensorguard.service import mqtt
+    from sensorguard.service.config import load_settings
+
+    settings = load_settings({"model": None, "cluster": ["nats://127.0.0.1:4222"]}, {}, require_model=False)
+    client = mqtt.create_client(settings)
+    assert json.loads(client._will_payload)["partitions"] == []  # as publisher.status says in cluster mode
