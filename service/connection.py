@@ -43,12 +43,14 @@ class Connection:
         self.connected = threading.Event()
         self.connected_since: float | None = None  # monotonic time of the last connect; None while down
         self.unsubscribe: tuple[str, ...] = ()  # filters a previous run of this session served, no longer ours
+        self.refused: tuple[str, ...] = ()  # subscriptions the broker refused (its access rules): not ready
 
     def open(self) -> None:
         """Create the client (it becomes the publisher's) and connect in the background."""
         client = mqtt.create_client(self.settings)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._route
         self.publisher.client = client
         mqtt.connect_async(client, self.settings)
@@ -80,6 +82,7 @@ class Connection:
         if self.unsubscribe:  # the resumed session still holds them (idempotent on a new one)
             client.unsubscribe(list(self.unsubscribe))
             log.info("unsubscribed from %s: no longer this instance's partitions", ", ".join(self.unsubscribe))
+        self.refused = ()  # this connection's subscriptions are judged afresh
         mqtt.subscribe_readings(client, self.settings)
         if self.commands is not None:
             client.subscribe(self.commands.filter(), qos=1)
@@ -92,6 +95,15 @@ class Connection:
             "resumed" if getattr(flags, "session_present", False) else "new",
             ", ".join(self.settings.readings_filters()),
         )
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """A refused subscription (a broker's access rules) means no readings, or no commands, ever:
+        said loudly, and ``/readyz`` fails until a reconnect subscribes again and is granted."""
+        refused = tuple(mqtt.reason_text(rc) for rc in reason_codes if rc.is_failure)
+        if refused:
+            log.error("the broker refused a subscription (%s): check its access rules for this client "
+                      "(%s); no readings come through it", ", ".join(refused), self.settings.client_id)
+            self.refused += refused
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected_since = None

@@ -234,7 +234,7 @@ class Daemon:
     def ready(self) -> bool:
         """Model loaded and broker (and cluster) connected (``/readyz``)."""
         return (self.scorer is not None and self.connection.connected.is_set() and not self.ingest.stopping
-                and (self.source is None or self.source.ready.is_set()))
+                and not self.connection.refused and (self.source is None or self.source.ready.is_set()))
 
     @property
     def metrics_address(self) -> tuple[str, int]:

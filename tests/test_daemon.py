@@ -380,3 +380,19 @@ def test_the_last_will_names_the_partitions_the_clean_status_names():
     settings = load_settings({"model": None, "cluster": ["nats://127.0.0.1:4222"]}, {}, require_model=False)
     client = mqtt.create_client(settings)
     assert json.loads(client._will_payload)["partitions"] == []  # as publisher.status says in cluster mode
+
+
+def test_a_refused_subscription_is_said_and_the_daemon_is_not_ready(tiny_bundle, caplog):
+    """A subscription the broker's access rules refuse meant no readings ever, logged at debug level
+    by paho only, while /readyz said ready (found by review)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    daemon, _ = make(tiny_bundle)
+    daemon.connection.connected.set()
+    assert daemon.ready()
+    granted, refused = ReasonCode(PacketTypes.SUBACK, identifier=1), ReasonCode(PacketTypes.SUBACK, "Not authorized")
+    with caplog.at_level(logging.ERROR):
+        daemon.connection._on_subscribe(None, None, 1, [refused], None)
+        daemon.connection._on_subscribe(None, None, 2, [granted], None)  # the commands' filter, granted
+    assert not daemon.ready() and "refused a subscription (Not authorized)" in caplog.text
