@@ -54,8 +54,8 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
                 pass
         except OSError as err:
             bad("password_file", f"cannot read {s.password_file!r}: {err.strerror or err}")
-    elif s._env_password and not s.username and s.mqtt_version == "3.1.1":
-        bad("username", "MQTT 3.1.1 does not allow a password without a username")
+    if (s.password_file or s._env_password) and not s.username:  # paho sends a password only with a username
+        bad("username", "a password is sent only with a username: set username too")
     for name in ("tls_ca", "tls_cert", "tls_key"):
         path = getattr(s, name)
         if path and not Path(path).is_file():
@@ -94,7 +94,7 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
         bad("metrics_port", f"must be in 0..65535, got {s.metrics_port}")
 
     minimums = {
-        "session_expiry_s": 0,
+        "session_expiry_s": 1,  # 0 ends the session, and the readings queued in it, at every disconnect
         "keepalive_s": 0,
         "max_assets": 1,
         "max_payload_bytes": 2,
