@@ -78,3 +78,11 @@ def test_median_center_and_positive_finite_scales():
 def test_empty_input_is_refused():
     with pytest.raises(ValueError, match="non-empty"):
         fit_scaler(np.empty((0, 3)))
+
+
+def test_huge_values_get_a_finite_scale():
+    """Values near 1e200 overflowed the standard deviation to inf, and the channel read 0 forever
+    (found by review)."""
+    values = np.c_[np.linspace(1e200, 3e200, 100), np.linspace(0.0, 1.0, 100)]
+    fit = fit_scaler(values)
+    assert np.isfinite(fit.scale_).all() and fit.scale_[0] == pytest.approx(2e200 / 1.349 * 0.5, rel=0.05)
