@@ -68,3 +68,15 @@ def test_report_plots_each_machine_of_a_file(tiny_bundle, tmp_path, capsys):
     hashed = f"site-a_pump-a-{hashlib.sha1(b'site-a/pump-a').hexdigest()[:6]}"  # "/" is no file name part
     assert names == ["calibration.png", "reconstructions_pump-b.png", f"reconstructions_{hashed}.png",
                      "scores_pump-b.png", f"scores_{hashed}.png"]
+
+
+def test_a_repeated_timestamp_gets_no_score_of_its_own(tiny_bundle, tmp_path):
+    """The daemon refuses a repeat (duplicate_ts); score gave it the kept row's score, and counted
+    it as scored (found by review)."""
+    bundle_dir = save_bundle(tiny_bundle, tmp_path / "b")
+    frame = machine(1, 0.0)
+    repeats = frame.iloc[[70, 90, 100]]
+    out = scored(bundle_dir, pd.concat([frame, repeats]), tmp_path / "dup.csv")
+    assert len(out) == len(frame) + 3
+    assert out.score.iloc[-3:].isna().all() and out.alert.iloc[-3:].eq(0).all()
+    assert out.score.iloc[[70, 90, 100]].notna().all()  # the first of each keeps its score

@@ -60,6 +60,10 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     """
     data, scores = scored.data, scored.scores
     rows = data.rows_of(data.source_times, data.source_assets)
+    # a repeated (asset, time) is the daemon's duplicate_ts: only its first row was kept and scored
+    key = pd.DataFrame({"asset": data.source_assets if data.source_assets is not None else "",
+                        "t": data.source_times})
+    rows[key.duplicated(keep="first").to_numpy()] = -1
     found = rows >= 0
     take = np.where(found, rows, 0)
     score = np.where(found, scores.score[take], np.nan)
