@@ -323,6 +323,8 @@ class AssetAlerts:
             if held is None and state.status == "alerting" and self._announced.get(asset) != state.alert_id:
                 self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                                channels, self.current())
+            if maintenance is True and self.recorder is not None and not self.recorder.holding(asset):
+                self.recorder.alert_raised(asset, ts)  # the readings just before it are no normal data either
             if maintenance is False and state.status != "alerting" and self.recorder is not None:
                 self.recorder.alert_cleared(asset, ts)
             self.publish_state(asset)

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 
+import pandas as pd
 import pytest
 
 from sensorguard.service.drift import DriftRule
@@ -210,3 +211,23 @@ def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
         new.alerts.apply("pump-1", T0 + 4 + i, 0.1, [])
     cleared = [json.loads(p) for t, p, _ in new_client.published if t == "sensorguard/alerts/pump-1"]
     assert [(e["state"], e["alert_id"]) for e in cleared] == [("cleared", alert.alert_id)]
+
+
+def test_readings_just_before_a_maintenance_are_not_recorded_as_normal(drifting, tmp_path):
+    """Maintenance often starts because the machine misbehaves: the readings held in the guard band
+    before it were committed as normal later (found by review)."""
+    from sensorguard.service.commands import Command
+
+    daemon, _ = daemon_with(drifting, None, record_dir=str(tmp_path / "rec"), record_guard_s=10)
+    for i in range(30):
+        daemon.recorder.add("pump", T0 + i, [1.0, 2.0, 3.0])
+    daemon.alerts.apply("pump", T0 + 29, 0.1, [])
+    daemon.controls.apply(Command("maintenance", "pump", action="start"), time.time())
+    daemon.alerts.request_control_change("pump", True)
+    daemon.alerts.apply_control_changes()
+    daemon.controls.apply(Command("maintenance", "pump", action="end"), time.time())
+    daemon.alerts.request_control_change("pump", False)
+    daemon.alerts.apply_control_changes()
+    daemon.recorder.flush(now_ts=T0 + 1000, force=True)
+    kept = sorted(pd.concat(pd.read_parquet(p) for p in (tmp_path / "rec").glob("*/*.parquet")).ts - T0)
+    assert kept and max(kept) < 29 - 10  # the guard band before the start went, not into the normal data
