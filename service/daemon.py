@@ -133,8 +133,7 @@ class Daemon:
                                   guard_seconds(settings.record_guard_s, bundle.window, self.hop,
                                                 settings.raise_after, bundle.sample_period))
         self.ingest = Ingest(settings, self.buffers, self.metrics, self.recorder)
-        self.models.on_swap = lambda new: self.ingest.set_policy(
-            cleaning_policy(new, settings), sensor_rules(new, cleaning_policy(new, settings)))
+        self.models.on_swap = self._swapped
         # Cluster mode keeps each asset's controls in the state bucket, where its next owner finds
         # them; a local copy would come back stale after the asset moved away and back.
         self.controls = AlarmControls(None if settings.cluster else settings.state_dir)
@@ -180,6 +179,15 @@ class Daemon:
         if self.source is not None:
             self.source.start()
         self.announce()
+
+    def _swapped(self, new: Bundle) -> None:
+        """A new model is served: its cleaning policy and sensor limits, and its recorder guard band
+        (a longer sample period needs a longer one, or a fault's onset is recorded as normal)."""
+        s = self.settings
+        self.ingest.set_policy(cleaning_policy(new, s), sensor_rules(new, cleaning_policy(new, s)))
+        if self.recorder is not None:
+            self.recorder.guard_s = guard_seconds(s.record_guard_s, new.window, self.hop, s.raise_after,
+                                                  new.sample_period)
 
     def announce(self) -> None:
         """Log what is served, and every setting that breaks the bundle's promise or live == offline."""

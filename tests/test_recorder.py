@@ -149,6 +149,10 @@ def test_the_daemons_guard_band_follows_the_bundles_sample_period(tiny_bundle, t
     slow = replace(tiny_bundle, sample_period=20.0)  # window 16 + 3 x hop 2 = 22 samples = 440 s
     daemon, _ = make(slow, record_dir=str(tmp_path / "rec"), record_guard_s=300)
     assert daemon.recorder.guard_s == 440.0
+    fast, _ = make(tiny_bundle, record_dir=str(tmp_path / "rec2"), record_guard_s=300)
+    assert fast.recorder.guard_s == 300.0
+    fast.models.on_swap(slow)  # a hot swap to a slower model: its band, not the first model's (review)
+    assert fast.recorder.guard_s == 440.0
 
 
 def test_the_guard_band_covers_the_samples_an_alert_needs_to_rise():
