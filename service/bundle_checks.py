@@ -1,15 +1,21 @@
-"""Serving settings checked against the bundle: what breaks its false-alert promise or live == offline.
+"""Serving settings against the bundle: the cleaning they make together, and what breaks its promise.
 
-The daemon logs each as a warning at start (:meth:`~sensorguard.service.daemon.Daemon.announce`):
+``cleaning_policy`` and ``sensor_rules`` are the bundle's with the serve overrides applied. The
+warnings say which settings break the bundle's false-alert promise or live == offline; the daemon
+logs each at start (:meth:`~sensorguard.service.daemon.Daemon.announce`):
 the settings are valid on their own, but the bundle was calibrated, and is scored offline, under
 other ones, so the user must hear what they change.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sensorguard.service.alerts import AlertRules
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.cleaning import CleaningPolicy
+from sensorguard.service.config import Settings
+from sensorguard.service.sensors import SensorRules
 
 
 def hop_warning(hop: int, bundle: Bundle) -> str | None:
@@ -49,3 +55,16 @@ def rules_warning(rules: AlertRules, calibration: dict) -> str | None:
     return (f"raise_after {rules.raise_after} differs from the {calibrated} the bundle's false-alert promise was "
             f"calibrated with: expect {expect} false alerts than its {alerts.get('promised_per_day', '?')} a day "
             f"(serve with raise_after {calibrated} to keep it)")
+
+
+def cleaning_policy(bundle: Bundle, settings: Settings) -> CleaningPolicy:
+    """The bundle's cleaning policy (what offline scoring applies) with the serve overrides."""
+    policy = bundle.cleaning
+    if settings.fill_limit is not None:
+        policy = replace(policy, fill_limit=settings.fill_limit)
+    return replace(policy, max_gap_s=settings.max_gap_s)
+
+
+def sensor_rules(bundle: Bundle, policy: CleaningPolicy) -> SensorRules | None:
+    """The bundle's sensor limits, with the fill limit actually applied (a setting may override it)."""
+    return None if bundle.sensors is None else replace(bundle.sensors, fill_limit=policy.fill_limit)

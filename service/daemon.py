@@ -54,7 +54,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,8 +63,13 @@ from prometheus_client import CollectorRegistry
 from sensorguard.service.alerts import AlertRules, AlertState
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.bundle import Bundle
-from sensorguard.service.bundle_checks import hop_warning, rules_warning, stale_warning
-from sensorguard.service.cleaning import CleaningPolicy
+from sensorguard.service.bundle_checks import (
+    cleaning_policy,
+    hop_warning,
+    rules_warning,
+    sensor_rules,
+    stale_warning,
+)
 from sensorguard.service.command_handling import CommandHandler
 from sensorguard.service.commands import AlarmControls, Command
 from sensorguard.service.config import Settings
@@ -76,7 +81,6 @@ from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import guard_seconds, recording
 from sensorguard.service.scorer import Scorer
-from sensorguard.service.sensors import SensorRules
 from sensorguard.service.shadow import report_live
 from sensorguard.service.state import SAVE_INTERVAL_S, restore_states
 from sensorguard.service.windows import Buffers, DueWindow
@@ -401,16 +405,3 @@ class Daemon:
         if (dropped := self.recorder.dropped - self._record_dropped) > 0:
             self.metrics.record_dropped.inc(dropped)
             self._record_dropped = self.recorder.dropped
-
-
-def cleaning_policy(bundle: Bundle, settings: Settings) -> CleaningPolicy:
-    """The bundle's cleaning policy (what offline scoring applies) with the serve overrides."""
-    policy = bundle.cleaning
-    if settings.fill_limit is not None:
-        policy = replace(policy, fill_limit=settings.fill_limit)
-    return replace(policy, max_gap_s=settings.max_gap_s)
-
-
-def sensor_rules(bundle: Bundle, policy: CleaningPolicy) -> SensorRules | None:
-    """The bundle's sensor limits, with the fill limit actually applied (a setting may override it)."""
-    return None if bundle.sensors is None else replace(bundle.sensors, fill_limit=policy.fill_limit)
