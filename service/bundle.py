@@ -136,7 +136,7 @@ def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
     never replaced: ``train --out`` pointed at a data folder must not delete it.
     """
     target = Path(directory)
-    if target.exists() and not (target.is_dir() and (target / META_FILE).is_file()):
+    if target.exists() and not (target.is_dir() and ((target / META_FILE).is_file() or not any(target.iterdir()))):
         raise BundleError(f"{target}: exists and is not a bundle directory; not replaced (choose another --out)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

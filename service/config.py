@@ -112,7 +112,8 @@ class Settings:
     max_assets: int = setting(1000, "assets tracked at most (caps memory and per-asset metric labels)")
     max_payload_bytes: int = setting(65536, "larger messages are rejected", flag=False)
     max_samples_per_message: int = setting(1000, "larger batches are rejected", flag=False)
-    max_future_s: float = setting(3600.0, "readings stamped further ahead of this machine's clock are rejected "
+    max_future_s: float = setting(3600.0, "readings stamped further ahead of this machine's clock, and of their "
+                                  "asset's last reading, are rejected "
                                   "(`future_ts`): one reading from a glitching clock would make every true one "
                                   "after it out of order", flag=False)
     fill_limit: int | None = setting(None, "missing values forward-filled at most, in samples (unset: the "

@@ -327,7 +327,7 @@ class Daemon:
                 try:  # an experiment: its failure must not cost the served model's batch
                     shadowed = shadow.scorer.score_windows(windows, excluded)
                 except Exception as exc:  # noqa: BLE001 - logged, and the shadow is stopped
-                    self.models.stop_shadow(f"scoring failed ({type(exc).__name__}: {exc})")
+                    self.models.stop_shadow(shadow, f"scoring failed ({type(exc).__name__}: {exc})")
         self.metrics.scoring_duration.observe(time.perf_counter() - started)
         self.metrics.windows_scored.inc(len(batch))
         now = time.monotonic()
@@ -350,7 +350,8 @@ class Daemon:
                     if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, self.rules):
                         self.metrics.alert_raised(due.asset, shadow=True)
                 except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
-                    self.models.stop_shadow(f"stepping its alerts failed ({type(exc).__name__}: {exc})")
+                    with self.models.lock:
+                        self.models.stop_shadow(shadow, f"stepping its alerts failed ({type(exc).__name__}: {exc})")
                     shadowed = None
             scored = ScoredWindow(due.asset, due.ts, score, float(scores.error[i]), state.status, channels)
             for listener in self._listeners:

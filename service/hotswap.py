@@ -146,13 +146,15 @@ class ModelHolder:
         elif new is None and old is not None:
             log.info("shadow model %s stopped", old.bundle.version, extra={"event": "shadow_stopped"})
 
-    def stop_shadow(self, why: str) -> None:
-        """The shadow failed while scoring (worker thread): stop it, so the served model's batches go
-        on without it. It stays stopped until ``SHADOW`` or ``CURRENT`` changes."""
-        old, self.shadow = self.shadow, None
-        if old is not None:
-            log.error("shadow model %s stopped: %s", old.bundle.version, why,
-                      extra={"event": "shadow_refused", "version": old.bundle.version})
+    def stop_shadow(self, failed: Shadow, why: str) -> None:
+        """``failed`` failed while scoring (worker thread, ``lock`` held): stop it, so the served
+        model's batches go on without it, until ``SHADOW`` or ``CURRENT`` changes. A shadow the
+        watcher put in its place meanwhile is left alone."""
+        if self.shadow is not failed:
+            return
+        self.shadow = None
+        log.error("shadow model %s stopped: %s", failed.bundle.version, why,
+                  extra={"event": "shadow_refused", "version": failed.bundle.version})
         self.metrics.set_shadow(None)
 
     def check(self, force: bool = False) -> bool | None:

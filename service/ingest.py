@@ -124,8 +124,11 @@ class Ingest:
                 before, restarts = buffers.pending(), buffers.gaps
                 latest = time.time() + s.max_future_s
                 for sample in parsed.samples:
-                    reason = "future_ts" if sample.ts > latest else buffers.add(
-                        parsed.asset, sample.ts, sample.values, received)
+                    # a jump far ahead of the clock and of the asset's last reading: a glitching clock
+                    # (an accelerated replay runs ahead step by step, and is kept)
+                    last = buffers.last_ts(parsed.asset) if sample.ts > latest else None
+                    future = sample.ts > latest and (last is None or sample.ts - last > s.max_future_s)
+                    reason = "future_ts" if future else buffers.add(parsed.asset, sample.ts, sample.values, received)
                     if reason is None:
                         accepted += 1
                         if recorder is not None and not buffers.faulted(parsed.asset):  # held values are no data

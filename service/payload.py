@@ -34,7 +34,8 @@ Reasons from :mod:`service.windows` (need per-asset state, so they are not the p
 - ``missing_channel``: a channel absent or NaN with nothing (or nothing recent enough) to
   forward-fill: the reading is dropped and the asset's window restarts after it.
 - ``out_of_order``: older than the asset's last accepted sample.
-- ``future_ts``: stamped more than ``max_future_s`` ahead of the daemon's clock (:mod:`service.ingest`).
+- ``future_ts``: stamped more than ``max_future_s`` ahead of the daemon's clock and of the asset's last
+  reading (a jump; an accelerated replay, ahead step by step, is kept; :mod:`service.ingest`).
   Taken, it would make every true reading after it ``out_of_order`` until the asset went silent.
 - ``duplicate_ts``: the same timestamp as the asset's last accepted sample.
 - ``too_many_assets``: a new asset beyond ``max_assets``.

@@ -59,6 +59,8 @@ def test_save_refuses_to_replace_what_is_not_a_bundle(tmp_path, tiny_bundle):
             save_bundle(tiny_bundle, target)
     assert (data / "normal.csv").read_text() == "ts,a\n" and (tmp_path / "file").read_text() == "keep"
     assert not list(tmp_path.glob(".*"))  # no temp directory left behind
+    (tmp_path / "empty").mkdir()  # `mkdir model && train --out model` is fine
+    assert load_bundle(save_bundle(tiny_bundle, tmp_path / "empty")).channels == tiny_bundle.channels
 
 
 def test_save_replaces_existing_bundle(tmp_path, tiny_bundle):

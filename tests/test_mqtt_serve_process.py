@@ -21,7 +21,8 @@ CHANNELS = ["c0", "c1", "c2"]
 
 def test_print_config_applies_file_then_env_then_flags(tmp_path, trained_dir):
     config = tmp_path / "sg.toml"
-    config.write_text(f'model = "{trained_dir}"\nmetrics_port = 10201\nclient_id = "from-file"\nhop = 2\nusername = "u"\n')
+    config.write_text(f'model = "{trained_dir}"\nmetrics_port = 10201\nclient_id = "from-file"\nhop = 2\n'
+                      'username = "u"\n')
     out = subprocess.run(
         [sys.executable, "-m", "sensorguard", "serve", "--config", str(config), "--print-config",
          "--client-id", "flag"],

@@ -168,12 +168,12 @@ def series_from_frame(
     stamps = frame[tcol]
     if time_of_day_only(stamps):  # a Date and a Time column, as plant exports often write them
         dates = [c for c in frame.columns if str(c).strip().lower() == "date" and c != tcol]
-        if not dates:
-            raise DataError(f"{name}: column {tcol!r} holds times of day without dates and no 'date' column was "
-                            "found; name the timestamp column with --time-column")
-        stamps = frame[dates[0]].astype(str).str.strip() + " " + stamps.astype(str).str.strip()
-        exclude = (*exclude, dates[0])
-        notes.append(f"timestamps from columns {dates[0]!r} and {tcol!r} together")
+        if dates:
+            stamps = frame[dates[0]].astype(str).str.strip() + " " + stamps.astype(str).str.strip()
+            exclude = (*exclude, dates[0])
+            notes.append(f"timestamps from columns {dates[0]!r} and {tcol!r} together")
+        else:
+            notes.append(f"column {tcol!r} holds times of day without dates: read as today's")
     times = parse_times(stamps, tcol, name)
     if asset_column is None:  # several machines in one table, the column named in any case
         asset_column = next((c for c in frame.columns if str(c).strip().lower() == "asset"), None)
@@ -217,8 +217,9 @@ def _labels(column: pd.Series, label_column: str, name: str) -> np.ndarray:
     """0/1 per row from numbers (> 0 is anomalous), booleans or true/false text; empty is 0.
     Other text (``fault``/``normal``) is refused: read as 0 it would score every event as missed."""
     text = column.astype(str).str.strip().str.lower()
-    mapped = text.map({"true": 1.0, "false": 0.0, "": 0.0, "nan": 0.0, "none": 0.0})
+    mapped = text.map({"true": 1.0, "false": 0.0, "": 0.0, "nan": 0.0, "none": 0.0, "<na>": 0.0})
     numeric = pd.to_numeric(column, errors="coerce").astype(np.float64).fillna(mapped)
+    numeric[column.isna().to_numpy()] = 0.0  # a blank cell is normal (pandas 3 keeps it NA through astype(str))
     bad = numeric.isna()
     if bad.any():
         raise DataError(f"{name}: label column {label_column!r} holds {column[bad].iloc[0]!r}; labels must be "

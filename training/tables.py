@@ -98,8 +98,8 @@ def _day_first(column: pd.Series, name: str) -> bool:
     """Whether ``d/m/y``-style dates put the day first, decided once for the whole column.
 
     pandas guesses per value, so 11/01 and 13/01 in one file came out as November 1st and January
-    13th. A first field above 12 means day first, a second field above 12 month first; a column
-    where neither happens and the two differ cannot be read safely and is refused.
+    13th. A first field above 12 means day first; otherwise every row is read month first (a column
+    with both kinds is refused).
     """
     text = column.dropna().astype(str).str.strip()
     fields = text.str.extract(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}(?:\D|$)")
@@ -110,13 +110,7 @@ def _day_first(column: pd.Series, name: str) -> bool:
     if (first > 12).any() and (second > 12).any():
         raise DataError(f"{name}: dates in {column.name!r} put the day first in some rows and the month first in "
                         "others; write them as ISO 8601 (2024-01-13T10:00:00)")
-    if (first > 12).any():
-        return True
-    if (second > 12).any() or (first == second).all():
-        return False
-    example = text[shaped & (fields[0] != fields[1])].iloc[0]
-    raise DataError(f"{name}: dates in {column.name!r} like {example!r} read either day first or month first, and "
-                    "no day above 12 says which; write them as ISO 8601 (2024-01-13T10:00:00)")
+    return bool((first > 12).any())  # no day above 12 anywhere: month first, pandas' default, for every row
 
 
 def time_of_day_only(column: pd.Series) -> bool:
