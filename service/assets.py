@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 
 import numpy as np
 
@@ -198,16 +198,16 @@ class AssetAlerts:
         if self.recorder is not None:
             self.recorder.forget(asset)
 
-    def expire_restored(self, now: float, heard: Collection[str] = ()) -> None:
+    def expire_restored(self, now: float, heard: Callable[[str], bool] = lambda asset: False) -> None:
         """After ``restore_until`` (monotonic), end restored assets that never came back.
 
-        heard: the assets readings came from since the start (the ingest holds their buffers). They
+        heard: whether readings came from an asset since the start (the ingest holds its buffer). Those
         stay restored until their first window, however long a window takes to fill (a window of
         600 samples at 1 s outlasts the default ``stale_after``), or until they go silent
         (:meth:`end`)."""
         if not self.restored or now < self.restore_until:
             return
-        gone = [asset for asset in self.restored if asset not in heard]
+        gone = [asset for asset in self.restored if not heard(asset)]
         if gone:
             log.info("%d assets restored from the state file sent nothing for %.0f s: silent",
                      len(gone), self.rules.stale_after)

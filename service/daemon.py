@@ -375,7 +375,7 @@ class Daemon:
                 if (shadow := self.models.shadow) is not None:
                     shadow.forget(asset)
                 log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
-            self.alerts.expire_restored(now, self.ingest.assets())
+            self.alerts.expire_restored(now, self.ingest.holds)
         for asset, kind in self.controls.expired(time.time()):  # a shelving or maintenance whose time is up
             log.info("%s of %s ended (its time was up)", kind, asset, extra={"asset": asset})
             self.alerts.request_control_change(asset, False if kind == "maintenance" else None)

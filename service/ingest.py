@@ -126,9 +126,10 @@ class Ingest:
                 for sample in parsed.samples:
                     # a jump far ahead of the clock and of the asset's last reading: a glitching clock
                     # (an accelerated replay runs ahead step by step, and is kept)
-                    last = buffers.last_ts(parsed.asset) if sample.ts > latest else None
-                    future = sample.ts > latest and (last is None or sample.ts - last > s.max_future_s)
-                    reason = "future_ts" if future else buffers.add(parsed.asset, sample.ts, sample.values, received)
+                    if sample.ts > latest and sample.ts - (buffers.last_ts(parsed.asset) or 0.0) > s.max_future_s:
+                        reason = "future_ts"
+                    else:
+                        reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
                     if reason is None:
                         accepted += 1
                         if recorder is not None and not buffers.faulted(parsed.asset):  # held values are no data
@@ -198,10 +199,10 @@ class Ingest:
             self._gauges()
             return batch, False
 
-    def assets(self) -> set[str]:
-        """The assets with a buffer now (heard from, not yet silent)."""
+    def holds(self, asset: str) -> bool:
+        """Whether ``asset`` has a buffer now (heard from, not yet silent)."""
         with self.cond:
-            return set(self.buffers.assets())
+            return asset in self.buffers
 
     def forget_silent(self, before: float) -> dict[str, float]:
         """Free the buffers of assets that sent nothing since ``before`` (monotonic); for each, the

@@ -64,13 +64,13 @@ class Publisher:
         self.on_dropped: Any = lambda kind: None
         self._drop_log = RateLimiter(60.0)
 
-    def _full(self, kind: str) -> bool:
-        """Whether a message of ``kind`` finds the outgoing queue full (then it is counted as dropped)."""
+    def _publish_json(self, kind: str, topic: str, body: Any, retain: bool = False) -> Any:
+        """QoS 1 JSON on ``topic``, unless the outgoing queue is full (then counted as dropped)."""
         queued = getattr(self.client, "queued_out", None)
-        if queued is None or queued() < mqtt.MAX_QUEUED_OUT:
-            return False
-        self._dropped(kind)
-        return True
+        if queued is not None and queued() >= mqtt.MAX_QUEUED_OUT:
+            self._dropped(kind)
+            return None
+        return self._sent(kind, mqtt.publish_json(self.client, topic, body, qos=1, retain=retain))
 
     def _sent(self, kind: str, info: Any) -> Any:
         if getattr(info, "rc", None) == paho.MQTT_ERR_QUEUE_SIZE:
@@ -95,9 +95,7 @@ class Publisher:
         )
         if self.client is None:
             return None
-        if self._full("alert"):
-            return None
-        return self._sent("alert", mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1))
+        return self._publish_json("alert", self.settings.alert_topic(asset), body)
 
     def state(self, asset: str, state: AlertState, ts: float, channels: list[dict], model: tuple[str, str],
               line: float, sensor_faults: list[dict] | None = None, extra: dict | None = None):
@@ -108,10 +106,7 @@ class Publisher:
         body = payload(asset, state.status, ts, state.last_score, state.peak, state.alert_id, channels, *model, line)
         body["sensor_faults"] = sensor_faults or []
         body.update(extra or {})
-        if self._full("state"):
-            return None
-        return self._sent("state", mqtt.publish_json(self.client, self.settings.state_topic(asset), body, qos=1,
-                                                     retain=True))
+        return self._publish_json("state", self.settings.state_topic(asset), body, retain=True)
 
     def sensor(self, asset: str, event: SensorEvent, model: tuple[str, str], ended_alert: str | None = None):
         """A sensor fault opened (``sensor_fault``) or closed (``sensor_ok``) on ``<output_prefix>/alerts/<asset>``.
@@ -128,15 +123,12 @@ class Publisher:
                 "model": {"name": model[0], "version": model[1]}}
         if ended_alert:
             body["alert_id"] = ended_alert
-        if self._full("sensor"):
-            return None
-        return self._sent("sensor", mqtt.publish_json(self.client, self.settings.alert_topic(asset), body, qos=1))
+        return self._publish_json("sensor", self.settings.alert_topic(asset), body)
 
     def daemon_event(self, body: dict) -> None:
         """A daemon event (model swapped, reload refused) on ``<output_prefix>/events``."""
-        if self.client is not None and not self._full("event"):
-            tagged = {**body, "instance": self.settings.instance_name}
-            self._sent("event", mqtt.publish_json(self.client, self.settings.events_topic(), tagged, qos=1))
+        if self.client is not None:
+            self._publish_json("event", self.settings.events_topic(), {**body, "instance": self.settings.instance_name})
 
     def status(self, online: bool):
         """The instance's retained status (``online``; ``offline`` is also its Last Will), JSON with

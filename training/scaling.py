@@ -71,7 +71,7 @@ def fit_scaler(values: np.ndarray) -> ScalerFit:
     q75, q25 = np.percentile(values, [75, 25], axis=0)
     biggest = np.max(np.abs(values), axis=0)
     biggest = np.where(np.isfinite(biggest) & (biggest > 0), biggest, 1.0)
-    std = values.__truediv__(biggest).std(axis=0) * biggest  # values near 1e200 squared overflow to inf
+    std = (values / biggest).std(axis=0) * biggest  # values near 1e200 squared overflow to inf
     spread = np.maximum(std, (q75 - q25) / 1.349)
     resolution = np.array([_resolution(values[:, j]) for j in range(values.shape[1])])
     level = REL_LEVEL * np.median(np.abs(values), axis=0)
