@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from sensorguard.training.data import SensorData
 from sensorguard.training.linear import pca_start
 
 
@@ -38,6 +39,37 @@ def test_rank_keeps_components_above_the_mean_eigenvalue(sources, per_source, no
 def test_one_channel_or_constant_rows_have_no_linear_path():
     assert pca_start(_rows(1, 1, 0.1)).rank == 0
     assert pca_start(np.full((50, 4), 3.0)).rank == 0
+    assert pca_start(_rows(3, 2, 0.3), rank=0).rank == 0
+
+
+def test_channels_constant_in_training_do_not_let_the_path_copy_the_live_ones():
+    """A constant channel standardizes to 0: counted, it let the path copy every live channel
+    (one live channel beside one constant one got rank 1, so a shift on it never showed)."""
+    live = _rows(8, 1, 1.0)[:, :4]
+    assert pca_start(np.c_[live, np.zeros((len(live), 4))]).rank < 4
+    assert pca_start(np.c_[live[:, :1], np.zeros((len(live), 1))]).rank == 0
+    assert pca_start(np.c_[live, np.zeros((len(live), 4))], rank=7).rank == 3
+    with pytest.raises(ValueError, match="rank must be >= 0"):
+        pca_start(live, rank=-1)
+
+
+def _data(rows: np.ndarray) -> SensorData:
+    return SensorData(rows, 1.7e9 + np.arange(len(rows), dtype=float), np.zeros(len(rows), int),
+                      tuple(f"c{i}" for i in range(rows.shape[1])), 1.0)
+
+
+def test_a_warm_start_that_no_longer_fits_is_named_in_the_summary():
+    """Retraining on data whose linear rank changed starts from PCA: the summary says so."""
+    from sensorguard.training.train import TrainOptions, train_bundle
+
+    options = TrainOptions(max_epochs=1, window=16, progress=False)
+    current, _ = train_bundle(_data(_rows(2, 3, 0.2, rows=900)), options)
+    assert current.config.linear == 2
+    same, same_summary = train_bundle(_data(_rows(2, 3, 0.2, rows=900, seed=1)), options, current.state_dict)
+    moved, moved_summary = train_bundle(_data(_rows(3, 2, 0.2, rows=900)), options, current.state_dict)
+    assert same.config.linear == 2 and moved.config.linear == 3
+    assert not any("warm start not used" in line for line in same_summary.lines())
+    assert any("warm start not used" in line and "rank 2 -> 3" in line for line in moved_summary.lines())
 
 
 def test_cross_fitted_folds_calibrate_the_served_rank():
@@ -47,12 +79,9 @@ def test_cross_fitted_folds_calibrate_the_served_rank():
 
     from sensorguard.service.model import ModelConfig
     from sensorguard.training.crossfit import out_of_fold_errors
-    from sensorguard.training.data import SensorData
     from sensorguard.training.train import TrainOptions, train_bundle
 
-    rows = _rows(3, 2, 0.3, rows=900)
-    data = SensorData(rows, 1.7e9 + np.arange(len(rows), dtype=float), np.zeros(len(rows), int),
-                      tuple(f"c{i}" for i in range(rows.shape[1])), 1.0)
+    data = _data(_rows(3, 2, 0.3, rows=900))
     options = TrainOptions(max_epochs=1, progress=False)
     served, _ = train_bundle(data, options)
     assert served.config.linear == 3

@@ -22,7 +22,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ class Fit:
     best_epoch: int
     epochs: int
     val_windows: np.ndarray | None
+    warm: bool = False  # started from the given ``init_state`` (False: it did not fit; the PCA start)
 
 
 class _KeepBest(Callback):
@@ -110,7 +111,8 @@ def fit_network(
         channels=config.channels, window=config.window, latent=config.latent, hidden=config.hidden,
         depth=config.depth, lr=options.lr, noise=options.noise, linear=config.linear,
     )
-    if init_state is not None and _fits(system.net, init_state):
+    warm = init_state is not None and _fits(system.net, init_state)
+    if warm:
         system.net.load_state_dict(init_state)
     elif config.linear:
         system.net.init_linear(torch.as_tensor(start.components, dtype=torch.float32),
@@ -122,7 +124,8 @@ def fit_network(
         return WindowDataset(scaler_apply(scaler, part.values), part.segments, config.window, stride)
 
     with _one_thread(device):
-        return _run(system, dataset, train, validation, config, options, epochs, device, scaler, start)
+        fit = _run(system, dataset, train, validation, config, options, epochs, device, scaler, start)
+    return replace(fit, warm=warm)
 
 
 @contextmanager

@@ -2,9 +2,8 @@
 
 The autoencoder's linear path starts at the principal components of the standardized training rows
 (``pca_start``). Its rank follows Kaiser's rule: keep the components that carry more variance than
-the average component (on standardized channels: more than one channel alone), at least one and
-fewer than the channel count, so the path is a true bottleneck (a rank-C projection would copy
-every fault).
+the average channel that varies in training, at least one and fewer than those channels, so the
+path is a true bottleneck (a rank-C projection would copy every fault).
 
 Why not the other classic rule, the components explaining 90 % of the variance: on weakly
 correlated channels that is nearly every channel (5 of 8 on short simulated recordings), so the
@@ -41,10 +40,14 @@ class PcaStart:
 
 
 def pca_start(standardized: np.ndarray, rank: int | None = None) -> PcaStart:
-    """Principal components of ``(T, C)`` standardized rows above the mean eigenvalue (1 <= rank < C).
+    """Principal components of ``(T, C)`` standardized rows above the mean eigenvalue.
 
-    A single channel has no linear relation to learn: rank 0 (the conv path models it alone).
-    ``rank`` fixes the count instead (the cross-fitted folds take the served model's).
+    Only channels that vary count: a channel constant in training standardizes to 0, and counting
+    it would lower the mean and let the path copy every live channel (one live channel beside one
+    constant one took rank 1: a blind model). So the rank is at least 1 and below the live channel
+    count; fewer than two live channels have no linear relation to learn: rank 0 (the conv path
+    models them alone). ``rank`` fixes the count instead (the cross-fitted folds take the served
+    model's), under the same cap.
 
     >>> rng = np.random.default_rng(0)
     >>> sources = rng.standard_normal((500, 2))
@@ -52,19 +55,20 @@ def pca_start(standardized: np.ndarray, rank: int | None = None) -> PcaStart:
     >>> pca_start(rows).rank  # two sources behind six channels
     2
     """
+    if rank is not None and rank < 0:
+        raise ValueError(f"rank must be >= 0, got {rank}")
     x = np.asarray(standardized, dtype=np.float64)
     mean = x.mean(axis=0)
     n_channels = x.shape[1]
-    if n_channels < 2 or len(x) < 2:
+    live = int((np.ptp(x, axis=0) > 0).sum()) if len(x) else 0
+    if live < 2 or len(x) < 2:
         return PcaStart(np.empty((0, n_channels)), mean, 0.0)
     _, sing, vt = np.linalg.svd(x - mean, full_matrices=False)
     power = sing**2
     total = power.sum()
-    if total <= 0:
-        return PcaStart(np.empty((0, n_channels)), mean, 0.0)
     if rank is None:
-        rank = max(int((power > total / n_channels).sum()), 1)
-    rank = int(min(rank, n_channels - 1, len(vt)))
+        rank = max(int((power > total / live).sum()), 1)
+    rank = int(min(rank, live - 1, len(vt)))
     # a fixed sign per component (largest loading positive): the same data give the same weights
     comps = vt[:rank] * np.sign(vt[:rank][np.arange(rank), np.abs(vt[:rank]).argmax(axis=1)])[:, None]
     return PcaStart(comps, mean, float(power[:rank].sum() / total))

@@ -147,6 +147,11 @@ def train_bundle(
     if scaler.constant:
         names = ", ".join(data.channels[i] for i in scaler.constant)
         notes.append(f"constant in training: {names} (scale = max(|value|, 1); the model learns nothing of them)")
+    if init_state is not None and not fit.warm:
+        old_rank = len(init_state["project.weight"]) if "project.weight" in init_state else 0
+        why = f" (linear path rank {old_rank} -> {fit.config.linear})" if old_rank != fit.config.linear else ""
+        notes.append(f"warm start not used: the current model's network does not fit these data's{why}; "
+                     "trained from the PCA start")
     if (short := short_span_note(data, options.drift)) is not None:
         notes.append(short)
     naive_val, pca_val = naive_error(fit.val_windows), pca_error(start, fit.val_windows)
