@@ -80,3 +80,22 @@ def test_a_repeated_timestamp_gets_no_score_of_its_own(tiny_bundle, tmp_path):
     assert len(out) == len(frame) + 3
     assert out.score.iloc[-3:].isna().all() and out.alert.iloc[-3:].eq(0).all()
     assert out.score.iloc[[70, 90, 100]].notna().all()  # the first of each keeps its score
+
+
+def test_evaluate_counts_a_fault_that_falls_where_a_gap_restarted_the_window(tiny_bundle, tmp_path, capsys):
+    """Rows with no score of their own after the first full window raised no anomaly: leaving them
+    out dropped a fault inside them from the events (neither caught nor missed)."""
+    bundle_dir = save_bundle(tiny_bundle, tmp_path / "b")
+    frame = machine(1, 0.0)
+    frame["anomaly"] = 0
+    frame.loc[60:70, "anomaly"] = 1  # the first 11 rows after the gap: the window (16) is not full yet
+    frame.loc[60:, "timestamp"] += pd.Timedelta("1h")
+    frame.to_csv(tmp_path / "gap.csv", index=False)
+    capsys.readouterr()
+    assert main(["evaluate", str(bundle_dir), str(tmp_path / "gap.csv"), "--label-column", "anomaly", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    anomaly = result["anomaly"]
+    assert anomaly["events"] == 1 and anomaly["events_detected"] == 0
+    assert anomaly["tp"] + anomaly["fn"] == 11
+    assert result["not_judged"] == {"rows": 15, "anomalous_rows": 0}  # the first window's leading rows
+    assert result["rows"] == len(frame) - 15

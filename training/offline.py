@@ -103,16 +103,22 @@ def sensor_fault_column(data: SensorData, rules: SensorRules) -> np.ndarray:
 def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
     """Detection metrics of the ``anomaly`` (score >= 1) and ``alert`` bases against 0/1 ``labels``.
 
-    Rows before the first full window cannot be judged and are left out; ``f1_best`` says which
-    threshold would have maximized F1 (a diagnosis, never used to set one). With several machines
-    the metrics are pooled over them (counts summed, events never joined across machines) and
-    ``assets`` holds each machine's own.
+    Each machine's rows before its first full window cannot be judged and are left out (counted in
+    ``not_judged``). From there on every row counts, as it would have live: a row with no score of
+    its own (the first rows after a gap restarted the window) raised no anomaly, and its alert
+    state is the one carried over. Leaving those rows out too dropped a fault that fell in them
+    from the events, so it was neither caught nor missed. ``f1_best`` says which threshold would
+    have maximized F1 (a diagnosis, never used to set one). With several machines the metrics are
+    pooled over them (counts summed, events never joined across machines) and ``assets`` holds
+    each machine's own.
     """
     scores, alert, data = scored.scores, scored.alert, scored.data
     judged = np.isfinite(scores.score)
+    counted = np.zeros(len(data), dtype=bool)
     per_asset = {}
     for asset, rows in data.blocks():
-        ok = judged[rows]
+        ok = np.maximum.accumulate(judged[rows])  # from the machine's first scored row on
+        counted[rows] = ok
         times, lab = data.times[rows][ok], labels[rows][ok]
         per_asset[asset] = {
             "rows": int(ok.sum()),
@@ -120,7 +126,8 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
             "alert": detection_metrics(alert[rows][ok].astype(int), lab, times),
         }
     result = {
-        "rows": int(judged.sum()),
+        "rows": int(counted.sum()),
+        "not_judged": {"rows": int((~counted).sum()), "anomalous_rows": int(labels[~counted].astype(bool).sum())},
         "threshold": bundle.threshold_,
         "anomaly": pool_metrics([m["anomaly"] for m in per_asset.values()]),
         "alert": pool_metrics([m["alert"] for m in per_asset.values()]),
@@ -146,8 +153,11 @@ def format_evaluation(result: dict) -> str:
         ("event_recall", "event recall"),
         ("mean_detection_delay_s", "mean delay (s)"),
     ]
+    left = result.get("not_judged", {})
+    before = (f"; {left['rows']} rows before the first full window left out ({left['anomalous_rows']} labeled "
+              "anomalous)" if left.get("rows") else "")
     lines = [
-        f"{result['rows']} scored rows, threshold {result['threshold']:.4g}",
+        f"{result['rows']} rows judged, threshold {result['threshold']:.4g}{before}",
         f"{'':20}{'anomaly':>10}{'alert':>10}",
     ]
     for key, label in keys:
