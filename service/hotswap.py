@@ -48,6 +48,19 @@ def _named(bundle: Bundle, name: str, version: str) -> Bundle:
     return replace(bundle, name=name, version=version)
 
 
+def _files(version: Path) -> tuple | None:
+    """A version folder's files as (name, size, modification time), None when it cannot be listed.
+
+    A refused version is tried again once these change: CURRENT moved to a version still being
+    copied in by hand was refused once and then never taken up (until the next CURRENT or SIGHUP),
+    though the copy completed a second later.
+    """
+    try:
+        return tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in version.iterdir() for st in [p.stat()]))
+    except OSError:
+        return None
+
+
 class ModelHolder:
     """The ``(bundle, scorer)`` pair being served, the lock a swap takes, and the swap itself.
 
@@ -64,7 +77,8 @@ class ModelHolder:
         self.scorer = Scorer(bundle, device="cpu")
         self.checks = 0  # calls of check (polls and SIGHUPs)
         self.swaps: list[dict] = []  # one record per swap (versions, timings): logs, tests, benchmarks
-        self._pointer: str | None = bundle.version  # CURRENT as last acted on (loaded or refused)
+        # CURRENT and its version's files as last acted on (loaded or refused)
+        self._pointer: tuple[str | None, tuple | None] = (bundle.version, None)
         self._wake = threading.Event()
         self._forced = False
         self.on_swap: Callable[[Bundle], None] | None = None  # told of each new bundle, after the swap
@@ -171,9 +185,10 @@ class ModelHolder:
                 pointer = version or "<no CURRENT>"
             except BundleError as exc:
                 version, pointer = None, f"<unreadable: {exc}>"
-            if pointer == self._pointer and not force:
+            stamp = (pointer, None if version is None else _files(Path(s.registry) / s.name / version))
+            if stamp == self._pointer and not force:
                 return None  # unchanged since last acted on (loaded, or refused: not retried every poll)
-            self._pointer = pointer
+            self._pointer = stamp
             if version == running.version:
                 if force:
                     log.info("reload requested: model %s %s is already the current version", s.name, version)
