@@ -71,6 +71,8 @@ def create_client(
         client.will_set(settings.status_topic(), offline, qos=1, retain=True)
     if settings.username:
         client.username_pw_set(settings.username, settings.password())
+        if settings.password_file:
+            client.on_pre_connect = _password_reader(settings)
     _, _, _, tls = settings.broker_parts()
     if tls:
         client.tls_set(
@@ -83,6 +85,21 @@ def create_client(
         if settings.tls_insecure:
             client.tls_insecure_set(True)
     return client
+
+
+def _password_reader(settings: Settings) -> Callable[[paho.Client, Any], None]:
+    """paho's ``on_pre_connect``: read ``password_file`` again before every (re)connect, so a
+    password rotated on disk is used at the next try (read once, the daemon kept retrying the old
+    one, refused, until restarted). A file that cannot be read then keeps the last password."""
+
+    def reread(client: paho.Client, userdata: Any) -> None:
+        try:
+            client.username_pw_set(settings.username, settings.password())
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("MQTT password file %s could not be read again (%s): trying the last password",
+                        settings.password_file, exc)
+
+    return reread
 
 
 def connect_async(client: paho.Client, settings: Settings, persistent: bool = True) -> None:

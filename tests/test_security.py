@@ -278,6 +278,22 @@ def test_wrong_credentials_fail_clearly_right_ones_work(auth_broker, daemons, tr
 
 
 @pytest.mark.integration
+def test_a_password_rotated_in_its_file_is_used_at_the_next_reconnect(tmp_path, auth_broker, daemons, trained_dir,
+                                                                       caplog):
+    """The password file was read once: after a rotation the daemon retried the old password,
+    refused, until restarted."""
+    caplog.set_level(logging.WARNING)
+    password_file = tmp_path / "mqtt-password"
+    password_file.write_text("the-old-password\n")
+    daemon, url = daemons({"model": str(trained_dir), "broker": auth_broker.url, "username": "sensorguard",
+                           "password_file": str(password_file)})
+    wait_for(lambda: logged_by(caplog, daemon, "refused the connection"), 20, "the old password refused")
+    assert http_status(f"{url}/readyz") == 503
+    password_file.write_text(SECRET + "\n")  # rotated on disk; the broker already expects it
+    wait_for(lambda: http_status(f"{url}/readyz") == 200, 40, "ready with the rotated password")
+
+
+@pytest.mark.integration
 def test_password_never_in_output_even_at_debug(tmp_path, auth_broker, trained_dir):
     password_file = tmp_path / "mqtt-password"
     password_file.write_text(SECRET + "\n")
