@@ -212,3 +212,18 @@ def test_a_promise_from_less_than_a_day_of_data_says_so():
     assert "5 h 0 min" in short_span_note(data(600, 60.0, assets=two), drift=False)
     unsorted = np.concatenate([np.arange(300, 600), np.arange(300)]) * 60.0  # newer rows first
     assert "10 h 0 min" in short_span_note(data(600, 60.0, times=unsorted), drift=False)
+
+
+def test_small_data_serves_the_fold_the_line_was_calibrated_with():
+    """The early-stopped model of the 60 % training block ran higher normal errors than the folds
+    (fit on 80 %) the line came from: on small data the served model is the fold of the first 80 %."""
+    from sensorguard.training.crossfit import FOLDS, fold_masks
+    from sensorguard.training.scaling import fit_scaler
+
+    data = _one_channel(1500, 3)
+    bundle, summary = train_bundle(data, TrainOptions(max_epochs=2, progress=False))
+    first = data.take(~fold_masks(data.times)[-1])
+    assert len(first) == pytest.approx(len(data) * (FOLDS - 1) / FOLDS, abs=1)
+    np.testing.assert_allclose(bundle.center_, fit_scaler(first.values).center_)
+    np.testing.assert_allclose(bundle.scale_, fit_scaler(first.values).scale_)
+    assert "served: the fold fit on the first 4" in summary.lines()[0]

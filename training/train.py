@@ -21,7 +21,7 @@ from sensorguard.service.model import ModelConfig, default_depth, default_latent
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import learn_sensor_rules
 from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights, pick_threshold
-from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces, out_of_fold_errors
+from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces, cross_fit
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
 from sensorguard.training.linear import naive_error, pca_error
@@ -142,7 +142,26 @@ def train_bundle(
         channels=len(data.channels), window=window, latent=latent, hidden=options.hidden, depth=default_depth(window)
     )
     fit = fit_network(splits.train, splits.validation, config, options, init_state=init_state)
-    scaler, start = fit.scaler, fit.start
+    crossfit = len(data) <= CROSSFIT_MAX_ROWS
+    cleaning = data.cleaning or CleaningPolicy()
+    bundle = Bundle(
+        channels=data.channels,
+        config=fit.config,
+        hop=hop,
+        focus=min(hop if options.focus is None else options.focus, window),
+        center_=fit.scaler.center_,
+        scale_=fit.scaler.scale_,
+        threshold_=1.0,
+        state_dict=fit.state,
+        sample_period=data.sample_period,
+        regular=cleaning.regular,
+        fill_limit=cleaning.fill_limit,
+        jitter=cleaning.jitter,
+        restart_gap_s=cleaning.gap_s,
+        sensors=learn_sensor_rules(data.channels, data.values, data.segments, cleaning.fill_limit),
+    )
+    pieces, served = cross_fit(data, bundle, options, fit.best_epoch, init_state=init_state) if crossfit else ([], fit)
+    scaler, start = served.scaler, fit.start
     notes = list(data.notes)
     if scaler.constant:
         names = ", ".join(data.channels[i] for i in scaler.constant)
@@ -159,23 +178,12 @@ def train_bundle(
         versus = f"naive window means ({naive_val:.4g})" + (f" or PCA of rank {start.rank} ({pca_val:.4g})"
                                                            if start.rank else "")
         notes.append(f"the autoencoder (validation loss {fit.best_val_loss:.4g}) does not beat {versus}")
-    crossfit = len(data) <= CROSSFIT_MAX_ROWS
-    cleaning = data.cleaning or CleaningPolicy()
-    bundle = Bundle(
-        channels=data.channels,
-        config=fit.config,
-        hop=hop,
-        focus=min(hop if options.focus is None else options.focus, window),
+    bundle = replace(
+        bundle,
+        config=served.config,
         center_=scaler.center_,
         scale_=scaler.scale_,
-        threshold_=1.0,
-        state_dict=fit.state,
-        sample_period=data.sample_period,
-        regular=cleaning.regular,
-        fill_limit=cleaning.fill_limit,
-        jitter=cleaning.jitter,
-        restart_gap_s=cleaning.gap_s,
-        sensors=learn_sensor_rules(data.channels, data.values, data.segments, cleaning.fill_limit),
+        state_dict=served.state,
         training={
             **data.fingerprint(),
             "splits": {"train": len(splits.train), "validation": len(splits.validation),
@@ -186,15 +194,14 @@ def train_bundle(
             "options": {k: v for k, v in options.__dict__.items() if k not in ("progress", "device")},
             "notes": notes,
             "scaling": scaler.record(data.channels),
-            "linear_path": {"rank": start.rank, "explained_variance": round(start.explained, 4)},
+            "linear_path": {"rank": served.start.rank, "explained_variance": round(served.start.explained, 4)},
             "validation_loss": {"autoencoder": fit.best_val_loss, "naive_window_mean": naive_val,
                                 "pca_same_rank": pca_val},
-            "calibration_data": f"out-of-fold errors of all rows, {FOLDS} folds" if crossfit
-            else "the calibration block",
+            "calibration_data": f"out-of-fold errors of all rows, {FOLDS} folds; served: the fold fit on the "
+                                f"first {FOLDS - 1}" if crossfit else "the calibration block",
         },
     )
     if crossfit:
-        pieces = out_of_fold_errors(data, bundle, options, fit.best_epoch, init_state=init_state)
         bundle = threshold_bundle(bundle, pieces, {**data.fingerprint(), "cross_fitted_folds": FOLDS},
                                   options.threshold_method, options.false_alarm_rate, options.false_alerts_per_day,
                                   weigh_channels=options.weigh_channels, drift=options.drift)
