@@ -226,4 +226,30 @@ def test_small_data_serves_the_fold_the_line_was_calibrated_with():
     assert len(first) == pytest.approx(len(data) * (FOLDS - 1) / FOLDS, abs=1)
     np.testing.assert_allclose(bundle.center_, fit_scaler(first.values).center_)
     np.testing.assert_allclose(bundle.scale_, fit_scaler(first.values).scale_)
-    assert "served: the fold fit on the first 4" in summary.lines()[0]
+    assert "served: the fold fit on the first 4 (80 % of the rows)" in summary.lines()[0]
+    served = bundle.training["served_model"]
+    assert served["epochs"] == bundle.training["best_epoch"]
+    assert np.isfinite(served["last_fold_loss"]) and np.isfinite(served["pca_start_last_fold_loss"])
+
+
+def test_held_out_losses_tell_a_fold_that_training_made_worse_than_its_pca_start():
+    """The served fold trains with no validation check: its held-out loss is compared with its
+    PCA start's, and a spoiled network shows as the larger."""
+    from dataclasses import replace
+
+    import torch
+
+    from sensorguard.training.crossfit import fold_masks, held_out_losses
+    from sensorguard.training.fit import fit_network
+
+    data = _one_channel(1500, 4)
+    data = SensorData(np.c_[data.values, 0.5 * data.values + 0.1], data.times, data.segments, ("x", "y"), 1.0)
+    trained, _ = train_bundle(data, TrainOptions(max_epochs=1, progress=False))
+    last = fold_masks(data.times)[-1]
+    start = fit_network(data.take(~last), None, trained.config, TrainOptions(progress=False), epochs=0,
+                        rank=trained.config.linear)
+    served, pca = held_out_losses(start, data.take(last))
+    assert served == pytest.approx(pca, rel=1e-3, abs=1e-6)  # epoch 0 is the PCA start
+    spoiled = replace(start, state={k: v + 0.5 * torch.ones_like(v) for k, v in start.state.items()})
+    served, pca = held_out_losses(spoiled, data.take(last))
+    assert served > 2 * pca

@@ -26,16 +26,21 @@ sets calibrate on their calibration block.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.model import ConvAutoencoder
 from sensorguard.service.scorer import Scorer, segment_bounds
 from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
-from sensorguard.training.fit import Fit, fit_network
+from sensorguard.training.fit import Fit, fit_network, scaler_apply
+from sensorguard.training.linear import pca_error
+from sensorguard.training.splits import WindowDataset
 
 FOLDS = 5
 CROSSFIT_MAX_ROWS = 5_000
@@ -53,16 +58,18 @@ def fold_masks(times: np.ndarray, folds: int = FOLDS) -> list[np.ndarray]:
 def cross_fit(
     data: SensorData, template: Bundle, options: Any, epochs: int, folds: int = FOLDS,
     init_state: dict | None = None,
-) -> tuple[list[np.ndarray], Fit]:
+) -> tuple[list[np.ndarray], Fit, tuple[float, float]]:
     """Per-channel window errors ``(n, C)`` of every fold from a network fit on the others (unit
-    channel weights; one array per segment), and the last fold's fit: the network of the first
-    ``folds - 1`` blocks in time, which ``train`` serves on small data.
+    channel weights; one array per segment), the last fold's fit (the network of the first
+    ``folds - 1`` blocks in time, which ``train`` serves on small data) and its
+    :func:`held_out_losses` on the last block.
 
     Each fold's network starts where the main one did (``init_state`` for a warm start, else the
     PCA start) and trains for the epochs the main fit kept, so it is the same recipe minus the fold.
     """
     pieces: list[np.ndarray] = []
     fit: Fit | None = None
+    held = data
     for mask in fold_masks(data.times, folds):
         held, rest = data.take(mask), data.take(~mask)
         fit = fit_network(rest, None, template.config, options, epochs=epochs, init_state=init_state,
@@ -72,7 +79,29 @@ def cross_fit(
         error = Scorer(bundle, device=options.device).score_series(held.values, held.segments).channel_error
         pieces.extend(clean_pieces(error, held, template.window)[0])
     assert fit is not None  # folds >= 1
-    return pieces, fit
+    return pieces, fit, held_out_losses(fit, held)
+
+
+def held_out_losses(fit: Fit, held: SensorData) -> tuple[float, float]:
+    """Mean squared error over the windows of ``held`` (rows ``fit`` never saw) of the fitted
+    network and of its PCA start; NaN without a full window.
+
+    The early-stopped model keeps its PCA start unless training beats it on validation; the fold
+    served on small data trains for the chosen epochs with no such check, so ``train`` compares
+    the two on the fold's own held-out rows and says so when the start was better.
+    """
+    window = fit.config.window
+    standardized = scaler_apply(fit.scaler, held.values)
+    dataset = WindowDataset(standardized, held.segments, window)
+    if not len(dataset):
+        return math.nan, math.nan
+    windows = dataset.__getitems__(list(range(len(dataset))))
+    net = ConvAutoencoder(fit.config)
+    net.load_state_dict(fit.state)
+    net.eval()
+    with torch.inference_mode():
+        served = float(((net(windows) - windows) ** 2).mean())
+    return served, pca_error(fit.start, windows.numpy())
 
 
 def out_of_fold_errors(
