@@ -34,8 +34,8 @@ windows are untouched (no reading dropped or scored twice, the cadence goes on),
 scored entirely by one model and its events carry that model's name, version and threshold, and
 alert states carry over (1.0 is the line under either model), and the new bundle's cleaning
 policy applies from the next reading. The daemon keeps the hop it started
-with. A refused bundle leaves the old model serving and is not retried until ``CURRENT`` changes
-again or SIGHUP.
+with. A refused bundle leaves the old model serving and is not retried until ``CURRENT`` or the
+files of the version it names change, or SIGHUP.
 
 Recording (``record_dir``): every accepted reading is offered to the recorder on the network
 thread (an append), alert events tell it which assets to hold back, and the worker commits and

@@ -49,14 +49,15 @@ def _named(bundle: Bundle, name: str, version: str) -> Bundle:
 
 
 def _files(version: Path) -> tuple | None:
-    """A version folder's files as (name, size, modification time), None when it cannot be listed.
+    """A version folder's files (name, size, times, inode), None when it cannot be listed.
 
     A refused version is tried again once these change: CURRENT moved to a version still being
     copied in by hand was refused once and then never taken up (until the next CURRENT or SIGHUP),
     though the copy completed a second later.
     """
     try:
-        return tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in version.iterdir() for st in [p.stat()]))
+        return tuple(sorted((p.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                            for p in version.iterdir() for st in [p.stat()]))
     except OSError:
         return None
 

@@ -95,9 +95,10 @@ def _password_reader(settings: Settings) -> Callable[[paho.Client, Any], None]:
     def reread(client: paho.Client, userdata: Any) -> None:
         try:
             client.username_pw_set(settings.username, settings.password())
-        except (OSError, UnicodeDecodeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - raised here it would end paho's network thread for good
+            # the type only: a decoding error's message quotes a byte of the file
             log.warning("MQTT password file %s could not be read again (%s): trying the last password",
-                        settings.password_file, exc)
+                        settings.password_file, type(exc).__name__)
 
     return reread
 

@@ -104,13 +104,13 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
     """Detection metrics of the ``anomaly`` (score >= 1) and ``alert`` bases against 0/1 ``labels``.
 
     Each machine's rows before its first full window cannot be judged and are left out (counted in
-    ``not_judged``). From there on every row counts, as it would have live: a row with no score of
-    its own (the first rows after a gap restarted the window) raised no anomaly, and its alert
-    state is the one carried over. Leaving those rows out too dropped a fault that fell in them
-    from the events, so it was neither caught nor missed. ``f1_best`` says which threshold would
-    have maximized F1 (a diagnosis, never used to set one). With several machines the metrics are
-    pooled over them (counts summed, events never joined across machines) and ``assets`` holds
-    each machine's own.
+    ``not_judged``). From there on every row counts: a row with no score of its own (the first rows
+    after a gap restarted the window) raised no anomaly, and its alert state is the one the offline
+    alert machine carries (across any gap; live, a silence past ``stale_after_s`` ends an alert).
+    Leaving those rows out too dropped a fault that fell in them from the events, so it was neither
+    caught nor missed. ``f1_best`` says which threshold would have maximized F1 (a diagnosis, never
+    used to set one). With several machines the metrics are pooled over them (counts summed, events
+    never joined across machines) and ``assets`` holds each machine's own.
     """
     scores, alert, data = scored.scores, scored.alert, scored.data
     judged = np.isfinite(scores.score)
