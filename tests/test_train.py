@@ -239,6 +239,7 @@ def test_held_out_losses_tell_a_fold_that_training_made_worse_than_its_pca_start
 
     import torch
 
+    from sensorguard.service.model import ModelConfig
     from sensorguard.training.crossfit import fold_masks, held_out_losses
     from sensorguard.training.fit import fit_network
 
@@ -253,3 +254,9 @@ def test_held_out_losses_tell_a_fold_that_training_made_worse_than_its_pca_start
     spoiled = replace(start, state={k: v + 0.5 * torch.ones_like(v) for k, v in start.state.items()})
     served, pca = held_out_losses(spoiled, data.take(last))
     assert served > 2 * pca
+    # one skewed channel: the start predicts the center (0), not the mean; epoch 0 must equal it
+    skewed = SensorData(np.random.default_rng(0).exponential(1.0, (1500, 1)), data.times, data.segments, ("x",), 1.0)
+    config = ModelConfig(channels=1, window=16, latent=4, hidden=8, depth=2)
+    start = fit_network(skewed.take(~last), None, config, TrainOptions(progress=False), epochs=0)
+    served, zero = held_out_losses(start, skewed.take(last))
+    assert served == pytest.approx(zero, rel=1e-3)
