@@ -188,7 +188,8 @@ class Daemon:
         """A new model is served: its cleaning policy and sensor limits, and its recorder guard band
         (a longer sample period needs a longer one, or a fault's onset is recorded as normal)."""
         s = self.settings
-        self.ingest.set_policy(cleaning_policy(new, s), sensor_rules(new, cleaning_policy(new, s)))
+        policy = cleaning_policy(new, s)
+        self.ingest.set_policy(policy, sensor_rules(new, policy))
         if self.recorder is not None:
             self.recorder.guard_s = guard_seconds(s.record_guard_s, new.window, self.hop, s.raise_after,
                                                   new.sample_period)
