@@ -73,20 +73,25 @@ def _threshold_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sensorguard.service.bundle import save_bundle
-    from sensorguard.service.registry import publish, validate_name
+    """Arguments and data are checked before Lightning is imported (seconds): a bad input is
+    one line at once, not after the import."""
     from sensorguard.training.data import drop_labeled
-    from sensorguard.training.train import TrainOptions, train_bundle
 
     if bool(args.out) == bool(args.registry):
         raise CliError("give either --out BUNDLE_DIR or --registry ROOT --name NAME")
     if args.registry and not args.name:
         raise CliError("--registry needs --name")
     if args.name:
+        from sensorguard.service.registry import validate_name
+
         validate_name(args.name)
     data = _load(args, args.data, label_column=args.label_column)
     if args.label_column:
         data = drop_labeled(data, args.label_column)
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.registry import publish
+    from sensorguard.training.train import TrainOptions, train_bundle
+
     options = TrainOptions(
         window=args.window,
         latent=args.latent,
