@@ -77,6 +77,7 @@ class AssetAlerts:
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[tuple[str, AlertState, DriftState | None]] = deque()  # cluster mode: moved here
+        self._adopted_assets: set[str] = set()  # restored by adoption, not from the state file
         self._synced: dict[str, tuple[str, str]] = {}  # cluster mode: (status, alert id) last passed on
         self._faults_lock = threading.Lock()  # the open faults are read by whoever publishes a state
 
@@ -98,12 +99,16 @@ class AssetAlerts:
         if self._adopted:
             self._take_adopted()
         old = self._states.get(asset)
+        late = False  # a restored alert whose raise never went out (it rose while held)
         if old is None and asset in self.restored:  # back after a restart: carry on where it was
-            old, saved_drift = self.restored.pop(asset)
+            old, saved_drift, announced = self._pop_restored(asset)
             if saved_drift is not None:
                 self._drift[asset] = saved_drift
             if old.status == "alerting":
-                self._announced[asset] = old.alert_id  # its raise went out before the restart
+                if announced:
+                    self._announced[asset] = old.alert_id  # its raise went out before the restart
+                else:
+                    late = True
                 if self.recorder is not None:
                     self.recorder.alert_raised(asset, -np.inf)  # an alert still up: none of its readings is normal
         rule = bundle.drift_rule
@@ -115,7 +120,7 @@ class AssetAlerts:
         self._latest[asset] = (ts, channels)
         self.metrics.set_score(asset, score, state.status == "alerting")
         if event is not None:
-            held = self.controls.suppressed(asset, time.time()) if self.controls is not None else None
+            held = self._held(asset)
             # a raise is announced unless the asset is held; a clear whenever its raise was announced
             if held is None if event.kind == "raised" else self._announced.get(asset) == event.alert_id:
                 self._announce(asset, event, channels, bundle)
@@ -128,6 +133,9 @@ class AssetAlerts:
                     self.recorder.alert_raised(asset, event.ts)
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
+        elif late and state.status == "alerting" and self._held(asset) is None:  # nothing holds it any more
+            self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
+                           channels, bundle)
         if old is None or state.status != old.status:
             self.publish_state(asset, bundle=bundle)
         return state, score
@@ -185,8 +193,7 @@ class AssetAlerts:
         with self._faults_lock:  # its channel faults end with it: the silent fault replaces them
             self._faults.pop(asset, None)
         if asset not in self._states and asset in self.restored:  # back after a restart, silent before a window
-            state, _ = self.restored.pop(asset)
-            announced = state.status == "alerting"  # its raise went out before the restart
+            state, _, announced = self._pop_restored(asset)
             self._announced.pop(asset, None)
         else:
             state = self._states.get(asset, AlertState())
@@ -212,9 +219,9 @@ class AssetAlerts:
             log.info("%d assets restored from the state file sent nothing for %.0f s: silent",
                      len(gone), self.rules.stale_after)
         for asset in gone:
-            saved, _ = self.restored.pop(asset)
+            saved, _, announced = self._pop_restored(asset)
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
-                self._go_silent(asset, saved, time.time(), True)  # its last reading time was not saved
+                self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
 
     # --- cluster mode: state that moves with an asset ---------------------------------------------
 
@@ -224,11 +231,30 @@ class AssetAlerts:
         without a second ``raised``; the recorder holds its readings back)."""
         self._adopted.append((asset, alert, drift))
 
+    def _pop_restored(self, asset: str) -> tuple[AlertState, DriftState | None, bool]:
+        """A restored asset's state, drift, and whether its alert's raise went out before the restart.
+
+        The alerts that can be acknowledged are exactly the announced ones, saved with the states
+        in the same tick, so an alert up that they do not know rose while its asset was shelved or
+        in maintenance: it is announced once nothing holds it. State adopted in cluster mode is
+        taken as announced: the old owner's alert and control records travel separately, and a
+        second ``raised`` there is the worse mistake.
+        """
+        state, drift = self.restored.pop(asset)
+        adopted = asset in self._adopted_assets
+        self._adopted_assets.discard(asset)
+        known = self.controls is None or adopted or self.controls.acked(state.alert_id) is not None
+        return state, drift, state.status == "alerting" and known
+
+    def _held(self, asset: str) -> str | None:
+        return self.controls.suppressed(asset, time.time()) if self.controls is not None else None
+
     def _take_adopted(self) -> None:
         while self._adopted:
             asset, alert, drift = self._adopted.popleft()
             if asset not in self._states:
                 self.restored[asset] = (alert, drift)
+                self._adopted_assets.add(asset)
         self.restore_until = max(self.restore_until, time.monotonic() + self.rules.stale_after)
 
     def hand_over(self, assets: set[str]) -> dict[str, tuple[AlertState, DriftState | None, float | None]]:
@@ -242,7 +268,7 @@ class AssetAlerts:
                 window_ts = self._latest.get(asset, (None,))[0]
                 out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), window_ts)
             elif asset in self.restored:
-                out[asset] = (*self.restored.pop(asset), None)
+                out[asset] = (*self._pop_restored(asset)[:2], None)
             for kept in (self._latest, self._announced, self._synced):
                 kept.pop(asset, None)
             with self._faults_lock:
@@ -319,7 +345,7 @@ class AssetAlerts:
             if state is None:
                 continue
             ts, channels = self._latest.get(asset, (time.time(), []))
-            held = self.controls.suppressed(asset, time.time()) if self.controls is not None else None
+            held = self._held(asset)
             if held is None and state.status == "alerting" and self._announced.get(asset) != state.alert_id:
                 self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                                channels, self.current())

@@ -297,3 +297,36 @@ def test_a_command_for_an_asset_being_taken_over_is_refused_with_a_retry_hint(ti
     assert "try again" in replies[0][1]["message"]
     assert daemon.controls.suppressed("p1", time.time()) is None
     assert value(daemon, "sensorguard_commands_total", command="shelve", result="rejected") == 1
+
+
+def test_an_alert_raised_while_shelved_is_announced_after_a_restart_once_unshelved(tiny_bundle, tmp_path):
+    """The state file said "alerting" and a restart took that as announced: an alert that rose
+    while shelved and was still up when the shelve ended after a restart was never told."""
+    from tests.test_daemon import T0, make
+
+    state_dir = str(tmp_path / "s")
+    daemon, _ = make(tiny_bundle, state_dir=state_dir)
+    for i in range(3):
+        daemon.alerts.apply("told", T0 + i, 5.0, [])  # announced before the restart
+    for asset in ("late", "still"):
+        daemon.controls.apply(Command("shelve", asset, until=time.time() + 3600), now=time.time())
+        for i in range(3):
+            daemon.alerts.apply(asset, T0 + i, 5.0, [])  # rose while shelved: not announced
+    daemon.alerts.save()
+    daemon.controls.apply(Command("shelve", "late", until=time.time()), now=time.time())  # unshelved while down
+
+    restarted, client = make(tiny_bundle, state_dir=state_dir)
+    for i in range(3, 5):
+        for asset in ("told", "late", "still"):
+            restarted.alerts.apply(asset, T0 + i, 5.0, [])  # all three still up
+    late_id = restarted.snapshot()["late"].alert_id
+    assert alert_events(client, "told") == []  # no second raise
+    assert alert_events(client, "late") == [("raised", late_id)]  # told at its first window back
+    assert alert_events(client, "still") == []  # still shelved
+    assert restarted.controls.apply(Command("shelve", "still", until=time.time()), now=time.time())[0]
+    restarted.alerts.request_control_change("still", None)
+    restarted.housekeeping(time.monotonic())
+    assert alert_events(client, "still") == [("raised", restarted.snapshot()["still"].alert_id)]
+    for i in range(5, 11):
+        restarted.alerts.apply("late", T0 + i, 0.1, [])
+    assert alert_events(client, "late") == [("raised", late_id), ("cleared", late_id)]
