@@ -32,6 +32,8 @@ from sensorguard.service.shadow import Shadow
 
 log = logging.getLogger(__name__)
 
+RETRY_MAX_S = 600.0  # a version refused for an I/O error is tried again, backing off to this
+
 
 def load_model(settings: Settings) -> Bundle:
     """The bundle ``settings`` names: a directory, or the registry's current version of ``name``."""
@@ -80,6 +82,8 @@ class ModelHolder:
         self.swaps: list[dict] = []  # one record per swap (versions, timings): logs, tests, benchmarks
         # CURRENT and its version's files as last acted on (loaded or refused)
         self._pointer: tuple[str | None, tuple | None] = (bundle.version, None)
+        self._retry_at: float | None = None  # monotonic time to try a version refused for an I/O error
+        self._retry_s = 0.0
         self._wake = threading.Event()
         self._forced = False
         self.on_swap: Callable[[Bundle], None] | None = None  # told of each new bundle, after the swap
@@ -187,8 +191,10 @@ class ModelHolder:
             except BundleError as exc:
                 version, pointer = None, f"<unreadable: {exc}>"
             stamp = (pointer, None if version is None else _files(Path(s.registry) / s.name / version))
-            if stamp == self._pointer and not force:
+            due = self._retry_at is not None and time.monotonic() >= self._retry_at
+            if stamp == self._pointer and not force and not due:
                 return None  # unchanged since last acted on (loaded, or refused: not retried every poll)
+            self._retry_at = None
             self._pointer = stamp
             if version == running.version:
                 if force:
@@ -220,7 +226,9 @@ class ModelHolder:
             scorer = Scorer(new, device="cpu")
         except Exception as exc:  # noqa: BLE001 - BundleError, OSError, torch errors: all mean "refuse"
             self._refused(version, first_line(exc))
+            self._retry_later(exc)
             return False
+        self._retry_s = 0.0
         loaded = time.perf_counter()
         with self.lock:  # waits for the batch being scored, if any
             locked = time.perf_counter()
@@ -248,6 +256,17 @@ class ModelHolder:
             extra={"event": "model_swapped", "from_version": old.version, "to_version": new.version},
         )
         return True
+
+    def _retry_later(self, exc: Exception) -> None:
+        """An I/O error (a network file system's hiccup, too many open files, memory) may pass with
+        the files unchanged: try again after ``reload_poll_s``, doubling to ``RETRY_MAX_S`` while it
+        keeps failing. A bundle that is wrong (BundleError, a bad weights file) waits for its files
+        to change, as before."""
+        if self.settings.registry and isinstance(exc, OSError | MemoryError):
+            self._retry_s = min(max(2 * self._retry_s, self.settings.reload_poll_s), RETRY_MAX_S)
+            self._retry_at = time.monotonic() + self._retry_s
+        else:
+            self._retry_s = 0.0
 
     def _incompatible(self, new: Bundle) -> str | None:
         """Why ``new`` cannot replace the running model without a restart, or None."""

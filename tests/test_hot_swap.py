@@ -301,3 +301,35 @@ def test_serve_without_current_is_one_line_and_exit_1(registry):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
         f"sensorguard serve: error: no current version of model {NAME!r} in registry {registry}"]
+
+
+def test_a_version_refused_for_an_io_error_is_tried_again_with_its_files_unchanged(tiny_bundle, tmp_path,
+                                                                                  monkeypatch):
+    """An I/O error while loading (a network file system's hiccup) left the version refused until
+    CURRENT or its files changed; it is now tried again after a poll period, backing off."""
+    import sensorguard.service.hotswap as hotswap
+    from tests.test_daemon import make
+
+    root = tmp_path / "registry"
+    assert publish(tiny_bundle, root, NAME) == "v0001"
+    daemon, _ = make(tiny_bundle, registry=str(root), name=NAME, reload_poll_s=0.5)
+    assert publish(tiny_bundle.with_threshold(tiny_bundle.threshold_ * 2, {}), root, NAME) == "v0002"
+    real, calls = hotswap.load_current, []
+
+    def flaky(*args):
+        calls.append(args)
+        if len(calls) <= 2:
+            raise OSError(5, "Input/output error")
+        return real(*args)
+
+    monkeypatch.setattr(hotswap, "load_current", flaky)
+    assert daemon.models.check() is False
+    assert daemon.models.check() is None  # not at once: after reload_poll_s (0.5 s)
+    time.sleep(0.6)
+    assert daemon.models.check() is False  # failed again: the next try waits twice as long (1 s)
+    time.sleep(0.6)
+    assert daemon.models.check() is None
+    time.sleep(0.6)
+    assert daemon.models.check() is True and daemon.models.bundle.version == "v0002"
+    assert daemon.registry.get_sample_value("sensorguard_model_reload_failures_total") == 2
+    assert daemon.models.check() is None  # served: nothing more to try
