@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 SILENT_KEPT = 10_000  # silent assets whose return is awaited (a sensor_ok); beyond, the oldest is forgotten
 NAN = float("nan")
 
-Restored = dict[str, tuple[AlertState, DriftState | None]]
+Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift, its raise went out
 
 
 class AssetAlerts:
@@ -75,9 +75,9 @@ class AssetAlerts:
         self._faults: dict[str, dict[tuple[str, str], float]] = {}  # asset -> open sensor faults -> since (ts)
         self._silent: dict[str, float] = {}  # silent assets -> their last reading's time, oldest first
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
+        self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[tuple[str, AlertState, DriftState | None]] = deque()  # cluster mode: moved here
-        self._adopted_assets: set[str] = set()  # restored by adoption, not from the state file
         self._synced: dict[str, tuple[str, str]] = {}  # cluster mode: (status, alert id) last passed on
         self._faults_lock = threading.Lock()  # the open faults are read by whoever publishes a state
 
@@ -136,6 +136,7 @@ class AssetAlerts:
         elif late and state.status == "alerting" and self._held(asset) is None:  # nothing holds it any more
             self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                            channels, bundle)
+            self.save_soon = True
         if old is None or state.status != old.status:
             self.publish_state(asset, bundle=bundle)
         return state, score
@@ -232,19 +233,15 @@ class AssetAlerts:
         self._adopted.append((asset, alert, drift))
 
     def _pop_restored(self, asset: str) -> tuple[AlertState, DriftState | None, bool]:
-        """A restored asset's state, drift, and whether its alert's raise went out before the restart.
+        """A restored asset's state, drift, and whether an alert up had its raise announced.
 
-        The alerts that can be acknowledged are exactly the announced ones, saved with the states
-        in the same tick, so an alert up that they do not know rose while its asset was shelved or
-        in maintenance: it is announced once nothing holds it. State adopted in cluster mode is
-        taken as announced: the old owner's alert and control records travel separately, and a
-        second ``raised`` there is the worse mistake.
+        The state file marks an alert that rose while its asset was held and was never announced
+        (it is announced once nothing holds it). State adopted in cluster mode counts as
+        announced: the old owner's announcements are not passed on, and a second ``raised`` is the
+        worse mistake there.
         """
-        state, drift = self.restored.pop(asset)
-        adopted = asset in self._adopted_assets
-        self._adopted_assets.discard(asset)
-        known = self.controls is None or adopted or self.controls.acked(state.alert_id) is not None
-        return state, drift, state.status == "alerting" and known
+        state, drift, announced = self.restored.pop(asset)
+        return state, drift, state.status == "alerting" and announced
 
     def _held(self, asset: str) -> str | None:
         return self.controls.suppressed(asset, time.time()) if self.controls is not None else None
@@ -253,8 +250,7 @@ class AssetAlerts:
         while self._adopted:
             asset, alert, drift = self._adopted.popleft()
             if asset not in self._states:
-                self.restored[asset] = (alert, drift)
-                self._adopted_assets.add(asset)
+                self.restored[asset] = (alert, drift, True)
         self.restore_until = max(self.restore_until, time.monotonic() + self.rules.stale_after)
 
     def hand_over(self, assets: set[str]) -> dict[str, tuple[AlertState, DriftState | None, float | None]]:
@@ -298,16 +294,22 @@ class AssetAlerts:
 
     def save(self) -> None:
         """Write every asset's alert state and drift baseline (live and still-restored) to ``state_dir``."""
+        self.save_soon = False
         if not self.state_dir:
             return
-        alerts = {asset: state for asset, (state, _) in self.restored.items()}
-        drift = {asset: d for asset, (_, d) in self.restored.items() if d is not None}
+        alerts = {asset: state for asset, (state, _, _) in self.restored.items()}
+        drift = {asset: d for asset, (_, d, _) in self.restored.items() if d is not None}
+        unannounced = {asset for asset, (state, _, told) in self.restored.items()
+                       if state.status == "alerting" and not told}
         alerts.update(self._states)
         drift.update(self._drift)
+        unannounced -= set(self._states)
+        unannounced |= {asset for asset, state in self._states.items()
+                        if state.status == "alerting" and self._announced.get(asset) != state.alert_id}
         if self.controls is not None:  # with the alerts that can be acknowledged
             self.controls.save()
         try:
-            save_states(self.state_dir, alerts, drift)
+            save_states(self.state_dir, alerts, drift, unannounced)
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
             log.warning("saving asset state to %s failed: %s", self.state_dir, exc)
 
@@ -349,6 +351,7 @@ class AssetAlerts:
             if held is None and state.status == "alerting" and self._announced.get(asset) != state.alert_id:
                 self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                                channels, self.current())
+                self.save_soon = True  # the file marks it unannounced: a crash now would tell it twice
             if maintenance is True and self.recorder is not None and not self.recorder.holding(asset):
                 self.recorder.alert_raised(asset, ts)  # the readings just before it are no normal data either
             if maintenance is False and state.status != "alerting" and self.recorder is not None:

@@ -39,7 +39,15 @@ META_FILE = "bundle.json"
 
 
 class BundleError(Exception):
-    """A bundle or registry entry that cannot be used; the message says why in one line."""
+    """A bundle or registry entry that cannot be used; the message says why in one line.
+
+    ``transient``: it came from an I/O error (or memory), which may pass with the files unchanged;
+    the hot swap tries such a version again.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,8 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
             warnings.simplefilter("ignore")
             state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code; torch raises several types
-        raise BundleError(f"{weights}: not a plain weights file ({first_line(exc, 200)})") from None
+        raise BundleError(f"{weights}: not a plain weights file ({first_line(exc, 200)})",
+                          transient=transient_error(exc)) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BundleError(f"{weights}: expected a state_dict of tensors")
     try:  # shapes checked on the meta device: a network sized by bundle.json alone could be any size
@@ -194,13 +203,21 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
     return replace(bundle, state_dict=state)
 
 
+def transient_error(exc: BaseException) -> bool:
+    """An error that may pass with the files unchanged: I/O (not a missing file or a folder where a
+    file belongs: those wait for the files to change) or memory."""
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        return False
+    return isinstance(exc, OSError | MemoryError)
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"{path}: missing (is this a sensorguard bundle?)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: unreadable ({exc})") from None
+        raise BundleError(f"{path}: unreadable ({exc})", transient=transient_error(exc)) from None
     if not isinstance(meta, dict):
         raise BundleError(f"{path}: expected a JSON object")
     version = meta.get("format_version")

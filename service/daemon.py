@@ -383,7 +383,7 @@ class Daemon:
         self.alerts.apply_control_changes()
         for kind, count in self.controls.counts(time.time()).items():
             self.metrics.assets_held.labels(kind).set(count)
-        if now >= self._next_save:
+        if now >= self._next_save or self.alerts.save_soon:
             self.alerts.save()
             self._next_save = now + SAVE_INTERVAL_S
         self._flush_recorder()

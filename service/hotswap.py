@@ -185,11 +185,12 @@ class ModelHolder:
         running = self.bundle
         self.checks += 1
         if s.registry and s.name:
+            unreadable: BundleError | None = None
             try:
                 version = current_version(s.registry, s.name)
                 pointer = version or "<no CURRENT>"
             except BundleError as exc:
-                version, pointer = None, f"<unreadable: {exc}>"
+                version, pointer, unreadable = None, f"<unreadable: {exc}>", exc
             stamp = (pointer, None if version is None else _files(Path(s.registry) / s.name / version))
             due = self._retry_at is not None and time.monotonic() >= self._retry_at
             if stamp == self._pointer and not force and not due:
@@ -197,6 +198,7 @@ class ModelHolder:
             self._retry_at = None
             self._pointer = stamp
             if version == running.version:
+                self._retry_s = 0.0
                 if force:
                     log.info("reload requested: model %s %s is already the current version", s.name, version)
                 return None
@@ -204,6 +206,7 @@ class ModelHolder:
                 reason = pointer.strip("<>") if pointer.startswith("<unreadable") else (
                     f"registry {s.registry} has no CURRENT for model {s.name!r}")
                 self._refused(None, reason)
+                self._retry_later(unreadable)
                 return False
 
             def load() -> Bundle:
@@ -257,12 +260,13 @@ class ModelHolder:
         )
         return True
 
-    def _retry_later(self, exc: Exception) -> None:
+    def _retry_later(self, exc: Exception | None) -> None:
         """An I/O error (a network file system's hiccup, too many open files, memory) may pass with
         the files unchanged: try again after ``reload_poll_s``, doubling to ``RETRY_MAX_S`` while it
-        keeps failing. A bundle that is wrong (BundleError, a bad weights file) waits for its files
-        to change, as before."""
-        if self.settings.registry and isinstance(exc, OSError | MemoryError):
+        keeps failing. A bundle that is wrong (bad JSON, bad weights, other channels) waits for its
+        files to change, as before."""
+        transient = isinstance(exc, OSError | MemoryError) or (isinstance(exc, BundleError) and exc.transient)
+        if self.settings.registry and transient:
             self._retry_s = min(max(2 * self._retry_s, self.settings.reload_poll_s), RETRY_MAX_S)
             self._retry_at = time.monotonic() + self._retry_s
         else:

@@ -20,7 +20,15 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sensorguard.service.bundle import Bundle, BundleError, fsync_path, load_bundle, write_durably, write_files
+from sensorguard.service.bundle import (
+    Bundle,
+    BundleError,
+    fsync_path,
+    load_bundle,
+    transient_error,
+    write_durably,
+    write_files,
+)
 
 CURRENT_FILE = "CURRENT"
 SHADOW_FILE = "SHADOW"  # a candidate the daemon scores beside CURRENT without announcing (service.shadow)
@@ -62,7 +70,7 @@ def _pointer(root: str | os.PathLike, name: str, file: str) -> str | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:  # a directory, unreadable, not text
-        raise BundleError(f"{pointer}: cannot be read ({exc})") from None
+        raise BundleError(f"{pointer}: cannot be read ({exc})", transient=transient_error(exc)) from None
     if not _VERSION_RE.match(version):
         raise BundleError(f"{pointer}: does not name a version ({version[:40]!r})")
     return version

@@ -2,7 +2,9 @@
 
 With ``state_dir`` set, the daemon writes ``<state_dir>/assets.json`` every ``SAVE_INTERVAL_S``
 and when it stops, and reads it when it starts, so a restart neither re-raises an alert that was
-already up (same ``alert_id``) nor resets what the drift rule learned about each asset. The file
+already up (same ``alert_id``) nor resets what the drift rule learned about each asset. An alert
+that rose while its asset was held (shelved, in maintenance) and was never announced is marked
+``"unannounced"`` beside its state, so the next run announces it once nothing holds it. The file
 is written atomically (temp file, fsync, rename): a crash leaves the old file or the new one,
 never half of one; at worst the last interval's updates are lost. A file that cannot be read is
 moved aside (``assets.json.bad``) with one log line and the daemon starts fresh: losing alert
@@ -12,9 +14,9 @@ state must never stop scoring.
 >>> d = tempfile.mkdtemp()
 >>> _ = save_states(d, {"pump-7": AlertState("alerting", above=3, peak=2.5, alert_id="17")},
 ...                 {"pump-7": DriftState(0.25, 40)})
->>> alerts, drift = load_states(d)
->>> alerts["pump-7"].status, alerts["pump-7"].alert_id, drift["pump-7"].updates
-('alerting', '17', 40)
+>>> alerts, drift, unannounced = load_states(d)
+>>> alerts["pump-7"].status, alerts["pump-7"].alert_id, drift["pump-7"].updates, unannounced
+('alerting', '17', 40, set())
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Collection
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -43,13 +46,16 @@ class StateError(Exception):
     """A state file that cannot be used; the message says why in one line."""
 
 
-def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], drift: dict[str, DriftState]) -> Path:
-    """Write every asset's alert state and drift baseline to ``<directory>/assets.json`` atomically."""
+def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], drift: dict[str, DriftState],
+                unannounced: Collection[str] = ()) -> Path:
+    """Write every asset's alert state and drift baseline to ``<directory>/assets.json`` atomically;
+    ``unannounced``: the assets whose alert up was never announced (it rose while held)."""
     target = Path(directory) / STATE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     assets = {
         asset: {"alert": _finite(asdict(alerts.get(asset, AlertState()))),
-                **({"drift": asdict(drift[asset])} if asset in drift else {})}
+                **({"drift": asdict(drift[asset])} if asset in drift else {}),
+                **({"unannounced": True} if asset in unannounced else {})}
         for asset in sorted(set(alerts) | set(drift))
     }
     body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))
@@ -57,14 +63,15 @@ def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], dri
     return target
 
 
-def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], dict[str, DriftState]]:
-    """Alert states and drift baselines saved in ``directory`` (empty when there is no file yet).
+def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], dict[str, DriftState], set[str]]:
+    """Alert states, drift baselines and unannounced alerts saved in ``directory`` (empty when there
+    is no file yet; a file from before the mark counts every alert up as announced).
 
     Raises StateError for a file that is not a state file this build can read.
     """
     path = Path(directory) / STATE_FILE
     if not path.exists():
-        return {}, {}
+        return {}, {}, set()
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -75,9 +82,12 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
         raise StateError(f"{path}: not a sensorguard state file of format {FORMAT_VERSION}")
     alerts: dict[str, AlertState] = {}
     drift: dict[str, DriftState] = {}
+    unannounced: set[str] = set()
     for asset, entry in doc["assets"].items():
         try:
             alerts[asset] = _alert_state(entry["alert"])
+            if entry.get("unannounced") is True:
+                unannounced.add(asset)
             if "drift" in entry:
                 offset = float(entry["drift"]["offset"])
                 if not math.isfinite(offset):
@@ -85,18 +95,20 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
                 drift[asset] = DriftState(offset, int(entry["drift"]["updates"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"{path}: asset {asset!r}: invalid entry ({exc})") from None
-    return alerts, drift
+    return alerts, drift, unannounced
 
 
-def restore_states(directory: str | None, max_assets: int) -> dict[str, tuple[AlertState, DriftState | None]]:
-    """Per asset, the alert state and drift baseline the previous run saved (empty without ``directory``).
+def restore_states(directory: str | None, max_assets: int
+                   ) -> dict[str, tuple[AlertState, DriftState | None, bool]]:
+    """Per asset, the alert state, drift baseline and whether an alert up was announced, as the
+    previous run saved them (empty without ``directory``).
 
     Never raises for a bad file: it is set aside with one log line and the daemon starts fresh.
     """
     if not directory:
         return {}
     try:
-        alerts, drift = load_states(directory)
+        alerts, drift, unannounced = load_states(directory)
     except StateError as exc:
         try:
             where = f"moved to {set_aside(directory)}"
@@ -104,7 +116,8 @@ def restore_states(directory: str | None, max_assets: int) -> dict[str, tuple[Al
             where = f"could not move it aside ({err.strerror or err})"
         log.warning("%s; %s, starting without saved asset state", first_line(exc), where)
         return {}
-    restored = {asset: (alerts[asset], drift.get(asset)) for asset in list(alerts)[:max_assets]}
+    restored = {asset: (alerts[asset], drift.get(asset), asset not in unannounced)
+                for asset in list(alerts)[:max_assets]}
     if restored:
         log.info("restored the state of %d assets from %s", len(restored), directory)
     return restored

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from sensorguard.service.commands import AlarmControls, Command, parse_command
+from sensorguard.service.state import load_states
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, free_port, metric, start_daemon, wait_for
 
@@ -313,6 +314,7 @@ def test_an_alert_raised_while_shelved_is_announced_after_a_restart_once_unshelv
         for i in range(3):
             daemon.alerts.apply(asset, T0 + i, 5.0, [])  # rose while shelved: not announced
     daemon.alerts.save()
+    assert load_states(state_dir)[2] == {"late", "still"}  # marked beside their states
     daemon.controls.apply(Command("shelve", "late", until=time.time()), now=time.time())  # unshelved while down
 
     restarted, client = make(tiny_bundle, state_dir=state_dir)
@@ -323,6 +325,7 @@ def test_an_alert_raised_while_shelved_is_announced_after_a_restart_once_unshelv
     assert alert_events(client, "told") == []  # no second raise
     assert alert_events(client, "late") == [("raised", late_id)]  # told at its first window back
     assert alert_events(client, "still") == []  # still shelved
+    assert restarted.alerts.save_soon  # the late raise is saved at the next tick, not 30 s later
     assert restarted.controls.apply(Command("shelve", "still", until=time.time()), now=time.time())[0]
     restarted.alerts.request_control_change("still", None)
     restarted.housekeeping(time.monotonic())
@@ -330,3 +333,19 @@ def test_an_alert_raised_while_shelved_is_announced_after_a_restart_once_unshelv
     for i in range(5, 11):
         restarted.alerts.apply("late", T0 + i, 0.1, [])
     assert alert_events(client, "late") == [("raised", late_id), ("cleared", late_id)]
+    assert load_states(state_dir)[2] == set()  # saved by the housekeeping tick that told "still"
+
+
+def test_a_restart_without_the_controls_file_raises_no_alert_twice(tiny_bundle, tmp_path):
+    """Whether an alert up was announced is kept beside its state, not read from the controls."""
+    from tests.test_daemon import T0, make
+
+    state_dir = tmp_path / "s"
+    daemon, _ = make(tiny_bundle, state_dir=str(state_dir))
+    for i in range(3):
+        daemon.alerts.apply("p1", T0 + i, 5.0, [])
+    daemon.alerts.save()
+    (state_dir / "controls.json").unlink()
+    restarted, client = make(tiny_bundle, state_dir=str(state_dir))
+    restarted.alerts.apply("p1", T0 + 3, 5.0, [])
+    assert restarted.snapshot()["p1"].status == "alerting" and alert_events(client, "p1") == []
