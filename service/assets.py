@@ -47,6 +47,7 @@ SILENT_KEPT = 10_000  # silent assets whose return is awaited (a sensor_ok); bey
 NAN = float("nan")
 
 Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift, its raise went out
+Moved = tuple[AlertState, DriftState | None, float | None, bool]  # ... its last window's time, its raise went out
 
 
 class AssetAlerts:
@@ -77,8 +78,8 @@ class AssetAlerts:
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
-        self._adopted: deque[tuple[str, AlertState, DriftState | None]] = deque()  # cluster mode: moved here
-        self._synced: dict[str, tuple[str, str]] = {}  # cluster mode: (status, alert id) last passed on
+        self._adopted: deque[tuple[str, AlertState, DriftState | None, bool]] = deque()  # cluster mode: moved here
+        self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on
         self._faults_lock = threading.Lock()  # the open faults are read by whoever publishes a state
 
     def snapshot(self) -> dict[str, AlertState]:
@@ -226,45 +227,52 @@ class AssetAlerts:
 
     # --- cluster mode: state that moves with an asset ---------------------------------------------
 
-    def adopt(self, asset: str, alert: AlertState, drift: DriftState | None) -> None:
+    def adopt(self, asset: str, alert: AlertState, drift: DriftState | None, announced: bool = True) -> None:
         """``asset`` moved here from another worker with this state (any thread). Taken in like a state
         restored at start: at its next window it carries on (an alert up stays up under its id,
-        without a second ``raised``; the recorder holds its readings back)."""
-        self._adopted.append((asset, alert, drift))
+        without a second ``raised`` unless it was never announced; the recorder holds its readings
+        back)."""
+        self._adopted.append((asset, alert, drift, announced))
 
     def _pop_restored(self, asset: str) -> tuple[AlertState, DriftState | None, bool]:
         """A restored asset's state, drift, and whether an alert up had its raise announced.
 
-        The state file marks an alert that rose while its asset was held and was never announced
-        (it is announced once nothing holds it). State adopted in cluster mode counts as
-        announced: the old owner's announcements are not passed on, and a second ``raised`` is the
-        worse mistake there.
+        The state file (and cluster mode's state bucket) marks an alert that rose while its asset
+        was held and was never announced: it is announced once nothing holds it. Without the mark
+        (a file from before it) an alert up counts as announced.
         """
         state, drift, announced = self.restored.pop(asset)
         return state, drift, state.status == "alerting" and announced
+
+    def _told(self, asset: str) -> bool:
+        """False only for a live asset whose alert is up and was never announced (it rose while held)."""
+        state = self._states[asset]
+        return state.status != "alerting" or self._announced.get(asset) == state.alert_id
 
     def _held(self, asset: str) -> str | None:
         return self.controls.suppressed(asset, time.time()) if self.controls is not None else None
 
     def _take_adopted(self) -> None:
         while self._adopted:
-            asset, alert, drift = self._adopted.popleft()
+            asset, alert, drift, announced = self._adopted.popleft()
             if asset not in self._states:
-                self.restored[asset] = (alert, drift, True)
+                self.restored[asset] = (alert, drift, announced)
         self.restore_until = max(self.restore_until, time.monotonic() + self.rules.stale_after)
 
-    def hand_over(self, assets: set[str]) -> dict[str, tuple[AlertState, DriftState | None, float | None]]:
-        """These assets moved to another worker (scoring thread): their states and last window's
-        time, to pass on, and everything about them forgotten here without a word (their new owner
-        speaks for them)."""
+    def hand_over(self, assets: set[str]) -> dict[str, Moved]:
+        """These assets moved to another worker (scoring thread): their states, last window's time
+        and whether an alert up was announced, to pass on, and everything about them forgotten here
+        without a word (their new owner speaks for them)."""
         self._take_adopted()
-        out: dict[str, tuple[AlertState, DriftState | None, float | None]] = {}
+        out: dict[str, Moved] = {}
         for asset in assets:
             if asset in self._states:
                 window_ts = self._latest.get(asset, (None,))[0]
-                out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), window_ts)
+                told = self._told(asset)
+                out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), window_ts, told)
             elif asset in self.restored:
-                out[asset] = (*self._pop_restored(asset)[:2], None)
+                state, drift, told = self._pop_restored(asset)
+                out[asset] = (state, drift, None, told or state.status != "alerting")
             for kept in (self._latest, self._announced, self._synced):
                 kept.pop(asset, None)
             with self._faults_lock:
@@ -276,17 +284,17 @@ class AssetAlerts:
                 self.recorder.forget(asset)
         return out
 
-    def changed_states(self, full: bool = False
-                       ) -> dict[str, tuple[AlertState, DriftState | None, float | None] | None]:
-        """The assets whose alert status or id changed since the last call (every asset with
-        ``full``), their states and last window's time (scoring thread): what a new owner must
-        find to carry on; None for an asset whose state ended (it went silent)."""
-        out: dict[str, tuple[AlertState, DriftState | None, float | None] | None] = {}
+    def changed_states(self, full: bool = False) -> dict[str, Moved | None]:
+        """The assets whose alert status or id, or its announcement, changed since the last call
+        (every asset with ``full``), as :meth:`hand_over` gives them (scoring thread): what a new
+        owner must find to carry on; None for an asset whose state ended (it went silent)."""
+        out: dict[str, Moved | None] = {}
         for asset, state in self._states.items():
-            key = (state.status, state.alert_id)
+            told = self._told(asset)
+            key = (state.status, state.alert_id, told)
             if full or self._synced.get(asset) != key:
                 self._synced[asset] = key
-                out[asset] = (state, self._drift.get(asset), self._latest.get(asset, (None,))[0])
+                out[asset] = (state, self._drift.get(asset), self._latest.get(asset, (None,))[0], told)
         for asset in [a for a in self._synced if a not in self._states and a not in self.restored]:
             del self._synced[asset]  # its state ended here (silent): None, the bucket forgets it too
             out[asset] = None
@@ -304,8 +312,7 @@ class AssetAlerts:
         alerts.update(self._states)
         drift.update(self._drift)
         unannounced -= set(self._states)
-        unannounced |= {asset for asset, state in self._states.items()
-                        if state.status == "alerting" and self._announced.get(asset) != state.alert_id}
+        unannounced |= {asset for asset in self._states if not self._told(asset)}
         if self.controls is not None:  # with the alerts that can be acknowledged
             self.controls.save()
         try:

@@ -123,15 +123,17 @@ def restore_states(directory: str | None, max_assets: int
     return restored
 
 
-def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float | None = None) -> bytes:
+def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float | None = None,
+                 announced: bool = True) -> bytes:
     """One asset's state as ``assets.json`` holds it, plus the end time of its last scored window
     (the cadence a new owner continues), for cluster mode's state bucket."""
     entry = {"alert": _finite(asdict(alert)), **({"drift": asdict(drift)} if drift is not None else {}),
-             **({"window_ts": window_ts} if window_ts is not None else {})}
+             **({"window_ts": window_ts} if window_ts is not None else {}),
+             **({"unannounced": True} if not announced and alert.status == "alerting" else {})}
     return json.dumps(entry, separators=(",", ":")).encode()
 
 
-def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | None]:
+def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | None, bool]:
     """:func:`encode_asset` back; StateError for anything else."""
     try:
         entry = json.loads(data)
@@ -141,7 +143,7 @@ def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | No
             raise ValueError(f"drift offset must be finite, got {offset}")
         window_ts = entry.get("window_ts")
         return (_alert_state(entry["alert"]), None if drift is None else DriftState(offset, int(drift["updates"])),
-                None if window_ts is None else float(window_ts))
+                None if window_ts is None else float(window_ts), entry.get("unannounced") is not True)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise StateError(f"invalid asset state ({exc})") from None
 

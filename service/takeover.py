@@ -133,11 +133,11 @@ class Takeover:
             except (KeyNotFoundError, KeyDeletedError):
                 continue
             try:
-                alert, drift, anchors[asset] = decode_asset(entry.value or b"")
+                alert, drift, anchors[asset], announced = decode_asset(entry.value or b"")
             except StateError as exc:
                 log.warning("cluster: the saved state of %s is unusable (%s): it starts afresh", asset, exc)
                 continue
-            self.alerts.adopt(asset, alert, drift)
+            self.alerts.adopt(asset, alert, drift, announced)
         return anchors
 
     async def _adopt_controls(self, k: int, partitions: int) -> None:

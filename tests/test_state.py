@@ -201,10 +201,10 @@ def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
     assert old.alerts.changed_states() == {"pump-2": None}
     assert len(old_client.published) > published
 
-    alert, drift, window_ts = decode_asset(encode_asset(*moved["pump-1"]))
-    assert (alert, window_ts) == (moved["pump-1"][0], T0 + 2)
+    alert, drift, window_ts, announced = decode_asset(encode_asset(*moved["pump-1"]))
+    assert (alert, window_ts, announced) == (moved["pump-1"][0], T0 + 2, True)
     new, new_client = daemon_with(drifting, None)
-    new.alerts.adopt("pump-1", alert, drift)
+    new.alerts.adopt("pump-1", alert, drift, announced)
     new.alerts.apply("pump-1", T0 + 3, 5.0, [])
     assert new.snapshot()["pump-1"].alert_id == alert.alert_id and raised(new_client) == []
     for i in range(10):
@@ -231,3 +231,24 @@ def test_readings_just_before_a_maintenance_are_not_recorded_as_normal(drifting,
     daemon.recorder.flush(now_ts=T0 + 1000, force=True)
     kept = sorted(pd.concat(pd.read_parquet(p) for p in (tmp_path / "rec").glob("*/*.parquet")).ts - T0)
     assert kept and max(kept) < 29 - 10  # the guard band before the start went, not into the normal data
+
+
+def test_an_alert_raised_while_shelved_moves_unannounced_and_is_told_by_its_new_owner(drifting):
+    """Cluster mode: an alert that rose while its asset was shelved was handed over as announced,
+    so the new owner never told it when the shelve ended; the mark now moves with the state."""
+    from sensorguard.service.commands import Command
+    from sensorguard.service.state import decode_asset, encode_asset
+
+    old, old_client = daemon_with(drifting, None)
+    old.controls.apply(Command("shelve", "pump-1", until=time.time() + 3600), now=time.time())
+    for i in range(3):
+        old.alerts.apply("pump-1", T0 + i, 5.0, [])
+    assert old.alerts.changed_states()["pump-1"][3] is False and raised(old_client) == []
+    moved = old.alerts.hand_over({"pump-1"})
+    alert, drift, _, announced = decode_asset(encode_asset(*moved["pump-1"]))
+    assert alert.status == "alerting" and announced is False
+    new, new_client = daemon_with(drifting, None)  # its controls hold nothing: the shelve ended meanwhile
+    new.alerts.adopt("pump-1", alert, drift, announced)
+    new.alerts.apply("pump-1", T0 + 3, 5.0, [])
+    assert [e["alert_id"] for e in raised(new_client)] == [alert.alert_id]
+    assert new.alerts.changed_states()["pump-1"][3] is True  # the bucket learns it was told
