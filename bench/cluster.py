@@ -50,7 +50,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import daemon as base  # noqa: E402  (bench/daemon.py; it puts the repository root on sys.path)
+import daemon_harness as harness  # noqa: E402  (bench/daemon_harness.py)
 import drain  # noqa: E402  (bench/drain.py: the same data, publisher and mosquitto_sub row)
 
 from sensorguard.nats_local import NatsCluster, stream_messages  # noqa: E402
@@ -85,7 +85,7 @@ def cluster_args(node: NatsCluster, name: str, workers: int) -> tuple[str, ...]:
             "--scoring-threads", "1")
 
 
-def time_drain(daemon: base.DaemonProcess, readings: int, server_pid: int) -> dict:
+def time_drain(daemon: harness.DaemonProcess, readings: int, server_pid: int) -> dict:
     """From the first reading seen to the last: seconds, and CPU of the serve tree and of the
     broker meanwhile."""
     out: dict = {}
@@ -133,9 +133,9 @@ def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, infl
     broker = node = daemon = None
     try:
         if receiver.startswith("mqtt"):
-            broker = base.Broker(run_dir, inflight)
+            broker = harness.Broker(run_dir, inflight)
             extra = drain.daemon_args(workers)
-            base.DaemonProcess(broker, bundle_dir, run_dir, client_id=name, extra=extra, torch_threads=1).stop()
+            harness.DaemonProcess(broker, bundle_dir, run_dir, client_id=name, extra=extra, torch_threads=1).stop()
             out["publish_s"] = drain.publish_all(broker.port, messages)
         else:
             node = start_node(run_dir)
@@ -146,7 +146,7 @@ def measure(receiver: str, per_asset: int, bundle_dir: Path, workdir: Path, infl
             while stream_messages(node.urls, cluster.READINGS_STREAM) < len(messages) and time.time() < deadline:
                 time.sleep(0.2)
         launched = time.time()
-        daemon = base.DaemonProcess(broker, bundle_dir, run_dir, client_id=name, extra=extra, wait_ready=False,
+        daemon = harness.DaemonProcess(broker, bundle_dir, run_dir, client_id=name, extra=extra, wait_ready=False,
                                     torch_threads=1)
         got = time_drain(daemon, readings, broker.proc.pid)
         out.update(got)
@@ -236,7 +236,7 @@ def measure_bare(processes: int, per_asset: int, workdir: Path, spm: int = 1) ->
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def owned(daemon: base.DaemonProcess) -> float:
+def owned(daemon: harness.DaemonProcess) -> float:
     """Its ``sensorguard_partitions_owned`` (nan while it does not answer)."""
     try:
         with urllib.request.urlopen(daemon.url + "/metrics", timeout=5) as response:
@@ -253,13 +253,13 @@ def measure_takeover(signal_name: str, bundle_dir: Path, workdir: Path) -> dict:
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     node = start_node(run_dir)
     broker = SimpleNamespace(url=node.nodes[0].mqtt_url)
-    pair: list[base.DaemonProcess] = []
+    pair: list[harness.DaemonProcess] = []
     stop = threading.Event()
     out: dict = {"signal": signal_name}
     try:
         for name in ("victim", "survivor"):
             (run_dir / name).mkdir()
-            pair.append(base.DaemonProcess(broker, bundle_dir, run_dir / name, client_id=name,
+            pair.append(harness.DaemonProcess(broker, bundle_dir, run_dir / name, client_id=name,
                                            extra=cluster_args(node, name, 1), torch_threads=1))
         victim, survivor = pair
         deadline = time.time() + 60
@@ -297,7 +297,7 @@ def _paced(port: int, stop: threading.Event, rate: float = 10.0) -> None:
     k = 0
     begin = time.monotonic()
     while not stop.is_set():
-        ts = base.TS0 + k / rate
+        ts = harness.TS0 + k / rate
         for asset in drain.ASSETS:
             body = orjson.dumps({"ts": ts, "values": drain.ROW_DICTS[k % len(drain.ROW_DICTS)]})
             client.publish(f"sensors/{asset}/readings", body, qos=1)
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--takeovers must be >= 0, got {takeovers}")
     per_asset = max(1, total // len(drain.ASSETS))
     nats_version = os.popen("nats-server --version").read().strip()
-    print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, {base.load()}; {nats_version}; "
+    print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, {harness.load()}; {nats_version}; "
           f"{len(drain.ASSETS)} assets, {len(drain.CHANNELS)} channels, {args.spm} reading(s) per message, "
           f"{PARTITIONS} partitions, repeat {args.repeat}")
     workdir = Path(tempfile.mkdtemp(prefix="sensorguard-cluster-bench-"))
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 got = [measure_takeover(signal_name, bundle_dir, workdir)["seconds"] for _ in range(takeovers)]
                 print(f"{signal_name:>8}: {statistics.median(got):.2f} s ({min(got):.2f}-{max(got):.2f}, "
                       f"n={len(got)})", flush=True)
-        print(base.load())
+        print(harness.load())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -49,442 +49,41 @@ Mosquitto's default and the shipped deploy config's is 20). Run ``python bench/d
 from __future__ import annotations
 
 import argparse
-import getpass
 import multiprocessing as mp
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import orjson
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-from sensorguard.service.localhost import find_mosquitto, free_port  # noqa: E402
-
-CHANNELS = tuple(f"ch{i}" for i in range(8))
-WINDOW, HOP = 32, 4
-TS0 = 1_700_000_000.0
-SPIKE = 1000.0
-
-
-# --- the bundle ----------------------------------------------------------------------------------
-
-
-def make_bundle_dir(directory: Path) -> Path:
-    """Save an untrained 8-channel bundle shaped as ``train_bundle`` would build it; return its path."""
-    import torch
-
-    from sensorguard.service.bundle import Bundle, save_bundle
-    from sensorguard.service.model import ConvAutoencoder, ModelConfig, default_depth, default_latent
-    from sensorguard.service.scorer import Scorer
-
-    config = ModelConfig(channels=len(CHANNELS), window=WINDOW, latent=default_latent(len(CHANNELS), WINDOW),
-                         hidden=32, depth=default_depth(WINDOW))
-    torch.manual_seed(0)
-    net = ConvAutoencoder(config)
-    bundle = Bundle(channels=CHANNELS, config=config, hop=HOP, center_=np.zeros(len(CHANNELS)),
-                    scale_=np.ones(len(CHANNELS)), threshold_=1.0, state_dict=net.state_dict(),
-                    sample_period=None, name="bench", version="untrained")  # stamps are not on a grid: see above
-    rows = normal_rows(4096)
-    windows = np.stack([rows[i : i + WINDOW].T for i in range(0, len(rows) - WINDOW, 7)])
-    errors = Scorer(bundle, device="cpu").score_windows(windows).error
-    bundle = bundle.with_threshold(float(errors.max()) * 20, {"method": "bench: 20 x max normal error"})
-    path = save_bundle(bundle, directory / "bundle")
-    return Path(path)
-
-
-def normal_rows(n: int, seed: int = 0) -> np.ndarray:
-    """``n`` normal-looking rows: slow sines plus noise, rounded to 3 decimals as a device would send."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)[:, None]
-    phase = np.arange(len(CHANNELS))[None, :]
-    return np.round(np.sin(t / 50.0 + phase) + 0.05 * rng.standard_normal((n, len(CHANNELS))), 3)
-
-
-ROWS = normal_rows(1024)
-ROW_DICTS = [dict(zip(CHANNELS, map(float, row), strict=True)) for row in ROWS]
-SPIKE_DICT = dict.fromkeys(CHANNELS, SPIKE)
-
-
-def sample(k: int, ts: float, spike_every: int = 0) -> dict:
-    """Sample number ``k`` of an asset (a spike every ``spike_every`` samples when > 0)."""
-    values = SPIKE_DICT if spike_every and k % spike_every == spike_every // 2 else ROW_DICTS[k % len(ROW_DICTS)]
-    return {"ts": ts, "values": values}
-
-
-def asset_names(n: int) -> list[str]:
-    return [f"site-{i % 10}/pump-{i:04d}" for i in range(n)]
-
-
-# --- processes: broker, daemon, subscribers --------------------------------------------------------
-
-
-def mosquitto_binary() -> str:
-    path = find_mosquitto()
-    if path is None:
-        sys.exit("mosquitto not found (apt-get install mosquitto mosquitto-clients)")
-    return path
-
-
-class Broker:
-    """Mosquitto on a free loopback port: persistence off, queues large, inflight as asked (0 = no limit)."""
-
-    def __init__(self, workdir: Path, inflight: int = 0) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        conf = workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            f"user {getpass.getuser()}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_queued_messages 1000000\n"
-            "max_queued_bytes 0\n"
-            f"max_inflight_messages {inflight}\n"
-            "log_dest stderr\nlog_type error\nlog_type warning\n"
-        )
-        self.log = (workdir / "mosquitto.log").open("a")
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start: {(workdir / 'mosquitto.log').read_text()[-1000:]}")
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.log.close()
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 20) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    return proc.returncode
-
-
-class Watch:
-    """Samples one process's RSS (and keeps its peak) every ``interval`` seconds in a thread."""
-
-    def __init__(self, pid: int, interval: float = 0.2) -> None:
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._interval = interval
-        self.cpu0 = self.cpu()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def cpu(self) -> float:
-        try:
-            times = self.proc.cpu_times()
-            return times.user + times.system
-        except psutil.Error:
-            return float("nan")
-
-    def threads(self) -> list[float]:
-        """CPU seconds of each thread, busiest first."""
-        try:
-            return sorted((t.user_time + t.system_time for t in self.proc.threads()), reverse=True)
-        except psutil.Error:
-            return []
-
-    def rss(self) -> int:
-        try:
-            return self.proc.memory_info().rss
-        except psutil.Error:
-            return 0
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            rss = self.rss()
-            self.samples.append((time.time(), rss))
-            self.peak = max(self.peak, rss)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-class DaemonProcess:
-    """``sensorguard serve`` as a subprocess against ``broker``; :meth:`scrape` reads its /metrics."""
-
-    def __init__(self, broker: Broker, bundle_dir: Path, workdir: Path, max_assets: int = 1000,
-                 extra: tuple[str, ...] = (), client_id: str | None = None, wait_ready: bool = True,
-                 torch_threads: int = 0) -> None:
-        self.metrics_port = free_port()
-        env = dict(os.environ)
-        if torch_threads:
-            env["OMP_NUM_THREADS"] = str(torch_threads)  # torch's intra-op threads, read at import
-        exe = shutil.which("sensorguard")
-        cmd = [exe] if exe else [sys.executable, "-m", "sensorguard"]
-        cmd += ["serve", "--model", str(bundle_dir), "--broker", broker.url, "--metrics-port", str(self.metrics_port),
-                "--client-id", client_id or f"bench-daemon-{time.monotonic_ns()}",
-                "--max-assets", str(max(1000, max_assets)), "--log-level", "WARNING", *extra]
-        self.log_path = workdir / "daemon.log"
-        self.log = self.log_path.open("a")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        self.url = f"http://127.0.0.1:{self.metrics_port}"
-        if not wait_ready:
-            self.watch = Watch(self.proc.pid)
-            return
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("daemon not ready after 60 s")
-        time.sleep(0.5)  # readyz turns on when SUBSCRIBE is sent; give the SUBACK a moment
-        self.watch = Watch(self.proc.pid)
-
-    def scrape(self) -> dict[str, object]:
-        """readings, rejected (sum over reasons), windows, and the latency histogram's buckets."""
-        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
-            text = response.read().decode()
-        out: dict[str, object] = {"readings": 0.0, "rejected": 0.0, "windows": 0.0, "buckets": {}}
-        buckets: dict[float, float] = out["buckets"]  # type: ignore[assignment]
-        for line in text.splitlines():
-            if not line.startswith("sensorguard_"):
-                continue
-            name, _, value = line.rpartition(" ")
-            if name == "sensorguard_readings_total":
-                out["readings"] = float(value)
-            elif name.startswith("sensorguard_messages_rejected_total{"):
-                out["rejected"] = out["rejected"] + float(value)  # type: ignore[operator]
-            elif name == "sensorguard_windows_scored_total":
-                out["windows"] = float(value)
-            elif name.startswith("sensorguard_reading_to_score_seconds_bucket{"):
-                le = name.split('le="', 1)[1].split('"', 1)[0]
-                buckets[float(le)] = float(value)
-        return out
-
-    def stop(self) -> int | None:
-        self.watch.stop()
-        code = stop_process(self.proc, timeout=60)
-        self.log.close()
-        return code
-
-
-def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
-    """Prometheus' ``histogram_quantile`` on cumulative ``{le: count}`` (linear inside a bucket)."""
-    items = sorted(buckets.items())
-    if not items or items[-1][1] <= 0:
-        return float("nan")
-    rank = q * items[-1][1]
-    low, below = 0.0, 0.0
-    for le, count in items:
-        if count >= rank:
-            if le == float("inf"):
-                return low  # as Prometheus: the highest finite bound
-            return low + (le - low) * ((rank - below) / (count - below) if count > below else 1.0)
-        low, below = le, count
-    return low
-
-
-def bucket_delta(now: dict[float, float], before: dict[float, float]) -> dict[float, float]:
-    return {le: count - before.get(le, 0.0) for le, count in now.items()}
-
-
-def _count_subscriber(port: int, n: int, client_id: str, ready, results) -> None:
-    """A plain paho MQTT 5 subscriber, ``manual_ack`` and a persistent session like the daemon's, that
-    acknowledges and counts; ``n == 0``: only create the session (subscribe) and leave."""
-    import paho.mqtt.client as paho
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-    from paho.mqtt.subscribeoptions import SubscribeOptions
-
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True)
-    done = threading.Event()
-    seen = [0]
-    connected = [0.0]
-
-    def on_message(c, userdata, message):
-        c.ack(message.mid, message.qos)
-        seen[0] += 1
-        if seen[0] == n:
-            results.put((connected[0], time.time()))
-            done.set()
-
-    def on_connect(c, *a):
-        connected[0] = time.time()
-        c.subscribe("sensors/#", options=SubscribeOptions(qos=1))
-
-    def on_subscribe(*a):
-        ready.put("sub")
-        if n == 0:
-            done.set()
-
-    client.on_message = on_message
-    client.on_subscribe = on_subscribe
-    client.on_connect = on_connect
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 3600
-    client.connect("127.0.0.1", port, clean_start=False, properties=props)
-    client.loop_start()
-    done.wait(600)
-    client.disconnect()
-    client.loop_stop()
-
-
-# --- publishers ----------------------------------------------------------------------------------
-
-
-def build_messages(assets: list[str], per_asset: int, spm: int) -> list[tuple[str, bytes]]:
-    """``per_asset`` samples for each asset as messages of ``spm`` samples, round-robin over assets."""
-    out = []
-    for start in range(0, per_asset, spm):
-        for asset in assets:
-            samples = [sample(k, TS0 + k) for k in range(start, min(start + spm, per_asset))]
-            body = samples[0] if spm == 1 else {"samples": samples}
-            out.append((f"sensors/{asset}/readings", orjson.dumps(body)))
-    return out
-
-
-def _flood_publisher(port: int, assets: list[str], per_asset: int, spm: int, go, ready, results) -> None:
-    """Publish every message as fast as paho can (QoS 1, 1000 in flight); report send/ack times."""
-    import paho.mqtt.client as paho
-
-    messages = build_messages(assets, per_asset, spm)
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
-    client.max_inflight_messages_set(1000)  # message ids are 16 bits: keep far below 65535
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    ready.put(len(messages))
-    go.wait()
-    started = time.time()
-    infos = []
-    for i, (topic, body) in enumerate(messages):
-        if i >= 30_000:  # paho keys outstanding messages by their 16-bit id: never hold more than 30k
-            infos[i - 30_000].wait_for_publish(timeout=600)
-        infos.append(client.publish(topic, body, qos=1))
-    sent = time.time()
-    for info in infos:
-        info.wait_for_publish(timeout=600)
-    results.put((started, sent, time.time(), len(messages)))
-    client.loop_stop()
-    client.disconnect()
-
-
-def _paced_publisher(port: int, assets: list[str], rate: float, seconds: float, spm: int, spike_every: int,
-                     published, go, ready, results) -> None:
-    """Publish ``rate`` readings/s for ``seconds``, ``ts`` = the wall-clock send time; count in ``published``."""
-    import paho.mqtt.client as paho
-
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-paced-{os.getpid()}")
-    client.max_inflight_messages_set(1000)  # message ids are 16 bits: keep far below 65535
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    counts = dict.fromkeys(assets, 0)
-    last = dict.fromkeys(assets, 0.0)
-    per_s = rate / spm
-    total = int(per_s * seconds)
-    ready.put(total)
-    go.wait()
-    started = time.perf_counter()
-    i = late = failed = 0
-    while i < total:
-        now = time.perf_counter()
-        due = started + i / per_s
-        if now < due:
-            time.sleep(min(due - now, 0.001))
-            continue
-        late = max(late, now - due)
-        while i < total and started + i / per_s <= now:
-            asset = assets[i % len(assets)]
-            k, ts = counts[asset], max(time.time(), last[asset] + 1e-5)
-            samples = [sample(k + j, ts + j * 1e-5, spike_every) for j in range(spm)]
-            counts[asset], last[asset] = k + spm, ts + (spm - 1) * 1e-5
-            info = client.publish(f"sensors/{asset}/readings",
-                                  orjson.dumps(samples[0] if spm == 1 else {"samples": samples}), qos=1)
-            i += 1
-            if info.rc != 0:  # e.g. paho's 16-bit message ids all outstanding: not sent, not counted
-                failed += 1
-                continue
-            with published.get_lock():
-                published.value += spm
-    if failed:
-        print(f"paced publisher: {failed} of {i} publishes refused by paho (not counted)", flush=True)
-    results.put((time.perf_counter() - started, published.value, late))
-    time.sleep(1.0)
-    client.loop_stop()
-    client.disconnect()
-
-
-class StateProbe:
-    """Subscribes to ``sensorguard/state/#``; each message gives ``arrival - ts`` (publish-to-score)."""
-
-    def __init__(self, port: int) -> None:
-        import paho.mqtt.client as paho
-
-        self.arrivals: list[tuple[float, bytes]] = []
-        subscribed = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-probe-{os.getpid()}")
-        self.client.on_message = lambda c, u, m: self.arrivals.append((time.time(), m.payload))
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.on_connect = lambda c, *a: c.subscribe("sensorguard/state/#", qos=0)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        subscribed.wait(10)
-
-    def latencies(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
-        """Seconds from the completing reading's send time to the state's arrival, arrivals in [since, until)."""
-        out = []
-        for arrival, payload in list(self.arrivals):
-            if since <= arrival < until:
-                ts = datetime.fromisoformat(orjson.loads(payload)["ts"].replace("Z", "+00:00")).timestamp()
-                out.append(arrival - ts)
-        return np.array(out)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def start_processes(target, arg_sets: list[tuple]) -> tuple[list, object, object, object]:
-    """Start one process per argument tuple; wait until each is ready; return (procs, go, ready, results)."""
-    ctx = mp.get_context("fork")
-    go, ready, results = ctx.Event(), ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*args, go, ready, results), daemon=True) for args in arg_sets]
-    for proc in procs:
-        proc.start()
-    total = sum(ready.get(timeout=300) for _ in procs)
-    return procs, go, results, total
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from daemon_harness import (  # noqa: E402  (bench/daemon_harness.py)
+    HOP,
+    WINDOW,
+    Broker,
+    DaemonProcess,
+    StateProbe,
+    Watch,
+    asset_names,
+    bucket_delta,
+    count_subscriber,
+    flood_publisher,
+    histogram_quantile,
+    load,
+    make_bundle_dir,
+    mosquitto_binary,
+    paced_publisher,
+    start_processes,
+    stop_process,
+)
 
 # --- one throughput measurement --------------------------------------------------------------------
 
@@ -551,7 +150,7 @@ def measure(receiver: str, assets: int, spm: int, readings: int, publishers: int
                     time.sleep(1.0)
             else:
                 sub_ready, sub_done = ctx.Queue(), ctx.Queue()
-                sub = ctx.Process(target=_count_subscriber, args=(broker.port, n_messages, client_id, sub_ready,
+                sub = ctx.Process(target=count_subscriber, args=(broker.port, n_messages, client_id, sub_ready,
                                                                   sub_done), daemon=True)
                 sub.start()
                 sub_watch = Watch(sub.pid)
@@ -567,13 +166,13 @@ def measure(receiver: str, assets: int, spm: int, readings: int, publishers: int
                                 "sensors/#", "-i", client_id, "-c", "-E"], check=True, timeout=30)
             else:
                 q1, q2 = ctx.Queue(), ctx.Queue()
-                p = ctx.Process(target=_count_subscriber, args=(broker.port, 0, client_id, q1, q2), daemon=True)
+                p = ctx.Process(target=count_subscriber, args=(broker.port, 0, client_id, q1, q2), daemon=True)
                 p.start()
                 p.join(timeout=30)
         else:
             start_receiver(True)
         procs, go, results, total = start_processes(
-            _flood_publisher, [(broker.port, share, per_asset, spm) for share in shares])
+            flood_publisher, [(broker.port, share, per_asset, spm) for share in shares])
         assert total == n_messages, (total, n_messages)
         broker_cpu0 = broker_watch.cpu()
         go.set()
@@ -666,7 +265,7 @@ def measure_latency(assets: int, spm: int, rate: float, seconds: float, spike_ev
         probe = StateProbe(broker.port)
         published = mp.get_context("fork").Value("q", 0)
         procs, go, results, _ = start_processes(
-            _paced_publisher, [(broker.port, asset_names(assets), rate, seconds, spm, spike_every, published)])
+            paced_publisher, [(broker.port, asset_names(assets), rate, seconds, spm, spike_every, published)])
         cpu0 = daemon.watch.cpu()
         go.set()
         started = time.time()
@@ -709,10 +308,6 @@ def measure_latency(assets: int, spm: int, rate: float, seconds: float, spike_ev
 
 
 # --- main ----------------------------------------------------------------------------------------------
-
-
-def load() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 HEADER = (f"{'receiver':>13} {'assets':>6} {'spm':>3} {'readings':>8} {'msgs/s':>8} {'readings/s':>10} {'% C':>5} "

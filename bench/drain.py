@@ -54,10 +54,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import daemon as base  # noqa: E402  (bench/daemon.py; it puts the repository root on sys.path)
+import daemon_harness as harness  # noqa: E402  (bench/daemon_harness.py)
 
 CHANNELS = tuple(f"ch{i}" for i in range(6))
-ROW_DICTS = [dict(zip(CHANNELS, map(float, row), strict=True)) for row in base.ROWS[:, : len(CHANNELS)]]
+ROW_DICTS = [dict(zip(CHANNELS, map(float, row), strict=True)) for row in harness.ROWS[:, : len(CHANNELS)]]
 ASSETS = [f"site-a/pump-{i}" for i in range(50)] + [f"site-b/pump-{i}" for i in range(50, 100)]
 PARTITIONS = ("site-a/#", "site-b/#")
 RECEIVERS = ("mosquitto_sub", "paho", "daemon w1", "daemon w2")
@@ -65,21 +65,21 @@ TIMEOUT_S = 600.0
 
 
 def make_bundle_dir(directory: Path) -> Path:
-    """``base.make_bundle_dir`` for 6 channels (it is fixed to 8): same shape, seed and threshold rule."""
+    """``harness.make_bundle_dir`` for 6 channels (it is fixed to 8): same shape, seed and threshold rule."""
     import torch
 
     from sensorguard.service.bundle import Bundle, save_bundle
     from sensorguard.service.model import ConvAutoencoder, ModelConfig, default_depth, default_latent
     from sensorguard.service.scorer import Scorer
 
-    n, window = len(CHANNELS), base.WINDOW
+    n, window = len(CHANNELS), harness.WINDOW
     config = ModelConfig(channels=n, window=window, latent=default_latent(n, window), hidden=32,
                          depth=default_depth(window))
     torch.manual_seed(0)
-    bundle = Bundle(channels=CHANNELS, config=config, hop=base.HOP, center_=np.zeros(n), scale_=np.ones(n),
+    bundle = Bundle(channels=CHANNELS, config=config, hop=harness.HOP, center_=np.zeros(n), scale_=np.ones(n),
                     threshold_=1.0, state_dict=ConvAutoencoder(config).state_dict(), sample_period=None,
                     name="bench", version="untrained")
-    rows = base.normal_rows(4096)[:, :n]  # the first 6 of its channels: the same normal-looking rows
+    rows = harness.normal_rows(4096)[:, :n]  # the first 6 of its channels: the same normal-looking rows
     windows = np.stack([rows[i : i + window].T for i in range(0, len(rows) - window, 7)])
     errors = Scorer(bundle, device="cpu").score_windows(windows).error
     bundle = bundle.with_threshold(float(errors.max()) * 20, {"method": "bench: 20 x max normal error"})
@@ -87,11 +87,11 @@ def make_bundle_dir(directory: Path) -> Path:
 
 
 def build_messages(per_asset: int, spm: int) -> list[tuple[str, bytes]]:
-    """``base.build_messages`` with 6-channel samples: ``spm`` samples per message, round-robin over assets."""
+    """``harness.build_messages`` with 6-channel samples: ``spm`` samples per message, round-robin over assets."""
     out = []
     for start in range(0, per_asset, spm):
         for asset in ASSETS:
-            samples = [{"ts": base.TS0 + k, "values": ROW_DICTS[k % len(ROW_DICTS)]}
+            samples = [{"ts": harness.TS0 + k, "values": ROW_DICTS[k % len(ROW_DICTS)]}
                        for k in range(start, min(start + spm, per_asset))]
             out.append((f"sensors/{asset}/readings", orjson.dumps(samples[0] if spm == 1 else {"samples": samples})))
     return out
@@ -124,7 +124,7 @@ def daemon_args(workers: int) -> tuple[str, ...]:
     return (*parts, "--workers", str(workers), "--scoring-threads", "1")
 
 
-def watch_daemon(daemon: base.DaemonProcess, readings: int, windows: int, launched: float) -> dict[str, float]:
+def watch_daemon(daemon: harness.DaemonProcess, readings: int, windows: int, launched: float) -> dict[str, float]:
     """Poll the parent's /metrics from launch until every reading is in and scoring caught up."""
     nan = float("nan")
     out = {"seconds": nan, "scored_s": nan, "start_s": nan, "skipped": 0.0, "rejected": 0.0}
@@ -170,9 +170,9 @@ def measure(receiver: str, spm: int, per_asset: int, bundle_dir: Path, workdir: 
     """Queue every reading at a fresh broker with ``receiver``'s session(s) away, then time its drain."""
     messages = build_messages(per_asset, spm)
     readings = per_asset * len(ASSETS)
-    windows = len(ASSETS) * (1 + (per_asset - base.WINDOW) // base.HOP) if per_asset >= base.WINDOW else 0
+    windows = len(ASSETS) * (1 + (per_asset - harness.WINDOW) // harness.HOP) if per_asset >= harness.WINDOW else 0
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
-    broker = base.Broker(run_dir, inflight)
+    broker = harness.Broker(run_dir, inflight)
     client_id = f"bench-drain-{receiver.replace(' ', '-')}-{time.monotonic_ns()}"
     ctx = mp.get_context("fork")
     sub_cmd = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", "sensors/#",
@@ -184,11 +184,12 @@ def measure(receiver: str, spm: int, per_asset: int, bundle_dir: Path, workdir: 
         if receiver == "mosquitto_sub":  # 1. the session(s), then nobody connected
             subprocess.run([*sub_cmd, "-E"], check=True, timeout=30)
         elif receiver == "paho":
-            sub = ctx.Process(target=base._count_subscriber, args=(broker.port, 0, client_id, ctx.Queue(), ctx.Queue()))
+            sub = ctx.Process(target=harness.count_subscriber,
+                              args=(broker.port, 0, client_id, ctx.Queue(), ctx.Queue()))
             sub.start()
             sub.join(timeout=30)
         else:
-            base.DaemonProcess(broker, bundle_dir, run_dir, client_id=client_id, extra=extra, torch_threads=1).stop()
+            harness.DaemonProcess(broker, bundle_dir, run_dir, client_id=client_id, extra=extra, torch_threads=1).stop()
         out["publish_s"] = publish_all(broker.port, messages)  # 2. everything queued
         started = time.time()  # 3. the receiver comes back
         if receiver == "mosquitto_sub":
@@ -200,7 +201,8 @@ def measure(receiver: str, spm: int, per_asset: int, bundle_dir: Path, workdir: 
                 out["note"] = "timed out"
         elif receiver == "paho":
             ready, done = ctx.Queue(), ctx.Queue()
-            sub = ctx.Process(target=base._count_subscriber, args=(broker.port, len(messages), client_id, ready, done))
+            sub = ctx.Process(target=harness.count_subscriber,
+                              args=(broker.port, len(messages), client_id, ready, done))
             sub.start()
             try:
                 connected, ended = done.get(timeout=TIMEOUT_S)
@@ -208,7 +210,7 @@ def measure(receiver: str, spm: int, per_asset: int, bundle_dir: Path, workdir: 
             except queue.Empty:
                 out["note"] = "timed out"
         else:
-            daemon = base.DaemonProcess(broker, bundle_dir, run_dir, client_id=client_id, extra=extra,
+            daemon = harness.DaemonProcess(broker, bundle_dir, run_dir, client_id=client_id, extra=extra,
                                         wait_ready=False, torch_threads=1)
             out.update(watch_daemon(daemon, readings, windows, started))
             out["readings"] = readings - out["skipped"]
@@ -220,7 +222,7 @@ def measure(receiver: str, spm: int, per_asset: int, bundle_dir: Path, workdir: 
         if daemon is not None:
             daemon.stop()
         if isinstance(sub, subprocess.Popen):
-            base.stop_process(sub)
+            harness.stop_process(sub)
         elif sub is not None:
             sub.join(timeout=10)
             if sub.is_alive():
@@ -265,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     total = 12_000 if args.quick else args.readings
     receivers = args.receivers.split(",")
-    print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, {base.load()}")
-    version = subprocess.run([base.mosquitto_binary(), "-h"], capture_output=True, text=True).stdout.split()[2]
+    print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, {harness.load()}")
+    version = subprocess.run([harness.mosquitto_binary(), "-h"], capture_output=True, text=True).stdout.split()[2]
     print(f"mosquitto {version}, max_inflight_messages {args.inflight}, persistence off; {len(ASSETS)} assets, "
           f"{len(CHANNELS)} channels, partitions {' '.join(PARTITIONS)}, repeat {args.repeat}")
     workdir = Path(tempfile.mkdtemp(prefix="sensorguard-drain-"))
@@ -286,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             ceiling = rows["mosquitto_sub"]["rate"] if "mosquitto_sub" in rows else float("nan")
             for row in rows.values():
                 print(format_row(row, ceiling), flush=True)
-        print(base.load())
+        print(harness.load())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
