@@ -5,10 +5,10 @@ What it measures, all in one run on the same threads:
 - ``matmul``: a plain float32 2048x2048 @ 2048x2048 product repeated (torch), the machine's
   practical GFLOP/s limit for dense work;
 - for the default model (8 channels, window 32, ``ModelConfig`` built exactly as ``train_bundle``
-  builds it: ``default_latent``, ``default_depth``, hidden 32) and a larger one (hidden 64, window
-  64): windows/s of ``Scorer.score_series`` over a long series at batch sizes 256 ... 16384, of the
-  bare ``model(x)`` forward on a ready batch (the network alone, no standardize/copy/error), and of
-  a naive loop calling the model on one window per call. GFLOP/s = windows/s x
+  builds it: ``default_latent``, ``default_depth``, hidden 32, and a linear path of rank 2) and a
+  larger one (hidden 64, window 64): windows/s of ``Scorer.score_series`` over a long series at
+  batch sizes 256 ... 16384, of the bare ``model(x)`` forward on a ready batch (the network alone,
+  no standardize/copy/error), and of a naive loop calling the model on one window per call. GFLOP/s = windows/s x
   ``flops_per_window``; "% mm" is that against the matmul rate;
 - a ``torch.profiler`` breakdown of the default model's forward at batch 4096 (conv vs
   conv_transpose vs linear vs copies), and prototypes of faster forms of the same network
@@ -66,14 +66,19 @@ def matmul_gflops(n: int = 2048, reps: int = 8) -> float:
     return 2 * n**3 * reps / best_time(run, 3) / 1e9
 
 
-def make_config(channels: int, window: int, hidden: int) -> ModelConfig:
-    """As ``train_bundle`` builds it from the data's channels and the chosen window."""
+LINEAR_RANK = 2  # the linear path's rank: Kaiser's rule gives 1-3 on 8 simulated channels, 2 on most
+
+
+def make_config(channels: int, window: int, hidden: int, linear: int = LINEAR_RANK) -> ModelConfig:
+    """As ``train_bundle`` builds it from the data's channels and the chosen window, with the
+    per-sample linear path every bundle trained on two or more varying channels has."""
     return ModelConfig(
         channels=channels,
         window=window,
         latent=default_latent(channels, window),
         hidden=hidden,
         depth=default_depth(window),
+        linear=linear,
     )
 
 
@@ -121,6 +126,10 @@ class MatmulForm(nn.Module):
         self.from_w = self.from_w.T.contiguous()
         self.from_b = fl.bias.detach().view(inner_c, inner_l).T.reshape(-1).clone()
         self.inner = (inner_l, inner_c)
+        self.linear = None
+        if net.config.linear:  # the folded (C, C) map, applied to (B, L, C) rows
+            u, p = net.unproject.weight.detach()[:, :, 0], net.project.weight.detach()[:, :, 0]
+            self.linear = ((u @ p).T.contiguous(), (u @ net.project.bias.detach() + net.unproject.bias.detach()))
         self.dec = []
         for layer in net.decoder:
             if isinstance(layer, nn.ConvTranspose1d):
@@ -129,6 +138,8 @@ class MatmulForm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
+        linear = None if self.linear is None else torch.addmm(self.linear[1], x.reshape(-1, x.shape[2]),
+                                                               self.linear[0]).view(x.shape)
         for w, bias in self.enc:
             length, ch = x.shape[1], x.shape[2]
             pairs = F.pad(x, (0, 0, 1, 1)).view(b, length // 2 + 1, 2 * ch)
@@ -147,7 +158,7 @@ class MatmulForm(nn.Module):
             x = y.view(b, 2 * length, out).add_(bias)
             if i < len(self.dec) - 1:
                 x = torch.relu_(x)
-        return x
+        return x if linear is None else x.add_(linear)
 
 
 # --- measurements ----------------------------------------------------------------------------------
