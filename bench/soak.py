@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         probe = bd.StateProbe(broker.port)
         published = mp.get_context("fork").Value("q", 0)
         procs, go, results, _ = bd.start_processes(
-            bd._paced_publisher,
+            bd.paced_publisher,
             [(broker.port, bd.asset_names(args.assets), rate, seconds, spm, args.spike_every, published)])
         go.set()
         started = time.time()

@@ -80,6 +80,7 @@ class AssetAlerts:
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[tuple[str, AlertState, DriftState | None, bool]] = deque()  # cluster mode: moved here
         self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on
+        self._syncing = False  # changed_states has been called: cluster mode
         self._faults_lock = threading.Lock()  # the open faults are read by whoever publishes a state
 
     def snapshot(self) -> dict[str, AlertState]:
@@ -190,6 +191,8 @@ class AssetAlerts:
         """An asset that went silent after a reading at ``last_ts``: a ``silent`` sensor fault at
         that reading time (like every other event), its alert state ends, everything else about it
         is forgotten."""
+        if self._adopted:  # an adoption still queued is this asset's state too
+            self._take_adopted()
         seen, _ = self._latest.get(asset, (None, []))
         ts = last_ts if last_ts is not None else (seen if seen is not None else time.time())
         with self._faults_lock:  # its channel faults end with it: the silent fault replaces them
@@ -197,6 +200,7 @@ class AssetAlerts:
         if asset not in self._states and asset in self.restored:  # back after a restart, silent before a window
             state, _, announced = self._pop_restored(asset)
             self._announced.pop(asset, None)
+            self._ended_unseen(asset)
         else:
             state = self._states.get(asset, AlertState())
             announced = self._announced.pop(asset, None) == state.alert_id
@@ -222,6 +226,7 @@ class AssetAlerts:
                      len(gone), self.rules.stale_after)
         for asset in gone:
             saved, _, announced = self._pop_restored(asset)
+            self._ended_unseen(asset)
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
                 self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
 
@@ -233,6 +238,13 @@ class AssetAlerts:
         without a second ``raised`` unless it was never announced; the recorder holds its readings
         back)."""
         self._adopted.append((asset, alert, drift, announced))
+
+    def _ended_unseen(self, asset: str) -> None:
+        """Cluster mode: a restored or adopted asset's state ended before its first window here;
+        the next :meth:`changed_states` passes it on as None so the bucket forgets it (a later
+        owner must not adopt the alert that silence ended). Outside cluster mode nothing is synced."""
+        if self._syncing:
+            self._synced[asset] = ("ended", "", True)
 
     def _pop_restored(self, asset: str) -> tuple[AlertState, DriftState | None, bool]:
         """A restored asset's state, drift, and whether an alert up had its raise announced.
@@ -288,6 +300,7 @@ class AssetAlerts:
         """The assets whose alert status or id, or its announcement, changed since the last call
         (every asset with ``full``), as :meth:`hand_over` gives them (scoring thread): what a new
         owner must find to carry on; None for an asset whose state ended (it went silent)."""
+        self._syncing = True
         out: dict[str, Moved | None] = {}
         for asset, state in self._states.items():
             told = self._told(asset)

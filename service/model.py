@@ -118,8 +118,8 @@ class ConvAutoencoder(nn.Module):
     def init_linear(self, components: torch.Tensor, mean: torch.Tensor) -> None:
         """Start as PCA: ``components`` ``(linear, channels)`` orthonormal rows, ``mean`` ``(channels,)``.
 
-        The conv path's last layer is zeroed, so the network's output is exactly the PCA
-        reconstruction ``mean + V^T V (x - mean)`` of each sample until training moves it.
+        The conv path's last layer is zeroed, so the network's output is the PCA reconstruction
+        ``mean + V^T V (x - mean)`` of each sample (to float rounding) until training moves it.
         """
         if not self.config.linear:
             raise ValueError("this network has no linear path (linear=0)")
@@ -168,5 +168,6 @@ def flops_per_window(config: ModelConfig) -> int:
         if isinstance(layer, nn.ConvTranspose1d):
             flops += 2 * length * layer.out_channels * layer.in_channels * KERNEL
             length *= 2
-    flops += 2 * 2 * config.window * config.channels * config.linear
+    if config.linear:  # run folded: one (channels, channels) matmul per sample (linear_path)
+        flops += 2 * config.window * config.channels**2
     return flops

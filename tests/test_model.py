@@ -35,6 +35,9 @@ def test_flops_counted_per_layer():
     # conv 2->4 over 4 outputs, linear 16->3, 3->16, deconv 4->2 over 4 inputs
     expected = 2 * 4 * 4 * 2 * 4 + 2 * 16 * 3 + 2 * 3 * 16 + 2 * 4 * 2 * 4 * 4
     assert flops_per_window(config) == expected
+    # the linear path runs folded: one 2 x 2 matmul for each of the 8 samples, whatever its rank
+    assert flops_per_window(ModelConfig(channels=2, window=8, latent=3, hidden=4, depth=1, linear=1)) == (
+        expected + 2 * 8 * 2 * 2)
 
 
 def test_deterministic_for_a_seed():

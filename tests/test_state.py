@@ -252,3 +252,18 @@ def test_an_alert_raised_while_shelved_moves_unannounced_and_is_told_by_its_new_
     new.alerts.apply("pump-1", T0 + 3, 5.0, [])
     assert [e["alert_id"] for e in raised(new_client)] == [alert.alert_id]
     assert new.alerts.changed_states()["pump-1"][3] is True  # the bucket learns it was told
+
+
+def test_an_adopted_asset_silent_before_its_first_window_is_forgotten_by_the_bucket(drifting):
+    """Its state never became live here, so nothing told the bucket it ended: a later owner would
+    have adopted the alert that silence had already ended."""
+    old, _ = daemon_with(drifting, None)
+    for i in range(3):
+        old.alerts.apply("pump-1", T0 + i, 5.0, [])
+    moved = old.alerts.hand_over({"pump-1"})["pump-1"]
+    new, _ = daemon_with(drifting, None)
+    assert new.alerts.changed_states() == {}  # cluster mode: the owner syncs from its start
+    new.alerts.adopt("pump-1", moved[0], moved[1], moved[3])
+    new.alerts.end("pump-1", T0 + 9)
+    assert new.alerts.changed_states() == {"pump-1": None}
+    assert new.alerts.changed_states() == {}
