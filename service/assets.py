@@ -247,14 +247,15 @@ class AssetAlerts:
             self._synced[asset] = ("ended", "", True)
 
     def _pop_restored(self, asset: str) -> tuple[AlertState, DriftState | None, bool]:
-        """A restored asset's state, drift, and whether an alert up had its raise announced.
+        """A restored asset's state, drift, and False only when its alert is up and was never
+        announced (as :meth:`_told` for a live asset).
 
         The state file (and cluster mode's state bucket) marks an alert that rose while its asset
         was held and was never announced: it is announced once nothing holds it. Without the mark
         (a file from before it) an alert up counts as announced.
         """
-        state, drift, announced = self.restored.pop(asset)
-        return state, drift, state.status == "alerting" and announced
+        state, drift, told = self.restored.pop(asset)
+        return state, drift, told or state.status != "alerting"
 
     def _told(self, asset: str) -> bool:
         """False only for a live asset whose alert is up and was never announced (it rose while held)."""
@@ -284,7 +285,7 @@ class AssetAlerts:
                 out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), window_ts, told)
             elif asset in self.restored:
                 state, drift, told = self._pop_restored(asset)
-                out[asset] = (state, drift, None, told or state.status != "alerting")
+                out[asset] = (state, drift, None, told)
             for kept in (self._latest, self._announced, self._synced):
                 kept.pop(asset, None)
             with self._faults_lock:
@@ -320,11 +321,9 @@ class AssetAlerts:
             return
         alerts = {asset: state for asset, (state, _, _) in self.restored.items()}
         drift = {asset: d for asset, (_, d, _) in self.restored.items() if d is not None}
-        unannounced = {asset for asset, (state, _, told) in self.restored.items()
-                       if state.status == "alerting" and not told}
         alerts.update(self._states)
         drift.update(self._drift)
-        unannounced -= set(self._states)
+        unannounced = {asset for asset, (_, _, told) in self.restored.items() if not told and asset not in self._states}
         unannounced |= {asset for asset in self._states if not self._told(asset)}
         if self.controls is not None:  # with the alerts that can be acknowledged
             self.controls.save()

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from sensorguard.service.bundle import Bundle, BundleError, load_bundle
+from sensorguard.service.bundle import Bundle, BundleError, load_bundle, transient_error
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import first_line
 from sensorguard.service.metrics import Metrics
@@ -265,7 +265,7 @@ class ModelHolder:
         the files unchanged: try again after ``reload_poll_s``, doubling to ``RETRY_MAX_S`` while it
         keeps failing. A bundle that is wrong (bad JSON, bad weights, other channels) waits for its
         files to change, as before."""
-        transient = isinstance(exc, OSError | MemoryError) or (isinstance(exc, BundleError) and exc.transient)
+        transient = exc.transient if isinstance(exc, BundleError) else exc is not None and transient_error(exc)
         if self.settings.registry and transient:
             self._retry_s = min(max(2 * self._retry_s, self.settings.reload_poll_s), RETRY_MAX_S)
             self._retry_at = time.monotonic() + self._retry_s

@@ -52,12 +52,8 @@ def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], dri
     ``unannounced``: the assets whose alert up was never announced (it rose while held)."""
     target = Path(directory) / STATE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    assets = {
-        asset: {"alert": _finite(asdict(alerts.get(asset, AlertState()))),
-                **({"drift": asdict(drift[asset])} if asset in drift else {}),
-                **({"unannounced": True} if asset in unannounced else {})}
-        for asset in sorted(set(alerts) | set(drift))
-    }
+    assets = {asset: _entry(alerts.get(asset, AlertState()), drift.get(asset), asset not in unannounced)
+              for asset in sorted(set(alerts) | set(drift))}
     body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))
     write_durably(target, body)
     return target
@@ -127,10 +123,15 @@ def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float |
                  announced: bool = True) -> bytes:
     """One asset's state as ``assets.json`` holds it, plus the end time of its last scored window
     (the cadence a new owner continues), for cluster mode's state bucket."""
-    entry = {"alert": _finite(asdict(alert)), **({"drift": asdict(drift)} if drift is not None else {}),
-             **({"window_ts": window_ts} if window_ts is not None else {}),
-             **({"unannounced": True} if not announced and alert.status == "alerting" else {})}
+    entry = {**_entry(alert, drift, announced), **({"window_ts": window_ts} if window_ts is not None else {})}
     return json.dumps(entry, separators=(",", ":")).encode()
+
+
+def _entry(alert: AlertState, drift: DriftState | None, announced: bool) -> dict:
+    """One asset as ``assets.json`` and the state bucket hold it; the mark only on an alert up
+    whose raise never went out."""
+    return {"alert": _finite(asdict(alert)), **({"drift": asdict(drift)} if drift is not None else {}),
+            **({"unannounced": True} if not announced and alert.status == "alerting" else {})}
 
 
 def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | None, bool]:
