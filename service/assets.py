@@ -198,7 +198,9 @@ class AssetAlerts:
         with self._faults_lock:  # its channel faults end with it: the silent fault replaces them
             self._faults.pop(asset, None)
         if asset not in self._states and asset in self.restored:  # back after a restart, silent before a window
-            state, _, announced = self._pop_restored(asset)
+            state, drift, announced = self._pop_restored(asset)
+            if drift is not None:  # the line its stale state is published with
+                self._drift[asset] = drift
             self._announced.pop(asset, None)
             self._ended_unseen(asset)
         else:
@@ -225,10 +227,13 @@ class AssetAlerts:
             log.info("%d assets restored from the state file sent nothing for %.0f s: silent",
                      len(gone), self.rules.stale_after)
         for asset in gone:
-            saved, _, announced = self._pop_restored(asset)
+            saved, drift, announced = self._pop_restored(asset)
             self._ended_unseen(asset)
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
+                if drift is not None:  # the line its stale state is published with
+                    self._drift[asset] = drift
                 self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
+                self._drift.pop(asset, None)
 
     # --- cluster mode: state that moves with an asset ---------------------------------------------
 
@@ -389,8 +394,11 @@ class AssetAlerts:
             self._announced.pop(asset, None)
 
     def line(self, asset: str, bundle: Bundle) -> float:
-        """The asset's alert line: the bundle's threshold, widened by the drift rule."""
-        return bundle.threshold_ * widening(self._drift.get(asset, DriftState()), bundle.drift_rule)
+        """The asset's alert line: the bundle's threshold, widened by the drift rule (a restored or
+        adopted asset's saved baseline until its first window takes it in)."""
+        restored = self.restored.get(asset)  # (another thread may take it in meanwhile)
+        drift = self._drift.get(asset) or (restored[1] if restored is not None else None)
+        return bundle.threshold_ * widening(drift or DriftState(), bundle.drift_rule)
 
     def _go_silent(self, asset: str, state: AlertState, ts: float, announced: bool) -> None:
         """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names

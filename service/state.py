@@ -26,7 +26,7 @@ import logging
 import math
 import os
 from collections.abc import Collection
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from sensorguard.service.alerts import AlertState
@@ -85,11 +85,8 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
             if entry.get("unannounced") is True:
                 unannounced.add(asset)
             if "drift" in entry:
-                offset = float(entry["drift"]["offset"])
-                if not math.isfinite(offset):
-                    raise ValueError(f"drift offset must be finite, got {offset}")
-                drift[asset] = DriftState(offset, int(entry["drift"]["updates"]))
-        except (KeyError, TypeError, ValueError) as exc:
+                drift[asset] = _drift_state(entry["drift"])
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # JSON's integers have no bound
             raise StateError(f"{path}: asset {asset!r}: invalid entry ({exc})") from None
     return alerts, drift, unannounced
 
@@ -139,13 +136,10 @@ def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | No
     try:
         entry = json.loads(data)
         drift = entry.get("drift")
-        offset = None if drift is None else float(drift["offset"])
-        if offset is not None and not math.isfinite(offset):
-            raise ValueError(f"drift offset must be finite, got {offset}")
         window_ts = entry.get("window_ts")
-        return (_alert_state(entry["alert"]), None if drift is None else DriftState(offset, int(drift["updates"])),
+        return (_alert_state(entry["alert"]), None if drift is None else _drift_state(drift),
                 None if window_ts is None else float(window_ts), entry.get("unannounced") is not True)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:  # JSONDecodeError: a ValueError
         raise StateError(f"invalid asset state ({exc})") from None
 
 
@@ -164,13 +158,39 @@ def _alert_state(raw: dict) -> AlertState:
     if raw.get("status", "normal") not in _STATUSES:
         raise ValueError(f"status must be one of {', '.join(_STATUSES)}")
     state = AlertState(**raw)
-    numbers = (state.above, state.below, state.peak, state.last_score)
-    if not all(isinstance(x, int | float) for x in numbers) or not isinstance(state.alert_id, str):
-        raise ValueError("counts and scores must be numbers, alert_id a string")
-    return state
+    if not all(_count(x) for x in (state.above, state.below)):
+        raise ValueError(f"counts must be whole numbers >= 0, got above={state.above!r}, below={state.below!r}")
+    scores = (state.peak, state.last_score)
+    if not all(isinstance(x, int | float) for x in scores) or not isinstance(state.alert_id, str):
+        raise ValueError("scores must be numbers, alert_id a string")
+    return replace(state, peak=_infinite(state.peak), last_score=_infinite(state.last_score))
+
+
+def _drift_state(raw: dict) -> DriftState:
+    """A saved drift baseline; ValueError for anything :func:`~sensorguard.service.drift.drift_step`
+    cannot step (a NaN offset, a negative count divides by zero there)."""
+    offset, updates = float(raw["offset"]), raw["updates"]
+    if not math.isfinite(offset):
+        raise ValueError(f"drift offset must be finite, got {offset}")
+    if not _count(updates):
+        raise ValueError(f"drift updates must be a whole number >= 0, got {updates!r}")
+    return DriftState(offset, int(updates))
+
+
+def _count(x: object) -> bool:
+    """A whole number >= 0 that fits the state (JSON's 1e400 or Infinity would not: OverflowError)."""
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 62
+
+
+_LARGEST = 1.7976931348623157e308
 
 
 def _finite(record: dict) -> dict:
     """JSON has no infinity: a non-finite score (a sensor's +inf) is saved as the largest float."""
-    return {k: (math.copysign(1.7976931348623157e308, v) if isinstance(v, float) and math.isinf(v) else v)
+    return {k: (math.copysign(_LARGEST, v) if isinstance(v, float) and math.isinf(v) else v)
             for k, v in record.items()}
+
+
+def _infinite(x: float) -> float:
+    """:func:`_finite` back: the largest float was an infinite score (published as null, not 1.8e308)."""
+    return math.copysign(math.inf, x) if abs(x) >= _LARGEST else x

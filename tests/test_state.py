@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sensorguard.service.drift import DriftRule
-from sensorguard.service.state import STATE_FILE, StateError, load_states
+from sensorguard.service.state import STATE_FILE, StateError, decode_asset, load_states
 from tests.test_daemon import T0, FakeClient, make, message
 
 RULE = DriftRule(baseline=math.log(0.3), halflife=2, warmup=0, cap=1.5)
@@ -159,11 +159,53 @@ def test_an_unreadable_state_file_is_set_aside_and_the_daemon_starts_fresh(drift
     ({"format_version": 1, "assets": {"a": {"alert": {"evil": 1}}}}, "fields"),
     ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": float("nan"), "updates": 1}}}},
      "finite"),
+    # an overflowing or negative count once escaped as OverflowError (the daemon died at start) or
+    # was taken, and a negative one divided by zero at that asset's every window (drift_step)
+    ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": 0.1, "updates": float("inf")}}}},
+     "updates"),
+    ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": 0.1, "updates": 10**400}}}},
+     "updates"),
+    ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": 0.1, "updates": -9}}}}, "updates"),
+    ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": 0.1, "updates": 2.5}}}}, "updates"),
+    ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": 10**400, "updates": 1}}}}, "float"),
+    ({"format_version": 1, "assets": {"a": {"alert": {"peak": 10**400}}}}, "float"),
+    ({"format_version": 1, "assets": {"a": {"alert": {"above": -2}}}}, "counts"),
+    ({"format_version": 1, "assets": {"a": {"alert": {"below": 1.5}}}}, "counts"),
 ])
 def test_a_lying_state_file_is_refused_with_one_line(tmp_path, doc, message):
     (tmp_path / STATE_FILE).write_text(json.dumps(doc))
     with pytest.raises(StateError, match=message):
         load_states(tmp_path)
+    with pytest.raises(StateError):  # cluster mode's bucket entries are read by the same rules
+        decode_asset(json.dumps(doc["assets"]["a"]).encode() if "assets" in doc and doc["assets"] else b"[]")
+
+
+def test_an_overflowing_state_file_is_set_aside_and_the_daemon_starts(drifting, tmp_path):
+    doc = {"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": 0.1, "updates": 10**400}}}}
+    (tmp_path / STATE_FILE).write_text(json.dumps(doc))
+    daemon, _ = daemon_with(drifting, tmp_path)
+    assert daemon.alerts.restored == {} and (tmp_path / (STATE_FILE + ".bad")).exists()
+
+
+def test_a_restored_asset_publishes_its_widened_line_before_its_first_window(drifting, tmp_path):
+    """Found by review: the line came from the live baselines only, so a restored asset's retained
+    state (a sensor fault before its first window, or its going stale) showed the bare threshold."""
+    first, _ = daemon_with(drifting, tmp_path)
+    for i in range(20):
+        first.alerts.apply("pump-2", T0 + i, 0.9, [])  # normal but louder than calibrated: the line widens
+    assert first.alerts.line("pump-2", drifting) == pytest.approx(drifting.threshold_ * RULE.cap)
+    first.stop()
+    second, _ = daemon_with(drifting, tmp_path)
+    assert second.alerts.line("pump-2", drifting) == pytest.approx(drifting.threshold_ * RULE.cap)
+
+
+def test_an_infinite_peak_comes_back_infinite_after_a_restart(drifting, tmp_path):
+    first, _ = daemon_with(drifting, tmp_path)
+    for i in range(3):
+        first.alerts.apply("pump-1", T0 + i, math.inf, [])
+    first.stop()
+    alerts, _, _ = load_states(tmp_path)
+    assert alerts["pump-1"].peak == math.inf and alerts["pump-1"].last_score == math.inf
 
 
 def test_doctests() -> None:
