@@ -60,8 +60,9 @@ def _add_threshold_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--false-alerts-per-day",
         type=_positive_float,
-        default=1.0,
-        help="false alerts per asset per day the threshold is set for (default 1)",
+        default=None,
+        help="false alerts per asset per day the threshold is set for (default 1; calibrate and retrain: "
+        "the model's own)",
     )
     p.add_argument(
         "--false-alarm-rate",
@@ -72,10 +73,35 @@ def _add_threshold_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--drift",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="calibrate a drift rule: each asset's alert line widens, at most 1.5x, as its normal score "
-        "level drifts (guarded; off by default: it cost detection on Tennessee Eastman; docs/design.md)",
+        "level drifts (guarded; off by default: it cost detection on small data sets; docs/design.md). "
+        "calibrate and retrain keep the model's own unless given --drift or --no-drift",
     )
+
+
+def promise_options(args: argparse.Namespace, own: dict) -> tuple[dict, list[str]]:
+    """The promise's ``TrainOptions`` (``false_alerts_per_day``, ``false_alarm_rate``,
+    ``threshold_method``, ``drift``) and the flags taken from ``own`` rather than the arguments.
+
+    own: the model's own settings (``Bundle.promise``) for ``calibrate`` and ``retrain``, which keep
+    what they are not told to change: a weekly retrain once turned a model's drift rule off and
+    reset its promise to the default. ``{}`` for ``train``: the defaults.
+    """
+    line_given = args.false_alerts_per_day is not None or args.false_alarm_rate is not None
+    options = {"false_alerts_per_day": 1.0, "false_alarm_rate": args.false_alarm_rate,
+               "threshold_method": args.threshold_method, "drift": bool(args.drift)}
+    kept = []
+    if args.false_alerts_per_day is not None:
+        options["false_alerts_per_day"] = args.false_alerts_per_day
+    elif not line_given and "false_alerts_per_day" in own:
+        options["false_alerts_per_day"] = own["false_alerts_per_day"]
+        kept.append(f"--false-alerts-per-day {own['false_alerts_per_day']:g}")
+    if args.drift is None and own.get("drift"):
+        options["drift"] = True
+        kept.append("--drift")
+    return options, kept
 
 
 def _add_alert_options(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sensorguard.arguments import build_parser
+from sensorguard.arguments import build_parser, promise_options
 from sensorguard.service.logs import first_line
 
 EXIT_ERROR = 1
@@ -65,11 +65,17 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
     )
 
 
-def _threshold_options(args: argparse.Namespace) -> dict:
-    """The TrainOptions that train and retrain share: threshold, drift rule, seed, progress."""
-    return {"threshold_method": args.threshold_method, "false_alerts_per_day": args.false_alerts_per_day,
-            "false_alarm_rate": args.false_alarm_rate, "drift": args.drift, "seed": args.seed,
-            "progress": not args.quiet}
+def _threshold_options(args: argparse.Namespace, own: dict | None = None) -> dict:
+    """The TrainOptions that train and retrain share: the promise (``own``: the model's, kept where
+    the arguments say nothing), seed, progress."""
+    return {**_promise(args, own or {}), "seed": args.seed, "progress": not args.quiet}
+
+
+def _promise(args: argparse.Namespace, own: dict) -> dict:
+    options, kept = promise_options(args, own)
+    if kept:
+        print(f"kept the model's own {' '.join(kept)}")
+    return options
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -139,8 +145,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     data = concat_series(parts) if len(parts) > 1 else parts[0]
     before = bundle
     old = bundle.threshold_
-    bundle = calibrate_bundle(bundle, data, args.threshold_method, args.false_alarm_rate,
-                              false_alerts_per_day=args.false_alerts_per_day, drift=args.drift)
+    promise = _promise(args, bundle.promise)
+    bundle = calibrate_bundle(bundle, data, promise["threshold_method"], promise["false_alarm_rate"],
+                              false_alerts_per_day=promise["false_alerts_per_day"], drift=promise["drift"])
     if args.recorded:  # false alarms learned: the new line must still catch what the old one caught
         missed = missed_faults(bundle, before, data, known_faults(args.recorded, bundle.channels))
         if missed:
@@ -254,15 +261,28 @@ def cmd_retrain(args: argparse.Namespace) -> int:
                            label_column=args.label_column, time_column=getattr(args, "time_column", None),
                            exclude=getattr(args, "exclude", None) or (),
                            fill_limit=5 if args.fill_limit is None else args.fill_limit)
+    current = _current_or_none(args.registry, args.name)
     options = TrainOptions(
         max_epochs=args.max_epochs,
-        **_threshold_options(args),
+        **_threshold_options(args, current.promise if current is not None else None),
     )
     faults = known_faults(args.recorded, data.channels) if args.recorded else []
     result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force,
                      faults=faults, shadow=args.shadow)
     print("\n" + result.table())
     return 0
+
+
+def _current_or_none(registry: str, name: str):
+    """The model's CURRENT bundle; None without one (a first model) or when it cannot be loaded
+    (``retrain`` itself refuses that CURRENT with its reason)."""
+    from sensorguard.service.bundle import BundleError
+    from sensorguard.service.registry import current_version, load_current
+
+    try:
+        return load_current(registry, name) if current_version(registry, name) is not None else None
+    except (BundleError, OSError, ValueError):
+        return None
 
 
 def cmd_models(args: argparse.Namespace) -> int:

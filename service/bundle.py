@@ -105,6 +105,16 @@ class Bundle:
         """The calibrated drift rule (``service.drift``); None when the bundle has none (drift off)."""
         return DriftRule.from_dict(self.calibration.get("drift"))
 
+    @property
+    def promise(self) -> dict[str, Any]:
+        """What its line was calibrated for, as ``TrainOptions`` names it: ``drift`` and, for a line
+        set for false alerts a day, ``false_alerts_per_day`` (``calibrate`` and ``retrain`` keep them)."""
+        own: dict[str, Any] = {"drift": self.drift_rule is not None}
+        target = (self.calibration.get("alerts") or {}).get("target_per_day")
+        if self.calibration.get("method") == "alerts" and isinstance(target, int | float) and target > 0:
+            own["false_alerts_per_day"] = float(target)
+        return own
+
     def with_threshold(self, threshold: float, calibration: dict[str, Any]) -> Bundle:
         """A copy with a new threshold and calibration record (``sensorguard calibrate``)."""
         return replace(self, threshold_=float(threshold), calibration=calibration)

@@ -41,19 +41,26 @@ def test_train_prints_summary(tmp_path, capsys):
     assert (tmp_path / "reg" / "pump" / "CURRENT").read_text().strip() == "v0001"
 
 
-def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path):
+def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path, capsys):
+    """calibrate keeps the model's drift rule and promise unless told otherwise (they were dropped
+    for the defaults: a recalibration turned drift off)."""
     from sensorguard.service.bundle import load_bundle
 
     plant_frame(rows=600).to_csv(tmp_path / "n.csv", index=False)
     plant_frame(rows=300, seed=5).to_csv(tmp_path / "held.csv", index=False)
     model = tmp_path / "m"
-    assert main(["train", str(tmp_path / "n.csv"), "--out", str(model), "--max-epochs", "2", "--quiet", "--drift"]) == 0
+    assert main(["train", str(tmp_path / "n.csv"), "--out", str(model), "--max-epochs", "2", "--quiet", "--drift",
+                 "--false-alerts-per-day", "3"]) == 0
     rule = load_bundle(model).drift_rule
     assert rule is not None and rule.baseline < 0 and rule.cap == 1.5  # normal scores sit below the line
+    capsys.readouterr()
     assert main(["calibrate", str(model), str(tmp_path / "held.csv")]) == 0
-    assert load_bundle(model).drift_rule is None  # calibrate without --drift: the default, off
+    assert "kept the model's own --false-alerts-per-day 3 --drift" in capsys.readouterr().out
+    assert load_bundle(model).drift_rule is not None and load_bundle(model).promise["false_alerts_per_day"] == 3
+    assert main(["calibrate", str(model), str(tmp_path / "held.csv"), "--no-drift", "--false-alerts-per-day", "2"]) == 0
+    assert load_bundle(model).promise == {"drift": False, "false_alerts_per_day": 2.0}
     assert main(["calibrate", str(model), str(tmp_path / "held.csv"), "--drift"]) == 0
-    assert load_bundle(model).drift_rule is not None
+    assert load_bundle(model).promise == {"drift": True, "false_alerts_per_day": 2.0}
 
 
 def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, tmp_path, capsys):

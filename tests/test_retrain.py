@@ -42,6 +42,26 @@ def test_worse_candidate_is_not_promoted(registry, tmp_path, capsys):
     assert "forced" in capsys.readouterr().out and current_version(registry, "pump") == "v0003"
 
 
+def test_a_retrain_keeps_the_current_models_drift_rule_and_promise(tmp_path, trained, capsys):
+    """Found by review: retrain took the defaults, so the weekly timer's retrain turned a model's drift
+    rule off (and its promise back to 1 a day) at the next swap."""
+    from sensorguard.service.bundle import load_bundle
+    from sensorguard.service.drift import DriftRule
+
+    bundle, _, _ = trained
+    calibration = {**bundle.calibration, "drift": DriftRule(baseline=-1.0).to_dict(), "method": "alerts",
+                   "alerts": {**bundle.calibration.get("alerts", {}), "target_per_day": 4.0}}
+    publish(bundle.with_threshold(bundle.threshold_, calibration), tmp_path / "reg", "pump")
+    shifted_plant(4000, seed=5).to_csv(tmp_path / "new.csv", index=False)
+    args = ["retrain", "--registry", str(tmp_path / "reg"), "--name", "pump", "--data", str(tmp_path / "new.csv"),
+            "--max-epochs", "1", "--quiet"]
+    assert main(args) == 0
+    assert "kept the model's own --false-alerts-per-day 4 --drift" in capsys.readouterr().out
+    assert load_bundle(tmp_path / "reg" / "pump" / "v0002").promise == {"drift": True, "false_alerts_per_day": 4.0}
+    assert main([*args, "--no-drift"]) == 0
+    assert load_bundle(tmp_path / "reg" / "pump" / "v0003").promise == {"drift": False, "false_alerts_per_day": 4.0}
+
+
 def test_candidate_for_a_changed_process_is_promoted(registry, tmp_path, capsys):
     shifted_plant(4000, seed=6, gain=1.3, offset=0.5).to_csv(tmp_path / "new.csv", index=False)
     assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "new.csv"),
