@@ -161,6 +161,22 @@ def test_series_with_different_channels_are_not_concatenated():
         concat_series([part(["a", "b"]), part(["a", "c"])])
 
 
+def test_concatenated_series_keep_the_sensor_fault_marks_of_the_parts_that_have_them():
+    """Found by review: one part without marks (a recording) dropped every part's, so calibrate
+    --data X --recorded DIR calibrated on X's windows with a sensor fault open."""
+    from sensorguard.training.data import SensorData, concat_series
+
+    def part(faulted):
+        return SensorData(values=np.zeros((3, 2)), times=np.arange(3.0), segments=np.zeros(3, np.int64),
+                          channels=("a", "b"), sample_period=1.0, faulted=faulted)
+
+    marked = np.array([[False, True], [False, False], [True, False]])
+    both = concat_series([part(marked), part(None)])
+    assert both.faulted is not None and both.faulted.shape == (6, 2)
+    assert both.faulted[:3].tolist() == marked.tolist() and not both.faulted[3:].any()
+    assert concat_series([part(None), part(None)]).faulted is None
+
+
 # --- found by a review of the data path: each of these read wrong data without a word ----------------
 
 

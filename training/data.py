@@ -283,8 +283,17 @@ def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> Sen
         cleaning=None if parts[0].cleaning is None else replace(
             parts[0].cleaning, sample_period=float(np.median(periods)) if periods else None),
         assets=np.concatenate([p.assets for p in parts]) if all(p.assets is not None for p in parts) else None,
-        faulted=np.concatenate([p.faulted for p in parts]) if all(p.faulted is not None for p in parts) else None,
+        faulted=_faulted(parts),
     )
+
+
+def _faulted(parts: list[SensorData]) -> np.ndarray | None:
+    """The parts' sensor-fault marks, a part without any counting as none open (``calibrate --data X
+    --recorded DIR`` once lost X's marks because the recording had none, and X's faulted windows were
+    calibrated on); None when no part has marks."""
+    if all(p.faulted is None for p in parts):
+        return None
+    return np.concatenate([np.zeros(p.values.shape, dtype=bool) if p.faulted is None else p.faulted for p in parts])
 
 
 def _fill_and_segment(
