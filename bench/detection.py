@@ -49,8 +49,9 @@ set prints "skipped: ... not found under ..."):
 
 Run: ``python bench/detection.py`` (everything), ``--quick`` (smaller simulated data, 3 NAB files,
 TEP as always), ``--only simulated|recordings|nab|tep``, ``--drift`` (sensorguard with its drift rule on),
-``--seeds N`` (train with seeds 0..N-1 and pool over them: one seed is one draw of the training's
-randomness, and on the larger simulated cases it moves F1 by up to 0.3 and false alerts by several a day).
+``--seeds N`` (train with seeds 0..N-1 and pool the simulated, recordings and NAB tables over them;
+TEP prints its tables once per seed: one seed is one draw of the training's randomness, and on the
+larger simulated cases it moves F1 by up to 0.3 and false alerts by several a day).
 Prints tables; asserts nothing.
 """
 
@@ -257,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("simulated", "recordings", "nab", "tep"), help="run one data set only")
     parser.add_argument("--drift", action="store_true", help="train sensorguard with the drift rule (train --drift)")
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
-                        help="train every detector with seeds 0..N-1 and pool the tables over them (default 1)")
+                        help="train every detector with seeds 0..N-1 and pool the tables over them; TEP: one table "
+                             "per seed (default 1)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")

@@ -54,7 +54,7 @@ def _add_threshold_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold-method",
         choices=("quantile", "pot", "mean_std"),
-        default="pot",
+        default=None,
         help="with --false-alarm-rate: how window errors become the threshold (default pot: tail fit)",
     )
     p.add_argument(
@@ -90,16 +90,20 @@ def promise_options(args: argparse.Namespace, own: dict) -> tuple[dict, list[str
     reset its promise to the default. ``{}`` for ``train``: the defaults.
     """
     line_given = args.false_alerts_per_day is not None or args.false_alarm_rate is not None
-    options = {"false_alerts_per_day": 1.0, "false_alarm_rate": args.false_alarm_rate,
-               "threshold_method": args.threshold_method, "drift": bool(args.drift)}
-    kept = []
-    if args.false_alerts_per_day is not None:
-        options["false_alerts_per_day"] = args.false_alerts_per_day
-    elif not line_given and "false_alerts_per_day" in own:
-        options["false_alerts_per_day"] = own["false_alerts_per_day"]
-        kept.append(f"--false-alerts-per-day {own['false_alerts_per_day']:g}")
+    line = {} if line_given else own  # the model's target for its line, kept unless another is given
+    options = {
+        "false_alerts_per_day": args.false_alerts_per_day or line.get("false_alerts_per_day", 1.0),
+        "false_alarm_rate": args.false_alarm_rate if line_given else line.get("false_alarm_rate"),
+        "threshold_method": args.threshold_method or line.get("threshold_method", "pot"),
+        "drift": args.drift if args.drift is not None else bool(own.get("drift")),
+    }
+    kept = []  # what came from the model and is not what train would use
+    if line.get("false_alerts_per_day", 1.0) != 1.0:
+        kept.append(f"--false-alerts-per-day {options['false_alerts_per_day']:g}")
+    if "false_alarm_rate" in line:
+        kept.append(f"--false-alarm-rate {options['false_alarm_rate']:g} "
+                    f"--threshold-method {options['threshold_method']}")
     if args.drift is None and own.get("drift"):
-        options["drift"] = True
         kept.append("--drift")
     return options, kept
 

@@ -394,9 +394,9 @@ class AssetAlerts:
             self._announced.pop(asset, None)
 
     def line(self, asset: str, bundle: Bundle) -> float:
-        """The asset's alert line: the bundle's threshold, widened by the drift rule (a restored or
-        adopted asset's saved baseline until its first window takes it in)."""
-        restored = self.restored.get(asset)  # (another thread may take it in meanwhile)
+        """The asset's alert line: the bundle's threshold, widened by the drift rule (a restored
+        asset's saved baseline until its first window takes it in)."""
+        restored = self.restored.get(asset)  # .get, not an index: the scoring thread may pop it meanwhile
         drift = self._drift.get(asset) or (restored[1] if restored is not None else None)
         return bundle.threshold_ * widening(drift or DriftState(), bundle.drift_rule)
 

@@ -107,12 +107,19 @@ class Bundle:
 
     @property
     def promise(self) -> dict[str, Any]:
-        """What its line was calibrated for, as ``TrainOptions`` names it: ``drift`` and, for a line
-        set for false alerts a day, ``false_alerts_per_day`` (``calibrate`` and ``retrain`` keep them)."""
+        """What its line was calibrated for, as ``TrainOptions`` names it: ``drift``, and
+        ``false_alerts_per_day`` or (the advanced window rate) ``false_alarm_rate`` with its
+        ``threshold_method`` (``calibrate`` and ``retrain`` keep them)."""
+        cal = self.calibration
         own: dict[str, Any] = {"drift": self.drift_rule is not None}
-        target = (self.calibration.get("alerts") or {}).get("target_per_day")
-        if self.calibration.get("method") == "alerts" and isinstance(target, int | float) and target > 0:
-            own["false_alerts_per_day"] = float(target)
+        target, rate = (cal.get("alerts") or {}).get("target_per_day"), cal.get("false_alarm_rate")
+        if cal.get("method") == "alerts":
+            if isinstance(target, int | float) and target > 0:
+                own["false_alerts_per_day"] = float(target)
+        elif isinstance(rate, int | float) and 0 < rate < 1:
+            own["false_alarm_rate"] = float(rate)
+            if cal.get("requested_method") in ("quantile", "pot", "mean_std"):
+                own["threshold_method"] = cal["requested_method"]
         return own
 
     def with_threshold(self, threshold: float, calibration: dict[str, Any]) -> Bundle:

@@ -61,6 +61,13 @@ def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path, 
     assert load_bundle(model).promise == {"drift": False, "false_alerts_per_day": 2.0}
     assert main(["calibrate", str(model), str(tmp_path / "held.csv"), "--drift"]) == 0
     assert load_bundle(model).promise == {"drift": True, "false_alerts_per_day": 2.0}
+    # the advanced window rate is kept too, with its method
+    assert main(["calibrate", str(model), str(tmp_path / "held.csv"), "--false-alarm-rate", "0.02",
+                 "--threshold-method", "quantile", "--no-drift"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", str(model), str(tmp_path / "held.csv")]) == 0
+    assert "kept the model's own --false-alarm-rate 0.02 --threshold-method quantile" in capsys.readouterr().out
+    assert load_bundle(model).promise == {"drift": False, "false_alarm_rate": 0.02, "threshold_method": "quantile"}
 
 
 def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, tmp_path, capsys):

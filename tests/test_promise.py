@@ -144,8 +144,10 @@ def test_an_empirical_line_on_a_tied_value_moves_just_above_it():
         pieces += [np.convolve(rng.exponential(1.0, 203), np.ones(4) / 4, "valid"), np.full(20, 6.0)]
     errors = np.concatenate(pieces)
     threshold, record = alert_threshold([errors], 1, RULES, steps_per_day=len(errors) / 100, target=2.0)
-    assert record["tail"] == "empirical" and threshold > 6.0
-    assert record["observed_per_day"] <= 2.0
+    assert record["tail"] == "empirical" and record["observed_per_day"] <= 2.0
+    # above the tied value by more than float32 rounding: the daemon's error of such a window may
+    # differ from calibration's in its last float32 bit, and a score of 1.0 alerts
+    assert threshold > float(np.nextafter(np.float32(6.0), np.float32(np.inf)))
 
 
 def test_the_autocorrelation_time_by_fft_is_the_direct_sum():

@@ -139,10 +139,10 @@ def alert_threshold(
         if len(excess) >= 2:  # plenty of data, or a rate inside the data's top tenth: the quantile
             threshold = float(np.quantile(pooled, 1 - p))
             if np.mean(pooled >= threshold) > p:  # on a tied value (an idle stretch's): each repeat alerts
-                threshold = float(np.nextafter(threshold, np.inf))
+                threshold = _just_above(threshold)
             record.update(tail="empirical", margin=0.0)
         else:  # the top tenth is one tied value (quantized or constant errors): no tail to fit
-            threshold = float(np.nextafter(pooled.max(), np.inf))  # scores >= 1 alert: tied values must not
+            threshold = _just_above(float(pooled.max()))  # scores >= 1 alert: tied values must not
             record.update(tail="none", margin=0.0,
                           tail_note="fewer than 2 values above the 90th percentile: the line is just above "
                                     "the largest value seen")
@@ -166,6 +166,12 @@ def alert_threshold(
     record["threshold"] = threshold
     record.update(_observed(pieces, threshold, hop, rules, days))
     return threshold, record
+
+
+def _just_above(x: float) -> float:
+    """A line just above a value seen, with room for float32 rounding: the daemon's error for the same
+    window can differ from calibration's in its last float32 bits (another batch), and 1.0 alerts."""
+    return x * (1.0 + 1e-6) if x > 0 else float(np.nextafter(x, np.inf))
 
 
 def _observed(pieces: list[np.ndarray], threshold: float, hop: int, rules: AlertRules, days: float) -> dict:
