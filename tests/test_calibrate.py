@@ -78,6 +78,20 @@ def test_channel_weights_even_out_typical_errors_with_a_floor():
         channel_weights([np.full((3, 4), np.nan)])
 
 
+@pytest.mark.parametrize("flat", [4, 6, 9])
+def test_the_weight_floor_holds_when_most_channels_are_flat(flat):
+    """Found by review: the floor was a share of the channels' median, so with half the channels or
+    more near-flat it was near 0 itself: 6 flat channels of 10 weighed 480,000 times the live ones."""
+    from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights
+
+    rng = np.random.default_rng(0)
+    typical = np.r_[np.full(10 - flat, 0.5), np.full(flat, 1e-6)]
+    w = channel_weights([typical * rng.exponential(1.0, (5000, 10))])
+    assert w.max() / w.min() <= 1 / WEIGHT_FLOOR**2 * 1.01  # a flat channel at most 100x the live ones
+    if flat < 5:  # the median is a live channel's: the floor is a tenth of it, as before
+        assert w.max() / w.min() == pytest.approx(1 / WEIGHT_FLOOR, rel=0.05)
+
+
 def test_calibration_leaves_out_windows_with_a_sensor_fault(trained):
     """A dead sensor in the held-out data is no normal behaviour to set the line on: its windows are
     left out, so the threshold is the one the same data give without them."""
