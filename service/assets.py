@@ -190,7 +190,9 @@ class AssetAlerts:
     def end(self, asset: str, last_ts: float | None) -> None:
         """An asset that went silent after a reading at ``last_ts``: a ``silent`` sensor fault at
         that reading time (like every other event), its alert state ends, everything else about it
-        is forgotten."""
+        is forgotten but its drift baseline, kept while its return is awaited (``SILENT_KEPT``): an
+        asset back at the level it had drifted to was raised against the bare line, and the rule,
+        frozen while an alert is up, could never widen it again (found by review)."""
         if self._adopted:  # an adoption still queued is this asset's state too
             self._take_adopted()
         seen, _ = self._latest.get(asset, (None, []))
@@ -207,7 +209,6 @@ class AssetAlerts:
             state = self._states.get(asset, AlertState())
             announced = self._announced.pop(asset, None) == state.alert_id
         self._go_silent(asset, state, ts, announced)
-        self._drift.pop(asset, None)
         self._latest.pop(asset, None)
         self.metrics.forget_asset(asset)
         if self.recorder is not None:
@@ -233,7 +234,6 @@ class AssetAlerts:
                 if drift is not None:  # the line its stale state is published with
                     self._drift[asset] = drift
                 self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
-                self._drift.pop(asset, None)
 
     # --- cluster mode: state that moves with an asset ---------------------------------------------
 
@@ -291,7 +291,7 @@ class AssetAlerts:
             elif asset in self.restored:
                 state, drift, told = self._pop_restored(asset)
                 out[asset] = (state, drift, None, told)
-            for kept in (self._latest, self._announced, self._synced):
+            for kept in (self._latest, self._announced, self._synced, self._drift):  # (a silent one's baseline)
                 kept.pop(asset, None)
             with self._faults_lock:
                 self._faults.pop(asset, None)
@@ -406,8 +406,10 @@ class AssetAlerts:
         with self._faults_lock:
             self._silent.pop(asset, None)
             self._silent[asset] = ts
-            while len(self._silent) > SILENT_KEPT:  # its return will not be told
-                self._silent.pop(next(iter(self._silent)))
+            while len(self._silent) > SILENT_KEPT:  # its return will not be told, its baseline not kept
+                forgotten = next(iter(self._silent))
+                self._silent.pop(forgotten)
+                self._drift.pop(forgotten, None)
                 self.metrics.sensor_events_dropped.inc()
             self._count_open()
         self.metrics.sensor_faults.labels("silent").inc()

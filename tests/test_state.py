@@ -200,6 +200,21 @@ def test_a_restored_asset_publishes_its_widened_line_before_its_first_window(dri
     assert second.alerts.line("pump-2", drifting) == pytest.approx(drifting.threshold_ * RULE.cap)
 
 
+def test_a_silent_asset_keeps_its_drift_baseline_and_returns_quiet(drifting):
+    """Found by review: silence dropped the baseline, so an asset back at the level it had drifted
+    to was raised against the bare line, and the rule (frozen while an alert is up) never widened it
+    again: an alert that could not clear. Offline the series carries on across the gap."""
+    daemon, client = daemon_with(drifting, None)
+    for i, level in enumerate([0.9] * 20 + [1.2] * 10):  # a slow drift to 4x the calibrated level
+        daemon.alerts.apply("pump-2", T0 + i, level, [])
+    assert daemon.snapshot()["pump-2"].status == "normal"
+    daemon.alerts.end("pump-2", T0 + 30)
+    for i in range(5):  # back at the same level
+        _, score = daemon.alerts.apply("pump-2", T0 + 400 + i, 1.2, [])
+    assert daemon.snapshot()["pump-2"].status == "normal" and raised(client) == []
+    assert score == pytest.approx(1.2 / RULE.cap)
+
+
 def test_an_infinite_peak_comes_back_infinite_after_a_restart(drifting, tmp_path):
     first, _ = daemon_with(drifting, tmp_path)
     for i in range(3):
