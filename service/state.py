@@ -109,8 +109,13 @@ def restore_states(directory: str | None, max_assets: int
             where = f"could not move it aside ({err.strerror or err})"
         log.warning("%s; %s, starting without saved asset state", first_line(exc), where)
         return {}
-    restored = {asset: (alerts[asset], drift.get(asset), asset not in unannounced)
-                for asset in list(alerts)[:max_assets]}
+    # over the cap (max_assets lowered since the save): alerts up first, since their raise went out
+    # and subscribers wait for its clear; the rest in the file's (name) order
+    kept = sorted(alerts, key=lambda asset: alerts[asset].status != "alerting")[:max_assets]
+    if len(alerts) > len(kept):
+        log.warning("%s holds %d assets, more than max_assets %d: kept the alerts up first, forgot %d",
+                    Path(directory) / STATE_FILE, len(alerts), max_assets, len(alerts) - len(kept))
+    restored = {asset: (alerts[asset], drift.get(asset), asset not in unannounced) for asset in kept}
     if restored:
         log.info("restored the state of %d assets from %s", len(restored), directory)
     return restored

@@ -10,8 +10,9 @@ import time
 import pandas as pd
 import pytest
 
+from sensorguard.service.alerts import AlertState
 from sensorguard.service.drift import DriftRule
-from sensorguard.service.state import STATE_FILE, StateError, decode_asset, load_states
+from sensorguard.service.state import STATE_FILE, StateError, decode_asset, load_states, restore_states, save_states
 from tests.test_daemon import T0, FakeClient, make, message
 
 RULE = DriftRule(baseline=math.log(0.3), halflife=2, warmup=0, cap=1.5)
@@ -222,6 +223,19 @@ def test_an_infinite_peak_comes_back_infinite_after_a_restart(drifting, tmp_path
     first.stop()
     alerts, _, _ = load_states(tmp_path)
     assert alerts["pump-1"].peak == math.inf and alerts["pump-1"].last_score == math.inf
+
+
+def test_over_max_assets_a_restart_keeps_the_alerts_up_first_and_says_so(tmp_path, caplog):
+    """A cap lowered since the save forgets some assets; never one whose raise went out unanswered."""
+    alerts = {f"a{i:02d}": AlertState() for i in range(10)}
+    alerts["z-up"] = AlertState(status="alerting", above=3, peak=2.0, alert_id="z-up@1", last_score=2.0)
+    save_states(tmp_path, alerts, {})
+    with caplog.at_level(logging.WARNING):
+        restored = restore_states(str(tmp_path), max_assets=4)
+    assert list(restored) == ["z-up", "a00", "a01", "a02"]
+    assert restored["z-up"][0].alert_id == "z-up@1"
+    assert "holds 11 assets, more than max_assets 4" in caplog.text and "forgot 7" in caplog.text
+    assert len(restore_states(str(tmp_path), max_assets=11)) == 11
 
 
 def test_doctests() -> None:
