@@ -91,6 +91,10 @@ class AssetAlerts:
         """Each asset's drift baseline (a copy; empty when the bundle has no drift rule)."""
         return dict(self._drift)
 
+    def drift_of(self, asset: str) -> DriftState | None:
+        """One asset's drift baseline now (None when nothing was learned about it)."""
+        return self._drift.get(asset)
+
     def apply(self, asset: str, ts: float, score: float, channels: list[dict],
               bundle: Bundle | None = None) -> tuple[AlertState, float]:
         """Step one asset's drift rule and alert machine with one window scored by ``bundle``; publish.

@@ -348,7 +348,8 @@ class Daemon:
             if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
                 self.metrics.shadow_score.observe(shadowed.score[i])
                 try:
-                    if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, self.rules):
+                    if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, self.rules,
+                                   self.alerts.drift_of(due.asset)):
                         self.metrics.alert_raised(due.asset, shadow=True)
                 except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
                     with self.models.lock:

@@ -5,7 +5,8 @@ today's stream before anyone gets its alerts. ``sensorguard models shadow VERSIO
 ``SHADOW`` pointer beside ``CURRENT``; the daemon's watcher loads it as it loads ``CURRENT``
 (same checks: channels and window must match), and each batch gets one extra forward pass under
 the same lock, so both models see exactly the same windows. The shadow steps its own alert
-machine and drift baseline per asset (the daemon's rules, the candidate's drift rule); its
+machine and drift baseline per asset (the daemon's rules, the candidate's drift rule, started from
+the daemon's baseline of the asset, as a promotion keeps it); its
 would-be alerts go to ``sensorguard_shadow_alerts_total{asset}`` and its scores to the
 ``sensorguard_shadow_score`` histogram, never to MQTT.
 
@@ -58,9 +59,15 @@ class Shadow:
     _current_ids: dict[str, str] = field(default_factory=dict)  # the current model's last alert id per asset
     _inherited: dict[str, str] = field(default_factory=dict)  # its alert up when the shadow first saw the asset
 
-    def step(self, asset: str, ts: float, score: float, current: AlertState, rules: AlertRules) -> bool:
+    def step(self, asset: str, ts: float, score: float, current: AlertState, rules: AlertRules,
+             served_drift: DriftState | None = None) -> bool:
         """One window scored by both: the shadow's machine steps on ``score``; ``current``: the
-        current model's state after the same window. Returns whether the shadow raised an alert."""
+        current model's state after the same window. Returns whether the shadow raised an alert.
+
+        ``served_drift``: the asset's drift baseline as the daemon holds it. The shadow starts its
+        own from it (a promotion keeps the daemon's: it is relative to each model's baseline), so
+        an asset that drifted is not judged against the bare line and counted against the shadow.
+        """
         self.windows += 1
         seen = self._current_ids.get(asset)
         if seen is None:  # first sight: an alert of the current model already up is not counted,
@@ -71,6 +78,8 @@ class Shadow:
             self._current_ids[asset] = current.alert_id
         if asset not in self._states and len(self._states) >= MAX_SHADOW_ASSETS:
             return False
+        if self.bundle.drift_rule is not None and served_drift is not None and asset not in self._drift:
+            self._drift[asset] = served_drift
         state, drift, event, _ = judge(self._states.get(asset, AlertState()), self._drift.get(asset, DriftState()),
                                        score, ts, rules, self.bundle.drift_rule, asset)
         self._states[asset] = state

@@ -154,6 +154,27 @@ def test_an_alert_up_when_the_shadow_starts_counts_for_neither_model(tiny_bundle
     assert (shadow.alerts, shadow.current_alerts) == (1, 1)
 
 
+def test_a_shadow_starts_from_the_daemons_drift_baseline_of_the_asset(tiny_bundle):
+    """A promotion keeps the daemon's baseline, so the shadow is judged as it would serve: an asset
+    that drifted to 1.3x the bare line is quiet under both models (it was counted against the shadow)."""
+    import math
+
+    from sensorguard.service.alerts import AlertRules, AlertState
+    from sensorguard.service.drift import DriftRule, DriftState, widening
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.service.shadow import Shadow
+
+    rule = DriftRule(baseline=math.log(0.3), halflife=64, warmup=8, cap=1.5)
+    bundle = replace(tiny_bundle, calibration={**tiny_bundle.calibration, "drift": rule.to_dict()})
+    served = DriftState(offset=math.log(1.4), updates=500)  # what the daemon learned: the line is 1.4x
+    assert widening(served, rule) == pytest.approx(1.4)
+    for given, alerts in ((served, 0), (None, 1)):
+        shadow = Shadow(bundle, Scorer(bundle), current="v0001")
+        for i in range(20):
+            shadow.step("p", float(i), 1.3, AlertState(), AlertRules(), given)
+        assert shadow.alerts == alerts
+
+
 def test_an_unreadable_shadow_is_one_readable_line_and_never_stops_the_daemon(trained, tmp_path, capsys):
     from sensorguard.service.config import Settings
     from sensorguard.service.daemon import Daemon
