@@ -82,6 +82,25 @@ def test_a_repeated_timestamp_gets_no_score_of_its_own(tiny_bundle, tmp_path):
     assert out.score.iloc[[70, 90, 100]].notna().all()  # the first of each keeps its score
 
 
+def test_a_reading_the_daemon_refuses_for_its_rate_gets_no_score(tiny_bundle, tmp_path):
+    """A publisher slowing to one reading in 2 s: the daemon refuses some (slow_rate), and the grid
+    row at such a reading's time is filled from its neighbours; score reported that filled row's
+    score (and value) as the refused reading's (found by review)."""
+    from dataclasses import replace
+
+    from sensorguard.service.cleaning import admit_rows
+
+    bundle_dir = save_bundle(replace(tiny_bundle, sample_period=1.0), tmp_path / "b")
+    frame = machine(1, 0.0)
+    seconds = np.r_[np.arange(60), np.arange(61, 73, 2), np.arange(73, 73 + len(frame) - 66)]
+    frame["timestamp"] = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(seconds, unit="s")
+    refused = ~admit_rows(seconds.astype(float), replace(tiny_bundle, sample_period=1.0).cleaning)[0]
+    assert refused.sum() >= 1
+    out = scored(bundle_dir, frame, tmp_path / "slow.csv")
+    assert out.score[refused].isna().all() and out.alert[refused].eq(0).all()
+    assert out.score.iloc[90:].notna().all()
+
+
 def test_evaluate_counts_a_fault_that_falls_where_a_gap_restarted_the_window(tiny_bundle, tmp_path, capsys):
     """Rows with no score of their own after the first full window raised no anomaly: leaving them
     out dropped a fault inside them from the events (neither caught nor missed)."""

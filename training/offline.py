@@ -64,6 +64,8 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     key = pd.DataFrame({"asset": data.source_assets if data.source_assets is not None else "",
                         "t": data.source_times})
     rows[key.duplicated(keep="first").to_numpy()] = -1
+    if data.cleaning is not None:  # a reading the daemon refused (slow_rate) has no score, even where
+        rows[~_taken(data)] = -1  # the grid row at its time was filled from its neighbours
     found = rows >= 0
     take = np.where(found, rows, 0)
     score = np.where(found, scores.score[take], np.nan)
@@ -86,18 +88,36 @@ def sensor_fault_column(data: SensorData, rules: SensorRules) -> np.ndarray:
     daemon's watch sees them: each machine's readings in time order, a repeated stamp skipped."""
     times, values = data.source_times, data.source_values
     out = np.full(len(times), "", dtype=object)
-    groups = [np.arange(len(times))] if data.source_assets is None else machine_rows(data.source_assets).values()
-    for rows in groups:
-        rows = rows[np.argsort(times[rows], kind="stable")]
-        rows = rows[np.isfinite(times[rows])]
-        rows = rows[np.r_[True, times[rows][1:] > times[rows][:-1]]]  # a repeated stamp: the daemon refuses it
-        if data.cleaning is not None:  # a reading off the model's rate is not watched either
-            rows = rows[admit_rows(times[rows], data.cleaning)[0]]
+    for rows in _taken_rows(data):  # a reading the daemon refused is not watched either
         watch = SensorWatch(len(rules.channels))
         for i in rows:
             watch.step(float(times[i]), values[i].tolist(), rules)
             out[i] = ";".join(f"{f['kind']}:{f['channel']}" for f in watch.describe(rules))
     return out
+
+
+def _taken_rows(data: SensorData) -> list[np.ndarray]:
+    """Per machine, the input rows the daemon takes, in time order: a finite stamp, not a repeat
+    of the one before, and at the model's rate (``Cleaner.admit``)."""
+    times = data.source_times
+    groups = [np.arange(len(times))] if data.source_assets is None else machine_rows(data.source_assets).values()
+    out = []
+    for rows in groups:
+        rows = rows[np.argsort(times[rows], kind="stable")]
+        rows = rows[np.isfinite(times[rows])]
+        rows = rows[np.r_[True, times[rows][1:] > times[rows][:-1]]]  # a repeated stamp: the daemon refuses it
+        if data.cleaning is not None:
+            rows = rows[admit_rows(times[rows], data.cleaning)[0]]
+        out.append(rows)
+    return out
+
+
+def _taken(data: SensorData) -> np.ndarray:
+    """Per input row, whether the daemon takes it (:func:`_taken_rows`)."""
+    taken = np.zeros(len(data.source_times), dtype=bool)
+    for rows in _taken_rows(data):
+        taken[rows] = True
+    return taken
 
 
 def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
