@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import time
+from bisect import bisect_right
 from typing import Any
 
 from sensorguard.service.assets import AssetAlerts
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 REBUILD_WAIT_S = 5.0  # the window stream's next message, while rebuilding, at most this long
 LAG_POLL_S = 0.2  # how often a rebuild looks whether the readings stream caught up with the window stream
 LAG_WARN_S = 5.0  # a rebuild waiting this long for it says so
+PRIME_WARM = 64  # readings replayed before the last window's (the rate estimate's weight on its start: 2e-4)
 UNTAKEN_LOOKAHEAD = 16  # unreadable readings skipped at most when looking for an asset's first one
 
 
@@ -114,11 +116,7 @@ class Takeover:
         for subject, samples in kept.items():
             asset = asset_of(subject)[1]
             anchor = anchors.get(asset)
-            start = len(samples) - window  # the last window's readings; back to the last scored window with one
-            at = next((i for i, (ts, _) in enumerate(samples) if ts == anchor), None) if anchor is not None else None
-            if at is not None:
-                start = min(start, at - window + 1)
-            primed += self.ingest.prime(asset, samples[max(0, start):], anchor if at is not None else None)
+            primed += self.ingest.prime(asset, prime_span(samples, anchor, window), anchor)
         return assets, primed
 
     async def _adopt(self, assets: list[str]) -> dict[str, float | None]:
@@ -251,3 +249,16 @@ class Takeover:
         prefix = s.topic_prefix.strip("/")
         return parse_message(f"{prefix}/{asset_of(subject)[1]}/readings", data, prefix, s.max_payload_bytes,
                              s.max_samples_per_message)
+
+
+def prime_span(samples: list[tuple[float, Any]], anchor: float | None, window: int) -> list[tuple[float, Any]]:
+    """The readings a new owner primes an asset's buffer with: the last window's, back to the last
+    window the old owner scored (``anchor``: its end; it may be a grid row the cleaner filled, which
+    no reading's time matches), and ``PRIME_WARM`` before them, so the cleaner's rate estimate and
+    the sensor watch settle as the old owner's had (from a cold start, a few slow steps among the
+    last window's readings refused one the old owner took)."""
+    start = len(samples) - window
+    if anchor is not None:
+        start = min(start, bisect_right([ts for ts, _ in samples], anchor) - window)
+    return samples[max(0, start - PRIME_WARM):]
+

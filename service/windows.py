@@ -124,6 +124,8 @@ class Buffers:
         self._known = frozenset(channels)
         self._assets: dict[str, _Asset] = {}
         self._due: deque[DueWindow] = deque()
+        self._anchor: tuple[str, float] | None = None  # prime(): the grid row a scored window ended on
+        self._anchored = False
 
     def add(self, asset: str, ts: float, values: dict[str, float], received: float) -> str | None:
         """Buffer one reading (NaN or an absent key: a missing value); a reject reason, or None.
@@ -199,15 +201,14 @@ class Buffers:
         is scored again from the same state: the same verdict). Returns how many readings were
         taken. The caller holds the lock that guards the buffers (nothing drains in between)."""
         due, events, taken = len(self._due), len(self.sensor_events), 0
-        anchored = False
-        for ts, values in samples:
-            taken += self.add(asset, ts, values, received) is None
-            state = self._assets.get(asset)
-            if ts == window_ts and state is not None and state.count >= self.window:
-                shift = (state.count - self.window) % self.hop  # a window is due here: the old cadence
-                state.count -= shift
-                state.fault_row = [r - shift if r != NO_FAULT else r for r in state.fault_row]
-                anchored = True
+        # the cadence is set where the grid row at window_ts is written (_write): a row the cleaner
+        # filled in a gap has no reading of that time
+        self._anchor, self._anchored = (None if window_ts is None else (asset, window_ts)), False
+        try:
+            for ts, values in samples:
+                taken += self.add(asset, ts, values, received) is None
+        finally:
+            anchored, self._anchor, self._anchored = self._anchored, None, False
         unscored = [w for w in list(self._due)[due:] if anchored and w.ts > window_ts]  # type: ignore[operator]
         while len(self._due) > due:
             self._due.pop()
@@ -245,6 +246,11 @@ class Buffers:
         state.count += 1
         for j in faulted:
             state.fault_row[j] = state.count
+        if self._anchor is not None and self._anchor == (asset, ts) and state.count >= window:
+            shift = (state.count - window) % self.hop  # prime(): a window was due here, the old cadence
+            state.count -= shift
+            state.fault_row = [r - shift if r != NO_FAULT else r for r in state.fault_row]
+            self._anchored = True
         since_full = state.count - window
         if since_full >= 0 and since_full % self.hop == 0:
             values = buf[pos + 1 : pos + 1 + window].T.copy()  # always a copy; ascontiguousarray may not be

@@ -281,6 +281,46 @@ def test_priming_with_the_last_scored_window_keeps_the_old_cadence() -> None:
     assert [w.ts for w in same.drain()][-2:] == [10.0, 12.0]
 
 
+def one_channel(stamps) -> list[tuple[float, dict[str, float]]]:
+    return [(float(ts), {"a": float(i)}) for i, ts in enumerate(stamps)]
+
+
+def takeover_matches_the_old_owner(stamps, window: int, hop: int, moved_after: int) -> None:
+    """The old owner takes the first ``moved_after`` readings and dies; the new owner primes from
+    them (``prime_span``) and continues: its windows are the ones the old owner would have had."""
+    from sensorguard.service.cleaning import CleaningPolicy
+    from sensorguard.service.takeover import prime_span
+
+    policy, readings = CleaningPolicy(1.0, True, 5), one_channel(stamps)
+    old, new = Buffers(("a",), window, hop, policy=policy), Buffers(("a",), window, hop, policy=policy)
+    scored = []
+    for ts, values in readings[:moved_after]:
+        old.add("p", ts, values, 0.0)
+        scored += old.drain()
+    anchor = scored[-1].ts
+    new.prime("p", prime_span(readings[:moved_after], anchor, window), 0.0, anchor)
+    new.drain()
+    for ts, values in readings[moved_after:]:
+        old.add("p", ts, values, 0.0)
+        new.add("p", ts, values, 0.0)
+    expected = [(w.ts, w.window.tolist()) for w in old.drain()]
+    assert expected and [(w.ts, w.window.tolist()) for w in new.drain()] == expected
+
+
+def test_a_takeover_keeps_the_cadence_when_the_last_scored_window_ended_on_a_filled_row() -> None:
+    """A reading missing at 149: the old owner's window at 149 (window 3, hop 3) ended on the row
+    the cleaner filled there, which no reading's time matches; the new owner's windows came a
+    sample late (found by review)."""
+    takeover_matches_the_old_owner([t for t in range(300) if t != 149], window=3, hop=3, moved_after=151)
+
+
+def test_a_takeover_replays_enough_readings_for_the_rate_estimate_to_agree() -> None:
+    """A few slow steps among the last window's readings: from a cold rate estimate the new owner
+    refused a reading that the old owner took, and its windows held a fill there (found by review)."""
+    stamps = [*range(0, 100), 100, 103, 106, 107, 110, 113, *range(114, 200)]
+    takeover_matches_the_old_owner(stamps, window=4, hop=2, moved_after=105)
+
+
 def test_priming_queues_the_windows_the_previous_owner_completed_but_never_scored() -> None:
     """The old owner took readings up to 13 but died having scored the window at 8 last: the
     windows at 10 and 12 (window 4, hop 2) are queued for the new owner, on the old cadence; none
