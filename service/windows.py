@@ -72,6 +72,7 @@ class _Asset:
 
 NO_FAULT = -(1 << 62)
 SENSOR_EVENTS_MAX = 10_000  # sensor-fault events waiting to be published; beyond, dropped and counted
+RATES_KEPT = 10_000  # forgotten (silent) assets whose publishing-rate estimate is kept for their return
 SEEN_TIMES = 1024  # a QoS 1 redelivery after a reconnect repeats at most the in-flight messages
 
 
@@ -125,6 +126,7 @@ class Buffers:
         self._assets: dict[str, _Asset] = {}
         self._due: deque[DueWindow] = deque()
         self._anchor: tuple[str, float] | None = None  # prime(): the grid row a scored window ended on
+        self._rates: dict[str, tuple[float | None, float, int]] = {}  # forgotten assets' rate estimates
         self._anchored = False
 
     def add(self, asset: str, ts: float, values: dict[str, float], received: float) -> str | None:
@@ -158,6 +160,10 @@ class Buffers:
         if state is None:
             state = self._assets[asset] = _Asset(self.window, len(self.channels))
             state.seen = received
+            if self._rates:
+                rate = self._rates.pop(asset, None)
+                if rate is not None:  # back from a silence: its rate estimate goes on, as offline
+                    state.cleaner.seen_ts, state.cleaner.step_avg, state.cleaner.steps = rate
             self._queue(asset, [SensorEvent("silent", None, False, ts, NAN)])  # ends a silent fault if one is open
         rate = state.cleaner.admit(ts, self.policy)
         if rate is not None:  # faster than the model's grid (resampled) or too slow: not taken
@@ -309,8 +315,19 @@ class Buffers:
 
     def forget(self, asset: str) -> int:
         """Drop an asset's buffer and its queued windows (frees its slot under ``max_assets``); how
-        many queued windows went with it."""
-        if self._assets.pop(asset, None) is None or not self._due:
+        many queued windows went with it. Its publishing-rate estimate is kept for its return
+        (``RATES_KEPT`` assets at most): offline the estimate carries on across a silence, and a
+        too-fast publisher would otherwise be taken at its own rate again until it re-learned."""
+        state = self._assets.pop(asset, None)
+        if state is None:
+            return 0
+        cleaner = state.cleaner
+        if cleaner.steps:  # kept (RATES_KEPT at most, oldest dropped): offline the estimate spans the silence
+            self._rates.pop(asset, None)
+            self._rates[asset] = (cleaner.seen_ts, cleaner.step_avg, cleaner.steps)
+            if len(self._rates) > RATES_KEPT:
+                del self._rates[next(iter(self._rates))]
+        if not self._due:
             return 0
         before = len(self._due)
         self._due = deque(w for w in self._due if w.asset != asset)

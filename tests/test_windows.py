@@ -321,6 +321,25 @@ def test_a_takeover_replays_enough_readings_for_the_rate_estimate_to_agree() -> 
     takeover_matches_the_old_owner(stamps, window=4, hop=2, moved_after=105)
 
 
+def test_an_asset_back_from_a_silence_keeps_its_rate_estimate_as_offline() -> None:
+    """A publisher at 0.5 s against a 1 s model, silent 10 minutes (forgotten as stale), then back:
+    offline, the estimate spans the silence and the readings are resampled to the model's rate;
+    live started afresh and took readings 0.5 s apart into its first windows (found by review)."""
+    from sensorguard.service.cleaning import CleaningPolicy
+
+    policy = CleaningPolicy(1.0, True, 5)
+    stamps = [0.5 * i for i in range(120)] + [660.0 + 0.5 * i for i in range(60)]
+    forgetful, offline = Buffers(("a",), 4, 2, policy=policy), Buffers(("a",), 4, 2, policy=policy)
+    for i, (ts, values) in enumerate(one_channel(stamps)):
+        if ts == 660.0:
+            forgetful.drain()
+            offline.drain()
+            forgetful.forget("p")  # the daemon forgets a stale asset
+        assert forgetful.add("p", ts, values, 0.0) == offline.add("p", ts, values, 0.0), ts
+    back = [(w.ts, w.window.tolist()) for w in offline.drain()]
+    assert back and [(w.ts, w.window.tolist()) for w in forgetful.drain()] == back
+
+
 def test_priming_queues_the_windows_the_previous_owner_completed_but_never_scored() -> None:
     """The old owner took readings up to 13 but died having scored the window at 8 last: the
     windows at 10 and 12 (window 4, hop 2) are queued for the new owner, on the old cadence; none
