@@ -330,7 +330,7 @@ def test_an_asset_back_from_a_silence_keeps_its_rate_estimate_as_offline() -> No
     policy = CleaningPolicy(1.0, True, 5)
     stamps = [0.5 * i for i in range(120)] + [660.0 + 0.5 * i for i in range(60)]
     forgetful, offline = Buffers(("a",), 4, 2, policy=policy), Buffers(("a",), 4, 2, policy=policy)
-    for i, (ts, values) in enumerate(one_channel(stamps)):
+    for ts, values in one_channel(stamps):
         if ts == 660.0:
             forgetful.drain()
             offline.drain()
