@@ -35,6 +35,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
+from sensorguard.service.commands import VERBS
 from sensorguard.service.payload import REJECT_REASONS
 from sensorguard.service.sensors import KINDS as SENSOR_KINDS
 
@@ -117,7 +118,8 @@ class Metrics:
         self.threshold = gauge("model_threshold", "Reconstruction error threshold of the loaded model.")
         self.model_info = gauge("model_info", "The loaded model (value is always 1).", ("name", "version"))
         self.partition_info = gauge("partition_info", "The partitions (topic filters) this instance serves "
-                                    "(value is always 1).", ("instance", "partition"))
+                                    "(value is always 1); daemon: its instance name (not instance, which "
+                                    "Prometheus sets to the scrape target).", ("daemon", "partition"))
         self.partitions_owned = gauge("partitions_owned", "Cluster mode: JetStream partitions this worker owns now.")
         self.partition_changes = counter("partition_changes_total", "Cluster mode: partitions gained, released "
                                          "(to a joining worker) and lost (a lease that ran out).", ("change",))
@@ -156,6 +158,20 @@ class Metrics:
         self._reject_children = {reason: self.rejected.labels(reason) for reason in REJECT_REASONS}
         for kind in SENSOR_KINDS:
             self.sensor_faults.labels(kind)
+        # Counters with known labels start at 0: increase() cannot see a series' first value, so a
+        # series born at 1 hid its first event from the rules and the dashboard (ten assets alerting
+        # once each read as no flood). Per-asset alerts start at 0 with the asset's label.
+        for verb in VERBS:
+            for result in ("accepted", "rejected", "ignored"):
+                self.commands.labels(verb, result)
+        for value in ("true", "false"):
+            self.acknowledged.labels(value)
+        for reason in ("maintenance", "shelved", "unannounced"):
+            self.alerts_suppressed.labels(reason)
+        for change in ("gained", "released", "lost"):
+            self.partition_changes.labels(change)
+        self.alerts.labels(OTHER)
+        self._shadowing = False
 
     def reject(self, reason: str, n: int = 1) -> None:
         """Count ``n`` rejects of ``reason`` (cheap enough for the per-message path)."""
@@ -171,6 +187,9 @@ class Metrics:
         with self._lock:
             if len(self._labelled) < self.max_assets and asset != OTHER:
                 self._labelled.add(asset)
+                self.alerts.labels(asset)  # at 0 (see __init__)
+                if self._shadowing:
+                    self.shadow_alerts.labels(asset)
                 return asset
         return OTHER
 
@@ -194,20 +213,29 @@ class Metrics:
         self.shadow_info.clear()
         if version is not None:
             self.shadow_info.labels(version).set(1)
+        with self._lock:
+            self._shadowing = version is not None
+            if self._shadowing:  # its alert counters start at 0, as the served model's
+                for label in (*self._labelled, OTHER):
+                    self.shadow_alerts.labels(label)
 
     def forget_asset(self, asset: str) -> None:
         """Remove the asset's gauges and free its label slot (``_other`` is shared and stays).
 
-        ``alerts_total`` is a counter: its series stays (a vanishing counter hides an alert raised
-        just before the asset went silent from ``increase()``), and so does the slot of an asset
-        that ever alerted, which keeps the label count bounded by ``max_assets``.
+        ``alerts_total`` is a counter: the series of an asset that ever alerted stays (a vanishing
+        counter hides an alert raised just before the asset went silent from ``increase()``), and
+        so does its slot, which keeps the label count bounded by ``max_assets``; an asset that
+        never alerted loses its series at 0 with its slot.
         """
         with self._lock:
             if asset not in self._labelled:
                 return
             if asset not in self._alerted:
                 self._labelled.discard(asset)
-        for metric in (self.anomaly_score, self.anomaly_active):
+                gone = (self.anomaly_score, self.anomaly_active, self.alerts, self.shadow_alerts)  # (theirs at 0)
+            else:
+                gone = (self.anomaly_score, self.anomaly_active)
+        for metric in gone:
             with contextlib.suppress(KeyError):
                 metric.remove(asset)
 

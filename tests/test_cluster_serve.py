@@ -375,7 +375,7 @@ def test_serve_cluster_with_two_workers_shares_the_partitions_behind_one_endpoin
     url = f"http://127.0.0.1:{port}"
     try:
         def holders() -> set[str]:
-            return {dict(labels)["instance"] for name, labels in scrape(url) if name == "sensorguard_partition_info"}
+            return {dict(labels)["daemon"] for name, labels in scrape(url) if name == "sensorguard_partition_info"}
 
         wait_for(lambda: owned(url) == 8 and holders() == {"sg-w0", "sg-w1"}, 90,
                  "two workers sharing the 8 partitions", proc=proc, log=log)

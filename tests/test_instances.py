@@ -81,7 +81,7 @@ def test_two_instances_serve_their_partitions_and_a_third_that_overlaps_is_refus
                                                  "partitions": ["site-a/#"], "topic_prefix": "sensors",
                                                  "version": statuses[f"site-a-{suffix}"]["version"]}
         assert statuses[f"site-b-{suffix}"]["partitions"] == ["site-b/#"]
-        assert metric(url_a, "sensorguard_partition_info", instance=f"site-a-{suffix}", partition="site-a/#") == 1
+        assert metric(url_a, "sensorguard_partition_info", daemon=f"site-a-{suffix}", partition="site-a/#") == 1
 
         frame = plant_frame(rows=60, channels=3, seed=3)
         pub = Publisher(mosquitto)

@@ -121,6 +121,27 @@ def test_forget_asset_keeps_the_alert_counter_and_its_slot(registry: CollectorRe
     assert value(registry, "sensorguard_alerts_total", asset="a") == 2.0
 
 
+def test_counters_start_at_zero_so_their_first_event_shows_in_increase(registry: CollectorRegistry) -> None:
+    """increase() cannot see a series' first value: an alert counter born at 1 hid each asset's
+    first alert from SensorguardAlarmFlood (ten assets alerting once read as none; found by review)."""
+    m = Metrics(registry, max_assets=2)
+    m.set_score("a", 0.5, False)
+    assert value(registry, "sensorguard_alerts_total", asset="a") == 0.0
+    assert value(registry, "sensorguard_alerts_total", asset=OTHER) == 0.0
+    m.set_shadow("v0002")
+    assert value(registry, "sensorguard_shadow_alerts_total", asset="a") == 0.0
+    m.set_score("b", 0.5, False)
+    assert value(registry, "sensorguard_shadow_alerts_total", asset="b") == 0.0
+    for name, labels in (("commands_total", {"command": "ack", "result": "accepted"}),
+                         ("alerts_acknowledged_total", {"false_alarm": "true"}),
+                         ("alerts_suppressed_total", {"reason": "shelved"}),
+                         ("partition_changes_total", {"change": "lost"})):
+        assert value(registry, f"sensorguard_{name}", **labels) == 0.0, name
+    m.forget_asset("b")  # never alerted: its series at 0 goes with its slot
+    assert value(registry, "sensorguard_alerts_total", asset="b") is None
+    assert value(registry, "sensorguard_shadow_alerts_total", asset="b") is None
+
+
 def test_model_info_keeps_one_series(registry: CollectorRegistry) -> None:
     m = Metrics(registry)
     m.set_model("pumps", "v0001", 0.25)

@@ -171,8 +171,8 @@ def test_a_two_worker_daemon_runs_beside_two_single_daemons(tmp_path, mosquitto,
             "site-d": ("online", ["site-d/#"], f"sg-d-{suffix}")}
         got = scrape(url)
         assert got[("sensorguard_workers", ())] == 2 and got[("sensorguard_mqtt_connected", ())] == 1
-        assert got[("sensorguard_partition_info", (("instance", "plant-w0"), ("partition", "site-a/#")))] == 1
-        assert got[("sensorguard_partition_info", (("instance", "plant-w1"), ("partition", "site-b/#")))] == 1
+        assert got[("sensorguard_partition_info", (("daemon", "plant-w0"), ("partition", "site-a/#")))] == 1
+        assert got[("sensorguard_partition_info", (("daemon", "plant-w1"), ("partition", "site-b/#")))] == 1
         assert {dict(k[1])["asset"] for k in got if k[0] == "sensorguard_anomaly_score"} == {
             "site-a/pump-1", "site-b/pump-2"}
         assert sum(v for k, v in got.items() if k[0] == "sensorguard_model_info") == 1
