@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="promote even if the candidate is worse")
     p.add_argument("--shadow", action="store_true", help="a candidate that passes is not promoted but shadowed: "
                    "daemons score it beside CURRENT (models promote --gate live promotes it on live evidence)")
-    p.add_argument("--max-epochs", type=_positive_int, default=40, help="upper bound on epochs (default 40)")
+    p.add_argument("--max-epochs", type=_positive_int, help="upper bound on epochs (default: the model's own, "
+                   "else 40; the model's other training settings, its fill limit and its promise are kept too)")
     _add_threshold_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

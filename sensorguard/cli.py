@@ -253,20 +253,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from sensorguard.training.retrain import known_faults, new_normal_data, retrain
+    from sensorguard.training.retrain import known_faults, new_normal_data, own_options, retrain
     from sensorguard.training.train import TrainOptions
 
     if not args.data and not args.recorded:
         raise CliError("give new normal data with --data FILE... and/or --recorded DIR")
+    current = _current_or_none(args.registry, args.name)
+    fill_limit = args.fill_limit if args.fill_limit is not None else current.fill_limit if current else 5
     data = new_normal_data(args.registry, args.name, args.data or [], args.recorded, args.since,
                            label_column=args.label_column, time_column=getattr(args, "time_column", None),
-                           exclude=getattr(args, "exclude", None) or (),
-                           fill_limit=5 if args.fill_limit is None else args.fill_limit)
-    current = _current_or_none(args.registry, args.name)
-    options = TrainOptions(
-        max_epochs=args.max_epochs,
-        **_threshold_options(args, current.promise if current is not None else None),
-    )
+                           exclude=getattr(args, "exclude", None) or (), fill_limit=fill_limit)
+    own = own_options(current)  # the model's own training settings, kept as its promise is
+    if args.max_epochs is not None:
+        own["max_epochs"] = args.max_epochs
+    defaults = TrainOptions()
+    kept = [f"--{k.replace('_', '-')} {v}" for k, v in own.items() if v != getattr(defaults, k)]
+    if current is not None and fill_limit != 5 and args.fill_limit is None:
+        kept.append(f"--fill-limit {fill_limit}")
+    if kept:
+        print(f"kept the model's own {' '.join(kept)}")
+    options = TrainOptions(**own, **_threshold_options(args, current.promise if current is not None else None))
     faults = known_faults(args.recorded, data.channels) if args.recorded else []
     result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force,
                      faults=faults, shadow=args.shadow)

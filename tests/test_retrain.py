@@ -62,6 +62,41 @@ def test_a_retrain_keeps_the_current_models_drift_rule_and_promise(tmp_path, tra
     assert load_bundle(tmp_path / "reg" / "pump" / "v0003").promise == {"drift": False, "false_alerts_per_day": 4.0}
 
 
+def test_a_retrain_keeps_the_current_models_training_settings_and_fill_limit(tmp_path, trained, capsys):
+    """Found by review: a retrain without --warm-start trained a --hidden 8 --noise 0.1 model at the
+    defaults, and put its fill limit back to 5 (gaps of 6-20 samples then restarted windows live)."""
+    from dataclasses import replace
+
+    from sensorguard.service.bundle import load_bundle
+
+    bundle, _, _ = trained
+    options = {**bundle.training["options"], "hidden": 8, "noise": 0.1, "patience": 2}
+    publish(replace(bundle, fill_limit=20, training={**bundle.training, "options": options}), tmp_path / "reg", "pump")
+    shifted_plant(4000, seed=5).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["retrain", "--registry", str(tmp_path / "reg"), "--name", "pump", "--data",
+                 str(tmp_path / "new.csv"), "--max-epochs", "1", "--quiet", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "kept the model's own" in out and "--hidden 8" in out and "--noise 0.1" in out and "--fill-limit 20" in out
+    candidate = load_bundle(tmp_path / "reg" / "pump" / "v0002")
+    assert (candidate.config.hidden, candidate.fill_limit) == (8, 20)
+    assert candidate.training["options"]["noise"] == 0.1 and candidate.training["options"]["patience"] == 2
+    assert candidate.training["options"]["max_epochs"] == 1
+
+
+def test_recorded_readings_are_cleaned_with_the_given_fill_limit(tmp_path):
+    """The weekly timer's --recorded path ignored the fill limit (always 5)."""
+    from sensorguard.training.retrain import load_recorded
+
+    frame = plant_frame(rows=200, channels=3, seed=2)
+    frame.insert(0, "ts", frame.pop("timestamp").astype("int64") / 1e9)
+    frame.insert(1, "asset", "p")
+    frame = frame.drop(index=range(100, 110))  # 10 readings missing
+    (tmp_path / "rec").mkdir()
+    frame.to_parquet(tmp_path / "rec" / "part.parquet", index=False)
+    assert len(np.unique(load_recorded(tmp_path / "rec").segments)) == 2
+    assert len(np.unique(load_recorded(tmp_path / "rec", fill_limit=20).segments)) == 1
+
+
 def test_candidate_for_a_changed_process_is_promoted(registry, tmp_path, capsys):
     shifted_plant(4000, seed=6, gain=1.3, offset=0.5).to_csv(tmp_path / "new.csv", index=False)
     assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "new.csv"),

@@ -93,7 +93,7 @@ class RetrainResult:
 
 
 def load_recorded(
-    directory: str | Path, since: float | None = None, channels: Sequence[str] | None = None
+    directory: str | Path, since: float | None = None, channels: Sequence[str] | None = None, fill_limit: int = 5
 ) -> SensorData:
     """Readings the daemon recorded (Parquet with ``ts``, ``asset`` and channel columns).
 
@@ -120,7 +120,8 @@ def load_recorded(
         raise DataError(f"{directory}: no recorded readings since the given time")
     if learned:
         print(f"learning {learned} alert(s) acknowledged as false alarms as normal ({FALSE_ALARMS}/)")
-    return series_from_frame(frame, str(directory), time_column="ts", channels=channels, asset_column="asset")
+    return series_from_frame(frame, str(directory), time_column="ts", channels=channels, asset_column="asset",
+                             fill_limit=fill_limit)
 
 
 def injected_faults(holdout: SensorData, window: int, scale: np.ndarray) -> list[tuple[str, SensorData]]:
@@ -302,8 +303,26 @@ def new_normal_data(
             data = data.take(data.times >= start)
         parts.append(data)
     if recorded:
-        parts.append(load_recorded(recorded, since=start, channels=channels))
+        parts.append(load_recorded(recorded, since=start, channels=channels, fill_limit=fill_limit))
     return concat_series(parts) if len(parts) > 1 else parts[0]
+
+
+KEPT_OPTIONS = ("latent", "hidden", "max_epochs", "patience", "batch_size", "lr", "noise", "max_windows_per_epoch",
+                "focus", "weigh_channels", "split")  # window and hop: retrain() keeps the model's own always
+
+
+def own_options(bundle: Bundle | None) -> dict:
+    """The model's own training settings that a retrain keeps (``KEPT_OPTIONS``, as ``train`` was
+    told them: None where it chose from the data), from ``bundle.json``'s ``training.options``.
+
+    Without them a weekly retrain trained ``--hidden 8 --noise 0.1`` models at the defaults."""
+    stored = (bundle.training or {}).get("options") if bundle is not None else None
+    if not isinstance(stored, dict):
+        return {}
+    own = {k: stored[k] for k in KEPT_OPTIONS if k in stored}
+    if isinstance(own.get("split"), list):
+        own["split"] = tuple(own["split"])
+    return own
 
 
 def parse_since(text: str | None) -> float | None:
