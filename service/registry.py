@@ -190,14 +190,21 @@ def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
     infos = []
     for version in _versions_or_error(root, name):
         meta = read_meta(Path(root) / name / version)
-        training = meta.get("training", {})
-        span = training.get("time_range") or [None, None]
+        training = _mapping(meta.get("training"))  # (a field null or odd in one version: listed as "?")
+        span = training.get("time_range")
+        span = span if isinstance(span, list) and len(span) == 2 else [None, None]
+        threshold = meta.get("threshold")
         infos.append(VersionInfo(
             version, version == current, str(meta.get("created", "?")), span[0], span[1],
-            training.get("rows", "?"), meta.get("threshold", float("nan")),
-            (meta.get("metrics") or {}).get("promoted"),
+            training.get("rows", "?") if isinstance(training.get("rows", "?"), int | str) else "?",
+            float(threshold) if isinstance(threshold, int | float) else float("nan"),
+            _mapping(meta.get("metrics")).get("promoted"),
         ))
     return infos
+
+
+def _mapping(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def describe(root: str | os.PathLike, name: str, version: str | None = None) -> dict:
@@ -205,10 +212,12 @@ def describe(root: str | os.PathLike, name: str, version: str | None = None) -> 
     versions = _versions_or_error(root, name)
     current = current_version(root, name)
     version = version or current
+    if version is None:
+        raise BundleError(f"model {name!r} has no current version: name one (models list shows them)")
     if version not in versions:
         raise BundleError(f"model {name!r} has no version {version!r}")
     meta = read_meta(Path(root) / name / version)
-    meta.get("calibration", {}).pop("errors_sample", None)
+    _mapping(meta.get("calibration")).pop("errors_sample", None)
     return {"version": version, "current": version == current, **meta}
 
 

@@ -140,6 +140,23 @@ def test_models_list_show_promote_rollback(registry, trained, capsys):
     assert shown["version"] == "v0002" and shown["current"] and "errors_sample" not in shown["calibration"]
 
 
+def test_models_list_and_show_survive_a_version_with_null_fields(registry, trained, capsys):
+    """A bundle.json with "training": null (which load_bundle serves) broke models list and show
+    for the whole registry with an internal error (found by review)."""
+    bundle, _, _ = trained
+    publish(bundle, registry, "pump", make_current=False)
+    meta_path = registry / "pump" / "v0002" / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "training": None, "calibration": None, "metrics": None}))
+    assert main(["models", "list", "--registry", str(registry), "--name", "pump"]) == 0
+    assert "v0002" in capsys.readouterr().out
+    assert main(["models", "show", "v0002", "--registry", str(registry), "--name", "pump"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "v0002"
+    publish(bundle, registry, "other", make_current=False)
+    assert main(["models", "show", "--registry", str(registry), "--name", "other"]) == 1
+    assert "has no current version" in capsys.readouterr().err
+
+
 def test_promote_refuses_corrupt_bundle(registry, trained, capsys):
     bundle, _, _ = trained
     publish(bundle, registry, "pump", make_current=False)
