@@ -79,6 +79,31 @@ def test_age_bound(tmp_path):
     assert sorted(read_all(tmp_path).ts) == list(range(10, 20))
 
 
+def test_a_changed_worker_count_hands_the_old_layouts_recordings_to_a_recorder_that_trims_them(tmp_path):
+    """serve --workers 2 recorded into w0/ and w1/; after going to one worker nothing trimmed them
+    and every retrain read them (found by review). Adopted, the age bound removes the old one."""
+    from sensorguard.service.recorder import adopt_orphans
+
+    for k in (0, 1):
+        rec = Recorder(tmp_path / f"w{k}", CHANNELS, guard_s=0, flush_interval_s=0)
+        feed(rec, f"p{k}", 0, 10)
+        written = rec.flush(now_ts=1e9)
+        if k == 1:  # w1's file is 90 days old
+            os.utime(written, (time.time() - 90 * 86400, time.time() - 90 * 86400))
+    (tmp_path / "w0" / "alerts").mkdir()
+    (tmp_path / "w0" / "alerts" / "p0@1.parquet").write_bytes((tmp_path / "w0").glob("*/*.parquet").__next__()
+                                                              .read_bytes())
+    assert adopt_orphans(tmp_path, [tmp_path]) == 3
+    assert not (tmp_path / "w0").exists() and not (tmp_path / "w1").exists()
+    assert (tmp_path / "alerts" / "p0@1.parquet").exists()  # an acknowledgement finds it by name
+    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0, max_age_s=30 * 86400)
+    feed(rec, "p2", 100, 110)
+    rec.flush(now_ts=1e9)
+    assert set(read_all(tmp_path).asset) == {"p0", "p2"}  # p1's 90-day-old readings were trimmed
+    assert adopt_orphans(tmp_path, [tmp_path / "w0", tmp_path / "w1"]) == 3  # and back to two workers
+    assert len(list((tmp_path / "w0").glob("*/*.parquet"))) == 3
+
+
 def test_the_caps_hold_when_only_alerts_are_written(tmp_path):
     """Alert files were written without trimming: a fleet that only alerts kept every file past the
     size and age caps (found by review)."""
