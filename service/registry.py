@@ -12,11 +12,14 @@ that was never current. A registry from before the history starts it with its ``
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from sensorguard.service.bundle import (
 CURRENT_FILE = "CURRENT"
 SHADOW_FILE = "SHADOW"  # a candidate the daemon scores beside CURRENT without announcing (service.shadow)
 HISTORY_FILE = "HISTORY"
+LOCK_FILE = ".lock"  # flock: one writer of CURRENT and HISTORY at a time
 HISTORY_KEPT = 1000  # lines of CURRENT history kept (the oldest go)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -89,9 +93,40 @@ def load_current(root: str | os.PathLike, name: str) -> Bundle:
     return replace(load_bundle(path), name=name, version=path.name)
 
 
-def set_current(root: str | os.PathLike, name: str, version: str, history: list[str] | None = None) -> None:
+class CurrentMoved(BundleError):
+    """CURRENT is not the version the caller expected (another writer moved it meanwhile)."""
+
+
+_ANY = object()
+
+
+@contextmanager
+def pointer_lock(root: str | os.PathLike, name: str) -> Iterator[None]:
+    """Hold the model's pointer lock (``<name>/.lock``, flock): CURRENT and HISTORY are read,
+    checked and rewritten by one writer at a time (a retrain, ``models promote`` or ``rollback``),
+    so none overwrites what another just did or loses its HISTORY line."""
+    base = Path(root) / validate_name(name)
+    fd = os.open(base / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
+
+
+def set_current(root: str | os.PathLike, name: str, version: str, history: list[str] | None = None,
+                expect: object = _ANY) -> None:
     """Point CURRENT at ``version`` atomically (temp file, fsync, rename) and append it to HISTORY
-    (``history``: the history to write instead, ending with ``version``, as a rollback does)."""
+    (``history``: the history to write instead, ending with ``version``, as a rollback does).
+    ``expect``: the version (or None) CURRENT must still be; :class:`CurrentMoved` otherwise.
+    Takes the pointer lock; :func:`_set_current` is the same for a caller that holds it."""
+    with pointer_lock(root, name):
+        if expect is not _ANY and current_version(root, name) != expect:
+            raise CurrentMoved(f"CURRENT of {name!r} is {current_version(root, name)}, not {expect}")
+        _set_current(root, name, version, history)
+
+
+def _set_current(root: str | os.PathLike, name: str, version: str, history: list[str] | None = None) -> None:
     base = Path(root) / validate_name(name)
     if not _VERSION_RE.match(version) or not (base / version).is_dir():
         raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
@@ -230,8 +265,9 @@ def promote(root: str | os.PathLike, name: str, version: str) -> tuple[str | Non
         load_bundle(Path(root) / name / version)  # never point CURRENT at a bundle that cannot load
     except BundleError as exc:
         raise BundleError(f"refusing to make {version} current: {exc}") from None
-    old = current_version(root, name)
-    set_current(root, name, version)
+    with pointer_lock(root, name):
+        old = current_version(root, name)
+        _set_current(root, name, version)
     if shadow_version(root, name) == version:  # promoted by hand: it is no longer a shadow
         set_shadow(root, name, None)
     return old, version
@@ -243,20 +279,21 @@ def rollback(root: str | os.PathLike, name: str) -> tuple[str | None, str]:
     The current version leaves the history (a second rollback goes one further back); versions
     since deleted or unloadable are skipped."""
     versions = _versions_or_error(root, name)
-    current = current_version(root, name)
-    history = current_history(root, name)
-    while history and history[-1] == current:
-        history.pop()
-    while history:
-        candidate = history[-1]
-        try:
-            if candidate in versions:
-                load_bundle(Path(root) / name / candidate)
-                set_current(root, name, candidate, history=history)
-                return current, candidate
-        except BundleError:
-            pass
-        history.pop()
+    with pointer_lock(root, name):
+        current = current_version(root, name)
+        history = current_history(root, name)
+        while history and history[-1] == current:
+            history.pop()
+        while history:
+            candidate = history[-1]
+            try:
+                if candidate in versions:
+                    load_bundle(Path(root) / name / candidate)
+                    _set_current(root, name, candidate, history=history)
+                    return current, candidate
+            except BundleError:
+                pass
+            history.pop()
     raise BundleError(f"nothing to roll back to: no version was current before {current} "
                       "(models promote VERSION makes any version current)")
 

@@ -237,6 +237,30 @@ def test_a_current_that_moved_while_training_is_not_overwritten(registry, traine
     assert meta["metrics"]["promoted"] is False and meta["metrics"]["compared_with"] == "v0002"
 
 
+def test_a_current_that_moved_while_the_candidate_was_stored_is_not_overwritten(registry, trained, monkeypatch):
+    """The check ran before the version was written (torch.save, fsyncs): a rollback landing then
+    was overwritten by the promotion (found by review). CURRENT is now compared and set under the
+    registry's pointer lock."""
+    import sensorguard.training.retrain as retrain_module
+    from sensorguard.service.registry import set_current
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.train import TrainOptions
+
+    publish(trained[0], registry, "pump")  # v0002 current; v0001 before it
+    real = retrain_module.publish
+
+    def publish_and_roll_back(*args, **kwargs):
+        version = real(*args, **kwargs)
+        set_current(registry, "pump", "v0001")  # an operator rolls back while it is written
+        return version
+
+    monkeypatch.setattr(retrain_module, "publish", publish_and_roll_back)
+    data = series_from_frame(shifted_plant(3000, seed=6, gain=1.3, offset=0.5), "new")
+    result = retrain_module.retrain(registry, "pump", data, TrainOptions(max_epochs=2, progress=False), force=True)
+    assert not result.promoted and "CURRENT became v0001 while it was stored" in result.reason
+    assert current_version(registry, "pump") == "v0001"
+
+
 def test_an_unloadable_current_stops_a_retrain_instead_of_counting_as_no_model(registry, tmp_path):
     from sensorguard.service.bundle import BundleError
     from sensorguard.training.data import series_from_frame

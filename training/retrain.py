@@ -28,6 +28,7 @@ from sensorguard.service.alerts import AlertRules
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.recorder import ALERTS, FALSE_ALARMS, FAULTS
 from sensorguard.service.registry import (
+    CurrentMoved,
     current_version,
     load_current,
     publish,
@@ -251,7 +252,13 @@ def retrain(
     candidate = replace(candidate, metrics=metrics)
     version = publish(candidate, root, name, make_current=False)
     if promoted:
-        set_current(root, name, version)
+        try:  # (a promote or rollback may land while the version was written: CURRENT is theirs then)
+            set_current(root, name, version, expect=current.version if current is not None else None)
+        except CurrentMoved:
+            moved = current_version(root, name)
+            promoted = False
+            reason += (f"; not promoted: CURRENT became {moved} while it was stored (it was compared with "
+                       f"{current.version if current is not None else 'none'}); promote it by hand if still wanted")
     elif shadow and passed and current is not None:
         set_shadow(root, name, version)
         reason += f"; shadowing CURRENT {current.version} (models promote --gate live)"
