@@ -110,6 +110,7 @@ def fit_network(
     system = AutoencoderSystem(
         channels=config.channels, window=config.window, latent=config.latent, hidden=config.hidden,
         depth=config.depth, lr=options.lr, noise=options.noise, linear=config.linear,
+        conv_weight_decay=options.conv_weight_decay,
     )
     warm = init_state is not None and _fits(system.net, init_state)
     if warm:

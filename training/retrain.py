@@ -314,7 +314,8 @@ def new_normal_data(
     return concat_series(parts) if len(parts) > 1 else parts[0]
 
 
-KEPT_OPTIONS = ("latent", "hidden", "max_epochs", "patience", "batch_size", "lr", "noise", "max_windows_per_epoch",
+KEPT_OPTIONS = ("latent", "hidden", "max_epochs", "patience", "batch_size", "lr", "noise", "conv_weight_decay",
+                "max_windows_per_epoch",
                 "focus", "weigh_channels", "split")  # window and hop: retrain() keeps the model's own always
 
 

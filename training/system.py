@@ -18,6 +18,9 @@ class AutoencoderSystem(pl.LightningModule):
 
     noise: std of Gaussian noise added to inputs during training (denoising autoencoder); the
     target stays the clean window, which makes the model less eager to copy noise.
+    conv_weight_decay: AdamW's decay on the conv path (the linear path, PCA's, keeps
+    ``weight_decay``): smaller weights extrapolate less wildly to a load the training rows never
+    showed (measured in docs/benchmarks.md, session 31).
     """
 
     def __init__(
@@ -31,6 +34,7 @@ class AutoencoderSystem(pl.LightningModule):
         weight_decay: float = 1e-5,
         noise: float = 0.0,
         linear: int = 0,
+        conv_weight_decay: float = 1e-5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -64,4 +68,8 @@ class AutoencoderSystem(pl.LightningModule):
         return self._common_step(batch, "val")
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        linear = [p for n, p in self.net.named_parameters() if n.startswith(("project.", "unproject."))]
+        conv = [p for n, p in self.net.named_parameters() if not n.startswith(("project.", "unproject."))]
+        groups = [{"params": conv, "weight_decay": self.hparams.conv_weight_decay},
+                  {"params": linear, "weight_decay": self.hparams.weight_decay}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hparams.lr)

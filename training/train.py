@@ -48,6 +48,7 @@ class TrainOptions:
     batch_size: int = 256
     lr: float = 2e-3
     noise: float = 0.0
+    conv_weight_decay: float = 0.05  # AdamW decay on the conv path only (training.system)
     max_windows_per_epoch: int = 16384
     threshold_method: str = "pot"
     false_alerts_per_day: float = 1.0
