@@ -88,6 +88,7 @@ class Ownership:
         self._releases: dict[int, asyncio.Task] = {}  # partitions being handed over (still renewed meanwhile)
         self._renewed: dict[int, float] = {}  # partition -> monotonic time its lease was last written
         self._tasks: set[asyncio.Task] = set()  # losses running beside the ticks
+        self._losing: dict[int, asyncio.Task] = {}  # partitions lost whose lose() has not ended yet
         self._joined = False  # the membership was written once
 
     def holds(self, k: int) -> bool:
@@ -127,7 +128,9 @@ class Ownership:
         want = {k for k, m in assign(self.partitions, self.members).items() if m == self.worker}
         for k in sorted(set(self.owned) - want - set(self._releases)):  # handed over in the background
             self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
-        for k in sorted(want - set(self.owned)):
+        # a partition whose lease lapsed (nobody took it) is claimed again only once its lose()
+        # ended: else that late hand-over dropped the buffers, state and controls just adopted
+        for k in sorted(want - set(self.owned) - set(self._losing)):
             sent = time.monotonic()
             revision = await self._claim(k)
             if revision is not None:
@@ -152,16 +155,18 @@ class Ownership:
                     log.warning("lost partition %d: its lease expired and another worker took it", k)
                     del self.owned[k]
                     self._changed("lost")
-                    self._background(self.lose(k, False), f"lost-{k}")
+                    self._losing[k] = self._background(self.lose(k, False), f"lost-{k}")
+                    self._losing[k].add_done_callback(lambda _, k=k: self._losing.pop(k, None))
                 continue
             if k in self.owned:
                 self.owned[k] = revision
                 self._renewed[k] = sent
 
-    def _background(self, work: Any, name: str) -> None:
+    def _background(self, work: Any, name: str) -> asyncio.Task:
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)  # kept until done (the loop holds tasks weakly)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _claim(self, k: int) -> int | None:
         from nats.js.errors import KeyWrongLastSequenceError

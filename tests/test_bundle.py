@@ -7,6 +7,7 @@ import torch
 
 from sensorguard.service.bundle import BundleError, load_bundle, save_bundle
 from sensorguard.service.registry import (
+    LOCK_FILE,
     current_version,
     list_versions,
     load_current,
@@ -141,7 +142,7 @@ def test_registry_versions_and_current(tmp_path, tiny_bundle):
     assert load_current(tmp_path, "pump").version == "v0002"
     set_current(tmp_path, "pump", "v0001")
     assert resolve_current(tmp_path, "pump").name == "v0001"
-    assert not [p for p in (tmp_path / "pump").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (tmp_path / "pump").iterdir() if p.name.startswith(".") and p.name != LOCK_FILE]
     with pytest.raises(BundleError, match="no version"):
         set_current(tmp_path, "pump", "v0009")
 

@@ -109,3 +109,75 @@ async def _scenario(servers) -> None:
         assert set(b.ownership.owned) == set(range(8)) and took < cluster.LEASE_S  # no lease had to run out
     finally:
         await nc.close()
+
+
+class MemoryOwners:
+    """The owners bucket operations :class:`Ownership` uses, in memory; a key in ``lapse`` is gone
+    at its next renewal, as a lease that expired while the bucket elected a leader."""
+
+    def __init__(self) -> None:
+        self.revisions: dict[str, int] = {}
+        self.revision = 0
+        self.lapse: set[str] = set()
+
+    async def put(self, key: str, value: bytes) -> int:
+        self.revision += 1
+        self.revisions[key] = self.revision
+        return self.revision
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if key in self.lapse or self.revisions.get(key) != last:
+            self.lapse.discard(key)
+            self.revisions.pop(key, None)
+            raise KeyWrongLastSequenceError()
+        return await self.put(key, value)
+
+    async def create(self, key: str, value: bytes) -> int:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if key in self.revisions:
+            raise KeyWrongLastSequenceError()
+        return await self.put(key, value)
+
+    async def keys(self) -> list[str]:
+        return list(self.revisions)
+
+    async def delete(self, key: str, last: int | None = None) -> None:
+        self.revisions.pop(key, None)
+
+
+def test_a_lapsed_lease_is_claimed_again_only_after_its_loss_was_handled():
+    """A lease that lapsed with nobody taking it was claimed back at once, while the loss's
+    hand-over still waited for the scorer: when it ended it dropped the buffers, alert state and
+    controls the new claim had just adopted (found by review)."""
+
+    async def scenario() -> list[tuple[str, int]]:
+        calls: list[tuple[str, int]] = []
+        handled = asyncio.Event()
+
+        async def gain(k: int) -> None:
+            calls.append(("gain", k))
+
+        async def lose(k: int, handing_over: bool) -> None:
+            calls.append(("lose", k))
+            await handled.wait()  # the scorer hands the assets over after its batch
+            calls.append(("lost", k))
+
+        kv = MemoryOwners()
+        ownership = Ownership(kv, "a", 1, gain, lose)
+        await ownership.tick()
+        await ownership.tick()
+        assert calls == [("gain", 0)]
+        kv.lapse.add("partition.0")
+        await ownership.tick()  # the renewal fails: lose(0) runs beside the ticks
+        await asyncio.sleep(0)
+        await ownership.tick()
+        assert calls == [("gain", 0), ("lose", 0)] and 0 not in ownership.owned
+        handled.set()
+        await asyncio.sleep(0.01)
+        await ownership.tick()
+        return calls
+
+    assert asyncio.run(scenario()) == [("gain", 0), ("lose", 0), ("lost", 0), ("gain", 0)]
