@@ -204,6 +204,18 @@ class Ingest:
         with self.cond:
             return asset in self.buffers
 
+    def drop(self, assets: set[str]) -> int:
+        """Cluster mode, a partition lost (its lease ran out and another worker took it): free these
+        assets' buffers now, their queued windows unscored (``windows_dropped{reason="partition_lost"}``):
+        the new owner primes and scores them from the window stream, and scoring them here too
+        announced the same alerts twice. How many windows went."""
+        with self.cond:
+            dropped = sum(self.buffers.forget(asset) for asset in assets)
+            if dropped:
+                self.metrics.windows_dropped.labels("partition_lost").inc(dropped)
+            self._gauges()
+        return dropped
+
     def forget_silent(self, before: float) -> dict[str, float]:
         """Free the buffers of assets that sent nothing since ``before`` (monotonic); for each, the
         reading time of its last sample."""

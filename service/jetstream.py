@@ -235,6 +235,8 @@ class ClusterSource:
             self.metrics.partition_info.remove(self.worker, f"cluster/{k}")
         if task is not None and halt is not None:
             halt.set()
+            if not handing_over and abort is not None:  # lost: another worker serves it now, so its
+                abort.set()  # taking thread stops at once (a batch it held would be redelivered there too)
             try:
                 await asyncio.wait_for(asyncio.shield(task), FETCH_WAIT_S + RELEASE_WAIT_S)
             except (TimeoutError, asyncio.CancelledError):
@@ -244,6 +246,8 @@ class ClusterSource:
         assets = set(self.taker.assets.pop(k, set()))  # a copy: a taking thread may still add to the old set
         self.sync.leaving |= assets
         timed_out = False
+        if assets and not handing_over:  # their queued windows are the new owner's to score
+            self.ingest.drop(assets)
         if assets:
             done: Future = Future()
             self._handovers.append((assets, done))
@@ -255,9 +259,8 @@ class ClusterSource:
                 timed_out = True
             for asset in assets:  # an older state still queued must not overwrite the last one
                 self.sync.outbox.pop(asset, None)
-            if handing_over:
-                self.sync.outbox.update(states)
-                await self.sync.flush()
+            if handing_over:  # (tried again while the bucket fails; the lease is renewed meanwhile)
+                await self.sync.hand_over(states)
         if self.ownership is not None:  # maintenance and shelving go with them
             await self.sync.hand_over_controls(lambda a: partition_of(a, self.ownership.partitions) == k, handing_over)
         if not timed_out:  # else step() lets them go once the scorer handed them over

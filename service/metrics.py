@@ -41,7 +41,7 @@ from sensorguard.service.sensors import KINDS as SENSOR_KINDS
 
 log = logging.getLogger(__name__)
 
-WINDOW_DROP_REASONS = ("scoring_failed", "asset_silent")  # windows_dropped_total{reason}
+WINDOW_DROP_REASONS = ("scoring_failed", "asset_silent", "partition_lost")  # windows_dropped_total{reason}
 
 OTHER = "_other"
 ACK_BUCKETS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)  # time to acknowledge

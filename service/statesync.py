@@ -4,8 +4,10 @@ Per asset, two keys in ``sensorguard_state``: its alert and drift state (``state
 alert status change, every 30 s, and on hand-over; deleted when the asset's state ended) and its
 maintenance, shelving and acknowledgeable alerts (``controls_key``: when they change). Writes are
 queued from any thread and made by the event loop's writer every ``STATE_FLUSH_S``, one flush at a
-time so an older state never lands last; a failed write is tried again at the next flush, unless
-the asset is being handed over (then it is its next owner's to write). Everything here runs on the
+time so an older state never lands last; a failed write is tried again at the next flush. A
+hand-over's states and controls are written by :meth:`hand_over` and :meth:`hand_over_controls`,
+tried again while the bucket fails for up to ``HANDOVER_WRITE_S`` (the lease is renewed meanwhile,
+so the next owner cannot read the bucket before). Everything here runs on the
 event loop, except :meth:`StateSync.queue` and :meth:`StateSync.mark`, which may be called from
 any thread through ``loop.call_soon_threadsafe``.
 """
@@ -25,6 +27,8 @@ from sensorguard.service.commands import AlarmControls
 log = logging.getLogger(__name__)
 
 STATE_FLUSH_S = 0.5  # queued per-asset states and controls are written this often
+HANDOVER_WRITE_S = 10.0  # a hand-over's writes are tried again this long while the bucket fails
+RETRY_S = 0.5
 
 
 class StateSync:
@@ -81,17 +85,50 @@ class StateSync:
                     if asset not in self.leaving:
                         self.outbox.setdefault(asset, data)
 
+    async def hand_over(self, states: dict[str, bytes | None]) -> int:
+        """Write the states of assets handed over, trying again while the bucket fails (for up to
+        ``HANDOVER_WRITE_S``); how many could not be written (logged). A failed write was dropped:
+        its next owner adopted an older state (an alert that had cleared came back up)."""
+        if self._bucket is None:  # never opened: nothing can be written
+            return len(states)
+        left = dict(states)
+        deadline = asyncio.get_running_loop().time() + HANDOVER_WRITE_S
+        while True:
+            for asset, data in list(left.items()):
+                try:
+                    if data is None:
+                        await self._bucket.delete(state_key(asset))
+                    else:
+                        await self._bucket.put(state_key(asset), data)
+                    del left[asset]
+                except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
+                    log.debug("cluster: handing over the state of %s: %s", asset, exc)
+            if not left or asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(RETRY_S)
+        if left:
+            log.warning("cluster: the states of %d assets could not be handed over (e.g. %s)", len(left),
+                        next(iter(left)))
+        return len(left)
+
     async def hand_over_controls(self, leaving: Callable[[str], bool], write: bool) -> None:
         """The controls of the assets ``leaving`` this worker: written for their next owner (with
-        ``write``; a clean hand-over) or not at all (it holds them now), then forgotten here."""
+        ``write``; a clean hand-over, tried again while the bucket fails, as :meth:`hand_over`) or
+        not at all (it holds them now), then forgotten here."""
         if self.controls is None:
             return
         held = {asset for asset in self.controls.assets() if leaving(asset)}
         self.controls_dirty -= held
         if write:
-            for asset in held:
-                if not await self.write_controls(asset):
-                    log.warning("cluster: the controls of %s could not be handed over", asset)
+            left = set(held)
+            deadline = asyncio.get_running_loop().time() + HANDOVER_WRITE_S
+            while True:
+                left = {asset for asset in left if not await self.write_controls(asset)}
+                if not left or asyncio.get_running_loop().time() >= deadline:
+                    break
+                await asyncio.sleep(RETRY_S)
+            for asset in sorted(left):
+                log.warning("cluster: the controls of %s could not be handed over", asset)
         self.controls.forget(held)
 
     async def write_controls(self, asset: str) -> bool:

@@ -454,3 +454,43 @@ def test_the_taker_maps_readings_subjects_to_topics_and_forgets_them_past_its_ca
         assert len(taken) == 6  # nothing of either handed to the ingest
     finally:
         it.close()
+
+
+class FlakyBucket:
+    """A state bucket whose first ``fails`` writes fail, as while it elects a leader."""
+
+    def __init__(self, fails: int) -> None:
+        self.fails, self.kept = fails, {}
+
+    async def put(self, key: str, value: bytes) -> None:
+        if self.fails > 0:
+            self.fails -= 1
+            raise TimeoutError("no leader")
+        self.kept[key] = value
+
+    async def delete(self, key: str) -> None:
+        await self.put(key, b"")
+        del self.kept[key]
+
+
+def test_a_hand_over_writes_its_states_and_controls_again_while_the_bucket_fails(monkeypatch):
+    """A hand-over's failed writes were dropped and the lease released anyway: the next owner
+    adopted an older state (an alert that had cleared came back up; found by review)."""
+    from sensorguard.service import statesync
+    from sensorguard.service.commands import AlarmControls
+    from sensorguard.service.statesync import StateSync
+
+    monkeypatch.setattr(statesync, "RETRY_S", 0.01)
+    controls = AlarmControls()
+    controls.raised("p1@1", "p1", now=1.0)  # an alert that can still be acknowledged: p1's controls
+    sync = StateSync(controls, lambda asset: True)
+    bucket = FlakyBucket(fails=5)
+    sync.open(bucket)
+    left = asyncio.run(sync.hand_over({"p1": b'{"alert":{}}', "p2": b'{"alert":{}}'}))
+    assert left == 0 and set(bucket.kept) == {cluster.state_key("p1"), cluster.state_key("p2")}
+    bucket.fails = 3
+    asyncio.run(sync.hand_over_controls(lambda asset: True, write=True))
+    assert cluster.controls_key("p1") in bucket.kept and controls.assets() == set()
+    monkeypatch.setattr(statesync, "HANDOVER_WRITE_S", 0.05)
+    sync.open(FlakyBucket(fails=10_000))  # never back: given up after HANDOVER_WRITE_S, and said
+    assert asyncio.run(sync.hand_over({"p1": None})) == 1

@@ -159,6 +159,20 @@ def test_windows_never_judged_are_counted_and_a_failed_batch_keeps_the_sensor_fa
     assert value(other, "sensorguard_windows_dropped_total", reason="scoring_failed") == 0
 
 
+def test_a_lost_partitions_queued_windows_are_dropped_and_counted_not_scored_twice(tiny_bundle):
+    """Cluster mode: after a lease ran out and another worker took the partition, this worker still
+    scored its queued windows, which the new owner primes and scores too: the same alerts twice
+    (found by review). They are dropped at once, and counted."""
+    daemon, client = make(tiny_bundle)
+    for asset in ("pump-1", "pump-2"):
+        for i in range(tiny_bundle.window):
+            daemon.ingest.handle(client, message(asset, T0 + i))
+    assert daemon.buffers.pending() == 2
+    assert daemon.ingest.drop({"pump-1"}) == 1
+    assert daemon.buffers.pending() == 1 and "pump-1" not in daemon.buffers and "pump-2" in daemon.buffers
+    assert value(daemon, "sensorguard_windows_dropped_total", reason="partition_lost") == 1
+
+
 def test_silent_assets_get_a_silent_sensor_fault_and_free_their_slot(tiny_bundle):
     daemon, client = make(tiny_bundle, stale_after_s=60, max_assets=1)
     daemon.ingest.handle(client, message("pump-1", T0))
