@@ -203,13 +203,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     from sensorguard.training.offline import score_table
 
     bundle = load_bundle(args.bundle)
-    out = score_table(bundle, _score_rows(args, bundle))
+    scored = _score_rows(args, bundle)
+    out = score_table(bundle, scored)
     _write_table(out, args.out)
     n_scored = int(out["score"].notna().sum())
     print(
         f"scored {n_scored} of {len(out)} rows -> {args.out} "
         f"({int(out['anomaly'].sum())} anomalous rows, {int(out['alert'].sum())} rows in alert)"
     )
+    for note in scored.data.notes:  # what the cleaning did: filled cells, refused readings, markers
+        print(f"note: {note}")
     return 0
 
 

@@ -23,7 +23,8 @@ reasons drop the message with one reject; per-sample reasons drop that sample an
 - ``bad_values``: ``values`` missing, not an object, empty, or holding a non-number (bools and
   strings are not numbers; ``null`` is a missing value). Per sample.
 - ``non_finite``: ``ts`` is NaN or +-Infinity. Per sample. A *value* that is NaN, +-Infinity,
-  ``null`` or overflows a double is a missing value of that channel (NaN): the reading is kept
+  ``null`` or of magnitude ``NO_DATA`` (1e30) or more (a historian's no-data marker, 3.4e38) is a
+  missing value of that channel (NaN), as in ``score``'s files: the reading is kept
   and the channel forward-filled as offline (:mod:`sensorguard.service.cleaning`).
 - ``parse_error``: an unexpected failure inside this parser (a bug): the message is counted and
   dropped instead of crashing the daemon. Whole message.
@@ -91,6 +92,7 @@ MAX_ASSET_CHARS = 200
 MAX_DEPTH = 1024  # JSON nesting refused beyond this (a reading is 4 deep); orjson's own limit since 3.9.15
 MAX_ASSET_LEVELS = 8
 NAN = float("nan")
+NO_DATA = 1e30  # a value this large is a marker, not a measurement (historians write 3.4e38): missing
 
 # One level: 1..64 of [A-Za-z0-9._-], and not "." or ".." (those would read as paths in files and URLs).
 _LEVEL = r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]{1,64}"
@@ -232,7 +234,7 @@ def _sample(obj: dict) -> tuple[Sample, None] | tuple[None, str]:
     for v in values.values():
         t = type(v)
         if t is float:
-            if v - v != 0.0:  # inf - inf and nan - nan are NaN; any finite float gives 0.0
+            if not -NO_DATA < v < NO_DATA:  # NaN, +-inf and no-data markers (NaN compares False)
                 convert = True
         elif t is int or v is None:
             convert = True
@@ -244,11 +246,11 @@ def _sample(obj: dict) -> tuple[Sample, None] | tuple[None, str]:
 
 
 def _value(v: float | int | None) -> float:
-    """A channel's value as a float; NaN (missing) for null, NaN, +-Infinity and ints beyond a double."""
-    if v is None or (type(v) is int and not -1.7e308 < v < 1.7e308):
+    """A channel's value as a float; NaN (missing) for null, NaN, +-Infinity and a no-data marker
+    (``NO_DATA`` or larger, ints included)."""
+    if v is None or not -NO_DATA < v < NO_DATA:
         return NAN
-    v = float(v)
-    return v if v - v == 0.0 else NAN
+    return float(v)
 
 
 def parse_ts(value: object) -> float | None:

@@ -240,3 +240,61 @@ def test_a_second_clock_is_not_a_channel():
                    time=np.arange(6.0) * 60, p=[1.0, 3.0, 2.0, 4.0, 3.0, 5.0], q=[2.0, 1.0, 4.0, 3.0, 5.0, 4.0])
     data = series_from_frame(frame, "two-clocks")
     assert data.channels == ("p", "q") and any("time columns left out: time" in n for n in data.notes)
+
+
+def _export(rows: int = 40) -> pd.DataFrame:
+    frame = plant_frame(rows=rows, channels=2, seed=3, period="1min")
+    frame.columns = ["timestamp", "temp", "pressure"]
+    return frame
+
+
+def test_hostile_plant_exports_are_read_as_written(tmp_path):
+    """Found by review: each of these read wrong numbers or lost rows, silently."""
+    frame = _export()
+    # a European Excel export: semicolons, decimal commas (every cell was missing and filled)
+    text = "Zeit;Temp;Druck\n" + "".join(f"{t:%Y-%m-%d %H:%M:%S};{a:.2f};{b:.3f}\n".replace(".", ",")
+                                           for t, a, b in frame.itertuples(index=False))
+    (tmp_path / "eu.csv").write_text(text)
+    eu = load_frame([tmp_path / "eu.csv"])
+    assert np.allclose(eu.values, frame[["temp", "pressure"]].round({"temp": 2, "pressure": 3}).to_numpy())
+    # a number written with thousands separators, quoted in a comma CSV
+    grouped = frame.astype({"temp": object})
+    grouped.loc[10, "temp"] = "1,034.5"
+    grouped.to_csv(tmp_path / "grouped.csv", index=False)
+    assert load_frame([tmp_path / "grouped.csv"]).values[10, 0] == 1034.5
+    # split German date and time columns (one row per day was kept)
+    de = pd.DataFrame({"Datum": frame.timestamp.dt.strftime("%d.%m.%Y"),
+                       "Uhrzeit": frame.timestamp.dt.strftime("%H:%M:%S"), "Temp": frame.temp})
+    de.to_csv(tmp_path / "de.csv", sep=";", index=False)
+    split = load_frame([tmp_path / "de.csv"])
+    assert len(split) == len(frame) and split.times[0] == frame.timestamp[0].timestamp()
+    assert any("'Datum' and 'Uhrzeit'" in note for note in split.notes)
+    # dates written with dots put the day first, even when no day is above 12 (5 March, not May 3rd)
+    dotted = pd.DataFrame({"Zeitstempel": frame.timestamp.dt.strftime("05.03.2024 %H:%M:%S"), "Temp": frame.temp})
+    dotted.to_csv(tmp_path / "dotted.csv", index=False)
+    assert pd.Timestamp(load_frame([tmp_path / "dotted.csv"]).times[0], unit="s").month == 3
+    # Excel serial dates (read as seconds of 1970-01-01 before)
+    excel = frame.assign(timestamp=frame.timestamp.map(lambda t: t.timestamp() / 86400 + 25569))
+    excel.to_csv(tmp_path / "excel.csv", index=False)
+    days = load_frame([tmp_path / "excel.csv"])
+    assert days.times[0] == frame.timestamp[0].timestamp() and days.sample_period == 60.0
+    # a table written with its index: the row numbers are not a sensor
+    frame.to_csv(tmp_path / "indexed.csv")
+    assert load_frame([tmp_path / "indexed.csv"]).channels == ("temp", "pressure")
+
+
+def test_a_historians_no_data_marker_is_missing_not_a_reading(tmp_path):
+    """One 3.4e38 (float32's largest, a historian's no-data) in training set the channel's scale to
+    2e37: the model was blind to it (found by review). Live, the daemon reads it as missing too."""
+    from sensorguard.service.payload import parse_message
+
+    frame = _export()
+    frame.loc[7, "pressure"] = 3.4028235e38
+    frame.to_csv(tmp_path / "marker.csv", index=False)
+    data = load_frame([tmp_path / "marker.csv"])
+    assert np.abs(data.values).max() < 1e3
+    assert any("no-data marker" in note for note in data.notes)
+    parsed = parse_message("sensors/pump/readings", b'{"ts": 1700000000, "values": {"p": 3.4028235e38, "t": 1.5}}',
+                           "sensors")
+    (sample,) = parsed.samples
+    assert parsed.rejects == [] and np.isnan(sample.values["p"]) and sample.values["t"] == 1.5

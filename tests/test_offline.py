@@ -118,3 +118,15 @@ def test_evaluate_counts_a_fault_that_falls_where_a_gap_restarted_the_window(tin
     assert anomaly["tp"] + anomaly["fn"] == 11
     assert result["not_judged"] == {"rows": 15, "anomalous_rows": 0}  # the first window's leading rows
     assert result["rows"] == len(frame) - 15
+
+
+def test_score_says_what_the_cleaning_did(tiny_bundle, tmp_path, capsys):
+    """score printed no notes: cells filled, markers read as missing, readings refused all went
+    unsaid (found by review)."""
+    bundle_dir = save_bundle(tiny_bundle, tmp_path / "b")
+    frame = machine(1, 0.0).drop(columns="anomaly")
+    frame.loc[30, "b"] = 3.4028235e38
+    frame.to_csv(tmp_path / "marked.csv", index=False)
+    assert main(["score", str(bundle_dir), str(tmp_path / "marked.csv"), "--out", str(tmp_path / "o.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 values of magnitude 1e+30 or more read as missing" in out

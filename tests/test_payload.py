@@ -282,7 +282,7 @@ def test_arbitrary_json_never_raises_and_accounts_for_every_sample(samples: list
     st.lists(st.floats(payload.TS_MIN, payload.TS_MAX - 1), min_size=1, max_size=5),
     st.dictionaries(
         st.text(min_size=1, max_size=8),
-        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(-payload.NO_DATA, payload.NO_DATA, exclude_min=True, exclude_max=True),  # beyond: missing
         min_size=1,
         max_size=5,
     ),

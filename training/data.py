@@ -19,15 +19,19 @@ import numpy as np
 import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
+from sensorguard.service.payload import NO_DATA
 from sensorguard.service.sensors import SensorRules, watch_rows
 from sensorguard.training.tables import (
+    DATE_NAMES,
     DataError,
     choose_channels,
     cols,
+    dates_only,
     find_time_column,
     parse_times,
     read_table,
     time_of_day_only,
+    to_numbers,
 )
 
 __all__ = ["DataError", "SensorData", "concat_series", "drop_labeled", "load_frame", "machine_rows", "read_table",
@@ -166,19 +170,32 @@ def series_from_frame(
 
     tcol = find_time_column(frame, time_column, name)
     stamps = frame[tcol]
-    if time_of_day_only(stamps):  # a Date and a Time column, as plant exports often write them
-        dates = [c for c in frame.columns if str(c).strip().lower() == "date" and c != tcol]
+    # a date column and a time-of-day column, as plant exports often write them (Date/Time, Datum/Uhrzeit)
+    if time_of_day_only(stamps):
+        dates = [c for c in frame.columns
+                 if c != tcol and (str(c).strip().lower() in DATE_NAMES or dates_only(frame[c]))]
         if dates:
             stamps = frame[dates[0]].astype(str).str.strip() + " " + stamps.astype(str).str.strip()
             exclude = (*exclude, dates[0])
             notes.append(f"timestamps from columns {dates[0]!r} and {tcol!r} together")
         else:
             notes.append(f"column {tcol!r} holds times of day without dates: read as today's")
-    times = parse_times(stamps, tcol, name)
+    elif time_column is None and dates_only(stamps):  # found the dates: the times sit beside them
+        clock = next((c for c in frame.columns if c != tcol and time_of_day_only(frame[c])), None)
+        if clock is not None:
+            stamps = stamps.astype(str).str.strip() + " " + frame[clock].astype(str).str.strip()
+            exclude = (*exclude, clock)
+            notes.append(f"timestamps from columns {tcol!r} and {clock!r} together")
+    times = parse_times(stamps, tcol, name, notes)
     if asset_column is None:  # several machines in one table, the column named in any case
         asset_column = next((c for c in frame.columns if str(c).strip().lower() == "asset"), None)
     chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes, asset_column)
-    values = frame[list(chosen)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    values = frame[list(chosen)].apply(to_numbers).to_numpy(dtype=np.float64, copy=True)
+    huge = np.abs(values) >= NO_DATA  # (NaN compares False)
+    if huge.any():  # a historian's "no data" (3.4e38, float32's largest): one such row set a channel's scale
+        values[huge] = np.nan
+        notes.append(f"{int(huge.sum())} values of magnitude {NO_DATA:g} or more read as missing (a historian's "
+                     "no-data marker)")
     labels = {}
     if label_column is not None:
         if label_column not in frame.columns:

@@ -9,6 +9,7 @@ what these functions find).
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pandas as pd
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
                "changepoint", "changepoints"}
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "time_stamp", "date_time")
+DATE_NAMES = {"date", "datum", "fecha", "data", "dato", "day"}  # beside a time-of-day column
+EXCEL_EPOCH_DAYS = 25569  # 1970-01-01 as an Excel serial date
 
 
 class DataError(Exception):
@@ -38,7 +41,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
             sample = fh.read(65536)
         if not sample.strip():
             raise DataError(f"{path}: file is empty")
-        return pd.read_csv(path, sep=_sniff_delimiter(sample), low_memory=False)
+        sep = _sniff_delimiter(sample)
+        return pd.read_csv(path, sep=sep, decimal=_sniff_decimal(sample, sep), low_memory=False)
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types for broken files
@@ -51,6 +55,33 @@ def _sniff_delimiter(sample: str) -> str:
     except csv.Error:
         header = sample.splitlines()[0]
         return max(",;\t", key=header.count)
+
+
+def _sniff_decimal(sample: str, sep: str) -> str:
+    """``,`` for a semicolon or tab CSV whose numbers are written ``20,5`` (a European Excel
+    export; read with ``.`` every such cell was missing and forward-filled), else ``.``."""
+    if sep == ",":
+        return "."
+    comma = len(re.findall(r"(?<![\d.,])[+-]?\d+,\d+(?![\d.,])", sample))
+    point = len(re.findall(r"(?<![\d.,:])[+-]?\d+\.\d+(?![\d.,])", sample))
+    return "," if comma > point else "."
+
+
+GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # 1,034.5: thousands grouped with commas
+
+
+def to_numbers(column: pd.Series) -> pd.Series:
+    """A column's cells as numbers (NaN where a cell is not one), a number written with thousands
+    separators (``"1,034.5"``, quoted in a comma CSV) included: coerced, it was missing and filled."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    if pd.api.types.is_numeric_dtype(column) or not numbers.isna().any():
+        return numbers
+    text = column.astype(str).str.strip()
+    grouped = numbers.isna() & text.str.fullmatch(GROUPED)
+    if grouped.any():
+        numbers = numbers.astype(np.float64)
+        numbers[grouped] = pd.to_numeric(text[grouped].str.replace(",", "", regex=False), errors="coerce")
+    return numbers
 
 
 def find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) -> str:
@@ -70,8 +101,9 @@ def find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) ->
     raise DataError(f"{name}: no timestamp column found; name one with --time-column (columns: {cols(frame)})")
 
 
-def parse_times(column: pd.Series, tcol: str, name: str) -> np.ndarray:
-    """Timestamps to epoch seconds (float64). Numbers are epoch seconds (or ms when huge)."""
+def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None = None) -> np.ndarray:
+    """Timestamps to epoch seconds (float64). Numbers are epoch seconds (or ms when huge), or
+    Excel serial dates (days since 1899-12-30) when they are days of 1954-2119 a fraction apart."""
     if not len(column):
         raise DataError(f"{name}: no data rows (a header only)")
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
@@ -81,6 +113,11 @@ def parse_times(column: pd.Series, tcol: str, name: str) -> np.ndarray:
             if size > limit:
                 secs = secs / per_second
                 break
+        else:
+            if _excel_days(secs):
+                secs = np.round((secs - EXCEL_EPOCH_DAYS) * 86400.0, 3)  # (a day's float holds ~1 us)
+                if notes is not None:
+                    notes.append(f"column {tcol!r} read as Excel serial dates (days since 1899-12-30)")
     else:
         parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed", dayfirst=_day_first(column, name))
         secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
@@ -92,6 +129,25 @@ def parse_times(column: pd.Series, tcol: str, name: str) -> np.ndarray:
         secs = secs.copy()
         secs[bad] = np.nan
     return secs
+
+
+def _excel_days(values: np.ndarray) -> bool:
+    """Whether numbers look like Excel serial dates: every one a day of 1954-2119 and the typical
+    step under a day (read as epoch seconds they were minutes of 1970-01-01)."""
+    finite = values[np.isfinite(values)]
+    if len(finite) < 2 or not ((finite > 20000) & (finite < 80000)).all():
+        return False
+    steps = np.diff(np.sort(finite))
+    steps = steps[steps > 0]
+    return bool(len(steps)) and float(np.median(steps)) < 1.0 and not np.allclose(steps, np.round(steps))
+
+
+def dates_only(column: pd.Series) -> bool:
+    """Whether a text column holds dates without times of day (``14.03.2024``, ``2024-03-14``)."""
+    if pd.api.types.is_numeric_dtype(column):
+        return False
+    text = column.dropna().astype(str).str.strip().head(200)
+    return bool(len(text)) and text.str.fullmatch(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}").mean() > 0.9
 
 
 def _day_first(column: pd.Series, name: str) -> bool:
@@ -106,6 +162,8 @@ def _day_first(column: pd.Series, name: str) -> bool:
     shaped = fields[0].notna()
     if not len(text) or shaped.mean() < 0.5:
         return False  # ISO (year first) or another shape: nothing to decide
+    if text[shaped].str.match(r"^\d{1,2}\.\d{1,2}\.").mean() > 0.5:
+        return True  # 05.03.2024: dates written with dots put the day first (German, Nordic, Russian)
     first, second = fields[0][shaped].astype(int), fields[1][shaped].astype(int)
     if (first > 12).any() and (second > 12).any():
         raise DataError(f"{name}: dates in {column.name!r} put the day first in some rows and the month first in "
@@ -140,10 +198,13 @@ def choose_channels(
     unknown = [c for c in exclude if c not in frame.columns]
     if unknown:
         raise DataError(f"{name}: --exclude names unknown columns: {', '.join(unknown)}")
-    chosen, constant, timelike = [], [], []
+    chosen, constant, timelike, counters = [], [], [], []
     for col in frame.columns:
         lowered = str(col).strip().lower()
         if col in (tcol, label_column, asset_column) or col in exclude or lowered in LABEL_NAMES or lowered == "asset":
+            continue
+        if re.fullmatch(r"unnamed: \d+", lowered) and _row_numbers(frame[col]):
+            counters.append(str(col))  # a table written with its index (pandas' to_csv): not a sensor
             continue
         if lowered in TIME_NAMES or pd.api.types.is_datetime64_any_dtype(frame[col]):
             timelike.append(str(col))  # a second clock (elapsed seconds, a date): it only grows
@@ -151,9 +212,11 @@ def choose_channels(
         series = frame[col]
         if pd.api.types.is_bool_dtype(series):
             continue
-        numeric = pd.to_numeric(series, errors="coerce")
+        numeric = to_numbers(series)
         if numeric.notna().mean() >= 0.9:
             (chosen if numeric.nunique() > 1 else constant).append(str(col))
+    if counters:
+        notes.append(f"row-number columns left out: {', '.join(counters)} (name them in --channels to keep them)")
     if timelike:
         notes.append(f"time columns left out: {', '.join(timelike)} (name them in --channels to keep them)")
     if constant:  # a column constant through the whole file is an id or a setpoint more often than a sensor
@@ -161,6 +224,12 @@ def choose_channels(
     if not chosen:
         raise DataError(f"{name}: no numeric sensor columns found (columns: {cols(frame)})")
     return tuple(chosen)
+
+
+def _row_numbers(column: pd.Series) -> bool:
+    """Whether a column counts the rows (0, 1, 2, ...): an index written with the table."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    return len(values) > 1 and bool(np.all(np.diff(values) == 1))
 
 
 def cols(frame: pd.DataFrame) -> str:
