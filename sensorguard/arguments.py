@@ -293,12 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_options(p, channels=False)
 
-    p = verbs.add_parser("models", help="list, show, promote, shadow or roll back registry versions",
+    p = verbs.add_parser("models", help="list, show, promote, shadow, roll back or prune registry versions",
                          description="shadow VERSION: the daemon scores VERSION beside CURRENT without announcing "
                          "its alerts and writes both models' live alert counts to the registry; shadow --clear "
                          "stops it. promote --gate live: promote the shadow only if the retrain gate passed it "
-                         "and live it raised no more alerts than CURRENT over at least --span.")
-    p.add_argument("action", choices=("list", "show", "promote", "shadow", "rollback"))
+                         "and live it raised no more alerts than CURRENT over at least --span. prune: delete "
+                         "the versions that are not CURRENT, SHADOW, among the last --keep of the history or "
+                         "the newest --keep.")
+    p.add_argument("action", choices=("list", "show", "promote", "shadow", "rollback", "prune"))
     p.add_argument("version", nargs="?", help="version for show (default current), promote and shadow")
     p.add_argument("--registry", required=True, help="registry root")
     p.add_argument("--name", required=True, help="model name")
@@ -306,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--span", type=_duration, default=86400.0,
                    help="promote --gate live: how long the shadow must have run beside CURRENT (default 24h)")
     p.add_argument("--clear", action="store_true", help="shadow: stop shadowing")
+    p.add_argument("--keep", type=_positive_int, default=10, help="prune: versions of the history and newest "
+                   "versions kept (default 10)")
 
     p = verbs.add_parser("serve", help="the daemon: score MQTT readings live, publish alerts, export metrics",
                          description="Subscribe to <topic-prefix>/<asset>/readings, score every asset's windows "

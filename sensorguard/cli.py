@@ -300,6 +300,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         current_version,
         describe,
         promote,
+        prune,
         rollback,
         set_shadow,
         validate_name,
@@ -319,6 +320,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     if args.action == "show":
         print(json.dumps(describe(root, name, args.version), indent=2))
+        return 0
+    if args.action == "prune":
+        removed = prune(root, name, args.keep)
+        print(f"{name}: deleted {len(removed)} versions" + (f" ({', '.join(removed)})" if removed else ""))
         return 0
     if args.action == "shadow":
         if args.clear == bool(args.version):

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -203,6 +204,37 @@ def publish(bundle: Bundle, root: str | os.PathLike, name: str, make_current: bo
     if make_current:
         set_current(root, name, version)
     return version
+
+
+def prune(root: str | os.PathLike, name: str, keep: int) -> list[str]:
+    """Delete the versions nothing needs any more; the ones deleted, oldest first.
+
+    Kept: ``CURRENT``, ``SHADOW``, the last ``keep`` versions of HISTORY (what ``rollback`` can
+    return to) and the newest ``keep`` versions (recent candidates, promoted or not). A weekly
+    retrain publishes a version each time, rejected candidates too, so without this the registry
+    only grows. Temporary folders a killed publish or save left (``.incoming.*``, ``.*.old``)
+    older than an hour go too.
+    """
+    if keep < 1:
+        raise BundleError(f"--keep must be at least 1, got {keep}")
+    base = Path(root) / validate_name(name)
+    versions = _versions_or_error(root, name)
+    removed = []
+    with pointer_lock(root, name):
+        needed = {current_version(root, name), shadow_version(root, name)}
+        history = current_history(root, name)
+        needed |= set(list(dict.fromkeys(reversed(history)))[:keep]) | set(versions[-keep:])
+        for version in versions:
+            if version not in needed:
+                shutil.rmtree(base / version)
+                removed.append(version)
+    cutoff = time.time() - 3600
+    for stale in [*base.glob(".incoming.*"), *base.glob(".*.old")]:
+        if stale.is_dir() and stale.stat().st_mtime < cutoff:
+            shutil.rmtree(stale, ignore_errors=True)
+    if removed:
+        fsync_path(base)
+    return removed
 
 
 @dataclass(frozen=True)

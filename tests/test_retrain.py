@@ -157,6 +157,33 @@ def test_models_list_and_show_survive_a_version_with_null_fields(registry, train
     assert "has no current version" in capsys.readouterr().err
 
 
+def test_prune_keeps_current_shadow_history_and_the_newest(registry, trained, capsys):
+    """Every weekly retrain publishes a version, rejected ones too: the registry only grew (found
+    by review). prune keeps what rollback, the shadow and recent candidates need."""
+    import os
+    import time
+
+    from sensorguard.service.registry import set_shadow
+
+    bundle, _, _ = trained
+    for current in (True, True, False, False):  # v0002, v0003 current in turn; v0004, v0005 candidates
+        publish(bundle, registry, "pump", make_current=current)
+    set_shadow(registry, "pump", "v0004")
+    old, fresh = registry / "pump" / ".incoming.old", registry / "pump" / ".incoming.fresh"
+    old.mkdir(), fresh.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    args = ["models", "prune", "--registry", str(registry), "--name", "pump"]
+    assert main([*args, "--keep", "2"]) == 0
+    assert "deleted 1 versions (v0001)" in capsys.readouterr().out
+    assert list_versions(registry, "pump") == ["v0002", "v0003", "v0004", "v0005"]
+    assert main([*args, "--keep", "1"]) == 0
+    assert list_versions(registry, "pump") == ["v0003", "v0004", "v0005"]  # CURRENT, SHADOW, the newest
+    assert not old.exists() and fresh.exists()  # a publish may still be writing the fresh one
+    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 1  # v0002 is gone
+    with pytest.raises(SystemExit):  # argparse: one usage line
+        main([*args, "--keep", "0"])
+
+
 def test_promote_refuses_corrupt_bundle(registry, trained, capsys):
     bundle, _, _ = trained
     publish(bundle, registry, "pump", make_current=False)
