@@ -190,10 +190,17 @@ def _add_command_verbs(verbs) -> None:
     broker_flags(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad argument is one line (and where to look), not the usage block above it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sensorguard.service.flags import add_setting_flags
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sensorguard",
         description="Anomaly detection for industrial sensor streams: train on normal data, "
         "score by reconstruction error, serve alerts over MQTT with Prometheus metrics.",

@@ -232,3 +232,13 @@ def test_bundle_saved_by_library_scores_via_cli(tiny_bundle, tmp_path):
     frame.to_csv(tmp_path / "d.csv", index=False)
     assert main(["score", str(tmp_path / "b"), str(tmp_path / "d.csv"), "--out", str(tmp_path / "s.csv")]) == 0
     assert np.isfinite(pd.read_csv(tmp_path / "s.csv")["score"].iloc[15:]).all()
+
+
+@pytest.mark.parametrize("argv", [["models", "prune", "--registry", "r", "--name", "n", "--keep", "0"],
+                                  ["train"], ["bogus"], ["score", "b", "f", "--out", "o", "--raise-after", "x"]])
+def test_a_bad_argument_is_one_line(argv, capsys):
+    """argparse printed its usage block above the error: five lines for one mistake (found by review)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "error:" in err and "--help" in err
