@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
 
 from sensorguard.cli import EXIT_ERROR, CliError, _load
 
@@ -67,9 +68,11 @@ def send(args: argparse.Namespace) -> int:
 
     flags = {name: getattr(args, name) for name in ("broker", "mqtt_version", "username", "password_file", "tls_ca",
                                                      "tls_cert", "tls_key", "tls_insecure", "output_prefix")}
-    flags["client_id"] = args.client_id or f"sensorguard-command-{os.getpid()}"
+    # (a pid alone collides between containers, where it is 1: the broker drops the other session)
+    flags["client_id"] = args.client_id or f"sensorguard-command-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     settings = load_settings(flags, os.environ, require_model=False)
-    body = {"by": args.by or os.environ.get("USER", "")}
+    # a daemon that gets it after we stopped waiting refuses it (it was reported as not answered)
+    body = {"by": args.by or os.environ.get("USER", ""), "expires": time.time() + args.timeout}
     if args.verb == "maintenance":
         body.update(asset=args.asset, action=args.action, reason=args.reason or "",
                     **({"until": time.time() + args.until} if args.until is not None else {}))

@@ -170,10 +170,12 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
 
     def on_message(client, userdata, message) -> None:
         try:
-            got.update(orjson.loads(message.payload))
+            reply = orjson.loads(message.payload)
         except orjson.JSONDecodeError:
             return
-        answered.set()
+        if isinstance(reply, dict):  # (anything else on the reply topic is not the daemon's answer)
+            got.update(reply)
+            answered.set()
 
     with mqtt.listening(settings, reply_to, on_message, timeout_s) as client:
         if client is None:

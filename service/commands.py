@@ -58,6 +58,7 @@ MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 past this 
 MAX_COMMAND_BYTES = 4096
 MAX_SHELVE_S = 7 * 86400.0  # a shelved alert must come back by itself
 MAX_TEXT = 500  # characters of a reason or note
+EXPIRY_GRACE_S = 30.0  # clock difference between the sender and the daemon tolerated on "expires"
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest forgotten first)
 CONTROLS_FILE = "controls.json"
 AUDIT_FILE = "audit.jsonl"
@@ -106,6 +107,13 @@ def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
     if not all(isinstance(v, str) and len(v) <= MAX_TEXT for v in text.values()):
         return "text fields must be strings of at most 500 characters"
     common = {k: text[k] for k in ("reason", "note", "by", "request_id", "reply_to")}
+    expires = body.get("expires")  # the sender stops waiting then: a command queued past it (the daemon was
+    if expires is not None:  # down) was reported as failed, so carrying it out later surprises everyone
+        if isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires):
+            return "expires must be a time in epoch seconds"
+        if now > expires + EXPIRY_GRACE_S:
+            return (f"expired {now - expires:.0f} s ago (the daemon was not there when it was sent, and the "
+                    "sender gave up): send it again")
     if not REQUEST_ID.match(text["request_id"]):
         return "request_id must be at most 64 letters, digits, '-' or '_'"
     if text["reply_to"] and not safe_topic(text["reply_to"]):

@@ -41,6 +41,16 @@ def test_bad_commands_are_rejected_with_a_reason(verb, body, says):
     assert isinstance(reason, str) and says in reason
 
 
+def test_a_command_delivered_after_its_sender_gave_up_is_refused():
+    """Sent while the daemon was down, it waited at the broker; the CLI had said "no answer", yet
+    the daemon put the asset in open-ended maintenance when it came back (found by review)."""
+    late = b'{"asset": "p", "action": "start", "expires": 1000.0}'
+    assert "expired 70 s ago" in parse_command("maintenance", late, now=1070.0)
+    assert isinstance(parse_command("maintenance", late, now=1020.0), Command)  # clocks a little apart
+    assert isinstance(parse_command("shelve", b'{"asset": "p", "for_s": 60}', now=1e9), Command)  # no expiry
+    assert "expires must be" in parse_command("shelve", b'{"asset": "p", "for_s": 60, "expires": "x"}', now=0.0)
+
+
 def test_controls_suppress_expire_persist_and_know_what_can_be_acknowledged(tmp_path):
     controls = AlarmControls(str(tmp_path))
     assert controls.apply(Command("shelve", "p1", until=160.0), now=100.0) == (True, "p1: shelved until 160")
