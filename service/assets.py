@@ -105,7 +105,6 @@ class AssetAlerts:
         if self._adopted:
             self._take_adopted()
         old = self._states.get(asset)
-        late = False  # a restored alert whose raise never went out (it rose while held)
         if old is None and asset in self.restored:  # back after a restart: carry on where it was
             old, saved_drift, announced = self._pop_restored(asset)
             if saved_drift is not None:
@@ -113,8 +112,6 @@ class AssetAlerts:
             if old.status == "alerting":
                 if announced:
                     self._announced[asset] = old.alert_id  # its raise went out before the restart
-                else:
-                    late = True
                 if self.recorder is not None:
                     self.recorder.alert_raised(asset, -np.inf)  # an alert still up: none of its readings is normal
         rule = bundle.drift_rule
@@ -139,7 +136,9 @@ class AssetAlerts:
                     self.recorder.alert_raised(asset, event.ts)
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
-        elif late and state.status == "alerting" and self._held(asset) is None:  # nothing holds it any more
+        elif (state.status == "alerting" and self._announced.get(asset) != state.alert_id
+              and self._held(asset) is None):  # its raise was held (or went out before a restart) and
+            # nothing holds it any more: told at its next window, whether or not the hold's end was queued
             self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                            channels, bundle)
             self.save_soon = True

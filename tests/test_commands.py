@@ -205,6 +205,24 @@ def test_a_shelved_alert_still_clears_and_one_raised_while_shelved_is_announced_
     assert alert_events(client, "p2") == [("raised", alert_id), ("cleared", alert_id)]
 
 
+def test_a_held_raise_is_announced_at_its_next_window_even_if_the_holds_end_was_never_queued(tiny_bundle):
+    """The control-change queue is capped; a hold's end pushed out of it left a raise that rose while
+    held unannounced for good, and its clear suppressed (found by review)."""
+    from tests.test_daemon import T0, make
+
+    daemon, client = make(tiny_bundle)
+    daemon.controls.apply(Command("shelve", "p3", until=time.time() + 3600), now=time.time())
+    for i in range(3):
+        daemon.alerts.apply("p3", T0 + i, 5.0, [])  # raised while shelved: not announced
+    assert daemon.controls.apply(Command("shelve", "p3", until=time.time()), now=time.time())[0]  # unshelved
+    daemon.alerts.apply("p3", T0 + 3, 5.0, [])  # (its change never queued) the next window tells it
+    alert_id = daemon.snapshot()["p3"].alert_id
+    assert alert_events(client, "p3") == [("raised", alert_id)]
+    for i in range(4, 10):
+        daemon.alerts.apply("p3", T0 + i, 0.1, [])
+    assert alert_events(client, "p3") == [("raised", alert_id), ("cleared", alert_id)]
+
+
 def test_replies_go_only_under_the_responses_prefix_and_retained_commands_are_ignored(tiny_bundle):
     from types import SimpleNamespace
 
