@@ -76,6 +76,7 @@ class AssetAlerts:
         self._faults: dict[str, dict[tuple[str, str], float]] = {}  # asset -> open sensor faults -> since (ts)
         self._silent: dict[str, float] = {}  # silent assets -> their last reading's time, oldest first
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
+        self._unsent: dict[str, tuple[AlertEvent, list[dict]]] = {}  # clears the full outgoing queue dropped
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[tuple[str, AlertState, DriftState | None, bool]] = deque()  # cluster mode: moved here
@@ -364,6 +365,14 @@ class AssetAlerts:
         :meth:`apply_control_changes` (bounded queue: a flood of commands drops the oldest)."""
         self._control_changes.append((asset, maintenance))
 
+    def resend_clears(self, only: str | None = None) -> None:
+        """On the worker, each tick: send again the clears the full outgoing queue dropped."""
+        for asset in [only] if only is not None else list(self._unsent):
+            event, channels = self._unsent.pop(asset)
+            if self.publisher.dropped(self._publish_event(asset, event, channels)):
+                self._unsent[asset] = (event, channels)
+                return  # still full: the next tick tries again
+
     def apply_control_changes(self) -> None:
         """On the worker: an alert that rose while held and is still up is announced now that
         nothing holds it; after maintenance a guard band passes before readings count as normal
@@ -386,8 +395,16 @@ class AssetAlerts:
             self.publish_state(asset)
 
     def _announce(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle) -> None:
-        """Publish a raise or a clear; a raise is counted and can be acknowledged from now on."""
-        self._publish_event(asset, event, channels, bundle)
+        """Publish a raise or a clear; a raise is counted and can be acknowledged from now on. A clear
+        the full outgoing queue dropped is kept (one per asset) and sent again (:meth:`resend_clears`):
+        a raise that went out always gets its clear, or a pager holds the alert open for good."""
+        if asset in self._unsent:  # an earlier alert's clear first
+            self.resend_clears(asset)
+        info = self._publish_event(asset, event, channels, bundle)
+        if event.kind == "cleared" and self.publisher.client is not None and self.publisher.dropped(info):
+            self._unsent[asset] = (event, channels)
+            if len(self._unsent) > SILENT_KEPT:  # (bounded as the silent assets are)
+                self._unsent.pop(next(iter(self._unsent)))
         if event.kind == "raised":
             self._announced[asset] = event.alert_id
             self.metrics.alert_raised(asset)

@@ -97,6 +97,11 @@ class Publisher:
             return None
         return self._publish_json("alert", self.settings.alert_topic(asset), body)
 
+    @staticmethod
+    def dropped(info: Any) -> bool:
+        """Whether a publish returned by this class was dropped (the outgoing queue was full)."""
+        return info is None or getattr(info, "rc", None) == paho.MQTT_ERR_QUEUE_SIZE
+
     def state(self, asset: str, state: AlertState, ts: float, channels: list[dict], model: tuple[str, str],
               line: float, sensor_faults: list[dict] | None = None, extra: dict | None = None):
         """The asset's current state, retained on ``<output_prefix>/state/<asset>``, with its open

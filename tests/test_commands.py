@@ -223,6 +223,26 @@ def test_a_held_raise_is_announced_at_its_next_window_even_if_the_holds_end_was_
     assert alert_events(client, "p3") == [("raised", alert_id), ("cleared", alert_id)]
 
 
+def test_a_clear_the_full_outgoing_queue_dropped_is_sent_again(tiny_bundle):
+    """The broker away long enough to fill the outgoing queue: the clear of an announced raise was
+    dropped and never sent, so a pager held the alert open for good (found by review)."""
+    from sensorguard.service import mqtt
+    from tests.test_daemon import T0, make
+
+    daemon, client = make(tiny_bundle)
+    for i in range(3):
+        daemon.alerts.apply("p4", T0 + i, 5.0, [])  # raised and announced
+    alert_id = daemon.snapshot()["p4"].alert_id
+    client.queued_out = lambda: mqtt.MAX_QUEUED_OUT  # the broker is away, the queue full
+    for i in range(3, 9):
+        daemon.alerts.apply("p4", T0 + i, 0.1, [])  # cleared: dropped
+    daemon.alerts.resend_clears()  # still full: kept
+    assert alert_events(client, "p4") == [("raised", alert_id)]
+    client.queued_out = lambda: 0  # back
+    daemon.alerts.resend_clears()
+    assert alert_events(client, "p4") == [("raised", alert_id), ("cleared", alert_id)]
+
+
 def test_replies_go_only_under_the_responses_prefix_and_retained_commands_are_ignored(tiny_bundle):
     from types import SimpleNamespace
 
