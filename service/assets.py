@@ -43,6 +43,7 @@ from sensorguard.service.state import save_states
 
 log = logging.getLogger(__name__)
 
+UNSENT_PER_ASSET = 16  # dropped clears kept per asset, newest (a flapping asset while the broker is away)
 SILENT_KEPT = 10_000  # silent assets whose return is awaited (a sensor_ok); beyond, the oldest is forgotten
 NAN = float("nan")
 
@@ -76,7 +77,7 @@ class AssetAlerts:
         self._faults: dict[str, dict[tuple[str, str], float]] = {}  # asset -> open sensor faults -> since (ts)
         self._silent: dict[str, float] = {}  # silent assets -> their last reading's time, oldest first
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
-        self._unsent: dict[str, tuple[AlertEvent, list[dict]]] = {}  # clears the full outgoing queue dropped
+        self._unsent: dict[str, list[tuple[AlertEvent, list[dict]]]] = {}  # clears the full outgoing queue dropped
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[tuple[str, AlertState, DriftState | None, bool]] = deque()  # cluster mode: moved here
@@ -366,12 +367,18 @@ class AssetAlerts:
         self._control_changes.append((asset, maintenance))
 
     def resend_clears(self, only: str | None = None) -> None:
-        """On the worker, each tick: send again the clears the full outgoing queue dropped."""
+        """On the worker, each tick: send again, in order, the clears the full outgoing queue
+        dropped; nothing is tried while it is still full (each try would count another drop)."""
         for asset in [only] if only is not None else list(self._unsent):
-            event, channels = self._unsent.pop(asset)
-            if self.publisher.dropped(self._publish_event(asset, event, channels)):
-                self._unsent[asset] = (event, channels)
+            kept = self._unsent.get(asset, [])
+            while kept and not self.publisher.full():
+                event, channels = kept[0]
+                if self.publisher.dropped(self._publish_event(asset, event, channels)):
+                    return
+                kept.pop(0)
+            if kept:
                 return  # still full: the next tick tries again
+            self._unsent.pop(asset, None)
 
     def apply_control_changes(self) -> None:
         """On the worker: an alert that rose while held and is still up is announced now that
@@ -400,9 +407,12 @@ class AssetAlerts:
         a raise that went out always gets its clear, or a pager holds the alert open for good."""
         if asset in self._unsent:  # an earlier alert's clear first
             self.resend_clears(asset)
-        info = self._publish_event(asset, event, channels, bundle)
+        info = None if asset in self._unsent and event.kind == "cleared" else self._publish_event(
+            asset, event, channels, bundle)  # (a clear waits behind the asset's earlier ones)
         if event.kind == "cleared" and self.publisher.client is not None and self.publisher.dropped(info):
-            self._unsent[asset] = (event, channels)
+            kept = self._unsent.setdefault(asset, [])
+            kept.append((event, channels))
+            del kept[:-UNSENT_PER_ASSET]
             if len(self._unsent) > SILENT_KEPT:  # (bounded as the silent assets are)
                 self._unsent.pop(next(iter(self._unsent)))
         if event.kind == "raised":

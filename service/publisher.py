@@ -97,6 +97,11 @@ class Publisher:
             return None
         return self._publish_json("alert", self.settings.alert_topic(asset), body)
 
+    def full(self) -> bool:
+        """Whether the outgoing queue is full now (a publish would be dropped)."""
+        queued = getattr(self.client, "queued_out", None)
+        return queued is not None and queued() >= mqtt.MAX_QUEUED_OUT
+
     @staticmethod
     def dropped(info: Any) -> bool:
         """Whether a publish returned by this class was dropped (the outgoing queue was full)."""

@@ -107,7 +107,8 @@ def pointer_lock(root: str | os.PathLike, name: str) -> Iterator[None]:
     checked and rewritten by one writer at a time (a retrain, ``models promote`` or ``rollback``),
     so none overwrites what another just did or loses its HISTORY line."""
     base = Path(root) / validate_name(name)
-    fd = os.open(base / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    # read-only: flock needs no write access, so a .lock root created (sudo models rollback) still works
+    fd = os.open(base / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

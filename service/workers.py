@@ -300,14 +300,14 @@ def serve(settings: Settings) -> None:
     torch.set_num_threads(settings.scoring_threads)
     bundle = load_model(settings)  # a bad model is one line here, before any worker starts
     plans = [settings] if workers == 1 else worker_settings(settings, workers)
-    if settings.record_dir:  # the worker count changed: the old layout's recordings are trimmed too
-        adopt_orphans(settings.record_dir, [Path(plan.record_dir) for plan in plans])
     statuses = read_statuses(settings)  # before any session: a refused instance takes no reading
     checks = [check_instances(plan, statuses=statuses) if statuses is not None else InstanceCheck([]) for plan in plans]
     problems = [f"instance {plan.instance_name!r}: {p}" for plan, check in zip(plans, checks, strict=True)
                 for p in check.conflicts]
     if problems:
         raise ConfigError(problems)
+    if settings.record_dir:  # the worker count changed: the old layout's recordings are trimmed too
+        adopt_orphans(settings.record_dir, [Path(plan.record_dir) for plan in plans])
     runner: Any
     if workers == 1:
         runner = Daemon(settings, bundle)

@@ -227,7 +227,7 @@ def test_a_clear_the_full_outgoing_queue_dropped_is_sent_again(tiny_bundle):
     """The broker away long enough to fill the outgoing queue: the clear of an announced raise was
     dropped and never sent, so a pager held the alert open for good (found by review)."""
     from sensorguard.service import mqtt
-    from tests.test_daemon import T0, make
+    from tests.test_daemon import T0, make, value
 
     daemon, client = make(tiny_bundle)
     for i in range(3):
@@ -236,11 +236,19 @@ def test_a_clear_the_full_outgoing_queue_dropped_is_sent_again(tiny_bundle):
     client.queued_out = lambda: mqtt.MAX_QUEUED_OUT  # the broker is away, the queue full
     for i in range(3, 9):
         daemon.alerts.apply("p4", T0 + i, 0.1, [])  # cleared: dropped
-    daemon.alerts.resend_clears()  # still full: kept
+    dropped = value(daemon, "sensorguard_publishes_dropped_total", kind="alert")
+    for _ in range(5):
+        daemon.alerts.resend_clears()  # still full: kept, and not tried (each try counted a drop)
+    assert value(daemon, "sensorguard_publishes_dropped_total", kind="alert") == dropped
+    for i in range(9, 12):  # a second alert rises and clears while the queue is full (its clear must not
+        daemon.alerts.apply("p4", T0 + i, 5.0, [])  # replace the first one's)
+    second = daemon.snapshot()["p4"].alert_id
+    for i in range(12, 20):
+        daemon.alerts.apply("p4", T0 + i, 0.1, [])
     assert alert_events(client, "p4") == [("raised", alert_id)]
     client.queued_out = lambda: 0  # back
     daemon.alerts.resend_clears()
-    assert alert_events(client, "p4") == [("raised", alert_id), ("cleared", alert_id)]
+    assert alert_events(client, "p4") == [("raised", alert_id), ("cleared", alert_id), ("cleared", second)]
 
 
 def test_replies_go_only_under_the_responses_prefix_and_retained_commands_are_ignored(tiny_bundle):

@@ -298,3 +298,17 @@ def test_a_historians_no_data_marker_is_missing_not_a_reading(tmp_path):
                            "sensors")
     (sample,) = parsed.samples
     assert parsed.rejects == [] and np.isnan(sample.values["p"]) and sample.values["t"] == 1.5
+
+
+def test_grouped_integers_and_elapsed_seconds_are_not_mistaken(tmp_path):
+    """12,345 in a semicolon file is a grouped integer, not 12.345; seconds counted from 6 h at 2 Hz
+    are not Excel dates (found by review of the readers above)."""
+    frame = _export()
+    text = "timestamp;flow\n" + "".join(f"{t:%Y-%m-%d %H:%M:%S};{12000 + 7 * i:,}\n"
+                                         for i, t in enumerate(frame.timestamp))
+    (tmp_path / "grouped.csv").write_text(text)
+    assert load_frame([tmp_path / "grouped.csv"]).values[1, 0] == 12007
+    rig = pd.DataFrame({"t": 21600 + 0.5 * np.arange(40), "a": frame.temp, "b": frame.pressure})
+    rig.to_csv(tmp_path / "rig.csv", index=False)
+    data = load_frame([tmp_path / "rig.csv"], time_column="t")
+    assert data.sample_period == 0.5 and not any("Excel" in note for note in data.notes)

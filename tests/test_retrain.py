@@ -286,6 +286,24 @@ def test_a_current_that_moved_while_the_candidate_was_stored_is_not_overwritten(
     result = retrain_module.retrain(registry, "pump", data, TrainOptions(max_epochs=2, progress=False), force=True)
     assert not result.promoted and "CURRENT became v0001 while it was stored" in result.reason
     assert current_version(registry, "pump") == "v0001"
+    meta = json.loads((registry / "pump" / result.version / "bundle.json").read_text())
+    assert meta["metrics"]["promoted"] is False and "while it was stored" in meta["metrics"]["reason"]
+
+
+def test_the_pointer_lock_needs_no_write_access_to_its_file(registry, monkeypatch):
+    """A .lock that root created (sudo models rollback) stopped the retrain unit's user: it was opened
+    read-write (found by review). flock works on a read-only descriptor."""
+    import os
+
+    from sensorguard.service import registry as registry_module
+
+    modes = []
+    real = os.open
+    monkeypatch.setattr(registry_module.os, "open",
+                        lambda path, flags, *a: modes.append(flags) or real(path, flags, *a))
+    with registry_module.pointer_lock(registry, "pump"):
+        pass
+    assert modes and all(flags & os.O_ACCMODE == os.O_RDONLY for flags in modes)
 
 
 def test_an_unloadable_current_stops_a_retrain_instead_of_counting_as_no_model(registry, tmp_path):

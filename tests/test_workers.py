@@ -279,3 +279,13 @@ def test_a_dead_workers_readings_are_counted_once_before_and_after_its_restart(t
     assert total() == 100 and sup.slots[0].generation == 1
     sup.slots[0].readings.value = 7.0  # the restarted process counts from 0
     assert total() == 107
+
+
+def test_a_restarted_workers_zero_series_are_not_carried():
+    """Every labelled asset has an alerts series at 0 now; a worker's restart carried them all, and
+    the parent exported them for good (found by review)."""
+    from sensorguard.service.aggregate import WorkerCounters
+
+    slot = WorkerCounters(last={("a", "a_total", (("asset", "p1"),)): 0.0, ("a", "a_total", (("asset", "p2"),)): 2.0})
+    slot.restarted()
+    assert slot.carry == {("a", "a_total", (("asset", "p2"),)): 2.0}

@@ -14,6 +14,7 @@ and large offsets injected into the held-out block, one channel at a time.
 from __future__ import annotations
 
 import glob
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sensorguard.service.alerts import AlertRules
-from sensorguard.service.bundle import Bundle
+from sensorguard.service.bundle import Bundle, write_durably
 from sensorguard.service.recorder import ALERTS, FALSE_ALARMS, FAULTS
 from sensorguard.service.registry import (
     CurrentMoved,
@@ -259,10 +260,18 @@ def retrain(
             promoted = False
             reason += (f"; not promoted: CURRENT became {moved} while it was stored (it was compared with "
                        f"{current.version if current is not None else 'none'}); promote it by hand if still wanted")
+            _restate(Path(root) / name / version, promoted, reason)  # its bundle.json said promoted
     elif shadow and passed and current is not None:
         set_shadow(root, name, version)
         reason += f"; shadowing CURRENT {current.version} (models promote --gate live)"
     return RetrainResult(version, promoted, reason, cand_cmp, cur_cmp, target)
+
+
+def _restate(path: Path, promoted: bool, reason: str) -> None:
+    """Correct a stored version's ``metrics.promoted`` and ``reason`` (written before the outcome)."""
+    meta = json.loads((path / "bundle.json").read_text())
+    meta.setdefault("metrics", {}).update(promoted=promoted, reason=reason)
+    write_durably(path / "bundle.json", json.dumps(meta, indent=2, sort_keys=True))
 
 
 def _decide(cand: Comparison, cur: Comparison | None, target: float) -> tuple[bool, str]:

@@ -62,7 +62,7 @@ def _sniff_decimal(sample: str, sep: str) -> str:
     export; read with ``.`` every such cell was missing and forward-filled), else ``.``."""
     if sep == ",":
         return "."
-    comma = len(re.findall(r"(?<![\d.,])[+-]?\d+,\d+(?![\d.,])", sample))
+    comma = len(re.findall(r"(?<![\d.,])[+-]?\d+,(?:\d{1,2}|\d{4,})(?![\d.,])", sample))  # 12,345: grouping?
     point = len(re.findall(r"(?<![\d.,:])[+-]?\d+\.\d+(?![\d.,])", sample))
     return "," if comma > point else "."
 
@@ -103,7 +103,7 @@ def find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) ->
 
 def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None = None) -> np.ndarray:
     """Timestamps to epoch seconds (float64). Numbers are epoch seconds (or ms when huge), or
-    Excel serial dates (days since 1899-12-30) when they are days of 1954-2119 a fraction apart."""
+    Excel serial dates (days since 1899-12-30) when they are days of 2000-2100 minutes apart."""
     if not len(column):
         raise DataError(f"{name}: no data rows (a header only)")
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
@@ -132,14 +132,14 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
 
 
 def _excel_days(values: np.ndarray) -> bool:
-    """Whether numbers look like Excel serial dates: every one a day of 1954-2119 and the typical
-    step under a day (read as epoch seconds they were minutes of 1970-01-01)."""
+    """Whether numbers look like Excel serial dates: every one a day of 2000-2100 and the typical
+    step under 0.01 (a quarter hour; read as epoch seconds they were minutes of 1970-01-01)."""
     finite = values[np.isfinite(values)]
-    if len(finite) < 2 or not ((finite > 20000) & (finite < 80000)).all():
+    if len(finite) < 2 or not ((finite > 36525) & (finite < 73051)).all():  # 2000-2100
         return False
     steps = np.diff(np.sort(finite))
-    steps = steps[steps > 0]
-    return bool(len(steps)) and float(np.median(steps)) < 1.0 and not np.allclose(steps, np.round(steps))
+    steps = steps[steps > 0]  # under 0.01 (a quarter hour as days): elapsed seconds step more at 100 Hz or less
+    return bool(len(steps)) and float(np.median(steps)) < 0.01
 
 
 def dates_only(column: pd.Series) -> bool:
