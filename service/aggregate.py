@@ -50,7 +50,8 @@ class WorkerCounters:
     def restarted(self) -> None:
         """The process died: what it had counted becomes part of the carry."""
         for key, value in self.last.items():
-            if value:  # (a series at 0, e.g. an asset that never alerted, carries nothing)
+            if value or not key[1].endswith("_total"):  # a counter at 0 (an asset that never alerted)
+                # carries nothing; histogram buckets stay, in their le order
                 self.carry[key] = self.carry.get(key, 0.0) + value
         self.last = {}
 

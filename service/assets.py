@@ -43,7 +43,7 @@ from sensorguard.service.state import save_states
 
 log = logging.getLogger(__name__)
 
-UNSENT_PER_ASSET = 16  # dropped clears kept per asset, newest (a flapping asset while the broker is away)
+UNSENT_PER_ASSET = 16  # dropped clears kept per asset (of raises that went out), oldest first
 SILENT_KEPT = 10_000  # silent assets whose return is awaited (a sensor_ok); beyond, the oldest is forgotten
 NAN = float("nan")
 
@@ -139,8 +139,8 @@ class AssetAlerts:
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
         elif (state.status == "alerting" and self._announced.get(asset) != state.alert_id
-              and self._held(asset) is None):  # its raise was held (or went out before a restart) and
-            # nothing holds it any more: told at its next window, whether or not the hold's end was queued
+              and self._held(asset) is None and not self.publisher.full()):  # its raise was held (or the
+            # full outgoing queue dropped it) and nothing holds it now: told at its next window
             self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                            channels, bundle)
             self.save_soon = True
@@ -402,17 +402,22 @@ class AssetAlerts:
             self.publish_state(asset)
 
     def _announce(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle) -> None:
-        """Publish a raise or a clear; a raise is counted and can be acknowledged from now on. A clear
-        the full outgoing queue dropped is kept (one per asset) and sent again (:meth:`resend_clears`):
-        a raise that went out always gets its clear, or a pager holds the alert open for good."""
+        """Publish a raise or a clear; a raise is counted and can be acknowledged from now on.
+
+        When the full outgoing queue drops one: a raise is not announced (told at a later window
+        once there is room, if still up; a clear before that is then not told either); a clear is
+        kept and sent again (:meth:`resend_clears`), since its raise went out: a pager would hold
+        the alert open for good."""
         if asset in self._unsent:  # an earlier alert's clear first
             self.resend_clears(asset)
         info = None if asset in self._unsent and event.kind == "cleared" else self._publish_event(
             asset, event, channels, bundle)  # (a clear waits behind the asset's earlier ones)
-        if event.kind == "cleared" and self.publisher.client is not None and self.publisher.dropped(info):
+        if self.publisher.client is not None and self.publisher.dropped(info):
+            if event.kind == "raised":
+                return
             kept = self._unsent.setdefault(asset, [])
-            kept.append((event, channels))
-            del kept[:-UNSENT_PER_ASSET]
+            if len(kept) < UNSENT_PER_ASSET:  # the oldest matter: their raises went out first
+                kept.append((event, channels))
             if len(self._unsent) > SILENT_KEPT:  # (bounded as the silent assets are)
                 self._unsent.pop(next(iter(self._unsent)))
         if event.kind == "raised":

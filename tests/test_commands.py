@@ -240,15 +240,19 @@ def test_a_clear_the_full_outgoing_queue_dropped_is_sent_again(tiny_bundle):
     for _ in range(5):
         daemon.alerts.resend_clears()  # still full: kept, and not tried (each try counted a drop)
     assert value(daemon, "sensorguard_publishes_dropped_total", kind="alert") == dropped
-    for i in range(9, 12):  # a second alert rises and clears while the queue is full (its clear must not
-        daemon.alerts.apply("p4", T0 + i, 5.0, [])  # replace the first one's)
-    second = daemon.snapshot()["p4"].alert_id
-    for i in range(12, 20):
-        daemon.alerts.apply("p4", T0 + i, 0.1, [])
+    for i in range(9, 20):  # a second alert rises and clears while the queue is full: its raise never
+        daemon.alerts.apply("p4", T0 + i, 5.0 if i < 12 else 0.1, [])  # went out, so neither is told
     assert alert_events(client, "p4") == [("raised", alert_id)]
     client.queued_out = lambda: 0  # back
     daemon.alerts.resend_clears()
-    assert alert_events(client, "p4") == [("raised", alert_id), ("cleared", alert_id), ("cleared", second)]
+    assert alert_events(client, "p4") == [("raised", alert_id), ("cleared", alert_id)]
+    client.queued_out = lambda: mqtt.MAX_QUEUED_OUT
+    for i in range(20, 23):
+        daemon.alerts.apply("p4", T0 + i, 5.0, [])  # a third rises: its raise is dropped
+    third = daemon.snapshot()["p4"].alert_id
+    client.queued_out = lambda: 0
+    daemon.alerts.apply("p4", T0 + 23, 5.0, [])  # still up, room again: told now
+    assert alert_events(client, "p4")[-1] == ("raised", third)
 
 
 def test_replies_go_only_under_the_responses_prefix_and_retained_commands_are_ignored(tiny_bundle):

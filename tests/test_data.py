@@ -301,14 +301,22 @@ def test_a_historians_no_data_marker_is_missing_not_a_reading(tmp_path):
 
 
 def test_grouped_integers_and_elapsed_seconds_are_not_mistaken(tmp_path):
-    """12,345 in a semicolon file is a grouped integer, not 12.345; seconds counted from 6 h at 2 Hz
-    are not Excel dates (found by review of the readers above)."""
+    """12,345 in a tab file is a grouped integer, not 12.345; seconds counted from 12 h at 2 Hz are
+    not Excel dates (found by review of the readers above)."""
     frame = _export()
-    text = "timestamp;flow\n" + "".join(f"{t:%Y-%m-%d %H:%M:%S};{12000 + 7 * i:,}\n"
-                                         for i, t in enumerate(frame.timestamp))
+    text = "timestamp\tflow\n" + "".join(f"{t:%Y-%m-%d %H:%M:%S}\t{12000 + 7 * i:,}\n"
+                                          for i, t in enumerate(frame.timestamp))
     (tmp_path / "grouped.csv").write_text(text)
     assert load_frame([tmp_path / "grouped.csv"]).values[1, 0] == 12007
-    rig = pd.DataFrame({"t": 21600 + 0.5 * np.arange(40), "a": frame.temp, "b": frame.pressure})
+    rig = pd.DataFrame({"t": 43200 + 0.5 * np.arange(40), "a": frame.temp, "b": frame.pressure})
     rig.to_csv(tmp_path / "rig.csv", index=False)
     data = load_frame([tmp_path / "rig.csv"], time_column="t")
     assert data.sample_period == 0.5 and not any("Excel" in note for note in data.notes)
+    # a European file's fixed three decimals are decimals (1,013 bar), and Excel's quarter hours are dates
+    eu = "timestamp;p\n" + "".join(f"{t:%Y-%m-%d %H:%M:%S};{1 + i / 1000:.3f}\n".replace(".", ",")
+                                   for i, t in enumerate(frame.timestamp))
+    (tmp_path / "eu3.csv").write_text(eu)
+    assert load_frame([tmp_path / "eu3.csv"]).values[13, 0] == 1.013
+    quarter = frame.assign(timestamp=45658 + np.arange(len(frame)) / 96)
+    quarter.to_csv(tmp_path / "quarter.csv", index=False)
+    assert load_frame([tmp_path / "quarter.csv"]).sample_period == 900.0

@@ -286,6 +286,8 @@ def test_a_restarted_workers_zero_series_are_not_carried():
     the parent exported them for good (found by review)."""
     from sensorguard.service.aggregate import WorkerCounters
 
-    slot = WorkerCounters(last={("a", "a_total", (("asset", "p1"),)): 0.0, ("a", "a_total", (("asset", "p2"),)): 2.0})
+    bucket = ("h", "h_bucket", (("le", "0.1"),))  # a histogram's buckets stay, in their le order
+    slot = WorkerCounters(last={("a", "a_total", (("asset", "p1"),)): 0.0, ("a", "a_total", (("asset", "p2"),)): 2.0,
+                                bucket: 0.0})
     slot.restarted()
-    assert slot.carry == {("a", "a_total", (("asset", "p2"),)): 2.0}
+    assert slot.carry == {("a", "a_total", (("asset", "p2"),)): 2.0, bucket: 0.0}

@@ -62,9 +62,13 @@ def _sniff_decimal(sample: str, sep: str) -> str:
     export; read with ``.`` every such cell was missing and forward-filled), else ``.``."""
     if sep == ",":
         return "."
-    comma = len(re.findall(r"(?<![\d.,])[+-]?\d+,(?:\d{1,2}|\d{4,})(?![\d.,])", sample))  # 12,345: grouping?
+    commas = re.findall(r"(?<![\d.,])[+-]?\d+,\d+(?![\d.,])", sample)
     point = len(re.findall(r"(?<![\d.,:])[+-]?\d+\.\d+(?![\d.,])", sample))
-    return "," if comma > point else "."
+    grouped = [c for c in commas if re.fullmatch(r"[+-]?[1-9]\d{0,2},\d{3}", c)]  # 1,013: 1013 or 1.013?
+    if len(commas) > len(grouped):  # 20,5 / 0,250 / 1013,25: only a decimal comma writes these
+        return "," if len(commas) > point else "."
+    # only the ambiguous kind: a semicolon file is a decimal-comma locale's; a tab file keeps the point
+    return "," if sep == ";" and len(commas) > point else "."
 
 
 GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # 1,034.5: thousands grouped with commas
@@ -133,13 +137,13 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
 
 def _excel_days(values: np.ndarray) -> bool:
     """Whether numbers look like Excel serial dates: every one a day of 2000-2100 and the typical
-    step under 0.01 (a quarter hour; read as epoch seconds they were minutes of 1970-01-01)."""
+    step an hour or less (read as epoch seconds they were minutes of 1970-01-01)."""
     finite = values[np.isfinite(values)]
     if len(finite) < 2 or not ((finite > 36525) & (finite < 73051)).all():  # 2000-2100
         return False
     steps = np.diff(np.sort(finite))
-    steps = steps[steps > 0]  # under 0.01 (a quarter hour as days): elapsed seconds step more at 100 Hz or less
-    return bool(len(steps)) and float(np.median(steps)) < 0.01
+    steps = steps[steps > 0]  # at most an hour as days: elapsed seconds step more at 10 Hz or less
+    return bool(len(steps)) and float(np.median(steps)) <= 1 / 24 + 1e-9
 
 
 def dates_only(column: pd.Series) -> bool:
