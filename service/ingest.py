@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from sensorguard.service.cleaning import CleaningPolicy
@@ -210,22 +211,24 @@ class Ingest:
         the new owner primes and scores them from the window stream, and scoring them here too
         announced the same alerts twice. How many windows went."""
         with self.cond:
-            dropped = sum(self.buffers.forget(asset) for asset in assets)
-            if dropped:
-                self.metrics.windows_dropped.labels("partition_lost").inc(dropped)
-            self._gauges()
-        return dropped
+            return self._forget(assets, "partition_lost")
 
     def forget_silent(self, before: float) -> dict[str, float]:
         """Free the buffers of assets that sent nothing since ``before`` (monotonic); for each, the
         reading time of its last sample."""
         with self.cond:
             silent = {asset: self.buffers.last_ts(asset) for asset in self.buffers.idle(before)}
-            dropped = sum(self.buffers.forget(asset) for asset in silent)
-            if dropped:
-                self.metrics.windows_dropped.labels("asset_silent").inc(dropped)
-            self._gauges()
+            self._forget(silent, "asset_silent")
         return silent
+
+    def _forget(self, assets: Iterable[str], reason: str) -> int:
+        """Free the assets' buffers (the caller holds ``cond``); their queued windows are counted
+        as dropped for ``reason``. How many went."""
+        dropped = sum(self.buffers.forget(asset) for asset in assets)
+        if dropped:
+            self.metrics.windows_dropped.labels(reason).inc(dropped)
+        self._gauges()
+        return dropped
 
     def _gauges(self) -> None:
         self.metrics.assets.set(len(self.buffers))

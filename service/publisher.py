@@ -66,8 +66,7 @@ class Publisher:
 
     def _publish_json(self, kind: str, topic: str, body: Any, retain: bool = False) -> Any:
         """QoS 1 JSON on ``topic``, unless the outgoing queue is full (then counted as dropped)."""
-        queued = getattr(self.client, "queued_out", None)
-        if queued is not None and queued() >= mqtt.MAX_QUEUED_OUT:
+        if self.full():
             self._dropped(kind)
             return None
         return self._sent(kind, mqtt.publish_json(self.client, topic, body, qos=1, retain=retain))

@@ -261,10 +261,10 @@ def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
         training = _mapping(meta.get("training"))  # (a field null or odd in one version: listed as "?")
         span = training.get("time_range")
         span = span if isinstance(span, list) and len(span) == 2 else [None, None]
-        threshold = meta.get("threshold")
+        threshold, rows = meta.get("threshold"), training.get("rows", "?")
         infos.append(VersionInfo(
             version, version == current, str(meta.get("created", "?")), span[0], span[1],
-            training.get("rows", "?") if isinstance(training.get("rows", "?"), int | str) else "?",
+            rows if isinstance(rows, int | str) else "?",
             float(threshold) if isinstance(threshold, int | float) else float("nan"),
             _mapping(meta.get("metrics")).get("promoted"),
         ))

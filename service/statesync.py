@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sensorguard.service.cluster import controls_key, state_key
@@ -75,15 +75,31 @@ class StateSync:
                     self.controls_dirty.add(asset)  # tried again next time
             out, self.outbox = self.outbox, {}
             for asset, data in out.items():
-                try:
-                    if data is None:
-                        await self._bucket.delete(state_key(asset))
-                    else:
-                        await self._bucket.put(state_key(asset), data)
-                except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
-                    log.debug("cluster: saving the state of %s: %s", asset, exc)
-                    if asset not in self.leaving:
-                        self.outbox.setdefault(asset, data)
+                if not await self._write_state(asset, data) and asset not in self.leaving:
+                    self.outbox.setdefault(asset, data)
+
+    async def _write_state(self, asset: str, data: bytes | None) -> bool:
+        """Put (None: delete) ``asset``'s state in the state bucket; whether it was written."""
+        try:
+            if data is None:
+                await self._bucket.delete(state_key(asset))
+            else:
+                await self._bucket.put(state_key(asset), data)
+        except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
+            log.debug("cluster: saving the state of %s: %s", asset, exc)
+            return False
+        return True
+
+    async def _until_written(self, assets: Iterable[str], write: Callable[[str], Awaitable[bool]]) -> set[str]:
+        """``write`` each asset, trying the failed ones again for up to ``HANDOVER_WRITE_S``; those
+        still not written."""
+        left = set(assets)
+        deadline = asyncio.get_running_loop().time() + HANDOVER_WRITE_S
+        while True:
+            left = {asset for asset in left if not await write(asset)}
+            if not left or asyncio.get_running_loop().time() >= deadline:
+                return left
+            await asyncio.sleep(RETRY_S)
 
     async def hand_over(self, states: dict[str, bytes | None]) -> int:
         """Write the states of assets handed over, trying again while the bucket fails (for up to
@@ -91,24 +107,10 @@ class StateSync:
         its next owner adopted an older state (an alert that had cleared came back up)."""
         if self._bucket is None:  # never opened: nothing can be written
             return len(states)
-        left = dict(states)
-        deadline = asyncio.get_running_loop().time() + HANDOVER_WRITE_S
-        while True:
-            for asset, data in list(left.items()):
-                try:
-                    if data is None:
-                        await self._bucket.delete(state_key(asset))
-                    else:
-                        await self._bucket.put(state_key(asset), data)
-                    del left[asset]
-                except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
-                    log.debug("cluster: handing over the state of %s: %s", asset, exc)
-            if not left or asyncio.get_running_loop().time() >= deadline:
-                break
-            await asyncio.sleep(RETRY_S)
+        left = await self._until_written(states, lambda asset: self._write_state(asset, states[asset]))
         if left:
             log.warning("cluster: the states of %d assets could not be handed over (e.g. %s)", len(left),
-                        next(iter(left)))
+                        min(left))
         return len(left)
 
     async def hand_over_controls(self, leaving: Callable[[str], bool], write: bool) -> None:
@@ -120,14 +122,7 @@ class StateSync:
         held = {asset for asset in self.controls.assets() if leaving(asset)}
         self.controls_dirty -= held
         if write:
-            left = set(held)
-            deadline = asyncio.get_running_loop().time() + HANDOVER_WRITE_S
-            while True:
-                left = {asset for asset in left if not await self.write_controls(asset)}
-                if not left or asyncio.get_running_loop().time() >= deadline:
-                    break
-                await asyncio.sleep(RETRY_S)
-            for asset in sorted(left):
+            for asset in sorted(await self._until_written(held, self.write_controls)):
                 log.warning("cluster: the controls of %s could not be handed over", asset)
         self.controls.forget(held)
 
