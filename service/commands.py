@@ -59,7 +59,7 @@ MAX_COMMAND_BYTES = 4096
 MAX_SHELVE_S = 7 * 86400.0  # a shelved alert must come back by itself
 MAX_TEXT = 500  # characters of a reason or note
 EXPIRY_GRACE_S = 30.0  # clock difference between the sender and the daemon tolerated on "expires"
-RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest forgotten first)
+RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 CONTROLS_FILE = "controls.json"
 AUDIT_FILE = "audit.jsonl"
 
@@ -156,7 +156,8 @@ class AlarmControls:
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()  # one writer at a time, newest snapshot last
         self._controls: dict[tuple[str, str], Control] = {}  # (asset, kind) -> control
-        self._alerts: dict[str, dict] = {}  # recent alert ids -> {"asset", "acked", "false_alarm"}
+        self._alerts: dict[str, dict] = {}  # recent alert ids -> {"asset", "acked", "false_alarm"}, raise order
+        self._newest: dict[str, str] = {}  # asset -> its newest alert id here (the only one that can be up)
         self.on_change: Callable[[str], None] = lambda asset: None  # an asset's controls or alerts changed
         if state_dir:
             self._load()
@@ -200,9 +201,18 @@ class AlarmControls:
         with self._lock:
             self._alerts[alert_id] = {"asset": asset, "acked": False, "false_alarm": False,
                                       "raised_at": time.time() if now is None else now}
-            while len(self._alerts) > RECENT_ALERTS:
-                self._alerts.pop(next(iter(self._alerts)))
+            self._newest[asset] = alert_id
+            self._evict()
         self.on_change(asset)
+
+    def _evict(self) -> None:
+        """Forget the oldest alerts past ``RECENT_ALERTS``, those surely cleared first (the caller
+        holds the lock). An asset has one alert up at most, its newest: the older ones are over. So
+        in a flood of flapping alerts one still up on a quiet asset stays acknowledgeable (it was
+        forgotten oldest-first, and the operator's ack then failed as "unknown or too old")."""
+        while len(self._alerts) > RECENT_ALERTS:
+            over = next((i for i, e in self._alerts.items() if self._newest.get(e.get("asset")) != i), None)
+            self._alerts.pop(over if over is not None else next(iter(self._alerts)))
 
     def acked(self, alert_id: str) -> dict | None:
         """The acknowledgement of ``alert_id`` (``{"acked", "false_alarm"}``), if it is known."""
@@ -267,6 +277,8 @@ class AlarmControls:
             self._drop(asset)
             self._controls.update({(asset, c.kind): c for c in controls})
             self._alerts.update(alerts)
+            self._newest = newest(self._alerts)
+            self._evict()
         self.save()
 
     def assets(self) -> set[str]:
@@ -286,6 +298,7 @@ class AlarmControls:
             del self._controls[key]
         for alert_id in [i for i, e in self._alerts.items() if e.get("asset") == asset]:
             del self._alerts[alert_id]
+        self._newest.pop(asset, None)
 
     def save(self) -> None:
         """Write the controls and recent alerts to ``state_dir`` atomically (no state_dir: nothing)."""
@@ -316,9 +329,15 @@ class AlarmControls:
                                   str(raw.get("by", "")))
                 self._controls[(str(raw["asset"]), control.kind)] = control
             self._alerts = {str(k): dict(v) for k, v in doc.get("alerts", {}).items()}
+            self._newest = newest(self._alerts)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("alarm controls in %s unreadable (%s): starting without", path, exc)
-            self._controls, self._alerts = {}, {}
+            self._controls, self._alerts, self._newest = {}, {}, {}
+
+
+def newest(alerts: dict[str, dict]) -> dict[str, str]:
+    """Each asset's newest alert id in ``alerts`` (kept in raise order)."""
+    return {e.get("asset", ""): alert_id for alert_id, e in alerts.items()}
 
 
 def audit(state_dir: str | None, entry: dict[str, Any]) -> None:

@@ -409,3 +409,28 @@ def test_a_restart_without_the_controls_file_raises_no_alert_twice(tiny_bundle, 
     restarted, client = make(tiny_bundle, state_dir=str(state_dir))
     restarted.alerts.apply("p1", T0 + 3, 5.0, [])
     assert restarted.snapshot()["p1"].status == "alerting" and alert_events(client, "p1") == []
+
+
+def test_an_alert_still_up_stays_acknowledgeable_through_a_flood_of_other_alerts(tmp_path, monkeypatch):
+    """The recent alerts were forgotten oldest first: a flapping asset's raises pushed out the one
+    alert still up on a quiet asset, and its operator's ack then failed as "unknown or too old".
+    An asset's older alerts are over (one is up at most: its newest), so they go first; a restart
+    keeps that knowledge."""
+    import sensorguard.service.commands as commands
+
+    monkeypatch.setattr(commands, "RECENT_ALERTS", 5)
+    controls = AlarmControls(str(tmp_path))
+    controls.raised("quiet@1", "quiet", 1.0)
+    for k in range(20):
+        controls.raised(f"flappy@{k}", "flappy", 2.0 + k)
+    assert controls.acked("quiet@1") is not None
+    assert controls.acked("flappy@19") is not None and controls.acked("flappy@0") is None
+    assert sum(controls.acked(f"flappy@{k}") is not None for k in range(20)) == 4  # bounded: 5 in all
+    controls.save()
+    again = AlarmControls(str(tmp_path))
+    for k in range(20, 30):
+        again.raised(f"flappy@{k}", "flappy", 2.0 + k)
+    assert again.apply(parse_command("ack", b'{"alert_id": "quiet@1"}', 40.0), 40.0)[0]
+    for k in range(6):  # more assets than the store holds: then the oldest goes, up or not
+        again.raised(f"a{k}@1", f"a{k}", 50.0 + k)
+    assert again.acked("quiet@1") is None and again.acked("a5@1") is not None
