@@ -30,7 +30,7 @@ class Taker:
     """Take batches of readings into ``ingest`` on one thread (:meth:`take`); :meth:`close` at the end.
 
     ``holds(k)``: whether partition ``k``'s lease is surely still ours. ``assets``: partition -> the
-    assets whose readings were taken (or primed) here, for the hand-over when it is given up.
+    assets whose readings the ingest buffered (or primed) here, for the hand-over when it is given up.
     """
 
     def __init__(self, ingest: Ingest, topic_prefix: str, holds: Callable[[int], bool]) -> None:
@@ -61,11 +61,19 @@ class Taker:
                 if len(topics) > MAX_TOPICS:  # a flood of made-up assets: start over, not grow
                     topics.clear()
             topic, asset = known
-            if asset is not None:
-                assets.add(asset)
             if not self.ingest.accept(topic, message.data):
                 return n
+            if asset is not None and asset not in assets and self.ingest.holds(asset):
+                self._remember(assets, asset)
         return len(messages)
+
+    def _remember(self, assets: set[str], asset: str) -> None:
+        """Add an asset the ingest buffers now. One it refused (beyond ``max_assets``, a bad reading)
+        has nothing to hand over, and a flood of made-up ones grew the set without bound; assets it
+        forgot (silent) are let go past ``MAX_TOPICS``."""
+        if len(assets) >= MAX_TOPICS:
+            assets.intersection_update([a for a in assets if self.ingest.holds(a)])
+        assets.add(asset)
 
     def _topic(self, subject: str) -> tuple[str, str | None]:
         """The MQTT topic a readings subject stands for, and its asset (None: not a readings subject:

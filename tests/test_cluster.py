@@ -433,7 +433,7 @@ def test_the_taker_maps_readings_subjects_to_topics_and_forgets_them_past_its_ca
 
     monkeypatch.setattr(taker, "MAX_TOPICS", 3)
     taken: list[str] = []
-    ingest = SimpleNamespace(accept=lambda topic, data: taken.append(topic) or len(taken) < 6)
+    ingest = SimpleNamespace(accept=lambda topic, data: taken.append(topic) or len(taken) < 6, holds=lambda a: True)
     held = {1}
     it = taker.Taker(ingest, "sensors/", lambda k: k in held)
     subjects = ["sensorguard.readings.1.site-a.pump//1", "sensorguard.readings.1.p2", "other.subject",
@@ -443,7 +443,7 @@ def test_the_taker_maps_readings_subjects_to_topics_and_forgets_them_past_its_ca
         assert asyncio.run(it.take(1, messages, threading.Event())) == 5  # the 6th refused (the ingest stopping)
         assert taken == ["sensors/site-a/pump.1/readings", "sensors/p2/readings", "other.subject",
                          "sensors/p2/readings", "sensors/p3/readings", "sensors/p4/readings"]
-        assert it.assets[1] == {"site-a/pump.1", "p2", "p3", "p4"}
+        assert it.assets[1] == {"site-a/pump.1", "p2", "p3"}  # p4's reading was not taken
         assert len(it._topics) <= 3
         stop = threading.Event()
         stop.set()
@@ -452,6 +452,40 @@ def test_the_taker_maps_readings_subjects_to_topics_and_forgets_them_past_its_ca
         with pytest.raises(taker.LeaseLapsed):
             asyncio.run(it.take(1, messages, threading.Event()))
         assert len(taken) == 6  # nothing of either handed to the ingest
+    finally:
+        it.close()
+
+
+def test_the_taker_remembers_only_assets_the_ingest_buffers(monkeypatch):
+    """The assets handed over with a partition were every asset id seen in it: a flood of made-up
+    ones (refused beyond max_assets) grew that set for as long as the partition stayed here."""
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service import taker
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.ingest import Ingest
+    from sensorguard.service.metrics import Metrics
+    from sensorguard.service.natswire import Delivery
+    from sensorguard.service.windows import Buffers
+
+    monkeypatch.setattr(taker, "MAX_TOPICS", 4)
+    settings = load_settings({"model": None, "metrics_port": 0, "max_assets": 2}, {}, require_model=False)
+    ingest = Ingest(settings, Buffers(("a",), 4, 2, max_assets=2), Metrics(CollectorRegistry(), 2), None)
+    ingest.accepting = True
+    it = taker.Taker(ingest, "sensors/", lambda k: True)
+    body = b'{"ts": 1700000000, "values": {"a": 1.0}}'
+    try:
+        flood = [Delivery(f"sensorguard.readings.1.made-up-{n}", b"", body, None) for n in range(50)]
+        assert it.take_now(1, flood, threading.Event()) == 50
+        assert it.assets[1] == {"made-up-0", "made-up-1"}  # the two the ingest took
+        for n in range(2):
+            ingest.buffers.forget(f"made-up-{n}")
+        for n in range(2, 10):  # assets that come and go: the set stays bounded
+            assert it.take_now(1, flood[n:n + 1], threading.Event()) == 1
+            ingest.buffers.forget(f"made-up-{n}")
+        assert len(it.assets[1]) <= 4 and "made-up-9" in it.assets[1]
     finally:
         it.close()
 
