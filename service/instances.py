@@ -145,12 +145,16 @@ def read_statuses(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> dict[str
         if isinstance(body, dict) and message.topic.startswith(prefix):
             statuses[message.topic[len(prefix):]] = body
 
-    with mqtt.listening(settings, prefix + "+", on_message, timeout_s, f"{settings.client_id}-check") as client:
-        if client is None:
-            log.warning("could not read the other instances' statuses within %.0f s: starting without the "
-                        "overlap check", timeout_s)
-            return None
-        time.sleep(RETAINED_SETTLE_S)  # the retained statuses follow the granted subscription
+    try:
+        with mqtt.listening(settings, prefix + "+", on_message, timeout_s, f"{settings.client_id}-check") as client:
+            if client is None:
+                log.warning("could not read the other instances' statuses within %.0f s: starting without the "
+                            "overlap check", timeout_s)
+                return None
+            time.sleep(RETAINED_SETTLE_S)  # the retained statuses follow the granted subscription
+    except mqtt.Refused as exc:  # (not "no other instance": none could be seen)
+        log.warning("could not read the other instances' statuses: %s; starting without the overlap check", exc)
+        return None
     return statuses
 
 

@@ -117,20 +117,45 @@ def connect_async(client: paho.Client, settings: Settings, persistent: bool = Tr
     client.loop_start()
 
 
+class Refused(ConnectionError):
+    """The broker refused a connection or a subscription (credentials, access rules)."""
+
+
 @contextmanager
 def listening(settings: Settings, topic: str, on_message: Callable[[Any, Any, Any], None], timeout_s: float,
               client_id: str | None = None) -> Iterator[paho.Client | None]:
     """A short-lived client (clean session, no Last Will, automatic acks) subscribed to ``topic``:
     yields it once the subscription is granted, or None when that did not happen within
-    ``timeout_s``; disconnects on exit. Tools use it to read retained messages or an answer."""
-    granted = threading.Event()
+    ``timeout_s``; disconnects on exit. Tools use it to read retained messages or an answer.
+
+    :class:`Refused` when the broker refuses the connection or the subscription (its access
+    rules): a refused subscription was taken as granted, so a command went out and its answer,
+    which could never arrive, was reported as "no answer", and the instance check read "no other
+    instance"."""
+    answered = threading.Event()
+    refused: list[str] = []
+
+    def on_subscribe(c, u, mid, reason_codes, p) -> None:
+        refused.extend(f"the subscription to {topic}: {reason_text(rc)}" for rc in reason_codes if rc.is_failure)
+        answered.set()
+
+    def on_connect(c, u, f, rc, p) -> None:
+        if rc.is_failure:
+            refused.append(f"the connection: {reason_text(rc)}")
+            answered.set()
+        else:
+            c.subscribe(topic, qos=1)
+
     client = create_client(settings, client_id=client_id, manual_ack=False, persistent=False, will=False)
     client.on_message = on_message
-    client.on_subscribe = lambda *args: granted.set()
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1) if not rc.is_failure else None
+    client.on_subscribe = on_subscribe
+    client.on_connect = on_connect
     connect_async(client, settings, persistent=False)
     try:
-        yield client if granted.wait(timeout_s) else None
+        if answered.wait(timeout_s) and refused:
+            raise Refused(f"the broker at {settings.redacted()['broker']} refused {refused[0]} (check its access "
+                          "rules and this user's credentials)")
+        yield client if answered.is_set() else None
     finally:
         client.disconnect()
         client.loop_stop()

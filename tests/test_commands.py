@@ -434,3 +434,58 @@ def test_an_alert_still_up_stays_acknowledgeable_through_a_flood_of_other_alerts
     for k in range(6):  # more assets than the store holds: then the oldest goes, up or not
         again.raised(f"a{k}@1", f"a{k}", 50.0 + k)
     assert again.acked("quiet@1") is None and again.acked("a5@1") is not None
+
+
+def dynamic_security_plugin() -> str:
+    """Mosquitto's dynamic-security plugin (it ships with mosquitto): unlike an ``acl_file``, it
+    answers a subscription its rules deny with a refusal instead of granting it and delivering
+    nothing, as EMQX, HiveMQ and others do."""
+    import glob
+    import os
+
+    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")
+                   + glob.glob("/usr/lib/mosquitto_dynamic_security.so"))
+    if found:
+        return found[0]
+    reason = "Mosquitto's dynamic-security plugin not found (apt-get install mosquitto)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: required under CI=true")
+    print(f"SKIP: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.mark.integration
+def test_a_refused_subscription_is_said_not_taken_for_silence(tmp_path, caplog):
+    """A broker that refuses a tool's subscription (its access rules) was taken as granting it:
+    ``shelve`` sent the command and then reported "no answer" (the daemon may well have shelved),
+    and the instance check read the refused status topic as "no other instance running". Both now
+    say the broker refused, and the command is not sent."""
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.instances import read_statuses
+    from tests.test_security import broker_with
+
+    deny = [{"acltype": "subscribePattern", "topic": topic, "priority": 0, "allow": False}
+            for topic in ("sensorguard/responses/#", "sensorguard/status/#")]
+    (tmp_path / "dynsec.json").write_text(json.dumps({
+        "defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True, "subscribe": True,
+                             "unsubscribe": True},
+        "clients": [], "groups": [{"groupname": "anyone", "roles": [{"rolename": "no-answers"}]}],
+        "roles": [{"rolename": "no-answers", "acls": deny}], "anonymousGroup": "anyone"}))
+    broker = broker_with(tmp_path / "broker", ["allow_anonymous true", f"plugin {dynamic_security_plugin()}",
+                                               f"plugin_opt_config_file {tmp_path / 'dynsec.json'}"])
+    commands = Collector(broker, topic="sensorguard/commands/#")
+    try:
+        done = subprocess.run([sys.executable, "-m", "sensorguard", "shelve", "pump-7", "--for", "1h",
+                               "--broker", broker.url, "--timeout", "5"],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done
+        assert "refused the subscription to sensorguard/responses/" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        time.sleep(0.5)
+        assert commands.on("sensorguard/commands/shelve") == []  # nothing was sent
+        settings = load_settings({"model": None, "broker": broker.url, "metrics_port": 0}, {}, require_model=False)
+        assert read_statuses(settings, timeout_s=5) is None
+        assert "refused the subscription to sensorguard/status/+" in caplog.text
+    finally:
+        commands.close()
+        broker.stop()
