@@ -346,12 +346,14 @@ class AssetAlerts:
         """Publish every asset's current state (retained), as at shutdown; the publish handles."""
         return [info for asset in list(self._states) if (info := self.publish_state(asset)) is not None]
 
-    def publish_state(self, asset: str, ts: float | None = None, bundle: Bundle | None = None):
-        """The asset's current state, retained. ``ts`` is that of its latest scored window unless
-        given (silent: its last reading's)."""
+    def publish_state(self, asset: str, ts: float | None = None, bundle: Bundle | None = None,
+                      state: AlertState | None = None):
+        """The asset's current state (unless given), retained. ``ts`` is that of its latest scored
+        window unless given (silent: its last reading's)."""
         b = bundle or self.current()
         last_ts, channels = self._latest.get(asset, (time.time(), []))
-        state = self._states.get(asset) or (self.restored[asset][0] if asset in self.restored else AlertState())
+        state = state or self._states.get(asset) or (self.restored[asset][0] if asset in self.restored
+                                                     else AlertState())
         extra = {}
         if self.controls is not None:
             ack = self.controls.acked(state.alert_id) if state.alert_id else None
@@ -383,11 +385,16 @@ class AssetAlerts:
     def apply_control_changes(self) -> None:
         """On the worker: an alert that rose while held and is still up is announced now that
         nothing holds it; after maintenance a guard band passes before readings count as normal
-        again; the asset's retained state is published again (known assets only)."""
+        again; the asset's retained state is published again (known assets only: also one restored
+        and not heard from yet, or silent, as a machine switched off for its maintenance is)."""
         while self._control_changes:
             asset, maintenance = self._control_changes.popleft()
             state = self._states.get(asset)
             if state is None:
+                if asset in self.restored:
+                    self.publish_state(asset)
+                elif (silent_ts := self._silent.get(asset)) is not None:
+                    self.publish_state(asset, silent_ts, state=mark_stale(AlertState()))
                 continue
             ts, channels = self._latest.get(asset, (time.time(), []))
             held = self._held(asset)

@@ -339,3 +339,34 @@ def test_an_adopted_asset_silent_before_its_first_window_is_forgotten_by_the_buc
     new.alerts.end("pump-1", T0 + 9)
     assert new.alerts.changed_states() == {"pump-1": None}
     assert new.alerts.changed_states() == {}
+
+
+def test_a_maintenance_on_a_silent_or_not_yet_heard_asset_shows_in_its_retained_state(drifting, tmp_path):
+    """Machines go silent because they are switched off for their maintenance: its start was not
+    published on a silent asset's retained state (nor on one restored and not heard from yet), so
+    a dashboard kept showing the asset unheld. Its stale state is published again with the hold."""
+    from sensorguard.service.commands import Command
+
+    def states(client, asset: str) -> list[dict]:
+        return [json.loads(p) for t, p, _ in client.published if t == f"sensorguard/state/{asset}"]
+
+    daemon, client = daemon_with(drifting, tmp_path)
+    daemon.alerts.apply("pump", T0, 0.1, [])
+    daemon.alerts.apply("fan", T0, 0.1, [])
+    daemon.alerts.end("pump", T0 + 5)  # silent
+    assert states(client, "pump")[-1]["state"] == "stale"
+    for asset in ("pump", "never-heard"):
+        daemon.controls.apply(Command("maintenance", asset, action="start"), time.time())
+        daemon.alerts.request_control_change(asset, True)
+    daemon.alerts.apply_control_changes()
+    last = states(client, "pump")[-1]
+    assert last["state"] == "stale" and last["suppressed"] == "maintenance"
+    assert last["ts"] == states(client, "pump")[-2]["ts"]  # still its last reading's time
+    assert states(client, "never-heard") == []  # no retained topic for an asset never seen
+    daemon.stop()
+
+    again, client = daemon_with(drifting, tmp_path)  # fan restored, not heard from yet
+    again.controls.apply(Command("shelve", "fan", until=time.time() + 600), time.time())
+    again.alerts.request_control_change("fan", None)
+    again.alerts.apply_control_changes()
+    assert states(client, "fan")[-1]["suppressed"] == "shelved"
