@@ -454,6 +454,20 @@ def dynamic_security_plugin() -> str:
     pytest.skip(reason)
 
 
+def refusing_broker(tmp_path: Path, topics: tuple[str, ...]):
+    """A real Mosquitto that refuses subscriptions to ``topics`` (anyone may connect)."""
+    from tests.test_security import broker_with
+
+    deny = [{"acltype": "subscribePattern", "topic": topic, "priority": 0, "allow": False} for topic in topics]
+    (tmp_path / "dynsec.json").write_text(json.dumps({
+        "defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True, "subscribe": True,
+                             "unsubscribe": True},
+        "clients": [], "groups": [{"groupname": "anyone", "roles": [{"rolename": "refused"}]}],
+        "roles": [{"rolename": "refused", "acls": deny}], "anonymousGroup": "anyone"}))
+    return broker_with(tmp_path / "broker", ["allow_anonymous true", f"plugin {dynamic_security_plugin()}",
+                                             f"plugin_opt_config_file {tmp_path / 'dynsec.json'}"])
+
+
 @pytest.mark.integration
 def test_a_refused_subscription_is_said_not_taken_for_silence(tmp_path, caplog):
     """A broker that refuses a tool's subscription (its access rules) was taken as granting it:
@@ -462,17 +476,8 @@ def test_a_refused_subscription_is_said_not_taken_for_silence(tmp_path, caplog):
     say the broker refused, and the command is not sent."""
     from sensorguard.service.config import load_settings
     from sensorguard.service.instances import read_statuses
-    from tests.test_security import broker_with
 
-    deny = [{"acltype": "subscribePattern", "topic": topic, "priority": 0, "allow": False}
-            for topic in ("sensorguard/responses/#", "sensorguard/status/#")]
-    (tmp_path / "dynsec.json").write_text(json.dumps({
-        "defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True, "subscribe": True,
-                             "unsubscribe": True},
-        "clients": [], "groups": [{"groupname": "anyone", "roles": [{"rolename": "no-answers"}]}],
-        "roles": [{"rolename": "no-answers", "acls": deny}], "anonymousGroup": "anyone"}))
-    broker = broker_with(tmp_path / "broker", ["allow_anonymous true", f"plugin {dynamic_security_plugin()}",
-                                               f"plugin_opt_config_file {tmp_path / 'dynsec.json'}"])
+    broker = refusing_broker(tmp_path, ("sensorguard/responses/#", "sensorguard/status/#"))
     commands = Collector(broker, topic="sensorguard/commands/#")
     try:
         done = subprocess.run([sys.executable, "-m", "sensorguard", "shelve", "pump-7", "--for", "1h",
@@ -488,4 +493,30 @@ def test_a_refused_subscription_is_said_not_taken_for_silence(tmp_path, caplog):
         assert "refused the subscription to sensorguard/status/+" in caplog.text
     finally:
         commands.close()
+        broker.stop()
+
+
+@pytest.mark.integration
+def test_a_daemon_whose_readings_subscription_is_refused_says_so_and_is_not_ready(tmp_path, trained_dir, caplog):
+    """The daemon against a real broker refusing its readings filter: logged as an error, and
+    /readyz fails (it would serve nothing, ever), while the commands' filter is granted."""
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.daemon import Daemon
+    from sensorguard.service.hotswap import load_model
+    from tests.mosquitto import http_status
+
+    broker = refusing_broker(tmp_path, ("sensors/#",))
+    settings = load_settings({"model": str(trained_dir), "broker": broker.url, "metrics_port": 0,
+                              "client_id": f"sg-refused-{free_port()}"}, {})
+    daemon = Daemon(settings, load_model(settings))
+    try:
+        with caplog.at_level("ERROR"):
+            daemon.start()
+            wait_for(lambda: daemon.connection.refused, 20, "the refused subscription")
+        host, port = daemon.metrics_address
+        assert http_status(f"http://{host}:{port}/readyz") != 200
+        assert "the broker refused a subscription (Not authorized)" in caplog.text
+        assert daemon.connection.connected.is_set()  # connected, yet serving nothing
+    finally:
+        daemon.stop()
         broker.stop()
