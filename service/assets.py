@@ -125,7 +125,7 @@ class AssetAlerts:
         self._latest[asset] = (ts, channels)
         self.metrics.set_score(asset, score, state.status == "alerting")
         if event is not None:
-            held = self._held(asset)
+            held = self._held(asset, ts)
             # a raise is announced unless the asset is held; a clear whenever its raise was announced
             if held is None if event.kind == "raised" else self._announced.get(asset) == event.alert_id:
                 self._announce(asset, event, channels, bundle)
@@ -139,7 +139,7 @@ class AssetAlerts:
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
         elif (state.status == "alerting" and self._announced.get(asset) != state.alert_id
-              and self._held(asset) is None and not self.publisher.full()):  # its raise was held (or the
+              and self._held(asset, ts) is None and not self.publisher.full()):  # its raise was held (or the
             # full outgoing queue dropped it) and nothing holds it now: told at its next window
             self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                            channels, bundle)
@@ -272,8 +272,9 @@ class AssetAlerts:
         state = self._states[asset]
         return state.status != "alerting" or self._announced.get(asset) == state.alert_id
 
-    def _held(self, asset: str) -> str | None:
-        return self.controls.suppressed(asset, time.time()) if self.controls is not None else None
+    def _held(self, asset: str, ts: float | None = None) -> str | None:
+        """What holds ``asset`` now, or held it at reading time ``ts``."""
+        return self.controls.suppressed(asset, time.time(), ts) if self.controls is not None else None
 
     def _take_adopted(self) -> None:
         while self._adopted:

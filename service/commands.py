@@ -60,6 +60,7 @@ MAX_SHELVE_S = 7 * 86400.0  # a shelved alert must come back by itself
 MAX_TEXT = 500  # characters of a reason or note
 EXPIRY_GRACE_S = 30.0  # clock difference between the sender and the daemon tolerated on "expires"
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
+PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
 CONTROLS_FILE = "controls.json"
 AUDIT_FILE = "audit.jsonl"
 
@@ -158,20 +159,39 @@ class AlarmControls:
         self._controls: dict[tuple[str, str], Control] = {}  # (asset, kind) -> control
         self._alerts: dict[str, dict] = {}  # recent alert ids -> {"asset", "acked", "false_alarm"}, raise order
         self._newest: dict[str, str] = {}  # asset -> its newest alert id here (the only one that can be up)
+        self._past: dict[tuple[str, str], tuple[tuple[float, float], ...]] = {}  # ended holds: (since, end)
         self.on_change: Callable[[str], None] = lambda asset: None  # an asset's controls or alerts changed
         if state_dir:
             self._load()
 
-    def suppressed(self, asset: str, now: float) -> str | None:
-        """``maintenance`` or ``shelved`` while one holds ``asset`` at wall time ``now``, else None."""
-        if not self._controls:  # the common case, asked per recorded reading: no lock needed to see it
-            return None
-        with self._lock:
+    def suppressed(self, asset: str, now: float, ts: float | None = None) -> str | None:
+        """``maintenance`` or ``shelved`` while one holds ``asset`` at wall time ``now``, or held it
+        at reading time ``ts`` (a hold that has ended since), else None.
+
+        Readings processed late (the broker's backlog after an outage) were judged by the clock
+        they were processed at: those from inside a maintenance that had ended meanwhile raised
+        alerts and were recorded as normal data. A hold that is on now still holds whatever the
+        reading's time, so a device clock running behind does not slip past its start."""
+        if self._controls:
+            with self._lock:
+                for kind in ("maintenance", "shelved"):
+                    control = self._controls.get((asset, kind))
+                    if control is not None and (control.until is None or now < control.until
+                                                or (ts is not None and control.since <= ts < control.until)):
+                        return kind
+        if ts is not None and self._past:  # (tuples replaced whole: read without the lock)
             for kind in ("maintenance", "shelved"):
-                control = self._controls.get((asset, kind))
-                if control is not None and (control.until is None or now < control.until):
+                if any(since <= ts < end for since, end in self._past.get((asset, kind), ())):
                     return kind
         return None
+
+    def _ended(self, asset: str, kind: str, since: float, end: float) -> None:
+        """Keep a hold that ended (the caller holds the lock): the last ``PAST_PER_HOLD`` per asset and
+        kind, of at most ``max_controls`` assets and kinds (the oldest forgotten first)."""
+        key = (asset, kind)
+        self._past[key] = (*self._past.pop(key, ())[1 - PAST_PER_HOLD:], (since, end))
+        while len(self._past) > self.max_controls:
+            self._past.pop(next(iter(self._past)))
 
     def counts(self, now: float) -> dict[str, int]:
         """Assets held now, by kind (``maintenance``, ``shelved``)."""
@@ -181,15 +201,16 @@ class AlarmControls:
                 out[kind] += c.until is None or now < c.until
         return out
 
-    def in_maintenance(self, asset: str, now: float) -> bool:
-        return self.suppressed(asset, now) == "maintenance"
+    def in_maintenance(self, asset: str, now: float, ts: float | None = None) -> bool:
+        return self.suppressed(asset, now, ts) == "maintenance"
 
     def expired(self, now: float) -> list[tuple[str, str]]:
         """Remove and return the ``(asset, kind)`` controls whose time is up."""
         with self._lock:
             done = [key for key, c in self._controls.items() if c.until is not None and now >= c.until]
             for key in done:
-                del self._controls[key]
+                control = self._controls.pop(key)
+                self._ended(*key, control.since, float(control.until))
         if done:
             self.save()
             for asset in {asset for asset, _ in done}:
@@ -246,8 +267,10 @@ class AlarmControls:
             return True, f"alert {c.alert_id} acknowledged" + (" as a false alarm" if c.false_alarm else "")
         kind = "shelved" if c.verb == "shelve" else "maintenance"
         if c.action == "end" or (c.verb == "shelve" and c.until is not None and c.until <= now):
-            if self._controls.pop((c.asset, kind), None) is None:
+            ended = self._controls.pop((c.asset, kind), None)
+            if ended is None:
                 return False, f"{c.asset} is not {'shelved' if kind == 'shelved' else 'in maintenance'}"
+            self._ended(c.asset, kind, ended.since, now if ended.until is None else min(now, ended.until))
             return True, f"{c.asset}: {'unshelved' if kind == 'shelved' else 'maintenance ended'}"
         if (c.asset, kind) not in self._controls and len(self._controls) >= self.max_controls:
             return False, f"{self.max_controls} assets are in maintenance or shelved already"
@@ -260,7 +283,8 @@ class AlarmControls:
         with self._lock:
             controls = [asdict(c) for (a, _), c in self._controls.items() if a == asset]
             alerts = {i: dict(e) for i, e in self._alerts.items() if e.get("asset") == asset}
-        return {"controls": controls, "alerts": alerts} if controls or alerts else None
+            past = [[kind, *span] for (a, kind), spans in self._past.items() if a == asset for span in spans]
+        return {"controls": controls, "alerts": alerts, "past": past} if controls or alerts or past else None
 
     def adopt(self, asset: str, doc: dict) -> None:
         """Cluster mode: take ``asset``'s controls and recent alerts over from its previous owner
@@ -269,12 +293,15 @@ class AlarmControls:
             controls = [Control(str(c["kind"]), float(c["since"]), None if c["until"] is None else float(c["until"]),
                                 str(c.get("reason", "")), str(c.get("by", ""))) for c in doc.get("controls", [])]
             alerts = {str(i): dict(e) | {"asset": asset} for i, e in doc.get("alerts", {}).items()}
+            past = [(str(kind), float(since), float(end)) for kind, since, end in doc.get("past", [])]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"invalid alarm controls ({exc})") from None
-        if any(c.kind not in ("maintenance", "shelved") for c in controls):
+        if any(kind not in ("maintenance", "shelved") for kind in [c.kind for c in controls] + [p[0] for p in past]):
             raise ValueError("invalid alarm controls (unknown kind)")
         with self._lock:
             self._drop(asset)
+            for kind, since, end in past:
+                self._ended(asset, kind, since, end)
             self._controls.update({(asset, c.kind): c for c in controls})
             self._alerts.update(alerts)
             self._newest = newest(self._alerts)
@@ -299,6 +326,8 @@ class AlarmControls:
         for alert_id in [i for i, e in self._alerts.items() if e.get("asset") == asset]:
             del self._alerts[alert_id]
         self._newest.pop(asset, None)
+        for kind in ("maintenance", "shelved"):
+            self._past.pop((asset, kind), None)
 
     def save(self) -> None:
         """Write the controls and recent alerts to ``state_dir`` atomically (no state_dir: nothing)."""
@@ -307,7 +336,8 @@ class AlarmControls:
         with self._save_lock:
             with self._lock:
                 body = {"controls": [asdict(c) | {"asset": a} for (a, _), c in self._controls.items()],
-                        "alerts": self._alerts}
+                        "alerts": self._alerts,
+                        "past": [[a, kind, *span] for (a, kind), spans in self._past.items() for span in spans]}
                 text = json.dumps(body, separators=(",", ":"))
             try:
                 Path(self.state_dir).mkdir(parents=True, exist_ok=True)
@@ -330,9 +360,13 @@ class AlarmControls:
                 self._controls[(str(raw["asset"]), control.kind)] = control
             self._alerts = {str(k): dict(v) for k, v in doc.get("alerts", {}).items()}
             self._newest = newest(self._alerts)
+            for asset, kind, since, end in doc.get("past", []):  # (files before session 32 have none)
+                if kind not in ("maintenance", "shelved"):
+                    raise ValueError(f"unknown control {kind!r}")
+                self._ended(str(asset), kind, float(since), float(end))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("alarm controls in %s unreadable (%s): starting without", path, exc)
-            self._controls, self._alerts, self._newest = {}, {}, {}
+            self._controls, self._alerts, self._newest, self._past = {}, {}, {}, {}
 
 
 def newest(alerts: dict[str, dict]) -> dict[str, str]:

@@ -149,7 +149,7 @@ class Daemon:
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
                                        *((self.source.serves, self.source.taking_over) if self.source else ()))
         if self.recorder is not None:  # an asset in maintenance (live or restored) records nothing as normal
-            self.recorder.excluded = lambda asset: self.controls.in_maintenance(asset, time.time())
+            self.recorder.excluded = lambda asset, ts: self.controls.in_maintenance(asset, time.time(), ts)
             self.recorder.verdict = self.controls.false_alarm
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
                                      lambda: self.ingest.stopping, self.commands)

@@ -64,7 +64,7 @@ class Recorder:
     write_failures: int = 0
     rows_written: int = 0
     dropped: int = 0  # readings not recorded because the pending bound was reached
-    excluded: Callable[[str], bool] | None = None  # an asset recording nothing now (in maintenance)
+    excluded: Callable[[str, float], bool] | None = None  # (asset, reading time): in maintenance, nothing recorded
     verdict: Callable[[str], bool | None] | None = None  # alert id -> acknowledged false (True), real, or not
     _pending: dict[str, deque] = field(default_factory=dict)
     _pending_rows: int = 0
@@ -99,7 +99,7 @@ class Recorder:
         readings together are bounded (``max_pending_bytes``): past it the asset's oldest held
         reading goes (or this one, if it holds none), counted in ``dropped``.
         """
-        if self.excluded is not None and self.excluded(asset):
+        if self.excluded is not None and self.excluded(asset, ts):
             return
         with self._lock:
             quiet = self._quiet_until.get(asset, -np.inf)

@@ -520,3 +520,29 @@ def test_a_daemon_whose_readings_subscription_is_refused_says_so_and_is_not_read
     finally:
         daemon.stop()
         broker.stop()
+
+
+def test_readings_processed_after_a_hold_ended_are_judged_by_their_own_time(tmp_path):
+    """Holds were judged by the clock a reading was processed at: the broker's backlog after an
+    outage, processed once a maintenance had ended, raised alerts for readings from inside it and
+    recorded them as normal data. A hold on now still holds any reading (a device clock behind)."""
+    controls = AlarmControls(str(tmp_path))
+    assert controls.apply(parse_command("maintenance", b'{"asset": "p1", "action": "start"}', 1000.0), 1000.0)[0]
+    assert controls.suppressed("p1", 1500.0, ts=10.0) == "maintenance"  # on now: whatever the reading's time
+    assert controls.apply(parse_command("maintenance", b'{"asset": "p1", "action": "end"}', 2000.0), 2000.0)[0]
+    assert controls.apply(parse_command("shelve", b'{"asset": "p1", "for_s": 100}', 3000.0), 3000.0)[0]
+    assert controls.expired(3100.0) == [("p1", "shelved")]
+    late = 5000.0  # processed well after both ended
+    assert controls.suppressed("p1", late) is None
+    assert [controls.suppressed("p1", late, ts) for ts in (999.0, 1000.0, 1999.0, 2000.0, 3050.0, 3100.0)] == [
+        None, "maintenance", "maintenance", None, "shelved", None]
+    assert controls.in_maintenance("p1", late, 1500.0) and not controls.in_maintenance("p2", late, 1500.0)
+    for k in range(6):  # bounded: the last few per asset and kind
+        start = 10_000.0 + 100 * k
+        controls.apply(parse_command("maintenance", b'{"asset": "p1", "action": "start"}', start), start)
+        controls.apply(parse_command("maintenance", b'{"asset": "p1", "action": "end"}', start + 10), start + 10)
+    assert controls.suppressed("p1", late, 1500.0) is None and controls.suppressed("p1", late, 10_505.0)
+    moved = AlarmControls()
+    moved.adopt("p1", json.loads(json.dumps(controls.export("p1"))))  # cluster mode: they move with the asset
+    assert moved.suppressed("p1", late, 10_505.0) == "maintenance"
+    assert AlarmControls(str(tmp_path)).suppressed("p1", late, 10_505.0) == "maintenance"  # a restart keeps them

@@ -370,3 +370,23 @@ def test_a_maintenance_on_a_silent_or_not_yet_heard_asset_shows_in_its_retained_
     again.alerts.request_control_change("fan", None)
     again.alerts.apply_control_changes()
     assert states(client, "fan")[-1]["suppressed"] == "shelved"
+
+
+def test_a_backlog_from_inside_an_ended_maintenance_raises_nothing_and_records_nothing(drifting, tmp_path):
+    """The broker's backlog after an outage is processed once the maintenance it fell in has ended:
+    its readings raised alerts and went into the recorded normal data (holds were judged by the
+    processing clock). An alert still up after the hold is told at its first window outside it."""
+    from sensorguard.service.commands import Command
+
+    daemon, client = daemon_with(drifting, None, record_dir=str(tmp_path / "rec"), record_guard_s=10)
+    daemon.controls.apply(Command("maintenance", "pump", action="start"), T0)  # both long before now
+    daemon.controls.apply(Command("maintenance", "pump", action="end"), T0 + 100)
+    for i in range(20):
+        daemon.recorder.add("pump", T0 + 5 + i, [1.0, 2.0, 3.0])
+    for i in range(3):
+        daemon.alerts.apply("pump", T0 + 50 + i, 5.0, [])
+    assert daemon.snapshot()["pump"].status == "alerting" and raised(client) == []
+    daemon.alerts.apply("pump", T0 + 200, 5.0, [])  # after the maintenance: told now
+    assert [e["alert_id"] for e in raised(client)] == [daemon.snapshot()["pump"].alert_id]
+    daemon.recorder.flush(now_ts=T0 + 1000, force=True)
+    assert not list((tmp_path / "rec").glob("*/*.parquet"))
