@@ -256,7 +256,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from sensorguard.training.retrain import known_faults, new_normal_data, own_options, retrain
+    from sensorguard.training.retrain import known_faults, new_normal_data, own_options, retrain, unrecorded_options
     from sensorguard.training.train import TrainOptions
 
     if not args.data and not args.recorded:
@@ -275,6 +275,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         kept.append(f"--fill-limit {fill_limit}")
     if kept:
         print(f"kept the model's own {' '.join(kept)}")
+    if unknown := [f"{k} {getattr(defaults, k)}" for k in unrecorded_options(current) if k not in own]:
+        print(f"today's defaults for what the model's training did not record (an older sensorguard): "
+              f"{', '.join(unknown)}")
     options = TrainOptions(**own, **_threshold_options(args, current.promise if current is not None else None))
     faults = known_faults(args.recorded, data.channels) if args.recorded else []
     result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force,

@@ -83,6 +83,21 @@ def test_a_retrain_keeps_the_current_models_training_settings_and_fill_limit(tmp
     assert candidate.training["options"]["max_epochs"] == 1
 
 
+def test_a_retrain_says_which_settings_an_older_model_did_not_record(tmp_path, trained, capsys):
+    """A model trained before a setting existed (``conv_weight_decay``: session 31) was retrained
+    with today's default for it without a word, unlike the settings it kept."""
+    from dataclasses import replace
+
+    bundle, _, _ = trained
+    options = {k: v for k, v in bundle.training["options"].items() if k != "conv_weight_decay"}
+    publish(replace(bundle, training={**bundle.training, "options": options}), tmp_path / "reg", "pump")
+    shifted_plant(4000, seed=5).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["retrain", "--registry", str(tmp_path / "reg"), "--name", "pump", "--data",
+                 str(tmp_path / "new.csv"), "--max-epochs", "1", "--quiet", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "did not record (an older sensorguard): conv_weight_decay 0.05" in out
+
+
 def test_recorded_readings_are_cleaned_with_the_given_fill_limit(tmp_path):
     """The weekly timer's --recorded path ignored the fill limit (always 5)."""
     from sensorguard.training.retrain import load_recorded
