@@ -24,7 +24,6 @@ that send nothing until ``restore_until`` go silent like live assets.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,7 +35,8 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.drift import DriftState, widening
 from sensorguard.service.metrics import Metrics
-from sensorguard.service.publisher import Publisher, iso
+from sensorguard.service.open_faults import OpenFaults
+from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.sensors import SensorEvent
 from sensorguard.service.state import save_states
@@ -74,8 +74,7 @@ class AssetAlerts:
         self._states: dict[str, AlertState] = {}
         self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
-        self._faults: dict[str, dict[tuple[str, str], float]] = {}  # asset -> open sensor faults -> since (ts)
-        self._silent: dict[str, float] = {}  # silent assets -> their last reading's time, oldest first
+        self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._unsent: dict[str, list[tuple[AlertEvent, list[dict]]]] = {}  # clears the full outgoing queue dropped
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
@@ -83,7 +82,6 @@ class AssetAlerts:
         self._adopted: deque[tuple[str, AlertState, DriftState | None, bool]] = deque()  # cluster mode: moved here
         self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on
         self._syncing = False  # changed_states has been called: cluster mode
-        self._faults_lock = threading.Lock()  # the open faults are read by whoever publishes a state
 
     def snapshot(self) -> dict[str, AlertState]:
         """Each asset's current alert state (a copy)."""
@@ -152,23 +150,11 @@ class AssetAlerts:
         """A sensor fault opened or closed (worker thread, before its reading's windows): count it,
         publish it and the asset's state."""
         if event.kind == "silent":  # an asset's first reading (after silence, or ever)
-            with self._faults_lock:
-                was_silent = self._silent.pop(asset, None) is not None
-                self._count_open()
-            if was_silent:
+            if self._open.back(asset):
                 self.publisher.sensor(asset, event, self._model())
                 self.publish_state(asset, event.ts)
             return
-        key = (event.kind, event.channel)
-        with self._faults_lock:
-            faults = self._faults.setdefault(asset, {})
-            if event.fault:
-                faults[key] = event.ts
-            else:
-                faults.pop(key, None)
-            if not faults:
-                self._faults.pop(asset, None)
-            self._count_open()
+        self._open.change(asset, event.kind, event.channel, event.ts, event.fault)
         if event.fault:
             self.metrics.sensor_faults.labels(event.kind).inc()
         self.publisher.sensor(asset, event, self._model())
@@ -178,19 +164,9 @@ class AssetAlerts:
         b = self.current()
         return b.name, b.version
 
-    def _count_open(self) -> None:
-        """The open-fault gauges (the faults lock held): channel faults, and silent assets apart (a
-        retired asset stays silent until a restart: it must not hold the sensor-fault alert up)."""
-        self.metrics.sensor_faults_open.set(sum(len(f) for f in self._faults.values()))
-        self.metrics.assets_silent.set(len(self._silent))
-
     def sensor_faults(self, asset: str) -> list[dict]:
         """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first."""
-        with self._faults_lock:
-            faults = sorted(self._faults.get(asset, {}).items(), key=lambda item: (item[1], item[0]))
-            if asset in self._silent:
-                faults.insert(0, (("silent", None), self._silent[asset]))
-        return [{"kind": kind, "channel": channel, "since": iso(since)} for (kind, channel), since in faults]
+        return self._open.listed(asset)
 
     def end(self, asset: str, last_ts: float | None) -> None:
         """An asset that went silent after a reading at ``last_ts``: a ``silent`` sensor fault at
@@ -202,8 +178,7 @@ class AssetAlerts:
             self._take_adopted()
         seen, _ = self._latest.get(asset, (None, []))
         ts = last_ts if last_ts is not None else (seen if seen is not None else time.time())
-        with self._faults_lock:  # its channel faults end with it: the silent fault replaces them
-            self._faults.pop(asset, None)
+        self._open.clear_channels(asset)  # its channel faults end with it: the silent fault replaces them
         if asset not in self._states and asset in self.restored:  # back after a restart, silent before a window
             state, drift, announced = self._pop_restored(asset)
             if drift is not None:  # the line its stale state is published with
@@ -299,10 +274,7 @@ class AssetAlerts:
                 out[asset] = (state, drift, None, told)
             for kept in (self._latest, self._announced, self._synced, self._drift):  # (a silent one's baseline)
                 kept.pop(asset, None)
-            with self._faults_lock:
-                self._faults.pop(asset, None)
-                self._silent.pop(asset, None)
-                self._count_open()
+            self._open.forget(asset)
             self.metrics.forget_asset(asset)
             if self.recorder is not None:
                 self.recorder.forget(asset)
@@ -394,7 +366,7 @@ class AssetAlerts:
             if state is None:
                 if asset in self.restored:
                     self.publish_state(asset)
-                elif (silent_ts := self._silent.get(asset)) is not None:
+                elif (silent_ts := self._open.silent_since(asset)) is not None:
                     self.publish_state(asset, silent_ts, state=mark_stale(AlertState()))
                 continue
             ts, channels = self._latest.get(asset, (time.time(), []))
@@ -446,15 +418,9 @@ class AssetAlerts:
     def _go_silent(self, asset: str, state: AlertState, ts: float, announced: bool) -> None:
         """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names
         the alert it ends, if one was up), publish the retained ``stale`` state, forget the state."""
-        with self._faults_lock:
-            self._silent.pop(asset, None)
-            self._silent[asset] = ts
-            while len(self._silent) > SILENT_KEPT:  # its return will not be told, its baseline not kept
-                forgotten = next(iter(self._silent))
-                self._silent.pop(forgotten)
-                self._drift.pop(forgotten, None)
-                self.metrics.sensor_events_dropped.inc()
-            self._count_open()
+        for forgotten in self._open.went_silent(asset, ts, SILENT_KEPT):  # its return will not be told,
+            self._drift.pop(forgotten, None)  # its baseline not kept
+            self.metrics.sensor_events_dropped.inc()
         self.metrics.sensor_faults.labels("silent").inc()
         ended = state.alert_id if state.status == "alerting" and announced else None
         self.publisher.sensor(asset, SensorEvent("silent", None, True, ts, NAN), self._model(), ended)

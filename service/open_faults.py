@@ -1,0 +1,86 @@
+"""Each asset's open sensor faults and its silence: what its retained state lists beside the process.
+
+Held apart from the alert machines (:mod:`~sensorguard.service.assets`) because they have their own
+lock: the scoring worker opens and closes them, and whoever publishes a state reads them. The
+gauges follow every change: ``sensor_faults_open`` counts the channel faults, ``assets_silent``
+the silent assets apart (a retired asset stays silent until a restart: it must not hold the
+sensor-fault alert up).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.publisher import iso
+
+
+class OpenFaults:
+    """Open channel faults (``(kind, channel) -> since``) and silent assets (last reading's time),
+    per asset. The silent ones are kept oldest first, to a cap the caller gives."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._faults: dict[str, dict[tuple[str, str | None], float]] = {}
+        self._silent: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def back(self, asset: str) -> bool:
+        """A reading of ``asset`` came: whether it was silent (its ``silent`` fault closes now)."""
+        with self._lock:
+            was_silent = self._silent.pop(asset, None) is not None
+            self._count()
+        return was_silent
+
+    def change(self, asset: str, kind: str, channel: str | None, ts: float, fault: bool) -> None:
+        """A channel fault opened (``fault``) at reading time ``ts``, or closed."""
+        with self._lock:
+            faults = self._faults.setdefault(asset, {})
+            if fault:
+                faults[(kind, channel)] = ts
+            else:
+                faults.pop((kind, channel), None)
+            if not faults:
+                self._faults.pop(asset, None)
+            self._count()
+
+    def clear_channels(self, asset: str) -> None:
+        """The asset's channel faults end (it went silent: that fault replaces them)."""
+        with self._lock:
+            self._faults.pop(asset, None)
+
+    def went_silent(self, asset: str, ts: float, kept: int) -> list[str]:
+        """``asset`` is silent since its reading at ``ts`` (newest now); the silent assets forgotten
+        beyond ``kept``, oldest first: their return will not be told."""
+        forgotten = []
+        with self._lock:
+            self._silent.pop(asset, None)
+            self._silent[asset] = ts
+            while len(self._silent) > kept:
+                forgotten.append(next(iter(self._silent)))
+                self._silent.pop(forgotten[-1])
+            self._count()
+        return forgotten
+
+    def silent_since(self, asset: str) -> float | None:
+        """The reading time ``asset`` went silent after; None when it is not silent."""
+        return self._silent.get(asset)
+
+    def forget(self, asset: str) -> None:
+        """Everything about ``asset`` (cluster mode: it moved to another worker)."""
+        with self._lock:
+            self._faults.pop(asset, None)
+            self._silent.pop(asset, None)
+            self._count()
+
+    def listed(self, asset: str) -> list[dict]:
+        """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first (silence first)."""
+        with self._lock:
+            faults = sorted(self._faults.get(asset, {}).items(), key=lambda item: (item[1], item[0]))
+            if asset in self._silent:
+                faults.insert(0, (("silent", None), self._silent[asset]))
+        return [{"kind": kind, "channel": channel, "since": iso(since)} for (kind, channel), since in faults]
+
+    def _count(self) -> None:  # (the lock held)
+        self.metrics.sensor_faults_open.set(sum(len(f) for f in self._faults.values()))
+        self.metrics.assets_silent.set(len(self._silent))
