@@ -320,3 +320,25 @@ def test_grouped_integers_and_elapsed_seconds_are_not_mistaken(tmp_path):
     quarter = frame.assign(timestamp=45658 + np.arange(len(frame)) / 96)
     quarter.to_csv(tmp_path / "quarter.csv", index=False)
     assert load_frame([tmp_path / "quarter.csv"]).sample_period == 900.0
+
+
+def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
+    """A plant export in local time repeats 02:00-02:59 when daylight saving time ends: sorted, the
+    two passes interleaved and the second was dropped as duplicate stamps (an hour of data lost,
+    the first hour's windows mixing both). The rows after the fall are read an hour later. Not
+    with a UTC offset in the stamps, nor for the same readings exported twice."""
+    stamps = pd.date_range("2024-10-27 00:00", periods=6 * 60, freq="min")  # naive local minutes, 00:00-05:59
+    local = list(stamps[:180]) + list(stamps[120:300])  # 00:00-02:59, then 02:00 again ... 04:59
+    frame = plant_frame(len(local), seed=3).drop(columns="timestamp")
+    frame.insert(0, "timestamp", [t.strftime("%d.%m.%Y %H:%M") for t in local])
+    data = load_frame([write(frame, tmp_path / "dst.csv", sep=";")])
+    assert len(data) == 360 and (np.diff(data.times) == 60).all()  # every row kept, one minute apart
+    assert np.allclose(data.values, frame[["c0", "c1", "c2"]].to_numpy())  # in file order
+    assert any("clock went back an hour at 2024-10-27 03:00" in n for n in data.notes), data.notes
+
+    plain = frame.assign(timestamp=[t.strftime("%d.%m.%Y %H:%M") for t in stamps])  # no clock change
+    twice = write(pd.concat([plain.iloc[:180], plain.iloc[120:]]), tmp_path / "twice.csv", sep=";")
+    again = load_frame([twice])  # an hour exported twice: the same readings, duplicates as before
+    assert len(again) == 360 and not any("clock" in n for n in again.notes)
+    utc = frame.assign(timestamp=[t.strftime("%Y-%m-%dT%H:%M:00+01:00") for t in local])
+    assert len(load_frame([write(utc, tmp_path / "utc.csv")])) == 300  # an offset given: real duplicates

@@ -28,10 +28,12 @@ from sensorguard.training.tables import (
     cols,
     dates_only,
     find_time_column,
+    local_clock,
     parse_times,
     read_table,
     time_of_day_only,
     to_numbers,
+    turned_back_hours,
 )
 
 __all__ = ["DataError", "SensorData", "concat_series", "drop_labeled", "load_frame", "machine_rows", "read_table",
@@ -196,6 +198,12 @@ def series_from_frame(
         values[huge] = np.nan
         notes.append(f"{int(huge.sum())} values of magnitude {NO_DATA:g} or more read as missing (a historian's "
                      "no-data marker)")
+    if local_clock(stamps):
+        groups = frame[asset_column].astype(str).to_numpy() if asset_column in frame.columns else None
+        times, fell = turned_back_hours(times, values, groups)
+        notes += [f"the clock went back an hour at {pd.Timestamp(t, unit='s'):%Y-%m-%d %H:%M} (daylight saving "
+                  "time ending, local times): the rows after it are read an hour later (give times with a UTC "
+                  "offset to avoid this)" for t in fell]
     labels = {}
     if label_column is not None:
         if label_column not in frame.columns:

@@ -135,6 +135,50 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
     return secs
 
 
+def local_clock(column: pd.Series) -> bool:
+    """Whether timestamps are a wall clock without a zone (text without a UTC offset or ``Z``, or
+    Excel serial dates): the clock plant exports keep, which turns back an hour each autumn."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return _excel_days(column.to_numpy(dtype=np.float64))
+    head = column.dropna().astype(str).str.strip().head(200)
+    return len(head) > 0 and not head.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any()
+
+
+def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, list]:
+    """Local times where the clock went back an hour (daylight saving time ending), undone.
+
+    In file order, each machine's times rise by about one step, then once fall back by an hour
+    less a step (02:59 -> 02:00) and rise again: sorted, that hour's two passes interleaved and
+    the second was dropped as duplicate stamps. The rows after each such fall are read an hour
+    later, as the plant lived them. Not when the repeated stamps hold the same values (an export
+    appended twice, which stays duplicates), nor with sampling slower than every 30 minutes (a
+    repeated hour is then a repeated stamp), nor when times also fall otherwise (rows out of
+    order). Returns the times and the (corrected) times at which it happened."""
+    out, where = times.copy(), []
+    machines = [np.arange(len(times))] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    for rows in machines:
+        rows = rows[np.isfinite(times[rows])]
+        step = np.diff(times[rows])
+        rising = step[step > 0]
+        if not len(rising) or (period := float(np.median(rising))) > 1800:
+            continue
+        falls = np.flatnonzero(step < 0)
+        if not len(falls) or len(falls) > 8 or not all(-3600 - period / 2 <= step[f] <= -3600 + 1.5 * period
+                                                       for f in falls):
+            continue
+        for f in falls:
+            before, after = rows[: f + 1], rows[f + 1:]
+            again = np.isin(times[after], times[before])
+            if again.any():
+                same = pd.DataFrame(values[before]).assign(t=times[before]).drop_duplicates("t").set_index("t")
+                repeat = values[after][again]
+                if np.allclose(same.loc[times[after][again]].to_numpy(), repeat, equal_nan=True):
+                    continue  # the same readings again: a duplicated export, not a second pass of the hour
+            out[after] += 3600.0
+            where.append(out[after[0]])
+    return out, where
+
+
 def _excel_days(values: np.ndarray) -> bool:
     """Whether numbers look like Excel serial dates: every one a day of 2000-2100 and the typical
     step an hour or less (read as epoch seconds they were minutes of 1970-01-01)."""
