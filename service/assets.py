@@ -366,11 +366,11 @@ class AssetAlerts:
             if state is None:
                 if asset in self.restored:
                     self.publish_state(asset)
-                elif (silent_ts := self._open.silent_since(asset)) is not None:
-                    self.publish_state(asset, silent_ts, state=mark_stale(AlertState()))
+                elif (silent := self._open.silent(asset)) is not None:
+                    self.publish_state(asset, silent[0], state=AlertState("stale", last_score=silent[1]))
                 continue
             ts, channels = self._latest.get(asset, (time.time(), []))
-            held = self._held(asset)
+            held = self._held(asset, ts)  # (a hold that ended still holds an alert that rose in it)
             if held is None and state.status == "alerting" and self._announced.get(asset) != state.alert_id:
                 self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                                channels, self.current())
@@ -418,8 +418,8 @@ class AssetAlerts:
     def _go_silent(self, asset: str, state: AlertState, ts: float, announced: bool) -> None:
         """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names
         the alert it ends, if one was up), publish the retained ``stale`` state, forget the state."""
-        for forgotten in self._open.went_silent(asset, ts, SILENT_KEPT):  # its return will not be told,
-            self._drift.pop(forgotten, None)  # its baseline not kept
+        for forgotten in self._open.went_silent(asset, ts, state.last_score, SILENT_KEPT):
+            self._drift.pop(forgotten, None)  # its return will not be told, its baseline not kept
             self.metrics.sensor_events_dropped.inc()
         self.metrics.sensor_faults.labels("silent").inc()
         ended = state.alert_id if state.status == "alerting" and announced else None

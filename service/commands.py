@@ -188,8 +188,8 @@ class AlarmControls:
     def _ended(self, asset: str, kind: str, since: float, end: float) -> None:
         """Keep a hold that ended (the caller holds the lock): the last ``PAST_PER_HOLD`` per asset and
         kind, of at most ``max_controls`` assets and kinds (the oldest forgotten first)."""
-        key = (asset, kind)
-        self._past[key] = (*self._past.pop(key, ())[1 - PAST_PER_HOLD:], (since, end))
+        key = (asset, kind)  # assigned whole, in place: readers without the lock never see it missing
+        self._past[key] = (*self._past.get(key, ())[1 - PAST_PER_HOLD:], (since, end))
         while len(self._past) > self.max_controls:
             self._past.pop(next(iter(self._past)))
 
@@ -233,7 +233,9 @@ class AlarmControls:
         forgotten oldest-first, and the operator's ack then failed as "unknown or too old")."""
         while len(self._alerts) > RECENT_ALERTS:
             over = next((i for i, e in self._alerts.items() if self._newest.get(e.get("asset")) != i), None)
-            self._alerts.pop(over if over is not None else next(iter(self._alerts)))
+            gone = self._alerts.pop(over if over is not None else next(iter(self._alerts)))
+            if over is None:  # an asset's newest went: nothing of it is left here
+                self._newest.pop(gone.get("asset"), None)
 
     def acked(self, alert_id: str) -> dict | None:
         """The acknowledgement of ``alert_id`` (``{"acked", "false_alarm"}``), if it is known."""
@@ -274,7 +276,8 @@ class AlarmControls:
             return True, f"{c.asset}: {'unshelved' if kind == 'shelved' else 'maintenance ended'}"
         if (c.asset, kind) not in self._controls and len(self._controls) >= self.max_controls:
             return False, f"{self.max_controls} assets are in maintenance or shelved already"
-        self._controls[(c.asset, kind)] = Control(kind, now, c.until, c.reason, c.by)
+        held = self._controls.get((c.asset, kind))  # extended or changed: the hold still began then
+        self._controls[(c.asset, kind)] = Control(kind, now if held is None else held.since, c.until, c.reason, c.by)
         until = "until ended" if c.until is None else f"until {c.until:.0f}"
         return True, f"{c.asset}: {'shelved' if kind == 'shelved' else 'in maintenance'} {until}"
 
@@ -309,9 +312,10 @@ class AlarmControls:
         self.save()
 
     def assets(self) -> set[str]:
-        """Assets with a control or a recent alert here."""
+        """Assets with a control, a recent alert or an ended hold here."""
         with self._lock:
-            return {a for a, _ in self._controls} | {e.get("asset", "") for e in self._alerts.values()}
+            return ({a for a, _ in self._controls} | {e.get("asset", "") for e in self._alerts.values()}
+                    | {a for a, _ in self._past})
 
     def forget(self, assets: set[str]) -> None:
         """Cluster mode: ``assets`` moved to another worker, which holds their controls now."""

@@ -16,13 +16,14 @@ from sensorguard.service.publisher import iso
 
 
 class OpenFaults:
-    """Open channel faults (``(kind, channel) -> since``) and silent assets (last reading's time),
-    per asset. The silent ones are kept oldest first, to a cap the caller gives."""
+    """Open channel faults (``(kind, channel) -> since``) and silent assets (their last reading's time
+    and last score, which their retained ``stale`` state shows), per asset. The silent ones are
+    kept oldest first, to a cap the caller gives."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._faults: dict[str, dict[tuple[str, str | None], float]] = {}
-        self._silent: dict[str, float] = {}
+        self._silent: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     def back(self, asset: str) -> bool:
@@ -49,21 +50,21 @@ class OpenFaults:
         with self._lock:
             self._faults.pop(asset, None)
 
-    def went_silent(self, asset: str, ts: float, kept: int) -> list[str]:
+    def went_silent(self, asset: str, ts: float, last_score: float, kept: int) -> list[str]:
         """``asset`` is silent since its reading at ``ts`` (newest now); the silent assets forgotten
         beyond ``kept``, oldest first: their return will not be told."""
         forgotten = []
         with self._lock:
             self._silent.pop(asset, None)
-            self._silent[asset] = ts
+            self._silent[asset] = (ts, last_score)
             while len(self._silent) > kept:
                 forgotten.append(next(iter(self._silent)))
                 self._silent.pop(forgotten[-1])
             self._count()
         return forgotten
 
-    def silent_since(self, asset: str) -> float | None:
-        """The reading time ``asset`` went silent after; None when it is not silent."""
+    def silent(self, asset: str) -> tuple[float, float] | None:
+        """The reading time ``asset`` went silent after, and its last score; None when it is not silent."""
         return self._silent.get(asset)
 
     def forget(self, asset: str) -> None:
@@ -78,7 +79,7 @@ class OpenFaults:
         with self._lock:
             faults = sorted(self._faults.get(asset, {}).items(), key=lambda item: (item[1], item[0]))
             if asset in self._silent:
-                faults.insert(0, (("silent", None), self._silent[asset]))
+                faults.insert(0, (("silent", None), self._silent[asset][0]))
         return [{"kind": kind, "channel": channel, "since": iso(since)} for (kind, channel), since in faults]
 
     def _count(self) -> None:  # (the lock held)

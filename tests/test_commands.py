@@ -434,6 +434,7 @@ def test_an_alert_still_up_stays_acknowledgeable_through_a_flood_of_other_alerts
     for k in range(6):  # more assets than the store holds: then the oldest goes, up or not
         again.raised(f"a{k}@1", f"a{k}", 50.0 + k)
     assert again.acked("quiet@1") is None and again.acked("a5@1") is not None
+    assert set(again._newest) == {"a1", "a2", "a3", "a4", "a5"}  # of assets with nothing left here: forgotten
 
 
 def dynamic_security_plugin() -> str:
@@ -537,6 +538,12 @@ def test_readings_processed_after_a_hold_ended_are_judged_by_their_own_time(tmp_
     assert [controls.suppressed("p1", late, ts) for ts in (999.0, 1000.0, 1999.0, 2000.0, 3050.0, 3100.0)] == [
         None, "maintenance", "maintenance", None, "shelved", None]
     assert controls.in_maintenance("p1", late, 1500.0) and not controls.in_maintenance("p2", late, 1500.0)
+    for verb, body, at in (("maintenance", b'{"asset": "p3", "action": "start"}', 1000.0),
+                           ("maintenance", b'{"asset": "p3", "action": "start", "until": 5e9}', 1500.0),  # extended
+                           ("maintenance", b'{"asset": "p3", "action": "end"}', 2000.0)):
+        assert controls.apply(parse_command(verb, body, at), at)[0]
+    assert controls.suppressed("p3", late, 1200.0) == "maintenance"  # the hold began at its first start
+    assert "p3" in controls.assets()  # an asset with ended holds only moves with them (cluster mode)
     for k in range(6):  # bounded: the last few per asset and kind
         start = 10_000.0 + 100 * k
         controls.apply(parse_command("maintenance", b'{"asset": "p1", "action": "start"}', start), start)

@@ -359,9 +359,9 @@ def test_a_maintenance_on_a_silent_or_not_yet_heard_asset_shows_in_its_retained_
         daemon.controls.apply(Command("maintenance", asset, action="start"), time.time())
         daemon.alerts.request_control_change(asset, True)
     daemon.alerts.apply_control_changes()
-    last = states(client, "pump")[-1]
+    last, before = states(client, "pump")[-1], states(client, "pump")[-2]
     assert last["state"] == "stale" and last["suppressed"] == "maintenance"
-    assert last["ts"] == states(client, "pump")[-2]["ts"]  # still its last reading's time
+    assert (last["ts"], last["score"]) == (before["ts"], before["score"])  # its last reading's time and score
     assert states(client, "never-heard") == []  # no retained topic for an asset never seen
     daemon.stop()
 
@@ -386,6 +386,9 @@ def test_a_backlog_from_inside_an_ended_maintenance_raises_nothing_and_records_n
     for i in range(3):
         daemon.alerts.apply("pump", T0 + 50 + i, 5.0, [])
     assert daemon.snapshot()["pump"].status == "alerting" and raised(client) == []
+    daemon.alerts.request_control_change("pump", False)  # the end's change, applied late: still held
+    daemon.alerts.apply_control_changes()
+    assert raised(client) == []
     daemon.alerts.apply("pump", T0 + 200, 5.0, [])  # after the maintenance: told now
     assert [e["alert_id"] for e in raised(client)] == [daemon.snapshot()["pump"].alert_id]
     daemon.recorder.flush(now_ts=T0 + 1000, force=True)
