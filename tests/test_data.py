@@ -340,5 +340,9 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     twice = write(pd.concat([plain.iloc[:180], plain.iloc[120:]]), tmp_path / "twice.csv", sep=";")
     again = load_frame([twice])  # an hour exported twice: the same readings, duplicates as before
     assert len(again) == 360 and not any("clock" in n for n in again.notes)
+    idle = frame.copy()
+    idle.loc[120:239, ["c0", "c1", "c2"]] = 1.0  # a machine standing still through both passes of the hour
+    idle = load_frame([write(idle, tmp_path / "idle.csv", sep=";")])
+    assert len(idle) == 360 and any("clock went back" in n for n in idle.notes)
     utc = frame.assign(timestamp=[t.strftime("%Y-%m-%dT%H:%M:00+01:00") for t in local])
     assert len(load_frame([write(utc, tmp_path / "utc.csv")])) == 300  # an offset given: real duplicates

@@ -96,6 +96,9 @@ def test_a_retrain_says_which_settings_an_older_model_did_not_record(tmp_path, t
                  str(tmp_path / "new.csv"), "--max-epochs", "1", "--quiet", "--force"]) == 0
     out = capsys.readouterr().out
     assert "did not record (an older sensorguard): conv_weight_decay 0.05" in out
+    from sensorguard.training.retrain import KEPT_OPTIONS, unrecorded_options
+
+    assert unrecorded_options(replace(bundle, training={})) == list(KEPT_OPTIONS)  # options not recorded at all
 
 
 def test_recorded_readings_are_cleaned_with_the_given_fill_limit(tmp_path):

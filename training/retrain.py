@@ -346,8 +346,10 @@ def unrecorded_options(bundle: Bundle | None) -> list[str]:
     """The ``KEPT_OPTIONS`` a model's ``bundle.json`` does not hold (trained by an older sensorguard):
     a retrain takes today's defaults for them, and says so (``conv_weight_decay`` came in session
     31: such a model trained with 1e-5 and is retrained with 0.05)."""
-    stored = (bundle.training or {}).get("options") if bundle is not None else None
-    return [k for k in KEPT_OPTIONS if k not in stored] if isinstance(stored, dict) else []
+    if bundle is None:
+        return []
+    stored = (bundle.training or {}).get("options")
+    return [k for k in KEPT_OPTIONS if k not in stored] if isinstance(stored, dict) else list(KEPT_OPTIONS)
 
 
 def parse_since(text: str | None) -> float | None:

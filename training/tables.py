@@ -150,8 +150,9 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
     In file order, each machine's times rise by about one step, then once fall back by an hour
     less a step (02:59 -> 02:00) and rise again: sorted, that hour's two passes interleaved and
     the second was dropped as duplicate stamps. The rows after each such fall are read an hour
-    later, as the plant lived them. Not when the repeated stamps hold the same values (an export
-    appended twice, which stays duplicates), nor with sampling slower than every 30 minutes (a
+    later, as the plant lived them (``score`` then writes their times an hour later too). Not when
+    the repeated stamps hold the same varying values (an export appended twice, which stays
+    duplicates), nor with sampling slower than every 30 minutes (a
     repeated hour is then a repeated stamp), nor when times also fall otherwise (rows out of
     order). Returns the times and the (corrected) times at which it happened."""
     out, where = times.copy(), []
@@ -172,8 +173,9 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
             if again.any():
                 same = pd.DataFrame(values[before]).assign(t=times[before]).drop_duplicates("t").set_index("t")
                 repeat = values[after][again]
-                if np.allclose(same.loc[times[after][again]].to_numpy(), repeat, equal_nan=True):
-                    continue  # the same readings again: a duplicated export, not a second pass of the hour
+                varied = any(len(np.unique(c[np.isfinite(c)])) > 1 for c in repeat.T)  # (an idle machine's
+                if varied and np.allclose(same.loc[times[after][again]].to_numpy(), repeat, equal_nan=True):
+                    continue  # same flat values prove nothing) the same readings again: an export appended twice
             out[after] += 3600.0
             where.append(out[after[0]])
     return out, where
