@@ -48,7 +48,8 @@ set prints "skipped: ... not found under ..."):
   rate and delay (see ``detection_tep``).
 
 Run: ``python bench/detection.py`` (everything), ``--quick`` (smaller simulated data, 3 NAB files,
-TEP as always), ``--only simulated|recordings|nab|tep``, ``--drift`` (sensorguard with its drift rule on),
+TEP as always), ``--only simulated|recordings|nab|tep``, ``--drift`` / ``--no-drift`` (sensorguard
+with its drift rule on / off; default: as ``train`` chooses by size),
 ``--seeds N`` (train with seeds 0..N-1 and pool the simulated, recordings and NAB tables over them;
 TEP prints its tables once per seed: one seed is one draw of the training's randomness, and on the
 larger simulated cases it moves F1 by up to 0.3 and false alerts by several a day).
@@ -256,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller simulated data and 3 NAB files")
     parser.add_argument("--only", choices=("simulated", "recordings", "nab", "tep"), help="run one data set only")
-    parser.add_argument("--drift", action="store_true", help="train sensorguard with the drift rule (train --drift)")
+    parser.add_argument("--drift", action=argparse.BooleanOptionalAction, default=None,
+                        help="train sensorguard with the drift rule on / off (default: as train chooses by size)")
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
                         help="train every detector with seeds 0..N-1 and pool the tables over them; TEP: one table "
                              "per seed (default 1)")

@@ -76,8 +76,8 @@ def _add_threshold_options(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="calibrate a drift rule: each asset's alert line widens, at most 1.5x, as its normal score "
-        "level drifts (guarded; off by default: it cost detection on small data sets; docs/design.md). "
-        "calibrate and retrain keep the model's own unless given --drift or --no-drift",
+        "level drifts (guarded; docs/design.md). train: on by default above 5,000 rows, off below (there it "
+        "cost detection); calibrate and retrain keep the model's own unless given --drift or --no-drift",
     )
 
 
@@ -95,7 +95,7 @@ def promise_options(args: argparse.Namespace, own: dict) -> tuple[dict, list[str
         "false_alerts_per_day": args.false_alerts_per_day or line.get("false_alerts_per_day", 1.0),
         "false_alarm_rate": args.false_alarm_rate if line_given else line.get("false_alarm_rate"),
         "threshold_method": args.threshold_method or line.get("threshold_method", "pot"),
-        "drift": args.drift if args.drift is not None else bool(own.get("drift")),
+        "drift": args.drift if args.drift is not None else own.get("drift"),  # train: None, chosen by size
     }
     kept = []  # what came from the model and is not what train would use
     if line.get("false_alerts_per_day", 1.0) != 1.0:

@@ -96,3 +96,24 @@ def test_the_rule_round_trips_through_a_bundle(tmp_path, tiny_bundle):
     assert tiny_bundle.drift_rule is None
     with_rule = tiny_bundle.with_threshold(1.0, {"method": "alerts", "drift": RULE.to_dict()})
     assert load_bundle(save_bundle(with_rule, tmp_path / "b")).drift_rule == RULE
+
+
+def test_train_turns_the_drift_rule_on_by_size_unless_told():
+    """Chosen by measurement (docs/benchmarks.md, session 32): above CROSSFIT_MAX_ROWS training
+    rows the rule cut false alerts and kept or raised F1 on every benchmark (the simulated plant's
+    two 30,000-row cases over 10 seeds, NAB's largest file); on the small sets (400-500 rows, TEP,
+    the test-bench recordings) it cost detection, so it stays off there. --drift / --no-drift win."""
+    from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.train import TrainOptions, train_bundle
+    from tests.conftest import plant_frame
+
+    def trained(rows: int, **options):
+        data = series_from_frame(plant_frame(rows, channels=3, seed=4), "plant")
+        return train_bundle(data, TrainOptions(max_epochs=1, progress=False, **options))
+
+    big, summary = trained(CROSSFIT_MAX_ROWS + 500)
+    assert big.drift_rule is not None and big.promise["drift"]
+    assert any("drift rule on: more than 5,000 rows" in n for n in summary.notes)
+    assert trained(CROSSFIT_MAX_ROWS + 500, drift=False)[0].drift_rule is None
+    assert trained(600)[0].drift_rule is None and trained(600, drift=True)[0].drift_rule is not None

@@ -54,7 +54,8 @@ class TrainOptions:
     false_alerts_per_day: float = 1.0
     false_alarm_rate: float | None = None  # advanced: a window rate instead of alerts per day
     weigh_channels: bool = True  # each channel's error over its typical held-out error (False: plain mean)
-    drift: bool = False  # calibrate a drift rule (service.drift): each asset's line widens with its normal level
+    drift: bool | None = None  # a drift rule (service.drift): each asset's line widens with its normal level;
+    # None: chosen by size (on above CROSSFIT_MAX_ROWS rows, off below: docs/benchmarks.md, session 32)
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
     progress: bool = True
@@ -149,6 +150,7 @@ def train_bundle(
     )
     fit = fit_network(splits.train, splits.validation, config, options, init_state=init_state)
     crossfit = len(data) <= CROSSFIT_MAX_ROWS
+    drift = not crossfit if options.drift is None else options.drift
     cleaning = data.cleaning or CleaningPolicy()
     bundle = Bundle(
         channels=data.channels,
@@ -179,8 +181,11 @@ def train_bundle(
         why = f" (linear path rank {old_rank} -> {fit.config.linear})" if old_rank != fit.config.linear else ""
         notes.append(f"warm start not used: the current model's network does not fit these data's{why}; "
                      "trained from the PCA start")
-    if (short := short_span_note(data, options.drift)) is not None:
+    if (short := short_span_note(data, drift)) is not None:
         notes.append(short)
+    if options.drift is None and drift:
+        notes.append(f"drift rule on: more than {CROSSFIT_MAX_ROWS:,} rows (on smaller sets it cost detection; "
+                     "--no-drift turns it off)")
     naive_val, pca_val = naive_error(fit.val_windows), pca_error(start, fit.val_windows)
     if fit.best_val_loss >= min(naive_val, pca_val if start.rank else np.inf):
         versus = f"naive window means ({naive_val:.4g})" + (f" or PCA of rank {start.rank} ({pca_val:.4g})"
@@ -220,11 +225,11 @@ def train_bundle(
     if crossfit:
         bundle = threshold_bundle(bundle, pieces, {**data.fingerprint(), "cross_fitted_folds": FOLDS},
                                   options.threshold_method, options.false_alarm_rate, options.false_alerts_per_day,
-                                  weigh_channels=options.weigh_channels, drift=options.drift)
+                                  weigh_channels=options.weigh_channels, drift=drift)
     else:
         bundle = calibrate_bundle(bundle, splits.calibration, options.threshold_method, options.false_alarm_rate,
                                   device=options.device, false_alerts_per_day=options.false_alerts_per_day,
-                                  weigh_channels=options.weigh_channels, drift=options.drift)
+                                  weigh_channels=options.weigh_channels, drift=drift)
     summary = TrainSummary(
         rows={"train": len(splits.train), "validation": len(splits.validation),
               "calibration": len(splits.calibration)},
