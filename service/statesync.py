@@ -63,7 +63,8 @@ class StateSync:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write the queued controls and states (a state None: delete, the asset's state ended)."""
+        """Write the queued controls and states (a state None: delete, the asset's state ended) of
+        the assets this worker still serves."""
         if self._lock is None:
             return
         async with self._lock:
@@ -75,6 +76,8 @@ class StateSync:
                     self.controls_dirty.add(asset)  # tried again next time
             out, self.outbox = self.outbox, {}
             for asset, data in out.items():
+                if not self.serves(asset):  # its partition was lost meanwhile: the new owner writes it now, and
+                    continue  # this older state would overwrite the newer one it adopted and carries on from
                 if not await self._write_state(asset, data) and asset not in self.leaving:
                     self.outbox.setdefault(asset, data)
 

@@ -507,6 +507,22 @@ class FlakyBucket:
         del self.kept[key]
 
 
+def test_the_periodic_flush_writes_no_state_of_an_asset_no_longer_served():
+    """A partition lost (its lease lapsed, another worker took it) left its assets' queued states
+    in the outbox, and the next flush wrote them over the newer state the new owner had adopted
+    and carried on from (found by review)."""
+    from sensorguard.service.statesync import StateSync
+
+    served = {"kept", "lost"}
+    sync = StateSync(None, lambda asset: asset in served)
+    bucket = FlakyBucket(fails=0)
+    sync.open(bucket)
+    sync.queue({"kept": b'{"alert":{}}', "lost": b'{"alert":{}}'})
+    served.discard("lost")
+    asyncio.run(sync.flush())
+    assert set(bucket.kept) == {cluster.state_key("kept")} and sync.outbox == {}
+
+
 def test_a_hand_over_writes_its_states_and_controls_again_while_the_bucket_fails(monkeypatch):
     """A hand-over's failed writes were dropped and the lease released anyway: the next owner
     adopted an older state (an alert that had cleared came back up; found by review)."""
