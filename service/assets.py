@@ -82,6 +82,7 @@ class AssetAlerts:
         self._adopted: deque[tuple[str, AlertState, DriftState | None, bool]] = deque()  # cluster mode: moved here
         self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on
         self._syncing = False  # changed_states has been called: cluster mode
+        self.on_handed_over: Callable[[str], None] = lambda asset: None  # an asset left (the shadow forgets it)
 
     def snapshot(self) -> dict[str, AlertState]:
         """Each asset's current alert state (a copy)."""
@@ -275,6 +276,7 @@ class AssetAlerts:
             for kept in (self._latest, self._announced, self._synced, self._drift):  # (a silent one's baseline)
                 kept.pop(asset, None)
             self._open.forget(asset)
+            self.on_handed_over(asset)
             self.metrics.forget_asset(asset)
             if self.recorder is not None:
                 self.recorder.forget(asset)

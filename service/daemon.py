@@ -144,6 +144,7 @@ class Daemon:
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restore_states(settings.state_dir, settings.max_assets), settings.state_dir,
                                   self.controls)
+        self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
         self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls)
                        if settings.cluster else None)
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
@@ -374,8 +375,7 @@ class Daemon:
         if since is not None and now - since >= self.rules.stale_after:
             for asset, last_ts in self.ingest.forget_silent(now - self.rules.stale_after).items():
                 self.alerts.end(asset, last_ts)
-                if (shadow := self.models.shadow) is not None:
-                    shadow.forget(asset)
+                self._shadow_forgets(asset)
                 log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
             self.alerts.expire_restored(now, self.ingest.holds)
         for asset, kind in self.controls.expired(time.time()):  # a shelving or maintenance whose time is up
@@ -392,6 +392,13 @@ class Daemon:
         if now >= self._next_shadow_report:
             report_live(self.settings, self.models.shadow)
             self._next_shadow_report = now + self.settings.shadow_report_s
+
+    def _shadow_forgets(self, asset: str) -> None:
+        """The asset went silent or moved to another worker: the shadow's machines for it end too
+        (scoring thread); a shadow that kept them counted the current model's alerts again when the
+        asset came back under an alert id raised elsewhere."""
+        if (shadow := self.models.shadow) is not None:
+            shadow.forget(asset)
 
     def _commanded(self, asset: str, c: Command) -> str:
         """A command was accepted (network thread): the worker applies what changes for ``asset``;

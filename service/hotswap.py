@@ -46,6 +46,13 @@ def load_model(settings: Settings) -> Bundle:
     raise ValueError("no model: give model (a bundle directory) or registry and name")
 
 
+def _transient(exc: BaseException) -> bool:
+    """An error that may pass (an I/O hiccup), as against a bundle or pointer that is wrong."""
+    if isinstance(exc, BundleError):
+        return bool(exc.transient)
+    return transient_error(exc)
+
+
 def _named(bundle: Bundle, name: str, version: str) -> Bundle:
     return replace(bundle, name=name, version=version)
 
@@ -85,7 +92,8 @@ class ModelHolder:
         self._retry_at: float | None = None  # monotonic time to try a version refused for an I/O error
         self._retry_s = 0.0
         self._wake = threading.Event()
-        self._forced = False
+        self._requests = 0  # reloads asked for (SIGHUP), and the count the watcher acted on: a counter, so a
+        self._requests_seen = 0  # request landing while the watcher reads it is not cleared unseen
         self.on_swap: Callable[[Bundle], None] | None = None  # told of each new bundle, after the swap
         self.shadow: Shadow | None = None  # a candidate scored beside the served model (registry SHADOW)
         self._shadow_key: tuple[str | None, str] | None = None  # (SHADOW, CURRENT) as last acted on
@@ -96,7 +104,7 @@ class ModelHolder:
         With a registry: load ``CURRENT`` if it names another version than the running one, even
         one refused before. With a bundle directory: reload that directory.
         """
-        self._forced = True
+        self._requests += 1
         self._wake.set()
 
     def wake(self) -> None:
@@ -112,7 +120,8 @@ class ModelHolder:
             if stopping():
                 return
             self._wake.clear()
-            forced, self._forced = self._forced, False
+            requests = self._requests
+            forced, self._requests_seen = requests != self._requests_seen, requests
             try:
                 self.check(force=forced)
             except Exception:  # noqa: BLE001 - the watcher must survive; the old model keeps serving
@@ -132,6 +141,9 @@ class ModelHolder:
         try:
             version = shadow_version(s.registry, s.name)
         except (BundleError, OSError) as exc:
+            if _transient(exc):  # a file system hiccup: the shadow running keeps its counts
+                log.warning("registry SHADOW unreadable, checked again at the next poll: %s", exc)
+                return
             version = None
             log.warning("registry SHADOW ignored: %s", exc)
         if version == self.bundle.version:
@@ -139,7 +151,6 @@ class ModelHolder:
         key = (version, self.bundle.version)
         if key == self._shadow_key:
             return
-        self._shadow_key = key
         old = self.shadow
         if version is None:
             new = None
@@ -153,12 +164,17 @@ class ModelHolder:
                     raise BundleError(problem)
                 new = Shadow(bundle, Scorer(bundle, device="cpu"), current=self.bundle.version)
             except Exception as exc:  # noqa: BLE001 - a shadow that cannot load is not run; serving goes on
+                if _transient(exc):  # could not be read now: tried again at the next poll
+                    log.warning("shadow model %s %s not read, tried again at the next poll: %s", s.name, version,
+                                first_line(exc))
+                    return
                 log.error("shadow model %s %s refused: %s", s.name, version, first_line(exc),
                           extra={"event": "shadow_refused", "version": version})
                 new = None
-        with self.lock:
+        self._shadow_key = key  # acted on: not again until SHADOW or CURRENT changes
+        with self.lock:  # (the metric too: a worker stopping it meanwhile must not be undone)
             self.shadow = new
-        self.metrics.set_shadow(None if new is None else new.bundle.version)
+            self.metrics.set_shadow(None if new is None else new.bundle.version)
         if new is not None and (old is None or old.bundle.version != version):
             log.info("shadow model %s %s scored beside %s; its alerts are counted, not published", s.name,
                      version, self.bundle.version, extra={"event": "shadow_started", "version": version})
@@ -238,8 +254,6 @@ class ModelHolder:
             old = self.bundle
             self.bundle, self.scorer = new, scorer
         swapped = time.perf_counter()
-        if self.on_swap is not None:
-            self.on_swap(new)
         self.metrics.set_model(new.name, new.version, new.threshold_,
                                new.calibration.get("expected_false_alarms_per_day"))
         now = time.time()
@@ -248,6 +262,11 @@ class ModelHolder:
             "load_s": loaded - started, "lock_wait_s": locked - loaded, "swap_s": swapped - started,
         }
         self.swaps.append(record)
+        if self.on_swap is not None:  # (after the metrics: a failure here must not leave them naming the old one)
+            try:
+                self.on_swap(new)
+            except Exception:  # noqa: BLE001 - the new model serves; its cleaning and guard band may lag
+                log.exception("applying model %s's settings after the swap failed", new.version)
         self.publisher.daemon_event({"event": "model_swapped", "name": new.name, "from_version": old.version,
                                     "to_version": new.version, "ts": iso(now)})
         hop_note = f"; its hop {new.hop} is not adopted (serving keeps hop {self.hop})" if new.hop != self.hop else ""

@@ -289,8 +289,9 @@ def describe(root: str | os.PathLike, name: str, version: str | None = None) -> 
     return {"version": version, "current": version == current, **meta}
 
 
-def promote(root: str | os.PathLike, name: str, version: str) -> tuple[str | None, str]:
-    """Make ``version`` current after checking it loads; ``(old, new)`` current versions."""
+def promote(root: str | os.PathLike, name: str, version: str, expect: object = _ANY) -> tuple[str | None, str]:
+    """Make ``version`` current after checking it loads; ``(old, new)`` current versions.
+    ``expect``: the version CURRENT must still be (:class:`CurrentMoved` otherwise)."""
     versions = _versions_or_error(root, name)
     if version not in versions:
         raise BundleError(f"model {name!r} has no version {version!r}")
@@ -300,6 +301,8 @@ def promote(root: str | os.PathLike, name: str, version: str) -> tuple[str | Non
         raise BundleError(f"refusing to make {version} current: {exc}") from None
     with pointer_lock(root, name):
         old = current_version(root, name)
+        if expect is not _ANY and old != expect:
+            raise CurrentMoved(f"not promoted: CURRENT of {name!r} moved to {old} (it was compared with {expect})")
         _set_current(root, name, version)
     if shadow_version(root, name) == version:  # promoted by hand: it is no longer a shadow
         set_shadow(root, name, None)

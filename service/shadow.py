@@ -172,6 +172,6 @@ def live_gate(root: str | Path, name: str, span_s: float) -> tuple[bool, str]:
         return False, f"{said}; not promoted: it must run at least {span_s / 3600:.3g} h beside CURRENT"
     if counts["shadow_alerts"] > counts["current_alerts"]:
         return False, f"{said}; not promoted: more alerts live than CURRENT"
-    promote(root, name, shadow)  # checks that it loads; clears SHADOW
+    promote(root, name, shadow, expect=current)  # checks that it loads and CURRENT did not move; clears SHADOW
     return True, f"{said}; promoted: CURRENT {current} -> {shadow}"
 

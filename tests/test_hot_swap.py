@@ -334,3 +334,24 @@ def test_a_version_refused_for_an_io_error_is_tried_again_with_its_files_unchang
     assert daemon.models.check() is True and daemon.models.bundle.version == "v0002"
     assert daemon.registry.get_sample_value("sensorguard_model_reload_failures_total") == 2
     assert daemon.models.check() is None  # served: nothing more to try
+
+
+def test_a_failing_follow_up_after_a_swap_leaves_the_metrics_and_event_right(tiny_bundle, tmp_path, caplog):
+    """Found by review: when applying the new bundle's settings raised right after the swap, the
+    metrics kept naming the old model and no model_swapped event went out, for good (the new
+    CURRENT was already taken as acted on)."""
+    from tests.test_daemon import make
+
+    root = tmp_path / "registry"
+    publish(tiny_bundle, root, NAME)
+    daemon, client = make(tiny_bundle, registry=str(root), name=NAME)
+    publish(tiny_bundle.with_threshold(tiny_bundle.threshold_ * 2, {}), root, NAME)
+
+    def broken(new) -> None:
+        raise RuntimeError("cleaning policy could not be applied")
+
+    daemon.models.on_swap = broken
+    assert daemon.models.check() is True and daemon.models.bundle.version == "v0002"
+    assert daemon.registry.get_sample_value("sensorguard_model_info", {"name": NAME, "version": "v0002"}) == 1
+    assert any(b'"model_swapped"' in p for t, p, _ in client.published if t.endswith("/events"))
+    assert "applying model v0002's settings after the swap failed" in caplog.text

@@ -221,3 +221,57 @@ def test_a_shadow_that_fails_is_stopped_and_the_served_models_batch_goes_on(tiny
     batch, _ = daemon.ingest.next_batch(0.0)
     daemon.score_batch(batch)
     assert len(seen) == 2 and daemon.models.shadow is None
+
+
+def test_a_shadow_forgets_assets_handed_over_and_keeps_running_through_an_unreadable_shadow_pointer(
+        tiny_bundle, tmp_path, monkeypatch):
+    """Found by review. (1) Cluster mode: an asset handed to another worker kept its shadow
+    machines here; back under an alert id raised elsewhere, the current model's alert counted
+    again. (2) One failed read of SHADOW (a network file system's hiccup) stopped the shadow and
+    restarted its live counts (the 24 h span started over)."""
+    from sensorguard.service import hotswap
+    from sensorguard.service.alerts import AlertState
+    from sensorguard.service.bundle import BundleError
+    from tests.test_daemon import make
+
+    root = tmp_path / "registry"
+    publish(tiny_bundle, root, NAME)
+    publish(tiny_bundle, root, NAME, make_current=False)
+    assert models(root, "shadow", "v0002") == 0
+    daemon, _ = make(tiny_bundle, registry=str(root), name=NAME)
+    daemon.models.check_shadow()
+    shadow = daemon.models.shadow
+    assert shadow is not None and shadow.bundle.version == "v0002"
+    shadow.step("p", 1.0, 5.0, AlertState("alerting", alert_id="p@1"), daemon.rules)
+    assert "p" in shadow._states
+    daemon.alerts.apply("p", T0_SHADOW, 0.1, [])
+    daemon.alerts.hand_over({"p"})
+    assert "p" not in shadow._states and "p" not in shadow._current_ids
+
+    shadow.windows = 7  # counts so far
+    monkeypatch.setattr(hotswap, "shadow_version", lambda *a: (_ for _ in ()).throw(
+        BundleError("SHADOW: cannot be read (I/O error)", transient=True)))
+    daemon.models.check_shadow()
+    assert daemon.models.shadow is shadow and shadow.windows == 7  # kept, counts and all
+    monkeypatch.setattr(hotswap, "shadow_version", lambda *a: (_ for _ in ()).throw(
+        BundleError("SHADOW: does not name a version")))
+    daemon.models.check_shadow()
+    assert daemon.models.shadow is None  # a pointer that is wrong stops it, as before
+
+
+T0_SHADOW = 1_767_225_600.0
+
+
+def test_the_live_gate_does_not_promote_over_a_current_that_moved(tiny_bundle, tmp_path):
+    """Found by review: the gate read CURRENT, then promoted without the pointer lock; a retrain
+    promoting another version meanwhile was overwritten by a candidate never compared with it."""
+    from sensorguard.service.registry import CurrentMoved, promote
+
+    root = tmp_path / "registry"
+    for _ in range(3):
+        publish(tiny_bundle, root, NAME, make_current=False)
+    promote(root, NAME, "v0001")
+    promote(root, NAME, "v0003")  # another writer, after the gate compared with v0001
+    with pytest.raises(CurrentMoved, match="moved to v0003"):
+        promote(root, NAME, "v0002", expect="v0001")
+    assert current_version(root, NAME) == "v0003"
