@@ -117,3 +117,20 @@ def test_train_turns_the_drift_rule_on_by_size_unless_told():
     assert any("drift rule on: more than 5,000 rows" in n for n in summary.notes)
     assert trained(CROSSFIT_MAX_ROWS + 500, drift=False)[0].drift_rule is None
     assert trained(600)[0].drift_rule is None and trained(600, drift=True)[0].drift_rule is not None
+
+
+def test_calibration_without_errors_below_the_line_trains_without_a_drift_rule(tiny_bundle):
+    """Found by review: held-out errors all 0 (a model that reconstructs its data exactly) left no
+    score below the line to set the rule's baseline from, and training stopped with an error; now
+    that sets above 5,000 rows get the rule by default, it is left out and the summary says why.
+    Also: the recorded expectation is the promise as capped, not the target asked for."""
+    from sensorguard.training.train import threshold_bundle
+
+    zeros = [np.zeros((200, 3))]
+    bundle = threshold_bundle(tiny_bundle, zeros, {}, drift=True)
+    assert bundle.drift_rule is None and bundle.calibration["drift_note"].startswith("no drift rule")
+    rng = np.random.default_rng(0)
+    busy = threshold_bundle(tiny_bundle, [rng.exponential(1.0, (2000, 3))], {}, false_alerts_per_day=1e9)
+    alerts = busy.calibration["alerts"]
+    assert alerts["promised_per_day"] < 1e9 and busy.calibration["expected_false_alarms_per_day"] == (
+        alerts["promised_per_day"])

@@ -9,7 +9,9 @@ step, and an alert up or a burst spans several, so raises come at most that ofte
 ``target``" is an upper bound, 0.58 raises a day on a smooth error process where 1 was set):
 
 - when the calibration data hold at least ``MIN_TAIL_EVENTS`` expected crossings at the target
-  rate, the empirical quantile;
+  rate, the empirical quantile, raised to the tail's bound below when that is higher (the
+  quantile alone is a point estimate: with 10 expected crossings it was over the target in 58 % of
+  draws);
 - otherwise (a few hundred rows hold less than a day) the tail is extrapolated with an
   exponential fit to the excesses over the 90th percentile (peaks over threshold with the shape
   fixed at 0, the Gumbel domain of Gaussian-like errors). With a handful of independent excesses
@@ -141,6 +143,11 @@ def alert_threshold(
             if np.mean(pooled >= threshold) > p:  # on a tied value (an idle stretch's): each repeat alerts
                 threshold = _just_above(threshold)
             record.update(tail="empirical", margin=0.0)
+            if frac > p:  # the quantile is a point estimate, over the target about half the time: not
+                bound = _tail_line(excess, u, frac, p, eff)  # below the tail's bound at TAIL_CONFIDENCE
+                if bound > threshold:
+                    threshold = bound
+                    record.update(tail_note=f"the quantile raised to the tail's {TAIL_CONFIDENCE:.0%} bound")
         else:  # the top tenth is one tied value (quantized or constant errors): no tail to fit
             threshold = _just_above(float(pooled.max()))  # scores >= 1 alert: tied values must not
             record.update(tail="none", margin=0.0,
@@ -151,9 +158,8 @@ def alert_threshold(
                                    round(rate * hi / max(n_eff * p, 1e-12), 4)]
     else:
         sigma = float(excess.mean())
-        n_exc = max(len(excess) * eff, 1.0)
-        sigma_hi = sigma * 2 * n_exc / float(stats.chi2.ppf(1 - TAIL_CONFIDENCE, 2 * n_exc))
-        threshold = u + sigma_hi * math.log(frac / p)
+        sigma_hi = _scale_bound(sigma, len(excess) * eff)
+        threshold = _tail_line(excess, u, frac, p, eff)
         record.update(tail="exponential", tail_start=u, tail_scale=sigma, tail_fraction=frac,
                       tail_confidence=TAIL_CONFIDENCE, tail_scale_bound=sigma_hi,
                       point_estimate_per_day=round(steps_per_day * frac * math.exp(-(threshold - u) / sigma), 4),
@@ -166,6 +172,19 @@ def alert_threshold(
     record["threshold"] = threshold
     record.update(_observed(pieces, threshold, hop, rules, days))
     return threshold, record
+
+
+def _scale_bound(sigma: float, excesses: float) -> float:
+    """The exponential tail's scale at its upper ``TAIL_CONFIDENCE`` bound (chi^2 on ``excesses``
+    effective excesses)."""
+    n_exc = max(excesses, 1.0)
+    return sigma * 2 * n_exc / float(stats.chi2.ppf(1 - TAIL_CONFIDENCE, 2 * n_exc))
+
+
+def _tail_line(excess: np.ndarray, u: float, frac: float, p: float, eff: float) -> float:
+    """The level the tail fitted to ``excess`` over ``u`` (a share ``frac`` of steps) crosses on a
+    share ``p`` of steps, at the scale's upper bound."""
+    return u + _scale_bound(float(excess.mean()), len(excess) * eff) * math.log(frac / p)
 
 
 def _just_above(x: float) -> float:

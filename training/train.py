@@ -230,6 +230,11 @@ def train_bundle(
         bundle = calibrate_bundle(bundle, splits.calibration, options.threshold_method, options.false_alarm_rate,
                                   device=options.device, false_alerts_per_day=options.false_alerts_per_day,
                                   weigh_channels=options.weigh_channels, drift=drift)
+    if (why := bundle.calibration.get("drift_note")) is not None:
+        notes.append(why)  # (the same list bundle.training holds)
+    if bundle.sample_period is None and options.false_alarm_rate is None:
+        notes.append("no sample period (the timestamps do not show one): the line is set for a share of windows "
+                     f"(a rate of {bundle.calibration.get('false_alarm_rate', 1e-3):g}), not for false alerts a day")
     summary = TrainSummary(
         rows={"train": len(splits.train), "validation": len(splits.validation),
               "calibration": len(splits.calibration)},
@@ -326,10 +331,13 @@ def threshold_bundle(
             record.pop(unused, None)
         record.update(method="alerts", requested_method="alerts", threshold=threshold, alerts=alerts,
                       observed_exceedance=float(np.mean(errors >= threshold)),
-                      expected_false_alarms_per_day=false_alerts_per_day)
+                      expected_false_alarms_per_day=alerts["promised_per_day"])  # (capped, as promised)
     record["data"] = data_record
     if drift:
-        record["drift"] = drift_rule(errors / threshold).to_dict()
+        try:
+            record["drift"] = drift_rule(errors / threshold).to_dict()
+        except ValueError as exc:  # (every held-out error 0: training stopped here, now that large sets get one)
+            record["drift_note"] = f"no drift rule: {exc}"
     if weights is not None:
         record["channel_weights"] = (f"1 / median held-out error per channel, floored at {WEIGHT_FLOOR:g} of the "
                                      f"channels' median and at least {WEIGHT_FLOOR**2:g} of the largest, mean 1")
