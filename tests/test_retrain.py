@@ -335,3 +335,18 @@ def test_an_unloadable_current_stops_a_retrain_instead_of_counting_as_no_model(r
     with pytest.raises(BundleError, match="model.pt"):
         retrain(registry, "pump", data, TrainOptions(max_epochs=1, progress=False))
     assert list_versions(registry, "pump") == ["v0001"]  # nothing published, nothing promoted
+
+
+def test_warm_start_is_not_used_on_rows_the_current_model_trained_on(registry, tmp_path, capsys):
+    """Found by review: with --warm-start every cross-fitted fold starts from the current weights;
+    on data that include the rows they trained on, a fold has seen the rows it is scored on, and the
+    line came out too low. Data from after its training rows still warm-start."""
+    old = shifted_plant(4000, seed=5)  # the same timestamps as the current model's training rows
+    old.to_csv(tmp_path / "old.csv", index=False)
+    later = old.assign(timestamp=pd.to_datetime(old["timestamp"]) + pd.Timedelta(days=2))
+    later.to_csv(tmp_path / "later.csv", index=False)
+    for name, said in (("old.csv", True), ("later.csv", False)):
+        assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / name),
+                     "--max-epochs", "1", "--quiet", "--warm-start"]) == 0
+        assert ("warm start not used: the data begin before the end of the current model's training rows"
+                in capsys.readouterr().out) is said

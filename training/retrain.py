@@ -232,6 +232,9 @@ def retrain(
             same |= {"latent": current.config.latent, "hidden": current.config.hidden}
         options = replace(options, **same)
     init = current.state_dict if (warm_start and current is not None) else None
+    cold = _seen_rows(current, rest) if init is not None else None
+    if cold is not None:  # its weights have seen rows the folds calibrate on: the line came out too low
+        init = None
     candidate, _ = train_bundle(rest, options, init_state=init)
     variance = np.maximum(holdout.values.var(axis=0), 1e-12)
     scale = current.scale_ if current is not None else holdout.values.std(axis=0)
@@ -241,6 +244,8 @@ def retrain(
     target = options.false_alarm_rate if options.false_alarm_rate is not None else WINDOW_RATE_TARGET
     passed, reason = _decide(cand_cmp, cur_cmp, target)
     promoted, reason = (True, "forced despite " + reason) if force and not passed else (passed, reason)
+    if cold is not None:
+        reason += f"; {cold}"
     promoted = promoted and not (shadow and current is not None)  # nothing to shadow: promoted
     moved = current_version(root, name)
     if moved != (current.version if current is not None else None):  # promoted or rolled back meanwhile
@@ -265,6 +270,21 @@ def retrain(
         set_shadow(root, name, version)
         reason += f"; shadowing CURRENT {current.version} (models promote --gate live)"
     return RetrainResult(version, promoted, reason, cand_cmp, cur_cmp, target)
+
+
+def _seen_rows(current: Bundle, data: SensorData) -> str | None:
+    """Why ``--warm-start`` is not used, or None: ``data`` begin before the end of the rows the
+    current model trained on, so a network started from its weights has seen rows it is then
+    scored on out of fold (cross-fitting), and the line was set on errors too small."""
+    span = (current.training or {}).get("time_range") or [None, None]
+    try:
+        end = pd.Timestamp(span[1]).timestamp() if span[1] else None
+    except (TypeError, ValueError):
+        end = None
+    if end is None or not len(data) or float(np.nanmin(data.times)) > end:
+        return None
+    return (f"warm start not used: the data begin before the end of the current model's training rows "
+            f"({span[1]}), which its weights have seen")
 
 
 def _restate(path: Path, promoted: bool, reason: str) -> None:
