@@ -1,6 +1,7 @@
 """Learning itself: the trained model separates injected faults from normal data it never saw."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -260,3 +261,20 @@ def test_held_out_losses_tell_a_fold_that_training_made_worse_than_its_pca_start
     start = fit_network(skewed.take(~last), None, config, TrainOptions(progress=False), epochs=0)
     served, zero = held_out_losses(start, skewed.take(last))
     assert served == pytest.approx(zero, rel=1e-3)
+
+
+def test_irregular_readings_count_the_windows_the_daemon_scores_a_day():
+    """Found by review: the windows a day came from the median step, but on irregular data (no grid,
+    no filling) the daemon scores every ``hop`` readings: with 60 % of steps at 10 s and 40 % at
+    0.1 s the median is 10 s, the mean 6.04 s, so 1.66x the promised alerts."""
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.train import TrainOptions, train_bundle
+    from tests.conftest import plant_frame
+
+    steps = np.tile([10.0] * 6 + [0.1] * 4, 300)
+    frame = plant_frame(len(steps), channels=3, seed=2)
+    frame["timestamp"] = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.cumsum(steps), unit="s")
+    bundle, _ = train_bundle(series_from_frame(frame, "irregular"), TrainOptions(max_epochs=1, progress=False))
+    assert not bundle.regular and bundle.sample_period == pytest.approx(10.0)
+    per_day = bundle.calibration["alerts"]["steps_per_day"]
+    assert per_day == pytest.approx(86400 / (6.04 * bundle.hop), rel=0.02)
