@@ -36,7 +36,7 @@ from sensorguard.training.calibrate import pick_threshold
 from sensorguard.training.data import SensorData
 from sensorguard.training.promise import alert_threshold
 from sensorguard.training.splits import split_by_time
-from sensorguard.training.train import TrainOptions, TrainSummary, train_bundle
+from sensorguard.training.train import TrainOptions, TrainSummary, reading_period, train_bundle
 
 LIMIT_LEVEL = 0.99  # the classic monitoring limit: 1 % of normal samples beyond it
 VARIANCE_KEPT = 0.90  # PCA keeps the fewest components explaining this share of training variance
@@ -163,7 +163,8 @@ def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptio
         train_w, _ = windows_of(std(splits.train.values), splits.train.segments, window)
         errors = _window_model(kind, train_w, bundle.config.latent, options.seed)
     cal_w, cal_rows = windows_of(std(splits.calibration.values), splits.calibration.segments, window)
-    per_day = 86400.0 / (bundle.sample_period * hop) if bundle.sample_period else None
+    period = reading_period(splits.calibration, bundle)  # (the mean step on irregular data, as train counts)
+    per_day = 86400.0 / (period * hop) if period else None
     method, rate = calibration_rule(bundle, options)
     if method == "alerts":  # the bundle's rule: a threshold for N false alerts a day through the raise rule
         cal_errors = errors(cal_w)

@@ -76,8 +76,9 @@ def _add_threshold_options(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="calibrate a drift rule: each asset's alert line widens, at most 1.5x, as its normal score "
-        "level drifts (guarded; docs/design.md). train: on by default above 5,000 rows, off below (there it "
-        "cost detection); calibrate and retrain keep the model's own unless given --drift or --no-drift",
+        "level drifts (guarded; docs/design.md). train: on by default when one machine's data hold more than "
+        "5,000 rows, off otherwise (there it cost detection); calibrate and retrain keep the model's own "
+        "unless given --drift or --no-drift",
     )
 
 

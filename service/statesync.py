@@ -76,8 +76,9 @@ class StateSync:
                     self.controls_dirty.add(asset)  # tried again next time
             out, self.outbox = self.outbox, {}
             for asset, data in out.items():
-                if not self.serves(asset):  # its partition was lost meanwhile: the new owner writes it now, and
-                    continue  # this older state would overwrite the newer one it adopted and carries on from
+                if not self.serves(asset):  # its partition is being given up: a clean hand-over writes its newest
+                    self.outbox.setdefault(asset, data)  # state (from here, on a timeout); a loss drops it (the
+                    continue  # new owner's newer one must not be overwritten)
                 if not await self._write_state(asset, data) and asset not in self.leaving:
                     self.outbox.setdefault(asset, data)
 

@@ -346,3 +346,14 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     assert len(idle) == 360 and any("clock went back" in n for n in idle.notes)
     utc = frame.assign(timestamp=[t.strftime("%Y-%m-%dT%H:%M:00+01:00") for t in local])
     assert len(load_frame([write(utc, tmp_path / "utc.csv")])) == 300  # an offset given: real duplicates
+
+
+def test_the_fingerprint_time_range_spans_every_machine(tmp_path):
+    """Found by review: the recorded range was the first and last row's times, and machines are
+    blocks sorted by name, so a later machine ending sooner hid the true end (a warm start then
+    took rows the model had trained on as new)."""
+    early = plant_frame(200, seed=1).assign(asset="a")  # ends later
+    late = plant_frame(100, seed=2).assign(asset="b")  # the last block, ends sooner
+    data = load_frame([write(pd.concat([early, late]), tmp_path / "two.csv")], asset_column="asset")
+    start, end = data.fingerprint()["time_range"]
+    assert end == pd.Timestamp(early["timestamp"].max()).isoformat() and start < end

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sensorguard.service.alerts import AlertRules, AlertState, judge, judge_series
@@ -114,21 +115,39 @@ def test_train_turns_the_drift_rule_on_by_size_unless_told():
 
     big, summary = trained(CROSSFIT_MAX_ROWS + 500)
     assert big.drift_rule is not None and big.promise["drift"]
-    assert any("drift rule on: more than 5,000 rows" in n for n in summary.notes)
+    assert any("drift rule on: one machine's data hold more than 5,000 rows" in n for n in summary.notes)
     assert trained(CROSSFIT_MAX_ROWS + 500, drift=False)[0].drift_rule is None
     assert trained(600)[0].drift_rule is None and trained(600, drift=True)[0].drift_rule is not None
+    frame = pd.concat([plant_frame(300, channels=3, seed=k).assign(asset=f"m{k}") for k in range(20)])
+    many = series_from_frame(frame, "20 machines", asset_column="asset")  # 6,000 rows, 300 a machine
+    assert len(many) > CROSSFIT_MAX_ROWS
+    assert train_bundle(many, TrainOptions(max_epochs=1, progress=False))[0].drift_rule is None
 
 
-def test_calibration_without_errors_below_the_line_trains_without_a_drift_rule(tiny_bundle):
+def test_calibration_without_errors_below_the_line_trains_without_a_drift_rule(tiny_bundle, monkeypatch):
     """Found by review: held-out errors all 0 (a model that reconstructs its data exactly) left no
     score below the line to set the rule's baseline from, and training stopped with an error; now
-    that sets above 5,000 rows get the rule by default, it is left out and the summary says why.
+    that sets above 5,000 rows get the rule by default, a rule chosen by size is left out and the
+    summary says why, while one asked for (--drift, or a model's own at calibrate) still fails.
     Also: the recorded expectation is the promise as capped, not the target asked for."""
-    from sensorguard.training.train import threshold_bundle
+    from sensorguard.training import train
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.train import NoDriftBaseline, TrainOptions, threshold_bundle, train_bundle
+    from tests.conftest import plant_frame
 
-    zeros = [np.zeros((200, 3))]
-    bundle = threshold_bundle(tiny_bundle, zeros, {}, drift=True)
-    assert bundle.drift_rule is None and bundle.calibration["drift_note"].startswith("no drift rule")
+    with pytest.raises(NoDriftBaseline):
+        threshold_bundle(tiny_bundle, [np.zeros((200, 3))], {}, drift=True)
+
+    def none_below(scores):
+        raise NoDriftBaseline("no held-out window scores below the line to set the drift baseline from")
+
+    monkeypatch.setattr(train, "drift_rule", none_below)  # as every held-out error 0 makes it
+    data = series_from_frame(plant_frame(5500, channels=3, seed=4), "plant")
+    bundle, summary = train_bundle(data, TrainOptions(max_epochs=1, progress=False))
+    assert bundle.drift_rule is None and any(n.startswith("no drift rule: no held-out") for n in summary.notes)
+    assert not any(n.startswith("drift rule on") for n in summary.notes)
+    with pytest.raises(NoDriftBaseline):
+        train_bundle(data, TrainOptions(max_epochs=1, progress=False, drift=True))
     rng = np.random.default_rng(0)
     busy = threshold_bundle(tiny_bundle, [rng.exponential(1.0, (2000, 3))], {}, false_alerts_per_day=1e9)
     alerts = busy.calibration["alerts"]

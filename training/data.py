@@ -104,7 +104,8 @@ class SensorData:
     def fingerprint(self) -> dict:
         """Rows, time range and a content hash: enough to tell later which data trained a model."""
         digest = hashlib.sha256(np.ascontiguousarray(self.values).tobytes()).hexdigest()[:16]
-        span = [_iso(self.times[0]), _iso(self.times[-1])] if len(self) else [None, None]
+        finite = self.times[np.isfinite(self.times)]  # (machines are blocks: the last row is not the latest)
+        span = [_iso(finite.min()), _iso(finite.max())] if len(finite) else [None, None]
         return {"rows": len(self), "time_range": span, "sha256_16": digest, "channels": list(self.channels)}
 
 

@@ -9,9 +9,10 @@ step, and an alert up or a burst spans several, so raises come at most that ofte
 ``target``" is an upper bound, 0.58 raises a day on a smooth error process where 1 was set):
 
 - when the calibration data hold at least ``MIN_TAIL_EVENTS`` expected crossings at the target
-  rate, the empirical quantile, raised to the tail's bound below when that is higher (the
-  quantile alone is a point estimate: with 10 expected crossings it was over the target in 58 % of
-  draws);
+  rate, the empirical quantile at its upper ``TAIL_CONFIDENCE`` bound (the order statistic a
+  binomial count on the effective samples gives: the quantile alone is a point estimate, with 10
+  expected crossings over the target in 58 % of draws; no tail shape is assumed, so it converges
+  on light tails too);
 - otherwise (a few hundred rows hold less than a day) the tail is extrapolated with an
   exponential fit to the excesses over the 90th percentile (peaks over threshold with the shape
   fixed at 0, the Gumbel domain of Gaussian-like errors). With a handful of independent excesses
@@ -143,11 +144,13 @@ def alert_threshold(
             if np.mean(pooled >= threshold) > p:  # on a tied value (an idle stretch's): each repeat alerts
                 threshold = _just_above(threshold)
             record.update(tail="empirical", margin=0.0)
-            if frac > p:  # the quantile is a point estimate, over the target about half the time: not
-                bound = _tail_line(excess, u, frac, p, eff)  # below the tail's bound at TAIL_CONFIDENCE
+            if n_eff * p >= MIN_TAIL_EVENTS:  # the quantile is a point estimate, over the target about half the
+                # time: the order statistic that holds the rate at TAIL_CONFIDENCE (binomial on n_eff, no tail shape)
+                fewer = float(stats.binom.ppf(1 - TAIL_CONFIDENCE, max(int(n_eff), 1), p))
+                bound = float(np.quantile(pooled, 1 - max(fewer, 1.0) / n_eff))
                 if bound > threshold:
                     threshold = bound
-                    record.update(tail_note=f"the quantile raised to the tail's {TAIL_CONFIDENCE:.0%} bound")
+                    record.update(tail_note=f"the quantile's {TAIL_CONFIDENCE:.0%} upper bound (binomial)")
         else:  # the top tenth is one tied value (quantized or constant errors): no tail to fit
             threshold = _just_above(float(pooled.max()))  # scores >= 1 alert: tied values must not
             record.update(tail="none", margin=0.0,
@@ -159,7 +162,7 @@ def alert_threshold(
     else:
         sigma = float(excess.mean())
         sigma_hi = _scale_bound(sigma, len(excess) * eff)
-        threshold = _tail_line(excess, u, frac, p, eff)
+        threshold = u + sigma_hi * math.log(frac / p)
         record.update(tail="exponential", tail_start=u, tail_scale=sigma, tail_fraction=frac,
                       tail_confidence=TAIL_CONFIDENCE, tail_scale_bound=sigma_hi,
                       point_estimate_per_day=round(steps_per_day * frac * math.exp(-(threshold - u) / sigma), 4),
@@ -179,12 +182,6 @@ def _scale_bound(sigma: float, excesses: float) -> float:
     effective excesses)."""
     n_exc = max(excesses, 1.0)
     return sigma * 2 * n_exc / float(stats.chi2.ppf(1 - TAIL_CONFIDENCE, 2 * n_exc))
-
-
-def _tail_line(excess: np.ndarray, u: float, frac: float, p: float, eff: float) -> float:
-    """The level the tail fitted to ``excess`` over ``u`` (a share ``frac`` of steps) crosses on a
-    share ``p`` of steps, at the scale's upper bound."""
-    return u + _scale_bound(float(excess.mean()), len(excess) * eff) * math.log(frac / p)
 
 
 def _just_above(x: float) -> float:

@@ -55,7 +55,7 @@ class TrainOptions:
     false_alarm_rate: float | None = None  # advanced: a window rate instead of alerts per day
     weigh_channels: bool = True  # each channel's error over its typical held-out error (False: plain mean)
     drift: bool | None = None  # a drift rule (service.drift): each asset's line widens with its normal level;
-    # None: chosen by size (on above CROSSFIT_MAX_ROWS rows, off below: docs/benchmarks.md, session 32)
+    # None: chosen by size (on when one machine has more than CROSSFIT_MAX_ROWS rows: docs/benchmarks.md, session 32)
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
     progress: bool = True
@@ -150,7 +150,8 @@ def train_bundle(
     )
     fit = fit_network(splits.train, splits.validation, config, options, init_state=init_state)
     crossfit = len(data) <= CROSSFIT_MAX_ROWS
-    drift = not crossfit if options.drift is None else options.drift
+    longest = max((b.stop - b.start for _, b in data.blocks()), default=0)  # one machine's history
+    drift = longest > CROSSFIT_MAX_ROWS if options.drift is None else options.drift
     cleaning = data.cleaning or CleaningPolicy()
     bundle = Bundle(
         channels=data.channels,
@@ -183,9 +184,6 @@ def train_bundle(
                      "trained from the PCA start")
     if (short := short_span_note(data, drift)) is not None:
         notes.append(short)
-    if options.drift is None and drift:
-        notes.append(f"drift rule on: more than {CROSSFIT_MAX_ROWS:,} rows (on smaller sets it cost detection; "
-                     "--no-drift turns it off)")
     naive_val, pca_val = naive_error(fit.val_windows), pca_error(start, fit.val_windows)
     if fit.best_val_loss >= min(naive_val, pca_val if start.rank else np.inf):
         versus = f"naive window means ({naive_val:.4g})" + (f" or PCA of rank {start.rank} ({pca_val:.4g})"
@@ -222,17 +220,26 @@ def train_bundle(
                                                "early_stopped": True}),
         },
     )
-    if crossfit:
-        bundle = threshold_bundle(bundle, pieces, {**data.fingerprint(), "cross_fitted_folds": FOLDS},
-                                  options.threshold_method, options.false_alarm_rate, options.false_alerts_per_day,
-                                  weigh_channels=options.weigh_channels, drift=drift,
-                                  period=reading_period(data, bundle))
-    else:
-        bundle = calibrate_bundle(bundle, splits.calibration, options.threshold_method, options.false_alarm_rate,
-                                  device=options.device, false_alerts_per_day=options.false_alerts_per_day,
-                                  weigh_channels=options.weigh_channels, drift=drift)
-    if (why := bundle.calibration.get("drift_note")) is not None:
-        notes.append(why)  # (the same list bundle.training holds)
+    def line(drift: bool) -> Bundle:
+        if crossfit:
+            return threshold_bundle(bundle, pieces, {**data.fingerprint(), "cross_fitted_folds": FOLDS},
+                                    options.threshold_method, options.false_alarm_rate, options.false_alerts_per_day,
+                                    weigh_channels=options.weigh_channels, drift=drift,
+                                    period=reading_period(data, bundle))
+        return calibrate_bundle(bundle, splits.calibration, options.threshold_method, options.false_alarm_rate,
+                                device=options.device, false_alerts_per_day=options.false_alerts_per_day,
+                                weigh_channels=options.weigh_channels, drift=drift)
+
+    try:
+        bundle = line(drift)
+    except NoDriftBaseline as exc:
+        if options.drift is not None:
+            raise  # asked for: say it cannot be had
+        bundle = line(False)  # chosen by size: left out, said (every held-out error 0 stopped training)
+        notes.append(f"no drift rule: {exc}")
+    if options.drift is None and bundle.drift_rule is not None:
+        notes.append(f"drift rule on: one machine's data hold more than {CROSSFIT_MAX_ROWS:,} rows (on smaller "
+                     "sets it cost detection; --no-drift turns it off)")
     if bundle.sample_period is None and options.false_alarm_rate is None:
         notes.append("no sample period (the timestamps do not show one): the line is set for a share of windows "
                      f"(a rate of {bundle.calibration.get('false_alarm_rate', 1e-3):g}), not for false alerts a day")
@@ -307,11 +314,15 @@ def reading_period(data: SensorData, bundle: Bundle) -> float | None:
     return float(step[inside].mean()) if inside.any() else bundle.sample_period
 
 
+class NoDriftBaseline(ValueError):
+    """No held-out score to set a drift rule's baseline from (every one 0, or none below the line)."""
+
+
 def drift_rule(scores: np.ndarray) -> DriftRule:
     """The drift rule's baseline from held-out normal scores: the mean log score below the line."""
     below = scores[np.isfinite(scores) & (scores > 0) & (scores < 1.0)]
     if len(below) == 0:
-        raise ValueError("no held-out window scores below the line to set the drift baseline from")
+        raise NoDriftBaseline("no held-out window scores below the line to set the drift baseline from")
     return DriftRule(baseline=float(np.mean(np.log(below))))
 
 
@@ -351,10 +362,7 @@ def threshold_bundle(
                       expected_false_alarms_per_day=alerts["promised_per_day"])  # (capped, as promised)
     record["data"] = data_record
     if drift:
-        try:
-            record["drift"] = drift_rule(errors / threshold).to_dict()
-        except ValueError as exc:  # (every held-out error 0: training stopped here, now that large sets get one)
-            record["drift_note"] = f"no drift rule: {exc}"
+        record["drift"] = drift_rule(errors / threshold).to_dict()
     if weights is not None:
         record["channel_weights"] = (f"1 / median held-out error per channel, floored at {WEIGHT_FLOOR:g} of the "
                                      f"channels' median and at least {WEIGHT_FLOOR**2:g} of the largest, mean 1")
