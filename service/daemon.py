@@ -336,8 +336,6 @@ class Daemon:
         tops = scores.all_top_channels(scorer.channels)
         for i, due in enumerate(batch):
             self.metrics.reading_to_score.observe(max(0.0, now - due.received))
-            if self.recorder is not None:
-                self.recorder.judged(due.asset, due.ts)
             if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
                 continue
             channels = tops[i]
@@ -346,6 +344,8 @@ class Daemon:
             except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
                 log.exception("applying a scored window of asset %r failed", due.asset)
                 continue
+            if self.recorder is not None:  # judged: its readings may now be committed as normal (not before:
+                self.recorder.judged(due.asset, due.ts)  # a window whose alert step failed was never judged)
             if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
                 self.metrics.shadow_score.observe(shadowed.score[i])
                 try:

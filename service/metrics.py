@@ -85,6 +85,8 @@ class Metrics:
         self.publishes_dropped = counter(
             "publishes_dropped_total", "Outgoing messages dropped because the queue waiting for the broker was full "
             "(alert, state, sensor, event, status).", ("kind",))
+        for kind in ("alert", "state", "sensor", "event", "status"):  # at 0: a first burst of drops shows in increase()
+            self.publishes_dropped.labels(kind)
         self.window_restarts = counter(
             "window_restarts_total", "Times an asset's window started afresh (a long gap, a dropped reading): its "
             "next score waits for a full window.")

@@ -63,7 +63,7 @@ class Recorder:
     max_pending_bytes: int = 256 << 20  # readings waiting for their guard band, all assets together
     write_failures: int = 0
     rows_written: int = 0
-    dropped: int = 0  # readings not recorded because the pending bound was reached
+    dropped: int = 0  # readings not recorded because a bound was reached (all held, or one alert's backlog)
     excluded: Callable[[str, float], bool] | None = None  # (asset, reading time): in maintenance, nothing recorded
     verdict: Callable[[str], bool | None] | None = None  # alert id -> acknowledged false (True), real, or not
     _pending: dict[str, deque] = field(default_factory=dict)
@@ -117,6 +117,7 @@ class Recorder:
             if quiet == np.inf and len(pending) > self.alert_backlog:
                 pending.popleft()  # the oldest: inside the alert
                 self._pending_rows -= 1
+                self.dropped += 1
 
     def held(self, asset: str | None = None) -> list[float]:
         """Stamps of the readings held for ``asset`` (all assets: None), oldest first per asset."""
@@ -136,13 +137,16 @@ class Recorder:
         the rest back until the alert clears, which drops those before its own guard band ends."""
         with self._lock:
             pending = self._pending.get(asset)
-            while pending and pending[0][0] < ts - self.guard_s:
+            # already held (a maintenance, or an alert up): what it holds is not normal data, whatever comes
+            held = self._quiet_until.get(asset, -np.inf) == np.inf  # next (a real alert rising in a maintenance
+            while not held and pending and pending[0][0] < ts - self.guard_s:  # committed the band before it)
                 t, v = pending.popleft()
                 self._pending_rows -= 1
                 self._ready.append((asset, t, v))
             while pending and len(pending) > self.alert_backlog:
                 pending.popleft()
                 self._pending_rows -= 1
+                self.dropped += 1
             self._quiet_until[asset] = np.inf
 
     def alert_cleared(self, asset: str, ts: float, alert_id: str = "", peak: float = float("nan")) -> None:
@@ -244,7 +248,7 @@ class Recorder:
     def _file(self, path: Path, alert_id: str) -> str:
         """Move an alert's file to the folder its verdict names (under ``_alert_lock``); that folder."""
         folder = self._folder(alert_id)
-        if path.parent.name != folder:
+        if path.parent.name != folder and path.exists():  # (an acknowledgement may have filed it already)
             (self.directory / folder).mkdir(exist_ok=True)
             os.replace(path, self.directory / folder / path.name)
         return folder

@@ -389,7 +389,7 @@ def test_a_full_outgoing_queue_drops_and_counts_but_keeps_room_for_the_status(ti
     assert value(daemon, "sensorguard_publishes_dropped_total", kind="state") == 2
     info = daemon.publisher.status(online=True)  # behind the full backlog, in the room kept for it
     assert info.rc != 15 and client.queued_out() == 4
-    assert value(daemon, "sensorguard_publishes_dropped_total", kind="status") is None
+    assert value(daemon, "sensorguard_publishes_dropped_total", kind="status") == 0  # (there at 0, never raised)
 
 
 def test_the_last_will_names_the_partitions_the_clean_status_names():
@@ -415,3 +415,21 @@ def test_a_refused_subscription_is_said_and_the_daemon_is_not_ready(tiny_bundle,
         daemon.connection._on_subscribe(None, None, 1, [refused], None)
         daemon.connection._on_subscribe(None, None, 2, [granted], None)  # the commands' filter, granted
     assert not daemon.ready() and "refused a subscription (Not authorized)" in caplog.text
+
+
+def test_a_window_whose_alert_step_failed_is_not_judged_for_the_recorder(tiny_bundle, tmp_path, monkeypatch):
+    """Found by review: the recorder was told a window was judged before its alert step ran, so
+    when that step failed the readings were committed as normal though nothing had judged them."""
+    daemon, client = make(tiny_bundle, record_dir=str(tmp_path / "rec"))
+    for i in range(tiny_bundle.window):
+        daemon.ingest.handle(client, message("pump-1", T0 + i))
+    monkeypatch.setattr(daemon.alerts, "apply", lambda *a, **k: 1 / 0)
+    batch, _ = daemon.ingest.next_batch(0.0)
+    daemon.score_batch(batch)
+    assert "pump-1" not in daemon.recorder._judged
+    monkeypatch.undo()
+    for i in range(tiny_bundle.window, tiny_bundle.window + tiny_bundle.hop):
+        daemon.ingest.handle(client, message("pump-1", T0 + i))
+    batch, _ = daemon.ingest.next_batch(0.0)
+    daemon.score_batch(batch)
+    assert daemon.recorder._judged["pump-1"] == T0 + tiny_bundle.window + tiny_bundle.hop - 1

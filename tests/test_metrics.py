@@ -48,6 +48,8 @@ def test_every_contract_name_exists_from_the_start(registry: CollectorRegistry) 
     for kind in ("stuck", "out_of_range", "missing"):
         assert value(registry, "sensorguard_sensor_faults_total", kind=kind) == 0.0
     assert value(registry, "sensorguard_sensor_faults_open") == 0.0
+    for kind in ("alert", "state", "sensor", "event", "status"):  # a first burst of drops shows in increase()
+        assert value(registry, "sensorguard_publishes_dropped_total", kind=kind) == 0.0
 
 
 def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:

@@ -218,3 +218,28 @@ def test_an_alerts_readings_are_filed_by_its_acknowledgement_and_only_false_alar
     faults = known_faults(tmp_path, CHANNELS)
     assert [(name, sorted(data.times)) for name, data in faults] == [
         ("p2@100000", list(range(90, 150))), ("p3@100000", list(range(90, 150)))]
+
+
+def test_an_alert_rising_in_a_maintenance_commits_nothing_it_held(tmp_path):
+    """Found by review: a maintenance start holds the asset's readings (and the guard band before
+    it); a real alert rising during it committed every held reading older than its own guard band,
+    the maintenance's readings and the band before it included, as normal training data."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(rec, "p1", 0, 120)
+    rec.alert_raised("p1", 120.0)  # the maintenance starts: 110.. held
+    feed(rec, "p1", 120, 200)
+    rec.alert_raised("p1", 190.0)  # an alert rises in it
+    rec.alert_cleared("p1", 300.0)
+    feed(rec, "p1", 300, 400)
+    rec.flush(now_ts=1000.0)
+    kept = sorted(read_all(tmp_path).ts)
+    assert kept == list(range(0, 110)) + list(range(310, 400))
+
+
+def test_an_alert_file_an_acknowledgement_filed_first_is_no_write_failure(tmp_path):
+    """Found by review: an acknowledgement landing between an alert's write and its filing moved the
+    file first; filing it again raised FileNotFoundError, counted and logged as a failed write."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    rec.verdict = lambda alert_id: True  # acknowledged as a false alarm
+    gone = tmp_path / "alerts" / "p1@1.parquet"  # already moved by the acknowledgement
+    assert rec._file(gone, "p1@1") == "false_alarms"
