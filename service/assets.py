@@ -193,6 +193,8 @@ class AssetAlerts:
         self._latest.pop(asset, None)
         self.metrics.forget_asset(asset)
         if self.recorder is not None:
+            if state.status == "alerting" and state.alert_id:  # its readings are filed as a cleared one's are: a
+                self.recorder.alert_cleared(asset, ts, state.alert_id, state.peak)  # false-alarm ack learns them
             self.recorder.forget(asset)
 
     def expire_restored(self, now: float, heard: Callable[[str], bool] = lambda asset: False) -> None:

@@ -142,3 +142,24 @@ def test_recorder_keeps_readings_offered_before_a_late_clear(tmp_path):
     rec.alert_cleared("p1", 150.0)  # drops what is held before 160
     rec.flush(now_ts=1000.0)
     assert sorted(recorded(tmp_path).ts) == list(range(0, 90)) + list(range(160, 320))
+
+
+def test_an_alert_ended_by_silence_files_its_readings_for_its_acknowledgement(tiny_bundle, tmp_path):
+    """Found by review: an alert that ended because its asset went silent lost the readings held
+    for it, while an acknowledgement as a false alarm still answered that they would be learned
+    as normal data at the next retrain. They are filed as a cleared alert's are."""
+    from sensorguard.service.recorder import alert_file
+    from tests.test_daemon import T0
+    from tests.test_state import daemon_with
+
+    daemon, _ = daemon_with(tiny_bundle, None, record_dir=str(tmp_path / "rec"), record_guard_s=5)
+    for i in range(40):
+        daemon.recorder.add("pump", T0 + i, [1.0, 2.0, 3.0])
+    for i in range(3):
+        daemon.alerts.apply("pump", T0 + 30 + i, 50.0, [])
+    alert_id = daemon.snapshot()["pump"].alert_id
+    assert daemon.snapshot()["pump"].status == "alerting" and alert_id
+    daemon.alerts.end("pump", T0 + 39)
+    daemon.recorder.flush(now_ts=T0 + 1000, force=True)
+    filed = list((tmp_path / "rec" / "alerts").glob("*.parquet"))
+    assert [f.stem for f in filed] == [alert_file(alert_id).removesuffix(".parquet")]
