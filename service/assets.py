@@ -77,6 +77,7 @@ class AssetAlerts:
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._unsent: dict[str, list[tuple[AlertEvent, list[dict]]]] = {}  # clears the full outgoing queue dropped
+        self._unsent_states: dict[str, None] = {}  # assets whose retained state it dropped, oldest first
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[tuple[str, AlertState, DriftState | None, bool]] = deque()  # cluster mode: moved here
@@ -336,8 +337,32 @@ class AssetAlerts:
             ack = self.controls.acked(state.alert_id) if state.alert_id else None
             extra = {"suppressed": self.controls.suppressed(asset, time.time()),
                      "acked": None if ack is None else ack["acked"]}
-        return self.publisher.state(asset, state, last_ts if ts is None else ts, channels, (b.name, b.version),
+        info = self.publisher.state(asset, state, last_ts if ts is None else ts, channels, (b.name, b.version),
                                     self.line(asset, b), self.sensor_faults(asset), extra)
+        if self.publisher.client is not None and self.publisher.dropped(info):  # the retained one now lies:
+            self._unsent_states[asset] = None  # sent again once there is room (resend_states)
+            if len(self._unsent_states) > SILENT_KEPT:
+                self._unsent_states.pop(next(iter(self._unsent_states)))
+        else:
+            self._unsent_states.pop(asset, None)
+        return info
+
+    def resend_states(self) -> None:
+        """On the worker, each tick: publish again the retained states the full outgoing queue
+        dropped (an asset that went normal, or silent, kept saying alerting until its next change),
+        while there is room."""
+        for asset in list(self._unsent_states):
+            if self.publisher.full():
+                return
+            self._unsent_states.pop(asset, None)
+            self._republish(asset)
+
+    def _republish(self, asset: str) -> None:
+        """The asset's retained state again, as it is now: live, restored, or silent (stale)."""
+        if asset in self._states or asset in self.restored:
+            self.publish_state(asset)
+        elif (silent := self._open.silent(asset)) is not None:
+            self.publish_state(asset, silent[0], state=AlertState("stale", last_score=silent[1]))
 
     def request_control_change(self, asset: str, maintenance: bool | None) -> None:
         """A command changed how ``asset`` is handled (any thread): ``maintenance`` False when a
@@ -368,10 +393,7 @@ class AssetAlerts:
             asset, maintenance = self._control_changes.popleft()
             state = self._states.get(asset)
             if state is None:
-                if asset in self.restored:
-                    self.publish_state(asset)
-                elif (silent := self._open.silent(asset)) is not None:
-                    self.publish_state(asset, silent[0], state=AlertState("stale", last_score=silent[1]))
+                self._republish(asset)
                 continue
             ts, channels = self._latest.get(asset, (time.time(), []))
             held = self._held(asset, ts)  # (a hold that ended still holds an alert that rose in it)

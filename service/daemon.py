@@ -383,6 +383,7 @@ class Daemon:
             self.alerts.request_control_change(asset, False if kind == "maintenance" else None)
         self.alerts.apply_control_changes()
         self.alerts.resend_clears()
+        self.alerts.resend_states()
         for kind, count in self.controls.counts(time.time()).items():
             self.metrics.assets_held.labels(kind).set(count)
         if now >= self._next_save or self.alerts.save_soon:

@@ -553,3 +553,29 @@ def test_readings_processed_after_a_hold_ended_are_judged_by_their_own_time(tmp_
     moved.adopt("p1", json.loads(json.dumps(controls.export("p1"))))  # cluster mode: they move with the asset
     assert moved.suppressed("p1", late, 10_505.0) == "maintenance"
     assert AlarmControls(str(tmp_path)).suppressed("p1", late, 10_505.0) == "maintenance"  # a restart keeps them
+
+
+def test_a_retained_state_the_full_outgoing_queue_dropped_is_sent_again(tiny_bundle):
+    """Found by review: with the broker away long enough to fill the outgoing queue, an asset's
+    state change (alerting -> normal, or to stale as it went silent) was dropped and the retained
+    state kept saying alerting until its next change, days later; a silent asset never again."""
+    from sensorguard.service import mqtt
+    from tests.test_daemon import T0, make
+
+    def last_state(client, asset: str) -> str:
+        return [json.loads(p) for t, p, _ in client.published if t == f"sensorguard/state/{asset}"][-1]["state"]
+
+    daemon, client = make(tiny_bundle)
+    for asset in ("p5", "p6"):
+        for i in range(3):
+            daemon.alerts.apply(asset, T0 + i, 5.0, [])
+    assert last_state(client, "p5") == last_state(client, "p6") == "alerting"
+    client.queued_out = lambda: mqtt.MAX_QUEUED_OUT  # the broker is away, the queue full
+    for i in range(3, 20):
+        daemon.alerts.apply("p5", T0 + i, 0.1, [])  # cleared: its state's publish dropped
+    daemon.alerts.end("p6", T0 + 2)  # silent: its stale state dropped, and the asset forgotten
+    daemon.alerts.resend_states()  # still full: nothing tried
+    assert last_state(client, "p5") == last_state(client, "p6") == "alerting"
+    client.queued_out = lambda: 0  # back
+    daemon.alerts.resend_states()
+    assert (last_state(client, "p5"), last_state(client, "p6")) == ("normal", "stale")
