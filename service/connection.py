@@ -67,9 +67,11 @@ class Connection:
         client = self.publisher.client
         if client is not None:
             infos = final()
-            if self.connected.is_set() and not mqtt.wait_published(infos, PUBLISH_TIMEOUT_S):
-                log.warning("some final states were not confirmed by the broker before disconnecting")
-            client.disconnect()  # a normal disconnect: no Last Will, no unsubscribe, the session stays
+            confirmed = not self.connected.is_set() or mqtt.wait_published(infos, PUBLISH_TIMEOUT_S)
+            if not confirmed:
+                log.warning("some final states were not confirmed by the broker before disconnecting: "
+                            "disconnecting so that the broker publishes the offline Last Will")
+            mqtt.disconnect(client, self.settings, will=not confirmed)  # no unsubscribe: the session stays
             client.loop_stop()
         self.connected_since = None
         self.connected.clear()

@@ -30,6 +30,7 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from sensorguard.service.config import Settings
@@ -159,6 +160,17 @@ def listening(settings: Settings, topic: str, on_message: Callable[[Any, Any, An
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def disconnect(client: paho.Client, settings: Settings, will: bool = False) -> None:
+    """End the connection. A normal DISCONNECT makes the broker discard the Last Will; with ``will``
+    (the final ``offline`` status was not confirmed) MQTT 5 disconnects with reason code 0x04 so the
+    broker publishes the Will instead, and a retained ``online`` does not outlive the daemon. MQTT
+    3.1.1 has no such code: it disconnects normally (the status may then stay ``online``)."""
+    if will and settings.mqtt_version == "5":
+        client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+    else:
+        client.disconnect()
 
 
 def subscribe_readings(client: paho.Client, settings: Settings) -> None:

@@ -299,3 +299,19 @@ def test_daemon_reconnects_after_a_broker_restart(serve, mosquitto, trained):
     wait_for(lambda: running.value("sensorguard_readings_total") == 200, 10, "second half")
     status.close()
     pub.close()
+
+
+def test_a_stop_whose_final_publishes_are_not_confirmed_leaves_the_will_not_online(serve, mosquitto, monkeypatch):
+    """Found by review: when the final states and the offline status were not confirmed in time
+    (a backlog ahead of them), the normal DISCONNECT made the broker discard the Last Will, and the
+    retained status said online after the daemon was gone (another instance was then refused its
+    partitions). MQTT 5 now disconnects so that the broker publishes the Will (3.1.1 has no way to)."""
+    from sensorguard.service import mqtt
+
+    running = serve()
+    monkeypatch.setattr(mqtt, "wait_published", lambda infos, timeout_s: False)  # not confirmed in time
+    monkeypatch.setattr(running.daemon.publisher, "status", lambda online: None)  # stuck behind the backlog
+    running.daemon.stop()
+    after = Collector(mosquitto, "sensorguard/#")
+    wait_for(lambda: after.statuses() == ["offline"], 10, "the Last Will's offline status, retained")
+    after.close()
