@@ -150,7 +150,7 @@ class Daemon:
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
                                        *((self.source.serves, self.source.taking_over) if self.source else ()))
         if self.recorder is not None:  # an asset in maintenance (live or restored) records nothing as normal
-            self.recorder.excluded = lambda asset, ts: self.controls.in_maintenance(asset, time.time(), ts)
+            self.recorder.excluded = self._in_maintenance
             self.recorder.verdict = self.controls.false_alarm
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
                                      lambda: self.ingest.stopping, self.commands)
@@ -393,6 +393,14 @@ class Daemon:
         if now >= self._next_shadow_report:
             report_live(self.settings, self.models.shadow)
             self._next_shadow_report = now + self.settings.shadow_report_s
+
+    def _in_maintenance(self, asset: str, ts: float) -> bool:
+        """Whether a reading at ``ts`` falls in a maintenance of ``asset``, or in the guard band after
+        one ended (the start-up transient): nothing of it is recorded as normal data. The band was
+        applied only to assets scored through the end, not to one silent then (switched off)."""
+        now = time.time()
+        guard = self.recorder.guard_s if self.recorder is not None else 0.0
+        return self.controls.in_maintenance(asset, now, ts) or self.controls.in_maintenance(asset, now, ts - guard)
 
     def _shadow_forgets(self, asset: str) -> None:
         """The asset went silent or moved to another worker: the shadow's machines for it end too

@@ -393,3 +393,19 @@ def test_a_backlog_from_inside_an_ended_maintenance_raises_nothing_and_records_n
     assert [e["alert_id"] for e in raised(client)] == [daemon.snapshot()["pump"].alert_id]
     daemon.recorder.flush(now_ts=T0 + 1000, force=True)
     assert not list((tmp_path / "rec").glob("*/*.parquet"))
+
+
+def test_a_machine_silent_through_its_maintenance_records_nothing_in_the_guard_band_after_it(drifting, tmp_path):
+    """Found by review: the guard band after a maintenance (the start-up transient) was applied only
+    to assets scored through its end; a machine switched off for it, silent then, had its first
+    readings back recorded as normal data."""
+    from sensorguard.service.commands import Command
+
+    daemon, _ = daemon_with(drifting, None, record_dir=str(tmp_path / "rec"), record_guard_s=10)
+    daemon.controls.apply(Command("maintenance", "pump", action="start"), T0)  # silent all along
+    daemon.controls.apply(Command("maintenance", "pump", action="end"), T0 + 100)
+    for i in range(100, 140):
+        daemon.recorder.add("pump", T0 + i, [1.0, 2.0, 3.0])
+    daemon.recorder.flush(now_ts=T0 + 1000, force=True)
+    kept = sorted(pd.concat(pd.read_parquet(p) for p in (tmp_path / "rec").glob("*/*.parquet")).ts - T0)
+    assert kept and min(kept) >= 100 + daemon.recorder.guard_s
