@@ -35,6 +35,7 @@ GAUGE_RULES = {
     "sensorguard_partition_info": max,
 }
 SUMMED = ("counter", "histogram")
+CONNECTED = ("sensorguard_mqtt_connected", "sensorguard_mqtt_connected", ())  # 0 while any worker is down
 
 Key = tuple[str, str, tuple[tuple[str, str], ...]]  # family, sample name, sorted labels
 
@@ -73,8 +74,10 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
     exact = exact or {}
     values: dict[Key, list[float]] = {key: [] for key in exact}
     for families, slot in zip(expositions, slots, strict=True):
-        if families is None:  # down or slow: its counters as last seen, no gauges
+        if families is None:  # down or slow: its counters as last seen, no gauges but a disconnected one
             current = dict(slot.last)
+            values.setdefault(CONNECTED, []).append(0.0)  # (left out, the minimum over the live ones said 1)
+            meta.setdefault(CONNECTED[0], ("1 while connected to the MQTT broker.", "gauge"))
         else:
             current = {}
             for family in families:

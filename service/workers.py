@@ -57,14 +57,24 @@ GO_TIMEOUT_S = 60.0  # workers connect together once all loaded, or after this l
 READINGS = ("sensorguard_readings", "sensorguard_readings_total", ())
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: a container's cpuset), not the machine's:
+    ``os.cpu_count`` gave a 2-CPU pod on a 64-core node 64 workers' worth."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # (not on every platform)
+        return max(1, os.cpu_count() or 1)
+
+
 def worker_count(settings: Settings, cores: int | None = None) -> int:
     """``workers``, or one per core up to the number of partitions; refused beyond the partitions.
     In cluster mode the workers share the cluster's partitions by leases: one per core."""
+    cores = cores or usable_cores()
     if settings.cluster:
-        return settings.workers or max(1, cores or os.cpu_count() or 1)
+        return settings.workers or max(1, cores)
     partitions = len(settings.partition)
     if settings.workers is None:
-        return max(1, min(cores or os.cpu_count() or 1, partitions))
+        return max(1, min(cores, partitions))
     if settings.workers > partitions:
         raise ConfigError([f"workers: {settings.workers} workers need at least as many partitions, got "
                            f"{partitions} ({', '.join(settings.partition)}); add --partition filters"])
@@ -144,7 +154,7 @@ class Slot:
     generation: int = 0  # processes of this slot found dead so far
     started: float = 0.0
     restart_at: float | None = None
-    backoff: float = RESTART_MIN_S
+    backoff: float = 0.0  # the wait before the next restart (0: none yet, the first is RESTART_MIN_S)
     counters: WorkerCounters = field(default_factory=WorkerCounters)
     readings_carry: float = 0.0
 
@@ -206,7 +216,8 @@ class Supervisor:
                 continue
             if slot.restart_at is None:  # just found dead
                 code = slot.process.exitcode if slot.process is not None else None
-                slot.backoff = RESTART_MIN_S if now - slot.started >= STABLE_S else min(slot.backoff * 2, RESTART_MAX_S)
+                slot.backoff = (RESTART_MIN_S if now - slot.started >= STABLE_S or not slot.backoff
+                                else min(slot.backoff * 2, RESTART_MAX_S))  # (the first restart after 1 s)
                 slot.restart_at = now + slot.backoff
                 log.warning("worker w%d (pid %s) exited with %s; restarting it in %.0f s (its session keeps "
                             "its readings)", slot.index, getattr(slot.process, "pid", None), code, slot.backoff)

@@ -291,3 +291,32 @@ def test_a_restarted_workers_zero_series_are_not_carried():
                                 bucket: 0.0})
     slot.restarted()
     assert slot.carry == {("a", "a_total", (("asset", "p2"),)): 2.0, bucket: 0.0}
+
+
+def test_a_dead_worker_shows_as_disconnected_and_one_dying_young_comes_back_after_a_second(tmp_path, monkeypatch):
+    """Found by review: (1) a worker down or not answering was left out of the merged gauges, so
+    mqtt_connected was the minimum over the live ones, 1, and an alert on it stayed silent through
+    a crash loop; (2) the backoff doubled before its first use: the first restart came after 2 s,
+    where the docs say 1 s; (3) the default count took the machine's cores, not the process's
+    (a 2-CPU container on a 64-core node)."""
+    import os
+
+    from sensorguard.service.workers import RESTART_MIN_S, Supervisor
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert worker_count(_settings(tmp_path, partition=[f"p{k}/#" for k in range(8)])) == 2
+    monkeypatch.undo()
+
+    slots, meta = [WorkerCounters(), WorkerCounters()], {}
+    got = _values(merge([parse(PAGE.format(readings=10, connected=1, asset="a")), None], slots, meta))
+    assert got[("sensorguard_mqtt_connected", ())] == 0
+    assert _values(merge([None, None], slots, meta))[("sensorguard_mqtt_connected", ())] == 0
+
+    settings = _settings(tmp_path, partition=["a/#", "b/#"], workers=2)
+    supervisor = Supervisor(settings, worker_settings(settings, 2), [(), ()])
+    for slot in supervisor.slots:
+        slot.started = 100.0  # started, then found dead a second later (it died young)
+        slot.readings = supervisor.context.Value("d", 0.0, lock=False)
+    supervisor.watch(101.0)
+    assert [s.backoff for s in supervisor.slots] == [RESTART_MIN_S, RESTART_MIN_S]
