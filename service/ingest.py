@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from paho.mqtt.client import topic_matches_sub
+
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
@@ -32,6 +34,7 @@ from sensorguard.service.windows import Buffers, DueWindow
 log = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL_S = 10.0
+MAX_TOPICS_MEMO = 100_000  # topics whose partition check is remembered (one per asset; made-up ones: start over)
 BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which the network thread waits
 
 
@@ -53,6 +56,8 @@ class Ingest:
         self.stopping = False
         self._sensor_dropped = 0
         self._reject_log = RateLimiter(REJECT_LOG_INTERVAL_S)
+        self._filters = settings.readings_filters()  # (none in cluster mode: the leases decide)
+        self._ours: dict[str, bool] = {}  # topic -> whether a filter matches it (a memo, bounded)
 
     def set_policy(self, policy: CleaningPolicy, sensors: SensorRules | None) -> None:
         """Clean and check readings from the next one on with a hot-swapped bundle's policy and
@@ -109,6 +114,8 @@ class Ingest:
         """
         s = self.settings
         received = time.monotonic()
+        if self._filters and not self._is_ours(topic):
+            return ["not_ours"], 0, None
         parsed = parse_message(topic, payload, s.topic_prefix, s.max_payload_bytes, s.max_samples_per_message)
         rejects = parsed.rejects
         accepted = 0
@@ -145,6 +152,18 @@ class Ingest:
             for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
                 recorder.add(parsed.asset, ts, row)
         return rejects, accepted, parsed.asset
+
+    def _is_ours(self, topic: str) -> bool:
+        """Whether ``topic`` is under one of this instance's partitions. A session resumed after the
+        partitions changed may still hold an old subscription (its retained status could not be read
+        to undo it): its readings were scored here and by their new owner, alerts raised twice.
+        They are acknowledged and counted (``not_ours``), not scored."""
+        ours = self._ours.get(topic)
+        if ours is None:
+            if len(self._ours) >= MAX_TOPICS_MEMO:
+                self._ours.clear()
+            ours = self._ours[topic] = any(topic_matches_sub(f, topic) for f in self._filters)
+        return ours
 
     def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], window_ts: float | None) -> int:
         """Cluster mode, taking an asset over: rebuild its window from readings its previous owner

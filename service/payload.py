@@ -44,6 +44,9 @@ Reasons from :mod:`service.windows` (need per-asset state, so they are not the p
   grid steps are dropped (:meth:`~sensorguard.service.cleaning.Cleaner.admit`).
 - ``slow_rate``: the asset publishes over 1.5 times slower than the model's sample period; its
   readings are refused until it is back at the rate (retrain on data at its rate, or fix the sender).
+- ``not_ours``: a topic outside this instance's partitions, delivered by a subscription its
+  resumed session still held from before the partitions changed: acknowledged, not scored (its
+  new owner scores it).
 
 >>> raw = b'{"ts": 1700000000, "values": {"t": 1}}'
 >>> p = parse_message("sensors/site-a/pump-7/readings", raw, "sensors")
@@ -84,6 +87,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "too_many_assets",
     "resampled",
     "slow_rate",
+    "not_ours",  # a topic outside this instance's partitions (a stale subscription of its session)
 )
 
 TS_MIN = 946684800.0  # 2000-01-01T00:00:00Z: earlier is a device clock that was never set

@@ -39,3 +39,18 @@ def test_bad_messages_come_back_as_reasons_and_nothing_is_buffered():
     taker.take("sensors/pump-1/readings", reading(T0))
     assert taker.take("sensors/pump-2/readings", reading(T0)) == (["too_many_assets"], 0, "pump-2")
     assert len(taker.buffers) == 1
+
+
+def test_readings_outside_the_instances_partitions_are_acknowledged_not_scored():
+    """Found by review: a session resumed after the partitions changed could keep an old
+    subscription (its retained status, needed to undo it, could not be read at start): those
+    readings were scored here and by their new owner, every alert raised twice."""
+    taker = ingest(partition=["line-1/#"])
+    assert taker.take("sensors/line-1/pump/readings", reading(T0)) == ([], 1, "line-1/pump")
+    assert taker.take("sensors/line-2/pump/readings", reading(T0)) == (["not_ours"], 0, None)
+    taker.accepting = True
+    assert taker.accept("sensors/line-2/pump/readings", reading(T0 + 1))  # acknowledged: its owner has it
+    assert taker.buffers.assets() == ["line-1/pump"]
+    assert taker.metrics.rejected.labels("not_ours")._value.get() == 1
+    everything = ingest()  # the default partition, "#": every asset is ours
+    assert everything.take("sensors/line-2/pump/readings", reading(T0)) == ([], 1, "line-2/pump")
