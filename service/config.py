@@ -103,7 +103,8 @@ class Settings:
     workers: int | None = setting(
         None, "processes, each its own MQTT session (`<client_id>-w<k>`, instance `<instance>-w<k>`) on a share of "
         "the partitions, behind one metrics endpoint; 1 is the plain single daemon",
-        shown="unset (one per core, at most the number of partitions)")
+        shown="unset (one per core this process may use: its CPU affinity, a container's cpuset; at most the "
+        "number of partitions)")
     session_expiry_s: int = setting(
         86400, "how long the broker keeps the session (and queued readings) while the daemon is away")
     keepalive_s: int = setting(30, "MQTT keep-alive, seconds", flag=False)
