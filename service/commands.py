@@ -164,9 +164,10 @@ class AlarmControls:
         if state_dir:
             self._load()
 
-    def suppressed(self, asset: str, now: float, ts: float | None = None) -> str | None:
+    def suppressed(self, asset: str, now: float, ts: float | None = None, after: float = 0.0) -> str | None:
         """``maintenance`` or ``shelved`` while one holds ``asset`` at wall time ``now``, or held it
-        at reading time ``ts`` (a hold that has ended since), else None.
+        at reading time ``ts`` (a hold that has ended since, taken to end ``after`` seconds later:
+        the recorder's guard band), else None.
 
         Readings processed late (the broker's backlog after an outage) were judged by the clock
         they were processed at: those from inside a maintenance that had ended meanwhile raised
@@ -177,11 +178,11 @@ class AlarmControls:
                 for kind in ("maintenance", "shelved"):
                     control = self._controls.get((asset, kind))
                     if control is not None and (control.until is None or now < control.until
-                                                or (ts is not None and control.since <= ts < control.until)):
+                                                or (ts is not None and control.since <= ts < control.until + after)):
                         return kind
         if ts is not None and self._past:  # (tuples replaced whole: read without the lock)
             for kind in ("maintenance", "shelved"):
-                if any(since <= ts < end for since, end in self._past.get((asset, kind), ())):
+                if any(since <= ts < end + after for since, end in self._past.get((asset, kind), ())):
                     return kind
         return None
 
@@ -201,8 +202,8 @@ class AlarmControls:
                 out[kind] += c.until is None or now < c.until
         return out
 
-    def in_maintenance(self, asset: str, now: float, ts: float | None = None) -> bool:
-        return self.suppressed(asset, now, ts) == "maintenance"
+    def in_maintenance(self, asset: str, now: float, ts: float | None = None, after: float = 0.0) -> bool:
+        return self.suppressed(asset, now, ts, after) == "maintenance"
 
     def expired(self, now: float) -> list[tuple[str, str]]:
         """Remove and return the ``(asset, kind)`` controls whose time is up."""

@@ -398,9 +398,8 @@ class Daemon:
         """Whether a reading at ``ts`` falls in a maintenance of ``asset``, or in the guard band after
         one ended (the start-up transient): nothing of it is recorded as normal data. The band was
         applied only to assets scored through the end, not to one silent then (switched off)."""
-        now = time.time()
         guard = self.recorder.guard_s if self.recorder is not None else 0.0
-        return self.controls.in_maintenance(asset, now, ts) or self.controls.in_maintenance(asset, now, ts - guard)
+        return self.controls.in_maintenance(asset, time.time(), ts, after=guard)
 
     def _shadow_forgets(self, asset: str) -> None:
         """The asset went silent or moved to another worker: the shadow's machines for it end too

@@ -284,8 +284,7 @@ class ModelHolder:
         the files unchanged: try again after ``reload_poll_s``, doubling to ``RETRY_MAX_S`` while it
         keeps failing. A bundle that is wrong (bad JSON, bad weights, other channels) waits for its
         files to change, as before."""
-        transient = exc.transient if isinstance(exc, BundleError) else exc is not None and transient_error(exc)
-        if self.settings.registry and transient:
+        if self.settings.registry and exc is not None and _transient(exc):
             self._retry_s = min(max(2 * self._retry_s, self.settings.reload_poll_s), RETRY_MAX_S)
             self._retry_at = time.monotonic() + self._retry_s
         else:

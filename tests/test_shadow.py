@@ -232,7 +232,7 @@ def test_a_shadow_forgets_assets_handed_over_and_keeps_running_through_an_unread
     from sensorguard.service import hotswap
     from sensorguard.service.alerts import AlertState
     from sensorguard.service.bundle import BundleError
-    from tests.test_daemon import make
+    from tests.test_daemon import T0, make
 
     root = tmp_path / "registry"
     publish(tiny_bundle, root, NAME)
@@ -244,7 +244,7 @@ def test_a_shadow_forgets_assets_handed_over_and_keeps_running_through_an_unread
     assert shadow is not None and shadow.bundle.version == "v0002"
     shadow.step("p", 1.0, 5.0, AlertState("alerting", alert_id="p@1"), daemon.rules)
     assert "p" in shadow._states
-    daemon.alerts.apply("p", T0_SHADOW, 0.1, [])
+    daemon.alerts.apply("p", T0, 0.1, [])
     daemon.alerts.hand_over({"p"})
     assert "p" not in shadow._states and "p" not in shadow._current_ids
 
@@ -257,9 +257,6 @@ def test_a_shadow_forgets_assets_handed_over_and_keeps_running_through_an_unread
         BundleError("SHADOW: does not name a version")))
     daemon.models.check_shadow()
     assert daemon.models.shadow is None  # a pointer that is wrong stops it, as before
-
-
-T0_SHADOW = 1_767_225_600.0
 
 
 def test_the_live_gate_does_not_promote_over_a_current_that_moved(tiny_bundle, tmp_path):

@@ -161,7 +161,8 @@ def alert_threshold(
                                    round(rate * hi / max(n_eff * p, 1e-12), 4)]
     else:
         sigma = float(excess.mean())
-        sigma_hi = _scale_bound(sigma, len(excess) * eff)
+        n_exc = max(len(excess) * eff, 1.0)
+        sigma_hi = sigma * 2 * n_exc / float(stats.chi2.ppf(1 - TAIL_CONFIDENCE, 2 * n_exc))
         threshold = u + sigma_hi * math.log(frac / p)
         record.update(tail="exponential", tail_start=u, tail_scale=sigma, tail_fraction=frac,
                       tail_confidence=TAIL_CONFIDENCE, tail_scale_bound=sigma_hi,
@@ -175,13 +176,6 @@ def alert_threshold(
     record["threshold"] = threshold
     record.update(_observed(pieces, threshold, hop, rules, days))
     return threshold, record
-
-
-def _scale_bound(sigma: float, excesses: float) -> float:
-    """The exponential tail's scale at its upper ``TAIL_CONFIDENCE`` bound (chi^2 on ``excesses``
-    effective excesses)."""
-    n_exc = max(excesses, 1.0)
-    return sigma * 2 * n_exc / float(stats.chi2.ppf(1 - TAIL_CONFIDENCE, 2 * n_exc))
 
 
 def _just_above(x: float) -> float:

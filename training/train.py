@@ -220,6 +220,7 @@ def train_bundle(
                                                "early_stopped": True}),
         },
     )
+
     def line(drift: bool) -> Bundle:
         if crossfit:
             return threshold_bundle(bundle, pieces, {**data.fingerprint(), "cross_fitted_folds": FOLDS},
