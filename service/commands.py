@@ -290,9 +290,10 @@ class AlarmControls:
             past = [[kind, *span] for (a, kind), spans in self._past.items() if a == asset for span in spans]
         return {"controls": controls, "alerts": alerts, "past": past} if controls or alerts or past else None
 
-    def adopt(self, asset: str, doc: dict) -> None:
-        """Cluster mode: take ``asset``'s controls and recent alerts over from its previous owner
-        (:meth:`export`); they replace what this worker had of it. ValueError for a bad ``doc``."""
+    def adopt(self, asset: str, doc: dict, save: bool = True) -> None:
+        """Take ``asset``'s controls and recent alerts over from its previous owner (:meth:`export`;
+        cluster mode, or a worker folder at start); they replace what was here of it. ValueError for
+        a bad ``doc``. ``save=False``: the caller saves once after many."""
         try:
             controls = [Control(str(c["kind"]), float(c["since"]), None if c["until"] is None else float(c["until"]),
                                 str(c.get("reason", "")), str(c.get("by", ""))) for c in doc.get("controls", [])]
@@ -310,7 +311,8 @@ class AlarmControls:
             self._alerts.update(alerts)
             self._newest = newest(self._alerts)
             self._evict()
-        self.save()
+        if save:
+            self.save()
 
     def assets(self) -> set[str]:
         """Assets with a control, a recent alert or an ended hold here."""

@@ -45,6 +45,7 @@ from sensorguard.service.instances import InstanceCheck, check_instances, read_s
 from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import serve_http, shutdown_http
 from sensorguard.service.recorder import adopt_orphans
+from sensorguard.service.relayout import relayout_states
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,8 @@ def serve(settings: Settings) -> None:
         raise ConfigError(problems)
     if settings.record_dir:  # the worker count changed: the old layout's recordings are trimmed too
         adopt_orphans(settings.record_dir, [Path(plan.record_dir) for plan in plans])
+    if settings.state_dir and not settings.cluster:  # (cluster mode keeps asset state in its bucket)
+        relayout_states(settings.state_dir, plans)  # each asset's state where its worker reads it
     runner: Any
     if workers == 1:
         runner = Daemon(settings, bundle)

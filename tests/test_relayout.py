@@ -1,0 +1,91 @@
+"""Saved per-asset state follows its asset when ``serve --workers N`` or the partitions change:
+an alert up, a drift baseline, a maintenance and an acknowledgeable alert, read by the worker that
+serves the asset now (before, they stayed in the old worker's folder: the alert was raised again
+under a new id, the maintenance stopped holding)."""
+
+from __future__ import annotations
+
+import doctest
+import os
+from pathlib import Path
+
+from sensorguard.service import relayout as relayout_module
+from sensorguard.service.alerts import AlertState
+from sensorguard.service.commands import AlarmControls, Command
+from sensorguard.service.config import load_settings
+from sensorguard.service.drift import DriftState
+from sensorguard.service.relayout import relayout_states
+from sensorguard.service.state import load_states, restore_states, save_states
+from sensorguard.service.workers import worker_settings
+
+
+def _plans(root: Path, n: int, partitions=("a/#", "b/#", "c/#")):
+    s = load_settings({"model": None, "broker": "mqtt://h", "partition": list(partitions), "state_dir": str(root)},
+                      {}, require_model=False)
+    return [s] if n == 1 else worker_settings(s, n)
+
+
+def _alert(asset: str) -> AlertState:
+    return AlertState("alerting", above=3, peak=2.0, alert_id=f"{asset}@1")
+
+
+def _maintain(folder: Path, asset: str, now: float = 1000.0) -> None:
+    controls = AlarmControls(str(folder))
+    ok, _ = controls.apply(Command("maintenance", asset, action="start", until=None), now)
+    assert ok
+    controls.raised(f"{asset}@1", asset, now)
+    controls.save()
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(relayout_module).failed == 0
+
+
+def test_two_workers_to_three_and_back_to_one_keeps_every_asset_with_its_worker(tmp_path):
+    two = _plans(tmp_path, 2)  # w0: a/#, c/#; w1: b/#
+    save_states(two[0].state_dir, {"a/p": _alert("a/p"), "c/p": AlertState()}, {"c/p": DriftState(0.3, 50)})
+    save_states(two[1].state_dir, {"b/p": _alert("b/p")}, {}, unannounced={"b/p"})
+    _maintain(Path(two[0].state_dir), "c/p")
+
+    three = _plans(tmp_path, 3)  # w0: a/#, w1: b/#, w2: c/#
+    assert relayout_states(str(tmp_path), three) == 1
+    assert set(restore_states(three[0].state_dir, 100)) == {"a/p"}
+    assert set(restore_states(three[1].state_dir, 100)) == {"b/p"}
+    alert, drift, announced = restore_states(three[2].state_dir, 100)["c/p"]
+    assert drift == DriftState(0.3, 50) and announced
+    w2 = AlarmControls(three[2].state_dir)
+    assert w2.suppressed("c/p", now=2000.0) == "maintenance" and w2.acked("c/p@1") is not None
+    assert AlarmControls(three[0].state_dir).assets() == set()
+    assert relayout_states(str(tmp_path), three) == 0  # in place: nothing moves
+
+    one = _plans(tmp_path, 1)
+    assert relayout_states(str(tmp_path), one) == 3
+    restored = restore_states(str(tmp_path), 100)
+    assert set(restored) == {"a/p", "b/p", "c/p"}
+    assert restored["a/p"][0].alert_id == "a/p@1" and restored["b/p"][2] is False  # still unannounced
+    assert AlarmControls(str(tmp_path)).suppressed("c/p", now=2000.0) == "maintenance"
+    assert not any((tmp_path / f"w{k}").exists() for k in range(3))  # emptied worker folders removed
+
+
+def test_an_asset_no_partition_serves_stays_and_a_copy_left_by_a_stop_keeps_the_newer(tmp_path):
+    old = _plans(tmp_path, 2)
+    save_states(old[1].state_dir, {"b/p": _alert("b/p"), "z/p": _alert("z/p")}, {})
+    newer = tmp_path / "w0"
+    save_states(newer, {"b/p": AlertState("alerting", above=9, peak=5.0, alert_id="b/p@2")}, {})
+    os.utime(newer / "assets.json", (10**9 + 10, 10**9 + 10))  # written after w1's: the newer copy
+    os.utime(tmp_path / "w1" / "assets.json", (10**9, 10**9))
+
+    plans = _plans(tmp_path, 2, partitions=("b/#", "a/#"))  # b/# is w0's now; nobody serves z/#
+    relayout_states(str(tmp_path), plans)
+    assert load_states(tmp_path / "w0")[0]["b/p"].alert_id == "b/p@2"
+    assert set(load_states(tmp_path / "w1")[0]) == {"z/p"}
+
+
+def test_an_unreadable_state_file_is_set_aside_as_its_daemon_would(tmp_path):
+    plans = _plans(tmp_path, 2)
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w1" / "assets.json").write_text("{not json")
+    save_states(tmp_path, {"b/p": _alert("b/p")}, {})
+    assert relayout_states(str(tmp_path), plans) == 1
+    assert (tmp_path / "w1" / "assets.json.bad").read_text() == "{not json"  # kept for inspection
+    assert set(load_states(tmp_path / "w1")[0]) == {"b/p"} and not (tmp_path / "assets.json").exists()
