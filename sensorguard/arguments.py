@@ -39,6 +39,7 @@ _positive_int = _number(int, "a positive integer", lambda v: v >= 1)
 _non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
 _positive_float = _number(float, "a positive number", lambda v: 0 < v < math.inf)
 _rate = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
+_level = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def _add_data_options(p: argparse.ArgumentParser, channels: bool = True) -> None:
@@ -112,7 +113,10 @@ def promise_options(args: argparse.Namespace, own: dict) -> tuple[dict, list[str
 def _add_alert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raise-after", type=_positive_int, default=3, help="windows >= 1.0 in a row to raise (default 3)")
     p.add_argument("--clear-after", type=_positive_int, default=5, help="windows below --clear-level to clear (5)")
-    p.add_argument("--clear-level", type=float, default=1.0, help="score below which windows count to clear (1.0)")
+    p.add_argument("--clear-level", type=_level, default=1.0, help="score below which windows count to clear (1.0)")
+    p.add_argument("--stale-after", type=_positive_float, default=300.0, metavar="SECONDS",
+                   help="a gap in a machine's readings longer than this ends its alert, as serve's stale_after_s "
+                        "does (300)")
 
 
 def _add_serve_options(p: argparse.ArgumentParser) -> None:

@@ -192,10 +192,12 @@ def _score_rows(args: argparse.Namespace, bundle, label_column: str | None = Non
 
 
 def _alert_rules(args: argparse.Namespace):
-    """The alert rules of score, evaluate and report (``--raise-after``, ``--clear-after``, ``--clear-level``)."""
+    """The alert rules of score, evaluate and report (``--raise-after``, ``--clear-after``, ``--clear-level``,
+    ``--stale-after``)."""
     from sensorguard.service.alerts import AlertRules
 
-    return AlertRules(raise_after=args.raise_after, clear_after=args.clear_after, clear_level=args.clear_level)
+    return AlertRules(raise_after=args.raise_after, clear_after=args.clear_after, clear_level=args.clear_level,
+                      stale_after=args.stale_after)
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -149,13 +149,20 @@ def judge_series(
     """Offline ``(alert 0/1, score against the widened line)`` per row, as the daemon steps them.
 
     The machine and the drift rule step on ``mask`` rows (the windows the daemon scores), in row
-    order; every other row's score is divided by the widening in force at that row.
+    order; every other row's score is divided by the widening in force at that row. A gap in
+    ``times`` longer than ``rules.stale_after`` ends the alert state as the daemon's silence does
+    (the asset went stale: an alert up ends, the next one is a new alert); the drift baseline is
+    kept, as the daemon keeps it while a silent asset's return is awaited.
     """
     state, drift_state = AlertState(), DriftState()
     out = np.zeros(len(scores), dtype=np.int8)
     adjusted = np.array(scores, dtype=np.float64, copy=True)
     active, factor = 0, 1.0
+    silent = np.flatnonzero(np.diff(np.asarray(times, dtype=np.float64)) > rules.stale_after) + 1
     for i in range(len(scores)):
+        if len(silent) and i == silent[0]:
+            silent = silent[1:]
+            state, active = AlertState(), 0
         if mask[i] and not np.isnan(scores[i]):
             state, drift_state, _, adjusted[i] = judge(state, drift_state, float(scores[i]), float(times[i]), rules,
                                                        drift)

@@ -212,10 +212,12 @@ def test_bad_arguments_are_usage_errors():
     ("--rows", "7", True), ("--rows", "0", False), ("--rows", "2.5", False),
     ("--duration", "0.5", True), ("--duration", "nan", False), ("--duration", "inf", False),
     ("--duration", "0", False), ("--false-alarm-rate", "0.01", True), ("--false-alarm-rate", "1", False),
+    ("--clear-level", "1", True), ("--clear-level", "1.5", False), ("--stale-after", "0", False),
 ])
 def test_number_arguments_accept_their_range_only(flag, text, ok, capsys):
     verb = {"--rows": ["simulate", "--out", "x.csv"], "--duration": ["demo"],
-            "--false-alarm-rate": ["train", "x.csv", "--out", "m"]}[flag]
+            "--false-alarm-rate": ["train", "x.csv", "--out", "m"], "--clear-level": ["score", "b", "f", "--out", "o"],
+            "--stale-after": ["evaluate", "b", "f", "--label-column", "y"]}[flag]
     parser = build_parser()
     if ok:
         assert parser.parse_args([*verb, flag, text]).verb == verb[0]

@@ -130,3 +130,24 @@ def test_score_says_what_the_cleaning_did(tiny_bundle, tmp_path, capsys):
     assert main(["score", str(bundle_dir), str(tmp_path / "marked.csv"), "--out", str(tmp_path / "o.csv")]) == 0
     out = capsys.readouterr().out
     assert "note: 1 values of magnitude 1e+30 or more read as missing" in out
+
+
+def test_score_fill_limit_also_decides_the_sensor_faults_column(tiny_bundle, tmp_path):
+    """``score --fill-limit 10``: a 7-sample dropout is filled and scored, so the watch must not
+    call the channel missing either (it used the bundle's limit of 5; found by review)."""
+    from dataclasses import replace
+
+    from sensorguard.service.sensors import ChannelLimits, SensorRules
+
+    limits = tuple(ChannelLimits(-50.0, 50.0, None) for _ in tiny_bundle.channels)
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, tiny_bundle.fill_limit))
+    bundle_dir = save_bundle(bundle, tmp_path / "b")
+    frame = machine(1, 0.0).drop(columns="anomaly")
+    frame.loc[50:56, "a"] = np.nan  # 7 samples
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    for limit, missing in ((None, True), ("10", False)):
+        out = tmp_path / f"s{limit}.csv"
+        extra = [] if limit is None else ["--fill-limit", limit]
+        assert main(["score", str(bundle_dir), str(tmp_path / "d.csv"), "--out", str(out), *extra]) == 0
+        column = pd.read_csv(out, dtype={"sensor_faults": str})["sensor_faults"].fillna("")
+        assert column.str.contains("missing:a").any() == missing

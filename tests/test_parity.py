@@ -169,6 +169,39 @@ def test_an_asset_off_the_models_rate_is_resampled_or_refused_alike_live_and_off
     assert resampled > 100 and slow > 5
 
 
+
+def test_a_silence_during_an_alert_ends_it_alike_live_and_offline(tiny_bundle):
+    """A fault, a silence longer than ``stale_after_s`` while its alert is up, the fault still on
+    when the asset is back: live the silence ended the alert, so a new one needs ``raise_after``
+    windows; ``score`` carried the alert over the gap (found by review)."""
+    import time
+
+    stale = 30.0
+    times = np.r_[np.arange(0, 60.0), 60 + stale + 10 + np.arange(40.0)]
+    stream = [(T0 + t, {"a": math.sin(t / 5) + (8.0 if t >= 35 else 0.0), "b": math.cos(t / 7), "c": 0.01 * t})
+              for t in times]
+    daemon, client = make(tiny_bundle, stale_after_s=stale, **RULES)
+    seen = []
+    daemon.add_listener(seen.append)
+    for mid, (ts, doc) in enumerate(stream, 1):
+        if ts - T0 == 60 + stale + 10:  # the silence: the daemon's tick finds the asset silent
+            daemon.housekeeping(time.monotonic() + stale + 1)
+        payload = json.dumps({"ts": ts, "values": doc}).encode()
+        daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=mid, qos=1))
+        batch, _ = daemon.ingest.next_batch(0.0)
+        if batch:
+            daemon.score_batch(batch)
+    live = [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
+    frame = pd.DataFrame([{"timestamp": ts, **doc} for ts, doc in stream])
+    data = series_from_frame(frame, "stream", policy=tiny_bundle.cleaning)
+    scored = score_data(tiny_bundle, data, AlertRules(**RULES, stale_after=stale))
+    mask = hop_mask(data.segments, tiny_bundle.window, tiny_bundle.hop) & np.isfinite(scored.scores.score)
+    offline = [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i]))
+               for i in np.flatnonzero(mask)]
+    back = [a for ts, _, a in live if ts > T0 + 60]
+    assert any(a for ts, _, a in live if ts <= T0 + 60) and back[0] == 0 and back[-1] == 1  # up, ended, up again
+    assert_same(live, offline)
+
 @pytest.mark.integration
 def test_live_equals_offline_through_a_real_broker(mosquitto, trained, trained_dir):
     from tests.mosquitto import Publisher, free_port, start_daemon, wait_for

@@ -78,8 +78,10 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     })
     for j, channel in enumerate(bundle.channels):
         out[f"error_{channel}"] = np.where(found, scores.channel_error[take, j], np.nan)
-    if bundle.sensors is not None and data.source_values is not None:
-        out["sensor_faults"] = sensor_fault_column(data, bundle.sensors)
+    if bundle.sensors is not None and data.source_values is not None:  # the fill limit scored with (--fill-limit)
+        sensors = bundle.sensors if data.cleaning is None else replace(bundle.sensors,
+                                                                         fill_limit=data.cleaning.fill_limit)
+        out["sensor_faults"] = sensor_fault_column(data, sensors)
     return out
 
 
@@ -126,7 +128,8 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
     Each machine's rows before its first full window cannot be judged and are left out (counted in
     ``not_judged``). From there on every row counts: a row with no score of its own (the first rows
     after a gap restarted the window) raised no anomaly, and its alert state is the one the offline
-    alert machine carries (across any gap; live, a silence past ``stale_after_s`` ends an alert).
+    alert machine carries (across a gap shorter than ``rules.stale_after``: a longer one ends an alert, as
+    the daemon's silence does).
     Leaving those rows out too dropped a fault that fell in them from the events, so it was neither
     caught nor missed. ``f1_best`` says which threshold would have maximized F1 (a diagnosis, never
     used to set one). With several machines the metrics are pooled over them (counts summed, events
