@@ -89,11 +89,14 @@ def offline_windows(bundle, readings: list[tuple[float, dict]]) -> list[tuple[fl
     return [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i])) for i in np.flatnonzero(mask)]
 
 
-def live_windows(bundle, stream: list[tuple[float, dict]]) -> list[tuple[float, float, int]]:
-    daemon, client = make(bundle, **RULES)
+def live_windows(bundle, stream: list[tuple[float, dict]], before=None, **settings) -> list[tuple[float, float, int]]:
+    """The daemon's windows of ``stream``; ``before(daemon, ts)`` runs before each reading."""
+    daemon, client = make(bundle, **RULES, **settings)
     seen = []
     daemon.add_listener(seen.append)
     for mid, (ts, doc) in enumerate(stream, 1):
+        if before is not None:
+            before(daemon, ts)
         payload = json.dumps({"ts": ts, "values": doc}).encode()  # NaN as the NaN token, None as null
         daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=mid, qos=1))
         batch, _ = daemon.ingest.next_batch(0.0)
@@ -180,18 +183,12 @@ def test_a_silence_during_an_alert_ends_it_alike_live_and_offline(tiny_bundle):
     times = np.r_[np.arange(0, 60.0), 60 + stale + 10 + np.arange(40.0)]
     stream = [(T0 + t, {"a": math.sin(t / 5) + (8.0 if t >= 35 else 0.0), "b": math.cos(t / 7), "c": 0.01 * t})
               for t in times]
-    daemon, client = make(tiny_bundle, stale_after_s=stale, **RULES)
-    seen = []
-    daemon.add_listener(seen.append)
-    for mid, (ts, doc) in enumerate(stream, 1):
-        if ts - T0 == 60 + stale + 10:  # the silence: the daemon's tick finds the asset silent
+
+    def silence(daemon, ts):  # the daemon's tick finds the asset silent
+        if ts - T0 == 60 + stale + 10:
             daemon.housekeeping(time.monotonic() + stale + 1)
-        payload = json.dumps({"ts": ts, "values": doc}).encode()
-        daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=mid, qos=1))
-        batch, _ = daemon.ingest.next_batch(0.0)
-        if batch:
-            daemon.score_batch(batch)
-    live = [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
+
+    live = live_windows(tiny_bundle, stream, silence, stale_after_s=stale)
     frame = pd.DataFrame([{"timestamp": ts, **doc} for ts, doc in stream])
     data = series_from_frame(frame, "stream", policy=tiny_bundle.cleaning)
     scored = score_data(tiny_bundle, data, AlertRules(**RULES, stale_after=stale))
@@ -201,6 +198,7 @@ def test_a_silence_during_an_alert_ends_it_alike_live_and_offline(tiny_bundle):
     back = [a for ts, _, a in live if ts > T0 + 60]
     assert any(a for ts, _, a in live if ts <= T0 + 60) and back[0] == 0 and back[-1] == 1  # up, ended, up again
     assert_same(live, offline)
+
 
 @pytest.mark.integration
 def test_live_equals_offline_through_a_real_broker(mosquitto, trained, trained_dir):
