@@ -342,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="times the rows' own spacing, gaps included (default 1: real time)")
     p.add_argument("--timestamps", choices=("now", "original"), default="now",
                    help="now (default): the file's spacing, starting at the wall clock; original: the file's own")
-    p.add_argument("--batch", type=_positive_int, default=1, help="samples per message (default 1)")
+    p.add_argument("--batch", type=_number(int, "an integer from 1 to 1000", lambda v: 1 <= v <= 1000), default=1,
+                   help="samples per message, at most 1000 (serve's max_samples_per_message; default 1)")
+    p.add_argument("--model", help="bundle directory: send exactly its channels (serve refuses a reading with "
+                   "another channel, or without one of them)")
     add_setting_flags(p, REPLAY_SETTINGS, {"client_id": "MQTT client id (default sensorguard-replay-<pid>)",
                                            "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT"}, required=("broker",))
     _add_data_options(p)

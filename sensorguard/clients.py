@@ -30,7 +30,16 @@ def replay_file(args: argparse.Namespace) -> int:
              "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_insecure": args.tls_insecure,
              "client_id": args.client_id or f"sensorguard-replay-{os.getpid()}"}
     settings = load_settings(flags, os.environ, require_model=False)
-    data = _load(args, [args.data])  # for its channels and raw rows: the daemon does the cleaning
+    channels = None
+    if args.model:  # (a bad bundle is one line: main reports its BundleError)
+        from sensorguard.service.bundle import load_bundle
+
+        if args.channels:
+            raise CliError("give --channels or --model, not both")
+        channels = list(load_bundle(args.model).channels)
+    data = _load(args, [args.data], channels)  # for its channels and raw rows: the daemon does the cleaning
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
     times, values = data.source_times, data.source_values
     order = np.argsort(times, kind="stable")
     order = order[np.isfinite(times[order])]
@@ -45,8 +54,8 @@ def replay_file(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     span = f"{len(order) / due[-1]:.3g} rows/s" if len(due) and due[-1] > 0 else "once"
-    print(f"replaying {len(order)} rows x {len(data.channels)} channels of {args.data} as {who} "
-          f"to {settings.redacted()['broker']} at {span}", flush=True)
+    print(f"replaying {len(order)} rows x {len(data.channels)} channels ({', '.join(data.channels)}) of {args.data} "
+          f"as {who} to {settings.redacted()['broker']} at {span}", flush=True)
     try:
         result = replay(settings, assets, times[order], values[order], list(data.channels), due,
                         original_ts=args.timestamps == "original", batch=args.batch, stop=stop)

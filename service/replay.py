@@ -62,7 +62,8 @@ def replay(
     stop: threading.Event | None = None,
 ) -> ReplayResult:
     """Publish ``values`` rows (time-sorted readings; NaN: a missing value, sent as null), row ``i``
-    ``due[i]`` seconds after the start (:func:`schedule`), ``batch`` samples of one asset per message.
+    ``due[i]`` seconds after the start (:func:`schedule`), up to ``batch`` samples of one asset per
+    message, fewer where more would pass ``max_payload_bytes`` (the daemon refuses larger messages).
 
     assets: one asset id for every row, or each row's. Timestamps keep the file's spacing (its
     gaps and jitter, so the daemon cleans them as ``score`` does), shifted to start at the wall
@@ -84,13 +85,17 @@ def replay(
         shift = 0.0 if original_ts or not len(times) else time.time() - float(times[0])
         infos, sent, i = [], 0, 0
         while i < len(values) and not stop.is_set():
-            asset, samples = names[i], []
+            asset, samples, size = names[i], [], 16  # (16: the '{"samples":[]}' around them)
             while i < len(values) and len(samples) < batch and names[i] == asset:
-                samples.append({"ts": round(float(times[i]) + shift, 6),
-                                "values": dict(zip(channels, values[i].tolist(), strict=True))})
+                sample = orjson.dumps({"ts": round(float(times[i]) + shift, 6),
+                                       "values": dict(zip(channels, values[i].tolist(), strict=True))})
+                if samples and size + len(sample) + 1 > settings.max_payload_bytes:  # the daemon refuses larger
+                    break
+                samples.append(sample)
+                size += len(sample) + 1
                 i += 1
-            doc = samples[0] if batch == 1 else {"samples": samples}
-            infos.append(client.publish(f"{settings.topic_prefix}/{asset}/readings", orjson.dumps(doc), qos=1))
+            body = samples[0] if batch == 1 else b'{"samples":[' + b",".join(samples) + b"]}"
+            infos.append(client.publish(f"{settings.topic_prefix}/{asset}/readings", body, qos=1))
             sent += len(samples)
             if len(infos) > 1000:
                 infos = [info for info in infos if not info.is_published()]

@@ -42,6 +42,55 @@ def test_replay_publishes_every_row_as_a_reading_in_order(tmp_path, mosquitto):
     watch.close()
 
 
+
+@pytest.mark.integration
+def test_replay_with_a_model_sends_exactly_its_channels(tmp_path, mosquitto, tiny_bundle):
+    """Without the model, a file's other numeric column (a setpoint) went out with every reading and
+    the daemon refused them all (unknown_channel) while score scored the file (found by review)."""
+    from sensorguard.service.bundle import save_bundle
+    from tests.mosquitto import wait_for
+
+    frame = plant_frame(rows=20, channels=3, seed=1)
+    frame.columns = ["timestamp", *tiny_bundle.channels]
+    frame["setpoint"] = range(20)
+    frame.to_csv(tmp_path / "h.csv", index=False)
+    watch = Collector(mosquitto, "sensors/#")
+    out = subprocess.run(
+        [sys.executable, "-m", "sensorguard", "replay", str(tmp_path / "h.csv"), "--broker", mosquitto.url,
+         "--asset", "pump-3", "--rate", "400", "--model", str(save_bundle(tiny_bundle, tmp_path / "model"))],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    got = wait_for(lambda: len(watch.on("sensors/pump-3/readings")) == 20 and watch.on("sensors/pump-3/readings"),
+                   10, "20 readings")
+    assert {tuple(sorted(m["values"])) for m in got} == {tuple(sorted(tiny_bundle.channels))}
+    watch.close()
+
+
+@pytest.mark.integration
+def test_a_replay_batch_never_passes_the_daemons_message_size(mosquitto):
+    """1,000 samples of 8 channels are about 190 kB: the daemon refused each such message whole
+    (too_large) while replay reported them published (found by review)."""
+    import json
+
+    import numpy as np
+
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.replay import replay
+    from tests.mosquitto import wait_for
+
+    settings = load_settings({"broker": mosquitto.url, "client_id": "replay-size"}, {}, require_model=False)
+    rows = 2500
+    values = np.random.default_rng(0).normal(size=(rows, 8)) * 1e3
+    watch = Collector(mosquitto, "sensors/#")
+    result = replay(settings, "pump-1", 1.7e9 + np.arange(rows, dtype=float), values,
+                    [f"channel_{j}" for j in range(8)], np.zeros(rows), original_ts=True, batch=1000)
+    assert result.rows == rows and result.confirmed
+    got = wait_for(lambda: sum(len(m["samples"]) for m in watch.on("sensors/pump-1/readings")) == rows
+                   and watch.on("sensors/pump-1/readings"), 10, "every sample")
+    assert len(got) > 3 and max(len(json.dumps(m, separators=(",", ":"))) for m in got) <= 65536
+    watch.close()
+
 def test_replay_refuses_a_bad_asset_id_and_conflicting_pacing(tmp_path):
     path = tmp_path / "h.csv"
     plant_frame(rows=5).to_csv(path, index=False)
@@ -51,6 +100,12 @@ def test_replay_refuses_a_bad_asset_id_and_conflicting_pacing(tmp_path):
     assert both.returncode == 1 and "--rate or --speed" in both.stderr
     bad = subprocess.run([*base, "--asset", "a/../b"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "invalid asset id" in bad.stderr
+    big = subprocess.run([*base, "--asset", "p", "--batch", "1001"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)  # the daemon refuses messages of more samples (too_many_samples)
+    assert big.returncode == 2 and "1 to 1000" in big.stderr
+    both = subprocess.run([*base, "--asset", "p", "--model", "m", "--channels", "a"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert both.returncode == 1 and "--channels or --model" in both.stderr
 
 
 def test_demo_plan_keeps_the_first_asset_healthy_and_spreads_faults():

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sensorguard.service.logs import first_line
+
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
                "changepoint", "changepoints"}
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "time_stamp", "date_time")
@@ -36,7 +38,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: file not found")
     try:
         if path.suffix.lower() in {".parquet", ".pq"}:
-            return pd.read_parquet(path)
+            frame = pd.read_parquet(path)  # a time index written with the table is a column here
+            return frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
         with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
             sample = fh.read(65536)
         if not sample.strip():
@@ -46,7 +49,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types for broken files
-        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0][:160]})") from None
+        if isinstance(exc, MemoryError):
+            raise DataError(f"{path}: too large to read into memory ({path.stat().st_size / 1e9:.1f} GB); "
+                            "split it, or pass fewer rows") from None
+        raise DataError(f"{path}: cannot read ({first_line(exc)[:160]})") from None
 
 
 def _sniff_delimiter(sample: str) -> str:
@@ -132,6 +138,10 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
     if bad.any():
         secs = secs.copy()
         secs[bad] = np.nan
+        if notes is not None:  # those rows are dropped: say so
+            example = column[bad].astype(str).iloc[0]
+            notes.append(f"{int(bad.sum())} rows with unparseable timestamps in column {tcol!r} left out "
+                         f"(e.g. {example!r})")
     return secs
 
 
@@ -248,10 +258,13 @@ def choose_channels(
     unknown = [c for c in exclude if c not in frame.columns]
     if unknown:
         raise DataError(f"{name}: --exclude names unknown columns: {', '.join(unknown)}")
-    chosen, constant, timelike, counters = [], [], [], []
+    chosen, constant, timelike, counters, labels, flags, text = [], [], [], [], [], [], []
     for col in frame.columns:
         lowered = str(col).strip().lower()
-        if col in (tcol, label_column, asset_column) or col in exclude or lowered in LABEL_NAMES or lowered == "asset":
+        if col in (tcol, label_column, asset_column) or col in exclude or lowered == "asset":
+            continue
+        if lowered in LABEL_NAMES:  # a label the file carries must never feed the model
+            labels.append(str(col))
             continue
         if re.fullmatch(r"unnamed: \d+", lowered) and _row_numbers(frame[col]):
             counters.append(str(col))  # a table written with its index (pandas' to_csv): not a sensor
@@ -261,16 +274,27 @@ def choose_channels(
             continue
         series = frame[col]
         if pd.api.types.is_bool_dtype(series):
+            flags.append(str(col))
             continue
         numeric = to_numbers(series)
-        if numeric.notna().mean() >= 0.9:
+        share = numeric.notna().mean()
+        if share >= 0.9:
             (chosen if numeric.nunique() > 1 else constant).append(str(col))
+        elif share > 0:  # mostly text or blanks ("Bad Input", dropouts): a sensor with gaps this long is not usable
+            text.append(f"{col} ({100 * share:.0f} % numbers)")
     if counters:
         notes.append(f"row-number columns left out: {', '.join(counters)} (name them in --channels to keep them)")
     if timelike:
         notes.append(f"time columns left out: {', '.join(timelike)} (name them in --channels to keep them)")
     if constant:  # a column constant through the whole file is an id or a setpoint more often than a sensor
         notes.append(f"constant columns left out: {', '.join(constant)} (name them in --channels to keep them)")
+    if labels:
+        notes.append(f"label-like columns left out: {', '.join(labels)} (name them in --channels to keep them)")
+    if flags:
+        notes.append(f"true/false columns left out: {', '.join(flags)} (name them in --channels to keep them)")
+    if text:
+        notes.append(f"columns under 90 % numbers left out: {', '.join(text)} (name them in --channels to keep "
+                     "them: their other values are read as missing)")
     if not chosen:
         raise DataError(f"{name}: no numeric sensor columns found (columns: {cols(frame)})")
     return tuple(chosen)
