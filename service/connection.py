@@ -56,7 +56,14 @@ class Connection:
         mqtt.connect_async(client, self.settings)
 
     def _route(self, client: Any, userdata: Any, message: Any) -> None:
-        if self.commands is not None and message.topic.startswith(self.commands.prefix):
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # (a broker that does not check topics): raised here, paho's network
+            self.metrics.reject("bad_asset")  # thread stopped and nothing more was received
+            log.warning("rejected a message whose topic is not UTF-8: %r", getattr(message, "_topic", b"")[:200])
+            client.ack(message.mid, message.qos)
+            return
+        if self.commands is not None and topic.startswith(self.commands.prefix):
             self.commands.handle(client, message)
         else:
             self.on_message(client, message)

@@ -2,7 +2,8 @@
 
 :meth:`Ingest.handle` runs on paho's network thread and is kept lean: parse, put the samples into
 their asset's ring buffer (under ``cond``, which also wakes the scoring worker), acknowledge the
-message (only now: a crash loses nothing the broker believes delivered), count. It never scores.
+message (only now: a message is never acknowledged before its samples are buffered; a crash loses
+the buffered readings and queued windows, not the messages still unacknowledged), count. It never scores.
 :meth:`Ingest.take` needs no broker (a topic and bytes in, rejects and a count out), so the whole
 ingest path is testable without MQTT. The scoring worker takes batches with
 :meth:`Ingest.next_batch`; :meth:`Ingest.stop` ends accepting and hands it the last one.
@@ -131,10 +132,11 @@ class Ingest:
                     return None
                 before, restarts = buffers.pending(), buffers.gaps
                 latest = time.time() + s.max_future_s
-                for sample in parsed.samples:
+                newest = buffers.last_ts(parsed.asset) or 0.0  # before this message: one message runs at
+                for sample in parsed.samples:  # most max_future_s ahead (its samples stepped weeks ahead)
                     # a jump far ahead of the clock and of the asset's last reading: a glitching clock
                     # (an accelerated replay runs ahead step by step, and is kept)
-                    if sample.ts > latest and sample.ts - (buffers.last_ts(parsed.asset) or 0.0) > s.max_future_s:
+                    if sample.ts > latest and sample.ts - newest > s.max_future_s:
                         reason = "future_ts"
                     else:
                         reason = buffers.add(parsed.asset, sample.ts, sample.values, received)

@@ -34,11 +34,14 @@ Reasons from :mod:`service.windows` (need per-asset state, so they are not the p
 - ``unknown_channel``: a value for a channel the model does not know.
 - ``missing_channel``: a channel absent or NaN with nothing (or nothing recent enough) to
   forward-fill: the reading is dropped and the asset's window restarts after it.
-- ``out_of_order``: older than the asset's last accepted sample.
-- ``future_ts``: stamped more than ``max_future_s`` ahead of the daemon's clock and of the asset's last
-  reading (a jump; an accelerated replay, ahead step by step, is kept; :mod:`service.ingest`).
-  Taken, it would make every true reading after it ``out_of_order`` until the asset went silent.
-- ``duplicate_ts``: the same timestamp as the asset's last accepted sample.
+- ``out_of_order``: older than the newest reading the asset's buffer has seen (taken, or refused
+  for its rate: ``resampled``, ``slow_rate``), and not one of its last ``SEEN_TIMES`` (1,024) stamps.
+- ``future_ts``: stamped more than ``max_future_s`` ahead of the daemon's clock and of the asset's
+  newest reading before the message (a jump; an accelerated replay, ahead step by step, is kept;
+  :mod:`service.ingest`). Taken, it would make every true reading after it ``out_of_order`` until
+  the asset went silent.
+- ``duplicate_ts``: the stamp of one of the asset's last ``SEEN_TIMES`` (1,024) readings (a redelivery);
+  a redelivered reading older than those counts as ``out_of_order`` (either way it is not taken twice).
 - ``too_many_assets``: a new asset beyond ``max_assets``.
 - ``resampled``: the asset publishes faster than the model's sample period; the readings between
   grid steps are dropped (:meth:`~sensorguard.service.cleaning.Cleaner.admit`).

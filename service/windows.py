@@ -162,7 +162,10 @@ class Buffers:
             state.seen = received
             if self._rates:
                 rate = self._rates.pop(asset, None)
-                if rate is not None:  # back from a silence: its rate estimate goes on, as offline
+                # back from a silence: its rate estimate goes on, as offline; unless its clock went
+                # back meanwhile (a reset device): the negative step drove the average below zero and
+                # its readings were dropped as resampled for minutes
+                if rate is not None and rate[0] is not None and ts >= rate[0]:
                     state.cleaner.seen_ts, state.cleaner.step_avg, state.cleaner.steps = rate
             self._queue(asset, [SensorEvent("silent", None, False, ts, NAN)])  # ends a silent fault if one is open
         rate = state.cleaner.admit(ts, self.policy)

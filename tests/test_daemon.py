@@ -94,6 +94,36 @@ def test_one_reading_stamped_far_ahead_is_rejected_and_the_true_ones_after_it_ar
     assert value(near, "sensorguard_readings_total") == 4000
 
 
+
+def test_one_message_cannot_step_an_assets_clock_weeks_ahead(tiny_bundle):
+    """500 samples each 3,599 s after the one before passed the future check one by one (each
+    within max_future_s of the last) and stamped the asset 21 days ahead: its true readings were
+    out of order until it went silent (found by review). One message runs at most max_future_s
+    ahead of the asset's readings before it."""
+    daemon, client = make(tiny_bundle)
+    now = time.time()
+    daemon.ingest.handle(client, message("pump-1", now))
+    samples = [{"ts": now + 3599 * (k + 1), "values": {"a": 1.0, "b": 2.0, "c": 3.0}} for k in range(500)]
+    payload = json.dumps({"samples": samples}).encode()
+    daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=2, qos=1))
+    assert daemon.buffers.last_ts("pump-1") <= now + 3600
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="future_ts") == 499
+
+
+def test_a_topic_that_is_not_utf8_is_counted_and_acknowledged_not_fatal(tiny_bundle):
+    """paho hands such a message over and raises when its topic is read: in the callback that
+    stopped its network thread, so nothing more was received (found by review)."""
+    import paho.mqtt.client as paho
+
+    daemon, client = make(tiny_bundle)
+    bad = paho.MQTTMessage(mid=5, topic=b"sensors/\xff/readings")
+    bad.qos = 1
+    daemon.connection._route(client, None, bad)
+    assert client.acks[-1][:2] == (5, 1)
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="bad_asset") == 1
+    daemon.connection._route(client, None, message("pump-1", T0, mid=6))
+    assert value(daemon, "sensorguard_readings_total") == 1
+
 def test_while_stopping_messages_are_left_unacknowledged_for_the_session(tiny_bundle):
     daemon, client = make(tiny_bundle)
     daemon.ingest.accepting = False

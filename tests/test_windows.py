@@ -340,6 +340,21 @@ def test_an_asset_back_from_a_silence_keeps_its_rate_estimate_as_offline() -> No
     assert back and [(w.ts, w.window.tolist()) for w in forgetful.drain()] == back
 
 
+
+def test_an_asset_back_from_a_silence_with_its_clock_set_back_is_not_resampled() -> None:
+    """A device reset while silent: its readings came back a day before its last one. The kept
+    rate estimate took the negative step and dropped 60 of its first 400 readings as resampled
+    (found by review)."""
+    from sensorguard.service.cleaning import CleaningPolicy
+
+    bufs = Buffers(("a",), 4, 2, policy=CleaningPolicy(1.0, True, 5))
+    for ts, values in one_channel([float(t) for t in range(100_000, 100_200)]):
+        assert bufs.add("p", ts, values, 0.0) is None
+    bufs.drain()
+    bufs.forget("p")
+    back = [bufs.add("p", ts, values, 0.0) for ts, values in one_channel([float(t) for t in range(10_000, 10_400)])]
+    assert back == [None] * 400
+
 def test_priming_queues_the_windows_the_previous_owner_completed_but_never_scored() -> None:
     """The old owner took readings up to 13 but died having scored the window at 8 last: the
     windows at 10 and 12 (window 4, hop 2) are queued for the new owner, on the old cadence; none
