@@ -367,7 +367,9 @@ class AssetAlerts:
     def request_control_change(self, asset: str, maintenance: bool | None) -> None:
         """A command changed how ``asset`` is handled (any thread): ``maintenance`` False when a
         maintenance ended, True when one started, None otherwise. Applied on the worker by
-        :meth:`apply_control_changes` (bounded queue: a flood of commands drops the oldest)."""
+        :meth:`apply_control_changes` (bounded queue: a flood of commands drops the oldest, counted)."""
+        if len(self._control_changes) == self._control_changes.maxlen:
+            self.metrics.control_changes_dropped.inc()
         self._control_changes.append((asset, maintenance))
 
     def resend_clears(self, only: str | None = None) -> None:

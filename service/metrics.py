@@ -106,6 +106,9 @@ class Metrics:
         self.acknowledged = counter("alerts_acknowledged_total", "Alerts acknowledged, by whether as a false alarm.",
                                     ("false_alarm",))
         self.assets_held = gauge("assets_held", "Assets in maintenance or shelved now.", ("reason",))
+        self.control_changes_dropped = counter(
+            "control_changes_dropped_total", "Accepted commands whose follow-up (announcing an alert held back, "
+            "republishing the state) was dropped because its queue was full; the asset's next window catches up.")
         self.promise = gauge("model_promise_alerts_per_day",
                              "The served bundle's promise: false alerts per asset per day (NaN: none).")
         self.alerts_suppressed = counter(

@@ -579,3 +579,14 @@ def test_a_retained_state_the_full_outgoing_queue_dropped_is_sent_again(tiny_bun
     client.queued_out = lambda: 0  # back
     daemon.alerts.resend_states()
     assert (last_state(client, "p5"), last_state(client, "p6")) == ("normal", "stale")
+
+
+def test_a_flood_of_control_changes_drops_the_oldest_and_counts_them(tiny_bundle):
+    from tests.test_daemon import make, value
+
+    daemon, _ = make(tiny_bundle)
+    cap = daemon.alerts._control_changes.maxlen
+    for i in range(cap + 7):
+        daemon.alerts.request_control_change(f"p{i}", None)
+    assert len(daemon.alerts._control_changes) == cap
+    assert value(daemon, "sensorguard_control_changes_dropped_total") == 7

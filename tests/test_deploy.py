@@ -37,7 +37,7 @@ COUNTERS = {
     "model_reload_failures_total", "record_write_failures_total", "sensor_faults_total",
     "sensor_events_dropped_total", "record_dropped_total", "commands_total", "alerts_suppressed_total",
     "alerts_acknowledged_total", "shadow_alerts_total", "worker_restarts_total", "partition_changes_total",
-    "windows_dropped_total", "window_restarts_total", "publishes_dropped_total",
+    "windows_dropped_total", "window_restarts_total", "publishes_dropped_total", "control_changes_dropped_total",
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",
