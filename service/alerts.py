@@ -152,7 +152,9 @@ def judge_series(
     order; every other row's score is divided by the widening in force at that row. A gap in
     ``times`` longer than ``rules.stale_after`` ends the alert state as the daemon's silence does
     (the asset went stale: an alert up ends, the next one is a new alert); the drift baseline is
-    kept, as the daemon keeps it while a silent asset's return is awaited.
+    kept, as the daemon keeps it while a silent asset's return is awaited. (Live, silence is
+    arrival time while connected: a backlog drained after an outage, or a replay faster than real
+    time, is judged by its stamps here and may differ.)
     """
     state, drift_state = AlertState(), DriftState()
     out = np.zeros(len(scores), dtype=np.int8)

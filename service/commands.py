@@ -336,8 +336,9 @@ class AlarmControls:
         for kind in ("maintenance", "shelved"):
             self._past.pop((asset, kind), None)
 
-    def save(self) -> None:
-        """Write the controls and recent alerts to ``state_dir`` atomically (no state_dir: nothing)."""
+    def save(self, strict: bool = False) -> None:
+        """Write the controls and recent alerts to ``state_dir`` atomically (no state_dir: nothing).
+        A failure is logged (the next save tries again), or raised with ``strict``."""
         if not self.state_dir:
             return
         with self._save_lock:
@@ -350,6 +351,8 @@ class AlarmControls:
                 Path(self.state_dir).mkdir(parents=True, exist_ok=True)
                 write_durably(Path(self.state_dir) / CONTROLS_FILE, text)
             except OSError as exc:  # a full disk must not stop serving; the next save tries again
+                if strict:
+                    raise
                 log.warning("saving alarm controls to %s failed: %s", self.state_dir, exc)
 
     def _load(self) -> None:

@@ -132,15 +132,18 @@ class Ingest:
                     return None
                 before, restarts = buffers.pending(), buffers.gaps
                 latest = time.time() + s.max_future_s
-                newest = buffers.last_ts(parsed.asset) or 0.0  # before this message: one message runs at
-                for sample in parsed.samples:  # most max_future_s ahead (its samples stepped weeks ahead)
-                    # a jump far ahead of the clock and of the asset's last reading: a glitching clock
-                    # (an accelerated replay runs ahead step by step, and is kept)
+                # a jump far ahead of the clock and of the asset's last reading taken: a glitching
+                # clock (an accelerated replay runs ahead step by step, reading after reading taken,
+                # and is kept; refused ones do not step it: 500 samples 3,599 s apart, each refused
+                # for its rate, stepped an asset 21 days ahead)
+                newest = buffers.last_ts(parsed.asset) or 0.0
+                for sample in parsed.samples:
                     if sample.ts > latest and sample.ts - newest > s.max_future_s:
                         reason = "future_ts"
                     else:
                         reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
                     if reason is None:
+                        newest = max(newest, sample.ts)
                         accepted += 1
                         if recorder is not None and not buffers.faulted(parsed.asset):  # held values are no data
                             rows.append((sample.ts, buffers.last_row(parsed.asset)))

@@ -37,9 +37,9 @@ Reasons from :mod:`service.windows` (need per-asset state, so they are not the p
 - ``out_of_order``: older than the newest reading the asset's buffer has seen (taken, or refused
   for its rate: ``resampled``, ``slow_rate``), and not one of its last ``SEEN_TIMES`` (1,024) stamps.
 - ``future_ts``: stamped more than ``max_future_s`` ahead of the daemon's clock and of the asset's
-  newest reading before the message (a jump; an accelerated replay, ahead step by step, is kept;
-  :mod:`service.ingest`). Taken, it would make every true reading after it ``out_of_order`` until
-  the asset went silent.
+  newest reading taken (a jump; an accelerated replay, ahead step by step, is kept; readings
+  refused for their rate do not step it; :mod:`service.ingest`). Taken, it would make every true
+  reading after it ``out_of_order`` until the asset went silent.
 - ``duplicate_ts``: the stamp of one of the asset's last ``SEEN_TIMES`` (1,024) readings (a redelivery);
   a redelivered reading older than those counts as ``out_of_order`` (either way it is not taken twice).
 - ``too_many_assets``: a new asset beyond ``max_assets``.

@@ -9,9 +9,12 @@ of its alert failed as unknown. At start, before any daemon loads, :func:`relayo
 each asset's entries of ``assets.json`` and ``controls.json`` into the folder of the worker whose
 partitions match its readings topic. An asset no partition matches stays where it is.
 
-Each file is written atomically, the folders that gain before those that lose: a start stopped
-half-way leaves an asset in two folders, never in none, and the next start keeps the entry of the
-file written last (the newer) and drops the other.
+Each file is written atomically, the folders that gain before those that lose, and an asset
+leaves a folder only once its new one was written: a failed write or a start stopped half-way
+leaves an asset in two folders, never in none, and the next start keeps the copy in the folder
+that serves it (else the newer file's) and drops the other. A file that cannot be read (and, for
+``assets.json``, not be set aside) takes no asset in and gives none away. Nothing here stops a
+start: a failure is logged and the assets stay where they were.
 
 >>> import tempfile
 >>> from sensorguard.service.alerts import AlertState
@@ -30,6 +33,7 @@ file written last (the newer) and drops the other.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -82,7 +86,7 @@ def relayout_states(state_dir: str, plans: Sequence[Settings]) -> int:
     moved = _move_states(folders, owner) | _move_controls(folders, owner)
     for folder in folders[1:]:  # a worker folder left empty by a smaller layout
         if folder not in targets and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+            _quietly(folder.rmdir)
     if moved:
         log.info("moved the saved state of %d assets into the folders of the workers serving them now", len(moved))
     return len(moved)
@@ -97,58 +101,82 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
             try:
                 log.warning("%s; moved to %s", first_line(exc), set_aside(folder))
             except OSError as err:
-                log.warning("%s; could not move it aside (%s): left as it is", first_line(exc), err.strerror or err)
+                log.warning("%s; could not move it aside (%s): no asset moves into or out of it",
+                            first_line(exc), err.strerror or err)
                 continue
             alerts, drift, unannounced = {}, {}, set()
         held[folder] = {a: (alerts[a], drift.get(a), a not in unannounced) for a in alerts}
-    moves = _plan({f: set(e) for f, e in held.items()}, _ages(held, STATE_FILE), owner)
+    moves = _plan({f: set(e) for f, e in held.items()}, _ages(held, STATE_FILE), owner, set(folders) - set(held))
 
     def write(folder: Path, entries: dict[str, Entry]) -> None:
-        if not entries and (folder / STATE_FILE).exists() and folder not in moves.gain:
-            os.remove(folder / STATE_FILE)
+        if not entries and folder not in moves.gain:
+            if (folder / STATE_FILE).exists():
+                os.remove(folder / STATE_FILE)
             return
         save_states(folder, {a: e[0] for a, e in entries.items()},
                     {a: e[1] for a, e in entries.items() if e[1] is not None},
                     {a for a, e in entries.items() if not e[2]})
 
+    failed: set[str] = set()
     for folder, incoming in moves.gain.items():  # gains first: a stop here leaves copies, not losses
-        held[folder] = {**held.get(folder, {}), **{a: held[src][a] for a, src in incoming.items()}}
-        write(folder, held[folder])
+        merged = {**held.get(folder, {}), **{a: held[src][a] for a, src in incoming.items()}}
+        if _quietly(write, folder, merged):
+            held[folder] = merged
+        else:  # they stay where they are
+            failed |= set(incoming)
     for folder, lost in moves.drop.items():
-        write(folder, {a: e for a, e in held[folder].items() if a not in lost})
-    return {a for incoming in moves.gain.values() for a in incoming}
+        if lost - failed:  # (a failure leaves a copy: the next start drops it)
+            _quietly(write, folder, {a: e for a, e in held[folder].items() if a not in lost - failed})
+    return {a for incoming in moves.gain.values() for a in incoming} - failed
 
 
 def _move_controls(folders: list[Path], owner: Callable[[str], Path | None]) -> set[str]:
-    present = [f for f in folders if (f / CONTROLS_FILE).exists()]
-    held = {f: AlarmControls(str(f)) for f in present}
-    gain = {}
-    moves = _plan({f: c.assets() for f, c in held.items()}, _ages(held, CONTROLS_FILE), owner)
+    held: dict[Path, AlarmControls] = {}
+    for folder in folders:
+        path = folder / CONTROLS_FILE
+        if not path.exists():
+            continue
+        try:  # AlarmControls starts empty on a file it cannot read: check it here first
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            log.warning("%s unreadable (%s): no asset moves into or out of it", path, first_line(exc))
+            continue
+        held[folder] = AlarmControls(str(folder))
+    blocked = {f for f in folders if (f / CONTROLS_FILE).exists()} - set(held)
+    moves = _plan({f: c.assets() for f, c in held.items()}, _ages(held, CONTROLS_FILE), owner, blocked)
+    failed: set[str] = set()
     for folder, incoming in moves.gain.items():
-        gain[folder] = held.get(folder) or AlarmControls(str(folder))
+        target = held.setdefault(folder, AlarmControls(str(folder)))
         for asset, src in incoming.items():
             doc = held[src].export(asset)
             if doc is not None:
-                gain[folder].adopt(asset, doc, save=False)
-        gain[folder].save()
+                target.adopt(asset, doc, save=False)
+        if not _quietly(target.save, strict=True):
+            failed |= set(incoming)
     for folder, lost in moves.drop.items():
-        held[folder].forget(lost)
-        if not held[folder].assets() and folder not in moves.gain:
-            os.remove(folder / CONTROLS_FILE)
-    return {a for incoming in moves.gain.values() for a in incoming}
+        if lost - failed:
+            held[folder].forget(lost - failed)  # (a failed save is logged: the next start drops the copy)
+            if not held[folder].assets() and folder not in moves.gain:
+                _quietly(os.remove, folder / CONTROLS_FILE)
+    return {a for incoming in moves.gain.values() for a in incoming} - failed
 
 
-def _plan(held: dict[Path, set[str]], age: dict[Path, float], owner: Callable[[str], Path | None]) -> _Moves:
-    """Each asset's entry goes from the newest folder holding it to its owner's (or stays in that
-    newest folder when no plan serves it); every other copy is dropped."""
+def _plan(held: dict[Path, set[str]], age: dict[Path, float], owner: Callable[[str], Path | None],
+          blocked: set[Path]) -> _Moves:
+    """Each asset's entry goes to its owner's folder (none, or one whose file is unusable: it stays)
+    from the owner's own copy if it has one (an older layout's folder kept a stale copy; a start
+    stopped half-way wrote the owner's first), else from the newest file holding it; every other
+    copy is dropped."""
     gain: dict[Path, dict[str, Path]] = {}
     drop: dict[Path, set[str]] = {}
     for asset in sorted(set().union(*held.values())):
         have = [f for f in held if asset in held[f]]
-        newest = max(have, key=lambda f: age[f])
-        dest = owner(asset) or newest
-        if dest != newest:
-            gain.setdefault(dest, {})[asset] = newest
+        dest = owner(asset)
+        source = dest if dest in have else max(have, key=lambda f: age[f])
+        if dest is None or dest in blocked:
+            dest = source
+        if dest != source:
+            gain.setdefault(dest, {})[asset] = source
         for folder in have:
             if folder != dest:
                 drop.setdefault(folder, set()).add(asset)
@@ -158,6 +186,18 @@ def _plan(held: dict[Path, set[str]], age: dict[Path, float], owner: Callable[[s
 def _ages(held: dict[Path, object], name: str) -> dict[Path, float]:
     """When each folder's file was last written (the newer copy of an asset wins)."""
     return {f: (f / name).stat().st_mtime if (f / name).exists() else 0.0 for f in held}
+
+
+def _quietly(write: Callable[..., object], *args: object, **kwargs: object) -> bool:
+    """Run one file operation; False, with a log line, when it fails (a full disk, a read-only
+    folder): the assets it concerned stay where they were."""
+    try:
+        write(*args, **kwargs)
+        return True
+    except OSError as exc:
+        log.warning("moving saved asset state: %s failed (%s): left as it was",
+                    getattr(write, "__name__", "a write"), exc.strerror or exc)
+        return False
 
 
 def _key(path: Path) -> Path:

@@ -89,7 +89,10 @@ def replay(
             while i < len(values) and len(samples) < batch and names[i] == asset:
                 sample = orjson.dumps({"ts": round(float(times[i]) + shift, 6),
                                        "values": dict(zip(channels, values[i].tolist(), strict=True))})
-                if samples and size + len(sample) + 1 > settings.max_payload_bytes:  # the daemon refuses larger
+                if size + len(sample) + 1 > settings.max_payload_bytes:  # the daemon refuses larger ones
+                    if not samples:
+                        raise ValueError(f"one reading of {len(channels)} channels is {len(sample)} bytes, over "
+                                         f"max_payload_bytes ({settings.max_payload_bytes}): serve would refuse it")
                     break
                 samples.append(sample)
                 size += len(sample) + 1

@@ -321,7 +321,10 @@ def serve(settings: Settings) -> None:
     if settings.record_dir:  # the worker count changed: the old layout's recordings are trimmed too
         adopt_orphans(settings.record_dir, [Path(plan.record_dir) for plan in plans])
     if settings.state_dir and not settings.cluster:  # (cluster mode keeps asset state in its bucket)
-        relayout_states(settings.state_dir, plans)  # each asset's state where its worker reads it
+        try:
+            relayout_states(settings.state_dir, plans)  # each asset's state where its worker reads it
+        except OSError as exc:  # (an unlistable state_dir): losing saved state must never stop scoring
+            log.warning("could not move saved asset state between worker folders: %s", exc.strerror or exc)
     runner: Any
     if workers == 1:
         runner = Daemon(settings, bundle)

@@ -376,11 +376,15 @@ def test_every_column_left_out_is_named_in_a_note(tmp_path):
     assert "vib (85 % numbers)" in notes and "1 rows with unparseable timestamps" in notes
 
 
-def test_a_parquet_time_index_is_the_time_column(tmp_path):
+def test_a_parquet_time_index_is_the_time_column_and_row_numbers_are_no_channel(tmp_path):
     frame = plant_frame(rows=40).set_index("timestamp")
     frame.to_parquet(tmp_path / "d.parquet")
     data = load_frame([tmp_path / "d.parquet"])
     assert len(data) == 40 and len(data.channels) == frame.shape[1]
+    filtered = plant_frame(rows=40)
+    filtered = filtered[filtered.index % 3 > 0]  # a filtered table keeps its row numbers as its index
+    filtered.to_parquet(tmp_path / "f.parquet")
+    assert load_frame([tmp_path / "f.parquet"]).channels == tuple(filtered.columns[1:])
 
 
 def test_a_file_too_large_for_memory_is_one_line(tmp_path, monkeypatch):

@@ -67,18 +67,42 @@ def test_two_workers_to_three_and_back_to_one_keeps_every_asset_with_its_worker(
     assert not any((tmp_path / f"w{k}").exists() for k in range(3))  # emptied worker folders removed
 
 
-def test_an_asset_no_partition_serves_stays_and_a_copy_left_by_a_stop_keeps_the_newer(tmp_path):
+def test_an_asset_no_partition_serves_stays_and_of_two_copies_its_owners_is_kept(tmp_path):
+    """Two copies: a start stopped half-way (the owner's written first), or an older version's
+    worker that kept re-saving a stale copy. The owner's copy wins even when the other file was
+    written later (found by review: the newer file's stale copy replaced a live alert)."""
     old = _plans(tmp_path, 2)
-    save_states(old[1].state_dir, {"b/p": _alert("b/p"), "z/p": _alert("z/p")}, {})
-    newer = tmp_path / "w0"
-    save_states(newer, {"b/p": AlertState("alerting", above=9, peak=5.0, alert_id="b/p@2")}, {})
-    os.utime(newer / "assets.json", (10**9 + 10, 10**9 + 10))  # written after w1's: the newer copy
-    os.utime(tmp_path / "w1" / "assets.json", (10**9, 10**9))
+    save_states(old[1].state_dir, {"b/p": _alert("b/p"), "z/p": _alert("z/p"), "y/p": _alert("y/p")}, {})
+    save_states(tmp_path / "w0", {"b/p": AlertState("alerting", above=9, peak=5.0, alert_id="b/p@2"),
+                                  "y/p": AlertState(alert_id="y/p@2")}, {})
+    os.utime(tmp_path / "w0" / "assets.json", (10**9, 10**9))
+    os.utime(tmp_path / "w1" / "assets.json", (10**9 + 10, 10**9 + 10))  # written after w0's
 
-    plans = _plans(tmp_path, 2, partitions=("b/#", "a/#"))  # b/# is w0's now; nobody serves z/#
+    plans = _plans(tmp_path, 2, partitions=("b/#", "a/#"))  # b/# is w0's now; nobody serves z/# or y/#
     relayout_states(str(tmp_path), plans)
-    assert load_states(tmp_path / "w0")[0]["b/p"].alert_id == "b/p@2"
-    assert set(load_states(tmp_path / "w1")[0]) == {"z/p"}
+    assert load_states(tmp_path / "w0")[0]["b/p"].alert_id == "b/p@2"  # its owner's, not the newer file's
+    assert set(load_states(tmp_path / "w1")[0]) == {"z/p", "y/p"}  # no owner: the newer file's copy
+    assert load_states(tmp_path / "w1")[0]["y/p"].alert_id == "y/p@1"
+
+
+def test_a_folder_that_cannot_be_written_keeps_the_assets_where_they_were(tmp_path):
+    """A failed write must not be followed by the removal from the old folder (the controls' save
+    only logged its failure; found by review), nor stop the start."""
+    save_states(tmp_path, {"b/p": _alert("b/p")}, {})
+    _maintain(tmp_path, "b/p")
+    (tmp_path / "w1").write_text("a file where worker 1's folder belongs")
+    assert relayout_states(str(tmp_path), _plans(tmp_path, 2)) == 0
+    assert "b/p" in load_states(tmp_path)[0]
+    assert AlarmControls(str(tmp_path)).suppressed("b/p", now=2000.0) == "maintenance"
+
+
+def test_an_unreadable_controls_file_takes_nothing_in_and_gives_nothing_away(tmp_path):
+    _maintain(tmp_path, "b/p")
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w1" / "controls.json").write_text("{broken")
+    relayout_states(str(tmp_path), _plans(tmp_path, 2))
+    assert (tmp_path / "w1" / "controls.json").read_text() == "{broken"
+    assert AlarmControls(str(tmp_path)).suppressed("b/p", now=2000.0) == "maintenance"
 
 
 def test_an_unreadable_state_file_is_set_aside_as_its_daemon_would(tmp_path):

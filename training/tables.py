@@ -38,8 +38,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: file not found")
     try:
         if path.suffix.lower() in {".parquet", ".pq"}:
-            frame = pd.read_parquet(path)  # a time index written with the table is a column here
-            return frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
+            frame = pd.read_parquet(path)  # a time index (or a named one) written with the table is a
+            keep = isinstance(frame.index, pd.DatetimeIndex) or frame.index.name is not None  # column here;
+            return frame.reset_index(drop=not keep)  # row numbers left by a filter or a sort are not
         with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
             sample = fh.read(65536)
         if not sample.strip():
