@@ -36,6 +36,7 @@ FORMAT_VERSION = 3  # 2: architecture.linear and focus; 3: channel_weights; olde
 READABLE_VERSIONS = (1, 2, 3)
 WEIGHTS_FILE = "model.pt"
 META_FILE = "bundle.json"
+MIN_THRESHOLD = 1e-30  # errors are squared standardized units, clipped: any line above this scores finite
 
 
 class BundleError(Exception):
@@ -212,11 +213,11 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, said once per tensor
             ConvAutoencoder(bundle.config).load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except Exception as exc:  # noqa: BLE001 - a shape or size torch cannot build raises more than RuntimeError
         raise BundleError(f"{weights}: weights do not match bundle.json ({first_line(exc, 200)})") from None
-    for key, tensor in state.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise BundleError(f"{weights}: non-finite values in {key}")
+    for key, tensor in state.items():  # as the model will hold them: float64's 1e300 is inf in float32
+        if tensor.is_floating_point() and not torch.isfinite(tensor.float()).all():
+            raise BundleError(f"{weights}: non-finite values in {key} (as float32)")
     return replace(bundle, state_dict=state)
 
 
@@ -233,8 +234,9 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise BundleError(f"{path}: missing (is this a sensorguard bundle?)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: unreadable ({exc})", transient=transient_error(exc)) from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, MemoryError) as exc:  # ValueError: JSON's,
+        # or an integer of over 4,300 digits; RecursionError: nesting too deep
+        raise BundleError(f"{path}: unreadable ({first_line(exc, 200)})", transient=transient_error(exc)) from None
     if not isinstance(meta, dict):
         raise BundleError(f"{path}: expected a JSON object")
     version = meta.get("format_version")
@@ -270,8 +272,11 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         problems.append("scaler length does not match the channel list")
     elif not (np.isfinite(center).all() and np.isfinite(scale).all() and (scale > 0).all()):
         problems.append("scaler values must be finite with positive scale")
-    if not (math.isfinite(threshold) and threshold > 0):
-        problems.append(f"threshold must be a positive number, got {threshold}")
+    if not (math.isfinite(threshold) and threshold >= MIN_THRESHOLD):  # (1e-320: every error scored inf)
+        problems.append(f"threshold must be a number of at least {MIN_THRESHOLD:g}, got {threshold}")
+    for name in ("calibration", "training", "metrics"):
+        if not isinstance(meta.get(name) or {}, dict):
+            problems.append(f"{name} must be an object")
     if hop < 1:
         problems.append(f"hop must be >= 1, got {hop}")
     if not 0 <= focus <= window:

@@ -53,9 +53,10 @@ class DriftRule:
     def __post_init__(self) -> None:
         if not math.isfinite(self.baseline):
             raise ValueError(f"drift baseline must be finite, got {self.baseline}")
-        if not self.halflife > 0 or self.warmup < 0 or not self.cap >= 1:
-            raise ValueError(f"drift needs halflife > 0, warmup >= 0, cap >= 1; got {self.halflife}, "
-                             f"{self.warmup}, {self.cap}")
+        # a cap of infinity would lift the guard against learning a slow fault away
+        if not 0 < self.halflife < math.inf or self.warmup < 0 or not 1 <= self.cap < math.inf:
+            raise ValueError(f"drift needs a finite halflife > 0, warmup >= 0 and a finite cap >= 1; got "
+                             f"{self.halflife}, {self.warmup}, {self.cap}")
 
     def to_dict(self) -> dict:
         return {"baseline": self.baseline, "halflife": self.halflife, "warmup": self.warmup, "cap": self.cap}

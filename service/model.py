@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+MAX_DEPTH = 16  # stride-2 layers: a window of 65,536 samples; more is a broken bundle
 KERNEL = 4  # kernel 4, stride 2, padding 1 halves (encoder) and doubles (decoder) a length exactly
 
 
@@ -49,6 +50,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.depth > MAX_DEPTH:  # (2**depth below: a hostile bundle.json asked for 2**(2**40))
+            raise ValueError(f"depth must be at most {MAX_DEPTH}, got {self.depth}")
         if not isinstance(self.linear, int) or not 0 <= self.linear < self.channels:
             raise ValueError(f"linear must be an integer in [0, channels), got {self.linear!r}")
         if self.window % (2**self.depth):

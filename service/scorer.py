@@ -16,6 +16,8 @@ anomalous). The rest of the window is context: the model sees it, the score does
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,7 +160,7 @@ class Scorer:
     def reconstruct(self, windows: np.ndarray) -> np.ndarray:
         """Reconstruction of raw ``(n, C, window)`` windows, in raw units (for reports)."""
         x = torch.as_tensor(self.standardize(np.swapaxes(windows, 1, 2)), device=self.device).transpose(1, 2)
-        with torch.inference_mode():
+        with torch.inference_mode(), full_precision(self.device):
             recon = self.model(x).transpose(1, 2)
         return np.swapaxes(recon.cpu().numpy() * self.bundle.scale_ + self.bundle.center_, 1, 2)
 
@@ -176,7 +178,7 @@ class Scorer:
     def _score_standardized(self, pieces: tuple[np.ndarray, ...],
                             masks: tuple[np.ndarray, ...] | None = None) -> Scores:
         channel_errors = []
-        with torch.inference_mode():
+        with torch.inference_mode(), full_precision(self.device):
             for p, piece in enumerate(pieces):
                 for i in range(0, len(piece), self.batch_size):
                     batch = torch.from_numpy(np.ascontiguousarray(piece[i : i + self.batch_size]))
@@ -192,6 +194,22 @@ class Scorer:
         error = channel_error.mean(axis=1)
         return Scores(error=error, score=error / self.bundle.threshold_, channel_error=channel_error)
 
+
+
+@contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """On CUDA, convolutions in full float32 while scoring: cuDNN's TF32 (torch's default for
+    convolutions) rounds to 10 mantissa bits, and ``train``, ``calibrate`` and ``score`` on a GPU
+    then set and judged the line on other numbers than the daemon computes on its CPU. Restored after."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
 
 def segment_bounds(n_rows: int, segments: np.ndarray | None) -> list[tuple[int, int]]:
     """``(start, stop)`` of each contiguous run of equal segment ids (the whole series without ids)."""

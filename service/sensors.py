@@ -26,7 +26,8 @@ at the training center, take the reconstruction three times) and the window's er
 over the other channels (a window with every channel faulted is not judged). So one dead sensor
 does not raise a process alarm on every window, and a process fault in the others is still
 caught (``tests/test_sensors.py``). An implausible or missing value is also replaced by the
-channel's last plausible one before cleaning, so the window does not restart. The same watch
+channel's last plausible one (none yet: the middle of its limits) before cleaning, so the window
+does not restart. The same watch
 runs offline, before cleaning, over the readings in time order (``score``'s ``sensor_faults``
 column, and the same exclusions), so live equals offline.
 
@@ -61,6 +62,12 @@ class ChannelLimits:
     high: float
     stuck_after: int | None  # readings unchanged in a row that make a stuck fault; None: never
 
+    @property
+    def hold(self) -> float:
+        """A value inside the limits to hold a faulted channel at when it never had a plausible one."""
+        middle = (self.low + self.high) / 2
+        return next((v for v in (middle, self.low, self.high) if math.isfinite(v)), 0.0)
+
 
 @dataclass(frozen=True)
 class SensorRules:
@@ -94,8 +101,8 @@ class SensorRules:
             if not low < high:
                 raise ValueError(f"sensors {c}: low {low} must be below high {high}")
             if stuck is not None and (type(stuck) not in (int, float) or not math.isfinite(stuck)
-                                      or int(stuck) != stuck or stuck < 1):
-                raise ValueError(f"sensors {c}: stuck_after must be a positive integer or null, got {stuck}")
+                                      or int(stuck) != stuck or stuck < 2):  # 1: stuck at every reading, for good
+                raise ValueError(f"sensors {c}: stuck_after must be an integer >= 2 or null, got {stuck}")
             limits.append(ChannelLimits(low, high, None if stuck is None else int(stuck)))
         return cls(tuple(channels), tuple(limits), fill_limit)
 
@@ -171,8 +178,10 @@ class SensorWatch:
                     (self.open.add if now else self.open.discard)((kind, j))
                     events.append(SensorEvent(kind, rules.channels[j], now, ts, value))
             if ("out_of_range", j) in self.open or ("missing", j) in self.open:
-                if self.good[j] == self.good[j]:
-                    row[j] = self.good[j]
+                # held at its last plausible value; a channel dead since the watch began (a restart,
+                # a new asset) has none: held inside its limits (the scorer imputes it anyway), or
+                # every reading was dropped as missing_channel and the asset never scored
+                row[j] = self.good[j] if self.good[j] == self.good[j] else lim.hold
             elif present:
                 self.good[j] = value
         self.missing_any = any(self.missing)

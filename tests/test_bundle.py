@@ -1,4 +1,5 @@
 import json
+import math
 import pickle
 
 import numpy as np
@@ -95,12 +96,42 @@ def _corrupt(path, mutate):
         (lambda m: m["calibration"].update(drift={"baseline": 0.0}), "drift"),
         (lambda m: m.update(hop=float("inf")), "invalid or missing field"),  # OverflowError escaped (review)
         (lambda m: m["architecture"].update(hidden=10**6), "do not match"),  # built before: terabytes
+        # hostile values that escaped as tracebacks, or loaded and scored everything inf (review)
+        (lambda m: m.update(window=2**70) or m["architecture"].update(window=2**70, depth=1), "do not match"),
+        (lambda m: m["architecture"].update(depth=2**40), "depth must be at most"),
+        (lambda m: m.update(training=5), "training must be an object"),
+        (lambda m: m.update(metrics="xy"), "metrics must be an object"),
+        (lambda m: m.update(threshold=1e-320), "threshold"),
+        (lambda m: m["calibration"].update(drift={"baseline": 0.0, "halflife": 64, "warmup": 8, "cap": math.inf}),
+         "drift"),
+        (lambda m: m.update(sensors={c: {"low": -1, "high": 1, "stuck_after": 1} for c in m["channels"]}),
+         "stuck_after"),
     ],
 )
 def test_lying_bundle_json_is_refused(tmp_path, tiny_bundle, mutate, message):
     path = save_bundle(tiny_bundle, tmp_path / "b")
     _corrupt(path, mutate)
     with pytest.raises(BundleError, match=message):
+        load_bundle(path)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"format_version": ' + "9" * 5000 + "}"])
+def test_a_hostile_bundle_json_is_one_error(tmp_path, tiny_bundle, text):
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    (path / "bundle.json").write_text(text)
+    with pytest.raises(BundleError, match="unreadable"):
+        load_bundle(path)
+
+
+def test_float64_weights_that_overflow_float32_are_refused(tmp_path, tiny_bundle):
+    import torch
+
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    state = torch.load(path / "model.pt", weights_only=True)
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].double().fill_(1e300)  # finite as float64, inf once the model holds it
+    torch.save(state, path / "model.pt")
+    with pytest.raises(BundleError, match="non-finite"):
         load_bundle(path)
 
 

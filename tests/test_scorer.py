@@ -124,3 +124,22 @@ def test_top_channels_of_a_batch_are_those_of_each_window_alone():
     assert batch == [alone(row) for row in errors]
     assert [scores.top_channels(i, channels) for i in range(len(errors))] == batch
     assert [t["name"] for t in batch[4]] == ["a", "b", "d"] and batch[3][0]["share"] == 0.0
+
+
+def test_scoring_on_cuda_turns_cudnns_tf32_off_and_back():
+    """cuDNN's TF32 (torch's default for convolutions) scored on other numbers on a GPU than the
+    daemon computes on its CPU (found by review). No GPU is needed: the switch is a flag."""
+    import torch
+
+    from sensorguard.service.scorer import full_precision
+
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with full_precision(torch.device("cuda")):
+            assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cudnn.allow_tf32 is True
+        with full_precision(torch.device("cpu")):
+            assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cudnn.allow_tf32 = before

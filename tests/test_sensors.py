@@ -136,6 +136,18 @@ def test_a_channel_faulted_anywhere_in_a_window_is_left_out_of_it():
     assert excluded[5.0] == (1,) and excluded[9.0] == ()
 
 
+
+def test_a_channel_dead_from_the_first_reading_is_held_so_the_asset_is_scored():
+    """A channel NaN since the watch began (a restart, a new asset) had no plausible value to hold:
+    every reading was dropped as missing_channel, no window was ever scored and the asset flapped
+    silent (found by review). It is held inside its limits and left out, as a channel that died later."""
+    bufs = sensing_buffers(window=4)
+    reasons = [bufs.add("p", float(i), {"a": float(i % 3), "b": NAN}, 0.0) for i in range(16)]
+    assert reasons[:5] == ["missing_channel"] * 5 and reasons[6:] == [None] * 10  # dropped until it is a fault
+    windows = bufs.drain()
+    assert len(windows) >= 6 and all(w.excluded == (1,) for w in windows)
+    assert all(np.isfinite(w.window).all() for w in windows)
+
 def test_a_hot_swap_to_a_bundle_without_sensor_limits_ends_the_open_faults():
     bufs = sensing_buffers()
     bufs.add("p", 0.0, {"a": 1.0, "b": 99.0}, 0.0)  # a first reading also tells a silent fault it ended
