@@ -200,6 +200,10 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise BundleError(f"{weights}: missing model weights")
+    expected = _weights_bytes(bundle.config)  # read whole below: a wrong huge file must not exhaust memory
+    if expected is not None and weights.stat().st_size > 4 * expected + (1 << 20):
+        raise BundleError(f"{weights}: {weights.stat().st_size} bytes, far more than the {expected} the "
+                          "network of bundle.json holds")
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle headers; the error below says it all
             warnings.simplefilter("ignore")
@@ -220,6 +224,17 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
             raise BundleError(f"{weights}: non-finite values in {key} (as float32)")
     return replace(bundle, state_dict=state)
 
+
+
+def _weights_bytes(config: ModelConfig) -> int | None:
+    """The float32 bytes of the network ``config`` describes (built on the meta device: no memory),
+    or None when it cannot be built (the shape check below names the problem)."""
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            return 4 * sum(t.numel() for t in ConvAutoencoder(config).state_dict().values())
+    except Exception:  # noqa: BLE001 - any failure is reported by the shape check
+        return None
 
 def transient_error(exc: BaseException) -> bool:
     """An error that may pass with the files unchanged: I/O (not a missing file or a folder where a

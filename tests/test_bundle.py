@@ -199,3 +199,12 @@ def test_current_pointing_nowhere(tmp_path, tiny_bundle):
     (tmp_path / "pump" / "CURRENT").write_text("../../etc\n")
     with pytest.raises(BundleError, match="does not name a version"):
         resolve_current(tmp_path, "pump")
+
+
+def test_a_weights_file_far_larger_than_its_network_is_refused_before_reading(tmp_path, tiny_bundle):
+    """torch.load reads the whole file, in the serving daemon's hot-swap thread (review)."""
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    with open(path / "model.pt", "ab") as fh:
+        fh.truncate(64 << 20)  # a sparse 64 MiB file: no disk used
+    with pytest.raises(BundleError, match="far more than"):
+        load_bundle(path)
