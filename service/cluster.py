@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sensorguard.service.payload import MAX_ASSET_LEVELS
+from sensorguard.service.settings_checks import hide_credentials
 
 IN_STREAM = "SENSORGUARD_IN"
 READINGS_STREAM = "SENSORGUARD_READINGS"
@@ -320,7 +321,8 @@ async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: 
                                   max_reconnect_attempts=-1 if forever else 2, allow_reconnect=True,
                                   error_cb=_log_error, **callbacks)
     except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; the user needs one line
-        raise ClusterError(f"cannot reach the NATS servers {', '.join(servers)}: {exc or type(exc).__name__}") from None
+        where = ", ".join(hide_credentials(s) for s in servers)  # (a nats://user:secret@ URL is logged every 5 s)
+        raise ClusterError(f"cannot reach the NATS servers {where}: {exc or type(exc).__name__}") from None
 
 
 async def _log_error(exc: Exception) -> None:

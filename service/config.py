@@ -191,6 +191,7 @@ class Settings:
         """All settings for ``--print-config``; the password only as ``"<set>"`` or None."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         out["broker"] = hide_credentials(self.broker)
+        out["cluster"] = [hide_credentials(c) for c in self.cluster_servers()] or None
         out["password"] = "<set>" if (self.password_file or self._env_password) else None
         return out
 

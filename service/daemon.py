@@ -88,6 +88,7 @@ from sensorguard.service.windows import Buffers, DueWindow
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 1.0  # how often silent assets are looked for and gauges refreshed
+STUCK_S = 120.0  # a scoring worker not round its loop for this long is reported stuck (/healthz 503)
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,8 @@ class Daemon:
         self._listeners: list[Callable[[ScoredWindow], None]] = []
         self._stopped = False
         self._http: tuple[Any, threading.Thread] | None = None
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []  # the scoring worker first
+        self._beat = time.monotonic()  # the scoring worker's last time round its loop
         self._next_save = 0.0
         self._next_shadow_report = 0.0
         self._record_dropped = 0  # recorder drops already counted in the metric
@@ -171,7 +173,7 @@ class Daemon:
         self.metrics.set_model(b.name, b.version, b.threshold_, b.calibration.get("expected_false_alarms_per_day"))
         self.alerts.restore_until = time.monotonic() + self.rules.stale_after
         self._next_save = time.monotonic() + SAVE_INTERVAL_S
-        self._http = serve_http(self.registry, s.metrics_host, s.metrics_port, self.ready)
+        self._http = serve_http(self.registry, s.metrics_host, s.metrics_port, self.ready, self.alive)
         self._threads = [
             threading.Thread(target=self._work, name="sensorguard-scorer", daemon=True),
             threading.Thread(target=self.models.watch, args=(lambda: self.ingest.stopping,),
@@ -245,9 +247,17 @@ class Daemon:
         finally:
             self.stop()
 
+    def alive(self) -> bool:
+        """The scoring worker is running and came round its loop within ``STUCK_S`` (``/healthz``):
+        a dead or hung worker left /healthz and /readyz green while nothing was scored, and the
+        network thread then blocked on the full buffers, so the connection looked up too."""
+        worker = self._threads[0] if self._threads else None
+        return worker is None or self._stopped or (worker.is_alive() and time.monotonic() - self._beat < STUCK_S)
+
     def ready(self) -> bool:
-        """Model loaded and broker (and cluster) connected (``/readyz``)."""
-        return (self.scorer is not None and self.connection.connected.is_set() and not self.ingest.stopping
+        """Model loaded, broker (and cluster) connected, scoring worker alive (``/readyz``)."""
+        return (self.alive() and self.scorer is not None and self.connection.connected.is_set()
+                and not self.ingest.stopping
                 and not self.connection.refused and (self.source is None or self.source.ready.is_set()))
 
     @property
@@ -284,7 +294,13 @@ class Daemon:
     def _work(self) -> None:
         next_housekeeping = 0.0
         while True:
-            batch, last = self.ingest.next_batch(HOUSEKEEPING_S)
+            self._beat = time.monotonic()
+            try:
+                batch, last = self.ingest.next_batch(HOUSEKEEPING_S)
+            except Exception:  # noqa: BLE001 - a bug here must not end the worker (nothing would be scored)
+                log.exception("taking a batch failed")
+                batch, last = [], self.ingest.stopping
+                time.sleep(HOUSEKEEPING_S)
             try:  # each step on its own: a failure in one must not take the others' work with it
                 self.publish_sensor_faults()  # before the windows of their readings
             except Exception:  # noqa: BLE001 - keep serving; the error is logged

@@ -257,17 +257,23 @@ class Metrics:
 
 
 def serve_http(
-    registry: CollectorRegistry, host: str, port: int, ready: Callable[[], bool]
+    registry: CollectorRegistry, host: str, port: int, ready: Callable[[], bool],
+    alive: Callable[[], bool] = lambda: True,
 ) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on a background thread; 404 elsewhere.
+    """Serve ``/metrics``, ``/healthz`` (``alive``) and ``/readyz`` (``ready``) on a background
+    thread; 404 elsewhere.
 
     prometheus_client's own server answers every path with metrics, which hides typos in probe
     configs, hence this wrapper. Port 0 binds a free port: read it from ``server.server_address``.
     Stop with :func:`shutdown_http`.
     """
-    handler = _make_handler(registry, ready)
+    handler = _make_handler(registry, ready, alive)
     server_cls = _V6Server if ":" in host else ThreadingHTTPServer
-    server = server_cls((host, port), handler)
+    try:
+        server = server_cls((host, port), handler)
+    except OSError as exc:  # one line naming the setting, not "Address already in use"
+        raise OSError(exc.errno, f"cannot serve metrics on {host}:{port} (metrics_host, metrics_port): "
+                                 f"{exc.strerror or exc}") from None
     server.daemon_threads = True
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="sensorguard-http", daemon=True
@@ -287,7 +293,8 @@ class _V6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-def _make_handler(registry: CollectorRegistry, ready: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
+def _make_handler(registry: CollectorRegistry, ready: Callable[[], bool],
+                  alive: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "sensorguard"
 
@@ -302,7 +309,9 @@ def _make_handler(registry: CollectorRegistry, ready: Callable[[], bool]) -> typ
             if path == "/metrics":
                 status, content_type, body = 200, *_exposition(registry, self.headers.get("Accept", ""))
             elif path == "/healthz":
-                status, content_type, body = 200, "text/plain; charset=utf-8", b"ok\n"
+                ok = _safe_ready(alive)
+                status, content_type, body = (200 if ok else 503), "text/plain; charset=utf-8", (
+                    b"ok\n" if ok else b"stuck\n")
             elif path == "/readyz":
                 is_ready = _safe_ready(ready)
                 status = 200 if is_ready else 503

@@ -81,7 +81,7 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
     for server in s.cluster_servers():
         scheme, _, rest = server.partition("://")
         if scheme not in ("nats", "tls") or not rest or ":" not in rest:
-            bad("cluster", f"expected nats://HOST:PORT, got {server!r}")
+            bad("cluster", f"expected nats://HOST:PORT, got {hide_credentials(server)!r}")
     if s.cluster and not re.fullmatch(r"[-_=.A-Za-z0-9]+", s.instance_name):
         bad("instance", f"cluster mode names workers by their instance: {s.instance_name!r} must be letters, digits, "
             "'-', '_', '=' or '.' (a key of the ownership bucket)")

@@ -183,14 +183,16 @@ class Supervisor:
         self._http: tuple[Any, threading.Thread] | None = None
 
     def start(self) -> None:
+        """Listen first: a busy metrics port used to fail after the workers were spawned, and they
+        waited for ever for a start that never came (the parent hung at exit, systemd saw it up)."""
+        self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready)
         self.started = time.monotonic()
         for slot in self.slots:
             self._spawn(slot)
-        self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready)
 
     def run_forever(self, stop_event: threading.Event) -> None:
-        self.start()
         try:
+            self.start()
             while not stop_event.wait(0.2):
                 self.watch(time.monotonic())
         finally:

@@ -271,3 +271,22 @@ def test_settings_are_frozen(bundle_dir: str) -> None:
     s = load_settings({"model": bundle_dir}, {})
     with pytest.raises(AttributeError):
         s.hop = 3  # type: ignore[misc]
+
+
+def test_nats_credentials_never_reach_print_config_errors_or_logs():
+    """--print-config, a config error and the 'cannot reach' line every 5 s printed
+    nats://alice:s3cret@... whole (found by review)."""
+    import asyncio
+
+    from sensorguard.service.cluster import ClusterError, connect
+
+    s = load_settings({"model": None, "broker": "mqtt://h", "cluster": "nats://alice:s3cret@127.0.0.1:1"}, {},
+                      require_model=False)
+    assert "s3cret" not in str(s.redacted())
+    with pytest.raises(ConfigError) as bad:
+        load_settings({"model": None, "broker": "mqtt://h", "cluster": "http://alice:s3cret@h"}, {},
+                      require_model=False)
+    assert "s3cret" not in str(bad.value)
+    with pytest.raises(ClusterError) as unreachable:
+        asyncio.run(connect(s.cluster_servers()))
+    assert "s3cret" not in str(unreachable.value) and "127.0.0.1" in str(unreachable.value)

@@ -472,3 +472,26 @@ def test_a_window_whose_alert_step_failed_is_not_judged_for_the_recorder(tiny_bu
     batch, _ = daemon.ingest.next_batch(0.0)
     daemon.score_batch(batch)
     assert daemon.recorder._judged["pump-1"] == T0 + tiny_bundle.window + tiny_bundle.hop - 1
+
+
+
+def test_healthz_fails_when_the_scoring_worker_is_dead_or_stuck(tiny_bundle):
+    """/healthz answered 200 whatever happened to the scoring worker, and /readyz too while the
+    network thread blocked on the full buffers (found by review)."""
+    import threading
+
+    from sensorguard.service import daemon as daemon_module
+
+    daemon, _ = make(tiny_bundle)
+    assert daemon.alive()  # not started yet
+    done = threading.Thread(target=lambda: None)
+    done.start()
+    done.join()
+    daemon._threads = [done]  # the worker died
+    assert not daemon.alive() and not daemon.ready()
+    running = threading.Thread(target=threading.Event().wait, args=(2,), daemon=True)
+    running.start()
+    daemon._threads = [running]
+    assert daemon.alive()
+    daemon._beat -= daemon_module.STUCK_S + 1  # not round its loop for too long
+    assert not daemon.alive()

@@ -176,9 +176,9 @@ def test_registries_are_independent() -> None:
 
 @pytest.fixture
 def server(registry: CollectorRegistry) -> Iterator[tuple[int, dict]]:
-    state = {"ready": False}
+    state = {"ready": False, "alive": True}
     Metrics(registry).readings.inc(7)
-    srv, thread = serve_http(registry, "127.0.0.1", 0, lambda: state["ready"])
+    srv, thread = serve_http(registry, "127.0.0.1", 0, lambda: state["ready"], lambda: state["alive"])
     try:
         yield srv.server_address[1], state
     finally:
@@ -240,3 +240,12 @@ def test_requests_are_logged_at_debug_not_stderr(
         get(port, "/nowhere")
     assert "/nowhere" in caplog.text
     assert "/nowhere" not in capfd.readouterr().err
+
+
+
+def test_healthz_answers_503_when_not_alive(server: tuple[int, dict]) -> None:
+    port, state = server
+    assert get(port, "/healthz")[0] == 200
+    state["alive"] = False
+    status, _, body = get(port, "/healthz")
+    assert status == 503 and body == b"stuck\n"

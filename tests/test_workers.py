@@ -320,3 +320,24 @@ def test_a_dead_worker_shows_as_disconnected_and_one_dying_young_comes_back_afte
         slot.readings = supervisor.context.Value("d", 0.0, lock=False)
     supervisor.watch(101.0)
     assert [s.backoff for s in supervisor.slots] == [RESTART_MIN_S, RESTART_MIN_S]
+
+
+def test_a_busy_metrics_port_stops_the_start_before_any_worker_is_spawned(tmp_path):
+    """The workers were spawned before the parent's port was bound: on a busy port they waited
+    for ever, and so did the parent at exit (found by review)."""
+    import socket
+
+    from sensorguard.service.workers import Supervisor
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        s = _settings(tmp_path, partition=["a/#", "b/#"], metrics_host="127.0.0.1",
+                      metrics_port=str(busy.getsockname()[1]))
+        sup = Supervisor(s, worker_settings(s, 2), [(), ()])
+        with pytest.raises(OSError, match="metrics_port"):
+            sup.run_forever(threading.Event())
+        assert all(slot.process is None for slot in sup.slots)
+    finally:
+        busy.close()
