@@ -92,7 +92,8 @@ class DemoBroker:
         self._loop = loop
         self._thread = threading.Thread(target=run, name="sensorguard-demo-broker", daemon=True)
         self._thread.start()
-        started.wait(15)
+        if not started.wait(15) and not errors:
+            errors.append("it did not start within 15 s")
         if errors:
             raise RuntimeError(f"the embedded amqtt broker failed to start: {errors[0]}")
 

@@ -283,9 +283,9 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
                                                       ready.started)
 
     broker = DemoBroker(options.broker, workdir)
-    broker.start()
     daemon = None
     try:
+        broker.start()  # (inside: a mosquitto that never listened is stopped too)
         port = options.metrics_port if port_free(options.metrics_port) else 0
         daemon = start_daemon({"model": str(bundle_dir), "broker": broker.url, "mqtt_version": broker.mqtt_version,
                                "client_id": f"sensorguard-demo-{broker.port}", "metrics_port": port},
@@ -354,7 +354,9 @@ def watch_alerts(broker: Endpoint, view: View):
     client.on_message = lambda c, u, msg: view.event(json.loads(msg.payload))
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
-    subscribed.wait(10)
+    if not subscribed.wait(10):
+        client.loop_stop()
+        raise RuntimeError(f"the demo's alert view could not subscribe on port {broker.port}")
     return client
 
 

@@ -50,10 +50,11 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
         bad("client_id", f"must be 1..256 characters without spaces, got {s.client_id!r}")
     if s.password_file:
         try:
-            with open(s.password_file, "rb"):
-                pass
+            Path(s.password_file).read_bytes().decode("utf-8")
         except OSError as err:
             bad("password_file", f"cannot read {s.password_file!r}: {err.strerror or err}")
+        except UnicodeDecodeError:  # (the error's text would quote a byte of the password)
+            bad("password_file", f"{s.password_file!r} is not UTF-8 text")
     if (s.password_file or s._env_password) and not s.username:  # paho sends a password only with a username
         bad("username", "a password is sent only with a username: set username too")
     for name in ("tls_ca", "tls_cert", "tls_key"):

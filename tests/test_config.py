@@ -290,3 +290,14 @@ def test_nats_credentials_never_reach_print_config_errors_or_logs():
     with pytest.raises(ClusterError) as unreachable:
         asyncio.run(connect(s.cluster_servers()))
     assert "s3cret" not in str(unreachable.value) and "127.0.0.1" in str(unreachable.value)
+
+
+def test_a_password_file_that_is_not_utf8_is_one_line_without_its_bytes(tmp_path):
+    """It passed the check (opened, not read) and failed at connect as an internal error quoting
+    a byte of the password (found by review)."""
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"s\xe9cret")
+    with pytest.raises(ConfigError) as bad:
+        load_settings({"model": None, "broker": "mqtt://h", "username": "u", "password_file": str(secret)}, {},
+                      require_model=False)
+    assert "not UTF-8" in str(bad.value) and "0xe9" not in str(bad.value)
