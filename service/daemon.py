@@ -88,6 +88,7 @@ from sensorguard.service.windows import Buffers, DueWindow
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 1.0  # how often silent assets are looked for and gauges refreshed
+STOP_BUDGET_S = 40.0  # a stop's waits together; then up to 5 s for the final publishes (under the 60 s kill)
 STUCK_S = 120.0  # a scoring worker not round its loop for this long is reported stuck (/healthz 503)
 
 
@@ -221,16 +222,19 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        # one budget for every wait: 30 s each (cluster source, scorer, model watcher) outlasted the
+        # parent's and systemd's kill (60 s, 75 s) before the final states and "offline" went out
+        deadline = time.monotonic() + STOP_BUDGET_S
         if self.source is not None:
-            self.source.stop()  # no more fetching; its partitions are handed over
+            self.source.stop(timeout=STOP_BUDGET_S / 2)  # no more fetching; its partitions are handed over
         self.ingest.stop()  # from now on messages are not acked: the session keeps them
         self.models.wake()
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self._flush_recorder(force=True)
         report_live(self.settings, self.models.shadow)
         if self._threads and self._threads[0].is_alive():
-            log.warning("the scoring worker did not finish in 30 s: asset state not saved at stop")
+            log.warning("the scoring worker did not finish in %.0f s: asset state not saved at stop", STOP_BUDGET_S)
         else:
             self.alerts.save()
         self.connection.close(lambda: [*self.alerts.publish_states(), self.publisher.status(online=False)])
