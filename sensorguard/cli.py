@@ -131,7 +131,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from sensorguard.service.bundle import load_bundle, save_bundle
     from sensorguard.service.registry import current_version, location, publish
     from sensorguard.training.data import concat_series, drop_labeled
-    from sensorguard.training.retrain import known_faults, load_recorded, missed_faults, parse_since
+    from sensorguard.training.retrain import known_faults, load_recorded, missed_faults, parse_since, seen_rows_note
     from sensorguard.training.train import calibrate_bundle
 
     bundle = load_bundle(args.bundle)
@@ -144,6 +144,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.recorded:  # what a daemon recorded as normal, false alarms acknowledged as such included
         parts.append(load_recorded(args.recorded, since=parse_since(args.since), channels=bundle.channels))
     data = concat_series(parts) if len(parts) > 1 else parts[0]
+    if (seen := seen_rows_note(bundle, data)) is not None:
+        print(f"sensorguard calibrate: warning: {seen}", file=sys.stderr)
     before = bundle
     old = bundle.threshold_
     promise = _promise(args, bundle.promise)

@@ -350,3 +350,42 @@ def test_warm_start_is_not_used_on_rows_the_current_model_trained_on(registry, t
                      "--max-epochs", "1", "--quiet", "--warm-start"]) == 0
         assert ("warm start not used: the data begin before the end of the current model's training rows"
                 in capsys.readouterr().out) is said
+
+
+def test_retrain_on_too_few_rows_to_compare_is_one_line(registry, tmp_path, capsys):
+    """300 rows left a 30-row holdout without a window: 'not promoted: higher error (nan > nan
+    + 5%)', the candidate stored anyway (found by review)."""
+    shifted_plant(300, seed=5).to_csv(tmp_path / "few.csv", index=False)
+    assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "few.csv"),
+                 "--max-epochs", "1", "--quiet"]) == 1
+    assert "hold no full window" in capsys.readouterr().err
+    assert list_versions(registry, "pump") == ["v0001"]
+
+
+def test_a_channel_flat_in_the_held_out_rows_does_not_decide_the_verdict(trained, tmp_path):
+    """The error was normalized by each channel's held-out variance, floored at 1e-12: a setpoint
+    flat in the newest rows made its tiny residual an error of 1e8 (found by review)."""
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.retrain import compare
+
+    bundle, _, _ = trained
+    frame = plant_frame(rows=600, channels=3, seed=5)
+    frame.columns = ["timestamp", *bundle.channels]
+    frame[bundle.channels[2]] = frame[bundle.channels[2]].iloc[0]  # flat here, moving in training
+    data = series_from_frame(frame, "held-out", channels=list(bundle.channels))
+    variance = np.maximum(data.values.var(axis=0), (0.1 * bundle.scale_) ** 2)
+    assert compare(bundle, data, variance).mean_error < 1e3
+    assert compare(bundle, data, np.maximum(data.values.var(axis=0), 1e-12)).mean_error > 1e6  # as it was
+
+
+def test_calibrate_warns_about_rows_inside_the_span_the_model_trained_on(trained, tmp_path, capsys):
+    from sensorguard.service.bundle import save_bundle
+
+    bundle, _, root = trained
+    seen = pd.read_csv(root / "normal.csv")  # its own training file
+    for name, frame, warned in (("seen.csv", seen, True),
+                                ("later.csv", seen.assign(timestamp=pd.to_datetime(seen["timestamp"])
+                                                          + pd.Timedelta(days=2)), False)):
+        frame.to_csv(tmp_path / name, index=False)
+        main(["calibrate", str(save_bundle(bundle, tmp_path / f"m-{name}")), str(tmp_path / name)])
+        assert ("lie inside the span the model trained on" in capsys.readouterr().err) is warned

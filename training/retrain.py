@@ -231,13 +231,20 @@ def retrain(
         if warm_start:
             same |= {"latent": current.config.latent, "hidden": current.config.hidden}
         options = replace(options, **same)
+    if current is not None and len(holdout) < current.window:  # nothing to compare the models on
+        raise DataError(f"the newest 10 % of the data ({len(holdout)} rows) hold no full window of the current "
+                        f"model ({current.window} samples) to compare the models on: give at least "
+                        f"{10 * current.window} rows")
     init = current.state_dict if (warm_start and current is not None) else None
     cold = _seen_rows(current, rest) if init is not None else None
     if cold is not None:  # its weights have seen rows the folds calibrate on: the line came out too low
         init = None
     candidate, _ = train_bundle(rest, options, init_state=init)
-    variance = np.maximum(holdout.values.var(axis=0), 1e-12)
     scale = current.scale_ if current is not None else holdout.values.std(axis=0)
+    # floored at a tenth of the scale the model works in: a channel flat in the held-out rows (a
+    # setpoint) turned its small residual into an error of 1e8 that alone decided the verdict
+    floor = (0.1 * (current.scale_ if current is not None else candidate.scale_)) ** 2
+    variance = np.maximum(holdout.values.var(axis=0), np.maximum(floor, 1e-12))
     faults = [*faults, *injected_faults(holdout, candidate.window, scale)]
     cand_cmp = compare(candidate, holdout, variance, faults)
     cur_cmp = compare(current, holdout, variance, faults) if current is not None else None
@@ -285,6 +292,22 @@ def _seen_rows(current: Bundle, data: SensorData) -> str | None:
         return None
     return (f"warm start not used: the data begin before the end of the current model's training rows "
             f"({span[1]}), which its weights have seen")
+
+
+def seen_rows_note(bundle: Bundle, data: SensorData) -> str | None:
+    """A warning when rows of ``data`` lie inside the time span ``bundle`` trained on (its
+    ``training.time_range``): a line calibrated on them is set on errors of rows it may have seen,
+    too low. A warning, not a refusal: another machine's rows of the same hours were never seen."""
+    span = (bundle.training or {}).get("time_range") or [None, None]
+    try:
+        start, end = (pd.Timestamp(t).timestamp() for t in span)
+    except (TypeError, ValueError):
+        return None
+    inside = int(np.sum((data.times >= start) & (data.times <= end)))
+    if not inside:
+        return None
+    return (f"{inside} of {len(data)} rows lie inside the span the model trained on ({span[0]} to {span[1]}): "
+            "if they are its training rows the line comes out too low; calibrate on normal data it never saw")
 
 
 def _restate(path: Path, promoted: bool, reason: str) -> None:
