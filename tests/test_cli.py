@@ -245,8 +245,3 @@ def test_a_bad_argument_is_one_line(argv, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "error:" in err and "--help" in err
 
-
-def test_a_hop_longer_than_the_window_is_refused(files, tmp_path):
-    """--window 16 --hop 64 trained: 48 of every 64 samples were never in a scored window (review)."""
-    result = run_cli("train", str(files / "normal.csv"), "--out", str(tmp_path / "m"), "--window", "16", "--hop", "64")
-    assert result.returncode == 1 and "longer than the window" in result.stderr and "Traceback" not in result.stderr

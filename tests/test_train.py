@@ -178,15 +178,20 @@ def test_warm_start_calibrates_the_model_it_serves():
     assert warm_median < 0.5 * cold_median, (warm_median, cold_median)
 
 
-def test_a_hop_longer_than_the_window_still_makes_a_loadable_bundle(tmp_path):
+def test_a_hop_longer_than_the_window_is_refused_and_an_older_such_bundle_still_loads(tmp_path, tiny_bundle):
+    """A hop past the window left the samples between windows never scored (--window 16 --hop 64:
+    48 of every 64; found by review): train refuses it. A bundle saved so before still loads."""
+    from dataclasses import replace
+
     from sensorguard.service.bundle import load_bundle, save_bundle
     from tests.conftest import plant_frame
 
     path = tmp_path / "n.csv"
     plant_frame(rows=600).to_csv(path, index=False)
-    bundle, _ = train_bundle(load_frame([path]), TrainOptions(max_epochs=2, hop=40, progress=False))
-    assert bundle.focus == bundle.window < bundle.hop
-    assert load_bundle(save_bundle(bundle, tmp_path / "b")).focus == bundle.window
+    with pytest.raises(ValueError, match="longer than the window"):
+        train_bundle(load_frame([path]), TrainOptions(max_epochs=2, hop=40, progress=False))
+    old = replace(tiny_bundle, hop=tiny_bundle.window + 8, focus=tiny_bundle.window)
+    assert load_bundle(save_bundle(old, tmp_path / "b")).focus == old.window
 
 
 def test_a_promise_from_less_than_a_day_of_data_says_so():
