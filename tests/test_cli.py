@@ -244,4 +244,3 @@ def test_a_bad_argument_is_one_line(argv, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "error:" in err and "--help" in err
-
