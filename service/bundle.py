@@ -201,9 +201,12 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
     if not weights.is_file():
         raise BundleError(f"{weights}: missing model weights")
     expected = _weights_bytes(bundle.config)  # read whole below: a wrong huge file must not exhaust memory
-    if expected is not None and weights.stat().st_size > 4 * expected + (1 << 20):
-        raise BundleError(f"{weights}: {weights.stat().st_size} bytes, far more than the {expected} the "
-                          "network of bundle.json holds")
+    try:
+        size = weights.stat().st_size
+    except OSError as exc:  # (replaced meanwhile: a registry swap)
+        raise BundleError(f"{weights}: {first_line(exc, 200)}", transient=transient_error(exc)) from None
+    if expected is not None and size > 4 * expected + (1 << 20):
+        raise BundleError(f"{weights}: {size} bytes, far more than the {expected} the network of bundle.json holds")
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle headers; the error below says it all
             warnings.simplefilter("ignore")

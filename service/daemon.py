@@ -88,7 +88,7 @@ from sensorguard.service.windows import Buffers, DueWindow
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 1.0  # how often silent assets are looked for and gauges refreshed
-STOP_BUDGET_S = 40.0  # a stop's waits together; then up to 5 s for the final publishes (under the 60 s kill)
+STOP_BUDGET_S = 45.0  # a stop's waits together; then up to 5 s for the final publishes (under the 60 s kill)
 STUCK_S = 120.0  # a scoring worker not round its loop for this long is reported stuck (/healthz 503)
 
 
@@ -174,6 +174,7 @@ class Daemon:
         self.metrics.set_model(b.name, b.version, b.threshold_, b.calibration.get("expected_false_alarms_per_day"))
         self.alerts.restore_until = time.monotonic() + self.rules.stale_after
         self._next_save = time.monotonic() + SAVE_INTERVAL_S
+        self._beat = time.monotonic()
         self._http = serve_http(self.registry, s.metrics_host, s.metrics_port, self.ready, self.alive)
         self._threads = [
             threading.Thread(target=self._work, name="sensorguard-scorer", daemon=True),
@@ -226,7 +227,7 @@ class Daemon:
         # parent's and systemd's kill (60 s, 75 s) before the final states and "offline" went out
         deadline = time.monotonic() + STOP_BUDGET_S
         if self.source is not None:
-            self.source.stop(timeout=STOP_BUDGET_S / 2)  # no more fetching; its partitions are handed over
+            self.source.stop(timeout=25.0)  # no more fetching; its partitions are handed over (~21 s at most)
         self.ingest.stop()  # from now on messages are not acked: the session keeps them
         self.models.wake()
         for thread in self._threads:
@@ -256,7 +257,9 @@ class Daemon:
         a dead or hung worker left /healthz and /readyz green while nothing was scored, and the
         network thread then blocked on the full buffers, so the connection looked up too."""
         worker = self._threads[0] if self._threads else None
-        return worker is None or self._stopped or (worker.is_alive() and time.monotonic() - self._beat < STUCK_S)
+        if worker is None or worker.ident is None or self._stopped:  # not started yet, or stopping
+            return True
+        return worker.is_alive() and time.monotonic() - self._beat < STUCK_S
 
     def ready(self) -> bool:
         """Model loaded, broker (and cluster) connected, scoring worker alive (``/readyz``)."""

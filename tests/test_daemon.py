@@ -487,11 +487,12 @@ def test_healthz_fails_when_the_scoring_worker_is_dead_or_stuck(tiny_bundle):
     done = threading.Thread(target=lambda: None)
     done.start()
     done.join()
+    daemon.connection.connected.set()  # otherwise ready
     daemon._threads = [done]  # the worker died
     assert not daemon.alive() and not daemon.ready()
     running = threading.Thread(target=threading.Event().wait, args=(2,), daemon=True)
     running.start()
     daemon._threads = [running]
-    assert daemon.alive()
+    assert daemon.alive() and daemon.ready()
     daemon._beat -= daemon_module.STUCK_S + 1  # not round its loop for too long
     assert not daemon.alive()

@@ -366,15 +366,14 @@ def test_a_channel_flat_in_the_held_out_rows_does_not_decide_the_verdict(trained
     """The error was normalized by each channel's held-out variance, floored at 1e-12: a setpoint
     flat in the newest rows made its tiny residual an error of 1e8 (found by review)."""
     from sensorguard.training.data import series_from_frame
-    from sensorguard.training.retrain import compare
+    from sensorguard.training.retrain import compare, error_variance
 
     bundle, _, _ = trained
     frame = plant_frame(rows=600, channels=3, seed=5)
     frame.columns = ["timestamp", *bundle.channels]
     frame[bundle.channels[2]] = frame[bundle.channels[2]].iloc[0]  # flat here, moving in training
     data = series_from_frame(frame, "held-out", channels=list(bundle.channels))
-    variance = np.maximum(data.values.var(axis=0), (0.1 * bundle.scale_) ** 2)
-    assert compare(bundle, data, variance).mean_error < 1e3
+    assert compare(bundle, data, error_variance(data, bundle.scale_)).mean_error < 1e3
     assert compare(bundle, data, np.maximum(data.values.var(axis=0), 1e-12)).mean_error > 1e6  # as it was
 
 
@@ -389,3 +388,15 @@ def test_calibrate_warns_about_rows_inside_the_span_the_model_trained_on(trained
         frame.to_csv(tmp_path / name, index=False)
         main(["calibrate", str(save_bundle(bundle, tmp_path / f"m-{name}")), str(tmp_path / name)])
         assert ("lie inside the span the model trained on" in capsys.readouterr().err) is warned
+
+
+def test_a_model_saved_with_a_hop_past_its_window_still_retrains(trained, tmp_path, capsys):
+    """train now refuses such a hop; retrain inherited it and failed on a --hop never given (review)."""
+    from dataclasses import replace
+
+    bundle, _, _ = trained
+    publish(replace(bundle, hop=bundle.window + 8, focus=bundle.window), tmp_path / "reg", "pump")
+    shifted_plant(4000, seed=5).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["retrain", "--registry", str(tmp_path / "reg"), "--name", "pump", "--data",
+                 str(tmp_path / "new.csv"), "--max-epochs", "1", "--quiet"]) == 0
+    assert list_versions(tmp_path / "reg", "pump") == ["v0001", "v0002"]

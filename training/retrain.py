@@ -227,11 +227,12 @@ def retrain(
     parts = split_by_time(data, (0.9, 0.0, 0.1))
     rest, holdout = parts.train, parts.calibration
     if current is not None:
-        same = {"window": current.window, "hop": current.hop}
+        # (a model saved with a hop past its window, before train refused one: capped at the window)
+        same = {"window": current.window, "hop": min(current.hop, current.window)}
         if warm_start:
             same |= {"latent": current.config.latent, "hidden": current.config.hidden}
         options = replace(options, **same)
-    if current is not None and len(holdout) < current.window:  # nothing to compare the models on
+    if current is not None and len(holdout) < current.window and not force:  # nothing to compare on
         raise DataError(f"the newest 10 % of the data ({len(holdout)} rows) hold no full window of the current "
                         f"model ({current.window} samples) to compare the models on: give at least "
                         f"{10 * current.window} rows")
@@ -241,10 +242,7 @@ def retrain(
         init = None
     candidate, _ = train_bundle(rest, options, init_state=init)
     scale = current.scale_ if current is not None else holdout.values.std(axis=0)
-    # floored at a tenth of the scale the model works in: a channel flat in the held-out rows (a
-    # setpoint) turned its small residual into an error of 1e8 that alone decided the verdict
-    floor = (0.1 * (current.scale_ if current is not None else candidate.scale_)) ** 2
-    variance = np.maximum(holdout.values.var(axis=0), np.maximum(floor, 1e-12))
+    variance = error_variance(holdout, current.scale_ if current is not None else candidate.scale_)
     faults = [*faults, *injected_faults(holdout, candidate.window, scale)]
     cand_cmp = compare(candidate, holdout, variance, faults)
     cur_cmp = compare(current, holdout, variance, faults) if current is not None else None
@@ -292,6 +290,14 @@ def _seen_rows(current: Bundle, data: SensorData) -> str | None:
         return None
     return (f"warm start not used: the data begin before the end of the current model's training rows "
             f"({span[1]}), which its weights have seen")
+
+
+def error_variance(holdout: SensorData, scale: np.ndarray) -> np.ndarray:
+    """Per channel, what the comparison divides a reconstruction error by: the held-out variance,
+    floored at a tenth of the model's ``scale`` squared. Floored at 1e-12 only, a channel flat in
+    the held-out rows (a setpoint) turned its small residual into an error of 1e8 that alone
+    decided the verdict."""
+    return np.maximum(holdout.values.var(axis=0), np.maximum((0.1 * np.asarray(scale)) ** 2, 1e-12))
 
 
 def seen_rows_note(bundle: Bundle, data: SensorData) -> str | None:
