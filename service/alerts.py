@@ -160,10 +160,9 @@ def judge_series(
     out = np.zeros(len(scores), dtype=np.int8)
     adjusted = np.array(scores, dtype=np.float64, copy=True)
     active, factor = 0, 1.0
-    silent = np.flatnonzero(np.diff(np.asarray(times, dtype=np.float64)) > rules.stale_after) + 1
+    silent = np.r_[False, np.diff(np.asarray(times, dtype=np.float64)) > rules.stale_after]
     for i in range(len(scores)):
-        if len(silent) and i == silent[0]:
-            silent = silent[1:]
+        if silent[i]:
             state, active = AlertState(), 0
         if mask[i] and not np.isnan(scores[i]):
             state, drift_state, _, adjusted[i] = judge(state, drift_state, float(scores[i]), float(times[i]), rules,

@@ -281,15 +281,22 @@ def _seen_rows(current: Bundle, data: SensorData) -> str | None:
     """Why ``--warm-start`` is not used, or None: ``data`` begin before the end of the rows the
     current model trained on, so a network started from its weights has seen rows it is then
     scored on out of fold (cross-fitting), and the line was set on errors too small."""
-    span = (current.training or {}).get("time_range") or [None, None]
-    try:
-        end = pd.Timestamp(span[1]).timestamp() if span[1] else None
-    except (TypeError, ValueError):
-        end = None
-    if end is None or not len(data) or float(np.nanmin(data.times)) > end:
+    span = training_span(current)
+    if span is None or not len(data) or float(np.nanmin(data.times)) > span[1]:
         return None
     return (f"warm start not used: the data begin before the end of the current model's training rows "
-            f"({span[1]}), which its weights have seen")
+            f"({current.training['time_range'][1]}), which its weights have seen")
+
+
+def training_span(bundle: Bundle) -> tuple[float, float] | None:
+    """The first and last time (epoch seconds) of the rows ``bundle`` trained on, as its
+    ``training.time_range`` records them; None when it does not."""
+    span = (bundle.training or {}).get("time_range") or [None, None]
+    try:
+        start, end = (pd.Timestamp(t).timestamp() for t in span)
+    except (TypeError, ValueError):  # (none recorded: NaT has no timestamp)
+        return None
+    return start, end
 
 
 def error_variance(holdout: SensorData, scale: np.ndarray) -> np.ndarray:
@@ -304,15 +311,12 @@ def seen_rows_note(bundle: Bundle, data: SensorData) -> str | None:
     """A warning when rows of ``data`` lie inside the time span ``bundle`` trained on (its
     ``training.time_range``): a line calibrated on them is set on errors of rows it may have seen,
     too low. A warning, not a refusal: another machine's rows of the same hours were never seen."""
-    span = (bundle.training or {}).get("time_range") or [None, None]
-    try:
-        start, end = (pd.Timestamp(t).timestamp() for t in span)
-    except (TypeError, ValueError):
-        return None
-    inside = int(np.sum((data.times >= start) & (data.times <= end)))
+    span = training_span(bundle)
+    inside = 0 if span is None else int(np.sum((data.times >= span[0]) & (data.times <= span[1])))
     if not inside:
         return None
-    return (f"{inside} of {len(data)} rows lie inside the span the model trained on ({span[0]} to {span[1]}): "
+    first, last = bundle.training["time_range"]
+    return (f"{inside} of {len(data)} rows lie inside the span the model trained on ({first} to {last}): "
             "if they are its training rows the line comes out too low; calibrate on normal data it never saw")
 
 
