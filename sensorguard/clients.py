@@ -73,6 +73,7 @@ def send(args: argparse.Namespace) -> int:
     import time
 
     from sensorguard.service.command_handling import send_command
+    from sensorguard.service.commands import EXPIRY_GRACE_S
     from sensorguard.service.config import load_settings
 
     flags = {name: getattr(args, name) for name in ("broker", "mqtt_version", "username", "password_file", "tls_ca",
@@ -92,6 +93,7 @@ def send(args: argparse.Namespace) -> int:
     reply = send_command(settings, args.verb, body, args.timeout)
     if reply is None:
         raise CliError(f"no answer within {args.timeout:g} s: no daemon serves that asset on this broker, or the "
-                       "broker refused the command (its ACL)")
+                       "broker refused the command (its ACL); a daemon that gets it within "
+                       f"{EXPIRY_GRACE_S:g} s more still carries it out")
     print(f"{'accepted' if reply.get('accepted') else 'rejected'} by {reply.get('instance')}: {reply.get('message')}")
     return 0 if reply.get("accepted") else EXIT_ERROR

@@ -27,6 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +77,7 @@ class AssetAlerts:
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
+        self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
         self._unsent: dict[str, list[tuple[AlertEvent, list[dict]]]] = {}  # clears the full outgoing queue dropped
         self._unsent_states: dict[str, None] = {}  # assets whose retained state it dropped, oldest first
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
@@ -190,6 +192,7 @@ class AssetAlerts:
         else:
             state = self._states.get(asset, AlertState())
             announced = self._announced.pop(asset, None) == state.alert_id
+        self._raise_info.pop(asset, None)
         self._go_silent(asset, state, ts, announced)
         self._latest.pop(asset, None)
         self.metrics.forget_asset(asset)
@@ -247,9 +250,15 @@ class AssetAlerts:
         return state, drift, told or state.status != "alerting"
 
     def _told(self, asset: str) -> bool:
-        """False only for a live asset whose alert is up and was never announced (it rose while held)."""
+        """False only for a live asset whose alert is up and was never announced (it rose while held),
+        or whose raise the broker has not confirmed yet: a raise queued during a broker outage is lost
+        with the process, so a restart (or the next owner) must tell it again, not count it as told."""
         state = self._states[asset]
-        return state.status != "alerting" or self._announced.get(asset) == state.alert_id
+        if state.status != "alerting":
+            return True
+        info = self._raise_info.get(asset)
+        confirmed = info is None or getattr(info, "is_published", lambda: True)()
+        return self._announced.get(asset) == state.alert_id and confirmed
 
     def _held(self, asset: str, ts: float | None = None) -> str | None:
         """What holds ``asset`` now, or held it at reading time ``ts``."""
@@ -276,7 +285,7 @@ class AssetAlerts:
             elif asset in self.restored:
                 state, drift, told = self._pop_restored(asset)
                 out[asset] = (state, drift, None, told)
-            for kept in (self._latest, self._announced, self._synced, self._drift):  # (a silent one's baseline)
+            for kept in (self._latest, self._announced, self._raise_info, self._synced, self._drift):
                 kept.pop(asset, None)
             self._open.forget(asset)
             self.on_handed_over(asset)
@@ -430,11 +439,16 @@ class AssetAlerts:
                 self._unsent.pop(next(iter(self._unsent)))
         if event.kind == "raised":
             self._announced[asset] = event.alert_id
+            self._raise_info[asset] = info
             self.metrics.alert_raised(asset)
             if self.controls is not None:
                 self.controls.raised(event.alert_id, asset)
         else:
             self._announced.pop(asset, None)
+            self._raise_info.pop(asset, None)
+        # saved at the next tick, not within SAVE_INTERVAL_S: a crash before that restarted from the
+        # older state and raised the same fault again under a new id, the announced one never cleared
+        self.save_soon = True
 
     def line(self, asset: str, bundle: Bundle) -> float:
         """The asset's alert line: the bundle's threshold, widened by the drift rule (a restored

@@ -104,10 +104,11 @@ class CommandHandler:
         log.info("command %s: %s (%s)", parsed.verb, text, "accepted" if accepted else "rejected",
                  extra={"asset": parsed.asset, "event": "command"})
         if accepted and parsed.verb == "ack":
-            self.metrics.acknowledged.labels("true" if parsed.false_alarm else "false").inc()
             known = self.controls.acked(parsed.alert_id) or {}
-            if known.get("acked_at") == now and isinstance(known.get("raised_at"), int | float):
-                self.metrics.ack_seconds.observe(max(0.0, now - known["raised_at"]))
+            if known.get("acked_at") == now:  # the first: a repeat, a retry or a changed verdict is no new answer
+                self.metrics.acknowledged.labels("true" if parsed.false_alarm else "false").inc()
+                if isinstance(known.get("raised_at"), int | float):
+                    self.metrics.ack_seconds.observe(max(0.0, now - known["raised_at"]))
         if accepted:
             audit(self.settings.state_dir, entry)
             self.publisher.daemon_event(entry)

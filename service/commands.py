@@ -110,8 +110,9 @@ def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
     common = {k: text[k] for k in ("reason", "note", "by", "request_id", "reply_to")}
     expires = body.get("expires")  # the sender stops waiting then: a command queued past it (the daemon was
     if expires is not None:  # down) was reported as failed, so carrying it out later surprises everyone
-        if isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires):
-            return "expires must be a time in epoch seconds"
+        if (isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires)
+                or expires >= TS_MAX):  # (milliseconds never expired)
+            return "expires must be a time in epoch seconds, before 2200"
         if now > expires + EXPIRY_GRACE_S:
             return (f"expired {now - expires:.0f} s ago (the daemon was not there when it was sent, and the "
                     "sender gave up): send it again")
@@ -220,9 +221,9 @@ class AlarmControls:
 
     def raised(self, alert_id: str, asset: str, now: float | None = None) -> None:
         """An alert was raised (announced) at wall time ``now``: it can be acknowledged from now on."""
-        with self._lock:
-            self._alerts[alert_id] = {"asset": asset, "acked": False, "false_alarm": False,
-                                      "raised_at": time.time() if now is None else now}
+        with self._lock:  # told again (a restart, a new owner re-announcing): its acknowledgement stands
+            self._alerts.setdefault(alert_id, {"asset": asset, "acked": False, "false_alarm": False,
+                                               "raised_at": time.time() if now is None else now})
             self._newest[asset] = alert_id
             self._evict()
         self.on_change(asset)

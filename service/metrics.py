@@ -103,7 +103,8 @@ class Metrics:
         )
         self.commands = counter("commands_total", "Commands received (maintenance, shelve, ack), by result.",
                                 ("command", "result"))
-        self.acknowledged = counter("alerts_acknowledged_total", "Alerts acknowledged, by whether as a false alarm.",
+        self.acknowledged = counter("alerts_acknowledged_total",
+                                    "Alerts acknowledged (the first answer to each), by whether as a false alarm.",
                                     ("false_alarm",))
         self.assets_held = gauge("assets_held", "Assets in maintenance or shelved now.", ("reason",))
         self.control_changes_dropped = counter(

@@ -31,6 +31,7 @@ CHANNELS = ["c0", "c1", "c2"]
     ("maintenance", b'{"asset": "p", "action": "start", "until": 5}', "future time"),
     ("maintenance", b'{"asset": "p", "action": "start", "until": 1.8e12}', "before 2200"),  # milliseconds
     ("ack", b'{"alert_id": "no-at-sign"}', "needs an alert_id"),
+    ("ack", b'{"alert_id": "p@1", "expires": 1.8e12}', "before 2200"),  # milliseconds: never expired
     ("ack", b'{"alert_id": "p@1", "false_alarm": "yes"}', "needs an alert_id"),
     ("ack", b'{"alert_id": "p@1", "note": 7}', "text fields"),
     ("shelve", b'{"asset": "p", "for_s": 60, "reply_to": "a/#"}', "reply_to must be a topic"),
@@ -68,6 +69,34 @@ def test_controls_suppress_expire_persist_and_know_what_can_be_acknowledged(tmp_
     assert again.expired(170.0) == [("p1", "shelved")] and again.suppressed("p1", 170.0) is None
     (tmp_path / "controls.json").write_text("{broken")
     assert AlarmControls(str(tmp_path)).suppressed("p2", 200.0) is None  # unreadable: start without, logged
+
+
+def test_an_alert_is_counted_acknowledged_once_and_a_repeated_raise_keeps_its_answer(tiny_bundle):
+    """A repeated ack (a CLI retry, a redelivery) or a changed verdict counted again and skewed the
+    share acknowledged as false; the same alert told again (a restart, a new owner) wiped its
+    false-alarm verdict, which files its readings for retraining (found by review)."""
+    from types import SimpleNamespace
+
+    from tests.test_daemon import make, value
+
+    daemon, client = make(tiny_bundle)
+    daemon.controls.raised("p1@5", "p1")
+
+    def ack(false_alarm: bool) -> None:
+        body = {"alert_id": "p1@5", "false_alarm": false_alarm}
+        daemon.commands.handle(client, SimpleNamespace(topic="sensorguard/commands/ack", payload=json.dumps(
+            body).encode(), qos=1, mid=1, retain=False))
+
+    ack(True)
+    ack(True)
+    ack(False)
+    counted = {v: value(daemon, "sensorguard_alerts_acknowledged_total", false_alarm=v) for v in ("true", "false")}
+    assert counted == {"true": 1.0, "false": 0.0}
+    assert value(daemon, "sensorguard_commands_total", command="ack", result="accepted") == 3
+    assert daemon.controls.false_alarm("p1@5") is False  # the last verdict stands
+    ack(True)
+    daemon.controls.raised("p1@5", "p1")  # told again
+    assert daemon.controls.false_alarm("p1@5") is True
 
 
 def cli(mosquitto, *args: str) -> subprocess.CompletedProcess:

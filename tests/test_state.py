@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -409,3 +410,32 @@ def test_a_machine_silent_through_its_maintenance_records_nothing_in_the_guard_b
     daemon.recorder.flush(now_ts=T0 + 1000, force=True)
     kept = sorted(pd.concat(pd.read_parquet(p) for p in (tmp_path / "rec").glob("*/*.parquet")).ts - T0)
     assert kept and min(kept) >= 100 + daemon.recorder.guard_s
+
+
+def test_a_raise_the_broker_never_confirmed_is_told_again_after_a_restart(drifting, tmp_path):
+    """A raise queued while the broker was down is lost with the process: the state saved at the
+    next tick (not 30 s later) marks it unannounced until the broker confirms it, so a restart
+    announces it again under the same id; a confirmed one is not told twice."""
+    first, client = daemon_with(drifting, tmp_path)
+    confirmed = {"yes": False}
+    publish = client.publish
+
+    def unconfirmed(topic, payload, qos=0, retain=False):
+        info = publish(topic, payload, qos, retain)
+        return SimpleNamespace(rc=0, wait_for_publish=info.wait_for_publish, is_published=lambda: confirmed["yes"])
+
+    client.publish = unconfirmed
+    for i in range(3):
+        first.alerts.apply("pump-1", T0 + i, 5.0, [])
+    alert_id = first.snapshot()["pump-1"].alert_id
+    assert len(raised(client)) == 1 and first.alerts.save_soon  # saved at the next tick
+    first.alerts.save()
+    assert load_states(tmp_path)[2] == {"pump-1"}  # (unannounced) not confirmed yet: a crash now would lose it
+
+    second, client2 = daemon_with(drifting, tmp_path)
+    second.alerts.apply("pump-1", T0 + 10, 5.0, [])
+    assert [e["alert_id"] for e in raised(client2)] == [alert_id]  # told again, same id
+
+    confirmed["yes"] = True  # the broker confirmed the first process's raise: saved as told
+    first.alerts.save()
+    assert load_states(tmp_path)[2] == set()
