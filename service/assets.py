@@ -117,7 +117,7 @@ class AssetAlerts:
                 if announced:
                     self._announced[asset] = old.alert_id  # its raise went out before the restart
                 if self.recorder is not None:
-                    self.recorder.alert_raised(asset, -np.inf)  # an alert still up: none of its readings is normal
+                    self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
         rule = bundle.drift_rule
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
                                            self.rules, rule, asset)
@@ -137,7 +137,7 @@ class AssetAlerts:
                          extra={"asset": asset, "event": event.kind, "alert_id": event.alert_id})
             if self.recorder is not None:
                 if event.kind == "raised":
-                    self.recorder.alert_raised(asset, event.ts)
+                    self.recorder.alert_raised(asset, event.ts, event.alert_id)
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
         elif (state.status == "alerting" and self._announced.get(asset) != state.alert_id

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from sensorguard.service.shadow import Shadow
 
 log = logging.getLogger(__name__)
 
+SWAPS_KEPT = 100  # swap records kept (the newest)
 RETRY_MAX_S = 600.0  # a version refused for an I/O error is tried again, backing off to this
 
 
@@ -86,7 +88,9 @@ class ModelHolder:
         self.bundle = bundle
         self.scorer = Scorer(bundle, device="cpu")
         self.checks = 0  # calls of check (polls and SIGHUPs)
-        self.swaps: list[dict] = []  # one record per swap (versions, timings): logs, tests, benchmarks
+        # one record per swap (versions, timings): logs, tests, benchmarks; the newest SWAPS_KEPT (a SIGHUP
+        # from a config manager every minute reloads and adds one each time)
+        self.swaps: deque[dict] = deque(maxlen=SWAPS_KEPT)
         # CURRENT and its version's files as last acted on (loaded or refused)
         self._pointer: tuple[str | None, tuple | None] = (bundle.version, None)
         self._retry_at: float | None = None  # monotonic time to try a version refused for an I/O error

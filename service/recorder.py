@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PENDING_ROW_OVERHEAD = 120  # bytes a held reading costs beyond its values (tuple, deque slot, array header)
+PENDING_ROW_OVERHEAD = 200  # bytes a held reading costs beyond its values (tuple, stamp, deque slot, array
+# header: 199-200 measured with tracemalloc for 3, 10 and 52 channels; the daemon hands over lists, which
+# cost 8 x channels more again, so :meth:`Recorder.add` keeps an array)
 ALERTS, FALSE_ALARMS, FAULTS = "alerts", "false_alarms", "faults"  # an alert's readings: unanswered, false, real
 
 
@@ -70,6 +72,7 @@ class Recorder:
     _pending_rows: int = 0
     _judged: dict[str, float] = field(default_factory=dict)  # per asset: the newest scored window's ts
     _quiet_until: dict[str, float] = field(default_factory=dict)
+    _up: dict[str, str] = field(default_factory=dict)  # asset -> the id of its alert up (readings held for it)
     _ready: list[tuple[str, float, np.ndarray]] = field(default_factory=list)
     _alerts: list[tuple[str, str, float, list]] = field(default_factory=list)  # (alert id, asset, peak, rows)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,7 +92,7 @@ class Recorder:
         """Readings held at most, all assets together (``max_pending_bytes`` over a row's size)."""
         return max(1, self.max_pending_bytes // (8 * len(self.channels) + PENDING_ROW_OVERHEAD))
 
-    def add(self, asset: str, ts: float, values: np.ndarray) -> None:
+    def add(self, asset: str, ts: float, values: np.ndarray | list[float]) -> None:
         """Offer one accepted reading; it is committed once its asset's scored windows are
         ``guard_s`` past it with no alert.
 
@@ -101,6 +104,7 @@ class Recorder:
         """
         if self.excluded is not None and self.excluded(asset, ts):
             return
+        values = np.asarray(values, dtype=np.float64)  # (a list cost 2.5x what the cap counted)
         with self._lock:
             quiet = self._quiet_until.get(asset, -np.inf)
             if ts < quiet < np.inf:
@@ -132,10 +136,13 @@ class Recorder:
             if ts > self._judged.get(asset, -np.inf):
                 self._judged[asset] = ts
 
-    def alert_raised(self, asset: str, ts: float) -> None:
+    def alert_raised(self, asset: str, ts: float, alert_id: str = "") -> None:
         """Commit the asset's readings before the guard band (a later alert cannot reach them); hold
-        the rest back until the alert clears, which drops those before its own guard band ends."""
+        the rest back until the alert clears, which drops those before its own guard band ends.
+        ``alert_id`` (none: a maintenance): what a shutdown files the held readings under."""
         with self._lock:
+            if alert_id:
+                self._up[asset] = alert_id
             pending = self._pending.get(asset)
             # already held (a maintenance, or an alert up): what it holds is not normal data, whatever comes
             held = self._quiet_until.get(asset, -np.inf) == np.inf  # next (a real alert rising in a maintenance
@@ -156,6 +163,7 @@ class Recorder:
         with self._lock:
             end = ts + self.guard_s
             self._quiet_until[asset] = end
+            self._up.pop(asset, None)
             pending = self._pending.get(asset)
             rows = []
             while pending and pending[0][0] < end:
@@ -170,8 +178,11 @@ class Recorder:
             return self._quiet_until.get(asset, -np.inf) == np.inf
 
     def forget(self, asset: str) -> None:
+        """The asset left this recorder (moved to another worker, or silent after its alert was
+        filed): its held readings go (its new owner records from what it receives)."""
         with self._lock:
             self._pending_rows -= len(self._pending.pop(asset, ()))
+            self._up.pop(asset, None)
             self._quiet_until.pop(asset, None)
             self._judged.pop(asset, None)
 
@@ -192,8 +203,17 @@ class Recorder:
         """Commit what is due and write a file when enough rows or time accumulated (or ``force``).
 
         ``force`` (shutdown) writes what is committed now; readings still inside the guard band
-        are dropped, not committed: an alert they might have preceded can no longer be seen.
+        are dropped, not committed: an alert they might have preceded can no longer be seen. An
+        alert still up has its held readings written to ``alerts/`` as a part of its file (after a
+        restart it clears as the alert it was, and its later readings are the next part): they
+        were lost, and its acknowledgement said they were kept.
         """
+        if force:
+            with self._lock:
+                for asset, alert_id in self._up.items():
+                    if rows := list(self._pending.pop(asset, ())):
+                        self._pending_rows -= len(rows)
+                        self._alerts.append((alert_id, asset, float("nan"), rows))
         self.commit(now_ts)
         if self._write_alerts():  # the caps hold whatever was written (a whole fleet alerting writes no normal file)
             self._enforce_bounds()
@@ -231,15 +251,28 @@ class Recorder:
         """An acknowledgement of ``alert_id`` arrived (``verdict`` says which): move its readings'
         file where it now belongs (none yet: the alert is still up or not flushed, and is filed by
         the verdict when it is). Returns what becomes of them, for the command's reply."""
-        name = alert_file(alert_id)
         with self._alert_lock:
-            found = next((self.directory / f / name for f in (ALERTS, FALSE_ALARMS, FAULTS)
-                          if (self.directory / f / name).exists()), None)
+            found = self._parts(alert_id)
             try:
-                return _SAID[self._file(found, alert_id) if found is not None else self._folder(alert_id)]
+                if not found and not self._waiting(alert_id):
+                    return "none of its readings is recorded here"
+                folders = [self._file(path, alert_id) for path in found]
+                return _SAID[folders[0] if folders else self._folder(alert_id)]
             except OSError as exc:  # a full or read-only disk: the acknowledgement itself stands
                 log.warning("recording: could not file the readings of alert %s (%s)", alert_id, exc)
                 return f"its readings could not be filed ({exc.strerror or exc})"
+
+    def _parts(self, alert_id: str) -> list[Path]:
+        """The files holding an alert's readings (one, or parts split by restarts), in any folder."""
+        stem = alert_file(alert_id).removesuffix(".parquet")
+        patterns = (f"{stem}.parquet", f"{stem}+*.parquet")
+        return sorted(path for f in (ALERTS, FALSE_ALARMS, FAULTS) for pattern in patterns
+                      for path in (self.directory / f).glob(pattern))
+
+    def _waiting(self, alert_id: str) -> bool:
+        """Whether readings of ``alert_id`` are held here (it is up) or wait to be written."""
+        with self._lock:
+            return alert_id in self._up.values() or any(queued[0] == alert_id for queued in self._alerts)
 
     def _folder(self, alert_id: str) -> str:
         verdict = self.verdict(alert_id) if self.verdict is not None else None
@@ -249,7 +282,7 @@ class Recorder:
         """Move an alert's file to the folder its verdict names (under ``_alert_lock``); that folder."""
         folder = self._folder(alert_id)
         if path.parent.name != folder and path.exists():  # (an acknowledgement may have filed it already)
-            (self.directory / folder).mkdir(exist_ok=True)
+            (self.directory / folder).mkdir(parents=True, exist_ok=True)
             os.replace(path, self.directory / folder / path.name)
         return folder
 
@@ -261,6 +294,9 @@ class Recorder:
         for alert_id, asset, peak, rows in alerts:
             try:  # written unanswered, off the lock (an acknowledgement waits for it on the network thread)
                 stem = (self.directory / ALERTS / alert_file(alert_id)).with_suffix("")
+                with self._alert_lock:  # a part written before a restart: this is the next ("+" is quoted in ids)
+                    if parts := self._parts(alert_id):
+                        stem = stem.with_name(f"{stem.name}+{1 + max(part_number(p) for p in parts)}")
                 written = self._write([(asset, ts, v) for ts, v in rows], stem, {"alert_id": alert_id, "peak": peak})
                 with self._alert_lock:  # then filed by the verdict, if one came meanwhile
                     self._file(written, alert_id)
@@ -282,7 +318,7 @@ class Recorder:
         if meta:
             table = table.replace_schema_metadata({"sensorguard": json.dumps(meta)})
         folder = stem.parent
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)  # (the whole store may have been removed by hand)
         final = stem.with_name(stem.name + ".parquet")
         tmp = final.with_name(final.name + ".tmp")
         try:
@@ -306,22 +342,40 @@ class Recorder:
             self._trim()
 
     def _trim(self) -> None:
-        files = sorted(self.directory.glob("*/*.parquet"), key=lambda p: p.stat().st_mtime)
+        sizes = {}
+        for path in self.directory.glob("*/*.parquet"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # (removed by hand meanwhile)
+                continue
+            sizes[path] = (stat.st_mtime, stat.st_size)
         cutoff = time.time() - self.max_age_s
-        total = sum(p.stat().st_size for p in files)
-        for path in files:
-            if path.stat().st_mtime >= cutoff and total <= self.max_bytes:
+        total = sum(size for _, size in sizes.values())
+        for path, (mtime, size) in sorted(sizes.items(), key=lambda item: item[1][0]):
+            if mtime >= cutoff and total <= self.max_bytes:
                 break
-            total -= path.stat().st_size
+            total -= size
             path.unlink(missing_ok=True)
-        for folder in self.directory.iterdir():
+        for folder in self.directory.iterdir() if self.directory.is_dir() else ():
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
 
 
 def alert_file(alert_id: str) -> str:
-    """The file name of an alert's readings (an asset id may hold ``/``)."""
+    """The file name of an alert's readings (an asset id may hold ``/``); a part after the first
+    (an alert up through a restart) is ``<name>+<k>.parquet`` (``+`` is always quoted in the name)."""
     return quote(alert_id, safe="@-_.") + ".parquet"
+
+
+def part_number(path: Path) -> int:
+    """Which part of its alert's readings a file holds (0: the first, or the only one)."""
+    _, _, number = path.stem.partition("+")
+    return int(number) if number.isdigit() else 0
+
+
+def alert_of(path: Path) -> str:
+    """The alert id whose readings ``path`` holds (any part)."""
+    return unquote(path.stem.partition("+")[0])
 
 
 _SAID = {  # what became of an acknowledged alert's readings (added to the command's reply)

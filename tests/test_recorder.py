@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sensorguard.service.recorder import Recorder
+from sensorguard.service.recorder import PENDING_ROW_OVERHEAD, Recorder
 
 CHANNELS = ("a", "b")
 
@@ -157,7 +157,8 @@ def test_each_asset_is_committed_on_its_own_clock(tmp_path):
 
 
 def test_held_readings_are_bounded_overall_and_drops_counted(tmp_path):
-    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, max_pending_bytes=10 * (16 + 120))
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0,
+                   max_pending_bytes=10 * (16 + PENDING_ROW_OVERHEAD))
     assert rec.pending_cap == 10
     rec.alert_raised("p1", 0.0)  # alerting: everything it sends is held
     feed(rec, "p1", 1, 13)
@@ -205,8 +206,12 @@ def test_an_alerts_readings_are_filed_by_its_acknowledgement_and_only_false_alar
     verdicts["line/p1@100000"], verdicts["p2@100000"] = True, False
     assert "learned as normal" in rec.acknowledged("line/p1@100000")
     assert "known fault" in rec.acknowledged("p2@100000")
+    rec.alert_raised("p9", 300.0, "p9@1")
     verdicts["p9@1"] = True  # no file (still up, or not flushed yet): its clear files it by the verdict
     assert "learned as normal" in rec.acknowledged("p9@1") and not (tmp_path / "false_alarms" / "p9@1.parquet").exists()
+    rec.forget("p9")
+    verdicts["p8@1"] = True  # nothing recorded of it at all: said, not promised
+    assert rec.acknowledged("p8@1") == "none of its readings is recorded here"
     verdicts["p3@100000"] = False  # a second acknowledgement changes its mind: the file follows
     rec.acknowledged("p3@100000")
     assert not any((tmp_path / "alerts").iterdir())
@@ -243,3 +248,56 @@ def test_an_alert_file_an_acknowledgement_filed_first_is_no_write_failure(tmp_pa
     rec.verdict = lambda alert_id: True  # acknowledged as a false alarm
     gone = tmp_path / "alerts" / "p1@1.parquet"  # already moved by the acknowledgement
     assert rec._file(gone, "p1@1") == "false_alarms"
+
+
+def test_an_alert_up_through_a_restart_keeps_its_readings_in_parts_filed_together(tmp_path):
+    """A shutdown dropped the readings held for an alert still up, and its acknowledgement after
+    the restart still said they were kept (found by review): they are written as the alert's first
+    part, its readings after the restart as the next, and an acknowledgement files both."""
+    from sensorguard.training.retrain import known_faults
+
+    verdicts: dict[str, bool] = {}
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, verdict=verdicts.get)
+    feed(rec, "p1", 0, 100)
+    rec.alert_raised("p1", 100.0, "p1@100000")
+    feed(rec, "p1", 100, 150)
+    rec.flush(now_ts=150.0, force=True)  # shutdown with the alert up
+    assert [p.name for p in (tmp_path / "alerts").iterdir()] == ["p1@100000.parquet"]
+
+    after = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, verdict=verdicts.get)
+    after.alert_raised("p1", -np.inf, "p1@100000")  # restored still up
+    feed(after, "p1", 150, 200)
+    after.alert_cleared("p1", 180.0, "p1@100000", 3.0)
+    after.flush(now_ts=1000.0)
+    assert sorted(p.name for p in (tmp_path / "alerts").iterdir()) == ["p1@100000+1.parquet", "p1@100000.parquet"]
+    verdicts["p1@100000"] = False
+    assert "known fault" in after.acknowledged("p1@100000")
+    assert not (tmp_path / "alerts").exists() or not any((tmp_path / "alerts").iterdir())
+    [(name, fault)] = known_faults(tmp_path, CHANNELS)  # one fault, both parts
+    assert name == "p1@100000" and sorted(fault.times) == list(range(90, 190))
+
+
+def test_recording_goes_on_after_the_store_was_removed_by_hand(tmp_path):
+    import shutil
+
+    store = tmp_path / "recorded"
+    rec = Recorder(store, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(rec, "p1", 0, 50)
+    assert rec.flush(now_ts=50.0) is not None
+    shutil.rmtree(store)  # "start fresh"
+    feed(rec, "p1", 50, 100)
+    assert rec.flush(now_ts=100.0) is not None and rec.write_failures == 0
+    assert sorted(read_all(store).ts) == list(range(40, 90))
+
+
+def test_a_held_reading_costs_what_the_cap_counts(tmp_path):
+    """The daemon hands over a list per reading; held as one, a row cost 2.5x what the cap counted."""
+    import tracemalloc
+
+    rec = Recorder(tmp_path, tuple(f"c{j}" for j in range(10)), guard_s=1e9)
+    tracemalloc.start()
+    for i in range(20_000):
+        rec.add("p1", float(i), [float(i + j) for j in range(10)])
+    used, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert used / 20_000 <= 1.1 * (8 * 10 + PENDING_ROW_OVERHEAD)

@@ -20,14 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
 
 from sensorguard.service.alerts import AlertRules
 from sensorguard.service.bundle import Bundle, write_durably
-from sensorguard.service.recorder import ALERTS, FALSE_ALARMS, FAULTS
+from sensorguard.service.recorder import ALERTS, FALSE_ALARMS, FAULTS, alert_of
 from sensorguard.service.registry import (
     CurrentMoved,
     current_version,
@@ -108,8 +107,8 @@ def load_recorded(
         raise DataError(f"{directory}: no recorded Parquet files")
     frames, learned = [], 0
     for path in files:
-        try:
-            frames.append(pd.read_parquet(path))
+        try:  # (only the rows asked for: a whole store can be several GiB in pandas)
+            frames.append(pd.read_parquet(path, filters=None if since is None else [("ts", ">=", since)]))
             learned += FALSE_ALARMS in Path(path).relative_to(directory).parts[:-1]
         except Exception as exc:  # a damaged file must not stop a retrain on the others
             print(f"skipping unreadable recording {path}: {str(exc).splitlines()[0][:120]}")
@@ -170,14 +169,19 @@ def missed_faults(new: Bundle, old: Bundle, data: SensorData,
 def known_faults(directory: str | Path, channels: Sequence[str]) -> list[tuple[str, SensorData]]:
     """The readings of alerts acknowledged as real (``faults/`` of a recording): ``(alert id,
     data)`` each, the faults a retrained model must still catch. Unreadable files are skipped."""
-    faults = []
+    frames: dict[str, list[pd.DataFrame]] = {}  # an alert up through a restart was written in parts
     for path in sorted(Path(directory).glob(f"**/{FAULTS}/*.parquet")):  # serve --workers: under w<k>/
         try:
-            frame = pd.read_parquet(path)
-            faults.append((unquote(path.stem), series_from_frame(frame, str(path), time_column="ts",
-                                                                 channels=channels, asset_column="asset")))
+            frames.setdefault(alert_of(path), []).append(pd.read_parquet(path))
         except Exception as exc:  # noqa: BLE001 - a damaged file must not stop a retrain
             print(f"skipping known fault {path}: {str(exc).splitlines()[0][:120]}")
+    faults = []
+    for name, parts in frames.items():
+        try:
+            faults.append((name, series_from_frame(pd.concat(parts, ignore_index=True), name, time_column="ts",
+                                                   channels=channels, asset_column="asset")))
+        except Exception as exc:  # noqa: BLE001
+            print(f"skipping known fault {name}: {str(exc).splitlines()[0][:120]}")
     return faults
 
 
