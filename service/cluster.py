@@ -36,6 +36,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sensorguard.service.logs import RateLimiter, first_line
 from sensorguard.service.payload import MAX_ASSET_LEVELS
 from sensorguard.service.settings_checks import hide_credentials
 
@@ -319,7 +320,7 @@ async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: 
     try:
         return await nats.connect(servers=list(servers), connect_timeout=CONNECT_TIMEOUT_S,
                                   max_reconnect_attempts=-1 if forever else 2, allow_reconnect=True,
-                                  error_cb=_log_error, **callbacks)
+                                  error_cb=_warn_error if forever else _log_error, **callbacks)
     except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; the user needs one line
         where = ", ".join(hide_credentials(s) for s in servers)  # (a nats://user:secret@ URL is logged every 5 s)
         raise ClusterError(f"cannot reach the NATS servers {where}: {exc or type(exc).__name__}") from None
@@ -328,6 +329,16 @@ async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: 
 async def _log_error(exc: Exception) -> None:
     """nats-py's error callback: one log line (its default prints a traceback for every failed try)."""
     log.debug("nats: %s", exc)
+
+
+_ERRORS = RateLimiter(60.0)
+
+
+async def _warn_error(exc: Exception) -> None:
+    """A daemon's error callback: a warning, at most one a minute per kind (a worker that could not
+    reach NATS at start, a wrong password, said nothing: the errors were debug lines)."""
+    if (count := _ERRORS.hit(type(exc).__name__)) is not None:
+        log.warning("nats: %s (%d such error(s) in the last minute)", first_line(exc), count)
 
 
 async def init(layout: Layout) -> list[str]:

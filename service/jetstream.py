@@ -41,6 +41,7 @@ from sensorguard.service.cluster import (
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
+from sensorguard.service.logs import first_line
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.natswire import Delivery, Wire, WireError, stream_seq
 from sensorguard.service.natswire import connect as connect_wire
@@ -78,7 +79,8 @@ class ClusterSource:
         self._handovers: deque[tuple[set[str], Future]] = deque()  # for the scoring thread (step)
         self._states: Any = None  # the state bucket
         self._next_full = 0.0
-        self.sync = StateSync(controls, self.serves)  # states and controls for the next owners (loop thread)
+        # states and controls for the next owners (loop thread)
+        self.sync = StateSync(controls, self.serves, self.taking_over)
         self.worker = settings.instance_name
         self.ready = threading.Event()  # connected and taking part in the ownership
         self.ownership: Ownership | None = None
@@ -112,8 +114,11 @@ class ClusterSource:
     def serves(self, asset: str) -> bool:
         """Whether ``asset`` is this worker's now (its partition was taken over here: state and
         controls adopted), even before any of its readings came: commands for it are answered here."""
-        ownership = self.ownership
-        return ownership is not None and partition_of(asset, ownership.partitions) in self._ready
+        ownership = self.ownership  # (and its lease surely ours: a worker stalled past it writes nothing)
+        if ownership is None:
+            return False
+        k = partition_of(asset, ownership.partitions)
+        return k in self._ready and ownership.holds(k)
 
     def taking_over(self, asset: str) -> bool:
         """Whether ``asset``'s partition is this worker's but still being taken over (rebuilt)."""
@@ -153,9 +158,10 @@ class ClusterSource:
             return
         nc = None
         while nc is None and not self._stop.is_set():  # the cluster may come up after the daemon
-            try:
-                nc = await connect(self.settings.cluster_servers(), forever=True,
-                                   disconnected_cb=self._disconnected, reconnected_cb=self._reconnected)
+            try:  # (nats-py tries forever here, its errors logged as warnings: a stop must not wait for it)
+                nc = await _unless(stopping, connect(self.settings.cluster_servers(), forever=True,
+                                                     disconnected_cb=self._disconnected,
+                                                     reconnected_cb=self._reconnected))
             except ClusterError as exc:
                 log.warning("%s; trying again", exc)
                 await _pause(stopping, CONNECT_RETRY_S)
@@ -163,8 +169,17 @@ class ClusterSource:
             return
         try:
             self._nc, self._js = nc, nc.jetstream()
-            self.ownership = await self._join()
-            self._states = await self._js.key_value(STATE_BUCKET)
+            while self.ownership is None:  # streams not made yet, a leader election: said, tried again
+                try:
+                    ownership = await self._join()
+                    self._states = await self._js.key_value(STATE_BUCKET)
+                    self.ownership = ownership
+                except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; one line each try
+                    log.warning("cluster: joining failed (%s); trying again in %.0f s", first_line(exc),
+                                CONNECT_RETRY_S)
+                    await _pause(stopping, CONNECT_RETRY_S)
+                    if self._stop.is_set():
+                        return
             self.sync.open(self._states)
             writer = asyncio.create_task(self.sync.run(stopping), name="state-writer")
             ownership = self.ownership
@@ -264,6 +279,8 @@ class ClusterSource:
         if self.ownership is not None:  # maintenance and shelving go with them
             await self.sync.hand_over_controls(lambda a: partition_of(a, self.ownership.partitions) == k, handing_over)
         if not timed_out:  # else step() lets them go once the scorer handed them over
+            for asset in assets:  # (a flush that was writing meanwhile may have queued one again)
+                self.sync.outbox.pop(asset, None)
             self.sync.leaving -= assets
         log.info("cluster: gave up partition %d", k)
 
@@ -391,6 +408,21 @@ class ClusterSource:
         assets, primed = await takeover.rebuild(k, self.ownership.partitions if self.ownership else 0, halt)
         self.taker.assets.setdefault(k, set()).update(assets)
         return len(assets), primed
+
+
+async def _unless(event: asyncio.Event, work: Any) -> Any:
+    """``await work``, or None (``work`` cancelled) once ``event`` is set first."""
+    task, stopped = asyncio.ensure_future(work), asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    return None
 
 
 async def _pause(event: asyncio.Event, seconds: float) -> None:

@@ -34,9 +34,11 @@ RETRY_S = 0.5
 class StateSync:
     """The queue of states and controls to write, and the writer; :meth:`open` once connected."""
 
-    def __init__(self, controls: AlarmControls | None, serves: Callable[[str], bool]) -> None:
+    def __init__(self, controls: AlarmControls | None, serves: Callable[[str], bool],
+                 coming: Callable[[str], bool] = lambda asset: False) -> None:
         self.controls = controls
         self.serves = serves  # whether an asset is this worker's: only its owner writes its controls
+        self.coming = coming  # whether an asset's partition is being taken over here (not served yet)
         self.outbox: dict[str, bytes | None] = {}  # asset -> state to write (None: delete)
         self.controls_dirty: set[str] = set()  # assets whose controls to write
         self.leaving: set[str] = set()  # assets being handed over: their states are no longer passed on
@@ -77,8 +79,9 @@ class StateSync:
             out, self.outbox = self.outbox, {}
             for asset, data in out.items():
                 if not self.serves(asset):  # its partition is being given up: a clean hand-over writes its newest
-                    self.outbox.setdefault(asset, data)  # state (from here, on a timeout); a loss drops it (the
-                    continue  # new owner's newer one must not be overwritten)
+                    if asset in self.leaving or self.coming(asset):  # state (from here, on a timeout); kept
+                        self.outbox.setdefault(asset, data)  # while being taken over too. Else not ours: dropped,
+                    continue  # (kept, it was written over the newer state of a partition that came back here)
                 if not await self._write_state(asset, data) and asset not in self.leaving:
                     self.outbox.setdefault(asset, data)
 

@@ -53,8 +53,8 @@ class Taker:
         assets = self.assets.setdefault(k, set())
         topics = self._topics
         for n, message in enumerate(messages):
-            if abort.is_set():
-                return n
+            if abort.is_set() or not self.holds(k):  # (per message: the scorer's backpressure can hold a
+                return n  # batch past its lease; the rest come again to whoever owns the partition then)
             known = topics.get(message.subject)
             if known is None:
                 known = topics[message.subject] = self._topic(message.subject)

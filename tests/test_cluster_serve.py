@@ -509,3 +509,48 @@ def test_workers_carry_on_when_a_nats_node_dies(tmp_path, trained_dir):
         for d, _ in workers:
             d.stop()
         nodes.stop()
+
+
+@pytest.mark.integration
+def test_a_worker_started_before_cluster_init_says_so_and_joins_once_the_streams_exist(tmp_path, trained_dir,
+                                                                                       caplog, monkeypatch):
+    """One failed JetStream call at start (no streams yet, a leader election) ended cluster mode for
+    good while /healthz stayed green; a worker that could not reach NATS said nothing (nats-py's
+    errors were debug lines) and its stop waited 25 s (found by review)."""
+    from sensorguard.service import jetstream
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.daemon import Daemon
+    from sensorguard.service.hotswap import load_model
+
+    node = NatsCluster(tmp_path / "nats", 1).start()
+    caplog.set_level(logging.WARNING)
+    try:
+        settings = load_settings({"model": str(trained_dir), "cluster": [",".join(node.urls)], "mqtt_version": "3.1.1",
+                                  "broker": f"mqtt://127.0.0.1:{node.nodes[0].mqtt_port}", "client_id": "early",
+                                  "instance": "early", "metrics_port": 0}, {})
+        early = Daemon(settings, load_model(settings))
+        monkeypatch.setattr(jetstream, "CONNECT_RETRY_S", 0.5)
+        early.start()
+        try:
+            wait_for(lambda: "cluster: joining failed" in caplog.text, 20, "a joining failure said")
+            cluster.run_init(Layout(partitions=4, keep=64, servers=node.urls))
+            url = "http://{}:{}".format(*early.metrics_address)
+            wait_for(lambda: owned(url) == 4, 30, "the early worker owning every partition")
+        finally:
+            early.stop()
+    finally:
+        node.stop()
+
+    port = free_port()  # nothing listens there: nats-py tries for ever, says so, and a stop does not wait for it
+    settings = load_settings({"model": str(trained_dir), "cluster": [f"nats://127.0.0.1:{port}"],
+                              "mqtt_version": "3.1.1", "broker": f"mqtt://127.0.0.1:{free_port()}",
+                              "client_id": "lonely", "instance": "lonely", "metrics_port": 0}, {})
+    lonely = Daemon(settings, load_model(settings))
+    caplog.clear()
+    lonely.start()
+    try:
+        wait_for(lambda: "nats:" in caplog.text, 20, "a connection error said")
+    finally:
+        began = time.monotonic()
+        lonely.stop()
+    assert time.monotonic() - began < 15
