@@ -249,16 +249,18 @@ class AssetAlerts:
         state, drift, told = self.restored.pop(asset)
         return state, drift, told or state.status != "alerting"
 
-    def _told(self, asset: str) -> bool:
+    def _told(self, asset: str, confirmed: bool = False) -> bool:
         """False only for a live asset whose alert is up and was never announced (it rose while held),
-        or whose raise the broker has not confirmed yet: a raise queued during a broker outage is lost
-        with the process, so a restart (or the next owner) must tell it again, not count it as told."""
+        or, with ``confirmed`` (the state file), whose raise the broker has not confirmed yet: one
+        queued during a broker outage is lost with the process, so a restart tells it again rather
+        than never. (Cluster mode passes the state on at every change, before the broker's answer
+        comes: counted told there, or every takeover right after a raise told it twice.)"""
         state = self._states[asset]
         if state.status != "alerting":
             return True
-        info = self._raise_info.get(asset)
-        confirmed = info is None or getattr(info, "is_published", lambda: True)()
-        return self._announced.get(asset) == state.alert_id and confirmed
+        info = self._raise_info.get(asset) if confirmed else None
+        sure = info is None or getattr(info, "is_published", lambda: True)()
+        return self._announced.get(asset) == state.alert_id and sure
 
     def _held(self, asset: str, ts: float | None = None) -> str | None:
         """What holds ``asset`` now, or held it at reading time ``ts``."""
@@ -321,7 +323,7 @@ class AssetAlerts:
         alerts.update(self._states)
         drift.update(self._drift)
         unannounced = {asset for asset, (_, _, told) in self.restored.items() if not told and asset not in self._states}
-        unannounced |= {asset for asset in self._states if not self._told(asset)}
+        unannounced |= {asset for asset in self._states if not self._told(asset, confirmed=True)}
         if self.controls is not None:  # with the alerts that can be acknowledged
             self.controls.save()
         try:
