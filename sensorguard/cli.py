@@ -189,15 +189,23 @@ def _score_rows(args: argparse.Namespace, bundle, label_column: str | None = Non
     from sensorguard.training.offline import score_data
 
     data = _load(args, [args.data], channels=list(bundle.channels), label_column=label_column, bundle=bundle)
-    rules = _alert_rules(args)
+    rules = _alert_rules(args, bundle)
     return score_data(bundle, data, rules, name=str(args.data))
 
 
-def _alert_rules(args: argparse.Namespace):
+def _alert_rules(args: argparse.Namespace, bundle):
     """The alert rules of score, evaluate and report (``--raise-after``, ``--clear-after``, ``--clear-level``,
-    ``--stale-after``)."""
-    from sensorguard.service.alerts import AlertRules
+    ``--stale-after``); a ``--stale-after`` shorter than the gap the bundle's cleaning fills is said
+    (at 10-minute data every step ended the alert state: no alert, F1 0, and nothing said)."""
+    from dataclasses import replace
 
+    from sensorguard.service.alerts import AlertRules
+    from sensorguard.service.bundle_checks import stale_warning
+
+    fill_limit = getattr(args, "fill_limit", None)
+    policy = bundle.cleaning if fill_limit is None else replace(bundle.cleaning, fill_limit=fill_limit)
+    if (note := stale_warning(policy, args.stale_after, "--stale-after")) is not None:
+        print(f"warning: {note}", file=sys.stderr)
     return AlertRules(raise_after=args.raise_after, clear_after=args.clear_after, clear_level=args.clear_level,
                       stale_after=args.stale_after)
 
@@ -251,7 +259,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.data:
         data = _load(args, [args.data], channels=list(bundle.channels), label_column=args.label_column,
                      bundle=bundle)
-    for path in report_data(bundle, Path(args.out), data, _alert_rules(args), args.label_column):
+    for path in report_data(bundle, Path(args.out), data, _alert_rules(args, bundle), args.label_column):
         print(path)
     return 0
 
@@ -395,7 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_user_error(exc: BaseException) -> bool:
     """Errors a user causes (bad data, bundle, config, argument, file) versus bugs."""
     names = {"CliError", "BundleError", "DataError", "ConfigError", "ValueError", "ClusterError"}
-    return isinstance(exc, OSError) or type(exc).__name__ in names
+    return isinstance(exc, OSError) or any(kind.__name__ in names for kind in type(exc).__mro__)  # (subclasses:
+    # pandas' OutOfBoundsDatetime, train --drift's NoDriftBaseline were called internal errors)
 
 
 def _one_line(exc: BaseException) -> str:

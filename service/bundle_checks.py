@@ -34,14 +34,17 @@ def hop_warning(hop: int, bundle: Bundle) -> str | None:
             f"assumed hop {bundle.hop}{promise}; retrain with train --hop {hop} to change the cadence")
 
 
-def stale_warning(policy: CleaningPolicy, stale_after: float) -> str | None:
-    """Why a ``stale_after_s`` shorter than the gap the bundle fills breaks live == offline."""
+def stale_warning(policy: CleaningPolicy, stale_after: float, name: str = "stale_after_s") -> str | None:
+    """Why a ``stale_after`` (setting ``name``) shorter than the gap the bundle fills cuts alerts
+    short: a silence that long ends the alert state (live and offline alike; live, the window too)
+    where the cleaning would carry on over it; at a sample period above it no alert can rise."""
     gap = policy.restart_gap
     if gap is None or stale_after >= gap:
         return None
-    return (f"stale_after_s {stale_after:g} is shorter than the {gap:g} s gap the bundle's cleaning fills: an asset "
-            "silent that long goes stale (its window and alert state restart) where score carries on; "
-            f"set stale_after_s >= {gap:g}")
+    worst = (" at this sampling every step does, so no alert can rise" if policy.sample_period
+             and policy.sample_period > stale_after else "")
+    return (f"{name} {stale_after:g} is shorter than the {gap:g} s gap the bundle's cleaning fills: a silence that "
+            f"long ends the alert state (live, the window too){worst}; set {name} >= {gap:g}")
 
 
 def rules_warning(rules: AlertRules, calibration: dict) -> str | None:

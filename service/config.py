@@ -138,8 +138,9 @@ class Settings:
     record_max_mb: float = setting(1024.0, "recordings kept at most, MB (oldest files deleted first)")
     record_max_age_days: float = setting(30.0, "recordings older than this many days are deleted")
     state_dir: str | None = setting(
-        None, "keep each asset's alert state and drift baseline in `assets.json` here (saved every 30 s and at "
-        "stop, read at start) so a restart neither re-raises an alert that was up nor resets the drift rule")
+        None, "keep each asset's alert state and drift baseline in `assets.json` here (saved every 30 s, within a "
+        "second of each raise and clear, and at stop; read at start) so a restart neither re-raises an alert "
+        "that was up nor resets the drift rule")
     log_json: bool = setting(False, "one JSON object per log line")
     log_level: str = setting("INFO", "`DEBUG`, `INFO`, `WARNING`, `ERROR`")
     # The env password as seen at load time; private, never printed (see redacted()).

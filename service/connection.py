@@ -17,6 +17,7 @@ from typing import Any
 
 from sensorguard.service import mqtt
 from sensorguard.service.config import Settings
+from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import Publisher
 
@@ -41,6 +42,7 @@ class Connection:
         self.stopping = stopping
         self.commands = commands  # a CommandHandler: its messages go to it, the rest are readings
         self.connected = threading.Event()
+        self._bad_topics = RateLimiter(60.0)
         self.connected_since: float | None = None  # monotonic time of the last connect; None while down
         self.unsubscribe: tuple[str, ...] = ()  # filters a previous run of this session served, no longer ours
         self.refused: tuple[str, ...] = ()  # subscriptions the broker refused (its access rules): not ready
@@ -60,7 +62,9 @@ class Connection:
             topic = message.topic
         except UnicodeDecodeError:  # (a broker that does not check topics): raised here, paho's network
             self.metrics.reject("bad_asset")  # thread stopped and nothing more was received
-            log.warning("rejected a message whose topic is not UTF-8: %r", getattr(message, "_topic", b"")[:200])
+            if (count := self._bad_topics.hit("topic")) is not None:
+                log.warning("rejected %d message(s) whose topic is not UTF-8, e.g. %r", count,
+                            getattr(message, "_topic", b"")[:200])
             client.ack(message.mid, message.qos)
             return
         if self.commands is not None and topic.startswith(self.commands.prefix):
@@ -113,6 +117,10 @@ class Connection:
             log.error("the broker refused a subscription (%s): check its access rules for this client "
                       "(%s); no readings come through it", ", ".join(refused), self.settings.client_id)
             self.refused += refused
+        if any(not rc.is_failure and rc.value == 0 for rc in reason_codes):  # (a broker's max_qos 0)
+            log.error("the broker granted a subscription at QoS 0 only: readings sent while this daemon is "
+                      "away are not kept for it, and none waits for its acknowledgement; allow QoS 1 for "
+                      "client %s", self.settings.client_id)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected_since = None

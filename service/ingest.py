@@ -89,7 +89,9 @@ class Ingest:
         try:
             taken = self.take(topic, payload)
         except Exception:  # noqa: BLE001 - a bug must not stop the network thread
-            log.exception("unexpected error handling a message on %r", topic)
+            if (count := self._reject_log.hit("unexpected error")) is not None:  # (one a message flooded the log)
+                log.exception("unexpected error handling a message on %r (%d like this since the last line)",
+                              topic[:200], count)
             taken = ["parse_error"], 0, None
         if taken is None:
             return False  # stopped while it waited: its windows could no longer be scored, so no ack

@@ -6,7 +6,8 @@ The daemon's client (see DESIGN.md, "MQTT contract"):
   ``clean_session=False``, under a stable client id: readings published while the daemon is away
   wait at the broker and are delivered when it returns;
 - ``manual_ack=True``: the daemon acknowledges a reading only once it is in its asset's buffer,
-  so a crash loses nothing the broker believes delivered;
+  so every reading the broker believes delivered reached one (the buffers are memory: a restart
+  drops the partial windows, a crash also the windows queued for scoring);
 - a retained Last Will of ``offline`` on the status topic;
 - TLS (``mqtts://``, CA / client certificate / key) and username plus password (from a file or
   the environment, see :class:`service.config.Settings`);

@@ -244,3 +244,14 @@ def test_a_bad_argument_is_one_line(argv, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "error:" in err and "--help" in err
+
+
+def test_a_subclass_of_a_user_error_is_one_line_not_an_internal_error():
+    """pandas' OutOfBoundsDatetime (a ValueError: one garbage stamp) and train --drift's
+    NoDriftBaseline were matched by exact class name and reported as internal errors."""
+    from pandas.errors import OutOfBoundsDatetime
+
+    from sensorguard.cli import _is_user_error
+
+    assert _is_user_error(OutOfBoundsDatetime("Out of bounds nanosecond timestamp"))
+    assert not _is_user_error(KeyError("a bug"))

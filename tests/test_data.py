@@ -385,6 +385,12 @@ def test_a_parquet_time_index_is_the_time_column_and_row_numbers_are_no_channel(
     filtered = filtered[filtered.index % 3 > 0]  # a filtered table keeps its row numbers as its index
     filtered.to_parquet(tmp_path / "f.parquet")
     assert load_frame([tmp_path / "f.parquet"]).channels == tuple(filtered.columns[1:])
+    unnamed = plant_frame(rows=40).set_index("timestamp").rename_axis(None)  # its column is "index"
+    unnamed.to_parquet(tmp_path / "u.parquet")
+    assert len(load_frame([tmp_path / "u.parquet"])) == 40  # (a date column of any name: found by its type)
+    renamed = plant_frame(rows=40).rename(columns={"timestamp": "recorded_at"})
+    renamed.to_parquet(tmp_path / "r.parquet")
+    assert load_frame([tmp_path / "r.parquet"]).channels == tuple(renamed.columns[1:])
 
 
 def test_a_file_too_large_for_memory_is_one_line(tmp_path, monkeypatch):

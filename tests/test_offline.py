@@ -151,3 +151,22 @@ def test_score_fill_limit_also_decides_the_sensor_faults_column(tiny_bundle, tmp
         assert main(["score", str(bundle_dir), str(tmp_path / "d.csv"), "--out", str(out), *extra]) == 0
         column = pd.read_csv(out, dtype={"sensor_faults": str})["sensor_faults"].fillna("")
         assert column.str.contains("missing:a").any() == missing
+
+
+def test_score_says_when_its_stale_after_ends_every_alert_of_slow_data(tiny_bundle, tmp_path, capsys):
+    """At 10-minute data each step is a silence longer than the default --stale-after (300 s), so
+    the alert state ended at every row: no alert, and nothing said (found by review)."""
+    from dataclasses import replace
+
+    bundle_dir = save_bundle(replace(tiny_bundle, sample_period=600.0), tmp_path / "b")
+    frame = machine(1, 50.0)  # far from the training data: every window scores high
+    frame["timestamp"] = pd.date_range("2026-01-01", periods=len(frame), freq="600s", tz="UTC")
+    frame.drop(columns="anomaly").to_csv(tmp_path / "slow.csv", index=False)
+    out = tmp_path / "slow.scores.csv"
+    assert main(["score", str(bundle_dir), str(tmp_path / "slow.csv"), "--out", str(out)]) == 0
+    said = capsys.readouterr().err
+    assert "--stale-after 300 is shorter than the" in said and "no alert can rise" in said
+    assert pd.read_csv(out)["alert"].sum() == 0
+    assert main(["score", str(bundle_dir), str(tmp_path / "slow.csv"), "--out", str(out), "--stale-after",
+                 "3600"]) == 0
+    assert "stale-after" not in capsys.readouterr().err and pd.read_csv(out)["alert"].sum() > 0

@@ -104,6 +104,9 @@ def find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) ->
     for candidate in TIME_NAMES:
         if candidate in lowered:
             return lowered[candidate]
+    for col in frame.columns:  # a column stored as dates (Parquet: an unnamed DatetimeIndex is "index")
+        if pd.api.types.is_datetime64_any_dtype(frame[col]):
+            return col
     for col in frame.columns:  # first text column that parses as dates
         if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
             head = frame[col].dropna().astype(str).head(50)
