@@ -7,8 +7,9 @@ training data); ``serve --fill-limit`` and ``--max-gap-s`` override it.
 
 Per reading, in order:
 
-1. **Gap.** More than ``restart_gap`` seconds since the previous reading (``fill_limit + 1``
-   sample periods; ten times that for irregular sampling) restarts the window, and forward fill
+1. **Gap.** More than ``restart_gap`` seconds since the previous reading (``fill_limit + 1 +
+   jitter`` sample periods, the gap whose missing rows are more than ``fill_limit``; ten times
+   ``fill_limit + 1`` for irregular sampling) restarts the window, and forward fill
    has nothing to fill from. A shorter gap of more than 1.5 periods on a regular grid gets the
    missing grid rows inserted (``round(gap / period) - 1`` of them), every channel missing.
 2. **Missing or NaN channel.** A channel absent from a reading, NaN or infinite, takes its last
@@ -91,8 +92,12 @@ class CleaningPolicy:
             return self.gap_s
         if self.sample_period is None:
             return None
-        factor = 1 if self.regular else IRREGULAR_GAP_FACTOR
-        return factor * (self.fill_limit + 1) * self.sample_period
+        if not self.regular:
+            return IRREGULAR_GAP_FACTOR * (self.fill_limit + 1) * self.sample_period
+        # a gap up to (n + 1 + jitter) periods misses n grid rows (grid_rows): the fill limit's
+        # last gap, not a restart (at fill_limit 0 a reading 1.02 periods late restarted the window:
+        # half of a jittered 10 s series)
+        return (self.fill_limit + 1 + self.jitter) * self.sample_period
 
     def grid_rows(self, gap: float) -> int:
         """Grid rows missing between two readings ``gap`` seconds apart (0 off a regular grid)."""

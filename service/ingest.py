@@ -138,7 +138,7 @@ class Ingest:
                 # clock (an accelerated replay runs ahead step by step, reading after reading taken,
                 # and is kept; refused ones do not step it: 500 samples 3,599 s apart, each refused
                 # for its rate, stepped an asset 21 days ahead)
-                newest = buffers.last_ts(parsed.asset) or 0.0
+                newest = buffers.taken_ts(parsed.asset) or 0.0
                 for sample in parsed.samples:
                     if sample.ts > latest and sample.ts - newest > s.max_future_s:
                         reason = "future_ts"

@@ -306,6 +306,13 @@ class Buffers:
         state = self._assets.get(asset)
         return None if state is None else state.last_ts
 
+    def taken_ts(self, asset: str) -> float | None:
+        """Reading time of the asset's last sample taken into its window (None: none yet). Unlike
+        :meth:`last_ts` it does not move for a reading refused for its rate: a sender stepping one
+        hour a message, each refused as ``slow_rate``, walked past the far-future check."""
+        state = self._assets.get(asset)
+        return None if state is None else state.cleaner.last_ts
+
     def last_row(self, asset: str) -> list[float] | None:
         """The asset's last accepted sample in channel order, forward fills included (not a copy:
         each accepted sample gets a new list, so it is never changed afterwards)."""

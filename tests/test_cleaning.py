@@ -15,12 +15,22 @@ NAN = math.nan
 
 
 @pytest.mark.parametrize("gap, rows, restart", [(1.0, 0, False), (1.5, 0, False), (2.0, 1, False), (6.0, 5, False),
-                                                (6.5, None, True)])
+                                                (6.4, 5, False), (6.6, None, True)])
 def test_gaps_on_a_regular_grid(gap, rows, restart):
     policy = CleaningPolicy(sample_period=1.0, fill_limit=5)
     assert (gap > policy.restart_gap) == restart
     if not restart:
         assert policy.grid_rows(gap) == rows
+
+
+def test_fill_limit_zero_restarts_only_at_a_missing_row_not_at_jitter():
+    """At fill limit 0 the restart gap was one period: 1,000 readings at 10 s +- 0.2 s restarted
+    the window at 499 of them, so train found too little data and score scored nothing (review)."""
+    times = np.cumsum(np.r_[0.0, 10.0 + np.random.default_rng(0).uniform(-0.2, 0.2, 999)])
+    policy = CleaningPolicy(sample_period=10.0, fill_limit=0)
+    assert clean_rows(times, np.ones((1000, 1)), policy)[4]["restarts"] == 0
+    times[500:] += 10.0  # one reading missing: its row cannot be filled, so the window restarts
+    assert clean_rows(times, np.ones((1000, 1)), policy)[4]["restarts"] == 1
 
 
 def test_irregular_sampling_inserts_nothing_and_restarts_only_after_a_long_silence():
@@ -72,7 +82,7 @@ def test_jitter_and_the_restart_gap_are_the_bundles_to_set(tiny_bundle, tmp_path
     meta = json.loads((path / "bundle.json").read_text())
     assert meta["cleaning"] == {"regular": True, "fill_limit": 5, "jitter": 0.5, "restart_gap_s": None}
     policy = load_bundle(path).cleaning
-    assert policy.grid_rows(1.6) == 1 and policy.restart_gap == 6.0  # derived: fill_limit + 1 periods
+    assert policy.grid_rows(1.6) == 1 and policy.restart_gap == 6.5  # derived: fill_limit + 1 + jitter periods
     meta["cleaning"].update(jitter=0.7, restart_gap_s=3.0)
     (path / "bundle.json").write_text(json.dumps(meta))
     policy = load_bundle(path).cleaning

@@ -119,6 +119,18 @@ def test_one_message_cannot_step_an_assets_clock_weeks_ahead(tiny_bundle):
     assert value(replayed, "sensorguard_messages_rejected_total", reason="future_ts") == 0
 
 
+def test_readings_sent_one_a_message_cannot_walk_an_asset_clock_ahead_either(tiny_bundle):
+    """The same 3,599 s steps sent one per message: each refused for its rate still moved the stamp
+    the future check compared with, so the asset ended 8 days ahead (found by review)."""
+    daemon, client = make(tiny_bundle)
+    now = time.time()
+    daemon.ingest.handle(client, message("pump-1", now))
+    for k in range(200):
+        daemon.ingest.handle(client, message("pump-1", now + 3599 * (k + 1), mid=k + 2))
+    assert daemon.buffers.last_ts("pump-1") <= now + 4 * 3600
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="future_ts") >= 190
+
+
 def test_a_topic_that_is_not_utf8_is_counted_and_acknowledged_not_fatal(tiny_bundle):
     """paho hands such a message over and raises when its topic is read: in the callback that
     stopped its network thread, so nothing more was received (found by review)."""
