@@ -44,6 +44,8 @@ PENDING_ROW_OVERHEAD = 200  # bytes a held reading costs beyond its values (tupl
 # header: 199-200 measured with tracemalloc for 3, 10 and 52 channels; the daemon hands over lists, which
 # cost 8 x channels more again, so :meth:`Recorder.add` keeps an array)
 ALERTS, FALSE_ALARMS, FAULTS = "alerts", "false_alarms", "faults"  # an alert's readings: unanswered, false, real
+GUARD_FILE = "guard_bands.json"  # the guard bands after recent clears, kept over a restart
+MAX_GUARDS = 100_000  # guard bands read back at most (one per asset)
 
 
 @dataclass
@@ -86,6 +88,37 @@ class Recorder:
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob("**/*.tmp"):  # left by a crash mid-write: never valid
             stale.unlink(missing_ok=True)
+        self._quiet_until.update(self._read_guards())
+
+    def _read_guards(self) -> dict[str, float]:
+        """The guard bands a shutdown saved: an alert that cleared a minute before a restart had the
+        rest of its band (the fault's tail) recorded as normal data after it (found by review)."""
+        try:
+            saved = json.loads((self.directory / GUARD_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("recording: %s unreadable (%s); guard bands start empty", GUARD_FILE, exc)
+            return {}
+        if not isinstance(saved, dict):
+            return {}
+        return {str(asset): float(until) for asset, until in list(saved.items())[:MAX_GUARDS]
+                if isinstance(until, int | float) and np.isfinite(until)}
+
+    def _save_guards(self) -> None:
+        """Keep the guard bands after clears (finite ones: an alert up is restored with its state)."""
+        with self._lock:
+            bands = {asset: until for asset, until in self._quiet_until.items() if np.isfinite(until)}
+        path = self.directory / GUARD_FILE
+        try:
+            if not bands:
+                path.unlink(missing_ok=True)
+                return
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(bands), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("recording: could not keep the guard bands (%s)", exc)
 
     @property
     def pending_cap(self) -> int:
@@ -209,6 +242,7 @@ class Recorder:
         were lost, and its acknowledgement said they were kept.
         """
         if force:
+            self._save_guards()
             with self._lock:
                 for asset, alert_id in self._up.items():
                     if rows := list(self._pending.pop(asset, ())):

@@ -301,3 +301,20 @@ def test_a_held_reading_costs_what_the_cap_counts(tmp_path):
     used, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert used / 20_000 <= 1.1 * (8 * 10 + PENDING_ROW_OVERHEAD)
+
+
+def test_the_guard_band_after_a_clear_holds_over_a_restart(tmp_path):
+    """The band after a clear lived in memory: restarted a minute after the clear, the daemon
+    recorded the rest of the fault's tail as normal data (found by review)."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=100, flush_interval_s=0)
+    feed(rec, "p1", 0, 10)
+    rec.alert_raised("p1", 10.0, "p1@10000")
+    feed(rec, "p1", 10, 50)
+    rec.alert_cleared("p1", 50.0, "p1@10000")  # the band runs to 150
+    rec.flush(now_ts=60.0, force=True)
+    after = Recorder(tmp_path, CHANNELS, guard_s=100, flush_interval_s=0)
+    feed(after, "p1", 60, 300)
+    after.flush(now_ts=1000.0, force=True)
+    normal = read_all(tmp_path)
+    normal = normal[normal.ts >= 60]
+    assert normal.ts.min() == 150  # nothing of the band after the clear

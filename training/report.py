@@ -202,7 +202,8 @@ def plot_scores(
     if labels is not None:
         _shade(top, x, np.asarray(labels) != 0, LABEL_COLOR, 0.35, "labeled anomaly", band=(0.0, 0.06))
     top.set_ylabel("score (error / threshold)")
-    top.set_title(f"Anomaly score over time: {int(np.nansum(score >= 1))} windows at or above 1.0")
+    # rows, not windows: each row scores the window ending there, the daemon only every hop-th
+    top.set_title(f"Anomaly score over time: {int(np.nansum(score >= 1))} rows at or above 1.0")
     top.legend(loc="upper left", fontsize=9)
     _plot_shares(bottom, x, scores.channel_error, bundle.channels, bundle.window)
     bottom.set_xlabel("time")
