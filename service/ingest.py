@@ -77,6 +77,13 @@ class Ingest:
     def handle(self, client: Any, message: Any) -> None:
         """MQTT: take one message and acknowledge it (:meth:`accept`); while not ``accepting``
         (shutting down) it stays unacknowledged, so the broker delivers it again next session."""
+        if getattr(message, "retain", False) and self.accepting:  # the broker's stored last reading, sent on
+            self.metrics.reject("retained")  # (re)subscribing: stale, it re-created a silent asset and
+            if (count := self._reject_log.hit("retained")) is not None:  # ended its fault at every reconnect
+                log.warning("rejected reading: retained (topic %r; %d like this since the last line): publish "
+                            "readings without retain", message.topic[:200], count)
+            client.ack(message.mid, message.qos)
+            return
         if self.accept(message.topic, message.payload):
             client.ack(message.mid, message.qos)
 

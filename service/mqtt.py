@@ -181,7 +181,9 @@ def subscribe_readings(client: paho.Client, settings: Settings) -> None:
     if not topics:  # cluster mode: readings come from JetStream
         return
     if settings.mqtt_version == "5":
-        client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in topics])
+        # retained readings are a sensor's stale last value, not news: not sent on subscribing
+        client.subscribe([(topic, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
+                          for topic in topics])
     else:
         client.subscribe([(topic, 1) for topic in topics])
 

@@ -50,6 +50,10 @@ Reasons from :mod:`service.windows` (need per-asset state, so they are not the p
 - ``not_ours``: a topic outside this instance's partitions, delivered by a subscription its
   resumed session still held from before the partitions changed: acknowledged, not scored (its
   new owner scores it).
+- ``retained``: a reading the broker kept (published with retain) and sent because the daemon
+  (re)subscribed: a stale last value, acknowledged, not taken (taken, a dead sensor's last
+  reading brought its asset back from silence at every reconnect). MQTT 5 subscriptions ask the
+  broker not to send them at all (:mod:`service.mqtt`).
 
 >>> raw = b'{"ts": 1700000000, "values": {"t": 1}}'
 >>> p = parse_message("sensors/site-a/pump-7/readings", raw, "sensors")
@@ -91,6 +95,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "resampled",
     "slow_rate",
     "not_ours",  # a topic outside this instance's partitions (a stale subscription of its session)
+    "retained",  # a retained reading, sent by the broker on (re)subscribing: a stale last value
 )
 
 TS_MIN = 946684800.0  # 2000-01-01T00:00:00Z: earlier is a device clock that was never set

@@ -131,6 +131,19 @@ def test_readings_sent_one_a_message_cannot_walk_an_asset_clock_ahead_either(tin
     assert value(daemon, "sensorguard_messages_rejected_total", reason="future_ts") >= 190
 
 
+def test_a_retained_reading_is_a_stale_last_value_counted_and_acknowledged_not_taken(tiny_bundle):
+    """A broker sends a retained reading again at every (re)subscription: taken, a dead sensor's
+    last value brought its silent asset back and ended its fault at each reconnect (review)."""
+    daemon, client = make(tiny_bundle)
+    stale = message("pump-1", time.time() - 3600, mid=7)
+    stale.retain = True
+    daemon.ingest.handle(client, stale)
+    assert (7, 1) in [(mid, qos) for mid, qos, _ in client.acks] and len(daemon.buffers) == 0
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="retained") == 1
+    daemon.ingest.handle(client, message("pump-1", time.time(), mid=8))  # a live one: taken
+    assert len(daemon.buffers) == 1
+
+
 def test_a_topic_that_is_not_utf8_is_counted_and_acknowledged_not_fatal(tiny_bundle):
     """paho hands such a message over and raises when its topic is read: in the callback that
     stopped its network thread, so nothing more was received (found by review)."""

@@ -237,8 +237,9 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
     send("c", reading(t0))  # too_many_assets
 
     # parse_error is a parser bug: nothing sends it; not_ours comes only through a subscription a resumed
-    # session kept from other partitions (tests/test_ingest.py): the broker sends nothing else here
-    expected = set(REJECT_REASONS) - {"parse_error", "not_ours"}
+    # session kept from other partitions (tests/test_ingest.py), retained only on subscribing: the broker
+    # sends nothing else here
+    expected = set(REJECT_REASONS) - {"parse_error", "not_ours", "retained"}  # (retained: tests/test_daemon.py)
     total = len(expected)
 
     def rejected():
@@ -317,3 +318,33 @@ def test_a_stop_whose_final_publishes_are_not_confirmed_leaves_the_will_not_onli
     after = Collector(mosquitto, "sensorguard/#")
     wait_for(lambda: after.statuses() == ["offline"], 10, "the Last Will's offline status, retained")
     after.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_a_retained_reading_on_a_real_broker_is_not_taken_as_news(mosquitto, trained_dir, version):
+    """A gateway publishing readings with retain: on subscribing, MQTT 5 asks the broker not to send
+    the stored one; MQTT 3.1.1 cannot, so the daemon counts it (``retained``) and takes nothing."""
+    import json
+    import subprocess
+    import time
+
+    from tests.mosquitto import start_daemon
+
+    body = json.dumps({"ts": time.time() - 600, "values": {"c0": 1.0, "c1": 2.0, "c2": 3.0}})
+    subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-t", "sensors/pump-1/readings", "-q", "1", "-r",
+                    "-m", body], check=True, timeout=10)
+    daemon, url = start_daemon({"model": str(trained_dir), "broker": mosquitto.url, "mqtt_version": version,
+                                "client_id": f"retained-{version}", "metrics_port": 0})
+    try:
+        def rejected() -> float:
+            return metric(url, "sensorguard_messages_rejected_total", reason="retained") or 0.0
+
+        if version == "3.1.1":
+            wait_for(lambda: rejected() == 1.0, 15, "the retained reading counted")
+        else:
+            time.sleep(2.0)  # the broker sends a retained message right after the subscription: none came
+            assert rejected() == 0.0
+        assert (metric(url, "sensorguard_readings_total") or 0.0) == 0.0 and len(daemon.buffers) == 0
+    finally:
+        daemon.stop()
