@@ -80,6 +80,7 @@ from bench.detection_baselines import (  # noqa: E402
     fit_pca_t2q,
     fit_sensorguard,
     fit_window,
+    serving_rules,
 )
 from bench.detection_data import (  # noqa: E402
     Case,
@@ -115,7 +116,8 @@ def run_case(case: Case, options: TrainOptions) -> tuple[list[Detection], list[F
         fit_pca_t2q(case.train),
         fit_window("naive", bundle, case.train, options),
     ]
-    return [detect(f, case.test) for f in fitted], fitted, summary
+    rules = serving_rules(bundle)  # every detector's alert machine: the daemon's defaults for this bundle
+    return [detect(f, case.test, rules) for f in fitted], fitted, summary
 
 
 def print_training(summary: TrainSummary, fitted: list[Fitted]) -> None:

@@ -34,6 +34,7 @@ from bench.detection_baselines import (
     fit_pca_t2q,
     fit_sensorguard,
     fit_window,
+    serving_rules,
 )
 from bench.detection_data import (
     TEP_FAULT_ROW,
@@ -80,7 +81,7 @@ def tep_section(tep_dir: Path, options: TrainOptions) -> None:
     promised: dict[str, float | None] = {}
     for k, test in data.tests.items():
         for f in fitted:
-            det = detect(f, test)
+            det = detect(f, test, serving_rules(bundle))
             promised[det.name] = det.promised_per_day
             for basis, pred in bases(det):
                 preds.setdefault((det.name, basis), {})[k] = pred

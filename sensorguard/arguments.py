@@ -114,9 +114,9 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raise-after", type=_positive_int, default=3, help="windows >= 1.0 in a row to raise (default 3)")
     p.add_argument("--clear-after", type=_positive_int, default=5, help="windows below --clear-level to clear (5)")
     p.add_argument("--clear-level", type=_level, default=1.0, help="score below which windows count to clear (1.0)")
-    p.add_argument("--stale-after", type=_positive_float, default=300.0, metavar="SECONDS",
+    p.add_argument("--stale-after", type=_positive_float, default=None, metavar="SECONDS",
                    help="a gap in a machine's readings longer than this ends its alert, as serve's stale_after_s "
-                        "does (300)")
+                        "does (default as serve's: 300, or the gap the bundle fills when longer)")
 
 
 def _add_serve_options(p: argparse.ArgumentParser) -> None:

@@ -200,14 +200,15 @@ def _alert_rules(args: argparse.Namespace, bundle):
     from dataclasses import replace
 
     from sensorguard.service.alerts import AlertRules
-    from sensorguard.service.bundle_checks import stale_warning
+    from sensorguard.service.bundle_checks import silence_after, stale_warning
 
     fill_limit = getattr(args, "fill_limit", None)
     policy = bundle.cleaning if fill_limit is None else replace(bundle.cleaning, fill_limit=fill_limit)
-    if (note := stale_warning(policy, args.stale_after, "--stale-after")) is not None:
+    stale_after = silence_after(args.stale_after, policy)
+    if (note := stale_warning(policy, stale_after, "--stale-after")) is not None:
         print(f"warning: {note}", file=sys.stderr)
     return AlertRules(raise_after=args.raise_after, clear_after=args.clear_after, clear_level=args.clear_level,
-                      stale_after=args.stale_after)
+                      stale_after=stale_after)
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -130,8 +130,9 @@ class Settings:
     raise_after: int = setting(3, "windows at score >= 1.0 in a row to raise an alert")
     clear_after: int = setting(5, "windows below `clear_level` in a row to clear it")
     clear_level: float = setting(1.0, "score below which a window counts towards clearing")
-    stale_after_s: float = setting(300.0, "an asset silent this long (seconds, counted while connected) is "
-                                          "reported `silent` (a sensor fault)")
+    stale_after_s: float | None = setting(None, "an asset silent this long (seconds, counted while connected) is "
+                                                 "reported `silent` (a sensor fault) and its alert ends",
+                                          shown="unset (300 s, or the gap the bundle fills when longer)")
     record_dir: str | None = setting(None, "record readings far from alerts here, for `retrain --recorded`")
     record_guard_s: float = setting(300.0, "readings this close (reading time, seconds) to an alert are not recorded; "
                                     "at least the `window + raise_after x hop` samples an alert needs to rise")

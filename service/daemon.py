@@ -54,7 +54,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,7 @@ from sensorguard.service.bundle_checks import (
     hop_warning,
     rules_warning,
     sensor_rules,
+    silence_after,
     stale_warning,
 )
 from sensorguard.service.command_handling import CommandHandler
@@ -122,7 +123,7 @@ class Daemon:
             raise_after=settings.raise_after,
             clear_after=settings.clear_after,
             clear_level=settings.clear_level,
-            stale_after=settings.stale_after_s,
+            stale_after=silence_after(settings.stale_after_s, cleaning_policy(bundle, settings)),
         )
         self.hop = settings.hop or bundle.hop
         self.publisher = Publisher(settings)  # owns topics and payloads; its client is set on start
@@ -195,6 +196,8 @@ class Daemon:
         s = self.settings
         policy = cleaning_policy(new, s)
         self.ingest.set_policy(policy, sensor_rules(new, policy))
+        if (silence := silence_after(s.stale_after_s, policy)) != self.rules.stale_after:  # (its sampling changed)
+            self.rules = self.alerts.rules = replace(self.rules, stale_after=silence)
         if self.recorder is not None:
             self.recorder.guard_s = guard_seconds(s.record_guard_s, new.window, self.hop, s.raise_after,
                                                   new.sample_period)

@@ -49,7 +49,7 @@ def test_defaults(bundle_dir: str) -> None:
         None,
         None,
     )
-    assert (s.raise_after, s.clear_after, s.clear_level, s.stale_after_s) == (3, 5, 1.0, 300.0)
+    assert (s.raise_after, s.clear_after, s.clear_level, s.stale_after_s) == (3, 5, 1.0, None)
     assert s.password() is None and s.broker_parts() == ("mqtt", "127.0.0.1", 1883, False)
     assert set(SETTING_NAMES) == set(Settings.__dataclass_fields__) - {"_env_password"}
 

@@ -427,13 +427,29 @@ def test_a_hot_swap_adopts_the_new_bundles_cleaning_policy(tiny_bundle, tmp_path
     assert daemon.buffers.policy == replace(tiny_bundle.cleaning, fill_limit=2)
 
 
+def test_the_daemons_silence_follows_its_models_sampling_unless_set(tiny_bundle, tmp_path):
+    """Unset, stale_after_s is 300 s or the gap the bundle fills, and a model swapped in with
+    another sample period brings its own; set, it stays as set."""
+    from dataclasses import replace
+
+    from sensorguard.service.bundle import save_bundle
+
+    daemon, _ = make(tiny_bundle, model=str(save_bundle(tiny_bundle, tmp_path / "m")))
+    assert daemon.rules.stale_after == 300.0 and daemon.alerts.rules is daemon.rules
+    save_bundle(replace(tiny_bundle, sample_period=600.0), tmp_path / "m")
+    assert daemon.models.check(force=True) is True
+    assert daemon.rules.stale_after == 6.5 * 600.0 and daemon.alerts.rules.stale_after == 6.5 * 600.0
+    pinned, _ = make(replace(tiny_bundle, sample_period=600.0), stale_after_s=120.0)
+    assert pinned.rules.stale_after == 120.0
+
+
 def test_a_stale_after_shorter_than_the_filled_gap_is_warned_about(tiny_bundle):
     from sensorguard.service.bundle_checks import stale_warning
     from sensorguard.service.cleaning import CleaningPolicy
 
-    policy = CleaningPolicy(sample_period=60.0, fill_limit=5)  # fills gaps up to 360 s
-    assert "stale_after_s >= 360" in stale_warning(policy, 300.0)
-    assert stale_warning(policy, 360.0) is None and stale_warning(CleaningPolicy(), 1.0) is None
+    policy = CleaningPolicy(sample_period=60.0, fill_limit=5)  # fills gaps up to 390 s (6.5 periods)
+    assert "stale_after_s >= 390" in stale_warning(policy, 300.0)
+    assert stale_warning(policy, 390.0) is None and stale_warning(CleaningPolicy(), 1.0) is None
 
 
 def test_a_full_outgoing_queue_drops_and_counts_but_keeps_room_for_the_status(tiny_bundle, monkeypatch):

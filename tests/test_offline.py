@@ -153,20 +153,26 @@ def test_score_fill_limit_also_decides_the_sensor_faults_column(tiny_bundle, tmp
         assert column.str.contains("missing:a").any() == missing
 
 
-def test_score_says_when_its_stale_after_ends_every_alert_of_slow_data(tiny_bundle, tmp_path, capsys):
-    """At 10-minute data each step is a silence longer than the default --stale-after (300 s), so
-    the alert state ended at every row: no alert, and nothing said (found by review)."""
+def test_the_silence_that_ends_an_alert_follows_the_bundles_sampling(tiny_bundle, tmp_path, capsys):
+    """At 10-minute data each step was a silence longer than the fixed 300 s, so the alert state
+    ended at every row: no alert, and nothing said; at 5-minute data every late reading ended one
+    (NAB's alert F1 0.22 -> 0.05). Unset, the silence is the gap the bundle fills when longer; a
+    --stale-after set shorter than that is warned about (found by review)."""
     from dataclasses import replace
 
-    bundle_dir = save_bundle(replace(tiny_bundle, sample_period=600.0), tmp_path / "b")
+    from sensorguard.service.bundle_checks import default_rules
+
+    slow = replace(tiny_bundle, sample_period=600.0)
+    assert default_rules(slow).stale_after == (5 + 1 + 0.5) * 600.0 and default_rules(tiny_bundle).stale_after == 300
+    bundle_dir = save_bundle(slow, tmp_path / "b")
     frame = machine(1, 50.0)  # far from the training data: every window scores high
     frame["timestamp"] = pd.date_range("2026-01-01", periods=len(frame), freq="600s", tz="UTC")
     frame.drop(columns="anomaly").to_csv(tmp_path / "slow.csv", index=False)
     out = tmp_path / "slow.scores.csv"
     assert main(["score", str(bundle_dir), str(tmp_path / "slow.csv"), "--out", str(out)]) == 0
+    assert "stale-after" not in capsys.readouterr().err and pd.read_csv(out)["alert"].sum() > 0
+    assert main(["score", str(bundle_dir), str(tmp_path / "slow.csv"), "--out", str(out), "--stale-after",
+                 "300"]) == 0
     said = capsys.readouterr().err
     assert "--stale-after 300 is shorter than the" in said and "no alert can rise" in said
     assert pd.read_csv(out)["alert"].sum() == 0
-    assert main(["score", str(bundle_dir), str(tmp_path / "slow.csv"), "--out", str(out), "--stale-after",
-                 "3600"]) == 0
-    assert "stale-after" not in capsys.readouterr().err and pd.read_csv(out)["alert"].sum() > 0

@@ -15,6 +15,7 @@ import pandas as pd
 
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.bundle_checks import default_rules
 from sensorguard.service.cleaning import admit_rows
 from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import SensorRules, SensorWatch, window_faults
@@ -31,12 +32,14 @@ class Scored:
     alert: np.ndarray
 
 
-def score_data(bundle: Bundle, data: SensorData, rules: AlertRules = AlertRules(), name: str = "data") -> Scored:
-    """Score every full window of ``data`` and step the alert machine as the daemon does.
+def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None, name: str = "data") -> Scored:
+    """Score every full window of ``data`` and step the alert machine as the daemon does (``rules``:
+    the daemon's defaults for ``bundle`` unless given).
 
     Several machines in one file (``data.assets``) each get their own windows (their segments
     never join) and their own alert machine and drift baseline, as each asset does live.
     """
+    rules = rules or default_rules(bundle)
     if len(data) < bundle.window:
         raise DataError(f"{name}: {len(data)} usable rows, fewer than one window ({bundle.window})")
     # a channel with a sensor fault open in a window is imputed by the model and left out, as live

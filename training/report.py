@@ -26,6 +26,7 @@ import pandas as pd
 
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.bundle_checks import default_rules
 from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
@@ -102,7 +103,7 @@ def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: n
     if not np.isfinite(scores.score).any():
         return []  # shorter than one window: nothing was scored, so nothing to plot
     labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
-    rules = rules or AlertRules()
+    rules = rules or default_rules(bundle)
     return [_save(plot_reconstructions(scorer, values, scores, x), out_dir / f"reconstructions{tag}.png"),
             _save(plot_scores(bundle, scores, segments, x, labels, rules), out_dir / f"scores{tag}.png")]
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sensorguard.service.alerts import AlertRules
 from sensorguard.service.bundle import Bundle, write_durably
 from sensorguard.service.recorder import ALERTS, FALSE_ALARMS, FAULTS, alert_of
 from sensorguard.service.registry import (
@@ -154,7 +153,7 @@ def _alerts_on(bundle: Bundle, fault: SensorData) -> bool:
     """Whether ``bundle`` raises an alert on ``fault`` under the default alert rules."""
     if len(fault) < bundle.window:
         return False
-    return bool(score_data(bundle, fault, AlertRules()).alert.any())
+    return bool(score_data(bundle, fault).alert.any())
 
 
 def missed_faults(new: Bundle, old: Bundle, data: SensorData,
