@@ -52,6 +52,18 @@ Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift
 Moved = tuple[AlertState, DriftState | None, float | None, bool]  # ... its last window's time, its raise went out
 
 
+def _published(info: Any) -> bool:
+    """Whether the broker confirmed a publish (None: nothing to confirm). paho's ``is_published``
+    raises for one queued while disconnected (``rc`` NO_CONN stays set after paho resends it):
+    its confirmation is then read from the handle itself."""
+    if info is None:
+        return True
+    try:
+        return bool(info.is_published())
+    except (RuntimeError, ValueError):
+        return bool(getattr(info, "_published", False))
+
+
 class AssetAlerts:
     """Alert states, drift baselines and latest top channels per asset, and their publishing.
 
@@ -258,9 +270,8 @@ class AssetAlerts:
         state = self._states[asset]
         if state.status != "alerting":
             return True
-        info = self._raise_info.get(asset) if confirmed else None
-        sure = info is None or getattr(info, "is_published", lambda: True)()
-        return self._announced.get(asset) == state.alert_id and sure
+        told = self._announced.get(asset) == state.alert_id
+        return told and (not confirmed or _published(self._raise_info.get(asset)))
 
     def _held(self, asset: str, ts: float | None = None) -> str | None:
         """What holds ``asset`` now, or held it at reading time ``ts``."""

@@ -7,9 +7,9 @@ training data); ``serve --fill-limit`` and ``--max-gap-s`` override it.
 
 Per reading, in order:
 
-1. **Gap.** More than ``restart_gap`` seconds since the previous reading (``fill_limit + 1 +
-   jitter`` sample periods, the gap whose missing rows are more than ``fill_limit``; ten times
-   ``fill_limit + 1`` for irregular sampling) restarts the window, and forward fill
+1. **Gap.** More than ``restart_gap`` seconds since the previous reading (``fill_limit + 1.5``
+   sample periods, from where more than ``fill_limit`` grid rows are missing, and at least
+   ``1 + jitter``; ten times ``fill_limit + 1`` for irregular sampling) restarts the window, and forward fill
    has nothing to fill from. A shorter gap of more than 1.5 periods on a regular grid gets the
    missing grid rows inserted (``round(gap / period) - 1`` of them), every channel missing.
 2. **Missing or NaN channel.** A channel absent from a reading, NaN or infinite, takes its last
@@ -32,7 +32,7 @@ dropped (``resampled``), which keeps every k-th reading of a publisher k times t
 included), so the windows span the time the model learned. At the model's rate with jitter up to
 0.3 periods either way nothing is dropped (tested over many seeds). An asset publishing
 **slower** than ``SLOW_RATE`` (1.5) periods on average is refused (``slow_rate``):
-sample-and-hold would feed the model staircases it never saw, and at ``fill_limit + 1`` periods
+sample-and-hold would feed the model staircases it never saw, and past ``fill_limit + 1.5`` periods
 every reading would restart the window and nothing would ever be scored without a word. Both
 are counted (live: ``messages_rejected_total{reason}``; offline: a note).
 
@@ -72,8 +72,8 @@ class CleaningPolicy:
     max_gap_s: a serve override of the gap that restarts the window (None: the bundle's).
     jitter: how far off the grid a reading may come, in periods: a step up to ``1 + jitter``
         periods is one step (no grid row inserted); below 1.
-    gap_s: the bundle's gap that restarts the window (``restart_gap_s``; None: ``fill_limit + 1``
-        sample periods, so a ``--fill-limit`` override moves it too).
+    gap_s: the bundle's gap that restarts the window (``restart_gap_s``; None: ``fill_limit + 1.5``
+        sample periods (at least ``1 + jitter``), so a ``--fill-limit`` override moves it too).
     """
 
     sample_period: float | None = None
@@ -94,10 +94,10 @@ class CleaningPolicy:
             return None
         if not self.regular:
             return IRREGULAR_GAP_FACTOR * (self.fill_limit + 1) * self.sample_period
-        # a gap up to (n + 1 + jitter) periods misses n grid rows (grid_rows): the fill limit's
-        # last gap, not a restart (at fill_limit 0 a reading 1.02 periods late restarted the window:
-        # half of a jittered 10 s series)
-        return (self.fill_limit + 1 + self.jitter) * self.sample_period
+        # a gap under n + 1.5 periods misses at most n grid rows (grid_rows rounds): still the fill
+        # limit's, not a restart (at fill_limit 0 a reading 1.02 periods late restarted the window:
+        # half of a jittered 10 s series); and a step up to 1 + jitter periods is no gap at all
+        return max(1.0 + self.jitter, self.fill_limit + 1.5) * self.sample_period
 
     def grid_rows(self, gap: float) -> int:
         """Grid rows missing between two readings ``gap`` seconds apart (0 off a regular grid)."""

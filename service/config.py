@@ -120,7 +120,7 @@ class Settings:
     fill_limit: int | None = setting(None, "missing values forward-filled at most, in samples (unset: the "
                                      "bundle's cleaning policy)", flag=False)
     max_gap_s: float | None = setting(None, "a longer silence restarts the asset's window (unset: the bundle's, "
-                                      "fill_limit + 1 + jitter sample periods)", flag=False)
+                                      "fill_limit + 1.5 sample periods)", flag=False)
     hop: int | None = setting(None, "score every `hop` samples", shown="unset (the bundle's)")
     batch_max: int = setting(4096, "windows per scoring batch at most")
     batch_wait_ms: int = setting(20, "how long to wait to fill a batch, milliseconds")
@@ -140,8 +140,8 @@ class Settings:
     record_max_age_days: float = setting(30.0, "recordings older than this many days are deleted")
     state_dir: str | None = setting(
         None, "keep each asset's alert state and drift baseline in `assets.json` here (saved every 30 s, within a "
-        "second of each raise and clear, and at stop; read at start) so a restart neither re-raises an alert "
-        "that was up nor resets the drift rule")
+        "second of each raise and clear it announces, and at stop; read at start) so a restart neither re-raises "
+        "an alert that was up nor resets the drift rule")
     log_json: bool = setting(False, "one JSON object per log line")
     log_level: str = setting("INFO", "`DEBUG`, `INFO`, `WARNING`, `ERROR`")
     # The env password as seen at load time; private, never printed (see redacted()).

@@ -121,12 +121,14 @@ class ClusterSource:
         return k in self._ready and ownership.holds(k)
 
     def taking_over(self, asset: str) -> bool:
-        """Whether ``asset``'s partition is this worker's but still being taken over (rebuilt)."""
+        """Whether ``asset``'s partition is this worker's but not served now: still being taken over
+        (rebuilt), or its lease not sure for a moment (a renewal late while the bucket elects a
+        leader): its commands are answered "try again", its states and controls kept to write."""
         ownership = self.ownership
         if ownership is None:
             return False
         k = partition_of(asset, ownership.partitions)
-        return k in self._tasks and k not in self._ready
+        return k in self._tasks and not (k in self._ready and ownership.holds(k))
 
     def controls_changed(self, asset: str) -> None:
         """Any thread: ``asset``'s maintenance, shelving or alerts changed; written to the state

@@ -75,6 +75,7 @@ class Recorder:
     _judged: dict[str, float] = field(default_factory=dict)  # per asset: the newest scored window's ts
     _quiet_until: dict[str, float] = field(default_factory=dict)
     _up: dict[str, str] = field(default_factory=dict)  # asset -> the id of its alert up (readings held for it)
+    _writing: set[str] = field(default_factory=set)  # alert ids whose files are being written now
     _ready: list[tuple[str, float, np.ndarray]] = field(default_factory=list)
     _alerts: list[tuple[str, str, float, list]] = field(default_factory=list)  # (alert id, asset, peak, rows)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -306,7 +307,8 @@ class Recorder:
     def _waiting(self, alert_id: str) -> bool:
         """Whether readings of ``alert_id`` are held here (it is up) or wait to be written."""
         with self._lock:
-            return alert_id in self._up.values() or any(queued[0] == alert_id for queued in self._alerts)
+            return (alert_id in self._up.values() or alert_id in self._writing
+                    or any(queued[0] == alert_id for queued in self._alerts))
 
     def _folder(self, alert_id: str) -> str:
         verdict = self.verdict(alert_id) if self.verdict is not None else None
@@ -325,6 +327,7 @@ class Recorder:
         how many alerts there were to write."""
         with self._lock:
             alerts, self._alerts = self._alerts, []
+            self._writing = {queued[0] for queued in alerts}  # (an ack meanwhile: "none recorded" was wrong)
         for alert_id, asset, peak, rows in alerts:
             try:  # written unanswered, off the lock (an acknowledgement waits for it on the network thread)
                 stem = (self.directory / ALERTS / alert_file(alert_id)).with_suffix("")
@@ -337,6 +340,8 @@ class Recorder:
             except OSError as exc:
                 self.write_failures += 1
                 log.warning("recording: could not write the readings of alert %s (%s)", alert_id, exc)
+        with self._lock:
+            self._writing = set()
         return len(alerts)
 
     def _write(self, rows: list[tuple[str, float, np.ndarray]], stem: Path, meta: dict | None = None) -> Path:

@@ -38,7 +38,7 @@ class StateSync:
                  coming: Callable[[str], bool] = lambda asset: False) -> None:
         self.controls = controls
         self.serves = serves  # whether an asset is this worker's: only its owner writes its controls
-        self.coming = coming  # whether an asset's partition is being taken over here (not served yet)
+        self.coming = coming  # whether an asset's partition is ours but not served now (taken over, lease unsure)
         self.outbox: dict[str, bytes | None] = {}  # asset -> state to write (None: delete)
         self.controls_dirty: set[str] = set()  # assets whose controls to write
         self.leaving: set[str] = set()  # assets being handed over: their states are no longer passed on
@@ -73,6 +73,8 @@ class StateSync:
             dirty, self.controls_dirty = self.controls_dirty, set()
             for asset in dirty:
                 if not self.serves(asset):  # another worker's now (a stale change): its key is not ours to write
+                    if self.coming(asset):  # ours, not served for a moment: written once it is again
+                        self.controls_dirty.add(asset)
                     continue
                 if not await self.write_controls(asset):
                     self.controls_dirty.add(asset)  # tried again next time

@@ -31,6 +31,10 @@ def test_fill_limit_zero_restarts_only_at_a_missing_row_not_at_jitter():
     assert clean_rows(times, np.ones((1000, 1)), policy)[4]["restarts"] == 0
     times[500:] += 10.0  # one reading missing: its row cannot be filled, so the window restarts
     assert clean_rows(times, np.ones((1000, 1)), policy)[4]["restarts"] == 1
+    for jitter in (0.2, 0.5, 0.7):  # whatever the jitter: a restart exactly where a row goes unfilled
+        policy = CleaningPolicy(sample_period=1.0, fill_limit=2, jitter=jitter)
+        assert policy.grid_rows(3.4) == 2 and policy.restart_gap == 3.5 and policy.grid_rows(3.6) == 3
+    assert CleaningPolicy(sample_period=1.0, fill_limit=0, jitter=0.7).restart_gap == 1.7  # (one step: no gap)
 
 
 def test_irregular_sampling_inserts_nothing_and_restarts_only_after_a_long_silence():
@@ -82,7 +86,7 @@ def test_jitter_and_the_restart_gap_are_the_bundles_to_set(tiny_bundle, tmp_path
     meta = json.loads((path / "bundle.json").read_text())
     assert meta["cleaning"] == {"regular": True, "fill_limit": 5, "jitter": 0.5, "restart_gap_s": None}
     policy = load_bundle(path).cleaning
-    assert policy.grid_rows(1.6) == 1 and policy.restart_gap == 6.5  # derived: fill_limit + 1 + jitter periods
+    assert policy.grid_rows(1.6) == 1 and policy.restart_gap == 6.5  # derived: fill_limit + 1.5 periods
     meta["cleaning"].update(jitter=0.7, restart_gap_s=3.0)
     (path / "bundle.json").write_text(json.dumps(meta))
     policy = load_bundle(path).cleaning

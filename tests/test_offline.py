@@ -163,7 +163,7 @@ def test_the_silence_that_ends_an_alert_follows_the_bundles_sampling(tiny_bundle
     from sensorguard.service.bundle_checks import default_rules
 
     slow = replace(tiny_bundle, sample_period=600.0)
-    assert default_rules(slow).stale_after == (5 + 1 + 0.5) * 600.0 and default_rules(tiny_bundle).stale_after == 300
+    assert default_rules(slow).stale_after == (5 + 1.5) * 600.0 and default_rules(tiny_bundle).stale_after == 300
     bundle_dir = save_bundle(slow, tmp_path / "b")
     frame = machine(1, 50.0)  # far from the training data: every window scores high
     frame["timestamp"] = pd.date_range("2026-01-01", periods=len(frame), freq="600s", tz="UTC")

@@ -439,3 +439,14 @@ def test_a_raise_the_broker_never_confirmed_is_told_again_after_a_restart(drifti
     confirmed["yes"] = True  # the broker confirmed the first process's raise: saved as told
     first.alerts.save()
     assert load_states(tmp_path)[2] == set()
+
+    import paho.mqtt.client as paho
+
+    queued = paho.MQTTMessageInfo(9)  # published while disconnected: rc stays NO_CONN, is_published raises
+    queued.rc = paho.MQTT_ERR_NO_CONN
+    first.alerts._raise_info["pump-1"] = queued
+    first.alerts.save()  # (raised RuntimeError: every save failed until the alert cleared, and the stop too)
+    assert load_states(tmp_path)[2] == {"pump-1"}
+    queued._published = True  # resent after the reconnect and confirmed
+    first.alerts.save()
+    assert load_states(tmp_path)[2] == set()
