@@ -90,7 +90,8 @@ class AssetAlerts:
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
-        self._unsent: dict[str, list[tuple[AlertEvent, list[dict]]]] = {}  # clears the full outgoing queue dropped
+        # closes of announced alerts the full outgoing queue dropped: (clear, channels) or (silent, alert id)
+        self._unsent: dict[str, list[tuple[AlertEvent | SensorEvent, list[dict] | str]]] = {}
         self._unsent_states: dict[str, None] = {}  # assets whose retained state it dropped, oldest first
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
@@ -394,14 +395,25 @@ class AssetAlerts:
             self.metrics.control_changes_dropped.inc()
         self._control_changes.append((asset, maintenance))
 
+    def _keep_unsent(self, asset: str, event: AlertEvent | SensorEvent, extra: list[dict] | str) -> None:
+        """Keep a dropped close of an announced alert (a clear and its channels, or the ``silent``
+        event and the alert id it ends) to send again (:meth:`resend_clears`)."""
+        kept = self._unsent.setdefault(asset, [])
+        if len(kept) < UNSENT_PER_ASSET:  # the oldest matter: their raises went out first
+            kept.append((event, extra))
+        if len(self._unsent) > SILENT_KEPT:  # (bounded as the silent assets are)
+            self._unsent.pop(next(iter(self._unsent)))
+
     def resend_clears(self, only: str | None = None) -> None:
         """On the worker, each tick: send again, in order, the clears the full outgoing queue
         dropped; nothing is tried while it is still full (each try would count another drop)."""
         for asset in [only] if only is not None else list(self._unsent):
             kept = self._unsent.get(asset, [])
             while kept and not self.publisher.full():
-                event, channels = kept[0]
-                if self.publisher.dropped(self._publish_event(asset, event, channels)):
+                event, extra = kept[0]
+                info = (self.publisher.sensor(asset, event, self._model(), extra) if isinstance(event, SensorEvent)
+                        else self._publish_event(asset, event, extra))
+                if self.publisher.dropped(info):
                     return
                 kept.pop(0)
             if kept:
@@ -445,11 +457,7 @@ class AssetAlerts:
         if self.publisher.client is not None and self.publisher.dropped(info):
             if event.kind == "raised":
                 return
-            kept = self._unsent.setdefault(asset, [])
-            if len(kept) < UNSENT_PER_ASSET:  # the oldest matter: their raises went out first
-                kept.append((event, channels))
-            if len(self._unsent) > SILENT_KEPT:  # (bounded as the silent assets are)
-                self._unsent.pop(next(iter(self._unsent)))
+            self._keep_unsent(asset, event, channels)
         if event.kind == "raised":
             self._announced[asset] = event.alert_id
             self._raise_info[asset] = info
@@ -478,7 +486,10 @@ class AssetAlerts:
             self.metrics.sensor_events_dropped.inc()
         self.metrics.sensor_faults.labels("silent").inc()
         ended = state.alert_id if state.status == "alerting" and announced else None
-        self.publisher.sensor(asset, SensorEvent("silent", None, True, ts, NAN), self._model(), ended)
+        silent = SensorEvent("silent", None, True, ts, NAN)
+        info = self.publisher.sensor(asset, silent, self._model(), ended)
+        if ended is not None and self.publisher.client is not None and self.publisher.dropped(info):
+            self._keep_unsent(asset, silent, ended)  # the alert's only close: sent again, as a clear is
         self._states[asset] = mark_stale(state)
         self.publish_state(asset, ts)
         self._states.pop(asset, None)

@@ -284,6 +284,28 @@ def test_a_clear_the_full_outgoing_queue_dropped_is_sent_again(tiny_bundle):
     assert alert_events(client, "p4")[-1] == ("raised", third)
 
 
+def test_a_silent_event_ending_an_announced_alert_is_sent_again_when_the_full_queue_dropped_it(tiny_bundle):
+    """Silence ends an alert with a ``silent`` sensor event naming it: its only close. Dropped by a
+    full outgoing queue, it was counted and never sent again, so a pager held the alert open
+    (found by review)."""
+    from sensorguard.service import mqtt
+    from tests.test_daemon import T0, make
+
+    daemon, client = make(tiny_bundle)
+    for i in range(3):
+        daemon.alerts.apply("p5", T0 + i, 5.0, [])  # raised and announced
+    alert_id = daemon.snapshot()["p5"].alert_id
+    client.queued_out = lambda: mqtt.MAX_QUEUED_OUT  # the broker is away, the queue full
+    daemon.alerts.end("p5", T0 + 2)  # silent while alerting: its close is dropped
+    assert alert_events(client, "p5") == [("raised", alert_id)]
+    daemon.alerts.resend_clears()  # still full: kept
+    client.queued_out = lambda: 0
+    daemon.alerts.resend_clears()
+    assert alert_events(client, "p5") == [("raised", alert_id), ("sensor_fault", alert_id)]
+    daemon.alerts.resend_clears()  # sent once
+    assert len(alert_events(client, "p5")) == 2
+
+
 def test_replies_go_only_under_the_responses_prefix_and_retained_commands_are_ignored(tiny_bundle):
     from types import SimpleNamespace
 
