@@ -80,7 +80,6 @@ from bench.detection_baselines import (  # noqa: E402
     fit_pca_t2q,
     fit_sensorguard,
     fit_window,
-    serving_rules,
 )
 from bench.detection_data import (  # noqa: E402
     Case,
@@ -101,6 +100,7 @@ from bench.detection_tables import (  # noqa: E402
     ranking_row,
 )
 from bench.detection_tep import tep_section  # noqa: E402
+from sensorguard.service.bundle_checks import default_rules  # noqa: E402
 from sensorguard.training.train import TrainOptions, TrainSummary  # noqa: E402
 
 DETECTORS = ("sensorguard", "iforest", "pca", "pca_t2q", "naive")
@@ -116,7 +116,7 @@ def run_case(case: Case, options: TrainOptions) -> tuple[list[Detection], list[F
         fit_pca_t2q(case.train),
         fit_window("naive", bundle, case.train, options),
     ]
-    rules = serving_rules(bundle)  # every detector's alert machine: the daemon's defaults for this bundle
+    rules = default_rules(bundle)  # every detector's alert machine: the daemon's defaults for this bundle
     return [detect(f, case.test, rules) for f in fitted], fitted, summary
 
 

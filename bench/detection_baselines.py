@@ -29,7 +29,6 @@ from sklearn.preprocessing import StandardScaler
 
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
-from sensorguard.service.bundle_checks import default_rules as serving_rules  # noqa: F401 - the bench's name
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import watch_rows, window_faults

@@ -34,7 +34,6 @@ from bench.detection_baselines import (
     fit_pca_t2q,
     fit_sensorguard,
     fit_window,
-    serving_rules,
 )
 from bench.detection_data import (
     TEP_FAULT_ROW,
@@ -45,6 +44,7 @@ from bench.detection_data import (
     tep_missing,
 )
 from bench.detection_tables import print_table, raises
+from sensorguard.service.bundle_checks import default_rules
 from sensorguard.training.train import TrainOptions
 
 SHORT = {"sensorguard": "sg", "pca_t2q": "t2q", "pca_t2_f": "t2f", "iforest": "if", "naive": "naive"}
@@ -81,7 +81,7 @@ def tep_section(tep_dir: Path, options: TrainOptions) -> None:
     promised: dict[str, float | None] = {}
     for k, test in data.tests.items():
         for f in fitted:
-            det = detect(f, test, serving_rules(bundle))
+            det = detect(f, test, default_rules(bundle))
             promised[det.name] = det.promised_per_day
             for basis, pred in bases(det):
                 preds.setdefault((det.name, basis), {})[k] = pred

@@ -50,9 +50,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
     from sensorguard.training.data import load_frame
 
     fill_limit = getattr(args, "fill_limit", None)
-    policy = None
-    if bundle is not None:
-        policy = bundle.cleaning if fill_limit is None else replace(bundle.cleaning, fill_limit=fill_limit)
+    policy = None if bundle is None else _policy(args, bundle)
     return load_frame(
         paths,
         time_column=getattr(args, "time_column", None),
@@ -64,6 +62,14 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
         sensors=None if bundle is None or bundle.sensors is None else replace(bundle.sensors,
                                                                               fill_limit=policy.fill_limit),
     )
+
+
+def _policy(args: argparse.Namespace, bundle):
+    """The bundle's cleaning policy, ``--fill-limit`` overriding its fill limit."""
+    from dataclasses import replace
+
+    fill_limit = getattr(args, "fill_limit", None)
+    return bundle.cleaning if fill_limit is None else replace(bundle.cleaning, fill_limit=fill_limit)
 
 
 def _threshold_options(args: argparse.Namespace, own: dict | None = None) -> dict:
@@ -197,13 +203,10 @@ def _alert_rules(args: argparse.Namespace, bundle):
     """The alert rules of score, evaluate and report (``--raise-after``, ``--clear-after``, ``--clear-level``,
     ``--stale-after``); a ``--stale-after`` shorter than the gap the bundle's cleaning fills is said
     (at 10-minute data every step ended the alert state: no alert, F1 0, and nothing said)."""
-    from dataclasses import replace
-
     from sensorguard.service.alerts import AlertRules
     from sensorguard.service.bundle_checks import silence_after, stale_warning
 
-    fill_limit = getattr(args, "fill_limit", None)
-    policy = bundle.cleaning if fill_limit is None else replace(bundle.cleaning, fill_limit=fill_limit)
+    policy = _policy(args, bundle)
     stale_after = silence_after(args.stale_after, policy)
     if (note := stale_warning(policy, stale_after, "--stale-after")) is not None:
         print(f"warning: {note}", file=sys.stderr)

@@ -78,11 +78,8 @@ class Ingest:
         """MQTT: take one message and acknowledge it (:meth:`accept`); while not ``accepting``
         (shutting down) it stays unacknowledged, so the broker delivers it again next session."""
         if getattr(message, "retain", False) and self.accepting:  # the broker's stored last reading, sent on
-            self.metrics.reject("retained")  # (re)subscribing: stale, it re-created a silent asset and
-            if (count := self._reject_log.hit("retained")) is not None:  # ended its fault at every reconnect
-                log.warning("rejected reading: retained (topic %r; %d like this since the last line): publish "
-                            "readings without retain", message.topic[:200], count)
-            client.ack(message.mid, message.qos)
+            self._rejected("retained", message.topic, None)  # (re)subscribing: stale, it re-created a silent
+            client.ack(message.mid, message.qos)  # asset and ended its fault at every reconnect
             return
         if self.accept(message.topic, message.payload):
             client.ack(message.mid, message.qos)
@@ -106,15 +103,19 @@ class Ingest:
         if accepted:
             self.metrics.readings.inc(accepted)
         for reason in rejects:
-            self.metrics.reject(reason)
-            count = self._reject_log.hit(reason)
-            if count is not None:
-                log.warning(
-                    "rejected reading: %s (topic %r, asset %r; %d like this since the last line)",
-                    reason, topic[:200], asset, count,
-                    extra={"reason": reason, "count": count},
-                )
+            self._rejected(reason, topic, asset)
         return True
+
+    def _rejected(self, reason: str, topic: str, asset: str | None) -> None:
+        """Count one rejected reading; a log line per reason at most every REJECT_LOG_INTERVAL_S."""
+        self.metrics.reject(reason)
+        count = self._reject_log.hit(reason)
+        if count is not None:
+            log.warning(
+                "rejected reading: %s (topic %r, asset %r; %d like this since the last line)",
+                reason, topic[:200], asset, count,
+                extra={"reason": reason, "count": count},
+            )
 
     def take(self, topic: str, payload: bytes) -> tuple[list[str], int, str | None] | None:
         """Parse one message and buffer its samples; returns (rejects, accepted, asset).

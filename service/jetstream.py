@@ -125,10 +125,8 @@ class ClusterSource:
         (rebuilt), or its lease not sure for a moment (a renewal late while the bucket elects a
         leader): its commands are answered "try again", its states and controls kept to write."""
         ownership = self.ownership
-        if ownership is None:
-            return False
-        k = partition_of(asset, ownership.partitions)
-        return k in self._tasks and not (k in self._ready and ownership.holds(k))
+        return (ownership is not None and partition_of(asset, ownership.partitions) in self._tasks
+                and not self.serves(asset))
 
     def controls_changed(self, asset: str) -> None:
         """Any thread: ``asset``'s maintenance, shelving or alerts changed; written to the state
