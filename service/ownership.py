@@ -140,27 +140,35 @@ class Ownership:
                 await self.gain(k)
 
     async def _renew(self) -> None:
-        """Write every lease we hold again; one found taken is lost (its ``lose`` runs as a task)."""
+        """Write every lease we hold again, all at once; one found taken is lost (its ``lose`` runs
+        as a task). The writes run side by side: one that hangs until the client's timeout (a
+        leader election) must not hold the other leases back until they lapse. The first error is
+        raised once every write has ended."""
+        results = await asyncio.gather(*(self._renew_one(k) for k in sorted(self.owned)), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _renew_one(self, k: int) -> None:
         from nats.js.errors import KeyWrongLastSequenceError
 
-        for k in sorted(self.owned):
-            sent = time.monotonic()  # the lease runs from when the write left, not when it was answered
-            last = self.owned.get(k)
-            if last is None:  # released meanwhile
-                continue
-            try:
-                revision = await self.kv.update(f"{PARTITION}{k}", self.worker.encode(), last=last)
-            except KeyWrongLastSequenceError:  # our lease expired and was taken meanwhile (or just released)
-                if k in self.owned and k not in self._releases:
-                    log.warning("lost partition %d: its lease expired and another worker took it", k)
-                    del self.owned[k]
-                    self._changed("lost")
-                    self._losing[k] = self._background(self.lose(k, False), f"lost-{k}")
-                    self._losing[k].add_done_callback(lambda _, k=k: self._losing.pop(k, None))
-                continue
-            if k in self.owned:
-                self.owned[k] = revision
-                self._renewed[k] = sent
+        sent = time.monotonic()  # the lease runs from when the write left, not when it was answered
+        last = self.owned.get(k)
+        if last is None:  # released meanwhile
+            return
+        try:
+            revision = await self.kv.update(f"{PARTITION}{k}", self.worker.encode(), last=last)
+        except KeyWrongLastSequenceError:  # our lease expired and was taken meanwhile (or just released)
+            if k in self.owned and k not in self._releases:
+                log.warning("lost partition %d: its lease expired and another worker took it", k)
+                del self.owned[k]
+                self._changed("lost")
+                self._losing[k] = self._background(self.lose(k, False), f"lost-{k}")
+                self._losing[k].add_done_callback(lambda _, k=k: self._losing.pop(k, None))
+            return
+        if k in self.owned:
+            self.owned[k] = revision
+            self._renewed[k] = sent
 
     def _background(self, work: Any, name: str) -> asyncio.Task:
         task = asyncio.create_task(work, name=name)
