@@ -102,16 +102,17 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules,
 
 def judge(
     state: AlertState, drift: DriftState, score: float, now: float, rules: AlertRules, rule: DriftRule | None,
-    asset: str = "",
+    asset: str = "", learn: bool = True,
 ) -> tuple[AlertState, DriftState, AlertEvent | None, float]:
     """One scored window through the drift rule and the alert machine: ``(state, drift, event, score)``.
 
     The returned score is the window's score against the asset's widened line (``service.drift``);
     it is what the machine stepped on and what is published. Without a rule it is ``score``.
+    ``learn`` False: the baseline is not updated (the daemon's asset is held: maintenance, shelved).
     """
     adjusted = score / widening(drift, rule)
     new, event = step(state, adjusted, now, rules, asset)
-    if rule is not None and state.status == "normal" and new.status == "normal" and adjusted < 1.0:
+    if learn and rule is not None and state.status == "normal" and new.status == "normal" and adjusted < 1.0:
         drift = drift_step(drift, score, rule)
     return new, drift, event, adjusted
 

@@ -11,14 +11,15 @@ An asset that goes silent (``stale_after_s`` without a reading while connected) 
 sensor fault (channel null): its alert, if one is up, ends with it (the event carries its
 ``alert_id``), its retained state says ``stale``, and everything else about it is forgotten. Its
 first reading back closes the fault (``sensor_ok``). The silent assets remembered for that are
-capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events) and not
-saved in ``state_dir``: after a restart a returning asset sends no ``sensor_ok`` (its retained
-state turns from ``stale`` to its new status). They are counted in ``assets_silent``, apart
-from the channel faults of ``sensor_faults_open``.
+capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events); they are
+saved in ``state_dir`` as ``stale`` with their drift baseline, and a restart keeps them silent
+(``since`` then reads the restart's time). They are counted in ``assets_silent``, apart from the
+channel faults of ``sensor_faults_open``.
 
 Assets restored from ``state_dir`` (:func:`~sensorguard.service.state.restore_states`) wait for
 their next window and carry on where they were (an alert stays up under its ``alert_id``); those
-that send nothing until ``restore_until`` go silent like live assets.
+that send nothing until ``restore_until`` go silent like live assets. While an asset is held
+(maintenance, shelved) its drift baseline learns nothing: those readings are no normal data.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class AssetAlerts:
         self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
+        for asset in [a for a, (state, _, _) in self.restored.items() if state.status == "stale"]:
+            state, drift, _ = self.restored.pop(asset)  # silent when saved: its retained state says so
+            self._keep_silent(asset, state, drift, time.time())
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
         # closes of announced alerts the full outgoing queue dropped: (clear, channels) or (silent, alert id)
@@ -122,7 +126,8 @@ class AssetAlerts:
         if self._adopted:
             self._take_adopted()
         old = self._states.get(asset)
-        if old is None and asset in self.restored:  # back after a restart: carry on where it was
+        restored = old is None and asset in self.restored
+        if restored:  # back after a restart: carry on where it was
             old, saved_drift, announced = self._pop_restored(asset)
             if saved_drift is not None:
                 self._drift[asset] = saved_drift
@@ -132,15 +137,17 @@ class AssetAlerts:
                 if self.recorder is not None:
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
         rule = bundle.drift_rule
+        held = self._held(asset, ts)
+        # a held asset's windows are no normal data (the recorder leaves them out too): the baseline
+        # learns nothing from them, or a maintenance's odd readings would widen the line past the fault after it
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
-                                           self.rules, rule, asset)
+                                           self.rules, rule, asset, learn=held is None)
         self._states[asset] = state
         if rule is not None:
             self._drift[asset] = drift
         self._latest[asset] = (ts, channels)
         self.metrics.set_score(asset, score, state.status == "alerting")
         if event is not None:
-            held = self._held(asset, ts)
             # a raise is announced unless the asset is held; a clear whenever its raise was announced
             if held is None if event.kind == "raised" else self._announced.get(asset) == event.alert_id:
                 self._announce(asset, event, channels, bundle)
@@ -154,13 +161,13 @@ class AssetAlerts:
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
         elif (state.status == "alerting" and self._announced.get(asset) != state.alert_id
-              and self._held(asset, ts) is None and not self.publisher.full()):  # its raise was held (or the
+              and held is None and not self.publisher.full()):  # its raise was held (or the
             # full outgoing queue dropped it) and nothing holds it now: told at its next window
             self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                            channels, bundle)
             self.save_soon = True
-        if old is None or state.status != old.status:
-            self.publish_state(asset, bundle=bundle)
+        if old is None or restored or state.status != old.status:  # (a restored one's retained state
+            self.publish_state(asset, bundle=bundle)  # may be that of the previous run's end)
         return state, score
 
     def sensor(self, asset: str, event: SensorEvent) -> None:
@@ -227,13 +234,22 @@ class AssetAlerts:
         if gone:
             log.info("%d assets restored from the state file sent nothing for %.0f s: silent",
                      len(gone), self.rules.stale_after)
-        for asset in gone:
+        for asset in gone:  # each goes silent as a live asset would (its last reading time was not saved)
             saved, drift, announced = self._pop_restored(asset)
             self._ended_unseen(asset)
-            if saved.status != "normal":  # its retained state says so: end it as a live asset's would
-                if drift is not None:  # the line its stale state is published with
-                    self._drift[asset] = drift
-                self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
+            if drift is not None:  # kept while its return is awaited, and the line its stale state shows
+                self._drift[asset] = drift
+            self._go_silent(asset, saved, time.time(), announced)
+
+    def _keep_silent(self, asset: str, state: AlertState, drift: DriftState | None, ts: float) -> None:
+        """A restored asset that was silent when its state was saved: silent again, without a word
+        (its ``silent`` event went out before), its drift baseline kept for its return, which
+        closes the silence (``sensor_ok``) as a live silent asset's does."""
+        if drift is not None:
+            self._drift[asset] = drift
+        for forgotten in self._open.went_silent(asset, ts, state.last_score, SILENT_KEPT):
+            self._drift.pop(forgotten, None)
+            self.metrics.sensor_events_dropped.inc()
 
     # --- cluster mode: state that moves with an asset ---------------------------------------------
 
@@ -334,6 +350,9 @@ class AssetAlerts:
         drift = {asset: d for asset, (_, d, _) in self.restored.items() if d is not None}
         alerts.update(self._states)
         drift.update(self._drift)
+        for asset in drift.keys() - alerts.keys():  # silent, its return awaited: stale, as its retained state
+            silent = self._open.silent(asset)
+            alerts[asset] = AlertState("stale", last_score=silent[1] if silent is not None else 0.0)
         unannounced = {asset for asset, (_, _, told) in self.restored.items() if not told and asset not in self._states}
         unannounced |= {asset for asset in self._states if not self._told(asset, confirmed=True)}
         if self.controls is not None:  # with the alerts that can be acknowledged

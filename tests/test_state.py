@@ -68,19 +68,37 @@ def test_a_restart_keeps_the_alert_and_the_drift_baseline(drifting, tmp_path):
     assert fresh.snapshot()["pump-1"].status == "pending" and score == pytest.approx(0.9)
 
 
-def test_restored_assets_that_never_come_back_are_dropped_after_stale_after(drifting, tmp_path):
+def test_restored_assets_that_never_come_back_go_silent_and_keep_their_drift_baseline(drifting, tmp_path):
+    """A restored asset that sends nothing until ``restore_until`` goes silent as a live one does:
+    a ``silent`` event, its retained state ``stale``, its drift baseline kept for its return. It
+    was dropped without a word, its baseline with it: back later, it was judged against the bare
+    line (found by review)."""
     first, _ = daemon_with(drifting, tmp_path)
-    first.alerts.apply("gone", T0, 0.5, [])
+    for i in range(20):
+        first.alerts.apply("gone", T0 + i, 0.9, [])  # louder than calibrated: the line widens
     first.alerts.apply("back", T0, 0.5, [])
+    learned = first.alerts.drift_of("gone")
     first.stop()
-    second, _ = daemon_with(drifting, tmp_path, stale_after_s=60)
+    second, client = daemon_with(drifting, tmp_path, stale_after_s=60)
     second.alerts.restore_until = time.monotonic() + 60  # as start() sets it
     second.alerts.save()
     assert set(load_states(tmp_path)[0]) == {"gone", "back"}  # kept while they may still come back
     second.alerts.apply("back", T0 + 1, 0.5, [])
     second.housekeeping(time.monotonic() + 61)
+    assert alert_events(client, "gone") == [("sensor_fault", "silent")]
     second.alerts.save()
-    assert set(load_states(tmp_path)[0]) == {"back"}
+    alerts, drift, _ = load_states(tmp_path)
+    assert alerts["gone"].status == "stale" and drift["gone"] == learned
+
+    third, client = daemon_with(drifting, tmp_path, stale_after_s=60)  # silent when saved: silent again
+    assert third.registry.get_sample_value("sensorguard_assets_silent") == 1 and "gone" not in third.alerts.restored
+    third.ingest.handle(client, message("gone", T0 + 5000))  # its return closes the silence ...
+    third.publish_sensor_faults()
+    assert alert_events(client, "gone") == [("sensor_ok", "silent")]
+    _, score = third.alerts.apply("gone", T0 + 5016, 0.9, [])
+    assert score == pytest.approx(0.9 / RULE.cap)  # ... and its line is the one it had drifted to
+    states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/gone" and r]
+    assert states[-1]["state"] == "normal"  # the retained stale state is replaced
 
 
 def test_a_restored_alert_that_never_comes_back_goes_stale_and_a_returning_one_records_nothing(drifting,
@@ -450,3 +468,20 @@ def test_a_raise_the_broker_never_confirmed_is_told_again_after_a_restart(drifti
     queued._published = True  # resent after the reconnect and confirmed
     first.alerts.save()
     assert load_states(tmp_path)[2] == set()
+
+
+def test_the_drift_baseline_learns_nothing_while_the_asset_is_in_maintenance(drifting):
+    """A maintenance's readings are no normal data (the recorder leaves them out): scores under
+    the line during one widened the line up to its cap, hiding a fault right after it (review)."""
+    from sensorguard.service.commands import Command
+
+    daemon, _ = daemon_with(drifting, None)
+    now = time.time()
+    assert daemon.controls.apply(Command("maintenance", "pump-1", action="start"), now=now)[0]
+    for i in range(40):
+        daemon.alerts.apply("pump-1", now + i, 0.9, [])  # louder than calibrated, under the line
+    assert daemon.alerts.drift_of("pump-1").updates == 0
+    assert daemon.controls.apply(Command("maintenance", "pump-1", action="end"), now=time.time())[0]
+    for i in range(40):
+        daemon.alerts.apply("pump-1", now + 100 + i, 0.9, [])  # normal operation again: it learns
+    assert daemon.alerts.drift_of("pump-1").updates == 40
