@@ -53,6 +53,26 @@ def test_channels_constant_in_training_do_not_let_the_path_copy_the_live_ones():
         pca_start(live, rank=-1)
 
 
+def test_flags_under_their_scale_floor_do_not_let_the_path_copy_the_process_channels():
+    """Two 0/1 flags (on in 1 % of rows; the resolution floor sets their scale to 1, so they carry
+    a hundredth of a unit's variance) beside two process channels lowered the mean eigenvalue:
+    rank 2, a copy of both, and a 5-sigma shift on one left the error where it was (review)."""
+    from sensorguard.training.linear import pca_error
+    from sensorguard.training.scaling import fit_scaler
+
+    rng = np.random.default_rng(0)
+    rows = 600
+    flags = (rng.random((rows, 2)) < 0.01).astype(float)
+    raw = np.c_[rng.normal(50, 2, rows), rng.normal(10, 1, rows), flags]
+    fit = fit_scaler(raw)
+    z = (raw - fit.center_) / fit.scale_
+    start = pca_start(z)
+    assert start.rank == 1
+    shifted = z.copy()
+    shifted[:, 0] += 5 * z[:, 0].std()
+    assert pca_error(start, shifted[None].transpose(0, 2, 1)) > 10 * pca_error(start, z[None].transpose(0, 2, 1))
+
+
 def _data(rows: np.ndarray) -> SensorData:
     return SensorData(rows, 1.7e9 + np.arange(len(rows), dtype=float), np.zeros(len(rows), int),
                       tuple(f"c{i}" for i in range(rows.shape[1])), 1.0)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+LIVE_VARIANCE = 0.1  # standardized variance below which a channel's spread is under its scale's floor
+
 
 @dataclass(frozen=True)
 class PcaStart:
@@ -44,8 +46,11 @@ def pca_start(standardized: np.ndarray, rank: int | None = None) -> PcaStart:
 
     Only channels that vary count: a channel constant in training standardizes to 0, and counting
     it would lower the mean and let the path copy every live channel (one live channel beside one
-    constant one took rank 1: a blind model). So the rank is at least 1 and below the live channel
-    count; fewer than two live channels have no linear relation to learn: rank 0 (the conv path
+    constant one took rank 1: a blind model). A channel whose scale a floor set far above its
+    spread (``LIVE_VARIANCE``: a status flag, a coarse quantized channel that moves now and then)
+    carries almost no variance and does not count either (two such flags beside two process
+    channels took rank 2: a copy that saw no shift in them). So the rank is at least 1 and below
+    the live channel count; fewer than two live channels have no linear relation to learn: rank 0 (the conv path
     models them alone). ``rank`` fixes the count instead (the cross-fitted folds take the served
     model's), under the same cap.
 
@@ -60,7 +65,7 @@ def pca_start(standardized: np.ndarray, rank: int | None = None) -> PcaStart:
     x = np.asarray(standardized, dtype=np.float64)
     mean = x.mean(axis=0)
     n_channels = x.shape[1]
-    live = int((np.ptp(x, axis=0) > 0).sum()) if len(x) else 0
+    live = int((x.var(axis=0) >= LIVE_VARIANCE).sum()) if len(x) else 0
     if live < 2 or len(x) < 2:
         return PcaStart(np.empty((0, n_channels)), mean, 0.0)
     _, sing, vt = np.linalg.svd(x - mean, full_matrices=False)
