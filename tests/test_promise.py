@@ -150,6 +150,17 @@ def test_an_empirical_line_on_a_tied_value_moves_just_above_it():
     assert threshold > float(np.nextafter(np.float32(6.0), np.float32(np.inf)))
 
 
+def test_the_binomial_bound_on_a_tied_value_moves_just_above_it_too():
+    """The tie check ran before the 90 % bound replaced the quantile: the bound, an order
+    statistic, sat on a value hundreds of windows share (errors in half steps), so each repeat scored 1.0
+    (found by review)."""
+    rng = np.random.default_rng(0)
+    errors = np.round(rng.exponential(1.0, 20000) * 2) / 2
+    threshold, record = alert_threshold([errors], 1, AlertRules(raise_after=1), steps_per_day=25, target=1.0)
+    assert "upper bound" in record.get("tail_note", "")
+    assert not (errors == threshold).any() and threshold > 3.5
+
+
 def test_the_autocorrelation_time_by_fft_is_the_direct_sum():
     """The FFT replaced an O(n^2) correlation (28 s for 400,000 rows): the same number."""
     x = normal_errors(3000, seed=1)

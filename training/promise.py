@@ -45,6 +45,7 @@ import numpy as np
 from scipy import stats
 
 from sensorguard.service.alerts import AlertRules, alert_series
+from sensorguard.training.calibrate import just_above
 
 MIN_TAIL_EVENTS = 10
 TAIL_QUANTILE = 0.90
@@ -141,8 +142,6 @@ def alert_threshold(
     if n_eff * p >= MIN_TAIL_EVENTS or len(excess) < 2 or frac <= p:
         if len(excess) >= 2:  # plenty of data, or a rate inside the data's top tenth: the quantile
             threshold = float(np.quantile(pooled, 1 - p))
-            if np.mean(pooled >= threshold) > p:  # on a tied value (an idle stretch's): each repeat alerts
-                threshold = _just_above(threshold)
             record.update(tail="empirical", margin=0.0)
             if n_eff * p >= MIN_TAIL_EVENTS:  # the quantile is a point estimate, over the target about half the
                 # time: the order statistic that holds the rate at TAIL_CONFIDENCE (binomial on n_eff, no tail shape)
@@ -151,8 +150,10 @@ def alert_threshold(
                 if bound > threshold:
                     threshold = bound
                     record.update(tail_note=f"the quantile's {TAIL_CONFIDENCE:.0%} upper bound (binomial)")
+            if (pooled == threshold).any():  # on a value seen (an idle stretch's, tied): each repeat scores 1.0
+                threshold = just_above(threshold)  # and alerts (the bound's order statistic too, found by review)
         else:  # the top tenth is one tied value (quantized or constant errors): no tail to fit
-            threshold = _just_above(float(pooled.max()))  # scores >= 1 alert: tied values must not
+            threshold = just_above(float(pooled.max()))  # scores >= 1 alert: tied values must not
             record.update(tail="none", margin=0.0,
                           tail_note="fewer than 2 values above the 90th percentile: the line is just above "
                                     "the largest value seen")
@@ -176,12 +177,6 @@ def alert_threshold(
     record["threshold"] = threshold
     record.update(_observed(pieces, threshold, hop, rules, days))
     return threshold, record
-
-
-def _just_above(x: float) -> float:
-    """A line just above a value seen, with room for float32 rounding: the daemon's error for the same
-    window can differ from calibration's in its last float32 bits (another batch), and 1.0 alerts."""
-    return x * (1.0 + 1e-6) if x > 0 else float(np.nextafter(x, np.inf))
 
 
 def _observed(pieces: list[np.ndarray], threshold: float, hop: int, rules: AlertRules, days: float) -> dict:
