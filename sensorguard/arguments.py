@@ -17,6 +17,9 @@ def _csv_list(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    repeated = sorted({t for t in items if items.count(t) > 1})
+    if repeated:  # a model with a channel twice trains, and then nothing can load it
+        raise argparse.ArgumentTypeError(f"expected each name once, got {', '.join(repeated)} more than once")
     return items
 
 
@@ -40,6 +43,8 @@ _non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
 _positive_float = _number(float, "a positive number", lambda v: 0 < v < math.inf)
 _rate = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
 _level = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+_non_negative_float = _number(float, "a number >= 0", lambda v: 0 <= v < math.inf)
+_seed = _number(int, "an integer from 0 to 2**32 - 1", lambda v: 0 <= v < 2**32)  # numpy's seeds
 
 
 def _add_data_options(p: argparse.ArgumentParser, channels: bool = True) -> None:
@@ -218,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file (.csv or .parquet)")
     p.add_argument("--rows", type=_positive_int, default=20_000, help="rows to write (default 20000)")
     p.add_argument("--channels", type=_positive_int, default=8, help="sensor channels (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--anomalies", action="store_true", help="inject labeled faults (column 'anomaly')")
 
     p = verbs.add_parser("train", help="train and calibrate a model bundle on normal data",
@@ -230,16 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the registry")
     _add_data_options(p)
     p.add_argument("--label-column", help="rows with a non-zero label are left out of training")
-    p.add_argument("--window", type=_positive_int, help="samples per window (default 32, smaller for little data)")
+    p.add_argument("--window", type=_positive_int, help="samples per window, even (default 32, less for little data)")
     p.add_argument("--hop", type=_positive_int, help="score every N samples when serving (default window/8)")
     p.add_argument("--latent", type=_positive_int, help="bottleneck size (default from channels x window)")
     p.add_argument("--hidden", type=_positive_int, default=32, help="first conv layer width (default 32)")
     p.add_argument("--max-epochs", type=_positive_int, default=40, help="upper bound on epochs (default 40)")
     p.add_argument("--patience", type=_positive_int, default=4, help="early-stopping patience (default 4)")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="training batch size (default 256)")
-    p.add_argument("--noise", type=float, default=0.0, help="denoising: input noise std (default 0 = off)")
+    p.add_argument("--noise", type=_non_negative_float, default=0.0,
+                   help="denoising: input noise std (default 0 = off)")
     _add_threshold_options(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--devices", type=_positive_int, default=1,
                    help="processes (CPU, gloo) or GPUs that train together through Lightning's DDP; each takes "
@@ -301,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=_positive_int, help="upper bound on epochs (default: the model's own, "
                    "else 40; the model's other training settings, its fill limit and its promise are kept too)")
     _add_threshold_options(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_options(p, channels=False)
 
@@ -375,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(mosquitto if installed, else embedded amqtt), run the daemon, stream several assets "
                          "with injected faults and show alerts as they rise and clear. Ctrl-C stops it.")
     p.add_argument("--workdir", help="where to keep the demo's files (default: a new temp dir)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--duration", type=_positive_float, default=55.0, help="seconds of streaming (default 55)")
     p.add_argument("--assets", type=_positive_int, default=4, help="simulated assets; all but the first get a "
                    "fault (default 4)")

@@ -78,7 +78,26 @@ def _threshold_options(args: argparse.Namespace, own: dict | None = None) -> dic
     return {**_promise(args, own or {}), "seed": args.seed, "progress": not args.quiet}
 
 
+def _check_device(device: str | None) -> None:
+    """``--device`` as torch names it, and present here (torch's own errors read as internal ones)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise CliError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, mps)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: no CUDA GPU here (leave --device out to use the CPU)")
+
+
 def _promise(args: argparse.Namespace, own: dict) -> dict:
+    if args.false_alarm_rate is not None and args.false_alerts_per_day is not None:
+        raise CliError("give --false-alerts-per-day or the advanced --false-alarm-rate, not both")
+    if args.threshold_method is not None and args.false_alarm_rate is None and "false_alarm_rate" not in own:
+        raise CliError("--threshold-method goes with --false-alarm-rate (the default line follows "
+                       "--false-alerts-per-day)")
     options, kept = promise_options(args, own)
     if kept:
         print(f"kept the model's own {' '.join(kept)}")
@@ -94,6 +113,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError("give either --out BUNDLE_DIR or --registry ROOT --name NAME")
     if args.registry and not args.name:
         raise CliError("--registry needs --name")
+    if args.out and args.name:
+        raise CliError("--name goes with --registry (a bundle written with --out takes its directory's name)")
+    if args.strategy and args.devices < 2:
+        raise CliError(f"--strategy {args.strategy} goes with --devices 2 or more")
+    _check_device(args.device)
     if args.name:
         from sensorguard.service.registry import validate_name
 
@@ -143,6 +167,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     if not args.data and not args.recorded:
         raise CliError("give held-out normal data: files and/or --recorded DIR")
+    if args.since is not None and not args.recorded:
+        raise CliError("--since goes with --recorded (it picks recorded readings)")
     parts = []
     if args.data:
         part = _load(args, args.data, channels=list(bundle.channels), label_column=args.label_column, bundle=bundle)
@@ -218,6 +244,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from sensorguard.service.bundle import load_bundle
     from sensorguard.training.offline import score_table
 
+    if Path(args.out).resolve() == Path(args.data).resolve():  # the readings would be replaced by their scores
+        raise CliError(f"--out {args.out} is the input file: give another file for the scores")
     bundle = load_bundle(args.bundle)
     scored = _score_rows(args, bundle)
     out = score_table(bundle, scored)

@@ -35,7 +35,7 @@ def test_simulate_writes_labels(files):
 def test_train_prints_summary(tmp_path, capsys):
     plant_frame(rows=600).to_csv(tmp_path / "n.csv", index=False)
     assert main(["train", str(tmp_path / "n.csv"), "--registry", str(tmp_path / "reg"), "--name", "pump",
-                 "--max-epochs", "2", "--quiet", "--threshold-method", "quantile"]) == 0
+                 "--max-epochs", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "v0001" in out and "rows per split" in out and "threshold" in out and "false alerts" in out
     assert (tmp_path / "reg" / "pump" / "CURRENT").read_text().strip() == "v0001"
@@ -213,11 +213,16 @@ def test_bad_arguments_are_usage_errors():
     ("--duration", "0.5", True), ("--duration", "nan", False), ("--duration", "inf", False),
     ("--duration", "0", False), ("--false-alarm-rate", "0.01", True), ("--false-alarm-rate", "1", False),
     ("--clear-level", "1", True), ("--clear-level", "1.5", False), ("--stale-after", "0", False),
+    # accepted before and did nothing (nan, negative: denoising off; "noise": NaN in bundle.json, not JSON)
+    ("--noise", "0.05", True), ("--noise", "nan", False), ("--noise", "-1", False),
+    ("--seed", "7", True), ("--seed", "-1", False),  # numpy's message named no flag
+    ("--channels", "a,b", True), ("--channels", "a,a", False),  # trained, and then nothing could load it
 ])
 def test_number_arguments_accept_their_range_only(flag, text, ok, capsys):
     verb = {"--rows": ["simulate", "--out", "x.csv"], "--duration": ["demo"],
             "--false-alarm-rate": ["train", "x.csv", "--out", "m"], "--clear-level": ["score", "b", "f", "--out", "o"],
-            "--stale-after": ["evaluate", "b", "f", "--label-column", "y"]}[flag]
+            "--stale-after": ["evaluate", "b", "f", "--label-column", "y"], "--noise": ["train", "x.csv", "--out", "m"],
+            "--seed": ["train", "x.csv", "--out", "m"], "--channels": ["train", "x.csv", "--out", "m"]}[flag]
     parser = build_parser()
     if ok:
         assert parser.parse_args([*verb, flag, text]).verb == verb[0]
@@ -255,3 +260,50 @@ def test_a_subclass_of_a_user_error_is_one_line_not_an_internal_error():
 
     assert _is_user_error(OutOfBoundsDatetime("Out of bounds nanosecond timestamp"))
     assert not _is_user_error(KeyError("a bug"))
+
+
+def test_options_that_conflict_or_would_do_nothing_are_one_line(files, tmp_path, capsys):
+    """Each was accepted and silently dropped, or overwrote data (found by review)."""
+    import torch
+
+    normal, model = str(files / "normal.csv"), str(files / "model")
+    columns = list(pd.read_csv(normal).columns)
+    cases = [
+        (["score", model, normal, "--out", normal], "is the input file"),  # the readings were replaced
+        (["calibrate", model, normal, "--since", "7d"], "--since goes with --recorded"),
+        (["train", normal, "--out", str(tmp_path / "m"), "--false-alarm-rate", "0.01", "--false-alerts-per-day", "2"],
+         "not both"),
+        (["train", normal, "--out", str(tmp_path / "m"), "--threshold-method", "quantile"],
+         "--threshold-method goes with --false-alarm-rate"),
+        (["train", normal, "--out", str(tmp_path / "m"), "--name", "pump"], "--name goes with --registry"),
+        (["train", normal, "--out", str(tmp_path / "m"), "--strategy", "ddp"], "--devices 2 or more"),
+        (["train", normal, "--out", str(tmp_path / "m"), "--device", "toaster"], "not a torch device"),
+        (["train", normal, "--out", str(tmp_path / "m"), "--channels", "temp_in,pressure", "--exclude", "pressure"],
+         "both --channels and --exclude"),
+        (["train", normal, "--out", str(tmp_path / "m"), "--window", "15", "--max-epochs", "1", "--quiet"],
+         "must be even"),  # it named 2**depth, an option nobody can set
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["train", normal, "--out", str(tmp_path / "m"), "--device", "cuda"], "no CUDA GPU"))
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "Seed set" not in ln]
+        assert len(err) == 1 and message in err[0] and "internal error" not in err[0], (argv, err)
+    assert list(pd.read_csv(normal).columns) == columns  # still the readings
+    assert not (tmp_path / "m").exists()
+
+
+def test_columns_without_numbers_are_named_and_parquet_with_integer_names_loads(tmp_path):
+    from sensorguard.training.data import load_frame
+
+    frame = plant_frame(rows=300)
+    frame["blank"] = np.nan
+    frame["words"] = "off"
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    data = load_frame([tmp_path / "d.csv"])
+    assert "blank" not in data.channels and "words" not in data.channels
+    assert any("blank (0 % numbers)" in n and "words (0 % numbers)" in n for n in data.notes), data.notes
+    stamps = pd.DatetimeIndex(pd.to_datetime(plant_frame(rows=300)["timestamp"]), name="timestamp")
+    values = plant_frame(rows=300).iloc[:, 1:].to_numpy()  # a frame built from an array: columns 0, 1, 2
+    pd.DataFrame(values, index=stamps).to_parquet(tmp_path / "a.parquet")
+    assert load_frame([tmp_path / "a.parquet"]).channels == ("0", "1", "2")

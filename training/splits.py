@@ -62,6 +62,9 @@ def choose_window(splits: Splits, requested: int | None, min_windows: int = 32, 
     window = requested or default
     parts = (splits.train, splits.validation, splits.calibration)
     if requested:
+        if window % 2:  # the encoder's first layer halves it (any depth needs an even window)
+            even = f"{window - 1} or {window + 1}" if window > 2 else str(window + 1)
+            raise DataError(f"--window {window} must be even (the encoder halves it): give {even}")
         short = [len(p) for p in parts if count_windows(p.segments, window) < 1]
         if short:
             raise DataError(f"--window {window} is longer than a data split ({min(short)} rows); use fewer")

@@ -39,6 +39,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() in {".parquet", ".pq"}:
             frame = pd.read_parquet(path)  # a time index (or a named one) written with the table is a
+            frame.columns = [str(c) for c in frame.columns]  # a frame built from an array has integer names
             keep = isinstance(frame.index, pd.DatetimeIndex) or frame.index.name is not None  # column here;
             return frame.reset_index(drop=not keep)  # row numbers left by a filter or a sort are not
         with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
@@ -254,6 +255,8 @@ def choose_channels(
     notes: list[str],
     asset_column: str | None = None,
 ) -> tuple[str, ...]:
+    if channels and (both := [c for c in channels if c in exclude]):
+        raise DataError(f"{name}: {', '.join(both)} in both --channels and --exclude")
     if channels:
         missing = [c for c in channels if c not in frame.columns]
         if missing:
@@ -284,7 +287,7 @@ def choose_channels(
         share = numeric.notna().mean()
         if share >= 0.9:
             (chosen if numeric.nunique() > 1 else constant).append(str(col))
-        elif share > 0:  # mostly text or blanks ("Bad Input", dropouts): a sensor with gaps this long is not usable
+        else:  # mostly text or blanks ("Bad Input", dropouts): a sensor with gaps this long is not usable
             text.append(f"{col} ({100 * share:.0f} % numbers)")
     if counters:
         notes.append(f"row-number columns left out: {', '.join(counters)} (name them in --channels to keep them)")
