@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.bundle_checks import default_rules
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import watch_rows, window_faults
@@ -107,8 +108,9 @@ def fit_sensorguard(train: SensorData, options: TrainOptions) -> tuple[Fitted, B
         values, excluded = test.values, None
         if bundle.sensors is not None:  # as `score`: a channel with a sensor fault open is held and left out
             values, faulted = test.values.copy(), np.zeros(test.values.shape, dtype=bool)
+            watched = replace(bundle.sensors, silence_s=default_rules(bundle).stale_after)
             for _, rows in test.blocks():
-                values[rows], faulted[rows], _ = watch_rows(test.times[rows], test.values[rows], bundle.sensors)
+                values[rows], faulted[rows], _ = watch_rows(test.times[rows], test.values[rows], watched)
             excluded = window_faults(faulted, test.segments, bundle.window)
         return scorer.score_series(values, test.segments, excluded).score
 

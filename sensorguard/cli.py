@@ -47,6 +47,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
     """Load and clean ``paths``; with a bundle by its cleaning policy (``--fill-limit`` overrides)."""
     from dataclasses import replace
 
+    from sensorguard.service.bundle_checks import silence_after
     from sensorguard.training.data import load_frame
 
     fill_limit = getattr(args, "fill_limit", None)
@@ -59,8 +60,9 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
         label_column=label_column,
         fill_limit=5 if fill_limit is None else fill_limit,
         policy=policy,
-        sensors=None if bundle is None or bundle.sensors is None else replace(bundle.sensors,
-                                                                              fill_limit=policy.fill_limit),
+        sensors=None if bundle is None or bundle.sensors is None else replace(
+            bundle.sensors, fill_limit=policy.fill_limit,
+            silence_s=silence_after(getattr(args, "stale_after", None), policy)),  # a silence starts its watch afresh
     )
 
 

@@ -9,7 +9,8 @@ fault of one of three kinds:
   ``MIN_STUCK``; None for a channel constant in training: it cannot be told stuck).
 - ``out_of_range``: the value is outside ``[low, high]``: the training range widened by
   ``RANGE_MARGIN`` (3) times its width on each side, the width being at least a tenth of the
-  channel's magnitude (so a channel idle in training is not flagged by its first move): far beyond
+  channel's magnitude (so a channel idle in training is not flagged by its first move); for a
+  channel constant in training, the scaler's unit for it, ``max(|value|, 1)``: far beyond
   a process excursion the model should judge. Or limits set per channel in ``bundle.json``
   (``sensors``).
 - ``missing``: the channel was absent, NaN or infinite in more than ``fill_limit`` readings in a
@@ -76,6 +77,7 @@ class SensorRules:
     channels: tuple[str, ...]
     limits: tuple[ChannelLimits, ...]
     fill_limit: int = 5
+    silence_s: float | None = None  # offline: a longer gap starts the watch afresh, as the daemon's silence does
 
     @cached_property
     def columns(self) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int | None, ...]]:
@@ -115,7 +117,10 @@ def learn_sensor_rules(channels: tuple[str, ...], values: Any, segments: Any, fi
     for j in range(values.shape[1]):
         column = values[:, j]
         low, high = float(column.min()), float(column.max())
-        width = max(high - low, 0.1 * max(abs(low), abs(high)), 1e-6)
+        if high == low:  # constant in training: the scaler's unit for it, max(|value|, 1) (a tenth of its
+            width = max(abs(high), 1.0)  # value, 1e-6 at 0: a valve's first opening was out of range, left unscored)
+        else:
+            width = max(high - low, 0.1 * max(abs(low), abs(high)), 1e-6)
         same = (column[1:] == column[:-1]) & (segments[1:] == segments[:-1])
         stuck_after = None
         if not same.all():
@@ -221,13 +226,17 @@ class SensorWatch:
 
 def watch_rows(times: Any, values: Any, rules: SensorRules) -> tuple[Any, Any, int]:
     """A time-sorted series through one watch, as the daemon sees its readings: ``(values as held,
-    (T, C) bool faulted after each reading, faults opened)``."""
+    (T, C) bool faulted after each reading, faults opened)``. A gap longer than ``rules.silence_s``
+    starts a new watch: the daemon forgets a silent asset's watch (its faults, stuck counts and held
+    values) and starts afresh at its return."""
     values = np.asarray(values, dtype=np.float64)
     watch = SensorWatch(values.shape[1])
     rows = np.where(np.isfinite(values), values, np.nan).tolist()
     faulted = np.zeros(values.shape, dtype=bool)
     opened = 0
     for i, row in enumerate(rows):
+        if i and rules.silence_s is not None and float(times[i]) - float(times[i - 1]) > rules.silence_s:
+            watch = SensorWatch(values.shape[1])
         opened += sum(e.fault for e in watch.step(float(times[i]), row, rules))
         faulted[i, list(watch.faulted())] = True
     return np.asarray(rows, dtype=np.float64).reshape(values.shape), faulted, opened

@@ -20,8 +20,19 @@ def test_limits_are_the_training_range_widened_and_twice_the_longest_still_run()
     rules = learn_sensor_rules(("a", "b", "c"), values, np.zeros(len(values), dtype=int), fill_limit=2)
     a, b, c = rules.limits
     assert (a.low, a.high) == (-30.0, 40.0) and a.stuck_after == 60  # still for 30 readings in training
-    assert b.stuck_after is None and (b.low, b.high) == (3.5, 6.5)  # constant: a tenth of its size as width
+    assert b.stuck_after is None and (b.low, b.high) == (-10.0, 20.0)  # constant: the scaler's unit as width
     assert c.stuck_after == 60 and rules.fill_limit == 2
+
+
+def test_a_channel_at_zero_through_training_is_not_out_of_range_at_its_first_move():
+    """Its width was 1e-6 (a tenth of 0, floored): a closed valve's first opening to 0.5 was an
+    ``out_of_range`` sensor fault, held and left out of the process score (found by review)."""
+    values = np.c_[np.linspace(0, 1, 50), np.zeros(50)]
+    rules = learn_sensor_rules(("a", "valve"), values, np.zeros(50, dtype=int), fill_limit=2)
+    assert (rules.limits[1].low, rules.limits[1].high) == (-3.0, 3.0)
+    watch = SensorWatch(2)
+    assert kinds(watch.step(0.0, [0.5, 0.5], rules)) == []
+    assert kinds(watch.step(1.0, [0.5, 50.0], rules)) == [("out_of_range", True)]  # implausible still is
 
 
 def test_a_still_run_split_by_a_segment_boundary_is_two_runs():
@@ -208,3 +219,31 @@ def test_the_quick_path_leaves_the_state_the_full_step_would(seed):
             assert getattr(quick, name) == getattr(full, name), (t, name)
         for name in ("last", "good"):
             assert np.array_equal(getattr(quick, name), getattr(full, name), equal_nan=True), (t, name)
+
+
+
+def test_a_silence_starts_the_watch_afresh_offline_as_live(tiny_bundle):
+    """Live, a silent asset's watch is forgotten (its stuck count and open faults with it); offline
+    one watch ran through the gap, so a channel stuck before it stayed faulted, and left out of the
+    score, on every row after it (found by review)."""
+    import time
+
+    from sensorguard.service.sensors import watch_rows
+
+    limits = (ChannelLimits(-100.0, 100.0, 5), ChannelLimits(-100.0, 100.0, None), ChannelLimits(-100.0, 100.0, None))
+    rules = SensorRules(tiny_bundle.channels, limits, fill_limit=5, silence_s=60.0)
+    times = np.r_[T0 + np.arange(8.0), T0 + 1000 + np.arange(3.0)]  # a stuck at 1.0, silent 990 s, still 1.0
+    values = np.c_[np.ones(11), np.arange(11.0), -np.arange(11.0)]
+    _, faulted, _ = watch_rows(times, values, rules)
+    offline = faulted[:, 0].tolist()
+
+    bundle = replace(tiny_bundle, sensors=rules)
+    daemon, client = make(bundle, stale_after_s=60)
+    live = []
+    for i, (ts, row) in enumerate(zip(times, values, strict=True)):
+        if i == 8:
+            daemon.housekeeping(time.monotonic() + 61)  # the gap: silent, its watch forgotten
+        daemon.ingest.handle(client, message("pump-1", float(ts), mid=i + 1, a=row[0], b=row[1], c=row[2]))
+        daemon.publish_sensor_faults()
+        live.append(any(f["kind"] == "stuck" for f in daemon.alerts.sensor_faults("pump-1")))
+    assert offline == live == [False] * 4 + [True] * 4 + [False] * 3

@@ -30,6 +30,7 @@ class Scored:
     data: SensorData
     scores: Scores
     alert: np.ndarray
+    stale_after: float | None = None  # the silence that ended an alert (and starts a sensor watch afresh)
 
 
 def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None, name: str = "data") -> Scored:
@@ -51,7 +52,7 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
     for _, rows in data.blocks():
         alert[rows], score[rows] = judge_series(scores.score[rows], mask[rows], data.times[rows], rules,
                                                 bundle.drift_rule)
-    return Scored(data, replace(scores, score=score), alert)
+    return Scored(data, replace(scores, score=score), alert, rules.stale_after)
 
 
 def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
@@ -82,8 +83,8 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     for j, channel in enumerate(bundle.channels):
         out[f"error_{channel}"] = np.where(found, scores.channel_error[take, j], np.nan)
     if bundle.sensors is not None and data.source_values is not None:  # the fill limit scored with (--fill-limit)
-        sensors = bundle.sensors if data.cleaning is None else replace(bundle.sensors,
-                                                                         fill_limit=data.cleaning.fill_limit)
+        sensors = replace(bundle.sensors, silence_s=scored.stale_after,
+                          fill_limit=bundle.sensors.fill_limit if data.cleaning is None else data.cleaning.fill_limit)
         out["sensor_faults"] = sensor_fault_column(data, sensors)
     return out
 
@@ -94,8 +95,11 @@ def sensor_fault_column(data: SensorData, rules: SensorRules) -> np.ndarray:
     times, values = data.source_times, data.source_values
     out = np.full(len(times), "", dtype=object)
     for rows in _taken_rows(data):  # a reading the daemon refused is not watched either
-        watch = SensorWatch(len(rules.channels))
+        watch, last = SensorWatch(len(rules.channels)), None
         for i in rows:
+            if last is not None and rules.silence_s is not None and float(times[i]) - last > rules.silence_s:
+                watch = SensorWatch(len(rules.channels))  # the daemon forgets a silent asset's watch
+            last = float(times[i])
             watch.step(float(times[i]), values[i].tolist(), rules)
             out[i] = ";".join(f"{f['kind']}:{f['channel']}" for f in watch.describe(rules))
     return out
