@@ -307,3 +307,20 @@ def test_columns_without_numbers_are_named_and_parquet_with_integer_names_loads(
     values = plant_frame(rows=300).iloc[:, 1:].to_numpy()  # a frame built from an array: columns 0, 1, 2
     pd.DataFrame(values, index=stamps).to_parquet(tmp_path / "a.parquet")
     assert load_frame([tmp_path / "a.parquet"]).channels == ("0", "1", "2")
+
+
+def test_a_channel_given_as_the_time_column_and_since_matching_nothing_are_said(files, tmp_path, capsys):
+    """score --time-column temp_in said "5 usable rows, fewer than one window"; retrain --since
+    that kept no row said "0 rows ... give at least 320", of data just given (found by review)."""
+    from sensorguard.training.retrain import parse_since
+    from sensorguard.training.tables import DataError
+
+    assert main(["score", str(files / "model"), str(files / "faults.csv"), "--out", str(tmp_path / "s.csv"),
+                 "--time-column", "temp_in"]) == 1
+    assert "temp_in is the time column and also a channel" in capsys.readouterr().err
+    assert main(["retrain", "--registry", str(tmp_path / "reg"), "--name", "pump", "--data", str(files / "normal.csv"),
+                 "--since", "2d"]) == 1
+    assert "none of the 4000 rows is that recent" in capsys.readouterr().err
+    for text in ("nan", "inf"):
+        with pytest.raises(DataError, match="--since"):
+            parse_since(text)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -372,7 +373,12 @@ def new_normal_data(
         if label_column:
             data = drop_labeled(data, label_column)
         if start is not None:
-            data = data.take(data.times >= start)
+            kept = data.times >= start
+            if not kept.any():  # else the size check says "0 rows" of the data just given
+                newest = datetime.fromtimestamp(float(data.times.max()), UTC).isoformat(timespec="seconds")
+                raise DataError(f"--since {since}: none of the {len(data)} rows is that recent (the newest is "
+                                f"from {newest.replace('+00:00', 'Z')})")
+            data = data.take(kept)
         parts.append(data)
     if recorded:
         parts.append(load_recorded(recorded, since=start, channels=channels, fill_limit=fill_limit))
@@ -416,9 +422,13 @@ def parse_since(text: str | None) -> float | None:
     if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
         return time.time() - float(text[:-1]) * units[text[-1]]
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise DataError(f"--since: expected a time, epoch seconds or an age (7d), got {text!r}")
+        return value
     try:
         stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
