@@ -324,3 +324,13 @@ def test_a_channel_given_as_the_time_column_and_since_matching_nothing_are_said(
     for text in ("nan", "inf"):
         with pytest.raises(DataError, match="--since"):
             parse_since(text)
+
+
+def test_a_compressed_csv_loads(tmp_path):
+    """The delimiter was guessed from the compressed bytes: "no timestamp column found" (review)."""
+    from sensorguard.training.data import load_frame
+
+    frame = plant_frame(rows=300)
+    frame.to_csv(tmp_path / "d.csv.gz", index=False)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert load_frame([tmp_path / "d.csv.gz"]).channels == load_frame([tmp_path / "d.csv"]).channels

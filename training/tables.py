@@ -42,7 +42,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             frame.columns = [str(c) for c in frame.columns]  # a frame built from an array has integer names
             keep = isinstance(frame.index, pd.DatetimeIndex) or frame.index.name is not None  # column here;
             return frame.reset_index(drop=not keep)  # row numbers left by a filter or a sort are not
-        with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        with _open_text(path) as fh:  # pandas reads .gz/.bz2/.xz itself; the sample must be the text too
             sample = fh.read(65536)
         if not sample.strip():
             raise DataError(f"{path}: file is empty")
@@ -55,6 +55,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
             raise DataError(f"{path}: too large to read into memory ({path.stat().st_size / 1e9:.1f} GB); "
                             "split it, or pass fewer rows") from None
         raise DataError(f"{path}: cannot read ({first_line(exc)[:160]})") from None
+
+
+def _open_text(path: Path):
+    """The file as text, decompressed as pandas' ``read_csv`` does by its suffix."""
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower())
+    if opener is None:
+        return path.open("r", encoding="utf-8", errors="replace", newline="")
+    return opener(path, "rt", encoding="utf-8", errors="replace", newline="")
 
 
 def _sniff_delimiter(sample: str) -> str:
