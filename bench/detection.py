@@ -136,9 +136,18 @@ def operator_counts(dets: list[Detection], case: Case) -> dict[tuple[str, str], 
 
 
 def ranking_rows(dets: list[Detection], labels: np.ndarray) -> list[dict]:
-    """On the rows where sensorguard has a score, so every detector is judged on the same rows."""
-    keep = np.isfinite(dets[0].score)
-    return [ranking_row(d.name, d.score[keep], d.alert[keep], labels[keep], d.train_s) for d in dets]
+    """On the rows where a window of the bundle's length has filled (the naive baseline scores
+    them), so every detector is judged on the same rows; a row a detector leaves unscored (the
+    sensor watch holds every channel of a one-channel series) counts as its lowest score, no alarm.
+    Keeping only sensorguard's scored rows dropped those, often labeled, rows for every detector."""
+    keep = np.isfinite(next(d for d in dets if d.name == "naive").score)
+    return [ranking_row(d.name, _lowest_for_nan(d.score[keep]), d.alert[keep], labels[keep], d.train_s)
+            for d in dets]
+
+
+def _lowest_for_nan(score: np.ndarray) -> np.ndarray:
+    finite = score[np.isfinite(score)]
+    return np.where(np.isnan(score), (finite.min() - 1.0) if len(finite) else 0.0, score)
 
 
 def seeded(options: TrainOptions, seeds: int) -> list[TrainOptions]:

@@ -137,13 +137,15 @@ def windows_of(std: np.ndarray, segments: np.ndarray, window: int) -> tuple[np.n
     return np.concatenate(pieces).astype(np.float32), np.concatenate(ends)
 
 
-def naive_errors(windows: np.ndarray) -> np.ndarray:
-    """Each window "reconstructed" by its own per-channel mean: the mean squared deviation from it.
+def naive_errors(windows: np.ndarray, focus: int | None = None) -> np.ndarray:
+    """Each window "reconstructed" by its own per-channel mean: the mean squared deviation from it,
+    over its newest ``focus`` samples (all without).
 
     This is what an autoencoder that learned nothing but the level would score; a model that does
     not beat it has not learned the plant's dynamics.
     """
-    return windows.var(axis=2).mean(axis=1)
+    deviation = windows - windows.mean(axis=2, keepdims=True)
+    return (deviation[:, :, -(focus or windows.shape[2]):] ** 2).mean(axis=(1, 2))
 
 
 def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptions) -> Fitted:
@@ -159,11 +161,13 @@ def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptio
     def std(values: np.ndarray) -> np.ndarray:
         return ((values - bundle.center_) / bundle.scale_).astype(np.float32)
 
-    if kind == "naive":
-        errors = naive_errors
+    focus = bundle.scored_samples  # judged on the samples sensorguard's score is: an error not left
+    if kind == "naive":  # to linger a window past an event's end, a short event not diluted
+        def errors(w: np.ndarray) -> np.ndarray:
+            return naive_errors(w, focus)
     else:
         train_w, _ = windows_of(std(splits.train.values), splits.train.segments, window)
-        errors = _window_model(kind, train_w, bundle.config.latent, options.seed)
+        errors = _window_model(kind, train_w, bundle.config.latent, options.seed, focus)
     cal_w, cal_rows = windows_of(std(splits.calibration.values), splits.calibration.segments, window)
     period = reading_period(splits.calibration, bundle)  # (the mean step on irregular data, as train counts)
     per_day = 86400.0 / (period * hop) if period else None
@@ -207,8 +211,10 @@ def calibration_rule(bundle: Bundle, options: TrainOptions) -> tuple[str, float]
     return str(method), float(rate)
 
 
-def _window_model(kind: str, train_w: np.ndarray, components: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
-    """Fit a sklearn model on flattened windows; return its error function (higher = more anomalous)."""
+def _window_model(kind: str, train_w: np.ndarray, components: int, seed: int,
+                  focus: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit a sklearn model on flattened windows; return its error function (higher = more anomalous);
+    a reconstruction error over the newest ``focus`` samples of each window (all without)."""
     flat = train_w.reshape(len(train_w), -1)
     if kind == "iforest":
         forest = IsolationForest(n_estimators=100, random_state=seed, n_jobs=1).fit(flat)
@@ -218,7 +224,8 @@ def _window_model(kind: str, train_w: np.ndarray, components: int, seed: int) ->
 
         def recon_error(w: np.ndarray) -> np.ndarray:
             x = w.reshape(len(w), -1)
-            return np.mean((pca.inverse_transform(pca.transform(x)) - x) ** 2, axis=1)
+            miss = (pca.inverse_transform(pca.transform(x)) - x).reshape(w.shape)
+            return np.mean(miss[:, :, -(focus or w.shape[2]):] ** 2, axis=(1, 2))
 
         return recon_error
     raise ValueError(f"unknown window detector {kind!r}")

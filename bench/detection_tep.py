@@ -86,7 +86,11 @@ def tep_section(tep_dir: Path, options: TrainOptions) -> None:
             for basis, pred in bases(det):
                 preds.setdefault((det.name, basis), {})[k] = pred
     print("\nsummary (det_mean, caught, delay_h over faults except 3, 9, 15; det_all over all 21)")
-    print_table([summary_row(name, basis, runs, promised[name]) for (name, basis), runs in preds.items()], SUMMARY)
+    skip = bundle.window - 1  # rows before the first full window: the window detectors cannot alarm there
+    print(f"(far_* and observed/d count rows {skip + 1}-960 of d00_te and {skip + 1}-160 of the fault runs for every "
+          "detector: before a window has filled only the per-sample ones can alarm)")
+    print_table([summary_row(name, basis, runs, promised[name], skip) for (name, basis), runs in preds.items()],
+                SUMMARY)
     codes = {key: SHORT[key[0]] + SUFFIX[key[1]] for key in preds}
     print("\ncolumns: " + ", ".join(f"{c} = {n} {b}" for (n, b), c in codes.items()))
     print("\nper-fault detection rate (share of rows 161-960 alarmed; * = nearly invisible fault)")
@@ -105,13 +109,14 @@ def tep_section(tep_dir: Path, options: TrainOptions) -> None:
     print_table(delay_rows, ("fault", *codes.values()))
 
 
-def summary_row(name: str, basis: str, runs: dict[int, np.ndarray], promised: float | None) -> dict:
-    normal = runs[0]
-    pre = np.concatenate([runs[k][:TEP_FAULT_ROW] for k in TEP_FAULTS])
+def summary_row(name: str, basis: str, runs: dict[int, np.ndarray], promised: float | None, skip: int = 0) -> dict:
+    """One detector's summary; the false-alarm columns leave out each run's first ``skip`` rows."""
+    normal = runs[0][skip:]
+    pre = np.concatenate([runs[k][skip:TEP_FAULT_ROW] for k in TEP_FAULTS])
     delays = [d for d in (first_alarm_delay(runs[k]) for k in JUDGED) if d is not None]
     d00_days = len(normal) * TEP_PERIOD_S / 86400.0
     pre_days = len(pre) * TEP_PERIOD_S / 86400.0
-    pre_raises = sum(int(raises(runs[k][:TEP_FAULT_ROW]).sum()) for k in TEP_FAULTS)
+    pre_raises = sum(int(raises(runs[k][skip:TEP_FAULT_ROW]).sum()) for k in TEP_FAULTS)
     return {
         "detector": name,
         "basis": basis,
