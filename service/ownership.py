@@ -35,6 +35,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from sensorguard.service.logs import RateLimiter, first_line
+
 log = logging.getLogger(__name__)
 
 RENEW_S = 1.0  # a lease is renewed this often: three chances before it expires
@@ -89,6 +91,8 @@ class Ownership:
         self._renewed: dict[int, float] = {}  # partition -> monotonic time its lease was last written
         self._tasks: set[asyncio.Task] = set()  # losses running beside the ticks
         self._losing: dict[int, asyncio.Task] = {}  # partitions lost whose lose() has not ended yet
+        self._renewing: dict[int, asyncio.Task] = {}  # lease writes not answered yet (one per partition)
+        self._limiter = RateLimiter(60.0)  # a bucket down fails every partition's write every second
         self._joined = False  # the membership was written once
 
     def holds(self, k: int) -> bool:
@@ -112,10 +116,11 @@ class Ownership:
         """
         from nats.js.errors import NoKeysError
 
-        await self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
-        await self._renew()
+        await self._renew()  # first: a slow bucket below must not hold the leases back
+        member = self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
+        await asyncio.wait_for(member, RENEW_S)  # (both are safe to give up and write or read again)
         try:
-            keys = await self.kv.keys()
+            keys = await asyncio.wait_for(self.kv.keys(), RENEW_S)
         except NoKeysError:
             keys = []
         members = sorted(key[len(MEMBER):] for key in keys if key.startswith(MEMBER))
@@ -140,14 +145,29 @@ class Ownership:
                 await self.gain(k)
 
     async def _renew(self) -> None:
-        """Write every lease we hold again, all at once; one found taken is lost (its ``lose`` runs
-        as a task). The writes run side by side: one that hangs until the client's timeout (a
-        leader election) must not hold the other leases back until they lapse. The first error is
-        raised once every write has ended."""
-        results = await asyncio.gather(*(self._renew_one(k) for k in sorted(self.owned)), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        """Write every lease we hold again, side by side, waiting at most ``RENEW_S``; one found
+        taken is lost (its ``lose`` runs as a task).
+
+        A write that hangs (the bucket elects a leader; nats-py gives up after 5 s, longer than a
+        lease) is left running as a task of its own, and its partition is not written again until
+        it is answered: the round, and the other leases, go on. It is never cancelled: a write
+        given up after it landed would leave us holding a revision that is no longer the lease's.
+        """
+        for k in sorted(self.owned):
+            if k not in self._renewing:
+                task = asyncio.create_task(self._renew_one(k), name=f"renew-{k}")
+                self._renewing[k] = task
+                task.add_done_callback(lambda done, k=k: self._renewed_one(k, done))
+        if self._renewing:
+            await asyncio.wait(list(self._renewing.values()), timeout=RENEW_S)
+
+    def _renewed_one(self, k: int, task: asyncio.Task) -> None:
+        if self._renewing.get(k) is task:
+            del self._renewing[k]
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and (count := self._limiter.hit("renew")) is not None:
+            log.warning("renewing the lease of partition %d failed (%d failures since the last line): %s", k,
+                        count, first_line(exc) or type(exc).__name__)
 
     async def _renew_one(self, k: int) -> None:
         from nats.js.errors import KeyWrongLastSequenceError
@@ -207,6 +227,8 @@ class Ownership:
             await asyncio.wait(list(self._releases.values()), timeout=RENEW_S)
             with contextlib.suppress(Exception):  # noqa: BLE001 - a lease that lapses here only hurries the next owner
                 await self._renew()
+        for task in list(self._renewing.values()):  # a write still hanging: nothing is held any more
+            task.cancel()
         try:
             await self.kv.delete(f"{MEMBER}{self.worker}")
         except Exception as exc:  # noqa: BLE001 - it expires on its own

@@ -184,39 +184,49 @@ def test_a_lapsed_lease_is_claimed_again_only_after_its_loss_was_handled():
 
 
 class HangingOwners(MemoryOwners):
-    """A bucket whose renewal of ``partition.0`` hangs until the client's timeout (a leader
-    election), as nats-py raises it."""
+    """A bucket whose first renewal of ``partition.0`` hangs longer than a lease and then times
+    out, as nats-py's 5 s request timeout does while the bucket elects a leader."""
+
+    def __init__(self, hang_s: float) -> None:
+        super().__init__()
+        self.hang_s = hang_s
+        self.hung = 0
 
     async def update(self, key: str, value: bytes, last: int) -> int:
-        if key == "partition.0":
-            await asyncio.sleep(0.05)
+        if key == "partition.0" and not self.hung:
+            self.hung += 1
+            await asyncio.sleep(self.hang_s)
             raise TimeoutError()
         return await super().update(key, value, last)
 
 
-def test_one_renewal_timing_out_does_not_hold_the_other_leases_back():
-    """Leases were renewed one after another, and the first error ended the round: one write
-    hanging until its timeout left every later partition unrenewed, so they lapsed too (review)."""
+def test_one_renewal_hanging_past_the_lease_holds_neither_the_round_nor_the_other_leases():
+    """Leases were renewed one after another and the first error ended the round; then side by
+    side but still waited for: one write hanging until nats-py's 5 s timeout (longer than the
+    3 s lease) let every other lease lapse (found by two reviews)."""
+    from sensorguard.service.cluster import LEASE_S
+    from sensorguard.service.ownership import RENEW_S
 
-    async def scenario() -> tuple[float, float, bool]:
+    async def scenario() -> tuple[list[bool], list[float], int]:
         async def gain(k: int) -> None:
             pass
 
         async def lose(k: int, handing_over: bool) -> None:
             pass
 
-        kv = HangingOwners()
+        kv = HangingOwners(hang_s=LEASE_S + 1.0)
         ownership = Ownership(kv, "a", 2, gain, lose)
         await ownership.tick()
         await ownership.tick()
         assert sorted(ownership.owned) == [0, 1]
-        before = dict(ownership._renewed)
-        raised = False
-        try:
+        sure, took = [], []
+        for _ in range(int((LEASE_S + 1.5) / RENEW_S)):  # run()'s rhythm, through the hang
+            started = time.monotonic()
             await ownership.tick()
-        except TimeoutError:
-            raised = True  # the round still reports the failure (run() logs it and goes on)
-        return before[1], ownership._renewed[1], raised
+            took.append(time.monotonic() - started)
+            sure.append(ownership.holds(1))
+            await asyncio.sleep(max(0.0, RENEW_S - took[-1]))
+        return sure, took, kv.hung
 
-    first, after, raised = asyncio.run(scenario())
-    assert raised and after > first
+    sure, took, hung = asyncio.run(scenario())
+    assert hung == 1 and all(sure) and max(took) < 1.5 * 1.0
