@@ -11,15 +11,16 @@ An asset that goes silent (``stale_after_s`` without a reading while connected) 
 sensor fault (channel null): its alert, if one is up, ends with it (the event carries its
 ``alert_id``), its retained state says ``stale``, and everything else about it is forgotten. Its
 first reading back closes the fault (``sensor_ok``). The silent assets remembered for that are
-capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events); they are
-saved in ``state_dir`` as ``stale`` with their drift baseline, and a restart keeps them silent
-(``since`` then reads the restart's time). They are counted in ``assets_silent``, apart from the
-channel faults of ``sensor_faults_open``.
+capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events) and not
+saved in ``state_dir``: after a restart a returning asset sends no ``sensor_ok`` (its retained
+state turns from ``stale`` to its new status at its first window), and its drift baseline, saved,
+is kept only if it is back within ``stale_after_s`` of the start. They are counted in
+``assets_silent``, apart from the channel faults of ``sensor_faults_open``.
 
 Assets restored from ``state_dir`` (:func:`~sensorguard.service.state.restore_states`) wait for
 their next window and carry on where they were (an alert stays up under its ``alert_id``); those
-that send nothing until ``restore_until`` go silent like live assets. While an asset is held
-(maintenance, shelved) its drift baseline learns nothing: those readings are no normal data.
+that send nothing until ``restore_until`` go silent like live assets (an alert up ends; a normal
+one is forgotten). In a maintenance and its guard band the drift baseline learns nothing.
 """
 
 from __future__ import annotations
@@ -89,9 +90,6 @@ class AssetAlerts:
         self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
-        for asset in [a for a, (state, _, _) in self.restored.items() if state.status == "stale"]:
-            state, drift, _ = self.restored.pop(asset)  # silent when saved: its retained state says so
-            self._keep_silent(asset, state, drift, time.time())
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
         # closes of announced alerts the full outgoing queue dropped: (clear, channels) or (silent, alert id)
@@ -138,10 +136,8 @@ class AssetAlerts:
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
         rule = bundle.drift_rule
         held = self._held(asset, ts)
-        # a held asset's windows are no normal data (the recorder leaves them out too): the baseline
-        # learns nothing from them, or a maintenance's odd readings would widen the line past the fault after it
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
-                                           self.rules, rule, asset, learn=held is None)
+                                           self.rules, rule, asset, learn=self.learns(asset, ts))
         self._states[asset] = state
         if rule is not None:
             self._drift[asset] = drift
@@ -234,22 +230,13 @@ class AssetAlerts:
         if gone:
             log.info("%d assets restored from the state file sent nothing for %.0f s: silent",
                      len(gone), self.rules.stale_after)
-        for asset in gone:  # each goes silent as a live asset would (its last reading time was not saved)
+        for asset in gone:
             saved, drift, announced = self._pop_restored(asset)
             self._ended_unseen(asset)
-            if drift is not None:  # kept while its return is awaited, and the line its stale state shows
-                self._drift[asset] = drift
-            self._go_silent(asset, saved, time.time(), announced)
-
-    def _keep_silent(self, asset: str, state: AlertState, drift: DriftState | None, ts: float) -> None:
-        """A restored asset that was silent when its state was saved: silent again, without a word
-        (its ``silent`` event went out before), its drift baseline kept for its return, which
-        closes the silence (``sensor_ok``) as a live silent asset's does."""
-        if drift is not None:
-            self._drift[asset] = drift
-        for forgotten in self._open.went_silent(asset, ts, state.last_score, SILENT_KEPT):
-            self._drift.pop(forgotten, None)
-            self.metrics.sensor_events_dropped.inc()
+            if saved.status != "normal":  # its retained state says so: end it as a live asset's would
+                if drift is not None:  # the line its stale state is published with
+                    self._drift[asset] = drift
+                self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
 
     # --- cluster mode: state that moves with an asset ---------------------------------------------
 
@@ -289,6 +276,17 @@ class AssetAlerts:
             return True
         told = self._announced.get(asset) == state.alert_id
         return told and (not confirmed or _published(self._raise_info.get(asset)))
+
+    def learns(self, asset: str, ts: float) -> bool:
+        """Whether a window ending at reading time ``ts`` may teach the drift baseline: not in a
+        maintenance, nor in the guard band after one (the start-up transient), as the recorder keeps
+        those readings out of normal data. A maintenance's odd readings under the line widened it,
+        up to its cap, past a fault right after the work (found by review). Offline ``score`` knows
+        no maintenance: its baseline learns from those windows."""
+        if self.controls is None:
+            return True
+        guard = self.recorder.guard_s if self.recorder is not None else 0.0
+        return not self.controls.in_maintenance(asset, time.time(), ts, after=guard)
 
     def _held(self, asset: str, ts: float | None = None) -> str | None:
         """What holds ``asset`` now, or held it at reading time ``ts``."""
@@ -350,9 +348,6 @@ class AssetAlerts:
         drift = {asset: d for asset, (_, d, _) in self.restored.items() if d is not None}
         alerts.update(self._states)
         drift.update(self._drift)
-        for asset in drift.keys() - alerts.keys():  # silent, its return awaited: stale, as its retained state
-            silent = self._open.silent(asset)
-            alerts[asset] = AlertState("stale", last_score=silent[1] if silent is not None else 0.0)
         unannounced = {asset for asset, (_, _, told) in self.restored.items() if not told and asset not in self._states}
         unannounced |= {asset for asset in self._states if not self._told(asset, confirmed=True)}
         if self.controls is not None:  # with the alerts that can be acknowledged

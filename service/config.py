@@ -141,8 +141,7 @@ class Settings:
     state_dir: str | None = setting(
         None, "keep each asset's alert state and drift baseline in `assets.json` here (saved every 30 s, within a "
         "second of each raise and clear it announces, and at stop; read at start) so a restart neither re-raises "
-        "an alert that was up nor resets the drift rule; a silent asset stays silent (its return sends `sensor_ok`), "
-        "one not back within `stale_after_s` of the start goes silent")
+        "an alert that was up nor resets the drift rule")
     log_json: bool = setting(False, "one JSON object per log line")
     log_level: str = setting("INFO", "`DEBUG`, `INFO`, `WARNING`, `ERROR`")
     # The env password as seen at load time; private, never printed (see redacted()).

@@ -376,7 +376,7 @@ class Daemon:
                 self.metrics.shadow_score.observe(shadowed.score[i])
                 try:
                     if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, self.rules,
-                                   self.alerts.drift_of(due.asset)):
+                                   self.alerts.drift_of(due.asset), self.alerts.learns(due.asset, due.ts)):
                         self.metrics.alert_raised(due.asset, shadow=True)
                 except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
                     with self.models.lock:

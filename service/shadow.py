@@ -60,13 +60,14 @@ class Shadow:
     _inherited: dict[str, str] = field(default_factory=dict)  # its alert up when the shadow first saw the asset
 
     def step(self, asset: str, ts: float, score: float, current: AlertState, rules: AlertRules,
-             served_drift: DriftState | None = None) -> bool:
+             served_drift: DriftState | None = None, learn: bool = True) -> bool:
         """One window scored by both: the shadow's machine steps on ``score``; ``current``: the
         current model's state after the same window. Returns whether the shadow raised an alert.
 
         ``served_drift``: the asset's drift baseline as the daemon holds it. The shadow starts its
         own from it (a promotion keeps the daemon's: it is relative to each model's baseline), so
         an asset that drifted is not judged against the bare line and counted against the shadow.
+        ``learn``: whether the window may teach the drift baseline, as for the served model.
         """
         self.windows += 1
         seen = self._current_ids.get(asset)
@@ -81,7 +82,7 @@ class Shadow:
         if self.bundle.drift_rule is not None and served_drift is not None and asset not in self._drift:
             self._drift[asset] = served_drift
         state, drift, event, _ = judge(self._states.get(asset, AlertState()), self._drift.get(asset, DriftState()),
-                                       score, ts, rules, self.bundle.drift_rule, asset)
+                                       score, ts, rules, self.bundle.drift_rule, asset, learn=learn)
         self._states[asset] = state
         if self.bundle.drift_rule is not None:
             self._drift[asset] = drift
