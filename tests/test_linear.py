@@ -73,6 +73,17 @@ def test_flags_under_their_scale_floor_do_not_let_the_path_copy_the_process_chan
     assert pca_error(start, shifted[None].transpose(0, 2, 1)) > 10 * pca_error(start, z[None].transpose(0, 2, 1))
 
 
+def test_a_given_rank_is_capped_by_the_channels_that_move_not_the_variance_cut():
+    """A fold takes the served model's rank: a flag just under the cut in one fold capped it
+    lower there, and the line came from models unlike the one served (found by review)."""
+    rng = np.random.default_rng(1)
+    process = rng.standard_normal(400)
+    flag = np.r_[np.ones(12), np.zeros(388)] * 2.0  # standardized variance about 0.12 here, 0.0 in a fold without it
+    rows = np.c_[process, flag]
+    assert pca_start(rows).rank == 1
+    assert pca_start(np.c_[process, np.r_[np.ones(3), np.zeros(397)] * 0.5], rank=1).rank == 1
+
+
 def _data(rows: np.ndarray) -> SensorData:
     return SensorData(rows, 1.7e9 + np.arange(len(rows), dtype=float), np.zeros(len(rows), int),
                       tuple(f"c{i}" for i in range(rows.shape[1])), 1.0)

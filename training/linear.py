@@ -66,14 +66,17 @@ def pca_start(standardized: np.ndarray, rank: int | None = None) -> PcaStart:
     mean = x.mean(axis=0)
     n_channels = x.shape[1]
     live = int((x.var(axis=0) >= LIVE_VARIANCE).sum()) if len(x) else 0
-    if live < 2 or len(x) < 2:
+    # a given rank (a cross-fitted fold takes the served model's) is capped by the channels that
+    # move at all, not by the variance cut: a flag near it could fall under in one fold only
+    cap = live if rank is None else (int((np.ptp(x, axis=0) > 0).sum()) if len(x) else 0)
+    if cap < 2 or len(x) < 2:
         return PcaStart(np.empty((0, n_channels)), mean, 0.0)
     _, sing, vt = np.linalg.svd(x - mean, full_matrices=False)
     power = sing**2
     total = power.sum()
     if rank is None:
         rank = max(int((power > total / live).sum()), 1)
-    rank = int(min(rank, live - 1, len(vt)))
+    rank = int(min(rank, cap - 1, len(vt)))
     # a fixed sign per component (largest loading positive): the same data give the same weights
     comps = vt[:rank] * np.sign(vt[:rank][np.arange(rank), np.abs(vt[:rank]).argmax(axis=1)])[:, None]
     return PcaStart(comps, mean, float(power[:rank].sum() / total))
