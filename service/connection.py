@@ -53,6 +53,7 @@ class Connection:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
         client.on_message = self._route
         self.publisher.client = client
         mqtt.connect_async(client, self.settings)
@@ -121,6 +122,18 @@ class Connection:
             log.error("the broker granted a subscription at QoS 0 only: readings sent while this daemon is "
                       "away are not kept for it, and none waits for its acknowledgement; allow QoS 1 for "
                       "client %s", self.settings.client_id)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        """MQTT 5: the broker's acknowledgement can refuse a message (its access rules for the output
+        topics, a quota); paho counts it published all the same. Counted and said, or every alert
+        and state was lost without a trace while ``/readyz`` stayed green."""
+        if reason_code is None or not getattr(reason_code, "is_failure", False):
+            return
+        self.metrics.publishes_refused.inc()
+        if (count := self._bad_topics.hit("refused")) is not None:
+            log.error("the broker refused %d outgoing message(s) (%s): check its access rules; client %s must "
+                      "be allowed to publish under %s/", count, mqtt.reason_text(reason_code),
+                      self.settings.client_id, self.settings.output_prefix)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected_since = None

@@ -87,6 +87,9 @@ class Metrics:
             "(alert, state, sensor, event, status).", ("kind",))
         for kind in ("alert", "state", "sensor", "event", "status"):  # at 0: a first burst of drops shows in increase()
             self.publishes_dropped.labels(kind)
+        self.publishes_refused = counter(
+            "publishes_refused_total", "Outgoing messages the broker refused in its acknowledgement (MQTT 5: its "
+            "access rules for the output topics, a quota): lost; logged as an error.")
         self.window_restarts = counter(
             "window_restarts_total", "Times an asset's window started afresh (a long gap, a dropped reading): its "
             "next score waits for a full window.")

@@ -41,6 +41,7 @@ def test_every_contract_name_exists_from_the_start(registry: CollectorRegistry) 
         "buffered_windows",
         "scoring_duration_seconds_count",
         "reading_to_score_seconds_count",
+        "publishes_refused_total",
     ):
         assert value(registry, "sensorguard_" + name) == 0.0, name
     for reason in REJECT_REASONS:
@@ -63,7 +64,8 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
                                                     "sensor_events_dropped", "record_dropped", "commands",
                                                     "alerts_suppressed", "alerts_acknowledged", "shadow_alerts",
                                                     "partition_changes", "windows_dropped", "window_restarts",
-                                                    "publishes_dropped", "control_changes_dropped")}
+                                                    "publishes_dropped", "control_changes_dropped",
+                                                    "publishes_refused")}
         | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open", "partition_info",
                                                   "assets_silent", "assets_held", "model_promise_alerts_per_day",
                                                   "shadow_info", "partitions_owned")}

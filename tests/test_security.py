@@ -417,3 +417,22 @@ def test_cli_refuses_path_traversal_in_model_names(tmp_path, tiny_bundle, capsys
     assert "invalid model name" in stderr and "Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["registry", "x"]
     assert list(registry.iterdir()) == []
+
+
+@pytest.mark.integration
+def test_messages_the_broker_refuses_to_take_are_counted_and_said(tmp_path, daemons, trained_dir, caplog):
+    """MQTT 5: Mosquitto acknowledges a publish its access rules deny with "Not authorized", and
+    paho counts the message published all the same: every alert, state and status was lost
+    without a trace while /readyz stayed green (found by review)."""
+    caplog.set_level(logging.ERROR)
+    acl = tmp_path / "acl"
+    acl.write_text("topic read sensors/#\n")  # the daemon may read readings, not write its own topics
+    broker = broker_with(tmp_path / "acl-broker", ["allow_anonymous true", f"acl_file {acl}"])
+    try:
+        daemon, url = daemons({"model": str(trained_dir), "broker": broker.url, "mqtt_version": "5"})
+        # its retained `online` status at connect is the first message refused
+        wait_for(lambda: (metric(url, "sensorguard_publishes_refused_total") or 0) >= 1, 20, "a refusal counted")
+        lines = wait_for(lambda: logged_by(caplog, daemon, "refused"), 10, "the refusal logged")
+        assert any("not authorized" in m.lower() and "sensorguard/" in m for m in lines), lines
+    finally:
+        broker.stop()
