@@ -384,6 +384,13 @@ class AssetAlerts:
             self._unsent_states.pop(asset, None)
         return info
 
+    def states_lost(self) -> None:
+        """The broker came back without our session (restarted without persistence): the retained
+        states it held may be gone with it, and an asset's is published only when its status
+        changes, days later perhaps. Every asset's is sent again, paced by :meth:`resend_states`."""
+        for asset in [*self._states, *self.restored]:
+            self._unsent_states[asset] = None
+
     def resend_states(self) -> None:
         """On the worker, each tick: publish again the retained states the full outgoing queue
         dropped (an asset that went normal, or silent, kept saying alerting until its next change),

@@ -46,6 +46,8 @@ class Connection:
         self.connected_since: float | None = None  # monotonic time of the last connect; None while down
         self.unsubscribe: tuple[str, ...] = ()  # filters a previous run of this session served, no longer ours
         self.refused: tuple[str, ...] = ()  # subscriptions the broker refused (its access rules): not ready
+        self.session_lost = False  # set by a reconnect without our session; the worker republishes states
+        self._connected_before = False
 
     def open(self) -> None:
         """Create the client (it becomes the publisher's) and connect in the background."""
@@ -101,6 +103,9 @@ class Connection:
         if self.commands is not None:
             client.subscribe(self.commands.filter(), qos=1)
         self.publisher.status(online=True)
+        if self._connected_before and not getattr(flags, "session_present", False):  # the broker restarted
+            self.session_lost = True  # without persistence: its retained states may be gone with our session
+        self._connected_before = True
         self.connected_since = time.monotonic()
         self.connected.set()
         self.metrics.mqtt_connected.set(1)

@@ -408,6 +408,9 @@ class Daemon:
             log.info("%s of %s ended (its time was up)", kind, asset, extra={"asset": asset})
             self.alerts.request_control_change(asset, False if kind == "maintenance" else None)
         self.alerts.apply_control_changes()
+        if self.connection.session_lost:  # (set on paho's thread; a repeat only queues the same assets)
+            self.connection.session_lost = False
+            self.alerts.states_lost()
         self.alerts.resend_clears()
         self.alerts.resend_states()
         for kind, count in self.controls.counts(time.time()).items():

@@ -537,3 +537,31 @@ def test_healthz_fails_when_the_scoring_worker_is_dead_or_stuck(tiny_bundle):
     assert daemon.alive() and daemon.ready()
     daemon._beat -= daemon_module.STUCK_S + 1  # not round its loop for too long
     assert not daemon.alive()
+
+
+def test_a_reconnect_without_the_session_publishes_every_state_again(tiny_bundle):
+    """A broker restarted without persistence loses our session and its retained states; only
+    `online` was published again, and an asset's state only at its next status change, days later
+    perhaps (found by review). A reconnect that resumes the session publishes nothing more."""
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    class Broker(FakeClient):
+        def subscribe(self, *args, **kwargs):
+            return 0, 1
+
+    daemon, _ = make(tiny_bundle)
+    client = Broker(daemon)
+    daemon.publisher.client = client
+    for asset in ("pump-1", "pump-2"):
+        daemon.alerts.apply(asset, T0, 0.5, [])
+    ok = ReasonCode(2, "Success")
+
+    def states_after_connect(session_present: bool) -> list[str]:
+        client.published.clear()
+        daemon.connection._on_connect(client, None, SimpleNamespace(session_present=session_present), ok, None)
+        daemon.housekeeping(time.monotonic())
+        return sorted(t for t, _, retain in client.published if t.startswith("sensorguard/state/") and retain)
+
+    assert states_after_connect(False) == []  # the first connect of this run: nothing was published before
+    assert states_after_connect(True) == []  # the session resumed: the broker kept what it had
+    assert states_after_connect(False) == ["sensorguard/state/pump-1", "sensorguard/state/pump-2"]
