@@ -87,6 +87,10 @@ class Connection:
                             "disconnecting so that the broker publishes the offline Last Will")
             mqtt.disconnect(client, self.settings, will=not confirmed)  # no unsubscribe: the session stays
             client.loop_stop()
+            left = client.queued_out() if hasattr(client, "queued_out") else 0
+            if left:  # (the broker down at the stop, or slower than the wait): said, not lost in silence
+                log.warning("%d outgoing messages (alerts, states, events) were never confirmed by the broker and "
+                            "are lost with this process", left)
         self.connected_since = None
         self.connected.clear()
         self.metrics.mqtt_connected.set(0)

@@ -565,3 +565,27 @@ def test_a_reconnect_without_the_session_publishes_every_state_again(tiny_bundle
     assert states_after_connect(False) == []  # the first connect of this run: nothing was published before
     assert states_after_connect(True) == []  # the session resumed: the broker kept what it had
     assert states_after_connect(False) == ["sensorguard/state/pump-1", "sensorguard/state/pump-2"]
+
+
+def test_messages_still_queued_at_the_stop_are_said_lost(tiny_bundle, caplog):
+    """With the broker down at the stop, the final states and any backlog vanished at loop_stop
+    without a log line (found by review)."""
+    import logging
+
+    class Down(FakeClient):
+        def disconnect(self, **kwargs):
+            pass
+
+        def loop_stop(self):
+            pass
+
+        def queued_out(self) -> int:
+            return 3
+
+    daemon, _ = make(tiny_bundle)
+    client = Down(daemon)
+    daemon.publisher.client = client
+    daemon.connection.connected.clear()
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.connection"):
+        daemon.connection.close(lambda: [])
+    assert any("3 outgoing messages" in r.getMessage() and "lost" in r.getMessage() for r in caplog.records)
