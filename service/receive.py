@@ -9,7 +9,8 @@ paho 2.x spends most of a QoS 1 subscriber's time outside the application, per m
   (about 40 % of the time in a profile) even when the message carries no property.
 
 :class:`FastClient` keeps paho (connect, TLS, reconnect, sessions, publishing are untouched) and
-overrides the receive side only:
+overrides the receive side (and holds QoS 1 publishes back until the broker's CONNACK, so a
+reconnect sends the outage's backlog first, in order):
 
 - the socket is read in ``RECV_CHUNK`` blocks and the packets in them handled until it is drained
   (the queued writes go out every ``MAX_PACKETS`` packets, so they are never starved);
@@ -63,6 +64,16 @@ class FastClient(paho.Client):
         self._acks: list[int] = []  # packet ids acknowledged during this wake-up, not yet queued
         self._reader = 0  # the thread in loop_read: only its acknowledgements are kept back
         self._filtered = False  # message_callback_add was used: every message takes paho's path
+
+    def _send_publish(self, mid: int, topic: bytes, payload: bytes | bytearray = b"", qos: int = 0,
+                      retain: bool = False, dup: bool = False, info: Any = None, properties: Any = None) -> Any:
+        """A QoS 1 message published between a reconnect's CONNECT and the broker's CONNACK waits:
+        paho sent it at once (a socket exists), and the backlog of the outage went out only at the
+        CONNACK, after it: a ``cleared`` ahead of its own ``raised``, an old retained state over a new
+        one. Answered "not connected", paho keeps it queued and sends it at the CONNACK in order."""
+        if qos and not self.is_connected():
+            return paho.MQTTErrorCode.MQTT_ERR_NO_CONN
+        return super()._send_publish(mid, topic, payload, qos, retain, dup, info, properties)
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rpos >= len(self._rbuf):

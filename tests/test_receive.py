@@ -196,3 +196,26 @@ def test_acks_made_while_reading_keep_the_order_of_their_publishes():
     worker.join()
     assert client._acks == [] and other == [paho.MQTTErrorCode.MQTT_ERR_SUCCESS]
     assert bytes(client._out_packet[-1]["packet"]) == b"\x40\x02\x00\x09"  # queued at once, by paho
+
+
+def test_a_publish_between_connect_and_connack_waits_behind_the_backlog():
+    """paho sent a QoS 1 message at once when a socket existed, before the broker's CONNACK; the
+    outage's backlog went out only at the CONNACK, after it (a clear ahead of its raise, an old
+    retained state over a new one: found by review). It now waits and goes out in order."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="order", protocol=paho.MQTTv5)
+    try:
+        old = client.publish("sensorguard/state/a", b"old", qos=1)  # queued during the outage: no socket
+        client.connect("127.0.0.1", server.getsockname()[1])  # CONNECT written, no CONNACK yet
+        new = client.publish("sensorguard/state/a", b"new", qos=1)
+        assert new.rc == paho.MQTTErrorCode.MQTT_ERR_NO_CONN  # held back, not written
+        assert [m.payload for m in client._out_messages.values()] == [b"old", b"new"]  # sent in this order
+        assert all(p["command"] & 0xF0 != paho.PUBLISH for p in client._out_packet)
+        assert old.rc == paho.MQTTErrorCode.MQTT_ERR_NO_CONN
+    finally:
+        client._sock_close()
+        server.close()
