@@ -329,10 +329,11 @@ def test_a_retained_reading_on_a_real_broker_is_not_taken_as_news(mosquitto, tra
     import subprocess
     import time
 
-    from tests.mosquitto import start_daemon
+    from tests.mosquitto import need_program, start_daemon
 
+    mosquitto_pub = need_program("mosquitto_pub", "/usr/bin/mosquitto_pub", package="mosquitto-clients")
     body = json.dumps({"ts": time.time() - 600, "values": {"c0": 1.0, "c1": 2.0, "c2": 3.0}})
-    subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-t", "sensors/pump-1/readings", "-q", "1", "-r",
+    subprocess.run([mosquitto_pub, "-p", str(mosquitto.port), "-t", "sensors/pump-1/readings", "-q", "1", "-r",
                     "-m", body], check=True, timeout=10)
     daemon, url = start_daemon({"model": str(trained_dir), "broker": mosquitto.url, "mqtt_version": version,
                                 "client_id": f"retained-{version}", "metrics_port": 0})
