@@ -102,6 +102,10 @@ class Connection:
         if self.unsubscribe:  # the resumed session still holds them (idempotent on a new one)
             client.unsubscribe(list(self.unsubscribe))
             log.info("unsubscribed from %s: no longer this instance's partitions", ", ".join(self.unsubscribe))
+        # MQTT 5: the broker says how many unacknowledged QoS 1 messages it takes (HiveMQ 10 by default);
+        # paho's 20 regardless got the client disconnected for exceeding it at every burst of states
+        receive_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
+        client.max_inflight_messages_set(min(mqtt.MAX_INFLIGHT, receive_max) if receive_max else mqtt.MAX_INFLIGHT)
         self.refused = ()  # this connection's subscriptions are judged afresh
         mqtt.subscribe_readings(client, self.settings)
         if self.commands is not None:

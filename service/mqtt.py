@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 MAX_QUEUED_OUT = 100_000  # outgoing QoS 1 messages kept while disconnected (bounded memory)
+MAX_INFLIGHT = 20  # outgoing QoS 1 messages unacknowledged at once (paho's default), or the broker's Receive Maximum
 STATUS_ROOM = 16  # places beyond it kept for the retained status (``service.publisher``)
 CONNECT_FAIL_LOG_INTERVAL_S = 60.0  # the same failure is logged at most this often (backoff retries)
 

@@ -539,7 +539,7 @@ def test_healthz_fails_when_the_scoring_worker_is_dead_or_stuck(tiny_bundle):
     assert not daemon.alive()
 
 
-def test_a_reconnect_without_the_session_publishes_every_state_again(tiny_bundle):
+def test_a_reconnect_takes_the_brokers_receive_maximum_and_without_the_session_publishes_every_state(tiny_bundle):
     """A broker restarted without persistence loses our session and its retained states; only
     `online` was published again, and an asset's state only at its next status change, days later
     perhaps (found by review). A reconnect that resumes the session publishes nothing more."""
@@ -548,6 +548,9 @@ def test_a_reconnect_without_the_session_publishes_every_state_again(tiny_bundle
     class Broker(FakeClient):
         def subscribe(self, *args, **kwargs):
             return 0, 1
+
+        def max_inflight_messages_set(self, n: int) -> None:
+            self.max_inflight = n
 
     daemon, _ = make(tiny_bundle)
     client = Broker(daemon)
@@ -562,6 +565,12 @@ def test_a_reconnect_without_the_session_publishes_every_state_again(tiny_bundle
         daemon.housekeeping(time.monotonic())
         return sorted(t for t, _, retain in client.published if t.startswith("sensorguard/state/") and retain)
 
+    props = SimpleNamespace(ReceiveMaximum=10)  # a broker that takes 10 unacknowledged messages (HiveMQ)
+    daemon.connection._on_connect(client, None, SimpleNamespace(session_present=True), ok, props)
+    assert client.max_inflight == 10  # paho's 20 got the client disconnected for exceeding it
+    daemon.connection._on_connect(client, None, SimpleNamespace(session_present=True), ok, None)
+    assert client.max_inflight == 20
+    daemon.connection._connected_before = False
     assert states_after_connect(False) == []  # the first connect of this run: nothing was published before
     assert states_after_connect(True) == []  # the session resumed: the broker kept what it had
     assert states_after_connect(False) == ["sensorguard/state/pump-1", "sensorguard/state/pump-2"]
