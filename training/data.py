@@ -29,6 +29,7 @@ from sensorguard.training.tables import (
     dates_only,
     find_time_column,
     local_clock,
+    machine_rows,
     parse_times,
     read_table,
     time_of_day_only,
@@ -107,16 +108,6 @@ class SensorData:
         finite = self.times[np.isfinite(self.times)]  # (machines are blocks: the last row is not the latest)
         span = [_iso(finite.min()), _iso(finite.max())] if len(finite) else [None, None]
         return {"rows": len(self), "time_range": span, "sha256_16": digest, "channels": list(self.channels)}
-
-
-def machine_rows(assets: np.ndarray) -> dict[str, np.ndarray]:
-    """Each machine's row numbers (in order), grouped in one pass rather than a scan per machine."""
-    if not len(assets):
-        return {}
-    codes, names = pd.factorize(np.asarray(assets).astype(str))
-    order = np.argsort(codes, kind="stable")
-    cuts = np.searchsorted(codes[order], np.arange(1, len(names)))
-    return dict(zip(names.tolist(), np.split(order, cuts), strict=True))
 
 
 def load_frame(
@@ -217,14 +208,14 @@ def series_from_frame(
         if asset_column not in frame.columns:
             raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {cols(frame)})")
         assets = frame[asset_column].astype(str).to_numpy()
+        machines = sorted(machine_rows(assets).items())  # one pass, not a scan of every row per machine
         parts = []
         if policy is None:  # one policy for all machines: the bundle records one, serve applies one
-            finite = np.isfinite(times)
-            policy = infer_policy([np.unique(times[finite & (assets == a)]) for a in sorted(set(assets))], fill_limit)
+            policy = infer_policy([np.unique(t[np.isfinite(t)]) for t in (times[rows] for _, rows in machines)],
+                                  fill_limit)
             if policy.sample_period is not None and not policy.regular:
                 notes.append("sampling is irregular: no gap filling, only splits at long gaps")
-        for asset in sorted(set(assets)):
-            rows = assets == asset
+        for asset, rows in machines:
             part_notes: list[str] = []
             sub_labels = {k: v[rows] for k, v in labels.items()}
             part = _clean_series(times[rows], values[rows], sub_labels, chosen, fill_limit, part_notes, policy,
