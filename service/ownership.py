@@ -92,6 +92,7 @@ class Ownership:
         self._tasks: set[asyncio.Task] = set()  # losses running beside the ticks
         self._losing: dict[int, asyncio.Task] = {}  # partitions lost whose lose() has not ended yet
         self._renewing: dict[int, asyncio.Task] = {}  # lease writes not answered yet (one per partition)
+        self._listing: asyncio.Task | None = None  # the members' listing, when one outlasted its round
         self._limiter = RateLimiter(60.0)  # a bucket down fails every partition's write every second
         self._joined = False  # the membership was written once
 
@@ -114,15 +115,16 @@ class Ownership:
         scorer to hand the assets' state over) run as tasks of their own, renewed until they end:
         a slow release never lets another lease run out.
         """
-        from nats.js.errors import NoKeysError
-
         await self._renew()  # first: a slow bucket below must not hold the leases back
         member = self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
-        await asyncio.wait_for(member, RENEW_S)  # (both are safe to give up and write or read again)
-        try:
-            keys = await asyncio.wait_for(self.kv.keys(), RENEW_S)
-        except NoKeysError:
-            keys = []
+        await asyncio.wait_for(member, RENEW_S)  # (safe to give up and write again)
+        if self._listing is None:  # never cancelled (nats-py's listing stops its watcher only at its end):
+            self._listing = asyncio.create_task(self._keys(), name="list-owners")  # a slow one is
+        done, _ = await asyncio.wait({self._listing}, timeout=RENEW_S)  # taken up at a later round
+        if not done:
+            return
+        listing, self._listing = self._listing, None
+        keys = listing.result()
         members = sorted(key[len(MEMBER):] for key in keys if key.startswith(MEMBER))
         if self.worker not in members:  # our key was written just now: a listing without it (nats-py's
             return  # key listing can end early, nats.py issue 842) would hand every partition over
@@ -144,6 +146,14 @@ class Ownership:
                 self._changed("gained")
                 await self.gain(k)
 
+    async def _keys(self) -> list[str]:
+        from nats.js.errors import NoKeysError
+
+        try:
+            return await self.kv.keys()
+        except NoKeysError:
+            return []
+
     async def _renew(self) -> None:
         """Write every lease we hold again, side by side, waiting at most ``RENEW_S``; one found
         taken is lost (its ``lose`` runs as a task).
@@ -153,13 +163,15 @@ class Ownership:
         it is answered: the round, and the other leases, go on. It is never cancelled: a write
         given up after it landed would leave us holding a revision that is no longer the lease's.
         """
+        started = []
         for k in sorted(self.owned):
             if k not in self._renewing:
                 task = asyncio.create_task(self._renew_one(k), name=f"renew-{k}")
                 self._renewing[k] = task
                 task.add_done_callback(lambda done, k=k: self._renewed_one(k, done))
-        if self._renewing:
-            await asyncio.wait(list(self._renewing.values()), timeout=RENEW_S)
+                started.append(task)
+        if started:  # (not a write still hanging from an earlier round: it would cost every round a second)
+            await asyncio.wait(started, timeout=RENEW_S)
 
     def _renewed_one(self, k: int, task: asyncio.Task) -> None:
         if self._renewing.get(k) is task:
@@ -179,6 +191,9 @@ class Ownership:
         try:
             revision = await self.kv.update(f"{PARTITION}{k}", self.worker.encode(), last=last)
         except KeyWrongLastSequenceError:  # our lease expired and was taken meanwhile (or just released)
+            if (ours := await self._ours(f"{PARTITION}{k}")) is not None and k in self.owned:
+                self.owned[k] = ours  # a write given up on (nats-py's timeout) landed after all: still ours
+                return
             if k in self.owned and k not in self._releases:
                 log.warning("lost partition %d: its lease expired and another worker took it", k)
                 del self.owned[k]
@@ -199,10 +214,26 @@ class Ownership:
     async def _claim(self, k: int) -> int | None:
         from nats.js.errors import KeyWrongLastSequenceError
 
-        try:
-            return await self.kv.create(f"{PARTITION}{k}", self.worker.encode())
+        key = f"{PARTITION}{k}"
+        try:  # given up after a second: a hanging claim must not hold the next round's renewals back
+            return await asyncio.wait_for(self.kv.create(key, self.worker.encode()), RENEW_S)
+        except TimeoutError:
+            return None  # tried again at the next round (if it landed, it is found ours then)
         except KeyWrongLastSequenceError:
-            return None  # still held (its owner releases it, or its lease runs out)
+            last = await self._ours(key)
+            if last is None:
+                return None  # still held (its owner releases it, or its lease runs out)
+            # a claim given up on landed after all: written again, so that the lease runs from now
+            return await asyncio.wait_for(self.kv.update(key, self.worker.encode(), last=last), RENEW_S)
+
+    async def _ours(self, key: str) -> int | None:
+        """The revision of ``key`` when it holds this worker's name (a write given up on landed),
+        else None (another worker's, gone, or the bucket too slow to say)."""
+        try:
+            entry = await asyncio.wait_for(self.kv.get(key), RENEW_S)
+        except Exception:  # noqa: BLE001 - missing, deleted or slow: not known to be ours
+            return None
+        return entry.revision if entry is not None and entry.value == self.worker.encode() else None
 
     async def release(self, k: int) -> None:
         """Hand ``k`` over: stop consuming it and pass its assets' state on (``lose``), then give
@@ -227,8 +258,8 @@ class Ownership:
             await asyncio.wait(list(self._releases.values()), timeout=RENEW_S)
             with contextlib.suppress(Exception):  # noqa: BLE001 - a lease that lapses here only hurries the next owner
                 await self._renew()
-        for task in list(self._renewing.values()):  # a write still hanging: nothing is held any more
-            task.cancel()
+        for task in [*self._renewing.values(), *([self._listing] if self._listing else [])]:
+            task.cancel()  # a write or listing still hanging: nothing is held any more
         try:
             await self.kv.delete(f"{MEMBER}{self.worker}")
         except Exception as exc:  # noqa: BLE001 - it expires on its own

@@ -117,20 +117,33 @@ class MemoryOwners:
 
     def __init__(self) -> None:
         self.revisions: dict[str, int] = {}
+        self.values: dict[str, bytes] = {}
         self.revision = 0
         self.lapse: set[str] = set()
 
     async def put(self, key: str, value: bytes) -> int:
         self.revision += 1
         self.revisions[key] = self.revision
+        self.values[key] = value
         return self.revision
+
+    async def get(self, key: str):
+        from types import SimpleNamespace
+
+        from nats.js.errors import KeyNotFoundError
+
+        if key not in self.revisions:
+            raise KeyNotFoundError()
+        return SimpleNamespace(value=self.values[key], revision=self.revisions[key])
 
     async def update(self, key: str, value: bytes, last: int) -> int:
         from nats.js.errors import KeyWrongLastSequenceError
 
-        if key in self.lapse or self.revisions.get(key) != last:
+        if key in self.lapse:  # expired: gone
             self.lapse.discard(key)
             self.revisions.pop(key, None)
+            raise KeyWrongLastSequenceError()
+        if self.revisions.get(key) != last:  # written since (by another worker, or by us after all)
             raise KeyWrongLastSequenceError()
         return await self.put(key, value)
 
@@ -230,3 +243,42 @@ def test_one_renewal_hanging_past_the_lease_holds_neither_the_round_nor_the_othe
 
     sure, took, hung = asyncio.run(scenario())
     assert hung == 1 and all(sure) and max(took) < 1.5 * 1.0
+
+
+class LandedLate(MemoryOwners):
+    """A bucket whose first renewal of ``partition.0`` lands and then times out on the client."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timed_out = 0
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        revision = await super().update(key, value, last)
+        if key == "partition.0" and not self.timed_out:
+            self.timed_out += 1
+            raise TimeoutError()  # written, but the answer never came
+        return revision
+
+
+def test_a_renewal_that_landed_after_its_timeout_keeps_the_lease():
+    """The next renewal used the old revision, failed, and the partition was taken for lost: its
+    queued windows dropped, its assets handed over to nobody until the lease ran out (review)."""
+
+    async def scenario() -> tuple[list[tuple[str, int]], dict[int, int]]:
+        calls: list[tuple[str, int]] = []
+
+        async def gain(k: int) -> None:
+            calls.append(("gain", k))
+
+        async def lose(k: int, handing_over: bool) -> None:
+            calls.append(("lose", k))
+
+        kv = LandedLate()
+        ownership = Ownership(kv, "a", 1, gain, lose)
+        for _ in range(5):
+            await ownership.tick()
+            await asyncio.sleep(0)
+        return calls, dict(ownership.owned)
+
+    calls, owned = asyncio.run(scenario())
+    assert calls == [("gain", 0)] and 0 in owned
