@@ -387,8 +387,11 @@ class AssetAlerts:
     def states_lost(self) -> None:
         """The broker came back without our session (restarted without persistence): the retained
         states it held may be gone with it, and an asset's is published only when its status
-        changes, days later perhaps. Every asset's is sent again, paced by :meth:`resend_states`."""
-        for asset in [*self._states, *self.restored]:
+        changes, days later perhaps. Every asset's is sent again, paced by :meth:`resend_states`:
+        live, silent (``stale``) and restored with an alert up; not one restored as normal, which may
+        have been silent then (its state is published at its first window)."""
+        restored_up = [asset for asset, (state, _, _) in list(self.restored.items()) if state.status != "normal"]
+        for asset in [*self._states, *self._open.silent_assets(), *restored_up]:
             self._unsent_states[asset] = None
 
     def resend_states(self) -> None:

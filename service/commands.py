@@ -165,7 +165,8 @@ class AlarmControls:
         if state_dir:
             self._load()
 
-    def suppressed(self, asset: str, now: float, ts: float | None = None, after: float = 0.0) -> str | None:
+    def suppressed(self, asset: str, now: float, ts: float | None = None, after: float = 0.0,
+                   kinds: tuple[str, ...] = ("maintenance", "shelved")) -> str | None:
         """``maintenance`` or ``shelved`` while one holds ``asset`` at wall time ``now``, or held it
         at reading time ``ts`` (a hold that has ended since, taken to end ``after`` seconds later:
         the recorder's guard band), else None.
@@ -176,13 +177,13 @@ class AlarmControls:
         reading's time, so a device clock running behind does not slip past its start."""
         if self._controls:
             with self._lock:
-                for kind in ("maintenance", "shelved"):
+                for kind in kinds:
                     control = self._controls.get((asset, kind))
                     if control is not None and (control.until is None or now < control.until
                                                 or (ts is not None and control.since <= ts < control.until + after)):
                         return kind
         if ts is not None and self._past:  # (tuples replaced whole: read without the lock)
-            for kind in ("maintenance", "shelved"):
+            for kind in kinds:
                 if any(since <= ts < end + after for since, end in self._past.get((asset, kind), ())):
                     return kind
         return None
@@ -204,7 +205,8 @@ class AlarmControls:
         return out
 
     def in_maintenance(self, asset: str, now: float, ts: float | None = None, after: float = 0.0) -> bool:
-        return self.suppressed(asset, now, ts, after) == "maintenance"
+        # (maintenance only: a shelving on now must not hide a maintenance's guard band behind it)
+        return self.suppressed(asset, now, ts, after, ("maintenance",)) == "maintenance"
 
     def expired(self, now: float) -> list[tuple[str, str]]:
         """Remove and return the ``(asset, kind)`` controls whose time is up."""

@@ -63,6 +63,11 @@ class OpenFaults:
             self._count()
         return forgotten
 
+    def silent_assets(self) -> list[str]:
+        """The silent assets whose return is awaited, oldest silence first."""
+        with self._lock:
+            return list(self._silent)
+
     def silent(self, asset: str) -> tuple[float, float] | None:
         """The reading time ``asset`` went silent after, and its last score; None when it is not silent."""
         return self._silent.get(asset)

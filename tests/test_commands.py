@@ -641,3 +641,16 @@ def test_a_flood_of_control_changes_drops_the_oldest_and_counts_them(tiny_bundle
         daemon.alerts.request_control_change(f"p{i}", None)
     assert len(daemon.alerts._control_changes) == cap
     assert value(daemon, "sensorguard_control_changes_dropped_total") == 7
+
+
+def test_a_shelving_does_not_hide_the_guard_band_of_a_maintenance_that_ended():
+    """suppressed() stopped at the first hold it found: shelved now, a reading in the guard band
+    after a maintenance was not "in maintenance", so it was recorded as normal data and taught
+    the drift baseline (found by review)."""
+    controls = AlarmControls()
+    now = time.time()
+    assert controls.apply(Command("maintenance", "p1", action="start"), now=now - 100)[0]
+    assert controls.apply(Command("maintenance", "p1", action="end"), now=now - 10)[0]
+    assert controls.apply(Command("shelve", "p1", until=now + 3600), now=now - 5)[0]
+    assert controls.in_maintenance("p1", now, now - 5, after=60.0)  # 5 s after the end: in the band
+    assert not controls.in_maintenance("p1", now, now - 5, after=0.0)

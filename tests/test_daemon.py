@@ -573,7 +573,14 @@ def test_a_reconnect_takes_the_brokers_receive_maximum_and_without_the_session_p
     daemon.connection._connected_before = False
     assert states_after_connect(False) == []  # the first connect of this run: nothing was published before
     assert states_after_connect(True) == []  # the session resumed: the broker kept what it had
-    assert states_after_connect(False) == ["sensorguard/state/pump-1", "sensorguard/state/pump-2"]
+    daemon.ingest.handle(client, message("pump-3", T0))
+    daemon.housekeeping(time.monotonic() + 3600)  # pump-3 and the two went silent: published stale
+    for asset in ("pump-1", "pump-2"):
+        daemon.alerts.apply(asset, T0 + 4000, 0.5, [])  # back
+    assert states_after_connect(False) == ["sensorguard/state/pump-1", "sensorguard/state/pump-2",
+                                           "sensorguard/state/pump-3"]  # the silent one's stale state too
+    stale = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/state/pump-3"]
+    assert [s["state"] for s in stale] == ["stale"]
 
 
 def test_messages_still_queued_at_the_stop_are_said_lost(tiny_bundle, caplog):

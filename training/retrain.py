@@ -374,10 +374,10 @@ def new_normal_data(
             data = drop_labeled(data, label_column)
         if start is not None:
             kept = data.times >= start
-            if not kept.any():  # else the size check says "0 rows" of the data just given
-                newest = datetime.fromtimestamp(float(data.times.max()), UTC).isoformat(timespec="seconds")
+            if not kept.any() and not recorded and len(data):  # else the size check said "0 rows" of data
+                newest = datetime.fromtimestamp(float(np.nanmax(data.times)), UTC).isoformat(timespec="seconds")
                 raise DataError(f"--since {since}: none of the {len(data)} rows is that recent (the newest is "
-                                f"from {newest.replace('+00:00', 'Z')})")
+                                f"from {newest.replace('+00:00', 'Z')})")  # (with --recorded those may be)
             data = data.take(kept)
         parts.append(data)
     if recorded:
