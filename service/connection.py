@@ -105,7 +105,8 @@ class Connection:
         # MQTT 5: the broker says how many unacknowledged QoS 1 messages it takes (HiveMQ 10 by default);
         # paho's 20 regardless got the client disconnected for exceeding it at every burst of states
         receive_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
-        client.max_inflight_messages_set(min(mqtt.MAX_INFLIGHT, receive_max) if receive_max else mqtt.MAX_INFLIGHT)
+        if hasattr(client, "receive_maximum"):  # (the daemon's FastClient; paho's setter refuses it now)
+            client.receive_maximum(min(mqtt.MAX_INFLIGHT, receive_max) if receive_max else mqtt.MAX_INFLIGHT)
         self.refused = ()  # this connection's subscriptions are judged afresh
         mqtt.subscribe_readings(client, self.settings)
         if self.commands is not None:

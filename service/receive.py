@@ -65,6 +65,12 @@ class FastClient(paho.Client):
         self._reader = 0  # the thread in loop_read: only its acknowledgements are kept back
         self._filtered = False  # message_callback_add was used: every message takes paho's path
 
+    def receive_maximum(self, count: int) -> None:
+        """MQTT 5: at most ``count`` QoS 1 messages unacknowledged, as the broker's CONNACK asks (from
+        ``on_connect``). paho's setter refuses any change on an open connection (its doubt is about
+        0, unlimited, which this never sets), so the field is set directly, before the CONNACK's resends."""
+        self._max_inflight_messages = max(1, int(count))
+
     def _send_publish(self, mid: int, topic: bytes, payload: bytes | bytearray = b"", qos: int = 0,
                       retain: bool = False, dup: bool = False, info: Any = None, properties: Any = None) -> Any:
         """A QoS 1 message published between a reconnect's CONNECT and the broker's CONNACK waits:

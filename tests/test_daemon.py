@@ -549,7 +549,7 @@ def test_a_reconnect_takes_the_brokers_receive_maximum_and_without_the_session_p
         def subscribe(self, *args, **kwargs):
             return 0, 1
 
-        def max_inflight_messages_set(self, n: int) -> None:
+        def receive_maximum(self, n: int) -> None:
             self.max_inflight = n
 
     daemon, _ = make(tiny_bundle)

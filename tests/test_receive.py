@@ -219,3 +219,23 @@ def test_a_publish_between_connect_and_connack_waits_behind_the_backlog():
     finally:
         client._sock_close()
         server.close()
+
+
+def test_the_receive_maximum_can_be_set_while_the_connack_is_handled():
+    """paho's max_inflight_messages setter raises on an open connection: set from on_connect, it
+    failed every connect of the daemon (found by the cluster tests). The field is set directly."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="rm", protocol=paho.MQTTv5)
+    try:
+        client.connect("127.0.0.1", server.getsockname()[1])
+        with pytest.raises(RuntimeError):
+            client.max_inflight_messages_set(10)  # what a first version called
+        client.receive_maximum(10)
+        assert client.max_inflight_messages == 10
+    finally:
+        client._sock_close()
+        server.close()
