@@ -273,7 +273,9 @@ async def run(ownership: Ownership, stopping: asyncio.Event) -> None:
         try:
             await ownership.tick()
         except Exception as exc:  # noqa: BLE001 - a broken connection: nats-py reconnects, we retry
-            log.warning("cluster ownership: %s", exc or type(exc).__name__)
+            if (count := ownership._limiter.hit("tick")) is not None:  # (every second while the bucket is down)
+                log.warning("cluster ownership (%d failed rounds since the last line): %s", count,
+                            first_line(exc) or type(exc).__name__)
         elapsed = asyncio.get_running_loop().time() - started
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), max(0.05, RENEW_S - elapsed))
