@@ -102,16 +102,16 @@ class Connection:
         if self.unsubscribe:  # the resumed session still holds them (idempotent on a new one)
             client.unsubscribe(list(self.unsubscribe))
             log.info("unsubscribed from %s: no longer this instance's partitions", ", ".join(self.unsubscribe))
-        # MQTT 5: the broker says how many unacknowledged QoS 1 messages it takes (HiveMQ 10 by default);
-        # paho's 20 regardless got the client disconnected for exceeding it at every burst of states
-        receive_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
-        if hasattr(client, "receive_maximum"):  # (the daemon's FastClient; paho's setter refuses it now)
-            client.receive_maximum(min(mqtt.MAX_INFLIGHT, receive_max) if receive_max else mqtt.MAX_INFLIGHT)
         self.refused = ()  # this connection's subscriptions are judged afresh
         mqtt.subscribe_readings(client, self.settings)
         if self.commands is not None:
             client.subscribe(self.commands.filter(), qos=1)
         self.publisher.status(online=True)
+        # MQTT 5: the broker says how many unacknowledged QoS 1 messages it takes (HiveMQ 10 by default);
+        # paho's 20 regardless, and the whole backlog at a reconnect, got the client disconnected
+        receive_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
+        if hasattr(client, "receive_maximum"):  # (the daemon's FastClient; after the status, which counts)
+            client.receive_maximum(min(mqtt.MAX_INFLIGHT, receive_max) if receive_max else mqtt.MAX_INFLIGHT)
         if self._connected_before and not getattr(flags, "session_present", False):  # the broker restarted
             self.session_lost = True  # without persistence: its retained states may be gone with our session
         self._connected_before = True

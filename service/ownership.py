@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -40,6 +41,7 @@ from sensorguard.service.logs import RateLimiter, first_line
 log = logging.getLogger(__name__)
 
 RENEW_S = 1.0  # a lease is renewed this often: three chances before it expires
+LISTING_MAX_S = 10.0  # a members' listing not done by then is given up and started afresh
 SURE_S = 2.0  # a lease written this recently is surely still ours (it expires after LEASE_S = 3 s)
 MEMBER = "member."
 PARTITION = "partition."
@@ -81,6 +83,9 @@ class Ownership:
                  lose: Callable[[int, bool], Awaitable[None]], count: Callable[[str], None] | None = None) -> None:
         self.kv = kv
         self.worker = worker
+        # what our leases hold: the name and this process's own mark, so a lease written by another process
+        # under the same name (a restart, a second daemon with the same name) is never taken for ours
+        self._token = f"{worker} {secrets.token_hex(8)}".encode()
         self.partitions = partitions
         self.gain, self.lose = gain, lose
         self.owned: dict[int, int] = {}  # partition -> revision of our lease
@@ -93,6 +98,7 @@ class Ownership:
         self._losing: dict[int, asyncio.Task] = {}  # partitions lost whose lose() has not ended yet
         self._renewing: dict[int, asyncio.Task] = {}  # lease writes not answered yet (one per partition)
         self._listing: asyncio.Task | None = None  # the members' listing, when one outlasted its round
+        self._listing_since = 0.0
         self._limiter = RateLimiter(60.0)  # a bucket down fails every partition's write every second
         self._joined = False  # the membership was written once
 
@@ -118,9 +124,13 @@ class Ownership:
         await self._renew()  # first: a slow bucket below must not hold the leases back
         member = self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
         await asyncio.wait_for(member, RENEW_S)  # (safe to give up and write again)
-        if self._listing is None:  # never cancelled (nats-py's listing stops its watcher only at its end):
-            self._listing = asyncio.create_task(self._keys(), name="list-owners")  # a slow one is
-        done, _ = await asyncio.wait({self._listing}, timeout=RENEW_S)  # taken up at a later round
+        now = time.monotonic()
+        if self._listing is not None and now - self._listing_since > LISTING_MAX_S:
+            self._listing.cancel()  # stalled (its end never came): a fresh one
+            self._listing = None
+        if self._listing is None:  # a slow listing is taken up at a later round, not started again
+            self._listing, self._listing_since = asyncio.create_task(self._keys(), name="list-owners"), now
+        done, _ = await asyncio.wait({self._listing}, timeout=RENEW_S)
         if not done:
             return
         listing, self._listing = self._listing, None
@@ -137,9 +147,9 @@ class Ownership:
             self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
         # a partition whose lease lapsed (nobody took it) is claimed again only once its lose()
         # ended: else that late hand-over dropped the buffers, state and controls just adopted
-        for k in sorted(want - set(self.owned) - set(self._losing)):
-            sent = time.monotonic()
-            revision = await self._claim(k)
+        claims = sorted(want - set(self.owned) - set(self._losing))
+        sent = time.monotonic()  # side by side: one after another, a slow bucket ran a round past the leases
+        for k, revision in zip(claims, await asyncio.gather(*(self._claim(k) for k in claims)), strict=True):
             if revision is not None:
                 self.owned[k] = revision
                 self._renewed[k] = sent
@@ -147,12 +157,19 @@ class Ownership:
                 await self.gain(k)
 
     async def _keys(self) -> list[str]:
-        from nats.js.errors import NoKeysError
-
+        """The bucket's keys. nats-py's ``keys()`` stops its watcher only when the listing ends: one
+        cancelled left an ordered consumer receiving every lease write for good. Here it is stopped
+        whatever ends the listing."""
+        watcher = await self.kv.watchall(ignore_deletes=True, meta_only=True)
+        keys = []
         try:
-            return await self.kv.keys()
-        except NoKeysError:
-            return []
+            async for entry in watcher:
+                if not entry:  # the end of what the bucket holds now
+                    break
+                keys.append(entry.key)
+        finally:
+            await watcher.stop()
+        return keys
 
     async def _renew(self) -> None:
         """Write every lease we hold again, side by side, waiting at most ``RENEW_S``; one found
@@ -189,7 +206,7 @@ class Ownership:
         if last is None:  # released meanwhile
             return
         try:
-            revision = await self.kv.update(f"{PARTITION}{k}", self.worker.encode(), last=last)
+            revision = await self.kv.update(f"{PARTITION}{k}", self._token, last=last)
         except KeyWrongLastSequenceError:  # our lease expired and was taken meanwhile (or just released)
             if (ours := await self._ours(f"{PARTITION}{k}")) is not None and k in self.owned:
                 self.owned[k] = ours  # a write given up on (nats-py's timeout) landed after all: still ours
@@ -216,7 +233,7 @@ class Ownership:
 
         key = f"{PARTITION}{k}"
         try:  # given up after a second: a hanging claim must not hold the next round's renewals back
-            return await asyncio.wait_for(self.kv.create(key, self.worker.encode()), RENEW_S)
+            return await asyncio.wait_for(self.kv.create(key, self._token), RENEW_S)
         except TimeoutError:
             return None  # tried again at the next round (if it landed, it is found ours then)
         except KeyWrongLastSequenceError:
@@ -224,16 +241,16 @@ class Ownership:
             if last is None:
                 return None  # still held (its owner releases it, or its lease runs out)
             # a claim given up on landed after all: written again, so that the lease runs from now
-            return await asyncio.wait_for(self.kv.update(key, self.worker.encode(), last=last), RENEW_S)
+            return await asyncio.wait_for(self.kv.update(key, self._token, last=last), RENEW_S)
 
     async def _ours(self, key: str) -> int | None:
-        """The revision of ``key`` when it holds this worker's name (a write given up on landed),
-        else None (another worker's, gone, or the bucket too slow to say)."""
+        """The revision of ``key`` when it holds this process's lease mark (a write given up on
+        landed), else None (another worker's, gone, or the bucket too slow to say)."""
         try:
             entry = await asyncio.wait_for(self.kv.get(key), RENEW_S)
         except Exception:  # noqa: BLE001 - missing, deleted or slow: not known to be ours
             return None
-        return entry.revision if entry is not None and entry.value == self.worker.encode() else None
+        return entry.revision if entry is not None and entry.value == self._token else None
 
     async def release(self, k: int) -> None:
         """Hand ``k`` over: stop consuming it and pass its assets' state on (``lose``), then give

@@ -67,9 +67,21 @@ class FastClient(paho.Client):
 
     def receive_maximum(self, count: int) -> None:
         """MQTT 5: at most ``count`` QoS 1 messages unacknowledged, as the broker's CONNACK asks (from
-        ``on_connect``). paho's setter refuses any change on an open connection (its doubt is about
-        0, unlimited, which this never sets), so the field is set directly, before the CONNACK's resends."""
-        self._max_inflight_messages = max(1, int(count))
+        the end of ``on_connect``). paho's setter refuses any change on an open connection (its doubt
+        is about 0, unlimited, which this never sets), so the field is set directly. paho's reset at a
+        reconnect marks the whole backlog to go at the CONNACK, whatever the limit: beyond the room
+        left, messages are queued instead, and go as acknowledgements free room, in order (paho's
+        CONNACK loop stops at the first queued one; only older ones are before it)."""
+        count = max(1, int(count))
+        with self._out_message_mutex:
+            self._max_inflight_messages = count
+            room = count - self._inflight_messages
+            for message in self._out_messages.values():
+                if message.qos and message.state == paho.mqtt_ms_publish:
+                    if room > 0:
+                        room -= 1
+                    else:
+                        message.state = paho.mqtt_ms_queued
 
     def _send_publish(self, mid: int, topic: bytes, payload: bytes | bytearray = b"", qos: int = 0,
                       retain: bool = False, dup: bool = False, info: Any = None, properties: Any = None) -> Any:

@@ -111,6 +111,27 @@ async def _scenario(servers) -> None:
         await nc.close()
 
 
+class KeyWatcher:
+    """nats-py's watcher as a listing sees it: each key's entry, then None (the end); ``stop``."""
+
+    def __init__(self, keys: list[str]) -> None:
+        from types import SimpleNamespace
+
+        self.entries = [SimpleNamespace(key=k) for k in keys] + [None]
+        self.stopped = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if not self.entries:
+            raise StopAsyncIteration
+        return self.entries.pop(0)
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
 class MemoryOwners:
     """The owners bucket operations :class:`Ownership` uses, in memory; a key in ``lapse`` is gone
     at its next renewal, as a lease that expired while the bucket elected a leader."""
@@ -156,6 +177,9 @@ class MemoryOwners:
 
     async def keys(self) -> list[str]:
         return list(self.revisions)
+
+    async def watchall(self, **kwargs):
+        return KeyWatcher(list(self.revisions))
 
     async def delete(self, key: str, last: int | None = None) -> None:
         self.revisions.pop(key, None)
@@ -282,3 +306,77 @@ def test_a_renewal_that_landed_after_its_timeout_keeps_the_lease():
 
     calls, owned = asyncio.run(scenario())
     assert calls == [("gain", 0)] and 0 in owned
+
+
+def test_a_lease_written_by_another_process_under_the_same_name_is_not_taken_for_ours():
+    """A lease found "ours" by the worker's name alone: a restarted worker, or a second daemon
+    under the same name, took a live lease at once and both consumed the partition (review)."""
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        async def gain(k: int) -> None:
+            pass
+
+        async def lose(k: int, handing_over: bool) -> None:
+            pass
+
+        kv = MemoryOwners()
+        first, second = Ownership(kv, "a", 1, gain, lose), Ownership(kv, "a", 1, gain, lose)
+        for _ in range(3):
+            await first.tick()
+            await second.tick()
+        return sorted(first.owned), sorted(second.owned)
+
+    assert asyncio.run(scenario()) == ([0], [])
+
+
+class StalledWatcher:
+    """A key listing whose end never comes (its end marker lost in a reconnect)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class StalledOwners(MemoryOwners):
+    def __init__(self) -> None:
+        super().__init__()
+        self.watchers: list[StalledWatcher] = []
+
+    async def watchall(self, **kwargs):
+        self.watchers.append(StalledWatcher())
+        return self.watchers[-1]
+
+
+def test_a_stalled_listing_is_given_up_and_its_watcher_stopped(monkeypatch):
+    """nats-py's keys() stops its watcher only at the listing's end: a cancelled one leaked an
+    ordered consumer receiving every lease write, and one that never ended stopped every later
+    claim and release (found by review)."""
+    from sensorguard.service import ownership as module
+
+    monkeypatch.setattr(module, "LISTING_MAX_S", 0.3)
+
+    async def scenario() -> list[bool]:
+        async def gain(k: int) -> None:
+            pass
+
+        async def lose(k: int, handing_over: bool) -> None:
+            pass
+
+        kv = StalledOwners()
+        ownership = Ownership(kv, "a", 1, gain, lose)
+        monkeypatch.setattr(module, "RENEW_S", 0.1)
+        for _ in range(8):
+            await ownership.tick()
+        await asyncio.sleep(0.05)
+        return [w.stopped for w in kv.watchers]
+
+    stopped = asyncio.run(scenario())
+    assert len(stopped) >= 2 and all(stopped[:-1])  # each stalled one given up and stopped, a fresh one begun

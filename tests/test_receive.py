@@ -239,3 +239,26 @@ def test_the_receive_maximum_can_be_set_while_the_connack_is_handled():
     finally:
         client._sock_close()
         server.close()
+
+
+def test_a_reconnect_backlog_beyond_the_receive_maximum_waits_its_turn():
+    """paho's reset at a reconnect marked the whole backlog to go at the CONNACK, whatever the
+    limit: 30 states at once to a broker taking 10 (HiveMQ disconnects for it), again at every
+    reconnect (found by review). Beyond the room left, they are queued, in order."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="backlog", protocol=paho.MQTTv5)
+    try:
+        for i in range(30):  # published during the outage
+            client.publish("sensorguard/state/a", str(i).encode(), qos=1)
+        client.connect("127.0.0.1", server.getsockname()[1])  # (the reset runs here)
+        client._inflight_messages = 1  # the status on_connect just published
+        client.receive_maximum(10)
+        states = [m.state for m in client._out_messages.values()]
+        assert states == [paho.mqtt_ms_publish] * 9 + [paho.mqtt_ms_queued] * 21
+    finally:
+        client._sock_close()
+        server.close()
