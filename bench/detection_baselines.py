@@ -137,15 +137,13 @@ def windows_of(std: np.ndarray, segments: np.ndarray, window: int) -> tuple[np.n
     return np.concatenate(pieces).astype(np.float32), np.concatenate(ends)
 
 
-def naive_errors(windows: np.ndarray, focus: int | None = None) -> np.ndarray:
-    """Each window "reconstructed" by its own per-channel mean: the mean squared deviation from it,
-    over its newest ``focus`` samples (all without).
+def naive_errors(windows: np.ndarray) -> np.ndarray:
+    """Each window "reconstructed" by its own per-channel mean: the mean squared deviation from it.
 
     This is what an autoencoder that learned nothing but the level would score; a model that does
     not beat it has not learned the plant's dynamics.
     """
-    deviation = windows - windows.mean(axis=2, keepdims=True)
-    return (deviation[:, :, -(focus or windows.shape[2]):] ** 2).mean(axis=(1, 2))
+    return windows.var(axis=2).mean(axis=1)
 
 
 def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptions) -> Fitted:
@@ -211,10 +209,8 @@ def calibration_rule(bundle: Bundle, options: TrainOptions) -> tuple[str, float]
     return str(method), float(rate)
 
 
-def _window_model(kind: str, train_w: np.ndarray, components: int, seed: int,
-                  focus: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """Fit a sklearn model on flattened windows; return its error function (higher = more anomalous);
-    a reconstruction error over the newest ``focus`` samples of each window (all without)."""
+def _window_model(kind: str, train_w: np.ndarray, components: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Fit a sklearn model on flattened windows; return its error function (higher = more anomalous)."""
     flat = train_w.reshape(len(train_w), -1)
     if kind == "iforest":
         forest = IsolationForest(n_estimators=100, random_state=seed, n_jobs=1).fit(flat)
@@ -224,8 +220,7 @@ def _window_model(kind: str, train_w: np.ndarray, components: int, seed: int,
 
         def recon_error(w: np.ndarray) -> np.ndarray:
             x = w.reshape(len(w), -1)
-            miss = (pca.inverse_transform(pca.transform(x)) - x).reshape(w.shape)
-            return np.mean(miss[:, :, -(focus or w.shape[2]):] ** 2, axis=(1, 2))
+            return np.mean((pca.inverse_transform(pca.transform(x)) - x) ** 2, axis=1)
 
         return recon_error
     raise ValueError(f"unknown window detector {kind!r}")

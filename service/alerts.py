@@ -108,7 +108,7 @@ def judge(
 
     The returned score is the window's score against the asset's widened line (``service.drift``);
     it is what the machine stepped on and what is published. Without a rule it is ``score``.
-    ``learn`` False: the baseline is not updated (the daemon's asset is held: maintenance, shelved).
+    ``learn`` False: the baseline is not updated (the daemon's asset is in a maintenance or its guard band).
     """
     adjusted = score / widening(drift, rule)
     new, event = step(state, adjusted, now, rules, asset)

@@ -135,15 +135,15 @@ class AssetAlerts:
                 if self.recorder is not None:
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
         rule = bundle.drift_rule
-        held = self._held(asset, ts)
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
-                                           self.rules, rule, asset, learn=self.learns(asset, ts))
+                                           self.rules, rule, asset, learn=rule is None or self.learns(asset, ts))
         self._states[asset] = state
         if rule is not None:
             self._drift[asset] = drift
         self._latest[asset] = (ts, channels)
         self.metrics.set_score(asset, score, state.status == "alerting")
         if event is not None:
+            held = self._held(asset, ts)
             # a raise is announced unless the asset is held; a clear whenever its raise was announced
             if held is None if event.kind == "raised" else self._announced.get(asset) == event.alert_id:
                 self._announce(asset, event, channels, bundle)
@@ -157,7 +157,7 @@ class AssetAlerts:
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
         elif (state.status == "alerting" and self._announced.get(asset) != state.alert_id
-              and held is None and not self.publisher.full()):  # its raise was held (or the
+              and self._held(asset, ts) is None and not self.publisher.full()):  # its raise was held (or the
             # full outgoing queue dropped it) and nothing holds it now: told at its next window
             self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                            channels, bundle)

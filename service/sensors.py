@@ -85,6 +85,11 @@ class SensorRules:
         return (tuple(lim.low for lim in self.limits), tuple(lim.high for lim in self.limits),
                 tuple(lim.stuck_after for lim in self.limits))
 
+    def after_silence(self, before: float, now: float) -> bool:
+        """Whether a reading at ``now`` after one at ``before`` starts a new watch (offline; live,
+        the daemon forgets a silent asset's watch: its faults, stuck counts and held values)."""
+        return self.silence_s is not None and now - before > self.silence_s
+
     def to_dict(self) -> dict[str, Any]:
         return {c: {"low": lim.low, "high": lim.high, "stuck_after": lim.stuck_after}
                 for c, lim in zip(self.channels, self.limits, strict=True)}
@@ -226,16 +231,15 @@ class SensorWatch:
 
 def watch_rows(times: Any, values: Any, rules: SensorRules) -> tuple[Any, Any, int]:
     """A time-sorted series through one watch, as the daemon sees its readings: ``(values as held,
-    (T, C) bool faulted after each reading, faults opened)``. A gap longer than ``rules.silence_s``
-    starts a new watch: the daemon forgets a silent asset's watch (its faults, stuck counts and held
-    values) and starts afresh at its return."""
+    (T, C) bool faulted after each reading, faults opened)``; a silence starts a new watch
+    (:meth:`SensorRules.after_silence`)."""
     values = np.asarray(values, dtype=np.float64)
     watch = SensorWatch(values.shape[1])
     rows = np.where(np.isfinite(values), values, np.nan).tolist()
     faulted = np.zeros(values.shape, dtype=bool)
     opened = 0
     for i, row in enumerate(rows):
-        if i and rules.silence_s is not None and float(times[i]) - float(times[i - 1]) > rules.silence_s:
+        if i and rules.after_silence(float(times[i - 1]), float(times[i])):
             watch = SensorWatch(values.shape[1])
         opened += sum(e.fault for e in watch.step(float(times[i]), row, rules))
         faulted[i, list(watch.faulted())] = True

@@ -97,8 +97,8 @@ def sensor_fault_column(data: SensorData, rules: SensorRules) -> np.ndarray:
     for rows in _taken_rows(data):  # a reading the daemon refused is not watched either
         watch, last = SensorWatch(len(rules.channels)), None
         for i in rows:
-            if last is not None and rules.silence_s is not None and float(times[i]) - last > rules.silence_s:
-                watch = SensorWatch(len(rules.channels))  # the daemon forgets a silent asset's watch
+            if last is not None and rules.after_silence(last, float(times[i])):
+                watch = SensorWatch(len(rules.channels))
             last = float(times[i])
             watch.step(float(times[i]), values[i].tolist(), rules)
             out[i] = ";".join(f"{f['kind']}:{f['channel']}" for f in watch.describe(rules))
