@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sensorguard.arguments import build_parser, promise_options
 from sensorguard.cli_live import cmd_cluster, cmd_command, cmd_demo, cmd_replay, cmd_serve
+from sensorguard.cli_models import cmd_models, cmd_retrain
 from sensorguard.service.logs import first_line
 
 EXIT_ERROR = 1
@@ -295,102 +296,6 @@ def cmd_report(args: argparse.Namespace) -> int:
                      bundle=bundle)
     for path in report_data(bundle, Path(args.out), data, _alert_rules(args, bundle), args.label_column):
         print(path)
-    return 0
-
-
-# --- retrain / models ----------------------------------------------------------------------------
-
-
-def cmd_retrain(args: argparse.Namespace) -> int:
-    from sensorguard.training.retrain import known_faults, new_normal_data, own_options, retrain, unrecorded_options
-    from sensorguard.training.train import TrainOptions
-
-    if not args.data and not args.recorded:
-        raise CliError("give new normal data with --data FILE... and/or --recorded DIR")
-    current = _current_or_none(args.registry, args.name)
-    fill_limit = args.fill_limit if args.fill_limit is not None else current.fill_limit if current else 5
-    data = new_normal_data(args.registry, args.name, args.data or [], args.recorded, args.since,
-                           label_column=args.label_column, time_column=getattr(args, "time_column", None),
-                           exclude=getattr(args, "exclude", None) or (), fill_limit=fill_limit)
-    own = own_options(current)  # the model's own training settings, kept as its promise is
-    if args.max_epochs is not None:
-        own["max_epochs"] = args.max_epochs
-    defaults = TrainOptions()
-    kept = [f"--{k.replace('_', '-')} {v}" for k, v in own.items() if v != getattr(defaults, k)]
-    if current is not None and fill_limit != 5 and args.fill_limit is None:
-        kept.append(f"--fill-limit {fill_limit}")
-    if kept:
-        print(f"kept the model's own {' '.join(kept)}")
-    if unknown := [f"{k} {getattr(defaults, k)}" for k in unrecorded_options(current) if k not in own]:
-        print(f"today's defaults for what the model's training did not record (an older sensorguard): "
-              f"{', '.join(unknown)}")
-    options = TrainOptions(**own, **_threshold_options(args, current.promise if current is not None else None))
-    faults = known_faults(args.recorded, data.channels) if args.recorded else []
-    result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force,
-                     faults=faults, shadow=args.shadow)
-    print("\n" + result.table())
-    return 0
-
-
-def _current_or_none(registry: str, name: str):
-    """The model's CURRENT bundle; None without one (a first model) or when it cannot be loaded
-    (``retrain`` itself refuses that CURRENT with its reason)."""
-    from sensorguard.service.bundle import BundleError
-    from sensorguard.service.registry import current_version, load_current
-
-    try:
-        return load_current(registry, name) if current_version(registry, name) is not None else None
-    except (BundleError, OSError, ValueError):
-        return None
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from sensorguard.service.registry import (
-        current_version,
-        describe,
-        promote,
-        prune,
-        rollback,
-        set_shadow,
-        validate_name,
-        version_infos,
-    )
-    from sensorguard.service.shadow import live_gate
-
-    root, name = Path(args.registry), validate_name(args.name)
-    if args.action == "list":
-        infos = version_infos(root, name)  # before the header: a missing registry is one line, nothing else
-        print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}  promoted")
-        for v in infos:
-            print(
-                f"{'*' if v.current else '':2}{v.version:9}{v.created:27}{str(v.data_from)[:25]:27}"
-                f"{str(v.data_to)[:25]:27}{v.rows:>9}{v.threshold:>12.4g}  {'-' if v.promoted is None else v.promoted}"
-            )
-        return 0
-    if args.action == "show":
-        print(json.dumps(describe(root, name, args.version), indent=2))
-        return 0
-    if args.action == "prune":
-        removed = prune(root, name, args.keep)
-        print(f"{name}: deleted {len(removed)} versions" + (f" ({', '.join(removed)})" if removed else ""))
-        return 0
-    if args.action == "shadow":
-        if args.clear == bool(args.version):
-            raise CliError("shadow needs a VERSION, or --clear to stop shadowing")
-        set_shadow(root, name, None if args.clear else args.version)
-        print(f"{name}: SHADOW " + ("cleared" if args.clear else f"{args.version}, scored beside CURRENT "
-                                    f"{current_version(root, name)} by daemons following the registry"))
-        return 0
-    if args.action == "promote" and args.gate == "live":
-        if args.version:
-            raise CliError("promote --gate live promotes the SHADOW version: give no VERSION")
-        promoted, said = live_gate(root, name, args.span)
-        print(said)
-        return 0 if promoted else 1
-    if args.action == "promote" and not args.version:
-        raise CliError("promote needs a VERSION (or --gate live to promote the shadow)")
-    old, new = promote(root, name, args.version) if args.action == "promote" else rollback(root, name)
-    print(f"{name}: CURRENT {old} -> {new}")
     return 0
 
 

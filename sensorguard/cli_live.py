@@ -1,8 +1,8 @@
 """The verbs of the live loop: ``serve``, ``replay``, the operator commands, ``cluster``, ``demo``.
 
-Split from :mod:`sensorguard.cli` (the offline verbs: train, calibrate, score, retrain, models)
-so each module stays readable; :data:`sensorguard.cli.COMMANDS` maps every verb. None of these
-imports the training stack.
+Split from :mod:`sensorguard.cli` (the offline verbs: train, calibrate, score; retrain and models
+live in :mod:`sensorguard.cli_models`) so each module stays readable; :data:`sensorguard.cli.COMMANDS`
+maps every verb. None of these imports the training stack.
 """
 
 from __future__ import annotations
