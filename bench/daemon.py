@@ -65,23 +65,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from daemon_clients import StateProbe, count_subscriber, flood_publisher, paced_publisher, start_processes  # noqa: E402
 from daemon_harness import (  # noqa: E402  (bench/daemon_harness.py)
     HOP,
     WINDOW,
     Broker,
     DaemonProcess,
-    StateProbe,
     Watch,
     asset_names,
     bucket_delta,
-    count_subscriber,
-    flood_publisher,
     histogram_quantile,
     load,
     make_bundle_dir,
     mosquitto_binary,
-    paced_publisher,
-    start_processes,
     stop_process,
 )
 

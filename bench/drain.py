@@ -54,6 +54,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import daemon_clients as clients  # noqa: E402  (bench/daemon_clients.py)
 import daemon_harness as harness  # noqa: E402  (bench/daemon_harness.py)
 
 CHANNELS = tuple(f"ch{i}" for i in range(6))
@@ -87,7 +88,7 @@ def make_bundle_dir(directory: Path) -> Path:
 
 
 def build_messages(per_asset: int, spm: int) -> list[tuple[str, bytes]]:
-    """``harness.build_messages`` with 6-channel samples: ``spm`` samples per message, round-robin over assets."""
+    """``clients.build_messages`` with 6-channel samples: ``spm`` samples per message, round-robin over assets."""
     out = []
     for start in range(0, per_asset, spm):
         for asset in ASSETS:
@@ -184,7 +185,7 @@ def measure(receiver: str, spm: int, per_asset: int, bundle_dir: Path, workdir: 
         if receiver == "mosquitto_sub":  # 1. the session(s), then nobody connected
             subprocess.run([*sub_cmd, "-E"], check=True, timeout=30)
         elif receiver == "paho":
-            sub = ctx.Process(target=harness.count_subscriber,
+            sub = ctx.Process(target=clients.count_subscriber,
                               args=(broker.port, 0, client_id, ctx.Queue(), ctx.Queue()))
             sub.start()
             sub.join(timeout=30)
@@ -201,7 +202,7 @@ def measure(receiver: str, spm: int, per_asset: int, bundle_dir: Path, workdir: 
                 out["note"] = "timed out"
         elif receiver == "paho":
             ready, done = ctx.Queue(), ctx.Queue()
-            sub = ctx.Process(target=harness.count_subscriber,
+            sub = ctx.Process(target=clients.count_subscriber,
                               args=(broker.port, len(messages), client_id, ready, done))
             sub.start()
             try:
