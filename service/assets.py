@@ -39,6 +39,7 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.drift import DriftState, widening
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.open_faults import OpenFaults
+from sensorguard.service.outbox import Outbox, published
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.sensors import SensorEvent
@@ -46,24 +47,11 @@ from sensorguard.service.state import save_states
 
 log = logging.getLogger(__name__)
 
-UNSENT_PER_ASSET = 16  # dropped clears kept per asset (of raises that went out), oldest first
 SILENT_KEPT = 10_000  # silent assets whose return is awaited (a sensor_ok); beyond, the oldest is forgotten
 NAN = float("nan")
 
 Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift, its raise went out
 Moved = tuple[AlertState, DriftState | None, float | None, bool]  # ... its last window's time, its raise went out
-
-
-def _published(info: Any) -> bool:
-    """Whether the broker confirmed a publish (None: nothing to confirm). paho's ``is_published``
-    raises for one queued while disconnected (``rc`` NO_CONN stays set after paho resends it):
-    its confirmation is then read from the handle itself."""
-    if info is None:
-        return True
-    try:
-        return bool(info.is_published())
-    except (RuntimeError, ValueError):
-        return bool(getattr(info, "_published", False))
 
 
 class AssetAlerts:
@@ -92,9 +80,7 @@ class AssetAlerts:
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
-        # closes of announced alerts the full outgoing queue dropped: (clear, channels) or (silent, alert id)
-        self._unsent: dict[str, list[tuple[AlertEvent | SensorEvent, list[dict] | str]]] = {}
-        self._unsent_states: dict[str, None] = {}  # assets whose retained state it dropped, oldest first
+        self._outbox = Outbox(publisher, SILENT_KEPT)  # closes and retained states the full queue dropped
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[tuple[str, AlertState, DriftState | None, bool]] = deque()  # cluster mode: moved here
@@ -275,7 +261,7 @@ class AssetAlerts:
         if state.status != "alerting":
             return True
         told = self._announced.get(asset) == state.alert_id
-        return told and (not confirmed or _published(self._raise_info.get(asset)))
+        return told and (not confirmed or published(self._raise_info.get(asset)))
 
     def learns(self, asset: str, ts: float) -> bool:
         """Whether a window ending at reading time ``ts`` may teach the drift baseline: not in a
@@ -376,12 +362,7 @@ class AssetAlerts:
                      "acked": None if ack is None else ack["acked"]}
         info = self.publisher.state(asset, state, last_ts if ts is None else ts, channels, (b.name, b.version),
                                     self.line(asset, b), self.sensor_faults(asset), extra)
-        if self.publisher.client is not None and self.publisher.dropped(info):  # the retained one now lies:
-            self._unsent_states[asset] = None  # sent again once there is room (resend_states)
-            if len(self._unsent_states) > SILENT_KEPT:
-                self._unsent_states.pop(next(iter(self._unsent_states)))
-        else:
-            self._unsent_states.pop(asset, None)
+        self._outbox.state_sent(asset, info)  # dropped: sent again once there is room (resend_states)
         return info
 
     def states_lost(self) -> None:
@@ -391,18 +372,13 @@ class AssetAlerts:
         live, silent (``stale``) and restored with an alert up; not one restored as normal, which may
         have been silent then (its state is published at its first window)."""
         restored_up = [asset for asset, (state, _, _) in list(self.restored.items()) if state.status != "normal"]
-        for asset in [*self._states, *self._open.silent_assets(), *restored_up]:
-            self._unsent_states[asset] = None
+        self._outbox.states_lost([*self._states, *self._open.silent_assets(), *restored_up])
 
     def resend_states(self) -> None:
         """On the worker, each tick: publish again the retained states the full outgoing queue
         dropped (an asset that went normal, or silent, kept saying alerting until its next change),
         while there is room."""
-        for asset in list(self._unsent_states):
-            if self.publisher.full():
-                return
-            self._unsent_states.pop(asset, None)
-            self._republish(asset)
+        self._outbox.resend_states(self._republish)
 
     def _republish(self, asset: str) -> None:
         """The asset's retained state again, as it is now: live, restored, or silent (stale)."""
@@ -419,30 +395,15 @@ class AssetAlerts:
             self.metrics.control_changes_dropped.inc()
         self._control_changes.append((asset, maintenance))
 
-    def _keep_unsent(self, asset: str, event: AlertEvent | SensorEvent, extra: list[dict] | str) -> None:
-        """Keep a dropped close of an announced alert (a clear and its channels, or the ``silent``
-        event and the alert id it ends) to send again (:meth:`resend_clears`)."""
-        kept = self._unsent.setdefault(asset, [])
-        if len(kept) < UNSENT_PER_ASSET:  # the oldest matter: their raises went out first
-            kept.append((event, extra))
-        if len(self._unsent) > SILENT_KEPT:  # (bounded as the silent assets are)
-            self._unsent.pop(next(iter(self._unsent)))
-
     def resend_clears(self, only: str | None = None) -> None:
-        """On the worker, each tick: send again, in order, the clears the full outgoing queue
-        dropped; nothing is tried while it is still full (each try would count another drop)."""
-        for asset in [only] if only is not None else list(self._unsent):
-            kept = self._unsent.get(asset, [])
-            while kept and not self.publisher.full():
-                event, extra = kept[0]
-                info = (self.publisher.sensor(asset, event, self._model(), extra) if isinstance(event, SensorEvent)
-                        else self._publish_event(asset, event, extra))
-                if self.publisher.dropped(info):
-                    return
-                kept.pop(0)
-            if kept:
-                return  # still full: the next tick tries again
-            self._unsent.pop(asset, None)
+        """On the worker, each tick: send again, in order, the clears (and ``silent`` events ending an
+        alert) the full outgoing queue dropped (:class:`~sensorguard.service.outbox.Outbox`)."""
+        self._outbox.resend_closes(self._resend_close, only)
+
+    def _resend_close(self, asset: str, event: AlertEvent | SensorEvent, extra: list[dict] | str):
+        if isinstance(event, SensorEvent):
+            return self.publisher.sensor(asset, event, self._model(), extra)
+        return self._publish_event(asset, event, extra)
 
     def apply_control_changes(self) -> None:
         """On the worker: an alert that rose while held and is still up is announced now that
@@ -474,14 +435,14 @@ class AssetAlerts:
         once there is room, if still up; a clear before that is then not told either); a clear is
         kept and sent again (:meth:`resend_clears`), since its raise went out: a pager would hold
         the alert open for good."""
-        if asset in self._unsent:  # an earlier alert's clear first
+        if self._outbox.holds_close(asset):  # an earlier alert's clear first
             self.resend_clears(asset)
-        info = None if asset in self._unsent and event.kind == "cleared" else self._publish_event(
+        info = None if self._outbox.holds_close(asset) and event.kind == "cleared" else self._publish_event(
             asset, event, channels, bundle)  # (a clear waits behind the asset's earlier ones)
         if self.publisher.client is not None and self.publisher.dropped(info):
             if event.kind == "raised":
                 return
-            self._keep_unsent(asset, event, channels)
+            self._outbox.keep_close(asset, event, channels)
         if event.kind == "raised":
             self._announced[asset] = event.alert_id
             self._raise_info[asset] = info
@@ -513,7 +474,7 @@ class AssetAlerts:
         silent = SensorEvent("silent", None, True, ts, NAN)
         info = self.publisher.sensor(asset, silent, self._model(), ended)
         if ended is not None and self.publisher.client is not None and self.publisher.dropped(info):
-            self._keep_unsent(asset, silent, ended)  # the alert's only close: sent again, as a clear is
+            self._outbox.keep_close(asset, silent, ended)  # the alert's only close: sent again, as a clear is
         self._states[asset] = mark_stale(state)
         self.publish_state(asset, ts)
         self._states.pop(asset, None)
