@@ -426,7 +426,24 @@ def test_example_toml_parses_and_env_example_has_the_password():
     assert "password" not in settings  # secrets live in the env file or password_file
     assert settings["record_dir"] == "/var/lib/sensorguard/recorded"  # what the retrain unit reads
     env = (SYSTEMD / "sensorguard.env.example").read_text()
-    assert re.search(r"^SENSORGUARD_MQTT_PASSWORD=", env, re.M)
+    assert re.search(r"^# SENSORGUARD_MQTT_PASSWORD=", env, re.M)
+
+
+def test_installed_as_shipped_the_unit_settings_load(tmp_path):
+    """The TOML and the env file as operations.md installs them, unedited, must load: the env
+    example set a password while the TOML's username was commented out, and the daemon refused to
+    start ("a password is sent only with a username"), systemd retrying until its start limit."""
+    env = {}
+    for line in (SYSTEMD / "sensorguard.env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    flags = {"registry": str(tmp_path)}  # (the unit's registry does not exist on this machine)
+    settings = load_settings(flags, env, str(SYSTEMD / "sensorguard.toml"), require_model=False)
+    assert settings.broker == "mqtt://127.0.0.1:1883"
+    env["SENSORGUARD_MQTT_PASSWORD"] = "change-me"  # uncommented alone: the refusal the comment warns of
+    with pytest.raises(ConfigError, match="password is sent only with a username"):
+        load_settings(flags, env, str(SYSTEMD / "sensorguard.toml"), require_model=False)
 
 
 # --- container -----------------------------------------------------------------------------------
