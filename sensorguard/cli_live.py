@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 # --- serve -------------------------------------------------------------------------------------
@@ -27,9 +29,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(settings.redacted(), indent=2, default=str))
         return 0
+    # SIGHUP's default action ends the process, and systemd counts that a clean exit (no restart):
+    # a `systemctl reload` while torch is imported and the model loaded (seconds) killed the daemon
+    # for good. Held from here on, and asked of the daemon once it runs.
+    reload_asked = threading.Event()
+    signal.signal(signal.SIGHUP, lambda signum, frame: reload_asked.set())
     from sensorguard.service.workers import serve
 
-    serve(settings)
+    serve(settings, reload_asked)
     return 0
 
 

@@ -300,12 +300,13 @@ def _get(port: int, path: str) -> str | None:
         return None
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, reload_asked: threading.Event | None = None) -> None:
     """``sensorguard serve``: configure logging, load the model, run a daemon (or, with more than
     one worker, a :class:`~sensorguard.service.workers.Supervisor` of daemons) until SIGTERM or SIGINT.
 
     SIGHUP (``systemctl reload``) asks for a new model now; the watcher thread does the work. Must
-    run on the main thread (signal handlers).
+    run on the main thread (signal handlers). reload_asked: set by the caller's SIGHUP handler while
+    this started (the command installs one before importing torch): asked of the daemon once it runs.
     """
     configure_logging(settings.log_json, settings.log_level)
     workers = worker_count(settings)
@@ -338,4 +339,6 @@ def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     signal.signal(signal.SIGHUP, lambda signum, frame: runner.request_reload())
+    if reload_asked is not None and reload_asked.is_set():
+        runner.request_reload()
     runner.run_forever(stop)

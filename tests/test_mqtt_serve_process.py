@@ -88,3 +88,26 @@ def test_sigterm_finishes_publishes_final_state_and_offline_and_exits_0(tmp_path
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_sighup_while_starting_is_held_for_the_daemon_not_fatal(trained_dir):
+    """`systemctl reload` right after `enable --now` (operations.md does both) came while torch was
+    imported and the model loaded, before serve() installed its handler: SIGHUP's default action
+    ended the process, which systemd counts a clean exit and does not restart. The command now
+    holds it from its start and hands it to serve (here a stand-in that signals itself at once,
+    as a reload during the slow start would)."""
+    script = (
+        "import os, signal, sys, time\n"
+        "import sensorguard.service.workers as workers\n"
+        "def serve(settings, reload_asked=None):\n"
+        "    os.kill(os.getpid(), signal.SIGHUP)\n"
+        "    time.sleep(0.2)\n"
+        "    print('held:', reload_asked is not None and reload_asked.is_set())\n"
+        "workers.serve = serve\n"
+        "from sensorguard.cli import main\n"
+        f"sys.exit(main(['serve', '--model', {str(trained_dir)!r}, '--broker', 'mqtt://127.0.0.1:1']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=clean_env())
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])  # was -1: killed by SIGHUP
+    assert result.stdout.strip() == "held: True"
