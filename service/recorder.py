@@ -83,6 +83,7 @@ class Recorder:
     _last_flush: float = field(default_factory=time.monotonic)
     _seq: int = 0
     _failures_reported: int = 0
+    _guards_saved: dict[str, float] = field(default_factory=dict)  # the bands GUARD_FILE holds
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -90,6 +91,7 @@ class Recorder:
         for stale in self.directory.glob("**/*.tmp"):  # left by a crash mid-write: never valid
             stale.unlink(missing_ok=True)
         self._quiet_until.update(self._read_guards())
+        self._guards_saved = {asset: until for asset, until in self._quiet_until.items()}
 
     def _read_guards(self) -> dict[str, float]:
         """The guard bands a shutdown saved: an alert that cleared a minute before a restart had the
@@ -107,9 +109,14 @@ class Recorder:
                 if isinstance(until, int | float) and np.isfinite(until)}
 
     def _save_guards(self) -> None:
-        """Keep the guard bands after clears (finite ones: an alert up is restored with its state)."""
+        """Keep the guard bands after clears (finite ones: an alert up is restored with its state)
+        when they changed since the last save: every flush, so a crash (or the kill after a stop
+        that overran) loses none; only a clean stop wrote them, and a crash right after a clear had
+        the fault's tail recorded as normal data after the restart (found by review)."""
         with self._lock:
             bands = {asset: until for asset, until in self._quiet_until.items() if np.isfinite(until)}
+        if bands == self._guards_saved:
+            return
         path = self.directory / GUARD_FILE
         try:
             if not bands:
@@ -120,6 +127,8 @@ class Recorder:
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("recording: could not keep the guard bands (%s)", exc)
+            return
+        self._guards_saved = bands
 
     @property
     def pending_cap(self) -> int:
@@ -213,12 +222,17 @@ class Recorder:
 
     def forget(self, asset: str) -> None:
         """The asset left this recorder (moved to another worker, or silent after its alert was
-        filed): its held readings go (its new owner records from what it receives)."""
+        filed): its held readings go (its new owner records from what it receives). The guard band
+        after its last clear stays: a machine that tripped on its fault, went silent and restarted
+        within the band had its start-up readings recorded as normal data (found by review)."""
         with self._lock:
             self._pending_rows -= len(self._pending.pop(asset, ()))
             self._up.pop(asset, None)
-            self._quiet_until.pop(asset, None)
+            if self._quiet_until.get(asset) == np.inf:  # an alert up: filed by its end (a clear's band)
+                del self._quiet_until[asset]
             self._judged.pop(asset, None)
+            if len(self._quiet_until) > MAX_GUARDS:  # (bounded: the band that ends first goes)
+                del self._quiet_until[min(self._quiet_until, key=self._quiet_until.__getitem__)]
 
     def commit(self, now_ts: float | None = None) -> None:
         """Move each asset's readings older than the guard band before its newest scored window
@@ -242,8 +256,8 @@ class Recorder:
         restart it clears as the alert it was, and its later readings are the next part): they
         were lost, and its acknowledgement said they were kept.
         """
+        self._save_guards()
         if force:
-            self._save_guards()
             with self._lock:
                 for asset, alert_id in self._up.items():
                     if rows := list(self._pending.pop(asset, ())):

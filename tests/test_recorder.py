@@ -318,3 +318,29 @@ def test_the_guard_band_after_a_clear_holds_over_a_restart(tmp_path):
     normal = read_all(tmp_path)
     normal = normal[normal.ts >= 60]
     assert normal.ts.min() == 150  # nothing of the band after the clear
+
+
+def test_a_silent_assets_guard_band_outlives_it(tmp_path):
+    """Found by review: an asset that went silent after its alert (a machine tripping on its fault)
+    was forgotten with its guard band, and its restart readings inside the band were recorded as
+    normal data."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=440, flush_interval_s=0)
+    rec.alert_raised("p", 1000.0, "p@1000000")
+    rec.alert_cleared("p", 2000.0, "p@1000000")  # the band runs to 2440
+    rec.forget("p")  # silent (the daemon files the alert and forgets the asset)
+    feed(rec, "p", 2350, 2500)
+    rec.flush(now_ts=10_000.0)
+    assert sorted(read_all(tmp_path).ts) == list(range(2440, 2500))
+
+
+def test_guard_bands_survive_a_crash(tmp_path):
+    """Found by review: the bands were saved only by a clean stop (flush(force=True)); after a
+    crash the fault's tail after a clear was recorded as normal data."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    rec.alert_raised("p1", 100.0, "p1@100000")
+    rec.alert_cleared("p1", 150.0, "p1@100000")
+    rec.flush()  # a routine flush, then the process dies (no forced flush)
+    again = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(again, "p1", 150, 200)
+    again.flush(now_ts=1000.0)
+    assert sorted(read_all(tmp_path).ts) == list(range(160, 200))
