@@ -137,7 +137,8 @@ class Settings:
     record_guard_s: float = setting(300.0, "readings this close (reading time, seconds) to an alert are not recorded; "
                                     "at least the `window + raise_after x hop` samples an alert needs to rise")
     record_max_mb: float = setting(1024.0, "recordings kept at most, MB (oldest files deleted first)")
-    record_max_age_days: float = setting(30.0, "recordings older than this many days are deleted")
+    record_max_age_days: float = setting(
+        30.0, "recordings older than this many days are deleted (acknowledged alerts: by size only)")
     state_dir: str | None = setting(
         None, "keep each asset's alert state and drift baseline in `assets.json` here (saved every 30 s, within a "
         "second of each raise and clear it announces, and at stop; read at start) so a restart neither re-raises "

@@ -45,6 +45,7 @@ PENDING_ROW_OVERHEAD = 200  # bytes a held reading costs beyond its values (tupl
 # cost 8 x channels more again, so :meth:`Recorder.add` keeps an array)
 ALERTS, FALSE_ALARMS, FAULTS = "alerts", "false_alarms", "faults"  # an alert's readings: unanswered, false, real
 GUARD_FILE = "guard_bands.json"  # the guard bands after recent clears, kept over a restart
+LABELLED = frozenset({FAULTS, FALSE_ALARMS})  # acknowledged alerts' folders: trimmed by size only, last
 MAX_GUARDS = 100_000  # guard bands read back at most (one per asset)
 
 
@@ -404,8 +405,13 @@ class Recorder:
             sizes[path] = (stat.st_mtime, stat.st_size)
         cutoff = time.time() - self.max_age_s
         total = sum(size for _, size in sizes.values())
-        for path, (mtime, size) in sorted(sizes.items(), key=lambda item: item[1][0]):
-            if mtime >= cutoff and total <= self.max_bytes:
+        # The acknowledged alerts (known faults, false alarms) are what operators taught the model:
+        # no age limit, and the size limit takes them last. By age, the known faults the retrain
+        # gate checks were gone after 30 days without a word (found by review).
+        kept = sorted(sizes.items(), key=lambda item: (item[0].parent.name in LABELLED, item[1][0]))
+        for path, (mtime, size) in kept:
+            expired = mtime < cutoff and path.parent.name not in LABELLED
+            if not expired and total <= self.max_bytes:
                 break
             total -= size
             path.unlink(missing_ok=True)

@@ -344,3 +344,33 @@ def test_guard_bands_survive_a_crash(tmp_path):
     feed(again, "p1", 150, 200)
     again.flush(now_ts=1000.0)
     assert sorted(read_all(tmp_path).ts) == list(range(160, 200))
+
+
+def test_acknowledged_alerts_have_no_age_limit_and_go_last_by_size(tmp_path):
+    """Found by review: known faults and false alarms were deleted by age like any recording (30
+    days by default), so the retrain gate's known faults were gone without a word; the docs told
+    operators to size record_max_mb to keep months of them. Now only the size limit takes them,
+    after every normal and unanswered file."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0, max_age_s=3600)
+    feed(rec, "p1", 0, 10)
+    normal = rec.flush(now_ts=1e9)
+    (tmp_path / "faults").mkdir()
+    (tmp_path / "false_alarms").mkdir()
+    fault = tmp_path / "faults" / "p1@1.parquet"
+    false = tmp_path / "false_alarms" / "p1@2.parquet"
+    for path in (fault, false):
+        path.write_bytes(normal.read_bytes())
+    for path in (normal, fault, false):
+        os.utime(path, (time.time() - 90 * 86400, time.time() - 90 * 86400))
+    feed(rec, "p1", 10, 20)
+    rec.flush(now_ts=1e9)
+    assert not normal.exists() and fault.exists() and false.exists()  # 90 days old: only the normal one went
+    rec.max_bytes = fault.stat().st_size + false.stat().st_size  # room for the two acknowledged files
+    feed(rec, "p1", 20, 30)
+    rec.flush(now_ts=1e9)  # the newest normal files go first, however young
+    assert fault.exists() and false.exists() and not list(tmp_path.glob("2*/*.parquet"))
+    rec.max_bytes = fault.stat().st_size
+    os.utime(fault, (time.time() - 100 * 86400, time.time() - 100 * 86400))
+    feed(rec, "p1", 30, 40)
+    rec.flush(now_ts=1e9)
+    assert not fault.exists() and false.exists()  # then the oldest acknowledged one
