@@ -90,6 +90,7 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 1.0  # how often silent assets are looked for and gauges refreshed
 STOP_BUDGET_S = 45.0  # a stop's waits together; then up to 5 s for the final publishes (under the 60 s kill)
+REPORT_WAIT_S = 5.0  # the last shadow report's write waited for at stop (after the final publishes)
 STUCK_S = 120.0  # a scoring worker not round its loop for this long is reported stuck (/healthz 503)
 
 
@@ -164,6 +165,7 @@ class Daemon:
         self._beat = time.monotonic()  # the scoring worker's last time round its loop
         self._next_save = 0.0
         self._next_shadow_report = 0.0
+        self._reporting: threading.Thread | None = None  # the shadow report being written
         self._record_dropped = 0  # recorder drops already counted in the metric
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -236,12 +238,12 @@ class Daemon:
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self._flush_recorder(force=True)
-        report_live(self.settings, self.models.shadow)
         if self._threads and self._threads[0].is_alive():
             log.warning("the scoring worker did not finish in %.0f s: asset state not saved at stop", STOP_BUDGET_S)
         else:
             self.alerts.save()
         self.connection.close(lambda: [*self.alerts.publish_states(), self.publisher.status(online=False)])
+        self._report_shadow(wait_s=min(REPORT_WAIT_S, max(0.1, deadline - time.monotonic())))  # after "offline"
         if self._http is not None:
             shutdown_http(*self._http)
         log.info("stopped")
@@ -420,8 +422,21 @@ class Daemon:
             self._next_save = now + SAVE_INTERVAL_S
         self._flush_recorder()
         if now >= self._next_shadow_report:
-            report_live(self.settings, self.models.shadow)
+            self._report_shadow()
             self._next_shadow_report = now + self.settings.shadow_report_s
+
+    def _report_shadow(self, wait_s: float = 0.0) -> None:
+        """Write the shadow's live counts to the registry on a thread of its own (waited for up to
+        ``wait_s``): on the scoring worker a stalled registry share froze scoring, and at stop it
+        came before the final states and ``offline`` (found by review). One write at a time."""
+        if self._reporting is not None and self._reporting.is_alive():
+            log.warning("the previous shadow report is still being written: skipped")
+            return
+        self._reporting = threading.Thread(target=report_live, name="shadow-report", daemon=True,
+                                           args=(self.settings, self.models.shadow, self.models.shadow_failed))
+        self._reporting.start()
+        if wait_s:
+            self._reporting.join(wait_s)
 
     def _in_maintenance(self, asset: str, ts: float) -> bool:
         """Whether a reading at ``ts`` falls in a maintenance of ``asset``, or in the guard band after

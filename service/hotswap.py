@@ -101,6 +101,9 @@ class ModelHolder:
         self.on_swap: Callable[[Bundle], None] | None = None  # told of each new bundle, after the swap
         self.shadow: Shadow | None = None  # a candidate scored beside the served model (registry SHADOW)
         self._shadow_key: tuple[str | None, str] | None = None  # (SHADOW, CURRENT) as last acted on
+        # the shadow this instance refused or stopped: (version, CURRENT, why), reported so the live gate
+        # cannot promote it on the other instances' counts
+        self.shadow_failed: tuple[str, str, str] | None = None
 
     def request_reload(self) -> None:
         """Check for a new model now (SIGHUP). Only sets flags, so it is safe in a signal handler.
@@ -156,6 +159,7 @@ class ModelHolder:
         if key == self._shadow_key:
             return
         old = self.shadow
+        refused = None
         if version is None:
             new = None
         elif old is not None and old.bundle.version == version:
@@ -174,8 +178,9 @@ class ModelHolder:
                     return
                 log.error("shadow model %s %s refused: %s", s.name, version, first_line(exc),
                           extra={"event": "shadow_refused", "version": version})
-                new = None
+                new, refused = None, (version, self.bundle.version, f"refused: {first_line(exc)}")
         self._shadow_key = key  # acted on: not again until SHADOW or CURRENT changes
+        self.shadow_failed = refused
         with self.lock:  # (the metric too: a worker stopping it meanwhile must not be undone)
             self.shadow = new
             self.metrics.set_shadow(None if new is None else new.bundle.version)
@@ -192,6 +197,7 @@ class ModelHolder:
         if self.shadow is not failed:
             return
         self.shadow = None
+        self.shadow_failed = (failed.bundle.version, failed.current, why)
         log.error("shadow model %s stopped: %s", failed.bundle.version, why,
                   extra={"event": "shadow_refused", "version": failed.bundle.version})
         self.metrics.set_shadow(None)

@@ -13,10 +13,14 @@ would-be alerts go to ``sensorguard_shadow_alerts_total{asset}`` and its scores 
 Every ``shadow_report_s`` the daemon writes ``<registry>/<name>/live/<instance>.json``: both
 versions, since when they ran side by side, windows scored and each one's alerts raised in that
 span (raised by its own machine, held or not: a maintenance suppresses announcements, not the
-comparison). One file per instance, so daemons serving partitions of a plant add up.
+comparison). One file per instance, so daemons serving partitions of a plant add up; an instance
+that refused the shadow or stopped it (it failed to score) says so in its file instead.
 ``models promote --gate live`` (:func:`live_gate`) promotes the shadow only when, summed over the
-instances, it ran at least the stated span and raised no more alerts than CURRENT, and the
-retrain gate passed it on held-out data against this CURRENT.
+instances, it ran at least the stated span and raised no more alerts than CURRENT, no instance
+refused or stopped it, and the retrain gate passed it on held-out data against this CURRENT. A
+report not updated for three intervals (at least 15 minutes) is left out, and named: a daemon
+stopped for good, or a worker count lowered, left a frozen span that passed the gate for a model
+that had failed there, or blocked it for good (found by review).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from sensorguard.service.scorer import Scorer
 log = logging.getLogger(__name__)
 
 LIVE_DIR = "live"
+STALE_REPORTS = 3  # an instance's report left out of the live gate after this many intervals without update
+STALE_MIN_S = 900.0  # ... and at least this long (a registry on a slow share, a daemon restarting)
 MAX_SHADOW_ASSETS = 100_000  # alert machines kept at most (the daemon's own max_assets is lower)
 
 
@@ -116,26 +122,55 @@ def write_report(root: str | Path, name: str, report: dict) -> None:
     write_durably(folder / f"{safe}.json", json.dumps(report))
 
 
-def report_live(settings: Settings, shadow: Shadow | None) -> None:
-    """Write the shadow's and CURRENT's live counts for this instance (none: nothing to do); a
-    failure (a read-only registry) is logged, never raised: scoring goes on."""
-    if shadow is None or not (settings.registry and settings.name):
+def report_live(settings: Settings, shadow: Shadow | None, failed: tuple[str, str, str] | None = None) -> None:
+    """Write the shadow's and CURRENT's live counts for this instance, or that this instance
+    refused or stopped the shadow (``failed``: version, CURRENT, why), so the gate does not
+    promote on the other instances' counts a model that failed here; neither: nothing to do.
+    A failure to write (a read-only registry) is logged, never raised: scoring goes on."""
+    if not (settings.registry and settings.name):
+        return
+    if shadow is not None:
+        report = {**shadow.report(settings.instance_name), "every": settings.shadow_report_s}
+    elif failed is not None:
+        version, current, why = failed
+        report = {"instance": settings.instance_name, "shadow": version, "current": current, "failed": why,
+                  "updated": time.time(), "every": settings.shadow_report_s}
+    else:
         return
     try:
-        write_report(settings.registry, settings.name, shadow.report(settings.instance_name))
+        write_report(settings.registry, settings.name, report)
     except OSError as exc:
         log.warning("writing the shadow's live counts failed: %s", exc)
 
 
-def live_counts(root: str | Path, name: str, shadow: str, current: str) -> dict:
+def _stale_after(report: dict) -> float:
+    """Seconds after which an instance's report no longer counts: it stopped writing (a daemon
+    stopped for good, a worker count lowered), and its frozen span must not pass or block the gate."""
+    every = report.get("every")
+    every = float(every) if isinstance(every, int | float) and every > 0 else 60.0
+    return max(STALE_REPORTS * every, STALE_MIN_S)
+
+
+def live_counts(root: str | Path, name: str, shadow: str, current: str, now: float | None = None) -> dict:
     """The live reports of every instance that ran ``shadow`` beside ``current``, summed: windows,
-    both alert counts, instances, and the span (the shortest any of them ran)."""
-    total = {"windows": 0, "shadow_alerts": 0, "current_alerts": 0, "instances": 0, "span_s": 0.0}
+    both alert counts, instances, and the span (the shortest any of them ran); ``failed``: the
+    instances that refused or stopped it, and why; ``stale``: those whose report stopped coming
+    (left out)."""
+    now = time.time() if now is None else now
+    total = {"windows": 0, "shadow_alerts": 0, "current_alerts": 0, "instances": 0, "span_s": 0.0,
+             "failed": [], "stale": []}
     spans = []
     for path in sorted((Path(root) / name / LIVE_DIR).glob("*.json")):
         try:
             report = json.loads(path.read_text())
             if report.get("shadow") != shadow or report.get("current") != current:
+                continue
+            instance = str(report.get("instance", path.stem))
+            if now - float(report["updated"]) > _stale_after(report):
+                total["stale"].append(f"{instance} ({(now - float(report['updated'])) / 3600:.3g} h old)")
+                continue
+            if report.get("failed"):
+                total["failed"].append(f"{instance}: {report['failed']}")
                 continue
             for key in ("windows", "shadow_alerts", "current_alerts"):
                 total[key] += int(report[key])
@@ -163,6 +198,10 @@ def live_gate(root: str | Path, name: str, span_s: float) -> tuple[bool, str]:
     said = (f"{shadow} beside {current}: {counts['windows']} windows on {counts['instances']} instance(s) over "
             f"{counts['span_s'] / 3600:.3g} h; alerts {counts['shadow_alerts']} (shadow) vs "
             f"{counts['current_alerts']} (current)")
+    if counts["stale"]:
+        said += f"; left out, no longer reporting: {', '.join(counts['stale'])}"
+    if counts["failed"]:
+        return False, f"{said}; not promoted: it failed on {'; '.join(counts['failed'])}"
     if not gate.get("passed"):
         return False, f"{said}; not promoted: the retrain gate did not pass it on held-out data " \
                       f"({gate.get('reason', 'no gate result: make candidates with retrain')})"

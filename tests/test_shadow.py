@@ -272,3 +272,73 @@ def test_the_live_gate_does_not_promote_over_a_current_that_moved(tiny_bundle, t
     with pytest.raises(CurrentMoved, match="moved to v0003"):
         promote(root, NAME, "v0002", expect="v0001")
     assert current_version(root, NAME) == "v0003"
+
+
+def test_the_live_gate_refuses_a_shadow_that_failed_somewhere_and_leaves_out_reports_that_stopped(
+        trained, tmp_path):
+    """Found by review: a shadow that failed on one worker after 25 h left that worker's last report
+    frozen with its 25 h span, and the gate promoted the model on it; a worker count lowered left
+    reports whose short frozen span blocked the gate for good. A stopped or refused shadow is now
+    reported as such, and a report that stopped coming is left out and named."""
+    bundle = trained[0]
+    registry = tmp_path / "registry"
+    publish(bundle, registry, NAME)
+    publish(replace(bundle, metrics=GATE), registry, NAME, make_current=False)
+    assert models(registry, "shadow", "v0002") == 0
+    now = time.time()
+    good = {"shadow": "v0002", "current": "v0001", "since": now - 30 * 3600, "updated": now, "every": 60.0,
+            "windows": 100, "shadow_alerts": 0, "current_alerts": 5}
+    write_report(registry, NAME, {**good, "instance": "sg-w0"})
+    write_report(registry, NAME, {**good, "instance": "sg-w3", "since": now - 4 * 3600, "updated": now - 2 * 3600})
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.shadow import report_live
+
+    settings = load_settings({"registry": str(registry), "name": NAME, "instance": "sg-w2"}, {},
+                             require_model=False)
+    report_live(settings, None, ("v0002", "v0001", "scoring failed (ZeroDivisionError: division by zero)"))
+    promoted, said = live_gate(registry, NAME, 24 * 3600)
+    assert not promoted and "it failed on sg-w2: scoring failed (ZeroDivisionError" in said, said
+    assert "left out, no longer reporting: sg-w3 (2 h old)" in said  # (its 2 h span would block the gate)
+    (registry / NAME / "live" / "sg-w2.json").unlink()
+    promoted, said = live_gate(registry, NAME, 24 * 3600)
+    assert promoted and "on 1 instance(s) over 30 h" in said, said
+    assert current_version(registry, NAME) == "v0002"
+
+
+def test_a_shadow_stopped_or_refused_is_remembered_for_the_report(tiny_bundle, monkeypatch, tmp_path):
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.service.shadow import Shadow
+    from tests.test_daemon import make
+
+    daemon, _ = make(tiny_bundle)
+    broken = Shadow(tiny_bundle, Scorer(tiny_bundle), current="v0001")
+    daemon.models.shadow = broken
+    daemon.models.stop_shadow(broken, "scoring failed (boom)")
+    assert daemon.models.shadow_failed == (tiny_bundle.version, "v0001", "scoring failed (boom)")
+
+
+def test_the_shadow_report_is_written_off_the_scoring_worker(tiny_bundle, monkeypatch):
+    """Found by review: housekeeping (the scoring worker) wrote the report itself, so a stalled
+    registry share froze scoring. A write that hangs now leaves housekeeping free, and the next
+    one is skipped while it hangs."""
+    import threading
+
+    import sensorguard.service.daemon as daemon_module
+    from tests.test_daemon import make
+
+    entered, release, calls = threading.Event(), threading.Event(), []
+
+    def stalled(*args):
+        calls.append(args)
+        entered.set()
+        release.wait(30)
+
+    monkeypatch.setattr(daemon_module, "report_live", stalled)
+    daemon, _ = make(tiny_bundle)
+    daemon.housekeeping(time.monotonic())  # returns although the write hangs
+    assert entered.wait(10) and daemon._reporting.is_alive()
+    daemon._next_shadow_report = 0.0
+    daemon.housekeeping(time.monotonic())
+    assert len(calls) == 1  # one write at a time
+    release.set()
+    daemon._reporting.join(10)
