@@ -92,7 +92,9 @@ class ModelHolder:
         # from a config manager every minute reloads and adds one each time)
         self.swaps: deque[dict] = deque(maxlen=SWAPS_KEPT)
         # CURRENT and its version's files as last acted on (loaded or refused)
-        self._pointer: tuple[str | None, tuple | None] = (bundle.version, None)
+        registry = settings.registry and settings.name
+        served = _files(Path(settings.registry) / settings.name / bundle.version) if registry else None
+        self._pointer: tuple[str | None, tuple | None] = (bundle.version, served)
         self._retry_at: float | None = None  # monotonic time to try a version refused for an I/O error
         self._retry_s = 0.0
         self._wake = threading.Event()
@@ -219,11 +221,15 @@ class ModelHolder:
                 version, pointer, unreadable = None, f"<unreadable: {exc}>", exc
             stamp = (pointer, None if version is None else _files(Path(s.registry) / s.name / version))
             due = self._retry_at is not None and time.monotonic() >= self._retry_at
-            if stamp == self._pointer and not force and not due:
+            previous = self._pointer
+            if stamp == previous and not force and not due:
                 return None  # unchanged since last acted on (loaded, or refused: not retried every poll)
             self._retry_at = None
             self._pointer = stamp
-            if version == running.version:
+            # the served version's own files edited (its sensor limits, as operations.md advises): reloaded
+            # as a new version is; a SIGHUP answered "already the current version" and kept the old limits
+            edited = previous[0] == pointer and None not in (previous[1], stamp[1]) and previous[1] != stamp[1]
+            if version == running.version and not edited:
                 self._retry_s = 0.0
                 if force:
                     log.info("reload requested: model %s %s is already the current version", s.name, version)

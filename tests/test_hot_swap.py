@@ -355,3 +355,28 @@ def test_a_failing_follow_up_after_a_swap_leaves_the_metrics_and_event_right(tin
     assert daemon.registry.get_sample_value("sensorguard_model_info", {"name": NAME, "version": "v0002"}) == 1
     assert any(b'"model_swapped"' in p for t, p, _ in client.published if t.endswith("/events"))
     assert "applying model v0002's settings after the swap failed" in caplog.text
+
+
+def test_the_served_versions_edited_files_are_reloaded(tiny_bundle, tmp_path):
+    """Found by review: operations.md says to fix a sensor's limits in the bundle's bundle.json and
+    SIGHUP, but with a registry the check answered "already the current version" and kept the old
+    bundle. The served version's files changing is now a reload, on SIGHUP and at the next poll."""
+    import json
+
+    from sensorguard.service.registry import load_current
+    from tests.test_daemon import make
+
+    root = tmp_path / "registry"
+    assert publish(tiny_bundle, root, NAME) == "v0001"
+    daemon, _ = make(load_current(root, NAME), registry=str(root), name=NAME, reload_poll_s=0.5)
+    assert daemon.models.check(force=True) is None  # nothing changed: nothing to do
+    meta_path = root / NAME / "v0001" / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    meta["threshold"] = 0.75
+    meta_path.write_text(json.dumps(meta))
+    assert daemon.models.check(force=True) is True  # SIGHUP
+    assert daemon.models.bundle.version == "v0001" and daemon.models.bundle.threshold_ == 0.75
+    assert daemon.models.check() is None  # taken: not reloaded again
+    meta["threshold"] = 0.8
+    meta_path.write_text(json.dumps(meta) + "\n")
+    assert daemon.models.check() is True and daemon.models.bundle.threshold_ == 0.8  # a poll takes it too
