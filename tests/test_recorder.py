@@ -374,3 +374,20 @@ def test_acknowledged_alerts_have_no_age_limit_and_go_last_by_size(tmp_path):
     feed(rec, "p1", 30, 40)
     rec.flush(now_ts=1e9)
     assert not fault.exists() and false.exists()  # then the oldest acknowledged one
+
+
+def test_the_false_alarms_learned_are_counted_as_alerts_not_files(tmp_path, capsys):
+    """Found by review: an alert up through a restart is two files (its parts), and a file whose
+    rows --since left out was counted too: "learning 3 alert(s)" for one alert learned."""
+    from sensorguard.training.retrain import load_recorded
+
+    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0)
+    feed(rec, "p1", 0, 50)
+    rec.flush(now_ts=1000.0)
+    (tmp_path / "false_alarms").mkdir()
+    part = pd.DataFrame({"ts": np.arange(100.0, 110.0), "asset": "p1", "a": 1.0, "b": 2.0})
+    part.to_parquet(tmp_path / "false_alarms" / "p1@100000.parquet")
+    part.assign(ts=part.ts + 10).to_parquet(tmp_path / "false_alarms" / "p1@100000+1.parquet")  # its second part
+    part.assign(ts=part.ts - 100).to_parquet(tmp_path / "false_alarms" / "p1@1000.parquet")  # before --since
+    load_recorded(tmp_path, since=50.0, channels=CHANNELS)
+    assert "learning 1 alert(s) acknowledged as false alarms" in capsys.readouterr().out

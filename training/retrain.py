@@ -2,8 +2,9 @@
 
 Machines age and processes change, so a model trained last year raises false alarms on today's
 normal. ``retrain`` trains a candidate on the new data, calibrates it on the most recent held-out
-block, and compares both models on a final held-out block neither has seen (the last half of the
-calibration block): false-alarm rate at each model's own threshold and mean reconstruction error.
+block, and compares both models on a final held-out block neither has seen (the newest 10 % of the
+data; the candidate is calibrated out of fold on the rest): false-alarm rate at each model's own
+threshold and mean reconstruction error.
 Errors are made comparable by expressing both in raw units divided by the held-out data's own
 per-channel variance (each model standardizes with its own scaler, so standardized errors are not).
 The candidate is promoted only when it is at least as good on both and still catches every fault
@@ -105,11 +106,12 @@ def load_recorded(
     files = [f for f in files if not {ALERTS, FAULTS} & set(Path(f).relative_to(directory).parts[:-1])]
     if not files:
         raise DataError(f"{directory}: no recorded Parquet files")
-    frames, learned = [], 0
+    frames, learned = [], set()
     for path in files:
         try:  # (only the rows asked for: a whole store can be several GiB in pandas)
             frames.append(pd.read_parquet(path, filters=None if since is None else [("ts", ">=", since)]))
-            learned += FALSE_ALARMS in Path(path).relative_to(directory).parts[:-1]
+            if FALSE_ALARMS in Path(path).relative_to(directory).parts[:-1] and len(frames[-1]):
+                learned.add(alert_of(Path(path)))  # (an alert up through a restart has two parts: one alert)
         except Exception as exc:  # a damaged file must not stop a retrain on the others
             print(f"skipping unreadable recording {path}: {str(exc).splitlines()[0][:120]}")
     if not frames:
@@ -120,7 +122,7 @@ def load_recorded(
     if frame.empty:
         raise DataError(f"{directory}: no recorded readings since the given time")
     if learned:
-        print(f"learning {learned} alert(s) acknowledged as false alarms as normal ({FALSE_ALARMS}/)")
+        print(f"learning {len(learned)} alert(s) acknowledged as false alarms as normal ({FALSE_ALARMS}/)")
     return series_from_frame(frame, str(directory), time_column="ts", channels=channels, asset_column="asset",
                              fill_limit=fill_limit)
 
