@@ -453,43 +453,6 @@ def guard_seconds(guard_s: float, window: int, hop: int, raise_after: int, sampl
     return max(guard_s, samples * sample_period) if sample_period else guard_s
 
 
-def adopt_orphans(root: str | Path, owned: list[Path]) -> int:
-    """Move recordings no recorder writes any more into ``owned[0]``; how many files moved.
-
-    ``serve --workers N`` records into ``<record_dir>/w<k>`` (one daemon: ``<record_dir>``). After
-    the worker count changed, the other layout's files were trimmed by no recorder (past the
-    size and age bounds), yet ``retrain --recorded`` read them every week. Moved into a recorder's
-    folders (same sub-folder, same name: an alert's acknowledgement finds it by name), its
-    recorder trims them by age (the files keep their times) and size with its own.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return 0
-    mine = {Path(o).resolve() for o in owned}
-    target, moved, left = Path(owned[0]), 0, set()
-    for path in sorted(root.glob("**/*.parquet")):
-        origin = path.parent.parent
-        if origin.resolve() in mine:
-            continue
-        folder = target / path.parent.name
-        folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / path.name
-        if dest.exists():
-            dest = folder / f"{origin.name}-{path.name}"
-        try:
-            os.replace(path, dest)
-            moved += 1
-            left |= {path.parent, origin}
-        except OSError as exc:
-            log.warning("could not move recording %s into %s: %s", path, folder, exc.strerror or exc)
-    for folder in sorted(left, key=lambda f: len(f.parts), reverse=True):  # the folders emptied, deepest first
-        if folder.resolve() not in mine and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    if moved:
-        log.info("moved %d recordings of another worker layout into %s", moved, target)
-    return moved
-
-
 def recording(settings: Settings, channels: tuple[str, ...], guard_s: float | None = None) -> Recorder | None:
     """The recorder ``settings`` ask for (``record_dir`` and its bounds), or None without one;
     ``guard_s``: the band to use (:func:`guard_seconds`; default ``record_guard_s``)."""

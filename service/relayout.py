@@ -74,14 +74,7 @@ def relayout_states(state_dir: str, plans: Sequence[Settings]) -> int:
         return 0
     folders = [root, *sorted(d for d in root.iterdir() if WORKER_FOLDER.fullmatch(d.name) and d.is_dir())]
     targets = [_key(Path(plan.state_dir or state_dir)) for plan in plans]
-    filters = [(t, plan.readings_filters(), plan.topic_prefix) for t, plan in zip(targets, plans, strict=True)]
-
-    def owner(asset: str) -> Path | None:
-        for target, subscriptions, prefix in filters:
-            if any(topic_matches_sub(f, f"{prefix}/{asset}/readings") for f in subscriptions):
-                return target
-        return None
-
+    owner = asset_owner(plans, targets)
     folders = [_key(f) for f in folders]
     moved = _move_states(folders, owner) | _move_controls(folders, owner)
     for folder in folders[1:]:  # a worker folder left empty by a smaller layout
@@ -90,6 +83,20 @@ def relayout_states(state_dir: str, plans: Sequence[Settings]) -> int:
     if moved:
         log.info("moved the saved state of %d assets into the folders of the workers serving them now", len(moved))
     return len(moved)
+
+
+def asset_owner(plans: Sequence[Settings], folders: Sequence[Path]) -> Callable[[str], Path | None]:
+    """asset -> the folder (of ``folders``, one per plan) of the worker whose partitions match its
+    readings topic; None when none does."""
+    filters = [(f, plan.readings_filters(), plan.topic_prefix) for f, plan in zip(folders, plans, strict=True)]
+
+    def owner(asset: str) -> Path | None:
+        for folder, subscriptions, prefix in filters:
+            if any(topic_matches_sub(f, f"{prefix}/{asset}/readings") for f in subscriptions):
+                return folder
+        return None
+
+    return owner
 
 
 def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> set[str]:

@@ -44,8 +44,8 @@ from sensorguard.service.hotswap import load_model
 from sensorguard.service.instances import InstanceCheck, check_instances, read_statuses
 from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import serve_http, shutdown_http
-from sensorguard.service.recorder import adopt_orphans
-from sensorguard.service.relayout import relayout_states
+from sensorguard.service.record_layout import adopt_orphans
+from sensorguard.service.relayout import asset_owner, relayout_states
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,8 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> No
     if problems:
         raise ConfigError(problems)
     if settings.record_dir:  # the worker count changed: the old layout's recordings are trimmed too
-        adopt_orphans(settings.record_dir, [Path(plan.record_dir) for plan in plans])
+        folders = [Path(plan.record_dir) for plan in plans]
+        adopt_orphans(settings.record_dir, folders, asset_owner(plans, folders))
     if settings.state_dir and not settings.cluster:  # (cluster mode keeps asset state in its bucket)
         try:
             relayout_states(settings.state_dir, plans)  # each asset's state where its worker reads it

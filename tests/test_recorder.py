@@ -3,6 +3,7 @@
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -82,7 +83,7 @@ def test_age_bound(tmp_path):
 def test_a_changed_worker_count_hands_the_old_layouts_recordings_to_a_recorder_that_trims_them(tmp_path):
     """serve --workers 2 recorded into w0/ and w1/; after going to one worker nothing trimmed them
     and every retrain read them (found by review). Adopted, the age bound removes the old one."""
-    from sensorguard.service.recorder import adopt_orphans
+    from sensorguard.service.record_layout import adopt_orphans
 
     for k in (0, 1):
         rec = Recorder(tmp_path / f"w{k}", CHANNELS, guard_s=0, flush_interval_s=0)
@@ -391,3 +392,40 @@ def test_the_false_alarms_learned_are_counted_as_alerts_not_files(tmp_path, caps
     part.assign(ts=part.ts - 100).to_parquet(tmp_path / "false_alarms" / "p1@1000.parquet")  # before --since
     load_recorded(tmp_path, since=50.0, channels=CHANNELS)
     assert "learning 1 alert(s) acknowledged as false alarms" in capsys.readouterr().out
+
+
+def test_a_new_worker_layout_moves_each_alerts_readings_and_guard_band_to_the_worker_serving_its_asset(tmp_path):
+    """Found by review: after the worker count changed every orphaned file went to w0, so the
+    acknowledgement of an alert whose asset w1 now serves (it searches w1's folders) answered
+    "none of its readings is recorded here" and the false alarm was never learned; a name taken
+    there was renamed past what the acknowledgement looks for; the guard bands stayed behind."""
+    import json
+
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.record_layout import adopt_orphans
+    from sensorguard.service.recorder import GUARD_FILE
+    from sensorguard.service.relayout import asset_owner
+    from sensorguard.service.workers import worker_settings
+
+    frame = pd.DataFrame({"ts": np.arange(10.0), "asset": "b/p", "a": 1.0, "b": 2.0})
+    for folder, name in (("alerts", "a%2Fp@1"), ("alerts", "b%2Fp@2"), ("faults", "b%2Fp@3")):
+        (tmp_path / folder).mkdir(exist_ok=True)  # one daemon recorded these
+        frame.to_parquet(tmp_path / folder / f"{name}.parquet")
+    (tmp_path / GUARD_FILE).write_text(json.dumps({"a/p": 100.0, "b/p": 200.0}))
+    (tmp_path / "w1" / "alerts").mkdir(parents=True)
+    frame.to_parquet(tmp_path / "w1" / "alerts" / "b%2Fp@2.parquet")  # the same alert's part, already there
+    settings = load_settings({"model": None, "broker": "mqtt://h", "partition": ["a/#", "b/#"],
+                              "record_dir": str(tmp_path)}, {}, require_model=False)
+    plans = worker_settings(settings, 2)  # "a/#" is w0's, "b/#" w1's
+    folders = [Path(plan.record_dir) for plan in plans]
+    assert adopt_orphans(tmp_path, folders, asset_owner(plans, folders)) == 3
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("**/*.parquet")) == [
+        "w0/alerts/a%2Fp@1.parquet", "w1/alerts/b%2Fp@2+1.parquet", "w1/alerts/b%2Fp@2.parquet",
+        "w1/faults/b%2Fp@3.parquet"]
+    assert not (tmp_path / GUARD_FILE).exists()
+    assert json.loads((tmp_path / "w0" / GUARD_FILE).read_text()) == {"a/p": 100.0}
+    assert json.loads((tmp_path / "w1" / GUARD_FILE).read_text()) == {"b/p": 200.0}
+    rec = Recorder(tmp_path / "w1", CHANNELS, guard_s=0, verdict={"b/p@2": True}.get)
+    assert "learned as normal" in rec.acknowledged("b/p@2")
+    assert sorted(p.name for p in (tmp_path / "w1" / "false_alarms").iterdir()) == [
+        "b%2Fp@2+1.parquet", "b%2Fp@2.parquet"]  # both parts filed
