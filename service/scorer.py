@@ -70,6 +70,9 @@ def without_channels(scores: Scores, excluded: np.ndarray, threshold: float) -> 
     kept = (~excluded).sum(axis=1)
     recomputed = np.where(kept > 0, channel_error.sum(axis=1) / np.maximum(kept, 1), np.nan)
     error = np.where(excluded.any(axis=1) & ~np.isnan(scores.error), recomputed, scores.error)
+    # a window not judged (none full yet, or every channel faulted) has no channel errors either: 0
+    # read as a perfect reconstruction in score's file (found by review)
+    channel_error[np.isnan(error)] = np.nan
     return Scores(error=error, score=error / threshold, channel_error=channel_error)
 
 

@@ -176,6 +176,12 @@ def test_a_window_with_every_channel_faulted_is_not_judged():
     scores = Scores(error=np.array([2.0, 2.0]), score=np.array([4.0, 4.0]), channel_error=np.array([[1.0, 3.0]] * 2))
     out = without_channels(scores, np.array([[True, False], [True, True]]), threshold=0.5)
     assert out.score[0] == 6.0 and np.isnan(out.score[1])
+    assert out.channel_error[0].tolist() == [0.0, 3.0]  # judged: the faulted channel counts nothing
+    assert np.isnan(out.channel_error[1]).all()  # not judged: no channel error (was 0: "perfect")
+    early = Scores(error=np.array([np.nan, 2.0]), score=np.array([np.nan, 4.0]),
+                   channel_error=np.array([[np.nan, np.nan], [1.0, 3.0]]))  # no full window yet, then one
+    out = without_channels(early, np.array([[True, False], [True, False]]), threshold=0.5)
+    assert np.isnan(out.channel_error[0]).all() and out.channel_error[1].tolist() == [0.0, 3.0]
 
 
 def test_the_fill_limit_setting_reaches_the_sensor_watch(tiny_bundle):
