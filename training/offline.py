@@ -60,7 +60,10 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     ``sensor_faults`` (when the bundle has sensor limits), and ``asset`` first when the file holds
     several machines.
 
-    Rows the cleaning dropped or that have no full window yet get an empty score and no alert.
+    Rows the cleaning dropped (or the daemon would refuse) get an empty score and the alert state
+    of their machine's row before them: the daemon's state does not change at such a reading (an
+    ``alert`` of 1, 0, 1 across a repeated stamp counted two alerts; found by review). Rows before
+    the first full window get an empty score and no alert.
     """
     data, scores = scored.data, scored.scores
     rows = data.rows_of(data.source_times, data.source_assets)
@@ -78,7 +81,7 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
         "timestamp": pd.to_datetime(data.source_times, unit="s", utc=True),
         "score": score,
         "anomaly": np.where(np.isfinite(score), (score >= 1).astype(int), 0),
-        "alert": np.where(found, scored.alert[take], 0),
+        "alert": _carried(np.where(found, scored.alert[take], np.nan), data),
     })
     for j, channel in enumerate(bundle.channels):
         out[f"error_{channel}"] = np.where(found, scores.channel_error[take, j], np.nan)
@@ -87,6 +90,18 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
                           fill_limit=bundle.sensors.fill_limit if data.cleaning is None else data.cleaning.fill_limit)
         out["sensor_faults"] = sensor_fault_column(data, sensors)
     return out
+
+
+def _carried(alert: np.ndarray, data: SensorData) -> np.ndarray:
+    """``alert`` (NaN where a row was not scored) with each gap taking its machine's state at the
+    row before it in time (0 before any), as ints."""
+    if not np.isnan(alert).any():
+        return alert.astype(int)
+    frame = pd.DataFrame({"asset": data.source_assets if data.source_assets is not None else "",
+                          "t": data.source_times, "alert": alert})
+    order = frame.sort_values(["asset", "t"], kind="stable")
+    filled = order.groupby("asset", sort=False)["alert"].ffill().fillna(0)
+    return filled.reindex(frame.index).to_numpy().astype(int)
 
 
 def sensor_fault_column(data: SensorData, rules: SensorRules) -> np.ndarray:
