@@ -5,7 +5,8 @@ scraped and merges the families: counters and histograms are summed, which is wh
 the whole daemon; gauges are summed too (assets, buffered windows, open sensor faults, and the
 per-asset series, which no two workers share), except the few in ``GAUGE_RULES`` where a sum would
 lie: ``mqtt_connected`` is the minimum (0 when any worker is down), the served model's threshold
-and promise and the ``*_info`` series the maximum (1, not the number of workers).
+and promise and the ``*_info`` series the maximum (1, not the number of workers), and so are the
+per-asset score and alert gauges (only ``_other`` comes from more than one worker).
 
 prometheus_client's multiprocess mode was the alternative; it reads an environment variable at
 import and shares files in a directory, against the explicit-registry style of the rest of the
@@ -33,6 +34,10 @@ GAUGE_RULES = {
     "sensorguard_model_info": max,
     "sensorguard_shadow_info": max,
     "sensorguard_partition_info": max,
+    # per asset, one worker each, except ``_other`` (the assets past max_assets), which every worker
+    # past its cap reports: summed, 0.6 and 0.7 read as 1.4, over the alert line (found by review)
+    "sensorguard_anomaly_score": max,
+    "sensorguard_anomaly_active": max,
 }
 SUMMED = ("counter", "histogram")
 CONNECTED = ("sensorguard_mqtt_connected", "sensorguard_mqtt_connected", ())  # 0 while any worker is down

@@ -55,6 +55,10 @@ STABLE_S = 60.0  # a worker that ran this long resets the restart backoff
 SCRAPE_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 60.0
 GO_TIMEOUT_S = 60.0  # workers connect together once all loaded, or after this long
+HEALTH_PROBE_S = 5.0  # how often the parent asks each worker's /healthz
+HUNG_RESTART_S = 60.0  # a worker failing its /healthz this long is killed, then restarted (its session keeps readings)
+WATCH_STUCK_S = 30.0  # the parent's own loop not round for this long: its /healthz says 503
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through http_proxy
 READINGS = ("sensorguard_readings", "sensorguard_readings_total", ())
 
 
@@ -158,6 +162,9 @@ class Slot:
     backoff: float = 0.0  # the wait before the next restart (0: none yet, the first is RESTART_MIN_S)
     counters: WorkerCounters = field(default_factory=WorkerCounters)
     readings_carry: float = 0.0
+    reload_pending: bool = False  # a SIGHUP came while it was loading: sent once it has loaded
+    probed: float = 0.0  # when its /healthz was last asked
+    unhealthy_since: float | None = None  # its /healthz failing since (None: it answered 200)
 
 
 class Supervisor:
@@ -171,7 +178,7 @@ class Supervisor:
         self.stale = stale
         self.stopping = False
         self.go = self.context.Event()
-        self.started = time.monotonic()
+        self.started = self._watched = time.monotonic()
         self._lock = threading.Lock()  # slots' counters: the HTTP thread merges while the main loop restarts
         self._meta: dict[str, tuple[str, str]] = {}
         self.registry = CollectorRegistry()
@@ -185,8 +192,9 @@ class Supervisor:
     def start(self) -> None:
         """Listen first: a busy metrics port used to fail after the workers were spawned, and they
         waited for ever for a start that never came (the parent hung at exit, systemd saw it up)."""
-        self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready)
-        self.started = time.monotonic()
+        self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready,
+                                self.alive)
+        self.started = self._watched = time.monotonic()
         for slot in self.slots:
             self._spawn(slot)
 
@@ -210,12 +218,16 @@ class Supervisor:
                     break
                 if said == "loaded":
                     slot.loaded = True
+                    if slot.reload_pending:  # (its handler is installed now)
+                        slot.reload_pending = False
+                        os.kill(slot.process.pid, signal.SIGHUP)
                 else:
                     slot.port = int(said)
             if not self.go.is_set() and (all(s.loaded for s in self.slots) or now - self.started >= GO_TIMEOUT_S):
                 self.go.set()  # every worker loaded (or one is stuck): all connect together
             if slot.process is not None and slot.process.is_alive():
                 alive += 1
+                self._probe(slot, now)
                 continue
             if slot.restart_at is None:  # just found dead
                 code = slot.process.exitcode if slot.process is not None else None
@@ -230,16 +242,46 @@ class Supervisor:
                     slot.readings.value = 0.0
                     slot.port = None
                     slot.generation += 1
+                    slot.unhealthy_since = None
             elif now >= slot.restart_at and not self.stopping:
                 self.restarts.inc()
                 self._spawn(slot)
         self.running.set(alive)
+        self._watched = now
+
+    def _probe(self, slot: Slot, now: float) -> None:
+        """Ask a running worker's ``/healthz`` every ``HEALTH_PROBE_S``; kill one failing it for
+        ``HUNG_RESTART_S`` (it is then restarted as a dead one is). Only dead workers were restarted:
+        one whose scoring hung stayed up, its partitions undrained, and the parent said healthy
+        (found by review). A worker still loading has no port yet and is not asked."""
+        if slot.port is None or now - slot.probed < HEALTH_PROBE_S or self.stopping:
+            return
+        slot.probed = now
+        if _get(slot.port, "/healthz") is not None:
+            slot.unhealthy_since = None
+            return
+        slot.unhealthy_since = slot.unhealthy_since if slot.unhealthy_since is not None else now
+        if now - slot.unhealthy_since >= HUNG_RESTART_S:
+            log.error("worker w%d (pid %s) failed its health check for %.0f s (scoring stuck): killing it; it is "
+                      "restarted and its session keeps its readings", slot.index, slot.process.pid,
+                      now - slot.unhealthy_since)
+            slot.process.kill()
+
+    def alive(self) -> bool:
+        """The parent's ``/healthz``: its own loop goes round, and no worker has failed its health
+        check for ``HUNG_RESTART_S`` (one that did is being killed; if that does not end it, the
+        parent is not healthy either)."""
+        now = time.monotonic()
+        return now - self._watched < WATCH_STUCK_S and all(
+            slot.unhealthy_since is None or now - slot.unhealthy_since < HUNG_RESTART_S for slot in self.slots)
 
     def request_reload(self) -> None:
         """SIGHUP: every worker checks for a new model."""
-        for slot in self.slots:  # a worker still loading has no SIGHUP handler yet: it would die of it
-            if slot.process is not None and slot.process.is_alive() and slot.loaded:
-                os.kill(slot.process.pid, signal.SIGHUP)
+        for slot in self.slots:  # a worker still loading has no SIGHUP handler yet: it would die of it, so
+            if slot.process is not None and slot.process.is_alive() and slot.loaded:  # it gets it once loaded
+                os.kill(slot.process.pid, signal.SIGHUP)  # (it may have read the old model: a bundle folder
+            else:  # reloads only on SIGHUP, and the request was lost; found by review)
+                slot.reload_pending = True
 
     def stop(self) -> None:
         """SIGTERM to every worker, wait for each to finish (killed past ``STOP_TIMEOUT_S``)."""
@@ -294,7 +336,7 @@ class Supervisor:
 def _get(port: int, path: str) -> str | None:
     """The body of a 200 answer from a worker's endpoint, or None."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=SCRAPE_TIMEOUT_S) as answer:
+        with _DIRECT.open(f"http://127.0.0.1:{port}{path}", timeout=SCRAPE_TIMEOUT_S) as answer:
             return answer.read().decode("utf-8") if answer.status == 200 else None
     except OSError:
         return None

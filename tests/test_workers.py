@@ -341,3 +341,100 @@ def test_a_busy_metrics_port_stops_the_start_before_any_worker_is_spawned(tmp_pa
         assert all(slot.process is None for slot in sup.slots)
     finally:
         busy.close()
+
+
+def test_the_assets_past_the_label_cap_are_not_summed_over_workers():
+    """Found by review: every worker past max_assets reports ``_other``; summed, scores of 0.5 and
+    0.5 read as 1.0 (the alert line) and anomaly_active as 2, which `== 1` never matched."""
+    slots, meta = [WorkerCounters(), WorkerCounters()], {}
+    pages = [parse(PAGE.format(readings=1, connected=1, asset="_other")) for _ in range(2)]
+    got = _values(merge(pages, slots, meta))
+    assert got[("sensorguard_anomaly_score", (("asset", "_other"),))] == 0.5
+
+
+class _Running:
+    """A worker process stand-in: alive until killed."""
+
+    pid, exitcode = 4242, None
+
+    def __init__(self) -> None:
+        self.killed = False
+
+    def is_alive(self) -> bool:
+        return not self.killed
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+def test_a_worker_whose_health_check_keeps_failing_is_killed_and_the_parent_says_so(tmp_path):
+    """Found by review: only a dead worker was restarted, and the parent's /healthz always said ok:
+    a worker whose scoring hung (its own /healthz 503) stayed up for good, its partitions
+    undrained, and no liveness probe ever acted."""
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.metrics import serve_http, shutdown_http
+    from sensorguard.service.workers import HEALTH_PROBE_S, HUNG_RESTART_S, Supervisor
+
+    settings = _settings(tmp_path, partition=["a/#", "b/#"], workers=2)
+    sup = Supervisor(settings, worker_settings(settings, 2), [(), ()])
+    healthy = serve_http(CollectorRegistry(), "127.0.0.1", 0, lambda: True)
+    hung = serve_http(CollectorRegistry(), "127.0.0.1", 0, lambda: True, alive=lambda: False)
+    try:
+        for slot, server in zip(sup.slots, (healthy, hung), strict=True):
+            slot.process, slot.port, slot.loaded = _Running(), server[0].server_address[1], True
+            slot.readings = sup.context.Value("d", 0.0, lock=False)
+        now = time.monotonic()
+        sup.watch(now)
+        assert sup.slots[1].unhealthy_since == now and sup.alive()  # one failed probe: not yet
+        sup.watch(now + HEALTH_PROBE_S / 2)
+        assert not sup.slots[1].process.killed  # (not asked again before HEALTH_PROBE_S)
+        sup._watched = now
+        sup.slots[1].unhealthy_since = time.monotonic() - HUNG_RESTART_S
+        assert not sup.alive()  # failing for HUNG_RESTART_S: the parent's /healthz says so
+        sup.watch(now + HUNG_RESTART_S + HEALTH_PROBE_S)
+        assert sup.slots[1].process.killed and not sup.slots[0].process.killed
+        sup.stopping = True  # (found dead at the next round, not respawned here)
+        sup.watch(now + HUNG_RESTART_S + 2 * HEALTH_PROBE_S)
+        assert sup.slots[1].generation == 1 and sup.slots[1].unhealthy_since is None and sup.alive()
+    finally:
+        shutdown_http(*healthy)
+        shutdown_http(*hung)
+
+
+def test_the_parent_reaches_its_workers_past_an_http_proxy(monkeypatch):
+    """Found by review: the loopback scrapes used urllib's default opener, which honours
+    http_proxy (no_proxy=localhost does not cover 127.0.0.1): behind a proxy every worker looked
+    dead, /readyz stayed 503 and every merged gauge was missing."""
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.metrics import serve_http, shutdown_http
+    from sensorguard.service.workers import _get
+
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+    server = serve_http(CollectorRegistry(), "127.0.0.1", 0, lambda: True)
+    try:
+        assert _get(server[0].server_address[1], "/readyz") is not None
+    finally:
+        shutdown_http(*server)
+
+
+def test_a_reload_asked_while_a_worker_loads_reaches_it_once_loaded(tmp_path, monkeypatch):
+    """Found by review: SIGHUP skipped a worker still loading (it would die of it) and forgot it;
+    with a bundle folder, which reloads only on SIGHUP, that worker kept the old model."""
+    import os
+
+    from sensorguard.service.workers import Supervisor
+
+    settings = _settings(tmp_path, partition=["a/#"], workers=1)
+    sup = Supervisor(settings, worker_settings(settings, 1), [()])
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    receive, send = sup.context.Pipe(duplex=False)
+    slot = sup.slots[0]
+    slot.process, slot.pipe = _Running(), receive
+    sup.request_reload()  # still loading
+    assert sent == [] and slot.reload_pending
+    send.send("loaded")
+    sup.watch(time.monotonic())
+    assert sent == [(4242, signal.SIGHUP)] and not slot.reload_pending
