@@ -28,7 +28,8 @@ def replay_file(args: argparse.Namespace) -> int:
     flags = {"broker": args.broker, "mqtt_version": args.mqtt_version, "topic_prefix": args.topic_prefix,
              "username": args.username, "password_file": args.password_file, "tls_ca": args.tls_ca,
              "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_insecure": args.tls_insecure,
-             "client_id": args.client_id or f"sensorguard-replay-{os.getpid()}"}
+             # (the pid alone is 1 in every container: two replays knocked each other off the broker)
+             "client_id": args.client_id or f"sensorguard-replay-{os.getpid()}-{uuid.uuid4().hex[:8]}"}
     settings = load_settings(flags, os.environ, require_model=False)
     channels = None
     if args.model:  # (a bad bundle is one line: main reports its BundleError)
@@ -51,8 +52,10 @@ def replay_file(args: argparse.Namespace) -> int:
     else:
         raise CliError(f"{args.data} has no asset column: give --asset")
     due = schedule(times[order], args.rate, args.speed)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.timestamps != "original" and (ahead := _refused_ahead(times[order], due, assets, settings.max_future_s)):
+        print(f"note: {ahead}", file=sys.stderr)
+    stop, signalled = threading.Event(), []
+    signal.signal(signal.SIGTERM, lambda *_: (signalled.append(1), stop.set()))
     span = f"{len(order) / due[-1]:.3g} rows/s" if len(due) and due[-1] > 0 else "once"
     print(f"replaying {len(order)} rows x {len(data.channels)} channels ({', '.join(data.channels)}) of {args.data} "
           f"as {who} to {settings.redacted()['broker']} at {span}", flush=True)
@@ -64,7 +67,33 @@ def replay_file(args: argparse.Namespace) -> int:
         return 130
     print(f"published {result.rows} readings in {result.seconds:.1f}s"
           + ("" if result.confirmed else " (not all confirmed by the broker)"))
+    if result.refused:
+        raise CliError(f"the broker refused {result.refused} message(s) ({result.refusal}): check its access "
+                       f"rules for {settings.topic_prefix}/#")
+    if signalled:  # stopped part-way: a job runner must not read it as done (Ctrl-C gives 130 too)
+        print(f"stopped by SIGTERM after {result.rows} of {len(order)} rows", file=sys.stderr)
+        return 143
     return 0 if result.confirmed else EXIT_ERROR
+
+
+def _refused_ahead(times, due, assets, max_future_s: float) -> str | None:
+    """Faster than real time the stamps run ahead of the clock; a row after a gap longer than the
+    daemon's ``max_future_s`` that is also that far ahead of it is refused as ``future_ts``, and the
+    asset's rows after it too (found by review): said before the replay starts, with the way out."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"asset": assets if not isinstance(assets, str) else assets, "t": times,
+                          "lead": (times - times[0]) - due})
+    gap = frame.groupby("asset", sort=False)["t"].diff().to_numpy()
+    risky = np.flatnonzero((gap > max_future_s) & (frame["lead"].to_numpy() > max_future_s))
+    if not len(risky):
+        return None
+    first = risky[0]
+    return (f"at this pace the stamps run {frame['lead'].iloc[first] / 3600:.3g} h ahead of the clock when "
+            f"{frame['asset'].iloc[first]} resumes after a gap of {gap[first] / 3600:.3g} h: a daemon with "
+            f"max_future_s {max_future_s:g} refuses that row and the asset's rows after it (future_ts); "
+            "replay in real time, or with --timestamps original")
 
 
 def send(args: argparse.Namespace) -> int:

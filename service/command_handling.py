@@ -178,9 +178,21 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
             got.update(reply)
             answered.set()
 
+    refused: list[str] = []
+
+    def on_publish(client, userdata, mid, reason_code, properties) -> None:  # MQTT 5: the broker's answer
+        if reason_code is not None and getattr(reason_code, "is_failure", False):
+            refused.append(mqtt.reason_text(reason_code))
+            answered.set()  # (no daemon will answer: the command never reached one)
+
     with mqtt.listening(settings, reply_to, on_message, timeout_s) as client:
         if client is None:
             raise ConnectionError(f"could not connect to {settings.redacted()['broker']}")
+        client.on_publish = on_publish
         info = mqtt.publish_json(client, f"{settings.output_prefix}/commands/{verb}", body, qos=1)
         info.wait_for_publish(timeout_s)
-        return dict(got) if answered.wait(timeout_s) else None
+        done = answered.wait(timeout_s)
+        if refused:  # known at once: it waited the whole --timeout, then said "no answer"
+            raise PermissionError(f"the broker refused the command ({refused[0]}): check its access rules for "
+                                  f"{settings.output_prefix}/commands/#")
+        return dict(got) if done else None

@@ -37,6 +37,8 @@ class ReplayResult:
     rows: int
     seconds: float
     confirmed: bool
+    refused: int = 0  # messages the broker's acknowledgement refused (MQTT 5: its access rules, a quota)
+    refusal: str = ""  # the first refusal's reason
 
 
 def schedule(times: np.ndarray, rate: float | None, speed: float | None) -> np.ndarray:
@@ -77,6 +79,13 @@ def replay(
     client = mqtt.create_client(settings, manual_ack=False, persistent=False, will=False)
     connected = threading.Event()
     client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+    refusals: list[str] = []  # paho counts a refused message published: replay said "published N", exit 0
+
+    def on_publish(c, userdata, mid, reason_code, properties) -> None:
+        if reason_code is not None and getattr(reason_code, "is_failure", False):
+            refusals.append(mqtt.reason_text(reason_code))
+
+    client.on_publish = on_publish
     mqtt.connect_async(client, settings, persistent=False)
     try:
         if not connected.wait(15):
@@ -106,7 +115,7 @@ def replay(
             if delay > 0:
                 stop.wait(delay)
         confirmed = mqtt.wait_published(infos, 30.0)
-        return ReplayResult(sent, time.monotonic() - started, confirmed)
+        return ReplayResult(sent, time.monotonic() - started, confirmed, len(refusals), next(iter(refusals), ""))
     finally:
         client.disconnect()
         client.loop_stop()

@@ -162,3 +162,46 @@ def test_replay_paces_rows_by_their_own_stamps_so_several_machines_run_in_real_t
     gap = np.r_[np.arange(5.0), 60 + np.arange(5.0)]
     assert schedule(gap, rate=None, speed=60)[5] == 1.0  # a gap is replayed as a gap, scaled
     assert list(schedule(gap, rate=4, speed=None)[:3]) == [0.0, 0.25, 0.5]
+
+
+def test_a_replay_stopped_by_sigterm_does_not_report_success(tmp_path, mosquitto):
+    """Found by review: SIGTERM ended the loop, and replay printed "published N readings" for part
+    of the file and exited 0: a job runner or a timeout wrapper read the cut replay as done."""
+    import signal
+
+    frame = plant_frame(rows=400, channels=3, seed=1)
+    path = tmp_path / "history.parquet"
+    frame.to_parquet(path, index=False)
+    watch = Collector(mosquitto, "sensors/#")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sensorguard", "replay", str(path), "--broker", mosquitto.url, "--asset", "p1",
+         "--rate", "20"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        from tests.mosquitto import wait_for
+
+        wait_for(lambda: len(watch.on("sensors/p1/readings")) >= 5, 60, "the replay under way")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        watch.close()
+    assert proc.returncode == 143, (out, err)
+    assert "stopped by SIGTERM after" in err and "of 400 rows" in err, err
+
+
+def test_replay_says_when_a_fast_replay_would_run_past_the_daemons_future_limit():
+    """Found by review: at --speed 10 a file with a 2 h gap ran 9,000 s ahead of the clock when the
+    gap came; the daemon refused the row after it as future_ts, and every later one."""
+    import numpy as np
+
+    from sensorguard.clients import _refused_ahead
+    from sensorguard.service.replay import schedule
+
+    times = np.r_[np.arange(10_000.0), 10_000.0 + 7200 + np.arange(100.0)]
+    said = _refused_ahead(times, schedule(times, None, 10.0), "p1", 3600.0)
+    assert said is not None and "p1 resumes after a gap of 2 h" in said and "--timestamps original" in said
+    assert _refused_ahead(times, schedule(times, None, 1.0), "p1", 3600.0) is None  # real time: never ahead
+    assets = ["a", "b"] * 10_100  # two machines interleaved: the gap is each one's own
+    assert _refused_ahead(np.sort(np.r_[times, times]), schedule(np.sort(np.r_[times, times]), None, 10.0),
+                          assets, 3600.0) is not None

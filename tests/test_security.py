@@ -21,9 +21,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from sensorguard.service.config import Settings, load_settings
@@ -434,5 +437,31 @@ def test_messages_the_broker_refuses_to_take_are_counted_and_said(tmp_path, daem
         wait_for(lambda: (metric(url, "sensorguard_publishes_refused_total") or 0) >= 1, 20, "a refusal counted")
         lines = wait_for(lambda: logged_by(caplog, daemon, "refused"), 10, "the refusal logged")
         assert any("not authorized" in m.lower() and "sensorguard/" in m for m in lines), lines
+    finally:
+        broker.stop()
+
+
+@pytest.mark.integration
+def test_replay_and_commands_say_when_the_broker_refuses_them(tmp_path, capsys):
+    """Found by review: over MQTT 5 paho counts a refused message published, so a replay the
+    broker's access rules denied printed "published N readings" and exited 0, and a refused
+    command waited its whole --timeout to say "no answer"."""
+    from sensorguard.cli import main
+
+    acl = tmp_path / "acl"
+    acl.write_text("topic read sensorguard/#\n")  # nothing may be written: readings nor commands
+    broker = broker_with(tmp_path / "acl-broker", ["allow_anonymous true", f"acl_file {acl}"])
+    frame = pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=5, freq="1s", tz="UTC"),
+                          "a": np.arange(5.0), "b": np.arange(5.0) ** 2})
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    try:
+        code = main(["replay", str(tmp_path / "rows.csv"), "--broker", broker.url, "--asset", "p1", "--rate", "100"])
+        err = capsys.readouterr().err
+        assert code == 1 and "the broker refused 5 message(s)" in err and "not authorized" in err.lower(), err
+        started = time.monotonic()
+        code = main(["shelve", "p1", "--for", "1h", "--broker", broker.url, "--timeout", "30"])
+        err = capsys.readouterr().err
+        assert code == 1 and "the broker refused the command" in err, err
+        assert time.monotonic() - started < 20  # said at the broker's answer, not after the 30 s --timeout
     finally:
         broker.stop()
