@@ -7,6 +7,7 @@ from sensorguard.service.alerts import AlertRules, alert_series
 from sensorguard.training.promise import (
     _autocorrelation_time,
     _observed,
+    _poisson_ci,
     alert_threshold,
     effective_fraction,
     run_min,
@@ -59,10 +60,16 @@ def test_small_calibration_extrapolates_the_tail_and_says_so():
 
 def test_long_calibration_uses_the_empirical_quantile():
     rows = int(40 * STEPS_PER_DAY * HOP)
-    _, record = alert_threshold([normal_errors(rows, 0)], HOP, RULES, STEPS_PER_DAY, target=5.0)
-    assert record["tail"] == "empirical"
+    errors = normal_errors(rows, 0)
+    threshold, record = alert_threshold([errors], HOP, RULES, STEPS_PER_DAY, target=5.0)
+    assert record["tail"] == "empirical" and "binomial" in record["tail_note"]
     lo, hi = record["promised_ci95"]
     assert lo < 5.0 < hi and hi / lo < 4
+    # the interval is that of the rate at the line chosen (raised to the bound: fewer crossings than
+    # the target), not one centred on the target (found by review)
+    steps = run_min(errors, HOP, RULES.raise_after)
+    at_line = float(np.mean(steps >= threshold)) * STEPS_PER_DAY
+    assert at_line < 5.0 and np.sqrt(lo * hi) == pytest.approx(at_line, rel=0.1)
 
 
 def test_observed_alerts_on_the_calibration_data_follow_the_rules():
@@ -101,6 +108,10 @@ def test_tied_top_errors_put_the_line_above_them_not_on_them(errors):
     threshold, record = alert_threshold([errors], HOP, RULES, 8640.0, target=1.0)
     assert threshold > run_min(errors, HOP, RULES.raise_after).max()  # what an alert needs stays below it
     assert record["tail"] == "none" and record["observed_alerts"] == 0
+    # the interval is the rate at this line, which nothing seen crosses: from 0 (it was centred on the
+    # target, 1 a day, as if the line sat at the quantile; found by review)
+    zero_hi = _poisson_ci(0)[1]  # (3.69: the upper 95 % bound after no event)
+    assert record["promised_ci95"] == [0.0, pytest.approx(8640.0 * zero_hi / record["effective_samples"], rel=0.01)]
 
 
 def test_a_rate_inside_the_data_is_the_empirical_quantile_and_says_so():

@@ -157,9 +157,11 @@ def alert_threshold(
             record.update(tail="none", margin=0.0,
                           tail_note="fewer than 2 values above the 90th percentile: the line is just above "
                                     "the largest value seen")
-        lo, hi = _poisson_ci(n_eff * p)
-        record["promised_ci95"] = [round(rate * lo / max(n_eff * p, 1e-12), 4),
-                                   round(rate * hi / max(n_eff * p, 1e-12), 4)]
+        # the rate at the line chosen, not around the target: a line raised to the bound (or above every
+        # value seen) crosses less often than the target, and an interval centred on it said otherwise
+        # (found by review). Crossings counted on the pooled steps, made effective as the samples are.
+        lo, hi = _poisson_ci(float(np.sum(pooled >= threshold)) * eff)
+        record["promised_ci95"] = [round(steps_per_day * lo / n_eff, 4), round(steps_per_day * hi / n_eff, 4)]
     else:
         sigma = float(excess.mean())
         n_exc = max(len(excess) * eff, 1.0)
