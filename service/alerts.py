@@ -144,8 +144,23 @@ def alert_series(
     return judge_series(scores, mask, times, rules, drift)[0]
 
 
+def silences(times: np.ndarray, alive: np.ndarray | None, limit: float) -> np.ndarray:
+    """Per row of the time-sorted ``times``, whether its asset went silent since the row before: no
+    reading for longer than ``limit``. ``alive``: the sorted stamps of every reading that keeps the
+    asset alive live (those refused for their rate, ``slow_rate``, included: they bridge the gaps
+    between rows); None: the rows alone."""
+    times = np.asarray(times, dtype=np.float64)
+    if alive is None or not len(times):
+        return np.r_[False, np.diff(times) > limit] if len(times) else np.zeros(0, dtype=bool)
+    stamps = np.union1d(times, np.asarray(alive, dtype=np.float64))
+    gone = np.r_[0, np.cumsum(np.diff(stamps) > limit)]  # silences up to each stamp
+    at = gone[np.searchsorted(stamps, times)]
+    return np.r_[False, np.diff(at) > 0]
+
+
 def judge_series(
-    scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None
+    scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None,
+    alive: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Offline ``(alert 0/1, score against the widened line)`` per row, as the daemon steps them.
 
@@ -153,7 +168,9 @@ def judge_series(
     order; every other row's score is divided by the widening in force at that row. A gap in
     ``times`` longer than ``rules.stale_after`` ends the alert state as the daemon's silence does
     (the asset went stale: an alert up ends, the next one is a new alert); the drift baseline is
-    kept, as the daemon keeps it while a silent asset's return is awaited. (Live, silence is
+    kept, as the daemon keeps it while a silent asset's return is awaited. ``alive``: the stamps of
+    every reading that keeps the asset alive (:func:`silences`): a sender slowed below the model's
+    rate has its readings refused, yet live they keep it from going silent. (Live, silence is
     arrival time while connected: a backlog drained after an outage, or a replay faster than real
     time, is judged by its stamps here and may differ.)
     """
@@ -161,7 +178,7 @@ def judge_series(
     out = np.zeros(len(scores), dtype=np.int8)
     adjusted = np.array(scores, dtype=np.float64, copy=True)
     active, factor = 0, 1.0
-    silent = np.r_[False, np.diff(np.asarray(times, dtype=np.float64)) > rules.stale_after]
+    silent = silences(times, alive, rules.stale_after)
     for i in range(len(scores)):
         if silent[i]:
             state, active = AlertState(), 0

@@ -85,11 +85,6 @@ class SensorRules:
         return (tuple(lim.low for lim in self.limits), tuple(lim.high for lim in self.limits),
                 tuple(lim.stuck_after for lim in self.limits))
 
-    def after_silence(self, before: float, now: float) -> bool:
-        """Whether a reading at ``now`` after one at ``before`` starts a new watch (offline; live,
-        the daemon forgets a silent asset's watch: its faults, stuck counts and held values)."""
-        return self.silence_s is not None and now - before > self.silence_s
-
     def to_dict(self) -> dict[str, Any]:
         return {c: {"low": lim.low, "high": lim.high, "stuck_after": lim.stuck_after}
                 for c, lim in zip(self.channels, self.limits, strict=True)}
@@ -229,17 +224,22 @@ class SensorWatch:
         return [{"kind": k, "channel": rules.channels[j]} for k, j in sorted(self.open, key=lambda f: (f[1], f[0]))]
 
 
-def watch_rows(times: Any, values: Any, rules: SensorRules) -> tuple[Any, Any, int]:
+def watch_rows(times: Any, values: Any, rules: SensorRules, alive: Any = None) -> tuple[Any, Any, int]:
     """A time-sorted series through one watch, as the daemon sees its readings: ``(values as held,
-    (T, C) bool faulted after each reading, faults opened)``; a silence starts a new watch
-    (:meth:`SensorRules.after_silence`)."""
+    (T, C) bool faulted after each reading, faults opened)``; a silence longer than
+    ``rules.silence_s`` starts a new watch, bridged by ``alive`` (the stamps of readings refused for
+    their rate, which keep the asset alive live: :func:`~sensorguard.service.alerts.silences`)."""
+    from sensorguard.service.alerts import silences  # (alerts knows nothing of sensors: no cycle)
+
     values = np.asarray(values, dtype=np.float64)
     watch = SensorWatch(values.shape[1])
     rows = np.where(np.isfinite(values), values, np.nan).tolist()
     faulted = np.zeros(values.shape, dtype=bool)
     opened = 0
+    silent = (silences(times, alive, rules.silence_s) if rules.silence_s is not None
+              else np.zeros(len(rows), dtype=bool))
     for i, row in enumerate(rows):
-        if i and rules.after_silence(float(times[i - 1]), float(times[i])):
+        if silent[i]:
             watch = SensorWatch(values.shape[1])
         opened += sum(e.fault for e in watch.step(float(times[i]), row, rules))
         faulted[i, list(watch.faulted())] = True

@@ -268,3 +268,23 @@ def test_replay_of_a_messy_two_machine_file_equals_score(mosquitto, trained, tra
             assert_same([(w.ts, w.score, int(w.status == "alerting")) for w in seen if w.asset == asset], windows)
     finally:
         daemon.stop()
+
+
+def test_a_sender_slowed_below_the_models_rate_keeps_its_alert_alike_live_and_offline(tiny_bundle):
+    """A fault, then the sender slows to one reading in 3 s for longer than ``stale_after_s`` (its
+    readings refused as slow_rate), then back at the rate with the fault still on. Live a refused
+    reading keeps the asset alive, so the alert stays up; offline the gap between the rows kept
+    was taken for a silence and the alert ended (found by review)."""
+    stale = 30.0
+    times = np.r_[np.arange(0, 60.0), 60 + 3 * np.arange(1, 16), 108 + np.arange(40.0)]
+    stream = [(T0 + t, {"a": math.sin(t / 5) + (8.0 if t >= 35 else 0.0), "b": math.cos(t / 7), "c": 0.01 * t})
+              for t in times]
+    live = live_windows(tiny_bundle, stream, stale_after_s=stale)
+    frame = pd.DataFrame([{"timestamp": ts, **doc} for ts, doc in stream])
+    data = series_from_frame(frame, "stream", policy=tiny_bundle.cleaning)
+    scored = score_data(tiny_bundle, data, AlertRules(**RULES, stale_after=stale))
+    mask = hop_mask(data.segments, tiny_bundle.window, tiny_bundle.hop) & np.isfinite(scored.scores.score)
+    offline = [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i]))
+               for i in np.flatnonzero(mask)]
+    assert any(a for ts, _, a in live if ts <= T0 + 60) and all(a for ts, _, a in live if ts > T0 + 60)
+    assert_same(live, offline)

@@ -258,9 +258,11 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
         keep = ~dup
         times, values = times[keep], values[keep]
         labels = {k: v[keep] for k, v in labels.items()}
+    alive = None  # the stamps that keep the asset alive live: refused for their rate, or taken
     if hold_rate and policy is not None:  # a bundle's grid: readings off its rate are not taken, as live
         ok = np.isfinite(times)
         times, values = times[ok], values[ok]
+        alive = times
         labels = {k: v[ok] for k, v in labels.items()}
         keep, counts = admit_rows(times, policy)
         if not keep.all():
@@ -273,7 +275,7 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
         ok = np.isfinite(times)
         times, values = times[ok], values[ok]
         labels = {k: v[ok] for k, v in labels.items()}
-        values, faulted, opened = watch_rows(times, values, sensors)
+        values, faulted, opened = watch_rows(times, values, sensors, alive)
         if opened:
             notes.append(f"{opened} sensor faults opened: those channels are held and left out of the score")
     return _fill_and_segment(times, values, labels, channels, fill_limit, notes, policy, faulted)

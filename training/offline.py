@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
+from sensorguard.service.alerts import AlertRules, hop_mask, judge_series, silences
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import default_rules
 from sensorguard.service.cleaning import admit_rows
@@ -49,10 +49,23 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
     mask = hop_mask(data.segments, bundle.window, bundle.hop)
     alert = np.zeros(len(data), dtype=np.int8)
     score = scores.score.copy()
-    for _, rows in data.blocks():
+    alive = _alive_stamps(data)
+    for asset, rows in data.blocks():
         alert[rows], score[rows] = judge_series(scores.score[rows], mask[rows], data.times[rows], rules,
-                                                bundle.drift_rule)
+                                                bundle.drift_rule, alive.get(asset))
     return Scored(data, replace(scores, score=score), alert, rules.stale_after)
+
+
+def _alive_stamps(data: SensorData) -> dict[str | None, np.ndarray]:
+    """Per machine (None: the only one), the sorted stamps of the readings that keep it alive live:
+    every finite, new stamp, taken or refused for its rate (a repeat or an older one is not); none
+    known (data not read from a file): empty, and the rows alone decide a silence."""
+    if data.source_times is None:
+        return {}
+    times = data.source_times
+    groups = ({None: np.arange(len(times))} if data.source_assets is None
+              else machine_rows(data.source_assets))
+    return {asset: np.unique(times[rows][np.isfinite(times[rows])]) for asset, rows in groups.items()}
 
 
 def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
@@ -109,12 +122,15 @@ def sensor_fault_column(data: SensorData, rules: SensorRules) -> np.ndarray:
     daemon's watch sees them: each machine's readings in time order, a repeated stamp skipped."""
     times, values = data.source_times, data.source_values
     out = np.full(len(times), "", dtype=object)
-    for rows in _taken_rows(data):  # a reading the daemon refused is not watched either
-        watch, last = SensorWatch(len(rules.channels)), None
-        for i in rows:
-            if last is not None and rules.after_silence(last, float(times[i])):
+    alive = _alive_stamps(data)
+    for rows in _taken_rows(data):  # a reading the daemon refused is not watched either (but keeps it alive)
+        watch = SensorWatch(len(rules.channels))
+        asset = None if data.source_assets is None else str(data.source_assets[rows[0]]) if len(rows) else None
+        silent = (silences(times[rows], alive.get(asset), rules.silence_s) if rules.silence_s is not None
+                  else np.zeros(len(rows), dtype=bool))
+        for i, gone in zip(rows, silent, strict=True):
+            if gone:
                 watch = SensorWatch(len(rules.channels))
-            last = float(times[i])
             watch.step(float(times[i]), values[i].tolist(), rules)
             out[i] = ";".join(f"{f['kind']}:{f['channel']}" for f in watch.describe(rules))
     return out
