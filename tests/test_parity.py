@@ -105,6 +105,15 @@ def live_windows(bundle, stream: list[tuple[float, dict]], before=None, **settin
     return [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
 
 
+def offline_with_silence(bundle, stream: list[tuple[float, dict]], stale: float) -> list[tuple[float, float, int]]:
+    """``score``'s windows of ``stream`` with the silence set to ``stale`` seconds."""
+    frame = pd.DataFrame([{"timestamp": ts, **doc} for ts, doc in stream])
+    data = series_from_frame(frame, "stream", policy=bundle.cleaning)
+    scored = score_data(bundle, data, AlertRules(**RULES, stale_after=stale))
+    mask = hop_mask(data.segments, bundle.window, bundle.hop) & np.isfinite(scored.scores.score)
+    return [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i])) for i in np.flatnonzero(mask)]
+
+
 def assert_same(live, offline) -> None:
     assert [round(ts, 6) for ts, _, _ in live] == [round(ts, 6) for ts, _, _ in offline]
     np.testing.assert_allclose([s for _, s, _ in live], [s for _, s, _ in offline], rtol=1e-5, atol=1e-6)
@@ -189,12 +198,7 @@ def test_a_silence_during_an_alert_ends_it_alike_live_and_offline(tiny_bundle):
             daemon.housekeeping(time.monotonic() + stale + 1)
 
     live = live_windows(tiny_bundle, stream, silence, stale_after_s=stale)
-    frame = pd.DataFrame([{"timestamp": ts, **doc} for ts, doc in stream])
-    data = series_from_frame(frame, "stream", policy=tiny_bundle.cleaning)
-    scored = score_data(tiny_bundle, data, AlertRules(**RULES, stale_after=stale))
-    mask = hop_mask(data.segments, tiny_bundle.window, tiny_bundle.hop) & np.isfinite(scored.scores.score)
-    offline = [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i]))
-               for i in np.flatnonzero(mask)]
+    offline = offline_with_silence(tiny_bundle, stream, stale)
     back = [a for ts, _, a in live if ts > T0 + 60]
     assert any(a for ts, _, a in live if ts <= T0 + 60) and back[0] == 0 and back[-1] == 1  # up, ended, up again
     assert_same(live, offline)
@@ -280,11 +284,6 @@ def test_a_sender_slowed_below_the_models_rate_keeps_its_alert_alike_live_and_of
     stream = [(T0 + t, {"a": math.sin(t / 5) + (8.0 if t >= 35 else 0.0), "b": math.cos(t / 7), "c": 0.01 * t})
               for t in times]
     live = live_windows(tiny_bundle, stream, stale_after_s=stale)
-    frame = pd.DataFrame([{"timestamp": ts, **doc} for ts, doc in stream])
-    data = series_from_frame(frame, "stream", policy=tiny_bundle.cleaning)
-    scored = score_data(tiny_bundle, data, AlertRules(**RULES, stale_after=stale))
-    mask = hop_mask(data.segments, tiny_bundle.window, tiny_bundle.hop) & np.isfinite(scored.scores.score)
-    offline = [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i]))
-               for i in np.flatnonzero(mask)]
+    offline = offline_with_silence(tiny_bundle, stream, stale)
     assert any(a for ts, _, a in live if ts <= T0 + 60) and all(a for ts, _, a in live if ts > T0 + 60)
     assert_same(live, offline)
