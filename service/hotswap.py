@@ -95,6 +95,9 @@ class ModelHolder:
         registry = settings.registry and settings.name
         served = _files(Path(settings.registry) / settings.name / bundle.version) if registry else None
         self._pointer: tuple[str | None, tuple | None] = (bundle.version, served)
+        # the served version's files as loaded: an edit is judged against these, not the files last looked
+        # at, so a failed reload of an edit is tried again (SIGHUP, I/O retry) rather than taken as served
+        self._served_files = served
         self._retry_at: float | None = None  # monotonic time to try a version refused for an I/O error
         self._retry_s = 0.0
         self._wake = threading.Event()
@@ -221,14 +224,13 @@ class ModelHolder:
                 version, pointer, unreadable = None, f"<unreadable: {exc}>", exc
             stamp = (pointer, None if version is None else _files(Path(s.registry) / s.name / version))
             due = self._retry_at is not None and time.monotonic() >= self._retry_at
-            previous = self._pointer
-            if stamp == previous and not force and not due:
+            if stamp == self._pointer and not force and not due:
                 return None  # unchanged since last acted on (loaded, or refused: not retried every poll)
             self._retry_at = None
             self._pointer = stamp
             # the served version's own files edited (its sensor limits, as operations.md advises): reloaded
             # as a new version is; a SIGHUP answered "already the current version" and kept the old limits
-            edited = previous[0] == pointer and None not in (previous[1], stamp[1]) and previous[1] != stamp[1]
+            edited = None not in (self._served_files, stamp[1]) and stamp[1] != self._served_files
             if version == running.version and not edited:
                 self._retry_s = 0.0
                 if force:
@@ -243,10 +245,11 @@ class ModelHolder:
 
             def load() -> Bundle:
                 return load_current(s.registry, s.name)
+            files = stamp[1]
         else:
             if not force:
                 return None
-            version = None
+            version, files = None, None
 
             def load() -> Bundle:
                 return load_model(s)
@@ -269,6 +272,7 @@ class ModelHolder:
             locked = time.perf_counter()
             old = self.bundle
             self.bundle, self.scorer = new, scorer
+        self._served_files = files
         swapped = time.perf_counter()
         self.metrics.set_model(new.name, new.version, new.threshold_,
                                new.calibration.get("expected_false_alarms_per_day"))

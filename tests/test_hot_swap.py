@@ -380,3 +380,38 @@ def test_the_served_versions_edited_files_are_reloaded(tiny_bundle, tmp_path):
     meta["threshold"] = 0.8
     meta_path.write_text(json.dumps(meta) + "\n")
     assert daemon.models.check() is True and daemon.models.bundle.threshold_ == 0.8  # a poll takes it too
+
+
+def test_a_failed_reload_of_the_served_versions_edited_files_is_tried_again(tiny_bundle, tmp_path, monkeypatch):
+    """Found by review: once a reload of the served version's edited files failed, a SIGHUP and the
+    retry after an I/O error saw the files as already acted on and answered "already the current
+    version", for good: the edit was compared with the files last looked at, not those served."""
+    import json
+
+    from sensorguard.service import hotswap
+    from sensorguard.service.registry import load_current
+    from tests.test_daemon import make
+
+    root = tmp_path / "registry"
+    assert publish(tiny_bundle, root, NAME) == "v0001"
+    daemon, _ = make(load_current(root, NAME), registry=str(root), name=NAME, reload_poll_s=0.2)
+    meta_path = root / NAME / "v0001" / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    meta["threshold"] = 0.75
+    meta_path.write_text(json.dumps(meta))
+    real, calls = hotswap.load_current, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")  # a network file system's hiccup
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hotswap, "load_current", flaky)
+    assert daemon.models.check() is False  # the poll sees the edit; reading it fails
+    time.sleep(0.3)
+    assert daemon.models.check() is True and daemon.models.bundle.threshold_ == 0.75  # the retry takes it
+    meta_path.write_text("{ half written")
+    assert daemon.models.check() is False
+    assert daemon.models.check(force=True) is False  # SIGHUP tries it again (before: "already current")
+    assert daemon.models.bundle.threshold_ == 0.75
