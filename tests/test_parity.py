@@ -287,3 +287,25 @@ def test_a_sender_slowed_below_the_models_rate_keeps_its_alert_alike_live_and_of
     offline = offline_with_silence(tiny_bundle, stream, stale)
     assert any(a for ts, _, a in live if ts <= T0 + 60) and all(a for ts, _, a in live if ts > T0 + 60)
     assert_same(live, offline)
+
+
+def test_score_ends_an_alert_at_a_silence_on_the_refused_rows_after_it_as_live(tiny_bundle):
+    """A fault raises an alert; the sender slows below the model's rate (refused, the alert stays
+    up), falls silent for longer than ``stale_after_s`` (live: the alert ends), and comes back still
+    slowed. ``score``'s table gave the refused rows after the silence the alert from before it
+    (found by review): a row the daemon did not take carries the state only up to a silence."""
+    from sensorguard.training.offline import score_table
+
+    stale = 30.0
+    times = np.r_[np.arange(0, 60.0), 60 + 3 * np.arange(1, 11), 130 + 3 * np.arange(8), 160 + np.arange(40.0)]
+    frame = pd.DataFrame([{"timestamp": T0 + t, "a": math.sin(t / 5) + (8.0 if t >= 35 else 0.0),
+                           "b": math.cos(t / 7), "c": 0.01 * t} for t in times])
+    data = series_from_frame(frame, "stream", policy=tiny_bundle.cleaning)
+    scored = score_data(tiny_bundle, data, AlertRules(**RULES, stale_after=stale))
+    table = score_table(tiny_bundle, scored)
+    t = table["timestamp"].map(lambda stamp: stamp.timestamp() - T0).to_numpy()
+    slowed = (t > 75) & (t < 90)
+    assert table.loc[slowed, "score"].isna().all() and (table.loc[slowed, "alert"] == 1).all()  # refused, up
+    after = (t >= 130) & (t < 160)
+    assert table.loc[after, "score"].isna().all()  # refused too
+    assert (table.loc[after, "alert"] == 0).all()  # the silence ended the alert

@@ -94,7 +94,7 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
         "timestamp": pd.to_datetime(data.source_times, unit="s", utc=True),
         "score": score,
         "anomaly": np.where(np.isfinite(score), (score >= 1).astype(int), 0),
-        "alert": _carried(np.where(found, scored.alert[take], np.nan), data),
+        "alert": _carried(np.where(found, scored.alert[take], np.nan), data, scored.stale_after),
     })
     for j, channel in enumerate(bundle.channels):
         out[f"error_{channel}"] = np.where(found, scores.channel_error[take, j], np.nan)
@@ -105,15 +105,27 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     return out
 
 
-def _carried(alert: np.ndarray, data: SensorData) -> np.ndarray:
+def _carried(alert: np.ndarray, data: SensorData, stale_after: float | None) -> np.ndarray:
     """``alert`` (NaN where a row was not scored) with each gap taking its machine's state at the
-    row before it in time (0 before any), as ints."""
+    row before it in time, up to a silence longer than ``stale_after`` (which ends an alert, as the
+    daemon's does; 0 before any), as ints."""
     if not np.isnan(alert).any():
         return alert.astype(int)
     frame = pd.DataFrame({"asset": data.source_assets if data.source_assets is not None else "",
                           "t": data.source_times, "alert": alert})
     order = frame.sort_values(["asset", "t"], kind="stable")
-    filled = order.groupby("asset", sort=False)["alert"].ffill().fillna(0)
+    if stale_after is not None:  # each stretch between silences carries its own state
+        alive = _alive_stamps(data)
+        gone = np.zeros(len(order), dtype=bool)
+        for asset, rows in order.groupby("asset", sort=False).indices.items():
+            t = order["t"].to_numpy()[rows]
+            finite = np.isfinite(t)
+            key = None if data.source_assets is None else asset
+            gone[rows[finite]] = silences(t[finite], alive.get(key), stale_after)
+        order["stretch"] = np.cumsum(gone)
+    else:
+        order["stretch"] = 0
+    filled = order.groupby(["asset", "stretch"], sort=False)["alert"].ffill().fillna(0)
     return filled.reindex(frame.index).to_numpy().astype(int)
 
 
