@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from sensorguard.service.recorder import ALERTS, FALSE_ALARMS, FAULTS, GUARD_FILE, alert_of, part_number
+from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, GUARD_FILE, alert_of, part_number
 
 log = logging.getLogger(__name__)
 

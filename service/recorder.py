@@ -31,9 +31,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote
 
 import numpy as np
+
+from sensorguard.service.record_files import (
+    ALERTS,
+    FALSE_ALARMS,
+    FAULTS,
+    GUARD_FILE,
+    alert_file,
+    part_number,
+    trim_store,
+)
 
 if TYPE_CHECKING:
     from sensorguard.service.config import Settings
@@ -43,9 +52,6 @@ log = logging.getLogger(__name__)
 PENDING_ROW_OVERHEAD = 200  # bytes a held reading costs beyond its values (tuple, stamp, deque slot, array
 # header: 199-200 measured with tracemalloc for 3, 10 and 52 channels; the daemon hands over lists, which
 # cost 8 x channels more again, so :meth:`Recorder.add` keeps an array)
-ALERTS, FALSE_ALARMS, FAULTS = "alerts", "false_alarms", "faults"  # an alert's readings: unanswered, false, real
-GUARD_FILE = "guard_bands.json"  # the guard bands after recent clears, kept over a restart
-LABELLED = frozenset({FAULTS, FALSE_ALARMS})  # acknowledged alerts' folders: trimmed by size only, last
 MAX_GUARDS = 100_000  # guard bands read back at most (one per asset)
 
 
@@ -115,6 +121,7 @@ class Recorder:
         that overran) loses none; only a clean stop wrote them, and a crash right after a clear had
         the fault's tail recorded as normal data after the restart (found by review)."""
         with self._lock:
+            self._expire_guards()
             bands = {asset: until for asset, until in self._quiet_until.items() if np.isfinite(until)}
         if bands == self._guards_saved:
             return
@@ -122,6 +129,7 @@ class Recorder:
         try:
             if not bands:
                 path.unlink(missing_ok=True)
+                self._guards_saved = {}
                 return
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(json.dumps(bands), encoding="utf-8")
@@ -130,6 +138,18 @@ class Recorder:
             log.warning("recording: could not keep the guard bands (%s)", exc)
             return
         self._guards_saved = bands
+
+    def _expire_guards(self) -> None:
+        """Drop the bands that ended before their asset's newest scored window (an asset gone
+        silent: before the newest of any asset): no later reading falls in them. Kept forever,
+        every asset that ever cleared an alert stayed in memory and in GUARD_FILE (found by review).
+        Called with ``_lock`` held."""
+        if not self._judged:
+            return
+        newest = max(self._judged.values())
+        for asset, until in list(self._quiet_until.items()):
+            if np.isfinite(until) and until < self._judged.get(asset, newest):
+                del self._quiet_until[asset]
 
     @property
     def pending_cap(self) -> int:
@@ -393,48 +413,7 @@ class Recorder:
 
     def _enforce_bounds(self) -> None:
         with self._alert_lock:  # not while an acknowledgement moves an alert's file
-            self._trim()
-
-    def _trim(self) -> None:
-        sizes = {}
-        for path in self.directory.glob("*/*.parquet"):
-            try:
-                stat = path.stat()
-            except FileNotFoundError:  # (removed by hand meanwhile)
-                continue
-            sizes[path] = (stat.st_mtime, stat.st_size)
-        cutoff = time.time() - self.max_age_s
-        total = sum(size for _, size in sizes.values())
-        # The acknowledged alerts (known faults, false alarms) are what operators taught the model:
-        # no age limit, and the size limit takes them last. By age, the known faults the retrain
-        # gate checks were gone after 30 days without a word (found by review).
-        kept = sorted(sizes.items(), key=lambda item: (item[0].parent.name in LABELLED, item[1][0]))
-        for path, (mtime, size) in kept:
-            expired = mtime < cutoff and path.parent.name not in LABELLED
-            if not expired and total <= self.max_bytes:
-                break
-            total -= size
-            path.unlink(missing_ok=True)
-        for folder in self.directory.iterdir() if self.directory.is_dir() else ():
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-
-
-def alert_file(alert_id: str) -> str:
-    """The file name of an alert's readings (an asset id may hold ``/``); a part after the first
-    (an alert up through a restart) is ``<name>+<k>.parquet`` (``+`` is always quoted in the name)."""
-    return quote(alert_id, safe="@-_.") + ".parquet"
-
-
-def part_number(path: Path) -> int:
-    """Which part of its alert's readings a file holds (0: the first, or the only one)."""
-    _, _, number = path.stem.partition("+")
-    return int(number) if number.isdigit() else 0
-
-
-def alert_of(path: Path) -> str:
-    """The alert id whose readings ``path`` holds (any part)."""
-    return unquote(path.stem.partition("+")[0])
+            trim_store(self.directory, self.max_bytes, self.max_age_s)
 
 
 _SAID = {  # what became of an acknowledged alert's readings (added to the command's reply)

@@ -366,15 +366,35 @@ def test_acknowledged_alerts_have_no_age_limit_and_go_last_by_size(tmp_path):
     feed(rec, "p1", 10, 20)
     rec.flush(now_ts=1e9)
     assert not normal.exists() and fault.exists() and false.exists()  # 90 days old: only the normal one went
-    rec.max_bytes = fault.stat().st_size + false.stat().st_size  # room for the two acknowledged files
-    feed(rec, "p1", 20, 30)
-    rec.flush(now_ts=1e9)  # the newest normal files go first, however young
-    assert fault.exists() and false.exists() and not list(tmp_path.glob("2*/*.parquet"))
-    rec.max_bytes = fault.stat().st_size
-    os.utime(fault, (time.time() - 100 * 86400, time.time() - 100 * 86400))
-    feed(rec, "p1", 30, 40)
-    rec.flush(now_ts=1e9)
-    assert not fault.exists() and false.exists()  # then the oldest acknowledged one
+    size = fault.stat().st_size
+    rec.max_bytes = 4 * size + size // 2  # the acknowledged files fit in their half, and two normal files
+    for start in (20, 30, 40, 50):
+        feed(rec, "p1", start, start + 10)
+        rec.flush(now_ts=1e9)  # the oldest normal files go first
+    normal_files = sorted(tmp_path.glob("19*/*.parquet"))  # (day folders of 1970: the readings are stamped 0-60 s)
+    assert fault.exists() and false.exists() and [pd.read_parquet(f).ts.min() for f in normal_files] == [40, 50]
+
+
+def test_acknowledged_alerts_keep_at_most_half_the_budget_so_normal_data_is_still_recorded(tmp_path, caplog):
+    """Found by review: taken last by size, acknowledged alerts that filled ``record_max_mb`` had
+    every new normal file deleted as it was written, without a word, so a retrain found no recent
+    normal data. They keep half the budget; beyond it their oldest go, and the log says so."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0)
+    feed(rec, "p1", 0, 10)
+    normal = rec.flush(now_ts=1e9)
+    size = normal.stat().st_size
+    (tmp_path / "faults").mkdir()
+    (tmp_path / "false_alarms").mkdir()
+    labelled = [tmp_path / ("faults" if k % 2 else "false_alarms") / f"p1@{k}.parquet" for k in range(4)]
+    for k, path in enumerate(labelled):
+        path.write_bytes(normal.read_bytes())
+        os.utime(path, (time.time() - 1000 + k, time.time() - 1000 + k))
+    rec.max_bytes = 4 * size  # four acknowledged files would fill it
+    feed(rec, "p1", 10, 20)
+    newest = rec.flush(now_ts=1e9)
+    assert newest.exists()  # the new normal data is kept
+    assert [p.exists() for p in labelled] == [False, False, True, True]  # the two oldest acknowledged went
+    assert "the 2 oldest acknowledged alert file(s) deleted" in caplog.text
 
 
 def test_the_false_alarms_learned_are_counted_as_alerts_not_files(tmp_path, capsys):
@@ -402,8 +422,8 @@ def test_a_new_worker_layout_moves_each_alerts_readings_and_guard_band_to_the_wo
     import json
 
     from sensorguard.service.config import load_settings
+    from sensorguard.service.record_files import GUARD_FILE
     from sensorguard.service.record_layout import adopt_orphans
-    from sensorguard.service.recorder import GUARD_FILE
     from sensorguard.service.relayout import asset_owner
     from sensorguard.service.workers import worker_settings
 
@@ -429,3 +449,29 @@ def test_a_new_worker_layout_moves_each_alerts_readings_and_guard_band_to_the_wo
     assert "learned as normal" in rec.acknowledged("b/p@2")
     assert sorted(p.name for p in (tmp_path / "w1" / "false_alarms").iterdir()) == [
         "b%2Fp@2+1.parquet", "b%2Fp@2.parquet"]  # both parts filed
+
+
+def test_guard_bands_end_once_readings_are_past_them(tmp_path):
+    """Found by review: a band after a clear was kept for good (in memory and in guard_bands.json),
+    one per asset that ever cleared an alert. It goes once its asset's scored windows are past it,
+    or, for an asset gone silent, once any asset's are."""
+    import json
+
+    from sensorguard.service.record_files import GUARD_FILE
+
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=3600)
+    for asset in ("p1", "p2"):
+        rec.alert_raised(asset, 100.0, f"{asset}@100000")
+        rec.alert_cleared(asset, 150.0, f"{asset}@100000")  # bands to 160
+    rec.forget("p2")  # silent
+    rec.judged("p1", 155.0)
+    rec.flush()
+    assert json.loads((tmp_path / GUARD_FILE).read_text()) == {"p1": 160.0, "p2": 160.0}
+    rec.judged("p1", 170.0)
+    rec.flush()
+    assert not (tmp_path / GUARD_FILE).exists()
+    (tmp_path / GUARD_FILE).write_text("{}")  # nothing changed since: the file is left alone
+    rec.flush()
+    assert (tmp_path / GUARD_FILE).exists()
+    feed(rec, "p2", 158, 162)  # the band is over for readings that come after it
+    assert rec.held("p2") == [158.0, 159.0, 160.0, 161.0]

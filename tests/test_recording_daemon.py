@@ -148,7 +148,7 @@ def test_an_alert_ended_by_silence_files_its_readings_for_its_acknowledgement(ti
     """Found by review: an alert that ended because its asset went silent lost the readings held
     for it, while an acknowledgement as a false alarm still answered that they would be learned
     as normal data at the next retrain. They are filed as a cleared alert's are."""
-    from sensorguard.service.recorder import alert_file
+    from sensorguard.service.record_files import alert_file
     from tests.test_daemon import T0
     from tests.test_state import daemon_with
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from sensorguard.service.bundle import Bundle, write_durably
-from sensorguard.service.recorder import ALERTS, FALSE_ALARMS, FAULTS, alert_of
+from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, alert_of
 from sensorguard.service.registry import (
     CurrentMoved,
     current_version,
