@@ -85,13 +85,16 @@ def _refused_ahead(times, due, assets, max_future_s: float) -> str | None:
 
     frame = pd.DataFrame({"asset": assets if not isinstance(assets, str) else assets, "t": times,
                           "lead": (times - times[0]) - due})
-    gap = frame.groupby("asset", sort=False)["t"].diff().to_numpy()
+    # an asset's first row: the daemon has none of it to step from (found by review)
+    gap = frame.groupby("asset", sort=False)["t"].diff().fillna(np.inf).to_numpy()
     risky = np.flatnonzero((gap > max_future_s) & (frame["lead"].to_numpy() > max_future_s))
     if not len(risky):
         return None
     first = risky[0]
+    when = (f"{frame['asset'].iloc[first]} starts" if np.isinf(gap[first])
+            else f"{frame['asset'].iloc[first]} resumes after a gap of {gap[first] / 3600:.3g} h")
     return (f"at this pace the stamps run {frame['lead'].iloc[first] / 3600:.3g} h ahead of the clock when "
-            f"{frame['asset'].iloc[first]} resumes after a gap of {gap[first] / 3600:.3g} h: a daemon with "
+            f"{when}: a daemon with "
             f"max_future_s {max_future_s:g} refuses that row and the asset's rows after it (future_ts); "
             "replay in real time, or with --timestamps original")
 

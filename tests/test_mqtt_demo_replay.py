@@ -205,3 +205,8 @@ def test_replay_says_when_a_fast_replay_would_run_past_the_daemons_future_limit(
     assets = ["a", "b"] * 10_100  # two machines interleaved: the gap is each one's own
     assert _refused_ahead(np.sort(np.r_[times, times]), schedule(np.sort(np.r_[times, times]), None, 10.0),
                           assets, 3600.0) is not None
+    # found by review: a machine whose first row comes that far ahead is refused too (the daemon has
+    # no reading of it to step from), and no gap was seen
+    late = np.r_[np.arange(10_000.0), 10_000.0 + np.arange(100.0)]
+    said = _refused_ahead(late, schedule(late, None, 10.0), ["a"] * 10_000 + ["b"] * 100, 3600.0)
+    assert said is not None and "b starts" in said
