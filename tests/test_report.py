@@ -97,3 +97,37 @@ def test_the_score_plot_shades_alerts_by_the_rules_given(tmp_path):
                                                                            0.1568627450980392)]
 
     assert alert_spans(AlertRules(raise_after=1)) and not alert_spans(AlertRules(raise_after=10**6))
+
+
+def test_the_reports_alerts_are_scores_when_a_slowed_sender_keeps_an_asset_alive(tmp_path, monkeypatch):
+    """Found by review: ``report`` judged its timeline without the readings refused for their rate,
+    so where a slowed sender kept an alert up (live, and in ``score``) the report showed it ended."""
+    import math
+
+    import pandas as pd
+
+    from sensorguard.service.alerts import AlertRules
+    from sensorguard.training import report
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.offline import score_data
+    from tests.conftest import tiny_bundle as conftest_bundle
+
+    bundle = conftest_bundle.__wrapped__()
+    t0 = 1_767_225_600.0
+    times = np.r_[np.arange(0, 60.0), 60 + 3 * np.arange(1, 16), 108 + np.arange(40.0)]
+    frame = pd.DataFrame([{"timestamp": t0 + t, "a": math.sin(t / 5) + (8.0 if t >= 35 else 0.0),
+                           "b": math.cos(t / 7), "c": 0.01 * t} for t in times])
+    data = series_from_frame(frame, "stream", policy=bundle.cleaning)
+    rules = AlertRules(raise_after=2, clear_after=2, stale_after=30.0)
+    judged = []
+    real = report.judge_series
+
+    def spy(*args, **kwargs):
+        judged.append(real(*args, **kwargs)[0])
+        return judged[-1], real(*args, **kwargs)[1]
+
+    monkeypatch.setattr(report, "judge_series", spy)
+    report.report_data(bundle, tmp_path, data, rules)
+    expected = score_data(bundle, data, rules).alert
+    assert expected[-1] == 1 and expected[len(expected) // 2:].all()  # kept up through the slowed stretch
+    np.testing.assert_array_equal(judged[0], expected)

@@ -49,14 +49,14 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
     mask = hop_mask(data.segments, bundle.window, bundle.hop)
     alert = np.zeros(len(data), dtype=np.int8)
     score = scores.score.copy()
-    alive = _alive_stamps(data)
+    alive = alive_stamps(data)
     for asset, rows in data.blocks():
         alert[rows], score[rows] = judge_series(scores.score[rows], mask[rows], data.times[rows], rules,
                                                 bundle.drift_rule, alive.get(asset))
     return Scored(data, replace(scores, score=score), alert, rules.stale_after)
 
 
-def _alive_stamps(data: SensorData) -> dict[str | None, np.ndarray]:
+def alive_stamps(data: SensorData) -> dict[str | None, np.ndarray]:
     """Per machine (None: the only one), the sorted stamps of the readings that keep it alive live:
     every finite, new stamp, taken or refused for its rate (a repeat or an older one is not); none
     known (data not read from a file): empty, and the rows alone decide a silence."""
@@ -115,7 +115,7 @@ def _carried(alert: np.ndarray, data: SensorData, stale_after: float | None) -> 
                           "t": data.source_times, "alert": alert})
     order = frame.sort_values(["asset", "t"], kind="stable")
     if stale_after is not None:  # each stretch between silences carries its own state
-        alive = _alive_stamps(data)
+        alive = alive_stamps(data)
         gone = np.zeros(len(order), dtype=bool)
         for asset, rows in order.groupby("asset", sort=False).indices.items():
             t = order["t"].to_numpy()[rows]
@@ -134,7 +134,7 @@ def sensor_fault_column(data: SensorData, rules: SensorRules) -> np.ndarray:
     daemon's watch sees them: each machine's readings in time order, a repeated stamp skipped."""
     times, values = data.source_times, data.source_values
     out = np.full(len(times), "", dtype=object)
-    alive = _alive_stamps(data)
+    alive = alive_stamps(data)
     for rows in _taken_rows(data):  # a reading the daemon refused is not watched either (but keeps it alive)
         watch = SensorWatch(len(rules.channels))
         asset = None if data.source_assets is None else str(data.source_assets[rows[0]]) if len(rows) else None

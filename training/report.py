@@ -31,6 +31,7 @@ from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.evaluate import event_bounds, to_seconds
+from sensorguard.training.offline import alive_stamps
 
 MAX_CHANNELS_SHOWN = 4  # small multiples stay readable
 TOP_SHARE_CHANNELS = 4
@@ -67,6 +68,7 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
     paths = write_report(bundle, out_dir)
     if data is None:
         return paths
+    alive = alive_stamps(data)  # readings refused for their rate keep an alert up, as in score
     for asset, rows in data.blocks():
         frame = pd.DataFrame(data.values[rows], columns=list(bundle.channels))
         frame.insert(0, "timestamp", pd.to_datetime(data.times[rows], unit="s", utc=True))
@@ -76,7 +78,7 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
         excluded = None if data.faulted is None else window_faults(data.faulted[rows], data.segments[rows],
                                                                      bundle.window)
         paths += write_series(bundle, Path(out_dir), frame, data.segments[rows], rules=rules, tag=tag,
-                              excluded=excluded)
+                              excluded=excluded, alive=alive.get(asset))
     return paths
 
 
@@ -89,9 +91,10 @@ def _file_name(asset: str) -> str:
 
 def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: np.ndarray | None = None,
                  times: Any = None, rules: AlertRules | None = None, tag: str = "",
-                 excluded: np.ndarray | None = None) -> list[Path]:
+                 excluded: np.ndarray | None = None, alive: np.ndarray | None = None) -> list[Path]:
     """``reconstructions<tag>.png`` and ``scores<tag>.png`` of one machine's readings (none when
-    shorter than a window); ``excluded``: channels left out per window (sensor faults), as ``score``."""
+    shorter than a window); ``excluded``: channels left out per window (sensor faults), ``alive``: the
+    stamps that keep the machine alive (``judge_series``), as ``score``."""
     missing = [c for c in bundle.channels if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks the bundle's channels {missing}")
@@ -105,7 +108,7 @@ def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: n
     labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
     rules = rules or default_rules(bundle)
     return [_save(plot_reconstructions(scorer, values, scores, x), out_dir / f"reconstructions{tag}.png"),
-            _save(plot_scores(bundle, scores, segments, x, labels, rules), out_dir / f"scores{tag}.png")]
+            _save(plot_scores(bundle, scores, segments, x, labels, rules, alive), out_dir / f"scores{tag}.png")]
 
 
 def plot_calibration(bundle: Bundle) -> Any:
@@ -184,13 +187,13 @@ def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: 
 
 def plot_scores(
     bundle: Bundle, scores: Scores, segments: np.ndarray, x: np.ndarray, labels: np.ndarray | None,
-    rules: AlertRules,
+    rules: AlertRules, alive: np.ndarray | None = None,
 ) -> Any:
     """Score timeline with alert line, alert periods and labels; below, error share of top channels."""
     from matplotlib.figure import Figure
 
     mask = hop_mask(segments, bundle.window, bundle.hop)
-    alerts, score = judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule)
+    alerts, score = judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule, alive)
     fig = Figure(figsize=(13, 7), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     top.plot(x, score, color=LINE_COLOR, linewidth=0.8, label="score")
