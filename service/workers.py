@@ -220,7 +220,7 @@ class Supervisor:
                     slot.loaded = True
                     if slot.reload_pending:  # (its handler is installed now)
                         slot.reload_pending = False
-                        os.kill(slot.process.pid, signal.SIGHUP)
+                        hang_up(slot.process)
                 else:
                     slot.port = int(said)
             if not self.go.is_set() and (all(s.loaded for s in self.slots) or now - self.started >= GO_TIMEOUT_S):
@@ -278,10 +278,9 @@ class Supervisor:
     def request_reload(self) -> None:
         """SIGHUP: every worker checks for a new model."""
         for slot in self.slots:  # a worker still loading has no SIGHUP handler yet: it would die of it, so
-            if slot.process is not None and slot.process.is_alive() and slot.loaded:  # it gets it once loaded
-                os.kill(slot.process.pid, signal.SIGHUP)  # (it may have read the old model: a bundle folder
-            else:  # reloads only on SIGHUP, and the request was lost; found by review)
-                slot.reload_pending = True
+            if not (slot.process is not None and slot.loaded and hang_up(slot.process)):  # it gets it once
+                slot.reload_pending = True  # loaded (it may have read the old model: a bundle folder reloads
+                # only on SIGHUP, and the request was lost; found by review)
 
     def stop(self) -> None:
         """SIGTERM to every worker, wait for each to finish (killed past ``STOP_TIMEOUT_S``)."""
@@ -385,3 +384,15 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> No
     if reload_asked is not None and reload_asked.is_set():
         runner.request_reload()
     runner.run_forever(stop)
+
+
+def hang_up(process) -> bool:
+    """SIGHUP to a worker process; False when it is gone (it may end between a check and the
+    signal: os.kill raised ProcessLookupError there and ended the parent's watch loop)."""
+    if not process.is_alive() or process.pid is None:
+        return False
+    try:
+        os.kill(process.pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return False
+    return True

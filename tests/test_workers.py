@@ -438,3 +438,17 @@ def test_a_reload_asked_while_a_worker_loads_reaches_it_once_loaded(tmp_path, mo
     send.send("loaded")
     sup.watch(time.monotonic())
     assert sent == [(4242, signal.SIGHUP)] and not slot.reload_pending
+
+
+def test_a_sighup_to_a_worker_that_just_ended_is_no_error():
+    """Found by review: a worker that ended between the parent's is_alive() and its SIGHUP made
+    os.kill raise ProcessLookupError, which ended the parent's watch loop."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from sensorguard.service.workers import hang_up
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # reaped: its pid names no process now
+    assert hang_up(SimpleNamespace(pid=ended.pid, is_alive=lambda: True)) is False
+    assert hang_up(SimpleNamespace(pid=ended.pid, is_alive=lambda: False)) is False
