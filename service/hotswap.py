@@ -48,6 +48,30 @@ def load_model(settings: Settings) -> Bundle:
     raise ValueError("no model: give model (a bundle directory) or registry and name")
 
 
+def worker_model(settings: Settings, fleet: str | None) -> Bundle:
+    """The model a (re)started worker serves: the registry's ``CURRENT``, unless the version the
+    other workers serve (``fleet``) cannot be swapped for it (other channels or window): they
+    refused it and wait for a restart of the service, so this worker serves theirs too. A worker
+    restarted after a crash took such a ``CURRENT`` and served one partition with another model
+    (found by review)."""
+    bundle = load_model(settings)
+    if not (fleet and settings.registry and settings.name) or fleet == bundle.version:
+        return bundle
+    try:
+        theirs = load_bundle(Path(settings.registry) / settings.name / fleet)
+    except (BundleError, OSError) as exc:
+        log.error("the other workers' model %s %s cannot be read (%s): serving CURRENT %s", settings.name, fleet,
+                  first_line(exc), bundle.version)
+        return bundle
+    problem = incompatible(theirs, bundle)
+    if problem is None:
+        return bundle
+    log.error("model %s %s (CURRENT) not served: %s; serving %s as the other workers do until the service "
+              "restarts", settings.name, bundle.version, problem, fleet,
+              extra={"event": "model_reload_failed", "version": bundle.version})
+    return _named(theirs, settings.name, fleet)
+
+
 def _transient(exc: BaseException) -> bool:
     """An error that may pass (an I/O hiccup), as against a bundle or pointer that is wrong."""
     if isinstance(exc, BundleError):
@@ -57,6 +81,16 @@ def _transient(exc: BaseException) -> bool:
 
 def _named(bundle: Bundle, name: str, version: str) -> Bundle:
     return replace(bundle, name=name, version=version)
+
+
+def incompatible(running: Bundle, new: Bundle) -> str | None:
+    """Why ``new`` cannot replace ``running`` without a restart, or None."""
+    if new.channels != running.channels:
+        return (f"channels {list(new.channels)} differ from the running model's {list(running.channels)} "
+                "(names and order must match; restart to serve other channels)")
+    if new.window != running.window:
+        return f"window {new.window} differs from the running model's {running.window} (restart to change it)"
+    return None
 
 
 def _files(version: Path) -> tuple | None:
@@ -311,14 +345,7 @@ class ModelHolder:
             self._retry_s = 0.0
 
     def _incompatible(self, new: Bundle) -> str | None:
-        """Why ``new`` cannot replace the running model without a restart, or None."""
-        running = self.bundle
-        if new.channels != running.channels:
-            return (f"channels {list(new.channels)} differ from the running model's {list(running.channels)} "
-                    "(names and order must match; restart to serve other channels)")
-        if new.window != running.window:
-            return f"window {new.window} differs from the running model's {running.window} (restart to change it)"
-        return None
+        return incompatible(self.bundle, new)
 
     def _refused(self, version: str | None, reason: str) -> None:
         self.metrics.reload_failures.inc()

@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sensorguard.service.aggregate import WorkerCounters, merge, parse
 from sensorguard.service.config import ConfigError, Settings
 from sensorguard.service.daemon import Daemon
-from sensorguard.service.hotswap import load_model
+from sensorguard.service.hotswap import load_model, worker_model
 from sensorguard.service.instances import InstanceCheck, check_instances, read_statuses
 from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import serve_http, shutdown_http
@@ -101,17 +101,18 @@ def worker_settings(settings: Settings, n: int) -> list[Settings]:
 
 
 def run_worker(settings: Settings, stale: tuple[str, ...], port_out: Any, readings: Any, go: Any,
-               parent: int) -> None:
+               parent: int, fleet: str | None = None) -> None:
     """A worker process: one daemon until SIGTERM or until its parent is gone.
 
-    It loads its model, says so, and connects only on ``go``: the parent sets it once every worker
-    has loaded, so after a restart with a backlog every partition starts draining at the same time
+    It loads its model (:func:`worker_model`; ``fleet``: the version its running siblings serve, on
+    a restart), says so, and connects only on ``go``: the parent sets it once every worker has
+    loaded, so after a restart with a backlog every partition starts draining at the same time
     (importing torch takes seconds, more when the workers start together).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     configure_logging(settings.log_json, settings.log_level)
     torch.set_num_threads(settings.scoring_threads)
-    daemon = Daemon(settings, load_model(settings))
+    daemon = Daemon(settings, worker_model(settings, fleet))
     daemon.connection.unsubscribe = stale
     daemon.metrics.readings = _SharedCounter(daemon.metrics.readings, readings)
     stop = threading.Event()
@@ -317,15 +318,27 @@ class Supervisor:
             exact = {READINGS: sum(s.readings_carry + s.readings.value for s in self.slots)}
             yield from merge(pages, [s.counters for s in self.slots], self._meta, exact)
 
+    def fleet_version(self, restarted: Slot) -> str | None:
+        """The model version the other running workers announce (``model_info``), None if none does."""
+        for slot in self.slots:
+            if slot is restarted or slot.port is None or (text := _get(slot.port, "/metrics")) is None:
+                continue
+            for family in parse(text):
+                for sample in family.samples if family.name == "sensorguard_model_info" else ():
+                    if sample.value == 1 and sample.labels.get("version"):
+                        return sample.labels["version"]
+        return None
+
     def _spawn(self, slot: Slot) -> None:
         receive, send = self.context.Pipe(duplex=False)
         if slot.readings is None:
             slot.readings = self.context.Value("d", 0.0, lock=False)
         slot.loaded = False
         slot.pipe, slot.port, slot.restart_at, slot.started = receive, None, None, time.monotonic()
+        fleet = self.fleet_version(slot) if slot.generation else None  # a restart: what the others serve
         slot.process = self.context.Process(
             target=run_worker, name=f"sensorguard-w{slot.index}",
-            args=(slot.settings, self.stale[slot.index], send, slot.readings, self.go, os.getpid()))
+            args=(slot.settings, self.stale[slot.index], send, slot.readings, self.go, os.getpid(), fleet))
         slot.process.start()
         send.close()
         log.info("worker w%d (pid %d): client id %s, partitions %s", slot.index, slot.process.pid,

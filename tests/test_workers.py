@@ -452,3 +452,42 @@ def test_a_sighup_to_a_worker_that_just_ended_is_no_error():
     ended.wait()  # reaped: its pid names no process now
     assert hang_up(SimpleNamespace(pid=ended.pid, is_alive=lambda: True)) is False
     assert hang_up(SimpleNamespace(pid=ended.pid, is_alive=lambda: False)) is False
+
+
+def test_a_restarted_worker_serves_the_fleets_model_when_current_cannot_be_swapped_in(tmp_path, tiny_bundle,
+                                                                                      caplog):
+    """Found by review: the running workers refuse a CURRENT with other channels (a restart of the
+    service takes it), but a worker restarted after a crash loaded it: one partition was served
+    by another model. A restarted worker now serves the version the others announce, unless
+    CURRENT can be swapped in."""
+    from dataclasses import replace
+
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from sensorguard.service.hotswap import worker_model
+    from sensorguard.service.metrics import serve_http, shutdown_http
+    from sensorguard.service.registry import publish
+    from sensorguard.service.workers import Supervisor
+
+    root = tmp_path / "registry"
+    publish(tiny_bundle, root, "pump")  # v0001, served by the running workers
+    publish(replace(tiny_bundle, channels=("a", "b", "d")), root, "pump")  # v0002: CURRENT, other channels
+    settings = _settings(tmp_path, registry=str(root), name="pump", partition=["a/#", "b/#"], workers=2)
+    served = worker_model(settings, "v0001")
+    assert served.version == "v0001" and served.channels == ("a", "b", "c")
+    assert "v0002 (CURRENT) not served: channels" in caplog.text
+    assert worker_model(settings, None).version == "v0002"  # the first start: CURRENT
+    publish(tiny_bundle.with_threshold(0.7, {}), root, "pump")  # v0003: the others can swap it in
+    assert worker_model(settings, "v0001").version == "v0003"
+
+    sup = Supervisor(settings, worker_settings(settings, 2), [(), ()])
+    registry = CollectorRegistry()
+    Gauge("sensorguard_model_info", "The loaded model.", ["name", "version"], registry=registry).labels(
+        "pump", "v0001").set(1)
+    page = serve_http(registry, "127.0.0.1", 0, lambda: True)
+    try:
+        sup.slots[0].port = page[0].server_address[1]
+        assert sup.fleet_version(sup.slots[1]) == "v0001"
+        assert sup.fleet_version(sup.slots[0]) is None  # (its own page is not asked)
+    finally:
+        shutdown_http(*page)
