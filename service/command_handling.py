@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -26,6 +27,8 @@ from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import Publisher, iso
 
 log = logging.getLogger(__name__)
+
+ANSWERED_KEPT = 4096  # commands (by request id) whose answer is kept, so a redelivery is answered, not re-applied
 
 
 class CommandHandler:
@@ -52,6 +55,10 @@ class CommandHandler:
         self.prefix = f"{settings.output_prefix}/commands/"
         self.responses = f"{settings.output_prefix}/responses/"
         self._limiter = RateLimiter(10.0)
+        # (verb, asset, request id) -> (accepted, answer): QoS 1 delivers a command again when its ack was
+        # lost (a reconnect); applied again, a shelving or a maintenance with a duration restarted from
+        # the redelivery's time and the audit logged it twice (found by review)
+        self._answered: OrderedDict[tuple[str, str, str], tuple[bool, str]] = OrderedDict()
 
     def filter(self) -> str:
         return self.prefix + "+"
@@ -98,6 +105,13 @@ class CommandHandler:
                             f"{parsed.asset} is being taken over by {self.settings.instance_name}: try again in a "
                             "few seconds")
             return  # the instance serving the asset answers
+        key = (parsed.verb, parsed.asset, parsed.request_id)
+        if parsed.request_id and (answered := self._answered.get(key)) is not None:
+            self.metrics.commands.labels(parsed.verb, "duplicate").inc()
+            log.info("command %s %s received again (a redelivery): answered as before, not applied again",
+                     parsed.verb, parsed.request_id, extra={"asset": parsed.asset, "event": "command"})
+            self._reply(client, parsed.request_id, parsed.reply_to, *answered)
+            return
         entry = _audit_entry(parsed, now, self.settings.instance_name)  # before applying: nothing half done
         accepted, text = self.controls.apply(parsed, now)
         self.metrics.commands.labels(parsed.verb, "accepted" if accepted else "rejected").inc()
@@ -114,6 +128,10 @@ class CommandHandler:
             self.publisher.daemon_event(entry)
             if said := self.on_change(parsed.asset, parsed):
                 text = f"{text}; {said}"
+        if parsed.request_id:
+            self._answered[key] = (accepted, text)
+            while len(self._answered) > ANSWERED_KEPT:
+                self._answered.popitem(last=False)
         self._reply(client, parsed.request_id, parsed.reply_to, accepted, text)
 
     def _reply(self, client: Any, request_id: str, reply_to: str, accepted: bool, text: str) -> None:
