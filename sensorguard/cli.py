@@ -270,6 +270,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     scored = _score_rows(args, bundle, label_column=args.label_column)
     result = evaluate_scores(bundle, scored, scored.data.labels[args.label_column])
+    for note in scored.data.notes:  # what the cleaning did, labelled rows it removed included (stderr: --json)
+        print(f"note: {note}", file=sys.stderr)
     print(json.dumps(result, indent=2, default=_json_default) if args.json else format_evaluation(result))
     return 0
 

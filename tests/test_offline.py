@@ -183,3 +183,22 @@ def test_the_silence_that_ends_an_alert_follows_the_bundles_sampling(tiny_bundle
     said = capsys.readouterr().err
     assert "--stale-after 300 is shorter than the" in said and "no alert can rise" in said
     assert pd.read_csv(out)["alert"].sum() == 0
+
+
+def test_evaluate_names_labelled_rows_the_cleaning_removed(tiny_bundle, tmp_path, capsys):
+    """Found by review: a fault whose rows the cleaning removed (here a stretch where every channel
+    is empty, and a repeated stamp) vanished from ``evaluate``'s counts without a word."""
+    bundle_dir = save_bundle(tiny_bundle, tmp_path / "b")
+    frame = machine(1, 0.0)
+    frame.loc[40:49, ["a", "b", "c"]] = np.nan  # longer than the fill limit: dropped
+    frame.loc[40:49, "anomaly"] = 1
+    frame = pd.concat([frame, frame.iloc[[70]]]).sort_values("timestamp", kind="stable")  # a repeat, labelled
+    frame.to_csv(tmp_path / "lost.csv", index=False)
+    capsys.readouterr()
+    assert main(["evaluate", str(bundle_dir), str(tmp_path / "lost.csv"), "--label-column", "anomaly"]) == 0
+    out = capsys.readouterr()
+    # the five rows dropped (the repeat is judged by its first row)
+    assert "note: 5 rows labelled anomalous in 'anomaly' removed by the cleaning" in out.err, out
+    assert main(["evaluate", str(bundle_dir), str(tmp_path / "lost.csv"), "--label-column", "anomaly",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] > 0  # the JSON stays parseable: notes go to stderr

@@ -244,9 +244,20 @@ def _labels(column: pd.Series, label_column: str, name: str) -> np.ndarray:
     return (numeric.to_numpy() > 0).astype(np.int8)
 
 
+_ROW = "\0row"  # (a label key no column can have) the input row of each kept row, while cleaning
+
+
 def _clean_series(times, values, labels, channels, fill_limit, notes, policy=None, sensors=None,
                   hold_rate=False) -> SensorData:
-    """Sort one machine's rows by time, drop duplicate stamps, fill short gaps, split at long ones."""
+    """Sort one machine's rows by time, drop duplicate stamps, fill short gaps, split at long ones.
+
+    A row labelled anomalous that the cleaning removes is named in a note: ``evaluate`` cannot
+    judge it, and a fault inside a stretch of empty rows left no trace in its counts (found by review).
+    """
+    positives = {k: np.asarray(v) > 0 for k, v in labels.items()}
+    stamps = times
+    if labels:
+        labels = {**labels, _ROW: np.arange(len(times))}  # which input row each kept row came from
     order = np.argsort(times, kind="stable")
     if (np.diff(order) < 0).any():
         notes.append("rows were not in time order: sorted")
@@ -278,7 +289,15 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
         values, faulted, opened = watch_rows(times, values, sensors, alive)
         if opened:
             notes.append(f"{opened} sensor faults opened: those channels are held and left out of the score")
-    return _fill_and_segment(times, values, labels, channels, fill_limit, notes, policy, faulted)
+    data = _fill_and_segment(times, values, labels, channels, fill_limit, notes, policy, faulted)
+    if not positives:
+        return data
+    kept = np.unique(stamps[data.labels[_ROW]])  # a repeated stamp is judged by its first row
+    for column, positive in positives.items():
+        if lost := int((~np.isin(np.unique(stamps[positive]), kept)).sum()):
+            notes.append(f"{lost} rows labelled anomalous in {column!r} removed by the cleaning (readings off the "
+                         "model's rate, rows still incomplete after filling, no valid time): not judged")
+    return replace(data, labels={k: v for k, v in data.labels.items() if k != _ROW}, notes=tuple(notes))
 
 
 def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> SensorData:
