@@ -8,7 +8,10 @@ and ``faults/`` hold each alert's readings by its acknowledgement (``service/rec
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
 import time
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -36,6 +39,40 @@ def part_number(path: Path) -> int:
 def alert_of(path: Path) -> str:
     """The alert id whose readings ``path`` holds (any part)."""
     return unquote(path.stem.partition("+")[0])
+
+
+def read_guard_bands(directory: Path, most: int) -> dict[str, float]:
+    """The guard bands saved in ``GUARD_FILE`` (at most ``most``): an alert that cleared a minute
+    before a restart had the rest of its band (the fault's tail) recorded as normal data after it
+    (found by review)."""
+    try:
+        saved = json.loads((directory / GUARD_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("recording: %s unreadable (%s); guard bands start empty", GUARD_FILE, exc)
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return {str(asset): float(until) for asset, until in list(saved.items())[:most]
+            if isinstance(until, int | float) and math.isfinite(until)}
+
+
+def write_guard_bands(directory: Path, bands: dict[str, float]) -> bool:
+    """Replace ``GUARD_FILE`` with ``bands`` (none: remove it) through a temporary file; False
+    (logged) when the disk refused."""
+    path = directory / GUARD_FILE
+    try:
+        if not bands:
+            path.unlink(missing_ok=True)
+            return True
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(bands), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("recording: could not keep the guard bands (%s)", exc)
+        return False
+    return True
 
 
 def trim_store(directory: Path, max_bytes: int, max_age_s: float) -> None:

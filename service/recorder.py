@@ -38,10 +38,11 @@ from sensorguard.service.record_files import (
     ALERTS,
     FALSE_ALARMS,
     FAULTS,
-    GUARD_FILE,
     alert_file,
     part_number,
+    read_guard_bands,
     trim_store,
+    write_guard_bands,
 )
 
 if TYPE_CHECKING:
@@ -97,23 +98,8 @@ class Recorder:
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob("**/*.tmp"):  # left by a crash mid-write: never valid
             stale.unlink(missing_ok=True)
-        self._quiet_until.update(self._read_guards())
+        self._quiet_until.update(read_guard_bands(self.directory, MAX_GUARDS))
         self._guards_saved = {asset: until for asset, until in self._quiet_until.items()}
-
-    def _read_guards(self) -> dict[str, float]:
-        """The guard bands a shutdown saved: an alert that cleared a minute before a restart had the
-        rest of its band (the fault's tail) recorded as normal data after it (found by review)."""
-        try:
-            saved = json.loads((self.directory / GUARD_FILE).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("recording: %s unreadable (%s); guard bands start empty", GUARD_FILE, exc)
-            return {}
-        if not isinstance(saved, dict):
-            return {}
-        return {str(asset): float(until) for asset, until in list(saved.items())[:MAX_GUARDS]
-                if isinstance(until, int | float) and np.isfinite(until)}
 
     def _save_guards(self) -> None:
         """Keep the guard bands after clears (finite ones: an alert up is restored with its state)
@@ -123,21 +109,8 @@ class Recorder:
         with self._lock:
             self._expire_guards()
             bands = {asset: until for asset, until in self._quiet_until.items() if np.isfinite(until)}
-        if bands == self._guards_saved:
-            return
-        path = self.directory / GUARD_FILE
-        try:
-            if not bands:
-                path.unlink(missing_ok=True)
-                self._guards_saved = {}
-                return
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(bands), encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("recording: could not keep the guard bands (%s)", exc)
-            return
-        self._guards_saved = bands
+        if bands != self._guards_saved and write_guard_bands(self.directory, bands):
+            self._guards_saved = bands
 
     def _expire_guards(self) -> None:
         """Drop the bands that ended before their asset's newest scored window (an asset gone
