@@ -164,7 +164,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from sensorguard.service.bundle import load_bundle, save_bundle
     from sensorguard.service.registry import current_version, location, publish
     from sensorguard.training.data import concat_series, drop_labeled
-    from sensorguard.training.retrain import known_faults, load_recorded, missed_faults, parse_since, seen_rows_note
+    from sensorguard.training.retrain import known_faults, load_recorded, parse_since, seen_rows_note
+    from sensorguard.training.retrain_gate import missed_faults
     from sensorguard.training.train import calibrate_bundle
 
     bundle = load_bundle(args.bundle)

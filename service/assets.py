@@ -35,11 +35,12 @@ import numpy as np
 
 from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.carried_states import CarriedStates, Restored
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.drift import DriftState, widening
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.open_faults import OpenFaults
-from sensorguard.service.outbox import Outbox, published
+from sensorguard.service.outbox import Outbox
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.sensors import SensorEvent
@@ -50,16 +51,14 @@ log = logging.getLogger(__name__)
 SILENT_KEPT = 10_000  # silent assets whose return is awaited (a sensor_ok); beyond, the oldest is forgotten
 NAN = float("nan")
 
-Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift, its raise went out
-Moved = tuple[AlertState, DriftState | None, float | None, bool]  # ... its last window's time, its raise went out
 
-
-class AssetAlerts:
+class AssetAlerts(CarriedStates):
     """Alert states, drift baselines and latest top channels per asset, and their publishing.
 
     current: the bundle being served now (it changes on a hot swap): what an event names when its
     call names no bundle.
     restored: per-asset state from the previous run (``state_dir``), empty without one.
+    State taken in from elsewhere or handed on: :class:`~sensorguard.service.carried_states.CarriedStates`.
     """
 
     def __init__(self, rules: AlertRules, publisher: Publisher, metrics: Metrics, recorder: Recorder | None,
@@ -224,45 +223,6 @@ class AssetAlerts:
                     self._drift[asset] = drift
                 self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
 
-    # --- cluster mode: state that moves with an asset ---------------------------------------------
-
-    def adopt(self, asset: str, alert: AlertState, drift: DriftState | None, announced: bool = True) -> None:
-        """``asset`` moved here from another worker with this state (any thread). Taken in like a state
-        restored at start: at its next window it carries on (an alert up stays up under its id,
-        without a second ``raised`` unless it was never announced; the recorder holds its readings
-        back)."""
-        self._adopted.append((asset, alert, drift, announced))
-
-    def _ended_unseen(self, asset: str) -> None:
-        """Cluster mode: a restored or adopted asset's state ended before its first window here;
-        the next :meth:`changed_states` passes it on as None so the bucket forgets it (a later
-        owner must not adopt the alert that silence ended). Outside cluster mode nothing is synced."""
-        if self._syncing:
-            self._synced[asset] = ("ended", "", True)
-
-    def _pop_restored(self, asset: str) -> tuple[AlertState, DriftState | None, bool]:
-        """A restored asset's state, drift, and False only when its alert is up and was never
-        announced (as :meth:`_told` for a live asset).
-
-        The state file (and cluster mode's state bucket) marks an alert that rose while its asset
-        was held and was never announced: it is announced once nothing holds it. Without the mark
-        (a file from before it) an alert up counts as announced.
-        """
-        state, drift, told = self.restored.pop(asset)
-        return state, drift, told or state.status != "alerting"
-
-    def _told(self, asset: str, confirmed: bool = False) -> bool:
-        """False only for a live asset whose alert is up and was never announced (it rose while held),
-        or, with ``confirmed`` (the state file), whose raise the broker has not confirmed yet: one
-        queued during a broker outage is lost with the process, so a restart tells it again rather
-        than never. (Cluster mode passes the state on at every change, before the broker's answer
-        comes: counted told there, or every takeover right after a raise told it twice.)"""
-        state = self._states[asset]
-        if state.status != "alerting":
-            return True
-        told = self._announced.get(asset) == state.alert_id
-        return told and (not confirmed or published(self._raise_info.get(asset)))
-
     def learns(self, asset: str, ts: float) -> bool:
         """Whether a window ending at reading time ``ts`` may teach the drift baseline: not in a
         maintenance, nor in the guard band after one (the start-up transient), as the recorder keeps
@@ -277,53 +237,6 @@ class AssetAlerts:
     def _held(self, asset: str, ts: float | None = None) -> str | None:
         """What holds ``asset`` now, or held it at reading time ``ts``."""
         return self.controls.suppressed(asset, time.time(), ts) if self.controls is not None else None
-
-    def _take_adopted(self) -> None:
-        while self._adopted:
-            asset, alert, drift, announced = self._adopted.popleft()
-            if asset not in self._states:
-                self.restored[asset] = (alert, drift, announced)
-        self.restore_until = max(self.restore_until, time.monotonic() + self.rules.stale_after)
-
-    def hand_over(self, assets: set[str]) -> dict[str, Moved]:
-        """These assets moved to another worker (scoring thread): their states, last window's time
-        and whether an alert up was announced, to pass on, and everything about them forgotten here
-        without a word (their new owner speaks for them)."""
-        self._take_adopted()
-        out: dict[str, Moved] = {}
-        for asset in assets:
-            if asset in self._states:
-                window_ts = self._latest.get(asset, (None,))[0]
-                told = self._told(asset)
-                out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), window_ts, told)
-            elif asset in self.restored:
-                state, drift, told = self._pop_restored(asset)
-                out[asset] = (state, drift, None, told)
-            for kept in (self._latest, self._announced, self._raise_info, self._synced, self._drift):
-                kept.pop(asset, None)
-            self._open.forget(asset)
-            self.on_handed_over(asset)
-            self.metrics.forget_asset(asset)
-            if self.recorder is not None:
-                self.recorder.forget(asset)
-        return out
-
-    def changed_states(self, full: bool = False) -> dict[str, Moved | None]:
-        """The assets whose alert status or id, or its announcement, changed since the last call
-        (every asset with ``full``), as :meth:`hand_over` gives them (scoring thread): what a new
-        owner must find to carry on; None for an asset whose state ended (it went silent)."""
-        self._syncing = True
-        out: dict[str, Moved | None] = {}
-        for asset, state in self._states.items():
-            told = self._told(asset)
-            key = (state.status, state.alert_id, told)
-            if full or self._synced.get(asset) != key:
-                self._synced[asset] = key
-                out[asset] = (state, self._drift.get(asset), self._latest.get(asset, (None,))[0], told)
-        for asset in [a for a in self._synced if a not in self._states and a not in self.restored]:
-            del self._synced[asset]  # its state ended here (silent): None, the bucket forgets it too
-            out[asset] = None
-        return out
 
     def save(self) -> None:
         """Write every asset's alert state and drift baseline (live and still-restored) to ``state_dir``."""

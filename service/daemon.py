@@ -6,6 +6,7 @@
 ``connection.py``      the MQTT client: connect with retries, subscribe, clean disconnect
 ``ingest.py``          readings in (parse, buffer, acknowledge, count), due windows out
 ``hotswap.py``         the served model, its watcher and hot swap under one lock
+``batch_scoring.py``   a batch scored under one model, each asset's alert step, the listeners
 ``assets.py``          each asset's drift rule and alert machine, stepped per scored window
 ``publisher.py``       output topics and payloads
 ``recorder.py``        normal readings kept for retraining
@@ -54,23 +55,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-import numpy as np
 from prometheus_client import CollectorRegistry
 
 from sensorguard.service.alerts import AlertRules, AlertState
 from sensorguard.service.assets import AssetAlerts
+from sensorguard.service.batch_scoring import ScoredWindow, score_batch
 from sensorguard.service.bundle import Bundle
-from sensorguard.service.bundle_checks import (
-    cleaning_policy,
-    hop_warning,
-    rules_warning,
-    sensor_rules,
-    silence_after,
-    stale_warning,
-)
+from sensorguard.service.bundle_checks import cleaning_policy, sensor_rules, silence_after
 from sensorguard.service.command_handling import CommandHandler
 from sensorguard.service.commands import AlarmControls, Command
 from sensorguard.service.config import Settings
@@ -83,6 +77,7 @@ from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import guard_seconds, recording
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.shadow import report_live
+from sensorguard.service.startup_log import announce
 from sensorguard.service.state import SAVE_INTERVAL_S, restore_states
 from sensorguard.service.windows import Buffers, DueWindow
 
@@ -92,18 +87,6 @@ HOUSEKEEPING_S = 1.0  # how often silent assets are looked for and gauges refres
 STOP_BUDGET_S = 45.0  # a stop's waits together; then up to 5 s for the final publishes (under the 60 s kill)
 REPORT_WAIT_S = 5.0  # the last shadow report's write waited for at stop (after the final publishes)
 STUCK_S = 120.0  # a scoring worker not round its loop for this long is reported stuck (/healthz 503)
-
-
-@dataclass(frozen=True)
-class ScoredWindow:
-    """One scored window, as handed to listeners (the demo's view, tests)."""
-
-    asset: str
-    ts: float
-    score: float
-    error: float
-    status: str
-    channels: list[dict]
 
 
 class Daemon:
@@ -205,23 +188,10 @@ class Daemon:
                                                   new.sample_period)
 
     def announce(self) -> None:
-        """Log what is served, and every setting that breaks the bundle's promise or live == offline."""
-        s = self.settings
-        b = self.bundle
-        host, port = self.metrics_address
-        log.info(
-            "serving model %s %s (%d channels, window %d, hop %d, threshold %.4g); broker %s (MQTT %s, "
-            "client id %s); metrics on http://%s:%d/metrics",
-            b.name, b.version, len(b.channels), b.window, self.hop, b.threshold_,
-            s.redacted()["broker"], s.mqtt_version, s.client_id, host, port,
-        )
-        for note in (hop_warning(self.hop, b), stale_warning(self.buffers.policy, self.rules.stale_after),
-                     rules_warning(self.rules, b.calibration)):
-            if note is not None:
-                log.warning(note)
-        if self.recorder is not None:
-            log.info("recording readings far from alerts to %s (guard %.0f s, at most %g MB, %g days)",
-                     s.record_dir, s.record_guard_s, s.record_max_mb, s.record_max_age_days)
+        """Log what is served, and every setting that breaks the bundle's promise or live == offline
+        (:func:`~sensorguard.service.startup_log.announce`)."""
+        announce(self.settings, self.bundle, self.hop, self.metrics_address, self.buffers.policy, self.rules,
+                 self.recorder is not None)
 
     def stop(self) -> None:
         """Finish what is in hand, publish final states and ``offline``, disconnect. Idempotent."""
@@ -341,55 +311,9 @@ class Daemon:
             self.alerts.sensor(asset, event)
 
     def score_batch(self, batch: list[DueWindow]) -> None:
-        """Score due windows in one forward pass, step their assets' alerts, tell the listeners."""
-        windows = np.stack([due.window for due in batch])
-        excluded = None
-        if any(due.excluded for due in batch):  # sensor faults open: those channels imputed and left out
-            excluded = np.zeros(windows.shape[:2], dtype=bool)
-            for i, due in enumerate(batch):
-                excluded[i, list(due.excluded)] = True
-        started = time.perf_counter()
-        with self.models.lock:  # one model for the whole batch; a swap waits for it
-            scorer, bundle, shadow = self.models.scorer, self.models.bundle, self.models.shadow
-            scores = scorer.score_windows(windows, excluded)
-            shadowed = None
-            if shadow is not None:
-                try:  # an experiment: its failure must not cost the served model's batch
-                    shadowed = shadow.scorer.score_windows(windows, excluded)
-                except Exception as exc:  # noqa: BLE001 - logged, and the shadow is stopped
-                    self.models.stop_shadow(shadow, f"scoring failed ({type(exc).__name__}: {exc})")
-        self.metrics.scoring_duration.observe(time.perf_counter() - started)
-        self.metrics.windows_scored.inc(len(batch))
-        now = time.monotonic()
-        tops = scores.all_top_channels(scorer.channels)
-        for i, due in enumerate(batch):
-            self.metrics.reading_to_score.observe(max(0.0, now - due.received))
-            if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
-                continue
-            channels = tops[i]
-            try:
-                state, score = self.alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle)
-            except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
-                log.exception("applying a scored window of asset %r failed", due.asset)
-                continue
-            if self.recorder is not None:  # judged: its readings may now be committed as normal (not before:
-                self.recorder.judged(due.asset, due.ts)  # a window whose alert step failed was never judged)
-            if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
-                self.metrics.shadow_score.observe(shadowed.score[i])
-                try:
-                    if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, self.rules,
-                                   self.alerts.drift_of(due.asset), self.alerts.learns(due.asset, due.ts)):
-                        self.metrics.alert_raised(due.asset, shadow=True)
-                except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
-                    with self.models.lock:
-                        self.models.stop_shadow(shadow, f"stepping its alerts failed ({type(exc).__name__}: {exc})")
-                    shadowed = None
-            scored = ScoredWindow(due.asset, due.ts, score, float(scores.error[i]), state.status, channels)
-            for listener in self._listeners:
-                try:
-                    listener(scored)
-                except Exception:  # noqa: BLE001 - a view must not stop scoring
-                    log.exception("listener failed")
+        """Score due windows in one forward pass, step their assets' alerts, tell the listeners
+        (:func:`~sensorguard.service.batch_scoring.score_batch`)."""
+        score_batch(batch, self.models, self.alerts, self.metrics, self.recorder, lambda: self.rules, self._listeners)
 
     def housekeeping(self, now: float) -> None:
         """About once a second on the worker: assets silent for ``stale_after_s`` go stale and free

@@ -30,7 +30,6 @@ from typing import Any
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.cluster import (
     OWNERS_BUCKET,
-    READINGS_ROOT,
     READINGS_STREAM,
     STATE_BUCKET,
     ClusterError,
@@ -40,6 +39,7 @@ from sensorguard.service.cluster import (
 )
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
+from sensorguard.service.consumers import ACK_WAIT_S, ensure_consumer, unacknowledged
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.logs import first_line
 from sensorguard.service.metrics import Metrics
@@ -51,17 +51,16 @@ from sensorguard.service.state import encode_asset
 from sensorguard.service.statesync import StateSync
 from sensorguard.service.takeover import Takeover
 from sensorguard.service.taker import LeaseLapsed, Taker
+from sensorguard.service.waits import pause, unless
 from sensorguard.service.watchdog import watch_sources
 
 log = logging.getLogger(__name__)
 
 FETCH_BATCH = 256  # messages per fetch
 FETCH_WAIT_S = 0.5  # a fetch returns after this long with what it has (and lets a release through)
-ACK_WAIT_S = 5.0  # an unacknowledged reading is delivered again after this long (to whoever owns it then)
 RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to finish its batch
 CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
 STATE_FULL_S = 30.0  # every asset's state (drift included) is written this often
-MAX_ACK_PENDING = 20_000  # readings out and unacknowledged per partition at most (the broker's inflight)
 
 
 class ClusterSource:
@@ -159,12 +158,12 @@ class ClusterSource:
         nc = None
         while nc is None and not self._stop.is_set():  # the cluster may come up after the daemon
             try:  # (nats-py tries forever here, its errors logged as warnings: a stop must not wait for it)
-                nc = await _unless(stopping, connect(self.settings.cluster_servers(), forever=True,
-                                                     disconnected_cb=self._disconnected,
-                                                     reconnected_cb=self._reconnected))
+                nc = await unless(stopping, connect(self.settings.cluster_servers(), forever=True,
+                                                    disconnected_cb=self._disconnected,
+                                                    reconnected_cb=self._reconnected))
             except ClusterError as exc:
                 log.warning("%s; trying again", exc)
-                await _pause(stopping, CONNECT_RETRY_S)
+                await pause(stopping, CONNECT_RETRY_S)
         if nc is None:
             return
         try:
@@ -177,7 +176,7 @@ class ClusterSource:
                 except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; one line each try
                     log.warning("cluster: joining failed (%s); trying again in %.0f s", first_line(exc),
                                 CONNECT_RETRY_S)
-                    await _pause(stopping, CONNECT_RETRY_S)
+                    await pause(stopping, CONNECT_RETRY_S)
                     if self._stop.is_set():
                         return
             self.sync.open(self._states)
@@ -334,23 +333,13 @@ class ClusterSource:
                     return
                 log.warning("cluster: partition %d: %s; serving it again in %.0f s", k, exc or type(exc).__name__,
                             ACK_WAIT_S)
-                await _pause(halt, ACK_WAIT_S)
+                await pause(halt, ACK_WAIT_S)
 
     async def _serve(self, k: int, halt: asyncio.Event, abort: threading.Event) -> None:
         """Fetch, take and acknowledge partition ``k``'s readings until ``halt``. Given up, it takes
         what its last request still brings too, so the next owner finds nothing pending (and starts
         at once); readings the ingest refused (the daemon is stopping) go back in stream order."""
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-        from nats.js.errors import NotFoundError
-
-        durable = f"sg-p{k}"
-        try:
-            await self._js.consumer_info(READINGS_STREAM, durable)
-        except NotFoundError:
-            await self._js.add_consumer(READINGS_STREAM, ConsumerConfig(
-                durable_name=durable, filter_subject=f"{READINGS_ROOT}.{k}.>", ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=ACK_WAIT_S, max_ack_pending=MAX_ACK_PENDING, deliver_policy=DeliverPolicy.ALL,
-                max_deliver=-1))
+        durable = await ensure_consumer(self._js, k)
         ownership = self.ownership
         wire = await self._connected_wire()
         puller = Puller(wire, READINGS_STREAM, durable, FETCH_BATCH, FETCH_WAIT_S,
@@ -361,7 +350,7 @@ class ClusterSource:
         try:
             while not halt.is_set():
                 if ownership is None or not ownership.holds(k):  # renewals failing: wait
-                    await _pause(halt, 0.2)
+                    await pause(halt, 0.2)
                     continue
                 messages = await puller.fetch(FETCH_WAIT_S)
                 if messages and not ownership.holds(k):  # the lease lapsed meanwhile: maybe another's now
@@ -399,33 +388,10 @@ class ClusterSource:
 
     async def _rebuild(self, k: int, halt: asyncio.Event) -> tuple[int, int]:
         """Before consuming partition ``k``: its assets' windows and state (:mod:`takeover`)."""
-        from nats.js.errors import NotFoundError
-
-        with contextlib.suppress(NotFoundError):  # the previous owner died with readings in flight
-            if (await self._js.consumer_info(READINGS_STREAM, f"sg-p{k}")).num_ack_pending:
-                await _pause(halt, ACK_WAIT_S)  # they come again first, ahead of newer ones
+        if await unacknowledged(self._js, k):  # the previous owner died with readings in flight
+            await pause(halt, ACK_WAIT_S)  # they come again first, ahead of newer ones
         takeover = Takeover(self._nc, self._states, self.settings, self.ingest, self.alerts, self.controls)
         assets, primed = await takeover.rebuild(k, self.ownership.partitions if self.ownership else 0, halt)
         self.taker.assets.setdefault(k, set()).update(assets)
         return len(assets), primed
 
-
-async def _unless(event: asyncio.Event, work: Any) -> Any:
-    """``await work``, or None (``work`` cancelled) once ``event`` is set first."""
-    task, stopped = asyncio.ensure_future(work), asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
-    return None
-
-
-async def _pause(event: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds``, or less if ``event`` is set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)

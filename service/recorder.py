@@ -15,7 +15,7 @@ acknowledgement moves the file. Acknowledged as a false alarm it goes to ``false
 pattern it wrongly alerted on; acknowledged as real it goes to ``faults/``, the known faults that
 ``retrain`` checks a candidate still catches. Unanswered alerts stay in ``alerts/`` and are never
 trained on. How a real fault acknowledged as false is kept from blinding the detector is
-``retrain``'s gate (``training/retrain.py``): a candidate that misses a known fault, or a fault
+``retrain``'s gate (``training/retrain_gate.py``): a candidate that misses a known fault, or a fault
 injected into held-out data, that the current model catches is not promoted.
 """
 

@@ -9,7 +9,8 @@ Errors are made comparable by expressing both in raw units divided by the held-o
 per-channel variance (each model standardizes with its own scaler, so standardized errors are not).
 The candidate is promoted only when it is at least as good on both and still catches every fault
 the current model catches: the known faults (alerts acknowledged as real, recorded by the daemon)
-and large offsets injected into the held-out block, one channel at a time.
+and large offsets injected into the held-out block, one channel at a time (the comparison and
+these checks: :mod:`retrain_gate`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from sensorguard.service.registry import (
     set_shadow,
     validate_name,
 )
-from sensorguard.service.scorer import Scorer
 from sensorguard.training.data import (
     DataError,
     SensorData,
@@ -46,24 +46,16 @@ from sensorguard.training.data import (
     load_frame,
     series_from_frame,
 )
-from sensorguard.training.offline import score_data
+from sensorguard.training.retrain_gate import (
+    WINDOW_RATE_TARGET,
+    Comparison,
+    compare,
+    decide,
+    error_variance,
+    injected_faults,
+)
 from sensorguard.training.splits import split_by_time
 from sensorguard.training.train import TrainOptions, train_bundle
-
-WINDOW_RATE_TARGET = 1e-3  # windows above the line a candidate may show beyond the current model's, x2
-ERROR_TOLERANCE = 0.05  # candidate mean error may exceed the current one by 5% and still count as "as good"
-INJECTED_SIGMAS = 6.0  # the size of the faults injected into held-out data, in the current model's scale
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """How a model does on the shared held-out block, and which known faults it catches."""
-
-    false_alarm_rate: float
-    mean_error: float
-    windows: int
-    caught: tuple[str, ...] = ()  # known and injected faults with a window at or above the line
-    known: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,46 +119,6 @@ def load_recorded(
                              fill_limit=fill_limit)
 
 
-def injected_faults(holdout: SensorData, window: int, scale: np.ndarray) -> list[tuple[str, SensorData]]:
-    """Faults put into the held-out block: one channel at a time offset by +-``INJECTED_SIGMAS``
-    times ``scale`` (the current model's: the same faults for both models, sized by the normal
-    it was trained on, not by held-out data that may hold what was learned) for two windows, in
-    the middle of the longest segment; each probe holds only the windows that reach into the
-    offset. Empty when no segment is four windows long."""
-    segments, starts = np.unique(holdout.segments, return_index=True)
-    counts = np.bincount(np.searchsorted(segments, holdout.segments))
-    longest = int(np.argmax(counts))
-    if counts[longest] < 4 * window:
-        return []
-    mid = int(starts[longest]) + counts[longest] // 2
-    rows = slice(mid - window + 1, mid + 3 * window)
-    mask = np.zeros(len(holdout), dtype=bool)
-    mask[rows] = True
-    faults = []
-    for j, channel in enumerate(holdout.channels):
-        for sign in (1, -1):
-            values = holdout.values[rows].copy()
-            values[window - 1: 3 * window - 1, j] += sign * INJECTED_SIGMAS * scale[j]
-            faults.append((f"{channel}{'+' if sign > 0 else '-'}{INJECTED_SIGMAS:g}sd",
-                           replace(holdout.take(mask), values=values)))
-    return faults
-
-
-def _alerts_on(bundle: Bundle, fault: SensorData) -> bool:
-    """Whether ``bundle`` raises an alert on ``fault`` under the default alert rules."""
-    if len(fault) < bundle.window:
-        return False
-    return bool(score_data(bundle, fault).alert.any())
-
-
-def missed_faults(new: Bundle, old: Bundle, data: SensorData,
-                  known: Sequence[tuple[str, SensorData]] = ()) -> list[str]:
-    """The faults ``old`` raises an alert on and ``new`` does not: the ``known`` ones and offsets
-    injected into ``data`` (``injected_faults``). ``calibrate --recorded`` refuses a new line that
-    misses one, as ``retrain`` refuses such a candidate."""
-    faults = [*known, *injected_faults(data, old.window, old.scale_)]
-    return [name for name, fault in faults if _alerts_on(old, fault) and not _alerts_on(new, fault)]
-
 
 def known_faults(directory: str | Path, channels: Sequence[str]) -> list[tuple[str, SensorData]]:
     """The readings of alerts acknowledged as real (``faults/`` of a recording): ``(alert id,
@@ -185,26 +137,6 @@ def known_faults(directory: str | Path, channels: Sequence[str]) -> list[tuple[s
         except Exception as exc:  # noqa: BLE001
             print(f"skipping known fault {name}: {str(exc).splitlines()[0][:120]}")
     return faults
-
-
-def compare(bundle: Bundle, data: SensorData, variance: np.ndarray,
-            faults: Sequence[tuple[str, SensorData]] = ()) -> Comparison:
-    """False-alarm rate and variance-normalized mean error of ``bundle`` on normal ``data``, and
-    which of the known ``faults`` it catches (a window at or above its line)."""
-    scorer = Scorer(bundle)
-    scores = scorer.score_series(data.values, data.segments)
-    ok = np.isfinite(scores.score)
-    weights = 1.0 if bundle.channel_weights_ is None else bundle.channel_weights_
-    raw = scores.channel_error[ok] / weights * bundle.scale_**2  # unweighted, back to raw units squared
-    normalized = (raw / variance).mean(axis=1)
-    caught = tuple(name for name, fault in faults if _alerts_on(bundle, fault))
-    return Comparison(
-        false_alarm_rate=float(np.mean(scores.score[ok] >= 1)) if ok.any() else 0.0,
-        mean_error=float(normalized.mean()) if ok.any() else float("nan"),
-        windows=int(ok.sum()),
-        caught=caught,
-        known=len(faults),
-    )
 
 
 def retrain(
@@ -253,7 +185,7 @@ def retrain(
     cand_cmp = compare(candidate, holdout, variance, faults)
     cur_cmp = compare(current, holdout, variance, faults) if current is not None else None
     target = options.false_alarm_rate if options.false_alarm_rate is not None else WINDOW_RATE_TARGET
-    passed, reason = _decide(cand_cmp, cur_cmp, target)
+    passed, reason = decide(cand_cmp, cur_cmp, target)
     promoted, reason = (True, "forced despite " + reason) if force and not passed else (passed, reason)
     if cold is not None:
         reason += f"; {cold}"
@@ -305,14 +237,6 @@ def training_span(bundle: Bundle) -> tuple[float, float] | None:
     return start, end
 
 
-def error_variance(holdout: SensorData, scale: np.ndarray) -> np.ndarray:
-    """Per channel, what the comparison divides a reconstruction error by: the held-out variance,
-    floored at a tenth of the model's ``scale`` squared. Floored at 1e-12 only, a channel flat in
-    the held-out rows (a setpoint) turned its small residual into an error of 1e8 that alone
-    decided the verdict."""
-    return np.maximum(holdout.values.var(axis=0), np.maximum((0.1 * np.asarray(scale)) ** 2, 1e-12))
-
-
 def seen_rows_note(bundle: Bundle, data: SensorData) -> str | None:
     """A warning when rows of ``data`` lie inside the time span ``bundle`` trained on (its
     ``training.time_range``): a line calibrated on them is set on errors of rows it may have seen,
@@ -331,25 +255,6 @@ def _restate(path: Path, promoted: bool, reason: str) -> None:
     meta = json.loads((path / "bundle.json").read_text())
     meta.setdefault("metrics", {}).update(promoted=promoted, reason=reason)
     write_durably(path / "bundle.json", json.dumps(meta, indent=2, sort_keys=True))
-
-
-def _decide(cand: Comparison, cur: Comparison | None, target: float) -> tuple[bool, str]:
-    if cur is None:
-        return True, "no current model"
-    # false alarms: as few as the current model, or at least within twice the target rate
-    far_ok = cand.false_alarm_rate <= max(cur.false_alarm_rate, 2 * target)
-    err_ok = cand.mean_error <= cur.mean_error * (1 + ERROR_TOLERANCE)
-    missed = [f for f in cur.caught if f not in cand.caught]
-    if far_ok and err_ok and not missed:
-        return True, "at least as good on held-out data" + (", catches the faults it catches" if cur.caught else "")
-    why = []
-    if missed:
-        why.append(f"misses {len(missed)} fault(s) the current model catches: {', '.join(missed[:3])}")
-    if not far_ok:
-        why.append(f"more false alarms ({cand.false_alarm_rate:.4f} > {max(cur.false_alarm_rate, 2 * target):.4f})")
-    if not err_ok:
-        why.append(f"higher error ({cand.mean_error:.4g} > {cur.mean_error:.4g} + {ERROR_TOLERANCE:.0%})")
-    return False, "; ".join(why)
 
 
 def _fmt(value: float | None) -> str:

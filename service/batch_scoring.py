@@ -1,0 +1,98 @@
+"""One batch of due windows scored: one forward pass under one model, each asset's alert step, the listeners.
+
+What the daemon's scoring worker does with a batch (:meth:`Daemon.score_batch
+<sensorguard.service.daemon.Daemon.score_batch>`), apart from the wiring and lifecycle in
+``daemon.py``. The whole forward pass runs under the model holder's lock, so a hot swap lands
+between two batches and every window of a batch is scored, and its events named, by one model.
+A failure of the shadow model (an experiment) stops the shadow and never costs the served model's
+windows; a failure of one asset's alert step never costs the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sensorguard.service.alerts import AlertRules
+from sensorguard.service.assets import AssetAlerts
+from sensorguard.service.hotswap import ModelHolder
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.recorder import Recorder
+from sensorguard.service.windows import DueWindow
+
+# The daemon's logger: these lines keep the name they are known by (``logger`` in JSON logs, filters).
+log = logging.getLogger("sensorguard.service.daemon")
+
+
+@dataclass(frozen=True)
+class ScoredWindow:
+    """One scored window, as handed to listeners (the demo's view, tests)."""
+
+    asset: str
+    ts: float
+    score: float
+    error: float
+    status: str
+    channels: list[dict]
+
+
+def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts, metrics: Metrics,
+                recorder: Recorder | None, rules: Callable[[], AlertRules],
+                listeners: list[Callable[[ScoredWindow], None]]) -> None:
+    """Score due windows in one forward pass, step their assets' alerts, tell the listeners.
+
+    rules: the daemon's alert rules for the shadow's step, read at each window (a hot swap may
+    change the silence that ends an alert while a batch is being stepped).
+    """
+    windows = np.stack([due.window for due in batch])
+    excluded = None
+    if any(due.excluded for due in batch):  # sensor faults open: those channels imputed and left out
+        excluded = np.zeros(windows.shape[:2], dtype=bool)
+        for i, due in enumerate(batch):
+            excluded[i, list(due.excluded)] = True
+    started = time.perf_counter()
+    with models.lock:  # one model for the whole batch; a swap waits for it
+        scorer, bundle, shadow = models.scorer, models.bundle, models.shadow
+        scores = scorer.score_windows(windows, excluded)
+        shadowed = None
+        if shadow is not None:
+            try:  # an experiment: its failure must not cost the served model's batch
+                shadowed = shadow.scorer.score_windows(windows, excluded)
+            except Exception as exc:  # noqa: BLE001 - logged, and the shadow is stopped
+                models.stop_shadow(shadow, f"scoring failed ({type(exc).__name__}: {exc})")
+    metrics.scoring_duration.observe(time.perf_counter() - started)
+    metrics.windows_scored.inc(len(batch))
+    now = time.monotonic()
+    tops = scores.all_top_channels(scorer.channels)
+    for i, due in enumerate(batch):
+        metrics.reading_to_score.observe(max(0.0, now - due.received))
+        if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
+            continue
+        channels = tops[i]
+        try:
+            state, score = alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle)
+        except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
+            log.exception("applying a scored window of asset %r failed", due.asset)
+            continue
+        if recorder is not None:  # judged: its readings may now be committed as normal (not before:
+            recorder.judged(due.asset, due.ts)  # a window whose alert step failed was never judged)
+        if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
+            metrics.shadow_score.observe(shadowed.score[i])
+            try:
+                if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, rules(),
+                               alerts.drift_of(due.asset), alerts.learns(due.asset, due.ts)):
+                    metrics.alert_raised(due.asset, shadow=True)
+            except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
+                with models.lock:
+                    models.stop_shadow(shadow, f"stepping its alerts failed ({type(exc).__name__}: {exc})")
+                shadowed = None
+        scored = ScoredWindow(due.asset, due.ts, score, float(scores.error[i]), state.status, channels)
+        for listener in listeners:
+            try:
+                listener(scored)
+            except Exception:  # noqa: BLE001 - a view must not stop scoring
+                log.exception("listener failed")

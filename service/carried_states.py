@@ -1,0 +1,132 @@
+"""Asset state that crosses a restart or a worker: restored, adopted, handed over, passed on.
+
+:class:`CarriedStates` is the part of :class:`~sensorguard.service.assets.AssetAlerts` that deals
+with an asset's alert state and drift baseline while it is carried from elsewhere (the previous
+run's ``state_dir``, or another worker in cluster mode: both wait in ``restored`` for the asset's
+next window) or handed on (to the state bucket at every change, or to the worker an asset moves
+to). Whether an alert's raise was told travels with it, so that a new owner tells it once: never
+twice, and not never. It is a mixin, not a class of its own, because these steps read and forget
+the same per-asset maps as the alert machine; ``AssetAlerts.__init__`` sets everything listed below.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sensorguard.service.alerts import AlertRules, AlertState
+from sensorguard.service.drift import DriftState
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.open_faults import OpenFaults
+from sensorguard.service.outbox import published
+from sensorguard.service.recorder import Recorder
+
+Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift, its raise went out
+Moved = tuple[AlertState, DriftState | None, float | None, bool]  # ... its last window's time, its raise went out
+
+
+class CarriedStates:
+    """Restored and adopted states taken in, and an asset's state handed over or passed on (a mixin
+    of :class:`~sensorguard.service.assets.AssetAlerts`, which owns the attributes declared here)."""
+
+    rules: AlertRules
+    metrics: Metrics
+    recorder: Recorder | None
+    restored: Restored
+    restore_until: float
+    on_handed_over: Callable[[str], None]
+    _states: dict[str, AlertState]
+    _drift: dict[str, DriftState]
+    _latest: dict[str, tuple[float, list[dict]]]
+    _open: OpenFaults
+    _announced: dict[str, str]
+    _raise_info: dict[str, Any]
+    _adopted: deque[tuple[str, AlertState, DriftState | None, bool]]
+    _synced: dict[str, tuple[str, str, bool]]
+    _syncing: bool
+
+    def adopt(self, asset: str, alert: AlertState, drift: DriftState | None, announced: bool = True) -> None:
+        """``asset`` moved here from another worker with this state (any thread). Taken in like a state
+        restored at start: at its next window it carries on (an alert up stays up under its id,
+        without a second ``raised`` unless it was never announced; the recorder holds its readings
+        back)."""
+        self._adopted.append((asset, alert, drift, announced))
+
+    def _ended_unseen(self, asset: str) -> None:
+        """Cluster mode: a restored or adopted asset's state ended before its first window here;
+        the next :meth:`changed_states` passes it on as None so the bucket forgets it (a later
+        owner must not adopt the alert that silence ended). Outside cluster mode nothing is synced."""
+        if self._syncing:
+            self._synced[asset] = ("ended", "", True)
+
+    def _pop_restored(self, asset: str) -> tuple[AlertState, DriftState | None, bool]:
+        """A restored asset's state, drift, and False only when its alert is up and was never
+        announced (as :meth:`_told` for a live asset).
+
+        The state file (and cluster mode's state bucket) marks an alert that rose while its asset
+        was held and was never announced: it is announced once nothing holds it. Without the mark
+        (a file from before it) an alert up counts as announced.
+        """
+        state, drift, told = self.restored.pop(asset)
+        return state, drift, told or state.status != "alerting"
+
+    def _told(self, asset: str, confirmed: bool = False) -> bool:
+        """False only for a live asset whose alert is up and was never announced (it rose while held),
+        or, with ``confirmed`` (the state file), whose raise the broker has not confirmed yet: one
+        queued during a broker outage is lost with the process, so a restart tells it again rather
+        than never. (Cluster mode passes the state on at every change, before the broker's answer
+        comes: counted told there, or every takeover right after a raise told it twice.)"""
+        state = self._states[asset]
+        if state.status != "alerting":
+            return True
+        told = self._announced.get(asset) == state.alert_id
+        return told and (not confirmed or published(self._raise_info.get(asset)))
+
+    def _take_adopted(self) -> None:
+        while self._adopted:
+            asset, alert, drift, announced = self._adopted.popleft()
+            if asset not in self._states:
+                self.restored[asset] = (alert, drift, announced)
+        self.restore_until = max(self.restore_until, time.monotonic() + self.rules.stale_after)
+
+    def hand_over(self, assets: set[str]) -> dict[str, Moved]:
+        """These assets moved to another worker (scoring thread): their states, last window's time
+        and whether an alert up was announced, to pass on, and everything about them forgotten here
+        without a word (their new owner speaks for them)."""
+        self._take_adopted()
+        out: dict[str, Moved] = {}
+        for asset in assets:
+            if asset in self._states:
+                window_ts = self._latest.get(asset, (None,))[0]
+                told = self._told(asset)
+                out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), window_ts, told)
+            elif asset in self.restored:
+                state, drift, told = self._pop_restored(asset)
+                out[asset] = (state, drift, None, told)
+            for kept in (self._latest, self._announced, self._raise_info, self._synced, self._drift):
+                kept.pop(asset, None)
+            self._open.forget(asset)
+            self.on_handed_over(asset)
+            self.metrics.forget_asset(asset)
+            if self.recorder is not None:
+                self.recorder.forget(asset)
+        return out
+
+    def changed_states(self, full: bool = False) -> dict[str, Moved | None]:
+        """The assets whose alert status or id, or its announcement, changed since the last call
+        (every asset with ``full``), as :meth:`hand_over` gives them (scoring thread): what a new
+        owner must find to carry on; None for an asset whose state ended (it went silent)."""
+        self._syncing = True
+        out: dict[str, Moved | None] = {}
+        for asset, state in self._states.items():
+            told = self._told(asset)
+            key = (state.status, state.alert_id, told)
+            if full or self._synced.get(asset) != key:
+                self._synced[asset] = key
+                out[asset] = (state, self._drift.get(asset), self._latest.get(asset, (None,))[0], told)
+        for asset in [a for a in self._synced if a not in self._states and a not in self.restored]:
+            del self._synced[asset]  # its state ended here (silent): None, the bucket forgets it too
+            out[asset] = None
+        return out

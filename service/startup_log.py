@@ -1,0 +1,44 @@
+"""What the daemon logs at start: the model it serves, where, and each setting that breaks a promise.
+
+One place for the lines an operator reads first (:meth:`Daemon.announce
+<sensorguard.service.daemon.Daemon.announce>`). The settings are valid on their own, but the bundle
+was calibrated, and is scored offline, under its own ones, so the warnings of
+:mod:`~sensorguard.service.bundle_checks` that apply are logged here, where they are seen.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sensorguard.service.alerts import AlertRules
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.bundle_checks import hop_warning, rules_warning, stale_warning
+from sensorguard.service.cleaning import CleaningPolicy
+from sensorguard.service.config import Settings
+
+# The daemon's logger: these lines keep the name they are known by (``logger`` in JSON logs, filters).
+log = logging.getLogger("sensorguard.service.daemon")
+
+
+def announce(settings: Settings, bundle: Bundle, hop: int, address: tuple[str, int], policy: CleaningPolicy,
+             rules: AlertRules, recording: bool) -> None:
+    """Log what is served, and every setting that breaks the bundle's promise or live == offline.
+
+    address: where ``/metrics`` listens; policy and rules: the cleaning and alert rules served;
+    recording: whether normal readings are recorded (``record_dir``).
+    """
+    s = settings
+    b = bundle
+    host, port = address
+    log.info(
+        "serving model %s %s (%d channels, window %d, hop %d, threshold %.4g); broker %s (MQTT %s, "
+        "client id %s); metrics on http://%s:%d/metrics",
+        b.name, b.version, len(b.channels), b.window, hop, b.threshold_,
+        s.redacted()["broker"], s.mqtt_version, s.client_id, host, port,
+    )
+    for note in (hop_warning(hop, b), stale_warning(policy, rules.stale_after), rules_warning(rules, b.calibration)):
+        if note is not None:
+            log.warning(note)
+    if recording:
+        log.info("recording readings far from alerts to %s (guard %.0f s, at most %g MB, %g days)",
+                 s.record_dir, s.record_guard_s, s.record_max_mb, s.record_max_age_days)

@@ -1,0 +1,32 @@
+"""Waits on the cluster source's event loop that a stop cuts short.
+
+A worker's stop sets an ``asyncio.Event``; every wait on the loop (a connection nats-py retries
+for ever, a pause before trying again) must end when it is set, or a stop waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+
+async def unless(event: asyncio.Event, work: Any) -> Any:
+    """``await work``, or None (``work`` cancelled) once ``event`` is set first."""
+    task, stopped = asyncio.ensure_future(work), asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    return None
+
+
+async def pause(event: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``event`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
