@@ -11,6 +11,7 @@ back from the recorder until it ends.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -28,7 +29,7 @@ from sensorguard.service.publisher import Publisher, iso
 
 log = logging.getLogger(__name__)
 
-ANSWERED_KEPT = 4096  # commands (by request id) whose answer is kept, so a redelivery is answered, not re-applied
+ANSWERED_KEPT = 4096  # accepted commands whose answer is kept, so a redelivery is answered, not re-applied
 
 
 class CommandHandler:
@@ -55,10 +56,11 @@ class CommandHandler:
         self.prefix = f"{settings.output_prefix}/commands/"
         self.responses = f"{settings.output_prefix}/responses/"
         self._limiter = RateLimiter(10.0)
-        # (verb, asset, request id) -> (accepted, answer): QoS 1 delivers a command again when its ack was
-        # lost (a reconnect); applied again, a shelving or a maintenance with a duration restarted from
-        # the redelivery's time and the audit logged it twice (found by review)
-        self._answered: OrderedDict[tuple[str, str, str], tuple[bool, str]] = OrderedDict()
+        # (topic, payload digest) of an accepted command with a request id -> (request id, reply_to, answer):
+        # QoS 1 delivers a command again when its ack was lost (a reconnect); applied again, a shelving or a
+        # maintenance with a duration restarted from the redelivery's time and the audit logged it twice
+        # (found by review). The same bytes only: a new command that reuses a request id is carried out.
+        self._answered: OrderedDict[tuple[str, bytes], tuple[str, str, str]] = OrderedDict()
 
     def filter(self) -> str:
         return self.prefix + "+"
@@ -87,6 +89,13 @@ class CommandHandler:
             if self._limiter.hit("retained") is not None:
                 log.warning("retained command on %s ignored: publish commands without retain", message.topic)
             return
+        key = (message.topic, hashlib.blake2b(bytes(message.payload), digest_size=16).digest())
+        if (answered := self._answered.get(key)) is not None:  # before parsing: a late one is not "expired"
+            self.metrics.commands.labels(known, "duplicate").inc()
+            log.info("command %s %s received again (a redelivery): answered as before, not carried out again",
+                     verb, answered[0], extra={"event": "command"})
+            self._reply(client, answered[0], answered[1], True, answered[2])
+            return
         now = time.time()
         parsed = parse_command(verb, message.payload, now)
         if isinstance(parsed, Command) and parsed.reply_to and not parsed.reply_to.startswith(self.responses):
@@ -105,13 +114,6 @@ class CommandHandler:
                             f"{parsed.asset} is being taken over by {self.settings.instance_name}: try again in a "
                             "few seconds")
             return  # the instance serving the asset answers
-        key = (parsed.verb, parsed.asset, parsed.request_id)
-        if parsed.request_id and (answered := self._answered.get(key)) is not None:
-            self.metrics.commands.labels(parsed.verb, "duplicate").inc()
-            log.info("command %s %s received again (a redelivery): answered as before, not applied again",
-                     parsed.verb, parsed.request_id, extra={"asset": parsed.asset, "event": "command"})
-            self._reply(client, parsed.request_id, parsed.reply_to, *answered)
-            return
         entry = _audit_entry(parsed, now, self.settings.instance_name)  # before applying: nothing half done
         accepted, text = self.controls.apply(parsed, now)
         self.metrics.commands.labels(parsed.verb, "accepted" if accepted else "rejected").inc()
@@ -128,8 +130,8 @@ class CommandHandler:
             self.publisher.daemon_event(entry)
             if said := self.on_change(parsed.asset, parsed):
                 text = f"{text}; {said}"
-        if parsed.request_id:
-            self._answered[key] = (accepted, text)
+        if accepted and parsed.request_id:
+            self._answered[key] = (parsed.request_id, parsed.reply_to, text)
             while len(self._answered) > ANSWERED_KEPT:
                 self._answered.popitem(last=False)
         self._reply(client, parsed.request_id, parsed.reply_to, accepted, text)
