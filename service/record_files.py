@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sensorguard.service.recorder")  # (the recorder's lines, as before the split)
 
 ALERTS, FALSE_ALARMS, FAULTS = "alerts", "false_alarms", "faults"  # an alert's readings: unanswered, false, real
 GUARD_FILE = "guard_bands.json"  # the guard bands after recent clears, kept over a restart
@@ -89,13 +89,14 @@ def trim_store(directory: Path, max_bytes: int, max_age_s: float) -> None:
     total = sum(size for _, size in sizes.values())
     # The acknowledged alerts (known faults, false alarms) are what operators taught the model:
     # no age limit (by age, the known faults the retrain gate checks were gone after 30 days without
-    # a word), and by size they keep LABELLED_SHARE of the budget, their oldest going beyond it.
+    # a word), and when the store is over its size they keep LABELLED_SHARE of it, their oldest
+    # going beyond it.
     # Taken last by size instead, once they filled the budget every new normal file was deleted
     # as it was written, and nothing said so (found by review).
     labelled = sorted((item for item in sizes.items() if item[0].parent.name in LABELLED), key=lambda i: i[1][0])
     share, gone = sum(size for _, (_, size) in labelled), 0
     for path, (_, size) in labelled:
-        if share <= LABELLED_SHARE * max_bytes:
+        if total <= max_bytes or share <= LABELLED_SHARE * max_bytes:  # (room left: all kept)
             break
         share -= size
         total -= size

@@ -54,6 +54,7 @@ PENDING_ROW_OVERHEAD = 200  # bytes a held reading costs beyond its values (tupl
 # header: 199-200 measured with tracemalloc for 3, 10 and 52 channels; the daemon hands over lists, which
 # cost 8 x channels more again, so :meth:`Recorder.add` keeps an array)
 MAX_GUARDS = 100_000  # guard bands read back at most (one per asset)
+SILENT_GUARD_S = 86400.0  # a silent asset's band is kept while others' readings are less than this past it
 
 
 @dataclass
@@ -113,13 +114,15 @@ class Recorder:
             self._guards_saved = bands
 
     def _expire_guards(self) -> None:
-        """Drop the bands that ended before their asset's newest scored window (an asset gone
-        silent: before the newest of any asset): no later reading falls in them. Kept forever,
-        every asset that ever cleared an alert stayed in memory and in GUARD_FILE (found by review).
-        Called with ``_lock`` held."""
+        """Drop the bands that ended before their asset's newest scored window, or, for an asset
+        not scored here since (silent, or not back since a restart), more than ``SILENT_GUARD_S``
+        before the newest scored window of any asset: no later reading falls in them. Kept forever,
+        every asset that ever cleared an alert stayed in memory and in GUARD_FILE; judged by another
+        asset's clock alone, one device running minutes fast ended the silent assets' bands early
+        (both found by review). Called with ``_lock`` held."""
         if not self._judged:
             return
-        newest = max(self._judged.values())
+        newest = max(self._judged.values()) - SILENT_GUARD_S
         for asset, until in list(self._quiet_until.items()):
             if np.isfinite(until) and until < self._judged.get(asset, newest):
                 del self._quiet_until[asset]

@@ -454,10 +454,11 @@ def test_a_new_worker_layout_moves_each_alerts_readings_and_guard_band_to_the_wo
 def test_guard_bands_end_once_readings_are_past_them(tmp_path):
     """Found by review: a band after a clear was kept for good (in memory and in guard_bands.json),
     one per asset that ever cleared an alert. It goes once its asset's scored windows are past it,
-    or, for an asset gone silent, once any asset's are."""
+    or, for an asset gone silent, once any asset's are a day past it."""
     import json
 
     from sensorguard.service.record_files import GUARD_FILE
+    from sensorguard.service.recorder import SILENT_GUARD_S
 
     rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=3600)
     for asset in ("p1", "p2"):
@@ -468,10 +469,31 @@ def test_guard_bands_end_once_readings_are_past_them(tmp_path):
     rec.flush()
     assert json.loads((tmp_path / GUARD_FILE).read_text()) == {"p1": 160.0, "p2": 160.0}
     rec.judged("p1", 170.0)
+    rec.flush()  # p1's band is over; silent p2's is kept (another asset's clock may run fast)
+    assert json.loads((tmp_path / GUARD_FILE).read_text()) == {"p2": 160.0}
+    rec.judged("p1", 160.0 + SILENT_GUARD_S + 1)
     rec.flush()
     assert not (tmp_path / GUARD_FILE).exists()
     (tmp_path / GUARD_FILE).write_text("{}")  # nothing changed since: the file is left alone
     rec.flush()
     assert (tmp_path / GUARD_FILE).exists()
-    feed(rec, "p2", 158, 162)  # the band is over for readings that come after it
+    feed(rec, "p2", 158, 162)  # the band is gone (a day of readings past it)
     assert rec.held("p2") == [158.0, 159.0, 160.0, 161.0]
+
+
+def test_acknowledged_alerts_are_kept_whole_while_the_store_has_room(tmp_path, caplog):
+    """Found by review: the half share was enforced even under budget, so a store sized for its
+    known faults lost the oldest ones at the first flush after an upgrade."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0)
+    feed(rec, "p1", 0, 10)
+    normal = rec.flush(now_ts=1e9)
+    size = normal.stat().st_size
+    (tmp_path / "faults").mkdir()
+    faults = [tmp_path / "faults" / f"p1@{k}.parquet" for k in range(3)]
+    for path in faults:
+        path.write_bytes(normal.read_bytes())
+    rec.max_bytes = 6 * size  # three acknowledged files (more than half) and the normal ones fit
+    feed(rec, "p1", 10, 20)
+    rec.flush(now_ts=1e9)
+    assert all(p.exists() for p in faults) and normal.exists()
+    assert "acknowledged alert file(s) deleted" not in caplog.text
