@@ -41,8 +41,8 @@ set prints "skipped: ... not found under ..."):
 - recordings: the hidden test bench's protocol on simulated plants: 8 recordings (4 with
   ``--quick``) of 1,200 rows at 1 Hz, each trained on its first 400 normal rows and tested on the
   800 after them, about a third of them faulty; tables per recording and pooled.
-- nab: the real NAB univariate files, each trained on NAB's probationary period (its first 15 %
-  of rows, free of labeled windows by NAB's own rule) and tested on the rest (3 files with ``--quick``).
+- nab: the real NAB univariate files, each trained on NAB's probationary period (15 % of its rows,
+  750 at most, free of labeled windows by NAB's own rule) and tested on the rest (3 with ``--quick``).
 - tep: Tennessee Eastman (``tep/SOURCE.md``): one training run on ``d00.dat`` (500 rows), then
   false alarms on ``d00_te.dat`` and rows 1-160 of the 21 fault runs, and per fault the detection
   rate and delay (see ``detection_tep``).

@@ -28,7 +28,7 @@ from sensorguard.training.simulate import simulate
 
 DATA_ENV = "SENSORGUARD_DATA"
 MIN_NORMAL_ROWS = 400
-NAB_PROBATION = 0.15  # NAB's probationary period: its labeler drops any window overlapping it (no labels here)
+NAB_PROBATION = 0.15, 5000  # NAB's probationary period: 15 % of a file, of at most 5,000 rows (nab/util.py)
 RECORDING_ROWS = 1_200  # a test-bench recording: 400 normal rows, then normal and faulty mixed
 RECORDING_FAULT_SHARE = 0.35  # of the rows after the normal lead-in
 QUICK_NAB_FILES = (
@@ -146,9 +146,10 @@ def nab_missing(nab_dir: Path) -> str | None:
 def nab_cases(nab_dir: Path, quick: bool) -> Iterator[Case | str]:
     """Each usable file as a Case, or a one-line reason why a file is skipped.
 
-    A file trains on NAB's probationary period (its first 15 % of rows, which no labeled window
-    overlaps) and tests on the rest; files with fewer than MIN_NORMAL_ROWS such rows are skipped.
-    The cut used to end before the first labeled window: a test label chose how many rows trained.
+    A file trains on NAB's probationary period (15 % of its rows, of at most 5,000: 750 at most;
+    NAB's labeler drops windows overlapping it) and tests on the rest; files with fewer than
+    MIN_NORMAL_ROWS such rows are skipped, and so is one with a labeled row there. The cut used to
+    end before the first labeled window: a test label chose how many rows trained.
     """
     windows = json.loads((nab_dir / "labels" / "combined_windows.json").read_text())
     found = sorted(p.relative_to(nab_dir / "data").as_posix() for p in (nab_dir / "data").rglob("*.csv"))
@@ -170,9 +171,12 @@ def _nab_case(name: str, path: Path, wins: list) -> Case | str:
     label = np.zeros(len(frame), dtype=np.int64)
     for start, end in wins:
         label[((stamps >= pd.Timestamp(start)) & (stamps <= pd.Timestamp(end))).to_numpy()] = 1
-    n_train = int(NAB_PROBATION * len(frame))
+    share, most = NAB_PROBATION
+    n_train = int(min(np.floor(share * len(frame)), share * most))
     if n_train < MIN_NORMAL_ROWS:
         return f"skip {name}: only {n_train} rows in its probationary period (need {MIN_NORMAL_ROWS})"
+    if label[:n_train].any():  # (NAB's labeler keeps them out; checked, not assumed)
+        return f"skip {name}: a labeled window overlaps its probationary period"
     frame["anomaly"] = label
     train = series_from_frame(frame.iloc[:n_train].drop(columns="anomaly"), f"{name}[train]")
     test = series_from_frame(frame.iloc[n_train:].reset_index(drop=True), f"{name}[test]", label_column="anomaly")
