@@ -50,25 +50,32 @@ def load_model(settings: Settings) -> Bundle:
 
 def worker_model(settings: Settings, fleet: str | None) -> Bundle:
     """The model a (re)started worker serves: the registry's ``CURRENT``, unless the version the
-    other workers serve (``fleet``) cannot be swapped for it (other channels or window): they
-    refused it and wait for a restart of the service, so this worker serves theirs too. A worker
-    restarted after a crash took such a ``CURRENT`` and served one partition with another model
-    (found by review)."""
-    bundle = load_model(settings)
-    if not (fleet and settings.registry and settings.name) or fleet == bundle.version:
+    other workers serve (``fleet``) cannot be swapped for it (other channels or window, or it does
+    not load): they refused it and wait for a restart of the service, so this worker serves theirs
+    too. A worker restarted after a crash took such a ``CURRENT`` and served one partition with
+    another model, or died of it at every restart (both found by review)."""
+    registry = fleet and settings.registry and settings.name
+    try:
+        bundle = load_model(settings)
+    except (BundleError, OSError) as exc:
+        if not registry:
+            raise
+        bundle, problem = None, f"it does not load ({first_line(exc)})"
+    if not registry or (bundle is not None and fleet == bundle.version):
         return bundle
     try:
         theirs = load_bundle(Path(settings.registry) / settings.name / fleet)
     except (BundleError, OSError) as exc:
+        if bundle is None:
+            raise
         log.error("the other workers' model %s %s cannot be read (%s): serving CURRENT %s", settings.name, fleet,
                   first_line(exc), bundle.version)
         return bundle
-    problem = incompatible(theirs, bundle)
-    if problem is None:
+    if bundle is not None and (problem := incompatible(theirs, bundle)) is None:
         return bundle
-    log.error("model %s %s (CURRENT) not served: %s; serving %s as the other workers do until the service "
-              "restarts", settings.name, bundle.version, problem, fleet,
-              extra={"event": "model_reload_failed", "version": bundle.version})
+    log.error("model %s CURRENT not served: %s; serving %s as the other workers do until the service restarts",
+              settings.name, problem, fleet, extra={"event": "model_reload_failed",
+                                                   "version": None if bundle is None else bundle.version})
     return _named(theirs, settings.name, fleet)
 
 
@@ -291,6 +298,8 @@ class ModelHolder:
         started = time.perf_counter()
         try:
             new = load()
+            if files is not None and new.version != version:  # CURRENT moved meanwhile: the files of what loaded
+                files = _files(Path(s.registry) / s.name / new.version)
             version = new.version
             problem = self._incompatible(new)
             if problem:

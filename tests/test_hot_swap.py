@@ -415,3 +415,27 @@ def test_a_failed_reload_of_the_served_versions_edited_files_is_tried_again(tiny
     assert daemon.models.check() is False
     assert daemon.models.check(force=True) is False  # SIGHUP tries it again (before: "already current")
     assert daemon.models.bundle.threshold_ == 0.75
+
+
+def test_a_current_moved_while_loading_is_not_swapped_in_twice(tiny_bundle, tmp_path, monkeypatch):
+    """Found by review: the files taken as served were those of the version CURRENT named before
+    the load; when CURRENT moved meanwhile, the next poll saw the loaded version's files as an edit
+    and swapped the same version in again (a second model_swapped)."""
+    from sensorguard.service import hotswap
+    from sensorguard.service.registry import load_current
+    from tests.test_daemon import make
+
+    root = tmp_path / "registry"
+    publish(tiny_bundle, root, NAME)
+    daemon, _ = make(load_current(root, NAME), registry=str(root), name=NAME, reload_poll_s=0.5)
+    publish(tiny_bundle.with_threshold(0.6, {}), root, NAME)  # v0002: seen by the poll
+    real = hotswap.load_current
+
+    def moved_meanwhile(*args, **kwargs):
+        monkeypatch.setattr(hotswap, "load_current", real)
+        publish(tiny_bundle.with_threshold(0.7, {}), root, NAME)  # v0003 lands while v0002 is being read
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hotswap, "load_current", moved_meanwhile)
+    assert daemon.models.check() is True and daemon.models.bundle.version == "v0003"
+    assert daemon.models.check() is None  # nothing new: not swapped in again

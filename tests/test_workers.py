@@ -475,10 +475,13 @@ def test_a_restarted_worker_serves_the_fleets_model_when_current_cannot_be_swapp
     settings = _settings(tmp_path, registry=str(root), name="pump", partition=["a/#", "b/#"], workers=2)
     served = worker_model(settings, "v0001")
     assert served.version == "v0001" and served.channels == ("a", "b", "c")
-    assert "v0002 (CURRENT) not served: channels" in caplog.text
+    assert "model pump CURRENT not served: channels" in caplog.text
     assert worker_model(settings, None).version == "v0002"  # the first start: CURRENT
     publish(tiny_bundle.with_threshold(0.7, {}), root, "pump")  # v0003: the others can swap it in
     assert worker_model(settings, "v0001").version == "v0003"
+    (root / "pump" / "v0003" / "bundle.json").write_text("{ broken")  # CURRENT does not load: theirs, not a
+    assert worker_model(settings, "v0001").version == "v0001"  # crash at every restart
+    assert "it does not load" in caplog.text
 
     sup = Supervisor(settings, worker_settings(settings, 2), [(), ()])
     registry = CollectorRegistry()
