@@ -192,13 +192,15 @@ def test_evaluate_names_labelled_rows_the_cleaning_removed(tiny_bundle, tmp_path
     frame = machine(1, 0.0)
     frame.loc[40:49, ["a", "b", "c"]] = np.nan  # longer than the fill limit: dropped
     frame.loc[40:49, "anomaly"] = 1
-    frame = pd.concat([frame, frame.iloc[[70]]]).sort_values("timestamp", kind="stable")  # a repeat, labelled
+    repeats = frame.iloc[[70, 20]].copy()
+    repeats.loc[repeats.index == 20, "anomaly"] = 1  # its first row says normal: this label is lost
+    frame = pd.concat([frame, repeats]).sort_values("timestamp", kind="stable")  # repeats after their first
     frame.to_csv(tmp_path / "lost.csv", index=False)
     capsys.readouterr()
     assert main(["evaluate", str(bundle_dir), str(tmp_path / "lost.csv"), "--label-column", "anomaly"]) == 0
     out = capsys.readouterr()
-    # the five rows dropped (the repeat is judged by its first row)
-    assert "note: 5 rows labelled anomalous in 'anomaly' removed by the cleaning" in out.err, out
+    # the five rows dropped and the repeat of a normal row (row 70's repeat is judged by its first row)
+    assert "note: 6 rows labelled anomalous in 'anomaly' removed by the cleaning" in out.err, out
     assert main(["evaluate", str(bundle_dir), str(tmp_path / "lost.csv"), "--label-column", "anomaly",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] > 0  # the JSON stays parseable: notes go to stderr

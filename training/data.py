@@ -292,11 +292,14 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
     data = _fill_and_segment(times, values, labels, channels, fill_limit, notes, policy, faulted)
     if not positives:
         return data
-    kept = np.unique(stamps[data.labels[_ROW]])  # a repeated stamp is judged by its first row
+    rows = np.unique(data.labels[_ROW])
     for column, positive in positives.items():
-        if lost := int((~np.isin(np.unique(stamps[positive]), kept)).sum()):
+        # a repeated stamp is judged by its first row: lost only where that row is not labelled anomalous too
+        judged = np.unique(stamps[rows[positive[rows]]])
+        if lost := int((~np.isin(np.unique(stamps[positive]), judged)).sum()):
             notes.append(f"{lost} rows labelled anomalous in {column!r} removed by the cleaning (readings off the "
-                         "model's rate, rows still incomplete after filling, no valid time): not judged")
+                         "model's rate, rows still incomplete after filling, no valid time, a repeated stamp "
+                         "whose first row is labelled normal): not judged")
     return replace(data, labels={k: v for k, v in data.labels.items() if k != _ROW}, notes=tuple(notes))
 
 
