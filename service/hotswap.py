@@ -60,14 +60,14 @@ def worker_model(settings: Settings, fleet: str | None) -> Bundle:
     except (BundleError, OSError) as exc:
         if not registry:
             raise
-        bundle, problem = None, f"it does not load ({first_line(exc)})"
+        bundle, problem, failed = None, f"it does not load ({first_line(exc)})", exc
     if not registry or (bundle is not None and fleet == bundle.version):
         return bundle
     try:
         theirs = load_bundle(Path(settings.registry) / settings.name / fleet)
     except (BundleError, OSError) as exc:
-        if bundle is None:
-            raise
+        if bundle is None:  # neither loads: CURRENT's error is the one to fix
+            raise failed from exc
         log.error("the other workers' model %s %s cannot be read (%s): serving CURRENT %s", settings.name, fleet,
                   first_line(exc), bundle.version)
         return bundle
@@ -298,8 +298,9 @@ class ModelHolder:
         started = time.perf_counter()
         try:
             new = load()
-            if files is not None and new.version != version:  # CURRENT moved meanwhile: the files of what loaded
-                files = _files(Path(s.registry) / s.name / new.version)
+            if files is not None and new.version != version:  # CURRENT moved meanwhile: what loaded is what
+                files = _files(Path(s.registry) / s.name / new.version)  # was acted on (a refusal: not twice)
+                self._pointer = (new.version, files)
             version = new.version
             problem = self._incompatible(new)
             if problem:

@@ -86,6 +86,10 @@ def trim_store(directory: Path, max_bytes: int, max_age_s: float) -> None:
             continue
         sizes[path] = (stat.st_mtime, stat.st_size)
     cutoff = time.time() - max_age_s
+    for path, (mtime, _) in list(sizes.items()):  # past the age limit first: the size is judged on what is left
+        if mtime < cutoff and path.parent.name not in LABELLED:
+            del sizes[path]
+            path.unlink(missing_ok=True)
     total = sum(size for _, size in sizes.values())
     # The acknowledged alerts (known faults, false alarms) are what operators taught the model:
     # no age limit (by age, the known faults the retrain gate checks were gone after 30 days without
@@ -104,8 +108,8 @@ def trim_store(directory: Path, max_bytes: int, max_age_s: float) -> None:
         path.unlink(missing_ok=True)
         gone += 1
     if gone:
-        log.warning("recording: the %d oldest acknowledged alert file(s) deleted: acknowledged alerts keep at "
-                    "most %.0f %% of record_max_mb (%.0f MB); raise it to keep more", gone,
+        log.warning("recording: the %d oldest acknowledged alert file(s) deleted: when the store is full they "
+                    "keep at most %.0f %% of record_max_mb (%.0f MB); raise it to keep more", gone,
                     100 * LABELLED_SHARE, max_bytes / 2**20)
     kept = sorted(sizes.items(), key=lambda item: (item[0].parent.name in LABELLED, item[1][0]))
     for path, (mtime, size) in kept:

@@ -657,10 +657,10 @@ def test_a_shelving_does_not_hide_the_guard_band_of_a_maintenance_that_ended():
 
 
 def test_a_redelivered_command_is_answered_again_not_applied_again(tiny_bundle, monkeypatch):
-    """Found by review: QoS 1 delivers a command again when its ack was lost (a reconnect); it was
-    applied again, so a shelving restarted its hour from the redelivery and the audit had it twice.
-    The same bytes on the same topic, once accepted, get their first answer again; a new command
-    that reuses a request id (a dashboard's fixed one) is carried out."""
+    """Found by review: QoS 1 delivers a command again (DUP set) when its ack was lost (a reconnect);
+    it was applied again, so a shelving restarted its hour from the redelivery and the audit had it
+    twice. A redelivery of an accepted command gets its first answer again; a client sending the
+    same command again (a dashboard's fixed request id: start, end, start) has it carried out."""
     from types import SimpleNamespace
 
     from tests.test_daemon import make, value
@@ -669,19 +669,19 @@ def test_a_redelivered_command_is_answered_again_not_applied_again(tiny_bundle, 
     events = []
     monkeypatch.setattr(daemon.publisher, "daemon_event", events.append)
 
-    def send(verb: str, body: dict, at: float) -> None:
+    def send(verb: str, body: dict, at: float, dup: bool = False) -> None:
         monkeypatch.setattr(time, "time", lambda: at)
         daemon.commands.handle(client, SimpleNamespace(topic=f"sensorguard/commands/{verb}", payload=json.dumps(
-            {**body, "request_id": "r1"}).encode(), qos=1, mid=1, retain=False))
+            {**body, "request_id": "r1"}).encode(), qos=1, mid=1, retain=False, dup=dup))
 
     now = time.time()
     send("shelve", {"asset": "p1", "for_s": 600}, now)
-    send("shelve", {"asset": "p1", "for_s": 600}, now + 300)  # the redelivery, five minutes later
+    send("shelve", {"asset": "p1", "for_s": 600}, now + 300, dup=True)  # the redelivery, five minutes later
     assert daemon.controls.suppressed("p1", now + 700) is None  # the shelving ends 600 s after the first
     assert len(events) == 1
     answers = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/responses/r1"]
     assert len(answers) == 2 and answers[0] == answers[1] and answers[0]["accepted"]
     assert value(daemon, "sensorguard_commands_total", command="shelve", result="duplicate") == 1
-    send("maintenance", {"asset": "p2", "action": "start"}, now)
-    send("maintenance", {"asset": "p2", "action": "end"}, now + 10)  # same request id, another command
-    assert daemon.controls.suppressed("p2", now + 20) is None and len(events) == 3
+    for k, action in enumerate(("start", "end", "start")):  # sent again by the client: carried out each time
+        send("maintenance", {"asset": "p2", "action": action}, now + 10 * k)
+    assert daemon.controls.suppressed("p2", now + 30) == "maintenance" and len(events) == 4

@@ -439,3 +439,29 @@ def test_a_current_moved_while_loading_is_not_swapped_in_twice(tiny_bundle, tmp_
     monkeypatch.setattr(hotswap, "load_current", moved_meanwhile)
     assert daemon.models.check() is True and daemon.models.bundle.version == "v0003"
     assert daemon.models.check() is None  # nothing new: not swapped in again
+
+
+def test_a_version_current_moved_to_during_a_load_and_refused_is_refused_once(tiny_bundle, tmp_path, monkeypatch):
+    """Found by review: the stamp acted on stayed the one taken before the load, so a version that
+    CURRENT moved to meanwhile and that was refused was loaded and refused again at the next poll."""
+    from dataclasses import replace
+
+    from sensorguard.service import hotswap
+    from sensorguard.service.registry import load_current
+    from tests.test_daemon import make
+
+    root = tmp_path / "registry"
+    publish(tiny_bundle, root, NAME)
+    daemon, _ = make(load_current(root, NAME), registry=str(root), name=NAME, reload_poll_s=0.5)
+    publish(tiny_bundle.with_threshold(0.6, {}), root, NAME)
+    real = hotswap.load_current
+
+    def moved_meanwhile(*args, **kwargs):
+        monkeypatch.setattr(hotswap, "load_current", real)
+        publish(replace(tiny_bundle, channels=("a", "b", "z")), root, NAME)  # v0003: other channels
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hotswap, "load_current", moved_meanwhile)
+    assert daemon.models.check() is False  # v0003 refused
+    assert daemon.models.check() is None  # and not tried again until it changes
+    assert daemon.registry.get_sample_value("sensorguard_model_reload_failures_total") == 1

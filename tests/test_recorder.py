@@ -492,8 +492,27 @@ def test_acknowledged_alerts_are_kept_whole_while_the_store_has_room(tmp_path, c
     faults = [tmp_path / "faults" / f"p1@{k}.parquet" for k in range(3)]
     for path in faults:
         path.write_bytes(normal.read_bytes())
-    rec.max_bytes = 6 * size  # three acknowledged files (more than half) and the normal ones fit
+    rec.max_bytes = int(5.5 * size)  # three acknowledged files (more than half) and the normal ones fit
     feed(rec, "p1", 10, 20)
     rec.flush(now_ts=1e9)
     assert all(p.exists() for p in faults) and normal.exists()
     assert "acknowledged alert file(s) deleted" not in caplog.text
+
+
+def test_files_past_the_age_limit_go_before_the_acknowledged_share_is_judged(tmp_path):
+    """Found by review: normal files about to go for their age still counted toward the size, so
+    the store looked over budget and acknowledged alerts were deleted for nothing."""
+    from sensorguard.service.record_files import trim_store
+
+    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0)
+    feed(rec, "p1", 0, 10)
+    normal = rec.flush(now_ts=1e9)
+    size = normal.stat().st_size
+    (tmp_path / "faults").mkdir()
+    faults = [tmp_path / "faults" / f"p1@{k}.parquet" for k in range(3)]
+    for path in faults:
+        path.write_bytes(normal.read_bytes())
+    old = time.time() - 90 * 86400
+    os.utime(normal, (old, old))  # past the age limit
+    trim_store(tmp_path, int(3.5 * size), max_age_s=30 * 86400.0)
+    assert not normal.exists() and all(p.exists() for p in faults)

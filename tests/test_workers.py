@@ -482,6 +482,11 @@ def test_a_restarted_worker_serves_the_fleets_model_when_current_cannot_be_swapp
     (root / "pump" / "v0003" / "bundle.json").write_text("{ broken")  # CURRENT does not load: theirs, not a
     assert worker_model(settings, "v0001").version == "v0001"  # crash at every restart
     assert "it does not load" in caplog.text
+    (root / "pump" / "v0001" / "bundle.json").write_text("{ broken too")
+    from sensorguard.service.bundle import BundleError
+
+    with pytest.raises(BundleError, match="v0003"):  # neither loads: CURRENT's own error is raised
+        worker_model(settings, "v0001")
 
     sup = Supervisor(settings, worker_settings(settings, 2), [(), ()])
     registry = CollectorRegistry()
