@@ -481,17 +481,23 @@ def test_guard_bands_end_once_readings_are_past_them(tmp_path):
     assert rec.held("p2") == [158.0, 159.0, 160.0, 161.0]
 
 
-def test_acknowledged_alerts_are_kept_whole_while_the_store_has_room(tmp_path, caplog):
-    """Found by review: the half share was enforced even under budget, so a store sized for its
-    known faults lost the oldest ones at the first flush after an upgrade."""
+def store_with_faults(tmp_path, count: int) -> tuple[Recorder, Path, list[Path]]:
+    """A store holding one normal file and ``count`` known faults of its size."""
     rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0)
     feed(rec, "p1", 0, 10)
     normal = rec.flush(now_ts=1e9)
-    size = normal.stat().st_size
     (tmp_path / "faults").mkdir()
-    faults = [tmp_path / "faults" / f"p1@{k}.parquet" for k in range(3)]
+    faults = [tmp_path / "faults" / f"p1@{k}.parquet" for k in range(count)]
     for path in faults:
         path.write_bytes(normal.read_bytes())
+    return rec, normal, faults
+
+
+def test_acknowledged_alerts_are_kept_whole_while_the_store_has_room(tmp_path, caplog):
+    """Found by review: the half share was enforced even under budget, so a store sized for its
+    known faults lost the oldest ones at the first flush after an upgrade."""
+    rec, normal, faults = store_with_faults(tmp_path, 3)
+    size = normal.stat().st_size
     rec.max_bytes = int(5.5 * size)  # three acknowledged files (more than half) and the normal ones fit
     feed(rec, "p1", 10, 20)
     rec.flush(now_ts=1e9)
@@ -504,14 +510,8 @@ def test_files_past_the_age_limit_go_before_the_acknowledged_share_is_judged(tmp
     the store looked over budget and acknowledged alerts were deleted for nothing."""
     from sensorguard.service.record_files import trim_store
 
-    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0)
-    feed(rec, "p1", 0, 10)
-    normal = rec.flush(now_ts=1e9)
+    _, normal, faults = store_with_faults(tmp_path, 3)
     size = normal.stat().st_size
-    (tmp_path / "faults").mkdir()
-    faults = [tmp_path / "faults" / f"p1@{k}.parquet" for k in range(3)]
-    for path in faults:
-        path.write_bytes(normal.read_bytes())
     old = time.time() - 90 * 86400
     os.utime(normal, (old, old))  # past the age limit
     trim_store(tmp_path, int(3.5 * size), max_age_s=30 * 86400.0)
