@@ -56,7 +56,7 @@ def replay_file(args: argparse.Namespace) -> int:
         print(f"note: {ahead}", file=sys.stderr)
     stop, signalled = threading.Event(), []
     signal.signal(signal.SIGTERM, lambda *_: (signalled.append(1), stop.set()))
-    span = f"{len(order) / due[-1]:.3g} rows/s" if len(due) and due[-1] > 0 else "once"
+    span = f"{(len(order) - 1) / due[-1]:.3g} rows/s" if len(due) and due[-1] > 0 else "once"  # (n rows: n-1 steps)
     print(f"replaying {len(order)} rows x {len(data.channels)} channels ({', '.join(data.channels)}) of {args.data} "
           f"as {who} to {settings.redacted()['broker']} at {span}", flush=True)
     try:

@@ -282,7 +282,9 @@ class AlarmControls:
             return False, f"{self.max_controls} assets are in maintenance or shelved already"
         held = self._controls.get((c.asset, kind))  # extended or changed: the hold still began then
         self._controls[(c.asset, kind)] = Control(kind, now if held is None else held.since, c.until, c.reason, c.by)
-        until = "until ended" if c.until is None else f"until {c.until:.0f}"
+        # (a time a person reads: epoch seconds in the reply were found by a walk through the README)
+        until = ("until `maintenance end`" if c.until is None
+                 else "until " + time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(c.until)))
         return True, f"{c.asset}: {'shelved' if kind == 'shelved' else 'in maintenance'} {until}"
 
     def export(self, asset: str) -> dict | None:

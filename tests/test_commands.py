@@ -54,7 +54,8 @@ def test_a_command_delivered_after_its_sender_gave_up_is_refused():
 
 def test_controls_suppress_expire_persist_and_know_what_can_be_acknowledged(tmp_path):
     controls = AlarmControls(str(tmp_path))
-    assert controls.apply(Command("shelve", "p1", until=160.0), now=100.0) == (True, "p1: shelved until 160")
+    assert controls.apply(Command("shelve", "p1", until=160.0), now=100.0) == (
+        True, "p1: shelved until 1970-01-01 00:02:40Z")
     assert controls.apply(Command("maintenance", "p2", action="start"), now=100.0)[0]
     assert controls.suppressed("p1", 150.0) == "shelved" and controls.suppressed("p2", 1e9) == "maintenance"
     assert controls.suppressed("p3", 150.0) is None

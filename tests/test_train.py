@@ -283,3 +283,15 @@ def test_irregular_readings_count_the_windows_the_daemon_scores_a_day():
     assert not bundle.regular and bundle.sample_period == pytest.approx(10.0)
     per_day = bundle.calibration["alerts"]["steps_per_day"]
     assert per_day == pytest.approx(86400 / (6.04 * bundle.hop), rel=0.02)
+
+
+def test_the_yardstick_note_names_only_what_the_autoencoder_does_not_beat():
+    """Found by a walk through the README: a loss of 0.0104 between naive means (0.0077) and PCA
+    (0.0172) was said not to beat 'naive window means or PCA'."""
+    from sensorguard.training.train import yardstick_note
+
+    assert yardstick_note(0.0104, 0.0077, 0.0172, 1) == (
+        "the autoencoder (validation loss 0.0104) does not beat naive window means (0.0077)")
+    assert yardstick_note(0.02, 0.0077, 0.0172, 1).endswith("naive window means (0.0077) or PCA of rank 1 (0.0172)")
+    assert yardstick_note(0.02, 0.03, 0.0172, 0) is None  # no PCA path: only the naive means count
+    assert yardstick_note(0.001, 0.0077, 0.0172, 1) is None
