@@ -76,11 +76,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     root, name = Path(args.registry), validate_name(args.name)
     if args.action == "list":
         infos = version_infos(root, name)  # before the header: a missing registry is one line, nothing else
-        print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}  promoted")
+        # "retrain gate": the candidate's verdict when retrain made it ("promoted" read as "is current")
+        print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}  "
+              "retrain gate")
+        gate = {True: "passed", False: "refused", None: "-"}
         for v in infos:
             print(
-                f"{'*' if v.current else '':2}{v.version:9}{v.created:27}{str(v.data_from)[:25]:27}"
-                f"{str(v.data_to)[:25]:27}{v.rows:>9}{v.threshold:>12.4g}  {'-' if v.promoted is None else v.promoted}"
+                f"{'*' if v.current else '':2}{v.version:9}{v.created:27}{_stamp(v.data_from):27}"
+                f"{_stamp(v.data_to):27}{v.rows:>9}{v.threshold:>12.4g}  {gate.get(v.promoted, str(v.promoted))}"
             )
         return 0
     if args.action == "show":
@@ -108,3 +111,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     old, new = promote(root, name, args.version) if args.action == "promote" else rollback(root, name)
     print(f"{name}: CURRENT {old} -> {new}")
     return 0
+
+
+def _stamp(value: object) -> str:
+    """A data span's end as listed: to the second with its offset (a stamp with microseconds was
+    cut mid-fraction, without its offset; found by a walk through the README)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(value)).isoformat(timespec="seconds")
+    except ValueError:
+        return str(value)

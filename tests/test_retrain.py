@@ -148,6 +148,7 @@ def test_models_list_show_promote_rollback(registry, trained, capsys):
     assert main(["models", "list", "--registry", str(registry), "--name", "pump"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].startswith("* v0002") and lines[1].startswith("  v0001")
+    assert lines[0].endswith("retrain gate") and lines[2].endswith("  -")  # published by hand: no gate ran
     assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
     assert current_version(registry, "pump") == "v0001"
     assert main(["models", "promote", "v0002", "--registry", str(registry), "--name", "pump"]) == 0
@@ -400,3 +401,14 @@ def test_a_model_saved_with_a_hop_past_its_window_still_retrains(trained, tmp_pa
     assert main(["retrain", "--registry", str(tmp_path / "reg"), "--name", "pump", "--data",
                  str(tmp_path / "new.csv"), "--max-epochs", "1", "--quiet"]) == 0
     assert list_versions(tmp_path / "reg", "pump") == ["v0001", "v0002"]
+
+
+def test_models_list_shows_whole_data_stamps_and_the_gates_verdict():
+    """Found by a walk through the README: a span stamped with microseconds was cut mid-fraction
+    and lost its offset, and a column headed "promoted" said False for the current version (it is
+    the retrain gate's verdict)."""
+    from sensorguard.cli_models import _stamp
+
+    assert _stamp("2026-12-03T06:34:21.619345+00:00") == "2026-12-03T06:34:21+00:00"
+    assert _stamp("2026-01-01T00:00:00+00:00") == "2026-01-01T00:00:00+00:00"
+    assert _stamp(None) == "None"
