@@ -151,6 +151,22 @@ def _server_list(text: str) -> tuple[str, ...]:
     return servers
 
 
+def _utc_time(text: str) -> str:
+    """A date or time (``2026-02-01``, ``2026-02-01T08:00:00Z``) as ISO 8601 UTC (an argparse type);
+    without an offset it is read as UTC."""
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"expected a date or time such as 2026-02-01 or 2026-02-01T08:00:00Z, "
+                                         f"got {text!r}") from None
+    if stamp is pd.NaT:
+        raise argparse.ArgumentTypeError(f"expected a date or time, got {text!r}")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.isoformat()
+
+
 def _duration(text: str) -> float:
     """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as seconds (an argparse type)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -225,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=_positive_int, default=8, help="sensor channels (default 8)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--anomalies", action="store_true", help="inject labeled faults (column 'anomaly')")
+    p.add_argument("--start", type=_utc_time, default="2026-01-01T00:00:00Z",
+                   help="time of the first row (default 2026-01-01T00:00:00Z; later data: a later start)")
 
     p = verbs.add_parser("train", help="train and calibrate a model bundle on normal data",
                          description="Split by time, train the autoencoder with Lightning, calibrate the "

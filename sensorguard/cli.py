@@ -33,7 +33,8 @@ class CliError(Exception):
 def cmd_simulate(args: argparse.Namespace) -> int:
     from sensorguard.training.simulate import simulate
 
-    frame = simulate(rows=args.rows, channels=args.channels, seed=args.seed, anomalies=args.anomalies)
+    frame = simulate(rows=args.rows, channels=args.channels, seed=args.seed, anomalies=args.anomalies,
+                     start=args.start)
     _write_table(frame, args.out)
     labeled = int(frame["anomaly"].sum()) if "anomaly" in frame else 0
     print(f"wrote {len(frame)} rows x {args.channels} channels to {args.out} ({labeled} rows labeled anomalous)")

@@ -334,3 +334,14 @@ def test_a_compressed_csv_loads(tmp_path):
     frame.to_csv(tmp_path / "d.csv.gz", index=False)
     frame.to_csv(tmp_path / "d.csv", index=False)
     assert load_frame([tmp_path / "d.csv.gz"]).channels == load_frame([tmp_path / "d.csv"]).channels
+
+
+def test_simulate_starts_where_it_is_told(tmp_path, capsys):
+    """Found by a walk through the README: every simulated file began on 2026-01-01, so data made to
+    calibrate a model on unseen rows overlapped its training span and calibrate warned about it."""
+    assert main(["simulate", "--out", str(tmp_path / "later.csv"), "--rows", "3", "--start", "2026-02-01"]) == 0
+    stamps = pd.read_csv(tmp_path / "later.csv")["timestamp"]
+    assert list(pd.to_datetime(stamps)) == list(pd.date_range("2026-02-01", periods=3, freq="s", tz="UTC"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--out", str(tmp_path / "x.csv"), "--start", "soon"])
+    assert exit_info.value.code == 2 and "expected a date or time" in capsys.readouterr().err
