@@ -193,9 +193,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if missed:
             raise CliError(f"not recalibrated: the new line ({bundle.threshold_:.4g}, was {old:.4g}) misses "
                            f"{len(missed)} fault(s) the old one catches: {', '.join(missed[:3])}")
-    # a retrain gate's verdict was for the old line: a shadow of this version needs a new one
-    bundle = replace(bundle, metrics={k: v for k, v in (bundle.metrics or {}).items()
-                                      if k not in ("passed", "compared_with")})
+    # a retrain gate's verdict was for the old line: a shadow of this version needs a new one, and
+    # `models list` must not show the old verdict; the new version is made now (both found by a README walk)
+    bundle = replace(bundle, created="", metrics={k: v for k, v in (bundle.metrics or {}).items()
+                                                  if k not in ("passed", "compared_with", "promoted", "reason")})
     where = location(args.bundle)
     if where is None:
         save_bundle(bundle, args.bundle)

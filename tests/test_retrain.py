@@ -246,12 +246,20 @@ def test_rollback_returns_to_the_previous_current_not_to_a_rejected_candidate(re
 def test_calibrating_a_registry_version_makes_a_new_version(registry, tmp_path, capsys):
     """A recalibration rewrote the version in place, and a daemon serving it never saw the change
     (CURRENT did not move): it becomes a new version, current when the calibrated one was."""
-    before = (registry / "pump" / "v0001" / "bundle.json").read_text()
+    meta_path = registry / "pump" / "v0001" / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    meta["created"] = "2026-01-01T00:00:00+00:00"
+    meta["metrics"] = {**(meta.get("metrics") or {}), "promoted": True, "reason": "as good"}  # a retrain's verdict
+    meta_path.write_text(json.dumps(meta))
+    before = meta_path.read_text()
     plant_frame(rows=3000, channels=3, seed=21).to_csv(tmp_path / "normal.csv", index=False)
     assert main(["calibrate", str(registry / "pump" / "v0001"), str(tmp_path / "normal.csv")]) == 0
     assert "v0001 recalibrated as v0002 (now CURRENT)" in capsys.readouterr().out
     assert (registry / "pump" / "v0001" / "bundle.json").read_text() == before
     assert current_version(registry, "pump") == "v0002" and list_versions(registry, "pump") == ["v0001", "v0002"]
+    made = json.loads((registry / "pump" / "v0002" / "bundle.json").read_text())
+    assert made["created"] > "2026-01-01T00:00:00+00:00"  # made now, not when v0001 trained
+    assert "promoted" not in made["metrics"] and "reason" not in made["metrics"]  # the gate judged v0001's line
     assert main(["calibrate", str(registry / "pump" / "v0001"), str(tmp_path / "normal.csv")]) == 0
     assert "as v0003 (not current" in capsys.readouterr().out and current_version(registry, "pump") == "v0002"
     assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
