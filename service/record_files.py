@@ -112,9 +112,8 @@ def trim_store(directory: Path, max_bytes: int, max_age_s: float) -> None:
                     "keep at most %.0f %% of record_max_mb (%.0f MB); raise it to keep more", gone,
                     100 * LABELLED_SHARE, max_bytes / 2**20)
     kept = sorted(sizes.items(), key=lambda item: (item[0].parent.name in LABELLED, item[1][0]))
-    for path, (mtime, size) in kept:
-        expired = mtime < cutoff and path.parent.name not in LABELLED
-        if not expired and total <= max_bytes:
+    for path, (_, size) in kept:  # (those past the age limit went first)
+        if total <= max_bytes:
             break
         total -= size
         path.unlink(missing_ok=True)

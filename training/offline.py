@@ -116,9 +116,9 @@ def _carried(alert: np.ndarray, data: SensorData, stale_after: float | None) -> 
     order = frame.sort_values(["asset", "t"], kind="stable")
     if stale_after is not None:  # each stretch between silences carries its own state
         alive = alive_stamps(data)
-        gone = np.zeros(len(order), dtype=bool)
+        gone, stamps = np.zeros(len(order), dtype=bool), order["t"].to_numpy()
         for asset, rows in order.groupby("asset", sort=False).indices.items():
-            t = order["t"].to_numpy()[rows]
+            t = stamps[rows]
             finite = np.isfinite(t)
             key = None if data.source_assets is None else asset
             gone[rows[finite]] = silences(t[finite], alive.get(key), stale_after)
