@@ -22,8 +22,10 @@ the training summary, then two tables:
   false-alarm rate, best-F1 and ROC AUC (threshold-free: ordering alone), ``alert_f1`` (F1 of the
   alert state after the daemon's raise/clear rules, ``service.alerts`` defaults), events caught;
 - operator (all test rows; no score yet = no alarm): per detector and basis (sensorguard: its
-  ``alert`` state and ``anomaly`` = score >= 1; a baseline: its per-row ``decision`` and its
-  ``alert`` state through the same rules) F1, false-alarm rate ``far``, missed-alarm rate ``mar``,
+  ``alert`` state, ``anomaly`` = score >= 1, and ``alert|sensor`` = its alert state or a sensor
+  fault open, everything an operator is told of, since a stuck sensor is a ``sensor_fault`` event
+  and never a process alert; a baseline: its per-row ``decision`` and its ``alert`` state through
+  the same rules) F1, false-alarm rate ``far``, missed-alarm rate ``mar``,
   event recall (events with at least one alarmed row), mean delay in rows from event start to
   first alarm over caught events, and false alerts per day: ``promised/d`` (sensorguard: the
   bundle's alerts record, else its expected window exceedances; a window baseline: its

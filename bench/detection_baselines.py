@@ -60,6 +60,7 @@ class Fitted:
     train_s: float
     info: str = ""
     drift: DriftRule | None = None  # sensorguard's drift rule (widens its line per test series)
+    sensor_faults: Callable[[SensorData], np.ndarray] | None = None  # rows with a sensor fault open
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Detection:
     alert: np.ndarray
     promised_per_day: float | None
     train_s: float
+    sensor: np.ndarray | None = None  # rows where the sensor watch holds a fault open (sensorguard)
 
 
 def detect(fitted: Fitted, test: SensorData, rules: AlertRules = AlertRules()) -> Detection:
@@ -80,14 +82,20 @@ def detect(fitted: Fitted, test: SensorData, rules: AlertRules = AlertRules()) -
     mask = hop_mask(test.segments, fitted.window, fitted.hop)
     alert, score = judge_series(score, mask, test.times, rules, fitted.drift)
     decision = np.where(np.isnan(score), False, score >= 1.0)
-    return Detection(fitted.name, score, decision, alert.astype(bool), fitted.promised_per_day, fitted.train_s)
+    sensor = None if fitted.sensor_faults is None else np.asarray(fitted.sensor_faults(test), dtype=bool)
+    return Detection(fitted.name, score, decision, alert.astype(bool), fitted.promised_per_day, fitted.train_s,
+                     sensor)
 
 
 def bases(det: Detection) -> list[tuple[str, np.ndarray]]:
     """The 0/1 series an operator view reports: sensorguard's alert state first, then its raw
-    ``anomaly`` (score >= 1); for a baseline its per-row decision first, then its alert state."""
+    ``anomaly`` (score >= 1), then ``alert|sensor``: its alert state or a sensor fault open (what
+    an operator is told about: a stuck sensor is a ``sensor_fault`` event, never a process alert,
+    so ``alert`` alone counts every stuck fault the simulator injects as missed); for a baseline
+    its per-row decision first, then its alert state."""
     if det.name == "sensorguard":
-        return [("alert", det.alert), ("anomaly", det.decision)]
+        both = [] if det.sensor is None else [("alert|sensor", det.alert | det.sensor)]
+        return [("alert", det.alert), ("anomaly", det.decision), *both]
     return [("decision", det.decision), ("alert", det.alert)]
 
 
@@ -104,19 +112,28 @@ def fit_sensorguard(train: SensorData, options: TrainOptions) -> tuple[Fitted, B
     seconds = time.perf_counter() - started
     scorer = Scorer(bundle, device=options.device)
 
+    def watched(test: SensorData) -> tuple[np.ndarray, np.ndarray | None]:
+        """As `score`: the readings with faulted channels held, and the ``(T, C)`` faults (None: no watch)."""
+        if bundle.sensors is None:
+            return test.values, None
+        values, faulted = test.values.copy(), np.zeros(test.values.shape, dtype=bool)
+        rules = replace(bundle.sensors, silence_s=default_rules(bundle).stale_after)
+        for _, rows in test.blocks():
+            values[rows], faulted[rows], _ = watch_rows(test.times[rows], test.values[rows], rules)
+        return values, faulted
+
     def score(test: SensorData) -> np.ndarray:
-        values, excluded = test.values, None
-        if bundle.sensors is not None:  # as `score`: a channel with a sensor fault open is held and left out
-            values, faulted = test.values.copy(), np.zeros(test.values.shape, dtype=bool)
-            watched = replace(bundle.sensors, silence_s=default_rules(bundle).stale_after)
-            for _, rows in test.blocks():
-                values[rows], faulted[rows], _ = watch_rows(test.times[rows], test.values[rows], watched)
-            excluded = window_faults(faulted, test.segments, bundle.window)
+        values, faulted = watched(test)  # a channel with a sensor fault open is held and left out
+        excluded = None if faulted is None else window_faults(faulted, test.segments, bundle.window)
         return scorer.score_series(values, test.segments, excluded).score
+
+    def sensor_faults(test: SensorData) -> np.ndarray:
+        faulted = watched(test)[1]
+        return np.zeros(len(test), dtype=bool) if faulted is None else faulted.any(axis=1)
 
     info = f"window {bundle.window}, hop {bundle.hop}, latent {bundle.config.latent}"
     fitted = Fitted("sensorguard", bundle.window, bundle.hop, score, promised_per_day(bundle), seconds, info,
-                    bundle.drift_rule)
+                    bundle.drift_rule, sensor_faults)
     return fitted, bundle, summary
 
 

@@ -48,7 +48,7 @@ from sensorguard.service.bundle_checks import default_rules
 from sensorguard.training.train import TrainOptions
 
 SHORT = {"sensorguard": "sg", "pca_t2q": "t2q", "pca_t2_f": "t2f", "iforest": "if", "naive": "naive"}
-SUFFIX = {"alert": ".alert", "anomaly": ".anom", "decision": ""}
+SUFFIX = {"alert": ".alert", "anomaly": ".anom", "alert|sensor": ".alert|sensor", "decision": ""}
 JUDGED = tuple(k for k in TEP_FAULTS if k not in TEP_INVISIBLE)
 SUMMARY = (
     "detector", "basis", "far_d00", "far_pre", "det_mean", "det_all", "caught", "delay_h",
