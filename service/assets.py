@@ -218,9 +218,9 @@ class AssetAlerts(CarriedStates):
         for asset in gone:
             saved, drift, announced = self._pop_restored(asset)
             self._ended_unseen(asset)
+            if drift is not None:  # kept for its return, as a live asset's gone silent (and the line
+                self._drift[asset] = drift  # its stale state is published with): a restart must not reset it
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
-                if drift is not None:  # the line its stale state is published with
-                    self._drift[asset] = drift
                 self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
 
     def learns(self, asset: str, ts: float) -> bool:

@@ -56,8 +56,9 @@ class CarriedStates:
 
     def _ended_unseen(self, asset: str) -> None:
         """Cluster mode: a restored or adopted asset's state ended before its first window here;
-        the next :meth:`changed_states` passes it on as None so the bucket forgets it (a later
-        owner must not adopt the alert that silence ended). Outside cluster mode nothing is synced."""
+        the next :meth:`changed_states` passes it on as None, or as a normal state with its drift
+        baseline, so the bucket forgets its alert (a later owner must not adopt the alert that
+        silence ended). Outside cluster mode nothing is synced."""
         if self._syncing:
             self._synced[asset] = ("ended", "", True)
 
@@ -84,6 +85,11 @@ class CarriedStates:
         told = self._announced.get(asset) == state.alert_id
         return told and (not confirmed or published(self._raise_info.get(asset)))
 
+    def _learned(self, asset: str) -> DriftState | None:
+        """The asset's drift baseline, None when it has none or it learned nothing (the same as none)."""
+        drift = self._drift.get(asset)
+        return None if drift is None or drift == DriftState() else drift
+
     def _take_adopted(self) -> None:
         while self._adopted:
             asset, alert, drift, announced = self._adopted.popleft()
@@ -105,6 +111,8 @@ class CarriedStates:
             elif asset in self.restored:
                 state, drift, told = self._pop_restored(asset)
                 out[asset] = (state, drift, None, told)
+            elif (drift := self._learned(asset)) is not None:  # silent: its baseline awaits its return there
+                out[asset] = (AlertState(), drift, None, True)
             for kept in (self._latest, self._announced, self._raise_info, self._synced, self._drift):
                 kept.pop(asset, None)
             self._open.forget(asset)
@@ -117,7 +125,8 @@ class CarriedStates:
     def changed_states(self, full: bool = False) -> dict[str, Moved | None]:
         """The assets whose alert status or id, or its announcement, changed since the last call
         (every asset with ``full``), as :meth:`hand_over` gives them (scoring thread): what a new
-        owner must find to carry on; None for an asset whose state ended (it went silent)."""
+        owner must find to carry on; for an asset whose state ended (it went silent) None, or a
+        normal state with its drift baseline, which a restart or a new owner keeps for its return."""
         self._syncing = True
         out: dict[str, Moved | None] = {}
         for asset, state in self._states.items():
@@ -127,6 +136,7 @@ class CarriedStates:
                 self._synced[asset] = key
                 out[asset] = (state, self._drift.get(asset), self._latest.get(asset, (None,))[0], told)
         for asset in [a for a in self._synced if a not in self._states and a not in self.restored]:
-            del self._synced[asset]  # its state ended here (silent): None, the bucket forgets it too
-            out[asset] = None
+            del self._synced[asset]  # its state ended here (silent): the bucket forgets its alert too,
+            drift = self._learned(asset)  # and keeps the drift baseline awaiting its return
+            out[asset] = None if drift is None else (AlertState(), drift, None, True)
         return out

@@ -80,7 +80,29 @@ def test_restored_assets_that_never_come_back_are_dropped_after_stale_after(drif
     second.alerts.apply("back", T0 + 1, 0.5, [])
     second.housekeeping(time.monotonic() + 61)
     second.alerts.save()
-    assert set(load_states(tmp_path)[0]) == {"back"}
+    assert set(second.alerts.restored) == set()  # no longer waited for as restored
+    alerts, drift, _ = load_states(tmp_path)
+    assert alerts["gone"] == AlertState() and set(drift) == {"gone", "back"}  # its baseline is kept
+
+
+def test_a_silent_assets_drift_baseline_survives_a_restart_it_sleeps_through(drifting, tmp_path):
+    """Issue 9: a restart must not reset the drift baseline. An asset silent at the restart and
+    still silent when ``restore_until`` passed lost it, and came back raised against the bare line
+    at the level it had drifted to (the rule, frozen while an alert is up, never widened it again)."""
+    first, _ = daemon_with(drifting, tmp_path)
+    for i, level in enumerate([0.9] * 20 + [1.2] * 10):  # a slow drift to 4x the calibrated level
+        first.alerts.apply("pump-2", T0 + i, level, [])
+    first.alerts.end("pump-2", T0 + 30)
+    first.stop()
+    second, client = daemon_with(drifting, tmp_path, stale_after_s=60)
+    second.alerts.restore_until = time.monotonic() + 60  # as start() sets it
+    second.housekeeping(time.monotonic() + 61)  # still silent: no longer waited for as restored
+    second.alerts.save()
+    third, client = daemon_with(drifting, tmp_path)  # and through a second restart
+    for i in range(5):  # back at the level it had drifted to
+        _, score = third.alerts.apply("pump-2", T0 + 4000 + i, 1.2, [])
+    assert third.snapshot()["pump-2"].status == "normal" and raised(client) == []
+    assert score == pytest.approx(1.2 / RULE.cap)
 
 
 def test_a_restored_asset_publishes_its_state_at_its_first_window(drifting, tmp_path):
@@ -262,9 +284,13 @@ def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
     assert moved["pump-1"][0].status == "alerting" and moved["pump-1"][2] == T0 + 2  # its last window
     assert "pump-1" not in old.snapshot() and old.alerts.changed_states() == {}  # forgotten, not ended
     published = len(old_client.published)
-    old.alerts.end("pump-2", T0)  # went silent: its state ends, and so must the bucket's copy
-    assert old.alerts.changed_states() == {"pump-2": None}
+    learned = old.alerts.drift_of("pump-2")
+    assert learned is not None and learned.updates == 1
+    old.alerts.end("pump-2", T0)  # went silent: its alert state ends, and so must the bucket's copy,
+    assert old.alerts.changed_states() == {"pump-2": (AlertState(), learned, None, True)}  # but not the baseline
     assert len(old_client.published) > published
+    assert old.alerts.hand_over({"pump-2"}) == {"pump-2": (AlertState(), learned, None, True)}  # moved, silent
+    assert old.alerts.drift_of("pump-2") is None
 
     alert, drift, window_ts, announced = decode_asset(encode_asset(*moved["pump-1"]))
     assert (alert, window_ts, announced) == (moved["pump-1"][0], T0 + 2, True)
