@@ -25,10 +25,17 @@ def _serve_settings(args: argparse.Namespace, require_model: bool = True):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _serve_settings(args)
-    if args.print_config:
-        print(json.dumps(settings.redacted(), indent=2, default=str))
+    if args.print_config:  # the settings first, then what is wrong with them (a registry not made yet)
+        from sensorguard.service.config import ConfigError, merge_settings
+        from sensorguard.service.flags import flag_names
+
+        flags = {name: getattr(args, name, None) for name in flag_names()}
+        merged, problems = merge_settings(flags, os.environ, args.config)
+        print(json.dumps(merged.redacted(), indent=2, default=str), flush=True)
+        if problems:
+            raise ConfigError(problems)
         return 0
+    settings = _serve_settings(args)
     # SIGHUP's default action ends the process, and systemd counts that a clean exit (no restart):
     # a `systemctl reload` while torch is imported and the model loaded (seconds) killed the daemon
     # for good. Held from here on, and asked of the daemon once it runs.

@@ -230,6 +230,22 @@ def load_settings(
     values, typed or text; None counts as not given. ``require_model=False`` lets ``demo`` build
     settings before it has trained its own model.
     """
+    settings, problems = merge_settings(flags, env, config_file, require_model=require_model)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def merge_settings(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    config_file: str | Path | None = None,
+    *,
+    require_model: bool = True,
+) -> tuple[Settings, list[str]]:
+    """:func:`load_settings` without raising: the merged settings (a value that did not convert
+    keeps its default) and every problem found. ``serve --print-config`` shows both, so the
+    settings can be read before the directories they name exist."""
     kinds = _field_types()
     problems: list[str] = []
     values: dict[str, Any] = {}
@@ -256,9 +272,7 @@ def load_settings(
     problems += validate(settings, sources, require_model)
     if settings.password_file and env_password:
         problems.append(f"password: both password_file and {PASSWORD_ENV} are set; use one")
-    if problems:
-        raise ConfigError(problems)
-    return settings
+    return settings, problems
 
 
 def _normalise(values: dict[str, Any]) -> None:

@@ -301,3 +301,21 @@ def test_a_password_file_that_is_not_utf8_is_one_line_without_its_bytes(tmp_path
         load_settings({"model": None, "broker": "mqtt://h", "username": "u", "password_file": str(secret)}, {},
                       require_model=False)
     assert "not UTF-8" in str(bad.value) and "0xe9" not in str(bad.value)
+
+
+def test_print_config_shows_the_settings_before_the_directories_they_name_exist(tmp_path, capsys, monkeypatch):
+    """``--print-config`` is the first thing to run when a setting does not seem to apply; it
+    refused to print anything while the registry it names was still to be made."""
+    from sensorguard.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    code = main(["serve", "--registry", "models", "--name", "pump", "--metrics-port", "10207", "--print-config"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    shown = json.loads(out)
+    assert (shown["registry"], shown["name"], shown["metrics_port"]) == ("models", "pump", 10207)
+    assert "registry directory 'models' does not exist" in err and "Traceback" not in err
+    (tmp_path / "models").mkdir()
+    assert main(["serve", "--registry", "models", "--name", "pump", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["registry"] == "models"
