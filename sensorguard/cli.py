@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -328,8 +329,25 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+_NEGATIVE_DURATION = re.compile(r"-\d[\d.]*[a-zA-Z]+")  # -1h, -30m: argparse takes them for options
+
+
+def attach_negative_durations(argv: Sequence[str]) -> list[str]:
+    """``--for -1h`` as ``--for=-1h``: argparse reads a value that starts with ``-`` and is not a
+    plain number as the next option, and answered "expected one argument" instead of saying what
+    is wrong with the duration."""
+    out: list[str] = []
+    for token in argv:
+        if (_NEGATIVE_DURATION.fullmatch(token) and out and out[-1].startswith("--") and "=" not in out[-1]
+                and out[-1] != "--"):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_negative_durations(sys.argv[1:] if argv is None else argv))
     try:
         return int(COMMANDS[args.verb](args) or 0)
     except KeyboardInterrupt:

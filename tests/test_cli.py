@@ -345,3 +345,14 @@ def test_simulate_starts_where_it_is_told(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["simulate", "--out", str(tmp_path / "x.csv"), "--start", "soon"])
     assert exit_info.value.code == 2 and "expected a date or time" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["shelve", "pump-1", "--for", "-1h"],
+                                  ["maintenance", "start", "pump-1", "--until", "-30m"]])
+def test_a_negative_duration_is_named_not_taken_for_an_option(argv, capsys):
+    """argparse read ``-1h`` as the next option and answered "expected one argument"."""
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--broker", "mqtt://127.0.0.1:1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected a duration of at least 0, got '-" in err and "expected one argument" not in err
