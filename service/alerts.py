@@ -2,9 +2,13 @@
 
 One scored window of one asset moves its state; an event comes out only when an alert is raised,
 cleared or goes stale. Raising needs ``raise_after`` consecutive windows at or above score 1.0
-(one noisy window is not an alert); clearing needs ``clear_after`` consecutive windows below
-``clear_level`` (default 1.0: the two counts are the hysteresis, so a score hovering at 1.0 does
-not flap; a lower level made alerts outlive their cause wherever normal scores sit near the line).
+(one noisy window is not an alert), or one window at or above ``raise_at`` (a bundle's line
+calibrated with it records it, :data:`RAISE_AT` times the line: a fault that strong is no noise,
+and a short one was over before three windows in a row could rise; a bundle calibrated before it
+raises on ``raise_after`` alone, so its promise holds as stated). Clearing needs ``clear_after``
+consecutive windows below ``clear_level`` (default 1.0: the two counts are the hysteresis, so a
+score hovering at 1.0 does not flap; a lower level made alerts outlive their cause wherever normal
+scores sit near the line).
 The daemon and the offline ``sensorguard score`` both use these functions, so they agree on when
 alerts are up.
 
@@ -18,6 +22,8 @@ alerts are up.
 >>> state, event = step(state, 0.1, 2.0, rules)
 >>> state.status, event.kind
 ('normal', 'cleared')
+>>> step(AlertState(), 2.5, 3.0, AlertRules(raise_after=3, raise_at=2.0))[0].status
+'alerting'
 """
 
 from __future__ import annotations
@@ -31,21 +37,26 @@ import numpy as np
 from sensorguard.service.drift import DriftRule, DriftState, drift_step, widening
 
 Status = Literal["normal", "pending", "alerting", "stale"]
+RAISE_AT = 2.0  # new bundles' lines are calibrated with one window at twice the line raising at once
 
 
 @dataclass(frozen=True)
 class AlertRules:
     """raise_after: windows >= 1.0 in a row to raise; clear_after: windows below clear_level to clear;
-    stale_after: seconds without readings before an asset is marked stale."""
+    stale_after: seconds without readings before an asset is marked stale; raise_at: one window at
+    or above it raises at once (inf: never; the bundle's calibration says which, ``rules_of``)."""
 
     raise_after: int = 3
     clear_after: int = 5
     clear_level: float = 1.0
     stale_after: float = 300.0
+    raise_at: float = math.inf
 
     def __post_init__(self) -> None:
         if self.raise_after < 1 or self.clear_after < 1:
             raise ValueError(f"raise_after and clear_after must be >= 1, got {self.raise_after}, {self.clear_after}")
+        if not self.raise_at >= 1.0:  # (NaN too)
+            raise ValueError(f"raise_at must be >= 1 (inf: never), got {self.raise_at}")
         if not 0 < self.clear_level <= 1:
             raise ValueError(f"clear_level must be in (0, 1], got {self.clear_level}")
         if not self.stale_after > 0:
@@ -93,7 +104,7 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules,
         return AlertState(last_score=score), None
     above = state.above + 1
     peak = max(state.peak, score)
-    if above >= rules.raise_after:
+    if above >= rules.raise_after or score >= rules.raise_at < math.inf:  # (inf: the rule is off)
         alert_id = f"{asset}@{int(now * 1000):d}" if asset else f"{int(now * 1000):d}"
         new = AlertState("alerting", above=above, peak=peak, alert_id=alert_id, last_score=score)
         return new, AlertEvent("raised", now, score, peak, alert_id)

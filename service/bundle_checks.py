@@ -9,6 +9,7 @@ other ones, so the user must hear what they change.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from sensorguard.service.alerts import AlertRules
@@ -50,7 +51,18 @@ def silence_after(stale_after: float | None, policy: CleaningPolicy) -> float:
 def default_rules(bundle: Bundle) -> AlertRules:
     """The alert rules ``serve`` applies to ``bundle`` with default settings (offline scoring, the
     retrain gate's known faults and the benchmarks use them too)."""
-    return AlertRules(stale_after=silence_after(None, bundle.cleaning))
+    return AlertRules(stale_after=silence_after(None, bundle.cleaning), raise_at=raise_at(bundle))
+
+
+def raise_at(bundle: Bundle) -> float:
+    """The score at which one window raises at once, as the bundle's line was calibrated with it
+    (``calibration.alerts.raise_at``); inf (never) for a bundle calibrated before the rule, or
+    without a false-alert promise, so its promise holds as it was stated. Not a serve setting:
+    the line and the rule are one promise, set together by ``train`` and ``calibrate``."""
+    value = (bundle.calibration.get("alerts") or {}).get("raise_at")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1.0:
+        return float(value)
+    return math.inf
 
 
 def stale_warning(policy: CleaningPolicy, stale_after: float, name: str = "stale_after_s") -> str | None:

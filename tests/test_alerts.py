@@ -80,3 +80,28 @@ def test_alert_ids_are_unique_across_assets_and_the_same_for_the_same_readings()
     rules = AlertRules(raise_after=1)
     ids = {asset: step(AlertState(), 2.0, 100.25, rules, asset)[1].alert_id for asset in ("pump-1", "pump-2")}
     assert ids == {"pump-1": "pump-1@100250", "pump-2": "pump-2@100250"}
+
+
+@pytest.mark.parametrize(
+    "scores, events",
+    [
+        ([2.0], ["raised"]),  # one window at raise_at raises at once
+        ([1.9, 1.9, 1.9], [None, None, "raised"]),  # below it: raise_after in a row, as before
+        ([1.5, 2.5], [None, "raised"]),
+        ([math.inf], ["raised"]),
+        ([math.nan, 5.0], [None, "raised"]),
+    ],
+)
+def test_one_window_at_raise_at_raises_at_once(scores, events):
+    """A short strong fault (a spike of a few rows) was over before three windows in a row rose."""
+    assert run(scores, AlertRules(raise_after=3, clear_after=2, clear_level=0.8, raise_at=2.0))[1] == events
+
+
+def test_raise_at_is_off_by_default_even_for_an_infinite_score():
+    assert RULES.raise_at == math.inf and run([math.inf])[1] == [None]
+
+
+@pytest.mark.parametrize("value", [0.5, math.nan, 0.0])
+def test_raise_at_below_the_line_is_refused(value):
+    with pytest.raises(ValueError, match="raise_at"):
+        AlertRules(raise_at=value)

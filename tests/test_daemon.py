@@ -605,3 +605,18 @@ def test_messages_still_queued_at_the_stop_are_said_lost(tiny_bundle, caplog):
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.connection"):
         daemon.connection.close(lambda: [])
     assert any("3 outgoing messages" in r.getMessage() and "lost" in r.getMessage() for r in caplog.records)
+
+
+def test_a_bundle_calibrated_with_raise_at_raises_on_one_strong_window_and_an_old_one_does_not(tiny_bundle):
+    """The one-window raise is part of the line's promise: the daemon applies it when the bundle's
+    calibration recorded it (and after a swap to such a bundle), never to a bundle calibrated
+    without it, whose promise assumed three windows in a row."""
+    calibrated = tiny_bundle.with_threshold(1.0, {"method": "alerts", "alerts": {"raise_after": 3, "raise_at": 2.0}})
+    daemon, client = make(calibrated)
+    assert daemon.alerts.apply("pump", T0, 2.5, [])[0].status == "alerting"
+    old, _ = make(tiny_bundle)
+    assert old.alerts.apply("pump", T0, 2.5, [])[0].status == "pending"
+    old._swapped(calibrated)
+    assert old.alerts.apply("pump-2", T0, 2.5, [])[0].status == "alerting"
+    old._swapped(tiny_bundle)
+    assert old.alerts.apply("pump-3", T0, 2.5, [])[0].status == "pending"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from sensorguard.cli import main
 from sensorguard.service.bundle import save_bundle
@@ -204,3 +206,26 @@ def test_evaluate_names_labelled_rows_the_cleaning_removed(tiny_bundle, tmp_path
     assert main(["evaluate", str(bundle_dir), str(tmp_path / "lost.csv"), "--label-column", "anomaly",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] > 0  # the JSON stays parseable: notes go to stderr
+
+
+@pytest.mark.parametrize("record, expected", [
+    ({"raise_after": 3, "raise_at": 2.0}, 2.0),
+    ({"raise_after": 3}, math.inf),  # calibrated before the rule: its promise assumed three in a row
+    ({"raise_at": 0.5}, math.inf), ({"raise_at": "2"}, math.inf), ({"raise_at": True}, math.inf),
+    (None, math.inf),
+])
+def test_score_raises_at_once_where_the_bundle_was_calibrated_to(tiny_bundle, record, expected, tmp_path):
+    """``score`` and ``serve`` apply the bundle's own one-window raise (live == offline); a record
+    that is not a number at or above the line counts as none."""
+    from sensorguard.service.bundle_checks import default_rules
+
+    bundle = tiny_bundle.with_threshold(tiny_bundle.threshold_, {"method": "alerts", "alerts": record})
+    assert default_rules(bundle).raise_at == expected
+    bundle_dir = save_bundle(bundle, tmp_path / "b")
+    machine(1, 50.0).drop(columns="anomaly").to_csv(tmp_path / "m.csv", index=False)  # every window far above
+    out = tmp_path / "m.scores.csv"
+    # more windows in a row than the file holds: only the one-window raise can alert
+    assert main(["score", str(bundle_dir), str(tmp_path / "m.csv"), "--out", str(out), "--raise-after", "1000"]) == 0
+    table = pd.read_csv(out)
+    assert (table["score"] >= 2.0).sum() > 10
+    assert (table["alert"].sum() > 0) == (expected == 2.0)

@@ -10,12 +10,14 @@ from sensorguard.training.promise import (
     _poisson_ci,
     alert_threshold,
     effective_fraction,
+    raise_statistic,
     run_min,
 )
 
 STEPS_PER_DAY = 2000.0  # windows scored a day
 HOP = 4
 RULES = AlertRules()
+RULES_AT = AlertRules(raise_at=2.0)  # what train calibrates new bundles with
 
 
 def normal_errors(rows: int, seed: int) -> np.ndarray:
@@ -24,19 +26,21 @@ def normal_errors(rows: int, seed: int) -> np.ndarray:
     return np.convolve(noise, np.ones(32) / 32, mode="valid")
 
 
-def raises_per_day(errors: np.ndarray, threshold: float) -> float:
+def raises_per_day(errors: np.ndarray, threshold: float, rules: AlertRules = RULES) -> float:
     mask = np.zeros(len(errors), bool)
     mask[::HOP] = True
-    alert = alert_series(errors / threshold, mask, np.arange(len(errors), dtype=float), RULES)
+    alert = alert_series(errors / threshold, mask, np.arange(len(errors), dtype=float), rules)
     raises = int(np.sum(np.diff(np.r_[0, alert]) == 1))
     return raises / (len(errors) / HOP / STEPS_PER_DAY)
 
 
+@pytest.mark.parametrize("rules", [RULES, RULES_AT])
 @pytest.mark.parametrize("days", [0.5, 3.0])
-def test_fresh_normal_data_keeps_the_promise(days):
+def test_fresh_normal_data_keeps_the_promise(days, rules):
     rows = int(days * STEPS_PER_DAY * HOP)
-    threshold, record = alert_threshold([normal_errors(rows, 0)], HOP, RULES, STEPS_PER_DAY, target=1.0)
-    fresh = np.mean([raises_per_day(normal_errors(int(6 * STEPS_PER_DAY * HOP), s), threshold) for s in (1, 2)])
+    threshold, record = alert_threshold([normal_errors(rows, 0)], HOP, rules, STEPS_PER_DAY, target=1.0)
+    fresh = np.mean([raises_per_day(normal_errors(int(6 * STEPS_PER_DAY * HOP), s), threshold, rules)
+                     for s in (1, 2)])
     lo, hi = record["promised_ci95"]
     assert lo <= 1.0 <= hi
     assert fresh <= max(2.0, hi), (fresh, record)  # at most twice the promise, or inside its interval
@@ -203,3 +207,15 @@ def test_with_plenty_of_crossings_the_line_is_still_an_upper_bound():
                                             AlertRules(raise_after=1), 1000.0, target=1.0)[0], 16.0)
              for s in range(50)]
     assert 0.6e-3 < float(np.median(rates)) <= 1e-3  # (the tail's bound gave 0.43e-3)
+
+
+def test_the_raise_statistic_counts_one_window_at_raise_at():
+    """A line calibrated without the one-window raise would be crossed more often than promised
+    once the daemon raises on a single window at twice it."""
+    errors = np.array([0.1, 0.1, 0.1, 0.1, 3.0, 0.1, 0.1, 0.1])
+    np.testing.assert_array_equal(raise_statistic(errors, 1, RULES), run_min(errors, 1, 3))
+    np.testing.assert_allclose(raise_statistic(errors, 1, RULES_AT), [0.1, 0.1, 1.5, 0.1, 0.1, 0.1])
+    line, record = alert_threshold([normal_errors(8000, 0)], HOP, RULES_AT, STEPS_PER_DAY, target=1.0)
+    without, old = alert_threshold([normal_errors(8000, 0)], HOP, RULES, STEPS_PER_DAY, target=1.0)
+    assert record["raise_at"] == 2.0 and "raise_at" not in old
+    assert line >= without  # the statistic is never lower, so neither is the line

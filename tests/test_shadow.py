@@ -342,3 +342,16 @@ def test_the_shadow_report_is_written_off_the_scoring_worker(tiny_bundle, monkey
     assert len(calls) == 1  # one write at a time
     release.set()
     daemon._reporting.join(10)
+
+
+def test_a_shadow_judges_with_its_own_bundles_one_window_raise(tiny_bundle):
+    """Its line was calibrated with its own rule: the daemon's rules follow the served bundle."""
+    from sensorguard.service.alerts import AlertRules, AlertState
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.service.shadow import Shadow
+
+    candidate = tiny_bundle.with_threshold(1.0, {"method": "alerts", "alerts": {"raise_after": 3, "raise_at": 2.0}})
+    normal = AlertState()
+    assert Shadow(candidate, Scorer(candidate), current="v0001").step("p", 0.0, 2.5, normal, AlertRules())
+    assert not Shadow(tiny_bundle, Scorer(tiny_bundle), current="v0001").step("p", 0.0, 2.5, normal,
+                                                                              AlertRules(raise_at=2.0))

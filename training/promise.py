@@ -1,9 +1,11 @@
 """The promise in alerts: a threshold for a target number of false alerts per asset per day.
 
 Operators count alerts, not windows. An alert is raised when ``raise_after`` windows in a row
-score at or above 1.0 (``service.alerts``), so what matters is the running minimum of the error
-over ``raise_after`` consecutive scored windows (one every ``hop`` rows): an alert starts where it
-crosses the threshold. The threshold is the level that running minimum is at or above on about
+score at or above 1.0, or one at or above ``raise_at`` (``service.alerts``), so what matters is
+the raise statistic (:func:`raise_statistic`): the larger of the running minimum of the error over
+``raise_after`` consecutive scored windows (one every ``hop`` rows) and the newest window's error
+over ``raise_at``: an alert starts where it crosses the threshold. The threshold is the level
+that statistic is at or above on about
 ``target`` scored steps a day of normal data the model never trained on (every raise needs such a
 step, and an alert up or a burst spans several, so raises come at most that often: "at most
 ``target``" is an upper bound, 0.58 raises a day on a smooth error process where 1 was set):
@@ -67,6 +69,16 @@ def run_min(errors: np.ndarray, hop: int, raise_after: int) -> np.ndarray:
     return np.minimum.reduce([e[span - j * hop : len(e) - j * hop] for j in range(raise_after)])
 
 
+def raise_statistic(errors: np.ndarray, hop: int, rules: AlertRules) -> np.ndarray:
+    """Per row, the line at or below which the windows up to it raise an alert: :func:`run_min`,
+    or the row's own error over ``rules.raise_at`` where one window that high raises at once."""
+    low = run_min(errors, hop, rules.raise_after)
+    if not len(low) or math.isinf(rules.raise_at):
+        return low
+    span = (rules.raise_after - 1) * hop
+    return np.maximum(low, np.asarray(errors, dtype=np.float64)[span:] / rules.raise_at)
+
+
 def effective_fraction(series: Sequence[np.ndarray]) -> float:
     """Independent samples per sample: 1 / integrated autocorrelation time (summed while above 0.05).
 
@@ -124,7 +136,7 @@ def alert_threshold(
         raise ValueError(f"false alerts per day must be > 0, got {target}")
     pieces = [e[np.isfinite(e)] for e in (np.asarray(e, dtype=np.float64) for e in errors)]
     raise_after = rules.raise_after
-    stat = [run_min(e, hop, raise_after) for e in pieces]
+    stat = [raise_statistic(e, hop, rules) for e in pieces]
     pooled = np.concatenate(stat) if stat else np.empty(0)
     if len(pooled) < 10:
         raise ValueError(f"calibration data hold {len(pooled)} alert steps; need at least 10")
@@ -135,7 +147,8 @@ def alert_threshold(
     u = float(np.quantile(pooled, TAIL_QUANTILE))
     excess = pooled[pooled > u] - u
     record: dict = {"target_per_day": target, "steps_per_day": round(steps_per_day, 4), "per_step_rate": p,
-                    "raise_after": raise_after, "hop": hop, "calibration_days": round(days, 4),
+                    "raise_after": raise_after, **({} if math.isinf(rules.raise_at) else {"raise_at": rules.raise_at}),
+                    "hop": hop, "calibration_days": round(days, 4),
                     "samples": int(len(pooled)), "effective_samples": round(n_eff, 1)}
     frac = len(excess) / len(pooled)
     rate = p * steps_per_day  # the target, unless over a crossing every other step

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import pandas as pd
 
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
-from sensorguard.service.bundle_checks import default_rules
+from sensorguard.service.bundle_checks import default_rules, raise_at
 from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
@@ -106,7 +107,7 @@ def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: n
     if not np.isfinite(scores.score).any():
         return []  # shorter than one window: nothing was scored, so nothing to plot
     labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
-    rules = rules or default_rules(bundle)
+    rules = replace(rules or default_rules(bundle), raise_at=raise_at(bundle))  # (the bundle's, as `score`)
     return [_save(plot_reconstructions(scorer, values, scores, x), out_dir / f"reconstructions{tag}.png"),
             _save(plot_scores(bundle, scores, segments, x, labels, rules, alive), out_dir / f"scores{tag}.png")]
 
@@ -201,7 +202,8 @@ def plot_scores(
     finite = score[np.isfinite(score) & (score > 0)]
     if len(finite) and finite.max() / max(finite.min(), 1e-12) > 50:
         top.set_yscale("log")
-    rule_text = f"raise after {rules.raise_after}, clear after {rules.clear_after}, hop {bundle.hop}"
+    at_once = f" or one at {rules.raise_at:g}" if rules.raise_at < np.inf else ""
+    rule_text = f"raise after {rules.raise_after}{at_once}, clear after {rules.clear_after}, hop {bundle.hop}"
     _shade(top, x, alerts, ALERT_COLOR, 0.18, f"alert raised ({rule_text})")
     if labels is not None:
         _shade(top, x, np.asarray(labels) != 0, LABEL_COLOR, 0.35, "labeled anomaly", band=(0.0, 0.06))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sensorguard.service.alerts import AlertRules
+from sensorguard.service.alerts import RAISE_AT, AlertRules
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
@@ -65,6 +65,9 @@ class TrainOptions:
 
 
 DAY_S = 86_400.0
+# the alert rules a line is calibrated under: the daemon's defaults, and one window at RAISE_AT x the
+# line raising at once (recorded in the bundle, which the daemon and `score` then apply)
+CALIBRATION_RULES = AlertRules(raise_at=RAISE_AT)
 
 @dataclass(frozen=True)
 class TrainSummary:
@@ -274,7 +277,7 @@ def calibrate_bundle(
     false_alarm_rate: float | None = None,
     device: str | None = None,
     false_alerts_per_day: float | None = 1.0,
-    rules: AlertRules = AlertRules(),
+    rules: AlertRules = CALIBRATION_RULES,
     weigh_channels: bool = True,
     drift: bool = False,
 ) -> Bundle:
@@ -335,7 +338,7 @@ def threshold_bundle(
     method: str = "pot",
     false_alarm_rate: float | None = None,
     false_alerts_per_day: float | None = 1.0,
-    rules: AlertRules = AlertRules(),
+    rules: AlertRules = CALIBRATION_RULES,
     weigh_channels: bool = True,
     drift: bool = False,
     period: float | None = None,
