@@ -44,7 +44,7 @@ RAISE_AT = 2.0  # new bundles' lines are calibrated with one window at twice the
 class AlertRules:
     """raise_after: windows >= 1.0 in a row to raise; clear_after: windows below clear_level to clear;
     stale_after: seconds without readings before an asset is marked stale; raise_at: one window at
-    or above it raises at once (inf: never; the bundle's calibration says which, ``rules_of``)."""
+    or above it raises at once (inf: never; the bundle's calibration says which, ``Bundle.raise_at``)."""
 
     raise_after: int = 3
     clear_after: int = 5

@@ -13,14 +13,15 @@ sensor fault (channel null): its alert, if one is up, ends with it (the event ca
 first reading back closes the fault (``sensor_ok``). The silent assets remembered for that are
 capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events) and not
 saved in ``state_dir``: after a restart a returning asset sends no ``sensor_ok`` (its retained
-state turns from ``stale`` to its new status at its first window), and its drift baseline, saved,
-is kept only if it is back within ``stale_after_s`` of the start. They are counted in
-``assets_silent``, apart from the channel faults of ``sensor_faults_open``.
+state turns from ``stale`` to its new status at its first window). Its drift baseline is saved
+and kept. They are counted in ``assets_silent``, apart from the channel faults of
+``sensor_faults_open``.
 
 Assets restored from ``state_dir`` (:func:`~sensorguard.service.state.restore_states`) wait for
 their next window and carry on where they were (an alert stays up under its ``alert_id``); those
 that send nothing until ``restore_until`` go silent like live assets (an alert up ends; a normal
-one is forgotten). In a maintenance and its guard band the drift baseline learns nothing.
+one with a learned drift baseline is awaited as a silent one, under the same cap, its baseline
+kept; any other is forgotten). In a maintenance and its guard band the drift baseline learns nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -119,9 +121,11 @@ class AssetAlerts(CarriedStates):
                     self._announced[asset] = old.alert_id  # its raise went out before the restart
                 if self.recorder is not None:
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
-        rule = bundle.drift_rule
+        rule, rules = bundle.drift_rule, self.rules
+        if rules.raise_at != bundle.raise_at:  # the window's own model's (a swap's first windows come before
+            rules = replace(rules, raise_at=bundle.raise_at)  # the daemon's rules follow it)
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
-                                           self.rules, rule, asset, learn=rule is None or self.learns(asset, ts))
+                                           rules, rule, asset, learn=rule is None or self.learns(asset, ts))
         self._states[asset] = state
         if rule is not None:
             self._drift[asset] = drift
@@ -222,6 +226,10 @@ class AssetAlerts(CarriedStates):
                 self._drift[asset] = drift  # its stale state is published with): a restart must not reset it
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
                 self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
+            elif self._learned(asset) is not None:  # awaited as a silent one, so the cap bounds what is kept
+                self._await_return(asset, time.time(), saved.last_score)
+            else:
+                self._drift.pop(asset, None)
 
     def learns(self, asset: str, ts: float) -> bool:
         """Whether a window ending at reading time ``ts`` may teach the drift baseline: not in a
@@ -379,9 +387,7 @@ class AssetAlerts(CarriedStates):
     def _go_silent(self, asset: str, state: AlertState, ts: float, announced: bool) -> None:
         """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names
         the alert it ends, if one was up), publish the retained ``stale`` state, forget the state."""
-        for forgotten in self._open.went_silent(asset, ts, state.last_score, SILENT_KEPT):
-            self._drift.pop(forgotten, None)  # its return will not be told, its baseline not kept
-            self.metrics.sensor_events_dropped.inc()
+        self._await_return(asset, ts, state.last_score)
         self.metrics.sensor_faults.labels("silent").inc()
         ended = state.alert_id if state.status == "alerting" and announced else None
         silent = SensorEvent("silent", None, True, ts, NAN)
@@ -391,6 +397,15 @@ class AssetAlerts(CarriedStates):
         self._states[asset] = mark_stale(state)
         self.publish_state(asset, ts)
         self._states.pop(asset, None)
+
+    def _await_return(self, asset: str, ts: float, last_score: float) -> None:
+        """``asset`` is silent since ``ts``: its return is awaited (and told), its baseline kept, both
+        for up to ``SILENT_KEPT`` silent assets; beyond, the oldest is forgotten, and so is its
+        baseline, here, in the state file and in the cluster's state bucket."""
+        for forgotten in self._open.went_silent(asset, ts, last_score, SILENT_KEPT):
+            self._drift.pop(forgotten, None)  # its return will not be told, its baseline not kept
+            self._ended_unseen(forgotten)  # (cluster mode: the bucket forgets its baseline too)
+            self.metrics.sensor_events_dropped.inc()
 
     def _publish_event(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle | None = None):
         b = bundle or self.current()

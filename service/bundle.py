@@ -106,6 +106,12 @@ class Bundle:
         """The calibrated drift rule (``service.drift``); None when the bundle has none (drift off)."""
         return DriftRule.from_dict(self.calibration.get("drift"))
 
+    @cached_property
+    def raise_at(self) -> float:
+        """The score at which one window raises at once, as its line was calibrated
+        (``calibration.alerts.raise_at``, :func:`calibrated_raise_at`); inf: never."""
+        return calibrated_raise_at(self.calibration)
+
     @property
     def promise(self) -> dict[str, Any]:
         """What its line was calibrated for, as ``TrainOptions`` names it: ``drift``, and
@@ -188,6 +194,29 @@ def write_files(bundle: Bundle, directory: Path) -> None:
     write_durably(directory / META_FILE, meta + "\n")
     fsync_path(directory / WEIGHTS_FILE)
     fsync_path(directory)
+
+
+def calibrated_raise_at(calibration: Any) -> float:
+    """``calibration.alerts.raise_at``: the score at which one window raises an alert at once, as
+    the line was calibrated with it (``training.promise``); inf when absent (a bundle calibrated
+    before the rule, or without a false-alert promise: it raises on ``raise_after`` in a row alone,
+    so its promise holds as stated). Raises ValueError for a value that is not a number of at
+    least 1: a line's promise must not change without a word."""
+    alerts = calibration.get("alerts") if isinstance(calibration, dict) else None
+    if alerts is None:
+        return math.inf
+    if not isinstance(alerts, dict):
+        raise ValueError("calibration.alerts must be an object")
+    value = alerts.get("raise_at")
+    if value is None:
+        return math.inf
+    try:
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # a JSON integer of 400 digits
+        number = math.inf
+    if not (math.isfinite(number) and number >= 1.0):
+        raise ValueError(f"calibration.alerts.raise_at must be a finite number of at least 1, got {value!r:.40}")
+    return number
 
 
 def load_bundle(directory: str | os.PathLike) -> Bundle:
@@ -302,6 +331,10 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
     if weights is not None and (weights.shape != (len(channels),) or not (np.isfinite(weights).all()
                                                                            and (weights > 0).all())):
         problems.append("channel_weights must be one positive number per channel")
+    try:
+        calibrated_raise_at(meta.get("calibration") or {})
+    except (TypeError, ValueError) as exc:
+        problems.append(str(exc))
     try:
         DriftRule.from_dict((meta.get("calibration") or {}).get("drift"))
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:

@@ -9,7 +9,6 @@ other ones, so the user must hear what they change.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 from sensorguard.service.alerts import AlertRules
@@ -55,14 +54,10 @@ def default_rules(bundle: Bundle) -> AlertRules:
 
 
 def raise_at(bundle: Bundle) -> float:
-    """The score at which one window raises at once, as the bundle's line was calibrated with it
-    (``calibration.alerts.raise_at``); inf (never) for a bundle calibrated before the rule, or
-    without a false-alert promise, so its promise holds as it was stated. Not a serve setting:
-    the line and the rule are one promise, set together by ``train`` and ``calibrate``."""
-    value = (bundle.calibration.get("alerts") or {}).get("raise_at")
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1.0:
-        return float(value)
-    return math.inf
+    """The score at which one window raises at once for ``bundle`` (:attr:`Bundle.raise_at`: as
+    its line was calibrated; inf for a bundle from before the rule). Not a serve setting: the line
+    and the rule are one promise, set together by ``train`` and ``calibrate``."""
+    return bundle.raise_at
 
 
 def stale_warning(policy: CleaningPolicy, stale_after: float, name: str = "stale_after_s") -> str | None:

@@ -111,8 +111,9 @@ class CarriedStates:
             elif asset in self.restored:
                 state, drift, told = self._pop_restored(asset)
                 out[asset] = (state, drift, None, told)
-            elif (drift := self._learned(asset)) is not None:  # silent: its baseline awaits its return there
-                out[asset] = (AlertState(), drift, None, True)
+            elif asset in self._synced or self._learned(asset) is not None:  # silent: a normal state replaces
+                out[asset] = (AlertState(), self._learned(asset), None, True)  # the bucket's (an alert the silence
+                # ended, not yet passed on, was adopted by the new owner: found by review), its baseline with it
             for kept in (self._latest, self._announced, self._raise_info, self._synced, self._drift):
                 kept.pop(asset, None)
             self._open.forget(asset)

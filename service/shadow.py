@@ -34,7 +34,6 @@ from pathlib import Path
 
 from sensorguard.service.alerts import AlertRules, AlertState, judge
 from sensorguard.service.bundle import Bundle, BundleError, write_durably
-from sensorguard.service.bundle_checks import raise_at
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.registry import current_version, promote, read_meta, shadow_version
@@ -88,8 +87,8 @@ class Shadow:
             return False
         if self.bundle.drift_rule is not None and served_drift is not None and asset not in self._drift:
             self._drift[asset] = served_drift
-        if rules.raise_at != (own := raise_at(self.bundle)):  # its line was calibrated with its own rule
-            rules = replace(rules, raise_at=own)
+        if rules.raise_at != self.bundle.raise_at:  # its line was calibrated with its own rule
+            rules = replace(rules, raise_at=self.bundle.raise_at)
         state, drift, event, _ = judge(self._states.get(asset, AlertState()), self._drift.get(asset, DriftState()),
                                        score, ts, rules, self.bundle.drift_rule, asset, learn=learn)
         self._states[asset] = state

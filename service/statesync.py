@@ -1,8 +1,9 @@
 """What a cluster-mode worker writes to the state bucket, so that an asset's next owner finds it.
 
 Per asset, two keys in ``sensorguard_state``: its alert and drift state (``state_key``: on every
-alert status change, every 30 s, and on hand-over; deleted when the asset's state ended) and its
-maintenance, shelving and acknowledgeable alerts (``controls_key``: when they change). Writes are
+alert status change, every 30 s, and on hand-over; when its state ended (silent), a normal state
+with its learned drift baseline, deleted when it has none or the silent assets' cap forgets it)
+and its maintenance, shelving and acknowledgeable alerts (``controls_key``: when they change). Writes are
 queued from any thread and made by the event loop's writer every ``STATE_FLUSH_S``, one flush at a
 time so an older state never lands last; a failed write is tried again at the next flush. A
 hand-over's states and controls are written by :meth:`hand_over` and :meth:`hand_over_controls`,

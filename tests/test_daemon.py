@@ -616,7 +616,8 @@ def test_a_bundle_calibrated_with_raise_at_raises_on_one_strong_window_and_an_ol
     assert daemon.alerts.apply("pump", T0, 2.5, [])[0].status == "alerting"
     old, _ = make(tiny_bundle)
     assert old.alerts.apply("pump", T0, 2.5, [])[0].status == "pending"
+    # a window scored by the new model, also before the swap's callback ran: judged by its model's rule
+    assert old.alerts.apply("pump-2", T0, 2.5, [], calibrated)[0].status == "alerting"
     old._swapped(calibrated)
-    assert old.alerts.apply("pump-2", T0, 2.5, [])[0].status == "alerting"
-    old._swapped(tiny_bundle)
-    assert old.alerts.apply("pump-3", T0, 2.5, [])[0].status == "pending"
+    assert old.rules.raise_at == 2.0 and old.alerts.rules.raise_at == 2.0
+    assert old.alerts.apply("pump-3", T0, 2.5, [], tiny_bundle)[0].status == "pending"

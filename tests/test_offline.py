@@ -211,12 +211,10 @@ def test_evaluate_names_labelled_rows_the_cleaning_removed(tiny_bundle, tmp_path
 @pytest.mark.parametrize("record, expected", [
     ({"raise_after": 3, "raise_at": 2.0}, 2.0),
     ({"raise_after": 3}, math.inf),  # calibrated before the rule: its promise assumed three in a row
-    ({"raise_at": 0.5}, math.inf), ({"raise_at": "2"}, math.inf), ({"raise_at": True}, math.inf),
     (None, math.inf),
 ])
 def test_score_raises_at_once_where_the_bundle_was_calibrated_to(tiny_bundle, record, expected, tmp_path):
-    """``score`` and ``serve`` apply the bundle's own one-window raise (live == offline); a record
-    that is not a number at or above the line counts as none."""
+    """``score`` and ``serve`` apply the bundle's own one-window raise (live == offline)."""
     from sensorguard.service.bundle_checks import default_rules
 
     bundle = tiny_bundle.with_threshold(tiny_bundle.threshold_, {"method": "alerts", "alerts": record})
@@ -229,3 +227,16 @@ def test_score_raises_at_once_where_the_bundle_was_calibrated_to(tiny_bundle, re
     table = pd.read_csv(out)
     assert (table["score"] >= 2.0).sum() > 10
     assert (table["alert"].sum() > 0) == (expected == 2.0)
+
+
+@pytest.mark.parametrize("alerts", [{"raise_at": 0.5}, {"raise_at": "2"}, {"raise_at": True}, {"raise_at": 10**400},
+                                    {"raise_at": math.nan}, ["raise_at", 2]])
+def test_a_bundle_with_an_unusable_raise_at_is_refused_in_one_line(tiny_bundle, alerts, tmp_path):
+    """Found by review: 10**400 crashed serve and score with an OverflowError, a list with an
+    AttributeError, and "2" or 0.5 silently became "never", changing the bundle's promise."""
+    from sensorguard.service.bundle import BundleError, load_bundle
+
+    bundle = tiny_bundle.with_threshold(tiny_bundle.threshold_, {"method": "alerts", "alerts": alerts})
+    bundle_dir = save_bundle(bundle, tmp_path / "b")
+    with pytest.raises(BundleError, match="calibration.alerts"):
+        load_bundle(bundle_dir)

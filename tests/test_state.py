@@ -492,3 +492,38 @@ def test_the_drift_baseline_learns_nothing_in_a_maintenance_and_its_guard_band(d
     for i in range(40):
         daemon.alerts.apply("pump-1", now + 100 + i, 0.9, [])  # normal operation again: it learns
     assert daemon.alerts.drift_of("pump-1").updates == 40
+
+
+def test_baselines_kept_through_restarts_for_silent_assets_are_capped(drifting, tmp_path, monkeypatch):
+    """Found by review: a restored asset that never came back kept its baseline outside the silent
+    assets' cap, so the state file (and the cluster's bucket) grew with every asset ever seen."""
+    import sensorguard.service.assets as assets
+
+    monkeypatch.setattr(assets, "SILENT_KEPT", 2)
+    first, _ = daemon_with(drifting, tmp_path)
+    for k in range(5):
+        for i in range(20):
+            first.alerts.apply(f"gone-{k}", T0 + i, 0.9, [])
+    first.stop()
+    second, _ = daemon_with(drifting, tmp_path, stale_after_s=60)
+    second.alerts.restore_until = time.monotonic() + 60
+    second.alerts.changed_states()  # cluster mode's sync runs from the start
+    second.housekeeping(time.monotonic() + 61)
+    assert len(second.alerts.drift_snapshot()) == 2 and len(second.alerts._open.silent_assets()) == 2
+    changed = second.alerts.changed_states()
+    assert sum(v is None for v in changed.values()) == 3  # the bucket forgets the three forgotten
+    assert sum(v is not None and v[1] is not None for v in changed.values()) == 2  # and keeps two baselines
+    second.alerts.save()
+    assert len(load_states(tmp_path)[1]) == 2
+
+
+def test_a_hand_over_after_silence_ended_the_alert_passes_a_normal_state(tiny_bundle):
+    """Found by review: an alert ended by silence and handed over before the next sync left the
+    bucket's ``alerting`` copy, and the new owner adopted the ended alert (no drift rule here)."""
+    old, _ = daemon_with(tiny_bundle, None)
+    assert old.alerts.changed_states() == {}  # cluster mode
+    for i in range(3):
+        old.alerts.apply("pump-1", T0 + i, 5.0, [])
+    assert old.alerts.changed_states()["pump-1"][0].status == "alerting"
+    old.alerts.end("pump-1", T0 + 3)
+    assert old.alerts.hand_over({"pump-1"}) == {"pump-1": (AlertState(), None, None, True)}

@@ -71,12 +71,15 @@ def run_min(errors: np.ndarray, hop: int, raise_after: int) -> np.ndarray:
 
 def raise_statistic(errors: np.ndarray, hop: int, rules: AlertRules) -> np.ndarray:
     """Per row, the line at or below which the windows up to it raise an alert: :func:`run_min`,
-    or the row's own error over ``rules.raise_at`` where one window that high raises at once."""
+    or the row's own error over ``rules.raise_at`` where one window that high raises at once. A
+    piece's first ``(raise_after - 1) * hop`` rows have too few windows before them for the run,
+    and only the one-window raise counts there (live, a segment's first windows can raise so)."""
     low = run_min(errors, hop, rules.raise_after)
-    if not len(low) or math.isinf(rules.raise_at):
+    if math.isinf(rules.raise_at):
         return low
-    span = (rules.raise_after - 1) * hop
-    return np.maximum(low, np.asarray(errors, dtype=np.float64)[span:] / rules.raise_at)
+    alone = np.asarray(errors, dtype=np.float64) / rules.raise_at
+    span = len(alone) - len(low)
+    return np.concatenate([alone[:span], np.maximum(low, alone[span:])])
 
 
 def effective_fraction(series: Sequence[np.ndarray]) -> float:
