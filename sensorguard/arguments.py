@@ -43,6 +43,7 @@ _non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
 _positive_float = _number(float, "a positive number", lambda v: 0 < v < math.inf)
 _rate = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
 _level = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+_share = _number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 _non_negative_float = _number(float, "a number >= 0", lambda v: 0 <= v < math.inf)
 _seed = _number(int, "an integer from 0 to 2**32 - 1", lambda v: 0 <= v < 2**32)  # numpy's seeds
 
@@ -119,6 +120,8 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raise-after", type=_positive_int, default=3, help="windows >= 1.0 in a row to raise (default 3)")
     p.add_argument("--clear-after", type=_positive_int, default=5, help="windows below --clear-level to clear (5)")
     p.add_argument("--clear-level", type=_level, default=1.0, help="score below which windows count to clear (1.0)")
+    p.add_argument("--clear-at", type=_share, default=0.5,
+                   help="one window below this score (and --clear-level) clears at once; 0: never (0.5)")
     p.add_argument("--stale-after", type=_positive_float, default=None, metavar="SECONDS",
                    help="a gap in a machine's readings longer than this ends its alert, as serve's stale_after_s "
                         "does (default as serve's: 300, or the gap the bundle fills when longer)")

@@ -244,7 +244,7 @@ def _alert_rules(args: argparse.Namespace, bundle):
     if (note := stale_warning(policy, stale_after, "--stale-after")) is not None:
         print(f"warning: {note}", file=sys.stderr)
     return AlertRules(raise_after=args.raise_after, clear_after=args.clear_after, clear_level=args.clear_level,
-                      stale_after=stale_after, raise_at=raise_at(bundle))
+                      stale_after=stale_after, raise_at=raise_at(bundle), clear_at=args.clear_at)
 
 
 def cmd_score(args: argparse.Namespace) -> int:

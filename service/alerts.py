@@ -8,7 +8,10 @@ and a short one was over before three windows in a row could rise; a bundle cali
 raises on ``raise_after`` alone, so its promise holds as stated). Clearing needs ``clear_after``
 consecutive windows below ``clear_level`` (default 1.0: the two counts are the hysteresis, so a
 score hovering at 1.0 does not flap; a lower level made alerts outlive their cause wherever normal
-scores sit near the line).
+scores sit near the line), or one window below ``clear_at`` (default :data:`CLEAR_AT`, half the
+line: a score that low says the fault is over, and the alert ends a hop after it instead of
+``clear_after`` hops; the promise is untouched, since every raise still needs a crossing of the
+line). A score between the two keeps counting, so a fault that hovers near the line does not flap.
 The daemon and the offline ``sensorguard score`` both use these functions, so they agree on when
 alerts are up.
 
@@ -38,25 +41,30 @@ from sensorguard.service.drift import DriftRule, DriftState, drift_step, widenin
 
 Status = Literal["normal", "pending", "alerting", "stale"]
 RAISE_AT = 2.0  # new bundles' lines are calibrated with one window at twice the line raising at once
+CLEAR_AT = 0.5  # one window at under half the line clears at once: the fault is over (its mirror image)
 
 
 @dataclass(frozen=True)
 class AlertRules:
     """raise_after: windows >= 1.0 in a row to raise; clear_after: windows below clear_level to clear;
     stale_after: seconds without readings before an asset is marked stale; raise_at: one window at
-    or above it raises at once (inf: never; the bundle's calibration says which, ``Bundle.raise_at``)."""
+    or above it raises at once (inf: never; the bundle's calibration says which, ``Bundle.raise_at``);
+    clear_at: one window below it (and below clear_level) clears at once (0: never)."""
 
     raise_after: int = 3
     clear_after: int = 5
     clear_level: float = 1.0
     stale_after: float = 300.0
     raise_at: float = math.inf
+    clear_at: float = CLEAR_AT
 
     def __post_init__(self) -> None:
         if self.raise_after < 1 or self.clear_after < 1:
             raise ValueError(f"raise_after and clear_after must be >= 1, got {self.raise_after}, {self.clear_after}")
         if not self.raise_at >= 1.0:  # (NaN too)
             raise ValueError(f"raise_at must be >= 1 (inf: never), got {self.raise_at}")
+        if not 0 <= self.clear_at <= 1:
+            raise ValueError(f"clear_at must be in [0, 1] (0: never), got {self.clear_at}")
         if not 0 < self.clear_level <= 1:
             raise ValueError(f"clear_level must be in (0, 1], got {self.clear_level}")
         if not self.stale_after > 0:
@@ -96,7 +104,7 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules,
     if state.status == "alerting":
         peak = max(state.peak, score)
         below = state.below + 1 if score < rules.clear_level else 0
-        if below >= rules.clear_after:
+        if below >= rules.clear_after or score < min(rules.clear_at, rules.clear_level):
             event = AlertEvent("cleared", now, score, peak, state.alert_id)
             return AlertState(last_score=score), event
         return replace(state, below=below, peak=peak, last_score=score), None

@@ -107,6 +107,7 @@ class Daemon:
             raise_after=settings.raise_after,
             clear_after=settings.clear_after,
             clear_level=settings.clear_level,
+            clear_at=settings.clear_at,
             stale_after=silence_after(settings.stale_after_s, cleaning_policy(bundle, settings)),
             raise_at=raise_at(bundle),
         )

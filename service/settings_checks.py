@@ -124,6 +124,8 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
             bad(name, f"must be > 0 seconds, got {value}")
     if not 0 < s.clear_level <= 1:
         bad("clear_level", f"must be in (0, 1], got {s.clear_level}")
+    if not 0 <= s.clear_at <= 1:
+        bad("clear_at", f"must be in [0, 1] (0: never), got {s.clear_at}")
     if s.record_guard_s < 0:
         bad("record_guard_s", f"must be >= 0 seconds, got {s.record_guard_s}")
     if s.record_dir and Path(s.record_dir).exists() and not Path(s.record_dir).is_dir():

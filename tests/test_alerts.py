@@ -42,7 +42,7 @@ def test_peak_and_id_carried_to_clear():
         state, event = step(state, score, 10.0 + i, RULES)
     assert event.kind == "raised" and event.peak_score == 3.0
     raised_id = event.alert_id
-    for i, score in enumerate([0.1, 0.1]):
+    for i, score in enumerate([0.6, 0.6]):  # (above clear_at: cleared by the count)
         state, event = step(state, score, 20.0 + i, RULES)
     assert event.kind == "cleared" and event.alert_id == raised_id and event.peak_score == 3.0
 
@@ -105,3 +105,27 @@ def test_raise_at_is_off_by_default_even_for_an_infinite_score():
 def test_raise_at_below_the_line_is_refused(value):
     with pytest.raises(ValueError, match="raise_at"):
         AlertRules(raise_at=value)
+
+
+@pytest.mark.parametrize(
+    "scores, clear_at, events",
+    [
+        ([3, 0.4], 0.5, ["raised", "cleared"]),  # one window under half the line: the fault is over
+        ([3, 0.6, 0.6], 0.5, ["raised", None, "cleared"]),  # between: counted towards clear_after
+        ([3, 0.6, 1.2, 0.6], 0.5, ["raised", None, None, None]),  # a fault hovering near the line stays up
+        ([3, 0.4], 0.0, ["raised", None]),  # 0: never at once
+        ([3, 0.55], 0.9, ["raised", "cleared"]),  # clear_level 0.8 caps it: 0.55 < 0.8
+        ([3, 0.85], 0.9, ["raised", None]),
+    ],
+)
+def test_one_window_under_clear_at_clears_at_once(scores, clear_at, events):
+    """An alert lasted ``clear_after`` hops after its fault ended (issue 9: alerts that end when the
+    fault ends); the recordings' alerted normal rows right after a fault fell from 356 to 213."""
+    rules = AlertRules(raise_after=3, clear_after=2, clear_level=0.8, raise_at=2.0, clear_at=clear_at)
+    assert run(scores, rules)[1] == events
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, math.nan])
+def test_clear_at_outside_the_unit_range_is_refused(value):
+    with pytest.raises(ValueError, match="clear_at"):
+        AlertRules(clear_at=value)

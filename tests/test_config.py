@@ -319,3 +319,19 @@ def test_print_config_shows_the_settings_before_the_directories_they_name_exist(
     (tmp_path / "models").mkdir()
     assert main(["serve", "--registry", "models", "--name", "pump", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["registry"] == "models"
+
+
+@pytest.mark.parametrize("value", [-0.5, 1.5])
+def test_clear_at_outside_the_unit_range_is_a_config_problem(value):
+    with pytest.raises(ConfigError, match="clear_at"):
+        load_settings({"model": None, "registry": None, "clear_at": value}, {}, require_model=False)
+
+
+def test_clear_at_reaches_the_daemons_alert_rules(tiny_bundle):
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.daemon import Daemon
+
+    settings = load_settings({"model": None, "registry": None, "clear_at": 0.0, "metrics_port": 0}, {},
+                             require_model=False)
+    assert Daemon(settings, tiny_bundle, CollectorRegistry()).rules.clear_at == 0.0

@@ -85,7 +85,8 @@ def test_observed_alerts_on_the_calibration_data_follow_the_rules():
 
 
 def test_an_alert_that_has_not_cleared_is_not_counted_twice():
-    errors = np.array([2, 2, 2, 0, 2, 2, 2, 0, 0, 2, 2, 2], dtype=float)  # never 5 windows below the line
+    # never 5 windows below the line, and none under half of it (clear_at)
+    errors = np.array([2, 2, 2, 0.6, 2, 2, 2, 0.6, 0.6, 2, 2, 2], dtype=float)
     assert _observed([errors], threshold=1.0, hop=1, rules=RULES, days=1.0)["observed_alerts"] == 1
 
 
