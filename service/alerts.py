@@ -97,6 +97,7 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules,
     A raised alert's id is ``<asset>@<milliseconds of now>``: unique across assets, and the same
     wherever the same readings are judged (offline, a restarted or a second daemon).
     """
+    judged = not math.isnan(score)  # (a NaN counts towards clear_after, as before; it never clears at once)
     if not math.isfinite(score):
         score = math.inf if score > 0 else 0.0  # NaN never raises; +inf is as anomalous as it gets
     if state.status == "stale":
@@ -104,7 +105,7 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules,
     if state.status == "alerting":
         peak = max(state.peak, score)
         below = state.below + 1 if score < rules.clear_level else 0
-        if below >= rules.clear_after or score < min(rules.clear_at, rules.clear_level):
+        if below >= rules.clear_after or (judged and score < min(rules.clear_at, rules.clear_level)):
             event = AlertEvent("cleared", now, score, peak, state.alert_id)
             return AlertState(last_score=score), event
         return replace(state, below=below, peak=peak, last_score=score), None

@@ -116,6 +116,7 @@ def test_raise_at_below_the_line_is_refused(value):
         ([3, 0.4], 0.0, ["raised", None]),  # 0: never at once
         ([3, 0.55], 0.9, ["raised", "cleared"]),  # clear_level 0.8 caps it: 0.55 < 0.8
         ([3, 0.85], 0.9, ["raised", None]),
+        ([3, math.nan, math.nan], 0.5, ["raised", None, "cleared"]),  # not judged: counted, never at once
     ],
 )
 def test_one_window_under_clear_at_clears_at_once(scores, clear_at, events):
