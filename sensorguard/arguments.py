@@ -121,7 +121,7 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clear-after", type=_positive_int, default=5, help="windows below --clear-level to clear (5)")
     p.add_argument("--clear-level", type=_level, default=1.0, help="score below which windows count to clear (1.0)")
     p.add_argument("--clear-at", type=_share, default=0.5,
-                   help="one window below this score (and --clear-level) clears at once; 0: never (0.5)")
+                   help="two windows in a row below this score (and --clear-level) clear at once; 0: never (0.5)")
     p.add_argument("--stale-after", type=_positive_float, default=None, metavar="SECONDS",
                    help="a gap in a machine's readings longer than this ends its alert, as serve's stale_after_s "
                         "does (default as serve's: 300, or the gap the bundle fills when longer)")

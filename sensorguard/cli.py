@@ -234,8 +234,9 @@ def _score_rows(args: argparse.Namespace, bundle, label_column: str | None = Non
 
 def _alert_rules(args: argparse.Namespace, bundle):
     """The alert rules of score, evaluate and report (``--raise-after``, ``--clear-after``, ``--clear-level``,
-    ``--stale-after``); a ``--stale-after`` shorter than the gap the bundle's cleaning fills is said
-    (at 10-minute data every step ended the alert state: no alert, F1 0, and nothing said)."""
+    ``--clear-at``, ``--stale-after``, and the bundle's one-window raise); a ``--stale-after`` shorter
+    than the gap the bundle's cleaning fills is said (at 10-minute data every step ended the alert
+    state: no alert, F1 0, and nothing said)."""
     from sensorguard.service.alerts import AlertRules
     from sensorguard.service.bundle_checks import raise_at, silence_after, stale_warning
 

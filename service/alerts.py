@@ -8,10 +8,12 @@ and a short one was over before three windows in a row could rise; a bundle cali
 raises on ``raise_after`` alone, so its promise holds as stated). Clearing needs ``clear_after``
 consecutive windows below ``clear_level`` (default 1.0: the two counts are the hysteresis, so a
 score hovering at 1.0 does not flap; a lower level made alerts outlive their cause wherever normal
-scores sit near the line), or one window below ``clear_at`` (default :data:`CLEAR_AT`, half the
-line: a score that low says the fault is over, and the alert ends a hop after it instead of
-``clear_after`` hops; the promise is untouched, since every raise still needs a crossing of the
-line). A score between the two keeps counting, so a fault that hovers near the line does not flap.
+scores sit near the line), or two windows in a row below ``clear_at`` (default :data:`CLEAR_AT`,
+half the line: scores that low say the fault is over, and the alert ends two hops after it
+instead of ``clear_after``; two, not one, or a fault switching on and off, 2.5 and 0.4 in turn, was
+raised and cleared at every other window under a new id each time; the promise is untouched, since
+every raise still needs a crossing of the line). A score between the two keeps counting, so a
+fault that hovers near the line does not flap.
 The daemon and the offline ``sensorguard score`` both use these functions, so they agree on when
 alerts are up.
 
@@ -41,7 +43,7 @@ from sensorguard.service.drift import DriftRule, DriftState, drift_step, widenin
 
 Status = Literal["normal", "pending", "alerting", "stale"]
 RAISE_AT = 2.0  # new bundles' lines are calibrated with one window at twice the line raising at once
-CLEAR_AT = 0.5  # one window at under half the line clears at once: the fault is over (its mirror image)
+CLEAR_AT = 0.5  # two windows in a row under half the line clear at once: the fault is over
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class AlertRules:
     """raise_after: windows >= 1.0 in a row to raise; clear_after: windows below clear_level to clear;
     stale_after: seconds without readings before an asset is marked stale; raise_at: one window at
     or above it raises at once (inf: never; the bundle's calibration says which, ``Bundle.raise_at``);
-    clear_at: one window below it (and below clear_level) clears at once (0: never)."""
+    clear_at: two windows in a row below it (and below clear_level) clear at once (0: never)."""
 
     raise_after: int = 3
     clear_after: int = 5
@@ -105,7 +107,8 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules,
     if state.status == "alerting":
         peak = max(state.peak, score)
         below = state.below + 1 if score < rules.clear_level else 0
-        if below >= rules.clear_after or (judged and score < min(rules.clear_at, rules.clear_level)):
+        deep = min(rules.clear_at, rules.clear_level)  # two windows in a row under it: the fault is over
+        if below >= rules.clear_after or (judged and score < deep and state.last_score < deep):
             event = AlertEvent("cleared", now, score, peak, state.alert_id)
             return AlertState(last_score=score), event
         return replace(state, below=below, peak=peak, last_score=score), None

@@ -130,8 +130,8 @@ class Settings:
     raise_after: int = setting(3, "windows at score >= 1.0 in a row to raise an alert")
     clear_after: int = setting(5, "windows below `clear_level` in a row to clear it")
     clear_level: float = setting(1.0, "score below which a window counts towards clearing")
-    clear_at: float = setting(0.5, "one window below this score (and below `clear_level`) clears an alert at "
-                                   "once: the fault is over (0: never)")
+    clear_at: float = setting(0.5, "two windows in a row below this score (and below `clear_level`) clear an "
+                                   "alert at once: the fault is over (0: never)")
     stale_after_s: float | None = setting(None, "an asset silent this long (seconds, counted while connected) is "
                                                  "reported `silent` (a sensor fault) and its alert ends",
                                           shown="unset (300 s, or the gap the bundle fills when longer)")

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -110,20 +111,27 @@ def test_raise_at_below_the_line_is_refused(value):
 @pytest.mark.parametrize(
     "scores, clear_at, events",
     [
-        ([3, 0.4], 0.5, ["raised", "cleared"]),  # one window under half the line: the fault is over
-        ([3, 0.6, 0.6], 0.5, ["raised", None, "cleared"]),  # between: counted towards clear_after
-        ([3, 0.6, 1.2, 0.6], 0.5, ["raised", None, None, None]),  # a fault hovering near the line stays up
-        ([3, 0.4], 0.0, ["raised", None]),  # 0: never at once
-        ([3, 0.55], 0.9, ["raised", "cleared"]),  # clear_level 0.8 caps it: 0.55 < 0.8
-        ([3, 0.85], 0.9, ["raised", None]),
+        ([3, 0.4, 0.4], 0.5, ["raised", None, "cleared"]),  # two windows under half the line: the fault is over
+        ([3, 0.6, 0.6], 0.5, ["raised", None, "cleared"]),  # between: counted towards clear_after (2 here)
+        ([3, 0.4, 1.2, 0.4, 1.2], 0.5, ["raised", None, None, None, None]),  # a fault dipping stays up
+        ([2.5, 0.4] * 4, 0.5, ["raised"] + [None] * 7),  # one switching on and off is one alert, not four
+        ([3, 0.4, 0.4], 0.0, ["raised", None, "cleared"]),  # 0: never at once (cleared by the count of 2)
+        ([3, 0.55, 0.55], 0.9, ["raised", None, "cleared"]),  # clear_level 0.8 caps it
         ([3, math.nan, math.nan], 0.5, ["raised", None, "cleared"]),  # not judged: counted, never at once
     ],
 )
-def test_one_window_under_clear_at_clears_at_once(scores, clear_at, events):
+def test_two_windows_under_clear_at_clear_at_once(scores, clear_at, events):
     """An alert lasted ``clear_after`` hops after its fault ended (issue 9: alerts that end when the
-    fault ends); the recordings' alerted normal rows right after a fault fell from 356 to 213."""
+    fault ends). Two windows, not one: with one, a fault scoring 2.5 and 0.4 in turn was raised and
+    cleared at every other window, each time under a new id (found by review)."""
     rules = AlertRules(raise_after=3, clear_after=2, clear_level=0.8, raise_at=2.0, clear_at=clear_at)
     assert run(scores, rules)[1] == events
+
+
+def test_clear_at_cuts_the_count_short():
+    rules = AlertRules(raise_after=3, clear_after=5, raise_at=2.0)
+    assert run([3, 0.4, 0.4], rules)[1] == ["raised", None, "cleared"]
+    assert run([3, 0.4, 0.4], replace(rules, clear_at=0.0))[1] == ["raised", None, None]
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, math.nan])

@@ -240,3 +240,21 @@ def test_a_bundle_with_an_unusable_raise_at_is_refused_in_one_line(tiny_bundle, 
     bundle_dir = save_bundle(bundle, tmp_path / "b")
     with pytest.raises(BundleError, match="calibration.alerts"):
         load_bundle(bundle_dir)
+
+
+def test_score_takes_clear_at(tiny_bundle, tmp_path):
+    """Found by review: nothing tested the flag (its default is also the rules' default)."""
+    from sensorguard.service.bundle_checks import default_rules
+
+    bundle_dir = save_bundle(tiny_bundle.with_threshold(3000.0, {}), tmp_path / "b")  # (untrained: normal ~ 0.3)
+    frame = machine(1, 0.0, rows=200)
+    frame.loc[60:100, ["a", "b", "c"]] += 50.0  # a strong fault, then normal again
+    frame.drop(columns="anomaly").to_csv(tmp_path / "m.csv", index=False)
+    alerted = {}
+    for clear_at in ("0.5", "0"):
+        out = tmp_path / f"m.{clear_at}.csv"
+        assert main(["score", str(bundle_dir), str(tmp_path / "m.csv"), "--out", str(out), "--clear-after", "1000",
+                     "--clear-at", clear_at]) == 0
+        alerted[clear_at] = int(pd.read_csv(out)["alert"].sum())
+    assert default_rules(tiny_bundle).clear_at == 0.5
+    assert 0 < alerted["0.5"] < alerted["0"]  # 0: the alert never clears within the file

@@ -203,7 +203,8 @@ def plot_scores(
     if len(finite) and finite.max() / max(finite.min(), 1e-12) > 50:
         top.set_yscale("log")
     at_once = f" or one at {rules.raise_at:g}" if rules.raise_at < np.inf else ""
-    rule_text = f"raise after {rules.raise_after}{at_once}, clear after {rules.clear_after}, hop {bundle.hop}"
+    clear_at = f" or 2 under {min(rules.clear_at, rules.clear_level):g}" if rules.clear_at > 0 else ""
+    rule_text = f"raise after {rules.raise_after}{at_once}, clear after {rules.clear_after}{clear_at}, hop {bundle.hop}"
     _shade(top, x, alerts, ALERT_COLOR, 0.18, f"alert raised ({rule_text})")
     if labels is not None:
         _shade(top, x, np.asarray(labels) != 0, LABEL_COLOR, 0.35, "labeled anomaly", band=(0.0, 0.06))
