@@ -110,8 +110,11 @@ def restore_states(directory: str | None, max_assets: int
         log.warning("%s; %s, starting without saved asset state", first_line(exc), where)
         return {}
     # over the cap (max_assets lowered since the save): alerts up first, since their raise went out
-    # and subscribers wait for its clear; the rest in the file's (name) order
-    kept = sorted(alerts, key=lambda asset: alerts[asset].status != "alerting")[:max_assets]
+    # and subscribers wait for its clear; then the assets live at the save; last the silent ones kept
+    # for their drift baseline alone (a bare state: a first version let those push live ones out);
+    # each group in the file's (name) order
+    kept = sorted(alerts, key=lambda asset: (alerts[asset].status != "alerting", alerts[asset] == AlertState()))
+    kept = kept[:max_assets]
     if len(alerts) > len(kept):
         log.warning("%s holds %d assets, more than max_assets %d: kept the alerts up first, forgot %d",
                     Path(directory) / STATE_FILE, len(alerts), max_assets, len(alerts) - len(kept))

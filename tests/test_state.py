@@ -253,6 +253,17 @@ def test_over_max_assets_a_restart_keeps_the_alerts_up_first_and_says_so(tmp_pat
     assert len(restore_states(str(tmp_path), max_assets=11)) == 11
 
 
+def test_over_max_assets_silent_assets_kept_for_their_baseline_go_before_live_ones(tmp_path):
+    """A silent asset's entry (a bare state beside its drift baseline) pushed out a live asset whose
+    name sorted later (found by review)."""
+    from sensorguard.service.drift import DriftState
+
+    alerts = {"a-live": AlertState(last_score=0.4), "z-live": AlertState(last_score=0.3)}
+    drift = {"a-silent": DriftState(0.2, 5), "b-silent": DriftState(0.1, 5), "z-live": DriftState(0.05, 9)}
+    save_states(tmp_path, alerts, drift)
+    assert list(restore_states(str(tmp_path), max_assets=3)) == ["a-live", "z-live", "a-silent"]
+
+
 def test_doctests() -> None:
     import doctest
 
