@@ -206,31 +206,6 @@ class AssetAlerts(CarriedStates):
                 self.recorder.alert_cleared(asset, ts, state.alert_id, state.peak)  # false-alarm ack learns them
             self.recorder.forget(asset)
 
-    def expire_restored(self, now: float, heard: Callable[[str], bool] = lambda asset: False) -> None:
-        """After ``restore_until`` (monotonic), end restored assets that never came back.
-
-        heard: whether readings came from an asset since the start (the ingest holds its buffer). Those
-        stay restored until their first window, however long a window takes to fill (a window of
-        600 samples at 1 s outlasts the default ``stale_after``), or until they go silent
-        (:meth:`end`)."""
-        if not self.restored or now < self.restore_until:
-            return
-        gone = [asset for asset in self.restored if not heard(asset)]
-        if gone:
-            log.info("%d assets restored from the state file sent nothing for %.0f s: silent",
-                     len(gone), self.rules.stale_after)
-        for asset in gone:
-            saved, drift, announced = self._pop_restored(asset)
-            self._ended_unseen(asset)
-            if drift is not None:  # kept for its return, as a live asset's gone silent (and the line
-                self._drift[asset] = drift  # its stale state is published with): a restart must not reset it
-            if saved.status != "normal":  # its retained state says so: end it as a live asset's would
-                self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
-            elif self._learned(asset) is not None:  # awaited as a silent one, so the cap bounds what is kept
-                self._await_return(asset, time.time(), saved.last_score)
-            else:
-                self._drift.pop(asset, None)
-
     def learns(self, asset: str, ts: float) -> bool:
         """Whether a window ending at reading time ``ts`` may teach the drift baseline: not in a
         maintenance, nor in the guard band after one (the start-up transient), as the recorder keeps

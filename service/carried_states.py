@@ -3,14 +3,16 @@
 :class:`CarriedStates` is the part of :class:`~sensorguard.service.assets.AssetAlerts` that deals
 with an asset's alert state and drift baseline while it is carried from elsewhere (the previous
 run's ``state_dir``, or another worker in cluster mode: both wait in ``restored`` for the asset's
-next window) or handed on (to the state bucket at every change, or to the worker an asset moves
-to). Whether an alert's raise was told travels with it, so that a new owner tells it once: never
-twice, and not never. It is a mixin, not a class of its own, because these steps read and forget
-the same per-asset maps as the alert machine; ``AssetAlerts.__init__`` sets everything listed below.
+next window, and are ended as silent by :meth:`CarriedStates.expire_restored` when none comes) or
+handed on (to the state bucket at every change, or to the worker an asset moves to). Whether an
+alert's raise was told travels with it, so that a new owner tells it once: never twice, and not
+never. It is a mixin, not a class of its own, because these steps read and forget the same per-asset
+maps as the alert machine; ``AssetAlerts.__init__`` sets everything listed below.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +24,8 @@ from sensorguard.service.metrics import Metrics
 from sensorguard.service.open_faults import OpenFaults
 from sensorguard.service.outbox import published
 from sensorguard.service.recorder import Recorder
+
+log = logging.getLogger("sensorguard.service.assets")  # (its lines came from there before the split)
 
 Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift, its raise went out
 Moved = tuple[AlertState, DriftState | None, float | None, bool]  # ... its last window's time, its raise went out
@@ -46,6 +50,8 @@ class CarriedStates:
     _adopted: deque[tuple[str, AlertState, DriftState | None, bool]]
     _synced: dict[str, tuple[str, str, bool]]
     _syncing: bool
+    _go_silent: Callable[[str, AlertState, float, bool], None]  # (methods of AssetAlerts)
+    _await_return: Callable[[str, float, float], None]
 
     def adopt(self, asset: str, alert: AlertState, drift: DriftState | None, announced: bool = True) -> None:
         """``asset`` moved here from another worker with this state (any thread). Taken in like a state
@@ -61,6 +67,31 @@ class CarriedStates:
         silence ended). Outside cluster mode nothing is synced."""
         if self._syncing:
             self._synced[asset] = ("ended", "", True)
+
+    def expire_restored(self, now: float, heard: Callable[[str], bool] = lambda asset: False) -> None:
+        """After ``restore_until`` (monotonic), end restored assets that never came back.
+
+        heard: whether readings came from an asset since the start (the ingest holds its buffer). Those
+        stay restored until their first window, however long a window takes to fill (a window of
+        600 samples at 1 s outlasts the default ``stale_after``), or until they go silent
+        (:meth:`end`)."""
+        if not self.restored or now < self.restore_until:
+            return
+        gone = [asset for asset in self.restored if not heard(asset)]
+        if gone:
+            log.info("%d assets restored from the state file sent nothing for %.0f s: silent",
+                     len(gone), self.rules.stale_after)
+        for asset in gone:
+            saved, drift, announced = self._pop_restored(asset)
+            self._ended_unseen(asset)
+            if drift is not None:  # kept for its return, as a live asset's gone silent (and the line
+                self._drift[asset] = drift  # its stale state is published with): a restart must not reset it
+            if saved.status != "normal":  # its retained state says so: end it as a live asset's would
+                self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
+            elif self._learned(asset) is not None:  # awaited as a silent one, so the cap bounds what is kept
+                self._await_return(asset, time.time(), saved.last_score)
+            else:
+                self._drift.pop(asset, None)
 
     def _pop_restored(self, asset: str) -> tuple[AlertState, DriftState | None, bool]:
         """A restored asset's state, drift, and False only when its alert is up and was never
