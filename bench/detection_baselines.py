@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
-from sensorguard.service.bundle_checks import default_rules, raise_at
+from sensorguard.service.bundle_checks import default_rules
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import watch_rows, window_faults
@@ -192,7 +192,7 @@ def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptio
         seg = splits.calibration.segments[cal_rows]
         pieces = np.split(cal_errors, np.flatnonzero(np.diff(seg)) + 1)
         alerts = bundle.calibration["alerts"]
-        rules = AlertRules(raise_after=alerts["raise_after"], raise_at=raise_at(bundle))
+        rules = AlertRules(raise_after=alerts["raise_after"], raise_at=bundle.raise_at)
         threshold, promise = alert_threshold(pieces, hop, rules, per_day, alerts["target_per_day"])
         record = {"method": f"alerts ({promise['tail']} tail)", "windows": len(cal_w),
                   "expected_false_alarms_per_day": promise["promised_per_day"]}

@@ -238,14 +238,14 @@ def _alert_rules(args: argparse.Namespace, bundle):
     than the gap the bundle's cleaning fills is said (at 10-minute data every step ended the alert
     state: no alert, F1 0, and nothing said)."""
     from sensorguard.service.alerts import AlertRules
-    from sensorguard.service.bundle_checks import raise_at, silence_after, stale_warning
+    from sensorguard.service.bundle_checks import silence_after, stale_warning
 
     policy = _policy(args, bundle)
     stale_after = silence_after(args.stale_after, policy)
     if (note := stale_warning(policy, stale_after, "--stale-after")) is not None:
         print(f"warning: {note}", file=sys.stderr)
     return AlertRules(raise_after=args.raise_after, clear_after=args.clear_after, clear_level=args.clear_level,
-                      stale_after=stale_after, raise_at=raise_at(bundle), clear_at=args.clear_at)
+                      stale_after=stale_after, raise_at=bundle.raise_at, clear_at=args.clear_at)
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -16,21 +16,23 @@ from pathlib import Path
 
 # --- serve -------------------------------------------------------------------------------------
 
-def _serve_settings(args: argparse.Namespace, require_model: bool = True):
-    from sensorguard.service.config import load_settings
+def _serve_flags(args: argparse.Namespace) -> dict:
     from sensorguard.service.flags import flag_names
 
-    flags = {name: getattr(args, name, None) for name in flag_names()}
-    return load_settings(flags, os.environ, args.config, require_model=require_model)
+    return {name: getattr(args, name, None) for name in flag_names()}
+
+
+def _serve_settings(args: argparse.Namespace, require_model: bool = True):
+    from sensorguard.service.config import load_settings
+
+    return load_settings(_serve_flags(args), os.environ, args.config, require_model=require_model)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config:  # the settings first, then what is wrong with them (a registry not made yet)
         from sensorguard.service.config import ConfigError, merge_settings
-        from sensorguard.service.flags import flag_names
 
-        flags = {name: getattr(args, name, None) for name in flag_names()}
-        merged, problems = merge_settings(flags, os.environ, args.config)
+        merged, problems = merge_settings(_serve_flags(args), os.environ, args.config)
         print(json.dumps(merged.redacted(), indent=2, default=str), flush=True)
         if problems:
             raise ConfigError(problems)

@@ -30,13 +30,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.carried_states import CarriedStates, Restored
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.drift import DriftState, widening
@@ -121,11 +121,10 @@ class AssetAlerts(CarriedStates):
                     self._announced[asset] = old.alert_id  # its raise went out before the restart
                 if self.recorder is not None:
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
-        rule, rules = bundle.drift_rule, self.rules
-        if rules.raise_at != bundle.raise_at:  # the window's own model's (a swap's first windows come before
-            rules = replace(rules, raise_at=bundle.raise_at)  # the daemon's rules follow it)
+        rule = bundle.drift_rule  # (the raise of the window's own model: a swap's first windows come first)
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
-                                           rules, rule, asset, learn=rule is None or self.learns(asset, ts))
+                                           bundle_rules(self.rules, bundle), rule, asset,
+                                           learn=rule is None or self.learns(asset, ts))
         self._states[asset] = state
         if rule is not None:
             self._drift[asset] = drift

@@ -50,14 +50,15 @@ def silence_after(stale_after: float | None, policy: CleaningPolicy) -> float:
 def default_rules(bundle: Bundle) -> AlertRules:
     """The alert rules ``serve`` applies to ``bundle`` with default settings (offline scoring, the
     retrain gate's known faults and the benchmarks use them too)."""
-    return AlertRules(stale_after=silence_after(None, bundle.cleaning), raise_at=raise_at(bundle))
+    return AlertRules(stale_after=silence_after(None, bundle.cleaning), raise_at=bundle.raise_at)
 
 
-def raise_at(bundle: Bundle) -> float:
-    """The score at which one window raises at once for ``bundle`` (:attr:`Bundle.raise_at`: as
-    its line was calibrated; inf for a bundle from before the rule). Not a serve setting: the line
-    and the rule are one promise, set together by ``train`` and ``calibrate``."""
-    return bundle.raise_at
+def bundle_rules(rules: AlertRules, bundle: Bundle) -> AlertRules:
+    """``rules`` with ``bundle``'s own one-window raise (:attr:`Bundle.raise_at`: as its line was
+    calibrated; inf for a bundle from before the rule). Not a setting: the line and the rule are
+    one promise, set together by ``train`` and ``calibrate``, so every window is judged with the
+    rule of the model that scored it (live, offline, in a report and in a shadow)."""
+    return rules if rules.raise_at == bundle.raise_at else replace(rules, raise_at=bundle.raise_at)
 
 
 def stale_warning(policy: CleaningPolicy, stale_after: float, name: str = "stale_after_s") -> str | None:

@@ -64,7 +64,7 @@ from sensorguard.service.alerts import AlertRules, AlertState
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.batch_scoring import ScoredWindow, score_batch
 from sensorguard.service.bundle import Bundle
-from sensorguard.service.bundle_checks import cleaning_policy, raise_at, sensor_rules, silence_after
+from sensorguard.service.bundle_checks import cleaning_policy, sensor_rules, silence_after
 from sensorguard.service.command_handling import CommandHandler
 from sensorguard.service.commands import AlarmControls, Command
 from sensorguard.service.config import Settings
@@ -109,7 +109,7 @@ class Daemon:
             clear_level=settings.clear_level,
             clear_at=settings.clear_at,
             stale_after=silence_after(settings.stale_after_s, cleaning_policy(bundle, settings)),
-            raise_at=raise_at(bundle),
+            raise_at=bundle.raise_at,
         )
         self.hop = settings.hop or bundle.hop
         self.publisher = Publisher(settings)  # owns topics and payloads; its client is set on start
@@ -185,8 +185,8 @@ class Daemon:
         policy = cleaning_policy(new, s)
         self.ingest.set_policy(policy, sensor_rules(new, policy))
         silence = silence_after(s.stale_after_s, policy)  # (its sampling may have changed)
-        if (silence, raise_at(new)) != (self.rules.stale_after, self.rules.raise_at):
-            self.rules = self.alerts.rules = replace(self.rules, stale_after=silence, raise_at=raise_at(new))
+        if (silence, new.raise_at) != (self.rules.stale_after, self.rules.raise_at):
+            self.rules = self.alerts.rules = replace(self.rules, stale_after=silence, raise_at=new.raise_at)
         if self.recorder is not None:
             self.recorder.guard_s = guard_seconds(s.record_guard_s, new.window, self.hop, s.raise_after,
                                                   new.sample_period)

@@ -29,11 +29,12 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sensorguard.service.alerts import AlertRules, AlertState, judge
 from sensorguard.service.bundle import Bundle, BundleError, write_durably
+from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.registry import current_version, promote, read_meta, shadow_version
@@ -87,10 +88,9 @@ class Shadow:
             return False
         if self.bundle.drift_rule is not None and served_drift is not None and asset not in self._drift:
             self._drift[asset] = served_drift
-        if rules.raise_at != self.bundle.raise_at:  # its line was calibrated with its own rule
-            rules = replace(rules, raise_at=self.bundle.raise_at)
         state, drift, event, _ = judge(self._states.get(asset, AlertState()), self._drift.get(asset, DriftState()),
-                                       score, ts, rules, self.bundle.drift_rule, asset, learn=learn)
+                                       score, ts, bundle_rules(rules, self.bundle), self.bundle.drift_rule, asset,
+                                       learn=learn)
         self._states[asset] = state
         if self.bundle.drift_rule is not None:
             self._drift[asset] = drift

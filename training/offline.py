@@ -15,7 +15,7 @@ import pandas as pd
 
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series, silences
 from sensorguard.service.bundle import Bundle
-from sensorguard.service.bundle_checks import default_rules, raise_at
+from sensorguard.service.bundle_checks import bundle_rules, default_rules
 from sensorguard.service.cleaning import admit_rows
 from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import SensorRules, SensorWatch, window_faults
@@ -41,7 +41,7 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
     Several machines in one file (``data.assets``) each get their own windows (their segments
     never join) and their own alert machine and drift baseline, as each asset does live.
     """
-    rules = replace(rules or default_rules(bundle), raise_at=raise_at(bundle))
+    rules = bundle_rules(rules or default_rules(bundle), bundle)
     if len(data) < bundle.window:
         raise DataError(f"{name}: {len(data)} usable rows, fewer than one window ({bundle.window})")
     # a channel with a sensor fault open in a window is imputed by the model and left out, as live

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import pandas as pd
 
 from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
-from sensorguard.service.bundle_checks import default_rules, raise_at
+from sensorguard.service.bundle_checks import bundle_rules, default_rules
 from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
@@ -107,7 +106,7 @@ def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: n
     if not np.isfinite(scores.score).any():
         return []  # shorter than one window: nothing was scored, so nothing to plot
     labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
-    rules = replace(rules or default_rules(bundle), raise_at=raise_at(bundle))  # (the bundle's, as `score`)
+    rules = bundle_rules(rules or default_rules(bundle), bundle)  # (the bundle's raise, as `score`)
     return [_save(plot_reconstructions(scorer, values, scores, x), out_dir / f"reconstructions{tag}.png"),
             _save(plot_scores(bundle, scores, segments, x, labels, rules, alive), out_dir / f"scores{tag}.png")]
 
