@@ -60,8 +60,8 @@ def last_half_slope(times: list[float], values: list[float]) -> float:
     """Least-squares slope of ``values`` per minute over the last half of the intervals (nan with
     fewer than 4 there). A leak keeps rising at a steady slope; a cache filling to its cap or the
     allocator's arenas growing to the working set level off, which the quarters alone do not show
-    when they take minutes to (session 39: RSS flat for the last 130 s of 8 minutes, +18.8 % by
-    quarters)."""
+    when they take minutes to (session 39, 28 minutes: +22.4 % by quarters, +0.09 MB/min over the
+    last half, flat from minute 12)."""
     half = len(values) // 2
     t, v = np.asarray(times[half:], dtype=float), np.asarray(values[half:], dtype=float)
     if len(t) < 4 or np.ptp(t) == 0:
