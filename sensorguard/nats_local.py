@@ -16,21 +16,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from sensorguard.service.localhost import free_ports
+
 
 class NatsError(RuntimeError):
     """A node could not be started (no binary, it exited, it did not listen)."""
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports: all bound at once, so the OS cannot hand one out twice."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def find_nats_server() -> str | None:

@@ -1,0 +1,54 @@
+"""Free loopback ports for the demo's broker, the benchmarks and the tests' own brokers and daemons."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from sensorguard.service import localhost
+from sensorguard.service.localhost import free_port, free_ports
+
+
+def ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path(localhost.EPHEMERAL_RANGE).read_text().split()
+    except OSError:
+        pytest.skip(f"{localhost.EPHEMERAL_RANGE} is not readable here (not Linux): no ephemeral range to avoid")
+    return int(low), int(high)
+
+
+def test_free_ports_lie_outside_the_range_outgoing_connections_take():
+    """A port from the kernel's ephemeral range can be taken as the local end of any outgoing
+    connection before the caller binds it (CI failed once on "Address already in use")."""
+    low, _ = ephemeral_range()
+    if low - localhost.PORTS_FROM < 2000:
+        pytest.skip(f"the ephemeral range starts at {low}: no room below it, free_port falls back to the OS")
+    ports = [free_port() for _ in range(20)] + free_ports(12)
+    assert all(localhost.PORTS_FROM <= p < low for p in ports), ports
+
+
+def test_free_ports_are_distinct_and_bindable():
+    ports = free_ports(16)
+    assert len(set(ports)) == 16
+    socks = [socket.socket() for _ in ports]
+    try:
+        for sock, port in zip(socks, ports, strict=True):
+            sock.bind(("127.0.0.1", port))
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_a_port_in_use_is_never_handed_out(monkeypatch):
+    """With the range narrowed to one port that is taken, the OS's choice is the fallback."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        taken = held.getsockname()[1]
+        monkeypatch.setattr(localhost, "PORTS_FROM", taken)
+        monkeypatch.setattr(localhost, "_ephemeral_low", lambda: taken + 1)
+        assert free_port() != taken
+        held.listen()
+        monkeypatch.setattr(localhost, "_ephemeral_low", lambda: taken + 5000)
+        assert taken not in free_ports(50)
