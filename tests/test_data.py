@@ -1,8 +1,10 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from sensorguard.training.data import DataError, drop_labeled, load_frame, series_from_frame
+from sensorguard.training.data import DataError, SensorData, drop_labeled, load_frame, series_from_frame
 from sensorguard.training.splits import WindowDataset, choose_window, split_by_time, window_starts
 from tests.conftest import plant_frame
 
@@ -403,3 +405,31 @@ def test_a_file_too_large_for_memory_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(pd, "read_csv", no_memory)
     with pytest.raises(DataError, match="too large to read into memory"):
         load_frame([tmp_path / "d.csv"])
+
+
+def test_take_keeps_telling_a_gap_from_a_cut_and_clean_pieces_count_only_gaps_as_fresh_starts():
+    """A fold or a split taken out of continuous readings starts a segment where the daemon would
+    not start its windows afresh; a gap in the readings does, and a machine's first reading is where
+    its history begins. Calibration counts a fresh start's first windows (the one-window raise can
+    fire there) and leaves the others' out."""
+    from sensorguard.training.crossfit import clean_pieces
+
+    segments = np.array([0] * 5 + [1] * 5)  # a gap before row 5
+    data = SensorData(np.zeros((10, 1)), np.arange(10.0), segments, ("a",), 1.0)
+    assert data.fresh_starts().tolist() == [False] * 5 + [True] + [False] * 4
+    kept = data.take(np.array([1, 1, 0, 1, 1, 1, 0, 0, 1, 1], bool))  # rows 2, 6 and 7 left out
+    assert kept.segments.tolist() == [0, 0, 1, 1, 2, 3, 3]
+    assert kept.fresh_starts().tolist() == [False, False, False, False, True, False, False]
+    assert kept.take(np.array([0, 0, 0, 0, 1, 1, 1], bool)).fresh_starts().tolist() == [True, False, False]
+    errors = np.ones((len(kept), 1))
+    pieces, starts, left_out = clean_pieces(errors, kept, window=1)
+    assert [len(p) for p in pieces] == [2, 2, 1, 2] and left_out == 0
+    assert starts == [False, False, True, False]  # the gap's row (original 5) alone
+    assert clean_pieces(np.ones((10, 1)), data, window=1)[1] == [False, True]
+    faulted = np.zeros((10, 1), bool)
+    faulted[5] = True  # the run after a sensor fault goes on in the same window buffer: no fresh start
+    pieces, starts, _ = clean_pieces(np.ones((10, 1)), replace(data, faulted=faulted), window=1)
+    assert [len(p) for p in pieces] == [5, 4] and starts == [False, False]
+    machines = SensorData(np.zeros((6, 1)), np.r_[np.arange(3.0), np.arange(3.0)], np.array([0, 0, 0, 1, 1, 1]),
+                          ("a",), 1.0, assets=np.array(["p1"] * 3 + ["p2"] * 3))
+    assert not machines.fresh_starts().any()  # each machine's first reading starts its history, no gap

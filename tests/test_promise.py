@@ -226,3 +226,56 @@ def test_the_raise_statistic_counts_one_window_at_raise_at():
     line, _ = alert_threshold([blips], HOP, RULES_AT, STEPS_PER_DAY, target=1.0)
     without, _ = alert_threshold([blips], HOP, RULES, STEPS_PER_DAY, target=1.0)
     assert line > 1.1 * without  # they would raise at once: the line moves up to keep the promise
+
+
+def test_a_segment_start_counts_its_first_windows_where_only_the_one_window_raise_can_fire():
+    """Before ``raise_after`` windows have been scored only one window at ``raise_at`` times the line
+    raises: at a fresh start those rows count with their error over it; at a fold's cut (readings
+    went on, no window starts afresh) they are left out as before."""
+    errors = np.array([3.0, 0.1, 0.1, 0.1, 0.1, 0.1])
+    np.testing.assert_allclose(raise_statistic(errors, 1, RULES_AT, start=True), [1.5, 0.05, 0.1, 0.1, 0.1, 0.1])
+    np.testing.assert_allclose(raise_statistic(errors, 1, RULES_AT), [0.1, 0.1, 0.1, 0.1])
+    np.testing.assert_allclose(raise_statistic(errors[:2], 1, RULES_AT, start=True), [1.5, 0.05])  # all too short
+    np.testing.assert_array_equal(raise_statistic(errors, 1, RULES, start=True), run_min(errors, 1, 3))  # no raise_at
+
+
+def test_many_short_segments_whose_first_window_jumps_are_promised_what_their_starts_raise():
+    """A file of 200 short segments (batches, restarts), each first window at 30 times the typical
+    error: calibrated without their starts, the line let every start raise at once (200 alerts in
+    0.14 days against 1 a day promised); counted, they set it."""
+    rng = np.random.default_rng(0)
+    pieces = []
+    for _ in range(200):
+        piece = rng.exponential(1.0, 60)
+        piece[0] = 30.0
+        pieces.append(piece)
+    old, old_record = alert_threshold(pieces, HOP, RULES_AT, 21600.0, target=1.0)
+    line, record = alert_threshold(pieces, HOP, RULES_AT, 21600.0, target=1.0, starts=[True] * 200)
+    assert old_record["observed_alerts"] == 200 and old < 15.0
+    assert line > 15.0 and record["observed_alerts"] == 0
+    cut, _ = alert_threshold(pieces, HOP, RULES_AT, 21600.0, target=1.0, starts=[False] * 200)
+    assert cut == old
+    with pytest.raises(ValueError, match="start flags"):
+        alert_threshold(pieces, HOP, RULES_AT, 21600.0, target=1.0, starts=[True])
+
+
+def test_train_tells_the_promise_which_calibration_pieces_start_after_a_gap(monkeypatch):
+    """Cross-fitting cuts the rows into folds: only the pieces that begin right after a gap in the
+    readings reach the promise as fresh starts (a fold's cut and the data's first row do not)."""
+    import sensorguard.training.train as train
+    from sensorguard.training.data import SensorData
+
+    seen: list[list[bool]] = []
+    real = train.alert_threshold
+
+    def spy(pieces, hop, rules, per_day, target, starts=None):
+        seen.append(list(starts))
+        return real(pieces, hop, rules, per_day, target, starts)
+
+    monkeypatch.setattr(train, "alert_threshold", spy)
+    rng = np.random.default_rng(0)
+    times = np.r_[np.arange(300.0), 1000 + np.arange(300.0)]  # one gap of 700 s after row 300
+    data = SensorData(rng.standard_normal((600, 3)), 1.7e9 + times, np.r_[np.zeros(300, int), np.ones(300, int)],
+                      ("a", "b", "c"), 1.0)
+    train.train_bundle(data, train.TrainOptions(max_epochs=1, window=16, progress=False))
+    assert len(seen) == 1 and sum(seen[0]) == 1  # the fold holding row 300 begins a piece there

@@ -58,9 +58,10 @@ def fold_masks(times: np.ndarray, folds: int = FOLDS) -> list[np.ndarray]:
 def cross_fit(
     data: SensorData, template: Bundle, options: Any, epochs: int, folds: int = FOLDS,
     init_state: dict | None = None,
-) -> tuple[list[np.ndarray], Fit, tuple[float, float]]:
+) -> tuple[list[np.ndarray], list[bool], Fit, tuple[float, float]]:
     """Per-channel window errors ``(n, C)`` of every fold from a network fit on the others (unit
-    channel weights; one array per segment), the last fold's fit (the network of the first
+    channel weights; one array per segment), whether each begins a segment of ``data`` (not a
+    fold's cut: :func:`clean_pieces`), the last fold's fit (the network of the first
     ``folds - 1`` blocks in time, which ``train`` serves on small data) and its
     :func:`held_out_losses` on the last block.
 
@@ -68,6 +69,7 @@ def cross_fit(
     PCA start) and trains for the epochs the main fit kept, so it is the same recipe minus the fold.
     """
     pieces: list[np.ndarray] = []
+    starts: list[bool] = []
     fit: Fit | None = None
     held = data
     for mask in fold_masks(data.times, folds):
@@ -77,9 +79,11 @@ def cross_fit(
         bundle = replace(template, config=fit.config, center_=fit.scaler.center_, scale_=fit.scaler.scale_,
                          threshold_=1.0, state_dict=fit.state, channel_weights_=None)
         error = Scorer(bundle, device=options.device).score_series(held.values, held.segments).channel_error
-        pieces.extend(clean_pieces(error, held, template.window)[0])
+        held_pieces, held_starts, _ = clean_pieces(error, held, template.window)
+        pieces.extend(held_pieces)
+        starts.extend(held_starts)
     assert fit is not None  # folds >= 1
-    return pieces, fit, held_out_losses(fit, held)
+    return pieces, starts, fit, held_out_losses(fit, held)
 
 
 def held_out_losses(fit: Fit, held: SensorData) -> tuple[float, float]:
@@ -114,17 +118,24 @@ def out_of_fold_errors(
     return cross_fit(data, template, options, epochs, folds, init_state)[0]
 
 
-def clean_pieces(channel_error: np.ndarray, data: SensorData, window: int) -> tuple[list[np.ndarray], int]:
+def clean_pieces(
+    channel_error: np.ndarray, data: SensorData, window: int
+) -> tuple[list[np.ndarray], list[bool], int]:
     """``(n, C)`` window errors cut into the runs of each segment whose windows hold no open sensor
     fault (a faulted window is no clean normal data; the windows either side of one are not
-    consecutive), and how many windows were left out."""
+    consecutive), whether each run starts where the daemon would start its windows afresh (right
+    after a gap in the readings: ``SensorData.fresh_starts``), and how many windows were left out."""
     faulty = np.zeros(len(data), dtype=bool)
     if data.faulted is not None:
         faulty = window_faults(data.faulted, data.segments, window).any(axis=1)
         faulty &= np.isfinite(channel_error).all(axis=1)
-    pieces = [channel_error[a + lo: a + hi] for a, b in segment_bounds(len(data), data.segments)
-              for lo, hi in _clean_runs(faulty[a:b])]
-    return pieces, int(faulty.sum())
+    fresh = data.fresh_starts()
+    pieces, starts = [], []
+    for a, b in segment_bounds(len(data), data.segments):
+        for lo, hi in _clean_runs(faulty[a:b]):
+            pieces.append(channel_error[a + lo: a + hi])
+            starts.append(lo == 0 and bool(fresh[a]))
+    return pieces, starts, int(faulty.sum())
 
 
 def _clean_runs(faulty: np.ndarray) -> list[tuple[int, int]]:

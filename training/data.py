@@ -58,6 +58,7 @@ class SensorData:
     assets: np.ndarray | None = None  # per row, its machine (files with an asset column); None: one machine
     source_assets: np.ndarray | None = None  # every input row's machine, in file order
     source_values: np.ndarray | None = None  # every input row's raw values (NaN: missing), in file order
+    gap_starts: np.ndarray | None = None  # per row: a gap in the readings ends there (None: from the segments)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -71,7 +72,8 @@ class SensorData:
         return [(str(self.assets[a]), slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def take(self, mask: np.ndarray) -> SensorData:
-        """The rows where ``mask`` holds; a run of dropped rows splits the segment there."""
+        """The rows where ``mask`` holds; a run of dropped rows splits the segment there (a cut, not a
+        gap in the readings: :meth:`fresh_starts` keeps telling the two apart)."""
         cut = np.cumsum(~mask)
         return SensorData(
             self.values[mask],
@@ -84,7 +86,19 @@ class SensorData:
             cleaning=self.cleaning,
             faulted=None if self.faulted is None else self.faulted[mask],
             assets=None if self.assets is None else self.assets[mask],
+            gap_starts=self.fresh_starts()[mask],
         )
+
+    def fresh_starts(self) -> np.ndarray:
+        """Per row, whether a gap in the readings ends there: the daemon starts its windows afresh
+        after one (a machine's first reading is where its history begins, not a gap; a split or a
+        cross-fitting fold cut out of continuous readings is none either)."""
+        if self.gap_starts is not None:
+            return self.gap_starts
+        fresh = np.r_[False, self.segments[1:] != self.segments[:-1]] if len(self) else np.zeros(0, dtype=bool)
+        for _, rows in self.blocks():
+            fresh[rows.start : rows.start + 1] = False
+        return fresh
 
     def rows_of(self, times: np.ndarray, assets: np.ndarray | None = None) -> np.ndarray:
         """Row of each given (asset and) time in this series, -1 where the row was dropped in cleaning."""

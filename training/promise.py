@@ -69,21 +69,26 @@ def run_min(errors: np.ndarray, hop: int, raise_after: int) -> np.ndarray:
     return np.minimum.reduce([e[span - j * hop : len(e) - j * hop] for j in range(raise_after)])
 
 
-def raise_statistic(errors: np.ndarray, hop: int, rules: AlertRules) -> np.ndarray:
+def raise_statistic(errors: np.ndarray, hop: int, rules: AlertRules, start: bool = False) -> np.ndarray:
     """Per row, the line at or below which the windows up to it raise an alert: :func:`run_min`,
     or the row's own error over ``rules.raise_at`` where one window that high raises at once.
 
-    A piece's first ``(raise_after - 1) * hop`` rows are left out, as :func:`run_min` leaves them:
-    the pieces are mostly cross-fitting's folds, cut out of continuous data, not the rare segment
-    starts where live only the one-window raise can fire. Counting them as starts (their error
-    over ``raise_at``) was tried: it raised TEP's line and cut its mean detection from 0.930 to
-    0.918 without changing a false alarm (docs/benchmarks.md, session 38); a file of many short
-    real segments is promised slightly fewer alerts than its starts can raise."""
+    A piece's first ``(raise_after - 1) * hop`` rows have too few windows before them for a run;
+    where the daemon starts its windows afresh there (``start``: right after a gap in the readings)
+    the one-window raise alone can fire, so they count with their error over ``raise_at``. At a
+    cross-fitting fold's cut (mostly what pieces are) the readings went on and no window starts
+    afresh, and a machine's first readings start once, not a day: those are left out. Counting
+    every piece's first rows was tried: TEP's mean detection fell from 0.930 to 0.918 without a
+    false alarm less (docs/benchmarks.md, session 38), and counting the data's first rows alone
+    took it to 0.841 (session 40): one window there set the extrapolated tail. A file of many
+    short segments was promised fewer alerts than their starts raise until gaps counted."""
     low = run_min(errors, hop, rules.raise_after)
-    if not len(low) or math.isinf(rules.raise_at):
+    if math.isinf(rules.raise_at):
         return low
+    e = np.asarray(errors, dtype=np.float64)
     span = (rules.raise_after - 1) * hop
-    return np.maximum(low, np.asarray(errors, dtype=np.float64)[span:] / rules.raise_at)
+    alone = e[:span] / rules.raise_at if start else np.empty(0)
+    return np.r_[alone, np.maximum(low, e[span:] / rules.raise_at)] if len(low) else alone
 
 
 def effective_fraction(series: Sequence[np.ndarray]) -> float:
@@ -131,19 +136,24 @@ def _autocorrelation_time(x: np.ndarray) -> float | None:
 
 
 def alert_threshold(
-    errors: Sequence[np.ndarray], hop: int, rules: AlertRules, steps_per_day: float, target: float
+    errors: Sequence[np.ndarray], hop: int, rules: AlertRules, steps_per_day: float, target: float,
+    starts: Sequence[bool] | None = None,
 ) -> tuple[float, dict]:
     """Threshold for ``target`` false alerts per day from per-segment window errors (one per row).
 
     errors: the error of the window ending at each row, one array per contiguous segment of
     calibration data (the model never trained on it). steps_per_day: windows the daemon scores a
-    day per asset (86400 / (sample period x hop)).
+    day per asset (86400 / (sample period x hop)). starts: per segment, whether the daemon starts
+    its windows afresh there (:func:`raise_statistic`); None: none does (cross-fitting's cuts).
     """
     if not target > 0:
         raise ValueError(f"false alerts per day must be > 0, got {target}")
     pieces = [e[np.isfinite(e)] for e in (np.asarray(e, dtype=np.float64) for e in errors)]
     raise_after = rules.raise_after
-    stat = [raise_statistic(e, hop, rules) for e in pieces]
+    fresh = [False] * len(pieces) if starts is None else [bool(x) for x in starts]
+    if len(fresh) != len(pieces):
+        raise ValueError(f"{len(fresh)} start flags for {len(pieces)} pieces of calibration errors")
+    stat = [raise_statistic(e, hop, rules, start) for e, start in zip(pieces, fresh, strict=True)]
     pooled = np.concatenate(stat) if stat else np.empty(0)
     if len(pooled) < 10:
         raise ValueError(f"calibration data hold {len(pooled)} alert steps; need at least 10")

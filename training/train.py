@@ -175,9 +175,9 @@ def train_bundle(
         restart_gap_s=cleaning.gap_s,
         sensors=learn_sensor_rules(data.channels, data.values, data.segments, cleaning.fill_limit),
     )
-    pieces, served, (served_loss, start_loss) = (
+    pieces, starts, served, (served_loss, start_loss) = (
         cross_fit(data, bundle, options, fit.best_epoch, init_state=init_state) if crossfit
-        else ([], fit, (math.nan, math.nan)))
+        else ([], [], fit, (math.nan, math.nan)))
     scaler, start = served.scaler, fit.start
     notes = list(data.notes)
     if scaler.constant:
@@ -230,7 +230,7 @@ def train_bundle(
             return threshold_bundle(bundle, pieces, {**data.fingerprint(), "cross_fitted_folds": FOLDS},
                                     options.threshold_method, options.false_alarm_rate, options.false_alerts_per_day,
                                     weigh_channels=options.weigh_channels, drift=drift,
-                                    period=reading_period(data, bundle))
+                                    period=reading_period(data, bundle), starts=starts)
         return calibrate_bundle(bundle, splits.calibration, options.threshold_method, options.false_alarm_rate,
                                 device=options.device, false_alerts_per_day=options.false_alerts_per_day,
                                 weigh_channels=options.weigh_channels, drift=drift)
@@ -294,7 +294,7 @@ def calibrate_bundle(
     unweighted = replace(bundle, channel_weights_=None)
     scores = Scorer(unweighted, device=device).score_series(data.values, data.segments)
     record = data.fingerprint()
-    pieces, left_out = clean_pieces(scores.channel_error, data, bundle.window)
+    pieces, starts, left_out = clean_pieces(scores.channel_error, data, bundle.window)
     if data.faulted is not None:
         record["sensor_fault_windows_left_out"] = left_out
     errors = np.concatenate([p[np.isfinite(p).all(axis=1)] for p in pieces]) if pieces else np.empty((0, 1))
@@ -304,7 +304,7 @@ def calibrate_bundle(
             "need at least 10"
         )
     return threshold_bundle(bundle, pieces, record, method, false_alarm_rate, false_alerts_per_day, rules,
-                            weigh_channels, drift, reading_period(data, bundle))
+                            weigh_channels, drift, reading_period(data, bundle), starts)
 
 
 def reading_period(data: SensorData, bundle: Bundle) -> float | None:
@@ -342,13 +342,15 @@ def threshold_bundle(
     weigh_channels: bool = True,
     drift: bool = False,
     period: float | None = None,
+    starts: list[bool] | None = None,
 ) -> Bundle:
     """The bundle with channel weights and a threshold picked from held-out per-channel window
     errors (one ``(n, C)`` array per segment, unit weights).
 
     data_record: what the errors came from (a data fingerprint), kept in the calibration record.
     period: seconds between readings for counting scored windows a day (:func:`reading_period`;
-    None: the bundle's sample period).
+    None: the bundle's sample period). starts: per piece, whether the daemon starts its windows
+    afresh there (``clean_pieces``), where one window over ``raise_at`` times the line raises alone.
     """
     weights = channel_weights(channel_pieces) if weigh_channels else None
     pieces = [(e * (1.0 if weights is None else weights)).mean(axis=1) for e in channel_pieces]
@@ -359,7 +361,7 @@ def threshold_bundle(
     window_rate = false_alarm_rate if false_alarm_rate is not None else 1e-3
     threshold, record = pick_threshold(errors, method, window_rate, per_day)
     if false_alarm_rate is None and false_alerts_per_day is not None and per_day:
-        threshold, alerts = alert_threshold(pieces, bundle.hop, rules, per_day, false_alerts_per_day)
+        threshold, alerts = alert_threshold(pieces, bundle.hop, rules, per_day, false_alerts_per_day, starts)
         for unused in ("false_alarm_rate", "params"):  # the window-rate fit's, not what set this line
             record.pop(unused, None)
         record.update(method="alerts", requested_method="alerts", threshold=threshold, alerts=alerts,
