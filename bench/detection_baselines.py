@@ -190,10 +190,15 @@ def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptio
     if method == "alerts":  # the bundle's rule: a threshold for N false alerts a day through the raise rule
         cal_errors = errors(cal_w)
         seg = splits.calibration.segments[cal_rows]
-        pieces = np.split(cal_errors, np.flatnonzero(np.diff(seg)) + 1)
+        cuts = np.flatnonzero(np.diff(seg)) + 1
+        pieces = np.split(cal_errors, cuts)
+        # as train: a piece's first windows count where a gap in the readings ends just before it
+        fresh = splits.calibration.fresh_starts()
+        first_row = {int(s): int(np.argmax(splits.calibration.segments == s)) for s in np.unique(seg)}
+        starts = [bool(fresh[first_row[int(seg[i])]]) for i in np.r_[0, cuts]] if len(seg) else [False] * len(pieces)
         alerts = bundle.calibration["alerts"]
         rules = AlertRules(raise_after=alerts["raise_after"], raise_at=bundle.raise_at)
-        threshold, promise = alert_threshold(pieces, hop, rules, per_day, alerts["target_per_day"])
+        threshold, promise = alert_threshold(pieces, hop, rules, per_day, alerts["target_per_day"], starts)
         record = {"method": f"alerts ({promise['tail']} tail)", "windows": len(cal_w),
                   "expected_false_alarms_per_day": promise["promised_per_day"]}
     else:

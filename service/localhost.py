@@ -31,7 +31,7 @@ def free_port() -> int:
 
 def free_ports(n: int) -> list[int]:
     """``n`` distinct free loopback ports, below the ephemeral range where it leaves room, else from the OS."""
-    low = _ephemeral_low()
+    low = min(_ephemeral_low(), 65536)
     if low - PORTS_FROM >= 4 * n + 1000:
         chosen: list[int] = []
         pick = random.SystemRandom()
@@ -64,7 +64,7 @@ def port_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
-        except OSError:
+        except (OSError, OverflowError):  # (a port past 65535 is an OverflowError)
             return False
         return True
 

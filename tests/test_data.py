@@ -433,3 +433,16 @@ def test_take_keeps_telling_a_gap_from_a_cut_and_clean_pieces_count_only_gaps_as
     machines = SensorData(np.zeros((6, 1)), np.r_[np.arange(3.0), np.arange(3.0)], np.array([0, 0, 0, 1, 1, 1]),
                           ("a",), 1.0, assets=np.array(["p1"] * 3 + ["p2"] * 3))
     assert not machines.fresh_starts().any()  # each machine's first reading starts its history, no gap
+
+
+def test_concatenated_series_keep_their_gaps_and_their_cuts():
+    """``calibrate --recorded`` and ``retrain`` join series (labelled rows dropped, recorded
+    machines): a part's first row and a dropped label's cut are no gaps (found by review: joined,
+    they turned into fresh starts and their first windows into promised raises)."""
+    from sensorguard.training.data import concat_series
+
+    first = SensorData(np.zeros((10, 1)), np.arange(10.0), np.r_[np.zeros(6, int), np.ones(4, int)], ("a",), 1.0)
+    cut = first.take(np.arange(10) != 3)  # a labelled row left out: a cut at the old row 4
+    other = SensorData(np.zeros((3, 1)), 20 + np.arange(3.0), np.zeros(3, int), ("a",), 1.0)
+    joined = concat_series([cut, other])
+    assert joined.fresh_starts().tolist() == [False] * 5 + [True] + [False] * 6  # the gap at the old row 6 alone

@@ -42,13 +42,20 @@ def test_free_ports_are_distinct_and_bindable():
 
 
 def test_a_port_in_use_is_never_handed_out(monkeypatch):
-    """With the range narrowed to one port that is taken, the OS's choice is the fallback."""
+    """The random pick checks each port: a held one in the range is never returned."""
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
-        taken = held.getsockname()[1]
-        monkeypatch.setattr(localhost, "PORTS_FROM", taken)
-        monkeypatch.setattr(localhost, "_ephemeral_low", lambda: taken + 1)
-        assert free_port() != taken
         held.listen()
-        monkeypatch.setattr(localhost, "_ephemeral_low", lambda: taken + 5000)
-        assert taken not in free_ports(50)
+        taken = held.getsockname()[1]
+        monkeypatch.setattr(localhost, "PORTS_FROM", taken - 1199)  # the smallest range 50 ports are drawn from
+        monkeypatch.setattr(localhost, "_ephemeral_low", lambda: taken + 1)  # the range holds the taken port
+        tries = []
+        real = localhost.port_free
+        monkeypatch.setattr(localhost, "port_free", lambda port: tries.append(port) or real(port))
+        picked = [p for _ in range(400) for p in free_ports(50)]  # 20,000 draws from 1,200 ports
+        assert taken not in picked and all(taken - 1199 <= p <= taken for p in picked)
+        assert taken in tries  # it was drawn and refused, not just missed
+
+
+def test_a_range_past_the_last_port_is_clamped():
+    assert not localhost.port_free(70000)  # refused, not an OverflowError

@@ -339,6 +339,7 @@ def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> Sen
             parts[0].cleaning, sample_period=float(np.median(periods)) if periods else None),
         assets=np.concatenate([p.assets for p in parts]) if all(p.assets is not None for p in parts) else None,
         faulted=_faulted(parts),
+        gap_starts=np.concatenate([p.fresh_starts() for p in parts]),  # a part's first row is no gap, nor a cut
     )
 
 
