@@ -43,6 +43,9 @@ set prints "skipped: ... not found under ..."):
 - recordings: the hidden test bench's protocol on simulated plants: 8 recordings (4 with
   ``--quick``) of 1,200 rows at 1 Hz, each trained on its first 400 normal rows and tested on the
   800 after them, about a third of them faulty; tables per recording and pooled.
+- servers: 4 simulated servers (2 with ``--quick``) at 1-minute samples, 24 channels: 8 process
+  channels, 8 that spike now and then as normal work, 8 event counters; each trained on its first
+  4,000 normal rows and tested on the 4,000 after them (``detection_data.server_frame``).
 - nab: the real NAB univariate files, each trained on NAB's probationary period (15 % of its rows,
   750 at most, free of labeled windows by NAB's own rule) and tested on the rest (3 with ``--quick``).
 - tep: Tennessee Eastman (``tep/SOURCE.md``): one training run on ``d00.dat`` (500 rows), then
@@ -50,7 +53,7 @@ set prints "skipped: ... not found under ..."):
   rate and delay (see ``detection_tep``).
 
 Run: ``python bench/detection.py`` (everything), ``--quick`` (smaller simulated data, 3 NAB files,
-TEP as always), ``--only simulated|recordings|nab|tep``, ``--drift`` / ``--no-drift`` (sensorguard
+TEP as always), ``--only simulated|recordings|servers|nab|tep``, ``--drift`` / ``--no-drift`` (sensorguard
 with its drift rule on / off; default: as ``train`` chooses by size),
 ``--recordings N`` (how many simulated recordings; 8 are few: a change that gained 0.06 F1 on
 them lost as much on 24), ``--seeds N`` (train with seeds 0..N-1 and pool the simulated,
@@ -91,6 +94,7 @@ from bench.detection_data import (  # noqa: E402
     nab_cases,
     nab_missing,
     recordings_cases,
+    servers_cases,
     simulated_cases,
 )
 from bench.detection_tables import (  # noqa: E402
@@ -203,6 +207,11 @@ def recordings(quick: bool, options: TrainOptions, seeds: int = 1, count: int | 
     pooled_section(recordings_cases(quick, count), options, "recording", seeds)
 
 
+def servers(quick: bool, options: TrainOptions, seeds: int = 1) -> None:
+    print("\n== simulated servers (train: each one's first 4,000 normal rows at 1 min, test: the 4,000 after) ==")
+    pooled_section(servers_cases(quick), options, "server", seeds)
+
+
 def pooled_section(cases: Iterable[Case | str], options: TrainOptions, what: str, seeds: int = 1) -> None:
     """Every case fitted and run on its own (once per training seed); tables per case, mean, and
     pooled over all cases (and seeds)."""
@@ -271,7 +280,8 @@ def print_pooled_tables(per_file: list[dict], pooled: dict, ops: dict[tuple[str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller simulated data and 3 NAB files")
-    parser.add_argument("--only", choices=("simulated", "recordings", "nab", "tep"), help="run one data set only")
+    parser.add_argument("--only", choices=("simulated", "recordings", "servers", "nab", "tep"),
+                        help="run one data set only")
     parser.add_argument("--drift", action=argparse.BooleanOptionalAction, default=None,
                         help="train sensorguard with the drift rule on / off (default: as train chooses by size)")
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
@@ -299,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         simulated(args.quick, options, args.seeds)
     if args.only in (None, "recordings"):
         recordings(args.quick, options, args.seeds, args.recordings)
+    if args.only in (None, "servers"):
+        servers(args.quick, options, args.seeds)
     if args.only in (None, "nab"):
         nab(root / "nab", args.quick, options, args.seeds)
     if args.only in (None, "tep"):

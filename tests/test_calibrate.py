@@ -68,14 +68,29 @@ def test_channel_weights_even_out_typical_errors_with_a_floor():
     w = channel_weights(errors)
     assert w.mean() == pytest.approx(1.0)
     stacked = np.concatenate(errors)
-    medians = np.median(stacked[np.isfinite(stacked).all(axis=1)], axis=0)
-    expected = 1.0 / np.maximum(medians, WEIGHT_FLOOR * np.median(medians))
+    means = stacked[np.isfinite(stacked).all(axis=1)].mean(axis=0)
+    expected = 1.0 / np.maximum(means, WEIGHT_FLOOR * np.median(means))
     np.testing.assert_allclose(w, expected / expected.mean(), rtol=1e-12)
-    products = medians * w  # each channel's typical error counts the same ...
+    products = means * w  # each channel's typical error counts the same ...
     assert products[:3] == pytest.approx(np.full(3, products[0]), rel=1e-9)
     assert w[3] < 10 * w[1]  # ... except the quiet one, stopped at the floor (unfloored: 500,000x)
     with pytest.raises(ValueError, match="no finite"):
         channel_weights([np.full((3, 4), np.nan)])
+
+
+def test_a_channel_that_spikes_as_part_of_normal_work_is_not_weighed_up():
+    """Weighted by its median error (near 0: it sits still between spikes), a channel with normal
+    rare spikes got the floor's weight, ten times a process channel's, and each spike became the
+    day's largest score: the line rose above every process fault (a simulated server: alert F1
+    0.01). Weighted by its mean error, it weighs no more than the process channels."""
+    from sensorguard.training.calibrate import channel_weights
+
+    rng = np.random.default_rng(0)
+    process = rng.exponential(1.0, (4000, 3))
+    spiky = np.where(rng.random(4000) < 1 / 400, rng.uniform(100, 1000, 4000), 1e-3 * rng.random(4000))
+    w = channel_weights([np.c_[process, spiky]])
+    assert w[3] < w[:3].min()
+    assert w[:3].max() / w[:3].min() < 1.1  # the process channels still count alike
 
 
 @pytest.mark.parametrize("flat", [4, 6, 9])

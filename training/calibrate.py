@@ -131,22 +131,27 @@ def channel_weights(channel_errors: list[np.ndarray]) -> np.ndarray:
 
     A plain mean over channels lets the channels the model reconstructs worst (noisy analysers)
     set the score, so a clear shift in a channel it reconstructs well is diluted away; dividing
-    each channel's error by its typical held-out error (the median) makes every channel's normal
-    error count the same, as normalized residuals do in PCA monitoring (on Tennessee Eastman it
-    caught more of the faults at the same false-alarm rate). The typical error is floored at
-    ``WEIGHT_FLOOR`` of a typical channel's, so a channel that barely moved in the held-out data
-    (quantized, idle, constant) cannot get a weight that turns its first real change into an alert.
-    The typical channel is the median one, but never below ``WEIGHT_FLOOR`` of the largest: when
-    half the channels or more are near-flat (setpoints, status flags) the median is one of them, and
-    a floor from it protected nothing (6 flat channels of 10 got 480,000 times the live ones' weight,
-    found by review). On every benchmark set the median is above that, so nothing changes there.
-    Weights are scaled to mean 1.
+    each channel's error by its typical held-out error makes every channel's normal error count
+    the same, as normalized residuals do in PCA monitoring (on Tennessee Eastman it caught more of
+    the faults at the same false-alarm rate). The typical error is the mean, not the median: a
+    channel that sits still and spikes now and then as part of normal work (a server's error
+    counter, a relief valve, a quantized flow) has a median near 0, and a weight from it made each
+    of its normal spikes the day's largest score, so the line rose above every process fault (a
+    simulated server, 8 such channels of 24: alert F1 0.01; with the mean 0.40, PCA T^2/Q 0.52).
+    The mean counts how often and how far a channel strays, so its normal spikes weigh what they
+    are (docs/benchmarks.md, session 40: F1 rose on every multivariate set but one). The typical
+    error is floored at ``WEIGHT_FLOOR`` of a typical channel's, so a channel that barely moved in
+    the held-out data (idle, constant) cannot get a weight that turns its first real change into
+    an alert. The typical channel is the median one, but never below ``WEIGHT_FLOOR`` of the
+    largest: when half the channels or more are near-flat (setpoints, status flags) the median is
+    one of them, and a floor from it protected nothing (6 flat channels of 10 got 480,000 times the
+    live ones' weight, found by review). Weights are scaled to mean 1.
     """
     stacked = np.concatenate([np.asarray(e, dtype=np.float64) for e in channel_errors])
     stacked = stacked[np.isfinite(stacked).all(axis=1)]
     if len(stacked) == 0:
         raise ValueError("no finite held-out window errors to weigh channels with")
-    typical = np.median(stacked, axis=0)
+    typical = stacked.mean(axis=0)
     reference = max(float(np.median(typical)), WEIGHT_FLOOR * float(typical.max()))
     floor = max(WEIGHT_FLOOR * reference, 1e-12)
     weights = 1.0 / np.maximum(typical, floor)

@@ -371,7 +371,7 @@ def threshold_bundle(
     if drift:
         record["drift"] = drift_rule(errors / threshold).to_dict()
     if weights is not None:
-        record["channel_weights"] = (f"1 / median held-out error per channel, floored at {WEIGHT_FLOOR:g} of the "
+        record["channel_weights"] = (f"1 / mean held-out error per channel, floored at {WEIGHT_FLOOR:g} of the "
                                      f"channels' median and at least {WEIGHT_FLOOR**2:g} of the largest, mean 1")
     return bundle.with_threshold(threshold, record)
 
