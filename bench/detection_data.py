@@ -123,16 +123,18 @@ def recordings_cases(quick: bool, count: int | None = None) -> list[Case]:
     (seeds 100 on) instead: 8 are few to judge a change by (session 40: a change that gained 0.06
     F1 on these 8 lost 0.06 to 0.09 on 24).
     """
-    out = []
-    for seed in range(100, 100 + (count or (4 if quick else 8))):
-        frame = simulate(rows=RECORDING_ROWS, channels=8, seed=seed, anomalies=True,
-                         anomaly_rate=RECORDING_FAULT_SHARE, anomalies_from=MIN_NORMAL_ROWS)
-        name = f"recording seed={seed}"
-        train = series_from_frame(frame.iloc[:MIN_NORMAL_ROWS].drop(columns="anomaly"), f"{name}[train]")
-        rest = frame.iloc[MIN_NORMAL_ROWS:].reset_index(drop=True)
-        test = series_from_frame(rest, f"{name}[test]", label_column="anomaly")
-        out.append(Case(name, train, test, test.labels["anomaly"]))
-    return out
+    return [split_case(simulate(rows=RECORDING_ROWS, channels=8, seed=seed, anomalies=True,
+                                anomaly_rate=RECORDING_FAULT_SHARE, anomalies_from=MIN_NORMAL_ROWS),
+                       f"recording seed={seed}", MIN_NORMAL_ROWS)
+            for seed in range(100, 100 + (count or (4 if quick else 8)))]
+
+
+def split_case(frame: pd.DataFrame, name: str, rows: int) -> Case:
+    """A labelled frame as a case: trained on its first ``rows`` (normal) rows, tested on the rest."""
+    train = series_from_frame(frame.iloc[:rows].drop(columns="anomaly"), f"{name}[train]")
+    rest = frame.iloc[rows:].reset_index(drop=True)
+    test = series_from_frame(rest, f"{name}[test]", label_column="anomaly")
+    return Case(name, train, test, test.labels["anomaly"])
 
 
 SERVER_ROWS = 4_000  # rows per half of a simulated server: trained on the first, tested on the second
@@ -159,15 +161,8 @@ def server_frame(seed: int, rows: int = 2 * SERVER_ROWS) -> pd.DataFrame:
 def servers_cases(quick: bool) -> list[Case]:
     """Simulated servers (:func:`server_frame`, seeds 200-203, 2 with ``quick``): each trained on
     its first 4,000 normal rows and tested on the 4,000 after them, about 6 % of them faulty."""
-    out = []
-    for seed in range(200, 202 if quick else 204):
-        frame = server_frame(seed)
-        name = f"server seed={seed}"
-        train = series_from_frame(frame.iloc[:SERVER_ROWS].drop(columns="anomaly"), f"{name}[train]")
-        rest = frame.iloc[SERVER_ROWS:].reset_index(drop=True)
-        test = series_from_frame(rest, f"{name}[test]", label_column="anomaly")
-        out.append(Case(name, train, test, test.labels["anomaly"]))
-    return out
+    seeds = range(200, 202 if quick else 204)
+    return [split_case(server_frame(seed), f"server seed={seed}", SERVER_ROWS) for seed in seeds]
 
 
 # --- NAB -----------------------------------------------------------------------------------------
