@@ -1,0 +1,112 @@
+"""The clean series every stage works on: values, times and segment ids, and how to cut it.
+
+``training.data`` builds one from a table (loading and cleaning); splits, folds and calibration
+take rows out of it with :meth:`SensorData.take`, which remembers where a cut (rows left out of
+continuous readings) differs from a gap in the readings (where the daemon starts afresh).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from sensorguard.service.cleaning import CleaningPolicy
+from sensorguard.training.tables import machine_rows
+
+
+@dataclass(frozen=True)
+class SensorData:
+    """A clean series: ``values`` is ``(T, C)`` float64, ``times`` epoch seconds, ``segments`` ids."""
+
+    values: np.ndarray
+    times: np.ndarray
+    segments: np.ndarray
+    channels: tuple[str, ...]
+    sample_period: float | None
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    source_times: np.ndarray | None = None  # every input row's time, in file order (for per-row output)
+    cleaning: CleaningPolicy | None = None  # the policy the rows were cleaned with
+    faulted: np.ndarray | None = None  # (T, C) bool: a sensor fault open on the channel at the row
+    assets: np.ndarray | None = None  # per row, its machine (files with an asset column); None: one machine
+    source_assets: np.ndarray | None = None  # every input row's machine, in file order
+    source_values: np.ndarray | None = None  # every input row's raw values (NaN: missing), in file order
+    gap_starts: np.ndarray | None = None  # per row: a gap in the readings ends there (None: from the segments)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def blocks(self) -> list[tuple[str | None, slice]]:
+        """Each machine's rows as ``(asset, slice)``: machines are contiguous, each sorted by time."""
+        if self.assets is None or not len(self):
+            return [(None, slice(0, len(self)))]
+        cuts = np.flatnonzero(self.assets[1:] != self.assets[:-1]) + 1
+        bounds = [0, *cuts.tolist(), len(self)]
+        return [(str(self.assets[a]), slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def take(self, mask: np.ndarray) -> SensorData:
+        """The rows where ``mask`` holds; a run of dropped rows splits the segment there (a cut, not a
+        gap in the readings: :meth:`fresh_starts` keeps telling the two apart)."""
+        cut = np.cumsum(~mask)
+        return SensorData(
+            self.values[mask],
+            self.times[mask],
+            renumber((self.segments + cut)[mask]),
+            self.channels,
+            self.sample_period,
+            {k: v[mask] for k, v in self.labels.items()},
+            self.notes,
+            cleaning=self.cleaning,
+            faulted=None if self.faulted is None else self.faulted[mask],
+            assets=None if self.assets is None else self.assets[mask],
+            gap_starts=self.fresh_starts()[mask],
+        )
+
+    def fresh_starts(self) -> np.ndarray:
+        """Per row, whether a gap in the readings ends there: the daemon starts its windows afresh
+        after one (a machine's first reading is where its history begins, not a gap; a split or a
+        cross-fitting fold cut out of continuous readings is none either)."""
+        if self.gap_starts is not None:
+            return self.gap_starts
+        fresh = np.r_[False, self.segments[1:] != self.segments[:-1]] if len(self) else np.zeros(0, dtype=bool)
+        for _, rows in self.blocks():
+            fresh[rows.start : rows.start + 1] = False
+        return fresh
+
+    def rows_of(self, times: np.ndarray, assets: np.ndarray | None = None) -> np.ndarray:
+        """Row of each given (asset and) time in this series, -1 where the row was dropped in cleaning."""
+        times = np.asarray(times)
+        out = np.full(len(times), -1, dtype=np.int64)
+        everything = np.arange(len(times))
+        groups = {} if assets is None else machine_rows(assets)
+        for asset, rows in self.blocks():
+            own = everything if asset is None or assets is None else groups.get(asset, everything[:0])
+            block = self.times[rows]
+            if not len(block) or not len(own):
+                continue
+            idx = np.clip(np.searchsorted(block, times[own]), 0, len(block) - 1)
+            hit = block[idx] == times[own]
+            out[own[hit]] = idx[hit] + rows.start
+        return out
+
+    def fingerprint(self) -> dict:
+        """Rows, time range and a content hash: enough to tell later which data trained a model."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.values).tobytes()).hexdigest()[:16]
+        finite = self.times[np.isfinite(self.times)]  # (machines are blocks: the last row is not the latest)
+        span = [_iso(finite.min()), _iso(finite.max())] if len(finite) else [None, None]
+        return {"rows": len(self), "time_range": span, "sha256_16": digest, "channels": list(self.channels)}
+
+
+
+def renumber(segment: np.ndarray) -> np.ndarray:
+    """Segment ids counted from 0, one more at each change."""
+    if not len(segment):
+        return segment
+    return np.concatenate([[0], np.cumsum(segment[1:] != segment[:-1])])
+
+
+def _iso(seconds: float) -> str:
+    return pd.Timestamp(seconds, unit="s", tz="UTC").isoformat()
