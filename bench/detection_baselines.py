@@ -31,7 +31,7 @@ from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import default_rules
 from sensorguard.service.drift import DriftRule
-from sensorguard.service.scorer import Scorer
+from sensorguard.service.scorer import Scorer, segment_bounds
 from sensorguard.service.sensors import watch_rows, window_faults
 from sensorguard.training.calibrate import pick_threshold
 from sensorguard.training.data import SensorData
@@ -194,8 +194,8 @@ def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptio
         pieces = np.split(cal_errors, cuts)
         # as train: a piece's first windows count where a gap in the readings ends just before it
         fresh = splits.calibration.fresh_starts()
-        first_row = {int(s): int(np.argmax(splits.calibration.segments == s)) for s in np.unique(seg)}
-        starts = [bool(fresh[first_row[int(seg[i])]]) for i in np.r_[0, cuts]] if len(seg) else [False] * len(pieces)
+        first_rows = segment_bounds(len(splits.calibration), splits.calibration.segments)  # (segment ids count from 0)
+        starts = [bool(fresh[first_rows[seg[i]][0]]) for i in np.r_[0, cuts]] if len(seg) else [False] * len(pieces)
         alerts = bundle.calibration["alerts"]
         rules = AlertRules(raise_after=alerts["raise_after"], raise_at=bundle.raise_at)
         threshold, promise = alert_threshold(pieces, hop, rules, per_day, alerts["target_per_day"], starts)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -11,18 +10,12 @@ from sensorguard.service import localhost
 from sensorguard.service.localhost import free_port, free_ports
 
 
-def ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path(localhost.EPHEMERAL_RANGE).read_text().split()
-    except OSError:
-        pytest.skip(f"{localhost.EPHEMERAL_RANGE} is not readable here (not Linux): no ephemeral range to avoid")
-    return int(low), int(high)
-
-
 def test_free_ports_lie_outside_the_range_outgoing_connections_take():
     """A port from the kernel's ephemeral range can be taken as the local end of any outgoing
     connection before the caller binds it (CI failed once on "Address already in use")."""
-    low, _ = ephemeral_range()
+    low = localhost._ephemeral_low()
+    if low == 0:
+        pytest.skip(f"{localhost.EPHEMERAL_RANGE} is not readable here (not Linux): no ephemeral range to avoid")
     if low - localhost.PORTS_FROM < 2000:
         pytest.skip(f"the ephemeral range starts at {low}: no room below it, free_port falls back to the OS")
     ports = [free_port() for _ in range(20)] + free_ports(12)
