@@ -18,11 +18,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 
 from sensorguard.service.localhost import MOSQUITTO_PLACES, free_port
+
+
+def client_id(prefix: str) -> str:
+    """A client id no other client of the broker holds: a broker drops the older of two clients with
+    one id, so a suffix drawn from free ports (random, and they repeat) could drop a test's daemon."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def need_program(program: str, *extra: str, package: str | None = None) -> str:

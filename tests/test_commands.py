@@ -14,7 +14,7 @@ import pytest
 from sensorguard.service.commands import AlarmControls, Command, parse_command
 from sensorguard.service.state import load_states
 from tests.conftest import epoch, plant_frame
-from tests.mosquitto import Collector, Publisher, free_port, metric, start_daemon, wait_for
+from tests.mosquitto import Collector, Publisher, client_id, metric, start_daemon, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ["c0", "c1", "c2"]
@@ -114,7 +114,7 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
     faulty[600:800, 1] += 6.0 * np.sign(np.sin(np.arange(200) / 3.0))  # raises an alert when announced
     state_dir = tmp_path / "state"
     flags = {"model": str(tmp_path / "bundle"), "broker": mosquitto.url, "metrics_port": 0,
-             "client_id": f"sg-cmd-{free_port()}", "state_dir": str(state_dir)}
+             "client_id": client_id("sg-cmd"), "state_dir": str(state_dir)}
     from sensorguard.service.bundle import save_bundle
 
     save_bundle(bundle, tmp_path / "bundle")
@@ -176,7 +176,7 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
 @pytest.mark.integration
 def test_a_command_for_an_asset_no_daemon_serves_says_so(mosquitto, trained_dir):
     flags = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0,
-             "client_id": f"sg-cmd2-{free_port()}", "partition": ["site-a/#"]}
+             "client_id": client_id("sg-cmd2"), "partition": ["site-a/#"]}
     daemon, _ = start_daemon(flags)
     try:
         out = subprocess.run([sys.executable, "-m", "sensorguard", "shelve", "site-b/pump-1", "--for", "1h",
@@ -343,7 +343,7 @@ def test_the_shipped_acl_lets_an_operator_shelve_and_keeps_a_sensor_from_it(tmp_
         (tmp_path / f"{user}.pw").write_text(f"{user}-pw\n")
     broker = broker_with(tmp_path / "acl", ["allow_anonymous false", f"password_file {passwords}",
                                             f"acl_file {ROOT / 'deploy' / 'mosquitto' / 'acl'}"])
-    flags = {"model": str(trained_dir), "broker": broker.url, "metrics_port": 0, "client_id": f"sg-acl-{free_port()}",
+    flags = {"model": str(trained_dir), "broker": broker.url, "metrics_port": 0, "client_id": client_id("sg-acl"),
              "username": "sensorguard", "password_file": str(tmp_path / "sensorguard.pw")}
     daemon, _ = start_daemon(flags)
     try:
@@ -560,7 +560,7 @@ def test_a_daemon_whose_readings_subscription_is_refused_says_so_and_is_not_read
 
     broker = refusing_broker(tmp_path, ("sensors/#",))
     settings = load_settings({"model": str(trained_dir), "broker": broker.url, "metrics_port": 0,
-                              "client_id": f"sg-refused-{free_port()}"}, {})
+                              "client_id": client_id("sg-refused")}, {})
     daemon = Daemon(settings, load_model(settings))
     try:
         with caplog.at_level("ERROR"):

@@ -17,7 +17,7 @@ from sensorguard.service.registry import current_version, load_current, publish
 from sensorguard.training.data import series_from_frame
 from sensorguard.training.offline import score_data
 from tests.conftest import epoch, plant_frame
-from tests.mosquitto import Collector, Publisher, free_port, start_daemon, wait_for
+from tests.mosquitto import Collector, Publisher, client_id, start_daemon, wait_for
 from tests.test_daemon_integration import CHANNELS, expected_windows
 from tests.test_hot_swap import value
 
@@ -55,7 +55,7 @@ def test_a_recurring_false_alarm_acknowledged_and_retrained_away_while_a_fault_s
     publish(bundle, registry, NAME)
     record_dir = tmp_path / "recorded"
     flags = {"registry": str(registry), "name": NAME, "broker": mosquitto.url, "metrics_port": 0,
-             "client_id": f"sg-fa-{free_port()}", "record_dir": str(record_dir), "record_guard_s": 60.0,
+             "client_id": client_id("sg-fa"), "record_dir": str(record_dir), "record_guard_s": 60.0,
              "state_dir": str(tmp_path / "state"), "reload_poll_s": 0.1}
     daemon, url = start_daemon(flags, ready_timeout=15)
     try:

@@ -33,6 +33,7 @@ from tests.mosquitto import (
     Mosquitto,
     Publisher,
     clean_env,
+    client_id,
     free_port,
     http_status,
     metric,
@@ -69,7 +70,7 @@ def daemon_on(trained_dir):
 
     def start(broker: str, **overrides) -> str:
         flags = {"model": str(trained_dir), "broker": broker, "metrics_port": 0,
-                 "client_id": f"sg-faults-{free_port()}", **overrides}
+                 "client_id": client_id("sg-faults"), **overrides}
         daemon, url = start_daemon(flags)
         started.append(daemon)
         return url
@@ -112,7 +113,7 @@ def test_broker_restart_mid_stream_loses_nothing(mosquitto, daemon_on):
 
 def test_a_broker_outage_longer_than_stale_after_makes_no_asset_stale(mosquitto, trained_dir):
     flags = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0, "stale_after_s": 3,
-             "client_id": f"sg-outage-{free_port()}"}
+             "client_id": client_id("sg-outage")}
     daemon, url = start_daemon(flags)
     try:
         frame = plant_frame(rows=80, channels=3, seed=12)

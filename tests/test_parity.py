@@ -206,11 +206,11 @@ def test_a_silence_during_an_alert_ends_it_alike_live_and_offline(tiny_bundle):
 
 @pytest.mark.integration
 def test_live_equals_offline_through_a_real_broker(mosquitto, trained, trained_dir):
-    from tests.mosquitto import Publisher, free_port, start_daemon, wait_for
+    from tests.mosquitto import Publisher, client_id, start_daemon, wait_for
 
     bundle = trained[0]
     flags = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0, **RULES,
-             "client_id": f"sg-parity-{free_port()}"}
+             "client_id": client_id("sg-parity")}
     daemon, _ = start_daemon(flags)
     try:
         seen = []
@@ -238,7 +238,7 @@ def test_replay_of_a_messy_two_machine_file_equals_score(mosquitto, trained, tra
 
     from sensorguard.training.data import load_frame
     from sensorguard.training.offline import score_data
-    from tests.mosquitto import free_port, start_daemon, wait_for
+    from tests.mosquitto import client_id, start_daemon, wait_for
 
     bundle = trained[0]
     rows = []
@@ -256,7 +256,7 @@ def test_replay_of_a_messy_two_machine_file_equals_score(mosquitto, trained, tra
     assert all(len(w) > 20 for w in offline.values())
 
     flags = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0, **RULES,
-             "client_id": f"sg-replay-{free_port()}"}
+             "client_id": client_id("sg-replay")}
     daemon, _ = start_daemon(flags)
     try:
         seen = []

@@ -36,6 +36,7 @@ from tests.mosquitto import (
     Mosquitto,
     Publisher,
     clean_env,
+    client_id,
     free_port,
     http_status,
     metric,
@@ -54,7 +55,7 @@ def daemons():
     started: list[Daemon] = []
 
     def start(flags: dict, env: dict | None = None) -> tuple[Daemon, str]:
-        settings = load_settings({"metrics_port": 0, "client_id": f"sg-sec-{free_port()}", **flags}, env or {})
+        settings = load_settings({"metrics_port": 0, "client_id": client_id("sg-sec"), **flags}, env or {})
         daemon = Daemon(settings, load_model(settings))
         daemon.start()
         started.append(daemon)
@@ -250,7 +251,7 @@ def auth_publisher(broker: Mosquitto) -> Publisher:
     import paho.mqtt.client as paho
 
     pub = Publisher.__new__(Publisher)
-    pub.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"pub-{free_port()}")
+    pub.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id("pub"))
     pub.client.username_pw_set("publisher", "pub-pass")
     pub.client.connect("127.0.0.1", broker.port)
     pub.client.loop_start()

@@ -13,7 +13,7 @@ from sensorguard.cli import main
 from sensorguard.service.registry import current_version, publish, shadow_version
 from sensorguard.service.shadow import live_gate, write_report
 from tests.conftest import epoch, plant_frame
-from tests.mosquitto import Collector, Publisher, free_port, scrape, start_daemon, wait_for
+from tests.mosquitto import Collector, Publisher, client_id, scrape, start_daemon, wait_for
 from tests.test_daemon_integration import CHANNELS, expected_windows
 from tests.test_false_alarms import cleaning_cycles, square_fault
 from tests.test_hot_swap import model_infos, value
@@ -48,7 +48,7 @@ def test_a_shadow_is_scored_beside_current_never_announced_and_promoted_only_whe
     assert models(registry, "shadow", "v0002") == 0 and shadow_version(registry, NAME) == "v0002"
 
     flags = {"registry": str(registry), "name": NAME, "broker": mosquitto.url, "metrics_port": 0,
-             "client_id": f"sg-shadow-{free_port()}", "reload_poll_s": 0.1, "shadow_report_s": 0.2}
+             "client_id": client_id("sg-shadow"), "reload_poll_s": 0.1, "shadow_report_s": 0.2}
     daemon, url = start_daemon(flags, ready_timeout=15)
     events = Collector(mosquitto, "sensorguard/alerts/#")
     pub = Publisher(mosquitto)
