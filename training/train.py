@@ -25,7 +25,7 @@ from sensorguard.service.drift import DriftRule
 from sensorguard.service.model import ModelConfig, default_depth, default_latent
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import learn_sensor_rules
-from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights, pick_threshold
+from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights, line_leaders, pick_threshold
 from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces, cross_fit
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
@@ -87,6 +87,7 @@ class TrainSummary:
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
     calibration_data: str = "the calibration block"  # what the line was picked from
+    leaders: dict | None = None  # calibrate.line_leaders: the channels that lead the largest held-out errors
 
     def _promise_line(self, fa: str) -> str:
         p = self.promise
@@ -100,6 +101,11 @@ class TrainSummary:
                 f"{margin}); observed {p['observed_alerts']} in {p['calibration_days'] * 24:.3g} h of "
                 f"calibration data ({p['effective_samples']:g} effective samples)")
 
+    def _leaders(self) -> str:
+        assert self.leaders is not None
+        named = ", ".join(f"{name} {share:.0%}" for name, share in self.leaders["shares"].items())
+        return f"mostly in {named} (share of the {self.leaders['windows']} largest held-out window errors)"
+
     def lines(self) -> list[str]:
         fa = "n/a" if self.false_alarms_per_day is None else f"{self.false_alarms_per_day:g}"
         rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
@@ -111,6 +117,7 @@ class TrainSummary:
             f"per-sample PCA of rank {self.linear} {self.pca_val_loss:.4g}",
             f"threshold       {self.threshold:.4g} ({self.method})",
             self._promise_line(fa),
+            *([f"largest errors  {self._leaders()}"] if self.leaders else []),
             f"time            {self.seconds:.1f} s",
             *[f"note            {n}" for n in self.notes],
         ]
@@ -266,6 +273,7 @@ def train_bundle(
         seconds=time.perf_counter() - started,
         notes=tuple(notes),
         calibration_data=bundle.training["calibration_data"],
+        leaders=bundle.calibration.get("largest_errors"),
     )
     return bundle, summary
 
@@ -368,6 +376,9 @@ def threshold_bundle(
                       observed_exceedance=float(np.mean(errors >= threshold)),
                       expected_false_alarms_per_day=alerts["promised_per_day"])  # (capped, as promised)
     record["data"] = data_record
+    weighted = channel_pieces if weights is None else [e * weights for e in channel_pieces]
+    if (leaders := line_leaders(weighted, bundle.channels)) is not None:
+        record["largest_errors"] = leaders
     if drift:
         record["drift"] = drift_rule(errors / threshold).to_dict()
     if weights is not None:
