@@ -159,7 +159,7 @@ def channel_weights(channel_errors: list[np.ndarray]) -> np.ndarray:
 
 
 LEADERS_SHOWN = 3  # channels named in the train summary's "largest errors" line
-LEADER_WINDOWS = (20, 0.01)  # the largest held-out window errors counted: at least 20, else 1 %
+LEADER_WINDOWS = (20, 0.01)  # the largest held-out window errors counted: the larger of 20 and 1 % of windows
 
 
 def line_leaders(errors: list[np.ndarray], channels: tuple[str, ...]) -> dict | None:
@@ -168,17 +168,21 @@ def line_leaders(errors: list[np.ndarray], channels: tuple[str, ...]) -> dict | 
 
     errors: weighted per-channel window errors (one ``(n, C)`` array per piece; a window's error is
     their mean). Of the largest ``max(20, 1 %)`` window errors, the share each channel leads (holds
-    the largest part of), the top ``LEADERS_SHOWN`` kept. An operator asking why a fault in one
-    channel went unseen needs this: on simulated servers, counters that spike as part of normal
-    work led nearly every held-out window near the line (docs/benchmarks.md, session 41), and a
-    fault elsewhere must outscore them. It says where the error is, not always its cause: the
-    network reconstructs each channel from all of them, so a large spike in one channel can show
-    as error in another (a 40-standard-deviation spike on one of three channels, tests). None
-    with one channel or no finite window.
+    the largest part of), the top ``LEADERS_SHOWN`` kept as ``[name, share]`` pairs, largest first
+    (a list: ``bundle.json`` is written with sorted keys, and a mapping would come back in
+    alphabetical order). An operator asking why a fault in one channel went unseen needs this: on
+    simulated servers, counters that spike as part of normal work led nearly every held-out
+    window near the line (docs/benchmarks.md, session 41), and a fault elsewhere must outscore
+    them. The shares are of the weighted errors, so they say where the error shows, which need
+    not be where a disturbance began. None with one channel or no finite window.
     """
     if len(channels) < 2:
         return None
-    stacked = np.concatenate([np.asarray(e, dtype=np.float64) for e in errors]) if errors else np.empty((0, 1))
+    if not errors:
+        return None
+    stacked = np.concatenate([np.asarray(e, dtype=np.float64) for e in errors])
+    if stacked.shape[1] != len(channels):
+        raise ValueError(f"window errors of {stacked.shape[1]} channels for {len(channels)} channel names")
     stacked = stacked[np.isfinite(stacked).all(axis=1)]
     if len(stacked) == 0:
         return None
@@ -187,4 +191,4 @@ def line_leaders(errors: list[np.ndarray], channels: tuple[str, ...]) -> dict | 
     top = stacked[np.argsort(-stacked.mean(axis=1), kind="stable")[:k]]
     counts = np.bincount(np.argmax(top, axis=1), minlength=len(channels))
     order = np.argsort(-counts, kind="stable")[:LEADERS_SHOWN]
-    return {"windows": int(k), "shares": {channels[i]: round(float(counts[i]) / k, 4) for i in order if counts[i]}}
+    return {"windows": int(k), "shares": [[channels[i], round(float(counts[i]) / k, 4)] for i in order if counts[i]]}

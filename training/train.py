@@ -103,8 +103,8 @@ class TrainSummary:
 
     def _leaders(self) -> str:
         assert self.leaders is not None
-        named = ", ".join(f"{name} {share:.0%}" for name, share in self.leaders["shares"].items())
-        return f"mostly in {named} (share of the {self.leaders['windows']} largest held-out window errors)"
+        named = ", ".join(f"{name} {share:.0%}" for name, share in self.leaders["shares"])
+        return f"led by {named} (share of the {self.leaders['windows']} largest held-out window errors)"
 
     def lines(self) -> list[str]:
         fa = "n/a" if self.false_alarms_per_day is None else f"{self.false_alarms_per_day:g}"
