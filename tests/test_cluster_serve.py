@@ -172,20 +172,26 @@ def test_maintenance_is_answered_by_the_owner_and_moves_with_the_asset(nats_node
             d.stop()
 
 
-def start_victim(node, trained_dir, tmp_path) -> tuple[subprocess.Popen, str, Path]:
-    """A ``serve --cluster`` process (to kill with SIGKILL): the process, its metrics URL, its log.
+def start_serve(node, trained_dir, log: Path, instance: str, workers: int) -> tuple[subprocess.Popen, str]:
+    """A ``serve --cluster`` process of ``instance`` logging to ``log``: the process, its metrics URL.
 
     (Its metrics port comes from ``free_port``, below the ephemeral range: CI once lost one taken
     from ``bind(0)`` to another connection, "Address already in use".)
     """
-    port, log = free_port(), tmp_path / "victim.log"
+    port = free_port()
     with log.open("a") as out:
-        victim = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--metrics-port", str(port),
              "--cluster", ",".join(node.urls), "--broker", f"mqtt://127.0.0.1:{node.nodes[0].mqtt_port}",
-             "--mqtt-version", "3.1.1", "--instance", "victim", "--client-id", "victim", "--workers", "1"],
+             "--mqtt-version", "3.1.1", "--instance", instance, "--client-id", instance, "--workers", str(workers)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
-    return victim, f"http://127.0.0.1:{port}", log
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_victim(node, trained_dir, tmp_path) -> tuple[subprocess.Popen, str, Path]:
+    """A one-worker ``serve --cluster`` process (to kill with SIGKILL): the process, its metrics URL, its log."""
+    log = tmp_path / "victim.log"
+    return (*start_serve(node, trained_dir, log, "victim", 1), log)
 
 
 @pytest.fixture
@@ -369,14 +375,8 @@ def test_serve_cluster_with_two_workers_shares_the_partitions_behind_one_endpoin
     plan = load_settings({"model": None, "cluster": ["nats://a:4222"], "instance": "sg"}, {}, require_model=False)
     assert worker_count(plan, cores=4) == 4  # one per core: the cluster's partitions are shared by leases
     assert [(w.instance_name, w.partition) for w in worker_settings(plan, 2)] == [("sg-w0", ("#",)), ("sg-w1", ("#",))]
-    port, log = free_port(), tmp_path / "serve.log"
-    with log.open("a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--metrics-port", str(port),
-             "--cluster", ",".join(nats_node.urls), "--broker", f"mqtt://127.0.0.1:{nats_node.nodes[0].mqtt_port}",
-             "--mqtt-version", "3.1.1", "--instance", "sg", "--client-id", "sg", "--workers", "2"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
-    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    proc, url = start_serve(nats_node, trained_dir, log, "sg", 2)
     try:
         def holders() -> set[str]:
             return {dict(labels)["daemon"] for name, labels in scrape(url) if name == "sensorguard_partition_info"}

@@ -123,6 +123,12 @@ def _sample(errors: np.ndarray, k: int) -> list[float]:
     return [float(f"{e:.6g}") for e in np.sort(chosen)]
 
 
+def _finite_rows(errors: list[np.ndarray]) -> np.ndarray:
+    """The ``(n, C)`` pieces stacked, windows with any non-finite channel left out (not scored)."""
+    stacked = np.concatenate([np.asarray(e, dtype=np.float64) for e in errors])
+    return stacked[np.isfinite(stacked).all(axis=1)]
+
+
 WEIGHT_FLOOR = 0.1  # a channel's typical error counts as at least this share of a typical channel's
 
 
@@ -147,8 +153,7 @@ def channel_weights(channel_errors: list[np.ndarray]) -> np.ndarray:
     one of them, and a floor from it protected nothing (6 flat channels of 10 got 480,000 times the
     live ones' weight, found by review). Weights are scaled to mean 1.
     """
-    stacked = np.concatenate([np.asarray(e, dtype=np.float64) for e in channel_errors])
-    stacked = stacked[np.isfinite(stacked).all(axis=1)]
+    stacked = _finite_rows(channel_errors)
     if len(stacked) == 0:
         raise ValueError("no finite held-out window errors to weigh channels with")
     typical = stacked.mean(axis=0)
@@ -176,14 +181,11 @@ def line_leaders(errors: list[np.ndarray], channels: tuple[str, ...]) -> dict | 
     them. The shares are of the weighted errors, so they say where the error shows, which need
     not be where a disturbance began. None with one channel or no finite window.
     """
-    if len(channels) < 2:
+    if len(channels) < 2 or not errors:
         return None
-    if not errors:
-        return None
-    stacked = np.concatenate([np.asarray(e, dtype=np.float64) for e in errors])
+    stacked = _finite_rows(errors)
     if stacked.shape[1] != len(channels):
         raise ValueError(f"window errors of {stacked.shape[1]} channels for {len(channels)} channel names")
-    stacked = stacked[np.isfinite(stacked).all(axis=1)]
     if len(stacked) == 0:
         return None
     least, share = LEADER_WINDOWS

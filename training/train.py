@@ -361,7 +361,8 @@ def threshold_bundle(
     afresh there (``clean_pieces``), where one window over ``raise_at`` times the line raises alone.
     """
     weights = channel_weights(channel_pieces) if weigh_channels else None
-    pieces = [(e * (1.0 if weights is None else weights)).mean(axis=1) for e in channel_pieces]
+    weighted = channel_pieces if weights is None else [e * weights for e in channel_pieces]
+    pieces = [e.mean(axis=1) for e in weighted]
     bundle = replace(bundle, channel_weights_=weights)
     errors = np.concatenate([p[np.isfinite(p)] for p in pieces]) if pieces else np.empty(0)
     period = period or bundle.sample_period
@@ -376,7 +377,6 @@ def threshold_bundle(
                       observed_exceedance=float(np.mean(errors >= threshold)),
                       expected_false_alarms_per_day=alerts["promised_per_day"])  # (capped, as promised)
     record["data"] = data_record
-    weighted = channel_pieces if weights is None else [e * weights for e in channel_pieces]
     if (leaders := line_leaders(weighted, bundle.channels)) is not None:
         record["largest_errors"] = leaders
     if drift:
