@@ -12,7 +12,7 @@ What it measures, all in one run on the same threads:
   ``flops_per_window``; "% mm" is that against the matmul rate;
 - a ``torch.profiler`` breakdown of the default model's forward at batch 4096 (conv vs
   conv_transpose vs linear vs copies), and prototypes of faster forms of the same network
-  (identical outputs, checked): ``torch.jit`` freeze + ``optimize_for_inference``, and
+  (identical outputs, checked): ``torch.jit`` trace + freeze + ``optimize_for_inference``, and
   ``matmul-form``, the same convolutions written as channels-last GEMMs (a stride-2 kernel-4
   conv is one GEMM over pairs of time steps plus a shifted add; the transposed conv the mirror).
 
@@ -219,10 +219,13 @@ def prototypes(config: ModelConfig, mm: float, batch: int = 4096) -> list[dict]:
     forms: dict[str, tuple] = {"eager (as shipped)": (net, x, lambda y: y)}
     try:
         with torch.inference_mode():
-            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(net.eval())))
-        forms["jit freeze + optimize_for_inference"] = (frozen, x, lambda y: y)
+            # traced, not scripted: forward reads the ModelConfig dataclass, which TorchScript cannot type
+            traced = torch.jit.trace(net.eval(), x)
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        forms["jit trace + freeze + optimize_for_inference"] = (frozen, x, lambda y: y)
     except Exception as exc:  # not every build supports every JIT pass
-        print(f"jit form skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        print(f"jit form skipped: {type(exc).__name__}: {first[:120]}")
     forms["matmul-form (channels-last GEMMs)"] = (MatmulForm(net), x_cl, lambda y: y.transpose(1, 2))
     if os.environ.get("BENCH_COMPILE") == "1":
         try:
