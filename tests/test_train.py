@@ -295,3 +295,39 @@ def test_the_yardstick_note_names_only_what_the_autoencoder_does_not_beat():
     assert yardstick_note(0.02, 0.0077, 0.0172, 1).endswith("naive window means (0.0077) or PCA of rank 1 (0.0172)")
     assert yardstick_note(0.02, 0.03, 0.0172, 0) is None  # no PCA path: only the naive means count
     assert yardstick_note(0.001, 0.0077, 0.0172, 1) is None
+
+
+def test_a_channel_whose_spread_the_rows_do_not_pin_is_named():
+    """Each cross-fitting fold measures errors in its own scaler's units and the line pools them: a
+    counter whose spread comes from a few spikes is measured in unlike units from fold to fold (the
+    simulated servers' broken promise, docs/benchmarks.md session 41). The summary names it and
+    bundle.json keeps each channel's largest over smallest fold scale; steady channels are not named."""
+    rng = np.random.default_rng(0)
+    rows = 1000
+    load = np.sin(np.arange(rows) / 40.0) + 0.1 * rng.standard_normal(rows)
+    counter = 0.01 * rng.random(rows)
+    counter[[20, 60, 110, 150, 190]] = 50.0  # every spike in the first fold's stretch
+    values = np.c_[load, 2 * load + 0.1 * rng.standard_normal(rows), counter]
+    data = SensorData(values, np.arange(rows, dtype=float) + 1.7e9, np.zeros(rows, int), ("flow", "power", "errors"),
+                      1.0)
+    bundle, summary = train_bundle(data, TrainOptions(max_epochs=1, progress=False))
+    ratio = bundle.training["scaling"]["fold_scale_ratio"]
+    assert ratio[2] > 10 and max(ratio[:2]) < 1.5, ratio
+    notes = [n for n in summary.notes if "do not pin the spread" in n]
+    assert len(notes) == 1 and "1 of 3 channels (errors " in notes[0], summary.notes
+
+    steady = SensorData(values[:, :2], data.times, data.segments, ("flow", "power"), 1.0)
+    bundle, summary = train_bundle(steady, TrainOptions(max_epochs=1, progress=False))
+    assert not any("do not pin the spread" in n for n in summary.notes)
+    assert max(bundle.training["scaling"]["fold_scale_ratio"]) < 1.5
+
+
+def test_the_spread_note_names_the_widest_three():
+    from sensorguard.training.crossfit import scale_spread
+
+    scales = np.array([[1.0] * 5, [2.0, 1.2, 4.0, 3.0, 1.6]])
+    ratio, note = scale_spread(scales, tuple("abcde"))
+    assert ratio == [2.0, 1.2, 4.0, 3.0, 1.6]
+    assert "4 of 5 channels (c 4.0x, d 3.0x, a 2.0x and 1 more)" in note
+    assert scale_spread(np.ones((5, 2)), ("a", "b")) == ([1.0, 1.0], None)
+    assert scale_spread(np.empty((0, 2)), ("a", "b")) == ([1.0, 1.0], None)

@@ -58,12 +58,13 @@ def fold_masks(times: np.ndarray, folds: int = FOLDS) -> list[np.ndarray]:
 def cross_fit(
     data: SensorData, template: Bundle, options: Any, epochs: int, folds: int = FOLDS,
     init_state: dict | None = None,
-) -> tuple[list[np.ndarray], list[bool], Fit, tuple[float, float]]:
+) -> tuple[list[np.ndarray], list[bool], Fit, tuple[float, float], np.ndarray]:
     """Per-channel window errors ``(n, C)`` of every fold from a network fit on the others (unit
     channel weights; one array per segment), whether each begins a segment of ``data`` (not a
     fold's cut: :func:`clean_pieces`), the last fold's fit (the network of the first
-    ``folds - 1`` blocks in time, which ``train`` serves on small data) and its
-    :func:`held_out_losses` on the last block.
+    ``folds - 1`` blocks in time, which ``train`` serves on small data), its
+    :func:`held_out_losses` on the last block, and every fold's scale ``(folds, C)``
+    (:func:`scale_spread`).
 
     Each fold's network starts where the main one did (``init_state`` for a warm start, else the
     PCA start) and trains for the epochs the main fit kept, so it is the same recipe minus the fold.
@@ -72,10 +73,12 @@ def cross_fit(
     starts: list[bool] = []
     fit: Fit | None = None
     held = data
+    scales = []
     for mask in fold_masks(data.times, folds):
         held, rest = data.take(mask), data.take(~mask)
         fit = fit_network(rest, None, template.config, options, epochs=epochs, init_state=init_state,
                           rank=template.config.linear)
+        scales.append(fit.scaler.scale_)
         bundle = replace(template, config=fit.config, center_=fit.scaler.center_, scale_=fit.scaler.scale_,
                          threshold_=1.0, state_dict=fit.state, channel_weights_=None)
         error = Scorer(bundle, device=options.device).score_series(held.values, held.segments).channel_error
@@ -83,7 +86,40 @@ def cross_fit(
         pieces.extend(held_pieces)
         starts.extend(held_starts)
     assert fit is not None  # folds >= 1
-    return pieces, starts, fit, held_out_losses(fit, held)
+    return pieces, starts, fit, held_out_losses(fit, held), np.array(scales)
+
+
+SCALE_SPREAD = 1.5  # fold scales this far apart: a channel's squared errors differ 2.25x between folds
+
+
+def scale_spread(fold_scales: np.ndarray, channels: tuple[str, ...]) -> tuple[list[float], str | None]:
+    """Per channel, the largest fold scale over the smallest (``bundle.json``: ``training.scaling.
+    fold_scale_ratio``), and a note naming the channels where it exceeds ``SCALE_SPREAD``.
+
+    Each fold measures errors in its own scaler's units, and the line pools them. Where the rows
+    do not pin a channel's spread (a counter whose standard deviation comes from ten spikes, a
+    plant that wanders through a few hundred rows), the units differ from fold to fold and from
+    the model served, so the promise is less certain than its interval says: on simulated servers
+    whose spiking counters differed 1.6-3.9x between folds, 3.2 false alerts a day came against 1
+    promised (docs/benchmarks.md, session 41); TEP's channels differ at most 1.33x and keep it.
+
+    >>> ratio, note = scale_spread(np.array([[1.0, 1.0], [1.1, 3.0]]), ("temp", "errors"))
+    >>> ratio, note.split(":")[0]
+    ([1.1, 3.0], 'the training rows do not pin the spread of 1 of 2 channels (errors 3.0x)')
+    """
+    if len(fold_scales) < 2:
+        return [1.0] * len(channels), None
+    ratio = fold_scales.max(axis=0) / fold_scales.min(axis=0)
+    wide = [j for j in np.argsort(-ratio, kind="stable") if ratio[j] > SCALE_SPREAD]
+    rounded = [round(float(r), 3) for r in ratio]
+    if not wide:
+        return rounded, None
+    named = ", ".join(f"{channels[j]} {ratio[j]:.1f}x" for j in wide[:3]) + (
+        f" and {len(wide) - 3} more" if len(wide) > 3 else "")
+    return rounded, (f"the training rows do not pin the spread of {len(wide)} of {len(channels)} channels "
+                     f"({named}): their scale differs that much between cross-fitting folds, so the line "
+                     f"pooled errors in unlike units and the promise is less certain than its interval says; "
+                     f"more normal data pin it")
 
 
 def held_out_losses(fit: Fit, held: SensorData) -> tuple[float, float]:

@@ -26,7 +26,7 @@ from sensorguard.service.model import ModelConfig, default_depth, default_latent
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import learn_sensor_rules
 from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights, line_leaders, pick_threshold
-from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces, cross_fit
+from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces, cross_fit, scale_spread
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
 from sensorguard.training.linear import naive_error, pca_error
@@ -182,9 +182,10 @@ def train_bundle(
         restart_gap_s=cleaning.gap_s,
         sensors=learn_sensor_rules(data.channels, data.values, data.segments, cleaning.fill_limit),
     )
-    pieces, starts, served, (served_loss, start_loss) = (
+    pieces, starts, served, (served_loss, start_loss), fold_scales = (
         cross_fit(data, bundle, options, fit.best_epoch, init_state=init_state) if crossfit
-        else ([], [], fit, (math.nan, math.nan)))
+        else ([], [], fit, (math.nan, math.nan), np.empty((0, len(data.channels)))))
+    fold_ratio, unsteady = scale_spread(fold_scales, data.channels)
     scaler, start = served.scaler, fit.start
     notes = list(data.notes)
     if scaler.constant:
@@ -197,6 +198,8 @@ def train_bundle(
                      "trained from the PCA start")
     if (short := short_span_note(data, drift)) is not None:
         notes.append(short)
+    if unsteady is not None:
+        notes.append(unsteady)
     naive_val, pca_val = naive_error(fit.val_windows), pca_error(start, fit.val_windows)
     if (beaten := yardstick_note(fit.best_val_loss, naive_val, pca_val, start.rank)) is not None:
         notes.append(beaten)
@@ -219,7 +222,7 @@ def train_bundle(
             "best_val_loss": fit.best_val_loss,
             "options": {k: v for k, v in options.__dict__.items() if k not in ("progress", "device")},
             "notes": notes,
-            "scaling": scaler.record(data.channels),
+            "scaling": {**scaler.record(data.channels), **({"fold_scale_ratio": fold_ratio} if crossfit else {})},
             "linear_path": {"rank": served.start.rank, "explained_variance": round(served.start.explained, 4)},
             "validation_loss": {"autoencoder": fit.best_val_loss, "naive_window_mean": naive_val,
                                 "pca_same_rank": pca_val},
