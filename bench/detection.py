@@ -224,7 +224,7 @@ def pooled_section(cases: Iterable[Case | str], options: TrainOptions, what: str
             continue
         for opts in seeded(options, seeds):
             try:
-                dets, _, _ = run_case(case, opts)
+                dets, _, summary = run_case(case, opts)
             except Exception as exc:  # a file the pipeline refuses is reported, not fatal
                 print(f"skip {case.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
                 break
@@ -238,6 +238,8 @@ def pooled_section(cases: Iterable[Case | str], options: TrainOptions, what: str
                 ops[key] = ops[key] + c if key in ops else c
             print(f"done {name}: train {len(case.train)} rows, test {len(case.test)} rows, "
                   f"{int(case.labels.sum())} anomalous")
+            for note in summary.notes:  # what train told the user (short span, unsteady scales...)
+                print(f"  note: {note[:110]}{'...' if len(note) > 110 else ''}")
     if not per_file:
         print(f"no {what} could be used")
         return

@@ -64,6 +64,7 @@ def test_summary_and_bundle_record_what_was_chosen(learned):
     # 8000 rows calibrate on the newest 20% (cross-fitting is for small data)
     assert bundle.training["calibration_data"] == "the calibration block"
     assert "(the line from the calibration block)" in summary.lines()[0]
+    assert "fold_scale_ratio" not in bundle.training["scaling"]  # no folds, no fold scales
     # the window-rate fit did not set this line: its rate and tail parameters are not recorded as if it had
     assert "false_alarm_rate" not in bundle.calibration and "params" not in bundle.calibration
     assert promise["calibration_days"] == pytest.approx(1600 / 86400, rel=0.05)
@@ -313,21 +314,23 @@ def test_a_channel_whose_spread_the_rows_do_not_pin_is_named():
     bundle, summary = train_bundle(data, TrainOptions(max_epochs=1, progress=False))
     ratio = bundle.training["scaling"]["fold_scale_ratio"]
     assert ratio[2] > 10 and max(ratio[:2]) < 1.5, ratio
-    notes = [n for n in summary.notes if "do not pin the spread" in n]
-    assert len(notes) == 1 and "1 of 3 channels (errors " in notes[0], summary.notes
+    notes = [n for n in summary.notes if "between the cross-fitting folds" in n]
+    assert len(notes) == 1 and "1 of 3 channels differs more than 1.5x" in notes[0], summary.notes
+    assert "(errors " in notes[0], notes
 
     steady = SensorData(values[:, :2], data.times, data.segments, ("flow", "power"), 1.0)
     bundle, summary = train_bundle(steady, TrainOptions(max_epochs=1, progress=False))
-    assert not any("do not pin the spread" in n for n in summary.notes)
+    assert not any("between the cross-fitting folds" in n for n in summary.notes)
     assert max(bundle.training["scaling"]["fold_scale_ratio"]) < 1.5
 
 
 def test_the_spread_note_names_the_widest_three():
     from sensorguard.training.crossfit import scale_spread
 
-    scales = np.array([[1.0] * 5, [2.0, 1.2, 4.0, 3.0, 1.6]])
-    ratio, note = scale_spread(scales, tuple("abcde"))
-    assert ratio == [2.0, 1.2, 4.0, 3.0, 1.6]
-    assert "4 of 5 channels (c 4.0x, d 3.0x, a 2.0x and 1 more)" in note
+    scales = np.array([[1.0] * 6, [2.0, 1.2, 4.0, 3.0, 1.6, 1.5]])
+    ratio, note = scale_spread(scales, tuple("abcdef"))
+    assert ratio == [2.0, 1.2, 4.0, 3.0, 1.6, 1.5]
+    assert "4 of 6 channels differs more than 1.5x" in note  # f at exactly 1.5x is not counted
+    assert "(c 4.00x, d 3.00x, a 2.00x and 1 more)" in note
     assert scale_spread(np.ones((5, 2)), ("a", "b")) == ([1.0, 1.0], None)
     assert scale_spread(np.empty((0, 2)), ("a", "b")) == ([1.0, 1.0], None)

@@ -105,7 +105,7 @@ def scale_spread(fold_scales: np.ndarray, channels: tuple[str, ...]) -> tuple[li
 
     >>> ratio, note = scale_spread(np.array([[1.0, 1.0], [1.1, 3.0]]), ("temp", "errors"))
     >>> ratio, note.split(":")[0]
-    ([1.1, 3.0], 'the training rows do not pin the spread of 1 of 2 channels (errors 3.0x)')
+    ([1.1, 3.0], 'the scale of 1 of 2 channels differs more than 1.5x between the cross-fitting folds (errors 3.00x)')
     """
     if len(fold_scales) < 2:
         return [1.0] * len(channels), None
@@ -114,12 +114,13 @@ def scale_spread(fold_scales: np.ndarray, channels: tuple[str, ...]) -> tuple[li
     rounded = [round(float(r), 3) for r in ratio]
     if not wide:
         return rounded, None
-    named = ", ".join(f"{channels[j]} {ratio[j]:.1f}x" for j in wide[:3]) + (
+    named = ", ".join(f"{channels[j]} {ratio[j]:.2f}x" for j in wide[:3]) + (
         f" and {len(wide) - 3} more" if len(wide) > 3 else "")
-    return rounded, (f"the training rows do not pin the spread of {len(wide)} of {len(channels)} channels "
-                     f"({named}): their scale differs that much between cross-fitting folds, so the line "
-                     f"pooled errors in unlike units and the promise is less certain than its interval says; "
-                     f"more normal data pin it")
+    return rounded, (f"the scale of {len(wide)} of {len(channels)} channels differs more than {SCALE_SPREAD:g}x "
+                     f"between the cross-fitting folds ({named}): the training rows do not pin their spread (a "
+                     "few spikes, a wander), so train's line pooled their errors in unlike units and is less "
+                     "certain than its calibration says; train on more normal data that shows their spikes or "
+                     "wander")
 
 
 def held_out_losses(fit: Fit, held: SensorData) -> tuple[float, float]:
