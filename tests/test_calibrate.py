@@ -113,13 +113,13 @@ def test_the_line_names_the_channels_that_lead_the_largest_held_out_errors():
     from sensorguard.training.calibrate import LEADER_WINDOWS, line_leaders
 
     rng = np.random.default_rng(0)
-    process = rng.exponential(1.0, (4000, 3))
-    spiky = np.where(rng.random(4000) < 1 / 200, rng.uniform(50, 100, 4000), 0.0)
+    process = rng.exponential(1.0, (4001, 3))
+    spiky = np.where(rng.random(4001) < 1 / 200, rng.uniform(50, 100, 4001), 0.0)
     errors = np.c_[process, spiky]
     errors[np.flatnonzero(spiky)[0], 0] = np.nan  # a window without a score is skipped, spike and all
     leaders = line_leaders([errors[:2500], errors[2500:]], ("a", "b", "c", "counter"))
-    k = max(LEADER_WINDOWS[0], int(np.ceil(LEADER_WINDOWS[1] * 3999)))
-    assert leaders["windows"] == k == 40
+    k = max(LEADER_WINDOWS[0], int(np.ceil(LEADER_WINDOWS[1] * 4000)))
+    assert leaders["windows"] == k == 40  # 1 % of the 4,000 finite windows (41 had the NaN one counted)
     spikes = int((spiky > 0).sum()) - 1
     assert 10 < spikes < k  # every spike window is among the largest, and process windows fill the rest
     assert leaders["shares"][0] == ["counter", pytest.approx(spikes / k)]
