@@ -34,13 +34,15 @@ class Connection:
     """
 
     def __init__(self, settings: Settings, metrics: Metrics, publisher: Publisher,
-                 on_message: Callable[[Any, Any], None], stopping: Callable[[], bool], commands: Any = None) -> None:
+                 on_message: Callable[[Any, Any], None], stopping: Callable[[], bool], commands: Any = None,
+                 hold: Callable[[float], bool] | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.publisher = publisher
         self.on_message = on_message
         self.stopping = stopping
         self.commands = commands  # a CommandHandler: its messages go to it, the rest are readings
+        self.hold = hold  # whether the readings' consumer is full (FastClient.hold: reading stops meanwhile)
         self.connected = threading.Event()
         self._bad_topics = RateLimiter(60.0)
         self.connected_since: float | None = None  # monotonic time of the last connect; None while down
@@ -57,6 +59,8 @@ class Connection:
         client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
         client.on_message = self._route
+        if hasattr(client, "hold"):  # (the daemon's FastClient)
+            client.hold = self.hold
         self.publisher.client = client
         mqtt.connect_async(client, self.settings)
 

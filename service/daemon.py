@@ -142,7 +142,8 @@ class Daemon:
             self.recorder.excluded = self._in_maintenance
             self.recorder.verdict = self.controls.false_alarm
         self.connection = Connection(settings, self.metrics, self.publisher, self.ingest.handle,
-                                     lambda: self.ingest.stopping, self.commands)
+                                     lambda: self.ingest.stopping, self.commands,
+                                     None if self.source else self.ingest.backlogged)  # (cluster: no readings here)
         self._listeners: list[Callable[[ScoredWindow], None]] = []
         self._stopped = False
         self._http: tuple[Any, threading.Thread] | None = None

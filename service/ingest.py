@@ -8,9 +8,11 @@ the buffered readings and queued windows, not the messages still unacknowledged)
 ingest path is testable without MQTT. The scoring worker takes batches with
 :meth:`Ingest.next_batch`; :meth:`Ingest.stop` ends accepting and hands it the last one.
 
-Backpressure: while the scorer is ``BACKLOG_BATCHES`` batches behind, ``take`` waits before
-buffering more; unread messages stay with the broker, so memory stays bounded under overload
-instead of growing a queue.
+Backpressure: while the scorer is ``BACKLOG_BATCHES`` batches behind, nothing more is buffered;
+unread messages stay with the broker, so memory stays bounded under overload instead of growing a
+queue. The MQTT client asks :meth:`Ingest.backlogged` before each message and stops reading
+meanwhile (its thread keeps the connection alive); ``take`` itself waits as the last guard (the
+JetStream source relies on it).
 """
 
 from __future__ import annotations
@@ -116,6 +118,21 @@ class Ingest:
                 reason, topic[:200], asset, count,
                 extra={"reason": reason, "count": count},
             )
+
+    def backlogged(self, wait_s: float = 0.0) -> bool:
+        """Whether the scorer is ``BACKLOG_BATCHES`` batches behind, after waiting up to ``wait_s``
+        for it to catch up (never while stopping: :meth:`take` then refuses the message itself)."""
+        cap = BACKLOG_BATCHES * self.settings.batch_max
+        if self.buffers.pending() < cap or self.stopping:
+            return False
+        deadline = time.monotonic() + wait_s
+        with self.cond:
+            while self.buffers.pending() >= cap and not self.stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return True
+                self.cond.wait(min(0.05, remaining))
+        return False
 
     def take(self, topic: str, payload: bytes) -> tuple[list[str], int, str | None] | None:
         """Parse one message and buffer its samples; returns (rejects, accepted, asset).

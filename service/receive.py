@@ -20,7 +20,13 @@ reconnect sends the outage's backlog first, in order):
   all read) goes through paho's own ``_packet_read``, which reads the same buffer;
 - acknowledgements made while reading are kept as packet ids and written as one packet when the
   wake-up ends: the broker still gets one PUBACK per message, in the order of the messages, only
-  after each was handled.
+  after each was handled;
+- backpressure stops the reading, not the thread: while :attr:`FastClient.hold` says the
+  application is full, no message is handed on (the rest stay in the buffer, the socket and the
+  broker), and paho's loop keeps going round, so acknowledgements, publishes and a PINGREQ every
+  half keep-alive still go out. Waiting inside ``on_message`` instead held the whole network
+  thread: a scorer stalled past 1.5 keep-alives lost the connection (``/readyz`` red, a reconnect)
+  for nothing.
 
 Measured draining 60,000 queued QoS 1 messages from Mosquitto (``docs/benchmarks.md``): a bare
 manual-ack subscriber goes from about 18k to about 80k messages/s with MQTT 5 (buffered reads and
@@ -35,9 +41,11 @@ None (the daemon reads no property); ``message_callback_add`` turns the short pa
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +55,7 @@ PUBACK = 0x40
 PUBACK_WORD = 0x4002  # a PUBACK's fixed header: type 4, remaining length 2 (success, no properties)
 RECV_CHUNK = 1 << 18  # bytes per recv: about 2,500 small readings
 MAX_PACKETS = 1000  # packets per wake-up before the acknowledgements go out (once the chunk is used up)
+HOLD_WAIT_S = 0.2  # while held: how long one wake-up waits for room before paho's loop comes round
 
 
 class FastClient(paho.Client):
@@ -64,6 +73,10 @@ class FastClient(paho.Client):
         self._acks: list[int] = []  # packet ids acknowledged during this wake-up, not yet queued
         self._reader = 0  # the thread in loop_read: only its acknowledgements are kept back
         self._filtered = False  # message_callback_add was used: every message takes paho's path
+        # hold(wait_s): whether the application is full, after waiting up to wait_s for room (the
+        # daemon's Ingest.backlogged); None: never hold
+        self.hold: Callable[[float], bool] | None = None
+        self._held = False  # reading stopped for the application: the broker's answers wait unread
 
     def receive_maximum(self, count: int) -> None:
         """MQTT 5: at most ``count`` QoS 1 messages unacknowledged, as the broker's CONNACK asks (from
@@ -107,7 +120,7 @@ class FastClient(paho.Client):
     def _sock_close(self) -> None:
         # Bytes and acknowledgements of a dead connection must never reach the next one: the broker
         # reuses packet ids, so an old PUBACK would acknowledge a new message before it was handled.
-        self._rbuf, self._rpos, self._acks = b"", 0, []
+        self._rbuf, self._rpos, self._acks, self._held = b"", 0, [], False
         super()._sock_close()
 
     def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:  # noqa: ARG002 - paho's signature
@@ -122,8 +135,12 @@ class FastClient(paho.Client):
             while True:
                 if self._sock is None:
                     return paho.MQTTErrorCode.MQTT_ERR_NO_CONN
+                if self._must_hold():
+                    break
                 if self._rpos < len(self._rbuf) and self._in_packet["command"] == 0:
                     handled += self._take_publishes()  # whole QoS 1 PUBLISH packets already in hand
+                    if self._must_hold():
+                        break
                 rc = self._packet_read()  # the next packet (or the rest of one), through paho
                 if rc > 0:
                     return self._loop_rc_handle(rc)
@@ -142,6 +159,44 @@ class FastClient(paho.Client):
             self._reading = False
         self._join_acks()
         return self.loop_write()
+
+    def _must_hold(self) -> bool:
+        """At a packet boundary with the application full: wait up to ``HOLD_WAIT_S`` for room;
+        True (stop reading for this wake-up) if none came. Held, the next wake-up comes at once
+        (a byte on paho's wake pipe), since the bytes already in hand are invisible to ``select``."""
+        hold = self.hold
+        if hold is None or self._in_packet["command"] != 0 or not hold(0.0) or not hold(HOLD_WAIT_S):
+            if self._held:
+                self._release()
+            return False
+        self._held = True
+        if self._sockpairW is not None:
+            with contextlib.suppress(BlockingIOError):
+                self._sockpairW.send(b"0")
+        return True
+
+    def _release(self) -> None:
+        """Reading goes on: the broker's PINGRESPs are still behind the held readings, so its
+        silence so far says nothing about the link; paho's keep-alive judges it from now."""
+        self._held = False
+        with self._msgtime_mutex:
+            self._last_bytes_received = paho.time_func()
+        self._ping_t = 0
+
+    def loop_misc(self) -> paho.MQTTErrorCode:
+        """While held: a PINGREQ every half keep-alive keeps the broker's side of the link (it
+        drops a client silent for 1.5 keep-alives), the bytes in hand are offered again, and paho's
+        own check, which would take the unread PINGRESP for a dead link, waits for the release."""
+        if self._held and self._sock is not None:
+            now = paho.time_func()
+            if self._keepalive and self.is_connected() and now - self._last_msg_out >= self._keepalive / 2:
+                self._send_simple_command(paho.PINGREQ)  # (not paho's _send_pingreq: no answer is awaited)
+                with self._msgtime_mutex:
+                    self._last_msg_out = now
+            rc = self.loop_read()
+            if rc or self._sock is None or self._held:
+                return rc
+        return super().loop_misc()
 
     def message_callback_add(self, sub: str, callback: Any) -> None:
         self._filtered = True  # per-filter callbacks are paho's business: give up the short path
@@ -169,8 +224,11 @@ class FastClient(paho.Client):
         buf, pos, end = self._rbuf, self._rpos, len(self._rbuf)
         props = 1 if self._protocol == paho.MQTTv5 else 0
         taken = 0
+        hold = self.hold
         with self._in_callback_mutex:
             while pos + 1 < end and self._sock is not None:  # a handler may have closed the connection
+                if hold is not None and hold(0.0):
+                    break  # the application is full: loop_read waits for room, or holds
                 header = buf[pos]
                 if header & 0xF6 != 0x32:  # PUBLISH at QoS 1 (dup and retain flags free)
                     break

@@ -323,6 +323,41 @@ def test_stalled_network_is_detected_by_keepalive_and_nothing_is_lost(mosquitto,
     proxy.close()
 
 
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+def test_a_stalled_scorer_holds_the_readings_back_and_keeps_the_connection(mosquitto, trained_dir, version):
+    """The scorer stops taking windows for 8 keep-alives: the readings wait at the broker, and the
+    connection stays up. Backpressure used to wait inside the message callback, which held paho's
+    whole network thread: no PINGREQ went out, Mosquitto dropped the silent client ("exceeded
+    timeout", 4-5 s in), and it reconnected once released (this test then failed on
+    ``connected_since``; the gauge stayed 1 since the blocked thread saw nothing)."""
+    daemon, url = start_daemon({"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0,
+                                "client_id": client_id("sg-stall"), "keepalive_s": 1, "batch_max": 1,
+                                "mqtt_version": version})
+    release = threading.Event()
+    take = daemon.ingest.next_batch
+    daemon.ingest.next_batch = lambda *args: (release.wait(), take(*args))[1]  # the scorer stalls at its next batch
+    pub = Publisher(mosquitto)
+    try:
+        since = daemon.connection.connected_since
+        frame = plant_frame(rows=300, channels=3, seed=17)
+        pub.samples("pump-h", epoch(frame), frame[CHANNELS].to_numpy(), CHANNELS, batch=1)
+        wait_for(lambda: daemon.ingest.backlogged(), 15, "the scorer's backlog full")
+        held = metric(url, "sensorguard_readings_total")
+        deadline = time.monotonic() + 8.0  # 8 keep-alives: Mosquitto 2.0 dropped the silent client after 4-5 s
+        while time.monotonic() < deadline:
+            assert metric(url, "sensorguard_mqtt_connected") == 1, "the connection was lost while held"
+            time.sleep(0.1)
+        assert metric(url, "sensorguard_readings_total") == held < 300  # nothing read meanwhile: held back
+        assert daemon.connection.connected_since == since  # no reconnect behind the gauge's back
+        release.set()
+        accounted(url, 300)
+        assert daemon.connection.connected_since == since
+    finally:
+        release.set()
+        pub.close()
+        daemon.stop()
+
+
 # --- the registry's CURRENT points at something unusable at start-up ------------------------------
 
 
