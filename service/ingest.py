@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL_S = 10.0
 MAX_TOPICS_MEMO = 100_000  # topics whose partition check is remembered (one per asset; made-up ones: start over)
-BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which the network thread waits
+BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which no more readings are taken
 
 
 class Ingest:

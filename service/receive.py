@@ -23,10 +23,11 @@ reconnect sends the outage's backlog first, in order):
   after each was handled;
 - backpressure stops the reading, not the thread: while :attr:`FastClient.hold` says the
   application is full, no message is handed on (the rest stay in the buffer, the socket and the
-  broker), and paho's loop keeps going round, so acknowledgements, publishes and a PINGREQ every
-  half keep-alive still go out. Waiting inside ``on_message`` instead held the whole network
-  thread: a scorer stalled past 1.5 keep-alives lost the connection (``/readyz`` red, a reconnect)
-  for nothing.
+  broker), and paho's loop keeps going round every ``HOLD_WAIT_S`` at most, so acknowledgements,
+  publishes and PINGREQs still go out. Waiting inside ``on_message`` instead held the whole network
+  thread: a scorer stalled past 1.5 keep-alives, or one slow enough to keep the reader waiting
+  for room message after message, lost the connection (``/readyz`` red, a reconnect) for nothing.
+  A CONNACK is never held back, so a reconnect completes during a stall.
 
 Measured draining 60,000 queued QoS 1 messages from Mosquitto (``docs/benchmarks.md``): a bare
 manual-ack subscriber goes from about 18k to about 80k messages/s with MQTT 5 (buffered reads and
@@ -55,7 +56,7 @@ PUBACK = 0x40
 PUBACK_WORD = 0x4002  # a PUBACK's fixed header: type 4, remaining length 2 (success, no properties)
 RECV_CHUNK = 1 << 18  # bytes per recv: about 2,500 small readings
 MAX_PACKETS = 1000  # packets per wake-up before the acknowledgements go out (once the chunk is used up)
-HOLD_WAIT_S = 0.2  # while held: how long one wake-up waits for room before paho's loop comes round
+HOLD_WAIT_S = 0.2  # while held: how long one trip round paho's loop waits for room
 
 
 class FastClient(paho.Client):
@@ -161,11 +162,13 @@ class FastClient(paho.Client):
         return self.loop_write()
 
     def _must_hold(self) -> bool:
-        """At a packet boundary with the application full: wait up to ``HOLD_WAIT_S`` for room;
-        True (stop reading for this wake-up) if none came. Held, the next wake-up comes at once
-        (a byte on paho's wake pipe), since the bytes already in hand are invisible to ``select``."""
+        """Whether to stop reading here: connected (a CONNACK is never held back), at a packet
+        boundary, with the application full. Nothing waits here: ``loop_read`` returns at once,
+        so paho's loop comes round to :meth:`loop_misc`, which pings and waits for room. The next
+        wake-up comes at once too (a byte on paho's wake pipe): the bytes already in hand are
+        invisible to ``select``."""
         hold = self.hold
-        if hold is None or self._in_packet["command"] != 0 or not hold(0.0) or not hold(HOLD_WAIT_S):
+        if hold is None or self._in_packet["command"] != 0 or not self.is_connected() or not hold(0.0):
             if self._held:
                 self._release()
             return False
@@ -184,15 +187,23 @@ class FastClient(paho.Client):
         self._ping_t = 0
 
     def loop_misc(self) -> paho.MQTTErrorCode:
-        """While held: a PINGREQ every half keep-alive keeps the broker's side of the link (it
-        drops a client silent for 1.5 keep-alives), the bytes in hand are offered again, and paho's
-        own check, which would take the unread PINGRESP for a dead link, waits for the release."""
+        """While held, once per trip round paho's loop: a PINGREQ when half a keep-alive has passed
+        since the last packet out (written at once; the broker drops a client silent for 1.5
+        keep-alives), then a wait of up to ``HOLD_WAIT_S`` for room, then the bytes in hand are
+        offered again. Paho's own check, which would take the unread PINGRESP for a dead link,
+        waits for the release, so a link that dies silently is noticed only after it."""
         if self._held and self._sock is not None:
             now = paho.time_func()
             if self._keepalive and self.is_connected() and now - self._last_msg_out >= self._keepalive / 2:
                 self._send_simple_command(paho.PINGREQ)  # (not paho's _send_pingreq: no answer is awaited)
                 with self._msgtime_mutex:
                     self._last_msg_out = now
+                rc = self.loop_write()
+                if rc or self._sock is None:
+                    return rc
+            hold = self.hold
+            if hold is not None and hold(HOLD_WAIT_S):
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS  # still full: round the loop again
             rc = self.loop_read()
             if rc or self._sock is None or self._held:
                 return rc

@@ -323,6 +323,33 @@ def test_stalled_network_is_detected_by_keepalive_and_nothing_is_lost(mosquitto,
     proxy.close()
 
 
+def stalled_daemon(mosquitto, trained_dir, version: str = "5", pause_s: float | None = None):
+    """A daemon at keep-alive 1 s and ``batch_max`` 1 whose scorer waits for the returned event
+    before each batch (``pause_s``: sleeps that long instead: a slow scorer, never stalled)."""
+    daemon, url = start_daemon({"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0,
+                                "client_id": client_id("sg-stall"), "keepalive_s": 1, "batch_max": 1,
+                                "mqtt_version": version})
+    release = threading.Event()
+    take = daemon.ingest.next_batch
+    if pause_s is None:
+        daemon.ingest.next_batch = lambda *args: (release.wait(), take(*args))[1]
+    else:
+        daemon.ingest.next_batch = lambda *args: (time.sleep(pause_s), take(*args))[1]
+    return daemon, url, release
+
+
+def held_back(daemon, url: str) -> float:
+    """Wait until the scorer is BACKLOG_BATCHES windows behind and no more readings come in; the count."""
+    from sensorguard.service.ingest import BACKLOG_BATCHES
+
+    wait_for(lambda: daemon.buffers.pending() >= BACKLOG_BATCHES, 15, "the scorer's backlog full")
+    last = None
+    while (now := metric(url, "sensorguard_readings_total")) != last:  # (the count follows the buffering)
+        last = now
+        time.sleep(0.3)
+    return now
+
+
 @pytest.mark.parametrize("version", ["5", "3.1.1"])
 def test_a_stalled_scorer_holds_the_readings_back_and_keeps_the_connection(mosquitto, trained_dir, version):
     """The scorer stops taking windows for 8 keep-alives: the readings wait at the broker, and the
@@ -330,19 +357,13 @@ def test_a_stalled_scorer_holds_the_readings_back_and_keeps_the_connection(mosqu
     whole network thread: no PINGREQ went out, Mosquitto dropped the silent client ("exceeded
     timeout", 4-5 s in), and it reconnected once released (this test then failed on
     ``connected_since``; the gauge stayed 1 since the blocked thread saw nothing)."""
-    daemon, url = start_daemon({"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0,
-                                "client_id": client_id("sg-stall"), "keepalive_s": 1, "batch_max": 1,
-                                "mqtt_version": version})
-    release = threading.Event()
-    take = daemon.ingest.next_batch
-    daemon.ingest.next_batch = lambda *args: (release.wait(), take(*args))[1]  # the scorer stalls at its next batch
+    daemon, url, release = stalled_daemon(mosquitto, trained_dir, version)
     pub = Publisher(mosquitto)
     try:
         since = daemon.connection.connected_since
         frame = plant_frame(rows=300, channels=3, seed=17)
         pub.samples("pump-h", epoch(frame), frame[CHANNELS].to_numpy(), CHANNELS, batch=1)
-        wait_for(lambda: daemon.ingest.backlogged(), 15, "the scorer's backlog full")
-        held = metric(url, "sensorguard_readings_total")
+        held = held_back(daemon, url)
         deadline = time.monotonic() + 8.0  # 8 keep-alives: Mosquitto 2.0 dropped the silent client after 4-5 s
         while time.monotonic() < deadline:
             assert metric(url, "sensorguard_mqtt_connected") == 1, "the connection was lost while held"
@@ -352,6 +373,50 @@ def test_a_stalled_scorer_holds_the_readings_back_and_keeps_the_connection(mosqu
         release.set()
         accounted(url, 300)
         assert daemon.connection.connected_since == since
+    finally:
+        release.set()
+        pub.close()
+        daemon.stop()
+
+
+def test_a_slow_scorer_keeps_the_connection(mosquitto, trained_dir):
+    """A scorer that takes 0.15 s per batch is never stalled, only slow: room for one more
+    reading comes again and again within the wait. The reader that waited for it message after
+    message sent nothing for seconds and was dropped (found by review); now each wait is a trip
+    round paho's loop, which pings."""
+    daemon, url, _ = stalled_daemon(mosquitto, trained_dir, pause_s=0.15)
+    pub = Publisher(mosquitto)
+    try:
+        since = daemon.connection.connected_since
+        frame = plant_frame(rows=300, channels=3, seed=19)
+        pub.samples("pump-slow", epoch(frame), frame[CHANNELS].to_numpy(), CHANNELS, batch=1)
+        accounted(url, 300)  # about 70 windows, one at a time: 10 s at keep-alive 1
+        assert daemon.connection.connected_since == since
+    finally:
+        pub.close()
+        daemon.stop()
+
+
+def test_a_broker_restart_while_held_reconnects_at_once(mosquitto, trained_dir):
+    """The broker restarts during a stall: the new connection's CONNACK is read (never held back
+    with the readings), so the daemon is connected again while the scorer still waits."""
+    daemon, url, release = stalled_daemon(mosquitto, trained_dir)
+    pub = Publisher(mosquitto)
+    try:
+        since = daemon.connection.connected_since
+        frame = plant_frame(rows=300, channels=3, seed=23)
+        pub.samples("pump-r", epoch(frame), frame[CHANNELS].to_numpy(), CHANNELS, batch=1)
+        held_back(daemon, url)
+        pub.close()
+        mosquitto.stop()
+        mosquitto.start()
+        wait_for(lambda: daemon.connection.connected_since not in (None, since)
+                 and metric(url, "sensorguard_mqtt_connected") == 1, 20, "reconnected while held")
+        again = daemon.connection.connected_since
+        time.sleep(3.0)  # 3 keep-alives, still held
+        assert daemon.connection.connected_since == again
+        release.set()
+        accounted(url, 300)  # what was not acknowledged before the restart comes again: duplicate_ts
     finally:
         release.set()
         pub.close()
