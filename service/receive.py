@@ -239,7 +239,7 @@ class FastClient(paho.Client):
         with self._in_callback_mutex:
             while pos + 1 < end and self._sock is not None:  # a handler may have closed the connection
                 if hold is not None and hold(0.0):
-                    break  # the application is full: loop_read waits for room, or holds
+                    break  # the application is full: loop_read stops here (loop_misc waits for room)
                 header = buf[pos]
                 if header & 0xF6 != 0x32:  # PUBLISH at QoS 1 (dup and retain flags free)
                     break
