@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sensorguard.training.scaling import ABS_FLOOR, REL_LEVEL, fit_scaler
+from sensorguard.training.scaling import ABS_FLOOR, REL_LEVEL, fit_scaler, spike_share, spiky_scale
 
 RNG = np.random.default_rng(0)
 N = 400
@@ -46,6 +46,35 @@ def test_scale_per_channel_kind(kind, set_by, scale_between):
     lo, hi = scale_between
     assert fit.reason == (set_by,)
     assert lo * 0.999 <= fit.scale_[0] <= hi * 1.001, fit.scale_[0]
+
+
+@pytest.mark.parametrize(
+    "kind, spiky",
+    [("gaussian", False), ("quantized_flow", False), ("idle_vibration", False), ("constant", False),
+     ("constant_zero", False), ("huge", False), ("rare_spikes", True), ("trend", False), ("late_step", False)],
+)
+def test_only_a_channel_whose_spread_a_few_rows_carry_is_spiky(kind, spiky):
+    """Spiky: the farthest 1 % of rows carry over half the squared spread (a Gaussian's carry
+    about 9 %). A trend or a step that lasts a fifth of the rows is spread by many rows, not few."""
+    if kind == "trend":
+        column = np.linspace(0.0, 10.0, N) + RNG.standard_normal(N)
+    elif kind == "late_step":
+        column = np.r_[np.zeros(N - N // 5), np.ones(N // 5)] + 0.01 * RNG.standard_normal(N)
+    else:
+        column = _column(kind)
+    values = column[:, None]
+    assert (spike_share(values)[0] > 0.5) == spiky, spike_share(values)
+    scale = spiky_scale(values)[0]
+    assert (scale == fit_scaler(values).scale_[0]) if spiky else np.isnan(scale)
+
+
+def test_a_pinned_scale_replaces_only_its_channels():
+    values = np.c_[_column("gaussian"), _column("rare_spikes")]
+    fit = fit_scaler(values).pinned(np.array([np.nan, 5.0]))
+    assert fit.scale_[1] == 5.0 and fit.scale_[0] == fit_scaler(values).scale_[0]
+    assert fit.reason == ("spread", "spikes")
+    unchanged = fit_scaler(values)
+    assert unchanged.pinned(None) is unchanged and unchanged.pinned(np.full(2, np.nan)) is unchanged
 
 
 def test_a_normal_step_after_training_stays_a_few_units():

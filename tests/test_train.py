@@ -300,9 +300,38 @@ def test_the_yardstick_note_names_only_what_the_autoencoder_does_not_beat():
 
 def test_a_channel_whose_spread_the_rows_do_not_pin_is_named():
     """Each cross-fitting fold measures errors in its own scaler's units and the line pools them: a
-    counter whose spread comes from a few spikes is measured in unlike units from fold to fold (the
-    simulated servers' broken promise, docs/benchmarks.md session 41). The summary names it and
-    bundle.json keeps each channel's largest over smallest fold scale; steady channels are not named."""
+    valve that opens only in the last fifth of the rows is measured in unlike units from fold to
+    fold (docs/benchmarks.md session 41). The summary names it and bundle.json keeps each channel's
+    largest over smallest fold scale; steady channels are not named."""
+    rng = np.random.default_rng(0)
+    rows = 1000
+    load = np.sin(np.arange(rows) / 40.0) + 0.1 * rng.standard_normal(rows)
+    valve = 0.01 * rng.random(rows)
+    valve[800:] += 1.0  # open in the last fold's stretch only: a fifth of the rows, not a few spikes
+    values = np.c_[load, 2 * load + 0.1 * rng.standard_normal(rows), valve]
+    data = SensorData(values, np.arange(rows, dtype=float) + 1.7e9, np.zeros(rows, int), ("flow", "power", "valve"),
+                      1.0)
+    bundle, summary = train_bundle(data, TrainOptions(max_epochs=1, progress=False))
+    ratio = bundle.training["scaling"]["fold_scale_ratio"]
+    assert ratio[2] > 10 and max(ratio[:2]) < 1.5, ratio
+    notes = [n for n in summary.notes if "between the cross-fitting folds" in n]
+    assert len(notes) == 1 and "1 of 3 channels differs more than 1.5x" in notes[0], summary.notes
+    assert "(valve " in notes[0], notes
+    assert not any(n.startswith("spiky") for n in summary.notes)
+
+    steady = SensorData(values[:, :2], data.times, data.segments, ("flow", "power"), 1.0)
+    bundle, summary = train_bundle(steady, TrainOptions(max_epochs=1, progress=False))
+    assert not any("between the cross-fitting folds" in n for n in summary.notes)
+    assert max(bundle.training["scaling"]["fold_scale_ratio"]) < 1.5
+
+
+def test_a_spiky_channel_has_one_scale_in_every_fold():
+    """An error counter whose spikes all fall in one fold's stretch: its standard deviation (its
+    scale) came from how many spikes each fold's rows held, 50x apart, and the pooled line broke
+    the simulated servers' promise. Its scale is now all the rows' in every fit (fold ratio 1,
+    ``set_by`` spikes, a note); the other channels keep their own rows' scales."""
+    from sensorguard.training.scaling import fit_scaler
+
     rng = np.random.default_rng(0)
     rows = 1000
     load = np.sin(np.arange(rows) / 40.0) + 0.1 * rng.standard_normal(rows)
@@ -312,16 +341,13 @@ def test_a_channel_whose_spread_the_rows_do_not_pin_is_named():
     data = SensorData(values, np.arange(rows, dtype=float) + 1.7e9, np.zeros(rows, int), ("flow", "power", "errors"),
                       1.0)
     bundle, summary = train_bundle(data, TrainOptions(max_epochs=1, progress=False))
-    ratio = bundle.training["scaling"]["fold_scale_ratio"]
-    assert ratio[2] > 10 and max(ratio[:2]) < 1.5, ratio
-    notes = [n for n in summary.notes if "between the cross-fitting folds" in n]
-    assert len(notes) == 1 and "1 of 3 channels differs more than 1.5x" in notes[0], summary.notes
-    assert "(errors " in notes[0], notes
-
-    steady = SensorData(values[:, :2], data.times, data.segments, ("flow", "power"), 1.0)
-    bundle, summary = train_bundle(steady, TrainOptions(max_epochs=1, progress=False))
+    scaling = bundle.training["scaling"]
+    assert scaling["fold_scale_ratio"][2] == 1.0, scaling["fold_scale_ratio"]
+    assert scaling["set_by"] == ["spread", "spread", "spikes"], scaling["set_by"]
+    assert bundle.scale_[2] == pytest.approx(fit_scaler(values).scale_[2])  # all the rows'
+    assert bundle.scale_[0] != pytest.approx(fit_scaler(values).scale_[0])  # the served fold's own rows'
+    assert any(n.startswith("spiky in training: errors (") for n in summary.notes), summary.notes
     assert not any("between the cross-fitting folds" in n for n in summary.notes)
-    assert max(bundle.training["scaling"]["fold_scale_ratio"]) < 1.5
 
 
 def test_the_spread_note_names_the_widest_three():

@@ -57,7 +57,7 @@ def fold_masks(times: np.ndarray, folds: int = FOLDS) -> list[np.ndarray]:
 
 def cross_fit(
     data: SensorData, template: Bundle, options: Any, epochs: int, folds: int = FOLDS,
-    init_state: dict | None = None,
+    init_state: dict | None = None, shared_scale: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], list[bool], Fit, tuple[float, float], np.ndarray]:
     """Per-channel window errors ``(n, C)`` of every fold from a network fit on the others (unit
     channel weights; one array per segment), whether each begins a segment of ``data`` (not a
@@ -68,6 +68,7 @@ def cross_fit(
 
     Each fold's network starts where the main one did (``init_state`` for a warm start, else the
     PCA start) and trains for the epochs the main fit kept, so it is the same recipe minus the fold.
+    ``shared_scale`` (``fit_network``): the spiky channels' one scale, the same in every fold.
     """
     pieces: list[np.ndarray] = []
     starts: list[bool] = []
@@ -77,7 +78,7 @@ def cross_fit(
     for mask in fold_masks(data.times, folds):
         held, rest = data.take(mask), data.take(~mask)
         fit = fit_network(rest, None, template.config, options, epochs=epochs, init_state=init_state,
-                          rank=template.config.linear)
+                          rank=template.config.linear, shared_scale=shared_scale)
         scales.append(fit.scaler.scale_)
         bundle = replace(template, config=fit.config, center_=fit.scaler.center_, scale_=fit.scaler.scale_,
                          threshold_=1.0, state_dict=fit.state, channel_weights_=None)
@@ -101,7 +102,8 @@ def scale_spread(fold_scales: np.ndarray, channels: tuple[str, ...]) -> tuple[li
     plant that wanders through a few hundred rows), the units differ from fold to fold and from
     the model served, so the promise is less certain than its interval says: on simulated servers
     whose spiking counters differed 1.6-3.9x between folds, 3.2 false alerts a day came against 1
-    promised (docs/benchmarks.md, session 41); TEP's channels differ at most 1.33x and keep it.
+    promised (docs/benchmarks.md, session 41; such counters now get one scale in every fold,
+    ``scaling.spiky_scale``); TEP's channels differ at most 1.33x and keep it.
 
     >>> ratio, note = scale_spread(np.array([[1.0, 1.0], [1.1, 3.0]]), ("temp", "errors"))
     >>> ratio, note.split(":")[0]

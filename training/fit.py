@@ -97,15 +97,18 @@ def fit_network(
     epochs: int | None = None,
     init_state: dict | None = None,
     rank: int | None = None,
+    shared_scale: np.ndarray | None = None,
 ) -> Fit:
     """Fit on ``train``; with ``validation``, stop early and keep the best epoch, else run ``epochs``.
 
     options: a ``TrainOptions`` (batch size, learning rate, noise, patience, seed, device).
     init_state: warm-start weights; used when they fit this architecture, else the PCA start.
     rank: the linear path's rank; None chooses it from these rows (``pca_start``).
+    shared_scale: per channel, a scale to use instead of these rows' (NaN: these rows'), so every
+    fit of one ``train`` measures a spiky channel alike (``scaling.spiky_scale``).
     """
     pl.seed_everything(options.seed, workers=True, verbose=False)
-    scaler = fit_scaler(train.values)
+    scaler = fit_scaler(train.values).pinned(shared_scale)
     start = pca_start(scaler_apply(scaler, train.values), rank)
     config = ModelConfig(**{**config.to_dict(), "linear": start.rank})
     device = pick_device(options.device)

@@ -31,6 +31,7 @@ from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
 from sensorguard.training.linear import naive_error, pca_error
 from sensorguard.training.promise import alert_threshold
+from sensorguard.training.scaling import spiky_scale
 from sensorguard.training.splits import choose_window, split_by_time
 
 
@@ -161,7 +162,8 @@ def train_bundle(
     config = ModelConfig(
         channels=len(data.channels), window=window, latent=latent, hidden=options.hidden, depth=default_depth(window)
     )
-    fit = fit_network(splits.train, splits.validation, config, options, init_state=init_state)
+    shared = spiky_scale(data.values)  # spiky channels: all the rows' scale in every fit
+    fit = fit_network(splits.train, splits.validation, config, options, init_state=init_state, shared_scale=shared)
     crossfit = len(data) <= CROSSFIT_MAX_ROWS
     longest = max((b.stop - b.start for _, b in data.blocks()), default=0)  # one machine's history
     drift = longest > CROSSFIT_MAX_ROWS if options.drift is None else options.drift
@@ -183,11 +185,15 @@ def train_bundle(
         sensors=learn_sensor_rules(data.channels, data.values, data.segments, cleaning.fill_limit),
     )
     pieces, starts, served, (served_loss, start_loss), fold_scales = (
-        cross_fit(data, bundle, options, fit.best_epoch, init_state=init_state) if crossfit
+        cross_fit(data, bundle, options, fit.best_epoch, init_state=init_state, shared_scale=shared) if crossfit
         else ([], [], fit, (math.nan, math.nan), np.empty((0, len(data.channels)))))
     fold_ratio, unsteady = scale_spread(fold_scales, data.channels)
     scaler, start = served.scaler, fit.start
     notes = list(data.notes)
+    if np.isfinite(shared).any():
+        names = ", ".join(data.channels[j] for j in np.flatnonzero(np.isfinite(shared)))
+        notes.append(f"spiky in training: {names} (a few rows carry most of the spread): every fit measures them in "
+                     "the scale of all the rows, so the line pools their errors in one unit")
     if scaler.constant:
         names = ", ".join(data.channels[i] for i in scaler.constant)
         notes.append(f"constant in training: {names} (scale = max(|value|, 1); the model learns nothing of them)")
