@@ -153,8 +153,8 @@ class Ingest:
             rows: list[tuple[float, list[float]]] = []
             with self.cond:
                 buffers = self.buffers
-                while buffers.pending() >= BACKLOG_BATCHES * s.batch_max and not self.stopping:
-                    self.cond.wait(0.05)
+                while self.backlogged(1.0):  # (cond is re-entrant: its wait releases it)
+                    pass
                 if self.stopping:
                     return None
                 before, restarts = buffers.pending(), buffers.gaps

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sensorguard.training.scaling import ABS_FLOOR, REL_LEVEL, fit_scaler, spike_share, spiky_scale
+from sensorguard.training.scaling import ABS_FLOOR, REL_LEVEL, SPIKE_SHARE, fit_scaler, spike_share, spiky_scale
 
 RNG = np.random.default_rng(0)
 N = 400
@@ -63,7 +63,7 @@ def test_only_a_channel_whose_spread_a_few_rows_carry_is_spiky(kind, spiky):
     else:
         column = _column(kind)
     values = column[:, None]
-    assert (spike_share(values)[0] > 0.5) == spiky, spike_share(values)
+    assert (spike_share(values)[0] > SPIKE_SHARE) == spiky, spike_share(values)
     scale = spiky_scale(values)[0]
     assert (scale == fit_scaler(values).scale_[0]) if spiky else np.isnan(scale)
 

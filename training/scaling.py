@@ -127,7 +127,8 @@ def spiky_scale(values: np.ndarray) -> np.ndarray:
     array([0.273,   nan])
     """
     values = np.asarray(values, dtype=np.float64)
-    return np.where(spike_share(values) > SPIKE_SHARE, fit_scaler(values).scale_, np.nan)
+    spiky = spike_share(values) > SPIKE_SHARE
+    return np.where(spiky, fit_scaler(values).scale_, np.nan) if spiky.any() else np.full(len(spiky), np.nan)
 
 
 def _resolution(column: np.ndarray) -> float:
