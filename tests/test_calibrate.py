@@ -93,6 +93,55 @@ def test_a_channel_that_spikes_as_part_of_normal_work_is_not_weighed_up():
     assert w[:3].max() / w[:3].min() < 1.1  # the process channels still count alike
 
 
+def test_a_spiky_channels_normal_extremes_count_as_much_as_a_typical_channels():
+    """Weighted by its mean error alone, a counter that spikes as part of normal work held 80-94 %
+    of the largest normal windows of the simulated servers: the line sat above most process faults.
+    A channel the scaler found spiky is capped where the mean of its largest 1 % of errors, weighted,
+    is the median other channel's; the others keep their relative weights, and no weight rises."""
+    from sensorguard.training.calibrate import TAIL_SHARE, channel_weights
+
+    rng = np.random.default_rng(0)
+    process = rng.exponential(1.0, (4000, 3)) * [1.0, 2.0, 0.5]
+    counter = np.where(rng.random(4000) < 1 / 400, rng.uniform(100, 1000, 4000), 1e-3 * rng.random(4000))
+    errors = np.c_[process, counter, 0.1 * rng.exponential(1.0, 4000)]
+    plain = channel_weights([errors])
+    spiky = np.array([False, False, False, True, True])  # the last one is flagged but its extremes are small
+    w = channel_weights([errors], spiky)
+    k = int(np.ceil(TAIL_SHARE * 4000))
+    extremes = np.sort(errors, axis=0)[-k:].mean(axis=0)
+    reach = w * extremes
+    assert reach[3] == pytest.approx(np.median(reach[:3]), rel=1e-9)
+    assert reach[3] < plain[3] * extremes[3] / plain[:3].mean() * w[:3].mean() / 5  # cut at least 5x
+    np.testing.assert_allclose(w[[0, 1, 2, 4]] / w[0], plain[[0, 1, 2, 4]] / plain[0], rtol=1e-12)
+    np.testing.assert_array_equal(channel_weights([errors], None), plain)
+    np.testing.assert_array_equal(channel_weights([errors], np.ones(5, bool)), plain)  # nothing to compare with
+    np.testing.assert_array_equal(channel_weights([errors], np.zeros(5, bool)), plain)
+
+
+def test_the_line_reads_the_spiky_channels_from_the_bundle(tiny_bundle):
+    """``threshold_bundle`` (train's and calibrate's line) takes the spiky channels from the scaler's
+    record in the bundle: the counter's normal spikes no longer lead nearly all the largest errors,
+    the line falls to the process channels' level, and the record says how the weights were capped."""
+    from dataclasses import replace
+
+    from sensorguard.training.scaling import spiky_channels
+    from sensorguard.training.train import threshold_bundle
+
+    rng = np.random.default_rng(1)
+    counter = np.where(rng.random(6000) < 1 / 100, rng.uniform(100, 1000, 6000), 1e-3 * rng.random(6000))
+    pieces = [np.c_[rng.exponential(1.0, (6000, 2)), counter]]
+    plain = threshold_bundle(tiny_bundle, pieces, {})
+    flagged = replace(tiny_bundle, training={"scaling": {"set_by": ["spread", "floor", "spikes"]}})
+    assert spiky_channels(flagged.training, 3).tolist() == [False, False, True]
+    assert spiky_channels(tiny_bundle.training, 3) is None and spiky_channels(flagged.training, 4) is None
+    capped = threshold_bundle(flagged, pieces, {})
+    led, led_capped = (dict(b.calibration["largest_errors"]["shares"]).get("c", 0.0) for b in (plain, capped))
+    assert led > 0.9 and led_capped < led - 0.3, (led, led_capped)  # the spikes share with the process extremes
+    assert capped.threshold_ < plain.threshold_ / 2  # (22.6 -> 3.9: the process channels' extremes)
+    assert "spiky channel's weight at most" in capped.calibration["channel_weights"]
+    assert "spiky" not in plain.calibration["channel_weights"]
+
+
 @pytest.mark.parametrize("flat", [4, 6, 9])
 def test_the_weight_floor_holds_when_most_channels_are_flat(flat):
     """Found by review: the floor was a share of the channels' median, so with half the channels or

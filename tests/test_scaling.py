@@ -75,6 +75,9 @@ def test_a_pinned_scale_replaces_only_its_channels():
     assert fit.reason == ("spread", "spikes")
     unchanged = fit_scaler(values)
     assert unchanged.pinned(None) is unchanged and unchanged.pinned(np.full(2, np.nan)) is unchanged
+    # a counter with no spike in these rows (a fold's) was also named "constant in training"
+    still = fit_scaler(np.c_[_column("gaussian"), np.zeros(len(_column("gaussian")))]).pinned(np.array([np.nan, 5.0]))
+    assert still.constant == () and still.reason == ("spread", "spikes") and still.scale_[1] == 5.0
 
 
 def test_a_normal_step_after_training_stays_a_few_units():

@@ -79,7 +79,8 @@ class ScalerFit:
             return self
         which = np.isfinite(scale)
         reason = tuple("spikes" if w else r for r, w in zip(self.reason, which, strict=True))
-        return replace(self, scale_=np.where(which, scale, self.scale_), reason=reason)
+        constant = tuple(j for j in self.constant if not which[j])  # still (no spike in these rows): not constant
+        return replace(self, scale_=np.where(which, scale, self.scale_), reason=reason, constant=constant)
 
 
 def fit_scaler(values: np.ndarray) -> ScalerFit:
@@ -129,6 +130,14 @@ def spiky_scale(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     spiky = spike_share(values) > SPIKE_SHARE
     return np.where(spiky, fit_scaler(values).scale_, np.nan) if spiky.any() else np.full(len(spiky), np.nan)
+
+
+def spiky_channels(training: dict, channels: int) -> np.ndarray | None:
+    """Which channels a bundle's scaler measured as spiky (``set_by`` ``spikes`` in its training
+    record), for weighing their errors (``calibrate.channel_weights``); None for a bundle trained
+    before the rule or without the record."""
+    set_by = (training.get("scaling") or {}).get("set_by")
+    return None if set_by is None or len(set_by) != channels else np.array([r == "spikes" for r in set_by])
 
 
 def _resolution(column: np.ndarray) -> float:

@@ -25,13 +25,13 @@ from sensorguard.service.drift import DriftRule
 from sensorguard.service.model import ModelConfig, default_depth, default_latent
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import learn_sensor_rules
-from sensorguard.training.calibrate import WEIGHT_FLOOR, channel_weights, line_leaders, pick_threshold
+from sensorguard.training.calibrate import SPIKY_WEIGHTS, WEIGHT_FLOOR, channel_weights, line_leaders, pick_threshold
 from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces, cross_fit, scale_spread
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
 from sensorguard.training.linear import naive_error, pca_error
 from sensorguard.training.promise import alert_threshold
-from sensorguard.training.scaling import spiky_scale
+from sensorguard.training.scaling import spiky_channels, spiky_scale
 from sensorguard.training.splits import choose_window, split_by_time
 
 
@@ -369,7 +369,8 @@ def threshold_bundle(
     None: the bundle's sample period). starts: per piece, whether the daemon starts its windows
     afresh there (``clean_pieces``), where one window over ``raise_at`` times the line raises alone.
     """
-    weights = channel_weights(channel_pieces) if weigh_channels else None
+    spiky = spiky_channels(bundle.training, len(bundle.channels))
+    weights = channel_weights(channel_pieces, spiky) if weigh_channels else None
     weighted = channel_pieces if weights is None else [e * weights for e in channel_pieces]
     pieces = [e.mean(axis=1) for e in weighted]
     bundle = replace(bundle, channel_weights_=weights)
@@ -392,7 +393,8 @@ def threshold_bundle(
         record["drift"] = drift_rule(errors / threshold).to_dict()
     if weights is not None:
         record["channel_weights"] = (f"1 / mean held-out error per channel, floored at {WEIGHT_FLOOR:g} of the "
-                                     f"channels' median and at least {WEIGHT_FLOOR**2:g} of the largest, mean 1")
+                                     f"channels' median and at least {WEIGHT_FLOOR**2:g} of the largest, mean 1"
+                                     + (SPIKY_WEIGHTS if spiky is not None and spiky.any() else ""))
     return bundle.with_threshold(threshold, record)
 
 
