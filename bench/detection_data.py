@@ -132,7 +132,9 @@ def recordings_cases(quick: bool, count: int | None = None) -> list[Case]:
 def split_case(frame: pd.DataFrame, name: str, rows: int) -> Case:
     """A labelled frame as a case: trained on its first ``rows`` (normal) rows, tested on the rest."""
     train = series_from_frame(frame.iloc[:rows].drop(columns="anomaly"), f"{name}[train]")
-    rest = frame.iloc[rows:].reset_index(drop=True)
+    # the test keeps the trained channels: loading leaves out a column constant in the training rows
+    # (a note says so), and `score` reads a bundle's channels by name; the rows did not line up
+    rest = frame.iloc[rows:][["timestamp", *train.channels, "anomaly"]].reset_index(drop=True)
     test = series_from_frame(rest, f"{name}[test]", label_column="anomaly")
     return Case(name, train, test, test.labels["anomaly"])
 

@@ -103,7 +103,7 @@ def test_a_spiky_channels_normal_extremes_count_as_much_as_a_typical_channels():
     rng = np.random.default_rng(0)
     process = rng.exponential(1.0, (4000, 3)) * [1.0, 2.0, 0.5]
     counter = np.where(rng.random(4000) < 1 / 400, rng.uniform(100, 1000, 4000), 1e-3 * rng.random(4000))
-    errors = np.c_[process, counter, 0.1 * rng.exponential(1.0, 4000)]
+    errors = np.c_[process, counter, rng.uniform(0.9, 1.1, 4000)]
     plain = channel_weights([errors])
     spiky = np.array([False, False, False, True, True])  # the last one is flagged but its extremes are small
     w = channel_weights([errors], spiky)
@@ -116,6 +116,11 @@ def test_a_spiky_channels_normal_extremes_count_as_much_as_a_typical_channels():
     np.testing.assert_array_equal(channel_weights([errors], None), plain)
     np.testing.assert_array_equal(channel_weights([errors], np.ones(5, bool)), plain)  # nothing to compare with
     np.testing.assert_array_equal(channel_weights([errors], np.zeros(5, bool)), plain)
+    # found by review: with most other channels near-flat, their median was a flat one's, and the
+    # counter's weight fell to 2e-6 of a process channel's; the reference is floored as weights are
+    flat = np.c_[errors[:, :4], 1e-6 * rng.exponential(1.0, (4000, 6))]
+    w = channel_weights([flat], np.array([False, False, False, True] + [False] * 6))
+    assert w[3] / w[:3].min() > 1e-3, w
 
 
 def test_the_line_reads_the_spiky_channels_from_the_bundle(tiny_bundle):
@@ -140,6 +145,10 @@ def test_the_line_reads_the_spiky_channels_from_the_bundle(tiny_bundle):
     assert capped.threshold_ < plain.threshold_ / 2  # (22.6 -> 3.9: the process channels' extremes)
     assert "spiky channel's weight at most" in capped.calibration["channel_weights"]
     assert "spiky" not in plain.calibration["channel_weights"]
+    every = threshold_bundle(replace(tiny_bundle, training={"scaling": {"set_by": ["spikes"] * 3}}), pieces, {})
+    assert every.threshold_ == plain.threshold_ and "spiky" not in every.calibration["channel_weights"]
+    for bad in ({"scaling": "spikes"}, {"scaling": {"set_by": "abc"}}, {"scaling": None}, {}):
+        assert spiky_channels(bad, 3) is None, bad  # a malformed bundle.json: weighed as before, no crash
 
 
 @pytest.mark.parametrize("flat", [4, 6, 9])

@@ -348,6 +348,7 @@ def test_a_spiky_channel_has_one_scale_in_every_fold():
     assert bundle.scale_[0] != pytest.approx(fit_scaler(values).scale_[0])  # the served fold's own rows'
     assert any(n.startswith("spiky in training: errors (") for n in summary.notes), summary.notes
     assert not any("between the cross-fitting folds" in n for n in summary.notes)
+    assert "spiky channel's weight at most" in bundle.calibration["channel_weights"]  # the line read the flag
 
 
 def test_the_spread_note_names_the_widest_three():

@@ -179,10 +179,13 @@ def channel_weights(channel_errors: list[np.ndarray], spiky: np.ndarray | None =
 
 def _cap_spiky(weights: np.ndarray, stacked: np.ndarray, spiky: np.ndarray) -> np.ndarray:
     """``weights`` with each spiky channel's lowered until its weighted extremes are the median
-    other channel's (never raised)."""
+    other channel's (never raised). The reference is floored as the typical error is: with half the
+    other channels near-flat, their median is a flat one, and a counter's weight fell to 2e-6 of a
+    process channel's (found by review)."""
     k = max(1, int(np.ceil(TAIL_SHARE * len(stacked))))
     extremes = np.sort(stacked, axis=0)[-k:].mean(axis=0)
-    reference = float(np.median((weights * extremes)[~spiky]))
+    others = (weights * extremes)[~spiky]
+    reference = max(float(np.median(others)), WEIGHT_FLOOR * float(others.max()))
     if not reference > 0:  # the other channels never moved: nothing to compare the spikes with
         return weights
     cap = reference / np.maximum(extremes, 1e-300)

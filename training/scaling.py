@@ -135,9 +135,12 @@ def spiky_scale(values: np.ndarray) -> np.ndarray:
 def spiky_channels(training: dict, channels: int) -> np.ndarray | None:
     """Which channels a bundle's scaler measured as spiky (``set_by`` ``spikes`` in its training
     record), for weighing their errors (``calibrate.channel_weights``); None for a bundle trained
-    before the rule or without the record."""
-    set_by = (training.get("scaling") or {}).get("set_by")
-    return None if set_by is None or len(set_by) != channels else np.array([r == "spikes" for r in set_by])
+    before the rule or without a well-formed record."""
+    scaling = training.get("scaling")
+    set_by = scaling.get("set_by") if isinstance(scaling, dict) else None
+    if not isinstance(set_by, list) or len(set_by) != channels:
+        return None
+    return np.array([r == "spikes" for r in set_by])
 
 
 def _resolution(column: np.ndarray) -> float:

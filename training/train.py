@@ -394,7 +394,7 @@ def threshold_bundle(
     if weights is not None:
         record["channel_weights"] = (f"1 / mean held-out error per channel, floored at {WEIGHT_FLOOR:g} of the "
                                      f"channels' median and at least {WEIGHT_FLOOR**2:g} of the largest, mean 1"
-                                     + (SPIKY_WEIGHTS if spiky is not None and spiky.any() else ""))
+                                     + (SPIKY_WEIGHTS if spiky is not None and 0 < spiky.sum() < len(spiky) else ""))
     return bundle.with_threshold(threshold, record)
 
 
