@@ -192,8 +192,10 @@ def train_bundle(
     notes = list(data.notes)
     if np.isfinite(shared).any():
         names = ", ".join(data.channels[j] for j in np.flatnonzero(np.isfinite(shared)))
+        alone = np.isfinite(shared).all() or not options.weigh_channels  # (nothing weighed against them)
+        weighed = "" if alone else ", and a normal spike weighs no more than other channels' extremes"
         notes.append(f"spiky in training: {names} (a few rows carry most of the spread): every fit measures them in "
-                     "the scale of all the rows, so the line pools their errors in one unit")
+                     f"the scale of all the rows{weighed}")
     if scaler.constant:
         names = ", ".join(data.channels[i] for i in scaler.constant)
         notes.append(f"constant in training: {names} (scale = max(|value|, 1); the model learns nothing of them)")
