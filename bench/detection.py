@@ -8,7 +8,8 @@ test rows:
   bottleneck) on flattened standardized windows, and ``naive``: each window "reconstructed" by its
   own per-channel mean. These three share the bundle's split, scaler and window, and get their
   threshold from the bundle's calibration block with the same method and rate
-  (``pick_threshold``, POT at 0.1 % by default); their alert machine steps every ``hop`` rows.
+  (``pick_threshold``, POT at 0.1 % by default); their alert machine steps every ``hop`` rows (every
+  ``alert_hop`` while an alert is up, as the bundle's).
 - ``pca_t2q``: the classic process-monitoring detector: StandardScaler and PCA (90 % of variance)
   on all training rows, Hotelling T^2 and Q (SPE) per sample, limits at the 99th percentile of
   the training statistics, alarm when either exceeds. TEP adds ``pca_t2_f`` (T^2 alone against the

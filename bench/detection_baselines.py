@@ -8,10 +8,11 @@ row and earlier ones (a window ends at its row). Each returns a per-row score no
 Window detectors (``sensorguard``, ``iforest``/``pca`` on flattened windows, ``naive``) share the
 bundle's split, scaler, window and threshold method: their limits come from the bundle's
 calibration block through ``pick_threshold``, and their alert machine steps every ``hop`` rows,
-where the daemon would. Per-sample detectors (``pca_t2q``, ``pca_t2_f`` and the per-sample
-IsolationForest, ``iforest`` in the TEP section) follow the classic process-monitoring recipe:
-StandardScaler on all training rows, limits from the training statistics themselves (99th
-percentile, or the F distribution for ``pca_t2_f``), and their alert machine steps every row.
+and every ``alert_hop`` rows while an alert is up, where the daemon would. Per-sample detectors
+(``pca_t2q``, ``pca_t2_f`` and the per-sample IsolationForest, ``iforest`` in the TEP section)
+follow the classic process-monitoring recipe: StandardScaler on all training rows, limits from the
+training statistics themselves (99th percentile, or the F distribution for ``pca_t2_f``), and their
+alert machine steps every row.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.preprocessing import StandardScaler
 
-from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
+from sensorguard.service.alerts import AlertRules, judge_series, step_masks
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import default_rules
 from sensorguard.service.drift import DriftRule
@@ -47,7 +48,8 @@ VARIANCE_KEPT = 0.90  # PCA keeps the fewest components explaining this share of
 class Fitted:
     """A trained detector. ``score(test)`` gives one score per row, 1.0 = its own limit.
 
-    window, hop: where its alert machine steps (``hop_mask``); 1, 1 means every row.
+    window, hop: where its alert machine steps (``hop_mask``); 1, 1 means every row. alert_hop: where
+    it also steps while its alert is up (``step_masks``; 0: the hop alone).
     promised_per_day: the limit exceedances per day its own calibration predicts on normal data
     (for sensorguard the bundle's promise), None when the sample period is unknown.
     """
@@ -61,6 +63,7 @@ class Fitted:
     info: str = ""
     drift: DriftRule | None = None  # sensorguard's drift rule (widens its line per test series)
     sensor_faults: Callable[[SensorData], np.ndarray] | None = None  # rows with a sensor fault open
+    alert_hop: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,8 @@ class Detection:
 def detect(fitted: Fitted, test: SensorData, rules: AlertRules = AlertRules()) -> Detection:
     """Score ``test``; rows without a score are neither decided anomalous nor alerted."""
     score = np.asarray(fitted.score(test), dtype=np.float64)
-    mask = hop_mask(test.segments, fitted.window, fitted.hop)
-    alert, score = judge_series(score, mask, test.times, rules, fitted.drift)
+    mask, alert_mask = step_masks(test.segments, fitted.window, fitted.hop, fitted.alert_hop)
+    alert, score = judge_series(score, mask, test.times, rules, fitted.drift, alert_mask=alert_mask)
     decision = np.where(np.isnan(score), False, score >= 1.0)
     sensor = None if fitted.sensor_faults is None else np.asarray(fitted.sensor_faults(test), dtype=bool)
     return Detection(fitted.name, score, decision, alert.astype(bool), fitted.promised_per_day, fitted.train_s,
@@ -133,7 +136,7 @@ def fit_sensorguard(train: SensorData, options: TrainOptions) -> tuple[Fitted, B
 
     info = f"window {bundle.window}, hop {bundle.hop}, latent {bundle.config.latent}"
     fitted = Fitted("sensorguard", bundle.window, bundle.hop, score, promised_per_day(bundle), seconds, info,
-                    bundle.drift_rule, sensor_faults)
+                    bundle.drift_rule, sensor_faults, bundle.alert_hop)
     return fitted, bundle, summary
 
 
@@ -198,7 +201,8 @@ def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptio
         starts = [bool(fresh[first_rows[seg[i]][0]]) for i in np.r_[0, cuts]] if len(seg) else [False] * len(pieces)
         alerts = bundle.calibration["alerts"]
         rules = AlertRules(raise_after=alerts["raise_after"], raise_at=bundle.raise_at)
-        threshold, promise = alert_threshold(pieces, hop, rules, per_day, alerts["target_per_day"], starts)
+        threshold, promise = alert_threshold(pieces, hop, rules, per_day, alerts["target_per_day"], starts,
+                                             bundle.alert_hop)
         record = {"method": f"alerts ({promise['tail']} tail)", "windows": len(cal_w),
                   "expected_false_alarms_per_day": promise["promised_per_day"]}
     else:
@@ -216,7 +220,8 @@ def fit_window(kind: str, bundle: Bundle, train: SensorData, options: TrainOptio
     if kind != "iforest":  # a reconstruction error: comparable with sensorguard's validation loss
         val_w, _ = windows_of(std(splits.validation.values), splits.validation.segments, window)
         info += f", validation error {float(np.mean(errors(val_w))):.4g}" if len(val_w) else ""
-    return Fitted(kind, window, hop, score, record["expected_false_alarms_per_day"], seconds, info)
+    return Fitted(kind, window, hop, score, record["expected_false_alarms_per_day"], seconds, info,
+                  alert_hop=bundle.alert_hop)  # (the bundle's alert machine, as every window detector's)
 
 
 def calibration_rule(bundle: Bundle, options: TrainOptions) -> tuple[str, float]:

@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", help="rows with a non-zero label are left out of training")
     p.add_argument("--window", type=_positive_int, help="samples per window, even (default 32, less for little data)")
     p.add_argument("--hop", type=_positive_int, help="score every N samples when serving (default window/8)")
+    p.add_argument("--alert-hop", type=_non_negative_int, help="while an alert is up, judge every N samples, a "
+                   "divisor of the hop, so it clears soon after its fault (default hop/2 when even; 0: the hop)")
     p.add_argument("--latent", type=_positive_int, help="bottleneck size (default from channels x window)")
     p.add_argument("--hidden", type=_positive_int, default=32, help="first conv layer width (default 32)")
     p.add_argument("--max-epochs", type=_positive_int, default=40, help="upper bound on epochs (default 40)")

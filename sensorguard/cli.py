@@ -139,6 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         latent=args.latent,
         hidden=args.hidden,
         hop=args.hop,
+        alert_hop=args.alert_hop,
         max_epochs=args.max_epochs,
         patience=args.patience,
         batch_size=args.batch_size,

@@ -160,11 +160,21 @@ def hop_mask(segments: np.ndarray, window: int, hop: int) -> np.ndarray:
     return (pos >= 0) & (pos % hop == 0)
 
 
+def step_masks(segments: np.ndarray, window: int, hop: int, alert_hop: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(mask, alert_mask)`` for :func:`judge_series`: the rows the daemon judges (every ``hop``-th
+    window), and those it also judges while an alert is up (every ``alert_hop``-th; None when that
+    adds none: ``alert_hop`` 0 or at least ``hop``, as bundles before it)."""
+    mask = hop_mask(segments, window, hop)
+    return mask, (hop_mask(segments, window, alert_hop) if 0 < alert_hop < hop else None)
+
+
 def alert_series(
-    scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None
+    scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None,
+    alert_mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Offline alert state (0/1) per row: the machine steps on ``mask`` rows, state carries between."""
-    return judge_series(scores, mask, times, rules, drift)[0]
+    """Offline alert state (0/1) per row: the machine steps on ``mask`` rows (and on ``alert_mask``
+    rows while an alert is up), state carries between."""
+    return judge_series(scores, mask, times, rules, drift, alert_mask=alert_mask)[0]
 
 
 def silences(times: np.ndarray, alive: np.ndarray | None, limit: float) -> np.ndarray:
@@ -183,12 +193,24 @@ def silences(times: np.ndarray, alive: np.ndarray | None, limit: float) -> np.nd
 
 def judge_series(
     scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None,
-    alive: np.ndarray | None = None,
+    alive: np.ndarray | None = None, alert_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Offline ``(alert 0/1, score against the widened line)`` per row, as the daemon steps them.
+    """Offline ``(alert 0/1, score against the widened line)`` per row: :func:`judge_rows` without
+    the rows judged."""
+    return judge_rows(scores, mask, times, rules, drift, alive, alert_mask)[:2]
+
+
+def judge_rows(
+    scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None,
+    alive: np.ndarray | None = None, alert_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Offline ``(alert 0/1, score against the widened line, judged)`` per row, as the daemon steps
+    them; ``judged``: the rows the machine stepped on (the windows the daemon judges and publishes).
 
     The machine and the drift rule step on ``mask`` rows (the windows the daemon scores), in row
-    order; every other row's score is divided by the widening in force at that row. A gap in
+    order, and while an alert is up on ``alert_mask`` rows too (the bundle's ``alert_hop`` grid,
+    :func:`step_masks`; None: ``mask`` alone); every other row's score is divided by the widening
+    in force at that row. A gap in
     ``times`` longer than ``rules.stale_after`` ends the alert state as the daemon's silence does
     (the asset went stale: an alert up ends, the next one is a new alert); the drift baseline is
     kept, as the daemon keeps it while a silent asset's return is awaited. ``alive``: the stamps of
@@ -199,18 +221,21 @@ def judge_series(
     """
     state, drift_state = AlertState(), DriftState()
     out = np.zeros(len(scores), dtype=np.int8)
+    judged = np.zeros(len(scores), dtype=bool)
     adjusted = np.array(scores, dtype=np.float64, copy=True)
     active, factor = 0, 1.0
     silent = silences(times, alive, rules.stale_after)
+    fine = alert_mask is not None
     for i in range(len(scores)):
         if silent[i]:
             state, active = AlertState(), 0
-        if mask[i] and not np.isnan(scores[i]):
+        if (mask[i] or (fine and alert_mask[i] and state.status == "alerting")) and not np.isnan(scores[i]):
             state, drift_state, _, adjusted[i] = judge(state, drift_state, float(scores[i]), float(times[i]), rules,
                                                        drift)
+            judged[i] = True
             active = int(state.status == "alerting")
             factor = widening(drift_state, drift)
         else:
             adjusted[i] = scores[i] / factor
         out[i] = active
-    return out, adjusted
+    return out, adjusted, judged

@@ -101,15 +101,26 @@ class AssetAlerts(CarriedStates):
         """One asset's drift baseline now (None when nothing was learned about it)."""
         return self._drift.get(asset)
 
+    def alerting(self, asset: str) -> bool:
+        """Whether the asset's alert may be up at its next window: up now, live or restored (any
+        asset, while states handed over are waiting to be taken in: they are at the next window)."""
+        if self._adopted:
+            return True
+        state = self._states.get(asset) or (self.restored[asset][0] if asset in self.restored else None)
+        return state is not None and state.status == "alerting"
+
     def apply(self, asset: str, ts: float, score: float, channels: list[dict],
-              bundle: Bundle | None = None) -> tuple[AlertState, float]:
+              bundle: Bundle | None = None, coarse: bool = True) -> tuple[AlertState, float] | None:
         """Step one asset's drift rule and alert machine with one window scored by ``bundle``; publish.
 
-        Returns the new state and the score against the asset's (widened) line.
+        Returns the new state and the score against the asset's (widened) line; None, and nothing
+        changes, for an alert-hop window (``coarse`` False) of an asset whose alert is not up.
         """
         bundle = bundle or self.current()
         if self._adopted:
             self._take_adopted()
+        if not coarse and not self.alerting(asset):
+            return None
         old = self._states.get(asset)
         restored = old is None and asset in self.restored
         if restored:  # back after a restart: carry on where it was

@@ -40,6 +40,19 @@ class ScoredWindow:
     channels: list[dict]
 
 
+def worth_scoring(batch: list[DueWindow], alerting: Callable[[str], bool]) -> list[DueWindow]:
+    """The windows of a batch that may be judged: every one on the hop grid, and an alert-hop window
+    (``coarse`` False) where its asset's alert is up now or may be by then (an earlier window of the
+    asset in the batch may raise it). The alert step skips those that find the asset normal, so
+    only assets with an alert up, or a window in this batch before it, cost a forward pass more."""
+    kept, seen = [], set()
+    for due in batch:
+        if due.coarse or due.asset in seen or alerting(due.asset):
+            kept.append(due)
+            seen.add(due.asset)
+    return kept
+
+
 def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts, metrics: Metrics,
                 recorder: Recorder | None, rules: Callable[[], AlertRules],
                 listeners: list[Callable[[ScoredWindow], None]]) -> None:
@@ -48,6 +61,9 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
     rules: the daemon's alert rules for the shadow's step, read at each window (a hot swap may
     change the silence that ends an alert while a batch is being stepped).
     """
+    batch = worth_scoring(batch, alerts.alerting)
+    if not batch:
+        return
     windows = np.stack([due.window for due in batch])
     excluded = None
     if any(due.excluded for due in batch):  # sensor faults open: those channels imputed and left out
@@ -65,26 +81,33 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
             except Exception as exc:  # noqa: BLE001 - logged, and the shadow is stopped
                 models.stop_shadow(shadow, f"scoring failed ({type(exc).__name__}: {exc})")
     metrics.scoring_duration.observe(time.perf_counter() - started)
-    metrics.windows_scored.inc(len(batch))
+    metrics.windows_scored.inc(sum(due.coarse for due in batch))
     now = time.monotonic()
     tops = scores.all_top_channels(scorer.channels)
     for i, due in enumerate(batch):
-        metrics.reading_to_score.observe(max(0.0, now - due.received))
+        if due.coarse:  # (the hop grid's, as windows_scored_total)
+            metrics.reading_to_score.observe(max(0.0, now - due.received))
         if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
             continue
         channels = tops[i]
         try:
-            state, score = alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle)
+            judged = alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle, due.coarse)
         except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
             log.exception("applying a scored window of asset %r failed", due.asset)
             continue
+        if judged is None:  # an alert-hop window whose asset's alert is not up: not judged, as offline
+            continue
+        state, score = judged
+        if not due.coarse:
+            metrics.alert_windows.inc()
         if recorder is not None:  # judged: its readings may now be committed as normal (not before:
             recorder.judged(due.asset, due.ts)  # a window whose alert step failed was never judged)
         if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
-            metrics.shadow_score.observe(shadowed.score[i])
+            if due.coarse:  # (the hop grid's: the same windows as windows_scored_total)
+                metrics.shadow_score.observe(shadowed.score[i])
             try:
                 if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, rules(),
-                               alerts.drift_of(due.asset), alerts.learns(due.asset, due.ts)):
+                               alerts.drift_of(due.asset), alerts.learns(due.asset, due.ts), due.coarse):
                     metrics.alert_raised(due.asset, shadow=True)
             except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
                 with models.lock:

@@ -32,8 +32,8 @@ from sensorguard.service.logs import first_line
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
 from sensorguard.service.sensors import SensorRules
 
-FORMAT_VERSION = 3  # 2: architecture.linear and focus; 3: channel_weights; older bundles still load
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4  # 2: architecture.linear and focus; 3: channel_weights; 4: alert_hop; older bundles still load
+READABLE_VERSIONS = (1, 2, 3, 4)
 WEIGHTS_FILE = "model.pt"
 META_FILE = "bundle.json"
 MIN_THRESHOLD = 1e-30  # errors are squared standardized units, clipped: any line above this scores finite
@@ -60,7 +60,10 @@ class Bundle:
     window's newest samples its error averages over (0: all of them, as bundles before it did).
     ``channel_weights_`` multiply each channel's error before the mean over channels (None: all 1,
     as bundles before format 3 did); calibration sets them so every channel's typical held-out
-    error counts the same.
+    error counts the same. ``alert_hop``: while an asset's alert is up its windows are judged
+    every ``alert_hop`` samples instead of every ``hop``, so the alert ends soon after the fault
+    does (0: every ``hop``, as bundles before format 4 did; it divides ``hop``, so every window
+    judged at ``hop`` is judged at ``alert_hop`` too).
     """
 
     channels: tuple[str, ...]
@@ -78,6 +81,7 @@ class Bundle:
     sensors: SensorRules | None = None  # sensor-fault limits per channel (service.sensors); None: not checked
     focus: int = 0
     channel_weights_: np.ndarray | None = None
+    alert_hop: int = 0
     calibration: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +93,11 @@ class Bundle:
     @property
     def window(self) -> int:
         return self.config.window
+
+    @property
+    def alert_step(self) -> int:
+        """Samples between judged windows while an asset's alert is up (``alert_hop``, else ``hop``)."""
+        return self.alert_hop or self.hop
 
     @property
     def scored_samples(self) -> int:
@@ -145,6 +154,7 @@ class Bundle:
             "channels": list(self.channels),
             "window": self.config.window,
             "hop": self.hop,
+            "alert_hop": self.alert_hop,
             "sample_period": self.sample_period,
             "cleaning": self.cleaning.to_dict(),
             "sensors": None if self.sensors is None else self.sensors.to_dict(),
@@ -304,6 +314,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         hop = int(meta["hop"])
         window = int(meta["window"])
         focus = int(meta.get("focus") or 0)
+        alert_hop = int(meta.get("alert_hop") or 0)
         raw_weights = meta.get("channel_weights")
         weights = None if raw_weights is None else np.asarray(raw_weights, dtype=np.float64)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -326,6 +337,8 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
             problems.append(f"{name} must be an object")
     if hop < 1:
         problems.append(f"hop must be >= 1, got {hop}")
+    if not (alert_hop == 0 or (1 <= alert_hop <= hop and hop % alert_hop == 0)):
+        problems.append(f"alert_hop must be 0 or a divisor of the hop ({hop}), got {alert_hop}")
     if not 0 <= focus <= window:
         problems.append(f"focus must be between 0 and the window ({window}), got {focus}")
     if weights is not None and (weights.shape != (len(channels),) or not (np.isfinite(weights).all()
@@ -368,6 +381,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         sensors=sensors,
         focus=focus,
         channel_weights_=weights,
+        alert_hop=alert_hop,
         calibration=dict(meta.get("calibration") or {}),
         training=dict(meta.get("training") or {}),
         metrics=dict(meta.get("metrics") or {}),

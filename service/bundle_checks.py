@@ -23,6 +23,7 @@ def hop_warning(hop: int, bundle: Bundle) -> str | None:
     if hop == bundle.hop:
         return None
     scored = bundle.scored_samples
+    up = f"; an alert up is judged every {hop} too, not every {bundle.alert_hop}" if bundle.alert_hop else ""
     judged = "more than once" if hop < scored else ("partly not at all" if hop > scored else "once")
     promise = ""
     per_day = bundle.calibration.get("expected_false_alarms_per_day")
@@ -31,7 +32,7 @@ def hop_warning(hop: int, bundle: Bundle) -> str | None:
                    f"times as often at hop {hop}, so expect about {per_day * bundle.hop / hop:.3g} or more)")
     return (f"serving hop {hop} differs from the bundle's hop {bundle.hop}: each score covers the bundle's "
             f"{scored} newest samples, so rows are judged {judged}, and the bundle's false-alert promise "
-            f"assumed hop {bundle.hop}{promise}; retrain with train --hop {hop} to change the cadence")
+            f"assumed hop {bundle.hop}{promise}{up}; retrain with train --hop {hop} to change the cadence")
 
 
 DEFAULT_SILENCE_S = 300.0  # an asset silent this long is silent, unless the bundle fills longer gaps

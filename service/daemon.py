@@ -121,7 +121,8 @@ class Daemon:
             log.exception("checking for a shadow model failed; serving without one")
         self.buffers = Buffers(bundle.channels, bundle.window, self.hop, max_assets=settings.max_assets,
                                policy=cleaning_policy(bundle, settings),
-                               sensors=sensor_rules(bundle, cleaning_policy(bundle, settings)))
+                               sensors=sensor_rules(bundle, cleaning_policy(bundle, settings)),
+                               alert_hop=self.alert_hop_of(bundle))
         self.recorder = recording(settings, bundle.channels,
                                   guard_seconds(settings.record_guard_s, bundle.window, self.hop,
                                                 settings.raise_after, bundle.sample_period))
@@ -178,11 +179,16 @@ class Daemon:
             self.source.start()
         self.announce()
 
+    def alert_hop_of(self, bundle: Bundle) -> int:
+        """The hop while an alert is up: the bundle's, where it is served at its own hop (else the hop)."""
+        return bundle.alert_hop if self.hop == bundle.hop else 0
+
     def _swapped(self, new: Bundle) -> None:
         """A new model is served: its cleaning policy and sensor limits, the score its line raises
-        at once at, and its recorder guard band (a longer sample period needs a longer one, or a
-        fault's onset is recorded as normal)."""
+        at once at, its alert hop, and its recorder guard band (a longer sample period needs a
+        longer one, or a fault's onset is recorded as normal)."""
         s = self.settings
+        self.buffers.set_alert_hop(self.alert_hop_of(new))
         policy = cleaning_policy(new, s)
         self.ingest.set_policy(policy, sensor_rules(new, policy))
         silence = silence_after(s.stale_after_s, policy)  # (its sampling may have changed)
@@ -296,7 +302,7 @@ class Daemon:
                 try:
                     self.score_batch(batch)
                 except Exception:  # noqa: BLE001 - keep scoring the next batches; the loss is counted
-                    self.metrics.windows_dropped.labels("scoring_failed").inc(len(batch))
+                    self.metrics.windows_dropped.labels("scoring_failed").inc(sum(d.coarse for d in batch))
                     log.exception("scoring a batch of %d windows failed", len(batch))
             try:
                 if self.source is not None:

@@ -76,7 +76,10 @@ class Metrics:
             "Rejected messages or samples, each counted once, by reason.",
             ("reason",),
         )
-        self.windows_scored = counter("windows_scored_total", "Windows scored by the model.")
+        self.windows_scored = counter("windows_scored_total", "Windows on the hop grid scored by the model.")
+        self.alert_windows = counter(
+            "alert_windows_total", "Windows between the hop grid's judged while their asset's alert was up "
+            "(the bundle's alert_hop): an alert ends sooner after its fault.")
         self.windows_dropped = counter(
             "windows_dropped_total", "Windows never judged: their scoring failed (logged), or their asset went "
             "silent while they waited.", ("reason",))

@@ -67,7 +67,7 @@ class Shadow:
     _inherited: dict[str, str] = field(default_factory=dict)  # its alert up when the shadow first saw the asset
 
     def step(self, asset: str, ts: float, score: float, current: AlertState, rules: AlertRules,
-             served_drift: DriftState | None = None, learn: bool = True) -> bool:
+             served_drift: DriftState | None = None, learn: bool = True, coarse: bool = True) -> bool:
         """One window scored by both: the shadow's machine steps on ``score``; ``current``: the
         current model's state after the same window. Returns whether the shadow raised an alert.
 
@@ -75,8 +75,12 @@ class Shadow:
         own from it (a promotion keeps the daemon's: it is relative to each model's baseline), so
         an asset that drifted is not judged against the bare line and counted against the shadow.
         ``learn``: whether the window may teach the drift baseline, as for the served model.
+        ``coarse`` False: an alert-hop window the served model judged (its alert is up); the shadow
+        steps on it only while its own alert is up too.
         """
-        self.windows += 1
+        if not coarse and self._states.get(asset, AlertState()).status != "alerting":
+            return False
+        self.windows += coarse  # the hop grid's windows, as windows_scored_total counts them
         seen = self._current_ids.get(asset)
         if seen is None:  # first sight: an alert of the current model already up is not counted,
             self._current_ids[asset] = current.alert_id

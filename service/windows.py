@@ -49,6 +49,7 @@ class DueWindow(NamedTuple):
     window: np.ndarray
     received: float
     excluded: tuple[int, ...] = ()  # channels with a sensor fault open: left out of the score
+    coarse: bool = True  # on the hop grid; False: an alert-hop window, judged only while the asset's alert is up
 
 
 class _Asset:
@@ -81,6 +82,9 @@ class Buffers:
 
     channels: the model's channels, in the model's order (rows of each window).
     window, hop: window length and the number of samples between scored windows.
+    alert_hop: a divisor of ``hop`` (0: ``hop``): windows are queued every ``alert_hop`` samples, those
+    off the hop grid marked ``coarse=False``; the daemon judges them only while the asset's alert is
+    up (the bundle's ``alert_hop``, :func:`service.alerts.step_masks`).
     max_assets: distinct assets kept; samples of further new assets are rejected.
     sensors: the bundle's sensor-fault limits (:mod:`sensorguard.service.sensors`); each reading is
     checked before cleaning and the events queue in ``sensor_events`` (capped; ``sensor_events_dropped``).
@@ -101,6 +105,7 @@ class Buffers:
         max_gap_s: float | None = None,
         policy: CleaningPolicy | None = None,
         sensors: SensorRules | None = None,
+        alert_hop: int = 0,
     ) -> None:
         channels = tuple(channels)
         if not channels or len(set(channels)) != len(channels):
@@ -108,6 +113,7 @@ class Buffers:
         for name, value, low in (("window", window, 1), ("hop", hop, 1), ("max_assets", max_assets, 1)):
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}")
+        self._check_alert_hop(alert_hop, hop)
         policy = policy or CleaningPolicy(None, True, fill_limit, max_gap_s)
         if policy.fill_limit < 0:
             raise ValueError(f"fill_limit must be >= 0, got {policy.fill_limit}")
@@ -116,6 +122,7 @@ class Buffers:
         self.channels = channels
         self.window = window
         self.hop = hop
+        self.alert_hop = alert_hop  # (set_alert_hop: a swapped-in model's)
         self.max_assets = max_assets
         self.policy = policy
         self.sensors = sensors
@@ -261,13 +268,23 @@ class Buffers:
             state.fault_row = [r - shift if r != NO_FAULT else r for r in state.fault_row]
             self._anchored = True
         since_full = state.count - window
-        if since_full >= 0 and since_full % self.hop == 0:
+        if since_full >= 0 and since_full % (self.alert_hop or self.hop) == 0:
             values = buf[pos + 1 : pos + 1 + window].T.copy()  # always a copy; ascontiguousarray may not be
             oldest = state.count - window
             excluded: tuple[int, ...] = ()
             if max(state.fault_row) > oldest:  # a channel faulted in any row of the window is left out
                 excluded = tuple(j for j, r in enumerate(state.fault_row) if r > oldest)
-            self._due.append(DueWindow(asset, ts, values, received, excluded))
+            self._due.append(DueWindow(asset, ts, values, received, excluded, since_full % self.hop == 0))
+
+    @staticmethod
+    def _check_alert_hop(alert_hop: int, hop: int) -> None:
+        if alert_hop and (alert_hop < 0 or hop % alert_hop):
+            raise ValueError(f"alert_hop must be 0 or a divisor of the hop ({hop}), got {alert_hop}")
+
+    def set_alert_hop(self, alert_hop: int) -> None:
+        """Queue windows at a swapped-in model's alert hop from the next sample on (the hop grid stays)."""
+        self._check_alert_hop(alert_hop, self.hop)
+        self.alert_hop = alert_hop
 
     def drain(self, limit: int | None = None) -> list[DueWindow]:
         """Remove and return up to ``limit`` queued windows (all if None), oldest first."""
@@ -325,7 +342,7 @@ class Buffers:
 
     def forget(self, asset: str) -> int:
         """Drop an asset's buffer and its queued windows (frees its slot under ``max_assets``); how
-        many queued windows went with it. Its publishing-rate estimate is kept for its return
+        many queued windows of the hop grid went with it. Its publishing-rate estimate is kept for its return
         (``RATES_KEPT`` assets at most): offline the estimate carries on across a silence, and a
         too-fast publisher would otherwise be taken at its own rate again until it re-learned."""
         state = self._assets.pop(asset, None)
@@ -339,6 +356,6 @@ class Buffers:
                 del self._rates[next(iter(self._rates))]
         if not self._due:
             return 0
-        before = len(self._due)
+        gone = sum(w.coarse for w in self._due if w.asset == asset)  # (alert-hop windows may never be judged)
         self._due = deque(w for w in self._due if w.asset != asset)
-        return before - len(self._due)
+        return gone

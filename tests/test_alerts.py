@@ -4,7 +4,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sensorguard.service.alerts import AlertRules, AlertState, alert_series, hop_mask, mark_stale, step
+from sensorguard.service.alerts import (
+    AlertRules,
+    AlertState,
+    alert_series,
+    hop_mask,
+    judge_rows,
+    mark_stale,
+    step,
+    step_masks,
+)
 
 RULES = AlertRules(raise_after=3, clear_after=2, clear_level=0.8)
 
@@ -138,3 +147,33 @@ def test_clear_at_cuts_the_count_short():
 def test_clear_at_outside_the_unit_range_is_refused(value):
     with pytest.raises(ValueError, match="clear_at"):
         AlertRules(clear_at=value)
+
+
+def test_the_alert_hop_judges_more_windows_only_while_an_alert_is_up():
+    """Hop 4, alert hop 2: a fault on rows 8-19, then windows that still hold some of it. Off the hop
+    grid only rows while the alert is up are judged, and it is up on rows 11-22, not 11-26."""
+    n = 40
+    scores = np.full(n, 0.1)
+    scores[8:20] = 3.0  # every window from row 8 to 19 is far above the line
+    scores[20:24] = 0.4  # the windows still hold fault samples: under half the line, not yet gone
+    segments = np.zeros(n, dtype=int)
+    mask, alert_mask = step_masks(segments, window=4, hop=4, alert_hop=2)
+    assert np.flatnonzero(mask).tolist() == [3, 7, 11, 15, 19, 23, 27, 31, 35, 39]
+    assert np.flatnonzero(alert_mask).tolist() == list(range(3, 40, 2))
+    rules = AlertRules(raise_after=3, clear_after=5, raise_at=2.0)
+    times = np.arange(n, dtype=float)
+    coarse, _, coarse_judged = judge_rows(scores, mask, times, rules)
+    fine, _, judged = judge_rows(scores, mask, times, rules, alert_mask=alert_mask)
+    assert np.flatnonzero(coarse_judged).tolist() == np.flatnonzero(mask).tolist()
+    # raised at row 11 (one window at 2x the line); judged every 2 rows until two in a row under half
+    assert np.flatnonzero(judged).tolist() == [3, 7, 11, 13, 15, 17, 19, 21, 23, 27, 31, 35, 39]
+    assert np.flatnonzero(fine).tolist() == list(range(11, 23))
+    assert np.flatnonzero(coarse).tolist() == list(range(11, 27))
+    assert (alert_series(scores, mask, times, rules, alert_mask=alert_mask) == fine).all()
+
+
+def test_no_alert_mask_where_the_alert_hop_adds_no_window():
+    segments = np.zeros(20, dtype=int)
+    for alert_hop in (0, 4, 8):
+        mask, alert_mask = step_masks(segments, window=4, hop=4, alert_hop=alert_hop)
+        assert alert_mask is None and mask.sum() == 5

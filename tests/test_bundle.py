@@ -33,6 +33,20 @@ def test_round_trip(tmp_path, tiny_bundle):
         assert key in meta
 
 
+def test_alert_hop_round_trips_and_old_bundles_judge_every_hop(tmp_path, tiny_bundle):
+    from dataclasses import replace
+
+    for alert_hop, step in ((2, 2), (0, 4)):
+        path = save_bundle(replace(tiny_bundle, hop=4, alert_hop=alert_hop), tmp_path / f"b{alert_hop}")
+        loaded = load_bundle(path)
+        assert (loaded.alert_hop, loaded.alert_step) == (alert_hop, step)
+    meta = json.loads((path / "bundle.json").read_text())
+    del meta["alert_hop"]  # as a bundle written before format 4
+    meta["format_version"] = 3
+    (path / "bundle.json").write_text(json.dumps(meta))
+    assert load_bundle(path).alert_step == 4
+
+
 def test_channel_weights_round_trip_and_weigh_the_score(tmp_path, tiny_bundle):
     from dataclasses import replace
 
@@ -87,6 +101,9 @@ def _corrupt(path, mutate):
         (lambda m: m["scaler"].update(scale=[1.0, 0.0, 1.0]), "positive scale"),
         (lambda m: m.update(threshold=-1), "threshold"),
         (lambda m: m.update(hop=0), "hop"),
+        (lambda m: m.update(alert_hop=3), "alert_hop"),  # the hop (4) is not a multiple of it
+        (lambda m: m.update(alert_hop=8), "alert_hop"),
+        (lambda m: m.update(alert_hop=-2), "alert_hop"),
         (lambda m: m.pop("architecture"), "architecture"),
         (lambda m: m["architecture"].update(hidden=16, window=16), "do not match"),  # shapes lie
         (lambda m: m.update(channel_weights=[1.0, 1.0]), "channel_weights"),

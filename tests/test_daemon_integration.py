@@ -104,6 +104,7 @@ def test_alerts_rise_and_clear_for_a_fault_and_never_for_normal_data(serve, mosq
     assert metrics[("sensorguard_model_threshold", ())] == pytest.approx(bundle.threshold_)
     assert metrics[("sensorguard_scoring_duration_seconds_count", ())] >= 1
     assert metrics[("sensorguard_reading_to_score_seconds_count", ())] == n
+    assert metrics[("sensorguard_alert_windows_total", ())] > 0  # judged between the hop's while alerting
     events.close()
     pub.close()
 
@@ -162,6 +163,7 @@ def test_daemon_scores_equal_offline_score_verb(serve, mosquitto, trained, train
     from sensorguard.service.bundle import save_bundle
     from sensorguard.service.drift import DriftRule, widening
     from sensorguard.training.data import load_frame
+    from sensorguard.training.offline import score_data
 
     bundle = trained[0]
     model_dir = trained_dir
@@ -183,8 +185,9 @@ def test_daemon_scores_equal_offline_score_verb(serve, mosquitto, trained, train
     running.daemon.add_listener(scored.append)
     pub = Publisher(mosquitto)
     pub.samples("parity", data.times, data.values, list(data.channels))
-    n = expected_windows(len(data.times), bundle.window, bundle.hop)
-    wait_for(lambda: len(scored) == n, 30, f"{n} windows scored")
+    n = int(score_data(bundle, data).judged.sum())  # the hop's windows, and the alert hop's while alerting
+    assert n > expected_windows(len(data.times), bundle.window, bundle.hop)
+    wait_for(lambda: len(scored) == n, 30, f"{n} windows judged")
 
     offline_ts = pd.to_datetime(offline["timestamp"], utc=True)
     by_ts = dict(zip((offline_ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().round(3), offline.itertuples(),

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sensorguard.service.alerts import AlertRules, hop_mask
+from sensorguard.service.alerts import AlertRules
 from sensorguard.training.data import series_from_frame
 from sensorguard.training.offline import score_data
 from tests.test_daemon import make
@@ -85,12 +85,15 @@ def offline_windows(bundle, readings: list[tuple[float, dict]]) -> list[tuple[fl
     frame[list(bundle.channels)] = frame[list(bundle.channels)].astype(float)
     data = series_from_frame(frame, "stream", policy=bundle.cleaning, sensors=bundle.sensors)
     scored = score_data(bundle, data, AlertRules(**RULES))
-    mask = hop_mask(data.segments, bundle.window, bundle.hop) & np.isfinite(scored.scores.score)
+    mask = scored.judged & np.isfinite(scored.scores.score)
     return [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i])) for i in np.flatnonzero(mask)]
 
 
-def live_windows(bundle, stream: list[tuple[float, dict]], before=None, **settings) -> list[tuple[float, float, int]]:
-    """The daemon's windows of ``stream``; ``before(daemon, ts)`` runs before each reading."""
+def live_windows(bundle, stream: list[tuple[float, dict]], before=None, every: int = 1,
+                 **settings) -> list[tuple[float, float, int]]:
+    """The daemon's windows of ``stream``; ``before(daemon, ts)`` runs before each reading; the
+    scorer takes the windows of ``every`` readings at once (an asset's later windows wait in the
+    batch while its earlier ones may raise or clear its alert)."""
     daemon, client = make(bundle, **RULES, **settings)
     seen = []
     daemon.add_listener(seen.append)
@@ -99,9 +102,9 @@ def live_windows(bundle, stream: list[tuple[float, dict]], before=None, **settin
             before(daemon, ts)
         payload = json.dumps({"ts": ts, "values": doc}).encode()  # NaN as the NaN token, None as null
         daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=mid, qos=1))
-        batch, _ = daemon.ingest.next_batch(0.0)
-        if batch:
-            daemon.score_batch(batch)
+        if mid % every == 0 or mid == len(stream):
+            while batch := daemon.ingest.next_batch(0.0)[0]:
+                daemon.score_batch(batch)
     return [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
 
 
@@ -110,7 +113,7 @@ def offline_with_silence(bundle, stream: list[tuple[float, dict]], stale: float)
     frame = pd.DataFrame([{"timestamp": ts, **doc} for ts, doc in stream])
     data = series_from_frame(frame, "stream", policy=bundle.cleaning)
     scored = score_data(bundle, data, AlertRules(**RULES, stale_after=stale))
-    mask = hop_mask(data.segments, bundle.window, bundle.hop) & np.isfinite(scored.scores.score)
+    mask = scored.judged & np.isfinite(scored.scores.score)
     return [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i])) for i in np.flatnonzero(mask)]
 
 
@@ -127,7 +130,7 @@ def test_a_short_dropout_gives_the_same_windows_live_and_offline(tiny_bundle):
     frame = pd.DataFrame([{"timestamp": ts, **doc} for ts, doc in stream])
     data = series_from_frame(frame, "stream")  # the file's own period: the bundle's, 1 s
     scored = score_data(tiny_bundle, data, AlertRules(**RULES))
-    mask = hop_mask(data.segments, tiny_bundle.window, tiny_bundle.hop)
+    mask = scored.judged
     live = live_windows(tiny_bundle, stream)
     assert [round(w[0], 6) for w in live] == [round(float(t), 6) for t in data.times[mask]]
     np.testing.assert_allclose([w[1] for w in live], scored.scores.score[mask], rtol=1e-5, atol=1e-6)
@@ -140,6 +143,21 @@ def test_live_equals_offline_on_a_messy_stream(tiny_bundle, seed):
     offline = offline_windows(tiny_bundle, accepted(stream))
     assert len(offline) > 10 and any(a for _, _, a in offline)  # windows and alerts to compare
     assert_same(live, offline)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_live_equals_offline_with_the_alert_hop(tiny_bundle, seed):
+    """While an asset's alert is up the daemon judges a window every ``alert_hop`` samples, and
+    ``score`` the same ones, one reading at a time or many windows to a batch."""
+    from dataclasses import replace
+
+    bundle = replace(tiny_bundle, alert_hop=1)  # (hop 2)
+    stream = messy_stream(list(bundle.channels), 140, seed)
+    offline = offline_windows(bundle, accepted(stream))
+    on_the_hop = offline_windows(tiny_bundle, accepted(stream))
+    assert any(a for _, _, a in offline) and len(offline) > len(on_the_hop)  # windows off the hop were judged
+    assert_same(live_windows(bundle, stream), offline)
+    assert_same(live_windows(bundle, stream, every=15), offline)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -250,7 +268,7 @@ def test_replay_of_a_messy_two_machine_file_equals_score(mosquitto, trained, tra
 
     data = load_frame([str(path)], policy=bundle.cleaning, sensors=bundle.sensors)
     scored = score_data(bundle, data, AlertRules(**RULES))
-    mask = hop_mask(data.segments, bundle.window, bundle.hop) & np.isfinite(scored.scores.score)
+    mask = scored.judged & np.isfinite(scored.scores.score)
     offline = {a: [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i]))
                    for i in np.flatnonzero(mask & (data.assets == a))] for a in ("m-1", "m-2")}
     assert all(len(w) > 20 for w in offline.values())

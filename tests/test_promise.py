@@ -268,9 +268,9 @@ def test_train_tells_the_promise_which_calibration_pieces_start_after_a_gap(monk
     seen: list[list[bool]] = []
     real = train.alert_threshold
 
-    def spy(pieces, hop, rules, per_day, target, starts=None):
+    def spy(pieces, hop, rules, per_day, target, starts=None, alert_hop=0):
         seen.append(list(starts))
-        return real(pieces, hop, rules, per_day, target, starts)
+        return real(pieces, hop, rules, per_day, target, starts, alert_hop)
 
     monkeypatch.setattr(train, "alert_threshold", spy)
     rng = np.random.default_rng(0)
@@ -279,3 +279,16 @@ def test_train_tells_the_promise_which_calibration_pieces_start_after_a_gap(monk
                       ("a", "b", "c"), 1.0)
     train.train_bundle(data, train.TrainOptions(max_epochs=1, window=16, progress=False))
     assert len(seen) == 1 and sum(seen[0]) == 1  # the fold holding row 300 begins a piece there
+
+
+def test_the_observed_alerts_step_at_the_alert_hop_while_an_alert_is_up():
+    """Hop 4: a burst raises at row 12; the alert hop (2) ends it at row 16, so the burst's return at
+    row 20 is a second alert; judged every 4 rows only, the first alert is still up then."""
+    from sensorguard.training.promise import _observed
+
+    e = np.full(40, 0.1)
+    e[10:14] = 3.0
+    e[17:22] = 3.0
+    rules = AlertRules(raise_at=2.0)
+    assert _observed([e], 1.0, 4, rules, 1.0)["observed_alerts"] == 1
+    assert _observed([e], 1.0, 4, rules, 1.0, alert_hop=2)["observed_alerts"] == 2

@@ -154,6 +154,25 @@ def test_an_alert_up_when_the_shadow_starts_counts_for_neither_model(tiny_bundle
     assert (shadow.alerts, shadow.current_alerts) == (1, 1)
 
 
+def test_the_shadow_steps_on_alert_hop_windows_only_while_its_own_alert_is_up(tiny_bundle):
+    """The served model's alert is up, so the daemon judges a window off the hop grid; the shadow,
+    not alerting, skips it (it judges every hop, as it would serve), and steps on it once its own
+    alert is up. Its window count stays the hop grid's, as windows_scored_total."""
+    from sensorguard.service.alerts import AlertRules, AlertState
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.service.shadow import Shadow
+
+    shadow = Shadow(tiny_bundle, Scorer(tiny_bundle), current="v0001")
+    rules, up = AlertRules(raise_after=1), AlertState("alerting", alert_id="p@1")
+    assert shadow.step("p", 0.0, 5.0, up, rules, coarse=False) is False
+    assert (shadow.windows, "p" in shadow._states) == (0, False)
+    shadow.step("p", 1.0, 5.0, up, rules)  # the shadow raises its own
+    assert shadow._states["p"].status == "alerting" and shadow.windows == 1
+    for i in (2.0, 3.0):  # two alert-hop windows under half its line clear it
+        shadow.step("p", i, 0.1, up, rules, coarse=False)
+    assert shadow._states["p"].status == "normal" and shadow.windows == 1
+
+
 def test_a_shadow_starts_from_the_daemons_drift_baseline_of_the_asset(tiny_bundle):
     """A promotion keeps the daemon's baseline, so the shadow is judged as it would serve: an asset
     that drifted to 1.3x the bare line is quiet under both models (it was counted against the shadow)."""

@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from sensorguard.training.data import SensorData, load_frame
 from sensorguard.training.simulate import simulate
-from sensorguard.training.train import TrainOptions, train_bundle
+from sensorguard.training.train import TrainOptions, default_alert_hop, train_bundle
 
 
 def as_data(frame, channels):
@@ -55,6 +55,7 @@ def test_fresh_normal_data_stays_below_the_line(learned):
 def test_summary_and_bundle_record_what_was_chosen(learned):
     bundle, summary, channels = learned
     assert summary.window == bundle.window == 32 and summary.hop == 4
+    assert summary.alert_hop == bundle.alert_hop == 2 and "2 while an alert is up" in summary.lines()[1]
     assert summary.rows == {"train": 4800, "validation": 1600, "calibration": 1600}
     assert 1 <= summary.epochs <= 20
     assert bundle.calibration["method"] == "alerts"
@@ -191,6 +192,8 @@ def test_a_hop_longer_than_the_window_is_refused_and_an_older_such_bundle_still_
     plant_frame(rows=600).to_csv(path, index=False)
     with pytest.raises(ValueError, match="longer than the window"):
         train_bundle(load_frame([path]), TrainOptions(max_epochs=2, hop=40, progress=False))
+    with pytest.raises(ValueError, match="does not divide the hop"):
+        train_bundle(load_frame([path]), TrainOptions(max_epochs=2, hop=4, alert_hop=3, progress=False))
     old = replace(tiny_bundle, hop=tiny_bundle.window + 8, focus=tiny_bundle.window)
     assert load_bundle(save_bundle(old, tmp_path / "b")).focus == old.window
 
@@ -362,3 +365,8 @@ def test_the_spread_note_names_the_widest_three():
     assert "(c 4.00x, d 3.00x, a 2.00x and 1 more)" in note
     assert scale_spread(np.ones((5, 2)), ("a", "b")) == ([1.0, 1.0], None)
     assert scale_spread(np.empty((0, 2)), ("a", "b")) == ([1.0, 1.0], None)
+
+
+@pytest.mark.parametrize(("hop", "expected"), [(1, 0), (2, 1), (4, 2), (5, 0), (8, 4)])
+def test_an_alert_up_is_judged_twice_as_often_where_the_hop_splits_evenly(hop, expected):
+    assert default_alert_hop(hop) == expected

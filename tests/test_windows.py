@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensorguard.service import windows
-from sensorguard.service.alerts import hop_mask
+from sensorguard.service.alerts import hop_mask, step_masks
 from sensorguard.service.payload import REJECT_REASONS
 from sensorguard.service.windows import Buffers
 
@@ -367,3 +367,29 @@ def test_priming_queues_the_windows_the_previous_owner_completed_but_never_score
     assert told.drain() == [] and alone.drain() == []
     feed(told, "p", [14])
     assert [w.ts for w in told.drain()] == [14.0]
+
+
+@pytest.mark.parametrize(("window", "hop", "alert_hop"), [(4, 4, 2), (4, 6, 3), (3, 4, 1), (5, 2, 2)])
+def test_alert_hop_windows_are_queued_on_the_alert_hop_grid_and_marked(window: int, hop: int, alert_hop: int) -> None:
+    """Every alert_hop samples a window is due; those on step_masks' hop grid are coarse, the rest
+    are the ones the daemon judges only while an alert is up; forgetting counts only the former."""
+    n = 30
+    bufs = Buffers(CH, window, hop, alert_hop=alert_hop)
+    feed(bufs, "p", range(1, n + 1))
+    mask, alert_mask = step_masks(np.zeros(n), window, hop, alert_hop)
+    due = bufs.drain()
+    every = mask if alert_mask is None else alert_mask
+    assert [w.ts for w in due] == [float(r + 1) for r in np.flatnonzero(every)]
+    assert [w.ts for w in due if w.coarse] == [float(r + 1) for r in np.flatnonzero(mask)]
+    feed(bufs, "p", range(n + 1, n + 13))
+    assert bufs.forget("p") == int(hop_mask(np.zeros(n + 12), window, hop)[n:].sum())
+
+
+@pytest.mark.parametrize("alert_hop", [-1, 3, 8])
+def test_an_alert_hop_that_does_not_divide_the_hop_is_refused(alert_hop: int) -> None:
+    with pytest.raises(ValueError, match="alert_hop"):
+        Buffers(CH, 4, 4, alert_hop=alert_hop)
+    bufs = Buffers(CH, 4, 4)
+    with pytest.raises(ValueError, match="alert_hop"):
+        bufs.set_alert_hop(alert_hop)
+    assert bufs.alert_hop == 0

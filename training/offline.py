@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from sensorguard.service.alerts import AlertRules, hop_mask, judge_series, silences
+from sensorguard.service.alerts import AlertRules, judge_rows, silences, step_masks
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules, default_rules
 from sensorguard.service.cleaning import admit_rows
@@ -31,6 +31,7 @@ class Scored:
     scores: Scores
     alert: np.ndarray
     stale_after: float | None = None  # the silence that ended an alert (and starts a sensor watch afresh)
+    judged: np.ndarray | None = None  # rows whose window the alert machine stepped on, as the daemon judges them
 
 
 def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None, name: str = "data") -> Scored:
@@ -47,14 +48,16 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
     # a channel with a sensor fault open in a window is imputed by the model and left out, as live
     excluded = None if data.faulted is None else window_faults(data.faulted, data.segments, bundle.window)
     scores = Scorer(bundle).score_series(data.values, data.segments, excluded)
-    mask = hop_mask(data.segments, bundle.window, bundle.hop)
+    mask, alert_mask = step_masks(data.segments, bundle.window, bundle.hop, bundle.alert_hop)
     alert = np.zeros(len(data), dtype=np.int8)
+    judged = np.zeros(len(data), dtype=bool)
     score = scores.score.copy()
     alive = alive_stamps(data)
     for asset, rows in data.blocks():
-        alert[rows], score[rows] = judge_series(scores.score[rows], mask[rows], data.times[rows], rules,
-                                                bundle.drift_rule, alive.get(asset))
-    return Scored(data, replace(scores, score=score), alert, rules.stale_after)
+        alert[rows], score[rows], judged[rows] = judge_rows(scores.score[rows], mask[rows], data.times[rows], rules,
+                                                            bundle.drift_rule, alive.get(asset),
+                                                            None if alert_mask is None else alert_mask[rows])
+    return Scored(data, replace(scores, score=score), alert, rules.stale_after, judged)
 
 
 def alive_stamps(data: SensorData) -> dict[str | None, np.ndarray]:

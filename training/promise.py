@@ -137,7 +137,7 @@ def _autocorrelation_time(x: np.ndarray) -> float | None:
 
 def alert_threshold(
     errors: Sequence[np.ndarray], hop: int, rules: AlertRules, steps_per_day: float, target: float,
-    starts: Sequence[bool] | None = None,
+    starts: Sequence[bool] | None = None, alert_hop: int = 0,
 ) -> tuple[float, dict]:
     """Threshold for ``target`` false alerts per day from per-segment window errors (one per row).
 
@@ -145,6 +145,8 @@ def alert_threshold(
     calibration data (the model never trained on it). steps_per_day: windows the daemon scores a
     day per asset (86400 / (sample period x hop)). starts: per segment, whether the daemon starts
     its windows afresh there (:func:`raise_statistic`); None: none does (cross-fitting's cuts).
+    alert_hop: the daemon's hop while an alert is up (0: ``hop``); only the observed count uses it:
+    every raise still needs a crossing of the raise statistic, which the threshold bounds.
     """
     if not target > 0:
         raise ValueError(f"false alerts per day must be > 0, got {target}")
@@ -207,17 +209,23 @@ def alert_threshold(
     if rate < target:
         record["promise_note"] = f"{target:g} a day is more than one every other scored window: capped at {rate:g}"
     record["threshold"] = threshold
-    record.update(_observed(pieces, threshold, hop, rules, days))
+    record.update(_observed(pieces, threshold, hop, rules, days, alert_hop))
     return threshold, record
 
 
-def _observed(pieces: list[np.ndarray], threshold: float, hop: int, rules: AlertRules, days: float) -> dict:
+def _observed(pieces: list[np.ndarray], threshold: float, hop: int, rules: AlertRules, days: float,
+              alert_hop: int = 0) -> dict:
     """Alerts the daemon's raise and clear rules raise on the calibration data (phase 0 of the hop grid)."""
     raises = 0
     for e in pieces:
         mask = np.zeros(len(e), dtype=bool)
         mask[::hop] = True
-        alert = alert_series(np.asarray(e) / threshold, mask, np.arange(len(e), dtype=np.float64), rules)
+        fine = None
+        if 0 < alert_hop < hop:
+            fine = np.zeros(len(e), dtype=bool)
+            fine[::alert_hop] = True
+        alert = alert_series(np.asarray(e) / threshold, mask, np.arange(len(e), dtype=np.float64), rules,
+                             alert_mask=fine)
         raises += int(np.sum(np.diff(np.r_[0, alert]) == 1))
     lo, hi = _poisson_ci(raises)
     per_day = raises / days if days > 0 else float("nan")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sensorguard.service.alerts import AlertRules, hop_mask, judge_series
+from sensorguard.service.alerts import AlertRules, judge_series, step_masks
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules, default_rules
 from sensorguard.service.scorer import Scorer, Scores
@@ -192,8 +192,8 @@ def plot_scores(
     """Score timeline with alert line, alert periods and labels; below, error share of top channels."""
     from matplotlib.figure import Figure
 
-    mask = hop_mask(segments, bundle.window, bundle.hop)
-    alerts, score = judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule, alive)
+    mask, alert_mask = step_masks(segments, bundle.window, bundle.hop, bundle.alert_hop)
+    alerts, score = judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule, alive, alert_mask)
     fig = Figure(figsize=(13, 7), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     top.plot(x, score, color=LINE_COLOR, linewidth=0.8, label="score")
@@ -204,6 +204,7 @@ def plot_scores(
     at_once = f" or one at {rules.raise_at:g}" if rules.raise_at < np.inf else ""
     clear_at = f" or 2 under {min(rules.clear_at, rules.clear_level):g}" if rules.clear_at > 0 else ""
     rule_text = f"raise after {rules.raise_after}{at_once}, clear after {rules.clear_after}{clear_at}, hop {bundle.hop}"
+    rule_text += f" ({bundle.alert_step} while up)" if bundle.alert_step < bundle.hop else ""
     _shade(top, x, alerts, ALERT_COLOR, 0.18, f"alert raised ({rule_text})")
     if labels is not None:
         _shade(top, x, np.asarray(labels) != 0, LABEL_COLOR, 0.35, "labeled anomaly", band=(0.0, 0.06))
