@@ -31,6 +31,7 @@ from sensorguard.service.localhost import find_mosquitto, free_port  # noqa: E40
 
 CHANNELS = tuple(f"ch{i}" for i in range(8))
 WINDOW, HOP = 32, 4
+ALERT_HOP = 2  # train's default for hop 4: an alert up is judged every 2 samples
 TS0 = 1_700_000_000.0
 SPIKE = 1000.0
 
@@ -52,7 +53,8 @@ def make_bundle_dir(directory: Path) -> Path:
     net = ConvAutoencoder(config)
     bundle = Bundle(channels=CHANNELS, config=config, hop=HOP, center_=np.zeros(len(CHANNELS)),
                     scale_=np.ones(len(CHANNELS)), threshold_=1.0, state_dict=net.state_dict(),
-                    sample_period=None, name="bench", version="untrained")  # stamps are not on a grid: see above
+                    sample_period=None, name="bench", version="untrained",  # stamps are not on a grid: see above
+                    alert_hop=ALERT_HOP)
     rows = normal_rows(4096)
     windows = np.stack([rows[i : i + WINDOW].T for i in range(0, len(rows) - WINDOW, 7)])
     errors = Scorer(bundle, device="cpu").score_windows(windows).error

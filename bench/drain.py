@@ -79,7 +79,7 @@ def make_bundle_dir(directory: Path) -> Path:
     torch.manual_seed(0)
     bundle = Bundle(channels=CHANNELS, config=config, hop=harness.HOP, center_=np.zeros(n), scale_=np.ones(n),
                     threshold_=1.0, state_dict=ConvAutoencoder(config).state_dict(), sample_period=None,
-                    name="bench", version="untrained")
+                    name="bench", version="untrained", alert_hop=harness.ALERT_HOP)
     rows = harness.normal_rows(4096)[:, :n]  # the first 6 of its channels: the same normal-looking rows
     windows = np.stack([rows[i : i + window].T for i in range(0, len(rows) - window, 7)])
     errors = Scorer(bundle, device="cpu").score_windows(windows).error

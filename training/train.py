@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from sensorguard.training.linear import naive_error, pca_error
 from sensorguard.training.promise import alert_threshold
 from sensorguard.training.scaling import spiky_channels, spiky_scale
 from sensorguard.training.splits import choose_window, split_by_time
+from sensorguard.training.summary import TrainSummary, short_span_note, yardstick_note
 
 
 @dataclass(frozen=True)
@@ -66,85 +67,9 @@ class TrainOptions:
     strategy: str | None = None  # with devices > 1: "ddp_fork" (CPU default), "ddp_spawn" (GPU default), "ddp"
 
 
-DAY_S = 86_400.0
 # the alert rules a line is calibrated under: the daemon's defaults, and one window at RAISE_AT x the
 # line raising at once (recorded in the bundle, which the daemon and `score` then apply)
 CALIBRATION_RULES = AlertRules(raise_at=RAISE_AT)
-
-@dataclass(frozen=True)
-class TrainSummary:
-    rows: dict[str, int]
-    window: int
-    hop: int
-    latent: int
-    epochs: int
-    best_val_loss: float
-    naive_val_loss: float
-    pca_val_loss: float
-    linear: int
-    threshold: float
-    method: str
-    false_alarms_per_day: float | None
-    promise: dict | None
-    seconds: float
-    notes: tuple[str, ...] = field(default_factory=tuple)
-    calibration_data: str = "the calibration block"  # what the line was picked from
-    leaders: dict | None = None  # calibrate.line_leaders: the channels that lead the largest held-out errors
-    alert_hop: int = 0  # the hop while an alert is up (0: the hop)
-
-    def _promise_line(self, fa: str) -> str:
-        p = self.promise
-        if not p:
-            return f"false alarms    ~{fa} window exceedances per day expected on normal data"
-        lo, hi = p["promised_ci95"]
-        margin = {"exponential": f", tail extrapolated: threshold {p['margin']:+.0%} against the largest value seen",
-                  "none": ", the top values tied, no tail to fit: the line is just above the largest value seen",
-                  }.get(p["tail"], "")
-        return (f"false alerts    {p['promised_per_day']:g} per asset per day promised (95% CI {lo:.3g}-{hi:.3g}"
-                f"{margin}); observed {p['observed_alerts']} in {p['calibration_days'] * 24:.3g} h of "
-                f"calibration data ({p['effective_samples']:g} effective samples)")
-
-    def _leaders(self) -> str:
-        assert self.leaders is not None
-        named = ", ".join(f"{name} {share:.0%}" for name, share in self.leaders["shares"])
-        return f"led by {named} (share of the {self.leaders['windows']} largest held-out window errors)"
-
-    def lines(self) -> list[str]:
-        fa = "n/a" if self.false_alarms_per_day is None else f"{self.false_alarms_per_day:g}"
-        rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
-        return [
-            f"rows per split  {rows} (the line from {self.calibration_data})",
-            f"window          {self.window} samples (hop {self.hop}"
-            f"{f', {self.alert_hop} while an alert is up' if self.alert_hop else ''}, latent {self.latent})",
-            f"epochs          {self.epochs} (best validation loss {self.best_val_loss:.4g})",
-            f"yardsticks      validation loss of naive window means {self.naive_val_loss:.4g}, "
-            f"per-sample PCA of rank {self.linear} {self.pca_val_loss:.4g}",
-            f"threshold       {self.threshold:.4g} ({self.method})",
-            self._promise_line(fa),
-            *([f"largest errors  {self._leaders()}"] if self.leaders else []),
-            f"time            {self.seconds:.1f} s",
-            *[f"note            {n}" for n in self.notes],
-        ]
-
-
-def short_span_note(data: SensorData, drift: bool) -> str | None:
-    """A note when the longest stretch of one machine's data covers under a day: the alert line
-    was calibrated on the hours it saw, and a part of the day or a load it never saw alerts more
-    (measured on the simulated plant: 8.3 training hours, 8.9 false alerts a day on the hours
-    after them against 1 promised; 0 with the drift rule). None with a day or more, or without a
-    sample period (no time step to judge a span by)."""
-    if data.sample_period is None or not len(data):
-        return None
-    # each row stands for one sample period; max - min: a retrain's rows need not be in time order
-    span = max(float(np.ptp(data.times[rows])) for _, rows in data.blocks()) + data.sample_period
-    if span >= DAY_S:
-        return None
-    whole = int(span)  # rounded down: 23 h 59 min must not read "24 h, less than a day"
-    hours = f"{whole // 3600} h {whole % 3600 // 60} min" if whole >= 3600 else f"{whole // 60} min {whole % 60} s"
-    advice = "retrain on a longer stretch" + ("" if drift else ", or train with --drift")
-    return (f"the data cover {hours}, less than a day: the alert line was calibrated on conditions like "
-            f"these; a part of the day or a load not seen yet will alert more ({advice})")
-
 
 def default_alert_hop(hop: int) -> int:
     """The hop while an alert is up: half the hop when it is even, else 0 (the hop itself).
@@ -418,12 +343,3 @@ def threshold_bundle(
                                      f"channels' median and at least {WEIGHT_FLOOR**2:g} of the largest, mean 1"
                                      + (SPIKY_WEIGHTS if spiky is not None and 0 < spiky.sum() < len(spiky) else ""))
     return bundle.with_threshold(threshold, record)
-
-
-def yardstick_note(loss: float, naive: float, pca: float, rank: int) -> str | None:
-    """The train summary's note when the autoencoder's validation loss does not beat a yardstick,
-    naming only those it does not beat (it named PCA too when it beat PCA; found by a README walk)."""
-    beaten_by = [f"naive window means ({naive:.4g})"] if loss >= naive else []
-    if rank and loss >= pca:
-        beaten_by.append(f"PCA of rank {rank} ({pca:.4g})")
-    return f"the autoencoder (validation loss {loss:.4g}) does not beat {' or '.join(beaten_by)}" if beaten_by else None
