@@ -48,10 +48,14 @@ CLEAR_AT = 0.5  # two windows in a row under half the line clear at once: the fa
 
 @dataclass(frozen=True)
 class AlertRules:
-    """raise_after: windows >= 1.0 in a row to raise; clear_after: windows below clear_level to clear;
+    """raise_after: windows >= 1.0 in a row to raise; clear_after: hops below clear_level to clear;
     stale_after: seconds without readings before an asset is marked stale; raise_at: one window at
     or above it raises at once (inf: never; the bundle's calibration says which, ``Bundle.raise_at``);
-    clear_at: two windows in a row below it (and below clear_level) clear at once (0: never)."""
+    clear_at: two windows in a row below it (and below clear_level) clear at once (0: never);
+    alert_steps: windows judged per hop while an alert is up (the bundle's hop over its ``alert_hop``,
+    ``bundle_checks.bundle_rules``), so ``clear_after`` x ``alert_steps`` windows in a row span the
+    same samples, the hysteresis, whatever the cadence (counting windows halved it, and alerts
+    flapped inside Tennessee Eastman's intermittent faults: docs/benchmarks.md, session 45)."""
 
     raise_after: int = 3
     clear_after: int = 5
@@ -59,10 +63,12 @@ class AlertRules:
     stale_after: float = 300.0
     raise_at: float = math.inf
     clear_at: float = CLEAR_AT
+    alert_steps: int = 1
 
     def __post_init__(self) -> None:
-        if self.raise_after < 1 or self.clear_after < 1:
-            raise ValueError(f"raise_after and clear_after must be >= 1, got {self.raise_after}, {self.clear_after}")
+        if self.raise_after < 1 or self.clear_after < 1 or self.alert_steps < 1:
+            raise ValueError(f"raise_after, clear_after and alert_steps must be >= 1, got {self.raise_after}, "
+                             f"{self.clear_after}, {self.alert_steps}")
         if not self.raise_at >= 1.0:  # (NaN too)
             raise ValueError(f"raise_at must be >= 1 (inf: never), got {self.raise_at}")
         if not 0 <= self.clear_at <= 1:
@@ -108,7 +114,7 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules,
         peak = max(state.peak, score)
         below = state.below + 1 if score < rules.clear_level else 0
         deep = min(rules.clear_at, rules.clear_level)  # two windows in a row under it: the fault is over
-        if below >= rules.clear_after or (judged and score < deep and state.last_score < deep):
+        if below >= rules.clear_after * rules.alert_steps or (judged and score < deep and state.last_score < deep):
             event = AlertEvent("cleared", now, score, peak, state.alert_id)
             return AlertState(last_score=score), event
         return replace(state, below=below, peak=peak, last_score=score), None

@@ -65,8 +65,9 @@ class AssetAlerts(CarriedStates):
 
     def __init__(self, rules: AlertRules, publisher: Publisher, metrics: Metrics, recorder: Recorder | None,
                  current: Callable[[], Bundle], restored: Restored | None = None,
-                 state_dir: str | None = None, controls: AlarmControls | None = None) -> None:
+                 state_dir: str | None = None, controls: AlarmControls | None = None, hop: int | None = None) -> None:
         self.rules = rules
+        self.hop = hop  # the daemon's (None: each bundle's own): a bundle served at another has no alert hop
         self.controls = controls  # maintenance, shelving, acknowledgements (service/commands.py)
         self.publisher = publisher
         self.metrics = metrics
@@ -134,7 +135,7 @@ class AssetAlerts(CarriedStates):
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
         rule = bundle.drift_rule  # (the raise of the window's own model: a swap's first windows come first)
         state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
-                                           bundle_rules(self.rules, bundle), rule, asset,
+                                           bundle_rules(self.rules, bundle, self.hop), rule, asset,
                                            learn=rule is None or self.learns(asset, ts))
         self._states[asset] = state
         if rule is not None:

@@ -51,15 +51,20 @@ def silence_after(stale_after: float | None, policy: CleaningPolicy) -> float:
 def default_rules(bundle: Bundle) -> AlertRules:
     """The alert rules ``serve`` applies to ``bundle`` with default settings (offline scoring, the
     retrain gate's known faults and the benchmarks use them too)."""
-    return AlertRules(stale_after=silence_after(None, bundle.cleaning), raise_at=bundle.raise_at)
+    return bundle_rules(AlertRules(stale_after=silence_after(None, bundle.cleaning)), bundle)
 
 
-def bundle_rules(rules: AlertRules, bundle: Bundle) -> AlertRules:
+def bundle_rules(rules: AlertRules, bundle: Bundle, hop: int | None = None) -> AlertRules:
     """``rules`` with ``bundle``'s own one-window raise (:attr:`Bundle.raise_at`: as its line was
-    calibrated; inf for a bundle from before the rule). Not a setting: the line and the rule are
-    one promise, set together by ``train`` and ``calibrate``, so every window is judged with the
-    rule of the model that scored it (live, offline, in a report and in a shadow)."""
-    return rules if rules.raise_at == bundle.raise_at else replace(rules, raise_at=bundle.raise_at)
+    calibrated; inf for a bundle from before the rule) and its windows per hop while an alert is up
+    (``alert_steps``: its hop over its ``alert_hop``; 1 when served at another ``hop``, where the
+    alert hop is off). Not a setting: the line and the rule are one promise, set together by
+    ``train`` and ``calibrate``, so every window is judged with the rules of the model that scored
+    it (live, offline, in a report and in a shadow)."""
+    steps = bundle.hop // bundle.alert_step if hop in (None, bundle.hop) else 1
+    if (rules.raise_at, rules.alert_steps) == (bundle.raise_at, steps):
+        return rules
+    return replace(rules, raise_at=bundle.raise_at, alert_steps=steps)
 
 
 def stale_warning(policy: CleaningPolicy, stale_after: float, name: str = "stale_after_s") -> str | None:

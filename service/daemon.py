@@ -133,7 +133,7 @@ class Daemon:
         self.controls = AlarmControls(None if settings.cluster else settings.state_dir)
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restore_states(settings.state_dir, settings.max_assets), settings.state_dir,
-                                  self.controls)
+                                  self.controls, self.hop)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
         self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls)
                        if settings.cluster else None)

@@ -177,3 +177,32 @@ def test_no_alert_mask_where_the_alert_hop_adds_no_window():
     for alert_hop in (0, 4, 8):
         mask, alert_mask = step_masks(segments, window=4, hop=4, alert_hop=alert_hop)
         assert alert_mask is None and mask.sum() == 5
+
+
+def test_clear_after_counts_hops_whatever_the_cadence():
+    """A score under the line but above half of it clears after ``clear_after`` hops: 5 windows
+    judged every hop, 10 judged every half hop (``alert_steps`` 2), so the hysteresis keeps its span."""
+    rules = AlertRules(raise_after=1, clear_after=5)
+    scores = [3.0] + [0.7] * 12
+
+    def cleared_at(r: AlertRules) -> int:
+        state = AlertState()
+        for i, score in enumerate(scores):
+            state, event = step(state, score, float(i), r)
+            if event is not None and event.kind == "cleared":
+                return i
+        return -1
+
+    assert cleared_at(rules) == 5
+    assert cleared_at(replace(rules, alert_steps=2)) == 10
+    with pytest.raises(ValueError, match="alert_steps"):
+        AlertRules(alert_steps=0)
+
+
+def test_a_bundle_judges_with_its_alert_steps_unless_served_at_another_hop(tiny_bundle):
+    from sensorguard.service.bundle_checks import bundle_rules, default_rules
+
+    bundle = replace(tiny_bundle, hop=4, alert_hop=2)
+    assert default_rules(bundle).alert_steps == bundle_rules(AlertRules(), bundle, 4).alert_steps == 2
+    assert bundle_rules(AlertRules(), bundle, 8).alert_steps == 1  # served at hop 8: no alert hop
+    assert bundle_rules(AlertRules(), replace(bundle, alert_hop=0)).alert_steps == 1

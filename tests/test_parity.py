@@ -327,3 +327,19 @@ def test_score_ends_an_alert_at_a_silence_on_the_refused_rows_after_it_as_live(t
     after = (t >= 130) & (t < 160)
     assert table.loc[after, "score"].isna().all()  # refused too
     assert (table.loc[after, "alert"] == 0).all()  # the silence ended the alert
+
+
+def test_served_at_another_hop_an_alert_up_is_judged_at_that_hop(tiny_bundle):
+    """The alert hop divides the bundle's hop; served at another hop (warned at start) it is off,
+    and clear_after counts that hop's windows; a swapped-in bundle's alert hop is adopted."""
+    from dataclasses import replace
+
+    from sensorguard.service.bundle_checks import bundle_rules
+
+    bundle = replace(tiny_bundle, alert_hop=1)  # (hop 2)
+    daemon, _ = make(bundle, **RULES)
+    assert daemon.buffers.alert_hop == 1 and bundle_rules(daemon.rules, bundle, daemon.alerts.hop).alert_steps == 2
+    daemon._swapped(replace(bundle, alert_hop=0))
+    assert daemon.buffers.alert_hop == 0
+    daemon, _ = make(bundle, **RULES, hop=4)
+    assert daemon.buffers.alert_hop == 0 and bundle_rules(daemon.rules, bundle, daemon.alerts.hop).alert_steps == 1

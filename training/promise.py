@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from scipy import stats
@@ -220,11 +221,12 @@ def _observed(pieces: list[np.ndarray], threshold: float, hop: int, rules: Alert
     for e in pieces:
         mask = np.zeros(len(e), dtype=bool)
         mask[::hop] = True
-        fine = None
+        fine, judged_by = None, rules
         if 0 < alert_hop < hop:
             fine = np.zeros(len(e), dtype=bool)
             fine[::alert_hop] = True
-        alert = alert_series(np.asarray(e) / threshold, mask, np.arange(len(e), dtype=np.float64), rules,
+            judged_by = replace(rules, alert_steps=hop // alert_hop)  # (bundle_checks.bundle_rules)
+        alert = alert_series(np.asarray(e) / threshold, mask, np.arange(len(e), dtype=np.float64), judged_by,
                              alert_mask=fine)
         raises += int(np.sum(np.diff(np.r_[0, alert]) == 1))
     lo, hi = _poisson_ci(raises)
