@@ -118,7 +118,7 @@ def promise_options(args: argparse.Namespace, own: dict) -> tuple[dict, list[str
 
 def _add_alert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raise-after", type=_positive_int, default=3, help="windows >= 1.0 in a row to raise (default 3)")
-    p.add_argument("--clear-after", type=_positive_int, default=5, help="windows below --clear-level to clear (5)")
+    p.add_argument("--clear-after", type=_positive_int, default=5, help="hops below --clear-level to clear (5)")
     p.add_argument("--clear-level", type=_level, default=1.0, help="score below which windows count to clear (1.0)")
     p.add_argument("--clear-at", type=_share, default=0.5,
                    help="two windows in a row below this score (and --clear-level) clear at once; 0: never (0.5)")

@@ -6,11 +6,12 @@ cleared or goes stale. Raising needs ``raise_after`` consecutive windows at or a
 calibrated with it records it, :data:`RAISE_AT` times the line: a fault that strong is no noise,
 and a short one was over before three windows in a row could rise; a bundle calibrated before it
 raises on ``raise_after`` alone, so its promise holds as stated). Clearing needs ``clear_after``
-consecutive windows below ``clear_level`` (default 1.0: the two counts are the hysteresis, so a
-score hovering at 1.0 does not flap; a lower level made alerts outlive their cause wherever normal
-scores sit near the line), or two windows in a row below ``clear_at`` (default :data:`CLEAR_AT`,
-half the line: scores that low say the fault is over, and the alert ends two hops after it
-instead of ``clear_after``; two, not one, or a fault switching on and off, 2.5 and 0.4 in turn, was
+hops of consecutive windows below ``clear_level`` (``alert_steps`` windows a hop: while an alert
+is up the daemon judges a window every ``alert_hop`` samples, :func:`step_masks`; default level
+1.0: the two counts are the hysteresis, so a score hovering at 1.0 does not flap; a lower level
+made alerts outlive their cause wherever normal scores sit near the line), or two windows in a row
+below ``clear_at`` (default :data:`CLEAR_AT`, half the line: scores that low say the fault is
+over, and the alert ends two alert hops after it instead of ``clear_after``; two, not one, or a fault switching on and off, 2.5 and 0.4 in turn, was
 raised and cleared at every other window under a new id each time; the promise is untouched, since
 every raise still needs a crossing of the line). A score between the two keeps counting, so a
 fault that hovers near the line does not flap.

@@ -128,7 +128,7 @@ class Settings:
         1, "torch threads for scoring; one avoids OpenMP spin-waits on cores shared with paho and the broker "
         "(12x faster under load, `docs/benchmarks.md`); raise only on a host with spare cores")
     raise_after: int = setting(3, "windows at score >= 1.0 in a row to raise an alert")
-    clear_after: int = setting(5, "windows below `clear_level` in a row to clear it")
+    clear_after: int = setting(5, "hops below `clear_level` in a row to clear it (twice the windows at half the hop)")
     clear_level: float = setting(1.0, "score below which a window counts towards clearing")
     clear_at: float = setting(0.5, "two windows in a row below this score (and below `clear_level`) clear an "
                                    "alert at once: the fault is over (0: never)")
