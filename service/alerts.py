@@ -11,10 +11,11 @@ is up the daemon judges a window every ``alert_hop`` samples, :func:`step_masks`
 1.0: the two counts are the hysteresis, so a score hovering at 1.0 does not flap; a lower level
 made alerts outlive their cause wherever normal scores sit near the line), or two windows in a row
 below ``clear_at`` (default :data:`CLEAR_AT`, half the line: scores that low say the fault is
-over, and the alert ends two alert hops after it instead of ``clear_after``; two, not one, or a fault switching on and off, 2.5 and 0.4 in turn, was
-raised and cleared at every other window under a new id each time; the promise is untouched, since
-every raise still needs a crossing of the line). A score between the two keeps counting, so a
-fault that hovers near the line does not flap.
+over, and the alert ends two alert hops after it instead of ``clear_after``; two, not one, or a
+fault switching on and off, 2.5 and 0.4 in turn, was raised and cleared at every other window
+under a new id each time; the promise is untouched, since every raise still needs a crossing of
+the line). A score between the two keeps counting, so a fault that hovers near the line does not
+flap.
 The daemon and the offline ``sensorguard score`` both use these functions, so they agree on when
 alerts are up.
 
