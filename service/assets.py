@@ -102,6 +102,10 @@ class AssetAlerts(CarriedStates):
         """One asset's drift baseline now (None when nothing was learned about it)."""
         return self._drift.get(asset)
 
+    def state_of(self, asset: str) -> AlertState:
+        """The asset's alert state now (normal for one not seen)."""
+        return self._states.get(asset) or AlertState()
+
     def alerting(self, asset: str) -> bool:
         """Whether the asset's alert may be up at its next window: up now, live or restored (any
         asset, while states handed over are waiting to be taken in: they are at the next window)."""

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from sensorguard.service.alerts import AlertRules
 from sensorguard.service.assets import AssetAlerts
+from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.recorder import Recorder
@@ -61,7 +62,8 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
     rules: the daemon's alert rules for the shadow's step, read at each window (a hot swap may
     change the silence that ends an alert while a batch is being stepped).
     """
-    batch = worth_scoring(batch, alerts.alerting)
+    watching = models.shadow  # (its alert up keeps an alert-hop window too: it steps on it)
+    batch = worth_scoring(batch, lambda a: alerts.alerting(a) or (watching is not None and watching.alerting(a)))
     if not batch:
         return
     windows = np.stack([due.window for due in batch])
@@ -96,23 +98,27 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
             log.exception("applying a scored window of asset %r failed", due.asset)
             continue
         if judged is None:  # an alert-hop window whose asset's alert is not up: not judged, as offline
-            continue
-        state, score = judged
-        if not due.coarse:
+            state, score = alerts.state_of(due.asset), float("nan")
+        else:
+            state, score = judged
+        if not due.coarse and judged is not None:
             metrics.alert_windows.inc()
-        if recorder is not None:  # judged: its readings may now be committed as normal (not before:
-            recorder.judged(due.asset, due.ts)  # a window whose alert step failed was never judged)
+        if recorder is not None and judged is not None:  # judged: its readings may now be committed as
+            recorder.judged(due.asset, due.ts)  # normal (not before: a window whose alert step failed was never judged)
         if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
             if due.coarse:  # (the hop grid's: the same windows as windows_scored_total)
                 metrics.shadow_score.observe(shadowed.score[i])
-            try:
-                if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, rules(),
+            try:  # (clear_after in the daemon's cadence: the windows come at its alert hop)
+                served = replace(rules(), alert_steps=bundle_rules(rules(), bundle, alerts.hop).alert_steps)
+                if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, served,
                                alerts.drift_of(due.asset), alerts.learns(due.asset, due.ts), due.coarse):
                     metrics.alert_raised(due.asset, shadow=True)
             except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
                 with models.lock:
                     models.stop_shadow(shadow, f"stepping its alerts failed ({type(exc).__name__}: {exc})")
                 shadowed = None
+        if judged is None:
+            continue
         scored = ScoredWindow(due.asset, due.ts, score, float(scores.error[i]), state.status, channels)
         for listener in listeners:
             try:

@@ -157,7 +157,7 @@ class Ingest:
                     pass
                 if self.stopping:
                     return None
-                before, restarts = buffers.pending(), buffers.gaps
+                before, restarts = buffers.queued(), buffers.gaps
                 latest = time.time() + s.max_future_s
                 # a jump far ahead of the clock and of the asset's last reading taken: a glitching
                 # clock (an accelerated replay runs ahead step by step, reading after reading taken,
@@ -176,7 +176,7 @@ class Ingest:
                             rows.append((sample.ts, buffers.last_row(parsed.asset)))
                     else:
                         rejects.append(reason)
-                after = buffers.pending()
+                after = buffers.queued()
                 if buffers.gaps != restarts:
                     self.metrics.window_restarts.inc(buffers.gaps - restarts)
                 if (after > before and (before == 0 or after >= s.batch_max)) or buffers.sensor_events:
@@ -203,7 +203,7 @@ class Ingest:
         counted or recorded again, and only the windows after ``window_ts`` are scored."""
         with self.cond:
             taken = self.buffers.prime(asset, samples, time.monotonic(), window_ts)
-            if self.buffers.pending():  # windows the previous owner completed but did not score
+            if self.buffers.queued():  # windows the previous owner completed but did not score
                 self.cond.notify()
             return taken
 
@@ -235,14 +235,14 @@ class Ingest:
         ``batch_max``); ``(batch, is_last)``. Once stopping: every window already due, and True."""
         s = self.settings
         with self.cond:
-            if not self.buffers.pending() and not self.stopping:
+            if not self.buffers.queued() and not self.stopping:
                 self.cond.wait(wait_s)
             if self.stopping:
                 return self.buffers.drain(), True
-            if not self.buffers.pending():
+            if not self.buffers.queued():
                 return [], False
             deadline = time.monotonic() + s.batch_wait_ms / 1000.0
-            while not self.stopping and self.buffers.pending() < s.batch_max:
+            while not self.stopping and self.buffers.queued() < s.batch_max:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

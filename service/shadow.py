@@ -29,7 +29,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sensorguard.service.alerts import AlertRules, AlertState, judge
@@ -75,8 +75,8 @@ class Shadow:
         own from it (a promotion keeps the daemon's: it is relative to each model's baseline), so
         an asset that drifted is not judged against the bare line and counted against the shadow.
         ``learn``: whether the window may teach the drift baseline, as for the served model.
-        ``coarse`` False: an alert-hop window the served model judged (its alert is up); the shadow
-        steps on it only while its own alert is up too.
+        ``coarse`` False: a window of the daemon's alert hop; the shadow steps on it only while its
+        own alert is up, with ``rules.alert_steps`` (the daemon's cadence, not its bundle's).
         """
         if not coarse and self._states.get(asset, AlertState()).status != "alerting":
             return False
@@ -92,9 +92,9 @@ class Shadow:
             return False
         if self.bundle.drift_rule is not None and served_drift is not None and asset not in self._drift:
             self._drift[asset] = served_drift
+        judged_by = replace(bundle_rules(rules, self.bundle), alert_steps=rules.alert_steps)  # (the daemon's cadence)
         state, drift, event, _ = judge(self._states.get(asset, AlertState()), self._drift.get(asset, DriftState()),
-                                       score, ts, bundle_rules(rules, self.bundle), self.bundle.drift_rule, asset,
-                                       learn=learn)
+                                       score, ts, judged_by, self.bundle.drift_rule, asset, learn=learn)
         self._states[asset] = state
         if self.bundle.drift_rule is not None:
             self._drift[asset] = drift
@@ -106,6 +106,11 @@ class Shadow:
             self._inherited.pop(asset, None)
         self.alerts += raised
         return raised
+
+    def alerting(self, asset: str) -> bool:
+        """Whether the shadow's own alert of ``asset`` is up (it steps on alert-hop windows then)."""
+        state = self._states.get(asset)
+        return state is not None and state.status == "alerting"
 
     def forget(self, asset: str) -> None:
         """The asset went silent: its machines end, as the current model's do."""

@@ -132,6 +132,7 @@ class Buffers:
         self._known = frozenset(channels)
         self._assets: dict[str, _Asset] = {}
         self._due: deque[DueWindow] = deque()
+        self._off_grid = 0  # queued alert-hop windows (coarse False): not counted in pending()
         self._anchor: tuple[str, float] | None = None  # prime(): the grid row a scored window ended on
         self._rates: dict[str, tuple[float | None, float, int]] = {}  # forgotten assets' rate estimates
         self._anchored = False
@@ -227,8 +228,9 @@ class Buffers:
             anchored, self._anchor, self._anchored = self._anchored, None, False
         unscored = [w for w in list(self._due)[due:] if anchored and w.ts > window_ts]  # type: ignore[operator]
         while len(self._due) > due:
-            self._due.pop()
+            self._off_grid -= not self._due.pop().coarse
         self._due.extend(unscored)
+        self._off_grid += sum(not w.coarse for w in unscored)
         while len(self.sensor_events) > events:
             self.sensor_events.pop()
         return taken
@@ -274,7 +276,9 @@ class Buffers:
             excluded: tuple[int, ...] = ()
             if max(state.fault_row) > oldest:  # a channel faulted in any row of the window is left out
                 excluded = tuple(j for j, r in enumerate(state.fault_row) if r > oldest)
-            self._due.append(DueWindow(asset, ts, values, received, excluded, since_full % self.hop == 0))
+            coarse = since_full % self.hop == 0
+            self._due.append(DueWindow(asset, ts, values, received, excluded, coarse))
+            self._off_grid += not coarse
 
     @staticmethod
     def _check_alert_hop(alert_hop: int, hop: int) -> None:
@@ -292,16 +296,25 @@ class Buffers:
         if limit is None or limit >= len(due):
             out = list(due)
             due.clear()
+            self._off_grid = 0
             return out
-        return [due.popleft() for _ in range(max(limit, 0))]
+        out = [due.popleft() for _ in range(max(limit, 0))]
+        if self._off_grid:
+            self._off_grid -= sum(not w.coarse for w in out)
+        return out
 
     def pending_of(self, assets: set[str]) -> bool:
         """Whether a window of one of ``assets`` is queued."""
         return any(w.asset in assets for w in self._due)
 
-    def pending(self) -> int:
-        """Windows queued and not yet drained."""
+    def queued(self) -> int:
+        """Windows queued and not yet drained, the alert hop's too (what the scorer waits for)."""
         return len(self._due)
+
+    def pending(self) -> int:
+        """Windows of the hop grid queued and not yet drained (what backpressure and the
+        ``buffered_windows`` gauge count: the alert hop's are mostly dropped unscored)."""
+        return len(self._due) - self._off_grid
 
     def __len__(self) -> int:
         return len(self._assets)
@@ -357,5 +370,6 @@ class Buffers:
         if not self._due:
             return 0
         gone = sum(w.coarse for w in self._due if w.asset == asset)  # (alert-hop windows may never be judged)
+        self._off_grid -= sum(not w.coarse for w in self._due if w.asset == asset)
         self._due = deque(w for w in self._due if w.asset != asset)
         return gone

@@ -374,3 +374,40 @@ def test_a_shadow_judges_with_its_own_bundles_one_window_raise(tiny_bundle):
     assert Shadow(candidate, Scorer(candidate), current="v0001").step("p", 0.0, 2.5, normal, AlertRules())
     assert not Shadow(tiny_bundle, Scorer(tiny_bundle), current="v0001").step("p", 0.0, 2.5, normal,
                                                                               AlertRules(raise_at=2.0))
+
+
+def test_the_shadow_gets_alert_hop_windows_while_its_alert_is_up_though_the_served_one_is_not(tiny_bundle):
+    """The served model is quiet (its line a million times as high), the shadow alerts on everything:
+    the daemon keeps the alert hop's windows for the shadow and steps it on them, never the served
+    machine, with clear_after in the daemon's cadence (2 windows a hop)."""
+    import json as json_
+    from types import SimpleNamespace
+
+    from sensorguard.service.alerts import AlertState
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.service.shadow import Shadow
+    from tests.test_daemon import make
+
+    bundle = replace(tiny_bundle, alert_hop=1, threshold_=tiny_bundle.threshold_ * 1e6)  # (hop 2)
+    daemon, client = make(bundle, raise_after=1)
+    candidate = replace(tiny_bundle, alert_hop=1, threshold_=tiny_bundle.threshold_ * 1e-6)
+    shadow = Shadow(candidate, Scorer(candidate), current="v0001")
+    stepped = []
+    real = shadow.step
+
+    def spy(asset, ts, score, current, rules, *rest):
+        stepped.append((ts, rest[-1], rules.alert_steps, current.status))
+        return real(asset, ts, score, current, rules, *rest)
+
+    shadow.step = spy
+    daemon.models.shadow = shadow
+    for mid, t in enumerate(range(40), 1):
+        doc = {"ts": 1_767_225_600.0 + t, "values": {"a": 0.0, "b": 0.0, "c": 0.0}}
+        daemon.ingest.handle(client, SimpleNamespace(topic="sensors/p/readings", payload=json_.dumps(doc).encode(),
+                                                     mid=mid, qos=1))
+        while batch := daemon.ingest.next_batch(0.0)[0]:
+            daemon.score_batch(batch)
+    assert daemon.alerts.state_of("p") == AlertState(last_score=daemon.alerts.state_of("p").last_score)
+    off_grid = [s for s in stepped if not s[1]]
+    assert off_grid and all(s[2] == 2 and s[3] == "normal" for s in off_grid)
+    assert shadow.alerting("p") and shadow.windows == sum(1 for s in stepped if s[1])

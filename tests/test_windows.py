@@ -377,8 +377,16 @@ def test_alert_hop_windows_are_queued_on_the_alert_hop_grid_and_marked(window: i
     bufs = Buffers(CH, window, hop, alert_hop=alert_hop)
     feed(bufs, "p", range(1, n + 1))
     mask, alert_mask = step_masks(np.zeros(n), window, hop, alert_hop)
-    due = bufs.drain()
     every = mask if alert_mask is None else alert_mask
+    assert (bufs.pending(), bufs.queued()) == (mask.sum(), every.sum())  # backpressure counts the hop grid's
+    assert len(bufs.drain(3)) == 3 and bufs.pending() == mask.sum() - sum(mask[every][:3])
+    feed(bufs, "q", range(1, n + 1))
+    bufs.forget("q")
+    assert bufs.pending() == mask.sum() - sum(mask[every][:3])
+    bufs = Buffers(CH, window, hop, alert_hop=alert_hop)
+    feed(bufs, "p", range(1, n + 1))
+    due = bufs.drain()
+    assert bufs.pending() == bufs.queued() == 0
     assert [w.ts for w in due] == [float(r + 1) for r in np.flatnonzero(every)]
     assert [w.ts for w in due if w.coarse] == [float(r + 1) for r in np.flatnonzero(mask)]
     feed(bufs, "p", range(n + 1, n + 13))
