@@ -79,6 +79,7 @@ class AssetAlerts(CarriedStates):
         self._states: dict[str, AlertState] = {}
         self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
+        self._grid_ts: dict[str, float] = {}  # asset -> its last judged window on the hop grid (a new owner's anchor)
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
@@ -145,6 +146,8 @@ class AssetAlerts(CarriedStates):
         if rule is not None:
             self._drift[asset] = drift
         self._latest[asset] = (ts, channels)
+        if coarse:
+            self._grid_ts[asset] = ts
         self.metrics.set_score(asset, score, state.status == "alerting")
         if event is not None:
             held = self._held(asset, ts)
@@ -215,6 +218,7 @@ class AssetAlerts(CarriedStates):
         self._raise_info.pop(asset, None)
         self._go_silent(asset, state, ts, announced)
         self._latest.pop(asset, None)
+        self._grid_ts.pop(asset, None)
         self.metrics.forget_asset(asset)
         if self.recorder is not None:
             if state.status == "alerting" and state.alert_id:  # its readings are filed as a cleared one's are: a

@@ -44,6 +44,7 @@ class CarriedStates:
     _states: dict[str, AlertState]
     _drift: dict[str, DriftState]
     _latest: dict[str, tuple[float, list[dict]]]
+    _grid_ts: dict[str, float]
     _open: OpenFaults
     _announced: dict[str, str]
     _raise_info: dict[str, Any]
@@ -136,7 +137,7 @@ class CarriedStates:
         out: dict[str, Moved] = {}
         for asset in assets:
             if asset in self._states:
-                window_ts = self._latest.get(asset, (None,))[0]
+                window_ts = self._grid_ts.get(asset)  # (the hop grid's: the new owner's cadence starts there)
                 told = self._told(asset)
                 out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), window_ts, told)
             elif asset in self.restored:
@@ -145,7 +146,7 @@ class CarriedStates:
             elif asset in self._synced or self._learned(asset) is not None:  # silent: a normal state replaces
                 out[asset] = (AlertState(), self._learned(asset), None, True)  # the bucket's (an alert the silence
                 # ended, not yet passed on, was adopted by the new owner: found by review), its baseline with it
-            for kept in (self._latest, self._announced, self._raise_info, self._synced, self._drift):
+            for kept in (self._latest, self._grid_ts, self._announced, self._raise_info, self._synced, self._drift):
                 kept.pop(asset, None)
             self._open.forget(asset)
             self.on_handed_over(asset)
@@ -166,7 +167,7 @@ class CarriedStates:
             key = (state.status, state.alert_id, told)
             if full or self._synced.get(asset) != key:
                 self._synced[asset] = key
-                out[asset] = (state, self._drift.get(asset), self._latest.get(asset, (None,))[0], told)
+                out[asset] = (state, self._drift.get(asset), self._grid_ts.get(asset), told)
         for asset in [a for a in self._synced if a not in self._states and a not in self.restored]:
             del self._synced[asset]  # its state ended here (silent): the bucket forgets its alert too,
             drift = self._learned(asset)  # and keeps the drift baseline awaiting its return

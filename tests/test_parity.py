@@ -343,3 +343,36 @@ def test_served_at_another_hop_an_alert_up_is_judged_at_that_hop(tiny_bundle):
     assert daemon.buffers.alert_hop == 0
     daemon, _ = make(bundle, **RULES, hop=4)
     assert daemon.buffers.alert_hop == 0 and bundle_rules(daemon.rules, bundle, daemon.alerts.hop).alert_steps == 1
+
+
+def test_a_handed_over_alert_carries_the_hop_grids_last_window(tiny_bundle):
+    """Cluster mode: the window time an asset's state carries to its new owner anchors the new
+    owner's cadence (``Buffers.prime``), so it is the last judged window on the hop grid, not an
+    alert-hop window judged after it: anchored there the new owner's grid was out by the alert hop."""
+    from dataclasses import replace
+
+    from sensorguard.service.windows import Buffers
+
+    bundle = replace(tiny_bundle, alert_hop=1)  # (hop 2, window 16: the hop grid's windows end on odd rows)
+    rows = [(T0 + t, {"a": math.sin(t / 5) + (8.0 if t >= 40 else 0.0), "b": math.cos(t / 7), "c": 0.01 * t})
+            for t in range(80)]
+    daemon, client = make(bundle, **RULES)
+    seen = []
+    daemon.add_listener(seen.append)
+    for mid, (ts, doc) in enumerate(rows, 1):
+        payload = json.dumps({"ts": ts, "values": doc}).encode()
+        daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=mid, qos=1))
+        while batch := daemon.ingest.next_batch(0.0)[0]:
+            daemon.score_batch(batch)
+        if seen and seen[-1].status == "alerting" and int(seen[-1].ts - T0) % 2 == 0:
+            break  # an alert up, and the last window judged is off the hop grid
+    assert int(seen[-1].ts - T0) % 2 == 0 and mid < len(rows)
+    state, _, window_ts, _ = daemon.alerts.hand_over({"pump-1"})["pump-1"]
+    assert state.status == "alerting" and window_ts == seen[-1].ts - 1  # the hop grid's window before it
+    bufs = Buffers(bundle.channels, bundle.window, bundle.hop, alert_hop=1)
+    bufs.prime("pump-1", rows[:mid], 0.0, window_ts)
+    for ts, doc in rows[mid:]:
+        bufs.add("pump-1", ts, doc, 0.0)
+    due = bufs.drain()
+    assert due and all(int(w.ts - T0) % 2 == 1 for w in due if w.coarse)  # the same hop grid as offline
+    assert due[0].ts == window_ts + 1  # the alert-hop window judged before the move is judged again
