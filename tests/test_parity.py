@@ -100,12 +100,16 @@ def live_windows(bundle, stream: list[tuple[float, dict]], before=None, every: i
     for mid, (ts, doc) in enumerate(stream, 1):
         if before is not None:
             before(daemon, ts)
-        payload = json.dumps({"ts": ts, "values": doc}).encode()  # NaN as the NaN token, None as null
-        daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=mid, qos=1))
-        if mid % every == 0 or mid == len(stream):
-            while batch := daemon.ingest.next_batch(0.0)[0]:
-                daemon.score_batch(batch)
+        send(daemon, client, mid, ts, doc, score=mid % every == 0 or mid == len(stream))
     return [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
+
+
+def send(daemon, client, mid: int, ts: float, doc: dict, score: bool = True) -> None:
+    """One reading of ``pump-1`` into the daemon's ingest; with ``score``, every window due scored."""
+    payload = json.dumps({"ts": ts, "values": doc}).encode()  # NaN as the NaN token, None as null
+    daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=mid, qos=1))
+    while score and (batch := daemon.ingest.next_batch(0.0)[0]):
+        daemon.score_batch(batch)
 
 
 def offline_with_silence(bundle, stream: list[tuple[float, dict]], stale: float) -> list[tuple[float, float, int]]:
@@ -183,11 +187,7 @@ def test_an_asset_off_the_models_rate_is_resampled_or_refused_alike_live_and_off
     seen = []
     daemon.add_listener(seen.append)
     for mid, (ts, doc) in enumerate(stream, 1):
-        payload = json.dumps({"ts": ts, "values": doc}).encode()
-        daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=mid, qos=1))
-        batch, _ = daemon.ingest.next_batch(0.0)
-        if batch:
-            daemon.score_batch(batch)
+        send(daemon, client, mid, ts, doc)
     live = [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
     assert_same(live, offline_windows(tiny_bundle, stream))
     steps = np.diff([ts for ts, _, _ in live[: len(live) // 3]])
@@ -360,10 +360,7 @@ def test_a_handed_over_alert_carries_the_hop_grids_last_window(tiny_bundle):
     seen = []
     daemon.add_listener(seen.append)
     for mid, (ts, doc) in enumerate(rows, 1):
-        payload = json.dumps({"ts": ts, "values": doc}).encode()
-        daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=mid, qos=1))
-        while batch := daemon.ingest.next_batch(0.0)[0]:
-            daemon.score_batch(batch)
+        send(daemon, client, mid, ts, doc)
         if seen and seen[-1].status == "alerting" and int(seen[-1].ts - T0) % 2 == 0:
             break  # an alert up, and the last window judged is off the hop grid
     assert int(seen[-1].ts - T0) % 2 == 0 and mid < len(rows)
