@@ -121,7 +121,8 @@ class Settings:
                                      "bundle's cleaning policy)", flag=False)
     max_gap_s: float | None = setting(None, "a longer silence restarts the asset's window (unset: the bundle's, "
                                       "fill_limit + 1.5 sample periods)", flag=False)
-    hop: int | None = setting(None, "score every `hop` samples", shown="unset (the bundle's)")
+    hop: int | None = setting(None, "score every `hop` samples (another than the bundle's turns its alert hop off)",
+                              shown="unset (the bundle's)")
     batch_max: int = setting(4096, "windows per scoring batch at most")
     batch_wait_ms: int = setting(20, "how long to wait to fill a batch, milliseconds")
     scoring_threads: int = setting(
