@@ -8,7 +8,7 @@ Flags are parsed as text and every value is converted and checked by ``load_sett
 value gets the same message whether it came from a flag, the environment or the TOML file, and all
 problems are reported at once.
 
->>> "| `hop` | unset (the bundle's) | score every `hop` samples |" in settings_table()
+>>> "| `batch_max` | `4096` | windows per scoring batch at most |" in settings_table()
 True
 """
 
