@@ -28,7 +28,7 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.preprocessing import StandardScaler
 
-from sensorguard.service.alerts import AlertRules, judge_series, step_masks
+from sensorguard.service.alerts import AlertRules, alert_steps, judge_series, step_masks
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import default_rules
 from sensorguard.service.drift import DriftRule
@@ -83,8 +83,7 @@ def detect(fitted: Fitted, test: SensorData, rules: AlertRules = AlertRules()) -
     """Score ``test``; rows without a score are neither decided anomalous nor alerted."""
     score = np.asarray(fitted.score(test), dtype=np.float64)
     mask, alert_mask = step_masks(test.segments, fitted.window, fitted.hop, fitted.alert_hop)
-    steps = fitted.hop // fitted.alert_hop if alert_mask is not None else 1  # clear_after spans hops (bundle_rules)
-    rules = replace(rules, alert_steps=steps)
+    rules = replace(rules, alert_steps=alert_steps(fitted.hop, fitted.alert_hop))  # clear_after spans hops
     alert, score = judge_series(score, mask, test.times, rules, fitted.drift, alert_mask=alert_mask)
     decision = np.where(np.isnan(score), False, score >= 1.0)
     sensor = None if fitted.sensor_faults is None else np.asarray(fitted.sensor_faults(test), dtype=bool)

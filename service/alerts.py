@@ -168,12 +168,23 @@ def hop_mask(segments: np.ndarray, window: int, hop: int) -> np.ndarray:
     return (pos >= 0) & (pos % hop == 0)
 
 
+def divides_hop(alert_hop: int, hop: int) -> bool:
+    """Whether ``alert_hop`` can be a hop's alert hop: 0 (the hop itself) or a divisor of it, so every
+    window judged at the hop is judged at the alert hop too."""
+    return alert_hop == 0 or (0 < alert_hop <= hop and hop % alert_hop == 0)
+
+
+def alert_steps(hop: int, alert_hop: int) -> int:
+    """Windows judged per hop while an alert is up (``AlertRules.alert_steps``): 1 without an alert hop."""
+    return hop // alert_hop if 0 < alert_hop < hop else 1
+
+
 def step_masks(segments: np.ndarray, window: int, hop: int, alert_hop: int) -> tuple[np.ndarray, np.ndarray | None]:
     """``(mask, alert_mask)`` for :func:`judge_series`: the rows the daemon judges (every ``hop``-th
     window), and those it also judges while an alert is up (every ``alert_hop``-th; None when that
     adds none: ``alert_hop`` 0 or at least ``hop``, as bundles before it)."""
     mask = hop_mask(segments, window, hop)
-    return mask, (hop_mask(segments, window, alert_hop) if 0 < alert_hop < hop else None)
+    return mask, (hop_mask(segments, window, alert_hop) if alert_steps(hop, alert_hop) > 1 else None)
 
 
 def alert_series(

@@ -86,6 +86,8 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
     metrics.windows_scored.inc(sum(due.coarse for due in batch))
     now = time.monotonic()
     tops = scores.all_top_channels(scorer.channels)
+    # the shadow's clear_after in the daemon's cadence (the alert hop's windows are the daemon's)
+    steps = 1 if shadowed is None else bundle_rules(rules(), bundle, alerts.hop).alert_steps
     for i, due in enumerate(batch):
         if due.coarse:  # (the hop grid's, as windows_scored_total)
             metrics.reading_to_score.observe(max(0.0, now - due.received))
@@ -108,9 +110,8 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
         if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
             if due.coarse:  # (the hop grid's: the same windows as windows_scored_total)
                 metrics.shadow_score.observe(shadowed.score[i])
-            try:  # (clear_after in the daemon's cadence: the windows come at its alert hop)
-                served = replace(rules(), alert_steps=bundle_rules(rules(), bundle, alerts.hop).alert_steps)
-                if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, served,
+            try:
+                if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, replace(rules(), alert_steps=steps),
                                alerts.drift_of(due.asset), alerts.learns(due.asset, due.ts), due.coarse):
                     metrics.alert_raised(due.asset, shadow=True)
             except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on

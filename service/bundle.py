@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from sensorguard import __version__
+from sensorguard.service.alerts import divides_hop
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.logs import first_line
@@ -337,7 +338,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
             problems.append(f"{name} must be an object")
     if hop < 1:
         problems.append(f"hop must be >= 1, got {hop}")
-    if not (alert_hop == 0 or (1 <= alert_hop <= hop and hop % alert_hop == 0)):
+    if not divides_hop(alert_hop, hop):
         problems.append(f"alert_hop must be 0 or a divisor of the hop ({hop}), got {alert_hop}")
     if not 0 <= focus <= window:
         problems.append(f"focus must be between 0 and the window ({window}), got {focus}")

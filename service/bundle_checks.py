@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sensorguard.service.alerts import AlertRules
+from sensorguard.service.alerts import AlertRules, alert_steps
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.config import Settings
@@ -61,7 +61,7 @@ def bundle_rules(rules: AlertRules, bundle: Bundle, hop: int | None = None) -> A
     alert hop is off). Not a setting: the line and the rule are one promise, set together by
     ``train`` and ``calibrate``, so every window is judged with the rules of the model that scored
     it (live, offline, in a report and in a shadow)."""
-    steps = bundle.hop // bundle.alert_step if hop in (None, bundle.hop) else 1
+    steps = alert_steps(bundle.hop, bundle.alert_hop) if hop in (None, bundle.hop) else 1
     if (rules.raise_at, rules.alert_steps) == (bundle.raise_at, steps):
         return rules
     return replace(rules, raise_at=bundle.raise_at, alert_steps=steps)

@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sensorguard.service.alerts import divides_hop
 from sensorguard.service.cleaning import NAN, Cleaner, CleaningPolicy
 from sensorguard.service.sensors import SensorEvent, SensorRules, SensorWatch
 
@@ -282,7 +283,7 @@ class Buffers:
 
     @staticmethod
     def _check_alert_hop(alert_hop: int, hop: int) -> None:
-        if alert_hop and (alert_hop < 0 or hop % alert_hop):
+        if not divides_hop(alert_hop, hop):
             raise ValueError(f"alert_hop must be 0 or a divisor of the hop ({hop}), got {alert_hop}")
 
     def set_alert_hop(self, alert_hop: int) -> None:
@@ -369,7 +370,8 @@ class Buffers:
                 del self._rates[next(iter(self._rates))]
         if not self._due:
             return 0
-        gone = sum(w.coarse for w in self._due if w.asset == asset)  # (alert-hop windows may never be judged)
-        self._off_grid -= sum(not w.coarse for w in self._due if w.asset == asset)
+        off_grid = sum(not w.coarse for w in self._due if w.asset == asset)  # (they may never be judged)
+        before = len(self._due)
         self._due = deque(w for w in self._due if w.asset != asset)
-        return gone
+        self._off_grid -= off_grid
+        return before - len(self._due) - off_grid

@@ -47,7 +47,7 @@ from dataclasses import replace
 import numpy as np
 from scipy import stats
 
-from sensorguard.service.alerts import AlertRules, alert_series
+from sensorguard.service.alerts import AlertRules, alert_series, alert_steps
 from sensorguard.training.calibrate import just_above
 
 MIN_TAIL_EVENTS = 10
@@ -222,10 +222,10 @@ def _observed(pieces: list[np.ndarray], threshold: float, hop: int, rules: Alert
         mask = np.zeros(len(e), dtype=bool)
         mask[::hop] = True
         fine, judged_by = None, rules
-        if 0 < alert_hop < hop:
+        if alert_steps(hop, alert_hop) > 1:
             fine = np.zeros(len(e), dtype=bool)
             fine[::alert_hop] = True
-            judged_by = replace(rules, alert_steps=hop // alert_hop)  # (bundle_checks.bundle_rules)
+            judged_by = replace(rules, alert_steps=alert_steps(hop, alert_hop))  # (bundle_checks.bundle_rules)
         alert = alert_series(np.asarray(e) / threshold, mask, np.arange(len(e), dtype=np.float64), judged_by,
                              alert_mask=fine)
         raises += int(np.sum(np.diff(np.r_[0, alert]) == 1))

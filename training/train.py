@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sensorguard.service.alerts import RAISE_AT, AlertRules
+from sensorguard.service.alerts import RAISE_AT, AlertRules, divides_hop
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
@@ -97,7 +97,7 @@ def train_bundle(
         raise ValueError(f"--hop {hop} is longer than the window ({window} samples): every sample must be in a "
                          "scored window; give a hop of at most the window")
     alert_hop = default_alert_hop(hop) if options.alert_hop is None else options.alert_hop
-    if alert_hop and (alert_hop > hop or hop % alert_hop):  # the hop's windows must be among the alert hop's
+    if not divides_hop(alert_hop, hop):  # the hop's windows must be among the alert hop's
         raise ValueError(f"--alert-hop {alert_hop} does not divide the hop ({hop}): give a divisor of it, or 0 "
                          "to judge every hop while an alert is up too")
     latent = options.latent or default_latent(len(data.channels), window)
