@@ -42,7 +42,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # a `systemctl reload` while torch is imported and the model loaded (seconds) killed the daemon
     # for good. Held from here on, and asked of the daemon once it runs.
     reload_asked = threading.Event()
-    signal.signal(signal.SIGHUP, lambda signum, frame: reload_asked.set())
+    from sensorguard.service.signals import on_signals
+
+    on_signals({signal.SIGHUP: reload_asked.set})
     from sensorguard.service.workers import serve
 
     serve(settings, reload_asked)

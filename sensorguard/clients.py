@@ -22,6 +22,7 @@ def replay_file(args: argparse.Namespace) -> int:
 
     from sensorguard.service.config import load_settings
     from sensorguard.service.replay import replay, schedule
+    from sensorguard.service.signals import on_signals
 
     if args.rate is not None and args.speed is not None:
         raise CliError("give --rate or --speed, not both")
@@ -55,7 +56,7 @@ def replay_file(args: argparse.Namespace) -> int:
     if args.timestamps != "original" and (ahead := _refused_ahead(times[order], due, assets, settings.max_future_s)):
         print(f"note: {ahead}", file=sys.stderr)
     stop, signalled = threading.Event(), []
-    signal.signal(signal.SIGTERM, lambda *_: (signalled.append(1), stop.set()))
+    on_signals({signal.SIGTERM: lambda: (signalled.append(1), stop.set())})
     span = f"{(len(order) - 1) / due[-1]:.3g} rows/s" if len(due) and due[-1] > 0 else "once"  # (n rows: n-1 steps)
     print(f"replaying {len(order)} rows x {len(data.channels)} channels ({', '.join(data.channels)}) of {args.data} "
           f"as {who} to {settings.redacted()['broker']} at {span}", flush=True)

@@ -46,6 +46,7 @@ from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import serve_http, shutdown_http
 from sensorguard.service.record_layout import adopt_orphans
 from sensorguard.service.relayout import asset_owner, relayout_states
+from sensorguard.service.signals import on_signals
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,7 @@ def run_worker(settings: Settings, stale: tuple[str, ...], port_out: Any, readin
     daemon.connection.unsubscribe = stale
     daemon.metrics.readings = _SharedCounter(daemon.metrics.readings, readings)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGHUP, lambda signum, frame: daemon.request_reload())
+    on_signals({signal.SIGTERM: stop.set, signal.SIGHUP: daemon.request_reload})
     port_out.send("loaded")
     while not go.wait(0.2):
         if stop.is_set() or os.getppid() != parent:
@@ -391,9 +391,7 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> No
         log.info("serving with %d workers on %d partitions", workers, len(settings.partition))
         runner = Supervisor(settings, plans, [check.stale_filters for check in checks])
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGHUP, lambda signum, frame: runner.request_reload())
+    on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: runner.request_reload})
     if reload_asked is not None and reload_asked.is_set():
         runner.request_reload()
     runner.run_forever(stop)
