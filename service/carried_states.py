@@ -28,7 +28,9 @@ from sensorguard.service.recorder import Recorder
 log = logging.getLogger("sensorguard.service.assets")  # (its lines came from there before the split)
 
 Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift, its raise went out
-Moved = tuple[AlertState, DriftState | None, float | None, bool]  # ... its last window's time, its raise went out
+# ... its last hop-grid window's time (the new owner's cadence), its raise went out, and the time of
+# the last window it judged when that came after (an alert-hop window the state already holds)
+Moved = tuple[AlertState, DriftState | None, float | None, bool, float | None]
 
 
 class CarriedStates:
@@ -137,15 +139,15 @@ class CarriedStates:
         out: dict[str, Moved] = {}
         for asset in assets:
             if asset in self._states:
-                window_ts = self._grid_ts.get(asset)  # (the hop grid's: the new owner's cadence starts there)
                 told = self._told(asset)
-                out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), window_ts, told)
+                out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), *self._cadence(asset, told))
             elif asset in self.restored:
                 state, drift, told = self._pop_restored(asset)
-                out[asset] = (state, drift, None, told)
+                out[asset] = (state, drift, None, told, None)
             elif asset in self._synced or self._learned(asset) is not None:  # silent: a normal state replaces
-                out[asset] = (AlertState(), self._learned(asset), None, True)  # the bucket's (an alert the silence
-                # ended, not yet passed on, was adopted by the new owner: found by review), its baseline with it
+                # the bucket's (an alert the silence ended, not yet passed on, was adopted by the new
+                # owner: found by review), its baseline with it
+                out[asset] = (AlertState(), self._learned(asset), None, True, None)
             for kept in (self._latest, self._grid_ts, self._announced, self._raise_info, self._synced, self._drift):
                 kept.pop(asset, None)
             self._open.forget(asset)
@@ -167,9 +169,19 @@ class CarriedStates:
             key = (state.status, state.alert_id, told)
             if full or self._synced.get(asset) != key:
                 self._synced[asset] = key
-                out[asset] = (state, self._drift.get(asset), self._grid_ts.get(asset), told)
+                out[asset] = (state, self._drift.get(asset), *self._cadence(asset, told))
         for asset in [a for a in self._synced if a not in self._states and a not in self.restored]:
             del self._synced[asset]  # its state ended here (silent): the bucket forgets its alert too,
             drift = self._learned(asset)  # and keeps the drift baseline awaiting its return
-            out[asset] = None if drift is None else (AlertState(), drift, None, True)
+            out[asset] = None if drift is None else (AlertState(), drift, None, True, None)
         return out
+
+    def _cadence(self, asset: str, told: bool) -> tuple[float | None, bool, float | None]:
+        """The last hop-grid window's time, ``told``, and the last judged window's time when it came
+        after the grid's: a new owner anchors its cadence on the first and judges only the windows
+        after the second (the state holds the alert-hop windows between them: judged again there,
+        an alert's count under the line ran one window ahead of the offline verdict)."""
+        grid_ts = self._grid_ts.get(asset)
+        judged_ts = self._latest[asset][0] if asset in self._latest else None
+        return grid_ts, told, (judged_ts if grid_ts is not None and judged_ts is not None and judged_ts > grid_ts
+                               else None)

@@ -197,12 +197,14 @@ class Ingest:
             ours = self._ours[topic] = any(topic_matches_sub(f, topic) for f in self._filters)
         return ours
 
-    def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], window_ts: float | None) -> int:
+    def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], window_ts: float | None,
+              judged_ts: float | None = None) -> int:
         """Cluster mode, taking an asset over: rebuild its window from readings its previous owner
         took (:meth:`Buffers.prime`, on the cadence of its window at ``window_ts``); they are not
-        counted or recorded again, and only the windows after ``window_ts`` are scored."""
+        counted or recorded again, and only the windows after ``window_ts`` (and ``judged_ts``)
+        are scored."""
         with self.cond:
-            taken = self.buffers.prime(asset, samples, time.monotonic(), window_ts)
+            taken = self.buffers.prime(asset, samples, time.monotonic(), window_ts, judged_ts)
             if self.buffers.queued():  # windows the previous owner completed but did not score
                 self.cond.notify()
             return taken

@@ -125,10 +125,13 @@ def restore_states(directory: str | None, max_assets: int
 
 
 def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float | None = None,
-                 announced: bool = True) -> bytes:
-    """One asset's state as ``assets.json`` holds it, plus the end time of its last scored window
-    (the cadence a new owner continues), for cluster mode's state bucket."""
-    entry = {**_entry(alert, drift, announced), **({"window_ts": window_ts} if window_ts is not None else {})}
+                 announced: bool = True, judged_ts: float | None = None) -> bytes:
+    """One asset's state as ``assets.json`` holds it, plus the end time of its last scored window on
+    the hop grid (the cadence a new owner continues) and of a later alert-hop window the state
+    already holds (the new owner judges only the windows after it), for cluster mode's state bucket
+    (an owner of an older version ignores ``judged_ts``)."""
+    entry = {**_entry(alert, drift, announced), **({"window_ts": window_ts} if window_ts is not None else {}),
+             **({"judged_ts": judged_ts} if judged_ts is not None else {})}
     return json.dumps(entry, separators=(",", ":")).encode()
 
 
@@ -139,14 +142,15 @@ def _entry(alert: AlertState, drift: DriftState | None, announced: bool) -> dict
             **({"unannounced": True} if not announced and alert.status == "alerting" else {})}
 
 
-def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | None, bool]:
+def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | None, bool, float | None]:
     """:func:`encode_asset` back; StateError for anything else."""
     try:
         entry = json.loads(data)
         drift = entry.get("drift")
-        window_ts = entry.get("window_ts")
+        window_ts, judged_ts = entry.get("window_ts"), entry.get("judged_ts")
         return (_alert_state(entry["alert"]), None if drift is None else _drift_state(drift),
-                None if window_ts is None else float(window_ts), entry.get("unannounced") is not True)
+                None if window_ts is None else float(window_ts), entry.get("unannounced") is not True,
+                None if judged_ts is None or window_ts is None else float(judged_ts))
     except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:  # JSONDecodeError: a ValueError
         raise StateError(f"invalid asset state ({exc})") from None
 

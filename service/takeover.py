@@ -115,26 +115,28 @@ class Takeover:
         window, primed = self.ingest.buffers.window, 0
         for subject, samples in kept.items():
             asset = asset_of(subject)[1]
-            anchor = anchors.get(asset)
-            primed += self.ingest.prime(asset, prime_span(samples, anchor, window), anchor)
+            anchor, judged = anchors.get(asset, (None, None))
+            primed += self.ingest.prime(asset, prime_span(samples, anchor, window), anchor, judged)
         return assets, primed
 
-    async def _adopt(self, assets: list[str]) -> dict[str, float | None]:
+    async def _adopt(self, assets: list[str]) -> dict[str, tuple[float | None, float | None]]:
         """Take over the assets' alert and drift state from the state bucket; each asset's last
-        scored window's time (the cadence to continue)."""
+        scored window's time on the hop grid (the cadence to continue) and of the last window its
+        state holds, when that came after."""
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
-        anchors: dict[str, float | None] = {}
+        anchors: dict[str, tuple[float | None, float | None]] = {}
         for asset in assets:
             try:
                 entry = await self._states.get(state_key(asset))
             except (KeyNotFoundError, KeyDeletedError):
                 continue
             try:
-                alert, drift, anchors[asset], announced = decode_asset(entry.value or b"")
+                alert, drift, window_ts, announced, judged_ts = decode_asset(entry.value or b"")
             except StateError as exc:
                 log.warning("cluster: the saved state of %s is unusable (%s): it starts afresh", asset, exc)
                 continue
+            anchors[asset] = window_ts, judged_ts
             self.alerts.adopt(asset, alert, drift, announced)
         return anchors
 

@@ -208,7 +208,7 @@ class Buffers:
         return None
 
     def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], received: float,
-              window_ts: float | None = None) -> int:
+              window_ts: float | None = None, judged_ts: float | None = None) -> int:
         """Fill ``asset``'s buffer (window, last time, cleaner and sensor watch) with readings its
         previous owner already took, without queueing their windows or sensor events: those were
         the previous owner's to score and announce. With ``window_ts``, the end time of a window the
@@ -216,8 +216,10 @@ class Buffers:
         due where they would have been without the move, and the windows the readings complete
         after it are queued: the previous owner died before scoring them (its state, with
         ``window_ts``, is saved on every status change and every 30 s, so a window it scored since
-        is scored again from the same state: the same verdict). Returns how many readings were
-        taken. The caller holds the lock that guards the buffers (nothing drains in between)."""
+        is scored again from the same state: the same verdict). ``judged_ts``: a later alert-hop
+        window the state already holds; the windows up to it are not queued. Returns how many
+        readings were taken. The caller holds the lock that guards the buffers (nothing drains in
+        between)."""
         due, events, taken = len(self._due), len(self.sensor_events), 0
         # the cadence is set where the grid row at window_ts is written (_write): a row the cleaner
         # filled in a gap has no reading of that time
@@ -227,7 +229,8 @@ class Buffers:
                 taken += self.add(asset, ts, values, received) is None
         finally:
             anchored, self._anchor, self._anchored = self._anchored, None, False
-        unscored = [w for w in list(self._due)[due:] if anchored and w.ts > window_ts]  # type: ignore[operator]
+        after = window_ts if judged_ts is None or window_ts is None else max(window_ts, judged_ts)
+        unscored = [w for w in list(self._due)[due:] if anchored and w.ts > after]  # type: ignore[operator]
         while len(self._due) > due:
             self._off_grid -= not self._due.pop().coarse
         self._due.extend(unscored)

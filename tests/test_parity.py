@@ -364,12 +364,59 @@ def test_a_handed_over_alert_carries_the_hop_grids_last_window(tiny_bundle):
         if seen and seen[-1].status == "alerting" and int(seen[-1].ts - T0) % 2 == 0:
             break  # an alert up, and the last window judged is off the hop grid
     assert int(seen[-1].ts - T0) % 2 == 0 and mid < len(rows)
-    state, _, window_ts, _ = daemon.alerts.hand_over({"pump-1"})["pump-1"]
+    state, _, window_ts, _, judged_ts = daemon.alerts.hand_over({"pump-1"})["pump-1"]
     assert state.status == "alerting" and window_ts == seen[-1].ts - 1  # the hop grid's window before it
+    assert judged_ts == seen[-1].ts  # the alert-hop window the state already holds
     bufs = Buffers(bundle.channels, bundle.window, bundle.hop, alert_hop=1)
-    bufs.prime("pump-1", rows[:mid], 0.0, window_ts)
+    bufs.prime("pump-1", rows[:mid], 0.0, window_ts, judged_ts)
     for ts, doc in rows[mid:]:
         bufs.add("pump-1", ts, doc, 0.0)
     due = bufs.drain()
     assert due and all(int(w.ts - T0) % 2 == 1 for w in due if w.coarse)  # the same hop grid as offline
-    assert due[0].ts == window_ts + 1  # the alert-hop window judged before the move is judged again
+    assert due[0].ts == judged_ts + 1  # not the window judged before the move a second time
+
+
+def test_an_alert_handed_over_mid_alert_clears_where_one_daemon_clears_it(tiny_bundle):
+    """Cluster mode, end to end: an asset moves to a new owner while its alert is up and its last
+    judged window is off the hop grid. The two owners' windows and states together are one
+    daemon's (found by review: the new owner judged that window again, so the alert's count
+    under the line ran one window ahead and it cleared one window early)."""
+    from dataclasses import replace
+
+    from sensorguard.service.state import decode_asset, encode_asset
+
+    bundle = replace(tiny_bundle, alert_hop=1)
+    rules = {"raise_after": 2, "clear_after": 3}  # (three hops under the line: six alert-hop windows)
+    # a fault, then a remnant that keeps the score under the line but over half of it: the alert
+    # clears on its count of windows under the line, not at once
+    rows = [(T0 + t, {"a": 0.3 * math.sin(t / 5) + (8.0 if 40 <= t < 60 else 0.7 if 60 <= t < 100 else 0.0),
+                      "b": 1 + 0.3 * math.cos(t / 7), "c": 2 + 0.1 * math.sin(t / 3)}) for t in range(140)]
+
+    def states(daemon) -> list:
+        seen: list = []
+        daemon.add_listener(lambda w: seen.append((w.ts, w.status, w.score)))
+        return seen
+
+    one, one_client = make(bundle, **rules)
+    whole = states(one)
+    for mid, (ts, doc) in enumerate(rows, 1):
+        send(one, one_client, mid, ts, doc)
+    up = [i for i, (_, status, _) in enumerate(whole) if status == "alerting"]
+    assert up and whole[up[-1] + 1][1] == "normal" and 0.5 < whole[up[-1] + 1][2] < 1  # cleared on its count
+
+    old, old_client = make(bundle, **rules)
+    before = states(old)
+    for mid, (ts, doc) in enumerate(rows, 1):
+        send(old, old_client, mid, ts, doc)
+        if before and before[-1][1] == "alerting" and before[-1][2] < 1 and int(before[-1][0] - T0) % 2 == 0:
+            break  # the alert up, its last window under the line and judged off the hop grid
+    else:
+        raise AssertionError("no hand-over point")
+    moved = decode_asset(encode_asset(*old.alerts.hand_over({"pump-1"})["pump-1"]))
+    new, new_client = make(bundle, **rules)
+    after = states(new)
+    new.alerts.adopt("pump-1", moved[0], moved[1], moved[3])
+    new.ingest.prime("pump-1", rows[:mid], moved[2], moved[4])
+    for i, (ts, doc) in enumerate(rows[mid:], mid + 1):
+        send(new, new_client, i, ts, doc)
+    assert before + after == whole

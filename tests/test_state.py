@@ -298,13 +298,13 @@ def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
     learned = old.alerts.drift_of("pump-2")
     assert learned is not None and learned.updates == 1
     old.alerts.end("pump-2", T0)  # went silent: its alert state ends, and so must the bucket's copy,
-    assert old.alerts.changed_states() == {"pump-2": (AlertState(), learned, None, True)}  # but not the baseline
+    assert old.alerts.changed_states() == {"pump-2": (AlertState(), learned, None, True, None)}  # but not the baseline
     assert len(old_client.published) > published
-    assert old.alerts.hand_over({"pump-2"}) == {"pump-2": (AlertState(), learned, None, True)}  # moved, silent
+    assert old.alerts.hand_over({"pump-2"}) == {"pump-2": (AlertState(), learned, None, True, None)}  # moved, silent
     assert old.alerts.drift_of("pump-2") is None
 
-    alert, drift, window_ts, announced = decode_asset(encode_asset(*moved["pump-1"]))
-    assert (alert, window_ts, announced) == (moved["pump-1"][0], T0 + 2, True)
+    alert, drift, window_ts, announced, judged_ts = decode_asset(encode_asset(*moved["pump-1"]))
+    assert (alert, window_ts, announced, judged_ts) == (moved["pump-1"][0], T0 + 2, True, None)
     new, new_client = daemon_with(drifting, None)
     new.alerts.adopt("pump-1", alert, drift, announced)
     new.alerts.apply("pump-1", T0 + 3, 5.0, [])
@@ -347,7 +347,7 @@ def test_an_alert_raised_while_shelved_moves_unannounced_and_is_told_by_its_new_
         old.alerts.apply("pump-1", T0 + i, 5.0, [])
     assert old.alerts.changed_states()["pump-1"][3] is False and raised(old_client) == []
     moved = old.alerts.hand_over({"pump-1"})
-    alert, drift, _, announced = decode_asset(encode_asset(*moved["pump-1"]))
+    alert, drift, _, announced, _ = decode_asset(encode_asset(*moved["pump-1"]))
     assert alert.status == "alerting" and announced is False
     new, new_client = daemon_with(drifting, None)  # its controls hold nothing: the shelve ended meanwhile
     new.alerts.adopt("pump-1", alert, drift, announced)
@@ -537,4 +537,4 @@ def test_a_hand_over_after_silence_ended_the_alert_passes_a_normal_state(tiny_bu
         old.alerts.apply("pump-1", T0 + i, 5.0, [])
     assert old.alerts.changed_states()["pump-1"][0].status == "alerting"
     old.alerts.end("pump-1", T0 + 3)
-    assert old.alerts.hand_over({"pump-1"}) == {"pump-1": (AlertState(), None, None, True)}
+    assert old.alerts.hand_over({"pump-1"}) == {"pump-1": (AlertState(), None, None, True, None)}
