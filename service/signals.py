@@ -48,3 +48,14 @@ def on_signals(actions: Mapping[int, Callable[[], object]]) -> None:
     threading.Thread(target=relay, name="signals", daemon=True).start()
     for signum in actions:
         signal.signal(signum, handler)
+
+
+def pass_on(asked: threading.Event, action: Callable[[], object]) -> None:
+    """Call ``action`` each time ``asked`` is set, for ever (run it on a daemon thread). For a
+    request a handler installed early records before its target exists (``serve``'s SIGHUP during
+    the model's load); requests that come together are asked once (a reload loads the newest model
+    anyway)."""
+    while True:
+        asked.wait()
+        asked.clear()
+        action()

@@ -46,7 +46,7 @@ from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import serve_http, shutdown_http
 from sensorguard.service.record_layout import adopt_orphans
 from sensorguard.service.relayout import asset_owner, relayout_states
-from sensorguard.service.signals import on_signals
+from sensorguard.service.signals import on_signals, pass_on
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ class Supervisor:
         self.go = self.context.Event()
         self.started = self._watched = time.monotonic()
         self._lock = threading.Lock()  # slots' counters: the HTTP thread merges while the main loop restarts
+        self._reload = threading.Event()  # a reload asked, for the main loop to pass on
         self._meta: dict[str, tuple[str, str]] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)  # collect() below: the merged workers
@@ -208,7 +209,10 @@ class Supervisor:
             self.stop()
 
     def watch(self, now: float) -> None:
-        """Note ports the workers announce, restart the dead ones (with backoff)."""
+        """Note ports the workers announce, restart the dead ones (with backoff), pass a reload on."""
+        if self._reload.is_set():
+            self._reload.clear()
+            self._reload_all()
         alive = 0
         for slot in self.slots:
             while slot.port is None and slot.pipe is not None and slot.pipe.poll():
@@ -277,7 +281,11 @@ class Supervisor:
             slot.unhealthy_since is None or now - slot.unhealthy_since < HUNG_RESTART_S for slot in self.slots)
 
     def request_reload(self) -> None:
-        """SIGHUP: every worker checks for a new model."""
+        """SIGHUP: every worker checks for a new model (at the main loop's next :meth:`watch`, which
+        owns the slots: asked from another thread, a worker that said "loaded" meanwhile could miss it)."""
+        self._reload.set()
+
+    def _reload_all(self) -> None:
         for slot in self.slots:  # a worker still loading has no SIGHUP handler yet: it would die of it, so
             if not (slot.process is not None and slot.loaded and hang_up(slot.process)):  # it gets it once
                 slot.reload_pending = True  # loaded (it may have read the old model: a bundle folder reloads
@@ -359,8 +367,9 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> No
     one worker, a :class:`~sensorguard.service.workers.Supervisor` of daemons) until SIGTERM or SIGINT.
 
     SIGHUP (``systemctl reload``) asks for a new model now; the watcher thread does the work. Must
-    run on the main thread (signal handlers). reload_asked: set by the caller's SIGHUP handler while
-    this started (the command installs one before importing torch): asked of the daemon once it runs.
+    run on the main thread (signal handlers). reload_asked: set by the caller's SIGHUP handler (the
+    command installs one before importing torch, so a reload during the slow start is not fatal):
+    each time it is set a reload is asked of the daemon; without it, serve installs one.
     """
     configure_logging(settings.log_json, settings.log_level)
     workers = worker_count(settings)
@@ -391,9 +400,13 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> No
         log.info("serving with %d workers on %d partitions", workers, len(settings.partition))
         runner = Supervisor(settings, plans, [check.stale_filters for check in checks])
     stop = threading.Event()
-    on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: runner.request_reload})
-    if reload_asked is not None and reload_asked.is_set():
-        runner.request_reload()
+    on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set})
+    if reload_asked is None:
+        reload_asked = threading.Event()
+        on_signals({signal.SIGHUP: reload_asked.set})
+    # SIGHUP keeps the one handler the command installed: a second one here left a gap in which a
+    # SIGHUP went to the first, whose relay set reload_asked after the check for it (found by review)
+    threading.Thread(target=pass_on, args=(reload_asked, runner.request_reload), name="reloads", daemon=True).start()
     runner.run_forever(stop)
 
 

@@ -14,6 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from sensorguard.service.receive import PUBACK, RECV_CHUNK, FastClient
+from tests.mosquitto import wait_for
 
 
 def _subscriber(port: int, client_id: str, protocol: int, got: list, done: threading.Event, n: int) -> FastClient:
@@ -68,7 +69,14 @@ def test_every_queued_message_arrives_once_intact_and_acknowledged(mosquitto, pr
     _publish(mosquitto.port, messages)
     client = _subscriber(mosquitto.port, client_id, protocol, got, done, len(messages))
     assert done.wait(30), f"only {len(got)} of {len(messages)} arrived"
-    time.sleep(0.3)
+    # the last acknowledgements are queued when the read that handled them ends, and a DISCONNECT
+    # queued before them would go first (the broker then sends those messages again): wait until
+    # they are out (a fixed 0.3 s could be too short on a loaded machine; from a review)
+    def sent() -> bool:  # (twice: the ids leave _acks a moment before their packet is queued)
+        return not client._acks and not client._out_packet and (time.sleep(0.05) or True) \
+            and not client._acks and not client._out_packet
+
+    wait_for(sent, 10, "the acknowledgements sent")
     client.disconnect()
     client.loop_stop()
     assert [(t, p) for t, p, _, _ in got] == [(t, p) for t, p, _ in messages]  # each once, in order, intact

@@ -7,6 +7,7 @@ that lock forever. ``serve`` and its workers stopped the same way.
 
 from __future__ import annotations
 
+import select
 import signal
 import subprocess
 import sys
@@ -54,7 +55,8 @@ def test_sigterm_stops_a_main_thread_that_waits_on_the_event_every_time():
     for attempt in range(6):
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:
-            assert proc.stdout.readline().strip() == "ready"
+            ready, _, _ = select.select([proc.stdout], [], [], 30)  # (a stalled child fails, not hangs)
+            assert ready and proc.stdout.readline().strip() == "ready"
             time.sleep(0.01 * attempt)
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=15)

@@ -433,7 +433,9 @@ def test_a_reload_asked_while_a_worker_loads_reaches_it_once_loaded(tmp_path, mo
     receive, send = sup.context.Pipe(duplex=False)
     slot = sup.slots[0]
     slot.process, slot.pipe = _Running(), receive
-    sup.request_reload()  # still loading
+    sup.request_reload()  # still loading (asked on the signal relay's thread: the main loop passes it on)
+    assert sent == [] and not slot.reload_pending
+    sup.watch(time.monotonic())
     assert sent == [] and slot.reload_pending
     send.send("loaded")
     sup.watch(time.monotonic())
@@ -499,3 +501,17 @@ def test_a_restarted_worker_serves_the_fleets_model_when_current_cannot_be_swapp
         assert sup.fleet_version(sup.slots[0]) is None  # (its own page is not asked)
     finally:
         shutdown_http(*page)
+
+
+def test_each_reload_asked_reaches_the_runner_also_one_asked_before_it_ran():
+    """serve keeps the SIGHUP handler the command installed at its start (a second handler left a
+    gap in which a reload was lost: found by review); each time its event is set the runner is asked."""
+    from sensorguard.service.signals import pass_on
+
+    asked, calls, called = threading.Event(), [], threading.Event()
+    asked.set()  # a SIGHUP while the model loaded
+    threading.Thread(target=pass_on, args=(asked, lambda: (calls.append(1), called.set())), daemon=True).start()
+    assert called.wait(10) and not asked.is_set()
+    called.clear()
+    asked.set()
+    assert called.wait(10) and len(calls) == 2
