@@ -45,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sensorguard.service.signals import on_signals
 
     on_signals({signal.SIGHUP: reload_asked.set})
-    from sensorguard.service.workers import serve
+    from sensorguard.service.serve import serve
 
     serve(settings, reload_asked)
     return 0

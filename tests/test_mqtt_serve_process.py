@@ -98,11 +98,11 @@ def test_sighup_while_starting_is_held_for_the_daemon_not_fatal(trained_dir):
     as a reload during the slow start would)."""
     script = (
         "import os, signal, sys, time\n"
-        "import sensorguard.service.workers as workers\n"
+        "import sensorguard.service.serve as serving\n"
         "def serve(settings, reload_asked=None):\n"
         "    os.kill(os.getpid(), signal.SIGHUP)\n"
         "    print('held:', reload_asked is not None and reload_asked.wait(10))\n"
-        "workers.serve = serve\n"
+        "serving.serve = serve\n"
         "from sensorguard.cli import main\n"
         f"sys.exit(main(['serve', '--model', {str(trained_dir)!r}, '--broker', 'mqtt://127.0.0.1:1']))\n"
     )

@@ -1,0 +1,76 @@
+"""``sensorguard serve``: check the model and the instance names, lay out saved state for the
+worker count, then run one daemon or a supervisor of worker processes until SIGTERM or SIGINT.
+
+Kept apart from :mod:`sensorguard.service.workers` (the supervisor and its worker processes):
+this is the command's start-up, the same whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sensorguard.service.config import ConfigError, Settings
+from sensorguard.service.daemon import Daemon
+from sensorguard.service.hotswap import load_model
+from sensorguard.service.instances import InstanceCheck, check_instances, read_statuses
+from sensorguard.service.logs import configure_logging
+from sensorguard.service.record_layout import adopt_orphans
+from sensorguard.service.relayout import asset_owner, relayout_states
+from sensorguard.service.signals import on_signals, pass_on
+from sensorguard.service.workers import Supervisor, worker_count, worker_settings
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings, reload_asked: threading.Event | None = None) -> None:
+    """``sensorguard serve``: configure logging, load the model, run a daemon (or, with more than
+    one worker, a :class:`~sensorguard.service.workers.Supervisor` of daemons) until SIGTERM or SIGINT.
+
+    SIGHUP (``systemctl reload``) asks for a new model now; the watcher thread does the work. Must
+    run on the main thread (signal handlers). reload_asked: set by the caller's SIGHUP handler (the
+    command installs one before importing torch, so a reload during the slow start is not fatal):
+    each time it is set a reload is asked of the daemon; without it, serve installs one.
+    """
+    configure_logging(settings.log_json, settings.log_level)
+    workers = worker_count(settings)
+    # One scoring thread by default: the daemon shares its cores with paho's network thread and often
+    # the broker, and torch's OpenMP workers spin at barriers; measured 12x the scoring rate under load.
+    torch.set_num_threads(settings.scoring_threads)
+    bundle = load_model(settings)  # a bad model is one line here, before any worker starts
+    plans = [settings] if workers == 1 else worker_settings(settings, workers)
+    statuses = read_statuses(settings)  # before any session: a refused instance takes no reading
+    checks = [check_instances(plan, statuses=statuses) if statuses is not None else InstanceCheck([]) for plan in plans]
+    problems = [f"instance {plan.instance_name!r}: {p}" for plan, check in zip(plans, checks, strict=True)
+                for p in check.conflicts]
+    if problems:
+        raise ConfigError(problems)
+    if settings.record_dir:  # the worker count changed: the old layout's recordings are trimmed too
+        folders = [Path(plan.record_dir) for plan in plans]
+        adopt_orphans(settings.record_dir, folders, asset_owner(plans, folders))
+    if settings.state_dir and not settings.cluster:  # (cluster mode keeps asset state in its bucket)
+        try:
+            relayout_states(settings.state_dir, plans)  # each asset's state where its worker reads it
+        except OSError as exc:  # (an unlistable state_dir): losing saved state must never stop scoring
+            log.warning("could not move saved asset state between worker folders: %s", exc.strerror or exc)
+    runner: Any
+    if workers == 1:
+        runner = Daemon(settings, bundle)
+        runner.connection.unsubscribe = checks[0].stale_filters
+    else:
+        log.info("serving with %d workers on %d partitions", workers, len(settings.partition))
+        runner = Supervisor(settings, plans, [check.stale_filters for check in checks])
+    stop = threading.Event()
+    on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set})
+    if reload_asked is None:
+        reload_asked = threading.Event()
+        on_signals({signal.SIGHUP: reload_asked.set})
+    # SIGHUP keeps the one handler the command installed: a second one here left a gap in which a
+    # SIGHUP went to the first, whose relay set reload_asked after the check for it (found by review)
+    threading.Thread(target=pass_on, args=(reload_asked, runner.request_reload), name="reloads", daemon=True).start()
+    runner.run_forever(stop)
