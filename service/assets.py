@@ -37,7 +37,7 @@ import numpy as np
 from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules
-from sensorguard.service.carried_states import CarriedStates, Restored
+from sensorguard.service.carried_states import Adopted, CarriedStates, Restored
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.drift import DriftState, widening
 from sensorguard.service.metrics import Metrics
@@ -80,13 +80,14 @@ class AssetAlerts(CarriedStates):
         self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
         self._grid_ts: dict[str, float] = {}  # asset -> its last judged window on the hop grid (a new owner's anchor)
+        self._judged_ts: dict[str, float] = {}  # asset -> the last window its state holds (an adopted one's too)
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
         self._outbox = Outbox(publisher, SILENT_KEPT)  # closes and retained states the full queue dropped
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
-        self._adopted: deque[tuple[str, AlertState, DriftState | None, bool]] = deque()  # cluster mode: moved here
+        self._adopted: deque[Adopted] = deque()  # cluster mode: moved here
         self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on
         self._syncing = False  # changed_states has been called: cluster mode
         self.on_handed_over: Callable[[str], None] = lambda asset: None  # an asset left (the shadow forgets it)
@@ -146,6 +147,7 @@ class AssetAlerts(CarriedStates):
         if rule is not None:
             self._drift[asset] = drift
         self._latest[asset] = (ts, channels)
+        self._judged_ts[asset] = ts
         if coarse:
             self._grid_ts[asset] = ts
         self.metrics.set_score(asset, score, state.status == "alerting")
@@ -219,6 +221,7 @@ class AssetAlerts(CarriedStates):
         self._go_silent(asset, state, ts, announced)
         self._latest.pop(asset, None)
         self._grid_ts.pop(asset, None)
+        self._judged_ts.pop(asset, None)
         self.metrics.forget_asset(asset)
         if self.recorder is not None:
             if state.status == "alerting" and state.alert_id:  # its readings are filed as a cleared one's are: a

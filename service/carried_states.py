@@ -31,6 +31,8 @@ Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift
 # ... its last hop-grid window's time (the new owner's cadence), its raise went out, and the time of
 # the last window it judged when that came after (an alert-hop window the state already holds)
 Moved = tuple[AlertState, DriftState | None, float | None, bool, float | None]
+# asset, alert, drift, announced, window_ts, judged_ts
+Adopted = tuple[str, AlertState, DriftState | None, bool, float | None, float | None]
 
 
 class CarriedStates:
@@ -47,21 +49,25 @@ class CarriedStates:
     _drift: dict[str, DriftState]
     _latest: dict[str, tuple[float, list[dict]]]
     _grid_ts: dict[str, float]
+    _judged_ts: dict[str, float]
     _open: OpenFaults
     _announced: dict[str, str]
     _raise_info: dict[str, Any]
-    _adopted: deque[tuple[str, AlertState, DriftState | None, bool]]
+    _adopted: deque[Adopted]
     _synced: dict[str, tuple[str, str, bool]]
     _syncing: bool
     _go_silent: Callable[[str, AlertState, float, bool], None]  # (methods of AssetAlerts)
     _await_return: Callable[[str, float, float], None]
 
-    def adopt(self, asset: str, alert: AlertState, drift: DriftState | None, announced: bool = True) -> None:
+    def adopt(self, asset: str, alert: AlertState, drift: DriftState | None, announced: bool = True,
+              window_ts: float | None = None, judged_ts: float | None = None) -> None:
         """``asset`` moved here from another worker with this state (any thread). Taken in like a state
         restored at start: at its next window it carries on (an alert up stays up under its id,
         without a second ``raised`` unless it was never announced; the recorder holds its readings
-        back)."""
-        self._adopted.append((asset, alert, drift, announced))
+        back). ``window_ts``, ``judged_ts``: its previous owner's cadence, passed on as this owner's
+        until it judges a window of its own on the hop grid (a state passed on before that lost
+        them: a later owner started without an anchor; found by review)."""
+        self._adopted.append((asset, alert, drift, announced, window_ts, judged_ts))
 
     def _ended_unseen(self, asset: str) -> None:
         """Cluster mode: a restored or adopted asset's state ended before its first window here;
@@ -126,9 +132,12 @@ class CarriedStates:
 
     def _take_adopted(self) -> None:
         while self._adopted:
-            asset, alert, drift, announced = self._adopted.popleft()
+            asset, alert, drift, announced, window_ts, judged_ts = self._adopted.popleft()
             if asset not in self._states:
                 self.restored[asset] = (alert, drift, announced)
+                if window_ts is not None:
+                    self._grid_ts[asset] = window_ts
+                    self._judged_ts[asset] = window_ts if judged_ts is None else max(window_ts, judged_ts)
         self.restore_until = max(self.restore_until, time.monotonic() + self.rules.stale_after)
 
     def hand_over(self, assets: set[str]) -> dict[str, Moved]:
@@ -143,12 +152,13 @@ class CarriedStates:
                 out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), *self._cadence(asset, told))
             elif asset in self.restored:
                 state, drift, told = self._pop_restored(asset)
-                out[asset] = (state, drift, None, told, None)
+                out[asset] = (state, drift, *self._cadence(asset, told))
             elif asset in self._synced or self._learned(asset) is not None:  # silent: a normal state replaces
                 # the bucket's (an alert the silence ended, not yet passed on, was adopted by the new
                 # owner: found by review), its baseline with it
                 out[asset] = (AlertState(), self._learned(asset), None, True, None)
-            for kept in (self._latest, self._grid_ts, self._announced, self._raise_info, self._synced, self._drift):
+            for kept in (self._latest, self._grid_ts, self._judged_ts, self._announced, self._raise_info, self._synced,
+                         self._drift):
                 kept.pop(asset, None)
             self._open.forget(asset)
             self.on_handed_over(asset)
@@ -181,7 +191,6 @@ class CarriedStates:
         after the grid's: a new owner anchors its cadence on the first and judges only the windows
         after the second (the state holds the alert-hop windows between them: judged again there,
         an alert's count under the line ran one window ahead of the offline verdict)."""
-        grid_ts = self._grid_ts.get(asset)
-        judged_ts = self._latest[asset][0] if asset in self._latest else None
+        grid_ts, judged_ts = self._grid_ts.get(asset), self._judged_ts.get(asset)
         return grid_ts, told, (judged_ts if grid_ts is not None and judged_ts is not None and judged_ts > grid_ts
                                else None)

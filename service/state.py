@@ -147,12 +147,24 @@ def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | No
     try:
         entry = json.loads(data)
         drift = entry.get("drift")
-        window_ts, judged_ts = entry.get("window_ts"), entry.get("judged_ts")
-        return (_alert_state(entry["alert"]), None if drift is None else _drift_state(drift),
-                None if window_ts is None else float(window_ts), entry.get("unannounced") is not True,
-                None if judged_ts is None or window_ts is None else float(judged_ts))
+        window_ts, judged_ts = _window_time(entry.get("window_ts")), _window_time(entry.get("judged_ts"))
+        return (_alert_state(entry["alert"]), None if drift is None else _drift_state(drift), window_ts,
+                entry.get("unannounced") is not True, None if window_ts is None else judged_ts)
     except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:  # JSONDecodeError: a ValueError
         raise StateError(f"invalid asset state ({exc})") from None
+
+
+def _window_time(value: object) -> float | None:
+    """A window's end time from the state bucket: None, or a finite number (an infinite one made
+    the new owner queue none of the asset's windows, silently)."""
+    if value is None:
+        return None
+    number = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value) if abs(value) < 1e300 else math.inf  # (an int past a float's range)
+    if not math.isfinite(number):
+        raise ValueError(f"window times must be finite numbers, got {str(value)[:40]}")
+    return number
 
 
 def set_aside(directory: str | os.PathLike) -> Path:

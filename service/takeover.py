@@ -137,7 +137,7 @@ class Takeover:
                 log.warning("cluster: the saved state of %s is unusable (%s): it starts afresh", asset, exc)
                 continue
             anchors[asset] = window_ts, judged_ts
-            self.alerts.adopt(asset, alert, drift, announced)
+            self.alerts.adopt(asset, alert, drift, announced, window_ts, judged_ts)
         return anchors
 
     async def _adopt_controls(self, k: int, partitions: int) -> None:

@@ -376,6 +376,51 @@ def test_a_handed_over_alert_carries_the_hop_grids_last_window(tiny_bundle):
     assert due[0].ts == judged_ts + 1  # not the window judged before the move a second time
 
 
+# a fault, then a remnant that keeps the score under the line but over half of it: an alert clears
+# on its count of windows under the line, not at once
+REMNANT_ROWS = [(T0 + t, {"a": 0.3 * math.sin(t / 5) + (8.0 if 40 <= t < 60 else 0.7 if 60 <= t < 100 else 0.0),
+                          "b": 1 + 0.3 * math.cos(t / 7), "c": 2 + 0.1 * math.sin(t / 3)}) for t in range(140)]
+REMNANT_RULES = {"raise_after": 2, "clear_after": 3}
+
+
+def _watched(bundle, **rules):
+    """A daemon and the (ts, status, score) of every window it judges."""
+    daemon, client = make(bundle, **rules)
+    seen: list = []
+    daemon.add_listener(lambda w: seen.append((w.ts, w.status, w.score)))
+    return daemon, client, seen
+
+
+def _up_off_grid(daemon, client, seen, rows, hop: int) -> int:
+    """Send rows until the alert is up and its last window, under the line, was judged off the hop
+    grid (it ends on row ``window - 1 + k * hop``); how many rows went in."""
+    for mid, (ts, doc) in enumerate(rows, 1):
+        send(daemon, client, mid, ts, doc)
+        if seen and seen[-1][1] == "alerting" and seen[-1][2] < 1 and int(seen[-1][0] - T0 - 15) % hop:
+            return mid
+    raise AssertionError("no hand-over point")
+
+
+def _take_over(bundle, entry: bytes, rows_taken: list, **rules):
+    """A new owner of pump-1 from its state-bucket entry, primed with the readings it finds."""
+    from sensorguard.service.state import decode_asset
+
+    alert, drift, window_ts, announced, judged_ts = decode_asset(entry)
+    daemon, client, seen = _watched(bundle, **rules)
+    daemon.alerts.adopt("pump-1", alert, drift, announced, window_ts, judged_ts)
+    daemon.ingest.prime("pump-1", rows_taken, window_ts, judged_ts)
+    return daemon, client, seen
+
+
+def _one_daemon(bundle, rows) -> list:
+    one, client, whole = _watched(bundle, **REMNANT_RULES)
+    for mid, (ts, doc) in enumerate(rows, 1):
+        send(one, client, mid, ts, doc)
+    up = [i for i, (_, status, _) in enumerate(whole) if status == "alerting"]
+    assert up and whole[up[-1] + 1][1] == "normal" and 0.5 < whole[up[-1] + 1][2] < 1  # cleared on its count
+    return whole
+
+
 def test_an_alert_handed_over_mid_alert_clears_where_one_daemon_clears_it(tiny_bundle):
     """Cluster mode, end to end: an asset moves to a new owner while its alert is up and its last
     judged window is off the hop grid. The two owners' windows and states together are one
@@ -383,40 +428,62 @@ def test_an_alert_handed_over_mid_alert_clears_where_one_daemon_clears_it(tiny_b
     under the line ran one window ahead and it cleared one window early)."""
     from dataclasses import replace
 
-    from sensorguard.service.state import decode_asset, encode_asset
+    from sensorguard.service.state import encode_asset
 
     bundle = replace(tiny_bundle, alert_hop=1)
-    rules = {"raise_after": 2, "clear_after": 3}  # (three hops under the line: six alert-hop windows)
-    # a fault, then a remnant that keeps the score under the line but over half of it: the alert
-    # clears on its count of windows under the line, not at once
-    rows = [(T0 + t, {"a": 0.3 * math.sin(t / 5) + (8.0 if 40 <= t < 60 else 0.7 if 60 <= t < 100 else 0.0),
-                      "b": 1 + 0.3 * math.cos(t / 7), "c": 2 + 0.1 * math.sin(t / 3)}) for t in range(140)]
-
-    def states(daemon) -> list:
-        seen: list = []
-        daemon.add_listener(lambda w: seen.append((w.ts, w.status, w.score)))
-        return seen
-
-    one, one_client = make(bundle, **rules)
-    whole = states(one)
-    for mid, (ts, doc) in enumerate(rows, 1):
-        send(one, one_client, mid, ts, doc)
-    up = [i for i, (_, status, _) in enumerate(whole) if status == "alerting"]
-    assert up and whole[up[-1] + 1][1] == "normal" and 0.5 < whole[up[-1] + 1][2] < 1  # cleared on its count
-
-    old, old_client = make(bundle, **rules)
-    before = states(old)
-    for mid, (ts, doc) in enumerate(rows, 1):
-        send(old, old_client, mid, ts, doc)
-        if before and before[-1][1] == "alerting" and before[-1][2] < 1 and int(before[-1][0] - T0) % 2 == 0:
-            break  # the alert up, its last window under the line and judged off the hop grid
-    else:
-        raise AssertionError("no hand-over point")
-    moved = decode_asset(encode_asset(*old.alerts.hand_over({"pump-1"})["pump-1"]))
-    new, new_client = make(bundle, **rules)
-    after = states(new)
-    new.alerts.adopt("pump-1", moved[0], moved[1], moved[3])
-    new.ingest.prime("pump-1", rows[:mid], moved[2], moved[4])
-    for i, (ts, doc) in enumerate(rows[mid:], mid + 1):
+    whole = _one_daemon(bundle, REMNANT_ROWS)
+    old, old_client, before = _watched(bundle, **REMNANT_RULES)
+    mid = _up_off_grid(old, old_client, before, REMNANT_ROWS, bundle.hop)
+    entry = encode_asset(*old.alerts.hand_over({"pump-1"})["pump-1"])
+    new, new_client, after = _take_over(bundle, entry, REMNANT_ROWS[:mid], **REMNANT_RULES)
+    for i, (ts, doc) in enumerate(REMNANT_ROWS[mid:], mid + 1):
         send(new, new_client, i, ts, doc)
     assert before + after == whole
+
+
+def test_after_a_crash_mid_alert_the_new_owner_judges_on_from_the_synced_state(tiny_bundle):
+    """The state bucket holds what the last sync (a status change, or every 30 s) wrote; the
+    owner judges on and dies. Its successor judges the windows after the synced ones from that
+    state, as one daemon did: an alert-hop window the synced state held is not judged twice."""
+    from dataclasses import replace
+
+    from sensorguard.service.state import encode_asset
+
+    bundle = replace(tiny_bundle, alert_hop=1)
+    whole = _one_daemon(bundle, REMNANT_ROWS)
+    old, old_client, before = _watched(bundle, **REMNANT_RULES)
+    mid = _up_off_grid(old, old_client, before, REMNANT_ROWS, bundle.hop)
+    synced = old.alerts.changed_states(full=True)["pump-1"]
+    assert synced[4] == before[-1][0] > synced[2]  # the alert-hop window the state holds
+    for i, (ts, doc) in enumerate(REMNANT_ROWS[mid:mid + 5], mid + 1):
+        send(old, old_client, i, ts, doc)  # judged, published, never synced: then the owner dies
+    new, new_client, after = _take_over(bundle, encode_asset(*synced), REMNANT_ROWS[:mid + 5], **REMNANT_RULES)
+    for i, (ts, doc) in enumerate(REMNANT_ROWS[mid + 5:], mid + 6):
+        send(new, new_client, i, ts, doc)
+    expected = [w for w in whole if w[0] > synced[4]]
+    assert [w[:2] for w in after] == [w[:2] for w in expected]  # (the windows queued at the takeover are
+    np.testing.assert_allclose([w[2] for w in after], [w[2] for w in expected], rtol=1e-6)  # one batch)
+
+
+def test_a_state_passed_on_before_the_new_owners_first_grid_window_keeps_its_cadence(tiny_bundle):
+    """Hop 4, alert hop 1: the new owner's first windows are alert-hop ones. A sync (or another
+    move) before it judged one on the hop grid passed the state on without an anchor, and a third
+    owner started with none (found by review): it passes on the cadence it adopted."""
+    from dataclasses import replace
+
+    from sensorguard.service.state import encode_asset
+
+    bundle = replace(tiny_bundle, hop=4, alert_hop=1)
+    whole = _one_daemon(bundle, REMNANT_ROWS)
+    first, first_client, seen1 = _watched(bundle, **REMNANT_RULES)
+    mid = _up_off_grid(first, first_client, seen1, REMNANT_ROWS, bundle.hop)
+    entry = encode_asset(*first.alerts.hand_over({"pump-1"})["pump-1"])
+    second, second_client, seen2 = _take_over(bundle, entry, REMNANT_ROWS[:mid], **REMNANT_RULES)
+    send(second, second_client, mid + 1, *REMNANT_ROWS[mid])
+    assert len(seen2) == 1 and int(seen2[0][0] - T0 - 15) % 4  # one window, off the hop grid
+    moved = second.alerts.hand_over({"pump-1"})["pump-1"]
+    assert moved[2] is not None and moved[4] == seen2[0][0]  # the first owner's anchor, its own judged window
+    third, third_client, seen3 = _take_over(bundle, encode_asset(*moved), REMNANT_ROWS[:mid + 1], **REMNANT_RULES)
+    for i, (ts, doc) in enumerate(REMNANT_ROWS[mid + 1:], mid + 2):
+        send(third, third_client, i, ts, doc)
+    assert seen1 + seen2 + seen3 == whole

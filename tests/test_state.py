@@ -538,3 +538,27 @@ def test_a_hand_over_after_silence_ended_the_alert_passes_a_normal_state(tiny_bu
     assert old.alerts.changed_states()["pump-1"][0].status == "alerting"
     old.alerts.end("pump-1", T0 + 3)
     assert old.alerts.hand_over({"pump-1"}) == {"pump-1": (AlertState(), None, None, True, None)}
+
+
+@pytest.mark.parametrize("times, expected", [
+    ({}, (None, None)),  # no window yet
+    ({"window_ts": 7.0}, (7.0, None)),  # an owner of an older version: no judged_ts
+    ({"window_ts": 7, "judged_ts": 8.0}, (7.0, 8.0)),
+    ({"judged_ts": 8.0}, (None, None)),  # no cadence to continue: nothing to skip either
+])
+def test_a_bucket_entrys_window_times_decode(times, expected):
+    from sensorguard.service.state import decode_asset
+
+    decoded = decode_asset(json.dumps({"alert": {}, **times}).encode())
+    assert (decoded[2], decoded[4]) == expected
+
+
+@pytest.mark.parametrize("times", [{"window_ts": "7"}, {"window_ts": True}, {"window_ts": 1.0, "judged_ts": "x"},
+                                   {"window_ts": 1.0, "judged_ts": 10**400}, {"judged_ts": float("nan")}])
+def test_a_bucket_entrys_window_times_must_be_finite_numbers(times):
+    """An infinite judged_ts made the new owner queue none of the asset's windows, silently (from
+    a review): the entry is refused, and the takeover starts the asset afresh with a line in the log."""
+    from sensorguard.service.state import decode_asset
+
+    with pytest.raises(StateError, match="window times"):
+        decode_asset(json.dumps({"alert": {}, **times}).encode())
