@@ -56,6 +56,7 @@ def replay_file(args: argparse.Namespace) -> int:
     if args.timestamps != "original" and (ahead := _refused_ahead(times[order], due, assets, settings.max_future_s)):
         print(f"note: {ahead}", file=sys.stderr)
     stop, signalled = threading.Event(), []
+    previous = signal.getsignal(signal.SIGTERM)  # put back after: `main` also runs in-process (tests)
     on_signals({signal.SIGTERM: lambda: (signalled.append(1), stop.set())})
     span = f"{(len(order) - 1) / due[-1]:.3g} rows/s" if len(due) and due[-1] > 0 else "once"  # (n rows: n-1 steps)
     print(f"replaying {len(order)} rows x {len(data.channels)} channels ({', '.join(data.channels)}) of {args.data} "
@@ -66,6 +67,9 @@ def replay_file(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:  # (None: not set from Python, so it cannot be put back)
+            signal.signal(signal.SIGTERM, previous)
     print(f"published {result.rows} readings in {result.seconds:.1f}s"
           + ("" if result.confirmed else " (not all confirmed by the broker)"))
     if result.refused:

@@ -455,10 +455,12 @@ def test_replay_and_commands_say_when_the_broker_refuses_them(tmp_path, capsys):
     frame = pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=5, freq="1s", tz="UTC"),
                           "a": np.arange(5.0), "b": np.arange(5.0) ** 2})
     frame.to_csv(tmp_path / "rows.csv", index=False)
+    before = signal.getsignal(signal.SIGTERM)
     try:
         code = main(["replay", str(tmp_path / "rows.csv"), "--broker", broker.url, "--asset", "p1", "--rate", "100"])
         err = capsys.readouterr().err
         assert code == 1 and "the broker refused 5 message(s)" in err and "not authorized" in err.lower(), err
+        assert signal.getsignal(signal.SIGTERM) == before  # run in-process, replay leaves SIGTERM as it was
         started = time.monotonic()
         code = main(["shelve", "p1", "--for", "1h", "--broker", broker.url, "--timeout", "30"])
         err = capsys.readouterr().err
