@@ -40,7 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _serve_settings(args)
     # SIGHUP's default action ends the process, and systemd counts that a clean exit (no restart):
     # a `systemctl reload` while torch is imported and the model loaded (seconds) killed the daemon
-    # for good. Held from here on, and asked of the daemon once it runs.
+    # for good. Held from here on: serve passes each request on to the daemon (it keeps this one
+    # handler: a second one left a gap in which a request was lost).
     reload_asked = threading.Event()
     from sensorguard.service.signals import on_signals
 

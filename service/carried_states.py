@@ -92,6 +92,8 @@ class CarriedStates:
                      len(gone), self.rules.stale_after)
         for asset in gone:
             saved, drift, announced = self._pop_restored(asset)
+            self._grid_ts.pop(asset, None)  # (an adopted one's cadence: it never came here)
+            self._judged_ts.pop(asset, None)
             self._ended_unseen(asset)
             if drift is not None:  # kept for its return, as a live asset's gone silent (and the line
                 self._drift[asset] = drift  # its stale state is published with): a restart must not reset it
@@ -138,12 +140,16 @@ class CarriedStates:
                 if window_ts is not None:
                     self._grid_ts[asset] = window_ts
                     self._judged_ts[asset] = window_ts if judged_ts is None else max(window_ts, judged_ts)
+                else:  # no cadence to pass on: not an earlier adoption's
+                    self._grid_ts.pop(asset, None)
+                    self._judged_ts.pop(asset, None)
         self.restore_until = max(self.restore_until, time.monotonic() + self.rules.stale_after)
 
     def hand_over(self, assets: set[str]) -> dict[str, Moved]:
-        """These assets moved to another worker (scoring thread): their states, last window's time
-        and whether an alert up was announced, to pass on, and everything about them forgotten here
-        without a word (their new owner speaks for them)."""
+        """These assets moved to another worker (scoring thread): their states, last hop-grid
+        window's time, whether an alert up was announced and the last judged window's time when
+        later (:data:`Moved`), to pass on, and everything about them forgotten here without a word
+        (their new owner speaks for them)."""
         self._take_adopted()
         out: dict[str, Moved] = {}
         for asset in assets:

@@ -25,7 +25,8 @@ def on_signals(actions: Mapping[int, Callable[[], object]]) -> None:
     """Call ``actions[signum]()`` on a relay thread each time the process gets ``signum``.
 
     Must run on the main thread (Python installs signal handlers only there). Each call has its
-    own pipe and relay thread, so a later call for the same signal replaces only the handler.
+    own pipe and relay thread, kept for the life of the process (a command calls it once or
+    twice), so a later call for the same signal replaces only the handler.
     """
     if threading.current_thread() is not threading.main_thread():
         raise ValueError("signal handlers can only be installed on the main thread")

@@ -562,3 +562,21 @@ def test_a_bucket_entrys_window_times_must_be_finite_numbers(times):
 
     with pytest.raises(StateError, match="window times"):
         decode_asset(json.dumps({"alert": {}, **times}).encode())
+
+
+def test_an_adopted_cadence_goes_with_an_asset_that_never_came_and_is_not_passed_on_later(drifting):
+    """An adopted asset that never sent a reading kept its cadence after its state expired, and
+    adopted again from an entry without one it passed that stale anchor on (from a review)."""
+    owner, _ = daemon_with(drifting, None)
+    owner.alerts.adopt("pump-1", AlertState(), None, True, T0 + 7, T0 + 8)
+    owner.alerts.hand_over(set())  # (takes the adoption in)
+    assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (T0 + 7, True, T0 + 8)  # passed on as adopted
+    owner.alerts.adopt("pump-1", AlertState(), None, True, T0 + 7, T0 + 8)
+    owner.alerts.hand_over(set())
+    owner.alerts.expire_restored(time.monotonic() + 1e6)
+    assert "pump-1" not in owner.alerts.restored
+    assert "pump-1" not in owner.alerts._grid_ts and "pump-1" not in owner.alerts._judged_ts  # nothing kept
+    owner.alerts.adopt("pump-1", AlertState(), None, True, T0 + 7, T0 + 8)
+    owner.alerts.hand_over(set())
+    owner.alerts.adopt("pump-1", AlertState(), None, True)  # again, from an owner with no window yet
+    assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (None, True, None)

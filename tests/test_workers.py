@@ -504,8 +504,9 @@ def test_a_restarted_worker_serves_the_fleets_model_when_current_cannot_be_swapp
 
 
 def test_each_reload_asked_reaches_the_runner_also_one_asked_before_it_ran():
-    """serve keeps the SIGHUP handler the command installed at its start (a second handler left a
-    gap in which a reload was lost: found by review); each time its event is set the runner is asked."""
+    """signals.pass_on, which serve uses to hand the command's SIGHUP requests to the runner (serve
+    installs no second handler: one left a gap in which a reload was lost; found by review): a
+    request set before it runs, and each later one, reaches the runner."""
     from sensorguard.service.signals import pass_on
 
     asked, calls, called = threading.Event(), [], threading.Event()
