@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sensorguard.service.alerts import AlertRules, AlertState, judge
+from sensorguard.service.alerts import AlertRules, AlertState, alert_steps, judge
 from sensorguard.service.bundle import Bundle, BundleError, write_durably
 from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.config import Settings
@@ -76,9 +76,10 @@ class Shadow:
         an asset that drifted is not judged against the bare line and counted against the shadow.
         ``learn``: whether the window may teach the drift baseline, as for the served model.
         ``coarse`` False: a window of the daemon's alert hop; the shadow steps on it only while its
-        own alert is up, with ``rules.alert_steps`` (the daemon's cadence, not its bundle's).
+        own alert is up, with ``rules.alert_steps`` (the daemon's cadence, not its bundle's), and
+        never when its bundle judges every hop (alert hop off: it would serve so).
         """
-        if not coarse and self._states.get(asset, AlertState()).status != "alerting":
+        if not coarse and not self.alerting(asset):
             return False
         self.windows += coarse  # the hop grid's windows, as windows_scored_total counts them
         seen = self._current_ids.get(asset)
@@ -92,7 +93,8 @@ class Shadow:
             return False
         if self.bundle.drift_rule is not None and served_drift is not None and asset not in self._drift:
             self._drift[asset] = served_drift
-        judged_by = replace(bundle_rules(rules, self.bundle), alert_steps=rules.alert_steps)  # (the daemon's cadence)
+        # (the daemon's cadence, or every hop when the shadow's own alert hop is off)
+        judged_by = replace(bundle_rules(rules, self.bundle), alert_steps=rules.alert_steps if self.fine else 1)
         state, drift, event, _ = judge(self._states.get(asset, AlertState()), self._drift.get(asset, DriftState()),
                                        score, ts, judged_by, self.bundle.drift_rule, asset, learn=learn)
         self._states[asset] = state
@@ -107,10 +109,16 @@ class Shadow:
         self.alerts += raised
         return raised
 
+    @property
+    def fine(self) -> bool:
+        """Whether the shadow's bundle judges an alert up at an alert hop (off: every hop, as a
+        bundle from before format 4 or trained with ``--alert-hop 0`` serves)."""
+        return alert_steps(self.bundle.hop, self.bundle.alert_hop) > 1
+
     def alerting(self, asset: str) -> bool:
-        """Whether the shadow's own alert of ``asset`` is up (it steps on alert-hop windows then)."""
+        """Whether the shadow's own alert of ``asset`` is up and it steps on alert-hop windows then."""
         state = self._states.get(asset)
-        return state is not None and state.status == "alerting"
+        return self.fine and state is not None and state.status == "alerting"
 
     def forget(self, asset: str) -> None:
         """The asset went silent: its machines end, as the current model's do."""

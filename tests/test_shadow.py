@@ -158,11 +158,14 @@ def test_the_shadow_steps_on_alert_hop_windows_only_while_its_own_alert_is_up(ti
     """The served model's alert is up, so the daemon judges a window off the hop grid; the shadow,
     not alerting, skips it (it judges every hop, as it would serve), and steps on it once its own
     alert is up. Its window count stays the hop grid's, as windows_scored_total."""
+    from dataclasses import replace
+
     from sensorguard.service.alerts import AlertRules, AlertState
     from sensorguard.service.scorer import Scorer
     from sensorguard.service.shadow import Shadow
 
-    shadow = Shadow(tiny_bundle, Scorer(tiny_bundle), current="v0001")
+    candidate = replace(tiny_bundle, alert_hop=1)  # (hop 2)
+    shadow = Shadow(candidate, Scorer(candidate), current="v0001")
     rules, up = AlertRules(raise_after=1), AlertState("alerting", alert_id="p@1")
     assert shadow.step("p", 0.0, 5.0, up, rules, coarse=False) is False
     assert (shadow.windows, "p" in shadow._states) == (0, False)
@@ -171,6 +174,27 @@ def test_the_shadow_steps_on_alert_hop_windows_only_while_its_own_alert_is_up(ti
     for i in (2.0, 3.0):  # two alert-hop windows under half its line clear it
         shadow.step("p", i, 0.1, up, rules, coarse=False)
     assert shadow._states["p"].status == "normal" and shadow.windows == 1
+
+
+def test_a_shadow_whose_bundle_judges_every_hop_skips_alert_hop_windows_while_its_alert_is_up(tiny_bundle):
+    """A shadow of a bundle with its alert hop off (before format 4, or --alert-hop 0) serves
+    judging every hop: it stepped on the daemon's alert-hop windows and cleared sooner than it
+    would serve, so its counts were not its own."""
+    from sensorguard.service.alerts import AlertRules, AlertState
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.service.shadow import Shadow
+
+    assert tiny_bundle.alert_hop == 0
+    shadow = Shadow(tiny_bundle, Scorer(tiny_bundle), current="v0001")
+    rules, up = AlertRules(raise_after=1, alert_steps=2), AlertState("alerting", alert_id="p@1")  # the daemon's
+    shadow.step("p", 1.0, 5.0, up, rules)  # the shadow raises its own
+    assert shadow._states["p"].status == "alerting" and not shadow.alerting("p")  # (no alert-hop window kept for it)
+    for i in (2.0, 3.0):  # the daemon's alert-hop windows under half the line: not the shadow's
+        assert shadow.step("p", i, 0.1, up, rules, coarse=False) is False
+    assert shadow._states["p"].status == "alerting"
+    for i in (5.0, 7.0):  # two windows of its own hop under half its line clear it
+        shadow.step("p", i, 0.1, up, rules)
+    assert shadow._states["p"].status == "normal" and shadow.windows == 3
 
 
 def test_a_shadow_starts_from_the_daemons_drift_baseline_of_the_asset(tiny_bundle):
