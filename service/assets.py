@@ -121,13 +121,15 @@ class AssetAlerts(CarriedStates):
         """Step one asset's drift rule and alert machine with one window scored by ``bundle``; publish.
 
         Returns the new state and the score against the asset's (widened) line; None, and nothing
-        changes, for an alert-hop window (``coarse`` False) of an asset whose alert is not up.
+        changes, for an alert-hop window (``coarse`` False) of an asset whose alert is not up, or
+        scored by a bundle that judges every hop (one swapped in while the window was queued).
         """
         bundle = bundle or self.current()
         if self._adopted:
             self._take_adopted()
-        if not coarse and not self.alerting(asset):
-            return None
+        rules = bundle_rules(self.rules, bundle, self.hop)
+        if not coarse and (rules.alert_steps == 1 or not self.alerting(asset)):
+            return None  # (alert_steps 1: queued before a swap to a bundle that judges every hop)
         old = self._states.get(asset)
         restored = old is None and asset in self.restored
         if restored:  # back after a restart: carry on where it was
@@ -140,8 +142,8 @@ class AssetAlerts(CarriedStates):
                 if self.recorder is not None:
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
         rule = bundle.drift_rule  # (the raise of the window's own model: a swap's first windows come first)
-        state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts,
-                                           bundle_rules(self.rules, bundle, self.hop), rule, asset,
+        state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts, rules,
+                                           rule, asset,
                                            learn=rule is None or self.learns(asset, ts))
         self._states[asset] = state
         if rule is not None:

@@ -345,6 +345,23 @@ def test_served_at_another_hop_an_alert_up_is_judged_at_that_hop(tiny_bundle):
     assert daemon.buffers.alert_hop == 0 and bundle_rules(daemon.rules, bundle, daemon.alerts.hop).alert_steps == 1
 
 
+def test_an_alert_hop_window_queued_before_a_swap_to_a_bundle_that_judges_every_hop_is_not_judged(tiny_bundle):
+    """A window queued off the hop grid under the old bundle, scored by one swapped in that judges
+    every hop: judged, it counted as a whole hop under the line and the alert cleared early."""
+    from dataclasses import replace
+
+    bundle = replace(tiny_bundle, alert_hop=1)  # (hop 2)
+    daemon, _ = make(bundle, **RULES)
+    for i in range(3):
+        daemon.alerts.apply("pump-1", T0 + 2 * i, 5.0, [], bundle)
+    up = daemon.snapshot()["pump-1"]
+    assert up.status == "alerting"
+    every_hop = replace(bundle, alert_hop=0)
+    assert daemon.alerts.apply("pump-1", T0 + 5, 0.7, [], every_hop, coarse=False) is None
+    assert daemon.snapshot()["pump-1"] == up
+    assert daemon.alerts.apply("pump-1", T0 + 7, 0.7, [], bundle, coarse=False) is not None  # (its own: judged)
+
+
 def test_a_handed_over_alert_carries_the_hop_grids_last_window(tiny_bundle):
     """Cluster mode: the window time an asset's state carries to its new owner anchors the new
     owner's cadence (``Buffers.prime``), so it is the last judged window on the hop grid, not an
