@@ -72,9 +72,11 @@ def test_every_queued_message_arrives_once_intact_and_acknowledged(mosquitto, pr
     # the last acknowledgements are queued when the read that handled them ends, and a DISCONNECT
     # queued before them would go first (the broker then sends those messages again): wait until
     # they are out (a fixed 0.3 s could be too short on a loaded machine; from a review)
-    def sent() -> bool:  # (twice: the ids leave _acks a moment before their packet is queued)
-        return not client._acks and not client._out_packet and (time.sleep(0.05) or True) \
-            and not client._acks and not client._out_packet
+    def sent() -> bool:
+        if client._acks or client._out_packet:
+            return False
+        time.sleep(0.05)  # and again: the ids leave _acks a moment before their packet is queued
+        return not client._acks and not client._out_packet
 
     wait_for(sent, 10, "the acknowledgements sent")
     client.disconnect()

@@ -47,7 +47,7 @@ from dataclasses import replace
 import numpy as np
 from scipy import stats
 
-from sensorguard.service.alerts import AlertRules, alert_series, alert_steps
+from sensorguard.service.alerts import AlertRules, alert_series, alert_steps, step_masks
 from sensorguard.training.calibrate import just_above
 
 MIN_TAIL_EVENTS = 10
@@ -218,14 +218,9 @@ def _observed(pieces: list[np.ndarray], threshold: float, hop: int, rules: Alert
               alert_hop: int = 0) -> dict:
     """Alerts the daemon's raise and clear rules raise on the calibration data (phase 0 of the hop grid)."""
     raises = 0
+    judged_by = replace(rules, alert_steps=alert_steps(hop, alert_hop))  # (as bundle_checks.bundle_rules)
     for e in pieces:
-        mask = np.zeros(len(e), dtype=bool)
-        mask[::hop] = True
-        fine, judged_by = None, rules
-        if alert_steps(hop, alert_hop) > 1:
-            fine = np.zeros(len(e), dtype=bool)
-            fine[::alert_hop] = True
-            judged_by = replace(rules, alert_steps=alert_steps(hop, alert_hop))  # (bundle_checks.bundle_rules)
+        mask, fine = step_masks(np.zeros(len(e), dtype=int), 1, hop, alert_hop)  # (one piece: one segment)
         alert = alert_series(np.asarray(e) / threshold, mask, np.arange(len(e), dtype=np.float64), judged_by,
                              alert_mask=fine)
         raises += int(np.sum(np.diff(np.r_[0, alert]) == 1))
