@@ -105,6 +105,18 @@ def test_best_f1_threshold_perfect_split_and_ties():
     assert threshold == 1.0 and f1 == pytest.approx(2 / 3)
 
 
+def test_best_f1_threshold_within_a_false_alarm_budget():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    labels = np.array([1, 0, 1, 1, 0, 0, 0, 0])  # 3 faulty rows, 5 normal ones
+    # >= 0.6: tp 3, fp 1 (20 % of the normal rows), F1 6/7; >= 0.9 alone: tp 1, fp 0, F1 2/4
+    assert best_f1_threshold(scores, labels) == (0.6, pytest.approx(6 / 7))
+    assert best_f1_threshold(scores, labels, max_false_alarm_rate=0.2) == (0.6, pytest.approx(6 / 7))
+    assert best_f1_threshold(scores, labels, max_false_alarm_rate=0.1) == (0.9, pytest.approx(0.5))
+    # no threshold within the budget has a true alarm: the tie admits the normal row too
+    threshold, f1 = best_f1_threshold(np.array([1.0, 1.0, 0.1]), np.array([1, 0, 0]), max_false_alarm_rate=0.0)
+    assert math.isnan(threshold) and f1 == 0.0
+
+
 def test_best_f1_threshold_without_positives():
     threshold, f1 = best_f1_threshold(np.array([0.1, 0.2]), np.array([0, 0]))
     assert math.isnan(threshold) and f1 == 0.0

@@ -99,15 +99,22 @@ def pool_metrics(parts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+def best_f1_threshold(scores: np.ndarray, labels: np.ndarray,
+                      max_false_alarm_rate: float = 1.0) -> tuple[float, float]:
     """The score threshold (alarm when ``score >= threshold``) with the best point-wise F1, and that F1.
 
     Reported beside the calibrated threshold to show how far the false-alarm-driven choice is from
     the best one the labels allow. Rows with NaN scores are ignored. Returns ``(nan, 0.0)`` when no
     threshold can reach a positive F1 (no labeled anomalies or no finite scores).
 
+    max_false_alarm_rate: only thresholds alarming on at most this share of the normal rows count,
+    the best F1 where few false alarms are allowed (an operator's regime: the best F1 overall often
+    sits where a detector alarms on a third of the normal rows).
+
     >>> best_f1_threshold(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
     (0.35, 0.8)
+    >>> best_f1_threshold(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]), max_false_alarm_rate=0.0)
+    (0.8, 0.6666666666666666)
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     label_b = _as_bool(labels, "labels")
@@ -124,7 +131,12 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, fl
     # a threshold at a score admits every row with that score: use the last row of each tie group
     last = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])
     f1 = 2 * tp[last] / (last + 1 + positives)
+    negatives = len(label_b) - positives
+    false_alarms = (last + 1 - tp[last]) / max(negatives, 1)
+    f1 = np.where(false_alarms <= max_false_alarm_rate, f1, -1.0)
     best = int(np.argmax(f1))
+    if f1[best] <= 0:  # no threshold allowed has a true alarm
+        return math.nan, 0.0
     return float(ranked[last[best]]), float(f1[best])
 
 
