@@ -7,53 +7,31 @@ and replay flags are derived from the settings' one declaration (:mod:`sensorgua
 from __future__ import annotations
 
 import argparse
-import math
-from collections.abc import Callable
 
 from sensorguard import __version__
-
-
-def _csv_list(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
-    repeated = sorted({t for t in items if items.count(t) > 1})
-    if repeated:  # a model with a channel twice trains, and then nothing can load it
-        raise argparse.ArgumentTypeError(f"expected each name once, got {', '.join(repeated)} more than once")
-    return items
-
-
-def _number(kind: type, what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
-    """An argparse type: ``kind(text)`` that ``ok`` accepts, else one line saying ``what`` was expected."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _number(int, "a positive integer", lambda v: v >= 1)
-_non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
-_positive_float = _number(float, "a positive number", lambda v: 0 < v < math.inf)
-_rate = _number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
-_level = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
-_share = _number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
-_non_negative_float = _number(float, "a number >= 0", lambda v: 0 <= v < math.inf)
-_seed = _number(int, "an integer from 0 to 2**32 - 1", lambda v: 0 <= v < 2**32)  # numpy's seeds
+from sensorguard.argtypes import (
+    csv_list,
+    duration,
+    level,
+    non_negative_float,
+    non_negative_int,
+    number,
+    positive_float,
+    positive_int,
+    rate,
+    seed,
+    server_list,
+    share,
+    utc_time,
+)
 
 
 def _add_data_options(p: argparse.ArgumentParser, channels: bool = True) -> None:
     p.add_argument("--time-column", help="timestamp column (default: detected by name or content)")
     if channels:
-        p.add_argument("--channels", type=_csv_list, help="channels to use, in order (default: numeric columns)")
-        p.add_argument("--exclude", type=_csv_list, default=[], help="columns never used as channels")
-    p.add_argument("--fill-limit", type=_non_negative_int, default=None,
+        p.add_argument("--channels", type=csv_list, help="channels to use, in order (default: numeric columns)")
+        p.add_argument("--exclude", type=csv_list, default=[], help="columns never used as channels")
+    p.add_argument("--fill-limit", type=non_negative_int, default=None,
                    help="forward-fill missing values and gaps up to N samples (default: the bundle's; train: 5)")
 
 
@@ -66,14 +44,14 @@ def _add_threshold_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--false-alerts-per-day",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="false alerts per asset per day the threshold is set for (default 1; calibrate and retrain: "
         "the model's own)",
     )
     p.add_argument(
         "--false-alarm-rate",
-        type=_rate,
+        type=rate,
         default=None,
         help="advanced: target a fraction of normal windows above the threshold (with --threshold-method) "
         "instead of --false-alerts-per-day",
@@ -117,12 +95,12 @@ def promise_options(args: argparse.Namespace, own: dict) -> tuple[dict, list[str
 
 
 def _add_alert_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--raise-after", type=_positive_int, default=3, help="windows >= 1.0 in a row to raise (default 3)")
-    p.add_argument("--clear-after", type=_positive_int, default=5, help="hops below --clear-level to clear (5)")
-    p.add_argument("--clear-level", type=_level, default=1.0, help="score below which windows count to clear (1.0)")
-    p.add_argument("--clear-at", type=_share, default=0.5,
+    p.add_argument("--raise-after", type=positive_int, default=3, help="windows >= 1.0 in a row to raise (default 3)")
+    p.add_argument("--clear-after", type=positive_int, default=5, help="hops below --clear-level to clear (5)")
+    p.add_argument("--clear-level", type=level, default=1.0, help="score below which windows count to clear (1.0)")
+    p.add_argument("--clear-at", type=share, default=0.5,
                    help="two windows in a row below this score (and --clear-level) clear at once; 0: never (0.5)")
-    p.add_argument("--stale-after", type=_positive_float, default=None, metavar="SECONDS",
+    p.add_argument("--stale-after", type=positive_float, default=None, metavar="SECONDS",
                    help="a gap in a machine's readings longer than this ends its alert, as serve's stale_after_s "
                         "does (default as serve's: 300, or the gap the bundle fills when longer)")
 
@@ -145,44 +123,6 @@ REPLAY_SETTINGS = ("broker", "mqtt_version", "client_id", "username", "password_
 COMMAND_SETTINGS = (*REPLAY_SETTINGS, "output_prefix")
 
 
-def _server_list(text: str) -> tuple[str, ...]:
-    """``nats://HOST:PORT[,nats://HOST:PORT...]`` as a tuple (an argparse type)."""
-    servers = tuple(part.strip() for part in text.split(",") if part.strip())
-    bad = [s for s in servers if not s.startswith(("nats://", "tls://")) or ":" not in s.split("://", 1)[1]]
-    if not servers or bad:
-        raise argparse.ArgumentTypeError(f"expected nats://HOST:PORT[,nats://HOST:PORT...], got {text!r}")
-    return servers
-
-
-def _utc_time(text: str) -> str:
-    """A date or time (``2026-02-01``, ``2026-02-01T08:00:00Z``) as ISO 8601 UTC (an argparse type);
-    without an offset it is read as UTC."""
-    import pandas as pd
-
-    try:
-        stamp = pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise argparse.ArgumentTypeError(f"expected a date or time such as 2026-02-01 or 2026-02-01T08:00:00Z, "
-                                         f"got {text!r}") from None
-    if stamp is pd.NaT:
-        raise argparse.ArgumentTypeError(f"expected a date or time, got {text!r}")
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.isoformat()
-
-
-def _duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as seconds (an argparse type)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    try:
-        seconds = float(number) * units[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 15m, 2h or 1d, got {text!r}") from None
-    if not 0 <= seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a duration of at least 0, got {text!r}")
-    return seconds
-
-
 def _add_command_verbs(verbs) -> None:
     """``maintenance``, ``ack`` and ``shelve``: MQTT clients that publish one command and print
     the daemon's answer (``service/commands.py``)."""
@@ -190,7 +130,7 @@ def _add_command_verbs(verbs) -> None:
 
     def broker_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--by", help="who gives the command (kept in the audit log)")
-        p.add_argument("--timeout", type=_positive_float, default=10.0,
+        p.add_argument("--timeout", type=positive_float, default=10.0,
                        help="seconds to wait for the daemon's answer (default 10)")
         add_setting_flags(p, COMMAND_SETTINGS, {"client_id": "MQTT client id (default sensorguard-command-<pid>)",
                                                 "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT"},
@@ -201,7 +141,7 @@ def _add_command_verbs(verbs) -> None:
                          "daemon serving the asset and print its answer.")
     p.add_argument("action", choices=("start", "end"))
     p.add_argument("asset", help="asset id (site-a/pump-7)")
-    p.add_argument("--until", type=_duration, help="end it by itself after this long (90m, 8h; default: when ended)")
+    p.add_argument("--until", type=duration, help="end it by itself after this long (90m, 8h; default: when ended)")
     p.add_argument("--reason", help="why (kept in the audit log)")
     broker_flags(p)
     p = verbs.add_parser("ack", help="acknowledge an alert, optionally as a false alarm",
@@ -214,7 +154,7 @@ def _add_command_verbs(verbs) -> None:
     p = verbs.add_parser("shelve", help="shelve an asset's alerts for a while (0 unshelves)",
                          description="Publish a shelve command (at most 7 days) and print the daemon's answer.")
     p.add_argument("asset", help="asset id (site-a/pump-7)")
-    p.add_argument("--for", dest="for_s", type=_duration, required=True, help="how long (30m, 8h, 1d; 0 unshelves)")
+    p.add_argument("--for", dest="for_s", type=duration, required=True, help="how long (30m, 8h, 1d; 0 unshelves)")
     p.add_argument("--reason", help="why (kept in the audit log)")
     broker_flags(p)
 
@@ -240,11 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("simulate", help="write a synthetic plant signal (optionally with labeled faults)",
                          description="Write a realistic multichannel plant signal to CSV or Parquet.")
     p.add_argument("--out", required=True, help="output file (.csv or .parquet)")
-    p.add_argument("--rows", type=_positive_int, default=20_000, help="rows to write (default 20000)")
-    p.add_argument("--channels", type=_positive_int, default=8, help="sensor channels (default 8)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--rows", type=positive_int, default=20_000, help="rows to write (default 20000)")
+    p.add_argument("--channels", type=positive_int, default=8, help="sensor channels (default 8)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.add_argument("--anomalies", action="store_true", help="inject labeled faults (column 'anomaly')")
-    p.add_argument("--start", type=_utc_time, default="2026-01-01T00:00:00Z",
+    p.add_argument("--start", type=utc_time, default="2026-01-01T00:00:00Z",
                    help="time of the first row (default 2026-01-01T00:00:00Z; later data: a later start)")
 
     p = verbs.add_parser("train", help="train and calibrate a model bundle on normal data",
@@ -256,21 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the registry")
     _add_data_options(p)
     p.add_argument("--label-column", help="rows with a non-zero label are left out of training")
-    p.add_argument("--window", type=_positive_int, help="samples per window, even (default 32, less for little data)")
-    p.add_argument("--hop", type=_positive_int, help="score every N samples when serving (default window/8)")
-    p.add_argument("--alert-hop", type=_non_negative_int, help="while an alert is up, judge every N samples, a "
+    p.add_argument("--window", type=positive_int, help="samples per window, even (default 32, less for little data)")
+    p.add_argument("--hop", type=positive_int, help="score every N samples when serving (default window/8)")
+    p.add_argument("--alert-hop", type=non_negative_int, help="while an alert is up, judge every N samples, a "
                    "divisor of the hop, so it clears soon after its fault (default hop/2 when even; 0: the hop)")
-    p.add_argument("--latent", type=_positive_int, help="bottleneck size (default from channels x window)")
-    p.add_argument("--hidden", type=_positive_int, default=32, help="first conv layer width (default 32)")
-    p.add_argument("--max-epochs", type=_positive_int, default=40, help="upper bound on epochs (default 40)")
-    p.add_argument("--patience", type=_positive_int, default=4, help="early-stopping patience (default 4)")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="training batch size (default 256)")
-    p.add_argument("--noise", type=_non_negative_float, default=0.0,
+    p.add_argument("--latent", type=positive_int, help="bottleneck size (default from channels x window)")
+    p.add_argument("--hidden", type=positive_int, default=32, help="first conv layer width (default 32)")
+    p.add_argument("--max-epochs", type=positive_int, default=40, help="upper bound on epochs (default 40)")
+    p.add_argument("--patience", type=positive_int, default=4, help="early-stopping patience (default 4)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="training batch size (default 256)")
+    p.add_argument("--noise", type=non_negative_float, default=0.0,
                    help="denoising: input noise std (default 0 = off)")
     _add_threshold_options(p)
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
-    p.add_argument("--devices", type=_positive_int, default=1,
+    p.add_argument("--devices", type=positive_int, default=1,
                    help="processes (CPU, gloo) or GPUs that train together through Lightning's DDP; each takes "
                    "its share of every batch, so the steps are those of one process (default 1)")
     p.add_argument("--strategy", choices=("ddp_fork", "ddp_spawn", "ddp"),
@@ -327,10 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="promote even if the candidate is worse")
     p.add_argument("--shadow", action="store_true", help="a candidate that passes is not promoted but shadowed: "
                    "daemons score it beside CURRENT (models promote --gate live promotes it on live evidence)")
-    p.add_argument("--max-epochs", type=_positive_int, help="upper bound on epochs (default: the model's own, "
+    p.add_argument("--max-epochs", type=positive_int, help="upper bound on epochs (default: the model's own, "
                    "else 40; the model's other training settings, its fill limit and its promise are kept too)")
     _add_threshold_options(p)
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_options(p, channels=False)
 
@@ -346,10 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", required=True, help="registry root")
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--gate", choices=("live",), help="promote: promote the shadow only if it passes the live gate")
-    p.add_argument("--span", type=_duration, default=86400.0,
+    p.add_argument("--span", type=duration, default=86400.0,
                    help="promote --gate live: how long the shadow must have run beside CURRENT (default 24h)")
     p.add_argument("--clear", action="store_true", help="shadow: stop shadowing")
-    p.add_argument("--keep", type=_positive_int, default=10, help="prune: versions of the history and newest "
+    p.add_argument("--keep", type=positive_int, default=10, help="prune: versions of the history and newest "
                    "versions kept (default 10)")
 
     p = verbs.add_parser("serve", help="the daemon: score MQTT readings live, publish alerts, export metrics",
@@ -366,12 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="CSV or Parquet file of readings")
     p.add_argument("--asset", help="asset id (topic levels: site-a/pump-7); with an asset column in the file, "
                    "a prefix to each row's asset")
-    p.add_argument("--rate", type=_positive_float, help="rows per second")
-    p.add_argument("--speed", type=_positive_float,
+    p.add_argument("--rate", type=positive_float, help="rows per second")
+    p.add_argument("--speed", type=positive_float,
                    help="times the rows' own spacing, gaps included (default 1: real time)")
     p.add_argument("--timestamps", choices=("now", "original"), default="now",
                    help="now (default): the file's spacing, starting at the wall clock; original: the file's own")
-    p.add_argument("--batch", type=_number(int, "an integer from 1 to 1000", lambda v: 1 <= v <= 1000), default=1,
+    p.add_argument("--batch", type=number(int, "an integer from 1 to 1000", lambda v: 1 <= v <= 1000), default=1,
                    help="samples per message, at most 1000 (serve's max_samples_per_message; default 1)")
     p.add_argument("--model", help="bundle directory: send exactly its channels (serve refuses a reading with "
                    "another channel, or without one of them)")
@@ -387,16 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "key-value buckets (partition leases, per-asset state) of cluster mode, and print "
                          "what was done. Safe to run again; the partition count is fixed at the first init.")
     p.add_argument("action", choices=("init",))
-    p.add_argument("--cluster", required=True, type=_server_list,
+    p.add_argument("--cluster", required=True, type=server_list,
                    help="NATS servers, comma separated: nats://HOST:PORT[,nats://HOST:PORT...]")
-    p.add_argument("--partitions", type=_positive_int, default=16,
+    p.add_argument("--partitions", type=positive_int, default=16,
                    help="partitions the assets are spread over (default 16; at least the workers you will run)")
     p.add_argument("--replicas", type=int, choices=(1, 3, 5), default=1,
                    help="copies of each stream and bucket (default 1; 3 on a cluster of 3 or more servers)")
-    p.add_argument("--keep", type=_positive_int, default=1024,
+    p.add_argument("--keep", type=positive_int, default=1024,
                    help="readings kept per asset to rebuild windows (default 1024; at least the model's window)")
     p.add_argument("--topic-prefix", default="sensors", help="MQTT prefix of the readings (default sensors)")
-    p.add_argument("--max-age", type=_duration, default=7 * 86400.0,
+    p.add_argument("--max-age", type=duration, default=7 * 86400.0,
                    help="unscored readings are kept at most this long (default 7d)")
 
     p = verbs.add_parser("demo", help="the live loop on a simulated plant, nothing else to install",
@@ -404,13 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "(mosquitto if installed, else embedded amqtt), run the daemon, stream several assets "
                          "with injected faults and show alerts as they rise and clear. Ctrl-C stops it.")
     p.add_argument("--workdir", help="where to keep the demo's files (default: a new temp dir)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
-    p.add_argument("--duration", type=_positive_float, default=55.0, help="seconds of streaming (default 55)")
-    p.add_argument("--assets", type=_positive_int, default=4, help="simulated assets; all but the first get a "
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    p.add_argument("--duration", type=positive_float, default=55.0, help="seconds of streaming (default 55)")
+    p.add_argument("--assets", type=positive_int, default=4, help="simulated assets; all but the first get a "
                    "fault (default 4)")
-    p.add_argument("--rate", type=_positive_float, default=20.0, help="readings per second per asset (default 20)")
-    p.add_argument("--train-rows", type=_positive_int, default=20_000, help="rows of normal history to train on")
-    p.add_argument("--max-epochs", type=_positive_int, default=16, help="training epochs at most (default 16)")
+    p.add_argument("--rate", type=positive_float, default=20.0, help="readings per second per asset (default 20)")
+    p.add_argument("--train-rows", type=positive_int, default=20_000, help="rows of normal history to train on")
+    p.add_argument("--max-epochs", type=positive_int, default=16, help="training epochs at most (default 16)")
     p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                    help="auto: mosquitto when on PATH, else the embedded amqtt (default auto)")
     p.add_argument("--metrics-port", type=int, default=10100, help="metrics port; a free one if taken (10100)")

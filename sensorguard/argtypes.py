@@ -1,0 +1,82 @@
+"""The value types of the command line's flags: each parses one argument or says in one line what
+it expected (argparse prints that line and exits 2, never a traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def csv_list(text: str) -> list[str]:
+    """``a,b,c`` as a list of names, each once."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    repeated = sorted({t for t in items if items.count(t) > 1})
+    if repeated:  # a model with a channel twice trains, and then nothing can load it
+        raise argparse.ArgumentTypeError(f"expected each name once, got {', '.join(repeated)} more than once")
+    return items
+
+
+def number(kind: type, what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)`` that ``ok`` accepts, else one line saying ``what`` was expected."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = number(int, "a positive integer", lambda v: v >= 1)
+non_negative_int = number(int, "an integer >= 0", lambda v: v >= 0)
+positive_float = number(float, "a positive number", lambda v: 0 < v < math.inf)
+rate = number(float, "a number in (0, 1)", lambda v: 0 < v < 1)
+level = number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+share = number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+non_negative_float = number(float, "a number >= 0", lambda v: 0 <= v < math.inf)
+seed = number(int, "an integer from 0 to 2**32 - 1", lambda v: 0 <= v < 2**32)  # numpy's seeds
+
+
+def server_list(text: str) -> tuple[str, ...]:
+    """``nats://HOST:PORT[,nats://HOST:PORT...]`` as a tuple (an argparse type)."""
+    servers = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [s for s in servers if not s.startswith(("nats://", "tls://")) or ":" not in s.split("://", 1)[1]]
+    if not servers or bad:
+        raise argparse.ArgumentTypeError(f"expected nats://HOST:PORT[,nats://HOST:PORT...], got {text!r}")
+    return servers
+
+
+def utc_time(text: str) -> str:
+    """A date or time (``2026-02-01``, ``2026-02-01T08:00:00Z``) as ISO 8601 UTC (an argparse type);
+    without an offset it is read as UTC."""
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"expected a date or time such as 2026-02-01 or 2026-02-01T08:00:00Z, "
+                                         f"got {text!r}") from None
+    if stamp is pd.NaT:
+        raise argparse.ArgumentTypeError(f"expected a date or time, got {text!r}")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.isoformat()
+
+
+def duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as seconds (an argparse type)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 15m, 2h or 1d, got {text!r}") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a duration of at least 0, got {text!r}")
+    return seconds
