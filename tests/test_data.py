@@ -378,6 +378,27 @@ def test_every_column_left_out_is_named_in_a_note(tmp_path):
     assert "vib (85 % numbers)" in notes and "1 rows with unparseable timestamps" in notes
 
 
+def test_cells_that_are_not_numbers_in_a_channel_read_are_named(tmp_path):
+    """A channel the bundle reads, written with its unit in every cell ("35.06 C"), was read as
+    missing on every row and left out of the score; ``score`` said only "missing values
+    forward-filled" (found by a README walk). Words that mean missing are not named."""
+    frame = plant_frame(rows=60)
+    channels = list(frame.columns[1:])
+    first, second = channels[0], channels[1]
+    frame[second] = frame[second].astype(object)
+    frame.loc[5, second], frame.loc[6, second] = "ERR", "n/a"
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    data = load_frame([tmp_path / "d.csv"], channels=channels)
+    assert [n for n in data.notes if n.startswith("cells")] == [
+        f"cells that are not numbers, read as missing: {second} 1 of 60 (e.g. 'ERR')"]
+    frame[first] = [f"{v:.2f} C" for v in plant_frame(rows=60)[first]]
+    frame.to_csv(tmp_path / "u.csv", index=False)
+    with pytest.raises(DataError, match=f"{first} 60 of 60 \\(e.g. '{frame[first][0]}'\\)"):
+        load_frame([tmp_path / "u.csv"], channels=channels)  # (no sensor watch to hold it: no row is whole)
+    plant_frame(rows=60).to_csv(tmp_path / "c.csv", index=False)
+    assert not any(n.startswith("cells") for n in load_frame([tmp_path / "c.csv"], channels=channels).notes)
+
+
 def test_a_parquet_time_index_is_the_time_column_and_row_numbers_are_no_channel(tmp_path):
     frame = plant_frame(rows=40).set_index("timestamp")
     frame.to_parquet(tmp_path / "d.parquet")

@@ -35,6 +35,7 @@ from sensorguard.training.tables import (
     time_of_day_only,
     to_numbers,
     turned_back_hours,
+    unreadable_note,
 )
 
 __all__ = ["DataError", "SensorData", "concat_series", "drop_labeled", "load_frame", "machine_rows", "read_table",
@@ -116,6 +117,8 @@ def series_from_frame(
         asset_column = next((c for c in frame.columns if str(c).strip().lower() == "asset"), None)
     chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes, asset_column)
     values = frame[list(chosen)].apply(to_numbers).to_numpy(dtype=np.float64, copy=True)
+    if (unreadable := unreadable_note(frame, chosen, values)) is not None:
+        notes.append(unreadable)
     huge = np.abs(values) >= NO_DATA  # (NaN compares False)
     if huge.any():  # a historian's "no data" (3.4e38, float32's largest): one such row set a channel's scale
         values[huge] = np.nan
@@ -219,7 +222,9 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
         labels = {k: v[ok] for k, v in labels.items()}
         values, faulted, opened = watch_rows(times, values, sensors, alive)
         if opened:
-            notes.append(f"{opened} sensor faults opened: those channels are held and left out of the score")
+            names = ", ".join(sensors.channels[j] for j in np.flatnonzero(faulted.any(axis=0)))
+            notes.append(f"{opened} sensor faults opened ({names}): those channels are held and left out of the "
+                         "score")
     data = _fill_and_segment(times, values, labels, channels, fill_limit, notes, policy, faulted)
     if not positives:
         return data

@@ -340,3 +340,27 @@ def _row_numbers(column: pd.Series) -> bool:
 def cols(frame: pd.DataFrame) -> str:
     names = [str(c) for c in frame.columns]
     return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+
+
+MISSING_WORDS = ("nan", "null", "none", "n/a", "na", "-")  # cells that say "missing" in words: not worth a note
+
+
+def unreadable_note(frame: pd.DataFrame, chosen: Sequence[str], values: np.ndarray) -> str | None:
+    """A note naming the channels with cells that hold something but no number (``"35.06 C"``,
+    ``"ERR"``), read as missing. Without it, a bundle's channel written with its unit in every
+    cell was read as missing on every row and left out of the score, while ``score`` reported
+    only "missing values forward-filled" (found by a README walk)."""
+    said = []
+    for j, col in enumerate(chosen):
+        column = frame[col]
+        if pd.api.types.is_numeric_dtype(column):
+            continue
+        text = column.astype(str).str.strip()
+        bad = np.isnan(values[:, j]) & column.notna().to_numpy() & (text != "").to_numpy()
+        bad &= ~text.str.lower().isin(MISSING_WORDS).to_numpy()
+        if bad.any():
+            example = text[bad].iloc[0]
+            said.append(f"{col} {int(bad.sum())} of {len(column)} (e.g. {example[:20]!r})")
+    if not said:
+        return None
+    return f"cells that are not numbers, read as missing: {'; '.join(said)}"
