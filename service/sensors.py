@@ -6,7 +6,16 @@ fault of one of three kinds:
 
 - ``stuck``: the value has not changed for ``stuck_after`` readings in a row, where training saw
   the channel moving (``stuck_after`` is twice its longest unchanged run in training, at least
-  ``MIN_STUCK``; None for a channel constant in training: it cannot be told stuck).
+  ``MIN_STUCK``; None for a channel constant in training: it cannot be told stuck). A channel
+  that held a value for a while in training (quantized: twice its longest still run is above
+  ``MIN_STUCK``) is stuck only at a value inside its training range (``seen``): a frozen sensor
+  repeats its last good reading, while a quantized channel that steps to a level training never
+  read and holds it (a flow reading 26.0 while a valve stays shut, where training read 31-33) is
+  the process, for the model to judge. Called stuck, it was left out of the score for the rest of
+  the fault (found by a README walk). A channel that moves at every reading is stuck at any value
+  after ``MIN_STUCK`` equal readings: that is no process (the simulated test bench's frozen
+  sensors, after the plant had moved past its training range, were missed that way). Beyond the
+  plausible limits a value is ``out_of_range`` all the same.
 - ``out_of_range``: the value is outside ``[low, high]``: the training range widened by
   ``RANGE_MARGIN`` (3) times its width on each side, the width being at least a tenth of the
   channel's magnitude (so a channel idle in training is not flagged by its first move); for a
@@ -62,6 +71,11 @@ class ChannelLimits:
     low: float
     high: float
     stuck_after: int | None  # readings unchanged in a row that make a stuck fault; None: never
+    seen: tuple[float, float] | None = None  # the training range: stuck only at a value in it (None: any)
+
+    def can_stick(self, value: float) -> bool:
+        """Whether a run of ``value`` counts towards a stuck fault: a value training read."""
+        return self.seen is None or self.seen[0] <= value <= self.seen[1]
 
     @property
     def hold(self) -> float:
@@ -86,7 +100,8 @@ class SensorRules:
                 tuple(lim.stuck_after for lim in self.limits))
 
     def to_dict(self) -> dict[str, Any]:
-        return {c: {"low": lim.low, "high": lim.high, "stuck_after": lim.stuck_after}
+        return {c: {"low": lim.low, "high": lim.high, "stuck_after": lim.stuck_after,
+                    **({} if lim.seen is None else {"seen": list(lim.seen)})}
                 for c, lim in zip(self.channels, self.limits, strict=True)}
 
     @classmethod
@@ -105,12 +120,23 @@ class SensorRules:
             if stuck is not None and (type(stuck) not in (int, float) or not math.isfinite(stuck)
                                       or int(stuck) != stuck or stuck < 2):  # 1: stuck at every reading, for good
                 raise ValueError(f"sensors {c}: stuck_after must be an integer >= 2 or null, got {stuck}")
-            limits.append(ChannelLimits(low, high, None if stuck is None else int(stuck)))
+            seen = entry.get("seen")
+            if seen is not None:
+                try:
+                    seen = (float(seen[0]), float(seen[1])) if len(seen) == 2 else None
+                except (TypeError, ValueError, KeyError):
+                    seen = None
+                if seen is None or not (math.isfinite(seen[0]) and math.isfinite(seen[1]) and seen[0] <= seen[1]):
+                    raise ValueError(f"sensors {c}: seen must be [low, high] of finite numbers, low <= high, "
+                                     f"or absent; got {entry.get('seen')!r}")
+            limits.append(ChannelLimits(low, high, None if stuck is None else int(stuck), seen))
         return cls(tuple(channels), tuple(limits), fill_limit)
 
 
 def learn_sensor_rules(channels: tuple[str, ...], values: Any, segments: Any, fill_limit: int) -> SensorRules:
-    """Limits from clean training rows ``(T, C)``: the widened range and the longest still run."""
+    """Limits from clean training rows ``(T, C)``: the widened range, the longest still run and, for a
+    channel that held values in training, the range itself (``seen``: where a still run can be a
+    stuck sensor)."""
     values = np.asarray(values, dtype=np.float64)
     segments = np.asarray(segments)
     limits = []
@@ -126,7 +152,9 @@ def learn_sensor_rules(channels: tuple[str, ...], values: Any, segments: Any, fi
         if not same.all():
             runs = np.diff(np.flatnonzero(np.r_[True, ~same, True]))  # unchanged steps between changes
             stuck_after = max(MIN_STUCK, 2 * (int(runs.max()) if len(runs) else 1))
-        limits.append(ChannelLimits(low - RANGE_MARGIN * width, high + RANGE_MARGIN * width, stuck_after))
+        holds = stuck_after is not None and stuck_after > MIN_STUCK  # it held a value 6+ readings in training
+        limits.append(ChannelLimits(low - RANGE_MARGIN * width, high + RANGE_MARGIN * width, stuck_after,
+                                    (low, high) if holds else None))
     return SensorRules(tuple(channels), tuple(limits), fill_limit)
 
 
@@ -174,7 +202,8 @@ class SensorWatch:
             else:
                 self.missing[j] += 1
             faults = (
-                ("stuck", present and lim.stuck_after is not None and self.still[j] + 1 >= lim.stuck_after),
+                ("stuck", present and lim.stuck_after is not None and self.still[j] + 1 >= lim.stuck_after
+                 and lim.can_stick(value)),
                 ("out_of_range", present and not lim.low <= value <= lim.high),
                 ("missing", self.missing[j] > rules.fill_limit),
             )

@@ -92,7 +92,7 @@ def test_the_daemon_publishes_sensor_faults_apart_from_alerts(tiny_bundle):
     assert value(daemon, "sensorguard_readings_total") == 9  # a faulty channel loses no reading
 
 
-def test_score_reports_the_same_sensor_faults_in_a_column(tiny_bundle, tmp_path):
+def test_score_reports_the_same_sensor_faults_in_a_column(tiny_bundle, tmp_path, capsys):
     import pandas as pd
 
     from sensorguard.cli import main
@@ -108,6 +108,8 @@ def test_score_reports_the_same_sensor_faults_in_a_column(tiny_bundle, tmp_path)
     faults = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)["sensor_faults"].tolist()
     assert faults[:4] == [""] * 4 and faults[4:8] == ["stuck:a"] * 4
     assert faults[8] == "out_of_range:b" and faults[9:] == [""] * 11
+    # the summary names the channels (it said "2 sensor faults opened" alone: found by a README walk)
+    assert "2 sensor faults opened (a, b)" in capsys.readouterr().out
 
 
 def test_a_dead_sensor_raises_no_process_alarm_yet_a_process_fault_still_does(trained):
@@ -209,7 +211,8 @@ def test_readings_with_a_sensor_fault_open_are_not_recorded_for_retraining(tiny_
 @pytest.mark.parametrize("seed", range(5))
 def test_the_quick_path_leaves_the_state_the_full_step_would(seed):
     rng = np.random.default_rng(seed)
-    rules = SensorRules(("a", "b", "c"), tuple(ChannelLimits(-5.0, 5.0, 6) for _ in range(3)), fill_limit=2)
+    rules = SensorRules(("a", "b", "c"), tuple(ChannelLimits(-5.0, 5.0, 6, None if k == 0 else (-2.0, 2.0))
+                                              for k in range(3)), fill_limit=2)
     quick, full = SensorWatch(3), SensorWatch(3)
     for t in range(400):
         row = np.round(rng.normal(0, 2.5, 3)).tolist()  # repeats, excursions out of range
@@ -253,3 +256,39 @@ def test_a_silence_starts_the_watch_afresh_offline_as_live(tiny_bundle):
         daemon.publish_sensor_faults()
         live.append(any(f["kind"] == "stuck" for f in daemon.alerts.sensor_faults("pump-1")))
     assert offline == live == [False] * 4 + [True] * 4 + [False] * 3
+
+
+def test_a_quantized_channel_holding_a_level_training_never_read_is_not_stuck():
+    """A flow that reads 32.0 (now and then 31 or 33) and holds 26.0 while a valve stays shut is
+    the process, not a frozen sensor: called stuck, it was left out of the process score for the
+    rest of the fault (found by a README walk). Held at a value training read, it is still stuck."""
+    flow = np.full(400, 32.0)
+    flow[::40], flow[20::40] = 31.0, 33.0  # held for 19 readings at a time
+    rules = learn_sensor_rules(("flow",), flow[:, None], np.zeros(400, dtype=int), fill_limit=2)
+    lim = rules.limits[0]
+    assert lim.seen == (31.0, 33.0) and lim.stuck_after is not None and lim.low < 26.0
+    moving = learn_sensor_rules(("t",), np.linspace(0, 1, 400)[:, None], np.zeros(400, dtype=int), 2).limits[0]
+    assert moving.stuck_after == 10 and moving.seen is None  # changes at every reading: stuck at any value
+    held = [26.0] * (3 * lim.stuck_after)
+    watch = SensorWatch(1)
+    assert [kinds(watch.step(float(t), [v], rules)) for t, v in enumerate(held)] == [[]] * len(held)
+    frozen = [32.0] * lim.stuck_after
+    events = [kinds(watch.step(float(len(held) + t), [v], rules)) for t, v in enumerate(frozen)]
+    assert events[-1] == [("stuck", True)] and not any(events[:-1])
+
+
+def test_the_training_range_round_trips_through_the_bundle_and_old_bundles_stick_anywhere():
+    rules = SensorRules(("a", "b"), (ChannelLimits(0.0, 10.0, 3, (2.0, 4.0)), ChannelLimits(0.0, 10.0, 3)), 5)
+    raw = json.loads(json.dumps(rules.to_dict()))
+    assert raw["a"]["seen"] == [2.0, 4.0] and "seen" not in raw["b"]
+    assert SensorRules.from_dict(raw, ("a", "b"), 5) == rules
+    watch = SensorWatch(2)
+    seen = [kinds(watch.step(float(t), [7.0, 7.0], rules)) for t in range(3)]
+    assert seen[-1] == [("stuck", True)]  # b, a bundle's limits without a range: stuck at any value
+    assert watch.describe(rules) == [{"kind": "stuck", "channel": "b"}]
+
+
+@pytest.mark.parametrize("seen", [[4.0, 2.0], [0.0, float("inf")], [1.0], "ab", {"x": 1, "y": 2}, True])
+def test_a_bad_training_range_in_a_bundle_is_refused(seen):
+    with pytest.raises(ValueError, match="seen"):
+        SensorRules.from_dict({"a": {"low": 0.0, "high": 10.0, "stuck_after": 3, "seen": seen}}, ("a",), 5)
