@@ -375,6 +375,8 @@ def test_every_column_left_out_is_named_in_a_note(tmp_path):
     assert "y" not in data.channels and "vib" not in data.channels and "running" not in data.channels
     notes = " | ".join(data.notes)
     assert "label-like columns left out: y" in notes and "true/false columns left out: running" in notes
+    # its rows were trained on as normal: the note counts them and names the flag that leaves them out
+    assert "y marks 199 rows: they were trained on as normal (--label-column y leaves them out)" in notes
     assert "vib (85 % numbers)" in notes and "1 rows with unparseable timestamps" in notes
 
 

@@ -290,12 +290,16 @@ def choose_channels(
     if unknown:
         raise DataError(f"{name}: --exclude names unknown columns: {', '.join(unknown)}")
     chosen, constant, timelike, counters, labels, flags, text = [], [], [], [], [], [], []
+    marks: list[str] = []  # label-like columns with rows marked
     for col in frame.columns:
         lowered = str(col).strip().lower()
         if col in (tcol, label_column, asset_column) or col in exclude or lowered == "asset":
             continue
         if lowered in LABEL_NAMES:  # a label the file carries must never feed the model
             labels.append(str(col))
+            if marked := int((to_numbers(frame[col]).fillna(0) != 0).sum()):  # (a helper's README walk)
+                marks.append(f"{col} marks {marked} rows: they were trained on as normal (--label-column {col} "
+                             "leaves them out)")
             continue
         if re.fullmatch(r"unnamed: \d+", lowered) and _row_numbers(frame[col]):
             counters.append(str(col))  # a table written with its index (pandas' to_csv): not a sensor
@@ -321,6 +325,7 @@ def choose_channels(
         notes.append(f"constant columns left out: {', '.join(constant)} (name them in --channels to keep them)")
     if labels:
         notes.append(f"label-like columns left out: {', '.join(labels)} (name them in --channels to keep them)")
+        notes += marks
     if flags:
         notes.append(f"true/false columns left out: {', '.join(flags)} (name them in --channels to keep them)")
     if text:
