@@ -123,6 +123,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.strategy and args.devices < 2:
         raise CliError(f"--strategy {args.strategy} goes with --devices 2 or more")
     _check_device(args.device)
+    if args.out:
+        from sensorguard.service.bundle import check_target
+
+        check_target(args.out)
     if args.name:
         from sensorguard.service.registry import validate_name
 

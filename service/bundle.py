@@ -171,6 +171,16 @@ class Bundle:
         }
 
 
+def check_target(directory: str | os.PathLike) -> Path:
+    """``directory`` as a place a bundle may be written: absent, empty, or a bundle (replaced);
+    BundleError for anything else. ``train`` asks before it trains, so a wrong ``--out`` is one
+    line at once, not after the training (found by a README walk)."""
+    target = Path(directory)
+    if target.exists() and not (target.is_dir() and ((target / META_FILE).is_file() or not any(target.iterdir()))):
+        raise BundleError(f"{target}: exists and is not a bundle directory; not replaced (choose another --out)")
+    return target
+
+
 def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
     """Write ``bundle`` to ``directory`` atomically: built in a sibling temp dir, then renamed.
 
@@ -178,9 +188,7 @@ def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
     instant, neither: a reload then is refused and retried). Anything else already there is refused,
     never replaced: ``train --out`` pointed at a data folder must not delete it.
     """
-    target = Path(directory)
-    if target.exists() and not (target.is_dir() and ((target / META_FILE).is_file() or not any(target.iterdir()))):
-        raise BundleError(f"{target}: exists and is not a bundle directory; not replaced (choose another --out)")
+    target = check_target(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

@@ -41,6 +41,17 @@ def test_train_prints_summary(tmp_path, capsys):
     assert (tmp_path / "reg" / "pump" / "CURRENT").read_text().strip() == "v0001"
 
 
+def test_train_refuses_an_out_that_is_not_a_bundle_before_it_trains(tmp_path, capsys, monkeypatch):
+    """``--out data.csv`` trained for minutes, then said the file is no bundle (found by a README walk)."""
+    import sensorguard.training.train as train
+
+    plant_frame(rows=600).to_csv(tmp_path / "n.csv", index=False)
+    monkeypatch.setattr(train, "train_bundle", lambda *a, **k: pytest.fail("trained before checking --out"))
+    assert main(["train", str(tmp_path / "n.csv"), "--out", str(tmp_path / "n.csv"), "--quiet"]) == 1
+    assert "exists and is not a bundle directory" in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "n.csv")) == 600
+
+
 def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path, capsys):
     """calibrate keeps the model's drift rule and promise unless told otherwise (they were dropped
     for the defaults: a recalibration turned drift off)."""
