@@ -241,6 +241,9 @@ def calibrated_raise_at(calibration: Any) -> float:
 def load_bundle(directory: str | os.PathLike) -> Bundle:
     """Load and validate a bundle directory; raise :class:`BundleError` naming the problem."""
     path = Path(directory)
+    if path.is_file():  # a swap of the bundle and the data, or the bundle's own file (a README walk)
+        hint = f"give its directory, {path.parent}" if path.name == META_FILE else "the directory train wrote"
+        raise BundleError(f"{path} is a file, not a bundle directory ({hint})")
     if not path.is_dir():
         raise BundleError(f"bundle directory not found: {path}")
     meta = _read_meta(path / META_FILE)

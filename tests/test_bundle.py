@@ -181,6 +181,17 @@ def test_missing_and_garbage_files(tmp_path, tiny_bundle):
         load_bundle(path)
 
 
+def test_a_file_given_as_the_bundle_says_so(tmp_path, tiny_bundle):
+    """``score data.csv model/`` (swapped) said "bundle directory not found: data.csv" of a file that
+    is there (found by a README walk); the bundle's own bundle.json points at its directory."""
+    (tmp_path / "data.csv").write_text("ts,a\n")
+    with pytest.raises(BundleError, match="data.csv is a file, not a bundle directory"):
+        load_bundle(tmp_path / "data.csv")
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    with pytest.raises(BundleError, match=f"give its directory, {path}"):
+        load_bundle(path / "bundle.json")
+
+
 def test_registry_versions_and_current(tmp_path, tiny_bundle):
     assert current_version(tmp_path, "pump") is None
     assert publish(tiny_bundle, tmp_path, "pump") == "v0001"
