@@ -117,8 +117,16 @@ def test_window_adapts_to_small_data():
         data = SensorData(np.zeros((rows, 2)), np.arange(float(rows)), np.zeros(rows, int), ("a", "b"), 1.0)
         assert choose_window(split_by_time(data), None) == expected
     tiny = SensorData(np.zeros((40, 2)), np.arange(40.0), np.zeros(40, int), ("a", "b"), 1.0)
-    with pytest.raises(DataError, match="too little data"):
+    with pytest.raises(DataError, match="too little data: 40 usable rows, need about 115") as caught:
         choose_window(split_by_time(tiny), None)
+    need = int(str(caught.value).split("need about ")[1].split()[0])  # it said 200 while 115 trained (README walk)
+    for rows, ok in [(need - 5, False), (need, True)]:
+        data = SensorData(np.zeros((rows, 2)), np.arange(float(rows)), np.zeros(rows, int), ("a", "b"), 1.0)
+        if ok:
+            assert choose_window(split_by_time(data), None) == 8
+        else:
+            with pytest.raises(DataError, match="too little data"):
+                choose_window(split_by_time(data), None)
 
 
 def test_window_dataset_batches_equal_items():

@@ -7,6 +7,7 @@ machine has only a few hundred rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -72,7 +73,7 @@ def choose_window(splits: Splits, requested: int | None, min_windows: int = 32, 
     while window > 8 and min(count_windows(p.segments, window) for p in parts) < min_windows:
         window //= 2
     if min(count_windows(p.segments, window) for p in parts) < min_windows // 2:
-        need = int((window + min_windows) / 0.2)
+        need = math.ceil((window + min_windows // 2 - 1) / 0.2)  # the smallest split, a fifth, holds them
         raise DataError(
             f"too little data: {sum(len(p) for p in parts)} usable rows, need about {need} "
             f"(each split must hold {min_windows // 2}+ windows of {window} rows)"
