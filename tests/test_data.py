@@ -243,6 +243,12 @@ def test_text_labels_are_refused_and_true_false_read():
     assert series_from_frame(frame, "bool-labels", label_column="anomaly").labels["anomaly"].tolist() == [0, 1, 0, 0]
     frame["anomaly"] = [np.nan, 1.0, 0.0, np.nan]  # blank cells are normal rows (pandas 3 kept them NA: refused)
     assert series_from_frame(frame, "blanks", label_column="anomaly").labels["anomaly"].tolist() == [0, 1, 0, 0]
+    frame["anomaly"] = [0.0, 3.0, 0.0, 21.0]  # fault numbers (Tennessee Eastman's 0-21): any > 0 is anomalous
+    assert series_from_frame(frame, "classes", label_column="anomaly").labels["anomaly"].tolist() == [0, 1, 0, 1]
+    # a channel named as the label read every row as anomalous (found by a README walk)
+    frame["temp"] = [35.06, 35.1, 35.2, 35.3]
+    with pytest.raises(DataError, match="holds 35.06; labels must be whole numbers .* is it a sensor channel"):
+        series_from_frame(frame, "a channel", label_column="temp")
 
 
 def test_a_second_clock_is_not_a_channel():

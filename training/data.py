@@ -165,8 +165,9 @@ def series_from_frame(
 
 
 def _labels(column: pd.Series, label_column: str, name: str) -> np.ndarray:
-    """0/1 per row from numbers (> 0 is anomalous), booleans or true/false text; empty is 0.
-    Other text (``fault``/``normal``) is refused: read as 0 it would score every event as missed."""
+    """0/1 per row from whole numbers (> 0 is anomalous), booleans or true/false text; empty is 0.
+    Other text (``fault``/``normal``) is refused: read as 0 it would score every event as missed; so
+    is a fraction (a temperature named as the label read every row as anomalous: a README walk)."""
     text = column.astype(str).str.strip().str.lower()
     mapped = text.map({"true": 1.0, "false": 0.0, "": 0.0, "nan": 0.0, "none": 0.0, "<na>": 0.0})
     numeric = pd.to_numeric(column, errors="coerce").astype(np.float64).fillna(mapped)
@@ -175,6 +176,10 @@ def _labels(column: pd.Series, label_column: str, name: str) -> np.ndarray:
     if bad.any():
         raise DataError(f"{name}: label column {label_column!r} holds {column[bad].iloc[0]!r}; labels must be "
                         "numbers (> 0 anomalous) or true/false")
+    fraction = numeric != np.round(numeric)  # a channel named as the label (35.06 C: every row "anomalous")
+    if fraction.any():
+        raise DataError(f"{name}: label column {label_column!r} holds {column[fraction].iloc[0]}; labels must be "
+                        "whole numbers (0 normal, > 0 anomalous) or true/false: is it a sensor channel?")
     return (numeric.to_numpy() > 0).astype(np.int8)
 
 
