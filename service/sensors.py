@@ -7,8 +7,8 @@ fault of one of three kinds:
 - ``stuck``: the value has not changed for ``stuck_after`` readings in a row, where training saw
   the channel moving (``stuck_after`` is twice its longest unchanged run in training, at least
   ``MIN_STUCK``; None for a channel constant in training: it cannot be told stuck). A channel
-  that held a value for a while in training (quantized: twice its longest still run is above
-  ``MIN_STUCK``) is stuck only at a value inside its training range (``seen``): a frozen sensor
+  that held its value on most training steps (quantized: ``HOLDS_SHARE``) is stuck only at a
+  value inside its training range (``seen``): a frozen sensor
   repeats its last good reading, while a quantized channel that steps to a level training never
   read and holds it (a flow reading 26.0 while a valve stays shut, where training read 31-33) is
   the process, for the model to judge. Called stuck, it was left out of the score for the rest of
@@ -64,6 +64,7 @@ import numpy as np
 KINDS = ("stuck", "out_of_range", "missing", "silent")
 RANGE_MARGIN = 3.0  # the plausible range: the training range widened by three widths on each side
 MIN_STUCK = 10  # readings: no channel is called stuck sooner
+HOLDS_SHARE = 0.5  # a channel unchanged on this share of its training steps holds values (quantized)
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,11 @@ class SensorRules:
                 raise ValueError(f"sensors {c}: stuck_after must be an integer >= 2 or null, got {stuck}")
             seen = entry.get("seen")
             if seen is not None:
-                try:
-                    seen = (float(seen[0]), float(seen[1])) if len(seen) == 2 else None
-                except (TypeError, ValueError, KeyError):
-                    seen = None
-                if seen is None or not (math.isfinite(seen[0]) and math.isfinite(seen[1]) and seen[0] <= seen[1]):
+                pair = isinstance(seen, list | tuple) and len(seen) == 2 and all(type(v) in (int, float) for v in seen)
+                if not (pair and math.isfinite(seen[0]) and math.isfinite(seen[1]) and seen[0] <= seen[1]):
                     raise ValueError(f"sensors {c}: seen must be [low, high] of finite numbers, low <= high, "
-                                     f"or absent; got {entry.get('seen')!r}")
+                                     f"or absent; got {seen!r}")
+                seen = (float(seen[0]), float(seen[1]))
             limits.append(ChannelLimits(low, high, None if stuck is None else int(stuck), seen))
         return cls(tuple(channels), tuple(limits), fill_limit)
 
@@ -152,7 +151,8 @@ def learn_sensor_rules(channels: tuple[str, ...], values: Any, segments: Any, fi
         if not same.all():
             runs = np.diff(np.flatnonzero(np.r_[True, ~same, True]))  # unchanged steps between changes
             stuck_after = max(MIN_STUCK, 2 * (int(runs.max()) if len(runs) else 1))
-        holds = stuck_after is not None and stuck_after > MIN_STUCK  # it held a value 6+ readings in training
+        # it held its value on most steps in training (quantized): not a few forward-filled gaps (a review)
+        holds = stuck_after is not None and same.mean() >= HOLDS_SHARE
         limits.append(ChannelLimits(low - RANGE_MARGIN * width, high + RANGE_MARGIN * width, stuck_after,
                                     (low, high) if holds else None))
     return SensorRules(tuple(channels), tuple(limits), fill_limit)

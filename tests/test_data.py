@@ -415,6 +415,17 @@ def test_cells_that_are_not_numbers_in_a_channel_read_are_named(tmp_path):
     assert not any(n.startswith("cells") for n in load_frame([tmp_path / "c.csv"], channels=channels).notes)
 
 
+def test_the_rows_a_label_like_column_marks_are_counted_as_label_column_reads_them():
+    """The note counted rows != 0, while --label-column reads > 0 or "true" (found by review)."""
+    frame = plant_frame(rows=40)
+    for marks, counted in [(np.where(np.arange(40) < 7, "true", "false"), 7), (np.where(np.arange(40) < 7, -1, 0), 0)]:
+        frame["anomaly"] = marks
+        notes = [n for n in series_from_frame(frame, "d").notes if "marks" in n]
+        assert notes == ([f"anomaly marks {counted} rows: they were trained on as normal (--label-column anomaly "
+                          "leaves them out)"] if counted else [])
+        assert int(series_from_frame(frame, "d", label_column="anomaly").labels["anomaly"].sum()) == counted
+
+
 def test_a_parquet_time_index_is_the_time_column_and_row_numbers_are_no_channel(tmp_path):
     frame = plant_frame(rows=40).set_index("timestamp")
     frame.to_parquet(tmp_path / "d.parquet")

@@ -267,8 +267,10 @@ def test_a_quantized_channel_holding_a_level_training_never_read_is_not_stuck():
     rules = learn_sensor_rules(("flow",), flow[:, None], np.zeros(400, dtype=int), fill_limit=2)
     lim = rules.limits[0]
     assert lim.seen == (31.0, 33.0) and lim.stuck_after is not None and lim.low < 26.0
-    moving = learn_sensor_rules(("t",), np.linspace(0, 1, 400)[:, None], np.zeros(400, dtype=int), 2).limits[0]
-    assert moving.stuck_after == 10 and moving.seen is None  # changes at every reading: stuck at any value
+    moving = np.linspace(0, 1, 400)
+    moving[200:206] = moving[200]  # a gap of 5 forward-filled: a run of 6, yet the channel moves (a review)
+    lim_moving = learn_sensor_rules(("t",), moving[:, None], np.zeros(400, dtype=int), 2).limits[0]
+    assert lim_moving.stuck_after == 12 and lim_moving.seen is None  # it moves on most steps: stuck at any value
     held = [26.0] * (3 * lim.stuck_after)
     watch = SensorWatch(1)
     assert [kinds(watch.step(float(t), [v], rules)) for t, v in enumerate(held)] == [[]] * len(held)
@@ -288,7 +290,8 @@ def test_the_training_range_round_trips_through_the_bundle_and_old_bundles_stick
     assert watch.describe(rules) == [{"kind": "stuck", "channel": "b"}]
 
 
-@pytest.mark.parametrize("seen", [[4.0, 2.0], [0.0, float("inf")], [1.0], "ab", {"x": 1, "y": 2}, True])
+@pytest.mark.parametrize("seen", [[4.0, 2.0], [0.0, float("inf")], [1.0], "ab", "12", ["3", "4"], [False, True],
+                                  {"x": 1, "y": 2}, True])
 def test_a_bad_training_range_in_a_bundle_is_refused(seen):
     with pytest.raises(ValueError, match="seen"):
         SensorRules.from_dict({"a": {"low": 0.0, "high": 10.0, "stuck_after": 3, "seen": seen}}, ("a",), 5)

@@ -75,7 +75,7 @@ def choose_window(splits: Splits, requested: int | None, min_windows: int = 32, 
     if min(count_windows(p.segments, window) for p in parts) < min_windows // 2:
         need = math.ceil((window + min_windows // 2 - 1) / 0.2)  # the smallest split, a fifth, holds them
         raise DataError(
-            f"too little data: {sum(len(p) for p in parts)} usable rows, need about {need} "
+            f"too little data: {sum(len(p) for p in parts)} usable rows, need about {need} in one unbroken stretch "
             f"(each split must hold {min_windows // 2}+ windows of {window} rows)"
         )
     return window

@@ -297,7 +297,9 @@ def choose_channels(
             continue
         if lowered in LABEL_NAMES:  # a label the file carries must never feed the model
             labels.append(str(col))
-            if marked := int((to_numbers(frame[col]).fillna(0) != 0).sum()):  # (a helper's README walk)
+            column = frame[col]  # marked as --label-column reads it: > 0, or "true" (a helper's README walk)
+            flagged = (to_numbers(column) > 0) | (column.astype(str).str.strip().str.lower() == "true")
+            if marked := int(flagged.sum()):
                 marks.append(f"{col} marks {marked} rows: they were trained on as normal (--label-column {col} "
                              "leaves them out)")
             continue
