@@ -98,3 +98,34 @@ def yardstick_note(loss: float, naive: float, pca: float, rank: int) -> str | No
     if rank and loss >= pca:
         beaten_by.append(f"PCA of rank {rank} ({pca:.4g})")
     return f"the autoencoder (validation loss {loss:.4g}) does not beat {' or '.join(beaten_by)}" if beaten_by else None
+
+
+TREND_SHARE = 0.5  # a channel trends when a straight line in time explains this share of its variance
+
+
+def trend_note(data: SensorData) -> str | None:
+    """A note naming the channels that trend through the training rows (a straight line in time
+    explains at least ``TREND_SHARE`` of their variance, rows weighted over the machines), such as
+    temperatures still warming up. The model saw them only on their way: where they settle, their
+    errors grow and the line over-fires (a guessed test bench whose two temperatures warm past the
+    training rows: 47.5 % of its normal rows alerted, against 15.3 % without the warm-up;
+    docs/benchmarks.md, session 47). None when no channel trends."""
+    shares = np.zeros(len(data.channels))
+    for _, rows in data.blocks():
+        times, values = data.times[rows], data.values[rows]
+        if len(times) < 3 or np.ptp(times) == 0:
+            continue
+        t = (times - times.mean()) / np.ptp(times)
+        x = values - values.mean(axis=0)
+        spread = (x * x).sum(axis=0)
+        slope_part = (t @ x) ** 2 / (t @ t)  # the variance a straight line in time explains
+        shares += len(t) * np.divide(slope_part, spread, out=np.zeros_like(spread), where=spread > 0)
+    shares /= max(len(data), 1)
+    trending = [j for j in np.argsort(-shares, kind="stable") if shares[j] >= TREND_SHARE]
+    if not trending:
+        return None
+    named = ", ".join(f"{data.channels[j]} {100 * shares[j]:.0f} %" for j in trending)
+    return (f"trending through the training rows (the share of their variance a straight line in time "
+            f"explains): {named}; the model saw them only on their way, so as they move on or settle it will "
+            f"alert more: train on rows where they have settled")
+

@@ -33,7 +33,7 @@ from sensorguard.training.linear import naive_error, pca_error
 from sensorguard.training.promise import alert_threshold
 from sensorguard.training.scaling import spiky_channels, spiky_scale
 from sensorguard.training.splits import choose_window, split_by_time
-from sensorguard.training.summary import TrainSummary, short_span_note, yardstick_note
+from sensorguard.training.summary import TrainSummary, short_span_note, trend_note, yardstick_note
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,8 @@ def train_bundle(
                      "trained from the PCA start")
     if (short := short_span_note(data, drift)) is not None:
         notes.append(short)
+    if (trend := trend_note(data)) is not None:
+        notes.append(trend)
     if unsteady is not None:
         notes.append(unsteady)
     naive_val, pca_val = naive_error(fit.val_windows), pca_error(start, fit.val_windows)
