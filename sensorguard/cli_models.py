@@ -28,10 +28,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
                            label_column=args.label_column, time_column=getattr(args, "time_column", None),
                            exclude=getattr(args, "exclude", None) or (), fill_limit=fill_limit)
     own = own_options(current)  # the model's own training settings, kept as its promise is
+    defaults = TrainOptions()
+    # what came from the model; a flag given here is the user's, not the model's (a README walk)
+    kept = [f"--{k.replace('_', '-')} {v}" for k, v in own.items()
+            if v != getattr(defaults, k) and not (k == "max_epochs" and args.max_epochs is not None)]
     if args.max_epochs is not None:
         own["max_epochs"] = args.max_epochs
-    defaults = TrainOptions()
-    kept = [f"--{k.replace('_', '-')} {v}" for k, v in own.items() if v != getattr(defaults, k)]
     if current is not None and fill_limit != 5 and args.fill_limit is None:
         kept.append(f"--fill-limit {fill_limit}")
     if kept:

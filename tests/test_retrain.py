@@ -77,6 +77,7 @@ def test_a_retrain_keeps_the_current_models_training_settings_and_fill_limit(tmp
                  str(tmp_path / "new.csv"), "--max-epochs", "1", "--quiet", "--force"]) == 0
     out = capsys.readouterr().out
     assert "kept the model's own" in out and "--hidden 8" in out and "--noise 0.1" in out and "--fill-limit 20" in out
+    assert "--max-epochs" not in out  # the flag given here is the user's, not the model's (a README walk)
     candidate = load_bundle(tmp_path / "reg" / "pump" / "v0002")
     assert (candidate.config.hidden, candidate.fill_limit) == (8, 20)
     assert candidate.training["options"]["noise"] == 0.1 and candidate.training["options"]["patience"] == 2
@@ -420,3 +421,32 @@ def test_models_list_shows_whole_data_stamps_and_the_gates_verdict():
     assert _stamp("2026-12-03T06:34:21.619345+00:00") == "2026-12-03T06:34:21+00:00"
     assert _stamp("2026-01-01T00:00:00+00:00") == "2026-01-01T00:00:00+00:00"
     assert _stamp(None) == "None"
+
+
+def test_the_gate_names_as_many_missed_faults_as_it_counts():
+    """It said "misses 4 fault(s) ...:" and listed three (found by a README walk)."""
+    from sensorguard.training.retrain_gate import Comparison, decide
+
+    current = Comparison(0.0, 1.0, 100, caught=("a", "b", "c", "d"), known=4)
+    ok, why = decide(Comparison(0.0, 1.0, 100, caught=(), known=4), current, 0.01)
+    assert not ok and "misses 4 fault(s) the current model catches: a, b, c and 1 more" in why
+    ok, why = decide(Comparison(0.0, 1.0, 100, caught=("d",), known=4), current, 0.01)
+    assert "misses 3 fault(s) the current model catches: a, b, c" in why and "more" not in why
+
+
+def test_file_rows_older_than_since_are_named_when_recordings_come_too(registry, tmp_path):
+    """With --recorded, --since dropped every row of --data FILE without a word (without it, that is
+    an error): the retrain then learned nothing new and was refused (found by a README walk)."""
+    from sensorguard.training.retrain import new_normal_data
+
+    recent = shifted_plant(300, seed=21)
+    start = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(hours=1)
+    recent["timestamp"] = start + pd.to_timedelta(range(300), unit="s")
+    recent.insert(0, "ts", (recent.pop("timestamp") - pd.Timestamp(0, tz="UTC")).dt.total_seconds())
+    recent.insert(1, "asset", "site/pump-1")
+    (tmp_path / "rec").mkdir()
+    recent.to_parquet(tmp_path / "rec" / "a.parquet", index=False)
+    shifted_plant(400, seed=22).to_csv(tmp_path / "old.csv", index=False)  # stamped long before 30 days ago
+    data = new_normal_data(registry, "pump", [str(tmp_path / "old.csv")], str(tmp_path / "rec"), "30d")
+    assert len(data) == 300
+    assert "--since 30d: 400 of the 400 rows of the files are older: left out" in data.notes

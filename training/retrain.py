@@ -285,11 +285,14 @@ def new_normal_data(
                 newest = datetime.fromtimestamp(float(np.nanmax(data.times)), UTC).isoformat(timespec="seconds")
                 raise DataError(f"--since {since}: none of the {len(data)} rows is that recent (the newest is "
                                 f"from {newest.replace('+00:00', 'Z')})")  # (with --recorded those may be)
+            if dropped := int((~kept).sum()):  # with --recorded it was silent: 4,000 rows gone (a README walk)
+                said = f"--since {since}: {dropped} of the {len(data)} rows of the files are older: left out"
+                data = replace(data, notes=(*data.notes, said))
             data = data.take(kept)
         parts.append(data)
     if recorded:
         parts.append(load_recorded(recorded, since=start, channels=channels, fill_limit=fill_limit))
-    return concat_series(parts) if len(parts) > 1 else parts[0]
+    return concat_series(parts, [n for p in parts for n in p.notes]) if len(parts) > 1 else parts[0]
 
 
 KEPT_OPTIONS = ("latent", "hidden", "max_epochs", "patience", "batch_size", "lr", "noise", "conv_weight_decay",

@@ -117,7 +117,8 @@ def decide(cand: Comparison, cur: Comparison | None, target: float) -> tuple[boo
         return True, "at least as good on held-out data" + (", catches the faults it catches" if cur.caught else "")
     why = []
     if missed:
-        why.append(f"misses {len(missed)} fault(s) the current model catches: {', '.join(missed[:3])}")
+        more = f" and {len(missed) - 3} more" if len(missed) > 3 else ""  # (the count named 4, the list 3)
+        why.append(f"misses {len(missed)} fault(s) the current model catches: {', '.join(missed[:3])}{more}")
     if not far_ok:
         why.append(f"more false alarms ({cand.false_alarm_rate:.4f} > {max(cur.false_alarm_rate, 2 * target):.4f})")
     if not err_ok:
