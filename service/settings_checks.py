@@ -149,6 +149,8 @@ def hide_credentials(url: str) -> str:
 def broker_problems(s: Settings, sources: Mapping[str, str]) -> list[str]:
     origin = f" (from {sources['broker']})" if "broker" in sources else ""
     shown = hide_credentials(s.broker)
+    if "://" not in s.broker:  # host:port alone was parsed as a scheme: three errors, one wrong (a README walk)
+        return [f"broker: give a URL such as mqtt://{shown} (mqtts:// for TLS), got {shown!r}{origin}"]
     try:
         url = urlsplit(s.broker)
         port = url.port

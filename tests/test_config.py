@@ -170,7 +170,7 @@ def test_broker_parts(bundle_dir: str, broker: str, parts: tuple) -> None:
 @pytest.mark.parametrize(
     ("broker", "needle"),
     [
-        ("broker.local:1883", "scheme"),
+        ("broker.local:1883", "give a URL such as mqtt://broker.local:1883"),
         ("http://broker.local", "scheme"),
         ("mqtt://", "no host"),
         ("mqtt://host:99999", "cannot parse"),
@@ -182,6 +182,13 @@ def test_broker_parts(bundle_dir: str, broker: str, parts: tuple) -> None:
 def test_bad_brokers(bundle_dir: str, broker: str, needle: str) -> None:
     found = problems({"model": bundle_dir, "broker": broker})
     assert any(needle in p for p in found) and "s3cret" not in "\n".join(found)
+
+
+def test_a_broker_without_a_scheme_is_one_line_naming_the_url_to_give(bundle_dir: str) -> None:
+    """``127.0.0.1:18931`` gave three errors, one of them "no host" (found by a README walk)."""
+    found = [p for p in problems({"model": bundle_dir, "broker": "127.0.0.1:18931"}) if p.startswith("broker")]
+    assert found == ["broker: give a URL such as mqtt://127.0.0.1:18931 (mqtts:// for TLS), got '127.0.0.1:18931' "
+                     "(from flag broker)"], found
 
 
 def test_tls_rules(tmp_path: Path, bundle_dir: str) -> None:
