@@ -28,6 +28,7 @@ from sensorguard.training.tables import (
     cols,
     dates_only,
     find_time_column,
+    label_rows,
     local_clock,
     machine_rows,
     parse_times,
@@ -134,7 +135,7 @@ def series_from_frame(
     if label_column is not None:
         if label_column not in frame.columns:
             raise DataError(f"{name}: label column {label_column!r} not found (columns: {cols(frame)})")
-        labels[label_column] = _labels(frame[label_column], label_column, name)
+        labels[label_column] = label_rows(frame[label_column], label_column, name)
 
     if asset_column is None:
         data = _clean_series(times, values, labels, chosen, fill_limit, notes, policy, sensors, hold_rate)
@@ -162,25 +163,6 @@ def series_from_frame(
         raise DataError(f"{name}: no complete rows after cleaning ({why})")
     raw = np.where(np.isfinite(values), values, np.nan)
     return replace(data, source_times=times, source_values=raw)
-
-
-def _labels(column: pd.Series, label_column: str, name: str) -> np.ndarray:
-    """0/1 per row from whole numbers (> 0 is anomalous), booleans or true/false text; empty is 0.
-    Other text (``fault``/``normal``) is refused: read as 0 it would score every event as missed; so
-    is a fraction (a temperature named as the label read every row as anomalous: a README walk)."""
-    text = column.astype(str).str.strip().str.lower()
-    mapped = text.map({"true": 1.0, "false": 0.0, "": 0.0, "nan": 0.0, "none": 0.0, "<na>": 0.0})
-    numeric = pd.to_numeric(column, errors="coerce").astype(np.float64).fillna(mapped)
-    numeric[column.isna().to_numpy()] = 0.0  # a blank cell is normal (pandas 3 keeps it NA through astype(str))
-    bad = numeric.isna()
-    if bad.any():
-        raise DataError(f"{name}: label column {label_column!r} holds {column[bad].iloc[0]!r}; labels must be "
-                        "numbers (> 0 anomalous) or true/false")
-    fraction = numeric != np.round(numeric)  # a channel named as the label (35.06 C: every row "anomalous")
-    if fraction.any():
-        raise DataError(f"{name}: label column {label_column!r} holds {column[fraction].iloc[0]}; labels must be "
-                        "whole numbers (0 normal, > 0 anomalous) or true/false: is it a sensor channel?")
-    return (numeric.to_numpy() > 0).astype(np.int8)
 
 
 _ROW = "\0row"  # (a label key no column can have) the input row of each kept row, while cleaning

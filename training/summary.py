@@ -128,4 +128,3 @@ def trend_note(data: SensorData) -> str | None:
     return (f"trending through the training rows (the share of their variance a straight line in time "
             f"explains): {named}; the model saw them only on their way, so as they move on or settle it will "
             f"alert more: train on rows where they have settled")
-

@@ -297,9 +297,11 @@ def choose_channels(
             continue
         if lowered in LABEL_NAMES:  # a label the file carries must never feed the model
             labels.append(str(col))
-            column = frame[col]  # marked as --label-column reads it: > 0, or "true" (a helper's README walk)
-            flagged = (to_numbers(column) > 0) | (column.astype(str).str.strip().str.lower() == "true")
-            if marked := int(flagged.sum()):
+            try:  # the rows --label-column would leave out (a helper's README walk)
+                marked = int(label_rows(frame[col], str(col), name).sum())
+            except DataError:  # not labels as --label-column reads them: nothing to count
+                marked = 0
+            if marked:
                 marks.append(f"{col} marks {marked} rows: they were trained on as normal (--label-column {col} "
                              "leaves them out)")
             continue
@@ -371,3 +373,22 @@ def unreadable_note(frame: pd.DataFrame, chosen: Sequence[str], values: np.ndarr
     if not said:
         return None
     return f"cells that are not numbers, read as missing: {'; '.join(said)}"
+
+
+def label_rows(column: pd.Series, label_column: str, name: str) -> np.ndarray:
+    """0/1 per row from whole numbers (> 0 is anomalous), booleans or true/false text; empty is 0.
+    Other text (``fault``/``normal``) is refused: read as 0 it would score every event as missed; so
+    is a fraction (a temperature named as the label read every row as anomalous: a README walk)."""
+    text = column.astype(str).str.strip().str.lower()
+    mapped = text.map({"true": 1.0, "false": 0.0, "": 0.0, "nan": 0.0, "none": 0.0, "<na>": 0.0})
+    numeric = pd.to_numeric(column, errors="coerce").astype(np.float64).fillna(mapped)
+    numeric[column.isna().to_numpy()] = 0.0  # a blank cell is normal (pandas 3 keeps it NA through astype(str))
+    bad = numeric.isna()
+    if bad.any():
+        raise DataError(f"{name}: label column {label_column!r} holds {column[bad].iloc[0]!r}; labels must be "
+                        "numbers (> 0 anomalous) or true/false")
+    fraction = numeric != np.round(numeric)  # a channel named as the label (35.06 C: every row "anomalous")
+    if fraction.any():
+        raise DataError(f"{name}: label column {label_column!r} holds {column[fraction].iloc[0]}; labels must be "
+                        "whole numbers (0 normal, > 0 anomalous) or true/false: is it a sensor channel?")
+    return (numeric.to_numpy() > 0).astype(np.int8)
