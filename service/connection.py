@@ -24,6 +24,9 @@ from sensorguard.service.publisher import Publisher
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 5.0
+CUT_SHORT_S = 3.0  # a connection the broker closes sooner than this after accepting it is cut short
+CUT_SHORT_IN_A_ROW = 3  # ... this many in a row: most often a second client with this client id
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason (EMQX, HiveMQ; mosquitto 2.0 just closes the socket)
 
 
 class Connection:
@@ -50,6 +53,7 @@ class Connection:
         self.refused: tuple[str, ...] = ()  # subscriptions the broker refused (its access rules): not ready
         self.session_lost = False  # set by a reconnect without our session; the worker republishes states
         self._connected_before = False
+        self._cut_short = 0  # connections in a row the broker closed within CUT_SHORT_S of accepting them
 
     def open(self) -> None:
         """Create the client (it becomes the publisher's) and connect in the background."""
@@ -154,8 +158,27 @@ class Connection:
                       self.settings.client_id, self.settings.output_prefix)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        lasted = None if self.connected_since is None else time.monotonic() - self.connected_since
         self.connected_since = None
         self.connected.clear()
         self.metrics.mqtt_connected.set(0)
         if not self.stopping():
             log.warning("disconnected from the broker (%s); reconnecting", mqtt.reason_text(reason_code))
+            self._taken_over(reason_code, lasted)
+
+    def _taken_over(self, reason_code: Any, lasted: float | None) -> None:
+        """Say, as an error (at most once a minute), when the session is being taken away: two
+        daemons with one client id hand it back and forth every second, each log saying only
+        "disconnected (Unspecified error)", and each scores part of the readings."""
+        taken = getattr(reason_code, "value", None) == SESSION_TAKEN_OVER
+        self._cut_short = self._cut_short + 1 if taken or (lasted is not None and lasted < CUT_SHORT_S) else 0
+        if not taken and self._cut_short < CUT_SHORT_IN_A_ROW:
+            return
+        if self._bad_topics.hit("taken over") is None:
+            return
+        why = ("the broker handed this daemon's session to another client" if taken else
+               f"the broker closed the connection {self._cut_short} times in a row within {CUT_SHORT_S:.0f} s of "
+               "accepting it: most often another client")
+        log.error("%s with client id %r (a second daemon with the same settings?), and the two take it from each "
+                  "other at every reconnect; give each daemon its own client_id (--client-id) and instance",
+                  why, self.settings.client_id)

@@ -4,7 +4,8 @@ An instance (``serve --instance``, default the client id) keeps its status retai
 ``<output_prefix>/status/<instance>`` as JSON, with a Last Will saying ``offline``::
 
     {"state": "online", "instance": "site-a", "client_id": "sensorguard-host-1",
-     "partitions": ["site-a/#"], "topic_prefix": "sensors", "version": "0.1.0"}
+     "partitions": ["site-a/#"], "topic_prefix": "sensors", "version": "0.1.0",
+     "host": "host-1", "pid": 4242}
 
 Its partitions (``serve --partition``, repeatable, default ``#``) are MQTT topic filters under
 ``topic_prefix``: it subscribes to ``<topic_prefix>/<filter>`` for each, in one persistent session.
@@ -19,7 +20,11 @@ line, when another instance
   readings would be scored twice and its alerts raised twice.
 
 An instance's own filters must not overlap each other either (:func:`filter_problems`), and two
-daemons (client ids) must not share an instance name. A run whose partitions changed unsubscribes,
+daemons (client ids) must not share an instance name. Nor may two daemons share a client id: the
+broker gives the session to the newer connection and drops the older, which reconnects and drops
+the newer, every second. An online status of this client id from another process still running on
+this host (its ``host`` and ``pid``) is such a daemon (:func:`running_here`); on other hosts the
+connection notices it (:mod:`sensorguard.service.connection`). A run whose partitions changed unsubscribes,
 in its resumed persistent session, the filters its previous run (same client id, by its retained
 status) served and it no longer does (:func:`stale_filters`); readings the broker had already
 queued for them arrive once more.
@@ -31,6 +36,8 @@ queued for them arrive once more.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +63,29 @@ class InstanceCheck:
 
 
 def status_payload(name: str, client_id: str, partitions: tuple[str, ...], topic_prefix: str, online: bool) -> bytes:
-    """The retained status of instance ``name`` (also its Last Will, offline)."""
+    """The retained status of instance ``name`` (also its Last Will, offline); ``host`` and ``pid``
+    let a second daemon started with the same settings on this host see the first."""
     return orjson.dumps({"state": "online" if online else "offline", "instance": name, "client_id": client_id,
-                         "partitions": list(partitions), "topic_prefix": topic_prefix, "version": __version__})
+                         "partitions": list(partitions), "topic_prefix": topic_prefix, "version": __version__,
+                         "host": socket.gethostname(), "pid": os.getpid()})
+
+
+def running_here(status: dict, host: str | None = None, pid: int | None = None) -> int | None:
+    """The pid of the process behind ``status`` when it is another process alive on this host
+    (``host``, ``pid``: this process's, by default), else None. Its own earlier run that died
+    without the broker noticing yet has a dead pid (or this pid, in a container: always 1)."""
+    theirs = status.get("pid")
+    if status.get("host") != (host or socket.gethostname()) or type(theirs) is not int or theirs <= 0:
+        return None
+    if theirs == (pid or os.getpid()):
+        return None
+    try:
+        os.kill(theirs, 0)
+    except PermissionError:  # alive, another user's
+        return theirs
+    except OSError:
+        return None
+    return theirs
 
 
 def filters_overlap(a: str, b: str) -> bool:
@@ -103,6 +130,10 @@ def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others:
             if client_id is not None and isinstance(theirs, str) and theirs != client_id:
                 out.append(f"an instance named {name!r} is already online (client id {theirs!r}): give each "
                            "daemon its own instance name")
+            elif (pid := running_here(status)) is not None:
+                out.append(f"a daemon with client id {theirs!r} and instance {name!r} is already running on this "
+                           f"host (pid {pid}): the broker would hand the session from one to the other every "
+                           "second; give each daemon its own client_id and instance (--client-id, --instance)")
             continue
         theirs = status.get("topic_prefix")
         if isinstance(theirs, str) and theirs != topic_prefix:

@@ -352,3 +352,15 @@ def test_a_retained_reading_on_a_real_broker_is_not_taken_as_news(mosquitto, tra
         assert (metric(url, "sensorguard_readings_total") or 0.0) == 0.0 and len(daemon.buffers) == 0
     finally:
         daemon.stop()
+
+
+def test_two_daemons_with_one_client_id_say_why_they_keep_disconnecting(serve, caplog):
+    """Found in a README walk: a second daemon started with the same settings took the session from
+    the first every second and back; both logs said only "disconnected (Unspecified error)"."""
+    serve()
+    serve()  # the same client id (in-process, so serve's check of a running pid cannot see it)
+    wait_for(lambda: any("times in a row" in r.getMessage() for r in caplog.records if r.levelname == "ERROR"),
+             20, "the cut-short connections said")
+    said = next(r.getMessage() for r in caplog.records if "times in a row" in r.getMessage())
+    assert "client id 'sensorguard-test-" in said and "--client-id" in said
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from sensorguard.service.instances import (
     conflicts,
     filter_problems,
     filters_overlap,
+    running_here,
     stale_filters,
 )
 from tests.conftest import epoch, plant_frame
@@ -55,6 +58,30 @@ def test_conflicts_name_the_other_instance_and_skip_offline_ones_and_itself():
     assert "already online (client id 'sg-me')" in conflicts("me", ("#",), "sensors", mine, client_id="sg-other")[0]
 
 
+def test_a_status_is_running_here_only_for_another_live_process_of_this_host():
+    """The same client id online from a live process on this host is a second daemon; a dead pid,
+    this very pid (a container's restarted pid 1) or another host is not (the broker may not have
+    noticed the old run die yet)."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        here = socket.gethostname()
+        assert running_here({"host": here, "pid": sleeper.pid}) == sleeper.pid
+        assert running_here({"host": "elsewhere", "pid": sleeper.pid}) is None
+        assert running_here({"host": here, "pid": os.getpid()}) is None
+        assert running_here({"host": here, "pid": sleeper.pid}, pid=sleeper.pid) is None
+        assert running_here({"host": here}) is None and running_here({"host": here, "pid": "7"}) is None
+        mine = {"me": {"state": "online", "client_id": "sg-me", "partitions": ["#"], "topic_prefix": "sensors",
+                       "host": here, "pid": sleeper.pid}}
+        found = conflicts("me", ("#",), "sensors", mine, client_id="sg-me")
+        assert len(found) == 1 and f"already running on this host (pid {sleeper.pid})" in found[0]
+        assert "--client-id" in found[0]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert running_here({"host": here, "pid": sleeper.pid}) is None  # dead: an earlier run's status
+    assert conflicts("me", ("#",), "sensors", mine, client_id="sg-me") == []
+
+
 def test_stale_filters_are_what_this_sessions_earlier_run_served_and_this_one_does_not():
     statuses = {"old-name": {"client_id": "sg-1", "partitions": ["#"], "topic_prefix": "sensors"},
                 "other": {"client_id": "sg-2", "partitions": ["site-b/#"], "topic_prefix": "sensors"}}
@@ -79,7 +106,8 @@ def test_two_instances_serve_their_partitions_and_a_third_that_overlaps_is_refus
         assert statuses[f"site-a-{suffix}"] == {"state": "online", "instance": f"site-a-{suffix}",
                                                  "client_id": f"sg-a-{suffix}",
                                                  "partitions": ["site-a/#"], "topic_prefix": "sensors",
-                                                 "version": statuses[f"site-a-{suffix}"]["version"]}
+                                                 "version": statuses[f"site-a-{suffix}"]["version"],
+                                                 "host": socket.gethostname(), "pid": os.getpid()}
         assert statuses[f"site-b-{suffix}"]["partitions"] == ["site-b/#"]
         assert metric(url_a, "sensorguard_partition_info", daemon=f"site-a-{suffix}", partition="site-a/#") == 1
 
@@ -108,6 +136,16 @@ def test_two_instances_serve_their_partitions_and_a_third_that_overlaps_is_refus
         )
         assert out.returncode == 1 and "Traceback" not in out.stderr
         assert f"overlaps 'site-a/#' of the running instance 'site-a-{suffix}'" in out.stderr
+        # the same settings again (this test's process is daemon a): the two would take the session
+        # from each other every second, each log saying only "disconnected (Unspecified error)"
+        out = subprocess.run(
+            [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--broker", mosquitto.url,
+             "--metrics-port", "0", "--client-id", f"sg-a-{suffix}", "--instance", f"site-a-{suffix}",
+             "--partition", "site-a/#"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert f"already running on this host (pid {os.getpid()})" in out.stderr
 
         a.stop()  # its status goes offline: its partition is free again
         wait_for(lambda: watch.statuses()[-1:] == ["offline"], 10, "site-a offline")

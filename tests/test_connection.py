@@ -1,0 +1,28 @@
+"""The broker connection's own judgement: why it keeps losing its session (no broker needed)."""
+
+from __future__ import annotations
+
+from sensorguard.service.config import load_settings
+
+
+def test_a_session_taken_over_is_said_at_once_and_a_lasting_connection_resets_the_count(caplog):
+    """MQTT 5 brokers that say why (EMQX, HiveMQ: reason 0x8E) are named at the first drop; plain
+    drops count only when they come in a row, each soon after the connect."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from sensorguard.service.connection import CUT_SHORT_IN_A_ROW, Connection
+
+    settings = load_settings({"client_id": "sg-twin"}, {}, require_model=False)
+    conn = Connection(settings, None, None, lambda client, message: None, lambda: False)
+    conn._taken_over(ReasonCode(PacketTypes.DISCONNECT, "Session taken over"), 60.0)
+    assert [r.getMessage() for r in caplog.records][-1].startswith(
+        "the broker handed this daemon's session to another client with client id 'sg-twin'")
+    caplog.clear()
+    conn = Connection(settings, None, None, lambda client, message: None, lambda: False)
+    lost = ReasonCode(PacketTypes.DISCONNECT, "Unspecified error")
+    for lasted in [1.0] * (CUT_SHORT_IN_A_ROW - 1) + [600.0] + [1.0] * (CUT_SHORT_IN_A_ROW - 1):
+        conn._taken_over(lost, lasted)
+    assert caplog.records == []  # a connection that lasted broke the run
+    conn._taken_over(lost, 0.5)
+    assert "3 times in a row within 3 s" in caplog.records[-1].getMessage()
