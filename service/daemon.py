@@ -165,7 +165,8 @@ class Daemon:
         self.alerts.restore_until = time.monotonic() + self.rules.stale_after
         self._next_save = time.monotonic() + SAVE_INTERVAL_S
         self._beat = time.monotonic()
-        self._http = serve_http(self.registry, s.metrics_host, s.metrics_port, self.ready, self.alive)
+        self._http = serve_http(self.registry, s.metrics_host, s.metrics_port, self.ready, self.alive,
+                                     why_not=self.not_ready)
         self._threads = [
             threading.Thread(target=self._work, name="sensorguard-scorer", daemon=True),
             threading.Thread(target=self.models.watch, args=(lambda: self.ingest.stopping,),
@@ -249,9 +250,24 @@ class Daemon:
 
     def ready(self) -> bool:
         """Model loaded, broker (and cluster) connected, scoring worker alive (``/readyz``)."""
-        return (self.alive() and self.scorer is not None and self.connection.connected.is_set()
-                and not self.ingest.stopping
-                and not self.connection.refused and (self.source is None or self.source.ready.is_set()))
+        return not self.not_ready()
+
+    def not_ready(self) -> list[str]:
+        """Why ``/readyz`` is red, one reason each (its 503 body: a probe's log then says which)."""
+        reasons = []
+        if not self.alive():
+            reasons.append(f"the scoring worker is dead or has not come round its loop for {STUCK_S:.0f} s")
+        if self.scorer is None:
+            reasons.append("no model loaded yet")
+        if not self.connection.connected.is_set():
+            reasons.append(f"not connected to the broker {self.settings.redacted()['broker']}")
+        if self.ingest.stopping:
+            reasons.append("stopping")
+        if self.connection.refused:
+            reasons.append(f"the broker refused a subscription ({', '.join(self.connection.refused)})")
+        if self.source is not None and not self.source.ready.is_set():
+            reasons.append("the cluster's reading stream is not connected")
+        return reasons
 
     @property
     def metrics_address(self) -> tuple[str, int]:

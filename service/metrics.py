@@ -265,16 +265,16 @@ class Metrics:
 
 def serve_http(
     registry: CollectorRegistry, host: str, port: int, ready: Callable[[], bool],
-    alive: Callable[[], bool] = lambda: True,
+    alive: Callable[[], bool] = lambda: True, why_not: Callable[[], list[str]] | None = None,
 ) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    """Serve ``/metrics``, ``/healthz`` (``alive``) and ``/readyz`` (``ready``) on a background
-    thread; 404 elsewhere.
+    """Serve ``/metrics``, ``/healthz`` (``alive``) and ``/readyz`` (``ready``; a 503's body
+    says ``why_not``, a line each) on a background thread; 404 elsewhere.
 
     prometheus_client's own server answers every path with metrics, which hides typos in probe
     configs, hence this wrapper. Port 0 binds a free port: read it from ``server.server_address``.
     Stop with :func:`shutdown_http`.
     """
-    handler = _make_handler(registry, ready, alive)
+    handler = _make_handler(registry, ready, alive, why_not)
     server_cls = _V6Server if ":" in host else ThreadingHTTPServer
     try:
         server = server_cls((host, port), handler)
@@ -300,8 +300,8 @@ class _V6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-def _make_handler(registry: CollectorRegistry, ready: Callable[[], bool],
-                  alive: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
+def _make_handler(registry: CollectorRegistry, ready: Callable[[], bool], alive: Callable[[], bool],
+                  why_not: Callable[[], list[str]] | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "sensorguard"
 
@@ -322,7 +322,7 @@ def _make_handler(registry: CollectorRegistry, ready: Callable[[], bool],
             elif path == "/readyz":
                 is_ready = _safe_ready(ready)
                 status = 200 if is_ready else 503
-                body = b"ready\n" if is_ready else b"not ready\n"
+                body = b"ready\n" if is_ready else _not_ready_body(why_not)
                 content_type = "text/plain; charset=utf-8"
             else:
                 status, content_type, body = 404, "text/plain; charset=utf-8", b"not found\n"
@@ -337,6 +337,16 @@ def _make_handler(registry: CollectorRegistry, ready: Callable[[], bool],
             log.debug("http %s - " + format, self.address_string(), *args)
 
     return Handler
+
+
+def _not_ready_body(why_not: Callable[[], list[str]] | None) -> bytes:
+    """``not ready``, then one line per reason (a failing ``why_not`` is no reason to 500)."""
+    try:
+        reasons = list(why_not()) if why_not is not None else []
+    except Exception:  # noqa: BLE001 - the probe must still get its 503
+        log.exception("listing why the daemon is not ready failed")
+        reasons = []
+    return "".join(["not ready\n", *(f"- {r}\n" for r in reasons)]).encode()
 
 
 def _exposition(registry: CollectorRegistry, accept: str) -> tuple[str, bytes]:

@@ -29,6 +29,7 @@ import os
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -192,7 +193,7 @@ class Supervisor:
         """Listen first: a busy metrics port used to fail after the workers were spawned, and they
         waited for ever for a start that never came (the parent hung at exit, systemd saw it up)."""
         self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready,
-                                self.alive)
+                                self.alive, why_not=self.not_ready)
         self.started = self._watched = time.monotonic()
         for slot in self.slots:
             self._spawn(slot)
@@ -310,6 +311,15 @@ class Supervisor:
         """Every worker answers ``/readyz`` with 200."""
         return all(slot.port is not None and _get(slot.port, "/readyz") is not None for slot in self.slots)
 
+    def not_ready(self) -> list[str]:
+        """Each worker that is not ready, with the reasons its own ``/readyz`` gives."""
+        out = []
+        for slot in self.slots:
+            why = "not started, or restarting" if slot.port is None else _why_not_ready(slot.port)
+            if why is not None:
+                out.append(f"worker w{slot.index}: {why}")
+        return out
+
     def collect(self):
         """The workers' metrics merged (prometheus_client calls this on each scrape)."""
         pages, generations = [], [slot.generation for slot in self.slots]
@@ -357,6 +367,18 @@ def _get(port: int, path: str) -> str | None:
             return answer.read().decode("utf-8") if answer.status == 200 else None
     except OSError:
         return None
+
+
+def _why_not_ready(port: int) -> str | None:
+    """None when a worker's ``/readyz`` answers 200, else its reasons on one line."""
+    try:
+        with _DIRECT.open(f"http://127.0.0.1:{port}/readyz", timeout=SCRAPE_TIMEOUT_S) as answer:
+            return None if answer.status == 200 else f"/readyz answered {answer.status}"
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode("utf-8", "replace").splitlines()[1:]
+        return "; ".join(line.removeprefix("- ") for line in body) or "not ready"
+    except OSError:
+        return "its endpoint does not answer"
 
 
 def hang_up(process) -> bool:

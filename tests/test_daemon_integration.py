@@ -7,6 +7,9 @@ through MQTT or a scrape of ``/metrics``. No fixed sleeps: every wait polls with
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -295,6 +298,9 @@ def test_daemon_reconnects_after_a_broker_restart(serve, mosquitto, trained):
     mosquitto.stop()
     wait_for(lambda: running.value("sensorguard_mqtt_connected") == 0, 10, "mqtt_connected 0")
     assert http_status(f"{running.url}/readyz") == 503 and http_status(f"{running.url}/healthz") == 200
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(f"{running.url}/readyz", timeout=5)
+    assert answer.value.read() == f"not ready\n- not connected to the broker {mosquitto.url}\n".encode()
     mosquitto.start()
     wait_for(lambda: http_status(f"{running.url}/readyz") == 200, 40, "reconnected (backoff)")
     assert running.value("sensorguard_mqtt_connected") == 1

@@ -234,6 +234,30 @@ def test_failing_readiness_probe_is_not_ready(registry: CollectorRegistry) -> No
         shutdown_http(srv, thread)
 
 
+def test_not_ready_says_why_a_line_each_and_a_failing_reason_list_still_gives_503(registry: CollectorRegistry) -> None:
+    """A probe's log said only "not ready": which of broker, model, worker, stream was down had to
+    be dug out of the daemon's own log."""
+    reasons = ["not connected to the broker mqtt://b:1883", "no model loaded yet"]
+    srv, thread = serve_http(registry, "127.0.0.1", 0, lambda: not reasons, why_not=lambda: list(reasons))
+    try:
+        port = srv.server_address[1]
+        assert get(port, "/readyz")[::2] == (503, b"not ready\n- not connected to the broker mqtt://b:1883\n"
+                                                  b"- no model loaded yet\n")
+        reasons.clear()
+        assert get(port, "/readyz")[::2] == (200, b"ready\n")
+    finally:
+        shutdown_http(srv, thread)
+
+    def boom() -> list[str]:
+        raise RuntimeError("broken")
+
+    srv, thread = serve_http(registry, "127.0.0.1", 0, lambda: False, why_not=boom)
+    try:
+        assert get(srv.server_address[1], "/readyz")[::2] == (503, b"not ready\n")
+    finally:
+        shutdown_http(srv, thread)
+
+
 def test_requests_are_logged_at_debug_not_stderr(
     server: tuple[int, dict], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 ) -> None:

@@ -516,3 +516,28 @@ def test_each_reload_asked_reaches_the_runner_also_one_asked_before_it_ran():
     called.clear()
     asked.set()
     assert called.wait(10) and len(calls) == 2
+
+
+def test_the_parents_not_ready_names_each_worker_and_its_own_reasons(tmp_path):
+    """The parent's /readyz 503 said only "not ready": which worker, and why, took a scrape of each."""
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.metrics import serve_http, shutdown_http
+    from sensorguard.service.workers import Supervisor
+
+    settings = _settings(tmp_path, partition=["a/#", "b/#", "c/#"], workers=3)
+    sup = Supervisor(settings, worker_settings(settings, 3), [(), (), ()])
+    ready = serve_http(CollectorRegistry(), "127.0.0.1", 0, lambda: True)
+    down = serve_http(CollectorRegistry(), "127.0.0.1", 0, lambda: False,
+                      why_not=lambda: ["not connected to the broker mqtt://b:1883"])
+    try:
+        sup.slots[0].port, sup.slots[1].port = ready[0].server_address[1], down[0].server_address[1]
+        assert sup.not_ready() == ["worker w1: not connected to the broker mqtt://b:1883",
+                                   "worker w2: not started, or restarting"]
+        assert not sup.ready()
+        sup.slots[2].port = ready[0].server_address[1]
+        assert sup.not_ready() == ["worker w1: not connected to the broker mqtt://b:1883"]
+    finally:
+        shutdown_http(*ready)
+        shutdown_http(*down)
+    assert sup.not_ready()[0] == "worker w0: its endpoint does not answer"
