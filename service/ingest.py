@@ -31,6 +31,7 @@ from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.payload import parse_message
 from sensorguard.service.recorder import Recorder
+from sensorguard.service.reject_detail import explain
 from sensorguard.service.sensors import SensorEvent, SensorRules
 from sensorguard.service.windows import Buffers, DueWindow
 
@@ -105,17 +106,20 @@ class Ingest:
         if accepted:
             self.metrics.readings.inc(accepted)
         for reason in rejects:
-            self._rejected(reason, topic, asset)
+            self._rejected(reason, topic, asset, payload)
         return True
 
-    def _rejected(self, reason: str, topic: str, asset: str | None) -> None:
-        """Count one rejected reading; a log line per reason at most every REJECT_LOG_INTERVAL_S."""
+    def _rejected(self, reason: str, topic: str, asset: str | None, payload: bytes = b"") -> None:
+        """Count one rejected reading; a log line per reason at most every REJECT_LOG_INTERVAL_S,
+        saying what in ``payload`` was at fault (the stamp, value or channel: :mod:`reject_detail`)."""
         self.metrics.reject(reason)
         count = self._reject_log.hit(reason)
         if count is not None:
+            detail = explain(reason, payload, self.buffers.channels,
+                             self.buffers.last_ts(asset) if asset else None)
             log.warning(
-                "rejected reading: %s (topic %r, asset %r; %d like this since the last line)",
-                reason, topic[:200], asset, count,
+                "rejected reading: %s%s (topic %r, asset %r; %d like this since the last line)",
+                reason, f": {detail}" if detail else "", topic[:200], asset, count,
                 extra={"reason": reason, "count": count},
             )
 

@@ -205,7 +205,7 @@ def test_daemon_scores_equal_offline_score_verb(serve, mosquitto, trained, train
     pub.close()
 
 
-def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
+def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto, caplog):
     running = serve(max_assets=2, fill_limit=1, max_payload_bytes=2000, max_samples_per_message=5)
     pub = Publisher(mosquitto)
     t0 = 1_767_225_600.0
@@ -257,6 +257,17 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto):
     assert {r for r, v in counts.items() if v} == expected
     assert counts["parse_error"] == counts["not_ours"] == 0 and all(counts[r] == 1 for r in expected)
     assert running.value("sensorguard_sensor_faults_total", kind="missing") == 1
+    # each reason's log line says what was at fault (it named the topic and asset only)
+    said = {r.reason: r.getMessage() for r in caplog.records if hasattr(r, "reason")}
+    assert "rejected reading: too_large: 3,0" in said["too_large"]
+    assert "invalid_json: the message starts b'{not json'" in said["invalid_json"]
+    assert "bad_ts: ts 'yesterday' is not epoch seconds" in said["bad_ts"]
+    assert "bad_values: 'c0' is '1', not a number" in said["bad_values"]
+    assert "unknown_channel: 'zz' is not one of the model's 3 channels ('c0', 'c1', 'c2')" in said["unknown_channel"]
+    assert "missing_channel: no value for 'c1', 'c2'" in said["missing_channel"]
+    assert ("out_of_order: ts 2025-12-31T23:59:50.000Z; the asset's newest reading 2026-01-01T00:00:02.000Z"
+            in said["out_of_order"])
+    assert "future_ts: ts 2184-" in said["future_ts"] and "the daemon's clock reads 20" in said["future_ts"]
     assert http_status(f"{running.url}/healthz") == 200 and http_status(f"{running.url}/readyz") == 200
     assert http_status(f"{running.url}/nothing-here") == 404
     send("b", reading(t0 + 2))  # still serving
