@@ -80,3 +80,15 @@ def duration(text: str) -> float:
     if not 0 <= seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a duration of at least 0, got {text!r}")
     return seconds
+
+
+def shelving(text: str) -> float:
+    """``shelve --for``: a :func:`duration` of at most the daemon's limit (7 days), said with the
+    flag's name here (the daemon's refusal names its message field, ``for_s``)."""
+    from sensorguard.service.commands import MAX_SHELVE_S
+
+    seconds = duration(text)
+    if seconds > MAX_SHELVE_S:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SHELVE_S / 86400:g}d: a shelved alert must come back by "
+                                         f"itself (ISA-18.2), got {text!r}")
+    return seconds

@@ -22,6 +22,7 @@ from sensorguard.argtypes import (
     seed,
     server_list,
     share,
+    shelving,
     utc_time,
 )
 
@@ -154,7 +155,7 @@ def _add_command_verbs(verbs) -> None:
     p = verbs.add_parser("shelve", help="shelve an asset's alerts for a while (0 unshelves)",
                          description="Publish a shelve command (at most 7 days) and print the daemon's answer.")
     p.add_argument("asset", help="asset id (site-a/pump-7)")
-    p.add_argument("--for", dest="for_s", type=duration, required=True, help="how long (30m, 8h, 1d; 0 unshelves)")
+    p.add_argument("--for", dest="for_s", type=shelving, required=True, help="how long (30m, 8h, 1d; 0 unshelves)")
     p.add_argument("--reason", help="why (kept in the audit log)")
     broker_flags(p)
 

@@ -358,6 +358,15 @@ def test_simulate_starts_where_it_is_told(tmp_path, capsys):
     assert exit_info.value.code == 2 and "expected a date or time" in capsys.readouterr().err
 
 
+def test_a_shelving_past_the_daemons_limit_is_refused_naming_the_flag(capsys):
+    """The daemon refused it as "for_s must be from 0 to 604800 seconds": a field the user never typed."""
+    with pytest.raises(SystemExit) as stop:
+        main(["shelve", "pump-1", "--for", "30d", "--broker", "mqtt://127.0.0.1:1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --for: at most 7d: a shelved alert must come back by itself (ISA-18.2), got '30d'" in err
+
+
 @pytest.mark.parametrize("argv", [["shelve", "pump-1", "--for", "-1h"],
                                   ["maintenance", "start", "pump-1", "--until", "-30m"]])
 def test_a_negative_duration_is_named_not_taken_for_an_option(argv, capsys):

@@ -123,6 +123,8 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
     try:
         out = cli(mosquitto, "maintenance", "start", "line-1/pump-m", "--reason", "seal change", "--by", "ana")
         assert out.returncode == 0 and out.stdout.startswith("accepted by") and "in maintenance" in out.stdout, out
+        # accepted (it may come online later) but said: a typo of an asset id was silently shelved
+        assert "note: no reading of line-1/pump-m has reached" in out.stdout and "serves 0 assets" in out.stdout
         out = cli(mosquitto, "shelve", "line-1/pump-s", "--for", "2h")
         assert out.returncode == 0 and "shelved until" in out.stdout, out
         pub = Publisher(mosquitto)
@@ -154,6 +156,8 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
         commands = [e for e in events.on("sensorguard/events") if e.get("event") == "command"]
         assert [c["command"] for c in commands] == ["maintenance", "shelve", "ack"]
         assert metric(url, "sensorguard_commands_total", command="ack", result="rejected") == 1
+        out = cli(mosquitto, "shelve", "line-1/pump-a", "--for", "1m")  # an asset it reads: no note
+        assert out.returncode == 0 and "shelved until" in out.stdout and "note" not in out.stdout, out
 
         junk = Publisher(mosquitto)
         junk.raw("sensorguard/commands/shelve", b"{not json")  # counted and logged, the daemon goes on
