@@ -376,3 +376,20 @@ def test_a_negative_duration_is_named_not_taken_for_an_option(argv, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "expected a duration of at least 0, got '-" in err and "expected one argument" not in err
+
+
+def test_the_output_format_follows_the_suffix_and_an_unknown_one_is_said(tmp_path, capsys):
+    """``--out scores.txt`` was a CSV in silence, ``--out scores.xlsx`` a CSV that Excel refused."""
+    frames = []
+    for name, sep in (("a.csv", ","), ("a.tsv", "\t"), ("a.csv.gz", ",")):
+        assert main(["simulate", "--out", str(tmp_path / name), "--rows", "5", "--channels", "2"]) == 0
+        frames.append(pd.read_csv(tmp_path / name, sep=sep))
+    assert frames[0].shape[0] == 5 and all(f.equals(frames[0]) for f in frames)
+    assert "note" not in capsys.readouterr().err
+    assert main(["simulate", "--out", str(tmp_path / "a.txt"), "--rows", "5", "--channels", "2"]) == 0
+    assert pd.read_csv(tmp_path / "a.txt").equals(frames[0])
+    assert "a.txt: written as CSV (a .csv, .tsv or .parquet suffix chooses the format)" in capsys.readouterr().err
+    assert main(["simulate", "--out", str(tmp_path / "a.xlsx"), "--rows", "5", "--channels", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write .xlsx files; give a .csv, .tsv or .parquet path" in err and "Traceback" not in err
+    assert not (tmp_path / "a.xlsx").exists()
