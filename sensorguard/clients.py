@@ -32,13 +32,14 @@ def replay_file(args: argparse.Namespace) -> int:
              # (the pid alone is 1 in every container: two replays knocked each other off the broker)
              "client_id": args.client_id or f"sensorguard-replay-{os.getpid()}-{uuid.uuid4().hex[:8]}"}
     settings = load_settings(flags, os.environ, require_model=False)
-    channels = None
+    channels, bundle = None, None
     if args.model:  # (a bad bundle is one line: main reports its BundleError)
         from sensorguard.service.bundle import load_bundle
 
         if args.channels:
             raise CliError("give --channels or --model, not both")
-        channels = list(load_bundle(args.model).channels)
+        bundle = load_bundle(args.model)
+        channels = list(bundle.channels)
     data = _load(args, [args.data], channels)  # for its channels and raw rows: the daemon does the cleaning
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -53,6 +54,9 @@ def replay_file(args: argparse.Namespace) -> int:
     else:
         raise CliError(f"{args.data} has no asset column: give --asset")
     due = schedule(times[order], args.rate, args.speed)
+    if bundle is not None and bundle.regular and bundle.sample_period and (
+            off := _off_rate(times[order], assets, bundle.sample_period)):
+        print(f"note: {off}", file=sys.stderr)
     if args.timestamps != "original" and (ahead := _refused_ahead(times[order], due, assets, settings.max_future_s)):
         print(f"note: {ahead}", file=sys.stderr)
     stop, signalled = threading.Event(), []
@@ -79,6 +83,30 @@ def replay_file(args: argparse.Namespace) -> int:
         print(f"stopped by SIGTERM after {result.rows} of {len(order)} rows", file=sys.stderr)
         return 143
     return 0 if result.confirmed else EXIT_ERROR
+
+
+def _off_rate(times, assets, period: float) -> str | None:
+    """The stamps keep the file's spacing, and the daemon holds an asset to the model's sample
+    period by them: a file sampled over 1.5x slower is refused reading by reading (``slow_rate``),
+    and the replay reported success (found in a README walk); a faster one is thinned."""
+    import numpy as np
+    import pandas as pd
+
+    from sensorguard.service.cleaning import FAST_RATE, SLOW_RATE
+
+    frame = pd.DataFrame({"asset": assets, "t": times}) if not isinstance(assets, str) else pd.DataFrame({"t": times})
+    steps = (frame.groupby("asset", sort=False)["t"].diff() if "asset" in frame else frame["t"].diff()).to_numpy()
+    steps = steps[np.isfinite(steps) & (steps > 0)]
+    if not len(steps):
+        return None
+    step = float(np.median(steps))
+    said = f"the file's rows are {step:g} s apart and the model's sample period is {period:g} s"
+    if step > SLOW_RATE * period:
+        return (f"{said}: the daemon refuses readings over {SLOW_RATE:g}x slower than that (slow_rate), so it "
+                "would take none of these; train a model on data at this rate")
+    if step < FAST_RATE * period:
+        return f"{said}: the daemon keeps one reading a period (resampled), about 1 in {period / step:.0f}"
+    return None
 
 
 def _refused_ahead(times, due, assets, max_future_s: float) -> str | None:

@@ -190,6 +190,23 @@ def test_a_replay_stopped_by_sigterm_does_not_report_success(tmp_path, mosquitto
     assert "stopped by SIGTERM after" in err and "of 400 rows" in err, err
 
 
+def test_replay_with_the_model_says_when_the_files_rate_is_not_the_models():
+    """Found in a README walk: a file sampled every 10 s replayed to a 1 s model was refused row by
+    row (slow_rate) and replay reported success."""
+    import numpy as np
+
+    from sensorguard.clients import _off_rate
+
+    slow = _off_rate(np.arange(0.0, 400.0, 10.0), "p1", 1.0)
+    assert slow.startswith("the file's rows are 10 s apart and the model's sample period is 1 s")
+    assert "(slow_rate), so it would take none of these" in slow
+    assert "about 1 in 4" in _off_rate(np.arange(0.0, 10.0, 0.25), "p1", 1.0)
+    assert _off_rate(np.arange(0.0, 100.0, 1.2), "p1", 1.0) is None  # within the daemon's tolerance
+    both = np.repeat(np.arange(100.0), 2)  # two machines at 1 s, interleaved: each judged on its own
+    assert _off_rate(both, ["a", "b"] * 100, 1.0) is None
+    assert _off_rate(np.array([5.0]), "p1", 1.0) is None  # one row: no spacing to judge
+
+
 def test_replay_says_when_a_fast_replay_would_run_past_the_daemons_future_limit():
     """Found by review: at --speed 10 a file with a 2 h gap ran 9,000 s ahead of the clock when the
     gap came; the daemon refused the row after it as future_ts, and every later one."""
