@@ -75,6 +75,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     )
     from sensorguard.service.shadow import live_gate
 
+    if misplaced := _misplaced(args):
+        raise CliError(misplaced)
     root, name = Path(args.registry), validate_name(args.name)
     if args.action == "list":
         infos = version_infos(root, name)  # before the header: a missing registry is one line, nothing else
@@ -111,8 +113,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "promote" and not args.version:
         raise CliError("promote needs a VERSION (or --gate live to promote the shadow)")
     old, new = promote(root, name, args.version) if args.action == "promote" else rollback(root, name)
-    print(f"{name}: CURRENT {old} -> {new}")
+    print(f"{name}: CURRENT {old or '(none)'} -> {new}")
     return 0
+
+
+def _misplaced(args: argparse.Namespace) -> str | None:
+    """A VERSION or an option the action does not take, as one line: ``rollback v0001`` went back
+    to the version before CURRENT, not to v0001, and said nothing (found in a README walk)."""
+    if args.version and args.action == "rollback":
+        return ("rollback returns to the version before CURRENT and takes no VERSION; to make "
+                f"{args.version} current: models promote {args.version}")
+    if args.version and args.action not in ("show", "promote", "shadow"):
+        return f"{args.action} takes no VERSION (got {args.version})"
+    given = {"--gate": args.gate is not None and args.action != "promote",
+             "--span": args.span != 86400.0 and args.gate is None,
+             "--clear": args.clear and args.action != "shadow",
+             "--keep": args.keep != 10 and args.action != "prune"}
+    wrong = [flag for flag, bad in given.items() if bad]
+    if not wrong:
+        return None
+    return f"{' and '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to models {args.action}"
 
 
 def _stamp(value: object) -> str:

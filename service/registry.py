@@ -210,8 +210,8 @@ def publish(bundle: Bundle, root: str | os.PathLike, name: str, make_current: bo
 def prune(root: str | os.PathLike, name: str, keep: int) -> list[str]:
     """Delete the versions nothing needs any more; the ones deleted, oldest first.
 
-    Kept: ``CURRENT``, ``SHADOW``, the last ``keep`` versions of HISTORY (what ``rollback`` can
-    return to) and the newest ``keep`` versions (recent candidates, promoted or not). A weekly
+    Kept: ``CURRENT``, ``SHADOW``, the last ``keep`` versions of HISTORY before ``CURRENT`` (what
+    ``rollback`` can return to) and the newest ``keep`` versions (recent candidates, promoted or not). A weekly
     retrain publishes a version each time, rejected candidates too, so without this the registry
     only grows. Temporary folders a killed publish or save left (``.incoming.*``, ``.*.old``)
     older than an hour go too.
@@ -222,9 +222,12 @@ def prune(root: str | os.PathLike, name: str, keep: int) -> list[str]:
     versions = _versions_or_error(root, name)
     removed = []
     with pointer_lock(root, name):
-        needed = {current_version(root, name), shadow_version(root, name)}
-        history = current_history(root, name)
-        needed |= set(list(dict.fromkeys(reversed(history)))[:keep]) | set(versions[-keep:])
+        current = current_version(root, name)
+        needed = {current, shadow_version(root, name)}
+        # the history ends with CURRENT itself: the versions rollback returns to are the ones before
+        # it (``--keep 1`` kept CURRENT alone and deleted the one rollback needed; found in a README walk)
+        before = [v for v in dict.fromkeys(reversed(current_history(root, name))) if v != current]
+        needed |= set(before[:keep]) | set(versions[-keep:])
         for version in versions:
             if version not in needed:
                 shutil.rmtree(base / version)

@@ -150,6 +150,16 @@ def test_models_list_show_promote_rollback(registry, trained, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].startswith("* v0002") and lines[1].startswith("  v0001")
     assert lines[0].endswith("retrain gate") and lines[2].endswith("  -")  # published by hand: no gate ran
+    capsys.readouterr()
+    # a VERSION or an option the action does not take: one line, nothing done (rollback v0001 went
+    # back to the version before CURRENT, whatever it named)
+    for argv, said in ((["rollback", "v0001"], "takes no VERSION; to make v0001 current: models promote v0001"),
+                       (["prune", "v0001"], "prune takes no VERSION (got v0001)"),
+                       (["list", "--keep", "3", "--gate", "live"], "--gate and --keep do not apply to models list"),
+                       (["promote", "v0001", "--clear"], "--clear does not apply to models promote")):
+        assert main(["models", *argv, "--registry", str(registry), "--name", "pump"]) == 1
+        assert said in capsys.readouterr().err
+        assert current_version(registry, "pump") == "v0002"
     assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
     assert current_version(registry, "pump") == "v0001"
     assert main(["models", "promote", "v0002", "--registry", str(registry), "--name", "pump"]) == 0
@@ -175,6 +185,8 @@ def test_models_list_and_show_survive_a_version_with_null_fields(registry, train
     publish(bundle, registry, "other", make_current=False)
     assert main(["models", "show", "--registry", str(registry), "--name", "other"]) == 1
     assert "has no current version" in capsys.readouterr().err
+    assert main(["models", "promote", "v0001", "--registry", str(registry), "--name", "other"]) == 0
+    assert "other: CURRENT (none) -> v0001" in capsys.readouterr().out  # it said "None"
 
 
 def test_prune_keeps_current_shadow_history_and_the_newest(registry, trained, capsys):
@@ -193,13 +205,15 @@ def test_prune_keeps_current_shadow_history_and_the_newest(registry, trained, ca
     old.mkdir(), fresh.mkdir()
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     args = ["models", "prune", "--registry", str(registry), "--name", "pump"]
-    assert main([*args, "--keep", "2"]) == 0
-    assert "deleted 1 versions (v0001)" in capsys.readouterr().out
-    assert list_versions(registry, "pump") == ["v0002", "v0003", "v0004", "v0005"]
+    assert main([*args, "--keep", "2"]) == 0  # v0001 and v0002 are the two rollback returns to
+    assert list_versions(registry, "pump") == ["v0001", "v0002", "v0003", "v0004", "v0005"]
     assert main([*args, "--keep", "1"]) == 0
-    assert list_versions(registry, "pump") == ["v0003", "v0004", "v0005"]  # CURRENT, SHADOW, the newest
+    assert "deleted 1 versions (v0001)" in capsys.readouterr().out
+    # CURRENT, the one before it (it was deleted too: the history's last entry is CURRENT), SHADOW, the newest
+    assert list_versions(registry, "pump") == ["v0002", "v0003", "v0004", "v0005"]
     assert not old.exists() and fresh.exists()  # a publish may still be writing the fresh one
-    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 1  # v0002 is gone
+    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
+    assert current_version(registry, "pump") == "v0002"
     with pytest.raises(SystemExit):  # argparse: one usage line
         main([*args, "--keep", "0"])
 
