@@ -46,8 +46,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_column: str | None = None,
-          bundle=None):
-    """Load and clean ``paths``; with a bundle by its cleaning policy (``--fill-limit`` overrides)."""
+          bundle=None, normal: bool = False):
+    """Load and clean ``paths``; with a bundle by its cleaning policy (``--fill-limit`` overrides);
+    ``normal``: the rows are taken as normal data (label-like columns' marked rows are noted)."""
     from dataclasses import replace
 
     from sensorguard.service.bundle_checks import silence_after
@@ -66,6 +67,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
         sensors=None if bundle is None or bundle.sensors is None else replace(
             bundle.sensors, fill_limit=policy.fill_limit,
             silence_s=silence_after(getattr(args, "stale_after", None), policy)),  # a silence starts its watch afresh
+        normal=normal,
     )
 
 
@@ -182,7 +184,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise CliError("--since goes with --recorded (it picks recorded readings)")
     parts = []
     if args.data:
-        part = _load(args, args.data, channels=list(bundle.channels), label_column=args.label_column, bundle=bundle)
+        part = _load(args, args.data, channels=list(bundle.channels), label_column=args.label_column, bundle=bundle,
+                     normal=True)
+        for note in part.notes:  # what the cleaning did, and rows a label column marks (taken as normal)
+            print(f"note: {note}", file=sys.stderr)
         parts.append(drop_labeled(part, args.label_column) if args.label_column else part)
     if args.recorded:  # what a daemon recorded as normal, false alarms acknowledged as such included
         parts.append(load_recorded(args.recorded, since=parse_since(args.since), channels=bundle.channels))

@@ -392,6 +392,11 @@ def test_every_column_left_out_is_named_in_a_note(tmp_path):
     # its rows were trained on as normal: the note counts them and names the flag that leaves them out
     assert "y marks 199 rows: they were trained on as normal (--label-column y leaves them out)" in notes
     assert "vib (85 % numbers)" in notes and "1 rows with unparseable timestamps" in notes
+    # in a model's channels (calibrate, retrain) the marks are said only where the rows are taken as normal
+    mine = [c for c in data.channels]
+    said = "y marks 199 rows: they were taken as normal data (--label-column y leaves them out)"
+    assert said in load_frame([tmp_path / "d.csv"], channels=mine, normal=True).notes
+    assert not any("marks" in n for n in load_frame([tmp_path / "d.csv"], channels=mine).notes)  # score, evaluate
 
 
 def test_cells_that_are_not_numbers_in_a_channel_read_are_named(tmp_path):

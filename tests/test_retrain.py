@@ -464,3 +464,17 @@ def test_file_rows_older_than_since_are_named_when_recordings_come_too(registry,
     data = new_normal_data(registry, "pump", [str(tmp_path / "old.csv")], str(tmp_path / "rec"), "30d")
     assert len(data) == 300
     assert "--since 30d: 400 of the 400 rows of the files are older: left out" in data.notes
+
+
+def test_retrain_notes_rows_a_label_column_marks_in_the_current_models_channels(registry, tmp_path):
+    """With a current model its channels are given, and the label-like note of a first training
+    was skipped: a file's marked fault rows were learned as normal without a word."""
+    from sensorguard.training.retrain import new_normal_data
+
+    frame = plant_frame(rows=300, channels=3, seed=6)
+    frame["anomaly"] = (np.arange(300) >= 280).astype(int)
+    frame.to_csv(tmp_path / "marked.csv", index=False)
+    data = new_normal_data(registry, "pump", [str(tmp_path / "marked.csv")], None, None)
+    assert "anomaly marks 20 rows: they were taken as normal data (--label-column anomaly leaves them out)" in data.notes
+    kept = new_normal_data(registry, "pump", [str(tmp_path / "marked.csv")], None, None, label_column="anomaly")
+    assert len(kept) < len(data) and not any("marks" in n for n in kept.notes)

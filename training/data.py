@@ -53,6 +53,7 @@ def load_frame(
     asset_column: str | None = None,
     policy: CleaningPolicy | None = None,
     sensors: SensorRules | None = None,
+    normal: bool = False,
 ) -> SensorData:
     """Load, sort, de-duplicate, then clean as the daemon does (:mod:`sensorguard.service.cleaning`).
 
@@ -62,6 +63,8 @@ def load_frame(
     channels are held and marked (``faulted``) as the daemon does.
     asset_column: rows of several machines in one table (default: a column named ``asset``, as
     written by the daemon's recorder); each machine is cleaned as its own series.
+    normal: the rows are taken as normal data (``calibrate``, ``retrain``): a label-like column's
+    marked rows are noted even when the channels are given (training notes them anyway).
     """
     if not paths:
         raise DataError("no data files given")
@@ -73,7 +76,7 @@ def load_frame(
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
     return series_from_frame(frame, name, time_column, channels, exclude, label_column, fill_limit, asset_column,
-                             policy, sensors)
+                             policy, sensors, normal)
 
 
 def series_from_frame(
@@ -87,6 +90,7 @@ def series_from_frame(
     asset_column: str | None = None,
     policy: CleaningPolicy | None = None,
     sensors: SensorRules | None = None,
+    normal: bool = False,
 ) -> SensorData:
     """The cleaning half of :func:`load_frame`, for a table already in memory; ``name`` labels errors.
 
@@ -116,7 +120,7 @@ def series_from_frame(
     times = parse_times(stamps, tcol, name, notes)
     if asset_column is None:  # several machines in one table, the column named in any case
         asset_column = next((c for c in frame.columns if str(c).strip().lower() == "asset"), None)
-    chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes, asset_column)
+    chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes, asset_column, normal)
     values = frame[list(chosen)].apply(to_numbers).to_numpy(dtype=np.float64, copy=True)
     if (unreadable := unreadable_note(frame, chosen, values)) is not None:
         notes.append(unreadable)

@@ -276,7 +276,7 @@ def new_normal_data(
     parts = []
     if paths:
         data = load_frame(paths, time_column=time_column, channels=channels, exclude=exclude,
-                          label_column=label_column, fill_limit=fill_limit)
+                          label_column=label_column, fill_limit=fill_limit, normal=True)
         if label_column:
             data = drop_labeled(data, label_column)
         if start is not None:

@@ -276,6 +276,7 @@ def choose_channels(
     name: str,
     notes: list[str],
     asset_column: str | None = None,
+    normal: bool = False,
 ) -> tuple[str, ...]:
     if channels and tcol in channels:  # its values would be read as epoch seconds (a flow of 120: 1970)
         raise DataError(f"{name}: {tcol} is the time column and also a channel (the model's, or --channels)")
@@ -285,6 +286,12 @@ def choose_channels(
         missing = [c for c in channels if c not in frame.columns]
         if missing:
             raise DataError(f"{name}: channels not found: {', '.join(missing)} (columns: {cols(frame)})")
+        if normal:  # calibrate and retrain in a model's channels: 194 fault rows set a line 25x higher,
+            for col in frame.columns:  # unsaid (found in a README walk)
+                if (col not in (tcol, label_column) and col not in channels and str(col).strip().lower() in LABEL_NAMES
+                        and (marked := _marked(frame[col], str(col), name))):
+                    notes.append(f"{col} marks {marked} rows: they were taken as normal data (--label-column {col} "
+                                 "leaves them out)")
         return tuple(channels)
     unknown = [c for c in exclude if c not in frame.columns]
     if unknown:
@@ -297,11 +304,7 @@ def choose_channels(
             continue
         if lowered in LABEL_NAMES:  # a label the file carries must never feed the model
             labels.append(str(col))
-            try:  # the rows --label-column would leave out (a helper's README walk)
-                marked = int(label_rows(frame[col], str(col), name).sum())
-            except DataError:  # not labels as --label-column reads them: nothing to count
-                marked = 0
-            if marked:
+            if marked := _marked(frame[col], str(col), name):
                 marks.append(f"{col} marks {marked} rows: they were trained on as normal (--label-column {col} "
                              "leaves them out)")
             continue
@@ -392,3 +395,11 @@ def label_rows(column: pd.Series, label_column: str, name: str) -> np.ndarray:
         raise DataError(f"{name}: label column {label_column!r} holds {column[fraction].iloc[0]}; labels must be "
                         "whole numbers (0 normal, > 0 anomalous) or true/false: is it a sensor channel?")
     return (numeric.to_numpy() > 0).astype(np.int8)
+
+
+def _marked(column: pd.Series, col: str, name: str) -> int:
+    """The rows a label-like column marks, as ``--label-column`` would read it (0: not labels)."""
+    try:
+        return int(label_rows(column, col, name).sum())
+    except DataError:
+        return 0
