@@ -153,6 +153,14 @@ def test_evaluate_reports_both_columns(files, capsys):
     assert result["anomaly"]["false_alarm_rate"] < 0.12
     assert main(["evaluate", str(files / "model"), str(files / "faults.csv"), "--label-column", "anomaly"]) == 0
     assert "false-alarm rate" in capsys.readouterr().out
+    # normal data alone: recall and the like are undefined, not 0.000 (a detector that missed everything)
+    clean = pd.read_csv(files / "faults.csv").assign(anomaly=0)
+    clean.to_csv(files / "clean.csv", index=False)
+    assert main(["evaluate", str(files / "model"), str(files / "clean.csv"), "--label-column", "anomaly"]) == 0
+    table = {line[:20].strip(): line[20:].split() for line in capsys.readouterr().out.splitlines()[2:9]}
+    for key in ("recall", "F1", "missed-alarm rate", "event recall"):
+        assert table[key] == ["-", "-"], (key, table)
+    assert all(cell != "-" for cell in table["false-alarm rate"])
 
 
 def test_calibrate_changes_threshold(files, tmp_path, capsys):

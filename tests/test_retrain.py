@@ -475,6 +475,7 @@ def test_retrain_notes_rows_a_label_column_marks_in_the_current_models_channels(
     frame["anomaly"] = (np.arange(300) >= 280).astype(int)
     frame.to_csv(tmp_path / "marked.csv", index=False)
     data = new_normal_data(registry, "pump", [str(tmp_path / "marked.csv")], None, None)
-    assert "anomaly marks 20 rows: they were taken as normal data (--label-column anomaly leaves them out)" in data.notes
+    said = "anomaly marks 20 rows: they were taken as normal data (--label-column anomaly leaves them out)"
+    assert said in data.notes
     kept = new_normal_data(registry, "pump", [str(tmp_path / "marked.csv")], None, None, label_column="anomaly")
     assert len(kept) < len(data) and not any("marks" in n for n in kept.notes)

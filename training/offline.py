@@ -219,6 +219,17 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
     return result
 
 
+def _undefined(m: dict) -> set[str]:
+    """The ratios a count of zero leaves undefined (printed ``-``, not 0.000: normal data alone
+    read as "recall 0.000", a detector that missed everything; found in a README walk)."""
+    out = set()
+    if m.get("tp", 0) + m.get("fn", 0) == 0:  # no row labelled anomalous
+        out |= {"recall", "f1", "missed_alarm_rate", "event_recall"}
+    if m.get("tp", 0) + m.get("fp", 0) == 0:  # no row alarmed
+        out |= {"precision", "f1"} if "recall" in out else {"precision"}
+    return out
+
+
 def format_evaluation(result: dict) -> str:
     """The table ``sensorguard evaluate`` prints."""
     keys = [
@@ -240,7 +251,7 @@ def format_evaluation(result: dict) -> str:
     for key, label in keys:
         cells = []
         for kind in ("anomaly", "alert"):
-            value = result[kind].get(key)
+            value = None if key in _undefined(result[kind]) else result[kind].get(key)
             cells.append("-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
         lines.append(f"{label:20}{cells[0]:>10}{cells[1]:>10}")
     events = result["anomaly"].get("events")
