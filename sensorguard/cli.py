@@ -8,6 +8,7 @@ Heavy imports (Lightning, pandas, matplotlib) happen inside the verbs that need 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -374,7 +375,13 @@ def attach_negative_durations(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(attach_negative_durations(sys.argv[1:] if argv is None else argv))
     try:
-        return int(COMMANDS[args.verb](args) or 0)
+        code = int(COMMANDS[args.verb](args) or 0)
+        sys.stdout.flush()  # (a closed pipe shows here, not as a stray error at the interpreter's exit)
+        return code
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted; quiet, as Unix tools are
+        with contextlib.suppress(OSError, ValueError):  # (ValueError: a test's capture has no descriptor)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe stopped
     except KeyboardInterrupt:
         print("sensorguard: interrupted", file=sys.stderr)
         return 130

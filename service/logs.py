@@ -82,6 +82,22 @@ class RateLimiter:
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one short line for a log or an error message: its first line, else its type."""
+    """An exception as one short line for a log or an error message: its first line, else its type;
+    a longer one ends at its last whole sentence that fits, else its last whole word (torch's
+    message of a damaged file ended "... high likelihood that your checkpoint file is").
+
+    >>> first_line(RuntimeError("Reading failed. The file may be damaged or cut short."), 30)
+    'Reading failed.'
+    >>> first_line(RuntimeError("no sentence end anywhere in this long message"), 20)
+    'no sentence end ...'
+    """
     lines = str(exc).strip().splitlines()
-    return lines[0][:limit] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    line = lines[0]
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    if (end := cut.rfind(". ")) > limit // 3:
+        return cut[:end + 1]
+    return (cut[:cut.rfind(" ")] if " " in cut else cut).rstrip(",;: ") + " ..."

@@ -152,6 +152,25 @@ def test_float64_weights_that_overflow_float32_are_refused(tmp_path, tiny_bundle
         load_bundle(path)
 
 
+def test_a_damaged_weights_file_is_said_in_whole_sentences(tmp_path, tiny_bundle, monkeypatch):
+    """torch's message was cut mid-sentence: "... high likelihood that your checkpoint file is)"."""
+    import torch
+
+    said_by_torch = ("PytorchStreamReader failed reading zip archive: failed finding central directory. This is an "
+                     "internal miniz error. If you are seeing this error, there is a high likelihood that your "
+                     "checkpoint file is corrupted. This can happen if the checkpoint was not saved properly.")
+
+    def damaged(*args, **kwargs):
+        raise RuntimeError(said_by_torch)  # as torch 2.13 says it of a model.pt cut in half
+
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    monkeypatch.setattr(torch, "load", damaged)
+    with pytest.raises(BundleError) as err:
+        load_bundle(path)
+    assert str(err.value).endswith("not a plain weights file, or damaged (PytorchStreamReader failed reading zip "
+                                   "archive: failed finding central directory. This is an internal miniz error.)")
+
+
 def test_pickle_payload_in_weights_is_refused(tmp_path, tiny_bundle):
     path = save_bundle(tiny_bundle, tmp_path / "b")
     marker = tmp_path / "pwned"

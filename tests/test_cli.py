@@ -411,3 +411,13 @@ def test_the_output_format_follows_the_suffix_and_an_unknown_one_is_said(tmp_pat
     err = capsys.readouterr().err
     assert "cannot write .xlsx files; give a .csv, .tsv or .parquet path" in err and "Traceback" not in err
     assert not (tmp_path / "a.xlsx").exists()
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(files):
+    """``evaluate --json | head -c 10`` said "error: Broken pipe" and exited 1."""
+    command = [sys.executable, "-m", "sensorguard", "evaluate", str(files / "model"), str(files / "faults.csv"),
+               "--label-column", "anomaly", "--json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # gone before it writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
