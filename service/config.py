@@ -16,6 +16,7 @@ connecting (:meth:`Settings.password`), and never appears in :meth:`Settings.red
 
 from __future__ import annotations
 
+import difflib
 import math
 import socket
 import tomllib
@@ -259,16 +260,21 @@ def merge_settings(
         ("flag", {k: v for k, v in flags.items() if v is not None}),
     ):
         for key, value in raw.items():
-            where = f"{ENV_PREFIX}{key.upper()}" if source == "env" else f"{source} {key}"
+            where = (f"{ENV_PREFIX}{key.upper()}" if source == "env" else f"flag {key}" if source == "flag"
+                     else f"{source}: {key}")
             if key not in kinds:
-                if source == "env":
+                close = difflib.get_close_matches(key, kinds, n=1, cutoff=0.8)
+                if source == "env" and key != "password" and not close:
                     continue  # other SENSORGUARD_* variables (the password, a wrapper's) are not ours
-                hint = "; use password_file or " + PASSWORD_ENV if key == "password" else ""
+                hint = ("; use password_file or " + PASSWORD_ENV if key == "password" else
+                        f"; did you mean {ENV_PREFIX + close[0].upper() if source == 'env' else close[0]}?"
+                        if close else "")  # (a mistyped variable was ignored in silence; a README walk)
                 problems.append(f"{where}: unknown setting{hint}")
                 continue
             converted = _convert(key, value, kinds[key], where, problems, from_text=source == "env")
             if converted is not _BAD:
                 values[key], sources[key] = converted, where
+    _one_model(values, sources)
     _normalise(values)
     env_password = env.get(PASSWORD_ENV) or None
     settings = Settings(**values, _env_password=env_password)
@@ -276,6 +282,29 @@ def merge_settings(
     if settings.password_file and env_password:
         problems.append(f"password: both password_file and {PASSWORD_ENV} are set; use one")
     return settings, problems
+
+
+def _one_model(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """``model`` and ``registry``+``name`` are alternatives: the one set at the higher layer wins
+    (flags > environment > file), as for any setting. ``serve --config plant.toml --model m`` with a
+    registry in the file was refused, and only ``--registry '' --name ''`` got past it (found in a
+    README walk); both at one layer stay a conflict, which :func:`validate` names."""
+    def layer(key: str) -> int:
+        where = sources.get(key, "")
+        return 2 if where.startswith("flag ") else 1 if where.startswith(ENV_PREFIX) else 0
+
+    if not values.get("model") or not (values.get("registry") or values.get("name")):
+        return
+    pair = max(layer(k) for k in ("registry", "name") if values.get(k))
+    if layer("model") > pair:
+        drop = ("registry", "name")
+    elif pair > layer("model"):
+        drop = ("model",)
+    else:
+        return
+    for key in drop:
+        values.pop(key, None)
+        sources.pop(key, None)
 
 
 def _normalise(values: dict[str, Any]) -> None:
@@ -305,7 +334,7 @@ def _file_layer(config_file: str | Path | None, problems: list[str]) -> list[tup
             f"{where}: unknown top-level key {k!r}" for k, v in doc.items() if not isinstance(v, dict)
         ]
         doc = table
-    return [("file", doc)]
+    return [(f"config file {config_file}", doc)]
 
 
 _BAD = object()

@@ -30,8 +30,9 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
         origin = sources.get(name)
         problems.append(f"{name}: {message}" + (f" (from {origin})" if origin else ""))
 
-    if s.model and (s.registry or s.name):
-        bad("model", "give either model or registry+name, not both")
+    if s.model and (s.registry or s.name):  # each value's origin named: one set in a file, one by a flag
+        others = [sources[k] for k in ("registry", "name") if getattr(s, k) and sources.get(k)]
+        bad("model", "give either model or registry+name, not both" + (f" ({', '.join(others)})" if others else ""))
     elif s.model:
         if not Path(s.model).is_dir():
             bad("model", f"bundle directory {s.model!r} does not exist")
@@ -77,6 +78,9 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
             "set instance")
     if not s.partition:
         bad("partition", "give at least one topic filter (`#`: every asset)")
+    elif not s.cluster and isinstance(s.workers, int) and s.workers > len(s.partition):  # (--print-config passed it,
+        bad("workers", f"{s.workers} workers need at least as many partitions, got {len(s.partition)} "  # serve not)
+            f"({', '.join(s.partition)}); add --partition filters")
     for problem in filter_problems(s.partition):
         bad("partition", problem)
     for server in s.cluster_servers():

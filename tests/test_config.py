@@ -342,3 +342,41 @@ def test_clear_at_reaches_the_daemons_alert_rules(tiny_bundle):
     settings = load_settings({"model": None, "registry": None, "clear_at": 0.0, "metrics_port": 0}, {},
                              require_model=False)
     assert Daemon(settings, tiny_bundle, CollectorRegistry()).rules.clear_at == 0.0
+
+
+def test_a_mistyped_setting_is_named_with_the_one_it_resembles(tmp_path: Path, bundle_dir: str) -> None:
+    """A mistyped SENSORGUARD_* variable was ignored in silence (the daemon served on its default
+    port), and SENSORGUARD_PASSWORD sent no password; unrelated variables (a wrapper's) still pass."""
+    env = {"SENSORGUARD_METRICS_PROT": "10200", "SENSORGUARD_PASSWORD": "x", "SENSORGUARD_RETRAIN_NAME": "pump",
+           "SENSORGUARD_DEBUG": "1"}
+    found = problems({"model": bundle_dir}, env)
+    assert "SENSORGUARD_METRICS_PROT: unknown setting; did you mean SENSORGUARD_METRICS_PORT?" in found
+    assert "SENSORGUARD_PASSWORD: unknown setting; use password_file or SENSORGUARD_MQTT_PASSWORD" in found
+    assert len(found) == 2
+    cfg = write(tmp_path, "metrics_prot = 1\n")
+    assert problems({"model": bundle_dir}, {}, cfg) == [f"config file {cfg}: metrics_prot: unknown setting; "
+                                                        "did you mean metrics_port?"]
+
+
+def test_model_and_registry_follow_the_layers_and_one_layer_with_both_names_each(tmp_path: Path,
+                                                                               bundle_dir: str) -> None:
+    """``serve --config plant.toml --model m`` with a registry in the file was refused: the flag
+    now wins, as any flag does; both in one layer still conflict, each value's origin named."""
+    cfg = write(tmp_path, f'registry = "{tmp_path}"\nname = "pump"\n')
+    s = load_settings({"model": bundle_dir}, {}, cfg)
+    assert (s.model, s.registry, s.name) == (bundle_dir, None, None)
+    s = load_settings({}, {"SENSORGUARD_REGISTRY": str(tmp_path), "SENSORGUARD_NAME": "p"},
+                      write(tmp_path, f'model = "{bundle_dir}"\n', "m.toml"))
+    assert (s.model, s.registry, s.name) == (None, str(tmp_path), "p")
+    both = write(tmp_path, f'registry = "{tmp_path}"\nname = "pump"\nmodel = "{bundle_dir}"\n', "both.toml")
+    found = problems({}, {}, both)
+    assert found == [f"model: give either model or registry+name, not both (config file {both}: registry, config "
+                     f"file {both}: name) (from config file {both}: model)"]
+
+
+def test_more_workers_than_partitions_is_found_with_every_other_problem(bundle_dir: str) -> None:
+    """``serve --workers 2 --print-config`` said the settings were fine; serve then refused them."""
+    found = problems({"model": bundle_dir, "workers": 2, "metrics_port": 99999})
+    assert any(p.startswith("workers: 2 workers need at least as many partitions, got 1 (#)") for p in found)
+    assert any(p.startswith("metrics_port: must be in 0..65535") for p in found)
+    assert load_settings({"model": bundle_dir, "workers": 2, "partition": ["a/#", "b/#"]}, {}).workers == 2
