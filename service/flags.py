@@ -46,7 +46,9 @@ def add_setting_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | 
     """Add ``--name-with-dashes`` for each of ``names`` (default: every flag setting).
 
     Every flag defaults to None (not given), so an unset flag never overrides the TOML file or
-    the environment; booleans are switches that set True. ``required``: flags that must be given.
+    the environment; booleans are ``--name`` (True) and ``--no-name`` (False): a switch that only
+    set True could not undo a file's or an image's ``log_json = true``. ``required``: flags that
+    must be given.
     """
     by_name = {f.name: f for f in setting_fields()}
     overrides = help_overrides or {}
@@ -55,7 +57,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | 
         text = overrides.get(name) or f"{_plain(f.metadata['help'])} (default {shown_default(f)})"
         option = "--" + name.replace("_", "-")
         if f.type in ("bool", bool):
-            parser.add_argument(option, action="store_const", const=True, help=text)
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif str(f.type).startswith("tuple"):  # a list: the flag repeated
             parser.add_argument(option, action="append", required=name in required, help=text)
         else:

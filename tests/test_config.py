@@ -380,3 +380,16 @@ def test_more_workers_than_partitions_is_found_with_every_other_problem(bundle_d
     assert any(p.startswith("workers: 2 workers need at least as many partitions, got 1 (#)") for p in found)
     assert any(p.startswith("metrics_port: must be in 0..65535") for p in found)
     assert load_settings({"model": bundle_dir, "workers": 2, "partition": ["a/#", "b/#"]}, {}).workers == 2
+
+
+def test_a_switch_can_be_turned_off_by_a_flag_over_the_environment(bundle_dir: str) -> None:
+    """The container image sets SENSORGUARD_LOG_JSON=true, and a flag could only set True:
+    ``--no-log-json`` was an unrecognized argument."""
+    from sensorguard.arguments import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["serve", "--no-log-json"]).log_json is False and parse(["serve", "--log-json"]).log_json is True
+    assert parse(["serve"]).log_json is None  # not given: the file or the environment decides
+    s = load_settings({"model": bundle_dir, "log_json": False, "tls_insecure": False},
+                      {"SENSORGUARD_LOG_JSON": "true", "SENSORGUARD_TLS_INSECURE": "true"})
+    assert s.log_json is False and s.tls_insecure is False

@@ -164,6 +164,8 @@ def test_compose_services_have_images_and_the_plant_is_complete(compose):
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
     assert services["prometheus"]["image"].startswith("prom/prometheus")
     assert services["grafana"]["image"].startswith("grafana/grafana")
+    # states, maintenance and shelving on the data volume: a re-created container carries them over
+    assert services["sensorguard"]["environment"]["SENSORGUARD_STATE_DIR"].startswith("/data/")
 
 
 def test_compose_mounts_exist_and_volumes_are_declared(compose):
@@ -426,6 +428,8 @@ def test_example_toml_parses_and_env_example_has_the_password():
     assert settings["broker"] == "mqtt://127.0.0.1:1883"
     assert "password" not in settings  # secrets live in the env file or password_file
     assert settings["record_dir"] == "/var/lib/sensorguard/recorded"  # what the retrain unit reads
+    # the upgrade steps of operations.md carry alert states and shelving over a restart: only with state_dir
+    assert settings["state_dir"].startswith("/var/lib/sensorguard/")  # under the unit's StateDirectory
     env = (SYSTEMD / "sensorguard.env.example").read_text()
     assert re.search(r"^# SENSORGUARD_MQTT_PASSWORD=", env, re.M)
 
@@ -551,5 +555,5 @@ def test_example_toml_and_docs_cover_every_setting(tmp_path):
     (tmp_path / "sensorguard.toml").write_text(local)
     settings = load_settings({}, {}, tmp_path / "sensorguard.toml")
     defaults = Settings()
-    for name in names - {"registry", "name", "record_dir", "client_id"}:
+    for name in names - {"registry", "name", "record_dir", "state_dir", "client_id"} :  # (set for systemd)
         assert getattr(settings, name) == getattr(defaults, name), f"{name}: the example differs from the default"
