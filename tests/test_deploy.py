@@ -555,5 +555,5 @@ def test_example_toml_and_docs_cover_every_setting(tmp_path):
     (tmp_path / "sensorguard.toml").write_text(local)
     settings = load_settings({}, {}, tmp_path / "sensorguard.toml")
     defaults = Settings()
-    for name in names - {"registry", "name", "record_dir", "state_dir", "client_id"} :  # (set for systemd)
+    for name in names - {"registry", "name", "record_dir", "state_dir", "client_id"}:  # (set for systemd)
         assert getattr(settings, name) == getattr(defaults, name), f"{name}: the example differs from the default"
