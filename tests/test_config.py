@@ -393,3 +393,22 @@ def test_a_switch_can_be_turned_off_by_a_flag_over_the_environment(bundle_dir: s
     s = load_settings({"model": bundle_dir, "log_json": False, "tls_insecure": False},
                       {"SENSORGUARD_LOG_JSON": "true", "SENSORGUARD_TLS_INSECURE": "true"})
     assert s.log_json is False and s.tls_insecure is False
+
+
+def test_an_empty_password_file_is_refused_and_one_others_can_read_is_warned(tmp_path: Path, bundle_dir: str) -> None:
+    """A world-readable or empty password file was taken without a word (a README walk)."""
+    from sensorguard.service.startup_log import password_file_warning
+
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    found = problems({"model": bundle_dir, "username": "u", "password_file": str(empty)})
+    assert found == [f"password_file: {str(empty)!r} is empty: the broker would get an empty password (from flag "
+                     "password_file)"]
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o640)  # its group may be meant to read it
+    assert password_file_warning(str(secret)) is None
+    secret.chmod(0o644)
+    assert password_file_warning(str(secret)) == (f"password_file {secret} can be read or changed by every user "
+                                                  f"of this host (mode 644): chmod 600 {secret}")
+    assert password_file_warning(None) is None and password_file_warning(str(tmp_path / "gone")) is None
