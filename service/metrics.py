@@ -31,6 +31,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.exposition import choose_encoder
@@ -40,6 +41,11 @@ from sensorguard.service.payload import REJECT_REASONS
 from sensorguard.service.sensors import KINDS as SENSOR_KINDS
 
 log = logging.getLogger(__name__)
+
+# No ``<name>_created`` series: one per counter and histogram series (114 on a plain daemon), each
+# a gauge of the process's start, that no rule or panel reads; the workers' parent dropped them when
+# merging and kept its own (found in a README walk). Prometheus needs none of them.
+disable_created_metrics()
 
 WINDOW_DROP_REASONS = ("scoring_failed", "asset_silent", "partition_lost")  # windows_dropped_total{reason}
 

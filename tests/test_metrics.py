@@ -204,6 +204,7 @@ def test_http_round_trip(server: tuple[int, dict], caplog: pytest.LogCaptureFixt
     assert status == 200 and ctype.startswith("text/plain")
     assert b"sensorguard_readings_total 7.0" in body
     assert b'sensorguard_messages_rejected_total{reason="bad_ts"} 0.0' in body
+    assert b"_created" not in body  # a start-time gauge per counter series: no rule or panel reads them
     assert get(port, "/healthz")[::2] == (200, b"ok\n")
     assert get(port, "/readyz")[::2] == (503, b"not ready\n")
     state["ready"] = True
