@@ -134,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from sensorguard.service.registry import validate_name
 
         validate_name(args.name)
-    data = _load(args, args.data, label_column=args.label_column)
+    data = _load(args, args.data, label_column=args.label_column, normal=True)  # (--channels: marks said too)
     if args.label_column:
         data = drop_labeled(data, args.label_column)
     from sensorguard.service.bundle import save_bundle
@@ -378,7 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(COMMANDS[args.verb](args) or 0)
         sys.stdout.flush()  # (a closed pipe shows here, not as a stray error at the interpreter's exit)
         return code
-    except BrokenPipeError:  # `... | head`: the reader has what it wanted; quiet, as Unix tools are
+    except BrokenPipeError as exc:  # `... | head`: the reader has what it wanted; quiet, as Unix tools are
+        if not _stdout_gone():  # another pipe or socket broke (a FIFO output, a broker's): said as any error
+            return _failed(args, exc)
         with contextlib.suppress(OSError, ValueError):  # (ValueError: a test's capture has no descriptor)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
         return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe stopped
@@ -386,12 +388,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("sensorguard: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        # Users get one line, never a traceback; SENSORGUARD_DEBUG=1 re-raises for bug reports.
-        if os.environ.get("SENSORGUARD_DEBUG") == "1":
-            raise
-        prefix = "" if _is_user_error(exc) else "internal error: "
-        print(f"sensorguard {args.verb}: error: {prefix}{_one_line(exc)}", file=sys.stderr)
-        return EXIT_ERROR
+        return _failed(args, exc)
+
+
+def _failed(args: argparse.Namespace, exc: Exception) -> int:
+    """Users get one line, never a traceback; SENSORGUARD_DEBUG=1 re-raises for bug reports."""
+    if os.environ.get("SENSORGUARD_DEBUG") == "1":
+        raise exc
+    prefix = "" if _is_user_error(exc) else "internal error: "
+    print(f"sensorguard {args.verb}: error: {prefix}{_one_line(exc)}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has left (poll says POLLERR)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # (no descriptor: a test's capture; no poll: Windows)
+        return False
 
 
 def _is_user_error(exc: BaseException) -> bool:

@@ -264,8 +264,8 @@ def merge_settings(
                      else f"{source}: {key}")
             if key not in kinds:
                 close = difflib.get_close_matches(key, kinds, n=1, cutoff=0.8)
-                if source == "env" and key != "password" and not close:
-                    continue  # other SENSORGUARD_* variables (the password, a wrapper's) are not ours
+                if source == "env" and (key == "password" or not close):
+                    continue  # other SENSORGUARD_* variables (a wrapper's) are not ours; the password: below
                 hint = ("; use password_file or " + PASSWORD_ENV if key == "password" else
                         f"; did you mean {ENV_PREFIX + close[0].upper() if source == 'env' else close[0]}?"
                         if close else "")  # (a mistyped variable was ignored in silence; a README walk)
@@ -277,6 +277,10 @@ def merge_settings(
     _one_model(values, sources)
     _normalise(values)
     env_password = env.get(PASSWORD_ENV) or None
+    # SENSORGUARD_PASSWORD alone would send no password at all; a leftover beside one that works is
+    # no reason to refuse a start
+    if f"{ENV_PREFIX}PASSWORD" in env and not (env_password or values.get("password_file")):
+        problems.append(f"{ENV_PREFIX}PASSWORD: unknown setting; use password_file or {PASSWORD_ENV}")
     settings = Settings(**values, _env_password=env_password)
     problems += validate(settings, sources, require_model)
     if settings.password_file and env_password:

@@ -27,6 +27,7 @@ PUBLISH_TIMEOUT_S = 5.0
 CUT_SHORT_S = 3.0  # a connection the broker closes sooner than this after accepting it is cut short
 CUT_SHORT_IN_A_ROW = 3  # ... this many in a row: most often a second client with this client id
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason (EMQX, HiveMQ; mosquitto 2.0 just closes the socket)
+UNSPECIFIED = 0x80  # what paho reports for a socket the broker closed without a DISCONNECT
 
 
 class Connection:
@@ -170,8 +171,11 @@ class Connection:
         """Say, as an error (at most once a minute), when the session is being taken away: two
         daemons with one client id hand it back and forth every second, each log saying only
         "disconnected (Unspecified error)", and each scores part of the readings."""
-        taken = getattr(reason_code, "value", None) == SESSION_TAKEN_OVER
-        self._cut_short = self._cut_short + 1 if taken or (lasted is not None and lasted < CUT_SHORT_S) else 0
+        value = getattr(reason_code, "value", None)
+        taken = value == SESSION_TAKEN_OVER
+        plain = value == UNSPECIFIED  # a close without a reason; a broker's own reason (not authorized,
+        # receive maximum exceeded, a quota) is said in the warning above and is no sign of a twin
+        self._cut_short = self._cut_short + 1 if taken or (plain and lasted is not None and lasted < CUT_SHORT_S) else 0
         if not taken and self._cut_short < CUT_SHORT_IN_A_ROW:
             return
         if self._bad_topics.hit("taken over") is None:

@@ -409,7 +409,8 @@ class Daemon:
         self.alerts.request_control_change(asset, (c.action == "start") if c.verb == "maintenance" else None)
         if c.verb == "ack" and self.recorder is not None:
             return self.recorder.acknowledged(c.alert_id)
-        if (c.verb == "shelve" or c.action == "start") and asset not in self.buffers and asset not in self.snapshot():
+        holds = c.action == "start" or (c.verb == "shelve" and (c.until or 0) > time.time())  # (not an unshelve)
+        if holds and asset not in self.buffers and asset not in self.snapshot():
             return (f"note: no reading of {asset} has reached {self.settings.instance_name} yet (a typo? it serves "
                     f"{len(self.buffers)} assets now); it holds from its first reading")
         return ""

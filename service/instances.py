@@ -125,15 +125,16 @@ def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others:
     for other, status in sorted(others.items()):
         if status.get("state") != "online":
             continue
+        theirs = status.get("client_id")
+        if client_id is not None and theirs == client_id and (pid := running_here(status)) is not None:
+            out.append(f"a daemon with client id {client_id!r} (instance {other!r}) is already running on this "
+                       f"host (pid {pid}): the broker would hand the session from one to the other every "
+                       "second; give each daemon its own client_id and instance (--client-id, --instance)")
+            continue  # (whatever its instance name: one config file, two --instance values)
         if other == name:
-            theirs = status.get("client_id")
             if client_id is not None and isinstance(theirs, str) and theirs != client_id:
                 out.append(f"an instance named {name!r} is already online (client id {theirs!r}): give each "
                            "daemon its own instance name")
-            elif (pid := running_here(status)) is not None:
-                out.append(f"a daemon with client id {theirs!r} and instance {name!r} is already running on this "
-                           f"host (pid {pid}): the broker would hand the session from one to the other every "
-                           "second; give each daemon its own client_id and instance (--client-id, --instance)")
             continue
         theirs = status.get("topic_prefix")
         if isinstance(theirs, str) and theirs != topic_prefix:

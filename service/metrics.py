@@ -325,10 +325,12 @@ def _make_handler(registry: CollectorRegistry, ready: Callable[[], bool], alive:
                 ok = _safe_ready(alive)
                 status, content_type, body = (200 if ok else 503), "text/plain; charset=utf-8", (
                     b"ok\n" if ok else b"stuck\n")
-            elif path == "/readyz":
-                is_ready = _safe_ready(ready)
+            elif path == "/readyz":  # with why_not, asked once: its reasons are the verdict (the workers'
+                reasons = _reasons(why_not) if why_not is not None else None  # parent asks each worker)
+                is_ready = not reasons if reasons is not None else _safe_ready(ready)
                 status = 200 if is_ready else 503
-                body = b"ready\n" if is_ready else _not_ready_body(why_not)
+                lines = ["ready\n"] if is_ready else ["not ready\n", *(f"- {r}\n" for r in reasons or ())]
+                body = "".join(lines).encode()
                 content_type = "text/plain; charset=utf-8"
             else:
                 status, content_type, body = 404, "text/plain; charset=utf-8", b"not found\n"
@@ -345,14 +347,13 @@ def _make_handler(registry: CollectorRegistry, ready: Callable[[], bool], alive:
     return Handler
 
 
-def _not_ready_body(why_not: Callable[[], list[str]] | None) -> bytes:
-    """``not ready``, then one line per reason (a failing ``why_not`` is no reason to 500)."""
+def _reasons(why_not: Callable[[], list[str]]) -> list[str]:
+    """Why not ready, a line each (empty: ready); a failing list is a reason, not a crashed thread."""
     try:
-        reasons = list(why_not()) if why_not is not None else []
+        return [str(r) for r in why_not()]
     except Exception:  # noqa: BLE001 - the probe must still get its 503
         log.exception("listing why the daemon is not ready failed")
-        reasons = []
-    return "".join(["not ready\n", *(f"- {r}\n" for r in reasons)]).encode()
+        return ["the readiness check failed (see the log)"]
 
 
 def _exposition(registry: CollectorRegistry, accept: str) -> tuple[str, bytes]:

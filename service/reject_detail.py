@@ -65,11 +65,33 @@ def _explain(reason: str, payload: bytes, channels: Sequence[str], newest: float
     if reason in ("out_of_order", "duplicate_ts", "future_ts"):
         stamps = [ts for ts in (parse_ts(s.get("ts")) for s in samples) if ts is not None and ts == ts]
         if stamps:
-            said = f"ts {iso(stamps[0])}" + (f", {len(stamps) - 1} more in the message" if len(stamps) > 1 else "")
+            ts = _suspect(reason, stamps, newest)
+            said = f"ts {iso(ts)}" + (f", one of {len(stamps)} in the message" if len(stamps) > 1 else "")
             if reason == "future_ts":
                 return f"{said}; the daemon's clock reads {iso(time.time())}"
             return f"{said}; the asset's newest reading {iso(newest)}" if newest else said
     return ""
+
+
+def _suspect(reason: str, stamps: list[float], newest: float | None) -> float:
+    """The stamp of a batch that most likely drew ``reason``: the latest for ``future_ts``; for
+    ``out_of_order`` one earlier than a stamp before it (or than the asset's newest), for
+    ``duplicate_ts`` one repeated (or not after the newest). A batch's first stamp was named, most
+    often the reading that was taken."""
+    if reason == "future_ts":
+        return max(stamps)
+    seen: set[float] = set()
+    latest = -float("inf")
+    for ts in stamps:
+        if (reason == "duplicate_ts" and ts in seen) or (reason == "out_of_order" and ts < latest):
+            return ts
+        seen.add(ts)
+        latest = max(latest, ts)
+    if newest is not None:
+        for ts in stamps:
+            if ts < newest or (reason == "duplicate_ts" and ts == newest):
+                return ts
+    return stamps[0]
 
 
 def _samples(payload: bytes) -> list[dict]:

@@ -54,9 +54,10 @@ def password_file_warning(path: str | None) -> str | None:
         return None
     try:
         mode = os.stat(path).st_mode
-    except OSError:  # (validate said why it cannot be read)
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)  # a mounted secret (Kubernetes: 0644):
+    except OSError:  # (validate said why it cannot be read)                # not ours to chmod
         return None
-    if mode & 0o007:
+    if mode & 0o007 and not read_only:
         return (f"password_file {path} can be read or changed by every user of this host (mode {mode & 0o777:o}): "
                 f"chmod 600 {path}")
     return None

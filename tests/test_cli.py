@@ -421,3 +421,15 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(files):
     proc.stdout.close()  # gone before it writes a byte
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and err == ""
+
+
+def test_a_broken_pipe_that_is_not_standard_output_is_an_error(monkeypatch, capsys):
+    """Only a closed stdout is the quiet case; a FIFO or a socket that broke must still be said (a review)."""
+    import sensorguard.cli as cli
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(cli.COMMANDS, "simulate", broken)
+    assert main(["simulate", "--out", "x.csv"]) == 1
+    assert "sensorguard simulate: error: Broken pipe" in capsys.readouterr().err

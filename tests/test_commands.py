@@ -158,6 +158,10 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
         assert metric(url, "sensorguard_commands_total", command="ack", result="rejected") == 1
         out = cli(mosquitto, "shelve", "line-1/pump-a", "--for", "1m")  # an asset it reads: no note
         assert out.returncode == 0 and "shelved until" in out.stdout and "note" not in out.stdout, out
+        out = cli(mosquitto, "shelve", "line-1/pump-z", "--for", "1m")  # none read yet: noted
+        assert out.returncode == 0 and "note: no reading of line-1/pump-z" in out.stdout, out
+        out = cli(mosquitto, "shelve", "line-1/pump-z", "--for", "0")  # an unshelving holds nothing: no note
+        assert out.returncode == 0 and "note" not in out.stdout, out
 
         junk = Publisher(mosquitto)
         junk.raw("sensorguard/commands/shelve", b"{not json")  # counted and logged, the daemon goes on

@@ -353,6 +353,9 @@ def test_a_mistyped_setting_is_named_with_the_one_it_resembles(tmp_path: Path, b
     assert "SENSORGUARD_METRICS_PROT: unknown setting; did you mean SENSORGUARD_METRICS_PORT?" in found
     assert "SENSORGUARD_PASSWORD: unknown setting; use password_file or SENSORGUARD_MQTT_PASSWORD" in found
     assert len(found) == 2
+    # a leftover beside a password that works does not stop a start
+    s = load_settings({"model": bundle_dir, "username": "u"}, {"SENSORGUARD_PASSWORD": "x", PASSWORD_ENV: "y"})
+    assert s.password() == "y"
     cfg = write(tmp_path, "metrics_prot = 1\n")
     assert problems({"model": bundle_dir}, {}, cfg) == [f"config file {cfg}: metrics_prot: unknown setting; "
                                                         "did you mean metrics_port?"]
@@ -395,7 +398,8 @@ def test_a_switch_can_be_turned_off_by_a_flag_over_the_environment(bundle_dir: s
     assert s.log_json is False and s.tls_insecure is False
 
 
-def test_an_empty_password_file_is_refused_and_one_others_can_read_is_warned(tmp_path: Path, bundle_dir: str) -> None:
+def test_an_empty_password_file_is_refused_and_one_others_can_read_is_warned(tmp_path: Path, bundle_dir: str,
+                                                                            monkeypatch) -> None:
     """A world-readable or empty password file was taken without a word (a README walk)."""
     from sensorguard.service.startup_log import password_file_warning
 
@@ -412,3 +416,10 @@ def test_an_empty_password_file_is_refused_and_one_others_can_read_is_warned(tmp
     assert password_file_warning(str(secret)) == (f"password_file {secret} can be read or changed by every user "
                                                   f"of this host (mode 644): chmod 600 {secret}")
     assert password_file_warning(None) is None and password_file_warning(str(tmp_path / "gone")) is None
+    import os
+    from types import SimpleNamespace
+
+    # a secret mounted read-only (Kubernetes gives mode 0644): nobody can chmod it, so nothing is said
+    real = os.statvfs
+    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=real(path).f_flag | os.ST_RDONLY))
+    assert password_file_warning(str(secret)) is None

@@ -26,3 +26,8 @@ def test_a_session_taken_over_is_said_at_once_and_a_lasting_connection_resets_th
     assert caplog.records == []  # a connection that lasted broke the run
     conn._taken_over(lost, 0.5)
     assert "3 times in a row within 3 s" in caplog.records[-1].getMessage()
+    caplog.clear()  # a broker's own reason for closing is no sign of a twin (a review)
+    conn = Connection(settings, None, None, lambda client, message: None, lambda: False)
+    for _ in range(2 * CUT_SHORT_IN_A_ROW):
+        conn._taken_over(ReasonCode(PacketTypes.DISCONNECT, "Not authorized"), 0.5)
+    assert caplog.records == [] and conn._cut_short == 0

@@ -375,7 +375,7 @@ def test_the_fingerprint_time_range_spans_every_machine(tmp_path):
     assert end == pd.Timestamp(early["timestamp"].max()).isoformat() and start < end
 
 
-def test_every_column_left_out_is_named_in_a_note(tmp_path):
+def test_every_column_left_out_is_named_in_a_note(tmp_path, capsys):
     """Label-like names, true/false columns and columns under 90 % numbers were left out of the
     channels without a word (a sensor with 15 % dropouts trained without it; found by review)."""
     frame = plant_frame(rows=200)
@@ -397,6 +397,11 @@ def test_every_column_left_out_is_named_in_a_note(tmp_path):
     said = "y marks 199 rows: they were taken as normal data (--label-column y leaves them out)"
     assert said in load_frame([tmp_path / "d.csv"], channels=mine, normal=True).notes
     assert not any("marks" in n for n in load_frame([tmp_path / "d.csv"], channels=mine).notes)  # score, evaluate
+    from sensorguard.cli import main
+
+    assert main(["train", str(tmp_path / "d.csv"), "--channels", ",".join(mine[:2]), "--out", str(tmp_path / "m"),
+                 "--max-epochs", "1", "--quiet"]) == 0  # train --channels: said too (a review)
+    assert said in capsys.readouterr().out
 
 
 def test_cells_that_are_not_numbers_in_a_channel_read_are_named(tmp_path):

@@ -75,6 +75,10 @@ def test_a_status_is_running_here_only_for_another_live_process_of_this_host():
         found = conflicts("me", ("#",), "sensors", mine, client_id="sg-me")
         assert len(found) == 1 and f"already running on this host (pid {sleeper.pid})" in found[0]
         assert "--client-id" in found[0]
+        # the same client id under another instance name (one config file, two --instance values)
+        found = conflicts("you", ("other/#",), "sensors", mine, client_id="sg-me")
+        assert len(found) == 1 and "client id 'sg-me' (instance 'me') is already running" in found[0]
+        assert all("overlaps" in f for f in conflicts("you", ("other/#",), "sensors", mine, client_id="sg-you"))
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -254,7 +254,8 @@ def test_not_ready_says_why_a_line_each_and_a_failing_reason_list_still_gives_50
 
     srv, thread = serve_http(registry, "127.0.0.1", 0, lambda: False, why_not=boom)
     try:
-        assert get(srv.server_address[1], "/readyz")[::2] == (503, b"not ready\n")
+        assert get(srv.server_address[1], "/readyz")[::2] == (503, b"not ready\n- the readiness check failed "
+                                                                 b"(see the log)\n")
     finally:
         shutdown_http(srv, thread)
 

@@ -58,6 +58,12 @@ def test_evaluate_reports_each_machine_and_the_pool(tiny_bundle, tmp_path, capsy
         for key in ("tp", "fp", "tn", "fn", "events"):
             assert result[kind][key] == per["pump-a"][kind][key] + per["pump-b"][kind][key]
     assert result["alert"]["events"] == 2  # one labeled run per machine, never joined across them
+    # a machine with no labelled fault: its F1 is undefined, not 0.000 (most of a fleet)
+    both.loc[both.asset == "pump-b", "anomaly"] = 0
+    both.to_csv(tmp_path / "both.csv", index=False)
+    assert main(["evaluate", str(bundle_dir), str(tmp_path / "both.csv"), "--label-column", "anomaly"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if "pump-" in line}
+    assert rows["pump-b"][2] == "-" and rows["pump-a"][2] != "-"
 
 
 def test_report_plots_each_machine_of_a_file(tiny_bundle, tmp_path, capsys):

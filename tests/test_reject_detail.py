@@ -27,8 +27,12 @@ def msg(doc) -> bytes:
      "'x', 'y', 'z' and 1 more are not one of the model's 8 channels ('ch0', 'ch1', 'ch2' and 5 more)"),
     ("missing_channel", msg({"ts": T0, "values": {"ch0": 1, "ch1": None, "ch2": 3.4e38}}),
      "no value for 'ch1', 'ch2', 'ch3' and 4 more, and none recent enough to carry forward"),
-    ("duplicate_ts", msg({"samples": [{"ts": T0, "values": {}}, {"ts": T0 + 1, "values": {}}]}),
-     "ts 2026-01-01T00:00:00.000Z, 1 more in the message"),
+    # in a batch, the stamp that drew the reason (it named the first one: most often the one taken)
+    ("duplicate_ts", msg({"samples": [{"ts": T0, "values": {}}, {"ts": T0 + 1, "values": {}}, {"ts": T0 + 1}]}),
+     "ts 2026-01-01T00:00:01.000Z, one of 3 in the message"),
+    ("out_of_order", msg({"samples": [{"ts": T0, "values": {}}, {"ts": T0 - 10, "values": {}}]}),
+     "ts 2025-12-31T23:59:50.000Z, one of 2 in the message"),
+    ("future_ts", msg({"samples": [{"ts": T0, "values": {}}, {"ts": T0 + 3e9, "values": {}}]}), "ts 2121-"),
     ("too_large", b"x" * 70_000, "70,000 bytes"),
     ("not_object", b"[1, 2, 3]", "the message starts b'[1, 2, 3]'"),
     ("bad_asset", msg({"ts": T0, "values": {"ch0": 1}}), ""),  # the topic says it all

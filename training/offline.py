@@ -261,7 +261,8 @@ def format_evaluation(result: dict) -> str:
         lines.append(f"per asset (alert):  {'rows':>8}{'F1':>8}{'false-alarm':>13}{'events':>9}")
         for asset, m in result["assets"].items():
             a = m["alert"]
-            lines.append(f"  {asset[:18]:18}{m['rows']:>8}{a['f1']:>8.3f}{a['false_alarm_rate']:>13.3f}"
+            f1 = "-" if "f1" in _undefined(a) else f"{a['f1']:.3f}"  # (most of a fleet has no labelled fault)
+            lines.append(f"  {asset[:18]:18}{m['rows']:>8}{f1:>8}{a['false_alarm_rate']:>13.3f}"
                          f"{a['events_detected']:>5}/{a['events']:<3}")
     if "f1_best" in result:
         best = result["f1_best"]
