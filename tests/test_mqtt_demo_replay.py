@@ -150,6 +150,30 @@ def test_demo_with_the_embedded_broker_raises_and_clears_alerts_in_plain_lines(t
     assert "Traceback" not in out.stderr
 
 
+def test_the_demo_takes_sigterm_as_ctrl_c_so_its_broker_is_stopped():
+    """Found in a README walk: SIGTERM (timeout, systemd, compose) ended the demo without its clean
+    stop, and its mosquitto or three nats-servers kept running under PID 1."""
+    script = """
+import os, signal, time
+from sensorguard.cli_live import _stopped_by_sigterm_too
+
+def run(options):  # the demo's shape: Ctrl-C caught, the broker stopped in finally
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted: stopping")
+        return 0
+    finally:
+        print("broker stopped")
+
+print("exit", _stopped_by_sigterm_too(run, None), signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == ["interrupted: stopping", "broker stopped", "exit 143 True"], out
+
+
 def test_replay_paces_rows_by_their_own_stamps_so_several_machines_run_in_real_time():
     import numpy as np
 
