@@ -79,6 +79,7 @@ def replay(
     client = mqtt.create_client(settings, manual_ack=False, persistent=False, will=False)
     connected = threading.Event()
     client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+    client.on_disconnect = lambda c, u, f, rc, p: connected.clear()
     refusals: list[str] = []  # paho counts a refused message published: replay said "published N", exit 0
 
     def on_publish(c, userdata, mid, reason_code, properties) -> None:
@@ -94,6 +95,9 @@ def replay(
         shift = 0.0 if original_ts or not len(times) else time.time() - float(times[0])
         infos, sent, i = [], 0, 0
         while i < len(values) and not stop.is_set():
+            if not connected.is_set():  # the broker went away: wait for it, the schedule paused (publishing
+                started += _outage(connected, stop, sent)  # on, paho queued without bound and replay
+                continue  # ended in "internal error: ... not currently connected"; a README walk)
             asset, samples, size = names[i], [], 16  # (16: the '{"samples":[]}' around them)
             while i < len(values) and len(samples) < batch and names[i] == asset:
                 sample = orjson.dumps({"ts": round(float(times[i]) + shift, 6),
@@ -110,7 +114,7 @@ def replay(
             infos.append(client.publish(f"{settings.topic_prefix}/{asset}/readings", body, qos=1))
             sent += len(samples)
             if len(infos) > 1000:
-                infos = [info for info in infos if not info.is_published()]
+                infos = [info for info in infos if not _out(info)]
             delay = started + (float(due[i]) if i < len(due) else 0.0) - time.monotonic()  # the next row's time
             if delay > 0:
                 stop.wait(delay)
@@ -119,3 +123,22 @@ def replay(
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def _outage(connected: threading.Event, stop: threading.Event, sent: int) -> float:
+    """Wait for the broker to come back (or ``stop``), saying so once; the seconds waited."""
+    began = time.monotonic()
+    log.warning("lost the broker after %d readings: waiting for it to come back (the pace resumes then)", sent)
+    while not connected.wait(0.5) and not stop.is_set():
+        pass
+    if connected.is_set():
+        log.warning("the broker is back after %.0f s: replaying on", time.monotonic() - began)
+    return time.monotonic() - began
+
+
+def _out(info) -> bool:
+    """Whether a publish went out; one made as the connection dropped never will (paho raises)."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False

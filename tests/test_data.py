@@ -385,7 +385,7 @@ def test_every_column_left_out_is_named_in_a_note(tmp_path, capsys):
     frame["timestamp"] = frame["timestamp"].astype(str)
     frame.loc[3, "timestamp"] = "not a time"
     frame.to_csv(tmp_path / "d.csv", index=False)
-    data = load_frame([tmp_path / "d.csv"])
+    data = load_frame([tmp_path / "d.csv"], normal=True)  # (as train reads it)
     assert "y" not in data.channels and "vib" not in data.channels and "running" not in data.channels
     notes = " | ".join(data.notes)
     assert "label-like columns left out: y" in notes and "true/false columns left out: running" in notes
@@ -397,6 +397,7 @@ def test_every_column_left_out_is_named_in_a_note(tmp_path, capsys):
     said = "y marks 199 rows: they were taken as normal data (--label-column y leaves them out)"
     assert said in load_frame([tmp_path / "d.csv"], channels=mine, normal=True).notes
     assert not any("marks" in n for n in load_frame([tmp_path / "d.csv"], channels=mine).notes)  # score, evaluate
+    assert not any("marks" in n for n in load_frame([tmp_path / "d.csv"]).notes)  # replay: it trains nothing
     from sensorguard.cli import main
 
     assert main(["train", str(tmp_path / "d.csv"), "--channels", ",".join(mine[:2]), "--out", str(tmp_path / "m"),
@@ -430,7 +431,7 @@ def test_the_rows_a_label_like_column_marks_are_counted_as_label_column_reads_th
     frame = plant_frame(rows=40)
     for marks, counted in [(np.where(np.arange(40) < 7, "true", "false"), 7), (np.where(np.arange(40) < 7, -1, 0), 0)]:
         frame["anomaly"] = marks
-        notes = [n for n in series_from_frame(frame, "d").notes if "marks" in n]
+        notes = [n for n in series_from_frame(frame, "d", normal=True).notes if "marks" in n]
         assert notes == ([f"anomaly marks {counted} rows: they were trained on as normal (--label-column anomaly "
                           "leaves them out)"] if counted else [])
         assert int(series_from_frame(frame, "d", label_column="anomaly").labels["anomaly"].sum()) == counted

@@ -251,3 +251,41 @@ def test_replay_says_when_a_fast_replay_would_run_past_the_daemons_future_limit(
     late = np.r_[np.arange(10_000.0), 10_000.0 + np.arange(100.0)]
     said = _refused_ahead(late, schedule(late, None, 10.0), ["a"] * 10_000 + ["b"] * 100, 3600.0)
     assert said is not None and "b starts" in said
+
+
+def test_a_replay_waits_out_a_broker_outage_and_stops_on_sigterm_during_one(tmp_path, mosquitto):
+    """Found in a README walk: with the broker gone, replay kept publishing into paho's unbounded
+    queue and ended in "internal error: Message publish failed: The client is not currently
+    connected". It now waits for the broker, says so, and resumes; SIGTERM still stops it."""
+    import signal
+    import time
+
+    frame = plant_frame(rows=400, channels=3, seed=1)
+    path = tmp_path / "history.parquet"
+    frame.to_parquet(path, index=False)
+    command = [sys.executable, "-m", "sensorguard", "replay", str(path), "--broker", mosquitto.url, "--asset", "p1",
+               "--rate", "40", "--mqtt-version", "3.1.1"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)  # (python's start, then a second of readings)
+        mosquitto.stop()
+        time.sleep(3)
+        mosquitto.start()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (out, err)
+    assert "lost the broker after" in err and "the broker is back after" in err and "Traceback" not in err, err
+    assert "published 400 readings" in out, out
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        mosquitto.stop()
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and "stopped by SIGTERM after" in err, (out, err)

@@ -304,7 +304,7 @@ def choose_channels(
             continue
         if lowered in LABEL_NAMES:  # a label the file carries must never feed the model
             labels.append(str(col))
-            if marked := _marked(frame[col], str(col), name):
+            if normal and (marked := _marked(frame[col], str(col), name)):  # (replay trains nothing)
                 marks.append(f"{col} marks {marked} rows: they were trained on as normal (--label-column {col} "
                              "leaves them out)")
             continue
