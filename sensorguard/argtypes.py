@@ -42,6 +42,24 @@ level = number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
 share = number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 non_negative_float = number(float, "a number >= 0", lambda v: 0 <= v < math.inf)
 seed = number(int, "an integer from 0 to 2**32 - 1", lambda v: 0 <= v < 2**32)  # numpy's seeds
+port = number(int, "a port from 0 to 65535 (0: a free one)", lambda v: 0 <= v <= 65535)
+
+
+def too_big(rows: float, columns: int, what: str) -> str | None:
+    """Why ``rows`` x ``columns`` of float64 (kept about four times over while a table is built and
+    written) will not fit in this machine's memory, else None: ``simulate --rows 1e11`` said
+    "internal error: Unable to allocate 745. GiB" after its work had begun (a README walk)."""
+    import os
+
+    need = rows * (columns + 2) * 8 * 4
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # (no sysconf: not Linux or macOS)
+        return None
+    if need <= have:
+        return None
+    return (f"{what} would need about {need / 2**30:,.0f} GiB of memory, and this machine has "
+            f"{have / 2**30:,.0f} GiB")
 
 
 def server_list(text: str) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from sensorguard.argtypes import (
     non_negative_float,
     non_negative_int,
     number,
+    port,
     positive_float,
     positive_int,
     rate,
@@ -354,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=positive_int, default=16, help="training epochs at most (default 16)")
     p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                    help="auto: mosquitto when on PATH, else the embedded amqtt (default auto)")
-    p.add_argument("--metrics-port", type=int, default=10100, help="metrics port; a free one if taken (10100)")
+    p.add_argument("--metrics-port", type=port, default=10100, help="metrics port; a free one if taken (10100)")
     p.add_argument("--cluster", action="store_true",
                    help="cluster mode: a local 3-node NATS cluster and two workers, one of which hands its "
                    "partitions over partway (needs pip install 'sensorguard[cluster]')")

@@ -33,13 +33,18 @@ class CliError(Exception):
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from sensorguard.argtypes import too_big
     from sensorguard.training.simulate import simulate
 
+    if said := too_big(args.rows, args.channels, f"{args.rows:,} rows"):
+        raise CliError(f"{said}: write fewer --rows (several files, each with its own --start)")
     frame = simulate(rows=args.rows, channels=args.channels, seed=args.seed, anomalies=args.anomalies,
                      start=args.start)
     _write_table(frame, args.out)
     labeled = int(frame["anomaly"].sum()) if "anomaly" in frame else 0
     print(f"wrote {len(frame)} rows x {args.channels} channels to {args.out} ({labeled} rows labeled anomalous)")
+    if args.anomalies and not labeled:  # (10 rows: no room for a fault, and it said only "0 rows")
+        print(f"note: {len(frame)} rows leave no room for an injected fault: give more --rows", file=sys.stderr)
     return 0
 
 

@@ -84,9 +84,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The live loop on a simulated plant: train, broker, daemon, streamed faults, alerts."""
     import tempfile
 
-    from sensorguard.demo import DemoOptions, run_demo
+    from sensorguard.argtypes import too_big
+    from sensorguard.demo import DEMO_CHANNELS, DemoOptions, run_demo
     from sensorguard.service.logs import configure_logging
 
+    streamed = (args.duration * args.rate + 1) * args.assets
+    if said := too_big(streamed, DEMO_CHANNELS, f"{args.duration:g} s of {args.assets} assets at {args.rate:g}/s"):
+        from sensorguard.cli import CliError
+
+        raise CliError(f"{said} (the plant is simulated ahead): give a shorter --duration")  # (it trained first)
     configure_logging(False, "WARNING")  # the view is the output; warnings and errors still show
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sensorguard-demo-"))
     options = DemoOptions(

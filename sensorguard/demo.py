@@ -111,6 +111,12 @@ def plant_streams(faults: dict[str, list[Fault]], rows: int, rate: float, seed: 
 HISTORY_MACHINES = 3
 
 
+def history_rows(rows: int) -> int:
+    """The normal history ``--train-rows`` makes: each machine's share, at least 500 rows (the demo
+    said "5 rows" and trained on 1,500; a README walk)."""
+    return HISTORY_MACHINES * max(rows // HISTORY_MACHINES, 500)
+
+
 def train_model(workdir: Path, rows: int, max_epochs: int, seed: int, progress: bool):
     """Simulate normal history of a few machines and train a bundle into ``workdir/model``.
 
@@ -128,7 +134,7 @@ def train_model(workdir: Path, rows: int, max_epochs: int, seed: int, progress: 
 
     machines = []
     for k in range(HISTORY_MACHINES):
-        frame = simulate(rows=max(rows // HISTORY_MACHINES, 500), channels=DEMO_CHANNELS, seed=seed + k)
+        frame = simulate(rows=history_rows(rows) // HISTORY_MACHINES, channels=DEMO_CHANNELS, seed=seed + k)
         machines.append(frame.drop(columns=["anomaly"]).assign(asset=f"history-{k + 1}"))
     normal = pd.concat(machines, ignore_index=True)
     normal.to_csv(workdir / "normal.csv", index=False, float_format="%.6g")
@@ -257,7 +263,8 @@ def prepare(options: DemoOptions, console, steps: int) -> Prepared:
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    console.print(f"[bold]1/{steps}[/] training a small model on {options.train_rows} rows of simulated normal "
+    console.print(f"[bold]1/{steps}[/] training a small model on {history_rows(options.train_rows)} rows of "
+                  "simulated normal "
                   f"history of {HISTORY_MACHINES} machines ({DEMO_CHANNELS} channels) in {workdir}")
     bundle_dir, summary = train_model(workdir, options.train_rows, options.max_epochs, options.seed,
                                       progress=console.is_terminal)

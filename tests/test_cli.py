@@ -433,3 +433,24 @@ def test_a_broken_pipe_that_is_not_standard_output_is_an_error(monkeypatch, caps
     monkeypatch.setitem(cli.COMMANDS, "simulate", broken)
     assert main(["simulate", "--out", "x.csv"]) == 1
     assert "sensorguard simulate: error: Broken pipe" in capsys.readouterr().err
+
+
+def test_sizes_past_this_machines_memory_and_bad_ports_are_one_line_before_any_work(tmp_path, capsys):
+    """``simulate --rows 1e11`` and ``demo --duration 1e9`` said "internal error: Unable to allocate
+    ... GiB" (the demo after training); ``demo --metrics-port 70000`` served on a random port;
+    ``simulate --rows 10 --anomalies`` wrote no fault and said only "0 rows"; ``demo --train-rows 5``
+    said it trained on 5 rows (a README walk)."""
+    from sensorguard.demo import history_rows
+
+    assert main(["simulate", "--out", str(tmp_path / "s.csv"), "--rows", "100000000000"]) == 1
+    err = capsys.readouterr().err
+    assert "100,000,000,000 rows would need about" in err and "write fewer --rows" in err
+    assert not (tmp_path / "s.csv").exists()
+    assert main(["demo", "--duration", "1e9", "--workdir", str(tmp_path / "d")]) == 1
+    assert "give a shorter --duration" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    with pytest.raises(SystemExit):
+        main(["demo", "--metrics-port", "70000"])
+    assert "expected a port from 0 to 65535" in capsys.readouterr().err
+    assert main(["simulate", "--out", str(tmp_path / "t.csv"), "--rows", "10", "--anomalies"]) == 0
+    assert "10 rows leave no room for an injected fault" in capsys.readouterr().err
+    assert history_rows(5) == 1500 and history_rows(6000) == 6000
