@@ -28,6 +28,7 @@ CUT_SHORT_S = 3.0  # a connection the broker closes sooner than this after accep
 CUT_SHORT_IN_A_ROW = 3  # ... this many in a row: most often a second client with this client id
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason (EMQX, HiveMQ; mosquitto 2.0 just closes the socket)
 UNSPECIFIED = 0x80  # what paho reports for a socket the broker closed without a DISCONNECT
+UNSUPPORTED_VERSION = 0x84  # CONNACK: "Unsupported protocol version" (an MQTT 3.1.1-only broker, NATS's)
 
 
 class Connection:
@@ -106,7 +107,11 @@ class Connection:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("broker refused the connection: %s", mqtt.reason_text(reason_code))
+            said = mqtt.reason_text(reason_code)
+            hint = ("; it speaks MQTT 3.1.1 only (NATS's MQTT listener does): set mqtt_version 3.1.1"
+                    if getattr(reason_code, "value", None) == UNSUPPORTED_VERSION and self.settings.mqtt_version == "5"
+                    else "")
+            log.warning("broker refused the connection: %s%s", said, hint)
             return
         if self.unsubscribe:  # the resumed session still holds them (idempotent on a new one)
             client.unsubscribe(list(self.unsubscribe))
@@ -128,9 +133,10 @@ class Connection:
         self.connected.set()
         self.metrics.mqtt_connected.set(1)
         log.info(
-            "connected to the broker (session %s); subscribed to %s",
+            "connected to the broker (session %s); %s",
             "resumed" if getattr(flags, "session_present", False) else "new",
-            ", ".join(self.settings.readings_filters()),
+            f"subscribed to {', '.join(self.settings.readings_filters())}" if self.settings.readings_filters()
+            else "alerts and states go out here; readings come from the cluster",  # (it said "subscribed to ")
         )
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:

@@ -174,7 +174,8 @@ class ClusterSource:
                     self._states = await self._js.key_value(STATE_BUCKET)
                     self.ownership = ownership
                 except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; one line each try
-                    log.warning("cluster: joining failed (%s); trying again in %.0f s", first_line(exc),
+                    hint = ": the cluster is not initialised; run sensorguard cluster init" if _not_found(exc) else ""
+                    log.warning("cluster: joining failed (%s)%s; trying again in %.0f s", first_line(exc), hint,
                                 CONNECT_RETRY_S)
                     await pause(stopping, CONNECT_RETRY_S)
                     if self._stop.is_set():
@@ -395,3 +396,12 @@ class ClusterSource:
         self.taker.assets.setdefault(k, set()).update(assets)
         return len(assets), primed
 
+
+def _not_found(exc: BaseException) -> bool:
+    """A stream or bucket that is not there: ``cluster init`` has not run (the log said only
+    "stream not found", every 5 s; found in a README walk)."""
+    try:
+        from nats.js.errors import NotFoundError
+    except ImportError:  # (no nats-py: not cluster mode)
+        return False
+    return isinstance(exc, NotFoundError)

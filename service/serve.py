@@ -63,7 +63,10 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> No
         runner = Daemon(settings, bundle)
         runner.connection.unsubscribe = checks[0].stale_filters
     else:
-        log.info("serving with %d workers on %d partitions", workers, len(settings.partition))
+        if settings.cluster:  # (its partitions are the cluster's, taken by leases: `partition` is unused)
+            log.info("serving with %d workers, sharing the cluster's partitions by leases", workers)
+        else:
+            log.info("serving with %d workers on %d partitions", workers, len(settings.partition))
         runner = Supervisor(settings, plans, [check.stale_filters for check in checks])
     stop = threading.Event()
     on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set})

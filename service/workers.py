@@ -357,7 +357,7 @@ class Supervisor:
         slot.process.start()
         send.close()
         log.info("worker w%d (pid %d): client id %s, partitions %s", slot.index, slot.process.pid,
-                 slot.settings.client_id, ", ".join(slot.settings.partition))
+                 slot.settings.client_id, ", ".join(slot.settings.static_partitions()) or "the cluster's, by lease")
 
 
 def _get(port: int, path: str) -> str | None:

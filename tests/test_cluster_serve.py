@@ -537,6 +537,8 @@ def test_a_worker_started_before_cluster_init_says_so_and_joins_once_the_streams
         early.start()
         try:
             wait_for(lambda: "cluster: joining failed" in caplog.text, 20, "a joining failure said")
+            # and what to do about it (it said only "stream not found", every 5 s: a README walk)
+            assert "the cluster is not initialised; run sensorguard cluster init" in caplog.text
             cluster.run_init(Layout(partitions=4, keep=64, servers=node.urls))
             url = "http://{}:{}".format(*early.metrics_address)
             wait_for(lambda: owned(url) == 4, 30, "the early worker owning every partition")

@@ -31,3 +31,25 @@ def test_a_session_taken_over_is_said_at_once_and_a_lasting_connection_resets_th
     for _ in range(2 * CUT_SHORT_IN_A_ROW):
         conn._taken_over(ReasonCode(PacketTypes.DISCONNECT, "Not authorized"), 0.5)
     assert caplog.records == [] and conn._cut_short == 0
+
+
+def test_a_broker_that_refuses_mqtt_5_is_told_apart_with_the_setting_to_change(caplog):
+    """NATS's MQTT listener speaks 3.1.1 only: serve --cluster retried for ever on "Unsupported
+    protocol version" without a hint (a README walk)."""
+    from types import SimpleNamespace
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from sensorguard.service.connection import Connection
+
+    refused = ReasonCode(PacketTypes.CONNACK, "Unsupported protocol version")
+    flags = SimpleNamespace(session_present=False)
+    for version, hinted in (("5", True), ("3.1.1", False)):
+        caplog.clear()
+        settings = load_settings({"client_id": "sg", "mqtt_version": version}, {}, require_model=False)
+        Connection(settings, None, None, lambda client, message: None, lambda: False)._on_connect(
+            None, None, flags, refused, None)
+        said = caplog.records[-1].getMessage()
+        assert said.startswith("broker refused the connection: Unsupported protocol version"), said
+        assert ("set mqtt_version 3.1.1" in said) is hinted
