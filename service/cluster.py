@@ -57,6 +57,9 @@ FORMING_S = 30.0  # how long init waits for a new cluster to elect its JetStream
 log = logging.getLogger(__name__)
 
 
+MAX_AGE_LIMIT_S = 100 * 365 * 86400.0  # NATS keeps an age in int64 nanoseconds: about 292 years at most
+
+
 class ClusterError(ValueError):
     """A cluster that cannot be reached or set up as asked; the message is one readable line."""
 
@@ -83,6 +86,9 @@ class Layout:
             problems.append(f"replicas must be 1, 3 or 5 (a Raft group needs a majority), not {self.replicas}")
         if not self.topic_prefix.strip("/") or any(c in self.topic_prefix for c in "#+ *>"):
             problems.append(f"topic prefix {self.topic_prefix!r} must be MQTT levels without wildcards")
+        if not 0 < self.readings_max_age_s <= MAX_AGE_LIMIT_S:  # (0 is "no limit" to NATS, and 1e12 s
+            problems.append(f"max-age must be more than 0 and at most 100 years, not "  # overflowed its int64
+                            f"{self.readings_max_age_s:g} s")  # nanoseconds after a stream had changed)
         if problems:
             raise ClusterError("; ".join(problems))
 
