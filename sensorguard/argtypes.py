@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 
 def csv_list(text: str) -> list[str]:
@@ -56,6 +57,13 @@ def too_big(rows: float, columns: int, what: str) -> str | None:
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # (no sysconf: not Linux or macOS)
         return None
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):  # a container's
+        try:  # cgroup v2, v1: past it the kernel kills the process (137), without a word
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            have = min(have, int(text))
     if need <= have:
         return None
     return (f"{what} would need about {need / 2**30:,.0f} GiB of memory, and this machine has "

@@ -85,14 +85,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
     from sensorguard.argtypes import too_big
-    from sensorguard.demo import DEMO_CHANNELS, DemoOptions, run_demo
+    from sensorguard.demo import DEMO_CHANNELS, DemoOptions, history_rows, run_demo
     from sensorguard.service.logs import configure_logging
 
     streamed = (args.duration * args.rate + 1) * args.assets
-    if said := too_big(streamed, DEMO_CHANNELS, f"{args.duration:g} s of {args.assets} assets at {args.rate:g}/s"):
-        from sensorguard.cli import CliError
+    for said, way_out in ((too_big(streamed, DEMO_CHANNELS, f"{args.duration:g} s of {args.assets} assets at "
+                                   f"{args.rate:g}/s"), "the plant is simulated ahead: give a shorter --duration"),
+                          (too_big(history_rows(args.train_rows), DEMO_CHANNELS, f"{args.train_rows:,} rows of "
+                                   "history"), "give fewer --train-rows")):
+        if said:  # (the plant's check came after training)
+            from sensorguard.cli import CliError
 
-        raise CliError(f"{said} (the plant is simulated ahead): give a shorter --duration")  # (it trained first)
+            raise CliError(f"{said}: {way_out}")
     configure_logging(False, "WARNING")  # the view is the output; warnings and errors still show
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sensorguard-demo-"))
     options = DemoOptions(
@@ -122,18 +126,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _stopped_by_sigterm_too(run, options) -> int:
     """``run(options)`` with SIGTERM taken as Ctrl-C: the demo's clean stop (its daemon, then its
     broker or nats-servers) ran only on KeyboardInterrupt, and ``timeout``, systemd or compose
-    left the broker running under PID 1 (found in a README walk). 143 after a SIGTERM."""
+    left the broker running under PID 1 (found in a README walk). 143 after a SIGTERM, wherever it
+    came (training turns Ctrl-C into exit 1); only the first interrupts: a second one inside the
+    clean stop skipped the broker's stop (found by review)."""
     import signal
 
     terms: list[int] = []
 
     def interrupt(signum: int, frame: object) -> None:
         terms.append(signum)
-        raise KeyboardInterrupt
+        if len(terms) == 1:
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         code = run(options)
+    except (KeyboardInterrupt, SystemExit):
+        if not terms:
+            raise
+        return 143
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return 143 if terms else code

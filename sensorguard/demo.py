@@ -315,9 +315,11 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted: stopping")
     finally:
-        if daemon is not None:
-            daemon.stop()
-        broker.stop()
+        try:
+            if daemon is not None:
+                daemon.stop()
+        finally:
+            broker.stop()  # (whatever the daemon's stop raised: never a broker left behind)
     console.print(f"done in {time.monotonic() - started:.0f}s; files in {workdir}")
     return 0
 

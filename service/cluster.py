@@ -86,9 +86,10 @@ class Layout:
             problems.append(f"replicas must be 1, 3 or 5 (a Raft group needs a majority), not {self.replicas}")
         if not self.topic_prefix.strip("/") or any(c in self.topic_prefix for c in "#+ *>"):
             problems.append(f"topic prefix {self.topic_prefix!r} must be MQTT levels without wildcards")
-        if not 0 < self.readings_max_age_s <= MAX_AGE_LIMIT_S:  # (0 is "no limit" to NATS, and 1e12 s
-            problems.append(f"max-age must be more than 0 and at most 100 years, not "  # overflowed its int64
-                            f"{self.readings_max_age_s:g} s")  # nanoseconds after a stream had changed)
+        if not 0.1 <= self.readings_max_age_s <= MAX_AGE_LIMIT_S:  # (0 is "no limit" to NATS, under 100 ms
+            problems.append(f"max-age must be from 100 ms to 100 years, not "  # it refuses, and 1e12 s
+                            f"{self.readings_max_age_s:g} s")  # overflowed its int64 nanoseconds: each after a
+            # stream had changed)
         if problems:
             raise ClusterError("; ".join(problems))
 

@@ -448,6 +448,8 @@ def test_sizes_past_this_machines_memory_and_bad_ports_are_one_line_before_any_w
     assert not (tmp_path / "s.csv").exists()
     assert main(["demo", "--duration", "1e9", "--workdir", str(tmp_path / "d")]) == 1
     assert "give a shorter --duration" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    assert main(["demo", "--train-rows", "100000000000", "--workdir", str(tmp_path / "d")]) == 1
+    assert "give fewer --train-rows" in capsys.readouterr().err and not (tmp_path / "d").exists()
     with pytest.raises(SystemExit):
         main(["demo", "--metrics-port", "70000"])
     assert "expected a port from 0 to 65535" in capsys.readouterr().err

@@ -169,9 +169,33 @@ def run(options):  # the demo's shape: Ctrl-C caught, the broker stopped in fina
         print("broker stopped")
 
 print("exit", _stopped_by_sigterm_too(run, None), signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+
+def twice(options):  # a second SIGTERM inside the clean stop must not skip the broker's (a review)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        print("broker stopped again")
+    return 0
+
+print("exit", _stopped_by_sigterm_too(twice, None))
+
+def training(options):  # Lightning turns the interrupt into exit 1: still a SIGTERM's 143 (a review)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        raise SystemExit(1)
+
+print("exit", _stopped_by_sigterm_too(training, None))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.stdout.splitlines() == ["interrupted: stopping", "broker stopped", "exit 143 True"], out
+    assert out.stdout.splitlines() == ["interrupted: stopping", "broker stopped", "exit 143 True",
+                                       "broker stopped again", "exit 143", "exit 143"], out
 
 
 def test_replay_paces_rows_by_their_own_stamps_so_several_machines_run_in_real_time():

@@ -63,8 +63,8 @@ def load_frame(
     channels are held and marked (``faulted``) as the daemon does.
     asset_column: rows of several machines in one table (default: a column named ``asset``, as
     written by the daemon's recorder); each machine is cleaned as its own series.
-    normal: the rows are taken as normal data (``calibrate``, ``retrain``): a label-like column's
-    marked rows are noted even when the channels are given (training notes them anyway).
+    normal: the rows are taken as normal data (``train``, ``calibrate``, ``retrain``): the rows a
+    label-like column marks are noted (not for ``score`` or ``replay``, which learn nothing).
     """
     if not paths:
         raise DataError("no data files given")
