@@ -20,6 +20,7 @@ from sensorguard.arguments import build_parser, promise_options
 from sensorguard.cli_live import cmd_cluster, cmd_command, cmd_demo, cmd_replay, cmd_serve
 from sensorguard.cli_models import cmd_models, cmd_retrain
 from sensorguard.service.logs import first_line
+from sensorguard.writing import write_table
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -40,7 +41,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise CliError(f"{said}: write fewer --rows (several files, each with its own --start)")
     frame = simulate(rows=args.rows, channels=args.channels, seed=args.seed, anomalies=args.anomalies,
                      start=args.start)
-    _write_table(frame, args.out)
+    write_table(frame, args.out)
     labeled = int(frame["anomaly"].sum()) if "anomaly" in frame else 0
     print(f"wrote {len(frame)} rows x {args.channels} channels to {args.out} ({labeled} rows labeled anomalous)")
     if args.anomalies and not labeled:  # (10 rows: no room for a fault, and it said only "0 rows")
@@ -273,7 +274,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     scored = _score_rows(args, bundle)
     out = score_table(bundle, scored)
-    _write_table(out, args.out)
+    write_table(out, args.out)
     n_scored = int(out["score"].notna().sum())
     print(
         f"scored {n_scored} of {len(out)} rows -> {args.out} "
@@ -320,36 +321,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     for path in report_data(bundle, Path(args.out), data, _alert_rules(args, bundle), args.label_column):
         print(path)
     return 0
-
-
-# --- shared helpers ------------------------------------------------------------------------------
-
-
-COMPRESSED = {".gz", ".bz2", ".xz", ".zst", ".zip"}  # pandas compresses a CSV by these suffixes
-NOT_WRITTEN = {".xlsx", ".xls", ".json", ".jsonl", ".feather", ".h5", ".hdf5", ".pkl", ".pickle"}
-
-
-def _write_table(frame, path: str | Path) -> None:
-    """CSV (``.csv``, compressed ``.csv.gz`` ...), tab-separated (``.tsv``) or Parquet (``.parquet``,
-    ``.pq``) by the suffix; a format it cannot write is one line, and any other suffix is CSV with
-    a note (``scores.txt`` was CSV in silence, ``scores.xlsx`` a CSV Excel could not open)."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise CliError(f"{path}: directory {path.parent} does not exist")
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    suffix = suffixes[-1] if suffixes else ""
-    table = suffixes[0] if suffix in COMPRESSED and len(suffixes) == 2 else suffix
-    if table in NOT_WRITTEN:
-        raise CliError(f"{path}: cannot write {table} files; give a .csv, .tsv or .parquet path")
-    if table not in {".csv", ".tsv", ".parquet", ".pq"}:
-        print(f"note: {path}: written as CSV (a .csv, .tsv or .parquet suffix chooses the format)", file=sys.stderr)
-    try:
-        if table in {".parquet", ".pq"}:
-            frame.to_parquet(path, index=False)
-        else:
-            frame.to_csv(path, index=False, float_format="%.6g", sep="\t" if table == ".tsv" else ",")
-    except OSError as exc:
-        raise CliError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
