@@ -18,16 +18,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sensorguard.demo import (
-    AssetView,
-    DemoOptions,
-    View,
-    prepare,
-    print_summary,
-    start_daemon,
-    stream_plant,
-    watch_alerts,
-)
+from sensorguard.demo import DemoOptions, prepare, start_daemon, stream_plant, watch_alerts
+from sensorguard.demo_view import AssetView, View, print_summary
 from sensorguard.service.localhost import port_free
 
 NODES = 3
