@@ -288,10 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", required=True, help="registry root")
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--gate", choices=("live",), help="promote: promote the shadow only if it passes the live gate")
-    p.add_argument("--span", type=duration, default=86400.0,
+    p.add_argument("--span", type=duration,  # (None: not given, so models can say where it does not apply)
                    help="promote --gate live: how long the shadow must have run beside CURRENT (default 24h)")
     p.add_argument("--clear", action="store_true", help="shadow: stop shadowing")
-    p.add_argument("--keep", type=positive_int, default=10, help="prune: versions of the history and newest "
+    p.add_argument("--keep", type=positive_int, help="prune: versions of the history and newest "
                    "versions kept (default 10)")
 
     p = verbs.add_parser("serve", help="the daemon: score MQTT readings live, publish alerts, export metrics",

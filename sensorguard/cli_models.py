@@ -12,6 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+SPAN_S = 86400.0  # models promote --gate live: the shadow's time beside CURRENT, by default
+KEEP = 10  # models prune: versions of the history and newest versions kept, by default
+
 # --- retrain -----------------------------------------------------------------------------------
 
 
@@ -94,7 +97,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(describe(root, name, args.version), indent=2))
         return 0
     if args.action == "prune":
-        removed = prune(root, name, args.keep)
+        removed = prune(root, name, KEEP if args.keep is None else args.keep)
         print(f"{name}: deleted {len(removed)} versions" + (f" ({', '.join(removed)})" if removed else ""))
         return 0
     if args.action == "shadow":
@@ -107,7 +110,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "promote" and args.gate == "live":
         if args.version:
             raise CliError("promote --gate live promotes the SHADOW version: give no VERSION")
-        promoted, said = live_gate(root, name, args.span)
+        promoted, said = live_gate(root, name, SPAN_S if args.span is None else args.span)
         print(said)
         return 0 if promoted else 1
     if args.action == "promote" and not args.version:
@@ -126,9 +129,9 @@ def _misplaced(args: argparse.Namespace) -> str | None:
     if args.version and args.action not in ("show", "promote", "shadow"):
         return f"{args.action} takes no VERSION (got {args.version})"
     given = {"--gate": args.gate is not None and args.action != "promote",
-             "--span": args.span != 86400.0 and args.gate is None,
+             "--span": args.span is not None and args.gate is None,
              "--clear": args.clear and args.action != "shadow",
-             "--keep": args.keep != 10 and args.action != "prune"}
+             "--keep": args.keep is not None and args.action != "prune"}
     wrong = [flag for flag, bad in given.items() if bad]
     if not wrong:
         return None

@@ -89,17 +89,14 @@ def _off_rate(times, assets, period: float) -> str | None:
     """The stamps keep the file's spacing, and the daemon holds an asset to the model's sample
     period by them: a file sampled over 1.5x slower is refused reading by reading (``slow_rate``),
     and the replay reported success (found in a README walk); a faster one is thinned."""
-    import numpy as np
     import pandas as pd
 
-    from sensorguard.service.cleaning import FAST_RATE, SLOW_RATE
+    from sensorguard.service.cleaning import FAST_RATE, SLOW_RATE, infer_policy
 
-    frame = pd.DataFrame({"asset": assets, "t": times}) if not isinstance(assets, str) else pd.DataFrame({"t": times})
-    steps = (frame.groupby("asset", sort=False)["t"].diff() if "asset" in frame else frame["t"].diff()).to_numpy()
-    steps = steps[np.isfinite(steps) & (steps > 0)]
-    if not len(steps):
+    frame = pd.DataFrame({"asset": [assets] * len(times) if isinstance(assets, str) else assets, "t": times})
+    step = infer_policy([t.to_numpy() for _, t in frame.groupby("asset", sort=False)["t"]]).sample_period
+    if step is None:  # (one row, or no spacing: nothing to judge)
         return None
-    step = float(np.median(steps))
     said = f"the file's rows are {step:g} s apart and the model's sample period is {period:g} s"
     if step > SLOW_RATE * period:
         return (f"{said}: the daemon refuses readings over {SLOW_RATE:g}x slower than that (slow_rate), so it "

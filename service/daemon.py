@@ -166,7 +166,7 @@ class Daemon:
         self._next_save = time.monotonic() + SAVE_INTERVAL_S
         self._beat = time.monotonic()
         self._http = serve_http(self.registry, s.metrics_host, s.metrics_port, self.ready, self.alive,
-                                     why_not=self.not_ready)
+                                why_not=self.not_ready)
         self._threads = [
             threading.Thread(target=self._work, name="sensorguard-scorer", daemon=True),
             threading.Thread(target=self.models.watch, args=(lambda: self.ingest.stopping,),

@@ -39,7 +39,7 @@ import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sensorguard.service.aggregate import WorkerCounters, merge, parse
-from sensorguard.service.config import ConfigError, Settings
+from sensorguard.service.config import Settings
 from sensorguard.service.daemon import Daemon
 from sensorguard.service.hotswap import worker_model
 from sensorguard.service.logs import configure_logging
@@ -71,17 +71,14 @@ def usable_cores() -> int:
 
 
 def worker_count(settings: Settings, cores: int | None = None) -> int:
-    """``workers``, or one per core up to the number of partitions; refused beyond the partitions.
-    In cluster mode the workers share the cluster's partitions by leases: one per core."""
+    """``workers``, or one per core up to the number of partitions (more workers than partitions
+    are refused with the settings: :func:`~sensorguard.service.settings_checks.validate`). In
+    cluster mode the workers share the cluster's partitions by leases: one per core."""
     cores = cores or usable_cores()
     if settings.cluster:
         return settings.workers or max(1, cores)
-    partitions = len(settings.partition)
     if settings.workers is None:
-        return max(1, min(cores, partitions))
-    if settings.workers > partitions:
-        raise ConfigError([f"workers: {settings.workers} workers need at least as many partitions, got "
-                           f"{partitions} ({', '.join(settings.partition)}); add --partition filters"])
+        return max(1, min(cores, len(settings.partition)))
     return settings.workers
 
 
@@ -309,7 +306,7 @@ class Supervisor:
 
     def ready(self) -> bool:
         """Every worker answers ``/readyz`` with 200."""
-        return all(slot.port is not None and _get(slot.port, "/readyz") is not None for slot in self.slots)
+        return not self.not_ready()
 
     def not_ready(self) -> list[str]:
         """Each worker that is not ready, with the reasons its own ``/readyz`` gives."""

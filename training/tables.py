@@ -287,26 +287,20 @@ def choose_channels(
         if missing:
             raise DataError(f"{name}: channels not found: {', '.join(missing)} (columns: {cols(frame)})")
         if normal:  # calibrate and retrain in a model's channels: 194 fault rows set a line 25x higher,
-            for col in frame.columns:  # unsaid (found in a README walk)
-                if (col not in (tcol, label_column) and col not in channels and str(col).strip().lower() in LABEL_NAMES
-                        and (marked := _marked(frame[col], str(col), name))):
-                    notes.append(f"{col} marks {marked} rows: they were taken as normal data (--label-column {col} "
-                                 "leaves them out)")
+            notes += _marks(frame, [c for c in frame.columns if c not in (tcol, label_column) and c not in channels
+                                    and str(c).strip().lower() in LABEL_NAMES],  # unsaid (a README walk)
+                            name, "taken as normal data")
         return tuple(channels)
     unknown = [c for c in exclude if c not in frame.columns]
     if unknown:
         raise DataError(f"{name}: --exclude names unknown columns: {', '.join(unknown)}")
     chosen, constant, timelike, counters, labels, flags, text = [], [], [], [], [], [], []
-    marks: list[str] = []  # label-like columns with rows marked
     for col in frame.columns:
         lowered = str(col).strip().lower()
         if col in (tcol, label_column, asset_column) or col in exclude or lowered == "asset":
             continue
         if lowered in LABEL_NAMES:  # a label the file carries must never feed the model
-            labels.append(str(col))
-            if normal and (marked := _marked(frame[col], str(col), name)):  # (replay trains nothing)
-                marks.append(f"{col} marks {marked} rows: they were trained on as normal (--label-column {col} "
-                             "leaves them out)")
+            labels.append(col)
             continue
         if re.fullmatch(r"unnamed: \d+", lowered) and _row_numbers(frame[col]):
             counters.append(str(col))  # a table written with its index (pandas' to_csv): not a sensor
@@ -331,8 +325,10 @@ def choose_channels(
     if constant:  # a column constant through the whole file is an id or a setpoint more often than a sensor
         notes.append(f"constant columns left out: {', '.join(constant)} (name them in --channels to keep them)")
     if labels:
-        notes.append(f"label-like columns left out: {', '.join(labels)} (name them in --channels to keep them)")
-        notes += marks
+        notes.append(f"label-like columns left out: {', '.join(map(str, labels))} (name them in --channels to keep "
+                     "them)")
+        if normal:  # (replay trains nothing)
+            notes += _marks(frame, labels, name, "trained on as normal")
     if flags:
         notes.append(f"true/false columns left out: {', '.join(flags)} (name them in --channels to keep them)")
     if text:
@@ -397,9 +393,15 @@ def label_rows(column: pd.Series, label_column: str, name: str) -> np.ndarray:
     return (numeric.to_numpy() > 0).astype(np.int8)
 
 
-def _marked(column: pd.Series, col: str, name: str) -> int:
-    """The rows a label-like column marks, as ``--label-column`` would read it (0: not labels)."""
-    try:
-        return int(label_rows(column, col, name).sum())
-    except DataError:
-        return 0
+def _marks(frame: pd.DataFrame, columns: Sequence[object], name: str, taken: str) -> list[str]:
+    """A note per label-like column that marks rows, counted as ``--label-column`` would read it
+    (a column that is not labels marks none), where those rows were ``taken`` as normal."""
+    notes = []
+    for col in columns:
+        try:
+            marked = int(label_rows(frame[col], str(col), name).sum())
+        except DataError:
+            continue
+        if marked:
+            notes.append(f"{col} marks {marked} rows: they were {taken} (--label-column {col} leaves them out)")
+    return notes
