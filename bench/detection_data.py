@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.detection_pump import TRAIN_ROWS as PUMP_TRAIN_ROWS
+from bench.detection_pump import recording as pump_recording
 from sensorguard.training.data import SensorData, series_from_frame
 from sensorguard.training.simulate import simulate
 
@@ -127,6 +129,17 @@ def recordings_cases(quick: bool, count: int | None = None) -> list[Case]:
                                 anomaly_rate=RECORDING_FAULT_SHARE, anomalies_from=MIN_NORMAL_ROWS),
                        f"recording seed={seed}", MIN_NORMAL_ROWS)
             for seed in range(100, 100 + (count or (4 if quick else 8)))]
+
+
+def pump_cases(quick: bool, count: int | None = None) -> list[Case]:
+    """The pump test bench (``detection_pump``): each recording trains on its first 400 rows and
+    tests on the 800 after them, one fault in them. 24 recordings (``count``; 6 with ``quick``),
+    seeds 100 on, so each of the six fault kinds comes four times."""
+    cases = []
+    for seed in range(100, 100 + (count or (6 if quick else 24))):
+        frame, fault = pump_recording(seed)
+        cases.append(split_case(frame, f"pump seed={seed} {fault.kind}", PUMP_TRAIN_ROWS))
+    return cases
 
 
 def split_case(frame: pd.DataFrame, name: str, rows: int) -> Case:
