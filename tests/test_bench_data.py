@@ -25,3 +25,41 @@ def test_a_case_tests_the_channels_it_trained_on():
     assert case.test.channels == case.train.channels
     np.testing.assert_array_equal(case.test.values, frame[["temp", "power"]].to_numpy()[400:])
     assert case.labels.sum() == 150
+
+
+def test_pump_recordings_hold_one_fault_after_normal_training_rows():
+    """The second proxy of the hidden bench: each recording trains on normal rows only, holds one
+    contiguous fault that ends before the recording does, and six seeds in a row hold each kind."""
+    from bench.detection_data import pump_cases
+    from bench.detection_pump import FAULTS, ROWS, TRAIN_ROWS, recording
+
+    kinds = []
+    for seed in range(100, 106):
+        frame, fault = recording(seed)
+        kinds.append(fault.kind)
+        labels = frame["anomaly"].to_numpy()
+        assert len(frame) == ROWS and not labels[:TRAIN_ROWS].any()
+        faulty = np.flatnonzero(labels)
+        assert faulty[0] == fault.start and len(faulty) == fault.rows == faulty[-1] - faulty[0] + 1
+        assert faulty[-1] < ROWS - 1  # normal rows follow the fault: an alert must clear
+        assert np.array_equal(frame["volume_flow"], np.round(frame["volume_flow"]))  # whole units
+    assert sorted(kinds) == sorted(FAULTS)
+    again, _ = recording(100)
+    pd.testing.assert_frame_equal(again, recording(100)[0])
+    cases = pump_cases(quick=True)
+    assert len(cases) == 6 and all(len(c.train) == TRAIN_ROWS and len(c.test) == ROWS - TRAIN_ROWS for c in cases)
+
+
+def test_a_pump_fault_moves_its_channels_and_only_them():
+    """A fault changes the faulty rows of the channels it names and nothing else: the same seed
+    without the fault (severity 0) gives the same values everywhere else."""
+    from bench.detection_pump import recording
+
+    for seed in range(100, 106):
+        faulty, fault = recording(seed)
+        clean, _ = recording(seed, severity=0.0)
+        channels = [c for c in faulty.columns if c not in ("timestamp", "anomaly")]
+        moved = ~np.isclose(faulty[channels].to_numpy(), clean[channels].to_numpy())
+        rows = np.flatnonzero(moved.any(axis=1))
+        assert len(rows) > 0, fault.kind
+        assert rows.min() >= fault.start and rows.max() < fault.start + fault.rows, fault.kind
