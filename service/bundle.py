@@ -29,6 +29,7 @@ from sensorguard import __version__
 from sensorguard.service.alerts import divides_hop
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
+from sensorguard.service.durable import fsync_path, write_durably
 from sensorguard.service.logs import first_line
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
 from sensorguard.service.sensors import SensorRules
@@ -401,25 +402,3 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         path=path,
     )
 
-
-def write_durably(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically: temp file in the same directory, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def fsync_path(path: Path) -> None:
-    """Make a rename or a new entry in directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -46,7 +46,7 @@ from typing import Any
 
 import orjson
 
-from sensorguard.service.bundle import write_durably
+from sensorguard.service.durable import write_durably
 from sensorguard.service.payload import TS_MAX, asset_from_topic
 
 log = logging.getLogger(__name__)

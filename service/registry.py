@@ -27,12 +27,11 @@ from pathlib import Path
 from sensorguard.service.bundle import (
     Bundle,
     BundleError,
-    fsync_path,
     load_bundle,
     transient_error,
-    write_durably,
     write_files,
 )
+from sensorguard.service.durable import fsync_path, write_durably
 
 CURRENT_FILE = "CURRENT"
 SHADOW_FILE = "SHADOW"  # a candidate the daemon scores beside CURRENT without announcing (service.shadow)

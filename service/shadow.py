@@ -33,10 +33,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sensorguard.service.alerts import AlertRules, AlertState, alert_steps, judge
-from sensorguard.service.bundle import Bundle, BundleError, write_durably
+from sensorguard.service.bundle import Bundle, BundleError
 from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
+from sensorguard.service.durable import write_durably
 from sensorguard.service.registry import current_version, promote, read_meta, shadow_version
 from sensorguard.service.scorer import Scorer
 

@@ -30,8 +30,8 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from sensorguard.service.alerts import AlertState
-from sensorguard.service.bundle import write_durably
 from sensorguard.service.drift import DriftState
+from sensorguard.service.durable import write_durably
 from sensorguard.service.logs import first_line
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sensorguard.service.bundle import Bundle, write_durably
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.durable import write_durably
 from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, alert_of
 from sensorguard.service.registry import (
     CurrentMoved,
