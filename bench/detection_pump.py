@@ -5,12 +5,12 @@ load-driven plant with many short faults of six kinds on one channel each, and i
 wander far from their 400 training rows. Its classic baseline (PCA T^2/Q) then raises on 68 % of
 the normal rows, where the published figures for the kind of bench the issue describes (one
 experiment per file, one collective fault each, a pump loop's eight sensors) put that baseline
-near 14-27 %. So this proxy is built the other way round: a pump running at a steady point, its
+near 27 %. So this proxy is built the other way round: a pump running at a steady point, its
 sensors' own noise, temperatures still settling from the run before, and one physical fault per
 recording that moves several channels at once (a valve closing moves flow, pressure and current
 together). Its two free sizes (``severity`` of the faults, ``warming`` of the temperatures) were
-set by the PCA T^2/Q baseline alone, never by sensorguard's numbers (docs/benchmarks.md, session
-49, says how).
+set by the classic baselines alone, never by sensorguard's numbers (``bench/pump_calibration.py``;
+docs/benchmarks.md, session 49).
 
 Channels, in the units such a bench logs: two vibration RMS (g), motor current (A), loop pressure
 (bar), fluid temperature and motor thermocouple (degrees C), supply voltage (V) and a volume flow
