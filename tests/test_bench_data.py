@@ -31,7 +31,7 @@ def test_pump_recordings_hold_one_fault_after_normal_training_rows():
     """The second proxy of the hidden bench: each recording trains on normal rows only, holds one
     contiguous fault that ends before the recording does, and six seeds in a row hold each kind."""
     from bench.detection_data import pump_cases
-    from bench.detection_pump import FAULTS, ROWS, TRAIN_ROWS, recording
+    from bench.detection_pump import AFTER_ROWS, FAULTS, ROWS, TRAIN_ROWS, recording
 
     kinds = []
     for seed in range(100, 106):
@@ -41,7 +41,7 @@ def test_pump_recordings_hold_one_fault_after_normal_training_rows():
         assert len(frame) == ROWS and not labels[:TRAIN_ROWS].any()
         faulty = np.flatnonzero(labels)
         assert faulty[0] == fault.start and len(faulty) == fault.rows == faulty[-1] - faulty[0] + 1
-        assert faulty[-1] < ROWS - 1  # normal rows follow the fault: an alert must clear
+        assert faulty[-1] < ROWS - AFTER_ROWS  # normal rows follow the fault: an alert must clear
         assert np.array_equal(frame["volume_flow"], np.round(frame["volume_flow"]))  # whole units
     assert sorted(kinds) == sorted(FAULTS)
     again, _ = recording(100)
