@@ -215,6 +215,7 @@ def recordings(quick: bool, options: TrainOptions, seeds: int = 1, count: int | 
 
 
 def pump(quick: bool, options: TrainOptions, seeds: int = 1, count: int | None = None) -> None:
+    """The pump proxy's tables (``detection_pump``): per recording, mean and pooled."""
     print("\n== simulated pump test bench, one fault per recording (train: first 400 rows, test: the 800 after) ==")
     pooled_section(pump_cases(quick, count), options, "recording", seeds)
 

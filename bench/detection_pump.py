@@ -85,7 +85,7 @@ def _inject(values: dict[str, np.ndarray], fault: PumpFault, severity: float, rn
     """Add the fault's effect on each channel it moves, in place. A valve turns in 5-30 s, so
     steps ramp in; a leak, overheating and overload grow over the whole fault."""
     n = fault.rows
-    onset = np.minimum(np.arange(n) / rng.uniform(5, 30), 1.0)  # a step, reached in 5-30 s
+    onset = np.minimum((np.arange(n) + 1) / rng.uniform(5, 30), 1.0)  # a step, reached in 5-30 s
     growth = (np.arange(n) + 1) / n  # a slow fault, full size at its end
     seg = slice(fault.start, fault.start + n)
 

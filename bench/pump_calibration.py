@@ -9,7 +9,7 @@ published triple (``off``: the sum of the three absolute differences). The shipp
 nearest, summed over the three detectors (docs/benchmarks.md, session 49). sensorguard is never run here, so
 its numbers cannot have chosen the sizes.
 
-Run: ``python bench/pump_calibration.py`` (about 2 minutes), ``--severity 0.6 --warming 0.3`` for
+Run: ``python bench/pump_calibration.py`` (1-2 minutes), ``--severity 0.6 --warming 0.3`` for
 one pair. Prints a table; asserts nothing.
 """
 
@@ -43,6 +43,7 @@ def triple(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
 
 
 def baselines(severity: float, warming: float) -> list[dict]:
+    """One table row per baseline: its pooled triple at these sizes and how far it is from the published one."""
     preds: dict[str, list[np.ndarray]] = {}
     labels = []
     for seed in SEEDS:

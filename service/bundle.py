@@ -401,4 +401,3 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         created=str(meta.get("created", "")),
         path=path,
     )
-
