@@ -86,11 +86,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         # "retrain gate": the candidate's verdict when retrain made it ("promoted" read as "is current")
         print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}  "
               "retrain gate")
-        gate = {True: "passed", False: "refused", None: "-"}
         for v in infos:
             print(
                 f"{'*' if v.current else '':2}{v.version:9}{v.created:27}{_stamp(v.data_from):27}"
-                f"{_stamp(v.data_to):27}{v.rows:>9}{v.threshold:>12.4g}  {gate.get(v.promoted, str(v.promoted))}"
+                f"{_stamp(v.data_to):27}{v.rows:>9}{v.threshold:>12.4g}  {gate_verdict(v.passed, v.promoted)}"
             )
         return 0
     if args.action == "show":
@@ -136,6 +135,19 @@ def _misplaced(args: argparse.Namespace) -> str | None:
     if not wrong:
         return None
     return f"{' and '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to models {args.action}"
+
+
+def gate_verdict(passed: object, promoted: object) -> str:
+    """The retrain gate's verdict on a version and what retrain did with it, for ``models list``.
+
+    The column once read ``promoted`` alone, so a candidate forced past a refusal showed "passed"
+    and one that passed but went to shadow showed "refused" (found by a README walk). Versions
+    stored before ``passed`` was recorded fall back to ``promoted``."""
+    if passed is None:
+        return {True: "passed", False: "refused", None: "-"}.get(promoted, str(promoted))  # type: ignore[arg-type]
+    if passed:
+        return "passed" if promoted or promoted is None else "passed, not promoted"
+    return "refused, forced" if promoted else "refused"
 
 
 def _stamp(value: object) -> str:

@@ -251,7 +251,8 @@ class VersionInfo:
     data_to: str | None
     rows: int | str
     threshold: float
-    promoted: str | None
+    promoted: bool | None  # what retrain did with it (None: published by hand, no gate ran)
+    passed: bool | None = None  # the retrain gate's verdict (None: not recorded)
 
 
 def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
@@ -268,7 +269,7 @@ def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
             version, version == current, str(meta.get("created", "?")), span[0], span[1],
             rows if isinstance(rows, int | str) else "?",
             float(threshold) if isinstance(threshold, int | float) else float("nan"),
-            _mapping(meta.get("metrics")).get("promoted"),
+            _mapping(meta.get("metrics")).get("promoted"), _mapping(meta.get("metrics")).get("passed"),
         ))
     return infos
 

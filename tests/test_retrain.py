@@ -479,3 +479,23 @@ def test_retrain_notes_rows_a_label_column_marks_in_the_current_models_channels(
     assert said in data.notes
     kept = new_normal_data(registry, "pump", [str(tmp_path / "marked.csv")], None, None, label_column="anomaly")
     assert len(kept) < len(data) and not any("marks" in n for n in kept.notes)
+
+
+def test_models_list_shows_the_gates_verdict_not_what_retrain_did(registry, trained, capsys):
+    """A README walk: a candidate forced past a refusal was listed as "passed", and one that
+    passed and went to shadow as "refused": the column read ``metrics.promoted``."""
+    from sensorguard.cli_models import gate_verdict
+
+    bundle, _, _ = trained
+    publish(bundle, registry, "pump")
+    for version, metrics in (("v0001", {"passed": False, "promoted": True}),
+                             ("v0002", {"passed": True, "promoted": False})):
+        path = registry / "pump" / version / "bundle.json"
+        meta = json.loads(path.read_text())
+        meta["metrics"] = metrics
+        path.write_text(json.dumps(meta))
+    assert main(["models", "list", "--registry", str(registry), "--name", "pump"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("  refused, forced") and lines[2].endswith("  passed, not promoted"), lines
+    assert [gate_verdict(p, q) for p, q in ((True, True), (False, False), (None, True), (None, None))] == [
+        "passed", "refused", "passed", "-"]
