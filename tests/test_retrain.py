@@ -499,3 +499,22 @@ def test_models_list_shows_the_gates_verdict_not_what_retrain_did(registry, trai
     assert lines[1].endswith("  refused, forced") and lines[2].endswith("  passed, not promoted"), lines
     assert [gate_verdict(p, q) for p, q in ((True, True), (False, False), (None, True), (None, None))] == [
         "passed", "refused", "passed", "-"]
+
+
+def test_retrain_refuses_data_at_another_sample_period(registry, tmp_path, capsys):
+    """A README walk retrained a 3-minute model on 6-minute data: the candidate took the data's
+    period, was promoted in silence, and the live feed at the old rate was resampled away."""
+    from sensorguard.service.registry import load_current
+
+    frame = shifted_plant(4000, seed=5)
+    every_other = frame.iloc[::2].reset_index(drop=True)  # twice the model's period
+    every_other.to_csv(tmp_path / "slow.csv", index=False)
+    args = ["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "slow.csv"),
+            "--max-epochs", "1", "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    period = load_current(registry, "pump").sample_period
+    assert f"every {2 * period:g} s, the current model every {period:g} s" in err and "--force" in err, err
+    assert list_versions(registry, "pump") == ["v0001"]  # nothing trained, nothing stored
+    assert main([*args, "--force"]) == 0  # the user's call: a model at the new period
+    assert load_current(registry, "pump").sample_period == pytest.approx(2 * period)
