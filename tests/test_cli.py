@@ -456,3 +456,14 @@ def test_sizes_past_this_machines_memory_and_bad_ports_are_one_line_before_any_w
     assert main(["simulate", "--out", str(tmp_path / "t.csv"), "--rows", "10", "--anomalies"]) == 0
     assert "10 rows leave no room for an injected fault" in capsys.readouterr().err
     assert history_rows(5) == 1500 and history_rows(6000) == 6000
+
+
+def test_too_few_rows_to_score_says_where_the_rest_went(files, tmp_path, capsys):
+    """A README walk: a file sampled ten times slower than the model said only "3 usable rows,
+    fewer than one window": that its readings were refused as too slow was never printed."""
+    slow = pd.read_csv(files / "faults.csv").iloc[::10].iloc[:200]
+    slow.to_csv(tmp_path / "slow.csv", index=False)
+    for verb in (["score", "--out", str(tmp_path / "s.csv")], ["evaluate", "--label-column", "anomaly"]):
+        assert main([verb[0], str(files / "model"), str(tmp_path / "slow.csv"), *verb[1:]]) == 1
+        err = capsys.readouterr().err
+        assert "fewer than one window" in err and "refused (too slow)" in err, err

@@ -43,8 +43,9 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
     never join) and their own alert machine and drift baseline, as each asset does live.
     """
     rules = bundle_rules(rules or default_rules(bundle), bundle)
-    if len(data) < bundle.window:
-        raise DataError(f"{name}: {len(data)} usable rows, fewer than one window ({bundle.window})")
+    if len(data) < bundle.window:  # the cleaning's notes say where the rest went (too slow for the model...)
+        why = "".join(f"; {note}" for note in data.notes)
+        raise DataError(f"{name}: {len(data)} usable rows, fewer than one window ({bundle.window}){why}")
     # a channel with a sensor fault open in a window is imputed by the model and left out, as live
     excluded = None if data.faulted is None else window_faults(data.faulted, data.segments, bundle.window)
     scores = Scorer(bundle).score_series(data.values, data.segments, excluded)
