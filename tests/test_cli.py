@@ -467,3 +467,17 @@ def test_too_few_rows_to_score_says_where_the_rest_went(files, tmp_path, capsys)
         assert main([verb[0], str(files / "model"), str(tmp_path / "slow.csv"), *verb[1:]]) == 1
         err = capsys.readouterr().err
         assert "fewer than one window" in err and "refused (too slow)" in err, err
+
+
+def test_evaluate_says_how_many_label_cells_were_empty(files, tmp_path, capsys):
+    """A README walk blanked 200 label cells inside a fault: they were read as normal, the scores
+    there became false alarms, and nothing said so."""
+    frame = pd.read_csv(files / "faults.csv")
+    faulty = np.flatnonzero(frame["anomaly"].to_numpy() > 0)[:20]
+    frame["anomaly"] = frame["anomaly"].astype(object)
+    frame.loc[faulty, "anomaly"] = ""
+    frame.to_csv(tmp_path / "blank.csv", index=False)
+    assert main(["evaluate", str(files / "model"), str(tmp_path / "blank.csv"), "--label-column", "anomaly"]) == 0
+    assert "20 rows have an empty anomaly cell: they count as normal (0)" in capsys.readouterr().err
+    assert main(["evaluate", str(files / "model"), str(files / "faults.csv"), "--label-column", "anomaly"]) == 0
+    assert "empty anomaly cell" not in capsys.readouterr().err

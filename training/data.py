@@ -140,6 +140,8 @@ def series_from_frame(
         if label_column not in frame.columns:
             raise DataError(f"{name}: label column {label_column!r} not found (columns: {cols(frame)})")
         labels[label_column] = label_rows(frame[label_column], label_column, name)
+        if blank := blank_labels(frame[label_column]):
+            notes.append(f"{blank} rows have an empty {label_column} cell: they count as normal (0)")
 
     if asset_column is None:
         data = _clean_series(times, values, labels, chosen, fill_limit, notes, policy, sensors, hold_rate)
@@ -320,3 +322,10 @@ def drop_labeled(data: SensorData, column: str) -> SensorData:
     kept = data.take(~bad)
     note = f"{int(bad.sum())} rows labeled anomalous in {column!r}: left out of training"
     return replace(kept, notes=(*data.notes, note))
+
+
+def blank_labels(column: pd.Series) -> int:
+    """How many label cells are empty, which :func:`label_rows` reads as normal: said in a note, since
+    blanks inside a fault silently turned its rows into false alarms (a README walk)."""
+    text = column.astype(str).str.strip().str.lower()
+    return int((column.isna() | text.isin(("", "nan", "none", "<na>"))).sum())
