@@ -255,18 +255,20 @@ def clean_rows(times: Any, values: Any, policy: CleaningPolicy) -> tuple[Any, An
     """A time-sorted series (no duplicate stamps) cleaned as the daemon would: ``(times, values,
     segments, source, counts)``; a new segment wherever a window restarts, ``source`` the input row
     each output row comes from (an inserted grid row: the reading before it). counts: rows
-    ``inserted``, input values ``missing``, rows ``dropped``, ``restarts``."""
+    ``inserted``, input values ``missing`` and those ``filled`` (in rows kept: the missing cells of a
+    dropped row were not filled, and a note counting them all overstated it), rows ``dropped``,
+    ``restarts``."""
     times = np.asarray(times, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     if not len(times):
-        counts = {"inserted": 0, "missing": 0, "dropped": 0, "restarts": 0}
+        counts = {"inserted": 0, "missing": 0, "filled": 0, "dropped": 0, "restarts": 0}
         return times, values, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), counts
     values = values.reshape(len(times), -1)
     diffs = np.diff(times)
     gap = policy.restart_gap
     quiet = not len(diffs) or (policy.grid_rows(float(diffs.max())) == 0 and (gap is None or diffs.max() <= gap))
     if quiet and np.isfinite(values).all():  # the common case: nothing to insert, fill or restart
-        counts = {"inserted": 0, "missing": 0, "dropped": 0, "restarts": 0}
+        counts = {"inserted": 0, "missing": 0, "filled": 0, "dropped": 0, "restarts": 0}
         return times, values, np.zeros(len(times), dtype=np.int64), np.arange(len(times)), counts
     cleaner = Cleaner(values.shape[1])
     out_t: list[float] = []
@@ -274,6 +276,7 @@ def clean_rows(times: Any, values: Any, policy: CleaningPolicy) -> tuple[Any, An
     segments: list[int] = []
     source: list[int] = []
     segment, inserted, dropped = 0, 0, 0
+    taken = np.zeros(len(times), dtype=bool)  # input rows kept (filled where they had gaps)
     for i, (t, row) in enumerate(zip(times.tolist(), values.tolist(), strict=True)):
         made = cleaner.step(t, row, policy)
         inserted += len(made) - 1 + cleaner.skipped
@@ -282,14 +285,16 @@ def clean_rows(times: Any, values: Any, policy: CleaningPolicy) -> tuple[Any, An
             if kept is None:
                 dropped += 1
                 continue
+            taken[i] |= j == len(made) - 1
             if restart and out_t:
                 segment += 1
             out_t.append(ts)
             out_v.append(kept)
             segments.append(segment)
             source.append(i if j == len(made) - 1 else i - 1)
-    counts = {"inserted": inserted, "missing": int((~np.isfinite(values)).sum()), "dropped": dropped,
-              "restarts": segment}
+    missing = ~np.isfinite(values)
+    counts = {"inserted": inserted, "missing": int(missing.sum()), "filled": int(missing[taken].sum()),
+              "dropped": dropped, "restarts": segment}
     return (np.asarray(out_t, dtype=np.float64), np.asarray(out_v, dtype=np.float64).reshape(-1, values.shape[1]),
             np.asarray(segments, dtype=np.int64), np.asarray(source, dtype=np.int64), counts)
 

@@ -505,3 +505,17 @@ def test_concatenated_series_keep_their_gaps_and_their_cuts():
     other = SensorData(np.zeros((3, 1)), 20 + np.arange(3.0), np.zeros(3, int), ("a",), 1.0)
     joined = concat_series([cut, other])
     assert joined.fresh_starts().tolist() == [False] * 5 + [True] + [False] * 6  # the gap at the old row 6 alone
+
+
+def test_the_fill_note_counts_only_the_values_filled(tmp_path):
+    """A README walk: 10 blank cells in a row with a fill limit of 5 read "10 missing values
+    forward-filled", beside "5 rows still incomplete after filling: dropped"."""
+    from sensorguard.training.data import load_frame
+    from tests.conftest import plant_frame
+
+    frame = plant_frame(rows=400)
+    frame.loc[100:109, "c0"] = np.nan
+    frame.to_csv(tmp_path / "gap.csv", index=False)
+    notes = load_frame([tmp_path / "gap.csv"], fill_limit=5).notes
+    assert any(n.startswith("5 missing values forward-filled") for n in notes), notes
+    assert any(n.startswith("5 rows still incomplete after filling") for n in notes), notes

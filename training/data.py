@@ -294,8 +294,8 @@ def _fill_and_segment(
     if counts["inserted"]:
         notes.append(f"{counts['inserted']} grid rows inserted in short gaps and forward-filled "
                      f"(up to {policy.fill_limit} samples)")
-    if counts["missing"]:
-        notes.append(f"{counts['missing']} missing values forward-filled (up to {policy.fill_limit} in a row)")
+    if counts["filled"]:
+        notes.append(f"{counts['filled']} missing values forward-filled (up to {policy.fill_limit} in a row)")
     if counts["dropped"]:
         notes.append(f"{counts['dropped']} rows still incomplete after filling: dropped, series split there")
     if counts["restarts"]:
