@@ -229,7 +229,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     promise = rec.get("alerts")
     if promise:
         lo, hi = promise["promised_ci95"]
-        said = (f"{promise['promised_per_day']:g} false alerts per asset per day promised (95% CI {lo:.3g}-{hi:.3g}), "
+        n = promise["promised_per_day"]
+        said = (f"{n:g} false alert{'' if n == 1 else 's'} per asset per day promised (95% CI {lo:.3g}-{hi:.3g}), "
                 f"{promise['observed_alerts']} observed in {promise['calibration_days'] * 24:.3g} h")
     else:
         said = f"~{per_day if per_day is not None else 'n/a'} window exceedances/day expected"
@@ -320,6 +321,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                      bundle=bundle)
     for path in report_data(bundle, Path(args.out), data, _alert_rules(args, bundle), args.label_column):
         print(path)
+    for note in data.notes if data is not None else ():  # what the cleaning did, as score and evaluate say
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Every offline verb end to end, and every bad input as one clear line with a non-zero exit."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -481,3 +482,23 @@ def test_evaluate_says_how_many_label_cells_were_empty(files, tmp_path, capsys):
     assert "20 rows have an empty anomaly cell: they count as normal (0)" in capsys.readouterr().err
     assert main(["evaluate", str(files / "model"), str(files / "faults.csv"), "--label-column", "anomaly"]) == 0
     assert "empty anomaly cell" not in capsys.readouterr().err
+
+
+def test_calibrate_and_report_say_what_the_cleaning_did(files, tmp_path, capsys):
+    """A README walk: calibrate on data too slow for the model blamed sensor faults ("0 windows ...
+    without a sensor fault"), report printed none of the cleaning's notes, and a promise of 1 read
+    "1 false alerts"."""
+    slow = pd.read_csv(files / "normal.csv").iloc[::10].iloc[:300]
+    slow.to_csv(tmp_path / "slow.csv", index=False)
+    model = tmp_path / "m"
+    shutil.copytree(files / "model", model)
+    assert main(["calibrate", str(model), str(tmp_path / "slow.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "need at least 10" in err and "refused (too slow)" in err and "sensor fault" not in err, err
+    faults = pd.read_csv(files / "faults.csv")
+    pd.concat([faults, faults.iloc[100:110]]).to_csv(tmp_path / "dup.csv", index=False)  # 10 stamps twice
+    assert main(["report", str(model), str(tmp_path / "dup.csv"), "--out", str(tmp_path / "r")]) == 0
+    assert "note: 10 duplicate timestamps" in capsys.readouterr().err
+    pd.read_csv(files / "normal.csv").iloc[-1500:].to_csv(tmp_path / "held.csv", index=False)
+    assert main(["calibrate", str(model), str(tmp_path / "held.csv"), "--false-alerts-per-day", "1"]) == 0
+    assert "1 false alert per asset per day promised" in capsys.readouterr().out
