@@ -49,7 +49,23 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force,
                      faults=faults, shadow=args.shadow)
     print("\n" + result.table())
+    if (line := _promise_line(Path(args.registry) / args.name / result.version)) is not None:
+        print(line)
     return 0
+
+
+def _promise_line(version_dir: Path) -> str | None:
+    """The candidate's line and what it promises, read back from its ``bundle.json`` (retrain printed
+    only the comparison: a README walk could not tell what ``--false-alerts-per-day 2`` had set)."""
+    from sensorguard.service.registry import read_meta
+
+    meta = read_meta(version_dir)
+    alerts = (meta.get("calibration") or {}).get("alerts") or {}
+    if not isinstance(meta.get("threshold"), int | float) or "promised_per_day" not in alerts:
+        return None
+    n, (lo, hi) = alerts["promised_per_day"], alerts.get("promised_ci95", (float("nan"), float("nan")))
+    return (f"candidate threshold {meta['threshold']:.4g}: {n:g} false alert{'' if n == 1 else 's'} per asset per "
+            f"day promised (95% CI {lo:.3g}-{hi:.3g})")
 
 
 def _current_or_none(registry: str, name: str):

@@ -123,6 +123,8 @@ def test_candidate_for_a_changed_process_is_promoted(registry, tmp_path, capsys)
     out = capsys.readouterr().out
     assert "v0002: promoted" in out, out
     assert current_version(registry, "pump") == "v0002"
+    # what the candidate's line promises (retrain printed only the comparison: a README walk)
+    assert "candidate threshold " in out and "false alert per asset per day promised (95% CI" in out, out
 
 
 def test_retrain_from_recorded_data_skips_damaged_files(registry, tmp_path, capsys):
