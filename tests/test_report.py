@@ -131,3 +131,22 @@ def test_the_reports_alerts_are_scores_when_a_slowed_sender_keeps_an_asset_alive
     expected = score_data(bundle, data, rules).alert
     assert expected[-1] == 1 and expected[len(expected) // 2:].all()  # kept up through the slowed stretch
     np.testing.assert_array_equal(judged[0], expected)
+
+
+def test_one_channel_left_over_is_named_not_called_other_channels():
+    """A README walk: a 5-channel model's share plot had an "other channels" band holding one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sensorguard.training.report import TOP_SHARE_CHANNELS, _plot_shares
+
+    for count, other in ((TOP_SHARE_CHANNELS + 1, False), (TOP_SHARE_CHANNELS + 2, True)):
+        channels = tuple(f"c{j}" for j in range(count))
+        errors = np.random.default_rng(0).random((50, count))
+        fig, ax = plt.subplots()
+        _plot_shares(ax, np.arange(50), errors, channels, 8)
+        names = [t.get_text() for t in ax.get_legend().get_texts()]
+        plt.close(fig)
+        assert ("other channels" in names) == other and len(names) == min(count, TOP_SHARE_CHANNELS + 1), names

@@ -223,7 +223,9 @@ def _plot_shares(
 ) -> None:
     """Stacked share of the window error carried by the channels contributing most overall."""
     totals = np.nansum(channel_error, axis=0)
-    top = np.argsort(-totals, kind="stable")[: min(TOP_SHARE_CHANNELS, len(channels))]
+    # one channel left over is named itself, not "other channels" (a README walk: a band of one)
+    shown = len(channels) if len(channels) <= TOP_SHARE_CHANNELS + 1 else TOP_SHARE_CHANNELS
+    top = np.argsort(-totals, kind="stable")[:shown]
     row_total = np.nansum(channel_error, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(row_total[:, None] > 0, channel_error / row_total[:, None], 0.0)
