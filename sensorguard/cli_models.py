@@ -56,16 +56,21 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def _promise_line(version_dir: Path) -> str | None:
     """The candidate's line and what it promises, read back from its ``bundle.json`` (retrain printed
-    only the comparison: a README walk could not tell what ``--false-alerts-per-day 2`` had set)."""
+    only the comparison: a README walk could not tell what ``--false-alerts-per-day 2`` had set).
+    Anything odd there leaves the promise out: the retrain itself has already succeeded."""
     from sensorguard.service.registry import read_meta
 
     meta = read_meta(version_dir)
-    alerts = (meta.get("calibration") or {}).get("alerts") or {}
-    if not isinstance(meta.get("threshold"), int | float) or "promised_per_day" not in alerts:
+    threshold = meta.get("threshold")
+    if not isinstance(threshold, int | float):
         return None
-    n, (lo, hi) = alerts["promised_per_day"], alerts.get("promised_ci95", (float("nan"), float("nan")))
-    return (f"candidate threshold {meta['threshold']:.4g}: {n:g} false alert{'' if n == 1 else 's'} per asset per "
-            f"day promised (95% CI {lo:.3g}-{hi:.3g})")
+    line = f"candidate threshold {threshold:.4g}"
+    try:
+        alerts = meta["calibration"]["alerts"]
+        n, (lo, hi) = float(alerts["promised_per_day"]), map(float, alerts["promised_ci95"])
+    except (KeyError, TypeError, ValueError):  # a window-rate model (--false-alarm-rate) has no promise block
+        return line
+    return f"{line}: {n:g} false alert{'' if n == 1 else 's'} per asset per day promised (95% CI {lo:.3g}-{hi:.3g})"
 
 
 def _current_or_none(registry: str, name: str):
@@ -103,9 +108,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}  "
               "retrain gate")
         for v in infos:
+            verdict = gate_verdict(v.passed, v.promoted, v.current)
             print(
                 f"{'*' if v.current else '':2}{v.version:9}{v.created:27}{_stamp(v.data_from):27}"
-                f"{_stamp(v.data_to):27}{v.rows:>9}{v.threshold:>12.4g}  {gate_verdict(v.passed, v.promoted)}"
+                f"{_stamp(v.data_to):27}{v.rows:>9}{v.threshold:>12.4g}  {verdict}"
             )
         return 0
     if args.action == "show":
@@ -153,16 +159,23 @@ def _misplaced(args: argparse.Namespace) -> str | None:
     return f"{' and '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to models {args.action}"
 
 
-def gate_verdict(passed: object, promoted: object) -> str:
+def gate_verdict(passed: object, promoted: object, current: bool = False) -> str:
     """The retrain gate's verdict on a version and what retrain did with it, for ``models list``.
 
     The column once read ``promoted`` alone, so a candidate forced past a refusal showed "passed"
     and one that passed but went to shadow showed "refused" (found by a README walk). Versions
-    stored before ``passed`` was recorded fall back to ``promoted``."""
+    stored before ``passed`` was recorded fall back to ``promoted``; a value that is not a boolean
+    (a hand-edited ``bundle.json``) shows as "?". A version promoted by hand later is CURRENT."""
+    def flag(value: object) -> bool | None | str:
+        return value if value is None or isinstance(value, bool) else "?"
+
+    passed, promoted = flag(passed), flag(promoted)
+    if "?" in (passed, promoted):
+        return "?"
     if passed is None:
-        return {True: "passed", False: "refused", None: "-"}.get(promoted, str(promoted))  # type: ignore[arg-type]
+        return {True: "passed", False: "refused", None: "-"}[promoted]  # type: ignore[index]
     if passed:
-        return "passed" if promoted or promoted is None else "passed, not promoted"
+        return "passed" if promoted or promoted is None or current else "passed, not promoted"
     return "refused, forced" if promoted else "refused"
 
 

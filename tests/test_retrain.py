@@ -490,17 +490,20 @@ def test_models_list_shows_the_gates_verdict_not_what_retrain_did(registry, trai
 
     bundle, _, _ = trained
     publish(bundle, registry, "pump")
-    for version, metrics in (("v0001", {"passed": False, "promoted": True}),
-                             ("v0002", {"passed": True, "promoted": False})):
+    for version, metrics in (("v0001", {"passed": True, "promoted": False}),  # went to shadow
+                             ("v0002", {"passed": False, "promoted": True})):  # forced: CURRENT
         path = registry / "pump" / version / "bundle.json"
         meta = json.loads(path.read_text())
         meta["metrics"] = metrics
         path.write_text(json.dumps(meta))
     assert main(["models", "list", "--registry", str(registry), "--name", "pump"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].endswith("  refused, forced") and lines[2].endswith("  passed, not promoted"), lines
+    assert lines[1].endswith("  passed, not promoted") and lines[2].endswith("  refused, forced"), lines
     assert [gate_verdict(p, q) for p, q in ((True, True), (False, False), (None, True), (None, None))] == [
         "passed", "refused", "passed", "-"]
+    # a shadowed candidate promoted by hand later is CURRENT; a hand-edited value is "?", not a crash
+    assert gate_verdict(True, False, current=True) == "passed"
+    assert [gate_verdict(None, [1]), gate_verdict("false", True), gate_verdict(True, {})] == ["?", "?", "?"]
 
 
 def test_retrain_refuses_data_at_another_sample_period(registry, tmp_path, capsys):
@@ -520,3 +523,23 @@ def test_retrain_refuses_data_at_another_sample_period(registry, tmp_path, capsy
     assert list_versions(registry, "pump") == ["v0001"]  # nothing trained, nothing stored
     assert main([*args, "--force"]) == 0  # the user's call: a model at the new period
     assert load_current(registry, "pump").sample_period == pytest.approx(2 * period)
+
+
+def test_the_period_check_takes_jitter_and_irregular_data(tmp_path):
+    """A review: a 1 % tolerance refused jittery data (a median step of 60.7 s for a 60 s model),
+    and a NaN period printed "every nan s"."""
+    from sensorguard.cli_models import _promise_line
+    from sensorguard.training.retrain import _other_period
+
+    assert _other_period(60.0, 60.7) is None and _other_period(60.0, float("nan")) is None
+    assert _other_period(None, 60.0) is None
+    assert "every 120 s, the current model every 60 s" in _other_period(60.0, 120.0)
+    # the candidate's promise line never fails a retrain that worked: odd bundle.json values leave it out
+    for calibration, said in (({"alerts": {"promised_per_day": 2, "promised_ci95": [0.5, 4]}},
+                               "candidate threshold 0.5: 2 false alerts per asset per day promised (95% CI 0.5-4)"),
+                              ({"alerts": {"promised_per_day": 1, "promised_ci95": None}}, "candidate threshold 0.5"),
+                              ({}, "candidate threshold 0.5")):
+        (tmp_path / "bundle.json").write_text(json.dumps({"threshold": 0.5, "calibration": calibration}))
+        assert _promise_line(tmp_path) == said
+    (tmp_path / "bundle.json").write_text(json.dumps({"threshold": "x"}))
+    assert _promise_line(tmp_path) is None

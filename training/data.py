@@ -141,7 +141,8 @@ def series_from_frame(
             raise DataError(f"{name}: label column {label_column!r} not found (columns: {cols(frame)})")
         labels[label_column] = label_rows(frame[label_column], label_column, name)
         if blank := blank_labels(frame[label_column]):
-            notes.append(f"{blank} rows have an empty {label_column} cell: they count as normal (0)")
+            notes.append(f"{blank} row{' has' if blank == 1 else 's have'} an empty {label_column} cell: "
+                         f"{'it counts' if blank == 1 else 'they count'} as normal (0)")
 
     if asset_column is None:
         data = _clean_series(times, values, labels, chosen, fill_limit, notes, policy, sensors, hold_rate)
@@ -289,7 +290,7 @@ def _fill_and_segment(
         own = float(np.median(np.diff(times)))
         if abs(own - policy.sample_period) > 0.1 * policy.sample_period:
             notes.append(f"sampled every {own:.4g} s, the model every {policy.sample_period:.4g} s: "
-                         "gaps are judged on the model's grid (resample or retrain)")
+                         "gaps are judged on the model's grid (resample, or retrain --force at the data's rate)")
     new_times, new_values, segment, source, counts = clean_rows(times, values, policy)
     if counts["inserted"]:
         notes.append(f"{counts['inserted']} grid rows inserted in short gaps and forward-filled "

@@ -162,7 +162,8 @@ def retrain(
     current = load_current(root, name) if current_version(root, name) is not None else None
     if current is not None and tuple(data.channels) != current.channels:
         raise DataError(f"data channels {list(data.channels)} do not match model {name!r}: {list(current.channels)}")
-    if current is not None and not force and (why := _other_period(current.sample_period, data.sample_period)):
+    regular = current is not None and current.regular and (data.cleaning is None or data.cleaning.regular)
+    if regular and not force and (why := _other_period(current.sample_period, data.sample_period)):
         raise DataError(why)
     # the newest 10% is the shared held-out block; train_bundle calibrates on the rest (out of fold)
     parts = split_by_time(data, (0.9, 0.0, 0.1))
@@ -253,13 +254,19 @@ def seen_rows_note(bundle: Bundle, data: SensorData) -> str | None:
             "if they are its training rows the line comes out too low; calibrate on normal data it never saw")
 
 
+PERIOD_TOLERANCE = 0.1  # as load's "sampled every ..." note: a median step within 10 % is the same rate
+
+
 def _other_period(model_s: float | None, data_s: float | None) -> str | None:
     """Why data sampled at another period than CURRENT's cannot retrain it, or None.
 
     The candidate takes the data's period, so promoting it would make the daemon resample the
     live feed (readings faster than the model's period are dropped, slower ones refused): a
-    README walk retrained a 3-minute model on 6-minute data, and it was promoted in silence."""
-    if not model_s or not data_s or math.isclose(model_s, data_s, rel_tol=0.01):
+    README walk retrained a 3-minute model on 6-minute data, and it was promoted in silence.
+    Irregular sampling (either side) has no period to keep, and is not checked."""
+    if not (model_s and data_s and math.isfinite(model_s) and math.isfinite(data_s)):
+        return None
+    if math.isclose(model_s, data_s, rel_tol=PERIOD_TOLERANCE):  # jitter, not another rate
         return None
     return (f"the data are sampled every {data_s:g} s, the current model every {model_s:g} s: a candidate "
             "would take the data's period and the live feed would no longer fit it; retrain on data at the "

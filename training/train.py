@@ -264,10 +264,10 @@ def calibrate_bundle(
         record["sensor_fault_windows_left_out"] = left_out
     errors = np.concatenate([p[np.isfinite(p).all(axis=1)] for p in pieces]) if pieces else np.empty((0, 1))
     if len(errors) < 10:
-        faults = " without a sensor fault" if left_out else ""  # (rows refused for their rate: the notes say)
-        why = "".join(f"; {note}" for note in data.notes)
+        # (rows refused for their rate: the notes calibrate printed say so; not sensor faults)
+        faults = " without a sensor fault" if left_out else ""
         raise ValueError(f"calibration data hold {len(errors)} windows of {bundle.window} rows{faults}; need at "
-                         f"least 10{why}")
+                         "least 10 (the notes above say what the cleaning left out)")
     return threshold_bundle(bundle, pieces, record, method, false_alarm_rate, false_alerts_per_day, rules,
                             weigh_channels, drift, reading_period(data, bundle), starts)
 
