@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
+
+from sensorguard.training.simulate import ar1
 
 CHANNELS = ("accelerometer1_rms", "accelerometer2_rms", "current", "pressure",
             "temperature", "thermocouple", "voltage", "volume_flow")
@@ -56,8 +57,8 @@ def recording(seed: int, severity: float = SEVERITY, warming: float = WARMING) -
     """
     rng = np.random.default_rng(seed + 9_000)
     t = np.arange(ROWS, dtype=np.float64)
-    hydraulic = _ar1(ROWS, 90.0, rng)  # the loop's slow hydraulic state: flow, pressure, current follow it
-    shaking = _ar1(ROWS, 20.0, rng)  # the pump's own vibration level, shared by both accelerometers
+    hydraulic = ar1(ROWS, 1.0, 90.0, rng)  # the loop's slow hydraulic state: flow, pressure, current follow it
+    shaking = ar1(ROWS, 1.0, 20.0, rng)  # the pump's own vibration level, shared by both accelerometers
     values = {
         "accelerometer1_rms": 0.027 + 0.0008 * hydraulic + 0.0006 * shaking + rng.normal(0, 0.0010, ROWS),
         "accelerometer2_rms": 0.034 + 0.0006 * hydraulic + 0.0008 * shaking + rng.normal(0, 0.0012, ROWS),
@@ -65,7 +66,7 @@ def recording(seed: int, severity: float = SEVERITY, warming: float = WARMING) -
         "pressure": 0.25 + 0.025 * hydraulic + rng.normal(0, 0.015, ROWS),
         "temperature": 24.0 + warming * _settling(t, rng, 2.0, 6.0) + rng.normal(0, 0.04, ROWS),
         "thermocouple": 27.0 + warming * _settling(t, rng, 1.0, 4.0) + rng.normal(0, 0.06, ROWS),
-        "voltage": 230.0 + 1.0 * _ar1(ROWS, 30.0, rng) + rng.normal(0, 0.4, ROWS),
+        "voltage": 230.0 + 1.0 * ar1(ROWS, 1.0, 30.0, rng) + rng.normal(0, 0.4, ROWS),
         "volume_flow": 32.0 + 0.5 * hydraulic + rng.normal(0, 0.25, ROWS),
     }
     start = int(rng.integers(FAULT_START[0], FAULT_START[1] + 1))
@@ -119,9 +120,3 @@ def _settling(t: np.ndarray, rng: np.random.Generator, low: float, high: float) 
     rise, tau, t0 = rng.uniform(low, high), rng.uniform(1_800, 4_000), rng.uniform(0, 6_000)
     return rise * (1.0 - np.exp(-(t + t0) / tau))
 
-
-def _ar1(n: int, tau_s: float, rng: np.random.Generator) -> np.ndarray:
-    """A unit-variance AR(1) series with time constant ``tau_s`` (1 s steps), started stationary."""
-    phi = float(np.exp(-1.0 / tau_s))
-    out, _ = lfilter([1.0], [1.0, -phi], rng.normal(size=n) * np.sqrt(1 - phi**2), zi=[phi * rng.normal()])
-    return out

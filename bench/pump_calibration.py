@@ -27,19 +27,13 @@ from bench.detection_baselines import fit_iforest_rows, fit_pca_t2_f, fit_pca_t2
 from bench.detection_data import split_case  # noqa: E402
 from bench.detection_pump import TRAIN_ROWS, recording  # noqa: E402
 from bench.detection_tables import print_table  # noqa: E402
+from sensorguard.training.evaluate import detection_metrics  # noqa: E402
 
 SEVERITIES = (0.3, 0.5, 0.6, 0.7, 1.0)
 WARMINGS = (0.0, 0.3, 0.4, 0.5)
 SEEDS = range(100, 124)
 # F1, false-alarm rate, missed-alarm rate published for the real bench (SKAB's outlier leaderboard)
 PUBLISHED = {"pca_t2q": (0.76, 0.266, 0.250), "pca_t2_f": (0.66, 0.172, 0.379), "iforest_row": (0.40, 0.069, 0.721)}
-
-
-def triple(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
-    """Point-wise F1, false-alarm rate and missed-alarm rate."""
-    tp, fp, fn = int((pred & labels).sum()), int((pred & ~labels).sum()), int((~pred & labels).sum())
-    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-    return f1, fp / max(int((~labels).sum()), 1), fn / max(int(labels.sum()), 1)
 
 
 def baselines(severity: float, warming: float) -> list[dict]:
@@ -54,7 +48,8 @@ def baselines(severity: float, warming: float) -> list[dict]:
     lab = np.concatenate(labels)
     rows = []
     for name, parts in preds.items():
-        f1, far, mar = triple(np.concatenate(parts), lab)
+        m = detection_metrics(np.concatenate(parts), lab)
+        f1, far, mar = m["f1"], m["false_alarm_rate"], m["missed_alarm_rate"]
         off = sum(abs(a - b) for a, b in zip((f1, far, mar), PUBLISHED[name], strict=True))
         rows.append({"severity": severity, "warming": warming, "detector": name, "f1": f1, "far": far, "mar": mar,
                      "off": off})

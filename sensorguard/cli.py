@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sensorguard.arguments import build_parser, promise_options
 from sensorguard.cli_live import cmd_cluster, cmd_command, cmd_demo, cmd_replay, cmd_serve
-from sensorguard.cli_models import cmd_models, cmd_retrain
+from sensorguard.cli_models import cmd_models, cmd_retrain, promise_words
 from sensorguard.service.logs import first_line
 from sensorguard.writing import write_table
 
@@ -229,8 +229,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     promise = rec.get("alerts")
     if promise:
         lo, hi = promise["promised_ci95"]
-        n = promise["promised_per_day"]
-        said = (f"{n:g} false alert{'' if n == 1 else 's'} per asset per day promised (95% CI {lo:.3g}-{hi:.3g}), "
+        said = (f"{promise_words(promise['promised_per_day'], lo, hi)}, "
                 f"{promise['observed_alerts']} observed in {promise['calibration_days'] * 24:.3g} h")
     else:
         said = f"~{per_day if per_day is not None else 'n/a'} window exceedances/day expected"

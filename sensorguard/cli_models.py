@@ -70,7 +70,13 @@ def _promise_line(version_dir: Path) -> str | None:
         n, (lo, hi) = float(alerts["promised_per_day"]), map(float, alerts["promised_ci95"])
     except (KeyError, TypeError, ValueError):  # a window-rate model (--false-alarm-rate) has no promise block
         return line
-    return f"{line}: {n:g} false alert{'' if n == 1 else 's'} per asset per day promised (95% CI {lo:.3g}-{hi:.3g})"
+    return f"{line}: {promise_words(n, lo, hi)}"
+
+
+def promise_words(per_day: float, lo: float, hi: float) -> str:
+    """A promise as calibrate and retrain print it ("1 false alert ... promised (95% CI ...)")."""
+    return (f"{per_day:g} false alert{'' if per_day == 1 else 's'} per asset per day promised "
+            f"(95% CI {lo:.3g}-{hi:.3g})")
 
 
 def _current_or_none(registry: str, name: str):
@@ -166,11 +172,7 @@ def gate_verdict(passed: object, promoted: object, current: bool = False) -> str
     and one that passed but went to shadow showed "refused" (found by a README walk). Versions
     stored before ``passed`` was recorded fall back to ``promoted``; a value that is not a boolean
     (a hand-edited ``bundle.json``) shows as "?". A version promoted by hand later is CURRENT."""
-    def flag(value: object) -> bool | None | str:
-        return value if value is None or isinstance(value, bool) else "?"
-
-    passed, promoted = flag(passed), flag(promoted)
-    if "?" in (passed, promoted):
+    if not all(v is None or isinstance(v, bool) for v in (passed, promoted)):
         return "?"
     if passed is None:
         return {True: "passed", False: "refused", None: "-"}[promoted]  # type: ignore[index]

@@ -269,7 +269,7 @@ def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
             version, version == current, str(meta.get("created", "?")), span[0], span[1],
             rows if isinstance(rows, int | str) else "?",
             float(threshold) if isinstance(threshold, int | float) else float("nan"),
-            _mapping(meta.get("metrics")).get("promoted"), _mapping(meta.get("metrics")).get("passed"),
+            (metrics := _mapping(meta.get("metrics"))).get("promoted"), metrics.get("passed"),
         ))
     return infos
 

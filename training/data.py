@@ -22,6 +22,7 @@ from sensorguard.service.payload import NO_DATA
 from sensorguard.service.sensors import SensorRules, watch_rows
 from sensorguard.training.series import SensorData, renumber
 from sensorguard.training.tables import (
+    BLANK_LABELS,
     DATE_NAMES,
     DataError,
     choose_channels,
@@ -329,4 +330,4 @@ def blank_labels(column: pd.Series) -> int:
     """How many label cells are empty, which :func:`label_rows` reads as normal: said in a note, since
     blanks inside a fault silently turned its rows into false alarms (a README walk)."""
     text = column.astype(str).str.strip().str.lower()
-    return int((column.isna() | text.isin(("", "nan", "none", "<na>"))).sum())
+    return int((column.isna() | text.isin(BLANK_LABELS)).sum())

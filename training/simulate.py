@@ -216,7 +216,7 @@ def _plant_values(
     for j, spec in enumerate(specs):
         lag = int(round(spec.lag_s / period_s))
         response = _lowpass(np.concatenate([np.full(lag, load[0]), load[: n - lag]]), spec.tau_s, period_s)
-        own = _ar1(n, period_s, tau_s=60.0, rng=rng) * spec.own_sd
+        own = ar1(n, period_s, tau_s=60.0, rng=rng) * spec.own_sd
         noise = rng.normal(0.0, spec.noise_sd, size=n)
         out[:, j] = (spec.level + spec.gain * response + own + noise)[warmup:]
     return out
@@ -224,14 +224,14 @@ def _plant_values(
 
 def _load(t: np.ndarray, period_s: float, rng: np.random.Generator) -> np.ndarray:
     """The shared load: a slow wandering process, a daily cycle and a short cycle of minutes."""
-    wander = _ar1(len(t), period_s, tau_s=1800.0, rng=rng)
+    wander = ar1(len(t), period_s, tau_s=1800.0, rng=rng)
     daily = np.sin(2 * np.pi * (t % DAY_S) / DAY_S + rng.uniform(0, 2 * np.pi))
     short_period = rng.uniform(180.0, 420.0)
     short = np.sin(2 * np.pi * t / short_period + rng.uniform(0, 2 * np.pi))
     return wander + 0.8 * daily + 0.4 * short
 
 
-def _ar1(n: int, period_s: float, tau_s: float, rng: np.random.Generator) -> np.ndarray:
+def ar1(n: int, period_s: float, tau_s: float, rng: np.random.Generator) -> np.ndarray:
     """A unit-variance AR(1) process with time constant ``tau_s``, started in its stationary state."""
     phi = float(np.exp(-period_s / tau_s))
     innovations = rng.normal(size=n) * np.sqrt(1.0 - phi**2)

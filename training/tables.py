@@ -18,6 +18,7 @@ import pandas as pd
 
 from sensorguard.service.logs import first_line
 
+BLANK_LABELS = ("", "nan", "none", "<na>")  # an empty label cell, as text: read as normal (0)
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
                "changepoint", "changepoints"}
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "time_stamp", "date_time")
@@ -379,7 +380,7 @@ def label_rows(column: pd.Series, label_column: str, name: str) -> np.ndarray:
     Other text (``fault``/``normal``) is refused: read as 0 it would score every event as missed; so
     is a fraction (a temperature named as the label read every row as anomalous: a README walk)."""
     text = column.astype(str).str.strip().str.lower()
-    mapped = text.map({"true": 1.0, "false": 0.0, "": 0.0, "nan": 0.0, "none": 0.0, "<na>": 0.0})
+    mapped = text.map({"true": 1.0, "false": 0.0, **dict.fromkeys(BLANK_LABELS, 0.0)})
     numeric = pd.to_numeric(column, errors="coerce").astype(np.float64).fillna(mapped)
     numeric[column.isna().to_numpy()] = 0.0  # a blank cell is normal (pandas 3 keeps it NA through astype(str))
     bad = numeric.isna()
