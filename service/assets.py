@@ -65,7 +65,8 @@ class AssetAlerts(CarriedStates):
 
     def __init__(self, rules: AlertRules, publisher: Publisher, metrics: Metrics, recorder: Recorder | None,
                  current: Callable[[], Bundle], restored: Restored | None = None,
-                 state_dir: str | None = None, controls: AlarmControls | None = None, hop: int | None = None) -> None:
+                 state_dir: str | None = None, controls: AlarmControls | None = None, hop: int | None = None,
+                 judged: dict[str, float] | None = None) -> None:
         self.rules = rules
         self.hop = hop  # the daemon's (None: each bundle's own): a bundle served at another has no alert hop
         self.controls = controls  # maintenance, shelving, acknowledgements (service/commands.py)
@@ -81,6 +82,7 @@ class AssetAlerts(CarriedStates):
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
         self._grid_ts: dict[str, float] = {}  # asset -> its last judged window on the hop grid (a new owner's anchor)
         self._judged_ts: dict[str, float] = {}  # asset -> the last window its state holds (an adopted one's too)
+        self._floors: dict[str, float] = dict(judged or {})  # asset -> its last judged window, saved (restarts)
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
@@ -149,7 +151,7 @@ class AssetAlerts(CarriedStates):
         if rule is not None:
             self._drift[asset] = drift
         self._latest[asset] = (ts, channels)
-        self._judged_ts[asset] = ts
+        self._judged_ts[asset] = self._floors[asset] = ts
         if coarse:
             self._grid_ts[asset] = ts
         self.metrics.set_score(asset, score, state.status == "alerting")
@@ -258,8 +260,9 @@ class AssetAlerts(CarriedStates):
         unannounced |= {asset for asset in self._states if not self._told(asset, confirmed=True)}
         if self.controls is not None:  # with the alerts that can be acknowledged
             self.controls.save()
+        self._floors = judged = {asset: ts for asset, ts in self._floors.items() if asset in alerts}
         try:
-            save_states(self.state_dir, alerts, drift, unannounced)
+            save_states(self.state_dir, alerts, drift, unannounced, judged)
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
             log.warning("saving asset state to %s failed: %s", self.state_dir, exc)
 

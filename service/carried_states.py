@@ -50,6 +50,7 @@ class CarriedStates:
     _latest: dict[str, tuple[float, list[dict]]]
     _grid_ts: dict[str, float]
     _judged_ts: dict[str, float]
+    _floors: dict[str, float]
     _open: OpenFaults
     _announced: dict[str, str]
     _raise_info: dict[str, Any]
@@ -163,8 +164,8 @@ class CarriedStates:
                 # the bucket's (an alert the silence ended, not yet passed on, was adopted by the new
                 # owner: found by review), its baseline with it
                 out[asset] = (AlertState(), self._learned(asset), None, True, None)
-            for kept in (self._latest, self._grid_ts, self._judged_ts, self._announced, self._raise_info, self._synced,
-                         self._drift):
+            for kept in (self._latest, self._grid_ts, self._judged_ts, self._floors, self._announced, self._raise_info,
+                         self._synced, self._drift):
                 kept.pop(asset, None)
             self._open.forget(asset)
             self.on_handed_over(asset)

@@ -78,7 +78,7 @@ from sensorguard.service.recorder import guard_seconds, recording
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.shadow import report_live
 from sensorguard.service.startup_log import announce
-from sensorguard.service.state import SAVE_INTERVAL_S, restore_states
+from sensorguard.service.state import SAVE_INTERVAL_S, judged_times, restore_states
 from sensorguard.service.windows import Buffers, DueWindow
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,11 @@ class Daemon:
         # Cluster mode keeps each asset's controls in the state bucket, where its next owner finds
         # them; a local copy would come back stale after the asset moved away and back.
         self.controls = AlarmControls(None if settings.cluster else settings.state_dir)
+        restored = restore_states(settings.state_dir, settings.max_assets)
+        floors = {asset: ts for asset, ts in judged_times(settings.state_dir).items() if asset in restored}
+        self.buffers.floors = dict(floors)  # readings the previous run judged are not judged again
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
-                                  restore_states(settings.state_dir, settings.max_assets), settings.state_dir,
-                                  self.controls, self.hop)
+                                  restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
         self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls)
                        if settings.cluster else None)
@@ -410,7 +412,7 @@ class Daemon:
         if c.verb == "ack" and self.recorder is not None:
             return self.recorder.acknowledged(c.alert_id)
         holds = c.action == "start" or (c.verb == "shelve" and (c.until or 0) > time.time())  # (not an unshelve)
-        if holds and asset not in self.buffers and asset not in self.snapshot():
+        if holds and asset not in self.buffers and asset not in self.snapshot() and asset not in self.alerts.restored:
             return (f"note: no reading of {asset} has reached {self.settings.instance_name} yet (a typo? it serves "
                     f"{len(self.buffers)} assets now); it holds from its first reading")
         return ""

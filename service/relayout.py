@@ -48,7 +48,7 @@ from sensorguard.service.commands import CONTROLS_FILE, AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.logs import first_line
-from sensorguard.service.state import STATE_FILE, StateError, load_states, save_states, set_aside
+from sensorguard.service.state import STATE_FILE, StateError, judged_times, load_states, save_states, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,10 @@ def asset_owner(plans: Sequence[Settings], folders: Sequence[Path]) -> Callable[
 
 def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> set[str]:
     held: dict[Path, dict[str, Entry]] = {}
+    judged: dict[str, float] = {}  # each asset's last judged window goes where it goes (the newest of its copies)
     for folder in folders:
+        for asset, ts in judged_times(folder).items():
+            judged[asset] = max(ts, judged.get(asset, ts))
         try:
             alerts, drift, unannounced = load_states(folder)
         except StateError as exc:  # as the daemon would: kept for inspection, the folder starts empty
@@ -122,7 +125,7 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
             return
         save_states(folder, {a: e[0] for a, e in entries.items()},
                     {a: e[1] for a, e in entries.items() if e[1] is not None},
-                    {a for a, e in entries.items() if not e[2]})
+                    {a for a, e in entries.items() if not e[2]}, judged)
 
     failed: set[str] = set()
     for folder, incoming in moves.gain.items():  # gains first: a stop here leaves copies, not losses

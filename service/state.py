@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -47,12 +47,15 @@ class StateError(Exception):
 
 
 def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], drift: dict[str, DriftState],
-                unannounced: Collection[str] = ()) -> Path:
+                unannounced: Collection[str] = (), judged: Mapping[str, float] | None = None) -> Path:
     """Write every asset's alert state and drift baseline to ``<directory>/assets.json`` atomically;
-    ``unannounced``: the assets whose alert up was never announced (it rose while held)."""
+    ``unannounced``: the assets whose alert up was never announced (it rose while held); ``judged``:
+    the end time of each asset's last judged window (:func:`judged_times`)."""
     target = Path(directory) / STATE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    assets = {asset: _entry(alerts.get(asset, AlertState()), drift.get(asset), asset not in unannounced)
+    judged = judged or {}
+    assets = {asset: {**_entry(alerts.get(asset, AlertState()), drift.get(asset), asset not in unannounced),
+                      **({"judged_ts": judged[asset]} if _finite_time(judged.get(asset)) is not None else {})}
               for asset in sorted(set(alerts) | set(drift))}
     body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))
     write_durably(target, body)
@@ -89,6 +92,32 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
         except (KeyError, TypeError, ValueError, OverflowError) as exc:  # JSON's integers have no bound
             raise StateError(f"{path}: asset {asset!r}: invalid entry ({exc})") from None
     return alerts, drift, unannounced
+
+
+def judged_times(directory: str | os.PathLike | None) -> dict[str, float]:
+    """Per asset, the end time of the last window the previous run judged, as ``assets.json`` holds
+    it (empty without a file, or for one that cannot be read: :func:`restore_states` has set it aside).
+
+    The daemon refuses an asset's readings up to that time until a newer one comes, as it would
+    have without the restart: a client session that queued readings while another layout served
+    them (``--workers`` changed and changed back) delivered them again, and judged a second time
+    they re-announced alerts minutes old and cleared an alert that was still up (found in a walk).
+    """
+    if not directory:
+        return {}
+    try:
+        assets = json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))["assets"]
+        entries = [(asset, entry.get("judged_ts")) for asset, entry in assets.items() if isinstance(entry, dict)]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {asset: ts for asset, value in entries if (ts := _finite_time(value)) is not None}
+
+
+def _finite_time(value: object) -> float | None:
+    try:
+        return _window_time(value)
+    except ValueError:
+        return None
 
 
 def restore_states(directory: str | None, max_assets: int

@@ -132,6 +132,9 @@ class Buffers:
         self.gaps = 0
         self._known = frozenset(channels)
         self._assets: dict[str, _Asset] = {}
+        # asset -> the last window the previous run judged (state.judged_times): its readings up to
+        # then are refused until a newer one comes, as they would have been without the restart
+        self.floors: dict[str, float] = {}
         self._due: deque[DueWindow] = deque()
         self._off_grid = 0  # queued alert-hop windows (coarse False): not counted in pending()
         self._anchor: tuple[str, float] | None = None  # prime(): the grid row a scored window ended on
@@ -150,6 +153,10 @@ class Buffers:
         """
         state = self._assets.get(asset)
         if state is None:
+            if (floor := self.floors.get(asset)) is not None:
+                if ts <= floor:
+                    return "duplicate_ts" if ts == floor else "out_of_order"
+                del self.floors[asset]
             if len(self._assets) >= self.max_assets:
                 return "too_many_assets"
         elif ts <= state.last_ts:  # seen before (a redelivery) or really older than what came already

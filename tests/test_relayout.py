@@ -15,7 +15,7 @@ from sensorguard.service.commands import AlarmControls, Command
 from sensorguard.service.config import load_settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.relayout import relayout_states
-from sensorguard.service.state import load_states, restore_states, save_states
+from sensorguard.service.state import judged_times, load_states, restore_states, save_states
 from sensorguard.service.workers import worker_settings
 
 
@@ -43,7 +43,8 @@ def test_doctests() -> None:
 
 def test_two_workers_to_three_and_back_to_one_keeps_every_asset_with_its_worker(tmp_path):
     two = _plans(tmp_path, 2)  # w0: a/#, c/#; w1: b/#
-    save_states(two[0].state_dir, {"a/p": _alert("a/p"), "c/p": AlertState()}, {"c/p": DriftState(0.3, 50)})
+    save_states(two[0].state_dir, {"a/p": _alert("a/p"), "c/p": AlertState()}, {"c/p": DriftState(0.3, 50)},
+                judged={"a/p": 1234.5, "c/p": 1200.0})
     save_states(two[1].state_dir, {"b/p": _alert("b/p")}, {}, unannounced={"b/p"})
     _maintain(Path(two[0].state_dir), "c/p")
 
@@ -56,6 +57,8 @@ def test_two_workers_to_three_and_back_to_one_keeps_every_asset_with_its_worker(
     w2 = AlarmControls(three[2].state_dir)
     assert w2.suppressed("c/p", now=2000.0) == "maintenance" and w2.acked("c/p@1") is not None
     assert AlarmControls(three[0].state_dir).assets() == set()
+    # each asset's last judged window moves with it (readings up to it are not judged again)
+    assert judged_times(three[0].state_dir) == {"a/p": 1234.5} and judged_times(three[2].state_dir) == {"c/p": 1200.0}
     assert relayout_states(str(tmp_path), three) == 0  # in place: nothing moves
 
     one = _plans(tmp_path, 1)
@@ -64,6 +67,7 @@ def test_two_workers_to_three_and_back_to_one_keeps_every_asset_with_its_worker(
     assert set(restored) == {"a/p", "b/p", "c/p"}
     assert restored["a/p"][0].alert_id == "a/p@1" and restored["b/p"][2] is False  # still unannounced
     assert AlarmControls(str(tmp_path)).suppressed("c/p", now=2000.0) == "maintenance"
+    assert judged_times(str(tmp_path)) == {"a/p": 1234.5, "c/p": 1200.0}
     assert not any((tmp_path / f"w{k}").exists() for k in range(3))  # emptied worker folders removed
 
 

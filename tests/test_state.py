@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from sensorguard.service.alerts import AlertState
+from sensorguard.service.commands import Command
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.state import STATE_FILE, StateError, decode_asset, load_states, restore_states, save_states
-from tests.test_daemon import T0, FakeClient, make, message
+from tests.test_daemon import T0, FakeClient, make, message, value
 
 RULE = DriftRule(baseline=math.log(0.3), halflife=2, warmup=0, cap=1.5)
 
@@ -580,3 +581,48 @@ def test_an_adopted_cadence_goes_with_an_asset_that_never_came_and_is_not_passed
     owner.alerts.hand_over(set())
     owner.alerts.adopt("pump-1", AlertState(), None, True)  # again, from an owner with no window yet
     assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (None, True, None)
+
+
+def test_readings_the_previous_run_judged_are_refused_after_a_restart(tiny_bundle, tmp_path):
+    """A session that queued readings while another layout served them (back to `--workers 1`, a
+    revived client id) delivers readings the previous run already judged. Judged again, they
+    re-announced alerts minutes old and cleared an alert that was still up (a walk found it).
+    Refused as older than the asset's newest, as they would have been without the restart."""
+    window = tiny_bundle.window
+    first, client = daemon_with(tiny_bundle, tmp_path, raise_after=1, clear_after=1)
+    for i in range(window):
+        first.ingest.handle(client, message("pump-1", T0 + i, a=1e3 * (i % 2), b=-1e3, c=1e3))
+    first.score_batch(first.ingest.next_batch(0.0)[0])
+    alert_id = first.snapshot()["pump-1"].alert_id
+    assert first.snapshot()["pump-1"].status == "alerting"
+    first.stop()
+
+    second, client = daemon_with(tiny_bundle, tmp_path, raise_after=1, clear_after=1)
+    for i in range(window):  # the same stamps again, normal values: they would clear the alert
+        second.ingest.handle(client, message("pump-1", T0 + i, mid=i + 1))
+    assert second.ingest.next_batch(0.0)[0] == []
+    assert value(second, "sensorguard_messages_rejected_total", reason="out_of_order") == window - 1
+    assert value(second, "sensorguard_messages_rejected_total", reason="duplicate_ts") == 1  # the last judged
+    assert [a[0] for a in client.acks] == list(range(1, window + 1))  # acknowledged: not delivered again
+    for i in range(window):  # newer readings are taken and judged
+        second.ingest.handle(client, message("pump-1", T0 + window + i, a=1e3 * (i % 2), b=-1e3, c=1e3))
+    second.score_batch(second.ingest.next_batch(0.0)[0])
+    assert second.snapshot()["pump-1"].alert_id == alert_id and raised(client) == []
+    second.stop()
+
+    third, _ = daemon_with(tiny_bundle, tmp_path)  # the floor moved on with the windows judged
+    third.ingest.handle(client, message("pump-1", T0 + window + 1))
+    assert value(third, "sensorguard_messages_rejected_total", reason="out_of_order") == 1
+
+
+def test_a_command_on_a_restored_asset_not_heard_since_the_restart_is_no_typo(drifting, tmp_path):
+    """A reply said "no reading of pump-1 has reached ... yet (a typo?)" for an asset whose alert
+    the state file restored, in the minute after a restart (a walk found it)."""
+    first, _ = daemon_with(drifting, tmp_path)
+    for i in range(3):
+        first.alerts.apply("pump-1", T0 + i, 5.0, [])
+    first.stop()
+    second, _ = daemon_with(drifting, tmp_path)
+    shelve = Command("shelve", "pump-1", until=time.time() + 600)
+    assert second._commanded("pump-1", shelve) == ""
+    assert "a typo?" in second._commanded("pump-9", Command("shelve", "pump-9", until=time.time() + 600))
