@@ -12,22 +12,27 @@ back from the recorder until it ends.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
 
 from sensorguard.service import mqtt
-from sensorguard.service.commands import REQUEST_ID, VERBS, AlarmControls, Command, audit, parse_command, safe_topic
+from sensorguard.service.commands import REQUEST_ID, VERBS, AlarmControls, Command, parse_command, safe_topic
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import Publisher, iso
 
 log = logging.getLogger(__name__)
+
+AUDIT_FILE = "audit.jsonl"
+MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 past this size
 
 ANSWERED_KEPT = 4096  # accepted commands whose answer is kept, so a redelivery is answered, not re-applied
 
@@ -116,6 +121,13 @@ class CommandHandler:
                             f"{parsed.asset} is being taken over by {self.settings.instance_name}: try again in a "
                             "few seconds")
             return  # the instance serving the asset answers
+        if self.controls.carried_out(parsed):  # by another run: a session revived by a layout change kept it
+            self.metrics.commands.labels(parsed.verb, "duplicate").inc()
+            log.info("command %s %s was carried out already (another run took it): not again", parsed.verb,
+                     parsed.request_id, extra={"asset": parsed.asset, "event": "command"})
+            self._reply(client, parsed.request_id, parsed.reply_to, True,
+                        f"carried out already (request {parsed.request_id}): not again")
+            return
         entry = _audit_entry(parsed, now, self.settings.instance_name)  # before applying: nothing half done
         accepted, text = self.controls.apply(parsed, now)
         self.metrics.commands.labels(parsed.verb, "accepted" if accepted else "rejected").inc()
@@ -218,3 +230,17 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
             raise PermissionError(f"the broker refused the command ({refused[0]}): check its access rules for "
                                   f"{settings.output_prefix}/commands/#")
         return dict(got) if done else None
+
+
+def audit(state_dir: str | None, entry: dict[str, Any]) -> None:
+    """Append one accepted command to ``<state_dir>/audit.jsonl`` (a failure is logged, not fatal)."""
+    if not state_dir:
+        return
+    path = Path(state_dir) / AUDIT_FILE
+    try:
+        if path.exists() and path.stat().st_size > MAX_AUDIT_BYTES:  # one older file kept: bounded on disk
+            path.replace(path.with_suffix(".jsonl.1"))
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+    except OSError as exc:
+        log.warning("writing the audit log in %s failed: %s", state_dir, exc)

@@ -10,7 +10,8 @@ A command is a JSON object on ``<output_prefix>/commands/<verb>`` (``sensorguard
 each with optional ``"request_id"`` (letters, digits, ``-``, ``_``), ``"reply_to"`` (a topic under
 ``<output_prefix>/responses/``, the default being ``<output_prefix>/responses/<request_id>``: the
 daemon never publishes a reply elsewhere, so a command cannot make it write alerts or states) and
-``"by"`` (who). The instance serving the asset (its partitions) answers ``{"request_id",
+``"by"`` (who) and ``"expires"`` (epoch seconds; with a request id it makes the command one send,
+never carried out twice: :attr:`Command.send`). The instance serving the asset (its partitions) answers ``{"request_id",
 "accepted", "message"}`` on the reply topic and, when accepted, audits the command on
 ``<output_prefix>/events`` and in ``<state_dir>/audit.jsonl``; other instances stay silent (a
 command too malformed to name its asset is answered by every instance that reads it). A bad
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 VERBS = ("maintenance", "shelve", "ack")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 MAX_CONTROLS = 10_000  # assets under maintenance or shelved at once; beyond, a command is rejected
-MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 past this size
 MAX_COMMAND_BYTES = 4096
 MAX_SHELVE_S = 7 * 86400.0  # a shelved alert must come back by itself
 MAX_TEXT = 500  # characters of a reason or note
@@ -62,7 +62,6 @@ EXPIRY_GRACE_S = 30.0  # clock difference between the sender and the daemon tole
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
 CONTROLS_FILE = "controls.json"
-AUDIT_FILE = "audit.jsonl"
 
 
 @dataclass(frozen=True)
@@ -78,6 +77,14 @@ class Command:
     by: str = ""
     request_id: str = ""
     reply_to: str = ""
+    expires: float | None = None  # when the sender stops waiting (the CLI's commands carry it)
+
+    @property
+    def send(self) -> str:
+        """This send's identity, ``request_id@expires`` ("" without both): a session revived by a
+        layout change delivers a command another run carried out already, without MQTT's DUP flag.
+        Both are needed: a dashboard's fixed request id without ``expires`` may be sent again."""
+        return f"{self.request_id}@{self.expires!r}" if self.request_id and self.expires is not None else ""
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class Control:
     until: float | None
     reason: str = ""
     by: str = ""
+    send: str = ""  # the command that set it (Command.send): not carried out twice
 
 
 def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
@@ -107,9 +115,11 @@ def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
                                          "action")}
     if not all(isinstance(v, str) and len(v) <= MAX_TEXT for v in text.values()):
         return "text fields must be strings of at most 500 characters"
-    common = {k: text[k] for k in ("reason", "note", "by", "request_id", "reply_to")}
-    expires = body.get("expires")  # the sender stops waiting then: a command queued past it (the daemon was
-    if expires is not None:  # down) was reported as failed, so carrying it out later surprises everyone
+    common: dict[str, Any] = {k: text[k] for k in ("reason", "note", "by", "request_id", "reply_to")}
+    # the sender stops waiting then: a command queued past it (the daemon was down) was reported as
+    # failed, so carrying it out later surprises everyone
+    expires = common["expires"] = body.get("expires")
+    if expires is not None:
         if (isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires)
                 or expires >= TS_MAX):  # (milliseconds never expired)
             return "expires must be a time in epoch seconds, before 2200"
@@ -262,6 +272,17 @@ class AlarmControls:
             self.on_change(command.asset)
         return accepted, message
 
+    def carried_out(self, c: Command) -> bool:
+        """Whether this very send of ``c`` (:attr:`Command.send`) was carried out here or by the run
+        or worker this asset's controls came from: the hold it started or the acknowledgement."""
+        if not c.send:
+            return False
+        with self._lock:
+            if c.verb == "ack":
+                return (self._alerts.get(c.alert_id) or {}).get("ack_send") == c.send
+            held = self._controls.get((c.asset, "shelved" if c.verb == "shelve" else "maintenance"))
+            return held is not None and held.send == c.send
+
     def _apply(self, c: Command, now: float) -> tuple[bool, str]:
         if c.verb == "ack":
             entry = self._alerts.get(c.alert_id)
@@ -269,7 +290,7 @@ class AlarmControls:
                 return False, f"no alert {c.alert_id!r} to acknowledge (unknown or too old)"
             if not entry["acked"]:
                 entry["acked_at"] = now  # the first acknowledgement: time to acknowledge ends
-            entry.update(acked=True, false_alarm=c.false_alarm)
+            entry.update(acked=True, false_alarm=c.false_alarm, **({"ack_send": c.send} if c.send else {}))
             return True, f"alert {c.alert_id} acknowledged" + (" as a false alarm" if c.false_alarm else "")
         kind = "shelved" if c.verb == "shelve" else "maintenance"
         if c.action == "end" or (c.verb == "shelve" and c.until is not None and c.until <= now):
@@ -281,7 +302,8 @@ class AlarmControls:
         if (c.asset, kind) not in self._controls and len(self._controls) >= self.max_controls:
             return False, f"{self.max_controls} assets are in maintenance or shelved already"
         held = self._controls.get((c.asset, kind))  # extended or changed: the hold still began then
-        self._controls[(c.asset, kind)] = Control(kind, now if held is None else held.since, c.until, c.reason, c.by)
+        self._controls[(c.asset, kind)] = Control(kind, now if held is None else held.since, c.until, c.reason, c.by,
+                                                  c.send)
         # (a time a person reads: epoch seconds in the reply were found by a walk through the README)
         until = ("until `maintenance end`" if c.until is None
                  else "until " + time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(c.until)))
@@ -301,7 +323,8 @@ class AlarmControls:
         a bad ``doc``. ``save=False``: the caller saves once after many."""
         try:
             controls = [Control(str(c["kind"]), float(c["since"]), None if c["until"] is None else float(c["until"]),
-                                str(c.get("reason", "")), str(c.get("by", ""))) for c in doc.get("controls", [])]
+                                str(c.get("reason", "")), str(c.get("by", "")), str(c.get("send", "")))
+                        for c in doc.get("controls", [])]
             alerts = {str(i): dict(e) | {"asset": asset} for i, e in doc.get("alerts", {}).items()}
             past = [(str(kind), float(since), float(end)) for kind, since, end in doc.get("past", [])]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -371,7 +394,7 @@ class AlarmControls:
                 if raw["kind"] not in ("maintenance", "shelved"):
                     raise ValueError(f"unknown control {raw['kind']!r}")
                 control = Control(raw["kind"], float(raw["since"]), until, str(raw.get("reason", "")),
-                                  str(raw.get("by", "")))
+                                  str(raw.get("by", "")), str(raw.get("send", "")))
                 self._controls[(str(raw["asset"]), control.kind)] = control
             self._alerts = {str(k): dict(v) for k, v in doc.get("alerts", {}).items()}
             self._newest = newest(self._alerts)
@@ -387,20 +410,6 @@ class AlarmControls:
 def newest(alerts: dict[str, dict]) -> dict[str, str]:
     """Each asset's newest alert id in ``alerts`` (kept in raise order)."""
     return {e.get("asset", ""): alert_id for alert_id, e in alerts.items()}
-
-
-def audit(state_dir: str | None, entry: dict[str, Any]) -> None:
-    """Append one accepted command to ``<state_dir>/audit.jsonl`` (a failure is logged, not fatal)."""
-    if not state_dir:
-        return
-    path = Path(state_dir) / AUDIT_FILE
-    try:
-        if path.exists() and path.stat().st_size > MAX_AUDIT_BYTES:  # one older file kept: bounded on disk
-            path.replace(path.with_suffix(".jsonl.1"))
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
-    except OSError as exc:
-        log.warning("writing the audit log in %s failed: %s", state_dir, exc)
 
 
 def new_request_id() -> str:

@@ -694,3 +694,50 @@ def test_a_redelivered_command_is_answered_again_not_applied_again(tiny_bundle, 
     for k, action in enumerate(("start", "end", "start")):  # sent again by the client: carried out each time
         send("maintenance", {"asset": "p2", "action": action}, now + 10 * k)
     assert daemon.controls.suppressed("p2", now + 30) == "maintenance" and len(events) == 4
+
+
+def test_a_command_another_run_carried_out_is_not_carried_out_again(tiny_bundle, tmp_path, monkeypatch):
+    """A walk found: after a layout change (`--workers 1` -> 2) a revived session delivered a shelve
+    that the previous layout had already carried out (no DUP flag: that session never had it), and
+    it was carried out again: the hold's end moved and the audit had it twice; a queued ack too. A
+    command is one send when it carries a request id and an ``expires`` (the CLI's): answered as
+    before, not again. A dashboard's fixed request id without ``expires`` still extends a hold."""
+    from types import SimpleNamespace
+
+    from tests.test_daemon import make, value
+
+    def run():
+        daemon, client = make(tiny_bundle, state_dir=str(tmp_path))
+        events = []
+        monkeypatch.setattr(daemon.publisher, "daemon_event", events.append)
+        return daemon, client, events
+
+    def send(daemon, client, verb: str, body: dict, at: float) -> None:
+        monkeypatch.setattr(time, "time", lambda: at)
+        daemon.commands.handle(client, SimpleNamespace(topic=f"sensorguard/commands/{verb}", payload=json.dumps(
+            body).encode(), qos=1, mid=1, retain=False, dup=False))
+
+    now = time.time()
+    shelve = {"asset": "p1", "for_s": 600, "request_id": "r1", "expires": now + 10}
+    first, client, events = run()
+    send(first, client, "shelve", shelve, now)
+    first.controls.raised("p1@1", "p1", now)
+    ack = {"alert_id": "p1@1", "false_alarm": True, "request_id": "r2", "expires": now + 10}
+    send(first, client, "ack", ack, now + 1)
+    assert len(events) == 2
+    audit = (tmp_path / "audit.jsonl").read_text().splitlines()
+
+    second, client, events = run()  # the same state folder, the same commands from another session
+    send(second, client, "shelve", shelve, now + 20)
+    send(second, client, "ack", ack, now + 21)
+    assert events == [] and (tmp_path / "audit.jsonl").read_text().splitlines() == audit
+    assert second.controls.suppressed("p1", now + 605) is None  # it still ends 600 s after the first
+    answers = [json.loads(p) for t, p, _ in client.published if t.startswith("sensorguard/responses/")]
+    assert [a["accepted"] for a in answers] == [True, True] and "already" in answers[0]["message"]
+    assert value(second, "sensorguard_commands_total", command="shelve", result="duplicate") == 1
+    assert value(second, "sensorguard_commands_total", command="ack", result="duplicate") == 1
+
+    fixed = {"asset": "p1", "for_s": 600, "request_id": "r1"}  # no expires: a dashboard's fixed id
+    send(second, client, "shelve", fixed, now + 30)
+    send(second, client, "shelve", fixed, now + 40)
+    assert second.controls.suppressed("p1", now + 635) == "shelved" and len(events) == 2
