@@ -62,6 +62,7 @@ EXPIRY_GRACE_S = 30.0  # clock difference between the sender and the daemon tole
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
 CONTROLS_FILE = "controls.json"
+SENDS_KEPT = 64  # per asset, sends carried out (until they expire): a revived session's copy is not carried out
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,6 @@ class Control:
     until: float | None
     reason: str = ""
     by: str = ""
-    send: str = ""  # the command that set it (Command.send): not carried out twice
 
 
 def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
@@ -171,6 +171,7 @@ class AlarmControls:
         self._alerts: dict[str, dict] = {}  # recent alert ids -> {"asset", "acked", "false_alarm"}, raise order
         self._newest: dict[str, str] = {}  # asset -> its newest alert id here (the only one that can be up)
         self._past: dict[tuple[str, str], tuple[tuple[float, float], ...]] = {}  # ended holds: (since, end)
+        self._sends: dict[str, dict[str, float]] = {}  # asset -> sends carried out (Command.send) -> expires
         self.on_change: Callable[[str], None] = lambda asset: None  # an asset's controls or alerts changed
         if state_dir:
             self._load()
@@ -225,6 +226,11 @@ class AlarmControls:
             for key in done:
                 control = self._controls.pop(key)
                 self._ended(*key, control.since, float(control.until))
+            for asset, sent in list(self._sends.items()):  # an expired send is refused anyway: forgotten
+                if not (kept := {k: e for k, e in sent.items() if now <= e + EXPIRY_GRACE_S}):
+                    del self._sends[asset]
+                elif len(kept) < len(sent):
+                    self._sends[asset] = kept
         if done:
             self.save()
             for asset in {asset for asset, _ in done}:
@@ -267,21 +273,25 @@ class AlarmControls:
         """Carry ``command`` out: ``(accepted, message)``; persisted when accepted."""
         with self._lock:
             accepted, message = self._apply(command, now)
+            if accepted and command.send:
+                self._sent(command, now)
         if accepted:
             self.save()
             self.on_change(command.asset)
         return accepted, message
 
     def carried_out(self, c: Command) -> bool:
-        """Whether this very send of ``c`` (:attr:`Command.send`) was carried out here or by the run
-        or worker this asset's controls came from: the hold it started or the acknowledgement."""
-        if not c.send:
-            return False
+        """Whether this very send of ``c`` (:attr:`Command.send`) was carried out here, or by the run
+        or worker this asset's controls came from (kept until it expires, when the command itself
+        would be refused): a revived session's copy of an earlier send must not undo a later one."""
         with self._lock:
-            if c.verb == "ack":
-                return (self._alerts.get(c.alert_id) or {}).get("ack_send") == c.send
-            held = self._controls.get((c.asset, "shelved" if c.verb == "shelve" else "maintenance"))
-            return held is not None and held.send == c.send
+            return bool(c.send) and c.send in self._sends.get(c.asset, {})
+
+    def _sent(self, c: Command, now: float) -> None:
+        """Keep an accepted send (the caller holds the lock), at most ``SENDS_KEPT`` per asset."""
+        kept = {k: e for k, e in self._sends.get(c.asset, {}).items() if now <= e + EXPIRY_GRACE_S}
+        kept[c.send] = float(c.expires or now)
+        self._sends[c.asset] = dict(list(kept.items())[-SENDS_KEPT:])
 
     def _apply(self, c: Command, now: float) -> tuple[bool, str]:
         if c.verb == "ack":
@@ -290,7 +300,7 @@ class AlarmControls:
                 return False, f"no alert {c.alert_id!r} to acknowledge (unknown or too old)"
             if not entry["acked"]:
                 entry["acked_at"] = now  # the first acknowledgement: time to acknowledge ends
-            entry.update(acked=True, false_alarm=c.false_alarm, **({"ack_send": c.send} if c.send else {}))
+            entry.update(acked=True, false_alarm=c.false_alarm)
             return True, f"alert {c.alert_id} acknowledged" + (" as a false alarm" if c.false_alarm else "")
         kind = "shelved" if c.verb == "shelve" else "maintenance"
         if c.action == "end" or (c.verb == "shelve" and c.until is not None and c.until <= now):
@@ -302,8 +312,7 @@ class AlarmControls:
         if (c.asset, kind) not in self._controls and len(self._controls) >= self.max_controls:
             return False, f"{self.max_controls} assets are in maintenance or shelved already"
         held = self._controls.get((c.asset, kind))  # extended or changed: the hold still began then
-        self._controls[(c.asset, kind)] = Control(kind, now if held is None else held.since, c.until, c.reason, c.by,
-                                                  c.send)
+        self._controls[(c.asset, kind)] = Control(kind, now if held is None else held.since, c.until, c.reason, c.by)
         # (a time a person reads: epoch seconds in the reply were found by a walk through the README)
         until = ("until `maintenance end`" if c.until is None
                  else "until " + time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(c.until)))
@@ -315,7 +324,9 @@ class AlarmControls:
             controls = [asdict(c) for (a, _), c in self._controls.items() if a == asset]
             alerts = {i: dict(e) for i, e in self._alerts.items() if e.get("asset") == asset}
             past = [[kind, *span] for (a, kind), spans in self._past.items() if a == asset for span in spans]
-        return {"controls": controls, "alerts": alerts, "past": past} if controls or alerts or past else None
+            sends = dict(self._sends.get(asset, {}))
+        doc = {"controls": controls, "alerts": alerts, "past": past, **({"sends": sends} if sends else {})}
+        return doc if controls or alerts or past or sends else None
 
     def adopt(self, asset: str, doc: dict, save: bool = True) -> None:
         """Take ``asset``'s controls and recent alerts over from its previous owner (:meth:`export`;
@@ -323,8 +334,8 @@ class AlarmControls:
         a bad ``doc``. ``save=False``: the caller saves once after many."""
         try:
             controls = [Control(str(c["kind"]), float(c["since"]), None if c["until"] is None else float(c["until"]),
-                                str(c.get("reason", "")), str(c.get("by", "")), str(c.get("send", "")))
-                        for c in doc.get("controls", [])]
+                                str(c.get("reason", "")), str(c.get("by", ""))) for c in doc.get("controls", [])]
+            sends = _sends(doc.get("sends", {}))
             alerts = {str(i): dict(e) | {"asset": asset} for i, e in doc.get("alerts", {}).items()}
             past = [(str(kind), float(since), float(end)) for kind, since, end in doc.get("past", [])]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -336,6 +347,8 @@ class AlarmControls:
             for kind, since, end in past:
                 self._ended(asset, kind, since, end)
             self._controls.update({(asset, c.kind): c for c in controls})
+            if sends:
+                self._sends[asset] = sends
             self._alerts.update(alerts)
             self._newest = newest(self._alerts)
             self._evict()
@@ -361,6 +374,7 @@ class AlarmControls:
         for alert_id in [i for i, e in self._alerts.items() if e.get("asset") == asset]:
             del self._alerts[alert_id]
         self._newest.pop(asset, None)
+        self._sends.pop(asset, None)
         for kind in ("maintenance", "shelved"):
             self._past.pop((asset, kind), None)
 
@@ -373,7 +387,8 @@ class AlarmControls:
             with self._lock:
                 body = {"controls": [asdict(c) | {"asset": a} for (a, _), c in self._controls.items()],
                         "alerts": self._alerts,
-                        "past": [[a, kind, *span] for (a, kind), spans in self._past.items() for span in spans]}
+                        "past": [[a, kind, *span] for (a, kind), spans in self._past.items() for span in spans],
+                        "sends": self._sends}
                 text = json.dumps(body, separators=(",", ":"))
             try:
                 Path(self.state_dir).mkdir(parents=True, exist_ok=True)
@@ -394,7 +409,7 @@ class AlarmControls:
                 if raw["kind"] not in ("maintenance", "shelved"):
                     raise ValueError(f"unknown control {raw['kind']!r}")
                 control = Control(raw["kind"], float(raw["since"]), until, str(raw.get("reason", "")),
-                                  str(raw.get("by", "")), str(raw.get("send", "")))
+                                  str(raw.get("by", "")))
                 self._controls[(str(raw["asset"]), control.kind)] = control
             self._alerts = {str(k): dict(v) for k, v in doc.get("alerts", {}).items()}
             self._newest = newest(self._alerts)
@@ -402,9 +417,18 @@ class AlarmControls:
                 if kind not in ("maintenance", "shelved"):
                     raise ValueError(f"unknown control {kind!r}")
                 self._ended(str(asset), kind, float(since), float(end))
+            self._sends = {str(a): sent for a, raw in doc.get("sends", {}).items() if (sent := _sends(raw))}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("alarm controls in %s unreadable (%s): starting without", path, exc)
-            self._controls, self._alerts, self._newest, self._past = {}, {}, {}, {}
+            self._controls, self._alerts, self._newest, self._past, self._sends = {}, {}, {}, {}, {}
+
+
+def _sends(raw: Any) -> dict[str, float]:
+    """An asset's sends carried out (``{send: expires}``) as ``controls.json`` holds them; ValueError for
+    anything else (a file of an older version has none: empty)."""
+    if not isinstance(raw, dict):
+        raise ValueError("sends must map each send to its expires")
+    return {str(k): float(v) for k, v in list(raw.items())[-SENDS_KEPT:]}
 
 
 def newest(alerts: dict[str, dict]) -> dict[str, str]:

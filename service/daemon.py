@@ -133,7 +133,8 @@ class Daemon:
         self.controls = AlarmControls(None if settings.cluster else settings.state_dir)
         restored = restore_states(settings.state_dir, settings.max_assets)
         floors = {asset: ts for asset, ts in judged_times(settings.state_dir).items() if asset in restored}
-        self.buffers.floors = dict(floors)  # readings the previous run judged are not judged again
+        if not settings.cluster:  # (cluster mode: the state bucket's judged_ts; a prime takes the older readings)
+            self.buffers.floors = dict(floors)  # readings the previous run judged are not judged again
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
@@ -359,6 +360,9 @@ class Daemon:
                 self._shadow_forgets(asset)
                 log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
             self.alerts.expire_restored(now, self.ingest.holds)
+            if self.buffers.floors:
+                with self.ingest.cond:
+                    self.buffers.drop_floors(lambda asset: asset in self.alerts.restored)
         for asset, kind in self.controls.expired(time.time()):  # a shelving or maintenance whose time is up
             log.info("%s of %s ended (its time was up)", kind, asset, extra={"asset": asset})
             self.alerts.request_control_change(asset, False if kind == "maintenance" else None)

@@ -29,6 +29,7 @@ window is one slice copy, never a concatenation of two pieces.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -153,10 +154,8 @@ class Buffers:
         """
         state = self._assets.get(asset)
         if state is None:
-            if (floor := self.floors.get(asset)) is not None:
-                if ts <= floor:
-                    return "duplicate_ts" if ts == floor else "out_of_order"
-                del self.floors[asset]
+            if (floor := self.floors.get(asset)) is not None and ts <= floor:
+                return "duplicate_ts" if ts == floor else "out_of_order"
             if len(self._assets) >= self.max_assets:
                 return "too_many_assets"
         elif ts <= state.last_ts:  # seen before (a redelivery) or really older than what came already
@@ -175,6 +174,7 @@ class Buffers:
             row = [values.get(c, NAN) for c in self.channels]
         if state is None:
             state = self._assets[asset] = _Asset(self.window, len(self.channels))
+            self.floors.pop(asset, None)  # taken: its last_ts guards from here
             state.seen = received
             if self._rates:
                 rate = self._rates.pop(asset, None)
@@ -363,6 +363,13 @@ class Buffers:
     def idle(self, before: float) -> list[str]:
         """Assets whose last accepted sample was received before ``before`` (stale candidates)."""
         return [asset for asset, state in self._assets.items() if state.seen < before]
+
+    def drop_floors(self, kept: Callable[[str], bool]) -> None:
+        """Forget the floors of assets not ``kept`` (restored ones that never came back and ended:
+        a silence forgets an asset's newest stamp too, so a device whose clock went back is taken
+        once it is heard again, restart or not). The caller holds the ingest's lock."""
+        for asset in [a for a in self.floors if not kept(a)]:
+            del self.floors[asset]
 
     def forget(self, asset: str) -> int:
         """Drop an asset's buffer and its queued windows (frees its slot under ``max_assets``); how

@@ -381,7 +381,8 @@ def test_controls_export_adopt_and_forget_move_an_asset_between_workers(tmp_path
     now = 1_000.0
     assert old.apply(parse_command("maintenance", b'{"asset": "p1", "action": "start", "reason": "swap"}', now),
                      now)[0]
-    assert old.apply(parse_command("shelve", b'{"asset": "p1", "for_s": 600}', now), now)[0]
+    shelve = parse_command("shelve", b'{"asset": "p1", "for_s": 600, "request_id": "s1", "expires": 1005}', now)
+    assert old.apply(shelve, now)[0]
     old.raised("p1@5", "p1", now)
     assert old.apply(parse_command("maintenance", b'{"asset": "p2", "action": "start"}', now), now)[0]
     assert changed == ["p1", "p1", "p1", "p2"]
@@ -390,6 +391,7 @@ def test_controls_export_adopt_and_forget_move_an_asset_between_workers(tmp_path
     assert old.export("p3") is None
     new.adopt("p1", doc)
     assert new.suppressed("p1", now + 1) == "maintenance" and new.acked("p1@5")["acked"] is False
+    assert new.carried_out(shelve)  # the send goes with the asset: a revived session's copy is not carried out
     assert new.apply(parse_command("ack", b'{"alert_id": "p1@5", "false_alarm": true}', now), now)[0]
     old.forget({"p1"})
     assert old.suppressed("p1", now + 1) is None and old.acked("p1@5") is None
@@ -701,7 +703,9 @@ def test_a_command_another_run_carried_out_is_not_carried_out_again(tiny_bundle,
     that the previous layout had already carried out (no DUP flag: that session never had it), and
     it was carried out again: the hold's end moved and the audit had it twice; a queued ack too. A
     command is one send when it carries a request id and an ``expires`` (the CLI's): answered as
-    before, not again. A dashboard's fixed request id without ``expires`` still extends a hold."""
+    before, not again, also after later commands changed what it did (a review found an earlier
+    send undoing a later one: a hold cut short, a verdict flipped back, a maintenance restarted).
+    A dashboard's fixed request id without ``expires`` still extends a hold."""
     from types import SimpleNamespace
 
     from tests.test_daemon import make, value
@@ -718,26 +722,36 @@ def test_a_command_another_run_carried_out_is_not_carried_out_again(tiny_bundle,
             body).encode(), qos=1, mid=1, retain=False, dup=False))
 
     now = time.time()
-    shelve = {"asset": "p1", "for_s": 600, "request_id": "r1", "expires": now + 10}
+    first_shelve = {"asset": "p1", "for_s": 600, "request_id": "r1", "expires": now + 10}
+    longer = {"asset": "p1", "for_s": 4 * 3600, "request_id": "r2", "expires": now + 15}
+    real = {"alert_id": "p1@1", "false_alarm": False, "request_id": "r3", "expires": now + 10}
+    false_alarm = {"alert_id": "p1@1", "false_alarm": True, "request_id": "r4", "expires": now + 15}
+    start = {"asset": "p2", "action": "start", "request_id": "r5", "expires": now + 10}
+    end = {"asset": "p2", "action": "end", "request_id": "r6", "expires": now + 15}
     first, client, events = run()
-    send(first, client, "shelve", shelve, now)
     first.controls.raised("p1@1", "p1", now)
-    ack = {"alert_id": "p1@1", "false_alarm": True, "request_id": "r2", "expires": now + 10}
-    send(first, client, "ack", ack, now + 1)
-    assert len(events) == 2
+    for k, (verb, body) in enumerate((("shelve", first_shelve), ("shelve", longer), ("ack", real),
+                                      ("ack", false_alarm), ("maintenance", start), ("maintenance", end))):
+        send(first, client, verb, body, now + k)
+    assert len(events) == 6
     audit = (tmp_path / "audit.jsonl").read_text().splitlines()
 
     second, client, events = run()  # the same state folder, the same commands from another session
-    send(second, client, "shelve", shelve, now + 20)
-    send(second, client, "ack", ack, now + 21)
+    for k, (verb, body) in enumerate((("shelve", first_shelve), ("shelve", longer), ("ack", real),
+                                      ("maintenance", start))):
+        send(second, client, verb, body, now + 20 + k)
     assert events == [] and (tmp_path / "audit.jsonl").read_text().splitlines() == audit
-    assert second.controls.suppressed("p1", now + 605) is None  # it still ends 600 s after the first
+    assert second.controls.suppressed("p1", now + 3600) == "shelved"  # the longer shelving stands
+    assert second.controls.false_alarm("p1@1") is True  # the later verdict stands
+    assert second.controls.suppressed("p2", now + 60) is None  # the ended maintenance stays ended
     answers = [json.loads(p) for t, p, _ in client.published if t.startswith("sensorguard/responses/")]
-    assert [a["accepted"] for a in answers] == [True, True] and "already" in answers[0]["message"]
-    assert value(second, "sensorguard_commands_total", command="shelve", result="duplicate") == 1
+    assert [a["accepted"] for a in answers] == [True] * 4 and "already" in answers[0]["message"]
+    assert value(second, "sensorguard_commands_total", command="shelve", result="duplicate") == 2
     assert value(second, "sensorguard_commands_total", command="ack", result="duplicate") == 1
+    second.controls.expired(now + 60)  # past their expires (and the grace): forgotten, refused anyway
+    assert not second.controls.carried_out(parse_command("shelve", json.dumps(first_shelve).encode(), now))
 
-    fixed = {"asset": "p1", "for_s": 600, "request_id": "r1"}  # no expires: a dashboard's fixed id
+    fixed = {"asset": "p3", "for_s": 600, "request_id": "r1"}  # no expires: a dashboard's fixed id
     send(second, client, "shelve", fixed, now + 30)
     send(second, client, "shelve", fixed, now + 40)
-    assert second.controls.suppressed("p1", now + 635) == "shelved" and len(events) == 2
+    assert second.controls.suppressed("p3", now + 635) == "shelved" and len(events) == 2

@@ -626,3 +626,37 @@ def test_a_command_on_a_restored_asset_not_heard_since_the_restart_is_no_typo(dr
     shelve = Command("shelve", "pump-1", until=time.time() + 600)
     assert second._commanded("pump-1", shelve) == ""
     assert "a typo?" in second._commanded("pump-9", Command("shelve", "pump-9", until=time.time() + 600))
+
+
+def test_a_floor_goes_with_its_restored_asset_and_only_a_taken_reading_lifts_it(tiny_bundle, tmp_path):
+    """From a review: a floor outlived its restored asset, so a device whose clock went back in
+    the outage that restarted the daemon was refused for the rest of the run (a silence forgets
+    an asset's newest stamp without a restart); and a newer reading refused for another reason
+    lifted the floor, so older redeliveries after it were judged again."""
+    first, client = daemon_with(tiny_bundle, tmp_path, stale_after_s=60)
+    for i in range(tiny_bundle.window):
+        first.ingest.handle(client, message("pump-1", T0 + 100 + i))
+    first.score_batch(first.ingest.next_batch(0.0)[0])
+    first.stop()
+
+    second, client = daemon_with(tiny_bundle, tmp_path, stale_after_s=60)
+    second.ingest.handle(client, message("pump-1", T0 + 500, tmp=1.0))  # newer, but refused: unknown channel
+    second.ingest.handle(client, message("pump-1", T0 + 101))
+    assert value(second, "sensorguard_messages_rejected_total", reason="out_of_order") == 1  # still refused
+    second.alerts.restore_until = time.monotonic() + 60  # as start() sets it
+    second.housekeeping(time.monotonic() + 61)  # it never came back: no longer awaited
+    second.ingest.handle(client, message("pump-1", T0))  # its clock went back: taken, as without a restart
+    assert value(second, "sensorguard_messages_rejected_total", reason="out_of_order") == 1
+    assert "pump-1" in second.buffers
+
+
+def test_cluster_mode_sets_no_floors_a_takeover_primes_the_older_readings(tiny_bundle, tmp_path):
+    """From a review: the floors refused the readings a takeover primes the window with (cluster
+    mode keeps judged_ts in its state bucket), so the windows the previous owner left unscored
+    were dropped."""
+    first, _ = daemon_with(tiny_bundle, tmp_path)
+    first.alerts.apply("pump-1", T0 + 10, 0.5, [])
+    first.stop()
+    assert daemon_with(tiny_bundle, tmp_path)[0].buffers.floors == {"pump-1": T0 + 10}
+    clustered, _ = daemon_with(tiny_bundle, tmp_path, cluster=("nats://127.0.0.1:4222",))  # (connects at start)
+    assert clustered.buffers.floors == {}
