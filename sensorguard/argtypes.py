@@ -73,7 +73,9 @@ def too_big(rows: float, columns: int, what: str) -> str | None:
 def server_list(text: str) -> tuple[str, ...]:
     """``nats://HOST:PORT[,nats://HOST:PORT...]`` as a tuple (an argparse type)."""
     servers = tuple(part.strip() for part in text.split(",") if part.strip())
-    bad = [s for s in servers if not s.startswith(("nats://", "tls://")) or ":" not in s.split("://", 1)[1]]
+    from sensorguard.service.settings_checks import nats_url
+
+    bad = [s for s in servers if not nats_url(s)]
     if not servers or bad:
         raise argparse.ArgumentTypeError(f"expected nats://HOST:PORT[,nats://HOST:PORT...], got {text!r}")
     return servers

@@ -60,7 +60,8 @@ class DemoBroker:
         conf = self._workdir / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                         "max_queued_messages 100000\n")
-        self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True)  # (Ctrl-C: stopped by the demo after its daemon)
 
     def _start_amqtt(self) -> None:
         from amqtt.broker import Broker

@@ -67,8 +67,11 @@ class NatsNode:
     def start(self, timeout: float = 15.0) -> None:
         """Start the process and wait until its MQTT listener (the last to open) accepts connections."""
         with self.log.open("a") as out:
+            # a session of its own: Ctrl-C in a terminal signals the whole process group, and servers
+            # that died first left the demo's workers waiting ~50 s on them while stopping (a walk);
+            # the demo stops them itself once its workers have handed over
             self.proc = subprocess.Popen([self.binary, "-c", str(self.workdir / "nats.conf")],
-                                         stdout=out, stderr=subprocess.STDOUT)
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -24,6 +24,7 @@ from sensorguard.service.publisher import Publisher
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 5.0
+PUBLISH_GRACE_S = 10.0  # cut off from the broker longer than this, a cluster worker hands its partitions on
 CUT_SHORT_S = 3.0  # a connection the broker closes sooner than this after accepting it is cut short
 CUT_SHORT_IN_A_ROW = 3  # ... this many in a row: most often a second client with this client id
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason (EMQX, HiveMQ; mosquitto 2.0 just closes the socket)
@@ -51,6 +52,7 @@ class Connection:
         self.connected = threading.Event()
         self._bad_topics = RateLimiter(60.0)
         self.connected_since: float | None = None  # monotonic time of the last connect; None while down
+        self.down_since = time.monotonic()  # since when it is down (from the start until the first connect)
         self.unsubscribe: tuple[str, ...] = ()  # filters a previous run of this session served, no longer ours
         self.refused: tuple[str, ...] = ()  # subscriptions the broker refused (its access rules): not ready
         self.session_lost = False  # set by a reconnect without our session; the worker republishes states
@@ -164,8 +166,15 @@ class Connection:
                       "be allowed to publish under %s/", count, mqtt.reason_text(reason_code),
                       self.settings.client_id, self.settings.output_prefix)
 
+    def publishes(self) -> bool:
+        """Whether what is judged here reaches the broker: connected, or cut off for under
+        ``PUBLISH_GRACE_S`` (a reconnect). Cluster mode hands its partitions on otherwise."""
+        return self.connected_since is not None or time.monotonic() - self.down_since < PUBLISH_GRACE_S
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         lasted = None if self.connected_since is None else time.monotonic() - self.connected_since
+        if self.connected_since is not None:
+            self.down_since = time.monotonic()
         self.connected_since = None
         self.connected.clear()
         self.metrics.mqtt_connected.set(0)

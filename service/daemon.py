@@ -138,7 +138,8 @@ class Daemon:
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
-        self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls)
+        self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls,
+                                     lambda: self.connection.publishes())
                        if settings.cluster else None)
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
                                        *((self.source.serves, self.source.taking_over) if self.source else ()))

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -67,8 +68,9 @@ class ClusterSource:
     """Fetch the owned partitions' readings into ``ingest``; :meth:`start`, then :meth:`stop`."""
 
     def __init__(self, settings: Settings, ingest: Ingest, metrics: Metrics, alerts: AssetAlerts,
-                 controls: AlarmControls | None = None) -> None:
+                 controls: AlarmControls | None = None, publishes: Callable[[], bool] | None = None) -> None:
         self.settings = settings
+        self.publishes = publishes  # whether it can publish what it judges (Ownership: else it stands down)
         self.ingest = ingest
         self.metrics = metrics
         self.alerts = alerts
@@ -219,7 +221,7 @@ class ClusterSource:
         kv = await self._js.key_value(OWNERS_BUCKET)
         log.info("cluster: worker %s joined (%d partitions)", self.worker, partitions)
         return Ownership(kv, self.worker, partitions, self._gain, self._lose,
-                         lambda change: self.metrics.partition_changes.labels(change).inc())
+                         lambda change: self.metrics.partition_changes.labels(change).inc(), self.publishes)
 
     async def _disconnected(self) -> None:
         self.ready.clear()

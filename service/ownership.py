@@ -80,7 +80,8 @@ class Ownership:
     """
 
     def __init__(self, kv: Any, worker: str, partitions: int, gain: Callable[[int], Awaitable[None]],
-                 lose: Callable[[int, bool], Awaitable[None]], count: Callable[[str], None] | None = None) -> None:
+                 lose: Callable[[int, bool], Awaitable[None]], count: Callable[[str], None] | None = None,
+                 able: Callable[[], bool] | None = None) -> None:
         self.kv = kv
         self.worker = worker
         # what our leases hold: the name and this process's own mark, so a lease written by another process
@@ -101,6 +102,8 @@ class Ownership:
         self._listing_since = 0.0
         self._limiter = RateLimiter(60.0)  # a bucket down fails every partition's write every second
         self._joined = False  # the membership was written once
+        self.able = able or (lambda: True)  # whether it can publish what it judges (its MQTT link is up)
+        self._stood_down = False
 
     def holds(self, k: int) -> bool:
         """Whether partition ``k``'s lease is surely still ours: written less than ``SURE_S`` ago.
@@ -122,6 +125,12 @@ class Ownership:
         a slow release never lets another lease run out.
         """
         await self._renew()  # first: a slow bucket below must not hold the leases back
+        if not self.able():
+            await self._stand_down()
+            return
+        if self._stood_down:
+            self._stood_down = False
+            log.info("cluster: worker %s can publish again: it takes part again", self.worker)
         member = self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
         await asyncio.wait_for(member, RENEW_S)  # (safe to give up and write again)
         now = time.monotonic()
@@ -155,6 +164,22 @@ class Ownership:
                 self._renewed[k] = sent
                 self._changed("gained")
                 await self.gain(k)
+
+    async def _stand_down(self) -> None:
+        """It cannot publish what it judges (its MQTT broker is out of reach): it leaves the members and
+        hands its partitions on, so a worker that can publish scores them; its own alerts reached
+        nobody, while its readings were acknowledged in the stream and lost (found in a walk). It
+        takes part again once it can publish; while no worker can, the readings wait in the stream."""
+        if not self._stood_down:
+            self._stood_down, self._joined = True, False  # back: announced first, then it claims
+            log.warning("cluster: worker %s cannot publish (its MQTT broker is out of reach): it hands its %d "
+                        "partitions on and takes none until it can", self.worker, len(self.owned))
+            try:
+                await asyncio.wait_for(self.kv.delete(f"{MEMBER}{self.worker}"), RENEW_S)
+            except Exception as exc:  # noqa: BLE001 - it expires on its own
+                log.debug("standing down: %s", exc)
+        for k in sorted(set(self.owned) - set(self._releases)):
+            self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
 
     async def _keys(self) -> list[str]:
         """The bucket's keys. nats-py's ``keys()`` stops its watcher only when the listing ends: one

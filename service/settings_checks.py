@@ -84,10 +84,11 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
             f"({', '.join(s.partition)}); add --partition filters")
     for problem in filter_problems(s.partition):
         bad("partition", problem)
+    if s.cluster and not s.cluster_servers():  # (`--cluster ,`: cluster mode with no server, silent forever)
+        bad("cluster", f"names no NATS server: expected nats://HOST:PORT[,nats://HOST:PORT...], got {','.join(s.cluster)!r}")
     for server in s.cluster_servers():
-        scheme, _, rest = server.partition("://")
-        if scheme not in ("nats", "tls") or not rest or ":" not in rest:
-            bad("cluster", f"expected nats://HOST:PORT, got {hide_credentials(server)!r}")
+        if not nats_url(server):  # a bad port was retried every 5 s as if the server were down (a walk)
+            bad("cluster", f"expected nats://HOST:PORT (PORT 1-65535), got {hide_credentials(server)!r}")
     if s.cluster and not re.fullmatch(r"[-_=.A-Za-z0-9]+", s.instance_name):
         bad("instance", f"cluster mode names workers by their instance: {s.instance_name!r} must be letters, digits, "
             "'-', '_', '=' or '.' (a key of the ownership bucket)")
@@ -178,3 +179,14 @@ def broker_problems(s: Settings, sources: Mapping[str, str]) -> list[str]:
         if tls_set:
             problems.append(f"broker: {', '.join(tls_set)} set but the broker URL is mqtt:// (use mqtts://)")
     return problems
+
+
+def nats_url(server: str) -> bool:
+    """Whether ``server`` is ``nats://`` or ``tls://`` ``[user:pass@]HOST:PORT`` with a port in range.
+
+    >>> nats_url("nats://127.0.0.1:4222"), nats_url("nats://127.0.0.1:abc"), nats_url("nats://h:99999")
+    (True, False, False)
+    """
+    scheme, _, rest = server.partition("://")
+    host, _, port = rest.rpartition("@")[2].rpartition(":")
+    return scheme in ("nats", "tls") and bool(host) and port.isdigit() and 0 < int(port) < 65536

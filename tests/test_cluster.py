@@ -236,6 +236,10 @@ def test_cluster_settings_are_checked_with_the_others():
         load_settings({"model": None, "cluster": ["a:4222"], "partition": ["site-a/#"], "instance": "w:1"}, {},
                       require_model=False)
     assert [p.split(":")[0] for p in err.value.problems] == ["cluster", "instance", "partition"]
+    for given in (",", "nats://127.0.0.1:abc", "nats://127.0.0.1:99999", "nats://:4222"):  # (a walk: each ran
+        with pytest.raises(ConfigError) as err:  # silently, or retried every 5 s as if the server were down)
+            load_settings({"model": None, "cluster": [given]}, {}, require_model=False)
+        assert [p.split(":")[0] for p in err.value.problems] == ["cluster"], given
 
 
 def test_a_takeover_adopts_every_controls_key_of_its_partition_every_time(nats_node):
@@ -555,3 +559,12 @@ def test_a_hand_over_writes_its_states_and_controls_again_while_the_bucket_fails
     monkeypatch.setattr(statesync, "HANDOVER_WRITE_S", 0.05)
     sync.open(FlakyBucket(fails=10_000))  # never back: given up after HANDOVER_WRITE_S, and said
     assert asyncio.run(sync.hand_over({"p1": None})) == 1
+
+
+def test_the_local_servers_run_in_a_session_of_their_own(nats_node):
+    """A walk found: Ctrl-C in a terminal signals the whole process group, so the demo's
+    nats-servers died first and its workers then waited ~50 s on them while stopping, with ~35
+    warnings. The servers now have their own session; the demo stops them after its workers."""
+    import os
+
+    assert all(os.getsid(node.proc.pid) != os.getsid(0) for node in nats_node.nodes)

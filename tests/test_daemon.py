@@ -621,3 +621,18 @@ def test_a_bundle_calibrated_with_raise_at_raises_on_one_strong_window_and_an_ol
     old._swapped(calibrated)
     assert old.rules.raise_at == 2.0 and old.alerts.rules.raise_at == 2.0
     assert old.alerts.apply("pump-3", T0, 2.5, [], tiny_bundle)[0].status == "pending"
+
+
+def test_a_daemon_cut_off_from_its_broker_past_the_grace_no_longer_publishes(tiny_bundle):
+    """Cluster mode hands a worker's partitions on when what it judges cannot reach the broker: not
+    at a reconnect's blip, and not before the first connect is given its grace."""
+    from sensorguard.service.connection import PUBLISH_GRACE_S
+
+    daemon, _ = make(tiny_bundle)
+    assert daemon.connection.publishes()  # connected
+    daemon.connection.connected_since = None
+    daemon.connection.down_since = time.monotonic() - PUBLISH_GRACE_S / 2
+    assert daemon.connection.publishes()  # a reconnect under way
+    daemon.connection.down_since = time.monotonic() - PUBLISH_GRACE_S - 1
+    assert not daemon.connection.publishes()
+    assert daemon.source is None  # (cluster mode passes it to the ownership: test_ownership)

@@ -380,3 +380,35 @@ def test_a_stalled_listing_is_given_up_and_its_watcher_stopped(monkeypatch):
 
     stopped = asyncio.run(scenario())
     assert len(stopped) >= 2 and all(stopped[:-1])  # each stalled one given up and stopped, a fresh one begun
+
+
+def test_a_worker_that_cannot_publish_hands_its_partitions_on_and_comes_back():
+    """A walk found: a worker whose MQTT broker was out of reach took half the partitions, scored
+    their readings (acknowledged in the stream, so lost) and its alerts reached nobody. It now
+    leaves the members and hands its partitions on while it cannot publish; back, it takes part."""
+
+    async def scenario() -> None:
+        kv = MemoryOwners()
+        can = {"a": True, "b": True}
+
+        async def nothing(*args) -> None:
+            pass
+
+        a, b = (Ownership(kv, name, 4, nothing, nothing, able=lambda name=name: can[name]) for name in "ab")
+
+        async def rounds(n: int) -> None:
+            for _ in range(n):
+                await a.tick()
+                await b.tick()
+                await asyncio.sleep(0)
+
+        await rounds(4)
+        assert len(a.owned) == len(b.owned) == 2
+        can["a"] = False  # its broker is out of reach
+        await rounds(4)
+        assert a.owned == {} and set(b.owned) == {0, 1, 2, 3} and "member.a" not in kv.revisions
+        can["a"] = True
+        await rounds(5)
+        assert len(a.owned) == len(b.owned) == 2
+
+    asyncio.run(scenario())
