@@ -85,7 +85,8 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
     for problem in filter_problems(s.partition):
         bad("partition", problem)
     if s.cluster and not s.cluster_servers():  # (`--cluster ,`: cluster mode with no server, silent forever)
-        bad("cluster", f"names no NATS server: expected nats://HOST:PORT[,nats://HOST:PORT...], got {','.join(s.cluster)!r}")
+        bad("cluster", "names no NATS server: expected nats://HOST:PORT[,nats://HOST:PORT...], "
+            f"got {','.join(s.cluster)!r}")
     for server in s.cluster_servers():
         if not nats_url(server):  # a bad port was retried every 5 s as if the server were down (a walk)
             bad("cluster", f"expected nats://HOST:PORT (PORT 1-65535), got {hide_credentials(server)!r}")
