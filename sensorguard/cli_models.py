@@ -25,6 +25,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     if not args.data and not args.recorded:
         raise CliError("give new normal data with --data FILE... and/or --recorded DIR")
+    if (missing := _no_model(args.registry, args.name)) is not None:
+        raise CliError(missing)
     current = _current_or_none(args.registry, args.name)
     fill_limit = args.fill_limit if args.fill_limit is not None else current.fill_limit if current else 5
     data = new_normal_data(args.registry, args.name, args.data or [], args.recorded, args.since,
@@ -49,9 +51,33 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force,
                      faults=faults, shadow=args.shadow)
     print("\n" + result.table())
-    if (line := _promise_line(Path(args.registry) / args.name / result.version)) is not None:
+    version_dir = Path(args.registry) / args.name / result.version
+    if (line := _promise_line(version_dir)) is not None:
         print(line)
+    if args.warm_start:  # (the verdict says why for rows the model saw; the network's fit is said here)
+        from sensorguard.service.registry import read_meta
+
+        training = read_meta(version_dir).get("training")
+        notes = training.get("notes") if isinstance(training, dict) else None
+        for note in notes if isinstance(notes, list) else ():
+            if str(note).startswith("warm start not used") and str(note) not in result.reason:
+                print(f"note: {note}")
     return 0
+
+
+def _no_model(registry: str, name: str) -> str | None:
+    """Why ``retrain`` has nothing to retrain: a mistyped ``--registry`` or ``--name`` made a new
+    model and said "promoted (no current model)", exit 0, while the served one was never retrained
+    (found in a walk). A first model comes from ``train --registry``."""
+    from sensorguard.service.registry import list_versions
+
+    if list_versions(registry, name):
+        return None
+    root = Path(registry)
+    names = sorted(p.name for p in root.iterdir() if (p / "CURRENT").is_file()) if root.is_dir() else []
+    there = f"it holds {', '.join(names)}" if names else ("it holds no model" if root.is_dir() else "it does not exist")
+    return (f"no model {name!r} in registry {registry} ({there}): retrain improves a model; train a first one with "
+            f"sensorguard train DATA --registry {registry} --name {name}")
 
 
 def _promise_line(version_dir: Path) -> str | None:
@@ -130,6 +156,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "shadow":
         if args.clear == bool(args.version):
             raise CliError("shadow needs a VERSION, or --clear to stop shadowing")
+        if not args.clear and (problem := _unshadowable(root, name, args.version)) is not None:
+            raise CliError(problem)
         set_shadow(root, name, None if args.clear else args.version)
         print(f"{name}: SHADOW " + ("cleared" if args.clear else f"{args.version}, scored beside CURRENT "
                                     f"{current_version(root, name)} by daemons following the registry"))
@@ -145,6 +173,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     old, new = promote(root, name, args.version) if args.action == "promote" else rollback(root, name)
     print(f"{name}: CURRENT {old or '(none)'} -> {new}")
     return 0
+
+
+def _unshadowable(root: Path, name: str, version: str) -> str | None:
+    """Why daemons would refuse to score ``version`` beside CURRENT (other channels or window), or
+    None: ``models shadow`` said it would be scored, and every daemon refused it (found in a walk)."""
+    from sensorguard.service.bundle import BundleError, load_bundle
+    from sensorguard.service.hotswap import incompatible
+
+    current = _current_or_none(str(root), name)
+    try:
+        candidate = load_bundle(root / name / version)
+    except BundleError:
+        return None  # (set_shadow refuses it with its reason)
+    problem = None if current is None else incompatible(current, candidate)
+    if problem is None:
+        return None
+    return (f"refusing to shadow {version}: {problem.split(' (')[0]} (CURRENT {current.version}): "
+            "daemons would refuse it")
 
 
 def _misplaced(args: argparse.Namespace) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,6 +33,8 @@ from sensorguard.service.bundle import (
     write_files,
 )
 from sensorguard.service.durable import fsync_path, write_durably
+
+log = logging.getLogger(__name__)
 
 CURRENT_FILE = "CURRENT"
 SHADOW_FILE = "SHADOW"  # a candidate the daemon scores beside CURRENT without announcing (service.shadow)
@@ -78,6 +81,19 @@ def _pointer(root: str | os.PathLike, name: str, file: str) -> str | None:
     if not _VERSION_RE.match(version):
         raise BundleError(f"{pointer}: does not name a version ({version[:40]!r})")
     return version
+
+
+def readable_current(root: str | os.PathLike, name: str) -> str | None:
+    """:func:`current_version`, None for a ``CURRENT`` that names no version (edited by hand, empty),
+    logged: ``models promote`` and ``rollback`` are how it is set right, and they refused it too
+    (found in a walk); the daemon and ``retrain`` still refuse it (:func:`current_version`)."""
+    try:
+        return current_version(root, name)
+    except BundleError as exc:
+        if exc.transient:
+            raise
+        log.warning("%s: taken as no current version", exc)
+        return None
 
 
 def resolve_current(root: str | os.PathLike, name: str) -> Path:
@@ -132,7 +148,7 @@ def _set_current(root: str | os.PathLike, name: str, version: str, history: list
     if not _VERSION_RE.match(version) or not (base / version).is_dir():
         raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
     if history is None:
-        history = current_history(root, name)
+        history = _history(root, name, readable_current(root, name))
         if not history or history[-1] != version:
             history.append(version)
     write_durably(base / CURRENT_FILE, version + "\n")  # first: a crash before HISTORY is repaired on read
@@ -166,13 +182,16 @@ def set_shadow(root: str | os.PathLike, name: str, version: str | None) -> None:
 
 def current_history(root: str | os.PathLike, name: str) -> list[str]:
     """The versions that were CURRENT, oldest first (a registry without HISTORY: its CURRENT)."""
+    return _history(root, name, current_version(root, name))
+
+
+def _history(root: str | os.PathLike, name: str, current: str | None) -> list[str]:
     path = Path(root) / validate_name(name) / HISTORY_FILE
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
         history = [v for v in lines if _VERSION_RE.match(v)]
     except FileNotFoundError:
         history = []
-    current = current_version(root, name)
     if current and (not history or history[-1] != current):  # CURRENT set by hand or before the history
         history.append(current)
     return history
@@ -257,7 +276,7 @@ class VersionInfo:
 
 def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
     """Every version of ``name``, oldest first (an unreadable ``bundle.json`` shows as such)."""
-    current = current_version(root, name)
+    current = readable_current(root, name)
     infos = []
     for version in _versions_or_error(root, name):
         meta = read_meta(Path(root) / name / version)
@@ -281,13 +300,18 @@ def _mapping(value: object) -> dict:
 def describe(root: str | os.PathLike, name: str, version: str | None = None) -> dict:
     """``models show``: a version's ``bundle.json`` (default: the current one) and whether it is current."""
     versions = _versions_or_error(root, name)
-    current = current_version(root, name)
+    current = readable_current(root, name)
     version = version or current
     if version is None:
         raise BundleError(f"model {name!r} has no current version: name one (models list shows them)")
     if version not in versions:
         raise BundleError(f"model {name!r} has no version {version!r}")
-    meta = read_meta(Path(root) / name / version)
+    try:  # (read_meta's "unreadable", exit 0, hid why: a walk followed the troubleshooting table here)
+        meta = json.loads((Path(root) / name / version / "bundle.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{version}/bundle.json cannot be read: {str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(meta, dict):
+        raise BundleError(f"{version}/bundle.json is not a JSON object")
     _mapping(meta.get("calibration")).pop("errors_sample", None)
     return {"version": version, "current": version == current, **meta}
 
@@ -303,7 +327,7 @@ def promote(root: str | os.PathLike, name: str, version: str, expect: object = _
     except BundleError as exc:
         raise BundleError(f"refusing to make {version} current: {exc}") from None
     with pointer_lock(root, name):
-        old = current_version(root, name)
+        old = current_version(root, name) if expect is not _ANY else readable_current(root, name)
         if expect is not _ANY and old != expect:
             raise CurrentMoved(f"not promoted: CURRENT of {name!r} moved to {old} (it was compared with {expect})")
         _set_current(root, name, version)
@@ -319,14 +343,14 @@ def rollback(root: str | os.PathLike, name: str) -> tuple[str | None, str]:
     since deleted or unloadable are skipped."""
     versions = _versions_or_error(root, name)
     with pointer_lock(root, name):
-        current = current_version(root, name)
-        history = current_history(root, name)
+        current = readable_current(root, name)
+        history = _history(root, name, current)
         while history and history[-1] == current:
             history.pop()
         while history:
             candidate = history[-1]
-            try:
-                if candidate in versions:
+            try:  # (one equal to CURRENT further back: "v0004 -> v0004" said a rollback that did nothing)
+                if candidate in versions and candidate != current:
                     load_bundle(Path(root) / name / candidate)
                     _set_current(root, name, candidate, history=history)
                     return current, candidate

@@ -543,3 +543,51 @@ def test_the_period_check_takes_jitter_and_irregular_data(tmp_path):
         assert _promise_line(tmp_path) == said
     (tmp_path / "bundle.json").write_text(json.dumps({"threshold": "x"}))
     assert _promise_line(tmp_path) is None
+
+
+def test_retrain_of_a_model_the_registry_does_not_hold_is_one_line_and_makes_nothing(registry, tmp_path, capsys):
+    """A walk found: a mistyped --registry or --name made a new model, "promoted (no current
+    model)", exit 0, and the served model was never retrained (a timer would say so every run)."""
+    shifted_plant(3000, seed=6).to_csv(tmp_path / "new.csv", index=False)
+    for root, name in ((registry, "pmup"), (tmp_path / "regg", "pump")):
+        assert main(["retrain", "--registry", str(root), "--name", name, "--data", str(tmp_path / "new.csv"),
+                     "--max-epochs", "1", "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert f"no model '{name}' in registry" in err and "sensorguard train" in err and "Traceback" not in err
+        assert list_versions(root, name) == []
+    assert "it holds pump" in main_err(["retrain", "--registry", str(registry), "--name", "pmup", "--data",
+                                        str(tmp_path / "new.csv")], capsys)
+
+
+def main_err(argv, capsys) -> str:
+    assert main(argv) == 1
+    return capsys.readouterr().err
+
+
+def test_the_models_verbs_set_a_garbled_current_right_and_rollback_never_stays_put(registry, trained, tiny_bundle,
+                                                                                 capsys):
+    """A walk found: rollback said "CURRENT v0004 -> v0004" (exit 0) when the history led back to
+    CURRENT past an unloadable version; a CURRENT edited by hand into no version blocked promote,
+    rollback, list and show, the verbs that set it right; show said "unreadable", exit 0, without
+    why; and shadow accepted a version with other channels that every daemon then refused."""
+    bundle, _, _ = trained
+    args = ["--registry", str(registry), "--name", "pump"]
+    for _ in range(4):
+        publish(bundle, registry, "pump", make_current=False)  # v0002-v0005
+    for version in ("v0004", "v0005", "v0004"):
+        assert main(["models", "promote", version, *args]) == 0
+    (registry / "pump" / "v0005" / "bundle.json").write_text("{broken")
+    capsys.readouterr()
+    assert main(["models", "rollback", *args]) == 0
+    assert "CURRENT v0004 -> v0001" in capsys.readouterr().out and current_version(registry, "pump") == "v0001"
+
+    assert "v0005/bundle.json cannot be read" in main_err(["models", "show", "v0005", *args], capsys)
+
+    (registry / "pump" / "CURRENT").write_text("v0004 # by hand\n")
+    assert main(["models", "list", *args]) == 0
+    assert main(["models", "promote", "v0003", *args]) == 0
+    assert current_version(registry, "pump") == "v0003"
+
+    publish(tiny_bundle, registry, "pump", make_current=False)  # v0006: other channels
+    assert "refusing to shadow v0006: channels" in main_err(["models", "shadow", "v0006", *args], capsys)
+    assert not (registry / "pump" / "SHADOW").exists()
