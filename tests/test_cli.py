@@ -348,6 +348,10 @@ def test_a_channel_given_as_the_time_column_and_since_matching_nothing_are_said(
     assert main(["score", str(files / "model"), str(files / "faults.csv"), "--out", str(tmp_path / "s.csv"),
                  "--time-column", "temp_in"]) == 1
     assert "temp_in is the time column and also a channel" in capsys.readouterr().err
+    from sensorguard.service.bundle import load_bundle
+    from sensorguard.service.registry import publish
+
+    publish(load_bundle(files / "model"), tmp_path / "reg", "pump")  # (retrain needs a model to retrain)
     assert main(["retrain", "--registry", str(tmp_path / "reg"), "--name", "pump", "--data", str(files / "normal.csv"),
                  "--since", "2d"]) == 1
     assert "none of the 4000 rows is that recent" in capsys.readouterr().err
