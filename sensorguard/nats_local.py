@@ -126,6 +126,12 @@ class NatsCluster:
         return self
 
     def stop(self) -> None:
+        """Terminate every node, then wait for each: one at a time, a second Ctrl-C while the first
+        stopped left the others running (they have sessions of their own: no terminal signal reaches
+        them)."""
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.terminate()
         for node in self.nodes:
             node.stop()
 

@@ -10,6 +10,7 @@ Will, no unsubscribe, so the broker keeps the session and what arrives meanwhile
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +53,7 @@ class Connection:
         self.connected = threading.Event()
         self._bad_topics = RateLimiter(60.0)
         self.connected_since: float | None = None  # monotonic time of the last connect; None while down
-        self.down_since = time.monotonic()  # since when it is down (from the start until the first connect)
+        self.down_since = -math.inf  # since when it is down after a connect (before the first: it never published)
         self.unsubscribe: tuple[str, ...] = ()  # filters a previous run of this session served, no longer ours
         self.refused: tuple[str, ...] = ()  # subscriptions the broker refused (its access rules): not ready
         self.session_lost = False  # set by a reconnect without our session; the worker republishes states
@@ -168,7 +169,8 @@ class Connection:
 
     def publishes(self) -> bool:
         """Whether what is judged here reaches the broker: connected, or cut off for under
-        ``PUBLISH_GRACE_S`` (a reconnect). Cluster mode hands its partitions on otherwise."""
+        ``PUBLISH_GRACE_S`` (a reconnect); not before the first connect. Cluster mode takes no
+        partition, or hands its partitions on, otherwise."""
         return self.connected_since is not None or time.monotonic() - self.down_since < PUBLISH_GRACE_S
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

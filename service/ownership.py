@@ -41,6 +41,7 @@ from sensorguard.service.logs import RateLimiter, first_line
 log = logging.getLogger(__name__)
 
 RENEW_S = 1.0  # a lease is renewed this often: three chances before it expires
+REJOIN_S = 5.0  # a worker that stood down (it could not publish) takes part again once able this long
 LISTING_MAX_S = 10.0  # a members' listing not done by then is given up and started afresh
 SURE_S = 2.0  # a lease written this recently is surely still ours (it expires after LEASE_S = 3 s)
 MEMBER = "member."
@@ -104,6 +105,7 @@ class Ownership:
         self._joined = False  # the membership was written once
         self.able = able or (lambda: True)  # whether it can publish what it judges (its MQTT link is up)
         self._stood_down = False
+        self._able_since: float | None = None  # monotonic: able again since (a stood-down worker waits REJOIN_S)
 
     def holds(self, k: int) -> bool:
         """Whether partition ``k``'s lease is surely still ours: written less than ``SURE_S`` ago.
@@ -125,10 +127,15 @@ class Ownership:
         a slow release never lets another lease run out.
         """
         await self._renew()  # first: a slow bucket below must not hold the leases back
-        if not self.able():
-            await self._stand_down()
+        if not self.able():  # (before it ever took part, a start waiting for its first connect: it waits)
+            self._able_since = None
+            if self._joined or self.owned or self._stood_down:
+                await self._stand_down()
             return
-        if self._stood_down:
+        if self._stood_down:  # back only once able for REJOIN_S: a flapping link moved the partitions each time
+            self._able_since = self._able_since or time.monotonic()
+            if time.monotonic() - self._able_since < REJOIN_S:
+                return
             self._stood_down = False
             log.info("cluster: worker %s can publish again: it takes part again", self.worker)
         member = self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
@@ -171,7 +178,7 @@ class Ownership:
         nobody, while its readings were acknowledged in the stream and lost (found in a walk). It
         takes part again once it can publish; while no worker can, the readings wait in the stream."""
         if not self._stood_down:
-            self._stood_down, self._joined = True, False  # back: announced first, then it claims
+            self._stood_down, self._joined, self.members = True, False, []  # (a stale list ran the watchdog)
             log.warning("cluster: worker %s cannot publish (its MQTT broker is out of reach): it hands its %d "
                         "partitions on and takes none until it can", self.worker, len(self.owned))
             try:

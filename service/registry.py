@@ -330,7 +330,8 @@ def promote(root: str | os.PathLike, name: str, version: str, expect: object = _
         old = current_version(root, name) if expect is not _ANY else readable_current(root, name)
         if expect is not _ANY and old != expect:
             raise CurrentMoved(f"not promoted: CURRENT of {name!r} moved to {old} (it was compared with {expect})")
-        _set_current(root, name, version)
+        history = _history(root, name, old)  # (read once: a garbled CURRENT was logged twice)
+        _set_current(root, name, version, history if history[-1:] == [version] else [*history, version])
     if shadow_version(root, name) == version:  # promoted by hand: it is no longer a shadow
         set_shadow(root, name, None)
     return old, version
@@ -344,6 +345,10 @@ def rollback(root: str | os.PathLike, name: str) -> tuple[str | None, str]:
     versions = _versions_or_error(root, name)
     with pointer_lock(root, name):
         current = readable_current(root, name)
+        # a garbled CURRENT: back from what? It "went" to the last version of the history, exit 0
+        if current is None and (Path(root) / name / CURRENT_FILE).exists():
+            raise BundleError(f"{Path(root) / name / CURRENT_FILE} names no version: make one current with "
+                              "models promote VERSION")
         history = _history(root, name, current)
         while history and history[-1] == current:
             history.pop()

@@ -625,14 +625,20 @@ def test_a_bundle_calibrated_with_raise_at_raises_on_one_strong_window_and_an_ol
 
 def test_a_daemon_cut_off_from_its_broker_past_the_grace_no_longer_publishes(tiny_bundle):
     """Cluster mode hands a worker's partitions on when what it judges cannot reach the broker: not
-    at a reconnect's blip, and not before the first connect is given its grace."""
+    at a reconnect's blip, and it takes none before its first connect."""
     from sensorguard.service.connection import PUBLISH_GRACE_S
 
-    daemon, _ = make(tiny_bundle)
-    assert daemon.connection.publishes()  # connected
+    daemon, client = make(tiny_bundle)
     daemon.connection.connected_since = None
-    daemon.connection.down_since = time.monotonic() - PUBLISH_GRACE_S / 2
-    assert daemon.connection.publishes()  # a reconnect under way
-    daemon.connection.down_since = time.monotonic() - PUBLISH_GRACE_S - 1
+    assert not daemon.connection.publishes()  # never connected: nothing it judged would reach anyone
+    daemon.connection.connected_since = time.monotonic()
+    assert daemon.connection.publishes()
+    daemon.connection._on_disconnect(client, None, None, 0, None)  # a drop starts the grace
+    assert daemon.connection.connected_since is None and daemon.connection.publishes()
+    daemon.connection.down_since -= PUBLISH_GRACE_S + 1
     assert not daemon.connection.publishes()
-    assert daemon.source is None  # (cluster mode passes it to the ownership: test_ownership)
+    clustered, _ = make(tiny_bundle, cluster=("nats://127.0.0.1:4222",))  # (connects at start only)
+    clustered.connection.connected_since = None
+    assert clustered.source.publishes() is False  # the ownership asks the daemon's connection
+    clustered.connection.connected_since = time.monotonic()
+    assert clustered.source.publishes() is True

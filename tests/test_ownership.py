@@ -5,6 +5,7 @@ joining worker its share, never two live owners of one partition."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 
@@ -382,33 +383,43 @@ def test_a_stalled_listing_is_given_up_and_its_watcher_stopped(monkeypatch):
     assert len(stopped) >= 2 and all(stopped[:-1])  # each stalled one given up and stopped, a fresh one begun
 
 
-def test_a_worker_that_cannot_publish_hands_its_partitions_on_and_comes_back():
+def test_a_worker_that_cannot_publish_hands_its_partitions_on_and_comes_back(monkeypatch, caplog):
     """A walk found: a worker whose MQTT broker was out of reach took half the partitions, scored
     their readings (acknowledged in the stream, so lost) and its alerts reached nobody. It now
-    leaves the members and hands its partitions on while it cannot publish; back, it takes part."""
+    leaves the members and hands its partitions on while it cannot publish; back, it takes part
+    once able for REJOIN_S (a flapping link moved the partitions at every reconnect). A start
+    waiting for its first connect takes no partition and warns of nothing (found by review)."""
+    from sensorguard.service import ownership as ownership_module
 
     async def scenario() -> None:
         kv = MemoryOwners()
-        can = {"a": True, "b": True}
+        can = {"a": True, "b": True, "c": False}
 
         async def nothing(*args) -> None:
             pass
 
-        a, b = (Ownership(kv, name, 4, nothing, nothing, able=lambda name=name: can[name]) for name in "ab")
+        a, b, c = (Ownership(kv, name, 4, nothing, nothing, able=lambda name=name: can[name]) for name in "abc")
 
         async def rounds(n: int) -> None:
             for _ in range(n):
-                await a.tick()
-                await b.tick()
+                for worker in (a, b, c):
+                    await worker.tick()
                 await asyncio.sleep(0)
 
         await rounds(4)
-        assert len(a.owned) == len(b.owned) == 2
+        assert len(a.owned) == len(b.owned) == 2 and c.owned == {} and "member.c" not in kv.revisions
+        assert "cannot publish" not in caplog.text  # c waits for its first connect: nothing to hand on
         can["a"] = False  # its broker is out of reach
         await rounds(4)
         assert a.owned == {} and set(b.owned) == {0, 1, 2, 3} and "member.a" not in kv.revisions
-        can["a"] = True
+        assert a.members == [] and "worker a cannot publish" in caplog.text
+        can["a"] = True  # back, but not yet for REJOIN_S: it stays out
+        monkeypatch.setattr(ownership_module, "REJOIN_S", 3600.0)
+        await rounds(3)
+        assert a.owned == {} and "member.a" not in kv.revisions
+        monkeypatch.setattr(ownership_module, "REJOIN_S", 0.0)
         await rounds(5)
         assert len(a.owned) == len(b.owned) == 2
 
-    asyncio.run(scenario())
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
+        asyncio.run(scenario())

@@ -585,6 +585,7 @@ def test_the_models_verbs_set_a_garbled_current_right_and_rollback_never_stays_p
 
     (registry / "pump" / "CURRENT").write_text("v0004 # by hand\n")
     assert main(["models", "list", *args]) == 0
+    assert "names no version" in main_err(["models", "rollback", *args], capsys)  # back from what: refused
     assert main(["models", "promote", "v0003", *args]) == 0
     assert current_version(registry, "pump") == "v0003"
 
