@@ -592,3 +592,18 @@ def test_the_models_verbs_set_a_garbled_current_right_and_rollback_never_stays_p
     publish(tiny_bundle, registry, "pump", make_current=False)  # v0006: other channels
     assert "refusing to shadow v0006: channels" in main_err(["models", "shadow", "v0006", *args], capsys)
     assert not (registry / "pump" / "SHADOW").exists()
+
+
+def test_retrain_says_when_the_warm_start_did_not_fit_the_new_data(registry, tmp_path, capsys):
+    """A walk found: `retrain --warm-start` trained from scratch, without a word on the console, when
+    the current network did not fit the data (its linear path's rank changed); only bundle.json said."""
+    rng = np.random.default_rng(3)
+    f1, f2 = rng.standard_normal((2, 3000))
+    values = np.c_[f1 + 0.3 * f2, f2 + 0.3 * f1, f1 - f2] + 0.05 * rng.standard_normal((3000, 3))  # two sources
+    later = pd.date_range("2026-03-01", periods=3000, freq="1s", tz="UTC")  # after the model's training rows
+    frame = pd.DataFrame(values, columns=["c0", "c1", "c2"])
+    frame.insert(0, "timestamp", later)
+    frame.to_csv(tmp_path / "two.csv", index=False)
+    assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "two.csv"),
+                 "--max-epochs", "1", "--quiet", "--warm-start"]) == 0
+    assert "note: warm start not used: the current model's network does not fit" in capsys.readouterr().out
