@@ -113,7 +113,7 @@ def duration(text: str) -> float:
 def shelving(text: str) -> float:
     """``shelve --for``: a :func:`duration` of at most the daemon's limit (7 days), said with the
     flag's name here (the daemon's refusal names its message field, ``for_s``)."""
-    from sensorguard.service.commands import MAX_SHELVE_S
+    from sensorguard.service.command_messages import MAX_SHELVE_S
 
     seconds = duration(text)
     if seconds > MAX_SHELVE_S:

@@ -135,7 +135,7 @@ def send(args: argparse.Namespace) -> int:
     import time
 
     from sensorguard.service.command_handling import send_command
-    from sensorguard.service.commands import EXPIRY_GRACE_S
+    from sensorguard.service.command_messages import EXPIRY_GRACE_S
     from sensorguard.service.config import load_settings
 
     flags = {name: getattr(args, name) for name in ("broker", "mqtt_version", "username", "password_file", "tls_ca",

@@ -23,7 +23,8 @@ import orjson
 import paho.mqtt.client as paho
 
 from sensorguard.service import mqtt
-from sensorguard.service.commands import REQUEST_ID, VERBS, AlarmControls, Command, parse_command, safe_topic
+from sensorguard.service.command_messages import REQUEST_ID, VERBS, Command, parse_command, safe_topic
+from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
@@ -195,7 +196,7 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
     the broker refused: its ACL)."""
     import threading
 
-    from sensorguard.service.commands import new_request_id
+    from sensorguard.service.command_messages import new_request_id
 
     request_id = body.get("request_id") or new_request_id()
     reply_to = f"{settings.output_prefix}/responses/{request_id}"

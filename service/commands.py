@@ -1,91 +1,37 @@
 """People answering alerts (ISA-18.2): maintenance, shelving and acknowledgement, over MQTT.
 
-A command is a JSON object on ``<output_prefix>/commands/<verb>`` (``sensorguard maintenance``,
-``shelve`` and ``ack`` publish them; any MQTT client may, where the broker's ACL allows it)::
-
-    maintenance  {"asset", "action": "start" | "end", "until": <epoch s>?, "reason"?}
-    shelve       {"asset", "for_s": <seconds, 0 unshelves>, "reason"?}
-    ack          {"alert_id", "false_alarm": <bool>?, "note"?}
-
-each with optional ``"request_id"`` (letters, digits, ``-``, ``_``), ``"reply_to"`` (a topic under
-``<output_prefix>/responses/``, the default being ``<output_prefix>/responses/<request_id>``: the
-daemon never publishes a reply elsewhere, so a command cannot make it write alerts or states) and
-``"by"`` (who) and ``"expires"`` (epoch seconds; with a request id it makes the command one send,
-never carried out twice: :attr:`Command.send`). The instance serving the asset (its partitions) answers ``{"request_id",
-"accepted", "message"}`` on the reply topic and, when accepted, audits the command on
-``<output_prefix>/events`` and in ``<state_dir>/audit.jsonl``; other instances stay silent (a
-command too malformed to name its asset is answered by every instance that reads it). A bad
-command is rejected with a reason, counted and logged; it never stops the daemon. A retained
-command is ignored (it would be carried out again at every reconnect).
+The commands (``maintenance``, ``shelve``, ``ack``) arrive as messages
+(:mod:`~sensorguard.service.command_messages`: their format and checks) and are carried out by
+:class:`AlarmControls`, which the daemon shares between its network thread and its scoring worker.
 
 While an asset is in **maintenance** or **shelved**, its windows are still scored (metrics,
 retained state with ``"suppressed"``) but no alert event is published; maintenance also keeps its
 readings out of the recorded normal data. Shelving is time-limited (at most ``MAX_SHELVE_S``), as
 ISA-18.2 asks; maintenance may be open-ended. Controls are wall-clock times (operators' time) and
 persist in ``<state_dir>/controls.json`` across restarts.
-
->>> c = parse_command("shelve", b'{"asset": "pump-7", "for_s": 3600}', now=0.0)
->>> c.verb, c.asset, c.until
-('shelve', 'pump-7', 3600.0)
->>> parse_command("shelve", b'{"asset": "pump-7", "for_s": 1e9}', now=0.0)
-'for_s must be from 0 to 604800 seconds'
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from sensorguard.service.command_messages import EXPIRY_GRACE_S, Command
 from sensorguard.service.durable import write_durably
-from sensorguard.service.payload import TS_MAX, asset_from_topic
 
 log = logging.getLogger(__name__)
 
-VERBS = ("maintenance", "shelve", "ack")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 MAX_CONTROLS = 10_000  # assets under maintenance or shelved at once; beyond, a command is rejected
-MAX_COMMAND_BYTES = 4096
-MAX_SHELVE_S = 7 * 86400.0  # a shelved alert must come back by itself
-MAX_TEXT = 500  # characters of a reason or note
-EXPIRY_GRACE_S = 30.0  # clock difference between the sender and the daemon tolerated on "expires"
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
 CONTROLS_FILE = "controls.json"
 SENDS_KEPT = 64  # per asset, sends carried out (until they expire): a revived session's copy is not carried out
-
-
-@dataclass(frozen=True)
-class Command:
-    verb: str
-    asset: str
-    action: str = ""  # maintenance: start | end
-    until: float | None = None  # maintenance (None: until ended), shelve: when it ends
-    alert_id: str = ""
-    false_alarm: bool = False
-    reason: str = ""
-    note: str = ""
-    by: str = ""
-    request_id: str = ""
-    reply_to: str = ""
-    expires: float | None = None  # when the sender stops waiting (the CLI's commands carry it)
-
-    @property
-    def send(self) -> str:
-        """This send's identity, ``request_id@expires`` ("" without both): a session revived by a
-        layout change delivers a command another run carried out already, without MQTT's DUP flag.
-        Both are needed: a dashboard's fixed request id without ``expires`` may be sent again."""
-        return f"{self.request_id}@{self.expires!r}" if self.request_id and self.expires is not None else ""
 
 
 @dataclass(frozen=True)
@@ -97,65 +43,6 @@ class Control:
     until: float | None
     reason: str = ""
     by: str = ""
-
-
-def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
-    """A command, or why it is rejected (one line)."""
-    if verb not in VERBS:
-        return f"unknown command {verb!r} (one of {', '.join(VERBS)})"
-    if len(payload) > MAX_COMMAND_BYTES:
-        return f"larger than {MAX_COMMAND_BYTES} bytes"
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return "not JSON"
-    if not isinstance(body, dict):
-        return "not a JSON object"
-    text = {k: body.get(k, "") for k in ("reason", "note", "by", "request_id", "reply_to", "asset", "alert_id",
-                                         "action")}
-    if not all(isinstance(v, str) and len(v) <= MAX_TEXT for v in text.values()):
-        return "text fields must be strings of at most 500 characters"
-    common: dict[str, Any] = {k: text[k] for k in ("reason", "note", "by", "request_id", "reply_to")}
-    # the sender stops waiting then: a command queued past it (the daemon was down) was reported as
-    # failed, so carrying it out later surprises everyone
-    expires = common["expires"] = body.get("expires")
-    if expires is not None:
-        if (isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires)
-                or expires >= TS_MAX):  # (milliseconds never expired)
-            return "expires must be a time in epoch seconds, before 2200"
-        if now > expires + EXPIRY_GRACE_S:
-            return (f"expired {now - expires:.0f} s ago (the daemon was not there when it was sent, and the "
-                    "sender gave up): send it again")
-    if not REQUEST_ID.match(text["request_id"]):
-        return "request_id must be at most 64 letters, digits, '-' or '_'"
-    if text["reply_to"] and not safe_topic(text["reply_to"]):
-        return "reply_to must be a topic, not a filter"
-    if verb == "ack":
-        alert_id, false_alarm = text["alert_id"], body.get("false_alarm", False)
-        asset = alert_id.rpartition("@")[0]
-        if not asset or not isinstance(false_alarm, bool):
-            return "ack needs an alert_id (<asset>@<ms>) and false_alarm true or false"
-        return Command("ack", asset, alert_id=alert_id, false_alarm=false_alarm, **common)
-    asset = text["asset"]
-    if asset_from_topic(f"x/{asset}/readings", "x") != asset:
-        return f"invalid asset id {asset!r}"
-    if verb == "shelve":
-        seconds = body.get("for_s")
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SHELVE_S:
-            return f"for_s must be from 0 to {MAX_SHELVE_S:.0f} seconds"
-        return Command("shelve", asset, until=now + float(seconds), **common)
-    action, until = text["action"], body.get("until")
-    if action not in ("start", "end"):
-        return "maintenance needs action start or end"
-    if until is not None and (isinstance(until, bool) or not isinstance(until, int | float)
-                              or not math.isfinite(until) or not now < until < TS_MAX):
-        return "until must be a future time in epoch seconds, before 2200"  # milliseconds sent as seconds
-    return Command("maintenance", asset, action=action, until=None if until is None else float(until), **common)
-
-
-def safe_topic(topic: str) -> bool:
-    """A topic the daemon may publish on: no wildcard, no control character, not empty."""
-    return bool(topic) and not any(c in topic for c in "+#") and all(c >= " " and c != "\x7f" for c in topic)
 
 
 class AlarmControls:
@@ -434,7 +321,3 @@ def _sends(raw: Any) -> dict[str, float]:
 def newest(alerts: dict[str, dict]) -> dict[str, str]:
     """Each asset's newest alert id in ``alerts`` (kept in raise order)."""
     return {e.get("asset", ""): alert_id for alert_id, e in alerts.items()}
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex[:16]

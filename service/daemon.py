@@ -66,7 +66,8 @@ from sensorguard.service.batch_scoring import ScoredWindow, score_batch
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import cleaning_policy, sensor_rules, silence_after
 from sensorguard.service.command_handling import CommandHandler
-from sensorguard.service.commands import AlarmControls, Command
+from sensorguard.service.command_messages import Command
+from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.connection import Connection
 from sensorguard.service.hotswap import ModelHolder

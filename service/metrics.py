@@ -36,7 +36,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from sensorguard.service.commands import VERBS
+from sensorguard.service.command_messages import VERBS
 from sensorguard.service.payload import REJECT_REASONS
 from sensorguard.service.sensors import KINDS as SENSOR_KINDS
 

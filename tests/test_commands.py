@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensorguard.service.commands import AlarmControls, Command, parse_command
+from sensorguard.service.command_messages import Command, parse_command
+from sensorguard.service.commands import AlarmControls
 from sensorguard.service.state import load_states
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, client_id, metric, start_daemon, wait_for

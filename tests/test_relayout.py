@@ -11,7 +11,8 @@ from pathlib import Path
 
 from sensorguard.service import relayout as relayout_module
 from sensorguard.service.alerts import AlertState
-from sensorguard.service.commands import AlarmControls, Command
+from sensorguard.service.command_messages import Command
+from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import load_settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.relayout import relayout_states

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from sensorguard.service.alerts import AlertState
-from sensorguard.service.commands import Command
+from sensorguard.service.command_messages import Command
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.state import STATE_FILE, StateError, decode_asset, load_states, restore_states, save_states
 from tests.test_daemon import T0, FakeClient, make, message, value
@@ -319,7 +319,7 @@ def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
 def test_readings_just_before_a_maintenance_are_not_recorded_as_normal(drifting, tmp_path):
     """Maintenance often starts because the machine misbehaves: the readings held in the guard band
     before it were committed as normal later (found by review)."""
-    from sensorguard.service.commands import Command
+    from sensorguard.service.command_messages import Command
 
     daemon, _ = daemon_with(drifting, None, record_dir=str(tmp_path / "rec"), record_guard_s=10)
     for i in range(30):
@@ -339,7 +339,7 @@ def test_readings_just_before_a_maintenance_are_not_recorded_as_normal(drifting,
 def test_an_alert_raised_while_shelved_moves_unannounced_and_is_told_by_its_new_owner(drifting):
     """Cluster mode: an alert that rose while its asset was shelved was handed over as announced,
     so the new owner never told it when the shelve ended; the mark now moves with the state."""
-    from sensorguard.service.commands import Command
+    from sensorguard.service.command_messages import Command
     from sensorguard.service.state import decode_asset, encode_asset
 
     old, old_client = daemon_with(drifting, None)
@@ -376,7 +376,7 @@ def test_a_maintenance_on_a_silent_or_not_yet_heard_asset_shows_in_its_retained_
     """Machines go silent because they are switched off for their maintenance: its start was not
     published on a silent asset's retained state (nor on one restored and not heard from yet), so
     a dashboard kept showing the asset unheld. Its stale state is published again with the hold."""
-    from sensorguard.service.commands import Command
+    from sensorguard.service.command_messages import Command
 
     def states(client, asset: str) -> list[dict]:
         return [json.loads(p) for t, p, _ in client.published if t == f"sensorguard/state/{asset}"]
@@ -407,7 +407,7 @@ def test_a_backlog_from_inside_an_ended_maintenance_raises_nothing_and_records_n
     """The broker's backlog after an outage is processed once the maintenance it fell in has ended:
     its readings raised alerts and went into the recorded normal data (holds were judged by the
     processing clock). An alert still up after the hold is told at its first window outside it."""
-    from sensorguard.service.commands import Command
+    from sensorguard.service.command_messages import Command
 
     daemon, client = daemon_with(drifting, None, record_dir=str(tmp_path / "rec"), record_guard_s=10)
     daemon.controls.apply(Command("maintenance", "pump", action="start"), T0)  # both long before now
@@ -430,7 +430,7 @@ def test_a_machine_silent_through_its_maintenance_records_nothing_in_the_guard_b
     """Found by review: the guard band after a maintenance (the start-up transient) was applied only
     to assets scored through its end; a machine switched off for it, silent then, had its first
     readings back recorded as normal data."""
-    from sensorguard.service.commands import Command
+    from sensorguard.service.command_messages import Command
 
     daemon, _ = daemon_with(drifting, None, record_dir=str(tmp_path / "rec"), record_guard_s=10)
     daemon.controls.apply(Command("maintenance", "pump", action="start"), T0)  # silent all along
@@ -486,7 +486,7 @@ def test_the_drift_baseline_learns_nothing_in_a_maintenance_and_its_guard_band(d
     """A maintenance's readings are no normal data (the recorder leaves them and the start-up
     guard band after them out): scores under the line then widened the line up to its cap, hiding
     a fault right after the work (found by review); a shadow model's baseline follows the same rule."""
-    from sensorguard.service.commands import Command
+    from sensorguard.service.command_messages import Command
     from sensorguard.service.shadow import Shadow
 
     daemon, _ = daemon_with(drifting, None, record_dir=str(tmp_path / "rec"), record_guard_s=60)
