@@ -161,7 +161,7 @@ class AlarmControls:
         with self._lock:
             accepted, message = self._apply(command, now)
             if accepted and command.send:
-                self._sent(command, now)
+                self._sent(command)
         if accepted:
             self.save()
             self.on_change(command.asset)
@@ -174,11 +174,13 @@ class AlarmControls:
         with self._lock:
             return bool(c.send) and c.send in self._sends.get(c.asset, {})
 
-    def _sent(self, c: Command, now: float) -> None:
-        """Keep an accepted send (the caller holds the lock), at most ``SENDS_KEPT`` per asset."""
-        kept = {k: e for k, e in self._sends.get(c.asset, {}).items() if now <= e + EXPIRY_GRACE_S}
-        kept[c.send] = float(c.expires or now)
-        self._sends[c.asset] = dict(list(kept.items())[-SENDS_KEPT:])
+    def _sent(self, c: Command) -> None:
+        """Keep an accepted send (the caller holds the lock), at most ``SENDS_KEPT`` per asset, the
+        oldest dropped first; :meth:`expired` forgets them once they expire."""
+        sent = self._sends.setdefault(c.asset, {})
+        sent[c.send] = float(c.expires)  # type: ignore[arg-type]  # (a send has one)
+        if len(sent) > SENDS_KEPT:
+            del sent[next(iter(sent))]
 
     def _apply(self, c: Command, now: float) -> tuple[bool, str]:
         if c.verb == "ack":

@@ -143,12 +143,15 @@ def set_current(root: str | os.PathLike, name: str, version: str, history: list[
         _set_current(root, name, version, history)
 
 
-def _set_current(root: str | os.PathLike, name: str, version: str, history: list[str] | None = None) -> None:
+def _set_current(root: str | os.PathLike, name: str, version: str, history: list[str] | None = None,
+                 current: object = _ANY) -> None:
+    """``current``: CURRENT as the caller read it already (else read here), for the history."""
     base = Path(root) / validate_name(name)
     if not _VERSION_RE.match(version) or not (base / version).is_dir():
         raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
     if history is None:
-        history = _history(root, name, readable_current(root, name))
+        read = readable_current(root, name) if current is _ANY else current
+        history = _history(root, name, read)  # type: ignore[arg-type]
         if not history or history[-1] != version:
             history.append(version)
     write_durably(base / CURRENT_FILE, version + "\n")  # first: a crash before HISTORY is repaired on read
@@ -330,8 +333,7 @@ def promote(root: str | os.PathLike, name: str, version: str, expect: object = _
         old = current_version(root, name) if expect is not _ANY else readable_current(root, name)
         if expect is not _ANY and old != expect:
             raise CurrentMoved(f"not promoted: CURRENT of {name!r} moved to {old} (it was compared with {expect})")
-        history = _history(root, name, old)  # (read once: a garbled CURRENT was logged twice)
-        _set_current(root, name, version, history if history[-1:] == [version] else [*history, version])
+        _set_current(root, name, version, current=old)  # (read once: a garbled CURRENT was logged twice)
     if shadow_version(root, name) == version:  # promoted by hand: it is no longer a shadow
         set_shadow(root, name, None)
     return old, version
