@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 SPAN_S = 86400.0  # models promote --gate live: the shadow's time beside CURRENT, by default
@@ -32,6 +33,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     data = new_normal_data(args.registry, args.name, args.data or [], args.recorded, args.since,
                            label_column=args.label_column, time_column=getattr(args, "time_column", None),
                            exclude=getattr(args, "exclude", None) or (), fill_limit=fill_limit)
+    for note in data.notes:  # what the cleaning did, as train and calibrate say (retrain was silent: a walk)
+        print(f"note: {note}", file=sys.stderr)
     own = own_options(current)  # the model's own training settings, kept as its promise is
     defaults = TrainOptions()
     # what came from the model; a flag given here is the user's, not the model's (a README walk)

@@ -299,6 +299,59 @@ def test_hostile_plant_exports_are_read_as_written(tmp_path):
     assert load_frame([tmp_path / "indexed.csv"]).channels == ("temp", "pressure")
 
 
+def test_excel_exports_in_the_plants_locale_are_read(tmp_path):
+    """Found by a walk with real-looking exports; each was refused or read wrong before."""
+    frame = _export()
+    expected = frame[["temp", "pressure"]].round({"temp": 2, "pressure": 3}).to_numpy()
+    def comma(x: float, digits: int) -> str:
+        return str(round(x, digits)).replace(".", ",")
+
+    rows = "".join(f"{t:%d.%m.%Y %H:%M:%S};{comma(a, 2)};{comma(b, 3)}\r\n" for t, a, b in frame.values)
+    header = "Zeitstempel;Temp °C;Druck bar\r\n"
+    # a units row under the header: every cell of each column was text, "no numeric sensor columns found"
+    (tmp_path / "units.csv").write_text(header + ";°C;bar\r\n" + rows, encoding="utf-8-sig")
+    units = load_frame([tmp_path / "units.csv"])
+    assert np.allclose(units.values, expected) and len(units) == len(frame)
+    assert any("row under the header with no numbers left out (units? '°C', 'bar')" in n for n in units.notes)
+    assert not any("time order" in n or "not numbers" in n for n in units.notes), units.notes
+    # Windows-1252, Excel's CSV in a Western locale: "'utf-8' codec can't decode byte 0xb0"
+    (tmp_path / "cp1252.csv").write_bytes((header + rows).encode("cp1252"))
+    western = load_frame([tmp_path / "cp1252.csv"])
+    assert western.channels == ("Temp °C", "Druck bar") and np.allclose(western.values, expected)
+    assert any("Windows-1252" in n for n in western.notes)
+    # UTF-16, Excel's "Unicode text": tabs
+    (tmp_path / "utf16.csv").write_text((header + rows).replace(";", "\t"), encoding="utf-16")
+    assert np.allclose(load_frame([tmp_path / "utf16.csv"]).values, expected)
+    # thousands grouped with points beside a decimal comma: 1.198,2 was missing and forward-filled
+    flow = 900.0 + 10 * np.arange(len(frame))
+    grouped = "".join(f"{t:%d.%m.%Y %H:%M:%S};{f'{v:,.1f}'.replace(',', '_').replace('.', ',').replace('_', '.')}\n"
+                      for t, v in zip(frame.timestamp, flow, strict=True))
+    (tmp_path / "thousands.csv").write_text("Zeitstempel;Durchfluss\n" + grouped)
+    assert load_frame([tmp_path / "thousands.csv"]).values[:, 0].tolist() == flow.tolist()
+    # a date column beside a 12-hour clock: the clock was read as today's times, the date left out
+    clock = pd.DataFrame({"Date": frame.timestamp.dt.strftime("%m/%d/%Y"),
+                          "Time": frame.timestamp.dt.strftime("%I:%M:%S %p"), "temp": frame.temp})
+    clock.to_csv(tmp_path / "ampm.csv", index=False)
+    twelve = load_frame([tmp_path / "ampm.csv"])
+    assert twelve.times.tolist() == [t.timestamp() for t in frame.timestamp]
+    # one blank time is left out, and the rows are not "out of time order"
+    blank = _export(rows=200).astype({"timestamp": object})  # (more than 1 % unparseable is refused)
+    blank.loc[7, "timestamp"] = ""
+    blank.to_csv(tmp_path / "blank.csv", index=False)
+    notes = load_frame([tmp_path / "blank.csv"]).notes
+    assert any(n.startswith("1 row with unparseable timestamps") for n in notes)
+    assert not any("time order" in n for n in notes), notes
+
+
+def test_a_channel_without_any_value_is_named_when_nothing_is_left(tmp_path):
+    """``--channels temp,empty`` with ``empty`` blank in every row: "no complete rows" named
+    ``temp``'s one bad cell and never the channel that emptied every row (a walk)."""
+    frame = _export().assign(empty=np.nan)
+    frame.to_csv(tmp_path / "empty.csv", index=False)
+    with pytest.raises(DataError, match="no value at all in empty"):
+        load_frame([tmp_path / "empty.csv"], channels=["temp", "empty"])
+
+
 def test_a_historians_no_data_marker_is_missing_not_a_reading(tmp_path):
     """One 3.4e38 (float32's largest, a historian's no-data) in training set the channel's scale to
     2e37: the model was blind to it (found by review). Live, the daemon reads it as missing too."""
@@ -391,7 +444,7 @@ def test_every_column_left_out_is_named_in_a_note(tmp_path, capsys):
     assert "label-like columns left out: y" in notes and "true/false columns left out: running" in notes
     # its rows were trained on as normal: the note counts them and names the flag that leaves them out
     assert "y marks 199 rows: they were trained on as normal (--label-column y leaves them out)" in notes
-    assert "vib (85 % numbers)" in notes and "1 rows with unparseable timestamps" in notes
+    assert "vib (85 % numbers)" in notes and "1 row with unparseable timestamps" in notes
     # in a model's channels (calibrate, retrain) the marks are said only where the rows are taken as normal
     mine = [c for c in data.channels]
     said = "y marks 199 rows: they were taken as normal data (--label-column y leaves them out)"

@@ -483,6 +483,21 @@ def test_retrain_notes_rows_a_label_column_marks_in_the_current_models_channels(
     assert len(kept) < len(data) and not any("marks" in n for n in kept.notes)
 
 
+def test_retrain_prints_what_the_cleaning_did_as_train_does(registry, tmp_path, capsys):
+    """retrain printed only its comparison: 60 marked rows, 100 repeated stamps and cells of
+    ``--`` were learned from, promoted, and said only inside ``bundle.json`` (a walk)."""
+    frame = plant_frame(rows=3000, channels=3, seed=6)
+    frame["anomaly"] = (np.arange(len(frame)) >= 2900).astype(int)
+    frame = frame.astype({frame.columns[1]: object})
+    frame.iloc[100:103, 1] = "--"
+    frame.to_csv(tmp_path / "messy.csv", index=False)
+    assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "messy.csv"),
+                 "--max-epochs", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "note: anomaly marks 100 rows: they were taken as normal data" in err
+    assert "note: cells that are not numbers, read as missing" in err
+
+
 def test_models_list_shows_the_gates_verdict_not_what_retrain_did(registry, trained, capsys):
     """A README walk: a candidate forced past a refusal was listed as "passed", and one that
     passed and went to shadow as "refused": the column read ``metrics.promoted``."""

@@ -20,6 +20,7 @@ import pandas as pd
 from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
 from sensorguard.service.payload import NO_DATA
 from sensorguard.service.sensors import SensorRules, watch_rows
+from sensorguard.training.csvfiles import read_table
 from sensorguard.training.series import SensorData, renumber
 from sensorguard.training.tables import (
     BLANK_LABELS,
@@ -33,7 +34,6 @@ from sensorguard.training.tables import (
     local_clock,
     machine_rows,
     parse_times,
-    read_table,
     time_of_day_only,
     to_numbers,
     turned_back_hours,
@@ -75,6 +75,7 @@ def load_frame(
         if list(f.columns) != columns:
             raise DataError(f"{p}: columns differ from {paths[0]}")
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame.attrs["notes"] = list(dict.fromkeys(n for f in frames for n in f.attrs.get("notes", ())))
     name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
     return series_from_frame(frame, name, time_column, channels, exclude, label_column, fill_limit, asset_column,
                              policy, sensors, normal)
@@ -97,7 +98,7 @@ def series_from_frame(
 
     policy: a bundle's cleaning policy (its readings off the bundle's rate are not taken, as live);
     None: inferred from the data (training: no rate to hold it to)."""
-    notes: list[str] = []
+    notes: list[str] = list(frame.attrs.get("notes", ()))  # how the file was read (its encoding)
     hold_rate = policy is not None
 
     tcol = find_time_column(frame, time_column, name)
@@ -167,7 +168,9 @@ def series_from_frame(
             notes += [f"{asset}: {n}" for n in part_notes]
         data = replace(concat_series(parts, notes), source_assets=assets)
     if len(data) == 0:
-        why = "; ".join(data.notes) or "all channels empty?"
+        empty = [str(c) for j, c in enumerate(chosen) if not np.isfinite(values[:, j]).any()]
+        why = "; ".join([*([f"no value at all in {', '.join(empty)}"] if empty else []), *data.notes])
+        why = why or "all channels empty?"  # (a channel named in --channels with no value was not named)
         raise DataError(f"{name}: no complete rows after cleaning ({why})")
     raw = np.where(np.isfinite(values), values, np.nan)
     return replace(data, source_times=times, source_values=raw)
@@ -188,7 +191,7 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
     if labels:
         labels = {**labels, _ROW: np.arange(len(times))}  # which input row each kept row came from
     order = np.argsort(times, kind="stable")
-    if (np.diff(order) < 0).any():
+    if (np.diff(times[np.isfinite(times)]) < 0).any():  # (a row without a time, sorted last, is not "out of order")
         notes.append("rows were not in time order: sorted")
     times, values = times[order], values[order]
     labels = {k: v[order] for k, v in labels.items()}

@@ -8,15 +8,11 @@ what these functions find).
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from sensorguard.service.logs import first_line
 
 BLANK_LABELS = ("", "nan", "none", "<na>")  # an empty label cell, as text: read as normal (0)
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
@@ -28,68 +24,6 @@ EXCEL_EPOCH_DAYS = 25569  # 1970-01-01 as an Excel serial date
 
 class DataError(Exception):
     """Input data that cannot be used; the message is one line naming the file and the problem."""
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read one CSV (comma, semicolon or tab, detected) or Parquet file."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a CSV or Parquet file")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        if path.suffix.lower() in {".parquet", ".pq"}:
-            frame = pd.read_parquet(path)  # a time index (or a named one) written with the table is a
-            frame.columns = [str(c) for c in frame.columns]  # a frame built from an array has integer names
-            keep = isinstance(frame.index, pd.DatetimeIndex) or frame.index.name is not None  # column here;
-            return frame.reset_index(drop=not keep)  # row numbers left by a filter or a sort are not
-        with _open_text(path) as fh:  # pandas reads .gz/.bz2/.xz itself; the sample must be the text too
-            sample = fh.read(65536)
-        if not sample.strip():
-            raise DataError(f"{path}: file is empty")
-        sep = _sniff_delimiter(sample)
-        return pd.read_csv(path, sep=sep, decimal=_sniff_decimal(sample, sep), low_memory=False)
-    except DataError:
-        raise
-    except Exception as exc:  # pandas/pyarrow raise many types for broken files
-        if isinstance(exc, MemoryError):
-            raise DataError(f"{path}: too large to read into memory ({path.stat().st_size / 1e9:.1f} GB); "
-                            "split it, or pass fewer rows") from None
-        raise DataError(f"{path}: cannot read ({first_line(exc)[:160]})") from None
-
-
-def _open_text(path: Path):
-    """The file as text, decompressed as pandas' ``read_csv`` does by its suffix."""
-    import bz2
-    import gzip
-    import lzma
-
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower())
-    if opener is None:
-        return path.open("r", encoding="utf-8", errors="replace", newline="")
-    return opener(path, "rt", encoding="utf-8", errors="replace", newline="")
-
-
-def _sniff_delimiter(sample: str) -> str:
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
-    except csv.Error:
-        header = sample.splitlines()[0]
-        return max(",;\t", key=header.count)
-
-
-def _sniff_decimal(sample: str, sep: str) -> str:
-    """``,`` for a semicolon or tab CSV whose numbers are written ``20,5`` (a European Excel
-    export; read with ``.`` every such cell was missing and forward-filled), else ``.``."""
-    if sep == ",":
-        return "."
-    commas = re.findall(r"(?<![\d.,])[+-]?\d+,\d+(?![\d.,])", sample)
-    point = len(re.findall(r"(?<![\d.,:])[+-]?\d+\.\d+(?![\d.,])", sample))
-    grouped = [c for c in commas if re.fullmatch(r"[+-]?[1-9]\d{0,2},\d{3}", c)]  # 1,013: 1013 or 1.013?
-    if len(commas) > len(grouped):  # 20,5 / 0,250 / 1013,25: only a decimal comma writes these
-        return "," if len(commas) > point else "."
-    # only the ambiguous kind: a semicolon file is a decimal-comma locale's; a tab file keeps the point
-    return "," if sep == ";" and len(commas) > point else "."
 
 
 GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # 1,034.5: thousands grouped with commas
@@ -158,7 +92,8 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
         secs[bad] = np.nan
         if notes is not None:  # those rows are dropped: say so
             example = column[bad].astype(str).iloc[0]
-            notes.append(f"{int(bad.sum())} rows with unparseable timestamps in column {tcol!r} left out "
+            notes.append(f"{int(bad.sum())} row{'s' if bad.sum() > 1 else ''} with unparseable timestamps in column "
+                         f"{tcol!r} left out "
                          f"(e.g. {example!r})")
     return secs
 
@@ -261,11 +196,15 @@ def _day_first(column: pd.Series, name: str) -> bool:
 
 def time_of_day_only(column: pd.Series) -> bool:
     """Whether a text column holds times of day without dates (``10:00:00``): plant exports often
-    split the date and the time into two columns."""
+    split the date and the time into two columns. A 12-hour clock (``10:00:00 PM``) is one too:
+    missed, its column was read as today's times and the date column left out (a walk)."""
     if pd.api.types.is_numeric_dtype(column):
         return False
     text = column.dropna().astype(str).str.strip().head(200)
-    return bool(len(text)) and text.str.fullmatch(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?").mean() > 0.9
+    return bool(len(text)) and text.str.fullmatch(CLOCK).mean() > 0.9
+
+
+CLOCK = r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(\s*[AaPp]\.?[Mm]\.?)?"  # 10:00, 10:00:00.5, 10:00:00 PM
 
 
 def choose_channels(

@@ -1,0 +1,164 @@
+"""A plant export's file read into a table: its encoding, delimiter and decimal mark, its numbers.
+
+Plant exports are CSVs from Excel and historians, written in the locale of the plant: UTF-8 (with
+or without a byte-order mark), Windows-1252 (Excel's "CSV" in a Western European locale, where
+``°C`` is one byte), UTF-16 (Excel's "Unicode text"); a comma, a semicolon or a tab between
+fields; ``20,5`` and ``1.198,2`` in a decimal-comma locale; a units row under the header. Each is
+read as the numbers it holds, and what was guessed is said in a note (``frame.attrs["notes"]``,
+which ``load_frame`` adds to the data's notes). Errors are :class:`DataError`, one line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sensorguard.service.logs import first_line
+from sensorguard.training.tables import DataError
+
+SAMPLE_BYTES = 65536  # what the encoding, the delimiter and the decimal mark are guessed from
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read one CSV (comma, semicolon or tab, detected) or Parquet file."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a CSV or Parquet file")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        if path.suffix.lower() in {".parquet", ".pq"}:
+            frame = pd.read_parquet(path)  # a time index (or a named one) written with the table is a
+            frame.columns = [str(c) for c in frame.columns]  # a frame built from an array has integer names
+            keep = isinstance(frame.index, pd.DatetimeIndex) or frame.index.name is not None  # column here;
+            return frame.reset_index(drop=not keep)  # row numbers left by a filter or a sort are not
+        return _read_csv(path)
+    except DataError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types for broken files
+        if isinstance(exc, MemoryError):
+            raise DataError(f"{path}: too large to read into memory ({path.stat().st_size / 1e9:.1f} GB); "
+                            "split it, or pass fewer rows") from None
+        raise DataError(f"{path}: cannot read ({first_line(exc)[:160]})") from None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    notes: list[str] = []
+    with _open_binary(path) as fh:  # pandas reads .gz/.bz2/.xz itself; the sample must be the text too
+        raw = fh.read(SAMPLE_BYTES)
+    encoding = _encoding(raw)
+    sample = codecs.getincrementaldecoder(encoding)(errors="replace").decode(raw)
+    if not sample.strip():
+        raise DataError(f"{path}: file is empty")
+    sep = _sniff_delimiter(sample)
+    decimal = _sniff_decimal(sample, sep)
+    try:
+        frame = pd.read_csv(path, sep=sep, decimal=decimal, low_memory=False, encoding=encoding)
+    except UnicodeDecodeError:  # UTF-8 in the sample, another encoding further down (a file appended to)
+        encoding = "cp1252"
+        frame = pd.read_csv(path, sep=sep, decimal=decimal, low_memory=False, encoding=encoding,
+                            encoding_errors="replace")
+    if encoding == "cp1252":  # read as UTF-8 it was refused ("'utf-8' codec can't decode byte 0xb0"): a walk
+        notes.append("not UTF-8 text: read as Windows-1252 (Excel's CSV export in a Western locale)")
+    if decimal == ",":
+        _decimal_comma_cells(frame)
+    frame, units = _without_units_rows(frame)
+    if units:
+        notes.append(f"{len(units)} row{'s' if len(units) > 1 else ''} under the header with no numbers left out "
+                     f"(units? {', '.join(repr(u) for u in units[0][:4])}{', ...' if len(units[0]) > 4 else ''})")
+    frame.attrs["notes"] = notes
+    return frame
+
+
+def _without_units_rows(frame: pd.DataFrame, most: int = 3) -> tuple[pd.DataFrame, list[list[str]]]:
+    """The table without the rows right under its header that hold text but no number, while
+    the rows below hold numbers (a units row: ``;°C;bar;A``), and those rows' texts. Kept, such a
+    row was a row with no time and a non-number in every channel, noted once per channel."""
+    if len(frame) <= most:
+        return frame, []
+    numeric = frame.head(most + 1).apply(lambda c: pd.to_numeric(c, errors="coerce")).notna().sum(axis=1).to_numpy()
+    texts = []
+    for i in range(most):
+        if numeric[i] or not numeric[i + 1:].any():
+            break
+        cells = [str(v).strip() for v in frame.iloc[i] if pd.notna(v) and str(v).strip()]
+        if not cells or pd.to_datetime(pd.Series(cells), errors="coerce", format="mixed").notna().any():
+            break  # (a row with its time and no value is a row: the cleaning drops or fills it)
+        texts.append(cells)
+    if not texts:
+        return frame, []
+    kept = frame.iloc[len(texts):].reset_index(drop=True)
+    kept.attrs = dict(frame.attrs)
+    return kept, texts
+
+
+def _open_binary(path: Path):
+    """The file's bytes, decompressed as pandas' ``read_csv`` does by its suffix."""
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower())
+    return path.open("rb") if opener is None else opener(path, "rb")
+
+
+def _encoding(raw: bytes) -> str:
+    """UTF-16 by its byte-order mark, UTF-8 when the sample decodes as UTF-8 (a character cut at
+    the sample's end is not an error), else Windows-1252."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
+    except UnicodeDecodeError:
+        return "cp1252"
+    return "utf-8"
+
+
+def _sniff_delimiter(sample: str) -> str:
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
+    except csv.Error:
+        header = sample.splitlines()[0]
+        return max(",;\t", key=header.count)
+
+
+def _sniff_decimal(sample: str, sep: str) -> str:
+    """``,`` for a semicolon or tab CSV whose numbers are written ``20,5`` (a European Excel
+    export; read with ``.`` every such cell was missing and forward-filled), else ``.``."""
+    if sep == ",":
+        return "."
+    commas = re.findall(r"(?<![\d.,])[+-]?\d+,\d+(?![\d.,])", sample)
+    point = len(re.findall(r"(?<![\d.,:])[+-]?\d+\.\d+(?![\d.,])", sample))
+    grouped = [c for c in commas if re.fullmatch(r"[+-]?[1-9]\d{0,2},\d{3}", c)]  # 1,013: 1013 or 1.013?
+    if len(commas) > len(grouped):  # 20,5 / 0,250 / 1013,25: only a decimal comma writes these
+        return "," if len(commas) > point else "."
+    # only the ambiguous kind: a semicolon file is a decimal-comma locale's; a tab file keeps the point
+    return "," if sep == ";" and len(commas) > point else "."
+
+
+COMMA_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?")  # 20,5 / 1.198,2 / 1.198
+
+
+def _decimal_comma_cells(frame: pd.DataFrame) -> None:
+    """In a decimal-comma file, the cells of text columns written as numbers (``20,5``, with
+    points grouping thousands: ``1.198,2``) as those numbers, in place; other cells stay text.
+    pandas reads ``decimal=","`` only in a column that is all numbers: one units row (``°C``)
+    under the header left every cell of the column text, so no channel was found (a walk), and
+    a flow of ``1.198,2`` was missing and forward-filled, hiding a surge."""
+    for col in frame.columns:
+        column = frame[col]
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+            continue
+        text = column.astype(str).str.strip()
+        hit = text.str.fullmatch(COMMA_NUMBER).fillna(False).to_numpy(dtype=bool)
+        if not hit.any():
+            continue
+        plain = text[hit].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        cells = column.astype(object).to_numpy(copy=True)
+        cells[hit] = pd.to_numeric(plain, errors="coerce").to_numpy(dtype=np.float64)
+        frame[col] = pd.Series(cells, index=frame.index, dtype=object)
