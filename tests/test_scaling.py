@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sensorguard.training.scaling import ABS_FLOOR, REL_LEVEL, SPIKE_SHARE, fit_scaler, spike_share, spiky_scale
+from sensorguard.training.scaling import FULL_SCALE, REL_LEVEL, SPIKE_SHARE, fit_scaler, spike_share, spiky_scale
 
 RNG = np.random.default_rng(0)
 N = 400
@@ -96,7 +96,19 @@ def test_record_names_constant_channels_and_rules():
     assert record["constant_in_training"] == ["setpoint"]
     assert record["set_by"] == ["spread", "constant", "resolution"]
     assert len(record["floor"]) == len(record["spread"]) == 3
-    assert str(ABS_FLOOR) in record["rule"] or "1e-06" in record["rule"]
+    assert f"{FULL_SCALE:g} x largest |value|" in record["rule"]
+
+
+def test_a_channel_in_small_units_keeps_its_spread():
+    """A displacement of about 1e-6 m moving by 1e-7: an absolute floor of 1e-6 set its scale ten
+    times its spread, and a 5-sigma shift was caught in 18 % of its rows (a walk). One part per
+    million of its largest value floors it instead, below any spread a sensor shows."""
+    tiny = 2e-6 + 1e-7 * RNG.standard_normal(N)
+    fit = fit_scaler(np.column_stack([tiny, _column("gaussian")]))
+    assert fit.reason[0] == "spread"
+    assert fit.scale_[0] == pytest.approx(np.std(tiny), rel=0.1)
+    at_zero = np.r_[np.zeros(N - 4), 1e-3, -1e-3, 2e-3, 0.0]  # sits at zero: floored, never a zero scale
+    assert fit_scaler(at_zero[:, None]).scale_[0] > 0
 
 
 def test_median_center_and_positive_finite_scales():
