@@ -191,7 +191,7 @@ class AssetAlerts(CarriedStates):
         if event.fault:
             self.metrics.sensor_faults.labels(event.kind).inc()
         self.publisher.sensor(asset, event, self._model())
-        self.publish_state(asset)
+        self.publish_state(asset, event.ts)  # reading time (it was the clock's before any window was scored)
 
     def _model(self) -> tuple[str, str]:
         b = self.current()

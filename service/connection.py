@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sensorguard.service import mqtt
-from sensorguard.service.config import Settings
+from sensorguard.service.config import PASSWORD_ENV, Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import Publisher
@@ -30,6 +30,7 @@ CUT_SHORT_S = 3.0  # a connection the broker closes sooner than this after accep
 CUT_SHORT_IN_A_ROW = 3  # ... this many in a row: most often a second client with this client id
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason (EMQX, HiveMQ; mosquitto 2.0 just closes the socket)
 UNSPECIFIED = 0x80  # what paho reports for a socket the broker closed without a DISCONNECT
+NOT_AUTHORIZED = (0x86, 0x87)  # CONNACK: "Bad user name or password", "Not authorized" (3.1.1's 4 and 5 too)
 UNSUPPORTED_VERSION = 0x84  # CONNACK: "Unsupported protocol version" (an MQTT 3.1.1-only broker, NATS's)
 
 
@@ -59,6 +60,7 @@ class Connection:
         self.session_lost = False  # set by a reconnect without our session; the worker republishes states
         self._connected_before = False
         self._cut_short = 0  # connections in a row the broker closed within CUT_SHORT_S of accepting them
+        self._refused_now = False  # the last connection attempt was refused (wrong password, access rules)
 
     def open(self) -> None:
         """Create the client (it becomes the publisher's) and connect in the background."""
@@ -114,8 +116,15 @@ class Connection:
             hint = ("; it speaks MQTT 3.1.1 only (NATS's MQTT listener does): set mqtt_version 3.1.1"
                     if getattr(reason_code, "value", None) == UNSUPPORTED_VERSION and self.settings.mqtt_version == "5"
                     else "")
-            log.warning("broker refused the connection: %s%s", said, hint)
+            if getattr(reason_code, "value", None) in NOT_AUTHORIZED:
+                hint = (f"; check username ({self.settings.username or 'none given'}) and password_file or "
+                        f"{PASSWORD_ENV}, and the broker's access rules for client {self.settings.client_id}")
+            self._refused_now = True  # paho closes it next: no "disconnected (Protocol error)" line after this one
+            if (count := self._bad_topics.hit(f"refused {said}")) is not None:  # (every backoff step, up to 30 s)
+                log.warning("broker refused the connection: %s%s%s", said, hint,
+                            f" ({count} refusals since the last line)" if count > 1 else "")
             return
+        self._refused_now = False
         if self.unsubscribe:  # the resumed session still holds them (idempotent on a new one)
             client.unsubscribe(list(self.unsubscribe))
             log.info("unsubscribed from %s: no longer this instance's partitions", ", ".join(self.unsubscribe))
@@ -180,6 +189,8 @@ class Connection:
         self.connected_since = None
         self.connected.clear()
         self.metrics.mqtt_connected.set(0)
+        if self._refused_now and lasted is None:  # the refusal said why; "Protocol error" here was wrong
+            return
         if not self.stopping():
             log.warning("disconnected from the broker (%s); reconnecting", mqtt.reason_text(reason_code))
             self._taken_over(reason_code, lasted)

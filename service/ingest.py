@@ -161,7 +161,7 @@ class Ingest:
                     pass
                 if self.stopping:
                     return None
-                before, restarts = buffers.queued(), buffers.gaps
+                before, restarts, assets = buffers.queued(), buffers.gaps, len(buffers)
                 latest = time.time() + s.max_future_s
                 # a jump far ahead of the clock and of the asset's last reading taken: a glitching
                 # clock (an accelerated replay runs ahead step by step, reading after reading taken,
@@ -183,6 +183,8 @@ class Ingest:
                 after = buffers.queued()
                 if buffers.gaps != restarts:
                     self.metrics.window_restarts.inc(buffers.gaps - restarts)
+                if len(buffers) != assets:  # (set only when a batch was taken: 0 while assets filled windows)
+                    self._gauges()
                 if (after > before and (before == 0 or after >= s.batch_max)) or buffers.sensor_events:
                     self.cond.notify()
             for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
@@ -272,10 +274,11 @@ class Ingest:
 
     def forget_silent(self, before: float) -> dict[str, float]:
         """Free the buffers of assets that sent nothing since ``before`` (monotonic); for each, the
-        reading time of its last sample."""
+        reading time of its last sample; assets none of whose readings was taken go too, unnamed."""
         with self.cond:
-            silent = {asset: self.buffers.last_ts(asset) for asset in self.buffers.idle(before)}
-            self._forget(silent, "asset_silent")
+            idle = self.buffers.idle(before)
+            silent = {asset: self.buffers.last_ts(asset) for asset in idle if self.buffers.taken(asset)}
+            self._forget(idle, "asset_silent")  # (one never taken goes without a silent fault or a state)
         return silent
 
     def _forget(self, assets: Iterable[str], reason: str) -> int:

@@ -43,13 +43,16 @@ column, and the same exclusions), so live equals offline.
 
 >>> rules = SensorRules(("t",), (ChannelLimits(0.0, 100.0, 3),), fill_limit=1)
 >>> watch = SensorWatch(1)
->>> for i, v in enumerate([50.0, 50.0, 50.0, 120.0, 60.0]):
+>>> for i, v in enumerate([50.0, 50.0, 50.0, 120.0, 60.0, 61.0, 62.0]):
 ...     for e in watch.step(float(i), [v], rules):
 ...         print(e.ts, e.kind, e.channel, "sensor_fault" if e.fault else "sensor_ok")
 2.0 stuck t sensor_fault
 3.0 stuck t sensor_ok
 3.0 out_of_range t sensor_fault
-4.0 out_of_range t sensor_ok
+6.0 out_of_range t sensor_ok
+
+``out_of_range`` ends after ``BACK_IN_RANGE`` readings in range in a row (an off-delay, as
+ISA-18.2 prescribes against chattering alarms): a value flapping across its limit is one fault.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ import numpy as np
 KINDS = ("stuck", "out_of_range", "missing", "silent")
 RANGE_MARGIN = 3.0  # the plausible range: the training range widened by three widths on each side
 MIN_STUCK = 10  # readings: no channel is called stuck sooner
+BACK_IN_RANGE = 3  # readings in range in a row that end an out_of_range fault (an off-delay against chatter)
 HOLDS_SHARE = 0.5  # a channel unchanged on this share of its training steps holds values (quantized)
 
 
@@ -172,7 +176,7 @@ class SensorEvent(NamedTuple):
 class SensorWatch:
     """One asset's per-channel fault state (readings in time order, duplicates already refused)."""
 
-    __slots__ = ("last", "good", "still", "missing", "missing_any", "open")
+    __slots__ = ("last", "good", "still", "missing", "missing_any", "open", "in_range")
 
     def __init__(self, n_channels: int) -> None:
         self.last = [math.nan] * n_channels
@@ -181,6 +185,11 @@ class SensorWatch:
         self.missing = [0] * n_channels
         self.missing_any = False  # some missing[j] > 0
         self.open: set[tuple[str, int]] = set()  # (kind, channel index)
+        # readings in range in a row while out_of_range is open: it ends at BACK_IN_RANGE. A value
+        # flapping across a limit at every reading sent a fault and a clear per reading, each a log
+        # line, an event and a retained state (a walk); ISA-18.2 calls this chattering and prescribes
+        # an off-delay
+        self.in_range = [0] * n_channels
 
     def step(self, ts: float, row: list[float], rules: SensorRules) -> list[SensorEvent]:
         """The faults this reading opens or closes (NaN in ``row``: a missing value).
@@ -201,16 +210,22 @@ class SensorWatch:
                 self.missing[j] = 0
             else:
                 self.missing[j] += 1
+            outside = present and not lim.low <= value <= lim.high
+            if ("out_of_range", j) in self.open:  # open until BACK_IN_RANGE readings in range in a row
+                self.in_range[j] = 0 if outside else self.in_range[j] + present
+                outside = outside or self.in_range[j] < BACK_IN_RANGE
             faults = (
                 ("stuck", present and lim.stuck_after is not None and self.still[j] + 1 >= lim.stuck_after
                  and lim.can_stick(value)),
-                ("out_of_range", present and not lim.low <= value <= lim.high),
+                ("out_of_range", outside),
                 ("missing", self.missing[j] > rules.fill_limit),
             )
             for kind, now in faults:
                 if now != ((kind, j) in self.open) and (now or present or kind == "missing"):
                     (self.open.add if now else self.open.discard)((kind, j))
                     events.append(SensorEvent(kind, rules.channels[j], now, ts, value))
+            if self.in_range[j] and ("out_of_range", j) not in self.open:
+                self.in_range[j] = 0  # (ended: the next fault counts afresh)
             if ("out_of_range", j) in self.open or ("missing", j) in self.open:
                 # held at its last plausible value; a channel dead since the watch began (a restart,
                 # a new asset) has none: held inside its limits (the scorer imputes it anyway), or

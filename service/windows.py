@@ -133,6 +133,11 @@ class Buffers:
         self.gaps = 0
         self._known = frozenset(channels)
         self._assets: dict[str, _Asset] = {}
+        # assets none of whose readings was taken yet (oldest first): a new asset takes the slot of
+        # the oldest when all are used, and they go without a word when quiet. Junk that was all
+        # rejected (missing_channel) held slots for minutes, shut real assets out as too_many_assets
+        # and left a silent fault and a retained stale state per made-up asset (a walk)
+        self._untaken: dict[str, None] = {}
         # asset -> the last window the previous run judged (state.judged_times): its readings up to
         # then are refused until a newer one comes, as they would have been without the restart
         self.floors: dict[str, float] = {}
@@ -157,7 +162,9 @@ class Buffers:
             if (floor := self.floors.get(asset)) is not None and ts <= floor:
                 return "duplicate_ts" if ts == floor else "out_of_order"
             if len(self._assets) >= self.max_assets:
-                return "too_many_assets"
+                if not self._untaken:
+                    return "too_many_assets"
+                self.forget(next(iter(self._untaken)))
         elif ts <= state.last_ts:  # seen before (a redelivery) or really older than what came already
             return "duplicate_ts" if ts == state.last_ts or (state.times == ts).any() else "out_of_order"
         row: list[float] | None = None
@@ -174,6 +181,7 @@ class Buffers:
             row = [values.get(c, NAN) for c in self.channels]
         if state is None:
             state = self._assets[asset] = _Asset(self.window, len(self.channels))
+            self._untaken[asset] = None
             self.floors.pop(asset, None)  # taken: its last_ts guards from here
             state.seen = received
             if self._rates:
@@ -194,6 +202,8 @@ class Buffers:
             before = state.watch.faulted()
             self._queue(asset, state.watch.step(ts, row, self.sensors))  # may hold a faulted channel's value
             after = state.watch.faulted()
+            if after:  # a fault announced: the asset is known, and its fault ends with its silence
+                self._untaken.pop(asset, None)
         elif state.watch.open:  # a hot swap to a bundle without sensor limits: the open faults end
             self._queue(asset, state.watch.close_all(ts, self.channels))
         made = state.cleaner.step(ts, row, self.policy)
@@ -210,6 +220,8 @@ class Buffers:
         kept = made[-1][1]
         if kept is None:
             return "missing_channel"  # not "seen": an asset whose readings are all dropped goes stale
+        if state.last is None:
+            self._untaken.pop(asset, None)
         state.last = kept
         state.seen = received
         return None
@@ -347,6 +359,11 @@ class Buffers:
         state = self._assets.get(asset)
         return None if state is None else state.last_ts
 
+    def taken(self, asset: str) -> bool:
+        """Whether a reading of ``asset`` was taken into its window (or a sensor fault of it opened)
+        since it got a buffer: only then does its silence end it with a ``silent`` fault."""
+        return asset in self._assets and asset not in self._untaken
+
     def taken_ts(self, asset: str) -> float | None:
         """Reading time of the asset's last sample taken into its window (None: none yet). Unlike
         :meth:`last_ts` it does not move for a reading refused for its rate: a sender stepping one
@@ -379,6 +396,7 @@ class Buffers:
         state = self._assets.pop(asset, None)
         if state is None:
             return 0
+        self._untaken.pop(asset, None)
         cleaner = state.cleaner
         if cleaner.steps:  # kept (RATES_KEPT at most, oldest dropped): offline the estimate spans the silence
             self._rates.pop(asset, None)

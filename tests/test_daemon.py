@@ -642,3 +642,22 @@ def test_a_daemon_cut_off_from_its_broker_past_the_grace_no_longer_publishes(tin
     assert clustered.source.publishes() is False  # the ownership asks the daemon's connection
     clustered.connection.connected_since = time.monotonic()
     assert clustered.source.publishes() is True
+
+
+def test_a_state_published_for_a_sensor_fault_carries_its_reading_time(tiny_bundle):
+    """Found by a walk: a fault opened before any window was scored published the asset's
+    retained state at the daemon's clock, its event at reading time ("every ts is reading time")."""
+    from dataclasses import replace
+
+    from sensorguard.service.sensors import ChannelLimits, SensorRules
+
+    limits = tuple(ChannelLimits(-100.0, 100.0, None) for _ in tiny_bundle.channels)
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    daemon, client = make(bundle)
+    stamp = T0 - 7200.0  # two hours old: a backlog
+    daemon.ingest.handle(client, message("pump-1", stamp, a=1.0, b=500.0, c=3.0))
+    daemon.publish_sensor_faults()
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["kind"], e["ts"]) for e in events] == [("sensor_fault", "out_of_range", iso(stamp))]
+    states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
+    assert states and states[-1]["ts"] == iso(stamp)

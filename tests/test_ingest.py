@@ -1,6 +1,7 @@
 """Ingest without a broker: a topic and bytes in, buffered samples, rejects and counts out."""
 
 import json
+import time
 
 from prometheus_client import CollectorRegistry
 
@@ -36,9 +37,31 @@ def test_bad_messages_come_back_as_reasons_and_nothing_is_buffered():
     taker = ingest(max_assets=1)
     assert taker.take("sensors/pump-1/readings", b"{not json")[0] == ["invalid_json"]
     assert taker.take("sensors/pump-1/readings", reading(T0, a=1.0))[:2] == (["missing_channel"], 0)
-    taker.take("sensors/pump-1/readings", reading(T0))
+    assert taker.take("sensors/pump-1/readings", reading(T0 + 1)) == ([], 1, "pump-1")
     assert taker.take("sensors/pump-2/readings", reading(T0)) == (["too_many_assets"], 0, "pump-2")
     assert len(taker.buffers) == 1
+
+
+def test_an_asset_none_of_whose_readings_was_taken_holds_no_slot_and_ends_unsaid():
+    """Found by a walk: made-up assets whose every reading was rejected (``missing_channel``) held
+    all ``max_assets`` slots, shut a real asset out as ``too_many_assets`` until they went quiet,
+    then each got a ``silent`` fault and a retained ``stale`` state. And ``sensorguard_assets``
+    read 0 while assets filled their first windows (set only when a batch was taken)."""
+    taker = ingest(max_assets=2)
+    for k in range(3):
+        assert taker.take(f"sensors/junk-{k}/readings", reading(T0, a=None))[:2] == (["missing_channel"], 0)
+    assert len(taker.buffers) == 2  # the newest junk took the oldest's slot
+    assert taker.take("sensors/pump-1/readings", reading(T0)) == ([], 1, "pump-1")
+    assert taker.take("sensors/pump-2/readings", reading(T0)) == ([], 1, "pump-2")
+    assert taker.take("sensors/pump-3/readings", reading(T0)) == (["too_many_assets"], 0, "pump-3")
+    assert taker.metrics.assets._value.get() == 2
+    taker.take("sensors/junk-9/readings", reading(T0, a=None))  # refused too: no slot is untaken now
+    assert taker.buffers.assets() == ["pump-1", "pump-2"]
+    quiet = ingest(max_assets=2)
+    quiet.take("sensors/junk/readings", reading(T0, a=None))
+    quiet.take("sensors/pump-1/readings", reading(T0))
+    assert quiet.forget_silent(time.monotonic() + 1) == {"pump-1": T0}  # junk goes too, unnamed
+    assert len(quiet.buffers) == 0 and quiet.metrics.assets._value.get() == 0
 
 
 def test_readings_outside_the_instances_partitions_are_acknowledged_not_scored():

@@ -272,6 +272,11 @@ def test_wrong_credentials_fail_clearly_right_ones_work(auth_broker, daemons, tr
                          f"refusal logged by {bad.settings.client_id}")
         assert all(("not authorized" in m.lower() or "bad user name or password" in m.lower()) for m in lines), lines
     assert logged_by(caplog, right_daemon, "refused the connection") == []
+    time.sleep(4)  # more attempts (backoff from 1 s): each logged a refusal and a false "Protocol error"
+    for bad in (anonymous_daemon, wrong_daemon):
+        assert logged_by(caplog, bad, "disconnected from the broker") == []
+        lines = logged_by(caplog, bad, "refused the connection")
+        assert len(lines) == 1 and "check username" in lines[0], lines
     for bad in (anonymous, wrong):
         assert http_status(f"{bad}/readyz") == 503
     pub = auth_publisher(auth_broker)

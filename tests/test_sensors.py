@@ -55,10 +55,23 @@ def test_the_watch_opens_and_closes_each_kind_once():
         [("stuck", True)],  # a: three equal readings
         [("missing", True)],  # b: missing twice in a row, past fill_limit 1 (a's NaN keeps it stuck)
         [("stuck", False), ("out_of_range", True), ("missing", False)],
-        [("out_of_range", False)],
-        [], [("stuck", True)],
+        [], [],  # b in range again: out_of_range ends at the third reading in range in a row (BACK_IN_RANGE)
+        [("stuck", True), ("out_of_range", False)],
     ]
     assert watch.describe(rules) == [{"kind": "stuck", "channel": "a"}]
+
+
+def test_a_value_chattering_across_its_limit_is_one_fault_not_one_per_reading():
+    """Found by a walk: a pressure alternating between normal and 1000 at every reading sent a
+    fault and a clear per reading (each a log line, an event and a retained state). The fault
+    ends after BACK_IN_RANGE readings in range in a row; a new excursion counts afresh."""
+    rules = SensorRules(("b",), (ChannelLimits(0.0, 10.0, None),), fill_limit=1)
+    watch = SensorWatch(1)
+    values = [5.0, 11.0] * 50 + [5.0, 6.0, NAN, 5.0, 11.0, 5.0]
+    seen = [kinds(watch.step(float(i), [v], rules)) for i, v in enumerate(values)]
+    changes = [(i, e) for i, events in enumerate(seen) for e in events]
+    assert changes == [(1, ("out_of_range", True)), (103, ("out_of_range", False)), (104, ("out_of_range", True))]
+    assert watch.faulted() == (0,)
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -107,7 +120,7 @@ def test_score_reports_the_same_sensor_faults_in_a_column(tiny_bundle, tmp_path,
                  "--out", str(tmp_path / "s.csv")]) == 0
     faults = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)["sensor_faults"].tolist()
     assert faults[:4] == [""] * 4 and faults[4:8] == ["stuck:a"] * 4
-    assert faults[8] == "out_of_range:b" and faults[9:] == [""] * 11
+    assert faults[8:11] == ["out_of_range:b"] * 3 and faults[11:] == [""] * 9  # (its off-delay: 3 in range)
     # the summary names the channels (it said "2 sensor faults opened" alone: found by a README walk)
     assert "2 sensor faults opened (a, b)" in capsys.readouterr().out
 
@@ -145,8 +158,9 @@ def test_a_channel_faulted_anywhere_in_a_window_is_left_out_of_it():
     for i in range(12):
         bufs.add("p", float(i), {"a": float(i % 3), "b": 99.0 if i == 5 else float(i % 2)}, 0.0)
     excluded = {w.ts: w.excluded for w in bufs.drain()}
-    assert [t for t, e in excluded.items() if e] == [5.0, 6.0, 7.0, 8.0]  # the windows holding row 5
-    assert excluded[5.0] == (1,) and excluded[9.0] == ()
+    # row 5 out of range, rows 6 and 7 in its off-delay: the windows holding any of them
+    assert [t for t, e in excluded.items() if e] == [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    assert excluded[5.0] == (1,) and excluded[11.0] == ()
 
 
 
@@ -199,13 +213,14 @@ def test_readings_with_a_sensor_fault_open_are_not_recorded_for_retraining(tiny_
     limits = tuple(ChannelLimits(-100.0, 100.0, None) for _ in tiny_bundle.channels)
     bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
     daemon, client = make(bundle, record_dir=str(tmp_path / "rec"), record_guard_s=0)
-    for i in range(6):
+    for i in range(8):
         b = 500.0 if i in (2, 3) else float(i)
         daemon.ingest.handle(client, message("pump-1", T0 + i, a=float(i), b=b, c=1.0))
     daemon.recorder.flush(T0 + 100, force=True)
     files = sorted((tmp_path / "rec").glob("*/*.parquet"))
     recorded = sorted(pd.concat([pd.read_parquet(f) for f in files]).ts - T0)
-    assert recorded == [0.0, 1.0, 4.0, 5.0]  # the held readings 2 and 3 are no data to learn from
+    # the held readings 2 and 3 are no data to learn from, nor 4 and 5 (the fault's off-delay)
+    assert recorded == [0.0, 1.0, 6.0, 7.0]
 
 
 @pytest.mark.parametrize("seed", range(5))
