@@ -282,6 +282,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     for note in scored.data.notes:  # what the cleaning did: filled cells, refused readings, markers
         print(f"note: {note}")
+    if "asset" in out.columns and n_scored:  # a machine with no row scored was not said (a walk)
+        counts = out.groupby("asset", sort=False)["score"].count()
+        for asset in counts.index[counts.to_numpy() == 0]:
+            print(f"note: {asset}: none of its rows scored (fewer than a window of {bundle.window} samples on the "
+                  "grid after cleaning, or every reading refused)")
     return 0
 
 

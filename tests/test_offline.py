@@ -45,6 +45,18 @@ def test_each_machine_of_a_file_scores_and_alerts_as_if_alone(tiny_bundle, tmp_p
         assert (mine.alert == alone.alert).all()
 
 
+def test_score_names_a_machine_of_the_file_with_no_row_scored(tiny_bundle, tmp_path, capsys):
+    """A machine with fewer rows than a window got no score and no word (a walk)."""
+    bundle_dir = save_bundle(tiny_bundle, tmp_path / "b")
+    both = pd.concat([machine(1, 0.0).assign(asset="pump-a"), machine(2, 0.0, rows=10).assign(asset="pump-b")])
+    capsys.readouterr()
+    together = scored(bundle_dir, both, tmp_path / "both.csv")
+    assert together[together.asset == "pump-b"].score.isna().all()
+    out = capsys.readouterr().out
+    assert f"note: pump-b: none of its rows scored (fewer than a window of {tiny_bundle.window} samples" in out
+    assert "pump-a: none" not in out
+
+
 def test_evaluate_reports_each_machine_and_the_pool(tiny_bundle, tmp_path, capsys):
     bundle_dir = save_bundle(tiny_bundle, tmp_path / "b")
     both = pd.concat([machine(1, 0.0).assign(asset="pump-a"), machine(2, 5.0).assign(asset="pump-b")])
@@ -144,7 +156,7 @@ def test_score_says_what_the_cleaning_did(tiny_bundle, tmp_path, capsys):
     frame.to_csv(tmp_path / "marked.csv", index=False)
     assert main(["score", str(bundle_dir), str(tmp_path / "marked.csv"), "--out", str(tmp_path / "o.csv")]) == 0
     out = capsys.readouterr().out
-    assert "note: 1 values of magnitude 1e+30 or more read as missing" in out
+    assert "note: 1 values of magnitude 1e+30 or more (a historian's no-data marker) read as missing" in out
 
 
 def test_score_fill_limit_also_decides_the_sensor_faults_column(tiny_bundle, tmp_path):
