@@ -276,3 +276,27 @@ def test_score_takes_clear_at(tiny_bundle, tmp_path):
         alerted[clear_at] = int(pd.read_csv(out)["alert"].sum())
     assert default_rules(tiny_bundle).clear_at == 0.5
     assert 0 < alerted["0.5"] < alerted["0"]  # 0: the alert never clears within the file
+
+
+def test_evaluate_counts_the_rows_of_the_file_not_the_rows_the_cleaning_filled_in(tiny_bundle, tmp_path, capsys):
+    """A walk: with 4 rows missing inside a labelled fault, evaluate judged 6,000 rows of a
+    5,996-row file; the 4 grid rows filled into the gap counted as true positives with the label of
+    the row before them. And a file with no normal row printed a false-alarm rate of 0.000."""
+    bundle_dir = save_bundle(tiny_bundle, tmp_path / "b")
+    frame = machine(1, 0.0).drop(index=[70, 71, 72, 73])  # a short gap inside the fault (rows 60-80)
+    frame.to_csv(tmp_path / "gap.csv", index=False)
+    out = scored(bundle_dir, frame, tmp_path / "gap.csv")
+    capsys.readouterr()
+    args = ["evaluate", str(bundle_dir), str(tmp_path / "gap.csv"), "--label-column", "anomaly", "--raise-after", "1"]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    first = int(np.flatnonzero(out.score.notna().to_numpy())[0])
+    labels, alarmed = frame.anomaly.to_numpy()[first:], out.anomaly.to_numpy()[first:]
+    assert result["rows"] + result["not_judged"]["rows"] == len(frame)
+    assert result["rows"] == len(frame) - first
+    assert result["anomaly"]["tp"] == int(((labels == 1) & (alarmed == 1)).sum())
+    assert result["anomaly"]["tp"] + result["anomaly"]["fn"] == int(labels.sum())
+    frame.assign(anomaly=1).to_csv(tmp_path / "faulty.csv", index=False)
+    assert main(["evaluate", str(bundle_dir), str(tmp_path / "faulty.csv"), "--label-column", "anomaly"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("false-alarm rate"))
+    assert row.split()[-2:] == ["-", "-"]

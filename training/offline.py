@@ -181,10 +181,11 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
     """Detection metrics of the ``anomaly`` (score >= 1) and ``alert`` bases against 0/1 ``labels``.
 
     Each machine's rows before its first full window cannot be judged and are left out (counted in
-    ``not_judged``). From there on every row counts: a row with no score of its own (the first rows
-    after a gap restarted the window) raised no anomaly, and its alert state is the one the offline
-    alert machine carries (across a gap shorter than ``rules.stale_after``: a longer one ends an alert, as
-    the daemon's silence does).
+    ``not_judged``). From there on every reading of the file counts (a grid row the cleaning filled
+    into a short gap is scored, as live, but is no row of the file: not counted): a row with no
+    score of its own (the first rows after a gap restarted the window) raised no anomaly, and its
+    alert state is the one the offline alert machine carries (across a gap shorter than
+    ``rules.stale_after``: a longer one ends an alert, as the daemon's silence does).
     Leaving those rows out too dropped a fault that fell in them from the events, so it was neither
     caught nor missed. ``f1_best`` says which threshold would have maximized F1 (a diagnosis, never
     used to set one). With several machines the metrics are pooled over them (counts summed, events
@@ -192,10 +193,11 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
     """
     scores, alert, data = scored.scores, scored.alert, scored.data
     judged = np.isfinite(scores.score)
+    real = _read(data)
     counted = np.zeros(len(data), dtype=bool)
     per_asset = {}
     for asset, rows in data.blocks():
-        ok = np.maximum.accumulate(judged[rows])  # from the machine's first scored row on
+        ok = np.maximum.accumulate(judged[rows]) & real[rows]  # from the machine's first scored row on
         counted[rows] = ok
         times, lab = data.times[rows][ok], labels[rows][ok]
         per_asset[asset] = {
@@ -205,19 +207,33 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
         }
     result = {
         "rows": int(counted.sum()),
-        "not_judged": {"rows": int((~counted).sum()), "anomalous_rows": int(labels[~counted].astype(bool).sum())},
+        "not_judged": {"rows": int((~counted & real).sum()),
+                       "anomalous_rows": int(labels[~counted & real].astype(bool).sum())},
         "threshold": bundle.threshold_,
         "anomaly": pool_metrics([m["anomaly"] for m in per_asset.values()]),
         "alert": pool_metrics([m["alert"] for m in per_asset.values()]),
     }
     if data.assets is not None:
         result["assets"] = per_asset
-    if labels[judged].any():
-        best_score, best_f1 = best_f1_threshold(scores.score[judged], labels[judged])
+    if labels[judged & real].any():
+        best_score, best_f1 = best_f1_threshold(scores.score[judged & real], labels[judged & real])
         # with a drift rule each row's line is widened differently: only the score level is meaningful
         threshold = None if bundle.drift_rule is not None else best_score * bundle.threshold_
         result["f1_best"] = {"score": best_score, "threshold": threshold, "f1": best_f1}
     return result
+
+
+def _read(data: SensorData) -> np.ndarray:
+    """Per row of ``data``, whether it is a reading of the file: not a grid row the cleaning filled
+    into a short gap. Those are scored (the daemon fills them too), but ``evaluate`` counted them
+    as rows of the file, with the label of the reading before them (a walk: 6,000 rows judged in a
+    file of 5,996)."""
+    if data.source_times is None:
+        return np.ones(len(data), dtype=bool)
+    rows = data.rows_of(data.source_times, data.source_assets)
+    real = np.zeros(len(data), dtype=bool)
+    real[rows[rows >= 0]] = True
+    return real
 
 
 def _undefined(m: dict) -> set[str]:
@@ -228,6 +244,8 @@ def _undefined(m: dict) -> set[str]:
         out |= {"recall", "f1", "missed_alarm_rate", "event_recall"}
     if m.get("tp", 0) + m.get("fp", 0) == 0:  # no row alarmed
         out |= {"precision", "f1"} if "recall" in out else {"precision"}
+    if m.get("fp", 0) + m.get("tn", 0) == 0:  # no row labelled normal: "false-alarm rate 0.000" (a walk)
+        out.add("false_alarm_rate")
     return out
 
 
@@ -263,7 +281,8 @@ def format_evaluation(result: dict) -> str:
         for asset, m in result["assets"].items():
             a = m["alert"]
             f1 = "-" if "f1" in _undefined(a) else f"{a['f1']:.3f}"  # (most of a fleet has no labelled fault)
-            lines.append(f"  {asset[:18]:18}{m['rows']:>8}{f1:>8}{a['false_alarm_rate']:>13.3f}"
+            far = "-" if "false_alarm_rate" in _undefined(a) else f"{a['false_alarm_rate']:.3f}"
+            lines.append(f"  {asset[:18]:18}{m['rows']:>8}{f1:>8}{far:>13}"
                          f"{a['events_detected']:>5}/{a['events']:<3}")
     if "f1_best" in result:
         best = result["f1_best"]

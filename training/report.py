@@ -107,7 +107,9 @@ def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: n
         return []  # shorter than one window: nothing was scored, so nothing to plot
     labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
     rules = bundle_rules(rules or default_rules(bundle), bundle)  # (the bundle's raise, as `score`)
-    return [_save(plot_reconstructions(scorer, values, scores, x), out_dir / f"reconstructions{tag}.png"),
+    mask, alert_mask = step_masks(segments, bundle.window, bundle.hop, bundle.alert_hop)
+    _, judged = judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule, alive, alert_mask)
+    return [_save(plot_reconstructions(scorer, values, scores, x, judged), out_dir / f"reconstructions{tag}.png"),
             _save(plot_scores(bundle, scores, segments, x, labels, rules, alive), out_dir / f"scores{tag}.png")]
 
 
@@ -148,16 +150,21 @@ def plot_calibration(bundle: Bundle) -> Any:
     return fig
 
 
-def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: np.ndarray) -> Any:
+def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: np.ndarray,
+                         score: np.ndarray | None = None) -> Any:
     """Original vs reconstruction of the lowest-, median- and highest-score windows.
+
+    ``score``: the scores as ``score`` writes them (divided by the drift widening; default the
+    scorer's own): the titles showed the undivided one, 8.04 where the scores file said 7.98 (a walk).
 
     Rows are the channels contributing most to the highest-score window (what explains the worst
     case), the same in every column so the three windows compare directly.
     """
     from matplotlib.figure import Figure
 
-    valid = np.flatnonzero(np.isfinite(scores.score))
-    ranked = valid[np.argsort(scores.score[valid], kind="stable")]
+    score = scores.score if score is None else score
+    valid = np.flatnonzero(np.isfinite(score))
+    ranked = valid[np.argsort(score[valid], kind="stable")]
     picks = [("lowest", ranked[0]), ("median", ranked[len(ranked) // 2]), ("highest", ranked[-1])]
     window = scorer.window
     ends = np.array([end for _, end in picks])
@@ -177,7 +184,7 @@ def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: 
             ax.set_ylabel(f"{scorer.channels[ch]}\n({share:.0%} of error)", fontsize=9)
             ax.tick_params(labelsize=8)
             if row == 0:
-                title = f"{name} score: {scores.score[end]:.3g}\nwindow ending {_fmt(x[end])}"
+                title = f"{name} score: {score[end]:.3g}\nwindow ending {_fmt(x[end])}"
                 ax.set_title(title, fontsize=10)
         axes[-1, col].tick_params(axis="x", labelrotation=30)
     axes[0, 0].legend(loc="best", fontsize=8)
@@ -213,7 +220,15 @@ def plot_scores(
     top.set_title(f"Anomaly score over time: {int(np.nansum(score >= 1))} rows at or above 1.0")
     top.legend(loc="upper left", fontsize=9)
     _plot_shares(bottom, x, scores.channel_error, bundle.channels, bundle.window)
-    bottom.set_xlabel("time")
+    if np.asarray(x).dtype.kind == "M":  # the month and year beside the ticks, the zone in the label (a walk:
+        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # "02 00:00" read as local time)
+
+        locator = AutoDateLocator()
+        bottom.xaxis.set_major_locator(locator)
+        bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        bottom.set_xlabel("time (UTC)")
+    else:
+        bottom.set_xlabel("time")
     bottom.tick_params(axis="x", labelrotation=20)
     return fig
 
