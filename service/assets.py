@@ -191,7 +191,9 @@ class AssetAlerts(CarriedStates):
         if event.fault:
             self.metrics.sensor_faults.labels(event.kind).inc()
         self.publisher.sensor(asset, event, self._model())
-        self.publish_state(asset, event.ts)  # reading time (it was the clock's before any window was scored)
+        # the latest scored window's time, as every state (a later one went backwards when the batch
+        # scored after it); before any window the reading's, not the clock's (found in a walk)
+        self.publish_state(asset, self._latest[asset][0] if asset in self._latest else event.ts)
 
     def _model(self) -> tuple[str, str]:
         b = self.current()

@@ -111,7 +111,8 @@ class Settings:
     keepalive_s: int = setting(30, "MQTT keep-alive, seconds", flag=False)
     metrics_host: str = setting("127.0.0.1", "address of the HTTP server (`/metrics`, `/healthz`, `/readyz`)")
     metrics_port: int = setting(10100, "its port")
-    max_assets: int = setting(1000, "assets tracked at most (caps memory and per-asset metric labels)")
+    max_assets: int = setting(1000, "assets tracked at most (caps memory and per-asset metric labels; one none "
+                              "of whose readings was taken yet gives its slot to a new one)")
     max_payload_bytes: int = setting(65536, "larger messages are rejected", flag=False)
     max_samples_per_message: int = setting(1000, "larger batches are rejected", flag=False)
     max_future_s: float = setting(3600.0, "readings stamped further ahead of this machine's clock, and of their "

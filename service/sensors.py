@@ -257,6 +257,7 @@ class SensorWatch:
         """End every open fault (the new bundle checks no sensors): ``sensor_ok`` for each."""
         events = [SensorEvent(kind, rules_channels[j], False, ts, math.nan) for kind, j in sorted(self.open)]
         self.open.clear()
+        self.in_range = [0] * len(self.in_range)  # (a fault after a swap back counts afresh: found by review)
         return events
 
     def faulted(self) -> tuple[int, ...]:

@@ -161,10 +161,8 @@ class Buffers:
         if state is None:
             if (floor := self.floors.get(asset)) is not None and ts <= floor:
                 return "duplicate_ts" if ts == floor else "out_of_order"
-            if len(self._assets) >= self.max_assets:
-                if not self._untaken:
-                    return "too_many_assets"
-                self.forget(next(iter(self._untaken)))
+            if len(self._assets) >= self.max_assets and not self._untaken:
+                return "too_many_assets"
         elif ts <= state.last_ts:  # seen before (a redelivery) or really older than what came already
             return "duplicate_ts" if ts == state.last_ts or (state.times == ts).any() else "out_of_order"
         row: list[float] | None = None
@@ -180,6 +178,8 @@ class Buffers:
                     return "unknown_channel"
             row = [values.get(c, NAN) for c in self.channels]
         if state is None:
+            if len(self._assets) >= self.max_assets:  # (a reading refused above evicts nothing)
+                self.forget(next(iter(self._untaken)))
             state = self._assets[asset] = _Asset(self.window, len(self.channels))
             self._untaken[asset] = None
             self.floors.pop(asset, None)  # taken: its last_ts guards from here
@@ -191,11 +191,12 @@ class Buffers:
                 # its readings were dropped as resampled for minutes
                 if rate is not None and rate[0] is not None and ts >= rate[0]:
                     state.cleaner.seen_ts, state.cleaner.step_avg, state.cleaner.steps = rate
-            self._queue(asset, [SensorEvent("silent", None, False, ts, NAN)])  # ends a silent fault if one is open
+        mark = len(self.sensor_events)  # where the asset's return goes, before this reading's faults
         rate = state.cleaner.admit(ts, self.policy)
         if rate is not None:  # faster than the model's grid (resampled) or too slow: not taken
             self._stamp(state, ts)
             state.seen = received  # the asset is alive
+            self._heard(asset, ts, mark)
             return rate
         before = after = ()
         if self.sensors is not None:
@@ -203,7 +204,7 @@ class Buffers:
             self._queue(asset, state.watch.step(ts, row, self.sensors))  # may hold a faulted channel's value
             after = state.watch.faulted()
             if after:  # a fault announced: the asset is known, and its fault ends with its silence
-                self._untaken.pop(asset, None)
+                self._heard(asset, ts, mark)
         elif state.watch.open:  # a hot swap to a bundle without sensor limits: the open faults end
             self._queue(asset, state.watch.close_all(ts, self.channels))
         made = state.cleaner.step(ts, row, self.policy)
@@ -217,11 +218,11 @@ class Buffers:
                 state.fault_row = [NO_FAULT] * len(self.channels)
                 self.gaps += 1
             self._write(asset, state, t, kept, received, after if k == last else before)
+            if self._untaken:  # (a row written: the asset is served, even if this reading drops)
+                self._heard(asset, ts, mark)
         kept = made[-1][1]
         if kept is None:
             return "missing_channel"  # not "seen": an asset whose readings are all dropped goes stale
-        if state.last is None:
-            self._untaken.pop(asset, None)
         state.last = kept
         state.seen = received
         return None
@@ -257,6 +258,18 @@ class Buffers:
         while len(self.sensor_events) > events:
             self.sensor_events.pop()
         return taken
+
+    def _heard(self, asset: str, ts: float, mark: int) -> None:
+        """The asset is heard from: a reading taken, refused only for its rate, or a sensor fault
+        opened. Its first such reading ends a ``silent`` fault if one is open (the event goes before
+        the reading's own, at ``mark``); until then it holds no slot (:attr:`_untaken`). A returning
+        asset whose readings were all dropped ended its silent fault, then went quiet unsaid, its
+        retained state ``normal`` for good (found by review)."""
+        if self._untaken.pop(asset, 0) is None:
+            if len(self.sensor_events) < SENSOR_EVENTS_MAX:
+                self.sensor_events.insert(mark, (asset, SensorEvent("silent", None, False, ts, NAN)))
+            else:
+                self.sensor_events_dropped += 1
 
     @staticmethod
     def _stamp(state: _Asset, ts: float) -> None:

@@ -661,3 +661,49 @@ def test_a_state_published_for_a_sensor_fault_carries_its_reading_time(tiny_bund
     assert [(e["state"], e["kind"], e["ts"]) for e in events] == [("sensor_fault", "out_of_range", iso(stamp))]
     states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
     assert states and states[-1]["ts"] == iso(stamp)
+
+
+def test_a_silent_asset_back_with_no_usable_reading_stays_silent(tiny_bundle):
+    """Found by review: back from a silence with a reading that was dropped (a channel missing), an
+    asset ended its silent fault and was retained ``normal``; quiet again, it went unsaid, its
+    state ``normal`` for good. It is back once a reading of it is taken."""
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    daemon.ingest.handle(client, message("pump-1", T0))
+    daemon.publish_sensor_faults()
+    daemon.housekeeping(time.monotonic() + 61)  # silent: a silent fault, its state stale
+    client.published.clear()
+    daemon.ingest.handle(client, message("pump-1", T0 + 500, a=1.0, b=2.0))  # c missing: dropped
+    daemon.publish_sensor_faults()
+    daemon.housekeeping(time.monotonic() + 200)  # quiet again: forgotten, still awaited
+    assert client.published == [] and value(daemon, "sensorguard_assets_silent") == 1
+    daemon.ingest.handle(client, message("pump-1", T0 + 900))  # a reading taken: back
+    daemon.publish_sensor_faults()
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["kind"], e["ts"]) for e in events] == [("sensor_ok", "silent", iso(T0 + 900))]
+    assert value(daemon, "sensorguard_assets_silent") == 0
+
+
+def test_the_retained_states_time_never_goes_back_when_a_fault_opens_ahead_of_its_windows(tiny_bundle):
+    """Found by review: sensor faults are published before the batch their reading's windows are
+    scored in; a state stamped with the fault's reading (60) was followed by the windows' (43)."""
+    from dataclasses import replace
+    from datetime import datetime
+
+    from sensorguard.service.sensors import ChannelLimits, SensorRules
+
+    limits = tuple(ChannelLimits(-100.0, 100.0, None) for _ in tiny_bundle.channels)
+    daemon, client = make(replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5)))
+    for lo, hi in ((0, 20), (20, 41), (41, 61)):
+        for i in range(lo, hi):
+            b = 500.0 if i in (40, 60) else float(i % 2)
+            daemon.ingest.handle(client, message("pump-1", T0 + i, a=float(i % 3), b=b, c=3.0))
+        batch, _ = daemon.ingest.next_batch(0.0)
+        daemon.publish_sensor_faults()
+        if hi < 61:
+            daemon.score_batch(batch)  # (the untrained model alerts)
+        else:
+            for window in batch:  # the windows before the fault at 60 score low: the alert clears
+                daemon.alerts.apply("pump-1", window.ts, 0.0, [])
+    stamps = [datetime.fromisoformat(json.loads(p)["ts"].replace("Z", "+00:00")).timestamp()
+              for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
+    assert len(stamps) >= 3 and stamps == sorted(stamps), [s - T0 for s in stamps]

@@ -343,6 +343,45 @@ def test_excel_exports_in_the_plants_locale_are_read(tmp_path):
     assert not any("time order" in n for n in notes), notes
 
 
+def test_the_reader_of_plant_exports_leaves_ids_times_and_encodings_as_written(tmp_path):
+    """Found by a review of the reader above: each case read wrong in silence or was refused."""
+    import zipfile
+
+    stamps = pd.date_range("2026-02-01", periods=240, freq="1s", tz="UTC")
+    epochs = [int(t.timestamp()) for t in stamps]
+    temp = [f"{20 + (i % 9) / 10:.1f}".replace(".", ",") for i in range(240)]
+    # epoch seconds with one "--" in a decimal-comma file: read as nanoseconds of 1970, or refused
+    rows = [f"{'--' if i == 50 else e};{v}" for i, (e, v) in enumerate(zip(epochs, temp, strict=True))]
+    (tmp_path / "dash.csv").write_text("time;temp\n" + "\n".join(rows) + "\n")
+    dash = load_frame([tmp_path / "dash.csv"])
+    assert dash.times[0] == epochs[0] and any("(e.g. '--')" in n for n in dash.notes)
+    # epoch milliseconds under a units row: "unparseable timestamps" or read as seconds of 1970
+    rows = [f"{e * 1000};{v}" for e, v in zip(epochs, temp, strict=True)]
+    (tmp_path / "ms.csv").write_text("time;temp\nms;°C\n" + "\n".join(rows) + "\n")
+    assert load_frame([tmp_path / "ms.csv"]).times[0] == epochs[0]
+    # an asset id 101 beside K-7 stays 101 (it became 101.0: no longer the live asset id)
+    rows = [f"{t:%d.%m.%Y %H:%M:%S};{['101', 'K-7'][i % 2]};{v}" for i, (t, v) in enumerate(zip(stamps, temp,
+                                                                                               strict=True))]
+    (tmp_path / "ids.csv").write_text("Zeit;asset;Temp\n" + "\n".join(rows) + "\n")
+    assert sorted(set(load_frame([tmp_path / "ids.csv"]).assets)) == ["101", "K-7"]
+    # UTF-8 with a line of Windows-1252 past the sample: the UTF-8 header stays right
+    body = "".join(f"{t:%Y-%m-%d %H:%M:%S};{v}\n" for t, v in zip(stamps, temp, strict=True))
+    hours = pd.date_range("2026-01-01", periods=4000, freq="1s")  # (past the 64 KiB sample)
+    filler = "".join(f"{t:%Y-%m-%d %H:%M:%S};{v}\n" for t, v in zip(hours, temp * 17, strict=False))
+    late = "2026-01-02 00:00:00;20,0 °\n".encode("cp1252")
+    (tmp_path / "appended.csv").write_bytes(("Zeit;Temp °C\n" + filler).encode() + late)
+    assert load_frame([tmp_path / "appended.csv"]).channels == ("Temp °C",)
+    # a workbook saved as .csv: one line, not the workbook's bytes as column names
+    with zipfile.ZipFile(tmp_path / "book.csv", "w") as book:
+        book.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(DataError, match="a zip archive .* save it as CSV"):
+        load_frame([tmp_path / "book.csv"])
+    # a zipped CSV, which pandas reads: its header was read from the compressed bytes
+    with zipfile.ZipFile(tmp_path / "plant.csv.zip", "w") as archive:
+        archive.writestr("plant.csv", "Zeit;Temp °C\n" + body)
+    assert load_frame([tmp_path / "plant.csv.zip"]).channels == ("Temp °C",)
+
+
 def test_a_channel_without_any_value_is_named_when_nothing_is_left(tmp_path):
     """``--channels temp,empty`` with ``empty`` blank in every row: "no complete rows" named
     ``temp``'s one bad cell and never the channel that emptied every row (a walk)."""

@@ -57,6 +57,11 @@ def test_an_asset_none_of_whose_readings_was_taken_holds_no_slot_and_ends_unsaid
     assert taker.metrics.assets._value.get() == 2
     taker.take("sensors/junk-9/readings", reading(T0, a=None))  # refused too: no slot is untaken now
     assert taker.buffers.assets() == ["pump-1", "pump-2"]
+    full = ingest(max_assets=2)
+    full.take("sensors/pump-1/readings", reading(T0))
+    full.take("sensors/pump-2/readings", reading(T0, a=None))  # untaken so far
+    assert full.take("sensors/bogus/readings", reading(T0, z=1.0))[0] == ["unknown_channel"]
+    assert full.buffers.assets() == ["pump-1", "pump-2"]  # a refused reading evicts nothing (found by review)
     quiet = ingest(max_assets=2)
     quiet.take("sensors/junk/readings", reading(T0, a=None))
     quiet.take("sensors/pump-1/readings", reading(T0))

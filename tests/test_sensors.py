@@ -310,3 +310,15 @@ def test_the_training_range_round_trips_through_the_bundle_and_old_bundles_stick
 def test_a_bad_training_range_in_a_bundle_is_refused(seen):
     with pytest.raises(ValueError, match="seen"):
         SensorRules.from_dict({"a": {"low": 0.0, "high": 10.0, "stuck_after": 3, "seen": seen}}, ("a",), 5)
+
+
+def test_a_hot_swap_that_ends_an_out_of_range_fault_leaves_no_count_behind():
+    """Found by review: close_all kept the readings counted back in range, so after a swap back the
+    next out_of_range fault ended after one reading in range instead of BACK_IN_RANGE."""
+    rules = SensorRules(("b",), (ChannelLimits(0.0, 10.0, None),), fill_limit=1)
+    watch = SensorWatch(1)
+    for i, v in enumerate([11.0, 5.0, 6.0]):
+        watch.step(float(i), [v], rules)
+    watch.close_all(3.0, rules.channels)
+    seen = [kinds(watch.step(float(4 + i), [v], rules)) for i, v in enumerate([12.0, 5.0, 5.0, 5.0])]
+    assert seen == [[("out_of_range", True)], [], [], [("out_of_range", False)]]

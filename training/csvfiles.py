@@ -49,9 +49,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     notes: list[str] = []
-    with _open_binary(path) as fh:  # pandas reads .gz/.bz2/.xz itself; the sample must be the text too
+    with _open_binary(path) as fh:  # pandas reads .gz/.bz2/.xz/.zip itself; the sample must be the text too
         raw = fh.read(SAMPLE_BYTES)
+    if raw.startswith(b"PK\x03\x04"):
+        raise DataError(f"{path}: a zip archive (an Excel workbook?), not CSV text: save it as CSV")
     encoding = _encoding(raw)
+    if encoding != "utf-16" and b"\x00" in raw:
+        raise DataError(f"{path}: binary data, not CSV text (an Excel workbook or another program's file?)")
     sample = codecs.getincrementaldecoder(encoding)(errors="replace").decode(raw)
     if not sample.strip():
         raise DataError(f"{path}: file is empty")
@@ -59,20 +63,35 @@ def _read_csv(path: Path) -> pd.DataFrame:
     decimal = _sniff_decimal(sample, sep)
     try:
         frame = pd.read_csv(path, sep=sep, decimal=decimal, low_memory=False, encoding=encoding)
-    except UnicodeDecodeError:  # UTF-8 in the sample, another encoding further down (a file appended to)
-        encoding = "cp1252"
-        frame = pd.read_csv(path, sep=sep, decimal=decimal, low_memory=False, encoding=encoding,
+    except UnicodeDecodeError:  # UTF-8 in the sample, bytes of another encoding further down (a file
+        frame = pd.read_csv(path, sep=sep, decimal=decimal, low_memory=False, encoding=encoding,  # appended to)
                             encoding_errors="replace")
+        notes.append("bytes that are not UTF-8 after the first 64 KiB, read as \ufffd (lines appended in another "
+                     "encoding?)")  # (all of it re-read as Windows-1252 garbled the UTF-8 header: a review)
     if encoding == "cp1252":  # read as UTF-8 it was refused ("'utf-8' codec can't decode byte 0xb0"): a walk
         notes.append("not UTF-8 text: read as Windows-1252 (Excel's CSV export in a Western locale)")
     if decimal == ",":
         _decimal_comma_cells(frame)
     frame, units = _without_units_rows(frame)
     if units:
+        _numbers_again(frame)
         notes.append(f"{len(units)} row{'s' if len(units) > 1 else ''} under the header with no numbers left out "
                      f"(units? {', '.join(repr(u) for u in units[0][:4])}{', ...' if len(units[0]) > 4 else ''})")
     frame.attrs["notes"] = notes
     return frame
+
+
+def _numbers_again(frame: pd.DataFrame) -> None:
+    """Text columns whose every cell is a number, as numbers (in place): what pandas makes of a
+    column without the units row above it. Left text, an epoch time column under ``ms`` was
+    "unparseable timestamps", or read as nanoseconds (found by review)."""
+    for col in frame.columns:
+        column = frame[col]
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            continue
+        numbers = pd.to_numeric(column, errors="coerce")
+        if numbers.notna().any() and (numbers.notna() | column.isna()).all():
+            frame[col] = numbers
 
 
 def _without_units_rows(frame: pd.DataFrame, most: int = 3) -> tuple[pd.DataFrame, list[list[str]]]:
@@ -103,6 +122,14 @@ def _open_binary(path: Path):
     import gzip
     import lzma
 
+    if path.suffix.lower() == ".zip":  # one CSV in it, as pandas reads it
+        import zipfile
+
+        archive = zipfile.ZipFile(path)
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        if len(names) != 1:
+            raise DataError(f"{path}: a zip archive must hold one CSV file, found {len(names)}")
+        return archive.open(names[0])
     opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower())
     return path.open("rb") if opener is None else opener(path, "rb")
 
@@ -141,7 +168,8 @@ def _sniff_decimal(sample: str, sep: str) -> str:
     return "," if sep == ";" and len(commas) > point else "."
 
 
-COMMA_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?")  # 20,5 / 1.198,2 / 1.198
+# 20,5 / 1.198,2 / 1.198; not a plain 101 (an asset id, an epoch time: left as pandas reads them)
+COMMA_NUMBER = re.compile(r"[+-]?(?:[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?|\d+,\d+)")
 
 
 def _decimal_comma_cells(frame: pd.DataFrame) -> None:
@@ -162,3 +190,5 @@ def _decimal_comma_cells(frame: pd.DataFrame) -> None:
         cells = column.astype(object).to_numpy(copy=True)
         cells[hit] = pd.to_numeric(plain, errors="coerce").to_numpy(dtype=np.float64)
         frame[col] = pd.Series(cells, index=frame.index, dtype=object)
+        if (hit | column.isna().to_numpy()).all():  # every cell a number: a number column, as pandas makes one
+            frame[col] = pd.to_numeric(frame[col])

@@ -68,6 +68,11 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
     Excel serial dates (days since 1899-12-30) when they are days of 2000-2100 minutes apart."""
     if not len(column):
         raise DataError(f"{name}: no data rows (a header only)")
+    written = column  # (what a bad stamp's note quotes)
+    if not pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_datetime64_any_dtype(column):
+        numbers = pd.to_numeric(column, errors="coerce")  # epoch stamps with a "--" among them: text to pandas
+        if numbers.notna().mean() > 0.5:  # ("300 unparseable timestamps (e.g. '1767225600')": found by review)
+            column = numbers.where(numbers.notna(), np.nan).astype(np.float64)
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         secs = column.to_numpy(dtype=np.float64)
         size = np.nanmedian(np.abs(secs)) if np.isfinite(secs).any() else 0.0
@@ -85,13 +90,13 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
         secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
     bad = ~np.isfinite(secs)
     if bad.mean() > 0.01 or bad.all():
-        example = column[bad].astype(str).iloc[0] if bad.any() else "?"
+        example = written[bad].astype(str).iloc[0] if bad.any() else "?"
         raise DataError(f"{name}: {int(bad.sum())} unparseable timestamps in column {tcol!r} (e.g. {example!r})")
     if bad.any():
         secs = secs.copy()
         secs[bad] = np.nan
         if notes is not None:  # those rows are dropped: say so
-            example = column[bad].astype(str).iloc[0]
+            example = written[bad].astype(str).iloc[0]
             notes.append(f"{int(bad.sum())} row{'s' if bad.sum() > 1 else ''} with unparseable timestamps in column "
                          f"{tcol!r} left out "
                          f"(e.g. {example!r})")
