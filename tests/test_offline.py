@@ -143,7 +143,7 @@ def test_evaluate_counts_a_fault_that_falls_where_a_gap_restarted_the_window(tin
     anomaly = result["anomaly"]
     assert anomaly["events"] == 1 and anomaly["events_detected"] == 0
     assert anomaly["tp"] + anomaly["fn"] == 11
-    assert result["not_judged"] == {"rows": 15, "anomalous_rows": 0}  # the first window's leading rows
+    assert result["not_judged"] == {"rows": 15, "anomalous_rows": 0, "removed_rows": 0}  # the first window's
     assert result["rows"] == len(frame) - 15
 
 
@@ -296,6 +296,11 @@ def test_evaluate_counts_the_rows_of_the_file_not_the_rows_the_cleaning_filled_i
     assert result["rows"] == len(frame) - first
     assert result["anomaly"]["tp"] == int(((labels == 1) & (alarmed == 1)).sum())
     assert result["anomaly"]["tp"] + result["anomaly"]["fn"] == int(labels.sum())
+    twice = pd.concat([frame, frame.iloc[[90]]]).sort_values("timestamp", kind="stable")  # a repeated stamp
+    twice.to_csv(tmp_path / "twice.csv", index=False)
+    assert main(["evaluate", str(bundle_dir), str(tmp_path / "twice.csv"), "--label-column", "anomaly", "--json"]) == 0
+    left = json.loads(capsys.readouterr().out)["not_judged"]
+    assert left["removed_rows"] == 1 and left["rows"] + left["removed_rows"] + result["rows"] == len(twice)
     frame.assign(anomaly=1).to_csv(tmp_path / "faulty.csv", index=False)
     assert main(["evaluate", str(bundle_dir), str(tmp_path / "faulty.csv"), "--label-column", "anomaly"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("false-alarm rate"))

@@ -208,7 +208,11 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
     result = {
         "rows": int(counted.sum()),
         "not_judged": {"rows": int((~counted & real).sum()),
-                       "anomalous_rows": int(labels[~counted & real].astype(bool).sum())},
+                       "anomalous_rows": int(labels[~counted & real].astype(bool).sum()),
+                       # rows of the file with no row here (repeated stamps, rows still empty after
+                       # filling, readings off the rate): the judged and left-out rows did not add up
+                       # to the file's, and only a note said why (a walk)
+                       "removed_rows": 0 if data.source_times is None else int(len(data.source_times) - real.sum())},
         "threshold": bundle.threshold_,
         "anomaly": pool_metrics([m["anomaly"] for m in per_asset.values()]),
         "alert": pool_metrics([m["alert"] for m in per_asset.values()]),
@@ -263,6 +267,8 @@ def format_evaluation(result: dict) -> str:
     left = result.get("not_judged", {})
     before = (f"; {left['rows']} rows before the first full window left out ({left['anomalous_rows']} labeled "
               "anomalous)" if left.get("rows") else "")
+    if left.get("removed_rows"):
+        before += f"; {left['removed_rows']} rows removed by the cleaning (the notes say which)"
     lines = [
         f"{result['rows']} rows judged, threshold {result['threshold']:.4g}{before}",
         f"{'':20}{'anomaly':>10}{'alert':>10}",
