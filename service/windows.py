@@ -10,8 +10,9 @@ The checks that need per-asset state live here, not in the parser: channel names
 model, timestamp order, cleaning (:mod:`sensorguard.service.cleaning`) and the cap on distinct
 assets. A reading rejected for its channels or order leaves the asset untouched (and takes no
 slot); one dropped by cleaning (``missing_channel``) still advances the asset's time and fill
-sources, as offline, but does not count as hearing from it: an asset whose readings are all
-dropped goes stale.
+sources, as offline, but does not count as hearing from it (``Buffers._heard``): a known asset
+whose readings are all dropped goes stale, a new one gives its slot to the next new asset and
+goes quiet unsaid.
 
 Storage is a ``(2 * window, C)`` array in which each sample is written twice, at ``p`` and
 ``p + window``, so the latest window is always the contiguous rows ``p + 1 .. p + window``: a
@@ -133,10 +134,8 @@ class Buffers:
         self.gaps = 0
         self._known = frozenset(channels)
         self._assets: dict[str, _Asset] = {}
-        # assets none of whose readings was taken yet (oldest first): a new asset takes the slot of
-        # the oldest when all are used, and they go without a word when quiet. Junk that was all
-        # rejected (missing_channel) held slots for minutes, shut real assets out as too_many_assets
-        # and left a silent fault and a retained stale state per made-up asset (a walk)
+        # assets not heard from yet (_heard), oldest first: their slots go to new assets. Junk all
+        # dropped as missing_channel shut real assets out as too_many_assets (a walk)
         self._untaken: dict[str, None] = {}
         # asset -> the last window the previous run judged (state.judged_times): its readings up to
         # then are refused until a newer one comes, as they would have been without the restart
@@ -260,11 +259,9 @@ class Buffers:
         return taken
 
     def _heard(self, asset: str, ts: float, mark: int) -> None:
-        """The asset is heard from: a reading taken, refused only for its rate, or a sensor fault
-        opened. Its first such reading ends a ``silent`` fault if one is open (the event goes before
-        the reading's own, at ``mark``); until then it holds no slot (:attr:`_untaken`). A returning
-        asset whose readings were all dropped ended its silent fault, then went quiet unsaid, its
-        retained state ``normal`` for good (found by review)."""
+        """The asset is heard from (a reading taken, refused for its rate, or opening a fault): its
+        first such reading ends a ``silent`` fault if one is open (before the reading's own events,
+        at ``mark``), not any reading (one back with dropped readings went ``normal`` for good)."""
         if self._untaken.pop(asset, 0) is None:
             if len(self.sensor_events) < SENSOR_EVENTS_MAX:
                 self.sensor_events.insert(mark, (asset, SensorEvent("silent", None, False, ts, NAN)))
