@@ -323,11 +323,11 @@ def test_stalled_network_is_detected_by_keepalive_and_nothing_is_lost(mosquitto,
     proxy.close()
 
 
-def stalled_daemon(mosquitto, trained_dir, version: str = "5", pause_s: float | None = None):
+def stalled_daemon(mosquitto, trained_dir, version: str = "5", pause_s: float | None = None, keepalive_s: int = 1):
     """A daemon at keep-alive 1 s and ``batch_max`` 1 whose scorer waits for the returned event
     before each batch (``pause_s``: sleeps that long instead: a slow scorer, never stalled)."""
     daemon, url = start_daemon({"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0,
-                                "client_id": client_id("sg-stall"), "keepalive_s": 1, "batch_max": 1,
+                                "client_id": client_id("sg-stall"), "keepalive_s": keepalive_s, "batch_max": 1,
                                 "mqtt_version": version})
     release = threading.Event()
     take = daemon.ingest.next_batch
@@ -383,8 +383,9 @@ def test_a_slow_scorer_keeps_the_connection(mosquitto, trained_dir):
     """A scorer that takes 0.15 s per batch is never stalled, only slow: room for one more
     reading comes again and again within the wait. The reader that waited for it message after
     message sent nothing for seconds and was dropped (found by review); now each wait is a trip
-    round paho's loop, which pings."""
-    daemon, url, _ = stalled_daemon(mosquitto, trained_dir, pause_s=0.15)
+    round paho's loop, which pings. Keep-alive 2 s here (a 3 s grace): with the fix in place, a CI
+    run on two busy cores once missed keep-alive 1's 1.5 s grace (session 51)."""
+    daemon, url, _ = stalled_daemon(mosquitto, trained_dir, pause_s=0.15, keepalive_s=2)
     pub = Publisher(mosquitto)
     try:
         since = daemon.connection.connected_since
