@@ -214,6 +214,8 @@ class SensorWatch:
             if ("out_of_range", j) in self.open:  # open until BACK_IN_RANGE readings in range in a row
                 self.in_range[j] = 0 if outside else self.in_range[j] + present
                 outside = outside or self.in_range[j] < BACK_IN_RANGE
+            else:
+                self.in_range[j] = 0  # (after a fault ended, or all of them with close_all: counted afresh)
             faults = (
                 ("stuck", present and lim.stuck_after is not None and self.still[j] + 1 >= lim.stuck_after
                  and lim.can_stick(value)),
@@ -224,8 +226,6 @@ class SensorWatch:
                 if now != ((kind, j) in self.open) and (now or present or kind == "missing"):
                     (self.open.add if now else self.open.discard)((kind, j))
                     events.append(SensorEvent(kind, rules.channels[j], now, ts, value))
-            if self.in_range[j] and ("out_of_range", j) not in self.open:
-                self.in_range[j] = 0  # (ended: the next fault counts afresh)
             if ("out_of_range", j) in self.open or ("missing", j) in self.open:
                 # held at its last plausible value; a channel dead since the watch began (a restart,
                 # a new asset) has none: held inside its limits (the scorer imputes it anyway), or
@@ -257,7 +257,6 @@ class SensorWatch:
         """End every open fault (the new bundle checks no sensors): ``sensor_ok`` for each."""
         events = [SensorEvent(kind, rules_channels[j], False, ts, math.nan) for kind, j in sorted(self.open)]
         self.open.clear()
-        self.in_range = [0] * len(self.in_range)  # (a fault after a swap back counts afresh: found by review)
         return events
 
     def faulted(self) -> tuple[int, ...]:

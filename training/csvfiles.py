@@ -73,8 +73,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if decimal == ",":
         _decimal_comma_cells(frame)
     frame, units = _without_units_rows(frame)
-    if units:
+    if units or decimal == ",":  # (a column now all numbers is a number column, as pandas makes one)
         _numbers_again(frame)
+    if units:
         notes.append(f"{len(units)} row{'s' if len(units) > 1 else ''} under the header with no numbers left out "
                      f"(units? {', '.join(repr(u) for u in units[0][:4])}{', ...' if len(units[0]) > 4 else ''})")
     frame.attrs["notes"] = notes
@@ -83,8 +84,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _numbers_again(frame: pd.DataFrame) -> None:
     """Text columns whose every cell is a number, as numbers (in place): what pandas makes of a
-    column without the units row above it. Left text, an epoch time column under ``ms`` was
-    "unparseable timestamps", or read as nanoseconds (found by review)."""
+    column without the units row above it, or of decimal commas it could not read. Left text, an
+    epoch time column under ``ms`` was "unparseable timestamps", or read as nanoseconds (a review)."""
     for col in frame.columns:
         column = frame[col]
         if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
@@ -190,5 +191,3 @@ def _decimal_comma_cells(frame: pd.DataFrame) -> None:
         cells = column.astype(object).to_numpy(copy=True)
         cells[hit] = pd.to_numeric(plain, errors="coerce").to_numpy(dtype=np.float64)
         frame[col] = pd.Series(cells, index=frame.index, dtype=object)
-        if (hit | column.isna().to_numpy()).all():  # every cell a number: a number column, as pandas makes one
-            frame[col] = pd.to_numeric(frame[col])

@@ -129,10 +129,11 @@ def series_from_frame(
     huge = np.abs(values) >= NO_DATA  # (NaN compares False)
     if huge.any():  # a historian's "no data" (3.4e38, float32's largest): one such row set a channel's scale
         infinite = int(np.isinf(values).sum())  # (inf and -inf: an export's division by zero, not a marker)
+        markers = int(huge.sum()) - infinite
         values[huge] = np.nan
-        said = [f"{int(huge.sum()) - infinite} values of magnitude {NO_DATA:g} or more (a historian's no-data marker)"
-                if huge.sum() > infinite else "", f"{infinite} infinite values" if infinite else ""]
-        notes.append(f"{' and '.join(p for p in said if p)} read as missing")
+        said = ([f"{markers} values of magnitude {NO_DATA:g} or more (a historian's no-data marker)"] if markers
+                else []) + ([f"{infinite} infinite values"] if infinite else [])
+        notes.append(f"{' and '.join(said)} read as missing")
     if local_clock(stamps):
         groups = frame[asset_column].astype(str).to_numpy() if asset_column in frame.columns else None
         times, fell = turned_back_hours(times, values, groups)

@@ -107,10 +107,17 @@ def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: n
         return []  # shorter than one window: nothing was scored, so nothing to plot
     labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
     rules = bundle_rules(rules or default_rules(bundle), bundle)  # (the bundle's raise, as `score`)
+    judged = judge_scores(bundle, scores, segments, x, rules, alive)  # (once: both plots show its score)
+    return [_save(plot_reconstructions(scorer, values, scores, x, judged[1]), out_dir / f"reconstructions{tag}.png"),
+            _save(plot_scores(bundle, scores, segments, x, labels, rules, alive, judged), out_dir / f"scores{tag}.png")]
+
+
+def judge_scores(bundle: Bundle, scores: Scores, segments: np.ndarray, x: np.ndarray, rules: AlertRules,
+                 alive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(alerts, score)`` per row as ``score`` writes them: the alert machine on the daemon's
+    cadence, the score divided by the drift widening."""
     mask, alert_mask = step_masks(segments, bundle.window, bundle.hop, bundle.alert_hop)
-    _, judged = judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule, alive, alert_mask)
-    return [_save(plot_reconstructions(scorer, values, scores, x, judged), out_dir / f"reconstructions{tag}.png"),
-            _save(plot_scores(bundle, scores, segments, x, labels, rules, alive), out_dir / f"scores{tag}.png")]
+    return judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule, alive, alert_mask)
 
 
 def plot_calibration(bundle: Bundle) -> Any:
@@ -194,13 +201,13 @@ def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: 
 
 def plot_scores(
     bundle: Bundle, scores: Scores, segments: np.ndarray, x: np.ndarray, labels: np.ndarray | None,
-    rules: AlertRules, alive: np.ndarray | None = None,
+    rules: AlertRules, alive: np.ndarray | None = None, judged: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Any:
-    """Score timeline with alert line, alert periods and labels; below, error share of top channels."""
+    """Score timeline with alert line, alert periods and labels; below, error share of top channels.
+    ``judged``: the ``(alerts, score)`` of :func:`judge_scores` when the caller has them."""
     from matplotlib.figure import Figure
 
-    mask, alert_mask = step_masks(segments, bundle.window, bundle.hop, bundle.alert_hop)
-    alerts, score = judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule, alive, alert_mask)
+    alerts, score = judged or judge_scores(bundle, scores, segments, x, rules, alive)
     fig = Figure(figsize=(13, 7), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     top.plot(x, score, color=LINE_COLOR, linewidth=0.8, label="score")

@@ -100,7 +100,7 @@ def fit_scaler(values: np.ndarray) -> ScalerFit:
     spread = np.maximum(std, (q75 - q25) / 1.349)
     resolution = np.array([_resolution(values[:, j]) for j in range(values.shape[1])])
     level = REL_LEVEL * np.median(np.abs(values), axis=0)
-    floors = np.stack([resolution, level, FULL_SCALE * np.max(np.abs(values), axis=0)])
+    floors = np.stack([resolution, level, FULL_SCALE * biggest])  # (an all-zero channel is constant: below)
     floor = floors.max(axis=0)
     names = ("resolution", "level", "full_scale")
     reason = ["spread" if s >= f else names[int(np.argmax(floors[:, j]))]

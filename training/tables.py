@@ -72,7 +72,7 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
     if not pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_datetime64_any_dtype(column):
         numbers = pd.to_numeric(column, errors="coerce")  # epoch stamps with a "--" among them: text to pandas
         if numbers.notna().mean() > 0.5:  # ("300 unparseable timestamps (e.g. '1767225600')": found by review)
-            column = numbers.where(numbers.notna(), np.nan).astype(np.float64)
+            column = numbers.astype(np.float64)
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         secs = column.to_numpy(dtype=np.float64)
         size = np.nanmedian(np.abs(secs)) if np.isfinite(secs).any() else 0.0
@@ -98,8 +98,7 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
         if notes is not None:  # those rows are dropped: say so
             example = written[bad].astype(str).iloc[0]
             notes.append(f"{int(bad.sum())} row{'s' if bad.sum() > 1 else ''} with unparseable timestamps in column "
-                         f"{tcol!r} left out "
-                         f"(e.g. {example!r})")
+                         f"{tcol!r} left out (e.g. {example!r})")
     return secs
 
 
