@@ -3,7 +3,8 @@
 One consumer per partition, not per worker: whichever worker owns partition ``k`` uses the same
 durable, so a new owner resumes from the acknowledged position and a reading in flight when its
 owner died is delivered again (after ``ACK_WAIT_S``) to the next one. Kept apart from
-:mod:`jetstream` (the fetch loops) so the consumer's settings are read in one place.
+:mod:`jetstream` and :mod:`partition_fetch` (the fetch loops) so the consumer's settings are read in
+one place.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ explicit acknowledgement, shared by whichever worker owns ``k``: a new owner res
 acknowledged position). A reading is acknowledged after it was buffered, as in MQTT mode.
 
 nats-py is asyncio-only; the daemon is threads. So the client lives on an event loop in its own
-thread (``sensorguard-cluster``), like paho's network thread: it fetches (:mod:`pull`, lean pull
-requests on a :mod:`natswire` connection of their own, beside nats-py's), hands each batch to the
-synchronous ``Ingest.accept`` on one taking thread for every partition (:mod:`taker`) and
-acknowledges the batch in one write; readings
+thread (``sensorguard-cluster``), like paho's network thread: it fetches (:mod:`partition_fetch`:
+lean pull requests, :mod:`pull`, on a :mod:`natswire` connection of their own, beside nats-py's),
+hands each batch to the synchronous ``Ingest.accept`` on one taking thread for every partition
+(:mod:`taker`) and acknowledges the batch in one write; readings
 fetched but not taken (stopping, giving a partition up) are given back with ``nak``, so the next
 owner gets them at once. The loop also runs :mod:`ownership` (leases renewed
 every second). The scorer never sees asyncio.
@@ -31,7 +31,6 @@ from typing import Any
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.cluster import (
     OWNERS_BUCKET,
-    READINGS_STREAM,
     STATE_BUCKET,
     ClusterError,
     connect,
@@ -44,21 +43,19 @@ from sensorguard.service.consumers import ACK_WAIT_S, ensure_consumer, unacknowl
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.logs import first_line
 from sensorguard.service.metrics import Metrics
-from sensorguard.service.natswire import Delivery, Wire, WireError, stream_seq
+from sensorguard.service.natswire import Wire, WireError
 from sensorguard.service.natswire import connect as connect_wire
 from sensorguard.service.ownership import Ownership, run
-from sensorguard.service.pull import Puller
+from sensorguard.service.partition_fetch import FETCH_WAIT_S, fetch_partition
 from sensorguard.service.state import encode_asset
 from sensorguard.service.statesync import StateSync
 from sensorguard.service.takeover import Takeover
-from sensorguard.service.taker import LeaseLapsed, Taker
+from sensorguard.service.taker import Taker
 from sensorguard.service.waits import pause, unless
 from sensorguard.service.watchdog import watch_sources
 
 log = logging.getLogger(__name__)
 
-FETCH_BATCH = 256  # messages per fetch
-FETCH_WAIT_S = 0.5  # a fetch returns after this long with what it has (and lets a release through)
 RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to finish its batch
 CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
 STATE_FULL_S = 30.0  # every asset's state (drift included) is written this often
@@ -339,55 +336,10 @@ class ClusterSource:
                 await pause(halt, ACK_WAIT_S)
 
     async def _serve(self, k: int, halt: asyncio.Event, abort: threading.Event) -> None:
-        """Fetch, take and acknowledge partition ``k``'s readings until ``halt``. Given up, it takes
-        what its last request still brings too, so the next owner finds nothing pending (and starts
-        at once); readings the ingest refused (the daemon is stopping) go back in stream order."""
+        """Fetch, take and acknowledge partition ``k``'s readings until ``halt`` (:func:`fetch_partition`)."""
         durable = await ensure_consumer(self._js, k)
         ownership = self.ownership
-        wire = await self._connected_wire()
-        puller = Puller(wire, READINGS_STREAM, durable, FETCH_BATCH, FETCH_WAIT_S,
-                        lambda: ownership is not None and ownership.holds(k))
-        puller.open()
-        refused: list[Delivery] = []
-        clean = False  # ended without a batch out: what came meanwhile can be taken or given back
-        try:
-            while not halt.is_set():
-                if ownership is None or not ownership.holds(k):  # renewals failing: wait
-                    await pause(halt, 0.2)
-                    continue
-                messages = await puller.fetch(FETCH_WAIT_S)
-                if messages and not ownership.holds(k):  # the lease lapsed meanwhile: maybe another's now
-                    raise LeaseLapsed("its lease was not renewed in time; the readings fetched come again")
-                taken = await self._take_and_ack(wire, k, messages, abort)
-                if taken < len(messages):
-                    refused = messages[taken:]
-                    break
-            clean = True
-        finally:
-            rest = await puller.close()
-            if clean:  # after an error or a cancel, all that is unacknowledged comes again after ACK_WAIT_S, in order
-                if not refused and ownership is not None and ownership.holds(k):  # given up, not lost
-                    taken = await self._take_and_ack(wire, k, rest, abort)
-                    rest = rest[taken:]
-                back = sorted([*refused, *rest], key=stream_seq)  # in stream order: redelivered so
-                try:
-                    if back:  # applied before the lease goes: the next owner gets them ahead of newer ones
-                        await wire.nak_confirmed(back)
-                    else:  # the acknowledgements read, so the next owner seldom finds them pending
-                        await wire.flush()
-                except Exception as exc:  # noqa: BLE001 - what was not settled comes again after ACK_WAIT_S
-                    log.info("cluster: partition %d: readings given back or acknowledged unconfirmed (%s); "
-                             "they come again after %.0f s", k, exc or type(exc).__name__, ACK_WAIT_S)
-
-    async def _take_and_ack(self, wire: Wire, k: int, messages: list[Delivery], abort: threading.Event) -> int:
-        """Take ``messages`` on the taking thread (``Ingest.accept`` may wait for the scorer, and this
-        loop must keep renewing the leases meanwhile), then acknowledge those taken (one write);
-        how many. ``abort`` stops the thread between messages (a cancel would not)."""
-        if not messages:
-            return 0
-        taken = await self.taker.take(k, messages, abort)
-        wire.ack(messages[:taken])
-        return taken
+        await fetch_partition(await self._connected_wire(), durable, ownership, self.taker, k, halt, abort)
 
     async def _rebuild(self, k: int, halt: asyncio.Event) -> tuple[int, int]:
         """Before consuming partition ``k``: its assets' windows and state (:mod:`takeover`)."""

@@ -1,9 +1,9 @@
-"""The files of a recording store: where an alert's readings live, and the store's bounds.
+"""The files of a recording store: how they are written, where an alert's readings live, and its bounds.
 
 ``<record_dir>/<YYYYMMDD>/part-*.parquet`` hold normal readings; ``alerts/``, ``false_alarms/``
 and ``faults/`` hold each alert's readings by its acknowledgement (``service/recorder.py``);
-``guard_bands.json`` the guard bands after recent clears. :func:`trim_store` keeps it all to
-``record_max_mb`` and ``record_max_age_days``.
+``guard_bands.json`` the guard bands after recent clears. :func:`write_readings` writes a file
+crash-safely; :func:`trim_store` keeps it all to ``record_max_mb`` and ``record_max_age_days``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,21 @@ import time
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+import numpy as np
+
+from sensorguard.service.durable import fsync_path
+
 log = logging.getLogger("sensorguard.service.recorder")  # (the recorder's lines, as before the split)
 
 ALERTS, FALSE_ALARMS, FAULTS = "alerts", "false_alarms", "faults"  # an alert's readings: unanswered, false, real
 GUARD_FILE = "guard_bands.json"  # the guard bands after recent clears, kept over a restart
 LABELLED = frozenset({FAULTS, FALSE_ALARMS})  # acknowledged alerts' folders: trimmed by size only
 LABELLED_SHARE = 0.5  # of max_bytes the acknowledged alerts keep at most: the newest normal data keeps room
+FILED_SAYS = {  # what became of an acknowledged alert's readings, by its folder (added to the command's reply)
+    FALSE_ALARMS: "its readings are learned as normal at the next retrain",
+    FAULTS: "its readings are kept as a known fault the next retrain must still catch",
+    ALERTS: "its readings are kept unanswered",
+}
 
 
 def alert_file(alert_id: str) -> str:
@@ -39,6 +48,45 @@ def part_number(path: Path) -> int:
 def alert_of(path: Path) -> str:
     """The alert id whose readings ``path`` holds (any part)."""
     return unquote(path.stem.partition("+")[0])
+
+
+def alert_parts(directory: Path, alert_id: str) -> list[Path]:
+    """The files holding an alert's readings (one, or parts split by restarts), in any folder."""
+    stem = alert_file(alert_id).removesuffix(".parquet")
+    patterns = (f"{stem}.parquet", f"{stem}+*.parquet")
+    return sorted(path for f in (ALERTS, FALSE_ALARMS, FAULTS) for pattern in patterns
+                  for path in (directory / f).glob(pattern))
+
+
+def write_readings(rows: list[tuple[str, float, np.ndarray]], channels: tuple[str, ...], stem: Path,
+                   meta: dict | None = None) -> Path:
+    """Write ``rows`` (asset, reading time, values in ``channels`` order) to ``stem.parquet``
+    crash-safely (temporary name, fsync, rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    matrix = np.vstack([r[2] for r in rows])
+    columns = {"ts": pa.array([r[1] for r in rows], pa.float64()), "asset": pa.array([r[0] for r in rows])}
+    for j, name in enumerate(channels):
+        columns[name] = pa.array(matrix[:, j], pa.float64())
+    table = pa.table(columns)
+    if meta:
+        table = table.replace_schema_metadata({"sensorguard": json.dumps(meta)})
+    folder = stem.parent
+    folder.mkdir(parents=True, exist_ok=True)  # (the whole store may have been removed by hand)
+    final = stem.with_name(stem.name + ".parquet")
+    tmp = final.with_name(final.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(folder)
+    return final
 
 
 def read_guard_bands(directory: Path, most: int) -> dict[str, float]:

@@ -21,7 +21,6 @@ injected into held-out data, that the current model catches is not promoted.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -38,11 +37,14 @@ from sensorguard.service.record_files import (
     ALERTS,
     FALSE_ALARMS,
     FAULTS,
+    FILED_SAYS,
     alert_file,
+    alert_parts,
     part_number,
     read_guard_bands,
     trim_store,
     write_guard_bands,
+    write_readings,
 )
 
 if TYPE_CHECKING:
@@ -273,7 +275,8 @@ class Recorder:
         day = time.strftime("%Y%m%d", time.gmtime(rows[0][1]))
         self._seq += 1
         try:
-            path = self._write(rows, self.directory / day / f"part-{int(time.time() * 1000)}-{os.getpid()}-{self._seq}")
+            stem = self.directory / day / f"part-{int(time.time() * 1000)}-{os.getpid()}-{self._seq}"
+            path = write_readings(rows, self.channels, stem)
         except OSError as exc:  # disk full, read-only, quota: report and keep serving
             self.write_failures += 1
             log.warning("recording: could not write %d readings (%s); scoring continues", len(rows), exc)
@@ -298,22 +301,15 @@ class Recorder:
         file where it now belongs (none yet: the alert is still up or not flushed, and is filed by
         the verdict when it is). Returns what becomes of them, for the command's reply."""
         with self._alert_lock:
-            found = self._parts(alert_id)
+            found = alert_parts(self.directory, alert_id)
             try:
                 if not found and not self._waiting(alert_id):
                     return "none of its readings is recorded here"
                 folders = [self._file(path, alert_id) for path in found]
-                return _SAID[folders[0] if folders else self._folder(alert_id)]
+                return FILED_SAYS[folders[0] if folders else self._folder(alert_id)]
             except OSError as exc:  # a full or read-only disk: the acknowledgement itself stands
                 log.warning("recording: could not file the readings of alert %s (%s)", alert_id, exc)
                 return f"its readings could not be filed ({exc.strerror or exc})"
-
-    def _parts(self, alert_id: str) -> list[Path]:
-        """The files holding an alert's readings (one, or parts split by restarts), in any folder."""
-        stem = alert_file(alert_id).removesuffix(".parquet")
-        patterns = (f"{stem}.parquet", f"{stem}+*.parquet")
-        return sorted(path for f in (ALERTS, FALSE_ALARMS, FAULTS) for pattern in patterns
-                      for path in (self.directory / f).glob(pattern))
 
     def _waiting(self, alert_id: str) -> bool:
         """Whether readings of ``alert_id`` are held here (it is up) or wait to be written."""
@@ -343,9 +339,10 @@ class Recorder:
             try:  # written unanswered, off the lock (an acknowledgement waits for it on the network thread)
                 stem = (self.directory / ALERTS / alert_file(alert_id)).with_suffix("")
                 with self._alert_lock:  # a part written before a restart: this is the next ("+" is quoted in ids)
-                    if parts := self._parts(alert_id):
+                    if parts := alert_parts(self.directory, alert_id):
                         stem = stem.with_name(f"{stem.name}+{1 + max(part_number(p) for p in parts)}")
-                written = self._write([(asset, ts, v) for ts, v in rows], stem, {"alert_id": alert_id, "peak": peak})
+                written = write_readings([(asset, ts, v) for ts, v in rows], self.channels, stem,
+                                         {"alert_id": alert_id, "peak": peak})
                 with self._alert_lock:  # then filed by the verdict, if one came meanwhile
                     self._file(written, alert_id)
             except OSError as exc:
@@ -355,48 +352,9 @@ class Recorder:
             self._writing = set()
         return len(alerts)
 
-    def _write(self, rows: list[tuple[str, float, np.ndarray]], stem: Path, meta: dict | None = None) -> Path:
-        """Write ``rows`` to ``stem.parquet`` crash-safely (temporary name, fsync, rename)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        matrix = np.vstack([r[2] for r in rows])
-        columns = {"ts": pa.array([r[1] for r in rows], pa.float64()), "asset": pa.array([r[0] for r in rows])}
-        for j, name in enumerate(self.channels):
-            columns[name] = pa.array(matrix[:, j], pa.float64())
-        table = pa.table(columns)
-        if meta:
-            table = table.replace_schema_metadata({"sensorguard": json.dumps(meta)})
-        folder = stem.parent
-        folder.mkdir(parents=True, exist_ok=True)  # (the whole store may have been removed by hand)
-        final = stem.with_name(stem.name + ".parquet")
-        tmp = final.with_name(final.name + ".tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                pq.write_table(table, fh, compression="zstd")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return final
-
     def _enforce_bounds(self) -> None:
         with self._alert_lock:  # not while an acknowledgement moves an alert's file
             trim_store(self.directory, self.max_bytes, self.max_age_s)
-
-
-_SAID = {  # what became of an acknowledged alert's readings (added to the command's reply)
-    FALSE_ALARMS: "its readings are learned as normal at the next retrain",
-    FAULTS: "its readings are kept as a known fault the next retrain must still catch",
-    ALERTS: "its readings are kept unanswered",
-}
 
 
 def guard_seconds(guard_s: float, window: int, hop: int, raise_after: int, sample_period: float | None) -> float:
