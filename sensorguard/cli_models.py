@@ -2,8 +2,8 @@
 (list, show, promote, roll back, shadow, prune).
 
 Split from :mod:`sensorguard.cli` so each module stays readable; :data:`sensorguard.cli.COMMANDS`
-maps every verb. Errors are :class:`~sensorguard.cli.CliError` lines like every verb's (imported
-inside the verbs: :mod:`sensorguard.cli` imports this module).
+maps every verb. Errors are :class:`~sensorguard.cli_errors.CliError` lines like every verb's
+(what retrain shares with train is imported inside it: :mod:`sensorguard.cli` imports this module).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from sensorguard.cli_errors import CliError
+
 SPAN_S = 86400.0  # models promote --gate live: the shadow's time beside CURRENT, by default
 KEEP = 10  # models prune: versions of the history and newest versions kept, by default
 
@@ -20,7 +22,7 @@ KEEP = 10  # models prune: versions of the history and newest versions kept, by 
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from sensorguard.cli import CliError, _threshold_options
+    from sensorguard.cli import _threshold_options
     from sensorguard.training.retrain import known_faults, new_normal_data, own_options, retrain, unrecorded_options
     from sensorguard.training.train import TrainOptions
 
@@ -121,7 +123,6 @@ def _current_or_none(registry: str, name: str):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from sensorguard.cli import CliError
     from sensorguard.service.registry import (
         current_version,
         describe,
@@ -181,7 +182,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _unshadowable(root: Path, name: str, version: str) -> str | None:
     """Why daemons would refuse to score ``version`` beside CURRENT (other channels or window), or
     None: ``models shadow`` said it would be scored, and every daemon refused it (found in a walk)."""
-    from sensorguard.service.bundle import BundleError, load_bundle
+    from sensorguard.service.bundle import BundleError
+    from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.service.hotswap import incompatible
 
     current = _current_or_none(str(root), name)

@@ -1,6 +1,6 @@
 """The verbs that are MQTT clients of a running daemon: ``replay`` (readings in) and
 ``maintenance``, ``ack``, ``shelve`` (commands in, answers out). ``sensorguard/cli.py`` dispatches
-to them; errors are :class:`~sensorguard.cli.CliError` lines like every verb's.
+to them; errors are :class:`~sensorguard.cli_errors.CliError` lines like every verb's.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import os
 import sys
 import uuid
 
-from sensorguard.cli import EXIT_ERROR, CliError, _load
+from sensorguard.cli import _load
+from sensorguard.cli_errors import EXIT_ERROR, CliError
 
 
 def replay_file(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def replay_file(args: argparse.Namespace) -> int:
     settings = load_settings(flags, os.environ, require_model=False)
     channels, bundle = None, None
     if args.model:  # (a bad bundle is one line: main reports its BundleError)
-        from sensorguard.service.bundle import load_bundle
+        from sensorguard.service.bundle_loading import load_bundle
 
         if args.channels:
             raise CliError("give --channels or --model, not both")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from sensorguard.cli_errors import CliError
+
 COMPRESSED = {".gz", ".bz2", ".xz", ".zst", ".zip"}  # pandas compresses a CSV by these suffixes
 NOT_WRITTEN = {".xlsx", ".xls", ".json", ".jsonl", ".feather", ".h5", ".hdf5", ".pkl", ".pickle"}
 
@@ -13,8 +15,6 @@ def write_table(frame, path: str | Path) -> None:
     """CSV (``.csv``, compressed ``.csv.gz`` ...), tab-separated (``.tsv``) or Parquet (``.parquet``,
     ``.pq``) by the suffix; a format it cannot write is one line, and any other suffix is CSV with
     a note (``scores.txt`` was CSV in silence, ``scores.xlsx`` a CSV Excel could not open)."""
-    from sensorguard.cli import CliError  # (here: cli imports this module)
-
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise CliError(f"{path}: directory {path.parent} does not exist")

@@ -2,8 +2,9 @@
 
 A bundle is ``model.pt`` (a state_dict, loaded with ``weights_only=True`` so loading never runs
 code) plus ``bundle.json`` (channels, window, scaler, architecture, threshold, calibration record,
-training fingerprint). Everything read from disk is validated here, so a corrupt or lying bundle
-is refused with one clear :class:`BundleError` instead of failing later inside the scorer.
+training fingerprint). Everything read from disk is validated when it is loaded
+(:mod:`sensorguard.service.bundle_loading`), so a corrupt or lying bundle is refused with one clear
+:class:`BundleError` instead of failing later inside the scorer.
 
 The versioned registry of bundles lives in :mod:`sensorguard.service.registry`.
 """
@@ -15,7 +16,6 @@ import math
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -26,11 +26,9 @@ import numpy as np
 import torch
 
 from sensorguard import __version__
-from sensorguard.service.alerts import divides_hop
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.durable import fsync_path, write_durably
-from sensorguard.service.logs import first_line
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
 from sensorguard.service.sensors import SensorRules
 
@@ -237,167 +235,3 @@ def calibrated_raise_at(calibration: Any) -> float:
     if not (math.isfinite(number) and number >= 1.0):
         raise ValueError(f"calibration.alerts.raise_at must be a finite number of at least 1, got {value!r:.40}")
     return number
-
-
-def load_bundle(directory: str | os.PathLike) -> Bundle:
-    """Load and validate a bundle directory; raise :class:`BundleError` naming the problem."""
-    path = Path(directory)
-    if path.is_file():  # a swap of the bundle and the data, or the bundle's own file (a README walk)
-        hint = f"give its directory, {path.parent}" if path.name == META_FILE else "the directory train wrote"
-        raise BundleError(f"{path} is a file, not a bundle directory ({hint})")
-    if not path.is_dir():
-        raise BundleError(f"bundle directory not found: {path}")
-    meta = _read_meta(path / META_FILE)
-    bundle = _bundle_from_meta(meta, path)
-    weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        raise BundleError(f"{weights}: missing model weights")
-    expected = _weights_bytes(bundle.config)  # read whole below: a wrong huge file must not exhaust memory
-    try:
-        size = weights.stat().st_size
-    except OSError as exc:  # (replaced meanwhile: a registry swap)
-        raise BundleError(f"{weights}: {first_line(exc, 200)}", transient=transient_error(exc)) from None
-    if expected is not None and size > 4 * expected + (1 << 20):
-        raise BundleError(f"{weights}: {size} bytes, far more than the {expected} the network of bundle.json holds")
-    try:
-        with warnings.catch_warnings():  # torch warns about odd pickle headers; the error below says it all
-            warnings.simplefilter("ignore")
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses pickled code; torch raises several types
-        raise BundleError(f"{weights}: not a plain weights file, or damaged ({first_line(exc, 200)})",
-                          transient=transient_error(exc)) from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise BundleError(f"{weights}: expected a state_dict of tensors")
-    try:  # shapes checked on the meta device: a network sized by bundle.json alone could be any size
-        with warnings.catch_warnings(), torch.device("meta"):
-            warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, said once per tensor
-            ConvAutoencoder(bundle.config).load_state_dict(state, strict=True)
-    except Exception as exc:  # noqa: BLE001 - a shape or size torch cannot build raises more than RuntimeError
-        raise BundleError(f"{weights}: weights do not match bundle.json ({first_line(exc, 200)})") from None
-    for key, tensor in state.items():  # as the model will hold them: float64's 1e300 is inf in float32
-        if tensor.is_floating_point() and not torch.isfinite(tensor.float()).all():
-            raise BundleError(f"{weights}: non-finite values in {key} (as float32)")
-    return replace(bundle, state_dict=state)
-
-
-
-def _weights_bytes(config: ModelConfig) -> int | None:
-    """The float32 bytes of the network ``config`` describes (built on the meta device: no memory),
-    or None when it cannot be built (the shape check below names the problem)."""
-    try:
-        with warnings.catch_warnings(), torch.device("meta"):
-            warnings.simplefilter("ignore")
-            return 4 * sum(t.numel() for t in ConvAutoencoder(config).state_dict().values())
-    except Exception:  # noqa: BLE001 - any failure is reported by the shape check
-        return None
-
-def transient_error(exc: BaseException) -> bool:
-    """An error that may pass with the files unchanged: I/O (not a missing file or a folder where a
-    file belongs: those wait for the files to change) or memory."""
-    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
-        return False
-    return isinstance(exc, OSError | MemoryError)
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise BundleError(f"{path}: missing (is this a sensorguard bundle?)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError, MemoryError) as exc:  # ValueError: JSON's,
-        # or an integer of over 4,300 digits; RecursionError: nesting too deep
-        raise BundleError(f"{path}: unreadable ({first_line(exc, 200)})", transient=transient_error(exc)) from None
-    if not isinstance(meta, dict):
-        raise BundleError(f"{path}: expected a JSON object")
-    version = meta.get("format_version")
-    if version not in READABLE_VERSIONS:
-        raise BundleError(f"{path}: unsupported format_version {version!r} (this build reads 1 to {FORMAT_VERSION})")
-    return meta
-
-
-def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
-    where = path / META_FILE
-    try:
-        channels = tuple(meta["channels"])
-        arch = dict(meta["architecture"])
-        config = ModelConfig(**arch)
-        center = np.asarray(meta["scaler"]["center"], dtype=np.float64)
-        scale = np.asarray(meta["scaler"]["scale"], dtype=np.float64)
-        threshold = float(meta["threshold"])
-        hop = int(meta["hop"])
-        window = int(meta["window"])
-        focus = int(meta.get("focus") or 0)
-        alert_hop = int(meta.get("alert_hop") or 0)
-        raw_weights = meta.get("channel_weights")
-        weights = None if raw_weights is None else np.asarray(raw_weights, dtype=np.float64)
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise BundleError(f"{where}: invalid or missing field ({first_line(exc, 200)})") from None
-    problems = []
-    if not channels or not all(isinstance(c, str) and c for c in channels) or len(set(channels)) != len(channels):
-        problems.append("channels must be unique non-empty names")
-    if config.channels != len(channels):
-        problems.append(f"architecture has {config.channels} channels, channel list has {len(channels)}")
-    if window != config.window:
-        problems.append(f"window {window} differs from architecture window {config.window}")
-    if center.shape != (len(channels),) or scale.shape != (len(channels),):
-        problems.append("scaler length does not match the channel list")
-    elif not (np.isfinite(center).all() and np.isfinite(scale).all() and (scale > 0).all()):
-        problems.append("scaler values must be finite with positive scale")
-    if not (math.isfinite(threshold) and threshold >= MIN_THRESHOLD):  # (1e-320: every error scored inf)
-        problems.append(f"threshold must be a number of at least {MIN_THRESHOLD:g}, got {threshold}")
-    for name in ("calibration", "training", "metrics"):
-        if not isinstance(meta.get(name) or {}, dict):
-            problems.append(f"{name} must be an object")
-    if hop < 1:
-        problems.append(f"hop must be >= 1, got {hop}")
-    if not divides_hop(alert_hop, hop):
-        problems.append(f"alert_hop must be 0 or a divisor of the hop ({hop}), got {alert_hop}")
-    if not 0 <= focus <= window:
-        problems.append(f"focus must be between 0 and the window ({window}), got {focus}")
-    if weights is not None and (weights.shape != (len(channels),) or not (np.isfinite(weights).all()
-                                                                           and (weights > 0).all())):
-        problems.append("channel_weights must be one positive number per channel")
-    try:
-        calibrated_raise_at(meta.get("calibration") or {})
-    except (TypeError, ValueError) as exc:
-        problems.append(str(exc))
-    try:
-        DriftRule.from_dict((meta.get("calibration") or {}).get("drift"))
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        problems.append(f"calibration.drift is not a usable drift rule ({first_line(exc, 200)})")
-    cleaning = CleaningPolicy()
-    try:
-        cleaning = CleaningPolicy.from_dict(meta.get("cleaning"), meta.get("sample_period") or None)
-    except (TypeError, ValueError, AttributeError) as exc:
-        problems.append(f"cleaning is not a usable policy ({first_line(exc, 200)})")
-    sensors = None
-    try:
-        sensors = SensorRules.from_dict(meta.get("sensors"), channels, cleaning.fill_limit)
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        problems.append(f"sensors is not a usable set of sensor limits ({first_line(exc, 200)})")
-    if problems:
-        raise BundleError(f"{where}: " + "; ".join(problems))
-    period = meta.get("sample_period")
-    return Bundle(
-        channels=channels,
-        config=config,
-        hop=hop,
-        center_=center,
-        scale_=scale,
-        threshold_=threshold,
-        state_dict={},
-        sample_period=float(period) if period else None,
-        regular=cleaning.regular,
-        fill_limit=cleaning.fill_limit,
-        jitter=cleaning.jitter,
-        restart_gap_s=cleaning.gap_s,
-        sensors=sensors,
-        focus=focus,
-        channel_weights_=weights,
-        alert_hop=alert_hop,
-        calibration=dict(meta.get("calibration") or {}),
-        training=dict(meta.get("training") or {}),
-        metrics=dict(meta.get("metrics") or {}),
-        created=str(meta.get("created", "")),
-        path=path,
-    )

@@ -17,7 +17,6 @@ connecting (:meth:`Settings.password`), and never appears in :meth:`Settings.red
 from __future__ import annotations
 
 import difflib
-import math
 import socket
 import tomllib
 import types
@@ -29,11 +28,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sensorguard.service.settings_checks import DEFAULT_PORTS, hide_credentials, validate
+from sensorguard.service.settings_conversion import BAD, convert
 
 ENV_PREFIX = "SENSORGUARD_"
 PASSWORD_ENV = "SENSORGUARD_MQTT_PASSWORD"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 class ConfigError(ValueError):
@@ -273,8 +271,8 @@ def merge_settings(
                         if close else "")  # (a mistyped variable was ignored in silence; a README walk)
                 problems.append(f"{where}: unknown setting{hint}")
                 continue
-            converted = _convert(key, value, kinds[key], where, problems, from_text=source == "env")
-            if converted is not _BAD:
+            converted = convert(key, value, kinds[key], where, problems, from_text=source == "env")
+            if converted is not BAD:
                 values[key], sources[key] = converted, where
     _one_model(values, sources)
     _normalise(values)
@@ -341,63 +339,3 @@ def _file_layer(config_file: str | Path | None, problems: list[str]) -> list[tup
         ]
         doc = table
     return [(f"config file {config_file}", doc)]
-
-
-_BAD = object()
-
-
-def _convert(
-    key: str, value: Any, kind: tuple[type, bool], where: str, problems: list[str], from_text: bool
-) -> Any:
-    """A raw value (TOML, env text or flag) as the field's type, or _BAD with a problem noted."""
-    base, optional = kind
-    if base is tuple:  # a list of text: TOML list, repeated flag, or comma-separated text
-        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
-            problems.append(f"{where}: expected a list of text, got {value!r}")
-            return _BAD
-        return tuple(v for v in items if v)
-    if isinstance(value, str) and base is not str:
-        from_text = True
-    if from_text and isinstance(value, str):
-        text = value.strip()
-        if optional and (not text or (base is not str and text.lower() in ("none", "null"))):
-            return None
-        try:
-            if base is bool:
-                if text.lower() in _TRUE | _FALSE:
-                    return text.lower() in _TRUE
-                raise ValueError
-            if base is int:
-                return int(text)
-            if base is float:
-                return _finite(float(text))
-            return text
-        except ValueError:
-            problems.append(f"{where}: expected {base.__name__}, got {value!r}")
-            return _BAD
-    if key == "mqtt_version" and isinstance(value, int | float) and not isinstance(value, bool):
-        value = f"{value:g}"  # mqtt_version = 5 in TOML
-    ok = (
-        (base is bool and isinstance(value, bool))
-        or (base is int and isinstance(value, int) and not isinstance(value, bool))
-        or (base is float and isinstance(value, int | float) and not isinstance(value, bool))
-        or (base is str and isinstance(value, str | Path))
-        or (optional and value is None)
-    )
-    if not ok:
-        problems.append(f"{where}: expected {base.__name__}, got {type(value).__name__} {value!r}")
-        return _BAD
-    if base is float and value is not None:
-        try:
-            return _finite(float(value))
-        except ValueError:
-            problems.append(f"{where}: expected a finite number, got {value!r}")
-            return _BAD
-    return str(value) if isinstance(value, Path) else value
-
-
-def _finite(x: float) -> float:
-    if not math.isfinite(x):
-        raise ValueError(f"not finite: {x}")
-    return x

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from sensorguard.service.bundle import Bundle, BundleError, load_bundle, transient_error
+from sensorguard.service.bundle import Bundle, BundleError
+from sensorguard.service.bundle_loading import load_bundle, transient_error
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import first_line
 from sensorguard.service.metrics import Metrics

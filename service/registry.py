@@ -25,13 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sensorguard.service.bundle import (
-    Bundle,
-    BundleError,
-    load_bundle,
-    transient_error,
-    write_files,
-)
+from sensorguard.service.bundle import Bundle, BundleError, write_files
+from sensorguard.service.bundle_loading import load_bundle, transient_error
 from sensorguard.service.durable import fsync_path, write_durably
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sensorguard.service.bundle import BundleError, load_bundle, save_bundle
+from sensorguard.service.bundle import BundleError, save_bundle
+from sensorguard.service.bundle_loading import load_bundle
 from sensorguard.service.registry import (
     LOCK_FILE,
     current_version,

@@ -195,7 +195,8 @@ def test_the_line_names_the_channels_that_lead_the_largest_held_out_errors():
 def test_calibration_records_and_the_summary_prints_what_set_the_line(trained, tmp_path):
     from dataclasses import replace
 
-    from sensorguard.service.bundle import load_bundle, save_bundle
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.training.data import series_from_frame
     from sensorguard.training.train import TrainSummary, calibrate_bundle
     from tests.conftest import plant_frame

@@ -62,7 +62,8 @@ def test_the_bundle_records_the_policy_and_old_bundles_get_the_defaults(tiny_bun
     import json
     from dataclasses import replace
 
-    from sensorguard.service.bundle import load_bundle, save_bundle
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.bundle_loading import load_bundle
 
     path = save_bundle(replace(tiny_bundle, regular=False, fill_limit=3), tmp_path / "b")
     assert load_bundle(path).cleaning == CleaningPolicy(1.0, False, 3)
@@ -80,7 +81,8 @@ def test_the_bundle_records_the_policy_and_old_bundles_get_the_defaults(tiny_bun
 def test_jitter_and_the_restart_gap_are_the_bundles_to_set(tiny_bundle, tmp_path):
     import json
 
-    from sensorguard.service.bundle import load_bundle, save_bundle
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.bundle_loading import load_bundle
 
     path = save_bundle(tiny_bundle, tmp_path / "b")
     meta = json.loads((path / "bundle.json").read_text())

@@ -56,7 +56,7 @@ def test_train_refuses_an_out_that_is_not_a_bundle_before_it_trains(tmp_path, ca
 def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path, capsys):
     """calibrate keeps the model's drift rule and promise unless told otherwise (they were dropped
     for the defaults: a recalibration turned drift off)."""
-    from sensorguard.service.bundle import load_bundle
+    from sensorguard.service.bundle_loading import load_bundle
 
     plant_frame(rows=600).to_csv(tmp_path / "n.csv", index=False)
     plant_frame(rows=300, seed=5).to_csv(tmp_path / "held.csv", index=False)
@@ -96,7 +96,7 @@ def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, 
     """The verbs only parse and print: the same numbers come from training.offline in Python."""
     import json
 
-    from sensorguard.service.bundle import load_bundle
+    from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.training.data import load_frame
     from sensorguard.training.offline import evaluate_scores, score_data, score_table
 
@@ -286,10 +286,10 @@ def test_a_subclass_of_a_user_error_is_one_line_not_an_internal_error():
     NoDriftBaseline were matched by exact class name and reported as internal errors."""
     from pandas.errors import OutOfBoundsDatetime
 
-    from sensorguard.cli import _is_user_error
+    from sensorguard.cli_errors import is_user_error
 
-    assert _is_user_error(OutOfBoundsDatetime("Out of bounds nanosecond timestamp"))
-    assert not _is_user_error(KeyError("a bug"))
+    assert is_user_error(OutOfBoundsDatetime("Out of bounds nanosecond timestamp"))
+    assert not is_user_error(KeyError("a bug"))
 
 
 def test_options_that_conflict_or_would_do_nothing_are_one_line(files, tmp_path, capsys):
@@ -348,7 +348,7 @@ def test_a_channel_given_as_the_time_column_and_since_matching_nothing_are_said(
     assert main(["score", str(files / "model"), str(files / "faults.csv"), "--out", str(tmp_path / "s.csv"),
                  "--time-column", "temp_in"]) == 1
     assert "temp_in is the time column and also a channel" in capsys.readouterr().err
-    from sensorguard.service.bundle import load_bundle
+    from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.service.registry import publish
 
     publish(load_bundle(files / "model"), tmp_path / "reg", "pump")  # (retrain needs a model to retrain)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensorguard.service.bundle import load_bundle
+from sensorguard.service.bundle_loading import load_bundle
 from sensorguard.training import splits
 from sensorguard.training.simulate import simulate
 from tests.mosquitto import clean_env

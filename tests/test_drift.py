@@ -92,7 +92,8 @@ def test_a_bad_rule_is_refused(record):
 
 
 def test_the_rule_round_trips_through_a_bundle(tmp_path, tiny_bundle):
-    from sensorguard.service.bundle import load_bundle, save_bundle
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.bundle_loading import load_bundle
 
     assert tiny_bundle.drift_rule is None
     with_rule = tiny_bundle.with_threshold(1.0, {"method": "alerts", "drift": RULE.to_dict()})

@@ -145,7 +145,8 @@ def test_a_candidate_that_misses_a_known_fault_is_not_promoted(trained, tmp_path
 
 
 def test_calibrate_reads_a_recording_with_its_false_alarms(trained, tmp_path, capsys):
-    from sensorguard.service.bundle import load_bundle, save_bundle
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.bundle_loading import load_bundle
 
     save_bundle(trained[0], tmp_path / "bundle")
     frame = cleaning_cycles(plant_frame(rows=3000, channels=3, seed=7), starts=EPISODES[:2])
@@ -163,7 +164,8 @@ def test_calibrate_refuses_a_line_raised_past_the_faults_the_old_one_caught(trai
     above the offsets injected to check it (6 sd), so nothing is written. The steps are 18 (about 9
     sd of c1): with the blinding test's 9 (4.6 sd) the line rose to just under the injected faults'
     errors on one machine's model and over them on another's, which tested the model, not the guard."""
-    from sensorguard.service.bundle import load_bundle, save_bundle
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.bundle_loading import load_bundle
 
     save_bundle(trained[0], tmp_path / "bundle")
     frame = plant_frame(rows=6000, channels=3, seed=7)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sensorguard.service.bundle import load_bundle
+from sensorguard.service.bundle_loading import load_bundle
 from sensorguard.service.daemon import Daemon
 from sensorguard.service.publisher import iso
 from tests.conftest import epoch, plant_frame
@@ -464,6 +464,6 @@ def test_unusable_current_bundle_at_startup_is_one_line_and_exit_1(registry, dam
     assert len(errors) == 1, out.stderr
     assert needle in errors[0] and "internal error" not in errors[0]
     # Known noise: torch's weights-only unpickler warns (2 lines) about a pickle protocol header
-    # before refusing the file; service/bundle.py could silence it around torch.load.
+    # before refusing the file; service/bundle_loading.py could silence it around torch.load.
     assert all(line == errors[0] or "Warning" in line or line.startswith("  ") for line in lines), out.stderr
     assert "Traceback" not in out.stderr + out.stdout

@@ -252,7 +252,8 @@ def test_score_raises_at_once_where_the_bundle_was_calibrated_to(tiny_bundle, re
 def test_a_bundle_with_an_unusable_raise_at_is_refused_in_one_line(tiny_bundle, alerts, tmp_path):
     """Found by review: 10**400 crashed serve and score with an OverflowError, a list with an
     AttributeError, and "2" or 0.5 silently became "never", changing the bundle's promise."""
-    from sensorguard.service.bundle import BundleError, load_bundle
+    from sensorguard.service.bundle import BundleError
+    from sensorguard.service.bundle_loading import load_bundle
 
     bundle = tiny_bundle.with_threshold(tiny_bundle.threshold_, {"method": "alerts", "alerts": alerts})
     bundle_dir = save_bundle(bundle, tmp_path / "b")

@@ -45,7 +45,7 @@ def test_worse_candidate_is_not_promoted(registry, tmp_path, capsys):
 def test_a_retrain_keeps_the_current_models_drift_rule_and_promise(tmp_path, trained, capsys):
     """Found by review: retrain took the defaults, so the weekly timer's retrain turned a model's drift
     rule off (and its promise back to 1 a day) at the next swap."""
-    from sensorguard.service.bundle import load_bundle
+    from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.service.drift import DriftRule
 
     bundle, _, _ = trained
@@ -67,7 +67,7 @@ def test_a_retrain_keeps_the_current_models_training_settings_and_fill_limit(tmp
     defaults, and put its fill limit back to 5 (gaps of 6-20 samples then restarted windows live)."""
     from dataclasses import replace
 
-    from sensorguard.service.bundle import load_bundle
+    from sensorguard.service.bundle_loading import load_bundle
 
     bundle, _, _ = trained
     options = {**bundle.training["options"], "hidden": 8, "noise": 0.1, "patience": 2}

@@ -383,7 +383,8 @@ class Exploit:
 def test_torch_saved_custom_object_in_model_pt_is_refused(tmp_path, tiny_bundle):
     import torch
 
-    from sensorguard.service.bundle import BundleError, load_bundle, save_bundle
+    from sensorguard.service.bundle import BundleError, save_bundle
+    from sensorguard.service.bundle_loading import load_bundle
 
     Path(Exploit.marker).unlink(missing_ok=True)
     path = save_bundle(tiny_bundle, tmp_path / "b")

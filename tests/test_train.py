@@ -187,7 +187,8 @@ def test_a_hop_longer_than_the_window_is_refused_and_an_older_such_bundle_still_
     48 of every 64; found by review): train refuses it. A bundle saved so before still loads."""
     from dataclasses import replace
 
-    from sensorguard.service.bundle import load_bundle, save_bundle
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.bundle_loading import load_bundle
     from tests.conftest import plant_frame
 
     path = tmp_path / "n.csv"
