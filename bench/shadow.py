@@ -21,11 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.scoring import make_bundle, make_config  # noqa: E402
+from sensorguard.service.asset_buffer import DueWindow  # noqa: E402
 from sensorguard.service.config import Settings  # noqa: E402
 from sensorguard.service.daemon import Daemon  # noqa: E402
 from sensorguard.service.scorer import Scorer  # noqa: E402
 from sensorguard.service.shadow import Shadow  # noqa: E402
-from sensorguard.service.windows import DueWindow  # noqa: E402
 
 
 def batches(channels: int, window: int, assets: int, size: int, count: int) -> list[list[DueWindow]]:

@@ -150,7 +150,7 @@ def judge(
 
 def mark_stale(state: AlertState) -> AlertState:
     """The asset went silent: any alert ends, the process is not judged until it is back (its
-    ``silent`` sensor fault says so, ``service/assets.py``)."""
+    ``silent`` sensor fault says so, ``service/asset_faults.py``)."""
     return AlertState("stale", last_score=state.last_score)
 
 

@@ -7,15 +7,8 @@ through the :class:`~sensorguard.service.publisher.Publisher`, to the metrics an
 (which holds an asset's readings back while an alert is up). It needs no broker: tests drive it
 with :meth:`AssetAlerts.apply` and a client that records what was published.
 
-An asset that goes silent (``stale_after_s`` without a reading while connected) gets a ``silent``
-sensor fault (channel null): its alert, if one is up, ends with it (the event carries its
-``alert_id``), its retained state says ``stale``, and everything else about it is forgotten. Its
-first reading back closes the fault (``sensor_ok``). The silent assets remembered for that are
-capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events) and not
-saved in ``state_dir``: after a restart a returning asset sends no ``sensor_ok`` (its retained
-state turns from ``stale`` to its new status at its first window). Its drift baseline is saved
-and kept. They are counted in ``assets_silent``, apart from the channel faults of
-``sensor_faults_open``.
+Sensor faults, and an asset that goes silent (a ``silent`` sensor fault, its alert ended, its
+state forgotten until it is back): :class:`~sensorguard.service.asset_faults.AssetFaults`.
 
 Assets restored from ``state_dir`` (:func:`~sensorguard.service.state.restore_states`) wait for
 their next window and carry on where they were (an alert stays up under its ``alert_id``); those
@@ -34,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge, mark_stale
+from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge
+from sensorguard.service.asset_faults import SILENT_KEPT, AssetFaults
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.carried_states import Adopted, CarriedStates, Restored
@@ -50,17 +44,15 @@ from sensorguard.service.state import save_states
 
 log = logging.getLogger(__name__)
 
-SILENT_KEPT = 10_000  # silent assets whose return is awaited (a sensor_ok); beyond, the oldest is forgotten
-NAN = float("nan")
 
-
-class AssetAlerts(CarriedStates):
+class AssetAlerts(CarriedStates, AssetFaults):
     """Alert states, drift baselines and latest top channels per asset, and their publishing.
 
     current: the bundle being served now (it changes on a hot swap): what an event names when its
     call names no bundle.
     restored: per-asset state from the previous run (``state_dir``), empty without one.
-    State taken in from elsewhere or handed on: :class:`~sensorguard.service.carried_states.CarriedStates`.
+    State taken in from elsewhere or handed on: :class:`~sensorguard.service.carried_states.CarriedStates`;
+    sensor faults and silence: :class:`~sensorguard.service.asset_faults.AssetFaults`.
     """
 
     def __init__(self, rules: AlertRules, publisher: Publisher, metrics: Metrics, recorder: Recorder | None,
@@ -179,60 +171,9 @@ class AssetAlerts(CarriedStates):
             self.publish_state(asset, bundle=bundle)  # may be that of the previous run's end)
         return state, score
 
-    def sensor(self, asset: str, event: SensorEvent) -> None:
-        """A sensor fault opened or closed (worker thread, before its reading's windows): count it,
-        publish it and the asset's state."""
-        if event.kind == "silent":  # an asset's first reading (after silence, or ever)
-            if self._open.back(asset):
-                self.publisher.sensor(asset, event, self._model())
-                self.publish_state(asset, event.ts)
-            return
-        self._open.change(asset, event.kind, event.channel, event.ts, event.fault)
-        if event.fault:
-            self.metrics.sensor_faults.labels(event.kind).inc()
-        self.publisher.sensor(asset, event, self._model())
-        # the latest scored window's time, as every state (a later one went backwards when the batch
-        # scored after it); before any window the reading's, not the clock's (found in a walk)
-        self.publish_state(asset, self._latest[asset][0] if asset in self._latest else event.ts)
-
     def _model(self) -> tuple[str, str]:
         b = self.current()
         return b.name, b.version
-
-    def sensor_faults(self, asset: str) -> list[dict]:
-        """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first."""
-        return self._open.listed(asset)
-
-    def end(self, asset: str, last_ts: float | None) -> None:
-        """An asset that went silent after a reading at ``last_ts``: a ``silent`` sensor fault at
-        that reading time (like every other event), its alert state ends, everything else about it
-        is forgotten but its drift baseline, kept while its return is awaited (``SILENT_KEPT``): an
-        asset back at the level it had drifted to was raised against the bare line, and the rule,
-        frozen while an alert is up, could never widen it again (found by review)."""
-        if self._adopted:  # an adoption still queued is this asset's state too
-            self._take_adopted()
-        seen, _ = self._latest.get(asset, (None, []))
-        ts = last_ts if last_ts is not None else (seen if seen is not None else time.time())
-        self._open.clear_channels(asset)  # its channel faults end with it: the silent fault replaces them
-        if asset not in self._states and asset in self.restored:  # back after a restart, silent before a window
-            state, drift, announced = self._pop_restored(asset)
-            if drift is not None:  # the line its stale state is published with
-                self._drift[asset] = drift
-            self._announced.pop(asset, None)
-            self._ended_unseen(asset)
-        else:
-            state = self._states.get(asset, AlertState())
-            announced = self._announced.pop(asset, None) == state.alert_id
-        self._raise_info.pop(asset, None)
-        self._go_silent(asset, state, ts, announced)
-        self._latest.pop(asset, None)
-        self._grid_ts.pop(asset, None)
-        self._judged_ts.pop(asset, None)
-        self.metrics.forget_asset(asset)
-        if self.recorder is not None:
-            if state.status == "alerting" and state.alert_id:  # its readings are filed as a cleared one's are: a
-                self.recorder.alert_cleared(asset, ts, state.alert_id, state.peak)  # false-alarm ack learns them
-            self.recorder.forget(asset)
 
     def learns(self, asset: str, ts: float) -> bool:
         """Whether a window ending at reading time ``ts`` may teach the drift baseline: not in a
@@ -387,29 +328,6 @@ class AssetAlerts(CarriedStates):
         restored = self.restored.get(asset)  # .get, not an index: the scoring thread may pop it meanwhile
         drift = self._drift.get(asset) or (restored[1] if restored is not None else None)
         return bundle.threshold_ * widening(drift or DriftState(), bundle.drift_rule)
-
-    def _go_silent(self, asset: str, state: AlertState, ts: float, announced: bool) -> None:
-        """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names
-        the alert it ends, if one was up), publish the retained ``stale`` state, forget the state."""
-        self._await_return(asset, ts, state.last_score)
-        self.metrics.sensor_faults.labels("silent").inc()
-        ended = state.alert_id if state.status == "alerting" and announced else None
-        silent = SensorEvent("silent", None, True, ts, NAN)
-        info = self.publisher.sensor(asset, silent, self._model(), ended)
-        if ended is not None and self.publisher.client is not None and self.publisher.dropped(info):
-            self._outbox.keep_close(asset, silent, ended)  # the alert's only close: sent again, as a clear is
-        self._states[asset] = mark_stale(state)
-        self.publish_state(asset, ts)
-        self._states.pop(asset, None)
-
-    def _await_return(self, asset: str, ts: float, last_score: float) -> None:
-        """``asset`` is silent since ``ts``: its return is awaited (and told), its baseline kept, both
-        for up to ``SILENT_KEPT`` silent assets; beyond, the oldest is forgotten, and so is its
-        baseline, here, in the state file and in the cluster's state bucket."""
-        for forgotten in self._open.went_silent(asset, ts, last_score, SILENT_KEPT):
-            self._drift.pop(forgotten, None)  # its return will not be told, its baseline not kept
-            self._ended_unseen(forgotten)  # (cluster mode: the bucket forgets its baseline too)
-            self.metrics.sensor_events_dropped.inc()
 
     def _publish_event(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle | None = None):
         b = bundle or self.current()

@@ -1,7 +1,7 @@
 """One batch of due windows scored: one forward pass under one model, each asset's alert step, the listeners.
 
 What the daemon's scoring worker does with a batch (:meth:`Daemon.score_batch
-<sensorguard.service.daemon.Daemon.score_batch>`), apart from the wiring and lifecycle in
+<sensorguard.service.scoring_worker.ScoringWorker.score_batch>`), apart from the wiring and lifecycle in
 ``daemon.py``. The whole forward pass runs under the model holder's lock, so a hot swap lands
 between two batches and every window of a batch is scored, and its events named, by one model.
 A failure of the shadow model (an experiment) stops the shadow and never costs the served model's
@@ -18,12 +18,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sensorguard.service.alerts import AlertRules
+from sensorguard.service.asset_buffer import DueWindow
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.recorder import Recorder
-from sensorguard.service.windows import DueWindow
 
 # The daemon's logger: these lines keep the name they are known by (``logger`` in JSON logs, filters).
 log = logging.getLogger("sensorguard.service.daemon")

@@ -7,6 +7,7 @@
 ``ingest.py``          readings in (parse, buffer, acknowledge, count), due windows out
 ``hotswap.py``         the served model, its watcher and hot swap under one lock
 ``batch_scoring.py``   a batch scored under one model, each asset's alert step, the listeners
+``scoring_worker.py``  the scoring worker's loop: batches scored, housekeeping between them
 ``assets.py``          each asset's drift rule and alert machine, stepped per scored window
 ``publisher.py``       output topics and payloads
 ``recorder.py``        normal readings kept for retraining
@@ -62,7 +63,7 @@ from prometheus_client import CollectorRegistry
 
 from sensorguard.service.alerts import AlertRules, AlertState
 from sensorguard.service.assets import AssetAlerts
-from sensorguard.service.batch_scoring import ScoredWindow, score_batch
+from sensorguard.service.batch_scoring import ScoredWindow
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import cleaning_policy, sensor_rules, silence_after
 from sensorguard.service.command_handling import CommandHandler
@@ -77,25 +78,25 @@ from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import guard_seconds, recording
 from sensorguard.service.scorer import Scorer
+from sensorguard.service.scoring_worker import ScoringWorker
 from sensorguard.service.shadow import report_live
 from sensorguard.service.startup_log import announce
 from sensorguard.service.state import SAVE_INTERVAL_S, judged_times, restore_states
-from sensorguard.service.windows import Buffers, DueWindow
+from sensorguard.service.windows import Buffers
 
 log = logging.getLogger(__name__)
 
-HOUSEKEEPING_S = 1.0  # how often silent assets are looked for and gauges refreshed
 STOP_BUDGET_S = 45.0  # a stop's waits together; then up to 5 s for the final publishes (under the 60 s kill)
 REPORT_WAIT_S = 5.0  # the last shadow report's write waited for at stop (after the final publishes)
 STUCK_S = 120.0  # a scoring worker not round its loop for this long is reported stuck (/healthz 503)
 
 
-class Daemon:
+class Daemon(ScoringWorker):
     """One ``sensorguard serve`` process: build with settings and a bundle, then :meth:`start`.
 
     The wiring of the parts (ingest, model holder, asset alerts, publisher, recorder) into threads,
-    and their lifecycle. registry: the Prometheus registry to fill (a fresh one by default, never
-    the global one).
+    and their lifecycle (the scoring worker's loop: :class:`~sensorguard.service.scoring_worker.ScoringWorker`).
+    registry: the Prometheus registry to fill (a fresh one by default, never the global one).
     """
 
     def __init__(self, settings: Settings, bundle: Bundle, registry: CollectorRegistry | None = None) -> None:
@@ -303,86 +304,7 @@ class Daemon:
         """Check for a new model now (SIGHUP; :meth:`ModelHolder.request_reload`); signal-handler safe."""
         self.models.request_reload()
 
-    # --- the scoring worker -----------------------------------------------------------------------
-
-    def _work(self) -> None:
-        next_housekeeping = 0.0
-        while True:
-            self._beat = time.monotonic()
-            try:
-                batch, last = self.ingest.next_batch(HOUSEKEEPING_S)
-            except Exception:  # noqa: BLE001 - a bug here must not end the worker (nothing would be scored)
-                log.exception("taking a batch failed")
-                batch, last = [], self.ingest.stopping
-                time.sleep(HOUSEKEEPING_S)
-            try:  # each step on its own: a failure in one must not take the others' work with it
-                self.publish_sensor_faults()  # before the windows of their readings
-            except Exception:  # noqa: BLE001 - keep serving; the error is logged
-                log.exception("publishing sensor faults failed")
-            if batch:
-                try:
-                    self.score_batch(batch)
-                except Exception:  # noqa: BLE001 - keep scoring the next batches; the loss is counted
-                    self.metrics.windows_dropped.labels("scoring_failed").inc(sum(d.coarse for d in batch))
-                    log.exception("scoring a batch of %d windows failed", len(batch))
-            try:
-                if self.source is not None:
-                    self.source.step()  # cluster mode: hand assets over, pass changed states on
-                now = time.monotonic()
-                if not last and now >= next_housekeeping:
-                    self.housekeeping(now)
-                    next_housekeeping = now + HOUSEKEEPING_S
-            except Exception:  # noqa: BLE001 - keep serving; the error is logged
-                log.exception("cluster step or housekeeping failed")
-            if last:
-                return
-
-    def publish_sensor_faults(self) -> None:
-        """Sensor faults opened or closed since the last call: counted and published (worker thread)."""
-        for asset, event in self.ingest.sensor_events():
-            self.alerts.sensor(asset, event)
-
-    def score_batch(self, batch: list[DueWindow]) -> None:
-        """Score due windows in one forward pass, step their assets' alerts, tell the listeners
-        (:func:`~sensorguard.service.batch_scoring.score_batch`)."""
-        score_batch(batch, self.models, self.alerts, self.metrics, self.recorder, lambda: self.rules, self._listeners)
-
-    def housekeeping(self, now: float) -> None:
-        """About once a second on the worker: assets silent for ``stale_after_s`` go stale and free
-        their slots, restored assets that never came back end, state is saved, readings recorded.
-
-        Silence counts only while connected, from the later of an asset's last reading and the
-        last (re)connect: a broker outage makes no asset stale, and after it the readings the
-        broker kept arrive and are scored into the same buffers and alert states.
-        """
-        since = self.connection.connected_since
-        if since is not None and now - since >= self.rules.stale_after:
-            for asset, last_ts in self.ingest.forget_silent(now - self.rules.stale_after).items():
-                self.alerts.end(asset, last_ts)
-                self._shadow_forgets(asset)
-                log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
-            self.alerts.expire_restored(now, self.ingest.holds)
-            if self.buffers.floors:
-                with self.ingest.cond:
-                    self.buffers.drop_floors(lambda asset: asset in self.alerts.restored)
-        for asset, kind in self.controls.expired(time.time()):  # a shelving or maintenance whose time is up
-            log.info("%s of %s ended (its time was up)", kind, asset, extra={"asset": asset})
-            self.alerts.request_control_change(asset, False if kind == "maintenance" else None)
-        self.alerts.apply_control_changes()
-        if self.connection.session_lost:  # (set on paho's thread; a repeat only queues the same assets)
-            self.connection.session_lost = False
-            self.alerts.states_lost()
-        self.alerts.resend_clears()
-        self.alerts.resend_states()
-        for kind, count in self.controls.counts(time.time()).items():
-            self.metrics.assets_held.labels(kind).set(count)
-        if now >= self._next_save or self.alerts.save_soon:
-            self.alerts.save()
-            self._next_save = now + SAVE_INTERVAL_S
-        self._flush_recorder()
-        if now >= self._next_shadow_report:
-            self._report_shadow()
-            self._next_shadow_report = now + self.settings.shadow_report_s
+    # --- called back by the parts and by the scoring worker ----------------------------------------
 
     def _report_shadow(self, wait_s: float = 0.0) -> None:
         """Write the shadow's live counts to the registry on a thread of its own (waited for up to

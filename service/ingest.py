@@ -25,6 +25,7 @@ from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
 
+from sensorguard.service.asset_buffer import DueWindow
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
@@ -33,7 +34,7 @@ from sensorguard.service.payload import parse_message
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.reject_detail import explain
 from sensorguard.service.sensors import SensorEvent, SensorRules
-from sensorguard.service.windows import Buffers, DueWindow
+from sensorguard.service.windows import Buffers
 
 log = logging.getLogger(__name__)
 

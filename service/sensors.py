@@ -28,7 +28,7 @@ fault of one of three kinds:
 A fault closes (``sensor_ok``) at the first reading that no longer shows it. Silence of the whole
 asset is the fourth kind, ``silent`` (channel None): the daemon opens it after ``stale_after_s``
 without a reading while connected and closes it at the asset's first reading back
-(``service/assets.py``; :class:`~sensorguard.service.windows.Buffers` tells every asset's first reading).
+(``service/asset_faults.py``; :class:`~sensorguard.service.windows.Buffers` tells every asset's first reading).
 
 While a channel has a fault open in any row of a window (:func:`window_faults`), the process
 score leaves it out: the model fills the channel in from the others (``Scorer._impute``: start

@@ -1,10 +1,10 @@
 """Per-asset ring buffers that turn a stream of samples into windows due for scoring.
 
 Each asset keeps its last ``window`` samples. After ``window`` accepted samples, and then every
-``hop`` samples, a copy of the buffer is queued as a :class:`DueWindow`; the daemon drains the
-queue in batches and scores all assets in one forward pass. The cadence is exactly that of
-:func:`service.alerts.hop_mask`, so the live daemon steps the alert machine on the same windows
-as the offline ``sensorguard score``.
+``hop`` samples, a copy of the buffer is queued as a :class:`~sensorguard.service.asset_buffer.DueWindow`;
+the daemon drains the queue in batches and scores all assets in one forward pass. The cadence is
+exactly that of :func:`service.alerts.hop_mask`, so the live daemon steps the alert machine on the
+same windows as the offline ``sensorguard score``.
 
 The checks that need per-asset state live here, not in the parser: channel names against the
 model, timestamp order, cleaning (:mod:`sensorguard.service.cleaning`) and the cap on distinct
@@ -14,9 +14,7 @@ sources, as offline, but does not count as hearing from it (``Buffers._heard``):
 whose readings are all dropped goes stale, a new one gives its slot to the next new asset and
 goes quiet unsaid.
 
-Storage is a ``(2 * window, C)`` array in which each sample is written twice, at ``p`` and
-``p + window``, so the latest window is always the contiguous rows ``p + 1 .. p + window``: a
-window is one slice copy, never a concatenation of two pieces.
+Storage: :class:`~sensorguard.service.asset_buffer.AssetBuffer`, one ring buffer per asset.
 
 >>> bufs = Buffers(("a", "b"), window=3, hop=2)
 >>> [bufs.add("pump", float(t), {"a": t, "b": -t}, received=0.0) for t in range(1, 6)]
@@ -31,53 +29,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
-
-import numpy as np
 
 from sensorguard.service.alerts import divides_hop
-from sensorguard.service.cleaning import NAN, Cleaner, CleaningPolicy
-from sensorguard.service.sensors import SensorEvent, SensorRules, SensorWatch
+from sensorguard.service.asset_buffer import NO_FAULT, AssetBuffer, DueWindow
+from sensorguard.service.cleaning import NAN, CleaningPolicy
+from sensorguard.service.sensors import SensorEvent, SensorRules
 
-
-class DueWindow(NamedTuple):
-    """A window ready to score: raw values ``(C, window)`` ending at sample time ``ts``.
-
-    ``received`` is when the completing sample arrived (monotonic or wall clock, whatever the
-    caller passed), so reading-to-score latency can be measured.
-    """
-
-    asset: str
-    ts: float
-    window: np.ndarray
-    received: float
-    excluded: tuple[int, ...] = ()  # channels with a sensor fault open: left out of the score
-    coarse: bool = True  # on the hop grid; False: an alert-hop window, judged only while the asset's alert is up
-
-
-class _Asset:
-    """Mutable state of one asset's buffer (private; only :class:`Buffers` touches it)."""
-
-    __slots__ = ("buf", "pos", "count", "last_ts", "last", "cleaner", "watch", "fault_row", "seen", "times", "tpos")
-
-    def __init__(self, window: int, n_channels: int) -> None:
-        self.buf = np.empty((2 * window, n_channels), dtype=np.float64)
-        self.pos = 0  # next row to write, 0 .. window-1
-        self.count = 0  # rows written since the buffer (re)started
-        self.last_ts = -np.inf
-        self.last: list[float] | None = None  # the last reading's row as buffered (forward fills included)
-        self.cleaner = Cleaner(n_channels)  # grid rows, forward fill, restarts: as offline
-        self.watch = SensorWatch(n_channels)  # stuck, implausible, missing channels
-        self.fault_row = [NO_FAULT] * n_channels  # per channel, the last row (count) written with a fault open
-        self.seen = 0.0
-        self.times = np.full(SEEN_TIMES, np.nan)  # recent accepted timestamps: tells a redelivery from disorder
-        self.tpos = 0
-
-
-NO_FAULT = -(1 << 62)
 SENSOR_EVENTS_MAX = 10_000  # sensor-fault events waiting to be published; beyond, dropped and counted
 RATES_KEPT = 10_000  # forgotten (silent) assets whose publishing-rate estimate is kept for their return
-SEEN_TIMES = 1024  # a QoS 1 redelivery after a reconnect repeats at most the in-flight messages
 
 
 class Buffers:
@@ -133,7 +92,7 @@ class Buffers:
         self.sensor_events_dropped = 0
         self.gaps = 0
         self._known = frozenset(channels)
-        self._assets: dict[str, _Asset] = {}
+        self._assets: dict[str, AssetBuffer] = {}
         # assets not heard from yet (_heard), oldest first: their slots go to new assets. Junk all
         # dropped as missing_channel shut real assets out as too_many_assets (a walk)
         self._untaken: dict[str, None] = {}
@@ -179,7 +138,7 @@ class Buffers:
         if state is None:
             if len(self._assets) >= self.max_assets:  # (a reading refused above evicts nothing)
                 self.forget(next(iter(self._untaken)))
-            state = self._assets[asset] = _Asset(self.window, len(self.channels))
+            state = self._assets[asset] = AssetBuffer(self.window, len(self.channels))
             self._untaken[asset] = None
             self.floors.pop(asset, None)  # taken: its last_ts guards from here
             state.seen = received
@@ -193,7 +152,7 @@ class Buffers:
         mark = len(self.sensor_events)  # where the asset's return goes, before this reading's faults
         rate = state.cleaner.admit(ts, self.policy)
         if rate is not None:  # faster than the model's grid (resampled) or too slow: not taken
-            self._stamp(state, ts)
+            state.stamp(ts)
             state.seen = received  # the asset is alive
             self._heard(asset, ts, mark)
             return rate
@@ -207,7 +166,7 @@ class Buffers:
         elif state.watch.open:  # a hot swap to a bundle without sensor limits: the open faults end
             self._queue(asset, state.watch.close_all(ts, self.channels))
         made = state.cleaner.step(ts, row, self.policy)
-        self._stamp(state, ts)
+        state.stamp(ts)
         last = len(made) - 1
         for k, (t, kept, restart) in enumerate(made):
             if kept is None:
@@ -268,13 +227,6 @@ class Buffers:
             else:
                 self.sensor_events_dropped += 1
 
-    @staticmethod
-    def _stamp(state: _Asset, ts: float) -> None:
-        """The reading's stamp is seen: a redelivery of it is a duplicate, an older one out of order."""
-        state.last_ts = ts
-        state.times[state.tpos] = ts
-        state.tpos = state.tpos + 1 if state.tpos + 1 < SEEN_TIMES else 0
-
     def _queue(self, asset: str, events: list[SensorEvent]) -> None:
         for event in events:
             if len(self.sensor_events) < SENSOR_EVENTS_MAX:
@@ -287,7 +239,7 @@ class Buffers:
         state = self._assets.get(asset)
         return () if state is None else state.watch.faulted()
 
-    def _write(self, asset: str, state: _Asset, ts: float, row: list[float], received: float,
+    def _write(self, asset: str, state: AssetBuffer, ts: float, row: list[float], received: float,
                faulted: tuple[int, ...] = ()) -> None:
         window, pos = self.window, state.pos
         buf = state.buf

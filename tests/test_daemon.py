@@ -288,9 +288,9 @@ def test_the_silent_fault_names_the_alert_it_ends(tiny_bundle):
 
 
 def test_silent_assets_awaited_are_capped(tiny_bundle, monkeypatch):
-    import sensorguard.service.assets as assets
+    import sensorguard.service.asset_faults as asset_faults
 
-    monkeypatch.setattr(assets, "SILENT_KEPT", 2)
+    monkeypatch.setattr(asset_faults, "SILENT_KEPT", 2)
     daemon, _ = make(tiny_bundle)
     for k in range(3):
         daemon.alerts.end(f"a{k}", T0)

@@ -509,9 +509,9 @@ def test_the_drift_baseline_learns_nothing_in_a_maintenance_and_its_guard_band(d
 def test_baselines_kept_through_restarts_for_silent_assets_are_capped(drifting, tmp_path, monkeypatch):
     """Found by review: a restored asset that never came back kept its baseline outside the silent
     assets' cap, so the state file (and the cluster's bucket) grew with every asset ever seen."""
-    import sensorguard.service.assets as assets
+    import sensorguard.service.asset_faults as asset_faults
 
-    monkeypatch.setattr(assets, "SILENT_KEPT", 2)
+    monkeypatch.setattr(asset_faults, "SILENT_KEPT", 2)
     first, _ = daemon_with(drifting, tmp_path)
     for k in range(5):
         for i in range(20):

@@ -1,0 +1,138 @@
+"""Each asset's sensor faults and its silence, as the alert application counts and publishes them.
+
+:class:`AssetFaults` is the part of :class:`~sensorguard.service.assets.AssetAlerts` that tells a
+sensor fault opened or closed (counted, published with the asset's state) and ends an asset that
+went silent. The open faults and the silent assets themselves are kept by
+:class:`~sensorguard.service.open_faults.OpenFaults`, under their own lock. It is a mixin, not a
+class of its own, because silence ends the same per-asset maps the alert machine steps;
+``AssetAlerts.__init__`` sets everything listed below.
+
+An asset that goes silent (``stale_after_s`` without a reading while connected) gets a ``silent``
+sensor fault (channel null): its alert, if one is up, ends with it (the event carries its
+``alert_id``), its retained state says ``stale``, and everything else about it is forgotten. Its
+first reading back closes the fault (``sensor_ok``). The silent assets remembered for that are
+capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events) and not
+saved in ``state_dir``: after a restart a returning asset sends no ``sensor_ok`` (its retained
+state turns from ``stale`` to its new status at its first window). Its drift baseline is saved
+and kept. They are counted in ``assets_silent``, apart from the channel faults of
+``sensor_faults_open``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sensorguard.service.alerts import AlertState, mark_stale
+from sensorguard.service.carried_states import Adopted, Restored
+from sensorguard.service.drift import DriftState
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.open_faults import OpenFaults
+from sensorguard.service.outbox import Outbox
+from sensorguard.service.publisher import Publisher
+from sensorguard.service.recorder import Recorder
+from sensorguard.service.sensors import SensorEvent
+
+SILENT_KEPT = 10_000  # silent assets whose return is awaited (a sensor_ok); beyond, the oldest is forgotten
+NAN = float("nan")
+
+
+class AssetFaults:
+    """Sensor faults told and silent assets ended (a mixin of
+    :class:`~sensorguard.service.assets.AssetAlerts`, which owns the attributes declared here)."""
+
+    publisher: Publisher
+    metrics: Metrics
+    recorder: Recorder | None
+    restored: Restored
+    _states: dict[str, AlertState]
+    _drift: dict[str, DriftState]
+    _latest: dict[str, tuple[float, list[dict]]]
+    _grid_ts: dict[str, float]
+    _judged_ts: dict[str, float]
+    _open: OpenFaults
+    _announced: dict[str, str]
+    _raise_info: dict[str, Any]
+    _outbox: Outbox
+    _adopted: deque[Adopted]
+    _model: Callable[[], tuple[str, str]]  # (methods of AssetAlerts and CarriedStates)
+    publish_state: Callable[..., Any]
+    _take_adopted: Callable[[], None]
+    _pop_restored: Callable[[str], tuple[AlertState, DriftState | None, bool]]
+    _ended_unseen: Callable[[str], None]
+
+    def sensor(self, asset: str, event: SensorEvent) -> None:
+        """A sensor fault opened or closed (worker thread, before its reading's windows): count it,
+        publish it and the asset's state."""
+        if event.kind == "silent":  # an asset's first reading (after silence, or ever)
+            if self._open.back(asset):
+                self.publisher.sensor(asset, event, self._model())
+                self.publish_state(asset, event.ts)
+            return
+        self._open.change(asset, event.kind, event.channel, event.ts, event.fault)
+        if event.fault:
+            self.metrics.sensor_faults.labels(event.kind).inc()
+        self.publisher.sensor(asset, event, self._model())
+        # the latest scored window's time, as every state (a later one went backwards when the batch
+        # scored after it); before any window the reading's, not the clock's (found in a walk)
+        self.publish_state(asset, self._latest[asset][0] if asset in self._latest else event.ts)
+
+    def sensor_faults(self, asset: str) -> list[dict]:
+        """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first."""
+        return self._open.listed(asset)
+
+    def end(self, asset: str, last_ts: float | None) -> None:
+        """An asset that went silent after a reading at ``last_ts``: a ``silent`` sensor fault at
+        that reading time (like every other event), its alert state ends, everything else about it
+        is forgotten but its drift baseline, kept while its return is awaited (``SILENT_KEPT``): an
+        asset back at the level it had drifted to was raised against the bare line, and the rule,
+        frozen while an alert is up, could never widen it again (found by review)."""
+        if self._adopted:  # an adoption still queued is this asset's state too
+            self._take_adopted()
+        seen, _ = self._latest.get(asset, (None, []))
+        ts = last_ts if last_ts is not None else (seen if seen is not None else time.time())
+        self._open.clear_channels(asset)  # its channel faults end with it: the silent fault replaces them
+        if asset not in self._states and asset in self.restored:  # back after a restart, silent before a window
+            state, drift, announced = self._pop_restored(asset)
+            if drift is not None:  # the line its stale state is published with
+                self._drift[asset] = drift
+            self._announced.pop(asset, None)
+            self._ended_unseen(asset)
+        else:
+            state = self._states.get(asset, AlertState())
+            announced = self._announced.pop(asset, None) == state.alert_id
+        self._raise_info.pop(asset, None)
+        self._go_silent(asset, state, ts, announced)
+        self._latest.pop(asset, None)
+        self._grid_ts.pop(asset, None)
+        self._judged_ts.pop(asset, None)
+        self.metrics.forget_asset(asset)
+        if self.recorder is not None:
+            if state.status == "alerting" and state.alert_id:  # its readings are filed as a cleared one's are: a
+                self.recorder.alert_cleared(asset, ts, state.alert_id, state.peak)  # false-alarm ack learns them
+            self.recorder.forget(asset)
+
+    def _go_silent(self, asset: str, state: AlertState, ts: float, announced: bool) -> None:
+        """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names
+        the alert it ends, if one was up), publish the retained ``stale`` state, forget the state."""
+        self._await_return(asset, ts, state.last_score)
+        self.metrics.sensor_faults.labels("silent").inc()
+        ended = state.alert_id if state.status == "alerting" and announced else None
+        silent = SensorEvent("silent", None, True, ts, NAN)
+        info = self.publisher.sensor(asset, silent, self._model(), ended)
+        if ended is not None and self.publisher.client is not None and self.publisher.dropped(info):
+            self._outbox.keep_close(asset, silent, ended)  # the alert's only close: sent again, as a clear is
+        self._states[asset] = mark_stale(state)
+        self.publish_state(asset, ts)
+        self._states.pop(asset, None)
+
+    def _await_return(self, asset: str, ts: float, last_score: float) -> None:
+        """``asset`` is silent since ``ts``: its return is awaited (and told), its baseline kept, both
+        for up to ``SILENT_KEPT`` silent assets; beyond, the oldest is forgotten, and so is its
+        baseline, here, in the state file and in the cluster's state bucket."""
+        for forgotten in self._open.went_silent(asset, ts, last_score, SILENT_KEPT):
+            self._drift.pop(forgotten, None)  # its return will not be told, its baseline not kept
+            self._ended_unseen(forgotten)  # (cluster mode: the bucket forgets its baseline too)
+            self.metrics.sensor_events_dropped.inc()

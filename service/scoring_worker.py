@@ -1,0 +1,140 @@
+"""The daemon's scoring worker: batches of due windows scored, and housekeeping about once a second.
+
+:class:`ScoringWorker` is the part of :class:`~sensorguard.service.daemon.Daemon` that runs on the
+scoring worker's thread (the daemon's module says which thread owns what): it takes batches from
+the ingest, publishes the sensor faults their readings opened first, scores each batch under one
+model (:func:`~sensorguard.service.batch_scoring.score_batch`), and between batches ends silent
+assets, applies the commands' changes, sends again what the full outgoing queue dropped, saves
+state and flushes the recorder. Each step fails on its own: an error is logged and the loop goes
+on, or nothing would be scored. It is a mixin, not a class of its own, because it steps the parts
+the daemon wires; ``Daemon.__init__`` sets everything listed below.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from sensorguard.service.alerts import AlertRules
+from sensorguard.service.asset_buffer import DueWindow
+from sensorguard.service.assets import AssetAlerts
+from sensorguard.service.batch_scoring import ScoredWindow, score_batch
+from sensorguard.service.commands import AlarmControls
+from sensorguard.service.config import Settings
+from sensorguard.service.connection import Connection
+from sensorguard.service.hotswap import ModelHolder
+from sensorguard.service.ingest import Ingest
+from sensorguard.service.jetstream import ClusterSource
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.recorder import Recorder
+from sensorguard.service.state import SAVE_INTERVAL_S
+from sensorguard.service.windows import Buffers
+
+# The daemon's logger: these lines keep the name they are known by (``logger`` in JSON logs, filters).
+log = logging.getLogger("sensorguard.service.daemon")
+
+HOUSEKEEPING_S = 1.0  # how often silent assets are looked for and gauges refreshed
+
+
+class ScoringWorker:
+    """The scoring worker's loop and housekeeping (a mixin of :class:`~sensorguard.service.daemon.Daemon`,
+    which owns the attributes declared here)."""
+
+    settings: Settings
+    metrics: Metrics
+    rules: AlertRules
+    buffers: Buffers
+    ingest: Ingest
+    models: ModelHolder
+    alerts: AssetAlerts
+    recorder: Recorder | None
+    controls: AlarmControls
+    connection: Connection
+    source: ClusterSource | None
+    _listeners: list[Callable[[ScoredWindow], None]]
+    _beat: float  # the scoring worker's last time round its loop
+    _next_save: float
+    _next_shadow_report: float
+    _report_shadow: Callable[[], None]  # (methods of Daemon)
+    _flush_recorder: Callable[[], None]
+    _shadow_forgets: Callable[[str], None]
+
+    def _work(self) -> None:
+        next_housekeeping = 0.0
+        while True:
+            self._beat = time.monotonic()
+            try:
+                batch, last = self.ingest.next_batch(HOUSEKEEPING_S)
+            except Exception:  # noqa: BLE001 - a bug here must not end the worker (nothing would be scored)
+                log.exception("taking a batch failed")
+                batch, last = [], self.ingest.stopping
+                time.sleep(HOUSEKEEPING_S)
+            try:  # each step on its own: a failure in one must not take the others' work with it
+                self.publish_sensor_faults()  # before the windows of their readings
+            except Exception:  # noqa: BLE001 - keep serving; the error is logged
+                log.exception("publishing sensor faults failed")
+            if batch:
+                try:
+                    self.score_batch(batch)
+                except Exception:  # noqa: BLE001 - keep scoring the next batches; the loss is counted
+                    self.metrics.windows_dropped.labels("scoring_failed").inc(sum(d.coarse for d in batch))
+                    log.exception("scoring a batch of %d windows failed", len(batch))
+            try:
+                if self.source is not None:
+                    self.source.step()  # cluster mode: hand assets over, pass changed states on
+                now = time.monotonic()
+                if not last and now >= next_housekeeping:
+                    self.housekeeping(now)
+                    next_housekeeping = now + HOUSEKEEPING_S
+            except Exception:  # noqa: BLE001 - keep serving; the error is logged
+                log.exception("cluster step or housekeeping failed")
+            if last:
+                return
+
+    def publish_sensor_faults(self) -> None:
+        """Sensor faults opened or closed since the last call: counted and published (worker thread)."""
+        for asset, event in self.ingest.sensor_events():
+            self.alerts.sensor(asset, event)
+
+    def score_batch(self, batch: list[DueWindow]) -> None:
+        """Score due windows in one forward pass, step their assets' alerts, tell the listeners
+        (:func:`~sensorguard.service.batch_scoring.score_batch`)."""
+        score_batch(batch, self.models, self.alerts, self.metrics, self.recorder, lambda: self.rules, self._listeners)
+
+    def housekeeping(self, now: float) -> None:
+        """About once a second on the worker: assets silent for ``stale_after_s`` go stale and free
+        their slots, restored assets that never came back end, state is saved, readings recorded.
+
+        Silence counts only while connected, from the later of an asset's last reading and the
+        last (re)connect: a broker outage makes no asset stale, and after it the readings the
+        broker kept arrive and are scored into the same buffers and alert states.
+        """
+        since = self.connection.connected_since
+        if since is not None and now - since >= self.rules.stale_after:
+            for asset, last_ts in self.ingest.forget_silent(now - self.rules.stale_after).items():
+                self.alerts.end(asset, last_ts)
+                self._shadow_forgets(asset)
+                log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
+            self.alerts.expire_restored(now, self.ingest.holds)
+            if self.buffers.floors:
+                with self.ingest.cond:
+                    self.buffers.drop_floors(lambda asset: asset in self.alerts.restored)
+        for asset, kind in self.controls.expired(time.time()):  # a shelving or maintenance whose time is up
+            log.info("%s of %s ended (its time was up)", kind, asset, extra={"asset": asset})
+            self.alerts.request_control_change(asset, False if kind == "maintenance" else None)
+        self.alerts.apply_control_changes()
+        if self.connection.session_lost:  # (set on paho's thread; a repeat only queues the same assets)
+            self.connection.session_lost = False
+            self.alerts.states_lost()
+        self.alerts.resend_clears()
+        self.alerts.resend_states()
+        for kind, count in self.controls.counts(time.time()).items():
+            self.metrics.assets_held.labels(kind).set(count)
+        if now >= self._next_save or self.alerts.save_soon:
+            self.alerts.save()
+            self._next_save = now + SAVE_INTERVAL_S
+        self._flush_recorder()
+        if now >= self._next_shadow_report:
+            self._report_shadow()
+            self._next_shadow_report = now + self.settings.shadow_report_s
