@@ -49,6 +49,8 @@ set prints "skipped: ... not found under ..."):
   moving several channels at once; 24 recordings (6 with ``--quick``, ``--recordings N``), each
   trained on its first 400 rows and tested on the 800 after them. Its two sizes were set by the
   classic baselines alone, to land near their published figures for such a bench.
+- recordings and pump also run the published convolutional autoencoder's recipe of that bench
+  (``detection_convae``: its own limit and 59-window rule, as published and causal), pooled.
 - servers: 4 simulated servers (2 with ``--quick``) at 1-minute samples, 24 channels: 8 process
   channels, 8 that spike now and then as normal work, 8 event counters; each trained on its first
   4,000 normal rows and tested on the 4,000 after them (``detection_data.server_frame``).
@@ -94,6 +96,7 @@ from bench.detection_baselines import (  # noqa: E402
     fit_sensorguard,
     fit_window,
 )
+from bench.detection_convae import published_section  # noqa: E402
 from bench.detection_data import (  # noqa: E402
     Case,
     data_root,
@@ -211,13 +214,17 @@ def nab(nab_dir: Path, quick: bool, options: TrainOptions, seeds: int = 1) -> No
 
 def recordings(quick: bool, options: TrainOptions, seeds: int = 1, count: int | None = None) -> None:
     print("\n== simulated test-bench recordings (train: each one's first 400 normal rows, test: the rest) ==")
-    pooled_section(recordings_cases(quick, count), options, "recording", seeds)
+    cases = recordings_cases(quick, count)
+    pooled_section(cases, options, "recording", seeds)
+    published_section(cases, options.seed)
 
 
 def pump(quick: bool, options: TrainOptions, seeds: int = 1, count: int | None = None) -> None:
     """The pump proxy's tables (``detection_pump``): per recording, mean and pooled."""
     print("\n== simulated pump test bench, one fault per recording (train: first 400 rows, test: the 800 after) ==")
-    pooled_section(pump_cases(quick, count), options, "recording", seeds)
+    cases = pump_cases(quick, count)
+    pooled_section(cases, options, "recording", seeds)
+    published_section(cases, options.seed)
 
 
 def servers(quick: bool, options: TrainOptions, seeds: int = 1) -> None:

@@ -74,3 +74,29 @@ def test_a_pump_fault_moves_its_channels_and_only_them():
         assert rows.min() == fault.start and rows.max() < fault.start + fault.rows, fault.kind  # from its first row
         touched = {channels[j] for j in np.flatnonzero(moved.any(axis=0))}
         assert touched <= MOVES[fault.kind] and touched, fault.kind
+
+
+def test_the_published_recipes_rules_look_where_they_say():
+    """``bench/detection_convae.py``: the published rule reads the 58 windows after a row (kept
+    only as a reference), the causal ones only windows ending at the row or before it."""
+    from bench.detection_convae import STEPS, decisions
+
+    windows = 400
+    rows = windows + STEPS - 1
+    over = np.zeros(windows, dtype=bool)
+    over[100:220] = True  # windows 100..219 over the limit: they end at rows 159..278
+    rules = decisions(over, rows)
+    ends = np.flatnonzero(over) + STEPS - 1
+    np.testing.assert_array_equal(np.flatnonzero(rules["one window"]), ends)
+    causal = np.flatnonzero(rules["causal"])  # 59 windows ending at the row and the 58 before all over
+    assert causal[0] == ends[0] + STEPS - 2 and causal[-1] == ends[-1]
+    published = np.flatnonzero(rules["published (non-causal)"])
+    assert published[0] == 100 + STEPS - 1 and published[-1] == 219 + 1  # before the windows it needs end
+    later = over.copy()
+    later[221:] = True  # only windows ending after row 279 change
+    for rule in ("causal", "one window"):
+        np.testing.assert_array_equal(decisions(later, rows)[rule][:280], rules[rule][:280])
+    one_low = np.ones(windows, dtype=bool)
+    one_low[300] = False  # the window of rows 300..359, under the limit
+    ahead = np.flatnonzero(~decisions(one_low, rows)["published (non-causal)"][STEPS - 1:windows - STEPS + 1])
+    assert ahead[0] + STEPS - 1 == 301  # row 301's published verdict waits for row 359
