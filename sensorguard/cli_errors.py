@@ -16,6 +16,7 @@ from sensorguard.service.logs import first_line
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+# (serve also exits 3, EXIT_UNSAVED in service/state_writes.py, when its final save to state_dir failed)
 
 
 class CliError(Exception):

@@ -50,8 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     on_signals({signal.SIGHUP: reload_asked.set})
     from sensorguard.service.serve import serve
 
-    serve(settings, reload_asked)
-    return 0
+    return serve(settings, reload_asked) or 0  # EXIT_UNSAVED: the final save failed (logged as an error)
 
 
 # --- replay, maintenance / ack / shelve (MQTT clients: sensorguard/clients.py) -------------------

@@ -159,4 +159,8 @@ def send(args: argparse.Namespace) -> int:
                        "broker refused the command (its ACL); a daemon that gets it within "
                        f"{EXPIRY_GRACE_S:g} s more still carries it out")
     print(f"{'accepted' if reply.get('accepted') else 'rejected'} by {reply.get('instance')}: {reply.get('message')}")
+    if reply.get("accepted") and reply.get("saved") is False:  # (a daemon before the field sends none)
+        raise CliError(f"{reply.get('instance')} applied the command but could not save it in its state_dir: it is "
+                       "lost at its next restart unless a later write works; check the daemon's disk and log, then "
+                       "send the command again")
     return 0 if reply.get("accepted") else EXIT_ERROR

@@ -40,7 +40,8 @@ from sensorguard.service.outbox import Outbox
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.sensors import SensorEvent
-from sensorguard.service.state import save_states
+from sensorguard.service.state import STATE_FILE, save_states
+from sensorguard.service.state_writes import StateWrites
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self.recorder = recorder
         self.current = current
         self.state_dir = state_dir
+        self.writes = StateWrites(metrics.state_write_failures, state_dir)  # assets.json's failed writes
         self.restored: Restored = dict(restored or {})
         self.restore_until = time.monotonic() + rules.stale_after  # restored assets not back by then go
         self._states: dict[str, AlertState] = {}
@@ -80,6 +82,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
         self._outbox = Outbox(publisher, SILENT_KEPT)  # closes and retained states the full queue dropped
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
+        self._unconfirmed: set[str] = set()  # saved as unannounced, its raise published: awaiting the broker
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[Adopted] = deque()  # cluster mode: moved here
         self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on
@@ -133,6 +136,10 @@ class AssetAlerts(CarriedStates, AssetFaults):
             if old.status == "alerting":
                 if announced:
                     self._announced[asset] = old.alert_id  # its raise went out before the restart
+                else:  # at least once: its "raised" (and alerts_total, and the log line) may come twice
+                    log.info("alert %s of %s was saved as not announced (held, or the broker had not confirmed "
+                             "its raise): told under the same alert_id once nothing holds it", old.alert_id, asset,
+                             extra={"asset": asset, "alert_id": old.alert_id})
                 if self.recorder is not None:
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
         rule = bundle.drift_rule  # (the raise of the window's own model: a swap's first windows come first)
@@ -190,24 +197,38 @@ class AssetAlerts(CarriedStates, AssetFaults):
         """What holds ``asset`` now, or held it at reading time ``ts``."""
         return self.controls.suppressed(asset, time.time(), ts) if self.controls is not None else None
 
-    def save(self) -> None:
-        """Write every asset's alert state and drift baseline (live and still-restored) to ``state_dir``."""
+    def save(self) -> bool:
+        """Write every asset's alert state and drift baseline (live and still-restored) to ``state_dir``,
+        and the alarm controls; whether both files hold them now (no ``state_dir``: True). A failure
+        is counted and logged; the next save tries again."""
         self.save_soon = False
         if not self.state_dir:
-            return
+            return True
         alerts = {asset: state for asset, (state, _, _) in self.restored.items()}
         drift = {asset: d for asset, (_, d, _) in self.restored.items() if d is not None}
         alerts.update(self._states)
         drift.update(self._drift)
         unannounced = {asset for asset, (_, _, told) in self.restored.items() if not told and asset not in self._states}
         unannounced |= {asset for asset in self._states if not self._told(asset, confirmed=True)}
-        if self.controls is not None:  # with the alerts that can be acknowledged
-            self.controls.save()
+        self._unconfirmed = {asset for asset in unannounced if asset in self._states and self._told(asset)}
+        saved = self.controls is None or self.controls.save()  # with the alerts that can be acknowledged
         self._floors = judged = {asset: ts for asset, ts in self._floors.items() if asset in alerts}
         try:
             save_states(self.state_dir, alerts, drift, unannounced, judged)
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
+            self.writes.failed(STATE_FILE, exc)
             log.warning("saving asset state to %s failed: %s", self.state_dir, exc)
+            return False
+        self.writes.worked(STATE_FILE)
+        return saved
+
+    def confirmed_since_save(self) -> bool:
+        """Whether the broker has confirmed a raise that the last save marked unannounced (scoring
+        thread, each tick): the file must say so soon. A raise is saved as unannounced until its
+        confirmation comes (a crash before it must tell it again), and nothing else asked for a save
+        then: for up to ``SAVE_INTERVAL_S`` (30 s) a ``kill -9`` made the restart raise it again
+        (found by a walk). Now the window of such a repeat is the broker's confirmation time."""
+        return any(asset in self._states and self._told(asset, confirmed=True) for asset in self._unconfirmed)
 
     def publish_states(self) -> list:
         """Publish every asset's current state (retained), as at shutdown; the publish handles."""

@@ -29,10 +29,11 @@ from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import Publisher, iso
+from sensorguard.service.state_writes import AUDIT, CONTROLS, StateWrites
 
 log = logging.getLogger(__name__)
 
-AUDIT_FILE = "audit.jsonl"
+AUDIT_FILE = AUDIT
 MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 past this size
 
 ANSWERED_KEPT = 4096  # accepted commands whose answer is kept, so a redelivery is answered, not re-applied
@@ -140,8 +141,11 @@ class CommandHandler:
                 self.metrics.acknowledged.labels("true" if parsed.false_alarm else "false").inc()
                 if isinstance(known.get("raised_at"), int | float):
                     self.metrics.ack_seconds.observe(max(0.0, now - known["raised_at"]))
+        if accepted and not self.controls.saved():  # in force, but a restart would lose it: said, not only logged
+            text = (f"{text}; applied but NOT SAVED: writing {self.settings.state_dir}/{CONTROLS} failed (the "
+                    "daemon's log says why), so a restart loses it unless a later write works")
         if accepted:
-            audit(self.settings.state_dir, entry)
+            audit(self.settings.state_dir, entry, self.controls.writes)
             self.publisher.daemon_event(entry)
             if said := self.on_change(parsed.asset, parsed):
                 text = f"{text}; {said}"
@@ -160,10 +164,12 @@ class CommandHandler:
             request_id = ""
         if not (reply_to or request_id):
             return
+        body: dict[str, Any] = {"request_id": request_id, "accepted": accepted, "message": text,
+                                "instance": self.settings.instance_name}
+        if accepted:  # (added after the others: a client that knows only those reads the message)
+            body["saved"] = self.controls.saved()  # False: in force, not in controls.json (lost at a restart)
         try:
-            mqtt.publish_json(client, reply_to or self.responses + request_id,
-                              {"request_id": request_id, "accepted": accepted, "message": text,
-                               "instance": self.settings.instance_name}, qos=1)
+            mqtt.publish_json(client, reply_to or self.responses + request_id, body, qos=1)
         except (ValueError, RuntimeError) as exc:
             log.warning("answering a command failed: %s", exc)
 
@@ -233,8 +239,9 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
         return dict(got) if done else None
 
 
-def audit(state_dir: str | None, entry: dict[str, Any]) -> None:
-    """Append one accepted command to ``<state_dir>/audit.jsonl`` (a failure is logged, not fatal)."""
+def audit(state_dir: str | None, entry: dict[str, Any], writes: StateWrites | None = None) -> None:
+    """Append one accepted command to ``<state_dir>/audit.jsonl`` (a failure is logged and counted
+    in ``writes``, not fatal)."""
     if not state_dir:
         return
     path = Path(state_dir) / AUDIT_FILE
@@ -244,4 +251,9 @@ def audit(state_dir: str | None, entry: dict[str, Any]) -> None:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
     except OSError as exc:
+        if writes is not None:
+            writes.failed(AUDIT_FILE, exc)
         log.warning("writing the audit log in %s failed: %s", state_dir, exc)
+        return
+    if writes is not None:
+        writes.worked(AUDIT_FILE)

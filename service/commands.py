@@ -24,13 +24,16 @@ from typing import Any
 
 from sensorguard.service.command_messages import EXPIRY_GRACE_S, Command
 from sensorguard.service.durable import write_durably
+from sensorguard.service.logs import first_line
+from sensorguard.service.state import set_aside
+from sensorguard.service.state_writes import CONTROLS, StateWrites
 
 log = logging.getLogger(__name__)
 
 MAX_CONTROLS = 10_000  # assets under maintenance or shelved at once; beyond, a command is rejected
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
-CONTROLS_FILE = "controls.json"
+CONTROLS_FILE = CONTROLS
 SENDS_KEPT = 64  # per asset, sends carried out (until they expire): a revived session's copy is not carried out
 
 
@@ -49,9 +52,11 @@ class AlarmControls:
     """Each asset's maintenance and shelving, and the alerts that can be acknowledged; shared by
     the network thread (commands) and the scoring worker (:meth:`suppressed`) under one lock."""
 
-    def __init__(self, state_dir: str | None = None, max_controls: int = MAX_CONTROLS) -> None:
+    def __init__(self, state_dir: str | None = None, max_controls: int = MAX_CONTROLS,
+                 writes: StateWrites | None = None) -> None:
         self.state_dir = state_dir
         self.max_controls = max_controls
+        self.writes = writes or StateWrites(directory=state_dir)  # failed writes (the daemon's: counted)
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()  # one writer at a time, newest snapshot last
         self._controls: dict[tuple[str, str], Control] = {}  # (asset, kind) -> control
@@ -267,11 +272,12 @@ class AlarmControls:
         for kind in ("maintenance", "shelved"):
             self._past.pop((asset, kind), None)
 
-    def save(self, strict: bool = False) -> None:
-        """Write the controls and recent alerts to ``state_dir`` atomically (no state_dir: nothing).
-        A failure is logged (the next save tries again), or raised with ``strict``."""
+    def save(self, strict: bool = False) -> bool:
+        """Write the controls and recent alerts to ``state_dir`` atomically (no state_dir: nothing);
+        whether the file holds them now. A failure is counted and logged (the next save tries again)
+        and False, or raised with ``strict``."""
         if not self.state_dir:
-            return
+            return True
         with self._save_lock:
             with self._lock:
                 body = {"controls": [asdict(c) | {"asset": a} for (a, _), c in self._controls.items()],
@@ -283,9 +289,20 @@ class AlarmControls:
                 Path(self.state_dir).mkdir(parents=True, exist_ok=True)
                 write_durably(Path(self.state_dir) / CONTROLS_FILE, text)
             except OSError as exc:  # a full disk must not stop serving; the next save tries again
+                self.writes.failed(CONTROLS_FILE, exc)
                 if strict:
                     raise
                 log.warning("saving alarm controls to %s failed: %s", self.state_dir, exc)
+                return False
+        self.writes.worked(CONTROLS_FILE)
+        return True
+
+    def saved(self) -> bool:
+        """Whether ``controls.json`` holds the controls in force (its last write worked; no
+        ``state_dir``: True, nothing is kept there). A command answered "accepted" while the file
+        could not be written was lost at the next restart, and only the log said so (found by a
+        walk): its answer says it is not saved (:class:`~sensorguard.service.command_handling.CommandHandler`)."""
+        return not self.writes.failing(CONTROLS_FILE)
 
     def _load(self) -> None:
         path = Path(self.state_dir or ".") / CONTROLS_FILE
@@ -308,8 +325,20 @@ class AlarmControls:
                 self._ended(str(asset), kind, float(since), float(end))
             self._sends = {str(a): sent for a, raw in doc.get("sends", {}).items() if (sent := _sends(raw))}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("alarm controls in %s unreadable (%s): starting without", path, exc)
+            from sensorguard.service.command_handling import AUDIT_FILE  # (that module imports this one)
+
             self._controls, self._alerts, self._newest, self._past, self._sends = {}, {}, {}, {}, {}
+            # set aside with a line saying where the holds are found again: the next save (within
+            # 30 s) overwrote it, every maintenance, shelving and acknowledgement gone without a trace
+            try:
+                where = f"moved to {set_aside(path.parent, CONTROLS_FILE)}"
+            except OSError as err:
+                where = f"could not move it aside ({err.strerror or err})"
+            audit = path.parent / AUDIT_FILE
+            again = (f"re-issue the holds still due from the accepted commands in {audit}" if audit.exists()
+                     else "re-issue the holds still due")
+            log.warning("alarm controls in %s unreadable (%s); %s, starting without maintenance, shelving or "
+                        "acknowledgements: %s", path, first_line(exc), where, again)
 
 
 def _sends(raw: Any) -> dict[str, float]:

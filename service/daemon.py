@@ -82,6 +82,7 @@ from sensorguard.service.scoring_worker import ScoringWorker
 from sensorguard.service.shadow import report_live
 from sensorguard.service.startup_log import announce
 from sensorguard.service.state import SAVE_INTERVAL_S, judged_times, restore_states
+from sensorguard.service.state_writes import StateWrites
 from sensorguard.service.windows import Buffers
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,8 @@ class Daemon(ScoringWorker):
         self.models.on_swap = self._swapped
         # Cluster mode keeps each asset's controls in the state bucket, where its next owner finds
         # them; a local copy would come back stale after the asset moved away and back.
-        self.controls = AlarmControls(None if settings.cluster else settings.state_dir)
+        controls_dir = None if settings.cluster else settings.state_dir
+        self.controls = AlarmControls(controls_dir, writes=StateWrites(self.metrics.state_write_failures, controls_dir))
         restored = restore_states(settings.state_dir, settings.max_assets)
         floors = {asset: ts for asset, ts in judged_times(settings.state_dir).items() if asset in restored}
         if not settings.cluster:  # (cluster mode: the state bucket's judged_ts; a prime takes the older readings)
@@ -153,6 +155,7 @@ class Daemon(ScoringWorker):
                                      None if self.source else self.ingest.backlogged)  # (cluster: no readings here)
         self._listeners: list[Callable[[ScoredWindow], None]] = []
         self._stopped = False
+        self.unsaved_at_stop = False  # the final save failed: serve exits EXIT_UNSAVED
         self._http: tuple[Any, threading.Thread] | None = None
         self._threads: list[threading.Thread] = []  # the scoring worker first
         self._beat = time.monotonic()  # the scoring worker's last time round its loop
@@ -228,13 +231,17 @@ class Daemon(ScoringWorker):
         self._flush_recorder(force=True)
         if self._threads and self._threads[0].is_alive():
             log.warning("the scoring worker did not finish in %.0f s: asset state not saved at stop", STOP_BUDGET_S)
-        else:
-            self.alerts.save()
+            self.unsaved_at_stop = bool(self.settings.state_dir)
+        elif not self.alerts.save():  # it said "stopped" and exited 0, the changes since the last save lost
+            self.unsaved_at_stop = True
+            log.error("the final save to %s failed (see above): the next start resumes from the last save that "
+                      "worked, without what changed since (alert states, holds, acknowledgements)",
+                      self.settings.state_dir)
         self.connection.close(lambda: [*self.alerts.publish_states(), self.publisher.status(online=False)])
         self._report_shadow(wait_s=min(REPORT_WAIT_S, max(0.1, deadline - time.monotonic())))  # after "offline"
         if self._http is not None:
             shutdown_http(*self._http)
-        log.info("stopped")
+        log.info("stopped%s", " without its final save" if self.unsaved_at_stop else "")
 
     def run_forever(self, stop_event: threading.Event) -> None:
         """Start, wait for ``stop_event`` (set by a signal handler), stop."""

@@ -116,8 +116,9 @@ class Ingest:
         self.metrics.reject(reason)
         count = self._reject_log.hit(reason)
         if count is not None:
-            detail = explain(reason, payload, self.buffers.channels,
-                             self.buffers.last_ts(asset) if asset else None)
+            newest = self.buffers.last_ts(asset) if asset else None
+            detail = explain(reason, payload, self.buffers.channels, newest,
+                             self.buffers.floors.get(asset) if asset and newest is None else None)
             log.warning(
                 "rejected reading: %s%s (topic %r, asset %r; %d like this since the last line)",
                 reason, f": {detail}" if detail else "", topic[:200], asset, count,

@@ -17,7 +17,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and goes into JSON lines.
@@ -101,3 +101,14 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     if (end := cut.rfind(". ")) > limit // 3:
         return cut[:end + 1]
     return (cut[:cut.rfind(" ")] if " " in cut else cut).rstrip(",;: ") + " ..."
+
+
+def some(names: Sequence[object], shown: int = 3, quote: bool = True) -> str:
+    """The first ``shown`` of ``names`` for a log line, then how many more: a line names a few
+    (assets, channels), never a flood of them.
+
+    >>> some(["a", "b", "c", "d", "e"]), some(["x.y"], quote=False)
+    ("'a', 'b', 'c' and 2 more", 'x.y')
+    """
+    listed = ", ".join(repr(n) if quote else str(n) for n in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -39,6 +39,7 @@ from prometheus_client.exposition import choose_encoder
 from sensorguard.service.command_messages import VERBS
 from sensorguard.service.payload import REJECT_REASONS
 from sensorguard.service.sensors import KINDS as SENSOR_KINDS
+from sensorguard.service.state_writes import STATE_FILES
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,11 @@ class Metrics:
         self.record_write_failures = counter(
             "record_write_failures_total", "Failed writes of recorded readings (e.g. a full disk)."
         )
+        self.state_write_failures = counter(
+            "state_write_failures_total", "Failed writes in state_dir (e.g. a full disk, a read-only folder), by file: "
+            "assets.json, controls.json (a hold or acknowledgement not kept across a restart), audit.jsonl.", ("file",))
+        for name in STATE_FILES:  # at 0: the first failure shows in increase()
+            self.state_write_failures.labels(name)
         self.commands = counter("commands_total", "Commands received (maintenance, shelve, ack), by result.",
                                 ("command", "result"))
         self.acknowledged = counter("alerts_acknowledged_total",

@@ -123,8 +123,12 @@ class Publisher:
         ``ended_alert``: the ``alert_id`` of the process alert this fault ends (an asset gone
         ``silent`` while alerting), so a subscriber tracking open alerts closes it."""
         state = "sensor_fault" if event.fault else "sensor_ok"
-        log.info("%s: %s %s of %s (value %s)", state, asset, event.kind, event.channel, event.value,
-                 extra={"asset": asset, "event": state, "kind": event.kind, "channel": event.channel})
+        extra = {"asset": asset, "event": state, "kind": event.kind, "channel": event.channel}
+        if event.channel is None:  # the whole asset (silent): it read "silent of None (value nan)"
+            said = ": no reading after" if event.fault else " ended: a reading at"
+            log.info("%s: %s %s%s %s", state, asset, event.kind, said, iso(event.ts), extra=extra)
+        else:
+            log.info("%s: %s %s of %s (value %s)", state, asset, event.kind, event.channel, event.value, extra=extra)
         if self.client is None:
             return None
         body = {"asset": asset, "state": state, "kind": event.kind, "channel": event.channel, "ts": iso(event.ts),

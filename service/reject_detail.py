@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import Sequence
 
+from sensorguard.service.logs import some
 from sensorguard.service.payload import NO_DATA, parse_ts
 from sensorguard.service.publisher import iso
 
@@ -26,18 +27,23 @@ MAX_CHARS = 200  # a detail is a phrase, never a dump of the message
 SHOWN = 3  # channels named before "and N more"
 
 
-def explain(reason: str, payload: bytes, channels: Sequence[str], newest: float | None = None) -> str:
+def explain(reason: str, payload: bytes, channels: Sequence[str], newest: float | None = None,
+            floor: float | None = None) -> str:
     """A short phrase about ``payload``'s ``reason`` ('' when there is nothing to add); never raises.
 
-    ``channels``: the model's; ``newest``: the asset's newest reading taken (epoch seconds).
+    ``channels``: the model's; ``newest``: the asset's newest reading taken (epoch seconds);
+    ``floor``: with no reading taken yet, the end of the asset's last window judged before the
+    restart (:attr:`~sensorguard.service.windows.Buffers.floors`), which refuses the readings up
+    to it: an ``out_of_order`` line after a restart named the stamp and nothing it was older than.
     """
     try:
-        return _explain(reason, payload, channels, newest)[:MAX_CHARS]
+        return _explain(reason, payload, channels, newest, floor)[:MAX_CHARS]
     except Exception:  # noqa: BLE001 - a log line's extra words must never cost the daemon
         return ""
 
 
-def _explain(reason: str, payload: bytes, channels: Sequence[str], newest: float | None) -> str:
+def _explain(reason: str, payload: bytes, channels: Sequence[str], newest: float | None,
+             floor: float | None) -> str:
     if reason == "too_large":
         return f"{len(payload):,} bytes"
     if reason in ("invalid_json", "not_object", "parse_error"):
@@ -65,10 +71,12 @@ def _explain(reason: str, payload: bytes, channels: Sequence[str], newest: float
     if reason in ("out_of_order", "duplicate_ts", "future_ts"):
         stamps = [ts for ts in (parse_ts(s.get("ts")) for s in samples) if ts is not None and ts == ts]
         if stamps:
-            ts = _suspect(reason, stamps, newest)
+            ts = _suspect(reason, stamps, newest if newest is not None else floor)
             said = f"ts {iso(ts)}" + (f", one of {len(stamps)} in the message" if len(stamps) > 1 else "")
             if reason == "future_ts":
                 return f"{said}; the daemon's clock reads {iso(time.time())}"
+            if newest is None and floor is not None:
+                return f"{said}; not after {iso(floor)}, the end of the last window judged before the restart"
             return f"{said}; the asset's newest reading {iso(newest)}" if newest else said
     return ""
 
@@ -119,8 +127,7 @@ def _missing(value: object) -> bool:
 
 
 def _names(names: list[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:SHOWN])
-    return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+    return some(names, SHOWN)
 
 
 def _short(value: object) -> str:

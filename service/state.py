@@ -8,7 +8,10 @@ that rose while its asset was held (shelved, in maintenance) and was never annou
 is written atomically (temp file, fsync, rename): a crash leaves the old file or the new one,
 never half of one; at worst the last interval's updates are lost. A file that cannot be read is
 moved aside (``assets.json.bad``) with one log line and the daemon starts fresh: losing alert
-state must never stop scoring.
+state must never stop scoring. One asset's entry that cannot be read (a field of the wrong type)
+costs that asset alone, and fields this version does not know (a newer version's, after a
+rollback) are ignored: the other assets keep their state. Either is said in one log line, and the
+file as it was is copied to ``assets.json.bad`` first, so nothing is lost unseen.
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
@@ -21,6 +24,7 @@ state must never stop scoring.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,7 +36,7 @@ from pathlib import Path
 from sensorguard.service.alerts import AlertState
 from sensorguard.service.drift import DriftState
 from sensorguard.service.durable import write_durably
-from sensorguard.service.logs import first_line
+from sensorguard.service.logs import first_line, some
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,9 @@ STATE_FILE = "assets.json"
 FORMAT_VERSION = 1
 SAVE_INTERVAL_S = 30.0
 _STATUSES = ("normal", "pending", "alerting", "stale")
+_ALERT_FIELDS = frozenset(f.name for f in fields(AlertState))
+_DRIFT_FIELDS = frozenset(f.name for f in fields(DriftState))
+_ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts"})  # an asset's, in assets.json
 
 
 class StateError(Exception):
@@ -66,13 +73,19 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
     """Alert states, drift baselines and unannounced alerts saved in ``directory`` (empty when there
     is no file yet; a file from before the mark counts every alert up as announced).
 
-    Raises StateError for a file that is not a state file this build can read.
+    Raises StateError for a file that is not a state file this build can read. An asset's entry
+    that cannot be read is skipped and fields this version does not know are ignored, with one
+    log line: the file as it was is copied to ``assets.json.bad``, and the file rewritten without
+    them, so the next reader (the daemon after :func:`~sensorguard.service.relayout.relayout_states`)
+    finds it clean and the line is not said twice. One bad entry once discarded the whole file:
+    after a rollback from a version that added a field, every asset lost its state.
     """
     path = Path(directory) / STATE_FILE
     if not path.exists():
         return {}, {}, set()
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StateError(f"{path}: unreadable ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION or not isinstance(
@@ -82,16 +95,63 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
     alerts: dict[str, AlertState] = {}
     drift: dict[str, DriftState] = {}
     unannounced: set[str] = set()
+    skipped: dict[str, str] = {}  # asset -> why its entry was not taken
+    unknown: dict[str, list[str]] = {}  # asset -> the fields of its entry this version does not know
     for asset, entry in doc["assets"].items():
         try:
-            alerts[asset] = _alert_state(entry["alert"])
-            if entry.get("unannounced") is True:
-                unannounced.add(asset)
-            if "drift" in entry:
-                drift[asset] = _drift_state(entry["drift"])
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # JSON's integers have no bound
-            raise StateError(f"{path}: asset {asset!r}: invalid entry ({exc})") from None
+            alert = _alert_state(entry["alert"])
+            baseline = _drift_state(entry["drift"]) if "drift" in entry else None
+        except KeyError as exc:
+            skipped[asset] = f"no {exc}"
+            continue
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:  # JSON's integers have no bound
+            skipped[asset] = str(exc) or type(exc).__name__
+            continue
+        alerts[asset] = alert
+        if baseline is not None:
+            drift[asset] = baseline
+        if entry.get("unannounced") is True:
+            unannounced.add(asset)
+        if extra := _unknown_fields(entry):
+            unknown[asset] = extra
+    if (skipped or unknown) and _copied_aside(path, text, skipped, unknown):
+        judged = {a: ts for a in alerts if (ts := _finite_time(doc["assets"][a].get("judged_ts"))) is not None}
+        with contextlib.suppress(OSError):  # (not rewritten: the daemon's next save replaces it, or says why not)
+            age = path.stat()
+            save_states(directory, alerts, drift, unannounced, judged)
+            os.utime(path, ns=(age.st_atime_ns, age.st_mtime_ns))  # no newer than it was: relayout weighs copies by age
     return alerts, drift, unannounced
+
+
+def _unknown_fields(entry: dict) -> list[str]:
+    """The fields of a readable entry this version does not know (``alert.`` or ``drift.`` inside those)."""
+    extra = sorted(set(entry) - _ENTRY_FIELDS)
+    for part, known in (("alert", _ALERT_FIELDS), ("drift", _DRIFT_FIELDS)):
+        if isinstance(entry.get(part), dict):
+            extra += sorted(f"{part}.{name}" for name in set(entry[part]) - known)
+    return extra
+
+
+def _copied_aside(path: Path, text: str, skipped: dict[str, str], unknown: dict[str, list[str]]) -> bool:
+    """One log line for the entries skipped and the fields ignored, once the file as it was
+    (``text``) is copied to ``assets.json.bad``; whether it was (else the line says why not)."""
+    said = []
+    if skipped:
+        first = next(iter(skipped.values()))
+        said.append(f"skipped {len(skipped)} invalid asset entr{'y' if len(skipped) == 1 else 'ies'} "
+                    f"({some(list(skipped))}; the first: {first[:120]}), those assets start fresh")
+    if unknown:
+        fields_seen = sorted({name for names in unknown.values() for name in names})
+        said.append(f"ignored fields this version does not know ({some(fields_seen, quote=False)}) "
+                    f"in {len(unknown)} entr{'y' if len(unknown) == 1 else 'ies'}")
+    aside = path.with_name(path.name + ".bad")
+    try:
+        write_durably(aside, text)
+        kept = f"the file as it was is kept in {aside}"
+    except OSError as err:
+        kept = f"could not keep a copy of the file as it was in {aside} ({err.strerror or err})"
+    log.warning("%s: %s; %s", path, "; ".join(said), kept)
+    return kept.startswith("the file")
 
 
 def judged_times(directory: str | os.PathLike | None) -> dict[str, float]:
@@ -196,21 +256,24 @@ def _window_time(value: object) -> float | None:
     return number
 
 
-def set_aside(directory: str | os.PathLike) -> Path:
-    """Move an unusable state file out of the way (kept for inspection); return where it went."""
-    path = Path(directory) / STATE_FILE
-    aside = path.with_name(STATE_FILE + ".bad")
+def set_aside(directory: str | os.PathLike, name: str = STATE_FILE) -> Path:
+    """Move an unusable state file (``name``: ``assets.json``, or ``controls.json``) out of the way,
+    to ``<name>.bad`` (kept for inspection); return where it went."""
+    path = Path(directory) / name
+    aside = path.with_name(name + ".bad")
     os.replace(path, aside)
     return aside
 
 
 def _alert_state(raw: dict) -> AlertState:
-    names = {f.name for f in fields(AlertState)}
-    if not isinstance(raw, dict) or set(raw) - names:
-        raise ValueError(f"alert state fields must be among {sorted(names)}")
+    """A saved alert state; ValueError or TypeError for one with a known field of the wrong type.
+    Fields this version does not know are ignored (a newer version's: an older one rolled back to
+    refused the entry, and the whole file with it)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"an alert state must be an object, got {str(raw)[:40]!r}")
     if raw.get("status", "normal") not in _STATUSES:
         raise ValueError(f"status must be one of {', '.join(_STATUSES)}")
-    state = AlertState(**raw)
+    state = AlertState(**{k: v for k, v in raw.items() if k in _ALERT_FIELDS})
     if not all(_count(x) for x in (state.above, state.below)):
         raise ValueError(f"counts must be whole numbers >= 0, got above={state.above!r}, below={state.below!r}")
     scores = (state.peak, state.last_score)

@@ -27,6 +27,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 import urllib.error
@@ -45,6 +46,7 @@ from sensorguard.service.hotswap import worker_model
 from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import serve_http, shutdown_http
 from sensorguard.service.signals import on_signals
+from sensorguard.service.state_writes import EXIT_UNSAVED
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,8 @@ def run_worker(settings: Settings, stale: tuple[str, ...], port_out: Any, readin
                 break
     finally:
         daemon.stop()
+    if daemon.unsaved_at_stop:  # the parent's serve exits with it
+        sys.exit(EXIT_UNSAVED)
 
 
 class _SharedCounter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -71,6 +72,33 @@ def test_controls_suppress_expire_persist_and_know_what_can_be_acknowledged(tmp_
     assert again.expired(170.0) == [("p1", "shelved")] and again.suppressed("p1", 170.0) is None
     (tmp_path / "controls.json").write_text("{broken")
     assert AlarmControls(str(tmp_path)).suppressed("p2", 200.0) is None  # unreadable: start without, logged
+
+
+def test_an_unreadable_controls_file_is_set_aside_and_the_log_says_where_the_holds_are(tmp_path, caplog):
+    """A controls.json cut short was overwritten by the next save (within 30 s): every maintenance,
+    shelving and acknowledgement gone with no copy, and the log line said only "starting without"
+    (found in a walk). Now it is kept as controls.json.bad, and the line names the audit log to
+    re-issue the holds from."""
+    controls = AlarmControls(str(tmp_path))
+    assert controls.apply(Command("maintenance", "live-1", action="start", until=1e9), now=100.0)[0]
+    assert controls.apply(Command("shelve", "dup-1", until=7300.0), now=100.0)[0]
+    (tmp_path / "audit.jsonl").write_text('{"command": "maintenance", "asset": "live-1"}\n')
+    cut = (tmp_path / "controls.json").read_bytes()[:-1]  # truncate -s -1
+    (tmp_path / "controls.json").write_bytes(cut)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.commands"):
+        again = AlarmControls(str(tmp_path))
+    assert again.suppressed("live-1", 200.0) is None and again.assets() == set()  # starts without them
+    [line] = [r.getMessage() for r in caplog.records]
+    assert f"moved to {tmp_path / 'controls.json.bad'}, starting without maintenance" in line
+    assert line.endswith(f"re-issue the holds still due from the accepted commands in {tmp_path / 'audit.jsonl'}")
+    again.save()  # the next save writes a fresh file: the unreadable one is kept beside it
+    assert (tmp_path / "controls.json.bad").read_bytes() == cut
+    (tmp_path / "controls.json").write_text("[]")
+    (tmp_path / "audit.jsonl").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.commands"):
+        AlarmControls(str(tmp_path))
+    assert caplog.records[0].getMessage().endswith("acknowledgements: re-issue the holds still due")
 
 
 def test_an_alert_is_counted_acknowledged_once_and_a_repeated_raise_keeps_its_answer(tiny_bundle):

@@ -277,6 +277,21 @@ def test_a_silent_asset_ends_its_alert_and_its_first_reading_back_closes_the_fau
     assert value(daemon, "sensorguard_assets_silent") == 0
 
 
+def test_a_silent_assets_log_lines_read_as_the_whole_assets(tiny_bundle, caplog):
+    """The line read `sensor_fault: clk-b silent of None (value nan)` (a walk): a silence is the
+    whole asset's and has no value; the line says when its last reading was, and its first back."""
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    daemon.ingest.handle(client, message("clk-b", T0))
+    daemon.publish_sensor_faults()  # (its first reading ever ends no silence)
+    with caplog.at_level(logging.INFO, logger="sensorguard.service.publisher"):
+        daemon.housekeeping(time.monotonic() + 61)
+        daemon.ingest.handle(client, message("clk-b", T0 + 500))  # back
+        daemon.publish_sensor_faults()
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("sensor_")] == [
+        "sensor_fault: clk-b silent: no reading after 2026-01-01T00:00:00.000Z",
+        "sensor_ok: clk-b silent ended: a reading at 2026-01-01T00:08:20.000Z"]
+
+
 def test_the_silent_fault_names_the_alert_it_ends(tiny_bundle):
     daemon, client = make(tiny_bundle, stale_after_s=60)
     for i in range(3):

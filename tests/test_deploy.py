@@ -38,7 +38,7 @@ COUNTERS = {
     "sensor_events_dropped_total", "record_dropped_total", "commands_total", "alerts_suppressed_total",
     "alerts_acknowledged_total", "shadow_alerts_total", "worker_restarts_total", "partition_changes_total",
     "windows_dropped_total", "window_restarts_total", "publishes_dropped_total", "control_changes_dropped_total",
-    "publishes_refused_total", "alert_windows_total",
+    "publishes_refused_total", "alert_windows_total", "state_write_failures_total",
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",
@@ -55,7 +55,7 @@ ALERTS = {
     "SensorguardAssetAnomaly", "SensorguardDown", "SensorguardBrokerDisconnected", "SensorguardNoReadings",
     "SensorguardHighRejectionRate", "SensorguardModelReloadFailing", "SensorguardSensorFaults",
     "SensorguardAlarmFlood", "SensorguardAssetAlertRate", "SensorguardWorkerRestarting",
-    "SensorguardClusterNoReadings",
+    "SensorguardClusterNoReadings", "SensorguardStateWriteFailing",
 }
 
 
@@ -383,6 +383,9 @@ def test_daemon_unit_runs_as_a_dedicated_user_with_hardening():
 
     assert service["KillSignal"] == "SIGTERM" and int(service["TimeoutStopSec"]) > STOP_TIMEOUT_S
     assert service["Restart"] == "on-failure"
+    from sensorguard.service.state_writes import EXIT_UNSAVED  # a failed final save: shown, not restarted
+
+    assert service["RestartPreventExitStatus"] == str(EXIT_UNSAVED)
     assert service["EnvironmentFile"] == "-/etc/sensorguard/sensorguard.env"
     for key, value in HARDENING.items():
         assert service[key] == value, key

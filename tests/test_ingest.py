@@ -1,6 +1,7 @@
 """Ingest without a broker: a topic and bytes in, buffered samples, rejects and counts out."""
 
 import json
+import logging
 import time
 
 from prometheus_client import CollectorRegistry
@@ -82,3 +83,21 @@ def test_readings_outside_the_instances_partitions_are_acknowledged_not_scored()
     assert taker.metrics.rejected.labels("not_ours")._value.get() == 1
     everything = ingest()  # the default partition, "#": every asset is ours
     assert everything.take("sensors/line-2/pump/readings", reading(T0)) == ([], 1, "line-2/pump")
+
+
+def test_a_reading_refused_by_the_last_runs_floor_says_what_it_was_not_after(caplog):
+    """After a restart, `rejected reading: out_of_order: ts ...` named no stamp it was older than
+    (the asset had no reading taken yet: the floor restored from the state file refused it), so the
+    line did not say why (found in a walk)."""
+    taker = ingest()
+    taker.accepting = True
+    taker.buffers.floors = {"clk-c": T0 + 10}  # as the daemon sets them from assets.json at start
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ingest"):
+        taker.accept("sensors/clk-c/readings", reading(T0 + 5))
+        taker.accept("sensors/clk-c/readings", reading(T0 + 10))
+    out_of_order, duplicate = (r.getMessage() for r in caplog.records)
+    assert out_of_order.startswith("rejected reading: out_of_order: ts 2026-01-01T00:00:05.000Z; not after "
+                                   "2026-01-01T00:00:10.000Z, the end of the last window judged before the restart")
+    assert duplicate.startswith("rejected reading: duplicate_ts: ts 2026-01-01T00:00:10.000Z; not after ")
+    taker.accept("sensors/clk-c/readings", reading(T0 + 11))  # taken: from here its newest reading is named
+    assert taker.buffers.floors == {}

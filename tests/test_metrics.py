@@ -65,7 +65,8 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
                                                     "alerts_suppressed", "alerts_acknowledged", "shadow_alerts",
                                                     "partition_changes", "windows_dropped", "window_restarts",
                                                     "publishes_dropped", "control_changes_dropped",
-                                                    "publishes_refused", "alert_windows")}
+                                                    "publishes_refused", "alert_windows",
+                                                    "state_write_failures")}
         | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open", "partition_info",
                                                   "assets_silent", "assets_held", "model_promise_alerts_per_day",
                                                   "shadow_info", "partitions_owned")}

@@ -13,7 +13,9 @@ import pytest
 
 from sensorguard.service.alerts import AlertState
 from sensorguard.service.command_messages import Command
+from sensorguard.service.config import load_settings
 from sensorguard.service.drift import DriftRule
+from sensorguard.service.relayout import relayout_states
 from sensorguard.service.state import STATE_FILE, StateError, decode_asset, load_states, restore_states, save_states
 from tests.test_daemon import T0, FakeClient, make, message, value
 
@@ -33,6 +35,20 @@ def daemon_with(bundle, state_dir, **overrides):
     client = StoppableClient(daemon)
     daemon.publisher.client = client
     return daemon, client
+
+
+def unconfirmed(client) -> dict[str, bool]:
+    """Make ``client``'s publishes wait for the broker's confirmation until the returned dict's
+    ``"yes"`` is set (a PUBACK that has not come yet)."""
+    confirmed = {"yes": False}
+    publish = client.publish
+
+    def held(topic, payload, qos=0, retain=False):
+        info = publish(topic, payload, qos, retain)
+        return SimpleNamespace(rc=0, wait_for_publish=info.wait_for_publish, is_published=lambda: confirmed["yes"])
+
+    client.publish = held
+    return confirmed
 
 
 def raised(client) -> list[dict]:
@@ -173,7 +189,6 @@ def test_an_unreadable_state_file_is_set_aside_and_the_daemon_starts_fresh(drift
     ({"format_version": 1, "assets": {"a": {"alert": {"status": "burning"}}}}, "status"),
     ({"format_version": 1, "assets": {"a": {"alert": {"peak": "high"}}}}, "numbers"),
     ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": 1.0}}}}, "updates"),
-    ({"format_version": 1, "assets": {"a": {"alert": {"evil": 1}}}}, "fields"),
     ({"format_version": 1, "assets": {"a": {"alert": {}, "drift": {"offset": float("nan"), "updates": 1}}}},
      "finite"),
     # an overflowing or negative count once escaped as OverflowError (the daemon died at start) or
@@ -189,13 +204,44 @@ def test_an_unreadable_state_file_is_set_aside_and_the_daemon_starts_fresh(drift
     ({"format_version": 1, "assets": {"a": {"alert": {"above": -2}}}}, "counts"),
     ({"format_version": 1, "assets": {"a": {"alert": {"below": 1.5}}}}, "counts"),
 ])
-def test_a_lying_state_file_is_refused_with_one_line(tmp_path, doc, message):
+def test_a_lying_state_file_is_refused_with_one_line(tmp_path, doc, message, caplog):
     (tmp_path / STATE_FILE).write_text(json.dumps(doc))
-    with pytest.raises(StateError, match=message):
-        load_states(tmp_path)
-    if doc["assets"]:  # cluster mode's bucket entries are read by the same rules
+    if not doc["assets"]:
         with pytest.raises(StateError, match=message):
-            decode_asset(json.dumps(doc["assets"]["a"]).encode())
+            load_states(tmp_path)
+        return
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.state"):  # the lying entry alone is skipped
+        assert load_states(tmp_path) == ({}, {}, set())
+    assert [r.getMessage() for r in caplog.records if message in r.getMessage() and "'a'" in r.getMessage()]
+    with pytest.raises(StateError, match=message):  # cluster mode's bucket entries are read by the same rules
+        decode_asset(json.dumps(doc["assets"]["a"]).encode())
+
+
+def test_one_bad_entry_costs_its_asset_alone_and_unknown_fields_are_ignored(drifting, tmp_path, caplog):
+    """One entry the daemon could not read set the whole file aside, so every asset started fresh:
+    after a rollback from a version that added a field to the alert state, every alert up was raised
+    again under a new id. The bad entries are skipped, the fields ignored, said in one line, and the
+    file as it was is kept in assets.json.bad; the relayout at start reads it first, the daemon after."""
+    save_states(tmp_path, {"pump-1": AlertState("alerting", above=3, peak=2.5, alert_id="pump-1@1")}, {},
+                judged={"pump-1": T0 + 10})
+    doc = json.loads((tmp_path / STATE_FILE).read_text())
+    doc["assets"] |= {"x": {"alert": "nope"}, "y": {"alert": {"peak": "high"}}, "w": 5,
+                      "z": {"alert": {"status": "alerting", "alert_id": "z@1", "escalation": 2}, "owner": "ops"}}
+    original = json.dumps(doc)
+    (tmp_path / STATE_FILE).write_text(original)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.state"):
+        relayout_states(str(tmp_path), [load_settings({"model": None, "state_dir": str(tmp_path)}, {},
+                                                      require_model=False)])
+        daemon, _ = daemon_with(drifting, tmp_path)
+    assert {a: s[0].alert_id for a, s in daemon.alerts.restored.items()} == {"pump-1": "pump-1@1", "z": "z@1"}
+    assert daemon.buffers.floors == {"pump-1": T0 + 10}
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "skipped 3 invalid asset entries ('x', 'y', 'w'; the first: an alert state must be an object" in line
+    assert "ignored fields this version does not know (alert.escalation, owner) in 1 entry" in line
+    assert line.endswith(f"the file as it was is kept in {tmp_path / STATE_FILE}.bad")
+    assert (tmp_path / (STATE_FILE + ".bad")).read_text() == original
+    assert set(json.loads((tmp_path / STATE_FILE).read_text())["assets"]) == {"pump-1", "z"}
+    assert decode_asset(json.dumps(doc["assets"]["z"]).encode())[0].alert_id == "z@1"  # the bucket's too
 
 
 def test_an_overflowing_state_file_is_set_aside_and_the_daemon_starts(drifting, tmp_path):
@@ -447,14 +493,7 @@ def test_a_raise_the_broker_never_confirmed_is_told_again_after_a_restart(drifti
     next tick (not 30 s later) marks it unannounced until the broker confirms it, so a restart
     announces it again under the same id; a confirmed one is not told twice."""
     first, client = daemon_with(drifting, tmp_path)
-    confirmed = {"yes": False}
-    publish = client.publish
-
-    def unconfirmed(topic, payload, qos=0, retain=False):
-        info = publish(topic, payload, qos, retain)
-        return SimpleNamespace(rc=0, wait_for_publish=info.wait_for_publish, is_published=lambda: confirmed["yes"])
-
-    client.publish = unconfirmed
+    confirmed = unconfirmed(client)
     for i in range(3):
         first.alerts.apply("pump-1", T0 + i, 5.0, [])
     alert_id = first.snapshot()["pump-1"].alert_id

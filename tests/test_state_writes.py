@@ -1,0 +1,183 @@
+"""Writes to ``state_dir`` that the next start depends on: saved soon after the broker confirms a
+raise, failures counted and said (in a command's answer and serve's exit status), recovery logged once.
+
+A write is made to fail for real: the file's path is a directory (tests run as root here, and a
+read-only mode does not stop root).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from sensorguard.service.command_handling import AUDIT_FILE
+from sensorguard.service.commands import CONTROLS_FILE
+from sensorguard.service.state import STATE_FILE, load_states
+from sensorguard.service.state_writes import ASSETS, AUDIT, CONTROLS, EXIT_UNSAVED, STATE_FILES
+from tests.mosquitto import clean_env, client_id, free_port, http_status, metric, start_daemon, wait_for
+from tests.test_daemon import T0, value
+from tests.test_state import RULE, daemon_with, raised, unconfirmed
+
+ROOT = Path(__file__).resolve().parents[1]
+FAILURES = "sensorguard_state_write_failures_total"
+
+
+@pytest.fixture
+def bundle(tiny_bundle):
+    return tiny_bundle.with_threshold(1.0, {"method": "alerts", "drift": RULE.to_dict()})
+
+
+def test_the_files_the_counter_names_are_the_ones_written():
+    assert (STATE_FILE, CONTROLS_FILE, AUDIT_FILE) == (ASSETS, CONTROLS, AUDIT) == STATE_FILES
+
+
+def test_a_raise_confirmed_after_it_was_saved_as_unannounced_is_saved_at_the_next_tick(bundle, tmp_path):
+    """Found by a walk: the file written right after a raise (before the broker's confirmation)
+    marks it unannounced, and nothing saved again when the confirmation came: a ``kill -9`` up to
+    30 s later made the restart publish ``raised`` again under the same id, log it and count it.
+    The confirmation now asks for a save at the next tick."""
+    first, client = daemon_with(bundle, tmp_path)
+    confirmed = unconfirmed(client)
+    for i in range(3):
+        first.alerts.apply("pump-1", T0 + i, 5.0, [])
+    assert len(raised(client)) == 1
+    now = time.monotonic()
+    first.housekeeping(now)  # the raise's own save
+    assert load_states(tmp_path)[2] == {"pump-1"}
+    first.housekeeping(now + 1)
+    assert not first.alerts.confirmed_since_save()  # no confirmation yet: no save each tick meanwhile
+    confirmed["yes"] = True  # the broker's PUBACK
+    first.housekeeping(now + 2)  # the next tick, long before SAVE_INTERVAL_S
+    assert load_states(tmp_path)[2] == set()
+    assert not first.alerts.confirmed_since_save()
+
+    second, client2 = daemon_with(bundle, tmp_path)  # as after a kill -9 now
+    second.alerts.apply("pump-1", T0 + 10, 5.0, [])
+    assert second.snapshot()["pump-1"].status == "alerting" and raised(client2) == []
+    assert value(second, "sensorguard_alerts_total", asset="pump-1") in (None, 0.0)
+
+
+def test_failed_writes_are_counted_by_file_and_their_recovery_logged_once(bundle, tmp_path, caplog):
+    """A full disk or a read-only state dir was only logged, a line per try: now counted in
+    ``state_write_failures_total{file}``, and one line says when writing works again."""
+    daemon, client = daemon_with(bundle, tmp_path)
+    assert {value(daemon, FAILURES, file=name) for name in STATE_FILES} == {0.0}  # from the start
+    for name in STATE_FILES:
+        (tmp_path / name).mkdir()  # the file cannot be replaced, nor appended to
+    daemon.alerts.apply("pump-1", T0, 0.5, [])
+    assert daemon.alerts.save() is False
+    assert daemon.alerts.save() is False
+    daemon.commands.handle(client, SimpleNamespace(topic="sensorguard/commands/shelve", payload=json.dumps(
+        {"asset": "pump-1", "for_s": 600, "request_id": "r1"}).encode(), qos=1, mid=1, retain=False))
+    counts = {name: value(daemon, FAILURES, file=name) for name in STATE_FILES}
+    assert counts == {ASSETS: 2.0, CONTROLS: 3.0, AUDIT: 1.0}
+    for name in STATE_FILES:
+        (tmp_path / name).rmdir()
+    with caplog.at_level(logging.INFO):
+        assert daemon.alerts.save() is True
+        assert daemon.alerts.save() is True
+        daemon.commands.handle(client, SimpleNamespace(topic="sensorguard/commands/shelve", payload=json.dumps(
+            {"asset": "pump-2", "for_s": 600, "request_id": "r2"}).encode(), qos=1, mid=2, retain=False))
+        daemon.alerts.save()
+    again = [r.getMessage() for r in caplog.records if "works again" in r.getMessage()]
+    assert sorted(again) == sorted([f"writing {ASSETS} in {tmp_path} works again (after 2 failed writes)",
+                                    f"writing {CONTROLS} in {tmp_path} works again (after 3 failed writes)",
+                                    f"writing {AUDIT} in {tmp_path} works again (after 1 failed write)"])
+    assert load_states(tmp_path)[0].keys() == {"pump-1"}
+
+
+def test_a_command_that_could_not_be_saved_is_answered_as_not_saved(bundle, tmp_path):
+    """A walk's ``maintenance start disk-4 --until 1h`` against a read-only state dir printed
+    "accepted by ..." and exited 0, while the daemon logged the failed save: the hold was lost at
+    the next restart. The answer keeps its fields and adds ``saved``."""
+    daemon, client = daemon_with(bundle, tmp_path)
+
+    def send(request_id: str) -> dict:
+        daemon.commands.handle(client, SimpleNamespace(topic="sensorguard/commands/maintenance", payload=json.dumps(
+            {"asset": "disk-4", "action": "start", "until": time.time() + 3600, "request_id": request_id}).encode(),
+            qos=1, mid=1, retain=False))
+        return [json.loads(p) for t, p, _ in client.published if t == f"sensorguard/responses/{request_id}"][-1]
+
+    (tmp_path / CONTROLS_FILE).mkdir()
+    answer = send("r1")
+    assert answer["accepted"] is True and answer["saved"] is False
+    assert {"request_id", "accepted", "message", "instance"} <= set(answer)
+    assert "applied but NOT SAVED" in answer["message"] and "restart loses it" in answer["message"]
+    assert daemon.controls.suppressed("disk-4", time.time()) == "maintenance"  # in force all the same
+    (tmp_path / CONTROLS_FILE).rmdir()
+    answer = send("r2")
+    assert answer["accepted"] is True and answer["saved"] is True and "SAVED" not in answer["message"]
+
+
+def test_the_final_save_failing_at_stop_is_an_error_not_a_clean_stop(bundle, tmp_path, caplog):
+    daemon, _ = daemon_with(bundle, tmp_path)
+    daemon.alerts.apply("pump-1", T0, 0.5, [])
+    (tmp_path / STATE_FILE).mkdir()
+    with caplog.at_level(logging.INFO):
+        daemon.stop()
+    assert daemon.unsaved_at_stop
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(m.startswith(f"the final save to {tmp_path} failed") for m in errors), errors
+    fine, _ = daemon_with(bundle, tmp_path / "other")
+    fine.stop()
+    assert not fine.unsaved_at_stop
+
+
+def cli(mosquitto, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sensorguard", *args, "--broker", mosquitto.url, "--timeout", "10"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env())
+
+
+@pytest.mark.integration
+def test_the_cli_says_a_command_was_not_saved_and_exits_1(mosquitto, trained_dir, tmp_path):
+    state = tmp_path / "state"
+    flags = {"model": str(trained_dir), "broker": mosquitto.url, "metrics_port": 0,
+             "client_id": client_id("sg-unsaved"), "state_dir": str(state)}
+    daemon, url = start_daemon(flags)
+    try:
+        (state / CONTROLS_FILE).unlink(missing_ok=True)
+        (state / CONTROLS_FILE).mkdir(parents=True)  # from now on it cannot be written
+        out = cli(mosquitto, "maintenance", "start", "disk-4", "--until", "1h")
+        assert out.returncode == 1, out
+        assert out.stdout.startswith("accepted by") and "NOT SAVED" in out.stdout, out
+        assert "could not save it" in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert metric(url, FAILURES, file=CONTROLS) >= 1
+        (state / CONTROLS_FILE).rmdir()
+        out = cli(mosquitto, "maintenance", "end", "disk-4")
+        assert out.returncode == 0 and "NOT SAVED" not in out.stdout, out
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.integration
+def test_serve_exits_with_its_own_status_when_the_final_save_fails(mosquitto, trained_dir, tmp_path):
+    """It logged "stopped" and exited 0: systemd showed a clean stop of a daemon whose last state was
+    lost. The unit does not restart on this status (``RestartPreventExitStatus``)."""
+    state, port = tmp_path / "state", free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sensorguard", "serve", "--model", str(trained_dir), "--broker", mosquitto.url,
+             "--metrics-port", str(port), "--client-id", client_id("sg-final"), "--state-dir", str(state),
+             "--workers", "1"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+    try:
+        wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, 60, "serve /readyz", proc=proc,
+                 log=log)
+        (state / STATE_FILE).unlink(missing_ok=True)
+        (state / STATE_FILE).mkdir(parents=True)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == EXIT_UNSAVED, log.read_text()[-3000:]
+        assert "the final save to" in log.read_text() and "stopped without its final save" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
