@@ -16,7 +16,8 @@ from sensorguard.service.logs import first_line
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-# (serve also exits 3, EXIT_UNSAVED in service/state_writes.py, when its final save to state_dir failed)
+# (serve also exits 74, EX_IOERR: EXIT_UNSAVED in service/state_writes.py, when its final save to state_dir
+# failed, a worker's too, or a worker had to be killed before it)
 
 
 class CliError(Exception):

@@ -160,7 +160,9 @@ def send(args: argparse.Namespace) -> int:
                        f"{EXPIRY_GRACE_S:g} s more still carries it out")
     print(f"{'accepted' if reply.get('accepted') else 'rejected'} by {reply.get('instance')}: {reply.get('message')}")
     if reply.get("accepted") and reply.get("saved") is False:  # (a daemon before the field sends none)
-        raise CliError(f"{reply.get('instance')} applied the command but could not save it in its state_dir: it is "
-                       "lost at its next restart unless a later write works; check the daemon's disk and log, then "
-                       "send the command again")
+        # (not "send it again": a `maintenance end` or an unshelve sent again is rejected, and a disk that
+        # recovers needs nothing, the daemon's next save, each 30 s, writes it; found by review)
+        raise CliError(f"{reply.get('instance')} applied the command but could not save it in its state_dir "
+                       "(check its disk and log): it is saved once the daemon logs \"writing controls.json ... works "
+                       "again\"; if the daemon restarts before that, the change is lost and must be sent again")
     return 0 if reply.get("accepted") else EXIT_ERROR

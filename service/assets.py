@@ -227,7 +227,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
         thread, each tick): the file must say so soon. A raise is saved as unannounced until its
         confirmation comes (a crash before it must tell it again), and nothing else asked for a save
         then: for up to ``SAVE_INTERVAL_S`` (30 s) a ``kill -9`` made the restart raise it again
-        (found by a walk). Now the window of such a repeat is the broker's confirmation time."""
+        (found by a walk). Now the window of such a repeat is the broker's confirmation time plus up
+        to one housekeeping tick (about a second)."""
         return any(asset in self._states and self._told(asset, confirmed=True) for asset in self._unconfirmed)
 
     def publish_states(self) -> list:

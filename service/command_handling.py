@@ -29,12 +29,12 @@ from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import Publisher, iso
-from sensorguard.service.state_writes import AUDIT, CONTROLS, StateWrites
+from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, CONTROLS, StateWrites
 
 log = logging.getLogger(__name__)
 
 AUDIT_FILE = AUDIT
-MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 past this size
+MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 (AUDIT_ROTATED) past this size
 
 ANSWERED_KEPT = 4096  # accepted commands whose answer is kept, so a redelivery is answered, not re-applied
 
@@ -63,11 +63,11 @@ class CommandHandler:
         self.prefix = f"{settings.output_prefix}/commands/"
         self.responses = f"{settings.output_prefix}/responses/"
         self._limiter = RateLimiter(10.0)
-        # (topic, payload digest) of an accepted command with a request id -> (request id, reply_to, answer):
+        # (topic, payload digest) of an accepted command with a request id -> (request id, reply_to, answer, saved):
         # QoS 1 delivers a command again (DUP set) when its ack was lost (a reconnect); applied again, a
         # shelving or a maintenance with a duration restarted from the redelivery's time and the audit
         # logged it twice (found by review). Only a redelivery of the same bytes is answered from here.
-        self._answered: OrderedDict[tuple[str, bytes], tuple[str, str, str]] = OrderedDict()
+        self._answered: OrderedDict[tuple[str, bytes], tuple[str, str, str, bool]] = OrderedDict()
 
     def filter(self) -> str:
         return self.prefix + "+"
@@ -103,7 +103,7 @@ class CommandHandler:
             self.metrics.commands.labels(known, "duplicate").inc()
             log.info("command %s %s received again (a redelivery): answered as before, not carried out again",
                      verb, answered[0], extra={"event": "command"})
-            self._reply(client, answered[0], answered[1], True, answered[2])
+            self._reply(client, answered[0], answered[1], True, answered[2], answered[3])
             return
         now = time.time()
         parsed = parse_command(verb, message.payload, now)
@@ -131,7 +131,9 @@ class CommandHandler:
                         f"carried out already (request {parsed.request_id}): not again")
             return
         entry = _audit_entry(parsed, now, self.settings.instance_name)  # before applying: nothing half done
-        accepted, text = self.controls.apply(parsed, now)
+        # saved: whether controls.json holds the change, worked out once, from this command's own
+        # save: the text and the answer's "saved" (also a redelivery's, from _answered) say the same
+        accepted, text, saved = self.controls.apply(parsed, now)
         self.metrics.commands.labels(parsed.verb, "accepted" if accepted else "rejected").inc()
         log.info("command %s: %s (%s)", parsed.verb, text, "accepted" if accepted else "rejected",
                  extra={"asset": parsed.asset, "event": "command"})
@@ -141,7 +143,7 @@ class CommandHandler:
                 self.metrics.acknowledged.labels("true" if parsed.false_alarm else "false").inc()
                 if isinstance(known.get("raised_at"), int | float):
                     self.metrics.ack_seconds.observe(max(0.0, now - known["raised_at"]))
-        if accepted and not self.controls.saved():  # in force, but a restart would lose it: said, not only logged
+        if accepted and not saved:  # in force, but a restart would lose it: said, not only logged
             text = (f"{text}; applied but NOT SAVED: writing {self.settings.state_dir}/{CONTROLS} failed (the "
                     "daemon's log says why), so a restart loses it unless a later write works")
         if accepted:
@@ -150,14 +152,19 @@ class CommandHandler:
             if said := self.on_change(parsed.asset, parsed):
                 text = f"{text}; {said}"
         if accepted and parsed.request_id:
-            self._answered[key] = (parsed.request_id, parsed.reply_to, text)
+            self._answered[key] = (parsed.request_id, parsed.reply_to, text, saved)
             while len(self._answered) > ANSWERED_KEPT:
                 self._answered.popitem(last=False)
-        self._reply(client, parsed.request_id, parsed.reply_to, accepted, text)
+        self._reply(client, parsed.request_id, parsed.reply_to, accepted, text, saved if accepted else None)
 
-    def _reply(self, client: Any, request_id: str, reply_to: str, accepted: bool, text: str) -> None:
+    def _reply(self, client: Any, request_id: str, reply_to: str, accepted: bool, text: str,
+               saved: bool | None = None) -> None:
         """Answer on ``reply_to`` (under the responses prefix) or ``responses/<request_id>``; a
-        failure to answer is logged and changes nothing already done."""
+        failure to answer is logged and changes nothing already done. ``saved``: whether the change
+        this answer is about is in ``controls.json`` (None: no field, the answer changed nothing).
+        The caller's, never read again here: read at reply time, a redelivery's cached text said
+        "NOT SAVED" beside a fresh ``saved: true``, and "carried out already" got ``saved: false``
+        when controls.json failed for another command (found by review)."""
         if reply_to and not (reply_to.startswith(self.responses) and safe_topic(reply_to)):
             reply_to = ""
         if not REQUEST_ID.match(request_id):
@@ -166,8 +173,8 @@ class CommandHandler:
             return
         body: dict[str, Any] = {"request_id": request_id, "accepted": accepted, "message": text,
                                 "instance": self.settings.instance_name}
-        if accepted:  # (added after the others: a client that knows only those reads the message)
-            body["saved"] = self.controls.saved()  # False: in force, not in controls.json (lost at a restart)
+        if saved is not None:  # (added after the others: a client that knows only those reads the message)
+            body["saved"] = saved  # False: in force, not in controls.json (lost at a restart)
         try:
             mqtt.publish_json(client, reply_to or self.responses + request_id, body, qos=1)
         except (ValueError, RuntimeError) as exc:
@@ -241,13 +248,14 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
 
 def audit(state_dir: str | None, entry: dict[str, Any], writes: StateWrites | None = None) -> None:
     """Append one accepted command to ``<state_dir>/audit.jsonl`` (a failure is logged and counted
-    in ``writes``, not fatal)."""
+    in ``writes``, not fatal). A line that cannot be written is not retried: it is lost, and the
+    command's event on ``<output_prefix>/events`` is its only record."""
     if not state_dir:
         return
     path = Path(state_dir) / AUDIT_FILE
     try:
         if path.exists() and path.stat().st_size > MAX_AUDIT_BYTES:  # one older file kept: bounded on disk
-            path.replace(path.with_suffix(".jsonl.1"))
+            path.replace(path.with_name(AUDIT_ROTATED))
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
     except OSError as exc:

@@ -12,8 +12,8 @@ each with optional ``"request_id"`` (letters, digits, ``-``, ``_``), ``"reply_to
 daemon never publishes a reply elsewhere, so a command cannot make it write alerts or states) and
 ``"by"`` (who) and ``"expires"`` (epoch seconds; with a request id it makes the command one send,
 never carried out twice: :attr:`Command.send`). The instance serving the asset (its partitions)
-answers ``{"request_id", "accepted", "message", "instance"}`` on the reply topic (an accepted one
-also ``"saved"``: false when ``controls.json`` could not be written) and, when accepted, audits
+answers ``{"request_id", "accepted", "message", "instance"}`` on the reply topic (one carried out
+also ``"saved"``: false when its write of ``controls.json`` failed) and, when accepted, audits
 the command on
 ``<output_prefix>/events`` and in ``<state_dir>/audit.jsonl``; other instances stay silent (a
 command too malformed to name its asset is answered by every instance that reads it). A bad

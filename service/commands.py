@@ -25,8 +25,8 @@ from typing import Any
 from sensorguard.service.command_messages import EXPIRY_GRACE_S, Command
 from sensorguard.service.durable import write_durably
 from sensorguard.service.logs import first_line
-from sensorguard.service.state import set_aside
-from sensorguard.service.state_writes import CONTROLS, StateWrites
+from sensorguard.service.state import move_aside
+from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, CONTROLS, StateWrites
 
 log = logging.getLogger(__name__)
 
@@ -161,16 +161,20 @@ class AlarmControls:
             entry = self._alerts.get(alert_id)
             return bool(entry["false_alarm"]) if entry is not None and entry["acked"] else None
 
-    def apply(self, command: Command, now: float) -> tuple[bool, str]:
-        """Carry ``command`` out: ``(accepted, message)``; persisted when accepted."""
+    def apply(self, command: Command, now: float) -> tuple[bool, str, bool]:
+        """Carry ``command`` out: ``(accepted, message, saved)``; persisted when accepted, and
+        ``saved`` says whether that save worked (``controls.json`` holds the change; True when
+        there was nothing to save). The save's own result, for the command's answer: the file's
+        state read later could be another save's (:meth:`save` is also called each 30 s)."""
         with self._lock:
             accepted, message = self._apply(command, now)
             if accepted and command.send:
                 self._sent(command)
+        saved = True
         if accepted:
-            self.save()
+            saved = self.save()
             self.on_change(command.asset)
-        return accepted, message
+        return accepted, message, saved
 
     def carried_out(self, c: Command) -> bool:
         """Whether this very send of ``c`` (:attr:`Command.send`) was carried out here, or by the run
@@ -297,13 +301,6 @@ class AlarmControls:
         self.writes.worked(CONTROLS_FILE)
         return True
 
-    def saved(self) -> bool:
-        """Whether ``controls.json`` holds the controls in force (its last write worked; no
-        ``state_dir``: True, nothing is kept there). A command answered "accepted" while the file
-        could not be written was lost at the next restart, and only the log said so (found by a
-        walk): its answer says it is not saved (:class:`~sensorguard.service.command_handling.CommandHandler`)."""
-        return not self.writes.failing(CONTROLS_FILE)
-
     def _load(self) -> None:
         path = Path(self.state_dir or ".") / CONTROLS_FILE
         if not path.exists():
@@ -324,19 +321,15 @@ class AlarmControls:
                     raise ValueError(f"unknown control {kind!r}")
                 self._ended(str(asset), kind, float(since), float(end))
             self._sends = {str(a): sent for a, raw in doc.get("sends", {}).items() if (sent := _sends(raw))}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            from sensorguard.service.command_handling import AUDIT_FILE  # (that module imports this one)
-
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            # (RecursionError: JSON nested too deep; it escaped, and each start crashed: a restart loop)
             self._controls, self._alerts, self._newest, self._past, self._sends = {}, {}, {}, {}, {}
             # set aside with a line saying where the holds are found again: the next save (within
             # 30 s) overwrote it, every maintenance, shelving and acknowledgement gone without a trace
-            try:
-                where = f"moved to {set_aside(path.parent, CONTROLS_FILE)}"
-            except OSError as err:
-                where = f"could not move it aside ({err.strerror or err})"
-            audit = path.parent / AUDIT_FILE
-            again = (f"re-issue the holds still due from the accepted commands in {audit}" if audit.exists()
-                     else "re-issue the holds still due")
+            _, where = move_aside(path.parent, CONTROLS_FILE)
+            audits = [str(p) for name in (AUDIT, AUDIT_ROTATED) if (p := path.parent / name).exists()]  # newest first
+            again = "re-issue the holds still due" + (
+                f" from the accepted commands in {' and '.join(audits)}" if audits else "")
             log.warning("alarm controls in %s unreadable (%s); %s, starting without maintenance, shelving or "
                         "acknowledgements: %s", path, first_line(exc), where, again)
 

@@ -229,9 +229,10 @@ class Daemon(ScoringWorker):
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self._flush_recorder(force=True)
-        if self._threads and self._threads[0].is_alive():
-            log.warning("the scoring worker did not finish in %.0f s: asset state not saved at stop", STOP_BUDGET_S)
+        if self._threads and self._threads[0].is_alive():  # an error with a state_dir, as the docs say: not saved
             self.unsaved_at_stop = bool(self.settings.state_dir)
+            (log.error if self.unsaved_at_stop else log.warning)(
+                "the scoring worker did not finish in %.0f s: asset state not saved at stop", STOP_BUDGET_S)
         elif not self.alerts.save():  # it said "stopped" and exited 0, the changes since the last save lost
             self.unsaved_at_stop = True
             log.error("the final save to %s failed (see above): the next start resumes from the last save that "

@@ -48,7 +48,7 @@ from sensorguard.service.commands import CONTROLS_FILE, AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.logs import first_line
-from sensorguard.service.state import STATE_FILE, StateError, judged_times, load_states, save_states, set_aside
+from sensorguard.service.state import STATE_FILE, StateError, judged_times, load_states, move_aside, save_states
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,9 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
         try:
             alerts, drift, unannounced = load_states(folder)
         except StateError as exc:  # as the daemon would: kept for inspection, the folder starts empty
-            try:
-                log.warning("%s; moved to %s", first_line(exc), set_aside(folder))
-            except OSError as err:
-                log.warning("%s; could not move it aside (%s): no asset moves into or out of it",
-                            first_line(exc), err.strerror or err)
+            moved, where = move_aside(folder)
+            log.warning("%s; %s%s", first_line(exc), where, "" if moved else ": no asset moves into or out of it")
+            if not moved:
                 continue
             alerts, drift, unannounced = {}, {}, set()
         held[folder] = {a: (alerts[a], drift.get(a), a not in unannounced) for a in alerts}

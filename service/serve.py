@@ -33,7 +33,8 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> in
     """``sensorguard serve``: configure logging, load the model, run a daemon (or, with more than
     one worker, a :class:`~sensorguard.service.workers.Supervisor` of daemons) until SIGTERM or SIGINT.
     Returns the command's exit status: 0, or ``EXIT_UNSAVED`` when the final save to ``state_dir``
-    failed (a worker's too), so that a lost save shows in ``systemctl status``, not only in the log.
+    failed, or a worker's did, or a worker with a ``state_dir`` had to be killed at stop, so that a
+    lost save shows in ``systemctl status``, not only in the log.
 
     SIGHUP (``systemctl reload``) asks for a new model now; the watcher thread does the work. Must
     run on the main thread (signal handlers). reload_asked: set by the caller's SIGHUP handler (the
@@ -80,8 +81,4 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> in
     # SIGHUP went to the first, whose relay set reload_asked after the check for it (found by review)
     threading.Thread(target=pass_on, args=(reload_asked, runner.request_reload), name="reloads", daemon=True).start()
     runner.run_forever(stop)
-    if isinstance(runner, Supervisor):  # (a worker whose final save failed exits EXIT_UNSAVED)
-        unsaved = any(s.process is not None and s.process.exitcode == EXIT_UNSAVED for s in runner.slots)
-    else:
-        unsaved = runner.unsaved_at_stop
-    return EXIT_UNSAVED if unsaved else 0
+    return EXIT_UNSAVED if runner.unsaved_at_stop else 0  # (a Supervisor's: any worker's final save missing)

@@ -37,10 +37,10 @@ from sensorguard.service.alerts import AlertState
 from sensorguard.service.drift import DriftState
 from sensorguard.service.durable import write_durably
 from sensorguard.service.logs import first_line, some
+from sensorguard.service.state_writes import ASSETS as STATE_FILE  # one name: the file, and its failures' label
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "assets.json"
 FORMAT_VERSION = 1
 SAVE_INTERVAL_S = 30.0
 _STATUSES = ("normal", "pending", "alerting", "stale")
@@ -86,7 +86,8 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
     try:
         text = path.read_text(encoding="utf-8")
         doc = json.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # (RecursionError: JSON nested too deep; it escaped, and each start crashed: a restart loop)
         raise StateError(f"{path}: unreadable ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION or not isinstance(
         doc.get("assets"), dict
@@ -138,12 +139,12 @@ def _copied_aside(path: Path, text: str, skipped: dict[str, str], unknown: dict[
     said = []
     if skipped:
         first = next(iter(skipped.values()))
-        said.append(f"skipped {len(skipped)} invalid asset entr{'y' if len(skipped) == 1 else 'ies'} "
+        said.append(f"skipped {len(skipped)} invalid asset {_entries(len(skipped))} "
                     f"({some(list(skipped))}; the first: {first[:120]}), those assets start fresh")
     if unknown:
         fields_seen = sorted({name for names in unknown.values() for name in names})
         said.append(f"ignored fields this version does not know ({some(fields_seen, quote=False)}) "
-                    f"in {len(unknown)} entr{'y' if len(unknown) == 1 else 'ies'}")
+                    f"in {len(unknown)} {_entries(len(unknown))}")
     aside = path.with_name(path.name + ".bad")
     try:
         write_durably(aside, text)
@@ -152,6 +153,11 @@ def _copied_aside(path: Path, text: str, skipped: dict[str, str], unknown: dict[
         kept = f"could not keep a copy of the file as it was in {aside} ({err.strerror or err})"
     log.warning("%s: %s; %s", path, "; ".join(said), kept)
     return kept.startswith("the file")
+
+
+def _entries(count: int) -> str:
+    """``entry`` or ``entries``, after the ``count`` of them a log line names."""
+    return "entry" if count == 1 else "entries"
 
 
 def judged_times(directory: str | os.PathLike | None) -> dict[str, float]:
@@ -168,7 +174,7 @@ def judged_times(directory: str | os.PathLike | None) -> dict[str, float]:
     try:
         assets = json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))["assets"]
         entries = [(asset, entry.get("judged_ts")) for asset, entry in assets.items() if isinstance(entry, dict)]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return {}
     return {asset: ts for asset, value in entries if (ts := _finite_time(value)) is not None}
 
@@ -192,11 +198,7 @@ def restore_states(directory: str | None, max_assets: int
     try:
         alerts, drift, unannounced = load_states(directory)
     except StateError as exc:
-        try:
-            where = f"moved to {set_aside(directory)}"
-        except OSError as err:
-            where = f"could not move it aside ({err.strerror or err})"
-        log.warning("%s; %s, starting without saved asset state", first_line(exc), where)
+        log.warning("%s; %s, starting without saved asset state", first_line(exc), move_aside(directory)[1])
         return {}
     # over the cap (max_assets lowered since the save): alerts up first, since their raise went out
     # and subscribers wait for its clear; then the assets live at the save; last the silent ones kept
@@ -239,8 +241,8 @@ def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | No
         window_ts, judged_ts = _window_time(entry.get("window_ts")), _window_time(entry.get("judged_ts"))
         return (_alert_state(entry["alert"]), None if drift is None else _drift_state(drift), window_ts,
                 entry.get("unannounced") is not True, None if window_ts is None else judged_ts)
-    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:  # JSONDecodeError: a ValueError
-        raise StateError(f"invalid asset state ({exc})") from None
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise StateError(f"invalid asset state ({exc})") from None  # (JSONDecodeError: a ValueError)
 
 
 def _window_time(value: object) -> float | None:
@@ -263,6 +265,16 @@ def set_aside(directory: str | os.PathLike, name: str = STATE_FILE) -> Path:
     aside = path.with_name(name + ".bad")
     os.replace(path, aside)
     return aside
+
+
+def move_aside(directory: str | os.PathLike, name: str = STATE_FILE) -> tuple[bool, str]:
+    """:func:`set_aside`, never raising: whether the file moved, and the words for the caller's log
+    line (``moved to <dir>/<name>.bad``, or ``could not move it aside (<why>)``). One wording for
+    every unusable file: ``assets.json`` at start and at a relayout, ``controls.json``."""
+    try:
+        return True, f"moved to {set_aside(directory, name)}"
+    except OSError as err:
+        return False, f"could not move it aside ({err.strerror or err})"
 
 
 def _alert_state(raw: dict) -> AlertState:

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 ASSETS = "assets.json"  # the label values of state_write_failures_total: the file's name
 CONTROLS = "controls.json"
 AUDIT = "audit.jsonl"
+AUDIT_ROTATED = AUDIT + ".1"  # the older part of the audit: audit.jsonl is moved here past its size cap
 STATE_FILES = (ASSETS, CONTROLS, AUDIT)
-EXIT_UNSAVED = 3  # serve's exit status when its final save failed (systemd: RestartPreventExitStatus=3)
+# serve's exit status when its final save failed (systemd: RestartPreventExitStatus=74). EX_IOERR
+# (sysexits.h): the journal says status=74/IOERR; 3, the first choice, read 3/NOTIMPLEMENTED there.
+EXIT_UNSAVED = 74
 
 
 class StateWrites:

@@ -30,8 +30,6 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,19 +45,18 @@ from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import serve_http, shutdown_http
 from sensorguard.service.signals import on_signals
 from sensorguard.service.state_writes import EXIT_UNSAVED
+from sensorguard.service.worker_http import fetch, why_not_ready
 
 log = logging.getLogger(__name__)
 
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 30.0
 STABLE_S = 60.0  # a worker that ran this long resets the restart backoff
-SCRAPE_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 60.0
 GO_TIMEOUT_S = 60.0  # workers connect together once all loaded, or after this long
 HEALTH_PROBE_S = 5.0  # how often the parent asks each worker's /healthz
 HUNG_RESTART_S = 60.0  # a worker failing its /healthz this long is killed, then restarted (its session keeps readings)
 WATCH_STUCK_S = 30.0  # the parent's own loop not round for this long: its /healthz says 503
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through http_proxy
 READINGS = ("sensorguard_readings", "sensorguard_readings_total", ())
 
 
@@ -177,6 +174,7 @@ class Supervisor:
         self.slots = [Slot(k, plan) for k, plan in enumerate(plans)]
         self.stale = stale
         self.stopping = False
+        self.unsaved_at_stop = False  # a worker's final save is missing: serve exits EXIT_UNSAVED, as one daemon does
         self.go = self.context.Event()
         self.started = self._watched = time.monotonic()
         self._lock = threading.Lock()  # slots' counters: the HTTP thread merges while the main loop restarts
@@ -261,7 +259,7 @@ class Supervisor:
         if slot.port is None or now - slot.probed < HEALTH_PROBE_S or self.stopping:
             return
         slot.probed = now
-        if _get(slot.port, "/healthz") is not None:
+        if fetch(slot.port, "/healthz") is not None:
             slot.unhealthy_since = None
             return
         slot.unhealthy_since = slot.unhealthy_since if slot.unhealthy_since is not None else now
@@ -291,7 +289,10 @@ class Supervisor:
                 # only on SIGHUP, and the request was lost; found by review)
 
     def stop(self) -> None:
-        """SIGTERM to every worker, wait for each to finish (killed past ``STOP_TIMEOUT_S``)."""
+        """SIGTERM to every worker, wait for each to finish (killed past ``STOP_TIMEOUT_S``). A worker
+        that exits ``EXIT_UNSAVED``, or one with a ``state_dir`` that had to be killed (it never made
+        its final save), sets :attr:`unsaved_at_stop`: a killed one's -9 was not looked at, and serve
+        exited 0 where the single daemon fails (found by review)."""
         self.stopping = True
         for slot in self.slots:
             if slot.process is not None and slot.process.is_alive():
@@ -301,9 +302,12 @@ class Supervisor:
             if slot.process is not None:
                 slot.process.join(max(0.0, deadline - time.monotonic()))
                 if slot.process.is_alive():
-                    log.error("worker w%d did not stop in %.0f s: killed", slot.index, STOP_TIMEOUT_S)
+                    log.error("worker w%d did not stop in %.0f s: killed%s", slot.index, STOP_TIMEOUT_S,
+                              " without its final save" if slot.settings.state_dir else "")
                     slot.process.kill()
                     slot.process.join(5)
+                    self.unsaved_at_stop |= bool(slot.settings.state_dir)
+                self.unsaved_at_stop |= slot.process.exitcode == EXIT_UNSAVED
         if self._http is not None:
             shutdown_http(*self._http)
         log.info("stopped %d workers", len(self.slots))
@@ -316,7 +320,7 @@ class Supervisor:
         """Each worker that is not ready, with the reasons its own ``/readyz`` gives."""
         out = []
         for slot in self.slots:
-            why = "not started, or restarting" if slot.port is None else _why_not_ready(slot.port)
+            why = "not started, or restarting" if slot.port is None else why_not_ready(slot.port)
             if why is not None:
                 out.append(f"worker w{slot.index}: {why}")
         return out
@@ -325,7 +329,7 @@ class Supervisor:
         """The workers' metrics merged (prometheus_client calls this on each scrape)."""
         pages, generations = [], [slot.generation for slot in self.slots]
         for slot in self.slots:
-            text = None if slot.port is None else _get(slot.port, "/metrics")
+            text = None if slot.port is None else fetch(slot.port, "/metrics")
             pages.append(None if text is None else parse(text))
         with self._lock:
             # a worker found dead while we scraped: its page is already in the carry
@@ -337,7 +341,7 @@ class Supervisor:
     def fleet_version(self, restarted: Slot) -> str | None:
         """The model version the other running workers announce (``model_info``), None if none does."""
         for slot in self.slots:
-            if slot is restarted or slot.port is None or (text := _get(slot.port, "/metrics")) is None:
+            if slot is restarted or slot.port is None or (text := fetch(slot.port, "/metrics")) is None:
                 continue
             for family in parse(text):
                 for sample in family.samples if family.name == "sensorguard_model_info" else ():
@@ -359,27 +363,6 @@ class Supervisor:
         send.close()
         log.info("worker w%d (pid %d): client id %s, partitions %s", slot.index, slot.process.pid,
                  slot.settings.client_id, ", ".join(slot.settings.static_partitions()) or "the cluster's, by lease")
-
-
-def _get(port: int, path: str) -> str | None:
-    """The body of a 200 answer from a worker's endpoint, or None."""
-    try:
-        with _DIRECT.open(f"http://127.0.0.1:{port}{path}", timeout=SCRAPE_TIMEOUT_S) as answer:
-            return answer.read().decode("utf-8") if answer.status == 200 else None
-    except OSError:
-        return None
-
-
-def _why_not_ready(port: int) -> str | None:
-    """None when a worker's ``/readyz`` answers 200, else its reasons on one line."""
-    try:
-        with _DIRECT.open(f"http://127.0.0.1:{port}/readyz", timeout=SCRAPE_TIMEOUT_S) as answer:
-            return None if answer.status == 200 else f"/readyz answered {answer.status}"
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode("utf-8", "replace").splitlines()[1:]
-        return "; ".join(line.removeprefix("- ") for line in body) or "not ready"
-    except OSError:
-        return "its endpoint does not answer"
 
 
 def hang_up(process) -> bool:

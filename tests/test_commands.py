@@ -57,11 +57,12 @@ def test_a_command_delivered_after_its_sender_gave_up_is_refused():
 def test_controls_suppress_expire_persist_and_know_what_can_be_acknowledged(tmp_path):
     controls = AlarmControls(str(tmp_path))
     assert controls.apply(Command("shelve", "p1", until=160.0), now=100.0) == (
-        True, "p1: shelved until 1970-01-01 00:02:40Z")
+        True, "p1: shelved until 1970-01-01 00:02:40Z", True)  # (the last: saved)
     assert controls.apply(Command("maintenance", "p2", action="start"), now=100.0)[0]
     assert controls.suppressed("p1", 150.0) == "shelved" and controls.suppressed("p2", 1e9) == "maintenance"
     assert controls.suppressed("p3", 150.0) is None
-    assert controls.apply(Command("maintenance", "p3", action="end"), now=100.0) == (False, "p3 is not in maintenance")
+    assert controls.apply(Command("maintenance", "p3", action="end"), now=100.0)[:2] == (
+        False, "p3 is not in maintenance")
     assert controls.apply(Command("ack", "p1", alert_id="p1@5"), now=100.0)[0] is False  # never raised here
     controls.raised("p1@5", "p1")
     assert controls.apply(Command("ack", "p1", alert_id="p1@5", false_alarm=True), now=101.0)[0]
@@ -75,7 +76,8 @@ def test_controls_suppress_expire_persist_and_know_what_can_be_acknowledged(tmp_
 
 
 def test_an_unreadable_controls_file_is_set_aside_and_the_log_says_where_the_holds_are(tmp_path, caplog):
-    """A controls.json cut short was overwritten by the next save (within 30 s): every maintenance,
+    """A controls.json cut short (a hand edit, filesystem damage, a bad backup restored: a full disk
+    cannot, writes are atomic) was overwritten by the next save (within 30 s): every maintenance,
     shelving and acknowledgement gone with no copy, and the log line said only "starting without"
     (found in a walk). Now it is kept as controls.json.bad, and the line names the audit log to
     re-issue the holds from."""
@@ -99,6 +101,32 @@ def test_an_unreadable_controls_file_is_set_aside_and_the_log_says_where_the_hol
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.commands"):
         AlarmControls(str(tmp_path))
     assert caplog.records[0].getMessage().endswith("acknowledgements: re-issue the holds still due")
+
+
+def test_the_controls_line_names_the_audit_logs_older_part_too(tmp_path, caplog, monkeypatch):
+    """``audit.jsonl`` is rotated to ``audit.jsonl.1`` past its size cap, and the line named only the
+    newer part: the accepted commands of a hold still due may be in the older one (found by review)."""
+    from sensorguard.service import command_handling
+
+    monkeypatch.setattr(command_handling, "MAX_AUDIT_BYTES", 0)  # rotated at each append
+    for asset in ("p1", "p2"):
+        command_handling.audit(str(tmp_path), {"command": "maintenance", "asset": asset})
+    assert (tmp_path / "audit.jsonl.1").read_text().count("p1") == 1
+    (tmp_path / "controls.json").write_text("{")
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.commands"):
+        AlarmControls(str(tmp_path))
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.endswith(f"from the accepted commands in {tmp_path / 'audit.jsonl'} and {tmp_path / 'audit.jsonl.1'}")
+
+
+def test_a_controls_file_nested_too_deep_is_set_aside_not_a_crash_at_each_start(tmp_path, caplog):
+    """Found by review: JSON nested past the interpreter's recursion limit raised RecursionError,
+    which the load did not catch: the daemon crashed at each start, a restart loop."""
+    (tmp_path / "controls.json").write_text("[" * 100_000)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.commands"):
+        controls = AlarmControls(str(tmp_path))
+    assert controls.assets() == set() and (tmp_path / "controls.json.bad").exists()
+    assert "unreadable (maximum recursion depth exceeded" in caplog.records[0].getMessage()
 
 
 def test_an_alert_is_counted_acknowledged_once_and_a_repeated_raise_keeps_its_answer(tiny_bundle):

@@ -32,7 +32,7 @@ def _alert(asset: str) -> AlertState:
 
 def _maintain(folder: Path, asset: str, now: float = 1000.0) -> None:
     controls = AlarmControls(str(folder))
-    ok, _ = controls.apply(Command("maintenance", asset, action="start", until=None), now)
+    ok, _, _ = controls.apply(Command("maintenance", asset, action="start", until=None), now)
     assert ok
     controls.raised(f"{asset}@1", asset, now)
     controls.save()

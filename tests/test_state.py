@@ -16,7 +16,15 @@ from sensorguard.service.command_messages import Command
 from sensorguard.service.config import load_settings
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.relayout import relayout_states
-from sensorguard.service.state import STATE_FILE, StateError, decode_asset, load_states, restore_states, save_states
+from sensorguard.service.state import (
+    STATE_FILE,
+    StateError,
+    decode_asset,
+    judged_times,
+    load_states,
+    restore_states,
+    save_states,
+)
 from tests.test_daemon import T0, FakeClient, make, message, value
 
 RULE = DriftRule(baseline=math.log(0.3), halflife=2, warmup=0, cap=1.5)
@@ -249,6 +257,28 @@ def test_an_overflowing_state_file_is_set_aside_and_the_daemon_starts(drifting, 
     (tmp_path / STATE_FILE).write_text(json.dumps(doc))
     daemon, _ = daemon_with(drifting, tmp_path)
     assert daemon.alerts.restored == {} and (tmp_path / (STATE_FILE + ".bad")).exists()
+
+
+def test_a_state_file_nested_too_deep_is_set_aside_not_a_crash_at_each_start(tmp_path, caplog):
+    """Found by review: JSON nested past the interpreter's recursion limit raised RecursionError,
+    which neither the load nor the judged times caught: the daemon crashed at each start, a restart
+    loop (and a cluster bucket's entry like it crashed its reader)."""
+    deep = "[" * 100_000
+    (tmp_path / STATE_FILE).write_text(deep)
+    assert judged_times(tmp_path) == {}
+    with pytest.raises(StateError, match="unreadable"):
+        load_states(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.state"):
+        assert restore_states(str(tmp_path), max_assets=10) == {}
+    assert f"moved to {tmp_path / (STATE_FILE + '.bad')}" in caplog.records[0].getMessage()
+    with pytest.raises(StateError):
+        decode_asset(deep.encode())
+    worker = tmp_path / "w0"  # a relayout at start reads the files first: it sets it aside as well
+    worker.mkdir()
+    (worker / STATE_FILE).write_text(deep)
+    settings = load_settings({"model": None, "broker": "mqtt://h", "partition": ["a/#"], "state_dir": str(tmp_path)},
+                             {}, require_model=False)
+    assert relayout_states(str(tmp_path), [settings]) == 0 and (worker / (STATE_FILE + ".bad")).exists()
 
 
 def test_a_restored_asset_publishes_its_widened_line_before_its_first_window(drifting, tmp_path):

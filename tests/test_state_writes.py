@@ -12,13 +12,13 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from sensorguard.service.command_handling import AUDIT_FILE
 from sensorguard.service.commands import CONTROLS_FILE
 from sensorguard.service.state import STATE_FILE, load_states
 from sensorguard.service.state_writes import ASSETS, AUDIT, CONTROLS, EXIT_UNSAVED, STATE_FILES
@@ -35,29 +35,31 @@ def bundle(tiny_bundle):
     return tiny_bundle.with_threshold(1.0, {"method": "alerts", "drift": RULE.to_dict()})
 
 
-def test_the_files_the_counter_names_are_the_ones_written():
-    assert (STATE_FILE, CONTROLS_FILE, AUDIT_FILE) == (ASSETS, CONTROLS, AUDIT) == STATE_FILES
-
-
-def test_a_raise_confirmed_after_it_was_saved_as_unannounced_is_saved_at_the_next_tick(bundle, tmp_path):
+def test_a_raise_confirmed_after_it_was_saved_as_unannounced_is_saved_at_the_next_tick(bundle, tmp_path,
+                                                                                        monkeypatch):
     """Found by a walk: the file written right after a raise (before the broker's confirmation)
     marks it unannounced, and nothing saved again when the confirmation came: a ``kill -9`` up to
     30 s later made the restart publish ``raised`` again under the same id, log it and count it.
     The confirmation now asks for a save at the next tick."""
     first, client = daemon_with(bundle, tmp_path)
     confirmed = unconfirmed(client)
+    saves = []
+    save = first.alerts.save
+    monkeypatch.setattr(first.alerts, "save", lambda: saves.append(time.monotonic()) or save())  # the real one
     for i in range(3):
         first.alerts.apply("pump-1", T0 + i, 5.0, [])
     assert len(raised(client)) == 1
     now = time.monotonic()
     first.housekeeping(now)  # the raise's own save
-    assert load_states(tmp_path)[2] == {"pump-1"}
-    first.housekeeping(now + 1)
-    assert not first.alerts.confirmed_since_save()  # no confirmation yet: no save each tick meanwhile
+    assert load_states(tmp_path)[2] == {"pump-1"} and len(saves) == 1
+    for tick in range(1, 4):
+        first.housekeeping(now + tick)
+    assert len(saves) == 1  # no confirmation yet: no save each tick meanwhile
     confirmed["yes"] = True  # the broker's PUBACK
-    first.housekeeping(now + 2)  # the next tick, long before SAVE_INTERVAL_S
-    assert load_states(tmp_path)[2] == set()
-    assert not first.alerts.confirmed_since_save()
+    first.housekeeping(now + 4)  # the next tick, long before SAVE_INTERVAL_S
+    assert load_states(tmp_path)[2] == set() and len(saves) == 2
+    first.housekeeping(now + 5)
+    assert len(saves) == 2  # saved once for it
 
     second, client2 = daemon_with(bundle, tmp_path)  # as after a kill -9 now
     second.alerts.apply("pump-1", T0 + 10, 5.0, [])
@@ -117,6 +119,68 @@ def test_a_command_that_could_not_be_saved_is_answered_as_not_saved(bundle, tmp_
     assert answer["accepted"] is True and answer["saved"] is True and "SAVED" not in answer["message"]
 
 
+def test_an_answers_saved_is_the_one_its_text_was_written_with(bundle, tmp_path):
+    """Found by review: the reply read ``saved`` afresh when it was sent, so a redelivery replayed
+    the cached "NOT SAVED" text beside ``saved: true`` once the disk was back, and "carried out
+    already" (which saves nothing) said ``saved: false`` while controls.json failed."""
+    daemon, client = daemon_with(bundle, tmp_path)
+    start = {"asset": "disk-4", "action": "start", "until": time.time() + 3600, "request_id": "r1",
+             "expires": time.time() + 60}
+
+    def send(dup: bool) -> dict:
+        daemon.commands.handle(client, SimpleNamespace(topic="sensorguard/commands/maintenance",
+                                                       payload=json.dumps(start).encode(), qos=1, mid=1, retain=False,
+                                                       dup=dup))
+        return [json.loads(p) for t, p, _ in client.published if t == "sensorguard/responses/r1"][-1]
+
+    (tmp_path / CONTROLS_FILE).mkdir()
+    first = send(dup=False)
+    assert first["accepted"] and first["saved"] is False and "NOT SAVED" in first["message"]
+    (tmp_path / CONTROLS_FILE).rmdir()
+    assert daemon.controls.save()  # the disk is back: the next save wrote it
+    assert send(dup=True) == first  # a redelivery: its first answer, all of it
+    unwritable(tmp_path / CONTROLS_FILE)
+    assert not daemon.controls.save()  # failing again, for the next commands
+    again = send(dup=False)  # the same send from another session: not carried out again
+    assert again["accepted"] and "carried out already" in again["message"] and "saved" not in again
+
+
+def test_a_scoring_worker_hung_at_stop_is_an_error_with_a_state_dir(bundle, tmp_path, caplog, monkeypatch):
+    """Its state is not saved at stop, and serve exits ``EXIT_UNSAVED``: the docs say the daemon logs
+    an error then, and this path logged a warning (found by review)."""
+    from sensorguard.service import daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "STOP_BUDGET_S", 0.1)
+    release = threading.Event()
+    hung = threading.Thread(target=release.wait, daemon=True)
+    hung.start()
+    daemon, _ = daemon_with(bundle, tmp_path)
+    daemon._threads = [hung]  # the scoring worker, stuck
+    try:
+        with caplog.at_level(logging.INFO):
+            daemon.stop()
+    finally:
+        release.set()
+    assert daemon.unsaved_at_stop
+    assert [r.levelno for r in caplog.records if "did not finish" in r.getMessage()] == [logging.ERROR]
+
+
+def test_the_cli_says_when_a_change_not_saved_is_saved_and_when_to_send_it_again(monkeypatch, capsys):
+    """Found by review: its advice always ended "then send the command again": wrong after a NOT SAVED
+    ``maintenance end`` or unshelve (sent again, it is rejected: nothing is held any more), and not
+    needed when the disk recovers before a restart (the next save, each 30 s, writes it)."""
+    from sensorguard.cli import main
+    from sensorguard.service import command_handling
+
+    monkeypatch.setattr(command_handling, "send_command", lambda *args, **kwargs: {
+        "accepted": True, "saved": False, "instance": "d1", "message": "disk-4 is out of maintenance; applied but "
+        "NOT SAVED"})
+    assert main(["maintenance", "end", "disk-4", "--broker", "mqtt://127.0.0.1:1"]) == 1
+    err = capsys.readouterr().err
+    assert 'it is saved once the daemon logs "writing controls.json ... works again"' in err, err
+    assert "if the daemon restarts before that, the change is lost and must be sent again" in err, err
+
+
 def test_the_final_save_failing_at_stop_is_an_error_not_a_clean_stop(bundle, tmp_path, caplog):
     daemon, _ = daemon_with(bundle, tmp_path)
     daemon.alerts.apply("pump-1", T0, 0.5, [])
@@ -131,6 +195,21 @@ def test_the_final_save_failing_at_stop_is_an_error_not_a_clean_stop(bundle, tmp
     assert not fine.unsaved_at_stop
 
 
+def unwritable(path: Path) -> None:
+    """Make ``path``, a file a running daemon writes, a directory: from now on it cannot be written.
+    Its periodic save may write the file again between an unlink and the mkdir (FileExistsError):
+    tried again until the mkdir wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        path.unlink(missing_ok=True)
+        try:
+            path.mkdir()
+            return
+        except FileExistsError:  # the daemon's save came in between
+            continue
+    raise AssertionError(f"{path} kept coming back")
+
+
 def cli(mosquitto, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sensorguard", *args, "--broker", mosquitto.url, "--timeout", "10"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env())
@@ -143,8 +222,7 @@ def test_the_cli_says_a_command_was_not_saved_and_exits_1(mosquitto, trained_dir
              "client_id": client_id("sg-unsaved"), "state_dir": str(state)}
     daemon, url = start_daemon(flags)
     try:
-        (state / CONTROLS_FILE).unlink(missing_ok=True)
-        (state / CONTROLS_FILE).mkdir(parents=True)  # from now on it cannot be written
+        unwritable(state / CONTROLS_FILE)
         out = cli(mosquitto, "maintenance", "start", "disk-4", "--until", "1h")
         assert out.returncode == 1, out
         assert out.stdout.startswith("accepted by") and "NOT SAVED" in out.stdout, out
@@ -172,8 +250,7 @@ def test_serve_exits_with_its_own_status_when_the_final_save_fails(mosquitto, tr
     try:
         wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, 60, "serve /readyz", proc=proc,
                  log=log)
-        (state / STATE_FILE).unlink(missing_ok=True)
-        (state / STATE_FILE).mkdir(parents=True)
+        unwritable(state / STATE_FILE)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == EXIT_UNSAVED, log.read_text()[-3000:]
         assert "the final save to" in log.read_text() and "stopped without its final save" in log.read_text()

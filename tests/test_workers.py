@@ -402,6 +402,51 @@ def test_a_worker_whose_health_check_keeps_failing_is_killed_and_the_parent_says
         shutdown_http(*hung)
 
 
+class _Stopping:
+    """A worker process stand-in for a stop: at SIGTERM it exits with ``code``, or (None) hangs
+    until killed (-9)."""
+
+    pid = 4242
+
+    def __init__(self, code: int | None) -> None:
+        self.code, self.exitcode = code, None
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def terminate(self) -> None:
+        self.exitcode = self.code
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def kill(self) -> None:
+        self.exitcode = -9
+
+
+def test_a_worker_killed_at_stop_or_whose_final_save_failed_is_unsaved_at_stop(tmp_path, monkeypatch):
+    """Found by review: a worker still running at ``STOP_TIMEOUT_S`` is killed before its final save,
+    and serve looked only for a worker's ``EXIT_UNSAVED``: on its -9 serve exited 0, where the single
+    daemon exits ``EXIT_UNSAVED``. The supervisor says ``unsaved_at_stop`` as the daemon does."""
+    from sensorguard.service import workers
+    from sensorguard.service.state_writes import EXIT_UNSAVED
+
+    monkeypatch.setattr(workers, "STOP_TIMEOUT_S", 0.0)
+
+    def unsaved(codes: tuple[int | None, int | None], state_dir: bool = True) -> bool:
+        s = _settings(tmp_path, partition=["a/#", "b/#"], workers=2, state_dir=str(tmp_path) if state_dir else None)
+        sup = workers.Supervisor(s, worker_settings(s, 2), [(), ()])
+        for slot, code in zip(sup.slots, codes, strict=True):
+            slot.process = _Stopping(code)
+        sup.stop()
+        return sup.unsaved_at_stop
+
+    assert not unsaved((0, 0))
+    assert unsaved((0, EXIT_UNSAVED))  # its own final save failed
+    assert unsaved((None, 0))  # hung: killed, its final save never made
+    assert not unsaved((None, 0), state_dir=False)  # nothing to save
+
+
 def test_the_parent_reaches_its_workers_past_an_http_proxy(monkeypatch):
     """Found by review: the loopback scrapes used urllib's default opener, which honours
     http_proxy (no_proxy=localhost does not cover 127.0.0.1): behind a proxy every worker looked
@@ -409,12 +454,12 @@ def test_the_parent_reaches_its_workers_past_an_http_proxy(monkeypatch):
     from prometheus_client import CollectorRegistry
 
     from sensorguard.service.metrics import serve_http, shutdown_http
-    from sensorguard.service.workers import _get
+    from sensorguard.service.worker_http import fetch
 
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
     server = serve_http(CollectorRegistry(), "127.0.0.1", 0, lambda: True)
     try:
-        assert _get(server[0].server_address[1], "/readyz") is not None
+        assert fetch(server[0].server_address[1], "/readyz") is not None
     finally:
         shutdown_http(*server)
 
