@@ -53,10 +53,9 @@ def fit_monitor(values: np.ndarray) -> tuple[StandardScaler, np.ndarray, np.ndar
     return scaler, pca.mean_, pca.components_[:kept].T, pca.explained_variance_[:kept]
 
 
-def t2(monitor: tuple, values: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+def t2(monitor: tuple, values: np.ndarray) -> np.ndarray:
     scaler, mean, loadings, eigen = monitor
-    scores = (scaler.transform(values) - (mean if centre is None else centre)) @ loadings
-    return np.sum(scores**2 / eigen, axis=1)
+    return np.sum(((scaler.transform(values) - mean) @ loadings) ** 2 / eigen, axis=1)
 
 
 def out_of_fold_limit(values: np.ndarray) -> float:
@@ -76,11 +75,11 @@ def with_level_term(fit_sensorguard):
         def score(test):
             base = np.asarray(fitted.score(test), dtype=np.float64)
             out = base.copy()
-            complete = np.isfinite(test.values).all(axis=1)
+            _, mean, loadings, eigen = monitor
             z = monitor[0].transform(np.nan_to_num(test.values))
-            centre = monitor[1].copy()
-            for i in np.flatnonzero(complete):
-                term = t2(monitor, test.values[i:i + 1], centre if TAU > 0 else None)[0] / (M * limit)
+            centre = mean.copy()  # stays the training mean with TAU = 0
+            for i in np.flatnonzero(np.isfinite(test.values).all(axis=1)):
+                term = float(np.sum(((z[i] - centre) @ loadings) ** 2 / eigen)) / (M * limit)
                 combined = max(base[i], term) if np.isfinite(base[i]) else term
                 if np.isfinite(base[i]):
                     out[i] = combined

@@ -216,7 +216,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         try:
             save_states(self.state_dir, alerts, drift, unannounced, judged)
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
-            self.writes.failed(STATE_FILE, exc)
+            self.writes.failed(STATE_FILE)
             log.warning("saving asset state to %s failed: %s", self.state_dir, exc)
             return False
         self.writes.worked(STATE_FILE)

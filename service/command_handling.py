@@ -33,7 +33,6 @@ from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, CONTROLS, Sta
 
 log = logging.getLogger(__name__)
 
-AUDIT_FILE = AUDIT
 MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 (AUDIT_ROTATED) past this size
 
 ANSWERED_KEPT = 4096  # accepted commands whose answer is kept, so a redelivery is answered, not re-applied
@@ -252,7 +251,7 @@ def audit(state_dir: str | None, entry: dict[str, Any], writes: StateWrites | No
     command's event on ``<output_prefix>/events`` is its only record."""
     if not state_dir:
         return
-    path = Path(state_dir) / AUDIT_FILE
+    path = Path(state_dir) / AUDIT
     try:
         if path.exists() and path.stat().st_size > MAX_AUDIT_BYTES:  # one older file kept: bounded on disk
             path.replace(path.with_name(AUDIT_ROTATED))
@@ -260,8 +259,8 @@ def audit(state_dir: str | None, entry: dict[str, Any], writes: StateWrites | No
             fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
     except OSError as exc:
         if writes is not None:
-            writes.failed(AUDIT_FILE, exc)
+            writes.failed(AUDIT)
         log.warning("writing the audit log in %s failed: %s", state_dir, exc)
         return
     if writes is not None:
-        writes.worked(AUDIT_FILE)
+        writes.worked(AUDIT)

@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 MAX_CONTROLS = 10_000  # assets under maintenance or shelved at once; beyond, a command is rejected
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
-CONTROLS_FILE = CONTROLS
 SENDS_KEPT = 64  # per asset, sends carried out (until they expire): a revived session's copy is not carried out
 
 
@@ -291,18 +290,18 @@ class AlarmControls:
                 text = json.dumps(body, separators=(",", ":"))
             try:
                 Path(self.state_dir).mkdir(parents=True, exist_ok=True)
-                write_durably(Path(self.state_dir) / CONTROLS_FILE, text)
+                write_durably(Path(self.state_dir) / CONTROLS, text)
             except OSError as exc:  # a full disk must not stop serving; the next save tries again
-                self.writes.failed(CONTROLS_FILE, exc)
+                self.writes.failed(CONTROLS)
                 if strict:
                     raise
                 log.warning("saving alarm controls to %s failed: %s", self.state_dir, exc)
                 return False
-        self.writes.worked(CONTROLS_FILE)
+        self.writes.worked(CONTROLS)
         return True
 
     def _load(self) -> None:
-        path = Path(self.state_dir or ".") / CONTROLS_FILE
+        path = Path(self.state_dir or ".") / CONTROLS
         if not path.exists():
             return
         try:
@@ -326,7 +325,7 @@ class AlarmControls:
             self._controls, self._alerts, self._newest, self._past, self._sends = {}, {}, {}, {}, {}
             # set aside with a line saying where the holds are found again: the next save (within
             # 30 s) overwrote it, every maintenance, shelving and acknowledgement gone without a trace
-            _, where = move_aside(path.parent, CONTROLS_FILE)
+            _, where = move_aside(path.parent, CONTROLS)
             audits = [str(p) for name in (AUDIT, AUDIT_ROTATED) if (p := path.parent / name).exists()]  # newest first
             again = "re-issue the holds still due" + (
                 f" from the accepted commands in {' and '.join(audits)}" if audits else "")

@@ -64,10 +64,10 @@ def _explain(reason: str, payload: bytes, channels: Sequence[str], newest: float
             if not isinstance(values, dict):
                 continue
             if reason == "unknown_channel" and (extra := [k for k in values if k not in known]):
-                return (f"{_names(extra)} {'is' if len(extra) == 1 else 'are'} not one of the model's "
-                        f"{len(channels)} channels ({_names(list(channels))})")
+                return (f"{some(extra, SHOWN)} {'is' if len(extra) == 1 else 'are'} not one of the model's "
+                        f"{len(channels)} channels ({some(list(channels), SHOWN)})")
             if reason == "missing_channel" and (gone := [c for c in channels if _missing(values.get(c))]):
-                return f"no value for {_names(gone)}, and none recent enough to carry forward"
+                return f"no value for {some(gone, SHOWN)}, and none recent enough to carry forward"
     if reason in ("out_of_order", "duplicate_ts", "future_ts"):
         stamps = [ts for ts in (parse_ts(s.get("ts")) for s in samples) if ts is not None and ts == ts]
         if stamps:
@@ -124,10 +124,6 @@ def _bad_values(sample: dict) -> str:
 def _missing(value: object) -> bool:
     """Absent, null, NaN or a no-data marker: what the cleaning carries forward (payload's rules)."""
     return value is None or (type(value) in (int, float) and not -NO_DATA < value < NO_DATA)
-
-
-def _names(names: list[str]) -> str:
-    return some(names, SHOWN)
 
 
 def _short(value: object) -> str:

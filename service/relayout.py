@@ -44,11 +44,12 @@ from pathlib import Path
 from paho.mqtt.client import topic_matches_sub
 
 from sensorguard.service.alerts import AlertState
-from sensorguard.service.commands import CONTROLS_FILE, AlarmControls
+from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.logs import first_line
 from sensorguard.service.state import STATE_FILE, StateError, judged_times, load_states, move_aside, save_states
+from sensorguard.service.state_writes import CONTROLS
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
 def _move_controls(folders: list[Path], owner: Callable[[str], Path | None]) -> set[str]:
     held: dict[Path, AlarmControls] = {}
     for folder in folders:
-        path = folder / CONTROLS_FILE
+        path = folder / CONTROLS
         if not path.exists():
             continue
         try:  # AlarmControls starts empty on a file it cannot read: check it here first
@@ -150,8 +151,8 @@ def _move_controls(folders: list[Path], owner: Callable[[str], Path | None]) -> 
             log.warning("%s unreadable (%s): no asset moves into or out of it", path, first_line(exc))
             continue
         held[folder] = AlarmControls(str(folder))
-    blocked = {f for f in folders if (f / CONTROLS_FILE).exists()} - set(held)
-    moves = _plan({f: c.assets() for f, c in held.items()}, _ages(held, CONTROLS_FILE), owner, blocked)
+    blocked = {f for f in folders if (f / CONTROLS).exists()} - set(held)
+    moves = _plan({f: c.assets() for f, c in held.items()}, _ages(held, CONTROLS), owner, blocked)
     failed: set[str] = set()
     for folder, incoming in moves.gain.items():
         target = held.setdefault(folder, AlarmControls(str(folder)))
@@ -165,7 +166,7 @@ def _move_controls(folders: list[Path], owner: Callable[[str], Path | None]) -> 
         if lost - failed:
             held[folder].forget(lost - failed)  # (a failed save is logged: the next start drops the copy)
             if not held[folder].assets() and folder not in moves.gain:
-                _quietly(os.remove, folder / CONTROLS_FILE)
+                _quietly(os.remove, folder / CONTROLS)
     return {a for incoming in moves.gain.values() for a in incoming} - failed
 
 

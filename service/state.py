@@ -148,11 +148,12 @@ def _copied_aside(path: Path, text: str, skipped: dict[str, str], unknown: dict[
     aside = path.with_name(path.name + ".bad")
     try:
         write_durably(aside, text)
-        kept = f"the file as it was is kept in {aside}"
     except OSError as err:
-        kept = f"could not keep a copy of the file as it was in {aside} ({err.strerror or err})"
-    log.warning("%s: %s; %s", path, "; ".join(said), kept)
-    return kept.startswith("the file")
+        log.warning("%s: %s; could not keep a copy of the file as it was in %s (%s)", path, "; ".join(said), aside,
+                    err.strerror or err)
+        return False
+    log.warning("%s: %s; the file as it was is kept in %s", path, "; ".join(said), aside)
+    return True
 
 
 def _entries(count: int) -> str:

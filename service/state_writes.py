@@ -11,9 +11,9 @@ and nothing told when writing worked again. :class:`StateWrites` counts each fai
 after failures (not one per write).
 
 >>> writes = StateWrites()
->>> writes.failed(CONTROLS, OSError(28, "No space left on device"))
->>> writes.failing(CONTROLS), writes.worked(CONTROLS), writes.worked(CONTROLS)
-(True, 1, 0)
+>>> writes.failed(CONTROLS)
+>>> writes.worked(CONTROLS), writes.worked(CONTROLS)
+(1, 0)
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class StateWrites:
         self._lock = threading.Lock()
         self._failures: dict[str, int] = {}
 
-    def failed(self, name: str, exc: OSError) -> None:
+    def failed(self, name: str) -> None:
         """A write of ``name`` failed (the caller logs why): counted."""
         with self._lock:
             self._failures[name] = self._failures.get(name, 0) + 1
@@ -62,7 +62,3 @@ class StateWrites:
             log.info("writing %s in %s works again (after %d failed %s)", name, self.directory or "state_dir",
                      failures, "write" if failures == 1 else "writes")
         return failures
-
-    def failing(self, name: str) -> bool:
-        """Whether the last write of ``name`` failed."""
-        return name in self._failures

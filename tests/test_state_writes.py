@@ -19,7 +19,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from sensorguard.service.commands import CONTROLS_FILE
 from sensorguard.service.state import STATE_FILE, load_states
 from sensorguard.service.state_writes import ASSETS, AUDIT, CONTROLS, EXIT_UNSAVED, STATE_FILES
 from tests.mosquitto import clean_env, client_id, free_port, http_status, metric, start_daemon, wait_for
@@ -108,13 +107,13 @@ def test_a_command_that_could_not_be_saved_is_answered_as_not_saved(bundle, tmp_
             qos=1, mid=1, retain=False))
         return [json.loads(p) for t, p, _ in client.published if t == f"sensorguard/responses/{request_id}"][-1]
 
-    (tmp_path / CONTROLS_FILE).mkdir()
+    (tmp_path / CONTROLS).mkdir()
     answer = send("r1")
     assert answer["accepted"] is True and answer["saved"] is False
     assert {"request_id", "accepted", "message", "instance"} <= set(answer)
     assert "applied but NOT SAVED" in answer["message"] and "restart loses it" in answer["message"]
     assert daemon.controls.suppressed("disk-4", time.time()) == "maintenance"  # in force all the same
-    (tmp_path / CONTROLS_FILE).rmdir()
+    (tmp_path / CONTROLS).rmdir()
     answer = send("r2")
     assert answer["accepted"] is True and answer["saved"] is True and "SAVED" not in answer["message"]
 
@@ -133,13 +132,13 @@ def test_an_answers_saved_is_the_one_its_text_was_written_with(bundle, tmp_path)
                                                        dup=dup))
         return [json.loads(p) for t, p, _ in client.published if t == "sensorguard/responses/r1"][-1]
 
-    (tmp_path / CONTROLS_FILE).mkdir()
+    (tmp_path / CONTROLS).mkdir()
     first = send(dup=False)
     assert first["accepted"] and first["saved"] is False and "NOT SAVED" in first["message"]
-    (tmp_path / CONTROLS_FILE).rmdir()
+    (tmp_path / CONTROLS).rmdir()
     assert daemon.controls.save()  # the disk is back: the next save wrote it
     assert send(dup=True) == first  # a redelivery: its first answer, all of it
-    unwritable(tmp_path / CONTROLS_FILE)
+    unwritable(tmp_path / CONTROLS)
     assert not daemon.controls.save()  # failing again, for the next commands
     again = send(dup=False)  # the same send from another session: not carried out again
     assert again["accepted"] and "carried out already" in again["message"] and "saved" not in again
@@ -222,13 +221,13 @@ def test_the_cli_says_a_command_was_not_saved_and_exits_1(mosquitto, trained_dir
              "client_id": client_id("sg-unsaved"), "state_dir": str(state)}
     daemon, url = start_daemon(flags)
     try:
-        unwritable(state / CONTROLS_FILE)
+        unwritable(state / CONTROLS)
         out = cli(mosquitto, "maintenance", "start", "disk-4", "--until", "1h")
         assert out.returncode == 1, out
         assert out.stdout.startswith("accepted by") and "NOT SAVED" in out.stdout, out
         assert "could not save it" in out.stderr and "Traceback" not in out.stderr, out.stderr
         assert metric(url, FAILURES, file=CONTROLS) >= 1
-        (state / CONTROLS_FILE).rmdir()
+        (state / CONTROLS).rmdir()
         out = cli(mosquitto, "maintenance", "end", "disk-4")
         assert out.returncode == 0 and "NOT SAVED" not in out.stdout, out
     finally:
