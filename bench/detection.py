@@ -62,7 +62,8 @@ set prints "skipped: ... not found under ..."):
 
 Run: ``python bench/detection.py`` (everything), ``--quick`` (smaller simulated data, 3 NAB files,
 TEP as always), ``--only simulated|recordings|pump|servers|nab|tep``, ``--drift`` / ``--no-drift`` (sensorguard
-with its drift rule on / off; default: as ``train`` chooses by size),
+with its drift rule on / off; default: as ``train`` chooses by size), ``--no-level`` (sensorguard without
+its level term, as before session 53),
 ``--recordings N`` (how many simulated recordings; 8 are few: a change that gained 0.06 F1 on
 them lost as much on 24), ``--seeds N`` (train with seeds 0..N-1 and pool the simulated,
 recordings and NAB tables over them; TEP prints its tables once per seed: one seed is one draw
@@ -306,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run one data set only")
     parser.add_argument("--drift", action=argparse.BooleanOptionalAction, default=None,
                         help="train sensorguard with the drift rule on / off (default: as train chooses by size)")
+    parser.add_argument("--level", action=argparse.BooleanOptionalAction, default=True,
+                        help="train sensorguard with the level term (service/level.py) on / off (default: on)")
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
                         help="train every detector with seeds 0..N-1 and pool the tables over them; TEP: one table "
                              "per seed (default 1)")
@@ -319,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--recordings must be at least 1, got {args.recordings}")
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    options = TrainOptions(progress=False, drift=args.drift)
+    options = TrainOptions(progress=False, drift=args.drift, level=args.level)
     root = data_root()
     rate = options.false_alarm_rate
     print(

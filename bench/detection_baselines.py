@@ -32,10 +32,12 @@ from sensorguard.service.alerts import AlertRules, alert_steps, judge_series, st
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import default_rules
 from sensorguard.service.drift import DriftRule
+from sensorguard.service.level import LevelRows
 from sensorguard.service.scorer import Scorer, segment_bounds
 from sensorguard.service.sensors import watch_rows, window_faults
 from sensorguard.training.calibrate import pick_threshold
 from sensorguard.training.data import SensorData
+from sensorguard.training.offline import level_rows
 from sensorguard.training.promise import alert_threshold
 from sensorguard.training.splits import split_by_time
 from sensorguard.training.train import TrainOptions, TrainSummary, reading_period, train_bundle
@@ -64,6 +66,7 @@ class Fitted:
     drift: DriftRule | None = None  # sensorguard's drift rule (widens its line per test series)
     sensor_faults: Callable[[SensorData], np.ndarray] | None = None  # rows with a sensor fault open
     alert_hop: int = 0
+    level: Callable[[SensorData], LevelRows | None] | None = None  # sensorguard's level term's rows
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,8 @@ def detect(fitted: Fitted, test: SensorData, rules: AlertRules = AlertRules()) -
     score = np.asarray(fitted.score(test), dtype=np.float64)
     mask, alert_mask = step_masks(test.segments, fitted.window, fitted.hop, fitted.alert_hop)
     rules = replace(rules, alert_steps=alert_steps(fitted.hop, fitted.alert_hop))  # clear_after spans hops
-    alert, score = judge_series(score, mask, test.times, rules, fitted.drift, alert_mask=alert_mask)
+    level = None if fitted.level is None else fitted.level(test)
+    alert, score = judge_series(score, mask, test.times, rules, fitted.drift, alert_mask=alert_mask, level=level)
     decision = np.where(np.isnan(score), False, score >= 1.0)
     sensor = None if fitted.sensor_faults is None else np.asarray(fitted.sensor_faults(test), dtype=bool)
     return Detection(fitted.name, score, decision, alert.astype(bool), fitted.promised_per_day, fitted.train_s,
@@ -131,13 +135,18 @@ def fit_sensorguard(train: SensorData, options: TrainOptions) -> tuple[Fitted, B
         excluded = None if faulted is None else window_faults(faulted, test.segments, bundle.window)
         return scorer.score_series(values, test.segments, excluded).score
 
+    def level(test: SensorData) -> LevelRows | None:
+        values, faulted = watched(test)  # as `score`: no term where a channel of the window has a fault open
+        blocked = None if faulted is None else window_faults(faulted, test.segments, bundle.window).any(axis=1)
+        return level_rows(bundle, values, blocked)
+
     def sensor_faults(test: SensorData) -> np.ndarray:
         faulted = watched(test)[1]
         return np.zeros(len(test), dtype=bool) if faulted is None else faulted.any(axis=1)
 
     info = f"window {bundle.window}, hop {bundle.hop}, latent {bundle.config.latent}"
     fitted = Fitted("sensorguard", bundle.window, bundle.hop, score, promised_per_day(bundle), seconds, info,
-                    bundle.drift_rule, sensor_faults, bundle.alert_hop)
+                    bundle.drift_rule, sensor_faults, bundle.alert_hop, level)
     return fitted, bundle, summary
 
 

@@ -42,6 +42,7 @@ from typing import Literal
 import numpy as np
 
 from sensorguard.service.drift import DriftRule, DriftState, drift_step, widening
+from sensorguard.service.level import LevelMonitor, LevelRows
 
 Status = Literal["normal", "pending", "alerting", "stale"]
 RAISE_AT = 2.0  # new bundles' lines are calibrated with one window at twice the line raising at once
@@ -133,18 +134,30 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules,
 
 def judge(
     state: AlertState, drift: DriftState, score: float, now: float, rules: AlertRules, rule: DriftRule | None,
-    asset: str = "", learn: bool = True,
+    asset: str = "", learn: bool = True, level: LevelMonitor | None = None, rows: np.ndarray | None = None,
 ) -> tuple[AlertState, DriftState, AlertEvent | None, float]:
-    """One scored window through the drift rule and the alert machine: ``(state, drift, event, score)``.
+    """One scored window through the level term, the drift rule and the alert machine:
+    ``(state, drift, event, score)``.
 
-    The returned score is the window's score against the asset's widened line (``service.drift``);
-    it is what the machine stepped on and what is published. Without a rule it is ``score``.
-    ``learn`` False: the baseline is not updated (the daemon's asset is in a maintenance or its guard band).
+    ``level`` and ``rows`` (the window's newest ``focus`` rows, raw ``(k, C)``; None when a channel
+    of the window has a sensor fault open): the window's score is ``max(score, term)``
+    (``service.level``). The returned score is that against the asset's widened line
+    (``service.drift``); it is what the machine stepped on and what is published. Without a rule
+    and a level it is ``score``. ``learn`` False: neither the baseline nor the level is updated
+    (the daemon's asset is in a maintenance or its guard band).
     """
-    adjusted = score / widening(drift, rule)
+    combined = score
+    if level is not None and rows is not None:
+        term = level.term(rows, drift.level)
+        if term > score:  # (a NaN term: a row not finite, the score stands)
+            combined = term
+    adjusted = combined / widening(drift, rule)
     new, event = step(state, adjusted, now, rules, asset)
-    if learn and rule is not None and state.status == "normal" and new.status == "normal" and adjusted < 1.0:
-        drift = drift_step(drift, score, rule)
+    if learn and state.status == "normal" and new.status == "normal" and adjusted < 1.0:
+        if rule is not None:
+            drift = drift_step(drift, combined, rule)
+        if level is not None and rows is not None:
+            drift = replace(drift, level=level.step(drift.level, rows))
     return new, drift, event, adjusted
 
 
@@ -189,11 +202,11 @@ def step_masks(segments: np.ndarray, window: int, hop: int, alert_hop: int) -> t
 
 def alert_series(
     scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None,
-    alert_mask: np.ndarray | None = None,
+    alert_mask: np.ndarray | None = None, level: LevelRows | None = None,
 ) -> np.ndarray:
     """Offline alert state (0/1) per row: the machine steps on ``mask`` rows (and on ``alert_mask``
     rows while an alert is up), state carries between."""
-    return judge_series(scores, mask, times, rules, drift, alert_mask=alert_mask)[0]
+    return judge_series(scores, mask, times, rules, drift, alert_mask=alert_mask, level=level)[0]
 
 
 def silences(times: np.ndarray, alive: np.ndarray | None, limit: float) -> np.ndarray:
@@ -212,16 +225,16 @@ def silences(times: np.ndarray, alive: np.ndarray | None, limit: float) -> np.nd
 
 def judge_series(
     scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None,
-    alive: np.ndarray | None = None, alert_mask: np.ndarray | None = None,
+    alive: np.ndarray | None = None, alert_mask: np.ndarray | None = None, level: LevelRows | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Offline ``(alert 0/1, score against the widened line)`` per row: :func:`judge_rows` without
     the rows judged."""
-    return judge_rows(scores, mask, times, rules, drift, alive, alert_mask)[:2]
+    return judge_rows(scores, mask, times, rules, drift, alive, alert_mask, level)[:2]
 
 
 def judge_rows(
     scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None,
-    alive: np.ndarray | None = None, alert_mask: np.ndarray | None = None,
+    alive: np.ndarray | None = None, alert_mask: np.ndarray | None = None, level: LevelRows | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Offline ``(alert 0/1, score against the widened line, judged)`` per row, as the daemon steps
     them; ``judged``: the rows the machine stepped on (the windows the daemon judges and publishes).
@@ -236,7 +249,9 @@ def judge_rows(
     every reading that keeps the asset alive (:func:`silences`): a sender slowed below the model's
     rate has its readings refused, yet live they keep it from going silent. (Live, silence is
     arrival time while connected: a backlog drained after an outage, or a replay faster than real
-    time, is judged by its stamps here and may differ.)
+    time, is judged by its stamps here and may differ.) ``level``: the series' rows for the level
+    term (``service.level``): judged rows step it as :func:`judge` does, every other row's score is
+    ``max(score, term)`` about the level in force there.
     """
     state, drift_state = AlertState(), DriftState()
     out = np.zeros(len(scores), dtype=np.int8)
@@ -245,16 +260,21 @@ def judge_rows(
     active, factor = 0, 1.0
     silent = silences(times, alive, rules.stale_after)
     fine = alert_mask is not None
+    monitor = None if level is None else level.monitor
     for i in range(len(scores)):
         if silent[i]:
             state, active = AlertState(), 0
         if (mask[i] or (fine and alert_mask[i] and state.status == "alerting")) and not np.isnan(scores[i]):
+            rows = None if level is None else level.at(i)
             state, drift_state, _, adjusted[i] = judge(state, drift_state, float(scores[i]), float(times[i]), rules,
-                                                       drift)
+                                                       drift, level=monitor, rows=rows)
             judged[i] = True
             active = int(state.status == "alerting")
             factor = widening(drift_state, drift)
         else:
-            adjusted[i] = scores[i] / factor
+            term = math.nan
+            if level is not None and not np.isnan(scores[i]) and (rows := level.at(i)) is not None:
+                term = level.monitor.term(rows, drift_state.level)
+            adjusted[i] = (term if term > scores[i] else scores[i]) / factor
         out[i] = active
     return out, adjusted, judged

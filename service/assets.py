@@ -34,6 +34,7 @@ from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.carried_states import Adopted, CarriedStates, Restored
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.drift import DriftState, widening
+from sensorguard.service.level import top_channels
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.open_faults import OpenFaults
 from sensorguard.service.outbox import Outbox
@@ -101,6 +102,11 @@ class AssetAlerts(CarriedStates, AssetFaults):
         """One asset's drift baseline now (None when nothing was learned about it)."""
         return self._drift.get(asset)
 
+    def channels_of(self, asset: str) -> list[dict]:
+        """The top channels of the asset's last judged window, as published (the level term's
+        leaders where the term decided it)."""
+        return self._latest.get(asset, (0.0, []))[1]
+
     def state_of(self, asset: str) -> AlertState:
         """The asset's alert state now (normal for one not seen)."""
         return self._states.get(asset) or AlertState()
@@ -114,8 +120,12 @@ class AssetAlerts(CarriedStates, AssetFaults):
         return state is not None and state.status == "alerting"
 
     def apply(self, asset: str, ts: float, score: float, channels: list[dict],
-              bundle: Bundle | None = None, coarse: bool = True) -> tuple[AlertState, float] | None:
-        """Step one asset's drift rule and alert machine with one window scored by ``bundle``; publish.
+              bundle: Bundle | None = None, coarse: bool = True,
+              rows: np.ndarray | None = None) -> tuple[AlertState, float] | None:
+        """Step one asset's level term, drift rule and alert machine with one window scored by
+        ``bundle``; publish. ``rows``: the window's newest ``focus`` raw rows ``(k, C)`` for the level
+        term (None: none, a channel has a sensor fault open); where the term decides the window,
+        ``channels`` are the term's leaders.
 
         Returns the new state and the score against the asset's (widened) line; None, and nothing
         changes, for an alert-hop window (``coarse`` False) of an asset whose alert is not up, or
@@ -142,12 +152,15 @@ class AssetAlerts(CarriedStates, AssetFaults):
                              extra={"asset": asset, "alert_id": old.alert_id})
                 if self.recorder is not None:
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
-        rule = bundle.drift_rule  # (the raise of the window's own model: a swap's first windows come first)
-        state, drift, event, score = judge(old or AlertState(), self._drift.get(asset, DriftState()), score, ts, rules,
-                                           rule, asset,
-                                           learn=rule is None or self.learns(asset, ts))
+        rule, level = bundle.drift_rule, bundle.level  # (the window's own model's: a swap's first windows come first)
+        before = self._drift.get(asset, DriftState())
+        if level is not None and rows is not None and level.term(rows, before.level) > score:
+            channels = top_channels(level.contributions(rows, before.level), bundle.channels)
+        state, drift, event, score = judge(old or AlertState(), before, score, ts, rules, rule, asset,
+                                           learn=(rule is None and level is None) or self.learns(asset, ts),
+                                           level=level, rows=rows)
         self._states[asset] = state
-        if rule is not None:
+        if rule is not None or level is not None:
             self._drift[asset] = drift
         self._latest[asset] = (ts, channels)
         self._judged_ts[asset] = self._floors[asset] = ts

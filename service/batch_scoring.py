@@ -20,6 +20,7 @@ import numpy as np
 from sensorguard.service.alerts import AlertRules
 from sensorguard.service.asset_buffer import DueWindow
 from sensorguard.service.assets import AssetAlerts
+from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.metrics import Metrics
@@ -52,6 +53,14 @@ def worth_scoring(batch: list[DueWindow], alerting: Callable[[str], bool]) -> li
             kept.append(due)
             seen.add(due.asset)
     return kept
+
+
+def level_rows(due: DueWindow, bundle: Bundle) -> np.ndarray | None:
+    """The window's newest ``focus`` raw rows ``(k, C)`` for ``bundle``'s level term (None: no term,
+    or a channel of the window has a sensor fault open, as offline)."""
+    if bundle.level is None or due.excluded:
+        return None
+    return due.window[:, -bundle.scored_samples :].T
 
 
 def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts, metrics: Metrics,
@@ -94,8 +103,9 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
         if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
             continue
         channels = tops[i]
+        rows = level_rows(due, bundle)
         try:
-            judged = alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle, due.coarse)
+            judged = alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle, due.coarse, rows)
         except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
             log.exception("applying a scored window of asset %r failed", due.asset)
             continue
@@ -103,6 +113,7 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
             state, score = alerts.state_of(due.asset), float("nan")
         else:
             state, score = judged
+            channels = alerts.channels_of(due.asset)  # (the level term's leaders where it decided the window)
         if not due.coarse and judged is not None:
             metrics.alert_windows.inc()
         if recorder is not None and judged is not None:  # judged: its readings may now be committed as
@@ -112,7 +123,8 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
                 metrics.shadow_score.observe(shadowed.score[i])
             try:
                 if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, replace(rules(), alert_steps=steps),
-                               alerts.drift_of(due.asset), alerts.learns(due.asset, due.ts), due.coarse):
+                               alerts.drift_of(due.asset), alerts.learns(due.asset, due.ts), due.coarse,
+                               rows=level_rows(due, shadow.bundle)):
                     metrics.alert_raised(due.asset, shadow=True)
             except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
                 with models.lock:

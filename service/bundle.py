@@ -29,11 +29,12 @@ from sensorguard import __version__
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.durable import fsync_path, write_durably
+from sensorguard.service.level import LevelMonitor
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
 from sensorguard.service.sensors import SensorRules
 
-FORMAT_VERSION = 4  # 2: architecture.linear and focus; 3: channel_weights; 4: alert_hop; older bundles still load
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5  # 2: architecture.linear and focus; 3: channel_weights; 4: alert_hop; 5: level; older bundles load
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 WEIGHTS_FILE = "model.pt"
 META_FILE = "bundle.json"
 MIN_THRESHOLD = 1e-30  # errors are squared standardized units, clipped: any line above this scores finite
@@ -79,6 +80,7 @@ class Bundle:
     jitter: float = 0.5  # (service.cleaning)
     restart_gap_s: float | None = None
     sensors: SensorRules | None = None  # sensor-fault limits per channel (service.sensors); None: not checked
+    level: LevelMonitor | None = None  # the level term's monitor (service.level); None: no term, as before format 5
     focus: int = 0
     channel_weights_: np.ndarray | None = None
     alert_hop: int = 0
@@ -158,6 +160,7 @@ class Bundle:
             "sample_period": self.sample_period,
             "cleaning": self.cleaning.to_dict(),
             "sensors": None if self.sensors is None else self.sensors.to_dict(),
+            "level": None if self.level is None else self.level.to_dict(),
             "focus": self.focus,
             "channel_weights": None if self.channel_weights_ is None else self.channel_weights_.tolist(),
             "scaler": {"center": self.center_.tolist(), "scale": self.scale_.tolist()},

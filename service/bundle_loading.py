@@ -34,6 +34,7 @@ from sensorguard.service.bundle import (
 )
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
+from sensorguard.service.level import LevelMonitor
 from sensorguard.service.logs import first_line
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
 from sensorguard.service.sensors import SensorRules
@@ -175,6 +176,11 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         sensors = SensorRules.from_dict(meta.get("sensors"), channels, cleaning.fill_limit)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         problems.append(f"sensors is not a usable set of sensor limits ({first_line(exc, 200)})")
+    level = None
+    try:
+        level = LevelMonitor.from_dict(meta.get("level"), len(channels))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        problems.append(f"level is not a usable level monitor ({first_line(exc, 200)})")
     if problems:
         raise BundleError(f"{where}: " + "; ".join(problems))
     period = meta.get("sample_period")
@@ -192,6 +198,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         jitter=cleaning.jitter,
         restart_gap_s=cleaning.gap_s,
         sensors=sensors,
+        level=level,
         focus=focus,
         channel_weights_=weights,
         alert_hop=alert_hop,

@@ -34,7 +34,7 @@ what was learned about the asset.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 _FLOOR = math.log(1e6)  # how far below the calibrated baseline the offset may go (log units)
 
@@ -71,10 +71,13 @@ class DriftRule:
 
 @dataclass(frozen=True)
 class DriftState:
-    """One asset's baseline: ``offset`` (log) from the calibrated baseline, after ``updates`` windows."""
+    """One asset's baseline: ``offset`` (log) from the calibrated baseline, after ``updates`` windows;
+    ``level``: the level its normal operation follows, per channel in raw units (``service.level``;
+    empty: the training mean, nothing learned)."""
 
     offset: float = 0.0
     updates: int = 0
+    level: tuple[float, ...] = ()
 
 
 def widening(state: DriftState, rule: DriftRule | None) -> float:
@@ -92,4 +95,4 @@ def drift_step(state: DriftState, score: float, rule: DriftRule) -> DriftState:
     target = math.log(score) - rule.baseline
     # kept within [-log(1e6), log(cap)]: above the cap it would only delay the line's return
     offset = min(max(state.offset + rate * (target - state.offset), -_FLOOR), math.log(rule.cap))
-    return DriftState(offset, min(state.updates + 1, 1 << 30))
+    return replace(state, offset=offset, updates=min(state.updates + 1, 1 << 30))

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from sensorguard.service.alerts import AlertRules, AlertState, alert_steps, judge
 from sensorguard.service.bundle import Bundle, BundleError
 from sensorguard.service.bundle_checks import bundle_rules
@@ -68,14 +70,16 @@ class Shadow:
     _inherited: dict[str, str] = field(default_factory=dict)  # its alert up when the shadow first saw the asset
 
     def step(self, asset: str, ts: float, score: float, current: AlertState, rules: AlertRules,
-             served_drift: DriftState | None = None, learn: bool = True, coarse: bool = True) -> bool:
+             served_drift: DriftState | None = None, learn: bool = True, coarse: bool = True,
+             rows: np.ndarray | None = None) -> bool:
         """One window scored by both: the shadow's machine steps on ``score``; ``current``: the
         current model's state after the same window. Returns whether the shadow raised an alert.
 
         ``served_drift``: the asset's drift baseline as the daemon holds it. The shadow starts its
         own from it (a promotion keeps the daemon's: it is relative to each model's baseline), so
         an asset that drifted is not judged against the bare line and counted against the shadow.
-        ``learn``: whether the window may teach the drift baseline, as for the served model.
+        ``learn``: whether the window may teach the drift baseline and the level, as for the served
+        model; ``rows``: the window's newest rows for the shadow's level term (``service.level``).
         ``coarse`` False: a window of the daemon's alert hop; the shadow steps on it only while its
         own alert is up, with ``rules.alert_steps`` (the daemon's cadence, not its bundle's), and
         never when its bundle judges every hop (alert hop off: it would serve so).
@@ -92,14 +96,16 @@ class Shadow:
             self._current_ids[asset] = current.alert_id
         if asset not in self._states and len(self._states) >= MAX_SHADOW_ASSETS:
             return False
-        if self.bundle.drift_rule is not None and served_drift is not None and asset not in self._drift:
+        if (self.bundle.drift_rule is not None or self.bundle.level is not None) and served_drift is not None \
+                and asset not in self._drift:
             self._drift[asset] = served_drift
         # (the daemon's cadence, or every hop when the shadow's own alert hop is off)
         judged_by = replace(bundle_rules(rules, self.bundle), alert_steps=rules.alert_steps if self.fine else 1)
         state, drift, event, _ = judge(self._states.get(asset, AlertState()), self._drift.get(asset, DriftState()),
-                                       score, ts, judged_by, self.bundle.drift_rule, asset, learn=learn)
+                                       score, ts, judged_by, self.bundle.drift_rule, asset, learn=learn,
+                                       level=self.bundle.level, rows=rows)
         self._states[asset] = state
-        if self.bundle.drift_rule is not None:
+        if self.bundle.drift_rule is not None or self.bundle.level is not None:
             self._drift[asset] = drift
         raised = event is not None and event.kind == "raised"
         # ... nor the shadow's raise of the same episode (its machine starts fresh inside it)

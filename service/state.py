@@ -230,7 +230,7 @@ def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float |
 def _entry(alert: AlertState, drift: DriftState | None, announced: bool) -> dict:
     """One asset as ``assets.json`` and the state bucket hold it; the mark only on an alert up
     whose raise never went out."""
-    return {"alert": _finite(asdict(alert)), **({"drift": asdict(drift)} if drift is not None else {}),
+    return {"alert": _finite(asdict(alert)), **({"drift": _drift_entry(drift)} if drift is not None else {}),
             **({"unannounced": True} if not announced and alert.status == "alerting" else {})}
 
 
@@ -295,6 +295,14 @@ def _alert_state(raw: dict) -> AlertState:
     return replace(state, peak=_infinite(state.peak), last_score=_infinite(state.last_score))
 
 
+def _drift_entry(drift: DriftState) -> dict:
+    """A drift baseline as saved: its level (``service.level``) only when one was learned."""
+    entry = asdict(drift)
+    if not drift.level:
+        del entry["level"]
+    return entry
+
+
 def _drift_state(raw: dict) -> DriftState:
     """A saved drift baseline; ValueError for anything :func:`~sensorguard.service.drift.drift_step`
     cannot step (a NaN offset, a negative count divides by zero there)."""
@@ -303,7 +311,11 @@ def _drift_state(raw: dict) -> DriftState:
         raise ValueError(f"drift offset must be finite, got {offset}")
     if not _count(updates):
         raise ValueError(f"drift updates must be a whole number >= 0, got {updates!r}")
-    return DriftState(offset, int(updates))
+    level = raw.get("level") or ()
+    if not isinstance(level, list | tuple) or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                                                      and math.isfinite(x) for x in level):
+        raise ValueError(f"drift level must be a list of finite numbers, got {str(level)[:40]}")
+    return DriftState(offset, int(updates), tuple(float(x) for x in level))
 
 
 def _count(x: object) -> bool:

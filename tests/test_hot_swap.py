@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,9 @@ NAME = "pump"
 
 @pytest.fixture
 def registry(tmp_path, trained):
+    """v0001 without the level term, so each window's ``error / score`` is the threshold that scored it."""
     root = tmp_path / "registry"
-    assert publish(trained[0], root, NAME) == "v0001"
+    assert publish(replace(trained[0], level=None), root, NAME) == "v0001"
     return root
 
 
@@ -98,7 +100,7 @@ class Stream(threading.Thread):
 
 
 def test_swap_under_live_load_accounts_for_every_reading(daemons, mosquitto, registry, trained):
-    bundle = trained[0]
+    bundle = replace(trained[0], level=None)  # (as v0001)
     daemon, url = start(daemons, mosquitto, registry=str(registry), name=NAME, reload_poll_s=0.1)
     scored = []
     daemon.add_listener(scored.append)
@@ -180,7 +182,7 @@ def renamed_channels(version: Path) -> str:
 @pytest.mark.parametrize("damage", [corrupt_weights, lying_shapes, renamed_channels])
 def test_bad_bundle_is_refused_once_and_the_old_model_keeps_serving(daemons, mosquitto, registry, trained,
                                                                      damage):
-    bundle = trained[0]
+    bundle = replace(trained[0], level=None)  # (as v0001)
     daemon, url = start(daemons, mosquitto, registry=str(registry), name=NAME, reload_poll_s=0.05)
     events = Collector(mosquitto, "sensorguard/#")
     pub = Publisher(mosquitto)
@@ -246,7 +248,7 @@ def test_window_change_is_refused(daemons, mosquitto, registry, tiny_bundle):
 
 @pytest.mark.parametrize("mode", ["registry", "model"])
 def test_sighup_reloads_in_serve(tmp_path, mosquitto, registry, trained, mode):
-    bundle = trained[0]
+    bundle = replace(trained[0], level=None)  # (as v0001)
     port = free_port()
     if mode == "registry":
         where = ["--registry", str(registry), "--name", NAME, "--reload-poll-s", "3600"]  # only SIGHUP can notice

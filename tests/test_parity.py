@@ -504,3 +504,61 @@ def test_a_state_passed_on_before_the_new_owners_first_grid_window_keeps_its_cad
     for i, (ts, doc) in enumerate(REMNANT_ROWS[mid + 1:], mid + 2):
         send(third, third_client, i, ts, doc)
     assert seen1 + seen2 + seen3 == whole
+
+
+def _with_level(bundle, limit: float = 3.0, follow: float = 30.0):
+    """``bundle`` with a level term that decides windows of :func:`messy_stream` (its sines are about
+    1 at most; its fault, 6) and a level that moves within it."""
+    from dataclasses import replace
+
+    from sensorguard.service.level import LevelMonitor
+
+    n = len(bundle.channels)
+    monitor = LevelMonitor(mean=np.zeros(n), scale=np.ones(n), loadings=np.eye(n), eigen=np.ones(n), limit=limit,
+                           follow=follow)
+    return replace(bundle, level=monitor)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_live_equals_offline_with_the_level_term(tiny_bundle, seed):
+    """The level term and its per-asset level, stepped per judged window, with the alert hop and
+    sensor faults (no term where a channel of the window has one open): the same windows, scores
+    and alerts live and offline, one reading at a time or many windows to a batch."""
+    from dataclasses import replace
+
+    from sensorguard.service.sensors import ChannelLimits, SensorRules
+
+    limits = tuple(ChannelLimits(-50.0, 50.0, 10) for _ in tiny_bundle.channels)
+    bundle = _with_level(replace(tiny_bundle, alert_hop=1, threshold_=10.0,  # (the untrained model's errors: 1s)
+                                 sensors=SensorRules(tiny_bundle.channels, limits, tiny_bundle.fill_limit)))
+    stream = messy_stream(list(bundle.channels), 140, seed)
+    offline = offline_windows(bundle, accepted(stream))
+    daemon, client = make(bundle, **RULES)
+    seen = []
+    daemon.add_listener(seen.append)
+    for mid, (ts, doc) in enumerate(stream, 1):
+        send(daemon, client, mid, ts, doc)
+    live = [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
+    assert any(w.score > w.error / bundle.threshold_ * (1 + 1e-9) for w in seen)  # the term decided windows
+    assert daemon.alerts.drift_of("pump-1").level  # and the asset's level moved
+    assert_same(live, offline)
+    assert_same(live_windows(bundle, stream, every=15), offline)
+    assert offline != offline_windows(replace(bundle, level=None), accepted(stream))
+
+
+def test_where_the_level_term_decides_a_window_its_channels_are_the_terms(tiny_bundle):
+    """The reconstruction weighs channel a alone (its error leads every window); channel c leaves its
+    level: the windows the term decides name c, as the alert they raise does."""
+    from dataclasses import replace
+
+    quiet = replace(tiny_bundle, channel_weights_=np.array([1.0, 1e-9, 1e-9]), threshold_=1e12)
+    stream = [(T0 + i, {"a": 0.0, "b": 0.0, "c": 8.0 if i >= 40 else 0.0}) for i in range(60)]
+    for bundle, leader in ((quiet, "a"), (_with_level(quiet), "c")):
+        daemon, client = make(bundle, **RULES)
+        seen = []
+        daemon.add_listener(seen.append)
+        for mid, (ts, doc) in enumerate(stream, 1):
+            send(daemon, client, mid, ts, doc)
+        late = [w for w in seen if w.ts >= T0 + 42]
+        assert late and all(w.channels[0]["name"] == leader for w in late)
+    assert any(w.status == "alerting" for w in late)

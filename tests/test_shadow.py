@@ -419,9 +419,9 @@ def test_the_shadow_gets_alert_hop_windows_while_its_alert_is_up_though_the_serv
     stepped = []
     real = shadow.step
 
-    def spy(asset, ts, score, current, rules, *rest):
+    def spy(asset, ts, score, current, rules, *rest, **named):
         stepped.append((ts, rest[-1], rules.alert_steps, current.status))
-        return real(asset, ts, score, current, rules, *rest)
+        return real(asset, ts, score, current, rules, *rest, **named)
 
     shadow.step = spy
     daemon.models.shadow = shadow

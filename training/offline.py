@@ -17,6 +17,7 @@ from sensorguard.service.alerts import AlertRules, judge_rows, silences, step_ma
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules, default_rules
 from sensorguard.service.cleaning import admit_rows
+from sensorguard.service.level import LevelRows
 from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import SensorRules, SensorWatch, window_faults
 from sensorguard.training.data import DataError, SensorData, machine_rows
@@ -54,11 +55,21 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
     judged = np.zeros(len(data), dtype=bool)
     score = scores.score.copy()
     alive = alive_stamps(data)
+    blocked = None if excluded is None else excluded.any(axis=1)
     for asset, rows in data.blocks():
+        level = level_rows(bundle, data.values[rows], None if blocked is None else blocked[rows])
         alert[rows], score[rows], judged[rows] = judge_rows(scores.score[rows], mask[rows], data.times[rows], rules,
                                                             bundle.drift_rule, alive.get(asset),
-                                                            None if alert_mask is None else alert_mask[rows])
+                                                            None if alert_mask is None else alert_mask[rows], level)
     return Scored(data, replace(scores, score=score), alert, rules.stale_after, judged)
+
+
+def level_rows(bundle: Bundle, values: np.ndarray, blocked: np.ndarray | None = None) -> LevelRows | None:
+    """One machine's rows for the bundle's level term (None: the bundle has none); ``blocked``: rows
+    whose window has a channel with a sensor fault open (no term there, as live)."""
+    if bundle.level is None:
+        return None
+    return LevelRows(bundle.level, np.asarray(values, dtype=np.float64), bundle.scored_samples, blocked)
 
 
 def alive_stamps(data: SensorData) -> dict[str | None, np.ndarray]:

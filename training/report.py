@@ -27,11 +27,12 @@ import pandas as pd
 from sensorguard.service.alerts import AlertRules, judge_series, step_masks
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules, default_rules
+from sensorguard.service.level import LevelRows
 from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.evaluate import event_bounds, to_seconds
-from sensorguard.training.offline import alive_stamps
+from sensorguard.training.offline import alive_stamps, level_rows
 
 MAX_CHANNELS_SHOWN = 4  # small multiples stay readable
 TOP_SHARE_CHANNELS = 4
@@ -107,17 +108,20 @@ def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: n
         return []  # shorter than one window: nothing was scored, so nothing to plot
     labels = frame["anomaly"].to_numpy() if "anomaly" in frame.columns else None
     rules = bundle_rules(rules or default_rules(bundle), bundle)  # (the bundle's raise, as `score`)
-    judged = judge_scores(bundle, scores, segments, x, rules, alive)  # (once: both plots show its score)
+    blocked = None if excluded is None else np.asarray(excluded, dtype=bool).any(axis=1)
+    judged = judge_scores(bundle, scores, segments, x, rules, alive, level_rows(bundle, values, blocked))  # (once:
+    # both plots show its score)
     return [_save(plot_reconstructions(scorer, values, scores, x, judged[1]), out_dir / f"reconstructions{tag}.png"),
             _save(plot_scores(bundle, scores, segments, x, labels, rules, alive, judged), out_dir / f"scores{tag}.png")]
 
 
 def judge_scores(bundle: Bundle, scores: Scores, segments: np.ndarray, x: np.ndarray, rules: AlertRules,
-                 alive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 alive: np.ndarray | None = None, level: LevelRows | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(alerts, score)`` per row as ``score`` writes them: the alert machine on the daemon's
-    cadence, the score divided by the drift widening."""
+    cadence, the level term in (``level``: the rows, ``offline.level_rows``), the score divided by the
+    drift widening."""
     mask, alert_mask = step_masks(segments, bundle.window, bundle.hop, bundle.alert_hop)
-    return judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule, alive, alert_mask)
+    return judge_series(scores.score, mask, to_seconds(x), rules, bundle.drift_rule, alive, alert_mask, level)
 
 
 def plot_calibration(bundle: Bundle) -> Any:

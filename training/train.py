@@ -29,6 +29,7 @@ from sensorguard.training.calibrate import SPIKY_WEIGHTS, WEIGHT_FLOOR, channel_
 from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces, cross_fit, scale_spread
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
+from sensorguard.training.level_fit import fit_level
 from sensorguard.training.linear import naive_error, pca_error
 from sensorguard.training.promise import alert_threshold
 from sensorguard.training.scaling import spiky_channels, spiky_scale
@@ -59,6 +60,7 @@ class TrainOptions:
     weigh_channels: bool = True  # each channel's error over its typical held-out error (False: plain mean)
     drift: bool | None = None  # a drift rule (service.drift): each asset's line widens with its normal level;
     # None: chosen by size (on when one machine has more than CROSSFIT_MAX_ROWS rows: docs/benchmarks.md, session 32)
+    level: bool = True  # the level term (service.level): T^2 about a level each asset's normal operation follows
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
     progress: bool = True
@@ -126,6 +128,7 @@ def train_bundle(
         jitter=cleaning.jitter,
         restart_gap_s=cleaning.gap_s,
         sensors=learn_sensor_rules(data.channels, data.values, data.segments, cleaning.fill_limit),
+        level=fit_level(data.values) if options.level else None,
     )
     pieces, starts, served, (served_loss, start_loss), fold_scales = (
         cross_fit(data, bundle, options, fit.best_epoch, init_state=init_state, shared_scale=shared) if crossfit

@@ -1,0 +1,161 @@
+"""The level term: how far a window's newest rows sit from the level its asset's normal operation follows.
+
+The autoencoder's score is a reconstruction error: it sees a window's shape, and a plant that
+moves as a whole to another operating point (a pump's pressure and flow both falling, a slowly
+fouling exchanger) can still be reconstructed well. The process-monitoring standard catches that
+with Hotelling's T^2 in the principal subspace of the training rows. Each scored window gets
+
+    term = mean over its newest ``focus`` rows of T^2(row - level) / limit
+
+and its score is ``max(reconstruction score, term)`` (``service.alerts.judge``), so 1.0 stays the
+alert line for both. ``limit`` is :data:`SHARE` times the 99th percentile of out-of-fold training
+T^2 values (``training.level_fit``: a plant that wanders while it trains gets a wide limit).
+
+``level`` starts at the training mean and follows normal operation: an exponential average over
+about ``follow`` rows (:data:`FOLLOW_ROWS`) of the windows judged normal. About the training mean
+alone, a normal plant that settled after the training rows alerted all day (the simulated plant's
+later hours: 17.7 false alerts a day against 1 promised; docs/benchmarks.md, issue 9). The guards
+that keep a fault from being learned away are the drift rule's (``service.drift``): only a window
+judged normal, before and after it, with its combined score under the line, moves the level; a
+pending or raised alert freezes it; and it moves slowly, so a fault that rises faster than it
+follows alerts. A fault slower than ``follow`` rows can be followed: the reconstruction score,
+which no level moves, still sees it when it changes the plant's shape.
+
+The level is each asset's, kept in raw units with its drift baseline (``DriftState.level``), so it
+is saved, restored and moved between workers with it, and a model swap keeps it. The term and the
+step are pure functions of the window's rows, in float64 with row-wise sums, so the daemon and the
+offline scorer give the same numbers.
+
+>>> monitor = LevelMonitor(mean=np.zeros(2), scale=np.ones(2), loadings=np.eye(2), eigen=np.ones(2), limit=2.0)
+>>> rows = np.array([[2.0, 0.0], [0.0, 2.0]])
+>>> monitor.term(rows, ())
+2.0
+>>> level = monitor.step((), np.full((3, 2), 1.0))
+>>> [round(x, 5) for x in level]
+[0.0015, 0.0015]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+VARIANCE = 0.90  # the principal subspace: the fewest components explaining this share of the variance
+QUANTILE = 0.99  # of out-of-fold training T^2 values
+SHARE = 2.0  # the limit is this many times that quantile (chosen with FOLLOW_ROWS on the benchmarks)
+FOLLOW_ROWS = 2000.0  # the level's memory, in rows judged normal
+
+
+@dataclass(frozen=True, eq=False)
+class LevelMonitor:
+    """A bundle's level monitor. mean, scale: ``(C,)`` raw units (the training rows' mean and standard
+    deviation, 1 where constant); loadings ``(C, a)`` and eigen ``(a,)``: the kept principal
+    directions of the standardized rows and their variances; limit: the T^2 that is term 1.0;
+    follow: the level's memory in rows."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    loadings: np.ndarray
+    eigen: np.ndarray
+    limit: float
+    follow: float = FOLLOW_ROWS
+
+    def __post_init__(self) -> None:
+        c = len(self.mean)
+        shapes = (np.shape(self.scale) == (c,) and np.ndim(self.loadings) == 2 and np.shape(self.loadings)[0] == c
+                  and np.shape(self.eigen) == (np.shape(self.loadings)[1],) and np.shape(self.loadings)[1] >= 1)
+        if not shapes:
+            shown = ", ".join(f"{k} {np.shape(getattr(self, k))}" for k in ("mean", "scale", "loadings", "eigen"))
+            raise ValueError(f"level monitor shapes do not fit: {shown}")
+        arrays = (self.mean, self.scale, self.loadings, self.eigen)
+        if not all(np.isfinite(a).all() for a in arrays) or not (self.scale > 0).all() or not (self.eigen > 0).all():
+            raise ValueError("level monitor values must be finite, with scale and eigenvalues > 0")
+        if not (math.isfinite(self.limit) and self.limit > 0 and math.isfinite(self.follow) and self.follow >= 1):
+            raise ValueError(f"level monitor needs a finite limit > 0 and follow >= 1, got {self.limit}, {self.follow}")
+
+    @cached_property
+    def _weights(self) -> np.ndarray:
+        """Loadings over the square root of their eigenvalues: T^2 is the squared norm of z @ weights."""
+        return self.loadings / np.sqrt(self.eigen)
+
+    def start(self, level: tuple[float, ...]) -> np.ndarray:
+        """An asset's level as an array: the training mean when nothing was learned (or a level of
+        another channel count, learned under another model)."""
+        return np.asarray(level, dtype=np.float64) if len(level) == len(self.mean) else self.mean
+
+    def _scores(self, rows: np.ndarray, level: tuple[float, ...]) -> np.ndarray:
+        """Each row's principal scores about the level, over their standard deviations ``(k, a)``."""
+        z = (np.asarray(rows, dtype=np.float64) - self.start(level)) / self.scale
+        return np.einsum("kc,ca->ka", z, self._weights)  # (einsum: row-wise sums, the same for any k)
+
+    def term(self, rows: np.ndarray, level: tuple[float, ...]) -> float:
+        """The window's term: the mean T^2 of its newest ``rows`` ``(k, C)`` about ``level``, over the
+        limit; NaN when a row is not finite (nothing to judge)."""
+        if not len(rows):
+            return math.nan
+        value = float(np.mean(np.sum(self._scores(rows, level) ** 2, axis=1))) / self.limit
+        return value if math.isfinite(value) else math.nan
+
+    def contributions(self, rows: np.ndarray, level: tuple[float, ...]) -> np.ndarray:
+        """Each channel's share of :meth:`term` ``(C,)``, non-negative and summing to it: the
+        complete decomposition of T^2 (Alcala and Qin, 2009), ``((z W) P^T)^2`` per row."""
+        per_row = np.einsum("ka,ca->kc", self._scores(rows, level), self.loadings) ** 2
+        return per_row.mean(axis=0) / self.limit
+
+    def step(self, level: tuple[float, ...], rows: np.ndarray) -> tuple[float, ...]:
+        """The level moved towards a window judged normal: ``len(rows)`` steps of an exponential
+        average over ``follow`` rows, towards their mean."""
+        start = self.start(level)
+        rows = np.asarray(rows, dtype=np.float64)
+        target = rows.mean(axis=0) if len(rows) else start
+        if not np.isfinite(target).all():
+            return tuple(start.tolist())
+        rate = 1.0 - (1.0 - 1.0 / self.follow) ** len(rows)
+        return tuple((start + rate * (target - start)).tolist())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "loadings": self.loadings.tolist(),
+                "eigen": self.eigen.tolist(), "limit": self.limit, "follow": self.follow}
+
+    @classmethod
+    def from_dict(cls, record: Any, channels: int) -> LevelMonitor | None:
+        """The monitor ``bundle.json`` holds (None: a bundle without one); ValueError for one that
+        does not fit ``channels``."""
+        if record is None:
+            return None
+        if not isinstance(record, dict):
+            raise ValueError("level must be an object")
+        monitor = cls(*(np.asarray(record[k], dtype=np.float64) for k in ("mean", "scale", "loadings", "eigen")),
+                      limit=float(record["limit"]), follow=float(record.get("follow", FOLLOW_ROWS)))
+        if len(monitor.mean) != channels:
+            raise ValueError(f"level has {len(monitor.mean)} channels, the bundle {channels}")
+        return monitor
+
+
+@dataclass(frozen=True, eq=False)
+class LevelRows:
+    """A series' rows for the level term offline (``service.alerts.judge_rows``): the raw ``values``
+    ``(T, C)`` the windows end in, their ``focus`` (the bundle's scored samples) and ``blocked``
+    (``(T,)`` bool: a channel of the window ending there has a sensor fault open; no term, as live)."""
+
+    monitor: LevelMonitor
+    values: np.ndarray
+    focus: int
+    blocked: np.ndarray | None = None
+
+    def at(self, i: int) -> np.ndarray | None:
+        """The newest rows of the window ending at row ``i`` (None: blocked)."""
+        if self.blocked is not None and self.blocked[i]:
+            return None
+        return self.values[max(i - self.focus + 1, 0) : i + 1]
+
+
+def top_channels(shares: np.ndarray, channels: tuple[str, ...], k: int = 3) -> list[dict]:
+    """The ``k`` channels with the largest ``shares`` of a term, as ``Scores.top_channels`` names them."""
+    total = float(shares.sum())
+    order = np.argsort(-shares, kind="stable")[:k]
+    return [{"name": channels[j], "share": round(float(shares[j]) / total, 4) if total > 0 else 0.0} for j in order]

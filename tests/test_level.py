@@ -1,0 +1,176 @@
+"""The level term (service/level.py, training/level_fit.py): fit, bundle, judge, state, attribution."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from sensorguard.service.alerts import AlertRules, AlertState, judge, judge_rows
+from sensorguard.service.bundle import BundleError, save_bundle
+from sensorguard.service.bundle_loading import load_bundle
+from sensorguard.service.drift import DriftState
+from sensorguard.service.level import LevelMonitor, LevelRows, top_channels
+from sensorguard.service.state import StateError, decode_asset, encode_asset
+from sensorguard.training.level_fit import MIN_ROWS, fit_level
+
+
+def correlated(rows: int, seed: int = 0, channels: int = 3) -> np.ndarray:
+    """Channels that move together (one latent factor) with a little noise of their own."""
+    rng = np.random.default_rng(seed)
+    common = rng.normal(size=(rows, 1))
+    return np.hstack([common * (c + 1) + 0.2 * rng.normal(size=(rows, 1)) + 10 * c for c in range(channels)])
+
+
+def monitor_of(channels: int = 3, limit: float = 4.0, follow: float = 50.0) -> LevelMonitor:
+    return LevelMonitor(mean=np.zeros(channels), scale=np.ones(channels), loadings=np.eye(channels),
+                        eigen=np.ones(channels), limit=limit, follow=follow)
+
+
+# --- fit ---------------------------------------------------------------------------------------------
+
+
+def test_the_fit_keeps_the_principal_subspace_and_an_out_of_fold_limit():
+    rows = correlated(600)
+    monitor = fit_level(rows)
+    assert monitor is not None and monitor.loadings.shape == (3, 1)  # one factor explains > 90 %
+    np.testing.assert_allclose(monitor.mean, rows.mean(axis=0))
+    # in-sample T^2 has mean ~ the components kept (1); the limit is twice its out-of-fold 99th percentile
+    assert 2.0 * 2.0 < monitor.limit < 2.0 * 30.0
+
+
+@pytest.mark.parametrize(("case", "rows", "fitted"), [
+    ("too few rows", correlated(MIN_ROWS - 1), False),
+    ("every channel constant", np.ones((400, 3)), False),
+    ("one channel constant", np.hstack([correlated(400)[:, :2], np.full((400, 1), 32.0)]), True),
+    ("missing values left out", np.vstack([correlated(400), np.full((5, 3), np.nan)]), True),
+    ("wildly different magnitudes", correlated(400) * np.array([1e-4, 1.0, 1e5]), True),
+])
+def test_the_fit_on_awkward_channels(case, rows, fitted):
+    monitor = fit_level(rows)
+    assert (monitor is not None) == fitted, case
+    if monitor is not None:
+        assert np.isfinite(monitor.term(rows[-8:][np.isfinite(rows[-8:]).all(axis=1)], ())), case
+        assert (monitor.scale > 0).all() and math.isfinite(monitor.limit)
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"scale": np.array([1.0, 0.0, 1.0])}, "scale and eigenvalues > 0"),
+    ({"eigen": np.array([1.0, np.nan, 1.0])}, "finite"),
+    ({"loadings": np.eye(2)}, "shapes do not fit"),
+    ({"limit": 0.0}, "limit > 0"),
+    ({"follow": math.inf}, "follow >= 1"),
+])
+def test_a_monitor_that_cannot_work_is_refused(change, why):
+    fields = {"mean": np.zeros(3), "scale": np.ones(3), "loadings": np.eye(3), "eigen": np.ones(3), "limit": 1.0,
+              **change}
+    with pytest.raises(ValueError, match=why):
+        LevelMonitor(**fields)
+
+
+def test_the_bundle_keeps_its_monitor_and_refuses_a_broken_one(tiny_bundle, tmp_path):
+    monitor = fit_level(correlated(400))
+    path = save_bundle(replace(tiny_bundle, level=monitor), tmp_path / "b")
+    loaded = load_bundle(path).level
+    assert loaded is not None and loaded.limit == monitor.limit
+    np.testing.assert_array_equal(loaded.loadings, monitor.loadings)
+    meta = json.loads((path / "bundle.json").read_text())
+    meta["level"]["mean"] = [0.0, 1.0]  # two channels for a three-channel bundle
+    (path / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="level is not a usable level monitor"):
+        load_bundle(path)
+    del meta["level"]  # a bundle from before the term: none, scored as before
+    (path / "bundle.json").write_text(json.dumps(meta))
+    assert load_bundle(path).level is None
+
+
+# --- the term --------------------------------------------------------------------------------------
+
+
+def test_contributions_add_up_to_the_term_and_name_the_channel_that_moved():
+    rng = np.random.default_rng(0)
+    monitor = fit_level(rng.normal(size=(600, 3)))  # independent channels: every one is a component
+    rows = rng.normal(size=(4, 3))
+    rows[:, 2] += 8.0  # channel 2 leaves its level
+    term = monitor.term(rows, ())
+    shares = monitor.contributions(rows, ())
+    assert term > 1.0 and (shares >= 0).all()
+    assert shares.sum() == pytest.approx(term, rel=1e-9)
+    assert top_channels(shares, ("a", "b", "c"))[0]["name"] == "c"
+
+
+def test_the_term_is_taken_about_the_assets_level():
+    monitor = monitor_of()
+    rows = np.full((2, 3), 2.0)
+    assert monitor.term(rows, ()) == pytest.approx(3.0)  # 3 x 2^2 / 4 about the training mean
+    assert monitor.term(rows, (2.0, 2.0, 2.0)) == 0.0
+    assert monitor.term(rows, (1.0, 2.0)) == pytest.approx(3.0)  # another channel count: the training mean
+    assert math.isnan(monitor.term(np.array([[1.0, np.nan, 0.0]]), ()))  # nothing to judge
+
+
+def test_the_window_decides_by_the_larger_of_score_and_term():
+    monitor, rules = monitor_of(), AlertRules(raise_after=1)
+    far = np.full((2, 3), 4.0)  # term 12
+    state, _, event, score = judge(AlertState(), DriftState(), 0.2, 0.0, rules, None, level=monitor, rows=far)
+    assert score == pytest.approx(12.0) and event is not None and event.kind == "raised"
+    _, _, event, score = judge(AlertState(), DriftState(), 0.2, 0.0, rules, None, level=monitor, rows=None)
+    assert score == 0.2 and event is None  # no rows (a sensor fault open): the reconstruction score alone
+
+
+# --- following normal operation, guarded --------------------------------------------------------------
+
+
+def _run(values: np.ndarray, monitor: LevelMonitor, score: float = 0.3, hop: int = 4):
+    n = len(values)
+    mask = np.zeros(n, dtype=bool)
+    mask[hop - 1 :: hop] = True
+    return judge_rows(np.full(n, score), mask, np.arange(n, dtype=np.float64), AlertRules(), None,
+                      level=LevelRows(monitor, values, hop))
+
+
+def test_a_drifting_normal_level_stays_quiet_while_a_slow_fault_still_raises():
+    """The plant's level moves by 5 standard deviations over 40,000 rows (normal: the level follows
+    it); a fault moves it by 6 over 1,500 rows, slow enough that no window jumps, and raises. About
+    the training mean alone the drift alerts: the following is what keeps it quiet."""
+    rows = correlated(2000)
+    monitor = fit_level(rows)
+    along = rows.std(axis=0)  # (the channels move together: in the principal subspace, as a load change)
+    tail = correlated(40_000, seed=3)
+    drifted = tail + np.linspace(0, 5, len(tail))[:, None] * along
+    alert, _, _ = _run(drifted, monitor)
+    assert alert.sum() == 0
+    fixed = replace(monitor, follow=1e12)  # (a level that never moves: the training mean)
+    assert _run(drifted, fixed)[0].sum() > 0
+    fault = tail[:4000].copy()
+    fault[1000:2500] += np.linspace(0, 6, 1500)[:, None] * along
+    fault[2500:] += 6 * along
+    alert, _, _ = _run(fault, monitor)
+    assert alert[:1000].sum() == 0 and alert[1000:2500].any()
+    raised = 1000 + int(np.argmax(alert[1000:]))
+    assert alert[raised:].all()  # not learned away: the level is frozen while the alert is up
+
+
+def test_only_windows_judged_normal_and_learning_move_the_level():
+    monitor, rules = monitor_of(limit=100.0), AlertRules(raise_after=1)
+    near = np.full((4, 3), 1.0)
+    _, moved, _, _ = judge(AlertState(), DriftState(), 0.3, 0.0, rules, None, level=monitor, rows=near)
+    assert moved.level and moved.level[0] > 0
+    _, kept, _, _ = judge(AlertState(), DriftState(), 0.3, 0.0, rules, None, learn=False, level=monitor, rows=near)
+    assert kept.level == ()  # a maintenance: nothing learned
+    up = AlertState("alerting", alert_id="x")
+    _, frozen, _, _ = judge(up, DriftState(), 0.3, 0.0, rules, None, level=monitor, rows=near)
+    assert frozen.level == ()  # an alert up freezes it
+    _, over, _, _ = judge(AlertState(), DriftState(), 1.5, 0.0, AlertRules(), None, level=monitor, rows=near)
+    assert over.level == ()  # a window over the line (pending) teaches nothing
+
+
+def test_the_level_is_saved_and_restored_with_the_assets_state():
+    drift = DriftState(0.1, 3, (1.0, 2.5, -3.0))
+    assert decode_asset(encode_asset(AlertState(), drift))[1] == drift
+    assert b"level" not in encode_asset(AlertState(), DriftState(0.1, 3))  # nothing learned: not written
+    bad = encode_asset(AlertState(), drift).replace(b"-3.0", b'"x"')
+    with pytest.raises(StateError, match="drift level"):
+        decode_asset(bad)
