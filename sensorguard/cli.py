@@ -150,6 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         batch_size=args.batch_size,
         noise=args.noise,
+        level=args.level,
         **_threshold_options(args),
         device=args.device,
         devices=args.devices,

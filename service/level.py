@@ -9,7 +9,9 @@ with Hotelling's T^2 in the principal subspace of the training rows. Each scored
 
 and its score is ``max(reconstruction score, term)`` (``service.alerts.judge``), so 1.0 stays the
 alert line for both. ``limit`` is :data:`SHARE` times the 99th percentile of out-of-fold training
-T^2 values (``training.level_fit``: a plant that wanders while it trains gets a wide limit).
+T^2 values (``training.level_fit``: a plant that wanders while it trains gets a wide limit); the
+line's calibration then scales both parts by one factor (``calibrated``), so the promise of false
+alerts a day is calibrated on the score the daemon judges, term included.
 
 ``level`` starts at the training mean and follows normal operation: an exponential average over
 about ``follow`` rows (:data:`FOLLOW_ROWS`) of the windows judged normal. About the training mean
@@ -54,8 +56,10 @@ FOLLOW_ROWS = 2000.0  # the level's memory, in rows judged normal
 class LevelMonitor:
     """A bundle's level monitor. mean, scale: ``(C,)`` raw units (the training rows' mean and standard
     deviation, 1 where constant); loadings ``(C, a)`` and eigen ``(a,)``: the kept principal
-    directions of the standardized rows and their variances; limit: the T^2 that is term 1.0;
-    follow: the level's memory in rows."""
+    directions of the standardized rows and their variances; limit: the fitted limit (``SHARE`` times
+    the out-of-fold quantile); follow: the level's memory in rows; calibrated: the factor the line's
+    calibration put on both parts of the score (``training.train.threshold_bundle``), so T^2 at
+    ``limit x calibrated`` is term 1.0."""
 
     mean: np.ndarray
     scale: np.ndarray
@@ -63,6 +67,7 @@ class LevelMonitor:
     eigen: np.ndarray
     limit: float
     follow: float = FOLLOW_ROWS
+    calibrated: float = 1.0
 
     def __post_init__(self) -> None:
         c = len(self.mean)
@@ -74,8 +79,15 @@ class LevelMonitor:
         arrays = (self.mean, self.scale, self.loadings, self.eigen)
         if not all(np.isfinite(a).all() for a in arrays) or not (self.scale > 0).all() or not (self.eigen > 0).all():
             raise ValueError("level monitor values must be finite, with scale and eigenvalues > 0")
-        if not (math.isfinite(self.limit) and self.limit > 0 and math.isfinite(self.follow) and self.follow >= 1):
-            raise ValueError(f"level monitor needs a finite limit > 0 and follow >= 1, got {self.limit}, {self.follow}")
+        if not (math.isfinite(self.limit) and self.limit > 0 and math.isfinite(self.follow) and self.follow >= 1
+                and math.isfinite(self.calibrated) and self.calibrated > 0):
+            raise ValueError(f"level monitor needs a finite limit > 0, follow >= 1 and calibrated > 0, got "
+                             f"{self.limit}, {self.follow}, {self.calibrated}")
+
+    @property
+    def line(self) -> float:
+        """The T^2 (a window's mean) that is term 1.0, the alert line."""
+        return self.limit * self.calibrated
 
     @cached_property
     def _weights(self) -> np.ndarray:
@@ -87,6 +99,10 @@ class LevelMonitor:
         another channel count, learned under another model)."""
         return np.asarray(level, dtype=np.float64) if len(level) == len(self.mean) else self.mean
 
+    def t2(self, rows: np.ndarray, level: tuple[float, ...] = ()) -> np.ndarray:
+        """Each row's T^2 about ``level`` ``(k,)`` (NaN where a value is not finite)."""
+        return np.sum(self._scores(rows, level) ** 2, axis=1)
+
     def _scores(self, rows: np.ndarray, level: tuple[float, ...]) -> np.ndarray:
         """Each row's principal scores about the level, over their standard deviations ``(k, a)``."""
         z = (np.asarray(rows, dtype=np.float64) - self.start(level)) / self.scale
@@ -97,14 +113,14 @@ class LevelMonitor:
         limit; NaN when a row is not finite (nothing to judge)."""
         if not len(rows):
             return math.nan
-        value = float(np.mean(np.sum(self._scores(rows, level) ** 2, axis=1))) / self.limit
+        value = float(np.mean(np.sum(self._scores(rows, level) ** 2, axis=1))) / self.line
         return value if math.isfinite(value) else math.nan
 
     def contributions(self, rows: np.ndarray, level: tuple[float, ...]) -> np.ndarray:
         """Each channel's share of :meth:`term` ``(C,)``, non-negative and summing to it: the
         complete decomposition of T^2 (Alcala and Qin, 2009), ``((z W) P^T)^2`` per row."""
         per_row = np.einsum("ka,ca->kc", self._scores(rows, level), self.loadings) ** 2
-        return per_row.mean(axis=0) / self.limit
+        return per_row.mean(axis=0) / self.line
 
     def step(self, level: tuple[float, ...], rows: np.ndarray) -> tuple[float, ...]:
         """The level moved towards a window judged normal: ``len(rows)`` steps of an exponential
@@ -119,7 +135,8 @@ class LevelMonitor:
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "loadings": self.loadings.tolist(),
-                "eigen": self.eigen.tolist(), "limit": self.limit, "follow": self.follow}
+                "eigen": self.eigen.tolist(), "limit": self.limit, "follow": self.follow,
+                "calibrated": self.calibrated}
 
     @classmethod
     def from_dict(cls, record: Any, channels: int) -> LevelMonitor | None:
@@ -130,7 +147,8 @@ class LevelMonitor:
         if not isinstance(record, dict):
             raise ValueError("level must be an object")
         monitor = cls(*(np.asarray(record[k], dtype=np.float64) for k in ("mean", "scale", "loadings", "eigen")),
-                      limit=float(record["limit"]), follow=float(record.get("follow", FOLLOW_ROWS)))
+                      limit=float(record["limit"]), follow=float(record.get("follow", FOLLOW_ROWS)),
+                      calibrated=float(record.get("calibrated", 1.0)))
         if len(monitor.mean) != channels:
             raise ValueError(f"level has {len(monitor.mean)} channels, the bundle {channels}")
         return monitor

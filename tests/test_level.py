@@ -174,3 +174,56 @@ def test_the_level_is_saved_and_restored_with_the_assets_state():
     bad = encode_asset(AlertState(), drift).replace(b"-3.0", b'"x"')
     with pytest.raises(StateError, match="drift level"):
         decode_asset(bad)
+
+
+# --- the line calibrated on the combined score ---------------------------------------------------------
+
+
+def test_without_a_term_the_line_stays_where_the_errors_set_it():
+    from sensorguard.training.promise import alert_threshold, combined_line
+
+    rng = np.random.default_rng(0)
+    errors = [np.convolve(rng.exponential(1.0, 4000), np.ones(4) / 4, mode="valid")]
+    line, _ = alert_threshold(errors, 2, AlertRules(), 2000.0, 1.0)
+    terms = [np.zeros(len(errors[0]))]  # (no term where there is none: the errors alone)
+    combined, record, factor = combined_line(errors, terms, line, 2, AlertRules(), 2000.0, 1.0)
+    assert factor == pytest.approx(1.0, rel=1e-9) and combined == pytest.approx(line, rel=1e-9)
+    assert record["error_threshold"] == line and record["threshold"] == combined
+
+
+def test_a_term_that_crosses_on_normal_rows_raises_both_lines_and_the_promise_counts_it():
+    """Held-out normal windows whose term passes 1 now and then (the plant wandered between folds):
+    calibrated on the errors alone the line would promise 1 a day and see many more; calibrated on
+    the combined score both parts move up together and what is observed is inside the promise."""
+    from sensorguard.training.promise import alert_threshold, combined_line
+
+    rng = np.random.default_rng(1)
+    n = 20_000
+    errors = [np.convolve(rng.exponential(1.0, n + 3), np.ones(4) / 4, mode="valid")]
+    terms = [np.convolve(rng.exponential(0.5, n + 19), np.ones(20) / 20, mode="valid") * 2.2]
+    rules, per_day = AlertRules(), 2000.0
+    line, alone = alert_threshold(errors, 2, rules, per_day, 1.0)
+    combined = [np.maximum(errors[0] / line, terms[0])]
+    raises = np.sum(np.diff(np.r_[0, judge_rows(combined[0], np.arange(n) % 2 == 1, np.arange(n, dtype=float),
+                                                 rules)[0]]) == 1)
+    assert raises / (n / 2 / per_day) > 2.0  # the errors' line alone: the term breaks its promise
+    new_line, record, factor = combined_line(errors, terms, line, 2, rules, per_day, 1.0)
+    assert factor > 1.0 and new_line == pytest.approx(line * factor)
+    assert record["observed_per_day"] <= record["promised_ci95"][1]
+
+
+def test_train_calibrates_the_term_with_the_line_and_calibrate_starts_again_from_its_fitted_limit(trained):
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.train import calibrate_bundle
+    from tests.conftest import plant_frame
+
+    bundle = trained[0]
+    alerts = bundle.calibration["alerts"]
+    assert bundle.level is not None and alerts["level_factor"] == round(bundle.level.calibrated, 6)
+    assert alerts["threshold"] == pytest.approx(alerts["error_threshold"] * bundle.level.calibrated)
+    held = series_from_frame(plant_frame(rows=2000, channels=3, seed=5), "held", policy=bundle.cleaning)
+    once = calibrate_bundle(bundle, held)
+    twice = calibrate_bundle(once, held)
+    assert once.level.limit == bundle.level.limit  # the fitted limit is kept; the factor is the line's
+    assert twice.level.calibrated == pytest.approx(once.level.calibrated, rel=1e-12)
+    assert twice.threshold_ == pytest.approx(once.threshold_, rel=1e-12)

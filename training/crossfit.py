@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,11 +39,23 @@ from sensorguard.service.scorer import Scorer, segment_bounds
 from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import Fit, fit_network, scaler_apply
+from sensorguard.training.level_fit import fold_monitor, window_terms
 from sensorguard.training.linear import pca_error
 from sensorguard.training.splits import WindowDataset
 
 FOLDS = 5
 CROSSFIT_MAX_ROWS = 5_000
+
+
+class CrossFit(NamedTuple):
+    """What :func:`cross_fit` returns (a tuple: ``pieces, starts, fit, losses, scales, terms``)."""
+
+    pieces: list[np.ndarray]
+    starts: list[bool]
+    fit: Fit
+    losses: tuple[float, float]
+    scales: np.ndarray
+    terms: list[np.ndarray] | None  # the level term of each piece's windows (None: no monitor)
 
 
 def fold_masks(times: np.ndarray, folds: int = FOLDS) -> list[np.ndarray]:
@@ -58,13 +70,14 @@ def fold_masks(times: np.ndarray, folds: int = FOLDS) -> list[np.ndarray]:
 def cross_fit(
     data: SensorData, template: Bundle, options: Any, epochs: int, folds: int = FOLDS,
     init_state: dict | None = None, shared_scale: np.ndarray | None = None,
-) -> tuple[list[np.ndarray], list[bool], Fit, tuple[float, float], np.ndarray]:
+) -> CrossFit:
     """Per-channel window errors ``(n, C)`` of every fold from a network fit on the others (unit
     channel weights; one array per segment), whether each begins a segment of ``data`` (not a
     fold's cut: :func:`clean_pieces`), the last fold's fit (the network of the first
     ``folds - 1`` blocks in time, which ``train`` serves on small data), its
-    :func:`held_out_losses` on the last block, and every fold's scale ``(folds, C)``
-    (:func:`scale_spread`).
+    :func:`held_out_losses` on the last block, every fold's scale ``(folds, C)``
+    (:func:`scale_spread`) and, when ``template`` has a level monitor, each window's level term
+    ``(n,)`` beside its errors, from a monitor fitted on the other folds (``level_fit.window_terms``).
 
     Each fold's network starts where the main one did (``init_state`` for a warm start, else the
     PCA start) and trains for the epochs the main fit kept, so it is the same recipe minus the fold.
@@ -72,6 +85,7 @@ def cross_fit(
     """
     pieces: list[np.ndarray] = []
     starts: list[bool] = []
+    terms: list[np.ndarray] = []
     fit: Fit | None = None
     held = data
     scales = []
@@ -83,11 +97,18 @@ def cross_fit(
         bundle = replace(template, config=fit.config, center_=fit.scaler.center_, scale_=fit.scaler.scale_,
                          threshold_=1.0, state_dict=fit.state, channel_weights_=None)
         error = Scorer(bundle, device=options.device).score_series(held.values, held.segments).channel_error
+        if template.level is not None:  # the term's column, cut with the errors (NaN where they are)
+            monitor = fold_monitor(rest.values, template.level.limit)
+            term = window_terms(monitor, held.values, held.segments, template.scored_samples)
+            error = np.column_stack([error, np.where(np.isfinite(error).all(axis=1), term, np.nan)])
         held_pieces, held_starts, _ = clean_pieces(error, held, template.window)
+        if template.level is not None:
+            terms.extend(p[:, -1] for p in held_pieces)
+            held_pieces = [p[:, :-1] for p in held_pieces]
         pieces.extend(held_pieces)
         starts.extend(held_starts)
     assert fit is not None  # folds >= 1
-    return pieces, starts, fit, held_out_losses(fit, held), np.array(scales)
+    return CrossFit(pieces, starts, fit, held_out_losses(fit, held), np.array(scales), terms or None)
 
 
 SCALE_SPREAD = 1.5  # fold scales this far apart: a channel's squared errors differ 2.25x between folds
@@ -154,7 +175,7 @@ def out_of_fold_errors(
     init_state: dict | None = None,
 ) -> list[np.ndarray]:
     """The out-of-fold errors of :func:`cross_fit` alone."""
-    return cross_fit(data, template, options, epochs, folds, init_state)[0]
+    return cross_fit(data, template, options, epochs, folds, init_state).pieces
 
 
 def clean_pieces(

@@ -46,6 +46,40 @@ def _t2(fitted: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
     return np.sum((((rows - mean) / scale) @ loadings) ** 2 / eigen, axis=1)
 
 
+def fold_monitor(rows: np.ndarray, limit: float) -> LevelMonitor | None:
+    """A monitor of the normal ``rows`` with the given ``limit``: cross-fitting's, for the rows of a
+    fold it never saw (None: too few rows, or they do not vary)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    rows = rows[np.isfinite(rows).all(axis=1)]
+    if len(rows) < MIN_ROWS:
+        return None
+    try:
+        return LevelMonitor(*_principal(rows), limit=limit)
+    except ValueError:
+        return None
+
+
+def window_terms(monitor: LevelMonitor | None, values: np.ndarray, segments: np.ndarray, focus: int) -> np.ndarray:
+    """The level term of the window ending at each row ``(T,)``, about ``monitor``'s training mean and
+    over its fitted ``limit`` (the line's calibration then scales it): the mean T^2 of the row and
+    the ``focus - 1`` before it in its segment. 0 where it cannot be had (the window's rows not all
+    finite, fewer than ``focus`` rows yet, no monitor): no term there, the error alone decides."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.zeros(len(values))
+    if monitor is None or not len(values):
+        return out
+    t2 = monitor.t2(values) / monitor.limit
+    segments = np.asarray(segments)
+    cuts = np.flatnonzero(segments[1:] != segments[:-1]) + 1
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(values)], strict=True):
+        if b - a < focus:
+            continue
+        part = t2[a:b]
+        sums = np.convolve(np.nan_to_num(part, nan=np.inf), np.ones(focus), mode="valid") / focus
+        out[a + focus - 1 : b] = np.where(np.isfinite(sums), sums, 0.0)
+    return out
+
+
 def fit_level(rows: np.ndarray) -> LevelMonitor | None:
     """The level monitor of the normal ``rows`` ``(n, C)`` (rows with a missing value left out);
     None when there are fewer than ``MIN_ROWS`` of them or they do not vary."""

@@ -214,6 +214,28 @@ def alert_threshold(
     return threshold, record
 
 
+def combined_line(
+    pieces: Sequence[np.ndarray], terms: Sequence[np.ndarray], threshold: float, hop: int, rules: AlertRules,
+    steps_per_day: float, target: float, starts: Sequence[bool] | None = None, alert_hop: int = 0,
+) -> tuple[float, dict, float]:
+    """The line for ``target`` false alerts a day on the score a bundle with a level term is judged by,
+    ``max(error / threshold, term)`` (``service.level``): ``(threshold, record, factor)``.
+
+    ``threshold``: the line :func:`alert_threshold` set on the errors alone; ``terms``: each piece's
+    window terms over the term's fitted limit (0 where none). Both parts are scaled by one factor,
+    the line of the combined score, found as every line is (:func:`alert_threshold`): where the
+    term crosses on held-out normal rows it raises both lines together, so the promise, its
+    interval and the observed count are those of the score the daemon judges. The record's
+    tail figures are in units of that score (1: the error's own line).
+    """
+    combined = [np.where(np.isnan(e), np.nan, np.maximum(np.asarray(e) / threshold, np.nan_to_num(t)))
+                for e, t in zip(pieces, terms, strict=True)]
+    factor, record = alert_threshold(combined, hop, rules, steps_per_day, target, starts, alert_hop)
+    record.update(threshold=threshold * factor, error_threshold=threshold, level_factor=round(factor, 6),
+                  score="max(error / threshold, level term): calibrated together (tail figures in its units)")
+    return threshold * factor, record, factor
+
+
 def _observed(pieces: list[np.ndarray], threshold: float, hop: int, rules: AlertRules, days: float,
               alert_hop: int = 0) -> dict:
     """Alerts the daemon's raise and clear rules raise on the calibration data (phase 0 of the hop grid)."""

@@ -320,7 +320,7 @@ def new_normal_data(
 
 KEPT_OPTIONS = ("latent", "hidden", "max_epochs", "patience", "batch_size", "lr", "noise", "conv_weight_decay",
                 "max_windows_per_epoch", "focus", "alert_hop",
-                "weigh_channels", "split")  # window and hop: retrain() keeps the model's own always
+                "weigh_channels", "split", "level")  # window and hop: retrain() keeps the model's own always
 
 
 def own_options(bundle: Bundle | None) -> dict:

@@ -29,9 +29,9 @@ from sensorguard.training.calibrate import SPIKY_WEIGHTS, WEIGHT_FLOOR, channel_
 from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces, cross_fit, scale_spread
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
-from sensorguard.training.level_fit import fit_level
+from sensorguard.training.level_fit import fit_level, window_terms
 from sensorguard.training.linear import naive_error, pca_error
-from sensorguard.training.promise import alert_threshold
+from sensorguard.training.promise import alert_threshold, combined_line
 from sensorguard.training.scaling import spiky_channels, spiky_scale
 from sensorguard.training.splits import choose_window, split_by_time
 from sensorguard.training.summary import TrainSummary, short_span_note, trend_note, yardstick_note
@@ -130,9 +130,9 @@ def train_bundle(
         sensors=learn_sensor_rules(data.channels, data.values, data.segments, cleaning.fill_limit),
         level=fit_level(data.values) if options.level else None,
     )
-    pieces, starts, served, (served_loss, start_loss), fold_scales = (
+    pieces, starts, served, (served_loss, start_loss), fold_scales, terms = (
         cross_fit(data, bundle, options, fit.best_epoch, init_state=init_state, shared_scale=shared) if crossfit
-        else ([], [], fit, (math.nan, math.nan), np.empty((0, len(data.channels)))))
+        else ([], [], fit, (math.nan, math.nan), np.empty((0, len(data.channels))), None))
     fold_ratio, unsteady = scale_spread(fold_scales, data.channels)
     scaler, start = served.scaler, fit.start
     notes = list(data.notes)
@@ -196,7 +196,7 @@ def train_bundle(
             return threshold_bundle(bundle, pieces, {**data.fingerprint(), "cross_fitted_folds": FOLDS},
                                     options.threshold_method, options.false_alarm_rate, options.false_alerts_per_day,
                                     weigh_channels=options.weigh_channels, drift=drift,
-                                    period=reading_period(data, bundle), starts=starts)
+                                    period=reading_period(data, bundle), starts=starts, terms=terms)
         return calibrate_bundle(bundle, splits.calibration, options.threshold_method, options.false_alarm_rate,
                                 device=options.device, false_alerts_per_day=options.false_alerts_per_day,
                                 weigh_channels=options.weigh_channels, drift=drift)
@@ -262,7 +262,13 @@ def calibrate_bundle(
     unweighted = replace(bundle, channel_weights_=None)
     scores = Scorer(unweighted, device=device).score_series(data.values, data.segments)
     record = data.fingerprint()
-    pieces, starts, left_out = clean_pieces(scores.channel_error, data, bundle.window)
+    errors = scores.channel_error
+    if bundle.level is not None:  # the term's column, cut with the errors (about the training mean)
+        term = window_terms(bundle.level, data.values, data.segments, bundle.scored_samples)
+        errors = np.column_stack([errors, np.where(np.isfinite(errors).all(axis=1), term, np.nan)])
+    pieces, starts, left_out = clean_pieces(errors, data, bundle.window)
+    terms = None if bundle.level is None else [p[:, -1] for p in pieces]
+    pieces = pieces if bundle.level is None else [p[:, :-1] for p in pieces]
     if data.faulted is not None:
         record["sensor_fault_windows_left_out"] = left_out
     errors = np.concatenate([p[np.isfinite(p).all(axis=1)] for p in pieces]) if pieces else np.empty((0, 1))
@@ -272,7 +278,7 @@ def calibrate_bundle(
         raise ValueError(f"calibration data hold {len(errors)} windows of {bundle.window} rows{faults}; need at "
                          "least 10 (the notes above say what the cleaning left out)")
     return threshold_bundle(bundle, pieces, record, method, false_alarm_rate, false_alerts_per_day, rules,
-                            weigh_channels, drift, reading_period(data, bundle), starts)
+                            weigh_channels, drift, reading_period(data, bundle), starts, terms)
 
 
 def reading_period(data: SensorData, bundle: Bundle) -> float | None:
@@ -311,6 +317,7 @@ def threshold_bundle(
     drift: bool = False,
     period: float | None = None,
     starts: list[bool] | None = None,
+    terms: list[np.ndarray] | None = None,
 ) -> Bundle:
     """The bundle with channel weights and a threshold picked from held-out per-channel window
     errors (one ``(n, C)`` array per segment, unit weights).
@@ -319,8 +326,13 @@ def threshold_bundle(
     period: seconds between readings for counting scored windows a day (:func:`reading_period`;
     None: the bundle's sample period). starts: per piece, whether the daemon starts its windows
     afresh there (``clean_pieces``), where one window over ``raise_at`` times the line raises alone.
+    terms: the level term of each piece's windows (``level_fit.window_terms``), for a bundle with a
+    level monitor: the line for false alerts a day is then set on the score the daemon judges,
+    ``max(error / threshold, term)`` (``promise.combined_line``).
     """
     spiky = spiky_channels(bundle.training, len(bundle.channels))
+    if bundle.level is not None:  # (a line calibrated again starts from the term's fitted limit)
+        bundle = replace(bundle, level=replace(bundle.level, calibrated=1.0))
     weights = channel_weights(channel_pieces, spiky) if weigh_channels else None
     weighted = channel_pieces if weights is None else [e * weights for e in channel_pieces]
     pieces = [e.mean(axis=1) for e in weighted]
@@ -333,6 +345,10 @@ def threshold_bundle(
     if false_alarm_rate is None and false_alerts_per_day is not None and per_day:
         threshold, alerts = alert_threshold(pieces, bundle.hop, rules, per_day, false_alerts_per_day, starts,
                                             bundle.alert_hop)
+        if bundle.level is not None and terms is not None:
+            threshold, alerts, factor = combined_line(pieces, terms, threshold, bundle.hop, rules, per_day,
+                                                      false_alerts_per_day, starts, bundle.alert_hop)
+            bundle = replace(bundle, level=replace(bundle.level, calibrated=factor))
         for unused in ("false_alarm_rate", "params"):  # the window-rate fit's, not what set this line
             record.pop(unused, None)
         record.update(method="alerts", requested_method="alerts", threshold=threshold, alerts=alerts,
