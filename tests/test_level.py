@@ -227,3 +227,20 @@ def test_train_calibrates_the_term_with_the_line_and_calibrate_starts_again_from
     assert once.level.limit == bundle.level.limit  # the fitted limit is kept; the factor is the line's
     assert twice.level.calibrated == pytest.approx(once.level.calibrated, rel=1e-12)
     assert twice.threshold_ == pytest.approx(once.threshold_, rel=1e-12)
+
+
+def test_a_combined_line_below_the_errors_own_is_not_taken():
+    """The term only adds crossings; a combined line under the error's (the estimate's noise) would
+    lower the error's line too and break its promise: the error's line stays, the observed count is
+    the combined score's."""
+    from sensorguard.training.promise import alert_threshold, combined_line
+
+    rng = np.random.default_rng(0)
+    errors = [np.convolve(rng.exponential(1.0, 4000), np.ones(4) / 4, mode="valid")]
+    line, alone = alert_threshold(errors, 2, AlertRules(), 2000.0, 1.0)
+    terms = [np.full(len(errors[0]), 0.2)]  # (a floor under the errors: it changes their autocorrelation)
+    raw, _ = alert_threshold([np.maximum(errors[0] / line, 0.2)], 2, AlertRules(), 2000.0, 1.0)
+    assert raw < 1.0  # (the case: the combined score's own line is under the error's)
+    combined, record, factor = combined_line(errors, terms, line, 2, AlertRules(), 2000.0, 1.0)
+    assert factor == 1.0 and combined == line and "error's kept" in record["level_note"]
+    assert record["promised_ci95"] == alone["promised_ci95"]

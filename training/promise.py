@@ -231,8 +231,21 @@ def combined_line(
     combined = [np.where(np.isnan(e), np.nan, np.maximum(np.asarray(e) / threshold, np.nan_to_num(t)))
                 for e, t in zip(pieces, terms, strict=True)]
     factor, record = alert_threshold(combined, hop, rules, steps_per_day, target, starts, alert_hop)
+    if factor < 1.0:  # the term can only add crossings: a line under the error's own is the estimate's
+        # noise (the combined score's autocorrelation, its tail fit), not a safer score; it cost a
+        # simulated plant 13.4 false alerts a day (docs/benchmarks.md, session 53). Kept: the error's line,
+        # its record, and what the combined score raised under it.
+        _, record = alert_threshold(pieces, hop, rules, steps_per_day, target, starts, alert_hop)
+        days = record["calibration_days"]
+        record.update(_observed([e[np.isfinite(e)] for e in combined], 1.0, hop, rules, days, alert_hop),
+                      level_note=f"the combined score's own line came out at {factor:.4f} of the error's: the "
+                                 "error's kept")
+        factor = 1.0
+        units = "the error's line kept (tail figures in error units; observed: the combined score's)"
+    else:
+        units = "calibrated together (tail figures in its units)"
     record.update(threshold=threshold * factor, error_threshold=threshold, level_factor=round(factor, 6),
-                  score="max(error / threshold, level term): calibrated together (tail figures in its units)")
+                  score=f"max(error / threshold, level term): {units}")
     return threshold * factor, record, factor
 
 
