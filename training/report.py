@@ -208,7 +208,8 @@ def plot_scores(
     rules: AlertRules, alive: np.ndarray | None = None, judged: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Any:
     """Score timeline with alert line, alert periods and labels; below, error share of top channels.
-    ``judged``: the ``(alerts, score)`` of :func:`judge_scores` when the caller has them."""
+    ``judged``: the ``(alerts, score)`` of :func:`judge_scores` when the caller has them (without
+    them the level term is left out: it needs the readings, which ``write_series`` passes)."""
     from matplotlib.figure import Figure
 
     alerts, score = judged or judge_scores(bundle, scores, segments, x, rules, alive)
