@@ -146,11 +146,11 @@ def judge(
     (``service.drift``); it is what the machine stepped on and what is published. Without a rule
     and a level it is ``score``. ``learn`` False: neither the baseline nor the level is updated
     (the daemon's asset is in a maintenance or its guard band). ``term``: the window's term when the
-    caller has it already (``level.term(rows, drift.level)``).
+    caller has it already (``level.term(rows, drift)``).
     """
     combined = score
     if level is not None and rows is not None:
-        term = level.term(rows, drift.level) if term is None else term
+        term = level.term(rows, drift) if term is None else term
         if term > score:  # (a NaN term: a row not finite, the score stands)
             combined = term
     adjusted = combined / widening(drift, rule)
@@ -159,7 +159,7 @@ def judge(
         if rule is not None:
             drift = drift_step(drift, combined, rule)
         if level is not None and rows is not None:
-            drift = replace(drift, level=level.step(drift.level, rows))
+            drift = level.step(drift, rows)
     return new, drift, event, adjusted
 
 
@@ -276,7 +276,7 @@ def judge_rows(
         else:
             term = math.nan
             if level is not None and not np.isnan(scores[i]) and (rows := level.at(i)) is not None:
-                term = level.monitor.term(rows, drift_state.level)
+                term = level.monitor.term(rows, drift_state)
             adjusted[i] = (term if term > scores[i] else scores[i]) / factor
         out[i] = active
     return out, adjusted, judged

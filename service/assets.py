@@ -154,9 +154,9 @@ class AssetAlerts(CarriedStates, AssetFaults):
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
         rule, level = bundle.drift_rule, bundle.level  # (the window's own model's: a swap's first windows come first)
         before = self._drift.get(asset, DriftState())
-        term = None if level is None or rows is None else level.term(rows, before.level)
+        term = None if level is None or rows is None else level.term(rows, before)
         if term is not None and term > score:  # the term decides: its channels are the ones to name
-            channels = top_channels(level.contributions(rows, before.level), bundle.channels)
+            channels = top_channels(level.contributions(rows, before), bundle.channels)
         state, drift, event, score = judge(old or AlertState(), before, score, ts, rules, rule, asset,
                                            learn=(rule is None and level is None) or self.learns(asset, ts),
                                            level=level, rows=rows, term=term)

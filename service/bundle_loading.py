@@ -178,7 +178,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         problems.append(f"sensors is not a usable set of sensor limits ({first_line(exc, 200)})")
     level = None
     try:
-        level = LevelMonitor.from_dict(meta.get("level"), len(channels))
+        level = LevelMonitor.from_dict(meta.get("level"), channels)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         problems.append(f"level is not a usable level monitor ({first_line(exc, 200)})")
     if problems:

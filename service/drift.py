@@ -78,6 +78,7 @@ class DriftState:
     offset: float = 0.0
     updates: int = 0
     level: tuple[float, ...] = ()
+    level_key: int = 0  # the channels it was learned under (``LevelMonitor.key``)
 
 
 def widening(state: DriftState, rule: DriftRule | None) -> float:

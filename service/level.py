@@ -10,8 +10,8 @@ with Hotelling's T^2 in the principal subspace of the training rows. Each scored
 and its score is ``max(reconstruction score, term)`` (``service.alerts.judge``), so 1.0 stays the
 alert line for both. ``limit`` is :data:`SHARE` times the 99th percentile of out-of-fold training
 T^2 values (``training.level_fit``: a plant that wanders while it trains gets a wide limit); the
-line's calibration then scales both parts by one factor (``calibrated``), so the promise of false
-alerts a day is calibrated on the score the daemon judges, term included.
+line's calibration then raises it by a factor (``calibrated``) until the term adds no alert on
+held-out normal windows (``training.promise.combined_line``).
 
 ``level`` starts at the training mean and follows normal operation: an exponential average over
 about ``follow`` rows (:data:`FOLLOW_ROWS`) of the windows judged normal. About the training mean
@@ -30,26 +30,30 @@ offline scorer give the same numbers.
 
 >>> monitor = LevelMonitor(mean=np.zeros(2), scale=np.ones(2), loadings=np.eye(2), eigen=np.ones(2), limit=2.0)
 >>> rows = np.array([[2.0, 0.0], [0.0, 2.0]])
->>> monitor.term(rows, ())
+>>> monitor.term(rows, DriftState())
 2.0
->>> level = monitor.step((), np.full((3, 2), 1.0))
->>> [round(x, 5) for x in level]
+>>> state = monitor.step(DriftState(), np.full((3, 2), 1.0))
+>>> [round(x, 5) for x in state.level]
 [0.0015, 0.0015]
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from sensorguard.service.drift import DriftState
+
 VARIANCE = 0.90  # the principal subspace: the fewest components explaining this share of the variance
 QUANTILE = 0.99  # of out-of-fold training T^2 values
 SHARE = 2.0  # the limit is this many times that quantile (chosen with FOLLOW_ROWS on the benchmarks)
 FOLLOW_ROWS = 2000.0  # the level's memory, in rows judged normal
+NOTHING_LEARNED = DriftState()
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,7 +62,7 @@ class LevelMonitor:
     deviation, 1 where constant); loadings ``(C, a)`` and eigen ``(a,)``: the kept principal
     directions of the standardized rows and their variances; limit: the fitted limit (``SHARE`` times
     the out-of-fold quantile); follow: the level's memory in rows; calibrated: the factor the line's
-    calibration put on both parts of the score (``training.train.threshold_bundle``), so T^2 at
+    calibration put on the limit (``training.promise.combined_line``), so T^2 at
     ``limit x calibrated`` is term 1.0."""
 
     mean: np.ndarray
@@ -68,6 +72,7 @@ class LevelMonitor:
     limit: float
     follow: float = FOLLOW_ROWS
     calibrated: float = 1.0
+    channels: tuple[str, ...] = ()  # the bundle's, in order: a level learned under other channels is not used
 
     def __post_init__(self) -> None:
         c = len(self.mean)
@@ -90,47 +95,59 @@ class LevelMonitor:
         return self.limit * self.calibrated
 
     @cached_property
+    def key(self) -> int:
+        """The channels' fingerprint, kept with each asset's level (``DriftState.level_key``): a
+        daemon restarted with a model of other channels, or of the same in another order, must not
+        read the saved level as its own (a swapped pair made every window a fault, and an alert up
+        freezes the level: it never ended)."""
+        return zlib.crc32("\x1f".join(self.channels).encode())
+
+    @cached_property
     def _weights(self) -> np.ndarray:
         """Loadings over the square root of their eigenvalues: T^2 is the squared norm of z @ weights."""
         return self.loadings / np.sqrt(self.eigen)
 
-    def start(self, level: tuple[float, ...]) -> np.ndarray:
-        """An asset's level as an array: the training mean when nothing was learned (or a level of
-        another channel count, learned under another model)."""
-        return np.asarray(level, dtype=np.float64) if len(level) == len(self.mean) else self.mean
+    def start(self, state: DriftState) -> np.ndarray:
+        """An asset's level as an array: the training mean when nothing was learned, or what was
+        learned was under other channels (another model's)."""
+        if state.level_key == self.key and len(state.level) == len(self.mean):
+            return np.asarray(state.level, dtype=np.float64)
+        return self.mean
 
-    def t2(self, rows: np.ndarray, level: tuple[float, ...] = ()) -> np.ndarray:
-        """Each row's T^2 about ``level`` ``(k,)`` (NaN where a value is not finite)."""
-        return np.sum(self._scores(rows, level) ** 2, axis=1)
+    def t2(self, rows: np.ndarray, state: DriftState = NOTHING_LEARNED) -> np.ndarray:
+        """Each row's T^2 about the asset's level ``(k,)`` (NaN where a value is not finite)."""
+        return np.sum(self._scores(rows, state) ** 2, axis=1)
 
-    def _scores(self, rows: np.ndarray, level: tuple[float, ...]) -> np.ndarray:
+    def _scores(self, rows: np.ndarray, state: DriftState) -> np.ndarray:
         """Each row's principal scores about the level, over their standard deviations ``(k, a)``."""
-        return ((np.asarray(rows, dtype=np.float64) - self.start(level)) / self.scale) @ self._weights
+        return ((np.asarray(rows, dtype=np.float64) - self.start(state)) / self.scale) @ self._weights
 
-    def term(self, rows: np.ndarray, level: tuple[float, ...]) -> float:
-        """The window's term: the mean T^2 of its newest ``rows`` ``(k, C)`` about ``level``, over the
+    def term(self, rows: np.ndarray, state: DriftState) -> float:
+        """The window's term: the mean T^2 of its newest ``rows`` ``(k, C)`` about the asset's level
+        (``state``, its drift state), over the
         line; NaN when a row is not finite (nothing to judge). The daemon and ``score`` call it on
         the same ``(k, C)`` rows, so they get the same number (about 5 us a window)."""
         if not len(rows):
             return math.nan
-        scores = self._scores(rows, level)
+        scores = self._scores(rows, state)
         value = float(np.vdot(scores, scores)) / (len(rows) * self.line)
         return value if math.isfinite(value) else math.nan
 
-    def contributions(self, rows: np.ndarray, level: tuple[float, ...]) -> np.ndarray:
+    def contributions(self, rows: np.ndarray, state: DriftState) -> np.ndarray:
         """Each channel's share of :meth:`term` ``(C,)``, non-negative and summing to it: the
         complete decomposition of T^2 (Alcala and Qin, 2009), ``((z W) P^T)^2`` per row."""
-        per_row = np.einsum("ka,ca->kc", self._scores(rows, level), self.loadings) ** 2
+        per_row = np.einsum("ka,ca->kc", self._scores(rows, state), self.loadings) ** 2
         return per_row.mean(axis=0) / self.line
 
-    def step(self, level: tuple[float, ...], rows: np.ndarray) -> tuple[float, ...]:
-        """The level moved towards a window judged normal: ``len(rows)`` steps of an exponential
-        average over ``follow`` rows, towards their mean."""
-        start = self.start(level)
-        if not len(rows):
-            return tuple(start.tolist())
-        moved = start + (1.0 - (1.0 - 1.0 / self.follow) ** len(rows)) * (np.mean(rows, axis=0) - start)
-        return tuple(moved.tolist()) if np.isfinite(moved).all() else tuple(start.tolist())
+    def step(self, state: DriftState, rows: np.ndarray) -> DriftState:
+        """The asset's drift state with its level moved towards a window judged normal: ``len(rows)``
+        steps of an exponential average over ``follow`` rows, towards their mean."""
+        start = self.start(state)
+        moved = start
+        if len(rows):
+            moved = start + (1.0 - (1.0 - 1.0 / self.follow) ** len(rows)) * (np.mean(rows, axis=0) - start)
+            moved = moved if np.isfinite(moved).all() else start
+        return replace(state, level=tuple(moved.tolist()), level_key=self.key)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "loadings": self.loadings.tolist(),
@@ -138,18 +155,18 @@ class LevelMonitor:
                 "calibrated": self.calibrated}
 
     @classmethod
-    def from_dict(cls, record: Any, channels: int) -> LevelMonitor | None:
-        """The monitor ``bundle.json`` holds (None: a bundle without one); ValueError for one that
-        does not fit ``channels``."""
+    def from_dict(cls, record: Any, channels: tuple[str, ...]) -> LevelMonitor | None:
+        """The monitor ``bundle.json`` holds (None: a bundle without one) for a bundle of ``channels``;
+        ValueError for one that does not fit them."""
         if record is None:
             return None
         if not isinstance(record, dict):
             raise ValueError("level must be an object")
         monitor = cls(*(np.asarray(record[k], dtype=np.float64) for k in ("mean", "scale", "loadings", "eigen")),
                       limit=float(record["limit"]), follow=float(record.get("follow", FOLLOW_ROWS)),
-                      calibrated=float(record.get("calibrated", 1.0)))
-        if len(monitor.mean) != channels:
-            raise ValueError(f"level has {len(monitor.mean)} channels, the bundle {channels}")
+                      calibrated=float(record.get("calibrated", 1.0)), channels=tuple(channels))
+        if len(monitor.mean) != len(channels):
+            raise ValueError(f"level has {len(monitor.mean)} channels, the bundle {len(channels)}")
         return monitor
 
 

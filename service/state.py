@@ -299,7 +299,7 @@ def _drift_entry(drift: DriftState) -> dict:
     """A drift baseline as saved: its level (``service.level``) only when one was learned."""
     entry = asdict(drift)
     if not drift.level:
-        del entry["level"]
+        del entry["level"], entry["level_key"]
     return entry
 
 
@@ -315,7 +315,10 @@ def _drift_state(raw: dict) -> DriftState:
     if not isinstance(level, list | tuple) or not all(isinstance(x, int | float) and not isinstance(x, bool)
                                                       and math.isfinite(x) for x in level):
         raise ValueError(f"drift level must be a list of finite numbers, got {str(level)[:40]}")
-    return DriftState(offset, int(updates), tuple(float(x) for x in level))
+    key = raw.get("level_key", 0)
+    if not _count(key):
+        raise ValueError(f"drift level_key must be a whole number >= 0, got {str(key)[:40]}")
+    return DriftState(offset, int(updates), tuple(float(x) for x in level), int(key))
 
 
 def _count(x: object) -> bool:

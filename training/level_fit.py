@@ -60,29 +60,41 @@ def fold_monitor(rows: np.ndarray, limit: float) -> LevelMonitor | None:
 
 
 def window_terms(monitor: LevelMonitor | None, values: np.ndarray, segments: np.ndarray, focus: int) -> np.ndarray:
-    """The level term of the window ending at each row ``(T,)``, about ``monitor``'s training mean and
-    over its fitted ``limit`` (the line's calibration then scales it): the mean T^2 of the row and
-    the ``focus - 1`` before it in its segment. 0 where it cannot be had (the window's rows not all
-    finite, fewer than ``focus`` rows yet, no monitor): no term there, the error alone decides."""
+    """The level term of the window ending at each row ``(T,)`` over ``monitor``'s fitted ``limit``
+    (the line's calibration then scales it): the mean T^2 of the row and the ``focus - 1`` before it
+    in its segment, each about the level followed up to the row before it, as live (the level starts
+    at the training mean and follows the rows, here every one: they are normal data; each segment
+    from the mean, as another machine's rows start: live a level carries over a gap, so a term
+    here reads higher after one, never lower). About the
+    training mean alone, a 10,000-row plant's last block (its calibration block) read as wandering
+    and the line was raised 2.2x. 0 where it cannot be had (a row not finite, fewer than ``focus``
+    rows yet, no monitor): no term there, the error alone decides."""
     values = np.asarray(values, dtype=np.float64)
     out = np.zeros(len(values))
     if monitor is None or not len(values):
         return out
-    t2 = monitor.t2(values) / monitor.limit
     segments = np.asarray(segments)
     cuts = np.flatnonzero(segments[1:] != segments[:-1]) + 1
+    rate = 1.0 / monitor.follow
     for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(values)], strict=True):
         if b - a < focus:
             continue
-        part = t2[a:b]
-        sums = np.convolve(np.nan_to_num(part, nan=np.inf), np.ones(focus), mode="valid") / focus
+        levels = np.empty((b - a, values.shape[1]))
+        level = monitor.mean.copy()
+        for r, row in enumerate(values[a:b]):
+            levels[r] = level
+            if np.isfinite(row).all():
+                level = level + rate * (row - level)
+        t2 = np.sum((((values[a:b] - levels) / monitor.scale) @ (monitor.loadings / np.sqrt(monitor.eigen))) ** 2,
+                    axis=1) / monitor.limit
+        sums = np.convolve(np.nan_to_num(t2, nan=np.inf), np.ones(focus), mode="valid") / focus
         out[a + focus - 1 : b] = np.where(np.isfinite(sums), sums, 0.0)
     return out
 
 
-def fit_level(rows: np.ndarray) -> LevelMonitor | None:
-    """The level monitor of the normal ``rows`` ``(n, C)`` (rows with a missing value left out);
-    None when there are fewer than ``MIN_ROWS`` of them or they do not vary."""
+def fit_level(rows: np.ndarray, channels: tuple[str, ...] = ()) -> LevelMonitor | None:
+    """The level monitor of the normal ``rows`` ``(n, C)`` of ``channels`` (rows with a missing
+    value left out); None when there are fewer than ``MIN_ROWS`` of them or they do not vary."""
     rows = np.asarray(rows, dtype=np.float64)
     rows = rows[np.isfinite(rows).all(axis=1)]
     if len(rows) < MIN_ROWS:
@@ -96,4 +108,4 @@ def fit_level(rows: np.ndarray) -> LevelMonitor | None:
     limit = SHARE * float(np.quantile(held, QUANTILE))
     if not np.isfinite(limit) or limit <= 0:
         return None
-    return LevelMonitor(*fitted, limit=limit)
+    return LevelMonitor(*fitted, limit=limit, channels=tuple(channels))

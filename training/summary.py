@@ -36,6 +36,7 @@ class TrainSummary:
     calibration_data: str = "the calibration block"  # what the line was picked from
     leaders: dict | None = None  # calibrate.line_leaders: the channels that lead the largest held-out errors
     alert_hop: int = 0  # the hop while an alert is up (0: the hop)
+    level: str | None = None  # the level term, in words (None: none)
 
     def _promise_line(self, fa: str) -> str:
         p = self.promise
@@ -65,6 +66,7 @@ class TrainSummary:
             f"yardsticks      validation loss of naive window means {self.naive_val_loss:.4g}, "
             f"per-sample PCA of rank {self.linear} {self.pca_val_loss:.4g}",
             f"threshold       {self.threshold:.4g} ({self.method})",
+            *([f"level term      {self.level}"] if self.level else []),
             self._promise_line(fa),
             *([f"largest errors  {self._leaders()}"] if self.leaders else []),
             f"time            {self.seconds:.1f} s",

@@ -128,7 +128,7 @@ def train_bundle(
         jitter=cleaning.jitter,
         restart_gap_s=cleaning.gap_s,
         sensors=learn_sensor_rules(data.channels, data.values, data.segments, cleaning.fill_limit),
-        level=fit_level(data.values) if options.level else None,
+        level=fit_level(data.values, data.channels) if options.level else None,
     )
     pieces, starts, served, (served_loss, start_loss), fold_scales, terms = (
         cross_fit(data, bundle, options, fit.best_epoch, init_state=init_state, shared_scale=shared) if crossfit
@@ -234,8 +234,18 @@ def train_bundle(
         notes=tuple(notes),
         calibration_data=bundle.training["calibration_data"],
         leaders=bundle.calibration.get("largest_errors"),
+        level=level_words(bundle),
     )
     return bundle, summary
+
+
+def level_words(bundle: Bundle) -> str | None:
+    """The train summary's line on the level term: its subspace and its line's factor."""
+    level = bundle.level
+    if level is None:
+        return None
+    return (f"T^2 in {level.loadings.shape[1]} of {len(bundle.channels)} principal directions about each asset's "
+            f"followed level, line {level.line:.4g} (its fitted limit x {level.calibrated:.4g}, the line's factor)")
 
 
 def calibrate_bundle(
@@ -327,8 +337,9 @@ def threshold_bundle(
     None: the bundle's sample period). starts: per piece, whether the daemon starts its windows
     afresh there (``clean_pieces``), where one window over ``raise_at`` times the line raises alone.
     terms: the level term of each piece's windows (``level_fit.window_terms``), for a bundle with a
-    level monitor: the line for false alerts a day is then set on the score the daemon judges,
-    ``max(error / threshold, term)`` (``promise.combined_line``).
+    level monitor: the term's line is then raised until the score the daemon judges,
+    ``max(error / threshold, term)``, raises no more alerts there than the error did
+    (``promise.combined_line``).
     """
     spiky = spiky_channels(bundle.training, len(bundle.channels))
     if bundle.level is not None:  # (a line calibrated again starts from the term's fitted limit)
@@ -346,8 +357,7 @@ def threshold_bundle(
         threshold, alerts = alert_threshold(pieces, bundle.hop, rules, per_day, false_alerts_per_day, starts,
                                             bundle.alert_hop)
         if bundle.level is not None and terms is not None:
-            threshold, alerts, factor = combined_line(pieces, terms, threshold, bundle.hop, rules, per_day,
-                                                      false_alerts_per_day, starts, bundle.alert_hop)
+            alerts, factor = combined_line(pieces, terms, threshold, alerts, bundle.hop, rules, bundle.alert_hop)
             bundle = replace(bundle, level=replace(bundle.level, calibrated=factor))
         for unused in ("false_alarm_rate", "params"):  # the window-rate fit's, not what set this line
             record.pop(unused, None)
