@@ -156,8 +156,8 @@ def judge(
     adjusted = combined / widening(drift, rule)
     new, event = step(state, adjusted, now, rules, asset)
     if learn and state.status == "normal" and new.status == "normal" and adjusted < 1.0:
-        if rule is not None:
-            drift = drift_step(drift, combined, rule)
+        if rule is not None:  # on the error's score: its baseline is the error's (the larger part would
+            drift = drift_step(drift, score, rule)  # widen the line on normal data, found by review)
         if level is not None and rows is not None:
             drift = level.step(drift, rows)
     return new, drift, event, adjusted

@@ -20,8 +20,8 @@ A fault that rises faster than the baseline follows alerts at once; a slow drift
 until its score passes ``cap`` times the line, and not beyond. The rule is a pure
 ``drift_step``, stepped per scored window in the same order by the daemon and by the offline
 scorer (``service.alerts.judge``), so both give the same numbers; the state is two numbers per
-asset kept with its alert state, and it is relative to the bundle's baseline, so a model swap keeps
-what was learned about the asset.
+asset (and the level term's followed level, ``service.level``) kept with its alert state, and it
+is relative to the bundle's baseline, so a model swap keeps what was learned about the asset.
 
 >>> rule = DriftRule(baseline=math.log(0.4), halflife=4, warmup=1, cap=1.5)
 >>> state = DriftState()

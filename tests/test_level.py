@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -261,3 +262,51 @@ def test_calibration_terms_follow_the_level_as_the_daemon_does():
     segments = np.r_[np.zeros(300, dtype=int), np.ones(300, dtype=int)]  # each segment from the mean (another
     # machine's rows, or after a gap: live the level carries over a gap, so this reads higher, never lower)
     assert window_terms(monitor, block, segments, 4)[303] == pytest.approx(terms[3])
+
+
+def test_the_daemon_hands_the_term_the_same_rows_offline_does_to_the_last_bit():
+    """Live, the window's newest rows were a strided view of the buffer; offline, a slice of the
+    series: the same values summed in another order, and 1 term in 17 differed in its last bit
+    (found by review): at a score of exactly 1.0 live and offline could part."""
+    from sensorguard.service.asset_buffer import DueWindow
+    from sensorguard.service.batch_scoring import level_rows
+
+    rng = np.random.default_rng(3)
+    monitor = fit_level(rng.normal(size=(2000, 52)) * rng.uniform(0.1, 100, 52))  # (TEP's 52 channels: the
+    bundle = SimpleNamespace(level=monitor, scored_samples=4)  # vectorized sums differ at this width)
+    for _ in range(300):
+        series = rng.normal(size=(32, 52)) * rng.uniform(0.1, 100, 52)
+        live = level_rows(DueWindow("a", 0.0, np.ascontiguousarray(series.T), 0.0), bundle)
+        offline = LevelRows(monitor, series, 4).at(31)
+        state = DriftState(level=tuple(rng.normal(size=52).tolist()))
+        assert monitor.term(live, state) == monitor.term(offline, state)
+        assert monitor.step(state, live) == monitor.step(state, offline)
+
+
+def test_the_drift_rule_learns_from_the_error_its_baseline_came_from():
+    """The drift baseline is the error's (``train.drift_rule``): learning from the larger of error
+    and term widened the line on normal data (1.15x on a stationary stream, found by review)."""
+    from sensorguard.service.drift import DriftRule, drift_step
+
+    rule = DriftRule(baseline=math.log(0.1))
+    monitor = monitor_of(limit=10.0)
+    rows = np.full((4, 3), 1.3)  # term 0.507, over the error's 0.1, under the line
+    _, drift, _, score = judge(AlertState(), DriftState(), 0.1, 0.0, AlertRules(), rule, level=monitor, rows=rows)
+    assert score == pytest.approx(0.507) and drift.offset == drift_step(DriftState(), 0.1, rule).offset
+
+
+def test_on_large_data_the_monitor_is_not_fitted_on_the_calibration_block(tmp_path):
+    """Above the cross-fitting size the line is calibrated on the last block: a monitor fitted on
+    it too read its terms as in-sample, too low, and set the term's line too low (found by review)."""
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.splits import split_by_time
+    from sensorguard.training.train import TrainOptions, train_bundle
+    from tests.conftest import plant_frame
+
+    frame = plant_frame(rows=6000, channels=3, seed=2)
+    frame.loc[4800:, ["c0", "c1", "c2"]] += 5.0  # the calibration block sits elsewhere
+    data = series_from_frame(frame, "big")
+    bundle, _ = train_bundle(data, TrainOptions(max_epochs=1, progress=False, seed=0))
+    splits = split_by_time(data)
+    fitted_on = np.vstack([splits.train.values, splits.validation.values])
+    np.testing.assert_allclose(bundle.level.mean, fitted_on.mean(axis=0))

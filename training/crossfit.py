@@ -39,7 +39,7 @@ from sensorguard.service.scorer import Scorer, segment_bounds
 from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import Fit, fit_network, scaler_apply
-from sensorguard.training.level_fit import fold_monitor, window_terms
+from sensorguard.training.level_fit import fit_level, window_terms
 from sensorguard.training.linear import pca_error
 from sensorguard.training.splits import WindowDataset
 
@@ -98,7 +98,7 @@ def cross_fit(
                          threshold_=1.0, state_dict=fit.state, channel_weights_=None)
         error = Scorer(bundle, device=options.device).score_series(held.values, held.segments).channel_error
         if template.level is not None:  # the term's column, cut with the errors (NaN where they are)
-            monitor = fold_monitor(rest.values, template.level.limit)
+            monitor = fit_level(rest.values)  # (its own components and limit, as the served one has)
             term = window_terms(monitor, held.values, held.segments, template.scored_samples)
             error = np.column_stack([error, np.where(np.isfinite(error).all(axis=1), term, np.nan)])
         held_pieces, held_starts, _ = clean_pieces(error, held, template.window)

@@ -46,19 +46,6 @@ def _t2(fitted: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
     return np.sum((((rows - mean) / scale) @ loadings) ** 2 / eigen, axis=1)
 
 
-def fold_monitor(rows: np.ndarray, limit: float) -> LevelMonitor | None:
-    """A monitor of the normal ``rows`` with the given ``limit``: cross-fitting's, for the rows of a
-    fold it never saw (None: too few rows, or they do not vary)."""
-    rows = np.asarray(rows, dtype=np.float64)
-    rows = rows[np.isfinite(rows).all(axis=1)]
-    if len(rows) < MIN_ROWS:
-        return None
-    try:
-        return LevelMonitor(*_principal(rows), limit=limit)
-    except ValueError:
-        return None
-
-
 def window_terms(monitor: LevelMonitor | None, values: np.ndarray, segments: np.ndarray, focus: int) -> np.ndarray:
     """The level term of the window ending at each row ``(T,)`` over ``monitor``'s fitted ``limit``
     (the line's calibration then scales it): the mean T^2 of the row and the ``focus - 1`` before it

@@ -240,7 +240,7 @@ def combined_line(
 
     factor, seen = 1.0, observed(1.0)
     if seen["observed_alerts"] > allowed:  # bisect: the count falls as the term's line rises
-        low, high = 1.0, max(float(np.max(t)) for _, t in parts if len(t)) * 1.001
+        low, high = 1.0, min(max(float(np.max(t)) for _, t in parts if len(t)) * 1.001, 1e300)
         while high / low > 1.001:
             middle = math.sqrt(low * high)
             low, high = (middle, high) if observed(middle)["observed_alerts"] > allowed else (low, middle)

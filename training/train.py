@@ -128,7 +128,9 @@ def train_bundle(
         jitter=cleaning.jitter,
         restart_gap_s=cleaning.gap_s,
         sensors=learn_sensor_rules(data.channels, data.values, data.segments, cleaning.fill_limit),
-        level=fit_level(data.values, data.channels) if options.level else None,
+        # (small data: all rows, cross-fitting's folds hold their own; else not the calibration block's)
+        level=fit_level(data.values if crossfit else np.vstack([splits.train.values, splits.validation.values]),
+                        data.channels) if options.level else None,
     )
     pieces, starts, served, (served_loss, start_loss), fold_scales, terms = (
         cross_fit(data, bundle, options, fit.best_epoch, init_state=init_state, shared_scale=shared) if crossfit
@@ -365,6 +367,9 @@ def threshold_bundle(
                       observed_exceedance=float(np.mean(errors >= threshold)),
                       expected_false_alarms_per_day=alerts["promised_per_day"])  # (capped, as promised)
     record["data"] = data_record
+    if bundle.level is not None and record.get("method") != "alerts":  # (a window-rate line, or no period)
+        record["level_note"] = "the level term's line is its fitted limit: only a line for false alerts a day " \
+                               "calibrates it"
     if (leaders := line_leaders(weighted, bundle.channels)) is not None:
         record["largest_errors"] = leaders
     if drift:
