@@ -237,6 +237,7 @@ def judge_series(
 def judge_rows(
     scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None,
     alive: np.ndarray | None = None, alert_mask: np.ndarray | None = None, level: LevelRows | None = None,
+    terms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Offline ``(alert 0/1, score against the widened line, judged)`` per row, as the daemon steps
     them; ``judged``: the rows the machine stepped on (the windows the daemon judges and publishes).
@@ -253,7 +254,8 @@ def judge_rows(
     arrival time while connected: a backlog drained after an outage, or a replay faster than real
     time, is judged by its stamps here and may differ.) ``level``: the series' rows for the level
     term (``service.level``): judged rows step it as :func:`judge` does, every other row's score is
-    ``max(score, term)`` about the level in force there.
+    ``max(score, term)`` about the level in force there; ``terms`` (``(T,)``, NaN where none) receives
+    each row's term, over its line (``score``'s ``level`` column).
     """
     state, drift_state = AlertState(), DriftState()
     out = np.zeros(len(scores), dtype=np.int8)
@@ -264,12 +266,14 @@ def judge_rows(
     fine = alert_mask is not None
     monitor = None if level is None else level.monitor
     for i in range(len(scores)):
+        term = None
         if silent[i]:
             state, active = AlertState(), 0
         if (mask[i] or (fine and alert_mask[i] and state.status == "alerting")) and not np.isnan(scores[i]):
             rows = None if level is None else level.at(i)
+            term = None if rows is None else monitor.term(rows, drift_state)
             state, drift_state, _, adjusted[i] = judge(state, drift_state, float(scores[i]), float(times[i]), rules,
-                                                       drift, level=monitor, rows=rows)
+                                                       drift, level=monitor, rows=rows, term=term)
             judged[i] = True
             active = int(state.status == "alerting")
             factor = widening(drift_state, drift)
@@ -278,5 +282,7 @@ def judge_rows(
             if level is not None and not np.isnan(scores[i]) and (rows := level.at(i)) is not None:
                 term = level.monitor.term(rows, drift_state)
             adjusted[i] = (term if term > scores[i] else scores[i]) / factor
+        if terms is not None and term is not None:
+            terms[i] = term
         out[i] = active
     return out, adjusted, judged

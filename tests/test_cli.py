@@ -134,10 +134,15 @@ def test_score_one_row_per_input_row(files, tmp_path):
     source = pd.read_csv(files / "faults.csv")
     assert len(scores) == len(source)
     assert list(scores.columns[:4]) == ["timestamp", "score", "anomaly", "alert"]
-    assert [c for c in scores.columns[4:]] == ["error_temp_in", "error_temp_out", "error_pressure", "sensor_faults"]
+    assert [c for c in scores.columns[4:]] == ["level", "error_temp_in", "error_temp_out", "error_pressure",
+                                               "sensor_faults"]
     window = json.loads((files / "model" / "bundle.json").read_text())["window"]
     assert scores["score"].iloc[: window - 1].isna().all() and scores["score"].iloc[window - 1 :].notna().all()
     assert ((scores["score"] >= 1).astype(int) == scores["anomaly"]).all()
+    # the level term is the score's other part: never above it where both are (no drift rule here)
+    both = scores["score"].notna() & scores["level"].notna()
+    assert both.any() and (scores["level"][both] <= scores["score"][both] + 1e-12).all()
+    assert (scores["level"][both] == scores["score"][both]).any()  # and it decides some rows of this fault file
     assert scores["alert"].sum() > 0 and scores["anomaly"].sum() > scores["alert"].sum() * 0.1
 
 

@@ -33,6 +33,7 @@ class Scored:
     alert: np.ndarray
     stale_after: float | None = None  # the silence that ended an alert (and starts a sensor watch afresh)
     judged: np.ndarray | None = None  # rows whose window the alert machine stepped on, as the daemon judges them
+    level_term: np.ndarray | None = None  # each row's level term over its line (service.level); None: no term
 
 
 def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None, name: str = "data") -> Scored:
@@ -56,12 +57,15 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
     score = scores.score.copy()
     alive = alive_stamps(data)
     blocked = None if excluded is None else excluded.any(axis=1)
+    terms = None if bundle.level is None else np.full(len(data), np.nan)
     for asset, rows in data.blocks():
         level = level_rows(bundle, data.values[rows], None if blocked is None else blocked[rows])
+        part = None if terms is None else terms[rows]  # (a view: judge_rows fills it)
         alert[rows], score[rows], judged[rows] = judge_rows(scores.score[rows], mask[rows], data.times[rows], rules,
                                                             bundle.drift_rule, alive.get(asset),
-                                                            None if alert_mask is None else alert_mask[rows], level)
-    return Scored(data, replace(scores, score=score), alert, rules.stale_after, judged)
+                                                            None if alert_mask is None else alert_mask[rows], level,
+                                                            part)
+    return Scored(data, replace(scores, score=score), alert, rules.stale_after, judged, terms)
 
 
 def level_rows(bundle: Bundle, values: np.ndarray, blocked: np.ndarray | None = None) -> LevelRows | None:
@@ -85,9 +89,9 @@ def alive_stamps(data: SensorData) -> dict[str | None, np.ndarray]:
 
 
 def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
-    """One row per input row (``source_times``): timestamp, score, anomaly, alert, error per channel,
-    ``sensor_faults`` (when the bundle has sensor limits), and ``asset`` first when the file holds
-    several machines.
+    """One row per input row (``source_times``): timestamp, score, anomaly, alert, ``level`` (the level
+    term, when the bundle has one), error per channel, ``sensor_faults`` (when the bundle has sensor
+    limits), and ``asset`` first when the file holds several machines.
 
     Rows the cleaning dropped (or the daemon would refuse) get an empty score and the alert state
     of their machine's row before them: the daemon's state does not change at such a reading (an
@@ -112,6 +116,8 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
         "anomaly": np.where(np.isfinite(score), (score >= 1).astype(int), 0),
         "alert": _carried(np.where(found, scored.alert[take], np.nan), data, scored.stale_after),
     })
+    if scored.level_term is not None:  # the score's other part: where it is the larger, it set the score
+        out["level"] = np.where(found, scored.level_term[take], np.nan)
     for j, channel in enumerate(bundle.channels):
         out[f"error_{channel}"] = np.where(found, scores.channel_error[take, j], np.nan)
     if bundle.sensors is not None and data.source_values is not None:  # the fill limit scored with (--fill-limit)
