@@ -5,7 +5,7 @@ moves as a whole to another operating point (a pump's pressure and flow both fal
 fouling exchanger) can still be reconstructed well. The process-monitoring standard catches that
 with Hotelling's T^2 in the principal subspace of the training rows. Each scored window gets
 
-    term = mean over its newest ``focus`` rows of T^2(row - level) / limit
+    term = mean over its newest ``focus`` rows of T^2(row - level) / (limit x calibrated)
 
 and its score is ``max(reconstruction score, term)`` (``service.alerts.judge``), so 1.0 stays the
 alert line for both. ``limit`` is :data:`SHARE` times the 99th percentile of out-of-fold training
@@ -24,9 +24,10 @@ follows alerts. A fault slower than ``follow`` rows can be followed: the reconst
 which no level moves, still sees it when it changes the plant's shape.
 
 The level is each asset's, kept in raw units with its drift baseline (``DriftState.level``), so it
-is saved, restored and moved between workers with it, and a model swap keeps it. The term and the
-step are pure functions of the window's rows, in float64 with row-wise sums, so the daemon and the
-offline scorer give the same numbers.
+is saved, restored and moved between workers with it, and a model swap keeps it (a level learned
+under other channels is not read: ``key``). The term and the step are pure float64 functions of the
+window's contiguous ``(k, C)`` rows, so the daemon and the offline scorer give the same numbers to
+the last bit.
 
 >>> monitor = LevelMonitor(mean=np.zeros(2), scale=np.ones(2), loadings=np.eye(2), eigen=np.ones(2), limit=2.0)
 >>> rows = np.array([[2.0, 0.0], [0.0, 2.0]])
