@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-spm", default="1,10", help="samples per message of the latency runs")
     parser.add_argument("--latency-seconds", type=float, default=None)
     parser.add_argument("--spike-every", type=int, default=64, help="samples between spikes in the latency run")
+    parser.add_argument("--no-level", action="store_true", help="a bundle without the level term (as before it)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args(argv)
@@ -318,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
           f", max_inflight_messages {args.inflight}, persistence off")
     workdir = Path(tempfile.mkdtemp(prefix="sensorguard-bench-"))
     try:
-        bundle_dir = make_bundle_dir(workdir)
-        print(f"bundle: untrained, 8 channels, window {WINDOW}, hop {HOP}")
+        bundle_dir = make_bundle_dir(workdir, level=not args.no_level)
+        level = "off" if args.no_level else "on"
+        print(f"bundle: untrained, 8 channels, window {WINDOW}, hop {HOP}, level term {level}")
         if not args.skip_throughput:
             for mode in args.modes.split(","):
                 throughput_table(mode, args, assets_list, bundle_dir, workdir)

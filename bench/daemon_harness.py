@@ -39,13 +39,17 @@ SPIKE = 1000.0
 # --- the bundle ----------------------------------------------------------------------------------
 
 
-def make_bundle_dir(directory: Path) -> Path:
-    """Save an untrained 8-channel bundle shaped as ``train_bundle`` would build it; return its path."""
+def make_bundle_dir(directory: Path, level: bool = True) -> Path:
+    """Save an untrained 8-channel bundle shaped as ``train_bundle`` would build it (with its level
+    term, as ``train`` fits it by default; ``level`` False: without); return its path."""
+    from dataclasses import replace
+
     import torch
 
     from sensorguard.service.bundle import Bundle, save_bundle
     from sensorguard.service.model import ConvAutoencoder, ModelConfig, default_depth, default_latent
     from sensorguard.service.scorer import Scorer
+    from sensorguard.training.level_fit import fit_level
 
     config = ModelConfig(channels=len(CHANNELS), window=WINDOW, latent=default_latent(len(CHANNELS), WINDOW),
                          hidden=32, depth=default_depth(WINDOW))
@@ -59,6 +63,8 @@ def make_bundle_dir(directory: Path) -> Path:
     windows = np.stack([rows[i : i + WINDOW].T for i in range(0, len(rows) - WINDOW, 7)])
     errors = Scorer(bundle, device="cpu").score_windows(windows).error
     bundle = bundle.with_threshold(float(errors.max()) * 20, {"method": "bench: 20 x max normal error"})
+    if level:  # (its line as far above normal rows as the error's: the same alerts, the term's cost added)
+        bundle = replace(bundle, level=replace(fit_level(rows, CHANNELS), calibrated=20.0))
     path = save_bundle(bundle, directory / "bundle")
     return Path(path)
 

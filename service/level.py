@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -105,8 +105,13 @@ class LevelMonitor:
 
     @cached_property
     def _weights(self) -> np.ndarray:
-        """Loadings over the square root of their eigenvalues: T^2 is the squared norm of z @ weights."""
-        return self.loadings / np.sqrt(self.eigen)
+        """Loadings over each channel's scale and the square root of their eigenvalues: T^2 is the
+        squared norm of ``(row - level) @ weights`` (one product a window: the daemon's hot path)."""
+        return self.loadings / np.sqrt(self.eigen) / self.scale[:, None]
+
+    @cached_property
+    def _mean_level(self) -> tuple[float, ...]:
+        return tuple(self.mean.tolist())
 
     def start(self, state: DriftState) -> np.ndarray:
         """An asset's level as an array: the training mean when nothing was learned, or what was
@@ -121,13 +126,13 @@ class LevelMonitor:
 
     def _scores(self, rows: np.ndarray, state: DriftState) -> np.ndarray:
         """Each row's principal scores about the level, over their standard deviations ``(k, a)``."""
-        return ((np.asarray(rows, dtype=np.float64) - self.start(state)) / self.scale) @ self._weights
+        return (np.asarray(rows, dtype=np.float64) - self.start(state)) @ self._weights
 
     def term(self, rows: np.ndarray, state: DriftState) -> float:
         """The window's term: the mean T^2 of its newest ``rows`` ``(k, C)`` about the asset's level
         (``state``, its drift state), over the
         line; NaN when a row is not finite (nothing to judge). The daemon and ``score`` call it on
-        the same ``(k, C)`` rows, so they get the same number (about 5 us a window)."""
+        the same ``(k, C)`` rows, so they get the same number (about 4 us a window)."""
         if not len(rows):
             return math.nan
         scores = self._scores(rows, state)
@@ -137,18 +142,19 @@ class LevelMonitor:
     def contributions(self, rows: np.ndarray, state: DriftState) -> np.ndarray:
         """Each channel's share of :meth:`term` ``(C,)``, non-negative and summing to it: the
         complete decomposition of T^2 (Alcala and Qin, 2009), ``((z W) P^T)^2`` per row."""
-        per_row = np.einsum("ka,ca->kc", self._scores(rows, state), self.loadings) ** 2
+        per_row = (self._scores(rows, state) @ self.loadings.T) ** 2
         return per_row.mean(axis=0) / self.line
 
     def step(self, state: DriftState, rows: np.ndarray) -> DriftState:
         """The asset's drift state with its level moved towards a window judged normal: ``len(rows)``
         steps of an exponential average over ``follow`` rows, towards their mean."""
-        start = self.start(state)
-        moved = start
-        if len(rows):
-            moved = start + (1.0 - (1.0 - 1.0 / self.follow) ** len(rows)) * (np.mean(rows, axis=0) - start)
-            moved = moved if np.isfinite(moved).all() else start
-        return replace(state, level=tuple(moved.tolist()), level_key=self.key)
+        start, k = self.start(state), len(rows)
+        if k:  # (sum / k, not np.mean: a third of the step's time; a non-finite row leaves the level)
+            moved = start + (1.0 - (1.0 - 1.0 / self.follow) ** k) * (rows.sum(axis=0) / k - start)
+            if math.isfinite(float(moved.sum())):
+                return DriftState(state.offset, state.updates, tuple(moved.tolist()), self.key)
+        level = self._mean_level if start is self.mean else tuple(start.tolist())
+        return DriftState(state.offset, state.updates, level, self.key)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "loadings": self.loadings.tolist(),
