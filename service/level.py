@@ -148,7 +148,8 @@ class LevelMonitor:
     def step(self, state: DriftState, rows: np.ndarray) -> DriftState:
         """The asset's drift state with its level moved towards a window judged normal: ``len(rows)``
         steps of an exponential average over ``follow`` rows, towards their mean."""
-        start, k = self.start(state), len(rows)
+        start, rows = self.start(state), np.asarray(rows, dtype=np.float64)
+        k = len(rows)
         if k:  # (sum / k, not np.mean: a third of the step's time; a non-finite row leaves the level)
             moved = start + (1.0 - (1.0 - 1.0 / self.follow) ** k) * (rows.sum(axis=0) / k - start)
             if math.isfinite(float(moved.sum())):
