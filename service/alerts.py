@@ -280,7 +280,7 @@ def judge_rows(
         else:
             term = math.nan
             if level is not None and not np.isnan(scores[i]) and (rows := level.at(i)) is not None:
-                term = level.monitor.term(rows, drift_state)
+                term = monitor.term(rows, drift_state)
             adjusted[i] = (term if term > scores[i] else scores[i]) / factor
         if terms is not None and term is not None:
             terms[i] = term

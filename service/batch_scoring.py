@@ -55,7 +55,7 @@ def worth_scoring(batch: list[DueWindow], alerting: Callable[[str], bool]) -> li
     return kept
 
 
-def level_rows(due: DueWindow, bundle: Bundle) -> np.ndarray | None:
+def term_rows(due: DueWindow, bundle: Bundle) -> np.ndarray | None:
     """The window's newest ``focus`` raw rows ``(k, C)`` for ``bundle``'s level term (None: no term,
     or a channel of the window has a sensor fault open, as offline)."""
     if bundle.level is None or due.excluded:
@@ -104,7 +104,7 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
         if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
             continue
         channels = tops[i]
-        rows = level_rows(due, bundle)
+        rows = term_rows(due, bundle)
         try:
             judged = alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle, due.coarse, rows)
         except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
@@ -125,7 +125,7 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
             try:
                 if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, replace(rules(), alert_steps=steps),
                                alerts.drift_of(due.asset), alerts.learns(due.asset, due.ts), due.coarse,
-                               rows=level_rows(due, shadow.bundle)):
+                               rows=term_rows(due, shadow.bundle)):
                     metrics.alert_raised(due.asset, shadow=True)
             except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
                 with models.lock:

@@ -54,7 +54,6 @@ VARIANCE = 0.90  # the principal subspace: the fewest components explaining this
 QUANTILE = 0.99  # of out-of-fold training T^2 values
 SHARE = 2.0  # the limit is this many times that quantile (chosen with FOLLOW_ROWS on the benchmarks)
 FOLLOW_ROWS = 2000.0  # the level's memory, in rows judged normal
-NOTHING_LEARNED = DriftState()
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,9 +119,10 @@ class LevelMonitor:
             return np.asarray(state.level, dtype=np.float64)
         return self.mean
 
-    def t2(self, rows: np.ndarray, state: DriftState = NOTHING_LEARNED) -> np.ndarray:
-        """Each row's T^2 about the asset's level ``(k,)`` (NaN where a value is not finite)."""
-        return np.sum(self._scores(rows, state) ** 2, axis=1)
+    def t2(self, deviations: np.ndarray) -> np.ndarray:
+        """Each row's T^2 ``(k,)`` from its ``deviations`` ``(k, C)`` from a level, raw units (NaN where
+        a value is not finite): calibration's, each row about the level in force before it."""
+        return np.sum((deviations @ self._weights) ** 2, axis=1)
 
     def _scores(self, rows: np.ndarray, state: DriftState) -> np.ndarray:
         """Each row's principal scores about the level, over their standard deviations ``(k, a)``."""

@@ -269,14 +269,14 @@ def test_the_daemon_hands_the_term_the_same_rows_offline_does_to_the_last_bit():
     series: the same values summed in another order, and 1 term in 17 differed in its last bit
     (found by review): at a score of exactly 1.0 live and offline could part."""
     from sensorguard.service.asset_buffer import DueWindow
-    from sensorguard.service.batch_scoring import level_rows
+    from sensorguard.service.batch_scoring import term_rows
 
     rng = np.random.default_rng(3)
     monitor = fit_level(rng.normal(size=(2000, 52)) * rng.uniform(0.1, 100, 52))  # (TEP's 52 channels: the
     bundle = SimpleNamespace(level=monitor, scored_samples=4)  # vectorized sums differ at this width)
     for _ in range(300):
         series = rng.normal(size=(32, 52)) * rng.uniform(0.1, 100, 52)
-        live = level_rows(DueWindow("a", 0.0, np.ascontiguousarray(series.T), 0.0), bundle)
+        live = term_rows(DueWindow("a", 0.0, np.ascontiguousarray(series.T), 0.0), bundle)
         offline = LevelRows(monitor, series, 4).at(31)
         state = DriftState(level=tuple(rng.normal(size=52).tolist()))
         assert monitor.term(live, state) == monitor.term(offline, state)

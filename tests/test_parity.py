@@ -94,6 +94,12 @@ def live_windows(bundle, stream: list[tuple[float, dict]], before=None, every: i
     """The daemon's windows of ``stream``; ``before(daemon, ts)`` runs before each reading; the
     scorer takes the windows of ``every`` readings at once (an asset's later windows wait in the
     batch while its earlier ones may raise or clear its alert)."""
+    _, seen = served(bundle, stream, before, every, **settings)
+    return [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
+
+
+def served(bundle, stream: list[tuple[float, dict]], before=None, every: int = 1, **settings) -> tuple:
+    """:func:`live_windows`' daemon and the windows its listener saw, as they came."""
     daemon, client = make(bundle, **RULES, **settings)
     seen = []
     daemon.add_listener(seen.append)
@@ -101,7 +107,7 @@ def live_windows(bundle, stream: list[tuple[float, dict]], before=None, every: i
         if before is not None:
             before(daemon, ts)
         send(daemon, client, mid, ts, doc, score=mid % every == 0 or mid == len(stream))
-    return [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
+    return daemon, seen
 
 
 def send(daemon, client, mid: int, ts: float, doc: dict, score: bool = True) -> None:
@@ -183,11 +189,7 @@ def test_an_asset_off_the_models_rate_is_resampled_or_refused_alike_live_and_off
     times = np.r_[np.arange(0, 60, 1 / 3), 60 + 3 * np.arange(15), 110 + np.arange(60.0)]
     times = T0 + times + rng.uniform(-0.02, 0.02, len(times))
     stream = [(float(t), {"a": math.sin(t / 5), "b": math.cos(t / 7), "c": 0.01 * (t - T0)}) for t in times]
-    daemon, client = make(tiny_bundle, **RULES)
-    seen = []
-    daemon.add_listener(seen.append)
-    for mid, (ts, doc) in enumerate(stream, 1):
-        send(daemon, client, mid, ts, doc)
+    daemon, seen = served(tiny_bundle, stream)
     live = [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
     assert_same(live, offline_windows(tiny_bundle, stream))
     steps = np.diff([ts for ts, _, _ in live[: len(live) // 3]])
@@ -533,11 +535,7 @@ def test_live_equals_offline_with_the_level_term(tiny_bundle, seed):
                                  sensors=SensorRules(tiny_bundle.channels, limits, tiny_bundle.fill_limit)))
     stream = messy_stream(list(bundle.channels), 140, seed)
     offline = offline_windows(bundle, accepted(stream))
-    daemon, client = make(bundle, **RULES)
-    seen = []
-    daemon.add_listener(seen.append)
-    for mid, (ts, doc) in enumerate(stream, 1):
-        send(daemon, client, mid, ts, doc)
+    daemon, seen = served(bundle, stream)
     live = [(w.ts, w.score, int(w.status == "alerting")) for w in seen]
     assert any(w.score > w.error / bundle.threshold_ * (1 + 1e-9) for w in seen)  # the term decided windows
     assert daemon.alerts.drift_of("pump-1").level  # and the asset's level moved
@@ -554,11 +552,7 @@ def test_where_the_level_term_decides_a_window_its_channels_are_the_terms(tiny_b
     quiet = replace(tiny_bundle, channel_weights_=np.array([1.0, 1e-9, 1e-9]), threshold_=1e12)
     stream = [(T0 + i, {"a": 0.0, "b": 0.0, "c": 8.0 if i >= 40 else 0.0}) for i in range(60)]
     for bundle, leader in ((quiet, "a"), (_with_level(quiet), "c")):
-        daemon, client = make(bundle, **RULES)
-        seen = []
-        daemon.add_listener(seen.append)
-        for mid, (ts, doc) in enumerate(stream, 1):
-            send(daemon, client, mid, ts, doc)
+        _, seen = served(bundle, stream)
         late = [w for w in seen if w.ts >= T0 + 42]
         assert late and all(w.channels[0]["name"] == leader for w in late)
     assert any(w.status == "alerting" for w in late)

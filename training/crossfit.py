@@ -97,14 +97,11 @@ def cross_fit(
         bundle = replace(template, config=fit.config, center_=fit.scaler.center_, scale_=fit.scaler.scale_,
                          threshold_=1.0, state_dict=fit.state, channel_weights_=None)
         error = Scorer(bundle, device=options.device).score_series(held.values, held.segments).channel_error
-        if template.level is not None:  # the term's column, cut with the errors (NaN where they are)
-            monitor = fit_level(rest.values)  # (its own components and limit, as the served one has)
-            term = window_terms(monitor, held.values, held.segments, template.scored_samples)
-            error = np.column_stack([error, np.where(np.isfinite(error).all(axis=1), term, np.nan)])
-        held_pieces, held_starts, _ = clean_pieces(error, held, template.window)
-        if template.level is not None:
-            terms.extend(p[:, -1] for p in held_pieces)
-            held_pieces = [p[:, :-1] for p in held_pieces]
+        term = None
+        if template.level is not None:  # (its own components and limit, as the served one has)
+            term = window_terms(fit_level(rest.values), held.values, held.segments, template.scored_samples)
+        held_pieces, held_terms, held_starts, _ = clean_pieces_beside(error, term, held, template.window)
+        terms.extend(held_terms or [])
         pieces.extend(held_pieces)
         starts.extend(held_starts)
     assert fit is not None  # folds >= 1
@@ -196,6 +193,20 @@ def clean_pieces(
             pieces.append(channel_error[a + lo: a + hi])
             starts.append(lo == 0 and bool(fresh[a]))
     return pieces, starts, int(faulty.sum())
+
+
+def clean_pieces_beside(
+    channel_error: np.ndarray, terms: np.ndarray | None, data: SensorData, window: int
+) -> tuple[list[np.ndarray], list[np.ndarray] | None, list[bool], int]:
+    """:func:`clean_pieces` with each window's level term ``(n,)`` cut beside its errors (None: no
+    term): ``(pieces, term pieces or None, starts, left out)``. The term is NaN where the errors are,
+    so it changes no cut."""
+    if terms is None:
+        pieces, starts, left_out = clean_pieces(channel_error, data, window)
+        return pieces, None, starts, left_out
+    beside = np.where(np.isfinite(channel_error).all(axis=1), terms, np.nan)
+    pieces, starts, left_out = clean_pieces(np.column_stack([channel_error, beside]), data, window)
+    return [p[:, :-1] for p in pieces], [p[:, -1] for p in pieces], starts, left_out
 
 
 def _clean_runs(faulty: np.ndarray) -> list[tuple[int, int]]:

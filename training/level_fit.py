@@ -42,8 +42,8 @@ def _principal(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 
 def _t2(fitted: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
-    mean, scale, loadings, eigen = fitted
-    return np.sum((((rows - mean) / scale) @ loadings) ** 2 / eigen, axis=1)
+    """T^2 of ``rows`` about the mean of the monitor ``fitted`` (``_principal``'s)."""
+    return LevelMonitor(*fitted, limit=1.0).t2(rows - fitted[0])
 
 
 def window_terms(monitor: LevelMonitor | None, values: np.ndarray, segments: np.ndarray, focus: int) -> np.ndarray:
@@ -72,8 +72,7 @@ def window_terms(monitor: LevelMonitor | None, values: np.ndarray, segments: np.
             levels[r] = level
             if np.isfinite(row).all():
                 level = level + rate * (row - level)
-        t2 = np.sum((((values[a:b] - levels) / monitor.scale) @ (monitor.loadings / np.sqrt(monitor.eigen))) ** 2,
-                    axis=1) / monitor.limit
+        t2 = monitor.t2(values[a:b] - levels) / monitor.limit
         sums = np.convolve(np.nan_to_num(t2, nan=np.inf), np.ones(focus), mode="valid") / focus
         out[a + focus - 1 : b] = np.where(np.isfinite(sums), sums, 0.0)
     return out

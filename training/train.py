@@ -26,7 +26,7 @@ from sensorguard.service.model import ModelConfig, default_depth, default_latent
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import learn_sensor_rules
 from sensorguard.training.calibrate import SPIKY_WEIGHTS, WEIGHT_FLOOR, channel_weights, line_leaders, pick_threshold
-from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces, cross_fit, scale_spread
+from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces_beside, cross_fit, scale_spread
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
 from sensorguard.training.level_fit import fit_level, window_terms
@@ -274,13 +274,9 @@ def calibrate_bundle(
     unweighted = replace(bundle, channel_weights_=None)
     scores = Scorer(unweighted, device=device).score_series(data.values, data.segments)
     record = data.fingerprint()
-    errors = scores.channel_error
-    if bundle.level is not None:  # the term's column, cut with the errors (about the training mean)
-        term = window_terms(bundle.level, data.values, data.segments, bundle.scored_samples)
-        errors = np.column_stack([errors, np.where(np.isfinite(errors).all(axis=1), term, np.nan)])
-    pieces, starts, left_out = clean_pieces(errors, data, bundle.window)
-    terms = None if bundle.level is None else [p[:, -1] for p in pieces]
-    pieces = pieces if bundle.level is None else [p[:, :-1] for p in pieces]
+    term = None if bundle.level is None else window_terms(bundle.level, data.values, data.segments,
+                                                          bundle.scored_samples)
+    pieces, terms, starts, left_out = clean_pieces_beside(scores.channel_error, term, data, bundle.window)
     if data.faulted is not None:
         record["sensor_fault_windows_left_out"] = left_out
     errors = np.concatenate([p[np.isfinite(p).all(axis=1)] for p in pieces]) if pieces else np.empty((0, 1))
