@@ -100,3 +100,19 @@ def test_the_published_recipes_rules_look_where_they_say():
     one_low[300] = False  # the window of rows 300..359, under the limit
     ahead = np.flatnonzero(~decisions(one_low, rows)["published (non-causal)"][STEPS - 1:windows - STEPS + 1])
     assert ahead[0] + STEPS - 1 == 301  # row 301's published verdict waits for row 359
+
+
+def test_a_recording_drawn_without_faults_keeps_every_normal_row():
+    """``bench/false_alarm_sources.py`` calls a false alarm drift when it stays on the same
+    recording drawn without faults; that holds only while both simulators draw the normal rows
+    before the faults. Each twin must equal its faulty recording on every normal row, differ on
+    the faulty ones, and keep the faulty version's labels (the pump's twin is its fault at size 0)."""
+    from bench.false_alarm_sources import cases, pump_pair, recordings_pair
+
+    for pair in (pump_pair, recordings_pair):
+        faulty, twin = cases(pair, 100)
+        normal = ~faulty.labels.astype(bool)
+        assert normal.any() and not normal.all()
+        np.testing.assert_array_equal(twin.test.values[normal], faulty.test.values[normal])
+        assert not np.allclose(twin.test.values[~normal], faulty.test.values[~normal])
+        np.testing.assert_array_equal(twin.labels, faulty.labels)
