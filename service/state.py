@@ -11,7 +11,8 @@ moved aside (``assets.json.bad``) with one log line and the daemon starts fresh:
 state must never stop scoring. One asset's entry that cannot be read (a field of the wrong type)
 costs that asset alone, and fields this version does not know (a newer version's, after a
 rollback) are ignored: the other assets keep their state. Either is said in one log line, and the
-file as it was is copied to ``assets.json.bad`` first, so nothing is lost unseen.
+file as it was is copied to ``assets.json.bad`` first, so nothing is lost unseen; the copies of
+earlier incidents move to ``assets.json.bad.1`` to ``.bad.4`` (the oldest is dropped).
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SAVE_INTERVAL_S = 30.0
+KEPT_ASIDE = 5  # copies of an unusable state file kept: <name>.bad (the newest) to <name>.bad.4
 _STATUSES = ("normal", "pending", "alerting", "stale")
 _ALERT_FIELDS = frozenset(f.name for f in fields(AlertState))
 _DRIFT_FIELDS = frozenset(f.name for f in fields(DriftState))
@@ -147,6 +149,7 @@ def _copied_aside(path: Path, text: str, skipped: dict[str, str], unknown: dict[
                     f"in {len(unknown)} {_entries(len(unknown))}")
     aside = path.with_name(path.name + ".bad")
     try:
+        make_room(aside)
         write_durably(aside, text)
     except OSError as err:
         log.warning("%s: %s; could not keep a copy of the file as it was in %s (%s)", path, "; ".join(said), aside,
@@ -261,11 +264,22 @@ def _window_time(value: object) -> float | None:
 
 def set_aside(directory: str | os.PathLike, name: str = STATE_FILE) -> Path:
     """Move an unusable state file (``name``: ``assets.json``, or ``controls.json``) out of the way,
-    to ``<name>.bad`` (kept for inspection); return where it went."""
+    to ``<name>.bad`` (kept for inspection, earlier ones shifted: :func:`make_room`); return where it went."""
     path = Path(directory) / name
     aside = path.with_name(name + ".bad")
+    make_room(aside)
     os.replace(path, aside)
     return aside
+
+
+def make_room(aside: Path) -> None:
+    """Shift earlier copies set aside one place older (``<name>.bad`` to ``<name>.bad.1``, and so
+    on), the oldest of :data:`KEPT_ASIDE` dropped, so ``aside`` can take the newest. A second
+    incident used to overwrite the first's copy, often the one that said what went wrong first."""
+    for k in range(KEPT_ASIDE - 1, 0, -1):
+        newer = aside if k == 1 else aside.with_name(f"{aside.name}.{k - 1}")
+        if newer.exists():
+            os.replace(newer, aside.with_name(f"{aside.name}.{k}"))
 
 
 def move_aside(directory: str | os.PathLike, name: str = STATE_FILE) -> tuple[bool, str]:

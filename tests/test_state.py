@@ -729,3 +729,31 @@ def test_cluster_mode_sets_no_floors_a_takeover_primes_the_older_readings(tiny_b
     assert daemon_with(tiny_bundle, tmp_path)[0].buffers.floors == {"pump-1": T0 + 10}
     clustered, _ = daemon_with(tiny_bundle, tmp_path, cluster=("nats://127.0.0.1:4222",))  # (connects at start)
     assert clustered.buffers.floors == {}
+
+
+def test_a_second_incident_keeps_the_first_ones_copy(tmp_path, caplog):
+    """Each incident copied the file to assets.json.bad over the last one, so a second bad start
+    (or a bad entry after a bad file) lost what the first had kept, often the copy that said what
+    went wrong first. Earlier copies now move one place older, and only the newest KEPT_ASIDE stay."""
+    from sensorguard.service.state import KEPT_ASIDE, load_states
+
+    bad = tmp_path / (STATE_FILE + ".bad")
+    for k in range(KEPT_ASIDE + 2):  # more incidents than copies kept
+        (tmp_path / STATE_FILE).write_text(f"{{not json {k}")
+        with caplog.at_level(logging.WARNING, logger="sensorguard.service.state"):
+            relayout_states(str(tmp_path), [load_settings({"model": None, "state_dir": str(tmp_path)}, {},
+                                                          require_model=False)])
+    newest = KEPT_ASIDE + 1
+    assert bad.read_text() == f"{{not json {newest}"
+    assert [bad.with_name(f"{bad.name}.{j}").read_text() for j in range(1, KEPT_ASIDE)] == [
+        f"{{not json {newest - j}" for j in range(1, KEPT_ASIDE)]
+    assert not bad.with_name(f"{bad.name}.{KEPT_ASIDE}").exists()  # bounded: the oldest are gone
+    # a bad entry (copied aside, the file kept) shifts the copies the same way
+    save_states(tmp_path, {"pump-1": AlertState("alerting", alert_id="pump-1@1")}, {})
+    doc = json.loads((tmp_path / STATE_FILE).read_text())
+    doc["assets"]["x"] = {"alert": "nope"}
+    (tmp_path / STATE_FILE).write_text(json.dumps(doc))
+    alerts, _, _ = load_states(tmp_path)
+    assert set(alerts) == {"pump-1"}
+    assert json.loads(bad.read_text())["assets"]["x"] == {"alert": "nope"}
+    assert bad.with_name(bad.name + ".1").read_text() == f"{{not json {newest}"
