@@ -213,6 +213,14 @@ def test_day_first_dates_are_decided_once_for_the_whole_column():
     assert days == [11, 12, 13, 14]  # pandas alone read 11/01 and 12/01 as November and December
     ambiguous = series_from_frame(frame.iloc[:2], "ambiguous")  # no day above 12: month first, every row
     assert pd.to_datetime(ambiguous.times, unit="s", utc=True).month.tolist() == [11, 12]
+    # that was a guess, and it is said (a file of early-month days written day first read silently as
+    # other months); a column a field above 12 decides has no such note
+    [note] = [n for n in ambiguous.notes if "day or the month first" in n]
+    assert "'11/01/2024 10:00'" in note and "read month first" in note
+    assert not any("day or the month first" in n for n in data.notes)
+    decided = series_from_frame(_frame(timestamp=["01/11/2024 10:00", "01/13/2024 10:00"], p=[1.0, 2.0],
+                                       q=[2.0, 1.0]), "monthfirst")
+    assert not any("day or the month first" in n for n in decided.notes)
     mixed = _frame(timestamp=["13/01/2024 10:00", "01/14/2024 10:00"], p=[1.0, 2.0], q=[2.0, 1.0])
     with pytest.raises(DataError, match="day first in some rows"):
         series_from_frame(mixed, "mixed")
