@@ -11,10 +11,12 @@ parts. A false alarm that stays when the faults are gone was raised by the norma
 started in a fault and outlasted it, or a raise near one).
 
 Columns, pooled over the recordings (rows after the 400 training rows, labels of the faulty
-version): ``normal`` rows, ``fa`` false-alarm rows with the faults, ``fa_no_faults`` on the same
-rows drawn without them, ``drift_share`` = the second over the first, ``after_fault`` false-alarm
-rows after the recording's last faulty row. Detectors: sensorguard's ``alert`` state (default
-``train`` options) and PCA T^2/Q's ``alert`` state, through the daemon's default rules.
+version): ``normal`` rows, ``fa`` false-alarm rows with the faults, ``fa_no_faults`` false-alarm
+rows on the same normal rows drawn without them, ``stay`` the rows alarmed in both runs,
+``drift_share`` = ``stay`` over ``fa`` (the share of the false-alarm rows that the normal rows
+raise alone), ``after_fault`` false-alarm rows after the recording's last faulty row.
+Detectors: sensorguard's ``alert`` state (default ``train`` options) and PCA T^2/Q's ``alert``
+state, through the daemon's default rules.
 
 Run: ``OMP_NUM_THREADS=1 python bench/false_alarm_sources.py`` (about 3 minutes; ``--only pump`` or
 ``--only recordings``, ``--recordings N``, ``--no-level``). Prints tables; asserts nothing.
@@ -42,7 +44,7 @@ from sensorguard.service.bundle_checks import default_rules  # noqa: E402
 from sensorguard.training.simulate import simulate  # noqa: E402
 from sensorguard.training.train import TrainOptions  # noqa: E402
 
-COLUMNS = ("detector", "normal", "fa", "fa_no_faults", "drift_share", "after_fault")
+COLUMNS = ("detector", "normal", "fa", "fa_no_faults", "stay", "drift_share", "after_fault")
 
 
 def pump_pair(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
@@ -79,16 +81,17 @@ def section(title: str, pair: Callable[[int], tuple[pd.DataFrame, pd.DataFrame, 
         rules = default_rules(bundle)
         normal = ~faulty.labels.astype(bool)
         after = np.zeros(len(normal), dtype=bool)
-        after[np.flatnonzero(~normal).max() + 1 :] = True
+        if not normal.all():  # (both simulators put a fault in every test part)
+            after[np.flatnonzero(~normal).max() + 1 :] = True
         for fitted in (sg, fit_pca_t2q(faulty.train)):
             with_faults, without = detect(fitted, faulty.test, rules).alert, detect(fitted, twin.test, rules).alert
             row = np.array([normal.sum(), (with_faults & normal).sum(), (without & normal).sum(),
-                            (with_faults & after).sum()])
+                            (with_faults & without & normal).sum(), (with_faults & after).sum()])
             totals[fitted.name] = totals.get(fitted.name, 0) + row
     print(f"\n== {title}: {count} recordings, false-alarm rows with the faults and without them ==")
     print_table([{"detector": name, "normal": int(t[0]), "fa": f"{int(t[1])} ({t[1] / t[0]:.1%})",
-                  "fa_no_faults": f"{int(t[2])} ({t[2] / t[0]:.1%})",
-                  "drift_share": f"{t[2] / t[1]:.0%}" if t[1] else "-", "after_fault": int(t[3])}
+                  "fa_no_faults": f"{int(t[2])} ({t[2] / t[0]:.1%})", "stay": int(t[3]),
+                  "drift_share": f"{t[3] / t[1]:.0%}" if t[1] else "-", "after_fault": int(t[4])}
                  for name, t in totals.items()], COLUMNS)
 
 

@@ -149,8 +149,7 @@ def _copied_aside(path: Path, text: str, skipped: dict[str, str], unknown: dict[
                     f"in {len(unknown)} {_entries(len(unknown))}")
     aside = path.with_name(path.name + ".bad")
     try:
-        make_room(aside)
-        write_durably(aside, text)
+        keep_copy(aside, text)
     except OSError as err:
         log.warning("%s: %s; could not keep a copy of the file as it was in %s (%s)", path, "; ".join(said), aside,
                     err.strerror or err)
@@ -267,19 +266,41 @@ def set_aside(directory: str | os.PathLike, name: str = STATE_FILE) -> Path:
     to ``<name>.bad`` (kept for inspection, earlier ones shifted: :func:`make_room`); return where it went."""
     path = Path(directory) / name
     aside = path.with_name(name + ".bad")
-    make_room(aside)
-    os.replace(path, aside)
+    incoming = path.with_name(f".{name}.bad.incoming")
+    os.replace(path, incoming)  # first: a move that fails shifts no earlier copy
+    _rotate_into(aside, incoming)
     return aside
 
 
-def make_room(aside: Path) -> None:
-    """Shift earlier copies set aside one place older (``<name>.bad`` to ``<name>.bad.1``, and so
-    on), the oldest of :data:`KEPT_ASIDE` dropped, so ``aside`` can take the newest. A second
-    incident used to overwrite the first's copy, often the one that said what went wrong first."""
-    for k in range(KEPT_ASIDE - 1, 0, -1):
-        newer = aside if k == 1 else aside.with_name(f"{aside.name}.{k - 1}")
-        if newer.exists():
-            os.replace(newer, aside.with_name(f"{aside.name}.{k}"))
+def keep_copy(aside: Path, text: str) -> None:
+    """Keep ``text`` as the newest copy at ``aside`` (``<name>.bad``), earlier ones shifted as by
+    :func:`set_aside`; the same text as the newest copy (an incident met again, its rewrite having
+    failed) takes no second place."""
+    if aside.exists() and aside.read_bytes() == text.encode("utf-8"):
+        return
+    incoming = aside.with_name(f".{aside.name}.incoming")
+    write_durably(incoming, text)  # first: a write that fails (a full disk) shifts no earlier copy
+    _rotate_into(aside, incoming)
+
+
+def _rotate_into(aside: Path, incoming: Path) -> None:
+    """Make ``incoming`` the newest copy at ``aside``: earlier copies move one place older
+    (``<name>.bad`` to ``<name>.bad.1``, and so on; the oldest of :data:`KEPT_ASIDE` dropped). A
+    second incident used to overwrite the first's copy, often the one that said what went wrong
+    first. A copy equal to the newest one replaces it in place; a shift that fails costs the
+    oldest copies, never the new one."""
+    if aside.exists() and aside.read_bytes() == incoming.read_bytes():
+        os.replace(incoming, aside)
+        return
+    try:
+        for k in range(KEPT_ASIDE - 1, 0, -1):
+            newer = aside if k == 1 else aside.with_name(f"{aside.name}.{k - 1}")
+            if newer.exists():
+                os.replace(newer, aside.with_name(f"{aside.name}.{k}"))
+    except OSError as err:
+        log.warning("could not shift the earlier copies of %s (%s): the newest one replaces it", aside,
+                    err.strerror or err)
+    os.replace(incoming, aside)
 
 
 def move_aside(directory: str | os.PathLike, name: str = STATE_FILE) -> tuple[bool, str]:

@@ -101,6 +101,9 @@ def test_an_unreadable_controls_file_is_set_aside_and_the_log_says_where_the_hol
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.commands"):
         AlarmControls(str(tmp_path))
     assert caplog.records[0].getMessage().endswith("acknowledgements: re-issue the holds still due")
+    # the second incident's copy is the newest; the first's moved one place older, not overwritten
+    assert (tmp_path / "controls.json.bad").read_text() == "[]"
+    assert (tmp_path / "controls.json.bad.1").read_bytes() == cut
 
 
 def test_the_controls_line_names_the_audit_logs_older_part_too(tmp_path, caplog, monkeypatch):

@@ -221,6 +221,15 @@ def test_day_first_dates_are_decided_once_for_the_whole_column():
     decided = series_from_frame(_frame(timestamp=["01/11/2024 10:00", "01/13/2024 10:00"], p=[1.0, 2.0],
                                        q=[2.0, 1.0]), "monthfirst")
     assert not any("day or the month first" in n for n in decided.notes)
+    # the note quotes a date both readings take apart, not the column's first value (found by review)
+    beside = series_from_frame(_frame(timestamp=["2024-01-05 10:00", "01/01/2024 11:00", "01/03/2024 12:00",
+                                                 "02/03/2024 13:00"], p=[1.0, 2.0, 3.0, 4.0],
+                                      q=[2.0, 1.0, 4.0, 3.0]), "beside")
+    [note] = [n for n in beside.notes if "day or the month first" in n]
+    assert "'01/03/2024 12:00'" in note
+    same = series_from_frame(_frame(timestamp=["01/01/2024 10:00", "02/02/2024 10:00"], p=[1.0, 2.0],
+                                    q=[2.0, 1.0]), "same")  # day equals month: both readings agree
+    assert not any("day or the month first" in n for n in same.notes)
     mixed = _frame(timestamp=["13/01/2024 10:00", "01/14/2024 10:00"], p=[1.0, 2.0], q=[2.0, 1.0])
     with pytest.raises(DataError, match="day first in some rows"):
         series_from_frame(mixed, "mixed")

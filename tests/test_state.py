@@ -757,3 +757,25 @@ def test_a_second_incident_keeps_the_first_ones_copy(tmp_path, caplog):
     assert set(alerts) == {"pump-1"}
     assert json.loads(bad.read_text())["assets"]["x"] == {"alert": "nope"}
     assert bad.with_name(bad.name + ".1").read_text() == f"{{not json {newest}"
+
+
+def test_an_incident_met_again_or_a_failed_move_shifts_no_copy(tmp_path):
+    """The copies shift only for a new copy that has landed: the same text again (a start after a
+    rewrite that failed meets the same bad entry) takes no second place, and a move that fails
+    (the file gone, a directory the daemon may not write) leaves the earlier copies where they are
+    (found by review: each retry spent a place, and the oldest copies went)."""
+    from sensorguard.service.state import keep_copy, set_aside
+
+    bad = tmp_path / (STATE_FILE + ".bad")
+    (tmp_path / STATE_FILE).write_text("{first")
+    set_aside(tmp_path)
+    keep_copy(bad, "{second")
+    keep_copy(bad, "{second")  # met again
+    (tmp_path / STATE_FILE).write_text("{second")
+    set_aside(tmp_path)  # the same bytes once more, moved: still one place
+    assert bad.read_text() == "{second" and bad.with_name(bad.name + ".1").read_text() == "{first"
+    assert not bad.with_name(bad.name + ".2").exists() and not (tmp_path / STATE_FILE).exists()
+    with pytest.raises(OSError):
+        set_aside(tmp_path)  # nothing to move
+    assert bad.read_text() == "{second" and bad.with_name(bad.name + ".1").read_text() == "{first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name, bad.name + ".1"]  # no temporary left

@@ -86,10 +86,9 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
                 if notes is not None:
                     notes.append(f"column {tcol!r} read as Excel serial dates (days since 1899-12-30)")
     else:
-        day_first, guessed = _day_first(column, name)
+        day_first, example = _day_first(column, name)
         parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed", dayfirst=day_first)
-        if guessed and notes is not None:
-            example = column.dropna().astype(str).iloc[0]
+        if example is not None and notes is not None:
             notes.append(f"dates in column {tcol!r} (e.g. {example!r}) could put the day or the month first: no "
                          "field is above 12, so they were read month first; write them as ISO 8601 "
                          "(2024-01-13T10:00:00) if the day comes first")
@@ -183,10 +182,11 @@ def dates_only(column: pd.Series) -> bool:
     return bool(len(text)) and text.str.fullmatch(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}").mean() > 0.9
 
 
-def _day_first(column: pd.Series, name: str) -> tuple[bool, bool]:
-    """Whether ``d/m/y``-style dates put the day first, decided once for the whole column, and
-    whether that was a guess (no field above 12 decides it: read month first, and a note says so,
-    since a file of early-month days written day first would silently read as other months).
+def _day_first(column: pd.Series, name: str) -> tuple[bool, str | None]:
+    """Whether ``d/m/y``-style dates put the day first, decided once for the whole column, and,
+    when that was a guess, a date of the column that both readings take apart (no field above 12
+    decides it: read month first, and a note says so, since a file of early-month days written day
+    first would otherwise read silently as other months).
 
     pandas guesses per value, so 11/01 and 13/01 in one file came out as November 1st and January
     13th. A first field above 12 means day first; otherwise every row is read month first (a column
@@ -196,16 +196,19 @@ def _day_first(column: pd.Series, name: str) -> tuple[bool, bool]:
     fields = text.str.extract(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}(?:\D|$)")
     shaped = fields[0].notna()
     if not len(text) or shaped.mean() < 0.5:
-        return False, False  # ISO (year first) or another shape: nothing to decide
+        return False, None  # ISO (year first) or another shape: nothing to decide
     if text[shaped].str.match(r"^\d{1,2}\.\d{1,2}\.").mean() > 0.5:
-        return True, False  # 05.03.2024: dates written with dots put the day first (German, Nordic, Russian)
+        return True, None  # 05.03.2024: dates written with dots put the day first (German, Nordic, Russian)
     first, second = fields[0][shaped].astype(int), fields[1][shaped].astype(int)
     if (first > 12).any() and (second > 12).any():
         raise DataError(f"{name}: dates in {column.name!r} put the day first in some rows and the month first in "
                         "others; write them as ISO 8601 (2024-01-13T10:00:00)")
-    # no day above 12 anywhere: month first, pandas' default, for every row; a guess unless a second
-    # field above 12 shows the month first
-    return bool((first > 12).any()), not (first > 12).any() and not (second > 12).any()
+    if (first > 12).any() or (second > 12).any():
+        return bool((first > 12).any()), None  # a field above 12 decides it
+    # no field above 12 anywhere: month first, pandas' default, for every row; a guess where a date
+    # reads otherwise day first (05/03), not where every day equals its month (01/01)
+    apart = (first != second).to_numpy()
+    return False, (str(text[shaped][apart].iloc[0]) if apart.any() else None)
 
 
 def time_of_day_only(column: pd.Series) -> bool:
