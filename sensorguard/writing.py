@@ -18,6 +18,8 @@ def write_table(frame, path: str | Path) -> None:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise CliError(f"{path}: directory {path.parent} does not exist")
+    if path.is_dir():  # before the suffix's note: "written as CSV" and then "cannot write" (found in a walk)
+        raise CliError(f"{path}: is a directory; give a file path (e.g. {path / 'scores.csv'})")
     suffixes = [s.lower() for s in path.suffixes[-2:]]
     suffix = suffixes[-1] if suffixes else ""
     table = suffixes[0] if suffix in COMPRESSED and len(suffixes) == 2 else suffix

@@ -421,6 +421,10 @@ def test_the_output_format_follows_the_suffix_and_an_unknown_one_is_said(tmp_pat
     err = capsys.readouterr().err
     assert "cannot write .xlsx files; give a .csv, .tsv or .parquet path" in err and "Traceback" not in err
     assert not (tmp_path / "a.xlsx").exists()
+    # a directory: one line, without first saying it would be written as CSV (found in a walk)
+    assert main(["simulate", "--out", str(tmp_path), "--rows", "5", "--channels", "2"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: is a directory; give a file path" in err and "written as CSV" not in err, err
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly(files):
@@ -504,6 +508,13 @@ def test_calibrate_and_report_say_what_the_cleaning_did(files, tmp_path, capsys)
     assert main(["calibrate", str(model), str(tmp_path / "slow.csv")]) == 1
     err = capsys.readouterr().err
     assert "need at least 10" in err and "refused (too slow)" in err and "sensor fault" not in err, err
+    # too few rows and nothing cleaned away: the line says how many rows it takes (it sent the user to
+    # "the notes above", and there were none: found in a walk)
+    pd.read_csv(files / "normal.csv").iloc[:20].to_csv(tmp_path / "short.csv", index=False)
+    assert main(["calibrate", str(model), str(tmp_path / "short.csv")]) == 1
+    err = capsys.readouterr().err
+    window = json.loads((model / "bundle.json").read_text())["window"]
+    assert f"so at least {window + 9} rows in a row without a gap" in err and "Traceback" not in err, err
     faults = pd.read_csv(files / "faults.csv")
     pd.concat([faults, faults.iloc[100:110]]).to_csv(tmp_path / "dup.csv", index=False)  # 10 stamps twice
     assert main(["report", str(model), str(tmp_path / "dup.csv"), "--out", str(tmp_path / "r")]) == 0

@@ -284,7 +284,8 @@ def calibrate_bundle(
         # (rows refused for their rate: the notes calibrate printed say so; not sensor faults)
         faults = " without a sensor fault" if left_out else ""
         raise ValueError(f"calibration data hold {len(errors)} windows of {bundle.window} rows{faults}; need at "
-                         "least 10 (the notes above say what the cleaning left out)")
+                         f"least 10, so at least {bundle.window + 9} rows in a row without a gap (any notes above "
+                         "say what the cleaning left out)")
     return threshold_bundle(bundle, pieces, record, method, false_alarm_rate, false_alerts_per_day, rules,
                             weigh_channels, drift, reading_period(data, bundle), starts, terms)
 
