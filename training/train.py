@@ -26,7 +26,16 @@ from sensorguard.service.model import ModelConfig, default_depth, default_latent
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import learn_sensor_rules
 from sensorguard.training.calibrate import SPIKY_WEIGHTS, WEIGHT_FLOOR, channel_weights, line_leaders, pick_threshold
-from sensorguard.training.crossfit import CROSSFIT_MAX_ROWS, FOLDS, clean_pieces_beside, cross_fit, scale_spread
+from sensorguard.training.crossfit import (
+    CROSSFIT_MAX_ROWS,
+    FOLDS,
+    START_SHARE,
+    clean_pieces_beside,
+    cross_fit,
+    fold_masks,
+    scale_spread,
+    start_share,
+)
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import fit_network
 from sensorguard.training.level_fit import fit_level, window_terms
@@ -34,7 +43,7 @@ from sensorguard.training.linear import naive_error, pca_error
 from sensorguard.training.promise import alert_threshold, combined_line
 from sensorguard.training.scaling import spiky_channels, spiky_scale
 from sensorguard.training.splits import choose_window, split_by_time
-from sensorguard.training.summary import TrainSummary, short_span_note, trend_note, yardstick_note
+from sensorguard.training.summary import TrainSummary, short_span_note, start_note, trend_note, yardstick_note
 
 
 @dataclass(frozen=True)
@@ -132,9 +141,9 @@ def train_bundle(
         level=fit_level(data.values if crossfit else np.vstack([splits.train.values, splits.validation.values]),
                         data.channels) if options.level else None,
     )
-    pieces, starts, served, (served_loss, start_loss), fold_scales, terms = (
+    pieces, starts, served, (served_loss, start_loss), fold_scales, terms, piece_folds = (
         cross_fit(data, bundle, options, fit.best_epoch, init_state=init_state, shared_scale=shared) if crossfit
-        else ([], [], fit, (math.nan, math.nan), np.empty((0, len(data.channels))), None))
+        else ([], [], fit, (math.nan, math.nan), np.empty((0, len(data.channels))), None, []))
     fold_ratio, unsteady = scale_spread(fold_scales, data.channels)
     scaler, start = served.scaler, fit.start
     notes = list(data.notes)
@@ -158,6 +167,9 @@ def train_bundle(
         notes.append(trend)
     if unsteady is not None:
         notes.append(unsteady)
+    if crossfit and (led := start_share(pieces, piece_folds))[0] >= START_SHARE:
+        times = data.times[fold_masks(data.times)[0]]
+        notes.append(start_note(*led, float(times.min()), float(times.max())))
     naive_val, pca_val = naive_error(fit.val_windows), pca_error(start, fit.val_windows)
     if (beaten := yardstick_note(fit.best_val_loss, naive_val, pca_val, start.rank)) is not None:
         notes.append(beaten)
