@@ -117,8 +117,9 @@ START_SHARE = 0.75  # of the largest held-out windows in the earliest fold: the 
 
 def start_share(pieces: list[np.ndarray], folds: list[int]) -> tuple[float, int]:
     """The share of the largest held-out window errors (``max(20, 1 %)`` of the windows, as
-    ``calibrate.line_leaders`` counts them; a window's error the mean over its channels) held out
-    in the earliest time fold, and how many windows were counted (0: none finite).
+    ``calibrate.line_leaders`` counts them; ``pieces`` weighted as the line weighed them, a
+    window's error the mean over its channels) held out in the earliest time fold (all machines'
+    rows together), and how many windows were counted (0: none finite).
 
     Why: a start-up or warm-up in the training rows is held out in the first fold and rebuilt by
     a model of the settled rows; its errors then lead the tail the line is extrapolated from,

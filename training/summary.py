@@ -133,14 +133,15 @@ def trend_note(data: SensorData) -> str | None:
             f"alert more: train on rows where they have settled")
 
 
-def start_note(share: float, windows: int, first: float, last: float) -> str:
+def start_note(share: float, windows: int, folds: int, first: float, last: float) -> str:
     """The note for a line led by the training rows' start (``crossfit.start_share``): where that
-    stretch is and what to do. ``first``, ``last``: its rows' times (epoch seconds)."""
+    stretch is and what to do. ``folds``: the cross-fitting folds; ``first``, ``last``: the earliest
+    fold's times (epoch seconds)."""
     def when(ts: float) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
 
-    return (f"{100 * share:.0f} % of the {windows} largest held-out errors, which set the line, lie in the first "
-            f"fifth of the training rows ({when(first)} to {when(last)} UTC), rebuilt there by a model of the later "
-            "rows: if that was a start-up or a warm-up, the line allows such errors everywhere and may miss faults "
-            "in settled operation; `calibrate` the model on normal rows it did not train on (a later stretch) to set "
-            "the line from its own errors, or train on rows after the start-up")
+    return (f"{100 * share:.0f} % of the {windows} largest held-out errors, which set the line, lie in the "
+            f"earliest {100 / folds:.0f} % of the training rows in time ({when(first)} to {when(last)} UTC), "
+            "rebuilt there by a model of the later rows: if that was a start-up or a warm-up, the line allows such "
+            "errors everywhere and may miss faults in settled operation; `calibrate` the model on normal rows it did "
+            "not train on (a later stretch) to set the line from its own errors, or train on rows after the start-up")

@@ -167,9 +167,6 @@ def train_bundle(
         notes.append(trend)
     if unsteady is not None:
         notes.append(unsteady)
-    if crossfit and (led := start_share(pieces, piece_folds))[0] >= START_SHARE:
-        times = data.times[fold_masks(data.times)[0]]
-        notes.append(start_note(*led, float(times.min()), float(times.max())))
     naive_val, pca_val = naive_error(fit.val_windows), pca_error(start, fit.val_windows)
     if (beaten := yardstick_note(fit.best_val_loss, naive_val, pca_val, start.rank)) is not None:
         notes.append(beaten)
@@ -222,6 +219,11 @@ def train_bundle(
             raise  # asked for: say it cannot be had
         bundle = line(False)  # chosen by size: left out, said (every held-out error 0 stopped training)
         notes.append(f"no drift rule: {exc}")
+    weights = bundle.channel_weights_  # (the errors the line was set from: weighted as it weighed them)
+    weighted = pieces if weights is None else [p * weights for p in pieces]
+    if crossfit and (led := start_share(weighted, piece_folds))[0] >= START_SHARE:
+        times = data.times[fold_masks(data.times, FOLDS)[0]]
+        notes.append(start_note(*led, FOLDS, float(times.min()), float(times.max())))
     if options.drift is None and bundle.drift_rule is not None:
         notes.append(f"drift rule on: one machine's data hold more than {CROSSFIT_MAX_ROWS:,} rows (on smaller "
                      "sets it cost detection; --no-drift turns it off)")
