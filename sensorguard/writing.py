@@ -19,7 +19,7 @@ def write_table(frame, path: str | Path) -> None:
     if path.parent and not path.parent.exists():
         raise CliError(f"{path}: directory {path.parent} does not exist")
     if path.is_dir():  # before the suffix's note: "written as CSV" and then "cannot write" (found in a walk)
-        raise CliError(f"{path}: is a directory; give a file path (e.g. {path / 'scores.csv'})")
+        raise CliError(f"{path}: is a directory; give a file path (a .csv, .tsv or .parquet name)")
     suffixes = [s.lower() for s in path.suffixes[-2:]]
     suffix = suffixes[-1] if suffixes else ""
     table = suffixes[0] if suffix in COMPRESSED and len(suffixes) == 2 else suffix
