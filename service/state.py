@@ -263,12 +263,11 @@ def _window_time(value: object) -> float | None:
 
 def set_aside(directory: str | os.PathLike, name: str = STATE_FILE) -> Path:
     """Move an unusable state file (``name``: ``assets.json``, or ``controls.json``) out of the way,
-    to ``<name>.bad`` (kept for inspection, earlier ones shifted: :func:`make_room`); return where it went."""
+    to ``<name>.bad`` (kept for inspection, earlier ones shifted: :func:`_rotate_into`); return where it went."""
     path = Path(directory) / name
     aside = path.with_name(name + ".bad")
-    incoming = path.with_name(f".{name}.bad.incoming")
-    os.replace(path, incoming)  # first: a move that fails shifts no earlier copy
-    _rotate_into(aside, incoming)
+    os.replace(path, _incoming(aside))  # first: a move that fails shifts no earlier copy
+    _rotate_into(aside)
     return aside
 
 
@@ -276,19 +275,22 @@ def keep_copy(aside: Path, text: str) -> None:
     """Keep ``text`` as the newest copy at ``aside`` (``<name>.bad``), earlier ones shifted as by
     :func:`set_aside`; the same text as the newest copy (an incident met again, its rewrite having
     failed) takes no second place."""
-    if aside.exists() and aside.read_bytes() == text.encode("utf-8"):
-        return
-    incoming = aside.with_name(f".{aside.name}.incoming")
-    write_durably(incoming, text)  # first: a write that fails (a full disk) shifts no earlier copy
-    _rotate_into(aside, incoming)
+    write_durably(_incoming(aside), text)  # first: a write that fails (a full disk) shifts no earlier copy
+    _rotate_into(aside)
 
 
-def _rotate_into(aside: Path, incoming: Path) -> None:
-    """Make ``incoming`` the newest copy at ``aside``: earlier copies move one place older
+def _incoming(aside: Path) -> Path:
+    """Where a new copy lands before it becomes ``aside`` (:func:`_rotate_into`)."""
+    return aside.with_name(f".{aside.name}.incoming")
+
+
+def _rotate_into(aside: Path) -> None:
+    """Make the copy at :func:`_incoming` the newest at ``aside``: earlier copies move one place older
     (``<name>.bad`` to ``<name>.bad.1``, and so on; the oldest of :data:`KEPT_ASIDE` dropped). A
     second incident used to overwrite the first's copy, often the one that said what went wrong
     first. A copy equal to the newest one replaces it in place; a shift that fails costs the
     oldest copies, never the new one."""
+    incoming = _incoming(aside)
     if aside.exists() and aside.read_bytes() == incoming.read_bytes():
         os.replace(incoming, aside)
         return

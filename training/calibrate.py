@@ -196,6 +196,14 @@ LEADERS_SHOWN = 3  # channels named in the train summary's "largest errors" line
 LEADER_WINDOWS = (20, 0.01)  # the largest held-out window errors counted: the larger of 20 and 1 % of windows
 
 
+def largest_windows(errors: np.ndarray) -> np.ndarray:
+    """The indices of the largest of the finite window ``errors`` ``(n,)``, largest first: the larger
+    of ``LEADER_WINDOWS``' count and share of them (the windows the train summary reads the line by)."""
+    least, share = LEADER_WINDOWS
+    k = min(len(errors), max(least, math.ceil(share * len(errors))))
+    return np.argsort(-errors, kind="stable")[:k]
+
+
 def line_leaders(errors: list[np.ndarray], channels: tuple[str, ...]) -> dict | None:
     """The channels that hold the largest held-out window errors: where the normal behaviour that
     sets the line shows.
@@ -217,9 +225,8 @@ def line_leaders(errors: list[np.ndarray], channels: tuple[str, ...]) -> dict | 
         raise ValueError(f"window errors of {stacked.shape[1]} channels for {len(channels)} channel names")
     if len(stacked) == 0:
         return None
-    least, share = LEADER_WINDOWS
-    k = min(len(stacked), max(least, math.ceil(share * len(stacked))))
-    top = stacked[np.argsort(-stacked.mean(axis=1), kind="stable")[:k]]
+    top = stacked[largest_windows(stacked.mean(axis=1))]
+    k = len(top)
     counts = np.bincount(np.argmax(top, axis=1), minlength=len(channels))
     order = np.argsort(-counts, kind="stable")[:LEADERS_SHOWN]
     return {"windows": int(k), "shares": [[channels[i], round(float(counts[i]) / k, 4)] for i in order if counts[i]]}

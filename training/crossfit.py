@@ -37,7 +37,7 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.model import ConvAutoencoder
 from sensorguard.service.scorer import Scorer, segment_bounds
 from sensorguard.service.sensors import window_faults
-from sensorguard.training.calibrate import LEADER_WINDOWS
+from sensorguard.training.calibrate import largest_windows
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import Fit, fit_network, scaler_apply
 from sensorguard.training.level_fit import fit_level, window_terms
@@ -127,17 +127,13 @@ def start_share(pieces: list[np.ndarray], folds: list[int]) -> tuple[float, int]
     above the served model's largest score on fresh normal rows, and two clear faults went unseen
     (docs/benchmarks.md, session 54). Leaving that fold out of the line broke other sets, so the
     train summary says it instead, with what to do."""
-    errors = [(np.asarray(p, dtype=np.float64).mean(axis=1), k) for p, k in zip(pieces, folds, strict=True)]
-    means = np.concatenate([e for e, _ in errors]) if errors else np.empty(0)
-    first = np.concatenate([np.full(len(e), k == 0) for e, k in errors]) if errors else np.empty(0, dtype=bool)
-    finite = np.isfinite(means)
-    means, first = means[finite], first[finite]
-    if not len(means):
+    if not pieces:
         return 0.0, 0
-    least, share = LEADER_WINDOWS
-    count = min(len(means), max(least, math.ceil(share * len(means))))
-    top = np.argsort(-means, kind="stable")[:count]
-    return float(first[top].mean()), int(count)
+    means = np.concatenate([np.asarray(p, dtype=np.float64).mean(axis=1) for p in pieces])
+    first = np.concatenate([np.full(len(p), k == 0) for p, k in zip(pieces, folds, strict=True)])
+    finite = np.isfinite(means)
+    top = largest_windows(means[finite])
+    return (float(first[finite][top].mean()), len(top)) if len(top) else (0.0, 0)
 
 
 SCALE_SPREAD = 1.5  # fold scales this far apart: a channel's squared errors differ 2.25x between folds
