@@ -211,12 +211,22 @@ def test_day_first_dates_are_decided_once_for_the_whole_column():
     data = series_from_frame(frame, "dayfirst")
     days = pd.to_datetime(data.times, unit="s", utc=True).day.tolist()
     assert days == [11, 12, 13, 14]  # pandas alone read 11/01 and 12/01 as November and December
-    ambiguous = series_from_frame(frame.iloc[:2], "ambiguous")  # no day above 12: month first, every row
-    assert pd.to_datetime(ambiguous.times, unit="s", utc=True).month.tolist() == [11, 12]
-    # that was a guess, and it is said (a file of early-month days written day first read silently as
-    # other months); a column a field above 12 decides has no such note
+    # no day above 12: the reading whose rows span less time, a day here, not November to December
+    ambiguous = series_from_frame(frame.iloc[:2], "ambiguous")
+    stamps = pd.to_datetime(ambiguous.times, unit="s", utc=True)
+    assert stamps.month.tolist() == [1, 1] and stamps.day.tolist() == [11, 12]
+    # that was a guess, and it is said; a column a field above 12 decides has no such note
     [note] = [n for n in ambiguous.notes if "day or the month first" in n]
-    assert "'11/01/2024 10:00'" in note and "read month first" in note
+    assert "'11/01/2024 10:00'" in note and "read day first" in note and "24.0 h, not 30 days" in note
+    # ten days of December written day first were read a month apart each (found in a walk)
+    december = [f"{d:02d}/12/2024 10:00" for d in range(1, 11)]
+    tenth = series_from_frame(_frame(timestamp=december, p=np.arange(10.0), q=np.arange(10.0)[::-1]), "december")
+    assert np.ptp(tenth.times) == 9 * 86400.0
+    one_date = series_from_frame(_frame(timestamp=["05/03/2024 10:00", "05/03/2024 11:00"], p=[1.0, 2.0],
+                                        q=[2.0, 1.0]), "one-date")  # either reading spans one hour
+    assert pd.to_datetime(one_date.times, unit="s", utc=True).month.tolist() == [5, 5]
+    [note] = [n for n in one_date.notes if "day or the month first" in n]
+    assert "read month first" in note and "span the same" in note
     assert not any("day or the month first" in n for n in data.notes)
     decided = series_from_frame(_frame(timestamp=["01/11/2024 10:00", "01/13/2024 10:00"], p=[1.0, 2.0],
                                        q=[2.0, 1.0]), "monthfirst")

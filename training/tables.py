@@ -89,9 +89,7 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
         day_first, example = _day_first(column, name)
         parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed", dayfirst=day_first)
         if example is not None and notes is not None:
-            notes.append(f"dates in column {tcol!r} (e.g. {example!r}) could put the day or the month first: no "
-                         "field is above 12, so they were read month first; write them as ISO 8601 "
-                         "(2024-01-13T10:00:00) if the day comes first")
+            notes.append(_ambiguous_note(tcol, example, day_first, column))
         secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
     bad = ~np.isfinite(secs)
     if bad.mean() > 0.01 or bad.all():
@@ -184,13 +182,14 @@ def dates_only(column: pd.Series) -> bool:
 
 def _day_first(column: pd.Series, name: str) -> tuple[bool, str | None]:
     """Whether ``d/m/y``-style dates put the day first, decided once for the whole column, and,
-    when that was a guess, a date of the column that both readings take apart (no field above 12
-    decides it: read month first, and a note says so, since a file of early-month days written day
-    first would otherwise read silently as other months).
+    when no field decided it, a date of the column that both readings take apart (a note quotes it).
 
     pandas guesses per value, so 11/01 and 13/01 in one file came out as November 1st and January
-    13th. A first field above 12 means day first; otherwise every row is read month first (a column
-    with both kinds is refused).
+    13th. A first field above 12 means day first, a second one month first (a column with both
+    kinds is refused). With no field above 12, the reading whose rows span less time is taken: a
+    log's rows are close together, and 01/12 ... 10/12 read month first put ten days of December a
+    month apart each, Jan 12 to Oct 12 (found in a walk: such a file was read so, with a note).
+    Where both span the same (every row on one date), month first, pandas' default.
     """
     text = column.dropna().astype(str).str.strip()
     fields = text.str.extract(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}(?:\D|$)")
@@ -205,10 +204,36 @@ def _day_first(column: pd.Series, name: str) -> tuple[bool, str | None]:
                         "others; write them as ISO 8601 (2024-01-13T10:00:00)")
     if (first > 12).any() or (second > 12).any():
         return bool((first > 12).any()), None  # a field above 12 decides it
-    # no field above 12 anywhere: month first, pandas' default, for every row; a guess where a date
-    # reads otherwise day first (05/03), not where every day equals its month (01/01)
+    # no field above 12 anywhere: a guess where a date reads otherwise day first (05/03), not where
+    # every day equals its month (01/01)
     apart = (first != second).to_numpy()
-    return False, (str(text[shaped][apart].iloc[0]) if apart.any() else None)
+    if not apart.any():
+        return False, None
+    month, day = (_span(column, day_first) for day_first in (False, True))
+    return bool(day < month), str(text[shaped][apart].iloc[0])
+
+
+def _span(column: pd.Series, day_first: bool) -> float:
+    """Seconds from the earliest to the latest date of ``column`` read day first or month first."""
+    parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed", dayfirst=day_first).dropna()
+    return float((parsed.max() - parsed.min()).total_seconds()) if len(parsed) else 0.0
+
+
+def _ambiguous_note(tcol: str, example: str, day_first: bool, column: pd.Series) -> str:
+    """The note on dates no field above 12 decided: how they were read, and why."""
+    taken, other = (_span(column, d) for d in (day_first, not day_first))
+    how = "day first" if day_first else "month first"
+    why = (f"their rows then span {_span_words(taken)}, not {_span_words(other)}" if taken != other
+           else "both readings span the same time (pandas' default)")
+    return (f"dates in column {tcol!r} (e.g. {example!r}) could put the day or the month first (no field is "
+            f"above 12): read {how}, as {why}; write them as ISO 8601 (2024-01-13T10:00:00) to be sure")
+
+
+def _span_words(seconds: float) -> str:
+    """A span in the unit a reader would use: minutes, hours or days."""
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def time_of_day_only(column: pd.Series) -> bool:
