@@ -52,6 +52,7 @@ class AssetFaults:
     _latest: dict[str, tuple[float, list[dict]]]
     _grid_ts: dict[str, float]
     _judged_ts: dict[str, float]
+    _stated: dict[str, float]
     _open: OpenFaults
     _announced: dict[str, str]
     _raise_info: dict[str, Any]
@@ -108,6 +109,7 @@ class AssetFaults:
         self._latest.pop(asset, None)
         self._grid_ts.pop(asset, None)
         self._judged_ts.pop(asset, None)
+        self._stated.pop(asset, None)
         self.metrics.forget_asset(asset)
         if self.recorder is not None:
             if state.status == "alerting" and state.alert_id:  # its readings are filed as a cleared one's are: a

@@ -78,6 +78,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._grid_ts: dict[str, float] = {}  # asset -> its last judged window on the hop grid (a new owner's anchor)
         self._judged_ts: dict[str, float] = {}  # asset -> the last window its state holds (an adopted one's too)
         self._floors: dict[str, float] = dict(judged or {})  # asset -> its last judged window, saved (restarts)
+        self._stated: dict[str, float] = {}  # asset -> the reading time its last retained state was published at
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
@@ -252,9 +253,16 @@ class AssetAlerts(CarriedStates, AssetFaults):
     def publish_state(self, asset: str, ts: float | None = None, bundle: Bundle | None = None,
                       state: AlertState | None = None):
         """The asset's current state (unless given), retained. ``ts`` is that of its latest scored
-        window unless given (silent: its last reading's)."""
+        window unless given (silent: its last reading's), and never before the reading time of a state
+        published before it: a sensor fault's state goes out before the batch that holds its reading's
+        windows is scored, and the first windows' states said earlier times (found in a walk)."""
         b = bundle or self.current()
-        last_ts, channels = self._latest.get(asset, (time.time(), []))
+        last_ts, channels = self._latest.get(asset, (None, []))
+        ts = last_ts if ts is None else ts
+        if ts is not None:  # a reading time
+            ts = self._stated[asset] = max(ts, self._stated.get(asset, ts))
+        else:  # no window yet (a restored asset): the last reading time said, else the clock's
+            ts = self._stated.get(asset, time.time())
         state = state or self._states.get(asset) or (self.restored[asset][0] if asset in self.restored
                                                      else AlertState())
         extra = {}
@@ -262,7 +270,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
             ack = self.controls.acked(state.alert_id) if state.alert_id else None
             extra = {"suppressed": self.controls.suppressed(asset, time.time()),
                      "acked": None if ack is None else ack["acked"]}
-        info = self.publisher.state(asset, state, last_ts if ts is None else ts, channels, (b.name, b.version),
+        info = self.publisher.state(asset, state, ts, channels, (b.name, b.version),
                                     self.line(asset, b), self.sensor_faults(asset), extra)
         self._outbox.state_sent(asset, info)  # dropped: sent again once there is room (resend_states)
         return info
@@ -288,6 +296,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
             self.publish_state(asset)
         elif (silent := self._open.silent(asset)) is not None:
             self.publish_state(asset, silent[0], state=AlertState("stale", last_score=silent[1]))
+            self._stated.pop(asset, None)  # (forgotten as the rest of it was when it went silent)
 
     def request_control_change(self, asset: str, maintenance: bool | None) -> None:
         """A command changed how ``asset`` is handled (any thread): ``maintenance`` False when a

@@ -50,6 +50,7 @@ class CarriedStates:
     _latest: dict[str, tuple[float, list[dict]]]
     _grid_ts: dict[str, float]
     _judged_ts: dict[str, float]
+    _stated: dict[str, float]
     _floors: dict[str, float]
     _open: OpenFaults
     _announced: dict[str, str]
@@ -165,7 +166,7 @@ class CarriedStates:
                 # owner: found by review), its baseline with it
                 out[asset] = (AlertState(), self._learned(asset), None, True, None)
             for kept in (self._latest, self._grid_ts, self._judged_ts, self._floors, self._announced, self._raise_info,
-                         self._synced, self._drift):
+                         self._synced, self._drift, self._stated):
                 kept.pop(asset, None)
             self._open.forget(asset)
             self.on_handed_over(asset)

@@ -678,6 +678,26 @@ def test_a_state_published_for_a_sensor_fault_carries_its_reading_time(tiny_bund
     assert states and states[-1]["ts"] == iso(stamp)
 
 
+def test_the_retained_states_time_never_goes_back_when_a_fault_opens_before_the_first_window(tiny_bundle):
+    """Found by a walk: a fault at reading 20 published the state at 20 before the batch that holds
+    the first windows (ending at 15, 17, 19) was scored; the first window's state said 15."""
+    from dataclasses import replace
+    from datetime import datetime
+
+    from sensorguard.service.sensors import ChannelLimits, SensorRules
+
+    limits = tuple(ChannelLimits(-100.0, 100.0, None) for _ in tiny_bundle.channels)
+    daemon, client = make(replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5)))
+    for i in range(26):
+        daemon.ingest.handle(client, message("pump-1", T0 + i, a=float(i % 3), b=500.0 if i == 20 else 1.0, c=3.0))
+    batch, _ = daemon.ingest.next_batch(0.0)
+    daemon.publish_sensor_faults()
+    daemon.score_batch(batch)
+    stamps = [datetime.fromisoformat(json.loads(p)["ts"].replace("Z", "+00:00")).timestamp() - T0
+              for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
+    assert len(stamps) >= 2 and stamps[0] == 20.0 and stamps == sorted(stamps), stamps
+
+
 def test_a_silent_asset_back_with_no_usable_reading_stays_silent(tiny_bundle):
     """Found by review: back from a silence with a reading that was dropped (a channel missing), an
     asset ended its silent fault and was retained ``normal``; quiet again, it went unsaid, its
