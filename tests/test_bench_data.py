@@ -116,3 +116,17 @@ def test_a_recording_drawn_without_faults_keeps_every_normal_row():
         np.testing.assert_array_equal(twin.test.values[normal], faulty.test.values[normal])
         assert not np.allclose(twin.test.values[~normal], faulty.test.values[~normal])
         np.testing.assert_array_equal(twin.labels, faulty.labels)
+
+
+def test_the_best_f1_at_a_false_alarm_cap_takes_tied_scores_together():
+    """``bench/score_parts.py`` judges each score by the best F1 a threshold reaches with at most
+    10 % false alarms. A threshold takes every row tied at it: counting the first of two tied rows
+    alone would report an F1 no threshold gives."""
+    from bench.score_parts import best_f1_far
+
+    scores = np.array([5.0, 4.0, 3.0, 3.0, 2.0, 1.0, np.nan])
+    labels = np.array([1, 0, 1, 0, 1, 0, 1])  # (the unscored row is left out)
+    assert best_f1_far(scores, labels, 0.10) == (0.5, 5.0)  # no normal row may be over it
+    assert best_f1_far(scores, labels, 0.34) == (0.5, 5.0)  # at 3: both tied rows, 2 of 3 normal ones
+    assert best_f1_far(scores, labels, 0.70) == (0.75, 2.0)
+    assert np.isnan(best_f1_far(scores, np.ones(7, dtype=int))[0])  # nothing normal: no F1 at a cap
