@@ -168,8 +168,11 @@ class Ingest:
                 # a jump far ahead of the clock and of the asset's last reading taken: a glitching
                 # clock (an accelerated replay runs ahead step by step, reading after reading taken,
                 # and is kept; refused ones do not step it: 500 samples 3,599 s apart, each refused
-                # for its rate, stepped an asset 21 days ahead)
-                newest = buffers.taken_ts(parsed.asset) or 0.0
+                # for its rate, stepped an asset 21 days ahead). Before its first reading since a
+                # restart, the last window the previous run judged (its floor): a replay ahead of the
+                # clock, restarted, had every reading refused as future_ts, every older one as
+                # out_of_order, until the clock caught up (found in a walk)
+                newest = buffers.taken_ts(parsed.asset) or buffers.floors.get(parsed.asset) or 0.0
                 for sample in parsed.samples:
                     if sample.ts > latest and sample.ts - newest > s.max_future_s:
                         reason = "future_ts"

@@ -684,6 +684,29 @@ def test_readings_the_previous_run_judged_are_refused_after_a_restart(tiny_bundl
     assert value(third, "sensorguard_messages_rejected_total", reason="out_of_order") == 1
 
 
+def test_a_replay_ahead_of_the_clock_goes_on_after_a_restart(tiny_bundle, tmp_path):
+    """A replay runs ahead of the clock reading by reading, and is kept. Restarted, its next
+    readings were compared with the clock alone: refused as future_ts, every older one as
+    out_of_order (the restored floor), so the asset was locked out until the clock caught up (a
+    walk). Before its first reading since the restart, the floor is what the far-future check
+    compares with."""
+    window, now, future = tiny_bundle.window, time.time(), 4.0  # readings more than 4 s ahead: far ahead
+    first, client = daemon_with(tiny_bundle, tmp_path, max_future_s=future)
+    for i in range(window):  # a replay ahead of the clock, reading by reading: kept
+        first.ingest.handle(client, message("pump-1", now + i))
+    assert not value(first, "sensorguard_messages_rejected_total", reason="future_ts")
+    first.score_batch(first.ingest.next_batch(0.0)[0])
+    first.stop()
+
+    second, client = daemon_with(tiny_bundle, tmp_path, max_future_s=future)
+    second.ingest.handle(client, message("pump-1", now + window))  # the next reading of the replay
+    assert not value(second, "sensorguard_messages_rejected_total", reason="future_ts")
+    assert second.buffers.last_ts("pump-1") == now + window
+    second.ingest.handle(client, message("pump-9", now + window))  # a new asset: the clock judges it
+    assert value(second, "sensorguard_messages_rejected_total", reason="future_ts") == 1
+    second.stop()
+
+
 def test_a_command_on_a_restored_asset_not_heard_since_the_restart_is_no_typo(drifting, tmp_path):
     """A reply said "no reading of pump-1 has reached ... yet (a typo?)" for an asset whose alert
     the state file restored, in the minute after a restart (a walk found it)."""
