@@ -175,7 +175,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
             if held is None if event.kind == "raised" else self._announced.get(asset) == event.alert_id:
                 self._announce(asset, event, channels, bundle)
             else:  # maintenance or shelved: judged and visible in the state and metrics, not announced
-                self.metrics.alerts_suppressed.labels(held or "unannounced").inc()
+                if event.kind == "raised" and held is not None:  # an alert held back counts once (its clear
+                    self.metrics.alerts_suppressed.labels(held).inc()  # counted too read twice: a walk)
                 log.info("alert %s of %s suppressed (%s)", event.kind, asset, held or "its raise was not announced",
                          extra={"asset": asset, "event": event.kind, "alert_id": event.alert_id})
             if self.recorder is not None:

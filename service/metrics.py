@@ -131,7 +131,8 @@ class Metrics:
         self.promise = gauge("model_promise_alerts_per_day",
                              "The served bundle's promise: false alerts per asset per day (NaN: none).")
         self.alerts_suppressed = counter(
-            "alerts_suppressed_total", "Alert events not published: the asset in maintenance or shelved.", ("reason",))
+            "alerts_suppressed_total", "Alerts raised but not announced: the asset in maintenance or shelved (each "
+            "alert once; its clear is not announced either).", ("reason",))
         self.record_dropped = counter(
             "record_dropped_total", "Readings not recorded because the recorder's held readings reached their bound."
         )
@@ -190,7 +191,7 @@ class Metrics:
                 self.commands.labels(verb, result)
         for value in ("true", "false"):
             self.acknowledged.labels(value)
-        for reason in ("maintenance", "shelved", "unannounced"):
+        for reason in ("maintenance", "shelved"):
             self.alerts_suppressed.labels(reason)
         for change in ("gained", "released", "lost"):
             self.partition_changes.labels(change)

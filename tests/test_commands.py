@@ -303,6 +303,24 @@ def test_a_shelved_alert_still_clears_and_one_raised_while_shelved_is_announced_
     assert alert_events(client, "p2") == [("raised", alert_id), ("cleared", alert_id)]
 
 
+def test_an_alert_held_back_counts_once_not_once_per_event(tiny_bundle):
+    """``alerts_suppressed_total`` sits beside the alerts raised in the dashboard's alarm-load
+    panel: one alert raised and cleared in maintenance counted 2 there (its raise, then its clear
+    as "unannounced"; a walk found it), so held-back alerts read twice what they were."""
+    from tests.test_daemon import T0, make, value
+
+    daemon, client = make(tiny_bundle)
+    daemon.controls.apply(Command("maintenance", "p4", action="start"), now=time.time())
+    for k in range(2):  # two alerts, each raised and cleared while held
+        for i in range(3):
+            daemon.alerts.apply("p4", T0 + 20 * k + i, 5.0, [])
+        for i in range(3, 12):
+            daemon.alerts.apply("p4", T0 + 20 * k + i, 0.1, [])
+    assert alert_events(client, "p4") == []
+    assert value(daemon, "sensorguard_alerts_suppressed_total", reason="maintenance") == 2
+    assert value(daemon, "sensorguard_alerts_suppressed_total", reason="unannounced") is None
+
+
 def test_a_held_raise_is_announced_at_its_next_window_even_if_the_holds_end_was_never_queued(tiny_bundle):
     """The control-change queue is capped; a hold's end pushed out of it left a raise that rose while
     held unannounced for good, and its clear suppressed (found by review)."""
