@@ -64,7 +64,11 @@ class Bundle:
     error counts the same. ``alert_hop``: while an asset's alert is up its windows are judged
     every ``alert_hop`` samples instead of every ``hop``, so the alert ends soon after the fault
     does (0: every ``hop``, as bundles before format 4 did; it divides ``hop``, so every window
-    judged at ``hop`` is judged at ``alert_hop`` too).
+    judged at ``hop`` is judged at ``alert_hop`` too). ``ignored_columns``: the training file's
+    columns that ``train`` left out of the channels (constant, label-like, text, not named in
+    ``--channels``...): a live feed that mirrors that file sends them, and their values are ignored
+    instead of refusing every reading as ``unknown_channel`` (found in a walk); other names still
+    are refused (a typo).
     """
 
     channels: tuple[str, ...]
@@ -84,6 +88,7 @@ class Bundle:
     focus: int = 0
     channel_weights_: np.ndarray | None = None
     alert_hop: int = 0
+    ignored_columns: tuple[str, ...] = ()  # the training file's columns left out of the channels (see the docstring)
     calibration: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -154,6 +159,7 @@ class Bundle:
             "format_version": FORMAT_VERSION,
             "sensorguard_version": __version__,
             "channels": list(self.channels),
+            "ignored_columns": list(self.ignored_columns),
             "window": self.config.window,
             "hop": self.hop,
             "alert_hop": self.alert_hop,

@@ -120,6 +120,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
     where = path / META_FILE
     try:
         channels = tuple(meta["channels"])
+        ignored = meta.get("ignored_columns") or []
         arch = dict(meta["architecture"])
         config = ModelConfig(**arch)
         center = np.asarray(meta["scaler"]["center"], dtype=np.float64)
@@ -136,6 +137,8 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
     problems = []
     if not channels or not all(isinstance(c, str) and c for c in channels) or len(set(channels)) != len(channels):
         problems.append("channels must be unique non-empty names")
+    if not isinstance(ignored, list) or not all(isinstance(c, str) and c not in channels for c in ignored):
+        problems.append("ignored_columns must be a list of names that are not channels")
     if config.channels != len(channels):
         problems.append(f"architecture has {config.channels} channels, channel list has {len(channels)}")
     if window != config.window:
@@ -202,6 +205,7 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         focus=focus,
         channel_weights_=weights,
         alert_hop=alert_hop,
+        ignored_columns=tuple(ignored),
         calibration=dict(meta.get("calibration") or {}),
         training=dict(meta.get("training") or {}),
         metrics=dict(meta.get("metrics") or {}),

@@ -125,7 +125,7 @@ class Daemon(ScoringWorker):
         self.buffers = Buffers(bundle.channels, bundle.window, self.hop, max_assets=settings.max_assets,
                                policy=cleaning_policy(bundle, settings),
                                sensors=sensor_rules(bundle, cleaning_policy(bundle, settings)),
-                               alert_hop=self.alert_hop_of(bundle))
+                               alert_hop=self.alert_hop_of(bundle), ignored=bundle.ignored_columns)
         self.recorder = recording(settings, bundle.channels,
                                   guard_seconds(settings.record_guard_s, bundle.window, self.hop,
                                                 settings.raise_after, bundle.sample_period))
@@ -199,6 +199,7 @@ class Daemon(ScoringWorker):
         longer one, or a fault's onset is recorded as normal)."""
         s = self.settings
         self.buffers.set_alert_hop(self.alert_hop_of(new))
+        self.buffers.set_ignored(new.ignored_columns)
         policy = cleaning_policy(new, s)
         self.ingest.set_policy(policy, sensor_rules(new, policy))
         silence = silence_after(s.stale_after_s, policy)  # (its sampling may have changed)

@@ -31,7 +31,8 @@ reasons drop the message with one reject; per-sample reasons drop that sample an
 
 Reasons from :mod:`service.windows` (need per-asset state, so they are not the parser's job):
 
-- ``unknown_channel``: a value for a channel the model does not know.
+- ``unknown_channel``: a value for a channel the model does not know (the training file's other
+  columns, the bundle's ``ignored_columns``, are dropped instead).
 - ``missing_channel``: a channel absent or NaN with nothing (or nothing recent enough) to
   forward-fill: the reading is dropped and the asset's window restarts after it.
 - ``out_of_order``: older than the newest reading the asset's buffer has seen (taken, or refused

@@ -68,6 +68,7 @@ class Buffers:
         policy: CleaningPolicy | None = None,
         sensors: SensorRules | None = None,
         alert_hop: int = 0,
+        ignored: tuple[str, ...] = (),
     ) -> None:
         channels = tuple(channels)
         if not channels or len(set(channels)) != len(channels):
@@ -92,6 +93,7 @@ class Buffers:
         self.sensor_events_dropped = 0
         self.gaps = 0
         self._known = frozenset(channels)
+        self._ignored = frozenset(ignored)  # the training file's other columns (Bundle.ignored_columns)
         self._assets: dict[str, AssetBuffer] = {}
         # assets not heard from yet (_heard), oldest first: their slots go to new assets. Junk all
         # dropped as missing_channel shut real assets out as too_many_assets (a walk)
@@ -130,9 +132,9 @@ class Buffers:
             except KeyError:
                 pass
         if row is None:
-            known = self._known
+            known, ignored = self._known, self._ignored
             for key in values:
-                if key not in known:
+                if key not in known and key not in ignored:
                     return "unknown_channel"
             row = [values.get(c, NAN) for c in self.channels]
         if state is None:
@@ -274,6 +276,10 @@ class Buffers:
         """Queue windows at a swapped-in model's alert hop from the next sample on (the hop grid stays)."""
         self._check_alert_hop(alert_hop, self.hop)
         self.alert_hop = alert_hop
+
+    def set_ignored(self, ignored: tuple[str, ...]) -> None:
+        """A swapped-in model's ignored columns: values under these names are dropped, not refused."""
+        self._ignored = frozenset(ignored)
 
     def drain(self, limit: int | None = None) -> list[DueWindow]:
         """Remove and return up to ``limit`` queued windows (all if None), oldest first."""

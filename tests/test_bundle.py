@@ -34,6 +34,17 @@ def test_round_trip(tmp_path, tiny_bundle):
         assert key in meta
 
 
+def test_ignored_columns_round_trip_and_old_bundles_ignore_none(tmp_path, tiny_bundle):
+    from dataclasses import replace
+
+    path = save_bundle(replace(tiny_bundle, ignored_columns=("flush_on", "anomaly")), tmp_path / "b")
+    assert load_bundle(path).ignored_columns == ("flush_on", "anomaly")
+    meta = json.loads((path / "bundle.json").read_text())
+    del meta["ignored_columns"]  # as a bundle written before them
+    (path / "bundle.json").write_text(json.dumps(meta))
+    assert load_bundle(path).ignored_columns == ()
+
+
 def test_alert_hop_round_trips_and_old_bundles_judge_every_hop(tmp_path, tiny_bundle):
     from dataclasses import replace
 
@@ -108,6 +119,8 @@ def _corrupt(path, mutate):
         (lambda m: m.pop("architecture"), "architecture"),
         (lambda m: m["architecture"].update(hidden=16, window=16), "do not match"),  # shapes lie
         (lambda m: m.update(channel_weights=[1.0, 1.0]), "channel_weights"),
+        (lambda m: m.update(ignored_columns=["a"]), "ignored_columns"),  # a channel cannot be ignored
+        (lambda m: m.update(ignored_columns="flush"), "ignored_columns"),
         (lambda m: m.update(channel_weights=[1.0, 0.0, 2.0]), "channel_weights"),
         (lambda m: m["calibration"].update(drift={"baseline": 0.0, "halflife": 64, "warmup": 8, "cap": 0.5}),
          "drift"),

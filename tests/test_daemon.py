@@ -622,6 +622,24 @@ def test_messages_still_queued_at_the_stop_are_said_lost(tiny_bundle, caplog):
     assert any("3 outgoing messages" in r.getMessage() and "lost" in r.getMessage() for r in caplog.records)
 
 
+def test_the_training_files_other_columns_are_ignored_live_and_other_names_refused(tiny_bundle):
+    """A feed that mirrors the training file sends the columns train left out (a constant one, a
+    label): every reading was refused as unknown_channel and the asset never scored (a walk). The
+    bundle's ``ignored_columns`` are dropped from a reading; a name the file did not have is still
+    a typo, and a swapped-in model's list replaces the old one."""
+    from dataclasses import replace
+
+    daemon, client = make(replace(tiny_bundle, ignored_columns=("flush_on", "anomaly")))
+    daemon.ingest.handle(client, message("pump-1", T0, a=1.0, b=2.0, c=3.0, flush_on=1.0, anomaly=0.0))
+    assert value(daemon, "sensorguard_readings_total") == 1
+    assert daemon.buffers.last_row("pump-1") == [1.0, 2.0, 3.0]
+    daemon.ingest.handle(client, message("pump-1", T0 + 1, mid=2, a=1.0, b=2.0, c=3.0, flush_onn=1.0))
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="unknown_channel") == 1
+    daemon._swapped(tiny_bundle)  # a model trained on a file without those columns
+    daemon.ingest.handle(client, message("pump-1", T0 + 2, mid=3, a=1.0, b=2.0, c=3.0, flush_on=1.0))
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="unknown_channel") == 2
+
+
 def test_a_bundle_calibrated_with_raise_at_raises_on_one_strong_window_and_an_old_one_does_not(tiny_bundle):
     """The one-window raise is part of the line's promise: the daemon applies it when the bundle's
     calibration recorded it (and after a swap to such a bundle), never to a bundle calibrated

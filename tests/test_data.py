@@ -642,3 +642,18 @@ def test_the_fill_note_counts_only_the_values_filled(tmp_path):
     notes = load_frame([tmp_path / "gap.csv"], fill_limit=5).notes
     assert any(n.startswith("5 missing values forward-filled") for n in notes), notes
     assert any(n.startswith("5 rows still incomplete after filling") for n in notes), notes
+
+
+def test_the_files_other_columns_are_kept_for_the_bundle_to_ignore_live():
+    """A live feed that mirrors the training file sends its other columns too: every reading was
+    refused as unknown_channel when train had left a constant column out (a walk). The file's
+    columns that are not channels, its clock or its machine column travel with the data."""
+    stamps = pd.date_range("2024-03-01", periods=60, freq="1min").astype(str).tolist()
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"timestamp": stamps, "asset": ["p1"] * 30 + ["p2"] * 30, "p": rng.normal(size=60),
+                          "q": rng.normal(size=60), "flush_on": 1.0, "anomaly": 0})
+    data = series_from_frame(frame, "left-out")
+    assert data.channels == ("p", "q") and data.left_out == ("flush_on", "anomaly")
+    assert data.take(np.arange(len(data)) % 2 == 0).left_out == data.left_out
+    named = series_from_frame(frame, "named", channels=["p"])
+    assert named.left_out == ("q", "flush_on", "anomaly")

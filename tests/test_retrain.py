@@ -51,13 +51,20 @@ def test_a_retrain_keeps_the_current_models_drift_rule_and_promise(tmp_path, tra
     bundle, _, _ = trained
     calibration = {**bundle.calibration, "drift": DriftRule(baseline=-1.0).to_dict(), "method": "alerts",
                    "alerts": {**bundle.calibration.get("alerts", {}), "target_per_day": 4.0}}
-    publish(bundle.with_threshold(bundle.threshold_, calibration), tmp_path / "reg", "pump")
-    shifted_plant(4000, seed=5).to_csv(tmp_path / "new.csv", index=False)
+    from dataclasses import replace
+
+    ignoring = replace(bundle.with_threshold(bundle.threshold_, calibration), ignored_columns=("flush_on",))
+    publish(ignoring, tmp_path / "reg", "pump")
+    frame = shifted_plant(4000, seed=5)
+    frame["line_id"] = 7.0  # not a channel: the live feed may send it, as the first file's flush_on
+    frame.to_csv(tmp_path / "new.csv", index=False)
     args = ["retrain", "--registry", str(tmp_path / "reg"), "--name", "pump", "--data", str(tmp_path / "new.csv"),
             "--max-epochs", "1", "--quiet"]
     assert main(args) == 0
     assert "kept the model's own --false-alerts-per-day 4 --drift" in capsys.readouterr().out
     assert load_bundle(tmp_path / "reg" / "pump" / "v0002").promise == {"drift": True, "false_alerts_per_day": 4.0}
+    # the columns the live feed sends beside the channels: the current model's, and this file's
+    assert load_bundle(tmp_path / "reg" / "pump" / "v0002").ignored_columns == ("flush_on", "line_id")
     assert main([*args, "--no-drift"]) == 0
     assert load_bundle(tmp_path / "reg" / "pump" / "v0003").promise == {"drift": False, "false_alerts_per_day": 4.0}
 

@@ -150,6 +150,7 @@ def test_summary_compares_with_naive_and_pca_and_starts_from_pca(tmp_path):
     assert "setpoint" not in auto.channels and any("constant columns left out: setpoint" in n for n in auto.notes)
     named = load_frame([path], channels=[*auto.channels, "setpoint"])
     bundle, summary = train_bundle(named, TrainOptions(max_epochs=3, progress=False))
+    assert auto.left_out == ("setpoint",) and bundle.ignored_columns == ()  # (a feed may send it: see test_daemon)
     assert bundle.training["calibration_data"].startswith("out-of-fold")  # small data: every row scored out of fold
     assert bundle.calibration["alerts"]["calibration_days"] == pytest.approx(1200 / 86400, rel=0.2)
     losses = bundle.training["validation_loss"]

@@ -176,7 +176,8 @@ def series_from_frame(
         why = why or "all channels empty?"  # (a channel named in --channels with no value was not named)
         raise DataError(f"{name}: no complete rows after cleaning ({why})")
     raw = np.where(np.isfinite(values), values, np.nan)
-    return replace(data, source_times=times, source_values=raw)
+    left_out = tuple(str(c) for c in frame.columns if c not in chosen and c not in (tcol, asset_column))
+    return replace(data, source_times=times, source_values=raw, left_out=left_out)
 
 
 _ROW = "\0row"  # (a label key no column can have) the input row of each kept row, while cleaning
@@ -263,6 +264,7 @@ def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> Sen
         assets=np.concatenate([p.assets for p in parts]) if all(p.assets is not None for p in parts) else None,
         faulted=_faulted(parts),
         gap_starts=np.concatenate([p.fresh_starts() for p in parts]),  # a part's first row is no gap, nor a cut
+        left_out=tuple(dict.fromkeys(c for p in parts for c in p.left_out)),
     )
 
 

@@ -202,7 +202,11 @@ def retrain(
     metrics = {"holdout": cand_cmp.__dict__, "current_on_holdout": cur_cmp.__dict__ if cur_cmp else None,
                "promoted": promoted, "passed": passed, "reason": reason,
                "compared_with": current.version if current is not None else None}
-    candidate = replace(candidate, metrics=metrics)
+    # a live feed sends the columns the first training file had beside the channels: the recordings
+    # retrained on hold the channels alone, and the candidate would refuse every reading (a walk)
+    before = current.ignored_columns if current is not None else ()
+    ignored = tuple(c for c in dict.fromkeys((*before, *candidate.ignored_columns)) if c not in candidate.channels)
+    candidate = replace(candidate, metrics=metrics, ignored_columns=ignored)
     version = publish(candidate, root, name, make_current=False)
     if promoted:
         try:  # (a promote or rollback may land while the version was written: CURRENT is theirs then)

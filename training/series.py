@@ -35,6 +35,7 @@ class SensorData:
     source_assets: np.ndarray | None = None  # every input row's machine, in file order
     source_values: np.ndarray | None = None  # every input row's raw values (NaN: missing), in file order
     gap_starts: np.ndarray | None = None  # per row: a gap in the readings ends there (None: from the segments)
+    left_out: tuple[str, ...] = ()  # the file's other columns (not its clock or machine): live readings may carry them
 
     def __len__(self) -> int:
         return len(self.values)
@@ -63,6 +64,7 @@ class SensorData:
             faulted=None if self.faulted is None else self.faulted[mask],
             assets=None if self.assets is None else self.assets[mask],
             gap_starts=self.fresh_starts()[mask],
+            left_out=self.left_out,
         )
 
     def fresh_starts(self) -> np.ndarray:

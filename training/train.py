@@ -123,6 +123,7 @@ def train_bundle(
     cleaning = data.cleaning or CleaningPolicy()
     bundle = Bundle(
         channels=data.channels,
+        ignored_columns=data.left_out,
         config=fit.config,
         hop=hop,
         focus=min(hop if options.focus is None else options.focus, window),
