@@ -84,6 +84,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
         self._outbox = Outbox(publisher, SILENT_KEPT)  # closes and retained states the full queue dropped
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
+        self.model_swapped = False  # set on a swap: every retained state names the model and its line, sent again
         self._unconfirmed: set[str] = set()  # saved as unannounced, its raise published: awaiting the broker
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[Adopted] = deque()  # cluster mode: moved here
@@ -279,7 +280,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
     def states_lost(self) -> None:
         """The broker came back without our session (restarted without persistence): the retained
         states it held may be gone with it, and an asset's is published only when its status
-        changes, days later perhaps. Every asset's is sent again, paced by :meth:`resend_states`:
+        changes, days later perhaps. Or a swap changed the model and line they name. Every asset's
+        is sent again, paced by :meth:`resend_states`:
         live, silent (``stale``) and restored with an alert up; not one restored as normal, which may
         have been silent then (its state is published at its first window)."""
         restored_up = [asset for asset, (state, _, _) in list(self.restored.items()) if state.status != "normal"]

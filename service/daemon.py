@@ -194,9 +194,9 @@ class Daemon(ScoringWorker):
         return bundle.alert_hop if self.hop == bundle.hop else 0
 
     def _swapped(self, new: Bundle) -> None:
-        """A new model is served: its cleaning policy and sensor limits, the score its line raises
-        at once at, its alert hop, and its recorder guard band (a longer sample period needs a
-        longer one, or a fault's onset is recorded as normal)."""
+        """A new model is served: its cleaning policy and sensor limits, ignored columns, the score its
+        line raises at once at, its alert hop, its recorder guard band (a longer sample period needs
+        a longer one, or a fault's onset is recorded as normal), and every asset's retained state."""
         s = self.settings
         self.buffers.set_alert_hop(self.alert_hop_of(new))
         self.buffers.set_ignored(new.ignored_columns)
@@ -208,6 +208,10 @@ class Daemon(ScoringWorker):
         if self.recorder is not None:
             self.recorder.guard_s = guard_seconds(s.record_guard_s, new.window, self.hop, s.raise_after,
                                                   new.sample_period)
+        # each asset's retained state names the model and its line, and is published when its status
+        # changes: an asset normal all along named the old model for good (a walk). Sent again, paced,
+        # on the scoring thread, as after a broker lost them
+        self.alerts.model_swapped = True
 
     def announce(self) -> None:
         """Log what is served, and every setting that breaks the bundle's promise or live == offline

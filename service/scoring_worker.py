@@ -127,6 +127,9 @@ class ScoringWorker:
         if self.connection.session_lost:  # (set on paho's thread; a repeat only queues the same assets)
             self.connection.session_lost = False
             self.alerts.states_lost()
+        if self.alerts.model_swapped:  # (set by the swap: the states name the model served)
+            self.alerts.model_swapped = False
+            self.alerts.states_lost()
         self.alerts.resend_clears()
         self.alerts.resend_states()
         for kind, count in self.controls.counts(time.time()).items():

@@ -467,3 +467,30 @@ def test_a_version_current_moved_to_during_a_load_and_refused_is_refused_once(ti
     assert daemon.models.check() is False  # v0003 refused
     assert daemon.models.check() is None  # and not tried again until it changes
     assert daemon.registry.get_sample_value("sensorguard_model_reload_failures_total") == 1
+
+
+def test_every_retained_state_names_the_new_model_after_a_swap(tiny_bundle, tmp_path):
+    """An asset's retained state (model version, line) is published when its status changes: after
+    a swap, an asset normal all along kept naming the old version and threshold (a walk). Each is
+    sent again by the scoring thread's next housekeeping, paced as after a broker lost them."""
+    from sensorguard.service.registry import load_current
+    from tests.test_daemon import T0, make, message
+
+    root = tmp_path / "registry"
+    publish(tiny_bundle, root, NAME)
+    daemon, client = make(load_current(root, NAME), registry=str(root), name=NAME)
+    for asset in ("pump-1", "pump-2"):
+        for i in range(tiny_bundle.window):
+            daemon.ingest.handle(client, message(asset, T0 + i, a=0.0, b=1.0, c=2.0))
+    daemon.score_batch(daemon.ingest.next_batch(0.0)[0])
+
+    def states() -> dict[str, dict]:
+        return {t.rsplit("/", 1)[1]: json.loads(p) for t, p, r in client.published if "/state/" in t and r}
+
+    assert {s["model"]["version"] for s in states().values()} == {"v0001"}
+    publish(tiny_bundle.with_threshold(tiny_bundle.threshold_ * 2, {}), root, NAME)
+    assert daemon.models.check() is True
+    client.published.clear()
+    daemon.housekeeping(time.monotonic())
+    assert sorted(states()) == ["pump-1", "pump-2"]
+    assert {s["model"]["version"] for s in states().values()} == {"v0002"}
