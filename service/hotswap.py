@@ -14,6 +14,7 @@ a candidate scored beside the served model under the same lock, never announced.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from sensorguard.service.bundle import Bundle, BundleError
+from sensorguard.service.bundle import META_FILE, WEIGHTS_FILE, Bundle, BundleError
 from sensorguard.service.bundle_loading import load_bundle, transient_error
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import first_line
@@ -43,10 +44,21 @@ def load_model(settings: Settings) -> Bundle:
     if settings.model:
         bundle = load_bundle(settings.model)
         name = bundle.name or Path(settings.model).resolve().name
-        return _named(bundle, name, bundle.version or "local")
+        return _named(bundle, name, bundle.version or local_version(Path(settings.model)))
     if settings.registry and settings.name:
         return load_current(settings.registry, settings.name)
     raise ValueError("no model: give model (a bundle directory) or registry and name")
+
+
+def local_version(directory: Path) -> str:
+    """A bundle directory's version: ``local-`` and the first 8 hex digits of the SHA-256 of its
+    ``bundle.json`` and weights. Every such bundle was version ``local``, so a SIGHUP swap read
+    ``local -> local`` and an alert could not be traced to the bundle that raised it (a walk);
+    the same files give the same version, on every worker and after a restart."""
+    digest = hashlib.sha256()
+    for name in (META_FILE, WEIGHTS_FILE):
+        digest.update((directory / name).read_bytes())
+    return f"local-{digest.hexdigest()[:8]}"
 
 
 def worker_model(settings: Settings, fleet: str | None) -> Bundle:

@@ -88,7 +88,8 @@ def test_alerts_rise_and_clear_for_a_fault_and_never_for_normal_data(serve, mosq
     assert raised["asset"] == "line-1/pump-bad" and raised["alert_id"] == cleared["alert_id"]
     assert raised["score"] >= 1.0 and cleared["peak_score"] >= raised["score"] and cleared["score"] < 1.0
     assert raised["threshold"] == pytest.approx(bundle.threshold_)
-    assert raised["model"] == {"name": "bundle", "version": "local"}
+    version = running.daemon.bundle.version  # a bundle directory's: its files' hash
+    assert raised["model"] == {"name": "bundle", "version": version} and version.startswith("local-")
     assert len(raised["channels"]) == 3 and raised["channels"][0]["name"] == "c1"
     assert raised["channels"][0]["share"] > 0.5
     assert sum(c["share"] for c in raised["channels"]) == pytest.approx(1.0, abs=1e-3)
@@ -103,7 +104,7 @@ def test_alerts_rise_and_clear_for_a_fault_and_never_for_normal_data(serve, mosq
     assert metrics[("sensorguard_anomaly_active", (("asset", "line-1/pump-bad"),))] == 0
     assert metrics[("sensorguard_anomaly_score", (("asset", "line-1/pump-ok"),))] < 1.0
     assert metrics[("sensorguard_assets", ())] == 2
-    assert metrics[("sensorguard_model_info", (("name", "bundle"), ("version", "local")))] == 1
+    assert metrics[("sensorguard_model_info", (("name", "bundle"), ("version", version)))] == 1
     assert metrics[("sensorguard_model_threshold", ())] == pytest.approx(bundle.threshold_)
     assert metrics[("sensorguard_scoring_duration_seconds_count", ())] >= 1
     assert metrics[("sensorguard_reading_to_score_seconds_count", ())] == n

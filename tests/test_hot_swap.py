@@ -20,6 +20,7 @@ import pytest
 
 from sensorguard.service.bundle import save_bundle, write_files
 from sensorguard.service.daemon import Daemon
+from sensorguard.service.hotswap import local_version
 from sensorguard.service.registry import publish, set_current
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import (
@@ -270,7 +271,7 @@ def test_sighup_reloads_in_serve(tmp_path, mosquitto, registry, trained, mode):
             expected = {"v0002": 1.0}
         else:
             save_bundle(bundle.with_threshold(new_threshold, {}), model_dir)
-            expected = {"local": 1.0}
+            expected = {local_version(model_dir): 1.0}  # not "local" for every bundle (a walk)
         assert value(url, "sensorguard_model_threshold") == pytest.approx(bundle.threshold_)
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: value(url, "sensorguard_model_threshold") == pytest.approx(new_threshold), 15,
@@ -494,3 +495,13 @@ def test_every_retained_state_names_the_new_model_after_a_swap(tiny_bundle, tmp_
     daemon.housekeeping(time.monotonic())
     assert sorted(states()) == ["pump-1", "pump-2"]
     assert {s["model"]["version"] for s in states().values()} == {"v0002"}
+
+
+def test_a_bundle_directorys_version_is_its_files_hash(tiny_bundle, tmp_path):
+    """Every bundle directory served as version "local": a SIGHUP swap read "local -> local" and
+    an alert could not be traced to its bundle (a walk)."""
+    bundle = replace(tiny_bundle, created="2026-12-05T10:00:00+00:00")  # (saved with it, not the clock's)
+    first = local_version(save_bundle(bundle, tmp_path / "a"))
+    assert first.startswith("local-") and len(first) == len("local-") + 8
+    assert local_version(save_bundle(bundle, tmp_path / "b")) == first  # the same files
+    assert local_version(save_bundle(bundle.with_threshold(0.75, {}), tmp_path / "a")) != first
