@@ -176,7 +176,24 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise CliError("promote needs a VERSION (or --gate live to promote the shadow)")
     old, new = promote(root, name, args.version) if args.action == "promote" else rollback(root, name)
     print(f"{name}: CURRENT {old or '(none)'} -> {new}")
+    if (refused := _gate_refusal(root, name, new)) is not None:
+        print(refused)
     return 0
+
+
+def _gate_refusal(root: Path, name: str, version: str) -> str | None:
+    """A note when ``version`` is a candidate its retrain's gate refused: promoted by hand, it was
+    made current without a word that the gate had judged it worse (found in a walk)."""
+    from sensorguard.service.bundle import BundleError
+    from sensorguard.service.bundle_loading import load_bundle
+
+    try:
+        metrics = load_bundle(root / name / version).metrics
+    except BundleError:
+        return None
+    if metrics.get("passed") is not False:
+        return None
+    return f"note: {version} did not pass its retrain's gate ({metrics.get('reason') or 'no reason recorded'})"
 
 
 def _unshadowable(root: Path, name: str, version: str) -> str | None:

@@ -40,6 +40,12 @@ def test_worse_candidate_is_not_promoted(registry, tmp_path, capsys):
     assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "new.csv"),
                  "--max-epochs", "1", "--quiet", "--force"]) == 0
     assert "forced" in capsys.readouterr().out and current_version(registry, "pump") == "v0003"
+    # promoted by hand, the candidate the gate refused is said to be one (a walk: nothing said it)
+    assert main(["models", "promote", "v0002", "--registry", str(registry), "--name", "pump"]) == 0
+    out = capsys.readouterr().out
+    assert "CURRENT v0003 -> v0002" in out and "note: v0002 did not pass its retrain's gate (" in out
+    assert main(["models", "promote", "v0001", "--registry", str(registry), "--name", "pump"]) == 0
+    assert "note" not in capsys.readouterr().out
 
 
 def test_a_retrain_keeps_the_current_models_drift_rule_and_promise(tmp_path, trained, capsys):

@@ -65,7 +65,7 @@ class TrainSummary:
             f"{f', {self.alert_hop} while an alert is up' if self.alert_hop else ''}, latent {self.latent})",
             f"epochs          {self.epochs} (best validation loss {self.best_val_loss:.4g})",
             f"yardsticks      validation loss of naive window means {self.naive_val_loss:.4g}, "
-            f"per-sample PCA of rank {self.linear} {self.pca_val_loss:.4g}",
+            f"PCA of rank {self.linear} (the model's linear path) per sample {self.pca_val_loss:.4g}",
             f"threshold       {self.threshold:.4g} ({self.method})",
             *([f"level term      {self.level}"] if self.level else []),
             self._promise_line(fa),
