@@ -474,6 +474,10 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     assert len(data) == 360 and (np.diff(data.times) == 60).all()  # every row kept, one minute apart
     assert np.allclose(data.values, frame[["c0", "c1", "c2"]].to_numpy())  # in file order
     assert any("clock went back an hour at 2024-10-27 03:00" in n for n in data.notes), data.notes
+    swapped = frame.copy()  # two rows out of order two hours after the change: it was not seen (a walk)
+    swapped.iloc[[330, 331]] = swapped.iloc[[331, 330]].to_numpy()
+    data = load_frame([write(swapped, tmp_path / "swapped.csv", sep=";")])
+    assert len(data) == 360 and any("clock went back an hour" in n for n in data.notes), data.notes
 
     plain = frame.assign(timestamp=[t.strftime("%d.%m.%Y %H:%M") for t in stamps])  # no clock change
     twice = write(pd.concat([plain.iloc[:180], plain.iloc[120:]]), tmp_path / "twice.csv", sep=";")

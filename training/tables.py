@@ -124,6 +124,9 @@ def local_clock(column: pd.Series) -> bool:
     return len(head) > 0 and not head.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any()
 
 
+SWAPPED_STEPS = 5  # rows out of order beside a clock change: each back by at most this many steps, and few
+
+
 def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, list]:
     """Local times where the clock went back an hour (daylight saving time ending), undone.
 
@@ -133,8 +136,10 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
     later, as the plant lived them (``score`` then writes their times an hour later too). Not when
     the repeated stamps hold the same varying values (an export appended twice, which stays
     duplicates), nor with sampling slower than every 30 minutes (a
-    repeated hour is then a repeated stamp), nor when times also fall otherwise (rows out of
-    order). Returns the times and the (corrected) times at which it happened."""
+    repeated hour is then a repeated stamp), nor when times also fall otherwise by more than a few
+    steps or often (rows out of order: a shuffle, not a clock). A couple of rows swapped elsewhere
+    turned it off and the repeated hour was dropped as duplicates (found in a walk). Returns the
+    times and the (corrected) times at which it happened."""
     out, where = times.copy(), []
     machines = [np.arange(len(times))] if groups is None else [rows for _, rows in sorted(machine_rows(groups).items())]
     for rows in machines:
@@ -144,10 +149,12 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
         if not len(rising) or (period := float(np.median(rising))) > 1800:
             continue
         falls = np.flatnonzero(step < 0)
-        if not len(falls) or len(falls) > 8 or not all(-3600 - period / 2 <= step[f] <= -3600 + 1.5 * period
-                                                       for f in falls):
+        hour = (step[falls] >= -3600 - period / 2) & (step[falls] <= -3600 + 1.5 * period)
+        clock, other = falls[hour], step[falls[~hour]]
+        if not len(clock) or len(clock) > 8 or (other < -SWAPPED_STEPS * period).any() or len(other) > max(
+                2, 0.01 * len(step)):
             continue
-        for f in falls:
+        for f in clock:
             before, after = rows[: f + 1], rows[f + 1:]
             again = np.isin(times[after], times[before])
             if again.any():
