@@ -341,6 +341,13 @@ def test_excel_exports_in_the_plants_locale_are_read(tmp_path):
     assert np.allclose(units.values, expected) and len(units) == len(frame)
     assert any("row under the header with no numbers left out (units? '°C', 'bar')" in n for n in units.notes)
     assert not any("time order" in n or "not numbers" in n for n in units.notes), units.notes
+    # small values as Excel writes them there (4,181E-03): the channel was left out as text (a walk)
+    tiny = "".join(f"{t:%d.%m.%Y %H:%M:%S};{f'{a / 1e4:.3E}'.replace('.', ',')};{comma(b, 3)}\r\n"
+                   for t, a, b in frame.values)
+    (tmp_path / "small.csv").write_text(header + ";°C;bar\r\n" + tiny, encoding="utf-8-sig")
+    small = load_frame([tmp_path / "small.csv"])
+    assert small.channels == ("Temp °C", "Druck bar")
+    assert np.allclose(small.values[:, 0], frame["temp"].to_numpy() / 1e4, rtol=1e-3)
     # Windows-1252, Excel's CSV in a Western locale: "'utf-8' codec can't decode byte 0xb0"
     (tmp_path / "cp1252.csv").write_bytes((header + rows).encode("cp1252"))
     western = load_frame([tmp_path / "cp1252.csv"])

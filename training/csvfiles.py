@@ -169,8 +169,9 @@ def _sniff_decimal(sample: str, sep: str) -> str:
     return "," if sep == ";" and len(commas) > point else "."
 
 
-# 20,5 / 1.198,2 / 1.198; not a plain 101 (an asset id, an epoch time: left as pandas reads them)
-COMMA_NUMBER = re.compile(r"[+-]?(?:[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?|\d+,\d+)")
+# 20,5 / 1.198,2 / 1.198 / 4,181E-03 (Excel's small values; a walk found a channel of them left out as
+# text); not a plain 101 (an asset id, an epoch time: left as pandas reads them)
+COMMA_NUMBER = re.compile(r"[+-]?(?:[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?|\d+,\d+)(?:[eE][+-]?\d+)?")
 
 
 def _decimal_comma_cells(frame: pd.DataFrame) -> None:
