@@ -22,6 +22,7 @@ from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import SensorRules, SensorWatch, window_faults
 from sensorguard.training.data import DataError, SensorData, machine_rows
 from sensorguard.training.evaluate import best_f1_threshold, detection_metrics, pool_metrics
+from sensorguard.training.series import utc_stamps
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     score = np.where(found, scores.score[take], np.nan)
     out = pd.DataFrame({
         **({"asset": data.source_assets} if data.source_assets is not None else {}),
-        "timestamp": pd.to_datetime(data.source_times, unit="s", utc=True),
+        "timestamp": utc_stamps(data.source_times),
         "score": score,
         "anomaly": np.where(np.isfinite(score), (score >= 1).astype(int), 0),
         "alert": _carried(np.where(found, scored.alert[take], np.nan), data, scored.stale_after),

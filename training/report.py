@@ -33,6 +33,7 @@ from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.evaluate import event_bounds, to_seconds
 from sensorguard.training.offline import alive_stamps, level_rows
+from sensorguard.training.series import utc_stamps
 
 MAX_CHANNELS_SHOWN = 4  # small multiples stay readable
 TOP_SHARE_CHANNELS = 4
@@ -72,7 +73,7 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
     alive = alive_stamps(data)  # readings refused for their rate keep an alert up, as in score
     for asset, rows in data.blocks():
         frame = pd.DataFrame(data.values[rows], columns=list(bundle.channels))
-        frame.insert(0, "timestamp", pd.to_datetime(data.times[rows], unit="s", utc=True))
+        frame.insert(0, "timestamp", utc_stamps(data.times[rows]))
         if label_column:
             frame["anomaly"] = data.labels[label_column][rows]
         tag = "" if asset is None else "_" + _file_name(asset)
