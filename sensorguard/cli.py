@@ -176,7 +176,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from sensorguard.service.registry import current_version, location, publish
     from sensorguard.training.data import concat_series, drop_labeled
     from sensorguard.training.retrain import known_faults, load_recorded, parse_since, seen_rows_note
-    from sensorguard.training.retrain_gate import missed_faults
+    from sensorguard.training.retrain_gate import UNLIKE_MEDIAN, median_score, missed_faults
     from sensorguard.training.train import calibrate_bundle
 
     bundle = load_bundle(args.bundle)
@@ -196,6 +196,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     data = concat_series(parts) if len(parts) > 1 else parts[0]
     if (seen := seen_rows_note(bundle, data)) is not None:
         print(f"sensorguard calibrate: warning: {seen}", file=sys.stderr)
+    if not args.force and (median := median_score(bundle, data)) >= UNLIKE_MEDIAN:
+        raise CliError(f"not recalibrated: the median window of these data scores {median:.3g} times the current "
+                       "line: they are not like the normal data the model learned (other units, another operating "
+                       "point, or faults: give --label-column); retrain on them, or --force recalibrates anyway")
     before = bundle
     old = bundle.threshold_
     promise = _promise(args, bundle.promise)

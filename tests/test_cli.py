@@ -182,6 +182,25 @@ def test_calibrate_changes_threshold(files, tmp_path, capsys):
     assert "->" in capsys.readouterr().out
 
 
+def test_calibrate_refuses_data_in_other_units_unless_forced(files, tmp_path, capsys):
+    """One channel in kW where the model learned W: the line went from 0.0044 to 4.5 with exit 0,
+    and the model missed every fault it had caught (a walk). Refused in one line naming it."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(files / "model", model)
+    before = json.loads((model / "bundle.json").read_text())["threshold"]
+    frame = pd.read_csv(files / "normal.csv")
+    frame["pressure"] = frame["pressure"] / 1000  # other units, inside its sensor limits
+    frame.to_csv(tmp_path / "kilo.csv", index=False)
+    assert main(["calibrate", str(model), str(tmp_path / "kilo.csv")]) == 1
+    said = capsys.readouterr().err
+    assert "not recalibrated: the median window of these data scores" in said and "--force" in said
+    assert json.loads((model / "bundle.json").read_text())["threshold"] == before  # untouched
+    assert main(["calibrate", str(model), str(tmp_path / "kilo.csv"), "--force"]) == 0
+    assert json.loads((model / "bundle.json").read_text())["threshold"] != before
+
+
 def test_report_writes_pngs(files, tmp_path):
     assert main(["report", str(files / "model"), str(files / "faults.csv"), "--out", str(tmp_path / "r"),
                  "--label-column", "anomaly"]) == 0

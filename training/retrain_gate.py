@@ -124,3 +124,21 @@ def decide(cand: Comparison, cur: Comparison | None, target: float) -> tuple[boo
     if not err_ok:
         why.append(f"higher error ({cand.mean_error:.4g} > {cur.mean_error:.4g} + {ERROR_TOLERANCE:.0%})")
     return False, "; ".join(why)
+
+
+
+UNLIKE_MEDIAN = 1.0  # the median window of "normal" data at or over the current line: not this model's normal
+
+
+def median_score(bundle: Bundle, data: SensorData) -> float:
+    """The median window score (error over the line) of ``data`` under ``bundle`` as it is (NaN:
+    no window).
+
+    Why: ``calibrate`` sets a line from these data's errors. One channel in kW where the model
+    learned W made every window's error huge, the line went from 0.0044 to 4.5, and the model then
+    missed every fault it had caught, with exit 0 (a walk). Normal data the model knows score a
+    fraction of the line in the median; half of them over it are other units, another operating
+    point or faults, which want a retrain (or labels), not a new line."""
+    scores = Scorer(bundle).score_series(data.values, data.segments).score
+    finite = scores[np.isfinite(scores)]
+    return float(np.median(finite)) if len(finite) else float("nan")
