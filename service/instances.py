@@ -4,7 +4,7 @@ An instance (``serve --instance``, default the client id) keeps its status retai
 ``<output_prefix>/status/<instance>`` as JSON, with a Last Will saying ``offline``::
 
     {"state": "online", "instance": "site-a", "client_id": "sensorguard-host-1",
-     "partitions": ["site-a/#"], "topic_prefix": "sensors", "version": "0.1.0",
+     "partitions": ["site-a/#"], "topic_prefix": "sensors", "cluster": false, "version": "0.1.0",
      "host": "host-1", "pid": 4242}
 
 Its partitions (``serve --partition``, repeatable, default ``#``) are MQTT topic filters under
@@ -17,7 +17,12 @@ line, when another instance
 - reads a different ``topic_prefix``: asset ids are relative to the prefix, so ``pump-7`` of
   both would share ``<output_prefix>/state/pump-7`` (give each prefix its own ``output_prefix``);
 - or has a partition that overlaps one of its own (some topic matches both filters): an asset's
-  readings would be scored twice and its alerts raised twice.
+  readings would be scored twice and its alerts raised twice;
+- or is a cluster-mode worker where this one is not, or the other way round: a cluster's
+  partitions cover every asset of its prefix (its workers list none, since theirs move).
+
+A status online from a process of this host that no longer runs (its offline was lost) is no
+conflict (:func:`gone_here`).
 
 An instance's own filters must not overlap each other either (:func:`filter_problems`), and two
 daemons (client ids) must not share an instance name. Nor may two daemons share a client id: the
@@ -62,12 +67,30 @@ class InstanceCheck:
     stale_filters: tuple[str, ...] = ()
 
 
-def status_payload(name: str, client_id: str, partitions: tuple[str, ...], topic_prefix: str, online: bool) -> bytes:
+def status_payload(name: str, client_id: str, partitions: tuple[str, ...], topic_prefix: str, online: bool,
+                   cluster: bool = False) -> bytes:
     """The retained status of instance ``name`` (also its Last Will, offline); ``host`` and ``pid``
-    let a second daemon started with the same settings on this host see the first."""
+    let a second daemon started with the same settings on this host see the first; ``cluster``:
+    a cluster-mode worker, whose partitions move between workers and are not listed."""
     return orjson.dumps({"state": "online" if online else "offline", "instance": name, "client_id": client_id,
-                         "partitions": list(partitions), "topic_prefix": topic_prefix, "version": __version__,
-                         "host": socket.gethostname(), "pid": os.getpid()})
+                         "partitions": list(partitions), "topic_prefix": topic_prefix, "cluster": cluster,
+                         "version": __version__, "host": socket.gethostname(), "pid": os.getpid()})
+
+
+def gone_here(status: dict) -> bool:
+    """Whether ``status`` says online for a process of this host that no longer runs: its offline
+    was lost (a session flapping as it stopped), and it blocked a restart under its instance name
+    for good (a walk). This process's own pid is not gone (daemons side by side in one process)."""
+    theirs = status.get("pid")
+    if status.get("host") != socket.gethostname() or type(theirs) is not int or theirs <= 0 or theirs == os.getpid():
+        return False
+    try:
+        os.kill(theirs, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 def running_here(status: dict, host: str | None = None, pid: int | None = None) -> int | None:
@@ -118,12 +141,13 @@ def filter_problems(filters: tuple[str, ...]) -> list[str]:
 
 
 def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others: dict[str, dict],
-              client_id: str | None = None) -> list[str]:
-    """Why instance ``name`` (of ``client_id``) must not start beside the ``others`` (instance ->
-    retained status). Its own earlier status (same name and client id) is no conflict."""
+              client_id: str | None = None, cluster: bool = False) -> list[str]:
+    """Why instance ``name`` (of ``client_id``; ``cluster``: a cluster-mode worker) must not start
+    beside the ``others`` (instance -> retained status). Its own earlier status (same name and
+    client id) is no conflict, nor one of a process of this host that no longer runs."""
     out = []
     for other, status in sorted(others.items()):
-        if status.get("state") != "online":
+        if status.get("state") != "online" or gone_here(status):
             continue
         theirs = status.get("client_id")
         if client_id is not None and theirs == client_id and (pid := running_here(status)) is not None:
@@ -141,6 +165,12 @@ def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others:
             out.append(f"instance {other!r} reads topic prefix {theirs!r} and publishes under the same output "
                        f"prefix: asset ids of {topic_prefix!r} would share its state topics; give this instance "
                        "its own output_prefix")
+            continue
+        if (status.get("cluster") is True) != cluster:  # a cluster's partitions cover every asset of the prefix
+            out.append(f"instance {other!r} serves topic prefix {topic_prefix!r} "
+                       f"{'in' if not cluster else 'outside'} cluster mode: every asset would be scored twice "
+                       f"and its alerts raised twice; {'start this one with --cluster' if not cluster else 'stop it'}"
+                       " or give it its own topic_prefix and output_prefix")
             continue
         for mine in partitions:
             for filt in status.get("partitions") or ():
@@ -203,5 +233,5 @@ def check_instances(settings: Any, timeout_s: float = CHECK_TIMEOUT_S,
             return InstanceCheck([])
     return InstanceCheck(
         conflicts(settings.instance_name, settings.static_partitions(), settings.topic_prefix, statuses,
-                  settings.client_id),
+                  settings.client_id, bool(settings.cluster_servers())),
         stale_filters(settings.client_id, settings.readings_filters(), statuses))

@@ -70,7 +70,7 @@ def create_client(
     client.on_connect_fail = _connect_fail_logger(settings)
     if will:
         offline = status_payload(settings.instance_name, settings.client_id, settings.static_partitions(),
-                                 settings.topic_prefix, online=False)
+                                 settings.topic_prefix, online=False, cluster=bool(settings.cluster_servers()))
         client.will_set(settings.status_topic(), offline, qos=1, retain=True)
     if settings.username:
         client.username_pw_set(settings.username, settings.password())

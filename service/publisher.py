@@ -147,7 +147,8 @@ class Publisher:
         """The instance's retained status (``online``; ``offline`` is also its Last Will), JSON with
         its name and partitions (:mod:`sensorguard.service.instances`)."""
         s = self.settings
-        body = status_payload(s.instance_name, s.client_id, s.static_partitions(), s.topic_prefix, online)
+        body = status_payload(s.instance_name, s.client_id, s.static_partitions(), s.topic_prefix, online,
+                              bool(s.cluster_servers()))
         return self._sent("status", self.client.publish(s.status_topic(), body, qos=1, retain=True))
 
 

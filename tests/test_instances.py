@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -16,8 +17,10 @@ from sensorguard.service.instances import (
     conflicts,
     filter_problems,
     filters_overlap,
+    gone_here,
     running_here,
     stale_filters,
+    status_payload,
 )
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, free_port, metric, start_daemon, wait_for
@@ -84,6 +87,27 @@ def test_a_status_is_running_here_only_for_another_live_process_of_this_host():
         sleeper.wait()
     assert running_here({"host": here, "pid": sleeper.pid}) is None  # dead: an earlier run's status
     assert conflicts("me", ("#",), "sensors", mine, client_id="sg-me") == []
+    # its offline lost as it stopped: a restart under its name with another client id was refused for
+    # good, and one whose partitions overlap too (a walk); a live process's status still counts
+    assert gone_here(mine["me"]) and conflicts("me", ("#",), "sensors", mine, client_id="sg-new") == []
+    assert conflicts("you", ("#",), "sensors", mine, client_id="sg-you") == []
+    assert not gone_here({**mine["me"], "pid": os.getpid()}) and not gone_here({**mine["me"], "host": "elsewhere"})
+
+
+def test_a_daemon_outside_the_cluster_is_refused_beside_its_workers_and_the_other_way_round():
+    """Cluster workers list no partitions (theirs move), so a plain daemon on the same topic prefix
+    started beside them, saw no overlap, and scored every asset a second time (a walk)."""
+    worker = {"sg-1-w0": {"state": "online", "client_id": "sg-1-w0", "partitions": [], "topic_prefix": "sensors",
+                          "cluster": True}}
+    found = conflicts("plain", ("#",), "sensors", worker, client_id="plain")
+    assert len(found) == 1 and "serves topic prefix 'sensors' in cluster mode" in found[0]
+    assert "--cluster" in found[0]
+    assert conflicts("sg-2-w0", (), "sensors", worker, client_id="sg-2-w0", cluster=True) == []  # another worker
+    plain = {"plain": {"state": "online", "client_id": "plain", "partitions": ["#"], "topic_prefix": "sensors"}}
+    found = conflicts("sg-2-w0", (), "sensors", plain, client_id="sg-2-w0", cluster=True)
+    assert len(found) == 1 and "outside cluster mode" in found[0]
+    assert conflicts("plain", ("#",), "other", worker, client_id="plain") != []  # (another prefix: its own message)
+    assert json.loads(status_payload("w", "c", (), "sensors", True, cluster=True))["cluster"] is True
 
 
 def test_stale_filters_are_what_this_sessions_earlier_run_served_and_this_one_does_not():
@@ -110,7 +134,7 @@ def test_two_instances_serve_their_partitions_and_a_third_that_overlaps_is_refus
         assert statuses[f"site-a-{suffix}"] == {"state": "online", "instance": f"site-a-{suffix}",
                                                  "client_id": f"sg-a-{suffix}",
                                                  "partitions": ["site-a/#"], "topic_prefix": "sensors",
-                                                 "version": statuses[f"site-a-{suffix}"]["version"],
+                                                 "cluster": False, "version": statuses[f"site-a-{suffix}"]["version"],
                                                  "host": socket.gethostname(), "pid": os.getpid()}
         assert statuses[f"site-b-{suffix}"]["partitions"] == ["site-b/#"]
         assert metric(url_a, "sensorguard_partition_info", daemon=f"site-a-{suffix}", partition="site-a/#") == 1
