@@ -41,6 +41,7 @@ from sensorguard.service.logs import RateLimiter, first_line
 log = logging.getLogger(__name__)
 
 RENEW_S = 1.0  # a lease is renewed this often: three chances before it expires
+LISTING_IDLE_S = 5.0  # a key listing's consumer, once stopped, is deleted by the server after this long
 REJOIN_S = 5.0  # a worker that stood down (it could not publish) takes part again once able this long
 LISTING_MAX_S = 10.0  # a members' listing not done by then is given up and started afresh
 SURE_S = 2.0  # a lease written this recently is surely still ours (it expires after LEASE_S = 3 s)
@@ -191,8 +192,10 @@ class Ownership:
     async def _keys(self) -> list[str]:
         """The bucket's keys. nats-py's ``keys()`` stops its watcher only when the listing ends: one
         cancelled left an ordered consumer receiving every lease write for good. Here it is stopped
-        whatever ends the listing."""
-        watcher = await self.kv.watchall(ignore_deletes=True, meta_only=True)
+        whatever ends the listing. Stopping unsubscribes, and the server deletes the consumer once it
+        has been idle ``LISTING_IDLE_S`` (nats-py's default, 5 minutes, kept about 300 consumers per
+        worker on the bucket's stream, one created every round: a walk)."""
+        watcher = await self.kv.watchall(ignore_deletes=True, meta_only=True, inactive_threshold=LISTING_IDLE_S)
         keys = []
         try:
             async for entry in watcher:

@@ -13,7 +13,7 @@ import pytest
 
 from sensorguard.service import cluster
 from sensorguard.service.cluster import Layout
-from sensorguard.service.ownership import Ownership, assign
+from sensorguard.service.ownership import LISTING_IDLE_S, Ownership, assign
 from tests.nats import NatsCluster
 
 try:
@@ -108,6 +108,11 @@ async def _scenario(servers) -> None:
         await c.ownership.leave()  # a clean stop hands over at once, without waiting for leases
         took = await ticking([b], 15.0, lambda: shares(b) == [8])
         assert set(b.ownership.owned) == set(range(8)) and took < cluster.LEASE_S  # no lease had to run out
+        # each round's key listing leaves a consumer behind; nats-py kept each 5 minutes, about 300 per
+        # worker on the bucket's stream (a walk): they go once idle a few seconds
+        left = await nc.jetstream().consumers_info(f"KV_{cluster.OWNERS_BUCKET}")
+        assert left and all(0 < info.config.inactive_threshold <= LISTING_IDLE_S for info in left), [
+            info.config.inactive_threshold for info in left]
     finally:
         await nc.close()
 
