@@ -112,12 +112,32 @@ class Takeover:
         anchors = await self._adopt(assets)
         if self.controls is not None and partitions:
             await self._adopt_controls(k, partitions)
-        window, primed = self.ingest.buffers.window, 0
+        window, primed, partial = self.ingest.buffers.window, 0, []
         for subject, samples in kept.items():
             asset = asset_of(subject)[1]
             anchor, judged = anchors.get(asset, (None, None))
-            primed += self.ingest.prime(asset, prime_span(samples, anchor, window), anchor, judged)
+            span = prime_span(samples, anchor, window)
+            primed += self.ingest.prime(asset, span, anchor, judged)
+            if len(span) < window and len(samples) >= 2:
+                partial.append((subject, len(span)))
+        if partial and (keep := await self._keep()) and any(subjects[s] >= keep for s, _ in partial):
+            # the stream held all it keeps, yet fewer than a window before the cut (a --keep of 33 for a
+            # window of 32: 20 readings, said nowhere; a walk)
+            fewest = min(n for _, n in partial)
+            log.warning("cluster: partition %d: %d assets' windows were rebuilt from fewer readings than the window "
+                        "(%d of %d at the fewest): the window stream keeps %d readings per asset, too few to cover "
+                        "what an asset sends during a takeover (cluster init --keep)", k, len(partial), fewest,
+                        window, keep)
         return assets, primed
+
+    async def _keep(self) -> int:
+        """The readings per asset the window stream keeps (``cluster init --keep``; 0: unknown)."""
+        try:
+            reply = await stream_info(self._nc, WINDOWS_STREAM)
+        except Exception as exc:  # noqa: BLE001 - only a warning depends on it
+            log.debug("window stream info: %s", exc)
+            return 0
+        return int((reply.get("config") or {}).get("max_msgs_per_subject") or 0)
 
     async def _adopt(self, assets: list[str]) -> dict[str, tuple[float | None, float | None]]:
         """Take over the assets' alert and drift state from the state bucket; each asset's last

@@ -383,6 +383,61 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
     assert lagging_last is None and waited >= 0.9 and none == []  # nothing primed: it waited until halted
 
 
+def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(nats_node, caplog):
+    """``cluster init --keep 33`` for a window of 32 passed the join check, then a takeover rebuilt
+    a window from 20 readings and said nothing (a walk): the readings an asset sent meanwhile had
+    pushed the rest out of the window stream. Here it keeps 5, the window is 4, and the previous
+    owner took 8 of 10 readings: 6-8 are all that is left before the cut."""
+    import logging
+
+    from nats.js.api import AckPolicy, ConsumerConfig
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.ingest import Ingest
+    from sensorguard.service.metrics import Metrics
+    from sensorguard.service.takeover import Takeover
+    from sensorguard.service.windows import Buffers
+
+    cluster.run_init(Layout(partitions=8, keep=5, servers=nats_node.urls))
+    asset, t0 = "pump-2", 1_767_225_600.0
+    k = cluster.partition_of(asset, 8)
+    settings = load_settings({"model": None}, {}, require_model=False)
+
+    async def run() -> float | None:
+        nc = await cluster.connect(nats_node.urls)
+        js = nc.jetstream()
+        try:
+            await js.add_consumer(cluster.READINGS_STREAM, ConsumerConfig(
+                durable_name=f"sg-p{k}", filter_subject=f"{cluster.READINGS_ROOT}.{k}.>",
+                ack_policy=AckPolicy.EXPLICIT))
+            for t in range(1, 11):
+                await nc.publish(f"sensors.{asset}.readings", json.dumps({"ts": t0 + t, "values": {"a": t}}).encode())
+            await nc.flush()
+            for _ in range(100):
+                if (await js.stream_info(cluster.READINGS_STREAM)).state.last_seq >= 10:
+                    break
+                await asyncio.sleep(0.1)
+            sub = await js.pull_subscribe_bind(f"sg-p{k}", cluster.READINGS_STREAM)
+            for message in await sub.fetch(8, timeout=5):  # the previous owner took 1-8
+                await message.ack_sync()
+            await sub.unsubscribe()
+            ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
+            states = await js.key_value(cluster.STATE_BUCKET)
+            halt = asyncio.Event()
+            asyncio.get_running_loop().call_later(20.0, halt.set)
+            await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt)
+            return ingest.buffers.last_ts(asset)
+        finally:
+            await nc.close()
+
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+        last = asyncio.run(run())
+    assert last == t0 + 8  # primed with what was left: 6-8
+    assert "1 assets' windows were rebuilt from fewer readings than the window (3 of 4" in caplog.text
+    assert "keeps 5 readings per asset" in caplog.text
+
+
 def test_the_window_reader_keeps_no_reading_copied_after_the_given_input_sequence(nats_node):
     """The rebuild reads the window stream only up to the input stream's sequence the readings
     stream has copied too (the ``Nats-Stream-Source`` header of each copied message): readings
