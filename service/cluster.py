@@ -378,7 +378,20 @@ async def _retrying(step: Any, js: Any, config: Any) -> str:
                 await asyncio.sleep(0.5)
                 continue
             hint = " (fewer servers than --replicas?)" if "insufficient resources" in text.lower() else ""
-            raise ClusterError(f"the server refused: {text}{hint}") from None
+            raise ClusterError(f"the server refused: {text}{hint or no_jetstream(exc)}") from None
+
+
+def no_jetstream(exc: BaseException) -> str:
+    """A hint when ``exc`` is nats-py's answer to a JetStream request nobody served: the server
+    runs without JetStream. It read "ServiceUnavailableError: code=None err_code=None
+    description='None'", every 5 s, and never said what was off (a walk)."""
+    try:
+        from nats.js.errors import ServiceUnavailableError
+    except ImportError:  # (no nats-py: not cluster mode)
+        return ""
+    if isinstance(exc, ServiceUnavailableError) and not getattr(exc, "description", None):
+        return ": no JetStream answered; start nats-server with JetStream on (-js, or jetstream {} in its config)"
+    return ""
 
 
 def run_init(layout: Layout) -> list[str]:

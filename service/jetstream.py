@@ -35,6 +35,7 @@ from sensorguard.service.cluster import (
     ClusterError,
     connect,
     joined_layout,
+    no_jetstream,
     partition_of,
 )
 from sensorguard.service.commands import AlarmControls
@@ -173,7 +174,8 @@ class ClusterSource:
                     self._states = await self._js.key_value(STATE_BUCKET)
                     self.ownership = ownership
                 except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; one line each try
-                    hint = ": the cluster is not initialised; run sensorguard cluster init" if _not_found(exc) else ""
+                    hint = (": the cluster is not initialised; run sensorguard cluster init" if _not_found(exc)
+                            else no_jetstream(exc))
                     log.warning("cluster: joining failed (%s)%s; trying again in %.0f s", first_line(exc), hint,
                                 CONNECT_RETRY_S)
                     await pause(stopping, CONNECT_RETRY_S)

@@ -213,6 +213,28 @@ def test_cli_prints_what_it_did_and_one_line_when_the_cluster_is_unreachable(nat
     assert bad.returncode == 2 and "expected nats://HOST:PORT" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_server_without_jetstream_is_named_as_such(tmp_path):
+    """`cluster init` against a nats-server started without JetStream printed "the server refused:
+    nats: ServiceUnavailableError: code=None err_code=None description='None'" (a walk)."""
+    import socket
+
+    from tests.mosquitto import free_port
+    from tests.nats import need_nats_server
+
+    port = free_port()
+    server = subprocess.Popen([need_nats_server(), "-a", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 15, "nats-server without JetStream")
+        out = subprocess.run([sys.executable, "-m", "sensorguard", "cluster", "init", "--cluster",
+                              f"nats://127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, env=clean_env())
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert out.returncode != 0 and "no JetStream answered" in out.stderr and "-js" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
 def test_init_on_a_three_node_cluster_with_three_replicas(tmp_path):
     nodes = NatsCluster(tmp_path, 3).start()  # init right away: it waits while the cluster elects its leader
     try:
