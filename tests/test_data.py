@@ -668,3 +668,16 @@ def test_the_files_other_columns_are_kept_for_the_bundle_to_ignore_live():
     assert data.take(np.arange(len(data)) % 2 == 0).left_out == data.left_out
     named = series_from_frame(frame, "named", channels=["p"])
     assert named.left_out == ("q", "flush_on", "anomaly")
+
+
+def test_a_sensor_named_as_the_time_column_is_refused(tmp_path):
+    """``--time-column TI101`` trained a model on a temperature read as 1970 epoch seconds, rows
+    sorted by temperature, 1,073 dropped as duplicate stamps, a sample period of 1 ms, exit 0 (a
+    walk). Numbers that fall from row to row as often as a sensor's are no clock; elapsed seconds
+    with a few rows out of order still are."""
+    frame = plant_frame(rows=300, seed=2)
+    with pytest.raises(DataError, match="column 'c0' does not read as a clock: .* of its values fall"):
+        series_from_frame(frame, "sensor-clock", time_column="c0")
+    elapsed = frame.assign(seconds=np.arange(300.0)).drop(columns="timestamp")
+    elapsed.loc[[10, 11], "seconds"] = [11.0, 10.0]  # two rows swapped: still a clock
+    assert len(series_from_frame(elapsed, "elapsed", time_column="seconds")) == 300

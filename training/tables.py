@@ -63,6 +63,9 @@ def find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) ->
     raise DataError(f"{name}: no timestamp column found; name one with --time-column (columns: {cols(frame)})")
 
 
+CLOCK_FALLS = 0.25  # numbers that fall from row to row this often are a sensor, not a clock (a random walk: half)
+
+
 def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None = None) -> np.ndarray:
     """Timestamps to epoch seconds (float64). Numbers are epoch seconds (or ms when huge), or
     Excel serial dates (days since 1899-12-30) when they are days of 2000-2100 minutes apart."""
@@ -75,6 +78,10 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
             column = numbers.astype(np.float64)
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         secs = column.to_numpy(dtype=np.float64)
+        steps = np.diff(secs[np.isfinite(secs)])
+        if len(steps) >= 10 and (falls := float(np.mean(steps < 0))) > CLOCK_FALLS:
+            raise DataError(f"{name}: column {tcol!r} does not read as a clock: {falls:.0%} of its values fall from "
+                            "one row to the next (a sensor? name the time column with --time-column)")
         size = np.nanmedian(np.abs(secs)) if np.isfinite(secs).any() else 0.0
         for limit, per_second in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):  # epoch ns, us, ms
             if size > limit:
