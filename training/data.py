@@ -102,6 +102,9 @@ def series_from_frame(
     hold_rate = policy is not None
 
     tcol = find_time_column(frame, time_column, name)
+    if channels and tcol in channels:  # its values would be read as epoch seconds (a flow of 120: 1970); said
+        # before they are read as times, which refuses a sensor's as no clock
+        raise DataError(f"{name}: {tcol} is the time column and also a channel (the model's, or --channels)")
     stamps = frame[tcol]
     # a date column and a time-of-day column, as plant exports often write them (Date/Time, Datum/Uhrzeit)
     if time_of_day_only(stamps):

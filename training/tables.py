@@ -274,8 +274,6 @@ def choose_channels(
     asset_column: str | None = None,
     normal: bool = False,
 ) -> tuple[str, ...]:
-    if channels and tcol in channels:  # its values would be read as epoch seconds (a flow of 120: 1970)
-        raise DataError(f"{name}: {tcol} is the time column and also a channel (the model's, or --channels)")
     if channels and (both := [c for c in channels if c in exclude]):
         raise DataError(f"{name}: {', '.join(both)} in both --channels and --exclude")
     if channels:
