@@ -159,12 +159,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     bundle, summary = train_bundle(data, options)
     if int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")):
         return 0  # a process --strategy ddp launched: the first one writes the bundle and prints
+    replaced = args.out and (Path(args.out) / "bundle.json").is_file()  # (another model, overwritten unsaid: a walk)
     if args.out:
         where = save_bundle(bundle, args.out)
     else:
         version = publish(bundle, args.registry, args.name)
         where = Path(args.registry) / args.name / version
-    print("\n".join(["", f"trained bundle -> {where}", *summary.lines()]))
+    print("\n".join(["", f"trained bundle -> {where}" + (" (it replaced the bundle there; --registry keeps "
+                                                          "versions)" if replaced else ""), *summary.lines()]))
     return 0
 
 

@@ -169,6 +169,14 @@ def test_evaluate_reports_both_columns(files, capsys):
     assert all(cell != "-" for cell in table["false-alarm rate"])
 
 
+def test_train_says_when_its_out_replaced_another_bundle(tmp_path, capsys):
+    """``train small.csv --out model_de`` replaced another 6-channel model there, unsaid (a walk)."""
+    plant_frame(rows=400).to_csv(tmp_path / "n.csv", index=False)
+    argv = ["train", str(tmp_path / "n.csv"), "--out", str(tmp_path / "m"), "--max-epochs", "1", "--quiet"]
+    assert main(argv) == 0 and "replaced" not in capsys.readouterr().out
+    assert main(argv) == 0 and "(it replaced the bundle there; --registry keeps versions)" in capsys.readouterr().out
+
+
 def test_calibrate_changes_threshold(files, tmp_path, capsys):
     import shutil
 
