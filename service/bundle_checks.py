@@ -70,11 +70,13 @@ def bundle_rules(rules: AlertRules, bundle: Bundle, hop: int | None = None) -> A
 def stale_warning(policy: CleaningPolicy, stale_after: float, name: str = "stale_after_s") -> str | None:
     """Why a ``stale_after`` (setting ``name``) shorter than the gap the bundle fills cuts alerts
     short: a silence that long ends the alert state (live and offline alike; live, the window too)
-    where the cleaning would carry on over it; at a sample period above it no alert can rise."""
+    where the cleaning would carry on over it; at a sample period above it every alert ends at the
+    next reading (it said "no alert can rise", and a run raised 88 one-reading alerts, each at one
+    window over ``raise_at``: a walk)."""
     gap = policy.restart_gap
     if gap is None or stale_after >= gap:
         return None
-    worst = (" at this sampling every step does, so no alert can rise" if policy.sample_period
+    worst = (" at this sampling every step does, so every alert ends at the next reading" if policy.sample_period
              and policy.sample_period > stale_after else "")
     return (f"{name} {stale_after:g} is shorter than the {gap:g} s gap the bundle's cleaning fills: a silence that "
             f"long ends the alert state (live, the window too){worst}; set {name} >= {gap:g}")
