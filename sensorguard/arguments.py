@@ -30,6 +30,8 @@ from sensorguard.argtypes import (
 
 def _add_data_options(p: argparse.ArgumentParser, channels: bool = True) -> None:
     p.add_argument("--time-column", help="timestamp column (default: detected by name or content)")
+    p.add_argument("--asset-column", help="column naming each row's machine, each cleaned and scored as its own "
+                   "series (default: a column named asset)")
     if channels:
         p.add_argument("--channels", type=csv_list, help="channels to use, in order (default: numeric columns)")
         p.add_argument("--exclude", type=csv_list, default=[], help="columns never used as channels")

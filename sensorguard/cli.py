@@ -59,6 +59,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
     return load_frame(
         paths,
         time_column=getattr(args, "time_column", None),
+        asset_column=getattr(args, "asset_column", None),
         channels=channels if channels is not None else getattr(args, "channels", None),
         exclude=getattr(args, "exclude", None) or (),
         label_column=label_column,

@@ -318,3 +318,23 @@ def test_score_writes_each_rows_time_as_the_file_stamped_it(tiny_bundle, tmp_pat
     out = scored(bundle_dir, frame.drop(columns="anomaly"), tmp_path / "ms.csv")
     written = pd.to_datetime(out["timestamp"], utc=True).dt.tz_localize(None)
     assert (written == stamps).all()
+
+
+def test_a_machine_column_of_another_name_is_given_with_asset_column(tiny_bundle, tmp_path, capsys):
+    """A file whose machine column was named ``Machine`` was scored as one series: two thirds of
+    its rows dropped as duplicate stamps, with no hint (a walk). The note names the column, and
+    ``--asset-column`` scores each machine on its own, as a column named ``asset`` is."""
+    bundle_dir = save_bundle(tiny_bundle, tmp_path / "b")
+    frames = [machine(seed, 0.0).drop(columns="anomaly").assign(Machine=f"pump-{seed}") for seed in (1, 2, 3)]
+    pd.concat(frames).to_csv(tmp_path / "three.csv", index=False)
+    out = tmp_path / "s.csv"
+    assert main(["score", str(bundle_dir), str(tmp_path / "three.csv"), "--out", str(out)]) == 0
+    assert "column 'Machine' holds 3 distinct values: if it names machines, give --asset-column Machine" in \
+        capsys.readouterr().out
+    assert main(["score", str(bundle_dir), str(tmp_path / "three.csv"), "--out", str(out),
+                 "--asset-column", "Machine"]) == 0
+    scores = pd.read_csv(out)
+    assert sorted(scores.asset.unique()) == ["pump-1", "pump-2", "pump-3"] and scores.score.notna().sum() > 300
+    assert main(["score", str(bundle_dir), str(tmp_path / "three.csv"), "--out", str(out),
+                 "--asset-column", "Maschine"]) == 1
+    assert "asset column 'Maschine' not found" in capsys.readouterr().err

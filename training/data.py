@@ -125,6 +125,10 @@ def series_from_frame(
     times = parse_times(stamps, tcol, name, notes)
     if asset_column is None:  # several machines in one table, the column named in any case
         asset_column = next((c for c in frame.columns if str(c).strip().lower() == "asset"), None)
+        if asset_column is None and (hint := machine_hint(frame, tcol, times)) is not None:
+            notes.append(hint)
+    elif asset_column not in frame.columns:
+        raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {cols(frame)})")
     chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes, asset_column, normal)
     values = frame[list(chosen)].apply(to_numbers).to_numpy(dtype=np.float64, copy=True)
     if (unreadable := unreadable_note(frame, chosen, values)) is not None:
@@ -181,6 +185,27 @@ def series_from_frame(
     raw = np.where(np.isfinite(values), values, np.nan)
     left_out = tuple(str(c) for c in frame.columns if c not in chosen and c not in (tcol, asset_column))
     return replace(data, source_times=times, source_values=raw, left_out=left_out)
+
+
+MACHINES_MAX = 1000  # distinct values a column naming machines may hold (more: an id per row, a text sensor)
+
+
+def machine_hint(frame: pd.DataFrame, tcol: str, times: np.ndarray) -> str | None:
+    """A note when many rows repeat a timestamp and a text column could name the machines: a file
+    whose machine column was named ``Machine`` merged three machines into one series, two thirds of
+    its rows dropped as duplicates, and said only that (a walk)."""
+    finite = times[np.isfinite(times)]
+    repeated = 1.0 - len(np.unique(finite)) / max(len(finite), 1)
+    if repeated < 0.1:
+        return None
+    for col in frame.columns:
+        if col == tcol or pd.api.types.is_numeric_dtype(frame[col]):
+            continue
+        distinct = frame[col].nunique(dropna=True)
+        if 2 <= distinct <= min(MACHINES_MAX, len(frame) // 2):
+            return (f"{repeated:.0%} of the rows repeat a timestamp, and column {col!r} holds {distinct} distinct "
+                    f"values: if it names machines, give --asset-column {col} (each is then its own series)")
+    return None
 
 
 _ROW = "\0row"  # (a label key no column can have) the input row of each kept row, while cleaning
