@@ -34,7 +34,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     fill_limit = args.fill_limit if args.fill_limit is not None else current.fill_limit if current else 5
     data = new_normal_data(args.registry, args.name, args.data or [], args.recorded, args.since,
                            label_column=args.label_column, time_column=getattr(args, "time_column", None),
-                           exclude=getattr(args, "exclude", None) or (), fill_limit=fill_limit)
+                           exclude=getattr(args, "exclude", None) or (), fill_limit=fill_limit,
+                           asset_column=getattr(args, "asset_column", None))
     for note in data.notes:  # what the cleaning did, as train and calibrate say (retrain was silent: a walk)
         print(f"note: {note}", file=sys.stderr)
     own = own_options(current)  # the model's own training settings, kept as its promise is

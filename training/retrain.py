@@ -291,7 +291,7 @@ def _fmt(value: float | None) -> str:
 def new_normal_data(
     registry: str | Path, name: str, paths: list[str], recorded: str | None, since: str | None,
     label_column: str | None = None, time_column: str | None = None, exclude: tuple[str, ...] = (),
-    fill_limit: int = 5,
+    fill_limit: int = 5, asset_column: str | None = None,
 ) -> SensorData:
     """What ``retrain`` learns from: the files (labeled rows dropped) and the recorded readings, from
     ``since`` on (``parse_since``), in the current model's channels when there is one."""
@@ -303,7 +303,7 @@ def new_normal_data(
     parts = []
     if paths:
         data = load_frame(paths, time_column=time_column, channels=channels, exclude=exclude,
-                          label_column=label_column, fill_limit=fill_limit, normal=True)
+                          label_column=label_column, fill_limit=fill_limit, normal=True, asset_column=asset_column)
         if label_column:
             data = drop_labeled(data, label_column)
         if start is not None:
