@@ -24,6 +24,7 @@ def replay_file(args: argparse.Namespace) -> int:
     from sensorguard.service.config import load_settings
     from sensorguard.service.replay import replay, schedule
     from sensorguard.service.signals import on_signals
+    from sensorguard.training.data import cleaning_note
 
     if args.rate is not None and args.speed is not None:
         raise CliError("give --rate or --speed, not both")
@@ -42,8 +43,9 @@ def replay_file(args: argparse.Namespace) -> int:
         bundle = load_bundle(args.model)
         channels = list(bundle.channels)
     data = _load(args, [args.data], channels)  # for its channels and raw rows: the daemon does the cleaning
-    for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
+    for note in data.notes:  # (the rows go out raw: what the cleaning did is what the daemon will do)
+        print(f"note: {'sent raw; the daemon will clean them as: ' if cleaning_note(note) else ''}{note}",
+              file=sys.stderr)
     times, values = data.source_times, data.source_values
     order = np.argsort(times, kind="stable")
     order = order[np.isfinite(times[order])]

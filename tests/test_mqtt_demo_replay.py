@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from sensorguard.broker import DemoBroker
@@ -22,7 +23,7 @@ def test_replay_publishes_every_row_as_a_reading_in_order(tmp_path, mosquitto):
     frame = plant_frame(rows=40, channels=3, seed=1)
     frame["anomaly"] = 0  # label-like columns are not sent as channels
     path = tmp_path / "history.parquet"
-    frame.to_parquet(path, index=False)
+    pd.concat([frame, frame.iloc[[39]]]).to_parquet(path, index=False)  # the last row twice: sent twice
     watch = Collector(mosquitto, "sensors/#")
     out = subprocess.run(
         [sys.executable, "-m", "sensorguard", "replay", str(path), "--broker", mosquitto.url, "--asset",
@@ -30,11 +31,13 @@ def test_replay_publishes_every_row_as_a_reading_in_order(tmp_path, mosquitto):
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "published 40 readings" in out.stdout
+    assert "published 41 readings" in out.stdout
+    # the rows go out raw: it said "kept the first row of each" of the repeat it then sent (a walk)
+    assert "note: sent raw; the daemon will clean them as: 1 duplicate timestamps" in out.stderr
     from tests.mosquitto import wait_for
 
-    got = wait_for(lambda: len(watch.on("sensors/site-a/pump-3/readings")) == 40 and
-                   watch.on("sensors/site-a/pump-3/readings"), 10, "40 readings")
+    got = wait_for(lambda: len(watch.on("sensors/site-a/pump-3/readings")) == 41 and
+                   watch.on("sensors/site-a/pump-3/readings"), 10, "41 readings")
     assert set(got[0]["values"]) == {"c0", "c1", "c2"}
     assert [m["ts"] for m in got] == sorted(m["ts"] for m in got)
     assert got[0]["ts"] == pytest.approx(frame["timestamp"].iloc[0].timestamp())

@@ -187,6 +187,18 @@ def series_from_frame(
     return replace(data, source_times=times, source_values=raw, left_out=left_out)
 
 
+# what the cleaning did to the rows (``_clean_series``, ``_fill_and_segment``), as its notes begin after the count
+CLEANING_NOTES = ("duplicate timestamps:", "grid rows inserted", "missing values forward-filled",
+                  "rows still incomplete after filling", "window restarts")
+
+
+def cleaning_note(note: str) -> bool:
+    """Whether ``note`` says what the cleaning did to the rows (not how the file was read): replay
+    sends the rows raw and said "kept the first row of each" of repeats it then sent (a walk)."""
+    text = note.split(": ", 1)[1] if ": " in note and not note[:1].isdigit() else note  # ("pump-1: 3 ...")
+    return any(phrase in text for phrase in CLEANING_NOTES)
+
+
 MACHINES_MAX = 1000  # distinct values a column naming machines may hold (more: an id per row, a text sensor)
 
 
