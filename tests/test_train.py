@@ -429,3 +429,18 @@ def test_a_line_set_by_a_warm_up_is_said_with_what_to_do():
     assert "`calibrate` the model on normal rows it did not train on" in note
     _, settled = train_bundle(as_data(_plant(600, warm=0.0), channels), options)
     assert not any("which set the line" in n for n in settled.notes), settled.notes
+
+
+def test_a_sensor_stuck_in_the_training_rows_is_said():
+    """A thermocouple stuck for 30 minutes in training got a stuck limit of 122 readings, an hour
+    where 10 were the rule, with nothing said (a walk). A quantized channel's runs are its nature."""
+    from sensorguard.service.sensors import learn_sensor_rules
+    from sensorguard.training.summary import still_note
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(500, 3))
+    values[:, 2] = np.round(values[:, 2])  # quantized: holds its value on most steps
+    assert still_note(learn_sensor_rules(("a", "b", "q"), values, np.zeros(500, int), 5), 30.0) is None
+    values[100:161, 1] = values[100, 1]  # b stuck for 61 readings
+    note = still_note(learn_sensor_rules(("a", "b", "q"), values, np.zeros(500, int), 5), 30.0)
+    assert note is not None and "b 61 readings (30 min)" in note and "a " not in note.split(":")[1]

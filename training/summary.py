@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sensorguard.service.sensors import SensorRules
 from sensorguard.training.data import SensorData
 
 DAY_S = 86_400.0
@@ -145,3 +146,24 @@ def start_note(share: float, windows: int, folds: int, first: float, last: float
             "rebuilt there by a model of the later rows: if that was a start-up or a warm-up, the line allows such "
             "errors everywhere and may miss faults in settled operation; `calibrate` the model on normal rows it did "
             "not train on (a later stretch) to set the line from its own errors, or train on rows after the start-up")
+
+
+STILL_NOTE = 30  # readings unchanged in a row, on a channel that changes on most: said in the summary
+
+
+def still_note(sensors: SensorRules | None, sample_period: float | None) -> str | None:
+    """A note naming channels that changed on most training readings yet held one value for
+    ``STILL_NOTE`` readings or more in a row: a sensor stuck while the training rows were recorded.
+    Its stuck limit is twice that run, so live it would be called stuck that much later: a walk's
+    thermocouple stuck for 30 minutes in training got a limit of 122 readings (an hour) where 10
+    were the rule, with nothing said."""
+    if sensors is None:
+        return None
+    still = [(name, lim.stuck_after // 2) for name, lim in zip(sensors.channels, sensors.limits, strict=True)
+             if lim.seen is None and lim.stuck_after is not None and lim.stuck_after // 2 >= STILL_NOTE]
+    if not still:
+        return None
+    span = (lambda n: f" ({n * sample_period / 60:.0f} min)") if sample_period else (lambda n: "")
+    named = ", ".join(f"{name} {run} readings{span(run)}" for name, run in still)
+    return (f"held one value in a row in training, though they change on most readings: {named}. A sensor stuck "
+            "then? Its stuck fault now waits twice as long live; leave those rows out and train again")

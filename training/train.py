@@ -43,7 +43,14 @@ from sensorguard.training.linear import naive_error, pca_error
 from sensorguard.training.promise import alert_threshold, combined_line
 from sensorguard.training.scaling import spiky_channels, spiky_scale
 from sensorguard.training.splits import choose_window, split_by_time
-from sensorguard.training.summary import TrainSummary, short_span_note, start_note, trend_note, yardstick_note
+from sensorguard.training.summary import (
+    TrainSummary,
+    short_span_note,
+    start_note,
+    still_note,
+    trend_note,
+    yardstick_note,
+)
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,8 @@ def train_bundle(
         notes.append(short)
     if (trend := trend_note(data)) is not None:
         notes.append(trend)
+    if (still := still_note(bundle.sensors, data.sample_period)) is not None:
+        notes.append(still)
     if unsteady is not None:
         notes.append(unsteady)
     naive_val, pca_val = naive_error(fit.val_windows), pca_error(start, fit.val_windows)
