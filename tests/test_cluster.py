@@ -405,7 +405,7 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
     assert lagging_last is None and waited >= 0.9 and none == []  # nothing primed: it waited until halted
 
 
-def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(nats_node, caplog):
+def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(tmp_path, caplog):
     """``cluster init --keep 33`` for a window of 32 passed the join check, then a takeover rebuilt
     a window from 20 readings and said nothing (a walk): the readings an asset sent meanwhile had
     pushed the rest out of the window stream. Here it keeps 5, the window is 4, and the previous
@@ -421,13 +421,14 @@ def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(nats_node, ca
     from sensorguard.service.takeover import Takeover
     from sensorguard.service.windows import Buffers
 
-    cluster.run_init(Layout(partitions=8, keep=5, servers=nats_node.urls))
+    node = NatsCluster(tmp_path, 1).start()  # its own: a shared node's streams carry other tests' changes
+    cluster.run_init(Layout(partitions=8, keep=5, servers=node.urls))
     asset, t0 = "pump-2", 1_767_225_600.0
     k = cluster.partition_of(asset, 8)
     settings = load_settings({"model": None}, {}, require_model=False)
 
     async def run() -> float | None:
-        nc = await cluster.connect(nats_node.urls)
+        nc = await cluster.connect(node.urls)
         js = nc.jetstream()
         try:
             await js.add_consumer(cluster.READINGS_STREAM, ConsumerConfig(
@@ -453,8 +454,11 @@ def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(nats_node, ca
         finally:
             await nc.close()
 
-    with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
-        last = asyncio.run(run())
+    try:
+        with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+            last = asyncio.run(run())
+    finally:
+        node.stop()
     assert last == t0 + 8  # primed with what was left: 6-8
     assert "1 assets' windows were rebuilt from fewer readings than the window (3 of 4" in caplog.text
     assert "keeps 5 readings per asset" in caplog.text
