@@ -21,8 +21,9 @@ line, when another instance
 - or is a cluster-mode worker where this one is not, or the other way round: a cluster's
   partitions cover every asset of its prefix (its workers list none, since theirs move).
 
-A status online from a process of this host that no longer runs (its offline was lost) is no
-conflict (:func:`gone_here`).
+A status online under this instance's own name from a process of this host that no longer runs
+(its offline was lost) is no conflict (:func:`gone_here`); a worker's status from before the
+``cluster`` field is a cluster worker's when it lists no partitions (:func:`in_cluster`).
 
 An instance's own filters must not overlap each other either (:func:`filter_problems`), and two
 daemons (client ids) must not share an instance name. Nor may two daemons share a client id: the
@@ -75,6 +76,14 @@ def status_payload(name: str, client_id: str, partitions: tuple[str, ...], topic
     return orjson.dumps({"state": "online" if online else "offline", "instance": name, "client_id": client_id,
                          "partitions": list(partitions), "topic_prefix": topic_prefix, "cluster": cluster,
                          "version": __version__, "host": socket.gethostname(), "pid": os.getpid()})
+
+
+def in_cluster(status: dict) -> bool:
+    """Whether ``status`` is a cluster-mode worker's: its ``cluster`` field, or, from a version
+    before it, no partitions listed (a plain instance lists at least ``#``): read as plain, every
+    worker of an older version refused an upgraded one beside it (found by review)."""
+    flag = status.get("cluster")
+    return flag if isinstance(flag, bool) else status.get("partitions") == []
 
 
 def gone_here(status: dict) -> bool:
@@ -144,10 +153,11 @@ def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others:
               client_id: str | None = None, cluster: bool = False) -> list[str]:
     """Why instance ``name`` (of ``client_id``; ``cluster``: a cluster-mode worker) must not start
     beside the ``others`` (instance -> retained status). Its own earlier status (same name and
-    client id) is no conflict, nor one of a process of this host that no longer runs."""
+    client id) is no conflict, nor one under its name from a process of this host that no longer
+    runs (only there: a hostname is not unique enough to wave other checks through)."""
     out = []
     for other, status in sorted(others.items()):
-        if status.get("state") != "online" or gone_here(status):
+        if status.get("state") != "online":
             continue
         theirs = status.get("client_id")
         if client_id is not None and theirs == client_id and (pid := running_here(status)) is not None:
@@ -156,7 +166,7 @@ def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others:
                        "second; give each daemon its own client_id and instance (--client-id, --instance)")
             continue  # (whatever its instance name: one config file, two --instance values)
         if other == name:
-            if client_id is not None and isinstance(theirs, str) and theirs != client_id:
+            if client_id is not None and isinstance(theirs, str) and theirs != client_id and not gone_here(status):
                 out.append(f"an instance named {name!r} is already online (client id {theirs!r}): give each "
                            "daemon its own instance name")
             continue
@@ -166,7 +176,7 @@ def conflicts(name: str, partitions: tuple[str, ...], topic_prefix: str, others:
                        f"prefix: asset ids of {topic_prefix!r} would share its state topics; give this instance "
                        "its own output_prefix")
             continue
-        if (status.get("cluster") is True) != cluster:  # a cluster's partitions cover every asset of the prefix
+        if in_cluster(status) != cluster:  # a cluster's partitions cover every asset of the prefix
             out.append(f"instance {other!r} serves topic prefix {topic_prefix!r} "
                        f"{'in' if not cluster else 'outside'} cluster mode: every asset would be scored twice "
                        f"and its alerts raised twice; {'start this one with --cluster' if not cluster else 'stop it'}"
