@@ -681,3 +681,9 @@ def test_a_sensor_named_as_the_time_column_is_refused(tmp_path):
     elapsed = frame.assign(seconds=np.arange(300.0)).drop(columns="timestamp")
     elapsed.loc[[10, 11], "seconds"] = [11.0, 10.0]  # two rows swapped: still a clock
     assert len(series_from_frame(elapsed, "elapsed", time_column="seconds")) == 300
+    # written newest first, or two machines interleaved a little apart: clocks too (a review)
+    newest_first = elapsed.assign(seconds=elapsed.seconds.to_numpy()[::-1])
+    assert len(series_from_frame(newest_first, "reversed", time_column="seconds")) == 300
+    two = elapsed.assign(seconds=np.arange(300) // 2 + np.where(np.arange(300) % 2, 0.1, 0.5),
+                         asset=np.where(np.arange(300) % 2, "b", "a"))
+    assert len(series_from_frame(two, "two", time_column="seconds")) == 300

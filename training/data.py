@@ -33,6 +33,7 @@ from sensorguard.training.tables import (
     label_rows,
     local_clock,
     machine_rows,
+    not_a_clock,
     parse_times,
     time_of_day_only,
     to_numbers,
@@ -129,6 +130,8 @@ def series_from_frame(
             notes.append(hint)
     elif asset_column not in frame.columns:
         raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {cols(frame)})")
+    if time_column is not None and pd.to_numeric(stamps, errors="coerce").notna().mean() > 0.5:  # numbers named
+        not_a_clock(times, frame[asset_column].astype(str).to_numpy() if asset_column is not None else None, tcol, name)
     chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes, asset_column, normal)
     values = frame[list(chosen)].apply(to_numbers).to_numpy(dtype=np.float64, copy=True)
     if (unreadable := unreadable_note(frame, chosen, values)) is not None:

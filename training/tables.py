@@ -63,7 +63,22 @@ def find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) ->
     raise DataError(f"{name}: no timestamp column found; name one with --time-column (columns: {cols(frame)})")
 
 
-CLOCK_FALLS = 0.25  # numbers that fall from row to row this often are a sensor, not a clock (a random walk: half)
+CLOCK_FALLS = (0.25, 0.9)  # a named time column's numbers falling between these shares of steps: a sensor
+
+
+def not_a_clock(times: np.ndarray, groups: np.ndarray | None, tcol: str, name: str) -> None:
+    """Refuse a time column named with ``--time-column`` whose numbers fall from one row to the next
+    as often as a sensor's do (a random walk's half) within a machine's rows: one naming a
+    temperature trained a model on 1970 stamps sorted by temperature, exit 0 (a walk). A column
+    falling on nearly every step is a clock written newest first; several machines are judged
+    each alone (interleaved, their stamps fall between machines)."""
+    low, high = CLOCK_FALLS
+    machines = [np.arange(len(times))] if groups is None else list(machine_rows(groups).values())
+    for rows in machines:
+        steps = np.diff(times[rows][np.isfinite(times[rows])])
+        if len(steps) >= 10 and low < (falls := float(np.mean(steps < 0))) < high:
+            raise DataError(f"{name}: column {tcol!r} does not read as a clock: {falls:.0%} of its values fall from "
+                            "one row to the next (a sensor? --time-column names the column of the timestamps)")
 
 
 def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None = None) -> np.ndarray:
@@ -78,10 +93,6 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
             column = numbers.astype(np.float64)
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         secs = column.to_numpy(dtype=np.float64)
-        steps = np.diff(secs[np.isfinite(secs)])
-        if len(steps) >= 10 and (falls := float(np.mean(steps < 0))) > CLOCK_FALLS:
-            raise DataError(f"{name}: column {tcol!r} does not read as a clock: {falls:.0%} of its values fall from "
-                            "one row to the next (a sensor? name the time column with --time-column)")
         size = np.nanmedian(np.abs(secs)) if np.isfinite(secs).any() else 0.0
         for limit, per_second in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):  # epoch ns, us, ms
             if size > limit:
