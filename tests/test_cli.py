@@ -207,6 +207,12 @@ def test_calibrate_refuses_data_in_other_units_unless_forced(files, tmp_path, ca
     assert json.loads((model / "bundle.json").read_text())["threshold"] == before  # untouched
     assert main(["calibrate", str(model), str(tmp_path / "kilo.csv"), "--force"]) == 0
     assert json.loads((model / "bundle.json").read_text())["threshold"] != before
+    # a sensor out of range for half the rows is a sensor fault (held, and its windows scored without
+    # it, as calibrate scores them), not data in other units
+    stuck = pd.read_csv(files / "normal.csv")
+    stuck.loc[: len(stuck) // 2, "temp_in"] = 500.0
+    stuck.to_csv(tmp_path / "stuck.csv", index=False)
+    assert main(["calibrate", str(model), str(tmp_path / "stuck.csv")]) == 0, capsys.readouterr().err
 
 
 def test_report_writes_pngs(files, tmp_path):

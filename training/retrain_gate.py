@@ -16,6 +16,7 @@ import numpy as np
 
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.scorer import Scorer
+from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.offline import score_data
 
@@ -139,6 +140,7 @@ def median_score(bundle: Bundle, data: SensorData) -> float:
     missed every fault it had caught, with exit 0 (a walk). Normal data the model knows score a
     fraction of the line in the median; half of them over it are other units, another operating
     point or faults, which want a retrain (or labels), not a new line."""
-    scores = Scorer(bundle).score_series(data.values, data.segments).score
+    excluded = None if data.faulted is None else window_faults(data.faulted, data.segments, bundle.window)
+    scores = Scorer(bundle).score_series(data.values, data.segments, excluded).score  # (as calibrate: faults out)
     finite = scores[np.isfinite(scores)]
     return float(np.median(finite)) if len(finite) else float("nan")
