@@ -109,7 +109,6 @@ class AssetFaults:
         self._latest.pop(asset, None)
         self._grid_ts.pop(asset, None)
         self._judged_ts.pop(asset, None)
-        self._stated.pop(asset, None)
         self.metrics.forget_asset(asset)
         if self.recorder is not None:
             if state.status == "alerting" and state.alert_id:  # its readings are filed as a cleared one's are: a
@@ -129,6 +128,7 @@ class AssetFaults:
         self._states[asset] = mark_stale(state)
         self.publish_state(asset, ts)
         self._states.pop(asset, None)
+        self._stated.pop(asset, None)  # (here: a restored asset that never came back ends here too; a review)
 
     def _await_return(self, asset: str, ts: float, last_score: float) -> None:
         """``asset`` is silent since ``ts``: its return is awaited (and told), its baseline kept, both

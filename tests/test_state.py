@@ -130,6 +130,21 @@ def test_a_silent_assets_drift_baseline_survives_a_restart_it_sleeps_through(dri
     assert score == pytest.approx(1.2 / RULE.cap)
 
 
+def test_a_restored_alert_that_never_comes_back_leaves_nothing_behind(drifting, tmp_path):
+    """Ended as silent when ``restore_until`` passed, its stale state was published, and the time
+    said was kept for good (a per-asset entry that never went: a review)."""
+    first, _ = daemon_with(drifting, tmp_path)
+    for i in range(3):
+        first.alerts.apply("pump-9", T0 + i, 5.0, [])
+    first.stop()
+    second, client = daemon_with(drifting, tmp_path, stale_after_s=60)
+    second.alerts.restore_until = time.monotonic() + 60  # as start() sets it
+    second.housekeeping(time.monotonic() + 61)
+    states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-9" and r]
+    assert states and states[-1]["state"] == "stale"
+    assert "pump-9" not in second.alerts._stated
+
+
 def test_a_restored_asset_publishes_its_state_at_its_first_window(drifting, tmp_path):
     """Its status unchanged (normal before, normal now), nothing was published: the retained state
     stayed what the previous run left, ``stale`` for an asset silent then (found by review)."""
