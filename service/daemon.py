@@ -199,6 +199,9 @@ class Daemon(ScoringWorker):
         a longer one, or a fault's onset is recorded as normal), and every asset's retained state."""
         s = self.settings
         self.buffers.set_alert_hop(self.alert_hop_of(new))
+        if gone := sorted(self.buffers.ignored - set(new.ignored_columns)):  # (a rollback to an older bundle: a review)
+            log.warning("model %s %s no longer ignores %s: readings that carry them are refused as unknown_channel",
+                        new.name, new.version, ", ".join(gone[:5]))
         self.buffers.set_ignored(new.ignored_columns)
         policy = cleaning_policy(new, s)
         self.ingest.set_policy(policy, sensor_rules(new, policy))

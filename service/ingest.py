@@ -150,7 +150,8 @@ class Ingest:
         received = time.monotonic()
         if self._filters and not self._is_ours(topic):
             return ["not_ours"], 0, None
-        parsed = parse_message(topic, payload, s.topic_prefix, s.max_payload_bytes, s.max_samples_per_message)
+        parsed = parse_message(topic, payload, s.topic_prefix, s.max_payload_bytes, s.max_samples_per_message,
+                               self.buffers.ignored)
         rejects = parsed.rejects
         accepted = 0
         if parsed.samples:

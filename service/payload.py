@@ -147,20 +147,24 @@ def asset_from_topic(topic: str, prefix: str) -> str | None:
 
 
 def parse_message(
-    topic: str, payload: bytes, prefix: str, max_bytes: int = 65536, max_samples: int = 1000
+    topic: str, payload: bytes, prefix: str, max_bytes: int = 65536, max_samples: int = 1000,
+    ignored: frozenset[str] = frozenset(),
 ) -> Parsed:
-    """Parse one MQTT message into samples and reject reasons; never raises (see module docs)."""
+    """Parse one MQTT message into samples and reject reasons; never raises (see module docs).
+    ``ignored``: value names dropped whatever they hold (the bundle's ``ignored_columns``: a
+    training file's text column, a run state "RUN", made the whole reading ``bad_values``)."""
     asset = None
     try:
         asset = asset_from_topic(topic, prefix)
         if asset is None:
             return Parsed(None, [], ["bad_asset"])
-        return _parse_body(asset, payload, max_bytes, max_samples)
+        return _parse_body(asset, payload, max_bytes, max_samples, ignored)
     except Exception:  # noqa: BLE001 - the loop must survive any input; a bug is counted, not fatal
         return Parsed(asset, [], ["parse_error"])
 
 
-def _parse_body(asset: str, payload: bytes, max_bytes: int, max_samples: int) -> Parsed:
+def _parse_body(asset: str, payload: bytes, max_bytes: int, max_samples: int,
+                ignored: frozenset[str] = frozenset()) -> Parsed:
     if len(payload) > max_bytes:
         return Parsed(asset, [], ["too_large"])
     doc = _loads(payload)
@@ -169,7 +173,7 @@ def _parse_body(asset: str, payload: bytes, max_bytes: int, max_samples: int) ->
     if type(doc) is not dict:
         return Parsed(asset, [], ["not_object"])
     if "samples" not in doc:
-        sample, reason = _sample(doc)
+        sample, reason = _sample(doc, ignored)
         return Parsed(asset, [sample], []) if reason is None else Parsed(asset, [], [reason])
     items = doc["samples"]
     if type(items) is not list or not items:
@@ -182,7 +186,7 @@ def _parse_body(asset: str, payload: bytes, max_bytes: int, max_samples: int) ->
         if type(item) is not dict:
             rejects.append("not_object")
             continue
-        sample, reason = _sample(item)
+        sample, reason = _sample(item, ignored)
         if reason is None:
             samples.append(sample)
         else:
@@ -234,7 +238,7 @@ def _stdlib_loads(payload: bytes) -> Any:
         return _INVALID
 
 
-def _sample(obj: dict) -> tuple[Sample, None] | tuple[None, str]:
+def _sample(obj: dict, ignored: frozenset[str] = frozenset()) -> tuple[Sample, None] | tuple[None, str]:
     ts = parse_ts(obj.get("ts"))
     if ts is None:
         return None, "bad_ts"
@@ -243,15 +247,21 @@ def _sample(obj: dict) -> tuple[Sample, None] | tuple[None, str]:
     values = obj.get("values")
     if type(values) is not dict or not values:
         return None, "bad_values"
-    convert = False
-    for v in values.values():
+    convert = drop = False
+    for k, v in values.items():
         t = type(v)
         if t is float:
             if not -NO_DATA < v < NO_DATA:  # NaN, +-inf and no-data markers (NaN compares False)
                 convert = True
         elif t is int or v is None:
             convert = True
+        elif k in ignored:  # (only a value that is no number costs this lookup: the hot path stays)
+            drop = True
         else:
+            return None, "bad_values"
+    if drop:
+        values = {k: v for k, v in values.items() if k not in ignored}
+        if not values:
             return None, "bad_values"
     if convert:
         values = {k: _value(v) for k, v in values.items()}

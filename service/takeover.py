@@ -269,8 +269,9 @@ class Takeover:
     def _parse(self, subject: str, data: bytes) -> Parsed:
         s = self.settings
         prefix = s.topic_prefix.strip("/")
+        ignored = self.ingest.buffers.ignored if self.ingest is not None else frozenset()
         return parse_message(f"{prefix}/{asset_of(subject)[1]}/readings", data, prefix, s.max_payload_bytes,
-                             s.max_samples_per_message)
+                             s.max_samples_per_message, ignored)
 
 
 def prime_span(samples: list[tuple[float, Any]], anchor: float | None, window: int) -> list[tuple[float, Any]]:

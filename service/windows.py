@@ -93,7 +93,7 @@ class Buffers:
         self.sensor_events_dropped = 0
         self.gaps = 0
         self._known = frozenset(channels)
-        self._ignored = frozenset(ignored)  # the training file's other columns (Bundle.ignored_columns)
+        self.ignored = frozenset(ignored)  # the training file's other columns (Bundle.ignored_columns)
         self._assets: dict[str, AssetBuffer] = {}
         # assets not heard from yet (_heard), oldest first: their slots go to new assets. Junk all
         # dropped as missing_channel shut real assets out as too_many_assets (a walk)
@@ -132,7 +132,7 @@ class Buffers:
             except KeyError:
                 pass
         if row is None:
-            known, ignored = self._known, self._ignored
+            known, ignored = self._known, self.ignored
             for key in values:
                 if key not in known and key not in ignored:
                     return "unknown_channel"
@@ -279,7 +279,7 @@ class Buffers:
 
     def set_ignored(self, ignored: tuple[str, ...]) -> None:
         """A swapped-in model's ignored columns: values under these names are dropped, not refused."""
-        self._ignored = frozenset(ignored)
+        self.ignored = frozenset(ignored)
 
     def drain(self, limit: int | None = None) -> list[DueWindow]:
         """Remove and return up to ``limit`` queued windows (all if None), oldest first."""

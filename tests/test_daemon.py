@@ -635,8 +635,13 @@ def test_the_training_files_other_columns_are_ignored_live_and_other_names_refus
     assert daemon.buffers.last_row("pump-1") == [1.0, 2.0, 3.0]
     daemon.ingest.handle(client, message("pump-1", T0 + 1, mid=2, a=1.0, b=2.0, c=3.0, flush_onn=1.0))
     assert value(daemon, "sensorguard_messages_rejected_total", reason="unknown_channel") == 1
+    # a text value under an ignored name (a run state) was bad_values for the whole reading (a review)
+    daemon.ingest.handle(client, message("pump-1", T0 + 2, mid=3, a=1.0, b=2.0, c=3.0, flush_on="RUN"))
+    assert value(daemon, "sensorguard_readings_total") == 2
+    daemon.ingest.handle(client, message("pump-1", T0 + 3, mid=4, a=1.0, b=2.0, c="RUN"))  # a channel's: bad
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="bad_values") == 1
     daemon._swapped(tiny_bundle)  # a model trained on a file without those columns
-    daemon.ingest.handle(client, message("pump-1", T0 + 2, mid=3, a=1.0, b=2.0, c=3.0, flush_on=1.0))
+    daemon.ingest.handle(client, message("pump-1", T0 + 4, mid=5, a=1.0, b=2.0, c=3.0, flush_on=1.0))
     assert value(daemon, "sensorguard_messages_rejected_total", reason="unknown_channel") == 2
 
 
