@@ -31,7 +31,7 @@ CUT_SHORT_IN_A_ROW = 3  # ... this many in a row: most often a second client wit
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason (EMQX, HiveMQ; mosquitto 2.0 just closes the socket)
 UNSPECIFIED = 0x80  # what paho reports for a socket the broker closed without a DISCONNECT
 NOT_AUTHORIZED = (0x86, 0x87)  # CONNACK: "Bad user name or password", "Not authorized" (3.1.1's 4 and 5 too)
-UNSUPPORTED_VERSION = 0x84  # CONNACK: "Unsupported protocol version" (an MQTT 3.1.1-only broker, NATS's)
+UNSUPPORTED_VERSION = mqtt.UNSUPPORTED_VERSION
 
 
 class Connection:

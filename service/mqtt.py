@@ -39,6 +39,7 @@ from sensorguard.service.instances import status_payload
 from sensorguard.service.receive import FastClient
 
 log = logging.getLogger(__name__)
+UNSUPPORTED_VERSION = 0x84  # CONNACK: "Unsupported protocol version" (an MQTT 3.1.1-only broker, NATS's)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
@@ -144,7 +145,9 @@ def listening(settings: Settings, topic: str, on_message: Callable[[Any, Any, An
 
     def on_connect(c, u, f, rc, p) -> None:
         if rc.is_failure:
-            refused.append(f"the connection: {reason_text(rc)}")
+            old = getattr(rc, "value", None) == UNSUPPORTED_VERSION and settings.mqtt_version == "5"
+            refused.append(f"the connection: {reason_text(rc)}" + (
+                ": it speaks MQTT 3.1.1 only (NATS's MQTT listener does): give --mqtt-version 3.1.1" if old else ""))
             answered.set()
         else:
             c.subscribe(topic, qos=1)
@@ -156,8 +159,8 @@ def listening(settings: Settings, topic: str, on_message: Callable[[Any, Any, An
     connect_async(client, settings, persistent=False)
     try:
         if answered.wait(timeout_s) and refused:
-            raise Refused(f"the broker at {settings.redacted()['broker']} refused {refused[0]} (check its access "
-                          "rules and this user's credentials)")
+            check = "" if "--mqtt-version" in refused[0] else " (check its access rules and this user's credentials)"
+            raise Refused(f"the broker at {settings.redacted()['broker']} refused {refused[0]}{check}")
         yield client if answered.is_set() else None
     finally:
         client.disconnect()

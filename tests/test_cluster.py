@@ -213,6 +213,17 @@ def test_cli_prints_what_it_did_and_one_line_when_the_cluster_is_unreachable(nat
     assert bad.returncode == 2 and "expected nats://HOST:PORT" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_an_operator_command_to_nats_mqtt_listener_in_mqtt_5_says_which_version(nats_node):
+    """`sensorguard maintenance` against NATS's MQTT listener, without --mqtt-version 3.1.1, said
+    "Unsupported protocol version (check its access rules and this user's credentials)" (a walk);
+    serve said the right thing already."""
+    out = subprocess.run([sys.executable, "-m", "sensorguard", "maintenance", "start", "pump-1", "--broker",
+                          f"mqtt://127.0.0.1:{nats_node.nodes[0].mqtt_port}", "--timeout", "5"],
+                         capture_output=True, text=True, timeout=60, env=clean_env())
+    assert out.returncode != 0 and "give --mqtt-version 3.1.1" in out.stderr, out.stderr
+    assert "credentials" not in out.stderr and "Traceback" not in out.stderr
+
+
 def test_a_server_without_jetstream_is_named_as_such(tmp_path):
     """`cluster init` against a nats-server started without JetStream printed "the server refused:
     nats: ServiceUnavailableError: code=None err_code=None description='None'" (a walk)."""
