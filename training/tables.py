@@ -104,10 +104,10 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
                 if notes is not None:
                     notes.append(f"column {tcol!r} read as Excel serial dates (days since 1899-12-30)")
     else:
-        day_first, example = _day_first(column, name)
+        day_first, guessed = _day_first(column, name)
         parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed", dayfirst=day_first)
-        if example is not None and notes is not None:
-            notes.append(_ambiguous_note(tcol, example, day_first, column))
+        if guessed is not None and notes is not None:
+            notes.append(_ambiguous_note(tcol, day_first, *guessed))
         secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
     bad = ~np.isfinite(secs)
     if bad.mean() > 0.01 or bad.all():
@@ -205,9 +205,10 @@ def dates_only(column: pd.Series) -> bool:
     return bool(len(text)) and text.str.fullmatch(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}").mean() > 0.9
 
 
-def _day_first(column: pd.Series, name: str) -> tuple[bool, str | None]:
+def _day_first(column: pd.Series, name: str) -> tuple[bool, tuple[str, float, float] | None]:
     """Whether ``d/m/y``-style dates put the day first, decided once for the whole column, and,
-    when no field decided it, a date of the column that both readings take apart (a note quotes it).
+    when no field decided it, a date of the column that both readings take apart (a note quotes it)
+    with the seconds the dates span read as taken and read the other way.
 
     pandas guesses per value, so 11/01 and 13/01 in one file came out as November 1st and January
     13th. A first field above 12 means day first, a second one month first (a column with both
@@ -217,7 +218,7 @@ def _day_first(column: pd.Series, name: str) -> tuple[bool, str | None]:
     Where both span the same (every row on one date), month first, pandas' default.
     """
     text = column.dropna().astype(str).str.strip()
-    fields = text.str.extract(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4}(?:\D|$)")
+    fields = text.str.extract(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2,4})(?:\D|$)")
     shaped = fields[0].notna()
     if not len(text) or shaped.mean() < 0.5:
         return False, None  # ISO (year first) or another shape: nothing to decide
@@ -234,19 +235,21 @@ def _day_first(column: pd.Series, name: str) -> tuple[bool, str | None]:
     apart = (first != second).to_numpy()
     if not apart.any():
         return False, None
-    month, day = (_span(column, day_first) for day_first in (False, True))
-    return bool(day < month), str(text[shaped][apart].iloc[0])
+    dates = fields[shaped].astype(int).drop_duplicates()  # (the dates alone, each once: a million stamps of a
+    dates[2] = dates[2].where(dates[2] >= 100, dates[2] + 2000)  # few days parse in no time; 24 -> 2024)
+    month, day = (_span(dates[2], dates[m], dates[d]) for m, d in ((0, 1), (1, 0)))
+    day_first = bool(day < month)
+    return day_first, (str(text[shaped][apart].iloc[0]), *((day, month) if day_first else (month, day)))
 
 
-def _span(column: pd.Series, day_first: bool) -> float:
-    """Seconds from the earliest to the latest date of ``column`` read day first or month first."""
-    parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed", dayfirst=day_first).dropna()
-    return float((parsed.max() - parsed.min()).total_seconds()) if len(parsed) else 0.0
+def _span(years: pd.Series, months: pd.Series, days: pd.Series) -> float:
+    """Seconds from the earliest to the latest of these dates."""
+    dates = pd.to_datetime(pd.DataFrame({"year": years, "month": months, "day": days}), errors="coerce").dropna()
+    return float((dates.max() - dates.min()).total_seconds()) if len(dates) else 0.0
 
 
-def _ambiguous_note(tcol: str, example: str, day_first: bool, column: pd.Series) -> str:
+def _ambiguous_note(tcol: str, day_first: bool, example: str, taken: float, other: float) -> str:
     """The note on dates no field above 12 decided: how they were read, and why."""
-    taken, other = (_span(column, d) for d in (day_first, not day_first))
     how = "day first" if day_first else "month first"
     why = (f"their rows then span {_span_words(taken)}, not {_span_words(other)}" if taken != other
            else "both readings span the same time (pandas' default)")
