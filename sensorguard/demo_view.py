@@ -120,8 +120,10 @@ def shown(x) -> str:
 
 def print_summary(console, views: dict[str, AssetView]) -> None:
     console.print("\nsummary (injected faults vs alerts the daemon raised):")
-    for a in views.values():
-        injected = ", ".join(f"{f.kind} on {f.channel} at {f.start_s:.0f}s" for f in a.faults) or "none"
+    injected = {name: ", ".join(f"{f.kind} on {f.channel} at {f.start_s:.0f}s" for f in a.faults) or "none"
+                for name, a in views.items()}
+    width = max(map(len, injected.values()), default=0)  # (a fixed 40 pushed a longer row's alerts out of line)
+    for name, a in views.items():
         moved = f", scored by {' then '.join(a.owners)}" if a.owners else ""
-        console.print(f"  {a.name:8} injected: {injected:40} alerts: {a.raised} raised, {a.cleared} cleared, "
-                      f"{a.sensor_faults} sensor faults{moved}")
+        console.print(f"  {a.name:8} injected: {injected[name]:{width}}  alerts: {a.raised} raised, {a.cleared} "
+                      f"cleared, {a.sensor_faults} sensor faults{moved}")

@@ -316,3 +316,22 @@ def test_a_replay_waits_out_a_broker_outage_and_stops_on_sigterm_during_one(tmp_
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 143 and "stopped by SIGTERM after" in err, (out, err)
+
+
+def test_the_demo_summary_keeps_its_alerts_column_in_line():
+    """An asset with two injected faults pushed its "alerts:" column out of line (a walk)."""
+    from sensorguard.demo_view import AssetView, Fault, print_summary
+
+    class Lines:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def print(self, text: str) -> None:
+            self.lines.extend(text.strip("\n").splitlines())
+
+    two = [Fault("level_shift", "temp_out", 36, 9), Fault("dead_sensor", "temp_in", 3, 6)]
+    views = {"pump-1": AssetView("pump-1", []), "pump-4": AssetView("pump-4", two)}
+    console = Lines()
+    print_summary(console, views)
+    rows = [line for line in console.lines if "injected:" in line]
+    assert len(rows) == 2 and len({row.index("alerts:") for row in rows}) == 1, rows
