@@ -496,6 +496,14 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     assert len(idle) == 360 and any("clock went back" in n for n in idle.notes)
     utc = frame.assign(timestamp=[t.strftime("%Y-%m-%dT%H:%M:00+01:00") for t in local])
     assert len(load_frame([write(utc, tmp_path / "utc.csv")])) == 300  # an offset given: real duplicates
+    # in spring 02:00-02:59 never happens: an hour without readings, now said (a walk found it unsaid)
+    spring = pd.date_range("2024-03-31 00:00", periods=6 * 60, freq="min")
+    spring = [t for t in spring if t.hour != 2]
+    march = plant_frame(len(spring), seed=3).drop(columns="timestamp")
+    march.insert(0, "timestamp", [t.strftime("%d.%m.%Y %H:%M") for t in spring])
+    notes = load_frame([write(march, tmp_path / "spring.csv", sep=";")]).notes
+    assert any("clock went forward an hour at 2024-03-31 03:00" in n for n in notes), notes
+    assert not any("went forward" in n for n in data.notes)
 
 
 def test_the_fingerprint_time_range_spans_every_machine(tmp_path):

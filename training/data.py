@@ -20,6 +20,7 @@ import pandas as pd
 from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
 from sensorguard.service.payload import NO_DATA
 from sensorguard.service.sensors import SensorRules, watch_rows
+from sensorguard.training.clocks import not_a_clock, sprang_forward, turned_back_hours
 from sensorguard.training.csvfiles import read_table
 from sensorguard.training.series import SensorData, renumber
 from sensorguard.training.tables import (
@@ -33,11 +34,9 @@ from sensorguard.training.tables import (
     label_rows,
     local_clock,
     machine_rows,
-    not_a_clock,
     parse_times,
     time_of_day_only,
     to_numbers,
-    turned_back_hours,
     unreadable_note,
 )
 
@@ -150,6 +149,9 @@ def series_from_frame(
         notes += [f"the clock went back an hour at {pd.Timestamp(t, unit='s'):%Y-%m-%d %H:%M} (daylight saving "
                   "time ending, local times): the rows after it are read an hour later (give times with a UTC "
                   "offset to avoid this)" for t in fell]
+        notes += [f"the clock went forward an hour at {pd.Timestamp(t, unit='s'):%Y-%m-%d %H:%M} (daylight saving "
+                  "time starting, local times): read as an hour without readings, the windows start again after "
+                  "it (give times with a UTC offset to avoid this)" for t in sprang_forward(times, groups)]
     labels = {}
     if label_column is not None:
         if label_column not in frame.columns:

@@ -63,24 +63,6 @@ def find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) ->
     raise DataError(f"{name}: no timestamp column found; name one with --time-column (columns: {cols(frame)})")
 
 
-CLOCK_FALLS = (0.25, 0.9)  # a named time column's numbers falling between these shares of steps: a sensor
-
-
-def not_a_clock(times: np.ndarray, groups: np.ndarray | None, tcol: str, name: str) -> None:
-    """Refuse a time column named with ``--time-column`` whose numbers fall from one row to the next
-    as often as a sensor's do (a random walk's half) within a machine's rows: one naming a
-    temperature trained a model on 1970 stamps sorted by temperature, exit 0 (a walk). A column
-    falling on nearly every step is a clock written newest first; several machines are judged
-    each alone (interleaved, their stamps fall between machines)."""
-    low, high = CLOCK_FALLS
-    machines = [np.arange(len(times))] if groups is None else list(machine_rows(groups).values())
-    for rows in machines:
-        steps = np.diff(times[rows][np.isfinite(times[rows])])
-        if len(steps) >= 10 and low < (falls := float(np.mean(steps < 0))) < high:
-            raise DataError(f"{name}: column {tcol!r} does not read as a clock: {falls:.0%} of its values fall from "
-                            "one row to the next (a sensor? --time-column names the column of the timestamps)")
-
-
 def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None = None) -> np.ndarray:
     """Timestamps to epoch seconds (float64). Numbers are epoch seconds (or ms when huge), or
     Excel serial dates (days since 1899-12-30) when they are days of 2000-2100 minutes apart."""
@@ -140,50 +122,6 @@ def local_clock(column: pd.Series) -> bool:
         return _excel_days(column.to_numpy(dtype=np.float64))
     head = column.dropna().astype(str).str.strip().head(200)
     return len(head) > 0 and not head.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any()
-
-
-SWAPPED_STEPS = 5  # rows out of order beside a clock change: each back by at most this many steps, and few
-
-
-def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, list]:
-    """Local times where the clock went back an hour (daylight saving time ending), undone.
-
-    In file order, each machine's times rise by about one step, then once fall back by an hour
-    less a step (02:59 -> 02:00) and rise again: sorted, that hour's two passes interleaved and
-    the second was dropped as duplicate stamps. The rows after each such fall are read an hour
-    later, as the plant lived them (``score`` then writes their times an hour later too). Not when
-    the repeated stamps hold the same varying values (an export appended twice, which stays
-    duplicates), nor with sampling slower than every 30 minutes (a
-    repeated hour is then a repeated stamp), nor when times also fall otherwise by more than a few
-    steps or often (rows out of order: a shuffle, not a clock). A couple of rows swapped elsewhere
-    turned it off and the repeated hour was dropped as duplicates (found in a walk). Returns the
-    times and the (corrected) times at which it happened."""
-    out, where = times.copy(), []
-    machines = [np.arange(len(times))] if groups is None else [rows for _, rows in sorted(machine_rows(groups).items())]
-    for rows in machines:
-        rows = rows[np.isfinite(times[rows])]
-        step = np.diff(times[rows])
-        rising = step[step > 0]
-        if not len(rising) or (period := float(np.median(rising))) > 1800:
-            continue
-        falls = np.flatnonzero(step < 0)
-        hour = (step[falls] >= -3600 - period / 2) & (step[falls] <= -3600 + 1.5 * period)
-        clock, other = falls[hour], step[falls[~hour]]
-        if not len(clock) or len(clock) > 8 or (other < -SWAPPED_STEPS * period).any() or len(other) > max(
-                2, 0.01 * len(step)):
-            continue
-        for f in clock:
-            before, after = rows[: f + 1], rows[f + 1:]
-            again = np.isin(times[after], times[before])
-            if again.any():
-                same = pd.DataFrame(values[before]).assign(t=times[before]).drop_duplicates("t").set_index("t")
-                repeat = values[after][again]
-                varied = any(len(np.unique(c[np.isfinite(c)])) > 1 for c in repeat.T)  # (an idle machine's
-                if varied and np.allclose(same.loc[times[after][again]].to_numpy(), repeat, equal_nan=True):
-                    continue  # same flat values prove nothing) the same readings again: an export appended twice
-            out[after] += 3600.0
-            where.append(out[after[0]])
-    return out, where
 
 
 def _excel_days(values: np.ndarray) -> bool:
