@@ -75,12 +75,16 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
     return out, where
 
 
+SPRING_MONTHS = (3, 4, 9, 10)  # clocks go forward in March or April (north), September or October (south)
+
+
 def sprang_forward(times: np.ndarray, groups: np.ndarray | None) -> list[float]:
-    """Local times where the clock went forward an hour (daylight saving time starting: 01:59 ->
-    03:00): each machine's step of an hour and a sample period from 01:xx to 03:xx. Read as an hour
-    without readings, the windows restart there; said, as the autumn hour is (a walk found it
-    unsaid, 31 rows unscored)."""
-    where = []
+    """Local times where the clock went forward an hour (daylight saving time starting, 01:59 ->
+    03:00, or 00:59 -> 02:00 in the UK): a step of an hour and a sample period that skips one whole
+    hour of the clock, on a Sunday of a month clocks change in; once per time, whatever the number
+    of machines. That hour holds no readings; said, as the autumn hour is (a walk found it unsaid,
+    31 rows unscored). A nightly outage of an hour in January is no clock change (a review)."""
+    where: dict[float, None] = {}
     machines = [np.arange(len(times))] if groups is None else list(machine_rows(groups).values())
     for rows in machines:
         t = np.sort(times[rows][np.isfinite(times[rows])])
@@ -90,6 +94,8 @@ def sprang_forward(times: np.ndarray, groups: np.ndarray | None) -> list[float]:
             continue
         for k in np.flatnonzero(np.abs(step - 3600 - period) <= period / 2):
             before, after = pd.Timestamp(t[k], unit="s"), pd.Timestamp(t[k + 1], unit="s")
-            if before.hour == 1 and after.hour == 3 and before.date() == after.date():
-                where.append(float(t[k + 1]))
-    return where
+            skipped = (before + pd.Timedelta(hours=1)).floor("h")  # the whole hour the clock skipped
+            if (after.floor("h") == skipped + pd.Timedelta(hours=1) and before.month in SPRING_MONTHS
+                    and before.day_of_week == 6):
+                where[float(t[k + 1])] = None
+    return list(where)

@@ -150,8 +150,8 @@ def series_from_frame(
                   "time ending, local times): the rows after it are read an hour later (give times with a UTC "
                   "offset to avoid this)" for t in fell]
         notes += [f"the clock went forward an hour at {pd.Timestamp(t, unit='s'):%Y-%m-%d %H:%M} (daylight saving "
-                  "time starting, local times): read as an hour without readings, the windows start again after "
-                  "it (give times with a UTC offset to avoid this)" for t in sprang_forward(times, groups)]
+                  "time starting, local times): that hour holds no readings, a gap to the cleaning (give times "
+                  "with a UTC offset to avoid this)" for t in sprang_forward(times, groups)]
     labels = {}
     if label_column is not None:
         if label_column not in frame.columns:
