@@ -173,17 +173,18 @@ def _day_first(column: pd.Series, name: str) -> tuple[bool, tuple[str, float, fl
     apart = (first != second).to_numpy()
     if not apart.any():
         return False, None
-    dates = fields[shaped].astype(int).drop_duplicates()  # (the dates alone, each once: a million stamps of a
-    dates[2] = dates[2].where(dates[2] >= 100, dates[2] + 2000)  # few days parse in no time; 24 -> 2024)
-    month, day = (_span(dates[2], dates[m], dates[d]) for m, d in ((0, 1), (1, 0)))
+    # the dates alone, each once (a million stamps of a few days parse in no time), read as pandas reads
+    # them (a 2-digit year 99 is 1999, 00 is 2000: adding 2000 made 99 2099; a review)
+    dates = pd.Series(text[shaped].str.extract(r"^(\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4})")[0].unique())
+    month, day = (_span(dates, day_first) for day_first in (False, True))
     day_first = bool(day < month)
     return day_first, (str(text[shaped][apart].iloc[0]), *((day, month) if day_first else (month, day)))
 
 
-def _span(years: pd.Series, months: pd.Series, days: pd.Series) -> float:
-    """Seconds from the earliest to the latest of these dates."""
-    dates = pd.to_datetime(pd.DataFrame({"year": years, "month": months, "day": days}), errors="coerce").dropna()
-    return float((dates.max() - dates.min()).total_seconds()) if len(dates) else 0.0
+def _span(dates: pd.Series, day_first: bool) -> float:
+    """Seconds from the earliest to the latest of these dates, read day first or month first."""
+    parsed = pd.to_datetime(dates, errors="coerce", format="mixed", dayfirst=day_first).dropna()
+    return float((parsed.max() - parsed.min()).total_seconds()) if len(parsed) else 0.0
 
 
 def _ambiguous_note(tcol: str, day_first: bool, example: str, taken: float, other: float) -> str:
