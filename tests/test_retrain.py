@@ -635,3 +635,22 @@ def test_retrain_says_when_the_warm_start_did_not_fit_the_new_data(registry, tmp
     assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "two.csv"),
                  "--max-epochs", "1", "--quiet", "--warm-start"]) == 0
     assert "note: warm start not used: the current model's network does not fit" in capsys.readouterr().out
+
+
+def test_the_calibrate_refusal_scores_windows_without_their_faulted_channels(trained):
+    """``calibrate`` leaves a channel with a sensor fault open out of its windows; the refusal must
+    judge the data the same way, or a dead sensor's wild values read as "other units" (a review)."""
+    from dataclasses import replace
+
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.retrain_gate import UNLIKE_MEDIAN, median_score
+
+    bundle, _, _ = trained
+    data = series_from_frame(plant_frame(rows=1500, channels=3, seed=4), "normal")
+    assert median_score(bundle, data) < UNLIKE_MEDIAN  # normal data of the same plant
+    values = data.values.copy()
+    values[:, 0] = 1e6  # a dead sensor's value, its fault open on every row
+    faulted = np.zeros(values.shape, dtype=bool)
+    faulted[:, 0] = True
+    assert median_score(bundle, replace(data, values=values)) >= UNLIKE_MEDIAN  # unmarked: other units
+    assert median_score(bundle, replace(data, values=values, faulted=faulted)) < UNLIKE_MEDIAN
