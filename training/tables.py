@@ -156,13 +156,13 @@ def _day_first(column: pd.Series, name: str) -> tuple[bool, tuple[str, float, fl
     Where both span the same (every row on one date), month first, pandas' default.
     """
     text = column.dropna().astype(str).str.strip()
-    fields = text.str.extract(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2,4})(?:\D|$)")
-    shaped = fields[0].notna()
+    fields = text.str.extract(r"^(?P<date>(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4})(?:\D|$)")
+    shaped = fields[1].notna()
     if not len(text) or shaped.mean() < 0.5:
         return False, None  # ISO (year first) or another shape: nothing to decide
     if text[shaped].str.match(r"^\d{1,2}\.\d{1,2}\.").mean() > 0.5:
         return True, None  # 05.03.2024: dates written with dots put the day first (German, Nordic, Russian)
-    first, second = fields[0][shaped].astype(int), fields[1][shaped].astype(int)
+    first, second = fields[1][shaped].astype(int), fields[2][shaped].astype(int)
     if (first > 12).any() and (second > 12).any():
         raise DataError(f"{name}: dates in {column.name!r} put the day first in some rows and the month first in "
                         "others; write them as ISO 8601 (2024-01-13T10:00:00)")
@@ -175,7 +175,7 @@ def _day_first(column: pd.Series, name: str) -> tuple[bool, tuple[str, float, fl
         return False, None
     # the dates alone, each once (a million stamps of a few days parse in no time), read as pandas reads
     # them (a 2-digit year 99 is 1999, 00 is 2000: adding 2000 made 99 2099; a review)
-    dates = pd.Series(text[shaped].str.extract(r"^(\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4})")[0].unique())
+    dates = pd.Series(fields["date"][shaped].unique())
     month, day = (_span(dates, day_first) for day_first in (False, True))
     day_first = bool(day < month)
     return day_first, (str(text[shaped][apart].iloc[0]), *((day, month) if day_first else (month, day)))
