@@ -13,6 +13,19 @@ import pandas as pd
 
 from sensorguard.training.tables import DataError, machine_rows
 
+
+def _machines(times: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:
+    """Each machine's row numbers (machines by name; None: one machine, every row)."""
+    return [np.arange(len(times))] if groups is None else [rows for _, rows in sorted(machine_rows(groups).items())]
+
+
+def _period(step: np.ndarray) -> float | None:
+    """The typical rise between readings (the median), or None when there is none or it is over
+    30 minutes: an hour's clock change is then no longer told from a step."""
+    rising = step[step > 0]
+    return None if not len(rising) or (period := float(np.median(rising))) > 1800 else period
+
+
 CLOCK_FALLS = (0.25, 0.9)  # a named time column's numbers falling between these shares of steps: a sensor
 
 
@@ -23,8 +36,7 @@ def not_a_clock(times: np.ndarray, groups: np.ndarray | None, tcol: str, name: s
     falling on nearly every step is a clock written newest first; several machines are judged
     each alone (interleaved, their stamps fall between machines)."""
     low, high = CLOCK_FALLS
-    machines = [np.arange(len(times))] if groups is None else list(machine_rows(groups).values())
-    for rows in machines:
+    for rows in _machines(times, groups):
         steps = np.diff(times[rows][np.isfinite(times[rows])])
         if len(steps) >= 10 and low < (falls := float(np.mean(steps < 0))) < high:
             raise DataError(f"{name}: column {tcol!r} does not read as a clock: {falls:.0%} of its values fall from "
@@ -48,12 +60,10 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
     turned it off and the repeated hour was dropped as duplicates (found in a walk). Returns the
     times and the (corrected) times at which it happened."""
     out, where = times.copy(), []
-    machines = [np.arange(len(times))] if groups is None else [rows for _, rows in sorted(machine_rows(groups).items())]
-    for rows in machines:
+    for rows in _machines(times, groups):
         rows = rows[np.isfinite(times[rows])]
         step = np.diff(times[rows])
-        rising = step[step > 0]
-        if not len(rising) or (period := float(np.median(rising))) > 1800:
+        if (period := _period(step)) is None:
             continue
         falls = np.flatnonzero(step < 0)
         hour = (step[falls] >= -3600 - period / 2) & (step[falls] <= -3600 + 1.5 * period)
@@ -85,12 +95,10 @@ def sprang_forward(times: np.ndarray, groups: np.ndarray | None) -> list[float]:
     of machines. That hour holds no readings; said, as the autumn hour is (a walk found it unsaid,
     31 rows unscored). A nightly outage of an hour in January is no clock change (a review)."""
     where: dict[float, None] = {}
-    machines = [np.arange(len(times))] if groups is None else list(machine_rows(groups).values())
-    for rows in machines:
+    for rows in _machines(times, groups):
         t = np.sort(times[rows][np.isfinite(times[rows])])
         step = np.diff(t)
-        rising = step[step > 0]
-        if not len(rising) or (period := float(np.median(rising))) > 1800:
+        if (period := _period(step)) is None:
             continue
         for k in np.flatnonzero(np.abs(step - 3600 - period) <= period / 2):
             before, after = pd.Timestamp(t[k], unit="s"), pd.Timestamp(t[k + 1], unit="s")
