@@ -31,7 +31,6 @@ CUT_SHORT_IN_A_ROW = 3  # ... this many in a row: most often a second client wit
 SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason (EMQX, HiveMQ; mosquitto 2.0 just closes the socket)
 UNSPECIFIED = 0x80  # what paho reports for a socket the broker closed without a DISCONNECT
 NOT_AUTHORIZED = (0x86, 0x87)  # CONNACK: "Bad user name or password", "Not authorized" (3.1.1's 4 and 5 too)
-UNSUPPORTED_VERSION = mqtt.UNSUPPORTED_VERSION
 
 
 class Connection:
@@ -114,7 +113,7 @@ class Connection:
         if reason_code.is_failure:
             said = mqtt.reason_text(reason_code)
             hint = ("; it speaks MQTT 3.1.1 only (NATS's MQTT listener does): set mqtt_version 3.1.1"
-                    if getattr(reason_code, "value", None) == UNSUPPORTED_VERSION and self.settings.mqtt_version == "5"
+                    if mqtt.speaks_311_only(reason_code, self.settings)
                     else "")
             if getattr(reason_code, "value", None) in NOT_AUTHORIZED:
                 hint = (f"; check username ({self.settings.username or 'none given'}) and password_file or "

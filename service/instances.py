@@ -91,15 +91,8 @@ def gone_here(status: dict) -> bool:
     was lost (a session flapping as it stopped), and it blocked a restart under its instance name
     for good (a walk). This process's own pid is not gone (daemons side by side in one process)."""
     theirs = status.get("pid")
-    if status.get("host") != socket.gethostname() or type(theirs) is not int or theirs <= 0 or theirs == os.getpid():
-        return False
-    try:
-        os.kill(theirs, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # alive, another user's
-        return False
-    return False
+    return (status.get("host") == socket.gethostname() and type(theirs) is int and 0 < theirs != os.getpid()
+            and running_here(status) is None)
 
 
 def running_here(status: dict, host: str | None = None, pid: int | None = None) -> int | None:

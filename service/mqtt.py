@@ -41,6 +41,12 @@ from sensorguard.service.receive import FastClient
 log = logging.getLogger(__name__)
 UNSUPPORTED_VERSION = 0x84  # CONNACK: "Unsupported protocol version" (an MQTT 3.1.1-only broker, NATS's)
 
+
+def speaks_311_only(reason_code: Any, settings: Settings) -> bool:
+    """Whether a refused connection was an MQTT 5 CONNECT to a broker that speaks MQTT 3.1.1 only
+    (NATS's MQTT listener): ``serve`` and the operator commands both say to set the version."""
+    return getattr(reason_code, "value", None) == UNSUPPORTED_VERSION and settings.mqtt_version == "5"
+
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 MAX_QUEUED_OUT = 100_000  # outgoing QoS 1 messages kept while disconnected (bounded memory)
@@ -145,9 +151,9 @@ def listening(settings: Settings, topic: str, on_message: Callable[[Any, Any, An
 
     def on_connect(c, u, f, rc, p) -> None:
         if rc.is_failure:
-            old = getattr(rc, "value", None) == UNSUPPORTED_VERSION and settings.mqtt_version == "5"
             refused.append(f"the connection: {reason_text(rc)}" + (
-                ": it speaks MQTT 3.1.1 only (NATS's MQTT listener does): give --mqtt-version 3.1.1" if old else ""))
+                ": it speaks MQTT 3.1.1 only (NATS's MQTT listener does): give --mqtt-version 3.1.1"
+                if speaks_311_only(rc, settings) else ""))
             answered.set()
         else:
             c.subscribe(topic, qos=1)
