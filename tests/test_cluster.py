@@ -336,6 +336,36 @@ def test_stream_subjects_reads_every_page_and_stops_when_a_page_brings_nothing_n
         asyncio.run(cluster.stream_subjects(PagedServer(subjects, limit=100, honour_offset=False), "S", "s.>"))
 
 
+async def owned_partition(js, k: int) -> None:
+    """Partition ``k``'s durable consumer, as its previous owner left it (readings not taken yet)."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    await js.add_consumer(cluster.READINGS_STREAM, ConsumerConfig(
+        durable_name=f"sg-p{k}", filter_subject=f"{cluster.READINGS_ROOT}.{k}.>", ack_policy=AckPolicy.EXPLICIT))
+
+
+async def send_readings(nc, asset: str, t0: float, rows) -> None:
+    """One reading of channel ``a`` per row, ``t0 + row`` seconds, on the asset's readings subject."""
+    for t in rows:
+        await nc.publish(f"sensors.{asset}.readings", json.dumps({"ts": t0 + t, "values": {"a": t}}).encode())
+    await nc.flush()
+
+
+async def stream_counts(nc) -> tuple[int, int]:
+    """The last sequence of the readings stream and of the window stream."""
+    js = nc.jetstream()
+    return tuple([(await js.stream_info(name)).state.last_seq for name in (cluster.READINGS_STREAM,
+                                                                           cluster.WINDOWS_STREAM)])
+
+
+async def take_readings(nc, k: int, n: int) -> None:
+    """The previous owner of partition ``k`` takes and acknowledges its next ``n`` readings."""
+    sub = await nc.jetstream().pull_subscribe_bind(f"sg-p{k}", cluster.READINGS_STREAM)
+    for message in await sub.fetch(n, timeout=5):
+        await message.ack_sync()
+    await sub.unsubscribe()
+
+
 def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
     """After a node died, the readings stream's copy of the input stream can lag the window
     stream's by a minute. A reading in the window stream that the readings stream has not copied
@@ -343,7 +373,6 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
     the rebuild waits for the readings stream; here its source is cut, so it waits until halted."""
     import time
 
-    from nats.js.api import AckPolicy, ConsumerConfig
     from prometheus_client import CollectorRegistry
 
     from sensorguard.service.config import load_settings
@@ -358,22 +387,6 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
     k = cluster.partition_of(asset, 8)
     settings = load_settings({"model": None}, {}, require_model=False)
 
-    async def counts(nc) -> tuple[int, int]:
-        js = nc.jetstream()
-        return tuple([(await js.stream_info(name)).state.last_seq for name in (cluster.READINGS_STREAM,
-                                                                               cluster.WINDOWS_STREAM)])
-
-    async def send(nc, rows) -> None:
-        for t in rows:
-            await nc.publish(f"sensors.{asset}.readings", json.dumps({"ts": t0 + t, "values": {"a": t}}).encode())
-        await nc.flush()
-
-    async def take(nc, n: int) -> None:  # the previous owner takes and acknowledges the next n readings
-        sub = await nc.jetstream().pull_subscribe_bind(f"sg-p{k}", cluster.READINGS_STREAM)
-        for message in await sub.fetch(n, timeout=5):
-            await message.ack_sync()
-        await sub.unsubscribe()
-
     async def rebuild(nc, halt_after: float) -> tuple[float | None, float]:
         ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
         states = await nc.jetstream().key_value(cluster.STATE_BUCKET)
@@ -386,27 +399,25 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
         nc = await cluster.connect(nats_node.urls)
         js = nc.jetstream()
         try:
-            await js.add_consumer(cluster.READINGS_STREAM, ConsumerConfig(
-                durable_name=f"sg-p{k}", filter_subject=f"{cluster.READINGS_ROOT}.{k}.>",
-                ack_policy=AckPolicy.EXPLICIT))
-            await send(nc, range(1, 11))
+            await owned_partition(js, k)
+            await send_readings(nc, asset, t0, range(1, 11))
             for _ in range(100):
-                if await counts(nc) == (10, 10):
+                if await stream_counts(nc) == (10, 10):
                     break
                 await asyncio.sleep(0.1)
-            await take(nc, 6)
+            await take_readings(nc, k, 6)
             caught_up = await rebuild(nc, 30.0)  # both streams copied everything: 1-6 were taken, 7 is next
             readings = next(c for c in cluster.stream_configs(layout) if c.name == cluster.READINGS_STREAM)
             readings.sources = None
             await js.update_stream(readings)  # its copying stops: the window stream runs ahead
-            await take(nc, 4)  # the previous owner took 7-10
-            await send(nc, range(11, 15))  # 11-14: in the window stream only
+            await take_readings(nc, k, 4)  # the previous owner took 7-10
+            await send_readings(nc, asset, t0, range(11, 15))  # 11-14: in the window stream only
             for _ in range(100):
-                if (await counts(nc))[1] == 14:
+                if (await stream_counts(nc))[1] == 14:
                     break
                 await asyncio.sleep(0.1)
             lagging = await rebuild(nc, 1.0)
-            return [caught_up, lagging, await counts(nc)]
+            return [caught_up, lagging, await stream_counts(nc)]
         finally:
             await nc.close()
 
@@ -423,7 +434,6 @@ def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(tmp_path, cap
     owner took 8 of 10 readings: 6-8 are all that is left before the cut."""
     import logging
 
-    from nats.js.api import AckPolicy, ConsumerConfig
     from prometheus_client import CollectorRegistry
 
     from sensorguard.service.config import load_settings
@@ -442,20 +452,13 @@ def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(tmp_path, cap
         nc = await cluster.connect(node.urls)
         js = nc.jetstream()
         try:
-            await js.add_consumer(cluster.READINGS_STREAM, ConsumerConfig(
-                durable_name=f"sg-p{k}", filter_subject=f"{cluster.READINGS_ROOT}.{k}.>",
-                ack_policy=AckPolicy.EXPLICIT))
-            for t in range(1, 11):
-                await nc.publish(f"sensors.{asset}.readings", json.dumps({"ts": t0 + t, "values": {"a": t}}).encode())
-            await nc.flush()
+            await owned_partition(js, k)
+            await send_readings(nc, asset, t0, range(1, 11))
             for _ in range(100):
-                if (await js.stream_info(cluster.READINGS_STREAM)).state.last_seq >= 10:
+                if (await stream_counts(nc))[0] >= 10:
                     break
                 await asyncio.sleep(0.1)
-            sub = await js.pull_subscribe_bind(f"sg-p{k}", cluster.READINGS_STREAM)
-            for message in await sub.fetch(8, timeout=5):  # the previous owner took 1-8
-                await message.ack_sync()
-            await sub.unsubscribe()
+            await take_readings(nc, k, 8)  # the previous owner took 1-8
             ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
             states = await js.key_value(cluster.STATE_BUCKET)
             halt = asyncio.Event()
