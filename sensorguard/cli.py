@@ -180,6 +180,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from sensorguard.training.data import concat_series, drop_labeled
     from sensorguard.training.retrain import known_faults, load_recorded, parse_since, seen_rows_note
     from sensorguard.training.retrain_gate import UNLIKE_MEDIAN, median_score, missed_faults
+    from sensorguard.training.tables import TAKEN_AS_NORMAL
     from sensorguard.training.train import calibrate_bundle
 
     bundle = load_bundle(args.bundle)
@@ -193,6 +194,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                      normal=True)
         for note in part.notes:  # what the cleaning did, and rows a label column marks (taken as normal)
             print(f"note: {note}", file=sys.stderr)
+        marked = [n.split(": they were")[0] for n in part.notes if TAKEN_AS_NORMAL in n]
+        if marked and not args.force:  # 178 fault rows taken as normal set a line 24x higher, written in place
+            raise CliError(f"not recalibrated: {marked[0]} as anomalous (a label-like column): give --label-column "
+                           f"{marked[0].split(' marks ')[0]} to leave them out, or --force to take them as normal")
         parts.append(drop_labeled(part, args.label_column) if args.label_column else part)
     if args.recorded:  # what a daemon recorded as normal, false alarms acknowledged as such included
         parts.append(load_recorded(args.recorded, since=parse_since(args.since), channels=bundle.channels))

@@ -81,15 +81,20 @@ def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path, 
     assert "kept the model's own --false-alarm-rate 0.02 --threshold-method quantile" in capsys.readouterr().out
     assert load_bundle(model).promise == {"drift": False, "false_alarm_rate": 0.02, "threshold_method": "quantile"}
     # held-out "normal" rows a label column marks as faults: they set the line, and calibrate said
-    # nothing (a line 25x higher; found in a README walk); --label-column leaves them out
+    # nothing (a line 25x higher; found in a README walk), then only a note while it wrote the line
+    # in place (24x higher, every fault missed: a walk). Refused; --label-column leaves them out
     held = plant_frame(rows=300, seed=5)
     held["anomaly"] = (np.arange(300) >= 250).astype(int)
     held.to_csv(tmp_path / "marked.csv", index=False)
-    assert main(["calibrate", str(model), str(tmp_path / "marked.csv")]) == 0
-    said = "note: anomaly marks 50 rows: they were taken as normal data (--label-column anomaly leaves them out)"
-    assert said in capsys.readouterr().err
+    line = load_bundle(model).threshold_
+    assert main(["calibrate", str(model), str(tmp_path / "marked.csv")]) == 1
+    said = ("not recalibrated: anomaly marks 50 rows as anomalous (a label-like column): give --label-column "
+            "anomaly to leave them out, or --force to take them as normal")
+    assert said in capsys.readouterr().err and load_bundle(model).threshold_ == line
     assert main(["calibrate", str(model), str(tmp_path / "marked.csv"), "--label-column", "anomaly"]) == 0
     assert "marks" not in capsys.readouterr().err
+    assert main(["calibrate", str(model), str(tmp_path / "marked.csv"), "--force"]) == 0
+    assert "note: anomaly marks 50 rows: they were taken as normal data" in capsys.readouterr().err
 
 
 def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, tmp_path, capsys):

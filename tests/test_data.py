@@ -557,6 +557,18 @@ def test_every_column_left_out_is_named_in_a_note(tmp_path, capsys):
     assert said in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["is_fault", "Is_Outlier", "attack"])
+def test_common_label_names_are_not_trained_on_as_channels(tmp_path, name):
+    """A 0/1 column named ``is_fault`` became a channel: its fault rows were trained on as normal and
+    every later file without it was refused (found by a walk)."""
+    frame = plant_frame(rows=200)
+    frame[name] = (np.arange(200) >= 190).astype(int)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    data = load_frame([tmp_path / "d.csv"], normal=True)
+    assert name not in data.channels
+    assert f"{name} marks 10 rows: they were trained on as normal" in " | ".join(data.notes)
+
+
 def test_cells_that_are_not_numbers_in_a_channel_read_are_named(tmp_path):
     """A channel the bundle reads, written with its unit in every cell ("35.06 C"), was read as
     missing on every row and left out of the score; ``score`` said only "missing values

@@ -16,7 +16,8 @@ import pandas as pd
 
 BLANK_LABELS = ("", "nan", "none", "<na>")  # an empty label cell, as text: read as normal (0)
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
-               "changepoint", "changepoints"}
+               "changepoint", "changepoints", "is_fault", "is_anomalous", "outlier", "is_outlier", "attack"}
+TAKEN_AS_NORMAL = "taken as normal data"  # a label-like column's marked rows, read into a model's channels
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "time_stamp", "date_time")
 DATE_NAMES = {"date", "datum", "fecha", "data", "dato", "day"}  # beside a time-of-day column
 EXCEL_EPOCH_DAYS = 25569  # 1970-01-01 as an Excel serial date
@@ -236,7 +237,7 @@ def choose_channels(
         if normal:  # calibrate and retrain in a model's channels: 194 fault rows set a line 25x higher,
             notes += _marks(frame, [c for c in frame.columns if c not in (tcol, label_column) and c not in channels
                                     and str(c).strip().lower() in LABEL_NAMES],  # unsaid (a README walk)
-                            name, "taken as normal data")
+                            name, TAKEN_AS_NORMAL)
         return tuple(channels)
     unknown = [c for c in exclude if c not in frame.columns]
     if unknown:
