@@ -21,7 +21,8 @@ fault of one of three kinds:
   channel's magnitude (so a channel idle in training is not flagged by its first move); for a
   channel constant in training, the scaler's unit for it, ``max(|value|, 1)``: far beyond
   a process excursion the model should judge. Or limits set per channel in ``bundle.json``
-  (``sensors``).
+  (``sensors``). Not in a model of one channel (:attr:`SensorRules.judges_range`): with no other
+  channel to fill it in, an extreme value is the process's, scored as it reads.
 - ``missing``: the channel was absent, NaN or infinite in more than ``fill_limit`` readings in a
   row (forward fill gave up).
 
@@ -99,9 +100,21 @@ class SensorRules:
     silence_s: float | None = None  # offline: a longer gap starts the watch afresh, as the daemon's silence does
 
     @cached_property
+    def judges_range(self) -> bool:
+        """Whether a value outside its limits is an ``out_of_range`` sensor fault: not in a model of
+        one channel. There no other channel can fill it in, so holding it left the window unjudged:
+        the largest spike of a one-channel series (NAB's latency, 3x its training peak) was never
+        an alert, only a sensor fault that ``evaluate`` counts as missed (found by a walk). With one
+        channel an extreme value is the process's, for the score to judge."""
+        return len(self.channels) > 1
+
+    @cached_property
     def columns(self) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int | None, ...]]:
-        """``(lows, highs, stuck_afters)``: the limits by column, for the watch's quick path."""
-        return (tuple(lim.low for lim in self.limits), tuple(lim.high for lim in self.limits),
+        """``(lows, highs, stuck_afters)``: the limits by column, for the watch's quick path (no
+        limits where the range is not judged)."""
+        judged = self.judges_range
+        return (tuple(lim.low if judged else -math.inf for lim in self.limits),
+                tuple(lim.high if judged else math.inf for lim in self.limits),
                 tuple(lim.stuck_after for lim in self.limits))
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,7 +223,7 @@ class SensorWatch:
                 self.missing[j] = 0
             else:
                 self.missing[j] += 1
-            outside = present and not lim.low <= value <= lim.high
+            outside = present and rules.judges_range and not lim.low <= value <= lim.high
             if ("out_of_range", j) in self.open:  # open until BACK_IN_RANGE readings in range in a row
                 self.in_range[j] = 0 if outside else self.in_range[j] + present
                 outside = outside or self.in_range[j] < BACK_IN_RANGE

@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sensorguard.service.sensors import ChannelLimits, SensorRules, SensorWatch, learn_sensor_rules
@@ -65,13 +66,13 @@ def test_a_value_chattering_across_its_limit_is_one_fault_not_one_per_reading():
     """Found by a walk: a pressure alternating between normal and 1000 at every reading sent a
     fault and a clear per reading (each a log line, an event and a retained state). The fault
     ends after BACK_IN_RANGE readings in range in a row; a new excursion counts afresh."""
-    rules = SensorRules(("b",), (ChannelLimits(0.0, 10.0, None),), fill_limit=1)
-    watch = SensorWatch(1)
+    rules = SensorRules(("a", "b"), (ChannelLimits(0.0, 10.0, None),) * 2, fill_limit=1)
+    watch = SensorWatch(2)
     values = [5.0, 11.0] * 50 + [5.0, 6.0, NAN, 5.0, 11.0, 5.0]
-    seen = [kinds(watch.step(float(i), [v], rules)) for i, v in enumerate(values)]
+    seen = [kinds(watch.step(float(i), [5.0, v], rules)) for i, v in enumerate(values)]
     changes = [(i, e) for i, events in enumerate(seen) for e in events]
     assert changes == [(1, ("out_of_range", True)), (103, ("out_of_range", False)), (104, ("out_of_range", True))]
-    assert watch.faulted() == (0,)
+    assert watch.faulted() == (1,)
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -315,10 +316,38 @@ def test_a_bad_training_range_in_a_bundle_is_refused(seen):
 def test_a_hot_swap_that_ends_an_out_of_range_fault_leaves_no_count_behind():
     """Found by review: close_all kept the readings counted back in range, so after a swap back the
     next out_of_range fault ended after one reading in range instead of BACK_IN_RANGE."""
-    rules = SensorRules(("b",), (ChannelLimits(0.0, 10.0, None),), fill_limit=1)
-    watch = SensorWatch(1)
+    rules = SensorRules(("a", "b"), (ChannelLimits(0.0, 10.0, None),) * 2, fill_limit=1)
+    watch = SensorWatch(2)
     for i, v in enumerate([11.0, 5.0, 6.0]):
-        watch.step(float(i), [v], rules)
+        watch.step(float(i), [float(i), v], rules)
     watch.close_all(3.0, rules.channels)
-    seen = [kinds(watch.step(float(4 + i), [v], rules)) for i, v in enumerate([12.0, 5.0, 5.0, 5.0])]
+    seen = [kinds(watch.step(float(4 + i), [float(i), v], rules)) for i, v in enumerate([12.0, 5.0, 5.0, 5.0])]
     assert seen == [[("out_of_range", True)], [], [], [("out_of_range", False)]]
+
+
+def test_a_one_channel_model_scores_an_extreme_value_instead_of_holding_it():
+    """With one channel nothing can fill a held value in: the spike was an out_of_range sensor fault,
+    the window was not judged and the largest anomaly of the series never alerted (found by a walk:
+    NAB's latency at 3x its training peak). Now the score judges it, offline as live."""
+    from sensorguard.service.alerts import AlertRules
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.offline import score_data
+    from sensorguard.training.train import TrainOptions, train_bundle
+
+    rng = np.random.default_rng(5)
+    rows = 1200
+    frame = pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=rows, freq="min"),
+                          "latency": 40 + 3 * np.sin(np.arange(rows) / 30) + rng.normal(0, 0.5, rows)})
+    train = series_from_frame(frame.iloc[:800], "train")
+    bundle = train_bundle(train, TrainOptions(progress=False, max_epochs=3, seed=0))[0]
+    limit = bundle.sensors.limits[0].high
+    test = frame.iloc[800:].reset_index(drop=True)
+    test.loc[200:209, "latency"] = 3 * limit + np.arange(10.0)  # far beyond the widened training range, moving
+    data = series_from_frame(test, "test", policy=bundle.cleaning, sensors=bundle.sensors)
+    scores = score_data(bundle, data, AlertRules())
+    score = scores.scores.score
+    assert np.isfinite(score[200:210]).all() and (score[200:210] >= 1).all()
+    assert scores.alert[200:212].any()
+    assert not bundle.sensors.judges_range
+    watch = SensorWatch(1)
+    assert kinds(watch.step(0.0, [3 * limit], bundle.sensors)) == []  # live: no sensor fault, the value kept
