@@ -174,6 +174,33 @@ def test_evaluate_reports_both_columns(files, capsys):
     assert all(cell != "-" for cell in table["false-alarm rate"])
 
 
+def test_evaluate_counts_the_false_alerts_beside_the_promise(files, tmp_path, capsys):
+    """evaluate reported rows only: whether the promise (false alerts per asset per day) held had to
+    be counted by hand from score's alert column (a walk). Its count is that hand count."""
+    clean = pd.read_csv(files / "faults.csv")
+    clean["temp_in"] += np.where(np.arange(len(clean)) % 400 < 40, 8.0, 0.0)  # excursions on rows labelled normal
+    clean.to_csv(tmp_path / "f.csv", index=False)
+    assert main(["score", str(files / "model"), str(tmp_path / "f.csv"), "--out", str(tmp_path / "s.csv")]) == 0
+    scored = pd.read_csv(tmp_path / "s.csv")
+    on = scored["alert"].fillna(0).to_numpy() > 0
+    starts = on & ~np.r_[False, on[:-1]]
+    by_hand = int((starts & (clean["anomaly"].to_numpy() == 0)).sum())
+    assert by_hand >= 3  # the excursions alert
+    capsys.readouterr()
+    assert main(["evaluate", str(files / "model"), str(tmp_path / "f.csv"), "--label-column", "anomaly",
+                 "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)["false_alerts"]
+    normal_rows = int((clean["anomaly"] == 0).sum()) - 31  # less the rows before the first full window
+    period = pd.to_datetime(clean["timestamp"]).diff().median().total_seconds()
+    assert check["raised"] == by_hand and check["normal_days"] == pytest.approx(normal_rows * period / 86400, rel=0.01)
+    assert check["per_day"] == pytest.approx(by_hand / check["normal_days"])
+    assert check["promised_per_day"] == 1.0 and len(check["promised_ci95"]) == 2
+    assert main(["evaluate", str(files / "model"), str(tmp_path / "f.csv"), "--label-column", "anomaly"]) == 0
+    out = capsys.readouterr().out
+    assert f"false alerts        {by_hand} raised on normal rows in " in out
+    assert "per asset per day; promised 1 (95% CI" in out
+
+
 def test_train_says_when_its_out_replaced_another_bundle(tmp_path, capsys):
     """``train small.csv --out model_de`` replaced another 6-channel model there, unsaid (a walk)."""
     plant_frame(rows=400).to_csv(tmp_path / "n.csv", index=False)
@@ -560,3 +587,16 @@ def test_calibrate_and_report_say_what_the_cleaning_did(files, tmp_path, capsys)
     pd.read_csv(files / "normal.csv").iloc[-1500:].to_csv(tmp_path / "held.csv", index=False)
     assert main(["calibrate", str(model), str(tmp_path / "held.csv"), "--false-alerts-per-day", "1"]) == 0
     assert "1 false alert per asset per day promised" in capsys.readouterr().out
+
+
+def test_evaluate_names_each_asset_in_full(files, tmp_path, capsys):
+    """Names were cut to 18 characters: site-north/compressor-01 and -02 read as two rows of one
+    machine (a walk)."""
+    one = pd.read_csv(files / "faults.csv")
+    both = pd.concat([one.assign(asset="site-north/compressor-01"), one.assign(asset="site-north/compressor-02")])
+    both.to_csv(tmp_path / "two.csv", index=False)
+    assert main(["evaluate", str(files / "model"), str(tmp_path / "two.csv"), "--label-column", "anomaly"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  site-north/")]
+    assert [r[0] for r in rows] == ["site-north/compressor-01", "site-north/compressor-02"]
+    assert all(len(r) == 6 for r in rows)  # rows, F1, false-alarm, events, false alerts
