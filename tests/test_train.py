@@ -160,6 +160,15 @@ def test_summary_compares_with_naive_and_pca_and_starts_from_pca(tmp_path):
     text = "\n".join(summary.lines())
     assert "naive window means" in text and f"PCA of rank {summary.linear}" in text
     assert "constant in training: setpoint" in text
+    # said as it is (a walk): a line under the largest value seen is no extrapolation, rank 0 no PCA
+    from dataclasses import replace
+
+    promise = {**summary.promise, "tail": "exponential", "margin": -0.4}
+    text = "\n".join(replace(summary, promise=promise, linear=0).lines())
+    assert "tail fitted: threshold 40% below the largest value seen" in text
+    assert "PCA of rank 0" not in text and "no PCA yardstick: the model has no linear path" in text
+    assert "tail extrapolated: threshold 25% above" in "\n".join(
+        replace(summary, promise={**promise, "margin": 0.25}).lines())
 
 
 def _one_channel(rows: int, seed: int) -> SensorData:

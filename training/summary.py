@@ -45,7 +45,10 @@ class TrainSummary:
         if not p:
             return f"false alarms    ~{fa} window exceedances per day expected on normal data"
         lo, hi = p["promised_ci95"]
-        margin = {"exponential": f", tail extrapolated: threshold {p['margin']:+.0%} against the largest value seen",
+        # (a negative margin read "tail extrapolated: threshold -40% against the largest value seen": a walk)
+        above = p.get("margin", 0) >= 0
+        margin = {"exponential": f", tail {'extrapolated' if above else 'fitted'}: threshold {abs(p['margin']):.0%} "
+                                 f"{'above' if above else 'below'} the largest value seen",
                   "none": ", the top values tied, no tail to fit: the line is just above the largest value seen",
                   }.get(p["tail"], "")
         return (f"false alerts    {p['promised_per_day']:g} per asset per day promised (95% CI {lo:.3g}-{hi:.3g}"
@@ -65,13 +68,14 @@ class TrainSummary:
             f"window          {self.window} samples (hop {self.hop}"
             f"{f', {self.alert_hop} while an alert is up' if self.alert_hop else ''}, latent {self.latent})",
             f"epochs          {self.epochs} (best validation loss {self.best_val_loss:.4g})",
-            f"yardsticks      validation loss of naive window means {self.naive_val_loss:.4g}, "
-            f"PCA of rank {self.linear} (the model's linear path) per sample {self.pca_val_loss:.4g}",
+            f"yardsticks      validation loss of naive window means {self.naive_val_loss:.4g}"
+            + (f", PCA of rank {self.linear} (the model's linear path) per sample {self.pca_val_loss:.4g}"
+               if self.linear else " (no PCA yardstick: the model has no linear path)"),
             f"threshold       {self.threshold:.4g} ({self.method})",
             *([f"level term      {self.level}"] if self.level else []),
             self._promise_line(fa),
             *([f"largest errors  {self._leaders()}"] if self.leaders else []),
-            f"time            {self.seconds:.1f} s",
+            f"time            {self.seconds:.1f} s to fit and calibrate",
             *[f"note            {n}" for n in self.notes],
         ]
 
