@@ -332,9 +332,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.data:
         data = _load(args, [args.data], channels=list(bundle.channels), label_column=args.label_column,
                      bundle=bundle)
-    for path in report_data(bundle, Path(args.out), data, _alert_rules(args, bundle), args.label_column):
+    unplotted: list[str] = []
+    for path in report_data(bundle, Path(args.out), data, _alert_rules(args, bundle), args.label_column, unplotted):
         print(path)
-    for note in data.notes if data is not None else ():  # what the cleaning did, as score and evaluate say
+    for note in [*(data.notes if data is not None else ()), *unplotted]:  # what the cleaning did, as score says
         print(f"note: {note}", file=sys.stderr)
     return 0
 

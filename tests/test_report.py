@@ -177,3 +177,21 @@ def test_the_reconstructions_show_the_score_written_and_the_timeline_says_utc():
     assert f"highest score: {np.nanmax(written):.3g}" in titles[-1]
     timeline = plot_scores(bundle, scores, segments, x, None, AlertRules())
     assert timeline.axes[-1].get_xlabel() == "time (UTC)"
+
+
+def test_report_data_says_which_machines_had_nothing_to_plot(tmp_path):
+    """A file of 20 rows wrote calibration.png alone, exit 0, not a word; a short machine in a
+    file of several was dropped unsaid (a walk)."""
+    import pandas as pd
+
+    from sensorguard.service.alerts import AlertRules
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.report import report_data
+
+    frame = standardized_frame()
+    both = pd.concat([frame.assign(asset="long"), frame.head(10).assign(asset="short")])
+    data = series_from_frame(both, "two", asset_column="asset")
+    notes: list[str] = []
+    paths = report_data(tiny_bundle(), tmp_path, data, AlertRules(), notes=notes)
+    assert sorted(p.name for p in paths) == ["calibration.png", "reconstructions_long.png", "scores_long.png"]
+    assert notes == ["short: no window of 16 samples after cleaning, so no score or reconstruction plot"]

@@ -64,9 +64,11 @@ def write_report(
 
 
 def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: AlertRules,
-                label_column: str | None = None) -> list[Path]:
+                label_column: str | None = None, notes: list[str] | None = None) -> list[Path]:
     """``sensorguard report``: the calibration plot and, per machine in ``data``, its
-    reconstructions and score timeline (``scores_<asset>.png`` when the file holds several)."""
+    reconstructions and score timeline (``scores_<asset>.png`` when the file holds several).
+    ``notes`` gets a line per machine with no full window, so nothing to plot (a walk: a file of
+    20 rows wrote calibration.png alone, with exit 0 and not a word)."""
     paths = write_report(bundle, out_dir)
     if data is None:
         return paths
@@ -79,8 +81,12 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
         tag = "" if asset is None else "_" + _file_name(asset)
         excluded = None if data.faulted is None else window_faults(data.faulted[rows], data.segments[rows],
                                                                      bundle.window)
-        paths += write_series(bundle, Path(out_dir), frame, data.segments[rows], rules=rules, tag=tag,
-                              excluded=excluded, alive=alive.get(asset))
+        written = write_series(bundle, Path(out_dir), frame, data.segments[rows], rules=rules, tag=tag,
+                               excluded=excluded, alive=alive.get(asset))
+        if not written and notes is not None:
+            notes.append(f"{'the data' if asset is None else asset}: no window of {bundle.window} samples after "
+                         "cleaning, so no score or reconstruction plot")
+        paths += written
     return paths
 
 
