@@ -293,7 +293,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if "asset" in out.columns and n_scored:  # a machine with no row scored was not said (a walk)
         counts = out.groupby("asset", sort=False)["score"].count()
-        for asset in counts.index[counts.to_numpy() == 0]:
+        for asset in counts.index[(counts.to_numpy() == 0) & (counts.index != "")]:  # ("": no machine, said)
             print(f"note: {asset}: none of its rows scored (fewer than a window of {bundle.window} samples on the "
                   "grid after cleaning, or every reading refused)")
     return 0

@@ -717,3 +717,19 @@ def test_a_sensor_named_as_the_time_column_is_refused(tmp_path):
     two = elapsed.assign(seconds=np.arange(300) // 2 + np.where(np.arange(300) % 2, 0.1, 0.5),
                          asset=np.where(np.arange(300) % 2, "b", "a"))
     assert len(series_from_frame(two, "two", time_column="seconds")) == 300
+
+
+def test_rows_with_an_empty_asset_cell_are_left_out_and_counted(tmp_path):
+    """Empty machine cells became a machine called "nan", scored and judged as one (a walk)."""
+    frame = pd.concat([plant_frame(rows=120).assign(machine="m1"), plant_frame(rows=120).assign(machine="m2")])
+    frame = frame.reset_index(drop=True)
+    frame.loc[[5, 130, 131], "machine"] = [np.nan, "", " "]
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    data = load_frame([tmp_path / "d.csv"], asset_column="machine")
+    assert sorted(set(data.assets)) == ["m1", "m2"]
+    assert "3 rows with an empty machine cell left out: no machine to score them as" in data.notes
+    assert not any(n.startswith("nan:") for n in data.notes)
+    frame["machine"] = np.nan
+    frame.to_csv(tmp_path / "e.csv", index=False)
+    with pytest.raises(DataError, match="every machine cell is empty"):
+        load_frame([tmp_path / "e.csv"], asset_column="machine")

@@ -166,8 +166,16 @@ def series_from_frame(
     else:  # several machines in one file: each is its own series, never stitched to another
         if asset_column not in frame.columns:
             raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {cols(frame)})")
-        assets = frame[asset_column].astype(str).to_numpy()
+        cells = frame[asset_column]
+        blank = (cells.isna() | (cells.astype(str).str.strip() == "")).to_numpy()
+        assets = np.where(blank, "", cells.astype(str).to_numpy()).astype(object)
         machines = sorted(machine_rows(assets).items())  # one pass, not a scan of every row per machine
+        if blank.any():  # (they were a machine called "nan", scored and judged as one: a walk)
+            machines = [(asset, rows) for asset, rows in machines if not blank[rows[0]]]
+            notes.append(f"{int(blank.sum())} row{'s' if blank.sum() > 1 else ''} with an empty {asset_column} cell "
+                         "left out: no machine to score them as")
+            if not machines:
+                raise DataError(f"{name}: every {asset_column} cell is empty: no machine to score")
         parts = []
         if policy is None:  # one policy for all machines: the bundle records one, serve applies one
             policy = infer_policy([np.unique(t[np.isfinite(t)]) for t in (times[rows] for _, rows in machines)],
