@@ -195,3 +195,43 @@ def test_report_data_says_which_machines_had_nothing_to_plot(tmp_path):
     paths = report_data(tiny_bundle(), tmp_path, data, AlertRules(), notes=notes)
     assert sorted(p.name for p in paths) == ["calibration.png", "reconstructions_long.png", "scores_long.png"]
     assert notes == ["short: no window of 16 samples after cleaning, so no score or reconstruction plot"]
+
+
+def test_the_pictures_say_what_they_show():
+    """Found by a walk: lines and areas drawn straight across a long gap, a one-row alert not drawn
+    (no width), "2000 calibration windows" for a sample of 3805, and a held channel labelled
+    "0% of error" beside its held value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from sensorguard.service.alerts import AlertRules
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.training.report import _broken, plot_calibration, plot_reconstructions, plot_scores
+
+    x, segments = np.arange(6.0), np.array([0, 0, 0, 1, 1, 1])
+    bx, by = _broken(x, segments, np.ones(6))
+    assert bx.tolist() == [0, 1, 2, 3, 3, 4, 5] and np.isnan(by[3]) and np.isfinite(np.delete(by, 3)).all()
+    bundle = tiny_bundle(calibration={"errors_sample": [0.1, 0.2, 0.3], "windows": 3805, "threshold": 1.0})
+    legend = [t.get_text() for t in plot_calibration(bundle).axes[0].get_legend().get_texts()]
+    assert legend[0] == "a sample of 3 of the 3805 calibration windows"
+
+    frame, bundle = standardized_frame(), tiny_bundle()
+    values = frame[list(CHANNELS)].to_numpy()
+    segments = np.zeros(len(frame), dtype=np.int64)
+    scorer = Scorer(bundle, device="cpu")
+    scores = scorer.score_series(values, segments)
+    excluded = np.zeros(values.shape, dtype=bool)
+    excluded[:, 2] = True  # pressure held by a sensor fault in every window
+    fig = plot_reconstructions(scorer, values, scores, np.arange(len(frame), dtype=np.float64), excluded=excluded)
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel().startswith("pressure")]
+    assert labels and all("sensor fault: held, left out" in label for label in labels)
+    x = pd.date_range("2026-01-02", periods=len(frame), freq="s").to_numpy()
+    alerted = np.zeros(len(frame), dtype=bool)
+    alerted[100] = True  # one row
+    timeline = plot_scores(bundle, scores, segments, x, None, AlertRules(), judged=(alerted, scores.score))
+    spans = [p for p in timeline.axes[0].patches]
+    assert len(spans) == 1
+    left, right = spans[0].get_x(), spans[0].get_x() + spans[0].get_width()
+    assert right > left

@@ -82,7 +82,7 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
         excluded = None if data.faulted is None else window_faults(data.faulted[rows], data.segments[rows],
                                                                      bundle.window)
         written = write_series(bundle, Path(out_dir), frame, data.segments[rows], rules=rules, tag=tag,
-                               excluded=excluded, alive=alive.get(asset))
+                               excluded=excluded, alive=alive.get(asset), asset=asset)
         if not written and notes is not None:
             notes.append(f"{'the data' if asset is None else asset}: no window of {bundle.window} samples after "
                          "cleaning, so no score or reconstruction plot")
@@ -99,7 +99,8 @@ def _file_name(asset: str) -> str:
 
 def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: np.ndarray | None = None,
                  times: Any = None, rules: AlertRules | None = None, tag: str = "",
-                 excluded: np.ndarray | None = None, alive: np.ndarray | None = None) -> list[Path]:
+                 excluded: np.ndarray | None = None, alive: np.ndarray | None = None,
+                 asset: str | None = None) -> list[Path]:
     """``reconstructions<tag>.png`` and ``scores<tag>.png`` of one machine's readings (none when
     shorter than a window); ``excluded``: channels left out per window (sensor faults), ``alive``: the
     stamps that keep the machine alive (``judge_series``), as ``score``."""
@@ -118,8 +119,12 @@ def write_series(bundle: Bundle, out_dir: Path, frame: pd.DataFrame, segments: n
     blocked = None if excluded is None else np.asarray(excluded, dtype=bool).any(axis=1)
     judged = judge_scores(bundle, scores, segments, x, rules, alive, level_rows(bundle, values, blocked))  # (once:
     # both plots show its score)
-    return [_save(plot_reconstructions(scorer, values, scores, x, judged[1]), out_dir / f"reconstructions{tag}.png"),
-            _save(plot_scores(bundle, scores, segments, x, labels, rules, alive, judged), out_dir / f"scores{tag}.png")]
+    windows = plot_reconstructions(scorer, values, scores, x, judged[1], excluded)
+    timeline = plot_scores(bundle, scores, segments, x, labels, rules, alive, judged)
+    if asset is not None:  # each machine's pair named in the picture, not only in its file name (a walk)
+        windows.suptitle(f"{asset}: windows and their reconstructions (raw units)")
+        timeline.suptitle(asset)
+    return [_save(windows, out_dir / f"reconstructions{tag}.png"), _save(timeline, out_dir / f"scores{tag}.png")]
 
 
 def judge_scores(bundle: Bundle, scores: Scores, segments: np.ndarray, x: np.ndarray, rules: AlertRules,
@@ -160,7 +165,10 @@ def plot_calibration(bundle: Bundle) -> Any:
         ax.set_xscale("log")
     else:
         bins = np.linspace(min(errors.min(), threshold), max(errors.max(), threshold), 60)
-    ax.hist(errors, bins=bins, color=LINE_COLOR, alpha=0.75, label=f"{len(errors)} calibration windows")
+    used = calibration.get("windows")  # errors_sample is a sample of them: "2000" read as all (a walk)
+    counted = (f"a sample of {len(errors)} of the {used} calibration windows"
+               if isinstance(used, int) and used > len(errors) else f"{len(errors)} calibration windows")
+    ax.hist(errors, bins=bins, color=LINE_COLOR, alpha=0.75, label=counted)
     above = float(np.mean(errors >= threshold))
     ax.axvline(threshold, color=ALERT_COLOR, linestyle="--", linewidth=2,
                label=f"threshold = {threshold:.4g} ({above:.2%} of windows above)")
@@ -169,11 +177,13 @@ def plot_calibration(bundle: Bundle) -> Any:
 
 
 def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: np.ndarray,
-                         score: np.ndarray | None = None) -> Any:
+                         score: np.ndarray | None = None, excluded: np.ndarray | None = None) -> Any:
     """Original vs reconstruction of the lowest-, median- and highest-score windows.
 
     ``score``: the scores as ``score`` writes them (divided by the drift widening; default the
     scorer's own): the titles showed the undivided one, 8.04 where the scores file said 7.98 (a walk).
+    ``excluded``: ``(T, C)`` channels left out of each window (a sensor fault): labelled so, not
+    "0% of error" beside a held value (a walk).
 
     Rows are the channels contributing most to the highest-score window (what explains the worst
     case), the same in every column so the three windows compare directly.
@@ -199,12 +209,15 @@ def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: 
             ax.plot(rows, recon[col, ch], color=ALERT_COLOR, linewidth=1.2, linestyle="--",
                     label="reconstruction")
             share = _share(scores.channel_error[end], ch)
-            ax.set_ylabel(f"{scorer.channels[ch]}\n({share:.0%} of error)", fontsize=9)
+            held = excluded is not None and bool(excluded[end, ch])
+            ax.set_ylabel(f"{scorer.channels[ch]}\n({'sensor fault: held, left out' if held else f'{share:.0%} of error'})",
+                          fontsize=9)
             ax.tick_params(labelsize=8)
             if row == 0:
                 title = f"{name} score: {score[end]:.3g}\nwindow ending {_fmt(x[end])}"
                 ax.set_title(title, fontsize=10)
-        axes[-1, col].tick_params(axis="x", labelrotation=30)
+        for ax in axes[:, col]:  # (only the bottom row was turned: the others' labels overlapped, a walk)
+            ax.tick_params(axis="x", labelrotation=30)
     axes[0, 0].legend(loc="best", fontsize=8)
     fig.suptitle("Windows and their reconstructions (raw units)")
     return fig
@@ -222,7 +235,7 @@ def plot_scores(
     alerts, score = judged or judge_scores(bundle, scores, segments, x, rules, alive)
     fig = Figure(figsize=(13, 7), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
-    top.plot(x, score, color=LINE_COLOR, linewidth=0.8, label="score")
+    top.plot(*_broken(x, segments, score), color=LINE_COLOR, linewidth=0.8, label="score")
     top.axhline(1.0, color=ALERT_COLOR, linestyle="--", linewidth=1.2, label="alert line (1.0)")
     finite = score[np.isfinite(score) & (score > 0)]
     if len(finite) and finite.max() / max(finite.min(), 1e-12) > 50:
@@ -238,7 +251,7 @@ def plot_scores(
     # rows, not windows: each row scores the window ending there, the daemon only every hop-th
     top.set_title(f"Anomaly score over time: {int(np.nansum(score >= 1))} rows at or above 1.0")
     top.legend(loc="upper left", fontsize=9)
-    _plot_shares(bottom, x, scores.channel_error, bundle.channels, bundle.window)
+    _plot_shares(bottom, x, scores.channel_error, bundle.channels, bundle.window, segments)
     if np.asarray(x).dtype.kind == "M":  # the month and year beside the ticks, the zone in the label (a walk:
         from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # "02 00:00" read as local time)
 
@@ -253,7 +266,8 @@ def plot_scores(
 
 
 def _plot_shares(
-    ax: Any, x: np.ndarray, channel_error: np.ndarray, channels: tuple[str, ...], window: int
+    ax: Any, x: np.ndarray, channel_error: np.ndarray, channels: tuple[str, ...], window: int,
+    segments: np.ndarray | None = None,
 ) -> None:
     """Stacked share of the window error carried by the channels contributing most overall."""
     totals = np.nansum(channel_error, axis=0)
@@ -261,19 +275,34 @@ def _plot_shares(
     shown = len(channels) if len(channels) <= TOP_SHARE_CHANNELS + 1 else TOP_SHARE_CHANNELS
     top = np.argsort(-totals, kind="stable")[:shown]
     row_total = np.nansum(channel_error, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(row_total[:, None] > 0, channel_error / row_total[:, None], 0.0)
-    share = pd.DataFrame(np.nan_to_num(share)).rolling(window, min_periods=1).mean().to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):  # rows without a score: none (were 0, a ramp to them)
+        share = np.where(row_total[:, None] > 0, channel_error / row_total[:, None], np.nan)
+    pieces = np.zeros(len(share), dtype=np.int64) if segments is None else np.asarray(segments)
+    share = (pd.DataFrame(share).groupby(pieces).rolling(window, min_periods=1).mean()  # within each piece
+             .reset_index(level=0, drop=True).sort_index().to_numpy())
     stacks = [share[:, j] for j in top]
     names = [channels[j] for j in top]
     if len(top) < len(channels):
-        stacks.append(np.clip(1.0 - np.sum(stacks, axis=0), 0.0, 1.0) * (row_total > 0))
+        stacks.append(np.clip(1.0 - np.sum(stacks, axis=0), 0.0, 1.0))
         names.append("other channels")
+    if segments is not None:
+        x, *stacks = _broken(x, segments, *stacks)
     ax.stackplot(x, *stacks, labels=names, alpha=0.85)
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"share of error\n(mean over {window} rows)")
     ax.set_title("Which channels carry the reconstruction error")
     ax.legend(loc="upper left", fontsize=8, ncol=min(len(names), 5))
+
+
+def _broken(x: np.ndarray, segments: np.ndarray, *series: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``x`` and each of ``series`` with a NaN point where a new segment starts (a long gap in the
+    readings): the score line and the shares' areas were drawn straight across gaps (a walk)."""
+    segments = np.asarray(segments)
+    cuts = np.flatnonzero(segments[1:] != segments[:-1]) + 1
+    if not len(cuts):
+        return (x, *series)
+    return (np.insert(np.asarray(x), cuts, np.asarray(x)[cuts]),
+            *(np.insert(np.asarray(s, dtype=np.float64), cuts, np.nan) for s in series))
 
 
 def _shade(
@@ -283,7 +312,8 @@ def _shade(
     """Shade each run of flagged rows across ``band`` (fraction of the axes height)."""
     starts, stops = event_bounds(np.asarray(flags).astype(np.int8))
     for i, (a, b) in enumerate(zip(starts, stops, strict=True)):
-        ax.axvspan(x[a], x[b - 1], ymin=band[0], ymax=band[1], color=color, alpha=alpha,
+        # to the next row's time: a run of one row had no width, so it was not drawn (a walk)
+        ax.axvspan(x[a], x[min(b, len(x) - 1)], ymin=band[0], ymax=band[1], color=color, alpha=alpha,
                    label=label if i == 0 else None, linewidth=0)
 
 
