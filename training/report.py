@@ -210,8 +210,8 @@ def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: 
                     label="reconstruction")
             share = _share(scores.channel_error[end], ch)
             held = excluded is not None and bool(excluded[end, ch])
-            ax.set_ylabel(f"{scorer.channels[ch]}\n({'sensor fault: held, left out' if held else f'{share:.0%} of error'})",
-                          fontsize=9)
+            said = "sensor fault: held, left out" if held else f"{share:.0%} of error"
+            ax.set_ylabel(f"{scorer.channels[ch]}\n({said})", fontsize=9)
             ax.tick_params(labelsize=8)
             if row == 0:
                 title = f"{name} score: {score[end]:.3g}\nwindow ending {_fmt(x[end])}"
