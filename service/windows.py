@@ -93,6 +93,7 @@ class Buffers:
         self.sensor_events_dropped = 0
         self.gaps = 0
         self._known = frozenset(channels)
+        self._index = {c: j for j, c in enumerate(self.channels)}  # a channel name -> its column
         self.ignored = frozenset(ignored)  # the training file's other columns (Bundle.ignored_columns)
         self._assets: dict[str, AssetBuffer] = {}
         # assets not heard from yet (_heard), oldest first: their slots go to new assets. Junk all
@@ -163,8 +164,6 @@ class Buffers:
             before = state.watch.faulted()
             self._queue(asset, state.watch.step(ts, row, self.sensors))  # may hold a faulted channel's value
             after = state.watch.faulted()
-            if after:  # a fault announced: the asset is known, and its fault ends with its silence
-                self._heard(asset, ts, mark)
         elif state.watch.open:  # a hot swap to a bundle without sensor limits: the open faults end
             self._queue(asset, state.watch.close_all(ts, self.channels))
         made = state.cleaner.step(ts, row, self.policy)
@@ -182,6 +181,15 @@ class Buffers:
                 self._heard(asset, ts, mark)
         kept = made[-1][1]
         if kept is None:
+            if asset in self._untaken:  # none of its readings taken yet: it announces no fault and holds no
+                # slot (junk with one channel left out and another out of range took max_assets slots, each
+                # with a sensor_fault event and a retained state: a walk). A channel dead from the first
+                # reading is held from its missing fault on, and that reading is taken. The faults stay
+                # unopened, to be announced with a reading that is taken; the watch's counts go on.
+                while len(self.sensor_events) > mark:
+                    _, event = self.sensor_events.pop()
+                    if event.fault and event.channel is not None:
+                        state.watch.open.discard((event.kind, self._index[event.channel]))
             return "missing_channel"  # not "seen": an asset whose readings are all dropped goes stale
         state.last = kept
         state.seen = received

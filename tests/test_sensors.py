@@ -351,3 +351,19 @@ def test_a_one_channel_model_scores_an_extreme_value_instead_of_holding_it():
     assert not bundle.sensors.judges_range
     watch = SensorWatch(1)
     assert kinds(watch.step(0.0, [3 * limit], bundle.sensors)) == []  # live: no sensor fault, the value kept
+
+
+def test_junk_whose_readings_are_all_dropped_announces_no_fault_and_holds_no_slot():
+    """A reading with a channel left out and another out of range opened a sensor fault, which made
+    the asset known: junk took the max_assets slots (real readings refused as too_many_assets), each
+    junk asset with a sensor_fault event and a retained state (found by a walk)."""
+    from sensorguard.service.windows import Buffers
+
+    limits = (ChannelLimits(-10.0, 10.0, None), ChannelLimits(-10.0, 10.0, None))
+    bufs = Buffers(("a", "b"), window=4, hop=1, sensors=SensorRules(("a", "b"), limits, fill_limit=5), max_assets=1)
+    assert bufs.add("junk", 0.0, {"a": 99.0}, 0.0) == "missing_channel"
+    assert list(bufs.sensor_events) == []
+    assert bufs.add("real", 0.0, {"a": 1.0, "b": 1.0}, 0.0) is None  # the slot was free
+    assert [(asset, e.kind, e.fault) for asset, e in bufs.sensor_events] == [("real", "silent", False)]
+    assert bufs.add("real", 1.0, {"a": 99.0, "b": 1.0}, 0.0) is None  # a taken asset's fault is announced
+    assert [(a, e.kind) for a, e in list(bufs.sensor_events)[1:]] == [("real", "out_of_range")]
