@@ -91,8 +91,9 @@ class Settings:
                                    "`<output_prefix>/status/<instance>`, its events and metrics carry it",
                                    shown="unset (the client id)")
     partition: tuple[str, ...] = setting(
-        help="MQTT topic filters under `topic_prefix` this instance serves (repeat the flag; a TOML list; "
-        "comma-separated in the environment); refused at start if they overlap a running instance's",
+        help="MQTT topic filters under `topic_prefix` this instance serves, each ending in `#` or `readings` "
+        "(`site-a/#`, `+/readings`; repeat the flag; a TOML list; comma-separated in the environment); refused at "
+        "start if they overlap a running instance's",
         shown="`#` (every asset)", factory=lambda: ("#",))
     cluster: tuple[str, ...] = setting(
         help="NATS servers (`nats://HOST:PORT`, repeat the flag or separate by commas): cluster mode takes "

@@ -135,6 +135,9 @@ def filter_problems(filters: tuple[str, ...]) -> list[str]:
         if not f or any(("+" in lvl and lvl != "+") or ("#" in lvl and lvl != "#") for lvl in levels) \
                 or "#" in levels[:-1]:
             problems.append(f"{f!r} is not an MQTT topic filter ('+' a whole level, '#' only the last)")
+        elif levels[-1] not in ("#", "readings"):  # `pump-77` subscribed <prefix>/pump-77: nothing ever came (a walk)
+            problems.append(f"{f!r} matches no readings topic (<asset>/readings under topic_prefix): end it with "
+                            f"'/#' ({f}/#: that asset and those under it) or '/readings'")
     for i, a in enumerate(filters):
         for b in filters[i + 1:]:
             if filters_overlap(a, b):

@@ -56,6 +56,11 @@ def test_conflicts_name_the_other_instance_and_skip_offline_ones_and_itself():
     assert any("'plant-b' reads topic prefix 'plant-b'" in f and "output_prefix" in f for f in found)
     assert conflicts("me", ("site-c/#",), "sensors", {k: others[k] for k in ("site-a", "old")}) == []
     assert filter_problems(("a/#", "b/+/readings")) == []
+    # an asset named alone, or a level of assets with '+', subscribed topics no reading is sent on (a walk)
+    assert filter_problems(("pump-77",)) == ["'pump-77' matches no readings topic (<asset>/readings under "
+                                             "topic_prefix): end it with '/#' (pump-77/#: that asset and those under "
+                                             "it) or '/readings'"]
+    assert len(filter_problems(("site/+", "pump-77/readings"))) == 1
     mine = {"me": {"state": "online", "client_id": "sg-me", "partitions": ["#"], "topic_prefix": "sensors"}}
     assert conflicts("me", ("#",), "sensors", mine, client_id="sg-me") == []  # my own earlier run
     assert "already online (client id 'sg-me')" in conflicts("me", ("#",), "sensors", mine, client_id="sg-other")[0]
