@@ -654,3 +654,42 @@ def test_the_calibrate_refusal_scores_windows_without_their_faulted_channels(tra
     faulted[:, 0] = True
     assert median_score(bundle, replace(data, values=values)) >= UNLIKE_MEDIAN  # unmarked: other units
     assert median_score(bundle, replace(data, values=values, faulted=faulted)) < UNLIKE_MEDIAN
+
+
+def test_the_fault_check_runs_on_a_short_held_out_block_and_its_absence_blocks_a_promotion(
+        registry, trained, tmp_path, capsys):
+    """Under four windows of held-out rows (320 to 1,280 rows retrained on) the injected faults were
+    skipped without a word: a model trained on a fault was promoted (a walk). A shorter probe now
+    runs from two windows; under that the candidate is not promoted unless forced, and says why."""
+    window = trained[0].window
+    shifted_plant(30 * window, seed=1).to_csv(tmp_path / "short.csv", index=False)
+    argv = ["retrain", "--registry", str(registry), "--name", "pump", "--max-epochs", "1", "--quiet"]
+    assert main([*argv, "--data", str(tmp_path / "short.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "faults caught" in out and "not checked" not in out  # 3 held-out windows: the check ran
+    shifted_plant(15 * window, seed=1).to_csv(tmp_path / "shorter.csv", index=False)
+    assert main([*argv, "--data", str(tmp_path / "shorter.csv")]) == 0
+    out = capsys.readouterr().out
+    said = f"its fault check cannot run: the newest 10 % of the data ({15 * window // 10} rows)"
+    assert "not checked" in out and said in out
+    assert current_version(registry, "pump") == "v0001" and "v0003" in list_versions(registry, "pump")
+    assert main([*argv, "--data", str(tmp_path / "shorter.csv"), "--force"]) == 0
+    assert "forced despite" in (out := capsys.readouterr().out) and "its fault check cannot run" in out
+
+
+def test_an_offset_counts_as_caught_only_where_the_model_is_quiet_without_it(trained):
+    """A current model alerting on every normal window "caught" every injected offset, so each sane
+    candidate missed them and was refused for good (a walk)."""
+    from dataclasses import replace
+
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.retrain_gate import caught, injected_faults, missed_faults
+
+    bundle = trained[0]
+    holdout = series_from_frame(shifted_plant(8 * bundle.window, seed=3), "held")
+    probes = injected_faults(holdout, bundle.window, bundle.scale_)
+    assert len(probes.faults) == 6 and len(caught(bundle, [], probes)) >= 4  # the sane model sees the offsets
+    noisy = replace(bundle, threshold_=bundle.threshold_ * 1e-6)  # alerts on everything
+    assert caught(noisy, [], probes) == ()
+    assert missed_faults(bundle, noisy, holdout) == []  # nothing the noisy model "caught" to miss
+    assert missed_faults(noisy, bundle, holdout) != []  # (the other way round, it misses nothing it sees)

@@ -48,6 +48,7 @@ from sensorguard.training.data import (
     series_from_frame,
 )
 from sensorguard.training.retrain_gate import (
+    MIN_PROBE_WINDOWS,
     WINDOW_RATE_TARGET,
     Comparison,
     compare,
@@ -82,6 +83,8 @@ class RetrainResult:
         if self.candidate.known:
             rows.append(f"{'faults caught':22}{f'{len(cur.caught)}/{cur.known}' if cur else '-':>12}"
                         f"{f'{len(self.candidate.caught)}/{self.candidate.known}':>12}")
+        elif cur is not None:  # (the row was left out, and the check with it, unsaid: a walk)
+            rows.append(f"{'faults caught':22}{'not checked':>24}")
         verdict = "promoted" if self.promoted else "not promoted"
         rows.append(f"candidate {self.version}: {verdict} ({self.reason})")
         return "\n".join(rows)
@@ -185,11 +188,17 @@ def retrain(
     candidate, _ = train_bundle(rest, options, init_state=init)
     scale = current.scale_ if current is not None else holdout.values.std(axis=0)
     variance = error_variance(holdout, current.scale_ if current is not None else candidate.scale_)
-    faults = [*faults, *injected_faults(holdout, candidate.window, scale)]
-    cand_cmp = compare(candidate, holdout, variance, faults)
-    cur_cmp = compare(current, holdout, variance, faults) if current is not None else None
+    probes = injected_faults(holdout, candidate.window, scale)
+    cand_cmp = compare(candidate, holdout, variance, faults, probes)
+    cur_cmp = compare(current, holdout, variance, faults, probes) if current is not None else None
     target = options.false_alarm_rate if options.false_alarm_rate is not None else WINDOW_RATE_TARGET
     passed, reason = decide(cand_cmp, cur_cmp, target)
+    if cur_cmp is not None and not cand_cmp.known:  # nothing to check it still catches faults on
+        need = MIN_PROBE_WINDOWS * candidate.window
+        unchecked = (f"its fault check cannot run: the newest 10 % of the data ({len(holdout)} rows) hold no "
+                     f"{MIN_PROBE_WINDOWS} windows in a row ({need} rows) to inject faults into; give at least "
+                     f"{10 * need} rows, or --force")
+        passed, reason = False, (unchecked if passed else f"{reason}; {unchecked}")
     promoted, reason = (True, "forced despite " + reason) if force and not passed else (passed, reason)
     if cold is not None:
         reason += f"; {cold}"
