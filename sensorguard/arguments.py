@@ -300,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--span", type=duration,  # (None: not given, so models can say where it does not apply)
                    help="promote --gate live: how long the shadow must have run beside CURRENT (default 24h)")
     p.add_argument("--clear", action="store_true", help="shadow: stop shadowing")
+    p.add_argument("--force", action="store_true", help="promote: a version with other channels or another window "
+                   "than CURRENT (running daemons refuse it until they restart)")
     p.add_argument("--keep", type=positive_int, help="prune: versions of the history and newest "
                    "versions kept (default 10)")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from sensorguard.arguments import build_parser, promise_options
 from sensorguard.cli_errors import CliError, failed, stdout_gone
 from sensorguard.cli_live import cmd_cluster, cmd_command, cmd_demo, cmd_replay, cmd_serve
-from sensorguard.cli_models import cmd_models, cmd_retrain, promise_words
+from sensorguard.cli_models import cmd_models, cmd_retrain, promise_words, swap_problem
 from sensorguard.writing import write_table
 
 # --- simulate ------------------------------------------------------------------------------------
@@ -164,8 +164,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         where = save_bundle(bundle, args.out)
     else:
+        from dataclasses import replace
+
+        from sensorguard.service.registry import readable_current
+
+        before = readable_current(args.registry, args.name) if (Path(args.registry) / args.name).is_dir() else None
         version = publish(bundle, args.registry, args.name)
         where = Path(args.registry) / args.name / version
+        if (problem := swap_problem(Path(args.registry), args.name, before, version)) is not None:
+            summary = replace(summary, notes=(*summary.notes, f"now CURRENT: {problem} (a planned change: restart "
+                                              "them; else `models rollback`)"))
     print("\n".join(["", f"trained bundle -> {where}" + (" (it replaced the bundle there; --registry keeps "
                                                           "versions)" if replaced else ""), *summary.lines()]))
     return 0

@@ -175,7 +175,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0 if promoted else 1
     if args.action == "promote" and not args.version:
         raise CliError("promote needs a VERSION (or --gate live to promote the shadow)")
+    if args.action == "promote" and not args.force and (problem := _unservable(root, name, args.version)):
+        raise CliError(f"refusing to promote {args.version}: {problem}; --force promotes it (a planned change: "
+                       "restart the daemons after it)")
     old, new = promote(root, name, args.version) if args.action == "promote" else rollback(root, name)
+    if args.action == "rollback" and (problem := swap_problem(root, name, old, new)) is not None:
+        print(f"note: {problem}")
     print(f"{name}: CURRENT {old or '(none)'} -> {new}")
     if (refused := _gate_refusal(root, name, new)) is not None:
         print(refused)
@@ -195,6 +200,34 @@ def _gate_refusal(root: Path, name: str, version: str) -> str | None:
     if metrics.get("passed") is not False:
         return None
     return f"note: {version} did not pass its retrain's gate ({metrics.get('reason') or 'no reason recorded'})"
+
+
+def swap_problem(root: Path, name: str, running: str | None, version: str) -> str | None:
+    """Why daemons serving ``running`` cannot swap to ``version`` while they run (other channels or
+    window), or None (either unreadable: the registry says so on its own)."""
+    from sensorguard.service.bundle import BundleError
+    from sensorguard.service.bundle_loading import load_bundle
+    from sensorguard.service.hotswap import incompatible
+
+    if running is None:
+        return None
+    try:
+        problem = incompatible(load_bundle(root / name / running), load_bundle(root / name / version))
+    except BundleError:
+        return None
+    if problem is None:
+        return None
+    return (f"{version}'s {problem.split(' (')[0]} ({running}): running daemons refuse it and keep serving "
+            f"{running} until they restart, then refuse readings that do not fit it")
+
+
+def _unservable(root: Path, name: str, version: str) -> str | None:
+    """Why ``models promote VERSION`` would leave the daemons serving the old model (CURRENT of
+    other channels or window), or None: it printed "CURRENT v0008 -> v0006", every running daemon
+    refused the swap, and after a restart every reading was refused as unknown_channel (a walk)."""
+    from sensorguard.service.registry import readable_current
+
+    return swap_problem(root, name, readable_current(root, name), version)
 
 
 def _unshadowable(root: Path, name: str, version: str) -> str | None:
@@ -227,7 +260,8 @@ def _misplaced(args: argparse.Namespace) -> str | None:
     given = {"--gate": args.gate is not None and args.action != "promote",
              "--span": args.span is not None and args.gate is None,
              "--clear": args.clear and args.action != "shadow",
-             "--keep": args.keep is not None and args.action != "prune"}
+             "--keep": args.keep is not None and args.action != "prune",
+             "--force": args.force and (args.action != "promote" or args.gate is not None)}
     wrong = [flag for flag, bad in given.items() if bad]
     if not wrong:
         return None

@@ -693,3 +693,29 @@ def test_an_offset_counts_as_caught_only_where_the_model_is_quiet_without_it(tra
     assert caught(noisy, [], probes) == ()
     assert missed_faults(bundle, noisy, holdout) == []  # nothing the noisy model "caught" to miss
     assert missed_faults(noisy, bundle, holdout) != []  # (the other way round, it misses nothing it sees)
+
+
+def test_promote_refuses_a_version_running_daemons_would_refuse(registry, trained, tmp_path, capsys):
+    """models shadow refused a version of other channels, promote and train --registry made it
+    CURRENT: every running daemon refused the swap, and after a restart every reading (a walk)."""
+    plant_frame(rows=600, channels=4, seed=2).to_csv(tmp_path / "four.csv", index=False)
+    assert main(["train", str(tmp_path / "four.csv"), "--out", str(tmp_path / "four"), "--max-epochs", "1",
+                 "--quiet"]) == 0
+    from sensorguard.service.bundle_loading import load_bundle
+
+    four = load_bundle(tmp_path / "four")
+    version = publish(four, registry, "pump", make_current=False)
+    capsys.readouterr()
+    argv = ["models", "promote", version, "--registry", str(registry), "--name", "pump"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"refusing to promote {version}: {version}'s channels ['c0', 'c1', 'c2', 'c3'] differ" in err
+    assert "--force promotes it" in err and current_version(registry, "pump") == "v0001"
+    assert main([*argv, "--force"]) == 0 and current_version(registry, "pump") == version
+    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
+    assert "note: v0001's channels ['c0', 'c1', 'c2'] differ" in capsys.readouterr().out
+    assert main(["models", "list", "--registry", str(registry), "--name", "pump", "--force"]) == 1  # promote only
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "four.csv"), "--registry", str(registry), "--name", "pump",
+                 "--max-epochs", "1", "--quiet"]) == 0
+    assert "now CURRENT: v0003's channels ['c0', 'c1', 'c2', 'c3'] differ" in capsys.readouterr().out
