@@ -28,6 +28,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     if not args.data and not args.recorded:
         raise CliError("give new normal data with --data FILE... and/or --recorded DIR")
+    if args.force and args.shadow:  # (it neither promoted nor shadowed, and said "forced": a walk)
+        raise CliError("--force promotes a candidate the gate refuses; --shadow runs one that passes beside "
+                       "CURRENT: give one of them")
     if (missing := _no_model(args.registry, args.name)) is not None:
         raise CliError(missing)
     current = _current_or_none(args.registry, args.name)

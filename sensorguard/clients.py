@@ -148,6 +148,8 @@ def send(args: argparse.Namespace) -> int:
     settings = load_settings(flags, os.environ, require_model=False)
     # a daemon that gets it after we stopped waiting refuses it (it was reported as not answered)
     body = {"by": args.by or os.environ.get("USER", ""), "expires": time.time() + args.timeout}
+    if args.verb == "maintenance" and args.action == "end" and args.until is not None:  # (ignored unsaid: a walk)
+        raise CliError("--until goes with maintenance start (how long it lasts); end takes none")
     if args.verb == "maintenance":
         body.update(asset=args.asset, action=args.action, reason=args.reason or "",
                     **({"until": time.time() + args.until} if args.until is not None else {}))

@@ -600,3 +600,9 @@ def test_evaluate_names_each_asset_in_full(files, tmp_path, capsys):
     rows = [line.split() for line in out.splitlines() if line.startswith("  site-north/")]
     assert [r[0] for r in rows] == ["site-north/compressor-01", "site-north/compressor-02"]
     assert all(len(r) == 6 for r in rows)  # rows, F1, false-alarm, events, false alerts
+
+
+def test_maintenance_end_with_until_is_one_line(capsys):
+    """``maintenance end --until 2h`` ignored --until without a word (a walk)."""
+    assert main(["maintenance", "end", "pump-1", "--until", "2h", "--broker", "mqtt://127.0.0.1:1"]) == 1
+    assert "--until goes with maintenance start" in capsys.readouterr().err

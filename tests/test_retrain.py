@@ -719,3 +719,11 @@ def test_promote_refuses_a_version_running_daemons_would_refuse(registry, traine
     assert main(["train", str(tmp_path / "four.csv"), "--registry", str(registry), "--name", "pump",
                  "--max-epochs", "1", "--quiet"]) == 0
     assert "now CURRENT: v0003's channels ['c0', 'c1', 'c2', 'c3'] differ" in capsys.readouterr().out
+
+
+def test_force_and_shadow_together_are_one_line(registry, tmp_path, capsys):
+    """``retrain --force --shadow`` neither promoted nor shadowed, and said "forced" (a walk)."""
+    shifted_plant(400, seed=5).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "new.csv"),
+                 "--force", "--shadow"]) == 1
+    assert "give one of them" in capsys.readouterr().err and list_versions(registry, "pump") == ["v0001"]
