@@ -91,6 +91,17 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on
         self._syncing = False  # changed_states has been called: cluster mode
         self.on_handed_over: Callable[[str], None] = lambda asset: None  # an asset left (the shadow forgets it)
+        # restored from the state file: their states say when their last window was judged (not the clock's
+        # time at start), their alerts are up in the metrics before a window comes, and those states are
+        # sent again naming the model served now (promoted while the daemon was down: the retained states
+        # named the old one until each asset's next change; a walk)
+        for asset, (saved, _, _) in self.restored.items():
+            if asset in self._floors:
+                self._stated[asset] = self._floors[asset]
+            if saved.status != "normal":
+                metrics.set_score(asset, saved.last_score, True)
+        if self.restored:
+            self.states_lost()
 
     def snapshot(self) -> dict[str, AlertState]:
         """Each asset's current alert state (a copy)."""

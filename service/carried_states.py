@@ -99,10 +99,13 @@ class CarriedStates:
             self._ended_unseen(asset)
             if drift is not None:  # kept for its return, as a live asset's gone silent (and the line
                 self._drift[asset] = drift  # its stale state is published with): a restart must not reset it
+            # the end of its last judged window, saved: the clock's time at expiry was said as its last
+            # reading's ("no reading after" 4 min before its last one; a walk)
+            last = self._floors.get(asset, time.time())
             if saved.status != "normal":  # its retained state says so: end it as a live asset's would
-                self._go_silent(asset, saved, time.time(), announced)  # its last reading time was not saved
+                self._go_silent(asset, saved, last, announced)
             elif self._learned(asset) is not None:  # awaited as a silent one, so the cap bounds what is kept
-                self._await_return(asset, time.time(), saved.last_score)
+                self._await_return(asset, last, saved.last_score)
             else:
                 self._drift.pop(asset, None)
 

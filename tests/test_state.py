@@ -817,3 +817,26 @@ def test_an_incident_met_again_or_a_failed_move_shifts_no_copy(tmp_path):
         set_aside(tmp_path)  # nothing to move
     assert bad.read_text() == "{second" and bad.with_name(bad.name + ".1").read_text() == "{first"
     assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name, bad.name + ".1"]  # no temporary left
+
+
+def test_a_restored_alert_is_up_in_the_metrics_restated_with_the_model_and_ended_at_its_last_window(
+        drifting, tmp_path):
+    """After a restart, a restored alert was missing from sensorguard_anomaly_active until its first
+    window (its alerting rules resolved), its retained state named the model served before (one
+    promoted while the daemon was down), and its silent event said the clock's time at expiry as
+    its last reading's (found by a walk)."""
+    first, _ = daemon_with(drifting, tmp_path)
+    for i in range(3):
+        first.alerts.apply("pump-21", T0 + i, 5.0, [])
+    first.stop()
+    second, client = daemon_with(drifting, tmp_path, stale_after_s=60)
+    assert second.registry.get_sample_value("sensorguard_anomaly_active", {"asset": "pump-21"}) == 1
+    second.alerts.resend_states()
+    states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/pump-21" and r]
+    assert [s["state"] for s in states] == ["alerting"]
+    assert pd.Timestamp(states[0]["ts"]) == pd.Timestamp(T0 + 2, unit="s", tz="UTC")  # its last window's time
+    second.alerts.restore_until = time.monotonic() + 60
+    second.housekeeping(time.monotonic() + 61)
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-21"]
+    assert [e["state"] for e in events] == ["sensor_fault"]
+    assert pd.Timestamp(events[0]["ts"]) == pd.Timestamp(T0 + 2, unit="s", tz="UTC")
