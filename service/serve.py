@@ -29,6 +29,19 @@ from sensorguard.service.workers import Supervisor, worker_count, worker_setting
 log = logging.getLogger(__name__)
 
 
+def _folders_unmade(settings: Settings) -> list[str]:
+    """``state_dir`` and ``record_dir`` made now, or why not: a path under /proc was taken, every
+    save failed for the daemon's whole run (each ack answered "NOT SAVED") and it exited 74 (a walk)."""
+    problems = []
+    for name in ("state_dir", "record_dir"):
+        if folder := getattr(settings, name):
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                problems.append(f"{name}: {folder!r} cannot be made ({exc.strerror or exc})")
+    return problems
+
+
 def serve(settings: Settings, reload_asked: threading.Event | None = None) -> int:
     """``sensorguard serve``: configure logging, load the model, run a daemon (or, with more than
     one worker, a :class:`~sensorguard.service.workers.Supervisor` of daemons) until SIGTERM or SIGINT.
@@ -54,6 +67,8 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> in
                 for p in check.conflicts]
     if problems:
         raise ConfigError(problems)
+    if unmade := _folders_unmade(settings):
+        raise ConfigError(unmade)
     if settings.record_dir:  # the worker count changed: the old layout's recordings are trimmed too
         folders = [Path(plan.record_dir) for plan in plans]
         adopt_orphans(settings.record_dir, folders, asset_owner(plans, folders))

@@ -423,3 +423,16 @@ def test_an_empty_password_file_is_refused_and_one_others_can_read_is_warned(tmp
     real = os.statvfs
     monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=real(path).f_flag | os.ST_RDONLY))
     assert password_file_warning(str(secret)) is None
+
+
+def test_a_state_or_record_dir_that_cannot_be_made_is_one_line_at_start(tmp_path, bundle_dir):
+    """``--state-dir /proc/nope`` started, failed every save for its whole run (each command answered
+    "NOT SAVED") and exited 74 (a walk); ``--record-dir /proc/x`` said no setting's name."""
+    from sensorguard.service.serve import _folders_unmade
+
+    (tmp_path / "file").write_text("x")
+    settings = load_settings({"model": bundle_dir, "state_dir": str(tmp_path / "file" / "state"),
+                              "record_dir": str(tmp_path / "rec")}, {})
+    problems = _folders_unmade(settings)
+    assert len(problems) == 1 and problems[0].startswith(f"state_dir: '{tmp_path / 'file' / 'state'}' cannot be made")
+    assert (tmp_path / "rec").is_dir()  # made
