@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sensorguard.cli_errors import CliError
@@ -134,6 +135,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         prune,
         rollback,
         set_shadow,
+        shadow_version,
         validate_name,
         version_infos,
     )
@@ -144,15 +146,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     root, name = Path(args.registry), validate_name(args.name)
     if args.action == "list":
         infos = version_infos(root, name)  # before the header: a missing registry is one line, nothing else
+        shadow = _pointer_or_none(shadow_version, root, name)
         # "retrain gate": the candidate's verdict when retrain made it ("promoted" read as "is current")
         print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}  "
               "retrain gate")
         for v in infos:
             verdict = gate_verdict(v.passed, v.promoted, v.current)
+            if v.created == "unreadable":  # (it read "None None ? nan": a walk)
+                print(f"{'':2}{v.version:9}bundle.json cannot be read (models show {v.version} says why)")
+                continue
             print(
-                f"{'*' if v.current else '':2}{v.version:9}{v.created:27}{_stamp(v.data_from):27}"
-                f"{_stamp(v.data_to):27}{v.rows:>9}{v.threshold:>12.4g}  {verdict}"
+                f"{'*' if v.current else 's' if v.version == shadow else '':2}{v.version:9}{v.created:27}"
+                f"{_stamp(v.data_from):27}{_stamp(v.data_to):27}{v.rows:>9}{v.threshold:>12.4g}  {verdict}"
             )
+        current = _pointer_or_none(current_version, root, name)
+        if current is not None and current not in {v.version for v in infos}:
+            print(f"warning: CURRENT names {current}, which the registry does not hold: daemons serve no model; "
+                  "models promote VERSION sets it right")
+        print("(* CURRENT" + (", s SHADOW)" if shadow else ")"))
         return 0
     if args.action == "show":
         print(json.dumps(describe(root, name, args.version), indent=2))
@@ -164,6 +175,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "shadow":
         if args.clear == bool(args.version):
             raise CliError("shadow needs a VERSION, or --clear to stop shadowing")
+        if args.clear and _pointer_or_none(shadow_version, root, name) is None:  # (said "cleared": a walk)
+            print(f"{name}: no SHADOW to clear")
+            return 0
         if not args.clear and (problem := _unshadowable(root, name, args.version)) is not None:
             raise CliError(problem)
         set_shadow(root, name, None if args.clear else args.version)
@@ -285,6 +299,16 @@ def gate_verdict(passed: object, promoted: object, current: bool = False) -> str
     if passed:
         return "passed" if promoted or promoted is None or current else "passed, not promoted"
     return "refused, forced" if promoted else "refused"
+
+
+def _pointer_or_none(read: Callable[[Path, str], str | None], root: Path, name: str) -> str | None:
+    """A pointer's version (CURRENT, SHADOW), None when absent or garbled (the list says the rest)."""
+    from sensorguard.service.bundle import BundleError
+
+    try:
+        return read(root, name)
+    except BundleError:
+        return None
 
 
 def _stamp(value: object) -> str:

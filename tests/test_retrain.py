@@ -727,3 +727,28 @@ def test_force_and_shadow_together_are_one_line(registry, tmp_path, capsys):
     assert main(["retrain", "--registry", str(registry), "--name", "pump", "--data", str(tmp_path / "new.csv"),
                  "--force", "--shadow"]) == 1
     assert "give one of them" in capsys.readouterr().err and list_versions(registry, "pump") == ["v0001"]
+
+
+def test_models_list_marks_the_shadow_and_says_what_it_cannot_read(registry, trained, capsys):
+    """It did not mark SHADOW, listed an unreadable version as "None None ? nan", said nothing of a
+    CURRENT naming a version it does not hold, and shadow --clear with no SHADOW said "cleared"
+    (a walk)."""
+    from sensorguard.service.registry import set_shadow
+
+    bundle, _, _ = trained
+    publish(bundle, registry, "pump", make_current=False)
+    publish(bundle, registry, "pump", make_current=False)
+    set_shadow(registry, "pump", "v0002")
+    (registry / "pump" / "v0003" / "bundle.json").write_text("{broken")
+    argv = ["--registry", str(registry), "--name", "pump"]
+    assert main(["models", "list", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("* v0001") and lines[2].startswith("s v0002")
+    assert lines[3] == "  v0003    bundle.json cannot be read (models show v0003 says why)"
+    assert lines[-1] == "(* CURRENT, s SHADOW)"
+    (registry / "pump" / "CURRENT").write_text("v0099\n")
+    assert main(["models", "list", *argv]) == 0
+    assert "warning: CURRENT names v0099, which the registry does not hold" in capsys.readouterr().out
+    assert main(["models", "shadow", "--clear", *argv]) == 0 and "SHADOW cleared" in capsys.readouterr().out
+    assert main(["models", "shadow", "--clear", *argv]) == 0
+    assert capsys.readouterr().out.strip() == "pump: no SHADOW to clear"
