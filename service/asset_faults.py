@@ -72,13 +72,20 @@ class AssetFaults:
                 self.publisher.sensor(asset, event, self._model())
                 self.publish_state(asset, event.ts)
             return
-        self._open.change(asset, event.kind, event.channel, event.ts, event.fault)
+        self._open.change(asset, event.kind, event.channel, event.ts, event.fault, event.value)
         if event.fault:
             self.metrics.sensor_faults.labels(event.kind).inc()
         self.publisher.sensor(asset, event, self._model())
         # the latest scored window's time, as every state (a later one went backwards when the batch
         # scored after it); before any window the reading's, not the clock's (found in a walk)
         self.publish_state(asset, self._latest[asset][0] if asset in self._latest else event.ts)
+
+    def restore_faults(self, faults: dict[str, list[dict]]) -> None:
+        """The sensor faults open when the previous run saved (``state.saved_faults``): listed in the
+        restored assets' states and counted from the start; each asset's sensor watch resumes them
+        (``Buffers.resumed_faults``), so a fault still there is not announced again and one that
+        ended is told ended."""
+        self._open.restore(faults)
 
     def sensor_faults(self, asset: str) -> list[dict]:
         """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first."""

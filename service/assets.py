@@ -242,7 +242,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         saved = self.controls is None or self.controls.save()  # with the alerts that can be acknowledged
         self._floors = judged = {asset: ts for asset, ts in self._floors.items() if asset in alerts}
         try:
-            save_states(self.state_dir, alerts, drift, unannounced, judged)
+            save_states(self.state_dir, alerts, drift, unannounced, judged, self._open.saved())
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
             self.writes.failed(STATE_FILE)
             log.warning("saving asset state to %s failed: %s", self.state_dir, exc)

@@ -94,6 +94,7 @@ class CarriedStates:
                      len(gone), self.rules.stale_after)
         for asset in gone:
             saved, drift, announced = self._pop_restored(asset)
+            self._open.clear_channels(asset)  # (faults restored with it: its silence replaces them)
             self._grid_ts.pop(asset, None)  # (an adopted one's cadence: it never came here)
             self._judged_ts.pop(asset, None)
             self._ended_unseen(asset)

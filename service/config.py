@@ -144,11 +144,12 @@ class Settings:
     record_max_age_days: float = setting(
         30.0, "recordings older than this many days are deleted (acknowledged alerts: by size only)")
     state_dir: str | None = setting(
-        None, "keep each asset's alert state, drift baseline, followed level and last judged window's time in "
-        "`assets.json` here "
+        None, "keep each asset's alert state, drift baseline, followed level, open sensor faults and last judged "
+        "window's time in `assets.json` here "
         "(saved every 30 s, within a second of each raise and clear it announces and of the broker confirming a raise, "
         "and at stop; read at start) so a restart neither re-raises an alert that was up, nor resets the drift rule "
         "or the level, "
+        "nor announces an open sensor fault again or forgets to end it, "
         "nor judges readings again that the previous run judged")
     log_json: bool = setting(False, "one JSON object per log line")
     log_level: str = setting("INFO", "`DEBUG`, `INFO`, `WARNING`, `ERROR`")

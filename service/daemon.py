@@ -81,7 +81,7 @@ from sensorguard.service.scorer import Scorer
 from sensorguard.service.scoring_worker import ScoringWorker
 from sensorguard.service.shadow import report_live
 from sensorguard.service.startup_log import announce
-from sensorguard.service.state import SAVE_INTERVAL_S, judged_times, restore_states
+from sensorguard.service.state import SAVE_INTERVAL_S, judged_times, restore_states, saved_faults
 from sensorguard.service.state_writes import StateWrites
 from sensorguard.service.windows import Buffers
 
@@ -142,6 +142,10 @@ class Daemon(ScoringWorker):
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
+        if not settings.cluster:  # open sensor faults go on where they were (cluster mode: not carried)
+            faults = {asset: f for asset, f in saved_faults(settings.state_dir).items() if asset in restored}
+            self.alerts.restore_faults(faults)
+            self.buffers.resumed_faults = faults
         self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls,
                                      lambda: self.connection.publishes())
                        if settings.cluster else None)

@@ -23,6 +23,7 @@ class OpenFaults:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._faults: dict[str, dict[tuple[str, str | None], float]] = {}
+        self._values: dict[tuple[str, str, str | None], float] = {}  # (asset, kind, channel) -> value at its opening
         self._silent: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
@@ -33,14 +34,17 @@ class OpenFaults:
             self._count()
         return was_silent
 
-    def change(self, asset: str, kind: str, channel: str | None, ts: float, fault: bool) -> None:
-        """A channel fault opened (``fault``) at reading time ``ts``, or closed."""
+    def change(self, asset: str, kind: str, channel: str | None, ts: float, fault: bool,
+               value: float = float("nan")) -> None:
+        """A channel fault opened (``fault``) at reading time ``ts`` on ``value``, or closed."""
         with self._lock:
             faults = self._faults.setdefault(asset, {})
             if fault:
                 faults[(kind, channel)] = ts
+                self._values[(asset, kind, channel)] = value
             else:
                 faults.pop((kind, channel), None)
+                self._values.pop((asset, kind, channel), None)
             if not faults:
                 self._faults.pop(asset, None)
             self._count()
@@ -48,7 +52,8 @@ class OpenFaults:
     def clear_channels(self, asset: str) -> None:
         """The asset's channel faults end (it went silent: that fault replaces them)."""
         with self._lock:
-            self._faults.pop(asset, None)
+            for kind, channel in self._faults.pop(asset, {}):
+                self._values.pop((asset, kind, channel), None)
 
     def went_silent(self, asset: str, ts: float, last_score: float, kept: int) -> list[str]:
         """``asset`` is silent since its reading at ``ts`` (newest now); the silent assets forgotten
@@ -75,9 +80,26 @@ class OpenFaults:
     def forget(self, asset: str) -> None:
         """Everything about ``asset`` (cluster mode: it moved to another worker)."""
         with self._lock:
-            self._faults.pop(asset, None)
+            for kind, channel in self._faults.pop(asset, {}):
+                self._values.pop((asset, kind, channel), None)
             self._silent.pop(asset, None)
             self._count()
+
+    def saved(self) -> dict[str, list[dict]]:
+        """Every asset's open channel faults as ``state_dir`` keeps them: ``[{"kind", "channel", "since",
+        "value"}]`` (the value it opened on: where a stuck sensor stays)."""
+        with self._lock:
+            return {asset: [{"kind": kind, "channel": channel, "since": since,
+                             "value": self._values.get((asset, kind, channel), float("nan"))}
+                            for (kind, channel), since in faults.items()]
+                    for asset, faults in self._faults.items()}
+
+    def restore(self, faults: dict[str, list[dict]]) -> None:
+        """The open channel faults a previous run saved (:meth:`saved`): listed in the states and
+        counted until the asset's readings close them (its sensor watch starts with them open)."""
+        for asset, listed in faults.items():
+            for f in listed:
+                self.change(asset, f["kind"], f["channel"], f["since"], True, f["value"])
 
     def listed(self, asset: str) -> list[dict]:
         """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first (silence first)."""

@@ -117,7 +117,7 @@ class ScoringWorker:
                 self._shadow_forgets(asset)
                 log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
             self.alerts.expire_restored(now, self.ingest.holds)
-            if self.buffers.floors:
+            if self.buffers.floors or self.buffers.resumed_faults:
                 with self.ingest.cond:
                     self.buffers.drop_floors(lambda asset: asset in self.alerts.restored)
         for asset, kind in self.controls.expired(time.time()):  # a shelving or maintenance whose time is up

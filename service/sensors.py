@@ -266,6 +266,24 @@ class SensorWatch:
         self.still, self.last, self.good = still, list(row), list(row)
         return True
 
+    def resume(self, faults: list[dict], rules: SensorRules) -> None:
+        """Start with the faults a previous run left open (``state.saved_faults``): a stuck channel
+        still at its value keeps its fault, an out-of-range one needs its readings in range to end,
+        a missing one a reading. Names the rules do not know (another model) are left out."""
+        index = {c: j for j, c in enumerate(rules.channels)}
+        for f in faults:
+            j = index.get(f["channel"])
+            if j is None or (f["kind"] == "stuck" and rules.limits[j].stuck_after is None) or (
+                    f["kind"] == "out_of_range" and not rules.judges_range):
+                continue
+            self.open.add((f["kind"], j))
+            if f["kind"] == "stuck":  # the next equal reading keeps it; any other ends it
+                self.last[j] = f["value"]
+                self.still[j] = int(rules.limits[j].stuck_after)  # type: ignore[arg-type]
+            elif f["kind"] == "missing":
+                self.missing[j] = rules.fill_limit + 1
+                self.missing_any = True
+
     def close_all(self, ts: float, rules_channels: tuple[str, ...]) -> list[SensorEvent]:
         """End every open fault (the new bundle checks no sensors): ``sensor_ok`` for each."""
         events = [SensorEvent(kind, rules_channels[j], False, ts, math.nan) for kind, j in sorted(self.open)]

@@ -48,7 +48,8 @@ KEPT_ASIDE = 5  # copies of an unusable state file kept: <name>.bad (the newest)
 _STATUSES = ("normal", "pending", "alerting", "stale")
 _ALERT_FIELDS = frozenset(f.name for f in fields(AlertState))
 _DRIFT_FIELDS = frozenset(f.name for f in fields(DriftState))
-_ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts"})  # an asset's, in assets.json
+_ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts", "sensor_faults"})  # an asset's, in assets.json
+_CHANNEL_KINDS = ("stuck", "out_of_range", "missing")  # sensor faults kept across a restart (silent: its own rule)
 
 
 class StateError(Exception):
@@ -56,15 +57,19 @@ class StateError(Exception):
 
 
 def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], drift: dict[str, DriftState],
-                unannounced: Collection[str] = (), judged: Mapping[str, float] | None = None) -> Path:
+                unannounced: Collection[str] = (), judged: Mapping[str, float] | None = None,
+                faults: Mapping[str, list[dict]] | None = None) -> Path:
     """Write every asset's alert state and drift baseline to ``<directory>/assets.json`` atomically;
     ``unannounced``: the assets whose alert up was never announced (it rose while held); ``judged``:
-    the end time of each asset's last judged window (:func:`judged_times`)."""
+    the end time of each asset's last judged window (:func:`judged_times`); ``faults``: its open
+    sensor faults (:func:`saved_faults`)."""
     target = Path(directory) / STATE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    judged = judged or {}
+    judged, faults = judged or {}, faults or {}
     assets = {asset: {**_entry(alerts.get(asset, AlertState()), drift.get(asset), asset not in unannounced),
-                      **({"judged_ts": judged[asset]} if _finite_time(judged.get(asset)) is not None else {})}
+                      **({"judged_ts": judged[asset]} if _finite_time(judged.get(asset)) is not None else {}),
+                      **({"sensor_faults": [{**f, "value": _json_float(f["value"])} for f in faults[asset]]}
+                         if faults.get(asset) else {})}
               for asset in sorted(set(alerts) | set(drift))}
     body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))
     write_durably(target, body)
@@ -121,7 +126,7 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
         judged = {a: ts for a in alerts if (ts := _finite_time(doc["assets"][a].get("judged_ts"))) is not None}
         with contextlib.suppress(OSError):  # (not rewritten: the daemon's next save replaces it, or says why not)
             age = path.stat()
-            save_states(directory, alerts, drift, unannounced, judged)
+            save_states(directory, alerts, drift, unannounced, judged, saved_faults(directory))
             os.utime(path, ns=(age.st_atime_ns, age.st_mtime_ns))  # no newer than it was: relayout weighs copies by age
     return alerts, drift, unannounced
 
@@ -172,14 +177,45 @@ def judged_times(directory: str | os.PathLike | None) -> dict[str, float]:
     them (``--workers`` changed and changed back) delivered them again, and judged a second time
     they re-announced alerts minutes old and cleared an alert that was still up (found in a walk).
     """
+    return {asset: ts for asset, value in _field(directory, "judged_ts") if (ts := _finite_time(value)) is not None}
+
+
+def _field(directory: str | os.PathLike | None, name: str) -> list[tuple[str, object]]:
+    """Each asset's ``name`` field in ``assets.json`` (empty without a file, or for one that cannot
+    be read: :func:`restore_states` has set it aside)."""
     if not directory:
-        return {}
+        return []
     try:
         assets = json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))["assets"]
-        entries = [(asset, entry.get("judged_ts")) for asset, entry in assets.items() if isinstance(entry, dict)]
+        return [(asset, entry.get(name)) for asset, entry in assets.items() if isinstance(entry, dict)]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        return {}
-    return {asset: ts for asset, value in entries if (ts := _finite_time(value)) is not None}
+        return []
+
+
+def saved_faults(directory: str | os.PathLike | None) -> dict[str, list[dict]]:
+    """Per asset, the sensor faults open when the previous run saved (``[{"kind", "channel", "since",
+    "value"}]``; empty without a file, entries that do not read as such left out). Without them a
+    restart forgot every open fault: no ``sensor_ok`` ever followed its ``sensor_fault``, or a second
+    ``sensor_fault`` came with none between (found in a walk)."""
+    out = {}
+    for asset, listed in _field(directory, "sensor_faults"):
+        faults = [f for f in listed if _fault(f)] if isinstance(listed, list) else []
+        if faults:
+            out[asset] = [{**f, "since": float(f["since"]), "value": _float_or_nan(f.get("value"))} for f in faults]
+    return out
+
+
+def _fault(f: object) -> bool:
+    return (isinstance(f, dict) and f.get("kind") in _CHANNEL_KINDS and isinstance(f.get("channel"), str)
+            and _finite_time(f.get("since")) is not None)
+
+
+def _float_or_nan(value: object) -> float:
+    return float(value) if type(value) in (int, float) else math.nan
+
+
+def _json_float(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _finite_time(value: object) -> float | None:

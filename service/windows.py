@@ -106,6 +106,7 @@ class Buffers:
         self._off_grid = 0  # queued alert-hop windows (coarse False): not counted in pending()
         self._anchor: tuple[str, float] | None = None  # prime(): the grid row a scored window ended on
         self._rates: dict[str, tuple[float | None, float, int]] = {}  # forgotten assets' rate estimates
+        self.resumed_faults: dict[str, list[dict]] = {}  # restored assets' open sensor faults, for their watch
         self._anchored = False
 
     def add(self, asset: str, ts: float, values: dict[str, float], received: float) -> str | None:
@@ -142,6 +143,8 @@ class Buffers:
             if len(self._assets) >= self.max_assets:  # (a reading refused above evicts nothing)
                 self.forget(next(iter(self._untaken)))
             state = self._assets[asset] = AssetBuffer(self.window, len(self.channels))
+            if (resumed := self.resumed_faults.pop(asset, None)) and self.sensors is not None:
+                state.watch.resume(resumed, self.sensors)  # (a restart must not forget them)
             self._untaken[asset] = None
             self.floors.pop(asset, None)  # taken: its last_ts guards from here
             state.seen = received
@@ -188,8 +191,9 @@ class Buffers:
                 # unopened, to be announced with a reading that is taken; the watch's counts go on.
                 while len(self.sensor_events) > mark:
                     _, event = self.sensor_events.pop()
-                    if event.fault and event.channel is not None:
-                        state.watch.open.discard((event.kind, self._index[event.channel]))
+                    if event.channel is not None:  # (a resumed fault's end is told with a reading taken)
+                        (state.watch.open.discard if event.fault else state.watch.open.add)(
+                            (event.kind, self._index[event.channel]))
             return "missing_channel"  # not "seen": an asset whose readings are all dropped goes stale
         state.last = kept
         state.seen = received
@@ -363,6 +367,8 @@ class Buffers:
         once it is heard again, restart or not). The caller holds the ingest's lock."""
         for asset in [a for a in self.floors if not kept(a)]:
             del self.floors[asset]
+        for asset in [a for a in self.resumed_faults if not kept(a)]:  # (their silence replaced them)
+            del self.resumed_faults[asset]
 
     def forget(self, asset: str) -> int:
         """Drop an asset's buffer and its queued windows (frees its slot under ``max_assets``); how

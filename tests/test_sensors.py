@@ -367,3 +367,28 @@ def test_junk_whose_readings_are_all_dropped_announces_no_fault_and_holds_no_slo
     assert [(asset, e.kind, e.fault) for asset, e in bufs.sensor_events] == [("real", "silent", False)]
     assert bufs.add("real", 1.0, {"a": 99.0, "b": 1.0}, 0.0) is None  # a taken asset's fault is announced
     assert [(a, e.kind) for a, e in list(bufs.sensor_events)[1:]] == [("real", "out_of_range")]
+
+
+def test_open_sensor_faults_go_on_across_a_restart(tiny_bundle, tmp_path):
+    """A restart forgot every open sensor fault: an out_of_range one never got its sensor_ok, a stuck
+    one was announced a second time with no sensor_ok between (found by a walk)."""
+    from tests.test_state import daemon_with
+
+    limits = (ChannelLimits(-100.0, 100.0, 5), ChannelLimits(-100.0, 100.0, None), ChannelLimits(-100.0, 100.0, None))
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    first, client = daemon_with(bundle, tmp_path)
+    for i in range(8):  # a stuck at 1.0 from the fifth reading, b out of range at the last
+        first.ingest.handle(client, message("pump-1", T0 + i, a=1.0, b=500.0 if i == 7 else float(i), c=0.0))
+    first.publish_sensor_faults()
+    first.alerts.apply("pump-1", T0 + 7, 0.5, [])
+    first.stop()
+    second, client = daemon_with(bundle, tmp_path)
+    assert value(second, "sensorguard_sensor_faults_open") == 2
+    for i in range(8, 12):  # a still stuck; b back in range: its fault ends at the third such reading
+        second.ingest.handle(client, message("pump-1", T0 + i, a=1.0, b=float(i), c=0.0))
+    second.ingest.handle(client, message("pump-1", T0 + 12, a=2.0, b=1.0, c=0.0))  # a moves: stuck ends
+    second.publish_sensor_faults()
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["kind"], e["channel"], pd.Timestamp(e["ts"]).timestamp()) for e in events] == [
+        ("sensor_ok", "out_of_range", "b", T0 + 10), ("sensor_ok", "stuck", "a", T0 + 12)]
+    assert value(second, "sensorguard_sensor_faults_open") == 0
