@@ -147,8 +147,9 @@ class ModelHolder:
         self.swaps: deque[dict] = deque(maxlen=SWAPS_KEPT)
         # CURRENT and its version's files as last acted on (loaded or refused)
         registry = settings.registry and settings.name
-        served = _files(Path(settings.registry) / settings.name / bundle.version) if registry else None
-        self._pointer: tuple[str | None, tuple | None] = (bundle.version, served)
+        served = _files(Path(settings.registry) / settings.name / bundle.version) if registry else (
+            _files(Path(settings.model)) if settings.model else None)
+        self._pointer: tuple[str | None, tuple | None] = (bundle.version, served if registry else None)
         # the served version's files as loaded: an edit is judged against these, not the files last looked
         # at, so a failed reload of an edit is tried again (SIGHUP, I/O retry) rather than taken as served
         self._served_files = served
@@ -303,7 +304,11 @@ class ModelHolder:
         else:
             if not force:
                 return None
-            version, files = None, None
+            version, files = None, _files(Path(s.model)) if s.model else None
+            if files is not None and files == self._served_files:  # --model DIR, its files as served: it swapped
+                # to itself, published model_swapped v -> v and restated every asset, once per worker (a walk)
+                log.info("reload requested: model %s is unchanged (its files are those served)", s.model)
+                return None
 
             def load() -> Bundle:
                 return load_model(s)
@@ -311,8 +316,8 @@ class ModelHolder:
         started = time.perf_counter()
         try:
             new = load()
-            if files is not None and new.version != version:  # CURRENT moved meanwhile: what loaded is what
-                files = _files(Path(s.registry) / s.name / new.version)  # was acted on (a refusal: not twice)
+            if s.registry and files is not None and new.version != version:  # CURRENT moved meanwhile: what
+                files = _files(Path(s.registry) / s.name / new.version)  # loaded is what was acted on (not twice)
                 self._pointer = (new.version, files)
             version = new.version
             problem = self._incompatible(new)

@@ -505,3 +505,17 @@ def test_a_bundle_directorys_version_is_its_files_hash(tiny_bundle, tmp_path):
     assert first.startswith("local-") and len(first) == len("local-") + 8
     assert local_version(save_bundle(bundle, tmp_path / "b")) == first  # the same files
     assert local_version(save_bundle(bundle.with_threshold(0.75, {}), tmp_path / "a")) != first
+
+
+def test_a_sighup_with_the_same_model_directory_swaps_nothing(tiny_bundle, tmp_path):
+    """It swapped to itself: a model_swapped event local-x -> local-x and every asset's state sent
+    again, once per worker (a walk). An edited bundle still swaps."""
+    from sensorguard.service.bundle_loading import load_bundle
+    from tests.test_daemon import make
+
+    served = save_bundle(tiny_bundle, tmp_path / "served")
+    daemon, client = make(load_bundle(served), model=str(served))
+    assert daemon.models.check(force=True) is None and not daemon.models.swaps
+    assert not [t for t, _, _ in client.published if t == "sensorguard/events"]
+    save_bundle(tiny_bundle.with_threshold(0.75, {}), served)
+    assert daemon.models.check(force=True) is True and daemon.models.bundle.threshold_ == 0.75
