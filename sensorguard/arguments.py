@@ -137,7 +137,10 @@ def _add_command_verbs(verbs) -> None:
         p.add_argument("--timeout", type=positive_float, default=10.0,
                        help="seconds to wait for the daemon's answer (default 10)")
         add_setting_flags(p, COMMAND_SETTINGS, {"client_id": "MQTT client id (default sensorguard-command-<pid>)",
-                                                "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT"},
+                                                "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT",
+                                                # (it said readings are read there: a walk)
+                                                "topic_prefix": "not used by commands, which go under "
+                                                "--output-prefix (taken so one set of flags fits serve too)"},
                           required=("broker",))
 
     p = verbs.add_parser("maintenance", help="start or end an asset's maintenance: its alerts suppressed, its "

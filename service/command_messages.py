@@ -104,8 +104,10 @@ def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
     if verb == "ack":
         alert_id, false_alarm = text["alert_id"], body.get("false_alarm", False)
         asset = alert_id.rpartition("@")[0]
-        if not asset or not isinstance(false_alarm, bool):
-            return "ack needs an alert_id (<asset>@<ms>) and false_alarm true or false"
+        if not asset:  # (one message for both read as if false_alarm were wrong: a walk)
+            return f"alert_id {alert_id!r} is not an alert id (<asset>@<ms>, as the alert event names it)"
+        if not isinstance(false_alarm, bool):
+            return "false_alarm must be true or false"
         return Command("ack", asset, alert_id=alert_id, false_alarm=false_alarm, **common)
     asset = text["asset"]
     if asset_from_topic(f"x/{asset}/readings", "x") != asset:

@@ -32,9 +32,9 @@ CHANNELS = ["c0", "c1", "c2"]
     ("maintenance", b'{"asset": "p", "action": "pause"}', "action start or end"),
     ("maintenance", b'{"asset": "p", "action": "start", "until": 5}', "future time"),
     ("maintenance", b'{"asset": "p", "action": "start", "until": 1.8e12}', "before 2200"),  # milliseconds
-    ("ack", b'{"alert_id": "no-at-sign"}', "needs an alert_id"),
+    ("ack", b'{"alert_id": "no-at-sign"}', "'no-at-sign' is not an alert id (<asset>@<ms>"),
     ("ack", b'{"alert_id": "p@1", "expires": 1.8e12}', "before 2200"),  # milliseconds: never expired
-    ("ack", b'{"alert_id": "p@1", "false_alarm": "yes"}', "needs an alert_id"),
+    ("ack", b'{"alert_id": "p@1", "false_alarm": "yes"}', "false_alarm must be true or false"),
     ("ack", b'{"alert_id": "p@1", "note": 7}', "text fields"),
     ("shelve", b'{"asset": "p", "for_s": 60, "reply_to": "a/#"}', "reply_to must be a topic"),
     ("shelve", b'{"asset": "p", "for_s": 60, "pad": "' + b"x" * 5000 + b'"}', "larger than"),
