@@ -30,7 +30,7 @@ from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
-from sensorguard.service.payload import parse_message
+from sensorguard.service.payload import ASSET_RULE, parse_message
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.reject_detail import explain
 from sensorguard.service.sensors import SensorEvent, SensorRules
@@ -117,8 +117,9 @@ class Ingest:
         count = self._reject_log.hit(reason)
         if count is not None:
             newest = self.buffers.last_ts(asset) if asset else None
-            detail = explain(reason, payload, self.buffers.channels, newest,
-                             self.buffers.floors.get(asset) if asset and newest is None else None)
+            detail = ASSET_RULE if reason == "bad_asset" else explain(
+                reason, payload, self.buffers.channels, newest,
+                self.buffers.floors.get(asset) if asset and newest is None else None)
             log.warning(
                 "rejected reading: %s%s (topic %r, asset %r; %d like this since the last line)",
                 reason, f": {detail}" if detail else "", topic[:200], asset, count,

@@ -112,6 +112,9 @@ NO_DATA = 1e30  # a value this large is a marker, not a measurement (historians 
 _LEVEL = r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]{1,64}"
 _ASSET_RE = re.compile(rf"{_LEVEL}(?:/{_LEVEL}){{0,{MAX_ASSET_LEVELS - 1}}}")
 _SUFFIX = "/readings"
+# what a ``bad_asset`` log line says (it said no reason, every other reason does: a walk)
+ASSET_RULE = (f"an asset id is 1 to {MAX_ASSET_LEVELS} levels of 1-64 letters, digits, '.', '_' or '-' (not '.' "
+              f"or '..'), at most {MAX_ASSET_CHARS} characters, between the topic prefix and /readings")
 
 
 class Sample(NamedTuple):

@@ -101,3 +101,14 @@ def test_a_reading_refused_by_the_last_runs_floor_says_what_it_was_not_after(cap
     assert duplicate.startswith("rejected reading: duplicate_ts: ts 2026-01-01T00:00:10.000Z; not after ")
     taker.accept("sensors/clk-c/readings", reading(T0 + 11))  # taken: from here its newest reading is named
     assert taker.buffers.floors == {}
+
+
+def test_a_bad_asset_line_says_what_an_asset_id_may_be(caplog):
+    """Every rejected reading's line said what was at fault but bad_asset's (a walk: a 9-level id, a
+    space or an accented letter was refused with no word why)."""
+    taker = ingest()
+    taker.accepting = True
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ingest"):
+        taker.accept("sensors/a/b/c/d/e/f/g/h/i/readings", reading(T0))
+    assert caplog.records[0].getMessage().startswith(
+        "rejected reading: bad_asset: an asset id is 1 to 8 levels of 1-64 letters, digits, '.', '_' or '-'")
