@@ -733,3 +733,14 @@ def test_rows_with_an_empty_asset_cell_are_left_out_and_counted(tmp_path):
     frame.to_csv(tmp_path / "e.csv", index=False)
     with pytest.raises(DataError, match="every machine cell is empty"):
         load_frame([tmp_path / "e.csv"], asset_column="machine")
+
+
+def test_columns_outside_a_models_channels_are_named_where_rows_are_taken_as_normal(tmp_path):
+    """retrain dropped a new sensor's column without a word (a walk)."""
+    frame = plant_frame(rows=200)
+    frame["extra_sensor"] = np.arange(200.0)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    mine = [c for c in frame.columns if c.startswith("c")]
+    notes = load_frame([tmp_path / "d.csv"], channels=mine, normal=True).notes
+    assert any(n.startswith("numeric columns not among the channels, left out: 'extra_sensor'") for n in notes)
+    assert not any("not among the channels" in n for n in load_frame([tmp_path / "d.csv"], channels=mine).notes)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from sensorguard.service.logs import some
+
 BLANK_LABELS = ("", "nan", "none", "<na>")  # an empty label cell, as text: read as normal (0)
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
                "changepoint", "changepoints", "is_fault", "is_anomalous", "outlier", "is_outlier", "attack"}
@@ -238,6 +240,12 @@ def choose_channels(
             notes += _marks(frame, [c for c in frame.columns if c not in (tcol, label_column) and c not in channels
                                     and str(c).strip().lower() in LABEL_NAMES],  # unsaid (a README walk)
                             name, TAKEN_AS_NORMAL)
+            others = [str(c) for c in frame.columns if c not in (tcol, label_column, asset_column, *channels, *exclude)
+                      and str(c).strip().lower() not in (*LABEL_NAMES, "asset")
+                      and pd.api.types.is_numeric_dtype(frame[c])]
+            if others:  # (retrain dropped a new sensor's column without a word: a walk)
+                notes.append(f"numeric columns not among the channels, left out: {some(others, 6)} (a model keeps the "
+                             "channels it was trained on: train a new one to use them)")
         return tuple(channels)
     unknown = [c for c in exclude if c not in frame.columns]
     if unknown:
