@@ -98,7 +98,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         for asset, (saved, _, _) in self.restored.items():
             if asset in self._floors:
                 self._stated[asset] = self._floors[asset]
-            if saved.status != "normal":
+            if saved.status == "alerting":  # (a pending one is not up, live or restored: a review)
                 metrics.set_score(asset, saved.last_score, True)
         if self.restored:
             self.states_lost()

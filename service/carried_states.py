@@ -95,6 +95,7 @@ class CarriedStates:
         for asset in gone:
             saved, drift, announced = self._pop_restored(asset)
             self._open.clear_channels(asset)  # (faults restored with it: its silence replaces them)
+            self.metrics.forget_asset(asset)  # (its alert restored up in the metrics ended: a review)
             self._grid_ts.pop(asset, None)  # (an adopted one's cadence: it never came here)
             self._judged_ts.pop(asset, None)
             self._ended_unseen(asset)

@@ -107,6 +107,8 @@ class Buffers:
         self._anchor: tuple[str, float] | None = None  # prime(): the grid row a scored window ended on
         self._rates: dict[str, tuple[float | None, float, int]] = {}  # forgotten assets' rate estimates
         self.resumed_faults: dict[str, list[dict]] = {}  # restored assets' open sensor faults, for their watch
+        # untaken assets: the sensor events of their dropped readings, told once one is taken (_heard)
+        self._deferred: dict[str, dict[tuple[str, int], SensorEvent]] = {}
         self._anchored = False
 
     def add(self, asset: str, ts: float, values: dict[str, float], received: float) -> str | None:
@@ -186,14 +188,16 @@ class Buffers:
         if kept is None:
             if asset in self._untaken:  # none of its readings taken yet: it announces no fault and holds no
                 # slot (junk with one channel left out and another out of range took max_assets slots, each
-                # with a sensor_fault event and a retained state: a walk). A channel dead from the first
-                # reading is held from its missing fault on, and that reading is taken. The faults stay
-                # unopened, to be announced with a reading that is taken; the watch's counts go on.
+                # with a sensor_fault event and a retained state: a walk). Its watch goes on as offline's
+                # does; what it opened or closed is told with its first reading taken (_heard), if still so.
+                # A channel dead from the first reading is held from its missing fault on: that reading is
+                # taken (so junk that always leaves a channel out is taken then too, as such an asset is).
+                deferred = self._deferred.setdefault(asset, {})
                 while len(self.sensor_events) > mark:
                     _, event = self.sensor_events.pop()
-                    if event.channel is not None:  # (a resumed fault's end is told with a reading taken)
-                        (state.watch.open.discard if event.fault else state.watch.open.add)(
-                            (event.kind, self._index[event.channel]))
+                    key = (event.kind, self._index[event.channel]) if event.channel is not None else None
+                    if key is not None and deferred.pop(key, None) is None:  # (an open then its close: nothing)
+                        deferred[key] = event
             return "missing_channel"  # not "seen": an asset whose readings are all dropped goes stale
         state.last = kept
         state.seen = received
@@ -236,10 +240,16 @@ class Buffers:
         first such reading ends a ``silent`` fault if one is open (before the reading's own events,
         at ``mark``), not any reading (one back with dropped readings went ``normal`` for good)."""
         if self._untaken.pop(asset, 0) is None:
-            if len(self.sensor_events) < SENSOR_EVENTS_MAX:
-                self.sensor_events.insert(mark, (asset, SensorEvent("silent", None, False, ts, NAN)))
-            else:
-                self.sensor_events_dropped += 1
+            told = [SensorEvent("silent", None, False, ts, NAN)]
+            state = self._assets.get(asset)
+            for key, event in reversed(self._deferred.pop(asset, {}).items()):  # (dropped readings' faults)
+                if state is not None and (key in state.watch.open) == event.fault:  # still so: told now
+                    told.insert(1, event)
+            for k, event in enumerate(told):
+                if len(self.sensor_events) < SENSOR_EVENTS_MAX:
+                    self.sensor_events.insert(mark + k, (asset, event))
+                else:
+                    self.sensor_events_dropped += 1
 
     def _queue(self, asset: str, events: list[SensorEvent]) -> None:
         for event in events:
@@ -379,6 +389,7 @@ class Buffers:
         if state is None:
             return 0
         self._untaken.pop(asset, None)
+        self._deferred.pop(asset, None)
         cleaner = state.cleaner
         if cleaner.steps:  # kept (RATES_KEPT at most, oldest dropped): offline the estimate spans the silence
             self._rates.pop(asset, None)

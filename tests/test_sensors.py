@@ -392,3 +392,23 @@ def test_open_sensor_faults_go_on_across_a_restart(tiny_bundle, tmp_path):
     assert [(e["state"], e["kind"], e["channel"], pd.Timestamp(e["ts"]).timestamp()) for e in events] == [
         ("sensor_ok", "out_of_range", "b", T0 + 10), ("sensor_ok", "stuck", "a", T0 + 12)]
     assert value(second, "sensorguard_sensor_faults_open") == 0
+
+
+def test_a_dropped_first_readings_fault_is_told_with_the_first_reading_taken_as_offline_keeps_it():
+    """The first fix dropped the fault from the watch too: live no channel was held for the fault's
+    off-delay, while offline (every row through one watch) held it: the windows differed (a review)."""
+    from sensorguard.service.sensors import watch_rows
+    from sensorguard.service.windows import Buffers
+
+    limits = (ChannelLimits(-10.0, 10.0, None), ChannelLimits(-10.0, 10.0, None))
+    rules = SensorRules(("a", "b"), limits, fill_limit=5)
+    bufs = Buffers(("a", "b"), window=2, hop=1, sensors=rules)
+    rows = [[99.0, NAN], [1.0, 1.0], [1.0, 2.0], [1.0, 3.0], [2.0, 1.0]]
+    live = []
+    for i, (a, b) in enumerate(rows):
+        bufs.add("p", float(i), {"a": a} if b != b else {"a": a, "b": b}, 0.0)
+        live.append(bufs.faulted("p"))
+    told = [(e.kind, e.channel, e.fault, e.ts) for _, e in bufs.sensor_events]
+    assert told == [("silent", None, False, 1.0), ("out_of_range", "a", True, 0.0), ("out_of_range", "a", False, 3.0)]
+    _, faulted, _ = watch_rows(np.arange(5.0), np.array(rows), rules)
+    assert [tuple(np.flatnonzero(f)) for f in faulted] == live  # the same channels held, live and offline

@@ -840,3 +840,10 @@ def test_a_restored_alert_is_up_in_the_metrics_restated_with_the_model_and_ended
     events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-21"]
     assert [e["state"] for e in events] == ["sensor_fault"]
     assert pd.Timestamp(events[0]["ts"]) == pd.Timestamp(T0 + 2, unit="s", tz="UTC")
+    assert not second.registry.get_sample_value("sensorguard_anomaly_active", {"asset": "pump-21"})  # ended
+    third, _ = daemon_with(drifting, tmp_path / "pending")  # a pending alert is not up, restored or live
+    third.alerts.apply("pump-22", T0, 5.0, [])
+    assert third.snapshot()["pump-22"].status == "pending"
+    third.stop()
+    fourth, _ = daemon_with(drifting, tmp_path / "pending")
+    assert not fourth.registry.get_sample_value("sensorguard_anomaly_active", {"asset": "pump-22"})

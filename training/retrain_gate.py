@@ -39,45 +39,67 @@ class Comparison:
 @dataclass(frozen=True)
 class Probes:
     """Offsets injected into the held-out block (``faults``: name -> series) and the same stretch
-    without them (``clean``: None when the block holds no probe)."""
+    without them (``clean``: None when the block holds no probe). ``quiet``: whether the model the
+    stretch was chosen for raises no alert on it (only then can its offsets be judged)."""
 
     faults: tuple[tuple[str, SensorData], ...] = ()
     clean: SensorData | None = None
+    quiet: bool = True
 
 
 MIN_PROBE_WINDOWS = 2  # a probe needs this many windows of held-out rows in one segment
+PROBE_PLACES = 5  # stretches tried per segment for one where the current model is quiet
 
 
-def injected_faults(holdout: SensorData, window: int, scale: np.ndarray) -> Probes:
+def injected_faults(holdout: SensorData, window: int, scale: np.ndarray, quiet_for: Bundle | None = None) -> Probes:
     """Faults put into the held-out block: one channel at a time offset by +-``INJECTED_SIGMAS``
     times ``scale`` (the current model's: the same faults for both models, sized by the normal
-    it was trained on, not by held-out data that may hold what was learned) for two windows, in
-    the middle of the longest segment; each probe holds only the windows that reach into the
-    offset. A segment under four windows gives a shorter probe (its whole length, the offset from
-    its first window's end): with 320 to 1,280 rows retrained on, the check was skipped without a
-    word and a model trained on a fault was promoted (a walk). None under ``MIN_PROBE_WINDOWS``."""
+    it was trained on, not by held-out data that may hold what was learned) for two windows; each
+    probe holds only the windows that reach into the offset. The stretch is the first, of the
+    middle of each segment (longest first) and then other places along it, on which ``quiet_for``
+    raises no alert: an offset counts as caught only where the model is quiet without it
+    (:func:`caught`), and a stretch holding the false alarms being learned would judge nothing.
+    A segment under four windows gives a shorter probe (its whole length, the offset from its
+    first window's end): with 320 to 1,280 rows retrained on, the check was skipped without a word
+    and a model trained on a fault was promoted (a walk). None under ``MIN_PROBE_WINDOWS``."""
+    probes = Probes()
+    for rows in _stretches(holdout, window):
+        mask = np.zeros(len(holdout), dtype=bool)
+        mask[rows] = True
+        clean = holdout.take(mask)
+        offset = slice(window - 1, min(3 * window - 1, len(clean)))
+        faults = []
+        for j, channel in enumerate(holdout.channels):
+            for sign in (1, -1):
+                values = clean.values.copy()
+                values[offset, j] += sign * INJECTED_SIGMAS * scale[j]
+                faults.append((f"{channel}{'+' if sign > 0 else '-'}{INJECTED_SIGMAS:g}sd",
+                               replace(clean, values=values)))
+        probes = Probes(tuple(faults), clean, quiet_for is None or not _alerts_on(quiet_for, clean))
+        if probes.quiet:
+            break
+    return probes
+
+
+def _stretches(holdout: SensorData, window: int) -> list[slice]:
+    """Where a probe may go: in each segment of at least ``MIN_PROBE_WINDOWS`` windows (longest
+    first), four windows less a row at its middle and then at ``PROBE_PLACES`` places along it, or
+    the whole segment when shorter."""
     segments, starts = np.unique(holdout.segments, return_index=True)
     counts = np.bincount(np.searchsorted(segments, holdout.segments))
-    longest = int(np.argmax(counts))
-    n = int(counts[longest])
-    if n < MIN_PROBE_WINDOWS * window:
-        return Probes()
-    if n >= 4 * window:
-        mid = int(starts[longest]) + n // 2
-        rows = slice(mid - window + 1, mid + 3 * window)
-    else:
-        rows = slice(int(starts[longest]), int(starts[longest]) + n)
-    mask = np.zeros(len(holdout), dtype=bool)
-    mask[rows] = True
-    clean = holdout.take(mask)
-    offset = slice(window - 1, min(3 * window - 1, len(clean)))
-    faults = []
-    for j, channel in enumerate(holdout.channels):
-        for sign in (1, -1):
-            values = clean.values.copy()
-            values[offset, j] += sign * INJECTED_SIGMAS * scale[j]
-            faults.append((f"{channel}{'+' if sign > 0 else '-'}{INJECTED_SIGMAS:g}sd", replace(clean, values=values)))
-    return Probes(tuple(faults), clean)
+    out: list[slice] = []
+    length = 4 * window - 1
+    for k in np.argsort(-counts, kind="stable"):
+        n, first = int(counts[k]), int(starts[k])
+        if n < MIN_PROBE_WINDOWS * window:
+            break
+        if n < 4 * window:
+            out.append(slice(first, first + n))
+            continue
+        mid = first + n // 2 - window + 1
+        places = [mid, *(int(p) for p in np.linspace(first, first + n - length, PROBE_PLACES))]
+        out += [slice(p, p + length) for p in dict.fromkeys(places)]
+    return out
 
 
 def _alerts_on(bundle: Bundle, fault: SensorData) -> bool:
@@ -103,7 +125,7 @@ def missed_faults(new: Bundle, old: Bundle, data: SensorData,
     """The faults ``old`` raises an alert on and ``new`` does not: the ``known`` ones and offsets
     injected into ``data`` (``injected_faults``). ``calibrate --recorded`` refuses a new line that
     misses one, as ``retrain`` refuses such a candidate."""
-    probes = injected_faults(data, old.window, old.scale_)
+    probes = injected_faults(data, old.window, old.scale_, quiet_for=old)
     mine = set(caught(new, known, probes))
     return [name for name in caught(old, known, probes) if name not in mine]
 
@@ -123,7 +145,7 @@ def compare(bundle: Bundle, data: SensorData, variance: np.ndarray,
         mean_error=float(normalized.mean()) if ok.any() else float("nan"),
         windows=int(ok.sum()),
         caught=caught(bundle, known, probes),
-        known=len(known) + len(probes.faults),
+        known=len(known) + (len(probes.faults) if probes.quiet else 0),  # (offsets judged only on a quiet stretch)
     )
 
 
