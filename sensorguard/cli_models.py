@@ -129,6 +129,7 @@ def _current_or_none(registry: str, name: str):
 
 def cmd_models(args: argparse.Namespace) -> int:
     from sensorguard.service.registry import (
+        SHADOW_FILE,
         current_version,
         describe,
         promote,
@@ -153,7 +154,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         for v in infos:
             verdict = gate_verdict(v.passed, v.promoted, v.current)
             if v.created == "unreadable":  # (it read "None None ? nan": a walk)
-                print(f"{'':2}{v.version:9}bundle.json cannot be read (models show {v.version} says why)")
+                mark = "*" if v.current else "s" if v.version == shadow else ""
+                print(f"{mark:2}{v.version:9}bundle.json cannot be read (models show {v.version} says why)"
+                      + ("; daemons cannot load it" if mark else ""))
                 continue
             print(
                 f"{'*' if v.current else 's' if v.version == shadow else '':2}{v.version:9}{v.created:27}"
@@ -161,8 +164,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             )
         current = _pointer_or_none(current_version, root, name)
         if current is not None and current not in {v.version for v in infos}:
-            print(f"warning: CURRENT names {current}, which the registry does not hold: daemons serve no model; "
-                  "models promote VERSION sets it right")
+            print(f"warning: CURRENT names {current}, which the registry does not hold: a daemon (re)starting finds "
+                  "no model (running ones keep theirs); models promote VERSION sets it right")
         print("(* CURRENT" + (", s SHADOW)" if shadow else ")"))
         return 0
     if args.action == "show":
@@ -175,7 +178,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "shadow":
         if args.clear == bool(args.version):
             raise CliError("shadow needs a VERSION, or --clear to stop shadowing")
-        if args.clear and _pointer_or_none(shadow_version, root, name) is None:  # (said "cleared": a walk)
+        if args.clear and not (root / name / SHADOW_FILE).exists():  # (said "cleared": a walk; a garbled one goes)
             print(f"{name}: no SHADOW to clear")
             return 0
         if not args.clear and (problem := _unshadowable(root, name, args.version)) is not None:
@@ -234,8 +237,8 @@ def swap_problem(root: Path, name: str, running: str | None, version: str) -> st
         return None
     if problem is None:
         return None
-    return (f"{version}'s {problem.split(' (')[0]} ({running}): running daemons refuse it and keep serving "
-            f"{running} until they restart, then refuse readings that do not fit it")
+    return (f"{version}'s {problem.split(' (')[0]} ({running}): a daemon serving {running} refuses it until it "
+            "restarts, and one (re)started serves it and refuses readings that do not fit it")
 
 
 def _unservable(root: Path, name: str, version: str) -> str | None:

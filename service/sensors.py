@@ -15,7 +15,7 @@ fault of one of three kinds:
   the fault (found by a README walk). A channel that moves at every reading is stuck at any value
   after ``MIN_STUCK`` equal readings: that is no process (the simulated test bench's frozen
   sensors, after the plant had moved past its training range, were missed that way). Beyond the
-  plausible limits a value is ``out_of_range`` all the same.
+  plausible limits a value is ``out_of_range`` all the same (in a model of two or more channels).
 - ``out_of_range``: the value is outside ``[low, high]``: the training range widened by
   ``RANGE_MARGIN`` (3) times its width on each side, the width being at least a tenth of the
   channel's magnitude (so a channel idle in training is not flagged by its first move); for a

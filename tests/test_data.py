@@ -729,6 +729,10 @@ def test_rows_with_an_empty_asset_cell_are_left_out_and_counted(tmp_path):
     assert sorted(set(data.assets)) == ["m1", "m2"]
     assert "3 rows with an empty machine cell left out: no machine to score them as" in data.notes
     assert not any(n.startswith("nan:") for n in data.notes)
+    assert np.isnan(data.source_times[[5, 130, 131]]).all()  # replay and the sensor column skip them too
+    from sensorguard.training.offline import _taken  # (score writes a row for each, unscored)
+
+    assert not _taken(data)[[5, 130, 131]].any() and _taken(data)[[4, 6, 129, 132]].all()
     frame["machine"] = np.nan
     frame.to_csv(tmp_path / "e.csv", index=False)
     with pytest.raises(DataError, match="every machine cell is empty"):

@@ -235,3 +235,20 @@ def test_the_pictures_say_what_they_show():
     assert len(spans) == 1
     left, right = spans[0].get_x(), spans[0].get_x() + spans[0].get_width()
     assert right > left
+
+
+def test_an_alert_ending_at_a_long_gap_is_not_shaded_across_it():
+    """Stretched to the next row's time, a run ending before a long gap was shaded across the gap
+    (a review)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from sensorguard.training.report import _shade
+
+    x = np.array([0.0, 1.0, 2.0, 1000.0, 1001.0])
+    ax = Figure().subplots()
+    _shade(ax, x, np.array([0, 1, 1, 0, 1]), "red", 0.2, "alert", segments=np.array([0, 0, 0, 1, 1]))
+    spans = sorted((p.get_x(), p.get_x() + p.get_width()) for p in ax.patches)
+    assert spans == [(1.0, 3.0), (1001.0, 1002.0)]  # one row's span at the gap and at the end

@@ -765,3 +765,9 @@ def test_models_list_marks_the_shadow_and_says_what_it_cannot_read(registry, tra
     assert main(["models", "shadow", "--clear", *argv]) == 0 and "SHADOW cleared" in capsys.readouterr().out
     assert main(["models", "shadow", "--clear", *argv]) == 0
     assert capsys.readouterr().out.strip() == "pump: no SHADOW to clear"
+    (registry / "pump" / "SHADOW").write_text("garbage!!")  # a garbled one is cleared, not left (a review)
+    assert main(["models", "shadow", "--clear", *argv]) == 0 and not (registry / "pump" / "SHADOW").exists()
+    (registry / "pump" / "CURRENT").write_text("v0003\n")  # an unreadable CURRENT is marked and said
+    assert main(["models", "list", *argv]) == 0
+    assert "* v0003    bundle.json cannot be read (models show v0003 says why); daemons cannot load it" in (
+        capsys.readouterr().out)

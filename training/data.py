@@ -172,6 +172,7 @@ def series_from_frame(
         machines = sorted(machine_rows(assets).items())  # one pass, not a scan of every row per machine
         if blank.any():  # (they were a machine called "nan", scored and judged as one: a walk)
             machines = [(asset, rows) for asset, rows in machines if not blank[rows[0]]]
+            times = np.where(blank, np.nan, times)  # no row of any machine: replay sends none (a review)
             notes.append(f"{int(blank.sum())} row{'s' if blank.sum() > 1 else ''} with an empty {asset_column} cell "
                          "left out: no machine to score them as")
             if not machines:

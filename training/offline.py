@@ -180,6 +180,8 @@ def _taken_rows(data: SensorData) -> list[np.ndarray]:
     for rows in groups:
         rows = rows[np.argsort(times[rows], kind="stable")]
         rows = rows[np.isfinite(times[rows])]
+        if not len(rows):  # (a machine with no usable stamp: its rows are none of the daemon's)
+            continue
         rows = rows[np.r_[True, times[rows][1:] > times[rows][:-1]]]  # a repeated stamp: the daemon refuses it
         if data.cleaning is not None:
             rows = rows[admit_rows(times[rows], data.cleaning)[0]]

@@ -244,9 +244,10 @@ def plot_scores(
     clear_at = f" or 2 under {min(rules.clear_at, rules.clear_level):g}" if rules.clear_at > 0 else ""
     rule_text = f"raise after {rules.raise_after}{at_once}, clear after {rules.clear_after}{clear_at}, hop {bundle.hop}"
     rule_text += f" ({bundle.alert_step} while up)" if bundle.alert_step < bundle.hop else ""
-    _shade(top, x, alerts, ALERT_COLOR, 0.18, f"alert raised ({rule_text})")
+    _shade(top, x, alerts, ALERT_COLOR, 0.18, f"alert raised ({rule_text})", segments=segments)
     if labels is not None:
-        _shade(top, x, np.asarray(labels) != 0, LABEL_COLOR, 0.35, "labeled anomaly", band=(0.0, 0.06))
+        _shade(top, x, np.asarray(labels) != 0, LABEL_COLOR, 0.35, "labeled anomaly", band=(0.0, 0.06),
+               segments=segments)
     top.set_ylabel("score (error / threshold)")
     # rows, not windows: each row scores the window ending there, the daemon only every hop-th
     top.set_title(f"Anomaly score over time: {int(np.nansum(score >= 1))} rows at or above 1.0")
@@ -307,13 +308,18 @@ def _broken(x: np.ndarray, segments: np.ndarray, *series: np.ndarray) -> tuple[n
 
 def _shade(
     ax: Any, x: np.ndarray, flags: np.ndarray, color: str, alpha: float, label: str,
-    band: tuple[float, float] = (0.0, 1.0),
+    band: tuple[float, float] = (0.0, 1.0), segments: np.ndarray | None = None,
 ) -> None:
     """Shade each run of flagged rows across ``band`` (fraction of the axes height)."""
     starts, stops = event_bounds(np.asarray(flags).astype(np.int8))
+    x = np.asarray(x)
+    step = np.median(np.diff(x)) if len(x) > 1 else None  # a typical row's span (datetime64 or float)
     for i, (a, b) in enumerate(zip(starts, stops, strict=True)):
-        # to the next row's time: a run of one row had no width, so it was not drawn (a walk)
-        ax.axvspan(x[a], x[min(b, len(x) - 1)], ymin=band[0], ymax=band[1], color=color, alpha=alpha,
+        # to the next row's time: a run of one row had no width, so it was not drawn (a walk); not across
+        # a long gap (the next piece's first row): one row's span instead (a review)
+        joined = b < len(x) and (segments is None or segments[b] == segments[b - 1])
+        right = x[b] if joined else (x[b - 1] + step if step is not None else x[b - 1])
+        ax.axvspan(x[a], right, ymin=band[0], ymax=band[1], color=color, alpha=alpha,
                    label=label if i == 0 else None, linewidth=0)
 
 
