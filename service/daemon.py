@@ -142,8 +142,10 @@ class Daemon(ScoringWorker):
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
-        if not settings.cluster:  # open sensor faults go on where they were (cluster mode: not carried)
-            faults = {asset: f for asset, f in saved_faults(settings.state_dir).items() if asset in restored}
+        sensors = self.models.bundle.sensors
+        if not settings.cluster and sensors is not None:  # open sensor faults go on (cluster mode: not carried)
+            faults = {asset: kept for asset, f in saved_faults(settings.state_dir).items()
+                      if asset in restored and (kept := [x for x in f if sensors.resumable(x)])}
             self.alerts.restore_faults(faults)
             self.buffers.resumed_faults = faults
         self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls,

@@ -54,6 +54,7 @@ class OpenFaults:
         with self._lock:
             for kind, channel in self._faults.pop(asset, {}):
                 self._values.pop((asset, kind, channel), None)
+            self._count()  # (the gauge kept a restored asset's faults that ended unheard: a review)
 
     def went_silent(self, asset: str, ts: float, last_score: float, kept: int) -> list[str]:
         """``asset`` is silent since its reading at ``ts`` (newest now); the silent assets forgotten

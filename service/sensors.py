@@ -42,10 +42,10 @@ does not restart. The same watch
 runs offline, before cleaning, over the readings in time order (``score``'s ``sensor_faults``
 column, and the same exclusions), so live equals offline.
 
->>> rules = SensorRules(("t",), (ChannelLimits(0.0, 100.0, 3),), fill_limit=1)
->>> watch = SensorWatch(1)
+>>> rules = SensorRules(("t", "p"), (ChannelLimits(0.0, 100.0, 3), ChannelLimits(0.0, 9.0, None)), fill_limit=1)
+>>> watch = SensorWatch(2)
 >>> for i, v in enumerate([50.0, 50.0, 50.0, 120.0, 60.0, 61.0, 62.0]):
-...     for e in watch.step(float(i), [v], rules):
+...     for e in watch.step(float(i), [v, float(i)], rules):
 ...         print(e.ts, e.kind, e.channel, "sensor_fault" if e.fault else "sensor_ok")
 2.0 stuck t sensor_fault
 3.0 stuck t sensor_ok
@@ -107,6 +107,15 @@ class SensorRules:
         an alert, only a sensor fault that ``evaluate`` counts as missed (found by a walk). With one
         channel an extreme value is the process's, for the score to judge."""
         return len(self.channels) > 1
+
+    def resumable(self, fault: dict) -> bool:
+        """Whether a fault a previous run saved open (``{"kind", "channel", ...}``) can go on under these
+        rules: a channel they know, able to open that kind. One that cannot was listed for good, no
+        watch able to end it (a review): the daemon leaves those out at start."""
+        if fault["channel"] not in self.channels:
+            return False
+        lim = self.limits[self.channels.index(fault["channel"])]
+        return {"stuck": lim.stuck_after is not None, "out_of_range": self.judges_range}.get(fault["kind"], True)
 
     @cached_property
     def columns(self) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int | None, ...]]:
@@ -267,15 +276,13 @@ class SensorWatch:
         return True
 
     def resume(self, faults: list[dict], rules: SensorRules) -> None:
-        """Start with the faults a previous run left open (``state.saved_faults``): a stuck channel
-        still at its value keeps its fault, an out-of-range one needs its readings in range to end,
-        a missing one a reading. Names the rules do not know (another model) are left out."""
-        index = {c: j for j, c in enumerate(rules.channels)}
+        """Start with the faults a previous run left open (``state.saved_faults``, those
+        :meth:`SensorRules.resumable`): a stuck channel still at its value keeps its fault, an
+        out-of-range one needs its readings in range to end, a missing one a reading."""
         for f in faults:
-            j = index.get(f["channel"])
-            if j is None or (f["kind"] == "stuck" and rules.limits[j].stuck_after is None) or (
-                    f["kind"] == "out_of_range" and not rules.judges_range):
+            if not rules.resumable(f):
                 continue
+            j = rules.channels.index(f["channel"])
             self.open.add((f["kind"], j))
             if f["kind"] == "stuck":  # the next equal reading keeps it; any other ends it
                 self.last[j] = f["value"]

@@ -211,7 +211,9 @@ def _fault(f: object) -> bool:
 
 
 def _float_or_nan(value: object) -> float:
-    return float(value) if type(value) in (int, float) else math.nan
+    """A saved value as a float; NaN for anything else (JSON's integers have no bound: 10**400
+    raised at every start, a review)."""
+    return float(value) if type(value) in (int, float) and abs(value) < 1e300 else math.nan  # type: ignore[arg-type]
 
 
 def _json_float(value: float) -> float | None:

@@ -109,6 +109,7 @@ class Buffers:
         self.resumed_faults: dict[str, list[dict]] = {}  # restored assets' open sensor faults, for their watch
         # untaken assets: the sensor events of their dropped readings, told once one is taken (_heard)
         self._deferred: dict[str, dict[tuple[str, int], SensorEvent]] = {}
+        self._was_open: tuple[str, set[tuple[str, int]]] | None = None  # (add: the watch before its step)
         self._anchored = False
 
     def add(self, asset: str, ts: float, values: dict[str, float], received: float) -> str | None:
@@ -167,6 +168,9 @@ class Buffers:
         before = after = ()
         if self.sensors is not None:
             before = state.watch.faulted()
+            # the faults open before this reading: a dropped reading's deferred events are judged against
+            # them (after its step, an open and its close in one reading told the close alone: a review)
+            self._was_open = (asset, set(state.watch.open)) if asset in self._deferred else None
             self._queue(asset, state.watch.step(ts, row, self.sensors))  # may hold a faulted channel's value
             after = state.watch.faulted()
         elif state.watch.open:  # a hot swap to a bundle without sensor limits: the open faults end
@@ -233,6 +237,7 @@ class Buffers:
         self._off_grid += sum(not w.coarse for w in unscored)
         while len(self.sensor_events) > events:
             self.sensor_events.pop()
+        self._deferred.pop(asset, None)  # (the previous owner's to announce, as its other events: a review)
         return taken
 
     def _heard(self, asset: str, ts: float, mark: int) -> None:
@@ -242,8 +247,10 @@ class Buffers:
         if self._untaken.pop(asset, 0) is None:
             told = [SensorEvent("silent", None, False, ts, NAN)]
             state = self._assets.get(asset)
+            was = self._was_open[1] if self._was_open is not None and self._was_open[0] == asset else (
+                state.watch.open if state is not None else set())
             for key, event in reversed(self._deferred.pop(asset, {}).items()):  # (dropped readings' faults)
-                if state is not None and (key in state.watch.open) == event.fault:  # still so: told now
+                if (key in was) == event.fault:  # still so before this reading: told now, then its own
                     told.insert(1, event)
             for k, event in enumerate(told):
                 if len(self.sensor_events) < SENSOR_EVENTS_MAX:

@@ -412,3 +412,52 @@ def test_a_dropped_first_readings_fault_is_told_with_the_first_reading_taken_as_
     assert told == [("silent", None, False, 1.0), ("out_of_range", "a", True, 0.0), ("out_of_range", "a", False, 3.0)]
     _, faulted, _ = watch_rows(np.arange(5.0), np.array(rows), rules)
     assert [tuple(np.flatnonzero(f)) for f in faulted] == live  # the same channels held, live and offline
+
+
+def test_a_deferred_fault_that_ends_with_the_first_reading_taken_is_told_opened_then_closed():
+    """Judged after the taking reading's step, the deferred open was dropped and its close told
+    alone: a sensor_ok with no sensor_fault before it (a review)."""
+    from sensorguard.service.windows import Buffers
+
+    limits = (ChannelLimits(-10.0, 10.0, None), ChannelLimits(-10.0, 10.0, None))
+    bufs = Buffers(("a", "b"), window=2, hop=1, sensors=SensorRules(("a", "b"), limits, fill_limit=5))
+    for i, values in enumerate([{"a": 99.0}, {"a": 1.0}, {"a": 1.0}, {"a": 1.0, "b": 1.0}]):
+        bufs.add("p", float(i), values, 0.0)
+    told = [(e.kind, e.channel, e.fault, e.ts) for _, e in bufs.sensor_events]
+    assert told == [("silent", None, False, 3.0), ("out_of_range", "a", True, 0.0), ("out_of_range", "a", False, 3.0)]
+
+
+def test_a_saved_fault_the_served_rules_cannot_end_is_not_restored(tiny_bundle, tmp_path):
+    """Restored under rules that cannot open it (no stuck_after now, or no sensor limits at all), a
+    fault was listed and counted for good, no watch able to end it (a review)."""
+    from tests.test_state import daemon_with
+
+    limits = (ChannelLimits(-100.0, 100.0, 5), ChannelLimits(-100.0, 100.0, None), ChannelLimits(-100.0, 100.0, None))
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    first, client = daemon_with(bundle, tmp_path)
+    for i in range(8):
+        first.ingest.handle(client, message("pump-1", T0 + i, a=1.0, b=500.0 if i == 7 else float(i), c=0.0))
+    first.publish_sensor_faults()
+    first.alerts.apply("pump-1", T0 + 7, 0.5, [])
+    first.stop()
+    never_stuck = (ChannelLimits(-100.0, 100.0, None), *limits[1:])
+    second, _ = daemon_with(replace(bundle, sensors=SensorRules(bundle.channels, never_stuck, fill_limit=5)), tmp_path)
+    assert value(second, "sensorguard_sensor_faults_open") == 1  # out_of_range b alone
+    second.stop()
+    third, _ = daemon_with(replace(bundle, sensors=None), tmp_path)
+    assert not value(third, "sensorguard_sensor_faults_open")
+
+
+def test_clearing_an_assets_channel_faults_recounts_the_gauge():
+    """A restored asset's faults ended unheard left sensor_faults_open where it was (a review)."""
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.metrics import Metrics
+    from sensorguard.service.open_faults import OpenFaults
+
+    registry = CollectorRegistry()
+    faults = OpenFaults(Metrics(registry))
+    faults.restore({"p": [{"kind": "stuck", "channel": "a", "since": T0, "value": 1.0}]})
+    assert registry.get_sample_value("sensorguard_sensor_faults_open") == 1
+    faults.clear_channels("p")
+    assert registry.get_sample_value("sensorguard_sensor_faults_open") == 0
