@@ -29,7 +29,6 @@ import pandas as pd
 
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.durable import write_durably
-from sensorguard.service.logs import some
 from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, alert_of
 from sensorguard.service.registry import (
     CurrentMoved,
@@ -52,10 +51,9 @@ from sensorguard.training.retrain_gate import (
     MIN_PROBE_WINDOWS,
     WINDOW_RATE_TARGET,
     Comparison,
-    compare,
-    decide,
     error_variance,
-    injected_faults,
+    judge,
+    probe_places,
 )
 from sensorguard.training.splits import split_by_time
 from sensorguard.training.train import TrainOptions, train_bundle
@@ -178,12 +176,12 @@ def retrain(
         if warm_start:
             same |= {"latent": current.config.latent, "hidden": current.config.hidden}
         options = replace(options, **same)
-    need = MIN_PROBE_WINDOWS * (current.window if current is not None else 0)
-    if current is not None and len(holdout) < need and not force:  # nothing to compare on, or no fault check
-        raise DataError(f"the newest 10 % of the data ({len(holdout)} rows) hold fewer than {MIN_PROBE_WINDOWS} "
-                        f"windows of the current model ({need} samples) to compare the models on and inject "
-                        f"faults into: give at least {10 * need} rows (--force trains and promotes without the "
-                        "check)")
+    if current is not None and not probe_places(holdout, current.window) and not force:  # no fault check
+        need = MIN_PROBE_WINDOWS * current.window
+        raise DataError(f"the newest 10 % of the data ({len(holdout)} rows) hold no {need} readings in a row of one "
+                        f"machine ({MIN_PROBE_WINDOWS} windows of the current model) to compare the models on and "
+                        f"inject faults into: give at least {10 * need} rows per machine, without long gaps "
+                        "(--force trains and promotes without the check)")
     init = current.state_dict if (warm_start and current is not None) else None
     cold = _seen_rows(current, rest) if init is not None else None
     if cold is not None:  # its weights have seen rows the folds calibrate on: the line came out too low
@@ -191,29 +189,8 @@ def retrain(
     candidate, _ = train_bundle(rest, options, init_state=init)
     scale = current.scale_ if current is not None else holdout.values.std(axis=0)
     variance = error_variance(holdout, current.scale_ if current is not None else candidate.scale_)
-    probes = injected_faults(holdout, candidate.window, scale, quiet_for=current)
-    # a current model alerting on every held-out stretch (the process changed: when a retrain is needed)
-    # can be held to no offset; the candidate is then held to them on its own, on a stretch it is quiet on
-    alone = current is not None and probes.clean is not None and not probes.quiet
-    if alone:
-        probes = injected_faults(holdout, candidate.window, scale, quiet_for=candidate)
-    cand_cmp = compare(candidate, holdout, variance, faults, probes)
-    cur_cmp = compare(current, holdout, variance, faults, probes) if current is not None else None
     target = options.false_alarm_rate if options.false_alarm_rate is not None else WINDOW_RATE_TARGET
-    passed, reason = decide(cand_cmp, cur_cmp, target)
-    if alone and probes.quiet and (missed := [n for n, _ in probes.faults if n not in cand_cmp.caught]):
-        passed, reason = False, (f"misses {len(missed)} of the faults injected into held-out data ({some(missed, 3)}; "
-                                 f"the current model {current.version} alerts on all of it, so the candidate is "
-                                 f"held to them on its own)" + ("" if passed else f"; {reason}"))
-    elif alone and passed:  # a changed process, or a fault taken as normal data: only the operator can tell
-        reason += (f"; note: the current model {current.version} alerts on all of the held-out data: if those rows "
-                   "were not normal (a fault acknowledged as a false alarm), `models rollback`")
-    if cur_cmp is not None and not faults and not (probes.clean is not None and probes.quiet):  # nothing to judge
-        unchecked = ("its fault check cannot run: " + (
-            f"the newest 10 % of the data ({len(holdout)} rows) hold no {MIN_PROBE_WINDOWS} windows in a row to "
-            "inject faults into" if probes.clean is None else
-            "both models alert on every stretch of the newest 10 % of the data the faults would be injected into"))
-        passed, reason = False, (f"{unchecked}; --force promotes it" if passed else f"{reason}; {unchecked}")
+    cand_cmp, cur_cmp, passed, reason = judge(candidate, current, holdout, variance, faults, scale, target)
     promoted, reason = (True, "forced despite " + reason) if force and not passed else (passed, reason)
     if cold is not None:
         reason += f"; {cold}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.logs import some
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
@@ -63,7 +64,7 @@ def injected_faults(holdout: SensorData, window: int, scale: np.ndarray, quiet_f
     first window's end): with 320 to 1,280 rows retrained on, the check was skipped without a word
     and a model trained on a fault was promoted (a walk). None under ``MIN_PROBE_WINDOWS``."""
     probes = Probes()
-    for rows in _stretches(holdout, window):
+    for rows in probe_places(holdout, window):
         mask = np.zeros(len(holdout), dtype=bool)
         mask[rows] = True
         clean = holdout.take(mask)
@@ -81,7 +82,7 @@ def injected_faults(holdout: SensorData, window: int, scale: np.ndarray, quiet_f
     return probes
 
 
-def _stretches(holdout: SensorData, window: int) -> list[slice]:
+def probe_places(holdout: SensorData, window: int) -> list[slice]:
     """Where a probe may go: in each segment of at least ``MIN_PROBE_WINDOWS`` windows (longest
     first), four windows less a row at its middle and then at ``PROBE_PLACES`` places along it, or
     the whole segment when shorter."""
@@ -127,7 +128,13 @@ def missed_faults(new: Bundle, old: Bundle, data: SensorData,
     misses one, as ``retrain`` refuses such a candidate."""
     probes = injected_faults(data, old.window, old.scale_, quiet_for=old)
     mine = set(caught(new, known, probes))
-    return [name for name in caught(old, known, probes) if name not in mine]
+    missed = [name for name in caught(old, known, probes) if name not in mine]
+    if probes.clean is not None and not probes.quiet:  # the old line alerts on every stretch: the new one is
+        probes = injected_faults(data, old.window, old.scale_, quiet_for=new)  # held to the offsets on its own
+        mine = set(caught(new, (), probes))  # (a review: the check was skipped without a word)
+        missed += [name for name, _ in probes.faults if name not in mine] if probes.quiet else [
+            "every injected offset (neither line is quiet on any stretch of these data)"]
+    return missed
 
 
 def compare(bundle: Bundle, data: SensorData, variance: np.ndarray,
@@ -155,6 +162,48 @@ def error_variance(holdout: SensorData, scale: np.ndarray) -> np.ndarray:
     the held-out rows (a setpoint) turned its small residual into an error of 1e8 that alone
     decided the verdict."""
     return np.maximum(holdout.values.var(axis=0), np.maximum((0.1 * np.asarray(scale)) ** 2, 1e-12))
+
+
+def judge(candidate: Bundle, current: Bundle | None, holdout: SensorData, variance: np.ndarray,
+          known: Sequence[tuple[str, SensorData]], scale: np.ndarray,
+          target: float) -> tuple[Comparison, Comparison | None, bool, str]:
+    """Both models on the held-out block, and whether the candidate passes, with why.
+
+    The offsets go on a stretch where the current model is quiet. When it alerts on every stretch
+    (the process changed, when a retrain is needed most; or the rows are a fault taken as normal),
+    it can be held to none: the candidate is then held to them on its own, on a stretch it is quiet
+    on, and a promotion says so. When no stretch is quiet
+    for either, or the block holds none, the check cannot run and the candidate does not pass,
+    known faults or not (a review: known faults alone passed a candidate whose offsets went
+    unjudged)."""
+    probes = injected_faults(holdout, candidate.window, scale, quiet_for=current)
+    alone = current is not None and probes.clean is not None and not probes.quiet
+    if alone:
+        probes = injected_faults(holdout, candidate.window, scale, quiet_for=candidate)
+    cand = compare(candidate, holdout, variance, known, probes)
+    # (alone: the current model was judged on no offset; its row counts the known faults only)
+    cur = None if current is None else compare(current, holdout, variance, known,
+                                                replace(probes, quiet=False) if alone else probes)
+    passed, reason = decide(cand, cur, target)
+    if cur is None:
+        return cand, cur, passed, reason
+    if not (probes.clean is not None and probes.quiet):
+        unchecked = "its fault check cannot run: " + (
+            "the newest 10 % of the data hold no stretch to inject faults into" if probes.clean is None else
+            "both models alert on every stretch of the newest 10 % of the data the faults would be injected into")
+        return cand, cur, False, (f"{unchecked}; --force promotes it" if passed else f"{reason}; {unchecked}")
+    if alone:
+        why = []
+        if missed := [n for n, _ in probes.faults if n not in cand.caught]:
+            why.append(f"misses {len(missed)} of the faults injected into held-out data ({some(missed, 3)})")
+        said = (f"the current model {current.version} alerts on every held-out stretch tried, so the candidate "
+                "is held to the injected faults on its own")
+        if why:
+            return cand, cur, False, f"{'; '.join(why)} ({said})" + ("" if passed else f"; {reason}")
+        if passed:
+            reason += (f"; note: {said}: if those rows were not normal (a fault acknowledged as a false alarm), "
+                       "`models rollback`")
+    return cand, cur, passed, reason
 
 
 def decide(cand: Comparison, cur: Comparison | None, target: float) -> tuple[bool, str]:
