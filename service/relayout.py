@@ -48,7 +48,15 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.logs import first_line
-from sensorguard.service.state import STATE_FILE, StateError, judged_times, load_states, move_aside, save_states
+from sensorguard.service.state import (
+    STATE_FILE,
+    StateError,
+    judged_times,
+    load_states,
+    move_aside,
+    save_states,
+    saved_faults,
+)
 from sensorguard.service.state_writes import CONTROLS
 
 log = logging.getLogger(__name__)
@@ -103,9 +111,16 @@ def asset_owner(plans: Sequence[Settings], folders: Sequence[Path]) -> Callable[
 def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> set[str]:
     held: dict[Path, dict[str, Entry]] = {}
     judged: dict[str, float] = {}  # each asset's last judged window goes where it goes (the newest of its copies)
+    faults: dict[str, list[dict]] = {}  # and its open sensor faults, the newest copy's (a folder rewritten lost them)
     for folder in folders:
+        listed = saved_faults(folder)
         for asset, ts in judged_times(folder).items():
-            judged[asset] = max(ts, judged.get(asset, ts))
+            if asset not in judged or ts >= judged[asset]:
+                judged[asset] = ts
+                if asset in listed:
+                    faults[asset] = listed[asset]
+                else:
+                    faults.pop(asset, None)
         try:
             alerts, drift, unannounced = load_states(folder)
         except StateError as exc:  # as the daemon would: kept for inspection, the folder starts empty
@@ -124,7 +139,7 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
             return
         save_states(folder, {a: e[0] for a, e in entries.items()},
                     {a: e[1] for a, e in entries.items() if e[1] is not None},
-                    {a for a, e in entries.items() if not e[2]}, judged)
+                    {a for a, e in entries.items() if not e[2]}, judged, faults)
 
     failed: set[str] = set()
     for folder, incoming in moves.gain.items():  # gains first: a stop here leaves copies, not losses
