@@ -267,8 +267,8 @@ def merge_settings(
             where = (f"{ENV_PREFIX}{key.upper()}" if source == "env" else f"flag {key}" if source == "flag"
                      else f"{source}: {key}")
             if key not in kinds:
-                close = difflib.get_close_matches(key, kinds, n=1, cutoff=0.8)
-                if source == "env" and (key == "password" or not close):
+                close = difflib.get_close_matches(key, kinds, n=1, cutoff=0.8) or _likely(key, kinds, source)
+                if source == "env" and (key in ("password", "mqtt_password") or not close):
                     continue  # other SENSORGUARD_* variables (a wrapper's) are not ours; the password: below
                 hint = ("; use password_file or " + PASSWORD_ENV if key == "password" else
                         f"; did you mean {ENV_PREFIX + close[0].upper() if source == 'env' else close[0]}?"
@@ -290,6 +290,20 @@ def merge_settings(
     if settings.password_file and env_password:
         problems.append(f"password: both password_file and {PASSWORD_ENV} are set; use one")
     return settings, problems
+
+
+ENV_SLIPS = {"user": "username", "mqtt_user": "username", "host": "broker", "port": "metrics_port",
+             "log_format": "log_json", "tls_ca_file": "tls_ca", "tls_cert_file": "tls_cert", "tls_key_file": "tls_key"}
+
+
+def _likely(key: str, kinds: dict, source: str) -> list[str]:
+    """The setting a variable was likely meant for: ``SENSORGUARD_MQTT_BROKER`` (the one secret
+    variable is ``SENSORGUARD_MQTT_PASSWORD``, so an ``MQTT_`` prefix is the likeliest slip) or a
+    common other name. Ignored in silence, the daemon went to the default broker (a walk)."""
+    if source != "env":
+        return []
+    bare = key.removeprefix("mqtt_")
+    return [name for name in (bare if bare != key else None, ENV_SLIPS.get(key)) if name in kinds][:1]
 
 
 def _one_model(values: dict[str, Any], sources: dict[str, str]) -> None:

@@ -436,3 +436,14 @@ def test_a_state_or_record_dir_that_cannot_be_made_is_one_line_at_start(tmp_path
     problems = _folders_unmade(settings)
     assert len(problems) == 1 and problems[0].startswith(f"state_dir: '{tmp_path / 'file' / 'state'}' cannot be made")
     assert (tmp_path / "rec").is_dir()  # made
+
+
+@pytest.mark.parametrize("name, meant", [("SENSORGUARD_MQTT_BROKER", "SENSORGUARD_BROKER"),
+                                         ("SENSORGUARD_MQTT_CLIENT_ID", "SENSORGUARD_CLIENT_ID"),
+                                         ("SENSORGUARD_USER", "SENSORGUARD_USERNAME"),
+                                         ("SENSORGUARD_TLS_CA_FILE", "SENSORGUARD_TLS_CA")])
+def test_a_likely_slip_in_a_variable_name_is_an_error_naming_the_setting(bundle_dir, name, meant):
+    """SENSORGUARD_MQTT_BROKER was ignored in silence and the daemon went to the default broker
+    (a walk): the one secret variable is SENSORGUARD_MQTT_PASSWORD, so the prefix is an easy slip."""
+    assert problems({"model": bundle_dir}, {name: "x"}) == [f"{name}: unknown setting; did you mean {meant}?"]
+    load_settings({"model": bundle_dir}, {"SENSORGUARD_WRAPPER_HOME": "/x"})  # another tool's: not ours
