@@ -65,6 +65,8 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
             bad(name, f"file {path!r} does not exist")
     if bool(s.tls_cert) != bool(s.tls_key):
         bad("tls_cert", "tls_cert and tls_key go together")
+    for problem in _tls_problems(s):  # (content that is no certificate failed at start, naming no setting: a walk)
+        bad(*problem)
 
     for name in ("topic_prefix", "output_prefix"):
         value = getattr(s, name)
@@ -191,3 +193,23 @@ def nats_url(server: str) -> bool:
     scheme, _, rest = server.partition("://")
     host, _, port = rest.rpartition("@")[2].rpartition(":")
     return scheme in ("nats", "tls") and bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def _tls_problems(s: Settings) -> list[tuple[str, str]]:
+    """What OpenSSL would refuse in the TLS files, read now so ``--print-config`` and the start say
+    it with the setting's name (the start said "[X509: NO_CERTIFICATE_OR_CRL_FOUND]" alone)."""
+    import ssl
+
+    out = []
+    if s.tls_ca and Path(s.tls_ca).is_file():
+        try:
+            ssl.create_default_context().load_verify_locations(s.tls_ca)
+        except (ssl.SSLError, OSError, ValueError) as err:
+            out.append(("tls_ca", f"{s.tls_ca!r} holds no CA certificate OpenSSL can read (PEM): {err}"))
+    if s.tls_cert and s.tls_key and Path(s.tls_cert).is_file() and Path(s.tls_key).is_file():
+        try:  # (an encrypted key: paho is given no passphrase either)
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(s.tls_cert, s.tls_key, password=lambda: "")
+        except (ssl.SSLError, OSError, ValueError) as err:
+            out.append(("tls_cert", f"{s.tls_cert!r} and {s.tls_key!r} are no certificate and unencrypted key "
+                        f"OpenSSL can read (PEM, the key matching): {err}"))
+    return out

@@ -192,11 +192,20 @@ def test_a_broker_without_a_scheme_is_one_line_naming_the_url_to_give(bundle_dir
 
 
 def test_tls_rules(tmp_path: Path, bundle_dir: str) -> None:
-    ca = write(tmp_path, "ca", "ca.pem")
+    from tests.test_security import make_ca, make_server_cert, write_pem
+
+    ca_key, ca_cert = make_ca("test ca")
+    ca = Path(write_pem(tmp_path / "ca.pem", cert=ca_cert))
     found = "\n".join(problems({"model": bundle_dir, "tls_ca": str(ca), "tls_cert": str(ca)}))
     assert "use mqtts://" in found and "tls_cert and tls_key go together" in found
     s = load_settings({"model": bundle_dir, "broker": "mqtts://h", "tls_ca": str(ca)}, {})
     assert s.broker_parts()[3] and s.tls_ca == str(ca)
+    key, cert = make_server_cert(ca_key, ca_cert, [])
+    pair = {"tls_cert": write_pem(tmp_path / "c.pem", cert=cert), "tls_key": write_pem(tmp_path / "k.pem", key=key)}
+    load_settings({"model": bundle_dir, "broker": "mqtts://h", **pair}, {})  # a certificate and its key: taken
+    other, _ = make_server_cert(ca_key, ca_cert, [])
+    write_pem(tmp_path / "k.pem", key=other)  # a key that is not the certificate's
+    assert problems({"model": bundle_dir, "broker": "mqtts://h", **pair})[0].startswith("tls_cert: ")
 
 
 def test_password_from_file_is_lazy_and_redacted(tmp_path: Path, bundle_dir: str) -> None:
@@ -447,3 +456,11 @@ def test_a_likely_slip_in_a_variable_name_is_an_error_naming_the_setting(bundle_
     (a walk): the one secret variable is SENSORGUARD_MQTT_PASSWORD, so the prefix is an easy slip."""
     assert problems({"model": bundle_dir}, {name: "x"}) == [f"{name}: unknown setting; did you mean {meant}?"]
     load_settings({"model": bundle_dir}, {"SENSORGUARD_WRAPPER_HOME": "/x"})  # another tool's: not ours
+
+
+def test_a_tls_file_openssl_cannot_read_is_named_before_the_start(bundle_dir, tmp_path):
+    """A CSV given as tls_ca passed --print-config; the start then failed with OpenSSL's words
+    alone, naming no setting (a walk)."""
+    (tmp_path / "ca.pem").write_text("timestamp,value\n1,2\n")
+    found = problems({"model": bundle_dir, "broker": "mqtts://h", "tls_ca": str(tmp_path / "ca.pem")})
+    assert len(found) == 1 and found[0].startswith(f"tls_ca: '{tmp_path / 'ca.pem'}' holds no CA certificate")
