@@ -136,12 +136,14 @@ def _add_command_verbs(verbs) -> None:
         p.add_argument("--by", help="who gives the command (kept in the audit log)")
         p.add_argument("--timeout", type=positive_float, default=10.0,
                        help="seconds to wait for the daemon's answer (default 10)")
+        # (--broker was required: the docs' `sensorguard shelve ASSET --for 2h` failed on usage, and a
+        # SENSORGUARD_BROKER set for serve was not taken; now as serve: flag, variable, default; a walk)
         add_setting_flags(p, COMMAND_SETTINGS, {"client_id": "MQTT client id (default sensorguard-command-<pid>)",
-                                                "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT",
+                                                "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT (default as serve: "
+                                                "SENSORGUARD_BROKER, else mqtt://127.0.0.1:1883)",
                                                 # (it said readings are read there: a walk)
                                                 "topic_prefix": "not used by commands, which go under "
-                                                "--output-prefix (taken so one set of flags fits serve too)"},
-                          required=("broker",))
+                                                "--output-prefix (taken so one set of flags fits serve too)"})
 
     p = verbs.add_parser("maintenance", help="start or end an asset's maintenance: its alerts suppressed, its "
                          "readings not recorded as normal", description="Publish a maintenance command to the "

@@ -152,7 +152,7 @@ class Settings:
         "nor announces an open sensor fault again or forgets to end it, "
         "nor judges readings again that the previous run judged")
     log_json: bool = setting(False, "one JSON object per log line")
-    log_level: str = setting("INFO", "`DEBUG`, `INFO`, `WARNING`, `ERROR`")
+    log_level: str = setting("INFO", "`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`")
     # The env password as seen at load time; private, never printed (see redacted()).
     _env_password: str | None = field(default=None, repr=False, compare=False)
 

@@ -58,6 +58,7 @@ def password_file_warning(path: str | None) -> str | None:
     except OSError:  # (validate said why it cannot be read)                # not ours to chmod
         return None
     if mode & 0o007 and not read_only:
-        return (f"password_file {path} can be read or changed by every user of this host (mode {mode & 0o777:o}): "
+        can = " or ".join(w for bit, w in ((0o004, "read"), (0o002, "changed")) if mode & bit) or "used"
+        return (f"password_file {path} can be {can} by every user of this host (mode {mode & 0o777:o}): "
                 f"chmod 600 {path}")
     return None

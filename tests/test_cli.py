@@ -606,3 +606,12 @@ def test_maintenance_end_with_until_is_one_line(capsys):
     """``maintenance end --until 2h`` ignored --until without a word (a walk)."""
     assert main(["maintenance", "end", "pump-1", "--until", "2h", "--broker", "mqtt://127.0.0.1:1"]) == 1
     assert "--until goes with maintenance start" in capsys.readouterr().err
+
+
+def test_a_command_takes_the_broker_as_serve_does(monkeypatch, capsys):
+    """--broker was required: the docs' `sensorguard shelve ASSET --for 2h` failed on usage and a
+    SENSORGUARD_BROKER set for serve was not taken (a walk)."""
+    monkeypatch.setenv("SENSORGUARD_BROKER", "mqtt://127.0.0.1:1")  # nothing listens there
+    assert main(["shelve", "pump-1", "--for", "2h", "--timeout", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "required" not in err and "127.0.0.1:1" in err

@@ -422,8 +422,11 @@ def test_an_empty_password_file_is_refused_and_one_others_can_read_is_warned(tmp
     secret.chmod(0o640)  # its group may be meant to read it
     assert password_file_warning(str(secret)) is None
     secret.chmod(0o644)
-    assert password_file_warning(str(secret)) == (f"password_file {secret} can be read or changed by every user "
-                                                  f"of this host (mode 644): chmod 600 {secret}")
+    assert password_file_warning(str(secret)) == (f"password_file {secret} can be read by every user "
+                                                  f"of this host (mode 644): chmod 600 {secret}")  # (not changed)
+    secret.chmod(0o666)
+    assert "can be read or changed by every user" in password_file_warning(str(secret))
+    secret.chmod(0o644)
     assert password_file_warning(None) is None and password_file_warning(str(tmp_path / "gone")) is None
     import os
     from types import SimpleNamespace
