@@ -238,9 +238,9 @@ class SensorWatch:
                 outside = outside or self.in_range[j] < BACK_IN_RANGE
             else:
                 self.in_range[j] = 0  # (after a fault ended, or all of them with close_all: counted afresh)
-            faults = (
-                ("stuck", present and lim.stuck_after is not None and self.still[j] + 1 >= lim.stuck_after
-                 and lim.can_stick(value)),
+            faults = (  # (a sensor pegged at -9999 is one fault, out_of_range, not two: the demo said 2 of one)
+                ("stuck", present and not outside and lim.stuck_after is not None
+                 and self.still[j] + 1 >= lim.stuck_after and lim.can_stick(value)),
                 ("out_of_range", outside),
                 ("missing", self.missing[j] > rules.fill_limit),
             )

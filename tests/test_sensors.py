@@ -461,3 +461,13 @@ def test_clearing_an_assets_channel_faults_recounts_the_gauge():
     assert registry.get_sample_value("sensorguard_sensor_faults_open") == 1
     faults.clear_channels("p")
     assert registry.get_sample_value("sensorguard_sensor_faults_open") == 0
+
+
+def test_a_sensor_pegged_outside_its_range_is_one_fault():
+    """A dead sensor reading -9999 was announced twice, out_of_range and stuck (the demo said "2
+    sensor faults" of one; a walk)."""
+    rules = SensorRules(("a", "b"), (ChannelLimits(-10.0, 10.0, 3), ChannelLimits(-10.0, 10.0, None)), fill_limit=1)
+    watch = SensorWatch(2)
+    seen = [e for i in range(20) for e in watch.step(float(i), [-9999.0 if i >= 5 else float(i), 1.0], rules)]
+    assert [(e.kind, e.fault) for e in seen] == [("out_of_range", True)]
+    assert watch.describe(rules) == [{"kind": "out_of_range", "channel": "a"}]
