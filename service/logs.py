@@ -25,7 +25,12 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts`` (RFC 3339, UTC), ``level``, ``logger``, ``msg`` and extras."""
+    """One JSON object per line: ``ts`` (RFC 3339, UTC), ``level``, ``logger``, ``msg``, ``worker``
+    (a worker process's instance, when given) and extras."""
+
+    def __init__(self, who: str = "") -> None:
+        super().__init__()
+        self.who = who
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -33,6 +38,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
+            **({"worker": self.who} if self.who else {}),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
@@ -42,13 +48,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def configure_logging(json_lines: bool = False, level: str = "INFO", stream=None) -> None:
-    """Route the root logger to ``stream`` (stderr) as plain or JSON lines; replaces earlier handlers."""
+def configure_logging(json_lines: bool = False, level: str = "INFO", stream=None, who: str = "") -> None:
+    """Route the root logger to ``stream`` (stderr) as plain or JSON lines; replaces earlier handlers.
+    ``who``: a worker's instance, said in each line (two workers' lines read alike: a walk)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     if json_lines:
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(who))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {f'[{who}] ' if who else ''}%(name)s: "
+                                               "%(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -105,7 +105,7 @@ def run_worker(settings: Settings, stale: tuple[str, ...], port_out: Any, readin
     (importing torch takes seconds, more when the workers start together).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
-    configure_logging(settings.log_json, settings.log_level)
+    configure_logging(settings.log_json, settings.log_level, who=settings.instance_name)
     torch.set_num_threads(settings.scoring_threads)
     daemon = Daemon(settings, worker_model(settings, fleet))
     daemon.connection.unsubscribe = stale

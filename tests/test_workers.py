@@ -586,3 +586,21 @@ def test_the_parents_not_ready_names_each_worker_and_its_own_reasons(tmp_path):
         shutdown_http(*ready)
         shutdown_http(*down)
     assert sup.not_ready()[0] == "worker w0: its endpoint does not answer"
+
+
+def test_a_workers_log_lines_say_which_worker_wrote_them():
+    """Two workers printed identical lines ("stopped" twice) and nothing told them apart (a walk)."""
+    import io
+    import json
+    import logging
+
+    from sensorguard.service.logs import configure_logging
+
+    for json_lines in (False, True):
+        out = io.StringIO()
+        configure_logging(json_lines, "INFO", stream=out, who="plant-w1")
+        logging.getLogger("sensorguard.test").info("stopped")
+        line = out.getvalue().strip()
+        said = json.loads(line)["worker"] == "plant-w1" if json_lines else " [plant-w1] sensorguard.test: " in line
+        assert said, line
+    configure_logging(False, "INFO")
