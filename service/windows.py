@@ -146,8 +146,8 @@ class Buffers:
             if len(self._assets) >= self.max_assets:  # (a reading refused above evicts nothing)
                 self.forget(next(iter(self._untaken)))
             state = self._assets[asset] = AssetBuffer(self.window, len(self.channels))
-            if (resumed := self.resumed_faults.pop(asset, None)) and self.sensors is not None:
-                state.watch.resume(resumed, self.sensors)  # (a restart must not forget them)
+            if (resumed := self.resumed_faults.get(asset)) and self.sensors is not None:  # (kept until taken: an
+                state.watch.resume(resumed, self.sensors)  # eviction before then lost them; a review)
             self._untaken[asset] = None
             self.floors.pop(asset, None)  # taken: its last_ts guards from here
             state.seen = received
@@ -245,6 +245,7 @@ class Buffers:
         first such reading ends a ``silent`` fault if one is open (before the reading's own events,
         at ``mark``), not any reading (one back with dropped readings went ``normal`` for good)."""
         if self._untaken.pop(asset, 0) is None:
+            self.resumed_faults.pop(asset, None)  # (its watch holds them now)
             told = [SensorEvent("silent", None, False, ts, NAN)]
             state = self._assets.get(asset)
             was = self._was_open[1] if self._was_open is not None and self._was_open[0] == asset else (

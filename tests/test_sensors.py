@@ -471,3 +471,20 @@ def test_a_sensor_pegged_outside_its_range_is_one_fault():
     seen = [e for i in range(20) for e in watch.step(float(i), [-9999.0 if i >= 5 else float(i), 1.0], rules)]
     assert [(e.kind, e.fault) for e in seen] == [("out_of_range", True)]
     assert watch.describe(rules) == [{"kind": "out_of_range", "channel": "a"}]
+
+
+def test_a_restored_assets_faults_survive_its_eviction_before_it_is_taken():
+    """Evicted (max_assets) before a reading of it was taken, a restored asset came back with a
+    fresh watch: its restored fault was never ended (a review)."""
+    from sensorguard.service.windows import Buffers
+
+    limits = (ChannelLimits(-10.0, 10.0, None), ChannelLimits(-10.0, 10.0, None))
+    bufs = Buffers(("a", "b"), window=2, hop=1, sensors=SensorRules(("a", "b"), limits, fill_limit=5), max_assets=1)
+    bufs.resumed_faults = {"p": [{"kind": "out_of_range", "channel": "a", "since": 0.0, "value": 99.0}]}
+    assert bufs.add("p", 1.0, {"a": 1.0}, 0.0) == "missing_channel"  # untaken
+    assert bufs.add("q", 1.0, {"a": 1.0, "b": 1.0}, 0.0) is None  # takes p's slot
+    bufs.forget("q")
+    for i in range(2, 5):
+        assert bufs.add("p", float(i), {"a": 1.0, "b": 1.0}, 0.0) is None
+    told = [(asset, e.kind, e.fault) for asset, e in bufs.sensor_events if asset == "p"]
+    assert ("p", "out_of_range", False) in told and "p" not in bufs.resumed_faults
