@@ -292,8 +292,9 @@ def merge_settings(
     return settings, problems
 
 
-ENV_SLIPS = {"user": "username", "mqtt_user": "username", "host": "broker", "port": "metrics_port",
-             "log_format": "log_json", "tls_ca_file": "tls_ca", "tls_cert_file": "tls_cert", "tls_key_file": "tls_key"}
+# (not USER, HOST or PORT alone: a wrapper's own variables may be called so, and they are left alone)
+ENV_SLIPS = {"mqtt_user": "username", "log_format": "log_json", "tls_ca_file": "tls_ca", "tls_cert_file": "tls_cert",
+             "tls_key_file": "tls_key"}
 
 
 def _likely(key: str, kinds: dict, source: str) -> list[str]:

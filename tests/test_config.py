@@ -452,13 +452,14 @@ def test_a_state_or_record_dir_that_cannot_be_made_is_one_line_at_start(tmp_path
 
 @pytest.mark.parametrize("name, meant", [("SENSORGUARD_MQTT_BROKER", "SENSORGUARD_BROKER"),
                                          ("SENSORGUARD_MQTT_CLIENT_ID", "SENSORGUARD_CLIENT_ID"),
-                                         ("SENSORGUARD_USER", "SENSORGUARD_USERNAME"),
+                                         ("SENSORGUARD_MQTT_USER", "SENSORGUARD_USERNAME"),
                                          ("SENSORGUARD_TLS_CA_FILE", "SENSORGUARD_TLS_CA")])
 def test_a_likely_slip_in_a_variable_name_is_an_error_naming_the_setting(bundle_dir, name, meant):
     """SENSORGUARD_MQTT_BROKER was ignored in silence and the daemon went to the default broker
     (a walk): the one secret variable is SENSORGUARD_MQTT_PASSWORD, so the prefix is an easy slip."""
     assert problems({"model": bundle_dir}, {name: "x"}) == [f"{name}: unknown setting; did you mean {meant}?"]
-    load_settings({"model": bundle_dir}, {"SENSORGUARD_WRAPPER_HOME": "/x"})  # another tool's: not ours
+    for other in ("SENSORGUARD_WRAPPER_HOME", "SENSORGUARD_USER", "SENSORGUARD_PORT"):  # a wrapper's: not ours
+        load_settings({"model": bundle_dir}, {other: "x"})
 
 
 def test_a_tls_file_openssl_cannot_read_is_named_before_the_start(bundle_dir, tmp_path):
