@@ -61,6 +61,7 @@ class Ingest:
         self.stopping = False
         self._sensor_dropped = 0
         self._reject_log = RateLimiter(REJECT_LOG_INTERVAL_S)
+        self._said: set[str] = set()  # reasons with a line already (the first said "since the last line")
         self._filters = settings.readings_filters()  # (none in cluster mode: the leases decide)
         self._ours: dict[str, bool] = {}  # topic -> whether a filter matches it (a memo, bounded)
 
@@ -120,9 +121,11 @@ class Ingest:
             detail = ASSET_RULE if reason == "bad_asset" else explain(
                 reason, payload, self.buffers.channels, newest,
                 self.buffers.floors.get(asset) if asset and newest is None else None)
+            since = "since the last line" if reason in self._said else "so far"
+            self._said.add(reason)  # (bounded: the reasons are a fixed list)
             log.warning(
-                "rejected reading: %s%s (topic %r, asset %r; %d like this since the last line)",
-                reason, f": {detail}" if detail else "", topic[:200], asset, count,
+                "rejected reading: %s%s (topic %r, asset %r; %d like this %s)",
+                reason, f": {detail}" if detail else "", topic[:200], asset, count, since,
                 extra={"reason": reason, "count": count},
             )
 

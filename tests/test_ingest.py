@@ -112,3 +112,17 @@ def test_a_bad_asset_line_says_what_an_asset_id_may_be(caplog):
         taker.accept("sensors/a/b/c/d/e/f/g/h/i/readings", reading(T0))
     assert caplog.records[0].getMessage().startswith(
         "rejected reading: bad_asset: an asset id is 1 to 8 levels of 1-64 letters, digits, '.', '_' or '-'")
+
+
+def test_the_first_line_of_a_reason_counts_so_far_not_since_a_last_line(caplog, monkeypatch):
+    """The first rejection line said "1 like this since the last line" with no line before it (a walk)."""
+    import sensorguard.service.ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "REJECT_LOG_INTERVAL_S", 0.0)
+    taker = ingest()
+    taker.accepting = True
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ingest"):
+        taker.accept("sensors/a/b/c/d/e/f/g/h/i/readings", reading(T0))
+        taker.accept("sensors/a/b/c/d/e/f/g/h/i/readings", reading(T0))
+    first, second = (r.getMessage() for r in caplog.records)
+    assert first.endswith("1 like this so far)") and second.endswith("1 like this since the last line)")
