@@ -222,9 +222,9 @@ def _gate_refusal(root: Path, name: str, version: str) -> str | None:
     return f"note: {version} did not pass its retrain's gate ({metrics.get('reason') or 'no reason recorded'})"
 
 
-def swap_problem(root: Path, name: str, running: str | None, version: str) -> str | None:
-    """Why daemons serving ``running`` cannot swap to ``version`` while they run (other channels or
-    window), or None (either unreadable: the registry says so on its own)."""
+def _swap_blocker(root: Path, name: str, running: str | None, version: str) -> str | None:
+    """Why daemons serving ``running`` refuse ``version`` while they run (other channels or window),
+    without the advice; None when they take it, or either cannot be read (said elsewhere)."""
     from sensorguard.service.bundle import BundleError
     from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.service.hotswap import incompatible
@@ -235,9 +235,15 @@ def swap_problem(root: Path, name: str, running: str | None, version: str) -> st
         problem = incompatible(load_bundle(root / name / running), load_bundle(root / name / version))
     except BundleError:
         return None
-    if problem is None:
+    return None if problem is None else problem.split(" (")[0]
+
+
+def swap_problem(root: Path, name: str, running: str | None, version: str) -> str | None:
+    """Why daemons serving ``running`` cannot swap to ``version`` while they run, and what follows,
+    or None (either unreadable: the registry says so on its own)."""
+    if (why := _swap_blocker(root, name, running, version)) is None:
         return None
-    return (f"{version}'s {problem.split(' (')[0]} ({running}): a daemon serving {running} refuses it until it "
+    return (f"{version}'s {why} ({running}): a daemon serving {running} refuses it until it "
             "restarts, and one (re)started serves it and refuses readings that do not fit it")
 
 
@@ -253,20 +259,12 @@ def _unservable(root: Path, name: str, version: str) -> str | None:
 def _unshadowable(root: Path, name: str, version: str) -> str | None:
     """Why daemons would refuse to score ``version`` beside CURRENT (other channels or window), or
     None: ``models shadow`` said it would be scored, and every daemon refused it (found in a walk)."""
-    from sensorguard.service.bundle import BundleError
-    from sensorguard.service.bundle_loading import load_bundle
-    from sensorguard.service.hotswap import incompatible
+    from sensorguard.service.registry import current_version
 
-    current = _current_or_none(str(root), name)
-    try:
-        candidate = load_bundle(root / name / version)
-    except BundleError:
-        return None  # (set_shadow refuses it with its reason)
-    problem = None if current is None else incompatible(current, candidate)
-    if problem is None:
-        return None
-    return (f"refusing to shadow {version}: {problem.split(' (')[0]} (CURRENT {current.version}): "
-            "daemons would refuse it")
+    current = _pointer_or_none(current_version, root, name)
+    if (why := _swap_blocker(root, name, current, version)) is None:
+        return None  # (an unreadable version: set_shadow refuses it with its reason)
+    return f"refusing to shadow {version}: {why} (CURRENT {current}): daemons would refuse it"
 
 
 def _misplaced(args: argparse.Namespace) -> str | None:

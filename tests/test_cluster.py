@@ -358,6 +358,15 @@ async def stream_counts(nc) -> tuple[int, int]:
                                                                            cluster.WINDOWS_STREAM)])
 
 
+async def counts_reach(nc, ready) -> tuple[int, int]:
+    """The streams' counts once ``ready(counts)`` holds, polled for up to 10 s (the last ones after)."""
+    for _ in range(100):
+        if ready(counts := await stream_counts(nc)):
+            break
+        await asyncio.sleep(0.1)
+    return counts
+
+
 async def take_readings(nc, k: int, n: int) -> None:
     """The previous owner of partition ``k`` takes and acknowledges its next ``n`` readings."""
     sub = await nc.jetstream().pull_subscribe_bind(f"sg-p{k}", cluster.READINGS_STREAM)
@@ -401,10 +410,7 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
         try:
             await owned_partition(js, k)
             await send_readings(nc, asset, t0, range(1, 11))
-            for _ in range(100):
-                if await stream_counts(nc) == (10, 10):
-                    break
-                await asyncio.sleep(0.1)
+            await counts_reach(nc, lambda c: c == (10, 10))
             await take_readings(nc, k, 6)
             caught_up = await rebuild(nc, 30.0)  # both streams copied everything: 1-6 were taken, 7 is next
             readings = next(c for c in cluster.stream_configs(layout) if c.name == cluster.READINGS_STREAM)
@@ -412,10 +418,7 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
             await js.update_stream(readings)  # its copying stops: the window stream runs ahead
             await take_readings(nc, k, 4)  # the previous owner took 7-10
             await send_readings(nc, asset, t0, range(11, 15))  # 11-14: in the window stream only
-            for _ in range(100):
-                if (await stream_counts(nc))[1] == 14:
-                    break
-                await asyncio.sleep(0.1)
+            await counts_reach(nc, lambda c: c[1] == 14)
             lagging = await rebuild(nc, 1.0)
             return [caught_up, lagging, await stream_counts(nc)]
         finally:
@@ -454,10 +457,7 @@ def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(tmp_path, cap
         try:
             await owned_partition(js, k)
             await send_readings(nc, asset, t0, range(1, 11))
-            for _ in range(100):
-                if (await stream_counts(nc))[0] >= 10:
-                    break
-                await asyncio.sleep(0.1)
+            await counts_reach(nc, lambda c: c[0] >= 10)
             await take_readings(nc, k, 8)  # the previous owner took 1-8
             ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
             states = await js.key_value(cluster.STATE_BUCKET)
