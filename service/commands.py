@@ -25,7 +25,7 @@ from typing import Any
 from sensorguard.service.command_messages import EXPIRY_GRACE_S, Command
 from sensorguard.service.durable import write_durably
 from sensorguard.service.logs import first_line
-from sensorguard.service.state import move_aside
+from sensorguard.service.set_aside import move_aside
 from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, CONTROLS, StateWrites
 
 log = logging.getLogger(__name__)

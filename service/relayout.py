@@ -48,12 +48,12 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.logs import first_line
+from sensorguard.service.set_aside import move_aside
 from sensorguard.service.state import (
     STATE_FILE,
     StateError,
     judged_times,
     load_states,
-    move_aside,
     save_states,
     saved_faults,
 )

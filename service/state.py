@@ -38,13 +38,13 @@ from sensorguard.service.alerts import AlertState
 from sensorguard.service.drift import DriftState
 from sensorguard.service.durable import write_durably
 from sensorguard.service.logs import first_line, some
+from sensorguard.service.set_aside import keep_copy, move_aside
 from sensorguard.service.state_writes import ASSETS as STATE_FILE  # one name: the file, and its failures' label
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SAVE_INTERVAL_S = 30.0
-KEPT_ASIDE = 5  # copies of an unusable state file kept: <name>.bad (the newest) to <name>.bad.4
 _STATUSES = ("normal", "pending", "alerting", "stale")
 _ALERT_FIELDS = frozenset(f.name for f in fields(AlertState))
 _DRIFT_FIELDS = frozenset(f.name for f in fields(DriftState))
@@ -297,60 +297,6 @@ def _window_time(value: object) -> float | None:
     if not math.isfinite(number):
         raise ValueError(f"window times must be finite numbers, got {str(value)[:40]}")
     return number
-
-
-def set_aside(directory: str | os.PathLike, name: str = STATE_FILE) -> Path:
-    """Move an unusable state file (``name``: ``assets.json``, or ``controls.json``) out of the way,
-    to ``<name>.bad`` (kept for inspection, earlier ones shifted: :func:`_rotate_into`); return where it went."""
-    path = Path(directory) / name
-    aside = path.with_name(name + ".bad")
-    os.replace(path, _incoming(aside))  # first: a move that fails shifts no earlier copy
-    _rotate_into(aside)
-    return aside
-
-
-def keep_copy(aside: Path, text: str) -> None:
-    """Keep ``text`` as the newest copy at ``aside`` (``<name>.bad``), earlier ones shifted as by
-    :func:`set_aside`; the same text as the newest copy (an incident met again, its rewrite having
-    failed) takes no second place."""
-    write_durably(_incoming(aside), text)  # first: a write that fails (a full disk) shifts no earlier copy
-    _rotate_into(aside)
-
-
-def _incoming(aside: Path) -> Path:
-    """Where a new copy lands before it becomes ``aside`` (:func:`_rotate_into`)."""
-    return aside.with_name(f".{aside.name}.incoming")
-
-
-def _rotate_into(aside: Path) -> None:
-    """Make the copy at :func:`_incoming` the newest at ``aside``: earlier copies move one place older
-    (``<name>.bad`` to ``<name>.bad.1``, and so on; the oldest of :data:`KEPT_ASIDE` dropped). A
-    second incident used to overwrite the first's copy, often the one that said what went wrong
-    first. A copy equal to the newest one replaces it in place; a shift that fails costs the
-    oldest copies, never the new one."""
-    incoming = _incoming(aside)
-    if aside.exists() and aside.read_bytes() == incoming.read_bytes():
-        os.replace(incoming, aside)
-        return
-    try:
-        for k in range(KEPT_ASIDE - 1, 0, -1):
-            newer = aside if k == 1 else aside.with_name(f"{aside.name}.{k - 1}")
-            if newer.exists():
-                os.replace(newer, aside.with_name(f"{aside.name}.{k}"))
-    except OSError as err:
-        log.warning("could not shift the earlier copies of %s (%s): the newest one replaces it", aside,
-                    err.strerror or err)
-    os.replace(incoming, aside)
-
-
-def move_aside(directory: str | os.PathLike, name: str = STATE_FILE) -> tuple[bool, str]:
-    """:func:`set_aside`, never raising: whether the file moved, and the words for the caller's log
-    line (``moved to <dir>/<name>.bad``, or ``could not move it aside (<why>)``). One wording for
-    every unusable file: ``assets.json`` at start and at a relayout, ``controls.json``."""
-    try:
-        return True, f"moved to {set_aside(directory, name)}"
-    except OSError as err:
-        return False, f"could not move it aside ({err.strerror or err})"
 
 
 def _alert_state(raw: dict) -> AlertState:

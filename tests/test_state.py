@@ -773,7 +773,8 @@ def test_a_second_incident_keeps_the_first_ones_copy(tmp_path, caplog):
     """Each incident copied the file to assets.json.bad over the last one, so a second bad start
     (or a bad entry after a bad file) lost what the first had kept, often the copy that said what
     went wrong first. Earlier copies now move one place older, and only the newest KEPT_ASIDE stay."""
-    from sensorguard.service.state import KEPT_ASIDE, load_states
+    from sensorguard.service.set_aside import KEPT_ASIDE
+    from sensorguard.service.state import load_states
 
     bad = tmp_path / (STATE_FILE + ".bad")
     for k in range(KEPT_ASIDE + 2):  # more incidents than copies kept
@@ -802,7 +803,7 @@ def test_an_incident_met_again_or_a_failed_move_shifts_no_copy(tmp_path):
     rewrite that failed meets the same bad entry) takes no second place, and a move that fails
     (the file gone, a directory the daemon may not write) leaves the earlier copies where they are
     (found by review: each retry spent a place, and the oldest copies went)."""
-    from sensorguard.service.state import keep_copy, set_aside
+    from sensorguard.service.set_aside import keep_copy, set_aside
 
     bad = tmp_path / (STATE_FILE + ".bad")
     (tmp_path / STATE_FILE).write_text("{first")
