@@ -332,6 +332,31 @@ def test_hostile_plant_exports_are_read_as_written(tmp_path):
     assert load_frame([tmp_path / "indexed.csv"]).channels == ("temp", "pressure")
 
 
+def test_decimal_commas_are_read_as_decimals_where_the_sample_or_a_cell_alone_cannot_tell(tmp_path):
+    """Found by a walk: a semicolon file whose first 64 KiB held whole numbers only (a machine at
+    rest) read ``50,025`` further down as 50025; a comma CSV quoting decimal commas read ``"6,313"``
+    as 6313 and ``"6,26"`` as missing, each with no note saying so."""
+    frame = _export(rows=3200)
+    stamps = frame.timestamp.dt.strftime("%Y-%m-%d %H:%M:%S")
+    late = "".join(f"{t};50;6\n" if i < 3000 else f"{t};{a:.3f};{b:.3f}\n".replace(".", ",")
+                   for i, (t, a, b) in enumerate(zip(stamps, frame.temp, frame.pressure, strict=True)))
+    (tmp_path / "late.csv").write_text("timestamp;temp;pressure\n" + late)
+    read = load_frame([tmp_path / "late.csv"])
+    assert np.allclose(read.values[3000:], frame[["temp", "pressure"]].round(3).to_numpy()[3000:])
+    assert any("decimal comma (20,5) from line 3002 on" in n for n in read.notes), read.notes
+    quoted = "".join(f'{t},"{f"{a:.3f}".rstrip("0").rstrip(".").replace(".", ",")}",1\n'
+                     for t, a in zip(stamps, frame.temp, strict=True))
+    (tmp_path / "quoted.csv").write_text("timestamp,temp,flag\n" + quoted)
+    read = load_frame([tmp_path / "quoted.csv"])
+    assert read.channels[0] == "temp"
+    assert np.allclose(read.values[:, 0], frame.temp.round(3).to_numpy())
+    assert not any("not numbers" in n for n in read.notes), read.notes
+    # thousands grouped with commas stay thousands where no cell needs a decimal comma
+    grouped = "".join(f'{t},"{1000 + i:,}",{i}\n' for i, t in enumerate(stamps[:300]))
+    (tmp_path / "grouped.csv").write_text("timestamp,flow,level\n" + grouped)
+    assert load_frame([tmp_path / "grouped.csv"]).values[:3, 0].tolist() == [1000.0, 1001.0, 1002.0]
+
+
 def test_excel_exports_in_the_plants_locale_are_read(tmp_path):
     """Found by a walk with real-looking exports; each was refused or read wrong before."""
     frame = _export()

@@ -70,6 +70,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
                      "encoding?)")  # (all of it re-read as Windows-1252 garbled the UTF-8 header: a review)
     if encoding == "cp1252":  # read as UTF-8 it was refused ("'utf-8' codec can't decode byte 0xb0"): a walk
         notes.append("not UTF-8 text: read as Windows-1252 (Excel's CSV export in a Western locale)")
+    if decimal == "." and sep == ";" and _decimal_commas_later(frame):
+        decimal = ","
+        notes.append(f"numbers written with a decimal comma (20,5) from line {_first_comma_row(frame) + 2} on, "
+                     f"read as such (the first {SAMPLE_BYTES // 1024} KiB held no decimals to tell the mark by)")
     if decimal == ",":
         _decimal_comma_cells(frame)
     frame, units = _without_units_rows(frame)
@@ -167,6 +171,32 @@ def _sniff_decimal(sample: str, sep: str) -> str:
         return "," if len(commas) > point else "."
     # only the ambiguous kind: a semicolon file is a decimal-comma locale's; a tab file keeps the point
     return "," if sep == ";" and len(commas) > point else "."
+
+
+def _decimal_commas_later(frame: pd.DataFrame) -> bool:
+    """Whether a semicolon file read with a decimal point holds numbers with a comma (``50,025``)
+    and none with a point: the sample it was sniffed from had no decimals (a machine stopped at
+    the start of the export), and ``50,025`` further down was read as 50025 (a walk)."""
+    commas = False
+    for col in frame.columns:
+        column = frame[col]
+        if pd.api.types.is_float_dtype(column):
+            values = column.to_numpy(dtype=np.float64)
+            if np.any(np.isfinite(values) & (values != np.round(values))):
+                return False  # a decimal point somewhere: the sniffed mark was right
+        elif column.dtype == object or pd.api.types.is_string_dtype(column):
+            text = column.dropna().astype(str).str.strip()
+            if text.str.fullmatch(r"[+-]?\d*\.\d+").any():
+                return False
+            commas = commas or bool(text.str.fullmatch(r"[+-]?\d+,\d+").any())
+    return commas
+
+
+def _first_comma_row(frame: pd.DataFrame) -> int:
+    """The first row (0-based, under the header) with a number written with a comma."""
+    hits = [np.flatnonzero(frame[c].astype(str).str.strip().str.fullmatch(r"[+-]?\d+,\d+").to_numpy(dtype=bool))
+            for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
+    return min((int(h[0]) for h in hits if len(h)), default=0)
 
 
 # 20,5 / 1.198,2 / 1.198 / 4,181E-03 (Excel's small values; a walk found a channel of them left out as

@@ -29,18 +29,27 @@ class DataError(Exception):
     """Input data that cannot be used; the message is one line naming the file and the problem."""
 
 
-GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # 1,034.5: thousands grouped with commas
+GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")  # 1,034.5: thousands grouped with commas
+DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(?:[eE][+-]?\d+)?")  # 6,26 / 0,250 / 1013,25; 6,313 is either kind
 
 
 def to_numbers(column: pd.Series) -> pd.Series:
     """A column's cells as numbers (NaN where a cell is not one), a number written with thousands
-    separators (``"1,034.5"``, quoted in a comma CSV) included: coerced, it was missing and filled."""
+    separators (``"1,034.5"``, quoted in a comma CSV) included: coerced, it was missing and filled.
+    A column holding one number only a decimal comma writes (``"6,26"``, ``"0,250"``: a comma CSV
+    from a decimal-comma locale quotes them) has decimal commas in every cell: its ``"6,313"`` is
+    6.313, where it was read as 6313 and ``"6,26"`` as missing (a walk)."""
     numbers = pd.to_numeric(column, errors="coerce")
     if pd.api.types.is_numeric_dtype(column) or not numbers.isna().any():
         return numbers
     text = column.astype(str).str.strip()
-    grouped = numbers.isna() & text.str.fullmatch(GROUPED)
-    if grouped.any():
+    unread = numbers.isna()
+    commas = unread & text.str.fullmatch(DECIMAL_COMMA)
+    grouped = unread & text.str.fullmatch(GROUPED)
+    if (commas & ~grouped).any():
+        numbers = numbers.astype(np.float64)
+        numbers[commas] = pd.to_numeric(text[commas].str.replace(",", ".", regex=False), errors="coerce")
+    elif grouped.any():
         numbers = numbers.astype(np.float64)
         numbers[grouped] = pd.to_numeric(text[grouped].str.replace(",", "", regex=False), errors="coerce")
     return numbers
