@@ -338,3 +338,29 @@ def test_a_machine_column_of_another_name_is_given_with_asset_column(tiny_bundle
     assert main(["score", str(bundle_dir), str(tmp_path / "three.csv"), "--out", str(out),
                  "--asset-column", "Maschine"]) == 1
     assert "asset column 'Maschine' not found" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("error::pandas.errors.PerformanceWarning")
+def test_score_of_a_wide_file_writes_its_error_columns_without_a_warning_each(tmp_path, capsys):
+    """Found by a walk: 200 channels printed 104 PerformanceWarning blocks over the notes (one
+    ``error_<channel>`` column inserted at a time fragments the frame)."""
+    import torch
+
+    from sensorguard.service.bundle import Bundle
+    from sensorguard.service.model import ConvAutoencoder, ModelConfig
+
+    torch.manual_seed(0)
+    names = tuple(f"c{i}" for i in range(150))
+    config = ModelConfig(channels=len(names), window=8, latent=4, hidden=8, depth=1)
+    bundle = Bundle(channels=names, config=config, hop=2, center_=np.zeros(len(names)), scale_=np.ones(len(names)),
+                    threshold_=0.5, state_dict=ConvAutoencoder(config).state_dict(), sample_period=1.0)
+    save_bundle(bundle, tmp_path / "wide")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(40, len(names))), columns=list(names))
+    frame.insert(0, "timestamp", pd.date_range("2026-01-01", periods=40, freq="1s", tz="UTC"))
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(tmp_path / "wide"), str(tmp_path / "wide.csv"), "--out", str(out)]) == 0
+    written = pd.read_csv(out)
+    assert [c for c in written.columns if c.startswith("error_")] == [f"error_{c}" for c in names]
+    assert written["error_c0"].notna().sum() == 40 - 8 + 1 and "PerformanceWarning" not in capsys.readouterr().err

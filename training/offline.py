@@ -119,8 +119,8 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     })
     if scored.level_term is not None:  # the score's other part: where it is the larger, it set the score
         out["level"] = np.where(found, scored.level_term[take], np.nan)
-    for j, channel in enumerate(bundle.channels):
-        out[f"error_{channel}"] = np.where(found, scores.channel_error[take, j], np.nan)
+    errors = np.where(found[:, None], scores.channel_error[take], np.nan)  # one frame: a column at a time
+    out = pd.concat([out, pd.DataFrame(errors, columns=[f"error_{c}" for c in bundle.channels])], axis=1)
     if bundle.sensors is not None and data.source_values is not None:  # the fill limit scored with (--fill-limit)
         sensors = replace(bundle.sensors, silence_s=scored.stale_after,
                           fill_limit=bundle.sensors.fill_limit if data.cleaning is None else data.cleaning.fill_limit)
