@@ -773,3 +773,21 @@ def test_columns_outside_a_models_channels_are_named_where_rows_are_taken_as_nor
     notes = load_frame([tmp_path / "d.csv"], channels=mine, normal=True).notes
     assert any(n.startswith("numeric columns not among the channels, left out: 'extra_sensor'") for n in notes)
     assert not any("not among the channels" in n for n in load_frame([tmp_path / "d.csv"], channels=mine).notes)
+
+
+def test_a_no_data_marker_in_normal_data_is_read_as_missing_not_learned(tmp_path):
+    """Found by a walk: five -9999 cells in training rows set the temperature's limits to
+    -40153 .. 30206, so a sensor stuck at -9999 live was never out of range, and recall fell from
+    0.96 to 0.31. Normal data read for a model now takes a round marker far from its channel's
+    other values as missing; a file being scored keeps it, as the daemon reads such a reading."""
+    frame = _export(rows=200)
+    frame.loc[[20, 21, 120], "temp"] = -9999.0
+    frame["flow"] = 9999.0 - np.arange(200) % 3  # a level that happens to be a round number: a reading
+    frame.to_csv(tmp_path / "marked.csv", index=False)
+    normal = load_frame([tmp_path / "marked.csv"], normal=True)
+    assert np.nanmin(normal.source_values[:, 0]) > -10 and np.isnan(normal.source_values[[20, 21, 120], 0]).all()
+    assert 9999.0 in normal.source_values[:, 2]
+    assert any(n.startswith("3 values far from the rest of their channel read as missing") and "temp -9999 (3)" in n
+               for n in normal.notes), normal.notes
+    scored = load_frame([tmp_path / "marked.csv"])
+    assert scored.source_values[20, 0] == -9999.0 and not any("no-data marker" in n for n in scored.notes)

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
-from sensorguard.service.payload import NO_DATA
 from sensorguard.service.sensors import SensorRules, watch_rows
 from sensorguard.training.clocks import not_a_clock, sprang_forward, turned_back_hours
 from sensorguard.training.csvfiles import read_table
+from sensorguard.training.markers import no_data_markers
 from sensorguard.training.series import SensorData, renumber
 from sensorguard.training.tables import (
     BLANK_LABELS,
@@ -135,14 +135,7 @@ def series_from_frame(
     values = frame[list(chosen)].apply(to_numbers).to_numpy(dtype=np.float64, copy=True)
     if (unreadable := unreadable_note(frame, chosen, values)) is not None:
         notes.append(unreadable)
-    huge = np.abs(values) >= NO_DATA  # (NaN compares False)
-    if huge.any():  # a historian's "no data" (3.4e38, float32's largest): one such row set a channel's scale
-        infinite = int(np.isinf(values).sum())  # (inf and -inf: an export's division by zero, not a marker)
-        markers = int(huge.sum()) - infinite
-        values[huge] = np.nan
-        said = ([f"{markers} values of magnitude {NO_DATA:g} or more (a historian's no-data marker)"] if markers
-                else []) + ([f"{infinite} infinite values"] if infinite else [])
-        notes.append(f"{' and '.join(said)} read as missing")
+    notes += no_data_markers(values, chosen, normal)
     if local_clock(stamps):
         groups = frame[asset_column].astype(str).to_numpy() if asset_column in frame.columns else None
         times, fell = turned_back_hours(times, values, groups)
