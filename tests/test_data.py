@@ -791,3 +791,17 @@ def test_a_no_data_marker_in_normal_data_is_read_as_missing_not_learned(tmp_path
                for n in normal.notes), normal.notes
     scored = load_frame([tmp_path / "marked.csv"])
     assert scored.source_values[20, 0] == -9999.0 and not any("no-data marker" in n for n in scored.notes)
+
+
+def test_a_numbered_machine_column_is_named_when_rows_repeat_their_times():
+    """Found by a walk: two machines numbered 101 and 102 in a column ``unit`` were read as one
+    series, half the rows dropped as duplicate stamps, ``unit`` made a channel, and no hint, where
+    a text column gets one. A quantized sensor whose values repeat within a time is not a number
+    of machines."""
+    frames = [_export(rows=60).assign(unit=k) for k in (101, 102)]
+    both = pd.concat(frames).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    data = series_from_frame(both, "numbered")
+    assert any("column 'unit' holds 2 distinct values: if it names machines, give --asset-column unit" in n
+               for n in data.notes), data.notes
+    flow = both.drop(columns="unit").assign(flow=np.tile([31, 31, 32, 32], 30))  # same value twice at a time
+    assert not any("--asset-column" in n for n in series_from_frame(flow, "quantized").notes)

@@ -218,9 +218,15 @@ def machine_hint(frame: pd.DataFrame, tcol: str, times: np.ndarray) -> str | Non
     if repeated < 0.1:
         return None
     for col in frame.columns:
-        if col == tcol or pd.api.types.is_numeric_dtype(frame[col]):
+        column = frame[col]
+        if col == tcol or pd.api.types.is_bool_dtype(column):
             continue
-        distinct = frame[col].nunique(dropna=True)
+        if pd.api.types.is_numeric_dtype(column):  # a machine number (101, 102): only where each number's
+            ids = column.to_numpy(dtype=np.float64)  # rows repeat no time, so it is not a quantized sensor
+            if not (np.isfinite(ids).all() and (ids == np.round(ids)).all()
+                    and not pd.DataFrame({"m": ids, "t": times}).duplicated().any()):
+                continue
+        distinct = column.nunique(dropna=True)
         if 2 <= distinct <= min(MACHINES_MAX, len(frame) // 2):
             return (f"{repeated:.0%} of the rows repeat a timestamp, and column {col!r} holds {distinct} distinct "
                     f"values: if it names machines, give --asset-column {col} (each is then its own series)")
