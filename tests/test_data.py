@@ -805,3 +805,16 @@ def test_a_numbered_machine_column_is_named_when_rows_repeat_their_times():
                for n in data.notes), data.notes
     flow = both.drop(columns="unit").assign(flow=np.tile([31, 31, 32, 32], 30))  # same value twice at a time
     assert not any("--asset-column" in n for n in series_from_frame(flow, "quantized").notes)
+
+
+def test_machines_of_one_file_sampling_at_rates_apart_are_named():
+    """Found by a walk: machines at 10 s and 60 s in one file trained one model at 35 s, a rate
+    neither has, and only each machine's 'off the model's rate' notes hinted at it."""
+    fast = _export(rows=120).assign(asset="fast")
+    slow = _export(rows=20).assign(asset="slow")
+    slow["timestamp"] = pd.date_range("2024-03-01", periods=20, freq="6min", tz="UTC")
+    data = series_from_frame(pd.concat([fast, slow]), "mixed")
+    assert any(n.startswith("the machines sample at different rates (fast every 60 s, slow every 360 s)")
+               for n in data.notes), data.notes
+    same = series_from_frame(pd.concat([fast, fast.assign(asset="twin")]), "same")
+    assert not any("different rates" in n for n in same.notes)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sensorguard.training.tables import DataError, machine_rows
+from sensorguard.training.machines import machine_rows
+from sensorguard.training.tables import DataError
 
 
 def _machines(times: np.ndarray, groups: np.ndarray | None) -> list[np.ndarray]:

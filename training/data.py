@@ -21,6 +21,7 @@ from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows,
 from sensorguard.service.sensors import SensorRules, watch_rows
 from sensorguard.training.clocks import not_a_clock, sprang_forward, turned_back_hours
 from sensorguard.training.csvfiles import read_table
+from sensorguard.training.machines import machine_hint, machine_rows, rates_apart
 from sensorguard.training.markers import no_data_markers
 from sensorguard.training.series import SensorData, renumber
 from sensorguard.training.tables import (
@@ -33,7 +34,6 @@ from sensorguard.training.tables import (
     find_time_column,
     label_rows,
     local_clock,
-    machine_rows,
     parse_times,
     time_of_day_only,
     to_numbers,
@@ -176,6 +176,8 @@ def series_from_frame(
                                   fill_limit)
             if policy.sample_period is not None and not policy.regular:
                 notes.append("sampling is irregular: no gap filling, only splits at long gaps")
+            if (rates := rates_apart([(asset, times[rows]) for asset, rows in machines])) is not None:
+                notes.append(rates)
         for asset, rows in machines:
             part_notes: list[str] = []
             sub_labels = {k: v[rows] for k, v in labels.items()}
@@ -204,33 +206,6 @@ def cleaning_note(note: str) -> bool:
     sends the rows raw and said "kept the first row of each" of repeats it then sent (a walk)."""
     text = note.split(": ", 1)[1] if ": " in note and not note[:1].isdigit() else note  # ("pump-1: 3 ...")
     return any(phrase in text for phrase in CLEANING_NOTES)
-
-
-MACHINES_MAX = 1000  # distinct values a column naming machines may hold (more: an id per row, a text sensor)
-
-
-def machine_hint(frame: pd.DataFrame, tcol: str, times: np.ndarray) -> str | None:
-    """A note when many rows repeat a timestamp and a text column could name the machines: a file
-    whose machine column was named ``Machine`` merged three machines into one series, two thirds of
-    its rows dropped as duplicates, and said only that (a walk)."""
-    finite = times[np.isfinite(times)]
-    repeated = 1.0 - len(np.unique(finite)) / max(len(finite), 1)
-    if repeated < 0.1:
-        return None
-    for col in frame.columns:
-        column = frame[col]
-        if col == tcol or pd.api.types.is_bool_dtype(column):
-            continue
-        if pd.api.types.is_numeric_dtype(column):  # a machine number (101, 102): only where each number's
-            ids = column.to_numpy(dtype=np.float64)  # rows repeat no time, so it is not a quantized sensor
-            if not (np.isfinite(ids).all() and (ids == np.round(ids)).all()
-                    and not pd.DataFrame({"m": ids, "t": times}).duplicated().any()):
-                continue
-        distinct = column.nunique(dropna=True)
-        if 2 <= distinct <= min(MACHINES_MAX, len(frame) // 2):
-            return (f"{repeated:.0%} of the rows repeat a timestamp, and column {col!r} holds {distinct} distinct "
-                    f"values: if it names machines, give --asset-column {col} (each is then its own series)")
-    return None
 
 
 _ROW = "\0row"  # (a label key no column can have) the input row of each kept row, while cleaning

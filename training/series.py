@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy
-from sensorguard.training.tables import machine_rows
+from sensorguard.training.machines import machine_rows
 
 
 @dataclass(frozen=True)

@@ -117,16 +117,6 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
     return secs
 
 
-def machine_rows(assets: np.ndarray) -> dict[str, np.ndarray]:
-    """Each machine's row numbers (in order), grouped in one pass rather than a scan per machine."""
-    if not len(assets):
-        return {}
-    codes, names = pd.factorize(np.asarray(assets).astype(str))
-    order = np.argsort(codes, kind="stable")
-    cuts = np.searchsorted(codes[order], np.arange(1, len(names)))
-    return dict(zip(names.tolist(), np.split(order, cuts), strict=True))
-
-
 def local_clock(column: pd.Series) -> bool:
     """Whether timestamps are a wall clock without a zone (text without a UTC offset or ``Z``, or
     Excel serial dates): the clock plant exports keep, which turns back an hour each autumn."""
