@@ -818,3 +818,18 @@ def test_machines_of_one_file_sampling_at_rates_apart_are_named():
                for n in data.notes), data.notes
     same = series_from_frame(pd.concat([fast, fast.assign(asset="twin")]), "same")
     assert not any("different rates" in n for n in same.notes)
+
+
+def test_dates_of_one_day_in_a_decimal_comma_file_put_the_day_first(tmp_path):
+    """Found by a walk: a French export of one day (semicolons, decimal commas, ``01/03/2026``)
+    was read as January 3rd with the note 'month first ... pandas' default'. A file that writes
+    decimal commas is a day-first locale's; a decimal-point file keeps pandas' default."""
+    stamps = pd.date_range("2026-03-01", periods=240, freq="1min")
+    rows = "".join(f"{t:%d/%m/%Y %H:%M:%S};{20 + i % 7 / 10:.1f}\n".replace(".", ",") for i, t in enumerate(stamps))
+    (tmp_path / "fr.csv").write_text("horodatage;temp\n" + rows)
+    fr = load_frame([tmp_path / "fr.csv"])
+    assert pd.Timestamp(fr.times[0], unit="s") == pd.Timestamp("2026-03-01")
+    assert any("read day first, as the file writes decimal commas" in n for n in fr.notes), fr.notes
+    rows = "".join(f"{t:%m/%d/%Y %H:%M:%S},{20 + i % 7 / 10:.1f}\n" for i, t in enumerate(stamps))
+    (tmp_path / "us.csv").write_text("timestamp,temp\n" + rows)
+    assert pd.Timestamp(load_frame([tmp_path / "us.csv"]).times[0], unit="s") == pd.Timestamp("2026-03-01")

@@ -76,6 +76,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
                      f"read as such (the first {SAMPLE_BYTES // 1024} KiB held no decimals to tell the mark by)")
     if decimal == ",":
         _decimal_comma_cells(frame)
+        frame.attrs["decimal_comma"] = True  # a European locale: 01/03 is March 1st (parse_times)
     frame, units = _without_units_rows(frame)
     if units or decimal == ",":  # (a column now all numbers is a number column, as pandas makes one)
         _numbers_again(frame)

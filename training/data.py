@@ -76,6 +76,7 @@ def load_frame(
             raise DataError(f"{p}: columns differ from {paths[0]}")
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     frame.attrs["notes"] = list(dict.fromkeys(n for f in frames for n in f.attrs.get("notes", ())))
+    frame.attrs["decimal_comma"] = any(f.attrs.get("decimal_comma") for f in frames)
     name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
     return series_from_frame(frame, name, time_column, channels, exclude, label_column, fill_limit, asset_column,
                              policy, sensors, normal)
@@ -122,7 +123,7 @@ def series_from_frame(
             stamps = stamps.astype(str).str.strip() + " " + frame[clock].astype(str).str.strip()
             exclude = (*exclude, clock)
             notes.append(f"timestamps from columns {tcol!r} and {clock!r} together")
-    times = parse_times(stamps, tcol, name, notes)
+    times = parse_times(stamps, tcol, name, notes, decimal_comma=bool(frame.attrs.get("decimal_comma")))
     if asset_column is None:  # several machines in one table, the column named in any case
         asset_column = next((c for c in frame.columns if str(c).strip().lower() == "asset"), None)
         if asset_column is None and (hint := machine_hint(frame, tcol, times)) is not None:

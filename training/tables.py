@@ -75,9 +75,11 @@ def find_time_column(frame: pd.DataFrame, time_column: str | None, name: str) ->
     raise DataError(f"{name}: no timestamp column found; name one with --time-column (columns: {cols(frame)})")
 
 
-def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None = None) -> np.ndarray:
+def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None = None,
+                decimal_comma: bool = False) -> np.ndarray:
     """Timestamps to epoch seconds (float64). Numbers are epoch seconds (or ms when huge), or
-    Excel serial dates (days since 1899-12-30) when they are days of 2000-2100 minutes apart."""
+    Excel serial dates (days since 1899-12-30) when they are days of 2000-2100 minutes apart.
+    ``decimal_comma``: the file writes numbers so (a European locale), where ``01/03`` is March 1st."""
     if not len(column):
         raise DataError(f"{name}: no data rows (a header only)")
     written = column  # (what a bad stamp's note quotes)
@@ -98,10 +100,10 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
                 if notes is not None:
                     notes.append(f"column {tcol!r} read as Excel serial dates (days since 1899-12-30)")
     else:
-        day_first, guessed = _day_first(column, name)
+        day_first, guessed = _day_first(column, name, decimal_comma)
         parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed", dayfirst=day_first)
         if guessed is not None and notes is not None:
-            notes.append(_ambiguous_note(tcol, day_first, *guessed))
+            notes.append(_ambiguous_note(tcol, day_first, *guessed, decimal_comma))
         secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
     bad = ~np.isfinite(secs)
     if bad.mean() > 0.01 or bad.all():
@@ -145,7 +147,8 @@ def dates_only(column: pd.Series) -> bool:
     return bool(len(text)) and text.str.fullmatch(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}").mean() > 0.9
 
 
-def _day_first(column: pd.Series, name: str) -> tuple[bool, tuple[str, float, float] | None]:
+def _day_first(column: pd.Series, name: str,
+               decimal_comma: bool = False) -> tuple[bool, tuple[str, float, float] | None]:
     """Whether ``d/m/y``-style dates put the day first, decided once for the whole column, and,
     when no field decided it, a date of the column that both readings take apart (a note quotes it)
     with the seconds the dates span read as taken and read the other way.
@@ -155,7 +158,9 @@ def _day_first(column: pd.Series, name: str) -> tuple[bool, tuple[str, float, fl
     kinds is refused). With no field above 12, the reading whose rows span less time is taken: a
     log's rows are close together, and 01/12 ... 10/12 read month first put ten days of December a
     month apart each, Jan 12 to Oct 12 (found in a walk: such a file was read so, with a note).
-    Where both span the same (every row on one date), month first, pandas' default.
+    Where both span the same (every row on one date), the file's locale decides: day first where
+    it writes decimal commas (a French or Spanish export of one day was read as January 3rd for
+    March 1st: a walk), else month first, pandas' default.
     """
     text = column.dropna().astype(str).str.strip()
     fields = text.str.extract(r"^(?P<date>(\d{1,2})[/.\-](\d{1,2})[/.\-]\d{2,4})(?:\D|$)")
@@ -179,7 +184,7 @@ def _day_first(column: pd.Series, name: str) -> tuple[bool, tuple[str, float, fl
     # them (a 2-digit year 99 is 1999, 00 is 2000: adding 2000 made 99 2099; a review)
     dates = pd.Series(fields["date"][shaped].unique())
     month, day = (_span(dates, day_first) for day_first in (False, True))
-    day_first = bool(day < month)
+    day_first = bool(day < month) or (day == month and decimal_comma)
     return day_first, (str(text[shaped][apart].iloc[0]), *((day, month) if day_first else (month, day)))
 
 
@@ -189,10 +194,12 @@ def _span(dates: pd.Series, day_first: bool) -> float:
     return float((parsed.max() - parsed.min()).total_seconds()) if len(parsed) else 0.0
 
 
-def _ambiguous_note(tcol: str, day_first: bool, example: str, taken: float, other: float) -> str:
+def _ambiguous_note(tcol: str, day_first: bool, example: str, taken: float, other: float,
+                    decimal_comma: bool = False) -> str:
     """The note on dates no field above 12 decided: how they were read, and why."""
     how = "day first" if day_first else "month first"
     why = (f"their rows then span {_span_words(taken)}, not {_span_words(other)}" if taken != other
+           else "the file writes decimal commas (a day-first locale)" if day_first
            else "both readings span the same time (pandas' default)")
     return (f"dates in column {tcol!r} (e.g. {example!r}) could put the day or the month first (no field is "
             f"above 12): read {how}, as {why}; write them as ISO 8601 (2024-01-13T10:00:00) to be sure")
