@@ -833,3 +833,17 @@ def test_dates_of_one_day_in_a_decimal_comma_file_put_the_day_first(tmp_path):
     rows = "".join(f"{t:%m/%d/%Y %H:%M:%S},{20 + i % 7 / 10:.1f}\n" for i, t in enumerate(stamps))
     (tmp_path / "us.csv").write_text("timestamp,temp\n" + rows)
     assert pd.Timestamp(load_frame([tmp_path / "us.csv"]).times[0], unit="s") == pd.Timestamp("2026-03-01")
+
+
+def test_columns_whose_names_hold_a_comma_can_be_named_in_channels_and_exclude(tmp_path):
+    """Found by a walk: ``--channels "Temp, inlet (°C),Current"`` split at every comma and was
+    refused as 'channels not found: Temp, inlet (°C)', a name that looked just like the file's."""
+    frame = _export().rename(columns={"temp": "Temp, inlet (°C)", "pressure": "Pressure, outlet [bar]"})
+    frame["Current"] = np.arange(len(frame)) % 5 + 0.5
+    frame.to_csv(tmp_path / "named.csv", sep=";", index=False)
+    chosen = load_frame([tmp_path / "named.csv"], channels=["Temp", "inlet (°C)", "Current"])
+    assert chosen.channels == ("Temp, inlet (°C)", "Current")
+    left = load_frame([tmp_path / "named.csv"], exclude=["Pressure", "outlet [bar]"])
+    assert left.channels == ("Temp, inlet (°C)", "Current")
+    with pytest.raises(DataError, match="channels not found: Temp"):
+        load_frame([tmp_path / "named.csv"], channels=["Temp", "Current"])

@@ -225,6 +225,21 @@ def time_of_day_only(column: pd.Series) -> bool:
 CLOCK = r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(\s*[AaPp]\.?[Mm]\.?)?"  # 10:00, 10:00:00.5, 10:00:00 PM
 
 
+def _as_columns(names: Sequence[str] | None, columns: Sequence[object]) -> list[str] | None:
+    """``names`` from a comma-separated flag, with neighbours joined back where together they name a
+    column: ``--channels "Temp, inlet (°C),Current"`` was refused as 'channels not found: Temp,
+    inlet (°C)', naming a column that looked just like the one in the file (a walk)."""
+    if not names:
+        return None if names is None else list(names)
+    known, items, out, i = set(columns), list(names), [], 0
+    while i < len(items):
+        joined = next((sep.join(items[i:j]) for j in range(len(items), i + 1, -1) for sep in (", ", ",")
+                       if items[i] not in known and sep.join(items[i:j]) in known), None)
+        out.append(items[i] if joined is None else joined)
+        i += 1 if joined is None else joined.count(",") + 1
+    return out
+
+
 def choose_channels(
     frame: pd.DataFrame,
     tcol: str,
@@ -236,6 +251,7 @@ def choose_channels(
     asset_column: str | None = None,
     normal: bool = False,
 ) -> tuple[str, ...]:
+    channels, exclude = _as_columns(channels, frame.columns), tuple(_as_columns(exclude, frame.columns) or ())
     if channels and (both := [c for c in channels if c in exclude]):
         raise DataError(f"{name}: {', '.join(both)} in both --channels and --exclude")
     if channels:
