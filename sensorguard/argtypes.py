@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -120,3 +121,20 @@ def shelving(text: str) -> float:
         raise argparse.ArgumentTypeError(f"at most {MAX_SHELVE_S / 86400:g}d: a shelved alert must come back by "
                                          f"itself (ISA-18.2), got {text!r}")
     return seconds
+
+
+_NEGATIVE_DURATION = re.compile(r"-\d[\d.]*[a-zA-Z]+")  # -1h, -30m: argparse takes them for options
+
+
+def attach_negative_durations(argv: Sequence[str]) -> list[str]:
+    """``--for -1h`` as ``--for=-1h``: argparse reads a value that starts with ``-`` and is not a
+    plain number as the next option, and answered "expected one argument" instead of saying what
+    is wrong with the duration."""
+    out: list[str] = []
+    for token in argv:
+        if (_NEGATIVE_DURATION.fullmatch(token) and out and out[-1].startswith("--") and "=" not in out[-1]
+                and out[-1] != "--"):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out

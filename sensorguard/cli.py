@@ -12,11 +12,11 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sensorguard.argtypes import attach_negative_durations
 from sensorguard.arguments import build_parser, promise_options
 from sensorguard.cli_errors import CliError, failed, stdout_gone
 from sensorguard.cli_live import cmd_cluster, cmd_command, cmd_demo, cmd_replay, cmd_serve
@@ -86,6 +86,21 @@ def _threshold_options(args: argparse.Namespace, own: dict | None = None) -> dic
     return {**_promise(args, own or {}), "seed": args.seed, "progress": not args.quiet}
 
 
+def _trained(data, options):
+    """``train_bundle``, its "too little data" naming what the cleaning took: rows that all repeat
+    one stamp failed with '1 usable rows' and no word of the 1499 duplicates dropped (a walk)."""
+    from sensorguard.training.data import DataError, cleaning_note
+    from sensorguard.training.train import train_bundle
+
+    try:
+        return train_bundle(data, options)
+    except DataError as exc:
+        dropped = [n for n in data.notes if cleaning_note(n)]
+        if not dropped or not str(exc).startswith("too little data"):
+            raise
+        raise DataError(f"{exc}; the cleaning: {'; '.join(dropped)}") from None
+
+
 def _check_device(device: str | None) -> None:
     """``--device`` as torch names it, and present here (torch's own errors read as internal ones)."""
     if device is None:
@@ -139,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = drop_labeled(data, args.label_column)
     from sensorguard.service.bundle import save_bundle
     from sensorguard.service.registry import publish
-    from sensorguard.training.train import TrainOptions, train_bundle
+    from sensorguard.training.train import TrainOptions
 
     options = TrainOptions(
         window=args.window,
@@ -157,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         devices=args.devices,
         strategy=args.strategy,
     )
-    bundle, summary = train_bundle(data, options)
+    bundle, summary = _trained(data, options)
     if int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")):
         return 0  # a process --strategy ddp launched: the first one writes the bundle and prints
     replaced = args.out and (Path(args.out) / "bundle.json").is_file()  # (another model, overwritten unsaid: a walk)
@@ -354,23 +369,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate, "report": cmd_report, "retrain": cmd_retrain, "models": cmd_models,
     "serve": cmd_serve, "replay": cmd_replay, "demo": cmd_demo, "cluster": cmd_cluster,
 }
-
-
-_NEGATIVE_DURATION = re.compile(r"-\d[\d.]*[a-zA-Z]+")  # -1h, -30m: argparse takes them for options
-
-
-def attach_negative_durations(argv: Sequence[str]) -> list[str]:
-    """``--for -1h`` as ``--for=-1h``: argparse reads a value that starts with ``-`` and is not a
-    plain number as the next option, and answered "expected one argument" instead of saying what
-    is wrong with the duration."""
-    out: list[str] = []
-    for token in argv:
-        if (_NEGATIVE_DURATION.fullmatch(token) and out and out[-1].startswith("--") and "=" not in out[-1]
-                and out[-1] != "--"):
-            out[-1] = f"{out[-1]}={token}"
-        else:
-            out.append(token)
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

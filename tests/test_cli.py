@@ -615,3 +615,17 @@ def test_a_command_takes_the_broker_as_serve_does(monkeypatch, capsys):
     assert main(["shelve", "pump-1", "--for", "2h", "--timeout", "1"]) == 1
     err = capsys.readouterr().err
     assert "required" not in err and "127.0.0.1:1" in err
+
+
+def test_train_refusals_say_what_the_file_and_the_cleaning_took(tmp_path, capsys):
+    """Found by a walk: the reason was worked out, then lost. A file whose only channel is constant
+    said 'no numeric sensor columns found (columns: timestamp, temp)'; rows that all repeat one
+    stamp said 'too little data: 1 usable rows' with no word of the 1,499 duplicates dropped."""
+    frame = plant_frame(rows=300, channels=1)
+    frame.assign(c0=50.0).to_csv(tmp_path / "flat.csv", index=False)
+    assert main(["train", str(tmp_path / "flat.csv"), "--out", str(tmp_path / "m")]) == 1
+    assert "no numeric sensor columns found (constant columns left out: c0" in capsys.readouterr().err
+    frame.assign(timestamp=frame.timestamp[0]).to_csv(tmp_path / "one_stamp.csv", index=False)
+    assert main(["train", str(tmp_path / "one_stamp.csv"), "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "too little data: 1 usable rows" in err and "the cleaning: 299 duplicate timestamps" in err, err

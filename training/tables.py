@@ -296,6 +296,7 @@ def choose_channels(
             (chosen if numeric.nunique() > 1 else constant).append(str(col))
         else:  # mostly text or blanks ("Bad Input", dropouts): a sensor with gaps this long is not usable
             text.append(f"{col} ({100 * share:.0f} % numbers)")
+    start = len(notes)
     if counters:
         notes.append(f"row-number columns left out: {', '.join(counters)} (name them in --channels to keep them)")
     if timelike:
@@ -313,7 +314,8 @@ def choose_channels(
         notes.append(f"columns under 90 % numbers left out: {', '.join(text)} (name them in --channels to keep "
                      "them: their other values are read as missing)")
     if not chosen:
-        raise DataError(f"{name}: no numeric sensor columns found (columns: {cols(frame)})")
+        why = "; ".join(n for n in notes[start:] if "left out" in n)  # (it was built and lost: a walk)
+        raise DataError(f"{name}: no numeric sensor columns found ({why or f'columns: {cols(frame)}'})")
     return tuple(chosen)
 
 
