@@ -847,3 +847,14 @@ def test_columns_whose_names_hold_a_comma_can_be_named_in_channels_and_exclude(t
     assert left.channels == ("Temp, inlet (°C)", "Current")
     with pytest.raises(DataError, match="channels not found: Temp"):
         load_frame([tmp_path / "named.csv"], channels=["Temp", "Current"])
+
+
+def test_a_vibration_axis_named_y_is_a_channel_and_a_whole_number_y_a_label():
+    """Found by a walk: a float column ``y`` (the x/y/z axes of a vibration sensor) was left out
+    as label-like without a look at it. Labels are whole numbers; readings have fractions."""
+    frame = _export(rows=60)
+    axes = frame.assign(x=np.sin(np.arange(60) / 5), y=np.cos(np.arange(60) / 5))
+    assert series_from_frame(axes, "axes").channels == ("temp", "pressure", "x", "y")
+    marked = frame.assign(y=(np.arange(60) > 50).astype(int))
+    data = series_from_frame(marked, "marked")
+    assert data.channels == ("temp", "pressure") and any("label-like columns left out: y" in n for n in data.notes)

@@ -19,6 +19,7 @@ from sensorguard.service.logs import some
 BLANK_LABELS = ("", "nan", "none", "<na>")  # an empty label cell, as text: read as normal (0)
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
                "changepoint", "changepoints", "is_fault", "is_anomalous", "outlier", "is_outlier", "attack"}
+SENSOR_LIKE = {"y", "class", "target"}  # label names a sensor may bear too: labels only if whole numbers
 TAKEN_AS_NORMAL = "taken as normal data"  # a label-like column's marked rows, read into a model's channels
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "time_stamp", "date_time")
 DATE_NAMES = {"date", "datum", "fecha", "data", "dato", "day"}  # beside a time-of-day column
@@ -277,8 +278,8 @@ def choose_channels(
         lowered = str(col).strip().lower()
         if col in (tcol, label_column, asset_column) or col in exclude or lowered == "asset":
             continue
-        if lowered in LABEL_NAMES:  # a label the file carries must never feed the model
-            labels.append(col)
+        if lowered in LABEL_NAMES and not (lowered in SENSOR_LIKE and _fractional(frame[col])):  # a label the
+            labels.append(col)  # file carries must never feed the model; a vibration axis y of 0.231 is no label
             continue
         if re.fullmatch(r"unnamed: \d+", lowered) and _row_numbers(frame[col]):
             counters.append(str(col))  # a table written with its index (pandas' to_csv): not a sensor
@@ -317,6 +318,13 @@ def choose_channels(
         why = "; ".join(n for n in notes[start:] if "left out" in n)  # (it was built and lost: a walk)
         raise DataError(f"{name}: no numeric sensor columns found ({why or f'columns: {cols(frame)}'})")
     return tuple(chosen)
+
+
+def _fractional(column: pd.Series) -> bool:
+    """Whether a column holds numbers with fractions (0.231): a reading, where labels are whole."""
+    values = to_numbers(column).to_numpy(dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return bool(len(values)) and bool(np.any(values != np.round(values)))
 
 
 def _row_numbers(column: pd.Series) -> bool:
