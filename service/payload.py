@@ -145,9 +145,12 @@ def asset_from_topic(topic: str, prefix: str) -> str | None:
     if not (topic.startswith(head) and topic.endswith(_SUFFIX)):
         return None
     asset = topic[len(head) : len(topic) - len(_SUFFIX)]
-    if len(asset) > MAX_ASSET_CHARS or _ASSET_RE.fullmatch(asset) is None:
-        return None
-    return asset
+    return asset if valid_asset(asset) else None
+
+
+def valid_asset(asset: str) -> bool:
+    """Whether ``asset`` is an asset id (:data:`ASSET_RULE`)."""
+    return len(asset) <= MAX_ASSET_CHARS and _ASSET_RE.fullmatch(asset) is not None
 
 
 def parse_message(

@@ -430,6 +430,46 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
     assert lagging_last is None and waited >= 0.9 and none == []  # nothing primed: it waited until halted
 
 
+def test_a_takeover_passes_over_a_bad_asset_id_in_the_window_stream(nats_node):
+    """Found by a walk: one reading on ``sensors/pump@7/readings`` (refused as ``bad_asset`` when
+    read) stopped its partition for good. Each takeover asked the state bucket for ``pump@7``,
+    which is no key, and the bucket's InvalidKeyError ended the rebuild every 5 s, leaving the
+    partition's good assets unscored while the worker reported ready."""
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.ingest import Ingest
+    from sensorguard.service.metrics import Metrics
+    from sensorguard.service.takeover import Takeover
+    from sensorguard.service.windows import Buffers
+
+    cluster.run_init(Layout(partitions=8, servers=nats_node.urls))
+    good, t0 = "pump-3", 1_767_225_600.0
+    k = cluster.partition_of(good, 8)
+    bad = next(f"pump@{n}" for n in range(1000) if cluster.partition_of(f"pump@{n}", 8) == k)
+    settings = load_settings({"model": None}, {}, require_model=False)
+
+    async def run() -> list[str]:
+        nc = await cluster.connect(nats_node.urls)
+        js = nc.jetstream()
+        try:
+            await owned_partition(js, k)
+            before = await stream_counts(nc)
+            await send_readings(nc, bad, t0, range(1, 3))
+            await send_readings(nc, good, t0, range(1, 7))
+            await counts_reach(nc, lambda c: c[1] >= before[1] + 8)
+            ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
+            states = await js.key_value(cluster.STATE_BUCKET)
+            halt = asyncio.Event()
+            asyncio.get_running_loop().call_later(20.0, halt.set)
+            return (await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt))[0]
+        finally:
+            await nc.close()
+
+    assets = asyncio.run(run())
+    assert good in assets and bad not in assets
+
+
 def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(tmp_path, caplog):
     """``cluster init --keep 33`` for a window of 32 passed the join check, then a takeover rebuilt
     a window from 20 readings and said nothing (a walk): the readings an asset sent meanwhile had
