@@ -324,18 +324,24 @@ async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: 
         import nats
     except ImportError:
         raise ClusterError("cluster mode needs nats-py: pip install 'sensorguard[cluster]'") from None
+    seen: list[str] = []  # what each try met: nats-py's own error says only "no servers available"
+
+    async def _log_error(exc: Exception) -> None:
+        """A command's error callback: a debug line (nats-py's default prints a traceback for every
+        failed try), and the error kept for the one line a failure says."""
+        log.debug("nats: %s", exc)
+        seen.append(first_line(exc) or type(exc).__name__)
+
     try:
         return await nats.connect(servers=list(servers), connect_timeout=CONNECT_TIMEOUT_S,
                                   max_reconnect_attempts=-1 if forever else 2, allow_reconnect=True,
                                   error_cb=_warn_error if forever else _log_error, **callbacks)
     except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; the user needs one line
         where = ", ".join(hide_credentials(s) for s in servers)  # (a nats://user:secret@ URL is logged every 5 s)
-        raise ClusterError(f"cannot reach the NATS servers {where}: {exc or type(exc).__name__}") from None
-
-
-async def _log_error(exc: Exception) -> None:
-    """nats-py's error callback: one log line (its default prints a traceback for every failed try)."""
-    log.debug("nats: %s", exc)
+        said = str(exc) or type(exc).__name__
+        met = [m for m in dict.fromkeys(seen) if m not in said]  # (a wrong password said only the above: a walk)
+        raise ClusterError(f"cannot reach the NATS servers {where}: {said}"
+                           + (f" ({'; '.join(met[-2:])})" if met else "")) from None
 
 
 _ERRORS = RateLimiter(60.0)
