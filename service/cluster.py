@@ -384,7 +384,10 @@ async def _retrying(step: Any, js: Any, config: Any) -> str:
                 await asyncio.sleep(0.5)
                 continue
             hint = " (fewer servers than --replicas?)" if "insufficient resources" in text.lower() else ""
-            raise ClusterError(f"the server refused: {text}{hint or no_jetstream(exc)}") from None
+            if jetstream := no_jetstream(exc):  # (nats-py's own words for it are code=None ... noise: a walk)
+                raise ClusterError(f"the server refused{jetstream}") from None
+            said = getattr(exc, "description", None) or text  # the server's words, not nats-py's repr
+            raise ClusterError(f"the server refused: {said}{hint}") from None
 
 
 def no_jetstream(exc: BaseException) -> str:

@@ -243,7 +243,16 @@ def test_a_server_without_jetstream_is_named_as_such(tmp_path):
         server.terminate()
         server.wait(10)
     assert out.returncode != 0 and "no JetStream answered" in out.stderr and "-js" in out.stderr, out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    assert len(out.stderr.strip().splitlines()) == 1 and "code=None" not in out.stderr  # (nats-py's noise)
+
+
+def test_a_refusal_says_the_servers_words_not_nats_pys(nats_node):
+    """Found by a walk: ``--replicas 3`` on one node said "nats: ServerError: code=500
+    err_code=10074 description='replicas > 1 not supported in non-clustered mode'"."""
+    out = subprocess.run([sys.executable, "-m", "sensorguard", "cluster", "init", "--replicas", "3", "--cluster",
+                          ",".join(nats_node.urls)], capture_output=True, text=True, timeout=120, env=clean_env())
+    assert out.returncode != 0 and out.stderr.strip() == (
+        "sensorguard cluster: error: the server refused: replicas > 1 not supported in non-clustered mode"), out.stderr
 
 
 def test_a_refused_password_is_named_not_only_no_servers_available(tmp_path):
