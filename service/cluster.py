@@ -238,6 +238,13 @@ async def _ensure_stream(js: Any, config: Any) -> str:
             f"stream {config.name} has {have} partitions, not {want}: changing the count moves assets "
             f"between partitions and owners; keep --partitions {have} (or delete the streams to start over)"
         )
+    have, want = ((c.metadata or {}).get(f"{META}prefix") for c in (info.config, config))
+    if have is not None and have != want:  # (readings under the old one vanished, workers stayed ready: a walk)
+        raise ClusterError(
+            f"stream {config.name} takes readings under topic prefix {have!r}, not {want!r}: the workers serving "
+            f"the cluster read {have!r}; keep --topic-prefix {have} (or stop every worker, delete the streams, "
+            "and init again)"
+        )
     changes = _differences(config, info.config)
     if not changes:
         return f"stream {config.name} is up to date"

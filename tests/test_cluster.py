@@ -101,6 +101,11 @@ def test_init_creates_then_reports_up_to_date_and_refuses_another_partition_coun
     assert f"updated stream {cluster.WINDOWS_STREAM}: max_msgs_per_subject 5 -> 6, sensorguard_keep 5 -> 6" in more
     with pytest.raises(ClusterError, match="has 4 partitions, not 8"):
         cluster.run_init(Layout(partitions=8, servers=nats_node.urls))
+    # another prefix re-pointed a live cluster: readings under the old one vanished, and the running
+    # workers took the new one's as theirs, still ready (a walk)
+    with pytest.raises(ClusterError, match="takes readings under topic prefix 'sensors', not 'plant'"):
+        cluster.run_init(Layout(partitions=4, keep=6, topic_prefix="plant", servers=nats_node.urls))
+    assert all("up to date" in line for line in cluster.run_init(Layout(partitions=4, keep=6, servers=nats_node.urls)))
 
 
 def test_init_raises_the_replicas_of_streams_and_buckets_in_place(tmp_path):
