@@ -36,9 +36,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sensorguard.service.logs import RateLimiter, first_line
+from sensorguard.service.nats_connect import ClusterError, connect, no_jetstream
 from sensorguard.service.payload import MAX_ASSET_LEVELS
-from sensorguard.service.settings_checks import hide_credentials
 
 IN_STREAM = "SENSORGUARD_IN"
 READINGS_STREAM = "SENSORGUARD_READINGS"
@@ -51,17 +50,12 @@ IN_MAX_AGE_S = 900.0
 REQUEST_S = 10.0  # a JetStream API request's timeout (a subject listing can be long)
 LEASE_S = 3.0
 META = "sensorguard_"  # stream metadata keys: sensorguard_partitions, sensorguard_keep, sensorguard_prefix
-CONNECT_TIMEOUT_S = 5.0
 FORMING_S = 30.0  # how long init waits for a new cluster to elect its JetStream leader
 
 log = logging.getLogger(__name__)
 
 
 MAX_AGE_LIMIT_S = 100 * 365 * 86400.0  # NATS keeps an age in int64 nanoseconds: about 292 years at most
-
-
-class ClusterError(ValueError):
-    """A cluster that cannot be reached or set up as asked; the message is one readable line."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +95,20 @@ class Layout:
 def topic_to_subject(topic: str) -> str:
     """The NATS subject of an MQTT topic, as NATS's MQTT listener maps it."""
     return ".".join(level.replace(".", "//") for level in topic.split("/"))
+
+
+def subject_to_topic(subject: str) -> str:
+    """The MQTT topic of a NATS subject: :func:`topic_to_subject` undone."""
+    return "/".join(token.replace("//", ".") for token in subject.split("."))
+
+
+def stray_subjects(topic_prefix: str) -> list[str]:
+    """The subjects under the prefix that ``SENSORGUARD_IN`` stores but no partition takes: no
+    asset (``sensors/readings``), or more than ``MAX_ASSET_LEVELS`` levels. They expired unseen,
+    where serve without a cluster counts them ``bad_asset`` (a walk); one worker of the cluster
+    counts each so (``ClusterSource._stray``, a queue group)."""
+    prefix = topic_to_subject(topic_prefix.strip("/"))
+    return [f"{prefix}.readings", ".".join([prefix, *["*"] * (MAX_ASSET_LEVELS + 1), ">"])]
 
 
 def asset_of(subject: str) -> tuple[int, str]:
@@ -321,46 +329,6 @@ async def _ensure_bucket(js: Any, config: Any) -> str:
     return f"updated bucket {config.bucket}: {', '.join(changes)}"
 
 
-async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: Any) -> Any:
-    """A nats-py connection to ``servers``, or a :class:`ClusterError` naming them.
-
-    ``forever``: a daemon's connection, reconnecting without limit (a command gives up after two
-    tries); ``callbacks``: nats-py's ``disconnected_cb``, ``reconnected_cb``...
-    """
-    try:
-        import nats
-    except ImportError:
-        raise ClusterError("cluster mode needs nats-py: pip install 'sensorguard[cluster]'") from None
-    seen: list[str] = []  # what each try met: nats-py's own error says only "no servers available"
-
-    async def _log_error(exc: Exception) -> None:
-        """A command's error callback: a debug line (nats-py's default prints a traceback for every
-        failed try), and the error kept for the one line a failure says."""
-        log.debug("nats: %s", exc)
-        seen.append(first_line(exc) or type(exc).__name__)
-
-    try:
-        return await nats.connect(servers=list(servers), connect_timeout=CONNECT_TIMEOUT_S,
-                                  max_reconnect_attempts=-1 if forever else 2, allow_reconnect=True,
-                                  error_cb=_warn_error if forever else _log_error, **callbacks)
-    except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; the user needs one line
-        where = ", ".join(hide_credentials(s) for s in servers)  # (a nats://user:secret@ URL is logged every 5 s)
-        said = str(exc) or type(exc).__name__
-        met = [m for m in dict.fromkeys(seen) if m not in said]  # (a wrong password said only the above: a walk)
-        raise ClusterError(f"cannot reach the NATS servers {where}: {said}"
-                           + (f" ({'; '.join(met[-2:])})" if met else "")) from None
-
-
-_ERRORS = RateLimiter(60.0)
-
-
-async def _warn_error(exc: Exception) -> None:
-    """A daemon's error callback: a warning, at most one a minute per kind (a worker that could not
-    reach NATS at start, a wrong password, said nothing: the errors were debug lines)."""
-    if (count := _ERRORS.hit(type(exc).__name__)) is not None:
-        log.warning("nats: %s (%d such error(s) in the last minute)", first_line(exc), count)
-
-
 async def init(layout: Layout) -> list[str]:
     """Create or update the streams and buckets; one line per thing, saying what was done."""
     layout.check()
@@ -395,19 +363,6 @@ async def _retrying(step: Any, js: Any, config: Any) -> str:
                 raise ClusterError(f"the server refused{jetstream}") from None
             said = getattr(exc, "description", None) or text  # the server's words, not nats-py's repr
             raise ClusterError(f"the server refused: {said}{hint}") from None
-
-
-def no_jetstream(exc: BaseException) -> str:
-    """A hint when ``exc`` is nats-py's answer to a JetStream request nobody served: the server
-    runs without JetStream. It read "ServiceUnavailableError: code=None err_code=None
-    description='None'", every 5 s, and never said what was off (a walk)."""
-    try:
-        from nats.js.errors import ServiceUnavailableError
-    except ImportError:  # (no nats-py: not cluster mode)
-        return ""
-    if isinstance(exc, ServiceUnavailableError) and not getattr(exc, "description", None):
-        return ": no JetStream answered; start nats-server with JetStream on (-js, or jetstream {} in its config)"
-    return ""
 
 
 def run_init(layout: Layout) -> list[str]:

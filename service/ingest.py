@@ -111,6 +111,11 @@ class Ingest:
             self._rejected(reason, topic, asset, payload)
         return True
 
+    def refuse(self, reason: str, topic: str, payload: bytes) -> None:
+        """Count and log one message refused before it reached :meth:`accept` (cluster mode's stray
+        subjects: no partition takes them)."""
+        self._rejected(reason, topic, None, payload)
+
     def _rejected(self, reason: str, topic: str, asset: str | None, payload: bytes = b"") -> None:
         """Count one rejected reading; a log line per reason at most every REJECT_LOG_INTERVAL_S,
         saying what in ``payload`` was at fault (the stamp, value or channel: :mod:`reject_detail`)."""

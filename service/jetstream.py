@@ -37,6 +37,8 @@ from sensorguard.service.cluster import (
     joined_layout,
     no_jetstream,
     partition_of,
+    stray_subjects,
+    subject_to_topic,
 )
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to finish its batch
 CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
 STATE_FULL_S = 30.0  # every asset's state (drift included) is written this often
+STRAYS_QUEUE = "sensorguard-strays"  # the queue group of the workers counting stray readings: once each
 
 
 class ClusterSource:
@@ -182,6 +185,8 @@ class ClusterSource:
                     if self._stop.is_set():
                         return
             self.sync.open(self._states)
+            for subject in stray_subjects(self.settings.topic_prefix):  # one worker of all gets each
+                await nc.subscribe(subject, queue=STRAYS_QUEUE, cb=self._stray)
             writer = asyncio.create_task(self.sync.run(stopping), name="state-writer")
             ownership = self.ownership
             watcher = asyncio.create_task(watch_sources(nc, lambda: ownership.members[:1] == [self.worker], stopping),
@@ -200,6 +205,10 @@ class ClusterSource:
             if self._wire is not None:
                 self._wire.close()
             await nc.close()
+
+    async def _stray(self, message: Any) -> None:
+        """A reading no partition takes (:func:`stray_subjects`): ``bad_asset``, as without a cluster."""
+        self.ingest.refuse("bad_asset", subject_to_topic(message.subject), message.data)
 
     async def _connected_wire(self) -> Wire:
         """The readings' connection; a lost one is replaced (the server nats-py is on first)."""

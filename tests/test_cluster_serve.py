@@ -93,6 +93,15 @@ def test_workers_split_the_partitions_take_each_reading_once_and_share_with_a_jo
         wait_for(lambda: sum(metric(u, "sensorguard_readings_total") for u in urls) == sent, 30,
                  "the later readings taken once, by the new owners")
         assert all(not metric(u, "sensorguard_messages_rejected_total", reason="duplicate_ts") for u in urls)
+        # readings no partition takes (no asset; nine levels) expired unseen (a walk): bad_asset, once each
+        pub = Publisher(SimpleNamespace(port=nats_node.nodes[0].mqtt_port))
+        for topic in ("sensors/readings", "sensors/" + "/".join("abcdefghi") + "/readings"):
+            pub.raw(topic, json.dumps({"ts": 1_767_225_600, "values": {"c0": 1.0}}))
+        pub.close()
+        wait_for(lambda: sum(metric(u, "sensorguard_messages_rejected_total", reason="bad_asset") or 0
+                             for u in urls) == 2, 20, "both stray readings counted as bad_asset")
+        time.sleep(0.5)
+        assert sum(metric(u, "sensorguard_messages_rejected_total", reason="bad_asset") or 0 for u in urls) == 2
         statuses = {t.rpartition("/")[2]: p for t, p, _ in watch.messages if t.startswith("sensorguard/status/")}
         assert {n: (s["state"], s["partitions"]) for n, s in statuses.items()} == {
             "wa": ("online", []), "wb": ("online", []), "wc": ("online", [])}
@@ -552,9 +561,10 @@ def test_a_worker_started_before_cluster_init_says_so_and_joins_once_the_streams
                               "mqtt_version": "3.1.1", "broker": f"mqtt://127.0.0.1:{free_port()}",
                               "client_id": "lonely", "instance": "lonely", "metrics_port": 0}, {})
     lonely = Daemon(settings, load_model(settings))
+    from sensorguard.service import nats_connect
     from sensorguard.service.logs import RateLimiter
 
-    monkeypatch.setattr(cluster, "_ERRORS", RateLimiter(60.0))  # (a node killed earlier in this process used it)
+    monkeypatch.setattr(nats_connect, "_ERRORS", RateLimiter(60.0))  # (a node killed earlier in this process used it)
     caplog.clear()
     lonely.start()
     try:
