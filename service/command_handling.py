@@ -28,6 +28,7 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
+from sensorguard.service.payload import valid_asset
 from sensorguard.service.publisher import Publisher, iso
 from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, CONTROLS, StateWrites
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 (AUDIT_ROTATED) past this size
 
+NO_ASSET = "-"  # cluster mode: the worker serving this id's partition answers a refused command naming no asset
 ANSWERED_KEPT = 4096  # accepted commands whose answer is kept, so a redelivery is answered, not re-applied
 
 
@@ -54,6 +56,7 @@ class CommandHandler:
         self.settings = settings
         if owns is not None:  # cluster mode: the worker whose partition holds the asset now
             self.owns = owns
+        self._clustered = owns is not None
         self.taking_over = taking_over or (lambda asset: False)  # cluster mode: its partition is being taken over here
         self.controls = controls
         self.publisher = publisher
@@ -75,6 +78,15 @@ class CommandHandler:
         """Whether this instance serves ``asset`` (one of its partitions matches its readings topic)."""
         topic = f"{self.settings.topic_prefix}/{asset}/readings"
         return any(paho.topic_matches_sub(f, topic) for f in self.settings.readings_filters())
+
+    def _answers_refusal(self, payload: bytes) -> bool:
+        """Whether this instance answers a command it refuses: the one serving the asset it names,
+        and in cluster mode, for one naming none, the worker serving ``NO_ASSET``'s partition. An
+        unknown verb was answered, and counted, by every worker of a cluster (a walk)."""
+        asset = _field(payload, "asset")
+        if valid_asset(asset):
+            return self.owns(asset)
+        return not self._clustered or self.owns(NO_ASSET)
 
     def handle(self, client: Any, message: Any) -> None:
         """One command message: never raises (a bad command is answered, counted and logged)."""
@@ -109,6 +121,8 @@ class CommandHandler:
         if isinstance(parsed, Command) and parsed.reply_to and not parsed.reply_to.startswith(self.responses):
             parsed = f"reply_to must be a topic under {self.responses}"
         if isinstance(parsed, str):
+            if not self._answers_refusal(message.payload):
+                return  # another instance answers it (and counts it): one reply, one count
             self.metrics.commands.labels(known, "rejected").inc()
             if self._limiter.hit("rejected") is not None:
                 log.warning("command on %s rejected: %s", message.topic, parsed)

@@ -165,6 +165,20 @@ def test_maintenance_is_answered_by_the_owner_and_moves_with_the_asset(nats_node
         time.sleep(0.5)
         assert [(a["accepted"], a["instance"]) for a in replies.on("sensorguard/responses/r1")] == [(True, "wb")]
         assert answer[0]["accepted"] and wb.controls.suppressed(asset, time.time()) == "maintenance"
+        # a command refused (an unknown verb; a body that is no JSON) was answered, and counted, by
+        # every worker (a walk): now by the asset's owner, or by one worker when it names none
+        pub.client.publish("sensorguard/commands/frobnicate", json.dumps(
+            {"asset": asset, "request_id": "r9"}), qos=1).wait_for_publish(10)
+        pub.client.publish("sensorguard/commands/maintenance", b"{not json", qos=1).wait_for_publish(10)
+        wait_for(lambda: sum(metric(u, "sensorguard_commands_total", command="?", result="rejected") or 0
+                             for u in urls) + sum(metric(u, "sensorguard_commands_total", command="maintenance",
+                                                         result="rejected") or 0 for u in urls) >= 2, 20,
+                 "both refusals counted")
+        time.sleep(0.5)
+        assert [(a["accepted"], a["instance"]) for a in replies.on("sensorguard/responses/r9")] == [(False, "wb")]
+        assert sum(metric(u, "sensorguard_commands_total", command="?", result="rejected") or 0 for u in urls) == 1
+        assert sum(metric(u, "sensorguard_commands_total", command="maintenance", result="rejected") or 0
+                   for u in urls) == 1
         wb.stop()  # a clean stop: its partitions, with the asset's maintenance, go to wa
         wait_for(lambda: owned(urls[0]) == 8, 30, "wa owning every partition")
         wait_for(lambda: wa.source.serves(asset), 30, "the partition taken over (its controls adopted) by wa")
