@@ -147,7 +147,9 @@ class Metrics:
                                     "Prometheus sets to the scrape target).", ("daemon", "partition"))
         self.partitions_owned = gauge("partitions_owned", "Cluster mode: JetStream partitions this worker owns now.")
         self.partition_changes = counter("partition_changes_total", "Cluster mode: partitions gained, released "
-                                         "(to a joining worker) and lost (a lease that ran out).", ("change",))
+                                         "(handed on: to a joining worker, at a stop, or while it cannot "
+                                         "publish) and lost (its lease ran out and another worker took it).",
+                                         ("change",))
         self.mqtt_connected = gauge("mqtt_connected", "1 while connected to the MQTT broker.")
         self.assets = gauge("assets", "Assets with a buffer.")
         self.buffered_windows = gauge("buffered_windows", "Windows waiting to be scored.")

@@ -170,6 +170,9 @@ class Supervisor:
 
     def __init__(self, settings: Settings, plans: list[Settings], stale: list[tuple[str, ...]]) -> None:
         self.settings = settings
+        # where a dead worker's readings wait: cluster mode's streams, not an MQTT session (a walk)
+        self._kept = ("the readings stream keeps its partitions' readings" if settings.cluster
+                      else "its session keeps its readings")
         self.context = mp.get_context("spawn")
         self.slots = [Slot(k, plan) for k, plan in enumerate(plans)]
         self.stale = stale
@@ -236,8 +239,8 @@ class Supervisor:
                 slot.backoff = (RESTART_MIN_S if now - slot.started >= STABLE_S or not slot.backoff
                                 else min(slot.backoff * 2, RESTART_MAX_S))  # (the first restart after 1 s)
                 slot.restart_at = now + slot.backoff
-                log.warning("worker w%d (pid %s) exited with %s; restarting it in %.0f s (its session keeps "
-                            "its readings)", slot.index, getattr(slot.process, "pid", None), code, slot.backoff)
+                log.warning("worker w%d (pid %s) exited with %s; restarting it in %.0f s (%s)", slot.index,
+                            getattr(slot.process, "pid", None), code, slot.backoff, self._kept)
                 with self._lock:  # the dead process's counts move to the carry, once
                     slot.counters.restarted()
                     slot.readings_carry += slot.readings.value
@@ -265,8 +268,7 @@ class Supervisor:
         slot.unhealthy_since = slot.unhealthy_since if slot.unhealthy_since is not None else now
         if now - slot.unhealthy_since >= HUNG_RESTART_S:
             log.error("worker w%d (pid %s) failed its health check for %.0f s (scoring stuck): killing it; it is "
-                      "restarted and its session keeps its readings", slot.index, slot.process.pid,
-                      now - slot.unhealthy_since)
+                      "restarted (%s)", slot.index, slot.process.pid, now - slot.unhealthy_since, self._kept)
             slot.process.kill()
 
     def alive(self) -> bool:

@@ -410,6 +410,12 @@ def test_serve_cluster_with_two_workers_shares_the_partitions_behind_one_endpoin
         sent = publish(nats_node, 0, 20)
         wait_for(lambda: metric(url, "sensorguard_readings_total") == sent, 30, "every reading taken once",
                  proc=proc, log=log)
+        # a worker killed is restarted; its readings wait in the stream, not in an MQTT session (a walk)
+        workers = [c for c in psutil.Process(proc.pid).children() if "resource_tracker" not in " ".join(c.cmdline())]
+        max(workers, key=lambda c: c.memory_info().rss).kill()  # (a worker holds a model: the largest child)
+        wait_for(lambda: "restarting it in" in log.read_text(), 30, "the parent restarting the worker", proc=proc,
+                 log=log)
+        assert "the readings stream keeps its partitions' readings" in log.read_text()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
