@@ -453,3 +453,38 @@ def test_a_sensor_stuck_in_the_training_rows_is_said():
     values[100:161, 1] = values[100, 1]  # b stuck for 61 readings
     note = still_note(learn_sensor_rules(("a", "b", "q"), values, np.zeros(500, int), 5), 30.0)
     assert note is not None and "b 61 readings (30 min)" in note and "a " not in note.split(":")[1]
+
+
+def test_a_ctrl_c_during_fitting_is_an_interrupt_not_a_silent_exit_1():
+    """Found by a walk: Lightning answers a Ctrl-C with ``sys.exit(1)`` and leaves SIGINT ignored,
+    so ``train`` and the demo ended with status 1 and no word. Fitting now raises it as the
+    KeyboardInterrupt the CLI says "interrupted" for (exit 130), and SIGINT works again after."""
+    import signal
+
+    import pytorch_lightning as pl
+    import torch
+
+    from sensorguard.training.fit import _interruptible
+
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class CtrlC(pl.Callback):
+        def on_train_epoch_start(self, trainer, module) -> None:
+            raise KeyboardInterrupt
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(8, 2)), batch_size=4)
+    trainer = pl.Trainer(max_epochs=1, callbacks=[CtrlC()], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        _interruptible(trainer.fit, Tiny(), loader)
+    assert signal.getsignal(signal.SIGINT) == before

@@ -16,8 +16,10 @@ training threads once took 455 s for a 15 s job. The caller's thread count is re
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import signal
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -171,15 +173,32 @@ def _run(
         callbacks = [EarlyStopping("val_loss", patience=options.patience, min_delta=1e-4), keep_best]
         with tempfile.TemporaryDirectory(prefix="sensorguard-fit-") as root:
             trainer = _trainer(options, callbacks, options.max_epochs, device, root)
-            trainer.fit(system, loader, eval_loader(val_set, EVAL_BATCH))
+            _interruptible(trainer.fit, system, loader, eval_loader(val_set, EVAL_BATCH))
         best, best_epoch, epochs_run = float(system.best_loss), int(system.best_epoch), int(system.epochs_run)
     else:
         if epochs:
             with tempfile.TemporaryDirectory(prefix="sensorguard-fit-") as root:
-                _trainer(options, [], epochs, device, root).fit(system, loader)
+                _interruptible(_trainer(options, [], epochs, device, root).fit, system, loader)
         best, best_epoch, epochs_run = keep_best.best, epochs or 0, epochs or 0
     state = {k: v.detach().cpu().clone() for k, v in system.net.state_dict().items()}
     return Fit(config, scaler, start, state, best, best_epoch, epochs_run, val_windows)
+
+
+def _interruptible(fit: Callable[..., Any], *args: Any) -> None:
+    """``trainer.fit(*args)``, a Ctrl-C raised as ``KeyboardInterrupt``. Lightning answers one with
+    ``sys.exit(1)`` and leaves SIGINT ignored: ``train`` and the demo then ended with status 1 and
+    no word, where the CLI says "interrupted" with 130 and the demo "interrupted: stopping" (a walk)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        fit(*args)
+    except SystemExit as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if signal.getsignal(signal.SIGINT) != handler and handler is not None:
+            with contextlib.suppress(ValueError):  # (only the main thread sets handlers; only it was interrupted)
+                signal.signal(signal.SIGINT, handler)  # a later Ctrl-C must stop the command again
 
 
 def scaler_apply(scaler: ScalerFit, values: np.ndarray) -> np.ndarray:
