@@ -568,3 +568,14 @@ def test_example_toml_and_docs_cover_every_setting(tmp_path):
     defaults = Settings()
     for name in names - {"registry", "name", "record_dir", "state_dir", "client_id"}:  # (set for systemd)
         assert getattr(settings, name) == getattr(defaults, name), f"{name}: the example differs from the default"
+
+
+def test_the_docker_run_examples_set_the_client_id_and_the_state_dir():
+    """Found by a walk: the Dockerfile's example left out SENSORGUARD_CLIENT_ID and
+    SENSORGUARD_STATE_DIR, which docs/operations.md says to set: each new container then started
+    an empty MQTT session and forgot alert states, maintenance and shelving."""
+    header = (DEPLOY / "container" / "Dockerfile").read_text().split("FROM", 1)[0]
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    ops_example = ops[ops.index("docker run -d --name sensorguard"):][:400]
+    for example in (header, ops_example):
+        assert "SENSORGUARD_CLIENT_ID=" in example and "SENSORGUARD_STATE_DIR=/data/state" in example, example
