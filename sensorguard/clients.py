@@ -147,7 +147,9 @@ def send(args: argparse.Namespace) -> int:
     flags["client_id"] = args.client_id or f"sensorguard-command-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     settings = load_settings(flags, os.environ, require_model=False)
     # a daemon that gets it after we stopped waiting refuses it (it was reported as not answered)
-    body = {"by": args.by or os.environ.get("USER", ""), "expires": time.time() + args.timeout}
+    body: dict = {"expires": time.time() + args.timeout}
+    if by := args.by or os.environ.get("USER"):  # (an empty "by" was sent, and audited as null: a walk)
+        body["by"] = by
     if args.verb == "maintenance" and args.action == "end" and args.until is not None:  # (ignored unsaid: a walk)
         raise CliError("--until goes with maintenance start (how long it lasts); end takes none")
     if args.verb == "maintenance":

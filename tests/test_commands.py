@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -211,7 +212,10 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
         out = cli(mosquitto, "ack", "line-1/pump-a@1")
         assert out.returncode == 1 and "rejected" in out.stdout and "no alert" in out.stdout
         audit = [json.loads(line) for line in (state_dir / "audit.jsonl").read_text().splitlines()]
-        assert [(a["command"], a["by"]) for a in audit] == [("maintenance", "ana"), ("shelve", None), ("ack", "ben")]
+        assert [(a["command"], a["by"]) for a in audit] == [("maintenance", "ana"), ("shelve", os.environ.get("USER")),
+                                                            ("ack", "ben")]
+        sent = events.on("sensorguard/commands/shelve")[0]
+        assert sent.get("by", None) != ""  # no --by and no USER: none sent, where "" was (and audited null: a walk)
         assert audit[0]["reason"] == "seal change" and audit[2]["false_alarm"] is True
         commands = [e for e in events.on("sensorguard/events") if e.get("event") == "command"]
         assert [c["command"] for c in commands] == ["maintenance", "shelve", "ack"]
