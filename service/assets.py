@@ -181,6 +181,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         if coarse:
             self._grid_ts[asset] = ts
         self.metrics.set_score(asset, score, state.status == "alerting")
+        late = False
         if event is not None:
             held = self._held(asset, ts)
             # a raise is announced unless the asset is held; a clear whenever its raise was announced
@@ -201,8 +202,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
             # full outgoing queue dropped it) and nothing holds it now: told at its next window
             self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                            channels, bundle)
-            self.save_soon = True
-        if old is None or restored or state.status != old.status:  # (a restored one's retained state
+            self.save_soon = late = True  # (its state said suppressed until now: published again)
+        if late or old is None or restored or state.status != old.status:  # (a restored one's retained state
             self.publish_state(asset, bundle=bundle)  # may be that of the previous run's end)
         return state, score
 
@@ -281,7 +282,10 @@ class AssetAlerts(CarriedStates, AssetFaults):
         extra = {}
         if self.controls is not None:
             ack = self.controls.acked(state.alert_id) if state.alert_id else None
-            extra = {"suppressed": self.controls.suppressed(asset, time.time()),
+            held = self._held(asset, last_ts) if state.alert_id and self._announced.get(asset) != state.alert_id \
+                else None  # a raise still held (it rose in a hold that ended): told at its next window, so
+            # its state said alerting, not suppressed, before the raise went out (a walk)
+            extra = {"suppressed": self.controls.suppressed(asset, time.time()) or held,
                      "acked": None if ack is None else ack["acked"]}
         info = self.publisher.state(asset, state, ts, channels, (b.name, b.version),
                                     self.line(asset, b), self.sensor_faults(asset), extra)

@@ -837,3 +837,29 @@ def test_a_command_another_run_carried_out_is_not_carried_out_again(tiny_bundle,
     send(second, client, "shelve", fixed, now + 30)
     send(second, client, "shelve", fixed, now + 40)
     assert second.controls.suppressed("p3", now + 635) == "shelved" and len(events) == 2
+
+
+def test_an_alert_that_rose_in_maintenance_says_so_until_its_raise_goes_out(tiny_bundle):
+    """Found by a walk: after ``maintenance end`` the retained state of an alert that rose during
+    it said alerting and not suppressed (and was published again at each sensor event) before any
+    raise went out, and the raise at the next window left that state behind (``acked`` null). The
+    state now says the hold until the raise is told, then is published again with it."""
+    from tests.test_daemon import make
+
+    daemon, client = make(tiny_bundle)
+    now = time.time()
+    daemon.controls.apply(Command("maintenance", "p5", action="start"), now=now - 100)
+    for i in range(3):
+        daemon.alerts.apply("p5", now - 60 + i, 5.0, [])  # raised in maintenance: not announced
+    daemon.controls.apply(Command("maintenance", "p5", action="end"), now=now)
+    daemon.alerts.request_control_change("p5", False)
+    daemon.housekeeping(time.monotonic())
+
+    def states() -> list[tuple]:
+        return [(s["state"], s["suppressed"], s["acked"]) for s in (json.loads(p) for t, p, _ in client.published
+                                                                     if t == "sensorguard/state/p5")]
+
+    assert alert_events(client, "p5") == [] and states()[-1] == ("alerting", "maintenance", None)
+    daemon.alerts.apply("p5", now + 1, 5.0, [])  # its next window, after the hold: told now
+    assert [s for s, _ in alert_events(client, "p5")] == ["raised"]
+    assert states()[-1] == ("alerting", None, False)
