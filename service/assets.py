@@ -20,6 +20,7 @@ kept; any other is forgotten). In a maintenance and its guard band the drift bas
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from sensorguard.service.state import STATE_FILE, save_states
 from sensorguard.service.state_writes import StateWrites
 
 log = logging.getLogger(__name__)
+
+UNJUDGED = AlertState(peak=math.nan, last_score=math.nan)  # an asset no window of which was judged: no score
 
 
 class AssetAlerts(CarriedStates, AssetFaults):
@@ -278,7 +281,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         else:  # no window yet (a restored asset): the last reading time said, else the clock's
             ts = self._stated.get(asset, time.time())
         state = state or self._states.get(asset) or (self.restored[asset][0] if asset in self.restored
-                                                     else AlertState())
+                                                     else UNJUDGED)  # (its score said 0.0, made up: a walk)
         extra = {}
         if self.controls is not None:
             ack = self.controls.acked(state.alert_id) if state.alert_id else None

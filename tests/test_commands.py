@@ -863,3 +863,19 @@ def test_an_alert_that_rose_in_maintenance_says_so_until_its_raise_goes_out(tiny
     daemon.alerts.apply("p5", now + 1, 5.0, [])  # its next window, after the hold: told now
     assert [s for s, _ in alert_events(client, "p5")] == ["raised"]
     assert states()[-1] == ("alerting", None, False)
+
+
+def test_a_state_published_before_any_window_of_its_asset_has_no_score(tiny_bundle):
+    """Found by a walk: an asset back from silence with one reading (a sensor event, no window
+    judged yet) got a retained state with ``"score": 0.0``, a number no window gave."""
+    from tests.test_daemon import T0, make
+
+    daemon, client = make(tiny_bundle)
+    daemon.alerts.publish_state("p9")  # what a sensor event of an asset with no window does
+    daemon.alerts.apply("p8", T0, 0.25, [])
+
+    def last(asset: str) -> dict:
+        return [json.loads(p) for t, p, _ in client.published if t == f"sensorguard/state/{asset}"][-1]
+
+    assert (last("p9")["state"], last("p9")["score"], last("p9")["peak_score"]) == ("normal", None, None)
+    assert last("p8")["score"] == 0.25
