@@ -78,6 +78,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._states: dict[str, AlertState] = {}
         self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
+        self.restored_channels: dict[str, list[dict]] = {}  # a restored asset's, until its first window
         self._grid_ts: dict[str, float] = {}  # asset -> its last judged window on the hop grid (a new owner's anchor)
         self._judged_ts: dict[str, float] = {}  # asset -> the last window its state holds (an adopted one's too)
         self._floors: dict[str, float] = dict(judged or {})  # asset -> its last judged window, saved (restarts)
@@ -246,7 +247,9 @@ class AssetAlerts(CarriedStates, AssetFaults):
         saved = self.controls is None or self.controls.save()  # with the alerts that can be acknowledged
         self._floors = judged = {asset: ts for asset, ts in self._floors.items() if asset in alerts}
         try:
-            save_states(self.state_dir, alerts, drift, unannounced, judged, self._open.saved())
+            save_states(self.state_dir, alerts, drift, unannounced, judged, self._open.saved(), {
+                **{a: c for a, c in self.restored_channels.items() if a in alerts},
+                **{a: c for a, (_, c) in self._latest.items() if c and a in alerts}})
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
             self.writes.failed(STATE_FILE)
             log.warning("saving asset state to %s failed: %s", self.state_dir, exc)
@@ -274,7 +277,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         published before it: a sensor fault's state goes out before the batch that holds its reading's
         windows is scored, and the first windows' states said earlier times (found in a walk)."""
         b = bundle or self.current()
-        last_ts, channels = self._latest.get(asset, (None, []))
+        last_ts, channels = self._latest.get(asset, (None, self.restored_channels.get(asset, [])))
         ts = last_ts if ts is None else ts
         if ts is not None:  # a reading time
             ts = self._stated[asset] = max(ts, self._stated.get(asset, ts))

@@ -81,7 +81,7 @@ from sensorguard.service.scorer import Scorer
 from sensorguard.service.scoring_worker import ScoringWorker
 from sensorguard.service.shadow import report_live
 from sensorguard.service.startup_log import announce
-from sensorguard.service.state import SAVE_INTERVAL_S, judged_times, restore_states, saved_faults
+from sensorguard.service.state import SAVE_INTERVAL_S, judged_times, restore_states, saved_channels, saved_faults
 from sensorguard.service.state_writes import StateWrites
 from sensorguard.service.windows import Buffers
 
@@ -142,6 +142,7 @@ class Daemon(ScoringWorker):
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
+        self.alerts.restored_channels = {a: c for a, c in saved_channels(settings.state_dir).items() if a in restored}
         sensors = self.models.bundle.sensors
         if not settings.cluster and sensors is not None:  # open sensor faults go on (cluster mode: not carried)
             faults = {asset: kept for asset, f in saved_faults(settings.state_dir).items()

@@ -55,6 +55,7 @@ from sensorguard.service.state import (
     judged_times,
     load_states,
     save_states,
+    saved_channels,
     saved_faults,
 )
 from sensorguard.service.state_writes import CONTROLS
@@ -112,15 +113,17 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
     held: dict[Path, dict[str, Entry]] = {}
     judged: dict[str, float] = {}  # each asset's last judged window goes where it goes (the newest of its copies)
     faults: dict[str, list[dict]] = {}  # and its open sensor faults, the newest copy's (a folder rewritten lost them)
+    channels: dict[str, list[dict]] = {}  # and its last window's top channels, the newest copy's
     for folder in folders:
-        listed = saved_faults(folder)
+        listed, named = saved_faults(folder), saved_channels(folder)
         for asset, ts in judged_times(folder).items():
             if asset not in judged or ts >= judged[asset]:
                 judged[asset] = ts
-                if asset in listed:
-                    faults[asset] = listed[asset]
-                else:
-                    faults.pop(asset, None)
+                for kept, found in ((faults, listed), (channels, named)):
+                    if asset in found:
+                        kept[asset] = found[asset]
+                    else:
+                        kept.pop(asset, None)
         try:
             alerts, drift, unannounced = load_states(folder)
         except StateError as exc:  # as the daemon would: kept for inspection, the folder starts empty
@@ -139,7 +142,7 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
             return
         save_states(folder, {a: e[0] for a, e in entries.items()},
                     {a: e[1] for a, e in entries.items() if e[1] is not None},
-                    {a for a, e in entries.items() if not e[2]}, judged, faults)
+                    {a for a, e in entries.items() if not e[2]}, judged, faults, channels)
 
     failed: set[str] = set()
     for folder, incoming in moves.gain.items():  # gains first: a stop here leaves copies, not losses

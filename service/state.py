@@ -48,7 +48,9 @@ SAVE_INTERVAL_S = 30.0
 _STATUSES = ("normal", "pending", "alerting", "stale")
 _ALERT_FIELDS = frozenset(f.name for f in fields(AlertState))
 _DRIFT_FIELDS = frozenset(f.name for f in fields(DriftState))
-_ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts", "sensor_faults"})  # an asset's, in assets.json
+# an asset's fields in assets.json
+_ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts", "sensor_faults", "channels"})
+TOP_CHANNELS = 3  # channels an alert names (service.level.top_channels)
 _CHANNEL_KINDS = ("stuck", "out_of_range", "missing")  # sensor faults kept across a restart (silent: its own rule)
 
 
@@ -58,18 +60,21 @@ class StateError(Exception):
 
 def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], drift: dict[str, DriftState],
                 unannounced: Collection[str] = (), judged: Mapping[str, float] | None = None,
-                faults: Mapping[str, list[dict]] | None = None) -> Path:
+                faults: Mapping[str, list[dict]] | None = None, channels: Mapping[str, list[dict]] | None = None
+                ) -> Path:
     """Write every asset's alert state and drift baseline to ``<directory>/assets.json`` atomically;
     ``unannounced``: the assets whose alert up was never announced (it rose while held); ``judged``:
     the end time of each asset's last judged window (:func:`judged_times`); ``faults``: its open
-    sensor faults (:func:`saved_faults`)."""
+    sensor faults (:func:`saved_faults`); ``channels``: the top channels of its last window
+    (:func:`saved_channels`)."""
     target = Path(directory) / STATE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    judged, faults = judged or {}, faults or {}
+    judged, faults, channels = judged or {}, faults or {}, channels or {}
     assets = {asset: {**_entry(alerts.get(asset, AlertState()), drift.get(asset), asset not in unannounced),
                       **({"judged_ts": judged[asset]} if _finite_time(judged.get(asset)) is not None else {}),
                       **({"sensor_faults": [{**f, "value": _json_float(f["value"])} for f in faults[asset]]}
-                         if faults.get(asset) else {})}
+                         if faults.get(asset) else {}),
+                      **({"channels": channels[asset]} if channels.get(asset) else {})}
               for asset in sorted(set(alerts) | set(drift))}
     body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))
     write_durably(target, body)
@@ -203,6 +208,23 @@ def saved_faults(directory: str | os.PathLike | None) -> dict[str, list[dict]]:
         if faults:
             out[asset] = [{**f, "since": float(f["since"]), "value": _float_or_nan(f.get("value"))} for f in faults]
     return out
+
+
+def saved_channels(directory: str | os.PathLike | None) -> dict[str, list[dict]]:
+    """Per asset, the top channels of the last window the previous run judged (``[{"name",
+    "share"}]``; entries that do not read as such left out). Without them a restored alert's
+    retained state said ``"channels": []`` until its next window (found in a walk)."""
+    out = {}
+    for asset, listed in _field(directory, "channels"):
+        if isinstance(listed, list) and listed and all(
+                isinstance(c, dict) and isinstance(c.get("name"), str) and _finite_share(c.get("share"))
+                for c in listed):
+            out[asset] = [{"name": c["name"], "share": float(c["share"])} for c in listed[:TOP_CHANNELS]]
+    return out
+
+
+def _finite_share(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _fault(f: object) -> bool:

@@ -848,3 +848,24 @@ def test_a_restored_alert_is_up_in_the_metrics_restated_with_the_model_and_ended
     third.stop()
     fourth, _ = daemon_with(drifting, tmp_path / "pending")
     assert not fourth.registry.get_sample_value("sensorguard_anomaly_active", {"asset": "pump-22"})
+
+
+def test_a_restored_alerts_state_names_its_channels_as_before_the_restart(tiny_bundle, tmp_path):
+    """Found by a walk: after a restart (and a --workers change) the retained state of an alert
+    still up said ``"channels": []``, where it named its top three channels before. They are saved
+    with the asset and stated until its next window, and carried by a relayout."""
+    import json
+
+    from tests.test_daemon import T0, make
+
+    top = [{"name": "b", "share": 0.6}, {"name": "a", "share": 0.3}, {"name": "c", "share": 0.1}]
+    daemon, _ = make(tiny_bundle, state_dir=str(tmp_path / "s"))
+    for i in range(3):
+        daemon.alerts.apply("pump-1", T0 + i, 5.0, top)
+    assert daemon.alerts.save()
+    again, client = make(tiny_bundle, state_dir=str(tmp_path / "s"))
+    again.alerts.publish_state("pump-1")
+    state = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/state/pump-1"][-1]
+    assert (state["state"], state["channels"]) == ("alerting", top)
+    assert again.alerts.save()  # saved again before its next window: still there
+    assert json.loads((tmp_path / "s" / "assets.json").read_text())["assets"]["pump-1"]["channels"] == top
