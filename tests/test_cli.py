@@ -138,9 +138,11 @@ def test_score_one_row_per_input_row(files, tmp_path):
     scores = pd.read_csv(out)
     source = pd.read_csv(files / "faults.csv")
     assert len(scores) == len(source)
-    assert list(scores.columns[:4]) == ["timestamp", "score", "anomaly", "alert"]
-    assert [c for c in scores.columns[4:]] == ["level", "error_temp_in", "error_temp_out", "error_pressure",
+    assert list(scores.columns[:5]) == ["timestamp", "score", "anomaly", "alert", "alert_id"]
+    assert [c for c in scores.columns[5:]] == ["level", "error_temp_in", "error_temp_out", "error_pressure",
                                                "sensor_faults"]
+    assert ((scores["alert"] == 1) == scores["alert_id"].notna()).all()  # (one machine: @<epoch ms of the raise>)
+    assert scores["alert_id"].dropna().str.fullmatch(r"@\d{13}").all() and scores["alert_id"].notna().any()
     window = json.loads((files / "model" / "bundle.json").read_text())["window"]
     assert scores["score"].iloc[: window - 1].isna().all() and scores["score"].iloc[window - 1 :].notna().all()
     assert ((scores["score"] >= 1).astype(int) == scores["anomaly"]).all()

@@ -556,3 +556,21 @@ def test_where_the_level_term_decides_a_window_its_channels_are_the_terms(tiny_b
         late = [w for w in seen if w.ts >= T0 + 42]
         assert late and all(w.channels[0]["name"] == leader for w in late)
     assert any(w.status == "alerting" for w in late)
+
+
+def test_score_names_each_alert_as_the_daemon_does(tiny_bundle):
+    """Found by a walk: design.md says an ``alert_id`` is the same offline and live, and ``score``
+    wrote none. Its ``alert_id`` column now names each alert row's alert as the daemon does."""
+    from sensorguard.training.offline import score_table
+
+    stream = messy_stream(list(tiny_bundle.channels), 140, 3)
+    daemon, _ = served(tiny_bundle, stream)
+    live = [json.loads(p)["alert_id"] for t, p, _ in daemon.publisher.client.published
+            if t == "sensorguard/alerts/pump-1" and json.loads(p)["state"] == "raised"]
+    frame = pd.DataFrame([{"timestamp": ts, "asset": "pump-1", **{c: doc.get(c) for c in tiny_bundle.channels}}
+                          for ts, doc in accepted(stream)])
+    frame[list(tiny_bundle.channels)] = frame[list(tiny_bundle.channels)].astype(float)
+    data = series_from_frame(frame, "stream", policy=tiny_bundle.cleaning, sensors=tiny_bundle.sensors)
+    table = score_table(tiny_bundle, score_data(tiny_bundle, data, AlertRules(**RULES)))
+    assert live and list(dict.fromkeys(table["alert_id"].dropna())) == live
+    assert (table["alert_id"].notna() == (table["alert"] == 1)).all()

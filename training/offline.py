@@ -117,6 +117,9 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
         "anomaly": np.where(np.isfinite(score), (score >= 1).astype(int), 0),
         "alert": _carried(np.where(found, scored.alert[take], np.nan), data, scored.stale_after),
     })
+    judged = alert_ids(scored.alert, data.times, data.assets)  # on the rows the machine judged
+    out.insert(out.columns.get_loc("alert") + 1, "alert_id", alert_ids(
+        out["alert"].to_numpy(), data.source_times, data.source_assets, np.where(found, judged[take], None)))
     if scored.level_term is not None:  # the score's other part: where it is the larger, it set the score
         out["level"] = np.where(found, scored.level_term[take], np.nan)
     errors = np.where(found[:, None], scores.channel_error[take], np.nan)  # one frame: a column at a time
@@ -126,6 +129,29 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
                           fill_limit=bundle.sensors.fill_limit if data.cleaning is None else data.cleaning.fill_limit)
         out["sensor_faults"] = sensor_fault_column(data, sensors)
     return out
+
+
+def alert_ids(alert: np.ndarray, times: np.ndarray, assets: np.ndarray | None,
+              raised: np.ndarray | None = None) -> np.ndarray:
+    """Each alert row's ``alert_id`` as the daemon names it: ``<asset>@<epoch ms of its raise>``
+    (``@<epoch ms>`` for a file of one machine: live, its asset's id comes before the ``@``), empty
+    elsewhere. ``raised``: each row's id where known (the raise was judged on a row the cleaning
+    inserted, which is no input row); else the raise is the machine's first alert row after one
+    without, in time order."""
+    frame = pd.DataFrame({"a": alert, "t": times, "m": "" if assets is None else pd.Series(assets).astype(str)})
+    frame = frame.sort_values(["m", "t"], kind="stable")
+    up = frame["a"].to_numpy() == 1
+    if raised is None:
+        start = up & (frame.groupby("m", sort=False)["a"].shift(fill_value=0).to_numpy() != 1)
+        t = frame["t"].to_numpy(dtype=np.float64)
+        stamps = (np.where(np.isfinite(t), t, 0.0) * 1000).astype(np.int64)  # (int(): as alerts.judge writes it)
+        names = frame["m"].to_numpy().astype(object) + "@"
+        known = np.where(start, names + stamps.astype(str).astype(object), None)
+    else:
+        known = np.asarray(raised, dtype=object)[frame.index.to_numpy()]
+    ids = pd.Series(known, index=frame.index).where(up, None)
+    ids = ids.groupby(frame["m"], sort=False).ffill().where(up, None)
+    return ids.sort_index().to_numpy(dtype=object)
 
 
 def _carried(alert: np.ndarray, data: SensorData, stale_after: float | None) -> np.ndarray:
