@@ -42,6 +42,7 @@ from sensorguard.service.record_files import (
     alert_parts,
     part_number,
     read_guard_bands,
+    recorded,
     trim_store,
     write_guard_bands,
     write_readings,
@@ -339,7 +340,7 @@ class Recorder:
             try:  # written unanswered, off the lock (an acknowledgement waits for it on the network thread)
                 stem = (self.directory / ALERTS / alert_file(alert_id)).with_suffix("")
                 with self._alert_lock:  # a part written before a restart: this is the next ("+" is quoted in ids)
-                    if parts := alert_parts(self.directory, alert_id):
+                    if recorded(self.directory, alert_id) and (parts := alert_parts(self.directory, alert_id)):
                         stem = stem.with_name(f"{stem.name}+{1 + max(part_number(p) for p in parts)}")
                 written = write_readings([(asset, ts, v) for ts, v in rows], self.channels, stem,
                                          {"alert_id": alert_id, "peak": peak})

@@ -516,3 +516,29 @@ def test_files_past_the_age_limit_go_before_the_acknowledged_share_is_judged(tmp
     os.utime(normal, (old, old))  # past the age limit
     trim_store(tmp_path, int(3.5 * size), max_age_s=30 * 86400.0)
     assert not normal.exists() and all(p.exists() for p in faults)
+
+
+def test_writing_a_fresh_alerts_readings_lists_no_folder_of_the_store(tmp_path, monkeypatch):
+    """Found by a walk: each alert written listed every folder of the store six times looking for
+    earlier parts (14 ms an alert at 18,000 files), and a storm of 500 clears stalled the scoring
+    worker for 20 s. A fresh alert is found to have none by three lookups; a part after a restart
+    is still numbered on."""
+    from sensorguard.service import recorder as module
+
+    listed = []
+    real = module.alert_parts
+    monkeypatch.setattr(module, "alert_parts", lambda d, a: listed.append(a) or real(d, a))
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    for k in range(3):
+        feed(rec, f"p{k}", 0, 60)
+        rec.alert_raised(f"p{k}", 20.0, f"p{k}@20000")
+        rec.alert_cleared(f"p{k}", 40.0, f"p{k}@20000", 2.0)
+    rec.flush(now_ts=1000.0)
+    assert sorted(p.name for p in (tmp_path / "alerts").iterdir()) == [f"p{k}@20000.parquet" for k in range(3)]
+    assert listed == []
+    again = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    again.alert_raised("p0", -np.inf, "p0@20000")  # the same alert's next part (a restart)
+    feed(again, "p0", 60, 80)
+    again.alert_cleared("p0", 70.0, "p0@20000", 2.0)
+    again.flush(now_ts=2000.0)
+    assert (tmp_path / "alerts" / "p0@20000+1.parquet").exists() and listed == ["p0@20000"]
