@@ -24,7 +24,7 @@ from typing import Any
 
 from sensorguard.service.command_messages import EXPIRY_GRACE_S, Command
 from sensorguard.service.durable import write_durably
-from sensorguard.service.logs import first_line
+from sensorguard.service.logs import RateLimiter, first_line
 from sensorguard.service.set_aside import move_aside
 from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, CONTROLS, StateWrites
 
@@ -34,6 +34,8 @@ MAX_CONTROLS = 10_000  # assets under maintenance or shelved at once; beyond, a 
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
 SENDS_KEPT = 64  # per asset, sends carried out (until they expire): a revived session's copy is not carried out
+SENDS_ASSETS = 1_000  # assets whose sends are kept (they expire in seconds: the CLI waits 10 s); the oldest go first
+SEND_KEPT_S = 86_400.0  # a send is kept at most this long, whatever its expires says
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class AlarmControls:
         self._newest: dict[str, str] = {}  # asset -> its newest alert id here (the only one that can be up)
         self._past: dict[tuple[str, str], tuple[tuple[float, float], ...]] = {}  # ended holds: (since, end)
         self._sends: dict[str, dict[str, float]] = {}  # asset -> sends carried out (Command.send) -> expires
+        self.sends_forgotten = 0  # sends dropped past SENDS_ASSETS before they expired
+        self._limiter = RateLimiter(60.0)
         self.on_change: Callable[[str], None] = lambda asset: None  # an asset's controls or alerts changed
         if state_dir:
             self._load()
@@ -183,12 +187,22 @@ class AlarmControls:
             return bool(c.send) and c.send in self._sends.get(c.asset, {})
 
     def _sent(self, c: Command) -> None:
-        """Keep an accepted send (the caller holds the lock), at most ``SENDS_KEPT`` per asset, the
-        oldest dropped first; :meth:`expired` forgets them once they expire."""
+        """Keep an accepted send (the caller holds the lock), at most ``SENDS_KEPT`` per asset and
+        ``SENDS_ASSETS`` assets, the oldest dropped first, and at most ``SEND_KEPT_S`` (an
+        ``expires`` may be any time before 2200); :meth:`expired` forgets them once they expire. A
+        flood of commands to new assets with far ``expires`` grew controls.json, rewritten at every
+        command, past a megabyte with no cap (a walk)."""
         sent = self._sends.setdefault(c.asset, {})
-        sent[c.send] = float(c.expires)  # type: ignore[arg-type]  # (a send has one)
+        sent[c.send] = min(float(c.expires), time.time() + SEND_KEPT_S)  # type: ignore[arg-type]  # (a send has one)
         if len(sent) > SENDS_KEPT:
             del sent[next(iter(sent))]
+        if len(self._sends) > SENDS_ASSETS:
+            forgotten = self._sends.pop(next(iter(self._sends)))
+            self.sends_forgotten += len(forgotten)
+            if self._limiter.hit("sends") is not None:
+                log.warning("alarm controls: more than %d assets' commands waiting to expire: the oldest are "
+                            "forgotten (%d so far); a copy of one delivered again would be carried out again",
+                            SENDS_ASSETS, self.sends_forgotten)
 
     def _apply(self, c: Command, now: float) -> tuple[bool, str]:
         if c.verb == "ack":

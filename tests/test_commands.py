@@ -879,3 +879,25 @@ def test_a_state_published_before_any_window_of_its_asset_has_no_score(tiny_bund
 
     assert (last("p9")["state"], last("p9")["score"], last("p9")["peak_score"]) == ("normal", None, None)
     assert last("p8")["score"] == 0.25
+
+
+def test_the_sends_kept_against_a_revived_sessions_copy_are_bounded(tmp_path):
+    """Found by a walk: each command with a request id is kept until its ``expires`` (any time before
+    2200) to refuse a revived session's copy, for any number of assets: a flood of 6,291 assets
+    grew controls.json, rewritten at every command, to a megabyte with no cap. At most
+    ``SENDS_ASSETS`` assets' sends are kept, each at most ``SEND_KEPT_S``, the oldest forgotten."""
+    from sensorguard.service import commands
+
+    controls = AlarmControls(str(tmp_path))
+    now = time.time()
+    n = commands.SENDS_ASSETS + 50
+    for k in range(n):
+        command = Command("maintenance", f"ghost/g{k}", action="start", request_id=f"r{k}", expires=7e9)
+        assert controls.apply(command, now)[0]
+    assert controls.sends_forgotten == 50 and len(controls._sends) == commands.SENDS_ASSETS
+    assert not controls.carried_out(Command("maintenance", "ghost/g0", action="start", request_id="r0", expires=7e9))
+    newest = Command("maintenance", f"ghost/g{n - 1}", action="start", request_id=f"r{n - 1}", expires=7e9)
+    assert controls.carried_out(newest)  # a recent send is still refused as a copy
+    kept = json.loads((tmp_path / "controls.json").read_text())["sends"]
+    assert len(kept) == commands.SENDS_ASSETS
+    assert max(e for sent in kept.values() for e in sent.values()) <= time.time() + commands.SEND_KEPT_S
