@@ -858,3 +858,21 @@ def test_a_vibration_axis_named_y_is_a_channel_and_a_whole_number_y_a_label():
     marked = frame.assign(y=(np.arange(60) > 50).astype(int))
     data = series_from_frame(marked, "marked")
     assert data.channels == ("temp", "pressure") and any("label-like columns left out: y" in n for n in data.notes)
+
+
+def test_an_export_that_loses_rows_or_names_says_why(tmp_path):
+    """Found by a walk: Excel's m/d/yyyy h:mm display cut the seconds of 10 s rows and 83 % of them
+    went as 'duplicate timestamps' with no hint; two columns named alike became temp and temp.1
+    unsaid; lines above the header gave a tokenizer's error and no hint."""
+    frame = _export(rows=120)
+    frame["timestamp"] = pd.date_range("2024-03-01", periods=120, freq="10s").strftime("%m/%d/%Y %H:%M")
+    frame.to_csv(tmp_path / "minutes.csv", index=False)
+    notes = load_frame([tmp_path / "minutes.csv"]).notes
+    assert any("duplicate timestamps" in n and "every stamp is a whole minute" in n for n in notes), notes
+    (tmp_path / "twice.csv").write_text("timestamp,temp,temp\n" + "".join(
+        f"2024-03-01 00:{i // 60:02d}:{i % 60:02d},{i % 7},{i % 5}\n" for i in range(100)))
+    assert any(n.startswith("header names repeated: temp") for n in load_frame([tmp_path / "twice.csv"]).notes)
+    (tmp_path / "preamble.csv").write_text("Export of tag group 7\nServer: pi-01\n\ntimestamp,temp,flow\n" + "".join(
+        f"2024-03-01 00:00:{i:02d},{i},{i * 2}\n" for i in range(50)))
+    with pytest.raises(DataError, match="lines above the header"):
+        load_frame([tmp_path / "preamble.csv"])

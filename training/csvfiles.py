@@ -44,7 +44,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if isinstance(exc, MemoryError):
             raise DataError(f"{path}: too large to read into memory ({path.stat().st_size / 1e9:.1f} GB); "
                             "split it, or pass fewer rows") from None
-        raise DataError(f"{path}: cannot read ({first_line(exc)[:160]})") from None
+        said = first_line(exc)[:160]
+        hint = ("; lines above the header? a historian's export often has some: remove them"
+                if "Error tokenizing data" in said else "")  # (a walk: the hint was nowhere)
+        raise DataError(f"{path}: cannot read ({said}){hint}") from None
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -68,6 +71,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
                             encoding_errors="replace")
         notes.append("bytes that are not UTF-8 after the first 64 KiB, read as \ufffd (lines appended in another "
                      "encoding?)")  # (all of it re-read as Windows-1252 garbled the UTF-8 header: a review)
+    header = next(csv.reader([sample.lstrip("\ufeff").splitlines()[0]], delimiter=sep), [])
+    if repeated := sorted({name for name in header if header.count(name) > 1 and name.strip()}):
+        notes.append(f"header names repeated: {', '.join(repeated)} (read as {repeated[0]}, {repeated[0]}.1, ...: "
+                     "rename them to tell them apart)")  # (renamed by pandas unsaid: a walk)
     if encoding == "cp1252":  # read as UTF-8 it was refused ("'utf-8' codec can't decode byte 0xb0"): a walk
         notes.append("not UTF-8 text: read as Windows-1252 (Excel's CSV export in a Western locale)")
     if decimal == "." and sep == ";" and _decimal_commas_later(frame):

@@ -230,7 +230,11 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
     labels = {k: v[order] for k, v in labels.items()}
     dup = np.concatenate([[False], times[1:] == times[:-1]])
     if dup.any():  # the first, as the daemon keeps the first and rejects a repeat as duplicate_ts
-        notes.append(f"{int(dup.sum())} duplicate timestamps: kept the first row of each")
+        whole = times[np.isfinite(times)]
+        minutes = dup.mean() > 0.5 and len(whole) > 0 and bool((np.mod(whole, 60.0) == 0).all())
+        notes.append(f"{int(dup.sum())} duplicate timestamps: kept the first row of each" + (
+            " (every stamp is a whole minute: were the seconds cut, as Excel's m/d/yyyy h:mm shows them? "
+            "save the times with seconds)" if minutes else ""))  # (83 % of 10 s rows went, unsaid: a walk)
         keep = ~dup
         times, values = times[keep], values[keep]
         labels = {k: v[keep] for k, v in labels.items()}
