@@ -15,6 +15,8 @@ def write_table(frame, path: str | Path) -> None:
     """CSV (``.csv``, compressed ``.csv.gz`` ...), tab-separated (``.tsv``) or Parquet (``.parquet``,
     ``.pq``) by the suffix; a format it cannot write is one line, and any other suffix is CSV with
     a note (``scores.txt`` was CSV in silence, ``scores.xlsx`` a CSV Excel could not open)."""
+    if str(path).endswith(("/", "\\")):  # (Path drops the slash: "noext/" wrote a file called noext, a walk)
+        raise CliError(f"{path}: names a directory; give a file path (a .csv, .tsv or .parquet name)")
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise CliError(f"{path}: directory {path.parent} does not exist")

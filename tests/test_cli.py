@@ -492,6 +492,10 @@ def test_the_output_format_follows_the_suffix_and_an_unknown_one_is_said(tmp_pat
     assert main(["simulate", "--out", str(tmp_path), "--rows", "5", "--channels", "2"]) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path}: is a directory; give a file path" in err and "written as CSV" not in err, err
+    # a name ending in a slash is a directory that does not exist yet: it wrote a file so named (a walk)
+    assert main(["simulate", "--out", f"{tmp_path}/noext/", "--rows", "5", "--channels", "2"]) == 1
+    assert "noext/: names a directory; give a file path" in capsys.readouterr().err
+    assert not (tmp_path / "noext").exists()
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly(files):
