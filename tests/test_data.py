@@ -881,3 +881,10 @@ def test_an_export_that_loses_rows_or_names_says_why(tmp_path):
         f"2024-03-01 00:00:{i:02d},{i},{i * 2}\n" for i in range(50)))
     with pytest.raises(DataError, match="lines above the header"):
         load_frame([tmp_path / "preamble.csv"])
+
+
+def test_a_parquet_file_is_read_whatever_its_name(tmp_path):
+    """Found by a walk: ``data.parq`` was refused as binary data (an Excel workbook?)."""
+    frame = _export(rows=30)
+    frame.to_parquet(tmp_path / "data.parq", index=False)
+    assert load_frame([tmp_path / "data.parq"]).channels == ("temp", "pressure")

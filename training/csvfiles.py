@@ -32,7 +32,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        if path.suffix.lower() in {".parquet", ".pq"}:
+        if path.suffix.lower() in {".parquet", ".pq"} or _parquet_bytes(path):
             frame = pd.read_parquet(path)  # a time index (or a named one) written with the table is a
             frame.columns = [str(c) for c in frame.columns]  # a frame built from an array has integer names
             keep = isinstance(frame.index, pd.DatetimeIndex) or frame.index.name is not None  # column here;
@@ -48,6 +48,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
         hint = ("; lines above the header? a historian's export often has some: remove them"
                 if "Error tokenizing data" in said else "")  # (a walk: the hint was nowhere)
         raise DataError(f"{path}: cannot read ({said}){hint}") from None
+
+
+def _parquet_bytes(path: Path) -> bool:
+    """Whether the file starts as Parquet does (``PAR1``), whatever its name (``data.parq`` was
+    refused as "binary data ... an Excel workbook?", a walk)."""
+    with path.open("rb") as fh:
+        return fh.read(4) == b"PAR1"
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
