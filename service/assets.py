@@ -78,7 +78,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._states: dict[str, AlertState] = {}
         self._drift: dict[str, DriftState] = {}  # kept across model swaps (relative to the baseline)
         self._latest: dict[str, tuple[float, list[dict]]] = {}  # asset -> (ts, top channels) of its last window
-        self.restored_channels: dict[str, list[dict]] = {}  # a restored asset's, until its first window
+        self.restored_channels: dict[str, list[dict]] = {}  # a restored alert's, until its first window
         self._grid_ts: dict[str, float] = {}  # asset -> its last judged window on the hop grid (a new owner's anchor)
         self._judged_ts: dict[str, float] = {}  # asset -> the last window its state holds (an adopted one's too)
         self._floors: dict[str, float] = dict(judged or {})  # asset -> its last judged window, saved (restarts)
@@ -181,6 +181,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
         if rule is not None or level is not None:
             self._drift[asset] = drift
         self._latest[asset] = (ts, channels)
+        if self.restored_channels:  # (the ones before the restart, until its first window: a review)
+            self.restored_channels.pop(asset, None)
         self._judged_ts[asset] = self._floors[asset] = ts
         if coarse:
             self._grid_ts[asset] = ts
@@ -248,8 +250,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._floors = judged = {asset: ts for asset, ts in self._floors.items() if asset in alerts}
         try:
             save_states(self.state_dir, alerts, drift, unannounced, judged, self._open.saved(), {
-                **{a: c for a, c in self.restored_channels.items() if a in alerts},
-                **{a: c for a, (_, c) in self._latest.items() if c and a in alerts}})
+                a: c for a, c in (*self.restored_channels.items(), *((a, c) for a, (_, c) in self._latest.items()))
+                if c and a in alerts and alerts[a].status != "normal"})  # (an alert's: its state names them)
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
             self.writes.failed(STATE_FILE)
             log.warning("saving asset state to %s failed: %s", self.state_dir, exc)
@@ -259,11 +261,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
 
     def confirmed_since_save(self) -> bool:
         """Whether the broker has confirmed a raise that the last save marked unannounced (scoring
-        thread, each tick): the file must say so soon. A raise is saved as unannounced until its
-        confirmation comes (a crash before it must tell it again), and nothing else asked for a save
-        then: for up to ``SAVE_INTERVAL_S`` (30 s) a ``kill -9`` made the restart raise it again
-        (found by a walk). Now the window of such a repeat is the broker's confirmation time plus up
-        to one housekeeping tick (about a second)."""
+        thread, each tick): the file must say so soon, or for up to ``SAVE_INTERVAL_S`` a ``kill -9``
+        made the restart raise it again (a walk); now only until the next tick (about a second)."""
         return any(asset in self._states and self._told(asset, confirmed=True) for asset in self._unconfirmed)
 
     def publish_states(self) -> list:

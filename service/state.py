@@ -131,7 +131,8 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
         judged = {a: ts for a in alerts if (ts := _finite_time(doc["assets"][a].get("judged_ts"))) is not None}
         with contextlib.suppress(OSError):  # (not rewritten: the daemon's next save replaces it, or says why not)
             age = path.stat()
-            save_states(directory, alerts, drift, unannounced, judged, saved_faults(directory))
+            save_states(directory, alerts, drift, unannounced, judged, saved_faults(directory),
+                        saved_channels(directory))
             os.utime(path, ns=(age.st_atime_ns, age.st_mtime_ns))  # no newer than it was: relayout weighs copies by age
     return alerts, drift, unannounced
 

@@ -868,4 +868,15 @@ def test_a_restored_alerts_state_names_its_channels_as_before_the_restart(tiny_b
     state = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/state/pump-1"][-1]
     assert (state["state"], state["channels"]) == ("alerting", top)
     assert again.alerts.save()  # saved again before its next window: still there
-    assert json.loads((tmp_path / "s" / "assets.json").read_text())["assets"]["pump-1"]["channels"] == top
+    saved = json.loads((tmp_path / "s" / "assets.json").read_text())
+    assert saved["assets"]["pump-1"]["channels"] == top
+    # a file rewritten at load (a field of a newer version) keeps them (a review)
+    saved["assets"]["pump-1"]["owner"] = "a newer version's field"
+    (tmp_path / "s" / "assets.json").write_text(json.dumps(saved))
+    third, client = make(tiny_bundle, state_dir=str(tmp_path / "s"))
+    third.alerts.publish_state("pump-1")
+    state = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/state/pump-1"][-1]
+    assert state["channels"] == top
+    # its first window names its own, and the ones from before the restart are gone (a review)
+    third.alerts.apply("pump-1", T0 + 10, 5.0, top[:1])
+    assert "pump-1" not in third.alerts.restored_channels
