@@ -527,11 +527,6 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     assert len(idle) == 360 and any("clock went back" in n for n in idle.notes)
     utc = frame.assign(timestamp=[t.strftime("%Y-%m-%dT%H:%M:00+01:00") for t in local])
     assert len(load_frame([write(utc, tmp_path / "utc.csv")])) == 300  # an offset given: real duplicates
-    # an hour back on a Wednesday of March (times with and without an offset mixed) is no clock
-    # change: it was read as one, with a note naming a DST end then (a walk)
-    wednesday = frame.assign(timestamp=[t.replace(month=3, day=6).strftime("%d.%m.%Y %H:%M") for t in local])
-    mixed = load_frame([write(wednesday, tmp_path / "wednesday.csv", sep=";")])
-    assert len(mixed) == 300 and not any("clock" in n for n in mixed.notes), mixed.notes
     # in spring 02:00-02:59 never happens: an hour without readings, now said (a walk found it unsaid)
     spring = pd.date_range("2024-03-31 00:00", periods=6 * 60, freq="min")
     spring = [t for t in spring if t.hour != 2]

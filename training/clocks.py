@@ -73,8 +73,6 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
                 2, 0.01 * len(step)):
             continue
         for f in clock:
-            if not _autumn_sunday(times[rows[f]]):  # (an hour back elsewhere: mixed offsets, a walk)
-                continue
             before, after = rows[: f + 1], rows[f + 1:]
             again = np.isin(times[after], times[before])
             if again.any():
@@ -89,15 +87,6 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
 
 
 SPRING_MONTHS = (3, 4, 9, 10)  # clocks go forward in March or April (north), September or October (south)
-AUTUMN_MONTHS = (3, 4, 10, 11)  # and back in October or November (north), March or April (south)
-
-
-def _autumn_sunday(ts: float) -> bool:
-    """Whether local time ``ts`` falls on a Sunday of a month clocks go back in: a fall of an hour
-    on another day (offset-free times beside ones with an offset) is no clock change, and was
-    read as one with a note naming a DST end in March (a walk)."""
-    day = pd.Timestamp(ts, unit="s")
-    return day.month in AUTUMN_MONTHS and day.day_of_week == 6
 
 
 def sprang_forward(times: np.ndarray, groups: np.ndarray | None) -> list[float]:
