@@ -527,6 +527,12 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     assert len(idle) == 360 and any("clock went back" in n for n in idle.notes)
     utc = frame.assign(timestamp=[t.strftime("%Y-%m-%dT%H:%M:00+01:00") for t in local])
     assert len(load_frame([write(utc, tmp_path / "utc.csv")])) == 300  # an offset given: real duplicates
+    # stamps without an offset, then with one (an hour back in UTC): no clock change, and said (a walk)
+    mixed = frame.assign(timestamp=[t.strftime("%Y-%m-%dT%H:%M:00") + ("+01:00" if i >= 250 else "")
+                                    for i, t in enumerate(stamps)])
+    notes = load_frame([write(mixed, tmp_path / "mixed.csv")]).notes
+    assert not any("clock went back" in n for n in notes), notes
+    assert any(n.startswith("250 timestamps without a UTC offset among ones with one: read as UTC") for n in notes)
     # in spring 02:00-02:59 never happens: an hour without readings, now said (a walk found it unsaid)
     spring = pd.date_range("2024-03-31 00:00", periods=6 * 60, freq="min")
     spring = [t for t in spring if t.hour != 2]

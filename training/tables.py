@@ -120,13 +120,26 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
     return secs
 
 
+ZONED = r"(?:Z|[+-]\d\d:?\d\d)$"  # a stamp that says its UTC offset
+
+
 def local_clock(column: pd.Series) -> bool:
     """Whether timestamps are a wall clock without a zone (text without a UTC offset or ``Z``, or
-    Excel serial dates): the clock plant exports keep, which turns back an hour each autumn."""
+    Excel serial dates): the clock plant exports keep, which turns back an hour each autumn. Every
+    stamp is looked at: with offsets after the first 200, a stamp without one beside one with one
+    an hour apart was read as a clock going back (a walk)."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         return _excel_days(column.to_numpy(dtype=np.float64))
-    head = column.dropna().astype(str).str.strip().head(200)
-    return len(head) > 0 and not head.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).any()
+    text = column.dropna().astype(str).str.strip()
+    return len(text) > 0 and not text.str.contains(ZONED, regex=True).any()
+
+
+def unzoned_among_zoned(column: pd.Series) -> int:
+    """How many stamps say no UTC offset in a column where others do (read as UTC: said in a note)."""
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+        return 0
+    zoned = column.dropna().astype(str).str.strip().str.contains(ZONED, regex=True)
+    return int((~zoned).sum()) if zoned.any() else 0
 
 
 def _excel_days(values: np.ndarray) -> bool:
