@@ -192,11 +192,15 @@ class AlarmControls:
         ``expires`` may be any time before 2200); :meth:`expired` forgets them once they expire. A
         flood of commands to new assets with far ``expires`` grew controls.json, rewritten at every
         command, past a megabyte with no cap (a walk)."""
-        sent = self._sends.setdefault(c.asset, {})
+        sent = self._sends[c.asset] = self._sends.pop(c.asset, {})  # the asset commanded last goes last
         sent[c.send] = min(float(c.expires), time.time() + SEND_KEPT_S)  # type: ignore[arg-type]  # (a send has one)
         if len(sent) > SENDS_KEPT:
             del sent[next(iter(sent))]
-        if len(self._sends) > SENDS_ASSETS:
+        self._bound_sends()
+
+    def _bound_sends(self) -> None:
+        """Forget the sends of the assets commanded longest ago past ``SENDS_ASSETS`` (the caller holds the lock)."""
+        while len(self._sends) > SENDS_ASSETS:
             forgotten = self._sends.pop(next(iter(self._sends)))
             self.sends_forgotten += len(forgotten)
             if self._limiter.hit("sends") is not None:
@@ -260,6 +264,7 @@ class AlarmControls:
             self._controls.update({(asset, c.kind): c for c in controls})
             if sends:
                 self._sends[asset] = sends
+                self._bound_sends()
             self._alerts.update(alerts)
             self._newest = newest(self._alerts)
             self._evict()
@@ -333,7 +338,8 @@ class AlarmControls:
                 if kind not in ("maintenance", "shelved"):
                     raise ValueError(f"unknown control {kind!r}")
                 self._ended(str(asset), kind, float(since), float(end))
-            self._sends = {str(a): sent for a, raw in doc.get("sends", {}).items() if (sent := _sends(raw))}
+            self._sends = {str(a): sent for a, raw in list(doc.get("sends", {}).items())[-SENDS_ASSETS:]
+                           if (sent := _sends(raw))}
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             # (RecursionError: JSON nested too deep; it escaped, and each start crashed: a restart loop)
             self._controls, self._alerts, self._newest, self._past, self._sends = {}, {}, {}, {}, {}
@@ -352,7 +358,8 @@ def _sends(raw: Any) -> dict[str, float]:
     anything else (a file of an older version has none: empty)."""
     if not isinstance(raw, dict):
         raise ValueError("sends must map each send to its expires")
-    return {str(k): float(v) for k, v in list(raw.items())[-SENDS_KEPT:]}
+    latest = time.time() + SEND_KEPT_S  # (a file of an older version kept them until 2200: a review)
+    return {str(k): min(float(v), latest) for k, v in list(raw.items())[-SENDS_KEPT:]}
 
 
 def newest(alerts: dict[str, dict]) -> dict[str, str]:

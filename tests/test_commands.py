@@ -901,3 +901,16 @@ def test_the_sends_kept_against_a_revived_sessions_copy_are_bounded(tmp_path):
     kept = json.loads((tmp_path / "controls.json").read_text())["sends"]
     assert len(kept) == commands.SENDS_ASSETS
     assert max(e for sent in kept.values() for e in sent.values()) <= time.time() + commands.SEND_KEPT_S
+    # the asset commanded last is forgotten last, not the one first commanded long ago (a review)
+    oldest = next(iter(controls._sends))
+    again = Command("maintenance", oldest, action="end", request_id="again", expires=now + 10)
+    assert controls.apply(again, now)[0] and controls.apply(
+        Command("maintenance", "ghost/new", action="start", request_id="n", expires=now + 10), now)[0]
+    assert controls.carried_out(again)
+    # a file of the earlier version, its sends kept until 2191 for any number of assets: bounded as read
+    doc = json.loads((tmp_path / "controls.json").read_text())
+    doc["sends"] = {f"old/{k}": {f"r{k}@7e9": 7e9} for k in range(commands.SENDS_ASSETS + 200)}
+    (tmp_path / "controls.json").write_text(json.dumps(doc))
+    read = AlarmControls(str(tmp_path))
+    assert len(read._sends) == commands.SENDS_ASSETS
+    assert max(e for sent in read._sends.values() for e in sent.values()) <= time.time() + commands.SEND_KEPT_S
