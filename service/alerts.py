@@ -237,7 +237,7 @@ def judge_series(
 def judge_rows(
     scores: np.ndarray, mask: np.ndarray, times: np.ndarray, rules: AlertRules, drift: DriftRule | None = None,
     alive: np.ndarray | None = None, alert_mask: np.ndarray | None = None, level: LevelRows | None = None,
-    terms: np.ndarray | None = None,
+    terms: np.ndarray | None = None, ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Offline ``(alert 0/1, score against the widened line, judged)`` per row, as the daemon steps
     them; ``judged``: the rows the machine stepped on (the windows the daemon judges and publishes).
@@ -255,7 +255,8 @@ def judge_rows(
     time, is judged by its stamps here and may differ.) ``level``: the series' rows for the level
     term (``service.level``): judged rows step it as :func:`judge` does, every other row's score is
     ``max(score, term)`` about the level in force there; ``terms`` (``(T,)``, NaN where none) receives
-    each row's term, over its line (``score``'s ``level`` column).
+    each row's term, over its line (``score``'s ``level`` column); ``ids`` (``(T,)`` objects)
+    receives the ``alert_id`` of the alert up at each row, without its asset (``score``'s column).
     """
     state, drift_state = AlertState(), DriftState()
     out = np.zeros(len(scores), dtype=np.int8)
@@ -284,5 +285,7 @@ def judge_rows(
             adjusted[i] = (term if term > scores[i] else scores[i]) / factor
         if terms is not None and term is not None:
             terms[i] = term
+        if ids is not None and active:
+            ids[i] = state.alert_id
         out[i] = active
     return out, adjusted, judged

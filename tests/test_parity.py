@@ -574,3 +574,19 @@ def test_score_names_each_alert_as_the_daemon_does(tiny_bundle):
     table = score_table(tiny_bundle, score_data(tiny_bundle, data, AlertRules(**RULES)))
     assert live and list(dict.fromkeys(table["alert_id"].dropna())) == live
     assert (table["alert_id"].notna() == (table["alert"] == 1)).all()
+
+
+def test_two_alerts_split_by_a_silence_keep_their_own_ids_offline():
+    """Found by review: ``score``'s ``alert_id`` read raises off 0 -> 1 changes of the alert column,
+    and a silence that ends an alert followed by a window that raises at once reads 1, 1: both
+    alerts got the first one's id, where the daemon names the second anew."""
+    from sensorguard.service.alerts import judge_rows
+    from sensorguard.training.offline import alert_ids
+
+    times = np.array([0.0, 1.0, 2.0, 600.0, 601.0]) + T0
+    ids = np.full(5, None, dtype=object)
+    alert, _, _ = judge_rows(np.full(5, 5.0), np.ones(5, bool), times, AlertRules(raise_after=1, stale_after=300.0),
+                             ids=ids)
+    assert alert.tolist() == [1, 1, 1, 1, 1] and ids[0] != ids[3] and ids[3] == f"{int(times[3] * 1000)}"
+    named = alert_ids(alert, times, None, np.array([f"@{i}" for i in ids], dtype=object))
+    assert len(set(named)) == 2

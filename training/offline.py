@@ -35,6 +35,7 @@ class Scored:
     stale_after: float | None = None  # the silence that ended an alert (and starts a sensor watch afresh)
     judged: np.ndarray | None = None  # rows whose window the alert machine stepped on, as the daemon judges them
     level_term: np.ndarray | None = None  # each row's level term over its line (service.level); None: no term
+    alert_ids: np.ndarray | None = None  # each row's alert up, as the daemon names it (None: no alert)
 
 
 def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None, name: str = "data") -> Scored:
@@ -59,14 +60,17 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
     alive = alive_stamps(data)
     blocked = None if excluded is None else excluded.any(axis=1)
     terms = None if bundle.level is None else np.full(len(data), np.nan)
+    ids = np.full(len(data), None, dtype=object)
     for asset, rows in data.blocks():
         level = level_rows(bundle, data.values[rows], None if blocked is None else blocked[rows])
         part = None if terms is None else terms[rows]  # (a view: judge_rows fills it)
         alert[rows], score[rows], judged[rows] = judge_rows(scores.score[rows], mask[rows], data.times[rows], rules,
                                                             bundle.drift_rule, alive.get(asset),
                                                             None if alert_mask is None else alert_mask[rows], level,
-                                                            part)
-    return Scored(data, replace(scores, score=score), alert, rules.stale_after, judged, terms)
+                                                            part, ids[rows])
+        up = ids[rows] != None  # noqa: E711 - an object array's elementwise test
+        ids[rows][up] = f"{asset or ''}@" + ids[rows][up].astype(str)  # as judge names it live, with its asset
+    return Scored(data, replace(scores, score=score), alert, rules.stale_after, judged, terms, ids)
 
 
 def level_rows(bundle: Bundle, values: np.ndarray, blocked: np.ndarray | None = None) -> LevelRows | None:
@@ -117,9 +121,9 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
         "anomaly": np.where(np.isfinite(score), (score >= 1).astype(int), 0),
         "alert": _carried(np.where(found, scored.alert[take], np.nan), data, scored.stale_after),
     })
-    judged = alert_ids(scored.alert, data.times, data.assets)  # on the rows the machine judged
+    named = scored.alert_ids if scored.alert_ids is not None else np.full(len(data), None, dtype=object)
     out.insert(out.columns.get_loc("alert") + 1, "alert_id", alert_ids(
-        out["alert"].to_numpy(), data.source_times, data.source_assets, np.where(found, judged[take], None)))
+        out["alert"].to_numpy(), data.source_times, data.source_assets, np.where(found, named[take], None)))
     if scored.level_term is not None:  # the score's other part: where it is the larger, it set the score
         out["level"] = np.where(found, scored.level_term[take], np.nan)
     errors = np.where(found[:, None], scores.channel_error[take], np.nan)  # one frame: a column at a time
@@ -131,25 +135,13 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     return out
 
 
-def alert_ids(alert: np.ndarray, times: np.ndarray, assets: np.ndarray | None,
-              raised: np.ndarray | None = None) -> np.ndarray:
-    """Each alert row's ``alert_id`` as the daemon names it: ``<asset>@<epoch ms of its raise>``
-    (``@<epoch ms>`` for a file of one machine: live, its asset's id comes before the ``@``), empty
-    elsewhere. ``raised``: each row's id where known (the raise was judged on a row the cleaning
-    inserted, which is no input row); else the raise is the machine's first alert row after one
-    without, in time order."""
+def alert_ids(alert: np.ndarray, times: np.ndarray, assets: np.ndarray | None, known: np.ndarray) -> np.ndarray:
+    """Each input row's ``alert_id``: ``known`` where its row was scored, else the one up on its
+    machine's row before it in time (a row the cleaning dropped or refused), empty where no alert is up."""
     frame = pd.DataFrame({"a": alert, "t": times, "m": "" if assets is None else pd.Series(assets).astype(str)})
     frame = frame.sort_values(["m", "t"], kind="stable")
     up = frame["a"].to_numpy() == 1
-    if raised is None:
-        start = up & (frame.groupby("m", sort=False)["a"].shift(fill_value=0).to_numpy() != 1)
-        t = frame["t"].to_numpy(dtype=np.float64)
-        stamps = (np.where(np.isfinite(t), t, 0.0) * 1000).astype(np.int64)  # (int(): as alerts.judge writes it)
-        names = frame["m"].to_numpy().astype(object) + "@"
-        known = np.where(start, names + stamps.astype(str).astype(object), None)
-    else:
-        known = np.asarray(raised, dtype=object)[frame.index.to_numpy()]
-    ids = pd.Series(known, index=frame.index).where(up, None)
+    ids = pd.Series(np.asarray(known, dtype=object)[frame.index.to_numpy()], index=frame.index).where(up, None)
     ids = ids.groupby(frame["m"], sort=False).ffill().where(up, None)
     return ids.sort_index().to_numpy(dtype=object)
 
