@@ -84,8 +84,8 @@ class CommandHandler:
         and in cluster mode, for one naming none, the worker serving ``NO_ASSET``'s partition. An
         unknown verb was answered, and counted, by every worker of a cluster (a walk)."""
         asset = _field(payload, "asset")
-        if valid_asset(asset):
-            return self.owns(asset)
+        if valid_asset(asset):  # (its new owner, while taking it over, answers too: a review)
+            return self.owns(asset) or self.taking_over(asset)
         return not self._clustered or self.owns(NO_ASSET)
 
     def handle(self, client: Any, message: Any) -> None:

@@ -503,6 +503,10 @@ def test_a_command_for_an_asset_being_taken_over_is_refused_with_a_retry_hint(ti
     assert "try again" in replies[0][1]["message"]
     assert daemon.controls.suppressed("p1", time.time()) is None
     assert value(daemon, "sensorguard_commands_total", command="shelve", result="rejected") == 1
+    # a command refused as unreadable for an asset being taken over here is answered too (a review)
+    handler.handle(client, SimpleNamespace(topic="sensorguard/commands/frobnicate", payload=json.dumps(
+        {"asset": "p1", "request_id": "r3"}).encode(), qos=1, mid=2, retain=False))
+    assert [json.loads(p)["accepted"] for t, p, _ in client.published if t == "sensorguard/responses/r3"] == [False]
 
 
 def test_an_alert_raised_while_shelved_is_announced_after_a_restart_once_unshelved(tiny_bundle, tmp_path):
