@@ -889,3 +889,6 @@ def test_a_parquet_file_is_read_whatever_its_name(tmp_path):
     frame = _export(rows=30)
     frame.to_parquet(tmp_path / "data.parq", index=False)
     assert load_frame([tmp_path / "data.parq"]).channels == ("temp", "pressure")
+    tagged = frame.rename(columns={"timestamp": "PAR1001"})  # a CSV whose header starts so (a review)
+    tagged.to_csv(tmp_path / "tags.csv", index=False)
+    assert load_frame([tmp_path / "tags.csv"], time_column="PAR1001").channels == ("temp", "pressure")

@@ -51,9 +51,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def _parquet_bytes(path: Path) -> bool:
-    """Whether the file starts as Parquet does (``PAR1``), whatever its name (``data.parq`` was
-    refused as "binary data ... an Excel workbook?", a walk)."""
+    """Whether the file starts and ends as Parquet does (``PAR1``), whatever its name (``data.parq``
+    was refused as "binary data ... an Excel workbook?", a walk); a CSV whose header begins with a
+    tag ``PAR1001`` does not end so."""
     with path.open("rb") as fh:
+        if fh.read(4) != b"PAR1" or path.stat().st_size < 8:
+            return False
+        fh.seek(-4, 2)
         return fh.read(4) == b"PAR1"
 
 
