@@ -22,6 +22,7 @@ from sensorguard.service.logs import first_line
 from sensorguard.training.tables import DataError
 
 SAMPLE_BYTES = 65536  # what the encoding, the delimiter and the decimal mark are guessed from
+PLAIN_COMMA = r"[+-]?\d+,\d+"  # 50,025: a decimal comma (or thousands, where a point is the decimal mark)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -207,13 +208,13 @@ def _decimal_commas_later(frame: pd.DataFrame) -> bool:
             text = column.dropna().astype(str).str.strip()
             if text.str.fullmatch(r"[+-]?\d*\.\d+").any():
                 return False
-            commas = commas or bool(text.str.fullmatch(r"[+-]?\d+,\d+").any())
+            commas = commas or bool(text.str.fullmatch(PLAIN_COMMA).any())
     return commas
 
 
 def _first_comma_row(frame: pd.DataFrame) -> int:
     """The first row (0-based, under the header) with a number written with a comma."""
-    hits = [np.flatnonzero(frame[c].astype(str).str.strip().str.fullmatch(r"[+-]?\d+,\d+").to_numpy(dtype=bool))
+    hits = [np.flatnonzero(frame[c].astype(str).str.strip().str.fullmatch(PLAIN_COMMA).to_numpy(dtype=bool))
             for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
     return min((int(h[0]) for h in hits if len(h)), default=0)
 
