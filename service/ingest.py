@@ -234,7 +234,7 @@ class Ingest:
         """Cluster mode: drop these assets' buffers once none of their windows waits to be scored;
         whether it was done (False: try again after the next batch)."""
         with self.cond:
-            if not assets.isdisjoint(self.buffers.queued_assets()):
+            if self.buffers.pending_of(assets):
                 return False
             for asset in assets:
                 self.buffers.forget(asset)
@@ -292,9 +292,6 @@ class Ingest:
         reading time of its last sample; assets none of whose readings was taken go too, unnamed."""
         with self.cond:
             idle = self.buffers.idle(before)
-            if idle:  # one whose windows still wait to be scored is not silent yet: a backlog drained for
-                queued = self.buffers.queued_assets()  # longer than stale_after_s dropped 12,304 (a walk)
-                idle = [asset for asset in idle if asset not in queued]
             silent = {asset: self.buffers.last_ts(asset) for asset in idle if self.buffers.taken(asset)}
             self._forget(idle, "asset_silent")  # (one never taken goes without a silent fault or a state)
         return silent

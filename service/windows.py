@@ -324,9 +324,9 @@ class Buffers:
             self._off_grid -= sum(not w.coarse for w in out)
         return out
 
-    def queued_assets(self) -> set[str]:
-        """The assets with a window queued."""
-        return {w.asset for w in self._due}
+    def pending_of(self, assets: set[str]) -> bool:
+        """Whether a window of one of ``assets`` is queued."""
+        return any(w.asset in assets for w in self._due)
 
     def queued(self) -> int:
         """Windows queued and not yet drained, the alert hop's too (what the scorer waits for)."""

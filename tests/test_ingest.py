@@ -126,18 +126,3 @@ def test_the_first_line_of_a_reason_counts_so_far_not_since_a_last_line(caplog, 
         taker.accept("sensors/a/b/c/d/e/f/g/h/i/readings", reading(T0))
     first, second = (r.getMessage() for r in caplog.records)
     assert first.endswith("1 like this so far)") and second.endswith("1 like this since the last line)")
-
-
-def test_an_asset_whose_windows_wait_to_be_scored_is_not_silent_yet():
-    """Found by a walk: a backlog drained for longer than ``stale_after_s`` declared assets silent
-    whose readings were all in hand and dropped their queued windows unscored (12,304 of them, as
-    ``asset_silent``). Silence now waits for an asset's queued windows to be scored."""
-    taker = ingest()
-    for t in range(6):
-        taker.take("sensors/pump-1/readings", reading(T0 + t))
-    assert taker.buffers.pending() > 0
-    later = time.monotonic() + 1
-    assert taker.forget_silent(later) == {} and taker.buffers.pending() > 0  # its windows stay, to be scored
-    taker.buffers.drain()
-    assert taker.forget_silent(later) == {"pump-1": T0 + 5}
-    assert not taker.metrics.windows_dropped.labels("asset_silent")._value.get()
