@@ -81,7 +81,7 @@ from sensorguard.service.scorer import Scorer
 from sensorguard.service.scoring_worker import ScoringWorker
 from sensorguard.service.shadow import report_live
 from sensorguard.service.startup_log import announce
-from sensorguard.service.state import SAVE_INTERVAL_S, judged_times, restore_states, saved_channels, saved_faults
+from sensorguard.service.state import SAVE_INTERVAL_S, restore_states, saved_extras
 from sensorguard.service.state_writes import StateWrites
 from sensorguard.service.windows import Buffers
 
@@ -136,16 +136,17 @@ class Daemon(ScoringWorker):
         controls_dir = None if settings.cluster else settings.state_dir
         self.controls = AlarmControls(controls_dir, writes=StateWrites(self.metrics.state_write_failures, controls_dir))
         restored = restore_states(settings.state_dir, settings.max_assets)
-        floors = {asset: ts for asset, ts in judged_times(settings.state_dir).items() if asset in restored}
+        judged, left_open, named = saved_extras(settings.state_dir)  # (one read, after restore set a bad file aside)
+        floors = {asset: ts for asset, ts in judged.items() if asset in restored}
         if not settings.cluster:  # (cluster mode: the state bucket's judged_ts; a prime takes the older readings)
             self.buffers.floors = dict(floors)  # readings the previous run judged are not judged again
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
-        self.alerts.restored_channels = {a: c for a, c in saved_channels(settings.state_dir).items() if a in restored}
+        self.alerts.restored_channels = {a: c for a, c in named.items() if a in restored}
         sensors = self.models.bundle.sensors
         if not settings.cluster and sensors is not None:  # open sensor faults go on (cluster mode: not carried)
-            faults = {asset: kept for asset, f in saved_faults(settings.state_dir).items()
+            faults = {asset: kept for asset, f in left_open.items()
                       if asset in restored and (kept := [x for x in f if sensors.resumable(x)])}
             self.alerts.restore_faults(faults)
             self.buffers.resumed_faults = faults

@@ -52,11 +52,9 @@ from sensorguard.service.set_aside import move_aside
 from sensorguard.service.state import (
     STATE_FILE,
     StateError,
-    judged_times,
     load_states,
     save_states,
-    saved_channels,
-    saved_faults,
+    saved_extras,
 )
 from sensorguard.service.state_writes import CONTROLS
 
@@ -115,8 +113,8 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
     faults: dict[str, list[dict]] = {}  # and its open sensor faults, the newest copy's (a folder rewritten lost them)
     channels: dict[str, list[dict]] = {}  # and its last window's top channels, the newest copy's
     for folder in folders:
-        listed, named = saved_faults(folder), saved_channels(folder)
-        for asset, ts in judged_times(folder).items():
+        times, listed, named = saved_extras(folder)
+        for asset, ts in times.items():
             if asset not in judged or ts >= judged[asset]:
                 judged[asset] = ts
                 for kept, found in ((faults, listed), (channels, named)):

@@ -50,7 +50,6 @@ _ALERT_FIELDS = frozenset(f.name for f in fields(AlertState))
 _DRIFT_FIELDS = frozenset(f.name for f in fields(DriftState))
 # an asset's fields in assets.json
 _ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts", "sensor_faults", "channels"})
-TOP_CHANNELS = 3  # channels an alert names (service.level.top_channels)
 _CHANNEL_KINDS = ("stuck", "out_of_range", "missing")  # sensor faults kept across a restart (silent: its own rule)
 
 
@@ -131,8 +130,8 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
         judged = {a: ts for a in alerts if (ts := _finite_time(doc["assets"][a].get("judged_ts"))) is not None}
         with contextlib.suppress(OSError):  # (not rewritten: the daemon's next save replaces it, or says why not)
             age = path.stat()
-            save_states(directory, alerts, drift, unannounced, judged, saved_faults(directory),
-                        saved_channels(directory))
+            entries = {a: e for a, e in doc["assets"].items() if isinstance(e, dict)}  # (read above: not again)
+            save_states(directory, alerts, drift, unannounced, judged, _faults(entries), _channels(entries))
             os.utime(path, ns=(age.st_atime_ns, age.st_mtime_ns))  # no newer than it was: relayout weighs copies by age
     return alerts, drift, unannounced
 
@@ -183,19 +182,7 @@ def judged_times(directory: str | os.PathLike | None) -> dict[str, float]:
     them (``--workers`` changed and changed back) delivered them again, and judged a second time
     they re-announced alerts minutes old and cleared an alert that was still up (found in a walk).
     """
-    return {asset: ts for asset, value in _field(directory, "judged_ts") if (ts := _finite_time(value)) is not None}
-
-
-def _field(directory: str | os.PathLike | None, name: str) -> list[tuple[str, object]]:
-    """Each asset's ``name`` field in ``assets.json`` (empty without a file, or for one that cannot
-    be read: :func:`restore_states` has set it aside)."""
-    if not directory:
-        return []
-    try:
-        assets = json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))["assets"]
-        return [(asset, entry.get(name)) for asset, entry in assets.items() if isinstance(entry, dict)]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        return []
+    return _judged(_saved(directory))
 
 
 def saved_faults(directory: str | os.PathLike | None) -> dict[str, list[dict]]:
@@ -203,24 +190,58 @@ def saved_faults(directory: str | os.PathLike | None) -> dict[str, list[dict]]:
     "value"}]``; empty without a file, entries that do not read as such left out). Without them a
     restart forgot every open fault: no ``sensor_ok`` ever followed its ``sensor_fault``, or a second
     ``sensor_fault`` came with none between (found in a walk)."""
-    out = {}
-    for asset, listed in _field(directory, "sensor_faults"):
-        faults = [f for f in listed if _fault(f)] if isinstance(listed, list) else []
-        if faults:
-            out[asset] = [{**f, "since": float(f["since"]), "value": _float_or_nan(f.get("value"))} for f in faults]
-    return out
+    return _faults(_saved(directory))
 
 
 def saved_channels(directory: str | os.PathLike | None) -> dict[str, list[dict]]:
     """Per asset, the top channels of the last window the previous run judged (``[{"name",
     "share"}]``; entries that do not read as such left out). Without them a restored alert's
     retained state said ``"channels": []`` until its next window (found in a walk)."""
+    return _channels(_saved(directory))
+
+
+def saved_extras(directory: str | os.PathLike | None
+                 ) -> tuple[dict[str, float], dict[str, list[dict]], dict[str, list[dict]]]:
+    """:func:`judged_times`, :func:`saved_faults` and :func:`saved_channels` from one reading of
+    the file (a start read it once for each)."""
+    assets = _saved(directory)
+    return _judged(assets), _faults(assets), _channels(assets)
+
+
+def _saved(directory: str | os.PathLike | None) -> dict[str, dict]:
+    """The entries of ``assets.json`` (empty without a file, or for one that cannot be read:
+    :func:`restore_states` has set it aside)."""
+    if not directory:
+        return {}
+    try:
+        assets = json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))["assets"]
+        return {asset: entry for asset, entry in assets.items() if isinstance(entry, dict)}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return {}
+
+
+def _judged(assets: Mapping[str, dict]) -> dict[str, float]:
+    return {asset: ts for asset, entry in assets.items() if (ts := _finite_time(entry.get("judged_ts"))) is not None}
+
+
+def _faults(assets: Mapping[str, dict]) -> dict[str, list[dict]]:
     out = {}
-    for asset, listed in _field(directory, "channels"):
+    for asset, entry in assets.items():
+        listed = entry.get("sensor_faults")
+        faults = [f for f in listed if _fault(f)] if isinstance(listed, list) else []
+        if faults:
+            out[asset] = [{**f, "since": float(f["since"]), "value": _float_or_nan(f.get("value"))} for f in faults]
+    return out
+
+
+def _channels(assets: Mapping[str, dict]) -> dict[str, list[dict]]:
+    out = {}
+    for asset, entry in assets.items():
+        listed = entry.get("channels")
         if isinstance(listed, list) and listed and all(
                 isinstance(c, dict) and isinstance(c.get("name"), str) and _finite_share(c.get("share"))
                 for c in listed):
-            out[asset] = [{"name": c["name"], "share": float(c["share"])} for c in listed[:TOP_CHANNELS]]
+            out[asset] = [{"name": c["name"], "share": float(c["share"])} for c in listed]
     return out
 
 

@@ -38,7 +38,7 @@ from sensorguard.training.tables import (
     time_of_day_only,
     to_numbers,
     unreadable_note,
-    unzoned_among_zoned,
+    zoned_stamps,
 )
 
 __all__ = ["DataError", "SensorData", "concat_series", "drop_labeled", "load_frame", "machine_rows", "read_table",
@@ -138,10 +138,11 @@ def series_from_frame(
     if (unreadable := unreadable_note(frame, chosen, values)) is not None:
         notes.append(unreadable)
     notes += no_data_markers(values, chosen, normal)
-    if unzoned := unzoned_among_zoned(stamps):  # (mixed: read as one clock going back, a walk)
-        notes.append(f"{unzoned} timestamps without a UTC offset among ones with one: read as UTC (give every "
-                     "stamp its offset)")
-    if local_clock(stamps):
+    zoned = zoned_stamps(stamps)
+    if zoned is not None and zoned.any() and not zoned.all():  # (mixed: read as one clock going back, a walk)
+        notes.append(f"{int((~zoned).sum())} timestamps without a UTC offset among ones with one: read as UTC "
+                     "(give every stamp its offset)")
+    if local_clock(stamps, zoned):
         groups = frame[asset_column].astype(str).to_numpy() if asset_column in frame.columns else None
         times, fell = turned_back_hours(times, values, groups)
         notes += [f"the clock went back an hour at {pd.Timestamp(t, unit='s'):%Y-%m-%d %H:%M} (daylight saving "

@@ -123,23 +123,22 @@ def parse_times(column: pd.Series, tcol: str, name: str, notes: list[str] | None
 ZONED = r"(?:Z|[+-]\d\d:?\d\d)$"  # a stamp that says its UTC offset
 
 
-def local_clock(column: pd.Series) -> bool:
+def zoned_stamps(column: pd.Series) -> np.ndarray | None:
+    """Per stamp, whether it says its UTC offset (``Z``, ``+01:00``), as text; None for a column of
+    numbers (every stamp is looked at: with offsets after the first 200, one without beside one
+    with, an hour apart, was read as a clock going back: a walk)."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return None
+    return column.dropna().astype(str).str.strip().str.contains(ZONED, regex=True).to_numpy(dtype=bool)
+
+
+def local_clock(column: pd.Series, zoned: np.ndarray | None) -> bool:
     """Whether timestamps are a wall clock without a zone (text without a UTC offset or ``Z``, or
-    Excel serial dates): the clock plant exports keep, which turns back an hour each autumn. Every
-    stamp is looked at: with offsets after the first 200, a stamp without one beside one with one
-    an hour apart was read as a clock going back (a walk)."""
+    Excel serial dates): the clock plant exports keep, which turns back an hour each autumn.
+    ``zoned``: :func:`zoned_stamps` of the column."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         return _excel_days(column.to_numpy(dtype=np.float64))
-    text = column.dropna().astype(str).str.strip()
-    return len(text) > 0 and not text.str.contains(ZONED, regex=True).any()
-
-
-def unzoned_among_zoned(column: pd.Series) -> int:
-    """How many stamps say no UTC offset in a column where others do (read as UTC: said in a note)."""
-    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
-        return 0
-    zoned = column.dropna().astype(str).str.strip().str.contains(ZONED, regex=True)
-    return int((~zoned).sum()) if zoned.any() else 0
+    return zoned is not None and len(zoned) > 0 and not zoned.any()
 
 
 def _excel_days(values: np.ndarray) -> bool:
