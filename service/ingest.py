@@ -287,14 +287,23 @@ class Ingest:
         with self.cond:
             return self._forget(assets, "partition_lost")
 
-    def forget_silent(self, before: float) -> dict[str, float]:
+    def forget_silent(self, before: float) -> tuple[dict[str, float], list[DueWindow]]:
         """Free the buffers of assets that sent nothing since ``before`` (monotonic); for each, the
-        reading time of its last sample; assets none of whose readings was taken go too, unnamed."""
+        reading time of its last sample, and their windows still queued, oldest first (assets none
+        of whose readings was taken go too, unnamed).
+
+        The windows are handed back, not dropped: the caller judges them before it ends the assets,
+        as offline judges every row before a gap. A backlog drained for longer than the silence
+        (an abuse walk: 12,304 windows dropped) lost them, and whatever alert they held.
+        """
         with self.cond:
             idle = self.buffers.idle(before)
             silent = {asset: self.buffers.last_ts(asset) for asset in idle if self.buffers.taken(asset)}
-            self._forget(idle, "asset_silent")  # (one never taken goes without a silent fault or a state)
-        return silent
+            queued = self.buffers.take(set(idle))
+            for asset in idle:
+                self.buffers.forget(asset)
+            self._gauges()
+        return silent, queued
 
     def _forget(self, assets: Iterable[str], reason: str) -> int:
         """Free the assets' buffers (the caller holds ``cond``); their queued windows are counted

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 # merging and kept its own (found in a README walk). Prometheus needs none of them.
 disable_created_metrics()
 
-WINDOW_DROP_REASONS = ("scoring_failed", "asset_silent", "partition_lost")  # windows_dropped_total{reason}
+WINDOW_DROP_REASONS = ("scoring_failed", "partition_lost")  # windows_dropped_total{reason}
 
 OTHER = "_other"
 ACK_BUCKETS = (60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)  # time to acknowledge

@@ -75,11 +75,7 @@ class ScoringWorker:
             except Exception:  # noqa: BLE001 - keep serving; the error is logged
                 log.exception("publishing sensor faults failed")
             if batch:
-                try:
-                    self.score_batch(batch)
-                except Exception:  # noqa: BLE001 - keep scoring the next batches; the loss is counted
-                    self.metrics.windows_dropped.labels("scoring_failed").inc(sum(d.coarse for d in batch))
-                    log.exception("scoring a batch of %d windows failed", len(batch))
+                self._score_counted(batch)
             try:
                 if self.source is not None:
                     self.source.step()  # cluster mode: hand assets over, pass changed states on
@@ -97,6 +93,14 @@ class ScoringWorker:
         for asset, event in self.ingest.sensor_events():
             self.alerts.sensor(asset, event)
 
+    def _score_counted(self, batch: list[DueWindow]) -> None:
+        """:meth:`score_batch`; a failure is logged and its windows counted, and the worker goes on."""
+        try:
+            self.score_batch(batch)
+        except Exception:  # noqa: BLE001 - keep scoring the next batches; the loss is counted
+            self.metrics.windows_dropped.labels("scoring_failed").inc(sum(d.coarse for d in batch))
+            log.exception("scoring a batch of %d windows failed", len(batch))
+
     def score_batch(self, batch: list[DueWindow]) -> None:
         """Score due windows in one forward pass, step their assets' alerts, tell the listeners
         (:func:`~sensorguard.service.batch_scoring.score_batch`)."""
@@ -104,7 +108,8 @@ class ScoringWorker:
 
     def housekeeping(self, now: float) -> None:
         """About once a second on the worker: assets silent for ``stale_after_s`` go stale and free
-        their slots, restored assets that never came back end, state is saved, readings recorded.
+        their slots (their windows still queued judged first), restored assets that never came back
+        end, state is saved, readings recorded.
 
         Silence counts only while connected, from the later of an asset's last reading and the
         last (re)connect: a broker outage makes no asset stale, and after it the readings the
@@ -112,7 +117,11 @@ class ScoringWorker:
         """
         since = self.connection.connected_since
         if since is not None and now - since >= self.rules.stale_after:
-            for asset, last_ts in self.ingest.forget_silent(now - self.rules.stale_after).items():
+            silent, queued = self.ingest.forget_silent(now - self.rules.stale_after)
+            step = max(1, self.settings.batch_max)
+            for start in range(0, len(queued), step):  # judged before their silence ends them, as offline
+                self._score_counted(queued[start : start + step])
+            for asset, last_ts in silent.items():
                 self.alerts.end(asset, last_ts)
                 self._shadow_forgets(asset)
                 log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)

@@ -404,10 +404,14 @@ class Buffers:
             self._rates[asset] = (cleaner.seen_ts, cleaner.step_avg, cleaner.steps)
             if len(self._rates) > RATES_KEPT:
                 del self._rates[next(iter(self._rates))]
-        if not self._due:
-            return 0
-        off_grid = sum(not w.coarse for w in self._due if w.asset == asset)  # (they may never be judged)
-        before = len(self._due)
-        self._due = deque(w for w in self._due if w.asset != asset)
-        self._off_grid -= off_grid
-        return before - len(self._due) - off_grid
+        return sum(w.coarse for w in self.take({asset}))
+
+    def take(self, assets: set[str]) -> list[DueWindow]:
+        """Remove and return the queued windows of ``assets``, oldest first."""
+        if not self._due or not assets:
+            return []
+        taken = [w for w in self._due if w.asset in assets]
+        if taken:
+            self._due = deque(w for w in self._due if w.asset not in assets)
+            self._off_grid -= sum(not w.coarse for w in taken)
+        return taken

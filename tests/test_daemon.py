@@ -214,13 +214,24 @@ def test_windows_never_judged_are_counted_and_a_failed_batch_keeps_the_sensor_fa
     daemon._work()  # one last batch: its scoring fails, the worker carries on and returns
     assert value(daemon, "sensorguard_windows_dropped_total", reason="scoring_failed") == 1
     assert sensor_events == ["pump-1"]  # the asset's first reading (silent -> back) was still told
-    other, client = make(tiny_bundle, stale_after_s=60)
+
+
+def test_a_silent_assets_queued_windows_are_judged_before_its_silence_ends_it(tiny_bundle):
+    """An abuse walk drained a backlog for longer than ``stale_after_s``: assets whose readings
+    were all in hand went silent, and their queued windows were dropped unscored (12,304 of them),
+    an alert they held never raised. They are judged first, as offline judges every row before a
+    gap; then the silence ends the alert they raised."""
+    daemon, client = make(tiny_bundle, stale_after_s=60, raise_after=1, clear_after=1)
     for i in range(tiny_bundle.window):
-        other.ingest.handle(client, message("pump-2", T0 + i))
-    assert other.buffers.pending() == 1
-    other.housekeeping(time.monotonic() + 61)  # silent with its window still queued
-    assert value(other, "sensorguard_windows_dropped_total", reason="asset_silent") == 1
-    assert value(other, "sensorguard_windows_dropped_total", reason="scoring_failed") == 0
+        daemon.ingest.handle(client, message("pump-2", T0 + i, a=1e3 * (i % 2), b=-1e3, c=1e3))
+    assert daemon.buffers.pending() == 1
+    daemon.housekeeping(time.monotonic() + 61)  # silent with its window still queued
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-2"]
+    assert [e["state"] for e in events] == ["raised", "sensor_fault"]  # judged: its alert rose, then ended
+    assert value(daemon, "sensorguard_windows_scored_total") == 1
+    assert value(daemon, "sensorguard_windows_dropped_total", reason="scoring_failed") == 0
+    assert (events[1]["kind"], events[1]["alert_id"]) == ("silent", events[0]["alert_id"])  # the alert it ends
+    assert daemon.buffers.queued() == 0 and "pump-2" not in daemon.buffers
 
 
 def test_a_lost_partitions_queued_windows_are_dropped_and_counted_not_scored_twice(tiny_bundle):
