@@ -53,7 +53,7 @@ from sensorguard.service.state import StateError, decode_asset
 log = logging.getLogger(__name__)
 
 REBUILD_WAIT_S = 5.0  # the window stream's next message, while rebuilding, at most this long
-LAG_POLL_S = 0.2  # how often a rebuild looks whether the readings stream caught up with the window stream
+LAG_POLL_S = 0.2  # how often a rebuild looks whether one stream caught up with the other
 LAG_WARN_S = 5.0  # a rebuild waiting this long for it says so
 PRIME_WARM = 64  # readings replayed before the last window's (the rate estimate's weight on its start: 2e-4)
 UNTAKEN_LOOKAHEAD = 16  # unreadable readings skipped at most when looking for an asset's first one
@@ -88,15 +88,22 @@ class Takeover:
         Both streams copy the input stream, each at its own pace: after a node died one may lag the
         other by a minute (:mod:`watchdog`). A reading in the window stream but not yet copied into
         the readings stream would look taken, be primed, and be refused as a repeat when it came:
-        so only readings the readings stream has copied too are primed (:meth:`_readings_caught_up`).
+        so only readings the readings stream has copied too are primed. And a reading the previous
+        owner took from the readings stream before the window stream copied it would be missing
+        from the window, for good: so the rebuild first waits for the window stream to copy as far
+        as the readings stream had (:meth:`_caught_up`, each way).
         """
         root = f"{WINDOWS_ROOT}.{k}."
+        halt = halt or asyncio.Event()
+        taken = await self._copied(READINGS_STREAM)  # the previous owner took readings up to here at most
+        if not await self._caught_up(k, WINDOWS_STREAM, taken, READINGS_STREAM, halt):
+            return [], 0
         subjects = await stream_subjects(self._nc, WINDOWS_STREAM, f"{root}>")
         # a reading of a bad asset id (pump@7) is in the stream too, refused as bad_asset when it was
         # read: its id is no state key, and the bucket's refusal stopped the whole partition (a walk)
         subjects = {s: n for s, n in subjects.items() if valid_asset(asset_of(s)[1])}
         copied = await self._copied(WINDOWS_STREAM)  # read after the listing: every reading listed is at most here
-        if not await self._readings_caught_up(k, copied, halt or asyncio.Event()):
+        if not await self._caught_up(k, READINGS_STREAM, copied, WINDOWS_STREAM, halt):
             return [], 0
         cuts, firsts = {}, {}
         for subject in subjects:
@@ -193,17 +200,17 @@ class Takeover:
         seq = sources[0].get("seq") if sources else None
         return int(seq) if seq else None
 
-    async def _readings_caught_up(self, k: int, copied: int | None, halt: asyncio.Event) -> bool:
-        """Wait until the readings stream copied the input stream up to ``copied`` (where the window
-        stream was); False when ``halt`` came first."""
+    async def _caught_up(self, k: int, stream: str, copied: int | None, ahead: str, halt: asyncio.Event) -> bool:
+        """Wait until ``stream`` copied the input stream up to ``copied`` (where the ``ahead`` stream
+        was); False when ``halt`` came first."""
         if copied is None:
             return True
         warn_at = time.monotonic() + LAG_WARN_S
-        while (await self._copied(READINGS_STREAM) or 0) < copied:
+        while (await self._copied(stream) or 0) < copied:
             if time.monotonic() >= warn_at:  # again every minute while it lasts
                 warn_at = time.monotonic() + 60.0
                 log.warning("cluster: partition %d: waiting for %s to copy %s as far as %s has (sequence %d) "
-                            "before taking its assets over", k, READINGS_STREAM, IN_STREAM, WINDOWS_STREAM, copied)
+                            "before taking its assets over", k, stream, IN_STREAM, ahead, copied)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(halt.wait(), LAG_POLL_S)
             if halt.is_set():

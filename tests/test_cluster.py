@@ -467,6 +467,58 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
     assert lagging_last is None and waited >= 0.9 and none == []  # nothing primed: it waited until halted
 
 
+def test_a_takeover_waits_for_the_window_stream_to_copy_what_the_previous_owner_took(tmp_path):
+    """The other way round (a review): after a node died the window stream can lag the readings
+    stream. A reading the previous owner took before the window stream copied it was missing from
+    the rebuilt window for good (primed with 7-10, then 13 next). So the rebuild waits for the
+    window stream too; here its source is cut, so it waits until halted."""
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.config import load_settings
+    from sensorguard.service.ingest import Ingest
+    from sensorguard.service.metrics import Metrics
+    from sensorguard.service.takeover import Takeover
+    from sensorguard.service.windows import Buffers
+
+    node = NatsCluster(tmp_path, 1).start()  # its own: the test cuts a stream's source
+    layout = Layout(partitions=8, servers=node.urls)
+    cluster.run_init(layout)
+    asset, t0 = "pump-3", 1_767_225_600.0
+    k = cluster.partition_of(asset, 8)
+    settings = load_settings({"model": None}, {}, require_model=False)
+
+    async def run() -> tuple:
+        nc = await cluster.connect(node.urls)
+        js = nc.jetstream()
+        try:
+            await owned_partition(js, k)
+            await send_readings(nc, asset, t0, range(1, 11))
+            await counts_reach(nc, lambda c: min(c) >= 10)
+            windows = next(c for c in cluster.stream_configs(layout) if c.name == cluster.WINDOWS_STREAM)
+            windows.sources = None
+            await js.update_stream(windows)  # its copying stops: the readings stream runs ahead
+            await send_readings(nc, asset, t0, range(11, 15))  # 11-14: in the readings stream only
+            await counts_reach(nc, lambda c: c[0] >= 14)
+            await take_readings(nc, k, 12)  # the previous owner took 1-12
+            ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
+            states = await js.key_value(cluster.STATE_BUCKET)
+            halt, started = asyncio.Event(), time.monotonic()
+            asyncio.get_running_loop().call_later(1.0, halt.set)
+            assets, _ = await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt)
+            return ingest.buffers.last_ts(asset), time.monotonic() - started, assets, await stream_counts(nc)
+        finally:
+            await nc.close()
+
+    try:
+        last, waited, assets, streams = asyncio.run(run())
+    finally:
+        node.stop()
+    assert streams == (14, 10)  # the window stream never got 11-14
+    assert last is None and waited >= 0.9 and assets == []  # nothing primed: it waited until halted
+
+
 def test_a_takeover_passes_over_a_bad_asset_id_in_the_window_stream(nats_node):
     """Found by a walk: one reading on ``sensors/pump@7/readings`` (refused as ``bad_asset`` when
     read) stopped its partition for good. Each takeover asked the state bucket for ``pump@7``,
