@@ -219,16 +219,16 @@ class Ingest:
         return ours
 
     def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], window_ts: float | None,
-              judged_ts: float | None = None) -> int:
+              judged_ts: float | None = None) -> tuple[int, list[dict]]:
         """Cluster mode, taking an asset over: rebuild its window from readings its previous owner
         took (:meth:`Buffers.prime`, on the cadence of its window at ``window_ts``); they are not
         counted or recorded again, and only the windows after ``window_ts`` (and ``judged_ts``)
-        are scored."""
+        are scored. How many readings were taken, and the channel faults they leave open."""
         with self.cond:
-            taken = self.buffers.prime(asset, samples, time.monotonic(), window_ts, judged_ts)
+            primed = self.buffers.prime(asset, samples, time.monotonic(), window_ts, judged_ts)
             if self.buffers.queued():  # windows the previous owner completed but did not score
                 self.cond.notify()
-            return taken
+            return primed
 
     def release(self, assets: set[str]) -> bool:
         """Cluster mode: drop these assets' buffers once none of their windows waits to be scored;

@@ -208,7 +208,7 @@ class Buffers:
         return None
 
     def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], received: float,
-              window_ts: float | None = None, judged_ts: float | None = None) -> int:
+              window_ts: float | None = None, judged_ts: float | None = None) -> tuple[int, list[dict]]:
         """Fill ``asset``'s buffer (window, last time, cleaner and sensor watch) with readings its
         previous owner already took, without queueing their windows or sensor events: those were
         the previous owner's to score and announce. With ``window_ts``, the end time of a window the
@@ -218,8 +218,10 @@ class Buffers:
         ``window_ts``, is saved on every status change and every 30 s, so a window it scored since
         is scored again from the same state: the same verdict). ``judged_ts``: a later alert-hop
         window the state already holds; the windows up to it are not queued. Returns how many
-        readings were taken. The caller holds the lock that guards the buffers (nothing drains in
-        between)."""
+        readings were taken, and the channel faults the readings leave open (``[{"kind", "channel",
+        "since", "value"}]``, as ``OpenFaults.saved``): announced by the previous owner, yet the new
+        owner's retained state must list them (it listed none until they closed; a walk). The
+        caller holds the lock that guards the buffers (nothing drains in between)."""
         due, events, taken = len(self._due), len(self.sensor_events), 0
         # the cadence is set where the grid row at window_ts is written (_write): a row the cleaner
         # filled in a gap has no reading of that time
@@ -235,10 +237,17 @@ class Buffers:
             self._off_grid -= not self._due.pop().coarse
         self._due.extend(unscored)
         self._off_grid += sum(not w.coarse for w in unscored)
+        opened: dict[tuple[str, str | None], SensorEvent] = {}
+        for _, event in list(self.sensor_events)[events:]:  # (the previous owner's to announce)
+            if event.kind != "silent":
+                if event.fault:
+                    opened[(event.kind, event.channel)] = event
+                else:
+                    opened.pop((event.kind, event.channel), None)
         while len(self.sensor_events) > events:
             self.sensor_events.pop()
         self._deferred.pop(asset, None)  # (the previous owner's to announce, as its other events: a review)
-        return taken
+        return taken, [{"kind": e.kind, "channel": e.channel, "since": e.ts, "value": e.value} for e in opened.values()]
 
     def _heard(self, asset: str, ts: float, mark: int) -> None:
         """The asset is heard from (a reading taken, refused for its rate, or opening a fault): its

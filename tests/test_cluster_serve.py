@@ -142,22 +142,30 @@ def test_a_worker_starting_on_a_backlog_takes_it_all_once_without_a_false_alarm(
         worker.stop()
 
 
+def an_asset_of_the_second(workers) -> str:
+    """Once two workers share the 8 partitions: an asset the second serves (its partition rebuilt)."""
+    from sensorguard.service.cluster import partition_of
+
+    urls = [url for _, url in workers]
+    wait_for(lambda: [owned(u) for u in urls] == [4, 4], 20, "two workers with 4 partitions each")
+    (wa, _), (wb, _) = workers
+    asset = next(f"line-1/pump-{i}" for i in range(100) if partition_of(f"line-1/pump-{i}", 8) in wb.source.owned)
+    wait_for(lambda: wb.source.serves(asset), 20, "its partition taken over (rebuilt) by the second")
+    assert not wa.source.serves(asset)
+    return asset
+
+
 @pytest.mark.integration
 def test_maintenance_is_answered_by_the_owner_and_moves_with_the_asset(nats_node, trained_dir):
     """Commands in cluster mode: the worker whose partition holds the asset answers (before any
     reading of it came), and its maintenance goes with it to the next owner (the state bucket)."""
-    from sensorguard.service.cluster import partition_of
-
     workers = [daemon(nats_node, trained_dir, "wa"), daemon(nats_node, trained_dir, "wb")]
     broker = SimpleNamespace(port=nats_node.nodes[0].mqtt_port)
     replies = Collector(broker, "sensorguard/responses/#")
     try:
         urls = [url for _, url in workers]
-        wait_for(lambda: [owned(u) for u in urls] == [4, 4], 20, "two workers with 4 partitions each")
         (wa, _), (wb, _) = workers
-        asset = next(f"line-1/pump-{i}" for i in range(100) if partition_of(f"line-1/pump-{i}", 8) in wb.source.owned)
-        wait_for(lambda: wb.source.serves(asset), 20, "its partition taken over (rebuilt) by wb")
-        assert not wa.source.serves(asset)
+        asset = an_asset_of_the_second(workers)
         pub = Publisher(broker)
         pub.client.publish("sensorguard/commands/maintenance", json.dumps(
             {"asset": asset, "action": "start", "request_id": "r1", "reason": "pump swap"}), qos=1).wait_for_publish(10)
@@ -191,6 +199,39 @@ def test_maintenance_is_answered_by_the_owner_and_moves_with_the_asset(nats_node
         pub.close()
     finally:
         replies.close()
+        for d, _ in workers:
+            d.stop()
+
+
+@pytest.mark.integration
+def test_an_open_sensor_fault_is_listed_by_the_new_owner_and_closed_by_it(nats_node, trained_dir):
+    """A walk: after a takeover the new owner's retained state listed no sensor fault while one was
+    open (its watch, primed from the readings, knew; its state did not), until the fault closed.
+    The faults the primed readings leave open are listed, not announced again; their end is."""
+    workers = [daemon(nats_node, trained_dir, "wa"), daemon(nats_node, trained_dir, "wb")]
+    events = Collector(SimpleNamespace(port=nats_node.nodes[0].mqtt_port), "sensorguard/alerts/#")
+    pub = Publisher(SimpleNamespace(port=nats_node.nodes[0].mqtt_port))
+    try:
+        urls = [url for _, url in workers]
+        (wa, _), (wb, _) = workers
+        asset = an_asset_of_the_second(workers)
+        frame = plant_frame(rows=120, channels=3, seed=3)
+        times, values = epoch(frame), frame[CHANNELS].to_numpy().copy()
+        values[40:80, 1] = 1e6  # c1 out of range from row 40 to 79
+        pub.samples(asset, times[:60], values[:60], CHANNELS, batch=1)
+        wait_for(lambda: wb.alerts.sensor_faults(asset), 20, "wb opening the fault")
+        topic = f"sensorguard/alerts/{asset}"
+        wb.stop()  # a clean stop: its partitions go to wa
+        wait_for(lambda: owned(urls[0]) == 8 and wa.source.serves(asset), 30, "wa taking the asset over")
+        assert [f["kind"] + ":" + f["channel"] for f in wa.alerts.sensor_faults(asset)] == ["out_of_range:c1"]
+        pub.samples(asset, times[60:], values[60:], CHANNELS, batch=1)
+        wait_for(lambda: not wa.alerts.sensor_faults(asset), 30, "the fault closing under wa")
+        time.sleep(0.5)
+        told = [e["state"] for e in events.on(topic) if e.get("kind") == "out_of_range"]
+        assert told == ["sensor_fault", "sensor_ok"], events.on(topic)  # opened by wb, closed by wa: each once
+    finally:
+        pub.close()
+        events.close()
         for d, _ in workers:
             d.stop()
 

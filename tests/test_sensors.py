@@ -176,6 +176,19 @@ def test_a_channel_dead_from_the_first_reading_is_held_so_the_asset_is_scored():
     assert len(windows) >= 6 and all(w.excluded == (1,) for w in windows)
     assert all(np.isfinite(w.window).all() for w in windows)
 
+def test_priming_names_the_channel_faults_its_readings_leave_open_without_queueing_them():
+    """Cluster mode's takeover primes the new owner's watch from readings its previous owner took
+    and announced: the faults stay unannounced, but the new owner's retained state listed none of
+    them until they closed (a walk). Prime names those still open: here b is out of range from
+    reading 6 on, and a's fault at reading 2 ended in its off-delay."""
+    bufs = sensing_buffers()
+    rows = [(float(i), {"a": 99.0 if i == 2 else 1.0, "b": 99.0 if i >= 6 else 2.0}) for i in range(10)]
+    taken, opened = bufs.prime("p", rows, 0.0)
+    assert taken == 10 and not bufs.sensor_events  # nothing announced again
+    assert opened == [{"kind": "out_of_range", "channel": "b", "since": 6.0, "value": 99.0}]
+    assert bufs.faulted("p") == (1,)
+
+
 def test_a_hot_swap_to_a_bundle_without_sensor_limits_ends_the_open_faults():
     bufs = sensing_buffers()
     bufs.add("p", 0.0, {"a": 1.0, "b": 99.0}, 0.0)  # a first reading also tells a silent fault it ended

@@ -251,8 +251,8 @@ def test_primed_readings_continue_the_window_without_queueing_what_the_previous_
     """Cluster mode's takeover: the new owner's buffer continues where the old one was, so its next
     window is due on the same cadence and holds the readings the old owner took."""
     primed, fresh = Buffers(CH, 4, 2), Buffers(CH, 4, 2)
-    taken = primed.prime("p", [(float(t), row(float(t))) for t in range(1, 6)], 0.0)
-    assert taken == 5 and primed.pending() == 0 and primed.last_ts("p") == 5.0
+    taken, opened = primed.prime("p", [(float(t), row(float(t))) for t in range(1, 6)], 0.0)
+    assert taken == 5 and opened == [] and primed.pending() == 0 and primed.last_ts("p") == 5.0
     assert feed(primed, "p", [5]) == ["duplicate_ts"]  # a redelivered reading it was primed with
     feed(primed, "p", [6])
     feed(fresh, "p", [6])
