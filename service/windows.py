@@ -220,7 +220,7 @@ class Buffers:
         window the state already holds; the windows up to it are not queued. Returns how many
         readings were taken, and the channel faults the readings leave open (``[{"kind", "channel",
         "since", "value"}]``, as ``OpenFaults.saved``): announced by the previous owner, yet the new
-        owner's retained state must list them (it listed none until they closed; a walk). The
+        owner's retained state must list them (it listed none until they closed: a known gap). The
         caller holds the lock that guards the buffers (nothing drains in between)."""
         due, events, taken = len(self._due), len(self.sensor_events), 0
         # the cadence is set where the grid row at window_ts is written (_write): a row the cleaner

@@ -205,7 +205,7 @@ def test_maintenance_is_answered_by_the_owner_and_moves_with_the_asset(nats_node
 
 @pytest.mark.integration
 def test_an_open_sensor_fault_is_listed_by_the_new_owner_and_closed_by_it(nats_node, trained_dir):
-    """A walk: after a takeover the new owner's retained state listed no sensor fault while one was
+    """A known gap: after a takeover the new owner's retained state listed no sensor fault while one was
     open (its watch, primed from the readings, knew; its state did not), until the fault closed.
     The faults the primed readings leave open are listed, not announced again; their end is."""
     workers = [daemon(nats_node, trained_dir, "wa"), daemon(nats_node, trained_dir, "wb")]

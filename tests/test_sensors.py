@@ -179,7 +179,7 @@ def test_a_channel_dead_from_the_first_reading_is_held_so_the_asset_is_scored():
 def test_priming_names_the_channel_faults_its_readings_leave_open_without_queueing_them():
     """Cluster mode's takeover primes the new owner's watch from readings its previous owner took
     and announced: the faults stay unannounced, but the new owner's retained state listed none of
-    them until they closed (a walk). Prime names those still open: here b is out of range from
+    them until they closed (a known gap). Prime names those still open: here b is out of range from
     reading 6 on, and a's fault at reading 2 ended in its off-delay."""
     bufs = sensing_buffers()
     rows = [(float(i), {"a": 99.0 if i == 2 else 1.0, "b": 99.0 if i >= 6 else 2.0}) for i in range(10)]
