@@ -251,7 +251,7 @@ class AlarmControls:
             controls = [Control(str(c["kind"]), float(c["since"]), None if c["until"] is None else float(c["until"]),
                                 str(c.get("reason", "")), str(c.get("by", ""))) for c in doc.get("controls", [])]
             sends = _sends(doc.get("sends", {}))
-            alerts = {str(i): dict(e) | {"asset": asset} for i, e in doc.get("alerts", {}).items()}
+            alerts = {str(i): alert_entry(dict(e) | {"asset": asset}) for i, e in doc.get("alerts", {}).items()}
             past = [(str(kind), float(since), float(end)) for kind, since, end in doc.get("past", [])]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"invalid alarm controls ({exc})") from None
@@ -332,7 +332,7 @@ class AlarmControls:
                 control = Control(raw["kind"], float(raw["since"]), until, str(raw.get("reason", "")),
                                   str(raw.get("by", "")))
                 self._controls[(str(raw["asset"]), control.kind)] = control
-            self._alerts = {str(k): dict(v) for k, v in doc.get("alerts", {}).items()}
+            self._alerts = {str(k): alert_entry(v) for k, v in doc.get("alerts", {}).items()}
             self._newest = newest(self._alerts)
             for asset, kind, since, end in doc.get("past", []):  # (files before session 32 have none)
                 if kind not in ("maintenance", "shelved"):
@@ -351,6 +351,21 @@ class AlarmControls:
                 f" from the accepted commands in {' and '.join(audits)}" if audits else "")
             log.warning("alarm controls in %s unreadable (%s); %s, starting without maintenance, shelving or "
                         "acknowledgements: %s", path, first_line(exc), where, again)
+
+
+def alert_entry(raw: Any) -> dict:
+    """A recent alert as ``controls.json`` and the state bucket hold it (:meth:`AlarmControls.raised`);
+    ValueError for anything else. Copied unchecked, an entry without ``acked`` (a hand edit) failed
+    every window of its asset and every housekeeping round, lost the operator's ack and ended the
+    daemon with a traceback, and each save wrote it back (a walk)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"a recent alert must be an object, got {str(raw)[:40]!r}")
+    if not isinstance(raw.get("asset"), str) or not all(isinstance(raw.get(k), bool) for k in ("acked", "false_alarm")):
+        raise ValueError(f"a recent alert needs its asset and acked and false_alarm true or false, got {str(raw)[:80]}")
+    for key in ("raised_at", "acked_at"):
+        if key in raw and (isinstance(raw[key], bool) or not isinstance(raw[key], int | float)):
+            raise ValueError(f"a recent alert's {key} must be a number, got {str(raw[key])[:40]!r}")
+    return dict(raw)
 
 
 def _sends(raw: Any) -> dict[str, float]:

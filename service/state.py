@@ -38,6 +38,7 @@ from sensorguard.service.alerts import AlertState
 from sensorguard.service.drift import DriftState
 from sensorguard.service.durable import write_durably
 from sensorguard.service.logs import first_line, some
+from sensorguard.service.payload import valid_asset
 from sensorguard.service.set_aside import keep_copy, move_aside
 from sensorguard.service.state_writes import ASSETS as STATE_FILE  # one name: the file, and its failures' label
 
@@ -110,6 +111,9 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
     skipped: dict[str, str] = {}  # asset -> why its entry was not taken
     unknown: dict[str, list[str]] = {}  # asset -> the fields of its entry this version does not know
     for asset, entry in doc["assets"].items():
+        if not valid_asset(asset):  # (a hand edit's site-a/+/#: its every state publish failed, a walk)
+            skipped[asset] = "not an asset id"
+            continue
         try:
             alert = _alert_state(entry["alert"])
             baseline = _drift_state(entry["drift"]) if "drift" in entry else None
