@@ -68,6 +68,7 @@ class AlarmControls:
         self.sends_forgotten = 0  # sends dropped past SENDS_ASSETS before they expired
         self._limiter = RateLimiter(60.0)
         self.on_change: Callable[[str], None] = lambda asset: None  # an asset's controls or alerts changed
+        self.unreadable = False  # the file could not be read (set aside, or left where it was when that failed)
         if state_dir:
             self._load()
 
@@ -343,6 +344,7 @@ class AlarmControls:
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             # (RecursionError: JSON nested too deep; it escaped, and each start crashed: a restart loop)
             self._controls, self._alerts, self._newest, self._past, self._sends = {}, {}, {}, {}, {}
+            self.unreadable = True
             # set aside with a line saying where the holds are found again: the next save (within
             # 30 s) overwrote it, every maintenance, shelving and acknowledgement gone without a trace
             _, where = move_aside(path.parent, CONTROLS)

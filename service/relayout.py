@@ -33,7 +33,6 @@ start: a failure is logged and the assets stay where they were.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -161,12 +160,14 @@ def _move_controls(folders: list[Path], owner: Callable[[str], Path | None]) -> 
         path = folder / CONTROLS
         if not path.exists():
             continue
-        try:  # AlarmControls starts empty on a file it cannot read: check it here first
-            json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-            log.warning("%s unreadable (%s): no asset moves into or out of it", path, first_line(exc))
+        # as the daemon would: a file it cannot read is set aside, with a line that says the holds
+        # are lost and where to re-issue them from. Only skipped, the root's file of a single daemon
+        # upgraded to --workers stayed where no worker reads it, its holds gone unsaid (a walk)
+        controls = AlarmControls(str(folder))
+        if controls.unreadable and path.exists():  # (it could not be set aside: left alone)
+            log.warning("%s: no asset moves into or out of it", path)
             continue
-        held[folder] = AlarmControls(str(folder))
+        held[folder] = controls
     blocked = {f for f in folders if (f / CONTROLS).exists()} - set(held)
     moves = _plan({f: c.assets() for f, c in held.items()}, _ages(held, CONTROLS), owner, blocked)
     failed: set[str] = set()

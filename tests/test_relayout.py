@@ -101,13 +101,28 @@ def test_a_folder_that_cannot_be_written_keeps_the_assets_where_they_were(tmp_pa
     assert AlarmControls(str(tmp_path)).suppressed("b/p", now=2000.0) == "maintenance"
 
 
-def test_an_unreadable_controls_file_takes_nothing_in_and_gives_nothing_away(tmp_path):
-    _maintain(tmp_path, "b/p")
+def test_an_unreadable_controls_file_is_set_aside_as_its_daemon_would_and_says_the_holds_are_gone(tmp_path, caplog):
+    """A walk upgraded a single daemon to --workers 2 over a controls.json cut short: the relayout
+    skipped it with "no asset moves into or out of it", it stayed in the root, which no worker
+    reads, and its maintenance and shelving were silently not in force. Each file is set aside as
+    its daemon would set it aside, with the line that says the holds are lost and where they are
+    found again."""
+    import logging
+
+    _maintain(tmp_path, "a/p")
+    (tmp_path / "audit.jsonl").write_text('{"command": "maintenance", "asset": "a/p"}\n')
+    cut = (tmp_path / "controls.json").read_bytes()[:50]
+    (tmp_path / "controls.json").write_bytes(cut)
     (tmp_path / "w1").mkdir()
+    _maintain(tmp_path / "w1", "b/p")
     (tmp_path / "w1" / "controls.json").write_text("{broken")
-    relayout_states(str(tmp_path), _plans(tmp_path, 2))
-    assert (tmp_path / "w1" / "controls.json").read_text() == "{broken"
-    assert AlarmControls(str(tmp_path)).suppressed("b/p", now=2000.0) == "maintenance"
+    with caplog.at_level(logging.WARNING):
+        relayout_states(str(tmp_path), _plans(tmp_path, 2))
+    assert (tmp_path / "controls.json.bad").read_bytes() == cut and not (tmp_path / "controls.json").exists()
+    assert (tmp_path / "w1" / "controls.json.bad").read_text() == "{broken"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and all("starting without maintenance, shelving or acknowledgements" in x for x in lines)
+    assert lines[0].endswith(f"re-issue the holds still due from the accepted commands in {tmp_path / 'audit.jsonl'}")
 
 
 def test_an_unreadable_state_file_is_set_aside_as_its_daemon_would(tmp_path):
