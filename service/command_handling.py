@@ -23,7 +23,7 @@ import orjson
 import paho.mqtt.client as paho
 
 from sensorguard.service import mqtt
-from sensorguard.service.command_messages import REQUEST_ID, VERBS, Command, parse_command, safe_topic
+from sensorguard.service.command_messages import REQUEST_ID, VERBS, Command, expiry_refusal, parse_command, safe_topic
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
@@ -117,7 +117,7 @@ class CommandHandler:
             self._reply(client, answered[0], answered[1], True, answered[2], answered[3])
             return
         now = time.time()
-        parsed = parse_command(verb, message.payload, now)
+        parsed = parse_command(verb, message.payload, now, check_expiry=False)  # (expiry: after carried_out)
         if isinstance(parsed, Command) and parsed.reply_to and not parsed.reply_to.startswith(self.responses):
             parsed = f"reply_to must be a topic under {self.responses}"
         if isinstance(parsed, str):
@@ -142,6 +142,14 @@ class CommandHandler:
                      parsed.request_id, extra={"asset": parsed.asset, "event": "command"})
             self._reply(client, parsed.request_id, parsed.reply_to, True,
                         f"carried out already (request {parsed.request_id}): not again")
+            return
+        # after carried_out: a revived session's copy of a send carried out long ago was refused as
+        # expired, "send it again", which a maintenance start or end must not be (a walk)
+        if (expired := expiry_refusal(parsed.expires, now)) is not None:
+            self.metrics.commands.labels(parsed.verb, "rejected").inc()
+            if self._limiter.hit("rejected") is not None:
+                log.warning("command on %s rejected: %s", message.topic, expired)
+            self._reply(client, parsed.request_id, parsed.reply_to, False, expired)
             return
         entry = _audit_entry(parsed, now, self.settings.instance_name)  # before applying: nothing half done
         # saved: whether controls.json holds the change, worked out once, from this command's own

@@ -70,8 +70,9 @@ class Command:
         return f"{self.request_id}@{self.expires!r}" if self.request_id and self.expires is not None else ""
 
 
-def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
-    """A command, or why it is rejected (one line)."""
+def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = True) -> Command | str:
+    """A command, or why it is rejected (one line). ``check_expiry=False``: an expired one is returned
+    too, for the caller to ask :func:`expiry_refusal` once it knows whether it was carried out."""
     if verb not in VERBS:
         return f"unknown command {verb!r} (one of {', '.join(VERBS)})"
     if len(payload) > MAX_COMMAND_BYTES:
@@ -94,9 +95,8 @@ def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
         if (isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires)
                 or expires >= TS_MAX):  # (milliseconds never expired)
             return "expires must be a time in epoch seconds, before 2200"
-        if now > expires + EXPIRY_GRACE_S:
-            return (f"expired {now - expires:.0f} s ago (the daemon was not there when it was sent, and the "
-                    "sender gave up): send it again")
+        if check_expiry and (why := expiry_refusal(expires, now)) is not None:
+            return why
     if not REQUEST_ID.match(text["request_id"]):
         return "request_id must be at most 64 letters, digits, '-' or '_'"
     if text["reply_to"] and not safe_topic(text["reply_to"]):
@@ -124,6 +124,14 @@ def parse_command(verb: str, payload: bytes, now: float) -> Command | str:
                               or not math.isfinite(until) or not now < until < TS_MAX):
         return "until must be a future time in epoch seconds, before 2200"  # milliseconds sent as seconds
     return Command("maintenance", asset, action=action, until=None if until is None else float(until), **common)
+
+
+def expiry_refusal(expires: float | None, now: float) -> str | None:
+    """Why a command sent until ``expires`` is refused at ``now`` (None: it is not expired)."""
+    if expires is None or now <= expires + EXPIRY_GRACE_S:
+        return None
+    return (f"expired {now - expires:.0f} s ago (the daemon was not there when it was sent, and the "
+            "sender gave up): send it again")
 
 
 def safe_topic(topic: str) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sensorguard.service.command_messages import EXPIRY_GRACE_S, Command
+from sensorguard.service.command_messages import Command
 from sensorguard.service.durable import write_durably
 from sensorguard.service.logs import RateLimiter, first_line
 from sensorguard.service.set_aside import move_aside
@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 MAX_CONTROLS = 10_000  # assets under maintenance or shelved at once; beyond, a command is rejected
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
-SENDS_KEPT = 64  # per asset, sends carried out (until they expire): a revived session's copy is not carried out
+SENDS_KEPT = 64  # per asset, sends carried out (until a day past expiry): a revived session's copy is not carried out
 SENDS_ASSETS = 1_000  # assets whose sends are kept (they expire in seconds: the CLI waits 10 s); the oldest go first
-SEND_KEPT_S = 86_400.0  # a send is kept at most this long, whatever its expires says
+SEND_KEPT_S = 86_400.0  # a send's expires is taken as at most this far ahead, and it is kept this long past it
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,10 @@ class AlarmControls:
             for key in done:
                 control = self._controls.pop(key)
                 self._ended(*key, control.since, float(control.until))
-            for asset, sent in list(self._sends.items()):  # an expired send is refused anyway: forgotten
-                if not (kept := {k: e for k, e in sent.items() if now <= e + EXPIRY_GRACE_S}):
+            # a send is kept SEND_KEPT_S past its expiry: a copy a revived session delivers later is
+            # answered "carried out already", not "expired: send it again" (a walk: 686 s after)
+            for asset, sent in list(self._sends.items()):
+                if not (kept := {k: e for k, e in sent.items() if now <= e + SEND_KEPT_S}):
                     del self._sends[asset]
                 elif len(kept) < len(sent):
                     self._sends[asset] = kept
@@ -182,8 +184,8 @@ class AlarmControls:
 
     def carried_out(self, c: Command) -> bool:
         """Whether this very send of ``c`` (:attr:`Command.send`) was carried out here, or by the run
-        or worker this asset's controls came from (kept until it expires, when the command itself
-        would be refused): a revived session's copy of an earlier send must not undo a later one."""
+        or worker this asset's controls came from (kept ``SEND_KEPT_S`` past its expiry): a revived
+        session's copy of an earlier send must not undo a later one, nor be told to send it again."""
         with self._lock:
             return bool(c.send) and c.send in self._sends.get(c.asset, {})
 

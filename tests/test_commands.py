@@ -811,7 +811,8 @@ def test_a_command_another_run_carried_out_is_not_carried_out_again(tiny_bundle,
     command is one send when it carries a request id and an ``expires`` (the CLI's): answered as
     before, not again, also after later commands changed what it did (a review found an earlier
     send undoing a later one: a hold cut short, a verdict flipped back, a maintenance restarted).
-    A dashboard's fixed request id without ``expires`` still extends a hold."""
+    A dashboard's fixed request id without ``expires`` still extends a hold. A copy delivered after
+    its expiry is answered "carried out already" too (it was refused as expired: "send it again")."""
     from types import SimpleNamespace
 
     from tests.test_daemon import make, value
@@ -854,8 +855,17 @@ def test_a_command_another_run_carried_out_is_not_carried_out_again(tiny_bundle,
     assert [a["accepted"] for a in answers] == [True] * 4 and "already" in answers[0]["message"]
     assert value(second, "sensorguard_commands_total", command="shelve", result="duplicate") == 2
     assert value(second, "sensorguard_commands_total", command="ack", result="duplicate") == 1
-    second.controls.expired(now + 60)  # past their expires (and the grace): forgotten, refused anyway
+    # long past its expires (the walk's 686 s) a copy is still one: "send it again" was the answer
+    send(second, client, "maintenance", start, now + 700)
+    late = [json.loads(p) for t, p, _ in client.published if t.startswith("sensorguard/responses/")][-1]
+    assert late["accepted"] and "carried out already" in late["message"] and events == []
+    from sensorguard.service.commands import SEND_KEPT_S
+
+    second.controls.expired(now + 16 + SEND_KEPT_S)  # a day past their expires: forgotten, refused as expired
     assert not second.controls.carried_out(parse_command("shelve", json.dumps(first_shelve).encode(), now))
+    send(second, client, "maintenance", start, now + 16 + SEND_KEPT_S)
+    late = [json.loads(p) for t, p, _ in client.published if t.startswith("sensorguard/responses/")][-1]
+    assert not late["accepted"] and late["message"].startswith("expired ") and events == []
 
     fixed = {"asset": "p3", "for_s": 600, "request_id": "r1"}  # no expires: a dashboard's fixed id
     send(second, client, "shelve", fixed, now + 30)
