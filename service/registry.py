@@ -174,6 +174,8 @@ def set_shadow(root: str | os.PathLike, name: str, version: str | None) -> None:
         raise BundleError(f"refusing to shadow {version}: {exc}") from None
     if version == current_version(root, name):
         raise BundleError(f"{version} is CURRENT already: shadow a candidate")
+    if version == shadow_version(root, name):  # unchanged: its time says when the running shadow began
+        return
     write_durably(base / SHADOW_FILE, version + "\n")
     fsync_path(base)
 
