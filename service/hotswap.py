@@ -61,37 +61,6 @@ def local_version(directory: Path) -> str:
     return f"local-{digest.hexdigest()[:8]}"
 
 
-def worker_model(settings: Settings, fleet: str | None) -> Bundle:
-    """The model a (re)started worker serves: the registry's ``CURRENT``, unless the version the
-    other workers serve (``fleet``) cannot be swapped for it (other channels or window, or it does
-    not load): they refused it and wait for a restart of the service, so this worker serves theirs
-    too. A worker restarted after a crash took such a ``CURRENT`` and served one partition with
-    another model, or died of it at every restart (both found by review)."""
-    registry = fleet and settings.registry and settings.name
-    try:
-        bundle = load_model(settings)
-    except (BundleError, OSError) as exc:
-        if not registry:
-            raise
-        bundle, problem, failed = None, f"it does not load ({first_line(exc)})", exc
-    if not registry or (bundle is not None and fleet == bundle.version):
-        return bundle
-    try:
-        theirs = load_bundle(Path(settings.registry) / settings.name / fleet)
-    except (BundleError, OSError) as exc:
-        if bundle is None:  # neither loads: CURRENT's error is the one to fix
-            raise failed from exc
-        log.error("the other workers' model %s %s cannot be read (%s): serving CURRENT %s", settings.name, fleet,
-                  first_line(exc), bundle.version)
-        return bundle
-    if bundle is not None and (problem := incompatible(theirs, bundle)) is None:
-        return bundle
-    log.error("model %s CURRENT not served: %s; serving %s as the other workers do until the service restarts",
-              settings.name, problem, fleet, extra={"event": "model_reload_failed",
-                                                   "version": None if bundle is None else bundle.version})
-    return _named(theirs, settings.name, fleet)
-
-
 def _transient(exc: BaseException) -> bool:
     """An error that may pass (an I/O hiccup), as against a bundle or pointer that is wrong."""
     if isinstance(exc, BundleError):
@@ -164,6 +133,11 @@ class ModelHolder:
         # the shadow this instance refused or stopped: (version, CURRENT, why), reported so the live gate
         # cannot promote it on the other instances' counts
         self.shadow_failed: tuple[str, str, str] | None = None
+
+    def serving_a_copy(self) -> None:
+        """The bundle served is a sibling worker's copy, not what the bundle directory holds now: a
+        reload (SIGHUP) loads the directory, where its unchanged files were taken as served."""
+        self._served_files = None
 
     def request_reload(self) -> None:
         """Check for a new model now (SIGHUP). Only sets flags, so it is safe in a signal handler.

@@ -26,8 +26,10 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -38,11 +40,12 @@ import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sensorguard.service.aggregate import WorkerCounters, merge, parse
+from sensorguard.service.bundle import Bundle
 from sensorguard.service.config import Settings
 from sensorguard.service.daemon import Daemon
-from sensorguard.service.hotswap import worker_model
 from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import serve_http, shutdown_http
+from sensorguard.service.restart_model import keep_served, worker_model
 from sensorguard.service.signals import on_signals
 from sensorguard.service.state_writes import EXIT_UNSAVED
 from sensorguard.service.worker_http import fetch, why_not_ready
@@ -96,18 +99,32 @@ def worker_settings(settings: Settings, n: int) -> list[Settings]:
 
 
 def run_worker(settings: Settings, stale: tuple[str, ...], port_out: Any, readings: Any, go: Any,
-               parent: int, fleet: str | None = None) -> None:
+               parent: int, fleet: str | None = None, copies: str | None = None, index: int = 0) -> None:
     """A worker process: one daemon until SIGTERM or until its parent is gone.
 
     It loads its model (:func:`worker_model`; ``fleet``: the version its running siblings serve, on
     a restart), says so, and connects only on ``go``: the parent sets it once every worker has
     loaded, so after a restart with a backlog every partition starts draining at the same time
-    (importing torch takes seconds, more when the workers start together).
+    (importing torch takes seconds, more when the workers start together). It keeps a copy of the
+    model it serves in ``copies`` (:mod:`~sensorguard.service.restart_model`), for its siblings'
+    restarts.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     configure_logging(settings.log_json, settings.log_level, who=settings.instance_name)
     torch.set_num_threads(settings.scoring_threads)
-    daemon = Daemon(settings, worker_model(settings, fleet))
+    bundle, copied = worker_model(settings, fleet, copies)
+    daemon = Daemon(settings, bundle)
+    if copied:
+        daemon.models.serving_a_copy()
+    keep_served(copies, index, bundle)
+    applied = daemon.models.on_swap
+
+    def swapped(new: Bundle) -> None:  # the daemon's own step first, then the copy
+        if applied is not None:
+            applied(new)
+        keep_served(copies, index, new)
+
+    daemon.models.on_swap = swapped
     daemon.connection.unsubscribe = stale
     daemon.metrics.readings = _SharedCounter(daemon.metrics.readings, readings)
     stop = threading.Event()
@@ -190,12 +207,14 @@ class Supervisor:
         self.running = Gauge("sensorguard_workers", "Worker processes serving now (serve --workers).",
                              registry=self.registry)
         self._http: tuple[Any, threading.Thread] | None = None
+        self.copies: str | None = None  # where the workers keep the models they serve (start(); restart_model)
 
     def start(self) -> None:
         """Listen first: a busy metrics port used to fail after the workers were spawned, and they
         waited for ever for a start that never came (the parent hung at exit, systemd saw it up)."""
         self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready,
                                 self.alive, why_not=self.not_ready)
+        self.copies = tempfile.mkdtemp(prefix="sensorguard-served-")  # (restart_model: removed at stop)
         self.started = self._watched = time.monotonic()
         for slot in self.slots:
             self._spawn(slot)
@@ -312,6 +331,8 @@ class Supervisor:
                 self.unsaved_at_stop |= slot.process.exitcode == EXIT_UNSAVED
         if self._http is not None:
             shutdown_http(*self._http)
+        if self.copies is not None:
+            shutil.rmtree(self.copies, ignore_errors=True)
         log.info("stopped %d workers", len(self.slots))
 
     def ready(self) -> bool:
@@ -360,7 +381,8 @@ class Supervisor:
         fleet = self.fleet_version(slot) if slot.generation else None  # a restart: what the others serve
         slot.process = self.context.Process(
             target=run_worker, name=f"sensorguard-w{slot.index}",
-            args=(slot.settings, self.stale[slot.index], send, slot.readings, self.go, os.getpid(), fleet))
+            args=(slot.settings, self.stale[slot.index], send, slot.readings, self.go, os.getpid(), fleet,
+                  self.copies, slot.index))
         slot.process.start()
         send.close()
         log.info("worker w%d (pid %d): client id %s, partitions %s", slot.index, slot.process.pid,

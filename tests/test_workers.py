@@ -511,23 +511,23 @@ def test_a_restarted_worker_serves_the_fleets_model_when_current_cannot_be_swapp
 
     from prometheus_client import CollectorRegistry, Gauge
 
-    from sensorguard.service.hotswap import worker_model
     from sensorguard.service.metrics import serve_http, shutdown_http
     from sensorguard.service.registry import publish
+    from sensorguard.service.restart_model import worker_model
     from sensorguard.service.workers import Supervisor
 
     root = tmp_path / "registry"
     publish(tiny_bundle, root, "pump")  # v0001, served by the running workers
     publish(replace(tiny_bundle, channels=("a", "b", "d")), root, "pump")  # v0002: CURRENT, other channels
     settings = _settings(tmp_path, registry=str(root), name="pump", partition=["a/#", "b/#"], workers=2)
-    served = worker_model(settings, "v0001")
+    served, _ = worker_model(settings, "v0001")
     assert served.version == "v0001" and served.channels == ("a", "b", "c")
     assert "model pump CURRENT not served: channels" in caplog.text
-    assert worker_model(settings, None).version == "v0002"  # the first start: CURRENT
+    assert worker_model(settings, None)[0].version == "v0002"  # the first start: CURRENT
     publish(tiny_bundle.with_threshold(0.7, {}), root, "pump")  # v0003: the others can swap it in
-    assert worker_model(settings, "v0001").version == "v0003"
+    assert worker_model(settings, "v0001")[0].version == "v0003"
     (root / "pump" / "v0003" / "bundle.json").write_text("{ broken")  # CURRENT does not load: theirs, not a
-    assert worker_model(settings, "v0001").version == "v0001"  # crash at every restart
+    assert worker_model(settings, "v0001")[0].version == "v0001"  # crash at every restart
     assert "it does not load" in caplog.text
     (root / "pump" / "v0001" / "bundle.json").write_text("{ broken too")
     from sensorguard.service.bundle import BundleError
@@ -546,6 +546,57 @@ def test_a_restarted_worker_serves_the_fleets_model_when_current_cannot_be_swapp
         assert sup.fleet_version(sup.slots[0]) is None  # (its own page is not asked)
     finally:
         shutdown_http(*page)
+
+
+def test_a_restarted_worker_serves_its_siblings_copy_when_the_files_moved_or_broke(tiny_bundle, tmp_path, caplog):
+    """A walk under --workers 2: with ``--model DIR``, a restarted worker crash-looped with a
+    traceback once DIR was moved away (its partitions unscored), or served the 5-channel bundle put
+    in DIR meanwhile beside a sibling serving the 4-channel one (false missing-channel faults);
+    with a registry, a hand edit that broke the served version's bundle.json crash-looped it too.
+    Each worker keeps a copy of what it serves; a restarted one serves its siblings' copy."""
+    from dataclasses import replace
+
+    from sensorguard.service.bundle import BundleError, save_bundle
+    from sensorguard.service.hotswap import load_model
+    from sensorguard.service.registry import publish
+    from sensorguard.service.restart_model import keep_served, worker_model
+
+    copies, folder = tmp_path / "copies", tmp_path / "mdir"
+    save_bundle(tiny_bundle, folder)
+    settings = _settings(tmp_path, model=str(folder), partition=["a/#", "b/#"], workers=2)
+    served, copied = worker_model(settings, None, str(copies))
+    assert not copied and served.version.startswith("local-")
+    keep_served(str(copies), 1, served)  # the sibling still running keeps its copy
+    folder.rename(tmp_path / "away")
+    with pytest.raises(BundleError):  # nothing to fall back on
+        worker_model(settings, served.version, None)
+    again, copied = worker_model(settings, served.version, str(copies))
+    assert copied and (again.version, again.name, again.channels) == (served.version, served.name, served.channels)
+    save_bundle(replace(tiny_bundle, channels=("a", "b", "c", "d")), folder)  # another model put in DIR
+    again, copied = worker_model(settings, served.version, str(copies))
+    assert copied and again.channels == ("a", "b", "c") and "serving " + served.version in caplog.text
+    # a registry: the served version's own bundle.json broken by hand (CURRENT and theirs alike)
+    root = tmp_path / "registry"
+    publish(tiny_bundle, root, "pump")
+    settings = _settings(tmp_path, registry=str(root), name="pump", partition=["a/#", "b/#"], workers=2)
+    keep_served(str(copies), 1, load_model(settings))
+    (root / "pump" / "v0001" / "bundle.json").write_text("{ broken")
+    again, copied = worker_model(settings, "v0001", str(copies))
+    assert (again.version, again.name, copied) == ("v0001", "pump", False)  # (its registry files are v0001's)
+
+
+def test_a_worker_serving_its_siblings_copy_loads_its_folder_at_a_reload(tiny_bundle, tmp_path):
+    """Serving the copy, the restarted worker must not take the folder's unchanged files as served:
+    a SIGHUP swaps every worker to them."""
+    from sensorguard.service.bundle import save_bundle
+    from tests.test_daemon import make
+
+    folder = tmp_path / "mdir"
+    save_bundle(tiny_bundle.with_threshold(0.7, {}), folder)
+    daemon, _ = make(tiny_bundle, model=str(folder))
+    assert daemon.models.check(force=True) is None  # (a daemon that loaded the folder: unchanged, served)
+    daemon.models.serving_a_copy()
+    assert daemon.models.check(force=True) is True and daemon.models.bundle.threshold_ == 0.7
 
 
 def test_each_reload_asked_reaches_the_runner_also_one_asked_before_it_ran():
