@@ -174,6 +174,31 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but words left after a verb's options fill its optional positional when
+        still empty: argparse takes a verb's positionals in one run, so ``models show --registry R
+        --name N v0001`` refused the version (a walk), as ``calibrate B --quiet DATA`` its data."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra and not any(word.startswith("-") for word in extra):
+            slot = _empty_positional(self, parsed)
+            if slot is not None and (slot.nargs == "*" or len(extra) == 1):
+                setattr(parsed, slot.dest, extra if slot.nargs == "*" else extra[0])
+                extra = []
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
+def _empty_positional(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.Action | None:
+    """The chosen verb's optional positional (``?`` or ``*``, no type) that parsing left empty, if any."""
+    verbs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    verb = None if verbs is None else verbs.choices.get(getattr(parsed, "verb", None))
+    for action in verb._actions if verb is not None else ():
+        if (not action.option_strings and action.nargs in ("?", "*") and action.type is None
+                and getattr(parsed, action.dest, None) in (None, [])):
+            return action
+    return None
+
 
 def build_parser() -> argparse.ArgumentParser:
     from sensorguard.service.flags import add_setting_flags

@@ -334,6 +334,21 @@ def test_number_arguments_accept_their_range_only(flag, text, ok, capsys):
         assert "expected" in capsys.readouterr().err
 
 
+def test_an_optional_positional_after_the_options_is_taken(capsys):
+    """A walk: ``models show --registry R --name N v0001`` said "unrecognized arguments: v0001"
+    (argparse takes a verb's positionals in one run, before the options); ``calibrate B --force
+    DATA`` dropped its data the same way. What is left after the options fills such a positional."""
+    parser = build_parser()
+    args = parser.parse_args(["models", "show", "--registry", "r", "--name", "n", "v0001"])
+    assert (args.action, args.version) == ("show", "v0001")
+    assert parser.parse_args(["calibrate", "b", "--force", "x.csv", "y.csv"]).data == ["x.csv", "y.csv"]
+    assert parser.parse_args(["report", "b", "--out", "o", "x.csv"]).data == "x.csv"
+    for extra in (["v0001", "v0002"], ["--bogus"]):  # more than it takes, or an unknown flag: refused as before
+        with pytest.raises(SystemExit):
+            parser.parse_args(["models", "show", "--registry", "r", "--name", "n", *extra])
+        assert "unrecognized arguments: " + " ".join(extra) in capsys.readouterr().err
+
+
 def test_bundle_saved_by_library_scores_via_cli(tiny_bundle, tmp_path):
     save_bundle(tiny_bundle, tmp_path / "b")
     frame = plant_frame(rows=100)
