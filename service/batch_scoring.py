@@ -120,13 +120,15 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
         if recorder is not None and judged is not None:  # judged: its readings may now be committed as
             recorder.judged(due.asset, due.ts)  # normal (not before: a window whose alert step failed was never judged)
         if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
-            if due.coarse:  # (the hop grid's: the same windows as windows_scored_total)
-                metrics.shadow_score.observe(shadowed.score[i])
             try:
                 if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, replace(rules(), alert_steps=steps),
                                alerts.drift_of(due.asset), alerts.learns(due.asset, due.ts), due.coarse,
                                rows=term_rows(due, shadow.bundle)):
                     metrics.alert_raised(due.asset, shadow=True)
+                # the hop grid's (the windows of windows_scored_total), as judged: the raw score left out
+                # its level term and drift widening, against "1.0 is its alert line" (a walk)
+                if due.coarse and not np.isnan(shadow.judged):
+                    metrics.shadow_score.observe(shadow.judged)
             except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
                 with models.lock:
                     models.stop_shadow(shadow, f"stepping its alerts failed ({type(exc).__name__}: {exc})")

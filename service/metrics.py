@@ -169,7 +169,7 @@ class Metrics:
                                      "(never published).", ("asset",))
         self.shadow_score = Histogram(
             p + "shadow_score",
-            "The shadow model's window scores (1.0 is its alert line).",
+            "The shadow model's window scores as its alerts judge them (1.0 is its alert line).",
             buckets=SCORE_BUCKETS,
             registry=registry,
         )

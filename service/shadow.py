@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -65,6 +66,7 @@ class Shadow:
     windows: int = 0
     alerts: int = 0  # would-be alerts of the shadow
     current_alerts: int = 0  # alerts the current model raised on the same windows
+    judged: float = math.nan  # the last stepped window's score as judged (NaN: not judged)
     _states: dict[str, AlertState] = field(default_factory=dict)
     _drift: dict[str, DriftState] = field(default_factory=dict)
     _current_ids: dict[str, str] = field(default_factory=dict)  # the current model's last alert id per asset
@@ -74,7 +76,9 @@ class Shadow:
              served_drift: DriftState | None = None, learn: bool = True, coarse: bool = True,
              rows: np.ndarray | None = None) -> bool:
         """One window scored by both: the shadow's machine steps on ``score``; ``current``: the
-        current model's state after the same window. Returns whether the shadow raised an alert.
+        current model's state after the same window. Returns whether the shadow raised an alert;
+        :attr:`judged` holds the window's score as judged (against the widened line, its level term
+        in), NaN when it was not judged.
 
         ``served_drift``: the asset's drift baseline as the daemon holds it. The shadow starts its
         own from it (a promotion keeps the daemon's: it is relative to each model's baseline), so
@@ -85,6 +89,7 @@ class Shadow:
         own alert is up, with ``rules.alert_steps`` (the daemon's cadence, not its bundle's), and
         never when its bundle judges every hop (alert hop off: it would serve so).
         """
+        self.judged = math.nan
         if not coarse and not self.alerting(asset):
             return False
         self.windows += coarse  # the hop grid's windows, as windows_scored_total counts them
@@ -102,9 +107,10 @@ class Shadow:
             self._drift[asset] = served_drift
         # (the daemon's cadence, or every hop when the shadow's own alert hop is off)
         judged_by = replace(bundle_rules(rules, self.bundle), alert_steps=rules.alert_steps if self.fine else 1)
-        state, drift, event, _ = judge(self._states.get(asset, AlertState()), self._drift.get(asset, DriftState()),
-                                       score, ts, judged_by, self.bundle.drift_rule, asset, learn=learn,
-                                       level=self.bundle.level, rows=rows)
+        state, drift, event, self.judged = judge(self._states.get(asset, AlertState()),
+                                                 self._drift.get(asset, DriftState()), score, ts, judged_by,
+                                                 self.bundle.drift_rule, asset, learn=learn,
+                                                 level=self.bundle.level, rows=rows)
         self._states[asset] = state
         if self.bundle.drift_rule is not None or self.bundle.level is not None:
             self._drift[asset] = drift

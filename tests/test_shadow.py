@@ -178,6 +178,41 @@ def test_an_alert_up_when_the_shadow_starts_counts_for_neither_model(tiny_bundle
     assert (shadow.alerts, shadow.current_alerts) == (1, 1)
 
 
+def test_the_shadow_score_histogram_holds_the_scores_as_judged(tiny_bundle):
+    """A walk: ``sensorguard_shadow_score`` ("1.0 is its alert line") took the shadow's raw score,
+    while its alerts were judged on the score against the widened line (its drift rule; its level
+    term). Here the served asset's drift widens the shadow's line 1.5 times: 0.9 judged as 0.6."""
+    import math
+    from dataclasses import replace
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.alerts import AlertRules, AlertState
+    from sensorguard.service.asset_buffer import DueWindow
+    from sensorguard.service.batch_scoring import score_batch
+    from sensorguard.service.drift import DriftState
+    from sensorguard.service.metrics import Metrics
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.service.shadow import Shadow
+    from tests.test_daemon import make
+
+    rule = {"baseline": -1.0, "halflife": 64.0, "warmup": 8, "cap": 1.5}
+    drifting = replace(tiny_bundle, calibration={**tiny_bundle.calibration, "drift": rule})
+    shadow = Shadow(drifting, Scorer(drifting), current="v0001")
+    shadow.step("p", 0.0, 0.9, AlertState(), AlertRules(), DriftState(offset=math.log(1.5), updates=100))
+    assert math.isclose(shadow.judged, 0.6)
+    daemon, _ = make(tiny_bundle)
+    daemon.metrics = Metrics(CollectorRegistry())
+    daemon.models.shadow = shadow
+    shadow.scorer.score_windows = lambda windows, excluded: replace(  # the raw score 0.9, as above
+        daemon.models.scorer.score_windows(windows, excluded), score=np.full(len(windows), 0.9))
+    window = np.zeros((len(tiny_bundle.channels), tiny_bundle.window))
+    score_batch([DueWindow("p", 1.0, window, 0.0)], daemon.models, daemon.alerts, daemon.metrics, None,
+                lambda: daemon.rules, [])
+    assert math.isclose(daemon.metrics.shadow_score._sum.get(), 0.6)  # as judged, not 0.9
+
+
 def test_the_shadow_steps_on_alert_hop_windows_only_while_its_own_alert_is_up(tiny_bundle):
     """The served model's alert is up, so the daemon judges a window off the hop grid; the shadow,
     not alerting, skips it (it judges every hop, as it would serve), and steps on it once its own
