@@ -125,7 +125,9 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
             alerts, drift, unannounced = load_states(folder)
         except StateError as exc:  # as the daemon would: kept for inspection, the folder starts empty
             moved, where = move_aside(folder)
-            log.warning("%s; %s%s", first_line(exc), where, "" if moved else ": no asset moves into or out of it")
+            # (the daemon's own words: it finds no file after this, and said nothing; a walk)
+            log.warning("%s; %s%s", first_line(exc), where,
+                        ", starting without its saved asset state" if moved else ": no asset moves into or out of it")
             if not moved:
                 continue
             alerts, drift, unannounced = {}, {}, set()

@@ -125,12 +125,17 @@ def test_an_unreadable_controls_file_is_set_aside_as_its_daemon_would_and_says_t
     assert lines[0].endswith(f"re-issue the holds still due from the accepted commands in {tmp_path / 'audit.jsonl'}")
 
 
-def test_an_unreadable_state_file_is_set_aside_as_its_daemon_would(tmp_path):
+def test_an_unreadable_state_file_is_set_aside_as_its_daemon_would(tmp_path, caplog):
+    """... and said as its daemon would say it: the daemon, finding no file after, said nothing (a walk)."""
+    import logging
+
     plans = _plans(tmp_path, 2)
     (tmp_path / "w1").mkdir()
     (tmp_path / "w1" / "assets.json").write_text("{not json")
     save_states(tmp_path, {"b/p": _alert("b/p")}, {})
-    assert relayout_states(str(tmp_path), plans) == 1
+    with caplog.at_level(logging.WARNING):
+        assert relayout_states(str(tmp_path), plans) == 1
+    assert "assets.json.bad, starting without its saved asset state" in caplog.text
     assert (tmp_path / "w1" / "assets.json.bad").read_text() == "{not json"  # kept for inspection
     assert set(load_states(tmp_path / "w1")[0]) == {"b/p"} and not (tmp_path / "assets.json").exists()
 
