@@ -54,6 +54,7 @@ class AssetFaults:
     _judged_ts: dict[str, float]
     _stated: dict[str, float]
     _open: OpenFaults
+    save_soon: bool
     _announced: dict[str, str]
     _raise_info: dict[str, Any]
     _outbox: Outbox
@@ -73,6 +74,9 @@ class AssetFaults:
                 self.publish_state(asset, event.ts)
             return
         self._open.change(asset, event.kind, event.channel, event.ts, event.fault, event.value)
+        # saved within a second, as a raise is: killed in the 30 s before the next save, a restart
+        # announced a fault that was open already (its opening told twice)
+        self.save_soon = True
         if event.fault:
             self.metrics.sensor_faults.labels(event.kind).inc()
         self.publisher.sensor(asset, event, self._model())

@@ -146,8 +146,9 @@ class Settings:
     state_dir: str | None = setting(
         None, "keep each asset's alert state, drift baseline, followed level, open sensor faults and last judged "
         "window's time in `assets.json` here "
-        "(saved every 30 s, within a second of each raise and clear it announces and of the broker confirming a raise, "
-        "and at stop; read at start) so a restart neither re-raises an alert that was up, nor resets the drift rule "
+        "(saved every 30 s, within a second of each raise and clear it announces, of the broker confirming a raise "
+        "and of a sensor fault opening or closing, and at stop; read at start) so a restart neither re-raises an "
+        "alert that was up, nor resets the drift rule "
         "or the level, "
         "nor announces an open sensor fault again or forgets to end it, "
         "nor judges readings again that the previous run judged")

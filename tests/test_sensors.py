@@ -407,6 +407,27 @@ def test_open_sensor_faults_go_on_across_a_restart(tiny_bundle, tmp_path):
     assert value(second, "sensorguard_sensor_faults_open") == 0
 
 
+def test_a_sensor_fault_is_saved_at_the_next_tick_not_in_up_to_30_s(tiny_bundle, tmp_path):
+    """Killed in the 30 s between two saves, a restart announced again a fault opened meanwhile
+    (no sensor_ok between): a fault opened or closed is saved within a second, as a raise is."""
+    import time
+
+    from sensorguard.service.state import saved_faults
+    from tests.test_state import daemon_with
+
+    limits = (ChannelLimits(-100.0, 100.0, None),) * 3
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    daemon, client = daemon_with(bundle, tmp_path)
+    daemon.ingest.handle(client, message("pump-1", T0, a=1.0, b=1.0, c=0.0))
+    daemon.alerts.apply("pump-1", T0, 0.5, [])  # (an asset with a state: its faults are saved with it)
+    daemon.housekeeping(time.monotonic())  # a save
+    daemon._next_save = float("inf")  # the 30 s are not up from here
+    daemon.ingest.handle(client, message("pump-1", T0 + 1, a=1.0, b=500.0, c=0.0))
+    daemon.publish_sensor_faults()
+    daemon.housekeeping(time.monotonic())
+    assert [f["channel"] for f in saved_faults(tmp_path)["pump-1"]] == ["b"]
+
+
 def test_a_dropped_first_readings_fault_is_told_with_the_first_reading_taken_as_offline_keeps_it():
     """The first fix dropped the fault from the watch too: live no channel was held for the fault's
     off-delay, while offline (every row through one watch) held it: the windows differed (a review)."""
