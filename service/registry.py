@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 CURRENT_FILE = "CURRENT"
 SHADOW_FILE = "SHADOW"  # a candidate the daemon scores beside CURRENT without announcing (service.shadow)
 HISTORY_FILE = "HISTORY"
+LIVE_DIR = "live"  # each instance's live counts of SHADOW beside CURRENT (service.shadow), for the live gate
 LOCK_FILE = ".lock"  # flock: one writer of CURRENT and HISTORY at a time
 HISTORY_KEPT = 1000  # lines of CURRENT history kept (the oldest go)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -144,14 +145,24 @@ def _set_current(root: str | os.PathLike, name: str, version: str, history: list
     base = Path(root) / validate_name(name)
     if not _VERSION_RE.match(version) or not (base / version).is_dir():
         raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
+    read = readable_current(root, name) if current is _ANY else current
     if history is None:
-        read = readable_current(root, name) if current is _ANY else current
         history = _history(root, name, read)  # type: ignore[arg-type]
         if not history or history[-1] != version:
             history.append(version)
     write_durably(base / CURRENT_FILE, version + "\n")  # first: a crash before HISTORY is repaired on read
     write_durably(base / HISTORY_FILE, "".join(f"{v}\n" for v in history[-HISTORY_KEPT:]))
     fsync_path(base)
+    if read != version:
+        _forget_live_counts(base)
+
+
+def _forget_live_counts(base: Path) -> None:
+    """``SHADOW`` or ``CURRENT`` changed: every daemon restarts its live count, so the reports of the
+    runs before go. Left, one from another worker count (plant-w0, plant-w1) counted as a third
+    instance beside the next run of the same pair, its alerts with it, until it went stale (a walk)."""
+    for report in (base / LIVE_DIR).glob("*.json"):
+        report.unlink(missing_ok=True)
 
 
 def shadow_version(root: str | os.PathLike, name: str) -> str | None:
@@ -163,8 +174,10 @@ def set_shadow(root: str | os.PathLike, name: str, version: str | None) -> None:
     """Point ``SHADOW`` at ``version`` (after checking it loads), atomically; None removes it."""
     base = Path(root) / validate_name(name)
     if version is None:
-        (base / SHADOW_FILE).unlink(missing_ok=True)
-        fsync_path(base)
+        if (base / SHADOW_FILE).exists():
+            (base / SHADOW_FILE).unlink(missing_ok=True)
+            fsync_path(base)
+            _forget_live_counts(base)
         return
     if version not in list_versions(root, name):
         raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
@@ -174,10 +187,11 @@ def set_shadow(root: str | os.PathLike, name: str, version: str | None) -> None:
         raise BundleError(f"refusing to shadow {version}: {exc}") from None
     if version == current_version(root, name):
         raise BundleError(f"{version} is CURRENT already: shadow a candidate")
-    if version == shadow_version(root, name):  # unchanged: its time says when the running shadow began
+    if version == shadow_version(root, name):  # unchanged: the running shadow's count goes on
         return
     write_durably(base / SHADOW_FILE, version + "\n")
     fsync_path(base)
+    _forget_live_counts(base)
 
 
 def current_history(root: str | os.PathLike, name: str) -> list[str]:

@@ -41,15 +41,13 @@ from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.durable import write_durably
-from sensorguard.service.registry import CURRENT_FILE, SHADOW_FILE, current_version, promote, read_meta, shadow_version
+from sensorguard.service.registry import LIVE_DIR, current_version, promote, read_meta, shadow_version
 from sensorguard.service.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
-LIVE_DIR = "live"
 STALE_REPORTS = 3  # an instance's report left out of the live gate after this many intervals without update
 STALE_MIN_S = 900.0  # ... and at least this long (a registry on a slow share, a daemon restarting)
-POINTER_SKEW_S = 2.0  # a report's start may precede the pointer change it follows by this much (clocks)
 MAX_SHADOW_ASSETS = 100_000  # alert machines kept at most (the daemon's own max_assets is lower)
 
 
@@ -187,16 +185,12 @@ def _stale_after(report: dict) -> float:
 def live_counts(root: str | Path, name: str, shadow: str, current: str, now: float | None = None) -> dict:
     """The live reports of every instance that ran ``shadow`` beside ``current``, summed: windows,
     both alert counts, instances, and the span (the shortest any of them ran); ``failed``: the
-    instances that refused or stopped it, and why; ``stale``: those whose report stopped coming,
-    or that began before ``SHADOW`` or ``CURRENT`` last changed (left out). A daemon restarts its
-    count at each change, so an older start is an earlier run of the same pair: one with another
-    worker count was summed in, "3 instances" where one ran (a walk)."""
+    instances that refused or stopped it, and why; ``stale``: those whose report stopped coming
+    (left out). The reports go when ``SHADOW`` or ``CURRENT`` changes (:mod:`registry`)."""
     now = time.time() if now is None else now
     total = {"windows": 0, "shadow_alerts": 0, "current_alerts": 0, "instances": 0, "span_s": 0.0,
              "failed": [], "stale": []}
     spans = []
-    changed = max((p.stat().st_mtime for f in (SHADOW_FILE, CURRENT_FILE) if (p := Path(root) / name / f).exists()),
-                  default=-float("inf"))
     for path in sorted((Path(root) / name / LIVE_DIR).glob("*.json")):
         try:
             report = json.loads(path.read_text())
@@ -205,9 +199,6 @@ def live_counts(root: str | Path, name: str, shadow: str, current: str, now: flo
             instance = str(report.get("instance", path.stem))
             if now - float(report["updated"]) > _stale_after(report):
                 total["stale"].append(f"{instance} ({(now - float(report['updated'])) / 3600:.3g} h old)")
-                continue
-            if float(report.get("since", report["updated"])) < changed - POINTER_SKEW_S:  # (a failure: no since)
-                total["stale"].append(f"{instance} (from before SHADOW or CURRENT last changed)")
                 continue
             if report.get("failed"):
                 total["failed"].append(f"{instance}: {report['failed']}")
@@ -239,7 +230,7 @@ def live_gate(root: str | Path, name: str, span_s: float) -> tuple[bool, str]:
             f"{counts['span_s'] / 3600:.3g} h; alerts {counts['shadow_alerts']} (shadow) vs "
             f"{counts['current_alerts']} (current)")
     if counts["stale"]:
-        said += f"; left out, no longer reporting or from an earlier run: {', '.join(counts['stale'])}"
+        said += f"; left out, no longer reporting: {', '.join(counts['stale'])}"
     if counts["failed"]:
         return False, f"{said}; not promoted: it failed on {'; '.join(counts['failed'])}"
     if not gate.get("passed"):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import replace
 
@@ -123,27 +122,33 @@ def test_the_live_gate_needs_the_retrain_gate_against_this_current(trained, tmp_
     assert shadow_version(registry, NAME) is None
 
 
-def test_the_live_gate_leaves_out_reports_of_an_earlier_run_of_the_same_pair(trained, tmp_path):
+def test_the_reports_of_earlier_runs_go_when_shadow_or_current_changes(trained, tmp_path):
     """A walk: v0002 shadowed beside v0001 under --workers 2 (reports plant-w0, plant-w1), promoted,
     rolled back, the daemon restarted with one worker, then v0002 shadowed again: the gate summed
-    the earlier run's two reports, still fresh, with this one ("3 instances", their alerts). A
-    report that began before SHADOW or CURRENT last changed is from an earlier run: left out."""
+    the earlier run's two reports, still fresh, with this one ("3 instances", their alerts). Every
+    daemon restarts its count when SHADOW or CURRENT changes, so the reports go with the change;
+    the same version shadowed again, or CURRENT promoted to itself, changes nothing."""
     bundle = trained[0]
     registry = tmp_path / "registry"
     publish(bundle, registry, NAME)
     publish(replace(bundle, metrics={**GATE, "compared_with": "v0001"}), registry, NAME, make_current=False)
     now = time.time()
-    for instance, since, alerts in (("plant-w0", now - 600, 9), ("plant-w1", now - 600, 9), ("plant", now - 60, 0)):
-        write_report(registry, NAME, {"instance": instance, "shadow": "v0002", "current": "v0001", "since": since,
-                                      "updated": now, "windows": 100, "shadow_alerts": alerts,
+
+    def report(instance: str, alerts: int) -> None:
+        write_report(registry, NAME, {"instance": instance, "shadow": "v0002", "current": "v0001",
+                                      "since": now - 600, "updated": now, "windows": 100, "shadow_alerts": alerts,
                                       "current_alerts": 1, "every": 60})
+
     assert models(registry, "shadow", "v0002") == 0
-    os.utime(registry / NAME / "CURRENT", (now - 3600, now - 3600))  # (published before both runs)
-    os.utime(registry / NAME / "SHADOW", (now - 120, now - 120))  # set after the earlier run, before this one
-    assert models(registry, "shadow", "v0002") == 0  # the same again: its time stays (the run goes on)
+    report("plant-w0", 9)
+    report("plant-w1", 9)
+    assert models(registry, "promote", "v0002") == 0 and models(registry, "rollback") == 0
+    assert models(registry, "shadow", "v0002") == 0
+    report("plant", 0)
+    assert models(registry, "shadow", "v0002") == 0 and models(registry, "promote", "v0001") == 0  # no change
     promoted, said = live_gate(registry, NAME, 30)
-    assert "100 windows on 1 instance(s)" in said and "plant-w0 (from before SHADOW or CURRENT last changed)" in said
-    assert promoted and current_version(registry, NAME) == "v0002"
+    assert "100 windows on 1 instance(s)" in said and promoted, said
+    assert current_version(registry, NAME) == "v0002" and not list((registry / NAME / "live").glob("*.json"))
 
 
 def test_retrain_shadow_runs_a_passing_candidate_beside_current(trained, tmp_path, capsys):
@@ -388,8 +393,6 @@ def test_the_live_gate_refuses_a_shadow_that_failed_somewhere_and_leaves_out_rep
     publish(replace(bundle, metrics=GATE), registry, NAME, make_current=False)
     assert models(registry, "shadow", "v0002") == 0
     now = time.time()
-    for pointer in ("CURRENT", "SHADOW"):  # set before the runs began
-        os.utime(registry / NAME / pointer, (now - 31 * 3600, now - 31 * 3600))
     good = {"shadow": "v0002", "current": "v0001", "since": now - 30 * 3600, "updated": now, "every": 60.0,
             "windows": 100, "shadow_alerts": 0, "current_alerts": 5}
     write_report(registry, NAME, {**good, "instance": "sg-w0"})
@@ -402,7 +405,7 @@ def test_the_live_gate_refuses_a_shadow_that_failed_somewhere_and_leaves_out_rep
     report_live(settings, None, ("v0002", "v0001", "scoring failed (ZeroDivisionError: division by zero)"))
     promoted, said = live_gate(registry, NAME, 24 * 3600)
     assert not promoted and "it failed on sg-w2: scoring failed (ZeroDivisionError" in said, said
-    assert "left out, no longer reporting or from an earlier run: sg-w3 (2 h old)" in said  # (its 2 h span: blocking)
+    assert "left out, no longer reporting: sg-w3 (2 h old)" in said  # (its 2 h span would block the gate)
     (registry / NAME / "live" / "sg-w2.json").unlink()
     promoted, said = live_gate(registry, NAME, 24 * 3600)
     assert promoted and "on 1 instance(s) over 30 h" in said, said
