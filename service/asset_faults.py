@@ -124,7 +124,7 @@ class AssetFaults:
         if self.recorder is not None:
             if state.status == "alerting" and state.alert_id:  # its readings are filed as a cleared one's are: a
                 self.recorder.alert_cleared(asset, ts, state.alert_id, state.peak)  # false-alarm ack learns them
-            self.recorder.forget(asset)
+            self.recorder.forget(asset, after=ts)
 
     def _go_silent(self, asset: str, state: AlertState, ts: float, announced: bool) -> None:
         """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names

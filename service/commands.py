@@ -24,7 +24,7 @@ from typing import Any
 
 from sensorguard.service.command_messages import Command
 from sensorguard.service.durable import write_durably
-from sensorguard.service.logs import RateLimiter, first_line
+from sensorguard.service.logs import RateLimiter, first_line, some
 from sensorguard.service.set_aside import move_aside
 from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, CONTROLS, StateWrites
 
@@ -34,7 +34,7 @@ MAX_CONTROLS = 10_000  # assets under maintenance or shelved at once; beyond, a 
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
 SENDS_KEPT = 64  # per asset, sends carried out (until a day past expiry): a revived session's copy is not carried out
-SENDS_ASSETS = 1_000  # assets whose sends are kept (they expire in seconds: the CLI waits 10 s); the oldest go first
+SENDS_ASSETS = 1_000  # assets whose sends are kept (a day past their expiry); the oldest go first
 SEND_KEPT_S = 86_400.0  # a send's expires is taken as at most this far ahead, and it is kept this long past it
 
 
@@ -66,6 +66,7 @@ class AlarmControls:
         self._past: dict[tuple[str, str], tuple[tuple[float, float], ...]] = {}  # ended holds: (since, end)
         self._sends: dict[str, dict[str, float]] = {}  # asset -> sends carried out (Command.send) -> expires
         self.sends_forgotten = 0  # sends dropped past SENDS_ASSETS before they expired
+        self._sends_swept = -float("inf")  # when expired() last forgot the sends past SEND_KEPT_S
         self._limiter = RateLimiter(60.0)
         self.on_change: Callable[[str], None] = lambda asset: None  # an asset's controls or alerts changed
         self.unreadable = False  # the file could not be read (set aside, or left where it was when that failed)
@@ -123,8 +124,13 @@ class AlarmControls:
                 control = self._controls.pop(key)
                 self._ended(*key, control.since, float(control.until))
             # a send is kept SEND_KEPT_S past its expiry: a copy a revived session delivers later is
-            # answered "carried out already", not "expired: send it again" (a walk: 686 s after)
-            for asset, sent in list(self._sends.items()):
+            # answered "carried out already", not "expired: send it again" (a walk: 686 s after).
+            # Looked at once a minute, not at each call (every second: up to 64,000 of them)
+            if now < self._sends_swept + 60.0:
+                sends = []
+            else:
+                self._sends_swept, sends = now, list(self._sends.items())
+            for asset, sent in sends:
                 if not (kept := {k: e for k, e in sent.items() if now <= e + SEND_KEPT_S}):
                     del self._sends[asset]
                 elif len(kept) < len(sent):
@@ -207,9 +213,9 @@ class AlarmControls:
             forgotten = self._sends.pop(next(iter(self._sends)))
             self.sends_forgotten += len(forgotten)
             if self._limiter.hit("sends") is not None:
-                log.warning("alarm controls: more than %d assets' commands waiting to expire: the oldest are "
-                            "forgotten (%d so far); a copy of one delivered again would be carried out again",
-                            SENDS_ASSETS, self.sends_forgotten)
+                log.warning("alarm controls: commands of more than %d assets kept against a copy delivered "
+                            "again (a day past their expiry): the oldest are forgotten (%d so far); a copy of one "
+                            "delivered again would be carried out again", SENDS_ASSETS, self.sends_forgotten)
 
     def _apply(self, c: Command, now: float) -> tuple[bool, str]:
         if c.verb == "ack":
@@ -254,7 +260,8 @@ class AlarmControls:
             controls = [Control(str(c["kind"]), float(c["since"]), None if c["until"] is None else float(c["until"]),
                                 str(c.get("reason", "")), str(c.get("by", ""))) for c in doc.get("controls", [])]
             sends = _sends(doc.get("sends", {}))
-            alerts = {str(i): alert_entry(dict(e) | {"asset": asset}) for i, e in doc.get("alerts", {}).items()}
+            alerts = usable_alerts({str(i): e | {"asset": asset} if isinstance(e, dict) else e
+                                    for i, e in doc.get("alerts", {}).items()}, f"the alarm controls of {asset}")
             past = [(str(kind), float(since), float(end)) for kind, since, end in doc.get("past", [])]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"invalid alarm controls ({exc})") from None
@@ -335,7 +342,7 @@ class AlarmControls:
                 control = Control(raw["kind"], float(raw["since"]), until, str(raw.get("reason", "")),
                                   str(raw.get("by", "")))
                 self._controls[(str(raw["asset"]), control.kind)] = control
-            self._alerts = {str(k): alert_entry(v) for k, v in doc.get("alerts", {}).items()}
+            self._alerts = usable_alerts({str(k): v for k, v in doc.get("alerts", {}).items()}, str(path))
             self._newest = newest(self._alerts)
             for asset, kind, since, end in doc.get("past", []):  # (files before session 32 have none)
                 if kind not in ("maintenance", "shelved"):
@@ -357,19 +364,26 @@ class AlarmControls:
                         "acknowledgements: %s", path, first_line(exc), where, again)
 
 
-def alert_entry(raw: Any) -> dict:
-    """A recent alert as ``controls.json`` and the state bucket hold it (:meth:`AlarmControls.raised`);
-    ValueError for anything else. Copied unchecked, an entry without ``acked`` (a hand edit) failed
-    every window of its asset and every housekeeping round, lost the operator's ack and ended the
-    daemon with a traceback, and each save wrote it back (a walk)."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"a recent alert must be an object, got {str(raw)[:40]!r}")
-    if not isinstance(raw.get("asset"), str) or not all(isinstance(raw.get(k), bool) for k in ("acked", "false_alarm")):
-        raise ValueError(f"a recent alert needs its asset and acked and false_alarm true or false, got {str(raw)[:80]}")
-    for key in ("raised_at", "acked_at"):
-        if key in raw and (isinstance(raw[key], bool) or not isinstance(raw[key], int | float)):
-            raise ValueError(f"a recent alert's {key} must be a number, got {str(raw[key])[:40]!r}")
-    return dict(raw)
+def usable_alerts(alerts: dict[str, Any], where: str) -> dict[str, dict]:
+    """The recent alerts of ``alerts`` as :meth:`AlarmControls.raised` writes them; the others are
+    skipped alone, with one log line, as ``assets.json`` skips a bad entry. Copied unchecked, one
+    without ``acked`` (a hand edit) failed every window of its asset and every housekeeping round,
+    lost the operator's ack and ended the daemon with a traceback, and each save wrote it back (a
+    walk); setting the whole file aside for it lost every hold in it (a review)."""
+    kept, skipped = {}, []
+    for alert_id, raw in alerts.items():
+        if (isinstance(raw, dict) and isinstance(raw.get("asset"), str)
+                and all(isinstance(raw.get(k), bool) for k in ("acked", "false_alarm"))):
+            times = {k: raw[k] for k in ("raised_at", "acked_at") if k in raw}  # (optional: null is none)
+            if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in times.values()):
+                kept[alert_id] = {k: v for k, v in raw.items() if v is not None or k not in times}
+                continue
+        skipped.append(alert_id)
+    if skipped:
+        log.warning("%s: skipped %d recent alerts that are not as the daemon writes them (%s; an asset, and acked "
+                    "and false_alarm true or false, are needed): they can no longer be acknowledged", where,
+                    len(skipped), some(skipped))
+    return kept
 
 
 def _sends(raw: Any) -> dict[str, float]:

@@ -301,7 +301,7 @@ class Ingest:
             silent = {asset: self.buffers.last_ts(asset) for asset in idle if self.buffers.taken(asset)}
             queued = self.buffers.take(set(idle))
             for asset in idle:
-                self.buffers.forget(asset)
+                self.buffers.forget(asset, windows=False)  # (taken above: one scan of the queue, not one each)
             self._gauges()
         return silent, queued
 

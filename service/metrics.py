@@ -88,8 +88,8 @@ class Metrics:
             "alert_windows_total", "Windows between the hop grid's judged while their asset's alert was up "
             "(the bundle's alert_hop): an alert ends sooner after its fault.")
         self.windows_dropped = counter(
-            "windows_dropped_total", "Windows never judged: their scoring failed (logged), or their asset went "
-            "silent while they waited.", ("reason",))
+            "windows_dropped_total", "Windows never judged: their scoring failed (logged), or cluster mode lost "
+            "their partition to another worker, which scores them.", ("reason",))
         for reason in WINDOW_DROP_REASONS:
             self.windows_dropped.labels(reason)
         self.publishes_dropped = counter(

@@ -220,13 +220,19 @@ class Recorder:
         with self._lock:
             return self._quiet_until.get(asset, -np.inf) == np.inf
 
-    def forget(self, asset: str) -> None:
+    def forget(self, asset: str, after: float | None = None) -> None:
         """The asset left this recorder (moved to another worker, or silent after its alert was
-        filed): its held readings go (its new owner records from what it receives). The guard band
+        filed): its held readings go (its new owner records from what it receives); with ``after``,
+        those stamped after it stay: the asset came back while its silence was being ended (its
+        queued windows are judged first, and its readings were taken meanwhile: a review). The guard band
         after its last clear stays: a machine that tripped on its fault, went silent and restarted
         within the band had its start-up readings recorded as normal data (found by review)."""
         with self._lock:
-            self._pending_rows -= len(self._pending.pop(asset, ()))
+            held = self._pending.pop(asset, ())
+            back = [row for row in held if after is not None and row[0] > after]
+            if back:
+                self._pending[asset] = deque(back)
+            self._pending_rows -= len(held) - len(back)
             self._up.pop(asset, None)
             if self._quiet_until.get(asset) == np.inf:  # an alert up: filed by its end (a clear's band)
                 del self._quiet_until[asset]

@@ -42,7 +42,7 @@ def keep_served(copies: str | None, worker: int, bundle: Bundle) -> None:
         (folder / SERVED).unlink(missing_ok=True)  # (a copy half replaced is never taken for the old one)
         save_bundle(bundle, folder)
         write_durably(folder / SERVED, json.dumps({"name": bundle.name, "version": bundle.version}))
-    except (OSError, BundleError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.save says RuntimeError for a full disk: serving goes on
         log.warning("keeping a copy of the served model %s for a restarted worker failed: %s", bundle.version,
                     first_line(exc))
 
@@ -54,7 +54,10 @@ def served_copy(copies: str | None, version: str) -> Bundle | None:
             said = json.loads(served.read_text(encoding="utf-8"))
             if said.get("version") != version:
                 continue
-            return replace(load_bundle(served.parent), name=str(said.get("name") or ""), version=version)
+            bundle = load_bundle(served.parent)
+            if json.loads(served.read_text(encoding="utf-8")) != said:  # the sibling swapped meanwhile
+                continue
+            return replace(bundle, name=str(said.get("name") or ""), version=version)
         except (OSError, ValueError, AttributeError, BundleError) as exc:  # a sibling replacing its copy now
             log.debug("served copy %s not read: %s", served.parent, exc)
     return None
@@ -83,9 +86,8 @@ def worker_model(settings: Settings, fleet: str | None, copies: str | None = Non
         bundle, problem, failed = None, f"it does not load ({first_line(exc)})", exc
     if not fleet or (bundle is not None and fleet == bundle.version):
         return bundle, False  # type: ignore[return-value]  # (None only when fleet is set)
-    theirs, copied = served_copy(copies, fleet), True
+    theirs = served_copy(copies, fleet)
     if theirs is None and registry:
-        copied = False
         try:
             folder = Path(settings.registry) / settings.name / fleet
             theirs = replace(load_bundle(folder), name=settings.name, version=fleet)
@@ -110,4 +112,4 @@ def worker_model(settings: Settings, fleet: str | None, copies: str | None = Non
     else:
         log.warning("%s: %s; serving %s as the other workers do, until a reload (SIGHUP) or a restart of the "
                     "service", settings.model, f"it holds {bundle.version}" if bundle is not None else problem, fleet)
-    return theirs, copied and not registry
+    return theirs, not registry  # (a registry's version folder is what it serves, as the others)

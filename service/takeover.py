@@ -122,19 +122,17 @@ class Takeover:
         anchors = await self._adopt(assets)
         if self.controls is not None and partitions:
             await self._adopt_controls(k, partitions)
-        window, primed, partial, faults = self.ingest.buffers.window, 0, [], {}
+        window, primed, partial = self.ingest.buffers.window, 0, []
         for subject, samples in kept.items():
             asset = asset_of(subject)[1]
             anchor, judged = anchors.get(asset, (None, None))
             span = prime_span(samples, anchor, window)
             taken, opened = self.ingest.prime(asset, span, anchor, judged)
             primed += taken
-            if opened:
-                faults[asset] = opened
+            if opened:  # listed in its states at once, as a restart restores them (the previous owner's to announce)
+                self.alerts.restore_faults({asset: opened})
             if len(span) < window and len(samples) >= 2:
                 partial.append((subject, len(span)))
-        if faults:  # listed in their states, as a restart restores them (announced by the previous owner)
-            self.alerts.restore_faults(faults)
         if partial and (keep := await self._keep()) and any(subjects[s] >= keep for s, _ in partial):
             # the stream held all it keeps, yet fewer than a window before the cut (a --keep of 33 for a
             # window of 32: 20 readings, said nowhere; a walk)

@@ -397,9 +397,10 @@ class Buffers:
         for asset in [a for a in self.resumed_faults if not kept(a)]:  # (their silence replaced them)
             del self.resumed_faults[asset]
 
-    def forget(self, asset: str) -> int:
+    def forget(self, asset: str, windows: bool = True) -> int:
         """Drop an asset's buffer and its queued windows (frees its slot under ``max_assets``); how
-        many queued windows of the hop grid went with it. Its publishing-rate estimate is kept for its return
+        many queued windows of the hop grid went with it (``windows=False``: the caller took them
+        already, :meth:`take`; the queue is not scanned again). Its publishing-rate estimate is kept for its return
         (``RATES_KEPT`` assets at most): offline the estimate carries on across a silence, and a
         too-fast publisher would otherwise be taken at its own rate again until it re-learned."""
         state = self._assets.pop(asset, None)
@@ -413,7 +414,7 @@ class Buffers:
             self._rates[asset] = (cleaner.seen_ts, cleaner.step_avg, cleaner.steps)
             if len(self._rates) > RATES_KEPT:
                 del self._rates[next(iter(self._rates))]
-        return sum(w.coarse for w in self.take({asset}))
+        return sum(w.coarse for w in self.take({asset})) if windows else 0
 
     def take(self, assets: set[str]) -> list[DueWindow]:
         """Remove and return the queued windows of ``assets``, oldest first."""

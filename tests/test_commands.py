@@ -123,23 +123,27 @@ def test_the_controls_line_names_the_audit_logs_older_part_too(tmp_path, caplog,
     assert line.endswith(f"from the accepted commands in {tmp_path / 'audit.jsonl'} and {tmp_path / 'audit.jsonl.1'}")
 
 
-def test_a_recent_alert_without_its_fields_is_refused_with_its_file_not_a_crash_at_each_window(tmp_path, caplog):
+def test_a_recent_alert_without_its_fields_is_skipped_alone_not_a_crash_at_each_window(tmp_path, caplog):
     """A walk: an alert entry without ``acked`` (a hand edit) was copied unchecked; every window of
     its asset and every housekeeping round then failed with KeyError, the operator's ack got no
-    answer, the stop ended in a traceback, and each save wrote the entry back. It is refused with
-    its file, set aside as any unreadable one; and from the state bucket, as bad alarm controls."""
+    answer, the stop ended in a traceback, and each save wrote the entry back. It is skipped alone,
+    with one line (setting the file aside lost every hold in it: a review); from the state bucket
+    too. A time left null is taken as none."""
     (tmp_path / "controls.json").write_text(json.dumps({
         "controls": [{"asset": "p1", "kind": "maintenance", "since": 1.0, "until": None}],
-        "alerts": {"p1@5": {"asset": "p1"}}, "past": [], "sends": {}}))
+        "alerts": {"p1@5": {"asset": "p1"}, "p1@7": {"asset": "p1", "acked": True, "false_alarm": False,
+                                                      "acked_at": None}}, "past": [], "sends": {}}))
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.commands"):
         controls = AlarmControls(str(tmp_path))
-    assert controls.assets() == set() and (tmp_path / "controls.json.bad").exists()
-    assert "a recent alert needs its asset and acked and false_alarm" in caplog.records[0].getMessage()
-    for bad in ({"acked": "yes", "false_alarm": False}, {"acked": True, "false_alarm": False, "acked_at": "soon"}, 7):
-        with pytest.raises(ValueError, match="invalid alarm controls"):
-            controls.adopt("p2", {"alerts": {"p2@9": bad}})
-    controls.adopt("p2", {"alerts": {"p2@9": {"acked": True, "false_alarm": True, "acked_at": 3.0}}})
-    assert controls.false_alarm("p2@9") is True
+    assert controls.suppressed("p1", 2.0) == "maintenance" and not (tmp_path / "controls.json.bad").exists()
+    assert controls.acked("p1@5") is None and controls.acked("p1@7") == {"asset": "p1", "acked": True,
+                                                                          "false_alarm": False}
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "skipped 1 recent alerts that are not as the daemon writes them ('p1@5'" in line
+    bad = ({"acked": "yes", "false_alarm": False}, {"acked": True, "false_alarm": False, "acked_at": "soon"}, 7)
+    controls.adopt("p2", {"alerts": {f"p2@{k}": entry for k, entry in enumerate(bad)} | {
+        "p2@9": {"acked": True, "false_alarm": True, "acked_at": 3.0}}})
+    assert controls.false_alarm("p2@9") is True and all(controls.acked(f"p2@{k}") is None for k in range(3))
 
 
 def test_a_controls_file_nested_too_deep_is_set_aside_not_a_crash_at_each_start(tmp_path, caplog):

@@ -234,6 +234,30 @@ def test_a_silent_assets_queued_windows_are_judged_before_its_silence_ends_it(ti
     assert daemon.buffers.queued() == 0 and "pump-2" not in daemon.buffers
 
 
+def test_an_asset_back_while_its_silent_windows_are_judged_keeps_its_new_readings(tiny_bundle, tmp_path):
+    """A review: the windows judged before a silence ends its asset free the queue, so the network
+    thread may take the asset's next readings meanwhile; the end then forgot them in the recorder
+    (held as normal data). Only what came before the silence goes; the return is told after it."""
+    daemon, client = make(tiny_bundle, stale_after_s=60, record_dir=str(tmp_path / "rec"))
+    for i in range(tiny_bundle.window):
+        daemon.ingest.handle(client, message("pump-2", T0 + i))
+    daemon.publish_sensor_faults()
+    judge = daemon._score_counted
+
+    def judging(batch):  # the asset is back while its old windows are judged
+        judge(batch)
+        for i in range(3):
+            daemon.ingest.handle(client, message("pump-2", T0 + 100 + i))
+
+    daemon._score_counted = judging
+    daemon.housekeeping(time.monotonic() + 61)
+    assert [ts for ts, _ in daemon.recorder._pending["pump-2"]] == [T0 + 100, T0 + 101, T0 + 102]
+    daemon.publish_sensor_faults()
+    told = [(json.loads(p)["state"], json.loads(p).get("kind")) for t, p, _ in client.published
+            if t == "sensorguard/alerts/pump-2"]
+    assert told == [("sensor_fault", "silent"), ("sensor_ok", "silent")]
+
+
 def test_a_lost_partitions_queued_windows_are_dropped_and_counted_not_scored_twice(tiny_bundle):
     """Cluster mode: after a lease ran out and another worker took the partition, this worker still
     scored its queued windows, which the new owner primes and scores too: the same alerts twice
