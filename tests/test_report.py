@@ -179,6 +179,51 @@ def test_the_reconstructions_show_the_score_written_and_the_timeline_says_utc():
     assert timeline.axes[-1].get_xlabel() == "time (UTC)"
 
 
+def test_the_timeline_keeps_its_legends_off_the_data_shows_short_alerts_and_long_names():
+    """A walk: the score panel's legend, top left and half the width with the alert rules in it, hid
+    the first alerts' peaks; an 8-row alert on a 20,000-row axis was under a pixel wide, and the
+    title counted rows, not alerts; a historian tag's 50-character names pushed both panels into a
+    third of the figure and cut the legend. The legends sit beside the panels, the rules in the
+    title with the alerts raised, an alert is drawn at least 0.2 % of the axis wide, and a long name
+    is cut in the middle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dataclasses import replace
+
+    from sensorguard.service.alerts import AlertRules
+    from sensorguard.service.scorer import Scorer
+    from sensorguard.training.report import MIN_SPAN, _short, plot_scores
+
+    frame, bundle = standardized_frame(), tiny_bundle()
+    tag = "PLANT-A/Unit 3/Reactor section/XMEAS_{}.PV (kPa gauge)"
+    bundle = replace(bundle, channels=tuple(tag.format(j) for j in range(len(bundle.channels))))
+    values = frame[list(CHANNELS)].to_numpy()
+    segments = np.zeros(len(frame), dtype=np.int64)
+    scores = Scorer(bundle, device="cpu").score_series(values, segments)
+    alerts = np.zeros(len(frame), dtype=np.int8)
+    alerts[100:102] = 1  # two rows: one row's width on the axis, far under MIN_SPAN
+    fig = plot_scores(bundle, scores, segments, np.arange(len(frame), dtype=np.float64), None, AlertRules(),
+                      judged=(alerts, scores.score))
+    top, bottom = fig.axes[0], fig.axes[1]
+    for ax in (top, bottom):
+        box = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+        assert box.x0 > 1.0  # beside the panel, not over its data
+    assert top.get_title().startswith("Anomaly score over time: 1 alert raised") and "raise after" in top.get_title()
+    (span,) = [p for p in top.patches if p.get_label() == "alert raised"]
+    assert span.get_width() >= MIN_SPAN * (len(frame) - 1) * 0.999
+    names = [t.get_text() for t in bottom.get_legend().get_texts()]
+    assert all(len(n) <= 32 for n in names) and set(names) <= {_short(c) for c in bundle.channels}
+    assert _short(bundle.channels[0]).endswith("_0.PV (kPa gauge)")  # (the point id kept: names stay apart)
+    # rows whose score the level term set are marked: the shares below are the error's (NAB's main alert, a walk)
+    lifted = scores.score.copy()
+    lifted[200:260] = 3.0
+    fig = plot_scores(bundle, scores, segments, np.arange(len(frame), dtype=np.float64), None, AlertRules(),
+                      judged=(alerts, lifted))
+    (band,) = [p for p in fig.axes[0].patches if p.get_label() == "level term above the error"]
+    assert (band.get_x(), band.get_x() + band.get_width()) == (200.0, 260.0)
+
+
 def test_report_data_says_which_machines_had_nothing_to_plot(tmp_path):
     """A file of 20 rows wrote calibration.png alone, exit 0, not a word; a short machine in a
     file of several was dropped unsaid (a walk)."""
@@ -251,4 +296,5 @@ def test_an_alert_ending_at_a_long_gap_is_not_shaded_across_it():
     ax = Figure().subplots()
     _shade(ax, x, np.array([0, 1, 1, 0, 1]), "red", 0.2, "alert", segments=np.array([0, 0, 0, 1, 1]))
     spans = sorted((p.get_x(), p.get_x() + p.get_width()) for p in ax.patches)
-    assert spans == [(1.0, 3.0), (1001.0, 1002.0)]  # one row's span at the gap and at the end
+    # one row's span at the gap and at the end (at least MIN_SPAN of the axis wide: 2.002 here), not across it
+    assert [a for a, _ in spans] == [1.0, 1001.0] and spans[0][1] == pytest.approx(3.002) and spans[0][1] < 1000

@@ -37,7 +37,9 @@ from sensorguard.training.series import utc_stamps
 
 MAX_CHANNELS_SHOWN = 4  # small multiples stay readable
 TOP_SHARE_CHANNELS = 4
-ALERT_COLOR, LABEL_COLOR, LINE_COLOR = "tab:red", "tab:orange", "tab:blue"
+ALERT_COLOR, LABEL_COLOR, LINE_COLOR, LEVEL_COLOR = "tab:red", "tab:orange", "tab:blue", "tab:purple"
+NAME_CHARS = 32  # a channel name longer than this is cut in the middle (historian tags pushed the plots aside)
+MIN_SPAN = 0.002  # the narrowest alert span drawn, as a share of the time axis (8 of 20,000 rows: under a pixel)
 
 
 def write_report(
@@ -172,7 +174,7 @@ def plot_calibration(bundle: Bundle) -> Any:
     above = float(np.mean(errors >= threshold))
     ax.axvline(threshold, color=ALERT_COLOR, linestyle="--", linewidth=2,
                label=f"threshold = {threshold:.4g} ({above:.2%} of windows above)")
-    ax.legend(loc="upper right")
+    ax.legend(loc="best")  # (upper right hid a histogram's peak: a walk; 60 bins are quick to place around)
     return fig
 
 
@@ -211,7 +213,7 @@ def plot_reconstructions(scorer: Scorer, values: np.ndarray, scores: Scores, x: 
             share = _share(scores.channel_error[end], ch)
             held = excluded is not None and bool(excluded[end, ch])
             said = "sensor fault: held, left out" if held else f"{share:.0%} of error"
-            ax.set_ylabel(f"{scorer.channels[ch]}\n({said})", fontsize=9)
+            ax.set_ylabel(f"{_short(scorer.channels[ch])}\n({said})", fontsize=9)
             ax.tick_params(labelsize=8)
             if row == 0:
                 title = f"{name} score: {score[end]:.3g}\nwindow ending {_fmt(x[end])}"
@@ -244,14 +246,21 @@ def plot_scores(
     clear_at = f" or 2 under {min(rules.clear_at, rules.clear_level):g}" if rules.clear_at > 0 else ""
     rule_text = f"raise after {rules.raise_after}{at_once}, clear after {rules.clear_after}{clear_at}, hop {bundle.hop}"
     rule_text += f" ({bundle.alert_step} while up)" if bundle.alert_step < bundle.hop else ""
-    _shade(top, x, alerts, ALERT_COLOR, 0.18, f"alert raised ({rule_text})", segments=segments)
+    _shade(top, x, alerts, ALERT_COLOR, 0.18, "alert raised", segments=segments)
     if labels is not None:
         _shade(top, x, np.asarray(labels) != 0, LABEL_COLOR, 0.35, "labeled anomaly", band=(0.0, 0.06),
                segments=segments)
-    top.set_ylabel("score (error / threshold)")
+    with np.errstate(invalid="ignore"):  # only the level term lifts a row over its error: the error's channels
+        by_level = score > np.asarray(scores.score) * (1 + 1e-9)  # (below) do not explain it (a walk: NAB's alert)
+    _shade(top, x, by_level, LEVEL_COLOR, 0.5, "level term above the error", band=(0.94, 1.0), segments=segments)
+    top.set_ylabel("score (1 = alert line)" if bundle.level is None and bundle.drift_rule is None
+                   else "score (1 = alert line;\nerror or level term over the line)")
     # rows, not windows: each row scores the window ending there, the daemon only every hop-th
-    top.set_title(f"Anomaly score over time: {int(np.nansum(score >= 1))} rows at or above 1.0")
-    top.legend(loc="upper left", fontsize=9)
+    raised = len(event_bounds(np.asarray(alerts).astype(np.int8))[0])
+    top.set_title(f"Anomaly score over time: {raised} alert{'s' * (raised != 1)} raised, "
+                  f"{int(np.nansum(score >= 1))} rows at or above 1.0\n({rule_text})", fontsize=10)
+    # beside the plot, not on it: top left it hid the first alert's peak (a walk)
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     _plot_shares(bottom, x, scores.channel_error, bundle.channels, bundle.window, segments)
     if np.asarray(x).dtype.kind == "M":  # the month and year beside the ticks, the zone in the label (a walk:
         from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # "02 00:00" read as local time)
@@ -282,7 +291,7 @@ def _plot_shares(
     share = (pd.DataFrame(share).groupby(pieces).rolling(window, min_periods=1).mean()  # within each piece
              .reset_index(level=0, drop=True).sort_index().to_numpy())
     stacks = [share[:, j] for j in top]
-    names = [channels[j] for j in top]
+    names = [_short(channels[j]) for j in top]
     if len(top) < len(channels):
         stacks.append(np.clip(1.0 - np.sum(stacks, axis=0), 0.0, 1.0))
         names.append("other channels")
@@ -292,7 +301,7 @@ def _plot_shares(
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"share of error\n(mean over {window} rows)")
     ax.set_title("Which channels carry the reconstruction error")
-    ax.legend(loc="upper left", fontsize=8, ncol=min(len(names), 5))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # (one row of five ran off the figure)
 
 
 def _broken(x: np.ndarray, segments: np.ndarray, *series: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -314,11 +323,14 @@ def _shade(
     starts, stops = event_bounds(np.asarray(flags).astype(np.int8))
     x = np.asarray(x)
     step = np.median(np.diff(x)) if len(x) > 1 else None  # a typical row's span (datetime64 or float)
+    narrowest = (x[-1] - x[0]) * MIN_SPAN if len(x) > 1 else None  # (8 rows of 20,000 were not seen: a walk)
     for i, (a, b) in enumerate(zip(starts, stops, strict=True)):
         # to the next row's time: a run of one row had no width, so it was not drawn (a walk); not across
         # a long gap (the next piece's first row): one row's span instead (a review)
         joined = b < len(x) and (segments is None or segments[b] == segments[b - 1])
         right = x[b] if joined else (x[b - 1] + step if step is not None else x[b - 1])
+        if narrowest is not None and right - x[a] < narrowest:
+            right = x[a] + narrowest
         ax.axvspan(x[a], right, ymin=band[0], ymax=band[1], color=color, alpha=alpha,
                    label=label if i == 0 else None, linewidth=0)
 
@@ -340,6 +352,14 @@ def _frame_times(frame: pd.DataFrame, times: Any) -> np.ndarray:
         return arr.astype(np.float64)
     stamps = pd.to_datetime(pd.Index(raw), utc=True)
     return stamps.tz_localize(None).to_numpy()  # naive UTC datetime64: matplotlib plots it directly
+
+
+def _short(name: str) -> str:
+    """``name`` cut in the middle past ``NAME_CHARS`` (a historian tag's unit and point id stay)."""
+    if len(name) <= NAME_CHARS:
+        return name
+    head = NAME_CHARS // 3  # more of the end: tags of one unit share their start, the point id ends them
+    return f"{name[:head]}…{name[-(NAME_CHARS - 1 - head):]}"
 
 
 def _share(row: np.ndarray, j: int) -> float:
