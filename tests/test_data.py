@@ -282,6 +282,10 @@ def test_text_labels_are_refused_and_true_false_read():
     frame["temp"] = [35.06, 35.1, 35.2, 35.3]
     with pytest.raises(DataError, match="holds 35.06; labels must be whole numbers .* is it a sensor channel"):
         series_from_frame(frame, "a channel", label_column="temp")
+    # scikit-learn's outlier labels (-1 an outlier, 1 an inlier) read backwards, unsaid (a walk)
+    frame["anomaly"] = [1, -1, 1, 1]
+    with pytest.raises(DataError, match="holds -1; labels must be 0 .normal. or > 0 .* map a -1/1 column"):
+        series_from_frame(frame, "sklearn", label_column="anomaly")
 
 
 def test_a_second_clock_is_not_a_channel():

@@ -377,7 +377,9 @@ def unreadable_note(frame: pd.DataFrame, chosen: Sequence[str], values: np.ndarr
 def label_rows(column: pd.Series, label_column: str, name: str) -> np.ndarray:
     """0/1 per row from whole numbers (> 0 is anomalous), booleans or true/false text; empty is 0.
     Other text (``fault``/``normal``) is refused: read as 0 it would score every event as missed; so
-    is a fraction (a temperature named as the label read every row as anomalous: a README walk)."""
+    is a fraction (a temperature named as the label read every row as anomalous: a README walk), and
+    a negative number (scikit-learn's -1 for an outlier beside 1 for an inlier read every inlier as
+    anomalous and every outlier as normal)."""
     text = column.astype(str).str.strip().str.lower()
     mapped = text.map({"true": 1.0, "false": 0.0, **dict.fromkeys(BLANK_LABELS, 0.0)})
     numeric = pd.to_numeric(column, errors="coerce").astype(np.float64).fillna(mapped)
@@ -386,6 +388,11 @@ def label_rows(column: pd.Series, label_column: str, name: str) -> np.ndarray:
     if bad.any():
         raise DataError(f"{name}: label column {label_column!r} holds {column[bad].iloc[0]!r}; labels must be "
                         "numbers (> 0 anomalous) or true/false")
+    negative = numeric < 0  # scikit-learn's outlier labels, -1 anomalous and 1 normal: read backwards (a walk)
+    if negative.any():
+        raise DataError(f"{name}: label column {label_column!r} holds {column[negative].iloc[0]}; labels must be "
+                        "0 (normal) or > 0 (anomalous), or true/false: map a -1/1 column (scikit-learn's, -1 for "
+                        "an outlier) to 1/0 first")
     fraction = numeric != np.round(numeric)  # a channel named as the label (35.06 C: every row "anomalous")
     if fraction.any():
         raise DataError(f"{name}: label column {label_column!r} holds {column[fraction].iloc[0]}; labels must be "
