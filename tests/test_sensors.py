@@ -122,6 +122,12 @@ def test_score_reports_the_same_sensor_faults_in_a_column(tiny_bundle, tmp_path,
     faults = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)["sensor_faults"].tolist()
     assert faults[:4] == [""] * 4 and faults[4:8] == ["stuck:a"] * 4
     assert faults[8:11] == ["out_of_range:b"] * 3 and faults[11:] == [""] * 9  # (its off-delay: 3 in range)
+    # a channel left out of a window has no error of its own there (a 0 read as a perfect fit: a walk)
+    table = pd.read_csv(tmp_path / "s.csv")
+    scored = table["score"].notna().to_numpy()
+    held = scored & np.array([i - bundle.window < 10 for i in range(20)])  # windows holding b's fault (8-10)
+    assert held.any() and table.loc[held, "error_b"].isna().all() and table.loc[held, "error_c"].notna().all()
+    assert table.loc[scored & ~held, "error_b"].notna().all()
     # the summary names the channels (it said "2 sensor faults opened" alone: found by a README walk)
     assert "2 sensor faults opened (a, b)" in capsys.readouterr().out
 

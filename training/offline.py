@@ -36,6 +36,7 @@ class Scored:
     judged: np.ndarray | None = None  # rows whose window the alert machine stepped on, as the daemon judges them
     level_term: np.ndarray | None = None  # each row's level term over its line (service.level); None: no term
     alert_ids: np.ndarray | None = None  # each row's alert up, as the daemon names it (None: no alert)
+    excluded: np.ndarray | None = None  # (T, C) channels left out of each row's window (a sensor fault open)
 
 
 def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None, name: str = "data") -> Scored:
@@ -70,7 +71,7 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
                                                             part, ids[rows])
         up = ids[rows] != None  # noqa: E711 - an object array's elementwise test
         ids[rows][up] = f"{asset or ''}@" + ids[rows][up].astype(str)  # as judge names it live, with its asset
-    return Scored(data, replace(scores, score=score), alert, rules.stale_after, judged, terms, ids)
+    return Scored(data, replace(scores, score=score), alert, rules.stale_after, judged, terms, ids, excluded)
 
 
 def level_rows(bundle: Bundle, values: np.ndarray, blocked: np.ndarray | None = None) -> LevelRows | None:
@@ -127,6 +128,8 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     if scored.level_term is not None:  # the score's other part: where it is the larger, it set the score
         out["level"] = np.where(found, scored.level_term[take], np.nan)
     errors = np.where(found[:, None], scores.channel_error[take], np.nan)  # one frame: a column at a time
+    if scored.excluded is not None:  # held and left out: no error of its own (a 0 read as a perfect fit, and a
+        errors[found[:, None] & scored.excluded[take]] = np.nan  # mean over the columns understated the window's)
     out = pd.concat([out, pd.DataFrame(errors, columns=[f"error_{c}" for c in bundle.channels])], axis=1)
     if bundle.sensors is not None and data.source_values is not None:  # the fill limit scored with (--fill-limit)
         sensors = replace(bundle.sensors, silence_s=scored.stale_after,
