@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -28,7 +27,7 @@ import torch
 from sensorguard import __version__
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
-from sensorguard.service.durable import fsync_path, write_durably
+from sensorguard.service.durable import fsync_path, temp_folder, write_durably
 from sensorguard.service.level import LevelMonitor
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
 from sensorguard.service.sensors import SensorRules
@@ -198,7 +197,7 @@ def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
     """
     target = check_target(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = temp_folder(target.parent, f".{target.name}.")
     try:
         write_files(bundle, tmp)
         if target.exists():

@@ -11,11 +11,26 @@ import os
 import tempfile
 from pathlib import Path
 
+_UMASK = os.umask(0o022)  # the process's, read once at import (setting it is process-wide)
+os.umask(_UMASK)
+
+
+def temp_folder(directory: str | os.PathLike, prefix: str) -> Path:
+    """A new temporary directory in ``directory`` with the mode a plain ``mkdir`` would give it:
+    ``mkdtemp`` makes it 0700, so a bundle trained by one account could not be read by the service's
+    (a walk: the bundle folder 0700, ``bundle.json`` 0600, ``model.pt`` 0644). The umask rules, as
+    for any file a tool writes (the systemd units set ``UMask=0027``: group-readable)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
 
 def write_durably(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically: temp file in the same directory, fsync, rename."""
+    """Replace ``path`` with ``text`` atomically: temp file in the same directory, fsync, rename; its
+    mode as ``open`` would give it (``mkstemp`` makes it 0600: :func:`temp_folder`)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

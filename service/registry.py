@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from sensorguard.service.bundle import Bundle, BundleError, write_files
 from sensorguard.service.bundle_loading import load_bundle, transient_error
-from sensorguard.service.durable import fsync_path, write_durably
+from sensorguard.service.durable import fsync_path, temp_folder, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +214,7 @@ def publish(bundle: Bundle, root: str | os.PathLike, name: str, make_current: bo
     """Store ``bundle`` as the next version of ``name``; return the version (``v0001``...)."""
     base = Path(root) / validate_name(name)
     base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".incoming.", dir=base))
+    tmp = temp_folder(base, ".incoming.")
     try:
         write_files(bundle, tmp)
         for _ in range(PUBLISH_TRIES):

@@ -269,3 +269,19 @@ def test_a_weights_file_far_larger_than_its_network_is_refused_before_reading(tm
         fh.truncate(64 << 20)  # a sparse 64 MiB file: no disk used
     with pytest.raises(BundleError, match="far more than"):
         load_bundle(path)
+
+
+def test_a_bundle_and_the_files_written_durably_take_the_umask_not_a_private_mode(tiny_bundle, tmp_path):
+    """A walk: a bundle folder came out 0700 and its bundle.json 0600 (mkdtemp, mkstemp), model.pt
+    0644: trained by one account, the service's could not read it. They take the umask, as any file
+    a tool writes (the units set UMask=0027)."""
+    import os
+    import stat
+
+    from sensorguard.service.bundle import save_bundle
+
+    folder = save_bundle(tiny_bundle, tmp_path / "b")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (folder, folder / "bundle.json", folder / "model.pt")}
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert modes == {"b": 0o777 & ~umask, "bundle.json": 0o666 & ~umask, "model.pt": 0o666 & ~umask}, modes
