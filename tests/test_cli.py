@@ -249,11 +249,17 @@ def test_calibrate_refuses_data_in_other_units_unless_forced(files, tmp_path, ca
     assert main(["calibrate", str(model), str(tmp_path / "stuck.csv")]) == 0, capsys.readouterr().err
 
 
-def test_report_writes_pngs(files, tmp_path):
+def test_report_writes_pngs(files, tmp_path, capsys):
     assert main(["report", str(files / "model"), str(files / "faults.csv"), "--out", str(tmp_path / "r"),
                  "--label-column", "anomaly"]) == 0
     pngs = sorted(p.name for p in (tmp_path / "r").glob("*.png"))
     assert pngs == ["calibration.png", "reconstructions.png", "scores.png"]
+    assert "marks" not in capsys.readouterr().err
+    # without the flag the labels were not drawn, and nothing said the file had them (a report walk)
+    assert main(["report", str(files / "model"), str(files / "faults.csv"), "--out", str(tmp_path / "r")]) == 0
+    marked = int((pd.read_csv(files / "faults.csv")["anomaly"] > 0).sum())
+    assert (f"note: anomaly marks {marked} rows as anomalous: evaluate and report take them as labels with "
+            "--label-column anomaly") in capsys.readouterr().err
 
 
 def run_cli(*args):

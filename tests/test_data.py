@@ -583,7 +583,10 @@ def test_every_column_left_out_is_named_in_a_note(tmp_path, capsys):
     mine = [c for c in data.channels]
     said = "y marks 199 rows: they were taken as normal data (--label-column y leaves them out)"
     assert said in load_frame([tmp_path / "d.csv"], channels=mine, normal=True).notes
-    assert not any("marks" in n for n in load_frame([tmp_path / "d.csv"], channels=mine).notes)  # score, evaluate
+    # score and report without --label-column: only where the labels are taken (a report walk drew none, unsaid)
+    hint = "y marks 199 rows as anomalous: evaluate and report take them as labels with --label-column y"
+    assert [n for n in load_frame([tmp_path / "d.csv"], channels=mine).notes if "marks" in n] == [hint]
+    assert not any("marks" in n for n in load_frame([tmp_path / "d.csv"], channels=mine, label_column="y").notes)
     assert not any("marks" in n for n in load_frame([tmp_path / "d.csv"]).notes)  # replay: it trains nothing
     from sensorguard.cli import main
 
@@ -633,7 +636,11 @@ def test_the_rows_a_label_like_column_marks_are_counted_as_label_column_reads_th
         notes = [n for n in series_from_frame(frame, "d", normal=True).notes if "marks" in n]
         assert notes == ([f"anomaly marks {counted} rows: they were trained on as normal (--label-column anomaly "
                           "leaves them out)"] if counted else [])
-        assert int(series_from_frame(frame, "d", label_column="anomaly").labels["anomaly"].sum()) == counted
+        if counted:
+            assert int(series_from_frame(frame, "d", label_column="anomaly").labels["anomaly"].sum()) == counted
+        else:  # a negative label is refused (scikit-learn's -1 for an outlier read backwards: a walk)
+            with pytest.raises(DataError, match="holds -1"):
+                series_from_frame(frame, "d", label_column="anomaly")
 
 
 def test_a_parquet_time_index_is_the_time_column_and_row_numbers_are_no_channel(tmp_path):

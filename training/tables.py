@@ -8,6 +8,7 @@ what these functions find).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 
@@ -281,6 +282,13 @@ def choose_channels(
             if others:  # (retrain dropped a new sensor's column without a word: a walk)
                 notes.append(f"numeric columns not among the channels, left out: {some(others, 6)} (a model keeps the "
                              "channels it was trained on: train a new one to use them)")
+        elif label_column is None:  # report drew no labels and evaluate was refused for want of them, unsaid
+            for col in [c for c in frame.columns if c != tcol and c not in channels  # (a report walk)
+                        and str(c).strip().lower() in LABEL_NAMES]:
+                with contextlib.suppress(DataError):
+                    if marked := int(label_rows(frame[col], str(col), name).sum()):
+                        notes.append(f"{col} marks {marked} rows as anomalous: evaluate and report take them as "
+                                     f"labels with --label-column {col}")
         return tuple(channels)
     unknown = [c for c in exclude if c not in frame.columns]
     if unknown:
