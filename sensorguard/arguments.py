@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("score", help="score a file: one output row per input row")
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("data", help="CSV or Parquet file of readings")
-    p.add_argument("--out", required=True, help="scores file (.csv or .parquet)")
+    p.add_argument("--out", required=True, help="scores file (.csv or .parquet; - writes CSV to standard output)")
     _add_data_options(p, channels=False)
     _add_alert_options(p)
 

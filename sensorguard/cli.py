@@ -306,19 +306,22 @@ def cmd_score(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     scored = _score_rows(args, bundle)
     out = score_table(bundle, scored)
-    write_table(out, args.out)
+    piped = args.out == "-"  # the table on standard output, what is said about it on standard error: a file
+    if piped:  # named "-" was written, and "--out /dev/stdout" had the summary in the CSV (a walk)
+        out.to_csv(sys.stdout, index=False)
+    else:
+        write_table(out, args.out)
+    said = sys.stderr if piped else sys.stdout
     n_scored = int(out["score"].notna().sum())
-    print(
-        f"scored {n_scored} of {len(out)} rows -> {args.out} "
-        f"({int(out['anomaly'].sum())} anomalous rows, {int(out['alert'].sum())} rows in alert)"
-    )
+    print(f"scored {n_scored} of {len(out)} rows -> {'standard output' if piped else args.out} "
+          f"({int(out['anomaly'].sum())} anomalous rows, {int(out['alert'].sum())} rows in alert)", file=said)
     for note in scored.data.notes:  # what the cleaning did: filled cells, refused readings, markers
-        print(f"note: {note}")
+        print(f"note: {note}", file=said)
     if "asset" in out.columns and n_scored:  # a machine with no row scored was not said (a walk)
         counts = out.groupby("asset", sort=False)["score"].count()
         for asset in counts.index[(counts.to_numpy() == 0) & (counts.index != "")]:  # ("": no machine, said)
             print(f"note: {asset}: none of its rows scored (fewer than a window of {bundle.window} samples on the "
-                  "grid after cleaning, or every reading refused)")
+                  "grid after cleaning, or every reading refused)", file=said)
     return 0
 
 

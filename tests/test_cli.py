@@ -97,8 +97,9 @@ def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path, 
     assert "note: anomaly marks 50 rows: they were taken as normal data" in capsys.readouterr().err
 
 
-def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, tmp_path, capsys):
+def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, tmp_path, capsys, monkeypatch):
     """The verbs only parse and print: the same numbers come from training.offline in Python."""
+    import io
     import json
 
     from sensorguard.service.bundle_loading import load_bundle
@@ -115,6 +116,13 @@ def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, 
     np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-5)  # CSV keeps 6 digits
     assert (written["alert"] == expected["alert"]).all() and written["alert"].sum() > 0
     capsys.readouterr()
+    # --out -: the table on standard output, the summary on standard error (a file named "-" was written,
+    # and --out /dev/stdout had the summary in the CSV: a walk)
+    monkeypatch.chdir(tmp_path)
+    assert main(["score", str(files / "model"), str(files / "faults.csv"), "--out", "-"]) == 0
+    piped = capsys.readouterr()
+    assert pd.read_csv(io.StringIO(piped.out)).shape == written.shape and not (tmp_path / "-").exists()
+    assert piped.err.startswith("scored ") and "-> standard output" in piped.err
     assert main(["evaluate", str(files / "model"), str(files / "faults.csv"), "--label-column", "anomaly",
                  "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
