@@ -27,6 +27,7 @@ from pathlib import Path
 from sensorguard.service.bundle import Bundle, BundleError, write_files
 from sensorguard.service.bundle_loading import load_bundle, transient_error
 from sensorguard.service.durable import fsync_path, temp_folder, write_durably
+from sensorguard.service.logs import first_line
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,12 @@ def _forget_live_counts(base: Path) -> None:
     """``SHADOW`` or ``CURRENT`` changed: every daemon restarts its live count, so the reports of the
     runs before go. Left, one from another worker count (plant-w0, plant-w1) counted as a third
     instance beside the next run of the same pair, its alerts with it, until it went stale (a walk)."""
-    for report in (base / LIVE_DIR).glob("*.json"):
-        report.unlink(missing_ok=True)
+    try:  # (a report written by the daemon's account may not be this one's to delete: the change stands)
+        for report in (base / LIVE_DIR).glob("*.json"):
+            report.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("the live counts of the runs before could not be deleted (%s): the live gate sums them until "
+                    "they go stale", first_line(exc))
 
 
 def shadow_version(root: str | os.PathLike, name: str) -> str | None:

@@ -151,6 +151,26 @@ def test_the_reports_of_earlier_runs_go_when_shadow_or_current_changes(trained, 
     assert current_version(registry, NAME) == "v0002" and not list((registry / NAME / "live").glob("*.json"))
 
 
+def test_a_report_that_cannot_be_deleted_leaves_the_change_standing(trained, tmp_path, monkeypatch, caplog):
+    """The daemon's account wrote the reports; the operator's may not delete them: the rollback
+    stands, and a line says what the gate will sum."""
+    from pathlib import Path
+
+    bundle = trained[0]
+    registry = tmp_path / "registry"
+    publish(bundle, registry, NAME)
+    publish(bundle, registry, NAME)
+    write_report(registry, NAME, {"instance": "plant", "shadow": "v0003", "current": "v0002", "since": 0.0,
+                                  "updated": 1.0, "windows": 1, "shadow_alerts": 0, "current_alerts": 0})
+
+    def refused(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    assert models(registry, "rollback") == 0 and current_version(registry, NAME) == "v0001"
+    assert "could not be deleted ([Errno 13] Permission denied" in caplog.text
+
+
 def test_retrain_shadow_runs_a_passing_candidate_beside_current(trained, tmp_path, capsys):
     from tests.test_retrain import shifted_plant
 
