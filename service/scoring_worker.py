@@ -101,6 +101,17 @@ class ScoringWorker:
             self.metrics.windows_dropped.labels("scoring_failed").inc(sum(d.coarse for d in batch))
             log.exception("scoring a batch of %d windows failed", len(batch))
 
+    def _still_ours(self, windows: list[DueWindow]) -> list[DueWindow]:
+        """Cluster mode: the windows whose partition is still this worker's. Taken out of the queue,
+        they escape ``Ingest.drop`` when the lease is lost meanwhile, and the new owner scores them
+        too (the same alerts twice; a review): dropped and counted as that would have."""
+        if self.source is None:
+            return windows
+        kept = [w for w in windows if self.source.serves(w.asset)]
+        if lost := sum(w.coarse for w in windows) - sum(w.coarse for w in kept):
+            self.metrics.windows_dropped.labels("partition_lost").inc(lost)
+        return kept
+
     def score_batch(self, batch: list[DueWindow]) -> None:
         """Score due windows in one forward pass, step their assets' alerts, tell the listeners
         (:func:`~sensorguard.service.batch_scoring.score_batch`)."""
@@ -120,7 +131,7 @@ class ScoringWorker:
             silent, queued = self.ingest.forget_silent(now - self.rules.stale_after)
             step = max(1, self.settings.batch_max)
             for start in range(0, len(queued), step):  # judged before their silence ends them, as offline
-                self._score_counted(queued[start : start + step])
+                self._score_counted(self._still_ours(queued[start : start + step]))
             for asset, last_ts in silent.items():
                 self.alerts.end(asset, last_ts)
                 self._shadow_forgets(asset)

@@ -272,6 +272,24 @@ def test_a_lost_partitions_queued_windows_are_dropped_and_counted_not_scored_twi
     assert value(daemon, "sensorguard_windows_dropped_total", reason="partition_lost") == 1
 
 
+def test_a_silent_assets_windows_of_a_partition_lost_meanwhile_are_dropped_not_scored(tiny_bundle, monkeypatch):
+    """A review: taken out of the queue to be judged before their silence, a silent asset's windows
+    escaped Ingest.drop when the lease was lost meanwhile, and the new owner scored them too. Before
+    each batch the partition is asked again: windows no longer this worker's are dropped, counted."""
+    from types import SimpleNamespace
+
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    for asset in ("pump-1", "pump-2"):
+        for i in range(tiny_bundle.window):
+            daemon.ingest.handle(client, message(asset, T0 + i))
+    daemon.source = SimpleNamespace(serves=lambda asset: asset == "pump-2", step=lambda: None)
+    scored = []
+    monkeypatch.setattr(daemon, "score_batch", lambda batch: scored.extend(w.asset for w in batch))
+    daemon.housekeeping(time.monotonic() + 61)
+    assert scored == ["pump-2"]
+    assert value(daemon, "sensorguard_windows_dropped_total", reason="partition_lost") == 1
+
+
 def test_silent_assets_get_a_silent_sensor_fault_and_free_their_slot(tiny_bundle):
     daemon, client = make(tiny_bundle, stale_after_s=60, max_assets=1)
     daemon.ingest.handle(client, message("pump-1", T0))
