@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 
 from sensorguard.service.alerts import divides_hop
 from sensorguard.service.asset_buffer import NO_FAULT, AssetBuffer, DueWindow
@@ -238,7 +239,7 @@ class Buffers:
         self._due.extend(unscored)
         self._off_grid += sum(not w.coarse for w in unscored)
         opened: dict[tuple[str, str | None], SensorEvent] = {}
-        for _, event in list(self.sensor_events)[events:]:  # (the previous owner's to announce)
+        for _, event in islice(self.sensor_events, events, None):  # (the previous owner's to announce)
             if event.kind != "silent":
                 if event.fault:
                     opened[(event.kind, event.channel)] = event

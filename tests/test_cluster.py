@@ -412,11 +412,9 @@ async def take_readings(nc, k: int, n: int) -> None:
     await sub.unsubscribe()
 
 
-def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
-    """After a node died, the readings stream's copy of the input stream can lag the window
-    stream's by a minute. A reading in the window stream that the readings stream has not copied
-    yet is not taken: priming it would refuse it as a repeat when it came (lost, never scored). So
-    the rebuild waits for the readings stream; here its source is cut, so it waits until halted."""
+async def rebuilt(nc, k: int, halt_after: float) -> tuple:
+    """Partition ``k`` taken over by a fresh worker (channel ``a``, window 4, hop 2; no alerts or
+    controls), halted after ``halt_after`` s: its ingest, the seconds the rebuild took, its assets."""
     import time
 
     from prometheus_client import CollectorRegistry
@@ -427,19 +425,28 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
     from sensorguard.service.takeover import Takeover
     from sensorguard.service.windows import Buffers
 
+    settings = load_settings({"model": None}, {}, require_model=False)
+    ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
+    states = await nc.jetstream().key_value(cluster.STATE_BUCKET)
+    halt, started = asyncio.Event(), time.monotonic()
+    asyncio.get_running_loop().call_later(halt_after, halt.set)
+    assets, _ = await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt)
+    return ingest, time.monotonic() - started, assets
+
+
+def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
+    """After a node died, the readings stream's copy of the input stream can lag the window
+    stream's by a minute. A reading in the window stream that the readings stream has not copied
+    yet is not taken: priming it would refuse it as a repeat when it came (lost, never scored). So
+    the rebuild waits for the readings stream; here its source is cut, so it waits until halted."""
     layout = Layout(partitions=8, servers=nats_node.urls)
     cluster.run_init(layout)
     asset, t0 = "pump-1", 1_767_225_600.0
     k = cluster.partition_of(asset, 8)
-    settings = load_settings({"model": None}, {}, require_model=False)
 
-    async def rebuild(nc, halt_after: float) -> tuple[float | None, float]:
-        ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
-        states = await nc.jetstream().key_value(cluster.STATE_BUCKET)
-        halt, started = asyncio.Event(), time.monotonic()
-        asyncio.get_running_loop().call_later(halt_after, halt.set)
-        assets, _ = await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt)
-        return ingest.buffers.last_ts(asset), time.monotonic() - started, assets
+    async def rebuild(nc, halt_after: float) -> tuple[float | None, float, list[str]]:
+        ingest, took, assets = await rebuilt(nc, k, halt_after)
+        return ingest.buffers.last_ts(asset), took, assets
 
     async def run() -> list:
         nc = await cluster.connect(nats_node.urls)
@@ -472,22 +479,11 @@ def test_a_takeover_waits_for_the_window_stream_to_copy_what_the_previous_owner_
     stream. A reading the previous owner took before the window stream copied it was missing from
     the rebuilt window for good (primed with 7-10, then 13 next). So the rebuild waits for the
     window stream too; here its source is cut, so it waits until halted."""
-    import time
-
-    from prometheus_client import CollectorRegistry
-
-    from sensorguard.service.config import load_settings
-    from sensorguard.service.ingest import Ingest
-    from sensorguard.service.metrics import Metrics
-    from sensorguard.service.takeover import Takeover
-    from sensorguard.service.windows import Buffers
-
     node = NatsCluster(tmp_path, 1).start()  # its own: the test cuts a stream's source
     layout = Layout(partitions=8, servers=node.urls)
     cluster.run_init(layout)
     asset, t0 = "pump-3", 1_767_225_600.0
     k = cluster.partition_of(asset, 8)
-    settings = load_settings({"model": None}, {}, require_model=False)
 
     async def run() -> tuple:
         nc = await cluster.connect(node.urls)
@@ -502,12 +498,8 @@ def test_a_takeover_waits_for_the_window_stream_to_copy_what_the_previous_owner_
             await send_readings(nc, asset, t0, range(11, 15))  # 11-14: in the readings stream only
             await counts_reach(nc, lambda c: c[0] >= 14)
             await take_readings(nc, k, 12)  # the previous owner took 1-12
-            ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
-            states = await js.key_value(cluster.STATE_BUCKET)
-            halt, started = asyncio.Event(), time.monotonic()
-            asyncio.get_running_loop().call_later(1.0, halt.set)
-            assets, _ = await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt)
-            return ingest.buffers.last_ts(asset), time.monotonic() - started, assets, await stream_counts(nc)
+            ingest, took, assets = await rebuilt(nc, k, 1.0)
+            return ingest.buffers.last_ts(asset), took, assets, await stream_counts(nc)
         finally:
             await nc.close()
 
@@ -524,19 +516,10 @@ def test_a_takeover_passes_over_a_bad_asset_id_in_the_window_stream(nats_node):
     read) stopped its partition for good. Each takeover asked the state bucket for ``pump@7``,
     which is no key, and the bucket's InvalidKeyError ended the rebuild every 5 s, leaving the
     partition's good assets unscored while the worker reported ready."""
-    from prometheus_client import CollectorRegistry
-
-    from sensorguard.service.config import load_settings
-    from sensorguard.service.ingest import Ingest
-    from sensorguard.service.metrics import Metrics
-    from sensorguard.service.takeover import Takeover
-    from sensorguard.service.windows import Buffers
-
     cluster.run_init(Layout(partitions=8, servers=nats_node.urls))
     good, t0 = "pump-3", 1_767_225_600.0
     k = cluster.partition_of(good, 8)
     bad = next(f"pump@{n}" for n in range(1000) if cluster.partition_of(f"pump@{n}", 8) == k)
-    settings = load_settings({"model": None}, {}, require_model=False)
 
     async def run() -> list[str]:
         nc = await cluster.connect(nats_node.urls)
@@ -547,11 +530,7 @@ def test_a_takeover_passes_over_a_bad_asset_id_in_the_window_stream(nats_node):
             await send_readings(nc, bad, t0, range(1, 3))
             await send_readings(nc, good, t0, range(1, 7))
             await counts_reach(nc, lambda c: c[1] >= before[1] + 8)
-            ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
-            states = await js.key_value(cluster.STATE_BUCKET)
-            halt = asyncio.Event()
-            asyncio.get_running_loop().call_later(20.0, halt.set)
-            return (await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt))[0]
+            return (await rebuilt(nc, k, 20.0))[2]
         finally:
             await nc.close()
 
@@ -566,19 +545,10 @@ def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(tmp_path, cap
     owner took 8 of 10 readings: 6-8 are all that is left before the cut."""
     import logging
 
-    from prometheus_client import CollectorRegistry
-
-    from sensorguard.service.config import load_settings
-    from sensorguard.service.ingest import Ingest
-    from sensorguard.service.metrics import Metrics
-    from sensorguard.service.takeover import Takeover
-    from sensorguard.service.windows import Buffers
-
     node = NatsCluster(tmp_path, 1).start()  # its own: a shared node's streams carry other tests' changes
     cluster.run_init(Layout(partitions=8, keep=5, servers=node.urls))
     asset, t0 = "pump-2", 1_767_225_600.0
     k = cluster.partition_of(asset, 8)
-    settings = load_settings({"model": None}, {}, require_model=False)
 
     async def run() -> float | None:
         nc = await cluster.connect(node.urls)
@@ -588,12 +558,7 @@ def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(tmp_path, cap
             await send_readings(nc, asset, t0, range(1, 11))
             await counts_reach(nc, lambda c: min(c) >= 10)  # both streams: a window stream behind lists no asset
             await take_readings(nc, k, 8)  # the previous owner took 1-8
-            ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
-            states = await js.key_value(cluster.STATE_BUCKET)
-            halt = asyncio.Event()
-            asyncio.get_running_loop().call_later(20.0, halt.set)
-            await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt)
-            return ingest.buffers.last_ts(asset)
+            return (await rebuilt(nc, k, 20.0))[0].buffers.last_ts(asset)
         finally:
             await nc.close()
 
