@@ -242,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=non_negative_float, default=0.0,
                    help="denoising: input noise std (default 0 = off)")
     p.add_argument("--level", action=argparse.BooleanOptionalAction, default=True,
-                   help="the level term: each window's score is also Hotelling's T^2 of its newest rows about a "
-                   "level each asset's normal operation follows, calibrated with the line (default on; "
+                   help="the level term: each window's score is also Hotelling's T^2 and Q (the residual outside "
+                   "the principal directions) of its newest rows about a level each asset's normal operation "
+                   "follows, calibrated with the line (default on; "
                    "--no-level: the reconstruction alone; docs/design.md)")
     _add_threshold_options(p)
     p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")

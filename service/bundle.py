@@ -32,8 +32,8 @@ from sensorguard.service.level import LevelMonitor
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
 from sensorguard.service.sensors import SensorRules
 
-FORMAT_VERSION = 5  # 2: architecture.linear and focus; 3: channel_weights; 4: alert_hop; 5: level; older bundles load
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6  # 2: linear and focus; 3: channel_weights; 4: alert_hop; 5: level; 6: level.q_limit; older load
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 WEIGHTS_FILE = "model.pt"
 META_FILE = "bundle.json"
 MIN_THRESHOLD = 1e-30  # errors are squared standardized units, clipped: any line above this scores finite

@@ -5,13 +5,17 @@ moves as a whole to another operating point (a pump's pressure and flow both fal
 fouling exchanger) can still be reconstructed well. The process-monitoring standard catches that
 with Hotelling's T^2 in the principal subspace of the training rows. Each scored window gets
 
-    term = mean over its newest ``focus`` rows of T^2(row - level) / (limit x calibrated)
+    term = max(mean T^2(row - level) / (limit x calibrated), mean Q(row - level) / (q_limit x calibrated))
 
-and its score is ``max(reconstruction score, term)`` (``service.alerts.judge``), so 1.0 stays the
-alert line for both. ``limit`` is :data:`SHARE` times the 99th percentile of out-of-fold training
-T^2 values (``training.level_fit``: a plant that wanders while it trains gets a wide limit); the
-line's calibration then raises it by a factor (``calibrated``) until the term adds no alert on
-held-out normal windows (``training.promise.combined_line``).
+over its newest ``focus`` rows, and its score is ``max(reconstruction score, term)``
+(``service.alerts.judge``), so 1.0 stays the alert line for both. Q (the squared prediction error)
+is the standard's other half: the standardized deviation outside the principal subspace, which
+sees channels that stop moving together (on the first proxy of issue 9's bench it ranked rows
+better than the reconstruction; docs/benchmarks.md, sessions 55, 58 and 59). ``limit`` and
+``q_limit`` are :data:`SHARE` and :data:`Q_SHARE` times the 99th percentile of out-of-fold
+training T^2 and Q (``training.level_fit``: a plant that wanders while it trains gets wide
+limits); the line's calibration then raises both by one factor (``calibrated``) until the term
+adds no alert on held-out normal windows (``training.promise.combined_line``).
 
 ``level`` starts at the training mean and follows normal operation: an exponential average over
 about ``follow`` rows (:data:`FOLLOW_ROWS`) of the windows judged normal. About the training mean
@@ -51,9 +55,10 @@ import numpy as np
 from sensorguard.service.drift import DriftState
 
 VARIANCE = 0.90  # the principal subspace: the fewest components explaining this share of the variance
-QUANTILE = 0.99  # of out-of-fold training T^2 values
+QUANTILE = 0.99  # of out-of-fold training T^2 and Q values
 SHARE = 2.0  # the limit is this many times that quantile (chosen with FOLLOW_ROWS on the benchmarks)
 FOLLOW_ROWS = 2000.0  # the level's memory, in rows judged normal
+Q_SHARE = 4.0  # the Q part's limit: this many times the out-of-fold 99th percentile of training Q (measured: 2, 4, 8)
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,8 +67,9 @@ class LevelMonitor:
     deviation, 1 where constant); loadings ``(C, a)`` and eigen ``(a,)``: the kept principal
     directions of the standardized rows and their variances; limit: the fitted limit (``SHARE`` times
     the out-of-fold quantile); follow: the level's memory in rows; calibrated: the factor the line's
-    calibration put on the limit (``training.promise.combined_line``), so T^2 at
-    ``limit x calibrated`` is term 1.0."""
+    calibration put on both limits (``training.promise.combined_line``), so T^2 at
+    ``limit x calibrated`` is term 1.0, and Q at ``q_limit x calibrated``; q_limit (``Q_SHARE``
+    times the out-of-fold quantile of Q; 0: no Q part) and q_channels: the Q part's."""
 
     mean: np.ndarray
     scale: np.ndarray
@@ -73,6 +79,8 @@ class LevelMonitor:
     follow: float = FOLLOW_ROWS
     calibrated: float = 1.0
     channels: tuple[str, ...] = ()  # the bundle's, in order: a level learned under other channels is not used
+    q_limit: float = 0.0  # Q (SPE) that is term 1.0 before calibration; 0: no Q part (bundles before format 6)
+    q_channels: np.ndarray | None = None  # ``(C,)`` bool, the channels Q counts (``level_fit.q_channels``); None: all
 
     def __post_init__(self) -> None:
         c = len(self.mean)
@@ -81,13 +89,16 @@ class LevelMonitor:
         if not shapes:
             shown = ", ".join(f"{k} {np.shape(getattr(self, k))}" for k in ("mean", "scale", "loadings", "eigen"))
             raise ValueError(f"level monitor shapes do not fit: {shown}")
+        if self.q_channels is not None and np.shape(self.q_channels) != (c,):
+            raise ValueError(f"level monitor q_channels has shape {np.shape(self.q_channels)}, the channels ({c},)")
         arrays = (self.mean, self.scale, self.loadings, self.eigen)
         if not all(np.isfinite(a).all() for a in arrays) or not (self.scale > 0).all() or not (self.eigen > 0).all():
             raise ValueError("level monitor values must be finite, with scale and eigenvalues > 0")
         if not (math.isfinite(self.limit) and self.limit > 0 and math.isfinite(self.follow) and self.follow >= 1
-                and math.isfinite(self.calibrated) and self.calibrated > 0):
-            raise ValueError(f"level monitor needs a finite limit > 0, follow >= 1 and calibrated > 0, got "
-                             f"{self.limit}, {self.follow}, {self.calibrated}")
+                and math.isfinite(self.calibrated) and self.calibrated > 0
+                and math.isfinite(self.q_limit) and self.q_limit >= 0):
+            raise ValueError(f"level monitor needs a finite limit > 0, follow >= 1, calibrated > 0 and q_limit >= 0, "
+                             f"got {self.limit}, {self.follow}, {self.calibrated}, {self.q_limit}")
 
     @property
     def line(self) -> float:
@@ -119,29 +130,65 @@ class LevelMonitor:
             return np.asarray(state.level, dtype=np.float64)
         return self.mean
 
+    @property
+    def q_line(self) -> float:
+        """The Q (a window's mean) that is term 1.0; infinite without a Q part."""
+        return self.q_limit * self.calibrated if self.q_limit > 0 else math.inf
+
+    @cached_property
+    def _q_kept(self) -> np.ndarray:
+        """1 for each channel Q counts, 0 for the others (``q_channels``)."""
+        if self.q_channels is None:
+            return np.ones(len(self.mean))
+        return np.asarray(self.q_channels, dtype=bool).astype(np.float64)
+
     def t2(self, deviations: np.ndarray) -> np.ndarray:
         """Each row's T^2 ``(k,)`` from its ``deviations`` ``(k, C)`` from a level, raw units (NaN where
         a value is not finite): calibration's, each row about the level in force before it."""
         return np.sum((deviations @ self._weights) ** 2, axis=1)
 
+    def _residuals(self, deviations: np.ndarray) -> np.ndarray:
+        """Each row's standardized deviation outside the kept components ``(k, C)`` (0 for a
+        channel constant in training): Q is its squared norm."""
+        z = deviations / self.scale
+        return (z - (z @ self.loadings) @ self.loadings.T) * self._q_kept
+
+    def q(self, deviations: np.ndarray) -> np.ndarray:
+        """Each row's Q (SPE) ``(k,)`` from its ``deviations`` ``(k, C)``, as :meth:`t2`."""
+        return np.sum(self._residuals(deviations) ** 2, axis=1)
+
     def _scores(self, rows: np.ndarray, state: DriftState) -> np.ndarray:
         """Each row's principal scores about the level, over their standard deviations ``(k, a)``."""
         return (np.asarray(rows, dtype=np.float64) - self.start(state)) @ self._weights
 
+    def _parts(self, rows: np.ndarray, state: DriftState) -> tuple[float, float]:
+        """The window's T^2 part and Q part (0 without one), each its mean over the rows over its line."""
+        deviations = np.asarray(rows, dtype=np.float64) - self.start(state)
+        scores = deviations @ self._weights
+        t2 = float(np.vdot(scores, scores)) / (len(rows) * self.line)
+        if self.q_limit <= 0:
+            return t2, 0.0
+        residuals = self._residuals(deviations)
+        return t2, float(np.vdot(residuals, residuals)) / (len(rows) * self.q_line)
+
     def term(self, rows: np.ndarray, state: DriftState) -> float:
-        """The window's term: the mean T^2 of its newest ``rows`` ``(k, C)`` about the asset's level
-        (``state``, its drift state), over the
-        line; NaN when a row is not finite (nothing to judge). The daemon and ``score`` call it on
-        the same ``(k, C)`` rows, so they get the same number (about 4 us a window)."""
+        """The window's term: the larger of the mean T^2 and the mean Q of its newest ``rows``
+        ``(k, C)`` about the asset's level (``state``, its drift state), each over its line; NaN when
+        a row is not finite (nothing to judge). The daemon and ``score`` call it on the same
+        ``(k, C)`` rows, so they get the same number (about 6 us a window)."""
         if not len(rows):
             return math.nan
-        scores = self._scores(rows, state)
-        value = float(np.vdot(scores, scores)) / (len(rows) * self.line)
-        return value if math.isfinite(value) else math.nan
+        t2, q = self._parts(rows, state)
+        return max(t2, q) if math.isfinite(t2) and math.isfinite(q) else math.nan
 
     def contributions(self, rows: np.ndarray, state: DriftState) -> np.ndarray:
-        """Each channel's share of :meth:`term` ``(C,)``, non-negative and summing to it: the
-        complete decomposition of T^2 (Alcala and Qin, 2009), ``((z W) P^T)^2`` per row."""
+        """Each channel's share of :meth:`term` ``(C,)``, non-negative and summing to it, from the
+        part that set it: the complete decomposition of T^2 (Alcala and Qin, 2009), ``((z W) P^T)^2``
+        per row, or each channel's squared residual for Q."""
+        t2, q = self._parts(rows, state)
+        if q > t2:
+            residuals = self._residuals(np.asarray(rows, dtype=np.float64) - self.start(state))
+            return (residuals**2).mean(axis=0) / self.q_line
         per_row = (self._scores(rows, state) @ self.loadings.T) ** 2
         return per_row.mean(axis=0) / self.line
 
@@ -160,7 +207,8 @@ class LevelMonitor:
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "loadings": self.loadings.tolist(),
                 "eigen": self.eigen.tolist(), "limit": self.limit, "follow": self.follow,
-                "calibrated": self.calibrated}
+                "calibrated": self.calibrated, "q_limit": self.q_limit,
+                **({} if self.q_channels is None else {"q_channels": [bool(x) for x in self.q_channels]})}
 
     @classmethod
     def from_dict(cls, record: Any, channels: tuple[str, ...]) -> LevelMonitor | None:
@@ -172,10 +220,20 @@ class LevelMonitor:
             raise ValueError("level must be an object")
         monitor = cls(*(np.asarray(record[k], dtype=np.float64) for k in ("mean", "scale", "loadings", "eigen")),
                       limit=float(record["limit"]), follow=float(record.get("follow", FOLLOW_ROWS)),
-                      calibrated=float(record.get("calibrated", 1.0)), channels=tuple(channels))
+                      calibrated=float(record.get("calibrated", 1.0)), channels=tuple(channels),
+                      q_limit=float(record.get("q_limit", 0.0)), q_channels=_flags(record.get("q_channels")))
         if len(monitor.mean) != len(channels):
             raise ValueError(f"level has {len(monitor.mean)} channels, the bundle {len(channels)}")
         return monitor
+
+
+def _flags(value: Any) -> np.ndarray | None:
+    """``q_channels`` as ``bundle.json`` holds it: a list of booleans (None: absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(x, bool) for x in value):
+        raise ValueError("q_channels must be a list of true/false")
+    return np.array(value, dtype=bool)
 
 
 @dataclass(frozen=True, eq=False)

@@ -310,3 +310,92 @@ def test_on_large_data_the_monitor_is_not_fitted_on_the_calibration_block(tmp_pa
     splits = split_by_time(data)
     fitted_on = np.vstack([splits.train.values, splits.validation.values])
     np.testing.assert_allclose(bundle.level.mean, fitted_on.mean(axis=0))
+
+
+# --- the Q part: the residual outside the principal subspace -----------------------------------------------
+
+
+def test_a_row_that_breaks_the_channels_correlation_is_seen_by_q_not_by_t2():
+    """Three channels that move together: a row where one leaves the others, by a step no larger
+    than their usual joint swing, stays inside T^2's limit and far outside Q's (the classic
+    monitor's residual); the term is the larger part, and its shares name the channel."""
+    rows = correlated(600)
+    monitor = fit_level(rows)
+    assert monitor is not None and monitor.q_limit > 0
+    broken = rows[-4:].copy()
+    broken[:, 1] += 5.0  # 2.5 of channel 1's standard deviations, off the line the three share
+    t2, q = monitor._parts(broken, DriftState())
+    assert t2 < 1.0 < q and monitor.term(broken, DriftState()) == q
+    shares = monitor.contributions(broken, DriftState())
+    assert shares.sum() == pytest.approx(q, rel=1e-9)
+    assert top_channels(shares, ("a", "b", "c"))[0]["name"] == "b"
+    assert replace(monitor, q_limit=0.0).term(broken, DriftState()) == pytest.approx(t2)  # (before format 6)
+
+
+def test_q_has_no_part_where_it_cannot_be_measured():
+    """One channel (every direction kept: Q is 0 up to rounding) has no Q part; a channel constant
+    in training is left out of Q: its scale is 1 in raw units, so a step of 1,000 pascals read as a
+    residual of a million (the reconstruction error, with the scaler's floors, watches it)."""
+    assert fit_level(correlated(600, channels=1)).q_limit == 0.0
+    rows = np.hstack([correlated(600), np.full((600, 1), 101_325.0)])
+    monitor = fit_level(rows)
+    assert monitor.q_limit > 0 and monitor.q_channels.tolist() == [True, True, True, False]
+    moved = rows[-4:].copy()
+    moved[:, 3] += 1000.0
+    assert monitor.q(moved - monitor.mean).tolist() == monitor.q(rows[-4:] - monitor.mean).tolist()
+
+
+@pytest.mark.parametrize(("case", "column"), [
+    ("a valve opened for the last 15 % of the rows", np.r_[np.zeros(1700), np.full(300, 1.0)]),
+    ("a channel that moves in one stretch only", np.r_[np.zeros(900), np.linspace(0, 1, 100), np.zeros(1000)]),
+    ("a setpoint that moves now and then (spiky)", np.where(np.arange(2000) % 100 == 7, 50.5, 50.0)),
+])
+def test_q_leaves_out_channels_the_folds_cannot_measure_and_stays_quiet_on_its_training_rows(case, column):
+    """Found by review: a channel constant in the fold fit without its stretch was left out of the
+    out-of-fold Q the limit came from, and counted by the served monitor: 15 % of the training
+    windows' terms were over the line. A spiky channel's rare moves are tens of its standard
+    deviations: terms of 47 on normal rows. Q now leaves such channels out in every fold alike."""
+    rows = np.hstack([correlated(2000, channels=6), column[:, None]])
+    monitor = fit_level(rows)
+    assert monitor.q_limit > 0 and monitor.q_channels.tolist() == [True] * 6 + [False], case
+    q_parts = np.array([monitor._parts(rows[i - 4 : i], DriftState())[1] for i in range(4, 2001, 4)])
+    assert np.mean(q_parts > 1.0) < 0.01 and q_parts.max() < 2.0, case  # (T^2's part is as before)
+
+
+def test_the_q_limit_is_out_of_fold_and_kept_in_the_bundle(tiny_bundle, tmp_path):
+    from sensorguard.service.level import Q_SHARE, QUANTILE
+
+    rows = correlated(600)
+    monitor = fit_level(rows)
+    in_sample = float(np.quantile(monitor.q(rows - monitor.mean), QUANTILE))
+    assert monitor.q_limit > Q_SHARE * in_sample  # out of fold: the parts the fit did not see read higher
+    path = save_bundle(replace(tiny_bundle, level=monitor), tmp_path / "b")
+    loaded = load_bundle(path).level
+    assert loaded.q_limit == monitor.q_limit and loaded.q_channels.tolist() == [True, True, True]
+    meta = json.loads((path / "bundle.json").read_text())
+    assert meta["format_version"] == 6
+    (path / "bundle.json").write_text(json.dumps({**meta, "level": {**meta["level"], "q_channels": [1, 1]}}))
+    with pytest.raises(BundleError, match="q_channels must be a list of true/false"):
+        load_bundle(path)
+    (path / "bundle.json").write_text(json.dumps({**meta, "level": {**meta["level"], "q_channels": [True]}}))
+    with pytest.raises(BundleError, match="q_channels has shape"):
+        load_bundle(path)
+    del meta["level"]["q_limit"]  # a format 5 bundle: no Q part, scored as before
+    (path / "bundle.json").write_text(json.dumps({**meta, "format_version": 5}))
+    assert load_bundle(path).level.q_limit == 0.0
+    with pytest.raises(ValueError, match="q_limit >= 0"):
+        replace(monitor, q_limit=-1.0)
+
+
+def test_calibration_terms_hold_the_q_part_as_the_daemon_judges_it():
+    """``window_terms`` (calibration's) and ``LevelRows.at`` through ``term`` (the daemon's and
+    score's) agree on a series whose later rows break the correlation."""
+    from sensorguard.training.level_fit import window_terms
+
+    monitor = replace(fit_level(correlated(600)), follow=1e12)  # (a fixed level: the two follow it alike)
+    series = correlated(200, seed=4)
+    series[120:, 2] += 6.0
+    terms = window_terms(monitor, series, np.zeros(200, dtype=int), 4)
+    live = [monitor.term(LevelRows(monitor, series, 4).at(i), DriftState()) for i in range(3, 200)]
+    np.testing.assert_allclose(terms[3:], live, rtol=1e-9)
+    assert terms[130:].min() > 1.0 > terms[20:110].max()

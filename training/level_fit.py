@@ -1,11 +1,12 @@
 """Fitting a bundle's level monitor (``service.level``) on the normal training rows.
 
 Standardize (mean, standard deviation; 1 for a constant channel), keep the fewest principal
-components that explain 90 % of the variance, and set the limit from out-of-fold T^2 values: five
-contiguous time folds, each scored by a monitor fitted on the other four. In-sample T^2 is
-small by construction (the components were chosen on those very rows); out-of-fold it shows how
-far normal operation wanders between parts of the training span, which is what the live term
-meets too. The limit is ``SHARE`` times their 99th percentile.
+components that explain 90 % of the variance, and set the limits from out-of-fold T^2 and Q
+values: five contiguous time folds, each scored by a monitor fitted on the other four. In-sample
+they are small by construction (the components were chosen on those very rows); out-of-fold they
+show how far normal operation wanders between parts of the training span, which is what the live
+term meets too. The limits are ``SHARE`` and ``Q_SHARE`` times their 99th percentiles. Q counts
+the channels :func:`q_channels` keeps, in every fold alike.
 
 >>> rng = np.random.default_rng(0)
 >>> common = rng.normal(size=(600, 1))
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sensorguard.service.level import QUANTILE, SHARE, VARIANCE, LevelMonitor
+from sensorguard.service.level import Q_SHARE, QUANTILE, SHARE, VARIANCE, LevelMonitor
+from sensorguard.training.scaling import SPIKE_SHARE, spike_share
 
 FOLDS = 5
 MIN_ROWS = 50  # fewer finite rows: no monitor (five folds of ten rows each)
@@ -41,14 +43,39 @@ def _principal(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return mean, scale, vt[:kept][keep].T, eigen[:kept][keep]
 
 
-def _t2(fitted: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
-    """T^2 of ``rows`` about the mean of the monitor ``fitted`` (``_principal``'s)."""
-    return LevelMonitor(*fitted, limit=1.0).t2(rows - fitted[0])
+def _statistics(fitted: tuple[np.ndarray, ...], rows: np.ndarray,
+                q_kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """T^2 and Q of ``rows`` about the mean of the monitor ``fitted`` (``_principal``'s)."""
+    monitor = LevelMonitor(*fitted, limit=1.0, q_channels=q_kept)
+    return monitor.t2(rows - fitted[0]), monitor.q(rows - fitted[0])
+
+
+def _varies(rows: np.ndarray) -> np.ndarray:
+    """Per channel, whether ``rows`` measure a spread (``_principal``'s rule: else its scale is 1)."""
+    return rows.std(axis=0) > 1e-12 * np.maximum(np.abs(rows.mean(axis=0)), 1.0)
+
+
+def q_channels(rows: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
+    """The channels Q counts ``(C,)``: those that vary in every fold's fit and are not spiky.
+
+    A channel constant in a fit has the scale 1, in raw units, not a spread: a step of a pressure
+    constant in pascals read as a huge residual. One that varies only in one stretch (a valve
+    opened late) is constant in the fit without it, so the out-of-fold limit never saw its Q and
+    the served monitor, which counts it, alerted on its own training rows (found by review: 15 %
+    of them). A spiky channel (``training.scaling``: its farthest 1 % of rows carry most of its
+    spread; a setpoint that moves now and then) has a small standard deviation its rare moves
+    are tens of (a term of 47 on normal rows, review). The reconstruction error, with the
+    scaler's floors and its pinned scale for spiky channels, watches them all."""
+    kept = _varies(rows) & (spike_share(rows) <= SPIKE_SHARE)
+    for part in parts:
+        kept &= _varies(np.delete(rows, part, axis=0))
+    return kept
 
 
 def window_terms(monitor: LevelMonitor | None, values: np.ndarray, segments: np.ndarray, focus: int) -> np.ndarray:
-    """The level term of the window ending at each row ``(T,)`` over ``monitor``'s fitted ``limit``
-    (the line's calibration then scales it): the mean T^2 of the row and the ``focus - 1`` before it
+    """The level term of the window ending at each row ``(T,)`` over ``monitor``'s fitted limits
+    (the line's calibration then scales them): the larger of the mean T^2 over its ``limit`` and
+    the mean Q over its ``q_limit``, of the row and the ``focus - 1`` before it
     in its segment, each about the level followed up to the row before it, as live (the level starts
     at the training mean and follows the rows, here every one: they are normal data; each segment
     from the mean, as another machine's rows start: live a level carries over a gap, so a term
@@ -72,10 +99,17 @@ def window_terms(monitor: LevelMonitor | None, values: np.ndarray, segments: np.
             levels[r] = level
             if np.isfinite(row).all():
                 level = level + rate * (row - level)
-        t2 = monitor.t2(values[a:b] - levels) / monitor.limit
-        sums = np.convolve(np.nan_to_num(t2, nan=np.inf), np.ones(focus), mode="valid") / focus
+        deviations = values[a:b] - levels
+        sums = _window_means(monitor.t2(deviations) / monitor.limit, focus)
+        if monitor.q_limit > 0:
+            sums = np.maximum(sums, _window_means(monitor.q(deviations) / monitor.q_limit, focus))
         out[a + focus - 1 : b] = np.where(np.isfinite(sums), sums, 0.0)
     return out
+
+
+def _window_means(per_row: np.ndarray, focus: int) -> np.ndarray:
+    """The mean of each ``focus`` rows in a row (inf where one is not finite)."""
+    return np.convolve(np.nan_to_num(per_row, nan=np.inf), np.ones(focus), mode="valid") / focus
 
 
 def fit_level(rows: np.ndarray, channels: tuple[str, ...] = ()) -> LevelMonitor | None:
@@ -88,10 +122,15 @@ def fit_level(rows: np.ndarray, channels: tuple[str, ...] = ()) -> LevelMonitor 
     try:
         fitted = _principal(rows)
         parts = np.array_split(np.arange(len(rows)), FOLDS)
-        held = np.concatenate([_t2(_principal(np.delete(rows, part, axis=0)), rows[part]) for part in parts])
+        kept = q_channels(rows, parts)
+        held = [_statistics(_principal(np.delete(rows, part, axis=0)), rows[part], kept) for part in parts]
     except ValueError:  # (a fold whose rows do not vary)
         return None
-    limit = SHARE * float(np.quantile(held, QUANTILE))
+    limit = SHARE * float(np.quantile(np.concatenate([t2 for t2, _ in held]), QUANTILE))
     if not np.isfinite(limit) or limit <= 0:
         return None
-    return LevelMonitor(*fitted, limit=limit, channels=tuple(channels))
+    q_limit = Q_SHARE * float(np.quantile(np.concatenate([q for _, q in held]), QUANTILE))
+    # no Q part where it is 0 up to rounding (one channel, or none counted: every direction is kept)
+    if not (np.isfinite(q_limit) and q_limit > 1e-12):
+        return LevelMonitor(*fitted, limit=limit, channels=tuple(channels))
+    return LevelMonitor(*fitted, limit=limit, channels=tuple(channels), q_limit=q_limit, q_channels=kept)

@@ -76,7 +76,7 @@ class TrainOptions:
     weigh_channels: bool = True  # each channel's error over its typical held-out error (False: plain mean)
     drift: bool | None = None  # a drift rule (service.drift): each asset's line widens with its normal level;
     # None: chosen by size (on when one machine has more than CROSSFIT_MAX_ROWS rows: docs/benchmarks.md, session 32)
-    level: bool = True  # the level term (service.level): T^2 about a level each asset's normal operation follows
+    level: bool = True  # the level term (service.level): T^2 and Q about a level each asset's normal operation follows
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
     progress: bool = True
@@ -270,8 +270,9 @@ def level_words(bundle: Bundle) -> str | None:
     level = bundle.level
     if level is None:
         return None
+    q = f", Q outside them, line {level.q_line:.4g}" if level.q_limit > 0 else ""
     return (f"T^2 in {level.loadings.shape[1]} of {len(bundle.channels)} principal directions about each asset's "
-            f"followed level, line {level.line:.4g} (its fitted limit x {level.calibrated:.4g}, the line's factor)")
+            f"followed level, line {level.line:.4g}{q} (fitted limits x {level.calibrated:.4g}, the line's factor)")
 
 
 def calibrate_bundle(
