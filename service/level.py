@@ -136,11 +136,13 @@ class LevelMonitor:
         return self.q_limit * self.calibrated if self.q_limit > 0 else math.inf
 
     @cached_property
-    def _q_kept(self) -> np.ndarray:
-        """1 for each channel Q counts, 0 for the others (``q_channels``)."""
-        if self.q_channels is None:
-            return np.ones(len(self.mean))
-        return np.asarray(self.q_channels, dtype=bool).astype(np.float64)
+    def _residual_map(self) -> np.ndarray:
+        """``(C, C)``: raw deviations to each counted channel's standardized residual outside the kept
+        components, ``diag(1 / scale) (I - P P^T)`` with the columns Q does not count (``q_channels``)
+        zeroed: one product a window (the steps one by one took the term from 4 to 10 us)."""
+        c = len(self.mean)
+        kept = np.ones(c) if self.q_channels is None else np.asarray(self.q_channels, dtype=bool).astype(np.float64)
+        return (np.eye(c) - self.loadings @ self.loadings.T) / self.scale[:, None] * kept[None, :]
 
     def t2(self, deviations: np.ndarray) -> np.ndarray:
         """Each row's T^2 ``(k,)`` from its ``deviations`` ``(k, C)`` from a level, raw units (NaN where
@@ -149,9 +151,8 @@ class LevelMonitor:
 
     def _residuals(self, deviations: np.ndarray) -> np.ndarray:
         """Each row's standardized deviation outside the kept components ``(k, C)`` (0 for a
-        channel constant in training): Q is its squared norm."""
-        z = deviations / self.scale
-        return (z - (z @ self.loadings) @ self.loadings.T) * self._q_kept
+        channel Q does not count): Q is its squared norm."""
+        return deviations @ self._residual_map
 
     def q(self, deviations: np.ndarray) -> np.ndarray:
         """Each row's Q (SPE) ``(k,)`` from its ``deviations`` ``(k, C)``, as :meth:`t2`."""
