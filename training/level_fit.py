@@ -31,7 +31,7 @@ def _principal(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     """``(mean, scale, loadings, eigen)`` of ``rows``: the kept components of the standardized rows."""
     mean = rows.mean(axis=0)
     scale = rows.std(axis=0)
-    scale = np.where(scale > 1e-12 * np.maximum(np.abs(mean), 1.0), scale, 1.0)  # constant: 1, as scikit-learn
+    scale = np.where(_varies(rows), scale, 1.0)  # constant: 1, as scikit-learn
     z = (rows - mean) / scale
     _, s, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
     eigen = s**2 / max(len(rows) - 1, 1)
@@ -51,7 +51,7 @@ def _statistics(fitted: tuple[np.ndarray, ...], rows: np.ndarray,
 
 
 def _varies(rows: np.ndarray) -> np.ndarray:
-    """Per channel, whether ``rows`` measure a spread (``_principal``'s rule: else its scale is 1)."""
+    """Per channel, whether ``rows`` measure a spread (else ``_principal`` gives it the scale 1)."""
     return rows.std(axis=0) > 1e-12 * np.maximum(np.abs(rows.mean(axis=0)), 1.0)
 
 
