@@ -266,6 +266,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         said = f"~{per_day if per_day is not None else 'n/a'} window exceedances/day expected"
     print(f"threshold {old:.4g} -> {bundle.threshold_:.4g} ({rec['method']}, {rec['windows']} windows, {said})")
+    if before.level is not None and bundle.level is not None:  # its lines move with the factor (a walk: unsaid)
+        print(f"level term's lines x {before.level.calibrated:.4g} -> x {bundle.level.calibrated:.4g} (the fitted "
+              "limits' factor: raised until the term adds no alert on these data)")
     return 0
 
 

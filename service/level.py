@@ -220,12 +220,29 @@ class LevelMonitor:
         if not isinstance(record, dict):
             raise ValueError("level must be an object")
         monitor = cls(*(np.asarray(record[k], dtype=np.float64) for k in ("mean", "scale", "loadings", "eigen")),
-                      limit=float(record["limit"]), follow=float(record.get("follow", FOLLOW_ROWS)),
-                      calibrated=float(record.get("calibrated", 1.0)), channels=tuple(channels),
-                      q_limit=float(record.get("q_limit", 0.0)), q_channels=_flags(record.get("q_channels")))
+                      limit=_number(record, "limit"), follow=_number(record, "follow", FOLLOW_ROWS),
+                      calibrated=_number(record, "calibrated", 1.0), channels=tuple(channels),
+                      q_limit=_number(record, "q_limit", 0.0), q_channels=_flags(record.get("q_channels")))
         if len(monitor.mean) != len(channels):
             raise ValueError(f"level has {len(monitor.mean)} channels, the bundle {len(channels)}")
+        if monitor.q_limit > 0 and monitor.q_channels is None:  # (train writes both: counting every channel
+            raise ValueError("q_limit needs q_channels")  # would count the ones Q must leave out; a walk)
         return monitor
+
+
+def _number(record: dict, key: str, default: float | None = None) -> float:
+    """``record[key]`` as ``bundle.json`` holds a number (``default`` when absent; not a JSON true,
+    null or string, which ``float`` read as 1.0, a Python message, or a number)."""
+    value = record[key] if default is None else record.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key} must be a number, got {_json_type(value)}")
+    return float(value)
+
+
+def _json_type(value: Any) -> str:
+    """What a JSON value is, in the file's words."""
+    return {bool: "true/false", type(None): "null", str: "a string", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__)
 
 
 def _flags(value: Any) -> np.ndarray | None:

@@ -224,12 +224,16 @@ def test_calibrate_changes_threshold(files, tmp_path, capsys):
 
     model = tmp_path / "model"
     shutil.copytree(files / "model", model)
-    before = json.loads((model / "bundle.json").read_text())["threshold"]
+    meta = json.loads((model / "bundle.json").read_text())
+    before = meta["threshold"]
     assert main(["calibrate", str(model), str(files / "normal.csv"), "--threshold-method", "quantile",
                  "--false-alarm-rate", "0.2"]) == 0
     after = json.loads((model / "bundle.json").read_text())
     assert after["threshold"] < before and after["calibration"]["method"] == "quantile"
-    assert "->" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "->" in said  # and the level term's lines, which move with the calibration's factor (a walk: unsaid)
+    was, now = meta["level"]["calibrated"], after["level"]["calibrated"]
+    assert f"level term's lines x {was:.4g} -> x {now:.4g}" in said
 
 
 def test_calibrate_refuses_data_in_other_units_unless_forced(files, tmp_path, capsys):

@@ -380,6 +380,14 @@ def test_the_q_limit_is_out_of_fold_and_kept_in_the_bundle(tiny_bundle, tmp_path
     (path / "bundle.json").write_text(json.dumps({**meta, "level": {**meta["level"], "q_channels": [True]}}))
     with pytest.raises(BundleError, match="q_channels has shape"):
         load_bundle(path)
+    for value, said in ((None, "null"), (True, "true/false"), ("1.5", "a string")):  # (float() took true as 1.0)
+        (path / "bundle.json").write_text(json.dumps({**meta, "level": {**meta["level"], "q_limit": value}}))
+        with pytest.raises(BundleError, match=f"q_limit must be a number, got {said}"):
+            load_bundle(path)
+    edited = {k: v for k, v in meta["level"].items() if k != "q_channels"}  # a hand edit: Q would count every channel
+    (path / "bundle.json").write_text(json.dumps({**meta, "level": edited}))
+    with pytest.raises(BundleError, match="q_limit needs q_channels"):
+        load_bundle(path)
     del meta["level"]["q_limit"]  # a format 5 bundle: no Q part, scored as before
     (path / "bundle.json").write_text(json.dumps({**meta, "format_version": 5}))
     assert load_bundle(path).level.q_limit == 0.0
