@@ -158,19 +158,16 @@ class LevelMonitor:
         """Each row's Q (SPE) ``(k,)`` from its ``deviations`` ``(k, C)``, as :meth:`t2`."""
         return np.sum(self._residuals(deviations) ** 2, axis=1)
 
-    def _scores(self, rows: np.ndarray, state: DriftState) -> np.ndarray:
-        """Each row's principal scores about the level, over their standard deviations ``(k, a)``."""
-        return (np.asarray(rows, dtype=np.float64) - self.start(state)) @ self._weights
-
-    def _parts(self, rows: np.ndarray, state: DriftState) -> tuple[float, float]:
-        """The window's T^2 part and Q part (0 without one), each its mean over the rows over its line."""
+    def _parts(self, rows: np.ndarray, state: DriftState) -> tuple[float, float, np.ndarray, np.ndarray | None]:
+        """The window's T^2 part and Q part (0 without one), each its mean over the rows over its line,
+        and the principal scores ``(k, a)`` and residuals ``(k, C)`` (None) they came from."""
         deviations = np.asarray(rows, dtype=np.float64) - self.start(state)
         scores = deviations @ self._weights
         t2 = float(np.vdot(scores, scores)) / (len(rows) * self.line)
         if self.q_limit <= 0:
-            return t2, 0.0
+            return t2, 0.0, scores, None
         residuals = self._residuals(deviations)
-        return t2, float(np.vdot(residuals, residuals)) / (len(rows) * self.q_line)
+        return t2, float(np.vdot(residuals, residuals)) / (len(rows) * self.q_line), scores, residuals
 
     def term(self, rows: np.ndarray, state: DriftState) -> float:
         """The window's term: the larger of the mean T^2 and the mean Q of its newest ``rows``
@@ -179,19 +176,17 @@ class LevelMonitor:
         ``(k, C)`` rows, so they get the same number (about 6 us a window)."""
         if not len(rows):
             return math.nan
-        t2, q = self._parts(rows, state)
+        t2, q, _, _ = self._parts(rows, state)
         return max(t2, q) if math.isfinite(t2) and math.isfinite(q) else math.nan
 
     def contributions(self, rows: np.ndarray, state: DriftState) -> np.ndarray:
         """Each channel's share of :meth:`term` ``(C,)``, non-negative and summing to it, from the
         part that set it: the complete decomposition of T^2 (Alcala and Qin, 2009), ``((z W) P^T)^2``
         per row, or each channel's squared residual for Q."""
-        t2, q = self._parts(rows, state)
-        if q > t2:
-            residuals = self._residuals(np.asarray(rows, dtype=np.float64) - self.start(state))
+        t2, q, scores, residuals = self._parts(rows, state)
+        if residuals is not None and q > t2:
             return (residuals**2).mean(axis=0) / self.q_line
-        per_row = (self._scores(rows, state) @ self.loadings.T) ** 2
-        return per_row.mean(axis=0) / self.line
+        return ((scores @ self.loadings.T) ** 2).mean(axis=0) / self.line
 
     def step(self, state: DriftState, rows: np.ndarray) -> DriftState:
         """The asset's drift state with its level moved towards a window judged normal: ``len(rows)``

@@ -324,7 +324,7 @@ def test_a_row_that_breaks_the_channels_correlation_is_seen_by_q_not_by_t2():
     assert monitor is not None and monitor.q_limit > 0
     broken = rows[-4:].copy()
     broken[:, 1] += 5.0  # 2.5 of channel 1's standard deviations, off the line the three share
-    t2, q = monitor._parts(broken, DriftState())
+    t2, q, _, _ = monitor._parts(broken, DriftState())
     assert t2 < 1.0 < q and monitor.term(broken, DriftState()) == q
     shares = monitor.contributions(broken, DriftState())
     assert shares.sum() == pytest.approx(q, rel=1e-9)
