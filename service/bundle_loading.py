@@ -34,6 +34,7 @@ from sensorguard.service.bundle import (
 )
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
+from sensorguard.service.json_values import number, whole
 from sensorguard.service.level import LevelMonitor
 from sensorguard.service.logs import first_line
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
@@ -125,11 +126,11 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         config = ModelConfig(**arch)
         center = np.asarray(meta["scaler"]["center"], dtype=np.float64)
         scale = np.asarray(meta["scaler"]["scale"], dtype=np.float64)
-        threshold = float(meta["threshold"])
-        hop = int(meta["hop"])
-        window = int(meta["window"])
-        focus = int(meta.get("focus") or 0)
-        alert_hop = int(meta.get("alert_hop") or 0)
+        threshold = number(meta["threshold"], "threshold")  # (float() read a JSON true as 1.0)
+        hop = whole(meta["hop"], "hop")
+        window = whole(meta["window"], "window")
+        focus = whole(meta.get("focus") or 0, "focus")
+        alert_hop = whole(meta.get("alert_hop") or 0, "alert_hop")
         raw_weights = meta.get("channel_weights")
         weights = None if raw_weights is None else np.asarray(raw_weights, dtype=np.float64)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:

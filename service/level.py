@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from sensorguard.service.drift import DriftState
+from sensorguard.service.json_values import number
 
 VARIANCE = 0.90  # the principal subspace: the fewest components explaining this share of the variance
 QUANTILE = 0.99  # of out-of-fold training T^2 and Q values
@@ -226,18 +227,8 @@ class LevelMonitor:
 
 
 def _number(record: dict, key: str, default: float | None = None) -> float:
-    """``record[key]`` as ``bundle.json`` holds a number (``default`` when absent; not a JSON true,
-    null or string, which ``float`` read as 1.0, a Python message, or a number)."""
-    value = record[key] if default is None else record.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key} must be a number, got {_json_type(value)}")
-    return float(value)
-
-
-def _json_type(value: Any) -> str:
-    """What a JSON value is, in the file's words."""
-    return {bool: "true/false", type(None): "null", str: "a string", list: "a list", dict: "an object"}.get(
-        type(value), type(value).__name__)
+    """``record[key]`` (``default`` when absent) as ``bundle.json`` must hold it: a JSON number."""
+    return number(record[key] if default is None else record.get(key, default), key)
 
 
 def _flags(value: Any) -> np.ndarray | None:

@@ -126,6 +126,10 @@ def _corrupt(path, mutate):
          "drift"),
         (lambda m: m["calibration"].update(drift={"baseline": 0.0}), "drift"),
         (lambda m: m.update(hop=float("inf")), "invalid or missing field"),  # OverflowError escaped (review)
+        # a hand edit Python's float() and int() took without a word: a line of 1.0, a hop of 4
+        (lambda m: m.update(threshold=True), "threshold must be a number, got true/false"),
+        (lambda m: m.update(threshold="0.5"), "threshold must be a number, got a string"),
+        (lambda m: m.update(hop=4.7), "hop must be a whole number, got 4.7"),
         (lambda m: m["architecture"].update(hidden=10**6), "do not match"),  # built before: terabytes
         # hostile values that escaped as tracebacks, or loaded and scored everything inf (review)
         (lambda m: m.update(window=2**70) or m["architecture"].update(window=2**70, depth=1), "do not match"),
