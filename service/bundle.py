@@ -28,6 +28,7 @@ from sensorguard import __version__
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.durable import fsync_path, temp_folder, write_durably
+from sensorguard.service.json_values import is_number
 from sensorguard.service.level import LevelMonitor
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
 from sensorguard.service.sensors import SensorRules
@@ -237,7 +238,7 @@ def calibrated_raise_at(calibration: Any) -> float:
     if value is None:
         return math.inf
     try:
-        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+        number = float(value) if is_number(value) else math.nan
     except OverflowError:  # a JSON integer of 400 digits
         number = math.inf
     if not (math.isfinite(number) and number >= 1.0):

@@ -24,6 +24,7 @@ from typing import Any
 
 from sensorguard.service.command_messages import Command
 from sensorguard.service.durable import write_durably
+from sensorguard.service.json_values import is_number
 from sensorguard.service.logs import RateLimiter, first_line, some
 from sensorguard.service.set_aside import move_aside
 from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, CONTROLS, StateWrites
@@ -375,7 +376,7 @@ def usable_alerts(alerts: dict[str, Any], where: str) -> dict[str, dict]:
         if (isinstance(raw, dict) and isinstance(raw.get("asset"), str)
                 and all(isinstance(raw.get(k), bool) for k in ("acked", "false_alarm"))):
             times = {k: raw[k] for k in ("raised_at", "acked_at") if k in raw}  # (optional: null is none)
-            if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in times.values()):
+            if all(v is None or is_number(v) for v in times.values()):
                 kept[alert_id] = {k: v for k, v in raw.items() if v is not None or k not in times}
                 continue
         skipped.append(alert_id)

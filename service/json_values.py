@@ -13,7 +13,7 @@ ValueError: limit must be a number, got true/false
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 
 def json_type(value: Any) -> str:
@@ -22,9 +22,14 @@ def json_type(value: Any) -> str:
     return names.get(type(value), repr(value)[:40])
 
 
+def is_number(value: Any) -> TypeGuard[int | float]:
+    """Whether ``value`` is a JSON number (a ``bool`` is an ``int`` to Python, not to JSON)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def number(value: Any, what: str) -> float:
     """``value`` as a float; ValueError naming ``what`` unless it is a JSON number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         raise ValueError(f"{what} must be a number, got {json_type(value)}")
     return float(value)
 

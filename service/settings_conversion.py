@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sensorguard.service.json_values import is_number
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -54,12 +56,12 @@ def convert(
         except ValueError:
             problems.append(f"{where}: expected {base.__name__}, got {value!r}")
             return BAD
-    if key == "mqtt_version" and isinstance(value, int | float) and not isinstance(value, bool):
+    if key == "mqtt_version" and is_number(value):
         value = f"{value:g}"  # mqtt_version = 5 in TOML
     ok = (
         (base is bool and isinstance(value, bool))
         or (base is int and isinstance(value, int) and not isinstance(value, bool))
-        or (base is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (base is float and is_number(value))
         or (base is str and isinstance(value, str | Path))
         or (optional and value is None)
     )

@@ -37,6 +37,7 @@ from pathlib import Path
 from sensorguard.service.alerts import AlertState
 from sensorguard.service.drift import DriftState
 from sensorguard.service.durable import write_durably
+from sensorguard.service.json_values import is_number
 from sensorguard.service.logs import first_line, some
 from sensorguard.service.payload import valid_asset
 from sensorguard.service.set_aside import keep_copy, move_aside
@@ -250,7 +251,7 @@ def _channels(assets: Mapping[str, dict]) -> dict[str, list[dict]]:
 
 
 def _finite_share(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
 def _fault(f: object) -> bool:
@@ -340,7 +341,7 @@ def _window_time(value: object) -> float | None:
     if value is None:
         return None
     number = math.nan
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if is_number(value):
         number = float(value) if abs(value) < 1e300 else math.inf  # (an int past a float's range)
     if not math.isfinite(number):
         raise ValueError(f"window times must be finite numbers, got {str(value)[:40]}")
@@ -381,8 +382,7 @@ def _drift_state(raw: dict) -> DriftState:
     if not _count(updates):
         raise ValueError(f"drift updates must be a whole number >= 0, got {updates!r}")
     level = raw.get("level") or ()
-    if not isinstance(level, list | tuple) or not all(isinstance(x, int | float) and not isinstance(x, bool)
-                                                      and math.isfinite(x) for x in level):
+    if not isinstance(level, list | tuple) or not all(is_number(x) and math.isfinite(x) for x in level):
         raise ValueError(f"drift level must be a list of finite numbers, got {str(level)[:40]}")
     key = raw.get("level_key", 0)
     if not _count(key):
