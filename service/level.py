@@ -81,7 +81,7 @@ class LevelMonitor:
     calibrated: float = 1.0
     channels: tuple[str, ...] = ()  # the bundle's, in order: a level learned under other channels is not used
     q_limit: float = 0.0  # Q (SPE) that is term 1.0 before calibration; 0: no Q part (bundles before format 6)
-    q_channels: np.ndarray | None = None  # ``(C,)`` bool, the channels Q counts (``level_fit.q_channels``); None: all
+    q_channels: np.ndarray | None = None  # ``(C,)`` bool, the channels Q counts (``level_fit._fold_fits``); None: all
 
     def __post_init__(self) -> None:
         c = len(self.mean)

@@ -6,7 +6,7 @@ values: five contiguous time folds, each scored by a monitor fitted on the other
 they are small by construction (the components were chosen on those very rows); out-of-fold they
 show how far normal operation wanders between parts of the training span, which is what the live
 term meets too. The limits are ``SHARE`` and ``Q_SHARE`` times their 99th percentiles. Q counts
-the channels :func:`q_channels` keeps, in every fold alike.
+the channels :func:`_fold_fits` keeps, in every fold alike.
 
 >>> rng = np.random.default_rng(0)
 >>> common = rng.normal(size=(600, 1))
@@ -27,11 +27,13 @@ FOLDS = 5
 MIN_ROWS = 50  # fewer finite rows: no monitor (five folds of ten rows each)
 
 
-def _principal(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(mean, scale, loadings, eigen)`` of ``rows``: the kept components of the standardized rows."""
+def _principal(rows: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """``(mean, scale, loadings, eigen)`` of ``rows``: the kept components of the standardized rows;
+    and ``(C,)`` which channels vary in them (the others get the scale 1)."""
     mean = rows.mean(axis=0)
-    scale = rows.std(axis=0)
-    scale = np.where(_varies(rows), scale, 1.0)  # constant: 1, as scikit-learn
+    spread = rows.std(axis=0)
+    varies = spread > 1e-12 * np.maximum(np.abs(mean), 1.0)
+    scale = np.where(varies, spread, 1.0)  # constant: 1, as scikit-learn
     z = (rows - mean) / scale
     _, s, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
     eigen = s**2 / max(len(rows) - 1, 1)
@@ -40,7 +42,7 @@ def _principal(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
         raise ValueError("the training rows do not vary")
     kept = min(int(np.searchsorted(np.cumsum(eigen) / total, VARIANCE) + 1), len(eigen))
     keep = eigen[:kept] > 1e-12 * total  # (a direction with no variance would divide by zero)
-    return mean, scale, vt[:kept][keep].T, eigen[:kept][keep]
+    return (mean, scale, vt[:kept][keep].T, eigen[:kept][keep]), varies
 
 
 def _statistics(fitted: tuple[np.ndarray, ...], rows: np.ndarray,
@@ -50,13 +52,10 @@ def _statistics(fitted: tuple[np.ndarray, ...], rows: np.ndarray,
     return monitor.t2(rows - fitted[0]), monitor.q(rows - fitted[0])
 
 
-def _varies(rows: np.ndarray) -> np.ndarray:
-    """Per channel, whether ``rows`` measure a spread (else ``_principal`` gives it the scale 1)."""
-    return rows.std(axis=0) > 1e-12 * np.maximum(np.abs(rows.mean(axis=0)), 1.0)
-
-
-def q_channels(rows: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
-    """The channels Q counts ``(C,)``: those that vary in every fold's fit and are not spiky.
+def _fold_fits(rows: np.ndarray, parts: list[np.ndarray],
+               varies: np.ndarray) -> tuple[list[tuple[np.ndarray, ...]], np.ndarray]:
+    """Each fold's monitor (fitted on the other folds' rows), and the channels Q counts ``(C,)``:
+    those that vary in every fit (``varies``: in all the rows) and are not spiky.
 
     A channel constant in a fit has the scale 1, in raw units, not a spread: a step of a pressure
     constant in pascals read as a huge residual. One that varies only in one stretch (a valve
@@ -66,10 +65,13 @@ def q_channels(rows: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
     spread; a setpoint that moves now and then) has a small standard deviation its rare moves
     are tens of (a term of 47 on normal rows, review). The reconstruction error, with the
     scaler's floors and its pinned scale for spiky channels, watches them all."""
-    kept = _varies(rows) & (spike_share(rows) <= SPIKE_SHARE)
-    for part in parts:
-        kept &= _varies(np.delete(rows, part, axis=0))
-    return kept
+    kept = varies & (spike_share(rows) <= SPIKE_SHARE)
+    fits = []
+    for part in parts:  # (one fold's rows at a time: each a copy of most of them)
+        fitted, fold_varies = _principal(np.delete(rows, part, axis=0))
+        fits.append(fitted)
+        kept &= fold_varies
+    return fits, kept
 
 
 def window_terms(monitor: LevelMonitor | None, values: np.ndarray, segments: np.ndarray, focus: int) -> np.ndarray:
@@ -120,10 +122,10 @@ def fit_level(rows: np.ndarray, channels: tuple[str, ...] = ()) -> LevelMonitor 
     if len(rows) < MIN_ROWS:
         return None
     try:
-        fitted = _principal(rows)
+        fitted, varies = _principal(rows)
         parts = np.array_split(np.arange(len(rows)), FOLDS)
-        kept = q_channels(rows, parts)
-        held = [_statistics(_principal(np.delete(rows, part, axis=0)), rows[part], kept) for part in parts]
+        folds, kept = _fold_fits(rows, parts, varies)
+        held = [_statistics(fold, rows[part], kept) for fold, part in zip(folds, parts, strict=True)]
     except ValueError:  # (a fold whose rows do not vary)
         return None
     limit = SHARE * float(np.quantile(np.concatenate([t2 for t2, _ in held]), QUANTILE))
