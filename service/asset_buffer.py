@@ -19,6 +19,7 @@ from sensorguard.service.sensors import SensorWatch
 
 NO_FAULT = -(1 << 62)
 SEEN_TIMES = 1024  # a QoS 1 redelivery after a reconnect repeats at most the in-flight messages
+STEP_BACK_AFTER = 5  # readings in order behind a stamp ahead of the clock: the sender's clock stepped back
 
 
 class DueWindow(NamedTuple):
@@ -39,7 +40,8 @@ class DueWindow(NamedTuple):
 class AssetBuffer:
     """Mutable state of one asset's buffer (only :class:`~sensorguard.service.windows.Buffers` touches it)."""
 
-    __slots__ = ("buf", "pos", "count", "last_ts", "last", "cleaner", "watch", "fault_row", "seen", "times", "tpos")
+    __slots__ = ("buf", "pos", "count", "last_ts", "last", "cleaner", "watch", "fault_row", "seen", "times", "tpos",
+                 "behind")
 
     def __init__(self, window: int, n_channels: int) -> None:
         self.buf = np.empty((2 * window, n_channels), dtype=np.float64)
@@ -53,9 +55,38 @@ class AssetBuffer:
         self.seen = 0.0
         self.times = np.full(SEEN_TIMES, np.nan)  # recent accepted timestamps: tells a redelivery from disorder
         self.tpos = 0
+        self.behind = (0, -np.inf, -np.inf)  # steps_back(): readings refused in a row, the last one, last_ts then
 
     def stamp(self, ts: float) -> None:
         """The reading's stamp is seen: a redelivery of it is a duplicate, an older one out of order."""
         self.last_ts = ts
         self.times[self.tpos] = ts
         self.tpos = self.tpos + 1 if self.tpos + 1 < SEEN_TIMES else 0
+
+    def steps_back(self, ts: float, clock: float) -> bool:
+        """Whether the reading at ``ts``, refused as older than the newest stamp, shows the sender's
+        clock stepped back: the newest is ahead of ``clock`` (this machine's, with a slack; no true
+        reading is), this one is not, and it is the ``STEP_BACK_AFTER``-th in a row in order that
+        continues the readings taken before the stamps went ahead (newer than each of them: no
+        redelivery). One reading from a glitching clock, up to ``max_future_s`` ahead, made every
+        true one after it ``out_of_order`` until the asset went silent (about 5 minutes).
+
+        True: the asset is rewound (its window restarts at this reading, as after a long gap;
+        its sensor watch goes on); the caller takes the reading again.
+        """
+        if self.last_ts <= clock or ts > clock:
+            return False
+        count, last, newest = self.behind
+        if newest != self.last_ts or ts <= last:  # a reading taken since, or not in order: start over
+            taken = self.times[self.times <= clock]  # (NaN: slots not written yet)
+            if len(taken) and ts <= taken.max():  # not newer than what came before the jump: a redelivery
+                self.behind = (0, -np.inf, -np.inf)
+                return False
+            count = 0
+        if count + 1 < STEP_BACK_AFTER:
+            self.behind = (count + 1, ts, self.last_ts)
+            return False
+        self.behind = (0, -np.inf, -np.inf)
+        self.last_ts = -np.inf
+        self.cleaner.rewind()
+        return True

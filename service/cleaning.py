@@ -199,10 +199,7 @@ class Cleaner:
             gap = ts - self.last_ts
             limit = policy.restart_gap
             if limit is not None and gap > limit:
-                self.last = [NAN] * len(self.last)
-                self.fills = [0] * len(self.fills)
-                self.filling = False
-                self.broken = True
+                self.break_off()
             else:
                 missing = policy.grid_rows(gap)
                 if missing:
@@ -220,6 +217,20 @@ class Cleaner:
         self.last_ts = ts
         out.append(self._fill(ts, row, policy.fill_limit))
         return out
+
+    def break_off(self) -> None:
+        """The next kept row starts the window afresh, and nothing before fills it (a long gap)."""
+        self.last = [NAN] * len(self.last)
+        self.fills = [0] * len(self.fills)
+        self.filling = False
+        self.broken = True
+
+    def rewind(self) -> None:
+        """The sender's clock stepped back (:meth:`~sensorguard.service.windows.Buffers.steps_back`):
+        the next reading is taken as the first after a long gap, its rate estimate going on without
+        the negative step (it would read as a sender too fast for the grid)."""
+        self.break_off()
+        self.last_ts = self.seen_ts = None
 
     def _fill(self, ts: float, row: list[float], fill_limit: int) -> tuple[float, list[float] | None, bool]:
         total = sum(row)

@@ -117,7 +117,8 @@ class Settings:
     max_future_s: float = setting(3600.0, "readings stamped further ahead of this machine's clock, and of their "
                                   "asset's last reading, are rejected "
                                   "(`future_ts`): one reading from a glitching clock would make every true one "
-                                  "after it out of order", flag=False)
+                                  "after it out of order (one nearer is undone by the 5 true readings after it)",
+                                  flag=False)
     fill_limit: int | None = setting(None, "missing values forward-filled at most, in samples (unset: the "
                                      "bundle's cleaning policy)", flag=False)
     max_gap_s: float | None = setting(None, "a longer silence restarts the asset's window (unset: the bundle's, "

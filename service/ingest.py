@@ -25,12 +25,13 @@ from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
 
-from sensorguard.service.asset_buffer import DueWindow
+from sensorguard.service.asset_buffer import STEP_BACK_AFTER, DueWindow
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.payload import ASSET_RULE, parse_message
+from sensorguard.service.publisher import iso
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.reject_detail import explain
 from sensorguard.service.sensors import SensorEvent, SensorRules
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL_S = 10.0
 MAX_TOPICS_MEMO = 100_000  # topics whose partition check is remembered (one per asset; made-up ones: start over)
+CLOCK_SLACK_S = 60.0  # a stamp further ahead of this machine's clock is no true reading (steps_back)
 BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which no more readings are taken
 
 
@@ -174,7 +176,8 @@ class Ingest:
                 if self.stopping:
                     return None
                 before, restarts, assets = buffers.queued(), buffers.gaps, len(buffers)
-                latest = time.time() + s.max_future_s
+                now = time.time()
+                latest, clock = now + s.max_future_s, now + CLOCK_SLACK_S
                 # a jump far ahead of the clock and of the asset's last reading taken: a glitching
                 # clock (an accelerated replay runs ahead step by step, reading after reading taken,
                 # and is kept; refused ones do not step it: 500 samples 3,599 s apart, each refused
@@ -188,6 +191,9 @@ class Ingest:
                         reason = "future_ts"
                     else:
                         reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
+                        if reason == "out_of_order" and buffers.steps_back(parsed.asset, sample.ts, clock):
+                            self._stepped_back(parsed.asset, newest, sample.ts)
+                            reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
                     if reason is None:
                         newest = sample.ts  # (one taken is newer than every reading before it)
                         accepted += 1
@@ -205,6 +211,15 @@ class Ingest:
             for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
                 recorder.add(parsed.asset, ts, row)
         return rejects, accepted, parsed.asset
+
+    def _stepped_back(self, asset: str, ahead: float, ts: float) -> None:
+        """Log an asset rewound to ``ts`` from a stamp ``ahead`` of the clock (at most one line every
+        REJECT_LOG_INTERVAL_S; each also counts in ``window_restarts``)."""
+        if (count := self._reject_log.hit("clock stepped back")) is not None:
+            log.warning("asset %r: its newest reading (ts %s) was ahead of this machine's clock (%s) and the "
+                        "%d readings since came in order before it: its clock stepped back, its window restarts "
+                        "at ts %s (%d like this since the last line)", asset, iso(ahead), iso(time.time()),
+                        STEP_BACK_AFTER, iso(ts), count, extra={"asset": asset})
 
     def _is_ours(self, topic: str) -> bool:
         """Whether ``topic`` is under one of this instance's partitions. A session resumed after the

@@ -41,7 +41,10 @@ Reasons from :mod:`service.windows` (need per-asset state, so they are not the p
 - ``future_ts``: stamped more than ``max_future_s`` ahead of the daemon's clock and of the asset's
   newest reading taken (a jump; an accelerated replay, ahead step by step, is kept; readings
   refused for their rate do not step it; :mod:`service.ingest`). Taken, it would make every true
-  reading after it ``out_of_order`` until the asset went silent.
+  reading after it ``out_of_order`` until the asset went silent. One nearer (taken) is undone by the
+  readings after it: ``STEP_BACK_AFTER`` (5) in a row, in order, behind a newest stamp over a minute
+  ahead of the clock, rewind the asset (its window restarts at the fifth; ``window_restarts``, a log
+  line): the sender's clock stepped back (:meth:`~sensorguard.service.asset_buffer.AssetBuffer.steps_back`).
 - ``duplicate_ts``: the stamp of one of the asset's last ``SEEN_TIMES`` (1,024) readings (a redelivery);
   a redelivered reading older than those counts as ``out_of_order`` (either way it is not taken twice).
 - ``too_many_assets``: a new asset beyond ``max_assets``.

@@ -95,6 +95,44 @@ def test_one_reading_stamped_far_ahead_is_rejected_and_the_true_ones_after_it_ar
 
 
 
+def test_a_reading_minutes_ahead_of_the_clock_blinds_its_asset_for_a_few_readings_only(tiny_bundle, caplog):
+    """One reading from a glitching clock, ten minutes ahead (within max_future_s, so taken), made
+    every true reading after it out_of_order until the asset went silent (about 5 minutes; issue 9's
+    list). Five in a row, in order and behind a stamp no true reading has, now rewind the asset:
+    its window restarts at the fifth and the readings after it are scored."""
+    from sensorguard.service.asset_buffer import STEP_BACK_AFTER
+
+    daemon, client = make(tiny_bundle)
+    now = time.time() - 30
+    for i in range(10):
+        daemon.ingest.handle(client, message("pump-1", now + i, mid=i))
+    daemon.ingest.handle(client, message("pump-1", now + 600, mid=10))  # a glitch, taken: within the hour
+    restarts = value(daemon, "sensorguard_window_restarts_total")
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ingest"):
+        for i in range(10, 40):
+            daemon.ingest.handle(client, message("pump-1", now + i, mid=11 + i))
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="out_of_order") == STEP_BACK_AFTER - 1
+    assert daemon.buffers.last_ts("pump-1") == now + 39
+    assert value(daemon, "sensorguard_window_restarts_total") == restarts + 1  # no window spans the step
+    # the window refilled from the fifth (now + 14): 16 rows, then one every hop of 2; none ends at the glitch
+    assert [w.ts - now for w in daemon.buffers.drain()] == [29, 31, 33, 35, 37, 39]
+    assert "clock stepped back" in caplog.text and "'pump-1'" in caplog.text
+
+    # a redelivered backlog (older than what came before the jump) does not rewind it
+    old, client = make(tiny_bundle)
+    for i in range(10):
+        old.ingest.handle(client, message("pump-2", now + i, mid=i))
+    old.ingest.handle(client, message("pump-2", now + 600, mid=10))
+    for i in range(-20, 0):
+        old.ingest.handle(client, message("pump-2", now + i, mid=30 + i))
+    assert old.buffers.last_ts("pump-2") == now + 600
+    assert value(old, "sensorguard_messages_rejected_total", reason="out_of_order") == 20
+    # nor do readings that are themselves ahead of the clock (a sender's clock ten minutes fast)
+    for i in range(1, 10):
+        old.ingest.handle(client, message("pump-2", now + 590 + i / 10, mid=50 + i))
+    assert old.buffers.last_ts("pump-2") == now + 600
+
+
 def test_one_message_cannot_step_an_assets_clock_weeks_ahead(tiny_bundle):
     """500 samples each 3,599 s after the one before passed the future check one by one (each
     within max_future_s of the last, most refused for their rate yet stepping the clock) and
