@@ -209,11 +209,14 @@ class Takeover:
         if copied is None:
             return True
         warn_at = time.monotonic() + LAG_WARN_S
-        while (await self._copied(stream) or 0) < copied:
+        while (done := await self._copied(stream)) is None or done < copied:
             if time.monotonic() >= warn_at:  # again every minute while it lasts
                 warn_at = time.monotonic() + 60.0
+                # sources removed (by hand): it will never copy, and the line said only "waiting" (a review)
+                cut = (f"; {stream} has no source any more, so it never will: `sensorguard cluster init` "
+                       "restores it") if done is None else ""
                 log.warning("cluster: partition %d: waiting for %s to copy %s as far as %s has (sequence %d) "
-                            "before taking its assets over", k, stream, IN_STREAM, ahead, copied)
+                            "before taking its assets over%s", k, stream, IN_STREAM, ahead, copied, cut)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(halt.wait(), LAG_POLL_S)
             if halt.is_set():

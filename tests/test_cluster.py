@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -434,7 +435,7 @@ async def rebuilt(nc, k: int, halt_after: float) -> tuple:
     return ingest, time.monotonic() - started, assets
 
 
-def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
+def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node, caplog, monkeypatch):
     """After a node died, the readings stream's copy of the input stream can lag the window
     stream's by a minute. A reading in the window stream that the readings stream has not copied
     yet is not taken: priming it would refuse it as a repeat when it came (lost, never scored). So
@@ -463,7 +464,9 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
             await take_readings(nc, k, 4)  # the previous owner took 7-10
             await send_readings(nc, asset, t0, range(11, 15))  # 11-14: in the window stream only
             await counts_reach(nc, lambda c: c[1] == 14)
-            lagging = await rebuild(nc, 1.0)
+            monkeypatch.setattr("sensorguard.service.takeover.LAG_WARN_S", 0.3)
+            with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+                lagging = await rebuild(nc, 1.0)
             return [caught_up, lagging, await stream_counts(nc)]
         finally:
             await nc.close()
@@ -472,6 +475,8 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node):
     assert streams == (10, 14)  # the readings stream never got 11-14
     assert last == t0 + 6 and took < 5 and assets == [asset]  # primed with the taken readings, without waiting
     assert lagging_last is None and waited >= 0.9 and none == []  # nothing primed: it waited until halted
+    # and it said why it can wait for ever: the stream's source is gone (it said "waiting" alone)
+    assert f"{cluster.READINGS_STREAM} has no source any more" in caplog.text and "cluster init" in caplog.text
 
 
 def test_a_takeover_waits_for_the_window_stream_to_copy_what_the_previous_owner_took(tmp_path):
