@@ -27,6 +27,7 @@ Storage: :class:`~sensorguard.service.asset_buffer.AssetBuffer`, one ring buffer
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
@@ -92,6 +93,7 @@ class Buffers:
         self.sensors = sensors
         self.sensor_events: deque[tuple[str, SensorEvent]] = deque()  # taken by the ingest after each add
         self.sensor_events_dropped = 0
+        self._events_cap: float = SENSOR_EVENTS_MAX  # prime() lifts it: its events are read and popped, not published
         self.gaps = 0
         self._known = frozenset(channels)
         self._index = {c: j for j, c in enumerate(self.channels)}  # a channel name -> its column
@@ -227,11 +229,16 @@ class Buffers:
         # the cadence is set where the grid row at window_ts is written (_write): a row the cleaner
         # filled in a gap has no reading of that time
         self._anchor, self._anchored = (None if window_ts is None else (asset, window_ts)), False
+        # a full event queue dropped (and counted) the faults the primed readings open, so the new
+        # owner named none of them (a review): they are read below and popped (a few a channel and
+        # reading at most, over the primed readings), so the cap waits
+        self._events_cap = math.inf
         try:
             for ts, values in samples:
                 taken += self.add(asset, ts, values, received) is None
         finally:
             anchored, self._anchor, self._anchored = self._anchored, None, False
+            self._events_cap = SENSOR_EVENTS_MAX
         after = window_ts if judged_ts is None or window_ts is None else max(window_ts, judged_ts)
         unscored = [w for w in list(self._due)[due:] if anchored and w.ts > after]  # type: ignore[operator]
         while len(self._due) > due:
@@ -264,14 +271,14 @@ class Buffers:
                 if (key in was) == event.fault:  # still so before this reading: told now, then its own
                     told.insert(1, event)
             for k, event in enumerate(told):
-                if len(self.sensor_events) < SENSOR_EVENTS_MAX:
+                if len(self.sensor_events) < self._events_cap:
                     self.sensor_events.insert(mark + k, (asset, event))
                 else:
                     self.sensor_events_dropped += 1
 
     def _queue(self, asset: str, events: list[SensorEvent]) -> None:
         for event in events:
-            if len(self.sensor_events) < SENSOR_EVENTS_MAX:
+            if len(self.sensor_events) < self._events_cap:
                 self.sensor_events.append((asset, event))
             else:
                 self.sensor_events_dropped += 1

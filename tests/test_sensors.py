@@ -193,6 +193,16 @@ def test_priming_names_the_channel_faults_its_readings_leave_open_without_queuei
     assert taken == 10 and not bufs.sensor_events  # nothing announced again
     assert opened == [{"kind": "out_of_range", "channel": "b", "since": 6.0, "value": 99.0}]
     assert bufs.faulted("p") == (1,)
+    # a full event queue (other assets' faults not yet published) dropped the primed readings'
+    # events and counted them as lost: the new owner named no open fault (a review)
+    from sensorguard.service.sensors import SensorEvent
+    from sensorguard.service.windows import SENSOR_EVENTS_MAX
+
+    full = sensing_buffers()
+    waiting = [(f"q{i}", SensorEvent("stuck", "a", True, 0.0, 1.0)) for i in range(SENSOR_EVENTS_MAX)]
+    full.sensor_events.extend(waiting)
+    assert full.prime("p", rows, 0.0) == (10, opened)
+    assert list(full.sensor_events) == waiting and full.sensor_events_dropped == 0
 
 
 def test_a_hot_swap_to_a_bundle_without_sensor_limits_ends_the_open_faults():
