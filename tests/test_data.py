@@ -521,6 +521,17 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     data = load_frame([write(swapped, tmp_path / "swapped.csv", sep=";")])
     assert len(data) == 360 and any("clock went back an hour" in n for n in data.notes), data.notes
 
+    # an hour back on a June Tuesday is a clock set by hand, not daylight saving time (a walk read it
+    # as one): its repeated stamps are duplicates, as any; and two machines' change is said once
+    june = frame.assign(timestamp=[t.replace(month=6, day=11).strftime("%d.%m.%Y %H:%M") for t in local])
+    june = load_frame([write(june, tmp_path / "june.csv", sep=";")])
+    assert len(june) == 300 and not any("clock went back" in n for n in june.notes), june.notes
+    machines = pd.concat([frame.assign(asset="p1"), frame.assign(asset="p2")])
+    notes = load_frame([write(machines, tmp_path / "two.csv", sep=";")], asset_column="asset").notes
+    assert [n for n in notes if "went back" in n] == [
+        "the clock went back an hour at 2024-10-27 03:00 (daylight saving time ending, local times; 2 machines): "
+        "the rows after it are read an hour later (give times with a UTC offset to avoid this)"], notes
+
     plain = frame.assign(timestamp=[t.strftime("%d.%m.%Y %H:%M") for t in stamps])  # no clock change
     twice = write(pd.concat([plain.iloc[:180], plain.iloc[120:]]), tmp_path / "twice.csv", sep=";")
     again = load_frame([twice])  # an hour exported twice: the same readings, duplicates as before

@@ -45,6 +45,7 @@ def not_a_clock(times: np.ndarray, groups: np.ndarray | None, tcol: str, name: s
 
 
 SWAPPED_STEPS = 5  # rows out of order beside a clock change: each back by at most this many steps, and few
+FALL_MONTHS = (2, 3, 4, 10, 11)  # clocks go back in October or November (north), February to April (south)
 
 
 def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, list]:
@@ -58,8 +59,10 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
     duplicates), nor with sampling slower than every 30 minutes (a
     repeated hour is then a repeated stamp), nor when times also fall otherwise by more than a few
     steps or often (rows out of order: a shuffle, not a clock). A couple of rows swapped elsewhere
-    turned it off and the repeated hour was dropped as duplicates (found in a walk). Returns the
-    times and the (corrected) times at which it happened."""
+    turned it off and the repeated hour was dropped as duplicates (found in a walk). Only on a
+    Sunday of a month clocks go back in, as :func:`sprang_forward`: an hour back on a June
+    Tuesday (a clock set by hand) was read as one (a walk). Returns the times and the (corrected)
+    times at which it happened."""
     out, where = times.copy(), []
     for rows in _machines(times, groups):
         rows = rows[np.isfinite(times[rows])]
@@ -73,6 +76,9 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
                 2, 0.01 * len(step)):
             continue
         for f in clock:
+            fell = pd.Timestamp(times[rows[f]], unit="s")
+            if fell.month not in FALL_MONTHS or fell.day_of_week != 6:
+                continue
             before, after = rows[: f + 1], rows[f + 1:]
             again = np.isin(times[after], times[before])
             if again.any():
