@@ -173,7 +173,15 @@ def test_evaluate_reports_both_columns(files, capsys):
     # windows ending just after a fault still hold faulty rows: point-wise FPs of up to one window per event
     assert result["anomaly"]["false_alarm_rate"] < 0.12
     assert main(["evaluate", str(files / "model"), str(files / "faults.csv"), "--label-column", "anomaly"]) == 0
-    assert "false-alarm rate" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "false-alarm rate" in text
+    # the delay in a unit a reader uses, not 5400.000 seconds (a walk)
+    from sensorguard.training.offline import delay_words
+
+    (delay,) = [line for line in text.splitlines() if line.startswith("mean delay")]
+    assert delay_words(result["alert"]["mean_detection_delay_s"]) in delay
+    assert [delay_words(s) for s in (42.0, 750.0, 12240.0, 5400.0, 2.5 * 86400)] == [
+        "42 s", "12.5 min", "3.4 h", "1.5 h", "2.5 days"]
     # normal data alone: recall and the like are undefined, not 0.000 (a detector that missed everything)
     clean = pd.read_csv(files / "faults.csv").assign(anomaly=0)
     clean.to_csv(files / "clean.csv", index=False)

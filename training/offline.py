@@ -326,6 +326,14 @@ def _false_alert_line(check: dict | None) -> str | None:
     return line
 
 
+def delay_words(seconds: float) -> str:
+    """A delay in the unit a reader would use: ``42 s``, ``12.5 min``, ``3.4 h``, ``2.1 days``."""
+    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= 2 * size if unit == "days" else seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
 def format_evaluation(result: dict) -> str:
     """The table ``sensorguard evaluate`` prints."""
     keys = [
@@ -335,7 +343,7 @@ def format_evaluation(result: dict) -> str:
         ("false_alarm_rate", "false-alarm rate"),
         ("missed_alarm_rate", "missed-alarm rate"),
         ("event_recall", "event recall"),
-        ("mean_detection_delay_s", "mean delay (s)"),
+        ("mean_detection_delay_s", "mean delay"),
     ]
     left = result.get("not_judged", {})
     before = (f"; {left['rows']} rows before the first full window left out ({left['anomalous_rows']} labeled "
@@ -350,6 +358,9 @@ def format_evaluation(result: dict) -> str:
         cells = []
         for kind in ("anomaly", "alert"):
             value = None if key in _undefined(result[kind]) else result[kind].get(key)
+            if value is not None and key == "mean_detection_delay_s":  # 5400.000 s read as 5,400 (a walk)
+                cells.append(delay_words(value))
+                continue
             cells.append("-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
         lines.append(f"{label:20}{cells[0]:>10}{cells[1]:>10}")
     events = result["anomaly"].get("events")
