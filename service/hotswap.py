@@ -326,10 +326,13 @@ class ModelHolder:
         self.publisher.daemon_event({"event": "model_swapped", "name": new.name, "from_version": old.version,
                                     "to_version": new.version, "ts": iso(now)})
         hop_note = f"; its hop {new.hop} is not adopted (serving keeps hop {self.hop})" if new.hop != self.hop else ""
+        # the served version's files edited in place read "v0007 -> v0007", as if nothing had happened (a walk)
+        what = (f"{new.version} reloaded, its files edited" if new.version == old.version
+                else f"{old.version} -> {new.version}")
         log.info(
-            "model swapped: %s %s -> %s (threshold %.4g -> %.4g); loaded in %.0f ms, waited %.1f ms for the "
+            "model swapped: %s %s (threshold %.4g -> %.4g); loaded in %.0f ms, waited %.1f ms for the "
             "batch in progress%s",
-            new.name, old.version, new.version, old.threshold_, new.threshold_, 1000 * (loaded - started),
+            new.name, what, old.threshold_, new.threshold_, 1000 * (loaded - started),
             1000 * (locked - loaded), hop_note,
             extra={"event": "model_swapped", "from_version": old.version, "to_version": new.version},
         )

@@ -8,6 +8,7 @@ once, by the model that held the lock when its batch ran. No fixed sleeps: waits
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -360,7 +361,7 @@ def test_a_failing_follow_up_after_a_swap_leaves_the_metrics_and_event_right(tin
     assert "applying model v0002's settings after the swap failed" in caplog.text
 
 
-def test_the_served_versions_edited_files_are_reloaded(tiny_bundle, tmp_path):
+def test_the_served_versions_edited_files_are_reloaded(tiny_bundle, tmp_path, caplog):
     """Found by review: operations.md says to fix a sensor's limits in the bundle's bundle.json and
     SIGHUP, but with a registry the check answered "already the current version" and kept the old
     bundle. The served version's files changing is now a reload, on SIGHUP and at the next poll."""
@@ -377,8 +378,11 @@ def test_the_served_versions_edited_files_are_reloaded(tiny_bundle, tmp_path):
     meta = json.loads(meta_path.read_text())
     meta["threshold"] = 0.75
     meta_path.write_text(json.dumps(meta))
-    assert daemon.models.check(force=True) is True  # SIGHUP
+    with caplog.at_level(logging.INFO, logger="sensorguard.service.hotswap"):
+        assert daemon.models.check(force=True) is True  # SIGHUP
     assert daemon.models.bundle.version == "v0001" and daemon.models.bundle.threshold_ == 0.75
+    # said as what it is, not "v0001 -> v0001" (a walk)
+    assert f"model swapped: {NAME} v0001 reloaded, its files edited (threshold" in caplog.text, caplog.text
     assert daemon.models.check() is None  # taken: not reloaded again
     meta["threshold"] = 0.8
     meta_path.write_text(json.dumps(meta) + "\n")
