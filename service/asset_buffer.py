@@ -57,6 +57,33 @@ class AssetBuffer:
         self.tpos = 0
         self.behind = (0, -np.inf, -np.inf)  # steps_back(): readings refused in a row, the last one, last_ts then
 
+    def write(self, row: list[float], faulted: tuple[int, ...]) -> None:
+        """Append one grid row (``faulted``: its channels with a sensor fault open)."""
+        window, pos = len(self.buf) // 2, self.pos
+        buf = self.buf
+        buf[pos] = row
+        buf[pos + window] = row
+        self.pos = pos + 1 if pos + 1 < window else 0
+        self.count += 1
+        for j in faulted:
+            self.fault_row[j] = self.count
+
+    def shift(self, rows: int) -> None:
+        """Count ``rows`` fewer rows written: the hop cadence restarts that much later (a takeover's)."""
+        if rows:
+            self.count -= rows
+            self.fault_row = [r - rows if r != NO_FAULT else r for r in self.fault_row]
+
+    def cut(self, asset: str, ts: float, received: float, coarse: bool) -> DueWindow:
+        """The latest full window, ending at ``ts``; channels faulted in any of its rows are left out."""
+        window, pos = len(self.buf) // 2, self.pos
+        values = self.buf[pos : pos + window].T.copy()  # always a copy; ascontiguousarray may not be
+        oldest = self.count - window
+        excluded: tuple[int, ...] = ()
+        if max(self.fault_row) > oldest:
+            excluded = tuple(j for j, r in enumerate(self.fault_row) if r > oldest)
+        return DueWindow(asset, ts, values, received, excluded, coarse)
+
     def stamp(self, ts: float) -> None:
         """The reading's stamp is seen: a redelivery of it is a duplicate, an older one out of order."""
         self.last_ts = ts

@@ -290,28 +290,15 @@ class Buffers:
 
     def _write(self, asset: str, state: AssetBuffer, ts: float, row: list[float], received: float,
                faulted: tuple[int, ...] = ()) -> None:
-        window, pos = self.window, state.pos
-        buf = state.buf
-        buf[pos] = row
-        buf[pos + window] = row
-        state.pos = pos + 1 if pos + 1 < window else 0
-        state.count += 1
-        for j in faulted:
-            state.fault_row[j] = state.count
+        window = self.window
+        state.write(row, faulted)
         if self._anchor is not None and self._anchor == (asset, ts) and state.count >= window:
-            shift = (state.count - window) % self.hop  # prime(): a window was due here, the old cadence
-            state.count -= shift
-            state.fault_row = [r - shift if r != NO_FAULT else r for r in state.fault_row]
+            state.shift((state.count - window) % self.hop)  # prime(): a window was due here, the old cadence
             self._anchored = True
         since_full = state.count - window
         if since_full >= 0 and since_full % (self.alert_hop or self.hop) == 0:
-            values = buf[pos + 1 : pos + 1 + window].T.copy()  # always a copy; ascontiguousarray may not be
-            oldest = state.count - window
-            excluded: tuple[int, ...] = ()
-            if max(state.fault_row) > oldest:  # a channel faulted in any row of the window is left out
-                excluded = tuple(j for j, r in enumerate(state.fault_row) if r > oldest)
             coarse = since_full % self.hop == 0
-            self._due.append(DueWindow(asset, ts, values, received, excluded, coarse))
+            self._due.append(state.cut(asset, ts, received, coarse))
             self._off_grid += not coarse
 
     @staticmethod
