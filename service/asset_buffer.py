@@ -20,6 +20,7 @@ from sensorguard.service.sensors import SensorWatch
 NO_FAULT = -(1 << 62)
 SEEN_TIMES = 1024  # a QoS 1 redelivery after a reconnect repeats at most the in-flight messages
 STEP_BACK_AFTER = 5  # readings in order behind a stamp ahead of the clock: the sender's clock stepped back
+NOT_BEHIND = (0, -np.inf, -np.inf, -np.inf)  # AssetBuffer.behind with no run of such readings
 
 
 class DueWindow(NamedTuple):
@@ -55,7 +56,7 @@ class AssetBuffer:
         self.seen = 0.0
         self.times = np.full(SEEN_TIMES, np.nan)  # recent accepted timestamps: tells a redelivery from disorder
         self.tpos = 0
-        self.behind = (0, -np.inf, -np.inf)  # steps_back(): readings refused in a row, the last one, last_ts then
+        self.behind = NOT_BEHIND  # steps_back(): refused in a row, the last of them, last_ts then, before the jump
 
     def write(self, row: list[float], faulted: tuple[int, ...]) -> None:
         """Append one grid row (``faulted``: its channels with a sensor fault open)."""
@@ -90,30 +91,33 @@ class AssetBuffer:
         self.times[self.tpos] = ts
         self.tpos = self.tpos + 1 if self.tpos + 1 < SEEN_TIMES else 0
 
-    def steps_back(self, ts: float, clock: float) -> bool:
+    def steps_back(self, ts: float, clock: float) -> float | None:
         """Whether the reading at ``ts``, refused as older than the newest stamp, shows the sender's
         clock stepped back: the newest is ahead of ``clock`` (this machine's, with a slack; no true
         reading is), this one is not, and it is the ``STEP_BACK_AFTER``-th in a row in order that
-        continues the readings taken before the stamps went ahead (newer than each of them: no
-        redelivery). One reading from a glitching clock, up to ``max_future_s`` ahead, made every
-        true one after it ``out_of_order`` until the asset went silent (about 5 minutes).
+        continues the readings taken before the stamps went ahead (newer than the newest of them
+        not ahead of the clock: no redelivery; with none such, nothing shows a jump). One reading
+        from a glitching clock, up to ``max_future_s`` ahead, made every true one after it
+        ``out_of_order`` until the asset went silent (about 5 minutes).
 
-        True: the asset is rewound (its window restarts at this reading, as after a long gap;
-        its sensor watch goes on); the caller takes the reading again.
+        The newest stamp, when the asset was rewound: its stamps go back to that newest one before
+        the jump (its window restarts at this reading, as after a long gap; its sensor watch goes
+        on); the caller takes the reading again. None otherwise.
         """
         if self.last_ts <= clock or ts > clock:
-            return False
-        count, last, newest = self.behind
+            return None
+        count, last, newest, before = self.behind
         if newest != self.last_ts or ts <= last:  # a reading taken since, or not in order: start over
             taken = self.times[self.times <= clock]  # (NaN: slots not written yet)
-            if len(taken) and ts <= taken.max():  # not newer than what came before the jump: a redelivery
-                self.behind = (0, -np.inf, -np.inf)
-                return False
+            if not len(taken) or ts <= (before := float(taken.max())):  # a redelivery, or no jump seen
+                self.behind = NOT_BEHIND
+                return None
             count = 0
         if count + 1 < STEP_BACK_AFTER:
-            self.behind = (count + 1, ts, self.last_ts)
-            return False
-        self.behind = (0, -np.inf, -np.inf)
-        self.last_ts = -np.inf
+            self.behind = (count + 1, ts, self.last_ts, before)
+            return None
+        # back to the stamp before the jump, not -inf: a fifth reading refused again (a new channel
+        # with the clock reset) left -inf, which a silence then could not write (a review)
+        self.behind, ahead, self.last_ts = NOT_BEHIND, self.last_ts, before
         self.cleaner.rewind()
-        return True
+        return ahead

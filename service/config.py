@@ -117,7 +117,8 @@ class Settings:
     max_future_s: float = setting(3600.0, "readings stamped further ahead of this machine's clock, and of their "
                                   "asset's last reading, are rejected "
                                   "(`future_ts`): one reading from a glitching clock would make every true one "
-                                  "after it out of order (one nearer is undone by the 5 true readings after it)",
+                                  "after it out of order (one nearer, over a minute ahead, is undone by the 5 true "
+                                  "readings that come while it still is)",
                                   flag=False)
     fill_limit: int | None = setting(None, "missing values forward-filled at most, in samples (unset: the "
                                      "bundle's cleaning policy)", flag=False)

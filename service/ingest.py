@@ -169,6 +169,7 @@ class Ingest:
             rejects = list(rejects)
             recorder = self.recorder
             rows: list[tuple[float, list[float]]] = []
+            rewound: float | None = None  # (the recorder is told after the lock, as the rows are)
             with self.cond:
                 buffers = self.buffers
                 while self.backlogged(1.0):  # (cond is re-entrant: its wait releases it)
@@ -191,8 +192,11 @@ class Ingest:
                         reason = "future_ts"
                     else:
                         reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
-                        if reason == "out_of_order" and buffers.steps_back(parsed.asset, sample.ts, clock):
-                            self._stepped_back(parsed.asset, newest, sample.ts)
+                        if reason == "out_of_order" and (
+                                ahead := buffers.steps_back(parsed.asset, sample.ts, clock)) is not None:
+                            self._stepped_back(parsed.asset, ahead, sample.ts)
+                            rewound = buffers.last_ts(parsed.asset)  # (the stamp before the jump)
+                            rows = [row for row in rows if row[0] <= rewound]
                             reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
                     if reason is None:
                         newest = sample.ts  # (one taken is newer than every reading before it)
@@ -208,6 +212,8 @@ class Ingest:
                     self._gauges()
                 if (after > before and (before == 0 or after >= s.batch_max)) or buffers.sensor_events:
                     self.cond.notify()
+            if rewound is not None and recorder is not None:
+                recorder.rewound(parsed.asset, rewound)
             for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
                 recorder.add(parsed.asset, ts, row)
         return rejects, accepted, parsed.asset

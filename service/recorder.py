@@ -166,6 +166,20 @@ class Recorder:
                 self._pending_rows -= 1
                 self.dropped += 1
 
+    def rewound(self, asset: str, ts: float) -> None:
+        """``asset``'s clock stepped back to ``ts`` (:meth:`~sensorguard.service.windows.Buffers.steps_back`):
+        its held readings stamped after it go (a glitching clock's, never true), and its judged time
+        goes back with it. Held, the glitch's reading minutes ahead kept every true one after it
+        from being committed until the clock caught up, and went into the file out of order (a review)."""
+        with self._lock:
+            pending = self._pending.get(asset)
+            if pending and pending[-1][0] > ts:
+                kept = deque(row for row in pending if row[0] <= ts)
+                self._pending_rows -= len(pending) - len(kept)
+                self._pending[asset] = kept
+            if self._judged.get(asset, -np.inf) > ts:
+                self._judged[asset] = ts
+
     def held(self, asset: str | None = None) -> list[float]:
         """Stamps of the readings held for ``asset`` (all assets: None), oldest first per asset."""
         with self._lock:

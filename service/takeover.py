@@ -212,9 +212,11 @@ class Takeover:
         while (done := await self._copied(stream)) is None or done < copied:
             if time.monotonic() >= warn_at:  # again every minute while it lasts
                 warn_at = time.monotonic() + 60.0
-                # sources removed (by hand): it will never copy, and the line said only "waiting" (a review)
-                cut = (f"; {stream} has no source any more, so it never will: `sensorguard cluster init` "
-                       "restores it") if done is None else ""
+                # sources removed (by hand): it will never copy, and the line said only "waiting" (a review);
+                # None is also a source that reports no position yet: only an empty list is said so
+                cut = ""
+                if done is None and not (await stream_info(self._nc, stream)).get("sources"):
+                    cut = f"; {stream} has no source any more, so it never will: `sensorguard cluster init` restores it"
                 log.warning("cluster: partition %d: waiting for %s to copy %s as far as %s has (sequence %d) "
                             "before taking its assets over%s", k, stream, IN_STREAM, ahead, copied, cut)
             with contextlib.suppress(TimeoutError):

@@ -373,11 +373,11 @@ class Buffers:
         state = self._assets.get(asset)
         return None if state is None else state.cleaner.last_ts
 
-    def steps_back(self, asset: str, ts: float, clock: float) -> bool:
-        """Whether ``asset``'s reading at ``ts``, refused ``out_of_order``, rewound it: its clock
-        stepped back behind a stamp ahead of ``clock`` (:meth:`AssetBuffer.steps_back`)."""
+    def steps_back(self, asset: str, ts: float, clock: float) -> float | None:
+        """The stamp ahead of ``clock`` that ``asset``'s reading at ``ts``, refused ``out_of_order``,
+        rewound it from (its clock stepped back: :meth:`AssetBuffer.steps_back`); None if it did not."""
         state = self._assets.get(asset)
-        return state is not None and state.steps_back(ts, clock)
+        return None if state is None else state.steps_back(ts, clock)
 
     def last_row(self, asset: str) -> list[float] | None:
         """The asset's last accepted sample in channel order, forward fills included (not a copy:

@@ -95,18 +95,20 @@ def test_one_reading_stamped_far_ahead_is_rejected_and_the_true_ones_after_it_ar
 
 
 
-def test_a_reading_minutes_ahead_of_the_clock_blinds_its_asset_for_a_few_readings_only(tiny_bundle, caplog):
+def test_a_reading_minutes_ahead_of_the_clock_blinds_its_asset_for_a_few_readings_only(tiny_bundle, caplog,
+                                                                                       tmp_path):
     """One reading from a glitching clock, ten minutes ahead (within max_future_s, so taken), made
     every true reading after it out_of_order until the asset went silent (about 5 minutes; issue 9's
     list). Five in a row, in order and behind a stamp no true reading has, now rewind the asset:
     its window restarts at the fifth and the readings after it are scored."""
     from sensorguard.service.asset_buffer import STEP_BACK_AFTER
 
-    daemon, client = make(tiny_bundle)
+    daemon, client = make(tiny_bundle, record_dir=str(tmp_path / "rec"))
     now = time.time() - 30
     for i in range(10):
         daemon.ingest.handle(client, message("pump-1", now + i, mid=i))
     daemon.ingest.handle(client, message("pump-1", now + 600, mid=10))  # a glitch, taken: within the hour
+    assert daemon.recorder.held("pump-1")[-1] == now + 600
     restarts = value(daemon, "sensorguard_window_restarts_total")
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.ingest"):
         for i in range(10, 40):
@@ -117,6 +119,9 @@ def test_a_reading_minutes_ahead_of_the_clock_blinds_its_asset_for_a_few_reading
     # the window refilled from the fifth (now + 14): 16 rows, then one every hop of 2; none ends at the glitch
     assert [w.ts - now for w in daemon.buffers.drain()] == [29, 31, 33, 35, 37, 39]
     assert "clock stepped back" in caplog.text and "'pump-1'" in caplog.text
+    # the recorder forgets the glitch's reading: held, it kept every true one from being committed
+    # until the clock caught up, and went into the file out of order (a review)
+    assert daemon.recorder.held("pump-1") == [now + i for i in (*range(10), *range(14, 40))]
 
     # a redelivered backlog (older than what came before the jump) does not rewind it
     old, client = make(tiny_bundle)
@@ -131,6 +136,35 @@ def test_a_reading_minutes_ahead_of_the_clock_blinds_its_asset_for_a_few_reading
     for i in range(1, 10):
         old.ingest.handle(client, message("pump-2", now + 590 + i / 10, mid=50 + i))
     assert old.buffers.last_ts("pump-2") == now + 600
+
+
+def test_a_rewind_keeps_the_stamp_before_the_jump_and_needs_one(tiny_bundle):
+    """Two holes a review found in the rewind above. (1) Its fifth reading refused again (a firmware
+    update: a new channel, and the clock set back) left the asset's newest stamp at -inf: an old
+    redelivery was taken, and the asset's silence crashed the housekeeping pass writing -inf as a
+    time. (2) A sender whose every remembered stamp is ahead of the clock (20 minutes fast) showed
+    no jump, yet an old backlog rewound it and was scored again."""
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    now = time.time() - 30
+    for i in range(10):
+        daemon.ingest.handle(client, message("pump-1", now + i, mid=i))
+    daemon.ingest.handle(client, message("pump-1", now + 600, mid=10))
+    for i in range(10, 20):
+        daemon.ingest.handle(client, message("pump-1", now + i, mid=11 + i, a=1.0, b=2.0, c=3.0, x=4.0))
+    assert value(daemon, "sensorguard_messages_rejected_total", reason="unknown_channel") == 6
+    assert daemon.buffers.last_ts("pump-1") == now + 9  # back to the newest stamp before the jump
+    assert daemon.buffers.add("pump-1", now + 1.5, {"a": 1.0, "b": 2.0, "c": 3.0}, 0.0) == "out_of_order"
+    daemon.housekeeping(time.monotonic() + 61)  # its silence: ended, its last reading's time said
+    assert "pump-1" not in daemon.buffers
+    assert any(b'"silent"' in payload for _, payload, _ in client.published)
+
+    fast, client = make(tiny_bundle)
+    for i in range(1100):
+        fast.ingest.handle(client, message("pump-2", now + 1200 + i, mid=i))
+    for i in range(10):  # older than all of them, behind the clock: a backlog sent again
+        fast.ingest.handle(client, message("pump-2", now - 100 + i, mid=5000 + i))
+    assert fast.buffers.last_ts("pump-2") == now + 2299
+    assert value(fast, "sensorguard_messages_rejected_total", reason="out_of_order") == 10
 
 
 def test_one_message_cannot_step_an_assets_clock_weeks_ahead(tiny_bundle):

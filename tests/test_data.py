@@ -526,6 +526,11 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     june = frame.assign(timestamp=[t.replace(month=6, day=11).strftime("%d.%m.%Y %H:%M") for t in local])
     june = load_frame([write(june, tmp_path / "june.csv", sep=";")])
     assert len(june) == 300 and not any("clock went back" in n for n in june.notes), june.notes
+    # Chile's clocks go back at Saturday 24:00 (to 23:00): the row before the fall is a Saturday's (a review)
+    night = pd.date_range("2024-04-06 21:00", periods=6 * 60, freq="min")
+    chile = frame.assign(timestamp=[t.strftime("%d.%m.%Y %H:%M") for t in list(night[:180]) + list(night[120:300])])
+    notes = load_frame([write(chile, tmp_path / "chile.csv", sep=";")]).notes
+    assert any("clock went back an hour at 2024-04-07 00:00" in n for n in notes), notes
     machines = pd.concat([frame.assign(asset="p1"), frame.assign(asset="p2")])
     notes = load_frame([write(machines, tmp_path / "two.csv", sep=";")], asset_column="asset").notes
     assert [n for n in notes if "went back" in n] == [
@@ -557,6 +562,12 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     assert [n for n in notes if "went forward" in n][0].startswith("the clock went forward an hour at 2024-03-31 "
                                                                    "03:00"), notes
     assert not any("went forward" in n for n in data.notes)
+    # and forward at Saturday 24:00 (to Sunday 01:00): the row before is a Saturday's again
+    chile = pd.date_range("2024-09-07 21:00", periods=6 * 60, freq="min")
+    chile = march.assign(timestamp=[t.strftime("%d.%m.%Y %H:%M") for t in chile if t.strftime("%Y-%m-%d %H") !=
+                                    "2024-09-08 00"])
+    notes = load_frame([write(chile, tmp_path / "chile_spring.csv", sep=";")]).notes
+    assert any(n.startswith("the clock went forward an hour at 2024-09-08 01:00") for n in notes), notes
     # the same hour missing on a January night is an outage, not a clock change (a review)
     january = march.assign(timestamp=[t.replace(month=1, day=14).strftime("%d.%m.%Y %H:%M") for t in spring])
     assert not any("went forward" in n for n in load_frame([write(january, tmp_path / "jan.csv", sep=";")]).notes)

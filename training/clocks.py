@@ -76,9 +76,9 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
                 2, 0.01 * len(step)):
             continue
         for f in clock:
-            fell = pd.Timestamp(times[rows[f]], unit="s")
-            if fell.month not in FALL_MONTHS or fell.day_of_week != 6:
-                continue
+            fell, back = pd.Timestamp(times[rows[f]], unit="s"), pd.Timestamp(times[rows[f + 1]] + 3600, unit="s")
+            if fell.month not in FALL_MONTHS or 6 not in (fell.day_of_week, back.day_of_week):  # (Chile's
+                continue  # clocks go back at Saturday 24:00: the row before is a Saturday's, a review)
             before, after = rows[: f + 1], rows[f + 1:]
             again = np.isin(times[after], times[before])
             if again.any():
@@ -111,6 +111,6 @@ def sprang_forward(times: np.ndarray, groups: np.ndarray | None) -> list[float]:
             before, after = pd.Timestamp(t[k], unit="s"), pd.Timestamp(t[k + 1], unit="s")
             skipped = (before + pd.Timedelta(hours=1)).floor("h")  # the whole hour the clock skipped
             if (after.floor("h") == skipped + pd.Timedelta(hours=1) and before.month in SPRING_MONTHS
-                    and before.day_of_week == 6):
+                    and 6 in (before.day_of_week, after.day_of_week)):  # (Saturday 24:00 -> Sunday 01:00: Chile)
                 where[float(t[k + 1])] = None
     return list(where)
