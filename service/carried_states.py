@@ -28,11 +28,12 @@ from sensorguard.service.recorder import Recorder
 log = logging.getLogger("sensorguard.service.assets")  # (its lines came from there before the split)
 
 Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift, its raise went out
-# ... its last hop-grid window's time (the new owner's cadence), its raise went out, and the time of
-# the last window it judged when that came after (an alert-hop window the state already holds)
-Moved = tuple[AlertState, DriftState | None, float | None, bool, float | None]
-# asset, alert, drift, announced, window_ts, judged_ts
-Adopted = tuple[str, AlertState, DriftState | None, bool, float | None, float | None]
+# ... its last hop-grid window's time (the new owner's cadence), its raise went out, the time of the
+# last window it judged when that came after (an alert-hop window the state already holds), and the
+# top channels of its last window (its retained state lists them until the new owner's first window)
+Moved = tuple[AlertState, DriftState | None, float | None, bool, float | None, list[dict]]
+# asset, alert, drift, announced, window_ts, judged_ts, channels
+Adopted = tuple[str, AlertState, DriftState | None, bool, float | None, float | None, list[dict]]
 
 
 class CarriedStates:
@@ -48,6 +49,7 @@ class CarriedStates:
     _states: dict[str, AlertState]
     _drift: dict[str, DriftState]
     _latest: dict[str, tuple[float, list[dict]]]
+    restored_channels: dict[str, list[dict]]
     _grid_ts: dict[str, float]
     _judged_ts: dict[str, float]
     _stated: dict[str, float]
@@ -62,14 +64,17 @@ class CarriedStates:
     _await_return: Callable[[str, float, float], None]
 
     def adopt(self, asset: str, alert: AlertState, drift: DriftState | None, announced: bool = True,
-              window_ts: float | None = None, judged_ts: float | None = None) -> None:
+              window_ts: float | None = None, judged_ts: float | None = None, channels: list[dict] | None = None
+              ) -> None:
         """``asset`` moved here from another worker with this state (any thread). Taken in like a state
         restored at start: at its next window it carries on (an alert up stays up under its id,
         without a second ``raised`` unless it was never announced; the recorder holds its readings
         back). ``window_ts``, ``judged_ts``: its previous owner's cadence, passed on as this owner's
         until it judges a window of its own on the hop grid (a state passed on before that lost
-        them: a later owner started without an anchor; found by review)."""
-        self._adopted.append((asset, alert, drift, announced, window_ts, judged_ts))
+        them: a later owner started without an anchor; found by review). ``channels``: the top
+        channels of its last window there, listed by its state until its first window here (as a
+        restart's: cluster mode listed none)."""
+        self._adopted.append((asset, alert, drift, announced, window_ts, judged_ts, channels or []))
 
     def _ended_unseen(self, asset: str) -> None:
         """Cluster mode: a restored or adopted asset's state ended before its first window here;
@@ -85,7 +90,10 @@ class CarriedStates:
         heard: whether readings came from an asset since the start (the ingest holds its buffer). Those
         stay restored until their first window, however long a window takes to fill (a window of
         600 samples at 1 s outlasts the default ``stale_after``), or until they go silent
-        (:meth:`end`)."""
+        (:meth:`end`). Adoptions still queued are taken first: one whose whole partition sent nothing
+        after a takeover waited there for a window of any asset, and its alert stayed up for good."""
+        if self._adopted:
+            self._take_adopted()
         if not self.restored or now < self.restore_until:
             return
         gone = [asset for asset in self.restored if not heard(asset)]
@@ -141,9 +149,13 @@ class CarriedStates:
 
     def _take_adopted(self) -> None:
         while self._adopted:
-            asset, alert, drift, announced, window_ts, judged_ts = self._adopted.popleft()
+            asset, alert, drift, announced, window_ts, judged_ts, channels = self._adopted.popleft()
             if asset not in self._states:
                 self.restored[asset] = (alert, drift, announced)
+                if channels:
+                    self.restored_channels[asset] = channels
+                else:  # (not an earlier adoption's)
+                    self.restored_channels.pop(asset, None)
                 if window_ts is not None:
                     self._grid_ts[asset] = window_ts
                     self._judged_ts[asset] = window_ts if judged_ts is None else max(window_ts, judged_ts)
@@ -162,14 +174,16 @@ class CarriedStates:
         for asset in assets:
             if asset in self._states:
                 told = self._told(asset)
-                out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), *self._cadence(asset, told))
+                out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), *self._cadence(asset, told),
+                              self._channels(asset))
             elif asset in self.restored:
                 state, drift, told = self._pop_restored(asset)
-                out[asset] = (state, drift, *self._cadence(asset, told))
+                out[asset] = (state, drift, *self._cadence(asset, told), self._channels(asset))
             elif asset in self._synced or self._learned(asset) is not None:  # silent: a normal state replaces
                 # the bucket's (an alert the silence ended, not yet passed on, was adopted by the new
                 # owner: found by review), its baseline with it
-                out[asset] = (AlertState(), self._learned(asset), None, True, None)
+                out[asset] = (AlertState(), self._learned(asset), None, True, None, [])
+            self.restored_channels.pop(asset, None)
             for kept in (self._latest, self._grid_ts, self._judged_ts, self._floors, self._announced, self._raise_info,
                          self._synced, self._drift, self._stated):
                 kept.pop(asset, None)
@@ -192,12 +206,17 @@ class CarriedStates:
             key = (state.status, state.alert_id, told)
             if full or self._synced.get(asset) != key:
                 self._synced[asset] = key
-                out[asset] = (state, self._drift.get(asset), *self._cadence(asset, told))
+                out[asset] = (state, self._drift.get(asset), *self._cadence(asset, told), self._channels(asset))
         for asset in [a for a in self._synced if a not in self._states and a not in self.restored]:
             del self._synced[asset]  # its state ended here (silent): the bucket forgets its alert too,
             drift = self._learned(asset)  # and keeps the drift baseline awaiting its return
-            out[asset] = None if drift is None else (AlertState(), drift, None, True, None)
+            out[asset] = None if drift is None else (AlertState(), drift, None, True, None, [])
         return out
+
+    def _channels(self, asset: str) -> list[dict]:
+        """The top channels of the asset's last window (a restored or adopted one's until then)."""
+        latest = self._latest.get(asset)
+        return latest[1] if latest is not None else self.restored_channels.get(asset, [])
 
     def _cadence(self, asset: str, told: bool) -> tuple[float | None, bool, float | None]:
         """The last hop-grid window's time, ``told``, and the last judged window's time when it came

@@ -306,13 +306,15 @@ def restore_states(directory: str | None, max_assets: int
 
 
 def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float | None = None,
-                 announced: bool = True, judged_ts: float | None = None) -> bytes:
+                 announced: bool = True, judged_ts: float | None = None, channels: list[dict] | None = None) -> bytes:
     """One asset's state as ``assets.json`` holds it, plus the end time of its last scored window on
     the hop grid (the cadence a new owner continues) and of a later alert-hop window the state
     already holds (the new owner judges only the windows after it), for cluster mode's state bucket
-    (an owner of an older version ignores ``judged_ts``)."""
+    (an owner of an older version ignores ``judged_ts``), and the top channels of its last window
+    (``[{"name", "share"}]``, as :func:`save_states` keeps them)."""
     entry = {**_entry(alert, drift, announced), **({"window_ts": window_ts} if window_ts is not None else {}),
-             **({"judged_ts": judged_ts} if judged_ts is not None else {})}
+             **({"judged_ts": judged_ts} if judged_ts is not None else {}),
+             **({"channels": channels} if channels else {})}
     return json.dumps(entry, separators=(",", ":")).encode()
 
 
@@ -323,14 +325,15 @@ def _entry(alert: AlertState, drift: DriftState | None, announced: bool) -> dict
             **({"unannounced": True} if not announced and alert.status == "alerting" else {})}
 
 
-def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | None, bool, float | None]:
-    """:func:`encode_asset` back; StateError for anything else."""
+def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | None, bool, float | None, list[dict]]:
+    """:func:`encode_asset` back (channels that do not read as such: none); StateError for anything else."""
     try:
         entry = json.loads(data)
         drift = entry.get("drift")
         window_ts, judged_ts = _window_time(entry.get("window_ts")), _window_time(entry.get("judged_ts"))
         return (_alert_state(entry["alert"]), None if drift is None else _drift_state(drift), window_ts,
-                entry.get("unannounced") is not True, None if window_ts is None else judged_ts)
+                entry.get("unannounced") is not True, None if window_ts is None else judged_ts,
+                _channels({"": entry}).get("", []))
     except (AttributeError, KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise StateError(f"invalid asset state ({exc})") from None  # (JSONDecodeError: a ValueError)
 

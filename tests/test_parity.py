@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -383,7 +384,7 @@ def test_a_handed_over_alert_carries_the_hop_grids_last_window(tiny_bundle):
         if seen and seen[-1].status == "alerting" and int(seen[-1].ts - T0) % 2 == 0:
             break  # an alert up, and the last window judged is off the hop grid
     assert int(seen[-1].ts - T0) % 2 == 0 and mid < len(rows)
-    state, _, window_ts, _, judged_ts = daemon.alerts.hand_over({"pump-1"})["pump-1"]
+    state, _, window_ts, _, judged_ts, _ = daemon.alerts.hand_over({"pump-1"})["pump-1"]
     assert state.status == "alerting" and window_ts == seen[-1].ts - 1  # the hop grid's window before it
     assert judged_ts == seen[-1].ts  # the alert-hop window the state already holds
     bufs = Buffers(bundle.channels, bundle.window, bundle.hop, alert_hop=1)
@@ -424,9 +425,9 @@ def _take_over(bundle, entry: bytes, rows_taken: list, **rules):
     """A new owner of pump-1 from its state-bucket entry, primed with the readings it finds."""
     from sensorguard.service.state import decode_asset
 
-    alert, drift, window_ts, announced, judged_ts = decode_asset(entry)
+    alert, drift, window_ts, announced, judged_ts, channels = decode_asset(entry)
     daemon, client, seen = _watched(bundle, **rules)
-    daemon.alerts.adopt("pump-1", alert, drift, announced, window_ts, judged_ts)
+    daemon.alerts.adopt("pump-1", alert, drift, announced, window_ts, judged_ts, channels)
     daemon.ingest.prime("pump-1", rows_taken, window_ts, judged_ts)
     return daemon, client, seen
 
@@ -458,6 +459,26 @@ def test_an_alert_handed_over_mid_alert_clears_where_one_daemon_clears_it(tiny_b
     for i, (ts, doc) in enumerate(REMNANT_ROWS[mid:], mid + 1):
         send(new, new_client, i, ts, doc)
     assert before + after == whole
+
+
+def test_a_new_owner_states_the_alerts_top_channels_before_its_first_window(tiny_bundle):
+    """Cluster mode did not carry an alert's top channels (a restart does, from assets.json): the new
+    owner's retained state said ``"channels": []`` until its first window. Here the asset sends
+    nothing after the move: its alert ends as stale naming them (and ends at all: an adoption
+    waited for a window of any asset of the partition before its silence could be seen)."""
+    from dataclasses import replace
+
+    from sensorguard.service.state import encode_asset
+
+    bundle = replace(tiny_bundle, alert_hop=1)
+    old, old_client, before = _watched(bundle, **REMNANT_RULES)
+    _up_off_grid(old, old_client, before, REMNANT_ROWS, bundle.hop)
+    moved = old.alerts.hand_over({"pump-1"})["pump-1"]
+    assert moved[0].status == "alerting" and moved[5] and moved[5][0]["name"] == "a"
+    new, new_client, _ = _take_over(bundle, encode_asset(*moved), [], **REMNANT_RULES)
+    new.alerts.expire_restored(time.monotonic() + 10**6)
+    states = [json.loads(body) for topic, body, _ in new_client.published if topic.endswith("state/pump-1")]
+    assert [s["state"] for s in states] == ["stale"] and states[0]["channels"] == moved[5]
 
 
 def test_after_a_crash_mid_alert_the_new_owner_judges_on_from_the_synced_state(tiny_bundle):

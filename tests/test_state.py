@@ -392,12 +392,12 @@ def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
     learned = old.alerts.drift_of("pump-2")
     assert learned is not None and learned.updates == 1
     old.alerts.end("pump-2", T0)  # went silent: its alert state ends, and so must the bucket's copy,
-    assert old.alerts.changed_states() == {"pump-2": (AlertState(), learned, None, True, None)}  # but not the baseline
+    assert old.alerts.changed_states() == {"pump-2": (AlertState(), learned, None, True, None, [])}  # but not the baseline
     assert len(old_client.published) > published
-    assert old.alerts.hand_over({"pump-2"}) == {"pump-2": (AlertState(), learned, None, True, None)}  # moved, silent
+    assert old.alerts.hand_over({"pump-2"}) == {"pump-2": (AlertState(), learned, None, True, None, [])}  # moved, silent
     assert old.alerts.drift_of("pump-2") is None
 
-    alert, drift, window_ts, announced, judged_ts = decode_asset(encode_asset(*moved["pump-1"]))
+    alert, drift, window_ts, announced, judged_ts, _ = decode_asset(encode_asset(*moved["pump-1"]))
     assert (alert, window_ts, announced, judged_ts) == (moved["pump-1"][0], T0 + 2, True, None)
     new, new_client = daemon_with(drifting, None)
     new.alerts.adopt("pump-1", alert, drift, announced)
@@ -441,7 +441,7 @@ def test_an_alert_raised_while_shelved_moves_unannounced_and_is_told_by_its_new_
         old.alerts.apply("pump-1", T0 + i, 5.0, [])
     assert old.alerts.changed_states()["pump-1"][3] is False and raised(old_client) == []
     moved = old.alerts.hand_over({"pump-1"})
-    alert, drift, _, announced, _ = decode_asset(encode_asset(*moved["pump-1"]))
+    alert, drift, _, announced, _, _ = decode_asset(encode_asset(*moved["pump-1"]))
     assert alert.status == "alerting" and announced is False
     new, new_client = daemon_with(drifting, None)  # its controls hold nothing: the shelve ended meanwhile
     new.alerts.adopt("pump-1", alert, drift, announced)
@@ -624,7 +624,7 @@ def test_a_hand_over_after_silence_ended_the_alert_passes_a_normal_state(tiny_bu
         old.alerts.apply("pump-1", T0 + i, 5.0, [])
     assert old.alerts.changed_states()["pump-1"][0].status == "alerting"
     old.alerts.end("pump-1", T0 + 3)
-    assert old.alerts.hand_over({"pump-1"}) == {"pump-1": (AlertState(), None, None, True, None)}
+    assert old.alerts.hand_over({"pump-1"}) == {"pump-1": (AlertState(), None, None, True, None, [])}
 
 
 @pytest.mark.parametrize("times, expected", [
@@ -657,7 +657,7 @@ def test_an_adopted_cadence_goes_with_an_asset_that_never_came_and_is_not_passed
     owner, _ = daemon_with(drifting, None)
     owner.alerts.adopt("pump-1", AlertState(), None, True, T0 + 7, T0 + 8)
     owner.alerts.hand_over(set())  # (takes the adoption in)
-    assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (T0 + 7, True, T0 + 8)  # passed on as adopted
+    assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (T0 + 7, True, T0 + 8, [])  # passed on as adopted
     owner.alerts.adopt("pump-1", AlertState(), None, True, T0 + 7, T0 + 8)
     owner.alerts.hand_over(set())
     owner.alerts.expire_restored(time.monotonic() + 1e6)
@@ -666,7 +666,7 @@ def test_an_adopted_cadence_goes_with_an_asset_that_never_came_and_is_not_passed
     owner.alerts.adopt("pump-1", AlertState(), None, True, T0 + 7, T0 + 8)
     owner.alerts.hand_over(set())
     owner.alerts.adopt("pump-1", AlertState(), None, True)  # again, from an owner with no window yet
-    assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (None, True, None)
+    assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (None, True, None, [])
 
 
 def test_readings_the_previous_run_judged_are_refused_after_a_restart(tiny_bundle, tmp_path):
