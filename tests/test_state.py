@@ -392,9 +392,10 @@ def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
     learned = old.alerts.drift_of("pump-2")
     assert learned is not None and learned.updates == 1
     old.alerts.end("pump-2", T0)  # went silent: its alert state ends, and so must the bucket's copy,
-    assert old.alerts.changed_states() == {"pump-2": (AlertState(), learned, None, True, None, [])}  # but not the baseline
+    silent = (AlertState(), learned, None, True, None, [])
+    assert old.alerts.changed_states() == {"pump-2": silent}  # but not the baseline
     assert len(old_client.published) > published
-    assert old.alerts.hand_over({"pump-2"}) == {"pump-2": (AlertState(), learned, None, True, None, [])}  # moved, silent
+    assert old.alerts.hand_over({"pump-2"}) == {"pump-2": silent}  # moved, silent
     assert old.alerts.drift_of("pump-2") is None
 
     alert, drift, window_ts, announced, judged_ts, _ = decode_asset(encode_asset(*moved["pump-1"]))
