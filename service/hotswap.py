@@ -61,6 +61,14 @@ def local_version(directory: Path) -> str:
     return f"local-{digest.hexdigest()[:8]}"
 
 
+def _digest(directory: Path) -> str | None:
+    """:func:`local_version` of ``directory``, None when its files cannot be read."""
+    try:
+        return local_version(directory)
+    except OSError:
+        return None
+
+
 def _transient(exc: BaseException) -> bool:
     """An error that may pass (an I/O hiccup), as against a bundle or pointer that is wrong."""
     if isinstance(exc, BundleError):
@@ -282,6 +290,12 @@ class ModelHolder:
             if files is not None and files == self._served_files:  # --model DIR, its files as served: it swapped
                 # to itself, published model_swapped v -> v and restated every asset, once per worker (a walk)
                 log.info("reload requested: model %s is unchanged (its files are those served)", s.model)
+                return None
+            if files is not None and self._served_files is None and running.version == _digest(Path(s.model)):
+                # a sibling's copy of these very files (its version is their digest): a restarted worker
+                # swapped v -> v at every SIGHUP, published it and restated every asset (a review)
+                self._served_files = files
+                log.info("reload requested: model %s is unchanged (the copy served holds its files)", s.model)
                 return None
 
             def load() -> Bundle:

@@ -610,6 +610,15 @@ def test_a_worker_serving_its_siblings_copy_loads_its_folder_at_a_reload(tiny_bu
     assert daemon.models.check(force=True) is None  # (a daemon that loaded the folder: unchanged, served)
     daemon.models.serving_a_copy()
     assert daemon.models.check(force=True) is True and daemon.models.bundle.threshold_ == 0.7
+    # a copy of the folder's very files (the sibling loaded them: its version is their digest) is no
+    # reason to swap: a restarted worker swapped v -> v at every SIGHUP (a review)
+    from sensorguard.service.hotswap import load_model
+
+    twin, _ = make(load_model(daemon.settings), model=str(folder))
+    twin.models.serving_a_copy()
+    assert twin.models.check(force=True) is None and not twin.models.swaps
+    save_bundle(tiny_bundle.with_threshold(0.8, {}), folder)  # the folder changed: swapped
+    assert twin.models.check(force=True) is True and twin.models.bundle.threshold_ == 0.8
 
 
 def test_each_reload_asked_reaches_the_runner_also_one_asked_before_it_ran():
