@@ -96,7 +96,8 @@ class AssetBuffer:
         clock stepped back: the newest is ahead of ``clock`` (this machine's, with a slack; no true
         reading is), this one is not, and it is the ``STEP_BACK_AFTER``-th in a row in order that
         continues the readings taken before the stamps went ahead (newer than the newest of them
-        not ahead of the clock: no redelivery; with none such, nothing shows a jump). One reading
+        not ahead of the clock: no redelivery; with none such, the asset's first readings were the
+        jump if they are fewer than the run, else nothing shows one). One reading
         from a glitching clock, up to ``max_future_s`` ahead, made every true one after it
         ``out_of_order`` until the asset went silent (about 5 minutes).
 
@@ -109,15 +110,18 @@ class AssetBuffer:
         count, last, newest, before = self.behind
         if newest != self.last_ts or ts <= last:  # a reading taken since, or not in order: start over
             taken = self.times[self.times <= clock]  # (NaN: slots not written yet)
-            if not len(taken) or ts <= (before := float(taken.max())):  # a redelivery, or no jump seen
+            before = float(taken.max()) if len(taken) else -np.inf
+            # a redelivery; or every stamp ahead, too many to be a glitch (a sender's clock minutes fast,
+            # whose backlog sent again rewound it): with fewer, its first readings were the glitch (a walk)
+            if ts <= before or (not len(taken) and np.count_nonzero(self.times == self.times) >= STEP_BACK_AFTER):
                 self.behind = NOT_BEHIND
                 return None
             count = 0
         if count + 1 < STEP_BACK_AFTER:
             self.behind = (count + 1, ts, self.last_ts, before)
             return None
-        # back to the stamp before the jump, not -inf: a fifth reading refused again (a new channel
-        # with the clock reset) left -inf, which a silence then could not write (a review)
-        self.behind, ahead, self.last_ts = NOT_BEHIND, self.last_ts, before
+        # back to the stamp before the jump (none: the run's last), not -inf: a fifth reading refused
+        # again (a new channel with the clock reset) left -inf, which a silence could not write (a review)
+        self.behind, ahead, self.last_ts = NOT_BEHIND, self.last_ts, before if before > -np.inf else last
         self.cleaner.rewind()
         return ahead

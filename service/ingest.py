@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL_S = 10.0
 MAX_TOPICS_MEMO = 100_000  # topics whose partition check is remembered (one per asset; made-up ones: start over)
+REWOUND_NAMED = 100  # assets rewound between two "clock stepped back" lines remembered; more are counted
+REWOUND_SHOWN = 10  # of those, named in the line
 CLOCK_SLACK_S = 60.0  # a stamp further ahead of this machine's clock is no true reading (steps_back)
 BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which no more readings are taken
 
@@ -64,6 +66,8 @@ class Ingest:
         self._sensor_dropped = 0
         self._reject_log = RateLimiter(REJECT_LOG_INTERVAL_S)
         self._said: set[str] = set()  # reasons with a line already (the first said "since the last line")
+        self._rewound: dict[str, tuple[float, float]] = {}  # since the last "clock stepped back" line: asset ->
+        self._rewound_unnamed = 0  # (its newest stamp, the stamp it restarts at); those beyond REWOUND_NAMED
         self._filters = settings.readings_filters()  # (none in cluster mode: the leases decide)
         self._ours: dict[str, bool] = {}  # topic -> whether a filter matches it (a memo, bounded)
 
@@ -219,13 +223,32 @@ class Ingest:
         return rejects, accepted, parsed.asset
 
     def _stepped_back(self, asset: str, ahead: float, ts: float) -> None:
-        """Log an asset rewound to ``ts`` from a stamp ``ahead`` of the clock (at most one line every
-        REJECT_LOG_INTERVAL_S; each also counts in ``window_restarts``)."""
-        if (count := self._reject_log.hit("clock stepped back")) is not None:
-            log.warning("asset %r: its newest reading (ts %s) was ahead of this machine's clock (%s) and the "
-                        "%d readings since came in order before it: its clock stepped back, its window restarts "
-                        "at ts %s (%d like this since the last line)", asset, iso(ahead), iso(time.time()),
-                        STEP_BACK_AFTER, iso(ts), count, extra={"asset": asset})
+        """An asset rewound to ``ts`` from a stamp ``ahead`` of the clock (the caller holds ``cond``;
+        each also counts in ``window_restarts``): said by :meth:`say_rewound`."""
+        if asset in self._rewound or len(self._rewound) < REWOUND_NAMED:
+            self._rewound[asset] = (ahead, ts)
+        else:
+            self._rewound_unnamed += 1
+        self.say_rewound()
+
+    def say_rewound(self) -> None:
+        """Log the assets rewound since the last such line, at most one line every
+        REJECT_LOG_INTERVAL_S (also called each housekeeping tick, so none goes unsaid): one line
+        for all assets left a gateway's others, rewound seconds later, unnamed (a walk)."""
+        with self.cond:
+            if not self._rewound or self._reject_log.hit("clock stepped back") is None:
+                return
+            told = [f"{asset!r} (newest reading {iso(ahead)}; window restarts at {iso(ts)})"
+                    for asset, (ahead, ts) in self._rewound.items()]
+            more = len(told) - REWOUND_SHOWN + self._rewound_unnamed
+            first = next(iter(self._rewound))
+            self._rewound.clear()
+            self._rewound_unnamed = 0
+        log.warning("clock stepped back: %s%s: each newest reading was ahead of this machine's clock (%s) and "
+                    "the %d readings after it, in order, were stamped before it (the first %d refused as "
+                    "out_of_order); check the sender's clock", ", ".join(told[:REWOUND_SHOWN]),
+                    f" and {more} more" if more > 0 else "", iso(time.time()), STEP_BACK_AFTER,
+                    STEP_BACK_AFTER - 1, extra={"asset": first})
 
     def _is_ours(self, topic: str) -> bool:
         """Whether ``topic`` is under one of this instance's partitions. A session resumed after the
@@ -246,7 +269,8 @@ class Ingest:
         counted or recorded again, and only the windows after ``window_ts`` (and ``judged_ts``)
         are scored. How many readings were taken, and the channel faults they leave open."""
         with self.cond:
-            primed = self.buffers.prime(asset, samples, time.monotonic(), window_ts, judged_ts)
+            primed = self.buffers.prime(asset, samples, time.monotonic(), window_ts, judged_ts,
+                                        time.time() + CLOCK_SLACK_S)
             if self.buffers.queued():  # windows the previous owner completed but did not score
                 self.cond.notify()
             return primed

@@ -43,8 +43,11 @@ Reasons from :mod:`service.windows` (need per-asset state, so they are not the p
   refused for their rate do not step it; :mod:`service.ingest`). Taken, it would make every true
   reading after it ``out_of_order`` until the asset went silent. One nearer (taken) is undone by the
   readings after it: ``STEP_BACK_AFTER`` (5) in a row, in order, behind a newest stamp over a minute
-  ahead of the clock, rewind the asset (its window restarts at the fifth; ``window_restarts``, a log
-  line): the sender's clock stepped back (:meth:`~sensorguard.service.asset_buffer.AssetBuffer.steps_back`).
+  ahead of the clock, each itself at most a minute ahead, rewind the asset (its window restarts at
+  the fifth; ``window_restarts``, a log line ``clock stepped back`` naming the assets): the sender's
+  clock stepped back (:meth:`~sensorguard.service.asset_buffer.AssetBuffer.steps_back`). A sender
+  whose clock runs over a minute fast is never rewound: its true readings stay ``out_of_order``
+  until the glitch's stamp is passed (check its clock).
 - ``duplicate_ts``: the stamp of one of the asset's last ``SEEN_TIMES`` (1,024) readings (a redelivery);
   a redelivered reading older than those counts as ``out_of_order`` (either way it is not taken twice).
 - ``too_many_assets``: a new asset beyond ``max_assets``.

@@ -126,6 +126,7 @@ class ScoringWorker:
         last (re)connect: a broker outage makes no asset stale, and after it the readings the
         broker kept arrive and are scored into the same buffers and alert states.
         """
+        self.ingest.say_rewound()  # (assets rewound since the last such line, once its interval passed)
         since = self.connection.connected_since
         if since is not None and now - since >= self.rules.stale_after:
             silent, queued = self.ingest.forget_silent(now - self.rules.stale_after)

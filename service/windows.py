@@ -211,7 +211,8 @@ class Buffers:
         return None
 
     def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], received: float,
-              window_ts: float | None = None, judged_ts: float | None = None) -> tuple[int, list[dict]]:
+              window_ts: float | None = None, judged_ts: float | None = None, clock: float = math.inf
+              ) -> tuple[int, list[dict]]:
         """Fill ``asset``'s buffer (window, last time, cleaner and sensor watch) with readings its
         previous owner already took, without queueing their windows or sensor events: those were
         the previous owner's to score and announce. With ``window_ts``, the end time of a window the
@@ -223,7 +224,8 @@ class Buffers:
         window the state already holds; the windows up to it are not queued. Returns how many
         readings were taken, and the channel faults the readings leave open (``[{"kind", "channel",
         "since", "value"}]``, as ``OpenFaults.saved``): announced by the previous owner, yet the new
-        owner's retained state must list them (it listed none until they closed: a known gap). The
+        owner's retained state must list them (it listed none until they closed: a known gap).
+        ``clock``: as the ingest's, a rewind (:meth:`steps_back`) taken as the old owner took it. The
         caller holds the lock that guards the buffers (nothing drains in between)."""
         due, events, taken = len(self._due), len(self.sensor_events), 0
         # the cadence is set where the grid row at window_ts is written (_write): a row the cleaner
@@ -234,8 +236,11 @@ class Buffers:
         # reading at most, over the primed readings), so the cap waits
         self._events_cap = math.inf
         try:
-            for ts, values in samples:
-                taken += self.add(asset, ts, values, received) is None
+            for ts, values in samples:  # (a glitch's stamp ahead of the clock blinded the new owner again)
+                reason = self.add(asset, ts, values, received)
+                if reason == "out_of_order" and self.steps_back(asset, ts, clock) is not None:
+                    reason = self.add(asset, ts, values, received)
+                taken += reason is None
         finally:
             anchored, self._anchor, self._anchored = self._anchored, None, False
             self._events_cap = SENSOR_EVENTS_MAX

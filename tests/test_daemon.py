@@ -119,6 +119,19 @@ def test_a_reading_minutes_ahead_of_the_clock_blinds_its_asset_for_a_few_reading
     # the window refilled from the fifth (now + 14): 16 rows, then one every hop of 2; none ends at the glitch
     assert [w.ts - now for w in daemon.buffers.drain()] == [29, 31, 33, 35, 37, 39]
     assert "clock stepped back" in caplog.text and "'pump-1'" in caplog.text
+    # another asset rewound seconds later is named too, at the next line or housekeeping tick (one line
+    # a 10 s for all assets left it unnamed: a walk)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ingest"):
+        for i in range(10):
+            daemon.ingest.handle(client, message("pump-4", now + i, mid=100 + i))
+        daemon.ingest.handle(client, message("pump-4", now + 600, mid=110))
+        for i in range(10, 20):
+            daemon.ingest.handle(client, message("pump-4", now + i, mid=111 + i))
+        assert "pump-4" not in caplog.text  # (within the interval)
+        daemon.ingest._reject_log.interval_s = 0.0  # (the interval passed)
+        daemon.housekeeping(time.monotonic())
+    assert "clock stepped back: 'pump-4' (newest reading" in caplog.text
     # the recorder forgets the glitch's reading: held, it kept every true one from being committed
     # until the clock caught up, and went into the file out of order (a review)
     assert daemon.recorder.held("pump-1") == [now + i for i in (*range(10), *range(14, 40))]
@@ -144,6 +157,8 @@ def test_a_rewind_keeps_the_stamp_before_the_jump_and_needs_one(tiny_bundle):
     redelivery was taken, and the asset's silence crashed the housekeeping pass writing -inf as a
     time. (2) A sender whose every remembered stamp is ahead of the clock (20 minutes fast) showed
     no jump, yet an old backlog rewound it and was scored again."""
+    from sensorguard.service.asset_buffer import STEP_BACK_AFTER
+
     daemon, client = make(tiny_bundle, stale_after_s=60)
     now = time.time() - 30
     for i in range(10):
@@ -157,6 +172,25 @@ def test_a_rewind_keeps_the_stamp_before_the_jump_and_needs_one(tiny_bundle):
     daemon.housekeeping(time.monotonic() + 61)  # its silence: ended, its last reading's time said
     assert "pump-1" not in daemon.buffers
     assert any(b'"silent"' in payload for _, payload, _ in client.published)
+
+    # a takeover primes the new owner with the same readings: it rewinds at the same fifth, or it was
+    # blinded again by the glitch its predecessor had got over (a review)
+    heir, client = make(tiny_bundle)
+    values = {"a": 1.0, "b": 2.0, "c": 3.0}
+    primed = [(now + i, values) for i in range(10)] + [(now + 600, values)] + [(now + i, values) for i in range(10, 20)]
+    assert heir.ingest.prime("pump-1", primed, None)[0] == 10 + 1 + 10 - (STEP_BACK_AFTER - 1)
+    assert heir.buffers.last_ts("pump-1") == now + 19
+    heir.ingest.handle(client, message("pump-1", now + 20))
+    assert value(heir, "sensorguard_readings_total") == 1  # taken, not out of order
+
+    # a glitch as a new asset's first reading: nothing before it, yet the run shows it (a walk: ~300
+    # readings refused, then a false silent fault, while it sent every second)
+    fresh, client = make(tiny_bundle)
+    fresh.ingest.handle(client, message("pump-3", now + 600))
+    for i in range(10):
+        fresh.ingest.handle(client, message("pump-3", now + i, mid=i + 1))
+    assert fresh.buffers.last_ts("pump-3") == now + 9
+    assert value(fresh, "sensorguard_messages_rejected_total", reason="out_of_order") == STEP_BACK_AFTER - 1
 
     fast, client = make(tiny_bundle)
     for i in range(1100):
