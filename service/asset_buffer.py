@@ -96,8 +96,8 @@ class AssetBuffer:
         clock stepped back: the newest is ahead of ``clock`` (this machine's, with a slack; no true
         reading is), this one is not, and it is the ``STEP_BACK_AFTER``-th in a row in order that
         continues the readings taken before the stamps went ahead (newer than the newest of them
-        not ahead of the clock: no redelivery; with none such, the asset's first readings were the
-        jump if they are fewer than the run, else nothing shows one). One reading
+        not ahead of the clock: no redelivery; with none such, the asset's first reading was the
+        jump if it is the only one, else nothing shows one). One reading
         from a glitching clock, up to ``max_future_s`` ahead, made every true one after it
         ``out_of_order`` until the asset went silent (about 5 minutes).
 
@@ -111,9 +111,9 @@ class AssetBuffer:
         if newest != self.last_ts or ts <= last:  # a reading taken since, or not in order: start over
             taken = self.times[self.times <= clock]  # (NaN: slots not written yet)
             before = float(taken.max()) if len(taken) else -np.inf
-            # a redelivery; or every stamp ahead, too many to be a glitch (a sender's clock minutes fast,
-            # whose backlog sent again rewound it): with fewer, its first readings were the glitch (a walk)
-            if ts <= before or (not len(taken) and np.count_nonzero(self.times == self.times) >= STEP_BACK_AFTER):
+            # a redelivery; or every stamp ahead, more than one: a sender's clock minutes fast, whose
+            # backlog sent again rewound it. One alone: the asset's first reading was the glitch (a walk)
+            if ts <= before or (not len(taken) and np.count_nonzero(self.times == self.times) > 1):
                 self.behind = NOT_BEHIND
                 return None
             count = 0

@@ -50,6 +50,7 @@ class AssetFaults:
     _states: dict[str, AlertState]
     _drift: dict[str, DriftState]
     _latest: dict[str, tuple[float, list[dict]]]
+    restored_channels: dict[str, list[dict]]
     _grid_ts: dict[str, float]
     _judged_ts: dict[str, float]
     _stated: dict[str, float]
@@ -140,6 +141,7 @@ class AssetFaults:
         self.publish_state(asset, ts)
         self._states.pop(asset, None)
         self._stated.pop(asset, None)  # (here: a restored asset that never came back ends here too; a review)
+        self.restored_channels.pop(asset, None)  # (said by its stale state; back, it named them again: a review)
 
     def _await_return(self, asset: str, ts: float, last_score: float) -> None:
         """``asset`` is silent since ``ts``: its return is awaited (and told), its baseline kept, both

@@ -267,10 +267,19 @@ class Ingest:
         """Cluster mode, taking an asset over: rebuild its window from readings its previous owner
         took (:meth:`Buffers.prime`, on the cadence of its window at ``window_ts``); they are not
         counted or recorded again, and only the windows after ``window_ts`` (and ``judged_ts``)
-        are scored. How many readings were taken, and the channel faults they leave open."""
+        are scored. How many readings were taken, and the channel faults they leave open.
+
+        The window stream holds every reading sent, those the previous owner refused as
+        ``future_ts`` too: they are left out here as they were there (taken, one stamped hours
+        ahead blinded the new owner until the asset went silent; a review)."""
+        now, newest, kept = time.time(), self.buffers.taken_ts(asset) or 0.0, []
+        for ts, values in samples:
+            if ts > now + self.settings.max_future_s and ts - newest > self.settings.max_future_s:
+                continue
+            kept.append((ts, values))
+            newest = ts
         with self.cond:
-            primed = self.buffers.prime(asset, samples, time.monotonic(), window_ts, judged_ts,
-                                        time.time() + CLOCK_SLACK_S)
+            primed = self.buffers.prime(asset, kept, time.monotonic(), window_ts, judged_ts, now + CLOCK_SLACK_S)
             if self.buffers.queued():  # windows the previous owner completed but did not score
                 self.cond.notify()
             return primed

@@ -251,7 +251,8 @@ def _channels(assets: Mapping[str, dict]) -> dict[str, list[dict]]:
 
 
 def _finite_share(value: object) -> bool:
-    return is_number(value) and math.isfinite(value)
+    """(10**400 is a JSON number Python reads as an int that float() cannot hold: OverflowError)"""
+    return is_number(value) and -1e300 < value < 1e300
 
 
 def _fault(f: object) -> bool:
@@ -314,7 +315,8 @@ def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float |
     (``[{"name", "share"}]``, as :func:`save_states` keeps them)."""
     entry = {**_entry(alert, drift, announced), **({"window_ts": window_ts} if window_ts is not None else {}),
              **({"judged_ts": judged_ts} if judged_ts is not None else {}),
-             **({"channels": channels} if channels else {})}
+             **({"channels": channels} if channels and alert.status != "normal" else {})}  # (an alert's, as
+    # assets.json keeps them: every normal asset's, synced every 30 s, only grew the bucket; a review)
     return json.dumps(entry, separators=(",", ":")).encode()
 
 

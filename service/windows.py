@@ -225,7 +225,8 @@ class Buffers:
         readings were taken, and the channel faults the readings leave open (``[{"kind", "channel",
         "since", "value"}]``, as ``OpenFaults.saved``): announced by the previous owner, yet the new
         owner's retained state must list them (it listed none until they closed: a known gap).
-        ``clock``: as the ingest's, a rewind (:meth:`steps_back`) taken as the old owner took it. The
+        ``clock``: as the ingest's, so a rewind (:meth:`steps_back`) the old owner took is taken again
+        (unless the glitch's stamp fell behind the clock since). The
         caller holds the lock that guards the buffers (nothing drains in between)."""
         due, events, taken = len(self._due), len(self.sensor_events), 0
         # the cadence is set where the grid row at window_ts is written (_write): a row the cleaner

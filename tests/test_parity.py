@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sensorguard.service.alerts import AlertRules
+from sensorguard.service.alerts import AlertRules, AlertState
 from sensorguard.training.data import series_from_frame
 from sensorguard.training.offline import score_data
 from tests.test_daemon import make
@@ -479,6 +479,16 @@ def test_a_new_owner_states_the_alerts_top_channels_before_its_first_window(tiny
     new.alerts.expire_restored(time.monotonic() + 10**6)
     states = [json.loads(body) for topic, body, _ in new_client.published if topic.endswith("state/pump-1")]
     assert [s["state"] for s in states] == ["stale"] and states[0]["channels"] == moved[5]
+    assert "pump-1" not in new.alerts.restored_channels  # said, then forgotten: back, it named them again
+    # the bucket entry: an alert's channels only (every normal asset's grew it at each full sync);
+    # an entry without them (an older owner's), or with junk in them, reads as none
+    from sensorguard.service.state import decode_asset
+
+    assert b"channels" not in encode_asset(AlertState(), None, None, True, None, moved[5])
+    assert decode_asset(encode_asset(*moved[:5]))[5] == []
+    for junk in ('"x"', '[{"name": "a", "share": 1e999}]', '[{"name": "a", "share": 10' + "0" * 400 + '}]'):
+        entry = encode_asset(*moved[:5]).replace(b'{"alert"', b'{"channels":' + junk.encode() + b',"alert"')
+        assert decode_asset(entry)[0] == moved[0] and decode_asset(entry)[5] == []
 
 
 def test_after_a_crash_mid_alert_the_new_owner_judges_on_from_the_synced_state(tiny_bundle):
