@@ -272,13 +272,14 @@ class Ingest:
         The window stream holds every reading sent, those the previous owner refused as
         ``future_ts`` too: they are left out here as they were there (taken, one stamped hours
         ahead blinded the new owner until the asset went silent; a review)."""
-        now, newest, kept = time.time(), self.buffers.taken_ts(asset) or 0.0, []
-        for ts, values in samples:
-            if ts > now + self.settings.max_future_s and ts - newest > self.settings.max_future_s:
-                continue
-            kept.append((ts, values))
-            newest = ts
+        now, ahead = time.time(), self.settings.max_future_s
         with self.cond:
+            newest, kept = self.buffers.taken_ts(asset) or 0.0, []
+            for ts, values in samples:
+                if ts > now + ahead and ts - newest > ahead:
+                    continue
+                kept.append((ts, values))
+                newest = ts
             primed = self.buffers.prime(asset, kept, time.monotonic(), window_ts, judged_ts, now + CLOCK_SLACK_S)
             if self.buffers.queued():  # windows the previous owner completed but did not score
                 self.cond.notify()
