@@ -180,8 +180,8 @@ def test_evaluate_reports_both_columns(files, capsys):
 
     (delay,) = [line for line in text.splitlines() if line.startswith("mean delay")]
     assert delay_words(result["alert"]["mean_detection_delay_s"]) in delay
-    assert [delay_words(s) for s in (42.0, 750.0, 12240.0, 5400.0, 2.5 * 86400, 59.96, 3597.0, 172680.0)] == [
-        "42 s", "12.5 min", "3.4 h", "1.5 h", "2.5 days", "1 min", "1 h", "2 days"]
+    assert [delay_words(s) for s in (42.0, 750.0, 12240.0, 5400.0, 2.5 * 86400, 89.0, 119.96, 7197.0, 172680.0)] == [
+        "42 s", "12.5 min", "3.4 h", "90 min", "2.5 days", "89 s", "2 min", "2 h", "2 days"]
     # normal data alone: recall and the like are undefined, not 0.000 (a detector that missed everything)
     clean = pd.read_csv(files / "faults.csv").assign(anomaly=0)
     clean.to_csv(files / "clean.csv", index=False)

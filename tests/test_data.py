@@ -573,6 +573,55 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     assert not any("went forward" in n for n in load_frame([write(january, tmp_path / "jan.csv", sep=";")]).notes)
 
 
+def _local(utc: pd.DatetimeIndex, zone: str = "Europe/Berlin") -> list[str]:
+    """UTC instants as a local wall clock without an offset writes them (an hour twice each autumn)."""
+    return [f"{t:%d.%m.%Y %H:%M:%S}" for t in utc.tz_convert(zone).tz_localize(None)]
+
+
+def test_a_local_clock_over_several_seasons_and_machines_is_read_once_right(tmp_path):
+    """Walks of messy exports: (1) a year of local times drifted an hour further at each autumn,
+    as the spring's change never ended the correction (June 2024 written 13:00 for 12:00 local,
+    November 14:00); (2) machines logging at other phases had a note each; (3) a row missing at
+    the fall turned the correction off (an hour of readings dropped as duplicates); (4) a clock
+    set back by hand at 15:37 on an October Sunday was read as daylight saving time."""
+    utc = pd.date_range("2023-10-01", "2024-11-24", freq="10min", tz="UTC")
+    year = plant_frame(len(utc), seed=4).drop(columns="timestamp")
+    year.insert(0, "timestamp", _local(utc))
+    data = load_frame([write(year, tmp_path / "year.csv", sep=";")])
+    assert len(data) == len(utc) and (np.diff(data.times) == 600).all()  # one clock, every row, no drift
+    seconds = np.asarray((utc - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1))
+    assert np.allclose(data.times - seconds, 7200.0)  # summer time all through: UTC + 2 h
+    assert [n[:100] for n in data.notes if "clock went" in n] == [
+        "the clock went back an hour at 2023-10-29 03:00 (daylight saving time ending, local times): the rows",
+        "the clock went back an hour at 2024-10-27 03:00 (daylight saving time ending, local times): the rows"]
+    assert "until it went forward again at 2024-03-31 03:00 are read" in " ".join(data.notes)
+
+    night = pd.date_range("2024-10-26 22:00", "2024-10-27 04:00", freq="1min", tz="UTC")
+    frames = [plant_frame(len(night), seed=k).drop(columns="timestamp").assign(
+        timestamp=_local(night + pd.Timedelta(seconds=20 * k)), asset=f"p{k}") for k in range(3)]
+    notes = load_frame([write(pd.concat(frames), tmp_path / "three.csv", sep=";")], asset_column="asset").notes
+    assert [n for n in notes if "clock went" in n] == [
+        "the clock went back an hour at 2024-10-27 03:00 (daylight saving time ending, local times; 3 machines): "
+        "the rows after it are read an hour later (give times with a UTC offset to avoid this)"]
+    spring = pd.date_range("2024-03-30 22:00", "2024-03-31 04:00", freq="1min", tz="UTC")
+    frames = [f.iloc[: len(spring)].assign(timestamp=_local(spring + pd.Timedelta(seconds=20 * k)))
+              for k, f in enumerate(frames)]
+    notes = load_frame([write(pd.concat(frames), tmp_path / "spring3.csv", sep=";")], asset_column="asset").notes
+    assert [n for n in notes if "clock went" in n] == [
+        "the clock went forward an hour at 2024-03-31 03:00 (daylight saving time starting, local times; 3 "
+        "machines): that hour holds no readings, a gap to the cleaning (give times with a UTC offset to avoid this)"]
+
+    one = frames[0].assign(timestamp=_local(night))
+    gone = one.drop(index=one.index[one.timestamp == "27.10.2024 02:59:00"][0])  # the row before the fall
+    data = load_frame([write(gone, tmp_path / "gone.csv", sep=";")])
+    assert any("clock went back an hour at 2024-10-27 03:00" in n for n in data.notes), data.notes
+    assert not any("duplicate" in n for n in data.notes) and len(data) == len(night)  # (the row filled in)
+    by_hand = pd.date_range("2024-10-06 13:00", "2024-10-06 17:00", freq="1min")  # a Sunday afternoon
+    stamps = [f"{t:%d.%m.%Y %H:%M:%S}" for t in [*by_hand[:157], *by_hand[97:]]]  # 15:37 -> 14:37
+    hand = plant_frame(len(stamps), seed=1).drop(columns="timestamp").assign(timestamp=stamps)
+    assert not any("clock went" in n for n in load_frame([write(hand, tmp_path / "hand.csv", sep=";")]).notes)
+
+
 def test_the_fingerprint_time_range_spans_every_machine(tmp_path):
     """Found by review: the recorded range was the first and last row's times, and machines are
     blocks sorted by name, so a later machine ending sooner hid the true end (a warm start then

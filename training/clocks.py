@@ -46,23 +46,48 @@ def not_a_clock(times: np.ndarray, groups: np.ndarray | None, tcol: str, name: s
 
 SWAPPED_STEPS = 5  # rows out of order beside a clock change: each back by at most this many steps, and few
 FALL_MONTHS = (2, 3, 4, 10, 11)  # clocks go back in October or November (north), February to April (south)
+SPRING_MONTHS = (3, 4, 9, 10)  # clocks go forward in March or April (north), September or October (south)
+NIGHT_HOURS = 4  # a clock change's new time is at most this hour of the night (Chile 00:00, EU 03:00)
+SHORT_FALL_S = 900  # a fall this much short of an hour (readings missing at the change) is one still
 
 
-def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, list]:
+def _changes(before: pd.Timestamp, after: pd.Timestamp, months: tuple[int, ...]) -> bool:
+    """Whether a clock change between these local times (``after`` as the clock reads it once
+    changed) could be daylight saving time: a month clocks change in, a Sunday on either side
+    (Chile changes at Saturday 24:00), at night. A clock set back by hand at 15:37 on an October
+    Sunday, or an hour back on a June Tuesday, was read as one (walks)."""
+    return before.month in months and 6 in (before.day_of_week, after.day_of_week) and after.hour <= NIGHT_HOURS
+
+
+def _springs(t: np.ndarray, period: float) -> np.ndarray:
+    """Indices ``k`` of one machine's local times (in order) where the clock went forward an hour
+    after row ``k`` (a step of an hour and a sample period skipping one whole hour of the clock)."""
+    out = []
+    for k in np.flatnonzero(np.abs(np.diff(t) - 3600 - period) <= period / 2):
+        before, after = pd.Timestamp(t[k], unit="s"), pd.Timestamp(t[k + 1], unit="s")
+        skipped = (before + pd.Timedelta(hours=1)).floor("h")  # the whole hour the clock skipped
+        if after.floor("h") == skipped + pd.Timedelta(hours=1) and _changes(before, after, SPRING_MONTHS):
+            out.append(k)
+    return np.array(out, dtype=np.int64)
+
+
+def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray | None
+                      ) -> tuple[np.ndarray, list[tuple[float, float | None]]]:
     """Local times where the clock went back an hour (daylight saving time ending), undone.
 
     In file order, each machine's times rise by about one step, then once fall back by an hour
     less a step (02:59 -> 02:00) and rise again: sorted, that hour's two passes interleaved and
-    the second was dropped as duplicate stamps. The rows after each such fall are read an hour
-    later, as the plant lived them (``score`` then writes their times an hour later too). Not when
-    the repeated stamps hold the same varying values (an export appended twice, which stays
-    duplicates), nor with sampling slower than every 30 minutes (a
-    repeated hour is then a repeated stamp), nor when times also fall otherwise by more than a few
-    steps or often (rows out of order: a shuffle, not a clock). A couple of rows swapped elsewhere
-    turned it off and the repeated hour was dropped as duplicates (found in a walk). Only on a
-    Sunday of a month clocks go back in, as :func:`sprang_forward`: an hour back on a June
-    Tuesday (a clock set by hand) was read as one (a walk). Returns the times and the (corrected)
-    times at which it happened."""
+    the second was dropped as duplicate stamps. The rows after each such fall, up to the next
+    spring's change, are read an hour later, as the plant lived them (``score`` then writes their
+    times an hour later too); after that change the clock is the summer's again (a year's file
+    drifted an hour further at each autumn: a walk). Not when the repeated stamps hold the same
+    varying values (an export appended twice, which stays duplicates), nor with sampling slower
+    than every 30 minutes (a repeated hour is then a repeated stamp), nor when times also fall
+    otherwise by more than a few steps or often (rows out of order: a shuffle, not a clock). A
+    couple of rows swapped elsewhere turned it off and the repeated hour was dropped as
+    duplicates; so did a row missing at the fall (walks). Only where :func:`_changes` allows.
+    Returns the times and, per change, the (corrected) time it happened at and the spring change
+    that ended it (None: none in the file)."""
     out, where = times.copy(), []
     for rows in _machines(times, groups):
         rows = rows[np.isfinite(times[rows])]
@@ -70,16 +95,19 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
         if (period := _period(step)) is None:
             continue
         falls = np.flatnonzero(step < 0)
-        hour = (step[falls] >= -3600 - period / 2) & (step[falls] <= -3600 + 1.5 * period)
+        short = max(1.5 * period, min(3.5 * period, SHORT_FALL_S))
+        hour = (step[falls] >= -3600 - period / 2) & (step[falls] <= -3600 + short)
         clock, other = falls[hour], step[falls[~hour]]
         if not len(clock) or len(clock) > 8 or (other < -SWAPPED_STEPS * period).any() or len(other) > max(
                 2, 0.01 * len(step)):
             continue
+        springs = _springs(times[rows], period)
         for f in clock:
             fell, back = pd.Timestamp(times[rows[f]], unit="s"), pd.Timestamp(times[rows[f + 1]] + 3600, unit="s")
-            if fell.month not in FALL_MONTHS or 6 not in (fell.day_of_week, back.day_of_week):  # (Chile's
-                continue  # clocks go back at Saturday 24:00: the row before is a Saturday's, a review)
-            before, after = rows[: f + 1], rows[f + 1:]
+            if not _changes(fell, back, FALL_MONTHS):
+                continue
+            ends = springs[springs > f]
+            before, after = rows[: f + 1], rows[f + 1: ends[0] + 1 if len(ends) else None]
             again = np.isin(times[after], times[before])
             if again.any():
                 same = pd.DataFrame(values[before]).assign(t=times[before]).drop_duplicates("t").set_index("t")
@@ -88,29 +116,46 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
                 if varied and np.allclose(same.loc[times[after][again]].to_numpy(), repeat, equal_nan=True):
                     continue  # same flat values prove nothing) the same readings again: an export appended twice
             out[after] += 3600.0
-            where.append(out[after[0]])
+            where.append((float(out[after[0]]), float(times[rows[ends[0] + 1]]) if len(ends) else None))
     return out, where
-
-
-SPRING_MONTHS = (3, 4, 9, 10)  # clocks go forward in March or April (north), September or October (south)
 
 
 def sprang_forward(times: np.ndarray, groups: np.ndarray | None) -> list[float]:
     """Local times where the clock went forward an hour (daylight saving time starting, 01:59 ->
-    03:00, or 00:59 -> 02:00 in the UK): a step of an hour and a sample period that skips one whole
-    hour of the clock, on a Sunday of a month clocks change in; once per time, whatever the number
-    of machines. That hour holds no readings; said, as the autumn hour is (a walk found it unsaid,
-    31 rows unscored). A nightly outage of an hour in January is no clock change (a review)."""
-    where: dict[float, None] = {}
+    03:00, or 00:59 -> 02:00 in the UK; :func:`_springs`), once per machine. That hour holds no
+    readings; said, as the autumn hour is (a walk found it unsaid, 31 rows unscored). A nightly
+    outage of an hour in January is no clock change (a review). A spring that ends an autumn's
+    correction (:func:`turned_back_hours`) leaves no gap in the corrected times: not said."""
+    where = []
     for rows in _machines(times, groups):
         t = np.sort(times[rows][np.isfinite(times[rows])])
-        step = np.diff(t)
-        if (period := _period(step)) is None:
-            continue
-        for k in np.flatnonzero(np.abs(step - 3600 - period) <= period / 2):
-            before, after = pd.Timestamp(t[k], unit="s"), pd.Timestamp(t[k + 1], unit="s")
-            skipped = (before + pd.Timedelta(hours=1)).floor("h")  # the whole hour the clock skipped
-            if (after.floor("h") == skipped + pd.Timedelta(hours=1) and before.month in SPRING_MONTHS
-                    and 6 in (before.day_of_week, after.day_of_week)):  # (Saturday 24:00 -> Sunday 01:00: Chile)
-                where[float(t[k + 1])] = None
-    return list(where)
+        if (period := _period(np.diff(t))) is not None:
+            where.extend(float(t[k + 1]) for k in _springs(t, period))
+    return where
+
+
+def _hour(ts: float) -> str:
+    return f"{pd.Timestamp(ts, unit='s').floor('h'):%Y-%m-%d %H:%M}"
+
+
+def clock_notes(fell: list[tuple[float, float | None]], sprang: list[float]) -> list[str]:
+    """The notes for :func:`turned_back_hours` and :func:`sprang_forward`: one per change, however
+    many machines it was seen on, by the hour it happened (machines sampling at other phases,
+    or a minute apart, each had their own note: a walk)."""
+    backs: dict[tuple[str, str | None], int] = {}
+    for ts, until in fell:
+        key = (_hour(ts), None if until is None else _hour(until))
+        backs[key] = backs.get(key, 0) + 1
+    forwards: dict[str, int] = {}
+    for ts in sprang:
+        forwards[_hour(ts)] = forwards.get(_hour(ts), 0) + 1
+
+    def machines(n: int) -> str:
+        return f"; {n} machines" if n > 1 else ""
+
+    return [*(f"the clock went back an hour at {at} (daylight saving time ending, local times{machines(n)}): the "
+              f"rows after it{'' if until is None else f' until it went forward again at {until}'} are read an "
+              "hour later (give times with a UTC offset to avoid this)" for (at, until), n in backs.items()),
+            *(f"the clock went forward an hour at {at} (daylight saving time starting, local times{machines(n)}): "
+              "that hour holds no readings, a gap to the cleaning (give times with a UTC offset to avoid this)"
+              for at, n in forwards.items())]

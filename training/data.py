@@ -10,7 +10,6 @@ Every problem a user can cause raises :class:`DataError` with one readable line.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
 from sensorguard.service.sensors import SensorRules, watch_rows
-from sensorguard.training.clocks import not_a_clock, sprang_forward, turned_back_hours
+from sensorguard.training.clocks import clock_notes, not_a_clock, sprang_forward, turned_back_hours
 from sensorguard.training.csvfiles import read_table
 from sensorguard.training.machines import machine_hint, machine_rows, rates_apart
 from sensorguard.training.markers import no_data_markers
@@ -146,13 +145,7 @@ def series_from_frame(
     if local_clock(stamps, zoned):
         groups = frame[asset_column].astype(str).to_numpy() if asset_column in frame.columns else None
         times, fell = turned_back_hours(times, values, groups)
-        machines = Counter(f"{pd.Timestamp(t, unit='s'):%Y-%m-%d %H:%M}" for t in fell)  # (once, not per machine:
-        notes += [f"the clock went back an hour at {at} (daylight saving time ending, local times"  # a walk)
-                  f"{f'; {n} machines' if n > 1 else ''}): the rows after it are read an hour later (give times "
-                  "with a UTC offset to avoid this)" for at, n in machines.items()]
-        notes += [f"the clock went forward an hour at {pd.Timestamp(t, unit='s'):%Y-%m-%d %H:%M} (daylight saving "
-                  "time starting, local times): that hour holds no readings, a gap to the cleaning (give times "
-                  "with a UTC offset to avoid this)" for t in sprang_forward(times, groups)]
+        notes += clock_notes(fell, sprang_forward(times, groups))
     labels = {}
     if label_column is not None:
         if label_column not in frame.columns:

@@ -327,9 +327,10 @@ def _false_alert_line(check: dict | None) -> str | None:
 
 
 def delay_words(seconds: float) -> str:
-    """A delay in the unit a reader would use: ``42 s``, ``12.5 min``, ``3.4 h``, ``2.1 days``."""
+    """A delay in the unit a reader would use: ``42 s``, ``89 s``, ``12.5 min``, ``67 min``, ``3.4 h``,
+    ``2.1 days`` (seconds up to two minutes, minutes up to two hours: 61 s read "1.02 min", a walk)."""
     shown = float(f"{seconds:.3g}")  # (the unit from the value as shown: 59.96 s read "60 s")
-    for unit, size, start in (("days", 86400.0, 2 * 86400.0), ("h", 3600.0, 3600.0), ("min", 60.0, 60.0)):
+    for unit, size, start in (("days", 86400.0, 2 * 86400.0), ("h", 3600.0, 7200.0), ("min", 60.0, 120.0)):
         if shown >= start:  # (just under a unit, rounded up into it: 1 min, not 0.999 min)
             return f"{(shown if seconds < start else seconds) / size:.3g} {unit}"
     return f"{shown:g} s"
