@@ -28,6 +28,7 @@ from bisect import bisect_right
 from typing import Any
 
 from sensorguard.service.assets import AssetAlerts
+from sensorguard.service.bundle_checks import silence_after
 from sensorguard.service.cluster import (
     CONTROLS_KEYS,
     IN_STREAM,
@@ -111,8 +112,10 @@ class Takeover:
             firsts[subject] = await self._first_ts(WINDOWS_STREAM, subject)
         # Readings before the cut exist when the window stream's first one is older (a fresh asset's
         # first reading is the cut); when it is newer, more arrived since than --keep holds.
+        quiet = await self._gone_quiet(subjects, cuts)
         kept = await self._read_windows(k, {subject: cuts[subject] for subject in subjects
-                                            if firsts[subject] < cuts[subject]}, sum(subjects.values()), copied)
+                                            if firsts[subject] < cuts[subject] and subject not in quiet},
+                                        sum(subjects.values()), copied)
         short = [subject for subject in subjects if firsts[subject] > cuts[subject]]
         if short:
             log.warning("cluster: partition %d: the window stream no longer reaches back to where %d assets' "
@@ -142,6 +145,27 @@ class Takeover:
                         "what an asset sends during a takeover (cluster init --keep)", k, len(partial), fewest,
                         window, keep)
         return assets, primed
+
+    async def _gone_quiet(self, subjects: dict[str, int], cuts: dict[str, float]) -> set[str]:
+        """The subjects of assets silent for ``stale_after`` already: none of their readings waits
+        in the readings stream, and the window stream stored their last one that long ago (its own
+        clock: no sender's). They are not primed: their next reading restarts the window anyway (the
+        gap is longer than any the cleaning fills), and primed, their silence was told again by each
+        new owner, their stale state overwritten with a score of 0 and no channels (a walk)."""
+        from nats.js.errors import NotFoundError
+
+        since = time.time() - silence_after(self.settings.stale_after_s, self.ingest.buffers.policy)
+        quiet = set()
+        for subject in subjects:
+            if cuts[subject] < math.inf:
+                continue
+            try:
+                last = await self._js.get_last_msg(WINDOWS_STREAM, subject)
+            except NotFoundError:
+                continue
+            if last.time is not None and last.time.timestamp() < since:
+                quiet.add(subject)
+        return quiet
 
     async def _keep(self) -> int:
         """The readings per asset the window stream keeps (``cluster init --keep``; 0: unknown)."""

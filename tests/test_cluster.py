@@ -413,9 +413,10 @@ async def take_readings(nc, k: int, n: int) -> None:
     await sub.unsubscribe()
 
 
-async def rebuilt(nc, k: int, halt_after: float) -> tuple:
+async def rebuilt(nc, k: int, halt_after: float, **settings: float) -> tuple:
     """Partition ``k`` taken over by a fresh worker (channel ``a``, window 4, hop 2; no alerts or
-    controls), halted after ``halt_after`` s: its ingest, the seconds the rebuild took, its assets."""
+    controls; ``settings`` beside the defaults), halted after ``halt_after`` s: its ingest, the
+    seconds the rebuild took, its assets."""
     import time
 
     from prometheus_client import CollectorRegistry
@@ -426,13 +427,43 @@ async def rebuilt(nc, k: int, halt_after: float) -> tuple:
     from sensorguard.service.takeover import Takeover
     from sensorguard.service.windows import Buffers
 
-    settings = load_settings({"model": None}, {}, require_model=False)
+    settings = load_settings({"model": None, **settings}, {}, require_model=False)
     ingest = Ingest(settings, Buffers(("a",), 4, 2), Metrics(CollectorRegistry()), None)
     states = await nc.jetstream().key_value(cluster.STATE_BUCKET)
     halt, started = asyncio.Event(), time.monotonic()
     asyncio.get_running_loop().call_later(halt_after, halt.set)
     assets, _ = await Takeover(nc, states, settings, ingest, None, None).rebuild(k, 8, halt)
     return ingest, time.monotonic() - started, assets
+
+
+def test_a_takeover_leaves_an_asset_silent_for_stale_after_unprimed(nats_node):
+    """A walk: an asset silent (ended as such by its owner) was primed from the window stream by
+    each new owner, so each told its silence again after stale_after, its stale state overwritten
+    with a score of 0 and no channels. One whose last reading the window stream stored over
+    stale_after ago, none waiting, is left alone (its next reading restarts the window anyway)."""
+
+    layout = Layout(partitions=8, servers=nats_node.urls)
+    cluster.run_init(layout)
+    asset, t0 = "pump-7", 1_767_225_600.0
+    k = cluster.partition_of(asset, 8)
+
+    async def run() -> list:
+        nc = await cluster.connect(nats_node.urls)
+        try:
+            await owned_partition(nc.jetstream(), k)
+            await send_readings(nc, asset, t0, range(1, 11))
+            await counts_reach(nc, lambda c: c == (10, 10))
+            await take_readings(nc, k, 10)  # all taken: none waits
+            fresh, _, _ = await rebuilt(nc, k, 30.0)
+            await asyncio.sleep(1.5)
+            quiet, _, assets = await rebuilt(nc, k, 30.0, stale_after_s=1.0)
+            return [fresh.buffers.last_ts(asset), quiet.buffers.last_ts(asset), assets]
+        finally:
+            await nc.close()
+
+    fresh, quiet, assets = asyncio.run(run())
+    assert fresh == t0 + 10  # within stale_after: primed, its window goes on
+    assert quiet is None and assets == [asset]  # silent that long: its state adopted, no buffer
 
 
 def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node, caplog, monkeypatch):
