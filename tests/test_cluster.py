@@ -413,6 +413,20 @@ async def take_readings(nc, k: int, n: int) -> None:
     await sub.unsubscribe()
 
 
+def initialised(urls: list[str], asset: str) -> tuple[Layout, int]:
+    """A cluster of 8 partitions set up on ``urls``, and the partition ``asset`` falls in."""
+    layout = Layout(partitions=8, servers=urls)
+    cluster.run_init(layout)
+    return layout, cluster.partition_of(asset, 8)
+
+
+async def ten_readings(nc, asset: str, t0: float, k: int) -> None:
+    """Partition ``k`` owned, and ``asset``'s readings 1-10 sent and copied into both streams."""
+    await owned_partition(nc.jetstream(), k)
+    await send_readings(nc, asset, t0, range(1, 11))
+    await counts_reach(nc, lambda c: min(c) >= 10)
+
+
 async def rebuilt(nc, k: int, halt_after: float, **settings: float) -> tuple:
     """Partition ``k`` taken over by a fresh worker (channel ``a``, window 4, hop 2; no alerts or
     controls; ``settings`` beside the defaults), halted after ``halt_after`` s: its ingest, the
@@ -442,17 +456,13 @@ def test_a_takeover_leaves_an_asset_silent_for_stale_after_unprimed(nats_node):
     with a score of 0 and no channels. One whose last reading the window stream stored over
     stale_after ago, none waiting, is left alone (its next reading restarts the window anyway)."""
 
-    layout = Layout(partitions=8, servers=nats_node.urls)
-    cluster.run_init(layout)
     asset, t0 = "pump-7", 1_767_225_600.0
-    k = cluster.partition_of(asset, 8)
+    _, k = initialised(nats_node.urls, asset)
 
     async def run() -> list:
         nc = await cluster.connect(nats_node.urls)
         try:
-            await owned_partition(nc.jetstream(), k)
-            await send_readings(nc, asset, t0, range(1, 11))
-            await counts_reach(nc, lambda c: c == (10, 10))
+            await ten_readings(nc, asset, t0, k)
             await take_readings(nc, k, 10)  # all taken: none waits
             fresh, _, _ = await rebuilt(nc, k, 30.0)
             await asyncio.sleep(1.5)
@@ -471,10 +481,8 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node, c
     stream's by a minute. A reading in the window stream that the readings stream has not copied
     yet is not taken: priming it would refuse it as a repeat when it came (lost, never scored). So
     the rebuild waits for the readings stream; here its source is cut, so it waits until halted."""
-    layout = Layout(partitions=8, servers=nats_node.urls)
-    cluster.run_init(layout)
     asset, t0 = "pump-1", 1_767_225_600.0
-    k = cluster.partition_of(asset, 8)
+    layout, k = initialised(nats_node.urls, asset)
 
     async def rebuild(nc, halt_after: float) -> tuple[float | None, float, list[str]]:
         ingest, took, assets = await rebuilt(nc, k, halt_after)
@@ -484,9 +492,7 @@ def test_a_takeover_primes_only_what_the_readings_stream_copied_too(nats_node, c
         nc = await cluster.connect(nats_node.urls)
         js = nc.jetstream()
         try:
-            await owned_partition(js, k)
-            await send_readings(nc, asset, t0, range(1, 11))
-            await counts_reach(nc, lambda c: c == (10, 10))
+            await ten_readings(nc, asset, t0, k)
             await take_readings(nc, k, 6)
             caught_up = await rebuild(nc, 30.0)  # both streams copied everything: 1-6 were taken, 7 is next
             readings = next(c for c in cluster.stream_configs(layout) if c.name == cluster.READINGS_STREAM)
@@ -516,18 +522,14 @@ def test_a_takeover_waits_for_the_window_stream_to_copy_what_the_previous_owner_
     the rebuilt window for good (primed with 7-10, then 13 next). So the rebuild waits for the
     window stream too; here its source is cut, so it waits until halted."""
     node = NatsCluster(tmp_path, 1).start()  # its own: the test cuts a stream's source
-    layout = Layout(partitions=8, servers=node.urls)
-    cluster.run_init(layout)
     asset, t0 = "pump-3", 1_767_225_600.0
-    k = cluster.partition_of(asset, 8)
+    layout, k = initialised(node.urls, asset)
 
     async def run() -> tuple:
         nc = await cluster.connect(node.urls)
         js = nc.jetstream()
         try:
-            await owned_partition(js, k)
-            await send_readings(nc, asset, t0, range(1, 11))
-            await counts_reach(nc, lambda c: min(c) >= 10)
+            await ten_readings(nc, asset, t0, k)
             windows = next(c for c in cluster.stream_configs(layout) if c.name == cluster.WINDOWS_STREAM)
             windows.sources = None
             await js.update_stream(windows)  # its copying stops: the readings stream runs ahead
