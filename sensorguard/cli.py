@@ -325,6 +325,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         for asset in counts.index[(counts.to_numpy() == 0) & (counts.index != "")]:  # ("": no machine, said)
             print(f"note: {asset}: none of its rows scored (fewer than a window of {bundle.window} samples on the "
                   "grid after cleaning, or every reading refused)", file=said)
+    if not n_scored and len(out):  # a script took "scored 0 of 864 rows", exit 0, as a run that worked (a walk)
+        print(f"error: no row was scored: fewer than a window of {bundle.window} samples on the model's grid "
+              "after cleaning, or every reading refused (the notes say which)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -338,6 +342,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for note in scored.data.notes:  # what the cleaning did, labelled rows it removed included (stderr: --json)
         print(f"note: {note}", file=sys.stderr)
     print(json.dumps(result, indent=2, default=_json_default) if args.json else format_evaluation(result))
+    if not result["rows"]:  # (as score: nothing judged is no evaluation, whatever the table says)
+        print(f"error: no row was judged: fewer than a window of {bundle.window} samples on the model's grid "
+              "after cleaning, or every reading refused (the notes say which)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -55,6 +55,15 @@ def test_score_names_a_machine_of_the_file_with_no_row_scored(tiny_bundle, tmp_p
     out = capsys.readouterr().out
     assert f"note: pump-b: none of its rows scored (fewer than a window of {tiny_bundle.window} samples" in out
     assert "pump-a: none" not in out
+    # a file none of whose rows could be scored fails: a script read "scored 0 of 864 rows", exit 0, as
+    # a run that worked (a walk); the table is written all the same
+    short = pd.concat([machine(k, 0.0, rows=10).assign(asset=f"pump-{k}") for k in (1, 2)])
+    short.to_csv(tmp_path / "short.csv", index=False)
+    assert main(["score", str(bundle_dir), str(tmp_path / "short.csv"), "--out", str(tmp_path / "s.csv")]) == 1
+    assert "error: no row was scored" in capsys.readouterr().err and len(pd.read_csv(tmp_path / "s.csv")) == 20
+    short.assign(fault=0).to_csv(tmp_path / "short.csv", index=False)
+    assert main(["evaluate", str(bundle_dir), str(tmp_path / "short.csv"), "--label-column", "fault"]) == 1
+    assert "error: no row was judged" in capsys.readouterr().err
 
 
 def test_evaluate_reports_each_machine_and_the_pool(tiny_bundle, tmp_path, capsys):
