@@ -322,6 +322,12 @@ def test_hostile_plant_exports_are_read_as_written(tmp_path):
     split = load_frame([tmp_path / "de.csv"])
     assert len(split) == len(frame) and split.times[0] == frame.timestamp[0].timestamp()
     assert any("'Datum' and 'Uhrzeit'" in note for note in split.notes)
+    # an English pair whose day and month no field tells apart: the note names the dates' column (a walk
+    # read "dates in column 'Time'")
+    jan5 = frame.timestamp + pd.Timedelta(days=4)  # (05/01: 5 January or 1 May)
+    en = pd.DataFrame({"Date": jan5.dt.strftime("%d/%m/%Y"), "Time": jan5.dt.strftime("%H:%M:%S"), "Temp": frame.temp})
+    en.to_csv(tmp_path / "en.csv", index=False)
+    assert any(n.startswith("dates in column 'Date' (e.g.") for n in load_frame([tmp_path / "en.csv"]).notes)
     # dates written with dots put the day first, even when no day is above 12 (5 March, not May 3rd)
     dotted = pd.DataFrame({"Zeitstempel": frame.timestamp.dt.strftime("05.03.2024 %H:%M:%S"), "Temp": frame.temp})
     dotted.to_csv(tmp_path / "dotted.csv", index=False)

@@ -107,14 +107,14 @@ def series_from_frame(
     if channels and tcol in channels:  # its values would be read as epoch seconds (a flow of 120: 1970); said
         # before they are read as times, which refuses a sensor's as no clock
         raise DataError(f"{name}: {tcol} is the time column and also a channel (the model's, or --channels)")
-    stamps = frame[tcol]
+    stamps, dated = frame[tcol], tcol  # (dated: the column the dates are in, as the notes name it)
     # a date column and a time-of-day column, as plant exports often write them (Date/Time, Datum/Uhrzeit)
     if time_of_day_only(stamps):
         dates = [c for c in frame.columns
                  if c != tcol and (str(c).strip().lower() in DATE_NAMES or dates_only(frame[c]))]
         if dates:
             stamps = frame[dates[0]].astype(str).str.strip() + " " + stamps.astype(str).str.strip()
-            exclude = (*exclude, dates[0])
+            exclude, dated = (*exclude, dates[0]), dates[0]  # ("dates in column 'Time'": a walk)
             notes.append(f"timestamps from columns {dates[0]!r} and {tcol!r} together")
         else:
             notes.append(f"column {tcol!r} holds times of day without dates: read as today's")
@@ -124,7 +124,7 @@ def series_from_frame(
             stamps = stamps.astype(str).str.strip() + " " + frame[clock].astype(str).str.strip()
             exclude = (*exclude, clock)
             notes.append(f"timestamps from columns {tcol!r} and {clock!r} together")
-    times = parse_times(stamps, tcol, name, notes, decimal_comma=bool(frame.attrs.get("decimal_comma")))
+    times = parse_times(stamps, dated, name, notes, decimal_comma=bool(frame.attrs.get("decimal_comma")))
     if asset_column is None:  # several machines in one table, the column named in any case
         asset_column = next((c for c in frame.columns if str(c).strip().lower() == "asset"), None)
         if asset_column is None and (hint := machine_hint(frame, tcol, times)) is not None:
