@@ -118,7 +118,8 @@ def series_from_frame(
             notes.append(f"timestamps from columns {dates[0]!r} and {tcol!r} together")
         else:
             notes.append(f"column {tcol!r} holds times of day without dates: read as today's")
-    elif time_column is None and dates_only(stamps):  # found the dates: the times sit beside them
+    elif dates_only(stamps):  # found (or named: --time-column Datum was refused with a hint that the seconds
+        # were cut, a walk) the dates: the times sit beside them
         clock = next((c for c in frame.columns if c != tcol and time_of_day_only(frame[c])), None)
         if clock is not None:
             stamps = stamps.astype(str).str.strip() + " " + frame[clock].astype(str).str.strip()
