@@ -322,6 +322,8 @@ def test_hostile_plant_exports_are_read_as_written(tmp_path):
     split = load_frame([tmp_path / "de.csv"])
     assert len(split) == len(frame) and split.times[0] == frame.timestamp[0].timestamp()
     assert any("'Datum' and 'Uhrzeit'" in note for note in split.notes)
+    with pytest.raises(DataError, match="'Temp' is the label column and cannot also name the machines"):
+        load_frame([tmp_path / "de.csv"], asset_column="Temp", label_column="Temp")  # (0/1 as machines: a walk)
     named = load_frame([tmp_path / "de.csv"], time_column="Datum")  # named: the same (refused before: a walk)
     assert np.array_equal(named.times, split.times) and named.channels == split.channels
     # an English pair whose day and month no field tells apart: the note names the dates' column (a walk

@@ -132,6 +132,9 @@ def series_from_frame(
             notes.append(hint)
     elif asset_column not in frame.columns:
         raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {cols(frame)})")
+    elif asset_column in (label_column, tcol):  # (the labels' 0 and 1 were taken as two machines: a walk)
+        raise DataError(f"{name}: {asset_column!r} is the {'label' if asset_column == label_column else 'time'} "
+                        "column and cannot also name the machines (--asset-column)")
     if time_column is not None and pd.to_numeric(stamps, errors="coerce").notna().mean() > 0.5:  # numbers named
         not_a_clock(times, frame[asset_column].astype(str).to_numpy() if asset_column is not None else None, tcol, name)
     chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes, asset_column, normal)
