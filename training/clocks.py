@@ -48,7 +48,8 @@ SWAPPED_STEPS = 5  # rows out of order beside a clock change: each back by at mo
 FALL_MONTHS = (2, 3, 4, 10, 11)  # clocks go back in October or November (north), February to April (south)
 SPRING_MONTHS = (3, 4, 9, 10)  # clocks go forward in March or April (north), September or October (south)
 NIGHT_HOURS = 4  # a clock change's new time is at most this hour of the night (Chile 00:00, EU 03:00)
-SHORT_FALL_S = 900  # a fall this much short of an hour (readings missing at the change) is one still
+MISSING_AT_CHANGE = 3  # readings (at most SHORT_CHANGE_S of them) missing at a change: it is one still
+SHORT_CHANGE_S = 900
 
 
 def _changes(before: pd.Timestamp, after: pd.Timestamp, months: tuple[int, ...]) -> bool:
@@ -57,6 +58,24 @@ def _changes(before: pd.Timestamp, after: pd.Timestamp, months: tuple[int, ...])
     (Chile changes at Saturday 24:00), at night. A clock set back by hand at 15:37 on an October
     Sunday, or an hour back on a June Tuesday, was read as one (walks)."""
     return before.month in months and 6 in (before.day_of_week, after.day_of_week) and after.hour <= NIGHT_HOURS
+
+
+def _missing(period: float) -> float:
+    """The seconds of readings a clock change may miss and still be read as one."""
+    return min(MISSING_AT_CHANGE * period, SHORT_CHANGE_S)
+
+
+def _spring_end(t: np.ndarray, after: int, period: float) -> int | None:
+    """The first row (index into ``t``, in file order) past ``after`` where a spring's change ends
+    an autumn's correction: a step of an hour and a period (readings missing there allowed), in a
+    month clocks go forward in, at night; any weekday, since the autumn was judged already (Israel
+    goes forward on a Friday). Exact steps alone let one missing row carry the correction on to the
+    file's end, an hour off from then (a review)."""
+    step = np.diff(t)
+    for k in np.flatnonzero((step > 3600 + period / 2) & (step <= 3600 + period + _missing(period))):
+        if k > after and (now := pd.Timestamp(t[k + 1], unit="s")).month in SPRING_MONTHS and now.hour <= NIGHT_HOURS:
+            return int(k)
+    return None
 
 
 def _springs(t: np.ndarray, period: float) -> np.ndarray:
@@ -85,7 +104,8 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
     than every 30 minutes (a repeated hour is then a repeated stamp), nor when times also fall
     otherwise by more than a few steps or often (rows out of order: a shuffle, not a clock). A
     couple of rows swapped elsewhere turned it off and the repeated hour was dropped as
-    duplicates; so did a row missing at the fall (walks). Only where :func:`_changes` allows.
+    duplicates; so did a row missing at the fall (walks: up to ``MISSING_AT_CHANGE`` may be, at
+    either change). Only where :func:`_changes` allows.
     Returns the times and, per change, the (corrected) time it happened at and the spring change
     that ended it (None: none in the file)."""
     out, where = times.copy(), []
@@ -95,19 +115,17 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
         if (period := _period(step)) is None:
             continue
         falls = np.flatnonzero(step < 0)
-        short = max(1.5 * period, min(3.5 * period, SHORT_FALL_S))
-        hour = (step[falls] >= -3600 - period / 2) & (step[falls] <= -3600 + short)
+        hour = (step[falls] >= -3600 - period / 2) & (step[falls] <= -3600 + period + _missing(period))
         clock, other = falls[hour], step[falls[~hour]]
         if not len(clock) or len(clock) > 8 or (other < -SWAPPED_STEPS * period).any() or len(other) > max(
                 2, 0.01 * len(step)):
             continue
-        springs = _springs(times[rows], period)
         for f in clock:
             fell, back = pd.Timestamp(times[rows[f]], unit="s"), pd.Timestamp(times[rows[f + 1]] + 3600, unit="s")
             if not _changes(fell, back, FALL_MONTHS):
                 continue
-            ends = springs[springs > f]
-            before, after = rows[: f + 1], rows[f + 1: ends[0] + 1 if len(ends) else None]
+            end = _spring_end(times[rows], f, period)
+            before, after = rows[: f + 1], rows[f + 1: None if end is None else end + 1]
             again = np.isin(times[after], times[before])
             if again.any():
                 same = pd.DataFrame(values[before]).assign(t=times[before]).drop_duplicates("t").set_index("t")
@@ -116,7 +134,7 @@ def turned_back_hours(times: np.ndarray, values: np.ndarray, groups: np.ndarray 
                 if varied and np.allclose(same.loc[times[after][again]].to_numpy(), repeat, equal_nan=True):
                     continue  # same flat values prove nothing) the same readings again: an export appended twice
             out[after] += 3600.0
-            where.append((float(out[after[0]]), float(times[rows[ends[0] + 1]]) if len(ends) else None))
+            where.append((float(out[after[0]]), None if end is None else float(times[rows[end + 1]])))
     return out, where
 
 

@@ -107,7 +107,7 @@ def series_from_frame(
     if channels and tcol in channels:  # its values would be read as epoch seconds (a flow of 120: 1970); said
         # before they are read as times, which refuses a sensor's as no clock
         raise DataError(f"{name}: {tcol} is the time column and also a channel (the model's, or --channels)")
-    stamps, dated = frame[tcol], tcol  # (dated: the column the dates are in, as the notes name it)
+    stamps, dated, clocks = frame[tcol], tcol, {tcol}  # (dated: the column the dates are in, as notes name it)
     # a date column and a time-of-day column, as plant exports often write them (Date/Time, Datum/Uhrzeit)
     if time_of_day_only(stamps):
         dates = [c for c in frame.columns
@@ -115,6 +115,7 @@ def series_from_frame(
         if dates:
             stamps = frame[dates[0]].astype(str).str.strip() + " " + stamps.astype(str).str.strip()
             exclude, dated = (*exclude, dates[0]), dates[0]  # ("dates in column 'Time'": a walk)
+            clocks.add(dates[0])
             notes.append(f"timestamps from columns {dates[0]!r} and {tcol!r} together")
         else:
             notes.append(f"column {tcol!r} holds times of day without dates: read as today's")
@@ -124,6 +125,7 @@ def series_from_frame(
         if clock is not None:
             stamps = stamps.astype(str).str.strip() + " " + frame[clock].astype(str).str.strip()
             exclude = (*exclude, clock)
+            clocks.add(clock)
             notes.append(f"timestamps from columns {tcol!r} and {clock!r} together")
     times = parse_times(stamps, dated, name, notes, decimal_comma=bool(frame.attrs.get("decimal_comma")))
     if asset_column is None:  # several machines in one table, the column named in any case
@@ -132,7 +134,7 @@ def series_from_frame(
             notes.append(hint)
     elif asset_column not in frame.columns:
         raise DataError(f"{name}: asset column {asset_column!r} not found (columns: {cols(frame)})")
-    elif asset_column in (label_column, tcol):  # (the labels' 0 and 1 were taken as two machines: a walk)
+    elif asset_column == label_column or asset_column in clocks:  # (the labels' 0 and 1 as two machines: a walk)
         raise DataError(f"{name}: {asset_column!r} is the {'label' if asset_column == label_column else 'time'} "
                         "column and cannot also name the machines (--asset-column)")
     if time_column is not None and pd.to_numeric(stamps, errors="coerce").notna().mean() > 0.5:  # numbers named
