@@ -54,6 +54,7 @@ from sensorguard.service.state import StateError, decode_asset
 log = logging.getLogger(__name__)
 
 REBUILD_WAIT_S = 5.0  # the window stream's next message, while rebuilding, at most this long
+QUIET_BATCH = 64  # stored-time requests in flight at once (Takeover._gone_quiet)
 LAG_POLL_S = 0.2  # how often a rebuild looks whether one stream caught up with the other
 LAG_WARN_S = 5.0  # a rebuild waiting this long for it says so
 PRIME_WARM = 64  # readings replayed before the last window's (the rate estimate's weight on its start: 2e-4)
@@ -155,16 +156,19 @@ class Takeover:
         from nats.js.errors import NotFoundError
 
         since = time.time() - silence_after(self.settings.stale_after_s, self.ingest.buffers.policy)
-        quiet = set()
-        for subject in subjects:
-            if cuts[subject] < math.inf:
-                continue
+
+        async def stored(subject: str) -> float:
             try:
                 last = await self._js.get_last_msg(WINDOWS_STREAM, subject)
             except NotFoundError:
-                continue
-            if last.time is not None and last.time.timestamp() < since:
-                quiet.add(subject)
+                return math.inf
+            return math.inf if last.time is None else last.time.timestamp()
+
+        idle = [subject for subject in subjects if cuts[subject] == math.inf]  # (none of its readings waits)
+        quiet = set()
+        for start in range(0, len(idle), QUIET_BATCH):  # (in flight together: one at a time added a
+            batch = idle[start : start + QUIET_BATCH]  # round trip per asset to each takeover)
+            quiet.update(s for s, t in zip(batch, await asyncio.gather(*map(stored, batch)), strict=True) if t < since)
         return quiet
 
     async def _keep(self) -> int:
