@@ -226,7 +226,7 @@ class Cleaner:
         self.broken = True
 
     def rewind(self) -> None:
-        """The sender's clock stepped back (:meth:`~sensorguard.service.windows.Buffers.steps_back`):
+        """The sender's clock stepped back (:meth:`~sensorguard.service.windows.Buffers.add_at`):
         the next reading is taken as the first after a long gap, its rate estimate going on without
         the negative step (it would read as a sender too fast for the grid)."""
         self.break_off()

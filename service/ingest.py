@@ -43,8 +43,14 @@ REJECT_LOG_INTERVAL_S = 10.0
 MAX_TOPICS_MEMO = 100_000  # topics whose partition check is remembered (one per asset; made-up ones: start over)
 REWOUND_NAMED = 100  # assets rewound between two "clock stepped back" lines remembered; more are counted
 REWOUND_SHOWN = 10  # of those, named in the line
-CLOCK_SLACK_S = 60.0  # a stamp further ahead of this machine's clock is no true reading (steps_back)
+CLOCK_SLACK_S = 60.0  # a stamp further ahead of this machine's clock is no true reading (Buffers.add_at)
 BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which no more readings are taken
+
+
+def far_ahead(ts: float, newest: float, latest: float, max_future_s: float) -> bool:
+    """Whether a reading is ``future_ts``: after ``latest`` (the clock plus ``max_future_s``) and as
+    far after its asset's ``newest`` reading taken (a jump; a replay ahead step by step is kept)."""
+    return ts > latest and ts - newest > max_future_s
 
 
 class Ingest:
@@ -192,16 +198,14 @@ class Ingest:
                 # out_of_order, until the clock caught up (found in a walk)
                 newest = buffers.taken_ts(parsed.asset) or buffers.floors.get(parsed.asset) or 0.0
                 for sample in parsed.samples:
-                    if sample.ts > latest and sample.ts - newest > s.max_future_s:
+                    if far_ahead(sample.ts, newest, latest, s.max_future_s):
                         reason = "future_ts"
                     else:
-                        reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
-                        if reason == "out_of_order" and (
-                                ahead := buffers.steps_back(parsed.asset, sample.ts, clock)) is not None:
+                        reason, ahead = buffers.add_at(parsed.asset, sample.ts, sample.values, received, clock)
+                        if ahead is not None:
                             self._stepped_back(parsed.asset, ahead, sample.ts)
-                            rewound = buffers.last_ts(parsed.asset)  # (the stamp before the jump)
+                            rewound = buffers.last_ts(parsed.asset)  # (this reading's, or before the jump)
                             rows = [row for row in rows if row[0] <= rewound]
-                            reason = buffers.add(parsed.asset, sample.ts, sample.values, received)
                     if reason is None:
                         newest = sample.ts  # (one taken is newer than every reading before it)
                         accepted += 1
@@ -235,6 +239,8 @@ class Ingest:
         """Log the assets rewound since the last such line, at most one line every
         REJECT_LOG_INTERVAL_S (also called each housekeeping tick, so none goes unsaid): one line
         for all assets left a gateway's others, rewound seconds later, unnamed (a walk)."""
+        if not self._rewound:  # (the common tick: no lock taken)
+            return
         with self.cond:
             if not self._rewound or self._reject_log.hit("clock stepped back") is None:
                 return
@@ -276,7 +282,7 @@ class Ingest:
         with self.cond:
             newest, kept = self.buffers.taken_ts(asset) or 0.0, []
             for ts, values in samples:
-                if ts > now + ahead and ts - newest > ahead:
+                if far_ahead(ts, newest, now + ahead, ahead):
                     continue
                 kept.append((ts, values))
                 newest = ts

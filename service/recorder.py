@@ -167,7 +167,7 @@ class Recorder:
                 self.dropped += 1
 
     def rewound(self, asset: str, ts: float) -> None:
-        """``asset``'s clock stepped back to ``ts`` (:meth:`~sensorguard.service.windows.Buffers.steps_back`):
+        """``asset``'s clock stepped back to ``ts`` (:meth:`~sensorguard.service.windows.Buffers.add_at`):
         its held readings stamped after it go (a glitching clock's, never true), and its judged time
         goes back with it. Held, the glitch's reading minutes ahead kept every true one after it
         from being committed until the clock caught up, and went into the file out of order (a review)."""

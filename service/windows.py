@@ -225,7 +225,7 @@ class Buffers:
         readings were taken, and the channel faults the readings leave open (``[{"kind", "channel",
         "since", "value"}]``, as ``OpenFaults.saved``): announced by the previous owner, yet the new
         owner's retained state must list them (it listed none until they closed: a known gap).
-        ``clock``: as the ingest's, so a rewind (:meth:`steps_back`) the old owner took is taken again
+        ``clock``: as the ingest's, so a rewind (:meth:`add_at`) the old owner took is taken again
         (unless the glitch's stamp fell behind the clock since). The
         caller holds the lock that guards the buffers (nothing drains in between)."""
         due, events, taken = len(self._due), len(self.sensor_events), 0
@@ -238,10 +238,7 @@ class Buffers:
         self._events_cap = math.inf
         try:
             for ts, values in samples:  # (a glitch's stamp ahead of the clock blinded the new owner again)
-                reason = self.add(asset, ts, values, received)
-                if reason == "out_of_order" and self.steps_back(asset, ts, clock) is not None:
-                    reason = self.add(asset, ts, values, received)
-                taken += reason is None
+                taken += self.add_at(asset, ts, values, received, clock)[0] is None
         finally:
             anchored, self._anchor, self._anchored = self._anchored, None, False
             self._events_cap = SENSOR_EVENTS_MAX
@@ -379,11 +376,16 @@ class Buffers:
         state = self._assets.get(asset)
         return None if state is None else state.cleaner.last_ts
 
-    def steps_back(self, asset: str, ts: float, clock: float) -> float | None:
-        """The stamp ahead of ``clock`` that ``asset``'s reading at ``ts``, refused ``out_of_order``,
-        rewound it from (its clock stepped back: :meth:`AssetBuffer.steps_back`); None if it did not."""
-        state = self._assets.get(asset)
-        return None if state is None else state.steps_back(ts, clock)
+    def add_at(self, asset: str, ts: float, values: dict[str, float], received: float,
+               clock: float) -> tuple[str | None, float | None]:
+        """:meth:`add`, with this machine's ``clock`` (plus a slack): a reading refused ``out_of_order``
+        that shows the sender's clock stepped back (:meth:`AssetBuffer.steps_back`) rewinds the asset
+        and is taken. The reason, and the stamp ahead of the clock it rewound from (None: none)."""
+        reason = self.add(asset, ts, values, received)
+        if reason != "out_of_order" or (state := self._assets.get(asset)) is None:
+            return reason, None
+        ahead = state.steps_back(ts, clock)
+        return (reason, None) if ahead is None else (self.add(asset, ts, values, received), ahead)
 
     def last_row(self, asset: str) -> list[float] | None:
         """The asset's last accepted sample in channel order, forward fills included (not a copy:
