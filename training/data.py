@@ -24,21 +24,23 @@ from sensorguard.training.csvfiles import read_table
 from sensorguard.training.machines import machine_hint, machine_rows, rates_apart
 from sensorguard.training.markers import no_data_markers
 from sensorguard.training.series import SensorData, renumber
-from sensorguard.training.tables import (
-    BLANK_LABELS,
+from sensorguard.training.stamps import (
     DATE_NAMES,
-    DataError,
-    choose_channels,
-    cols,
     dates_only,
     find_time_column,
-    label_rows,
     local_clock,
     parse_times,
     time_of_day_only,
+    zoned_stamps,
+)
+from sensorguard.training.tables import (
+    BLANK_LABELS,
+    DataError,
+    choose_channels,
+    cols,
+    label_rows,
     to_numbers,
     unreadable_note,
-    zoned_stamps,
 )
 
 __all__ = ["DataError", "SensorData", "concat_series", "drop_labeled", "load_frame", "machine_rows", "read_table",
