@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("simulate", help="write a synthetic plant signal (optionally with labeled faults)",
                          description="Write a realistic multichannel plant signal to CSV or Parquet.")
-    p.add_argument("--out", required=True, help="output file (.csv or .parquet)")
+    p.add_argument("--out", required=True, help="output file (.csv, .csv.gz, .tsv or .parquet)")
     p.add_argument("--rows", type=positive_int, default=20_000, help="rows to write (default 20000)")
     p.add_argument("--channels", type=positive_int, default=8, help="sensor channels (default 8)")
     p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("score", help="score a file: one output row per input row")
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("data", help="CSV or Parquet file of readings")
-    p.add_argument("--out", required=True, help="scores file (.csv or .parquet; - writes CSV to standard output)")
+    p.add_argument("--out", required=True,
+                   help="scores file (.csv, .csv.gz, .tsv or .parquet; - writes CSV to standard output)")
     _add_data_options(p, channels=False)
     _add_alert_options(p)
 

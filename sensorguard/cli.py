@@ -215,9 +215,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.data:
         part = _load(args, args.data, channels=list(bundle.channels), label_column=args.label_column, bundle=bundle,
                      normal=True)
-        for note in part.notes:  # what the cleaning did, and rows a label column marks (taken as normal)
-            print(f"note: {note}", file=sys.stderr)
         marked = [n.split(": they were")[0] for n in part.notes if TAKEN_AS_NORMAL in n]
+        for note in part.notes:  # what the cleaning did, and rows a label column marks (taken as normal:
+            if args.force or TAKEN_AS_NORMAL not in note:  # said so above a refusal that took nothing, a walk)
+                print(f"note: {note}", file=sys.stderr)
         if marked and not args.force:  # 178 fault rows taken as normal set a line 24x higher, written in place
             raise CliError(f"not recalibrated: {marked[0]} as anomalous (a label-like column): give --label-column "
                            f"{marked[0].split(' marks ')[0]} to leave them out, or --force to take them as normal")

@@ -445,6 +445,21 @@ def test_example_toml_parses_and_env_example_has_the_password():
     assert re.search(r"^# SENSORGUARD_MQTT_PASSWORD=", env, re.M)
 
 
+def test_the_upgrade_steps_quote_the_format_refusal_this_build_says(tmp_path):
+    """operations.md's rollback step quotes what an old build says of a newer bundle; it quoted
+    "reads 1 to 4" two formats after 4 (a walk). The quote is this build's refusal of the next format."""
+    from sensorguard.service.bundle import FORMAT_VERSION
+    from sensorguard.service.bundle_loading import BundleError, load_bundle
+
+    quoted = re.search(r"`(unsupported format_version \d+ \(this build reads 1 to \d+\))`",
+                       (ROOT / "docs" / "operations.md").read_text())
+    assert quoted is not None
+    (tmp_path / "bundle.json").write_text(json.dumps({"format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(BundleError) as refused:
+        load_bundle(tmp_path)
+    assert str(refused.value).endswith(quoted.group(1))
+
+
 def test_installed_as_shipped_the_unit_settings_load(tmp_path):
     """The TOML and the env file as operations.md installs them, unedited, must load: the env
     example set a password while the TOML's username was commented out, and the daemon refused to
