@@ -44,7 +44,8 @@ if __name__ == "__main__":
         bundle, summary = train_bundle(train, TrainOptions(max_epochs=15, progress=False, seed=0, devices=devices))
         result = score_data(bundle, test, AlertRules())
         out[devices] = {"f1": detection_metrics(result.alert, test.labels["anomaly"])["f1"],
-                        "keys": sorted(bundle.state_dict), "window": bundle.window, "epochs": summary.epochs}
+                        "keys": sorted(bundle.state_dict), "window": bundle.window, "epochs": summary.epochs,
+                        "processes": bundle.training["processes"]}
     print(json.dumps(out))
 """
 
@@ -72,6 +73,8 @@ def test_two_cpu_processes_train_a_bundle_as_good_as_one():
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     one, two = got["1"], got["2"]
+    # two processes trained (else the comparison below holds of one run against itself: a review)
+    assert (one["processes"], two["processes"]) == (1, 2)
     assert two["keys"] == one["keys"] and two["window"] == one["window"]  # the same bundle format
     assert one["f1"] > 0.5
     assert two["f1"] >= one["f1"] - 0.02, (one, two)  # as good as one (better is a draw, as another seed)
@@ -87,6 +90,7 @@ def test_cli_ddp_relaunches_itself_and_only_the_first_process_writes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("trained bundle ->") == 1
     bundle = load_bundle(tmp_path / "b")
+    assert bundle.training["processes"] == 2  # (one process prints one line too: a review)
     assert bundle.channels == tuple(c for c in frame.columns if c not in ("timestamp", "anomaly"))
     assert np.isfinite(bundle.threshold_)
 

@@ -56,6 +56,7 @@ class Fit:
     epochs: int
     val_windows: np.ndarray | None
     warm: bool = False  # started from the given ``init_state`` (False: it did not fit; the PCA start)
+    processes: int = 1  # processes (or GPUs) that trained it together (Lightning's world size)
 
 
 class _KeepBest(Callback):
@@ -163,7 +164,7 @@ def _run(
     loader = train_loader(dataset(train), options.batch_size, options.max_windows_per_epoch, options.seed)
     keep_best = _KeepBest()
     val_windows = None
-    epochs_run = 0
+    epochs_run, processes = 0, 1
     if validation is not None:
         n_val = len(window_starts(validation.segments, config.window))
         val_set = dataset(validation, stride=max(1, n_val // 4096))
@@ -174,14 +175,17 @@ def _run(
         with tempfile.TemporaryDirectory(prefix="sensorguard-fit-") as root:
             trainer = _trainer(options, callbacks, options.max_epochs, device, root)
             _interruptible(trainer.fit, system, loader, eval_loader(val_set, EVAL_BATCH))
+            processes = trainer.world_size
         best, best_epoch, epochs_run = float(system.best_loss), int(system.best_epoch), int(system.epochs_run)
     else:
         if epochs:
             with tempfile.TemporaryDirectory(prefix="sensorguard-fit-") as root:
-                _interruptible(_trainer(options, [], epochs, device, root).fit, system, loader)
+                trainer = _trainer(options, [], epochs, device, root)
+                _interruptible(trainer.fit, system, loader)
+                processes = trainer.world_size
         best, best_epoch, epochs_run = keep_best.best, epochs or 0, epochs or 0
     state = {k: v.detach().cpu().clone() for k, v in system.net.state_dict().items()}
-    return Fit(config, scaler, start, state, best, best_epoch, epochs_run, val_windows)
+    return Fit(config, scaler, start, state, best, best_epoch, epochs_run, val_windows, processes=processes)
 
 
 def _interruptible(fit: Callable[..., Any], *args: Any) -> None:

@@ -197,6 +197,7 @@ def train_bundle(
             "epochs": fit.epochs,
             "best_epoch": fit.best_epoch,
             "best_val_loss": fit.best_val_loss,
+            "processes": fit.processes,  # what trained together (options.devices is what was asked)
             "options": {k: v for k, v in options.__dict__.items() if k not in ("progress", "device")},
             "notes": notes,
             "scaling": {**scaler.record(data.channels), **({"fold_scale_ratio": fold_ratio} if crossfit else {})},
