@@ -447,21 +447,26 @@ def test_a_worker_killed_at_stop_or_whose_final_save_failed_is_unsaved_at_stop(t
     assert not unsaved((None, 0), state_dir=False)  # nothing to save
 
 
-def test_the_parent_reaches_its_workers_past_an_http_proxy(monkeypatch):
+def test_the_parent_reaches_its_workers_past_an_http_proxy():
     """Found by review: the loopback scrapes used urllib's default opener, which honours
     http_proxy (no_proxy=localhost does not cover 127.0.0.1): behind a proxy every worker looked
-    dead, /readyz stayed 503 and every merged gauge was missing."""
-    from prometheus_client import CollectorRegistry
-
-    from sensorguard.service.metrics import serve_http, shutdown_http
-    from sensorguard.service.worker_http import fetch
-
-    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
-    server = serve_http(CollectorRegistry(), "127.0.0.1", 0, lambda: True)
-    try:
-        assert fetch(server[0].server_address[1], "/readyz") is not None
-    finally:
-        shutdown_http(*server)
+    dead, /readyz stayed 503 and every merged gauge was missing. The proxy is in the environment
+    before Python starts, as a unit's is: an opener reads it when built, at import (set later, the
+    default opener passed too: a test audit)."""
+    script = (
+        "from prometheus_client import CollectorRegistry\n"
+        "from sensorguard.service.metrics import serve_http, shutdown_http\n"
+        "from sensorguard.service.worker_http import fetch\n"
+        "server = serve_http(CollectorRegistry(), '127.0.0.1', 0, lambda: True)\n"
+        "try:\n"
+        "    print(repr(fetch(server[0].server_address[1], '/readyz')))\n"
+        "finally:\n"
+        "    shutdown_http(*server)\n")
+    proxied = clean_env(http_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",  # nothing listens there
+                        no_proxy="", NO_PROXY="")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=proxied)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() not in ("", "None"), out.stdout
 
 
 def test_a_reload_asked_while_a_worker_loads_reaches_it_once_loaded(tmp_path, monkeypatch):
