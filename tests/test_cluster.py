@@ -96,8 +96,8 @@ def test_init_creates_then_reports_up_to_date_and_refuses_another_partition_coun
     assert first == [f"created stream {cluster.IN_STREAM}", f"created stream {cluster.READINGS_STREAM}",
                      f"created stream {cluster.WINDOWS_STREAM}", f"created bucket {cluster.OWNERS_BUCKET}",
                      f"created bucket {cluster.STATE_BUCKET}"]
-    again = cluster.run_init(layout)
-    assert all("up to date" in line for line in again), again
+    again = cluster.run_init(layout)  # a line per stream and bucket (none said passed too: a test audit)
+    assert len(again) == len(first) and all("up to date" in line for line in again), again
     more = cluster.run_init(Layout(partitions=4, keep=6, servers=nats_node.urls))
     assert f"updated stream {cluster.WINDOWS_STREAM}: max_msgs_per_subject 5 -> 6, sensorguard_keep 5 -> 6" in more
     with pytest.raises(ClusterError, match="has 4 partitions, not 8"):
@@ -106,7 +106,8 @@ def test_init_creates_then_reports_up_to_date_and_refuses_another_partition_coun
     # workers took the new one's as theirs, still ready (a walk)
     with pytest.raises(ClusterError, match="takes readings under topic prefix 'sensors', not 'plant'"):
         cluster.run_init(Layout(partitions=4, keep=6, topic_prefix="plant", servers=nats_node.urls))
-    assert all("up to date" in line for line in cluster.run_init(Layout(partitions=4, keep=6, servers=nats_node.urls)))
+    again = cluster.run_init(Layout(partitions=4, keep=6, servers=nats_node.urls))
+    assert len(again) == len(first) and all("up to date" in line for line in again), again
 
 
 def test_init_raises_the_replicas_of_streams_and_buckets_in_place(tmp_path):

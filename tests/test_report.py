@@ -60,13 +60,28 @@ def test_calibration_only_without_frame_and_note_without_errors(tmp_path):
     assert_png(paths[0])
 
 
-def test_index_times_segments_and_no_label_column(tmp_path):
+def test_index_times_segments_and_no_label_column(tmp_path, monkeypatch):
+    from sensorguard.training import report
+
+    timelines = []
+
+    def kept(*args, **kwargs):  # the score timeline drawn, to read its line back
+        timelines.append(plot_scores(*args, **kwargs))
+        return timelines[-1]
+
+    plot_scores = report.plot_scores
+    monkeypatch.setattr(report, "plot_scores", kept)
     frame = standardized_frame().set_index("timestamp").drop(columns="anomaly")
     segments = np.repeat([0, 1], [250, 350])
-    paths = write_report(tiny_bundle(), tmp_path, frame=frame, segments=segments)
+    bundle = tiny_bundle()
+    paths = write_report(bundle, tmp_path, frame=frame, segments=segments)
     assert len(paths) == 3
     for path in paths:
         assert_png(path)
+    # no window spans the cut: each segment's first window - 1 rows have no score (a window over
+    # both, ignoring the segments, passed too: a test audit)
+    (score,) = [line.get_ydata() for line in timelines[0].axes[0].get_lines() if line.get_label() == "score"]
+    assert np.isfinite(score).sum() == (250 - bundle.window + 1) + (350 - bundle.window + 1)
 
 
 def test_frame_shorter_than_a_window_writes_calibration_only(tmp_path):
