@@ -176,3 +176,54 @@ def test_calibrate_refuses_a_line_raised_past_the_faults_the_old_one_caught(trai
     err = capsys.readouterr().err
     assert "not recalibrated: the new line" in err and "6sd" in err, err
     assert load_bundle(tmp_path / "bundle").threshold_ == trained[0].threshold_
+
+
+def test_a_false_alarm_in_the_newest_rows_is_learned_not_calibrated_on(trained, tmp_path):
+    """One valve test acknowledged as a false alarm, among the newest rows: the candidate's
+    calibration block. Calibrated on, its errors (the model never trained on it) set the tail and
+    the line came out 9x higher, blind to faults the old line caught, and the gate promoted it (a
+    walk). Learned, it is a training row: the line is the one the same rows give without it."""
+    from sensorguard.service.bundle_loading import load_bundle
+    from sensorguard.training.retrain import load_recorded, retrain
+    from sensorguard.training.train import TrainOptions
+
+    frame = plant_frame(rows=6000, channels=3, seed=7)
+    valve = frame.copy()
+    valve.loc[5000 : 5000 + LENGTH - 1, ["c1", "c2"]] -= 2.0  # pressure and flow fall while it is tested
+    lines = {}
+    for case, rows, episodes in (("learned", valve, {"false_alarms": (5000,)}), ("without", frame, {})):
+        registry = tmp_path / case / "registry"
+        publish(trained[0], registry, NAME)
+        recording(tmp_path / case / "rec", rows, episodes)
+        data = load_recorded(tmp_path / case / "rec")
+        assert data.learned().sum() == (LENGTH if episodes else 0)
+        result = retrain(registry, NAME, data, TrainOptions(max_epochs=30, progress=False, seed=0))
+        lines[case] = load_bundle(registry / NAME / result.version).threshold_
+    assert lines["learned"] < 1.5 * lines["without"], lines  # (152x before)
+
+
+def test_small_data_cross_fit_trains_every_fold_on_a_false_alarm_and_holds_none_out():
+    """The same on a few hundred rows, which calibrate out of fold: the episode's rows are in every
+    fold's training rows and in no held-out piece, and the time splits put them in the training
+    block wherever they fall. Its line is far below the one the same rows give as plain data
+    (1.19 there, 0.066 learned; 0.0068 without the episode at all: on 900 rows the linear path
+    keeps one component, and the episode's step takes a share of it from the load)."""
+    from dataclasses import replace
+
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.series import LEARNED
+    from sensorguard.training.splits import split_by_time
+    from sensorguard.training.train import TrainOptions, train_bundle
+
+    valve = plant_frame(rows=900, channels=3, seed=3)
+    valve.loc[700:799, ["c1", "c2"]] -= 3.0
+    plain = series_from_frame(valve, "valve", time_column="timestamp")
+    learned = replace(plain, labels={LEARNED: (np.arange(900) >= 700) & (np.arange(900) < 800)})
+    parts = split_by_time(learned)
+    assert parts.train.learned().sum() == 100 and not parts.validation.learned().any()
+    # (rows 540-719 validate, 720-899 calibrate: the episode leaves 20 of one and 80 of the other)
+    assert (len(parts.validation), len(parts.calibration)) == (180 - 20, 180 - 80)
+    assert not parts.calibration.learned().any()
+    lines = {case: train_bundle(data, TrainOptions(max_epochs=5, progress=False, seed=0))[0].threshold_
+             for case, data in (("learned", learned), ("plain", plain))}
+    assert lines["learned"] < 0.25 * lines["plain"], lines

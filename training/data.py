@@ -298,7 +298,8 @@ def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> Sen
         segments=np.concatenate([p.segments + off for p, off in zip(parts, offsets, strict=True)]),
         channels=parts[0].channels,
         sample_period=float(np.median(periods)) if periods else None,
-        labels={k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels},
+        labels={k: np.concatenate([p.labels[k] if k in p.labels else np.zeros(len(p), dtype=np.int8) for p in parts])
+                for k in dict.fromkeys(k for p in parts for k in p.labels)},  # (a part without one: 0, normal)
         notes=tuple(notes),
         cleaning=None if parts[0].cleaning is None else replace(
             parts[0].cleaning, sample_period=float(np.median(periods)) if periods else None),

@@ -55,6 +55,7 @@ from sensorguard.training.retrain_gate import (
     judge,
     probe_places,
 )
+from sensorguard.training.series import LEARNED
 from sensorguard.training.splits import split_by_time
 from sensorguard.training.train import TrainOptions, train_bundle
 
@@ -101,12 +102,13 @@ def load_recorded(
     files = [f for f in files if not {ALERTS, FAULTS} & set(Path(f).relative_to(directory).parts[:-1])]
     if not files:
         raise DataError(f"{directory}: no recorded Parquet files")
-    frames, learned = [], set()
+    frames, learned, spans = [], set(), []
     for path in files:
         try:  # (only the rows asked for: a whole store can be several GiB in pandas)
             frames.append(pd.read_parquet(path, filters=None if since is None else [("ts", ">=", since)]))
             if FALSE_ALARMS in Path(path).relative_to(directory).parts[:-1] and len(frames[-1]):
                 learned.add(alert_of(Path(path)))  # (an alert up through a restart has two parts: one alert)
+                spans.extend(_spans(frames[-1]))
         except Exception as exc:  # a damaged file must not stop a retrain on the others
             print(f"skipping unreadable recording {path}: {str(exc).splitlines()[0][:120]}")
     if not frames:
@@ -118,8 +120,24 @@ def load_recorded(
         raise DataError(f"{directory}: no recorded readings since the given time")
     if learned:
         print(f"learning {len(learned)} alert(s) acknowledged as false alarms as normal ({FALSE_ALARMS}/)")
-    return series_from_frame(frame, str(directory), time_column="ts", channels=channels, asset_column="asset",
+    data = series_from_frame(frame, str(directory), time_column="ts", channels=channels, asset_column="asset",
                              fill_limit=fill_limit)
+    return replace(data, labels={**data.labels, LEARNED: _inside(data, spans).astype(np.int8)}) if spans else data
+
+
+def _spans(frame: pd.DataFrame) -> list[tuple[str, float, float]]:
+    """``(asset, first, last)`` stamps of each machine in one false alarm's recording."""
+    times = frame.groupby("asset")["ts"].agg(["min", "max"])
+    return [(str(asset), float(low), float(high)) for asset, (low, high) in times.iterrows()]
+
+
+def _inside(data: SensorData, spans: list[tuple[str, float, float]]) -> np.ndarray:
+    """Per row of ``data``, whether it lies in one of ``spans`` (its machine's; grid rows the
+    cleaning filled in included, which a match on the recorded stamps would leave out)."""
+    inside = np.zeros(len(data), dtype=bool)
+    for asset, low, high in spans:  # (assets None: one machine, the spans')
+        inside |= (data.times >= low) & (data.times <= high) & (True if data.assets is None else data.assets == asset)
+    return inside
 
 
 

@@ -16,6 +16,8 @@ import pandas as pd
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.training.machines import machine_rows
 
+LEARNED = "\0learned"  # (a label key no column can have) rows of alerts acknowledged as false alarms
+
 
 @dataclass(frozen=True)
 class SensorData:
@@ -39,6 +41,14 @@ class SensorData:
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def learned(self) -> np.ndarray:
+        """Per row, whether it belongs to an alert acknowledged as a false alarm (``load_recorded``):
+        rows to learn as normal, so every split and fold trains on them and none calibrates or
+        judges with them. One such stretch in the newest rows set a retrained line 9x higher:
+        the calibration block's tail was the episode the model had never trained on (a walk)."""
+        flags = self.labels.get(LEARNED)
+        return np.zeros(len(self), dtype=bool) if flags is None else flags.astype(bool)
 
     def blocks(self) -> list[tuple[str | None, slice]]:
         """Each machine's rows as ``(asset, slice)``: machines are contiguous, each sorted by time."""

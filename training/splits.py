@@ -29,7 +29,8 @@ def split_by_time(data: SensorData, fractions: tuple[float, float, float] = (0.6
     """Contiguous blocks in time: train, then validation, then calibration (never shuffled).
 
     Cut points are row-count quantiles of time, so with several machines every block holds the same
-    period of each machine, and the calibration block is always the most recent data.
+    period of each machine, and the calibration block is always the most recent data. Rows of
+    false alarms acknowledged (:meth:`SensorData.learned`) are training rows wherever they fall.
     """
     n = len(data)
     ordered = np.sort(data.times)
@@ -37,8 +38,9 @@ def split_by_time(data: SensorData, fractions: tuple[float, float, float] = (0.6
     b = int(round(n * (fractions[0] + fractions[1])))
     t1 = ordered[a] if a < n else np.inf
     t2 = ordered[b] if b < n else np.inf
-    return Splits(data.take(data.times < t1), data.take((data.times >= t1) & (data.times < t2)),
-                  data.take(data.times >= t2))
+    learned = data.learned()
+    return Splits(data.take((data.times < t1) | learned), data.take((data.times >= t1) & (data.times < t2) & ~learned),
+                  data.take((data.times >= t2) & ~learned))
 
 
 def window_starts(segments: np.ndarray, window: int, stride: int = 1) -> np.ndarray:
