@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 
@@ -42,6 +44,15 @@ def test_record_for_bundle(errors):
     assert record["expected_false_alarms_per_day"] == pytest.approx(86.4)
     assert len(record["errors_sample"]) == 2000
     assert set(record["error_quantiles"]) >= {"0.5", "0.99", "max"}
+    # the values, not only the keys (zeros passed: a test audit): exponential(1) quantiles, and a
+    # sorted sample of the errors (report draws it)
+    quantiles = record["error_quantiles"]
+    assert quantiles["0.5"] == pytest.approx(math.log(2), rel=0.03) and quantiles["0.99"] == pytest.approx(
+        math.log(100), rel=0.05)
+    assert quantiles["max"] == errors.max() and quantiles["mean"] == pytest.approx(1.0, rel=0.02)
+    sample = np.array(record["errors_sample"])
+    assert (np.diff(sample) >= 0).all() and np.isin(sample, np.round(errors, 6)).mean() > 0.5
+    assert np.median(sample) == pytest.approx(math.log(2), rel=0.1)
 
 
 @pytest.mark.parametrize(

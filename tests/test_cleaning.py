@@ -56,6 +56,12 @@ def test_the_policy_is_inferred_from_all_machines_at_once():
     data = series_from_frame(frame, "two machines")
     assert data.cleaning == infer_policy([irregular, regular]) and data.cleaning.regular
     assert data.cleaning.sample_period == pytest.approx(1.0)
+    # three machines at 1, 2 and 3 s: all of them give 2 s, each of the first and the last alone its own
+    # rate (the regular machine above decided it whichever machine was taken alone: a test audit)
+    times = [1_767_225_600 + 1000 * k + (k + 1) * np.arange(101.0) for k in range(3)]
+    frame = pd.DataFrame({"timestamp": np.concatenate(times), "asset": np.repeat(["a", "b", "c"], 101),
+                          "x": rng.standard_normal(303), "y": rng.standard_normal(303)})
+    assert series_from_frame(frame, "three machines").cleaning.sample_period == pytest.approx(2.0)
 
 
 def test_the_bundle_records_the_policy_and_old_bundles_get_the_defaults(tiny_bundle, tmp_path):

@@ -96,8 +96,9 @@ def test_the_rule_round_trips_through_a_bundle(tmp_path, tiny_bundle):
     from sensorguard.service.bundle_loading import load_bundle
 
     assert tiny_bundle.drift_rule is None
-    with_rule = tiny_bundle.with_threshold(1.0, {"method": "alerts", "drift": RULE.to_dict()})
-    assert load_bundle(save_bundle(with_rule, tmp_path / "b")).drift_rule == RULE
+    for rule in (RULE, DriftRule(-0.25, halflife=32.0, warmup=4, cap=1.25)):  # (defaults alone read back any
+        with_rule = tiny_bundle.with_threshold(1.0, {"method": "alerts", "drift": rule.to_dict()})  # loader: an audit)
+        assert load_bundle(save_bundle(with_rule, tmp_path / "b")).drift_rule == rule
 
 
 def test_train_turns_the_drift_rule_on_by_size_unless_told():

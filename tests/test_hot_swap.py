@@ -509,6 +509,12 @@ def test_a_bundle_directorys_version_is_its_files_hash(tiny_bundle, tmp_path):
     assert first.startswith("local-") and len(first) == len("local-") + 8
     assert local_version(save_bundle(bundle, tmp_path / "b")) == first  # the same files
     assert local_version(save_bundle(bundle.with_threshold(0.75, {}), tmp_path / "a")) != first
+    # retrained weights beside the same bundle.json are another version too (the digest of bundle.json
+    # alone passed: a test audit)
+    weights = {k: v + 1.0 if v.is_floating_point() else v for k, v in bundle.state_dict.items()}
+    save_bundle(replace(bundle, state_dict=weights), tmp_path / "c")
+    (tmp_path / "c" / "bundle.json").write_bytes((tmp_path / "b" / "bundle.json").read_bytes())
+    assert local_version(tmp_path / "c") not in (first, local_version(tmp_path / "a"))
 
 
 def test_a_sighup_with_the_same_model_directory_swaps_nothing(tiny_bundle, tmp_path):

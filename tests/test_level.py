@@ -76,8 +76,10 @@ def test_the_bundle_keeps_its_monitor_and_refuses_a_broken_one(tiny_bundle, tmp_
     monitor = fit_level(correlated(400))
     path = save_bundle(replace(tiny_bundle, level=monitor), tmp_path / "b")
     loaded = load_bundle(path).level
-    assert loaded is not None and loaded.limit == monitor.limit
-    np.testing.assert_array_equal(loaded.loadings, monitor.loadings)
+    assert loaded is not None and loaded.to_dict() == monitor.to_dict()  # every field (limit and loadings alone
+    assert loaded.q_limit > 0 and loaded.q_channels is not None  # passed a monitor saved with no mean: a test audit)
+    for name in ("mean", "scale", "loadings", "eigen"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(monitor, name))
     meta = json.loads((path / "bundle.json").read_text())
     meta["level"]["mean"] = [0.0, 1.0]  # two channels for a three-channel bundle
     (path / "bundle.json").write_text(json.dumps(meta))
