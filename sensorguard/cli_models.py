@@ -243,8 +243,11 @@ def swap_problem(root: Path, name: str, running: str | None, version: str) -> st
     or None (either unreadable: the registry says so on its own)."""
     if (why := _swap_blocker(root, name, running, version)) is None:
         return None
-    return (f"{version}'s {why} ({running}): a daemon serving {running} refuses it until it "
-            "restarts, and one (re)started serves it and refuses readings that do not fit it")
+    # (CURRENT is what the registry named, not what every daemon serves: one that refused it still serves
+    # an older version, and "a daemon serving v0011" named a model no daemon served: a walk)
+    why = why.replace("the running model's", f"{running}'s")
+    return (f"{version}'s {why} ({running}: CURRENT until now): a daemon that took {running} refuses it until "
+            "it restarts, and one (re)started serves it and refuses readings that do not fit it")
 
 
 def _unservable(root: Path, name: str, version: str) -> str | None:

@@ -1,6 +1,7 @@
 """Retraining: candidates are compared on held-out data, promoted only when at least as good."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -267,6 +268,15 @@ def test_rollback_returns_to_the_previous_current_not_to_a_rejected_candidate(re
     assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 1
     assert "nothing to roll back to" in capsys.readouterr().err
     assert current_version(registry, "pump") == "v0001"
+    # back from a version of other channels: the note names CURRENT as what the registry named, not as
+    # what daemons serve (one that refused it still served v0001, and the note said "a daemon serving v0004")
+    publish(replace(bundle, channels=("x", "y", "z")[: len(bundle.channels)], level=None, sensors=None), registry,
+            "pump")  # v0004
+    capsys.readouterr()
+    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
+    said = capsys.readouterr()
+    assert "differ from v0004's" in said.out + said.err and "(v0004: CURRENT until now)" in said.out + said.err
+    assert "a daemon that took v0004 refuses it" in said.out + said.err and "running model" not in said.out + said.err
     (registry / "pump" / "HISTORY").unlink()  # a registry from before the history: its CURRENT starts it
     assert main(["models", "promote", "v0003", "--registry", str(registry), "--name", "pump"]) == 0
     assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
