@@ -22,7 +22,7 @@ from sensorguard.service import mqtt
 from sensorguard.service.alerts import AlertEvent, AlertState
 from sensorguard.service.config import Settings
 from sensorguard.service.instances import status_payload
-from sensorguard.service.logs import RateLimiter
+from sensorguard.service.logs import LineBudget, RateLimiter
 from sensorguard.service.sensors import SensorEvent
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 def iso(ts: float) -> str:
     """Epoch seconds as RFC 3339 UTC with milliseconds (``2026-01-01T00:00:00.000Z``)."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+SENSOR_LINES = 100  # sensor fault log lines a minute at most; the rest left out, and said so (events still published)
 
 
 def payload(asset: str, kind: str, ts: float, score: float, peak: float, alert_id: str, channels: list[dict],
@@ -63,6 +65,7 @@ class Publisher:
         self.client: Any = None
         self.on_dropped: Any = lambda kind: None
         self._drop_log = RateLimiter(60.0)
+        self._sensor_lines = LineBudget(SENSOR_LINES, 60.0)
 
     def _publish_json(self, kind: str, topic: str, body: Any, retain: bool = False) -> Any:
         """QoS 1 JSON on ``topic``, unless the outgoing queue is full (then counted as dropped)."""
@@ -124,10 +127,14 @@ class Publisher:
         ``silent`` while alerting), so a subscriber tracking open alerts closes it."""
         state = "sensor_fault" if event.fault else "sensor_ok"
         extra = {"asset": asset, "event": state, "kind": event.kind, "channel": event.channel}
-        if event.channel is None:  # the whole asset (silent): it read "silent of None (value nan)"
+        written, left_out = self._sensor_lines.take()
+        if left_out:
+            log.warning("%d sensor fault lines left out of the log (over %d a minute): their events were "
+                        "published all the same (sensorguard_sensor_faults_total counts them)", left_out, SENSOR_LINES)
+        if written and event.channel is None:  # the whole asset (silent): it read "silent of None (value nan)"
             said = ": no reading after" if event.fault else " ended: a reading at"
             log.info("%s: %s %s%s %s", state, asset, event.kind, said, iso(event.ts), extra=extra)
-        else:
+        elif written:  # (left out: published below all the same)
             log.info("%s: %s %s of %s (value %s)", state, asset, event.kind, event.channel, event.value, extra=extra)
         if self.client is None:
             return None

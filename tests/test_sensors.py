@@ -538,3 +538,31 @@ def test_a_restored_assets_faults_survive_its_eviction_before_it_is_taken():
         assert bufs.add("p", float(i), {"a": 1.0, "b": 1.0}, 0.0) is None
     told = [(asset, e.kind, e.fault) for asset, e in bufs.sensor_events if asset == "p"]
     assert ("p", "out_of_range", False) in told and "p" not in bufs.resumed_faults
+
+
+def test_a_flood_of_sensor_faults_keeps_the_log_to_its_budget_and_says_what_it_left_out(caplog):
+    """Junk machines with one implausible reading each wrote ten lines a message, 50,000 for 5,000
+    messages (a walk): the log keeps SENSOR_LINES a minute and says how many it left out; the
+    events themselves are still published (the publisher is not asked to drop any)."""
+    import logging
+
+    from sensorguard.service.config import Settings
+    from sensorguard.service.logs import LineBudget
+    from sensorguard.service.publisher import SENSOR_LINES, Publisher
+    from sensorguard.service.sensors import SensorEvent
+
+    now = [0.0]
+    publisher = Publisher(Settings())
+    publisher._sensor_lines = LineBudget(SENSOR_LINES, 60.0, clock=lambda: now[0])
+    sent = []
+    publisher._publish_json = lambda kind, topic, body, retain=False: sent.append(body)
+    publisher.client = object()
+    caplog.set_level(logging.INFO, logger="sensorguard.service.publisher")
+    for k in range(3 * SENSOR_LINES):
+        publisher.sensor(f"junk-{k}", SensorEvent("out_of_range", "a", True, 1.0, 1e29), ("m", "v1"))
+    lines = [r for r in caplog.records if "out_of_range" in r.getMessage()]
+    assert len(lines) == SENSOR_LINES and len(sent) == 3 * SENSOR_LINES
+    now[0] = 61.0  # the next minute: its first line, after one saying how many were left out
+    publisher.sensor("pump-1", SensorEvent("stuck", "a", True, 62.0, 3.0), ("m", "v1"))
+    said = [r.getMessage() for r in caplog.records][-2:]
+    assert said[0].startswith(f"{2 * SENSOR_LINES} sensor fault lines left out of the log") and "stuck" in said[1]
