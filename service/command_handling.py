@@ -1,6 +1,9 @@
 """What the daemon does with a command message: check it, carry it out, answer, audit.
 
-Runs on paho's network thread (commands are rare and quick): the message is parsed
+Runs on a thread of its own (:meth:`CommandHandler.submit` queues a message, at most
+``COMMANDS_QUEUED``; beyond, it is refused as busy, answered and counted): with ``state_dir`` each
+command rewrites and syncs ``controls.json``, and a flood of them on paho's network thread stopped
+the readings for minutes, the broker's keep-alive with them (a walk). The message is parsed
 (:func:`~sensorguard.service.commands.parse_command`), skipped when its asset is outside this
 instance's partitions (the instance that serves the asset answers), applied to the
 :class:`~sensorguard.service.commands.AlarmControls`, answered on its reply topic, audited on
@@ -14,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 (AUDIT_ROT
 
 NO_ASSET = "-"  # cluster mode: the worker serving this id's partition answers a refused command naming no asset
 ANSWERED_KEPT = 4096  # accepted commands whose answer is kept, so a redelivery is answered, not re-applied
+COMMANDS_QUEUED = 1_000  # commands waiting for the command thread; beyond, refused as busy (answered, counted)
 
 
 class CommandHandler:
@@ -70,6 +75,64 @@ class CommandHandler:
         # shelving or a maintenance with a duration restarted from the redelivery's time and the audit
         # logged it twice (found by review). Only a redelivery of the same bytes is answered from here.
         self._answered: OrderedDict[tuple[str, bytes], tuple[str, str, str, bool]] = OrderedDict()
+        self._queue: deque[tuple[Any, Any]] = deque()  # (client, message) for the command thread (submit)
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def submit(self, client: Any, message: Any) -> None:
+        """Queue a command message for the command thread (started with the first), from the network
+        thread; with ``COMMANDS_QUEUED`` waiting it is refused as busy instead. After :meth:`stop`
+        it is left unacknowledged: the broker's session keeps it for the next run."""
+        with self._ready:
+            if self._stopping:
+                return
+            if len(self._queue) < COMMANDS_QUEUED:
+                self._queue.append((client, message))
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._work, name="sensorguard-commands", daemon=True)
+                    self._thread.start()
+                self._ready.notify()
+                return
+        try:  # (the network thread: a refusal is cheap, nothing is written)
+            self._refuse_busy(client, message)
+        finally:
+            if getattr(message, "qos", 0) > 0:
+                client.ack(message.mid, message.qos)
+
+    def _refuse_busy(self, client: Any, message: Any) -> None:
+        if not self._answers_refusal(message.payload):
+            return
+        verb = message.topic[len(self.prefix):]
+        self.metrics.commands.labels(verb if verb in VERBS else "?", "rejected").inc()
+        if (count := self._limiter.hit("busy")) is not None:
+            log.warning("%d command(s) refused: %d are waiting to be carried out (send them again later)", count,
+                        COMMANDS_QUEUED)
+        self._reply(client, _field(message.payload, "request_id"), _field(message.payload, "reply_to"), False,
+                    f"busy: {COMMANDS_QUEUED} commands are waiting to be carried out; send it again later")
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue and not self._stopping:
+                    self._ready.wait()
+                if self._stopping:
+                    return
+                client, message = self._queue.popleft()
+            self.handle(client, message)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Carry out no more commands (the one in hand is finished, within ``timeout``); those still
+        queued are not acknowledged, so the broker delivers them again to the next run."""
+        with self._ready:
+            self._stopping = True
+            left = len(self._queue)
+            self._queue.clear()
+            self._ready.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if left:
+            log.info("%d command(s) not carried out before stopping: the broker delivers them again", left)
 
     def filter(self) -> str:
         return self.prefix + "+"
@@ -92,7 +155,7 @@ class CommandHandler:
         """One command message: never raises (a bad command is answered, counted and logged)."""
         try:
             self._handle(client, message)
-        except Exception:  # noqa: BLE001 - a bug here must not stop the network thread
+        except Exception:  # noqa: BLE001 - a bug here must not stop the command thread
             log.exception("handling a command on %s failed", getattr(message, "topic", "?"))
             self.metrics.commands.labels("?", "error").inc()
         finally:

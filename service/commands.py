@@ -2,7 +2,7 @@
 
 The commands (``maintenance``, ``shelve``, ``ack``) arrive as messages
 (:mod:`~sensorguard.service.command_messages`: their format and checks) and are carried out by
-:class:`AlarmControls`, which the daemon shares between its network thread and its scoring worker.
+:class:`AlarmControls`, which the daemon shares between its command thread and its scoring worker.
 
 While an asset is in **maintenance** or **shelved**, its windows are still scored (metrics,
 retained state with ``"suppressed"``) but no alert event is published; maintenance also keeps its
@@ -52,7 +52,7 @@ class Control:
 
 class AlarmControls:
     """Each asset's maintenance and shelving, and the alerts that can be acknowledged; shared by
-    the network thread (commands) and the scoring worker (:meth:`suppressed`) under one lock."""
+    the command thread and the scoring worker (:meth:`suppressed`) under one lock."""
 
     def __init__(self, state_dir: str | None = None, max_controls: int = MAX_CONTROLS,
                  writes: StateWrites | None = None) -> None:

@@ -85,7 +85,7 @@ class Connection:
             client.ack(message.mid, message.qos)
             return
         if self.commands is not None and topic.startswith(self.commands.prefix):
-            self.commands.handle(client, message)
+            self.commands.submit(client, message)
         else:
             self.on_message(client, message)
 

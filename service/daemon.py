@@ -241,6 +241,7 @@ class Daemon(ScoringWorker):
         if self.source is not None:
             self.source.stop(timeout=25.0)  # no more fetching; its partitions are handed over (~21 s at most)
         self.ingest.stop()  # from now on messages are not acked: the session keeps them
+        self.commands.stop()  # commands too (the one in hand is finished)
         self.models.wake()
         for thread in self._threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
@@ -358,7 +359,7 @@ class Daemon(ScoringWorker):
             shadow.forget(asset)
 
     def _commanded(self, asset: str, c: Command) -> str:
-        """A command was accepted (network thread): the worker applies what changes for ``asset``;
+        """A command was accepted (the command thread): the worker applies what changes for ``asset``;
         an acknowledgement files the alert's recorded readings (what became of them: the reply)."""
         self.alerts.request_control_change(asset, (c.action == "start") if c.verb == "maintenance" else None)
         if c.verb == "ack" and self.recorder is not None:

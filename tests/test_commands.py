@@ -952,3 +952,57 @@ def test_the_sends_kept_against_a_revived_sessions_copy_are_bounded(tmp_path):
     read = AlarmControls(str(tmp_path))
     assert len(read._sends) == commands.SENDS_ASSETS
     assert max(e for sent in read._sends.values() for e in sent.values()) <= time.time() + commands.SEND_KEPT_S
+
+
+def test_commands_wait_on_their_own_thread_and_a_full_queue_is_refused_as_busy(tiny_bundle, monkeypatch):
+    """A flood walk: each command rewrote and synced controls.json on paho's network thread, so a
+    flood of them stopped the readings for minutes and the broker dropped the daemon's keep-alive.
+    The network thread now only queues a command: while the command thread is held in a write,
+    readings still go in; past COMMANDS_QUEUED waiting, a command is answered busy and acknowledged.
+    Stopped, the daemon leaves what still waits unacknowledged (the broker delivers it again)."""
+    import threading
+    from types import SimpleNamespace
+
+    from sensorguard.service import command_handling
+    from tests.test_daemon import T0, make, message, value
+
+    monkeypatch.setattr(command_handling, "COMMANDS_QUEUED", 3)
+    daemon, client = make(tiny_bundle)
+    writing, release = threading.Event(), threading.Event()
+    apply = daemon.controls.apply
+
+    def slow_apply(command, now):  # a controls.json write that takes its time
+        writing.set()
+        release.wait(10)
+        return apply(command, now)
+
+    monkeypatch.setattr(daemon.controls, "apply", slow_apply)
+
+    def command(k: int) -> SimpleNamespace:
+        return SimpleNamespace(topic="sensorguard/commands/shelve", qos=1, mid=100 + k, retain=False, dup=False,
+                               payload=json.dumps({"asset": f"p{k}", "for_s": 600, "request_id": f"r{k}"}).encode())
+
+    daemon.connection._route(client, None, command(0))
+    assert writing.wait(5)  # the command thread is in the write: the network thread came back at once
+    daemon.connection._route(client, None, message("pump-1", T0, mid=7))
+    assert (7, 1, 1) in client.acks  # and a reading went in meanwhile
+    for k in range(1, 5):  # three wait; the fourth is refused
+        daemon.connection._route(client, None, command(k))
+    busy = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/responses/r4"]
+    assert len(busy) == 1 and not busy[0]["accepted"] and busy[0]["message"].startswith("busy:"), busy
+    assert (104, 1, 1) in client.acks and not {100, 101, 102, 103} & {mid for mid, _, _ in client.acks}
+    assert value(daemon, "sensorguard_commands_total", command="shelve", result="rejected") == 1
+    release.set()
+    deadline = time.monotonic() + 10
+    while not {100, 101, 102, 103} <= {mid for mid, _, _ in client.acks}:  # carried out in order, acked
+        assert time.monotonic() < deadline, client.acks
+        time.sleep(0.02)
+    assert [daemon.controls.suppressed(f"p{k}", time.time()) for k in range(5)] == ["shelved"] * 4 + [None]
+    release.clear(), writing.clear()
+    daemon.connection._route(client, None, command(5))
+    assert writing.wait(5)
+    daemon.connection._route(client, None, command(6))
+    release.set()
+    daemon.commands.stop()  # the one in hand is finished; the one waiting is left to the broker
+    acked = {mid for mid, _, _ in client.acks}
+    assert 105 in acked and 106 not in acked
