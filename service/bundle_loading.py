@@ -66,7 +66,9 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
             warnings.simplefilter("ignore")
             state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code; torch raises several types
-        raise BundleError(f"{weights}: not a plain weights file, or damaged ({first_line(exc, 200)})",
+        # (a file of other bytes gives a KeyError of a number: "damaged (174812789)", a walk)
+        why = "not a file torch.save wrote" if isinstance(exc, KeyError) else first_line(exc, 200)
+        raise BundleError(f"{weights}: not a plain weights file, or damaged ({why})",
                           transient=transient_error(exc)) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BundleError(f"{weights}: expected a state_dict of tensors")

@@ -189,6 +189,15 @@ def test_a_damaged_weights_file_is_said_in_whole_sentences(tmp_path, tiny_bundle
                                    "archive: failed finding central directory. This is an internal miniz error.)")
 
 
+def test_weights_of_other_bytes_are_said_so_not_with_torchs_number(tmp_path, tiny_bundle):
+    """torch reads a file of other bytes as a KeyError of a number: "damaged (174812789)" (a walk)."""
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    (path / "model.pt").write_bytes(b"junk" * 100)
+    with pytest.raises(BundleError) as err:
+        load_bundle(path)
+    assert str(err.value).endswith("not a plain weights file, or damaged (not a file torch.save wrote)"), err.value
+
+
 def test_pickle_payload_in_weights_is_refused(tmp_path, tiny_bundle):
     path = save_bundle(tiny_bundle, tmp_path / "b")
     marker = tmp_path / "pwned"
