@@ -75,20 +75,28 @@ class CommandHandler:
         # shelving or a maintenance with a duration restarted from the redelivery's time and the audit
         # logged it twice (found by review). Only a redelivery of the same bytes is answered from here.
         self._answered: OrderedDict[tuple[str, bytes], tuple[str, str, str, bool]] = OrderedDict()
-        self._queue: deque[tuple[Any, Any]] = deque()  # (client, message) for the command thread (submit)
+        # (client, message, connection) for the command thread (submit); connection: the count of
+        # connects when it came, as its packet id belongs to that connection
+        self._queue: deque[tuple[Any, Any, int]] = deque()
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._connects = 0
 
     def submit(self, client: Any, message: Any) -> None:
         """Queue a command message for the command thread (started with the first), from the network
-        thread; with ``COMMANDS_QUEUED`` waiting it is refused as busy instead. After :meth:`stop`
-        it is left unacknowledged: the broker's session keeps it for the next run."""
+        thread: only one this instance answers (a flood for another's assets filled its queue and
+        its own were refused as busy: a walk); with ``COMMANDS_QUEUED`` waiting it is refused as busy
+        instead. After :meth:`stop` it is left unacknowledged: the broker's session keeps it."""
+        if not self._answers(message.payload):  # the instance serving its asset answers (and counts) it
+            if getattr(message, "qos", 0) > 0:
+                client.ack(message.mid, message.qos)
+            return
         with self._ready:
             if self._stopping:
                 return
             if len(self._queue) < COMMANDS_QUEUED:
-                self._queue.append((client, message))
+                self._queue.append((client, message, self._connects))
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._work, name="sensorguard-commands", daemon=True)
                     self._thread.start()
@@ -99,6 +107,27 @@ class CommandHandler:
         finally:
             if getattr(message, "qos", 0) > 0:
                 client.ack(message.mid, message.qos)
+
+    def connected(self, resumed: bool) -> None:
+        """A (re)connect (the network thread, before any message of the new connection): the commands
+        still waiting came on the old one. A resumed session delivers them again (carried out from the
+        queue as well, a thousand were carried out twice: a walk), so they go; a new session does
+        not, so they are carried out, but not acknowledged: their packet ids were the old
+        connection's."""
+        with self._ready:
+            self._connects += 1
+            left = len(self._queue)
+            if resumed:
+                self._queue.clear()
+        if left and resumed:
+            log.info("%d command(s) waiting at the reconnect are left to the broker, which delivers them again",
+                     left)
+
+    def _answers(self, payload: bytes) -> bool:
+        """Whether this instance carries out or answers a command (:meth:`_answers_refusal` of the
+        asset it names, where it names a valid one; the rest is judged by :meth:`_handle`)."""
+        asset = _field(payload, "asset")
+        return not valid_asset(asset) or self.owns(asset) or self.taking_over(asset)
 
     def _refuse_busy(self, client: Any, message: Any) -> None:
         if not self._answers_refusal(message.payload):
@@ -118,8 +147,12 @@ class CommandHandler:
                     self._ready.wait()
                 if self._stopping:
                     return
-                client, message = self._queue.popleft()
-            self.handle(client, message)
+                client, message, connects = self._queue.popleft()
+            self._carry_out(client, message, queued=True)
+            with self._ready:
+                current = connects == self._connects  # (else its packet id was the old connection's)
+            if current and getattr(message, "qos", 0) > 0:
+                client.ack(message.mid, message.qos)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Carry out no more commands (the one in hand is finished, within ``timeout``); those still
@@ -152,17 +185,22 @@ class CommandHandler:
         return not self._clustered or self.owns(NO_ASSET)
 
     def handle(self, client: Any, message: Any) -> None:
-        """One command message: never raises (a bad command is answered, counted and logged)."""
+        """One command message, carried out here and acknowledged: never raises (a bad command is
+        answered, counted and logged)."""
         try:
-            self._handle(client, message)
-        except Exception:  # noqa: BLE001 - a bug here must not stop the command thread
-            log.exception("handling a command on %s failed", getattr(message, "topic", "?"))
-            self.metrics.commands.labels("?", "error").inc()
+            self._carry_out(client, message)
         finally:
             if getattr(message, "qos", 0) > 0:
                 client.ack(message.mid, message.qos)
 
-    def _handle(self, client: Any, message: Any) -> None:
+    def _carry_out(self, client: Any, message: Any, queued: bool = False) -> None:
+        try:
+            self._handle(client, message, queued)
+        except Exception:  # noqa: BLE001 - a bug here must not stop the command thread
+            log.exception("handling a command on %s failed", getattr(message, "topic", "?"))
+            self.metrics.commands.labels("?", "error").inc()
+
+    def _handle(self, client: Any, message: Any, queued: bool = False) -> None:
         verb = message.topic[len(self.prefix):]
         known = verb if verb in VERBS else "?"
         if getattr(message, "retain", False):  # it would be carried out again at every reconnect
@@ -198,6 +236,11 @@ class CommandHandler:
                 self._reply(client, parsed.request_id, parsed.reply_to, False,
                             f"{parsed.asset} is being taken over by {self.settings.instance_name}: try again in a "
                             "few seconds")
+            elif queued:  # ours when it came, handed on while it waited: its new owner never got it (a walk)
+                self.metrics.commands.labels(parsed.verb, "rejected").inc()
+                self._reply(client, parsed.request_id, parsed.reply_to, False,
+                            f"{parsed.asset} was handed to another instance while this command waited here: "
+                            "send it again")
             return  # the instance serving the asset answers
         if self.controls.carried_out(parsed):  # by another run: a session revived by a layout change kept it
             self.metrics.commands.labels(parsed.verb, "duplicate").inc()

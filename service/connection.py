@@ -128,6 +128,8 @@ class Connection:
             client.unsubscribe(list(self.unsubscribe))
             log.info("unsubscribed from %s: no longer this instance's partitions", ", ".join(self.unsubscribe))
         self.refused = ()  # this connection's subscriptions are judged afresh
+        if self.commands is not None:  # (before a message of this connection is queued)
+            self.commands.connected(resumed=bool(getattr(flags, "session_present", False)))
         mqtt.subscribe_readings(client, self.settings)
         if self.commands is not None:
             client.subscribe(self.commands.filter(), qos=1)

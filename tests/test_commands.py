@@ -1006,3 +1006,74 @@ def test_commands_wait_on_their_own_thread_and_a_full_queue_is_refused_as_busy(t
     daemon.commands.stop()  # the one in hand is finished; the one waiting is left to the broker
     acked = {mid for mid, _, _ in client.acks}
     assert 105 in acked and 106 not in acked
+
+
+def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_old_connection(tiny_bundle,
+                                                                                                monkeypatch):
+    """Three defects of the queue, found in a walk: (1) a flood for another instance's assets filled
+    this one's queue, and its own commands were refused as busy; (2) after a reconnect that resumed
+    the session the broker delivered the waiting commands again, and a thousand were carried out
+    twice (one without a request id cannot be told from its copy): they go from the queue, and
+    after a new session they are carried out but not acknowledged (their packet ids were the old
+    connection's); (3) a command whose asset was handed to another instance while it waited was
+    dropped unanswered: it is refused with "send it again"."""
+    import threading
+    from types import SimpleNamespace
+
+    from sensorguard.service import command_handling
+    from sensorguard.service.command_handling import CommandHandler
+    from tests.test_daemon import make
+
+    monkeypatch.setattr(command_handling, "COMMANDS_QUEUED", 3)
+    daemon, client = make(tiny_bundle)
+    ours = {"mine-1", "mine-2", "mine-3", "mine-4"}
+    handler = CommandHandler(daemon.settings, daemon.controls, daemon.publisher, daemon.metrics,
+                             owns=lambda asset: asset in ours)
+    writing, release = threading.Event(), threading.Event()
+    apply = daemon.controls.apply
+
+    def slow_apply(command, now):
+        writing.set()
+        release.wait(10)
+        return apply(command, now)
+
+    monkeypatch.setattr(daemon.controls, "apply", slow_apply)
+
+    def command(asset: str, mid: int) -> SimpleNamespace:
+        return SimpleNamespace(topic="sensorguard/commands/shelve", qos=1, mid=mid, retain=False, dup=False,
+                               payload=json.dumps({"asset": asset, "for_s": 600, "request_id": f"r{mid}"}).encode())
+
+    def answers() -> dict:
+        return {t.rsplit("/", 1)[1]: json.loads(p) for t, p, _ in client.published if "/responses/" in t}
+
+    handler.connected(resumed=False)
+    handler.submit(client, command("mine-1", 1))
+    assert writing.wait(5)  # in hand
+    for k in range(10):  # another instance's: acknowledged here and left to it, none queued
+        handler.submit(client, command(f"theirs-{k}", 100 + k))
+    assert {100 + k for k in range(10)} <= {mid for mid, _, _ in client.acks}
+    for k, asset in enumerate(("mine-2", "mine-3", "mine-4"), 2):  # three of ours wait: not busy
+        handler.submit(client, command(asset, k))
+    assert not any(a["message"].startswith("busy") for a in answers().values())
+    handler.connected(resumed=True)  # the broker delivers the three waiting again: they go from here
+    ours.discard("mine-1")  # and the one in hand is handed on meanwhile (it is carried out: it was ours)
+    release.set()
+    deadline = time.monotonic() + 5
+    while "r1" not in answers():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert set(answers()) == {"r1"} and not {2, 3, 4} & {mid for mid, _, _ in client.acks}
+    assert 1 not in {mid for mid, _, _ in client.acks}  # its packet id was the old connection's
+    release.clear(), writing.clear()
+    handler.submit(client, command("mine-2", 5))  # the copy delivered again: carried out once, acked
+    assert writing.wait(5)
+    handler.submit(client, command("mine-3", 6))
+    ours.discard("mine-3")  # handed on while it waits
+    release.set()
+    while "r6" not in answers():
+        assert time.monotonic() < deadline + 5
+        time.sleep(0.02)
+    assert answers()["r5"]["accepted"] and {5, 6} <= {mid for mid, _, _ in client.acks}
+    assert not answers()["r6"]["accepted"] and "handed to another instance" in answers()["r6"]["message"]
+    handler.stop()
