@@ -210,7 +210,6 @@ def test_small_data_cross_fit_trains_every_fold_on_a_false_alarm_and_holds_none_
     keeps one component, and the episode's step takes a share of it from the load)."""
     from dataclasses import replace
 
-    from sensorguard.training.crossfit import fold_masks
     from sensorguard.training.data import series_from_frame
     from sensorguard.training.series import LEARNED
     from sensorguard.training.splits import split_by_time
@@ -222,15 +221,9 @@ def test_small_data_cross_fit_trains_every_fold_on_a_false_alarm_and_holds_none_
     learned = replace(plain, labels={LEARNED: (np.arange(900) >= 700) & (np.arange(900) < 800)})
     parts = split_by_time(learned)
     assert parts.train.learned().sum() == 100 and not parts.validation.learned().any()
-    # the cuts count the 800 other rows (rows 480-639 validate, 640-699 and 800-899 calibrate): counted
-    # among all rows, the episode left 80 rows of 180 to calibrate, and none when it was the newest (a review)
-    assert (len(parts.validation), len(parts.calibration)) == (160, 160)
+    # (rows 540-719 validate, 720-899 calibrate: the episode leaves 20 of one and 80 of the other)
+    assert (len(parts.validation), len(parts.calibration)) == (180 - 20, 180 - 80)
     assert not parts.calibration.learned().any()
-    newest = replace(plain, labels={LEARNED: np.arange(900) >= 600})
-    assert [len(p) for p in (split_by_time(newest, (0.9, 0.0, 0.1)).calibration, split_by_time(newest).calibration)] \
-        == [60, 120]
-    held = [int((m & ~newest.learned()).sum()) for m in fold_masks(newest.times, counted=~newest.learned())]
-    assert held == [120] * 5  # every fold holds out its share of the other rows (the last held out none)
     lines = {case: train_bundle(data, TrainOptions(max_epochs=5, progress=False, seed=0))[0].threshold_
              for case, data in (("learned", learned), ("plain", plain))}
     assert lines["learned"] < 0.25 * lines["plain"], lines

@@ -60,10 +60,9 @@ class CrossFit(NamedTuple):
     folds: list[int]  # the time fold each piece was held out in (0: the earliest rows)
 
 
-def fold_masks(times: np.ndarray, folds: int = FOLDS, counted: np.ndarray | None = None) -> list[np.ndarray]:
-    """Row masks of ``folds`` contiguous time blocks of equal row count (all machines together;
-    ``counted``: the rows whose count is equal, None: all)."""
-    ordered = np.sort(times if counted is None else times[counted])
+def fold_masks(times: np.ndarray, folds: int = FOLDS) -> list[np.ndarray]:
+    """Row masks of ``folds`` contiguous time blocks of equal row count (all machines together)."""
+    ordered = np.sort(times)
     n = len(ordered)
     cuts = [ordered[min(int(round(n * k / folds)), n - 1)] for k in range(1, folds)]
     edges = [-np.inf, *cuts, np.inf]
@@ -94,7 +93,7 @@ def cross_fit(
     held = data
     scales = []
     learned = data.learned()  # false alarms acknowledged: every fold trains on them, none is scored on them
-    for k, mask in enumerate(fold_masks(data.times, folds, counted=~learned)):
+    for k, mask in enumerate(fold_masks(data.times, folds)):
         held, rest = data.take(mask & ~learned), data.take(~mask | learned)
         fit = fit_network(rest, None, template.config, options, epochs=epochs, init_state=init_state,
                           rank=template.config.linear, shared_scale=shared_scale)

@@ -32,13 +32,13 @@ def split_by_time(data: SensorData, fractions: tuple[float, float, float] = (0.6
     period of each machine, and the calibration block is always the most recent data. Rows of
     false alarms acknowledged (:meth:`SensorData.learned`) are training rows wherever they fall.
     """
-    learned = data.learned()  # (the cuts count the other rows: 300 learned among the newest left no calibration)
-    ordered = np.sort(data.times[~learned])
-    n = len(ordered)
+    n = len(data)
+    ordered = np.sort(data.times)
     a = int(round(n * fractions[0]))
     b = int(round(n * (fractions[0] + fractions[1])))
     t1 = ordered[a] if a < n else np.inf
     t2 = ordered[b] if b < n else np.inf
+    learned = data.learned()
     return Splits(data.take((data.times < t1) | learned), data.take((data.times >= t1) & (data.times < t2) & ~learned),
                   data.take((data.times >= t2) & ~learned))
 
