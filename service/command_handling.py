@@ -42,7 +42,10 @@ MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 (AUDIT_ROT
 
 NO_ASSET = "-"  # cluster mode: the worker serving this id's partition answers a refused command naming no asset
 ANSWERED_KEPT = 4096  # accepted commands whose answer is kept, so a redelivery is answered, not re-applied
-COMMANDS_QUEUED = 1_000  # commands waiting for the command thread; beyond, refused as busy (answered, counted)
+# commands waiting for the command thread; beyond, refused as busy (answered, counted). Each waits
+# unacknowledged, in the broker's window of messages in flight to this client (readings share it:
+# Mosquitto's default is 20, deploy/mosquitto's 1,000), so a flood holds at most this many of it
+COMMANDS_QUEUED = 100
 
 
 class CommandHandler:
@@ -75,13 +78,14 @@ class CommandHandler:
         # shelving or a maintenance with a duration restarted from the redelivery's time and the audit
         # logged it twice (found by review). Only a redelivery of the same bytes is answered from here.
         self._answered: OrderedDict[tuple[str, bytes], tuple[str, str, str, bool]] = OrderedDict()
-        # (client, message, connection) for the command thread (submit); connection: the count of
-        # connects when it came, as its packet id belongs to that connection
+        # (client, message, session) for the command thread (submit); session: the count of new broker
+        # sessions when it came, as its packet id belongs to that session (a resumed one keeps them)
         self._queue: deque[tuple[Any, Any, int]] = deque()
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._connects = 0
+        self._sessions = 0
+        self._paused = False  # disconnected: what is carried out now could not be acknowledged
 
     def submit(self, client: Any, message: Any) -> None:
         """Queue a command message for the command thread (started with the first), from the network
@@ -96,7 +100,7 @@ class CommandHandler:
             if self._stopping:
                 return
             if len(self._queue) < COMMANDS_QUEUED:
-                self._queue.append((client, message, self._connects))
+                self._queue.append((client, message, self._sessions))
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._work, name="sensorguard-commands", daemon=True)
                     self._thread.start()
@@ -112,16 +116,25 @@ class CommandHandler:
         """A (re)connect (the network thread, before any message of the new connection): the commands
         still waiting came on the old one. A resumed session delivers them again (carried out from the
         queue as well, a thousand were carried out twice: a walk), so they go; a new session does
-        not, so they are carried out, but not acknowledged: their packet ids were the old
-        connection's."""
+        not, so they are carried out, but not acknowledged: their packet ids were the old session's
+        (the one in hand is acknowledged in a resumed session, whose packet ids stand)."""
         with self._ready:
-            self._connects += 1
+            self._sessions += not resumed
             left = len(self._queue)
             if resumed:
                 self._queue.clear()
+            self._paused = False
+            self._ready.notify()
         if left and resumed:
             log.info("%d command(s) waiting at the reconnect are left to the broker, which delivers them again",
                      left)
+
+    def disconnected(self) -> None:
+        """The connection dropped: nothing more is carried out until :meth:`connected` says what the
+        waiting commands are to the new one (carried out meanwhile, their acknowledgements were lost
+        and the resumed session delivered them again: 897 of 1,000 carried out twice, a walk)."""
+        with self._ready:
+            self._paused = True
 
     def _answers(self, payload: bytes) -> bool:
         """Whether this instance carries out or answers a command (:meth:`_answers_refusal` of the
@@ -143,16 +156,15 @@ class CommandHandler:
     def _work(self) -> None:
         while True:
             with self._ready:
-                while not self._queue and not self._stopping:
+                while (not self._queue or self._paused) and not self._stopping:
                     self._ready.wait()
                 if self._stopping:
                     return
-                client, message, connects = self._queue.popleft()
+                client, message, session = self._queue.popleft()
             self._carry_out(client, message, queued=True)
-            with self._ready:
-                current = connects == self._connects  # (else its packet id was the old connection's)
-            if current and getattr(message, "qos", 0) > 0:
-                client.ack(message.mid, message.qos)
+            with self._ready:  # (held: no new session between the check and the ack)
+                if session == self._sessions and getattr(message, "qos", 0) > 0:  # (else an old session's id)
+                    client.ack(message.mid, message.qos)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Carry out no more commands (the one in hand is finished, within ``timeout``); those still

@@ -108,6 +108,8 @@ class Connection:
         self.connected_since = None
         self.connected.clear()
         self.metrics.mqtt_connected.set(0)
+        if self.commands is not None:
+            self.commands.disconnected()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:

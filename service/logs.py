@@ -91,16 +91,17 @@ class RateLimiter:
 
 class LineBudget:
     """At most ``lines`` log lines of one kind every ``interval_s``: :meth:`take` says whether the
-    next may be written and how many were left out before it (to say so in one line).
+    next may be written, how many were left out before it, and whether it is the first one left out
+    of its interval (to say at once that lines are being left out, and later how many).
 
     Each sensor fault is worth its line, until a flood of junk machines with one implausible reading
     each wrote ten lines a message, 50,000 for 5,000 messages (a walk): the events are still
     published and counted, the log keeps its first lines of each interval.
 
-    >>> clock = iter([0.0, 1.0, 2.0, 61.0]).__next__
+    >>> clock = iter([0.0, 1.0, 2.0, 3.0, 61.0]).__next__
     >>> budget = LineBudget(lines=2, interval_s=60.0, clock=clock)
-    >>> [budget.take() for _ in range(4)]
-    [(True, 0), (True, 0), (False, 0), (True, 1)]
+    >>> [budget.take() for _ in range(5)]
+    [(True, 0, False), (True, 0, False), (False, 0, True), (False, 0, False), (True, 2, False)]
     """
 
     def __init__(self, lines: int = 100, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -108,17 +109,18 @@ class LineBudget:
         self._lock = threading.Lock()
         self._start, self._used, self._left_out = -float("inf"), 0, 0
 
-    def take(self) -> tuple[bool, int]:
+    def take(self) -> tuple[bool, int, bool]:
         now = self._clock()
         with self._lock:
             if now - self._start >= self.interval_s:
                 self._start, self._used = now, 0
             if self._used >= self.lines:
+                self._used += 1
                 self._left_out += 1
-                return False, 0
+                return False, 0, self._used == self.lines + 1
             self._used += 1
             left_out, self._left_out = self._left_out, 0
-            return True, left_out
+            return True, left_out, False
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

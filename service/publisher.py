@@ -127,10 +127,13 @@ class Publisher:
         ``silent`` while alerting), so a subscriber tracking open alerts closes it."""
         state = "sensor_fault" if event.fault else "sensor_ok"
         extra = {"asset": asset, "event": state, "kind": event.kind, "channel": event.channel}
-        written, left_out = self._sensor_lines.take()
+        written, left_out, first = self._sensor_lines.take()
+        if first:  # (said at once: a count said with the next line came late, or never after a short flood)
+            log.warning("over %d sensor fault lines this minute: the rest of this minute's are left out of the log "
+                        "(their events are published all the same; sensorguard_sensor_faults_total counts them)",
+                        SENSOR_LINES)
         if left_out:
-            log.warning("%d sensor fault lines left out of the log (over %d a minute): their events were "
-                        "published all the same (sensorguard_sensor_faults_total counts them)", left_out, SENSOR_LINES)
+            log.warning("%d sensor fault lines were left out of the log (over %d a minute)", left_out, SENSOR_LINES)
         if written and event.channel is None:  # the whole asset (silent): it read "silent of None (value nan)"
             said = ": no reading after" if event.fault else " ended: a reading at"
             log.info("%s: %s %s%s %s", state, asset, event.kind, said, iso(event.ts), extra=extra)

@@ -1015,8 +1015,9 @@ def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_o
     the session the broker delivered the waiting commands again, and a thousand were carried out
     twice (one without a request id cannot be told from its copy): they go from the queue, and
     after a new session they are carried out but not acknowledged (their packet ids were the old
-    connection's); (3) a command whose asset was handed to another instance while it waited was
-    dropped unanswered: it is refused with "send it again"."""
+    session's; a resumed one keeps them, so the one in hand is acknowledged); (3) a command whose
+    asset was handed to another instance while it waited was dropped unanswered: it is refused
+    with "send it again"."""
     import threading
     from types import SimpleNamespace
 
@@ -1064,7 +1065,7 @@ def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_o
         time.sleep(0.02)
     time.sleep(0.2)
     assert set(answers()) == {"r1"} and not {2, 3, 4} & {mid for mid, _, _ in client.acks}
-    assert 1 not in {mid for mid, _, _ in client.acks}  # its packet id was the old connection's
+    assert 1 in {mid for mid, _, _ in client.acks}  # a resumed session keeps its packet ids (a review)
     release.clear(), writing.clear()
     handler.submit(client, command("mine-2", 5))  # the copy delivered again: carried out once, acked
     assert writing.wait(5)
@@ -1076,4 +1077,32 @@ def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_o
         time.sleep(0.02)
     assert answers()["r5"]["accepted"] and {5, 6} <= {mid for mid, _, _ in client.acks}
     assert not answers()["r6"]["accepted"] and "handed to another instance" in answers()["r6"]["message"]
+    release.clear(), writing.clear()  # a new session: the broker has none of the old one's, nor its packet ids
+    handler.submit(client, command("mine-2", 7))
+    assert writing.wait(5)
+    handler.submit(client, command("mine-4", 8))
+    handler.connected(resumed=False)
+    release.set()
+    while "r8" not in answers():  # both carried out (nobody delivers them again), neither acknowledged
+        assert time.monotonic() < deadline + 10
+        time.sleep(0.02)
+    assert answers()["r7"]["accepted"] and answers()["r8"]["accepted"]
+    time.sleep(0.1)
+    assert not {7, 8} & {mid for mid, _, _ in client.acks}
+    # disconnected: nothing waiting is carried out (its ack would be lost and the resumed session
+    # deliver it again: 897 of 1,000 carried out twice, a walk) until the reconnect says what it is
+    release.clear(), writing.clear()
+    handler.submit(client, command("mine-2", 9))
+    assert writing.wait(5)
+    handler.submit(client, command("mine-4", 10))
+    handler.disconnected()
+    release.set()
+    while "r9" not in answers():
+        assert time.monotonic() < deadline + 15
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert "r10" not in answers()
+    handler.connected(resumed=True)  # the broker delivers it again: carried out from that copy only
+    time.sleep(0.3)
+    assert "r10" not in answers()
     handler.stop()

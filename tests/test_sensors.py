@@ -562,7 +562,9 @@ def test_a_flood_of_sensor_faults_keeps_the_log_to_its_budget_and_says_what_it_l
         publisher.sensor(f"junk-{k}", SensorEvent("out_of_range", "a", True, 1.0, 1e29), ("m", "v1"))
     lines = [r for r in caplog.records if "out_of_range" in r.getMessage()]
     assert len(lines) == SENSOR_LINES and len(sent) == 3 * SENSOR_LINES
+    said = [r.getMessage() for r in caplog.records]  # at once, that lines are being left out (a review)
+    assert said[SENSOR_LINES].startswith(f"over {SENSOR_LINES} sensor fault lines this minute") and len(said) == 101
     now[0] = 61.0  # the next minute: its first line, after one saying how many were left out
     publisher.sensor("pump-1", SensorEvent("stuck", "a", True, 62.0, 3.0), ("m", "v1"))
     said = [r.getMessage() for r in caplog.records][-2:]
-    assert said[0].startswith(f"{2 * SENSOR_LINES} sensor fault lines left out of the log") and "stuck" in said[1]
+    assert said[0].startswith(f"{2 * SENSOR_LINES} sensor fault lines were left out") and "stuck" in said[1]
