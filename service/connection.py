@@ -108,8 +108,6 @@ class Connection:
         self.connected_since = None
         self.connected.clear()
         self.metrics.mqtt_connected.set(0)
-        if self.commands is not None:
-            self.commands.disconnected()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -192,6 +190,8 @@ class Connection:
         self.connected_since = None
         self.connected.clear()
         self.metrics.mqtt_connected.set(0)
+        if self.commands is not None:  # (nothing is carried out until the reconnect says what the waiting are)
+            self.commands.disconnected()
         if self._refused_now and lasted is None:  # the refusal said why; "Protocol error" here was wrong
             return
         if not self.stopping():

@@ -1095,7 +1095,8 @@ def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_o
     handler.submit(client, command("mine-2", 9))
     assert writing.wait(5)
     handler.submit(client, command("mine-4", 10))
-    handler.disconnected()
+    daemon.connection.commands = handler  # the connection dropping pauses it (a walk: the pause was wired to
+    daemon.connection._on_disconnect(client, None, None, SimpleNamespace(value=0), None)  # the stop alone)
     release.set()
     while "r9" not in answers():
         assert time.monotonic() < deadline + 15
