@@ -73,7 +73,7 @@ class CommandHandler:
         self.prefix = f"{settings.output_prefix}/commands/"
         self.responses = f"{settings.output_prefix}/responses/"
         self._limiter = RateLimiter(10.0)
-        # (topic, payload digest) of an accepted command with a request id -> (request id, reply_to, answer, saved):
+        # (topic, payload digest) of an accepted command -> (request id, reply_to, answer, saved):
         # QoS 1 delivers a command again (DUP set) when its ack was lost (a reconnect); applied again, a
         # shelving or a maintenance with a duration restarted from the redelivery's time and the audit
         # logged it twice (found by review). Only a redelivery of the same bytes is answered from here.
@@ -226,7 +226,7 @@ class CommandHandler:
         if getattr(message, "dup", False) and (answered := self._answered.get(key)) is not None:
             self.metrics.commands.labels(known, "duplicate").inc()
             log.info("command %s %s received again (a redelivery): answered as before, not carried out again",
-                     verb, answered[0], extra={"event": "command"})
+                     verb, answered[0] or "(no request id)", extra={"event": "command"})
             self._reply(client, answered[0], answered[1], True, answered[2], answered[3])
             return
         now = time.time()
@@ -290,7 +290,8 @@ class CommandHandler:
             self.publisher.daemon_event(entry)
             if said := self.on_change(parsed.asset, parsed):
                 text = f"{text}; {said}"
-        if accepted and parsed.request_id:
+        if accepted:  # (without a request id too: its ack lost in the instant before a drop was seen, the copy
+            # the resumed session delivered again, DUP set, was carried out again: a walk)
             self._answered[key] = (parsed.request_id, parsed.reply_to, text, saved)
             while len(self._answered) > ANSWERED_KEPT:
                 self._answered.popitem(last=False)

@@ -806,6 +806,12 @@ def test_a_redelivered_command_is_answered_again_not_applied_again(tiny_bundle, 
     for k, action in enumerate(("start", "end", "start")):  # sent again by the client: carried out each time
         send("maintenance", {"asset": "p2", "action": action}, now + 10 * k)
     assert daemon.controls.suppressed("p2", now + 30) == "maintenance" and len(events) == 4
+    # one without a request id, its ack lost in the instant before a drop was seen: the resumed
+    # session's copy (DUP) is not carried out again either (a walk: it was), a new send is
+    for dup in (False, True, False):
+        daemon.commands.handle(client, SimpleNamespace(topic="sensorguard/commands/shelve", payload=json.dumps(
+            {"asset": "p3", "for_s": 600}).encode(), qos=1, mid=2, retain=False, dup=dup))
+    assert len(events) == 6 and value(daemon, "sensorguard_commands_total", command="shelve", result="duplicate") == 2
 
 
 def test_a_command_another_run_carried_out_is_not_carried_out_again(tiny_bundle, tmp_path, monkeypatch):
