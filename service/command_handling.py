@@ -73,11 +73,14 @@ class CommandHandler:
         self.prefix = f"{settings.output_prefix}/commands/"
         self.responses = f"{settings.output_prefix}/responses/"
         self._limiter = RateLimiter(10.0)
-        # (topic, payload digest) of an accepted command -> (request id, reply_to, answer, saved):
-        # QoS 1 delivers a command again (DUP set) when its ack was lost (a reconnect); applied again, a
-        # shelving or a maintenance with a duration restarted from the redelivery's time and the audit
-        # logged it twice (found by review). Only a redelivery of the same bytes is answered from here.
-        self._answered: OrderedDict[tuple[str, bytes], tuple[str, str, str, bool]] = OrderedDict()
+        # (session, packet id, topic, payload digest) of a command judged -> (request id, reply_to, accepted,
+        # answer, saved): QoS 1 delivers a command again (DUP set) when its ack was lost (a reconnect);
+        # applied again, a shelving or a maintenance with a duration restarted from the redelivery's time
+        # and the audit logged it twice (found by review). Only a redelivery of that very delivery (its
+        # session's packet id, the same bytes) is answered from here: one matched on its bytes alone
+        # (a start sent again after an end, dropped from the queue at a reconnect) was never carried out
+        self._answered: OrderedDict[tuple[int, int, str, bytes], tuple[str, str, bool, str, bool | None]] = (
+            OrderedDict())
         # (client, message, session) for the command thread (submit); session: the count of new broker
         # sessions when it came, as its packet id belongs to that session (a resumed one keeps them)
         self._queue: deque[tuple[Any, Any, int]] = deque()
@@ -220,14 +223,15 @@ class CommandHandler:
             if self._limiter.hit("retained") is not None:
                 log.warning("retained command on %s ignored: publish commands without retain", message.topic)
             return
-        key = (message.topic, hashlib.blake2b(bytes(message.payload), digest_size=16).digest())
+        key = (self._sessions, getattr(message, "mid", 0), message.topic,
+               hashlib.blake2b(bytes(message.payload), digest_size=16).digest())
         # a redelivery carries MQTT's DUP flag: the same bytes sent again by a client (a dashboard's
         # fixed request id: start, end, start) are a new command (found by review)
         if getattr(message, "dup", False) and (answered := self._answered.get(key)) is not None:
             self.metrics.commands.labels(known, "duplicate").inc()
             log.info("command %s %s received again (a redelivery): answered as before, not carried out again",
                      verb, answered[0] or "(no request id)", extra={"event": "command"})
-            self._reply(client, answered[0], answered[1], True, answered[2], answered[3])
+            self._reply(client, *answered)
             return
         now = time.time()
         parsed = parse_command(verb, message.payload, now, check_expiry=False)  # (expiry: after carried_out)
@@ -245,9 +249,10 @@ class CommandHandler:
         if not self.owns(parsed.asset):
             if self.taking_over(parsed.asset):  # nobody serves it for these seconds: say so, not nothing
                 self.metrics.commands.labels(parsed.verb, "rejected").inc()
-                self._reply(client, parsed.request_id, parsed.reply_to, False,
-                            f"{parsed.asset} is being taken over by {self.settings.instance_name}: try again in a "
-                            "few seconds")
+                answer = (parsed.request_id, parsed.reply_to, False, f"{parsed.asset} is being taken over by "
+                          f"{self.settings.instance_name}: try again in a few seconds", None)
+                self._remember(key, answer)  # (its copy, judged again once taken over, was carried out: a review)
+                self._reply(client, *answer)
             elif queued:  # ours when it came, handed on while it waited: its new owner never got it (a walk)
                 self.metrics.commands.labels(parsed.verb, "rejected").inc()
                 self._reply(client, parsed.request_id, parsed.reply_to, False,
@@ -290,12 +295,17 @@ class CommandHandler:
             self.publisher.daemon_event(entry)
             if said := self.on_change(parsed.asset, parsed):
                 text = f"{text}; {said}"
-        if accepted:  # (without a request id too: its ack lost in the instant before a drop was seen, the copy
-            # the resumed session delivered again, DUP set, was carried out again: a walk)
-            self._answered[key] = (parsed.request_id, parsed.reply_to, text, saved)
-            while len(self._answered) > ANSWERED_KEPT:
-                self._answered.popitem(last=False)
-        self._reply(client, parsed.request_id, parsed.reply_to, accepted, text, saved if accepted else None)
+        # (without a request id too: its ack lost in the instant before a drop was seen, the copy the resumed
+        # session delivered again was carried out again: a walk)
+        answer = (parsed.request_id, parsed.reply_to, accepted, text, saved if accepted else None)
+        self._remember(key, answer)
+        self._reply(client, *answer)
+
+    def _remember(self, key: tuple[int, int, str, bytes], answer: tuple[str, str, bool, str, bool | None]) -> None:
+        """Keep a judged command's answer for its redelivery (the last ``ANSWERED_KEPT``)."""
+        self._answered[key] = answer
+        while len(self._answered) > ANSWERED_KEPT:
+            self._answered.popitem(last=False)
 
     def _reply(self, client: Any, request_id: str, reply_to: str, accepted: bool, text: str,
                saved: bool | None = None) -> None:
