@@ -210,7 +210,7 @@ def test_small_data_cross_fit_trains_every_fold_on_a_false_alarm_and_holds_none_
     keeps one component, and the episode's step takes a share of it from the load)."""
     from dataclasses import replace
 
-    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.data import DataError, series_from_frame
     from sensorguard.training.series import LEARNED
     from sensorguard.training.splits import split_by_time
     from sensorguard.training.train import TrainOptions, train_bundle
@@ -224,6 +224,10 @@ def test_small_data_cross_fit_trains_every_fold_on_a_false_alarm_and_holds_none_
     # (rows 540-719 validate, 720-899 calibrate: the episode leaves 20 of one and 80 of the other)
     assert (len(parts.validation), len(parts.calibration)) == (180 - 20, 180 - 80)
     assert not parts.calibration.learned().any()
+    newest = replace(plain, labels={LEARNED: np.arange(900) >= 700})  # they fill the newest fifth: said so, not
+    with pytest.raises(DataError, match="fill the newest 20% of the data, so no normal rows are left for the "
+                                        "calibration block"):  # "too little data: 900 usable rows" (a review)
+        split_by_time(newest)
     lines = {case: train_bundle(data, TrainOptions(max_epochs=5, progress=False, seed=0))[0].threshold_
              for case, data in (("learned", learned), ("plain", plain))}
     assert lines["learned"] < 0.25 * lines["plain"], lines

@@ -39,8 +39,13 @@ def split_by_time(data: SensorData, fractions: tuple[float, float, float] = (0.6
     t1 = ordered[a] if a < n else np.inf
     t2 = ordered[b] if b < n else np.inf
     learned = data.learned()
-    return Splits(data.take((data.times < t1) | learned), data.take((data.times >= t1) & (data.times < t2) & ~learned),
-                  data.take((data.times >= t2) & ~learned))
+    middle, late = (data.times >= t1) & (data.times < t2), data.times >= t2
+    for block, share, rows in (("validation", fractions[1], middle), ("calibration", fractions[2], late)):
+        if share > 0 and rows.any() and learned[rows].all():  # (it said "too little data": a review)
+            raise DataError(f"the rows of alerts acknowledged as false alarms (learned as normal: training rows "
+                            f"only) fill the newest {share:.0%} of the data, so no normal rows are left for the "
+                            f"{block} block: give normal data from after them too (--recorded keeps recording it)")
+    return Splits(data.take((data.times < t1) | learned), data.take(middle & ~learned), data.take(late & ~learned))
 
 
 def window_starts(segments: np.ndarray, window: int, stride: int = 1) -> np.ndarray:
