@@ -165,7 +165,9 @@ class CommandHandler:
                     return
                 client, message, session = self._queue.popleft()
             self._carry_out(client, message, queued=True)
-            with self._ready:  # (held: no new session between the check and the ack)
+            # (held: connected() cannot count a new session between the check and the ack; an ack made after
+            # paho sent its CONNECT and before the CONNACK still goes out, and a broker ignores an unknown id)
+            with self._ready:
                 if session == self._sessions and getattr(message, "qos", 0) > 0:  # (else an old session's id)
                     client.ack(message.mid, message.qos)
 
