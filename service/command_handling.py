@@ -96,8 +96,7 @@ class CommandHandler:
         its own were refused as busy: a walk); with ``COMMANDS_QUEUED`` waiting it is refused as busy
         instead. After :meth:`stop` it is left unacknowledged: the broker's session keeps it."""
         if not self._answers(message.payload):  # the instance serving its asset answers (and counts) it
-            if getattr(message, "qos", 0) > 0:
-                client.ack(message.mid, message.qos)
+            _ack(client, message)
             return
         with self._ready:
             if self._stopping:
@@ -112,8 +111,7 @@ class CommandHandler:
         try:  # (the network thread: a refusal is cheap, nothing is written)
             self._refuse_busy(client, message)
         finally:
-            if getattr(message, "qos", 0) > 0:
-                client.ack(message.mid, message.qos)
+            _ack(client, message)
 
     def connected(self, resumed: bool) -> None:
         """A (re)connect (the network thread, before any message of the new connection): the commands
@@ -168,8 +166,8 @@ class CommandHandler:
             # (held: connected() cannot count a new session between the check and the ack; an ack made after
             # paho sent its CONNECT and before the CONNACK still goes out, and a broker ignores an unknown id)
             with self._ready:
-                if session == self._sessions and getattr(message, "qos", 0) > 0:  # (else an old session's id)
-                    client.ack(message.mid, message.qos)
+                if session == self._sessions:  # (else an old session's packet id)
+                    _ack(client, message)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Carry out no more commands (the one in hand is finished, within ``timeout``); those still
@@ -207,8 +205,7 @@ class CommandHandler:
         try:
             self._carry_out(client, message)
         finally:
-            if getattr(message, "qos", 0) > 0:
-                client.ack(message.mid, message.qos)
+            _ack(client, message)
 
     def _carry_out(self, client: Any, message: Any, queued: bool = False) -> None:
         try:
@@ -343,6 +340,12 @@ def _audit_entry(c: Command, now: float, instance: str) -> dict:
     else:
         entry.update(alert_id=c.alert_id, false_alarm=c.false_alarm, note=c.note or None)
     return entry
+
+
+def _ack(client: Any, message: Any) -> None:
+    """Acknowledge a QoS 1 or 2 message to the broker (QoS 0 has nothing to acknowledge)."""
+    if getattr(message, "qos", 0) > 0:
+        client.ack(message.mid, message.qos)
 
 
 def _field(payload: bytes, key: str) -> str:

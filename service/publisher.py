@@ -32,6 +32,7 @@ def iso(ts: float) -> str:
     """Epoch seconds as RFC 3339 UTC with milliseconds (``2026-01-01T00:00:00.000Z``)."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
+
 SENSOR_LINES = 100  # sensor fault log lines a minute at most; the rest left out, and said so (events still published)
 
 
