@@ -161,6 +161,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(
                 f"{'*' if v.current else 's' if v.version == shadow else '':2}{v.version:9}{v.created:27}"
                 f"{_stamp(v.data_from):27}{_stamp(v.data_to):27}{v.rows:>9}{v.threshold:>12.4g}  {verdict}"
+                + ("" if v.weights else f"\n{'':11}model.pt is missing or cut short: no daemon can load "
+                   f"{v.version} (copy it again from where it was trained)")
             )
         current = _pointer_or_none(current_version, root, name)
         if current is not None and current not in {v.version for v in infos}:

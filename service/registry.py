@@ -19,12 +19,13 @@ import os
 import re
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sensorguard.service.bundle import Bundle, BundleError, write_files
+from sensorguard.service.bundle import WEIGHTS_FILE, Bundle, BundleError, write_files
 from sensorguard.service.bundle_loading import load_bundle, transient_error
 from sensorguard.service.durable import fsync_path, temp_folder, write_durably
 from sensorguard.service.logs import first_line
@@ -290,6 +291,7 @@ class VersionInfo:
     threshold: float
     promoted: bool | None  # what retrain did with it (None: published by hand, no gate ran)
     passed: bool | None = None  # the retrain gate's verdict (None: not recorded)
+    weights: bool = True  # model.pt is there and whole (see :func:`weights_whole`)
 
 
 def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
@@ -307,8 +309,19 @@ def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
             rows if isinstance(rows, int | str) else "?",
             float(threshold) if isinstance(threshold, int | float) else float("nan"),
             (metrics := _mapping(meta.get("metrics"))).get("promoted"), metrics.get("passed"),
+            weights_whole(Path(root) / name / version),
         ))
     return infos
+
+
+def weights_whole(path: Path) -> bool:
+    """Whether ``model.pt`` is there and ends as a file ``torch.save`` wrote (a zip archive with its
+    central directory), read without loading it: a copy cut short (a full disk, an interrupted
+    ``rsync``) listed as fine and only ``promote`` or a daemon refused it (a walk)."""
+    try:
+        return zipfile.is_zipfile(path / WEIGHTS_FILE)
+    except OSError:
+        return False
 
 
 def _mapping(value: object) -> dict:

@@ -785,3 +785,9 @@ def test_models_list_marks_the_shadow_and_says_what_it_cannot_read(registry, tra
     assert main(["models", "list", *argv]) == 0
     assert "* v0003    bundle.json cannot be read (models show v0003 says why); daemons cannot load it" in (
         capsys.readouterr().out)
+    weights = registry / "pump" / "v0002" / "model.pt"  # cut short: it listed as fine (a walk)
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert main(["models", "list", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3].strip() == "model.pt is missing or cut short: no daemon can load v0002 (copy it again from " \
+        "where it was trained)" and lines[2].startswith("  v0002") and len(lines) == 6
