@@ -99,11 +99,11 @@ class AssetAlerts(CarriedStates, AssetFaults):
         # time at start), their alerts are up in the metrics before a window comes, and those states are
         # sent again naming the model served now (promoted while the daemon was down: the retained states
         # named the old one until each asset's next change; a walk)
-        for asset, (saved, _, _) in self.restored.items():
+        for asset, (saved, _, told) in self.restored.items():
             if asset in self._floors:
                 self._stated[asset] = self._floors[asset]
             if saved.status == "alerting":  # (a pending one is not up, live or restored: a review)
-                metrics.set_score(asset, saved.last_score, True)
+                metrics.set_score(asset, saved.last_score, told and self._held(asset) is None)
         if self.restored:
             self.states_lost()
 
@@ -186,7 +186,6 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._judged_ts[asset] = self._floors[asset] = ts
         if coarse:
             self._grid_ts[asset] = ts
-        self.metrics.set_score(asset, score, state.status == "alerting")
         late = False
         if event is not None:
             held = self._held(asset, ts)
@@ -211,7 +210,15 @@ class AssetAlerts(CarriedStates, AssetFaults):
             self.save_soon = late = True  # (its state said suppressed until now: published again)
         if late or old is None or restored or state.status != old.status:  # (a restored one's retained state
             self.publish_state(asset, bundle=bundle)  # may be that of the previous run's end)
+        self.metrics.set_score(asset, score, self._paging(asset, state, ts))
         return state, score
+
+    def _paging(self, asset: str, state: AlertState, ts: float) -> bool:
+        """Whether the asset's alert is up for operators (``anomaly_active``): raised, its raise
+        announced, and no shelving or maintenance holding it. A held alert set it too, so the shipped
+        Prometheus rule paged for a shelved asset, the runbook's cure for nuisance alerts (a walk)."""
+        return (state.status == "alerting" and self._announced.get(asset) == state.alert_id
+                and self._held(asset, ts) is None)
 
     def _model(self) -> tuple[str, str]:
         b = self.current()

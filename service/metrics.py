@@ -139,7 +139,10 @@ class Metrics:
         self.anomaly_score = gauge(
             "anomaly_score", "Latest score per asset (1.0 is the alert line).", ("asset",)
         )
-        self.anomaly_active = gauge("anomaly_active", "1 while an alert is raised for the asset.", ("asset",))
+        self.anomaly_active = gauge(
+            "anomaly_active", "1 while an alert is raised and announced for the asset (0 while a shelving or "
+            "maintenance holds it).", ("asset",)
+        )
         self.threshold = gauge("model_threshold", "Reconstruction error threshold of the loaded model.")
         self.model_info = gauge("model_info", "The loaded model (value is always 1).", ("name", "version"))
         self.partition_info = gauge("partition_info", "The partitions (topic filters) this instance serves "

@@ -349,6 +349,33 @@ def test_an_alert_held_back_counts_once_not_once_per_event(tiny_bundle):
     assert value(daemon, "sensorguard_alerts_suppressed_total", reason="unannounced") is None
 
 
+def test_a_held_alert_is_not_active_in_the_metrics_the_prometheus_rule_pages_on(tiny_bundle, tmp_path):
+    """``anomaly_active`` said 1 for an alert raised while shelved (or in maintenance), so the shipped
+    ``SensorguardAssetAnomaly`` rule paged for a shelved asset: the runbook's own cure for nuisance
+    alerts (a walk). It is 1 while an announced alert is up and nothing holds it, restored too."""
+    from tests.test_daemon import T0, value
+    from tests.test_state import daemon_with
+
+    daemon, _ = daemon_with(tiny_bundle, tmp_path)
+    daemon.controls.apply(Command("shelve", "p5", until=time.time() + 3600), now=time.time())
+    daemon.controls.apply(Command("maintenance", "p6", action="start"), now=time.time())
+    for asset in ("p5", "p6", "p7"):
+        for i in range(3):
+            daemon.alerts.apply(asset, T0 + i, 5.0, [])
+    assert {a: daemon.snapshot()[a].status for a in ("p5", "p6", "p7")} == dict.fromkeys(("p5", "p6", "p7"),
+                                                                                          "alerting")
+    assert [value(daemon, "sensorguard_anomaly_active", asset=a) for a in ("p5", "p6", "p7")] == [0, 0, 1]
+    daemon.controls.apply(Command("shelve", "p7", until=time.time() + 3600), now=time.time())  # up, then shelved
+    daemon.alerts.apply("p7", T0 + 3, 5.0, [])
+    assert value(daemon, "sensorguard_anomaly_active", asset="p7") == 0
+    daemon.stop()
+    again, _ = daemon_with(tiny_bundle, tmp_path)  # restored: still held, still not paging
+    assert [value(again, "sensorguard_anomaly_active", asset=a) for a in ("p5", "p6", "p7")] == [0, 0, 0]
+    again.controls.apply(Command("shelve", "p5", until=time.time()), now=time.time())  # unshelved: announced, paging
+    again.alerts.apply("p5", T0 + 3, 5.0, [])
+    assert value(again, "sensorguard_anomaly_active", asset="p5") == 1
+
+
 def test_a_held_raise_is_announced_at_its_next_window_even_if_the_holds_end_was_never_queued(tiny_bundle):
     """The control-change queue is capped; a hold's end pushed out of it left a raise that rose while
     held unannounced for good, and its clear suppressed (found by review)."""
