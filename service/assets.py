@@ -195,6 +195,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
             else:  # maintenance or shelved: judged and visible in the state and metrics, not announced
                 if event.kind == "raised" and held is not None:  # an alert held back counts once (its clear
                     self.metrics.alerts_suppressed.labels(held).inc()  # counted too read twice: a walk)
+                    if self.controls is not None:
+                        self.controls.raised(event.alert_id, asset, announced=False)
                 log.info("alert %s of %s suppressed (%s)", event.kind, asset, held or "its raise was not announced",
                          extra={"asset": asset, "event": event.kind, "alert_id": event.alert_id})
             if self.recorder is not None:

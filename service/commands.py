@@ -142,11 +142,15 @@ class AlarmControls:
                 self.on_change(asset)
         return done
 
-    def raised(self, alert_id: str, asset: str, now: float | None = None) -> None:
-        """An alert was raised (announced) at wall time ``now``: it can be acknowledged from now on."""
+    def raised(self, alert_id: str, asset: str, now: float | None = None, announced: bool = True) -> None:
+        """An alert was raised at wall time ``now``: it can be acknowledged from now on. ``announced``
+        False: a shelving or maintenance held it back, yet it is acknowledged as any other (a
+        shelved valve test's alert answered "no alert to acknowledge", so it could never be taught
+        as a false alarm: a walk); its time to acknowledge counts from its announcement, if any."""
         with self._lock:  # told again (a restart, a new owner re-announcing): its acknowledgement stands
-            self._alerts.setdefault(alert_id, {"asset": asset, "acked": False, "false_alarm": False,
-                                               "raised_at": time.time() if now is None else now})
+            entry = self._alerts.setdefault(alert_id, {"asset": asset, "acked": False, "false_alarm": False})
+            if announced and "raised_at" not in entry:
+                entry["raised_at"] = time.time() if now is None else now
             self._newest[asset] = alert_id
             self._evict()
         self.on_change(asset)

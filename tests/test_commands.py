@@ -376,6 +376,37 @@ def test_a_held_alert_is_not_active_in_the_metrics_the_prometheus_rule_pages_on(
     assert value(again, "sensorguard_anomaly_active", asset="p5") == 1
 
 
+def test_an_alert_raised_while_shelved_can_be_acknowledged_as_a_false_alarm(tiny_bundle, tmp_path):
+    """A shelved valve test's alert (its id in the retained state, its readings filed) answered "no
+    alert ... to acknowledge (unknown or too old)": only an announced raise was known, so a known
+    false alarm could never be taught as one (a walk). It is acknowledged as any other; its time to
+    acknowledge counts from its announcement only (it paged nobody before)."""
+    from types import SimpleNamespace
+
+    from tests.test_daemon import T0, value
+    from tests.test_state import daemon_with
+
+    daemon, client = daemon_with(tiny_bundle, tmp_path)
+    daemon.controls.apply(Command("shelve", "p8", until=time.time() + 3600), now=time.time())
+    for i in range(3):
+        daemon.alerts.apply("p8", T0 + i, 5.0, [])
+    alert_id = daemon.snapshot()["p8"].alert_id
+    assert alert_events(client, "p8") == []  # held back
+    states = [json.loads(p) for t, p, r in client.published if t == "sensorguard/state/p8" and r]
+    assert (states[-1]["alert_id"], states[-1]["suppressed"], states[-1]["acked"]) == (alert_id, "shelved", False)
+    body = {"alert_id": alert_id, "false_alarm": True, "request_id": "r1", "reply_to": "sensorguard/responses/x"}
+    daemon.commands.handle(client, SimpleNamespace(topic="sensorguard/commands/ack", payload=json.dumps(body).encode(),
+                                                   qos=1, mid=1, retain=False))
+    replies = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/responses/x"]
+    assert replies[-1]["accepted"] is True, replies
+    assert daemon.controls.false_alarm(alert_id) is True
+    assert value(daemon, "sensorguard_alerts_acknowledged_total", false_alarm="true") == 1
+    assert value(daemon, "sensorguard_ack_seconds_count") == 0  # nobody was paged
+    daemon.stop()
+    again, _ = daemon_with(tiny_bundle, tmp_path)  # the acknowledgement is saved with the controls
+    assert again.controls.false_alarm(alert_id) is True
+
+
 def test_a_held_raise_is_announced_at_its_next_window_even_if_the_holds_end_was_never_queued(tiny_bundle):
     """The control-change queue is capped; a hold's end pushed out of it left a raise that rose while
     held unannounced for good, and its clear suppressed (found by review)."""
@@ -945,7 +976,8 @@ def test_an_alert_that_rose_in_maintenance_says_so_until_its_raise_goes_out(tiny
         return [(s["state"], s["suppressed"], s["acked"]) for s in (json.loads(p) for t, p, _ in client.published
                                                                      if t == "sensorguard/state/p5")]
 
-    assert alert_events(client, "p5") == [] and states()[-1] == ("alerting", "maintenance", None)
+    # (acked False, not null: a held alert is acknowledged as any other)
+    assert alert_events(client, "p5") == [] and states()[-1] == ("alerting", "maintenance", False)
     daemon.alerts.apply("p5", now + 1, 5.0, [])  # its next window, after the hold: told now
     assert [s for s, _ in alert_events(client, "p5")] == ["raised"]
     assert states()[-1] == ("alerting", None, False)
