@@ -101,6 +101,11 @@ class CarriedStates:
             log.info("%d assets restored from the state file or adopted sent nothing for %.0f s: silent",
                      len(gone), self.rules.stale_after)
         for asset in gone:
+            # judged a window before the restart or the hand-over (a bare state is one silent then, kept
+            # for its baseline alone): it went silent meanwhile, and its retained state said normal for
+            # good, its silence never told (a walk: a power cut took a gateway and the daemon's host)
+            live = asset in self._floors or asset in self._judged_ts
+            last = self._floors.get(asset, self._judged_ts.get(asset, time.time()))
             saved, drift, announced = self._pop_restored(asset)
             self._open.clear_channels(asset)  # (faults restored with it: its silence replaces them)
             self.metrics.forget_asset(asset)  # (its alert restored up in the metrics ended: a review)
@@ -109,10 +114,9 @@ class CarriedStates:
             self._ended_unseen(asset)
             if drift is not None:  # kept for its return, as a live asset's gone silent (and the line
                 self._drift[asset] = drift  # its stale state is published with): a restart must not reset it
-            # the end of its last judged window, saved: the clock's time at expiry was said as its last
-            # reading's ("no reading after" 4 min before its last one; a walk)
-            last = self._floors.get(asset, time.time())
-            if saved.status != "normal":  # its retained state says so: end it as a live asset's would
+            # last: the end of its last judged window, saved: the clock's time at expiry was said as its
+            # last reading's ("no reading after" 4 min before its last one; a walk)
+            if saved.status != "normal" or live:  # its retained state says so: end it as a live asset's would
                 self._go_silent(asset, saved, last, announced)
             elif self._learned(asset) is not None:  # awaited as a silent one, so the cap bounds what is kept
                 self._await_return(asset, last, saved.last_score)

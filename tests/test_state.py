@@ -145,6 +145,30 @@ def test_a_restored_alert_that_never_comes_back_leaves_nothing_behind(drifting, 
     assert "pump-9" not in second.alerts._stated
 
 
+def test_a_normal_asset_that_went_silent_while_the_daemon_was_down_is_told_silent(drifting, tmp_path):
+    """Only a restored alert was ended as silent: a normal asset (or one in maintenance, with no
+    baseline learned) that stopped sending while the daemon was down kept its retained ``normal``
+    state for good and no ``silent`` fault was told (a walk: a power cut that takes a gateway and the
+    daemon's host). One silent already before the stop is not told again."""
+    first, _ = daemon_with(drifting, tmp_path)
+    first.controls.apply(Command("maintenance", "pump-4", action="start"), now=time.time())
+    for asset in ("pump-3", "pump-4", "pump-5"):
+        first.alerts.apply(asset, T0, 0.5, [])
+    first.alerts.end("pump-5", T0)  # silent before the stop: told then
+    first.stop()
+    second, client = daemon_with(drifting, tmp_path, stale_after_s=60)
+    second.alerts.restore_until = time.monotonic() + 60  # as start() sets it
+    second.housekeeping(time.monotonic() + 61)
+    for asset in ("pump-3", "pump-4"):
+        states = [json.loads(p) for t, p, r in client.published if t == f"sensorguard/state/{asset}" and r]
+        assert states and states[-1]["state"] == "stale", (asset, states)
+        events = [json.loads(p) for t, p, _ in client.published if t == f"sensorguard/alerts/{asset}"]
+        assert [(e["state"], e["kind"]) for e in events] == [("sensor_fault", "silent")]
+        assert pd.Timestamp(events[0]["ts"]) == pd.Timestamp(T0, unit="s", tz="UTC")  # its last window's time
+    assert not [t for t, _, _ in client.published if t.endswith("/pump-5")]
+    assert value(second, "sensorguard_assets_silent") == 3  # (pump-5 awaited again, for its baseline)
+
+
 def test_a_restored_asset_publishes_its_state_at_its_first_window(drifting, tmp_path):
     """Its status unchanged (normal before, normal now), nothing was published: the retained state
     stayed what the previous run left, ``stale`` for an asset silent then (found by review)."""
