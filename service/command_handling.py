@@ -27,7 +27,15 @@ import orjson
 import paho.mqtt.client as paho
 
 from sensorguard.service import mqtt
-from sensorguard.service.command_messages import REQUEST_ID, VERBS, Command, expiry_refusal, parse_command, safe_topic
+from sensorguard.service.command_messages import (
+    REQUEST_ID,
+    VERBS,
+    Command,
+    broker_expiry,
+    expiry_refusal,
+    parse_command,
+    safe_topic,
+)
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
@@ -267,7 +275,7 @@ class CommandHandler:
             return
         # after carried_out: a revived session's copy of a send carried out long ago was refused as
         # expired, "send it again", which a maintenance start or end must not be (a walk)
-        if (expired := expiry_refusal(parsed.expires, now)) is not None:
+        if (expired := expiry_refusal(parsed.expires, now, broker_expiry(message, now))) is not None:
             self.metrics.commands.labels(parsed.verb, "rejected").inc()
             if self._limiter.hit("rejected") is not None:
                 log.warning("command on %s rejected: %s", message.topic, expired)
@@ -364,7 +372,7 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
     the broker refused: its ACL)."""
     import threading
 
-    from sensorguard.service.command_messages import new_request_id
+    from sensorguard.service.command_messages import EXPIRY_GRACE_S, new_request_id
 
     request_id = body.get("request_id") or new_request_id()
     reply_to = f"{settings.output_prefix}/responses/{request_id}"
@@ -392,7 +400,8 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
         if client is None:
             raise ConnectionError(f"could not connect to {settings.redacted()['broker']}")
         client.on_publish = on_publish
-        info = mqtt.publish_json(client, f"{settings.output_prefix}/commands/{verb}", body, qos=1)
+        info = mqtt.publish_json(client, f"{settings.output_prefix}/commands/{verb}", body, qos=1,
+                                 properties=mqtt.expiry(settings, timeout_s + EXPIRY_GRACE_S))
         info.wait_for_publish(timeout_s)
         done = answered.wait(timeout_s)
         if refused:  # known at once: it waited the whole --timeout, then said "no answer"

@@ -11,7 +11,8 @@ each with optional ``"request_id"`` (letters, digits, ``-``, ``_``), ``"reply_to
 ``<output_prefix>/responses/``, the default being ``<output_prefix>/responses/<request_id>``: the
 daemon never publishes a reply elsewhere, so a command cannot make it write alerts or states) and
 ``"by"`` (who) and ``"expires"`` (epoch seconds; with a request id it makes the command one send,
-never carried out twice: :attr:`Command.send`). The instance serving the asset (its partitions)
+never carried out twice: :attr:`Command.send`; an MQTT 5 message expiry on the PUBLISH, when there
+is one, decides instead whether it came too late: :func:`expiry_refusal`). The instance serving the asset (its partitions)
 answers ``{"request_id", "accepted", "message", "instance"}`` on the reply topic (one carried out
 also ``"saved"``: false when its write of ``controls.json`` failed) and, when accepted, audits
 the command on
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -126,12 +128,33 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
     return Command("maintenance", asset, action=action, until=None if until is None else float(until), **common)
 
 
-def expiry_refusal(expires: float | None, now: float) -> str | None:
-    """Why a command sent until ``expires`` is refused at ``now`` (None: it is not expired)."""
+def expiry_refusal(expires: float | None, now: float, broker: float | None = None) -> str | None:
+    """Why a command sent until ``expires`` (the sender's clock) is refused at ``now`` (None: it is
+    not expired). ``broker``: when the broker's copy expires on this host's clock (MQTT 5's message
+    expiry, :func:`broker_expiry`), which then decides, with no grace: the sender's clock is not
+    read. An operator's PC 60 s behind the daemon's host had every command refused as expired, and
+    again when sent again (a walk)."""
+    if broker is not None:
+        if now <= broker:
+            return None
+        return (f"expired {now - broker:.0f} s ago (its MQTT message expiry passed while it waited here): send "
+                "it again")
     if expires is None or now <= expires + EXPIRY_GRACE_S:
         return None
-    return (f"expired {now - expires:.0f} s ago (the daemon was not there when it was sent, and the "
-            "sender gave up): send it again")
+    return (f"expired {now - expires:.0f} s ago by this daemon's clock (the daemon was not there when it was sent, "
+            "and the sender gave up; or the sender's clock is behind this host's: set both right, or send with "
+            "an MQTT 5 message expiry, as sensorguard's commands do): send it again")
+
+
+def broker_expiry(message: Any, now: float, clock: Any = None) -> float | None:
+    """When the broker's copy of a received ``message`` expires, at wall time ``now`` on this host's
+    clock: MQTT 5's message expiry interval, counted by the broker and passed on as what is left at
+    delivery (paho stamps the arrival with ``time.monotonic``, ``clock`` here). None without one."""
+    interval = getattr(getattr(message, "properties", None), "MessageExpiryInterval", None)
+    arrived = getattr(message, "timestamp", None)
+    if not isinstance(interval, int) or not isinstance(arrived, float) or arrived <= 0:
+        return None
+    return now - ((clock or time.monotonic)() - arrived) + interval
 
 
 def safe_topic(topic: str) -> bool:

@@ -19,6 +19,7 @@ Nothing here knows about readings or alerts; :mod:`service.daemon` wires the cal
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 import sys
 import threading
@@ -198,12 +199,26 @@ def subscribe_readings(client: paho.Client, settings: Settings) -> None:
         client.subscribe([(topic, 1) for topic in topics])
 
 
-def publish_json(client: paho.Client, topic: str, payload: Any, qos: int = 1, retain: bool = False):
+def publish_json(client: paho.Client, topic: str, payload: Any, qos: int = 1, retain: bool = False,
+                 properties: Any = None):
     """Publish ``payload`` as compact JSON; returns paho's ``MQTTMessageInfo``.
 
     While disconnected paho keeps QoS 1 messages and sends them after reconnecting.
     """
-    return client.publish(topic, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), qos=qos, retain=retain)
+    data = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    if properties is None:
+        return client.publish(topic, data, qos=qos, retain=retain)
+    return client.publish(topic, data, qos=qos, retain=retain, properties=properties)
+
+
+def expiry(settings: Settings, seconds: float) -> Any:
+    """PUBLISH properties with a message expiry of ``seconds`` (rounded up) for MQTT 5, else None:
+    the broker drops a copy not delivered by then, by its own clock."""
+    if settings.mqtt_version != "5":
+        return None
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.MessageExpiryInterval = math.ceil(seconds)
+    return properties
 
 
 def wait_published(infos: list, timeout_s: float) -> bool:

@@ -55,6 +55,26 @@ def test_a_command_delivered_after_its_sender_gave_up_is_refused():
     assert "expires must be" in parse_command("shelve", b'{"asset": "p", "for_s": 60, "expires": "x"}', now=0.0)
 
 
+def test_a_commands_mqtt_message_expiry_decides_on_this_hosts_clock_not_the_senders():
+    """MQTT 5's message expiry is counted by the broker and passed on as what is left: the arrival
+    (paho's monotonic stamp) plus that, on this host's clock, decides; the sender's ``expires``
+    (its clock, 90 s behind here) is not read. Past it, even while waiting in the command queue,
+    it is refused, with no grace."""
+    from types import SimpleNamespace
+
+    from sensorguard.service.command_messages import broker_expiry, expiry_refusal
+
+    message = SimpleNamespace(properties=SimpleNamespace(MessageExpiryInterval=40), timestamp=500.0)
+    deadline = broker_expiry(message, now=1000.0, clock=lambda: 510.0)  # arrived 10 s ago with 40 s left
+    assert deadline == 1030.0
+    assert expiry_refusal(910.0, 1000.0) is not None and "clock" in expiry_refusal(910.0, 1000.0)
+    assert expiry_refusal(910.0, 1000.0, deadline) is None
+    assert expiry_refusal(910.0, 1030.5, deadline).startswith("expired 0 s ago (its MQTT message expiry")
+    for plain in (SimpleNamespace(), SimpleNamespace(properties=None, timestamp=500.0),
+                  SimpleNamespace(properties=SimpleNamespace(), timestamp=500.0)):  # MQTT 3.1.1, none set
+        assert broker_expiry(plain, now=1000.0) is None
+
+
 def test_controls_suppress_expire_persist_and_know_what_can_be_acknowledged(tmp_path):
     controls = AlarmControls(str(tmp_path))
     assert controls.apply(Command("shelve", "p1", until=160.0), now=100.0) == (
@@ -250,6 +270,14 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
         assert out.returncode == 0 and "note: no reading of line-1/pump-z" in out.stdout, out
         out = cli(mosquitto, "shelve", "line-1/pump-z", "--for", "0")  # an unshelving holds nothing: no note
         assert out.returncode == 0 and "note" not in out.stdout, out
+        # an operator's PC whose clock runs 90 s behind the daemon's host: every command was refused as
+        # expired, and again when sent again (a walk); the broker's message expiry decides now
+        behind = subprocess.run(
+            [sys.executable, "-c", "import sys, time; t = time.time; time.time = lambda: t() - 90; "
+             "from sensorguard.cli import main; sys.exit(main(sys.argv[1:]))", "shelve", "line-1/pump-z", "--for",
+             "1m", "--broker", mosquitto.url, "--timeout", "10"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert behind.returncode == 0 and "shelved until" in behind.stdout, behind
+        assert events.on("sensorguard/commands/shelve")[-1]["expires"] < time.time() - 60  # (its clock's)
 
         junk = Publisher(mosquitto)
         junk.raw("sensorguard/commands/shelve", b"{not json")  # counted and logged, the daemon goes on
