@@ -12,14 +12,14 @@ each with optional ``"request_id"`` (letters, digits, ``-``, ``_``), ``"reply_to
 daemon never publishes a reply elsewhere, so a command cannot make it write alerts or states) and
 ``"by"`` (who) and ``"expires"`` (epoch seconds; with a request id it makes the command one send,
 never carried out twice: :attr:`Command.send`; an MQTT 5 message expiry on the PUBLISH, when there
-is one, decides instead whether it came too late: :func:`expiry_refusal`). The instance serving the asset (its partitions)
-answers ``{"request_id", "accepted", "message", "instance"}`` on the reply topic (one carried out
-also ``"saved"``: false when its write of ``controls.json`` failed) and, when accepted, audits
-the command on
-``<output_prefix>/events`` and in ``<state_dir>/audit.jsonl``; other instances stay silent (a
-command too malformed to name its asset is answered by every instance that reads it). A bad
-command is rejected with a reason, counted and logged; it never stops the daemon. A retained
-command is ignored (it would be carried out again at every reconnect).
+is one, decides instead whether it came too late: :func:`expiry_refusal`). The instance serving
+the asset (its partitions) answers ``{"request_id", "accepted", "message", "instance"}`` on the
+reply topic (one carried out also ``"saved"``: false when its write of ``controls.json`` failed)
+and, when accepted, audits the command on ``<output_prefix>/events`` and in
+``<state_dir>/audit.jsonl``; other instances stay silent (a command too malformed to name its
+asset is answered by every instance that reads it). A bad command is rejected with a reason,
+counted and logged; it never stops the daemon. A retained command is ignored (it would be
+carried out again at every reconnect).
 
 >>> c = parse_command("shelve", b'{"asset": "pump-7", "for_s": 3600}', now=0.0)
 >>> c.verb, c.asset, c.until
