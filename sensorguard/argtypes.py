@@ -106,8 +106,27 @@ def duration(text: str) -> float:
         seconds = float(number) * units[unit]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 15m, 2h or 1d, got {text!r}") from None
-    if not 0 <= seconds < float("inf"):
+    if not seconds < float("inf"):  # (1e400 said "at least 0": a walk)
+        raise argparse.ArgumentTypeError(f"expected a finite duration, got {text!r}")
+    if not seconds >= 0:
         raise argparse.ArgumentTypeError(f"expected a duration of at least 0, got {text!r}")
+    return seconds
+
+
+def maintenance_span(text: str) -> float:
+    """``maintenance start --until``: a :func:`duration` over 0 that ends before 2200 (the daemon's
+    limit on a time), said with the flag's name here: ``0`` and ``1000000d`` passed and the daemon
+    answered "until must be a future time in epoch seconds, before 2200", a field never typed (a walk)."""
+    import time
+
+    from sensorguard.service.payload import TS_MAX
+
+    seconds = duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration over 0 (how long the maintenance lasts), got {text!r}")
+    if time.time() + seconds >= TS_MAX:
+        raise argparse.ArgumentTypeError(f"a maintenance must end before the year 2200, got {text!r}; leave --until "
+                                         "out for one that lasts until maintenance end")
     return seconds
 
 

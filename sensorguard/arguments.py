@@ -13,6 +13,7 @@ from sensorguard.argtypes import (
     csv_list,
     duration,
     level,
+    maintenance_span,
     non_negative_float,
     non_negative_int,
     number,
@@ -138,7 +139,11 @@ def _add_command_verbs(verbs) -> None:
                        help="seconds to wait for the daemon's answer (default 10)")
         # (--broker was required: the docs' `sensorguard shelve ASSET --for 2h` failed on usage, and a
         # SENSORGUARD_BROKER set for serve was not taken; now as serve: flag, variable, default; a walk)
-        add_setting_flags(p, COMMAND_SETTINGS, {"client_id": "MQTT client id (default sensorguard-command-<pid>)",
+        # (a daemon's own id, from serve's flags, took over its session: the daemon was thrown off the
+        # broker twice, its queued readings lost, and the command went unanswered; a walk)
+        add_setting_flags(p, COMMAND_SETTINGS, {"client_id": "MQTT client id of this command alone, never a "
+                                                "daemon's (the broker drops the older connection of an id) "
+                                                "(default sensorguard-command-<pid>-<random>)",
                                                 "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT (default as serve: "
                                                 "SENSORGUARD_BROKER, else mqtt://127.0.0.1:1883)",
                                                 # (it said readings are read there: a walk)
@@ -150,7 +155,8 @@ def _add_command_verbs(verbs) -> None:
                          "daemon serving the asset and print its answer.")
     p.add_argument("action", choices=("start", "end"))
     p.add_argument("asset", help="asset id (site-a/pump-7)")
-    p.add_argument("--until", type=duration, help="end it by itself after this long (90m, 8h; default: when ended)")
+    p.add_argument("--until", type=maintenance_span,
+                   help="end it by itself after this long (90m, 8h; default: when ended)")
     p.add_argument("--reason", help="why (kept in the audit log)")
     broker_flags(p)
     p = verbs.add_parser("ack", help="acknowledge an alert, optionally as a false alarm",

@@ -39,13 +39,15 @@ from typing import Any
 
 import orjson
 
-from sensorguard.service.payload import TS_MAX, asset_from_topic
+from sensorguard.service.payload import MAX_ASSET_CHARS, MAX_ASSET_LEVELS, TS_MAX, asset_from_topic
 
 VERBS = ("maintenance", "shelve", "ack")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 MAX_COMMAND_BYTES = 4096
 MAX_SHELVE_S = 7 * 86400.0  # a shelved alert must come back by itself
 MAX_TEXT = 500  # characters of a reason or note
+ASSET_IDS = (f"1 to {MAX_ASSET_LEVELS} levels of 1-64 letters, digits, '.', '_' or '-' (not '.' or '..') joined by "
+             f"'/', at most {MAX_ASSET_CHARS} characters")
 EXPIRY_GRACE_S = 30.0  # clock difference between the sender and the daemon tolerated on "expires"
 
 
@@ -113,7 +115,7 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
         return Command("ack", asset, alert_id=alert_id, false_alarm=false_alarm, **common)
     asset = text["asset"]
     if asset_from_topic(f"x/{asset}/readings", "x") != asset:
-        return f"invalid asset id {asset!r}"
+        return f"invalid asset id {asset!r}: {ASSET_IDS}"  # (it said no more: a walk)
     if verb == "shelve":
         seconds = body.get("for_s")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SHELVE_S:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -362,11 +363,23 @@ class AlarmControls:
             # set aside with a line saying where the holds are found again: the next save (within
             # 30 s) overwrote it, every maintenance, shelving and acknowledgement gone without a trace
             _, where = move_aside(path.parent, CONTROLS)
-            audits = [str(p) for name in (AUDIT, AUDIT_ROTATED) if (p := path.parent / name).exists()]  # newest first
+            audits = audit_files(path.parent)
             again = "re-issue the holds still due" + (
                 f" from the accepted commands in {' and '.join(audits)}" if audits else "")
             log.warning("alarm controls in %s unreadable (%s); %s, starting without maintenance, shelving or "
                         "acknowledgements: %s", path, first_line(exc), where, again)
+
+
+def audit_files(folder: Path) -> list[str]:
+    """The audit logs that may hold the commands accepted for ``folder``'s controls, the most recently
+    written first: its own, and with ``serve --workers`` its workers' (``w0/``, ...) or, for a
+    worker's, the single process's before it. Naming only the folder's own, a hold lifted since in a
+    worker's log was re-issued from it (a walk)."""
+    folders = [folder, *sorted(folder.glob("w[0-9]*"))]
+    if re.fullmatch(r"w\d+", folder.name):
+        folders.append(folder.parent)
+    found = [p for f in folders for name in (AUDIT, AUDIT_ROTATED) if (p := f / name).is_file()]
+    return [str(p) for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
 def usable_alerts(alerts: dict[str, Any], where: str) -> dict[str, dict]:

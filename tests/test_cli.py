@@ -504,6 +504,19 @@ def test_a_shelving_past_the_daemons_limit_is_refused_naming_the_flag(capsys):
     assert "argument --for: at most 7d: a shelved alert must come back by itself (ISA-18.2), got '30d'" in err
 
 
+@pytest.mark.parametrize(("argv", "says"), [
+    (["maintenance", "start", "pump-1", "--until", "0"], "--until: expected a duration over 0"),
+    (["maintenance", "start", "pump-1", "--until", "1000000d"], "--until: a maintenance must end before the year 2200"),
+    (["shelve", "pump-1", "--for", "1e400"], "--for: expected a finite duration, got '1e400'"),
+])
+def test_a_duration_the_daemon_would_refuse_is_refused_here_naming_the_flag(argv, says, capsys):
+    """``--until 0`` and ``--until 1000000d`` passed, and the daemon answered "until must be a future
+    time in epoch seconds, before 2200", a field never typed; ``--for 1e400`` said "at least 0" (a walk)."""
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--broker", "mqtt://127.0.0.1:1"])
+    assert stop.value.code == 2 and says in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [["shelve", "pump-1", "--for", "-1h"],
                                   ["maintenance", "start", "pump-1", "--until", "-30m"]])
 def test_a_negative_duration_is_named_not_taken_for_an_option(argv, capsys):

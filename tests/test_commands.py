@@ -29,7 +29,7 @@ CHANNELS = ["c0", "c1", "c2"]
     ("shelve", b"[1]", "not a JSON object"),
     ("shelve", b'{"asset": "p", "for_s": -1}', "for_s must be"),
     ("shelve", b'{"asset": "p", "for_s": true}', "for_s must be"),
-    ("shelve", b'{"asset": "a/../b", "for_s": 60}', "invalid asset id"),
+    ("shelve", b'{"asset": "a/../b", "for_s": 60}', "invalid asset id 'a/../b': 1 to 8 levels of 1-64 letters"),
     ("maintenance", b'{"asset": "p", "action": "pause"}', "action start or end"),
     ("maintenance", b'{"asset": "p", "action": "start", "until": 5}', "future time"),
     ("maintenance", b'{"asset": "p", "action": "start", "until": 1.8e12}', "before 2200"),  # milliseconds
@@ -141,6 +141,29 @@ def test_the_controls_line_names_the_audit_logs_older_part_too(tmp_path, caplog,
         AlarmControls(str(tmp_path))
     [line] = [r.getMessage() for r in caplog.records]
     assert line.endswith(f"from the accepted commands in {tmp_path / 'audit.jsonl'} and {tmp_path / 'audit.jsonl.1'}")
+
+
+def test_the_controls_line_names_the_workers_audit_logs_the_newest_first(tmp_path, caplog):
+    """After ``serve --workers 2`` and back, the latest commands (an unshelve among them) were in
+    ``w0/`` and ``w1/``'s audit logs, and the line named only the top one: re-issuing the holds from
+    it brought back a hold lifted since (a walk)."""
+    import os
+
+    for k, folder in enumerate(("", "w1", "w0")):  # written in this order: w0's last
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "audit.jsonl").write_text("{}\n")
+        os.utime(tmp_path / folder / "audit.jsonl", (1000.0 + k, 1000.0 + k))
+    (tmp_path / "controls.json").write_text("{")
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.commands"):
+        AlarmControls(str(tmp_path))
+    [line] = [r.getMessage() for r in caplog.records]
+    logs = [tmp_path / f / "audit.jsonl" for f in ("w0", "w1", "")]
+    assert line.endswith("from the accepted commands in " + " and ".join(map(str, logs)))
+    (tmp_path / "w1" / "controls.json").write_text("{")  # a worker's: the single process's log too
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.commands"):
+        AlarmControls(str(tmp_path / "w1"))
+    assert caplog.records[0].getMessage().endswith(f"in {logs[1]} and {logs[2]}")
 
 
 def test_a_recent_alert_without_its_fields_is_skipped_alone_not_a_crash_at_each_window(tmp_path, caplog):
