@@ -121,19 +121,23 @@ def test_raise_at_below_the_line_is_refused(value):
     "scores, clear_at, events",
     [
         ([3, 0.4, 0.4], 0.5, ["raised", None, "cleared"]),  # two windows under half the line: the fault is over
-        ([3, 0.6, 0.6], 0.5, ["raised", None, "cleared"]),  # between: counted towards clear_after (2 here)
+        ([3, 0.6, 0.6], 0.5, ["raised", None, None]),  # between: counted towards clear_after (5 here)
+        ([3, 0.6, 0.6, 0.6, 0.6, 0.6], 0.5, ["raised", None, None, None, None, "cleared"]),  # by the count
         ([3, 0.4, 1.2, 0.4, 1.2], 0.5, ["raised", None, None, None, None]),  # a fault dipping stays up
         ([2.5, 0.4] * 4, 0.5, ["raised"] + [None] * 7),  # one switching on and off is one alert, not four
-        ([3, 0.4, 0.4], 0.0, ["raised", None, "cleared"]),  # 0: never at once (cleared by the count of 2)
-        ([3, 0.55, 0.55], 0.9, ["raised", None, "cleared"]),  # clear_level 0.8 caps it
-        ([3, math.nan, math.nan], 0.5, ["raised", None, "cleared"]),  # not judged: counted, never at once
+        ([3, 0.4, 0.4], 0.0, ["raised", None, None]),  # 0: never at once
+        ([3, 0.55, 0.55], 0.9, ["raised", None, "cleared"]),  # clear_level 0.8 caps it: 0.55 is under both
+        ([3, 0.85, 0.85], 0.9, ["raised", None, None]),  # ... and 0.85 under clear_at alone: not at once
+        ([3, math.nan, math.nan], 0.5, ["raised", None, None]),  # not judged: counted, never at once
     ],
 )
 def test_two_windows_under_clear_at_clear_at_once(scores, clear_at, events):
     """An alert lasted ``clear_after`` hops after its fault ended (issue 9: alerts that end when the
     fault ends). Two windows, not one: with one, a fault scoring 2.5 and 0.4 in turn was raised and
-    cleared at every other window, each time under a new id (found by review)."""
-    rules = AlertRules(raise_after=3, clear_after=2, clear_level=0.8, raise_at=2.0, clear_at=clear_at)
+    cleared at every other window, each time under a new id (found by review). ``clear_after`` 5,
+    so a clear at once is not the count's (an audit: at 2 the count cleared as soon, and the rule's
+    cap and its NaN guard could go unseen)."""
+    rules = AlertRules(raise_after=3, clear_after=5, clear_level=0.8, raise_at=2.0, clear_at=clear_at)
     assert run(scores, rules)[1] == events
 
 

@@ -107,16 +107,20 @@ def test_effective_fraction_of_independent_and_smoothed_errors():
     np.r_[np.full(400, 0.5), np.random.default_rng(0).exponential(0.1, 100)],  # the top tenth one tied value
     np.full(500, 0.5),  # constant errors
 ], ids=["tied-top", "constant"])
-def test_tied_top_errors_put_the_line_above_them_not_on_them(errors):
+@pytest.mark.parametrize("steps_per_day", [8640.0, 5.0])
+def test_tied_top_errors_put_the_line_above_them_not_on_them(errors, steps_per_day):
     """A line equal to a tied top value alerts on every repeat of it (scores >= 1 alert): found by
-    review, 17 alerts a day observed against 1 promised."""
-    threshold, record = alert_threshold([errors], HOP, RULES, 8640.0, target=1.0)
+    review, 17 alerts a day observed against 1 promised. (5 steps a day: the target's count on the
+    effective samples is about 1, so an interval centred on it differs from one from 0; at 8,640
+    it was 6e-4 and the two read alike: an audit.)"""
+    threshold, record = alert_threshold([errors], HOP, RULES, steps_per_day, target=1.0)
     assert threshold > run_min(errors, HOP, RULES.raise_after).max()  # what an alert needs stays below it
     assert record["tail"] == "none" and record["observed_alerts"] == 0
     # the interval is the rate at this line, which nothing seen crosses: from 0 (it was centred on the
     # target, 1 a day, as if the line sat at the quantile; found by review)
     zero_hi = _poisson_ci(0)[1]  # (3.69: the upper 95 % bound after no event)
-    assert record["promised_ci95"] == [0.0, pytest.approx(8640.0 * zero_hi / record["effective_samples"], rel=0.01)]
+    assert record["promised_ci95"] == [0.0, pytest.approx(steps_per_day * zero_hi / record["effective_samples"],
+                                                          rel=0.02)]  # (effective_samples is rounded there)
 
 
 def test_a_rate_inside_the_data_is_the_empirical_quantile_and_says_so():
@@ -143,6 +147,13 @@ def test_effective_fraction_weighs_pieces_by_length_and_short_pieces_are_not_ind
     pieces = [smooth[i:i + 7] for i in range(0, 4000, 7)]
     assert effective_fraction(pieces) == pytest.approx(len(pieces) / sum(map(len, pieces)))  # one per piece
     assert effective_fraction([smooth, *(smooth[i:i + 12] for i in range(0, 48, 12))]) == pytest.approx(whole, rel=0.1)
+    # by length, not one vote each: 5,000 independent samples beside 500 of a slow series (an audit: all
+    # pieces above had one time, so a mean of the pieces' fractions passed)
+    rng = np.random.default_rng(5)
+    white, slow = rng.normal(size=5000), np.convolve(rng.normal(size=539), np.ones(40) / 40, "valid")
+    tau = _autocorrelation_time(slow)
+    assert tau > 10 and _autocorrelation_time(white) == 1.0
+    assert effective_fraction([white, slow]) == pytest.approx((5000 + 500 / tau) / 5500)
 
 
 @pytest.mark.parametrize("target", [0.0, -1.0])
@@ -292,3 +303,8 @@ def test_the_observed_alerts_step_at_the_alert_hop_while_an_alert_is_up():
     rules = AlertRules(raise_at=2.0)
     assert _observed([e], 1.0, 4, rules, 1.0)["observed_alerts"] == 1
     assert _observed([e], 1.0, 4, rules, 1.0, alert_hop=2)["observed_alerts"] == 2
+    # its count to clear_after is of alert-hop windows too (as bundle_rules), 10 of them: a burst back 12 rows
+    # after one held at 0.7 (under the clear level, over clear_at) is the same alert (an audit: 5 passed)
+    e = np.full(80, 0.1)
+    e[10:14], e[14:40], e[26:30] = 3.0, 0.7, 3.0
+    assert _observed([e], 1.0, 4, rules, 1.0, alert_hop=2)["observed_alerts"] == 1

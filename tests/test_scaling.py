@@ -6,6 +6,14 @@ import pytest
 from sensorguard.training.scaling import FULL_SCALE, REL_LEVEL, SPIKE_SHARE, fit_scaler, spike_share, spiky_scale
 
 RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rng():
+    """Each test draws from a generator of its own: a test's columns depended on the tests run before
+    it, and one check passed or failed by the order (an audit)."""
+    global RNG
+    RNG = np.random.default_rng(0)
 N = 400
 
 
@@ -51,7 +59,8 @@ def test_scale_per_channel_kind(kind, set_by, scale_between):
 @pytest.mark.parametrize(
     "kind, spiky",
     [("gaussian", False), ("quantized_flow", False), ("idle_vibration", False), ("constant", False),
-     ("constant_zero", False), ("huge", False), ("rare_spikes", True), ("trend", False), ("late_step", False)],
+     ("constant_zero", False), ("huge", False), ("rare_spikes", True), ("trend", False), ("late_step", False),
+     ("spikes_on_a_level", True)],
 )
 def test_only_a_channel_whose_spread_a_few_rows_carry_is_spiky(kind, spiky):
     """Spiky: the farthest 1 % of rows carry over half the squared spread (a Gaussian's carry
@@ -60,6 +69,9 @@ def test_only_a_channel_whose_spread_a_few_rows_carry_is_spiky(kind, spiky):
         column = np.linspace(0.0, 10.0, N) + RNG.standard_normal(N)
     elif kind == "late_step":
         column = np.r_[np.zeros(N - N // 5), np.ones(N // 5)] + 0.01 * RNG.standard_normal(N)
+    elif kind == "spikes_on_a_level":  # its level floor (0.1 % of 1,000) is over its spread: the pinned scale
+        column = np.full(N, 1000.0) + 1e-6 * RNG.standard_normal(N)  # is the fit's, floors and all, not
+        column[::100] = 1000.5  # its standard deviation (an audit)
     else:
         column = _column(kind)
     values = column[:, None]
@@ -108,7 +120,8 @@ def test_a_channel_in_small_units_keeps_its_spread():
     assert fit.reason[0] == "spread"
     assert fit.scale_[0] == pytest.approx(np.std(tiny), rel=0.1)
     at_zero = np.r_[np.zeros(N - 4), 1e-3, -1e-3, 2e-3, 0.0]  # sits at zero: floored, never a zero scale
-    assert fit_scaler(at_zero[:, None]).scale_[0] > 0
+    floored = fit_scaler(at_zero[:, None])  # (by its resolution, its step: "> 0" held for any spread; an audit)
+    assert floored.reason == ("resolution",) and floored.scale_[0] == pytest.approx(1e-3)
 
 
 def test_median_center_and_positive_finite_scales():

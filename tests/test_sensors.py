@@ -73,6 +73,10 @@ def test_a_value_chattering_across_its_limit_is_one_fault_not_one_per_reading():
     changes = [(i, e) for i, events in enumerate(seen) for e in events]
     assert changes == [(1, ("out_of_range", True)), (103, ("out_of_range", False)), (104, ("out_of_range", True))]
     assert watch.faulted() == (1,)
+    watch = SensorWatch(2)  # a missing reading is not one in range (an audit: NaN counted, it closed a reading early)
+    seen = [kinds(watch.step(float(i), [5.0, v], rules)) for i, v in enumerate([11.0, 5.0, NAN, 5.0, 5.0])]
+    assert [(i, e) for i, events in enumerate(seen) for e in events] == [
+        (0, ("out_of_range", True)), (4, ("out_of_range", False))]
 
 
 @pytest.mark.parametrize("raw, needle", [
@@ -273,6 +277,13 @@ def test_the_quick_path_leaves_the_state_the_full_step_would(seed):
             assert getattr(quick, name) == getattr(full, name), (t, name)
         for name in ("last", "good"):
             assert np.array_equal(getattr(quick, name), getattr(full, name), equal_nan=True), (t, name)
+    quick, full = SensorWatch(3), SensorWatch(3)  # a held channel reaching stuck_after with nothing open: the
+    for t in range(10):  # quick path's own edge, which random rows never met (an audit: one late passed)
+        row = [1.0, float(t % 3) - 1.0, float(t % 2)]
+        full.missing_any = True
+        assert quick.step(float(t), list(row), rules) == full.step(float(t), list(row), rules), t
+        assert quick.open == full.open, t
+    assert ("stuck", 0) in full.open
 
 
 
@@ -301,6 +312,16 @@ def test_a_silence_starts_the_watch_afresh_offline_as_live(tiny_bundle):
         daemon.publish_sensor_faults()
         live.append(any(f["kind"] == "stuck" for f in daemon.alerts.sensor_faults("pump-1")))
     assert offline == live == [False] * 4 + [True] * 4 + [False] * 3
+    # and score's sensor_faults column, which runs its own watch per machine (an audit: its restart
+    # could go, and this test stayed green)
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.offline import sensor_fault_column
+
+    frame = pd.DataFrame({"timestamp": pd.to_datetime(times, unit="s", utc=True),
+                          **dict(zip(tiny_bundle.channels, values.T, strict=True))})
+    data = series_from_frame(frame, "plant", time_column="timestamp", channels=tiny_bundle.channels, sensors=rules)
+    column = sensor_fault_column(data, rules)
+    assert [f == "stuck:a" for f in column] == offline
 
 
 def test_a_quantized_channel_holding_a_level_training_never_read_is_not_stuck():

@@ -144,7 +144,11 @@ def test_the_reports_of_earlier_runs_go_when_shadow_or_current_changes(trained, 
     assert models(registry, "shadow", "v0002") == 0
     report("plant-w0", 9)
     report("plant-w1", 9)
-    assert models(registry, "promote", "v0002") == 0 and models(registry, "rollback") == 0
+    assert models(registry, "promote", "v0002") == 0
+    assert not list((registry / NAME / "live").glob("*.json"))  # CURRENT changed: gone with it
+    report("plant-w0", 9)  # (a report written after the promote, as a daemon still running writes one)
+    assert models(registry, "rollback") == 0
+    assert not list((registry / NAME / "live").glob("*.json"))  # (an audit: the shadow below cleared them too)
     assert models(registry, "shadow", "v0002") == 0
     report("plant", 0)
     assert models(registry, "shadow", "v0002") == 0 and models(registry, "promote", "v0001") == 0  # no change
@@ -281,6 +285,12 @@ def test_a_shadow_whose_bundle_judges_every_hop_skips_alert_hop_windows_while_it
     for i in (5.0, 7.0):  # two windows of its own hop under half its line clear it
         shadow.step("p", i, 0.1, up, rules)
     assert shadow._states["p"].status == "normal" and shadow.windows == 3
+    shadow.step("q", 1.0, 5.0, up, rules)  # its count to clear_after is of its own hops too (an audit:
+    for k in range(1, 5):  # the clear-at-once above ignores the count, which could take the daemon's cadence)
+        shadow.step("q", 1.0 + 2 * k, 0.7, up, rules)
+    assert shadow._states["q"].status == "alerting"
+    shadow.step("q", 11.0, 0.7, up, rules)
+    assert shadow._states["q"].status == "normal"  # the fifth (clear_after) hop under the clear level
 
 
 def test_a_shadow_starts_from_the_daemons_drift_baseline_of_the_asset(tiny_bundle):

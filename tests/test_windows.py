@@ -312,6 +312,9 @@ def test_a_takeover_keeps_the_cadence_when_the_last_scored_window_ended_on_a_fil
     the cleaner filled there, which no reading's time matches; the new owner's windows came a
     sample late (found by review)."""
     takeover_matches_the_old_owner([t for t in range(300) if t != 149], window=3, hop=3, moved_after=151)
+    # a last scored window ending further back than PRIME_WARM readings (window and hop 100, moved 91
+    # readings after it): the prime reaches back to it (an audit: with a cut that ignored it, this passed)
+    takeover_matches_the_old_owner(list(range(400)), window=100, hop=100, moved_after=190)
 
 
 def test_a_takeover_replays_enough_readings_for_the_rate_estimate_to_agree() -> None:
