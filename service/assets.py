@@ -13,8 +13,9 @@ state forgotten until it is back): :class:`~sensorguard.service.asset_faults.Ass
 Assets restored from ``state_dir`` (:func:`~sensorguard.service.state.restore_states`) wait for
 their next window and carry on where they were (an alert stays up under its ``alert_id``); those
 that send nothing until ``restore_until`` go silent like live assets (an alert up ends; a normal
-one with a learned drift baseline is awaited as a silent one, under the same cap, its baseline
-kept; any other is forgotten). In a maintenance and its guard band the drift baseline learns nothing.
+one this instance serves that judged a window before is told silent as a live one is; one silent
+already, kept for its learned drift baseline, is awaited as a silent one, under the same cap; any
+other is forgotten). In a maintenance and its guard band the drift baseline learns nothing.
 """
 
 from __future__ import annotations
@@ -358,6 +359,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
             state = self._states.get(asset)
             if state is None:
                 self._republish(asset)
+                if (restored := self.restored.get(asset)) is not None and restored[0].status == "alerting":
+                    self.metrics.set_score(asset, restored[0].last_score, restored[2] and self._held(asset) is None)
                 continue
             ts, channels = self._latest.get(asset, (time.time(), []))
             held = self._held(asset, ts)  # (a hold that ended still holds an alert that rose in it)
@@ -370,6 +373,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
             if maintenance is False and state.status != "alerting" and self.recorder is not None:
                 self.recorder.alert_cleared(asset, ts)
             self.publish_state(asset)
+            if state.status == "alerting":  # paging stops as the hold starts, not at a window that may not come
+                self.metrics.set_score(asset, state.last_score, self._paging(asset, state, ts))  # (a review)
 
     def _announce(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle) -> None:
         """Publish a raise or a clear; a raise is counted and can be acknowledged from now on.

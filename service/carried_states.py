@@ -84,7 +84,8 @@ class CarriedStates:
         if self._syncing:
             self._synced[asset] = ("ended", "", True)
 
-    def expire_restored(self, now: float, heard: Callable[[str], bool] = lambda asset: False) -> None:
+    def expire_restored(self, now: float, heard: Callable[[str], bool] = lambda asset: False,
+                        serves: Callable[[str], bool] = lambda asset: True) -> None:
         """After ``restore_until`` (monotonic), end restored assets that never came back.
 
         heard: whether readings came from an asset since the start (the ingest holds its buffer). Those
@@ -102,9 +103,10 @@ class CarriedStates:
                      len(gone), self.rules.stale_after)
         for asset in gone:
             # judged a window before the restart or the hand-over (a bare state is one silent then, kept
-            # for its baseline alone): it went silent meanwhile, and its retained state said normal for
-            # good, its silence never told (a walk: a power cut took a gateway and the daemon's host)
-            live = asset in self._floors or asset in self._judged_ts
+            # for its baseline alone) and this instance's now (not another partition's, whose owner speaks
+            # for it: a review): it went silent meanwhile, and its retained state said normal for good, its
+            # silence never told (a walk: a power cut took a gateway and the daemon's host)
+            live = (asset in self._floors or asset in self._judged_ts) and serves(asset)
             last = self._floors.get(asset, self._judged_ts.get(asset, time.time()))
             saved, drift, announced = self._pop_restored(asset)
             self._open.clear_channels(asset)  # (faults restored with it: its silence replaces them)

@@ -49,6 +49,7 @@ MAX_TEXT = 500  # characters of a reason or note
 ASSET_IDS = (f"1 to {MAX_ASSET_LEVELS} levels of 1-64 letters, digits, '.', '_' or '-' (not '.' or '..') joined by "
              f"'/', at most {MAX_ASSET_CHARS} characters")
 EXPIRY_GRACE_S = 30.0  # clock difference between the sender and the daemon tolerated on "expires"
+EXPIRY_BACKSTOP_S = 300.0  # ... with an MQTT message expiry, which decides: "expires" bounds the wait here only
 
 
 @dataclass(frozen=True)
@@ -137,10 +138,15 @@ def expiry_refusal(expires: float | None, now: float, broker: float | None = Non
     read. An operator's PC 60 s behind the daemon's host had every command refused as expired, and
     again when sent again (a walk)."""
     if broker is not None:
-        if now <= broker:
+        if now > broker:
+            return (f"expired {now - broker:.0f} s ago (its MQTT message expiry passed while it waited here): send "
+                    "it again")
+        # the broker's count stops at delivery: one held unread here (a full ingest stops reading) came
+        # "in time" minutes late (a review); the sender's own expiry still bounds that, by a wide margin
+        if expires is None or now <= expires + EXPIRY_BACKSTOP_S:
             return None
-        return (f"expired {now - broker:.0f} s ago (its MQTT message expiry passed while it waited here): send "
-                "it again")
+        return (f"expired {now - expires:.0f} s ago by this daemon's clock (it waited here unread, or the sender's "
+                f"clock is over {EXPIRY_BACKSTOP_S / 60:.0f} minutes behind this host's): send it again")
     if expires is None or now <= expires + EXPIRY_GRACE_S:
         return None
     return (f"expired {now - expires:.0f} s ago by this daemon's clock (the daemon was not there when it was sent, "

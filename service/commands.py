@@ -378,8 +378,16 @@ def audit_files(folder: Path) -> list[str]:
     folders = [folder, *sorted(folder.glob("w[0-9]*"))]
     if re.fullmatch(r"w\d+", folder.name):
         folders.append(folder.parent)
-    found = [p for f in folders for name in (AUDIT, AUDIT_ROTATED) if (p := f / name).is_file()]
-    return [str(p) for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+    found = [(p, _written(p)) for f in folders for name in (AUDIT, AUDIT_ROTATED) if (p := f / name).is_file()]
+    return [str(p) for p, _ in sorted(found, key=lambda found: found[1], reverse=True)]
+
+
+def _written(path: Path) -> float:
+    """When ``path`` was last written (0: gone meanwhile, a worker rotating its log: a review)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def usable_alerts(alerts: dict[str, Any], where: str) -> dict[str, dict]:

@@ -20,6 +20,7 @@ from sensorguard.service.alerts import AlertRules
 from sensorguard.service.asset_buffer import DueWindow
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.batch_scoring import ScoredWindow, score_batch
+from sensorguard.service.command_handling import CommandHandler
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.connection import Connection
@@ -52,6 +53,7 @@ class ScoringWorker:
     controls: AlarmControls
     connection: Connection
     source: ClusterSource | None
+    commands: CommandHandler
     _listeners: list[Callable[[ScoredWindow], None]]
     _beat: float  # the scoring worker's last time round its loop
     _next_save: float
@@ -101,6 +103,10 @@ class ScoringWorker:
             self.metrics.windows_dropped.labels("scoring_failed").inc(sum(d.coarse for d in batch))
             log.exception("scoring a batch of %d windows failed", len(batch))
 
+    def _serves(self, asset: str) -> bool:
+        """Whether ``asset`` is this instance's now: one of its partitions' (cluster mode: its worker's)."""
+        return self.source.serves(asset) if self.source is not None else self.commands.owns(asset)
+
     def _still_ours(self, windows: list[DueWindow]) -> list[DueWindow]:
         """Cluster mode: the windows whose partition is still this worker's. Taken out of the queue,
         they escape ``Ingest.drop`` when the lease is lost meanwhile, and the new owner scores them
@@ -137,7 +143,7 @@ class ScoringWorker:
                 self.alerts.end(asset, last_ts)
                 self._shadow_forgets(asset)
                 log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
-            self.alerts.expire_restored(now, self.ingest.holds)
+            self.alerts.expire_restored(now, self.ingest.holds, self._serves)
             if self.buffers.floors or self.buffers.resumed_faults:
                 with self.ingest.cond:
                     self.buffers.drop_floors(lambda asset: asset in self.alerts.restored)

@@ -69,6 +69,8 @@ def test_a_commands_mqtt_message_expiry_decides_on_this_hosts_clock_not_the_send
     assert deadline == 1030.0
     assert expiry_refusal(910.0, 1000.0) is not None and "clock" in expiry_refusal(910.0, 1000.0)
     assert expiry_refusal(910.0, 1000.0, deadline) is None
+    # held unread here past the sender's expiry by minutes (the broker's count stops at delivery): refused
+    assert "waited here unread" in expiry_refusal(600.0, 1000.0, deadline)
     assert expiry_refusal(910.0, 1030.5, deadline).startswith("expired 0 s ago (its MQTT message expiry")
     for plain in (SimpleNamespace(), SimpleNamespace(properties=None, timestamp=500.0),
                   SimpleNamespace(properties=SimpleNamespace(), timestamp=500.0)):  # MQTT 3.1.1, none set
@@ -417,8 +419,19 @@ def test_a_held_alert_is_not_active_in_the_metrics_the_prometheus_rule_pages_on(
                                                                                           "alerting")
     assert [value(daemon, "sensorguard_anomaly_active", asset=a) for a in ("p5", "p6", "p7")] == [0, 0, 1]
     daemon.controls.apply(Command("shelve", "p7", until=time.time() + 3600), now=time.time())  # up, then shelved
-    daemon.alerts.apply("p7", T0 + 3, 5.0, [])
-    assert value(daemon, "sensorguard_anomaly_active", asset="p7") == 0
+    daemon.alerts.request_control_change("p7", None)  # (as the command does)
+    daemon.alerts.apply_control_changes()  # at once, not at a window that may not come: a machine switched off
+    assert value(daemon, "sensorguard_anomaly_active", asset="p7") == 0  # for its maintenance paged on (a review)
+    daemon.controls.apply(Command("shelve", "p6", until=time.time() + 3600), now=time.time())
+    daemon.controls.apply(Command("maintenance", "p6", action="end"), now=time.time())  # still shelved
+    daemon.controls.apply(Command("shelve", "p6", until=time.time()), now=time.time())  # unshelved: told at once
+    daemon.alerts.request_control_change("p6", False)
+    daemon.alerts.apply_control_changes()
+    assert value(daemon, "sensorguard_anomaly_active", asset="p6") == 1
+    daemon.controls.apply(Command("maintenance", "p6", action="start"), now=time.time())  # held again
+    daemon.alerts.request_control_change("p6", True)
+    daemon.alerts.apply_control_changes()
+    assert value(daemon, "sensorguard_anomaly_active", asset="p6") == 0
     daemon.stop()
     again, _ = daemon_with(tiny_bundle, tmp_path)  # restored: still held, still not paging
     assert [value(again, "sensorguard_anomaly_active", asset=a) for a in ("p5", "p6", "p7")] == [0, 0, 0]

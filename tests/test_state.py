@@ -169,6 +169,21 @@ def test_a_normal_asset_that_went_silent_while_the_daemon_was_down_is_told_silen
     assert value(second, "sensorguard_assets_silent") == 3  # (pump-5 awaited again, for its baseline)
 
 
+def test_a_restored_asset_of_another_instances_partition_is_not_told_silent(drifting, tmp_path):
+    """After a restart with fewer partitions (site-b moved to an instance of its own), its assets in
+    the state file were told silent here, their retained state set to stale over the one their new
+    owner publishes (a review)."""
+    first, _ = daemon_with(drifting, tmp_path)
+    for asset in ("site-a/p1", "site-b/p2"):
+        first.alerts.apply(asset, T0, 0.5, [])
+    first.stop()
+    second, client = daemon_with(drifting, tmp_path, stale_after_s=60, partition=["site-a/#"])
+    second.alerts.restore_until = time.monotonic() + 60  # as start() sets it
+    second.housekeeping(time.monotonic() + 61)
+    told = {t for t, _, _ in client.published if t.startswith("sensorguard/alerts/")}
+    assert told == {"sensorguard/alerts/site-a/p1"}
+
+
 def test_a_restored_asset_publishes_its_state_at_its_first_window(drifting, tmp_path):
     """Its status unchanged (normal before, normal now), nothing was published: the retained state
     stayed what the previous run left, ``stale`` for an asset silent then (found by review)."""
