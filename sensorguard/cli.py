@@ -69,6 +69,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
             bundle.sensors, fill_limit=policy.fill_limit,
             silence_s=silence_after(getattr(args, "stale_after", None), policy)),  # a silence starts its watch afresh
         normal=normal,
+        trained_asset_column=None if bundle is None else (bundle.training or {}).get("asset_column"),
     )
 
 
@@ -303,6 +304,7 @@ def _alert_rules(args: argparse.Namespace, bundle):
 
 def cmd_score(args: argparse.Namespace) -> int:
     from sensorguard.service.bundle_loading import load_bundle
+    from sensorguard.training.machines import shown_name
     from sensorguard.training.offline import score_table
 
     if Path(args.out).resolve() == Path(args.data).resolve():  # the readings would be replaced by their scores
@@ -324,8 +326,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     if "asset" in out.columns and n_scored:  # a machine with no row scored was not said (a walk)
         counts = out.groupby("asset", sort=False)["score"].count()
         for asset in counts.index[(counts.to_numpy() == 0) & (counts.index != "")]:  # ("": no machine, said)
-            print(f"note: {asset}: none of its rows scored (fewer than a window of {bundle.window} samples on the "
-                  "grid after cleaning, or every reading refused)", file=said)
+            print(f"note: {shown_name(asset)}: none of its rows scored (fewer than a window of {bundle.window} "
+                  "samples on the grid after cleaning, or every reading refused)", file=said)
     if not n_scored and len(out):  # a script took "scored 0 of 864 rows", exit 0, as a run that worked (a walk)
         print(f"error: no row was scored: fewer than a window of {bundle.window} samples on the model's grid "
               "after cleaning, or every reading refused (the notes say which)", file=sys.stderr)

@@ -36,6 +36,28 @@ def test_parquet_and_multiple_files(tmp_path):
     frame.iloc[200:].to_parquet(tmp_path / "b.parquet")
     data = load_frame([tmp_path / "b.parquet", tmp_path / "a.parquet"])
     assert len(data) == 400 and (np.diff(data.times) > 0).all()
+    # the same columns in another order (two exports of one historian) line up by name; other columns
+    # are named (it said "columns differ" alone for both: a walk)
+    frame.iloc[200:, ::-1].to_csv(tmp_path / "reversed.csv", index=False)
+    both = load_frame([tmp_path / "a.parquet", tmp_path / "reversed.csv"])
+    assert both.channels == data.channels and np.array_equal(both.values, data.values)
+    frame.iloc[200:].drop(columns="c1").assign(note="x").to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(DataError, match=r"other.csv: columns differ from .*a.parquet: without 'c1'; with 'note' too"):
+        load_frame([tmp_path / "a.parquet", tmp_path / "other.csv"])
+
+
+def test_machines_whose_names_differ_only_in_spaces_are_said(tmp_path):
+    """"P1 " (a trailing space on ten rows) was a machine apart, its rows cut out of P1's series, and
+    the notes wrote it as "P1 : ...", read as a typo of P1 (a walk): the names are said, quoted."""
+    frame = plant_frame(400).assign(asset="P1")
+    frame.loc[200:209, "asset"] = "P1 "
+    data = load_frame([write(frame, tmp_path / "spaced.csv")], asset_column="asset")
+    notes = data.notes
+    assert data.fingerprint()["asset_column"] == "asset"  # (bundle.json keeps it: score takes it by itself)
+    assert "machines whose names differ only in spaces are machines apart: 'P1', 'P1 '" in notes, notes
+    from sensorguard.training.machines import shown_name
+
+    assert (shown_name("P1 "), shown_name("P1"), shown_name("a\tb")) == ("'P1 '", "P1", "'a\\tb'")
 
 
 def test_unsorted_and_duplicates(tmp_path):
@@ -565,6 +587,10 @@ def test_the_hour_a_local_clock_repeats_in_autumn_is_kept(tmp_path):
     notes = load_frame([write(mixed, tmp_path / "mixed.csv")]).notes
     assert not any("clock went back" in n for n in notes), notes
     assert any(n.startswith("250 timestamps without a UTC offset among ones with one: read as UTC") for n in notes)
+    # an unreadable stamp (left out, said) among ones with offsets is no stamp without one (a walk)
+    unreadable = utc.assign(timestamp=[*utc["timestamp"].iloc[:10], "#VALUE!", *utc["timestamp"].iloc[11:]])
+    notes = load_frame([write(unreadable, tmp_path / "unreadable.csv")]).notes
+    assert any("unparseable timestamps" in n for n in notes) and not any("UTC offset" in n for n in notes), notes
     # in spring 02:00-02:59 never happens: an hour without readings, now said (a walk found it unsaid)
     spring = pd.date_range("2024-03-31 00:00", periods=6 * 60, freq="min")
     spring = [t for t in spring if t.hour != 2]

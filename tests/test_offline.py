@@ -347,6 +347,16 @@ def test_a_machine_column_of_another_name_is_given_with_asset_column(tiny_bundle
     assert main(["score", str(bundle_dir), str(tmp_path / "three.csv"), "--out", str(out),
                  "--asset-column", "Maschine"]) == 1
     assert "asset column 'Maschine' not found" in capsys.readouterr().err
+    # a model trained with --asset-column Machine (bundle.json's training.asset_column) takes it by itself:
+    # forgotten, the machines were merged and two thirds of the rows dropped, exit 0 (a walk)
+    from dataclasses import replace
+
+    trained = save_bundle(replace(tiny_bundle, training={**(tiny_bundle.training or {}), "asset_column": "Machine"}),
+                          tmp_path / "t")
+    assert main(["score", str(trained), str(tmp_path / "three.csv"), "--out", str(out)]) == 0
+    assert "machines named by column 'Machine', as when the model was trained (--asset-column)" in \
+        capsys.readouterr().out
+    assert pd.read_csv(out).equals(scores)
 
 
 @pytest.mark.filterwarnings("error::pandas.errors.PerformanceWarning")

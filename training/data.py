@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
+from sensorguard.service.logs import some
 from sensorguard.service.sensors import SensorRules, watch_rows
 from sensorguard.training.clocks import clock_notes, not_a_clock, sprang_forward, turned_back_hours
 from sensorguard.training.csvfiles import read_table
-from sensorguard.training.machines import machine_hint, machine_rows, rates_apart
+from sensorguard.training.machines import machine_hint, machine_rows, rates_apart, shown_name, spaced_names
 from sensorguard.training.markers import no_data_markers
 from sensorguard.training.series import SensorData, renumber
 from sensorguard.training.stamps import (
@@ -58,6 +59,7 @@ def load_frame(
     policy: CleaningPolicy | None = None,
     sensors: SensorRules | None = None,
     normal: bool = False,
+    trained_asset_column: str | None = None,
 ) -> SensorData:
     """Load, sort, de-duplicate, then clean as the daemon does (:mod:`sensorguard.service.cleaning`).
 
@@ -69,20 +71,29 @@ def load_frame(
     written by the daemon's recorder); each machine is cleaned as its own series.
     normal: the rows are taken as normal data (``train``, ``calibrate``, ``retrain``): the rows a
     label-like column marks are noted (not for ``score`` or ``replay``, which learn nothing).
+    trained_asset_column: the column that named the machines when the model was trained (its
+    bundle's), taken when ``asset_column`` is not given and the table has it.
     """
     if not paths:
         raise DataError("no data files given")
     frames = [read_table(p) for p in paths]
     columns = list(frames[0].columns)
-    for p, f in zip(paths[1:], frames[1:], strict=True):
-        if list(f.columns) != columns:
-            raise DataError(f"{p}: columns differ from {paths[0]}")
+    for k, (p, f) in enumerate(zip(paths[1:], frames[1:], strict=True), start=1):
+        if set(f.columns) != set(columns):  # (it said "columns differ" alone, also for another order: a walk)
+            missing = [c for c in columns if c not in set(f.columns)]
+            extra = [c for c in f.columns if c not in set(columns)]
+            said = [*([f"without {some(missing)}"] if missing else []), *([f"with {some(extra)} too"] if extra else [])]
+            raise DataError(f"{p}: columns differ from {paths[0]}: {'; '.join(said)} (every file needs the same "
+                            "columns, in any order)")
+        attrs = f.attrs
+        frames[k] = f[columns]  # the same columns in another order: lined up by name
+        frames[k].attrs = attrs
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     frame.attrs["notes"] = list(dict.fromkeys(n for f in frames for n in f.attrs.get("notes", ())))
     frame.attrs["decimal_comma"] = any(f.attrs.get("decimal_comma") for f in frames)
     name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
     return series_from_frame(frame, name, time_column, channels, exclude, label_column, fill_limit, asset_column,
-                             policy, sensors, normal)
+                             policy, sensors, normal, trained_asset_column)
 
 
 def series_from_frame(
@@ -97,6 +108,7 @@ def series_from_frame(
     policy: CleaningPolicy | None = None,
     sensors: SensorRules | None = None,
     normal: bool = False,
+    trained_asset_column: str | None = None,
 ) -> SensorData:
     """The cleaning half of :func:`load_frame`, for a table already in memory; ``name`` labels errors.
 
@@ -130,7 +142,10 @@ def series_from_frame(
             clocks.add(clock)
             notes.append(f"timestamps from columns {tcol!r} and {clock!r} together")
     times = parse_times(stamps, dated, name, notes, decimal_comma=bool(frame.attrs.get("decimal_comma")))
-    if asset_column is None:  # several machines in one table, the column named in any case
+    if asset_column is None and trained_asset_column in frame.columns:  # (forgotten, the machines were merged,
+        asset_column = trained_asset_column  # two thirds of the rows dropped as duplicates, exit 0: a walk)
+        notes.append(f"machines named by column {asset_column!r}, as when the model was trained (--asset-column)")
+    elif asset_column is None:  # several machines in one table, the column named in any case
         asset_column = next((c for c in frame.columns if str(c).strip().lower() == "asset"), None)
         if asset_column is None and (hint := machine_hint(frame, tcol, times)) is not None:
             notes.append(hint)
@@ -146,10 +161,11 @@ def series_from_frame(
     if (unreadable := unreadable_note(frame, chosen, values)) is not None:
         notes.append(unreadable)
     notes += no_data_markers(values, chosen, normal)
-    zoned = zoned_stamps(stamps)
+    zoned = zoned_stamps(stamps[np.isfinite(times)])  # (an unreadable one, left out, was counted as unzoned: a walk)
     if zoned is not None and zoned.any() and not zoned.all():  # (mixed: read as one clock going back, a walk)
-        notes.append(f"{int((~zoned).sum())} timestamps without a UTC offset among ones with one: read as UTC "
-                     "(give every stamp its offset)")
+        bare = int((~zoned).sum())
+        notes.append(f"{bare} timestamp{'s' if bare != 1 else ''} without a UTC offset among ones with one: read "
+                     "as UTC (give every stamp its offset)")
     if local_clock(stamps, zoned):
         groups = frame[asset_column].astype(str).to_numpy() if asset_column in frame.columns else None
         times, fell = turned_back_hours(times, values, groups)
@@ -179,6 +195,8 @@ def series_from_frame(
                          "left out: no machine to score them as")
             if not machines:
                 raise DataError(f"{name}: every {asset_column} cell is empty: no machine to score")
+        if twins := spaced_names([asset for asset, _ in machines]):  # ("P1 " was a machine of its own, unsaid)
+            notes.append(f"machines whose names differ only in spaces are machines apart: {some(twins, 6)}")
         parts = []
         if policy is None:  # one policy for all machines: the bundle records one, serve applies one
             policy = infer_policy([np.unique(t[np.isfinite(t)]) for t in (times[rows] for _, rows in machines)],
@@ -193,8 +211,8 @@ def series_from_frame(
             part = _clean_series(times[rows], values[rows], sub_labels, chosen, fill_limit, part_notes, policy,
                                  sensors, hold_rate)
             parts.append(replace(part, assets=np.full(len(part), asset, dtype=object)))
-            notes += [f"{asset}: {n}" for n in part_notes]
-        data = replace(concat_series(parts, notes), source_assets=assets)
+            notes += [f"{shown_name(asset)}: {n}" for n in part_notes]
+        data = replace(concat_series(parts, notes), source_assets=assets, asset_column=str(asset_column))
     if len(data) == 0:
         empty = [str(c) for j, c in enumerate(chosen) if not np.isfinite(values[:, j]).any()]
         why = "; ".join([*([f"no value at all in {', '.join(empty)}"] if empty else []), *data.notes])

@@ -63,3 +63,18 @@ def rates_apart(machines: list[tuple[str, np.ndarray]]) -> str | None:
     fast, slow = min(steps, key=steps.get), max(steps, key=steps.get)
     return (f"the machines sample at different rates ({fast} every {steps[fast]:g} s, {slow} every "
             f"{steps[slow]:g} s): one model holds one rate, so train machines of one rate together")
+
+
+def shown_name(asset: str) -> str:
+    """A machine's name as a note writes it: quoted when it has spaces at an end or a character not
+    printed ("P1 " read as a typo of "P1" in "P1 : none of its rows scored": a walk)."""
+    return repr(asset) if asset != asset.strip() or not asset.isprintable() else asset
+
+
+def spaced_names(assets: list[str]) -> list[str]:
+    """The names that another one equals but for spaces at its ends (sorted)."""
+    groups: dict[str, list[str]] = {}
+    for asset in assets:
+        groups.setdefault(asset.strip(), []).append(asset)
+    return sorted(a for names in groups.values() if len(names) > 1 for a in names)
+

@@ -317,12 +317,15 @@ def new_normal_data(
     validate_name(name)
     if not paths and not recorded:
         raise DataError("give new normal data: files and/or a recorded directory")
-    channels = list(load_current(registry, name).channels) if current_version(registry, name) else None
+    current = load_current(registry, name) if current_version(registry, name) else None
+    channels = list(current.channels) if current is not None else None
     start = parse_since(since)
     parts = []
     if paths:
         data = load_frame(paths, time_column=time_column, channels=channels, exclude=exclude,
-                          label_column=label_column, fill_limit=fill_limit, normal=True, asset_column=asset_column)
+                          label_column=label_column, fill_limit=fill_limit, normal=True, asset_column=asset_column,
+                          trained_asset_column=None if current is None else (current.training or {}).get(
+                              "asset_column"))
         if label_column:
             data = drop_labeled(data, label_column)
         if start is not None:

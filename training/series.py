@@ -38,6 +38,7 @@ class SensorData:
     source_values: np.ndarray | None = None  # every input row's raw values (NaN: missing), in file order
     gap_starts: np.ndarray | None = None  # per row: a gap in the readings ends there (None: from the segments)
     left_out: tuple[str, ...] = ()  # the file's other columns (not its clock or machine): live readings may carry them
+    asset_column: str | None = None  # the column that named the machines (None: one machine)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -109,7 +110,8 @@ class SensorData:
         digest = hashlib.sha256(np.ascontiguousarray(self.values).tobytes()).hexdigest()[:16]
         finite = self.times[np.isfinite(self.times)]  # (machines are blocks: the last row is not the latest)
         span = [_iso(finite.min()), _iso(finite.max())] if len(finite) else [None, None]
-        return {"rows": len(self), "time_range": span, "sha256_16": digest, "channels": list(self.channels)}
+        return {"rows": len(self), "time_range": span, "sha256_16": digest, "channels": list(self.channels),
+                **({"asset_column": self.asset_column} if self.asset_column is not None else {})}
 
 
 
