@@ -148,7 +148,7 @@ class CommandHandler:
     def _answers(self, payload: bytes) -> bool:
         """Whether this instance carries out or answers a command (:meth:`_answers_refusal` of the
         asset it names, where it names a valid one; the rest is judged by :meth:`_handle`)."""
-        asset = _field(payload, "asset")
+        asset = _asset_named(payload)
         return not valid_asset(asset) or self.owns(asset) or self.taking_over(asset)
 
     def _refuse_busy(self, client: Any, message: Any) -> None:
@@ -202,7 +202,7 @@ class CommandHandler:
         """Whether this instance answers a command it refuses: the one serving the asset it names,
         and in cluster mode, for one naming none, the worker serving ``NO_ASSET``'s partition. An
         unknown verb was answered, and counted, by every worker of a cluster (a walk)."""
-        asset = _field(payload, "asset")
+        asset = _asset_named(payload)
         if valid_asset(asset):  # (its new owner, while taking it over, answers too: a review)
             return self.owns(asset) or self.taking_over(asset)
         return not self._clustered or self.owns(NO_ASSET)
@@ -354,6 +354,13 @@ def _ack(client: Any, message: Any) -> None:
     """Acknowledge a QoS 1 or 2 message to the broker (QoS 0 has nothing to acknowledge)."""
     if getattr(message, "qos", 0) > 0:
         client.ack(message.mid, message.qos)
+
+
+def _asset_named(payload: bytes) -> str:
+    """The asset a command names: its ``asset``, or an ``ack``'s in its ``alert_id`` (``<asset>@<ms>``).
+    Read from ``asset`` alone, every instance queued an ack, and those not serving its asset refused
+    it as handed on ("send it again") beside the real answer: half the acks counted rejected (a walk)."""
+    return _field(payload, "asset") or _field(payload, "alert_id").rpartition("@")[0]
 
 
 def _field(payload: bytes, key: str) -> str:
