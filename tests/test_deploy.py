@@ -55,7 +55,7 @@ ALERTS = {
     "SensorguardAssetAnomaly", "SensorguardDown", "SensorguardBrokerDisconnected", "SensorguardNoReadings",
     "SensorguardHighRejectionRate", "SensorguardModelReloadFailing", "SensorguardSensorFaults",
     "SensorguardAlarmFlood", "SensorguardAssetAlertRate", "SensorguardWorkerRestarting",
-    "SensorguardClusterNoReadings", "SensorguardStateWriteFailing",
+    "SensorguardClusterNoReadings", "SensorguardStateWriteFailing", "SensorguardAssetsSilent",
 }
 
 
