@@ -331,6 +331,21 @@ def test_dashboard_panels_are_valid_and_use_known_metrics():
         assert variable["datasource"]["uid"] == uid
 
 
+def test_dashboard_counts_each_event_once_per_step():
+    """``increase(x[$__rate_interval])`` drawn every 15 s step spans four steps (the range is at least
+    a minute), so one alert read as four bars: 10 alerts summed to 37.9 (a walk). Per-step counts
+    take the step itself, at least a minute (each range then holds four scrapes)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    counting = [p for p in dashboard["panels"] if any("increase(" in t["expr"] and "$__" in t["expr"]
+                                                       for t in p.get("targets", ()))]
+    assert {p["title"] for p in counting} >= {"Alerts raised", "Failures", "Sensor faults"}
+    for panel in counting:
+        assert panel.get("interval") == "1m", panel["title"]
+        for target in panel["targets"]:
+            assert "increase(" not in target["expr"] or "[$__rate_interval]" not in target["expr"], target["expr"]
+    assert "sensorguard_assets_silent" in " ".join(t["expr"] for p in counting for t in p["targets"])
+
+
 def test_dashboard_shows_what_operators_need():
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", ()))
