@@ -12,10 +12,12 @@ prometheus_client's multiprocess mode was the alternative; it reads an environme
 import and shares files in a directory, against the explicit-registry style of the rest of the
 service (``metrics.py``), and it would not know which worker restarted.
 
-A worker that dies takes its counters with it: the parent adds what it last saw of them to a
-``carry`` kept per worker slot, so the merged counters never go backwards (a restart is not a
-counter reset to Prometheus). Increments between the last scrape and the death are lost, except for
-``readings_total``, which workers also count in shared memory and which is therefore exact.
+A worker that does not answer (dead, restarting, slow) is shown as last seen: its gauges (its
+assets' scores and alerts) as they were, ``mqtt_connected`` 0. A worker that dies takes its
+counters with it: the parent adds what it last saw of them to a ``carry`` kept per worker slot, so
+the merged counters never go backwards (a restart is not a counter reset to Prometheus). Increments
+between the last scrape and the death are lost, except for ``readings_total``, which workers also
+count in shared memory and which is therefore exact.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class WorkerCounters:
 
     last: dict[Key, float] = field(default_factory=dict)
     carry: dict[Key, float] = field(default_factory=dict)
+    gauges: dict[Key, float] = field(default_factory=dict)  # as last seen: shown while it does not answer
 
     def restarted(self) -> None:
         """The process died: what it had counted becomes part of the carry."""
@@ -79,12 +82,18 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
     exact = exact or {}
     values: dict[Key, list[float]] = {key: [] for key in exact}
     for families, slot in zip(expositions, slots, strict=True):
-        if families is None:  # down or slow: its counters as last seen, no gauges but a disconnected one
+        if families is None:  # down or slow: its counters and gauges as last seen, and disconnected. Its
+            # gauges left out, a restart dropped its assets' series for a few scrapes: Prometheus called
+            # them stale and every alert of theirs resolved and fired again (a walk)
             current = dict(slot.last)
+            for key, value in slot.gauges.items():
+                if key != CONNECTED:
+                    values.setdefault(key, []).append(value)
             values.setdefault(CONNECTED, []).append(0.0)  # (left out, the minimum over the live ones said 1)
             meta.setdefault(CONNECTED[0], ("1 while connected to the MQTT broker.", "gauge"))
         else:
             current = {}
+            slot.gauges = {}
             for family in families:
                 meta.setdefault(family.name, (family.documentation, family.type))
                 for sample in family.samples:
@@ -95,6 +104,7 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
                         current[key] = sample.value
                     else:
                         values.setdefault(key, []).append(sample.value)
+                        slot.gauges[key] = sample.value
             slot.last = current
         for source in (current, slot.carry):
             for key, value in source.items():

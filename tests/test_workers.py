@@ -101,9 +101,11 @@ def test_merged_metrics_sum_counters_keep_info_at_one_and_survive_a_restart():
     assert got[("sensorguard_readings_total", ())] == 17
     assert got[("sensorguard_scoring_duration_seconds_count", ())] == 17
     assert got[("sensorguard_mqtt_connected", ())] == 1
-    got = _values(merge([pages[0], None], slots, meta))  # worker 1 not answering: its counters as last seen
-    assert got[("sensorguard_readings_total", ())] == 17 and ("sensorguard_anomaly_score", (("asset", "b"),)) \
-        not in got
+    got = _values(merge([pages[0], None], slots, meta))  # worker 1 not answering: its counters as last seen,
+    # its gauges too (left out, its assets' alerts resolved and fired again in Prometheus at each restart: a walk)
+    assert got[("sensorguard_readings_total", ())] == 17
+    assert got[("sensorguard_anomaly_score", (("asset", "b"),))] == 0.5
+    assert got[("sensorguard_mqtt_connected", ())] == 0
     assert _values(merge(pages, slots, meta, {("sensorguard_readings", "sensorguard_readings_total", ()): 99.0}))[
         ("sensorguard_readings_total", ())] == 99.0
 
