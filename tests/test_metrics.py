@@ -53,6 +53,15 @@ def test_every_contract_name_exists_from_the_start(registry: CollectorRegistry) 
         assert value(registry, "sensorguard_publishes_dropped_total", kind=kind) == 0.0
 
 
+def test_time_to_acknowledge_tells_acks_within_a_minute_apart(registry: CollectorRegistry) -> None:
+    """With a first bucket of 60 s, acks at 26 s read as a 30 s median on the dashboard (a walk)."""
+    metrics = Metrics(registry)
+    for seconds in (8.0, 26.0, 26.0):
+        metrics.ack_seconds.observe(seconds)
+    assert value(registry, "sensorguard_ack_seconds_bucket", le="10.0") == 1
+    assert value(registry, "sensorguard_ack_seconds_bucket", le="30.0") == 3
+
+
 def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
     """DESIGN.md's names (plus two operational ones); a rename here breaks dashboards."""
     Metrics(registry)
