@@ -98,15 +98,22 @@ class CarriedStates:
         if not self.restored or now < self.restore_until:
             return
         gone = [asset for asset in self.restored if not heard(asset)]
+        foreign = {asset for asset in gone if not serves(asset)}
+        for asset in foreign:  # another instance's now (a restart with fewer partitions, cluster mode's local
+            self._pop_restored(asset)  # file): its owner speaks for it; told silent here, its retained state
+            self._open.clear_channels(asset)  # went stale over the owner's (a review)
+            self.metrics.forget_asset(asset)
+            for kept in (self._grid_ts, self._judged_ts, self._floors, self._drift, self.restored_channels):
+                kept.pop(asset, None)
+        gone = [asset for asset in gone if asset not in foreign]
         if gone:
             log.info("%d assets restored from the state file or adopted sent nothing for %.0f s: silent",
                      len(gone), self.rules.stale_after)
         for asset in gone:
             # judged a window before the restart or the hand-over (a bare state is one silent then, kept
-            # for its baseline alone) and this instance's now (not another partition's, whose owner speaks
-            # for it: a review): it went silent meanwhile, and its retained state said normal for good, its
-            # silence never told (a walk: a power cut took a gateway and the daemon's host)
-            live = (asset in self._floors or asset in self._judged_ts) and serves(asset)
+            # for its baseline alone): it went silent meanwhile, and its retained state said normal for
+            # good, its silence never told (a walk: a power cut took a gateway and the daemon's host)
+            live = asset in self._floors or asset in self._judged_ts
             last = self._floors.get(asset, self._judged_ts.get(asset, time.time()))
             saved, drift, announced = self._pop_restored(asset)
             self._open.clear_channels(asset)  # (faults restored with it: its silence replaces them)

@@ -104,8 +104,11 @@ class ScoringWorker:
             log.exception("scoring a batch of %d windows failed", len(batch))
 
     def _serves(self, asset: str) -> bool:
-        """Whether ``asset`` is this instance's now: one of its partitions' (cluster mode: its worker's)."""
-        return self.source.serves(asset) if self.source is not None else self.commands.owns(asset)
+        """Whether ``asset`` is this instance's now: one of its partitions' (cluster mode: its worker's,
+        also while being taken over or its lease is unsure for a moment)."""
+        if self.source is not None:
+            return self.source.serves(asset) or self.source.taking_over(asset)
+        return self.commands.owns(asset)
 
     def _still_ours(self, windows: list[DueWindow]) -> list[DueWindow]:
         """Cluster mode: the windows whose partition is still this worker's. Taken out of the queue,

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sensorguard.training.data import DataError, SensorData, drop_labeled, load_frame, series_from_frame
+from sensorguard.training.data import DataError, SensorData, concat_series, drop_labeled, load_frame, series_from_frame
 from sensorguard.training.splits import WindowDataset, choose_window, split_by_time, window_starts
 from tests.conftest import plant_frame
 
@@ -54,6 +54,10 @@ def test_machines_whose_names_differ_only_in_spaces_are_said(tmp_path):
     data = load_frame([write(frame, tmp_path / "spaced.csv")], asset_column="asset")
     notes = data.notes
     assert data.fingerprint()["asset_column"] == "asset"  # (bundle.json keeps it: score takes it by itself)
+    from sensorguard.training.splits import split_by_time
+
+    parts = split_by_time(data)  # (a split, and so every retrained bundle, lost it: a review)
+    assert parts.train.asset_column == "asset" and concat_series([parts.train]).asset_column == "asset"
     assert "machines whose names differ only in spaces are machines apart: 'P1', 'P1 '" in notes, notes
     from sensorguard.training.machines import shown_name
 

@@ -176,12 +176,18 @@ def test_a_restored_asset_of_another_instances_partition_is_not_told_silent(drif
     first, _ = daemon_with(drifting, tmp_path)
     for asset in ("site-a/p1", "site-b/p2"):
         first.alerts.apply(asset, T0, 0.5, [])
+    for i in range(3):  # an alert up, and a learned baseline (the drifting bundle's): each was told too
+        first.alerts.apply("site-b/p3", T0 + i, 5.0, [])
     first.stop()
     second, client = daemon_with(drifting, tmp_path, stale_after_s=60, partition=["site-a/#"])
     second.alerts.restore_until = time.monotonic() + 60  # as start() sets it
     second.housekeeping(time.monotonic() + 61)
     told = {t for t, _, _ in client.published if t.startswith("sensorguard/alerts/")}
     assert told == {"sensorguard/alerts/site-a/p1"}
+    assert value(second, "sensorguard_assets_silent") == 1  # (not another's: the dashboard counts them)
+    second.alerts.states_lost()  # a swap or a lost session publishes every silent asset's stale state again
+    second.alerts.resend_states()
+    assert not [t for t, _, _ in client.published if t.startswith("sensorguard/state/site-b")]
 
 
 def test_a_restored_asset_publishes_its_state_at_its_first_window(drifting, tmp_path):

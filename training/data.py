@@ -325,6 +325,7 @@ def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> Sen
         faulted=_faulted(parts),
         gap_starts=np.concatenate([p.fresh_starts() for p in parts]),  # a part's first row is no gap, nor a cut
         left_out=tuple(dict.fromkeys(c for p in parts for c in p.left_out)),
+        asset_column=next((p.asset_column for p in parts if p.asset_column is not None), None),
     )
 
 

@@ -76,6 +76,7 @@ class SensorData:
             assets=None if self.assets is None else self.assets[mask],
             gap_starts=self.fresh_starts()[mask],
             left_out=self.left_out,
+            asset_column=self.asset_column,  # (a split lost it, and a retrained bundle with it: a review)
         )
 
     def fresh_starts(self) -> np.ndarray:
