@@ -12,8 +12,8 @@ prometheus_client's multiprocess mode was the alternative; it reads an environme
 import and shares files in a directory, against the explicit-registry style of the rest of the
 service (``metrics.py``), and it would not know which worker restarted.
 
-A worker that does not answer (dead, restarting, slow) is shown as last seen: its gauges (its
-assets' scores and alerts) as they were, ``mqtt_connected`` 0. A worker that dies takes its
+A worker that does not answer (dead, restarting, slow) is shown as last seen for ``GAUGES_HELD_S``:
+its gauges (its assets' scores and alerts) as they were, ``mqtt_connected`` 0. A worker that dies takes its
 counters with it: the parent adds what it last saw of them to a ``carry`` kept per worker slot, so
 the merged counters never go backwards (a restart is not a counter reset to Prometheus). Increments
 between the last scrape and the death are lost, except for ``readings_total``, which workers also
@@ -23,6 +23,7 @@ count in shared memory and which is therefore exact.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,9 @@ GAUGE_RULES = {
     "sensorguard_anomaly_active": max,
 }
 SUMMED = ("counter", "histogram")
+# a worker's gauges are shown this long after it last answered: a restart (at most 30 s apart) keeps its
+# assets' series; one down for longer, or whose partitions a sibling took over (cluster mode), goes
+GAUGES_HELD_S = 60.0
 CONNECTED = ("sensorguard_mqtt_connected", "sensorguard_mqtt_connected", ())  # 0 while any worker is down
 
 Key = tuple[str, str, tuple[tuple[str, str], ...]]  # family, sample name, sorted labels
@@ -55,6 +59,7 @@ class WorkerCounters:
     last: dict[Key, float] = field(default_factory=dict)
     carry: dict[Key, float] = field(default_factory=dict)
     gauges: dict[Key, float] = field(default_factory=dict)  # as last seen: shown while it does not answer
+    answered: float = 0.0  # (monotonic) when it last did: its gauges are shown for GAUGES_HELD_S after
 
     def restarted(self) -> None:
         """The process died: what it had counted becomes part of the carry."""
@@ -71,7 +76,8 @@ def parse(text: str) -> list[Metric]:
 
 
 def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters],
-          meta: dict[str, tuple[str, str]], exact: dict[Key, float] | None = None) -> list[Metric]:
+          meta: dict[str, tuple[str, str]], exact: dict[Key, float] | None = None,
+          now: float | None = None) -> list[Metric]:
     """Merge each worker's families (None: it did not answer) into one list, adding the carries.
 
     meta: family name -> (help, type), filled as families are seen and kept by the caller, so a
@@ -80,20 +86,21 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
     Samples keep the order the workers gave them (a histogram's buckets stay in ``le`` order).
     """
     exact = exact or {}
+    now = time.monotonic() if now is None else now
     values: dict[Key, list[float]] = {key: [] for key in exact}
     for families, slot in zip(expositions, slots, strict=True):
         if families is None:  # down or slow: its counters and gauges as last seen, and disconnected. Its
             # gauges left out, a restart dropped its assets' series for a few scrapes: Prometheus called
             # them stale and every alert of theirs resolved and fired again (a walk)
             current = dict(slot.last)
-            for key, value in slot.gauges.items():
+            for key, value in slot.gauges.items() if now - slot.answered < GAUGES_HELD_S else ():
                 if key != CONNECTED:
                     values.setdefault(key, []).append(value)
             values.setdefault(CONNECTED, []).append(0.0)  # (left out, the minimum over the live ones said 1)
             meta.setdefault(CONNECTED[0], ("1 while connected to the MQTT broker.", "gauge"))
         else:
             current = {}
-            slot.gauges = {}
+            slot.gauges, slot.answered = {}, now
             for family in families:
                 meta.setdefault(family.name, (family.documentation, family.type))
                 for sample in family.samples:

@@ -28,6 +28,7 @@ import paho.mqtt.client as paho
 
 from sensorguard.service import mqtt
 from sensorguard.service.command_messages import (
+    MAX_TEXT,
     REQUEST_ID,
     VERBS,
     Command,
@@ -103,7 +104,7 @@ class CommandHandler:
         thread: only one this instance answers (a flood for another's assets filled its queue and
         its own were refused as busy: a walk); with ``COMMANDS_QUEUED`` waiting it is refused as busy
         instead. After :meth:`stop` it is left unacknowledged: the broker's session keeps it."""
-        if not self._answers(message.payload):  # the instance serving its asset answers (and counts) it
+        if not self._answers(message):  # the instance serving its asset answers (and counts) it
             _ack(client, message)
             return
         with self._ready:
@@ -145,14 +146,14 @@ class CommandHandler:
         with self._ready:
             self._paused = True
 
-    def _answers(self, payload: bytes) -> bool:
+    def _answers(self, message: Any) -> bool:
         """Whether this instance carries out or answers a command (:meth:`_answers_refusal` of the
         asset it names, where it names a valid one; the rest is judged by :meth:`_handle`)."""
-        asset = _asset_named(payload)
+        asset = _asset_named(message)
         return not valid_asset(asset) or self.owns(asset) or self.taking_over(asset)
 
     def _refuse_busy(self, client: Any, message: Any) -> None:
-        if not self._answers_refusal(message.payload):
+        if not self._answers_refusal(message):
             return
         verb = message.topic[len(self.prefix):]
         self.metrics.commands.labels(verb if verb in VERBS else "?", "rejected").inc()
@@ -198,11 +199,11 @@ class CommandHandler:
         topic = f"{self.settings.topic_prefix}/{asset}/readings"
         return any(paho.topic_matches_sub(f, topic) for f in self.settings.readings_filters())
 
-    def _answers_refusal(self, payload: bytes) -> bool:
+    def _answers_refusal(self, message: Any) -> bool:
         """Whether this instance answers a command it refuses: the one serving the asset it names,
         and in cluster mode, for one naming none, the worker serving ``NO_ASSET``'s partition. An
         unknown verb was answered, and counted, by every worker of a cluster (a walk)."""
-        asset = _asset_named(payload)
+        asset = _asset_named(message)
         if valid_asset(asset):  # (its new owner, while taking it over, answers too: a review)
             return self.owns(asset) or self.taking_over(asset)
         return not self._clustered or self.owns(NO_ASSET)
@@ -245,7 +246,7 @@ class CommandHandler:
         if isinstance(parsed, Command) and parsed.reply_to and not parsed.reply_to.startswith(self.responses):
             parsed = f"reply_to must be a topic under {self.responses}"
         if isinstance(parsed, str):
-            if not self._answers_refusal(message.payload):
+            if not self._answers_refusal(message):
                 return  # another instance answers it (and counts it): one reply, one count
             self.metrics.commands.labels(known, "rejected").inc()
             if self._limiter.hit("rejected") is not None:
@@ -356,11 +357,14 @@ def _ack(client: Any, message: Any) -> None:
         client.ack(message.mid, message.qos)
 
 
-def _asset_named(payload: bytes) -> str:
-    """The asset a command names: its ``asset``, or an ``ack``'s in its ``alert_id`` (``<asset>@<ms>``).
-    Read from ``asset`` alone, every instance queued an ack, and those not serving its asset refused
-    it as handed on ("send it again") beside the real answer: half the acks counted rejected (a walk)."""
-    return _field(payload, "asset") or _field(payload, "alert_id").rpartition("@")[0]
+def _asset_named(message: Any) -> str:
+    """The asset a command names, as :func:`parse_command` reads it: an ``ack``'s in its ``alert_id``
+    (``<asset>@<ms>``), the others' ``asset``. Read from ``asset`` alone, every instance queued an
+    ack, and those not serving its asset refused it as handed on ("send it again") beside the real
+    answer: half the acks counted rejected (a walk)."""
+    if str(getattr(message, "topic", "")).endswith("/ack"):
+        return _field(message.payload, "alert_id").rpartition("@")[0]
+    return _field(message.payload, "asset")
 
 
 def _field(payload: bytes, key: str) -> str:
@@ -370,7 +374,8 @@ def _field(payload: bytes, key: str) -> str:
         value = orjson.loads(payload).get(key, "")
     except (orjson.JSONDecodeError, AttributeError):
         return ""
-    return value if isinstance(value, str) and len(value) <= 200 else ""
+    return value if isinstance(value, str) and len(value) <= MAX_TEXT else ""  # (200: a long asset's ack id
+    # was read as none, and every instance refused it: a review)
 
 
 def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 10.0) -> dict | None:

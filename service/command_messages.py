@@ -12,7 +12,8 @@ each with optional ``"request_id"`` (letters, digits, ``-``, ``_``), ``"reply_to
 daemon never publishes a reply elsewhere, so a command cannot make it write alerts or states) and
 ``"by"`` (who) and ``"expires"`` (epoch seconds; with a request id it makes the command one send,
 never carried out twice: :attr:`Command.send`; an MQTT 5 message expiry on the PUBLISH, when there
-is one, decides instead whether it came too late: :func:`expiry_refusal`). The instance serving
+is one, decides instead whether it came too late, ``expires`` bounding it by minutes only:
+:func:`expiry_refusal`). The instance serving
 the asset (its partitions) answers ``{"request_id", "accepted", "message", "instance"}`` on the
 reply topic (one carried out also ``"saved"``: false when its write of ``controls.json`` failed)
 and, when accepted, audits the command on ``<output_prefix>/events`` and in
@@ -134,9 +135,9 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
 def expiry_refusal(expires: float | None, now: float, broker: float | None = None) -> str | None:
     """Why a command sent until ``expires`` (the sender's clock) is refused at ``now`` (None: it is
     not expired). ``broker``: when the broker's copy expires on this host's clock (MQTT 5's message
-    expiry, :func:`broker_expiry`), which then decides, with no grace: the sender's clock is not
-    read. An operator's PC 60 s behind the daemon's host had every command refused as expired, and
-    again when sent again (a walk)."""
+    expiry, :func:`broker_expiry`), which then decides, with no grace; the sender's clock bounds it
+    only by ``EXPIRY_BACKSTOP_S``. An operator's PC 60 s behind the daemon's host had every command
+    refused as expired, and again when sent again (a walk)."""
     if broker is not None:
         if now > broker:
             return (f"expired {now - broker:.0f} s ago (its MQTT message expiry passed while it waited here): send "

@@ -1198,9 +1198,13 @@ def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_o
         handler.submit(client, command(f"theirs-{k}", 100 + k))
     # an ack names its asset in its alert_id only: every instance queued it, and those not serving it
     # refused it ("handed to another instance ... send it again") beside the real answer (a walk)
-    handler.submit(client, SimpleNamespace(topic="sensorguard/commands/ack", qos=1, mid=99, retain=False, dup=False,
-                                           payload=b'{"alert_id": "theirs-1@1767225600000", "request_id": "r99"}'))
-    assert {99, *(100 + k for k in range(10))} <= {mid for mid, _, _ in client.acks}
+    for mid, body in ((99, {"alert_id": "theirs-1@1767225600000"}),
+                      (98, {"alert_id": "theirs-9/" + "/".join(["x" * 60] * 3) + "@1767225600000"}),  # (205 chars)
+                      (97, {"alert_id": "theirs-2@1767225600000", "asset": "mine-1"})):  # (parse reads alert_id)
+        payload = json.dumps({**body, "request_id": f"r{mid}"}).encode()
+        handler.submit(client, SimpleNamespace(topic="sensorguard/commands/ack", qos=1, mid=mid, retain=False,
+                                               dup=False, payload=payload))
+    assert {97, 98, 99, *(100 + k for k in range(10))} <= {mid for mid, _, _ in client.acks}
     for k, asset in enumerate(("mine-2", "mine-3", "mine-4"), 2):  # three of ours wait: not busy
         handler.submit(client, command(asset, k))
     assert not any(a["message"].startswith("busy") for a in answers().values())
@@ -1212,7 +1216,7 @@ def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_o
         assert time.monotonic() < deadline
         time.sleep(0.02)
     time.sleep(0.2)
-    assert set(answers()) == {"r1"} and not {2, 3, 4} & {mid for mid, _, _ in client.acks}  # (no r99)
+    assert set(answers()) == {"r1"} and not {2, 3, 4} & {mid for mid, _, _ in client.acks}  # (no r97-r99)
     assert 1 in {mid for mid, _, _ in client.acks}  # a resumed session keeps its packet ids (a review)
     release.clear(), writing.clear()
     handler.submit(client, command("mine-2", 5))  # the copy delivered again: carried out once, acked

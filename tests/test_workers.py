@@ -106,6 +106,8 @@ def test_merged_metrics_sum_counters_keep_info_at_one_and_survive_a_restart():
     assert got[("sensorguard_readings_total", ())] == 17
     assert got[("sensorguard_anomaly_score", (("asset", "b"),))] == 0.5
     assert got[("sensorguard_mqtt_connected", ())] == 0
+    later = _values(merge([pages[0], None], slots, meta, now=time.monotonic() + 61))  # down over a minute (or its
+    assert ("sensorguard_anomaly_score", (("asset", "b"),)) not in later  # partitions taken by a sibling): gone
     assert _values(merge(pages, slots, meta, {("sensorguard_readings", "sensorguard_readings_total", ()): 99.0}))[
         ("sensorguard_readings_total", ())] == 99.0
 
