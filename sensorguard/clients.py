@@ -137,7 +137,7 @@ def send(args: argparse.Namespace) -> int:
     and print its answer."""
     import time
 
-    from sensorguard.service.command_handling import send_command
+    from sensorguard.service.command_client import send_command
     from sensorguard.service.command_messages import EXPIRY_GRACE_S
     from sensorguard.service.config import load_settings
 

@@ -169,9 +169,9 @@ def test_the_cli_says_when_a_change_not_saved_is_saved_and_when_to_send_it_again
     ``maintenance end`` or unshelve (sent again, it is rejected: nothing is held any more), and not
     needed when the disk recovers before a restart (the next save, each 30 s, writes it)."""
     from sensorguard.cli import main
-    from sensorguard.service import command_handling
+    from sensorguard.service import command_client
 
-    monkeypatch.setattr(command_handling, "send_command", lambda *args, **kwargs: {
+    monkeypatch.setattr(command_client, "send_command", lambda *args, **kwargs: {
         "accepted": True, "saved": False, "instance": "d1", "message": "disk-4 is out of maintenance; applied but "
         "NOT SAVED"})
     assert main(["maintenance", "end", "disk-4", "--broker", "mqtt://127.0.0.1:1"]) == 1
