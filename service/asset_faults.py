@@ -133,6 +133,7 @@ class AssetFaults:
         """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names
         the alert it ends, if one was up), publish the retained ``stale`` state, forget the state."""
         self._await_return(asset, ts, state.last_score)
+        self.save_soon = True  # (killed before the next save, a restart told the silence again: a review)
         if self.controls is None or not self.controls.in_maintenance(asset, time.time(), ts):  # a machine switched
             self.metrics.sensor_faults.labels("silent").inc()  # off for its maintenance is told, not counted: the
             # SensorguardAssetsSilent rule paged for it (a review)

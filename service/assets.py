@@ -206,8 +206,9 @@ class AssetAlerts(CarriedStates, AssetFaults):
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
         elif (state.status == "alerting" and self._announced.get(asset) != state.alert_id
-              and self._held(asset, ts) is None and not self.publisher.full()):  # its raise was held (or the
-            # full outgoing queue dropped it) and nothing holds it now: told at its next window
+              and self._held(asset, ts) is None and not self._answered(state)
+              and not self.publisher.full()):  # its raise was held (or the full outgoing queue dropped it)
+            # and nothing holds it now: told at its next window
             self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                            channels, bundle)
             self.save_soon = late = True  # (its state said suppressed until now: published again)
@@ -222,6 +223,12 @@ class AssetAlerts(CarriedStates, AssetFaults):
         Prometheus rule paged for a shelved asset, the runbook's cure for nuisance alerts (a walk)."""
         return (state.status == "alerting" and self._announced.get(asset) == state.alert_id
                 and self._held(asset, ts) is None)
+
+    def _answered(self, state: AlertState) -> bool:
+        """Whether the alert was acknowledged while a hold kept it back: it is not announced when the
+        hold ends (it paged for an alarm already answered, as a false one too: a review)."""
+        known = self.controls.acked(state.alert_id) if self.controls is not None and state.alert_id else None
+        return known is not None and bool(known["acked"])
 
     def _model(self) -> tuple[str, str]:
         b = self.current()
@@ -364,7 +371,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
                 continue
             ts, channels = self._latest.get(asset, (time.time(), []))
             held = self._held(asset, ts)  # (a hold that ended still holds an alert that rose in it)
-            if held is None and state.status == "alerting" and self._announced.get(asset) != state.alert_id:
+            if (held is None and state.status == "alerting" and self._announced.get(asset) != state.alert_id
+                    and not self._answered(state)):
                 self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                                channels, self.current())
                 self.save_soon = True  # the file marks it unannounced: a crash now would tell it twice

@@ -466,6 +466,11 @@ def test_an_alert_raised_while_shelved_can_be_acknowledged_as_a_false_alarm(tiny
     assert daemon.controls.false_alarm(alert_id) is True
     assert value(daemon, "sensorguard_alerts_acknowledged_total", false_alarm="true") == 1
     assert value(daemon, "sensorguard_ack_seconds_count") == 0  # nobody was paged
+    daemon.controls.apply(Command("shelve", "p8", until=time.time()), now=time.time())  # unshelved, still up:
+    daemon.alerts.request_control_change("p8", None)  # answered already, so not announced (it paged for an
+    daemon.alerts.apply_control_changes()  # alarm acknowledged as false: a review), at a window neither
+    daemon.alerts.apply("p8", T0 + 3, 5.0, [])
+    assert alert_events(client, "p8") == [] and value(daemon, "sensorguard_anomaly_active", asset="p8") == 0
     daemon.stop()
     again, _ = daemon_with(tiny_bundle, tmp_path)  # the acknowledgement is saved with the controls
     assert again.controls.false_alarm(alert_id) is True
