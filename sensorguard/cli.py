@@ -52,7 +52,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
     from dataclasses import replace
 
     from sensorguard.service.bundle_checks import silence_after
-    from sensorguard.training.data import load_frame
+    from sensorguard.training.data import load_frame, trained_asset_column
 
     fill_limit = getattr(args, "fill_limit", None)
     policy = None if bundle is None else _policy(args, bundle)
@@ -69,7 +69,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
             bundle.sensors, fill_limit=policy.fill_limit,
             silence_s=silence_after(getattr(args, "stale_after", None), policy)),  # a silence starts its watch afresh
         normal=normal,
-        trained_asset_column=None if bundle is None else (bundle.training or {}).get("asset_column"),
+        trained_asset_column=trained_asset_column(bundle),
     )
 
 

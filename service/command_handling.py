@@ -146,14 +146,8 @@ class CommandHandler:
         with self._ready:
             self._paused = True
 
-    def _answers(self, message: Any) -> bool:
-        """Whether this instance carries out or answers a command (:meth:`_answers_refusal` of the
-        asset it names, where it names a valid one; the rest is judged by :meth:`_handle`)."""
-        asset = _asset_named(message)
-        return not valid_asset(asset) or self.owns(asset) or self.taking_over(asset)
-
     def _refuse_busy(self, client: Any, message: Any) -> None:
-        if not self._answers_refusal(message):
+        if not self._answers(message):
             return
         verb = message.topic[len(self.prefix):]
         self.metrics.commands.labels(verb if verb in VERBS else "?", "rejected").inc()
@@ -199,10 +193,11 @@ class CommandHandler:
         topic = f"{self.settings.topic_prefix}/{asset}/readings"
         return any(paho.topic_matches_sub(f, topic) for f in self.settings.readings_filters())
 
-    def _answers_refusal(self, message: Any) -> bool:
-        """Whether this instance answers a command it refuses: the one serving the asset it names,
-        and in cluster mode, for one naming none, the worker serving ``NO_ASSET``'s partition. An
-        unknown verb was answered, and counted, by every worker of a cluster (a walk)."""
+    def _answers(self, message: Any) -> bool:
+        """Whether this instance carries out, or refuses, a command: the one serving the asset it
+        names (:func:`_asset_named`), and in cluster mode, for one naming none, the worker serving
+        ``NO_ASSET``'s partition. An unknown verb was answered, and counted, by every worker of a
+        cluster (a walk); the others acknowledge it and leave it (:meth:`submit`)."""
         asset = _asset_named(message)
         if valid_asset(asset):  # (its new owner, while taking it over, answers too: a review)
             return self.owns(asset) or self.taking_over(asset)
@@ -246,7 +241,7 @@ class CommandHandler:
         if isinstance(parsed, Command) and parsed.reply_to and not parsed.reply_to.startswith(self.responses):
             parsed = f"reply_to must be a topic under {self.responses}"
         if isinstance(parsed, str):
-            if not self._answers_refusal(message):
+            if not self._answers(message):
                 return  # another instance answers it (and counts it): one reply, one count
             self.metrics.commands.labels(known, "rejected").inc()
             if self._limiter.hit("rejected") is not None:

@@ -205,10 +205,8 @@ def publish_json(client: paho.Client, topic: str, payload: Any, qos: int = 1, re
 
     While disconnected paho keeps QoS 1 messages and sends them after reconnecting.
     """
-    data = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    if properties is None:
-        return client.publish(topic, data, qos=qos, retain=retain)
-    return client.publish(topic, data, qos=qos, retain=retain, properties=properties)
+    return client.publish(topic, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), qos=qos, retain=retain,
+                          properties=properties)
 
 
 def expiry(settings: Settings, seconds: float) -> Any:

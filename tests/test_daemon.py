@@ -32,7 +32,7 @@ class FakeClient:
     def ack(self, mid: int, qos: int) -> None:
         self.acks.append((mid, qos, len(self.daemon.buffers)))
 
-    def publish(self, topic, payload, qos=0, retain=False):
+    def publish(self, topic, payload, qos=0, retain=False, properties=None):
         self.published.append((topic, payload, retain))
         return SimpleNamespace(wait_for_publish=lambda timeout=None: None, is_published=lambda: True)
 

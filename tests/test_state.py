@@ -51,7 +51,7 @@ def unconfirmed(client) -> dict[str, bool]:
     confirmed = {"yes": False}
     publish = client.publish
 
-    def held(topic, payload, qos=0, retain=False):
+    def held(topic, payload, qos=0, retain=False, properties=None):
         info = publish(topic, payload, qos, retain)
         return SimpleNamespace(rc=0, wait_for_publish=info.wait_for_publish, is_published=lambda: confirmed["yes"])
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,6 +95,12 @@ def load_frame(
     name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
     return series_from_frame(frame, name, time_column, channels, exclude, label_column, fill_limit, asset_column,
                              policy, sensors, normal, trained_asset_column)
+
+
+def trained_asset_column(bundle: Any) -> str | None:
+    """The column that named the machines when ``bundle`` was trained (``training.asset_column``),
+    for :func:`load_frame`'s ``trained_asset_column``; None without a bundle or one."""
+    return None if bundle is None else (bundle.training or {}).get("asset_column")
 
 
 def series_from_frame(

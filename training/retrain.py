@@ -46,6 +46,7 @@ from sensorguard.training.data import (
     drop_labeled,
     load_frame,
     series_from_frame,
+    trained_asset_column,
 )
 from sensorguard.training.retrain_gate import (
     MIN_PROBE_WINDOWS,
@@ -324,8 +325,7 @@ def new_normal_data(
     if paths:
         data = load_frame(paths, time_column=time_column, channels=channels, exclude=exclude,
                           label_column=label_column, fill_limit=fill_limit, normal=True, asset_column=asset_column,
-                          trained_asset_column=None if current is None else (current.training or {}).get(
-                              "asset_column"))
+                          trained_asset_column=trained_asset_column(current))
         if label_column:
             data = drop_labeled(data, label_column)
         if start is not None:
