@@ -383,3 +383,25 @@ def test_score_of_a_wide_file_writes_its_error_columns_without_a_warning_each(tm
     written = pd.read_csv(out)
     assert [c for c in written.columns if c.startswith("error_")] == [f"error_{c}" for c in names]
     assert written["error_c0"].notna().sum() == 40 - 8 + 1 and "PerformanceWarning" not in capsys.readouterr().err
+
+
+def test_a_score_under_the_line_is_never_written_as_the_line(tiny_bundle, tmp_path):
+    """``score --out`` writes 6 significant digits: a score of 0.9999996 read ``1`` beside ``anomaly`` 0
+    (a walk). Under the line it is written under 1; at the line it stays 1."""
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.offline import score_data, score_table
+    from sensorguard.writing import write_table
+
+    scored = score_data(tiny_bundle, series_from_frame(machine(1, 0.0).drop(columns="anomaly"), "m"))
+    rows = np.flatnonzero(np.isfinite(scored.scores.score))[:3]
+    scored.scores.score[rows] = [0.9999996, 1.0, 0.5]
+    if scored.level_term is not None:
+        scored.level_term[rows] = [0.9999996, 1.0, 0.5]
+    table = score_table(tiny_bundle, scored)
+    write_table(table, tmp_path / "s.csv")
+    written = pd.read_csv(tmp_path / "s.csv")
+    at = table.index[table.score.isin([0.999999, 1.0, 0.5])]
+    assert written.score[at].tolist() == [0.999999, 1.0, 0.5]
+    assert written.anomaly[at].tolist() == [0, 1, 0]
+    if "level" in written:
+        assert written.level[at].max() == 1.0 and (written.level[at] < 1).sum() == 2

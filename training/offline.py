@@ -24,6 +24,8 @@ from sensorguard.training.data import DataError, SensorData, machine_rows
 from sensorguard.training.evaluate import best_f1_threshold, detection_metrics, false_alerts, pool_metrics
 from sensorguard.training.series import utc_stamps
 
+WRITTEN_UNDER = 0.999999  # the largest score under the line a table writes (6 significant digits)
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -114,7 +116,7 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
         rows[~_taken(data)] = -1  # the grid row at its time was filled from its neighbours
     found = rows >= 0
     take = np.where(found, rows, 0)
-    score = np.where(found, scores.score[take], np.nan)
+    score = under_the_line(np.where(found, scores.score[take], np.nan))
     out = pd.DataFrame({
         **({"asset": data.source_assets} if data.source_assets is not None else {}),
         "timestamp": utc_stamps(data.source_times),
@@ -126,7 +128,7 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
     out.insert(out.columns.get_loc("alert") + 1, "alert_id", alert_ids(
         out["alert"].to_numpy(), data.source_times, data.source_assets, np.where(found, named[take], None)))
     if scored.level_term is not None:  # the score's other part: where it is the larger, it set the score
-        out["level"] = np.where(found, scored.level_term[take], np.nan)
+        out["level"] = under_the_line(np.where(found, scored.level_term[take], np.nan))
     errors = np.where(found[:, None], scores.channel_error[take], np.nan)  # one frame: a column at a time
     if scored.excluded is not None:  # held and left out: no error of its own (a 0 read as a perfect fit, and a
         errors[found[:, None] & scored.excluded[take]] = np.nan  # mean over the columns understated the window's)
@@ -136,6 +138,13 @@ def score_table(bundle: Bundle, scored: Scored) -> pd.DataFrame:
                           fill_limit=bundle.sensors.fill_limit if data.cleaning is None else data.cleaning.fill_limit)
         out["sensor_faults"] = sensor_fault_column(data, sensors)
     return out
+
+
+def under_the_line(values: np.ndarray) -> np.ndarray:
+    """Values under the line (1) kept at most ``WRITTEN_UNDER``, so the table's 6 significant digits never
+    write a score the line did not reach as 1 (0.9999996 read ``1`` beside ``anomaly`` 0: a walk); they
+    move by under a millionth. Values at or over the line, and NaN, are as they were."""
+    return np.where(values < 1, np.minimum(values, WRITTEN_UNDER), values)
 
 
 def alert_ids(alert: np.ndarray, times: np.ndarray, assets: np.ndarray | None, known: np.ndarray) -> np.ndarray:
