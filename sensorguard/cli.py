@@ -46,9 +46,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_column: str | None = None,
-          bundle=None, normal: bool = False):
+          bundle=None, normal: bool = False, trained=None):
     """Load and clean ``paths``; with a bundle by its cleaning policy (``--fill-limit`` overrides);
-    ``normal``: the rows are taken as normal data (label-like columns' marked rows are noted)."""
+    ``normal``: the rows are taken as normal data (label-like columns' marked rows are noted);
+    ``trained``: a bundle read for its machine column only (``replay`` sends raw rows, uncleaned)."""
     from dataclasses import replace
 
     from sensorguard.service.bundle_checks import silence_after
@@ -69,7 +70,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
             bundle.sensors, fill_limit=policy.fill_limit,
             silence_s=silence_after(getattr(args, "stale_after", None), policy)),  # a silence starts its watch afresh
         normal=normal,
-        trained_asset_column=trained_asset_column(bundle),
+        trained_asset_column=trained_asset_column(bundle if bundle is not None else trained),
     )
 
 

@@ -71,6 +71,35 @@ def test_replay_with_a_model_sends_exactly_its_channels(tmp_path, mosquitto, tin
 
 
 @pytest.mark.integration
+def test_replay_with_a_model_takes_the_machine_column_it_was_trained_with(tmp_path, mosquitto, tiny_bundle):
+    """``score`` took a bundle's machine column (``training.asset_column``) by itself and ``replay
+    --model`` did not: a file of two pumps was refused without ``--asset`` and sent as one asset with it."""
+    from dataclasses import replace
+
+    from sensorguard.service.bundle import save_bundle
+    from tests.mosquitto import wait_for
+
+    frames = []
+    for k in (1, 2):
+        frame = plant_frame(rows=10, channels=3, seed=k)
+        frame.columns = ["timestamp", *tiny_bundle.channels]
+        frames.append(frame.assign(Machine=f"m{k}"))
+    pd.concat(frames).to_csv(tmp_path / "two.csv", index=False)
+    trained = replace(tiny_bundle, training={**(tiny_bundle.training or {}), "asset_column": "Machine"})
+    watch = Collector(mosquitto, "sensors/#")
+    out = subprocess.run(
+        [sys.executable, "-m", "sensorguard", "replay", str(tmp_path / "two.csv"), "--broker", mosquitto.url,
+         "--rate", "400", "--model", str(save_bundle(trained, tmp_path / "model"))],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "as 2 assets" in out.stdout
+    for name in ("m1", "m2"):
+        wait_for(lambda name=name: len(watch.on(f"sensors/{name}/readings")) == 10, 10, f"{name}'s 10 readings")
+    watch.close()
+
+
+@pytest.mark.integration
 def test_a_replay_batch_never_passes_the_daemons_message_size(mosquitto):
     """1,000 samples of 8 channels are about 190 kB: the daemon refused each such message whole
     (too_large) while replay reported them published (found by review)."""
