@@ -98,6 +98,15 @@ class AssetFaults:
         """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first."""
         return self._open.listed(asset)
 
+    def count_held_faults(self) -> None:
+        """``sensor_faults_held``: the open channel faults of assets a maintenance or shelving holds now,
+        which the shipped rule leaves out (it paged half an hour into a maintenance whose technician
+        had unplugged a sensor, the runbook's cure for paging about a machine under work)."""
+        if self.controls is not None:
+            now = time.time()
+            self.metrics.sensor_faults_held.set(
+                self._open.counted_on(lambda asset: self.controls.suppressed(asset, now) is not None))
+
     def end(self, asset: str, last_ts: float | None) -> None:
         """An asset that went silent after a reading at ``last_ts``: a ``silent`` sensor fault at
         that reading time (like every other event), its alert state ends, everything else about it

@@ -10,6 +10,7 @@ sensor-fault alert up).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import iso
@@ -101,6 +102,12 @@ class OpenFaults:
         for asset, listed in faults.items():
             for f in listed:
                 self.change(asset, f["kind"], f["channel"], f["since"], True, f["value"])
+
+    def counted_on(self, held: Callable[[str], bool]) -> int:
+        """The channel faults open on the assets ``held`` says yes to (``sensor_faults_held``)."""
+        with self._lock:  # (``held`` asked outside it: it takes the controls' lock)
+            counts = [(asset, len(f)) for asset, f in self._faults.items()]
+        return sum(n for asset, n in counts if held(asset))
 
     def listed(self, asset: str) -> list[dict]:
         """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first (silence first)."""

@@ -164,6 +164,7 @@ class ScoringWorker:
         self.alerts.resend_states()
         for kind, count in self.controls.counts(time.time()).items():
             self.metrics.assets_held.labels(kind).set(count)
+        self.alerts.count_held_faults()
         if now >= self._next_save or self.alerts.save_soon or self.alerts.confirmed_since_save():
             self.alerts.save()
             self._next_save = now + SAVE_INTERVAL_S

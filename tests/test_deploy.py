@@ -42,7 +42,7 @@ COUNTERS = {
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",
-    "buffered_windows", "sensor_faults_open", "partition_info", "assets_silent", "assets_held",
+    "buffered_windows", "sensor_faults_open", "sensor_faults_held", "partition_info", "assets_silent", "assets_held",
     "model_promise_alerts_per_day", "shadow_info", "workers", "partitions_owned",
 }
 HISTOGRAMS = {"scoring_duration_seconds", "reading_to_score_seconds", "ack_seconds", "shadow_score"}

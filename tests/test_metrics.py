@@ -76,9 +76,10 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
                                                     "publishes_dropped", "control_changes_dropped",
                                                     "publishes_refused", "alert_windows",
                                                     "state_write_failures")}
-        | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open", "partition_info",
-                                                  "assets_silent", "assets_held", "model_promise_alerts_per_day",
-                                                  "shadow_info", "partitions_owned")}
+        | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open",
+                                                  "sensor_faults_held", "partition_info", "assets_silent",
+                                                  "assets_held", "model_promise_alerts_per_day", "shadow_info",
+                                                  "partitions_owned")}
         | {
             ("sensorguard_" + n, "histogram")
             for n in ("scoring_duration_seconds", "reading_to_score_seconds", "ack_seconds", "shadow_score")

@@ -110,6 +110,31 @@ def test_the_daemon_publishes_sensor_faults_apart_from_alerts(tiny_bundle):
     assert value(daemon, "sensorguard_readings_total") == 9  # a faulty channel loses no reading
 
 
+def test_sensor_faults_of_a_held_asset_are_counted_apart(tiny_bundle):
+    """The shipped rule paged half an hour into a maintenance whose technician unplugged a sensor (the
+    runbook's cure for paging about a machine under work): ``sensor_faults_held`` counts the open
+    faults of held assets, which the rule subtracts, from the tick after the hold starts to its end."""
+    import time
+
+    from sensorguard.service.commands import Command
+
+    limits = (ChannelLimits(-100.0, 100.0, 5), ChannelLimits(-100.0, 100.0, None), ChannelLimits(-100.0, 100.0, None))
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    daemon, client = make(bundle)
+    for asset in ("pump-1", "pump-2"):
+        for i in range(8):  # a stays at 1.0: stuck from the fifth reading on
+            daemon.ingest.handle(client, message(asset, T0 + i, a=1.0, b=float(i), c=-float(i)))
+    daemon.publish_sensor_faults()
+    daemon.housekeeping(time.monotonic())
+    assert value(daemon, "sensorguard_sensor_faults_open") == 2 and value(daemon, "sensorguard_sensor_faults_held") == 0
+    assert daemon.controls.apply(Command("maintenance", "pump-1", action="start"), now=time.time())[0]
+    daemon.housekeeping(time.monotonic())
+    assert value(daemon, "sensorguard_sensor_faults_open") == 2 and value(daemon, "sensorguard_sensor_faults_held") == 1
+    assert daemon.controls.apply(Command("maintenance", "pump-1", action="end"), now=time.time())[0]
+    daemon.housekeeping(time.monotonic())
+    assert value(daemon, "sensorguard_sensor_faults_held") == 0
+
+
 def test_score_reports_the_same_sensor_faults_in_a_column(tiny_bundle, tmp_path, capsys):
     import pandas as pd
 
