@@ -56,6 +56,7 @@ ALERTS = {
     "SensorguardHighRejectionRate", "SensorguardModelReloadFailing", "SensorguardSensorFaults",
     "SensorguardAlarmFlood", "SensorguardAssetAlertRate", "SensorguardWorkerRestarting",
     "SensorguardClusterNoReadings", "SensorguardStateWriteFailing", "SensorguardAssetsSilent",
+    "SensorguardOutputLost", "SensorguardScoringFailing", "SensorguardRecordingFailing",
 }
 
 
