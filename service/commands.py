@@ -15,29 +15,25 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from sensorguard.service.command_messages import Command
+from sensorguard.service.controls_file import SEND_KEPT_S, SENDS_KEPT, audit_files, newest, read_sends, usable_alerts
 from sensorguard.service.durable import write_durably
-from sensorguard.service.json_values import is_number
-from sensorguard.service.logs import RateLimiter, first_line, some
+from sensorguard.service.logs import RateLimiter, first_line
 from sensorguard.service.set_aside import move_aside
-from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, CONTROLS, StateWrites
+from sensorguard.service.state_writes import CONTROLS, StateWrites
 
 log = logging.getLogger(__name__)
 
 MAX_CONTROLS = 10_000  # assets under maintenance or shelved at once; beyond, a command is rejected
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
-SENDS_KEPT = 64  # per asset, sends carried out (until a day past expiry): a revived session's copy is not carried out
 SENDS_ASSETS = 1_000  # assets whose sends are kept (a day past their expiry); the oldest go first
-SEND_KEPT_S = 86_400.0  # a send's expires is taken as at most this far ahead, and it is kept this long past it
 
 
 @dataclass(frozen=True)
@@ -265,7 +261,7 @@ class AlarmControls:
         try:
             controls = [Control(str(c["kind"]), float(c["since"]), None if c["until"] is None else float(c["until"]),
                                 str(c.get("reason", "")), str(c.get("by", ""))) for c in doc.get("controls", [])]
-            sends = _sends(doc.get("sends", {}))
+            sends = read_sends(doc.get("sends", {}))
             alerts = usable_alerts({str(i): e | {"asset": asset} if isinstance(e, dict) else e
                                     for i, e in doc.get("alerts", {}).items()}, f"the alarm controls of {asset}")
             past = [(str(kind), float(since), float(end)) for kind, since, end in doc.get("past", [])]
@@ -355,7 +351,7 @@ class AlarmControls:
                     raise ValueError(f"unknown control {kind!r}")
                 self._ended(str(asset), kind, float(since), float(end))
             self._sends = {str(a): sent for a, raw in list(doc.get("sends", {}).items())[-SENDS_ASSETS:]
-                           if (sent := _sends(raw))}
+                           if (sent := read_sends(raw))}
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             # (RecursionError: JSON nested too deep; it escaped, and each start crashed: a restart loop)
             self._controls, self._alerts, self._newest, self._past, self._sends = {}, {}, {}, {}, {}
@@ -368,59 +364,3 @@ class AlarmControls:
                 f" from the accepted commands in {' and '.join(audits)}" if audits else "")
             log.warning("alarm controls in %s unreadable (%s); %s, starting without maintenance, shelving or "
                         "acknowledgements: %s", path, first_line(exc), where, again)
-
-
-def audit_files(folder: Path) -> list[str]:
-    """The audit logs that may hold the commands accepted for ``folder``'s controls, the most recently
-    written first: its own, and with ``serve --workers`` its workers' (``w0/``, ...) or, for a
-    worker's, the single process's before it. Naming only the folder's own, a hold lifted since in a
-    worker's log was re-issued from it (a walk)."""
-    folders = [folder, *sorted(folder.glob("w[0-9]*"))]
-    if re.fullmatch(r"w\d+", folder.name):
-        folders.append(folder.parent)
-    found = [(p, _written(p)) for f in folders for name in (AUDIT, AUDIT_ROTATED) if (p := f / name).is_file()]
-    return [str(p) for p, _ in sorted(found, key=lambda found: found[1], reverse=True)]
-
-
-def _written(path: Path) -> float:
-    """When ``path`` was last written (0: gone meanwhile, a worker rotating its log: a review)."""
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def usable_alerts(alerts: dict[str, Any], where: str) -> dict[str, dict]:
-    """The recent alerts of ``alerts`` as :meth:`AlarmControls.raised` writes them; the others are
-    skipped alone, with one log line, as ``assets.json`` skips a bad entry. Copied unchecked, one
-    without ``acked`` (a hand edit) failed every window of its asset and every housekeeping round,
-    lost the operator's ack and ended the daemon with a traceback, and each save wrote it back (a
-    walk); setting the whole file aside for it lost every hold in it (a review)."""
-    kept, skipped = {}, []
-    for alert_id, raw in alerts.items():
-        if (isinstance(raw, dict) and isinstance(raw.get("asset"), str)
-                and all(isinstance(raw.get(k), bool) for k in ("acked", "false_alarm"))):
-            times = {k: raw[k] for k in ("raised_at", "acked_at") if k in raw}  # (optional: null is none)
-            if all(v is None or is_number(v) for v in times.values()):
-                kept[alert_id] = {k: v for k, v in raw.items() if v is not None or k not in times}
-                continue
-        skipped.append(alert_id)
-    if skipped:
-        log.warning("%s: skipped %d recent alerts that are not as the daemon writes them (%s; an asset, and acked "
-                    "and false_alarm true or false, are needed): they can no longer be acknowledged", where,
-                    len(skipped), some(skipped))
-    return kept
-
-
-def _sends(raw: Any) -> dict[str, float]:
-    """An asset's sends carried out (``{send: expires}``) as ``controls.json`` holds them; ValueError for
-    anything else (a file of an older version has none: empty)."""
-    if not isinstance(raw, dict):
-        raise ValueError("sends must map each send to its expires")
-    latest = time.time() + SEND_KEPT_S  # (a file of an older version kept them until 2200: a review)
-    return {str(k): min(float(v), latest) for k, v in list(raw.items())[-SENDS_KEPT:]}
-
-
-def newest(alerts: dict[str, dict]) -> dict[str, str]:
-    """Each asset's newest alert id in ``alerts`` (kept in raise order)."""
-    return {e.get("asset", ""): alert_id for alert_id, e in alerts.items()}
