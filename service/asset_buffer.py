@@ -42,7 +42,7 @@ class AssetBuffer:
     """Mutable state of one asset's buffer (only :class:`~sensorguard.service.windows.Buffers` touches it)."""
 
     __slots__ = ("buf", "pos", "count", "last_ts", "last", "cleaner", "watch", "fault_row", "seen", "times", "tpos",
-                 "behind")
+                 "behind", "refused")
 
     def __init__(self, window: int, n_channels: int) -> None:
         self.buf = np.empty((2 * window, n_channels), dtype=np.float64)
@@ -57,6 +57,7 @@ class AssetBuffer:
         self.times = np.full(SEEN_TIMES, np.nan)  # recent accepted timestamps: tells a redelivery from disorder
         self.tpos = 0
         self.behind = NOT_BEHIND  # steps_back(): refused in a row, the last of them, last_ts then, before the jump
+        self.refused: tuple[str, float] | None = None  # the last reading refused: its reason, when (as seen)
 
     def write(self, row: list[float], faulted: tuple[int, ...]) -> None:
         """Append one grid row (``faulted``: its channels with a sensor fault open)."""

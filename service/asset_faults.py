@@ -107,12 +107,13 @@ class AssetFaults:
             self.metrics.sensor_faults_held.set(
                 self._open.counted_on(lambda asset: self.controls.suppressed(asset, now) is not None))
 
-    def end(self, asset: str, last_ts: float | None) -> None:
+    def end(self, asset: str, last_ts: float | None, refused: str | None = None) -> None:
         """An asset that went silent after a reading at ``last_ts``: a ``silent`` sensor fault at
         that reading time (like every other event), its alert state ends, everything else about it
         is forgotten but its drift baseline, kept while its return is awaited (``SILENT_KEPT``): an
         asset back at the level it had drifted to was raised against the bare line, and the rule,
-        frozen while an alert is up, could never widen it again (found by review)."""
+        frozen while an alert is up, could never widen it again (found by review). ``refused``: why
+        its readings since were refused, when it did send (the event's ``refused``)."""
         if self._adopted:  # an adoption still queued is this asset's state too
             self._take_adopted()
         seen, _ = self._latest.get(asset, (None, []))
@@ -128,7 +129,7 @@ class AssetFaults:
             state = self._states.get(asset, AlertState())
             announced = self._announced.pop(asset, None) == state.alert_id
         self._raise_info.pop(asset, None)
-        self._go_silent(asset, state, ts, announced)
+        self._go_silent(asset, state, ts, announced, refused)
         self._latest.pop(asset, None)
         self._grid_ts.pop(asset, None)
         self._judged_ts.pop(asset, None)
@@ -138,7 +139,7 @@ class AssetFaults:
                 self.recorder.alert_cleared(asset, ts, state.alert_id, state.peak)  # false-alarm ack learns them
             self.recorder.forget(asset, after=ts)
 
-    def _go_silent(self, asset: str, state: AlertState, ts: float, announced: bool) -> None:
+    def _go_silent(self, asset: str, state: AlertState, ts: float, announced: bool, refused: str | None = None) -> None:
         """``asset`` went silent after a reading at ``ts``: open its ``silent`` fault (the event names
         the alert it ends, if one was up), publish the retained ``stale`` state, forget the state."""
         self._await_return(asset, ts, state.last_score)
@@ -148,7 +149,7 @@ class AssetFaults:
             # SensorguardAssetsSilent rule paged for it (a review)
         ended = state.alert_id if state.status == "alerting" and announced else None
         silent = SensorEvent("silent", None, True, ts, NAN)
-        info = self.publisher.sensor(asset, silent, self._model(), ended)
+        info = self.publisher.sensor(asset, silent, self._model(), ended, refused)
         if ended is not None and self.publisher.client is not None and self.publisher.dropped(info):
             self._outbox.keep_close(asset, silent, ended)  # the alert's only close: sent again, as a clear is
         self._states[asset] = mark_stale(state)

@@ -60,7 +60,7 @@ class CarriedStates:
     _adopted: deque[Adopted]
     _synced: dict[str, tuple[str, str, bool]]
     _syncing: bool
-    _go_silent: Callable[[str, AlertState, float, bool], None]  # (methods of AssetFaults)
+    _go_silent: Callable[..., None]  # (methods of AssetFaults)
     _await_return: Callable[[str, float, float], None]
 
     def adopt(self, asset: str, alert: AlertState, drift: DriftState | None, announced: bool = True,

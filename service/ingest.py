@@ -45,6 +45,8 @@ REWOUND_NAMED = 100  # assets rewound between two "clock stepped back" lines rem
 REWOUND_SHOWN = 10  # of those, named in the line
 CLOCK_SLACK_S = 60.0  # a stamp further ahead of this machine's clock is no true reading (Buffers.add_at)
 BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which no more readings are taken
+# refusals that keep the asset alive (its silence counts from its last reading taken or refused so)
+ALIVE = frozenset({"resampled", "slow_rate"})
 
 
 def far_ahead(ts: float, newest: float, latest: float, max_future_s: float) -> bool:
@@ -213,6 +215,8 @@ class Ingest:
                             rows.append((sample.ts, buffers.last_row(parsed.asset)))
                     else:
                         rejects.append(reason)
+                        if reason not in ALIVE:
+                            buffers.refused(parsed.asset, reason, received)
                 after = buffers.queued()
                 if buffers.gaps != restarts:
                     self.metrics.window_restarts.inc(buffers.gaps - restarts)
@@ -348,10 +352,12 @@ class Ingest:
         with self.cond:
             return self._forget(assets, "partition_lost")
 
-    def forget_silent(self, before: float) -> tuple[dict[str, float], list[DueWindow]]:
+    def forget_silent(self, before: float) -> tuple[dict[str, float], list[DueWindow], dict[str, str]]:
         """Free the buffers of assets that sent nothing since ``before`` (monotonic); for each, the
         reading time of its last sample, and their windows still queued, oldest first (assets none
-        of whose readings was taken go too, unnamed).
+        of whose readings was taken go too, unnamed), and why the readings of those that did send
+        were refused since (an asset whose every reading carried a new sensor's channel was told
+        it "sent nothing", and an operator sent to its network: a walk).
 
         The windows are handed back, not dropped: the caller judges them before it ends the assets,
         as offline judges every row before a gap. A backlog drained for longer than the silence
@@ -360,11 +366,12 @@ class Ingest:
         with self.cond:
             idle = self.buffers.idle(before)
             silent = {asset: self.buffers.last_ts(asset) for asset in idle if self.buffers.taken(asset)}
+            refused = {asset: why for asset in silent if (why := self.buffers.refused_since(asset))}
             queued = self.buffers.take(set(idle))
             for asset in idle:
                 self.buffers.forget(asset, windows=False)  # (taken above: one scan of the queue, not one each)
             self._gauges()
-        return silent, queued
+        return silent, queued, refused
 
     def _forget(self, assets: Iterable[str], reason: str) -> int:
         """Free the assets' buffers (the caller holds ``cond``); their queued windows are counted

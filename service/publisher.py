@@ -121,11 +121,13 @@ class Publisher:
         body.update(extra or {})
         return self._publish_json("state", self.settings.state_topic(asset), body, retain=True)
 
-    def sensor(self, asset: str, event: SensorEvent, model: tuple[str, str], ended_alert: str | None = None):
+    def sensor(self, asset: str, event: SensorEvent, model: tuple[str, str], ended_alert: str | None = None,
+               refused: str | None = None):
         """A sensor fault opened (``sensor_fault``) or closed (``sensor_ok``) on ``<output_prefix>/alerts/<asset>``.
 
         ``ended_alert``: the ``alert_id`` of the process alert this fault ends (an asset gone
-        ``silent`` while alerting), so a subscriber tracking open alerts closes it."""
+        ``silent`` while alerting), so a subscriber tracking open alerts closes it. ``refused``: a
+        ``silent`` asset that did send, every reading refused since its last one taken, for this reason."""
         state = "sensor_fault" if event.fault else "sensor_ok"
         extra = {"asset": asset, "event": state, "kind": event.kind, "channel": event.channel}
         written, left_out, first = self._sensor_lines.take()
@@ -136,7 +138,8 @@ class Publisher:
         if left_out:
             log.warning("%d sensor fault lines were left out of the log (over %d a minute)", left_out, SENSOR_LINES)
         if written and event.channel is None:  # the whole asset (silent): it read "silent of None (value nan)"
-            said = ": no reading after" if event.fault else " ended: a reading at"
+            said = (" ended: a reading at" if not event.fault else ": no reading after" if refused is None
+                    else f": every reading refused ({refused}) after")
             log.info("%s: %s %s%s %s", state, asset, event.kind, said, iso(event.ts), extra=extra)
         elif written:  # (left out: published below all the same)
             log.info("%s: %s %s of %s (value %s)", state, asset, event.kind, event.channel, event.value, extra=extra)
@@ -147,6 +150,8 @@ class Publisher:
                 "model": {"name": model[0], "version": model[1]}}
         if ended_alert:
             body["alert_id"] = ended_alert
+        if refused:
+            body["refused"] = refused
         return self._publish_json("sensor", self.settings.alert_topic(asset), body)
 
     def daemon_event(self, body: dict) -> None:

@@ -138,14 +138,18 @@ class ScoringWorker:
         self.ingest.say_rewound()  # (assets rewound since the last such line, once its interval passed)
         since = self.connection.connected_since
         if since is not None and now - since >= self.rules.stale_after:
-            silent, queued = self.ingest.forget_silent(now - self.rules.stale_after)
+            silent, queued, refused = self.ingest.forget_silent(now - self.rules.stale_after)
             step = max(1, self.settings.batch_max)
             for start in range(0, len(queued), step):  # judged before their silence ends them, as offline
                 self._score_counted(self._still_ours(queued[start : start + step]))
             for asset, last_ts in silent.items():
-                self.alerts.end(asset, last_ts)
+                self.alerts.end(asset, last_ts, refused.get(asset))
                 self._shadow_forgets(asset)
-                log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
+                if asset in refused:
+                    log.warning("asset %s: none of its readings taken for %.0f s, they were refused (%s: see the "
+                                "rejected-reading lines): silent", asset, self.rules.stale_after, refused[asset])
+                else:
+                    log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
             self.alerts.expire_restored(now, self.ingest.holds, self._serves)
             if self.buffers.floors or self.buffers.resumed_faults:
                 with self.ingest.cond:

@@ -364,6 +364,17 @@ class Buffers:
         state = self._assets.get(asset)
         return None if state is None else state.last_ts
 
+    def refused(self, asset: str, reason: str, received: float) -> None:
+        """A reading of ``asset`` was refused for ``reason`` (not one that keeps it alive): its silence
+        says so (:meth:`refused_since`)."""
+        if (state := self._assets.get(asset)) is not None:
+            state.refused = (reason, received)
+
+    def refused_since(self, asset: str) -> str | None:
+        """Why the readings of ``asset`` were refused since its last one kept it alive, if they were."""
+        state = self._assets.get(asset)
+        return state.refused[0] if state is not None and state.refused and state.refused[1] > state.seen else None
+
     def taken(self, asset: str) -> bool:
         """Whether a reading of ``asset`` was taken into its window (or a sensor fault of it opened)
         since it got a buffer: only then does its silence end it with a ``silent`` fault."""

@@ -404,6 +404,29 @@ def test_a_silent_assets_windows_of_a_partition_lost_meanwhile_are_dropped_not_s
     assert value(daemon, "sensorguard_windows_dropped_total", reason="partition_lost") == 1
 
 
+def test_an_asset_whose_readings_are_all_refused_is_told_so_not_that_it_sent_nothing(tiny_bundle, caplog):
+    """A plant added a sensor: every reading of the asset carried its channel and was refused, and
+    after stale_after_s the daemon said the asset "sent nothing" (its event, its log line), sending
+    an operator to chase a network outage (a walk). It is still silent (nothing scored, its alert
+    ends), but the event and the line say its readings were refused, and why."""
+    import logging
+
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    for asset in ("pump-1", "pump-2"):
+        daemon.ingest.handle(client, message(asset, T0))
+    for i in range(1, 4):  # pump-1 goes on sending, with a new sensor's channel; pump-2 goes quiet
+        daemon.ingest.handle(client, message("pump-1", T0 + i, a=1.0, b=2.0, c=3.0, speed=4.0))
+    with caplog.at_level(logging.INFO, logger="sensorguard"):
+        daemon.housekeeping(time.monotonic() + 61)
+    events = {t.rsplit("/", 1)[1]: json.loads(p) for t, p, _ in client.published if t.startswith("sensorguard/alerts/")}
+    assert events["pump-1"]["kind"] == "silent" and events["pump-1"]["refused"] == "unknown_channel"
+    assert events["pump-2"]["kind"] == "silent" and "refused" not in events["pump-2"]
+    said = caplog.text
+    assert "asset pump-1: none of its readings taken for 60 s, they were refused (unknown_channel" in said
+    assert "pump-1 silent: every reading refused (unknown_channel) after" in said
+    assert "asset pump-2 sent nothing for 60 s" in said and "asset pump-1 sent nothing" not in said
+
+
 def test_silent_assets_get_a_silent_sensor_fault_and_free_their_slot(tiny_bundle):
     daemon, client = make(tiny_bundle, stale_after_s=60, max_assets=1)
     daemon.ingest.handle(client, message("pump-1", T0))

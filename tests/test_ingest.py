@@ -66,7 +66,7 @@ def test_an_asset_none_of_whose_readings_was_taken_holds_no_slot_and_ends_unsaid
     quiet = ingest(max_assets=2)
     quiet.take("sensors/junk/readings", reading(T0, a=None))
     quiet.take("sensors/pump-1/readings", reading(T0))
-    assert quiet.forget_silent(time.monotonic() + 1) == ({"pump-1": T0}, [])  # junk goes too, unnamed
+    assert quiet.forget_silent(time.monotonic() + 1) == ({"pump-1": T0}, [], {})  # junk goes too, unnamed
     assert len(quiet.buffers) == 0 and quiet.metrics.assets._value.get() == 0
 
 
