@@ -79,6 +79,7 @@ from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import guard_seconds, recording
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.scoring_worker import ScoringWorker
+from sensorguard.service.sensors import resumed_faults
 from sensorguard.service.shadow import report_live
 from sensorguard.service.startup_log import announce
 from sensorguard.service.state import SAVE_INTERVAL_S, restore_states, saved_extras
@@ -144,12 +145,16 @@ class Daemon(ScoringWorker):
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
         self.alerts.restored_channels = {a: c for a, c in named.items() if a in restored}
-        sensors = self.models.bundle.sensors
-        if not settings.cluster and sensors is not None:  # open sensor faults go on (cluster mode: not carried)
-            faults = {asset: kept for asset, f in left_open.items()
-                      if asset in restored and (kept := [x for x in f if sensors.resumable(x)])}
+        if not settings.cluster:  # open sensor faults go on (cluster mode: not carried); those the model cannot
+            # judge any more are told ended, published by the worker's first round
+            faults, ended = resumed_faults({a: f for a, f in left_open.items() if a in restored},
+                                           self.models.bundle.sensors, judged)
             self.alerts.restore_faults(faults)
             self.buffers.resumed_faults = faults
+            self.buffers.sensor_events.extend(ended)
+            if ended:
+                log.info("%d sensor faults saved open are told ended: the model served cannot judge them (%s)",
+                         len(ended), ", ".join(f"{a} {e.kind} of {e.channel}" for a, e in ended[:5]))
         self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls,
                                      lambda: self.connection.publishes())
                        if settings.cluster else None)

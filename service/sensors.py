@@ -195,6 +195,23 @@ class SensorEvent(NamedTuple):
     value: float
 
 
+def resumed_faults(saved: dict[str, list[dict]], rules: SensorRules | None, judged: dict[str, float]
+                   ) -> tuple[dict[str, list[dict]], list[tuple[str, SensorEvent]]]:
+    """The faults a previous run saved open (per asset) that ``rules`` can go on judging, and a close
+    for each of the others (a channel the model served now lacks, a kind it cannot open, no limits at
+    all), at the asset's last judged window (``judged``) or the fault's start. Left out unsaid, a
+    subscriber pairing each ``sensor_fault`` with its ``sensor_ok`` held them open for good (a walk:
+    a sensor removed, the model retrained without it, the daemon restarted)."""
+    kept, ended = {}, []
+    for asset, faults in saved.items():
+        going = [f for f in faults if rules is not None and rules.resumable(f)]
+        if going:
+            kept[asset] = going
+        ended += [(asset, SensorEvent(f["kind"], f["channel"], False, max(f["since"], judged.get(asset, f["since"])),
+                                      math.nan)) for f in faults if f not in going]
+    return kept, ended
+
+
 class SensorWatch:
     """One asset's per-channel fault state (readings in time order, duplicates already refused)."""
 

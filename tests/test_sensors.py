@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sensorguard.service.publisher import iso
 from sensorguard.service.sensors import ChannelLimits, SensorRules, SensorWatch, learn_sensor_rules
 from tests.test_daemon import T0, make, message, value
 
@@ -537,11 +538,21 @@ def test_a_saved_fault_the_served_rules_cannot_end_is_not_restored(tiny_bundle, 
     first.alerts.apply("pump-1", T0 + 7, 0.5, [])
     first.stop()
     never_stuck = (ChannelLimits(-100.0, 100.0, None), *limits[1:])
-    second, _ = daemon_with(replace(bundle, sensors=SensorRules(bundle.channels, never_stuck, fill_limit=5)), tmp_path)
+    second, client = daemon_with(replace(bundle, sensors=SensorRules(bundle.channels, never_stuck, fill_limit=5)),
+                                 tmp_path)
     assert value(second, "sensorguard_sensor_faults_open") == 1  # out_of_range b alone
+    # the one left out is told ended, so a subscriber pairing each sensor_fault with its sensor_ok closes
+    # it (left out unsaid, it stayed open there for good: a walk), at the asset's last judged window
+    second.publish_sensor_faults()
+    told = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["kind"], e["channel"], e["ts"]) for e in told] == [
+        ("sensor_ok", "stuck", "a", iso(T0 + 7))]
     second.stop()
-    third, _ = daemon_with(replace(bundle, sensors=None), tmp_path)
+    third, client = daemon_with(replace(bundle, sensors=None), tmp_path)
     assert not value(third, "sensorguard_sensor_faults_open")
+    third.publish_sensor_faults()
+    told = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["kind"], e["channel"]) for e in told] == [("sensor_ok", "out_of_range", "b")]
 
 
 def test_clearing_an_assets_channel_faults_recounts_the_gauge():
