@@ -20,7 +20,7 @@ from sensorguard.argtypes import attach_negative_durations
 from sensorguard.arguments import build_parser, promise_options
 from sensorguard.cli_errors import CliError, failed, stdout_gone
 from sensorguard.cli_live import cmd_cluster, cmd_command, cmd_demo, cmd_replay, cmd_serve
-from sensorguard.cli_models import cmd_models, cmd_retrain, promise_words, swap_problem
+from sensorguard.cli_models import cmd_models, cmd_retrain, period_change, promise_words, swap_problem
 from sensorguard.writing import write_table
 
 # --- simulate ------------------------------------------------------------------------------------
@@ -191,6 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (problem := swap_problem(Path(args.registry), args.name, before, version)) is not None:
             summary = replace(summary, notes=(*summary.notes, f"now CURRENT: {problem} (a planned change: restart "
                                               "them; else `models rollback`)"))
+        elif (problem := period_change(Path(args.registry), args.name, before, version)) is not None:
+            summary = replace(summary, notes=(*summary.notes, f"now CURRENT: {problem}"))
     print("\n".join(["", f"trained bundle -> {where}" + (" (it replaced the bundle there; --registry keeps "
                                                           "versions)" if replaced else ""), *summary.lines()]))
     return 0

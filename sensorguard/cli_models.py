@@ -201,7 +201,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise CliError(f"refusing to promote {args.version}: {problem}; --force promotes it (a planned change: "
                        "restart the daemons after it)")
     old, new = promote(root, name, args.version) if args.action == "promote" else rollback(root, name)
-    if args.action == "rollback" and (problem := swap_problem(root, name, old, new)) is not None:
+    problem = swap_problem(root, name, old, new) if args.action == "rollback" else None
+    if (problem := problem or period_change(root, name, old, new)) is not None:
         print(f"note: {problem}")
     print(f"{name}: CURRENT {old or '(none)'} -> {new}")
     if (refused := _gate_refusal(root, name, new)) is not None:
@@ -250,6 +251,34 @@ def swap_problem(root: Path, name: str, running: str | None, version: str) -> st
     why = why.replace("the running model's", f"{running}'s")
     return (f"{version}'s {why} ({running}: CURRENT until now): a daemon that took {running} refuses it until "
             "it restarts, and one (re)started serves it and refuses readings that do not fit it")
+
+
+def period_change(root: Path, name: str, running: str | None, version: str) -> str | None:
+    """What follows when ``version``, now CURRENT, was sampled at another period than ``running``: the
+    daemons take it, and a feed at the old rate is resampled or refused. ``train --registry`` made
+    a 2 s model of a 1 s feed CURRENT unsaid, and half the live readings were dropped as
+    ``resampled`` from its swap on (a walk); ``retrain`` refuses such data without ``--force``."""
+    import math
+
+    from sensorguard.service.bundle import BundleError
+    from sensorguard.service.bundle_loading import load_bundle
+    from sensorguard.training.retrain import PERIOD_TOLERANCE
+
+    if running is None or running == version:
+        return None
+    try:
+        old, new = load_bundle(root / name / running), load_bundle(root / name / version)
+    except BundleError:
+        return None
+    was, now = old.sample_period, new.sample_period
+    if not (old.regular and new.regular and was and now and math.isfinite(was) and math.isfinite(now)) or \
+            math.isclose(was, now, rel_tol=PERIOD_TOLERANCE):
+        return None
+    what = (f"readings closer than {now:g} s are dropped as resampled" if now > was
+            else f"readings over {1.5 * now:g} s apart are refused as slow_rate")
+    return (f"{version} was trained on readings every {now:g} s, {running} on every {was:g} s: daemons swap to "
+            f"it, and a feed at {was:g} s no longer fits ({what}); train on data at the feed's rate, or "
+            "`models rollback`")
 
 
 def _unservable(root: Path, name: str, version: str) -> str | None:

@@ -748,6 +748,25 @@ def test_promote_refuses_a_version_running_daemons_would_refuse(registry, traine
     assert "now CURRENT: v0003's channels ['c0', 'c1', 'c2', 'c3'] differ" in capsys.readouterr().out
 
 
+def test_a_version_sampled_at_another_period_made_current_is_noted(registry, tmp_path, capsys):
+    """``train --registry`` made a 2 s model of a 1 s feed CURRENT unsaid: the daemons swapped to it and
+    half the live readings were dropped as resampled (a walk). It is noted, as a promote or rollback
+    between such versions is; one at the same period is not."""
+    plant_frame(rows=600, channels=3, seed=2, period="2s").to_csv(tmp_path / "slow.csv", index=False)
+    argv = ["train", str(tmp_path / "slow.csv"), "--registry", str(registry), "--name", "pump",
+            "--max-epochs", "1", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "now CURRENT: v0002 was trained on readings every 2 s, v0001 on every 1 s" in out
+    assert "readings closer than 2 s are dropped as resampled" in out
+    assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
+    out = capsys.readouterr().out
+    assert "note: v0001 was trained on readings every 1 s, v0002 on every 2 s" in out and "slow_rate" in out
+    plant_frame(rows=600, channels=3, seed=3).to_csv(tmp_path / "same.csv", index=False)
+    assert main([*argv[:1], str(tmp_path / "same.csv"), *argv[2:]]) == 0
+    assert "trained on readings every" not in capsys.readouterr().out
+
+
 def test_force_and_shadow_together_are_one_line(registry, tmp_path, capsys):
     """``retrain --force --shadow`` neither promoted nor shadowed, and said "forced" (a walk)."""
     shifted_plant(400, seed=5).to_csv(tmp_path / "new.csv", index=False)
