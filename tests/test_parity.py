@@ -191,6 +191,44 @@ def test_live_equals_offline_with_sensor_faults_held_and_left_out(tiny_bundle, s
     assert_same([(w.ts, w.score, int(w.status == "alerting")) for w in seen], offline_windows(bundle, accepted(stream)))
 
 
+def test_a_file_without_one_of_the_models_channels_scores_as_a_feed_without_it(tiny_bundle, tmp_path, capsys):
+    """A sensor added to a machine: its older recordings lack the channel. The daemon takes readings
+    without it (a missing fault, the model fills it in) while ``score`` refused the file with
+    "channels not found" (a walk). Offline it is read as missing in every row: the same windows."""
+    from dataclasses import replace
+
+    from sensorguard.cli import main
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.sensors import ChannelLimits, SensorRules
+
+    limits = tuple(ChannelLimits(-50.0, 50.0, 10) for _ in tiny_bundle.channels)
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, tiny_bundle.fill_limit))
+    gone = bundle.channels[-1]
+    stream = [(ts, {c: v for c, v in doc.items() if c != gone})
+              for ts, doc in messy_stream(list(bundle.channels), 140, 0)]
+    _, seen = served(bundle, stream)
+    frame = pd.DataFrame([{"timestamp": ts, **{c: doc.get(c) for c in bundle.channels if c != gone}}
+                          for ts, doc in accepted(stream)])
+    data = series_from_frame(frame, "old.csv", channels=bundle.channels, policy=bundle.cleaning,
+                             sensors=bundle.sensors)
+    assert any(f"'{gone}' not in old.csv: read as missing in every row" in note for note in data.notes)
+    scored = score_data(bundle, data, AlertRules(**RULES))
+    mask = scored.judged & np.isfinite(scored.scores.score)
+    offline = [(float(data.times[i]), float(scored.scores.score[i]), int(scored.alert[i]))
+               for i in np.flatnonzero(mask)]
+    assert len(offline) > 50
+    assert_same([(w.ts, w.score, int(w.status == "alerting")) for w in seen], offline)
+    frame.assign(timestamp=pd.to_datetime(frame.timestamp, unit="s", utc=True)).to_csv(tmp_path / "old.csv",
+                                                                                      index=False)
+    assert main(["score", str(save_bundle(bundle, tmp_path / "b")), str(tmp_path / "old.csv"),
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    assert pd.read_csv(tmp_path / "s.csv").score.notna().sum() > 50
+    # a file of none of its channels is another machine's: still refused
+    frame[["timestamp"]].assign(x=1.0).to_csv(tmp_path / "other.csv", index=False)
+    assert main(["score", str(tmp_path / "b"), str(tmp_path / "other.csv"), "--out", str(tmp_path / "s.csv")]) == 1
+    assert "channels not found" in capsys.readouterr().err
+
+
 def test_an_asset_off_the_models_rate_is_resampled_or_refused_alike_live_and_offline(tiny_bundle):
     """Three times too fast (resampled to the 1 s grid), then one reading every 3 s (refused),
     then back at the model's rate."""

@@ -163,6 +163,13 @@ def series_from_frame(
                         "column and cannot also name the machines (--asset-column)")
     if time_column is not None and pd.to_numeric(stamps, errors="coerce").notna().mean() > 0.5:  # numbers named
         not_a_clock(times, frame[asset_column].astype(str).to_numpy() if asset_column is not None else None, tcol, name)
+    if sensors is not None and not normal and channels and 0 < len(absent := [c for c in channels
+                                                                            if c not in frame.columns]) < len(channels):
+        # a model's channel the file lacks is missing in every row, as the daemon takes readings without it
+        # (a missing fault, the model fills it in): refused here, old history could not be scored (a walk)
+        frame = frame.assign(**dict.fromkeys(absent, np.nan))
+        notes.append(f"{', '.join(map(repr, absent))} not in {name}: read as missing in every row, as the daemon "
+                     "takes readings without it (a missing sensor fault; the model fills it in)")
     chosen = choose_channels(frame, tcol, channels, exclude, label_column, name, notes, asset_column, normal)
     values = frame[list(chosen)].apply(to_numbers).to_numpy(dtype=np.float64, copy=True)
     if (unreadable := unreadable_note(frame, chosen, values)) is not None:
