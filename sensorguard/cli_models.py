@@ -149,8 +149,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         infos = version_infos(root, name)  # before the header: a missing registry is one line, nothing else
         shadow = _pointer_or_none(shadow_version, root, name)
         # "retrain gate": the candidate's verdict when retrain made it ("promoted" read as "is current")
-        print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}  "
-              "retrain gate")
+        print(f"{'':2}{'version':9}{'created':27}{'data from':27}{'data to':27}{'rows':>9}{'threshold':>12}"
+              f"{'channels':>10}{'window':>8}{'every':>8}  retrain gate")
+        served = next((v for v in infos if v.current), None)
         for v in infos:
             verdict = gate_verdict(v.passed, v.promoted, v.current)
             if v.created == "unreadable":  # (it read "None None ? nan": a walk)
@@ -158,11 +159,14 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"{mark:2}{v.version:9}bundle.json cannot be read (models show {v.version} says why)"
                       + ("; daemons cannot load it" if mark else ""))
                 continue
+            every = "-" if v.sample_period is None else f"{v.sample_period:g} s"
             print(
                 f"{'*' if v.current else 's' if v.version == shadow else '':2}{v.version:9}{v.created:27}"
-                f"{_stamp(v.data_from):27}{_stamp(v.data_to):27}{v.rows:>9}{v.threshold:>12.4g}  {verdict}"
+                f"{_stamp(v.data_from):27}{_stamp(v.data_to):27}{v.rows:>9}{v.threshold:>12.4g}"
+                f"{len(v.channels):>10}{v.window or '?':>8}{every:>8}  {verdict}"
                 + ("" if v.weights else f"\n{'':11}model.pt is missing or cut short: no daemon can load "
                    f"{v.version} (copy it again from where it was trained)")
+                + _unfit(v, served)
             )
         current = _pointer_or_none(current_version, root, name)
         if current is not None and current not in {v.version for v in infos}:
@@ -208,6 +212,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     if (refused := _gate_refusal(root, name, new)) is not None:
         print(refused)
     return 0
+
+
+def _unfit(version, served) -> str:
+    """``models list``'s line under a version a daemon serving CURRENT refuses to swap to (other channels or
+    window), naming them: the list showed neither, so a rollback's fit could not be told (a walk)."""
+    if served is None or version is served or not version.channels or not served.channels:
+        return ""
+    from sensorguard.service.logs import some
+
+    added = [c for c in version.channels if c not in served.channels]
+    left = [c for c in served.channels if c not in version.channels]
+    other = [*([f"with {some(added)}"] if added else []), *([f"without {some(left)}"] if left else []),
+             *(["its channels in another order"] if version.channels != served.channels and not added + left
+               else []),
+             *([f"window {version.window}, not {served.window}"] if version.window != served.window else [])]
+    if not other:
+        return ""
+    return f"\n{'':11}{'; '.join(other)} beside CURRENT: daemons serving CURRENT refuse it until they restart"
 
 
 def _gate_refusal(root: Path, name: str, version: str) -> str | None:

@@ -292,6 +292,9 @@ class VersionInfo:
     promoted: bool | None  # what retrain did with it (None: published by hand, no gate ran)
     passed: bool | None = None  # the retrain gate's verdict (None: not recorded)
     weights: bool = True  # model.pt is there and whole (see :func:`weights_whole`)
+    channels: tuple[str, ...] = ()  # what a running daemon needs of a version it swaps to (hotswap.incompatible)
+    window: int | None = None
+    sample_period: float | None = None  # seconds (None: irregular, or not recorded)
 
 
 def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
@@ -310,6 +313,9 @@ def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
             float(threshold) if isinstance(threshold, int | float) else float("nan"),
             (metrics := _mapping(meta.get("metrics"))).get("promoted"), metrics.get("passed"),
             weights_whole(Path(root) / name / version),
+            tuple(str(c) for c in channels) if isinstance(channels := meta.get("channels"), list) else (),
+            window if isinstance(window := meta.get("window"), int) else None,
+            float(period) if isinstance(period := meta.get("sample_period"), int | float) else None,
         ))
     return infos
 

@@ -743,6 +743,15 @@ def test_promote_refuses_a_version_running_daemons_would_refuse(registry, traine
     assert "note: v0001's channels ['c0', 'c1', 'c2'] differ" in capsys.readouterr().out
     assert main(["models", "list", "--registry", str(registry), "--name", "pump", "--force"]) == 1  # promote only
     capsys.readouterr()
+    # the list says which versions a daemon serving CURRENT refuses, and why (it showed no channels: a walk)
+    assert main(["models", "list", "--registry", str(registry), "--name", "pump"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert "channels  window   every" in rows[0]
+    mine = next(k for k, row in enumerate(rows) if row[2:].startswith(version))
+    assert rows[mine + 1].strip() == "with 'c3' beside CURRENT: daemons serving CURRENT refuse it until they restart"
+    assert rows[mine].split()[6:10] == ["4", str(four.window), f"{four.sample_period:g}", "s"]
+    current = next(row for row in rows if row.startswith("* "))
+    assert current.split()[7] == "3" and not rows[rows.index(current) + 1].startswith(" " * 11)
     assert main(["train", str(tmp_path / "four.csv"), "--registry", str(registry), "--name", "pump",
                  "--max-epochs", "1", "--quiet"]) == 0
     assert "now CURRENT: v0003's channels ['c0', 'c1', 'c2', 'c3'] differ" in capsys.readouterr().out
