@@ -284,7 +284,7 @@ def period_change(root: Path, name: str, running: str | None, version: str) -> s
 
     from sensorguard.service.bundle import BundleError
     from sensorguard.service.bundle_loading import load_bundle
-    from sensorguard.training.retrain import PERIOD_TOLERANCE
+    from sensorguard.service.cleaning import FAST_RATE, SLOW_RATE
 
     if running is None or running == version:
         return None
@@ -293,13 +293,16 @@ def period_change(root: Path, name: str, running: str | None, version: str) -> s
     except BundleError:
         return None
     was, now = old.sample_period, new.sample_period
-    if not (old.regular and new.regular and was and now and math.isfinite(was) and math.isfinite(now)) or \
-            math.isclose(was, now, rel_tol=PERIOD_TOLERANCE):
+    if not (old.regular and new.regular and was and now and math.isfinite(was) and math.isfinite(now)):
         return None
-    what = (f"readings closer than {now:g} s are dropped as resampled" if now > was
-            else f"readings over {1.5 * now:g} s apart are refused as slow_rate")
+    if was < FAST_RATE * now:  # the daemon's own bounds (Cleaner.admit): closer, jitter drops nothing
+        what = f"of readings {was:g} s apart, one every {now:g} s is taken, the rest dropped as resampled"
+    elif was > SLOW_RATE * now:
+        what = f"readings {was:g} s apart, over {SLOW_RATE * now:g} s, are refused as slow_rate"
+    else:
+        return None
     return (f"{version} was trained on readings every {now:g} s, {running} on every {was:g} s: daemons swap to "
-            f"it, and a feed at {was:g} s no longer fits ({what}); train on data at the feed's rate, or "
+            f"it, and a feed at {running}'s rate no longer fits it ({what}); train on data at the feed's rate, or "
             "`models rollback`")
 
 

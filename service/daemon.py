@@ -146,15 +146,12 @@ class Daemon(ScoringWorker):
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
         self.alerts.restored_channels = {a: c for a, c in named.items() if a in restored}
         if not settings.cluster:  # open sensor faults go on (cluster mode: not carried); those the model cannot
-            # judge any more are told ended, published by the worker's first round
+            # judge any more are told ended (published once the publisher has its client)
             faults, ended = resumed_faults({a: f for a, f in left_open.items() if a in restored},
                                            self.models.bundle.sensors, judged)
             self.alerts.restore_faults(faults)
             self.buffers.resumed_faults = faults
-            self.buffers.sensor_events.extend(ended)
-            if ended:
-                log.info("%d sensor faults saved open are told ended: the model served cannot judge them (%s)",
-                         len(ended), ", ".join(f"{a} {e.kind} of {e.channel}" for a, e in ended[:5]))
+            self.ingest.fault_closes(ended, "the model served cannot judge them")
         self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls,
                                      lambda: self.connection.publishes())
                        if settings.cluster else None)

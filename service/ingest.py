@@ -34,7 +34,7 @@ from sensorguard.service.payload import ASSET_RULE, parse_message
 from sensorguard.service.publisher import iso
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.reject_detail import explain
-from sensorguard.service.sensors import SensorEvent, SensorRules
+from sensorguard.service.sensors import SensorEvent, SensorRules, resumed_faults
 from sensorguard.service.windows import Buffers
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ REWOUND_NAMED = 100  # assets rewound between two "clock stepped back" lines rem
 REWOUND_SHOWN = 10  # of those, named in the line
 CLOCK_SLACK_S = 60.0  # a stamp further ahead of this machine's clock is no true reading (Buffers.add_at)
 BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which no more readings are taken
-# refusals that keep the asset alive (its silence counts from its last reading taken or refused so)
-ALIVE = frozenset({"resampled", "slow_rate"})
+# refusals its silence does not name: for its rate (they keep it alive), or a redelivery (no new reading)
+NOT_REFUSED = frozenset({"resampled", "slow_rate", "duplicate_ts"})
 
 
 def far_ahead(ts: float, newest: float, latest: float, max_future_s: float) -> bool:
@@ -81,10 +81,25 @@ class Ingest:
 
     def set_policy(self, policy: CleaningPolicy, sensors: SensorRules | None) -> None:
         """Clean and check readings from the next one on with a hot-swapped bundle's policy and
-        sensor limits; per-asset state carries over."""
+        sensor limits; per-asset state carries over. The faults restored assets not heard from yet
+        resume that these limits cannot judge are told ended (the swap ends a live asset's by its
+        watch; those stayed open for good: a review)."""
         with self.cond:
             self.buffers.policy = policy
             self.buffers.sensors = sensors
+            kept, ended = resumed_faults(self.buffers.resumed_faults, sensors, self.buffers.floors)
+            self.buffers.resumed_faults = kept
+        self.fault_closes(ended, "the swapped-in model cannot judge them")
+
+    def fault_closes(self, ended: list[tuple[str, SensorEvent]], why: str) -> None:
+        """Queue the closes of saved faults no watch can end (:func:`~sensorguard.service.sensors.resumed_faults`),
+        for the worker to publish, and say so."""
+        if ended:
+            with self.cond:
+                self.buffers.sensor_events.extend(ended)
+                self.cond.notify()
+            log.info("%d sensor faults saved open are told ended: %s (%s)", len(ended), why,
+                     ", ".join(f"{asset} {e.kind} of {e.channel}" for asset, e in ended[:5]))
 
     def stop(self) -> None:
         """Stop accepting (unacknowledged messages stay with the broker) and wake the worker for its last batch."""
@@ -215,7 +230,7 @@ class Ingest:
                             rows.append((sample.ts, buffers.last_row(parsed.asset)))
                     else:
                         rejects.append(reason)
-                        if reason not in ALIVE:
+                        if reason not in NOT_REFUSED:
                             buffers.refused(parsed.asset, reason, received)
                 after = buffers.queued()
                 if buffers.gaps != restarts:
@@ -228,6 +243,9 @@ class Ingest:
                 recorder.rewound(parsed.asset, rewound)
             for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
                 recorder.add(parsed.asset, ts, row)
+        elif rejects and parsed.asset is not None:  # refused whole or every sample (bad_values, too_large ...)
+            with self.cond:
+                self.buffers.refused(parsed.asset, rejects[-1], received)
         return rejects, accepted, parsed.asset
 
     def _stepped_back(self, asset: str, ahead: float, ts: float) -> None:

@@ -34,6 +34,7 @@ def iso(ts: float) -> str:
 
 
 SENSOR_LINES = 100  # sensor fault log lines a minute at most; the rest left out, and said so (events still published)
+WRITTEN_UNDER = 0.999999  # the largest score under the line a message or a table writes (6 digits would round it to 1)
 
 
 def payload(asset: str, kind: str, ts: float, score: float, peak: float, alert_id: str, channels: list[dict],
@@ -43,8 +44,8 @@ def payload(asset: str, kind: str, ts: float, score: float, peak: float, alert_i
         "asset": asset,
         "state": kind,
         "ts": iso(ts),
-        "score": _finite(score),
-        "peak_score": _finite(peak),
+        "score": _score(score),
+        "peak_score": _score(peak),
         "threshold": line,
         "channels": channels,
         "model": {"name": model_name, "version": model_version},
@@ -171,3 +172,10 @@ class Publisher:
 def _finite(x: float) -> float | None:
     """JSON has no infinity: a non-finite score is sent as null."""
     return round(x, 6) if math.isfinite(x) else None
+
+
+def _score(x: float) -> float | None:
+    """A score in units of the line as sent (:func:`_finite`): one under the line is never rounded up
+    to it (0.9999996 read 1.0 beside ``normal``: a review), as ``score``'s table writes it."""
+    shown = _finite(x)
+    return min(shown, WRITTEN_UNDER) if shown is not None and x < 1 else shown

@@ -28,6 +28,7 @@ from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.jetstream import ClusterSource
 from sensorguard.service.metrics import Metrics
+from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.state import SAVE_INTERVAL_S
 from sensorguard.service.windows import Buffers
@@ -52,6 +53,7 @@ class ScoringWorker:
     recorder: Recorder | None
     controls: AlarmControls
     connection: Connection
+    publisher: Publisher
     source: ClusterSource | None
     commands: CommandHandler
     _listeners: list[Callable[[ScoredWindow], None]]
@@ -91,7 +93,11 @@ class ScoringWorker:
                 return
 
     def publish_sensor_faults(self) -> None:
-        """Sensor faults opened or closed since the last call: counted and published (worker thread)."""
+        """Sensor faults opened or closed since the last call: counted and published (worker thread).
+        They wait while the publisher has no client yet: the worker starts before the connection is
+        opened, and the closes queued at start were only logged (a review)."""
+        if self.publisher.client is None:
+            return
         for asset, event in self.ingest.sensor_events():
             self.alerts.sensor(asset, event)
 

@@ -9,10 +9,10 @@ same windows as the offline ``sensorguard score``.
 The checks that need per-asset state live here, not in the parser: channel names against the
 model, timestamp order, cleaning (:mod:`sensorguard.service.cleaning`) and the cap on distinct
 assets. A reading rejected for its channels or order leaves the asset untouched (and takes no
-slot; if it goes silent so, its silence names the reason, :meth:`Buffers.refused_since`); one dropped by cleaning (``missing_channel``) still advances the asset's time and fill
-sources, as offline, but does not count as hearing from it (``Buffers._heard``): a known asset
-whose readings are all dropped goes stale, a new one gives its slot to the next new asset and
-goes quiet unsaid.
+slot; if it goes silent so, its silence names the reason, :meth:`Buffers.refused_since`); one
+dropped by cleaning (``missing_channel``) still advances the asset's time and fill sources, as
+offline, but does not count as hearing from it (``Buffers._heard``): a known asset whose readings
+are all dropped goes stale, a new one gives its slot to the next new asset and goes quiet unsaid.
 
 Storage: :class:`~sensorguard.service.asset_buffer.AssetBuffer`, one ring buffer per asset.
 

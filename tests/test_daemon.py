@@ -426,6 +426,20 @@ def test_an_asset_whose_readings_are_all_refused_is_told_so_not_that_it_sent_not
     assert "pump-1 silent: every reading refused (unknown_channel) after" in said
     assert "asset pump-2 sent nothing for 60 s" in said and "asset pump-1 sent nothing" not in said
 
+    # a QoS 1 redelivery after the last reading is no refusal (it said "refused: duplicate_ts" for a
+    # machine that went quiet: a review); a message refused whole (bad values) is one
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    for asset in ("pump-3", "pump-4"):
+        daemon.ingest.handle(client, message(asset, T0))
+        daemon.ingest.handle(client, message(asset, T0 + 1))
+    daemon.ingest.handle(client, message("pump-3", T0 + 1, mid=2))
+    bad = message("pump-4", T0 + 2)
+    daemon.ingest.handle(client, SimpleNamespace(**{**vars(bad), "payload": b'{"ts": %d, "values": "x"}' % (T0 + 2)}))
+    daemon.housekeeping(time.monotonic() + 61)
+    events = {t.rsplit("/", 1)[1]: json.loads(p) for t, p, _ in client.published if t.startswith("sensorguard/alerts/")}
+    assert "refused" not in events["pump-3"]
+    assert events["pump-4"]["refused"] == "bad_values"
+
 
 def test_silent_assets_get_a_silent_sensor_fault_and_free_their_slot(tiny_bundle):
     daemon, client = make(tiny_bundle, stale_after_s=60, max_assets=1)

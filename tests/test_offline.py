@@ -405,3 +405,8 @@ def test_a_score_under_the_line_is_never_written_as_the_line(tiny_bundle, tmp_pa
     assert written.anomaly[at].tolist() == [0, 1, 0]
     if "level" in written:
         assert written.level[at].max() == 1.0 and (written.level[at] < 1).sum() == 2
+    # the daemon's alert and state messages round to 6 decimals: the same, live (a review)
+    from sensorguard.service.publisher import payload
+
+    sent = [payload("p", "normal", 0.0, x, x, "", [], "m", "v1", 0.1) for x in (0.9999996, 1.0, 1.2345678)]
+    assert [(m["score"], m["peak_score"]) for m in sent] == [(0.999999, 0.999999), (1.0, 1.0), (1.234568, 1.234568)]

@@ -760,18 +760,18 @@ def test_promote_refuses_a_version_running_daemons_would_refuse(registry, traine
 def test_a_version_sampled_at_another_period_made_current_is_noted(registry, tmp_path, capsys):
     """``train --registry`` made a 2 s model of a 1 s feed CURRENT unsaid: the daemons swapped to it and
     half the live readings were dropped as resampled (a walk). It is noted, as a promote or rollback
-    between such versions is; one at the same period is not."""
+    between such versions is; one whose period the daemon's feed still fits (1.25 s for 1 s) is not."""
     plant_frame(rows=600, channels=3, seed=2, period="2s").to_csv(tmp_path / "slow.csv", index=False)
     argv = ["train", str(tmp_path / "slow.csv"), "--registry", str(registry), "--name", "pump",
             "--max-epochs", "1", "--quiet"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "now CURRENT: v0002 was trained on readings every 2 s, v0001 on every 1 s" in out
-    assert "readings closer than 2 s are dropped as resampled" in out
+    assert "of readings 1 s apart, one every 2 s is taken, the rest dropped as resampled" in out
     assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
     out = capsys.readouterr().out
     assert "note: v0001 was trained on readings every 1 s, v0002 on every 2 s" in out and "slow_rate" in out
-    plant_frame(rows=600, channels=3, seed=3).to_csv(tmp_path / "same.csv", index=False)
+    plant_frame(rows=600, channels=3, seed=3, period="1250ms").to_csv(tmp_path / "same.csv", index=False)
     assert main([*argv[:1], str(tmp_path / "same.csv"), *argv[2:]]) == 0
     assert "trained on readings every" not in capsys.readouterr().out
 

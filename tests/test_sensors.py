@@ -550,9 +550,36 @@ def test_a_saved_fault_the_served_rules_cannot_end_is_not_restored(tiny_bundle, 
     second.stop()
     third, client = daemon_with(replace(bundle, sensors=None), tmp_path)
     assert not value(third, "sensorguard_sensor_faults_open")
+    third.publisher.client = None  # the worker's first round, before start() opened the connection: they wait
+    third.publish_sensor_faults()
+    third.publisher.client = client
+    assert client.published == []
     third.publish_sensor_faults()
     told = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
     assert [(e["state"], e["kind"], e["channel"]) for e in told] == [("sensor_ok", "out_of_range", "b")]
+
+
+def test_a_swap_ends_a_restored_fault_its_limits_cannot_judge_before_the_asset_is_heard(tiny_bundle, tmp_path):
+    """A fault restored for an asset not heard from since the restart stayed open for good after a
+    swap to limits that cannot judge it (live assets' watches end theirs): a review."""
+    from tests.test_state import daemon_with
+
+    limits = (ChannelLimits(-100.0, 100.0, 5), ChannelLimits(-100.0, 100.0, None), ChannelLimits(-100.0, 100.0, None))
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    first, client = daemon_with(bundle, tmp_path)
+    for i in range(8):  # a stuck
+        first.ingest.handle(client, message("pump-1", T0 + i, a=1.0, b=float(i), c=0.0))
+    first.publish_sensor_faults()
+    first.alerts.apply("pump-1", T0 + 7, 0.5, [])
+    first.stop()
+    second, client = daemon_with(bundle, tmp_path)
+    second.publish_sensor_faults()
+    assert value(second, "sensorguard_sensor_faults_open") == 1 and client.published == []
+    second._swapped(replace(bundle, sensors=None))
+    second.publish_sensor_faults()
+    told = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["kind"], e["channel"], e["ts"]) for e in told] == [("sensor_ok", "stuck", "a", iso(T0 + 7))]
+    assert value(second, "sensorguard_sensor_faults_open") == 0 and second.buffers.resumed_faults == {}
 
 
 def test_clearing_an_assets_channel_faults_recounts_the_gauge():

@@ -97,6 +97,16 @@ def load_frame(
                              policy, sensors, normal, trained_asset_column)
 
 
+def _absent(frame: pd.DataFrame, channels: Sequence[str], known: set) -> list[str]:
+    """The model's channels ``frame`` lacks, when it can be read as a feed without them: fewer than
+    those it has, and no column of its own that is not the model's (``known``: time, machines, labels)
+    that could be one of them misspelled or renamed (``C`` for ``c``: a review). Else none."""
+    absent = [c for c in channels if c not in frame.columns]
+    if len(absent) * 2 >= len(channels) or any(c not in known and c not in channels for c in frame.columns):
+        return []
+    return absent
+
+
 def trained_asset_column(bundle: Any) -> str | None:
     """The column that named the machines when ``bundle`` was trained (``training.asset_column``),
     for :func:`load_frame`'s ``trained_asset_column``; None without a bundle or one."""
@@ -163,8 +173,8 @@ def series_from_frame(
                         "column and cannot also name the machines (--asset-column)")
     if time_column is not None and pd.to_numeric(stamps, errors="coerce").notna().mean() > 0.5:  # numbers named
         not_a_clock(times, frame[asset_column].astype(str).to_numpy() if asset_column is not None else None, tcol, name)
-    if sensors is not None and not normal and channels and 0 < len(absent := [c for c in channels
-                                                                            if c not in frame.columns]) < len(channels):
+    if sensors is not None and not normal and channels and (
+            absent := _absent(frame, channels, {tcol, asset_column, label_column, *exclude, *clocks})):
         # a model's channel the file lacks is missing in every row, as the daemon takes readings without it
         # (a missing fault, the model fills it in): refused here, old history could not be scored (a walk)
         frame = frame.assign(**dict.fromkeys(absent, np.nan))

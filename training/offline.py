@@ -18,13 +18,12 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules, default_rules
 from sensorguard.service.cleaning import admit_rows
 from sensorguard.service.level import LevelRows
+from sensorguard.service.publisher import WRITTEN_UNDER
 from sensorguard.service.scorer import Scorer, Scores
 from sensorguard.service.sensors import SensorRules, SensorWatch, window_faults
 from sensorguard.training.data import DataError, SensorData, machine_rows
 from sensorguard.training.evaluate import best_f1_threshold, detection_metrics, false_alerts, pool_metrics
 from sensorguard.training.series import utc_stamps
-
-WRITTEN_UNDER = 0.999999  # the largest score under the line a table writes (6 significant digits)
 
 
 @dataclass(frozen=True)
