@@ -85,7 +85,8 @@ def test_offline_scores_between_scored_windows_use_the_widening_in_force():
 
 @pytest.mark.parametrize("record", [{"baseline": float("nan"), "halflife": 64, "warmup": 8, "cap": 1.5},
                                     {"baseline": 0.0, "halflife": 0, "warmup": 8, "cap": 1.5},
-                                    {"baseline": 0.0, "halflife": 64, "warmup": 8, "cap": 0.5}])
+                                    {"baseline": 0.0, "halflife": 64, "warmup": 8, "cap": 0.5},
+                                    {"baseline": 0.0, "halflife": 64, "warmup": 8, "cap": float("inf")}])
 def test_a_bad_rule_is_refused(record):
     with pytest.raises(ValueError, match="drift"):
         DriftRule.from_dict(record)
@@ -155,3 +156,26 @@ def test_calibration_without_errors_below_the_line_trains_without_a_drift_rule(t
     alerts = busy.calibration["alerts"]
     assert alerts["promised_per_day"] < 1e9 and busy.calibration["expected_false_alarms_per_day"] == (
         alerts["promised_per_day"])
+
+
+def test_the_baselines_pace_and_bounds_are_as_stated():
+    """The rule's arithmetic pinned (an audit: halving the half-life, ignoring the warm-up, the cap's
+    clamp or the floor's value all passed every test). The first window weighs 1 / (warmup + 1); later
+    ones 1 - 0.5^(1/halflife) once that is the larger; the offset stays within [-log(1e6), log(cap)]."""
+    rule = DriftRule(baseline=0.0, halflife=8.0, warmup=3, cap=2.0)
+    first = drift_step(DriftState(), math.e, rule)  # target log(e) - 0 = 1
+    assert first.offset == pytest.approx(1 / 4) and first.updates == 1
+    settled = DriftState(offset=0.0, updates=1000)
+    half = settled
+    for _ in range(8):  # one half-life of windows at a constant target: half the way there
+        half = drift_step(half, math.exp(0.5), rule)
+    assert half.offset == pytest.approx(0.25, rel=1e-9)
+    high = settled
+    for _ in range(500):
+        high = drift_step(high, 1e6, rule)
+    assert high.offset == pytest.approx(math.log(2.0)) and widening(high, rule) == pytest.approx(2.0)
+    low = settled
+    for _ in range(2000):
+        low = drift_step(low, 1e-12, rule)
+    assert low.offset == pytest.approx(-math.log(1e6)) and widening(low, rule) == 1.0
+

@@ -409,3 +409,20 @@ def test_calibration_terms_hold_the_q_part_as_the_daemon_judges_it():
     live = [monitor.term(LevelRows(monitor, series, 4).at(i), DriftState()) for i in range(3, 200)]
     np.testing.assert_allclose(terms[3:], live, rtol=1e-9)
     assert terms[130:].min() > 1.0 > terms[20:110].max()
+
+
+def test_the_terms_arithmetic_on_a_monitor_worked_by_hand():
+    """T^2 and Q pinned on a two-channel monitor (an audit: the calibrated factor dropped from either
+    line, or the eigenvalue not square-rooted, passed every test). One kept direction, channel a, of
+    variance 4; T^2 line 2 x 3, Q line 5 x 3."""
+    monitor = LevelMonitor(np.zeros(2), np.ones(2), np.array([[1.0], [0.0]]), np.array([4.0]), limit=2.0,
+                           calibrated=3.0, channels=("a", "b"), q_limit=5.0)
+    assert monitor.term(np.array([[2.0, 0.0]]), DriftState()) == pytest.approx((2.0 / 2.0) ** 2 / 6.0)
+    assert monitor.term(np.array([[0.0, 3.0]]), DriftState()) == pytest.approx(9.0 / 15.0)
+    assert monitor.line == 6.0 and monitor.q_line == 15.0
+    # a row that is not finite moves no level (a NaN level was the term's NaN for good: an audit)
+    learned = DriftState(level=(1.0, 1.0), level_key=monitor.key)
+    assert monitor.step(learned, np.array([[math.nan, 0.0]])).level == (1.0, 1.0)
+    assert monitor.step(DriftState(), np.array([[math.inf, 0.0]])).level == (0.0, 0.0)
+    assert monitor.step(learned, np.array([[3.0, 3.0]])).level[0] == pytest.approx(1.0 + 2.0 / monitor.follow)
+
