@@ -308,3 +308,12 @@ def test_the_observed_alerts_step_at_the_alert_hop_while_an_alert_is_up():
     e = np.full(80, 0.1)
     e[10:14], e[14:40], e[26:30] = 3.0, 0.7, 3.0
     assert _observed([e], 1.0, 4, rules, 1.0, alert_hop=2)["observed_alerts"] == 1
+
+
+def test_the_poisson_interval_is_garwoods():
+    """The exact 95 % interval pinned to published values (an audit: 2k + 1 degrees of freedom for the
+    upper end, which understates every promised and observed interval, passed every test)."""
+    assert _poisson_ci(0) == (0.0, pytest.approx(3.6889, abs=1e-4))
+    lo, hi = _poisson_ci(10)
+    assert lo == pytest.approx(4.7954, abs=1e-4) and hi == pytest.approx(18.3904, abs=1e-4)
+

@@ -80,6 +80,17 @@ def test_only_a_channel_whose_spread_a_few_rows_carry_is_spiky(kind, spiky):
     assert (scale == fit_scaler(values).scale_[0]) if spiky else np.isnan(scale)
 
 
+def test_one_odd_reading_does_not_halve_a_quantized_channels_step():
+    """The step is the median gap between distinct values: one reading of 32.5 on a channel quantized
+    in whole units (a glitch, an interpolated export row) must not make it 0.5, so that one step
+    scores two units (an audit: the minimum gap passed every test)."""
+    rng = np.random.default_rng(3)
+    column = np.where(rng.random(N) < 0.9, 32.0, rng.integers(28, 37, N).astype(float))
+    column[17] = 32.5
+    fit = fit_scaler(column[:, None])
+    assert fit.reason == ("resolution",) and fit.scale_[0] == pytest.approx(1.0)
+
+
 def test_a_pinned_scale_replaces_only_its_channels():
     values = np.c_[_column("gaussian"), _column("rare_spikes")]
     fit = fit_scaler(values).pinned(np.array([np.nan, 5.0]))
