@@ -8,6 +8,7 @@ from sensorguard.training.promise import (
     _autocorrelation_time,
     _observed,
     _poisson_ci,
+    _tail_ci,
     alert_threshold,
     effective_fraction,
     raise_statistic,
@@ -316,4 +317,12 @@ def test_the_poisson_interval_is_garwoods():
     assert _poisson_ci(0) == (0.0, pytest.approx(3.6889, abs=1e-4))
     lo, hi = _poisson_ci(10)
     assert lo == pytest.approx(4.7954, abs=1e-4) and hi == pytest.approx(18.3904, abs=1e-4)
+
+
+def test_the_tail_interval_joins_the_exceedance_counts_and_the_scales_bounds():
+    """The promised interval at a line 2 tail scales past the tail's start, from 20 excesses, worked
+    by hand: the count's Garwood bounds (24.433 / 40 and 61.777 / 40 of the fraction) times
+    exp(-2 / s) at the scale's chi^2 bounds (s = 40 / 59.342 low, 40 / 24.433 high): 0.0314 and
+    0.4552 a day (an audit: the scale's low bound at the median chi^2 passed every test)."""
+    assert _tail_ci(2.0, 0.0, 1.0, 1.0, 20, 1.0) == [pytest.approx(0.0314, abs=1e-4), pytest.approx(0.4552, abs=1e-4)]
 
