@@ -33,6 +33,10 @@ CHANNELS = ["c0", "c1", "c2"]
     ("maintenance", b'{"asset": "p", "action": "pause"}', "action start or end"),
     ("maintenance", b'{"asset": "p", "action": "start", "until": 5}', "future time"),
     ("maintenance", b'{"asset": "p", "action": "start", "until": 1.8e12}', "before 2200"),  # milliseconds
+    ("maintenance", b'{"asset": "p", "action": "start", "for_s": 0}', "for_s must be a number of seconds > 0"),
+    ("maintenance", b'{"asset": "p", "action": "start", "for_s": true}', "for_s must be"),
+    ("maintenance", b'{"asset": "p", "action": "start", "for_s": 1e12}', "for_s must be"),
+    ("maintenance", b'{"asset": "p", "action": "start", "for_s": 60, "until": 500}', "until or for_s, not both"),
     ("ack", b'{"alert_id": "no-at-sign"}', "'no-at-sign' is not an alert id (<asset>@<ms>"),
     ("ack", b'{"alert_id": "p@1", "expires": 1.8e12}', "before 2200"),  # milliseconds: never expired
     ("ack", b'{"alert_id": "p@1", "false_alarm": "yes"}', "false_alarm must be true or false"),
@@ -52,6 +56,7 @@ def test_a_command_delivered_after_its_sender_gave_up_is_refused():
     assert "expired 70 s ago" in parse_command("maintenance", late, now=1070.0)
     assert isinstance(parse_command("maintenance", late, now=1020.0), Command)  # clocks a little apart
     assert isinstance(parse_command("shelve", b'{"asset": "p", "for_s": 60}', now=1e9), Command)  # no expiry
+    assert parse_command("maintenance", b'{"asset": "p", "action": "start", "for_s": 60}', now=1e9).until == 1e9 + 60
     assert "expires must be" in parse_command("shelve", b'{"asset": "p", "for_s": 60, "expires": "x"}', now=0.0)
 
 
@@ -303,6 +308,19 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
              "1m", "--broker", mosquitto.url, "--timeout", "10"], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert behind.returncode == 0 and "shelved until" in behind.stdout, behind
         assert events.on("sensorguard/commands/shelve")[-1]["expires"] < time.time() - 60  # (its clock's)
+        # so does a maintenance's length: sent as an end in the PC's time, 4 minutes behind, "--until 1h"
+        # ended 4 minutes early (a walk)
+        behind = subprocess.run(
+            [sys.executable, "-c", "import sys, time; t = time.time; time.time = lambda: t() - 240; "
+             "from sensorguard.cli import main; sys.exit(main(sys.argv[1:]))", "maintenance", "start", "line-1/pump-z",
+             "--until", "1h", "--broker", mosquitto.url, "--timeout", "10"], cwd=ROOT, capture_output=True, text=True,
+            timeout=60)
+        assert behind.returncode == 0 and "in maintenance until" in behind.stdout, behind
+        assert events.on("sensorguard/commands/maintenance")[-1]["for_s"] == 3600
+        ends = [c for c in json.loads((state_dir / "controls.json").read_text())["controls"]
+                if c["asset"] == "line-1/pump-z" and c["kind"] == "maintenance"]
+        assert ends and abs(ends[0]["until"] - (time.time() + 3600)) < 60  # by the daemon's clock
+        assert cli(mosquitto, "maintenance", "end", "line-1/pump-z").returncode == 0
 
         junk = Publisher(mosquitto)
         junk.raw("sensorguard/commands/shelve", b"{not json")  # counted and logged, the daemon goes on
