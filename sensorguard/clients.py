@@ -156,7 +156,7 @@ def send(args: argparse.Namespace) -> int:
         raise CliError("--until goes with maintenance start (how long it lasts); end takes none")
     if args.verb == "maintenance":
         body.update(asset=args.asset, action=args.action, reason=args.reason or "",
-                    **({"for_s": args.until} if args.until is not None else {}))
+                    **({"for_s": args.until, "until": time.time() + args.until} if args.until is not None else {}))
     elif args.verb == "shelve":
         body.update(asset=args.asset, for_s=args.for_s, reason=args.reason or "")
     else:

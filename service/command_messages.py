@@ -3,7 +3,7 @@
 A command is a JSON object on ``<output_prefix>/commands/<verb>`` (``sensorguard maintenance``,
 ``shelve`` and ``ack`` publish them; any MQTT client may, where the broker's ACL allows it)::
 
-    maintenance  {"asset", "action": "start" | "end", "for_s": <seconds>? | "until": <epoch s>?, "reason"?}
+    maintenance  {"asset", "action": "start" | "end", "for_s": <seconds>?, "until": <epoch s>?, "reason"?}
     shelve       {"asset", "for_s": <seconds, 0 unshelves>, "reason"?}
     ack          {"alert_id", "false_alarm": <bool>?, "note"?}
 
@@ -126,10 +126,9 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
     action, until, seconds = text["action"], body.get("until"), body.get("for_s")
     if action not in ("start", "end"):
         return "maintenance needs action start or end"
-    if until is not None and seconds is not None:
-        return "give until or for_s, not both"
     if seconds is not None:  # (the CLI's: how long, by the daemon's clock; an operator's PC running behind
-        # sent an end in its own clock's time, minutes off: a walk)
+        # sent an end in its own clock's time, minutes off: a walk). It sends until too, for a daemon of a
+        # version before for_s, which would otherwise hold the asset until ended: for_s decides here
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < TS_MAX - now:
             return "for_s must be a number of seconds > 0"
         until = now + float(seconds)
