@@ -328,6 +328,14 @@ def test_windows_never_judged_are_counted_and_a_failed_batch_keeps_the_sensor_fa
     daemon._work()  # one last batch: its scoring fails, the worker carries on and returns
     assert value(daemon, "sensorguard_windows_dropped_total", reason="scoring_failed") == 1
     assert sensor_events == ["pump-1"]  # the asset's first reading (silent -> back) was still told
+    # a failed batch of an alert's windows off the hop grid counts too (it added 0: the rule never fired)
+    import numpy as np
+
+    from sensorguard.service.asset_buffer import DueWindow
+
+    daemon._score_counted([DueWindow("pump-1", T0 + 2000 + k, np.zeros((3, 16)), 0.0, coarse=False)
+                           for k in range(2)])
+    assert value(daemon, "sensorguard_windows_dropped_total", reason="scoring_failed") == 3
 
 
 def test_a_silent_assets_queued_windows_are_judged_before_its_silence_ends_it(tiny_bundle):
