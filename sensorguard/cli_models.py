@@ -131,15 +131,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     from sensorguard.service.registry import (
         SHADOW_FILE,
         current_version,
-        describe,
         promote,
         prune,
         rollback,
         set_shadow,
         shadow_version,
         validate_name,
-        version_infos,
     )
+    from sensorguard.service.registry_listing import describe, version_infos
     from sensorguard.service.shadow import live_gate
 
     if misplaced := _misplaced(args):

@@ -19,13 +19,12 @@ import os
 import re
 import shutil
 import time
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from sensorguard.service.bundle import WEIGHTS_FILE, Bundle, BundleError, write_files
+from sensorguard.service.bundle import Bundle, BundleError, write_files
 from sensorguard.service.bundle_loading import load_bundle, transient_error
 from sensorguard.service.durable import fsync_path, temp_folder, write_durably
 from sensorguard.service.logs import first_line
@@ -256,7 +255,7 @@ def prune(root: str | os.PathLike, name: str, keep: int) -> list[str]:
     if keep < 1:
         raise BundleError(f"--keep must be at least 1, got {keep}")
     base = Path(root) / validate_name(name)
-    versions = _versions_or_error(root, name)
+    versions = versions_or_error(root, name)
     removed = []
     with pointer_lock(root, name):
         current = current_version(root, name)
@@ -278,85 +277,10 @@ def prune(root: str | os.PathLike, name: str, keep: int) -> list[str]:
     return removed
 
 
-@dataclass(frozen=True)
-class VersionInfo:
-    """One line of ``models list``: what a version was trained on and whether it is current."""
-
-    version: str
-    current: bool
-    created: str
-    data_from: str | None
-    data_to: str | None
-    rows: int | str
-    threshold: float
-    promoted: bool | None  # what retrain did with it (None: published by hand, no gate ran)
-    passed: bool | None = None  # the retrain gate's verdict (None: not recorded)
-    weights: bool = True  # model.pt is there and whole (see :func:`weights_whole`)
-    channels: tuple[str, ...] = ()  # what a running daemon needs of a version it swaps to (hotswap.incompatible)
-    window: int | None = None
-    sample_period: float | None = None  # seconds (None: irregular, or not recorded)
-
-
-def version_infos(root: str | os.PathLike, name: str) -> list[VersionInfo]:
-    """Every version of ``name``, oldest first (an unreadable ``bundle.json`` shows as such)."""
-    current = readable_current(root, name)
-    infos = []
-    for version in _versions_or_error(root, name):
-        meta = read_meta(Path(root) / name / version)
-        training = _mapping(meta.get("training"))  # (a field null or odd in one version: listed as "?")
-        span = training.get("time_range")
-        span = span if isinstance(span, list) and len(span) == 2 else [None, None]
-        threshold, rows = meta.get("threshold"), training.get("rows", "?")
-        infos.append(VersionInfo(
-            version, version == current, str(meta.get("created", "?")), span[0], span[1],
-            rows if isinstance(rows, int | str) else "?",
-            float(threshold) if isinstance(threshold, int | float) else float("nan"),
-            (metrics := _mapping(meta.get("metrics"))).get("promoted"), metrics.get("passed"),
-            weights_whole(Path(root) / name / version),
-            tuple(str(c) for c in channels) if isinstance(channels := meta.get("channels"), list) else (),
-            window if isinstance(window := meta.get("window"), int) else None,
-            float(period) if isinstance(period := meta.get("sample_period"), int | float) else None,
-        ))
-    return infos
-
-
-def weights_whole(path: Path) -> bool:
-    """Whether ``model.pt`` is there and ends as a file ``torch.save`` wrote (a zip archive with its
-    central directory), read without loading it: a copy cut short (a full disk, an interrupted
-    ``rsync``) listed as fine and only ``promote`` or a daemon refused it (a walk)."""
-    try:
-        return zipfile.is_zipfile(path / WEIGHTS_FILE)
-    except OSError:
-        return False
-
-
-def _mapping(value: object) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def describe(root: str | os.PathLike, name: str, version: str | None = None) -> dict:
-    """``models show``: a version's ``bundle.json`` (default: the current one) and whether it is current."""
-    versions = _versions_or_error(root, name)
-    current = readable_current(root, name)
-    version = version or current
-    if version is None:
-        raise BundleError(f"model {name!r} has no current version: name one (models list shows them)")
-    if version not in versions:
-        raise BundleError(f"model {name!r} has no version {version!r}")
-    try:  # (read_meta's "unreadable", exit 0, hid why: a walk followed the troubleshooting table here)
-        meta = json.loads((Path(root) / name / version / "bundle.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{version}/bundle.json cannot be read: {str(exc).splitlines()[0][:200]}") from None
-    if not isinstance(meta, dict):
-        raise BundleError(f"{version}/bundle.json is not a JSON object")
-    _mapping(meta.get("calibration")).pop("errors_sample", None)
-    return {"version": version, "current": version == current, **meta}
-
-
 def promote(root: str | os.PathLike, name: str, version: str, expect: object = _ANY) -> tuple[str | None, str]:
     """Make ``version`` current after checking it loads; ``(old, new)`` current versions.
     ``expect``: the version CURRENT must still be (:class:`CurrentMoved` otherwise)."""
-    versions = _versions_or_error(root, name)
+    versions = versions_or_error(root, name)
     if version not in versions:
         raise BundleError(f"model {name!r} has no version {version!r}")
     try:
@@ -378,7 +302,7 @@ def rollback(root: str | os.PathLike, name: str) -> tuple[str | None, str]:
 
     The current version leaves the history (a second rollback goes one further back); versions
     since deleted or unloadable are skipped."""
-    versions = _versions_or_error(root, name)
+    versions = versions_or_error(root, name)
     with pointer_lock(root, name):
         current = readable_current(root, name)
         # a garbled CURRENT: back from what? It "went" to the last version of the history, exit 0
@@ -420,7 +344,8 @@ def read_meta(path: Path) -> dict:
     return meta if isinstance(meta, dict) else {"created": "unreadable"}
 
 
-def _versions_or_error(root: str | os.PathLike, name: str) -> list[str]:
+def versions_or_error(root: str | os.PathLike, name: str) -> list[str]:
+    """The versions of ``name``, oldest first; BundleError when it has none."""
     versions = list_versions(root, name)
     if not versions:
         raise BundleError(f"no versions of model {name!r} in registry {root}")
