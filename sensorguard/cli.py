@@ -243,6 +243,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     promise = _promise(args, bundle.promise)
     bundle = calibrate_bundle(bundle, data, promise["threshold_method"], promise["false_alarm_rate"],
                               false_alerts_per_day=promise["false_alerts_per_day"], drift=promise["drift"])
+    if not args.force and (weak := _weak_line(bundle, old)) is not None:
+        raise CliError(f"not recalibrated: {weak}")
     if args.recorded:  # false alarms learned: the new line must still catch what the old one caught
         missed = missed_faults(bundle, before, data, known_faults(args.recorded, bundle.channels))
         if missed:
@@ -275,6 +277,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"level term's lines x {before.level.calibrated:.4g} -> x {bundle.level.calibrated:.4g} (the fitted "
               "limits' factor: raised until the term adds no alert on these data)")
     return 0
+
+
+WEAK_RISE = 2.0  # a recalibrated line over this many times the old one, on too little evidence, is refused
+
+
+def _weak_line(bundle, old: float) -> str | None:
+    """Why a recalibrated line is not written without ``--force``: over ``WEAK_RISE`` times the old
+    one because the data were too few for the promise (its margin over the largest score seen over
+    1). The README's 10,000 rows counted as 11 independent samples, the line rose 7.7x and the model
+    caught a third fewer fault rows, in silence (a walk)."""
+    alerts = bundle.calibration.get("alerts") or {}
+    margin, samples, eff = alerts.get("margin"), alerts.get("samples"), alerts.get("effective_samples")
+    if not (old > 0 and bundle.threshold_ > WEAK_RISE * old and margin is not None and margin > 1 and eff):
+        return None
+    return (f"these {samples} windows count as {eff:g} independent samples (their scores move together over about "
+            f"{samples / eff:.0f} windows): too few for the promise, so the new line ({bundle.threshold_:.4g}) would "
+            f"sit {margin + 1:.1f}x over the largest score they hold, {bundle.threshold_ / old:.1f}x the current "
+            f"one ({old:.4g}), and the model would alert far less; calibrate on a longer stretch of normal data "
+            "(hours of it: the promise is a rate per day), or --force writes it")
 
 
 # --- score / evaluate ----------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path, 
     from sensorguard.service.bundle_loading import load_bundle
 
     plant_frame(rows=600).to_csv(tmp_path / "n.csv", index=False)
-    plant_frame(rows=300, seed=5).to_csv(tmp_path / "held.csv", index=False)
+    plant_frame(rows=3000, seed=5).to_csv(tmp_path / "held.csv", index=False)  # (300 rows: too few for a line)
     model = tmp_path / "m"
     assert main(["train", str(tmp_path / "n.csv"), "--out", str(model), "--max-epochs", "2", "--quiet", "--drift",
                  "--false-alerts-per-day", "3"]) == 0
@@ -268,6 +268,23 @@ def test_calibrate_refuses_data_in_other_units_unless_forced(files, tmp_path, ca
     stuck.loc[: len(stuck) // 2, "temp_in"] = 500.0
     stuck.to_csv(tmp_path / "stuck.csv", index=False)
     assert main(["calibrate", str(model), str(tmp_path / "stuck.csv")]) == 0, capsys.readouterr().err
+
+
+def test_calibrate_refuses_a_line_too_few_rows_would_raise_far_unless_forced(files, tmp_path, capsys):
+    """The README's recalibration on 10,000 rows that counted as 11 independent samples raised the line
+    7.7x, and the model caught a third fewer fault rows, in silence (a walk). Refused, saying why."""
+    model = tmp_path / "model"
+    shutil.copytree(files / "model", model)
+    before = json.loads((model / "bundle.json").read_text())["threshold"]
+    assert main(["simulate", "--out", str(tmp_path / "short.csv"), "--rows", "1500", "--channels", "3",
+                 "--seed", "3"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", str(model), str(tmp_path / "short.csv")]) == 1
+    said = capsys.readouterr().err
+    assert "not recalibrated: these" in said and "independent samples" in said and "--force" in said, said
+    assert json.loads((model / "bundle.json").read_text())["threshold"] == before  # untouched
+    assert main(["calibrate", str(model), str(tmp_path / "short.csv"), "--force"]) == 0
+    assert json.loads((model / "bundle.json").read_text())["threshold"] > 2 * before
 
 
 def test_report_writes_pngs(files, tmp_path, capsys):
@@ -646,7 +663,8 @@ def test_calibrate_and_report_say_what_the_cleaning_did(files, tmp_path, capsys)
     assert main(["report", str(model), str(tmp_path / "dup.csv"), "--out", str(tmp_path / "r")]) == 0
     assert "note: 10 duplicate timestamps" in capsys.readouterr().err
     pd.read_csv(files / "normal.csv").iloc[-1500:].to_csv(tmp_path / "held.csv", index=False)
-    assert main(["calibrate", str(model), str(tmp_path / "held.csv"), "--false-alerts-per-day", "1"]) == 0
+    assert main(["calibrate", str(model), str(tmp_path / "held.csv"), "--false-alerts-per-day", "1",
+                 "--force"]) == 0  # (25 minutes of rows: too few to hold the line near the old one unforced)
     assert "1 false alert per asset per day promised" in capsys.readouterr().out
 
 
