@@ -193,8 +193,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                                               "them; else `models rollback`)"))
         elif (problem := period_change(Path(args.registry), args.name, before, version)) is not None:
             summary = replace(summary, notes=(*summary.notes, f"now CURRENT: {problem}"))
-    print("\n".join(["", f"trained bundle -> {where}" + (" (it replaced the bundle there; --registry keeps "
-                                                          "versions)" if replaced else ""), *summary.lines()]))
+    said = (" (it replaced the bundle there; --registry keeps versions)" if replaced
+            else "" if args.out else f" (now CURRENT{f', was {before}' if before else ''})")  # (unsaid: a docs walk)
+    print("\n".join(["", f"trained bundle -> {where}{said}", *summary.lines()]))
     return 0
 
 

@@ -40,6 +40,7 @@ def test_train_prints_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "v0001" in out and "rows per split" in out and "threshold" in out and "false alerts" in out
     assert (tmp_path / "reg" / "pump" / "CURRENT").read_text().strip() == "v0001"
+    assert "pump/v0001 (now CURRENT)\n" in out  # (it did not say so: a docs walk)
 
 
 def test_train_refuses_an_out_that_is_not_a_bundle_before_it_trains(tmp_path, capsys, monkeypatch):

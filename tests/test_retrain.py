@@ -767,6 +767,7 @@ def test_a_version_sampled_at_another_period_made_current_is_noted(registry, tmp
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "now CURRENT: v0002 was trained on readings every 2 s, v0001 on every 1 s" in out
+    assert "pump/v0002 (now CURRENT, was v0001)" in out
     assert "of readings 1 s apart, one every 2 s is taken, the rest dropped as resampled" in out
     assert main(["models", "rollback", "--registry", str(registry), "--name", "pump"]) == 0
     out = capsys.readouterr().out
