@@ -44,13 +44,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # a `systemctl reload` while torch is imported and the model loaded (seconds) killed the daemon
     # for good. Held from here on: serve passes each request on to the daemon (it keeps this one
     # handler: a second one left a gap in which a request was lost).
-    reload_asked = threading.Event()
+    reload_asked, stop = threading.Event(), threading.Event()
     from sensorguard.service.signals import on_signals
 
     on_signals({signal.SIGHUP: reload_asked.set})
+    # and a stop during the start (torch's import, the other instances' statuses: 5 s with the broker
+    # down) ended the process by SIGTERM's default action, exit 143, not the clean 0 (a docs walk)
+    on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set})
     from sensorguard.service.serve import serve
 
-    return serve(settings, reload_asked) or 0  # EXIT_UNSAVED: the final save failed (logged as an error)
+    return serve(settings, reload_asked, stop) or 0  # EXIT_UNSAVED: the final save failed (logged as an error)
 
 
 # --- replay, maintenance / ack / shelve (MQTT clients: sensorguard/clients.py) -------------------

@@ -42,7 +42,7 @@ def _folders_unmade(settings: Settings) -> list[str]:
     return problems
 
 
-def serve(settings: Settings, reload_asked: threading.Event | None = None) -> int:
+def serve(settings: Settings, reload_asked: threading.Event | None = None, stop: threading.Event | None = None) -> int:
     """``sensorguard serve``: configure logging, load the model, run a daemon (or, with more than
     one worker, a :class:`~sensorguard.service.workers.Supervisor` of daemons) until SIGTERM or SIGINT.
     Returns the command's exit status: 0, or ``EXIT_UNSAVED`` when the final save to ``state_dir``
@@ -52,7 +52,9 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> in
     SIGHUP (``systemctl reload``) asks for a new model now; the watcher thread does the work. Must
     run on the main thread (signal handlers). reload_asked: set by the caller's SIGHUP handler (the
     command installs one before importing torch, so a reload during the slow start is not fatal):
-    each time it is set a reload is asked of the daemon; without it, serve installs one.
+    each time it is set a reload is asked of the daemon; without it, serve installs one. stop: set
+    by the caller's SIGTERM and SIGINT handlers (installed as early); one set before the daemon
+    starts ends serve with 0 there. Without it, serve installs them.
     """
     configure_logging(settings.log_json, settings.log_level)
     workers = worker_count(settings)
@@ -77,6 +79,12 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> in
             relayout_states(settings.state_dir, plans)  # each asset's state where its worker reads it
         except OSError as exc:  # (an unlistable state_dir): losing saved state must never stop scoring
             log.warning("could not move saved asset state between worker folders: %s", exc.strerror or exc)
+    if stop is None:
+        stop = threading.Event()
+        on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set})
+    if stop.is_set():
+        log.info("stopped before serving")
+        return 0
     runner: Any
     if workers == 1:
         runner = Daemon(settings, bundle)
@@ -87,8 +95,6 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None) -> in
         else:
             log.info("serving with %d workers on %d partitions", workers, len(settings.partition))
         runner = Supervisor(settings, plans, [check.stale_filters for check in checks])
-    stop = threading.Event()
-    on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set})
     if reload_asked is None:
         reload_asked = threading.Event()
         on_signals({signal.SIGHUP: reload_asked.set})

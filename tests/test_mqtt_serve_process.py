@@ -99,7 +99,7 @@ def test_sighup_while_starting_is_held_for_the_daemon_not_fatal(trained_dir):
     script = (
         "import os, signal, sys, time\n"
         "import sensorguard.service.serve as serving\n"
-        "def serve(settings, reload_asked=None):\n"
+        "def serve(settings, reload_asked=None, stop=None):\n"
         "    os.kill(os.getpid(), signal.SIGHUP)\n"
         "    print('held:', reload_asked is not None and reload_asked.wait(10))\n"
         "serving.serve = serve\n"
@@ -110,3 +110,24 @@ def test_sighup_while_starting_is_held_for_the_daemon_not_fatal(trained_dir):
                             env=clean_env())
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])  # was -1: killed by SIGHUP
     assert result.stdout.strip() == "held: True"
+
+
+def test_sigterm_while_starting_ends_serve_cleanly(trained_dir):
+    """A stop during the start (here while the other instances' statuses are read, 5 s with the
+    broker down) ended the process by SIGTERM's default action, exit 143, where the docs promise 0
+    (a docs walk). The command holds it from its start; serve ends with 0 before serving."""
+    script = (
+        "import os, signal, sys, time\n"
+        "import sensorguard.service.serve as serving\n"
+        "def read_statuses(settings):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.5)\n"
+        "serving.read_statuses = read_statuses\n"
+        "from sensorguard.cli import main\n"
+        f"sys.exit(main(['serve', '--model', {str(trained_dir)!r}, '--broker', 'mqtt://127.0.0.1:1', "
+        "'--metrics-port', '0']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=clean_env())
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])  # was -15: killed by SIGTERM
+    assert "stopped before serving" in result.stderr
