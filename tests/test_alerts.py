@@ -211,3 +211,16 @@ def test_a_bundle_judges_with_its_alert_steps_unless_served_at_another_hop(tiny_
     assert default_rules(bundle).alert_steps == bundle_rules(AlertRules(), bundle, 4).alert_steps == 2
     assert bundle_rules(AlertRules(), bundle, 8).alert_steps == 1  # served at hop 8: no alert hop
     assert bundle_rules(AlertRules(), replace(bundle, alert_hop=0)).alert_steps == 1
+
+
+def test_a_window_with_no_score_is_not_judged_offline_as_live():
+    """The daemon skips a window every channel of which is faulted (no score); offline judged it, a
+    NaN resetting a pending count (an audit: the check passed every test). And a silence is a gap
+    over the limit between rows, fast to check here (only a 200 s parity test pinned it)."""
+    from sensorguard.service.alerts import judge_rows, silences
+
+    alert, _, judged = judge_rows(np.array([2.0, np.nan, 2.0, 2.0]), np.ones(4, dtype=bool), np.arange(4.0),
+                                  AlertRules(raise_after=3))
+    assert alert.tolist() == [0, 0, 0, 1] and judged.tolist() == [True, False, True, True]
+    assert silences(np.array([0.0, 10.0, 25.0]), None, 10.0).tolist() == [False, False, True]
+

@@ -426,3 +426,18 @@ def test_the_terms_arithmetic_on_a_monitor_worked_by_hand():
     assert monitor.step(DriftState(), np.array([[math.inf, 0.0]])).level == (0.0, 0.0)
     assert monitor.step(learned, np.array([[3.0, 3.0]])).level[0] == pytest.approx(1.0 + 2.0 / monitor.follow)
 
+
+def test_the_term_sets_the_score_whenever_it_is_the_larger_on_every_row():
+    """An error's score of 0.4 under a term of 0.507 is the term's, judged or not (an audit: the term
+    winning only over twice the score, or left out of the rows between judged windows in score's
+    column, passed every test)."""
+    monitor = monitor_of(limit=10.0, follow=1e12)
+    rows = np.full((4, 3), 1.3)  # term 0.507
+    assert judge(AlertState(), DriftState(), 0.4, 0.0, AlertRules(), None, level=monitor, rows=rows)[3] == \
+        pytest.approx(0.507)
+    mask = np.zeros(8, dtype=bool)
+    mask[3] = True
+    _, adjusted, _ = judge_rows(np.full(8, 0.1), mask, np.arange(8.0), AlertRules(),
+                                level=LevelRows(monitor, np.full((8, 3), 1.3), 4))
+    assert adjusted[3:] == pytest.approx([0.507] * 5)
+

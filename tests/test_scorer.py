@@ -143,3 +143,26 @@ def test_scoring_on_cuda_turns_cudnns_tf32_off_and_back():
             assert torch.backends.cudnn.allow_tf32 is True
     finally:
         torch.backends.cudnn.allow_tf32 = before
+
+
+def test_the_error_is_over_the_newest_focus_samples_and_a_dead_sensor_never_feeds_the_model(tiny_bundle):
+    """Pinned against the reconstruction itself (an audit: the focus slice one sample longer, a dead
+    sensor's value reaching the first impute pass, the clip's size all passed every test)."""
+    from dataclasses import replace
+
+    bundle = replace(tiny_bundle, focus=4)
+    scorer = Scorer(bundle)
+    windows = np.random.default_rng(0).normal(size=(5, 3, 16)) * bundle.scale_[:, None] + bundle.center_[:, None]
+    expected = (((scorer.reconstruct(windows) - windows) / bundle.scale_[:, None])[:, :, -4:] ** 2).mean(axis=2)
+    np.testing.assert_allclose(scorer.score_windows(windows).channel_error, expected, rtol=1e-4)
+    excluded = np.zeros((5, 3), dtype=bool)
+    excluded[:, 0] = True
+    dead = windows.copy()
+    dead[:, 0] = 0.0
+    wild = windows.copy()
+    wild[:, 0] = 1e3
+    np.testing.assert_array_equal(scorer.score_windows(dead, excluded).channel_error[:, 1:],
+                                  scorer.score_windows(wild, excluded).channel_error[:, 1:])
+    raw = np.array([[1e3, 1.0, 2.0], [1e9, 1.0, 2.0]])
+    assert scorer.standardize(raw)[:, 0].tolist() == [1e3, 1e6]  # clipped at a million standard units
+
