@@ -151,7 +151,10 @@ def test_calibrate_reads_a_recording_with_its_false_alarms(trained, tmp_path, ca
     save_bundle(trained[0], tmp_path / "bundle")
     frame = cleaning_cycles(plant_frame(rows=3000, channels=3, seed=7), starts=EPISODES[:2])
     recording(tmp_path / "rec", frame, {"false_alarms": EPISODES[:2]})
-    assert main(["calibrate", str(tmp_path / "bundle"), "--recorded", str(tmp_path / "rec")]) == 0
+    # (50 minutes of recording: too few to hold the line near the old one, which calibrate refuses unforced)
+    assert main(["calibrate", str(tmp_path / "bundle"), "--recorded", str(tmp_path / "rec")]) == 1
+    assert "independent samples" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path / "bundle"), "--recorded", str(tmp_path / "rec"), "--force"]) == 0
     assert "learning 2 alert(s) acknowledged as false alarms" in capsys.readouterr().out
     # the cycles are now normal data the line is drawn over: it rises above them
     assert load_bundle(tmp_path / "bundle").threshold_ > trained[0].threshold_
