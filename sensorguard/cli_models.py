@@ -191,6 +191,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         set_shadow(root, name, None if args.clear else args.version)
         print(f"{name}: SHADOW " + ("cleared" if args.clear else f"{args.version}, scored beside CURRENT "
                                     f"{current_version(root, name)} by daemons following the registry"))
+        if not args.clear and (refused := _gate_refusal(root, name, args.version)) is not None:
+            print(f"{refused}: promote --gate live will not promote it")  # (shadowed unsaid: a docs walk)
         return 0
     if args.action == "promote" and args.gate == "live":
         if args.version:

@@ -47,6 +47,10 @@ def test_worse_candidate_is_not_promoted(registry, tmp_path, capsys):
     assert "CURRENT v0003 -> v0002" in out and "note: v0002 did not pass its retrain's gate (" in out
     assert main(["models", "promote", "v0001", "--registry", str(registry), "--name", "pump"]) == 0
     assert "note" not in capsys.readouterr().out
+    # and shadowed (a docs walk: nothing said it, and promote --gate live then refused it)
+    assert main(["models", "shadow", "v0002", "--registry", str(registry), "--name", "pump"]) == 0
+    out = capsys.readouterr().out
+    assert "note: v0002 did not pass its retrain's gate (" in out and "--gate live will not promote it" in out
 
 
 def test_a_retrain_keeps_the_current_models_drift_rule_and_promise(tmp_path, trained, capsys):
