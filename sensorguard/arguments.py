@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", help="rows with a non-zero label are left out")
     p.add_argument("--force", action="store_true", help="recalibrate even data whose median window scores at or "
                    "over the current line (other units, another operating point), or whose label-like column "
-                   "(anomaly, label, ...) marks rows, without --label-column")
+                   "(anomaly, label, ...) marks rows, without --label-column, or too few to hold the new line "
+                   "near the old one (over twice it, for want of data)")
     _add_threshold_options(p)
 
     p = verbs.add_parser("score", help="score a file: one output row per input row")

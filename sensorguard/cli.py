@@ -294,9 +294,9 @@ def _weak_line(bundle, old: float) -> str | None:
         return None
     return (f"these {samples} windows count as {eff:g} independent samples (their scores move together over about "
             f"{samples / eff:.0f} windows): too few for the promise, so the new line ({bundle.threshold_:.4g}) would "
-            f"sit {margin + 1:.1f}x over the largest score they hold, {bundle.threshold_ / old:.1f}x the current "
-            f"one ({old:.4g}), and the model would alert far less; calibrate on a longer stretch of normal data "
-            "(hours of it: the promise is a rate per day), or --force writes it")
+            f"sit {margin + 1:.1f}x over the highest the alert rule reached on them, {bundle.threshold_ / old:.1f}x "
+            f"the current one ({old:.4g}), and the model would alert far less; calibrate on a longer stretch of "
+            "normal data (the promise is a rate per day: a day of it or more), or --force writes it")
 
 
 # --- score / evaluate ----------------------------------------------------------------------------

@@ -126,11 +126,12 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
     action, until, seconds = text["action"], body.get("until"), body.get("for_s")
     if action not in ("start", "end"):
         return "maintenance needs action start or end"
-    if seconds is not None:  # (the CLI's: how long, by the daemon's clock; an operator's PC running behind
-        # sent an end in its own clock's time, minutes off: a walk). It sends until too, for a daemon of a
-        # version before for_s, which would otherwise hold the asset until ended: for_s decides here
+    # for_s, the CLI's: how long, by the daemon's clock (an operator's PC running behind sent an end in its own
+    # clock's time, minutes off: a walk). It sends until too, for a daemon of a version before for_s, which
+    # would otherwise hold the asset until ended: for_s decides here (an end's is not read)
+    if seconds is not None and action == "start":
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < TS_MAX - now:
-            return "for_s must be a number of seconds > 0"
+            return "for_s must be a number of seconds > 0, ending before 2200"
         until = now + float(seconds)
     if until is not None and (isinstance(until, bool) or not isinstance(until, int | float)
                               or not math.isfinite(until) or not now < until < TS_MAX):

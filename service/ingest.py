@@ -45,8 +45,9 @@ REWOUND_NAMED = 100  # assets rewound between two "clock stepped back" lines rem
 REWOUND_SHOWN = 10  # of those, named in the line
 CLOCK_SLACK_S = 60.0  # a stamp further ahead of this machine's clock is no true reading (Buffers.add_at)
 BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which no more readings are taken
-# refusals its silence does not name: for its rate (they keep it alive), or a redelivery (no new reading)
-NOT_REFUSED = frozenset({"resampled", "slow_rate", "duplicate_ts"})
+# refusals its silence does not name: for its rate (they keep it alive; a duplicate_ts only when it is no
+# redelivery: Buffers.refused)
+NOT_REFUSED = frozenset({"resampled", "slow_rate"})
 
 
 def far_ahead(ts: float, newest: float, latest: float, max_future_s: float) -> bool:
@@ -231,7 +232,7 @@ class Ingest:
                     else:
                         rejects.append(reason)
                         if reason not in NOT_REFUSED:
-                            buffers.refused(parsed.asset, reason, received)
+                            buffers.refused(parsed.asset, reason, received, sample.ts, sample.values)
                 after = buffers.queued()
                 if buffers.gaps != restarts:
                     self.metrics.window_restarts.inc(buffers.gaps - restarts)

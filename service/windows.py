@@ -364,10 +364,15 @@ class Buffers:
         state = self._assets.get(asset)
         return None if state is None else state.last_ts
 
-    def refused(self, asset: str, reason: str, received: float) -> None:
+    def refused(self, asset: str, reason: str, received: float, ts: float = math.nan,
+                values: dict[str, float] | None = None) -> None:
         """A reading of ``asset`` was refused for ``reason`` (not one that keeps it alive): its silence
-        says so (:meth:`refused_since`)."""
-        if (state := self._assets.get(asset)) is not None:
+        says so (:meth:`refused_since`). A ``duplicate_ts`` is one only when it repeats the newest
+        stamp with other values (a clock stuck on one stamp); else it is a redelivery, no new reading."""
+        if (state := self._assets.get(asset)) is not None and (reason != "duplicate_ts" or (
+                ts == state.last_ts and state.last is not None and values is not None
+                and any(x == x and v == v and x != v  # (a missing value on either side tells nothing)
+                        for x, v in zip((values.get(c, NAN) for c in self.channels), state.last, strict=True)))):
             state.refused = (reason, received)
 
     def refused_since(self, asset: str) -> str | None:

@@ -34,6 +34,7 @@ CHANNELS = ["c0", "c1", "c2"]
     ("maintenance", b'{"asset": "p", "action": "start", "until": 5}', "future time"),
     ("maintenance", b'{"asset": "p", "action": "start", "until": 1.8e12}', "before 2200"),  # milliseconds
     ("maintenance", b'{"asset": "p", "action": "start", "for_s": 0}', "for_s must be a number of seconds > 0"),
+    ("maintenance", b'{"asset": "p", "action": "start", "for_s": 1e12}', "ending before 2200"),
     ("maintenance", b'{"asset": "p", "action": "start", "for_s": true}', "for_s must be"),
     ("maintenance", b'{"asset": "p", "action": "start", "for_s": 1e12}', "for_s must be"),
     ("ack", b'{"alert_id": "no-at-sign"}', "'no-at-sign' is not an alert id (<asset>@<ms>"),
@@ -58,6 +59,7 @@ def test_a_command_delivered_after_its_sender_gave_up_is_refused():
     assert parse_command("maintenance", b'{"asset": "p", "action": "start", "for_s": 60}', now=1e9).until == 1e9 + 60
     both = b'{"asset": "p", "action": "start", "for_s": 60, "until": 5e8}'  # (until: for an older daemon)
     assert parse_command("maintenance", both, now=1e9).until == 1e9 + 60
+    assert parse_command("maintenance", b'{"asset": "p", "action": "end", "for_s": 0}', now=1e9).until is None
     assert "expires must be" in parse_command("shelve", b'{"asset": "p", "for_s": 60, "expires": "x"}', now=0.0)
 
 

@@ -447,6 +447,13 @@ def test_an_asset_whose_readings_are_all_refused_is_told_so_not_that_it_sent_not
     events = {t.rsplit("/", 1)[1]: json.loads(p) for t, p, _ in client.published if t.startswith("sensorguard/alerts/")}
     assert "refused" not in events["pump-3"]
     assert events["pump-4"]["refused"] == "bad_values"
+    # a clock stuck on one stamp, with new values, is refused readings, not silence (a review)
+    daemon, client = make(tiny_bundle, stale_after_s=60)
+    for i in range(3):
+        daemon.ingest.handle(client, message("pump-5", T0 + min(i, 1), mid=i + 1, a=float(i), b=2.0, c=3.0))
+    daemon.housekeeping(time.monotonic() + 61)
+    events = {t.rsplit("/", 1)[1]: json.loads(p) for t, p, _ in client.published if t.startswith("sensorguard/alerts/")}
+    assert events["pump-5"]["refused"] == "duplicate_ts"
 
 
 def test_silent_assets_get_a_silent_sensor_fault_and_free_their_slot(tiny_bundle):
