@@ -369,11 +369,18 @@ class Buffers:
         """A reading of ``asset`` was refused for ``reason`` (not one that keeps it alive): its silence
         says so (:meth:`refused_since`). A ``duplicate_ts`` is one only when it repeats the newest
         stamp with other values (a clock stuck on one stamp); else it is a redelivery, no new reading."""
-        if (state := self._assets.get(asset)) is not None and (reason != "duplicate_ts" or (
-                ts == state.last_ts and state.last is not None and values is not None
-                and any(x == x and v == v and x != v  # (a missing value on either side tells nothing)
-                        for x, v in zip((values.get(c, NAN) for c in self.channels), state.last, strict=True)))):
-            state.refused = (reason, received)
+        state = self._assets.get(asset)
+        if state is None or (reason == "duplicate_ts" and not self._new_values(state, ts, values)):
+            return
+        state.refused = (reason, received)
+
+    def _new_values(self, state: AssetBuffer, ts: float, values: dict[str, float] | None) -> bool:
+        """Whether a reading at the newest stamp carries other values than the one taken (a missing
+        value on either side tells nothing): a stuck clock, not a redelivery."""
+        if ts != state.last_ts or state.last is None or values is None:
+            return False
+        return any(x == x and v == v and x != v
+                   for x, v in zip((values.get(c, NAN) for c in self.channels), state.last, strict=True))
 
     def refused_since(self, asset: str) -> str | None:
         """Why the readings of ``asset`` were refused since its last one kept it alive, if they were."""
