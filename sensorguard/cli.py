@@ -285,9 +285,9 @@ WEAK_RISE = 2.0  # a recalibrated line over this many times the old one, on too 
 
 def _weak_line(bundle, old: float) -> str | None:
     """Why a recalibrated line is not written without ``--force``: over ``WEAK_RISE`` times the old
-    one because the data were too few for the promise (its margin over the largest score seen over
-    1). The README's 10,000 rows counted as 11 independent samples, the line rose 7.7x and the model
-    caught a third fewer fault rows, in silence (a walk)."""
+    one because the data were too few for the promise (its margin over the highest the alert rule
+    reached on them over 1). The README's 10,000 rows counted as 11 independent samples, the line
+    rose 7.7x and the model caught a third fewer fault rows, in silence (a walk)."""
     alerts = bundle.calibration.get("alerts") or {}
     margin, samples, eff = alerts.get("margin"), alerts.get("samples"), alerts.get("effective_samples")
     if not (old > 0 and bundle.threshold_ > WEAK_RISE * old and margin is not None and margin > 1 and eff):
