@@ -205,10 +205,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
                     self.recorder.alert_raised(asset, event.ts, event.alert_id)
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
-        elif (state.status == "alerting" and self._announced.get(asset) != state.alert_id
-              and self._held(asset, ts) is None and not self._answered(state)
-              and not self.publisher.full()):  # its raise was held (or the full outgoing queue dropped it)
-            # and nothing holds it now: told at its next window
+        elif self._raise_owed(asset, state, ts) and not self.publisher.full():  # told at its next window
             self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                            channels, bundle)
             self.save_soon = late = True  # (its state said suppressed until now: published again)
@@ -224,11 +221,15 @@ class AssetAlerts(CarriedStates, AssetFaults):
         return (state.status == "alerting" and self._announced.get(asset) == state.alert_id
                 and self._held(asset, ts) is None)
 
-    def _answered(self, state: AlertState) -> bool:
-        """Whether the alert was acknowledged while a hold kept it back: it is not announced when the
-        hold ends (it paged for an alarm already answered, as a false one too: a review)."""
+    def _raise_owed(self, asset: str, state: AlertState, ts: float) -> bool:
+        """Whether an alert up whose raise was not announced (a hold kept it back, or the full outgoing
+        queue dropped it) is told now: nothing holds it at reading time ``ts`` (a hold that ended still
+        holds an alert that rose in it), and it was not acknowledged meanwhile (it paged for an alarm
+        already answered, as a false one too: a review)."""
+        if state.status != "alerting" or self._announced.get(asset) == state.alert_id or self._held(asset, ts):
+            return False
         known = self.controls.acked(state.alert_id) if self.controls is not None and state.alert_id else None
-        return known is not None and bool(known["acked"])
+        return known is None or not known["acked"]
 
     def _model(self) -> tuple[str, str]:
         b = self.current()
@@ -370,9 +371,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
                     self.metrics.set_score(asset, restored[0].last_score, restored[2] and self._held(asset) is None)
                 continue
             ts, channels = self._latest.get(asset, (time.time(), []))
-            held = self._held(asset, ts)  # (a hold that ended still holds an alert that rose in it)
-            if (held is None and state.status == "alerting" and self._announced.get(asset) != state.alert_id
-                    and not self._answered(state)):
+            if self._raise_owed(asset, state, ts):
                 self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                                channels, self.current())
                 self.save_soon = True  # the file marks it unannounced: a crash now would tell it twice

@@ -32,6 +32,7 @@ from sensorguard.service.command_messages import (
     REQUEST_ID,
     VERBS,
     Command,
+    alert_asset,
     broker_expiry,
     expiry_refusal,
     parse_command,
@@ -358,7 +359,7 @@ def _asset_named(message: Any) -> str:
     ack, and those not serving its asset refused it as handed on ("send it again") beside the real
     answer: half the acks counted rejected (a walk)."""
     if str(getattr(message, "topic", "")).endswith("/ack"):
-        return _field(message.payload, "alert_id").rpartition("@")[0]
+        return alert_asset(_field(message.payload, "alert_id"))
     return _field(message.payload, "asset")
 
 

@@ -109,7 +109,7 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
         return "reply_to must be a topic, not a filter"
     if verb == "ack":
         alert_id, false_alarm = text["alert_id"], body.get("false_alarm", False)
-        asset = alert_id.rpartition("@")[0]
+        asset = alert_asset(alert_id)
         if not asset:  # (one message for both read as if false_alarm were wrong: a walk)
             return f"alert_id {alert_id!r} is not an alert id (<asset>@<ms>, as the alert event names it)"
         if not isinstance(false_alarm, bool):
@@ -137,6 +137,11 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
                               or not math.isfinite(until) or not now < until < TS_MAX):
         return "until must be a future time in epoch seconds, before 2200"  # milliseconds sent as seconds
     return Command("maintenance", asset, action=action, until=None if until is None else float(until), **common)
+
+
+def alert_asset(alert_id: str) -> str:
+    """The asset an ``alert_id`` (``<asset>@<ms>``) names; '' when it names none."""
+    return alert_id.rpartition("@")[0]
 
 
 def expiry_refusal(expires: float | None, now: float, broker: float | None = None) -> str | None:

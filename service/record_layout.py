@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from sensorguard.service.command_messages import alert_asset
 from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, GUARD_FILE, alert_of, part_number
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def adopt_orphans(root: str | Path, owned: list[Path], owner: Owner = lambda ass
         origin = path.parent.parent
         kept = origin.resolve() in mine
         if path.parent.name in ALERT_FOLDERS:
-            target = owner(alert_of(path).rpartition("@")[0]) or (origin if kept else first)
+            target = owner(alert_asset(alert_of(path))) or (origin if kept else first)
         else:
             target = origin if kept else first
         if Path(target).resolve() == origin.resolve():
