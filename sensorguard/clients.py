@@ -163,12 +163,11 @@ def send(args: argparse.Namespace) -> int:
         body.update(alert_id=args.alert_id, false_alarm=args.false_alarm, note=args.note or "")
     reply = send_command(settings, args.verb, body, args.timeout)
     if reply is None:
-        # (in cluster mode a command that came while its asset's partition moved between workers, a second
-        # or two, is carried out by none of them: "still carries it out" alone was wrong then; a review)
+        # (sent again every RESEND_S meanwhile, so a partition moving between cluster workers, which
+        # carry out none that comes in those seconds, is waited out; the same send is carried out once)
         raise CliError(f"no answer within {args.timeout:g} s: no daemon serves that asset on this broker, or the "
                        "broker refused the command (its ACL); a daemon that gets it within "
-                       f"{EXPIRY_GRACE_S:g} s more still carries it out, but in cluster mode one that came while "
-                       "the asset moved between workers is lost: check the asset's state, or send it again")
+                       f"{EXPIRY_GRACE_S:g} s more still carries it out")
     print(f"{'accepted' if reply.get('accepted') else 'rejected'} by {reply.get('instance')}: {reply.get('message')}")
     if reply.get("accepted") and reply.get("saved") is False:  # (a daemon before the field sends none)
         # (not "send it again": a `maintenance end` or an unshelve sent again is rejected, and a disk that

@@ -6,7 +6,8 @@ What ``sensorguard maintenance|shelve|ack`` do through :func:`send_command`; the
 
 from __future__ import annotations
 
-import threading
+import queue
+import time
 
 import orjson
 
@@ -14,16 +15,25 @@ from sensorguard.service import mqtt
 from sensorguard.service.command_messages import EXPIRY_GRACE_S, new_request_id
 from sensorguard.service.config import Settings
 
+RESEND_S = 2.0  # no answer by then: sent again (the same send: carried out once, service.commands.carried_out)
+RETRY_PAUSE_S = 0.5  # an answer "try again" (a partition moving, a full queue): sent again after this
+
 
 def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 10.0) -> dict | None:
     """Publish one command and wait for its answer (``sensorguard maintenance|ack|shelve``): the
     reply dict, or None when no daemon answered within ``timeout_s`` (none serves the asset, or
-    the broker refused: its ACL)."""
+    the broker refused: its ACL).
+
+    Until ``timeout_s`` the same send (its ``request_id`` and ``expires``) goes out again every
+    ``RESEND_S`` without an answer, and after an answer that says ``retry`` (the asset's
+    partition being taken over, a full command queue): a daemon carries a send out once, and in
+    cluster mode one that came while the asset moved between workers was carried out by none of
+    them and left the operator to send it again. The last ``retry`` answer is returned when time
+    runs out."""
     request_id = body.get("request_id") or new_request_id()
     reply_to = f"{settings.output_prefix}/responses/{request_id}"
     body = {**body, "request_id": request_id, "reply_to": reply_to}
-    got: dict = {}
-    answered = threading.Event()
+    replies: queue.SimpleQueue[dict | str] = queue.SimpleQueue()  # an answer, or why the broker refused it
 
     def on_message(client, userdata, message) -> None:
         try:
@@ -31,25 +41,33 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
         except orjson.JSONDecodeError:
             return
         if isinstance(reply, dict):  # (anything else on the reply topic is not the daemon's answer)
-            got.update(reply)
-            answered.set()
-
-    refused: list[str] = []
+            replies.put(reply)
 
     def on_publish(client, userdata, mid, reason_code, properties) -> None:  # MQTT 5: the broker's answer
         if reason_code is not None and getattr(reason_code, "is_failure", False):
-            refused.append(mqtt.reason_text(reason_code))
-            answered.set()  # (no daemon will answer: the command never reached one)
+            replies.put(mqtt.reason_text(reason_code))  # (no daemon will answer: it never reached one)
 
+    deadline = time.monotonic() + timeout_s
     with mqtt.listening(settings, reply_to, on_message, timeout_s) as client:
         if client is None:
             raise ConnectionError(f"could not connect to {settings.redacted()['broker']}")
         client.on_publish = on_publish
-        info = mqtt.publish_json(client, f"{settings.output_prefix}/commands/{verb}", body, qos=1,
-                                 properties=mqtt.expiry(settings, timeout_s + EXPIRY_GRACE_S))
-        info.wait_for_publish(timeout_s)
-        done = answered.wait(timeout_s)
-        if refused:  # known at once: it waited the whole --timeout, then said "no answer"
-            raise PermissionError(f"the broker refused the command ({refused[0]}): check its access rules for "
-                                  f"{settings.output_prefix}/commands/#")
-        return dict(got) if done else None
+        last: dict | None = None
+        while (left := deadline - time.monotonic()) > 0:
+            info = mqtt.publish_json(client, f"{settings.output_prefix}/commands/{verb}", body, qos=1,
+                                     properties=mqtt.expiry(settings, left + EXPIRY_GRACE_S))
+            info.wait_for_publish(left)
+            resend_at = min(deadline, time.monotonic() + RESEND_S)
+            while (wait := resend_at - time.monotonic()) > 0:
+                try:
+                    reply = replies.get(timeout=wait)
+                except queue.Empty:
+                    break
+                if isinstance(reply, str):  # known at once: it waited the whole --timeout, then said "no answer"
+                    raise PermissionError(f"the broker refused the command ({reply}): check its access rules for "
+                                          f"{settings.output_prefix}/commands/#")
+                if not reply.get("retry"):  # (a daemon before the field sends none: its answer is final)
+                    return reply
+                last = reply  # "try again": sent again after a pause, unless a final answer comes first
+                resend_at = min(resend_at, time.monotonic() + RETRY_PAUSE_S)
+        return last

@@ -58,6 +58,9 @@ ANSWERED_KEPT = 4096  # accepted commands whose answer is kept, so a redelivery 
 COMMANDS_QUEUED = 100
 
 
+# (request_id, reply_to, accepted, message, saved, retry): what _reply sends, kept for a redelivery
+Answer = tuple[str, str, bool, str, bool | None, bool]
+
 class CommandHandler:
     """Handles ``<output_prefix>/commands/<verb>`` messages for one daemon.
 
@@ -89,7 +92,7 @@ class CommandHandler:
         # and the audit logged it twice (found by review). Only a redelivery of that very delivery (its
         # session's packet id, the same bytes) is answered from here: one matched on its bytes alone
         # (a start sent again after an end, dropped from the queue at a reconnect) was never carried out
-        self._answered: OrderedDict[tuple[int, int, str, bytes], tuple[str, str, bool, str, bool | None]] = (
+        self._answered: OrderedDict[tuple[int, int, str, bytes], Answer] = (
             OrderedDict())
         # (client, message, session) for the command thread (submit); session: the count of new broker
         # sessions when it came, as its packet id belongs to that session (a resumed one keeps them)
@@ -156,7 +159,7 @@ class CommandHandler:
             log.warning("%d command(s) refused: %d are waiting to be carried out (send them again later)", count,
                         COMMANDS_QUEUED)
         self._reply(client, _field(message.payload, "request_id"), _field(message.payload, "reply_to"), False,
-                    f"busy: {COMMANDS_QUEUED} commands are waiting to be carried out; send it again later")
+                    f"busy: {COMMANDS_QUEUED} commands are waiting to be carried out; send it again later", retry=True)
 
     def _work(self) -> None:
         while True:
@@ -254,14 +257,14 @@ class CommandHandler:
             if self.taking_over(parsed.asset):  # nobody serves it for these seconds: say so, not nothing
                 self.metrics.commands.labels(parsed.verb, "rejected").inc()
                 answer = (parsed.request_id, parsed.reply_to, False, f"{parsed.asset} is being taken over by "
-                          f"{self.settings.instance_name}: try again in a few seconds", None)
+                          f"{self.settings.instance_name}: try again in a few seconds", None, True)
                 self._remember(key, answer)  # (its copy, judged again once taken over, was carried out: a review)
                 self._reply(client, *answer)
             elif queued:  # ours when it came, handed on while it waited: its new owner never got it (a walk)
                 self.metrics.commands.labels(parsed.verb, "rejected").inc()
                 self._reply(client, parsed.request_id, parsed.reply_to, False,
                             f"{parsed.asset} was handed to another instance while this command waited here: "
-                            "send it again")
+                            "send it again", retry=True)
             return  # the instance serving the asset answers
         if self.controls.carried_out(parsed):  # by another run: a session revived by a layout change kept it
             self.metrics.commands.labels(parsed.verb, "duplicate").inc()
@@ -301,24 +304,26 @@ class CommandHandler:
                 text = f"{text}; {said}"
         # (without a request id too: its ack lost in the instant before a drop was seen, the copy the resumed
         # session delivered again was carried out again: a walk)
-        answer = (parsed.request_id, parsed.reply_to, accepted, text, saved if accepted else None)
+        answer = (parsed.request_id, parsed.reply_to, accepted, text, saved if accepted else None, False)
         self._remember(key, answer)
         self._reply(client, *answer)
 
-    def _remember(self, key: tuple[int, int, str, bytes], answer: tuple[str, str, bool, str, bool | None]) -> None:
+    def _remember(self, key: tuple[int, int, str, bytes], answer: Answer) -> None:
         """Keep a judged command's answer for its redelivery (the last ``ANSWERED_KEPT``)."""
         self._answered[key] = answer
         while len(self._answered) > ANSWERED_KEPT:
             self._answered.popitem(last=False)
 
     def _reply(self, client: Any, request_id: str, reply_to: str, accepted: bool, text: str,
-               saved: bool | None = None) -> None:
+               saved: bool | None = None, retry: bool = False) -> None:
         """Answer on ``reply_to`` (under the responses prefix) or ``responses/<request_id>``; a
         failure to answer is logged and changes nothing already done. ``saved``: whether the change
         this answer is about is in ``controls.json`` (None: no field, the answer changed nothing).
         The caller's, never read again here: read at reply time, a redelivery's cached text said
         "NOT SAVED" beside a fresh ``saved: true``, and "carried out already" got ``saved: false``
-        when controls.json failed for another command (found by review)."""
+        when controls.json failed for another command (found by review). ``retry``: refused for
+        now only (a partition being taken over or handed on, a full queue): ``sensorguard``'s
+        commands send the same send again (:func:`~sensorguard.service.command_client.send_command`)."""
         if reply_to and not (reply_to.startswith(self.responses) and safe_topic(reply_to)):
             reply_to = ""
         if not REQUEST_ID.match(request_id):
@@ -329,6 +334,8 @@ class CommandHandler:
                                 "instance": self.settings.instance_name}
         if saved is not None:  # (added after the others: a client that knows only those reads the message)
             body["saved"] = saved  # False: in force, not in controls.json (lost at a restart)
+        if retry:
+            body["retry"] = True
         try:
             mqtt.publish_json(client, reply_to or self.responses + request_id, body, qos=1)
         except (ValueError, RuntimeError) as exc:

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -673,7 +674,7 @@ def test_a_command_for_an_asset_being_taken_over_is_refused_with_a_retry_hint(ti
             {"asset": asset, "for_s": 60, "request_id": request}).encode(), qos=1, mid=1, retain=False))
     replies = [(t, json.loads(p)) for t, p, _ in client.published if "responses" in t]
     assert [(t, b["accepted"]) for t, b in replies] == [("sensorguard/responses/r1", False)]  # p2: another's
-    assert "try again" in replies[0][1]["message"]
+    assert "try again" in replies[0][1]["message"] and replies[0][1]["retry"] is True  # the CLI sends it again
     assert daemon.controls.suppressed("p1", time.time()) is None
     assert value(daemon, "sensorguard_commands_total", command="shelve", result="rejected") == 1
     # a command refused as unreadable for an asset being taken over here is answered too (a review)
@@ -687,6 +688,98 @@ def test_a_command_for_an_asset_being_taken_over_is_refused_with_a_retry_hint(ti
         {"asset": "p1", "for_s": 60, "request_id": "r1"}).encode(), qos=1, mid=1, retain=False, dup=True))
     assert [json.loads(p)["accepted"] for t, p, _ in client.published if t == "sensorguard/responses/r1"] == [False] * 2
     assert daemon.controls.suppressed("p1", time.time()) is None
+
+
+def command_responder(mosquitto, handler, before=lambda copy: None):
+    """A real MQTT client on ``mosquitto`` feeding ``sensorguard/commands/#`` to the daemon's own
+    ``CommandHandler``, as the daemon's connection does; ``before(n)`` runs ahead of the n-th copy."""
+    import paho.mqtt.client as paho
+
+    seen: list[dict] = []
+    subscribed = threading.Event()
+
+    def on_message(client, userdata, message) -> None:
+        seen.append(json.loads(message.payload))
+        before(len(seen))
+        handler.handle(client, message)
+
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id("responder"))
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_connect = lambda c, *a: c.subscribe("sensorguard/commands/#", qos=1)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    assert subscribed.wait(10)
+    return client, seen
+
+
+def test_a_command_is_sent_again_until_its_asset_is_served_and_carried_out_once(tiny_bundle, mosquitto,
+                                                                                monkeypatch):
+    """Cluster mode: a command that came while its asset's partition moved between workers was
+    carried out by none (its old owner had let go, its new one not begun to take it over), and one
+    answered "try again" was left to the operator. The CLI sends the same send again, without an
+    answer and after a ``retry`` answer, until one carries it out; a daemon's own dedup keeps it once.
+    Through a real Mosquitto, with the daemon's CommandHandler answering."""
+    from sensorguard.service import command_client
+    from sensorguard.service.command_handling import CommandHandler
+    from sensorguard.service.config import load_settings
+    from tests.test_daemon import make, value
+
+    monkeypatch.setattr(command_client, "RESEND_S", 0.4)
+    monkeypatch.setattr(command_client, "RETRY_PAUSE_S", 0.1)
+    daemon, _ = make(tiny_bundle)
+    phase = {"owns": False, "taking_over": False}
+
+    def moving(copy: int) -> None:  # 1st copy: nobody serves p1; 2nd: being taken over; then served
+        phase.update(taking_over=copy == 2, owns=copy >= 3)
+
+    handler = CommandHandler(daemon.settings, daemon.controls, daemon.publisher, daemon.metrics,
+                             owns=lambda asset: phase["owns"], taking_over=lambda asset: phase["taking_over"])
+    responder, seen = command_responder(mosquitto, handler, moving)
+    settings = load_settings({"broker": mosquitto.url, "client_id": client_id("cli")}, {}, require_model=False)
+    try:
+        reply = command_client.send_command(settings, "shelve", {"asset": "p1", "for_s": 600, "by": "op",
+                                                                 "expires": time.time() + 30}, timeout_s=10)
+        assert reply is not None and reply["accepted"], reply
+        assert daemon.controls.suppressed("p1", time.time()) == "shelved"
+        assert len(seen) == 3 and len({(c["request_id"], c["expires"]) for c in seen}) == 1  # one send, 3 copies
+        # a copy that comes after it was carried out (the broker's, or a resend crossing the answer) is not
+        # carried out again
+        again = command_client.send_command(settings, "shelve", seen[0], timeout_s=5)
+        assert again["accepted"] and "carried out already" in again["message"], again
+        assert value(daemon, "sensorguard_commands_total", command="shelve", result="accepted") == 1
+        assert value(daemon, "sensorguard_commands_total", command="shelve", result="duplicate") == 1
+    finally:
+        responder.loop_stop()
+        responder.disconnect()
+
+
+def test_a_final_refusal_is_not_sent_again_and_a_retry_to_the_end_is_said(tiny_bundle, mosquitto, monkeypatch):
+    """A refusal without ``retry`` (a bad command; a daemon before the field) ends the wait at once, one
+    copy; one answered "try again" to the end gives that answer back, not "no answer"."""
+    from sensorguard.service import command_client
+    from sensorguard.service.command_handling import CommandHandler
+    from sensorguard.service.config import load_settings
+    from tests.test_daemon import make
+
+    monkeypatch.setattr(command_client, "RETRY_PAUSE_S", 0.1)
+    daemon, _ = make(tiny_bundle)
+    handler = CommandHandler(daemon.settings, daemon.controls, daemon.publisher, daemon.metrics,
+                             owns=lambda asset: asset == "p1", taking_over=lambda asset: asset == "p2")
+    responder, seen = command_responder(mosquitto, handler)
+    settings = load_settings({"broker": mosquitto.url, "client_id": client_id("cli")}, {}, require_model=False)
+    try:
+        reply = command_client.send_command(settings, "ack", {"alert_id": "p1@5", "expires": time.time() + 30},
+                                            timeout_s=5)
+        assert reply is not None and not reply["accepted"] and "retry" not in reply and len(seen) == 1, reply
+        reply = command_client.send_command(settings, "shelve", {"asset": "p2", "for_s": 60,
+                                                                 "expires": time.time() + 30}, timeout_s=1.5)
+        assert reply is not None and reply["retry"] and "try again" in reply["message"], reply
+        assert len(seen) >= 3  # sent again after each "try again"
+        assert daemon.controls.suppressed("p2", time.time()) is None
+    finally:
+        responder.loop_stop()
+        responder.disconnect()
 
 
 def test_an_alert_raised_while_shelved_is_announced_after_a_restart_once_unshelved(tiny_bundle, tmp_path):
@@ -1160,6 +1253,7 @@ def test_commands_wait_on_their_own_thread_and_a_full_queue_is_refused_as_busy(t
         daemon.connection._route(client, None, command(k))
     busy = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/responses/r4"]
     assert len(busy) == 1 and not busy[0]["accepted"] and busy[0]["message"].startswith("busy:"), busy
+    assert busy[0]["retry"] is True  # refused for now only: the CLI sends it again
     assert (104, 1, 1) in client.acks and not {100, 101, 102, 103} & {mid for mid, _, _ in client.acks}
     assert value(daemon, "sensorguard_commands_total", command="shelve", result="rejected") == 1
     release.set()
@@ -1255,6 +1349,7 @@ def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_o
         time.sleep(0.02)
     assert answers()["r5"]["accepted"] and {5, 6} <= {mid for mid, _, _ in client.acks}
     assert not answers()["r6"]["accepted"] and "handed to another instance" in answers()["r6"]["message"]
+    assert answers()["r6"]["retry"] is True
     release.clear(), writing.clear()  # a new session: the broker has none of the old one's, nor its packet ids
     handler.submit(client, command("mine-2", 7))
     assert writing.wait(5)
