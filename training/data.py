@@ -25,7 +25,7 @@ from sensorguard.training.clocks import clock_notes, not_a_clock, sprang_forward
 from sensorguard.training.csvfiles import read_table
 from sensorguard.training.machines import machine_hint, machine_rows, rates_apart, shown_name, spaced_names
 from sensorguard.training.markers import no_data_markers
-from sensorguard.training.series import SensorData, renumber
+from sensorguard.training.series import SensorData, concat_series, drop_labeled, renumber
 from sensorguard.training.stamps import (
     DATE_NAMES,
     dates_only,
@@ -324,44 +324,6 @@ def _clean_series(times, values, labels, channels, fill_limit, notes, policy=Non
     return replace(data, labels={k: v for k, v in data.labels.items() if k != _ROW}, notes=tuple(notes))
 
 
-def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> SensorData:
-    """Several series (machines) as one: each keeps its own segments, so no window spans two."""
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        raise DataError("no complete rows after cleaning")
-    for p in parts[1:]:
-        if p.channels != parts[0].channels:
-            raise DataError(f"series have different channels: {list(parts[0].channels)} and {list(p.channels)}")
-    offsets = np.cumsum([0] + [int(p.segments.max()) + 1 for p in parts[:-1]])
-    periods = [p.sample_period for p in parts if p.sample_period]
-    return SensorData(
-        values=np.concatenate([p.values for p in parts]),
-        times=np.concatenate([p.times for p in parts]),
-        segments=np.concatenate([p.segments + off for p, off in zip(parts, offsets, strict=True)]),
-        channels=parts[0].channels,
-        sample_period=float(np.median(periods)) if periods else None,
-        labels={k: np.concatenate([p.labels[k] if k in p.labels else np.zeros(len(p), dtype=np.int8) for p in parts])
-                for k in dict.fromkeys(k for p in parts for k in p.labels)},  # (a part without one: 0, normal)
-        notes=tuple(notes),
-        cleaning=None if parts[0].cleaning is None else replace(
-            parts[0].cleaning, sample_period=float(np.median(periods)) if periods else None),
-        assets=np.concatenate([p.assets for p in parts]) if all(p.assets is not None for p in parts) else None,
-        faulted=_faulted(parts),
-        gap_starts=np.concatenate([p.fresh_starts() for p in parts]),  # a part's first row is no gap, nor a cut
-        left_out=tuple(dict.fromkeys(c for p in parts for c in p.left_out)),
-        asset_column=next((p.asset_column for p in parts if p.asset_column is not None), None),
-    )
-
-
-def _faulted(parts: list[SensorData]) -> np.ndarray | None:
-    """The parts' sensor-fault marks, a part without any counting as none open (``calibrate --data X
-    --recorded DIR`` once lost X's marks because the recording had none, and X's faulted windows were
-    calibrated on); None when no part has marks."""
-    if all(p.faulted is None for p in parts):
-        return None
-    return np.concatenate([np.zeros(p.values.shape, dtype=bool) if p.faulted is None else p.faulted for p in parts])
-
-
 def _fill_and_segment(
     times: np.ndarray,
     values: np.ndarray,
@@ -407,16 +369,6 @@ def _fill_and_segment(
         cleaning=policy,
         faulted=None if faulted is None else faulted[ok_time][source],
     )
-
-
-def drop_labeled(data: SensorData, column: str) -> SensorData:
-    """Remove rows labeled anomalous (training sees normal data only); the series splits there."""
-    bad = data.labels[column] > 0
-    if not bad.any():
-        return data
-    kept = data.take(~bad)
-    note = f"{int(bad.sum())} rows labeled anomalous in {column!r}: left out of training"
-    return replace(kept, notes=(*data.notes, note))
 
 
 def blank_labels(column: pd.Series) -> int:

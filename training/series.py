@@ -3,18 +3,22 @@
 ``training.data`` builds one from a table (loading and cleaning); splits, folds and calibration
 take rows out of it with :meth:`SensorData.take`, which remembers where a cut (rows left out of
 continuous readings) differs from a gap in the readings (where the daemon starts afresh).
+Several series (machines, or files and recorded readings) join into one with :func:`concat_series`;
+:func:`drop_labeled` leaves labeled rows out.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.training.machines import machine_rows
+from sensorguard.training.tables import DataError
 
 LEARNED = "\0learned"  # (a label key no column can have) rows of alerts acknowledged as false alarms
 
@@ -132,3 +136,51 @@ def utc_stamps(seconds: np.ndarray) -> pd.DatetimeIndex:
     ``30.037`` came back as ``30.036999941``, so ``score``'s stamps no longer joined the input's
     (a walk); a float64 epoch second holds about 0.2 us, so the microsecond is what it says."""
     return pd.to_datetime(np.round(np.asarray(seconds, dtype=np.float64) * 1e6), unit="us", utc=True)
+
+
+def concat_series(parts: Sequence[SensorData], notes: Sequence[str] = ()) -> SensorData:
+    """Several series (machines) as one: each keeps its own segments, so no window spans two."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise DataError("no complete rows after cleaning")
+    for p in parts[1:]:
+        if p.channels != parts[0].channels:
+            raise DataError(f"series have different channels: {list(parts[0].channels)} and {list(p.channels)}")
+    offsets = np.cumsum([0] + [int(p.segments.max()) + 1 for p in parts[:-1]])
+    periods = [p.sample_period for p in parts if p.sample_period]
+    return SensorData(
+        values=np.concatenate([p.values for p in parts]),
+        times=np.concatenate([p.times for p in parts]),
+        segments=np.concatenate([p.segments + off for p, off in zip(parts, offsets, strict=True)]),
+        channels=parts[0].channels,
+        sample_period=float(np.median(periods)) if periods else None,
+        labels={k: np.concatenate([p.labels[k] if k in p.labels else np.zeros(len(p), dtype=np.int8) for p in parts])
+                for k in dict.fromkeys(k for p in parts for k in p.labels)},  # (a part without one: 0, normal)
+        notes=tuple(notes),
+        cleaning=None if parts[0].cleaning is None else replace(
+            parts[0].cleaning, sample_period=float(np.median(periods)) if periods else None),
+        assets=np.concatenate([p.assets for p in parts]) if all(p.assets is not None for p in parts) else None,
+        faulted=_faulted(parts),
+        gap_starts=np.concatenate([p.fresh_starts() for p in parts]),  # a part's first row is no gap, nor a cut
+        left_out=tuple(dict.fromkeys(c for p in parts for c in p.left_out)),
+        asset_column=next((p.asset_column for p in parts if p.asset_column is not None), None),
+    )
+
+
+def _faulted(parts: list[SensorData]) -> np.ndarray | None:
+    """The parts' sensor-fault marks, a part without any counting as none open (``calibrate --data X
+    --recorded DIR`` once lost X's marks because the recording had none, and X's faulted windows were
+    calibrated on); None when no part has marks."""
+    if all(p.faulted is None for p in parts):
+        return None
+    return np.concatenate([np.zeros(p.values.shape, dtype=bool) if p.faulted is None else p.faulted for p in parts])
+
+
+def drop_labeled(data: SensorData, column: str) -> SensorData:
+    """Remove rows labeled anomalous (training sees normal data only); the series splits there."""
+    bad = data.labels[column] > 0
+    if not bad.any():
+        return data
+    kept = data.take(~bad)
+    note = f"{int(bad.sum())} rows labeled anomalous in {column!r}: left out of training"
+    return replace(kept, notes=(*data.notes, note))
