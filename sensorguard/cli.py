@@ -50,7 +50,8 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
           bundle=None, normal: bool = False, trained=None):
     """Load and clean ``paths``; with a bundle by its cleaning policy (``--fill-limit`` overrides);
     ``normal``: the rows are taken as normal data (label-like columns' marked rows are noted);
-    ``trained``: a bundle read for its machine column only (``replay`` sends raw rows, uncleaned)."""
+    ``trained``: a bundle read for its machine column and sensor limits only (``replay`` sends raw rows,
+    uncleaned)."""
     from dataclasses import replace
 
     from sensorguard.service.bundle_checks import silence_after
@@ -58,6 +59,12 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
 
     fill_limit = getattr(args, "fill_limit", None)
     policy = None if bundle is None else _policy(args, bundle)
+    # replay: the trained model's sensor limits as they are, so a channel the file lacks is read (and sent)
+    # as missing, as score reads it and the daemon takes such readings (refused, "channels not found": a walk)
+    sensors = None if trained is None else trained.sensors
+    if bundle is not None and bundle.sensors is not None:  # a silence starts its watch afresh
+        sensors = replace(bundle.sensors, fill_limit=policy.fill_limit,
+                          silence_s=silence_after(getattr(args, "stale_after", None), policy))
     return load_frame(
         paths,
         time_column=getattr(args, "time_column", None),
@@ -67,9 +74,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
         label_column=label_column,
         fill_limit=5 if fill_limit is None else fill_limit,
         policy=policy,
-        sensors=None if bundle is None or bundle.sensors is None else replace(
-            bundle.sensors, fill_limit=policy.fill_limit,
-            silence_s=silence_after(getattr(args, "stale_after", None), policy)),  # a silence starts its watch afresh
+        sensors=sensors,
         normal=normal,
         trained_asset_column=trained_asset_column(bundle if bundle is not None else trained),
     )

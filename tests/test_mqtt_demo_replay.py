@@ -100,6 +100,45 @@ def test_replay_with_a_model_takes_the_machine_column_it_was_trained_with(tmp_pa
 
 
 @pytest.mark.integration
+def test_replay_with_a_model_sends_a_channel_the_file_lacks_as_missing_as_score_reads_it(tmp_path, mosquitto,
+                                                                                          tiny_bundle):
+    """A sensor added to a machine: ``score`` reads its older recordings without the channel as a feed
+    without it (the daemon takes such readings: a missing fault, the model fills it in), while ``replay
+    --model`` refused them ("channels not found"). It sends the channel as null, which the daemon reads
+    as missing; a model without sensor limits (which cannot fill it in) still refuses the file."""
+    from dataclasses import replace
+
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.sensors import ChannelLimits, SensorRules
+    from tests.mosquitto import wait_for
+
+    limits = tuple(ChannelLimits(-50.0, 50.0, 10) for _ in tiny_bundle.channels)
+    watched = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, tiny_bundle.fill_limit))
+    gone = tiny_bundle.channels[-1]
+    frame = plant_frame(rows=12, channels=3, seed=1)
+    frame.columns = ["timestamp", *tiny_bundle.channels]
+    frame.drop(columns=[gone]).to_csv(tmp_path / "old.csv", index=False)
+    watch = Collector(mosquitto, "sensors/#")
+
+    def replay(bundle, name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sensorguard", "replay", str(tmp_path / "old.csv"), "--broker", mosquitto.url,
+             "--asset", "pump-3", "--rate", "400", "--model", str(save_bundle(bundle, tmp_path / name))],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    out = replay(watched, "watched")
+    assert out.returncode == 0, out.stderr
+    assert f"'{gone}' not in" in out.stderr and "read as missing in every row" in out.stderr
+    got = wait_for(lambda: len(watch.on("sensors/pump-3/readings")) == 12 and watch.on("sensors/pump-3/readings"),
+                   10, "12 readings")
+    assert all(m["values"][gone] is None and all(m["values"][c] is not None for c in tiny_bundle.channels[:-1])
+               for m in got), got[0]
+    watch.close()
+    out = replay(tiny_bundle, "plain")
+    assert out.returncode != 0 and "Traceback" not in out.stderr and gone in out.stderr, out.stderr
+
+
+@pytest.mark.integration
 def test_a_replay_batch_never_passes_the_daemons_message_size(mosquitto):
     """1,000 samples of 8 channels are about 190 kB: the daemon refused each such message whole
     (too_large) while replay reported them published (found by review)."""
