@@ -28,6 +28,8 @@ def replay_file(args: argparse.Namespace) -> int:
 
     if args.rate is not None and args.speed is not None:
         raise CliError("give --rate or --speed, not both")
+    if args.broker is None and not os.environ.get("SENSORGUARD_BROKER"):
+        raise CliError("give --broker (the broker serve reads), or set SENSORGUARD_BROKER")
     flags = {"broker": args.broker, "mqtt_version": args.mqtt_version, "topic_prefix": args.topic_prefix,
              "username": args.username, "password_file": args.password_file, "tls_ca": args.tls_ca,
              "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_insecure": args.tls_insecure,
@@ -165,9 +167,15 @@ def send(args: argparse.Namespace) -> int:
     if reply is None:
         # (sent again every RESEND_S meanwhile, so a partition moving between cluster workers, which
         # carry out none that comes in those seconds, is waited out; the same send is carried out once)
-        raise CliError(f"no answer within {args.timeout:g} s: no daemon serves that asset on this broker, or the "
-                       "broker refused the command (its ACL); a daemon that gets it within "
-                       f"{EXPIRY_GRACE_S:g} s more still carries it out")
+        # (a user the broker lets send commands but not read their answers: carried out, said "no answer"; a walk)
+        raise CliError(f"no answer within {args.timeout:g} s: no daemon serves that asset on this broker, the broker "
+                       "refused the command (its ACL), or it lets this user send but not read "
+                       f"{settings.output_prefix}/responses/#; a daemon that has it waiting, or gets it within "
+                       f"{EXPIRY_GRACE_S:g} s more, still carries it out: check the asset's state before sending "
+                       "it again")
+    if reply.get("retry"):  # every copy refused for now (busy, the asset's partition moving): none carried out
+        raise CliError(f"not carried out: {reply.get('instance')} answered every copy sent in {args.timeout:g} s "
+                       f"with \"{reply.get('message')}\"; send it again (or with a longer --timeout)")
     print(f"{'accepted' if reply.get('accepted') else 'rejected'} by {reply.get('instance')}: {reply.get('message')}")
     if reply.get("accepted") and reply.get("saved") is False:  # (a daemon before the field sends none)
         # (not "send it again": a `maintenance end` or an unshelve sent again is rejected, and a disk that

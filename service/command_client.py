@@ -17,6 +17,7 @@ from sensorguard.service.config import Settings
 
 RESEND_S = 2.0  # no answer by then: sent again (the same send: carried out once, service.commands.carried_out)
 RETRY_PAUSE_S = 0.5  # an answer "try again" (a partition moving, a full queue): sent again after this
+ANSWER_TIME_S = 0.5  # no copy goes out later than this before the timeout: its answer would come too late
 
 
 def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 10.0) -> dict | None:
@@ -28,8 +29,10 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
     ``RESEND_S`` without an answer, and after an answer that says ``retry`` (the asset's
     partition being taken over, a full command queue): a daemon carries a send out once, and in
     cluster mode one that came while the asset moved between workers was carried out by none of
-    them and left the operator to send it again. The last ``retry`` answer is returned when time
-    runs out."""
+    them and left the operator to send it again. When time runs out with every copy refused for
+    now, the last such answer is returned; with a copy unanswered (queued behind a slow one, or
+    lost in a broker outage: a publish that fails is tried again), None: it may still be carried
+    out, and a "rejected" there sent the operator to send it again, carried out twice (a review)."""
     request_id = body.get("request_id") or new_request_id()
     reply_to = f"{settings.output_prefix}/responses/{request_id}"
     body = {**body, "request_id": request_id, "reply_to": reply_to}
@@ -53,10 +56,16 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
             raise ConnectionError(f"could not connect to {settings.redacted()['broker']}")
         client.on_publish = on_publish
         last: dict | None = None
+        sent = refused_for_now = 0
         while (left := deadline - time.monotonic()) > 0:
-            info = mqtt.publish_json(client, f"{settings.output_prefix}/commands/{verb}", body, qos=1,
-                                     properties=mqtt.expiry(settings, left + EXPIRY_GRACE_S))
-            info.wait_for_publish(left)
+            try:  # (the broker gone meanwhile: paho raises; the client reconnects and subscribes again)
+                if not sent or left > ANSWER_TIME_S:
+                    info = mqtt.publish_json(client, f"{settings.output_prefix}/commands/{verb}", body, qos=1,
+                                             properties=mqtt.expiry(settings, left + EXPIRY_GRACE_S))
+                    info.wait_for_publish(left)
+                    sent += info.is_published()
+            except (RuntimeError, ValueError):
+                pass
             resend_at = min(deadline, time.monotonic() + RESEND_S)
             while (wait := resend_at - time.monotonic()) > 0:
                 try:
@@ -68,6 +77,6 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
                                           f"{settings.output_prefix}/commands/#")
                 if not reply.get("retry"):  # (a daemon before the field sends none: its answer is final)
                     return reply
-                last = reply  # "try again": sent again after a pause, unless a final answer comes first
+                last, refused_for_now = reply, refused_for_now + 1  # "try again": sent again after a pause
                 resend_at = min(resend_at, time.monotonic() + RETRY_PAUSE_S)
-        return last
+        return last if refused_for_now >= sent else None

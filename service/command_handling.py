@@ -96,7 +96,7 @@ class CommandHandler:
             OrderedDict())
         # (client, message, session) for the command thread (submit); session: the count of new broker
         # sessions when it came, as its packet id belongs to that session (a resumed one keeps them)
-        self._queue: deque[tuple[Any, Any, int]] = deque()
+        self._queue: deque[tuple[Any, Any, int, str]] = deque()  # ... and its send (_send_of)
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -107,20 +107,29 @@ class CommandHandler:
         """Queue a command message for the command thread (started with the first), from the network
         thread: only one this instance answers (a flood for another's assets filled its queue and
         its own were refused as busy: a walk); with ``COMMANDS_QUEUED`` waiting it is refused as busy
-        instead. After :meth:`stop` it is left unacknowledged: the broker's session keeps it."""
+        instead. After :meth:`stop` it is left unacknowledged: the broker's session keeps it. A copy
+        of a send already waiting here is dropped (the waiting one answers): the CLI sends a command
+        again every 2 s until it is answered, and each copy took a place in the queue (a review)."""
         if not self._answers(message):  # the instance serving its asset answers (and counts) it
             _ack(client, message)
             return
+        send = _send_of(message.payload)
         with self._ready:
             if self._stopping:
                 return
-            if len(self._queue) < COMMANDS_QUEUED:
-                self._queue.append((client, message, self._sessions))
+            waiting = bool(send) and any(queued[3] == send for queued in self._queue)
+            if not waiting and len(self._queue) < COMMANDS_QUEUED:
+                self._queue.append((client, message, self._sessions, send))
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._work, name="sensorguard-commands", daemon=True)
                     self._thread.start()
                 self._ready.notify()
                 return
+        if waiting:
+            verb = message.topic[len(self.prefix):]
+            self.metrics.commands.labels(verb if verb in VERBS else "?", "duplicate").inc()
+            _ack(client, message)
+            return
         try:  # (the network thread: a refusal is cheap, nothing is written)
             self._refuse_busy(client, message)
         finally:
@@ -154,7 +163,7 @@ class CommandHandler:
         if not self._answers(message):
             return
         verb = message.topic[len(self.prefix):]
-        self.metrics.commands.labels(verb if verb in VERBS else "?", "rejected").inc()
+        self.metrics.commands.labels(verb if verb in VERBS else "?", "retry").inc()
         if (count := self._limiter.hit("busy")) is not None:
             log.warning("%d command(s) refused: %d are waiting to be carried out (send them again later)", count,
                         COMMANDS_QUEUED)
@@ -168,7 +177,7 @@ class CommandHandler:
                     self._ready.wait()
                 if self._stopping:
                     return
-                client, message, session = self._queue.popleft()
+                client, message, session, _ = self._queue.popleft()
             self._carry_out(client, message, queued=True)
             # (held: connected() cannot count a new session between the check and the ack; an ack made after
             # paho sent its CONNECT and before the CONNACK still goes out, and a broker ignores an unknown id)
@@ -255,13 +264,13 @@ class CommandHandler:
             return
         if not self.owns(parsed.asset):
             if self.taking_over(parsed.asset):  # nobody serves it for these seconds: say so, not nothing
-                self.metrics.commands.labels(parsed.verb, "rejected").inc()
+                self.metrics.commands.labels(parsed.verb, "retry").inc()
                 answer = (parsed.request_id, parsed.reply_to, False, f"{parsed.asset} is being taken over by "
                           f"{self.settings.instance_name}: try again in a few seconds", None, True)
                 self._remember(key, answer)  # (its copy, judged again once taken over, was carried out: a review)
                 self._reply(client, *answer)
             elif queued:  # ours when it came, handed on while it waited: its new owner never got it (a walk)
-                self.metrics.commands.labels(parsed.verb, "rejected").inc()
+                self.metrics.commands.labels(parsed.verb, "retry").inc()
                 self._reply(client, parsed.request_id, parsed.reply_to, False,
                             f"{parsed.asset} was handed to another instance while this command waited here: "
                             "send it again", retry=True)
@@ -368,6 +377,21 @@ def _asset_named(message: Any) -> str:
     if str(getattr(message, "topic", "")).endswith("/ack"):
         return alert_asset(_field(message.payload, "alert_id"))
     return _field(message.payload, "asset")
+
+
+def _send_of(payload: bytes) -> str:
+    """A command's send as its payload names it (``request_id@expires``, :attr:`Command.send`), '' when
+    it names none: how a copy of a waiting command is known before it is parsed."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    request_id, expires = doc.get("request_id"), doc.get("expires")
+    if not (isinstance(request_id, str) and request_id and isinstance(expires, int | float)):
+        return ""
+    return f"{request_id}@{expires!r}"
 
 
 def _field(payload: bytes, key: str) -> str:

@@ -123,7 +123,10 @@ class Metrics:
             "assets.json, controls.json (a hold or acknowledgement not kept across a restart), audit.jsonl.", ("file",))
         for name in STATE_FILES:  # at 0: the first failure shows in increase()
             self.state_write_failures.labels(name)
-        self.commands = counter("commands_total", "Commands received (maintenance, shelve, ack), by result.",
+        # result: accepted, rejected, duplicate (not carried out again), retry (refused for now: busy, a
+        # partition moving; counted per copy, which the CLI sends again until answered)
+        self.commands = counter("commands_total", "Commands received (maintenance, shelve, ack), by result: "
+                                "accepted, rejected, duplicate, retry (refused for now, each copy).",
                                 ("command", "result"))
         self.acknowledged = counter("alerts_acknowledged_total",
                                     "Alerts acknowledged (the first answer to each), by whether as a false alarm.",

@@ -676,7 +676,7 @@ def test_a_command_for_an_asset_being_taken_over_is_refused_with_a_retry_hint(ti
     assert [(t, b["accepted"]) for t, b in replies] == [("sensorguard/responses/r1", False)]  # p2: another's
     assert "try again" in replies[0][1]["message"] and replies[0][1]["retry"] is True  # the CLI sends it again
     assert daemon.controls.suppressed("p1", time.time()) is None
-    assert value(daemon, "sensorguard_commands_total", command="shelve", result="rejected") == 1
+    assert value(daemon, "sensorguard_commands_total", command="shelve", result="retry") == 1
     # a command refused as unreadable for an asset being taken over here is answered too (a review)
     handler.handle(client, SimpleNamespace(topic="sensorguard/commands/frobnicate", payload=json.dumps(
         {"asset": "p1", "request_id": "r3"}).encode(), qos=1, mid=2, retain=False))
@@ -732,6 +732,8 @@ def test_a_command_is_sent_again_until_its_asset_is_served_and_carried_out_once(
 
     def moving(copy: int) -> None:  # 1st copy: nobody serves p1; 2nd: being taken over; then served
         phase.update(taking_over=copy == 2, owns=copy >= 3)
+        if copy == 2:  # the 3rd goes out after the pause; no 4th before its answer, on a slow machine too
+            monkeypatch.setattr(command_client, "RESEND_S", 5.0)
 
     handler = CommandHandler(daemon.settings, daemon.controls, daemon.publisher, daemon.metrics,
                              owns=lambda asset: phase["owns"], taking_over=lambda asset: phase["taking_over"])
@@ -754,7 +756,8 @@ def test_a_command_is_sent_again_until_its_asset_is_served_and_carried_out_once(
         responder.disconnect()
 
 
-def test_a_final_refusal_is_not_sent_again_and_a_retry_to_the_end_is_said(tiny_bundle, mosquitto, monkeypatch):
+def test_a_final_refusal_is_not_sent_again_and_a_retry_to_the_end_is_said(tiny_bundle, mosquitto, monkeypatch,
+                                                                           capsys):
     """A refusal without ``retry`` (a bad command; a daemon before the field) ends the wait at once, one
     copy; one answered "try again" to the end gives that answer back, not "no answer"."""
     from sensorguard.service import command_client
@@ -777,7 +780,81 @@ def test_a_final_refusal_is_not_sent_again_and_a_retry_to_the_end_is_said(tiny_b
         assert reply is not None and reply["retry"] and "try again" in reply["message"], reply
         assert len(seen) >= 3  # sent again after each "try again"
         assert daemon.controls.suppressed("p2", time.time()) is None
+        # the CLI says none was carried out, not the daemon's "try again in a few seconds" after it did so
+        from sensorguard.cli import main
+
+        assert main(["shelve", "p2", "--for", "1m", "--broker", mosquitto.url, "--timeout", "1.5"]) == 1
+        said = capsys.readouterr().err
+        assert "not carried out" in said and "every copy sent in 1.5 s" in said and "try again" in said, said
     finally:
+        responder.loop_stop()
+        responder.disconnect()
+
+
+def test_a_command_waiting_behind_a_slow_one_is_not_said_refused_and_a_broker_restart_is_waited_out(
+        tiny_bundle, mosquitto, monkeypatch):
+    """A copy queued behind a slow command, the later ones answered ``busy``: the CLI said "rejected ...
+    send it again later" at its timeout, and the queued copy was carried out after (a review). It says
+    no answer (None) while a copy is unanswered. And the broker restarting between copies ended the
+    command with paho's "not currently connected" error: it is sent again once reconnected."""
+    import threading
+
+    from sensorguard.service import command_client, command_handling
+    from sensorguard.service.command_handling import CommandHandler
+    from sensorguard.service.config import load_settings
+    from tests.test_daemon import make
+
+    monkeypatch.setattr(command_client, "RESEND_S", 0.3)
+    monkeypatch.setattr(command_client, "RETRY_PAUSE_S", 0.1)
+    monkeypatch.setattr(command_handling, "COMMANDS_QUEUED", 1)
+    daemon, _ = make(tiny_bundle)
+    release = threading.Event()
+    apply = daemon.controls.apply
+    monkeypatch.setattr(daemon.controls, "apply", lambda command, now: (release.wait(20), apply(command, now))[1])
+    handler = CommandHandler(daemon.settings, daemon.controls, daemon.publisher, daemon.metrics,
+                             owns=lambda asset: True, taking_over=lambda asset: False)
+    import paho.mqtt.client as paho
+
+    seen: list[dict] = []
+    responder = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id("responder"))
+    responder.on_message = lambda c, u, m: (seen.append(json.loads(m.payload)), handler.submit(c, m))
+    responder.on_connect = lambda c, *a: c.subscribe("sensorguard/commands/#", qos=1)
+    responder.connect("127.0.0.1", mosquitto.port)
+    responder.loop_start()
+    settings = load_settings({"broker": mosquitto.url, "client_id": client_id("cli")}, {}, require_model=False)
+    try:
+        wait_for(lambda: responder.is_connected(), 10, "the responder's connection")
+        time.sleep(0.3)  # (its subscription)
+        submit = command_client.send_command
+        replies: dict[str, dict | None] = {}
+
+        def sent(asset: str, timeout_s: float) -> threading.Thread:
+            def send() -> None:  # (each its own client id, as each CLI run has)
+                own = load_settings({"broker": mosquitto.url, "client_id": client_id("cli")}, {}, require_model=False)
+                replies[asset] = submit(own, "shelve", {"asset": asset, "for_s": 60, "expires": time.time() + 60},
+                                        timeout_s)
+            thread = threading.Thread(target=send)
+            thread.start()
+            return thread
+
+        mine = sent("p1", 3.0)  # its first copy in hand on the command thread, held there
+        wait_for(lambda: any(c["asset"] == "p1" for c in seen), 10, "p1's first copy")
+        other = sent("p9", 20.0)  # another operator's command fills the queue: p1's later copies are busy
+        mine.join(10)
+        assert sum(c["asset"] == "p1" for c in seen) >= 3
+        assert replies["p1"] is None, replies  # its first copy is still to be carried out: not "rejected"
+        release.set()
+        other.join(20)
+        wait_for(lambda: daemon.controls.suppressed("p1", time.time()) == "shelved", 10, "p1 carried out")
+        assert replies["p9"] is not None and replies["p9"]["accepted"]
+        # the broker restarts between two copies: the next goes out once the client is back
+        restarted = threading.Timer(0.1, lambda: (mosquitto.stop(), time.sleep(1.0), mosquitto.start()))
+        restarted.start()
+        reply = submit(settings, "shelve", {"asset": "p2", "for_s": 60, "expires": time.time() + 30}, 15.0)
+        restarted.join()
+        assert reply is not None and reply["accepted"], reply
+    finally:
+        release.set()
         responder.loop_stop()
         responder.disconnect()
 
@@ -1241,9 +1318,12 @@ def test_commands_wait_on_their_own_thread_and_a_full_queue_is_refused_as_busy(t
 
     monkeypatch.setattr(daemon.controls, "apply", slow_apply)
 
-    def command(k: int) -> SimpleNamespace:
-        return SimpleNamespace(topic="sensorguard/commands/shelve", qos=1, mid=100 + k, retain=False, dup=False,
-                               payload=json.dumps({"asset": f"p{k}", "for_s": 600, "request_id": f"r{k}"}).encode())
+    expires = time.time() + 600
+
+    def command(k: int, mid: int | None = None) -> SimpleNamespace:
+        return SimpleNamespace(topic="sensorguard/commands/shelve", qos=1, mid=mid or 100 + k, retain=False, dup=False,
+                               payload=json.dumps({"asset": f"p{k}", "for_s": 600, "request_id": f"r{k}",
+                                                   "expires": expires}).encode())
 
     daemon.connection._route(client, None, command(0))
     assert writing.wait(5)  # the command thread is in the write: the network thread came back at once
@@ -1255,7 +1335,12 @@ def test_commands_wait_on_their_own_thread_and_a_full_queue_is_refused_as_busy(t
     assert len(busy) == 1 and not busy[0]["accepted"] and busy[0]["message"].startswith("busy:"), busy
     assert busy[0]["retry"] is True  # refused for now only: the CLI sends it again
     assert (104, 1, 1) in client.acks and not {100, 101, 102, 103} & {mid for mid, _, _ in client.acks}
-    assert value(daemon, "sensorguard_commands_total", command="shelve", result="rejected") == 1
+    assert value(daemon, "sensorguard_commands_total", command="shelve", result="retry") == 1
+    # the CLI's copy of a send still waiting (sent again after 2 s without an answer) takes no place and gets no
+    # "busy": the waiting one answers (each copy was queued, filling the queue five times as fast: a review)
+    daemon.connection._route(client, None, command(2, mid=202))
+    assert (202, 1, 1) in client.acks and not [t for t, _, _ in client.published if t == "sensorguard/responses/r2"]
+    assert value(daemon, "sensorguard_commands_total", command="shelve", result="duplicate") == 1
     release.set()
     deadline = time.monotonic() + 10
     while not {100, 101, 102, 103} <= {mid for mid, _, _ in client.acks}:  # carried out in order, acked
