@@ -96,7 +96,7 @@ class CommandHandler:
             OrderedDict())
         # (client, message, session) for the command thread (submit); session: the count of new broker
         # sessions when it came, as its packet id belongs to that session (a resumed one keeps them)
-        self._queue: deque[tuple[Any, Any, int, str]] = deque()  # ... and its send (_send_of)
+        self._queue: deque[tuple[Any, Any, int, str]] = deque()  # ... and its send (Command.send)
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -113,7 +113,8 @@ class CommandHandler:
         if not self._answers(message):  # the instance serving its asset answers (and counts) it
             _ack(client, message)
             return
-        send = _send_of(message.payload)
+        parsed = parse_command(message.topic[len(self.prefix):], message.payload, time.time(), check_expiry=False)
+        send = parsed.send if isinstance(parsed, Command) else ""  # (a copy is known by it before its turn)
         with self._ready:
             if self._stopping:
                 return
@@ -377,21 +378,6 @@ def _asset_named(message: Any) -> str:
     if str(getattr(message, "topic", "")).endswith("/ack"):
         return alert_asset(_field(message.payload, "alert_id"))
     return _field(message.payload, "asset")
-
-
-def _send_of(payload: bytes) -> str:
-    """A command's send as its payload names it (``request_id@expires``, :attr:`Command.send`), '' when
-    it names none: how a copy of a waiting command is known before it is parsed."""
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return ""
-    if not isinstance(doc, dict):
-        return ""
-    request_id, expires = doc.get("request_id"), doc.get("expires")
-    if not (isinstance(request_id, str) and request_id and isinstance(expires, int | float)):
-        return ""
-    return f"{request_id}@{expires!r}"
 
 
 def _field(payload: bytes, key: str) -> str:
