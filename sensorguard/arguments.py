@@ -366,9 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=number(int, "an integer from 1 to 1000", lambda v: 1 <= v <= 1000), default=1,
                    help="samples per message, at most 1000 (serve's max_samples_per_message; default 1)")
     p.add_argument("--model", help="bundle directory: send exactly its channels (serve refuses a reading with "
-                   "another channel, or without one of them)")
+                   "another channel; one the file lacks goes out as missing, as serve takes it with sensor limits)")
+    # (--broker, required, was the one broker setting replay did not take from SENSORGUARD_*: a walk; still no
+    # default broker, so a file is not replayed into a plant's broker by accident)
     add_setting_flags(p, REPLAY_SETTINGS, {"client_id": "MQTT client id (default sensorguard-replay-<pid>)",
-                                           "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT"}, required=("broker",))
+                                           "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT (or SENSORGUARD_BROKER; "
+                                           "no default)"})
     _add_data_options(p)
 
     _add_command_verbs(verbs)

@@ -179,6 +179,27 @@ def test_replay_refuses_a_bad_asset_id_and_conflicting_pacing(tmp_path):
     assert both.returncode == 1 and "--channels or --model" in both.stderr
 
 
+@pytest.mark.integration
+def test_replay_takes_the_broker_from_sensorguard_broker_as_the_other_settings_and_has_no_default(tmp_path,
+                                                                                                 mosquitto):
+    """``replay`` took SENSORGUARD_USERNAME, _TLS_CA and the rest from the environment, but not
+    SENSORGUARD_BROKER: "the following arguments are required: --broker" (a walk). Still no default
+    broker: a test file is not replayed into a plant's broker by a forgotten flag."""
+    from tests.mosquitto import clean_env, wait_for
+
+    path = tmp_path / "h.csv"
+    plant_frame(rows=5).to_csv(path, index=False)
+    command = [sys.executable, "-m", "sensorguard", "replay", str(path), "--asset", "pump-5", "--rate", "100"]
+    none = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env())
+    assert none.returncode == 1 and "give --broker" in none.stderr and "Traceback" not in none.stderr, none.stderr
+    watch = Collector(mosquitto, "sensors/#")
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env=clean_env(SENSORGUARD_BROKER=mosquitto.url))
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: len(watch.on("sensors/pump-5/readings")) == 5, 10, "5 readings")
+    watch.close()
+
+
 def test_demo_plan_keeps_the_first_asset_healthy_and_spreads_faults():
     faults = plan(4)
     assert list(faults) == ["pump-1", "pump-2", "pump-3", "pump-4"]
