@@ -194,6 +194,12 @@ class Connection:
             self.commands.disconnected()
         if self._refused_now and lasted is None:  # the refusal said why; "Protocol error" here was wrong
             return
+        if lasted is None and not self.stopping():  # closed before its CONNECT was answered: TLS on one side
+            # (each backoff step said only "disconnected (Unspecified error)", no hint: a walk)
+            if (count := self._bad_topics.hit("unaccepted")) is not None:
+                log.warning("broker refused %s; reconnecting%s", mqtt.closed_unaccepted(self.settings),
+                            f" ({count} times since the last line)" if count > 1 else "")
+            return
         if not self.stopping():
             log.warning("disconnected from the broker (%s); reconnecting", mqtt.reason_text(reason_code))
             self._taken_over(reason_code, lasted)

@@ -48,6 +48,24 @@ def speaks_311_only(reason_code: Any, settings: Settings) -> bool:
     (NATS's MQTT listener): ``serve`` and the operator commands both say to set the version."""
     return getattr(reason_code, "value", None) == UNSUPPORTED_VERSION and settings.mqtt_version == "5"
 
+
+def connect_refusal(reason_code: Any, settings: Settings) -> str:
+    """A refused CONNECT as the tools say it ("the broker at X refused " + this), with what to check."""
+    if speaks_311_only(reason_code, settings):
+        return (f"the connection: {reason_text(reason_code)}: it speaks MQTT 3.1.1 only (NATS's MQTT listener "
+                "does): give --mqtt-version 3.1.1")
+    return f"the connection: {reason_text(reason_code)} (check its access rules and this user's credentials)"
+
+
+def closed_unaccepted(settings: Settings) -> str:
+    """A connection the broker closed before answering its CONNECT: said as a refusal, with the usual
+    causes. Logged as "disconnected (Unspecified error)" at every retry, no hint, and the tools waited
+    out their timeout to say "could not connect" (a walk of a TLS broker)."""
+    tls = settings.broker_parts()[3]
+    return ("the connection: closed before it was accepted (" + (
+        "does the broker require a client certificate? give tls_cert and tls_key" if tls else
+        "is that port a TLS listener? then mqtts:// and tls_ca") + ")")
+
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 MAX_QUEUED_OUT = 100_000  # outgoing QoS 1 messages kept while disconnected (bounded memory)
@@ -145,29 +163,35 @@ def listening(settings: Settings, topic: str, on_message: Callable[[Any, Any, An
     instance"."""
     answered = threading.Event()
     refused: list[str] = []
+    accepted: list[bool] = []
 
     def on_subscribe(c, u, mid, reason_codes, p) -> None:
-        refused.extend(f"the subscription to {topic}: {reason_text(rc)}" for rc in reason_codes if rc.is_failure)
+        refused.extend(f"the subscription to {topic}: {reason_text(rc)} (check its access rules and this user's "
+                       "credentials)" for rc in reason_codes if rc.is_failure)
         answered.set()
 
     def on_connect(c, u, f, rc, p) -> None:
         if rc.is_failure:
-            refused.append(f"the connection: {reason_text(rc)}" + (
-                ": it speaks MQTT 3.1.1 only (NATS's MQTT listener does): give --mqtt-version 3.1.1"
-                if speaks_311_only(rc, settings) else ""))
+            refused.append(connect_refusal(rc, settings))
             answered.set()
         else:
+            accepted.append(True)
             c.subscribe(topic, qos=1)
+
+    def on_disconnect(c, u, f, rc, p) -> None:
+        if not accepted and not refused:  # (waited out the whole timeout, then "could not connect": a walk)
+            refused.append(closed_unaccepted(settings))
+            answered.set()
 
     client = create_client(settings, client_id=client_id, manual_ack=False, persistent=False, will=False)
     client.on_message = on_message
     client.on_subscribe = on_subscribe
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     connect_async(client, settings, persistent=False)
     try:
         if answered.wait(timeout_s) and refused:
-            check = "" if "--mqtt-version" in refused[0] else " (check its access rules and this user's credentials)"
-            raise Refused(f"the broker at {settings.redacted()['broker']} refused {refused[0]}{check}")
+            raise Refused(f"the broker at {settings.redacted()['broker']} refused {refused[0]}")
         yield client if answered.is_set() else None
     finally:
         client.disconnect()
@@ -246,10 +270,10 @@ def _connect_fail_logger(settings: Settings):
     silent. The same cause is logged at most once a minute while the retries back off.
     """
     last: dict[str, float] = {}
-    _, host, port, _ = settings.broker_parts()
+    _, host, port, tls = settings.broker_parts()
 
     def on_connect_fail(client, userdata) -> None:  # noqa: ARG001 - paho's signature
-        cause = describe_connect_error(sys.exc_info()[1])
+        cause = describe_connect_error(sys.exc_info()[1], tls)
         now = time.monotonic()
         if now - last.get(cause, -CONNECT_FAIL_LOG_INTERVAL_S) >= CONNECT_FAIL_LOG_INTERVAL_S:
             last[cause] = now
@@ -258,8 +282,10 @@ def _connect_fail_logger(settings: Settings):
     return on_connect_fail
 
 
-def describe_connect_error(err: BaseException | None) -> str:
-    """One readable line for a failed connection attempt."""
+def describe_connect_error(err: BaseException | None, tls: bool = False) -> str:
+    """One readable line for a failed connection attempt (``tls``: over mqtts://)."""
+    if tls and isinstance(err, ConnectionResetError | ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return f"{err} (is that port a plain MQTT listener? then mqtt://, without TLS)"
     if isinstance(err, ssl.SSLCertVerificationError):
         return (f"TLS certificate verification failed ({err.verify_message or err.reason}): set tls_ca to the CA "
                 "that signed the broker's certificate, and check the broker host name")

@@ -77,9 +77,22 @@ def replay(
             raise ValueError(f"invalid asset id {asset!r}: levels of letters, digits, '.', '_', '-' joined by '/'")
     stop = stop or threading.Event()
     client = mqtt.create_client(settings, manual_ack=False, persistent=False, will=False)
-    connected = threading.Event()
-    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
-    client.on_disconnect = lambda c, u, f, rc, p: connected.clear()
+    connected, settled, refused = threading.Event(), threading.Event(), []
+
+    def on_connect(c, u, f, rc, p) -> None:  # (a refusal was waited out for 15 s, then "could not connect": a walk)
+        if rc.is_failure and not settled.is_set():
+            refused.append(mqtt.connect_refusal(rc, settings))
+        elif not rc.is_failure:
+            connected.set()
+        settled.set()
+
+    def on_disconnect(c, u, f, rc, p) -> None:
+        if not settled.is_set():  # closed before its CONNECT was answered (TLS on one side only)
+            refused.append(mqtt.closed_unaccepted(settings))
+            settled.set()
+        connected.clear()
+
+    client.on_connect, client.on_disconnect = on_connect, on_disconnect
     refusals: list[str] = []  # paho counts a refused message published: replay said "published N", exit 0
 
     def on_publish(c, userdata, mid, reason_code, properties) -> None:
@@ -89,7 +102,10 @@ def replay(
     client.on_publish = on_publish
     mqtt.connect_async(client, settings, persistent=False)
     try:
-        if not connected.wait(15):
+        settled.wait(15)
+        if refused:
+            raise mqtt.Refused(f"the broker at {settings.redacted()['broker']} refused {refused[0]}")
+        if not connected.is_set():
             raise ConnectionError(f"could not connect to {settings.redacted()['broker']}")
         started = time.monotonic()
         shift = 0.0 if original_ts or not len(times) else time.time() - float(times[0])

@@ -234,6 +234,38 @@ def test_host_name_check_is_on_unless_tls_insecure_is_explicit(tls_broker, daemo
     wait_for(lambda: http_status(f"{insecure}/readyz") == 200, 20, "ready with explicit tls_insecure")
 
 
+@pytest.mark.integration
+def test_tls_on_one_side_only_is_said_with_its_likely_cause(tls_broker, mosquitto, daemons, trained_dir, caplog,
+                                                             tmp_path, capsys):
+    """mqtt:// to a TLS listener was logged at every retry as "disconnected from the broker (Unspecified
+    error)", no hint, and the CLI waited out its --timeout to say "no answer"; mqtts:// to a plain one
+    as "Connection reset by peer" (a walk of a TLS broker)."""
+    from sensorguard.cli import main
+
+    broker, _ = tls_broker()
+    caplog.set_level(logging.WARNING)
+    plain_to_tls, url = daemons({"model": str(trained_dir), "broker": f"mqtt://127.0.0.1:{broker.port}"})
+    lines = wait_for(lambda: logged_by(caplog, plain_to_tls, "closed before it was accepted"), 20, "the hint")
+    assert "TLS listener? then mqtts://" in lines[0], lines
+    time.sleep(3.5)  # retries at 1 and 2 s: said once a minute, and never as "disconnected (Unspecified error)"
+    assert len(logged_by(caplog, plain_to_tls, "closed before it was accepted")) == 1
+    assert logged_by(caplog, plain_to_tls, "disconnected from the broker") == []
+    assert http_status(f"{url}/readyz") == 503
+    tls_to_plain, _ = daemons({"model": str(trained_dir), "broker": f"mqtts://127.0.0.1:{mosquitto.port}"})
+    wait_for(lambda: any("plain MQTT listener? then mqtt://" in line
+                         for line in logged_by(caplog, tls_to_plain, "cannot connect")), 20, "the other hint")
+    started = time.monotonic()
+    code = main(["shelve", "p1", "--for", "1h", "--broker", f"mqtt://127.0.0.1:{broker.port}", "--timeout", "30"])
+    err = capsys.readouterr().err
+    assert code == 1 and "closed before it was accepted" in err and "Traceback" not in err, err
+    assert time.monotonic() - started < 20  # said when the broker closed it, not after the 30 s --timeout
+    pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=3, freq="1s", tz="UTC"), "a": [1.0, 2, 3]}).to_csv(
+        tmp_path / "rows.csv", index=False)
+    code = main(["replay", str(tmp_path / "rows.csv"), "--broker", f"mqtt://127.0.0.1:{broker.port}", "--asset", "p1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "closed before it was accepted" in err, err
+
+
 # --- authentication and secrets ---------------------------------------------------------------------------
 
 
@@ -476,3 +508,21 @@ def test_replay_and_commands_say_when_the_broker_refuses_them(tmp_path, capsys):
         assert time.monotonic() - started < 20  # said at the broker's answer, not after the 30 s --timeout
     finally:
         broker.stop()
+
+
+@pytest.mark.integration
+def test_replay_says_at_once_when_the_broker_refuses_its_login(tmp_path, auth_broker, capsys):
+    """A wrong password: replay waited 15 s, then "could not connect" (the commands say the refusal
+    at once; a walk)."""
+    from sensorguard.cli import main
+
+    (tmp_path / "pw").write_text("wrong\n")
+    (tmp_path / "pw").chmod(0o600)
+    pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=3, freq="1s", tz="UTC"), "a": [1.0, 2, 3]}).to_csv(
+        tmp_path / "rows.csv", index=False)
+    started = time.monotonic()
+    code = main(["replay", str(tmp_path / "rows.csv"), "--broker", auth_broker.url, "--asset", "p1",
+                 "--username", "publisher", "--password-file", str(tmp_path / "pw")])
+    err = capsys.readouterr().err
+    assert code == 1 and "refused the connection" in err and "credentials" in err, err
+    assert time.monotonic() - started < 10
