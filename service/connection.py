@@ -60,6 +60,8 @@ class Connection:
         self._connected_before = False
         self._cut_short = 0  # connections in a row the broker closed within CUT_SHORT_S of accepting them
         self._refused_now = False  # the last connection attempt was refused (wrong password, access rules)
+        self._refusals_lock = threading.Lock()
+        self._refusals: tuple[int, str] = (0, "")  # outgoing messages refused since the last line, the last reason
 
     def open(self) -> None:
         """Create the client (it becomes the publisher's) and connect in the background."""
@@ -172,10 +174,21 @@ class Connection:
         if reason_code is None or not getattr(reason_code, "is_failure", False):
             return
         self.metrics.publishes_refused.inc()
-        if (count := self._bad_topics.hit("refused")) is not None:
-            log.error("the broker refused %d outgoing message(s) (%s): check its access rules; client %s must "
-                      "be allowed to publish under %s/", count, mqtt.reason_text(reason_code),
-                      self.settings.client_id, self.settings.output_prefix)
+        with self._refusals_lock:
+            self._refusals = (self._refusals[0] + 1, mqtt.reason_text(reason_code))
+        self.say_refused()
+
+    def say_refused(self) -> None:
+        """Log the outgoing messages the broker refused since the last such line, at most one line a
+        minute: at each refusal, and from the daemon's housekeeping, so the last of a burst are said
+        too (they waited for the next refusal, perhaps never; a walk)."""
+        with self._refusals_lock:
+            count, reason = self._refusals
+            if not count or self._bad_topics.hit("refused") is None:
+                return
+            self._refusals = (0, reason)
+        log.error("the broker refused %d outgoing message(s) (%s): check its access rules; client %s must be allowed "
+                  "to publish under %s/", count, reason, self.settings.client_id, self.settings.output_prefix)
 
     def publishes(self) -> bool:
         """Whether what is judged here reaches the broker: connected, or cut off for under

@@ -144,6 +144,7 @@ class ScoringWorker:
         broker kept arrive and are scored into the same buffers and alert states.
         """
         self.ingest.say_rewound()  # (assets rewound since the last such line, once its interval passed)
+        self.connection.say_refused()  # (outgoing messages refused since the last such line, likewise)
         since = self.connection.connected_since
         if since is not None and now - since >= self.rules.stale_after:
             silent, queued, refused = self.ingest.forget_silent(now - self.rules.stale_after)

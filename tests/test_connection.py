@@ -53,3 +53,42 @@ def test_a_broker_that_refuses_mqtt_5_is_told_apart_with_the_setting_to_change(c
         said = caplog.records[-1].getMessage()
         assert said.startswith("broker refused the connection: Unsupported protocol version"), said
         assert ("set mqtt_version 3.1.1" in said) is hinted
+
+
+def test_the_last_outgoing_messages_of_a_refused_burst_are_said_by_the_housekeeping(caplog):
+    """A line a minute for outgoing messages the broker refused: the rest of a burst were said only at
+    the next refusal, perhaps never (a walk: 13 refused, 8 in the log). The housekeeping says them once
+    the minute is over."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.connection import Connection
+    from sensorguard.service.logs import RateLimiter
+    from sensorguard.service.metrics import Metrics
+
+    now = [0.0]
+    settings = load_settings({"client_id": "sg"}, {}, require_model=False)
+    conn = Connection(settings, Metrics(CollectorRegistry()), None, lambda client, message: None, lambda: False)
+    conn._bad_topics = RateLimiter(60.0, clock=lambda: now[0])
+    refused = ReasonCode(PacketTypes.PUBACK, "Not authorized")
+    for _ in range(5):
+        conn._on_publish(None, None, 1, refused, None)
+    lines = [r.getMessage() for r in caplog.records if "outgoing message" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("the broker refused 1 outgoing message(s) (Not authorized)")
+    conn.say_refused()  # within the minute: nothing yet
+    now[0] = 61.0
+    conn.say_refused()
+    conn.say_refused()  # said once
+    lines = [r.getMessage() for r in caplog.records if "outgoing message" in r.getMessage()]
+    assert len(lines) == 2 and lines[1].startswith("the broker refused 4 outgoing message(s) (Not authorized)"), lines
+
+
+def test_the_daemons_housekeeping_says_the_refused_messages_not_said_yet(tiny_bundle, monkeypatch):
+    from tests.test_daemon import make
+
+    daemon, _ = make(tiny_bundle)
+    told = []
+    monkeypatch.setattr(daemon.connection, "say_refused", lambda: told.append(1))
+    daemon.housekeeping(0.0)
+    assert told == [1]
