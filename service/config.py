@@ -162,7 +162,8 @@ class Settings:
     def password(self) -> str | None:
         """The MQTT password from ``password_file`` (read now, trailing newline dropped) or env."""
         if self.password_file:
-            return Path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+            # (utf-8-sig: a BOM a Windows editor wrote was sent as part of the password, refused: a walk)
+            return Path(self.password_file).read_text(encoding="utf-8-sig").rstrip("\r\n")
         return self._env_password
 
     def broker_parts(self) -> tuple[str, str, int, bool]:
@@ -284,6 +285,8 @@ def merge_settings(
     _one_model(values, sources)
     _normalise(values)
     env_password = env.get(PASSWORD_ENV) or None
+    if PASSWORD_ENV in env and not env_password:  # (an empty line of an env file: sent no password, unsaid; a walk)
+        problems.append(f"{PASSWORD_ENV} is set but empty: the broker would get no password; unset it or fill it")
     # SENSORGUARD_PASSWORD alone would send no password at all; a leftover beside one that works is
     # no reason to refuse a start
     if f"{ENV_PREFIX}PASSWORD" in env and not (env_password or values.get("password_file")):

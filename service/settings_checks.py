@@ -51,7 +51,7 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
         bad("client_id", f"must be 1..256 characters without spaces, got {s.client_id!r}")
     if s.password_file:
         try:
-            if not Path(s.password_file).read_bytes().decode("utf-8").rstrip("\r\n"):
+            if not Path(s.password_file).read_bytes().decode("utf-8-sig").rstrip("\r\n"):
                 bad("password_file", f"{s.password_file!r} is empty: the broker would get an empty password")
         except OSError as err:
             bad("password_file", f"cannot read {s.password_file!r}: {err.strerror or err}")

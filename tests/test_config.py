@@ -238,6 +238,21 @@ def test_password_problems(tmp_path: Path, bundle_dir: str) -> None:
     assert any("sent only with a username" in p for p in problems({"model": bundle_dir, "password_file": str(secret)}))
     assert any("session_expiry_s: must be >= 1" in p for p in problems({"model": bundle_dir, "session_expiry_s": 0}))
     assert any("unknown setting" in p for p in problems({"model": bundle_dir, "password": "x"}))
+    # set but empty (an env file's `SENSORGUARD_MQTT_PASSWORD=`): no password was sent, unsaid (a walk)
+    found = problems({"model": bundle_dir, "username": "u"}, {PASSWORD_ENV: ""})
+    assert any(f"{PASSWORD_ENV} is set but empty" in p for p in found), found
+
+
+def test_a_password_file_written_with_a_byte_order_mark_sends_the_password_without_it(tmp_path: Path,
+                                                                                     bundle_dir: str) -> None:
+    """Notepad's UTF-8 writes a BOM first: it was sent as part of the password, and refused (a walk)."""
+    secret = tmp_path / "pw"
+    secret.write_bytes("\ufeffhunter2\r\n".encode())
+    secret.chmod(0o600)
+    settings = load_settings({"model": bundle_dir, "username": "u", "password_file": str(secret)}, {})
+    assert settings.password() == "hunter2"
+    secret.write_bytes("\ufeff\n".encode())
+    assert any("is empty" in p for p in problems({"model": bundle_dir, "username": "u", "password_file": str(secret)}))
 
 
 def test_unreadable_config_file(tmp_path: Path) -> None:
