@@ -287,8 +287,12 @@ def describe_connect_error(err: BaseException | None, tls: bool = False) -> str:
     if tls and isinstance(err, ConnectionResetError | ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return f"{err} (is that port a plain MQTT listener? then mqtt://, without TLS)"
     if isinstance(err, ssl.SSLCertVerificationError):
-        return (f"TLS certificate verification failed ({err.verify_message or err.reason}): set tls_ca to the CA "
-                "that signed the broker's certificate, and check the broker host name")
+        said = err.verify_message or err.reason
+        if "mismatch" in str(said).lower():  # (the CA was right: "set tls_ca" sent people after the wrong thing)
+            return (f"TLS certificate verification failed ({said}): the broker's certificate does not name the host "
+                    "in the broker URL; connect by a name it has (tls_insecure skips the check: testing only)")
+        return (f"TLS certificate verification failed ({said}): set tls_ca to the CA that signed the broker's "
+                "certificate, and check the broker host name")
     if isinstance(err, ssl.SSLError):
         return f"TLS error ({err.reason or err})"
     if isinstance(err, ConnectionRefusedError):

@@ -229,6 +229,8 @@ def test_host_name_check_is_on_unless_tls_insecure_is_explicit(tls_broker, daemo
     wait_for(lambda: any("IP address mismatch" in line
                          for line in logged_by(caplog, strict_daemon, "certificate verification failed")),
              20, "host name mismatch logged")
+    said = logged_by(caplog, strict_daemon, "certificate verification failed")[0]  # the CA is right: not "set tls_ca"
+    assert "does not name the host" in said and "set tls_ca" not in said, said
     assert http_status(f"{strict}/readyz") == 503
     _, insecure = daemons({"model": str(trained_dir), "broker": url, "tls_ca": pki["ca"], "tls_insecure": True})
     wait_for(lambda: http_status(f"{insecure}/readyz") == 200, 20, "ready with explicit tls_insecure")
