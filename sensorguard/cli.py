@@ -20,7 +20,7 @@ from sensorguard.argtypes import attach_negative_durations
 from sensorguard.arguments import build_parser, promise_options
 from sensorguard.cli_calibrate import cmd_calibrate
 from sensorguard.cli_errors import CliError, failed, stdout_gone
-from sensorguard.cli_live import cmd_cluster, cmd_command, cmd_demo, cmd_replay, cmd_serve
+from sensorguard.cli_live import cmd_alerts, cmd_cluster, cmd_command, cmd_demo, cmd_replay, cmd_serve
 from sensorguard.cli_models import cmd_models, cmd_retrain, period_change, swap_problem
 from sensorguard.writing import write_table
 
@@ -312,7 +312,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "maintenance": cmd_command, "ack": cmd_command, "shelve": cmd_command,
+    "maintenance": cmd_command, "ack": cmd_command, "shelve": cmd_command, "alerts": cmd_alerts,
     "simulate": cmd_simulate, "train": cmd_train, "calibrate": cmd_calibrate, "score": cmd_score,
     "evaluate": cmd_evaluate, "report": cmd_report, "retrain": cmd_retrain, "models": cmd_models,
     "serve": cmd_serve, "replay": cmd_replay, "demo": cmd_demo, "cluster": cmd_cluster,

@@ -71,6 +71,12 @@ def cmd_command(args: argparse.Namespace) -> int:
     return send(args)
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from sensorguard.alert_list import list_alerts
+
+    return list_alerts(args)
+
+
 def cmd_cluster(args: argparse.Namespace) -> int:
     from sensorguard.service.cluster import Layout, run_init
 

@@ -136,6 +136,18 @@ def _refused_ahead(times, due, assets, max_future_s: float) -> str | None:
             "replay in real time, or with --timestamps original")
 
 
+def client_settings(args: argparse.Namespace, tool: str):
+    """A short-lived client's settings (a command, ``alerts``): its flags over the environment and
+    defaults, as serve's, and a client id of its own."""
+    from sensorguard.service.config import load_settings
+
+    flags = {name: getattr(args, name) for name in ("broker", "mqtt_version", "username", "password_file", "tls_ca",
+                                                     "tls_cert", "tls_key", "tls_insecure", "output_prefix")}
+    # (a pid alone collides between containers, where it is 1: the broker drops the other session)
+    flags["client_id"] = args.client_id or f"sensorguard-{tool}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return load_settings(flags, os.environ, require_model=False)
+
+
 def send(args: argparse.Namespace) -> int:
     """``sensorguard maintenance|ack|shelve``: publish one command to the daemon serving the asset
     and print its answer."""
@@ -143,13 +155,8 @@ def send(args: argparse.Namespace) -> int:
 
     from sensorguard.service.command_client import send_command
     from sensorguard.service.command_messages import EXPIRY_GRACE_S
-    from sensorguard.service.config import load_settings
 
-    flags = {name: getattr(args, name) for name in ("broker", "mqtt_version", "username", "password_file", "tls_ca",
-                                                     "tls_cert", "tls_key", "tls_insecure", "output_prefix")}
-    # (a pid alone collides between containers, where it is 1: the broker drops the other session)
-    flags["client_id"] = args.client_id or f"sensorguard-command-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    settings = load_settings(flags, os.environ, require_model=False)
+    settings = client_settings(args, "command")
     # a daemon that gets it after we stopped waiting refuses it (it was reported as not answered)
     body: dict = {"expires": time.time() + args.timeout}
     if by := args.by or os.environ.get("USER"):  # (an empty "by" was sent, and audited as null: a walk)

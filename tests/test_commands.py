@@ -298,6 +298,29 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
         commands = [e for e in events.on("sensorguard/events") if e.get("event") == "command"]
         assert [c["command"] for c in commands] == ["maintenance", "shelve", "ack"]
         assert metric(url, "sensorguard_commands_total", command="ack", result="rejected") == 1
+        # what needs an operator, from the retained states: an alert up (its id, for ack), the held assets
+        pub = Publisher(mosquitto)
+        pub.samples("line-1/pump-u", times[:700], faulty[:700], CHANNELS)  # its fault lasts to its last reading
+        pub.close()
+        up = wait_for(lambda: [e for e in events.on("sensorguard/alerts/line-1/pump-u") if e["state"] == "raised"],
+                      30, "an alert up")[0]["alert_id"]
+        wait_for(lambda: (events.on("sensorguard/state/line-1/pump-u") or [{}])[-1].get("alert_id") == up, 10,
+                 "its state")
+        out = cli(mosquitto, "alerts")
+        assert out.returncode == 0, out
+        lines = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:-1]}
+        assert lines["line-1/pump-u"][1:3] == ["alerting", up] and lines["line-1/pump-u"][4] == "no", out.stdout
+        assert "maintenance" in lines["line-1/pump-m"] and "shelved" in lines["line-1/pump-s"], out.stdout
+        assert "line-1/pump-a" not in lines  # its alert cleared: nothing to do (--all shows it)
+        assert out.stdout.splitlines()[1].startswith("line-1/pump-u")  # the alert not acknowledged first
+        assert "4 assets: 1 alerting (1 not acknowledged), 2 held" in out.stdout.splitlines()[-1], out.stdout
+        out = cli(mosquitto, "alerts", "--json", "--all", "--asset", "line-1/pump-[au]")
+        assert sorted(json.loads(line)["asset"] for line in out.stdout.splitlines()) == ["line-1/pump-a",
+                                                                                         "line-1/pump-u"], out
+        assert cli(mosquitto, "ack", up).returncode == 0
+        wait_for(lambda: events.on("sensorguard/state/line-1/pump-u")[-1].get("acked") is True, 10, "acknowledged")
+        out = cli(mosquitto, "alerts", "--asset", "line-1/pump-u")
+        assert out.stdout.splitlines()[1].split()[4] == "yes" and len(out.stdout.splitlines()) == 3, out.stdout
         out = cli(mosquitto, "shelve", "line-1/pump-a", "--for", "1m")  # an asset it reads: no note
         assert out.returncode == 0 and "shelved until" in out.stdout and "note" not in out.stdout, out
         out = cli(mosquitto, "shelve", "line-1/pump-z", "--for", "1m")  # none read yet: noted
