@@ -180,6 +180,11 @@ def send(args: argparse.Namespace) -> int:
                        f"{settings.output_prefix}/responses/#; a daemon that has it waiting, or gets it within "
                        f"{EXPIRY_GRACE_S:g} s more, still carries it out: check the asset's state before sending "
                        "it again")
+    if reply.get("retry") and reply.get("unanswered"):  # (a cluster's hand-over, said as "no answer": a walk)
+        raise CliError(f"not carried out yet in {args.timeout:g} s: {reply.get('instance')} answered \""
+                       f"{reply.get('message')}\", and {reply['unanswered']} of the copies sent had no answer, "
+                       "which a daemon may still carry out: check the asset's state (sensorguard alerts) before "
+                       "sending it again; a cluster's hand-over can take 10 s (--timeout 20)")
     if reply.get("retry"):  # every copy refused for now (busy, the asset's partition moving): none carried out
         raise CliError(f"not carried out: {reply.get('instance')} answered every copy sent in {args.timeout:g} s "
                        f"with \"{reply.get('message')}\"; send it again (or with a longer --timeout)")
@@ -187,6 +192,11 @@ def send(args: argparse.Namespace) -> int:
     if reply.get("accepted") and reply.get("saved") is False:  # (a daemon before the field sends none)
         # (not "send it again": a `maintenance end` or an unshelve sent again is rejected, and a disk that
         # recovers needs nothing, the daemon's next save, each 30 s, writes it; found by review)
+        if "state bucket" in str(reply.get("message")):  # cluster mode: NATS, not a disk
+            raise CliError(f"{reply.get('instance')} applied the command but could not write it to the cluster's "
+                           "state bucket yet (NATS electing a leader? its log says why): it tries again every half "
+                           "second; if that worker stops before it works, the change is lost: check the asset's "
+                           "state (sensorguard alerts) and send it again")
         raise CliError(f"{reply.get('instance')} applied the command but could not save it in its state_dir "
                        "(check its disk and log): it is saved once the daemon logs \"writing controls.json ... works "
                        "again\"; if the daemon restarts before that, the change is lost and must be sent again")

@@ -29,10 +29,10 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
     ``RESEND_S`` without an answer, and after an answer that says ``retry`` (the asset's
     partition being taken over, a full command queue): a daemon carries a send out once, and in
     cluster mode one that came while the asset moved between workers was carried out by none of
-    them and left the operator to send it again. When time runs out with every copy refused for
-    now, the last such answer is returned; with a copy unanswered (queued behind a slow one, or
-    lost in a broker outage: a publish that fails is tried again), None: it may still be carried
-    out, and a "rejected" there sent the operator to send it again, carried out twice (a review)."""
+    them and left the operator to send it again. When time runs out, the last answer "try again"
+    is returned, with ``"unanswered"``: how many copies had no answer (queued behind a slow one,
+    lost in a broker outage, come between two owners), which may still be carried out, so not
+    "rejected": sent again, it was carried out twice (a review). None: no answer at all."""
     request_id = body.get("request_id") or new_request_id()
     reply_to = f"{settings.output_prefix}/responses/{request_id}"
     body = {**body, "request_id": request_id, "reply_to": reply_to}
@@ -79,4 +79,6 @@ def send_command(settings: Settings, verb: str, body: dict, timeout_s: float = 1
                     return reply
                 last, refused_for_now = reply, refused_for_now + 1  # "try again": sent again after a pause
                 resend_at = min(resend_at, time.monotonic() + RETRY_PAUSE_S)
-        return last if refused_for_now >= sent else None
+        if last is not None and refused_for_now < sent:  # refused for now, and a copy still unanswered
+            last["unanswered"] = sent - refused_for_now
+        return last

@@ -305,8 +305,10 @@ class CommandHandler:
                 if isinstance(known.get("raised_at"), int | float):
                     self.metrics.ack_seconds.observe(max(0.0, now - known["raised_at"]))
         if accepted and not saved:  # in force, but a restart would lose it: said, not only logged
-            text = (f"{text}; applied but NOT SAVED: writing {self.settings.state_dir}/{CONTROLS} failed (the "
-                    "daemon's log says why), so a restart loses it unless a later write works")
+            where = ("the cluster's state bucket" if self.settings.cluster else
+                     f"{self.settings.state_dir}/{CONTROLS}")
+            text = (f"{text}; applied but NOT SAVED: writing {where} failed (the daemon's log says why), so a "
+                    "restart loses it unless a later write works")
         if accepted:
             audit(self.settings.state_dir, entry, self.controls.writes)
             self.publisher.daemon_event(entry)

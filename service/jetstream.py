@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to finish its batch
 CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
 STATE_FULL_S = 30.0  # every asset's state (drift included) is written this often
+CONTROLS_WRITE_S = 3.0  # a command's change is written to the state bucket before its answer, waiting this long
 STRAYS_QUEUE = "sensorguard-strays"  # the queue group of the workers counting stray readings: once each
 
 
@@ -78,6 +79,7 @@ class ClusterSource:
         self.controls = controls  # maintenance, shelving, acknowledgeable alerts: they move with the assets
         if controls is not None:
             controls.on_change = self.controls_changed
+            controls.persist = self.save_controls
         self._handovers: deque[tuple[set[str], Future]] = deque()  # for the scoring thread (step)
         self._states: Any = None  # the state bucket
         self._next_full = 0.0
@@ -137,6 +139,22 @@ class ClusterSource:
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(self.sync.mark, asset)
+
+    def save_controls(self, asset: str) -> bool:
+        """The command thread: write ``asset``'s controls to the state bucket now, waiting at most
+        ``CONTROLS_WRITE_S``; whether they were written. A command is answered "accepted" once its
+        change would outlive this worker: a hold answered so and lost with a worker killed before
+        the next flush (0.5 s) left its asset unheld under the next owner (a walk)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        try:
+            return bool(asyncio.run_coroutine_threadsafe(self.sync.write_controls_now(asset), loop)
+                        .result(CONTROLS_WRITE_S))
+        except Exception as exc:  # noqa: BLE001 - a timeout, the loop closed: not written (the flush tries again)
+            log.warning("cluster: the controls of %s were not written to the state bucket now (%s): the next "
+                        "flush tries again", asset, type(exc).__name__)
+            return False
 
     @property
     def owned(self) -> list[int]:

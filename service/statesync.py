@@ -45,10 +45,12 @@ class StateSync:
         self.leaving: set[str] = set()  # assets being handed over: their states are no longer passed on
         self._bucket: Any = None
         self._lock: asyncio.Lock | None = None
+        self._controls_lock: asyncio.Lock | None = None  # (a flush's controls part; a command's write waits for it)
 
     def open(self, bucket: Any) -> None:
         self._bucket = bucket
         self._lock = asyncio.Lock()
+        self._controls_lock = asyncio.Lock()
 
     def queue(self, states: dict[str, bytes | None]) -> None:
         """States to write (loop thread: schedule it with ``call_soon_threadsafe``)."""
@@ -68,17 +70,18 @@ class StateSync:
     async def flush(self) -> None:
         """Write the queued controls and states (a state None: delete, the asset's state ended) of
         the assets this worker still serves."""
-        if self._lock is None:
+        if self._lock is None or self._controls_lock is None:
             return
         async with self._lock:
-            dirty, self.controls_dirty = self.controls_dirty, set()
-            for asset in dirty:
-                if not self.serves(asset):  # another worker's now (a stale change): its key is not ours to write
-                    if self.coming(asset):  # ours, not served for a moment: written once it is again
-                        self.controls_dirty.add(asset)
-                    continue
-                if not await self.write_controls(asset):
-                    self.controls_dirty.add(asset)  # tried again next time
+            async with self._controls_lock:
+                dirty, self.controls_dirty = self.controls_dirty, set()
+                for asset in dirty:
+                    if not self.serves(asset):  # another worker's now (a stale change): its key is not ours to write
+                        if self.coming(asset):  # ours, not served for a moment: written once it is again
+                            self.controls_dirty.add(asset)
+                        continue
+                    if not await self.write_controls(asset):
+                        self.controls_dirty.add(asset)  # tried again next time
             out, self.outbox = self.outbox, {}
             for asset, data in out.items():
                 if not self.serves(asset):  # its partition is being given up: a clean hand-over writes its newest
@@ -135,6 +138,18 @@ class StateSync:
             for asset in sorted(await self._until_written(held, self.write_controls)):
                 log.warning("cluster: the controls of %s could not be handed over", asset)
         self.controls.forget(held)
+
+    async def write_controls_now(self, asset: str) -> bool:
+        """:meth:`write_controls` between flushes (a command's change, before its answer); whether the
+        bucket holds it. Only while this worker serves the asset: handed over since the command, its
+        hand-over wrote them, change included (written from here after it, the forgotten controls
+        deleted the next owner's key); being taken over, the flush writes them once it is served."""
+        if self._controls_lock is None:
+            return False
+        async with self._controls_lock:
+            if not self.serves(asset):
+                return not self.coming(asset)
+            return await self.write_controls(asset)
 
     async def write_controls(self, asset: str) -> bool:
         """Put ``asset``'s controls in the state bucket (delete the key when it has none); whether

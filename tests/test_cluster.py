@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import paho.mqtt.client as paho
 import pytest
@@ -787,6 +788,34 @@ def test_a_hand_over_writes_its_states_and_controls_again_while_the_bucket_fails
     monkeypatch.setattr(statesync, "HANDOVER_WRITE_S", 0.05)
     sync.open(FlakyBucket(fails=10_000))  # never back: given up after HANDOVER_WRITE_S, and said
     assert asyncio.run(sync.hand_over({"p1": None})) == 1
+
+
+def test_a_commands_write_to_the_bucket_is_made_only_while_this_worker_serves_the_asset():
+    """Written before the command's answer; an asset handed over since the command was carried out
+    had its controls written by the hand-over and forgotten here: written again from here, they
+    deleted the next owner's key. Being taken over, the flush writes them once it is served."""
+    from sensorguard.service.command_messages import Command
+    from sensorguard.service.commands import AlarmControls
+    from sensorguard.service.statesync import StateSync
+
+    controls = AlarmControls()
+    served, coming = {"p1", "p2"}, set()
+    sync = StateSync(controls, lambda asset: asset in served, coming=lambda asset: asset in coming)
+    assert asyncio.run(sync.write_controls_now("p1")) is False  # not opened: nothing written
+    bucket = FlakyBucket(fails=0)
+    sync.open(bucket)
+    for asset in ("p1", "p2"):
+        controls.apply(Command("shelve", asset, until=time.time() + 600), time.time())
+    assert asyncio.run(sync.write_controls_now("p1")) is True
+    assert json.loads(bucket.kept[cluster.controls_key("p1")])["controls"][0]["kind"] == "shelved"
+    bucket.kept[cluster.controls_key("p2")] = b'{"the next owner\'s": 1}'
+    served.discard("p2")  # handed over: its hand-over wrote the change
+    controls.forget({"p2"})
+    assert asyncio.run(sync.write_controls_now("p2")) is True and cluster.controls_key("p2") in bucket.kept
+    coming.add("p2")  # ours again, being taken over: not written now (the flush writes it once served)
+    assert asyncio.run(sync.write_controls_now("p2")) is False
+    bucket.fails = 1  # the bucket electing a leader: not written, said so
+    assert asyncio.run(sync.write_controls_now("p1")) is False
 
 
 def test_the_local_servers_run_in_a_session_of_their_own(nats_node):

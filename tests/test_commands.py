@@ -814,6 +814,22 @@ def test_a_final_refusal_is_not_sent_again_and_a_retry_to_the_end_is_said(tiny_b
         responder.disconnect()
 
 
+def test_the_cli_says_a_command_may_still_be_carried_out_when_a_copy_had_no_answer(monkeypatch, capsys):
+    """A cluster's hand-over: copies answered "try again" and one come between two owners, unanswered.
+    The CLI said "no answer: no daemon serves that asset, or the broker refused ..." (a walk): none
+    of that was true. It says what came, and that a copy may still be carried out."""
+    from sensorguard.cli import main
+    from sensorguard.service import command_client
+
+    monkeypatch.setattr(command_client, "send_command", lambda *args, **kwargs: {
+        "accepted": False, "retry": True, "unanswered": 2, "instance": "w3",
+        "message": "a02 is being taken over by w3: try again in a few seconds"})
+    assert main(["maintenance", "start", "a02", "--broker", "mqtt://127.0.0.1:1"]) == 1
+    err = capsys.readouterr().err
+    assert "not carried out yet in 10 s: w3 answered \"a02 is being taken over" in err, err
+    assert "2 of the copies sent had no answer, which a daemon may still carry out" in err and "--timeout 20" in err
+
+
 def test_a_command_waiting_behind_a_slow_one_is_not_said_refused_and_a_broker_restart_is_waited_out(
         tiny_bundle, mosquitto, monkeypatch):
     """A copy queued behind a slow command, the later ones answered ``busy``: the CLI said "rejected ...
@@ -865,7 +881,8 @@ def test_a_command_waiting_behind_a_slow_one_is_not_said_refused_and_a_broker_re
         other = sent("p9", 20.0)  # another operator's command fills the queue: p1's later copies are busy
         mine.join(10)
         assert sum(c["asset"] == "p1" for c in seen) >= 3
-        assert replies["p1"] is None, replies  # its first copy is still to be carried out: not "rejected"
+        # its first copy is still to be carried out: not "rejected", and said (the copies answered busy after it)
+        assert replies["p1"] is not None and replies["p1"]["retry"] and replies["p1"]["unanswered"] == 1, replies
         release.set()
         other.join(20)
         wait_for(lambda: daemon.controls.suppressed("p1", time.time()) == "shelved", 10, "p1 carried out")

@@ -180,6 +180,32 @@ def test_the_cli_says_when_a_change_not_saved_is_saved_and_when_to_send_it_again
     assert "if the daemon restarts before that, the change is lost and must be sent again" in err, err
 
 
+def test_a_change_the_cluster_could_not_write_is_answered_as_not_saved_in_the_state_bucket(bundle, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """Cluster mode writes a command's change to the state bucket before answering: when that fails
+    (NATS electing a leader) the answer is "NOT SAVED" naming the bucket, not a state_dir it has not,
+    and the CLI says what to check."""
+    from dataclasses import replace
+
+    from sensorguard.cli import main
+    from sensorguard.service import command_client
+    from sensorguard.service.command_handling import CommandHandler
+
+    daemon, client = daemon_with(bundle, None)
+    daemon.controls.persist = lambda asset: False
+    handler = CommandHandler(replace(daemon.settings, cluster=("nats://127.0.0.1:4222",)), daemon.controls,
+                             daemon.publisher, daemon.metrics, owns=lambda asset: True)
+    handler.handle(client, SimpleNamespace(topic="sensorguard/commands/shelve", payload=json.dumps(
+        {"asset": "p1", "for_s": 600, "request_id": "r1"}).encode(), qos=1, mid=1, retain=False))
+    (answer,) = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/responses/r1"]
+    assert answer["accepted"] and answer["saved"] is False and "the cluster's state bucket" in answer["message"]
+    assert daemon.controls.suppressed("p1", time.time()) == "shelved"  # in force all the same
+    monkeypatch.setattr(command_client, "send_command", lambda *args, **kwargs: answer)
+    assert main(["shelve", "p1", "--for", "10m", "--broker", "mqtt://127.0.0.1:1"]) == 1
+    err = capsys.readouterr().err
+    assert "could not write it to the cluster's state bucket" in err and "state_dir" not in err, err
+
+
 def test_the_final_save_failing_at_stop_is_an_error_not_a_clean_stop(bundle, tmp_path, caplog):
     daemon, _ = daemon_with(bundle, tmp_path)
     daemon.alerts.apply("pump-1", T0, 0.5, [])
