@@ -1505,3 +1505,36 @@ def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_o
     time.sleep(0.3)
     assert "r10" not in answers()
     handler.stop()
+
+
+def test_a_shelving_until_now_unshelves_and_the_cap_on_held_assets_is_kept():
+    """From a mutation audit, two rules no test pinned: ``shelve --for 0`` (until now) ends a shelving,
+    refused on an asset not shelved; past ``max_controls`` held assets a new hold is refused (an
+    extension of one held is not)."""
+    now = time.time()
+    controls = AlarmControls(max_controls=2)
+    assert controls.apply(Command("shelve", "p1", until=now + 600), now)[0]
+    accepted, said, _ = controls.apply(Command("shelve", "p1", until=now), now)
+    assert (accepted, said) == (True, "p1: unshelved") and controls.export("p1")["controls"] == []
+    accepted, said, _ = controls.apply(Command("shelve", "p2", until=now - 1), now)
+    assert not accepted and said == "p2 is not shelved"
+    assert controls.apply(Command("shelve", "p1", until=now + 600), now)[0]
+    assert controls.apply(Command("maintenance", "p2", action="start"), now)[0]
+    accepted, said, _ = controls.apply(Command("shelve", "p3", until=now + 600), now)
+    assert not accepted and said == "2 assets are in maintenance or shelved already"
+    assert controls.apply(Command("shelve", "p1", until=now + 900), now)[0]  # extended: no new place
+
+
+def test_an_alert_raised_by_a_clock_ahead_counts_no_negative_time_to_acknowledge(tiny_bundle):
+    """An alert moved from a worker whose clock runs ahead (or a clock stepped back) raised "after" its
+    ack: the time to acknowledge, a KPI, is 0, not negative (a mutation audit found it unpinned)."""
+    from types import SimpleNamespace
+
+    from tests.test_daemon import make, value
+
+    daemon, client = make(tiny_bundle)
+    daemon.controls.raised("p1@5", "p1", now=time.time() + 60)
+    daemon.commands.handle(client, SimpleNamespace(topic="sensorguard/commands/ack", payload=json.dumps(
+        {"alert_id": "p1@5", "request_id": "r1"}).encode(), qos=1, mid=1, retain=False))
+    assert value(daemon, "sensorguard_ack_seconds_count") == 1
+    assert value(daemon, "sensorguard_ack_seconds_sum") == 0.0
