@@ -932,3 +932,114 @@ def test_a_restored_alerts_state_names_its_channels_as_before_the_restart(tiny_b
     # its first window names its own, and the ones from before the restart are gone (a review)
     third.alerts.apply("pump-1", T0 + 10, 5.0, top[:1])
     assert "pump-1" not in third.alerts.restored_channels
+
+
+# --- from a mutation audit of alarm management: rules no test pinned ---------------------------------
+
+
+def test_an_alert_up_across_a_restart_keeps_holding_its_readings_back(drifting, tmp_path):
+    """Restored up, its readings are the alert's, not normal data: the recorder holds them from the
+    first window after the restart (none of them is committed as normal)."""
+    first, _ = daemon_with(drifting, tmp_path / "state")
+    for i in range(3):
+        first.alerts.apply("pump", T0 + i, 5.0, [])
+    assert first.snapshot()["pump"].status == "alerting"
+    first.stop()
+    again, _ = daemon_with(drifting, tmp_path / "state", record_dir=str(tmp_path / "rec"), record_guard_s=10)
+    again.alerts.apply("pump", T0 + 3, 5.0, [])
+    assert again.recorder.holding("pump")
+
+
+def test_a_maintenance_ending_while_the_alert_is_up_keeps_its_readings_held(drifting, tmp_path):
+    """The hold's end releases the readings only when no alert is up: they belong to the alert,
+    filed under it when it clears (released, they were dropped, and the alert's later readings
+    recorded as normal)."""
+    from sensorguard.service.command_messages import Command
+
+    daemon, _ = daemon_with(drifting, None, record_dir=str(tmp_path / "rec"), record_guard_s=10)
+    for i in range(3):
+        daemon.alerts.apply("pump", T0 + i, 5.0, [])
+    for action in ("start", "end"):
+        daemon.controls.apply(Command("maintenance", "pump", action=action), time.time())
+        daemon.alerts.request_control_change("pump", action == "start")
+        daemon.alerts.apply_control_changes()
+    assert daemon.snapshot()["pump"].status == "alerting" and daemon.recorder.holding("pump")
+
+
+def test_a_restored_alert_stops_paging_when_its_asset_is_shelved_before_any_window(drifting, tmp_path):
+    """Its alert is up in the metrics from the start (the rule pages on it); a shelving before the
+    asset's first window stops that at once, not at a window that may not come."""
+    from sensorguard.service.command_messages import Command
+    from tests.test_daemon import value
+
+    first, _ = daemon_with(drifting, tmp_path)
+    for i in range(3):
+        first.alerts.apply("pump", T0 + i, 5.0, [])
+    first.stop()
+    again, _ = daemon_with(drifting, tmp_path)
+    assert value(again, "sensorguard_anomaly_active", asset="pump") == 1
+    again.controls.apply(Command("shelve", "pump", until=time.time() + 600), time.time())
+    again.alerts.request_control_change("pump", None)
+    again.alerts.apply_control_changes()
+    assert value(again, "sensorguard_anomaly_active", asset="pump") == 0
+
+
+def test_a_silent_asset_whose_alert_was_held_names_no_alert_and_files_an_announced_ones_readings(drifting,
+                                                                                                 tmp_path):
+    """Silence ends an alert: its event names the alert only when its raise went out (a held one's
+    would close a raise nobody saw), and the alert's held readings are filed under it, so a false
+    alarm acknowledged later teaches them as normal."""
+    from sensorguard.service.command_messages import Command
+
+    daemon, client = daemon_with(drifting, None, record_dir=str(tmp_path / "rec"), record_guard_s=0)
+    daemon.controls.apply(Command("shelve", "held", until=time.time() + 600), time.time())
+    for asset in ("held", "told"):
+        for i in range(3):
+            daemon.recorder.add(asset, T0 + i, [1.0, 2.0, 3.0])
+            daemon.alerts.apply(asset, T0 + i, 5.0, [])
+        daemon.recorder.add(asset, T0 + 3, [1.0, 2.0, 3.0])
+    told = daemon.snapshot()["told"].alert_id
+    for asset in ("held", "told"):
+        daemon.alerts.end(asset, T0 + 3)
+    silent = {json.loads(p)["asset"]: json.loads(p) for t, p, _ in client.published
+              if t.startswith("sensorguard/alerts/") and json.loads(p).get("kind") == "silent"}
+    assert "alert_id" not in silent["held"] and silent["told"]["alert_id"] == told
+    daemon.recorder.flush(now_ts=T0 + 1000, force=True)
+    filed = {p.name for p in (tmp_path / "rec" / "alerts").glob("*.parquet")}
+    assert f"{told}.parquet" in filed, filed
+    assert len(pd.read_parquet(tmp_path / "rec" / "alerts" / f"{told}.parquet")) == 4  # its readings, none normal
+
+
+def test_a_sensor_faults_state_keeps_the_latest_windows_time(tiny_bundle):
+    """A fault opened by a reading newer than the latest scored window: the state it publishes says
+    that window's time (a later one made the next windows' states go backwards, as they may not)."""
+    from sensorguard.service.publisher import iso
+    from sensorguard.service.sensors import SensorEvent
+    from tests.test_daemon import make
+
+    daemon, client = make(tiny_bundle)
+    daemon.alerts.apply("pump", T0 + 43, 0.1, [])
+    daemon.alerts.sensor("pump", SensorEvent("missing", "a", True, T0 + 60, float("nan")))
+    states = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/state/pump"]
+    assert states[-1]["sensor_faults"] and states[-1]["ts"] == iso(T0 + 43)
+
+
+def test_a_raise_owed_after_a_hold_waits_for_room_in_the_outgoing_queue(drifting):
+    """An alert that rose while shelved is told at its first window after the shelving: with the
+    outgoing queue full that raise would be dropped (counted, logged "alert raised", and then taken
+    as told); it waits for a window with room."""
+    from sensorguard.service import mqtt
+    from sensorguard.service.command_messages import Command
+
+    daemon, client = daemon_with(drifting, None)
+    daemon.controls.apply(Command("shelve", "pump", until=time.time() + 600), time.time())
+    for i in range(3):
+        daemon.alerts.apply("pump", T0 + i, 5.0, [])
+    daemon.controls.apply(Command("shelve", "pump", until=time.time()), time.time())  # unshelved
+    client.queued_out = lambda: mqtt.MAX_QUEUED_OUT
+    daemon.alerts.apply("pump", T0 + 3, 5.0, [])
+    assert raised(client) == []
+    assert not daemon.registry.get_sample_value("sensorguard_publishes_dropped_total", {"kind": "alert"})
+    client.queued_out = lambda: 0
+    daemon.alerts.apply("pump", T0 + 4, 5.0, [])
+    assert [e["alert_id"] for e in raised(client)] == [daemon.snapshot()["pump"].alert_id]
