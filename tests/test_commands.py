@@ -1538,3 +1538,16 @@ def test_an_alert_raised_by_a_clock_ahead_counts_no_negative_time_to_acknowledge
         {"alert_id": "p1@5", "request_id": "r1"}).encode(), qos=1, mid=1, retain=False))
     assert value(daemon, "sensorguard_ack_seconds_count") == 1
     assert value(daemon, "sensorguard_ack_seconds_sum") == 0.0
+
+
+def test_an_alert_not_acknowledged_yet_is_no_false_alarm_nor_a_real_one():
+    """What the recorder files an alert's readings by: unanswered (None) until its ack says which
+    (pinned only by a broker-backed recording test before; a mutation audit)."""
+    now = time.time()
+    controls = AlarmControls()
+    controls.raised("p1@5", "p1", now=now)
+    assert controls.false_alarm("p1@5") is None and controls.false_alarm("p9@1") is None
+    controls.apply(Command("ack", "p1", alert_id="p1@5", false_alarm=True), now)
+    assert controls.false_alarm("p1@5") is True
+    controls.apply(Command("ack", "p1", alert_id="p1@5", false_alarm=False), now)
+    assert controls.false_alarm("p1@5") is False
