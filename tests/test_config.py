@@ -206,6 +206,12 @@ def test_tls_rules(tmp_path: Path, bundle_dir: str) -> None:
     other, _ = make_server_cert(ca_key, ca_cert, [])
     write_pem(tmp_path / "k.pem", key=other)  # a key that is not the certificate's
     assert problems({"model": bundle_dir, "broker": "mqtts://h", **pair})[0].startswith("tls_cert: ")
+    from cryptography.hazmat.primitives import serialization
+
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(  # passphrase-protected: said so, not "[SSL] PEM lib" (a walk)
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")))
+    found = problems({"model": bundle_dir, "broker": "mqtts://h", **pair})[0]
+    assert "is a passphrase-protected key" in found and "openssl pkey" in found, found
 
 
 def test_password_from_file_is_lazy_and_redacted(tmp_path: Path, bundle_dir: str) -> None:
