@@ -36,12 +36,15 @@ def read_states(settings, timeout_s: float) -> dict[str, dict]:
         except orjson.JSONDecodeError:
             return
         if isinstance(doc, dict) and message.topic.startswith(prefix):
+            asset = message.topic[len(prefix):]  # the topic names the asset (a document's own field may not)
             with lock:
-                states[message.topic[len(prefix):]] = doc
+                states[asset] = {**doc, "asset": asset}
                 last[0] = time.monotonic()
 
     deadline = time.monotonic() + timeout_s
-    with mqtt.listening(settings, prefix + "#", on_message, timeout_s) as client:
+    # QoS 0: at QoS 1 Mosquitto sends its in-flight window and queue of retained states (about
+    # 1,020) and drops the rest, and alerts up went unlisted (a review)
+    with mqtt.listening(settings, prefix + "#", on_message, timeout_s, qos=0) as client:
         if client is None:
             raise ConnectionError(f"could not connect to {settings.redacted()['broker']}")
         last[0] = time.monotonic()  # (from the subscription's grant)
@@ -73,9 +76,9 @@ def table(docs: list[dict]) -> list[list[str]]:
         acked = doc.get("acked")
         faults = [f"{f.get('kind')} {f.get('channel') or ''}".strip() for f in doc.get("sensor_faults") or []
                   if isinstance(f, dict)]
-        rows.append([str(doc.get("asset")), str(doc.get("state")), doc.get("alert_id") or "-",
-                     f"{score:.2f}" if isinstance(score, int | float) else "-",
-                     "-" if acked is None else "yes" if acked else "no", doc.get("suppressed") or "-",
+        rows.append([str(doc.get("asset")), str(doc.get("state")), str(doc.get("alert_id") or "-"),  # (a foreign
+                     f"{score:.2f}" if isinstance(score, int | float) else "-",  # document's odd types: a review)
+                     "-" if acked is None else "yes" if acked else "no", str(doc.get("suppressed") or "-"),
                      ", ".join(faults) or "-", str(doc.get("ts") or "-")])
     return rows
 
@@ -106,7 +109,8 @@ def list_alerts(args: argparse.Namespace) -> int:
         return 0
     if not states:
         print(f"no asset states under {settings.output_prefix}/state/ on {settings.redacted()['broker']}: no daemon "
-              "has scored a window there yet, or it publishes under another --output-prefix", file=sys.stderr)
+              "has scored a window there yet, it publishes under another --output-prefix, or this user may not read "
+              "there (Mosquitto grants such a subscription and delivers nothing)", file=sys.stderr)
         return 0
     if docs:
         rows = table(docs)

@@ -13,7 +13,6 @@ from sensorguard.argtypes import (
     csv_list,
     duration,
     level,
-    maintenance_span,
     non_negative_float,
     non_negative_int,
     number,
@@ -24,9 +23,9 @@ from sensorguard.argtypes import (
     seed,
     server_list,
     share,
-    shelving,
     utc_time,
 )
+from sensorguard.arguments_clients import REPLAY_SETTINGS, add_client_verbs
 
 
 def _add_data_options(p: argparse.ArgumentParser, channels: bool = True) -> None:
@@ -117,72 +116,6 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--config", help="TOML settings file")
     add_setting_flags(p)
-
-
-# The broker settings `replay` shares with `serve` (it publishes where serve reads).
-REPLAY_SETTINGS = ("broker", "mqtt_version", "client_id", "username", "password_file", "tls_ca", "tls_cert",
-                   "tls_key", "tls_insecure", "topic_prefix")
-
-
-# Commands reach the daemon's command topic: the broker settings plus where it publishes.
-COMMAND_SETTINGS = (*REPLAY_SETTINGS, "output_prefix")
-
-
-def _add_command_verbs(verbs) -> None:
-    """``maintenance``, ``ack`` and ``shelve``: MQTT clients that publish one command and print
-    the daemon's answer (``service/commands.py``)."""
-    from sensorguard.service.flags import add_setting_flags
-
-    # (--broker was required: the docs' `sensorguard shelve ASSET --for 2h` failed on usage, and a
-    # SENSORGUARD_BROKER set for serve was not taken; now as serve: flag, variable, default; a walk)
-    # (a daemon's own id, from serve's flags, took over its session: the daemon was thrown off the
-    # broker twice, its queued readings lost, and the command went unanswered; a walk)
-    said = {"client_id": "MQTT client id of this command alone, never a daemon's (the broker drops the older "
-            "connection of an id) (default sensorguard-command-<pid>-<random>)",
-            "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT (default as serve: SENSORGUARD_BROKER, else "
-            "mqtt://127.0.0.1:1883)",
-            # (it said readings are read there: a walk)
-            "topic_prefix": "not used by commands, which go under --output-prefix (taken so one set of flags fits "
-            "serve too)"}
-
-    def broker_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--by", help="who gives the command (kept in the audit log)")
-        p.add_argument("--timeout", type=positive_float, default=10.0,
-                       help="seconds to wait for the daemon's answer (default 10)")
-        add_setting_flags(p, COMMAND_SETTINGS, said)
-
-    p = verbs.add_parser("maintenance", help="start or end an asset's maintenance: its alerts suppressed, its "
-                         "readings not recorded as normal", description="Publish a maintenance command to the "
-                         "daemon serving the asset and print its answer.")
-    p.add_argument("action", choices=("start", "end"))
-    p.add_argument("asset", help="asset id (site-a/pump-7)")
-    p.add_argument("--until", type=maintenance_span,
-                   help="end it by itself after this long (90m, 8h; default: when ended)")
-    p.add_argument("--reason", help="why (kept in the audit log)")
-    broker_flags(p)
-    p = verbs.add_parser("ack", help="acknowledge an alert, optionally as a false alarm",
-                         description="Publish an acknowledgement of ALERT_ID (<asset>@<ms>, as in the alert "
-                                     "event) and print the daemon's answer.")
-    p.add_argument("alert_id")
-    p.add_argument("--false-alarm", action="store_true", help="the alert was not a real problem")
-    p.add_argument("--note", help="a note (kept in the audit log)")
-    broker_flags(p)
-    p = verbs.add_parser("shelve", help="shelve an asset's alerts for a while (0 unshelves)",
-                         description="Publish a shelve command (at most 7 days) and print the daemon's answer.")
-    p.add_argument("asset", help="asset id (site-a/pump-7)")
-    p.add_argument("--for", dest="for_s", type=shelving, required=True, help="how long (30m, 8h, 1d; 0 unshelves)")
-    p.add_argument("--reason", help="why (kept in the audit log)")
-    broker_flags(p)
-    p = verbs.add_parser("alerts", help="list the alerts up (their alert_id), held assets and sensor faults",
-                         description="Read every asset's state the daemons keep retained on the broker and list "
-                                     "those that need an operator: an alert up, held by maintenance or shelving, "
-                                     "or a sensor fault open.")
-    p.add_argument("--all", dest="everything", action="store_true", help="every asset, normal and silent too")
-    p.add_argument("--asset", help="only assets matching this pattern (line-1/*)")
-    p.add_argument("--json", action="store_true", help="the states as retained, one JSON object a line")
-    p.add_argument("--timeout", type=positive_float, default=5.0,
-                   help="seconds to wait for the states (default 5; the read ends sooner once they stop coming)")
-    add_setting_flags(p, COMMAND_SETTINGS, said)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -385,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "no default)"})
     _add_data_options(p)
 
-    _add_command_verbs(verbs)
+    add_client_verbs(verbs)
 
     p = verbs.add_parser("cluster", help="set up cluster mode's streams and buckets on NATS JetStream",
                          description="init: create, or bring up to date, the JetStream streams (readings as "

@@ -346,6 +346,7 @@ class CommandHandler:
                                 "instance": self.settings.instance_name}
         if saved is not None:  # (added after the others: a client that knows only those reads the message)
             body["saved"] = saved  # False: in force, not in controls.json (lost at a restart)
+            body["store"] = "state_bucket" if self.settings.cluster else "state_dir"  # where: the CLI's advice
         if retry:
             body["retry"] = True
         try:

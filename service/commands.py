@@ -69,7 +69,7 @@ class AlarmControls:
         self.on_change: Callable[[str], None] = lambda asset: None  # an asset's controls or alerts changed
         # a command's change written where the asset's next owner reads it, before the command is answered
         # (cluster mode: the state bucket; ClusterSource.save_controls); whether it was
-        self.persist: Callable[[str], bool] = lambda asset: True
+        self.persist: Callable[[str, float], bool] = lambda asset, changed: True  # changed: when (monotonic)
         self.unreadable = False  # the file could not be read (set aside, or left where it was when that failed)
         if state_dir:
             self._load()
@@ -191,7 +191,7 @@ class AlarmControls:
         if accepted:
             saved = self.save()
             self.on_change(command.asset)
-            saved = self.persist(command.asset) and saved  # (answered "accepted", the hold was lost with a
+            saved = self.persist(command.asset, time.monotonic()) and saved  # ("accepted", the hold was lost with a
             # cluster worker killed before the bucket's next flush: a walk)
         return accepted, message, saved
 

@@ -285,7 +285,9 @@ def merge_settings(
     _one_model(values, sources)
     _normalise(values)
     env_password = env.get(PASSWORD_ENV) or None
-    if PASSWORD_ENV in env and not env_password:  # (an empty line of an env file: sent no password, unsaid; a walk)
+    # an env file's empty line with a user name and no password file: no password was sent, unsaid (a walk);
+    # beside a password file, or with no user (a template's `${PW:-}`), it changes nothing (a review)
+    if PASSWORD_ENV in env and not env_password and values.get("username") and not values.get("password_file"):
         problems.append(f"{PASSWORD_ENV} is set but empty: the broker would get no password; unset it or fill it")
     # SENSORGUARD_PASSWORD alone would send no password at all; a leftover beside one that works is
     # no reason to refuse a start

@@ -140,7 +140,7 @@ class ClusterSource:
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(self.sync.mark, asset)
 
-    def save_controls(self, asset: str) -> bool:
+    def save_controls(self, asset: str, changed: float) -> bool:
         """The command thread: write ``asset``'s controls to the state bucket now, waiting at most
         ``CONTROLS_WRITE_S``; whether they were written. A command is answered "accepted" once its
         change would outlive this worker: a hold answered so and lost with a worker killed before
@@ -149,9 +149,13 @@ class ClusterSource:
         if loop is None or loop.is_closed():
             return False
         try:
-            return bool(asyncio.run_coroutine_threadsafe(self.sync.write_controls_now(asset), loop)
-                        .result(CONTROLS_WRITE_S))
+            future = asyncio.run_coroutine_threadsafe(self.sync.write_controls_now(asset, changed), loop)
+        except RuntimeError:  # the loop closed in between
+            return False
+        try:
+            return bool(future.result(CONTROLS_WRITE_S))
         except Exception as exc:  # noqa: BLE001 - a timeout, the loop closed: not written (the flush tries again)
+            future.cancel()  # (left running, each slow write queued behind the last on the lock: a review)
             log.warning("cluster: the controls of %s were not written to the state bucket now (%s): the next "
                         "flush tries again", asset, type(exc).__name__)
             return False

@@ -150,44 +150,66 @@ class Refused(ConnectionError):
     """The broker refused a connection or a subscription (credentials, access rules)."""
 
 
+UNACCEPTED_CLOSES = 3  # connections in a row the broker closed before accepting: then a tool says so and stops
+
+
+def watch_connects(client: paho.Client, settings: Settings, accepted: Callable[[Any], None],
+                   refused: Callable[[str], None], dropped: Callable[[], None] = lambda: None) -> None:
+    """A short-lived tool client's connection callbacks: ``accepted(client)`` at each connection the
+    broker accepts, ``refused(why)`` when it refuses a CONNECT (credentials, access rules, MQTT
+    version) or closes ``UNACCEPTED_CLOSES`` in a row before accepting one (TLS on one side only: the
+    tools waited out their timeout to say "could not connect"; one close alone may be a proxy's
+    failover, which the next try gets past: a review), ``dropped()`` when an accepted one drops."""
+    up, closes = [False], [0]
+
+    def on_connect(c, u, f, rc, p) -> None:
+        if rc.is_failure:
+            refused(connect_refusal(rc, settings))
+            return
+        up[0], closes[0] = True, 0
+        accepted(c)
+
+    def on_disconnect(c, u, f, rc, p) -> None:
+        if up[0]:
+            up[0] = False
+            dropped()
+            return
+        closes[0] += 1
+        if closes[0] >= UNACCEPTED_CLOSES:
+            refused(closed_unaccepted(settings))
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+
+
 @contextmanager
 def listening(settings: Settings, topic: str, on_message: Callable[[Any, Any, Any], None], timeout_s: float,
-              client_id: str | None = None) -> Iterator[paho.Client | None]:
-    """A short-lived client (clean session, no Last Will, automatic acks) subscribed to ``topic``:
-    yields it once the subscription is granted, or None when that did not happen within
+              client_id: str | None = None, qos: int = 1) -> Iterator[paho.Client | None]:
+    """A short-lived client (clean session, no Last Will, automatic acks) subscribed to ``topic`` at
+    ``qos``: yields it once the subscription is granted, or None when that did not happen within
     ``timeout_s``; disconnects on exit. Tools use it to read retained messages or an answer.
 
     :class:`Refused` when the broker refuses the connection or the subscription (its access
     rules): a refused subscription was taken as granted, so a command went out and its answer,
     which could never arrive, was reported as "no answer", and the instance check read "no other
-    instance"."""
+    instance". Retained messages by the thousand want ``qos`` 0: Mosquitto sends a QoS 1
+    subscriber its in-flight window and queue of them (about 1,020 by default) and drops the rest."""
     answered = threading.Event()
     refused: list[str] = []
-    accepted: list[bool] = []
 
     def on_subscribe(c, u, mid, reason_codes, p) -> None:
         refused.extend(f"the subscription to {topic}: {reason_text(rc)} (check its access rules and this user's "
                        "credentials)" for rc in reason_codes if rc.is_failure)
         answered.set()
 
-    def on_connect(c, u, f, rc, p) -> None:
-        if rc.is_failure:
-            refused.append(connect_refusal(rc, settings))
-            answered.set()
-        else:
-            accepted.append(True)
-            c.subscribe(topic, qos=1)
-
-    def on_disconnect(c, u, f, rc, p) -> None:
-        if not accepted and not refused:  # (waited out the whole timeout, then "could not connect": a walk)
-            refused.append(closed_unaccepted(settings))
-            answered.set()
+    def refuse(why: str) -> None:
+        refused.append(why)
+        answered.set()
 
     client = create_client(settings, client_id=client_id, manual_ack=False, persistent=False, will=False)
     client.on_message = on_message
     client.on_subscribe = on_subscribe
-    client.on_connect = on_connect
-    client.on_disconnect = on_disconnect
+    watch_connects(client, settings, lambda c: c.subscribe(topic, qos=qos), refuse)
     connect_async(client, settings, persistent=False)
     try:
         if answered.wait(timeout_s) and refused:

@@ -79,20 +79,12 @@ def replay(
     client = mqtt.create_client(settings, manual_ack=False, persistent=False, will=False)
     connected, settled, refused = threading.Event(), threading.Event(), []
 
-    def on_connect(c, u, f, rc, p) -> None:  # (a refusal was waited out for 15 s, then "could not connect": a walk)
-        if rc.is_failure and not settled.is_set():
-            refused.append(mqtt.connect_refusal(rc, settings))
-        elif not rc.is_failure:
-            connected.set()
-        settled.set()
-
-    def on_disconnect(c, u, f, rc, p) -> None:
-        if not settled.is_set():  # closed before its CONNECT was answered (TLS on one side only)
-            refused.append(mqtt.closed_unaccepted(settings))
+    def refuse(why: str) -> None:  # (a refusal was waited out for 15 s, then "could not connect": a walk)
+        if not settled.is_set():
+            refused.append(why)
             settled.set()
-        connected.clear()
 
-    client.on_connect, client.on_disconnect = on_connect, on_disconnect
+    mqtt.watch_connects(client, settings, lambda c: (connected.set(), settled.set()), refuse, connected.clear)
     refusals: list[str] = []  # paho counts a refused message published: replay said "published N", exit 0
 
     def on_publish(c, userdata, mid, reason_code, properties) -> None:

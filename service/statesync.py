@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 STATE_FLUSH_S = 0.5  # queued per-asset states and controls are written this often
 HANDOVER_WRITE_S = 10.0  # a hand-over's writes are tried again this long while the bucket fails
 RETRY_S = 0.5
+HANDED_KEPT = 10_000  # assets whose controls hand-overs wrote, remembered for a command's answer (newest kept)
 
 
 class StateSync:
@@ -46,6 +49,7 @@ class StateSync:
         self._bucket: Any = None
         self._lock: asyncio.Lock | None = None
         self._controls_lock: asyncio.Lock | None = None  # (a flush's controls part; a command's write waits for it)
+        self._handed: dict[str, float] = {}  # asset -> when a clean hand-over began writing its controls (monotonic)
 
     def open(self, bucket: Any) -> None:
         self._bucket = bucket
@@ -132,23 +136,32 @@ class StateSync:
         not at all (it holds them now), then forgotten here."""
         if self.controls is None:
             return
-        held = {asset for asset in self.controls.assets() if leaving(asset)}
-        self.controls_dirty -= held
-        if write:
-            for asset in sorted(await self._until_written(held, self.write_controls)):
-                log.warning("cluster: the controls of %s could not be handed over", asset)
-        self.controls.forget(held)
+        async with self._controls_lock or contextlib.nullcontext():  # (not between a command's write's checks)
+            held = {asset for asset in self.controls.assets() if leaving(asset)}
+            self.controls_dirty -= held
+            if write:
+                started = time.monotonic()
+                left = await self._until_written(held, self.write_controls)
+                for asset in sorted(left):
+                    log.warning("cluster: the controls of %s could not be handed over", asset)
+                for asset in held - left:
+                    self._handed.pop(asset, None)
+                    self._handed[asset] = started
+                while len(self._handed) > HANDED_KEPT:
+                    self._handed.pop(next(iter(self._handed)))
+            self.controls.forget(held)
 
-    async def write_controls_now(self, asset: str) -> bool:
-        """:meth:`write_controls` between flushes (a command's change, before its answer); whether the
-        bucket holds it. Only while this worker serves the asset: handed over since the command, its
-        hand-over wrote them, change included (written from here after it, the forgotten controls
-        deleted the next owner's key); being taken over, the flush writes them once it is served."""
+    async def write_controls_now(self, asset: str, changed: float) -> bool:
+        """:meth:`write_controls` between flushes (a command's change, made by ``changed``, monotonic
+        time, before its answer); whether the bucket holds it. Only while this worker serves the
+        asset (written from here after a hand-over, the forgotten controls deleted the next owner's
+        key): handed over since, it holds it if a clean hand-over wrote the asset's controls after the
+        change; lost (a lease lapsed, nothing written) or being taken over, not (yet)."""
         if self._controls_lock is None:
             return False
         async with self._controls_lock:
             if not self.serves(asset):
-                return not self.coming(asset)
+                return not self.coming(asset) and self._handed.get(asset, -math.inf) >= changed
             return await self.write_controls(asset)
 
     async def write_controls(self, asset: str) -> bool:

@@ -38,3 +38,38 @@ def test_a_state_from_an_older_daemon_without_the_newer_fields_is_listed():
     old = {"asset": "p", "state": "alerting", "ts": "2026-01-01T00:00:00Z", "score": 1.5, "alert_id": "p@1"}
     assert needs_operator(old) and table([old])[1] == ["p", "alerting", "p@1", "1.50", "-", "-", "-",
                                                        "2026-01-01T00:00:00Z"]
+
+
+def test_thousands_of_retained_states_are_all_read_from_a_mosquitto_with_its_default_queue(tmp_path, capsys):
+    """At QoS 1 a default Mosquitto sends a subscriber its in-flight window and queue of retained
+    messages, about 1,020, and drops the rest: 3,000 states listed as 1,020 and alerts up went
+    unlisted (a review). The states are read at QoS 0; a foreign document on a state topic is listed
+    by its topic, not a crash."""
+    import json
+
+    import paho.mqtt.client as paho
+
+    from sensorguard.cli import main
+    from tests.mosquitto import client_id
+    from tests.test_security import broker_with
+
+    broker = broker_with(tmp_path / "default", ["allow_anonymous true"])  # its default queue limits
+    try:
+        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id("states"))
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        infos = [pub.publish(f"sensorguard/state/p{k}", json.dumps(
+            state(f"p{k}", "alerting" if k % 10 == 0 else "normal", alert_id=f"p{k}@1", acked=False)), qos=1,
+            retain=True) for k in range(3000)]
+        infos.append(pub.publish("sensorguard/state/odd", json.dumps({"alert_id": 5, "suppressed": True,
+                                                                       "state": "alerting"}), qos=1, retain=True))
+        for info in infos:
+            info.wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        assert main(["alerts", "--broker", f"mqtt://127.0.0.1:{broker.port}", "--timeout", "20"]) == 0
+        out = capsys.readouterr().out
+        assert "3001 assets: 301 alerting" in out.splitlines()[-1], out[-300:]
+        assert any(line.split()[:3] == ["odd", "alerting", "5"] for line in out.splitlines()), out[:500]
+    finally:
+        broker.stop()

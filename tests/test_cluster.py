@@ -791,31 +791,40 @@ def test_a_hand_over_writes_its_states_and_controls_again_while_the_bucket_fails
 
 
 def test_a_commands_write_to_the_bucket_is_made_only_while_this_worker_serves_the_asset():
-    """Written before the command's answer; an asset handed over since the command was carried out
-    had its controls written by the hand-over and forgotten here: written again from here, they
-    deleted the next owner's key. Being taken over, the flush writes them once it is served."""
+    """Written before the command's answer, from here only while this worker serves the asset
+    (written after a hand-over, the forgotten controls deleted the next owner's key). Handed over
+    since, it is saved when a clean hand-over wrote the controls after the change; not when the
+    partition was lost (nothing written: said saved, the hold was gone; a review) nor while it is
+    being taken over here (the flush writes it once served)."""
     from sensorguard.service.command_messages import Command
     from sensorguard.service.commands import AlarmControls
     from sensorguard.service.statesync import StateSync
 
     controls = AlarmControls()
-    served, coming = {"p1", "p2"}, set()
+    served, coming = {"p1", "p2", "p3"}, set()
     sync = StateSync(controls, lambda asset: asset in served, coming=lambda asset: asset in coming)
-    assert asyncio.run(sync.write_controls_now("p1")) is False  # not opened: nothing written
+    now = time.monotonic()
+    assert asyncio.run(sync.write_controls_now("p1", now)) is False  # not opened: nothing written
     bucket = FlakyBucket(fails=0)
     sync.open(bucket)
-    for asset in ("p1", "p2"):
+    for asset in ("p1", "p2", "p3"):
         controls.apply(Command("shelve", asset, until=time.time() + 600), time.time())
-    assert asyncio.run(sync.write_controls_now("p1")) is True
+    changed = time.monotonic()
+    assert asyncio.run(sync.write_controls_now("p1", changed)) is True
     assert json.loads(bucket.kept[cluster.controls_key("p1")])["controls"][0]["kind"] == "shelved"
     bucket.kept[cluster.controls_key("p2")] = b'{"the next owner\'s": 1}'
-    served.discard("p2")  # handed over: its hand-over wrote the change
-    controls.forget({"p2"})
-    assert asyncio.run(sync.write_controls_now("p2")) is True and cluster.controls_key("p2") in bucket.kept
+    served -= {"p2", "p3"}
+    asyncio.run(sync.hand_over_controls(lambda asset: asset == "p3", write=False))  # p3 lost: nothing written
+    assert asyncio.run(sync.write_controls_now("p3", changed)) is False
+    bucket.kept.pop(cluster.controls_key("p2"))
+    asyncio.run(sync.hand_over_controls(lambda asset: asset == "p2", write=True))  # a clean hand-over wrote p2
+    assert asyncio.run(sync.write_controls_now("p2", changed)) is True
+    assert json.loads(bucket.kept[cluster.controls_key("p2")])["controls"][0]["kind"] == "shelved"
+    assert asyncio.run(sync.write_controls_now("p2", time.monotonic() + 1)) is False  # a change after it: lost
     coming.add("p2")  # ours again, being taken over: not written now (the flush writes it once served)
-    assert asyncio.run(sync.write_controls_now("p2")) is False
+    assert asyncio.run(sync.write_controls_now("p2", changed)) is False
     bucket.fails = 1  # the bucket electing a leader: not written, said so
-    assert asyncio.run(sync.write_controls_now("p1")) is False
+    assert asyncio.run(sync.write_controls_now("p1", changed)) is False
 
 
 def test_the_local_servers_run_in_a_session_of_their_own(nats_node):

@@ -814,6 +814,47 @@ def test_a_final_refusal_is_not_sent_again_and_a_retry_to_the_end_is_said(tiny_b
         responder.disconnect()
 
 
+def test_a_copy_queued_while_the_broker_is_away_counts_as_one_that_may_be_carried_out(tiny_bundle, mosquitto,
+                                                                                     monkeypatch):
+    """paho keeps a copy published while disconnected and sends it at the reconnect; it was not
+    counted, so with the others answered "try again" the CLI said "not carried out" of a command that
+    copy could still carry out (a review)."""
+    from types import SimpleNamespace
+
+    import paho.mqtt.client as paho
+
+    from sensorguard.service import command_client
+    from sensorguard.service.command_handling import CommandHandler
+    from sensorguard.service.config import load_settings
+    from tests.test_daemon import make
+
+    monkeypatch.setattr(command_client, "RETRY_PAUSE_S", 0.1)
+    monkeypatch.setattr(command_client, "RESEND_S", 0.3)
+    daemon, _ = make(tiny_bundle)
+    handler = CommandHandler(daemon.settings, daemon.controls, daemon.publisher, daemon.metrics,
+                             owns=lambda asset: False, taking_over=lambda asset: True)
+    responder, seen = command_responder(mosquitto, handler)
+    publish, copies = command_client.mqtt.publish_json, []
+
+    def first_queued(client, topic, payload, **kwargs):  # the first copy kept by paho for the reconnect
+        copies.append(topic)
+        if len(copies) == 1:
+            def unsent(timeout=None):
+                raise RuntimeError("Message publish failed: The client is not currently connected.")
+            return SimpleNamespace(rc=paho.MQTT_ERR_NO_CONN, wait_for_publish=unsent)
+        return publish(client, topic, payload, **kwargs)
+
+    monkeypatch.setattr(command_client.mqtt, "publish_json", first_queued)
+    settings = load_settings({"broker": mosquitto.url, "client_id": client_id("cli")}, {}, require_model=False)
+    try:
+        reply = command_client.send_command(settings, "shelve", {"asset": "p1", "for_s": 60,
+                                                                 "expires": time.time() + 30}, timeout_s=2.0)
+        assert reply is not None and reply["retry"] and reply.get("unanswered") == 1, (reply, seen, copies)
+    finally:
+        responder.loop_stop()
+        responder.disconnect()
+
+
 def test_the_cli_says_a_command_may_still_be_carried_out_when_a_copy_had_no_answer(monkeypatch, capsys):
     """A cluster's hand-over: copies answered "try again" and one come between two owners, unanswered.
     The CLI said "no answer: no daemon serves that asset, or the broker refused ..." (a walk): none

@@ -247,6 +247,11 @@ def test_password_problems(tmp_path: Path, bundle_dir: str) -> None:
     # set but empty (an env file's `SENSORGUARD_MQTT_PASSWORD=`): no password was sent, unsaid (a walk)
     found = problems({"model": bundle_dir, "username": "u"}, {PASSWORD_ENV: ""})
     assert any(f"{PASSWORD_ENV} is set but empty" in p for p in found), found
+    secret = tmp_path / "pw-ok"
+    secret.write_text("s")
+    secret.chmod(0o600)
+    for fine in ({"model": bundle_dir}, {"model": bundle_dir, "username": "u", "password_file": str(secret)}):
+        load_settings(fine, {PASSWORD_ENV: ""})  # (a template's ${PW:-}): taken
 
 
 def test_a_password_file_written_with_a_byte_order_mark_sends_the_password_without_it(tmp_path: Path,

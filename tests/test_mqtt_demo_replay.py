@@ -129,6 +129,8 @@ def test_replay_with_a_model_sends_a_channel_the_file_lacks_as_missing_as_score_
     out = replay(watched, "watched")
     assert out.returncode == 0, out.stderr
     assert f"'{gone}' not in" in out.stderr and "read as missing in every row" in out.stderr
+    # the missing fault is the daemon's to find (replay scores nothing: "left out of the score" alone misled)
+    assert "sent raw; the daemon will find these too: 1 sensor faults opened" in out.stderr, out.stderr
     got = wait_for(lambda: len(watch.on("sensors/pump-3/readings")) == 12 and watch.on("sensors/pump-3/readings"),
                    10, "12 readings")
     assert all(m["values"][gone] is None and all(m["values"][c] is not None for c in tiny_bundle.channels[:-1])

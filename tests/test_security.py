@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -266,6 +267,56 @@ def test_tls_on_one_side_only_is_said_with_its_likely_cause(tls_broker, mosquitt
     code = main(["replay", str(tmp_path / "rows.csv"), "--broker", f"mqtt://127.0.0.1:{broker.port}", "--asset", "p1"])
     err = capsys.readouterr().err
     assert code == 1 and "closed before it was accepted" in err, err
+
+
+def closing_once_proxy(port: int) -> int:
+    """A TCP proxy to ``port`` on loopback that closes its first connection at once (a load balancer
+    during a broker failover): the port it listens on."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def pipe(a, b) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (a, b):
+                sock.close()
+
+    def serve() -> None:
+        first = True
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            if first:
+                first = False
+                conn.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", port))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1]
+
+
+@pytest.mark.integration
+def test_a_connection_closed_once_before_it_was_accepted_is_tried_again(mosquitto, capsys):
+    """A review: the tools took the first close before the broker's answer as a refusal (TLS on one
+    side), so a proxy's failover that the next try gets past failed the command at once."""
+    from sensorguard.cli import main
+
+    port = closing_once_proxy(mosquitto.port)
+    assert main(["alerts", "--broker", f"mqtt://127.0.0.1:{port}", "--timeout", "10"]) == 0
+    err = capsys.readouterr().err
+    assert "no asset states" in err and "refused" not in err, err
 
 
 # --- authentication and secrets ---------------------------------------------------------------------------

@@ -192,13 +192,14 @@ def test_a_change_the_cluster_could_not_write_is_answered_as_not_saved_in_the_st
     from sensorguard.service.command_handling import CommandHandler
 
     daemon, client = daemon_with(bundle, None)
-    daemon.controls.persist = lambda asset: False
+    daemon.controls.persist = lambda asset, changed: False
     handler = CommandHandler(replace(daemon.settings, cluster=("nats://127.0.0.1:4222",)), daemon.controls,
                              daemon.publisher, daemon.metrics, owns=lambda asset: True)
     handler.handle(client, SimpleNamespace(topic="sensorguard/commands/shelve", payload=json.dumps(
         {"asset": "p1", "for_s": 600, "request_id": "r1"}).encode(), qos=1, mid=1, retain=False))
     (answer,) = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/responses/r1"]
     assert answer["accepted"] and answer["saved"] is False and "the cluster's state bucket" in answer["message"]
+    assert answer["store"] == "state_bucket"
     assert daemon.controls.suppressed("p1", time.time()) == "shelved"  # in force all the same
     monkeypatch.setattr(command_client, "send_command", lambda *args, **kwargs: answer)
     assert main(["shelve", "p1", "--for", "10m", "--broker", "mqtt://127.0.0.1:1"]) == 1
