@@ -74,8 +74,9 @@ def table(docs: list[dict]) -> list[list[str]]:
     for doc in docs:
         score = doc.get("score")
         acked = doc.get("acked")
-        faults = [f"{f.get('kind')} {f.get('channel') or ''}".strip() for f in doc.get("sensor_faults") or []
-                  if isinstance(f, dict)]
+        listed = doc.get("sensor_faults")
+        faults = ([f"{f.get('kind')} {f.get('channel') or ''}".strip() for f in listed if isinstance(f, dict)]
+                  if isinstance(listed, list) else [str(listed)] if listed else [])
         rows.append([str(doc.get("asset")), str(doc.get("state")), str(doc.get("alert_id") or "-"),  # (a foreign
                      f"{score:.2f}" if isinstance(score, int | float) else "-",  # document's odd types: a review)
                      "-" if acked is None else "yes" if acked else "no", str(doc.get("suppressed") or "-"),

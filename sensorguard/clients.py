@@ -193,7 +193,8 @@ def send(args: argparse.Namespace) -> int:
     if reply.get("accepted") and reply.get("saved") is False:  # (a daemon before the field sends none)
         # (not "send it again": a `maintenance end` or an unshelve sent again is rejected, and a disk that
         # recovers needs nothing, the daemon's next save, each 30 s, writes it; found by review)
-        if reply.get("store") == "state_bucket":  # cluster mode: NATS, not a disk
+        store = reply.get("store") or ("state_bucket" if "state bucket" in str(reply.get("message")) else "")
+        if store == "state_bucket":  # cluster mode: NATS, not a disk (no "store": a daemon of before it)
             raise CliError(f"{reply.get('instance')} applied the command but could not write it to the cluster's "
                            "state bucket yet (NATS electing a leader? its log says why): it tries again every half "
                            "second; if that worker stops before it works, the change is lost: check the asset's "

@@ -148,9 +148,11 @@ class ClusterSource:
         loop = self._loop
         if loop is None or loop.is_closed():
             return False
+        writing = self.sync.write_controls_now(asset, changed)
         try:
-            future = asyncio.run_coroutine_threadsafe(self.sync.write_controls_now(asset, changed), loop)
+            future = asyncio.run_coroutine_threadsafe(writing, loop)
         except RuntimeError:  # the loop closed in between
+            writing.close()  # (never awaited: Python warned)
             return False
         try:
             return bool(future.result(CONTROLS_WRITE_S))

@@ -157,9 +157,12 @@ def watch_connects(client: paho.Client, settings: Settings, accepted: Callable[[
                    refused: Callable[[str], None], dropped: Callable[[], None] = lambda: None) -> None:
     """A short-lived tool client's connection callbacks: ``accepted(client)`` at each connection the
     broker accepts, ``refused(why)`` when it refuses a CONNECT (credentials, access rules, MQTT
-    version) or closes ``UNACCEPTED_CLOSES`` in a row before accepting one (TLS on one side only: the
-    tools waited out their timeout to say "could not connect"; one close alone may be a proxy's
-    failover, which the next try gets past: a review), ``dropped()`` when an accepted one drops."""
+    version) or closes ``UNACCEPTED_CLOSES`` connections before accepting one since the last it
+    accepted (TLS on one side only: the tools waited out their timeout to say "could not connect";
+    one close alone may be a proxy's failover, which the next try gets past: a review; with paho's
+    backoff the third comes about 3 s after the first), ``dropped()`` when an accepted one drops.
+    A connection refused outright or a failed TLS handshake is paho's ``on_connect_fail``: not
+    counted here (the tool says "could not connect", the log why)."""
     up, closes = [False], [0]
 
     def on_connect(c, u, f, rc, p) -> None:

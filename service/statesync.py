@@ -50,6 +50,7 @@ class StateSync:
         self._lock: asyncio.Lock | None = None
         self._controls_lock: asyncio.Lock | None = None  # (a flush's controls part; a command's write waits for it)
         self._handed: dict[str, float] = {}  # asset -> when a clean hand-over began writing its controls (monotonic)
+        self._handing: dict[str, asyncio.Event] = {}  # assets a hand-over is writing now -> set when it is done
 
     def open(self, bucket: Any) -> None:
         self._bucket = bucket
@@ -136,11 +137,12 @@ class StateSync:
         not at all (it holds them now), then forgotten here."""
         if self.controls is None:
             return
-        async with self._controls_lock or contextlib.nullcontext():  # (not between a command's write's checks)
-            held = {asset for asset in self.controls.assets() if leaving(asset)}
-            self.controls_dirty -= held
-            if write:
-                started = time.monotonic()
+        held = {asset for asset in self.controls.assets() if leaving(asset)}
+        self.controls_dirty -= held
+        if write:  # (not under _controls_lock: the hand-overs ran one at a time, commands' writes behind them)
+            started, done = time.monotonic(), asyncio.Event()
+            self._handing.update(dict.fromkeys(held, done))
+            try:
                 left = await self._until_written(held, self.write_controls)
                 for asset in sorted(left):
                     log.warning("cluster: the controls of %s could not be handed over", asset)
@@ -149,20 +151,28 @@ class StateSync:
                     self._handed[asset] = started
                 while len(self._handed) > HANDED_KEPT:
                     self._handed.pop(next(iter(self._handed)))
-            self.controls.forget(held)
+            finally:
+                for asset in held:
+                    if self._handing.get(asset) is done:
+                        del self._handing[asset]
+                done.set()
+        self.controls.forget(held)
 
     async def write_controls_now(self, asset: str, changed: float) -> bool:
         """:meth:`write_controls` between flushes (a command's change, made by ``changed``, monotonic
         time, before its answer); whether the bucket holds it. Only while this worker serves the
         asset (written from here after a hand-over, the forgotten controls deleted the next owner's
         key): handed over since, it holds it if a clean hand-over wrote the asset's controls after the
-        change; lost (a lease lapsed, nothing written) or being taken over, not (yet)."""
+        change (one under way is waited for); lost (a lease lapsed, nothing written) or being taken
+        over, not (yet)."""
         if self._controls_lock is None:
             return False
         async with self._controls_lock:
-            if not self.serves(asset):
-                return not self.coming(asset) and self._handed.get(asset, -math.inf) >= changed
-            return await self.write_controls(asset)
+            if self.serves(asset):
+                return await self.write_controls(asset)
+        if (handing := self._handing.get(asset)) is not None:
+            await handing.wait()
+        return not self.coming(asset) and self._handed.get(asset, -math.inf) >= changed
 
     async def write_controls(self, asset: str) -> bool:
         """Put ``asset``'s controls in the state bucket (delete the key when it has none); whether

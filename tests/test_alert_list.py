@@ -35,6 +35,8 @@ def test_the_assets_that_need_an_operator_and_their_order():
 
 
 def test_a_state_from_an_older_daemon_without_the_newer_fields_is_listed():
+    odd = {"asset": "q", "state": "normal", "sensor_faults": True}  # a foreign document's odd type: listed, no crash
+    assert needs_operator(odd) and table([odd])[1][6] == "True"
     old = {"asset": "p", "state": "alerting", "ts": "2026-01-01T00:00:00Z", "score": 1.5, "alert_id": "p@1"}
     assert needs_operator(old) and table([old])[1] == ["p", "alerting", "p@1", "1.50", "-", "-", "-",
                                                        "2026-01-01T00:00:00Z"]

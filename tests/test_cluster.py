@@ -827,6 +827,45 @@ def test_a_commands_write_to_the_bucket_is_made_only_while_this_worker_serves_th
     assert asyncio.run(sync.write_controls_now("p1", changed)) is False
 
 
+def test_a_slow_hand_over_holds_up_no_commands_write_and_one_for_its_asset_waits_for_it():
+    """A hand-over holding the controls' lock through its retries (up to 10 s) made every command's
+    write wait behind it, answered "NOT SAVED" past 3 s, and the hand-overs run one at a time (a
+    review). A command for an asset being handed over waits for that hand-over's write."""
+    from sensorguard.service.command_messages import Command
+    from sensorguard.service.commands import AlarmControls
+    from sensorguard.service.statesync import StateSync
+
+    class SlowBucket(FlakyBucket):
+        async def put(self, key: str, value: bytes) -> None:
+            if "p2" in key:
+                await asyncio.sleep(0.6)
+            await super().put(key, value)
+
+    controls = AlarmControls()
+    served = {"p1", "p2"}
+    sync = StateSync(controls, lambda asset: asset in served)
+    bucket = SlowBucket(fails=0)
+
+    async def scene() -> tuple[float, bool, bool]:
+        sync.open(bucket)
+        for asset in ("p1", "p2"):
+            controls.apply(Command("shelve", asset, until=time.time() + 600), time.time())
+        changed = time.monotonic()
+        served.discard("p2")
+        handing = asyncio.create_task(sync.hand_over_controls(lambda asset: asset == "p2", write=True))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        mine = await sync.write_controls_now("p1", changed)
+        took = time.monotonic() - started
+        theirs = await sync.write_controls_now("p2", changed)  # waits for the hand-over's write
+        await handing
+        return took, mine, theirs
+
+    took, mine, theirs = asyncio.run(scene())
+    assert mine and took < 0.3, took
+    assert theirs and cluster.controls_key("p2") in bucket.kept
+
+
 def test_the_local_servers_run_in_a_session_of_their_own(nats_node):
     """A walk found: Ctrl-C in a terminal signals the whole process group, so the demo's
     nats-servers died first and its workers then waited ~50 s on them while stopping, with ~35
