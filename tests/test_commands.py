@@ -1592,3 +1592,15 @@ def test_an_alert_not_acknowledged_yet_is_no_false_alarm_nor_a_real_one():
     assert controls.false_alarm("p1@5") is True
     controls.apply(Command("ack", "p1", alert_id="p1@5", false_alarm=False), now)
     assert controls.false_alarm("p1@5") is False
+
+
+def test_an_alert_told_again_keeps_the_time_it_was_first_announced():
+    """A restart or a new owner announces an alert again (at least once): its time to acknowledge
+    still counts from the first announcement (a mutation audit found it unpinned)."""
+    controls = AlarmControls()
+    controls.raised("p1@5", "p1", now=1000.0)
+    controls.raised("p1@5", "p1", now=1300.0)  # told again
+    assert controls.acked("p1@5")["raised_at"] == 1000.0
+    controls.raised("p2@5", "p2", now=1000.0, announced=False)  # held: counts from its announcement
+    controls.raised("p2@5", "p2", now=1300.0)
+    assert controls.acked("p2@5")["raised_at"] == 1300.0

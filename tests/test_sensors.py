@@ -652,3 +652,14 @@ def test_a_flood_of_sensor_faults_keeps_the_log_to_its_budget_and_says_what_it_l
     publisher.sensor("pump-1", SensorEvent("stuck", "a", True, 62.0, 3.0), ("m", "v1"))
     said = [r.getMessage() for r in caplog.records][-2:]
     assert said[0].startswith(f"{2 * SENSOR_LINES} sensor fault lines were left out") and "stuck" in said[1]
+
+
+def test_the_holds_rule_and_the_seen_range_at_their_boundaries():
+    """From a mutation audit, two boundaries no test pinned: a channel unchanged on exactly half its
+    training steps holds values (``seen`` kept: a still run counts as stuck only at a level training
+    read), and both ends of that range are such levels."""
+    column = np.r_[np.repeat(np.arange(50.0), 2), 50.0]  # 101 rows: 100 steps, 50 of them unchanged
+    assert (column[1:] == column[:-1]).mean() == 0.5
+    limits = learn_sensor_rules(("a",), column[:, None], np.zeros(len(column), dtype=int), fill_limit=2).limits[0]
+    assert limits.seen == (0.0, 50.0)
+    assert limits.can_stick(50.0) and limits.can_stick(0.0) and not limits.can_stick(50.5)

@@ -1043,3 +1043,19 @@ def test_a_raise_owed_after_a_hold_waits_for_room_in_the_outgoing_queue(drifting
     client.queued_out = lambda: 0
     daemon.alerts.apply("pump", T0 + 4, 5.0, [])
     assert [e["alert_id"] for e in raised(client)] == [daemon.snapshot()["pump"].alert_id]
+
+
+def test_a_raise_told_when_its_hold_ends_is_saved_within_a_second(drifting):
+    """The state file marks an alert held back as unannounced: killed before the next save (30 s),
+    a restart would tell its raise again (a mutation audit found the prompt save unpinned)."""
+    from sensorguard.service.command_messages import Command
+
+    daemon, client = daemon_with(drifting, None)
+    daemon.controls.apply(Command("shelve", "pump", until=time.time() + 600), time.time())
+    for i in range(3):
+        daemon.alerts.apply("pump", T0 + i, 5.0, [])
+    daemon.alerts.save_soon = False
+    daemon.controls.apply(Command("shelve", "pump", until=time.time()), time.time())
+    daemon.alerts.request_control_change("pump", None)
+    daemon.alerts.apply_control_changes()
+    assert raised(client) and daemon.alerts.save_soon
