@@ -21,7 +21,6 @@ def replay_file(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from sensorguard.service.config import load_settings
     from sensorguard.service.replay import replay, schedule
     from sensorguard.service.signals import on_signals
     from sensorguard.training.data import cleaning_note
@@ -30,12 +29,7 @@ def replay_file(args: argparse.Namespace) -> int:
         raise CliError("give --rate or --speed, not both")
     if args.broker is None and not os.environ.get("SENSORGUARD_BROKER"):
         raise CliError("give --broker (the broker serve reads), or set SENSORGUARD_BROKER")
-    flags = {"broker": args.broker, "mqtt_version": args.mqtt_version, "topic_prefix": args.topic_prefix,
-             "username": args.username, "password_file": args.password_file, "tls_ca": args.tls_ca,
-             "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_insecure": args.tls_insecure,
-             # (the pid alone is 1 in every container: two replays knocked each other off the broker)
-             "client_id": args.client_id or f"sensorguard-replay-{os.getpid()}-{uuid.uuid4().hex[:8]}"}
-    settings = load_settings(flags, os.environ, require_model=False)
+    settings = client_settings(args, "replay", "topic_prefix")  # (it publishes where serve reads)
     channels, bundle = None, None
     if args.model:  # (a bad bundle is one line: main reports its BundleError)
         from sensorguard.service.bundle_loading import load_bundle
@@ -137,14 +131,16 @@ def _refused_ahead(times, due, assets, max_future_s: float) -> str | None:
             "replay in real time, or with --timestamps original")
 
 
-def client_settings(args: argparse.Namespace, tool: str):
-    """A short-lived client's settings (a command, ``alerts``): its flags over the environment and
-    defaults, as serve's, and a client id of its own."""
+def client_settings(args: argparse.Namespace, tool: str, prefix: str = "output_prefix"):
+    """A short-lived client's settings (``replay``, a command, ``alerts``): its broker flags and
+    ``prefix`` (``topic_prefix`` for replay) over the environment and defaults, as serve's, and a
+    client id of its own."""
     from sensorguard.service.config import load_settings
 
     flags = {name: getattr(args, name) for name in ("broker", "mqtt_version", "username", "password_file", "tls_ca",
-                                                     "tls_cert", "tls_key", "tls_insecure", "output_prefix")}
-    # (a pid alone collides between containers, where it is 1: the broker drops the other session)
+                                                     "tls_cert", "tls_key", "tls_insecure", prefix)}
+    # (a pid alone collides between containers, where it is 1: the broker drops the other session; two
+    # replays knocked each other off the broker)
     flags["client_id"] = args.client_id or f"sensorguard-{tool}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     return load_settings(flags, os.environ, require_model=False)
 

@@ -61,6 +61,7 @@ COMMANDS_QUEUED = 100
 # (request_id, reply_to, accepted, message, saved, retry): what _reply sends, kept for a redelivery
 Answer = tuple[str, str, bool, str, bool | None, bool]
 
+
 class CommandHandler:
     """Handles ``<output_prefix>/commands/<verb>`` messages for one daemon.
 
@@ -127,8 +128,7 @@ class CommandHandler:
                 self._ready.notify()
                 return
         if waiting:
-            verb = message.topic[len(self.prefix):]
-            self.metrics.commands.labels(verb if verb in VERBS else "?", "duplicate").inc()
+            self.metrics.commands.labels(self._verb(message), "duplicate").inc()
             _ack(client, message)
             return
         try:  # (the network thread: a refusal is cheap, nothing is written)
@@ -163,8 +163,7 @@ class CommandHandler:
     def _refuse_busy(self, client: Any, message: Any) -> None:
         if not self._answers(message):
             return
-        verb = message.topic[len(self.prefix):]
-        self.metrics.commands.labels(verb if verb in VERBS else "?", "retry").inc()
+        self.metrics.commands.labels(self._verb(message), "retry").inc()
         if (count := self._limiter.hit("busy")) is not None:
             log.warning("%d command(s) refused: %d are waiting to be carried out (send them again later)", count,
                         COMMANDS_QUEUED)
@@ -232,9 +231,14 @@ class CommandHandler:
             log.exception("handling a command on %s failed", getattr(message, "topic", "?"))
             self.metrics.commands.labels("?", "error").inc()
 
+    def _verb(self, message: Any) -> str:
+        """The verb a command's topic names, as counted: ``?`` for one not known."""
+        verb = message.topic[len(self.prefix):]
+        return verb if verb in VERBS else "?"
+
     def _handle(self, client: Any, message: Any, queued: bool = False) -> None:
         verb = message.topic[len(self.prefix):]
-        known = verb if verb in VERBS else "?"
+        known = self._verb(message)
         if getattr(message, "retain", False):  # it would be carried out again at every reconnect
             self.metrics.commands.labels(known, "ignored").inc()
             if self._limiter.hit("retained") is not None:

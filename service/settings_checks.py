@@ -210,8 +210,10 @@ def _tls_problems(s: Settings) -> list[tuple[str, str]]:
         try:  # (an encrypted key: paho is given no passphrase either)
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(s.tls_cert, s.tls_key, password=lambda: "")
         except (ssl.SSLError, OSError, ValueError) as err:
-            head = Path(s.tls_key).read_bytes()[:4096]
-            locked = b"ENCRYPTED" in head  # (said "[SSL] PEM lib" alone: a walk)
+            try:  # (said "[SSL] PEM lib" alone: a walk)
+                locked = b"ENCRYPTED" in Path(s.tls_key).read_bytes()[:4096]
+            except OSError:  # (unreadable: the error below says so; raised here, it was a traceback)
+                locked = False
             out.append(("tls_cert", f"{s.tls_key!r} is a passphrase-protected key: give the key without its "
                         f"passphrase (openssl pkey -in {s.tls_key} -out plain.key), readable by the daemon only"
                         if locked else f"{s.tls_cert!r} and {s.tls_key!r} are no certificate and unencrypted key "
