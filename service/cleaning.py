@@ -169,6 +169,18 @@ class Cleaner:
         self.broken = False  # a row was dropped or the gap was long: the next kept row restarts the window
         self.skipped = 0  # the last step's grid rows past every channel's fill limit, not built (all dropped)
 
+    def rate(self) -> tuple[float | None, float, int] | None:
+        """The publishing-rate estimate :meth:`admit` follows (None: no step yet), for
+        :meth:`resume_rate`: offline the estimate carries on across an asset's silence."""
+        return (self.seen_ts, self.step_avg, self.steps) if self.steps else None
+
+    def resume_rate(self, rate: tuple[float | None, float, int], ts: float) -> None:
+        """Go on from an earlier buffer's :meth:`rate`, unless the asset's clock went back since (a
+        reset device: the negative step drove the average below zero, and its readings were dropped
+        as resampled for minutes)."""
+        if rate[0] is not None and ts >= rate[0]:
+            self.seen_ts, self.step_avg, self.steps = rate
+
     def admit(self, ts: float, policy: CleaningPolicy) -> str | None:
         """Whether a reading (in time order) is taken at the model's rate: None, ``resampled``
         (faster than the grid: dropped) or ``slow_rate`` (refused); see the module notes."""

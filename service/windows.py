@@ -35,7 +35,9 @@ from itertools import islice
 from sensorguard.service.alerts import divides_hop
 from sensorguard.service.asset_buffer import NO_FAULT, AssetBuffer, DueWindow
 from sensorguard.service.cleaning import NAN, CleaningPolicy
+from sensorguard.service.due_windows import DueWindows
 from sensorguard.service.sensors import SensorEvent, SensorRules
+from sensorguard.service.untaken_events import defer, left_open, told_on_return
 
 SENSOR_EVENTS_MAX = 10_000  # sensor-fault events waiting to be published; beyond, dropped and counted
 RATES_KEPT = 10_000  # forgotten (silent) assets whose publishing-rate estimate is kept for their return
@@ -105,8 +107,7 @@ class Buffers:
         # asset -> the last window the previous run judged (state.judged_times): its readings up to
         # then are refused until a newer one comes, as they would have been without the restart
         self.floors: dict[str, float] = {}
-        self._due: deque[DueWindow] = deque()
-        self._off_grid = 0  # queued alert-hop windows (coarse False): not counted in pending()
+        self._due = DueWindows()
         self._anchor: tuple[str, float] | None = None  # prime(): the grid row a scored window ended on
         self._rates: dict[str, tuple[float | None, float, int]] = {}  # forgotten assets' rate estimates
         self.resumed_faults: dict[str, list[dict]] = {}  # restored assets' open sensor faults, for their watch
@@ -154,13 +155,8 @@ class Buffers:
             self._untaken[asset] = None
             self.floors.pop(asset, None)  # taken: its last_ts guards from here
             state.seen = received
-            if self._rates:
-                rate = self._rates.pop(asset, None)
-                # back from a silence: its rate estimate goes on, as offline; unless its clock went
-                # back meanwhile (a reset device): the negative step drove the average below zero and
-                # its readings were dropped as resampled for minutes
-                if rate is not None and rate[0] is not None and ts >= rate[0]:
-                    state.cleaner.seen_ts, state.cleaner.step_avg, state.cleaner.steps = rate
+            if self._rates and (rate := self._rates.pop(asset, None)) is not None:
+                state.cleaner.resume_rate(rate, ts)  # back from a silence: its rate estimate goes on, as offline
         mark = len(self.sensor_events)  # where the asset's return goes, before this reading's faults
         rate = state.cleaner.admit(ts, self.policy)
         if rate is not None:  # faster than the model's grid (resampled) or too slow: not taken
@@ -199,12 +195,8 @@ class Buffers:
                 # does; what it opened or closed is told with its first reading taken (_heard), if still so.
                 # A channel dead from the first reading is held from its missing fault on: that reading is
                 # taken (so junk that always leaves a channel out is taken then too, as such an asset is).
-                deferred = self._deferred.setdefault(asset, {})
-                while len(self.sensor_events) > mark:
-                    _, event = self.sensor_events.pop()
-                    key = (event.kind, self._index[event.channel]) if event.channel is not None else None
-                    if key is not None and deferred.pop(key, None) is None:  # (an open then its close: nothing)
-                        deferred[key] = event
+                popped = [self.sensor_events.pop()[1] for _ in range(len(self.sensor_events) - mark)]
+                defer(self._deferred.setdefault(asset, {}), popped[::-1], self._index)
             return "missing_channel"  # not "seen": an asset whose readings are all dropped goes stale
         state.last = kept
         state.seen = received
@@ -243,22 +235,12 @@ class Buffers:
             anchored, self._anchor, self._anchored = self._anchored, None, False
             self._events_cap = SENSOR_EVENTS_MAX
         after = window_ts if judged_ts is None or window_ts is None else max(window_ts, judged_ts)
-        unscored = [w for w in list(self._due)[due:] if anchored and w.ts > after]  # type: ignore[operator]
-        while len(self._due) > due:
-            self._off_grid -= not self._due.pop().coarse
-        self._due.extend(unscored)
-        self._off_grid += sum(not w.coarse for w in unscored)
-        opened: dict[tuple[str, str | None], SensorEvent] = {}
-        for _, event in islice(self.sensor_events, events, None):  # (the previous owner's to announce)
-            if event.kind != "silent":
-                if event.fault:
-                    opened[(event.kind, event.channel)] = event
-                else:
-                    opened.pop((event.kind, event.channel), None)
-        while len(self.sensor_events) > events:
+        self._due.keep_since(due, lambda w: anchored and w.ts > after)  # type: ignore[operator]
+        opened = left_open(e for _, e in islice(self.sensor_events, events, None))  # (the previous owner's to
+        while len(self.sensor_events) > events:  # announce, as its other events and the deferred ones: a review)
             self.sensor_events.pop()
-        self._deferred.pop(asset, None)  # (the previous owner's to announce, as its other events: a review)
-        return taken, [{"kind": e.kind, "channel": e.channel, "since": e.ts, "value": e.value} for e in opened.values()]
+        self._deferred.pop(asset, None)
+        return taken, opened
 
     def _heard(self, asset: str, ts: float, mark: int) -> None:
         """The asset is heard from (a reading taken, refused for its rate, or opening a fault): its
@@ -266,14 +248,10 @@ class Buffers:
         at ``mark``), not any reading (one back with dropped readings went ``normal`` for good)."""
         if self._untaken.pop(asset, 0) is None:
             self.resumed_faults.pop(asset, None)  # (its watch holds them now)
-            told = [SensorEvent("silent", None, False, ts, NAN)]
             state = self._assets.get(asset)
             was = self._was_open[1] if self._was_open is not None and self._was_open[0] == asset else (
                 state.watch.open if state is not None else set())
-            for key, event in reversed(self._deferred.pop(asset, {}).items()):  # (dropped readings' faults)
-                if (key in was) == event.fault:  # still so before this reading: told now, then its own
-                    told.insert(1, event)
-            for k, event in enumerate(told):
+            for k, event in enumerate(told_on_return(self._deferred.pop(asset, {}), was, ts)):
                 if len(self.sensor_events) < self._events_cap:
                     self.sensor_events.insert(mark + k, (asset, event))
                 else:
@@ -300,9 +278,7 @@ class Buffers:
             self._anchored = True
         since_full = state.count - window
         if since_full >= 0 and since_full % (self.alert_hop or self.hop) == 0:
-            coarse = since_full % self.hop == 0
-            self._due.append(state.cut(asset, ts, received, coarse))
-            self._off_grid += not coarse
+            self._due.append(state.cut(asset, ts, received, since_full % self.hop == 0))
 
     @staticmethod
     def _check_alert_hop(alert_hop: int, hop: int) -> None:
@@ -320,20 +296,11 @@ class Buffers:
 
     def drain(self, limit: int | None = None) -> list[DueWindow]:
         """Remove and return up to ``limit`` queued windows (all if None), oldest first."""
-        due = self._due
-        if limit is None or limit >= len(due):
-            out = list(due)
-            due.clear()
-            self._off_grid = 0
-            return out
-        out = [due.popleft() for _ in range(max(limit, 0))]
-        if self._off_grid:
-            self._off_grid -= sum(not w.coarse for w in out)
-        return out
+        return self._due.drain(limit)
 
     def pending_of(self, assets: set[str]) -> bool:
         """Whether a window of one of ``assets`` is queued."""
-        return any(w.asset in assets for w in self._due)
+        return self._due.pending_of(assets)
 
     def queued(self) -> int:
         """Windows queued and not yet drained, the alert hop's too (what the scorer waits for)."""
@@ -342,7 +309,7 @@ class Buffers:
     def pending(self) -> int:
         """Windows of the hop grid queued and not yet drained (what backpressure and the
         ``buffered_windows`` gauge count: the alert hop's are mostly dropped unscored)."""
-        return len(self._due) - self._off_grid
+        return self._due.pending()
 
     def __len__(self) -> int:
         return len(self._assets)
@@ -440,20 +407,13 @@ class Buffers:
             return 0
         self._untaken.pop(asset, None)
         self._deferred.pop(asset, None)
-        cleaner = state.cleaner
-        if cleaner.steps:  # kept (RATES_KEPT at most, oldest dropped): offline the estimate spans the silence
+        if (rate := state.cleaner.rate()) is not None:  # kept (RATES_KEPT at most, oldest dropped)
             self._rates.pop(asset, None)
-            self._rates[asset] = (cleaner.seen_ts, cleaner.step_avg, cleaner.steps)
+            self._rates[asset] = rate
             if len(self._rates) > RATES_KEPT:
                 del self._rates[next(iter(self._rates))]
         return sum(w.coarse for w in self.take({asset})) if windows else 0
 
     def take(self, assets: set[str]) -> list[DueWindow]:
         """Remove and return the queued windows of ``assets``, oldest first."""
-        if not self._due or not assets:
-            return []
-        taken = [w for w in self._due if w.asset in assets]
-        if taken:
-            self._due = deque(w for w in self._due if w.asset not in assets)
-            self._off_grid -= sum(not w.coarse for w in taken)
-        return taken
+        return self._due.take(assets)
