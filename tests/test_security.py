@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import ipaddress
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -269,11 +271,10 @@ def test_tls_on_one_side_only_is_said_with_its_likely_cause(tls_broker, mosquitt
     assert code == 1 and "closed before it was accepted" in err, err
 
 
-def closing_once_proxy(port: int) -> int:
+@contextlib.contextmanager
+def closing_once_proxy(port: int) -> Iterator[int]:
     """A TCP proxy to ``port`` on loopback that closes its first connection at once (a load balancer
-    during a broker failover): the port it listens on."""
-    import socket
-
+    during a broker failover): the port it listens on; closed at the end (its accepting thread ends)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -304,7 +305,10 @@ def closing_once_proxy(port: int) -> int:
                 threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
-    return server.getsockname()[1]
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
 
 
 @pytest.mark.integration
@@ -313,8 +317,8 @@ def test_a_connection_closed_once_before_it_was_accepted_is_tried_again(mosquitt
     side), so a proxy's failover that the next try gets past failed the command at once."""
     from sensorguard.cli import main
 
-    port = closing_once_proxy(mosquitto.port)
-    assert main(["alerts", "--broker", f"mqtt://127.0.0.1:{port}", "--timeout", "10"]) == 0
+    with closing_once_proxy(mosquitto.port) as port:
+        assert main(["alerts", "--broker", f"mqtt://127.0.0.1:{port}", "--timeout", "10"]) == 0
     err = capsys.readouterr().err
     assert "no asset states" in err and "refused" not in err, err
 
