@@ -304,12 +304,13 @@ class Buffers:
 
     def queued(self) -> int:
         """Windows queued and not yet drained, the alert hop's too (what the scorer waits for)."""
-        return len(self._due)
+        return len(self._due.windows)
 
     def pending(self) -> int:
         """Windows of the hop grid queued and not yet drained (what backpressure and the
         ``buffered_windows`` gauge count: the alert hop's are mostly dropped unscored)."""
-        return self._due.pending()
+        due = self._due
+        return len(due.windows) - due.off_grid
 
     def __len__(self) -> int:
         return len(self._assets)
