@@ -43,7 +43,6 @@ from sensorguard.service.outbox import Outbox
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.sensors import SensorEvent
-from sensorguard.service.state import STATE_FILE, save_states
 from sensorguard.service.state_writes import StateWrites
 
 log = logging.getLogger(__name__)
@@ -91,6 +90,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
         self.model_swapped = False  # set on a swap: every retained state names the model and its line, sent again
         self._unconfirmed: set[str] = set()  # saved as unannounced, its raise published: awaiting the broker
+        self.hold_raises = False  # set while a batch is scored: its raises go out after a save (release_raises)
+        self._held_back: dict[str, tuple[AlertEvent, list[dict], Bundle]] = {}  # asset -> its raise, unsaved
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[Adopted] = deque()  # cluster mode: moved here
         self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on
@@ -152,6 +153,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
         bundle = bundle or self.current()
         if self._adopted:
             self._take_adopted()
+        if asset in self._held_back:  # its raise goes out before its next window moves it (a clear after
+            self.release_raises()  # it in the batch: saved alerting, then told in that order)
         rules = bundle_rules(self.rules, bundle, self.hop)
         if not coarse and (rules.alert_steps == 1 or not self.alerting(asset)):
             return None  # (alert_steps 1: queued before a swap to a bundle that judges every hop)
@@ -192,7 +195,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
             held = self._held(asset, ts)
             # a raise is announced unless the asset is held; a clear whenever its raise was announced
             if held is None if event.kind == "raised" else self._announced.get(asset) == event.alert_id:
-                self._announce(asset, event, channels, bundle)
+                self._tell(asset, event, channels, bundle)
             else:  # maintenance or shelved: judged and visible in the state and metrics, not announced
                 if event.kind == "raised" and held is not None:  # an alert held back counts once (its clear
                     self.metrics.alerts_suppressed.labels(held).inc()  # counted too read twice: a walk)
@@ -206,8 +209,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
         elif self._raise_owed(asset, state, ts) and not self.publisher.full():  # told at its next window
-            self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
-                           channels, bundle)
+            self._tell(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id), channels,
+                       bundle)
             self.save_soon = late = True  # (its state said suppressed until now: published again)
         if late or old is None or restored or state.status != old.status:  # (a restored one's retained state
             self.publish_state(asset, bundle=bundle)  # may be that of the previous run's end)
@@ -249,39 +252,6 @@ class AssetAlerts(CarriedStates, AssetFaults):
     def _held(self, asset: str, ts: float | None = None) -> str | None:
         """What holds ``asset`` now, or held it at reading time ``ts``."""
         return self.controls.suppressed(asset, time.time(), ts) if self.controls is not None else None
-
-    def save(self) -> bool:
-        """Write every asset's alert state and drift baseline (live and still-restored) to ``state_dir``,
-        and the alarm controls; whether both files hold them now (no ``state_dir``: True). A failure
-        is counted and logged; the next save tries again."""
-        self.save_soon = False
-        if not self.state_dir:
-            return True
-        alerts = {asset: state for asset, (state, _, _) in self.restored.items()}
-        drift = {asset: d for asset, (_, d, _) in self.restored.items() if d is not None}
-        alerts.update(self._states)
-        drift.update(self._drift)
-        unannounced = {asset for asset, (_, _, told) in self.restored.items() if not told and asset not in self._states}
-        unannounced |= {asset for asset in self._states if not self._told(asset, confirmed=True)}
-        self._unconfirmed = {asset for asset in unannounced if asset in self._states and self._told(asset)}
-        saved = self.controls is None or self.controls.save()  # with the alerts that can be acknowledged
-        self._floors = judged = {asset: ts for asset, ts in self._floors.items() if asset in alerts}
-        try:
-            save_states(self.state_dir, alerts, drift, unannounced, judged, self._open.saved(), {
-                a: c for a, c in (*self.restored_channels.items(), *((a, c) for a, (_, c) in self._latest.items()))
-                if c and a in alerts and alerts[a].status != "normal"})  # (an alert's: its state names them)
-        except OSError as exc:  # a full disk must not stop scoring; the next save tries again
-            self.writes.failed(STATE_FILE)
-            log.warning("saving asset state to %s failed: %s", self.state_dir, exc)
-            return False
-        self.writes.worked(STATE_FILE)
-        return saved
-
-    def confirmed_since_save(self) -> bool:
-        """Whether the broker has confirmed a raise that the last save marked unannounced (scoring
-        thread, each tick): the file must say so soon, or for up to ``SAVE_INTERVAL_S`` a ``kill -9``
-        made the restart raise it again (a walk); now only until the next tick (about a second)."""
-        return any(asset in self._states and self._told(asset, confirmed=True) for asset in self._unconfirmed)
 
     def publish_states(self) -> list:
         """Publish every asset's current state (retained), as at shutdown; the publish handles."""

@@ -101,44 +101,52 @@ def score_batch(batch: list[DueWindow], models: ModelHolder, alerts: AssetAlerts
     tops = scores.all_top_channels(scorer.channels)
     # the shadow's clear_after in the daemon's cadence (the alert hop's windows are the daemon's)
     steps = 1 if shadowed is None else bundle_rules(rules(), bundle, alerts.hop).alert_steps
-    for i, due in enumerate(batch):
-        if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
-            continue
-        channels = tops[i]
-        rows = term_rows(due, bundle)
+    alerts.hold_raises = True  # the batch's raises go out once the state file holds them (release_raises)
+    try:
+        for i, due in enumerate(batch):
+            if np.isnan(scores.error[i]):  # every channel has a sensor fault open: nothing to judge
+                continue
+            channels = tops[i]
+            rows = term_rows(due, bundle)
+            try:
+                judged = alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle, due.coarse, rows)
+            except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
+                log.exception("applying a scored window of asset %r failed", due.asset)
+                continue
+            if judged is None:  # an alert-hop window whose asset's alert is not up: not judged, as offline
+                state, score = alerts.state_of(due.asset), float("nan")
+            else:
+                state, score = judged
+                channels = alerts.channels_of(due.asset)  # (the level term's leaders where it decided the window)
+            if not due.coarse and judged is not None:
+                metrics.alert_windows.inc()
+            if recorder is not None and judged is not None:  # judged: its readings may now be committed as normal
+                recorder.judged(due.asset, due.ts)  # (not before: a window whose alert step failed was never judged)
+            if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
+                try:
+                    if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state,
+                                   replace(rules(), alert_steps=steps), alerts.drift_of(due.asset),
+                                   alerts.learns(due.asset, due.ts), due.coarse, rows=term_rows(due, shadow.bundle)):
+                        metrics.alert_raised(due.asset, shadow=True)
+                    # the hop grid's (the windows of windows_scored_total), as judged: the raw score left out
+                    # its level term and drift widening, against "1.0 is its alert line" (a walk)
+                    if due.coarse and not np.isnan(shadow.judged):
+                        metrics.shadow_score.observe(shadow.judged)
+                except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
+                    with models.lock:
+                        models.stop_shadow(shadow, f"stepping its alerts failed ({type(exc).__name__}: {exc})")
+                    shadowed = None
+            if judged is None:
+                continue
+            scored = ScoredWindow(due.asset, due.ts, score, float(scores.error[i]), state.status, channels)
+            for listener in listeners:
+                try:
+                    listener(scored)
+                except Exception:  # noqa: BLE001 - a view must not stop scoring
+                    log.exception("listener failed")
+    finally:
+        alerts.hold_raises = False
         try:
-            judged = alerts.apply(due.asset, due.ts, float(scores.score[i]), channels, bundle, due.coarse, rows)
-        except Exception:  # noqa: BLE001 - one asset's bad window must not cost the rest of the batch
-            log.exception("applying a scored window of asset %r failed", due.asset)
-            continue
-        if judged is None:  # an alert-hop window whose asset's alert is not up: not judged, as offline
-            state, score = alerts.state_of(due.asset), float("nan")
-        else:
-            state, score = judged
-            channels = alerts.channels_of(due.asset)  # (the level term's leaders where it decided the window)
-        if not due.coarse and judged is not None:
-            metrics.alert_windows.inc()
-        if recorder is not None and judged is not None:  # judged: its readings may now be committed as
-            recorder.judged(due.asset, due.ts)  # normal (not before: a window whose alert step failed was never judged)
-        if shadowed is not None and not np.isnan(shadowed.score[i]):  # the same window, never announced
-            try:
-                if shadow.step(due.asset, due.ts, float(shadowed.score[i]), state, replace(rules(), alert_steps=steps),
-                               alerts.drift_of(due.asset), alerts.learns(due.asset, due.ts), due.coarse,
-                               rows=term_rows(due, shadow.bundle)):
-                    metrics.alert_raised(due.asset, shadow=True)
-                # the hop grid's (the windows of windows_scored_total), as judged: the raw score left out
-                # its level term and drift widening, against "1.0 is its alert line" (a walk)
-                if due.coarse and not np.isnan(shadow.judged):
-                    metrics.shadow_score.observe(shadow.judged)
-            except Exception as exc:  # noqa: BLE001 - as above: the served model's windows go on
-                with models.lock:
-                    models.stop_shadow(shadow, f"stepping its alerts failed ({type(exc).__name__}: {exc})")
-                shadowed = None
-        if judged is None:
-            continue
-        scored = ScoredWindow(due.asset, due.ts, score, float(scores.error[i]), state.status, channels)
-        for listener in listeners:
-            try:
-                listener(scored)
-            except Exception:  # noqa: BLE001 - a view must not stop scoring
-                log.exception("listener failed")
+            alerts.release_raises()
+        except Exception:  # noqa: BLE001 - the next batches are scored all the same
+            log.exception("announcing the batch's raises failed")

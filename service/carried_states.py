@@ -6,7 +6,8 @@ run's ``state_dir``, or another worker in cluster mode: both wait in ``restored`
 next window, and are ended as silent by :meth:`CarriedStates.expire_restored` when none comes) or
 handed on (to the state bucket at every change, or to the worker an asset moves to). Whether an
 alert's raise was told travels with it, so that a new owner tells it once: never twice, and not
-never. It is a mixin, not a class of its own, because these steps read and forget the same per-asset
+never. The same holds across a restart: ``state_dir`` is written (:meth:`CarriedStates.save`)
+before a scored batch's raises go out (:meth:`CarriedStates.release_raises`). It is a mixin, not a class of its own, because these steps read and forget the same per-asset
 maps as the alert machine; ``AssetAlerts.__init__`` sets everything listed below.
 """
 
@@ -18,12 +19,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sensorguard.service.alerts import AlertRules, AlertState
+from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.commands import AlarmControls
 from sensorguard.service.drift import DriftState
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.open_faults import OpenFaults
 from sensorguard.service.outbox import published
 from sensorguard.service.recorder import Recorder
+from sensorguard.service.state import STATE_FILE, save_states
+from sensorguard.service.state_writes import StateWrites
 
 log = logging.getLogger("sensorguard.service.assets")  # (its lines came from there before the split)
 
@@ -60,8 +65,18 @@ class CarriedStates:
     _adopted: deque[Adopted]
     _synced: dict[str, tuple[str, str, bool]]
     _syncing: bool
+    state_dir: str | None
+    controls: AlarmControls | None
+    writes: StateWrites
+    save_soon: bool
+    hold_raises: bool
+    _held_back: dict[str, tuple[AlertEvent, list[dict], Bundle]]
+    _unconfirmed: set[str]
     _go_silent: Callable[..., None]  # (methods of AssetFaults)
     _await_return: Callable[[str, float, float], None]
+    _announce: Callable[[str, AlertEvent, list[dict], Bundle], None]  # (methods of AssetAlerts)
+    publish_state: Callable[..., Any]
+    _paging: Callable[[str, AlertState, float], bool]
 
     def adopt(self, asset: str, alert: AlertState, drift: DriftState | None, announced: bool = True,
               window_ts: float | None = None, judged_ts: float | None = None, channels: list[dict] | None = None
@@ -240,3 +255,59 @@ class CarriedStates:
         grid_ts, judged_ts = self._grid_ts.get(asset), self._judged_ts.get(asset)
         return grid_ts, told, (judged_ts if grid_ts is not None and judged_ts is not None and judged_ts > grid_ts
                                else None)
+
+    def save(self) -> bool:
+        """Write every asset's alert state and drift baseline (live and still-restored) to ``state_dir``,
+        and the alarm controls; whether both files hold them now (no ``state_dir``: True). A failure
+        is counted and logged; the next save tries again."""
+        self.save_soon = False
+        if not self.state_dir:
+            return True
+        alerts = {asset: state for asset, (state, _, _) in self.restored.items()}
+        drift = {asset: d for asset, (_, d, _) in self.restored.items() if d is not None}
+        alerts.update(self._states)
+        drift.update(self._drift)
+        unannounced = {asset for asset, (_, _, told) in self.restored.items() if not told and asset not in self._states}
+        unannounced |= {asset for asset in self._states if not self._told(asset, confirmed=True)}
+        self._unconfirmed = {asset for asset in unannounced if asset in self._states and self._told(asset)}
+        saved = self.controls is None or self.controls.save()  # with the alerts that can be acknowledged
+        self._floors = judged = {asset: ts for asset, ts in self._floors.items() if asset in alerts}
+        try:
+            save_states(self.state_dir, alerts, drift, unannounced, judged, self._open.saved(), {
+                a: c for a, c in (*self.restored_channels.items(), *((a, c) for a, (_, c) in self._latest.items()))
+                if c and a in alerts and alerts[a].status != "normal"})  # (an alert's: its state names them)
+        except OSError as exc:  # a full disk must not stop scoring; the next save tries again
+            self.writes.failed(STATE_FILE)
+            log.warning("saving asset state to %s failed: %s", self.state_dir, exc)
+            return False
+        self.writes.worked(STATE_FILE)
+        return saved
+
+    def confirmed_since_save(self) -> bool:
+        """Whether the broker has confirmed a raise that the last save marked unannounced (scoring
+        thread, each tick): the file must say so soon, or for up to ``SAVE_INTERVAL_S`` a ``kill -9``
+        made the restart raise it again (a walk); now only until the next tick (about a second)."""
+        return any(asset in self._states and self._told(asset, confirmed=True) for asset in self._unconfirmed)
+
+    def _tell(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle) -> None:
+        """:meth:`_announce`, a raise held back while a batch is scored and a state file is kept."""
+        if event.kind == "raised" and self.hold_raises and self.state_dir:
+            self._held_back[asset] = (event, channels, bundle)
+        else:
+            self._announce(asset, event, channels, bundle)
+
+    def release_raises(self) -> None:
+        """Save, then announce the raises held back (:attr:`hold_raises`), so the state file holds each
+        alert up, marked unannounced, before its raise can reach the broker. A ``kill -9`` in the second
+        between a raise and the next tick's save made the restart raise the fault again under a new
+        id, the first never cleared (a walk). Now a crash before the save loses a raise nobody saw,
+        and one after it tells it again under its id (at least once, as documented)."""
+        if not self._held_back:
+            return
+        self.save()  # (a failed save is counted and logged: the raises go out all the same)
+        waiting, self._held_back = self._held_back, {}
+        for asset, (event, channels, bundle) in waiting.items():
+            self._announce(asset, event, channels, bundle)
+            if (state := self._states.get(asset)) is not None and state.alert_id == event.alert_id:
+                self.publish_state(asset, bundle=bundle)  # (it went out before the raise: "acked" unknown yet)
+                self.metrics.set_score(asset, state.last_score, self._paging(asset, state, event.ts))

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from sensorguard.service.asset_buffer import DueWindow
 from sensorguard.service.state import STATE_FILE, load_states
 from sensorguard.service.state_writes import ASSETS, AUDIT, CONTROLS, EXIT_UNSAVED, STATE_FILES
 from tests.mosquitto import clean_env, client_id, free_port, http_status, metric, start_daemon, wait_for
@@ -64,6 +66,44 @@ def test_a_raise_confirmed_after_it_was_saved_as_unannounced_is_saved_at_the_nex
     second.alerts.apply("pump-1", T0 + 10, 5.0, [])
     assert second.snapshot()["pump-1"].status == "alerting" and raised(client2) == []
     assert value(second, "sensorguard_alerts_total", asset="pump-1") in (None, 0.0)
+
+
+def test_a_raise_reaches_the_broker_only_once_the_state_file_holds_it(bundle, tmp_path, monkeypatch):
+    """A walk: ``kill -9`` within a second of a raise (before the next tick's save) restarted from a
+    file without it, and the fault was raised again under a new id, the first never cleared. A
+    batch's raises now go out after a save that holds them up and unannounced (a restart tells them
+    again under the same id); a raise and its clear in one batch go out in that order."""
+    from dataclasses import replace
+
+    daemon, client = daemon_with(bundle, tmp_path)
+    on_disk: list[tuple[str, dict]] = []
+    publish = client.publish
+
+    def watched(topic, payload, qos=0, retain=False, properties=None):
+        if topic.startswith("sensorguard/alerts/"):
+            alerts, _, unannounced = load_states(tmp_path)
+            event = json.loads(payload)
+            on_disk.append((event["state"], {"saved": alerts.get(event["asset"]), "unannounced": unannounced}))
+        return publish(topic, payload, qos, retain)
+
+    client.publish = watched
+    served = daemon.models.scorer.score_windows
+    scores = iter([5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 0.1, 0.1])  # pump-1: three batches; pump-2: a raise and its clear
+    monkeypatch.setattr(daemon.models.scorer, "score_windows", lambda windows, excluded: replace(
+        served(windows, excluded), score=np.array([next(scores) for _ in range(len(windows))])))
+    window = np.zeros((len(bundle.channels), bundle.window))
+    for i in range(3):
+        daemon.score_batch([DueWindow("pump-1", T0 + 2 * i, window, 0.0)])
+    up = daemon.snapshot()["pump-1"]
+    assert up.status == "alerting" and len(raised(client)) == 1
+    assert [state for state, _ in on_disk] == ["raised"]
+    assert on_disk[0][1]["saved"] == up and on_disk[0][1]["unannounced"] == {"pump-1"}
+    daemon.score_batch([DueWindow("pump-2", T0 + 2 * i, window, 0.0) for i in range(5)])
+    told = [(e["asset"], e["state"]) for e in (json.loads(p) for t, p, _ in client.published
+                                                if t.startswith("sensorguard/alerts/")) if e["asset"] == "pump-2"]
+    assert told == [("pump-2", "raised"), ("pump-2", "cleared")]
+    assert on_disk[1][1]["saved"].status == "alerting" and "pump-2" in on_disk[1][1]["unannounced"]
+    assert value(daemon, "sensorguard_alerts_total", asset="pump-2") == 1.0
 
 
 def test_failed_writes_are_counted_by_file_and_their_recovery_logged_once(bundle, tmp_path, caplog):
