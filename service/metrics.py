@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -300,13 +301,12 @@ def serve_http(
     Stop with :func:`shutdown_http`.
     """
     handler = _make_handler(registry, ready, alive, why_not)
-    server_cls = _V6Server if ":" in host else ThreadingHTTPServer
+    server_cls = _V6Server if ":" in host else _Server
     try:
         server = server_cls((host, port), handler)
     except OSError as exc:  # one line naming the setting, not "Address already in use"
         raise OSError(exc.errno, f"cannot serve metrics on {host}:{port} (metrics_host, metrics_port): "
                                  f"{exc.strerror or exc}") from None
-    server.daemon_threads = True
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="sensorguard-http", daemon=True
     )
@@ -321,7 +321,24 @@ def shutdown_http(server: ThreadingHTTPServer, thread: threading.Thread, timeout
     thread.join(timeout)
 
 
-class _V6Server(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    """The HTTP server, its errors in the daemon's log: socketserver printed a traceback on stderr
+    for every client gone before its answer (a scrape's timeout, a probe's short one: 25 lines each,
+    none of them JSON under ``log_json``, a walk). That is a debug line now; any other error one
+    logged line with its traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        exc = sys.exc_info()[1]
+        who = client_address[0] if isinstance(client_address, tuple) and client_address else client_address
+        if isinstance(exc, ConnectionError):
+            log.debug("http %s: the client left before its answer (%s)", who, type(exc).__name__)
+        else:
+            log.exception("http %s: answering failed", who)
+
+
+class _V6Server(_Server):
     address_family = socket.AF_INET6
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 import http.client
 import logging
+import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -288,3 +290,29 @@ def test_healthz_answers_503_when_not_alive(server: tuple[int, dict]) -> None:
     state["alive"] = False
     status, _, body = get(port, "/healthz")
     assert status == 503 and body == b"stuck\n"
+
+
+def test_a_client_gone_before_its_answer_is_a_debug_line_not_a_traceback(capfd, caplog):
+    """A walk: a scrape that timed out, or a probe closing at once, left socketserver's traceback on
+    stderr (25 lines each, outside the JSON log) for every such request."""
+    import socket
+    import struct
+
+    srv, thread = serve_http(CollectorRegistry(), "127.0.0.1", 0, lambda: True)
+    port = srv.server_address[1]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="sensorguard.service.metrics"):
+            for _ in range(20):
+                sock = socket.create_connection(("127.0.0.1", port))
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # a reset, before the answer is read
+            time.sleep(0.5)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+                assert answer.status == 200  # still serving
+    finally:
+        shutdown_http(srv, thread)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
+    left = [r for r in caplog.records if "left before its answer" in r.getMessage()]
+    assert left and all(r.levelno == logging.DEBUG for r in left)
