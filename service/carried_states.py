@@ -7,8 +7,9 @@ next window, and are ended as silent by :meth:`CarriedStates.expire_restored` wh
 handed on (to the state bucket at every change, or to the worker an asset moves to). Whether an
 alert's raise was told travels with it, so that a new owner tells it once: never twice, and not
 never. The same holds across a restart: ``state_dir`` is written (:meth:`CarriedStates.save`)
-before a scored batch's raises go out (:meth:`CarriedStates.release_raises`). It is a mixin, not a class of its own, because these steps read and forget the same per-asset
-maps as the alert machine; ``AssetAlerts.__init__`` sets everything listed below.
+before a scored batch's raises go out (:meth:`CarriedStates.release_raises`). It is a mixin, not a
+class of its own, because these steps read and forget the same per-asset maps as the alert
+machine; ``AssetAlerts.__init__`` sets everything listed below.
 """
 
 from __future__ import annotations
