@@ -79,6 +79,8 @@ class CommandHandler:
         if owns is not None:  # cluster mode: the worker whose partition holds the asset now
             self.owns = owns
         self._clustered = owns is not None
+        # serve --workers: one worker answers a command naming no asset (each answered and counted it: a walk)
+        self.answers_unnamed = True
         self.taking_over = taking_over or (lambda asset: False)  # cluster mode: its partition is being taken over here
         self.controls = controls
         self.publisher = publisher
@@ -209,12 +211,13 @@ class CommandHandler:
     def _answers(self, message: Any) -> bool:
         """Whether this instance carries out, or refuses, a command: the one serving the asset it
         names (:func:`_asset_named`), and in cluster mode, for one naming none, the worker serving
-        ``NO_ASSET``'s partition. An unknown verb was answered, and counted, by every worker of a
-        cluster (a walk); the others acknowledge it and leave it (:meth:`submit`)."""
+        ``NO_ASSET``'s partition, under ``serve --workers`` the first worker (:attr:`answers_unnamed`).
+        An unknown verb was answered, and counted, by every worker of a cluster (a walk); the others
+        acknowledge it and leave it (:meth:`submit`)."""
         asset = _asset_named(message)
         if valid_asset(asset):  # (its new owner, while taking it over, answers too: a review)
             return self.owns(asset) or self.taking_over(asset)
-        return not self._clustered or self.owns(NO_ASSET)
+        return self.owns(NO_ASSET) if self._clustered else self.answers_unnamed
 
     def handle(self, client: Any, message: Any) -> None:
         """One command message, carried out here and acknowledged: never raises (a bad command is

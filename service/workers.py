@@ -114,6 +114,7 @@ def run_worker(settings: Settings, stale: tuple[str, ...], port_out: Any, readin
     torch.set_num_threads(settings.scoring_threads)
     bundle, copied = worker_model(settings, fleet, copies)
     daemon = Daemon(settings, bundle)
+    daemon.commands.answers_unnamed = index == 0  # (static partitions; a cluster's worker of NO_ASSET answers)
     if copied:
         daemon.models.serving_a_copy()
     keep_served(copies, index, bundle)

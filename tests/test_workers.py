@@ -182,6 +182,16 @@ def test_a_two_worker_daemon_runs_beside_two_single_daemons(tmp_path, mosquitto,
         assert sum(v for k, v in got.items() if k[0] == "sensorguard_model_info") == 1
         assert got[("sensorguard_windows_scored_total", ())] == metric(url_c, "sensorguard_windows_scored_total") * 2
         assert c.buffers.assets() == ["site-c/pump-3"] and d.buffers.assets() == ["site-d/pump-4"]
+        # a command naming no asset is answered and counted by one worker (each of them did: a walk)
+        pub = Publisher(mosquitto)
+        pub.raw("sensorguard/commands/maintenance", b'{"request_id": "r-none"}')
+        pub.close()
+        wait_for(lambda: {p["instance"] for t, p, _ in watch.messages if t == "sensorguard/responses/r-none"}
+                 >= {"site-c", "site-d"}, 10, "the single daemons' answers", proc=proc, log=log)
+        time.sleep(1.0)  # (a second worker's answer would have come by now)
+        answered = [p["instance"] for t, p, _ in watch.messages if t == "sensorguard/responses/r-none"]
+        assert sorted(answered) == ["plant-w0", "site-c", "site-d"], answered
+        assert metric(url, "sensorguard_commands_total", command="maintenance", result="rejected") == 1
         stop(proc, log)
         offline = wait_for(lambda: {t.rpartition("/")[2] for t, p, _ in watch.messages
                                     if t.startswith("sensorguard/status/plant-") and p["state"] == "offline"}
