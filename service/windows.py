@@ -107,6 +107,7 @@ class Buffers:
         # asset -> the last window the previous run judged (state.judged_times): its readings up to
         # then are refused until a newer one comes, as they would have been without the restart
         self.floors: dict[str, float] = {}
+        self.crowded_out: dict[str, str] = {}  # restored assets (floors) refused too_many_assets: for their silence
         self._due = DueWindows()
         self._anchor: tuple[str, float] | None = None  # prime(): the grid row a scored window ended on
         self._rates: dict[str, tuple[float | None, float, int]] = {}  # forgotten assets' rate estimates
@@ -154,6 +155,7 @@ class Buffers:
                 state.watch.resume(resumed, self.sensors)  # eviction before then lost them; a review)
             self._untaken[asset] = None
             self.floors.pop(asset, None)  # taken: its last_ts guards from here
+            self.crowded_out.pop(asset, None)
             state.seen = received
             if self._rates and (rate := self._rates.pop(asset, None)) is not None:
                 state.cleaner.resume_rate(rate, ts)  # back from a silence: its rate estimate goes on, as offline
@@ -338,7 +340,11 @@ class Buffers:
         says so (:meth:`refused_since`). A ``duplicate_ts`` is one only when it repeats the newest
         stamp with other values (a clock stuck on one stamp); else it is a redelivery, no new reading."""
         state = self._assets.get(asset)
-        if state is None or (reason == "duplicate_ts" and not self._new_values(state, ts, values)):
+        if state is None:  # a restored asset with no slot: its silence ends its state, and says why (a walk:
+            if reason == "too_many_assets" and asset in self.floors:  # its alert ended as "no reading after")
+                self.crowded_out[asset] = reason
+            return
+        if reason == "duplicate_ts" and not self._new_values(state, ts, values):
             return
         state.refused = (reason, received)
 
@@ -394,6 +400,7 @@ class Buffers:
         once it is heard again, restart or not). The caller holds the ingest's lock."""
         for asset in [a for a in self.floors if not kept(a)]:
             del self.floors[asset]
+            self.crowded_out.pop(asset, None)
         for asset in [a for a in self.resumed_faults if not kept(a)]:  # (their silence replaced them)
             del self.resumed_faults[asset]
 
