@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +33,33 @@ from sensorguard.service.logs import first_line
 log = logging.getLogger(__name__)
 
 SERVED = "served.json"  # beside a copy: {"name", "version"} of the bundle as its worker serves it
+
+
+COPIES_PREFIX = "sensorguard-served-"
+
+
+def make_copies_dir(tmp: str | None = None) -> str:
+    """The parent's folder for its workers' copies, named with its pid (removed at stop), after
+    removing those of parents gone without stopping: a ``kill -9`` of the parent left a copy of the
+    served model behind at every start (a walk)."""
+    root = Path(tmp or tempfile.gettempdir())
+    for old in root.glob(f"{COPIES_PREFIX}*"):
+        found = re.match(rf"{COPIES_PREFIX}(\d+)-", old.name)
+        if found is not None and old.is_dir() and not _alive(int(found.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+            log.info("removed %s: the model copies of a serve --workers parent (pid %s) gone without stopping",
+                     old, found.group(1))
+    return tempfile.mkdtemp(prefix=f"{COPIES_PREFIX}{os.getpid()}-", dir=root)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def keep_served(copies: str | None, worker: int, bundle: Bundle) -> None:

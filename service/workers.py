@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -45,7 +44,7 @@ from sensorguard.service.config import Settings
 from sensorguard.service.daemon import Daemon
 from sensorguard.service.logs import configure_logging
 from sensorguard.service.metrics import serve_http, shutdown_http
-from sensorguard.service.restart_model import keep_served, worker_model
+from sensorguard.service.restart_model import keep_served, make_copies_dir, worker_model
 from sensorguard.service.signals import on_signals
 from sensorguard.service.state_writes import EXIT_UNSAVED
 from sensorguard.service.worker_http import fetch, why_not_ready
@@ -215,7 +214,7 @@ class Supervisor:
         waited for ever for a start that never came (the parent hung at exit, systemd saw it up)."""
         self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready,
                                 self.alive, why_not=self.not_ready)
-        self.copies = tempfile.mkdtemp(prefix="sensorguard-served-")  # (restart_model: removed at stop)
+        self.copies = make_copies_dir()  # (restart_model: removed at stop)
         self.started = self._watched = time.monotonic()
         for slot in self.slots:
             self._spawn(slot)

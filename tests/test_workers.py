@@ -4,6 +4,7 @@ readings all arrive (accepted by it, or redelivered to its restarted self)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -696,3 +697,20 @@ def test_a_workers_log_lines_say_which_worker_wrote_them():
         said = json.loads(line)["worker"] == "plant-w1" if json_lines else " [plant-w1] sensorguard.test: " in line
         assert said, line
     configure_logging(False, "INFO")
+
+
+def test_the_model_copies_of_a_parent_killed_without_stopping_are_removed_at_the_next_start(tmp_path):
+    """A walk: ``kill -9`` of a ``serve --workers`` parent left its ``sensorguard-served-*`` folder (a
+    copy of the served model) behind, at every such death. The folders are named with the parent's
+    pid; a start removes those whose parent is gone, and keeps a running one's."""
+    from sensorguard.service.restart_model import make_copies_dir
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"sensorguard-served-{gone.pid}-abcd"
+    (dead / "w0").mkdir(parents=True)
+    running = tmp_path / f"sensorguard-served-{os.getppid()}-efgh"
+    running.mkdir()
+    made = Path(make_copies_dir(str(tmp_path)))
+    assert made.name.startswith(f"sensorguard-served-{os.getpid()}-") and made.is_dir()
+    assert not dead.exists() and running.is_dir()
