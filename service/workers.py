@@ -57,6 +57,7 @@ STABLE_S = 60.0  # a worker that ran this long resets the restart backoff
 STOP_TIMEOUT_S = 60.0
 GO_TIMEOUT_S = 60.0  # workers connect together once all loaded, or after this long
 HEALTH_PROBE_S = 5.0  # how often the parent asks each worker's /healthz
+COLLECT_S = 5.0  # how often the parent reads its workers' metrics between scrapes (what a crash loses)
 HUNG_RESTART_S = 60.0  # a worker failing its /healthz this long is killed, then restarted (its session keeps readings)
 WATCH_STUCK_S = 30.0  # the parent's own loop not round for this long: its /healthz says 503
 READINGS = ("sensorguard_readings", "sensorguard_readings_total", ())
@@ -197,6 +198,7 @@ class Supervisor:
         self.unsaved_at_stop = False  # a worker's final save is missing: serve exits EXIT_UNSAVED, as one daemon does
         self.go = self.context.Event()
         self.started = self._watched = time.monotonic()
+        self._collected = 0.0  # (watch: the workers' metrics read every COLLECT_S)
         self._lock = threading.Lock()  # slots' counters: the HTTP thread merges while the main loop restarts
         self._reload = threading.Event()  # a reload asked, for the main loop to pass on
         self._meta: dict[str, tuple[str, str]] = {}
@@ -272,6 +274,16 @@ class Supervisor:
                 self._spawn(slot)
         self.running.set(alive)
         self._watched = now
+        if now - self._collected >= COLLECT_S and not self.stopping:
+            # what each worker counted, as of now: read only at scrapes, a worker killed before the next
+            # one lost what it counted since the last (a walk: alerts_total, silent sensor faults), and
+            # its gauges were held a minute from the last scrape, not from its last answer
+            self._collected = now
+            try:
+                for _ in self.collect():
+                    pass
+            except Exception:  # noqa: BLE001 - the loop restarts workers: it must go round
+                log.exception("reading the workers' metrics failed")
 
     def _probe(self, slot: Slot, now: float) -> None:
         """Ask a running worker's ``/healthz`` every ``HEALTH_PROBE_S``; kill one failing it for
@@ -358,7 +370,8 @@ class Supervisor:
             # a worker found dead while we scraped: its page is already in the carry
             pages = [None if slot.generation != g else page for slot, g, page in zip(self.slots, generations, pages,
                                                                                        strict=True)]
-            exact = {READINGS: sum(s.readings_carry + s.readings.value for s in self.slots)}
+            exact = {READINGS: sum(s.readings_carry + (s.readings.value if s.readings is not None else 0.0)
+                                   for s in self.slots)}  # (None: not spawned yet)
             yield from merge(pages, [s.counters for s in self.slots], self._meta, exact)
 
     def fleet_version(self, restarted: Slot) -> str | None:

@@ -714,3 +714,51 @@ def test_the_model_copies_of_a_parent_killed_without_stopping_are_removed_at_the
     made = Path(make_copies_dir(str(tmp_path)))
     assert made.name.startswith(f"sensorguard-served-{os.getpid()}-") and made.is_dir()
     assert not dead.exists() and running.is_dir()
+
+
+def test_what_a_worker_counted_before_it_died_is_kept_though_no_scrape_came_between(tmp_path):
+    """A walk: the parent read its workers' metrics only when scraped, so a worker killed before the
+    next scrape lost what it had counted since the last one (an alert's ``alerts_total``, a silent
+    asset's ``sensor_faults_total``: the shipped rules' inputs). The parent reads them every
+    ``COLLECT_S`` in its loop; a death loses at most that much."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sensorguard.service.workers import COLLECT_S, Supervisor
+
+    page = PAGE.format(readings=10, connected=1, asset="a") + (
+        "# HELP sensorguard_alerts_total Alerts raised.\n# TYPE sensorguard_alerts_total counter\n"
+        'sensorguard_alerts_total{asset="a"} 1\n')
+
+    class Worker(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = (page if self.path == "/metrics" else "ok\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Worker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    s = _settings(tmp_path, partition=["a/#"])
+    sup = Supervisor(s, worker_settings(s, 1), [()])
+
+    class Process:
+        pid, exitcode, alive = 4242, None, True
+
+        def is_alive(self) -> bool:
+            return self.alive
+
+    slot = sup.slots[0]
+    slot.readings, slot.process, slot.port, slot.started = sup.context.Value("d", 0.0, lock=False), Process(), \
+        server.server_address[1], time.monotonic()
+    now = time.monotonic()
+    sup.watch(now)  # the worker's loop reads the page: no scrape
+    server.shutdown()
+    server.server_close()
+    slot.process.alive, slot.process.exitcode = False, -9  # killed
+    sup.stopping = True  # found dead, not respawned here
+    sup.watch(now + COLLECT_S)
+    assert _values(sup.collect())[("sensorguard_alerts_total", (("asset", "a"),))] == 1
