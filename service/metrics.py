@@ -83,7 +83,8 @@ class Metrics:
         self.readings = counter("readings_total", "Samples accepted into an asset's buffer.")
         self.rejected = counter(
             "messages_rejected_total",
-            "Rejected messages or samples, each counted once, by reason.",
+            "Rejected messages or samples, each counted once, by reason (a message of many samples refused "
+            "sample by sample counts each).",
             ("reason",),
         )
         self.windows_scored = counter("windows_scored_total", "Windows on the hop grid scored by the model.")

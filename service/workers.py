@@ -298,8 +298,9 @@ class Supervisor:
             return
         slot.unhealthy_since = slot.unhealthy_since if slot.unhealthy_since is not None else now
         if now - slot.unhealthy_since >= HUNG_RESTART_S:
-            log.error("worker w%d (pid %s) failed its health check for %.0f s (scoring stuck): killing it; it is "
-                      "restarted (%s)", slot.index, slot.process.pid, now - slot.unhealthy_since, self._kept)
+            log.error("worker w%d (pid %s) failed its health check for %.0f s (its scoring stuck, or it does not "
+                      "answer): killing it; it is restarted (%s)", slot.index, slot.process.pid,
+                      now - slot.unhealthy_since, self._kept)
             slot.process.kill()
 
     def alive(self) -> bool:
@@ -327,9 +328,10 @@ class Supervisor:
         its final save), sets :attr:`unsaved_at_stop`: a killed one's -9 was not looked at, and serve
         exited 0 where the single daemon fails (found by review)."""
         self.stopping = True
-        for slot in self.slots:
-            if slot.process is not None and slot.process.is_alive():
-                slot.process.terminate()
+        running = [slot for slot in self.slots if slot.process is not None and slot.process.is_alive()]
+        for slot in running:
+            slot.process.terminate()
+        killed = 0
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for slot in self.slots:
             if slot.process is not None:
@@ -340,12 +342,15 @@ class Supervisor:
                     slot.process.kill()
                     slot.process.join(5)
                     self.unsaved_at_stop |= bool(slot.settings.state_dir)
+                    killed += 1
                 self.unsaved_at_stop |= slot.process.exitcode == EXIT_UNSAVED
         if self._http is not None:
             shutdown_http(*self._http)
         if self.copies is not None:
             shutil.rmtree(self.copies, ignore_errors=True)
-        log.info("stopped %d workers", len(self.slots))
+        # (it said "stopped N workers" of N, also with one dead and restarting, or killed: a walk)
+        log.info("stopped %d of %d workers%s", len(running) - killed, len(self.slots),
+                 f" ({killed} killed)" if killed else "")
 
     def ready(self) -> bool:
         """Every worker answers ``/readyz`` with 200."""

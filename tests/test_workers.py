@@ -762,3 +762,27 @@ def test_what_a_worker_counted_before_it_died_is_kept_though_no_scrape_came_betw
     sup.stopping = True  # found dead, not respawned here
     sup.watch(now + COLLECT_S)
     assert _values(sup.collect())[("sensorguard_alerts_total", (("asset", "a"),))] == 1
+
+
+def test_the_stop_line_counts_the_workers_that_were_running(tmp_path, caplog):
+    """A walk: "stopped 2 workers" was logged with one of the two dead (restarting) at the stop."""
+    import logging
+
+    from sensorguard.service.workers import Supervisor
+
+    class Stopping(_Running):
+        def terminate(self) -> None:
+            self.killed = True
+            self.exitcode = 0
+
+        def join(self, timeout=None) -> None:
+            pass
+
+    s = _settings(tmp_path, partition=["a/#", "b/#"])
+    sup = Supervisor(s, worker_settings(s, 2), [(), ()])
+    dead = Stopping()
+    dead.killed, dead.exitcode = True, -9
+    sup.slots[0].process, sup.slots[1].process = Stopping(), dead
+    with caplog.at_level(logging.INFO, logger="sensorguard"):
+        sup.stop()
+    assert "stopped 1 of 2 workers" in caplog.text, caplog.text
