@@ -101,17 +101,14 @@ class CarriedStates:
             self._synced[asset] = ("ended", "", True)
 
     def expire_restored(self, now: float, heard: Callable[[str], bool] = lambda asset: False,
-                        serves: Callable[[str], bool] = lambda asset: True,
-                        refused: Callable[[str], str | None] = lambda asset: None) -> None:
+                        serves: Callable[[str], bool] = lambda asset: True) -> None:
         """After ``restore_until`` (monotonic), end restored assets that never came back.
 
         heard: whether readings came from an asset since the start (the ingest holds its buffer). Those
         stay restored until their first window, however long a window takes to fill (a window of
         600 samples at 1 s outlasts the default ``stale_after``), or until they go silent
         (:meth:`end`). Adoptions still queued are taken first: one whose whole partition sent nothing
-        after a takeover waited there for a window of any asset, and its alert stayed up for good.
-        refused: why an asset's readings were all refused, if they were (no slot left under
-        ``max_assets``): its silence says so, as a live asset's does."""
+        after a takeover waited there for a window of any asset, and its alert stayed up for good."""
         if self._adopted:
             self._take_adopted()
         if not self.restored or now < self.restore_until:
@@ -145,10 +142,7 @@ class CarriedStates:
             # last: the end of its last judged window, saved: the clock's time at expiry was said as its
             # last reading's ("no reading after" 4 min before its last one; a walk)
             if saved.status != "normal" or live:  # its retained state says so: end it as a live asset's would
-                if (why := refused(asset)) is not None:
-                    log.warning("asset %s: restored, none of its readings taken for %.0f s, they were refused "
-                                "(%s: more assets than max_assets): silent", asset, self.rules.stale_after, why)
-                self._go_silent(asset, saved, last, announced, why)
+                self._go_silent(asset, saved, last, announced)
             elif self._learned(asset) is not None:  # awaited as a silent one, so the cap bounds what is kept
                 self._await_return(asset, last, saved.last_score)
             else:

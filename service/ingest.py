@@ -363,12 +363,6 @@ class Ingest:
         with self.cond:
             return asset in self.buffers
 
-    def crowded_out(self, asset: str) -> str | None:
-        """Why the readings of a restored asset that never got a buffer were refused (``too_many_assets``:
-        its slot went to assets that sent first), for the silence that ends its restored state."""
-        with self.cond:
-            return self.buffers.crowded_out.get(asset)
-
     def drop(self, assets: set[str]) -> int:
         """Cluster mode, a partition lost (its lease ran out and another worker took it): free these
         assets' buffers now, their queued windows unscored (``windows_dropped{reason="partition_lost"}``):

@@ -159,7 +159,7 @@ class ScoringWorker:
                                 "rejected-reading lines): silent", asset, self.rules.stale_after, refused[asset])
                 else:
                     log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
-            self.alerts.expire_restored(now, self.ingest.holds, self._serves, self.ingest.crowded_out)
+            self.alerts.expire_restored(now, self.ingest.holds, self._serves)
             if self.buffers.floors or self.buffers.resumed_faults:
                 with self.ingest.cond:
                     self.buffers.drop_floors(lambda asset: asset in self.alerts.restored)

@@ -51,7 +51,8 @@ class Buffers:
     alert_hop: a divisor of ``hop`` (0: ``hop``): windows are queued every ``alert_hop`` samples, those
     off the hop grid marked ``coarse=False``; the daemon judges them only while the asset's alert is
     up (the bundle's ``alert_hop``, :func:`service.alerts.step_masks`).
-    max_assets: distinct assets kept; samples of further new assets are rejected.
+    max_assets: distinct assets kept, counting the restored ones not back yet (``floors``); samples
+    of further new assets are rejected.
     sensors: the bundle's sensor-fault limits (:mod:`sensorguard.service.sensors`); each reading is
     checked before cleaning and the events queue in ``sensor_events`` (capped; ``sensor_events_dropped``).
     policy: the cleaning policy (the bundle's, :mod:`sensorguard.service.cleaning`); without one,
@@ -107,7 +108,6 @@ class Buffers:
         # asset -> the last window the previous run judged (state.judged_times): its readings up to
         # then are refused until a newer one comes, as they would have been without the restart
         self.floors: dict[str, float] = {}
-        self.crowded_out: dict[str, str] = {}  # restored assets (floors) refused too_many_assets: for their silence
         self._due = DueWindows()
         self._anchor: tuple[str, float] | None = None  # prime(): the grid row a scored window ended on
         self._rates: dict[str, tuple[float | None, float, int]] = {}  # forgotten assets' rate estimates
@@ -131,7 +131,10 @@ class Buffers:
         if state is None:
             if (floor := self.floors.get(asset)) is not None and ts <= floor:
                 return "duplicate_ts" if ts == floor else "out_of_order"
-            if len(self._assets) >= self.max_assets and not self._untaken:
+            # slots taken, and kept for the restored assets not back yet (floors): new assets that sent
+            # first took them, and an alert restored up found none, stuck until its silence (a walk)
+            held = len(self._assets) + len(self.floors) - (floor is not None)
+            if held >= self.max_assets and not self._untaken:
                 return "too_many_assets"
         elif ts <= state.last_ts:  # seen before (a redelivery) or really older than what came already
             return "duplicate_ts" if ts == state.last_ts or (state.times == ts).any() else "out_of_order"
@@ -148,14 +151,13 @@ class Buffers:
                     return "unknown_channel"
             row = [values.get(c, NAN) for c in self.channels]
         if state is None:
-            if len(self._assets) >= self.max_assets:  # (a reading refused above evicts nothing)
+            if held >= self.max_assets:  # (a reading refused above evicts nothing)
                 self.forget(next(iter(self._untaken)))
             state = self._assets[asset] = AssetBuffer(self.window, len(self.channels))
             if (resumed := self.resumed_faults.get(asset)) and self.sensors is not None:  # (kept until taken: an
                 state.watch.resume(resumed, self.sensors)  # eviction before then lost them; a review)
             self._untaken[asset] = None
             self.floors.pop(asset, None)  # taken: its last_ts guards from here
-            self.crowded_out.pop(asset, None)
             state.seen = received
             if self._rates and (rate := self._rates.pop(asset, None)) is not None:
                 state.cleaner.resume_rate(rate, ts)  # back from a silence: its rate estimate goes on, as offline
@@ -340,11 +342,7 @@ class Buffers:
         says so (:meth:`refused_since`). A ``duplicate_ts`` is one only when it repeats the newest
         stamp with other values (a clock stuck on one stamp); else it is a redelivery, no new reading."""
         state = self._assets.get(asset)
-        if state is None:  # a restored asset with no slot: its silence ends its state, and says why (a walk:
-            if reason == "too_many_assets" and asset in self.floors:  # its alert ended as "no reading after")
-                self.crowded_out[asset] = reason
-            return
-        if reason == "duplicate_ts" and not self._new_values(state, ts, values):
+        if state is None or (reason == "duplicate_ts" and not self._new_values(state, ts, values)):
             return
         state.refused = (reason, received)
 
@@ -400,7 +398,6 @@ class Buffers:
         once it is heard again, restart or not). The caller holds the ingest's lock."""
         for asset in [a for a in self.floors if not kept(a)]:
             del self.floors[asset]
-            self.crowded_out.pop(asset, None)
         for asset in [a for a in self.resumed_faults if not kept(a)]:  # (their silence replaced them)
             del self.resumed_faults[asset]
 
