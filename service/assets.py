@@ -153,8 +153,6 @@ class AssetAlerts(CarriedStates, AssetFaults):
         bundle = bundle or self.current()
         if self._adopted:
             self._take_adopted()
-        if asset in self._held_back:  # its raise goes out before its next window moves it (a clear after
-            self.release_raises()  # it in the batch: saved alerting, then told in that order)
         rules = bundle_rules(self.rules, bundle, self.hop)
         if not coarse and (rules.alert_steps == 1 or not self.alerting(asset)):
             return None  # (alert_steps 1: queued before a swap to a bundle that judges every hop)
@@ -181,6 +179,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
         state, drift, event, score = judge(old or AlertState(), before, score, ts, rules, rule, asset,
                                            learn=(rule is None and level is None) or self.learns(asset, ts),
                                            level=level, rows=rows, term=term)
+        if event is not None and asset in self._held_back:  # its raise goes out first, saved as still up (a
+            self.release_raises()  # raise and its clear in one batch; a save only then, not at every window)
         self._states[asset] = state
         if rule is not None or level is not None:
             self._drift[asset] = drift
@@ -208,12 +208,14 @@ class AssetAlerts(CarriedStates, AssetFaults):
                     self.recorder.alert_raised(asset, event.ts, event.alert_id)
                 elif event.kind == "cleared":  # its readings are filed by its acknowledgement
                     self.recorder.alert_cleared(asset, event.ts, event.alert_id, event.peak_score)
-        elif self._raise_owed(asset, state, ts) and not self.publisher.full():  # told at its next window
+        elif asset not in self._held_back and self._raise_owed(asset, state, ts) and not self.publisher.full():
             self._tell(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id), channels,
-                       bundle)
+                       bundle)  # (told at its next window)
             self.save_soon = late = True  # (its state said suppressed until now: published again)
-        if late or old is None or restored or state.status != old.status:  # (a restored one's retained state
-            self.publish_state(asset, bundle=bundle)  # may be that of the previous run's end)
+        if asset in self._held_back:  # its state goes out with its raise, once saved: a crash before that
+            pass  # left a retained state naming an alert id no raise or clear ever told (a review)
+        elif late or old is None or restored or state.status != old.status:  # (a restored one's retained
+            self.publish_state(asset, bundle=bundle)  # state may be that of the previous run's end)
         self.metrics.set_score(asset, score, self._paging(asset, state, ts))
         return state, score
 

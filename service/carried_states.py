@@ -291,24 +291,36 @@ class CarriedStates:
         return any(asset in self._states and self._told(asset, confirmed=True) for asset in self._unconfirmed)
 
     def _tell(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle) -> None:
-        """:meth:`_announce`, a raise held back while a batch is scored and a state file is kept."""
-        if event.kind == "raised" and self.hold_raises and self.state_dir:
+        """:meth:`_announce`, a raise held back while a batch is scored and a state file is kept (not in
+        cluster mode: the state bucket, written after the batch, is what a new owner reads)."""
+        if event.kind == "raised" and self.hold_raises and self.state_dir and not self._syncing:
             self._held_back[asset] = (event, channels, bundle)
         else:
             self._announce(asset, event, channels, bundle)
 
     def release_raises(self) -> None:
-        """Save, then announce the raises held back (:attr:`hold_raises`), so the state file holds each
-        alert up, marked unannounced, before its raise can reach the broker. A ``kill -9`` in the second
-        between a raise and the next tick's save made the restart raise the fault again under a new
-        id, the first never cleared (a walk). Now a crash before the save loses a raise nobody saw,
-        and one after it tells it again under its id (at least once, as documented)."""
+        """Save, then announce the raises held back (:attr:`hold_raises`) and publish their states, so
+        the state file holds each alert up, marked unannounced, before anything names it. A ``kill -9``
+        in the second between a raise and the next tick's save made the restart raise the fault again
+        under a new id, the first never cleared (a walk). Now a crash before the save loses a raise
+        nobody saw, and one after it tells it again under its id (at least once, as documented). The
+        next save comes once the broker confirms them (``_unconfirmed``), as for any raise."""
         if not self._held_back:
             return
-        self.save()  # (a failed save is counted and logged: the raises go out all the same)
         waiting, self._held_back = self._held_back, {}
+        try:
+            self.save()  # (a failed write is counted and logged in it: the raises go out all the same)
+        except Exception:  # noqa: BLE001 - held back for good, every later window of theirs failed (a review)
+            log.exception("saving the asset state before %d raise(s) failed: announcing them all the same",
+                          len(waiting))
+        soon = self.save_soon
         for asset, (event, channels, bundle) in waiting.items():
-            self._announce(asset, event, channels, bundle)
-            if (state := self._states.get(asset)) is not None and state.alert_id == event.alert_id:
-                self.publish_state(asset, bundle=bundle)  # (it went out before the raise: "acked" unknown yet)
-                self.metrics.set_score(asset, state.last_score, self._paging(asset, state, event.ts))
+            try:
+                self._announce(asset, event, channels, bundle)
+                if (state := self._states.get(asset)) is not None:
+                    self.publish_state(asset, bundle=bundle)
+                    self.metrics.set_score(asset, state.last_score, self._paging(asset, state, event.ts))
+                self._unconfirmed.add(asset)
+            except Exception:  # noqa: BLE001 - one failure must not cost the other raises
+                log.exception("announcing the raise of %s failed", asset)
+        self.save_soon = soon  # (_announce asks for one: the confirmation does, above)

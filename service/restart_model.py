@@ -45,7 +45,9 @@ def make_copies_dir(tmp: str | None = None) -> str:
     root = Path(tmp or tempfile.gettempdir())
     for old in root.glob(f"{COPIES_PREFIX}*"):
         found = re.match(rf"{COPIES_PREFIX}(\d+)-", old.name)
-        if found is not None and old.is_dir() and not _alive(int(found.group(1))):
+        pid = int(found.group(1)) if found is not None else None
+        # (its own pid too: a parent that is PID 1 in a container restarts as PID 1, a review)
+        if pid is not None and old.is_dir() and (pid == os.getpid() or not _alive(pid)):
             shutil.rmtree(old, ignore_errors=True)
             log.info("removed %s: the model copies of a serve --workers parent (pid %s) gone without stopping",
                      old, found.group(1))

@@ -200,6 +200,7 @@ class Supervisor:
         self.started = self._watched = time.monotonic()
         self._collected = 0.0  # (watch: the workers' metrics read every COLLECT_S)
         self._lock = threading.Lock()  # slots' counters: the HTTP thread merges while the main loop restarts
+        self._collecting = threading.Lock()  # collect(): the HTTP thread's and the loop's, one at a time
         self._reload = threading.Event()  # a reload asked, for the main loop to pass on
         self._meta: dict[str, tuple[str, str]] = {}
         self.registry = CollectorRegistry()
@@ -366,18 +367,23 @@ class Supervisor:
         return out
 
     def collect(self):
-        """The workers' metrics merged (prometheus_client calls this on each scrape)."""
-        pages, generations = [], [slot.generation for slot in self.slots]
-        for slot in self.slots:
-            text = None if slot.port is None else fetch(slot.port, "/metrics")
-            pages.append(None if text is None else parse(text))
-        with self._lock:
-            # a worker found dead while we scraped: its page is already in the carry
-            pages = [None if slot.generation != g else page for slot, g, page in zip(self.slots, generations, pages,
-                                                                                       strict=True)]
-            exact = {READINGS: sum(s.readings_carry + (s.readings.value if s.readings is not None else 0.0)
-                                   for s in self.slots)}  # (None: not spawned yet)
-            yield from merge(pages, [s.counters for s in self.slots], self._meta, exact)
+        """The workers' metrics merged (prometheus_client calls this on each scrape; the loop every
+        ``COLLECT_S``). One at a time, fetched and merged: a scrape and the loop's read merged out of
+        order set a worker's counters back to an older page, and a death then carried less than
+        Prometheus had seen, a counter reset to it (a review)."""
+        with self._collecting:
+            pages, generations = [], [slot.generation for slot in self.slots]
+            for slot in self.slots:
+                text = None if slot.port is None else fetch(slot.port, "/metrics")
+                pages.append(None if text is None else parse(text))
+            with self._lock:
+                # a worker found dead while we scraped: its page is already in the carry
+                pages = [None if slot.generation != g else page
+                         for slot, g, page in zip(self.slots, generations, pages, strict=True)]
+                exact = {READINGS: sum(s.readings_carry + (s.readings.value if s.readings is not None else 0.0)
+                                       for s in self.slots)}  # (None: not spawned yet)
+                merged = merge(pages, [s.counters for s in self.slots], self._meta, exact)
+        yield from merged
 
     def fleet_version(self, restarted: Slot) -> str | None:
         """The model version the other running workers announce (``model_info``), None if none does."""

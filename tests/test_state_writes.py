@@ -72,18 +72,23 @@ def test_a_raise_reaches_the_broker_only_once_the_state_file_holds_it(bundle, tm
     """A walk: ``kill -9`` within a second of a raise (before the next tick's save) restarted from a
     file without it, and the fault was raised again under a new id, the first never cleared. A
     batch's raises now go out after a save that holds them up and unannounced (a restart tells them
-    again under the same id); a raise and its clear in one batch go out in that order."""
+    again under the same id), and so does the retained state that names it; a raise and its clear
+    in one batch go out in that order."""
     from dataclasses import replace
 
     daemon, client = daemon_with(bundle, tmp_path)
     on_disk: list[tuple[str, dict]] = []
+    named: list[bool] = []  # per retained state naming an alert id: whether the file held it then
     publish = client.publish
 
     def watched(topic, payload, qos=0, retain=False, properties=None):
+        message = json.loads(payload)
         if topic.startswith("sensorguard/alerts/"):
             alerts, _, unannounced = load_states(tmp_path)
-            event = json.loads(payload)
-            on_disk.append((event["state"], {"saved": alerts.get(event["asset"]), "unannounced": unannounced}))
+            on_disk.append((message["state"], {"saved": alerts.get(message["asset"]), "unannounced": unannounced}))
+        elif topic.startswith("sensorguard/state/") and message.get("alert_id"):  # a retained state naming it
+            saved = load_states(tmp_path)[0].get(message["asset"]) if (tmp_path / STATE_FILE).exists() else None
+            named.append(saved is not None and saved.alert_id == message["alert_id"])
         return publish(topic, payload, qos, retain)
 
     client.publish = watched
@@ -104,6 +109,43 @@ def test_a_raise_reaches_the_broker_only_once_the_state_file_holds_it(bundle, tm
     assert told == [("pump-2", "raised"), ("pump-2", "cleared")]
     assert on_disk[1][1]["saved"].status == "alerting" and "pump-2" in on_disk[1][1]["unannounced"]
     assert value(daemon, "sensorguard_alerts_total", asset="pump-2") == 1.0
+    assert named and all(named), named  # (a state named the id before the file held it: a review)
+
+
+def test_a_save_that_fails_before_a_raise_does_not_hold_the_raise_back(bundle, tmp_path, monkeypatch):
+    """A review: a save failing with anything but an OSError left the raise held for good, and every
+    later window of its asset failed. The raise goes out all the same, and the asset is judged on."""
+    from dataclasses import replace
+
+    daemon, client = daemon_with(bundle, tmp_path)
+    monkeypatch.setattr(daemon.alerts, "save", lambda: (_ for _ in ()).throw(ValueError("a bug")))
+    served = daemon.models.scorer.score_windows
+    monkeypatch.setattr(daemon.models.scorer, "score_windows", lambda windows, excluded: replace(
+        served(windows, excluded), score=np.full(len(windows), 5.0)))
+    window = np.zeros((len(bundle.channels), bundle.window))
+    for i in range(4):
+        daemon.score_batch([DueWindow("pump-1", T0 + 2 * i, window, 0.0)])
+    assert len(raised(client)) == 1 and daemon.snapshot()["pump-1"].status == "alerting"
+    assert not daemon.alerts._held_back
+
+
+def test_the_raises_of_one_batch_cost_one_save(bundle, tmp_path, monkeypatch):
+    """A review: a held asset's next window in the batch saved again, so a backlog drained asset by
+    asset cost a full save (two fsyncs) per raise. Only a held asset's next event does now."""
+    from dataclasses import replace
+
+    daemon, client = daemon_with(bundle, tmp_path)
+    saves = []
+    save = daemon.alerts.save
+    monkeypatch.setattr(daemon.alerts, "save", lambda: saves.append(1) or save())
+    served = daemon.models.scorer.score_windows
+    monkeypatch.setattr(daemon.models.scorer, "score_windows", lambda windows, excluded: replace(
+        served(windows, excluded), score=np.full(len(windows), 5.0)))
+    window = np.zeros((len(bundle.channels), bundle.window))
+    daemon.score_batch([DueWindow(asset, T0 + 2 * i, window, 0.0) for asset in ("pump-1", "pump-2", "pump-3")
+                        for i in range(6)])
+    assert len(raised(client)) == 3 and len(saves) == 1
+    assert daemon.alerts.save_soon is False  # (the broker's confirmation asks for the next one)
 
 
 def test_failed_writes_are_counted_by_file_and_their_recovery_logged_once(bundle, tmp_path, caplog):
