@@ -111,7 +111,10 @@ class Settings:
     metrics_host: str = setting("127.0.0.1", "address of the HTTP server (`/metrics`, `/healthz`, `/readyz`)")
     metrics_port: int = setting(10100, "its port")
     max_assets: int = setting(1000, "assets tracked at most (caps memory and per-asset metric labels; one none "
-                              "of whose readings was taken yet gives its slot to a new one)")
+                              "of whose readings was taken yet gives its slot to a new one; an asset restored from "
+                              "`state_dir` keeps its slot until it sends again or its restored state ends, a "
+                              "silence of `stale_after_s`, so an alert up at a restart is judged and cleared, not "
+                              "refused as `too_many_assets` behind assets that sent first)")
     max_payload_bytes: int = setting(65536, "larger messages are rejected", flag=False)
     max_samples_per_message: int = setting(1000, "larger batches are rejected", flag=False)
     max_future_s: float = setting(3600.0, "readings stamped further ahead of this machine's clock, and of their "
@@ -148,7 +151,8 @@ class Settings:
     state_dir: str | None = setting(
         None, "keep each asset's alert state, drift baseline, followed level, open sensor faults and last judged "
         "window's time in `assets.json` here "
-        "(saved every 30 s, within a second of each raise and clear it announces, of the broker confirming a raise "
+        "(saved every 30 s, before a raise goes out, within a second of each clear it announces, of the broker "
+        "confirming a raise "
         "and of a sensor fault opening or closing, and at stop; read at start) so a restart neither re-raises an "
         "alert that was up, nor resets the drift rule "
         "or the level, "
