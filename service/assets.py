@@ -343,7 +343,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
                     self.metrics.set_score(asset, restored[0].last_score, restored[2] and self._held(asset) is None)
                 continue
             ts, channels = self._latest.get(asset, (time.time(), []))
-            if self._raise_owed(asset, state, ts):
+            if self._raise_owed(asset, state, ts):  # (saved first, as a batch's raises: one that rose in a
+                self._save_before_raises(1)  # short hold may not be in the file yet; a review)
                 self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                                channels, self.current())
                 self.save_soon = True  # the file marks it unannounced: a crash now would tell it twice

@@ -308,11 +308,7 @@ class CarriedStates:
         if not self._held_back:
             return
         waiting, self._held_back = self._held_back, {}
-        try:
-            self.save()  # (a failed write is counted and logged in it: the raises go out all the same)
-        except Exception:  # noqa: BLE001 - held back for good, every later window of theirs failed (a review)
-            log.exception("saving the asset state before %d raise(s) failed: announcing them all the same",
-                          len(waiting))
+        self._save_before_raises(len(waiting))
         soon = self.save_soon
         for asset, (event, channels, bundle) in waiting.items():
             try:
@@ -324,3 +320,12 @@ class CarriedStates:
             except Exception:  # noqa: BLE001 - one failure must not cost the other raises
                 log.exception("announcing the raise of %s failed", asset)
         self.save_soon = soon  # (_announce asks for one: the confirmation does, above)
+
+    def _save_before_raises(self, count: int) -> None:
+        """:meth:`save`, before ``count`` raises go out; a failure is logged, and they go out all the
+        same (a failed write is counted and logged in it; any other error held them back for good,
+        every later window of theirs failing: a review)."""
+        try:
+            self.save()
+        except Exception:  # noqa: BLE001 - see above
+            log.exception("saving the asset state before %d raise(s) failed: announcing them all the same", count)

@@ -14,10 +14,10 @@ writes only its own folder, so no two write the same files.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import replace
@@ -36,31 +36,42 @@ SERVED = "served.json"  # beside a copy: {"name", "version"} of the bundle as it
 
 
 COPIES_PREFIX = "sensorguard-served-"
+OWNER = ".owner"  # in a copies folder: locked by its parent as long as it runs
 
 
-def make_copies_dir(tmp: str | None = None) -> str:
-    """The parent's folder for its workers' copies, named with its pid (removed at stop), after
-    removing those of parents gone without stopping: a ``kill -9`` of the parent left a copy of the
-    served model behind at every start (a walk)."""
+def make_copies_dir(tmp: str | None = None) -> tuple[str, int]:
+    """The parent's folder for its workers' copies (removed at stop) and the descriptor of its
+    ``OWNER`` lock, held until then; first, the folders whose lock is free are removed: their parent
+    died without stopping (a walk: each ``kill -9`` of the parent left a copy of the served model).
+    A lock, not a pid: a container's PID 1 restarts as PID 1, and one ``/tmp`` may be shared by
+    processes of other pid namespaces (a review). The folder gets its name once locked."""
     root = Path(tmp or tempfile.gettempdir())
     for old in root.glob(f"{COPIES_PREFIX}*"):
-        found = re.match(rf"{COPIES_PREFIX}(\d+)-", old.name)
-        pid = int(found.group(1)) if found is not None else None
-        # (its own pid too: a parent that is PID 1 in a container restarts as PID 1, a review)
-        if pid is not None and old.is_dir() and (pid == os.getpid() or not _alive(pid)):
+        if old.is_dir() and _abandoned(old):
             shutil.rmtree(old, ignore_errors=True)
-            log.info("removed %s: the model copies of a serve --workers parent (pid %s) gone without stopping",
-                     old, found.group(1))
-    return tempfile.mkdtemp(prefix=f"{COPIES_PREFIX}{os.getpid()}-", dir=root)
+            if not old.exists():
+                log.info("removed %s: the model copies of a serve --workers parent gone without stopping", old)
+    making = Path(tempfile.mkdtemp(prefix="sensorguard-making-", dir=root))
+    fd = os.open(making / OWNER, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    folder = root / f"{COPIES_PREFIX}{os.getpid()}-{making.name.rpartition('-')[2]}"
+    making.rename(folder)
+    return str(folder), fd
 
 
-def _alive(pid: int) -> bool:
+def _abandoned(folder: Path) -> bool:
+    """Whether a copies folder's lock is free (its parent is gone); one without a lock file is an
+    older version's, left alone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(folder / OWNER, os.O_RDWR)
+    except OSError:
         return False
-    except OSError:  # another user's process: alive
-        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (releases the lock taken)
     return True
 
 

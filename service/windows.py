@@ -105,6 +105,7 @@ class Buffers:
         # assets not heard from yet (_heard), oldest first: their slots go to new assets. Junk all
         # dropped as missing_channel shut real assets out as too_many_assets (a walk)
         self._untaken: dict[str, None] = {}
+        self._restored: set[str] = set()  # untaken ones that were restored (floors): their slots are not given
         # asset -> the last window the previous run judged (state.judged_times): its readings up to
         # then are refused until a newer one comes, as they would have been without the restart
         self.floors: dict[str, float] = {}
@@ -134,8 +135,13 @@ class Buffers:
             # slots taken, and kept for the restored assets not back yet (floors): new assets that sent
             # first took them, and an alert restored up found none, stuck until its silence (a walk)
             held = len(self._assets) + len(self.floors) - (floor is not None)
-            if held >= self.max_assets and not self._untaken:
-                return "too_many_assets"
+            # a slot of an asset none of whose readings was taken yet goes to this one; not a restored
+            # asset's (its first readings dropped, it lost its kept slot so: a review)
+            victim = None
+            if held >= self.max_assets:
+                victim = next((a for a in self._untaken if a not in self._restored), None)
+                if victim is None:
+                    return "too_many_assets"
         elif ts <= state.last_ts:  # seen before (a redelivery) or really older than what came already
             return "duplicate_ts" if ts == state.last_ts or (state.times == ts).any() else "out_of_order"
         row: list[float] | None = None
@@ -151,13 +157,14 @@ class Buffers:
                     return "unknown_channel"
             row = [values.get(c, NAN) for c in self.channels]
         if state is None:
-            if held >= self.max_assets:  # (a reading refused above evicts nothing)
-                self.forget(next(iter(self._untaken)))
+            if victim is not None:  # (a reading refused above evicts nothing)
+                self.forget(victim)
             state = self._assets[asset] = AssetBuffer(self.window, len(self.channels))
             if (resumed := self.resumed_faults.get(asset)) and self.sensors is not None:  # (kept until taken: an
                 state.watch.resume(resumed, self.sensors)  # eviction before then lost them; a review)
             self._untaken[asset] = None
-            self.floors.pop(asset, None)  # taken: its last_ts guards from here
+            if self.floors.pop(asset, None) is not None:  # buffered: its last_ts guards from here
+                self._restored.add(asset)  # (its slot kept until its first reading is taken)
             state.seen = received
             if self._rates and (rate := self._rates.pop(asset, None)) is not None:
                 state.cleaner.resume_rate(rate, ts)  # back from a silence: its rate estimate goes on, as offline
@@ -251,6 +258,7 @@ class Buffers:
         first such reading ends a ``silent`` fault if one is open (before the reading's own events,
         at ``mark``), not any reading (one back with dropped readings went ``normal`` for good)."""
         if self._untaken.pop(asset, 0) is None:
+            self._restored.discard(asset)
             self.resumed_faults.pop(asset, None)  # (its watch holds them now)
             state = self._assets.get(asset)
             was = self._was_open[1] if self._was_open is not None and self._was_open[0] == asset else (
@@ -411,6 +419,7 @@ class Buffers:
         if state is None:
             return 0
         self._untaken.pop(asset, None)
+        self._restored.discard(asset)
         self._deferred.pop(asset, None)
         if (rate := state.cleaner.rate()) is not None:  # kept (RATES_KEPT at most, oldest dropped)
             self._rates.pop(asset, None)

@@ -211,13 +211,14 @@ class Supervisor:
                              registry=self.registry)
         self._http: tuple[Any, threading.Thread] | None = None
         self.copies: str | None = None  # where the workers keep the models they serve (start(); restart_model)
+        self._owner = -1  # the copies folder's lock, held while this parent runs (restart_model.make_copies_dir)
 
     def start(self) -> None:
         """Listen first: a busy metrics port used to fail after the workers were spawned, and they
         waited for ever for a start that never came (the parent hung at exit, systemd saw it up)."""
         self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready,
                                 self.alive, why_not=self.not_ready)
-        self.copies = make_copies_dir()  # (restart_model: removed at stop)
+        self.copies, self._owner = make_copies_dir()  # (restart_model: removed at stop, the lock released)
         self.started = self._watched = time.monotonic()
         for slot in self.slots:
             self._spawn(slot)
@@ -349,6 +350,8 @@ class Supervisor:
             shutdown_http(*self._http)
         if self.copies is not None:
             shutil.rmtree(self.copies, ignore_errors=True)
+            os.close(self._owner)
+            self.copies = None
         # (it said "stopped N workers" of N, also with one dead and restarting, or killed: a walk)
         log.info("stopped %d of %d workers%s", len(running) - killed, len(self.slots),
                  f" ({killed} killed)" if killed else "")

@@ -137,3 +137,17 @@ def test_a_refusal_received_with_the_last_kept_reading_is_not_since_it():
     assert bufs.refused_since("p") is None
     bufs.refused("p", "out_of_order", 5.5)
     assert bufs.refused_since("p") == "out_of_order"
+
+
+def test_a_restored_asset_whose_first_readings_drop_keeps_its_slot():
+    """A review: a restored asset's kept slot went with its floor once it had a buffer, though none of
+    its readings was taken (a dead channel): the next new asset evicted it as an untaken one, and its
+    good readings were refused as too_many_assets. An untaken asset that was restored is not evicted."""
+    bufs = Buffers(CH, 3, 1, max_assets=3, policy=CleaningPolicy(None, True, 0))
+    bufs.floors = {"r1": 0.0, "r2": 0.0}
+    assert bufs.add("n1", 1.0, {"a": 1.0, "b": 1.0}, 0.0) is None
+    assert bufs.add("r1", 1.0, {"a": 1.0}, 0.0) == "missing_channel"  # a dead channel: not taken
+    assert bufs.add("n2", 1.0, {"a": 1.0, "b": 1.0}, 0.0) == "too_many_assets"  # r2's slot and r1's are kept
+    assert bufs.add("r1", 2.0, {"a": 1.0, "b": 1.0}, 0.0) is None
+    assert bufs.add("r2", 2.0, {"a": 1.0, "b": 1.0}, 0.0) is None
+    assert sorted(bufs.assets()) == ["n1", "r1", "r2"]

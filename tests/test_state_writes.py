@@ -148,6 +148,33 @@ def test_the_raises_of_one_batch_cost_one_save(bundle, tmp_path, monkeypatch):
     assert daemon.alerts.save_soon is False  # (the broker's confirmation asks for the next one)
 
 
+def test_a_raise_told_when_its_hold_ends_is_saved_before_it_goes_out(bundle, tmp_path):
+    """A review: an alert that rose while its asset was shelved, told when the shelving ended, went
+    out before the file held it (a shelving shorter than the 30 s between saves): a ``kill -9`` then
+    raised the fault again under a new id."""
+    from sensorguard.service.command_messages import Command
+
+    daemon, client = daemon_with(bundle, tmp_path)
+    daemon.controls.apply(Command("shelve", "pump-1", until=time.time() + 3600), now=time.time())
+    for i in range(3):
+        daemon.alerts.apply("pump-1", T0 + i, 5.0, [])  # rose while shelved: not announced
+    assert raised(client) == [] and not (tmp_path / STATE_FILE).exists()
+    on_disk = []
+    publish = client.publish
+
+    def watched(topic, payload, qos=0, retain=False, properties=None):
+        if topic == "sensorguard/alerts/pump-1":
+            on_disk.append(load_states(tmp_path)[0].get("pump-1") if (tmp_path / STATE_FILE).exists() else None)
+        return publish(topic, payload, qos, retain)
+
+    client.publish = watched
+    daemon.controls.apply(Command("shelve", "pump-1", until=time.time()), now=time.time())  # unshelved
+    daemon.alerts.request_control_change("pump-1", None)
+    daemon.alerts.apply_control_changes()
+    assert len(raised(client)) == 1
+    assert on_disk and on_disk[0] is not None and on_disk[0].alert_id == daemon.snapshot()["pump-1"].alert_id
+
+
 def test_failed_writes_are_counted_by_file_and_their_recovery_logged_once(bundle, tmp_path, caplog):
     """A full disk or a read-only state dir was only logged, a line per try: now counted in
     ``state_write_failures_total{file}``, and one line says when writing works again."""

@@ -701,21 +701,36 @@ def test_a_workers_log_lines_say_which_worker_wrote_them():
 
 def test_the_model_copies_of_a_parent_killed_without_stopping_are_removed_at_the_next_start(tmp_path):
     """A walk: ``kill -9`` of a ``serve --workers`` parent left its ``sensorguard-served-*`` folder (a
-    copy of the served model) behind, at every such death. The folders are named with the parent's
-    pid; a start removes those whose parent is gone, and keeps a running one's."""
-    from sensorguard.service.restart_model import make_copies_dir
+    copy of the served model) behind, at every such death. Each parent holds a lock in its folder; a
+    start removes the folders whose lock is free, whatever their pid (a review: a container's PID 1
+    restarts as PID 1), and keeps a running parent's and an older version's (no lock file)."""
+    import fcntl
 
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    dead = tmp_path / f"sensorguard-served-{gone.pid}-abcd"
+    from sensorguard.service.restart_model import OWNER, make_copies_dir
+
+    dead = tmp_path / "sensorguard-served-4242-abcd"
     (dead / "w0").mkdir(parents=True)
-    running = tmp_path / f"sensorguard-served-{os.getppid()}-efgh"
+    (dead / OWNER).touch()  # its parent's lock went with it
+    running = tmp_path / f"sensorguard-served-{os.getpid()}-efgh"  # the same pid, another namespace's
     running.mkdir()
-    mine = tmp_path / f"sensorguard-served-{os.getpid()}-ijkl"  # a container's PID 1, restarted as PID 1
-    mine.mkdir()
-    made = Path(make_copies_dir(str(tmp_path)))
-    assert made.name.startswith(f"sensorguard-served-{os.getpid()}-") and made.is_dir()
-    assert not dead.exists() and not mine.exists() and running.is_dir()
+    (running / OWNER).touch()
+    held = os.open(running / OWNER, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    older = tmp_path / "sensorguard-served-q1w2e3"
+    older.mkdir()
+    try:
+        made, owner = make_copies_dir(str(tmp_path))
+    finally:
+        os.close(held)
+    assert Path(made).name.startswith(f"sensorguard-served-{os.getpid()}-") and (Path(made) / OWNER).exists()
+    assert not dead.exists() and running.is_dir() and older.is_dir()
+    again, second = make_copies_dir(str(tmp_path))  # a second parent: the first's folder is locked, kept
+    assert Path(made).is_dir() and not running.exists()  # (its lock was let go above)
+    os.close(owner)
+    os.close(second)
+    _, third = make_copies_dir(str(tmp_path))
+    os.close(third)
+    assert not Path(made).exists() and not Path(again).exists()
 
 
 def test_what_a_worker_counted_before_it_died_is_kept_though_no_scrape_came_between(tmp_path):
