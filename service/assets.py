@@ -334,6 +334,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         nothing holds it; after maintenance a guard band passes before readings count as normal
         again; the asset's retained state is published again (known assets only: also one restored
         and not heard from yet, or silent, as a machine switched off for its maintenance is)."""
+        saved = False  # one save before the first raise owed: it holds them all (a bulk unshelve saved each)
         while self._control_changes:
             asset, maintenance = self._control_changes.popleft()
             state = self._states.get(asset)
@@ -344,7 +345,9 @@ class AssetAlerts(CarriedStates, AssetFaults):
                 continue
             ts, channels = self._latest.get(asset, (time.time(), []))
             if self._raise_owed(asset, state, ts):  # (saved first, as a batch's raises: one that rose in a
-                self._save_before_raises(1)  # short hold may not be in the file yet; a review)
+                if not saved:  # short hold may not be in the file yet; a review)
+                    self._save_before_raises(1)
+                    saved = True
                 self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                                channels, self.current())
                 self.save_soon = True  # the file marks it unannounced: a crash now would tell it twice

@@ -52,10 +52,17 @@ def make_copies_dir(tmp: str | None = None) -> tuple[str, int]:
             if not old.exists():
                 log.info("removed %s: the model copies of a serve --workers parent gone without stopping", old)
     making = Path(tempfile.mkdtemp(prefix="sensorguard-making-", dir=root))
-    fd = os.open(making / OWNER, os.O_CREAT | os.O_RDWR, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    folder = root / f"{COPIES_PREFIX}{os.getpid()}-{making.name.rpartition('-')[2]}"
-    making.rename(folder)
+    fd = -1
+    try:
+        fd = os.open(making / OWNER, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        folder = root / f"{COPIES_PREFIX}{os.getpid()}-{making.name.rpartition('-')[2]}"
+        making.rename(folder)
+    except OSError:  # (a filesystem without locks: nothing left behind, the error said)
+        if fd >= 0:
+            os.close(fd)
+        shutil.rmtree(making, ignore_errors=True)
+        raise
     return str(folder), fd
 
 

@@ -351,7 +351,7 @@ class Supervisor:
         if self.copies is not None:
             shutil.rmtree(self.copies, ignore_errors=True)
             os.close(self._owner)
-            self.copies = None
+            self.copies, self._owner = None, -1
         # (it said "stopped N workers" of N, also with one dead and restarting, or killed: a walk)
         log.info("stopped %d of %d workers%s", len(running) - killed, len(self.slots),
                  f" ({killed} killed)" if killed else "")

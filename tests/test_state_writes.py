@@ -175,6 +175,28 @@ def test_a_raise_told_when_its_hold_ends_is_saved_before_it_goes_out(bundle, tmp
     assert on_disk and on_disk[0] is not None and on_disk[0].alert_id == daemon.snapshot()["pump-1"].alert_id
 
 
+def test_raises_owed_at_the_end_of_many_holds_cost_one_save(bundle, tmp_path, monkeypatch):
+    """A review: a bulk shelving's end told each raise that rose meanwhile after a full save of its
+    own (thousands of assets, hundreds of raises: seconds of the scoring thread). One save holds them
+    all."""
+    from sensorguard.service.command_messages import Command
+
+    daemon, client = daemon_with(bundle, tmp_path)
+    assets = [f"pump-{k}" for k in range(5)]
+    for asset in assets:
+        daemon.controls.apply(Command("shelve", asset, until=time.time() + 3600), now=time.time())
+        for i in range(3):
+            daemon.alerts.apply(asset, T0 + i, 5.0, [])  # rose while shelved: owed
+    saves = []
+    save = daemon.alerts.save
+    monkeypatch.setattr(daemon.alerts, "save", lambda: saves.append(1) or save())
+    for asset in assets:
+        daemon.controls.apply(Command("shelve", asset, until=time.time()), now=time.time())
+        daemon.alerts.request_control_change(asset, None)
+    daemon.alerts.apply_control_changes()
+    assert len(raised(client)) == 5 and len(saves) == 1
+
+
 def test_failed_writes_are_counted_by_file_and_their_recovery_logged_once(bundle, tmp_path, caplog):
     """A full disk or a read-only state dir was only logged, a line per try: now counted in
     ``state_write_failures_total{file}``, and one line says when writing works again."""
