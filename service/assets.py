@@ -212,10 +212,11 @@ class AssetAlerts(CarriedStates, AssetFaults):
             self._tell(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id), channels,
                        bundle)  # (told at its next window)
             self.save_soon = late = True  # (its state said suppressed until now: published again)
-        if asset in self._held_back:  # its state goes out with its raise, once saved: a crash before that
-            pass  # left a retained state naming an alert id no raise or clear ever told (a review)
-        elif late or old is None or restored or state.status != old.status:  # (a restored one's retained
-            self.publish_state(asset, bundle=bundle)  # state may be that of the previous run's end)
+        # a held raise's state goes out with it, once saved (a crash before that left a retained state
+        # naming an alert id no raise or clear ever told: a review); a restored one's retained state may
+        # be that of the previous run's end
+        if asset not in self._held_back and (late or old is None or restored or state.status != old.status):
+            self.publish_state(asset, bundle=bundle)
         self.metrics.set_score(asset, score, self._paging(asset, state, ts))
         return state, score
 
