@@ -171,6 +171,11 @@ class AssetAlerts(CarriedStates, AssetFaults):
                              extra={"asset": asset, "alert_id": old.alert_id})
                 if self.recorder is not None:
                     self.recorder.alert_raised(asset, -np.inf, old.alert_id)  # still up: none of its readings is normal
+                if not announced and self._raise_owed(asset, old, ts) and not self.publisher.full():
+                    # told now, whatever this window says: its raise may have gone out before the crash, and
+                    # a first window under the line cleared it unannounced, its id open for good (a walk)
+                    self._tell(asset, AlertEvent("raised", ts, old.last_score, old.peak, old.alert_id), channels,
+                               bundle)
         rule, level = bundle.drift_rule, bundle.level  # (the window's own model's: a swap's first windows come first)
         before = self._drift.get(asset, DriftState())
         term = None if level is None or rows is None else level.term(rows, before)

@@ -197,6 +197,25 @@ def test_raises_owed_at_the_end_of_many_holds_cost_one_save(bundle, tmp_path, mo
     assert len(raised(client)) == 5 and len(saves) == 1
 
 
+def test_a_raise_saved_as_unannounced_is_told_with_its_clear_when_the_fault_ended_across_the_restart(
+        bundle, tmp_path):
+    """A walk: a raise went out, the file marked it unannounced (no confirmation yet), ``kill -9``; the
+    fault ended before the restarted daemon's first window, whose clear was suppressed ("its raise
+    was not announced"): the id subscribers had seen was never cleared. The restored raise is told
+    at its first window, whatever that window says, so its clear follows under the same id."""
+    first, client = daemon_with(bundle, tmp_path)
+    unconfirmed(client)
+    for i, score in enumerate([5.0, 5.0, 5.0, 0.1]):  # raised, then the fault ends: one window under half
+        first.alerts.apply("pump-1", T0 + i, score, [])
+    alert_id = first.snapshot()["pump-1"].alert_id
+    assert len(raised(client)) == 1 and first.alerts.save() and load_states(tmp_path)[2] == {"pump-1"}
+    second, client2 = daemon_with(bundle, tmp_path)  # as after a kill -9 now
+    second.alerts.apply("pump-1", T0 + 10, 0.1, [])  # the second in a row: cleared at this first window
+    told = [(e["state"], e["alert_id"]) for e in (json.loads(p) for t, p, _ in client2.published
+                                                  if t == "sensorguard/alerts/pump-1")]
+    assert told == [("raised", alert_id), ("cleared", alert_id)]
+
+
 def test_failed_writes_are_counted_by_file_and_their_recovery_logged_once(bundle, tmp_path, caplog):
     """A full disk or a read-only state dir was only logged, a line per try: now counted in
     ``state_write_failures_total{file}``, and one line says when writing works again."""
