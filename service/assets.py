@@ -340,30 +340,35 @@ class AssetAlerts(CarriedStates, AssetFaults):
         nothing holds it; after maintenance a guard band passes before readings count as normal
         again; the asset's retained state is published again (known assets only: also one restored
         and not heard from yet, or silent, as a machine switched off for its maintenance is)."""
-        saved = False  # one save before the first raise owed: it holds them all (a bulk unshelve saved each)
-        while self._control_changes:
-            asset, maintenance = self._control_changes.popleft()
-            state = self._states.get(asset)
-            if state is None:
-                self._republish(asset)
-                if (restored := self.restored.get(asset)) is not None and restored[0].status == "alerting":
-                    self.metrics.set_score(asset, restored[0].last_score, restored[2] and self._held(asset) is None)
-                continue
-            ts, channels = self._latest.get(asset, (time.time(), []))
-            if self._raise_owed(asset, state, ts):  # (saved first, as a batch's raises: one that rose in a
-                if not saved:  # short hold may not be in the file yet; a review)
-                    self._save_before_raises(1)
-                    saved = True
-                self._announce(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
+        self.hold_raises = True  # the raises owed go out after one save, as a batch's (release_raises): one
+        try:  # that rose in a short hold may not be in the file yet, and a bulk unshelve saved each (reviews)
+            while self._control_changes:
+                asset, maintenance = self._control_changes.popleft()
+                state = self._states.get(asset)
+                if state is None:
+                    self._republish(asset)
+                    if (restored := self.restored.get(asset)) is not None and restored[0].status == "alerting":
+                        self.metrics.set_score(asset, restored[0].last_score,
+                                               restored[2] and self._held(asset) is None)
+                    continue
+                ts, channels = self._latest.get(asset, (time.time(), []))
+                if self._raise_owed(asset, state, ts):
+                    self._tell(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
                                channels, self.current())
-                self.save_soon = True  # the file marks it unannounced: a crash now would tell it twice
-            if maintenance is True and self.recorder is not None and not self.recorder.holding(asset):
-                self.recorder.alert_raised(asset, ts)  # the readings just before it are no normal data either
-            if maintenance is False and state.status != "alerting" and self.recorder is not None:
-                self.recorder.alert_cleared(asset, ts)
-            self.publish_state(asset)
-            if state.status == "alerting":  # paging stops as the hold starts, not at a window that may not come
-                self.metrics.set_score(asset, state.last_score, self._paging(asset, state, ts))  # (a review)
+                    if asset not in self._held_back:  # told at once (no state file to hold it first): saved soon
+                        self.save_soon = True
+                if maintenance is True and self.recorder is not None and not self.recorder.holding(asset):
+                    self.recorder.alert_raised(asset, ts)  # the readings just before it are no normal data either
+                if maintenance is False and state.status != "alerting" and self.recorder is not None:
+                    self.recorder.alert_cleared(asset, ts)
+                if asset in self._held_back:  # (its state and paging go out with its raise)
+                    continue
+                self.publish_state(asset)
+                if state.status == "alerting":  # paging stops as the hold starts, not at a window that may not
+                    self.metrics.set_score(asset, state.last_score, self._paging(asset, state, ts))  # come (a review)
+        finally:
+            self.hold_raises = False
+            self.release_raises()
 
     def _announce(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle) -> None:
         """Publish a raise or a clear; a raise is counted and can be acknowledged from now on.

@@ -282,8 +282,7 @@ class Supervisor:
             # its gauges were held a minute from the last scrape, not from its last answer
             self._collected = now
             try:
-                for _ in self.collect():
-                    pass
+                self._merged()
             except Exception:  # noqa: BLE001 - the loop restarts workers: it must go round
                 log.exception("reading the workers' metrics failed")
 
@@ -370,10 +369,14 @@ class Supervisor:
         return out
 
     def collect(self):
-        """The workers' metrics merged (prometheus_client calls this on each scrape; the loop every
-        ``COLLECT_S``). One at a time, fetched and merged: a scrape and the loop's read merged out of
-        order set a worker's counters back to an older page, and a death then carried less than
-        Prometheus had seen, a counter reset to it (a review)."""
+        """The workers' metrics merged (prometheus_client calls this on each scrape)."""
+        yield from self._merged()
+
+    def _merged(self) -> list:
+        """The workers' metrics read and merged (each scrape, and the loop every ``COLLECT_S``). One at
+        a time, fetched and merged: a scrape and the loop's read merged out of order set a worker's
+        counters back to an older page, and a death then carried less than Prometheus had seen, a
+        counter reset to it (a review)."""
         with self._collecting:
             pages, generations = [], [slot.generation for slot in self.slots]
             for slot in self.slots:
@@ -385,8 +388,7 @@ class Supervisor:
                          for slot, g, page in zip(self.slots, generations, pages, strict=True)]
                 exact = {READINGS: sum(s.readings_carry + (s.readings.value if s.readings is not None else 0.0)
                                        for s in self.slots)}  # (None: not spawned yet)
-                merged = merge(pages, [s.counters for s in self.slots], self._meta, exact)
-        yield from merged
+                return merge(pages, [s.counters for s in self.slots], self._meta, exact)
 
     def fleet_version(self, restarted: Slot) -> str | None:
         """The model version the other running workers announce (``model_info``), None if none does."""
