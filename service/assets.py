@@ -92,7 +92,6 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._unconfirmed: set[str] = set()  # saved as unannounced, its raise published: awaiting the broker
         self.hold_raises = False  # set while a batch is scored: its raises go out after a save (release_raises)
         self._held_back: dict[str, tuple[AlertEvent, list[dict], Bundle]] = {}  # asset -> its raise, unsaved
-        self.before_raises: Callable[[], None] | None = None  # cluster mode: puts the states in the bucket
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[Adopted] = deque()  # cluster mode: moved here
         self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on

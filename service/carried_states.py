@@ -71,7 +71,6 @@ class CarriedStates:
     writes: StateWrites
     save_soon: bool
     hold_raises: bool
-    before_raises: Callable[[], None] | None
     _held_back: dict[str, tuple[AlertEvent, list[dict], Bundle]]
     _unconfirmed: set[str]
     _go_silent: Callable[..., None]  # (methods of AssetFaults)
@@ -292,10 +291,9 @@ class CarriedStates:
         return any(asset in self._states and self._told(asset, confirmed=True) for asset in self._unconfirmed)
 
     def _tell(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle) -> None:
-        """:meth:`_announce`, a raise held back while a batch is scored and its state is kept: in the
-        state file, or in cluster mode in the state bucket (:attr:`before_raises` writes it there)."""
-        keeper = self.before_raises is not None or (self.state_dir and not self._syncing)
-        if event.kind == "raised" and self.hold_raises and keeper:
+        """:meth:`_announce`, a raise held back while a batch is scored and a state file is kept (not in
+        cluster mode: the state bucket, written after the batch, is what a new owner reads)."""
+        if event.kind == "raised" and self.hold_raises and self.state_dir and not self._syncing:
             self._held_back[asset] = (event, channels, bundle)
         else:
             self._announce(asset, event, channels, bundle)
@@ -324,14 +322,10 @@ class CarriedStates:
         self.save_soon = soon  # (_announce asks for one: the confirmation does, above)
 
     def _save_before_raises(self, count: int) -> None:
-        """:meth:`save` (cluster mode: :attr:`before_raises`, the state bucket), before ``count``
-        raises go out; a failure is logged, and they go out all the same (a failed write is counted
-        and logged in it; any other error held them back for good, every later window of theirs
-        failing: a review)."""
+        """:meth:`save`, before ``count`` raises go out; a failure is logged, and they go out all the
+        same (a failed write is counted and logged in it; any other error held them back for good,
+        every later window of theirs failing: a review)."""
         try:
-            if self.before_raises is not None:
-                self.before_raises()
-            else:
-                self.save()
+            self.save()
         except Exception:  # noqa: BLE001 - see above
             log.exception("saving the asset state before %d raise(s) failed: announcing them all the same", count)

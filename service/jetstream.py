@@ -62,7 +62,6 @@ log = logging.getLogger(__name__)
 RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to finish its batch
 CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
 STATE_FULL_S = 30.0  # every asset's state (drift included) is written this often
-RAISE_WRITE_S = 2.0  # a batch's raises wait this long at most for the state bucket to hold them
 CONTROLS_WRITE_S = 3.0  # a command's change is written to the state bucket before its answer, waiting this long
 STRAYS_QUEUE = "sensorguard-strays"  # the queue group of the workers counting stray readings: once each
 
@@ -77,7 +76,6 @@ class ClusterSource:
         self.ingest = ingest
         self.metrics = metrics
         self.alerts = alerts
-        alerts.before_raises = self.write_before_raises  # (a batch's raises go out once the bucket holds them)
         self.controls = controls  # maintenance, shelving, acknowledgeable alerts: they move with the assets
         if controls is not None:
             controls.on_change = self.controls_changed
@@ -338,40 +336,14 @@ class ClusterSource:
         full = now >= self._next_full
         if full:
             self._next_full = now + STATE_FULL_S
-        self._pass_on(full)
-
-    def write_before_raises(self) -> None:
-        """Scoring thread, before a batch's raises go out (``AssetAlerts.before_raises``): pass the
-        changed states on, the raises' alerts up and not yet told among them, and wait until the
-        state bucket holds them (``RAISE_WRITE_S`` at most; then they go out all the same). A
-        ``kill -9`` between a raise and the next flush left the next owner without the alert: it raised
-        the fault again under a new id and the first stayed open. Now that owner tells it again under
-        its id (at least once, as a restart with ``state_dir`` does)."""
-        loop, assets = self._loop, self._pass_on(False)
-        if not assets or loop is None:
-            return
-        try:
-            written = asyncio.run_coroutine_threadsafe(self.sync.write_now(assets), loop).result(RAISE_WRITE_S)
-        except (TimeoutError, RuntimeError) as exc:  # the bucket slow or gone (the write goes on), the loop closed
-            log.debug("cluster: writing the states of a batch's raises: %r", exc)
-            written = False
-        if not written:
-            log.debug("cluster: the raises of %d assets go out before the state bucket holds them", len(assets))
-
-    def _pass_on(self, full: bool) -> set[str]:
-        """Queue the states that changed (every asset's with ``full``) for the state bucket; their assets."""
         changed = self.alerts.changed_states(full)
         loop = self._loop
-        if not changed or loop is None or loop.is_closed():
-            return set()
-        leaving = self.sync.leaving
-        data = {asset: None if state is None else encode_asset(*state) for asset, state in changed.items()
-                if asset not in leaving}
-        try:
-            loop.call_soon_threadsafe(self.sync.queue, data)  # the outbox as it is then, not now
-        except RuntimeError:  # the loop closed in between
-            return set()
-        return set(data)
+        if changed and loop is not None and not loop.is_closed():
+            leaving = self.sync.leaving
+            data = {asset: None if state is None else encode_asset(*state) for asset, state in changed.items()
+                    if asset not in leaving}
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(self.sync.queue, data)  # the outbox as it is then, not now
 
     async def _consume(self, k: int, halt: asyncio.Event, abort: threading.Event) -> None:
         """Serve partition ``k`` until ``halt``: take it over once (:meth:`_rebuild`), then fetch.

@@ -4,9 +4,8 @@ Per asset, two keys in ``sensorguard_state``: its alert and drift state (``state
 alert status change, every 30 s, and on hand-over; when its state ended (silent), a normal state
 with its learned drift baseline, deleted when it has none or the silent assets' cap forgets it)
 and its maintenance, shelving and acknowledgeable alerts (``controls_key``: when they change). Writes are
-queued from any thread and made by the event loop's writer every ``STATE_FLUSH_S``, and at once
-before a batch's raises go out (:meth:`StateSync.write_now`), one write at a time so an older state
-never lands last; a failed write is tried again at the next flush. A
+queued from any thread and made by the event loop's writer every ``STATE_FLUSH_S``, one flush at a
+time so an older state never lands last; a failed write is tried again at the next flush. A
 hand-over's states and controls are written by :meth:`hand_over` and :meth:`hand_over_controls`,
 tried again while the bucket fails for up to ``HANDOVER_WRITE_S`` (the lease is renewed meanwhile,
 so the next owner cannot read the bucket before). Everything here runs on the
@@ -89,29 +88,13 @@ class StateSync:
                     if not await self.write_controls(asset):
                         self.controls_dirty.add(asset)  # tried again next time
             out, self.outbox = self.outbox, {}
-            await self._write_states(out)
-
-    async def write_now(self, assets: Iterable[str]) -> bool:
-        """Write the queued states of ``assets`` between flushes (a batch's raises wait for it: a
-        ``kill -9`` before the next flush left the next owner without the alert, which it then raised
-        again under a new id, the first never cleared); whether the bucket holds them now. Those not
-        written stay queued for the next flush."""
-        if self._lock is None:
-            return False
-        async with self._lock:  # (one write at a time: a flush's older state never lands after this one)
-            out = {asset: self.outbox.pop(asset) for asset in assets if asset in self.outbox}
-            await self._write_states(out)
-            return not any(asset in self.outbox for asset in out)
-
-    async def _write_states(self, out: dict[str, bytes | None]) -> None:
-        """Write ``out`` (under ``_lock``); a state not written is queued again, one no longer ours not."""
-        for asset, data in out.items():
-            if not self.serves(asset):  # its partition is being given up: a clean hand-over writes its newest
-                if asset in self.leaving or self.coming(asset):  # state (from here, on a timeout); kept
-                    self.outbox.setdefault(asset, data)  # while being taken over too. Else not ours: dropped,
-                continue  # (kept, it was written over the newer state of a partition that came back here)
-            if not await self._write_state(asset, data) and asset not in self.leaving:
-                self.outbox.setdefault(asset, data)
+            for asset, data in out.items():
+                if not self.serves(asset):  # its partition is being given up: a clean hand-over writes its newest
+                    if asset in self.leaving or self.coming(asset):  # state (from here, on a timeout); kept
+                        self.outbox.setdefault(asset, data)  # while being taken over too. Else not ours: dropped,
+                    continue  # (kept, it was written over the newer state of a partition that came back here)
+                if not await self._write_state(asset, data) and asset not in self.leaving:
+                    self.outbox.setdefault(asset, data)
 
     async def _write_state(self, asset: str, data: bytes | None) -> bool:
         """Put (None: delete) ``asset``'s state in the state bucket; whether it was written."""
