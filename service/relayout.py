@@ -20,7 +20,7 @@ start: a failure is logged and the assets stay where they were.
 >>> from sensorguard.service.alerts import AlertState
 >>> from sensorguard.service.config import load_settings
 >>> from sensorguard.service.state import load_states, save_states
->>> from sensorguard.service.workers import worker_settings
+>>> from sensorguard.service.worker_plans import worker_settings
 >>> root = Path(tempfile.mkdtemp())
 >>> _ = save_states(root, {"b/pump": AlertState("alerting", alert_id="b/pump@1")}, {})  # one daemon ran
 >>> s = load_settings({"model": None, "broker": "mqtt://h", "partition": ["a/#", "b/#"],

@@ -24,7 +24,8 @@ from sensorguard.service.record_layout import adopt_orphans
 from sensorguard.service.relayout import asset_owner, relayout_states
 from sensorguard.service.signals import on_signals, pass_on
 from sensorguard.service.state_writes import EXIT_UNSAVED
-from sensorguard.service.workers import Supervisor, worker_count, worker_settings
+from sensorguard.service.worker_plans import worker_count, worker_settings
+from sensorguard.service.workers import Supervisor
 
 log = logging.getLogger(__name__)
 

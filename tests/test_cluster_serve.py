@@ -505,7 +505,7 @@ def test_serve_cluster_with_two_workers_shares_the_partitions_behind_one_endpoin
     """``serve --cluster --workers 2``: two member workers (``<instance>-w0``, ``-w1``) that split the
     partitions by leases, one metrics endpoint that sums them."""
     from sensorguard.service.config import load_settings
-    from sensorguard.service.workers import worker_count, worker_settings
+    from sensorguard.service.worker_plans import worker_count, worker_settings
 
     plan = load_settings({"model": None, "cluster": ["nats://a:4222"], "instance": "sg"}, {}, require_model=False)
     assert worker_count(plan, cores=4) == 4  # one per core: the cluster's partitions are shared by leases

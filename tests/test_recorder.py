@@ -425,7 +425,7 @@ def test_a_new_worker_layout_moves_each_alerts_readings_and_guard_band_to_the_wo
     from sensorguard.service.record_files import GUARD_FILE
     from sensorguard.service.record_layout import adopt_orphans
     from sensorguard.service.relayout import asset_owner
-    from sensorguard.service.workers import worker_settings
+    from sensorguard.service.worker_plans import worker_settings
 
     frame = pd.DataFrame({"ts": np.arange(10.0), "asset": "b/p", "a": 1.0, "b": 2.0})
     for folder, name in (("alerts", "a%2Fp@1"), ("alerts", "b%2Fp@2"), ("faults", "b%2Fp@3")):

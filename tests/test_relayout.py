@@ -17,7 +17,7 @@ from sensorguard.service.config import load_settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.relayout import relayout_states
 from sensorguard.service.state import judged_times, load_states, restore_states, save_states
-from sensorguard.service.workers import worker_settings
+from sensorguard.service.worker_plans import worker_settings
 
 
 def _plans(root: Path, n: int, partitions=("a/#", "b/#", "c/#")):

@@ -17,7 +17,7 @@ import pytest
 
 from sensorguard.service.aggregate import WorkerCounters, merge, parse
 from sensorguard.service.config import ConfigError, load_settings
-from sensorguard.service.workers import worker_count, worker_settings
+from sensorguard.service.worker_plans import worker_count, worker_settings
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import (
     Collector,
