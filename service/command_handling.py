@@ -345,7 +345,7 @@ class CommandHandler:
         commands send the same send again (:func:`~sensorguard.service.command_client.send_command`)."""
         if reply_to and not (reply_to.startswith(self.responses) and safe_topic(reply_to)):
             reply_to = ""
-        if not REQUEST_ID.match(request_id):
+        if not REQUEST_ID.fullmatch(request_id):
             request_id = ""
         if not (reply_to or request_id):
             return

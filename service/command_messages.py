@@ -43,7 +43,7 @@ import orjson
 from sensorguard.service.payload import MAX_ASSET_CHARS, MAX_ASSET_LEVELS, TS_MAX, asset_from_topic
 
 VERBS = ("maintenance", "shelve", "ack")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{0,64}")  # (fullmatch: "$" let "abc\n" through, a mutation audit)
 MAX_COMMAND_BYTES = 4096
 MAX_SHELVE_S = 7 * 86400.0  # a shelved alert must come back by itself
 MAX_TEXT = 500  # characters of a reason or note
@@ -103,7 +103,7 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
             return "expires must be a time in epoch seconds, before 2200"
         if check_expiry and (why := expiry_refusal(expires, now)) is not None:
             return why
-    if not REQUEST_ID.match(text["request_id"]):
+    if not REQUEST_ID.fullmatch(text["request_id"]):
         return "request_id must be at most 64 letters, digits, '-' or '_'"
     if text["reply_to"] and not safe_topic(text["reply_to"]):
         return "reply_to must be a topic, not a filter"

@@ -37,14 +37,14 @@ HISTORY_FILE = "HISTORY"
 LIVE_DIR = "live"  # each instance's live counts of SHADOW beside CURRENT (service.shadow), for the live gate
 LOCK_FILE = ".lock"  # flock: one writer of CURRENT and HISTORY at a time
 HISTORY_KEPT = 1000  # lines of CURRENT history kept (the oldest go)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_VERSION_RE = re.compile(r"^v(\d{4,})$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # (fullmatch: "$" let "pump\n" through)
+_VERSION_RE = re.compile(r"v(\d{4,})")
 PUBLISH_TRIES = 100  # concurrent publishers taking the next number, at most
 
 
 def validate_name(name: str) -> str:
     """Model names become directory names: letters, digits, ``.``, ``_``, ``-`` only (no traversal)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in {".", ".."}:
         raise BundleError(
             f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -56,7 +56,7 @@ def list_versions(root: str | os.PathLike, name: str) -> list[str]:
     base = Path(root) / validate_name(name)
     if not base.is_dir():
         return []
-    found = [p.name for p in base.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
+    found = [p.name for p in base.iterdir() if p.is_dir() and _VERSION_RE.fullmatch(p.name)]
     return sorted(found, key=lambda v: int(v[1:]))
 
 
@@ -74,7 +74,7 @@ def _pointer(root: str | os.PathLike, name: str, file: str) -> str | None:
         return None
     except (OSError, ValueError) as exc:  # a directory, unreadable, not text
         raise BundleError(f"{pointer}: cannot be read ({exc})", transient=transient_error(exc)) from None
-    if not _VERSION_RE.match(version):
+    if not _VERSION_RE.fullmatch(version):
         raise BundleError(f"{pointer}: does not name a version ({version[:40]!r})")
     return version
 
@@ -143,7 +143,7 @@ def _set_current(root: str | os.PathLike, name: str, version: str, history: list
                  current: object = _ANY) -> None:
     """``current``: CURRENT as the caller read it already (else read here), for the history."""
     base = Path(root) / validate_name(name)
-    if not _VERSION_RE.match(version) or not (base / version).is_dir():
+    if not _VERSION_RE.fullmatch(version) or not (base / version).is_dir():
         raise BundleError(f"model {name!r} has no version {version!r} in registry {root}")
     read = readable_current(root, name) if current is _ANY else current
     if history is None:
@@ -207,7 +207,7 @@ def _history(root: str | os.PathLike, name: str, current: str | None) -> list[st
     path = Path(root) / validate_name(name) / HISTORY_FILE
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        history = [v for v in lines if _VERSION_RE.match(v)]
+        history = [v for v in lines if _VERSION_RE.fullmatch(v)]
     except FileNotFoundError:
         history = []
     if current and (not history or history[-1] != current):  # CURRENT set by hand or before the history
@@ -224,7 +224,7 @@ def publish(bundle: Bundle, root: str | os.PathLike, name: str, make_current: bo
         write_files(bundle, tmp)
         for _ in range(PUBLISH_TRIES):
             # every name a version could have counts, a stray file too: renaming onto it fails forever
-            taken = [int(p.name[1:]) for p in base.iterdir() if _VERSION_RE.match(p.name)]
+            taken = [int(p.name[1:]) for p in base.iterdir() if _VERSION_RE.fullmatch(p.name)]
             version = f"v{max(taken, default=0) + 1:04d}"
             try:
                 os.rename(tmp, base / version)  # fails if a concurrent publisher took the number
@@ -330,7 +330,7 @@ def location(path: str | os.PathLike) -> tuple[Path, str, str] | None:
     """``(root, name, version)`` when ``path`` is a version directory of a registry, else None."""
     path = Path(path).resolve()
     base = path.parent
-    if _VERSION_RE.match(path.name) and (base / CURRENT_FILE).is_file() and _NAME_RE.match(base.name):
+    if _VERSION_RE.fullmatch(path.name) and (base / CURRENT_FILE).is_file() and _NAME_RE.fullmatch(base.name):
         return base.parent, base.name, path.name
     return None
 

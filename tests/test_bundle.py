@@ -260,7 +260,7 @@ def test_publish_skips_a_stray_file_with_a_version_name(tmp_path, tiny_bundle):
     assert list_versions(tmp_path, "pump") == ["v0001", "v0003"]
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/b", "", ".hidden", "x" * 65, "..", "a b", "/abs"])
+@pytest.mark.parametrize("name", ["../etc", "a/b", "", ".hidden", "x" * 65, "..", "a b", "/abs", "pump\n"])
 def test_path_traversal_in_names_is_refused(tmp_path, tiny_bundle, name):
     with pytest.raises(BundleError, match="invalid model name"):
         validate_name(name)

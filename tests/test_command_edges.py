@@ -367,3 +367,10 @@ def test_retained_states_wait_while_the_queue_is_full_and_none_are_kept_without_
     box.state_sent("p2", None)  # (state() returns None without a client: not a drop)
     box.resend_states(again.append)
     assert again == ["p1"]
+
+
+def test_a_request_id_ending_in_a_newline_is_refused():
+    """``$`` also matches before a final newline: ``"abc\\n"`` passed as a request id, and the answer
+    went to ``<prefix>/responses/abc\\n``, a topic with a control character (found by a mutation audit)."""
+    payload = json.dumps({"asset": "p", "for_s": 60, "request_id": "abc\n"}).encode()
+    assert "request_id" in parse_command("shelve", payload, now=0.0)
