@@ -123,8 +123,6 @@ def test_a_message_never_stamped_on_arrival_has_no_broker_expiry():
     """paho's ``timestamp`` is 0 until it stamps an arrival: such a message (built by hand, or a
     library that does not stamp) has no known arrival, so no broker deadline is made up from it (it
     would read as arrived at monotonic 0, hours or days ago: every command refused as expired)."""
-    from types import SimpleNamespace
-
     unstamped = SimpleNamespace(properties=SimpleNamespace(MessageExpiryInterval=40), timestamp=0.0)
     assert broker_expiry(unstamped, now=NOW, clock=lambda: 5000.0) is None
     stamped = SimpleNamespace(properties=SimpleNamespace(MessageExpiryInterval=40), timestamp=4990.0)
@@ -180,6 +178,7 @@ def test_the_last_four_ended_holds_per_asset_are_kept_and_max_controls_assets():
     assert capped.apply(Command("shelve", "a3", until=200.0), now=100.0)[0]
     assert capped.apply(Command("shelve", "a3", until=100.0), now=150.0)[0]
     assert capped.suppressed("a1", late, 120.0) is None and capped.suppressed("a3", late, 120.0) == "shelved"
+    assert capped.suppressed("a2", late, 120.0) == "shelved"  # (not one more forgotten)
 
 
 def test_a_send_is_still_known_at_the_last_second_of_its_keeping():

@@ -606,7 +606,8 @@ def test_replies_go_only_under_the_responses_prefix_and_retained_commands_are_ig
 
     send({"asset": "p1", "for_s": 60, "reply_to": "sensorguard/state/p1"})  # would forge a retained state
     send({"asset": "p1", "for_s": 60, "request_id": "#"})
-    assert [t for t, _, _ in client.published] == []  # neither is answered anywhere
+    send({"asset": "p1", "for_s": 60, "request_id": "abc\n"})  # ("$" matched before the newline: answered
+    assert [t for t, _, _ in client.published] == []  # on a topic with a control character) none is answered
     assert daemon.controls.suppressed("p1", time.time()) is None
     send({"asset": "p1", "for_s": 60, "request_id": "r1"}, retain=True)
     assert daemon.controls.suppressed("p1", time.time()) is None

@@ -46,20 +46,6 @@ def test_exclusions_follow_their_windows_across_batches(tiny_bundle):
     np.testing.assert_allclose(small.score, large.score, rtol=1e-5)
 
 
-def test_each_channels_error_is_weighted_by_the_bundles_channel_weights(tiny_bundle):
-    """``channel_weights_`` (one over each channel's typical held-out error) scale each channel's
-    error before the mean: without them a channel the model reconstructs well is drowned by a noisy
-    one. Bundles without weights score unweighted."""
-    from dataclasses import replace
-
-    windows = np.random.default_rng(3).normal(size=(4, 3, 16))
-    plain = Scorer(tiny_bundle).score_windows(windows)
-    weights = np.array([1.0, 2.0, 0.5])
-    weighted = Scorer(replace(tiny_bundle, channel_weights_=weights)).score_windows(windows)
-    np.testing.assert_allclose(weighted.channel_error, plain.channel_error * weights, rtol=1e-6)
-    np.testing.assert_allclose(weighted.error, (plain.channel_error * weights).mean(axis=1), rtol=1e-6)
-
-
 def test_windows_scored_with_a_faulted_channel_leave_it_out_of_their_error(tiny_bundle):
     """``score_windows`` (the daemon's path) leaves a faulted channel out of the window's error as
     ``score_series`` does: the mean over the other channels, and a window with every channel
