@@ -413,6 +413,29 @@ def test_a_worker_killed_under_load_hands_over_whole_windows_and_every_reading_i
         assert (ends[0] - (window - 1)) % hop == 0, (asset, ends[:5])  # the stream's cadence, as if nothing moved
 
 
+def fault_on_a_victims_asset(pub, survivor, url: str, victim_url: str):
+    """Every asset's readings, and a square-wave fault on c1 from row 600 on one of the victim's
+    assets: rows 0-99 (taken by both workers), then rows 100-699 (the fault under way). The asset,
+    and ``send(start, stop)`` for the later rows."""
+    frame = plant_frame(rows=1200, channels=3, seed=5)
+    times, normal = epoch(frame), frame[CHANNELS].to_numpy()
+    faulty = normal.copy()
+    faulty[600:800, 1] += 6.0 * np.sign(np.sin(np.arange(200) / 3.0))
+    bad = None
+
+    def send(start: int, stop: int) -> None:
+        for asset in ASSETS:
+            pub.samples(asset, times[start:stop], (faulty if asset == bad else normal)[start:stop], CHANNELS,
+                        batch=10)
+
+    send(0, 100)
+    wait_for(lambda: metric(url, "sensorguard_readings_total") + metric(victim_url, "sensorguard_readings_total")
+             == 100 * len(ASSETS), 30, "the first readings taken by both")
+    bad = next(a for a in ASSETS if a not in survivor.buffers.assets())  # one of the victim's assets
+    send(100, 700)
+    return bad, send
+
+
 @pytest.mark.integration
 def test_an_alert_up_when_its_worker_dies_stays_up_under_the_new_owner(nats_node, victim_and_survivor):
     """The per-asset state moves with the asset (the state bucket): the alert raised by the killed
@@ -420,32 +443,15 @@ def test_an_alert_up_when_its_worker_dies_stays_up_under_the_new_owner(nats_node
     mqtt_port = nats_node.nodes[0].mqtt_port
     victim, victim_url, survivor, url = victim_and_survivor
     events = Collector(SimpleNamespace(port=mqtt_port), "sensorguard/alerts/#")
-    cleanup: list = []
+    pub = Publisher(SimpleNamespace(port=mqtt_port))
     try:
-        frame = plant_frame(rows=1200, channels=3, seed=5)
-        times, normal = epoch(frame), frame[CHANNELS].to_numpy()
-        faulty = normal.copy()
-        faulty[600:800, 1] += 6.0 * np.sign(np.sin(np.arange(200) / 3.0))  # a square-wave fault on c1
-        pub = Publisher(SimpleNamespace(port=mqtt_port))
-        cleanup.append(pub.close)
-
-        def send(start: int, stop: int, bad: str | None) -> None:
-            for asset in ASSETS:
-                rows = faulty if asset == bad else normal
-                pub.samples(asset, times[start:stop], rows[start:stop], CHANNELS, batch=10)
-
-        send(0, 100, None)
-        wait_for(lambda: metric(url, "sensorguard_readings_total") + metric(victim_url, "sensorguard_readings_total")
-                 == 100 * len(ASSETS), 30, "the first readings taken by both")
-        victims = [a for a in ASSETS if a not in survivor.buffers.assets()]  # the victim's assets
-        bad = victims[0]
+        bad, send = fault_on_a_victims_asset(pub, survivor, url, victim_url)
         topic = f"sensorguard/alerts/{bad}"
-        send(100, 700, bad)
         raised = wait_for(lambda: events.on(topic), 60, f"the victim raising {bad}")
         assert [e["state"] for e in raised] == ["raised"]
         wait_for(lambda: saved_status(nats_node.urls, bad) == "alerting", 20, "the state bucket hearing of it")
         psutil.Process(victim.pid).kill()
-        send(700, 1200, bad)
+        send(700, 1200)
         # the takeover waits out the victim's leases before the survivor scores: 90 s ran out once on a
         # slow, busy run (848 s for the suite); the whole test takes about 40 s alone
         got = wait_for(lambda: len(events.on(topic)) >= 2 and events.on(topic), 180, "the alert cleared")
@@ -456,8 +462,7 @@ def test_an_alert_up_when_its_worker_dies_stays_up_under_the_new_owner(nats_node
         wait_for(lambda: metric(url, "sensorguard_anomaly_active", asset=bad) == 0, 10, "the survivor's gauge")
     finally:
         events.close()
-        for close in cleanup:
-            close()
+        pub.close()
 
 
 @pytest.mark.integration
@@ -471,26 +476,12 @@ def test_a_worker_killed_right_after_a_raise_leaves_one_alert_id(nats_node, vict
     events = Collector(SimpleNamespace(port=mqtt_port), "sensorguard/alerts/#")
     pub = Publisher(SimpleNamespace(port=mqtt_port))
     try:
-        frame = plant_frame(rows=1200, channels=3, seed=5)
-        times, normal = epoch(frame), frame[CHANNELS].to_numpy()
-        faulty = normal.copy()
-        faulty[600:800, 1] += 6.0 * np.sign(np.sin(np.arange(200) / 3.0))  # a square-wave fault on c1
-
-        def send(start: int, stop: int, bad: str | None) -> None:
-            for asset in ASSETS:
-                pub.samples(asset, times[start:stop], (faulty if asset == bad else normal)[start:stop], CHANNELS,
-                            batch=10)
-
-        send(0, 100, None)
-        wait_for(lambda: metric(url, "sensorguard_readings_total") + metric(victim_url, "sensorguard_readings_total")
-                 == 100 * len(ASSETS), 30, "the first readings taken by both")
-        bad = next(a for a in ASSETS if a not in survivor.buffers.assets())  # one of the victim's assets
+        bad, send = fault_on_a_victims_asset(pub, survivor, url, victim_url)
         topic = f"sensorguard/alerts/{bad}"
-        send(100, 700, bad)
         wait_for(lambda: events.on(topic), 60, f"the victim raising {bad}", interval=0.01)
         psutil.Process(victim.pid).kill()
         heard = saved_status(nats_node.urls, bad) == "alerting"  # (whether the flush came first)
-        send(700, 1200, bad)
+        send(700, 1200)
         wait_for(lambda: any(e["state"] == "cleared" for e in events.on(topic)), 180, "the alert cleared")
         time.sleep(1.0)
         got = [(e["state"], e["alert_id"]) for e in events.on(topic)]
