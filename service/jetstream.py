@@ -50,7 +50,7 @@ from sensorguard.service.natswire import Wire, WireError
 from sensorguard.service.natswire import connect as connect_wire
 from sensorguard.service.ownership import Ownership, run
 from sensorguard.service.partition_fetch import FETCH_WAIT_S, fetch_partition
-from sensorguard.service.state import encode_asset
+from sensorguard.service.state_entry import encode_asset
 from sensorguard.service.statesync import StateSync
 from sensorguard.service.takeover import Takeover
 from sensorguard.service.taker import Taker

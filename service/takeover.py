@@ -49,7 +49,7 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.payload import Parsed, parse_message, valid_asset
-from sensorguard.service.state import StateError, decode_asset
+from sensorguard.service.state_entry import StateError, decode_asset
 
 log = logging.getLogger(__name__)
 

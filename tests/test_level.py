@@ -15,7 +15,7 @@ from sensorguard.service.bundle import BundleError, save_bundle
 from sensorguard.service.bundle_loading import load_bundle
 from sensorguard.service.drift import DriftState
 from sensorguard.service.level import LevelMonitor, LevelRows, top_channels
-from sensorguard.service.state import StateError, decode_asset, encode_asset
+from sensorguard.service.state_entry import StateError, decode_asset, encode_asset
 from sensorguard.training.level_fit import MIN_ROWS, fit_level
 
 

@@ -472,7 +472,7 @@ def _up_off_grid(daemon, client, seen, rows, hop: int) -> int:
 
 def _take_over(bundle, entry: bytes, rows_taken: list, **rules):
     """A new owner of pump-1 from its state-bucket entry, primed with the readings it finds."""
-    from sensorguard.service.state import decode_asset
+    from sensorguard.service.state_entry import decode_asset
 
     alert, drift, window_ts, announced, judged_ts, channels = decode_asset(entry)
     daemon, client, seen = _watched(bundle, **rules)
@@ -497,7 +497,7 @@ def test_an_alert_handed_over_mid_alert_clears_where_one_daemon_clears_it(tiny_b
     under the line ran one window ahead and it cleared one window early)."""
     from dataclasses import replace
 
-    from sensorguard.service.state import encode_asset
+    from sensorguard.service.state_entry import encode_asset
 
     bundle = replace(tiny_bundle, alert_hop=1)
     whole = _one_daemon(bundle, REMNANT_ROWS)
@@ -517,7 +517,7 @@ def test_a_new_owner_states_the_alerts_top_channels_before_its_first_window(tiny
     waited for a window of any asset of the partition before its silence could be seen)."""
     from dataclasses import replace
 
-    from sensorguard.service.state import encode_asset
+    from sensorguard.service.state_entry import encode_asset
 
     bundle = replace(tiny_bundle, alert_hop=1)
     old, old_client, before = _watched(bundle, **REMNANT_RULES)
@@ -531,7 +531,7 @@ def test_a_new_owner_states_the_alerts_top_channels_before_its_first_window(tiny
     assert "pump-1" not in new.alerts.restored_channels  # said, then forgotten: back, it named them again
     # the bucket entry: an alert's channels only (every normal asset's grew it at each full sync);
     # an entry without them (an older owner's), or with junk in them, reads as none
-    from sensorguard.service.state import decode_asset
+    from sensorguard.service.state_entry import decode_asset
 
     assert b"channels" not in encode_asset(AlertState(), None, None, True, None, moved[5])
     assert decode_asset(encode_asset(*moved[:5]))[5] == []
@@ -546,7 +546,7 @@ def test_after_a_crash_mid_alert_the_new_owner_judges_on_from_the_synced_state(t
     state, as one daemon did: an alert-hop window the synced state held is not judged twice."""
     from dataclasses import replace
 
-    from sensorguard.service.state import encode_asset
+    from sensorguard.service.state_entry import encode_asset
 
     bundle = replace(tiny_bundle, alert_hop=1)
     whole = _one_daemon(bundle, REMNANT_ROWS)
@@ -570,7 +570,7 @@ def test_a_state_passed_on_before_the_new_owners_first_grid_window_keeps_its_cad
     owner started with none (found by review): it passes on the cadence it adopted."""
     from dataclasses import replace
 
-    from sensorguard.service.state import encode_asset
+    from sensorguard.service.state_entry import encode_asset
 
     bundle = replace(tiny_bundle, hop=4, alert_hop=1)
     whole = _one_daemon(bundle, REMNANT_ROWS)

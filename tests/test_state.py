@@ -19,12 +19,12 @@ from sensorguard.service.relayout import relayout_states
 from sensorguard.service.state import (
     STATE_FILE,
     StateError,
-    decode_asset,
     judged_times,
     load_states,
     restore_states,
     save_states,
 )
+from sensorguard.service.state_entry import decode_asset
 from tests.test_daemon import T0, FakeClient, make, message, value
 
 RULE = DriftRule(baseline=math.log(0.3), halflife=2, warmup=0, cap=1.5)
@@ -446,7 +446,7 @@ def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
     """Cluster mode's per-asset state moves: the old owner hands it over (and forgets the asset
     without a word), the new one adopts it (no second raise), a state that ended is passed on as
     None (the bucket forgets it), and what is passed on survives encoding."""
-    from sensorguard.service.state import decode_asset, encode_asset
+    from sensorguard.service.state_entry import decode_asset, encode_asset
 
     old, old_client = daemon_with(drifting, None)
     for i in range(3):
@@ -503,7 +503,7 @@ def test_an_alert_raised_while_shelved_moves_unannounced_and_is_told_by_its_new_
     """Cluster mode: an alert that rose while its asset was shelved was handed over as announced,
     so the new owner never told it when the shelve ended; the mark now moves with the state."""
     from sensorguard.service.command_messages import Command
-    from sensorguard.service.state import decode_asset, encode_asset
+    from sensorguard.service.state_entry import decode_asset, encode_asset
 
     old, old_client = daemon_with(drifting, None)
     old.controls.apply(Command("shelve", "pump-1", until=time.time() + 3600), now=time.time())
@@ -704,7 +704,7 @@ def test_a_hand_over_after_silence_ended_the_alert_passes_a_normal_state(tiny_bu
     ({"judged_ts": 8.0}, (None, None)),  # no cadence to continue: nothing to skip either
 ])
 def test_a_bucket_entrys_window_times_decode(times, expected):
-    from sensorguard.service.state import decode_asset
+    from sensorguard.service.state_entry import decode_asset
 
     decoded = decode_asset(json.dumps({"alert": {}, **times}).encode())
     assert (decoded[2], decoded[4]) == expected
@@ -715,7 +715,7 @@ def test_a_bucket_entrys_window_times_decode(times, expected):
 def test_a_bucket_entrys_window_times_must_be_finite_numbers(times):
     """An infinite judged_ts made the new owner queue none of the asset's windows, silently (from
     a review): the entry is refused, and the takeover starts the asset afresh with a line in the log."""
-    from sensorguard.service.state import decode_asset
+    from sensorguard.service.state_entry import decode_asset
 
     with pytest.raises(StateError, match="window times"):
         decode_asset(json.dumps({"alert": {}, **times}).encode())
