@@ -74,7 +74,8 @@ from sensorguard.service.connection import Connection
 from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.jetstream import ClusterSource
-from sensorguard.service.metrics import Metrics, serve_http, shutdown_http
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.metrics_http import serve_http, shutdown_http
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import guard_seconds, recording
 from sensorguard.service.scorer import Scorer

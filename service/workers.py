@@ -42,7 +42,7 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.config import Settings
 from sensorguard.service.daemon import Daemon
 from sensorguard.service.logs import configure_logging
-from sensorguard.service.metrics import serve_http, shutdown_http
+from sensorguard.service.metrics_http import serve_http, shutdown_http
 from sensorguard.service.restart_model import keep_served, make_copies_dir, worker_model
 from sensorguard.service.signals import on_signals
 from sensorguard.service.state_writes import EXIT_UNSAVED

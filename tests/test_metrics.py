@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sensorguard.service import metrics as metrics_module
-from sensorguard.service.metrics import OTHER, Metrics, serve_http, shutdown_http
+from sensorguard.service.metrics import OTHER, Metrics
+from sensorguard.service.metrics_http import serve_http, shutdown_http
 from sensorguard.service.payload import REJECT_REASONS
 
 
@@ -277,7 +278,7 @@ def test_requests_are_logged_at_debug_not_stderr(
     server: tuple[int, dict], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 ) -> None:
     port, _ = server
-    with caplog.at_level(logging.DEBUG, logger="sensorguard.service.metrics"):
+    with caplog.at_level(logging.DEBUG, logger="sensorguard.service.metrics_http"):
         get(port, "/nowhere")
     assert "/nowhere" in caplog.text
     assert "/nowhere" not in capfd.readouterr().err
@@ -301,7 +302,7 @@ def test_a_client_gone_before_its_answer_is_a_debug_line_not_a_traceback(capfd, 
     srv, thread = serve_http(CollectorRegistry(), "127.0.0.1", 0, lambda: True)
     port = srv.server_address[1]
     try:
-        with caplog.at_level(logging.DEBUG, logger="sensorguard.service.metrics"):
+        with caplog.at_level(logging.DEBUG, logger="sensorguard.service.metrics_http"):
             for _ in range(20):
                 sock = socket.create_connection(("127.0.0.1", port))
                 sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -388,7 +388,7 @@ def test_a_worker_whose_health_check_keeps_failing_is_killed_and_the_parent_says
     undrained, and no liveness probe ever acted."""
     from prometheus_client import CollectorRegistry
 
-    from sensorguard.service.metrics import serve_http, shutdown_http
+    from sensorguard.service.metrics_http import serve_http, shutdown_http
     from sensorguard.service.workers import HEALTH_PROBE_S, HUNG_RESTART_S, Supervisor
 
     settings = _settings(tmp_path, partition=["a/#", "b/#"], workers=2)
@@ -470,7 +470,7 @@ def test_the_parent_reaches_its_workers_past_an_http_proxy():
     default opener passed too: a test audit)."""
     script = (
         "from prometheus_client import CollectorRegistry\n"
-        "from sensorguard.service.metrics import serve_http, shutdown_http\n"
+        "from sensorguard.service.metrics_http import serve_http, shutdown_http\n"
         "from sensorguard.service.worker_http import fetch\n"
         "server = serve_http(CollectorRegistry(), '127.0.0.1', 0, lambda: True)\n"
         "try:\n"
@@ -531,7 +531,7 @@ def test_a_restarted_worker_serves_the_fleets_model_when_current_cannot_be_swapp
 
     from prometheus_client import CollectorRegistry, Gauge
 
-    from sensorguard.service.metrics import serve_http, shutdown_http
+    from sensorguard.service.metrics_http import serve_http, shutdown_http
     from sensorguard.service.registry import publish
     from sensorguard.service.restart_model import worker_model
     from sensorguard.service.workers import Supervisor
@@ -660,7 +660,7 @@ def test_the_parents_not_ready_names_each_worker_and_its_own_reasons(tmp_path):
     """The parent's /readyz 503 said only "not ready": which worker, and why, took a scrape of each."""
     from prometheus_client import CollectorRegistry
 
-    from sensorguard.service.metrics import serve_http, shutdown_http
+    from sensorguard.service.metrics_http import serve_http, shutdown_http
     from sensorguard.service.workers import Supervisor
 
     settings = _settings(tmp_path, partition=["a/#", "b/#", "c/#"], workers=3)
