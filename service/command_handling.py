@@ -15,18 +15,17 @@ back from the recorder until it ends.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from pathlib import Path
 from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
 
 from sensorguard.service import mqtt
+from sensorguard.service.audit_log import audit, audit_entry
 from sensorguard.service.command_messages import (
     MAX_TEXT,
     REQUEST_ID,
@@ -43,12 +42,10 @@ from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.payload import valid_asset
-from sensorguard.service.publisher import Publisher, iso
-from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, CONTROLS, StateWrites
+from sensorguard.service.publisher import Publisher
+from sensorguard.service.state_writes import CONTROLS
 
 log = logging.getLogger(__name__)
-
-MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 (AUDIT_ROTATED) past this size
 
 NO_ASSET = "-"  # cluster mode: the worker serving this id's partition answers a refused command naming no asset
 ANSWERED_KEPT = 4096  # accepted commands whose answer is kept, so a redelivery is answered, not re-applied
@@ -298,7 +295,7 @@ class CommandHandler:
                 log.warning("command on %s rejected: %s", message.topic, expired)
             self._reply(client, parsed.request_id, parsed.reply_to, False, expired)
             return
-        entry = _audit_entry(parsed, now, self.settings.instance_name)  # before applying: nothing half done
+        entry = audit_entry(parsed, now, self.settings.instance_name)  # before applying: nothing half done
         # saved: whether controls.json holds the change, worked out once, from this command's own
         # save: the text and the answer's "saved" (also a redelivery's, from _answered) say the same
         accepted, text, saved = self.controls.apply(parsed, now)
@@ -362,18 +359,6 @@ class CommandHandler:
             log.warning("answering a command failed: %s", exc)
 
 
-def _audit_entry(c: Command, now: float, instance: str) -> dict:
-    entry = {"event": "command", "command": c.verb, "asset": c.asset, "ts": iso(now), "by": c.by or None,
-             "request_id": c.request_id or None, "instance": instance}
-    if c.verb == "maintenance":
-        entry.update(action=c.action, until=None if c.until is None else iso(c.until), reason=c.reason or None)
-    elif c.verb == "shelve":
-        entry.update(until=iso(c.until or now), reason=c.reason or None)
-    else:
-        entry.update(alert_id=c.alert_id, false_alarm=c.false_alarm, note=c.note or None)
-    return entry
-
-
 def _ack(client: Any, message: Any) -> None:
     """Acknowledge a QoS 1 or 2 message to the broker (QoS 0 has nothing to acknowledge)."""
     if getattr(message, "qos", 0) > 0:
@@ -399,24 +384,3 @@ def _field(payload: bytes, key: str) -> str:
         return ""
     return value if isinstance(value, str) and len(value) <= MAX_TEXT else ""  # (200: a long asset's ack id
     # was read as none, and every instance refused it: a review)
-
-
-def audit(state_dir: str | None, entry: dict[str, Any], writes: StateWrites | None = None) -> None:
-    """Append one accepted command to ``<state_dir>/audit.jsonl`` (a failure is logged and counted
-    in ``writes``, not fatal). A line that cannot be written is not retried: it is lost, and the
-    command's event on ``<output_prefix>/events`` is its only record."""
-    if not state_dir:
-        return
-    path = Path(state_dir) / AUDIT
-    try:
-        if path.exists() and path.stat().st_size > MAX_AUDIT_BYTES:  # one older file kept: bounded on disk
-            path.replace(path.with_name(AUDIT_ROTATED))
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
-    except OSError as exc:
-        if writes is not None:
-            writes.failed(AUDIT)
-        log.warning("writing the audit log in %s failed: %s", state_dir, exc)
-        return
-    if writes is not None:
-        writes.worked(AUDIT)

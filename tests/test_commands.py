@@ -141,11 +141,11 @@ def test_an_unreadable_controls_file_is_set_aside_and_the_log_says_where_the_hol
 def test_the_controls_line_names_the_audit_logs_older_part_too(tmp_path, caplog, monkeypatch):
     """``audit.jsonl`` is rotated to ``audit.jsonl.1`` past its size cap, and the line named only the
     newer part: the accepted commands of a hold still due may be in the older one (found by review)."""
-    from sensorguard.service import command_handling
+    from sensorguard.service import audit_log
 
-    monkeypatch.setattr(command_handling, "MAX_AUDIT_BYTES", 0)  # rotated at each append
+    monkeypatch.setattr(audit_log, "MAX_AUDIT_BYTES", 0)  # rotated at each append
     for asset in ("p1", "p2"):
-        command_handling.audit(str(tmp_path), {"command": "maintenance", "asset": asset})
+        audit_log.audit(str(tmp_path), {"command": "maintenance", "asset": asset})
     assert (tmp_path / "audit.jsonl.1").read_text().count("p1") == 1
     (tmp_path / "controls.json").write_text("{")
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.commands"):

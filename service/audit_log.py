@@ -1,0 +1,64 @@
+"""The audit trail of accepted commands: ``<state_dir>/audit.jsonl``, one JSON line a command.
+
+Each accepted maintenance, shelve or ack is written here (and published as an event) before it is
+applied, so who held or answered what, and when, can be read back after the fact; a hold still due
+can be re-issued from it when ``controls.json`` is lost. The file is rotated to ``audit.jsonl.1``
+past ``MAX_AUDIT_BYTES``: one older part is kept, bounded on disk.
+
+>>> import tempfile
+>>> from sensorguard.service.command_messages import Command
+>>> d = tempfile.mkdtemp()
+>>> entry = audit_entry(Command("shelve", "pump-7", until=120.0, reason="valve swap"), 60.0, "site-a")
+>>> entry["command"], entry["until"], entry["instance"]
+('shelve', '1970-01-01T00:02:00.000Z', 'site-a')
+>>> audit(d, entry); (Path(d) / AUDIT).read_text().count("pump-7")
+1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from sensorguard.service.command_messages import Command
+from sensorguard.service.publisher import iso
+from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, StateWrites
+
+log = logging.getLogger(__name__)
+
+MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 (AUDIT_ROTATED) past this size
+
+
+def audit_entry(c: Command, now: float, instance: str) -> dict:
+    """An accepted command as its audit line and its event on ``<output_prefix>/events`` hold it."""
+    entry = {"event": "command", "command": c.verb, "asset": c.asset, "ts": iso(now), "by": c.by or None,
+             "request_id": c.request_id or None, "instance": instance}
+    if c.verb == "maintenance":
+        entry.update(action=c.action, until=None if c.until is None else iso(c.until), reason=c.reason or None)
+    elif c.verb == "shelve":
+        entry.update(until=iso(c.until or now), reason=c.reason or None)
+    else:
+        entry.update(alert_id=c.alert_id, false_alarm=c.false_alarm, note=c.note or None)
+    return entry
+
+def audit(state_dir: str | None, entry: dict[str, Any], writes: StateWrites | None = None) -> None:
+    """Append one accepted command to ``<state_dir>/audit.jsonl`` (a failure is logged and counted
+    in ``writes``, not fatal). A line that cannot be written is not retried: it is lost, and the
+    command's event on ``<output_prefix>/events`` is its only record."""
+    if not state_dir:
+        return
+    path = Path(state_dir) / AUDIT
+    try:
+        if path.exists() and path.stat().st_size > MAX_AUDIT_BYTES:  # one older file kept: bounded on disk
+            path.replace(path.with_name(AUDIT_ROTATED))
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+    except OSError as exc:
+        if writes is not None:
+            writes.failed(AUDIT)
+        log.warning("writing the audit log in %s failed: %s", state_dir, exc)
+        return
+    if writes is not None:
+        writes.worked(AUDIT)
