@@ -268,7 +268,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from sensorguard.service.bundle_loading import load_bundle
-    from sensorguard.training.offline import evaluate_scores, format_evaluation
+    from sensorguard.training.verdict import evaluate_scores, format_evaluation
 
     bundle = load_bundle(args.bundle)
     scored = _score_rows(args, bundle, label_column=args.label_column)

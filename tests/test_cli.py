@@ -106,7 +106,8 @@ def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, 
 
     from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.training.data import load_frame
-    from sensorguard.training.offline import evaluate_scores, score_data, score_table
+    from sensorguard.training.offline import score_data, score_table
+    from sensorguard.training.verdict import evaluate_scores
 
     out = tmp_path / "scores.csv"
     assert main(["score", str(files / "model"), str(files / "faults.csv"), "--out", str(out)]) == 0
@@ -178,7 +179,7 @@ def test_evaluate_reports_both_columns(files, capsys):
     text = capsys.readouterr().out
     assert "false-alarm rate" in text
     # the delay in a unit a reader uses, not 5400.000 seconds (a walk)
-    from sensorguard.training.offline import delay_words
+    from sensorguard.training.verdict import delay_words
 
     (delay,) = [line for line in text.splitlines() if line.startswith("mean delay")]
     assert delay_words(result["alert"]["mean_detection_delay_s"]) in delay
