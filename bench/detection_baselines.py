@@ -37,10 +37,11 @@ from sensorguard.service.scorer import Scorer, segment_bounds
 from sensorguard.service.sensors import watch_rows, window_faults
 from sensorguard.training.calibrate import pick_threshold
 from sensorguard.training.data import SensorData
+from sensorguard.training.line import reading_period
 from sensorguard.training.offline import level_rows
 from sensorguard.training.promise import alert_threshold
 from sensorguard.training.splits import split_by_time
-from sensorguard.training.train import TrainOptions, TrainSummary, reading_period, train_bundle
+from sensorguard.training.train import TrainOptions, TrainSummary, train_bundle
 
 LIMIT_LEVEL = 0.99  # the classic monitoring limit: 1 % of normal samples beyond it
 VARIANCE_KEPT = 0.90  # PCA keeps the fewest components explaining this share of training variance

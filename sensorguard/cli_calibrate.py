@@ -22,10 +22,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.service.registry import current_version, location, publish
     from sensorguard.training.data import concat_series, drop_labeled
+    from sensorguard.training.line import calibrate_bundle
     from sensorguard.training.retrain import known_faults, load_recorded, parse_since, seen_rows_note
     from sensorguard.training.retrain_gate import UNLIKE_MEDIAN, median_score, missed_faults
     from sensorguard.training.tables import TAKEN_AS_NORMAL
-    from sensorguard.training.train import calibrate_bundle
 
     bundle = load_bundle(args.bundle)
     if not args.data and not args.recorded:

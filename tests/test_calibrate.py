@@ -140,8 +140,8 @@ def test_the_line_reads_the_spiky_channels_from_the_bundle(tiny_bundle):
     the line falls to the process channels' level, and the record says how the weights were capped."""
     from dataclasses import replace
 
+    from sensorguard.training.line import threshold_bundle
     from sensorguard.training.scaling import spiky_channels
-    from sensorguard.training.train import threshold_bundle
 
     rng = np.random.default_rng(1)
     counter = np.where(rng.random(6000) < 1 / 100, rng.uniform(100, 1000, 6000), 1e-3 * rng.random(6000))
@@ -209,7 +209,8 @@ def test_calibration_records_and_the_summary_prints_what_set_the_line(trained, t
     from sensorguard.service.bundle import save_bundle
     from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.training.data import series_from_frame
-    from sensorguard.training.train import TrainSummary, calibrate_bundle
+    from sensorguard.training.line import calibrate_bundle
+    from sensorguard.training.train import TrainSummary
     from tests.conftest import plant_frame
 
     bundle = trained[0]
@@ -238,7 +239,7 @@ def test_calibration_leaves_out_windows_with_a_sensor_fault(trained):
     from dataclasses import replace
 
     from sensorguard.training.data import series_from_frame
-    from sensorguard.training.train import calibrate_bundle
+    from sensorguard.training.line import calibrate_bundle
     from tests.conftest import plant_frame
 
     bundle = trained[0]

@@ -133,9 +133,10 @@ def test_calibration_without_errors_below_the_line_trains_without_a_drift_rule(t
     that sets above 5,000 rows get the rule by default, a rule chosen by size is left out and the
     summary says why, while one asked for (--drift, or a model's own at calibrate) still fails.
     Also: the recorded expectation is the promise as capped, not the target asked for."""
-    from sensorguard.training import train
+    from sensorguard.training import line
     from sensorguard.training.data import series_from_frame
-    from sensorguard.training.train import NoDriftBaseline, TrainOptions, threshold_bundle, train_bundle
+    from sensorguard.training.line import NoDriftBaseline, threshold_bundle
+    from sensorguard.training.train import TrainOptions, train_bundle
     from tests.conftest import plant_frame
 
     with pytest.raises(NoDriftBaseline):
@@ -144,7 +145,7 @@ def test_calibration_without_errors_below_the_line_trains_without_a_drift_rule(t
     def none_below(scores):
         raise NoDriftBaseline("no held-out window scores below the line to set the drift baseline from")
 
-    monkeypatch.setattr(train, "drift_rule", none_below)  # as every held-out error 0 makes it
+    monkeypatch.setattr(line, "drift_rule", none_below)  # as every held-out error 0 makes it
     data = series_from_frame(plant_frame(5500, channels=3, seed=4), "plant")
     bundle, summary = train_bundle(data, TrainOptions(max_epochs=1, progress=False))
     assert bundle.drift_rule is None and any(n.startswith("no drift rule: no held-out") for n in summary.notes)

@@ -232,7 +232,7 @@ def test_a_term_that_raises_on_held_out_normal_rows_has_its_line_lifted_just_eno
 
 def test_train_calibrates_the_term_with_the_line_and_calibrate_starts_again_from_its_fitted_limit(trained):
     from sensorguard.training.data import series_from_frame
-    from sensorguard.training.train import calibrate_bundle
+    from sensorguard.training.line import calibrate_bundle
     from tests.conftest import plant_frame
 
     bundle = trained[0]
@@ -286,7 +286,7 @@ def test_the_daemon_hands_the_term_the_same_rows_offline_does_to_the_last_bit():
 
 
 def test_the_drift_rule_learns_from_the_error_its_baseline_came_from():
-    """The drift baseline is the error's (``train.drift_rule``): learning from the larger of error
+    """The drift baseline is the error's (``line.drift_rule``): learning from the larger of error
     and term widened the line on normal data (1.15x on a stationary stream, found by review)."""
     from sensorguard.service.drift import DriftRule, drift_step
 

@@ -274,17 +274,18 @@ def test_many_short_segments_whose_first_window_jumps_are_promised_what_their_st
 def test_train_tells_the_promise_which_calibration_pieces_start_after_a_gap(monkeypatch):
     """Cross-fitting cuts the rows into folds: only the pieces that begin right after a gap in the
     readings reach the promise as fresh starts (a fold's cut and the data's first row do not)."""
+    import sensorguard.training.line as line
     import sensorguard.training.train as train
     from sensorguard.training.data import SensorData
 
     seen: list[list[bool]] = []
-    real = train.alert_threshold
+    real = line.alert_threshold
 
     def spy(pieces, hop, rules, per_day, target, starts=None, alert_hop=0):
         seen.append(list(starts))
         return real(pieces, hop, rules, per_day, target, starts, alert_hop)
 
-    monkeypatch.setattr(train, "alert_threshold", spy)
+    monkeypatch.setattr(line, "alert_threshold", spy)
     rng = np.random.default_rng(0)
     times = np.r_[np.arange(300.0), 1000 + np.arange(300.0)]  # one gap of 700 s after row 300
     data = SensorData(rng.standard_normal((600, 3)), 1.7e9 + times, np.r_[np.zeros(300, int), np.ones(300, int)],
