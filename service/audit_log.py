@@ -1,7 +1,7 @@
 """The audit trail of accepted commands: ``<state_dir>/audit.jsonl``, one JSON line a command.
 
-Each accepted maintenance, shelve or ack is written here (and published as an event) before it is
-applied, so who held or answered what, and when, can be read back after the fact; a hold still due
+Each accepted maintenance, shelve or ack is written here once applied (and published as an
+event), so who held or answered what, and when, can be read back after the fact; a hold still due
 can be re-issued from it when ``controls.json`` is lost. The file is rotated to ``audit.jsonl.1``
 past ``MAX_AUDIT_BYTES``: one older part is kept, bounded on disk.
 
