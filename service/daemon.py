@@ -231,7 +231,7 @@ class Daemon(ScoringWorker):
         """Log what is served, and every setting that breaks the bundle's promise or live == offline
         (:func:`~sensorguard.service.startup_log.announce`)."""
         announce(self.settings, self.bundle, self.hop, self.metrics_address, self.buffers.policy, self.rules,
-                 self.recorder is not None)
+                 None if self.recorder is None else self.recorder.guard_s)
 
     def stop(self) -> None:
         """Finish what is in hand, publish final states and ``offline``, disconnect. Idempotent."""

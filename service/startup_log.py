@@ -22,11 +22,13 @@ log = logging.getLogger("sensorguard.service.daemon")
 
 
 def announce(settings: Settings, bundle: Bundle, hop: int, address: tuple[str, int], policy: CleaningPolicy,
-             rules: AlertRules, recording: bool) -> None:
+             rules: AlertRules, guard_s: float | None) -> None:
     """Log what is served, and every setting that breaks the bundle's promise or live == offline.
 
     address: where ``/metrics`` listens; policy and rules: the cleaning and alert rules served;
-    recording: whether normal readings are recorded (``record_dir``).
+    guard_s: the recorder's guard band in force (``recorder.guard_seconds``: ``record_guard_s``, or
+    longer at a slow sample period; the setting alone was logged, 300 s where 440 s applied, a walk);
+    None when normal readings are not recorded (no ``record_dir``).
     """
     s = settings
     b = bundle
@@ -41,9 +43,11 @@ def announce(settings: Settings, bundle: Bundle, hop: int, address: tuple[str, i
                  password_file_warning(s.password_file)):
         if note is not None:
             log.warning(note)
-    if recording:
-        log.info("recording readings far from alerts to %s (guard %.0f s, at most %g MB, %g days)",
-                 s.record_dir, s.record_guard_s, s.record_max_mb, s.record_max_age_days)
+    if guard_s is not None:
+        longer = f", longer than record_guard_s {s.record_guard_s:g} s: an alert of this model at its sample " \
+                 "period takes that long to rise" if guard_s > s.record_guard_s else ""
+        log.info("recording readings far from alerts to %s (guard %.0f s%s; at most %g MB, %g days)",
+                 s.record_dir, guard_s, longer, s.record_max_mb, s.record_max_age_days)
 
 
 def password_file_warning(path: str | None) -> str | None:

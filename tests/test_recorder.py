@@ -168,7 +168,9 @@ def test_held_readings_are_bounded_overall_and_drops_counted(tmp_path):
     assert rec.held("p1")[0] == 3.0 and rec.held("p2") == []  # p1 lost its oldest
 
 
-def test_the_daemons_guard_band_follows_the_bundles_sample_period(tiny_bundle, tmp_path):
+def test_the_daemons_guard_band_follows_the_bundles_sample_period(tiny_bundle, tmp_path, caplog):
+    """Its start-up line says the band in force: it said record_guard_s (300 s) where 440 s applied (a walk)."""
+    import logging
     from dataclasses import replace
 
     from tests.test_daemon import make
@@ -176,6 +178,10 @@ def test_the_daemons_guard_band_follows_the_bundles_sample_period(tiny_bundle, t
     slow = replace(tiny_bundle, sample_period=20.0)  # window 16 + 3 x hop 2 = 22 samples = 440 s
     daemon, _ = make(slow, record_dir=str(tmp_path / "rec"), record_guard_s=300)
     assert daemon.recorder.guard_s == 440.0
+    with caplog.at_level(logging.INFO, logger="sensorguard.service.daemon"):
+        daemon.announce()
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("recording readings")]
+    assert "(guard 440 s, longer than record_guard_s 300 s" in line
     fast, _ = make(tiny_bundle, record_dir=str(tmp_path / "rec2"), record_guard_s=300)
     assert fast.recorder.guard_s == 300.0
     fast.models.on_swap(slow)  # a hot swap to a slower model: its band, not the first model's (review)
