@@ -94,6 +94,17 @@ class AssetFaults:
         ended is told ended."""
         self._open.restore(faults)
 
+    def restore_silences(self, silent: dict[str, tuple[float, float, DriftState | None]]) -> None:
+        """The assets silent when the previous run saved (the reading time each went silent after, its
+        last score, its drift baseline): awaited again from the start, not as restored states, so the
+        first reading back tells ``sensor_ok``, a command's retained state says ``stale``, and
+        ``assets_silent`` counts them. A restart forgot them: the asset came back ``normal`` with no
+        ``sensor_ok``, a shelve published it ``normal`` at the clock's time (a walk)."""
+        for asset, (since, last_score, drift) in silent.items():
+            if drift is not None:
+                self._drift[asset] = drift
+            self._await_return(asset, since, last_score)
+
     def sensor_faults(self, asset: str) -> list[dict]:
         """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first."""
         return self._open.listed(asset)

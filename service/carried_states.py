@@ -276,7 +276,8 @@ class CarriedStates:
         try:
             save_states(self.state_dir, alerts, drift, unannounced, judged, self._open.saved(), {
                 a: c for a, c in (*self.restored_channels.items(), *((a, c) for a, (_, c) in self._latest.items()))
-                if c and a in alerts and alerts[a].status != "normal"})  # (an alert's: its state names them)
+                if c and a in alerts and alerts[a].status != "normal"},  # (an alert's: its state names them)
+                self._open.silences())
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
             self.writes.failed(STATE_FILE)
             log.warning("saving asset state to %s failed: %s", self.state_dir, exc)

@@ -138,13 +138,16 @@ class Daemon(ScoringWorker):
         controls_dir = None if settings.cluster else settings.state_dir
         self.controls = AlarmControls(controls_dir, writes=StateWrites(self.metrics.state_write_failures, controls_dir))
         restored = restore_states(settings.state_dir, settings.max_assets)
-        judged, left_open, named = saved_extras(settings.state_dir)  # (one read, after restore set a bad file aside)
+        judged, left_open, named, silences = saved_extras(settings.state_dir)  # (one read, after restore set a
+        # bad file aside); the assets silent at the save are awaited as such, not restored as live ones
+        silent = {a: (*silences[a], restored.pop(a)[1]) for a in [a for a in silences if a in restored]}
         floors = {asset: ts for asset, ts in judged.items() if asset in restored}
         if not settings.cluster:  # (cluster mode: the state bucket's judged_ts; a prime takes the older readings)
             self.buffers.floors = dict(floors)  # readings the previous run judged are not judged again
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
+        self.alerts.restore_silences(silent)
         self.alerts.restored_channels = {a: c for a, c in named.items() if a in restored}
         if not settings.cluster:  # open sensor faults go on (cluster mode: not carried); those the model cannot
             # judge any more are told ended (published once the publisher has its client)

@@ -75,6 +75,12 @@ class OpenFaults:
         with self._lock:
             return list(self._silent)
 
+    def silences(self) -> dict[str, tuple[float, float]]:
+        """Every silent asset awaited: the reading time it went silent after, and its last score,
+        oldest silence first (as ``state_dir`` keeps them: :func:`~sensorguard.service.state.save_states`)."""
+        with self._lock:
+            return dict(self._silent)
+
     def silent(self, asset: str) -> tuple[float, float] | None:
         """The reading time ``asset`` went silent after, and its last score; None when it is not silent."""
         return self._silent.get(asset)

@@ -34,6 +34,7 @@ start: a failure is logged and the assets stay where they were.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -111,8 +112,12 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
     judged: dict[str, float] = {}  # each asset's last judged window goes where it goes (the newest of its copies)
     faults: dict[str, list[dict]] = {}  # and its open sensor faults, the newest copy's (a folder rewritten lost them)
     channels: dict[str, list[dict]] = {}  # and its last window's top channels, the newest copy's
+    silent: dict[str, tuple[float, float]] = {}  # and its silence, the newest copy's (unless judged since)
     for folder in folders:
-        times, listed, named = saved_extras(folder)
+        times, listed, named, silences = saved_extras(folder)
+        for asset, since in silences.items():
+            if asset not in silent or since[0] >= silent[asset][0]:
+                silent[asset] = since
         for asset, ts in times.items():
             if asset not in judged or ts >= judged[asset]:
                 judged[asset] = ts
@@ -132,6 +137,7 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
                 continue
             alerts, drift, unannounced = {}, {}, set()
         held[folder] = {a: (alerts[a], drift.get(a), a not in unannounced) for a in alerts}
+    silent = {asset: since for asset, since in silent.items() if since[0] >= judged.get(asset, -math.inf)}
     moves = _plan({f: set(e) for f, e in held.items()}, _ages(held, STATE_FILE), owner, set(folders) - set(held))
 
     def write(folder: Path, entries: dict[str, Entry]) -> None:
@@ -141,7 +147,8 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
             return
         save_states(folder, {a: e[0] for a, e in entries.items()},
                     {a: e[1] for a, e in entries.items() if e[1] is not None},
-                    {a for a, e in entries.items() if not e[2]}, judged, faults, channels)
+                    {a for a, e in entries.items() if not e[2]}, judged, faults, channels,
+                    {a: s for a, s in silent.items() if a in entries})
 
     failed: set[str] = set()
     for folder, incoming in moves.gain.items():  # gains first: a stop here leaves copies, not losses

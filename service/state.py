@@ -48,6 +48,7 @@ from sensorguard.service.state_entry import (
     finite_time,
     json_float,
     judged_of,
+    silences_of,
     unknown_fields,
 )
 from sensorguard.service.state_writes import ASSETS as STATE_FILE  # one name: the file, and its failures' label
@@ -60,22 +61,26 @@ SAVE_INTERVAL_S = 30.0
 
 def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], drift: dict[str, DriftState],
                 unannounced: Collection[str] = (), judged: Mapping[str, float] | None = None,
-                faults: Mapping[str, list[dict]] | None = None, channels: Mapping[str, list[dict]] | None = None
-                ) -> Path:
+                faults: Mapping[str, list[dict]] | None = None, channels: Mapping[str, list[dict]] | None = None,
+                silent: Mapping[str, tuple[float, float]] | None = None) -> Path:
     """Write every asset's alert state and drift baseline to ``<directory>/assets.json`` atomically;
     ``unannounced``: the assets whose alert up was never announced (it rose while held); ``judged``:
     the end time of each asset's last judged window (:func:`judged_times`); ``faults``: its open
     sensor faults (:func:`saved_faults`); ``channels``: the top channels of its last window
-    (:func:`saved_channels`)."""
+    (:func:`saved_channels`); ``silent``: the silent assets awaited, the reading time each went
+    silent after and its last score (:func:`saved_extras`; without it a restart forgot them: the
+    first reading back told no ``sensor_ok``, a walk)."""
     target = Path(directory) / STATE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    judged, faults, channels = judged or {}, faults or {}, channels or {}
+    judged, faults, channels, silent = judged or {}, faults or {}, channels or {}, silent or {}
     assets = {asset: {**entry_of(alerts.get(asset, AlertState()), drift.get(asset), asset not in unannounced),
                       **({"judged_ts": judged[asset]} if finite_time(judged.get(asset)) is not None else {}),
                       **({"sensor_faults": [{**f, "value": json_float(f["value"])} for f in faults[asset]]}
                          if faults.get(asset) else {}),
-                      **({"channels": channels[asset]} if channels.get(asset) else {})}
-              for asset in sorted(set(alerts) | set(drift))}
+                      **({"channels": channels[asset]} if channels.get(asset) else {}),
+                      **({"silent": {"since": silent[asset][0], "last_score": json_float(silent[asset][1])}}
+                         if finite_time(silent.get(asset, (None,))[0]) is not None else {})}
+              for asset in sorted(set(alerts) | set(drift) | set(silent))}
     body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))
     write_durably(target, body)
     return target
@@ -135,7 +140,8 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
         with contextlib.suppress(OSError):  # (not rewritten: the daemon's next save replaces it, or says why not)
             age = path.stat()
             entries = {a: e for a, e in doc["assets"].items() if isinstance(e, dict)}  # (read above: not again)
-            save_states(directory, alerts, drift, unannounced, judged, faults_of(entries), channels_of(entries))
+            save_states(directory, alerts, drift, unannounced, judged, faults_of(entries), channels_of(entries),
+                        silences_of(entries))
             os.utime(path, ns=(age.st_atime_ns, age.st_mtime_ns))  # no newer than it was: relayout weighs copies by age
     return alerts, drift, unannounced
 
@@ -196,12 +202,13 @@ def saved_channels(directory: str | os.PathLike | None) -> dict[str, list[dict]]
     return channels_of(_saved(directory))
 
 
-def saved_extras(directory: str | os.PathLike | None
-                 ) -> tuple[dict[str, float], dict[str, list[dict]], dict[str, list[dict]]]:
-    """:func:`judged_times`, :func:`saved_faults` and :func:`saved_channels` from one reading of
-    the file (a start read it once for each)."""
+def saved_extras(directory: str | os.PathLike | None) -> tuple[
+        dict[str, float], dict[str, list[dict]], dict[str, list[dict]], dict[str, tuple[float, float]]]:
+    """:func:`judged_times`, :func:`saved_faults`, :func:`saved_channels` and the silent assets
+    (the reading time each went silent after, its last score) from one reading of the file (a
+    start read it once for each)."""
     assets = _saved(directory)
-    return judged_of(assets), faults_of(assets), channels_of(assets)
+    return judged_of(assets), faults_of(assets), channels_of(assets), silences_of(assets)
 
 
 def _saved(directory: str | os.PathLike | None) -> dict[str, dict]:

@@ -28,7 +28,7 @@ _STATUSES = ("normal", "pending", "alerting", "stale")
 _ALERT_FIELDS = frozenset(f.name for f in fields(AlertState))
 _DRIFT_FIELDS = frozenset(f.name for f in fields(DriftState))
 # an asset's fields in assets.json
-_ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts", "sensor_faults", "channels"})
+_ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts", "sensor_faults", "channels", "silent"})
 _CHANNEL_KINDS = ("stuck", "out_of_range", "missing")  # sensor faults kept across a restart (silent: its own rule)
 
 
@@ -70,6 +70,17 @@ def channels_of(assets: Mapping[str, dict]) -> dict[str, list[dict]]:
                 isinstance(c, dict) and isinstance(c.get("name"), str) and _finite_share(c.get("share"))
                 for c in listed):
             out[asset] = [{"name": c["name"], "share": float(c["share"])} for c in listed]
+    return out
+
+
+def silences_of(assets: Mapping[str, dict]) -> dict[str, tuple[float, float]]:
+    """Per asset silent when saved, the reading time it went silent after and its last score (NaN
+    when it had none); entries without a finite ``silent.since`` left out."""
+    out = {}
+    for asset, entry in assets.items():
+        silent = entry.get("silent")
+        if isinstance(silent, dict) and (since := finite_time(silent.get("since"))) is not None:
+            out[asset] = (since, _float_or_nan(silent.get("last_score")))
     return out
 
 

@@ -153,3 +153,15 @@ def test_open_sensor_faults_move_with_their_asset_and_stay_with_the_others(tmp_p
     found = {**saved_faults(tmp_path / "w0"), **saved_faults(tmp_path / "w1")}
     assert found == {"a/p": fault, "b/p": fault}
     assert {**saved_channels(tmp_path / "w0"), **saved_channels(tmp_path / "w1")} == {"a/p": top}
+
+
+def test_a_silent_asset_moves_with_its_silence(tmp_path):
+    """A silence is saved beside the asset's state (a restart forgot it: no ``sensor_ok`` came at its
+    return, a walk); a layout change moves it with the asset."""
+    from sensorguard.service.state import saved_extras
+
+    save_states(tmp_path, {}, {}, silent={"a/p": (1.7e9, 0.4), "b/p": (1.7e9, 0.2)})
+    relayout_states(str(tmp_path), _plans(tmp_path, 2))
+    silences = {**saved_extras(tmp_path / "w0")[3], **saved_extras(tmp_path / "w1")[3]}
+    assert silences == {"a/p": (1.7e9, 0.4), "b/p": (1.7e9, 0.2)}
+    assert set(load_states(tmp_path / "w0")[0]) | set(load_states(tmp_path / "w1")[0]) == {"a/p", "b/p"}

@@ -1079,3 +1079,37 @@ def test_a_raise_told_when_its_hold_ends_is_saved_within_a_second(drifting):
     daemon.alerts.request_control_change("pump", None)
     daemon.alerts.apply_control_changes()
     assert raised(client) and daemon.alerts.save_soon
+
+
+def test_an_asset_silent_at_a_restart_is_still_silent_after_it(drifting, tmp_path):
+    """A walk: the state file kept no mark of a silence, so after a restart a silent asset came back
+    ``normal`` with no ``sensor_ok`` (a ticket opened on its ``silent`` was never closed), a shelve
+    published it ``normal`` at the clock's time with no sensor fault, and ``assets_silent`` left
+    it out. Its silence is saved now, and the restart awaits its return as the run before did."""
+    from sensorguard.service.publisher import iso
+
+    def published(client, topic: str) -> list[dict]:
+        return [json.loads(p) for t, p, _ in client.published if t == topic]
+
+    first, _ = daemon_with(drifting, tmp_path)
+    first.alerts.apply("pump", T0, 0.1, [])
+    first.alerts.end("pump", T0 + 5)  # silent after its reading at T0 + 5
+    first.stop()
+    assert json.loads((tmp_path / STATE_FILE).read_text())["assets"]["pump"]["silent"]["since"] == T0 + 5
+
+    second, client = daemon_with(drifting, tmp_path, stale_after_s=60)
+    assert "pump" not in second.alerts.restored and value(second, "sensorguard_assets_silent") == 1
+    second.controls.apply(Command("shelve", "pump", until=time.time() + 600), time.time())
+    second.alerts.request_control_change("pump", None)
+    second.alerts.apply_control_changes()
+    state = published(client, "sensorguard/state/pump")[-1]
+    assert (state["state"], state["suppressed"], state["ts"]) == ("stale", "shelved", iso(T0 + 5))
+    assert [f["kind"] for f in state["sensor_faults"]] == ["silent"]
+    second.alerts.save()  # a second restart keeps it as well
+    assert json.loads((tmp_path / STATE_FILE).read_text())["assets"]["pump"]["silent"]["since"] == T0 + 5
+
+    second.ingest.handle(client, message("pump", T0 + 500))  # back
+    second.publish_sensor_faults()
+    events = published(client, "sensorguard/alerts/pump")
+    assert [(e["state"], e["kind"], e["ts"]) for e in events] == [("sensor_ok", "silent", iso(T0 + 500))]
+    assert value(second, "sensorguard_assets_silent") == 0
