@@ -278,8 +278,9 @@ class AssetAlerts(CarriedStates, AssetFaults):
             ts = self._stated[asset] = max(ts, self._stated.get(asset, ts))
         else:  # no window yet (a restored asset): the last reading time said, else the clock's
             ts = self._stated.get(asset, time.time())
-        state = state or self._states.get(asset) or (self.restored[asset][0] if asset in self.restored
-                                                     else UNJUDGED)  # (its score said 0.0, made up: a walk)
+        restored = self.restored[asset][0] if asset in self.restored else None
+        # (a bare one, no window of it judged before the restart either, said a score of 0.0, made up: walks)
+        state = state or self._states.get(asset) or (restored if restored not in (None, AlertState()) else UNJUDGED)
         extra = {}
         if self.controls is not None:
             ack = self.controls.acked(state.alert_id) if state.alert_id else None

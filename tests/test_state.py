@@ -1113,3 +1113,18 @@ def test_an_asset_silent_at_a_restart_is_still_silent_after_it(drifting, tmp_pat
     events = published(client, "sensorguard/alerts/pump")
     assert [(e["state"], e["kind"], e["ts"]) for e in events] == [("sensor_ok", "silent", iso(T0 + 500))]
     assert value(second, "sensorguard_assets_silent") == 0
+
+
+def test_a_restored_asset_no_window_of_which_was_judged_says_no_score(drifting, tmp_path):
+    """A walk: an asset saved with no window judged (back from a silence, a few readings in, when
+    the daemon stopped) was published ``"score": 0.0`` after the restart, which ``alerts`` showed as
+    a perfectly normal 0.00; a score nobody computed is null, as before the restart."""
+    save_states(tmp_path, {"pump": AlertState(), "fan": AlertState(last_score=0.4, peak=0.4)}, {})
+    daemon, client = daemon_with(drifting, tmp_path)
+    for asset in ("pump", "fan"):
+        daemon.controls.apply(Command("shelve", asset, until=time.time() + 600), time.time())
+        daemon.alerts.request_control_change(asset, None)
+    daemon.alerts.apply_control_changes()
+    scores = {t.rsplit("/", 1)[1]: json.loads(p)["score"] for t, p, r in client.published
+              if t.startswith("sensorguard/state/") and r}
+    assert scores == {"pump": None, "fan": 0.4}
