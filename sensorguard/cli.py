@@ -197,6 +197,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (problem := swap_problem(Path(args.registry), args.name, before, version)) is not None:
             summary = replace(summary, notes=(*summary.notes, f"now CURRENT: {problem} (a planned change: restart "
                                               "them; else `models rollback`)"))
+            before = f"{before}; running daemons refuse it: see the last note"  # (said at the end alone, it went
+            # unseen below ten lines of summary, and the next restart served the other channels: a walk)
         elif (problem := period_change(Path(args.registry), args.name, before, version)) is not None:
             summary = replace(summary, notes=(*summary.notes, f"now CURRENT: {problem}"))
     said = (" (it replaced the bundle there; --registry keeps versions)" if replaced

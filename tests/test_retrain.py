@@ -758,7 +758,10 @@ def test_promote_refuses_a_version_running_daemons_would_refuse(registry, traine
     assert current.split()[7] == "3" and not rows[rows.index(current) + 1].startswith(" " * 11)
     assert main(["train", str(tmp_path / "four.csv"), "--registry", str(registry), "--name", "pump",
                  "--max-epochs", "1", "--quiet"]) == 0
-    assert "now CURRENT: v0003's channels ['c0', 'c1', 'c2', 'c3'] differ" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "now CURRENT: v0003's channels ['c0', 'c1', 'c2', 'c3'] differ" in out
+    # and the first line says so too: at the end alone it went unseen, the next restart served it (a walk)
+    assert "pump/v0003 (now CURRENT, was v0001; running daemons refuse it: see the last note)" in out
 
 
 def test_a_version_sampled_at_another_period_made_current_is_noted(registry, tmp_path, capsys):
