@@ -299,10 +299,13 @@ class AssetAlerts(CarriedStates, AssetFaults):
         states it held may be gone with it, and an asset's is published only when its status
         changes, days later perhaps. Or a swap changed the model and line they name. Every asset's
         is sent again, paced by :meth:`resend_states`:
-        live, silent (``stale``) and restored with an alert up; not one restored as normal, which may
-        have been silent then (its state is published at its first window)."""
-        restored_up = [asset for asset, (state, _, _) in list(self.restored.items()) if state.status != "normal"]
-        self._outbox.states_lost([*self._states, *self._open.silent_assets(), *restored_up])
+        live, silent (``stale``) and restored with an alert up or a window judged before the restart
+        (``_floors``: a swap left its state naming the old model and line until it sent again, a walk);
+        not a bare one restored as normal, which a file from before silences were kept may hold for a
+        silent one (its state is published at its first window)."""
+        restored = [asset for asset, (state, _, _) in list(self.restored.items())
+                    if state.status != "normal" or asset in self._floors]
+        self._outbox.states_lost([*self._states, *self._open.silent_assets(), *restored])
 
     def resend_states(self) -> None:
         """On the worker, each tick: publish again the retained states the full outgoing queue

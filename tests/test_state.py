@@ -15,6 +15,7 @@ from sensorguard.service.alerts import AlertState
 from sensorguard.service.command_messages import Command
 from sensorguard.service.config import load_settings
 from sensorguard.service.drift import DriftRule
+from sensorguard.service.publisher import iso
 from sensorguard.service.relayout import relayout_states
 from sensorguard.service.state import (
     STATE_FILE,
@@ -1128,3 +1129,21 @@ def test_a_restored_asset_no_window_of_which_was_judged_says_no_score(drifting, 
     scores = {t.rsplit("/", 1)[1]: json.loads(p)["score"] for t, p, r in client.published
               if t.startswith("sensorguard/state/") and r}
     assert scores == {"pump": None, "fan": 0.4}
+
+
+def test_a_restored_asset_judged_before_the_restart_has_its_state_sent_again_naming_the_model(drifting, tmp_path):
+    """A walk: an asset restored and not heard from yet kept a retained state naming the model and
+    line of before the restart (and of before each swap since) until it sent again: only alerts up
+    were restated. One with a window judged before the restart is restated too; a bare one (a file
+    from before silences were kept may hold a silent asset so) is left to its first window."""
+    first, _ = daemon_with(drifting, tmp_path)
+    first.alerts.apply("pump", T0, 0.1, [])
+    first.stop()
+    save_states(tmp_path, load_states(tmp_path)[0] | {"fan": AlertState()}, {}, judged=judged_times(tmp_path))
+    second, client = daemon_with(drifting, tmp_path)
+    client.published.clear()
+    second.alerts.states_lost()  # as a swap does
+    second.alerts.resend_states()
+    states = {t.rsplit("/", 1)[1]: json.loads(p) for t, p, r in client.published if t.startswith("sensorguard/state/")}
+    assert set(states) == {"pump"}
+    assert (states["pump"]["state"], states["pump"]["ts"]) == ("normal", iso(T0))
