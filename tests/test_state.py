@@ -166,7 +166,7 @@ def test_a_restored_alert_keeps_its_slot_from_assets_that_send_first(drifting, t
     assert second.buffers.assets() == ["pump-1"]
 
 
-def test_a_normal_asset_that_went_silent_while_the_daemon_was_down_is_told_silent(drifting, tmp_path):
+def test_a_normal_asset_that_went_silent_while_the_daemon_was_down_is_told_silent(drifting, tmp_path, caplog):
     """Only a restored alert was ended as silent: a normal asset (or one in maintenance, with no
     baseline learned) that stopped sending while the daemon was down kept its retained ``normal``
     state for good and no ``silent`` fault was told (a walk: a power cut that takes a gateway and the
@@ -181,7 +181,9 @@ def test_a_normal_asset_that_went_silent_while_the_daemon_was_down_is_told_silen
     first.stop()
     second, client = daemon_with(drifting, tmp_path, stale_after_s=60)
     second.alerts.restore_until = time.monotonic() + 60  # as start() sets it
-    second.housekeeping(time.monotonic() + 61)
+    with caplog.at_level(logging.INFO, logger="sensorguard.service.assets"):
+        second.housekeeping(time.monotonic() + 61)
+    assert "sent nothing for 60 s: silent ('pump-3', 'pump-4')" in caplog.text  # named (a walk)
     for asset in ("pump-3", "pump-4"):
         states = [json.loads(p) for t, p, r in client.published if t == f"sensorguard/state/{asset}" and r]
         assert states and states[-1]["state"] == "stale", (asset, states)
