@@ -441,6 +441,22 @@ def test_calibrate_warns_about_rows_inside_the_span_the_model_trained_on(trained
         frame.to_csv(tmp_path / name, index=False)
         main(["calibrate", str(save_bundle(bundle, tmp_path / f"m-{name}")), str(tmp_path / name)])
         assert ("lie inside the span the model trained on" in capsys.readouterr().err) is warned
+    # retrained on these rows and on rows recorded weeks later: the rows between are none it saw (a walk)
+    from dataclasses import replace
+
+    from sensorguard.training.series import time_spans
+
+    start, end = (pd.Timestamp(t) for t in bundle.training["time_range"])
+    weeks = [str(end + pd.Timedelta(days=30)), str(end + pd.Timedelta(days=31))]
+    both = replace(bundle, training={**bundle.training, "time_range": [str(start), weeks[1]],
+                                     "time_spans": [[str(start), str(end)], weeks]})
+    main(["calibrate", str(save_bundle(both, tmp_path / "m-both")), str(tmp_path / "later.csv")])
+    assert "lie inside the span" not in capsys.readouterr().err
+    main(["calibrate", str(save_bundle(both, tmp_path / "m-both2")), str(tmp_path / "seen.csv")])
+    err = capsys.readouterr().err
+    assert "lie inside the span the model trained on" in err and "in 2 stretches):" in err
+    assert bundle.training.get("time_spans") is None  # one stretch: not listed
+    assert len(time_spans(np.arange(0.0, 3601.0 * 40, 3601.0))) == 20  # 39 gaps over an hour: the 19 largest part
 
 
 def test_a_model_saved_with_a_hop_past_its_window_still_retrains(trained, tmp_path, capsys):

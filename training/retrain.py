@@ -270,11 +270,17 @@ def seen_rows_note(bundle: Bundle, data: SensorData) -> str | None:
     ``training.time_range``): a line calibrated on them is set on errors of rows it may have seen,
     too low. A warning, not a refusal: another machine's rows of the same hours were never seen."""
     span = training_span(bundle)
-    inside = 0 if span is None else int(np.sum((data.times >= span[0]) & (data.times <= span[1])))
+    listed = (bundle.training or {}).get("time_spans")
+    try:  # the stretches it trained on, when it trained on several far apart (series.time_spans)
+        spans = [(pd.Timestamp(a).timestamp(), pd.Timestamp(b).timestamp()) for a, b in listed] if listed else [span]
+    except (TypeError, ValueError):
+        spans = [span]
+    inside = 0 if span is None else int(sum(np.sum((data.times >= a) & (data.times <= b)) for a, b in spans))
     if not inside:
         return None
     first, last = bundle.training["time_range"]
-    return (f"{inside} of {len(data)} rows lie inside the span the model trained on ({first} to {last}): "
+    parts = f" in {len(spans)} stretches" if len(spans) > 1 else ""
+    return (f"{inside} of {len(data)} rows lie inside the span the model trained on ({first} to {last}{parts}): "
             "if they are its training rows the line comes out too low; calibrate on normal data it never saw")
 
 

@@ -115,7 +115,9 @@ class SensorData:
         digest = hashlib.sha256(np.ascontiguousarray(self.values).tobytes()).hexdigest()[:16]
         finite = self.times[np.isfinite(self.times)]  # (machines are blocks: the last row is not the latest)
         span = [_iso(finite.min()), _iso(finite.max())] if len(finite) else [None, None]
+        spans = [[_iso(a), _iso(b)] for a, b in time_spans(finite)]
         return {"rows": len(self), "time_range": span, "sha256_16": digest, "channels": list(self.channels),
+                **({"time_spans": spans} if len(spans) > 1 else {}),
                 **({"asset_column": self.asset_column} if self.asset_column is not None else {})}
 
 
@@ -125,6 +127,29 @@ def renumber(segment: np.ndarray) -> np.ndarray:
     if not len(segment):
         return segment
     return np.concatenate([[0], np.cumsum(segment[1:] != segment[:-1])])
+
+
+SPAN_GAP_S = 3600.0  # a gap longer than this between rows parts the time spans a fingerprint lists
+SPANS_KEPT = 20  # spans listed at most: the data parted at their largest gaps
+
+
+def time_spans(times: np.ndarray) -> list[tuple[float, float]]:
+    """The stretches of time ``times`` cover, parted at gaps over ``SPAN_GAP_S`` (at most
+    ``SPANS_KEPT``, parted at the largest such gaps), first to last: a model retrained on March's
+    rows and December's recorded ones did not see February's, and ``calibrate`` warned that a
+    stretch between them was its training rows (a walk).
+
+    >>> time_spans(np.array([0.0, 60.0, 120.0, 90_000.0, 90_060.0]))
+    [(0.0, 120.0), (90000.0, 90060.0)]
+    """
+    if not len(times):
+        return []
+    t = np.sort(times)
+    gaps = np.flatnonzero(np.diff(t) > SPAN_GAP_S)
+    if len(gaps) >= SPANS_KEPT:
+        gaps = np.sort(gaps[np.argsort(np.diff(t)[gaps], kind="stable")[::-1][: SPANS_KEPT - 1]])
+    starts, ends = np.r_[0, gaps + 1], np.r_[gaps, len(t) - 1]
+    return [(float(t[a]), float(t[b])) for a, b in zip(starts, ends, strict=True)]
 
 
 def _iso(seconds: float) -> str:
