@@ -369,8 +369,9 @@ class ModelHolder:
     def _refused(self, version: str | None, reason: str) -> None:
         self.metrics.reload_failures.inc()
         log.error(
-            "model %s %s refused, still serving %s: %s",
-            self.bundle.name, version or "(none)", self.bundle.version, reason,
+            "model %s %s refused, still serving %s: %s",  # (a bundle directory that would not load has no
+            self.bundle.name, version or f"in {self.settings.model or self.settings.registry}",  # version: it
+            self.bundle.version, reason,  # said "(none)", a walk)
             extra={"event": "model_reload_failed", "version": version},
         )
         self.publisher.daemon_event({"event": "model_reload_failed", "name": self.bundle.name, "version": version,

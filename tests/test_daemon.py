@@ -661,6 +661,20 @@ def test_a_hot_swap_adopts_the_new_bundles_cleaning_policy(tiny_bundle, tmp_path
     assert daemon.buffers.policy == replace(tiny_bundle.cleaning, fill_limit=2)
 
 
+def test_a_bundle_directory_that_will_not_load_is_named_in_the_refusal(tiny_bundle, tmp_path, caplog):
+    """SIGHUP with a damaged ``model.pt`` logged "model m (none) refused": a bundle directory that
+    does not load has no version to name, so the line names the directory (a walk)."""
+    from sensorguard.service.bundle import save_bundle
+
+    where = save_bundle(tiny_bundle, tmp_path / "m")
+    daemon, _ = make(tiny_bundle, model=str(where))
+    (where / "model.pt").write_bytes(b"not a model")
+    with caplog.at_level(logging.ERROR):
+        assert daemon.models.check(force=True) is False
+    [line] = [r.getMessage() for r in caplog.records if "refused, still serving" in r.getMessage()]
+    assert line.startswith(f"model {tiny_bundle.name} in {where} refused, still serving {tiny_bundle.version}: ")
+
+
 def test_the_daemons_silence_follows_its_models_sampling_unless_set(tiny_bundle, tmp_path):
     """Unset, stale_after_s is 300 s or the gap the bundle fills, and a model swapped in with
     another sample period brings its own; set, it stays as set."""
