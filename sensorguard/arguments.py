@@ -134,8 +134,10 @@ class _Parser(argparse.ArgumentParser):
             if slot is not None and (slot.nargs == "*" or len(extra) == 1):
                 setattr(parsed, slot.dest, extra if slot.nargs == "*" else extra[0])
                 extra = []
-        if extra:
-            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:  # said by the verb's parser, so the line points at its help, not the verbs' list (a walk)
+            verbs = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+            verb = None if verbs is None else verbs.choices.get(getattr(parsed, "verb", None))
+            (verb if isinstance(verb, _Parser) else self).error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
 
 

@@ -393,6 +393,10 @@ def test_an_optional_positional_after_the_options_is_taken(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["models", "show", "--registry", "r", "--name", "n", *extra])
         assert "unrecognized arguments: " + " ".join(extra) in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # said by the verb, pointing at its own help (a walk: at the verbs' list)
+        parser.parse_args(["score", "m", "a.csv", "b.csv", "--out", "o.csv"])
+    assert capsys.readouterr().err == ("sensorguard score: error: unrecognized arguments: b.csv "
+                                       "(see sensorguard score --help)\n")
 
 
 def test_bundle_saved_by_library_scores_via_cli(tiny_bundle, tmp_path):
