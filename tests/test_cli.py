@@ -219,7 +219,7 @@ def test_evaluate_counts_the_false_alerts_beside_the_promise(files, tmp_path, ca
     assert main(["evaluate", str(files / "model"), str(tmp_path / "f.csv"), "--label-column", "anomaly"]) == 0
     out = capsys.readouterr().out
     assert f"false alerts        {by_hand} raised on normal rows in " in out
-    assert "per asset per day; promised 1 (95% CI" in out
+    assert "per asset per day (95% CI " in out and "; promised 1 (95% CI" in out and out.count(": above it\n") == 1
 
 
 def test_train_says_when_its_out_replaced_another_bundle(tmp_path, capsys):

@@ -7,10 +7,10 @@ from sensorguard.service.alerts import AlertRules, alert_series
 from sensorguard.training.promise import (
     _autocorrelation_time,
     _observed,
-    _poisson_ci,
     _tail_ci,
     alert_threshold,
     effective_fraction,
+    poisson_ci,
     raise_statistic,
     run_min,
 )
@@ -119,7 +119,7 @@ def test_tied_top_errors_put_the_line_above_them_not_on_them(errors, steps_per_d
     assert record["tail"] == "none" and record["observed_alerts"] == 0
     # the interval is the rate at this line, which nothing seen crosses: from 0 (it was centred on the
     # target, 1 a day, as if the line sat at the quantile; found by review)
-    zero_hi = _poisson_ci(0)[1]  # (3.69: the upper 95 % bound after no event)
+    zero_hi = poisson_ci(0)[1]  # (3.69: the upper 95 % bound after no event)
     assert record["promised_ci95"] == [0.0, pytest.approx(steps_per_day * zero_hi / record["effective_samples"],
                                                           rel=0.02)]  # (effective_samples is rounded there)
 
@@ -315,8 +315,8 @@ def test_the_observed_alerts_step_at_the_alert_hop_while_an_alert_is_up():
 def test_the_poisson_interval_is_garwoods():
     """The exact 95 % interval pinned to published values (an audit: 2k + 1 degrees of freedom for the
     upper end, which understates every promised and observed interval, passed every test)."""
-    assert _poisson_ci(0) == (0.0, pytest.approx(3.6889, abs=1e-4))
-    lo, hi = _poisson_ci(10)
+    assert poisson_ci(0) == (0.0, pytest.approx(3.6889, abs=1e-4))
+    lo, hi = poisson_ci(10)
     assert lo == pytest.approx(4.7954, abs=1e-4) and hi == pytest.approx(18.3904, abs=1e-4)
 
 

@@ -193,7 +193,7 @@ def alert_threshold(
         # the rate at the line chosen, not around the target: a line raised to the bound (or above every
         # value seen) crosses less often than the target, and an interval centred on it said otherwise
         # (found by review). Crossings counted on the pooled steps, made effective as the samples are.
-        lo, hi = _poisson_ci(float(np.sum(pooled >= threshold)) * eff)
+        lo, hi = poisson_ci(float(np.sum(pooled >= threshold)) * eff)
         record["promised_ci95"] = [round(steps_per_day * lo / n_eff, 4), round(steps_per_day * hi / n_eff, 4)]
     else:
         sigma = float(excess.mean())
@@ -261,13 +261,13 @@ def _observed(pieces: list[np.ndarray], threshold: float, hop: int, rules: Alert
         alert = alert_series(np.asarray(e) / threshold, mask, np.arange(len(e), dtype=np.float64), judged_by,
                              alert_mask=fine)
         raises += int(np.sum(np.diff(np.r_[0, alert]) == 1))
-    lo, hi = _poisson_ci(raises)
+    lo, hi = poisson_ci(raises)
     per_day = raises / days if days > 0 else float("nan")
     return {"observed_alerts": int(raises), "observed_per_day": round(per_day, 4),
             "observed_ci95": [round(lo / days, 4), round(hi / days, 4)] if days > 0 else None}
 
 
-def _poisson_ci(k: float) -> tuple[float, float]:
+def poisson_ci(k: float) -> tuple[float, float]:
     """Exact (Garwood) 95 % interval of a Poisson mean after observing ``k`` events."""
     lo = 0.0 if k <= 0 else float(stats.chi2.ppf(0.025, 2 * k) / 2)
     hi = float(stats.chi2.ppf(0.975, 2 * k + 2) / 2)
@@ -277,7 +277,7 @@ def _poisson_ci(k: float) -> tuple[float, float]:
 def _tail_ci(threshold: float, u: float, sigma: float, frac: float, n_exc: float, per_day: float) -> list[float]:
     """95 % interval of the rate at ``threshold``: exceedance count (Poisson) and tail scale (chi^2)."""
     n_exc = max(n_exc, 1.0)
-    f_lo, f_hi = (frac * v / n_exc for v in _poisson_ci(n_exc))
+    f_lo, f_hi = (frac * v / n_exc for v in poisson_ci(n_exc))
     s_lo = sigma * 2 * n_exc / float(stats.chi2.ppf(0.975, 2 * n_exc))
     s_hi = sigma * 2 * n_exc / float(stats.chi2.ppf(0.025, 2 * n_exc))
     lo = per_day * f_lo * math.exp(-(threshold - u) / s_lo)
