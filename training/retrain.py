@@ -114,7 +114,9 @@ def load_recorded(
             print(f"skipping unreadable recording {path}: {str(exc).splitlines()[0][:120]}")
     if not frames:
         raise DataError(f"{directory}: no readable recordings")
-    frame = pd.concat(frames, ignore_index=True)
+    # the store's files in time order per machine: its false_alarms/ folder sorts apart from the normal
+    # files the alerts fell between, and each retrain noted "rows were not in time order" (a walk)
+    frame = pd.concat(frames, ignore_index=True).sort_values(["asset", "ts"], kind="stable", ignore_index=True)
     if since is not None:
         frame = frame[frame["ts"] >= since]
     if frame.empty:
