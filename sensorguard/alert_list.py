@@ -69,16 +69,20 @@ def _order(doc: dict) -> tuple:
 
 
 def table(docs: list[dict]) -> list[list[str]]:
-    """The rows printed: asset, state, alert id, score (1 is the line), acknowledged, held, faults, time."""
-    rows = [["ASSET", "STATE", "ALERT_ID", "SCORE", "ACKED", "HELD", "SENSOR_FAULTS", "AT"]]
+    """The rows printed: asset, state, alert id, score at AT (1 is the line), the alert's peak so far,
+    acknowledged, held, faults, AT (the reading time the state was published at: at a change of
+    status or hold, so its score is that moment's). The peak is what an alert up is judged by: the
+    score alone read 4.00 at the raise and 49.56 after an ack, with nothing saying why (a walk)."""
+    rows = [["ASSET", "STATE", "ALERT_ID", "SCORE", "PEAK", "ACKED", "HELD", "SENSOR_FAULTS", "AT"]]
     for doc in docs:
-        score = doc.get("score")
+        score, peak = doc.get("score"), doc.get("peak_score") if doc.get("state") == "alerting" else None
         acked = doc.get("acked")
         listed = doc.get("sensor_faults")
         faults = ([f"{f.get('kind')} {f.get('channel') or ''}".strip() for f in listed if isinstance(f, dict)]
                   if isinstance(listed, list) else [str(listed)] if listed else [])
         rows.append([str(doc.get("asset")), str(doc.get("state")), str(doc.get("alert_id") or "-"),  # (a foreign
                      f"{score:.2f}" if isinstance(score, int | float) else "-",  # document's odd types: a review)
+                     f"{peak:.2f}" if isinstance(peak, int | float) else "-",
                      "-" if acked is None else "yes" if acked else "no", str(doc.get("suppressed") or "-"),
                      ", ".join(faults) or "-", str(doc.get("ts") or "-")])
     return rows
