@@ -94,13 +94,16 @@ class AssetFaults:
         ended is told ended."""
         self._open.restore(faults)
 
-    def restore_silences(self, silent: dict[str, tuple[float, float, DriftState | None]]) -> None:
-        """The assets silent when the previous run saved (the reading time each went silent after, its
-        last score, its drift baseline): awaited again from the start, not as restored states, so the
-        first reading back tells ``sensor_ok``, a command's retained state says ``stale``, and
-        ``assets_silent`` counts them. A restart forgot them: the asset came back ``normal`` with no
-        ``sensor_ok``, a shelve published it ``normal`` at the clock's time (a walk)."""
-        for asset, (since, last_score, drift) in silent.items():
+    def restore_silences(self, silent: dict[str, tuple[float, float]]) -> None:
+        """The restored assets that were silent when the previous run saved (the reading time each went
+        silent after, its last score): awaited again from the start with their drift baseline, no
+        longer as restored states, so the first reading back tells ``sensor_ok``, a command's retained
+        state says ``stale``, and ``assets_silent`` counts them. A restart forgot them: the asset came
+        back ``normal`` with no ``sensor_ok``, a shelve published it ``normal`` at the clock's time (a walk)."""
+        for asset, (since, last_score) in silent.items():
+            if asset not in self.restored:  # (over max_assets at the restore: forgotten with the rest)
+                continue
+            _, drift, _ = self.restored.pop(asset)
             if drift is not None:
                 self._drift[asset] = drift
             self._await_return(asset, since, last_score)

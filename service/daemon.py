@@ -139,15 +139,13 @@ class Daemon(ScoringWorker):
         self.controls = AlarmControls(controls_dir, writes=StateWrites(self.metrics.state_write_failures, controls_dir))
         restored = restore_states(settings.state_dir, settings.max_assets)
         judged, left_open, named, silences = saved_extras(settings.state_dir)  # (one read, after restore set a
-        # bad file aside); the assets silent at the save are awaited as such, not restored as live ones
-        silent = {a: (*silences[a], restored.pop(a)[1]) for a in [a for a in silences if a in restored]}
+        # bad file aside)
         floors = {asset: ts for asset, ts in judged.items() if asset in restored}
         if not settings.cluster:  # (cluster mode: the state bucket's judged_ts; a prime takes the older readings)
             self.buffers.floors = dict(floors)  # readings the previous run judged are not judged again
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
-        self.alerts.restore_silences(silent)
         self.alerts.restored_channels = {a: c for a, c in named.items() if a in restored}
         if not settings.cluster:  # open sensor faults go on (cluster mode: not carried); those the model cannot
             # judge any more are told ended (published once the publisher has its client)
@@ -161,6 +159,10 @@ class Daemon(ScoringWorker):
                        if settings.cluster else None)
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
                                        *((self.source.serves, self.source.taking_over) if self.source else ()))
+        if not settings.cluster:  # the assets silent at the save, of this instance's partitions, are awaited as
+            # such, not restored as live ones (cluster mode: a worker learns whose they are later; there they
+            # stay restored, and end as restored ones do, by their owner's word)
+            self.alerts.restore_silences({a: s for a, s in silences.items() if self.commands.owns(a)})
         if self.recorder is not None:  # an asset in maintenance (live or restored) records nothing as normal
             self.recorder.excluded = self._in_maintenance
             self.recorder.verdict = self.controls.false_alarm

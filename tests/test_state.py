@@ -1116,6 +1116,15 @@ def test_an_asset_silent_at_a_restart_is_still_silent_after_it(drifting, tmp_pat
     events = published(client, "sensorguard/alerts/pump")
     assert [(e["state"], e["kind"], e["ts"]) for e in events] == [("sensor_ok", "silent", iso(T0 + 500))]
     assert value(second, "sensorguard_assets_silent") == 0
+    first, _ = daemon_with(drifting, tmp_path)  # one of another instance's partitions now: not awaited here,
+    first.alerts.apply("site-b/p2", T0, 0.1, [])  # nor its stale state published over its new owner's
+    first.alerts.end("site-b/p2", T0 + 5)
+    first.stop()
+    third, client = daemon_with(drifting, tmp_path, stale_after_s=60, partition=["site-a/#"])
+    assert value(third, "sensorguard_assets_silent") == 0
+    third.alerts.states_lost()
+    third.alerts.resend_states()
+    assert not [t for t, _, _ in client.published if t.startswith("sensorguard/state/site-b")]
 
 
 def test_a_restored_asset_no_window_of_which_was_judged_says_no_score(drifting, tmp_path):
