@@ -97,6 +97,9 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on
         self._syncing = False  # changed_states has been called: cluster mode
         self.on_handed_over: Callable[[str], None] = lambda asset: None  # an asset left (the shadow forgets it)
+        # whether an asset is this instance's (the daemon's partitions, or its cluster worker's): a restored
+        # one of another's is not restated here, over its owner's state (restart with fewer partitions)
+        self.serves: Callable[[str], bool] = lambda asset: True
         # restored from the state file: their states say when their last window was judged (not the clock's
         # time at start), their alerts are up in the metrics before a window comes, and those states are
         # sent again naming the model served now (promoted while the daemon was down: the retained states
@@ -315,7 +318,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
 
     def _republish(self, asset: str) -> None:
         """The asset's retained state again, as it is now: live, restored, or silent (stale)."""
-        if asset in self._states or asset in self.restored:
+        if asset in self._states or (asset in self.restored and self.serves(asset)):
             self.publish_state(asset)
         elif (silent := self._open.silent(asset)) is not None:
             self.publish_state(asset, silent[0], state=AlertState("stale", last_score=silent[1]))

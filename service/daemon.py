@@ -159,6 +159,7 @@ class Daemon(ScoringWorker):
                        if settings.cluster else None)
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
                                        *((self.source.serves, self.source.taking_over) if self.source else ()))
+        self.alerts.serves = self._serves
         if not settings.cluster:  # the assets silent at the save, of this instance's partitions, are awaited as
             # such, not restored as live ones (cluster mode: a worker learns whose they are later; there they
             # stay restored, and end as restored ones do, by their owner's word)

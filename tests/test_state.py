@@ -217,6 +217,20 @@ def test_a_restored_asset_of_another_instances_partition_is_not_told_silent(drif
     assert not [t for t, _, _ in client.published if t.startswith("sensorguard/state/site-b")]
 
 
+def test_the_states_restated_at_a_restart_are_of_this_instances_partitions_alone(drifting, tmp_path):
+    """Restored states are sent again at start, naming the model served; after a restart with fewer
+    partitions another instance's were too, over the state their owner publishes (a review)."""
+    first, _ = daemon_with(drifting, tmp_path)
+    for asset in ("site-a/p1", "site-b/p2"):
+        first.alerts.apply(asset, T0, 0.5, [])
+    for i in range(3):
+        first.alerts.apply("site-b/p3", T0 + i, 5.0, [])  # an alert up
+    first.stop()
+    second, client = daemon_with(drifting, tmp_path, partition=["site-a/#"])
+    second.alerts.resend_states()  # the first tick, long before the restored ones end
+    assert {t for t, _, r in client.published if t.startswith("sensorguard/state/")} == {"sensorguard/state/site-a/p1"}
+
+
 def test_a_restored_asset_publishes_its_state_at_its_first_window(drifting, tmp_path):
     """Its status unchanged (normal before, normal now), nothing was published: the retained state
     stayed what the previous run left, ``stale`` for an asset silent then (found by review)."""
