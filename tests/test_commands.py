@@ -309,7 +309,7 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
         out = cli(mosquitto, "alerts")
         assert out.returncode == 0, out
         lines = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:-1]}
-        assert lines["line-1/pump-u"][1:3] == ["alerting", up] and lines["line-1/pump-u"][4] == "no", out.stdout
+        assert lines["line-1/pump-u"][1:3] == ["alerting", up] and lines["line-1/pump-u"][5] == "no", out.stdout
         assert "maintenance" in lines["line-1/pump-m"] and "shelved" in lines["line-1/pump-s"], out.stdout
         assert "line-1/pump-a" not in lines  # its alert cleared: nothing to do (--all shows it)
         assert out.stdout.splitlines()[1].startswith("line-1/pump-u")  # the alert not acknowledged first
@@ -320,7 +320,7 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
         assert cli(mosquitto, "ack", up).returncode == 0
         wait_for(lambda: events.on("sensorguard/state/line-1/pump-u")[-1].get("acked") is True, 10, "acknowledged")
         out = cli(mosquitto, "alerts", "--asset", "line-1/pump-u")
-        assert out.stdout.splitlines()[1].split()[4] == "yes" and len(out.stdout.splitlines()) == 3, out.stdout
+        assert out.stdout.splitlines()[1].split()[5] == "yes" and len(out.stdout.splitlines()) == 3, out.stdout
         out = cli(mosquitto, "shelve", "line-1/pump-a", "--for", "1m")  # an asset it reads: no note
         assert out.returncode == 0 and "shelved until" in out.stdout and "note" not in out.stdout, out
         out = cli(mosquitto, "shelve", "line-1/pump-z", "--for", "1m")  # none read yet: noted
