@@ -11,11 +11,11 @@ An asset that goes silent (``stale_after_s`` without a reading while connected) 
 sensor fault (channel null): its alert, if one is up, ends with it (the event carries its
 ``alert_id``), its retained state says ``stale``, and everything else about it is forgotten. Its
 first reading back closes the fault (``sensor_ok``). The silent assets remembered for that are
-capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events) and not
-saved in ``state_dir``: after a restart a returning asset sends no ``sensor_ok`` (its retained
-state turns from ``stale`` to its new status at its first window). Its drift baseline is saved
-and kept. They are counted in ``assets_silent``, apart from the channel faults of
-``sensor_faults_open``.
+capped (``SILENT_KEPT``, oldest forgotten first and counted as dropped sensor events) and saved
+in ``state_dir`` with their drift baselines, so a restart awaits them as the run before did and a
+returning asset's first reading sends ``sensor_ok`` (:meth:`AssetFaults.restore_silences`; it sent
+none after a restart before, a walk). They are counted in ``assets_silent``, apart from the
+channel faults of ``sensor_faults_open``.
 """
 
 from __future__ import annotations
@@ -94,19 +94,20 @@ class AssetFaults:
         ended is told ended."""
         self._open.restore(faults)
 
-    def restore_silences(self, silent: dict[str, tuple[float, float]]) -> None:
-        """The restored assets that were silent when the previous run saved (the reading time each went
-        silent after, its last score): awaited again from the start with their drift baseline, no
-        longer as restored states, so the first reading back tells ``sensor_ok``, a command's retained
-        state says ``stale``, and ``assets_silent`` counts them. A restart forgot them: the asset came
-        back ``normal`` with no ``sensor_ok``, a shelve published it ``normal`` at the clock's time (a walk)."""
-        for asset, (since, last_score) in silent.items():
-            if asset not in self.restored:  # (over max_assets at the restore: forgotten with the rest)
-                continue
-            _, drift, _ = self.restored.pop(asset)
+    def restore_silences(self, silent: dict[str, tuple[float, float, DriftState | None]]) -> None:
+        """The assets silent when the previous run saved (the reading time each went silent after, its
+        last score, its drift baseline; oldest silence first, the order the cap forgets them in):
+        awaited again from the start, not restored states, so the first reading back tells
+        ``sensor_ok``, a command's retained state says ``stale``, and ``assets_silent`` counts them.
+        A restart forgot them: the asset came back ``normal`` with no ``sensor_ok``, a shelve
+        published it ``normal`` at the clock's time (a walk). Their stale states are sent again,
+        naming the model served, as the restored ones' are."""
+        for asset, (since, last_score, drift) in silent.items():
             if drift is not None:
                 self._drift[asset] = drift
             self._await_return(asset, since, last_score)
+        if silent:
+            self.states_lost()
 
     def sensor_faults(self, asset: str) -> list[dict]:
         """The asset's open sensor faults, ``[{"kind", "channel", "since"}]``, oldest first."""

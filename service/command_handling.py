@@ -22,7 +22,6 @@ from collections import OrderedDict, deque
 from typing import Any
 
 import orjson
-import paho.mqtt.client as paho
 
 from sensorguard.service import mqtt
 from sensorguard.service.audit_log import audit, audit_entry
@@ -39,6 +38,7 @@ from sensorguard.service.command_messages import (
 )
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
+from sensorguard.service.instances import serves_asset
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.payload import valid_asset
@@ -202,8 +202,7 @@ class CommandHandler:
 
     def owns(self, asset: str) -> bool:
         """Whether this instance serves ``asset`` (one of its partitions matches its readings topic)."""
-        topic = f"{self.settings.topic_prefix}/{asset}/readings"
-        return any(paho.topic_matches_sub(f, topic) for f in self.settings.readings_filters())
+        return serves_asset(self.settings, asset)
 
     def _answers(self, message: Any) -> bool:
         """Whether this instance carries out, or refuses, a command: the one serving the asset it

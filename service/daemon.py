@@ -73,6 +73,7 @@ from sensorguard.service.config import Settings
 from sensorguard.service.connection import Connection
 from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.ingest import Ingest
+from sensorguard.service.instances import serves_asset
 from sensorguard.service.jetstream import ClusterSource
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.metrics_http import serve_http, shutdown_http
@@ -139,13 +140,18 @@ class Daemon(ScoringWorker):
         self.controls = AlarmControls(controls_dir, writes=StateWrites(self.metrics.state_write_failures, controls_dir))
         restored = restore_states(settings.state_dir, settings.max_assets)
         judged, left_open, named, silences = saved_extras(settings.state_dir)  # (one read, after restore set a
-        # bad file aside)
+        # bad file aside). The assets silent at the save, of this instance's partitions, are awaited as such, not
+        # restored as live ones, and nothing else of their entries is taken (cluster mode: a worker learns whose
+        # they are later; there they stay restored, and end as restored ones do, by their owner's word)
+        silent = {a: (*silences[a], restored.pop(a)[1]) for a in sorted(silences, key=lambda a: silences[a][0])
+                  if a in restored and not settings.cluster and serves_asset(settings, a)}  # (oldest first)
         floors = {asset: ts for asset, ts in judged.items() if asset in restored}
         if not settings.cluster:  # (cluster mode: the state bucket's judged_ts; a prime takes the older readings)
             self.buffers.floors = dict(floors)  # readings the previous run judged are not judged again
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
+        self.alerts.restore_silences(silent)
         self.alerts.restored_channels = {a: c for a, c in named.items() if a in restored}
         if not settings.cluster:  # open sensor faults go on (cluster mode: not carried); those the model cannot
             # judge any more are told ended (published once the publisher has its client)
@@ -160,10 +166,6 @@ class Daemon(ScoringWorker):
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
                                        *((self.source.serves, self.source.taking_over) if self.source else ()))
         self.alerts.serves = self._serves
-        if not settings.cluster:  # the assets silent at the save, of this instance's partitions, are awaited as
-            # such, not restored as live ones (cluster mode: a worker learns whose they are later; there they
-            # stay restored, and end as restored ones do, by their owner's word)
-            self.alerts.restore_silences({a: s for a, s in silences.items() if self.commands.owns(a)})
         if self.recorder is not None:  # an asset in maintenance (live or restored) records nothing as normal
             self.recorder.excluded = self._in_maintenance
             self.recorder.verdict = self.controls.false_alarm

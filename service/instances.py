@@ -113,6 +113,15 @@ def running_here(status: dict, host: str | None = None, pid: int | None = None) 
     return theirs
 
 
+def serves_asset(settings: Any, asset: str) -> bool:
+    """Whether an instance of ``settings`` serves ``asset``: one of its partitions matches the asset's
+    readings topic (cluster mode: none is static, so no)."""
+    from paho.mqtt.client import topic_matches_sub
+
+    topic = f"{settings.topic_prefix}/{asset}/readings"
+    return any(topic_matches_sub(f, topic) for f in settings.readings_filters())
+
+
 def filters_overlap(a: str, b: str) -> bool:
     """Whether some topic matches both MQTT topic filters ``a`` and ``b``."""
     left, right = a.split("/"), b.split("/")

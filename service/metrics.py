@@ -105,7 +105,8 @@ class Metrics:
         self.sensor_faults_open = gauge("sensor_faults_open", "Channel sensor faults open now, all assets.")
         self.sensor_faults_held = gauge("sensor_faults_held", "Of sensor_faults_open, those on assets in "
                                         "maintenance or shelved now (a sensor unplugged for its work).")
-        self.assets_silent = gauge("assets_silent", "Assets silent now (a silent sensor fault open), since start.")
+        self.assets_silent = gauge("assets_silent",
+                                   "Assets silent now (a silent sensor fault open; with state_dir, through restarts).")
         self.sensor_events_dropped = counter("sensor_events_dropped_total",
                                              "Sensor-fault events dropped because their queue was full.")
         self.reload_failures = counter("model_reload_failures_total", "Failed attempts to load a new model.")

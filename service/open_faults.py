@@ -3,8 +3,8 @@
 Held apart from the alert machines (:mod:`~sensorguard.service.assets`) because they have their own
 lock: the scoring worker opens and closes them, and whoever publishes a state reads them. The
 gauges follow every change: ``sensor_faults_open`` counts the channel faults, ``assets_silent``
-the silent assets apart (a retired asset stays silent until a restart: it must not hold the
-sensor-fault alert up).
+the silent assets apart (a retired asset stays silent, through restarts with ``state_dir``, until
+newer silences push it out: it must not hold the sensor-fault alert up).
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
             age = path.stat()
             entries = {a: e for a, e in doc["assets"].items() if isinstance(e, dict)}  # (read above: not again)
             save_states(directory, alerts, drift, unannounced, judged, faults_of(entries), channels_of(entries),
-                        silences_of(entries))
+                        {a: s for a, s in silences_of(entries).items() if a in alerts})  # (not a skipped one's)
             os.utime(path, ns=(age.st_atime_ns, age.st_mtime_ns))  # no newer than it was: relayout weighs copies by age
     return alerts, drift, unannounced
 
@@ -242,11 +242,15 @@ def restore_states(directory: str | None, max_assets: int
     # and subscribers wait for its clear; then the assets live at the save; last the silent ones kept
     # for their drift baseline alone (a bare state: a first version let those push live ones out);
     # each group in the file's (name) order
-    kept = sorted(alerts, key=lambda asset: (alerts[asset].status != "alerting", alerts[asset] == AlertState()))
-    kept = kept[:max_assets]
-    if len(alerts) > len(kept):
+    # (the silent ones hold no slot: awaited, their number capped apart, SILENT_KEPT; counted here, each
+    # restart at capacity forgot one and warned: a review)
+    silent = silences_of(_saved(directory))
+    held = [asset for asset in alerts if asset not in silent]
+    kept = sorted(held, key=lambda asset: (alerts[asset].status != "alerting", alerts[asset] == AlertState()))
+    kept = kept[:max_assets] + [asset for asset in alerts if asset in silent]
+    if len(held) > max_assets:
         log.warning("%s holds %d assets, more than max_assets %d: kept the alerts up first, forgot %d",
-                    Path(directory) / STATE_FILE, len(alerts), max_assets, len(alerts) - len(kept))
+                    Path(directory) / STATE_FILE, len(held), max_assets, len(held) - max_assets)
     restored = {asset: (alerts[asset], drift.get(asset), asset not in unannounced) for asset in kept}
     if restored:
         log.info("restored the state of %d assets from %s", len(restored), directory)

@@ -190,7 +190,9 @@ def test_a_normal_asset_that_went_silent_while_the_daemon_was_down_is_told_silen
         events = [json.loads(p) for t, p, _ in client.published if t == f"sensorguard/alerts/{asset}"]
         assert [(e["state"], e["kind"]) for e in events] == [("sensor_fault", "silent")]
         assert pd.Timestamp(events[0]["ts"]) == pd.Timestamp(T0, unit="s", tz="UTC")  # its last window's time
-    assert not [t for t, _, _ in client.published if t.endswith("/pump-5")]
+    assert not [t for t, _, _ in client.published if t == "sensorguard/alerts/pump-5"]  # not told again; its
+    restated = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/state/pump-5"]  # state is
+    assert restated and {s["state"] for s in restated} == {"stale"}  # restated, naming the model served now
     assert value(second, "sensorguard_assets_silent") == 3  # (pump-5 awaited again, for its baseline)
     # told, but pump-4's not counted: a machine switched off for its maintenance pages nobody (a review)
     assert value(second, "sensorguard_sensor_faults_total", kind="silent") == 1
@@ -1172,3 +1174,28 @@ def test_a_restored_asset_judged_before_the_restart_has_its_state_sent_again_nam
     states = {t.rsplit("/", 1)[1]: json.loads(p) for t, p, r in client.published if t.startswith("sensorguard/state/")}
     assert set(states) == {"pump"}
     assert (states["pump"]["state"], states["pump"]["ts"]) == ("normal", iso(T0))
+
+
+def test_a_saved_silence_wins_over_the_rest_of_its_entry_holds_no_slot_and_keeps_its_order(drifting, tmp_path,
+                                                                                           caplog):
+    """From a review of the saved silences: an entry that says alerting beside its silence (a layout
+    change merging two copies, a hand edit) kept the alert up in the metrics and a buffer slot; silent
+    entries counted against max_assets at the restore (each restart at capacity forgot one and
+    warned); a skipped entry's silence was written back; and the silences came back in name order,
+    so the cap forgot the newest first."""
+    up = AlertState("alerting", above=3, peak=5.0, last_score=5.0, alert_id="pump@1")
+    save_states(tmp_path, {"pump": up, "a": AlertState(last_score=0.2), "b": AlertState(last_score=0.3)}, {},
+                judged={"pump": T0 + 2, "a": T0, "b": T0}, silent={"pump": (T0 + 5, 5.0), "z": (T0 + 1, 0.1)})
+    doc = json.loads((tmp_path / STATE_FILE).read_text())
+    doc["assets"]["bad"] = {"alert": {"status": "bogus"}, "silent": {"since": T0, "last_score": 0.0}}
+    (tmp_path / STATE_FILE).write_text(json.dumps(doc))
+    with caplog.at_level(logging.WARNING):
+        daemon, client = daemon_with(drifting, tmp_path, max_assets=2)
+    assert not [r for r in caplog.records if "more than max_assets" in r.getMessage()]
+    assert "bad" not in json.loads((tmp_path / STATE_FILE).read_text())["assets"]  # skipped, not written back
+    assert set(daemon.alerts.restored) == {"a", "b"} and "pump" not in daemon.buffers.floors
+    assert value(daemon, "sensorguard_anomaly_active", asset="pump") in (None, 0.0)
+    assert daemon.alerts._open.silent_assets() == ["z", "pump"]  # oldest silence first: the cap's order
+    daemon.alerts.resend_states()
+    states = {t.rsplit("/", 1)[1]: json.loads(p) for t, p, r in client.published if t.startswith("sensorguard/state/")}
+    assert states["pump"]["state"] == "stale" and states["pump"]["ts"] == iso(T0 + 5)
