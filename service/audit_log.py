@@ -26,7 +26,7 @@ from sensorguard.service.command_messages import Command
 from sensorguard.service.publisher import iso
 from sensorguard.service.state_writes import AUDIT, AUDIT_ROTATED, StateWrites
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sensorguard.service.command_handling")  # (its lines came from there before the split)
 
 MAX_AUDIT_BYTES = 10 << 20  # audit.jsonl is rotated to audit.jsonl.1 (AUDIT_ROTATED) past this size
 

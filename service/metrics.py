@@ -18,7 +18,6 @@ series database. Histograms, not summaries: histograms aggregate across daemons.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 
 from prometheus_client import (
@@ -33,8 +32,6 @@ from sensorguard.service.command_messages import VERBS
 from sensorguard.service.payload import REJECT_REASONS
 from sensorguard.service.sensors import KINDS as SENSOR_KINDS
 from sensorguard.service.state_writes import STATE_FILES
-
-log = logging.getLogger(__name__)
 
 # No ``<name>_created`` series: one per counter and histogram series (114 on a plain daemon), each
 # a gauge of the process's start, that no rule or panel reads; the workers' parent dropped them when

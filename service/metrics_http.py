@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sensorguard.service.metrics")  # (its lines came from there before the split)
 
 
 def serve_http(

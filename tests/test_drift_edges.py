@@ -55,7 +55,7 @@ def test_an_empty_rule_record_is_no_rule():
 
 
 def test_a_restored_offset_beyond_the_cap_widens_by_the_cap_without_overflow():
-    """A saved state may hold any finite offset (``state._drift_state``); exp(1000) overflows a float,
+    """A saved state may hold any finite offset (``state_entry.drift_state``); exp(1000) overflows a float,
     the clamp to log(cap) first does not."""
     assert widening(DriftState(offset=1000.0), DriftRule(baseline=0.0, cap=1.5)) == pytest.approx(1.5)
 

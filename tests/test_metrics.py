@@ -278,7 +278,7 @@ def test_requests_are_logged_at_debug_not_stderr(
     server: tuple[int, dict], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
 ) -> None:
     port, _ = server
-    with caplog.at_level(logging.DEBUG, logger="sensorguard.service.metrics_http"):
+    with caplog.at_level(logging.DEBUG, logger="sensorguard.service.metrics"):
         get(port, "/nowhere")
     assert "/nowhere" in caplog.text
     assert "/nowhere" not in capfd.readouterr().err
@@ -302,7 +302,7 @@ def test_a_client_gone_before_its_answer_is_a_debug_line_not_a_traceback(capfd, 
     srv, thread = serve_http(CollectorRegistry(), "127.0.0.1", 0, lambda: True)
     port = srv.server_address[1]
     try:
-        with caplog.at_level(logging.DEBUG, logger="sensorguard.service.metrics_http"):
+        with caplog.at_level(logging.DEBUG, logger="sensorguard.service.metrics"):
             for _ in range(20):
                 sock = socket.create_connection(("127.0.0.1", port))
                 sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -1105,8 +1105,6 @@ def test_an_asset_silent_at_a_restart_is_still_silent_after_it(drifting, tmp_pat
     ``normal`` with no ``sensor_ok`` (a ticket opened on its ``silent`` was never closed), a shelve
     published it ``normal`` at the clock's time with no sensor fault, and ``assets_silent`` left
     it out. Its silence is saved now, and the restart awaits its return as the run before did."""
-    from sensorguard.service.publisher import iso
-
     def published(client, topic: str) -> list[dict]:
         return [json.loads(p) for t, p, _ in client.published if t == topic]
 
