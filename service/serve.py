@@ -17,6 +17,7 @@ import torch
 
 from sensorguard.service.config import ConfigError, Settings
 from sensorguard.service.daemon import Daemon
+from sensorguard.service.folder_locks import held_folders
 from sensorguard.service.hotswap import load_model
 from sensorguard.service.instances import InstanceCheck, check_instances, read_statuses
 from sensorguard.service.logs import configure_logging
@@ -72,6 +73,16 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None, stop:
         raise ConfigError(problems)
     if unmade := _folders_unmade(settings):
         raise ConfigError(unmade)
+    folders = {"state_dir": settings.state_dir, "record_dir": settings.record_dir}
+    with held_folders(folders, settings.instance_name) as refused:  # before anything in them is read or moved
+        if refused:
+            raise ConfigError(refused)
+        return _serve(settings, bundle, plans, checks, workers, reload_asked, stop)
+
+
+def _serve(settings: Settings, bundle: Any, plans: list[Settings], checks: list[InstanceCheck], workers: int,
+           reload_asked: threading.Event | None, stop: threading.Event | None) -> int:
+    """:func:`serve` once its folders are held: move saved state between worker folders, run."""
     if settings.record_dir:  # the worker count changed: the old layout's recordings are trimmed too
         folders = [Path(plan.record_dir) for plan in plans]
         adopt_orphans(settings.record_dir, folders, asset_owner(plans, folders))

@@ -226,3 +226,32 @@ def test_a_restart_with_fewer_partitions_drops_the_old_subscription_from_its_ses
         assert second.buffers.assets() == ["site-a/pump-1"]
     finally:
         second.stop()
+
+
+def test_a_second_serve_on_a_state_dir_in_use_is_refused_naming_the_first(tiny_bundle, tmp_path):
+    """A walk: two instances started from one settings file (their own partitions, client ids and
+    metrics ports, as the scaling-out example has them) shared its state_dir and record_dir; each
+    save replaced the other's assets.json and controls.json, a restart raised alerts again under new
+    ids and lost holds, and one's start moved the other's recordings while it ran. The folder is
+    held while a serve runs; a second is refused in one line, before it reads or moves anything."""
+    from sensorguard.service.bundle import save_bundle
+    from sensorguard.service.folder_locks import LOCK_FILE, held_folders
+
+    model = save_bundle(tiny_bundle, tmp_path / "m")
+    state, records = tmp_path / "state", tmp_path / "rec"
+    (records / "w0").mkdir(parents=True)
+    state.mkdir()
+    (records / "w0" / "kept.parquet").write_bytes(b"x")  # a running supervisor's worker's file: left alone
+    argv = [sys.executable, "-m", "sensorguard", "serve", "--model", str(model), "--metrics-port", "0",
+            "--broker", f"mqtt://127.0.0.1:{free_port()}", "--state-dir", str(state), "--record-dir", str(records),
+            "--partition", "site-b/#", "--client-id", "sg-b", "--instance", "site-b"]
+    with held_folders({"state_dir": str(state), "record_dir": str(records)}, "site-a") as refused:
+        assert refused == []
+        out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    said = [line for line in out.stderr.splitlines() if "is in use by another sensorguard serve" in line]
+    assert len(said) == 2 and all(f"(pid {os.getpid()}, instance 'site-a')" in line for line in said), out.stderr
+    assert "give each instance its own state_dir" in out.stderr
+    assert (records / "w0" / "kept.parquet").exists() and (state / LOCK_FILE).exists()
+    with held_folders({"state_dir": str(state)}, "site-a") as refused:  # released when its holder ends
+        assert refused == []

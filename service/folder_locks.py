@@ -1,0 +1,59 @@
+"""One ``serve`` to a ``state_dir`` and a ``record_dir``: a lock held while it runs.
+
+Two instances started from one settings file (the scaling-out example gives each its own
+partitions, client id and metrics port) shared its ``state_dir``: each save replaced the other's
+``assets.json`` and ``controls.json``, so a restart raised alerts again under new ids and lost
+holds, and one instance's start moved the other's recordings while it ran (a walk). Each folder
+now holds a ``.sensorguard.lock`` (``flock``), taken before anything in it is read or moved and
+released when the process ends, however it ends (``kill -9`` too); a second ``serve`` is
+refused in one line naming the holder. A supervisor's workers use subfolders of their parent's
+and take no lock of their own.
+
+>>> import tempfile
+>>> folder = tempfile.mkdtemp()
+>>> with held_folders({"state_dir": folder}, "site-a") as refused:
+...     refused
+[]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+LOCK_FILE = ".sensorguard.lock"
+
+
+@contextlib.contextmanager
+def held_folders(folders: Mapping[str, str | None], instance: str) -> Iterator[list[str]]:
+    """Hold the lock of each folder given (setting name -> folder; None: not set) while the
+    ``with`` block runs; yields why a folder could not be held, a line each (empty: all held).
+    ``instance`` is written in the lock file, so a refusal names who holds it."""
+    handles, refused = [], []
+    try:
+        for name, folder in folders.items():
+            if not folder:
+                continue
+            path = Path(folder) / LOCK_FILE
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:  # (a read-only folder: its saves fail and say so; no lock to take)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                refused.append(f"{name}: {folder!r} is in use by another sensorguard serve ({holder}): give each "
+                               f"instance its own {name}")
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, instance {instance!r}\n".encode(), 0)
+            handles.append(fd)
+        yield refused
+    finally:
+        for fd in handles:
+            os.close(fd)  # (releases the lock; the file stays, naming the last holder)
