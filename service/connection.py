@@ -60,6 +60,7 @@ class Connection:
         self._connected_before = False
         self._cut_short = 0  # connections in a row the broker closed within CUT_SHORT_S of accepting them
         self._refused_now = False  # the last connection attempt was refused (wrong password, access rules)
+        self._unsubscribe_said = False  # the stale partitions' unsubscribe was logged (at INFO once)
         self._refusals_lock = threading.Lock()
         self._refusals: tuple[int, str] = (0, "")  # outgoing messages refused since the last line, the last reason
 
@@ -128,7 +129,10 @@ class Connection:
         self._refused_now = False
         if self.unsubscribe:  # the resumed session still holds them (idempotent on a new one)
             client.unsubscribe(list(self.unsubscribe))
-            log.info("unsubscribed from %s: no longer this instance's partitions", ", ".join(self.unsubscribe))
+            # said once: sent again at every connect, a line each read as a layout change each time (a walk)
+            log.log(logging.DEBUG if self._unsubscribe_said else logging.INFO,
+                    "unsubscribed from %s: no longer this instance's partitions", ", ".join(self.unsubscribe))
+            self._unsubscribe_said = True
         self.refused = ()  # this connection's subscriptions are judged afresh
         if self.commands is not None:  # (before a message of this connection is queued)
             self.commands.connected(resumed=bool(getattr(flags, "session_present", False)))

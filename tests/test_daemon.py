@@ -998,3 +998,29 @@ def test_the_retained_states_time_never_goes_back_when_a_fault_opens_ahead_of_it
     stamps = [datetime.fromisoformat(json.loads(p)["ts"].replace("Z", "+00:00")).timestamp()
               for t, p, r in client.published if t == "sensorguard/state/pump-1" and r]
     assert len(stamps) >= 3 and stamps == sorted(stamps), [s - T0 for s in stamps]
+
+
+def test_the_stale_partitions_unsubscribe_is_said_once_not_at_every_connect(tiny_bundle, caplog):
+    """A walk: "unsubscribed from sensors/site-c/#: no longer this instance's partitions" was logged
+    at every reconnect (and every second of a client-id clash), read as a layout change each time.
+    The unsubscribe is sent at every connect (a resumed session may hold the filter); said once."""
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    class Broker(FakeClient):
+        def subscribe(self, *args, **kwargs):
+            return 0, 1
+
+        def unsubscribe(self, topics):
+            self.unsubscribed = [*getattr(self, "unsubscribed", []), *topics]
+            return 0, 1
+
+    daemon, _ = make(tiny_bundle)
+    client = Broker(daemon)
+    daemon.connection.unsubscribe = ("sensors/site-c/#",)
+    with caplog.at_level(logging.DEBUG, logger="sensorguard.service.connection"):
+        for _ in range(3):
+            daemon.connection._on_connect(client, None, SimpleNamespace(session_present=True),
+                                          ReasonCode(2, "Success"), None)
+    assert client.unsubscribed == ["sensors/site-c/#"] * 3
+    said = [r for r in caplog.records if r.getMessage().startswith("unsubscribed from sensors/site-c/#")]
+    assert [r.levelno for r in said] == [logging.INFO, logging.DEBUG, logging.DEBUG]
