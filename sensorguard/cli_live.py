@@ -8,6 +8,7 @@ maps every verb. None of these imports the training stack.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -33,9 +34,15 @@ def _serve_settings(args: argparse.Namespace, require_model: bool = True):
 def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config:  # the settings first, then what is wrong with them (a registry not made yet)
         from sensorguard.service.config import ConfigError, merge_settings
+        from sensorguard.service.worker_plans import worker_count
 
         merged, problems = merge_settings(_serve_flags(args), os.environ, args.config)
-        print(json.dumps(merged.redacted(), indent=2, default=str), flush=True)
+        shown = merged.redacted()
+        with contextlib.suppress(TypeError, ValueError):  # (settings too broken to count: their problems say so)
+            # the processes serve would run here now (workers unset: one a usable core, at most one a
+            # partition): it decides the sessions and folders, and a cpuset change moved them unseen (a walk)
+            shown["workers_resolved"] = worker_count(merged)
+        print(json.dumps(shown, indent=2, default=str), flush=True)
         if problems:
             raise ConfigError(problems)
         return 0

@@ -361,6 +361,13 @@ def test_print_config_shows_the_settings_before_the_directories_they_name_exist(
     (tmp_path / "models").mkdir()
     assert main(["serve", "--registry", "models", "--name", "pump", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["registry"] == "models"
+    # the worker count serve would run (unset: one a usable core, at most one a partition; a walk)
+    from sensorguard.service.worker_plans import usable_cores
+
+    assert main(["serve", "--registry", "models", "--name", "pump", "--partition", "a/#", "--partition", "b/#",
+                 "--print-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["workers"] is None and shown["workers_resolved"] == min(2, usable_cores())
 
 
 @pytest.mark.parametrize("value", [-0.5, 1.5])
