@@ -7,7 +7,9 @@ holds, and one instance's start moved the other's recordings while it ran (a wal
 now holds a ``.sensorguard.lock`` (``flock``), taken before anything in it is read or moved and
 released when the process ends, however it ends (``kill -9`` too); a second ``serve`` is
 refused in one line naming the holder. A supervisor's workers use subfolders of their parent's
-and take no lock of their own.
+and take no lock of their own. The lock is the host's (``flock``): a folder shared over NFS
+without lock support is held on each host alone, and one where locks fail is served unheld, said
+in one line.
 
 >>> import tempfile
 >>> folder = tempfile.mkdtemp()
@@ -20,9 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+log = logging.getLogger("sensorguard.service.serve")
 
 LOCK_FILE = ".sensorguard.lock"
 
@@ -32,14 +37,21 @@ def held_folders(folders: Mapping[str, str | None], instance: str) -> Iterator[l
     """Hold the lock of each folder given (setting name -> folder; None: not set) while the
     ``with`` block runs; yields why a folder could not be held, a line each (empty: all held).
     ``instance`` is written in the lock file, so a refusal names who holds it."""
-    handles, refused = [], []
+    handles: list[int] = []
+    refused: list[str] = []
+    held: set[Path] = set()  # (state_dir and record_dir one folder: held once, not refused by itself; a review)
     try:
         for name, folder in folders.items():
-            if not folder:
+            if not folder or (where := Path(folder).resolve()) in held:
                 continue
-            path = Path(folder) / LOCK_FILE
+            path = where / LOCK_FILE
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except PermissionError:  # (another user's lock file, a sudo start's: flock needs no write access)
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    continue
             except OSError:  # (a read-only folder: its saves fail and say so; no lock to take)
                 continue
             try:
@@ -50,8 +62,15 @@ def held_folders(folders: Mapping[str, str | None], instance: str) -> Iterator[l
                 refused.append(f"{name}: {folder!r} is in use by another sensorguard serve ({holder}): give each "
                                f"instance its own {name}")
                 continue
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}, instance {instance!r}\n".encode(), 0)
+            except OSError as exc:  # (NFS without its lock daemon: ENOLCK; a filesystem without locks)
+                os.close(fd)
+                log.warning("%s %s cannot be locked (%s): serving without the check that no other serve uses it",
+                            name, folder, exc.strerror or exc)
+                continue
+            held.add(where)
+            with contextlib.suppress(OSError):  # (read-only: the holder is not named, the lock holds all the same)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()}, instance {instance!r}\n".encode(), 0)
             handles.append(fd)
         yield refused
     finally:

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from paho.mqtt.client import topic_matches_sub
 
 from sensorguard import __version__
 
@@ -116,8 +117,6 @@ def running_here(status: dict, host: str | None = None, pid: int | None = None) 
 def serves_asset(settings: Any, asset: str) -> bool:
     """Whether an instance of ``settings`` serves ``asset``: one of its partitions matches the asset's
     readings topic (cluster mode: none is static, so no)."""
-    from paho.mqtt.client import topic_matches_sub
-
     topic = f"{settings.topic_prefix}/{asset}/readings"
     return any(topic_matches_sub(f, topic) for f in settings.readings_filters())
 

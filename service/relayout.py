@@ -41,12 +41,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from paho.mqtt.client import topic_matches_sub
-
 from sensorguard.service.alerts import AlertState
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
+from sensorguard.service.instances import serves_asset
 from sensorguard.service.logs import first_line
 from sensorguard.service.set_aside import move_aside
 from sensorguard.service.state import (
@@ -96,13 +95,10 @@ def relayout_states(state_dir: str, plans: Sequence[Settings]) -> int:
 def asset_owner(plans: Sequence[Settings], folders: Sequence[Path]) -> Callable[[str], Path | None]:
     """asset -> the folder (of ``folders``, one per plan) of the worker whose partitions match its
     readings topic; None when none does."""
-    filters = [(f, plan.readings_filters(), plan.topic_prefix) for f, plan in zip(folders, plans, strict=True)]
+    pairs = list(zip(folders, plans, strict=True))
 
     def owner(asset: str) -> Path | None:
-        for folder, subscriptions, prefix in filters:
-            if any(topic_matches_sub(f, f"{prefix}/{asset}/readings") for f in subscriptions):
-                return folder
-        return None
+        return next((folder for folder, plan in pairs if serves_asset(plan, asset)), None)
 
     return owner
 

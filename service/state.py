@@ -29,7 +29,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from sensorguard.service.alerts import AlertState
@@ -224,10 +224,12 @@ def _saved(directory: str | os.PathLike | None) -> dict[str, dict]:
 
 
 
-def restore_states(directory: str | None, max_assets: int
+def restore_states(directory: str | None, max_assets: int, awaited: Callable[[str], bool] = lambda asset: False
                    ) -> dict[str, tuple[AlertState, DriftState | None, bool]]:
     """Per asset, the alert state, drift baseline and whether an alert up was announced, as the
-    previous run saved them (empty without ``directory``).
+    previous run saved them (empty without ``directory``). ``awaited``: whether a silent asset's
+    entry will be taken as a silence (this instance's, outside cluster mode), which holds no place
+    under ``max_assets``.
 
     Never raises for a bad file: it is set aside with one log line and the daemon starts fresh.
     """
@@ -244,7 +246,7 @@ def restore_states(directory: str | None, max_assets: int
     # each group in the file's (name) order
     # (the silent ones hold no slot: awaited, their number capped apart, SILENT_KEPT; counted here, each
     # restart at capacity forgot one and warned: a review)
-    silent = silences_of(_saved(directory))
+    silent = {asset for asset in silences_of(_saved(directory)) if awaited(asset)}
     held = [asset for asset in alerts if asset not in silent]
     kept = sorted(held, key=lambda asset: (alerts[asset].status != "alerting", alerts[asset] == AlertState()))
     kept = kept[:max_assets] + [asset for asset in alerts if asset in silent]

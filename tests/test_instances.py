@@ -239,9 +239,10 @@ def test_a_second_serve_on_a_state_dir_in_use_is_refused_naming_the_first(tiny_b
 
     model = save_bundle(tiny_bundle, tmp_path / "m")
     state, records = tmp_path / "state", tmp_path / "rec"
-    (records / "w0").mkdir(parents=True)
+    (records / "w0" / "20260101").mkdir(parents=True)
     state.mkdir()
-    (records / "w0" / "kept.parquet").write_bytes(b"x")  # a running supervisor's worker's file: left alone
+    kept = records / "w0" / "20260101" / "kept.parquet"  # a running supervisor's worker's file: a serve of
+    kept.write_bytes(b"x")  # one process (this argv) adopts such orphans into its own folder at start
     argv = [sys.executable, "-m", "sensorguard", "serve", "--model", str(model), "--metrics-port", "0",
             "--broker", f"mqtt://127.0.0.1:{free_port()}", "--state-dir", str(state), "--record-dir", str(records),
             "--partition", "site-b/#", "--client-id", "sg-b", "--instance", "site-b"]
@@ -252,6 +253,8 @@ def test_a_second_serve_on_a_state_dir_in_use_is_refused_naming_the_first(tiny_b
     said = [line for line in out.stderr.splitlines() if "is in use by another sensorguard serve" in line]
     assert len(said) == 2 and all(f"(pid {os.getpid()}, instance 'site-a')" in line for line in said), out.stderr
     assert "give each instance its own state_dir" in out.stderr
-    assert (records / "w0" / "kept.parquet").exists() and (state / LOCK_FILE).exists()
+    assert kept.exists() and (state / LOCK_FILE).exists()  # refused before it moved anything
     with held_folders({"state_dir": str(state)}, "site-a") as refused:  # released when its holder ends
         assert refused == []
+    with held_folders({"state_dir": str(state), "record_dir": str(state)}, "site-a") as refused:
+        assert refused == []  # one folder for both: held once, not refused by itself (a review)

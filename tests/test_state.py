@@ -1197,3 +1197,14 @@ def test_a_saved_silence_wins_over_the_rest_of_its_entry_holds_no_slot_and_keeps
     daemon.alerts.resend_states()
     states = {t.rsplit("/", 1)[1]: json.loads(p) for t, p, r in client.published if t.startswith("sensorguard/state/")}
     assert states["pump"]["state"] == "stale" and states["pump"]["ts"] == iso(T0 + 5)
+
+
+def test_a_silence_of_another_instances_partition_is_capped_with_the_rest(drifting, tmp_path):
+    """Only the silences this instance takes as such hold no place under max_assets: another's stays
+    a restored entry here until it ends, and uncapped it could hold more slots than max_assets (a review)."""
+    save_states(tmp_path, {"site-a/p1": AlertState(last_score=0.2), "site-a/p2": AlertState(last_score=0.3)}, {},
+                judged={"site-a/p1": T0, "site-a/p2": T0},
+                silent={"site-a/s": (T0 + 1, 0.1), "site-b/s": (T0 + 2, 0.1)})
+    daemon, _ = daemon_with(drifting, tmp_path, max_assets=2, partition=["site-a/#"])
+    assert set(daemon.alerts.restored) == {"site-a/p1", "site-a/p2"}
+    assert daemon.alerts._open.silent_assets() == ["site-a/s"]
