@@ -138,16 +138,15 @@ class Daemon(ScoringWorker):
         # them; a local copy would come back stale after the asset moved away and back.
         controls_dir = None if settings.cluster else settings.state_dir
         self.controls = AlarmControls(controls_dir, writes=StateWrites(self.metrics.state_write_failures, controls_dir))
-        def awaited(asset: str) -> bool:  # a silence saved is taken as one: this instance's (cluster mode: later)
-            return not settings.cluster and serves_asset(settings, asset)
-
+        # one read of the extras (a file restore_states sets aside reads as none; what a bad entry held is
+        # left out below, with the entry). The assets silent at the save, of this instance's partitions, are
+        # awaited as such, not restored as live ones, and nothing else of their entries is taken (cluster
+        # mode: a worker learns whose they are later; there they stay restored, and end as restored ones do)
+        judged, left_open, named, silences = saved_extras(settings.state_dir)
+        awaited = {a for a in silences if not settings.cluster and serves_asset(settings, a)}
         restored = restore_states(settings.state_dir, settings.max_assets, awaited)
-        judged, left_open, named, silences = saved_extras(settings.state_dir)  # (after restore set a
-        # bad file aside). The assets silent at the save, of this instance's partitions, are awaited as such, not
-        # restored as live ones, and nothing else of their entries is taken (cluster mode: a worker learns whose
-        # they are later; there they stay restored, and end as restored ones do, by their owner's word)
-        silent = {a: (*silences[a], restored.pop(a)[1]) for a in sorted(silences, key=lambda a: silences[a][0])
-                  if a in restored and awaited(a)}  # (oldest first)
+        silent = {a: (*silences[a], restored.pop(a)[1]) for a in sorted(awaited, key=lambda a: silences[a][0])
+                  if a in restored}  # (oldest first)
         floors = {asset: ts for asset, ts in judged.items() if asset in restored}
         if not settings.cluster:  # (cluster mode: the state bucket's judged_ts; a prime takes the older readings)
             self.buffers.floors = dict(floors)  # readings the previous run judged are not judged again

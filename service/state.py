@@ -29,7 +29,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from sensorguard.service.alerts import AlertState
@@ -224,11 +224,11 @@ def _saved(directory: str | os.PathLike | None) -> dict[str, dict]:
 
 
 
-def restore_states(directory: str | None, max_assets: int, awaited: Callable[[str], bool] = lambda asset: False
+def restore_states(directory: str | None, max_assets: int, awaited: Collection[str] = ()
                    ) -> dict[str, tuple[AlertState, DriftState | None, bool]]:
     """Per asset, the alert state, drift baseline and whether an alert up was announced, as the
-    previous run saved them (empty without ``directory``). ``awaited``: whether a silent asset's
-    entry will be taken as a silence (this instance's, outside cluster mode), which holds no place
+    previous run saved them (empty without ``directory``). ``awaited``: the silent assets whose
+    entries will be taken as silences (this instance's, outside cluster mode), which hold no place
     under ``max_assets``.
 
     Never raises for a bad file: it is set aside with one log line and the daemon starts fresh.
@@ -246,7 +246,7 @@ def restore_states(directory: str | None, max_assets: int, awaited: Callable[[st
     # each group in the file's (name) order
     # (the silent ones hold no slot: awaited, their number capped apart, SILENT_KEPT; counted here, each
     # restart at capacity forgot one and warned: a review)
-    silent = {asset for asset in silences_of(_saved(directory)) if awaited(asset)}
+    silent = set(awaited)
     held = [asset for asset in alerts if asset not in silent]
     kept = sorted(held, key=lambda asset: (alerts[asset].status != "alerting", alerts[asset] == AlertState()))
     kept = kept[:max_assets] + [asset for asset in alerts if asset in silent]
