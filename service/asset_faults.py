@@ -72,7 +72,7 @@ class AssetFaults:
         """A sensor fault opened or closed (worker thread, before its reading's windows): count it,
         publish it and the asset's state."""
         if event.kind == "silent":  # an asset's first reading (after silence, or ever)
-            if self._open.back(asset):
+            if self._open.back(asset, event.ts):
                 self.publisher.sensor(asset, event, self._model())
                 self.publish_state(asset, event.ts)
             return
@@ -107,6 +107,17 @@ class AssetFaults:
                 self._drift[asset] = drift
             self._await_return(asset, since, last_score)
         if silent:
+            self.states_lost()
+
+    def restore_returns(self, returned: dict[str, float]) -> None:
+        """The restored assets back from a silence with no window judged before the save (the reading
+        time each came back): their retained state said so, so a restart they stay quiet through tells
+        them silent again, as one a window of which was judged (a walk: told nothing, their state said
+        ``normal`` for good, while ``assets_silent`` counted them)."""
+        self._open.restore_returns(returned)
+        for asset, ts in returned.items():  # (restated naming the model served, at the time they came back)
+            self._stated.setdefault(asset, ts)
+        if returned:
             self.states_lost()
 
     def sensor_faults(self, asset: str) -> list[dict]:

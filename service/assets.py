@@ -303,11 +303,11 @@ class AssetAlerts(CarriedStates, AssetFaults):
         changes, days later perhaps. Or a swap changed the model and line they name. Every asset's
         is sent again, paced by :meth:`resend_states`:
         live, silent (``stale``) and restored with an alert up or a window judged before the restart
-        (``_floors``: a swap left its state naming the old model and line until it sent again, a walk);
-        not a bare one restored as normal, which a file from before silences were kept may hold for a
-        silent one (its state is published at its first window)."""
+        (``_floors``: a swap left its state naming the old model and line until it sent again, a walk)
+        or back from a silence at the save; not a bare one restored as normal, which a file from before
+        silences were kept may hold for a silent one (its state is published at its first window)."""
         restored = [asset for asset, (state, _, _) in list(self.restored.items())
-                    if state.status != "normal" or asset in self._floors]
+                    if state.status != "normal" or asset in self._floors or self._open.returned_at(asset) is not None]
         self._outbox.states_lost([*self._states, *self._open.silent_assets(), *restored])
 
     def resend_states(self) -> None:

@@ -118,7 +118,7 @@ class CarriedStates:
         foreign = {asset for asset in gone if not serves(asset)}
         for asset in foreign:  # another instance's now (a restart with fewer partitions, cluster mode's local
             self._pop_restored(asset)  # file): its owner speaks for it; told silent here, its retained state
-            self._open.clear_channels(asset)  # went stale over the owner's (a review)
+            self._open.forget(asset)  # went stale over the owner's (a review)
             self.metrics.forget_asset(asset)
             for kept in (self._grid_ts, self._judged_ts, self._floors, self._drift, self.restored_channels):
                 kept.pop(asset, None)
@@ -130,8 +130,10 @@ class CarriedStates:
             # judged a window before the restart or the hand-over (a bare state is one silent then, kept
             # for its baseline alone): it went silent meanwhile, and its retained state said normal for
             # good, its silence never told (a walk: a power cut took a gateway and the daemon's host)
-            live = asset in self._floors or asset in self._judged_ts
-            last = self._floors.get(asset, self._judged_ts.get(asset, time.time()))
+            # (or back from a silence at the save, its retained state said so: it is told silent again)
+            returned = self._open.returned_at(asset)
+            live = asset in self._floors or asset in self._judged_ts or returned is not None
+            last = self._floors.get(asset, self._judged_ts.get(asset, time.time() if returned is None else returned))
             saved, drift, announced = self._pop_restored(asset)
             self._open.clear_channels(asset)  # (faults restored with it: its silence replaces them)
             self.metrics.forget_asset(asset)  # (its alert restored up in the metrics ended: a review)
@@ -278,7 +280,7 @@ class CarriedStates:
             save_states(self.state_dir, alerts, drift, unannounced, judged, self._open.saved(), {
                 a: c for a, c in (*self.restored_channels.items(), *((a, c) for a, (_, c) in self._latest.items()))
                 if c and a in alerts and alerts[a].status != "normal"},  # (an alert's: its state names them)
-                self._open.silences())
+                self._open.silences(), self._open.returns(lambda asset: asset in self._judged_ts))
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
             self.writes.failed(STATE_FILE)
             log.warning("saving asset state to %s failed: %s", self.state_dir, exc)

@@ -142,7 +142,8 @@ class Daemon(ScoringWorker):
         # left out below, with the entry). The assets silent at the save, of this instance's partitions, are
         # awaited as such, not restored as live ones, and nothing else of their entries is taken (cluster
         # mode: a worker learns whose they are later; there they stay restored, and end as restored ones do)
-        judged, left_open, named, silences = saved_extras(settings.state_dir)
+        extras = saved_extras(settings.state_dir)
+        judged, left_open, named, silences = extras.judged, extras.faults, extras.channels, extras.silences
         awaited = {a for a in silences if not settings.cluster and serves_asset(settings, a)}
         restored = restore_states(settings.state_dir, settings.max_assets, awaited)
         silent = {a: (*silences[a], restored.pop(a)[1]) for a in sorted(awaited, key=lambda a: silences[a][0])
@@ -153,6 +154,8 @@ class Daemon(ScoringWorker):
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
+        if not settings.cluster:  # (as the silences; before them: their restated states include these)
+            self.alerts.restore_returns({a: ts for a, ts in extras.returned.items() if a in restored})
         self.alerts.restore_silences(silent)
         self.alerts.restored_channels = {a: c for a, c in named.items() if a in restored}
         if not settings.cluster:  # open sensor faults go on (cluster mode: not carried); those the model cannot

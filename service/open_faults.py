@@ -26,14 +26,36 @@ class OpenFaults:
         self._faults: dict[str, dict[tuple[str, str | None], float]] = {}
         self._values: dict[tuple[str, str, str | None], float] = {}  # (asset, kind, channel) -> value at its opening
         self._silent: dict[str, tuple[float, float]] = {}
+        self._returned: dict[str, float] = {}  # back from a silence, no window judged since: when
         self._lock = threading.Lock()
 
-    def back(self, asset: str) -> bool:
-        """A reading of ``asset`` came: whether it was silent (its ``silent`` fault closes now)."""
+    def back(self, asset: str, ts: float = float("nan")) -> bool:
+        """A reading of ``asset`` came at ``ts``: whether it was silent (its ``silent`` fault closes
+        now, and it is marked returned until a window of it is judged: :meth:`returns`)."""
         with self._lock:
             was_silent = self._silent.pop(asset, None) is not None
+            if was_silent:
+                self._returned[asset] = ts
             self._count()
         return was_silent
+
+    def returns(self, judged: Callable[[str], bool]) -> dict[str, float]:
+        """The assets back from a silence with no window judged since (``judged`` says which were,
+        and they lose the mark): the reading time each came back. Its retained state said it back,
+        and only this mark tells a restart it stays quiet through from an older file's silent one."""
+        with self._lock:
+            for asset in [a for a in self._returned if judged(a)]:
+                del self._returned[asset]
+            return dict(self._returned)
+
+    def restore_returns(self, returned: dict[str, float]) -> None:
+        """The assets a previous run saved as returned (:meth:`returns`), still awaiting a judged window."""
+        with self._lock:
+            self._returned.update((a, ts) for a, ts in returned.items() if a not in self._silent)
+
+    def returned_at(self, asset: str) -> float | None:
+        """The reading time ``asset`` came back from a silence, if no window of it was judged since."""
+        return self._returned.get(asset)
 
     def change(self, asset: str, kind: str, channel: str | None, ts: float, fault: bool,
                value: float = float("nan")) -> None:
@@ -63,6 +85,7 @@ class OpenFaults:
         forgotten = []
         with self._lock:
             self._silent.pop(asset, None)
+            self._returned.pop(asset, None)
             self._silent[asset] = (ts, last_score)
             while len(self._silent) > kept:
                 forgotten.append(next(iter(self._silent)))
@@ -91,6 +114,7 @@ class OpenFaults:
             for kind, channel in self._faults.pop(asset, {}):
                 self._values.pop((asset, kind, channel), None)
             self._silent.pop(asset, None)
+            self._returned.pop(asset, None)
             self._count()
 
     def saved(self) -> dict[str, list[dict]]:

@@ -109,12 +109,16 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
     faults: dict[str, list[dict]] = {}  # and its open sensor faults, the newest copy's (a folder rewritten lost them)
     channels: dict[str, list[dict]] = {}  # and its last window's top channels, the newest copy's
     silent: dict[str, tuple[float, float]] = {}  # and its silence, the newest copy's (unless judged since)
+    returned: dict[str, float] = {}  # and its return from one, the newest copy's (unless judged or silent since)
     for folder in folders:
-        times, listed, named, silences = saved_extras(folder)
-        for asset, since in silences.items():
+        extras = saved_extras(folder)
+        listed, named = extras.faults, extras.channels
+        for asset, since in extras.silences.items():
             if asset not in silent or since[0] >= silent[asset][0]:
                 silent[asset] = since
-        for asset, ts in times.items():
+        for asset, ts in extras.returned.items():
+            returned[asset] = max(ts, returned.get(asset, ts))
+        for asset, ts in extras.judged.items():
             if asset not in judged or ts >= judged[asset]:
                 judged[asset] = ts
                 for kept, found in ((faults, listed), (channels, named)):
@@ -133,7 +137,10 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
                 continue
             alerts, drift, unannounced = {}, {}, set()
         held[folder] = {a: (alerts[a], drift.get(a), a not in unannounced) for a in alerts}
-    silent = {asset: since for asset, since in silent.items() if since[0] >= judged.get(asset, -math.inf)}
+    silent = {asset: since for asset, since in silent.items()
+              if since[0] >= max(judged.get(asset, -math.inf), returned.get(asset, -math.inf))}
+    returned = {asset: ts for asset, ts in returned.items()
+                if ts > judged.get(asset, -math.inf) and asset not in silent}
     moves = _plan({f: set(e) for f, e in held.items()}, _ages(held, STATE_FILE), owner, set(folders) - set(held))
 
     def write(folder: Path, entries: dict[str, Entry]) -> None:
@@ -144,7 +151,8 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
         save_states(folder, {a: e[0] for a, e in entries.items()},
                     {a: e[1] for a, e in entries.items() if e[1] is not None},
                     {a for a, e in entries.items() if not e[2]}, judged, faults, channels,
-                    {a: s for a, s in silent.items() if a in entries})
+                    {a: s for a, s in silent.items() if a in entries},
+                    {a: ts for a, ts in returned.items() if a in entries})
 
     failed: set[str] = set()
     for folder, incoming in moves.gain.items():  # gains first: a stop here leaves copies, not losses

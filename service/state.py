@@ -30,6 +30,7 @@ import json
 import logging
 import os
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from sensorguard.service.alerts import AlertState
@@ -48,6 +49,7 @@ from sensorguard.service.state_entry import (
     finite_time,
     json_float,
     judged_of,
+    returns_of,
     silences_of,
     unknown_fields,
 )
@@ -62,25 +64,29 @@ SAVE_INTERVAL_S = 30.0
 def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], drift: dict[str, DriftState],
                 unannounced: Collection[str] = (), judged: Mapping[str, float] | None = None,
                 faults: Mapping[str, list[dict]] | None = None, channels: Mapping[str, list[dict]] | None = None,
-                silent: Mapping[str, tuple[float, float]] | None = None) -> Path:
+                silent: Mapping[str, tuple[float, float]] | None = None,
+                returned: Mapping[str, float] | None = None) -> Path:
     """Write every asset's alert state and drift baseline to ``<directory>/assets.json`` atomically;
     ``unannounced``: the assets whose alert up was never announced (it rose while held); ``judged``:
     the end time of each asset's last judged window (:func:`judged_times`); ``faults``: its open
     sensor faults (:func:`saved_faults`); ``channels``: the top channels of its last window
     (:func:`saved_channels`); ``silent``: the silent assets awaited, the reading time each went
     silent after and its last score (:func:`saved_extras`; without it a restart forgot them: the
-    first reading back told no ``sensor_ok``, a walk)."""
+    first reading back told no ``sensor_ok``, a walk); ``returned``: the assets back from a silence
+    with no window judged since, the reading time each came back (a silent one's mark wins)."""
     target = Path(directory) / STATE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     judged, faults, channels, silent = judged or {}, faults or {}, channels or {}, silent or {}
+    returned = {a: ts for a, ts in (returned or {}).items() if finite_time(ts) is not None and a not in silent}
     assets = {asset: {**entry_of(alerts.get(asset, AlertState()), drift.get(asset), asset not in unannounced),
                       **({"judged_ts": judged[asset]} if finite_time(judged.get(asset)) is not None else {}),
                       **({"sensor_faults": [{**f, "value": json_float(f["value"])} for f in faults[asset]]}
                          if faults.get(asset) else {}),
                       **({"channels": channels[asset]} if channels.get(asset) else {}),
                       **({"silent": {"since": silent[asset][0], "last_score": json_float(silent[asset][1])}}
-                         if finite_time(silent.get(asset, (None,))[0]) is not None else {})}
-              for asset in sorted(set(alerts) | set(drift) | set(silent))}
+                         if finite_time(silent.get(asset, (None,))[0]) is not None else {}),
+                      **({"returned_ts": returned[asset]} if asset in returned else {})}
+              for asset in sorted(set(alerts) | set(drift) | set(silent) | set(returned))}
     body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))
     write_durably(target, body)
     return target
@@ -141,7 +147,8 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
             age = path.stat()
             entries = {a: e for a, e in doc["assets"].items() if isinstance(e, dict)}  # (read above: not again)
             save_states(directory, alerts, drift, unannounced, judged, faults_of(entries), channels_of(entries),
-                        {a: s for a, s in silences_of(entries).items() if a in alerts})  # (not a skipped one's)
+                        {a: s for a, s in silences_of(entries).items() if a in alerts},  # (not a skipped one's)
+                        {a: ts for a, ts in returns_of(entries).items() if a in alerts})
             os.utime(path, ns=(age.st_atime_ns, age.st_mtime_ns))  # no newer than it was: relayout weighs copies by age
     return alerts, drift, unannounced
 
@@ -202,13 +209,25 @@ def saved_channels(directory: str | os.PathLike | None) -> dict[str, list[dict]]
     return channels_of(_saved(directory))
 
 
-def saved_extras(directory: str | os.PathLike | None) -> tuple[
-        dict[str, float], dict[str, list[dict]], dict[str, list[dict]], dict[str, tuple[float, float]]]:
-    """:func:`judged_times`, :func:`saved_faults`, :func:`saved_channels` and the silent assets
-    (the reading time each went silent after, its last score) from one reading of the file (a
-    start read it once for each)."""
+@dataclass(frozen=True)
+class SavedExtras:
+    """What ``assets.json`` holds beside the states, from one reading of the file (a start read it
+    once for each): :func:`judged_times`, :func:`saved_faults`, :func:`saved_channels`, the silent
+    assets (the reading time each went silent after, its last score) and the assets back from a
+    silence with no window judged since (the reading time each came back)."""
+
+    judged: dict[str, float]
+    faults: dict[str, list[dict]]
+    channels: dict[str, list[dict]]
+    silences: dict[str, tuple[float, float]]
+    returned: dict[str, float]
+
+
+def saved_extras(directory: str | os.PathLike | None) -> SavedExtras:
+    """:class:`SavedExtras` of the file in ``directory`` (empty without one, or for one that cannot be read)."""
     assets = _saved(directory)
-    return judged_of(assets), faults_of(assets), channels_of(assets), silences_of(assets)
+    return SavedExtras(judged_of(assets), faults_of(assets), channels_of(assets), silences_of(assets),
+                       returns_of(assets))
 
 
 def _saved(directory: str | os.PathLike | None) -> dict[str, dict]:

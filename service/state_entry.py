@@ -28,7 +28,8 @@ _STATUSES = ("normal", "pending", "alerting", "stale")
 _ALERT_FIELDS = frozenset(f.name for f in fields(AlertState))
 _DRIFT_FIELDS = frozenset(f.name for f in fields(DriftState))
 # an asset's fields in assets.json
-_ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts", "sensor_faults", "channels", "silent"})
+_ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts", "sensor_faults", "channels", "silent",
+                            "returned_ts"})
 _CHANNEL_KINDS = ("stuck", "out_of_range", "missing")  # sensor faults kept across a restart (silent: its own rule)
 
 
@@ -82,6 +83,13 @@ def silences_of(assets: Mapping[str, dict]) -> dict[str, tuple[float, float]]:
         if isinstance(silent, dict) and (since := finite_time(silent.get("since"))) is not None:
             out[asset] = (since, _float_or_nan(silent.get("last_score")))
     return out
+
+
+def returns_of(assets: Mapping[str, dict]) -> dict[str, float]:
+    """Per asset back from a silence with no window judged since, the reading time it came back
+    (``returned_ts``): its retained state said so, and a restart it stays quiet through must tell
+    it silent again. Without the mark its entry read as an older file's silent one, awaited unsaid."""
+    return {asset: ts for asset, entry in assets.items() if (ts := finite_time(entry.get("returned_ts"))) is not None}
 
 
 def _finite_share(value: object) -> bool:

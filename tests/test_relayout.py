@@ -162,7 +162,7 @@ def test_a_silent_asset_moves_with_its_silence(tmp_path):
 
     save_states(tmp_path, {}, {}, silent={"a/p": (1.7e9, 0.4), "b/p": (1.7e9, 0.2)})
     relayout_states(str(tmp_path), _plans(tmp_path, 2))
-    silences = {**saved_extras(tmp_path / "w0")[3], **saved_extras(tmp_path / "w1")[3]}
+    silences = {**saved_extras(tmp_path / "w0").silences, **saved_extras(tmp_path / "w1").silences}
     assert silences == {"a/p": (1.7e9, 0.4), "b/p": (1.7e9, 0.2)}
     assert set(load_states(tmp_path / "w0")[0]) | set(load_states(tmp_path / "w1")[0]) == {"a/p", "b/p"}
     # back to one daemon: of two copies the newer silence is kept; one judged after its silence is live
@@ -170,5 +170,5 @@ def test_a_silent_asset_moves_with_its_silence(tmp_path):
     save_states(tmp_path / "w1", {"c/q": AlertState(last_score=0.3)}, {}, judged={"c/q": 1.7e9 + 60},
                 silent={"c/p": (1.7e9, 0.1)})  # (read last: the older silence must not win for that)
     relayout_states(str(tmp_path), _plans(tmp_path, 1))
-    merged = saved_extras(tmp_path)[3]
+    merged = saved_extras(tmp_path).silences
     assert merged["c/p"] == (1.7e9 + 30, 0.2) and "c/q" not in merged
