@@ -9,7 +9,8 @@ would break a later ``sensorguard retrain``. The store is bounded by total size 
 files go first). A full disk is counted and reported, never fatal: scoring goes on.
 
 An alert's own readings (those held from its guard band before the raise to its clear) are not
-thrown away: they are written to ``alerts/<alert id>.parquet`` when it clears, and its
+thrown away: they are written to ``alerts/<alert id>.parquet`` when it clears (parts every
+``ALERT_PART_S`` while it is up, and at a shutdown: ``<alert id>+1.parquet``, ...), and its
 acknowledgement moves the file. Acknowledged as a false alarm it goes to ``false_alarms/``, which
 ``retrain --recorded`` and ``calibrate --recorded`` read as normal data, so the model learns the
 pattern it wrongly alerted on; acknowledged as real it goes to ``faults/``, the known faults that
@@ -58,6 +59,8 @@ PENDING_ROW_OVERHEAD = 200  # bytes a held reading costs beyond its values (tupl
 # cost 8 x channels more again, so :meth:`Recorder.add` keeps an array)
 MAX_GUARDS = 100_000  # guard bands read back at most (one per asset)
 SILENT_GUARD_S = 86400.0  # a silent asset's band is kept while others' readings are less than this past it
+ALERT_PART_S = 600.0  # an alert up has its judged readings written as a part of its file this often (a kill -9
+# lost all it held; now at most this long of them)
 
 
 @dataclass
@@ -96,6 +99,7 @@ class Recorder:
     _seq: int = 0
     _failures_reported: int = 0
     _guards_saved: dict[str, float] = field(default_factory=dict)  # the bands GUARD_FILE holds
+    _parted: dict[str, float] = field(default_factory=dict)  # asset -> when (monotonic) its alert's last part went
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -283,6 +287,8 @@ class Recorder:
                     if rows := list(self._pending.pop(asset, ())):
                         self._pending_rows -= len(rows)
                         self._alerts.append((alert_id, asset, float("nan"), rows))
+        else:
+            self._part_alerts_up()
         self.commit(now_ts)
         if self._write_alerts():  # the caps hold whatever was written (a whole fleet alerting writes no normal file)
             self._enforce_bounds()
@@ -305,6 +311,27 @@ class Recorder:
         self.rows_written += len(rows)
         self._enforce_bounds()
         return path
+
+    def _part_alerts_up(self) -> None:
+        """Queue, as the next part of its file, the held readings of each alert up every
+        ``ALERT_PART_S`` (those up to its newest scored window: the alert was up through them;
+        later ones may belong after its clear). Held to its clear, a ``kill -9`` (or a power cut)
+        lost them all, and an acknowledgement as a false alarm taught the retrain only its tail
+        (a walk)."""
+        now = time.monotonic()
+        with self._lock:
+            for asset, alert_id in self._up.items():
+                if now - self._parted.setdefault(asset, now) < ALERT_PART_S:
+                    continue
+                self._parted[asset] = now
+                pending, judged, rows = self._pending.get(asset), self._judged.get(asset, -np.inf), []
+                while pending and pending[0][0] <= judged:
+                    rows.append(pending.popleft())
+                self._pending_rows -= len(rows)
+                if rows:
+                    self._alerts.append((alert_id, asset, float("nan"), rows))
+            for asset in [a for a in self._parted if a not in self._up]:
+                del self._parted[asset]
 
     def flush_safely(self, force: bool = False) -> int:
         """:meth:`flush` that never raises (recording must never stop scoring); returns how many

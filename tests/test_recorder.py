@@ -19,6 +19,12 @@ def feed(rec, asset, start, stop):
         rec.add(asset, float(ts), np.array([ts, -ts], float))
 
 
+def alert_times(directory) -> list[float]:
+    """The reading times (seconds) in every part of every alert file under ``directory/alerts``."""
+    frames = [pd.read_parquet(f) for f in sorted((directory / "alerts").glob("*.parquet"))]
+    return sorted(int(t) for f in frames for t in f["ts"])
+
+
 def read_all(directory):
     files = sorted(directory.glob("*/*.parquet"))
     return pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame()
@@ -284,6 +290,40 @@ def test_an_alert_up_through_a_restart_keeps_its_readings_in_parts_filed_togethe
     assert not (tmp_path / "alerts").exists() or not any((tmp_path / "alerts").iterdir())
     [(name, fault)] = known_faults(tmp_path, CHANNELS)  # one fault, both parts
     assert name == "p1@100000" and sorted(fault.times) == list(range(90, 190))
+
+
+def test_an_alert_up_has_its_judged_readings_written_as_parts_so_a_kill_loses_few(tmp_path, monkeypatch):
+    """A walk: held until its clear (or a clean stop), every reading of an alert up was lost to a
+    ``kill -9``, and its acknowledgement as a false alarm taught the retrain only what came after the
+    restart. Every ALERT_PART_S the readings up to its newest scored window go out as a part; those
+    after it stay held (they may belong after the clear)."""
+    from sensorguard.service import recorder as recorder_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(recorder_module.time, "monotonic", lambda: clock[0])
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(rec, "p1", 0, 100)
+    rec.alert_raised("p1", 100.0, "p1@100000")
+    feed(rec, "p1", 100, 150)
+    rec.judged("p1", 140.0)
+    rec.flush()  # the first flush with it up starts its clock
+    assert not (tmp_path / "alerts").exists()
+    clock[0] += recorder_module.ALERT_PART_S - 1
+    rec.flush()
+    assert not (tmp_path / "alerts").exists()
+    clock[0] += 1
+    rec.flush()
+    assert [p.name for p in (tmp_path / "alerts").iterdir()] == ["p1@100000.parquet"]
+    assert alert_times(tmp_path) == list(range(90, 141))
+    assert rec.held("p1") == list(range(141, 150))  # after its newest scored window: still held
+    del rec  # killed: nothing more written
+    after = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    after.alert_raised("p1", -np.inf, "p1@100000")  # restored still up
+    feed(after, "p1", 160, 200)
+    after.alert_cleared("p1", 180.0, "p1@100000", 3.0)
+    after.flush(now_ts=1000.0)
+    assert sorted(p.name for p in (tmp_path / "alerts").iterdir()) == ["p1@100000+1.parquet", "p1@100000.parquet"]
+    assert alert_times(tmp_path) == [*range(90, 141), *range(160, 190)]
 
 
 def test_recording_goes_on_after_the_store_was_removed_by_hand(tmp_path):
