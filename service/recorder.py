@@ -34,16 +34,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sensorguard.service.alert_files import AlertFiles
 from sensorguard.service.record_files import (
-    ALERTS,
-    FALSE_ALARMS,
-    FAULTS,
-    FILED_SAYS,
-    alert_file,
-    alert_parts,
-    part_number,
     read_guard_bands,
-    recorded,
     trim_store,
     write_guard_bands,
     write_readings,
@@ -59,12 +52,10 @@ PENDING_ROW_OVERHEAD = 200  # bytes a held reading costs beyond its values (tupl
 # cost 8 x channels more again, so :meth:`Recorder.add` keeps an array)
 MAX_GUARDS = 100_000  # guard bands read back at most (one per asset)
 SILENT_GUARD_S = 86400.0  # a silent asset's band is kept while others' readings are less than this past it
-ALERT_PART_S = 600.0  # an alert up has its judged readings written as a part of its file this often (a kill -9
-# lost all it held; now at most this long of them)
 
 
 @dataclass
-class Recorder:
+class Recorder(AlertFiles):
     """Buffers readings per asset and writes committed ones to ``directory`` as Parquet files.
 
     ``add`` is called for every accepted reading (cheap: an append under a lock); ``flush`` is
@@ -312,27 +303,6 @@ class Recorder:
         self._enforce_bounds()
         return path
 
-    def _part_alerts_up(self) -> None:
-        """Queue, as the next part of its file, the held readings of each alert up every
-        ``ALERT_PART_S`` (those up to its newest scored window: the alert was up through them;
-        later ones may belong after its clear). Held to its clear, a ``kill -9`` (or a power cut)
-        lost them all, and an acknowledgement as a false alarm taught the retrain only its tail
-        (a walk)."""
-        now = time.monotonic()
-        with self._lock:
-            for asset, alert_id in self._up.items():
-                if now - self._parted.setdefault(asset, now) < ALERT_PART_S:
-                    continue
-                self._parted[asset] = now
-                pending, judged, rows = self._pending.get(asset), self._judged.get(asset, -np.inf), []
-                while pending and pending[0][0] <= judged:
-                    rows.append(pending.popleft())
-                self._pending_rows -= len(rows)
-                if rows:
-                    self._alerts.append((alert_id, asset, float("nan"), rows))
-            for asset in [a for a in self._parted if a not in self._up]:
-                del self._parted[asset]
-
     def flush_safely(self, force: bool = False) -> int:
         """:meth:`flush` that never raises (recording must never stop scoring); returns how many
         write failures happened since the last call (for the daemon's counter)."""
@@ -343,62 +313,6 @@ class Recorder:
             log.exception("recording: writing readings failed")
         new, self._failures_reported = self.write_failures - self._failures_reported, self.write_failures
         return new
-
-    def acknowledged(self, alert_id: str) -> str:
-        """An acknowledgement of ``alert_id`` arrived (``verdict`` says which): move its readings'
-        file where it now belongs (none yet: the alert is still up or not flushed, and is filed by
-        the verdict when it is). Returns what becomes of them, for the command's reply."""
-        with self._alert_lock:
-            found = alert_parts(self.directory, alert_id)
-            try:
-                if not found and not self._waiting(alert_id):
-                    return "none of its readings is recorded here"
-                folders = [self._file(path, alert_id) for path in found]
-                return FILED_SAYS[folders[0] if folders else self._folder(alert_id)]
-            except OSError as exc:  # a full or read-only disk: the acknowledgement itself stands
-                log.warning("recording: could not file the readings of alert %s (%s)", alert_id, exc)
-                return f"its readings could not be filed ({exc.strerror or exc})"
-
-    def _waiting(self, alert_id: str) -> bool:
-        """Whether readings of ``alert_id`` are held here (it is up) or wait to be written."""
-        with self._lock:
-            return (alert_id in self._up.values() or alert_id in self._writing
-                    or any(queued[0] == alert_id for queued in self._alerts))
-
-    def _folder(self, alert_id: str) -> str:
-        verdict = self.verdict(alert_id) if self.verdict is not None else None
-        return ALERTS if verdict is None else FALSE_ALARMS if verdict else FAULTS
-
-    def _file(self, path: Path, alert_id: str) -> str:
-        """Move an alert's file to the folder its verdict names (under ``_alert_lock``); that folder."""
-        folder = self._folder(alert_id)
-        if path.parent.name != folder and path.exists():  # (an acknowledgement may have filed it already)
-            (self.directory / folder).mkdir(parents=True, exist_ok=True)
-            os.replace(path, self.directory / folder / path.name)
-        return folder
-
-    def _write_alerts(self) -> int:
-        """Write the readings of alerts that cleared, each to the folder its acknowledgement says;
-        how many alerts there were to write."""
-        with self._lock:
-            alerts, self._alerts = self._alerts, []
-            self._writing = {queued[0] for queued in alerts}  # (an ack meanwhile: "none recorded" was wrong)
-        for alert_id, asset, peak, rows in alerts:
-            try:  # written unanswered, off the lock (an acknowledgement waits for it on the network thread)
-                stem = (self.directory / ALERTS / alert_file(alert_id)).with_suffix("")
-                with self._alert_lock:  # a part written before a restart: this is the next ("+" is quoted in ids)
-                    if recorded(self.directory, alert_id) and (parts := alert_parts(self.directory, alert_id)):
-                        stem = stem.with_name(f"{stem.name}+{1 + max(part_number(p) for p in parts)}")
-                written = write_readings([(asset, ts, v) for ts, v in rows], self.channels, stem,
-                                         {"alert_id": alert_id, "peak": peak})
-                with self._alert_lock:  # then filed by the verdict, if one came meanwhile
-                    self._file(written, alert_id)
-            except OSError as exc:
-                self.write_failures += 1
-                log.warning("recording: could not write the readings of alert %s (%s)", alert_id, exc)
-        with self._lock:
-            self._writing = set()
-        return len(alerts)
 
     def _enforce_bounds(self) -> None:
         with self._alert_lock:  # not while an acknowledgement moves an alert's file

@@ -297,7 +297,7 @@ def test_an_alert_up_has_its_judged_readings_written_as_parts_so_a_kill_loses_fe
     ``kill -9``, and its acknowledgement as a false alarm taught the retrain only what came after the
     restart. Every ALERT_PART_S the readings up to its newest scored window go out as a part; those
     after it stay held (they may belong after the clear)."""
-    from sensorguard.service import recorder as recorder_module
+    from sensorguard.service import alert_files as recorder_module
 
     clock = [1000.0]
     monkeypatch.setattr(recorder_module.time, "monotonic", lambda: clock[0])
@@ -571,7 +571,7 @@ def test_writing_a_fresh_alerts_readings_lists_no_folder_of_the_store(tmp_path, 
     earlier parts (14 ms an alert at 18,000 files), and a storm of 500 clears stalled the scoring
     worker for 20 s. A fresh alert is found to have none by three lookups; a part after a restart
     is still numbered on."""
-    from sensorguard.service import recorder as module
+    from sensorguard.service import alert_files as module
 
     listed = []
     real = module.alert_parts
