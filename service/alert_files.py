@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sensorguard.service.asset_buffer import CLOCK_SLACK_S
 from sensorguard.service.record_files import (
     ALERTS,
     FALSE_ALARMS,
@@ -44,6 +45,7 @@ class AlertFiles:
     channels: tuple[str, ...]
     verdict: Callable[[str], bool | None] | None
     write_failures: int
+    alert_backlog: int
     _pending: dict[str, deque]
     _pending_rows: int
     _judged: dict[str, float]
@@ -52,24 +54,32 @@ class AlertFiles:
     _alerts: list[tuple[str, str, float, list]]
     _lock: threading.Lock
     _alert_lock: threading.Lock
-    _parted: dict[str, float]
+    _parted: dict[str, tuple[str, float, int]]  # asset -> its alert up's id, when (monotonic) its last part
+    # went, and the rows its parts hold
+    _next_part: dict[str, int]  # alert id -> the number of its next part (the first after a restart: looked up)
 
     def _part_alerts_up(self) -> None:
         """Queue, as the next part of its file, the held readings of each alert up every
-        ``ALERT_PART_S`` (those up to its newest scored window: the alert was up through them;
-        later ones may belong after its clear). Held to its clear, a ``kill -9`` (or a power cut)
-        lost them all, and an acknowledgement as a false alarm taught the retrain only its tail
-        (a walk)."""
-        now = time.monotonic()
+        ``ALERT_PART_S``: those up to its newest scored window (the alert was up through them; later
+        ones may belong after its clear) and not ahead of this machine's clock (a glitching clock's,
+        which a rewind takes back), its parts holding at most ``alert_backlog`` rows (the held ones,
+        its last readings, are capped apart). Held to its clear, a ``kill -9`` (or a power cut) lost
+        them all, and an acknowledgement as a false alarm taught the retrain only its tail (a walk)."""
+        now, horizon = time.monotonic(), time.time() + CLOCK_SLACK_S
         with self._lock:
             for asset, alert_id in self._up.items():
-                if now - self._parted.setdefault(asset, now) < ALERT_PART_S:
+                kept, since, written = self._parted.get(asset, (alert_id, now, 0))
+                if kept != alert_id:  # (another alert of the asset since)
+                    since, written = now, 0
+                if now - since < ALERT_PART_S:
+                    self._parted[asset] = (alert_id, since, written)
                     continue
-                self._parted[asset] = now
-                pending, judged, rows = self._pending.get(asset), self._judged.get(asset, -np.inf), []
-                while pending and pending[0][0] <= judged:
+                pending, rows = self._pending.get(asset), []
+                last = min(self._judged.get(asset, -np.inf), horizon)
+                while pending and pending[0][0] <= last and written + len(rows) < self.alert_backlog:
                     rows.append(pending.popleft())
                 self._pending_rows -= len(rows)
+                self._parted[asset] = (alert_id, now, written + len(rows))
                 if rows:
                     self._alerts.append((alert_id, asset, float("nan"), rows))
             for asset in [a for a in self._parted if a not in self._up]:
@@ -117,11 +127,16 @@ class AlertFiles:
         for alert_id, asset, peak, rows in alerts:
             try:  # written unanswered, off the lock (an acknowledgement waits for it on the network thread)
                 stem = (self.directory / ALERTS / alert_file(alert_id)).with_suffix("")
-                with self._alert_lock:  # a part written before a restart: this is the next ("+" is quoted in ids)
-                    if recorded(self.directory, alert_id) and (parts := alert_parts(self.directory, alert_id)):
-                        stem = stem.with_name(f"{stem.name}+{1 + max(part_number(p) for p in parts)}")
+                number = self._next_part.get(alert_id)  # (this run wrote one: no folder listed, a walk's stall)
+                if number is None:
+                    with self._alert_lock:  # a part written before a restart: this is the next ("+" is quoted)
+                        parts = alert_parts(self.directory, alert_id) if recorded(self.directory, alert_id) else []
+                        number = 1 + max(part_number(p) for p in parts) if parts else 0
+                if number:
+                    stem = stem.with_name(f"{stem.name}+{number}")
                 written = write_readings([(asset, ts, v) for ts, v in rows], self.channels, stem,
                                          {"alert_id": alert_id, "peak": peak})
+                self._next_part[alert_id] = number + 1
                 with self._alert_lock:  # then filed by the verdict, if one came meanwhile
                     self._file(written, alert_id)
             except OSError as exc:
@@ -129,4 +144,7 @@ class AlertFiles:
                 log.warning("recording: could not write the readings of alert %s (%s)", alert_id, exc)
         with self._lock:
             self._writing = set()
+            up = set(self._up.values())
+            for alert_id in [a for a in self._next_part if a not in up]:  # (cleared, or moved away)
+                del self._next_part[alert_id]
         return len(alerts)

@@ -20,6 +20,7 @@ from sensorguard.service.sensors import SensorWatch
 NO_FAULT = -(1 << 62)
 SEEN_TIMES = 1024  # a QoS 1 redelivery after a reconnect repeats at most the in-flight messages
 STEP_BACK_AFTER = 5  # readings in order behind a stamp ahead of the clock: the sender's clock stepped back
+CLOCK_SLACK_S = 60.0  # a stamp further ahead of this machine's clock is no true reading (Buffers.add_at)
 NOT_BEHIND = (0, -np.inf, -np.inf, -np.inf)  # AssetBuffer.behind with no run of such readings
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
 
-from sensorguard.service.asset_buffer import STEP_BACK_AFTER, DueWindow
+from sensorguard.service.asset_buffer import CLOCK_SLACK_S, STEP_BACK_AFTER, DueWindow
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.config import Settings
 from sensorguard.service.logs import RateLimiter
@@ -43,7 +43,6 @@ REJECT_LOG_INTERVAL_S = 10.0
 MAX_TOPICS_MEMO = 100_000  # topics whose partition check is remembered (one per asset; made-up ones: start over)
 REWOUND_NAMED = 100  # assets rewound between two "clock stepped back" lines remembered; more are counted
 REWOUND_SHOWN = 10  # of those, named in the line
-CLOCK_SLACK_S = 60.0  # a stamp further ahead of this machine's clock is no true reading (Buffers.add_at)
 BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which no more readings are taken
 # refusals its silence does not name: for its rate (they keep it alive; a duplicate_ts only when it is no
 # redelivery: Buffers.refused)

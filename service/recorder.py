@@ -90,7 +90,8 @@ class Recorder(AlertFiles):
     _seq: int = 0
     _failures_reported: int = 0
     _guards_saved: dict[str, float] = field(default_factory=dict)  # the bands GUARD_FILE holds
-    _parted: dict[str, float] = field(default_factory=dict)  # asset -> when (monotonic) its alert's last part went
+    _parted: dict[str, tuple[str, float, int]] = field(default_factory=dict)  # (AlertFiles)
+    _next_part: dict[str, int] = field(default_factory=dict)  # (AlertFiles)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)

@@ -326,6 +326,41 @@ def test_an_alert_up_has_its_judged_readings_written_as_parts_so_a_kill_loses_fe
     assert alert_times(tmp_path) == [*range(90, 141), *range(160, 190)]
 
 
+def test_an_alerts_parts_list_no_folder_after_the_first_keep_its_backlog_and_leave_stamps_ahead_held(
+        tmp_path, monkeypatch):
+    """From a review of the parts: each part after the first listed every folder of the store (the
+    stall a storm of clears once caused, back every 10 minutes); parts took every judged reading, so
+    ``alert_backlog`` no longer bounded what one alert wrote; and a reading stamped ahead of this
+    machine's clock, which a rewind takes back as never true, went into a part."""
+    from sensorguard.service import alert_files
+
+    clock, listed = [1000.0], []
+    monkeypatch.setattr(alert_files.time, "monotonic", lambda: clock[0])
+    real = alert_files.alert_parts
+    monkeypatch.setattr(alert_files, "alert_parts", lambda d, a: listed.append(a) or real(d, a))
+    now = time.time()
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, alert_backlog=120)
+    rec.alert_raised("p1", now - 1000, "p1@1")
+    rec.flush()  # its clock starts
+    for part in range(3):
+        for ts in range(100):
+            rec.add("p1", now - 1000 + 100 * part + ts, np.array([ts, -ts], float))
+        rec.judged("p1", now - 1000 + 100 * part + 99)
+        clock[0] += alert_files.ALERT_PART_S
+        rec.flush()
+    assert listed == []  # the first part's number was known: nothing listed
+    # parts capped at the backlog (its first readings), the held ones apart (its last)
+    assert len(alert_times(tmp_path)) == 120 and len(rec.held("p1")) == 120
+    ahead = now + 3600.0
+    rec.add("p1", ahead, np.array([0.0, 0.0]))
+    rec.judged("p1", ahead)  # a window ended on it
+    clock[0] += alert_files.ALERT_PART_S
+    rec.alert_backlog = 10_000
+    rec.flush()
+    assert rec.held("p1") == [ahead]  # left for a rewind to take back
+    assert len(alert_times(tmp_path)) == 120 + 119  # (the held ones, less the oldest the reading ahead pushed out)
+
+
 def test_recording_goes_on_after_the_store_was_removed_by_hand(tmp_path):
     import shutil
 
