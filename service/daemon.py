@@ -140,12 +140,14 @@ class Daemon(ScoringWorker):
         self.controls = AlarmControls(controls_dir, writes=StateWrites(self.metrics.state_write_failures, controls_dir))
         # one read of the extras (a file restore_states sets aside reads as none; what a bad entry held is
         # left out below, with the entry). The assets silent at the save, of this instance's partitions, are
-        # awaited as such, not restored as live ones, and nothing else of their entries is taken (cluster
-        # mode: a worker learns whose they are later; there they stay restored, and end as restored ones do)
-        extras = saved_extras(settings.state_dir)
+        # awaited as such, not restored as live ones, and nothing else of their entries is taken. Cluster
+        # mode takes nothing from the file: the state bucket is what an asset's owner adopts, and a worker
+        # restarted without its partitions exported the alerts its file held as active, over their owner's
+        # clear, until they expired (a walk: SensorguardAssetAnomaly would fire on an alert cleared)
+        extras = saved_extras(None if settings.cluster else settings.state_dir)
         judged, left_open, named, silences = extras.judged, extras.faults, extras.channels, extras.silences
-        awaited = {a for a in silences if not settings.cluster and serves_asset(settings, a)}
-        restored = restore_states(settings.state_dir, settings.max_assets, awaited)
+        awaited = {a for a in silences if serves_asset(settings, a)}
+        restored = {} if settings.cluster else restore_states(settings.state_dir, settings.max_assets, awaited)
         silent = {a: (*silences[a], restored.pop(a)[1]) for a in sorted(awaited, key=lambda a: silences[a][0])
                   if a in restored}  # (oldest first)
         floors = {asset: ts for asset, ts in judged.items() if asset in restored}

@@ -860,6 +860,21 @@ def test_cluster_mode_sets_no_floors_a_takeover_primes_the_older_readings(tiny_b
     assert clustered.buffers.floors == {}
 
 
+def test_cluster_mode_takes_no_state_from_the_file_its_alerts_are_not_exported_as_active(drifting, tmp_path):
+    """A walk: a cluster worker restarted on a state folder whose partition another worker had taken
+    (and cleared the alert on) restored the file's alert and exported it active, over the owner's
+    clear, until it expired: the shipped SensorguardAssetAnomaly would have fired. The state bucket
+    is what an asset's owner adopts; the file is not read in cluster mode."""
+    first, _ = daemon_with(drifting, tmp_path)
+    for i in range(4):
+        first.alerts.apply("pump-1", T0 + i, 5.0, [])
+    assert first.alerts.state_of("pump-1").status == "alerting"
+    first.stop()
+    clustered, _ = daemon_with(drifting, tmp_path, cluster=("nats://127.0.0.1:4222",))
+    assert value(clustered, "sensorguard_anomaly_active", asset="pump-1") in (None, 0.0)
+    assert clustered.alerts.restored == {}
+
+
 def test_a_second_incident_keeps_the_first_ones_copy(tmp_path, caplog):
     """Each incident copied the file to assets.json.bad over the last one, so a second bad start
     (or a bad entry after a bad file) lost what the first had kept, often the copy that said what
