@@ -209,6 +209,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     problem = swap_problem(root, name, old, new) if args.action == "rollback" else None
     if (problem := problem or period_change(root, name, old, new)) is not None:
         print(f"note: {problem}")
+    if old == new and args.action == "promote":  # (it said "CURRENT v0002 -> v0002": a walk)
+        print(f"{name}: {new} is CURRENT already; nothing changed")
+        return 0
     print(f"{name}: CURRENT {old or '(none)'} -> {new}")
     if (refused := _gate_refusal(root, name, new)) is not None:
         print(refused)

@@ -251,7 +251,7 @@ class ClusterSource:
     async def _join(self) -> Ownership:
         partitions = await joined_layout(self._js, self.settings.topic_prefix, self.ingest.buffers.window)
         kv = await self._js.key_value(OWNERS_BUCKET)
-        log.info("cluster: worker %s joined (%d partitions)", self.worker, partitions)
+        log.info("cluster: worker %s joined (a cluster of %d partitions)", self.worker, partitions)
         return Ownership(kv, self.worker, partitions, self._gain, self._lose,
                          lambda change: self.metrics.partition_changes.labels(change).inc(), self.publishes)
 

@@ -150,7 +150,8 @@ class Metrics:
         self.partitions_owned = gauge("partitions_owned", "Cluster mode: JetStream partitions this worker owns now.")
         self.partition_changes = counter("partition_changes_total", "Cluster mode: partitions gained, released "
                                          "(handed on: to a joining worker, at a stop, or while it cannot "
-                                         "publish) and lost (its lease ran out and another worker took it).",
+                                         "publish) and lost (its lease ran out: another worker took it, or NATS "
+                                         "was out of reach longer than the lease).",
                                          ("change",))
         self.mqtt_connected = gauge("mqtt_connected", "1 while connected to the MQTT broker.")
         self.assets = gauge("assets", "Assets with a buffer.")

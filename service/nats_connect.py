@@ -34,6 +34,15 @@ async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: 
     except ImportError:
         raise ClusterError("cluster mode needs nats-py: pip install 'sensorguard[cluster]'") from None
     seen: list[str] = []  # what each try met: nats-py's own error says only "no servers available"
+    where = ", ".join(hide_credentials(s) for s in servers)  # (a nats://user:secret@ URL is logged every 5 s)
+
+    async def _warn_error(exc: Exception) -> None:
+        """A daemon's error callback: a warning naming the servers, at most one a minute per kind (a
+        worker that could not reach NATS at start, a wrong password, said nothing: the errors were
+        debug lines; then only "nats: [Errno 111] Connect call failed", no server named: a walk)."""
+        if (count := _ERRORS.hit(type(exc).__name__)) is not None:
+            log.warning("NATS %s: %s (%d such error(s) in the last minute); trying again", where, first_line(exc),
+                        count)
 
     async def _log_error(exc: Exception) -> None:
         """A command's error callback: a debug line (nats-py's default prints a traceback for every
@@ -46,21 +55,13 @@ async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: 
                                   max_reconnect_attempts=-1 if forever else 2, allow_reconnect=True,
                                   error_cb=_warn_error if forever else _log_error, **callbacks)
     except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; the user needs one line
-        where = ", ".join(hide_credentials(s) for s in servers)  # (a nats://user:secret@ URL is logged every 5 s)
         said = str(exc) or type(exc).__name__
         met = [m for m in dict.fromkeys(seen) if m not in said]  # (a wrong password said only the above: a walk)
         raise ClusterError(f"cannot reach the NATS servers {where}: {said}"
                            + (f" ({'; '.join(met[-2:])})" if met else "")) from None
 
 
-_ERRORS = RateLimiter(60.0)
-
-
-async def _warn_error(exc: Exception) -> None:
-    """A daemon's error callback: a warning, at most one a minute per kind (a worker that could not
-    reach NATS at start, a wrong password, said nothing: the errors were debug lines)."""
-    if (count := _ERRORS.hit(type(exc).__name__)) is not None:
-        log.warning("nats: %s (%d such error(s) in the last minute)", first_line(exc), count)
+_ERRORS = RateLimiter(60.0)  # (one for the process: its connections share the quota)
 
 
 def no_jetstream(exc: BaseException) -> str:

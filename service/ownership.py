@@ -247,7 +247,8 @@ class Ownership:
                 self.owned[k] = ours  # a write given up on (nats-py's timeout) landed after all: still ours
                 return
             if k in self.owned and k not in self._releases:
-                log.warning("lost partition %d: its lease expired and another worker took it", k)
+                log.warning("lost partition %d: its lease ran out (another worker took it, or NATS was out of "
+                            "reach longer than the lease)", k)
                 del self.owned[k]
                 self._changed("lost")
                 self._losing[k] = self._background(self.lose(k, False), f"lost-{k}")

@@ -5,6 +5,7 @@ in exactly one partition per asset, at any depth, and the window stream keeps th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -876,3 +877,21 @@ def test_the_local_servers_run_in_a_session_of_their_own(nats_node):
     import os
 
     assert all(os.getsid(node.proc.pid) != os.getsid(0) for node in nats_node.nodes)
+
+
+def test_a_daemons_connection_warnings_name_the_nats_servers(caplog):
+    """A walk: a worker that could not reach NATS at start said only "cluster: nats: [Errno 111]
+    Connect call failed ('127.0.0.1', 14299)", where the MQTT side names the broker and says it
+    keeps trying. The line names the servers (credentials hidden) and that it tries again."""
+    from sensorguard.service import nats_connect
+
+    async def attempt() -> None:
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(nats_connect.connect(("nats://sg:pw@127.0.0.1:1",), forever=True), 2.0)
+
+    nats_connect._ERRORS = nats_connect.RateLimiter(60.0)  # (a fresh quota: other tests spent it)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.cluster"):
+        asyncio.run(attempt())
+    lines = [r.getMessage() for r in caplog.records if r.name == "sensorguard.service.cluster"]
+    assert lines and lines[0].startswith("NATS nats://***@127.0.0.1:1: "), lines
+    assert lines[0].endswith("; trying again") and "pw" not in lines[0]

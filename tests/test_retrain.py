@@ -207,6 +207,11 @@ def test_models_list_and_show_survive_a_version_with_null_fields(registry, train
     assert "has no current version" in capsys.readouterr().err
     assert main(["models", "promote", "v0001", "--registry", str(registry), "--name", "other"]) == 0
     assert "other: CURRENT (none) -> v0001" in capsys.readouterr().out  # it said "None"
+    # again: it said "CURRENT v0001 -> v0001" and rewrote CURRENT, which daemons watch (a walk)
+    stamp = (registry / "other" / "CURRENT").stat().st_mtime_ns
+    assert main(["models", "promote", "v0001", "--registry", str(registry), "--name", "other"]) == 0
+    assert capsys.readouterr().out == "other: v0001 is CURRENT already; nothing changed\n"
+    assert (registry / "other" / "CURRENT").stat().st_mtime_ns == stamp
 
 
 def test_prune_keeps_current_shadow_history_and_the_newest(registry, trained, capsys):
