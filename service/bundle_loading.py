@@ -34,7 +34,7 @@ from sensorguard.service.bundle import (
 )
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.drift import DriftRule
-from sensorguard.service.json_values import number, whole
+from sensorguard.service.json_values import is_number, number, whole
 from sensorguard.service.level import LevelMonitor
 from sensorguard.service.logs import first_line
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
@@ -155,8 +155,11 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
     for name in ("calibration", "training", "metrics"):
         if not isinstance(meta.get(name) or {}, dict):
             problems.append(f"{name} must be an object")
-    if hop < 1:
+    if hop < 1:  # (a longer hop than the window, which train refuses now, loads: bundles saved so before)
         problems.append(f"hop must be >= 1, got {hop}")
+    period = meta.get("sample_period")
+    if period is not None and not (is_number(period) and 0 < period < 1e300):  # (0 read as none: checks off)
+        problems.append(f"sample_period must be a positive number of seconds or null, got {str(period)[:40]}")
     if not divides_hop(alert_hop, hop):
         problems.append(f"alert_hop must be 0 or a divisor of the hop ({hop}), got {alert_hop}")
     if not 0 <= focus <= window:
@@ -189,7 +192,6 @@ def _bundle_from_meta(meta: dict[str, Any], path: Path) -> Bundle:
         problems.append(f"level is not a usable level monitor ({first_line(exc, 200)})")
     if problems:
         raise BundleError(f"{where}: " + "; ".join(problems))
-    period = meta.get("sample_period")
     return Bundle(
         channels=channels,
         config=config,

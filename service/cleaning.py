@@ -59,6 +59,7 @@ IRREGULAR_GAP_FACTOR = 10  # irregular sampling: only a much longer silence rest
 SLOW_RATE = 1.5  # an asset whose steps average over this many sample periods is refused (slow_rate)
 FAST_RATE = 2 / 3  # ... under this many, it is resampled (at the model's rate, jitter drops nothing)
 RATE_WEIGHT = 1 / 8  # of each step in the asset's moving average
+_POLICY_FIELDS = frozenset({"sample_period", "regular", "fill_limit", "jitter", "restart_gap_s"})  # bundle.json
 RATE_PRIOR = 2  # steps of the model's period the average starts from: one odd first step decides nothing
 
 
@@ -115,11 +116,21 @@ class CleaningPolicy:
     def from_dict(cls, raw: dict[str, Any] | None, sample_period: float | None = None) -> CleaningPolicy:
         """The policy of ``bundle.json``; older bundles get the defaults (their sample period, a
         regular grid as the offline path always assumed, fill limit 5, jitter 0.5, derived gap)."""
-        raw = raw or {}
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise TypeError(f"cleaning must be an object, got {str(raw)[:40]}")
+        if unknown := sorted(set(raw) - _POLICY_FIELDS):  # (a hand edit's "fil_limit" was ignored unsaid: a walk)
+            raise ValueError(f"cleaning has no field {', '.join(map(repr, unknown))} "
+                             f"(its fields: {', '.join(sorted(_POLICY_FIELDS))})")
+        regular, fill_limit = raw.get("regular", True), raw.get("fill_limit", 5)
+        if not isinstance(regular, bool):  # ("no" read as True)
+            raise TypeError(f"cleaning regular must be true or false, got {str(regular)[:40]}")
+        if not isinstance(fill_limit, int) or isinstance(fill_limit, bool):  # (2.5 read as 2)
+            raise TypeError(f"cleaning fill_limit must be a whole number, got {str(fill_limit)[:40]}")
         period = raw.get("sample_period", sample_period)
         gap = raw.get("restart_gap_s")
-        policy = cls(sample_period=None if period is None else float(period), regular=bool(raw.get("regular", True)),
-                     fill_limit=int(raw.get("fill_limit", 5)), jitter=float(raw.get("jitter", 0.5)),
+        policy = cls(sample_period=None if period is None else float(period), regular=regular,
+                     fill_limit=fill_limit, jitter=float(raw.get("jitter", 0.5)),
                      gap_s=None if gap is None else float(gap))
         if policy.sample_period is not None and not (math.isfinite(policy.sample_period) and policy.sample_period > 0):
             raise ValueError(f"cleaning sample_period must be a positive number, got {policy.sample_period}")

@@ -207,6 +207,9 @@ def test_a_hop_longer_than_the_window_is_refused_and_an_older_such_bundle_still_
         train_bundle(load_frame([path]), TrainOptions(max_epochs=2, hop=40, progress=False))
     with pytest.raises(ValueError, match="does not divide the hop"):
         train_bundle(load_frame([path]), TrainOptions(max_epochs=2, hop=4, alert_hop=3, progress=False))
+    with pytest.raises(ValueError, match=r"--latent 100000 is no bottleneck: a window holds \d+ values"):
+        train_bundle(load_frame([path]), TrainOptions(max_epochs=2, latent=100_000, progress=False))  # (it ran for
+    # minutes; one at or past the window's values copies every fault: a walk)
     old = replace(tiny_bundle, hop=tiny_bundle.window + 8, focus=tiny_bundle.window)
     assert load_bundle(save_bundle(old, tmp_path / "b")).focus == old.window
 

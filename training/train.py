@@ -111,6 +111,10 @@ def train_bundle(
         raise ValueError(f"--alert-hop {alert_hop} does not divide the hop ({hop}): give a divisor of it, or 0 "
                          "to judge every hop while an alert is up too")
     latent = options.latent or default_latent(len(data.channels), window)
+    if latent >= len(data.channels) * window:  # no bottleneck: it copies every fault (100,000 trained for minutes)
+        raise ValueError(f"--latent {latent} is no bottleneck: a window holds {len(data.channels) * window} values "
+                         f"({len(data.channels)} channels x {window} samples); give fewer (default "
+                         f"{default_latent(len(data.channels), window)})")
     config = ModelConfig(
         channels=len(data.channels), window=window, latent=latent, hidden=options.hidden, depth=default_depth(window)
     )
