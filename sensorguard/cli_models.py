@@ -181,8 +181,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{name}: deleted {len(removed)} versions" + (f" ({', '.join(removed)})" if removed else ""))
         return 0
     if args.action == "shadow":
-        if args.clear == bool(args.version):
-            raise CliError("shadow needs a VERSION, or --clear to stop shadowing")
+        if args.clear == bool(args.version):  # (both given said "needs a VERSION, or --clear": a walk)
+            raise CliError("shadow takes a VERSION to shadow, or --clear to stop shadowing, not both"
+                           if args.clear else "shadow needs a VERSION, or --clear to stop shadowing")
         if args.clear and not (root / name / SHADOW_FILE).exists():  # (said "cleared": a walk; a garbled one goes)
             print(f"{name}: no SHADOW to clear")
             return 0

@@ -73,6 +73,9 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
         levels = value.split("/")
         if not value or any(not lvl or "+" in lvl or "#" in lvl for lvl in levels):
             bad(name, f"must be non-empty topic levels without '+', '#' or empty levels, got {value!r}")
+    if f"{s.output_prefix}/".startswith(f"{s.topic_prefix}/"):  # (its own statuses read back as bad_asset: a walk)
+        bad("output_prefix", f"{s.output_prefix!r} is under topic_prefix {s.topic_prefix!r}: the daemon would read "
+            "its own alerts, states and statuses as readings; give another (default sensorguard)")
     if s.instance is not None and (not s.instance or any(c in s.instance for c in "/+#") or
                                    any(c.isspace() for c in s.instance)):
         bad("instance", f"must be one topic level without '/', '+', '#' or spaces, got {s.instance!r}")
@@ -126,11 +129,12 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
         bad("keepalive_s", f"must be <= 65535, got {s.keepalive_s}")
     if s.hop is not None and s.hop < 1:
         bad("hop", f"must be >= 1 or unset, got {s.hop}")
-    for name in ("max_gap_s", "stale_after_s", "reload_poll_s", "shadow_report_s", "record_max_mb",
-                 "record_max_age_days", "max_future_s"):
+    for name, unit in (("max_gap_s", " seconds"), ("stale_after_s", " seconds"), ("reload_poll_s", " seconds"),
+                       ("shadow_report_s", " seconds"), ("record_max_mb", " MB"), ("record_max_age_days", " days"),
+                       ("max_future_s", " seconds")):
         value = getattr(s, name)
         if value is not None and not value > 0:
-            bad(name, f"must be > 0 seconds, got {value}")
+            bad(name, f"must be > 0{unit}, got {value}")
     if not 0 < s.clear_level <= 1:
         bad("clear_level", f"must be in (0, 1], got {s.clear_level}")
     if not 0 <= s.clear_at <= 1:

@@ -501,3 +501,14 @@ def test_a_tls_file_openssl_cannot_read_is_named_before_the_start(bundle_dir, tm
     (tmp_path / "ca.pem").write_text("timestamp,value\n1,2\n")
     found = problems({"model": bundle_dir, "broker": "mqtts://h", "tls_ca": str(tmp_path / "ca.pem")})
     assert len(found) == 1 and found[0].startswith(f"tls_ca: '{tmp_path / 'ca.pem'}' holds no CA certificate")
+
+
+def test_an_output_prefix_under_the_topic_prefix_and_units_are_named(tmp_path: Path) -> None:
+    """A CLI walk: ``--output-prefix sensors`` (the topic prefix) was taken, and the daemon read its
+    own statuses back as readings (``bad_asset``); ``--record-max-mb 0`` said "must be > 0 seconds"."""
+    text = "\n".join(problems({"output_prefix": "sensors/out", "record_max_mb": 0, "record_max_age_days": 0},
+                              {}, None))
+    assert "output_prefix: 'sensors/out' is under topic_prefix 'sensors'" in text
+    assert "record_max_mb: must be > 0 MB, got 0" in text and "record_max_age_days: must be > 0 days" in text
+    fine = "\n".join(problems({"output_prefix": "sensorsguard", "topic_prefix": "sensors"}, {}, None))
+    assert "output_prefix" not in fine

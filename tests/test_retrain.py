@@ -212,6 +212,9 @@ def test_models_list_and_show_survive_a_version_with_null_fields(registry, train
     assert main(["models", "promote", "v0001", "--registry", str(registry), "--name", "other"]) == 0
     assert capsys.readouterr().out == "other: v0001 is CURRENT already; nothing changed\n"
     assert (registry / "other" / "CURRENT").stat().st_mtime_ns == stamp
+    assert main(["models", "shadow", "v0001", "--clear", "--registry", str(registry), "--name", "other"]) != 0
+    assert "a VERSION to shadow, or --clear to stop shadowing, not both" in capsys.readouterr().err  # (it said
+    # "needs a VERSION, or --clear" to one who gave both: a walk)
 
 
 def test_prune_keeps_current_shadow_history_and_the_newest(registry, trained, capsys):
