@@ -37,10 +37,12 @@ log = logging.getLogger("sensorguard.service.assets")  # (its lines came from th
 Restored = dict[str, tuple[AlertState, DriftState | None, bool]]  # alert, drift, its raise went out
 # ... its last hop-grid window's time (the new owner's cadence), its raise went out, the time of the
 # last window it judged when that came after (an alert-hop window the state already holds), and the
-# top channels of its last window (its retained state lists them until the new owner's first window)
-Moved = tuple[AlertState, DriftState | None, float | None, bool, float | None, list[dict]]
-# asset, alert, drift, announced, window_ts, judged_ts, channels
-Adopted = tuple[str, AlertState, DriftState | None, bool, float | None, float | None, list[dict]]
+# top channels of its last window (its retained state lists them until the new owner's first window),
+# and, for a silent one, its silence (the reading time it went silent after, its last score)
+Silence = tuple[float, float] | None
+Moved = tuple[AlertState, DriftState | None, float | None, bool, float | None, list[dict], Silence]
+# asset, alert, drift, announced, window_ts, judged_ts, channels, silence
+Adopted = tuple[str, AlertState, DriftState | None, bool, float | None, float | None, list[dict], Silence]
 
 
 class CarriedStates:
@@ -81,8 +83,8 @@ class CarriedStates:
     _paging: Callable[[str, AlertState, float], bool]
 
     def adopt(self, asset: str, alert: AlertState, drift: DriftState | None, announced: bool = True,
-              window_ts: float | None = None, judged_ts: float | None = None, channels: list[dict] | None = None
-              ) -> None:
+              window_ts: float | None = None, judged_ts: float | None = None, channels: list[dict] | None = None,
+              silence: Silence = None) -> None:
         """``asset`` moved here from another worker with this state (any thread). Taken in like a state
         restored at start: at its next window it carries on (an alert up stays up under its id,
         without a second ``raised`` unless it was never announced; the recorder holds its readings
@@ -90,8 +92,10 @@ class CarriedStates:
         until it judges a window of its own on the hop grid (a state passed on before that lost
         them: a later owner started without an anchor; found by review). ``channels``: the top
         channels of its last window there, listed by its state until its first window here (as a
-        restart's: cluster mode listed none)."""
-        self._adopted.append((asset, alert, drift, announced, window_ts, judged_ts, channels or []))
+        restart's: cluster mode listed none). ``silence``: the asset was silent there (the reading
+        time it went silent after, its last score): its return is awaited here, so its first reading
+        tells ``sensor_ok`` (a walk: the silence opened on its old owner was never closed)."""
+        self._adopted.append((asset, alert, drift, announced, window_ts, judged_ts, channels or [], silence))
 
     def _ended_unseen(self, asset: str) -> None:
         """Cluster mode: a restored or adopted asset's state ended before its first window here;
@@ -182,8 +186,13 @@ class CarriedStates:
 
     def _take_adopted(self) -> None:
         while self._adopted:
-            asset, alert, drift, announced, window_ts, judged_ts, channels = self._adopted.popleft()
-            if asset not in self._states:
+            asset, alert, drift, announced, window_ts, judged_ts, channels, silence = self._adopted.popleft()
+            if silence is not None and asset not in self._states:  # awaited as the old owner did
+                self.restored.pop(asset, None)
+                if drift is not None:
+                    self._drift[asset] = drift
+                self._await_return(asset, *silence)
+            elif asset not in self._states:
                 self.restored[asset] = (alert, drift, announced)
                 if channels:
                     self.restored_channels[asset] = channels
@@ -205,17 +214,18 @@ class CarriedStates:
         self._take_adopted()
         out: dict[str, Moved] = {}
         for asset in assets:
+            silence = self._open.silent(asset)
             if asset in self._states:
                 told = self._told(asset)
                 out[asset] = (self._states.pop(asset), self._drift.pop(asset, None), *self._cadence(asset, told),
-                              self._channels(asset))
+                              self._channels(asset), None)
             elif asset in self.restored:
                 state, drift, told = self._pop_restored(asset)
-                out[asset] = (state, drift, *self._cadence(asset, told), self._channels(asset))
-            elif asset in self._synced or self._learned(asset) is not None:  # silent: a normal state replaces
-                # the bucket's (an alert the silence ended, not yet passed on, was adopted by the new
-                # owner: found by review), its baseline with it
-                out[asset] = (AlertState(), self._learned(asset), None, True, None, [])
+                out[asset] = (state, drift, *self._cadence(asset, told), self._channels(asset), None)
+            elif asset in self._synced or self._learned(asset) is not None or silence is not None:  # silent: a
+                # normal state replaces the bucket's (an alert the silence ended, not yet passed on, was
+                # adopted by the new owner: found by review), its baseline and its silence with it
+                out[asset] = (AlertState(), self._learned(asset), None, True, None, [], silence)
             self.restored_channels.pop(asset, None)
             for kept in (self._latest, self._grid_ts, self._judged_ts, self._floors, self._announced, self._raise_info,
                          self._synced, self._drift, self._stated):
@@ -239,11 +249,14 @@ class CarriedStates:
             key = (state.status, state.alert_id, told)
             if full or self._synced.get(asset) != key:
                 self._synced[asset] = key
-                out[asset] = (state, self._drift.get(asset), *self._cadence(asset, told), self._channels(asset))
+                out[asset] = (state, self._drift.get(asset), *self._cadence(asset, told), self._channels(asset),
+                              None)
         for asset in [a for a in self._synced if a not in self._states and a not in self.restored]:
-            del self._synced[asset]  # its state ended here (silent): the bucket forgets its alert too,
-            drift = self._learned(asset)  # and keeps the drift baseline awaiting its return
-            out[asset] = None if drift is None else (AlertState(), drift, None, True, None, [])
+            del self._synced[asset]  # its state ended here (silent): the bucket forgets its alert too, and
+            drift, silence = self._learned(asset), self._open.silent(asset)  # keeps the drift baseline and
+            # the silence awaiting its return (a new owner tells sensor_ok at its first reading)
+            out[asset] = None if drift is None and silence is None else (AlertState(), drift, None, True, None, [],
+                                                                         silence)
         return out
 
     def _channels(self, asset: str) -> list[dict]:

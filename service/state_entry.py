@@ -7,7 +7,7 @@ window, the open sensor faults and the top channels. Reading one back checks eac
 type and range, since the file may come from a hand edit or from another version: a bad value
 costs its own asset (:class:`StateError`, or a field left out), never the others'.
 
->>> alert, drift, window_ts, announced, judged_ts, channels = decode_asset(
+>>> alert, drift, window_ts, announced, judged_ts, channels, silence = decode_asset(
 ...     encode_asset(AlertState("alerting", above=3, alert_id="17"), DriftState(0.25, 40), window_ts=60.0))
 >>> alert.alert_id, drift.updates, window_ts, announced, judged_ts
 ('17', 40, 60.0, True, None)
@@ -122,14 +122,18 @@ def finite_time(value: object) -> float | None:
 
 
 def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float | None = None,
-                 announced: bool = True, judged_ts: float | None = None, channels: list[dict] | None = None) -> bytes:
+                 announced: bool = True, judged_ts: float | None = None, channels: list[dict] | None = None,
+                 silence: tuple[float, float] | None = None) -> bytes:
     """One asset's state as ``assets.json`` holds it, plus the end time of its last scored window on
     the hop grid (the cadence a new owner continues) and of a later alert-hop window the state
     already holds (the new owner judges only the windows after it), for cluster mode's state bucket
     (an owner of an older version ignores ``judged_ts``), and the top channels of its last window
-    (``[{"name", "share"}]``, as :func:`save_states` keeps them)."""
+    (``[{"name", "share"}]``, as :func:`save_states` keeps them), and a silent asset's silence (the
+    reading time it went silent after, its last score: ``"silent"`` as ``assets.json`` holds it)."""
     entry = {**entry_of(alert, drift, announced), **({"window_ts": window_ts} if window_ts is not None else {}),
              **({"judged_ts": judged_ts} if judged_ts is not None else {}),
+             **({"silent": {"since": silence[0], "last_score": json_float(silence[1])}}
+                if silence is not None and finite_time(silence[0]) is not None else {}),
              **({"channels": channels} if channels and alert.status != "normal" else {})}  # (an alert's, as
     # assets.json keeps them: every normal asset's, synced every 30 s, only grew the bucket; a review)
     return json.dumps(entry, separators=(",", ":")).encode()
@@ -142,7 +146,8 @@ def entry_of(alert: AlertState, drift: DriftState | None, announced: bool) -> di
             **({"unannounced": True} if not announced and alert.status == "alerting" else {})}
 
 
-def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | None, bool, float | None, list[dict]]:
+def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | None, bool, float | None, list[dict],
+                                      tuple[float, float] | None]:
     """:func:`encode_asset` back (channels that do not read as such: none); StateError for anything else."""
     try:
         entry = json.loads(data)
@@ -150,7 +155,7 @@ def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | No
         window_ts, judged_ts = _window_time(entry.get("window_ts")), _window_time(entry.get("judged_ts"))
         return (alert_state(entry["alert"]), None if drift is None else drift_state(drift), window_ts,
                 entry.get("unannounced") is not True, None if window_ts is None else judged_ts,
-                channels_of({"": entry}).get("", []))
+                channels_of({"": entry}).get("", []), silences_of({"": entry}).get(""))
     except (AttributeError, KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise StateError(f"invalid asset state ({exc})") from None  # (JSONDecodeError: a ValueError)
 

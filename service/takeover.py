@@ -193,12 +193,12 @@ class Takeover:
             except (KeyNotFoundError, KeyDeletedError):
                 continue
             try:
-                alert, drift, window_ts, announced, judged_ts, channels = decode_asset(entry.value or b"")
+                alert, drift, window_ts, announced, judged_ts, channels, silence = decode_asset(entry.value or b"")
             except StateError as exc:
                 log.warning("cluster: the saved state of %s is unusable (%s): it starts afresh", asset, exc)
                 continue
             anchors[asset] = window_ts, judged_ts
-            self.alerts.adopt(asset, alert, drift, announced, window_ts, judged_ts, channels)
+            self.alerts.adopt(asset, alert, drift, announced, window_ts, judged_ts, channels, silence)
         return anchors
 
     async def _adopt_controls(self, k: int, partitions: int) -> None:

@@ -433,7 +433,7 @@ def test_a_handed_over_alert_carries_the_hop_grids_last_window(tiny_bundle):
         if seen and seen[-1].status == "alerting" and int(seen[-1].ts - T0) % 2 == 0:
             break  # an alert up, and the last window judged is off the hop grid
     assert int(seen[-1].ts - T0) % 2 == 0 and mid < len(rows)
-    state, _, window_ts, _, judged_ts, _ = daemon.alerts.hand_over({"pump-1"})["pump-1"]
+    state, _, window_ts, _, judged_ts, _, _ = daemon.alerts.hand_over({"pump-1"})["pump-1"]
     assert state.status == "alerting" and window_ts == seen[-1].ts - 1  # the hop grid's window before it
     assert judged_ts == seen[-1].ts  # the alert-hop window the state already holds
     bufs = Buffers(bundle.channels, bundle.window, bundle.hop, alert_hop=1)
@@ -474,7 +474,7 @@ def _take_over(bundle, entry: bytes, rows_taken: list, **rules):
     """A new owner of pump-1 from its state-bucket entry, primed with the readings it finds."""
     from sensorguard.service.state_entry import decode_asset
 
-    alert, drift, window_ts, announced, judged_ts, channels = decode_asset(entry)
+    alert, drift, window_ts, announced, judged_ts, channels, _ = decode_asset(entry)
     daemon, client, seen = _watched(bundle, **rules)
     daemon.alerts.adopt("pump-1", alert, drift, announced, window_ts, judged_ts, channels)
     daemon.ingest.prime("pump-1", rows_taken, window_ts, judged_ts)

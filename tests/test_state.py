@@ -480,13 +480,13 @@ def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
     learned = old.alerts.drift_of("pump-2")
     assert learned is not None and learned.updates == 1
     old.alerts.end("pump-2", T0)  # went silent: its alert state ends, and so must the bucket's copy,
-    silent = (AlertState(), learned, None, True, None, [])
+    silent = (AlertState(), learned, None, True, None, [], (T0, 0.5))  # (its silence too: a walk)
     assert old.alerts.changed_states() == {"pump-2": silent}  # but not the baseline
     assert len(old_client.published) > published
     assert old.alerts.hand_over({"pump-2"}) == {"pump-2": silent}  # moved, silent
     assert old.alerts.drift_of("pump-2") is None
 
-    alert, drift, window_ts, announced, judged_ts, _ = decode_asset(encode_asset(*moved["pump-1"]))
+    alert, drift, window_ts, announced, judged_ts, _, _ = decode_asset(encode_asset(*moved["pump-1"]))
     assert (alert, window_ts, announced, judged_ts) == (moved["pump-1"][0], T0 + 2, True, None)
     new, new_client = daemon_with(drifting, None)
     new.alerts.adopt("pump-1", alert, drift, announced)
@@ -496,6 +496,34 @@ def test_cluster_hand_over_adopt_and_the_states_to_pass_on(drifting, tmp_path):
         new.alerts.apply("pump-1", T0 + 4 + i, 0.1, [])
     cleared = [json.loads(p) for t, p, _ in new_client.published if t == "sensorguard/alerts/pump-1"]
     assert [(e["state"], e["alert_id"]) for e in cleared] == [("cleared", alert.alert_id)]
+
+
+def test_a_silent_asset_moved_to_another_worker_tells_sensor_ok_there(drifting):
+    """A walk of cluster mode: a silent asset whose partition moved (its owner killed) came back on
+    its new owner, which scored it and said nothing: the ``silent`` fault opened on the old owner was
+    never closed, and ``assets_silent`` summed over the workers missed it. Its silence now goes with
+    it through the state bucket, and the new owner awaits its return as the old one did."""
+    from sensorguard.service.sensors import SensorEvent
+    from sensorguard.service.state_entry import decode_asset, encode_asset
+
+    old, _ = daemon_with(drifting, None)
+    old.alerts.changed_states()  # cluster mode: synced from the start
+    old.alerts.apply("pump-2", T0, 0.5, [])
+    old.alerts.changed_states()
+    old.alerts.end("pump-2", T0 + 4)  # silent after its reading at T0 + 4
+    synced = old.alerts.changed_states()["pump-2"]  # what the bucket holds now (a kill -9 leaves it)
+    assert synced[6] == (T0 + 4, 0.5)
+    *entry, silence = decode_asset(encode_asset(*synced))
+    assert silence == (T0 + 4, 0.5)
+    new, client = daemon_with(drifting, None)
+    new.alerts.adopt("pump-2", *entry, silence)
+    new.alerts.hand_over(set())  # (takes the adoption in)
+    assert value(new, "sensorguard_assets_silent") == 1 and "pump-2" not in new.alerts.restored
+    new.alerts.sensor("pump-2", SensorEvent("silent", None, False, T0 + 600, float("nan")))  # its first reading
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-2"]
+    assert [(e["state"], e["kind"]) for e in events] == [("sensor_ok", "silent")]
+    assert value(new, "sensorguard_assets_silent") == 0
+    assert old.alerts.hand_over({"pump-2"})["pump-2"][6] == (T0 + 4, 0.5)  # a hand-over passes it on too
 
 
 def test_readings_just_before_a_maintenance_are_not_recorded_as_normal(drifting, tmp_path):
@@ -530,7 +558,7 @@ def test_an_alert_raised_while_shelved_moves_unannounced_and_is_told_by_its_new_
         old.alerts.apply("pump-1", T0 + i, 5.0, [])
     assert old.alerts.changed_states()["pump-1"][3] is False and raised(old_client) == []
     moved = old.alerts.hand_over({"pump-1"})
-    alert, drift, _, announced, _, _ = decode_asset(encode_asset(*moved["pump-1"]))
+    alert, drift, _, announced, _, _, _ = decode_asset(encode_asset(*moved["pump-1"]))
     assert alert.status == "alerting" and announced is False
     new, new_client = daemon_with(drifting, None)  # its controls hold nothing: the shelve ended meanwhile
     new.alerts.adopt("pump-1", alert, drift, announced)
@@ -550,8 +578,8 @@ def test_an_adopted_asset_silent_before_its_first_window_is_forgotten_by_the_buc
     assert new.alerts.changed_states() == {}  # cluster mode: the owner syncs from its start
     new.alerts.adopt("pump-1", moved[0], moved[1], moved[3])
     new.alerts.end("pump-1", T0 + 9)
-    assert new.alerts.changed_states() == {"pump-1": None}
-    assert new.alerts.changed_states() == {}
+    assert new.alerts.changed_states() == {"pump-1": (AlertState(), None, None, True, None, [], (T0 + 9, 5.0))}
+    assert new.alerts.changed_states() == {}  # (its alert gone from the bucket; its silence awaited there)
 
 
 def test_a_maintenance_on_a_silent_or_not_yet_heard_asset_shows_in_its_retained_state(drifting, tmp_path):
@@ -713,7 +741,7 @@ def test_a_hand_over_after_silence_ended_the_alert_passes_a_normal_state(tiny_bu
         old.alerts.apply("pump-1", T0 + i, 5.0, [])
     assert old.alerts.changed_states()["pump-1"][0].status == "alerting"
     old.alerts.end("pump-1", T0 + 3)
-    assert old.alerts.hand_over({"pump-1"}) == {"pump-1": (AlertState(), None, None, True, None, [])}
+    assert old.alerts.hand_over({"pump-1"}) == {"pump-1": (AlertState(), None, None, True, None, [], (T0 + 3, 5.0))}
 
 
 @pytest.mark.parametrize("times, expected", [
@@ -746,7 +774,8 @@ def test_an_adopted_cadence_goes_with_an_asset_that_never_came_and_is_not_passed
     owner, _ = daemon_with(drifting, None)
     owner.alerts.adopt("pump-1", AlertState(), None, True, T0 + 7, T0 + 8)
     owner.alerts.hand_over(set())  # (takes the adoption in)
-    assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (T0 + 7, True, T0 + 8, [])  # passed on as adopted
+    assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (T0 + 7, True, T0 + 8, [], None)  # passed on as
+    # adopted
     owner.alerts.adopt("pump-1", AlertState(), None, True, T0 + 7, T0 + 8)
     owner.alerts.hand_over(set())
     owner.alerts.expire_restored(time.monotonic() + 1e6)
@@ -755,7 +784,7 @@ def test_an_adopted_cadence_goes_with_an_asset_that_never_came_and_is_not_passed
     owner.alerts.adopt("pump-1", AlertState(), None, True, T0 + 7, T0 + 8)
     owner.alerts.hand_over(set())
     owner.alerts.adopt("pump-1", AlertState(), None, True)  # again, from an owner with no window yet
-    assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (None, True, None, [])
+    assert owner.alerts.hand_over({"pump-1"})["pump-1"][2:] == (None, True, None, [], None)
 
 
 def test_readings_the_previous_run_judged_are_refused_after_a_restart(tiny_bundle, tmp_path):
