@@ -1,3 +1,4 @@
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -111,6 +112,7 @@ def test_epoch_time_column(tmp_path):
     "make, kwargs, message",
     [
         (lambda p: p, {}, "file not found"),
+        (lambda p: os.mkfifo(p) or p, {}, "not a regular file"),  # (it said "file not found": a walk)
         (text(""), {}, "empty"),
         (text("timestamp,name\n2026-01-01,a\n2026-01-02,b\n"), {}, "no numeric"),
         (text("a,b\n1,2\n3,4\n"), {}, "no timestamp column"),

@@ -30,6 +30,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a CSV or Parquet file")
+    if path.exists() and not path.is_file():  # (a FIFO was "file not found": a walk)
+        raise DataError(f"{path}: not a regular file (a pipe or a device): give a CSV or Parquet file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
