@@ -20,6 +20,8 @@ def write_table(frame, path: str | Path) -> None:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise CliError(f"{path}: directory {path.parent} does not exist")
+    if path.parent and not path.parent.is_dir():  # (pandas: "Cannot save file into a non-existent directory")
+        raise CliError(f"{path}: {path.parent} is a file, not a directory")
     if path.is_dir():  # before the suffix's note: "written as CSV" and then "cannot write" (found in a walk)
         raise CliError(f"{path}: is a directory; give a file path (a .csv, .tsv or .parquet name)")
     suffixes = [s.lower() for s in path.suffixes[-2:]]

@@ -574,6 +574,9 @@ def test_the_output_format_follows_the_suffix_and_an_unknown_one_is_said(tmp_pat
     assert main(["simulate", "--out", f"{tmp_path}/noext/", "--rows", "5", "--channels", "2"]) == 1
     assert "noext/: names a directory; give a file path" in capsys.readouterr().err
     assert not (tmp_path / "noext").exists()
+    (tmp_path / "afile").write_text("")  # a file where its directory should be: pandas' own words (a walk)
+    assert main(["simulate", "--out", str(tmp_path / "afile" / "x.csv"), "--rows", "5", "--channels", "2"]) == 1
+    assert f"{tmp_path / 'afile'} is a file, not a directory" in capsys.readouterr().err
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly(files):
