@@ -72,7 +72,10 @@ class AssetFaults:
         """A sensor fault opened or closed (worker thread, before its reading's windows): count it,
         publish it and the asset's state."""
         if event.kind == "silent":  # an asset's first reading (after silence, or ever)
+            if self._adopted:  # (an adoption still queued may be its silence: heard first, it stayed silent)
+                self._take_adopted()
             if self._open.back(asset, event.ts):
+                self._ended_unseen(asset)  # cluster mode: the bucket's copy of its silence goes at the next sync
                 self.publisher.sensor(asset, event, self._model())
                 self.publish_state(asset, event.ts)
             return

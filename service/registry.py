@@ -292,6 +292,8 @@ def promote(root: str | os.PathLike, name: str, version: str, expect: object = _
         if expect is not _ANY and old != expect:
             raise CurrentMoved(f"not promoted: CURRENT of {name!r} moved to {old} (it was compared with {expect})")
         if old == version:  # current already: nothing written (daemons watching CURRENT would look again)
+            if shadow_version(root, name) == version:  # (a rollback onto the shadow: promoting it again ended
+                set_shadow(root, name, None)  # the shadow, and still does: a review)
             return old, version
         _set_current(root, name, version, current=old)  # (read once: a garbled CURRENT was logged twice)
     if shadow_version(root, name) == version:  # promoted by hand: it is no longer a shadow

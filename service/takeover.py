@@ -129,7 +129,9 @@ class Takeover:
         window, primed, partial = self.ingest.buffers.window, 0, []
         for subject, samples in kept.items():
             asset = asset_of(subject)[1]
-            anchor, judged = anchors.get(asset, (None, None))
+            if asset in anchors and anchors[asset] is None:  # silent there, awaited: its next reading starts it
+                continue
+            anchor, judged = anchors.get(asset) or (None, None)
             span = prime_span(samples, anchor, window)
             taken, opened = self.ingest.prime(asset, span, anchor, judged)
             primed += taken
@@ -180,13 +182,13 @@ class Takeover:
             return 0
         return int((reply.get("config") or {}).get("max_msgs_per_subject") or 0)
 
-    async def _adopt(self, assets: list[str]) -> dict[str, tuple[float | None, float | None]]:
+    async def _adopt(self, assets: list[str]) -> dict[str, tuple[float | None, float | None] | None]:
         """Take over the assets' alert and drift state from the state bucket; each asset's last
         scored window's time on the hop grid (the cadence to continue) and of the last window its
-        state holds, when that came after."""
+        state holds, when that came after (None for an asset silent there: it is not primed)."""
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
-        anchors: dict[str, tuple[float | None, float | None]] = {}
+        anchors: dict[str, tuple[float | None, float | None] | None] = {}
         for asset in assets:
             try:
                 entry = await self._states.get(state_key(asset))
@@ -197,7 +199,8 @@ class Takeover:
             except StateError as exc:
                 log.warning("cluster: the saved state of %s is unusable (%s): it starts afresh", asset, exc)
                 continue
-            anchors[asset] = window_ts, judged_ts
+            # (a silent one, None, is not primed: its first reading here tells its return, which a primed
+            anchors[asset] = (window_ts, judged_ts) if silence is None else None  # buffer swallowed: a review)
             self.alerts.adopt(asset, alert, drift, announced, window_ts, judged_ts, channels, silence)
         return anchors
 

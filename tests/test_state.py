@@ -1252,3 +1252,75 @@ def test_a_silence_of_another_instances_partition_is_capped_with_the_rest(drifti
     daemon, _ = daemon_with(drifting, tmp_path, max_assets=2, partition=["site-a/#"])
     assert set(daemon.alerts.restored) == {"site-a/p1", "site-a/p2"}
     assert daemon.alerts._open.silent_assets() == ["site-a/s"]
+
+
+def _silent_bucket_entry(drifting):
+    """What the state bucket holds for pump-2 gone silent on its owner, decoded."""
+    from sensorguard.service.state_entry import decode_asset, encode_asset
+
+    old, _ = daemon_with(drifting, None)
+    old.alerts.changed_states()
+    old.alerts.apply("pump-2", T0, 0.5, [])
+    old.alerts.changed_states()
+    old.alerts.end("pump-2", T0 + 4)
+    return decode_asset(encode_asset(*old.alerts.changed_states()["pump-2"]))
+
+
+def _told(client, asset="pump-2") -> list[tuple[str, str]]:
+    return [(e["state"], e["kind"]) for t, p, _ in client.published if t == f"sensorguard/alerts/{asset}"
+            for e in [json.loads(p)]]
+
+
+def test_a_silent_asset_heard_before_its_adoption_is_taken_in_tells_its_return(drifting):
+    """From a review of the silences in the bucket: the first reading's return event came before the
+    scoring thread took the adoption in, so nothing was told, and the silence taken in after it held
+    for good while the asset sent."""
+    from sensorguard.service.sensors import SensorEvent
+
+    *entry, silence = _silent_bucket_entry(drifting)
+    new, client = daemon_with(drifting, None)
+    new.alerts.adopt("pump-2", *entry, silence)  # queued (the takeover's thread)
+    new.alerts.sensor("pump-2", SensorEvent("silent", None, False, T0 + 600, float("nan")))
+    new.alerts.hand_over(set())
+    assert _told(client) == [("sensor_ok", "silent")] and value(new, "sensorguard_assets_silent") == 0
+
+
+def test_an_asset_back_before_its_first_window_has_its_buckets_silence_replaced(drifting, tiny_bundle):
+    """From a review: back from a silence, an asset is in no state until its first window, so neither
+    the sync nor a hand-over replaced the bucket's silent entry; a new owner adopted the silence and
+    told sensor_ok a second time (with no drift rule the entry was never replaced at all)."""
+    from sensorguard.service.sensors import SensorEvent
+    from sensorguard.service.state_entry import decode_asset, encode_asset
+
+    for bundle in (drifting, tiny_bundle):
+        old, old_client = daemon_with(bundle, None)
+        old.alerts.changed_states()
+        old.alerts.apply("pump-2", T0, 0.5, [])
+        old.alerts.changed_states()
+        old.alerts.end("pump-2", T0 + 4)
+        assert old.alerts.changed_states()["pump-2"][6] == (T0 + 4, 0.5)
+        old.alerts.sensor("pump-2", SensorEvent("silent", None, False, T0 + 600, float("nan")))  # back
+        synced = old.alerts.changed_states()["pump-2"]
+        assert synced is None or synced[6] is None  # the bucket's silence goes
+        old.alerts.end("pump-2", T0 + 700)
+        old.alerts.sensor("pump-2", SensorEvent("silent", None, False, T0 + 900, float("nan")))  # back again
+        moved = old.alerts.hand_over({"pump-2"}).get("pump-2")  # and handed over before a sync
+        assert moved is not None and moved[6] is None
+        new, new_client = daemon_with(bundle, None)
+        new.alerts.adopt("pump-2", *decode_asset(encode_asset(*moved)))
+        new.alerts.sensor("pump-2", SensorEvent("silent", None, False, T0 + 901, float("nan")))
+        assert (_told(old_client) + _told(new_client)).count(("sensor_ok", "silent")) == 2  # once a return
+
+
+def test_promoting_the_current_version_again_still_ends_a_shadow_of_it(tiny_bundle, tmp_path):
+    """From a review: promote of CURRENT now writes nothing, and so no longer ended a SHADOW equal to
+    CURRENT (a rollback onto the shadowed version), which re-promoting it had done."""
+    from sensorguard.service.registry import current_version, promote, publish, rollback, set_shadow, shadow_version
+
+    v1 = publish(tiny_bundle, tmp_path, "m")
+    publish(tiny_bundle, tmp_path, "m")
+    set_shadow(tmp_path, "m", v1)
+    rollback(tmp_path, "m")
+    assert current_version(tmp_path, "m") == v1 == shadow_version(tmp_path, "m")
+    promote(tmp_path, "m", v1)
+    assert shadow_version(tmp_path, "m") is None

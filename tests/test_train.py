@@ -210,6 +210,9 @@ def test_a_hop_longer_than_the_window_is_refused_and_an_older_such_bundle_still_
     with pytest.raises(ValueError, match=r"--latent 100000 is no bottleneck: a window holds \d+ values"):
         train_bundle(load_frame([path]), TrainOptions(max_epochs=2, latent=100_000, progress=False))  # (it ran for
     # minutes; one at or past the window's values copies every fault: a walk)
+    tiny = TrainOptions(max_epochs=1, window=4, hop=1, progress=False)  # 1 channel x 4: the default (4) is capped
+    assert train_bundle(load_frame([path], channels=["c0"]), tiny)[0].config.latent == 3  # (it was refused,
+    # naming itself as the default to give: a review)
     old = replace(tiny_bundle, hop=tiny_bundle.window + 8, focus=tiny_bundle.window)
     assert load_bundle(save_bundle(old, tmp_path / "b")).focus == old.window
 

@@ -110,11 +110,13 @@ def train_bundle(
     if not divides_hop(alert_hop, hop):  # the hop's windows must be among the alert hop's
         raise ValueError(f"--alert-hop {alert_hop} does not divide the hop ({hop}): give a divisor of it, or 0 "
                          "to judge every hop while an alert is up too")
-    latent = options.latent or default_latent(len(data.channels), window)
-    if latent >= len(data.channels) * window:  # no bottleneck: it copies every fault (100,000 trained for minutes)
-        raise ValueError(f"--latent {latent} is no bottleneck: a window holds {len(data.channels) * window} values "
-                         f"({len(data.channels)} channels x {window} samples); give fewer (default "
-                         f"{default_latent(len(data.channels), window)})")
+    values = len(data.channels) * window  # a window's values: the bottleneck must be narrower
+    latent = options.latent or min(default_latent(len(data.channels), window), max(values - 1, 1))
+    if latent >= values:  # no bottleneck: it copies every fault (100,000 trained for minutes)
+        raise ValueError(f"--latent {latent} is no bottleneck: a window holds {values} values "
+                         f"({len(data.channels)} channels x {window} samples); give fewer" if options.latent else
+                         f"a window of {window} samples of {len(data.channels)} channel(s) is too small to compress: "
+                         "give a longer --window")
     config = ModelConfig(
         channels=len(data.channels), window=window, latent=latent, hidden=options.hidden, depth=default_depth(window)
     )
