@@ -206,12 +206,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "promote" and not args.force and (problem := _unservable(root, name, args.version)):
         raise CliError(f"refusing to promote {args.version}: {problem}; --force promotes it (a planned change: "
                        "restart the daemons after it)")
+    shadowed = _pointer_or_none(shadow_version, root, name)
     old, new = promote(root, name, args.version) if args.action == "promote" else rollback(root, name)
     problem = swap_problem(root, name, old, new) if args.action == "rollback" else None
     if (problem := problem or period_change(root, name, old, new)) is not None:
         print(f"note: {problem}")
     if old == new and args.action == "promote":  # (it said "CURRENT v0002 -> v0002": a walk)
-        print(f"{name}: {new} is CURRENT already; nothing changed")
+        print(f"{name}: {new} is CURRENT already; " + ("its shadow ended" if shadowed == new else "nothing changed"))
         return 0
     print(f"{name}: CURRENT {old or '(none)'} -> {new}")
     if (refused := _gate_refusal(root, name, new)) is not None:

@@ -89,7 +89,7 @@ def replay_file(args: argparse.Namespace) -> int:
 
 def _off_rate(times, assets, period: float) -> str | None:
     """The stamps keep the file's spacing, and the daemon holds an asset to the model's sample
-    period by them: a file sampled over 1.5x slower is refused reading by reading (``slow_rate``),
+    period by them: a file sampled over 1.75x slower is refused reading by reading (``slow_rate``),
     and the replay reported success (found in a README walk); a faster one is thinned."""
     import pandas as pd
 

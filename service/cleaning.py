@@ -31,10 +31,14 @@ period) is resampled: a reading less than ``period - average / 2`` after the las
 dropped (``resampled``), which keeps every k-th reading of a publisher k times too fast (jitter
 included), so the windows span the time the model learned. At the model's rate with jitter up to
 0.3 periods either way nothing is dropped (tested over many seeds). An asset publishing
-**slower** than ``SLOW_RATE`` (1.5) periods on average is refused (``slow_rate``):
+**slower** than ``SLOW_RATE`` (1.75) periods on average is refused (``slow_rate``):
 sample-and-hold would feed the model staircases it never saw, and past ``fill_limit + 1.5`` periods
-every reading would restart the window and nothing would ever be scored without a word. Both
-are counted (live: ``messages_rejected_total{reason}``; offline: a note).
+every reading would restart the window and nothing would ever be scored without a word. A feed at
+the model's rate that loses readings is not slow: losing a share ``p`` averages ``1 + p`` periods
+(steps capped at two), and at 1.5 one losing every third reading sat on the limit and had about
+half its readings refused (a walk); at 1.75 it keeps them all, and a feed at half the model's
+rate (2 periods) is still refused, from its seventh step. Both are counted (live:
+``messages_rejected_total{reason}``; offline: a note).
 
 >>> policy = CleaningPolicy(sample_period=1.0, fill_limit=2)
 >>> cleaner = Cleaner(2)
@@ -56,7 +60,7 @@ NAN = float("nan")
 REGULAR_TOLERANCE = 0.1  # a grid is regular when 80 % of the steps are within 10 % of the period
 REGULAR_SHARE = 0.8
 IRREGULAR_GAP_FACTOR = 10  # irregular sampling: only a much longer silence restarts the window
-SLOW_RATE = 1.5  # an asset whose steps average over this many sample periods is refused (slow_rate)
+SLOW_RATE = 1.75  # an asset whose steps average over this many sample periods is refused (slow_rate)
 FAST_RATE = 2 / 3  # ... under this many, it is resampled (at the model's rate, jitter drops nothing)
 RATE_WEIGHT = 1 / 8  # of each step in the asset's moving average
 _POLICY_FIELDS = frozenset({"sample_period", "regular", "fill_limit", "jitter", "restart_gap_s"})  # bundle.json

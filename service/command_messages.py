@@ -110,8 +110,8 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
     if verb == "ack":
         alert_id, false_alarm = text["alert_id"], body.get("false_alarm", False)
         asset = alert_asset(alert_id)
-        if not asset or not alert_id.rpartition("@")[2].isdigit():  # (one message for both read as if
-            # false_alarm were wrong; "p1@abc" said "unknown or too old": walks)
+        ms = alert_id.rpartition("@")[2]  # (one message for both read as if false_alarm were wrong; "p1@abc"
+        if not asset or not (ms.isascii() and ms.isdigit()):  # said "unknown or too old": walks)
             return f"alert_id {alert_id!r} is not an alert id (<asset>@<ms>, as the alert event names it)"
         if not isinstance(false_alarm, bool):
             return "false_alarm must be true or false"

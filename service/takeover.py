@@ -123,13 +123,17 @@ class Takeover:
                         "previous owner stopped (more readings arrived since than cluster init --keep): their "
                         "windows start empty", k, len(short))
         assets = [asset_of(subject)[1] for subject in subjects]
-        anchors = await self._adopt(assets)
+        newest = {asset_of(subject)[1]: samples[-1][0] for subject, samples in kept.items() if samples}
+        anchors = await self._adopt(assets, newest)
         if self.controls is not None and partitions:
             await self._adopt_controls(k, partitions)
         window, primed, partial = self.ingest.buffers.window, 0, []
         for subject, samples in kept.items():
             asset = asset_of(subject)[1]
-            if asset in anchors and anchors[asset] is None:  # silent there, awaited: its next reading starts it
+            if asset in anchors and anchors[asset] is None:  # silent there, awaited: its buffer goes once it
+                with self.ingest.cond:  # taught the cleaner the asset's rate (kept for its return, as one
+                    self.ingest.prime(asset, prime_span(samples, None, window), None)  # worker's is), so its
+                    self.ingest.buffers.forget(asset)  # next reading starts it and tells its return (a review)
                 continue
             anchor, judged = anchors.get(asset) or (None, None)
             span = prime_span(samples, anchor, window)
@@ -182,10 +186,13 @@ class Takeover:
             return 0
         return int((reply.get("config") or {}).get("max_msgs_per_subject") or 0)
 
-    async def _adopt(self, assets: list[str]) -> dict[str, tuple[float | None, float | None] | None]:
+    async def _adopt(self, assets: list[str], newest: dict[str, float]
+                     ) -> dict[str, tuple[float | None, float | None] | None]:
         """Take over the assets' alert and drift state from the state bucket; each asset's last
         scored window's time on the hop grid (the cadence to continue) and of the last window its
-        state holds, when that came after (None for an asset silent there: it is not primed)."""
+        state holds, when that came after (None for an asset silent there: it is not primed).
+        ``newest``: each asset's newest reading in the window stream: one after its silence came back
+        on the old owner before the bucket heard (it is adopted live, not silent)."""
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
         anchors: dict[str, tuple[float | None, float | None] | None] = {}
@@ -196,6 +203,8 @@ class Takeover:
                 continue
             try:
                 alert, drift, window_ts, announced, judged_ts, channels, silence = decode_asset(entry.value or b"")
+                if silence is not None and newest.get(asset, -math.inf) > silence[0]:
+                    silence = None
             except StateError as exc:
                 log.warning("cluster: the saved state of %s is unusable (%s): it starts afresh", asset, exc)
                 continue

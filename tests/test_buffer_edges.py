@@ -23,9 +23,9 @@ def test_a_new_asset_takes_the_slot_of_the_oldest_untaken_one():
 def test_a_reading_refused_for_its_rate_keeps_the_asset_alive():
     """An asset publishing off its rate is alive: not idle, not stale."""
     bufs = Buffers(CH, 3, 1, policy=CleaningPolicy(1.0, True, 5))
-    got = [bufs.add("p", t, {"a": 1.0, "b": 1.0}, received=t) for t in (0.0, 3.0, 6.0, 9.0)]
+    got = [bufs.add("p", t, {"a": 1.0, "b": 1.0}, received=t) for t in range(0, 24, 3)]
     assert got[-1] == "slow_rate"
-    assert bufs.last_seen("p") == 9.0 and bufs.idle(8.5) == []
+    assert bufs.last_seen("p") == 21.0 and bufs.idle(20.5) == []
 
 
 def test_a_restart_before_any_row_is_written_is_no_window_restart():

@@ -48,11 +48,11 @@ def nats_node(tmp_path):
     node.stop()
 
 
-def daemon(node, trained_dir, name: str):
+def daemon(node, trained_dir, name: str, **flags):
     """An in-process ``serve --cluster`` worker: readings from JetStream, alerts over MQTT 3.1.1."""
     return start_daemon({"model": str(trained_dir), "cluster": [",".join(node.urls)], "mqtt_version": "3.1.1",
                          "broker": f"mqtt://127.0.0.1:{node.nodes[0].mqtt_port}", "client_id": name,
-                         "instance": name, "metrics_port": 0}, ready_timeout=30)
+                         "instance": name, "metrics_port": 0, **flags}, ready_timeout=30)
 
 
 def owned(url: str) -> float:
@@ -260,6 +260,38 @@ def test_an_open_sensor_fault_is_listed_by_the_new_owner_and_closed_by_it(nats_n
         time.sleep(0.5)
         told = [e["state"] for e in events.on(topic) if e.get("kind") == "out_of_range"]
         assert told == ["sensor_fault", "sensor_ok"], events.on(topic)  # opened by wb, closed by wa: each once
+    finally:
+        pub.close()
+        events.close()
+        for d, _ in workers:
+            d.stop()
+
+
+@pytest.mark.integration
+def test_a_silent_asset_handed_over_tells_its_return_on_its_new_owner(nats_node, trained_dir):
+    """A walk: a silent asset whose partition moved came back on its new owner with no ``sensor_ok``
+    (the silence opened on the old owner never closed). The silence goes with it through the state
+    bucket; the new owner primes the readings before it (for their rate) and drops that buffer, so
+    the first reading back starts the asset and tells its return (a primed buffer swallowed it)."""
+    workers = [daemon(nats_node, trained_dir, w, stale_after_s=2.0) for w in ("wa", "wb")]
+    events = Collector(SimpleNamespace(port=nats_node.nodes[0].mqtt_port), "sensorguard/alerts/#")
+    pub = Publisher(SimpleNamespace(port=nats_node.nodes[0].mqtt_port))
+    try:
+        urls = [url for _, url in workers]
+        (wa, _), (wb, _) = workers
+        asset = an_asset_of_the_second(workers)
+        frame = plant_frame(rows=60, channels=3, seed=4)
+        times, values = epoch(frame), frame[CHANNELS].to_numpy()
+        pub.samples(asset, times[:40], values[:40], CHANNELS, batch=1)
+        topic = f"sensorguard/alerts/{asset}"
+        wait_for(lambda: [e["state"] for e in events.on(topic)] == ["sensor_fault"], 30, "wb telling it silent")
+        wb.stop()  # a clean stop: its partitions, and the silence, go to wa
+        pub.samples(asset, times[40:], values[40:], CHANNELS, batch=1)  # back, waiting in the stream for wa
+        wait_for(lambda: owned(urls[0]) == 8 and wa.source.serves(asset), 30, "wa taking the asset over")
+        wait_for(lambda: len(events.on(topic)) == 2, 20, "its return told")
+        assert [(e["state"], e["kind"]) for e in events.on(topic)] == [("sensor_fault", "silent"),
+                                                                          ("sensor_ok", "silent")]
+        assert metric(urls[0], "sensorguard_assets_silent") == 0
     finally:
         pub.close()
         events.close()

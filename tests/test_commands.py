@@ -40,6 +40,7 @@ CHANNELS = ["c0", "c1", "c2"]
     ("maintenance", b'{"asset": "p", "action": "start", "for_s": 1e12}', "for_s must be"),
     ("ack", b'{"alert_id": "no-at-sign"}', "'no-at-sign' is not an alert id (<asset>@<ms>"),
     ("ack", b'{"alert_id": "line-1/p1@abc"}', "'line-1/p1@abc' is not an alert id (<asset>@<ms>"),
+    ("ack", '{"alert_id": "p1@\u00b2"}'.encode(), "is not an alert id (<asset>@<ms>"),  # (isdigit: a review)
     ("ack", b'{"alert_id": "p@1", "expires": 1.8e12}', "before 2200"),  # milliseconds: never expired
     ("ack", b'{"alert_id": "p@1", "false_alarm": "yes"}', "false_alarm must be true or false"),
     ("ack", b'{"alert_id": "p@1", "note": 7}', "text fields"),

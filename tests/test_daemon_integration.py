@@ -239,8 +239,8 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto, ca
     send("b", reading(t0 + 0.25))  # accepted, second asset (4): one short step is no rate yet
     send("b", reading(t0 + 0.5))  # resampled: the steps now average under 2/3 of the model's 1 s period
     send("b", reading(t0 + 1))  # accepted (5): a period after the last kept one
-    for k in range(1, 6):  # one reading every 3 s: four accepted (6-9) while its average step grows, then
-        send("a", reading(t0 + 2 + 3 * k))  # slow_rate (over 1.5 of the model's periods)
+    for k in range(1, 11):  # one reading every 3 s: nine accepted (6-14) while its average step grows, then
+        send("a", reading(t0 + 2 + 3 * k))  # slow_rate (over 1.75 of the model's periods)
     send("c", reading(t0))  # too_many_assets
 
     # parse_error is a parser bug: nothing sends it; not_ours comes only through a subscription a resumed
@@ -252,7 +252,7 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto, ca
     def rejected():
         m = scrape(running.url)
         counts = {dict(k[1])["reason"]: v for k, v in m.items() if k[0] == "sensorguard_messages_rejected_total"}
-        return counts if sum(counts.values()) == total and m[("sensorguard_readings_total", ())] == 9 else None
+        return counts if sum(counts.values()) == total and m[("sensorguard_readings_total", ())] == 14 else None
 
     counts = wait_for(rejected, 15, "every rejection counted")
     assert {r for r, v in counts.items() if v} == expected
@@ -272,7 +272,7 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto, ca
     assert http_status(f"{running.url}/healthz") == 200 and http_status(f"{running.url}/readyz") == 200
     assert http_status(f"{running.url}/nothing-here") == 404
     send("b", reading(t0 + 2))  # still serving
-    wait_for(lambda: running.value("sensorguard_readings_total") == 10, 10, "a good reading after the bad ones")
+    wait_for(lambda: running.value("sensorguard_readings_total") == 15, 10, "a good reading after the bad ones")
     pub.close()
 
 

@@ -125,7 +125,7 @@ def test_a_reading_the_daemon_refuses_for_its_rate_gets_no_score(tiny_bundle, tm
 
     bundle_dir = save_bundle(replace(tiny_bundle, sample_period=1.0), tmp_path / "b")
     frame = machine(1, 0.0)
-    seconds = np.r_[np.arange(60), np.arange(61, 73, 2), np.arange(73, 73 + len(frame) - 66)]
+    seconds = np.r_[np.arange(60), np.arange(61, 89, 2), np.arange(89, 89 + len(frame) - 74)]
     frame["timestamp"] = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(seconds, unit="s")
     refused = ~admit_rows(seconds.astype(float), replace(tiny_bundle, sample_period=1.0).cleaning)[0]
     assert refused.sum() >= 1
@@ -134,7 +134,7 @@ def test_a_reading_the_daemon_refuses_for_its_rate_gets_no_score(tiny_bundle, tm
     kept_index = pd.Series(np.where(refused, np.nan, np.arange(len(refused)))).ffill().to_numpy()
     before = kept_index[refused].astype(int)  # the last reading kept before each refused one
     assert out.alert[refused].tolist() == out.alert.iloc[before].tolist()
-    assert out.score.iloc[90:].notna().all()
+    assert out.score.iloc[98:].notna().all()
 
 
 def test_evaluate_counts_a_fault_that_falls_where_a_gap_restarted_the_window(tiny_bundle, tmp_path, capsys):

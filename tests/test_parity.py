@@ -236,7 +236,7 @@ def test_an_asset_off_the_models_rate_is_resampled_or_refused_alike_live_and_off
     """Three times too fast (resampled to the 1 s grid), then one reading every 3 s (refused),
     then back at the model's rate."""
     rng = np.random.default_rng(5)
-    times = np.r_[np.arange(0, 60, 1 / 3), 60 + 3 * np.arange(15), 110 + np.arange(60.0)]
+    times = np.r_[np.arange(0, 60, 1 / 3), 60 + 3 * np.arange(25), 140 + np.arange(60.0)]
     times = T0 + times + rng.uniform(-0.02, 0.02, len(times))
     stream = [(float(t), {"a": math.sin(t / 5), "b": math.cos(t / 7), "c": 0.01 * (t - T0)}) for t in times]
     daemon, seen = served(tiny_bundle, stream)
@@ -367,16 +367,16 @@ def test_score_ends_an_alert_at_a_silence_on_the_refused_rows_after_it_as_live(t
     from sensorguard.training.offline import score_table
 
     stale = 30.0
-    times = np.r_[np.arange(0, 60.0), 60 + 3 * np.arange(1, 11), 130 + 3 * np.arange(8), 160 + np.arange(40.0)]
+    times = np.r_[np.arange(0, 60.0), 60 + 3 * np.arange(1, 21), 160 + 3 * np.arange(8), 190 + np.arange(40.0)]
     frame = pd.DataFrame([{"timestamp": T0 + t, "a": math.sin(t / 5) + (8.0 if t >= 35 else 0.0),
                            "b": math.cos(t / 7), "c": 0.01 * t} for t in times])
     data = series_from_frame(frame, "stream", policy=tiny_bundle.cleaning)
     scored = score_data(tiny_bundle, data, AlertRules(**RULES, stale_after=stale))
     table = score_table(tiny_bundle, scored)
     t = table["timestamp"].map(lambda stamp: stamp.timestamp() - T0).to_numpy()
-    slowed = (t > 75) & (t < 90)
+    slowed = (t > 95) & (t < 120)  # (refused from the 11th slow step)
     assert table.loc[slowed, "score"].isna().all() and (table.loc[slowed, "alert"] == 1).all()  # refused, up
-    after = (t >= 130) & (t < 160)
+    after = (t >= 160) & (t < 190)
     assert table.loc[after, "score"].isna().all()  # refused too
     assert (table.loc[after, "alert"] == 0).all()  # the silence ended the alert
 

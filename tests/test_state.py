@@ -1312,15 +1312,17 @@ def test_an_asset_back_before_its_first_window_has_its_buckets_silence_replaced(
         assert (_told(old_client) + _told(new_client)).count(("sensor_ok", "silent")) == 2  # once a return
 
 
-def test_promoting_the_current_version_again_still_ends_a_shadow_of_it(tiny_bundle, tmp_path):
+def test_promoting_the_current_version_again_still_ends_a_shadow_of_it(tiny_bundle, tmp_path, capsys):
     """From a review: promote of CURRENT now writes nothing, and so no longer ended a SHADOW equal to
     CURRENT (a rollback onto the shadowed version), which re-promoting it had done."""
-    from sensorguard.service.registry import current_version, promote, publish, rollback, set_shadow, shadow_version
+    from sensorguard.cli import main
+    from sensorguard.service.registry import current_version, publish, rollback, set_shadow, shadow_version
 
     v1 = publish(tiny_bundle, tmp_path, "m")
     publish(tiny_bundle, tmp_path, "m")
     set_shadow(tmp_path, "m", v1)
     rollback(tmp_path, "m")
     assert current_version(tmp_path, "m") == v1 == shadow_version(tmp_path, "m")
-    promote(tmp_path, "m", v1)
+    assert main(["models", "promote", v1, "--registry", str(tmp_path), "--name", "m"]) == 0
     assert shadow_version(tmp_path, "m") is None
+    assert capsys.readouterr().out == f"m: {v1} is CURRENT already; its shadow ended\n"  # (not "nothing changed")

@@ -33,16 +33,16 @@ def test_a_new_asset_whose_first_reading_drops_is_seen_when_it_came():
 
 def test_a_reading_refused_for_its_rate_is_its_newest_stamp_and_not_taken():
     bufs = Buffers(CH, 3, 1, policy=PERIOD)
-    got = [bufs.add("p", t, OK, t) for t in (0.0, 2.0, 4.0, 6.0)]
-    assert got == [None, None, None, "slow_rate"]
-    assert bufs.last_ts("p") == 6.0 and bufs.taken_ts("p") == 4.0
-    assert bufs.add("p", 6.0, OK, 7.0) == "duplicate_ts"
+    got = [bufs.add("p", t, OK, t) for t in range(0, 16, 2)]  # (a half-rate feed: refused from its 7th step)
+    assert got == [None] * 7 + ["slow_rate"]
+    assert bufs.last_ts("p") == 14.0 and bufs.taken_ts("p") == 12.0
+    assert bufs.add("p", 14.0, OK, 15.0) == "duplicate_ts"
 
 
 def test_a_reading_refused_for_its_rate_makes_an_untaken_asset_heard():
     bufs = Buffers(CH, 3, 1, policy=CleaningPolicy(1.0, True, 0), max_assets=1)
-    got = [bufs.add("p", t, {"a": 1.0}, t) for t in (0.0, 2.0, 4.0, 6.0)]
-    assert got == ["missing_channel"] * 3 + ["slow_rate"]
+    got = [bufs.add("p", t, {"a": 1.0}, t) for t in range(0, 16, 2)]
+    assert got == ["missing_channel"] * 7 + ["slow_rate"]
     assert bufs.taken("p")
     assert bufs.add("q", 0.0, OK, 7.0) == "too_many_assets"
 
