@@ -151,6 +151,16 @@ class CleaningPolicy:
         return policy
 
 
+def slow_limit(policy: CleaningPolicy) -> float:
+    """The average step (seconds) over which a regular asset's readings are refused (``slow_rate``):
+    ``SLOW_RATE`` periods, or the restart gap when shorter (at ``fill_limit`` 0 it is 1.5 periods:
+    a feed between the two was taken and restarted its window at every reading, never scored
+    without a word; a review)."""
+    limit = SLOW_RATE * (policy.sample_period or 0.0)
+    gap = policy.restart_gap
+    return limit if gap is None else min(limit, gap)
+
+
 def infer_policy(times: Any, fill_limit: int = 5) -> CleaningPolicy:
     """The policy of training data: its median step and whether it sits on a grid.
 
@@ -208,7 +218,7 @@ class Cleaner:
         self.steps += 1
         avg += max(1 / (self.steps + RATE_PRIOR), RATE_WEIGHT) * (gap - avg)  # a mean, then a moving average
         self.step_avg = avg
-        if avg > SLOW_RATE * period:
+        if avg > slow_limit(policy):
             return "slow_rate"
         if avg < FAST_RATE * period and self.last_ts is not None and ts - self.last_ts < period - avg / 2:
             return "resampled"
@@ -347,7 +357,7 @@ def admit_rows(times: Any, policy: CleaningPolicy) -> tuple[Any, dict[str, int]]
     if len(times) < 2 or period is None or not policy.regular:
         return keep, counts
     diffs = np.diff(times)
-    if diffs.min() >= 2 * period / 3 and diffs.max() <= SLOW_RATE * period:  # nothing can be dropped
+    if diffs.min() >= 2 * period / 3 and diffs.max() <= slow_limit(policy):  # nothing can be dropped
         return keep, counts
     cleaner = Cleaner(0)
     for i, t in enumerate(times.tolist()):

@@ -53,7 +53,8 @@ Reasons from :mod:`service.windows` (need per-asset state, so they are not the p
 - ``too_many_assets``: a new asset beyond ``max_assets``.
 - ``resampled``: the asset publishes faster than the model's sample period; the readings between
   grid steps are dropped (:meth:`~sensorguard.service.cleaning.Cleaner.admit`).
-- ``slow_rate``: the asset publishes over 1.5 times slower than the model's sample period; its
+- ``slow_rate``: the asset publishes over 1.75 times slower than the model's sample period (or past
+  its restart gap, at ``fill_limit`` 0); its
   readings are refused until it is back at the rate (fix the sender, or retrain --force on data at its rate).
 - ``not_ours``: a topic outside this instance's partitions, delivered by a subscription its
   resumed session still held from before the partitions changed: acknowledged, not scored (its

@@ -123,7 +123,7 @@ class Takeover:
                         "previous owner stopped (more readings arrived since than cluster init --keep): their "
                         "windows start empty", k, len(short))
         assets = [asset_of(subject)[1] for subject in subjects]
-        newest = {asset_of(subject)[1]: samples[-1][0] for subject, samples in kept.items() if samples}
+        newest = {asset_of(subject)[1]: max(ts for ts, _ in samples) for subject, samples in kept.items() if samples}
         anchors = await self._adopt(assets, newest)
         if self.controls is not None and partitions:
             await self._adopt_controls(k, partitions)

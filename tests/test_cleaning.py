@@ -162,6 +162,9 @@ def test_a_slower_publisher_is_refused_but_one_outage_is_not_nor_one_losing_read
     rng = np.random.default_rng(0)
     lossy = np.arange(3000.0)[rng.uniform(size=3000) > 0.25]  # a quarter lost at random (1.5: 64 refused)
     assert kept_steps(lossy)[1]["slow_rate"] == 0
+    at_zero = CleaningPolicy(sample_period=1.0, fill_limit=0)  # its restart gap is 1.5 periods: a feed every
+    keep, counts = admit_rows(1.6 * np.arange(200.0), at_zero)  # 1.6 was taken and restarted its window at
+    assert counts["slow_rate"] > 150  # every reading, never scored, without a word (a review)
     outage = np.r_[np.arange(50.0), np.arange(54.0, 100.0)]  # a 4 s dropout: one long step
     assert kept_steps(outage)[1] == {"resampled": 0, "slow_rate": 0}
     slow = np.r_[np.arange(50.0), 50 + 3 * np.arange(1, 40)]  # from reading 50 on, one every 3 s

@@ -221,7 +221,7 @@ def test_one_message_cannot_step_an_assets_clock_weeks_ahead(tiny_bundle):
     payload = json.dumps({"samples": samples}).encode()
     daemon.ingest.handle(client, SimpleNamespace(topic="sensors/pump-1/readings", payload=payload, mid=2, qos=1))
     # the first few are taken (a gap, then the rate estimate sees them slow): hours ahead, not weeks
-    assert daemon.buffers.last_ts("pump-1") <= now + 4 * 3600
+    assert daemon.buffers.last_ts("pump-1") <= now + 8 * 3600  # (7 steps at SLOW_RATE 1.75)
     assert value(daemon, "sensorguard_messages_rejected_total", reason="future_ts") >= 490
     # a batched replay of a 10 s recording, hours ahead of the clock in one message: kept (review)
     from dataclasses import replace
@@ -241,7 +241,7 @@ def test_readings_sent_one_a_message_cannot_walk_an_asset_clock_ahead_either(tin
     daemon.ingest.handle(client, message("pump-1", now))
     for k in range(200):
         daemon.ingest.handle(client, message("pump-1", now + 3599 * (k + 1), mid=k + 2))
-    assert daemon.buffers.last_ts("pump-1") <= now + 4 * 3600
+    assert daemon.buffers.last_ts("pump-1") <= now + 8 * 3600  # (7 steps at SLOW_RATE 1.75)
     assert value(daemon, "sensorguard_messages_rejected_total", reason="future_ts") >= 190
 
 

@@ -41,8 +41,8 @@ def test_a_reading_refused_for_its_rate_is_its_newest_stamp_and_not_taken():
 
 def test_a_reading_refused_for_its_rate_makes_an_untaken_asset_heard():
     bufs = Buffers(CH, 3, 1, policy=CleaningPolicy(1.0, True, 0), max_assets=1)
-    got = [bufs.add("p", t, {"a": 1.0}, t) for t in range(0, 16, 2)]
-    assert got == ["missing_channel"] * 7 + ["slow_rate"]
+    got = [bufs.add("p", t, {"a": 1.0}, t) for t in (0.0, 2.0, 4.0, 6.0)]  # (fill_limit 0: refused past its
+    assert got == ["missing_channel"] * 3 + ["slow_rate"]  # restart gap, 1.5 periods)
     assert bufs.taken("p")
     assert bufs.add("q", 0.0, OK, 7.0) == "too_many_assets"
 
