@@ -9,6 +9,7 @@ at top level (when it lived in :mod:`sensorguard.cli`, which imports them, they 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -52,9 +53,18 @@ def is_user_error(exc: BaseException) -> bool:
     # pandas' OutOfBoundsDatetime, train --drift's NoDriftBaseline were called internal errors)
 
 
+# what the OS's words mean where a command made a folder or read one (demo --workdir naming a file said
+# "File exists", train --registry naming a file "Not a directory": a walk)
+_OS_SAYS = {errno.EEXIST: "is a file, not a directory: give a folder path",
+            errno.ENOTDIR: "a part of this path is a file, not a directory: give a folder path"}
+
+
 def _one_line(exc: BaseException) -> str:
     if type(exc).__name__ == "ConfigError":  # every problem at once, one per line
         return str(exc).strip()
     if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")
+        said = exc.strerror
+        if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and os.path.isfile(str(exc.filename))):
+            said = _OS_SAYS[exc.errno]  # (EEXIST of a folder made twice keeps the OS's words)
+        return f"{exc.filename or ''}: {said}".lstrip(": ")
     return first_line(exc, limit=10_000)

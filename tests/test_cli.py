@@ -429,6 +429,22 @@ def test_a_subclass_of_a_user_error_is_one_line_not_an_internal_error():
     assert not is_user_error(KeyError("a bug"))
 
 
+def test_a_file_where_a_folder_belongs_is_said_so(tmp_path, capsys):
+    """A walk: ``demo --workdir`` naming a file said "File exists", ``train --registry`` naming one
+    "Not a directory"; a folder made twice (EEXIST of a folder) keeps the OS's words."""
+    import errno
+
+    from sensorguard.cli_errors import _one_line
+
+    afile = tmp_path / "n.csv"
+    afile.write_text("")
+    assert main(["demo", "--workdir", str(afile), "--duration", "1"]) == 1
+    assert f"{afile}: is a file, not a directory: give a folder path" in capsys.readouterr().err
+    assert _one_line(NotADirectoryError(errno.ENOTDIR, "Not a directory", f"{afile}/pump")) == (
+        f"{afile}/pump: a part of this path is a file, not a directory: give a folder path")
+    assert _one_line(FileExistsError(errno.EEXIST, "File exists", str(tmp_path))) == f"{tmp_path}: File exists"
+
+
 def test_options_that_conflict_or_would_do_nothing_are_one_line(files, tmp_path, capsys):
     """Each was accepted and silently dropped, or overwrote data (found by review)."""
     import torch
