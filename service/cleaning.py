@@ -63,7 +63,6 @@ IRREGULAR_GAP_FACTOR = 10  # irregular sampling: only a much longer silence rest
 SLOW_RATE = 1.75  # an asset whose steps average over this many sample periods is refused (slow_rate)
 FAST_RATE = 2 / 3  # ... under this many, it is resampled (at the model's rate, jitter drops nothing)
 RATE_WEIGHT = 1 / 8  # of each step in the asset's moving average
-_POLICY_FIELDS = frozenset({"sample_period", "regular", "fill_limit", "jitter", "restart_gap_s"})  # bundle.json
 RATE_PRIOR = 2  # steps of the model's period the average starts from: one odd first step decides nothing
 
 
@@ -149,6 +148,9 @@ class CleaningPolicy:
             raise ValueError(f"cleaning restart_gap_s {policy.gap_s:g} would restart the window at every reading "
                              f"(one step of the sample period is up to {step:g} s)")
         return policy
+
+
+_POLICY_FIELDS = frozenset(CleaningPolicy().to_dict()) | {"sample_period"}  # what bundle.json's cleaning may hold
 
 
 def slow_limit(policy: CleaningPolicy) -> float:

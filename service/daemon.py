@@ -156,8 +156,8 @@ class Daemon(ScoringWorker):
         self.alerts = AssetAlerts(self.rules, self.publisher, self.metrics, self.recorder, lambda: self.models.bundle,
                                   restored, settings.state_dir, self.controls, self.hop, floors)
         self.alerts.on_handed_over = self._shadow_forgets  # its machines for an asset moved away end too
-        if not settings.cluster:  # (as the silences; before them: their restated states include these)
-            self.alerts.restore_returns({a: ts for a, ts in extras.returned.items() if a in restored})
+        # (before the silences: their restated states include these; cluster mode: none, as the silences)
+        self.alerts.restore_returns({a: ts for a, ts in extras.returned.items() if a in restored})
         self.alerts.restore_silences(silent)
         self.alerts.restored_channels = {a: c for a, c in named.items() if a in restored}
         if not settings.cluster:  # open sensor faults go on (cluster mode: not carried); those the model cannot

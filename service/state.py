@@ -50,6 +50,7 @@ from sensorguard.service.state_entry import (
     json_float,
     judged_of,
     returns_of,
+    silence_entry,
     silences_of,
     unknown_fields,
 )
@@ -83,8 +84,7 @@ def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], dri
                       **({"sensor_faults": [{**f, "value": json_float(f["value"])} for f in faults[asset]]}
                          if faults.get(asset) else {}),
                       **({"channels": channels[asset]} if channels.get(asset) else {}),
-                      **({"silent": {"since": silent[asset][0], "last_score": json_float(silent[asset][1])}}
-                         if finite_time(silent.get(asset, (None,))[0]) is not None else {}),
+                      **silence_entry(silent.get(asset)),
                       **({"returned_ts": returned[asset]} if asset in returned else {})}
               for asset in sorted(set(alerts) | set(drift) | set(silent) | set(returned))}
     body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))

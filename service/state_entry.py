@@ -85,6 +85,14 @@ def silences_of(assets: Mapping[str, dict]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def silence_entry(silence: tuple[float, float] | None) -> dict:
+    """``{"silent": {"since", "last_score"}}`` for a silent asset's entry (``assets.json`` and the
+    state bucket alike; :func:`silences_of` reads it back), empty for none."""
+    if silence is None or finite_time(silence[0]) is None:
+        return {}
+    return {"silent": {"since": silence[0], "last_score": json_float(silence[1])}}
+
+
 def returns_of(assets: Mapping[str, dict]) -> dict[str, float]:
     """Per asset back from a silence with no window judged since, the reading time it came back
     (``returned_ts``): its retained state said so, and a restart it stays quiet through must tell
@@ -132,8 +140,7 @@ def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float |
     reading time it went silent after, its last score: ``"silent"`` as ``assets.json`` holds it)."""
     entry = {**entry_of(alert, drift, announced), **({"window_ts": window_ts} if window_ts is not None else {}),
              **({"judged_ts": judged_ts} if judged_ts is not None else {}),
-             **({"silent": {"since": silence[0], "last_score": json_float(silence[1])}}
-                if silence is not None and finite_time(silence[0]) is not None else {}),
+             **silence_entry(silence),
              **({"channels": channels} if channels and alert.status != "normal" else {})}  # (an alert's, as
     # assets.json keeps them: every normal asset's, synced every 30 s, only grew the bucket; a review)
     return json.dumps(entry, separators=(",", ":")).encode()

@@ -4,6 +4,7 @@ real nats-server whose MQTT listener the sensors publish to and the daemons publ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -234,18 +235,29 @@ def test_a_command_is_answered_once_its_change_is_in_the_state_bucket(nats_node,
         worker.stop()
 
 
+@contextlib.contextmanager
+def hand_over_pair(node, trained_dir, **flags):
+    """Workers ``wa`` and ``wb``, alert events and a publisher on the node's MQTT listener, and an
+    asset ``wb`` serves: ``(wa, wb, urls, events, pub, asset)``; all stopped after."""
+    workers = [daemon(node, trained_dir, w, **flags) for w in ("wa", "wb")]
+    events = Collector(SimpleNamespace(port=node.nodes[0].mqtt_port), "sensorguard/alerts/#")
+    pub = Publisher(SimpleNamespace(port=node.nodes[0].mqtt_port))
+    try:
+        (wa, _), (wb, _) = workers
+        yield wa, wb, [url for _, url in workers], events, pub, an_asset_of_the_second(workers)
+    finally:
+        pub.close()
+        events.close()
+        for d, _ in workers:
+            d.stop()
+
+
 @pytest.mark.integration
 def test_an_open_sensor_fault_is_listed_by_the_new_owner_and_closed_by_it(nats_node, trained_dir):
     """A known gap: after a takeover the new owner's retained state listed no sensor fault while one was
     open (its watch, primed from the readings, knew; its state did not), until the fault closed.
     The faults the primed readings leave open are listed, not announced again; their end is."""
-    workers = [daemon(nats_node, trained_dir, "wa"), daemon(nats_node, trained_dir, "wb")]
-    events = Collector(SimpleNamespace(port=nats_node.nodes[0].mqtt_port), "sensorguard/alerts/#")
-    pub = Publisher(SimpleNamespace(port=nats_node.nodes[0].mqtt_port))
-    try:
-        urls = [url for _, url in workers]
-        (wa, _), (wb, _) = workers
-        asset = an_asset_of_the_second(workers)
+    with hand_over_pair(nats_node, trained_dir) as (wa, wb, urls, events, pub, asset):
         frame = plant_frame(rows=120, channels=3, seed=3)
         times, values = epoch(frame), frame[CHANNELS].to_numpy().copy()
         values[40:80, 1] = 1e6  # c1 out of range from row 40 to 79
@@ -260,11 +272,6 @@ def test_an_open_sensor_fault_is_listed_by_the_new_owner_and_closed_by_it(nats_n
         time.sleep(0.5)
         told = [e["state"] for e in events.on(topic) if e.get("kind") == "out_of_range"]
         assert told == ["sensor_fault", "sensor_ok"], events.on(topic)  # opened by wb, closed by wa: each once
-    finally:
-        pub.close()
-        events.close()
-        for d, _ in workers:
-            d.stop()
 
 
 @pytest.mark.integration
@@ -273,13 +280,7 @@ def test_a_silent_asset_handed_over_tells_its_return_on_its_new_owner(nats_node,
     (the silence opened on the old owner never closed). The silence goes with it through the state
     bucket; the new owner primes the readings before it (for their rate) and drops that buffer, so
     the first reading back starts the asset and tells its return (a primed buffer swallowed it)."""
-    workers = [daemon(nats_node, trained_dir, w, stale_after_s=2.0) for w in ("wa", "wb")]
-    events = Collector(SimpleNamespace(port=nats_node.nodes[0].mqtt_port), "sensorguard/alerts/#")
-    pub = Publisher(SimpleNamespace(port=nats_node.nodes[0].mqtt_port))
-    try:
-        urls = [url for _, url in workers]
-        (wa, _), (wb, _) = workers
-        asset = an_asset_of_the_second(workers)
+    with hand_over_pair(nats_node, trained_dir, stale_after_s=2.0) as (wa, wb, urls, events, pub, asset):
         frame = plant_frame(rows=60, channels=3, seed=4)
         times, values = epoch(frame), frame[CHANNELS].to_numpy()
         pub.samples(asset, times[:40], values[:40], CHANNELS, batch=1)
@@ -292,11 +293,7 @@ def test_a_silent_asset_handed_over_tells_its_return_on_its_new_owner(nats_node,
         assert [(e["state"], e["kind"]) for e in events.on(topic)] == [("sensor_fault", "silent"),
                                                                           ("sensor_ok", "silent")]
         assert metric(urls[0], "sensorguard_assets_silent") == 0
-    finally:
-        pub.close()
-        events.close()
-        for d, _ in workers:
-            d.stop()
+
 
 
 def start_serve(node, trained_dir, log: Path, instance: str, workers: int) -> tuple[subprocess.Popen, str]:
