@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("simulate", help="write a synthetic plant signal (optionally with labeled faults)",
                          description="Write a realistic multichannel plant signal to CSV or Parquet.")
-    p.add_argument("--out", required=True, help="output file (.csv, .csv.gz, .tsv or .parquet)")
+    p.add_argument("--out", required=True,
+                   help="output file (.csv, .csv.gz, .tsv or .parquet; - writes CSV to standard output)")
     p.add_argument("--rows", type=positive_int, default=20_000, help="rows to write (default 20000)")
     p.add_argument("--channels", type=positive_int, default=8, help="sensor channels (default 8)")
     p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")

@@ -35,9 +35,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise CliError(f"{said}: write fewer --rows (several files, each with its own --start)")
     frame = simulate(rows=args.rows, channels=args.channels, seed=args.seed, anomalies=args.anomalies,
                      start=args.start)
-    write_table(frame, args.out)
+    piped = args.out == "-"  # CSV on standard output and the summary on standard error, as `score`: a file
+    if piped:  # named "-" was written (a walk)
+        frame.to_csv(sys.stdout, index=False, float_format="%.6g")
+    else:
+        write_table(frame, args.out)
     labeled = int(frame["anomaly"].sum()) if "anomaly" in frame else 0
-    print(f"wrote {len(frame)} rows x {args.channels} channels to {args.out} ({labeled} rows labeled anomalous)")
+    print(f"wrote {len(frame)} rows x {args.channels} channels to {'standard output' if piped else args.out} "
+          f"({labeled} rows labeled anomalous)", file=sys.stderr if piped else sys.stdout)
     if args.anomalies and not labeled:  # (10 rows: no room for a fault, and it said only "0 rows")
         print(f"note: {len(frame)} rows leave no room for an injected fault: give more --rows", file=sys.stderr)
     return 0

@@ -1,5 +1,6 @@
 """Every offline verb end to end, and every bad input as one clear line with a non-zero exit."""
 
+import io
 import json
 import shutil
 import subprocess
@@ -101,8 +102,6 @@ def test_train_drift_records_the_rule_and_calibrate_keeps_or_drops_it(tmp_path, 
 
 def test_score_and_evaluate_are_the_python_functions_of_training_offline(files, tmp_path, capsys, monkeypatch):
     """The verbs only parse and print: the same numbers come from training.offline in Python."""
-    import io
-    import json
 
     from sensorguard.service.bundle_loading import load_bundle
     from sensorguard.training.data import load_frame
@@ -532,6 +531,15 @@ def test_simulate_starts_where_it_is_told(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["simulate", "--out", str(tmp_path / "x.csv"), "--start", "soon"])
     assert exit_info.value.code == 2 and "expected a date or time" in capsys.readouterr().err
+
+
+def test_simulate_to_standard_output(tmp_path, monkeypatch, capsys):
+    """`--out -` wrote a file named "-" (a walk); `score --out -` already meant standard output."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "--out", "-", "--rows", "4", "--channels", "2"]) == 0
+    said = capsys.readouterr()
+    assert pd.read_csv(io.StringIO(said.out)).shape == (4, 4) and "to standard output" in said.err
+    assert not (tmp_path / "-").exists()
 
 
 def test_a_shelving_past_the_daemons_limit_is_refused_naming_the_flag(capsys):
