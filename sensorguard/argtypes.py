@@ -36,6 +36,14 @@ def number(kind: type, what: str, ok: Callable[[float], bool]) -> Callable[[str]
     return parse
 
 
+def path_text(text: str) -> str:
+    """A file or folder name. An empty one is the working folder to Path: ``report --out ''`` wrote
+    its plots there and ``score --out ''`` said ".: is a directory" (a walk)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file or folder name, got an empty one")
+    return text
+
+
 positive_int = number(int, "a positive integer", lambda v: v >= 1)
 non_negative_int = number(int, "an integer >= 0", lambda v: v >= 0)
 positive_float = number(float, "a positive number", lambda v: 0 < v < math.inf)

@@ -16,6 +16,7 @@ from sensorguard.argtypes import (
     non_negative_float,
     non_negative_int,
     number,
+    path_text,
     port,
     positive_float,
     positive_int,
@@ -114,7 +115,7 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     so unset flags never override the file or environment."""
     from sensorguard.service.flags import add_setting_flags
 
-    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--config", type=path_text, help="TOML settings file")
     add_setting_flags(p)
 
 
@@ -132,21 +133,32 @@ class _Parser(argparse.ArgumentParser):
         if extra and not any(word.startswith("-") for word in extra):
             slot = _empty_positional(self, parsed)
             if slot is not None and (slot.nargs == "*" or len(extra) == 1):
+                if slot.type is not None:  # (path_text: an empty word is refused here too)
+                    try:
+                        extra = [slot.type(word) for word in extra]
+                    except argparse.ArgumentTypeError as exc:
+                        _verb_parser(self, parsed).error(f"argument {slot.dest}: {exc}")
                 setattr(parsed, slot.dest, extra if slot.nargs == "*" else extra[0])
                 extra = []
         if extra:  # said by the verb's parser, so the line points at its help, not the verbs' list (a walk)
-            verbs = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
-            verb = None if verbs is None else verbs.choices.get(getattr(parsed, "verb", None))
-            (verb if isinstance(verb, _Parser) else self).error(f"unrecognized arguments: {' '.join(extra)}")
+            _verb_parser(self, parsed).error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
 
 
+def _verb_parser(parser: _Parser, parsed: argparse.Namespace) -> _Parser:
+    """The chosen verb's parser (its errors point at its help), else the verbs' own."""
+    verbs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    verb = None if verbs is None else verbs.choices.get(getattr(parsed, "verb", None))
+    return verb if isinstance(verb, _Parser) else parser
+
+
 def _empty_positional(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.Action | None:
-    """The chosen verb's optional positional (``?`` or ``*``, no type) that parsing left empty, if any."""
+    """The chosen verb's optional positional (``?`` or ``*``, a path or no type) that parsing left
+    empty, if any."""
     verbs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
     verb = None if verbs is None else verbs.choices.get(getattr(parsed, "verb", None))
     for action in verb._actions if verb is not None else ():
-        if (not action.option_strings and action.nargs in ("?", "*") and action.type is None
+        if (not action.option_strings and action.nargs in ("?", "*") and action.type in (None, path_text)
                 and getattr(parsed, action.dest, None) in (None, [])):
             return action
     return None
@@ -165,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("simulate", help="write a synthetic plant signal (optionally with labeled faults)",
                          description="Write a realistic multichannel plant signal to CSV or Parquet.")
-    p.add_argument("--out", required=True,
+    p.add_argument("--out", type=path_text, required=True,
                    help="output file (.csv, .csv.gz, .tsv or .parquet; - writes CSV to standard output)")
     p.add_argument("--rows", type=positive_int, default=20_000, help="rows to write (default 20000)")
     p.add_argument("--channels", type=positive_int, default=8, help="sensor channels (default 8)")
@@ -177,9 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("train", help="train and calibrate a model bundle on normal data",
                          description="Split by time, train the autoencoder with Lightning, calibrate the "
                          "threshold on held-out data and write a bundle (or a new registry version).")
-    p.add_argument("data", nargs="+", help="CSV or Parquet files of normal readings")
-    p.add_argument("--out", help="bundle directory to write")
-    p.add_argument("--registry", help="registry root: store as a new version of --name")
+    p.add_argument("data", type=path_text, nargs="+", help="CSV or Parquet files of normal readings")
+    p.add_argument("--out", type=path_text, help="bundle directory to write")
+    p.add_argument("--registry", type=path_text, help="registry root: store as a new version of --name")
     p.add_argument("--name", help="model name in the registry")
     _add_data_options(p)
     p.add_argument("--label-column", help="rows with a non-zero label are left out of training")
@@ -211,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = verbs.add_parser("calibrate", help="re-pick a bundle's threshold from held-out normal data")
-    p.add_argument("bundle", help="bundle directory (updated in place)")
-    p.add_argument("data", nargs="*", help="CSV or Parquet files of normal readings the model never saw")
-    p.add_argument("--recorded", help="directory of readings recorded by 'serve --record-dir' (alerts "
+    p.add_argument("bundle", type=path_text, help="bundle directory (updated in place)")
+    p.add_argument("data", type=path_text, nargs="*",
+                   help="CSV or Parquet files of normal readings the model never saw")
+    p.add_argument("--recorded", type=path_text, help="directory of readings recorded by 'serve --record-dir' (alerts "
                    "acknowledged as false alarms included)")
     p.add_argument("--since", help="only recorded readings from this time on (RFC 3339, epoch seconds, or an age)")
     _add_data_options(p, channels=False)
@@ -225,25 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threshold_options(p)
 
     p = verbs.add_parser("score", help="score a file: one output row per input row")
-    p.add_argument("bundle", help="bundle directory")
-    p.add_argument("data", help="CSV or Parquet file of readings")
-    p.add_argument("--out", required=True,
+    p.add_argument("bundle", type=path_text, help="bundle directory")
+    p.add_argument("data", type=path_text, help="CSV or Parquet file of readings")
+    p.add_argument("--out", type=path_text, required=True,
                    help="scores file (.csv, .csv.gz, .tsv or .parquet; - writes CSV to standard output)")
     _add_data_options(p, channels=False)
     _add_alert_options(p)
 
     p = verbs.add_parser("evaluate", help="detection quality on labeled data")
-    p.add_argument("bundle", help="bundle directory")
-    p.add_argument("data", help="CSV or Parquet file with a label column")
+    p.add_argument("bundle", type=path_text, help="bundle directory")
+    p.add_argument("data", type=path_text, help="CSV or Parquet file with a label column")
     p.add_argument("--label-column", required=True, help="0/1 anomaly label column")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_data_options(p, channels=False)
     _add_alert_options(p)
 
     p = verbs.add_parser("report", help="PNG plots: calibration, reconstructions, score timeline")
-    p.add_argument("bundle", help="bundle directory")
-    p.add_argument("data", nargs="?", help="optional CSV or Parquet file to plot scores for")
-    p.add_argument("--out", required=True, help="output directory for PNG files")
+    p.add_argument("bundle", type=path_text, help="bundle directory")
+    p.add_argument("data", type=path_text, nargs="?", help="optional CSV or Parquet file to plot scores for")
+    p.add_argument("--out", type=path_text, required=True, help="output directory for PNG files")
     p.add_argument("--label-column", help="label column to shade beside alerts")
     _add_data_options(p, channels=False)
     _add_alert_options(p)
@@ -252,10 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Train a candidate on new normal data, calibrate it on the most recent "
                          "held-out block, compare it with the current model on data neither saw, and "
                          "promote it only when it is at least as good (--force promotes anyway).")
-    p.add_argument("--registry", required=True, help="registry root")
+    p.add_argument("--registry", type=path_text, required=True, help="registry root")
     p.add_argument("--name", required=True, help="model name")
-    p.add_argument("--data", nargs="+", help="CSV or Parquet files of new normal readings")
-    p.add_argument("--recorded", help="directory of readings recorded by 'serve --record-dir' (alerts "
+    p.add_argument("--data", type=path_text, nargs="+", help="CSV or Parquet files of new normal readings")
+    p.add_argument("--recorded", type=path_text, help="directory of readings recorded by 'serve --record-dir' (alerts "
                    "acknowledged as false alarms learned as normal; those acknowledged as real: known faults "
                    "the candidate must still catch)")
     p.add_argument("--since", help="only data from this time on (RFC 3339, epoch seconds, or an age: 7d, 12h)")
@@ -280,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "the newest --keep.")
     p.add_argument("action", choices=("list", "show", "promote", "shadow", "rollback", "prune"))
     p.add_argument("version", nargs="?", help="version for show (default current), promote and shadow")
-    p.add_argument("--registry", required=True, help="registry root")
+    p.add_argument("--registry", type=path_text, required=True, help="registry root")
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--gate", choices=("live",), help="promote: promote the shadow only if it passes the live gate")
     p.add_argument("--span", type=duration,  # (None: not given, so models can say where it does not apply)
@@ -302,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Publish every row of a file, raw and in time order, as a reading on "
                          "<topic-prefix>/<asset>/readings (QoS 1), paced by --rate or --speed; the daemon "
                          "cleans them as score does.")
-    p.add_argument("data", help="CSV or Parquet file of readings")
+    p.add_argument("data", type=path_text, help="CSV or Parquet file of readings")
     p.add_argument("--asset", help="asset id (topic levels: site-a/pump-7); with an asset column in the file, "
                    "a prefix to each row's asset")
     p.add_argument("--rate", type=positive_float, help="rows per second")
@@ -312,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="now (default): the file's spacing, starting at the wall clock; original: the file's own")
     p.add_argument("--batch", type=number(int, "an integer from 1 to 1000", lambda v: 1 <= v <= 1000), default=1,
                    help="samples per message, at most 1000 (serve's max_samples_per_message; default 1)")
-    p.add_argument("--model", help="bundle directory: send exactly its channels (serve refuses a reading with "
+    p.add_argument("--model", type=path_text,
+                   help="bundle directory: send exactly its channels (serve refuses a reading with "
                    "another channel; one the file lacks goes out as missing, as serve takes it with sensor limits)")
     # (--broker, required, was the one broker setting replay did not take from SENSORGUARD_*: a walk; still no
     # default broker, so a file is not replayed into a plant's broker by accident)
@@ -345,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Train a small model on simulated normal data, start an MQTT broker "
                          "(mosquitto if installed, else embedded amqtt), run the daemon, stream several assets "
                          "with injected faults and show alerts as they rise and clear. Ctrl-C stops it.")
-    p.add_argument("--workdir", help="where to keep the demo's files (default: a new temp dir)")
+    p.add_argument("--workdir", type=path_text, help="where to keep the demo's files (default: a new temp dir)")
     p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.add_argument("--duration", type=positive_float, default=55.0, help="seconds of streaming (default 55)")
     p.add_argument("--assets", type=positive_int, default=4, help="simulated assets; all but the first get a "

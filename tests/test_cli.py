@@ -379,6 +379,21 @@ def test_number_arguments_accept_their_range_only(flag, text, ok, capsys):
         assert "expected" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [
+    ["report", "m", "--out", ""], ["score", "m", "f.csv", "--out", " "], ["simulate", "--out", ""],
+    ["train", "", "--out", "m"], ["demo", "--workdir", ""], ["models", "list", "--registry", "", "--name", "x"],
+])
+def test_an_empty_path_is_refused_naming_its_argument(argv, tmp_path, monkeypatch, capsys):
+    """An empty path is the working folder to pathlib: ``report --out ''`` wrote its plots there and
+    ``score --out ''`` said ".: is a directory" (a walk)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "got an empty one" in err and "argument " in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_optional_positional_after_the_options_is_taken(capsys):
     """A walk: ``models show --registry R --name N v0001`` said "unrecognized arguments: v0001"
     (argparse takes a verb's positionals in one run, before the options); ``calibrate B --force
