@@ -319,6 +319,14 @@ class Ownership:
             log.debug("leaving: %s", exc)
 
 
+def _why(exc: BaseException) -> str:
+    """A failed round in words: a timeout's text is empty, and "TimeoutError" alone said nothing of
+    what timed out (a walk)."""
+    if isinstance(exc, TimeoutError):  # (nats-py's TimeoutError is one too)
+        return "the NATS state bucket did not answer in time (the server out of reach or overloaded); trying again"
+    return first_line(exc) or type(exc).__name__
+
+
 async def run(ownership: Ownership, stopping: asyncio.Event) -> None:
     """Tick every ``RENEW_S`` until ``stopping``; a failed tick is logged and tried again."""
     while not stopping.is_set():
@@ -327,8 +335,7 @@ async def run(ownership: Ownership, stopping: asyncio.Event) -> None:
             await ownership.tick()
         except Exception as exc:  # noqa: BLE001 - a broken connection: nats-py reconnects, we retry
             if (count := ownership._limiter.hit("tick")) is not None:  # (every second while the bucket is down)
-                log.warning("cluster ownership (%d failed rounds since the last line): %s", count,
-                            first_line(exc) or type(exc).__name__)
+                log.warning("cluster ownership (%d failed rounds since the last line): %s", count, _why(exc))
         elapsed = asyncio.get_running_loop().time() - started
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), max(0.05, RENEW_S - elapsed))

@@ -429,3 +429,28 @@ def test_a_worker_that_cannot_publish_hands_its_partitions_on_and_comes_back(mon
 
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
         asyncio.run(scenario())
+
+
+def test_a_round_that_timed_out_says_what_did(caplog):
+    """A walk: NATS out of reach logged "cluster ownership (...): TimeoutError", which names neither
+    the bucket nor that the worker tries again (a timeout's text is empty)."""
+    import nats.errors
+
+    from sensorguard.service.ownership import run
+
+    async def scenario() -> None:
+        async def nothing(*args) -> None:
+            pass
+
+        ownership, stopping = Ownership(MemoryOwners(), "a", 4, nothing, nothing), asyncio.Event()
+
+        async def timed_out() -> None:
+            stopping.set()
+            raise nats.errors.TimeoutError
+
+        ownership.tick = timed_out
+        await run(ownership, stopping)
+
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
+        asyncio.run(scenario())
+    assert "state bucket did not answer in time" in caplog.text and "trying again" in caplog.text
