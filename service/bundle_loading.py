@@ -52,8 +52,8 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
     meta = _read_meta(path / META_FILE)
     bundle = _bundle_from_meta(meta, path)
     weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        raise BundleError(f"{weights}: missing model weights")
+    if not weights.is_file():  # (a folder in its place was "missing": a walk)
+        raise BundleError(f"{weights}: {_not_file(weights) or 'missing model weights'}")
     expected = _weights_bytes(bundle.config)  # read whole below: a wrong huge file must not exhaust memory
     try:
         size = weights.stat().st_size
@@ -103,9 +103,16 @@ def transient_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError | MemoryError)
 
 
+def _not_file(path: Path) -> str | None:
+    """What is in the place of a bundle's file that is not one: a folder or other, or None (none)."""
+    if path.is_dir():
+        return "a folder, not a file"
+    return "not a regular file" if path.exists() else None
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise BundleError(f"{path}: missing (is this a sensorguard bundle?)")
+        raise BundleError(f"{path}: {_not_file(path) or 'missing'} (is this a sensorguard bundle?)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, MemoryError) as exc:  # ValueError: JSON's,

@@ -238,6 +238,19 @@ def test_a_file_given_as_the_bundle_says_so(tmp_path, tiny_bundle):
         load_bundle(path / "bundle.json")
 
 
+def test_a_folder_in_the_place_of_a_bundles_file_says_so(tmp_path, tiny_bundle):
+    """A walk: a folder where bundle.json or model.pt belongs was reported "missing"."""
+    for name in ("bundle.json", "model.pt"):
+        path = save_bundle(tiny_bundle, tmp_path / name)
+        (path / name).unlink()
+        (path / name).mkdir()
+        with pytest.raises(BundleError, match=f"{name}: a folder, not a file"):
+            load_bundle(path)
+        (path / name).rmdir()
+        with pytest.raises(BundleError, match=f"{name}: missing"):
+            load_bundle(path)
+
+
 def test_registry_versions_and_current(tmp_path, tiny_bundle):
     assert current_version(tmp_path, "pump") is None
     assert publish(tiny_bundle, tmp_path, "pump") == "v0001"
