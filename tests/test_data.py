@@ -354,6 +354,8 @@ def test_hostile_plant_exports_are_read_as_written(tmp_path):
         load_frame([tmp_path / "de.csv"], asset_column="Temp", label_column="Temp")  # (0/1 as machines: a walk)
     with pytest.raises(DataError, match="'Datum' is the time column"):  # (its other half too: each day a machine)
         load_frame([tmp_path / "de.csv"], asset_column="Datum")
+    with pytest.raises(DataError, match="'Temp' has .* different values in .*is it a sensor column"):
+        load_frame([tmp_path / "de.csv"], asset_column="Temp")  # (each reading a machine: "too little data")
     named = load_frame([tmp_path / "de.csv"], time_column="Datum")  # named: the same (refused before: a walk)
     assert np.array_equal(named.times, split.times) and named.channels == split.channels
     # an English pair whose day and month no field tells apart: the note names the dates' column (a walk

@@ -171,6 +171,11 @@ def series_from_frame(
     elif asset_column == label_column or asset_column in clocks:  # (the labels' 0 and 1 as two machines: a walk)
         raise DataError(f"{name}: {asset_column!r} is the {'label' if asset_column == label_column else 'time'} "
                         "column and cannot also name the machines (--asset-column)")
+    elif len(frame) >= 20 and (names := frame[asset_column].nunique()) > len(frame) // 2:  # a sensor column named
+        # so was taken for thousands of one-row machines and said "too little data" (a walk)
+        raise DataError(f"{name}: column {asset_column!r} has {names:,} different values in {len(frame):,} rows: a "
+                        "column naming the machines repeats each name over its rows (--asset-column: is it a "
+                        "sensor column?)")
     if time_column is not None and pd.to_numeric(stamps, errors="coerce").notna().mean() > 0.5:  # numbers named
         not_a_clock(times, frame[asset_column].astype(str).to_numpy() if asset_column is not None else None, tcol, name)
     if sensors is not None and not normal and channels and (
