@@ -137,11 +137,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _stopped_by_sigterm_too(run, options) -> int:
-    """``run(options)`` with SIGTERM taken as Ctrl-C: the demo's clean stop (its daemon, then its
-    broker or nats-servers) ran only on KeyboardInterrupt, and ``timeout``, systemd or compose
-    left the broker running under PID 1 (found in a README walk). 143 after a SIGTERM, wherever it
-    came (training turns Ctrl-C into exit 1); only the first interrupts: a second one inside the
-    clean stop skipped the broker's stop (found by review)."""
+    """``run(options)`` with SIGTERM and SIGHUP taken as Ctrl-C: the demo's clean stop (its daemon,
+    then its broker or nats-servers) ran only on KeyboardInterrupt, and ``timeout``, systemd or
+    compose left the broker running under PID 1 (found in a README walk), as a closed terminal
+    did (a walk). 143 after a SIGTERM (129 after a SIGHUP), wherever it came (training turns
+    Ctrl-C into exit 1); only the first interrupts: a second one inside the clean stop skipped the
+    broker's stop (found by review)."""
     import signal
 
     terms: list[int] = []
@@ -151,13 +152,15 @@ def _stopped_by_sigterm_too(run, options) -> int:
         if len(terms) == 1:
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    taken = (signal.SIGTERM, signal.SIGHUP)  # SIGHUP: a closed terminal or SSH session left the broker (a walk)
+    previous = {signum: signal.signal(signum, interrupt) for signum in taken}
     try:
         code = run(options)
     except (KeyboardInterrupt, SystemExit):
         if not terms:
             raise
-        return 143
+        return 128 + terms[0]
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    return 143 if terms else code
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    return 128 + terms[0] if terms else code

@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from sensorguard.broker import DemoBroker
+from sensorguard.cli_errors import CliError
 from sensorguard.demo_view import AssetView, Fault, View, print_summary, shown
 from sensorguard.service.localhost import port_free
 
@@ -151,10 +152,51 @@ class Prepared:
     started: float
 
 
+MARK = ".sensorguard-demo"  # a folder the demo made: its files are the demo's to replace
+WRITTEN = ("model", "normal.csv", "mosquitto.conf", "nats")  # and plant-*.csv
+
+
+def claim_workdir(workdir: Path) -> None:
+    """Make ``workdir`` the demo's, or refuse: ``demo --workdir .`` where the README's steps had
+    trained replaced that ``model/`` and ``normal.csv`` unasked (a walk). A folder a demo made
+    (its mark) is taken again, its earlier run's plant files removed (more assets left some)."""
+    if workdir.is_dir() and not (workdir / MARK).exists():
+        taken = sorted(name for name in WRITTEN if (workdir / name).exists())
+        taken += sorted(p.name for p in workdir.glob("plant-*.csv"))
+        if taken:
+            raise CliError(f"--workdir {workdir} holds {', '.join(taken)}, which the demo would replace: give a new or "
+                               "empty folder (or one an earlier demo made)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARK).write_text("made by sensorguard demo: its files here are replaced by the next demo run\n")
+    for old in workdir.glob("plant-*.csv"):
+        old.unlink()
+
+
+def streamed_faults(faults: dict[str, list[Fault]], duration_s: float, rate: float,
+                    window: int) -> tuple[dict[str, list[Fault]], list[str]]:
+    """The planned faults a run can show, and one line each for the others: one starting after
+    ``--duration``, or ending before the first window is full (``window / rate`` seconds), was
+    listed as missed (a walk)."""
+    kept: dict[str, list[Fault]] = {}
+    left: list[str] = []
+    first = window / rate
+    for asset, planned in faults.items():
+        kept[asset] = []
+        for f in planned:
+            why = (f"after --duration {duration_s:g}s" if f.start_s >= duration_s else
+                   f"over before the first window is full ({first:g}s at --rate {rate:g})"
+                   if f.start_s + f.length_s <= first else None)
+            if why is None:
+                kept[asset].append(f)
+            else:
+                left.append(f"{asset}: {f.kind} on {f.channel} at {f.start_s:g}s ({why})")
+    return kept, left
+
+
 def prepare(options: DemoOptions, console, steps: int) -> Prepared:
     """Step 1 of ``steps``: train a small model, then simulate the plant (saved beside it as CSV)."""
     workdir = options.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
+    claim_workdir(workdir)
     started = time.monotonic()
     console.print(f"[bold]1/{steps}[/] training a small model on {history_rows(options.train_rows)} rows of "
                   "simulated normal "
@@ -163,7 +205,9 @@ def prepare(options: DemoOptions, console, steps: int) -> Prepared:
                                       progress=console.is_terminal)
     console.print(f"    trained in {time.monotonic() - started:.1f}s: window {summary.window}, hop {summary.hop}, "
                   f"threshold {summary.threshold:.4g}, {summary.epochs} epochs")
-    faults = plan(options.assets)
+    faults, left = streamed_faults(plan(options.assets), options.duration_s, options.rate, summary.window)
+    for line in left:
+        console.print(f"    not shown in this run: {line}")
     rows = int(options.duration_s * options.rate) + 1
     streams, channels = plant_streams(faults, rows, options.rate, options.seed)
     for asset, frame in streams.items():
@@ -184,6 +228,7 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
 
     broker = DemoBroker(options.broker, workdir)
     daemon = None
+    interrupted = False  # Ctrl-C: 130, not the 0 of a run to its end (a walk)
     try:
         broker.start()  # (inside: a mosquitto that never listened is stopped too)
         port = options.metrics_port if port_free(options.metrics_port) else 0
@@ -207,6 +252,7 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
         print_summary(console, views)
     except KeyboardInterrupt:
         console.print("interrupted: stopping")
+        interrupted = True
     finally:
         try:
             if daemon is not None:
@@ -214,7 +260,7 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
         finally:
             broker.stop()  # (whatever the daemon's stop raised: never a broker left behind)
     console.print(f"done in {time.monotonic() - started:.0f}s; files in {workdir}")
-    return 0
+    return 130 if interrupted else 0
 
 
 def start_daemon(flags: dict, where: str, timeout: float = 15.0):

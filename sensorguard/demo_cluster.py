@@ -51,6 +51,7 @@ def run_cluster_demo(options: DemoOptions, stop: threading.Event | None = None) 
 
     nodes = NatsCluster(workdir / "nats", NODES)
     workers: dict[str, object] = {}
+    interrupted = False  # Ctrl-C: 130, as the demo's
     try:
         nodes.start()
         layout = cluster.Layout(partitions=PARTITIONS, replicas=NODES, keep=max(1024, ready.window),
@@ -91,6 +92,7 @@ def run_cluster_demo(options: DemoOptions, stop: threading.Event | None = None) 
         print_summary(console, views)
     except KeyboardInterrupt:
         console.print("interrupted: stopping")
+        interrupted = True
     finally:
         try:
             for worker in workers.values():
@@ -98,7 +100,7 @@ def run_cluster_demo(options: DemoOptions, stop: threading.Event | None = None) 
         finally:
             nodes.stop()  # never leave nats-server processes behind
     console.print(f"done in {time.monotonic() - ready.started:.0f}s; files in {workdir}")
-    return 0
+    return 130 if interrupted else 0
 
 
 def _wait_shares(workers: list, timeout: float) -> None:

@@ -286,10 +286,59 @@ def training(options):  # Lightning turns the interrupt into exit 1: still a SIG
         raise SystemExit(1)
 
 print("exit", _stopped_by_sigterm_too(training, None))
+
+def hangup(options):  # a closed terminal or SSH session: the same clean stop (a walk left the broker)
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(5)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        print("broker stopped on hangup")
+
+print("exit", _stopped_by_sigterm_too(hangup, None), signal.getsignal(signal.SIGHUP) == signal.SIG_DFL)
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.splitlines() == ["interrupted: stopping", "broker stopped", "exit 143 True",
-                                       "broker stopped again", "exit 143", "exit 143"], out
+                                       "broker stopped again", "exit 143", "exit 143",
+                                       "broker stopped on hangup", "exit 129 True"], out
+
+
+def test_the_demo_replaces_only_its_own_files(tmp_path):
+    """A walk: ``demo --workdir .`` where the README's steps had trained replaced that model/ and
+    normal.csv unasked. A folder holding such files is refused unless a demo made it; a demo's
+    folder is taken again, the plant files of an earlier run with more assets removed."""
+    from sensorguard.cli_errors import CliError
+    from sensorguard.demo import MARK, claim_workdir
+
+    mine = tmp_path / "mine"
+    (mine / "model").mkdir(parents=True)
+    (mine / "normal.csv").write_text("timestamp,a\n")
+    with pytest.raises(CliError, match="holds model, normal.csv, which the demo would replace"):
+        claim_workdir(mine)
+    assert not (mine / MARK).exists() and (mine / "normal.csv").read_text() == "timestamp,a\n"
+    claim_workdir(tmp_path / "new" / "demo")  # a new folder, made
+    demo = tmp_path / "new" / "demo"
+    (demo / "model").mkdir()
+    (demo / "plant-pump-6.csv").write_text("old run")
+    claim_workdir(demo)  # the demo's own: taken again
+    assert (demo / MARK).is_file() and not (demo / "plant-pump-6.csv").exists() and (demo / "model").is_dir()
+    claim_workdir(tmp_path / "mine" / "model")  # empty of the demo's names: fine
+
+
+def test_the_demo_says_which_planned_faults_it_cannot_show():
+    """A walk: ``--duration 20`` listed the faults planned at 24 s and later as injected and never
+    raised, and at ``--rate 1`` the faults were over before the first window was full."""
+    from sensorguard.demo import streamed_faults
+
+    kept, left = streamed_faults(plan(5), duration_s=30.0, rate=20.0, window=32)
+    assert [len(f) for f in kept.values()] == [0, 1, 1, 0, 1] and kept["pump-5"][0].kind == "dead_sensor"
+    assert left == ["pump-4: level_shift on temp_out at 36s (after --duration 30s)",
+                    "pump-5: spike on current at 48s (after --duration 30s)"]
+    kept, left = streamed_faults(plan(3), duration_s=55.0, rate=1.0, window=32)
+    assert kept == {"pump-1": [], "pump-2": [], "pump-3": []} and len(left) == 3
+    assert all("over before the first window is full (32s at --rate 1)" in line for line in left)
 
 
 def test_replay_paces_rows_by_their_own_stamps_so_several_machines_run_in_real_time():
@@ -426,3 +475,29 @@ def test_the_demo_summary_keeps_its_alerts_column_in_line():
     print_summary(console, views)
     rows = [line for line in console.lines if "injected:" in line]
     assert len(rows) == 2 and len({row.index("alerts:") for row in rows}) == 1, rows
+
+
+def test_a_demo_interrupted_while_streaming_does_not_exit_0(tmp_path, monkeypatch):
+    """A walk: Ctrl-C while the plant streamed printed "interrupted" and exited 0, as a run to its
+    end does (Ctrl-C while training gave 130). The broker and the daemon are still stopped."""
+    import types
+
+    import sensorguard.demo as demo
+
+    stopped = []
+    fake = types.SimpleNamespace(kind="fake", url="mqtt://x", mqtt_version="5", port=1, start=lambda: None,
+                                 stop=lambda: stopped.append("broker"))
+    daemon = types.SimpleNamespace(metrics_address=("127.0.0.1", 1), add_listener=lambda f: None,
+                                   stop=lambda: stopped.append("daemon"))
+    watcher = types.SimpleNamespace(loop_stop=lambda: None, disconnect=lambda: None)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "prepare", lambda *a: demo.Prepared(tmp_path, 32, plan(2), {}, [], 0.0))
+    monkeypatch.setattr(demo, "DemoBroker", lambda *a: fake)
+    monkeypatch.setattr(demo, "start_daemon", lambda *a, **k: daemon)
+    monkeypatch.setattr(demo, "watch_alerts", lambda *a: watcher)
+    monkeypatch.setattr(demo, "stream_plant", interrupted)
+    assert demo.run_demo(demo.DemoOptions(workdir=tmp_path, metrics_port=0)) == 130
+    assert stopped == ["daemon", "broker"]
