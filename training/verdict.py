@@ -114,11 +114,16 @@ def _false_alert_line(check: dict | None) -> str | None:
     promised 1 (95% CI 0-23.3): above it`` (None: nothing to say). Above or below only when the
     observed rate's own interval (Garwood, from the count) lies wholly outside the promise's: 0
     alerts in 4.6 h read "below its interval" of a promise of one a day, which so short a span
-    cannot tell (a walk); else "consistent with it".
+    cannot tell (a walk); "above the promised rate" when the observed interval lies above the
+    promised rate but inside the promise's interval (34 a day, at least 4.1, read "consistent"
+    with a promise of one: a walk); else "consistent with it".
 
     >>> _false_alert_line({"raised": 0, "normal_days": 0.2, "per_day": 0.0, "promised_per_day": 1.0,
     ...                    "promised_ci95": [0.1, 5.0]}).split(": ", 1)[1]
     '0 per asset per day (95% CI 0-18.4); promised 1 (95% CI 0.1-5): consistent with it'
+    >>> _false_alert_line({"raised": 2, "normal_days": 0.059, "per_day": 33.9, "promised_per_day": 1.0,
+    ...                    "promised_ci95": [0.0, 6.79]}).rsplit("): ", 1)[1]
+    'above the promised rate, inside its interval (a promise from little data is loose)'
     """
     if not check:
         return None
@@ -134,7 +139,9 @@ def _false_alert_line(check: dict | None) -> str | None:
     if promised is not None and ci is not None:
         line += f"; promised {promised:g} (95% CI {ci[0]:.3g}-{ci[1]:.3g})"
         if observed is not None:
-            where = "above it" if observed[0] > ci[1] else "below it" if observed[1] < ci[0] else "consistent with it"
+            where = ("above it" if observed[0] > ci[1] else "below it" if observed[1] < ci[0] else
+                     "above the promised rate, inside its interval (a promise from little data is loose)"
+                     if observed[0] > promised else "consistent with it")
             line += f": {where}"
     return line
 
