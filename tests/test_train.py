@@ -165,7 +165,7 @@ def test_summary_compares_with_naive_and_pca_and_starts_from_pca(tmp_path):
 
     promise = {**summary.promise, "tail": "exponential", "margin": -0.4}
     text = "\n".join(replace(summary, promise=promise, linear=0).lines())
-    assert "tail fitted: threshold 40% below the largest value seen" in text
+    assert "tail fitted: threshold 40% below the largest held-out raise value seen; a raise value: the" in text
     assert "PCA of rank 0" not in text and "no PCA yardstick: the model has no linear path" in text
     assert "tail extrapolated: threshold 25% above" in "\n".join(
         replace(summary, promise={**promise, "margin": 0.25}).lines())

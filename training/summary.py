@@ -48,9 +48,13 @@ class TrainSummary:
         # (a negative margin read "tail extrapolated: threshold -40% against the largest value seen": a walk)
         above = p.get("margin", 0) >= 0
         margin = {"exponential": f", tail {'extrapolated' if above else 'fitted'}: threshold {abs(p['margin']):.0%} "
-                                 f"{'above' if above else 'below'} the largest value seen",
-                  "none": ", the top values tied, no tail to fit: the line is just above the largest value seen",
+                                 f"{'above' if above else 'below'} the largest held-out raise value seen",
+                  "none": ", the top values tied, no tail to fit: the line is just above the largest held-out "
+                          "raise value seen",
                   }.get(p["tail"], "")
+        if margin:  # (the raise value, not a window's score: calibration.png showed windows 33 % over the
+            # largest value seen and 3.5 % of them over the line, a walk)
+            margin += "; a raise value: the lowest score of the windows in a row an alert needs"
         return (f"false alerts    {p['promised_per_day']:g} per asset per day promised (95% CI {lo:.3g}-{hi:.3g}"
                 f"{margin}); observed {p['observed_alerts']} in {p['calibration_days'] * 24:.3g} h of "
                 f"calibration data ({p['effective_samples']:g} effective samples)")
