@@ -69,16 +69,23 @@ def detection_metrics(
 
 def false_alerts(pred: np.ndarray, labels: np.ndarray, period_s: float | None) -> dict[str, Any]:
     """The alerts an operator was paged for on normal operation, as the promise counts them: alarms
-    that start (0 -> 1, or on at the first row) on a row labelled normal, and the days of normal
-    rows they fell in (None without a sample period). The promise is a rate per asset per day.
+    that start (0 -> 1, or on at the first row) on a row labelled normal and last into no labelled
+    row, and the days of normal rows they fell in (None without a sample period). The promise is a
+    rate per asset per day. An alarm raised just before a labelled fault and still up in it is
+    that fault's detection (its delay is 0), not also a false alert (both were counted: a walk).
 
     >>> false_alerts(np.array([1, 0, 1, 1, 0, 1]), np.array([0, 0, 0, 0, 1, 1]), 21600.0)
     {'raised': 2, 'normal_days': 1.0}
+    >>> false_alerts(np.array([0, 1, 1, 1, 0, 0]), np.array([0, 0, 0, 1, 1, 0]), 21600.0)["raised"]
+    0
     """
     pred_b, label_b = _as_bool(pred, "pred"), _as_bool(labels, "labels")
     starts = pred_b & ~np.r_[False, pred_b[:-1]]
+    run = np.cumsum(starts)  # each row's alarm run (1, 2, ...), where an alarm is up
+    faulty_runs = set(run[pred_b & label_b].tolist())
+    false = starts & ~label_b & ~np.isin(run, list(faulty_runs))
     days = float((~label_b).sum()) * period_s / 86400.0 if period_s else None
-    return {"raised": int((starts & ~label_b).sum()), "normal_days": days}
+    return {"raised": int(false.sum()), "normal_days": days}
 
 
 def pool_metrics(parts: list[dict[str, Any]]) -> dict[str, Any]:
