@@ -282,6 +282,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_scores(bundle, scored, scored.data.labels[args.label_column])
     for note in scored.data.notes:  # what the cleaning did, labelled rows it removed included (stderr: --json)
         print(f"note: {note}", file=sys.stderr)
+    calibrated = ((bundle.calibration or {}).get("alerts") or {}).get("raise_after")
+    if calibrated is not None and calibrated != args.raise_after:  # (17 raised "above" the promise: a walk)
+        print(f"note: the promise was calibrated for alerts raised after {calibrated} windows in a row; with "
+              f"--raise-after {args.raise_after} more or fewer are raised, so the false-alert check compares "
+              "unlike rules", file=sys.stderr)
     print(json.dumps(result, indent=2, default=_json_default) if args.json else format_evaluation(result))
     if not result["rows"]:  # (as score: nothing judged is no evaluation, whatever the table says)
         print(f"error: no row was judged: fewer than a window of {bundle.window} samples on the model's grid "

@@ -175,8 +175,13 @@ def test_evaluate_reports_both_columns(files, capsys):
     # windows ending just after a fault still hold faulty rows: point-wise FPs of up to one window per event
     assert result["anomaly"]["false_alarm_rate"] < 0.12
     assert main(["evaluate", str(files / "model"), str(files / "faults.csv"), "--label-column", "anomaly"]) == 0
-    text = capsys.readouterr().out
-    assert "false-alarm rate" in text
+    said = capsys.readouterr()
+    text = said.out
+    assert "false-alarm rate" in text and "the promise was calibrated for" not in said.err
+    # other raise rules than the promise's: said (17 raised read as "above" the promise: a walk)
+    assert main(["evaluate", str(files / "model"), str(files / "faults.csv"), "--label-column", "anomaly",
+                 "--raise-after", "1"]) == 0
+    assert "calibrated for alerts raised after 3 windows in a row; with --raise-after 1" in capsys.readouterr().err
     # the delay in a unit a reader uses, not 5400.000 seconds (a walk)
     from sensorguard.training.verdict import delay_words
 
