@@ -79,7 +79,7 @@ def _promise_check(bundle: Bundle, parts: list[dict]) -> dict:
     raised = sum(p["raised"] for p in parts)
     days = None if any(p["normal_days"] is None for p in parts) else sum(p["normal_days"] for p in parts)
     record = (bundle.calibration or {}).get("alerts") or {}
-    return {"raised": raised, "normal_days": days, "per_day": raised / days if days else None,
+    return {"raised": raised, "normal_days": days, "per_day": raised / days if days else None, "machines": len(parts),
             "promised_per_day": record.get("promised_per_day"), "promised_ci95": record.get("promised_ci95")}
 
 
@@ -124,11 +124,15 @@ def _false_alert_line(check: dict | None) -> str | None:
     >>> _false_alert_line({"raised": 2, "normal_days": 0.059, "per_day": 33.9, "promised_per_day": 1.0,
     ...                    "promised_ci95": [0.0, 6.79]}).rsplit("): ", 1)[1]
     'above the promised rate, inside its interval (a promise from little data is loose)'
+    >>> _false_alert_line({"raised": 1, "normal_days": 1.85, "per_day": 0.54, "machines": 2}).split(": ")[0]
+    'false alerts        1 raised on normal rows in 44.4 h (summed over 2 machines)'
     """
     if not check:
         return None
     days, raised = check["normal_days"], check["raised"]
     span = "" if days is None else f" in {days * 24:.3g} h" if days < 2 else f" in {days:.3g} days"
+    if span and check.get("machines", 1) > 1:  # (two machines' 24 h read "in 44.4 h": a walk)
+        span += f" (summed over {check['machines']} machines)"
     line = f"{'false alerts':20}{raised} raised on normal rows{span}"
     observed = None
     if check["per_day"] is not None and days:
