@@ -255,6 +255,15 @@ def test_report_data_says_which_machines_had_nothing_to_plot(tmp_path):
     paths = report_data(tiny_bundle(), tmp_path, data, AlertRules(), notes=notes)
     assert sorted(p.name for p in paths) == ["calibration.png", "reconstructions_long.png", "scores_long.png"]
     assert notes == ["short: no window of 16 samples after cleaning, so no score or reconstruction plot"]
+    # a later report into the same folder: the plots it did not write are an earlier report's, of
+    # another file or model, and read as this one's (a walk): removed, and said
+    (tmp_path / "notes.txt").write_text("the user's")
+    notes.clear()
+    paths = report_data(tiny_bundle(), tmp_path, series_from_frame(frame, "one"), AlertRules(), notes=notes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.png", "notes.txt", "reconstructions.png",
+                                                          "scores.png"]
+    assert [n.split(": ", 1)[1] for n in notes] == ["an earlier report's plot, removed (this report wrote none of "
+                                                    "that name)"] * 2
 
 
 def test_the_pictures_say_what_they_show():

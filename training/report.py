@@ -72,8 +72,19 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
     ``notes`` gets a line per machine with no full window, so nothing to plot (a walk: a file of
     20 rows wrote calibration.png alone, with exit 0 and not a word)."""
     paths = write_report(bundle, out_dir)
-    if data is None:
-        return paths
+    if data is not None:
+        paths += _write_machines(bundle, out_dir, data, rules, label_column, notes)
+    for old in sorted({*out_dir.glob("scores*.png"), *out_dir.glob("reconstructions*.png")} - set(paths)):
+        old.unlink()  # an earlier report's, of another model or file, read as this one's (a walk)
+        if notes is not None:
+            notes.append(f"{old}: an earlier report's plot, removed (this report wrote none of that name)")
+    return paths
+
+
+def _write_machines(bundle: Bundle, out_dir: Path, data: SensorData, rules: AlertRules,
+                    label_column: str | None, notes: list[str] | None) -> list[Path]:
+    """Each machine's reconstructions and score timeline; a line in ``notes`` for one with none."""
+    paths: list[Path] = []
     alive = alive_stamps(data)  # readings refused for their rate keep an alert up, as in score
     for asset, rows in data.blocks():
         frame = pd.DataFrame(data.values[rows], columns=list(bundle.channels))
