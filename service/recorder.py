@@ -210,9 +210,12 @@ class Recorder(AlertFiles):
             self._quiet_until[asset] = np.inf
 
     def alert_cleared(self, asset: str, ts: float, alert_id: str = "", peak: float = float("nan")) -> None:
-        """Record again from ``ts + guard_s`` on; held readings before that are the alert's own:
+        """Record again from ``ts + guard_s`` on; held readings up to ``ts`` are the alert's own:
         written to ``alerts/`` at the next flush when it has an ``alert_id`` (``peak``: its highest
-        score, in units of the line), dropped otherwise (a maintenance that ended)."""
+        score, in units of the line), dropped otherwise (a maintenance that ended). Those held in
+        the band after it are dropped: the fault's tail, neither normal nor the alert's (after a
+        backlog they had come before the clear was judged, and were filed with the alert, so an
+        acknowledgement as a false alarm taught them as normal: a walk)."""
         with self._lock:
             end = ts + self.guard_s
             self._quiet_until[asset] = end
@@ -220,8 +223,10 @@ class Recorder(AlertFiles):
             pending = self._pending.get(asset)
             rows = []
             while pending and pending[0][0] < end:
-                rows.append(pending.popleft())
+                row = pending.popleft()
                 self._pending_rows -= 1
+                if row[0] <= ts:
+                    rows.append(row)
             if alert_id and rows:
                 self._alerts.append((alert_id, asset, peak, rows))
 

@@ -289,7 +289,7 @@ def test_an_alert_up_through_a_restart_keeps_its_readings_in_parts_filed_togethe
     assert "known fault" in after.acknowledged("p1@100000")
     assert not (tmp_path / "alerts").exists() or not any((tmp_path / "alerts").iterdir())
     [(name, fault)] = known_faults(tmp_path, CHANNELS)  # one fault, both parts
-    assert name == "p1@100000" and sorted(fault.times) == list(range(90, 190))
+    assert name == "p1@100000" and sorted(fault.times) == list(range(90, 181))  # to its clear
 
 
 def test_an_alert_up_has_its_judged_readings_written_as_parts_so_a_kill_loses_few(tmp_path, monkeypatch):
@@ -323,7 +323,7 @@ def test_an_alert_up_has_its_judged_readings_written_as_parts_so_a_kill_loses_fe
     after.alert_cleared("p1", 180.0, "p1@100000", 3.0)
     after.flush(now_ts=1000.0)
     assert sorted(p.name for p in (tmp_path / "alerts").iterdir()) == ["p1@100000+1.parquet", "p1@100000.parquet"]
-    assert alert_times(tmp_path) == [*range(90, 141), *range(160, 190)]
+    assert alert_times(tmp_path) == [*range(90, 141), *range(160, 181)]  # to its clear
 
 
 def test_an_alerts_parts_list_no_folder_after_the_first_keep_its_backlog_and_leave_stamps_ahead_held(
@@ -625,3 +625,21 @@ def test_writing_a_fresh_alerts_readings_lists_no_folder_of_the_store(tmp_path, 
     again.alert_cleared("p0", 70.0, "p0@20000", 2.0)
     again.flush(now_ts=2000.0)
     assert (tmp_path / "alerts" / "p0@20000+1.parquet").exists() and listed == ["p0@20000"]
+
+
+def test_readings_taken_before_a_clear_was_judged_are_filed_up_to_the_clear_only(tmp_path):
+    """A walk: after a backlog (a restart, a broker outage, a fast replay) the readings of the band
+    after a clear had come before the clear was judged, and were filed as the alert's own: its
+    acknowledgement as a false alarm taught the fault's tail as normal. They are dropped, as the
+    band's readings are live; the ones after the band are normal data."""
+    verdicts = {"p1@100000": True}
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, verdict=verdicts.get)
+    feed(rec, "p1", 0, 100)
+    rec.alert_raised("p1", 100.0)
+    feed(rec, "p1", 100, 200)  # the backlog: all taken before the clear at 150 is judged
+    rec.alert_cleared("p1", 150.0, "p1@100000", 3.0)
+    rec.flush(now_ts=1000.0)
+    assert sorted(int(t) for t in pd.read_parquet(tmp_path / "false_alarms" / "p1@100000.parquet")["ts"]) == list(
+        range(90, 151))
+    normal = pd.concat(pd.read_parquet(f) for f in tmp_path.glob("*/*.parquet") if f.parent.name != "false_alarms")
+    assert sorted(normal[normal.asset == "p1"].ts) == list(range(0, 90)) + list(range(160, 200))
