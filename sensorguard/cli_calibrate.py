@@ -23,7 +23,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from sensorguard.service.registry import current_version, location, publish
     from sensorguard.training.data import concat_series, drop_labeled
     from sensorguard.training.line import calibrate_bundle
-    from sensorguard.training.retrain import known_faults, load_recorded, parse_since, seen_rows_note
+    from sensorguard.training.recorded_alerts import dropped_alerts_note, known_faults, unanswered_alerts
+    from sensorguard.training.retrain import load_recorded, parse_since, seen_rows_note
     from sensorguard.training.retrain_gate import UNLIKE_MEDIAN, median_score, missed_faults
     from sensorguard.training.tables import TAKEN_AS_NORMAL
 
@@ -45,7 +46,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                            f"{marked[0].split(' marks ')[0]} to leave them out, or --force to take them as normal")
         parts.append(drop_labeled(part, args.label_column) if args.label_column else part)
     if args.recorded:  # what a daemon recorded as normal, false alarms acknowledged as such included
-        parts.append(load_recorded(args.recorded, since=parse_since(args.since), channels=bundle.channels))
+        parts.append(load_recorded(args.recorded, since=parse_since(args.since), channels=bundle.channels,
+                                   learns=False))
     data = concat_series(parts) if len(parts) > 1 else parts[0]
     if (seen := seen_rows_note(bundle, data)) is not None:
         print(f"sensorguard calibrate: warning: {seen}", file=sys.stderr)
@@ -67,6 +69,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if missed:
             raise CliError(f"not recalibrated: the new line ({bundle.threshold_:.4g}, was {old:.4g}) misses "
                            f"{len(missed)} fault(s) the old one catches: {', '.join(missed[:3])}")
+        if (dropped := dropped_alerts_note(bundle, before, unanswered_alerts(args.recorded, bundle.channels))):
+            print(f"warning: the new line ({bundle.threshold_:.4g}, was {old:.4g}): "
+                  f"{dropped.replace('the current one', 'the old one')}", file=sys.stderr)
     # a retrain gate's verdict was for the old line: a shadow of this version needs a new one, and
     # `models list` must not show the old verdict; the new version is made now (both found by a README walk)
     bundle = replace(bundle, created="", metrics={k: v for k, v in (bundle.metrics or {}).items()

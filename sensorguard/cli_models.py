@@ -24,7 +24,8 @@ KEEP = 10  # models prune: versions of the history and newest versions kept, by 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from sensorguard.cli import _threshold_options
-    from sensorguard.training.retrain import known_faults, new_normal_data, own_options, retrain, unrecorded_options
+    from sensorguard.training.recorded_alerts import known_faults, unanswered_alerts
+    from sensorguard.training.retrain import new_normal_data, own_options, retrain, unrecorded_options
     from sensorguard.training.train import TrainOptions
 
     if not args.data and not args.recorded:
@@ -58,8 +59,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
               f"{', '.join(unknown)}")
     options = TrainOptions(**own, **_threshold_options(args, current.promise if current is not None else None))
     faults = known_faults(args.recorded, data.channels) if args.recorded else []
+    unanswered = unanswered_alerts(args.recorded, data.channels) if args.recorded else []
     result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force,
-                     faults=faults, shadow=args.shadow)
+                     faults=faults, shadow=args.shadow, unanswered=unanswered)
     print("\n" + result.table())
     version_dir = Path(args.registry) / args.name / result.version
     if (line := _promise_line(version_dir)) is not None:

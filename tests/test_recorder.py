@@ -203,7 +203,8 @@ def test_the_guard_band_covers_the_samples_an_alert_needs_to_rise():
 
 
 def test_an_alerts_readings_are_filed_by_its_acknowledgement_and_only_false_alarms_are_learned(tmp_path):
-    from sensorguard.training.retrain import known_faults, load_recorded
+    from sensorguard.training.recorded_alerts import known_faults
+    from sensorguard.training.retrain import load_recorded
 
     verdicts: dict[str, bool] = {}
     rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, verdict=verdicts.get)
@@ -269,7 +270,7 @@ def test_an_alert_up_through_a_restart_keeps_its_readings_in_parts_filed_togethe
     """A shutdown dropped the readings held for an alert still up, and its acknowledgement after
     the restart still said they were kept (found by review): they are written as the alert's first
     part, its readings after the restart as the next, and an acknowledgement files both."""
-    from sensorguard.training.retrain import known_faults
+    from sensorguard.training.recorded_alerts import known_faults
 
     verdicts: dict[str, bool] = {}
     rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, verdict=verdicts.get)

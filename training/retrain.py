@@ -48,6 +48,7 @@ from sensorguard.training.data import (
     series_from_frame,
     trained_asset_column,
 )
+from sensorguard.training.recorded_alerts import dropped_alerts_note
 from sensorguard.training.retrain_gate import (
     MIN_PROBE_WINDOWS,
     WINDOW_RATE_TARGET,
@@ -92,9 +93,11 @@ class RetrainResult:
 
 
 def load_recorded(
-    directory: str | Path, since: float | None = None, channels: Sequence[str] | None = None, fill_limit: int = 5
+    directory: str | Path, since: float | None = None, channels: Sequence[str] | None = None, fill_limit: int = 5,
+    learns: bool = True,
 ) -> SensorData:
-    """Readings the daemon recorded (Parquet with ``ts``, ``asset`` and channel columns).
+    """Readings the daemon recorded (Parquet with ``ts``, ``asset`` and channel columns); ``learns``:
+    whether a model is trained on them (retrain) or a line drawn over them (calibrate), as said.
 
     Files that cannot be read (a crash mid-write leaves only a ``.tmp`` file, which is skipped) are
     reported, not fatal.
@@ -121,8 +124,9 @@ def load_recorded(
         frame = frame[frame["ts"] >= since]
     if frame.empty:
         raise DataError(f"{directory}: no recorded readings since the given time")
-    if learned:
-        print(f"learning {len(learned)} alert(s) acknowledged as false alarms as normal ({FALSE_ALARMS}/)")
+    if learned:  # (calibrate learns nothing: it draws its line over them, a walk)
+        print(f"{'learning' if learns else 'drawing the line over'} {len(learned)} alert(s) acknowledged as "
+              f"false alarms{' as normal' if learns else ''} ({FALSE_ALARMS}/)")
     data = series_from_frame(frame, str(directory), time_column="ts", channels=channels, asset_column="asset",
                              fill_limit=fill_limit)
     return replace(data, labels={**data.labels, LEARNED: _inside(data, spans).astype(np.int8)}) if spans else data
@@ -144,25 +148,6 @@ def _inside(data: SensorData, spans: list[tuple[str, float, float]]) -> np.ndarr
 
 
 
-def known_faults(directory: str | Path, channels: Sequence[str]) -> list[tuple[str, SensorData]]:
-    """The readings of alerts acknowledged as real (``faults/`` of a recording): ``(alert id,
-    data)`` each, the faults a retrained model must still catch. Unreadable files are skipped."""
-    frames: dict[str, list[pd.DataFrame]] = {}  # an alert up through a restart was written in parts
-    for path in sorted(Path(directory).glob(f"**/{FAULTS}/*.parquet")):  # serve --workers: under w<k>/
-        try:
-            frames.setdefault(alert_of(path), []).append(pd.read_parquet(path))
-        except Exception as exc:  # noqa: BLE001 - a damaged file must not stop a retrain
-            print(f"skipping known fault {path}: {str(exc).splitlines()[0][:120]}")
-    faults = []
-    for name, parts in frames.items():
-        try:
-            faults.append((name, series_from_frame(pd.concat(parts, ignore_index=True), name, time_column="ts",
-                                                   channels=channels, asset_column="asset")))
-        except Exception as exc:  # noqa: BLE001
-            print(f"skipping known fault {name}: {str(exc).splitlines()[0][:120]}")
-    return faults
-
-
 def retrain(
     root: str | Path,
     name: str,
@@ -172,6 +157,7 @@ def retrain(
     force: bool = False,
     faults: Sequence[tuple[str, SensorData]] = (),
     shadow: bool = False,
+    unanswered: Sequence[tuple[str, SensorData]] = (),
 ) -> RetrainResult:
     """Train a candidate on ``data``, store it as a new version, and promote it if it is as good
     on held-out data and still catches every fault the current model catches: the known ones
@@ -179,7 +165,9 @@ def retrain(
     second keeps a real fault acknowledged as a false alarm from retraining the detector blind:
     learning a large fault as normal teaches the model to reconstruct large offsets, and the
     injected ones then go unseen. ``shadow``: a candidate that passes is not promoted but run
-    beside CURRENT (``SHADOW``), for ``models promote --gate live``."""
+    beside CURRENT (``SHADOW``), for ``models promote --gate live``. ``unanswered``: recorded alerts
+    nobody answered; a candidate that raises none of those the current model raises is said, not
+    refused (:func:`~sensorguard.training.recorded_alerts.dropped_alerts_note`)."""
     # no CURRENT is a first model; a CURRENT that cannot be loaded is an error, not "no model" (it
     # would skip the channel check and the gate, and promote anything)
     current = load_current(root, name) if current_version(root, name) is not None else None
@@ -213,6 +201,8 @@ def retrain(
     target = options.false_alarm_rate if options.false_alarm_rate is not None else WINDOW_RATE_TARGET
     cand_cmp, cur_cmp, passed, reason = judge(candidate, current, holdout, variance, faults, scale, target)
     promoted, reason = (True, "forced despite " + reason) if force and not passed else (passed, reason)
+    if current is not None and (dropped := dropped_alerts_note(candidate, current, unanswered)) is not None:
+        reason += f"; note: {dropped}" + ("; `models rollback` undoes the promotion" if promoted else "")
     if cold is not None:
         reason += f"; {cold}"
     promoted = promoted and not (shadow and current is not None)  # nothing to shadow: promoted

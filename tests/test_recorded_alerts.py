@@ -1,0 +1,41 @@
+"""The recorded alerts the retrain gate reads back: acknowledged faults bind a candidate, the
+unanswered ones are said when a candidate stops raising them (training/recorded_alerts.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sensorguard.service.recorder import Recorder
+from sensorguard.training.recorded_alerts import dropped_alerts_note, unanswered_alerts
+
+CHANNELS = ("a", "b", "c")
+
+
+def record_alert(directory, asset: str, raised_s: int, offset: float) -> None:
+    """Readings of one alert, unanswered, as the daemon's recorder files them (``alerts/``)."""
+    rng = np.random.default_rng(raised_s)
+    rec = Recorder(directory, CHANNELS, guard_s=10, flush_interval_s=0)
+    start = raised_s - 100
+    for ts in range(start, raised_s + 60):
+        values = np.array([0.0, 1.0, 2.0]) + rng.normal(0, 0.05, 3) + (offset if ts >= raised_s - 10 else 0.0)
+        rec.add(asset, float(1_767_225_600 + ts), values)
+        if ts == raised_s:
+            rec.alert_raised(asset, float(1_767_225_600 + ts))
+    rec.alert_cleared(asset, float(1_767_225_600 + raised_s + 59), f"{asset}@{(1_767_225_600 + raised_s) * 1000}",
+                      9.0)
+    rec.flush(now_ts=2e9)
+
+
+def test_a_line_that_stops_raising_unanswered_alerts_is_said(tmp_path, tiny_bundle):
+    """A walk: two real faults acknowledged as false alarms lifted the line threefold; the model then
+    raised nothing on the other faults recorded, unanswered, and nothing said so."""
+    record_alert(tmp_path, "pump-4", 200, 40.0)
+    record_alert(tmp_path / "w1", "pump-5", 900, 40.0)  # serve --workers: under w<k>/
+    alerts = unanswered_alerts(tmp_path, CHANNELS)
+    assert sorted(name for name, _ in alerts) == ["pump-4@1767225800000", "pump-5@1767226500000"]
+    assert dropped_alerts_note(tiny_bundle, tiny_bundle, alerts) is None  # the same line: nothing dropped
+    blind = tiny_bundle.with_threshold(tiny_bundle.threshold_ * 1e6, {})
+    note = dropped_alerts_note(blind, tiny_bundle, alerts)
+    assert note is not None and note.startswith("it raises no alert on 2 of the 2 unanswered recorded alerts")
+    assert "pump-4@1767225800000" in note and "blinded" in note
+    assert [name for name, _ in unanswered_alerts(tmp_path, CHANNELS, newest=1)] == ["pump-5@1767226500000"]

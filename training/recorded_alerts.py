@@ -1,0 +1,79 @@
+"""Alerts a daemon recorded (``serve --record-dir``), read back for the retrain gate.
+
+``faults/`` holds the alerts acknowledged as real: a retrained model or a new line must still catch
+them (``training.retrain_gate``). ``alerts/`` holds the ones nobody answered yet. They bind
+nothing (each may be a false alarm the next acknowledgement teaches), but a candidate that stops
+raising the ones the current model raises is said: one real fault acknowledged as a false alarm
+lifted a line threefold, and the model then raised nothing on the other faults it had recorded,
+with no word but its new threshold (a walk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.logs import some
+from sensorguard.service.record_files import ALERTS, FAULTS, alert_of
+from sensorguard.training.data import SensorData, series_from_frame
+from sensorguard.training.offline import score_data
+
+UNANSWERED_CHECKED = 50  # the newest unanswered alerts a candidate is checked on (each is scored twice)
+
+
+def known_faults(directory: str | Path, channels: Sequence[str]) -> list[tuple[str, SensorData]]:
+    """The readings of alerts acknowledged as real (``faults/`` of a recording): ``(alert id,
+    data)`` each, the faults a retrained model must still catch. Unreadable files are skipped."""
+    return _alerts(directory, FAULTS, channels, "known fault")
+
+
+def unanswered_alerts(directory: str | Path, channels: Sequence[str],
+                      newest: int = UNANSWERED_CHECKED) -> list[tuple[str, SensorData]]:
+    """The readings of the ``newest`` alerts nobody answered yet (``alerts/``), as :func:`known_faults`."""
+    return _alerts(directory, ALERTS, channels, "unanswered alert", newest)
+
+
+def _alerts(directory: str | Path, folder: str, channels: Sequence[str], what: str,
+            newest: int | None = None) -> list[tuple[str, SensorData]]:
+    frames: dict[str, list[pd.DataFrame]] = {}  # an alert up through a restart was written in parts
+    paths = sorted(Path(directory).glob(f"**/{folder}/*.parquet"))  # serve --workers: under w<k>/
+    if newest is not None:  # (by the raise time in the id, <asset>@<ms>)
+        ids = sorted({alert_of(p) for p in paths}, key=_raised_ms)[-newest:]
+        paths = [p for p in paths if alert_of(p) in set(ids)]
+    for path in paths:
+        try:
+            frames.setdefault(alert_of(path), []).append(pd.read_parquet(path))
+        except Exception as exc:  # noqa: BLE001 - a damaged file must not stop a retrain
+            print(f"skipping {what} {path}: {str(exc).splitlines()[0][:120]}")
+    out = []
+    for name, parts in frames.items():
+        try:
+            out.append((name, series_from_frame(pd.concat(parts, ignore_index=True), name, time_column="ts",
+                                                channels=channels, asset_column="asset")))
+        except Exception as exc:  # noqa: BLE001
+            print(f"skipping {what} {name}: {str(exc).splitlines()[0][:120]}")
+    return out
+
+
+def _raised_ms(alert_id: str) -> int:
+    """The raise time an alert id ends with (``<asset>@<ms>``); 0 for another name."""
+    ms = alert_id.rpartition("@")[2]
+    return int(ms) if ms.isascii() and ms.isdigit() else 0
+
+
+def raises_on(bundle: Bundle, data: SensorData) -> bool:
+    """Whether ``bundle`` raises an alert on ``data`` under its default alert rules."""
+    return len(data) >= bundle.window and bool(score_data(bundle, data).alert.any())
+
+
+def dropped_alerts_note(new: Bundle, old: Bundle, unanswered: Sequence[tuple[str, SensorData]]) -> str | None:
+    """A line when ``new`` raises nothing on unanswered alerts ``old`` raises on, else None."""
+    dropped = [name for name, data in unanswered if raises_on(old, data) and not raises_on(new, data)]
+    if not dropped:
+        return None
+    return (f"it raises no alert on {len(dropped)} of the {len(unanswered)} unanswered recorded alerts "
+            f"({some(dropped, 3)}) that the current one raises: if those were real faults, a false alarm "
+            "acknowledged wrongly has blinded it (answer them with `sensorguard ack`)")
