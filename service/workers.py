@@ -297,6 +297,14 @@ class Supervisor:
         for slot in running:
             slot.process.terminate()
         killed = 0
+        dead = [slot for slot in self.slots if slot.process is not None and slot not in running]
+        for slot in dead:  # died, and its restart not due yet: its final save never ran (exit 0 said
+            # nothing of it, a walk: kill -9 of a worker, then SIGTERM of serve within the restart's wait)
+            unsaved = bool(slot.settings.state_dir) and slot.process.exitcode != 0
+            if unsaved:
+                log.error("worker w%d had died (exit %s) and was not restarted yet: stopped without its final "
+                          "save", slot.index, slot.process.exitcode)
+            self.unsaved_at_stop |= unsaved
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for slot in self.slots:
             if slot.process is not None:
@@ -316,8 +324,9 @@ class Supervisor:
             os.close(self._owner)
             self.copies, self._owner = None, -1
         # (it said "stopped N workers" of N, also with one dead and restarting, or killed: a walk)
+        said = [*([f"{killed} killed"] if killed else []), *([f"{len(dead)} dead before the stop"] if dead else [])]
         log.info("stopped %d of %d workers%s", len(running) - killed, len(self.slots),
-                 f" ({killed} killed)" if killed else "")
+                 f" ({', '.join(said)})" if said else "")
 
     def ready(self) -> bool:
         """Every worker answers ``/readyz`` with 200."""

@@ -448,11 +448,13 @@ def test_a_worker_killed_at_stop_or_whose_final_save_failed_is_unsaved_at_stop(t
 
     monkeypatch.setattr(workers, "STOP_TIMEOUT_S", 0.0)
 
-    def unsaved(codes: tuple[int | None, int | None], state_dir: bool = True) -> bool:
+    def unsaved(codes: tuple[int | None, int | None], state_dir: bool = True, dead: int | None = None) -> bool:
         s = _settings(tmp_path, partition=["a/#", "b/#"], workers=2, state_dir=str(tmp_path) if state_dir else None)
         sup = workers.Supervisor(s, worker_settings(s, 2), [(), ()])
         for slot, code in zip(sup.slots, codes, strict=True):
             slot.process = _Stopping(code)
+        if dead is not None:  # died before the stop, its restart not due yet
+            sup.slots[1].process.exitcode = dead
         sup.stop()
         return sup.unsaved_at_stop
 
@@ -460,6 +462,9 @@ def test_a_worker_killed_at_stop_or_whose_final_save_failed_is_unsaved_at_stop(t
     assert unsaved((0, EXIT_UNSAVED))  # its own final save failed
     assert unsaved((None, 0))  # hung: killed, its final save never made
     assert not unsaved((None, 0), state_dir=False)  # nothing to save
+    # a walk: kill -9 of a worker, then SIGTERM of serve in the second before its restart: exit 0
+    assert unsaved((0, 0), dead=-9)
+    assert not unsaved((0, 0), dead=-9, state_dir=False)
 
 
 def test_the_parent_reaches_its_workers_past_an_http_proxy():
