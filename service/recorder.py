@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sensorguard.service.alert_files import AlertFiles
+from sensorguard.service.asset_buffer import CLOCK_SLACK_S
 from sensorguard.service.record_files import (
     read_guard_bands,
     trim_store,
@@ -273,16 +274,22 @@ class Recorder(AlertFiles):
 
         ``force`` (shutdown) writes what is committed now; readings still inside the guard band
         are dropped, not committed: an alert they might have preceded can no longer be seen. An
-        alert still up has its held readings written to ``alerts/`` as a part of its file (after a
-        restart it clears as the alert it was, and its later readings are the next part): they
-        were lost, and its acknowledgement said they were kept.
+        alert still up has its held readings up to its newest scored window written to ``alerts/``
+        as a part of its file (after a restart it clears as the alert it was, and its later
+        readings are the next part): they were lost, and its acknowledgement said they were kept.
+        Those after that window are dropped: they may belong after its clear.
         """
         self._save_guards()
         if force:
+            horizon = time.time() + CLOCK_SLACK_S
             with self._lock:
                 for asset, alert_id in self._up.items():
-                    if rows := list(self._pending.pop(asset, ())):
-                        self._pending_rows -= len(rows)
+                    held = list(self._pending.pop(asset, ()))
+                    self._pending_rows -= len(held)
+                    # up to its newest scored window, as its parts: later ones may belong after its
+                    # clear, and went into the part (a review); unjudged, they are not kept at all
+                    last = min(self._judged.get(asset, -np.inf), horizon)
+                    if rows := [row for row in held if row[0] <= last]:
                         self._alerts.append((alert_id, asset, float("nan"), rows))
         else:
             self._part_alerts_up()

@@ -277,8 +277,10 @@ def test_an_alert_up_through_a_restart_keeps_its_readings_in_parts_filed_togethe
     feed(rec, "p1", 0, 100)
     rec.alert_raised("p1", 100.0, "p1@100000")
     feed(rec, "p1", 100, 150)
+    rec.judged("p1", 140.0)  # 141..149 not scored yet at the stop: they may belong after its clear (a review)
     rec.flush(now_ts=150.0, force=True)  # shutdown with the alert up
     assert [p.name for p in (tmp_path / "alerts").iterdir()] == ["p1@100000.parquet"]
+    assert alert_times(tmp_path) == list(range(90, 141))
 
     after = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, verdict=verdicts.get)
     after.alert_raised("p1", -np.inf, "p1@100000")  # restored still up
@@ -290,7 +292,7 @@ def test_an_alert_up_through_a_restart_keeps_its_readings_in_parts_filed_togethe
     assert "known fault" in after.acknowledged("p1@100000")
     assert not (tmp_path / "alerts").exists() or not any((tmp_path / "alerts").iterdir())
     [(name, fault)] = known_faults(tmp_path, CHANNELS)  # one fault, both parts
-    assert name == "p1@100000" and sorted(fault.times) == list(range(90, 181))  # to its clear
+    assert name == "p1@100000" and sorted(fault.times) == [*range(90, 141), *range(150, 181)]  # to its clear
 
 
 def test_an_alert_up_has_its_judged_readings_written_as_parts_so_a_kill_loses_few(tmp_path, monkeypatch):
