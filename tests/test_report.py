@@ -258,10 +258,11 @@ def test_report_data_says_which_machines_had_nothing_to_plot(tmp_path):
     # a later report into the same folder: the plots it did not write are an earlier report's, of
     # another file or model, and read as this one's (a walk): removed, and said
     (tmp_path / "notes.txt").write_text("the user's")
+    (tmp_path / "scores_for_the_meeting.png").write_text("the user's too")  # (prefix-matched, it went: a review)
     notes.clear()
     paths = report_data(tiny_bundle(), tmp_path, series_from_frame(frame, "one"), AlertRules(), notes=notes)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.png", "notes.txt", "reconstructions.png",
-                                                          "scores.png"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "calibration.png", "notes.txt", "reconstructions.png", "scores.png", "scores_for_the_meeting.png"]
     assert [n.split(": ", 1)[1] for n in notes] == ["an earlier report's plot, removed (this report wrote none of "
                                                     "that name)"] * 2
 

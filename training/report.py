@@ -16,6 +16,7 @@ not change plotting elsewhere in the same process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from pathlib import Path
@@ -74,11 +75,31 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
     paths = write_report(bundle, out_dir)
     if data is not None:
         paths += _write_machines(bundle, out_dir, data, rules, label_column, notes)
-    for old in sorted({*out_dir.glob("scores*.png"), *out_dir.glob("reconstructions*.png")} - set(paths)):
-        old.unlink()  # an earlier report's, of another model or file, read as this one's (a walk)
-        if notes is not None:
-            notes.append(f"{old}: an earlier report's plot, removed (this report wrote none of that name)")
+    _forget_earlier(out_dir, paths, notes)
     return paths
+
+
+WRITTEN_LIST = ".sensorguard-report"  # the plots the last report wrote in its folder, one name a line
+
+
+def _forget_earlier(out_dir: Path, paths: list[Path], notes: list[str] | None) -> None:
+    """Remove the plots the previous report in ``out_dir`` wrote and this one did not (of another
+    model or file, they read as this one's: a walk), and list this one's. Only names a report
+    listed go: a user's ``scores_for_meeting.png`` beside them stays (a review)."""
+    listed = out_dir / WRITTEN_LIST
+    try:
+        earlier = listed.read_text(encoding="utf-8").splitlines() if listed.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        earlier = []
+    names = {p.name for p in paths}
+    for name in sorted(set(earlier) - names):
+        old = out_dir / name
+        if name.endswith(".png") and "/" not in name and old.is_file():
+            old.unlink()
+            if notes is not None:
+                notes.append(f"{old}: an earlier report's plot, removed (this report wrote none of that name)")
+    with contextlib.suppress(OSError):  # (no list written: nothing to forget next time)
+        listed.write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")
 
 
 def _write_machines(bundle: Bundle, out_dir: Path, data: SensorData, rules: AlertRules,
