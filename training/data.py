@@ -107,6 +107,14 @@ def _absent(frame: pd.DataFrame, channels: Sequence[str], known: set) -> list[st
     return absent
 
 
+def _sensor_like(cells: pd.Series) -> bool:
+    """Whether a column reads as measurements: 20 or more cells, nearly all numbers, most with a
+    fraction (machine names are words or whole numbers)."""
+    numbers = pd.to_numeric(cells, errors="coerce")
+    finite = numbers[np.isfinite(numbers)]
+    return len(cells) >= 20 and len(finite) >= 0.9 * len(cells) and bool((finite % 1 != 0).mean() > 0.5)
+
+
 def trained_asset_column(bundle: Any) -> str | None:
     """The column that named the machines when ``bundle`` was trained (``training.asset_column``),
     for :func:`load_frame`'s ``trained_asset_column``; None without a bundle or one."""
@@ -171,8 +179,9 @@ def series_from_frame(
     elif asset_column == label_column or asset_column in clocks:  # (the labels' 0 and 1 as two machines: a walk)
         raise DataError(f"{name}: {asset_column!r} is the {'label' if asset_column == label_column else 'time'} "
                         "column and cannot also name the machines (--asset-column)")
-    elif len(frame) >= 20 and (names := frame[asset_column].nunique()) > len(frame) // 2:  # a sensor column named
-        # so was taken for thousands of one-row machines and said "too little data" (a walk)
+    elif _sensor_like(frame[asset_column]) and (names := frame[asset_column].nunique()) > len(frame) // 2:
+        # a sensor column named so was taken for thousands of one-row machines and said "too little
+        # data" (a walk); a fleet snapshot (a row per machine, named or numbered) is no such column
         raise DataError(f"{name}: column {asset_column!r} has {names:,} different values in {len(frame):,} rows: a "
                         "column naming the machines repeats each name over its rows (--asset-column: is it a "
                         "sensor column?)")
