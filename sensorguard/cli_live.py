@@ -152,8 +152,10 @@ def _stopped_by_sigterm_too(run, options) -> int:
         if len(terms) == 1:
             raise KeyboardInterrupt
 
-    taken = (signal.SIGTERM, signal.SIGHUP)  # SIGHUP: a closed terminal or SSH session left the broker (a walk)
-    previous = {signum: signal.signal(signum, interrupt) for signum in taken}
+    taken = (signal.SIGTERM, signal.SIGHUP)  # SIGHUP: a closed terminal or SSH session left the broker (a walk),
+    # unless ignored (nohup: the demo is to outlive the session; a review)
+    previous = {signum: signal.signal(signum, interrupt) for signum in taken
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         code = run(options)
     except (KeyboardInterrupt, SystemExit):
