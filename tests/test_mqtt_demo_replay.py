@@ -314,7 +314,7 @@ def test_the_demo_replaces_only_its_own_files(tmp_path):
     normal.csv unasked. A folder holding such files is refused unless a demo made it; a demo's
     folder is taken again, the plant files of an earlier run with more assets removed."""
     from sensorguard.cli_errors import CliError
-    from sensorguard.demo import MARK, claim_workdir
+    from sensorguard.demo import MARK, claim_workdir, mark_workdir
 
     mine = tmp_path / "mine"
     (mine / "model").mkdir(parents=True)
@@ -324,10 +324,21 @@ def test_the_demo_replaces_only_its_own_files(tmp_path):
     assert not (mine / MARK).exists() and (mine / "normal.csv").read_text() == "timestamp,a\n"
     claim_workdir(tmp_path / "new" / "demo")  # a new folder, made
     demo = tmp_path / "new" / "demo"
-    (demo / "model").mkdir()
+    (demo / "model").mkdir()  # the demo's, written (a run stopped here leaves the folder the demo's)
+    (demo / "model" / "bundle.json").write_text('{"created": "2026-12-07T04:00:00+00:00"}')
+    (demo / "normal.csv").write_text("timestamp,a\n")
     (demo / "plant-pump-6.csv").write_text("old run")
     claim_workdir(demo)  # the demo's own: taken again
     assert (demo / MARK).is_file() and not (demo / "plant-pump-6.csv").exists() and (demo / "model").is_dir()
+    mark_workdir(demo)  # as the demo left them
+    (demo / "model" / "bundle.json").write_text('{"created": "2026-12-07T05:00:00+00:00"}')  # trained there since
+    with pytest.raises(CliError, match="holds model, normal.csv"):  # (a review: the mark held it the demo's)
+        claim_workdir(demo)
+    old = tmp_path / "old"  # an earlier version's demo folder: no mark, its broker settings beside
+    old.mkdir()
+    (old / "normal.csv").write_text("timestamp,a\n")
+    (old / "mosquitto.conf").write_text("listener 1883\n")
+    claim_workdir(old)
     claim_workdir(tmp_path / "mine" / "model")  # empty of the demo's names: fine
 
 
