@@ -300,7 +300,8 @@ class Supervisor:
         dead = [slot for slot in self.slots if slot.process is not None and slot not in running]
         for slot in dead:  # died, and its restart not due yet: its final save never ran (exit 0 said
             # nothing of it, a walk: kill -9 of a worker, then SIGTERM of serve within the restart's wait)
-            unsaved = bool(slot.settings.state_dir) and slot.process.exitcode != 0
+            # (not one never started, exit None, nor one that died loading: it had touched no state; a review)
+            unsaved = bool(slot.settings.state_dir) and slot.process.exitcode not in (0, None) and slot.loaded
             if unsaved:
                 log.error("worker w%d had died (exit %s) and was not restarted yet: stopped without its final "
                           "save", slot.index, slot.process.exitcode)

@@ -385,7 +385,7 @@ def test_number_arguments_accept_their_range_only(flag, text, ok, capsys):
 
 
 @pytest.mark.parametrize("argv", [
-    ["report", "m", "--out", ""], ["score", "m", "f.csv", "--out", " "], ["simulate", "--out", ""],
+    ["report", "m", "--out", ""], ["score", "m", "f.csv", "--out", ""], ["simulate", "--out", ""],
     ["train", "", "--out", "m"], ["demo", "--workdir", ""], ["models", "list", "--registry", "", "--name", "x"],
 ])
 def test_an_empty_path_is_refused_naming_its_argument(argv, tmp_path, monkeypatch, capsys):

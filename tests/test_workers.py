@@ -448,11 +448,14 @@ def test_a_worker_killed_at_stop_or_whose_final_save_failed_is_unsaved_at_stop(t
 
     monkeypatch.setattr(workers, "STOP_TIMEOUT_S", 0.0)
 
-    def unsaved(codes: tuple[int | None, int | None], state_dir: bool = True, dead: int | None = None) -> bool:
+    def unsaved(codes: tuple[int | None, int | None], state_dir: bool = True, dead: int | None = None,
+                loaded: bool = True) -> bool:
         s = _settings(tmp_path, partition=["a/#", "b/#"], workers=2, state_dir=str(tmp_path) if state_dir else None)
         sup = workers.Supervisor(s, worker_settings(s, 2), [(), ()])
         for slot, code in zip(sup.slots, codes, strict=True):
             slot.process = _Stopping(code)
+        for slot in sup.slots:
+            slot.loaded = loaded
         if dead is not None:  # died before the stop, its restart not due yet
             sup.slots[1].process.exitcode = dead
         sup.stop()
@@ -465,6 +468,7 @@ def test_a_worker_killed_at_stop_or_whose_final_save_failed_is_unsaved_at_stop(t
     # a walk: kill -9 of a worker, then SIGTERM of serve in the second before its restart: exit 0
     assert unsaved((0, 0), dead=-9)
     assert not unsaved((0, 0), dead=-9, state_dir=False)
+    assert not unsaved((0, 0), dead=1, loaded=False)  # died loading its model: no state touched (a review)
 
 
 def test_the_parent_reaches_its_workers_past_an_http_proxy():
