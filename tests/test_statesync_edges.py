@@ -1,0 +1,162 @@
+"""Edges of the state bucket's writer that no test pinned (found by mutating service/statesync.py):
+what a flush writes, keeps for the next one, or drops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from sensorguard.service import cluster
+from sensorguard.service.command_messages import Command
+from sensorguard.service.commands import AlarmControls
+from sensorguard.service.statesync import StateSync
+from tests.test_cluster import FlakyBucket
+
+
+def shelved(*assets: str) -> AlarmControls:
+    controls = AlarmControls()
+    for asset in assets:
+        controls.apply(Command("shelve", asset, until=time.time() + 600), time.time())
+    return controls
+
+
+def test_a_flush_before_the_bucket_is_open_writes_nothing_and_keeps_the_queue():
+    """The writer's loop may flush before :meth:`StateSync.open` (not connected yet): nothing is
+    written and nothing queued is lost."""
+    sync = StateSync(shelved("p1"), lambda asset: True)
+    sync.queue({"p1": b'{"alert":{}}'})
+    sync.mark("p1")
+    asyncio.run(sync.flush())
+    assert sync.outbox == {"p1": b'{"alert":{}}'} and sync.controls_dirty == {"p1"}
+
+
+def test_a_flush_writes_the_controls_of_served_assets_and_keeps_a_failed_or_coming_ones_for_the_next():
+    """Changed controls are written for the assets served here; a failed write is tried again at
+    the next flush; an asset being taken over here waits until it is served; one another worker
+    serves now is not written at all (its key is the new owner's)."""
+    controls = shelved("p1", "p2", "p3")
+    served, coming = {"p1"}, {"p2"}
+    sync = StateSync(controls, lambda asset: asset in served, coming=lambda asset: asset in coming)
+    bucket = FlakyBucket(fails=1)
+    sync.open(bucket)
+    for asset in ("p1", "p2", "p3"):
+        sync.mark(asset)
+    asyncio.run(sync.flush())  # p1's write fails
+    assert bucket.kept == {} and sync.controls_dirty == {"p1", "p2"}
+    asyncio.run(sync.flush())
+    assert set(bucket.kept) == {cluster.controls_key("p1")} and sync.controls_dirty == {"p2"}
+    assert json.loads(bucket.kept[cluster.controls_key("p1")])["controls"][0]["kind"] == "shelved"
+    served.add("p2"), coming.clear()
+    asyncio.run(sync.flush())
+    assert set(bucket.kept) == {cluster.controls_key("p1"), cluster.controls_key("p2")} and not sync.controls_dirty
+
+
+def test_a_failed_state_write_keeps_a_newer_state_queued_meanwhile_and_drops_a_leaving_assets():
+    """A state queued while the flush was writing is the newer one: the failed write's older state
+    must not replace it. A leaving asset's failed write is not kept: its hand-over writes the newest."""
+
+    class QueueingBucket(FlakyBucket):  # the scorer queues a newer state while the write is under way
+        async def put(self, key: str, value: bytes) -> None:
+            if key == cluster.state_key("p1") and value == b"old":
+                sync.queue({"p1": b"new"})
+            await super().put(key, value)
+
+    sync = StateSync(None, lambda asset: True)
+    sync.open(QueueingBucket(fails=2))
+    sync.queue({"p1": b"old", "p2": b"mine"})
+    sync.leaving.add("p2")
+    asyncio.run(sync.flush())
+    assert sync.outbox == {"p1": b"new"}
+
+
+def test_a_state_that_ended_deletes_its_key():
+    """A state queued as None (its asset silent with nothing learned) deletes the asset's key: a
+    next owner finds no state, not an empty value it cannot read."""
+    sync = StateSync(None, lambda asset: True)
+    bucket = FlakyBucket(fails=0)
+    bucket.kept[cluster.state_key("p1")] = b'{"alert":{}}'
+    sync.open(bucket)
+    sync.queue({"p1": None, "p2": b'{"alert":{}}'})
+    asyncio.run(sync.flush())
+    assert set(bucket.kept) == {cluster.state_key("p2")} and sync.outbox == {}
+
+
+def test_a_hand_over_before_the_bucket_is_open_says_none_of_its_states_were_written():
+    """Never connected, nothing can be written: the hand-over says so (the caller keeps the lease
+    logic honest), it does not report every state handed over."""
+    sync = StateSync(None, lambda asset: True)
+    assert asyncio.run(sync.hand_over({"p1": b'{"alert":{}}', "p2": None})) == 2
+
+
+def test_controls_handed_over_are_not_written_again_from_here():
+    """A hand-over takes its assets' pending changes out of the queue: flushed after it, the
+    forgotten controls deleted the next owner's key (the lease lost: nothing is written from here)."""
+    sync = StateSync(shelved("p1", "p2"), lambda asset: True)
+    sync.open(FlakyBucket(fails=0))
+    sync.mark("p1"), sync.mark("p2")
+    asyncio.run(sync.hand_over_controls(lambda asset: asset == "p1", write=False))
+    assert sync.controls_dirty == {"p2"} and sync.controls.assets() == {"p2"}
+
+
+def test_controls_a_hand_over_could_not_write_are_not_said_saved(monkeypatch):
+    """A command's change handed over is "saved" only where the hand-over wrote it: one whose
+    writes failed to the end is not (the next owner has no hold)."""
+    from sensorguard.service import statesync
+
+    monkeypatch.setattr(statesync, "HANDOVER_WRITE_S", 0.05)
+    monkeypatch.setattr(statesync, "RETRY_S", 0.01)
+    served = {"p1", "p2"}
+    sync = StateSync(shelved("p1", "p2"), lambda asset: asset in served)
+
+    class Failing(FlakyBucket):  # p1's key cannot be written
+        async def put(self, key: str, value: bytes) -> None:
+            if key == cluster.controls_key("p1"):
+                raise TimeoutError("no leader")
+            await super().put(key, value)
+
+    sync.open(Failing(fails=0))
+    changed = time.monotonic()
+    served.clear()
+    asyncio.run(sync.hand_over_controls(lambda asset: True, write=True))
+    assert asyncio.run(sync.write_controls_now("p2", changed)) is True
+    assert asyncio.run(sync.write_controls_now("p1", changed)) is False
+
+
+def test_the_newest_hand_overs_are_the_ones_remembered(monkeypatch):
+    """``HANDED_KEPT`` hand-overs are remembered, the newest: an asset handed over again moves to
+    the end, so the oldest other one goes first."""
+    from sensorguard.service import statesync
+
+    monkeypatch.setattr(statesync, "HANDED_KEPT", 2)
+    controls = shelved("a", "b", "c")
+    sync = StateSync(controls, lambda asset: False)
+    sync.open(FlakyBucket(fails=0))
+    changed = time.monotonic()
+    for asset in ("a", "b", "a", "c"):
+        if asset not in controls.assets():  # (forgotten once handed over: held here again)
+            controls.apply(Command("shelve", asset, until=time.time() + 600), time.time())
+        asyncio.run(sync.hand_over_controls(lambda x, asset=asset: x == asset, write=True))
+    saved = {asset: asyncio.run(sync.write_controls_now(asset, changed)) for asset in ("a", "b", "c")}
+    assert saved == {"a": True, "b": False, "c": True}
+
+
+def test_controls_without_holds_delete_their_key_and_a_writer_without_controls_keeps_nothing_queued():
+    """An asset whose holds all ended has its controls key deleted (a next owner finds none, not
+    ``null``); a writer without controls (only states) has none to write and keeps no mark."""
+    controls = shelved("p1")
+    sync = StateSync(controls, lambda asset: True)
+    bucket = FlakyBucket(fails=0)
+    sync.open(bucket)
+    sync.mark("p1")
+    asyncio.run(sync.flush())
+    assert set(bucket.kept) == {cluster.controls_key("p1")}
+    controls.forget({"p1"})  # (as when its holds ended)
+    sync.mark("p1")
+    asyncio.run(sync.flush())
+    assert bucket.kept == {}
+    states_only = StateSync(None, lambda asset: True)
+    states_only.open(FlakyBucket(fails=0))
+    states_only.mark("p1")
+    asyncio.run(states_only.flush())
+    assert states_only.controls_dirty == set()
