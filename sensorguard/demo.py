@@ -161,7 +161,7 @@ def claim_workdir(workdir: Path) -> None:
     """Make ``workdir`` the demo's, or refuse: ``demo --workdir .`` where the README's steps had
     trained replaced that ``model/`` and ``normal.csv`` unasked (a walk). A folder whose model and
     history are as a demo left them (its mark), or an earlier sensorguard's demo folder (its
-    plant files or broker settings, no mark), is taken again, its earlier run's plant files
+    plant files, or its mark in words), is taken again, its earlier run's plant files
     removed (more assets left some). A model or history changed since is a user's (a review)."""
     if workdir.is_dir() and not _demos(workdir):
         taken = sorted(name for name in WRITTEN if (workdir / name).exists())
@@ -185,23 +185,31 @@ def mark_workdir(workdir: Path, writing: bool = False) -> None:
 def _stamp(path: Path) -> str | None:
     """What tells a demo's file from a later one of the same name: a bundle's creation time, a
     file's size and modification time (None: none there)."""
+    if not path.exists():
+        return None
     try:
         if path.is_dir():
             return str(json.loads((path / "bundle.json").read_text(encoding="utf-8")).get("created"))
         stat = path.stat()
         return f"{stat.st_size}:{stat.st_mtime_ns}"
-    except (OSError, ValueError, AttributeError):
-        return None
+    except (OSError, ValueError, AttributeError):  # (there but unreadable: not the demo's, a review)
+        return "?"
 
 
 def _demos(workdir: Path) -> bool:
     """Whether ``workdir``'s model and history are a demo's: as its mark says it left them, or, with
-    no mark, beside a demo's plant files or broker settings (a folder an earlier version made)."""
+    no mark or an earlier version's, beside a demo's plant files (a folder an earlier version made)."""
     try:
-        left = json.loads((workdir / MARK).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return (workdir / "mosquitto.conf").exists() or any(workdir.glob("plant-*.csv"))
-    except (OSError, ValueError):
+        text = (workdir / MARK).read_text(encoding="utf-8")
+    except FileNotFoundError:  # (a mosquitto.conf alone may be a user's: a review)
+        return any(workdir.glob("plant-*.csv"))
+    except (OSError, UnicodeDecodeError):
+        return False
+    if text.startswith("made by sensorguard demo"):  # an earlier version's mark, in words (a review)
+        return True
+    try:
+        left = json.loads(text)
+    except ValueError:
         return False
     return isinstance(left, dict) and all(left.get(name) == "*" or _stamp(workdir / name) in (None, left.get(name))
                                           for name in OWN)

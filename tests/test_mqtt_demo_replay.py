@@ -334,11 +334,22 @@ def test_the_demo_replaces_only_its_own_files(tmp_path):
     (demo / "model" / "bundle.json").write_text('{"created": "2026-12-07T05:00:00+00:00"}')  # trained there since
     with pytest.raises(CliError, match="holds model, normal.csv"):  # (a review: the mark held it the demo's)
         claim_workdir(demo)
-    old = tmp_path / "old"  # an earlier version's demo folder: no mark, its broker settings beside
+    old = tmp_path / "old"  # an earlier version's demo folder: no mark, its plant files beside
     old.mkdir()
     (old / "normal.csv").write_text("timestamp,a\n")
-    (old / "mosquitto.conf").write_text("listener 1883\n")
+    (old / "plant-pump-1.csv").write_text("timestamp,a\n")
     claim_workdir(old)
+    (old / MARK).write_text("made by sensorguard demo: its files here are replaced by the next demo run\n")
+    (old / "model").mkdir()
+    claim_workdir(old)  # an earlier version's mark, in words (refused: a review)
+    users = tmp_path / "users"  # a user's broker settings beside a model: no demo's (a review)
+    (users / "model").mkdir(parents=True)
+    (users / "mosquitto.conf").write_text("listener 1883\n")
+    with pytest.raises(CliError, match="holds model, mosquitto.conf"):
+        claim_workdir(users)
+    (demo / "model" / "bundle.json").unlink()  # a model whose bundle.json is gone: not the demo's left one
+    with pytest.raises(CliError, match="holds model, normal.csv"):
+        claim_workdir(demo)
     claim_workdir(tmp_path / "mine" / "model")  # empty of the demo's names: fine
 
 
