@@ -239,7 +239,7 @@ def test_the_timeline_keeps_its_legends_off_the_data_shows_short_alerts_and_long
     assert (band.get_x(), band.get_x() + band.get_width()) == (200.0, 260.0)
 
 
-def test_report_data_says_which_machines_had_nothing_to_plot(tmp_path):
+def test_report_data_says_which_machines_had_nothing_to_plot(tmp_path, monkeypatch):
     """A file of 20 rows wrote calibration.png alone, exit 0, not a word; a short machine in a
     file of several was dropped unsaid (a walk)."""
     import pandas as pd
@@ -265,6 +265,18 @@ def test_report_data_says_which_machines_had_nothing_to_plot(tmp_path):
         "calibration.png", "notes.txt", "reconstructions.png", "scores.png", "scores_for_the_meeting.png"]
     assert [n.split(": ", 1)[1] for n in notes] == ["an earlier report's plot, removed (this report wrote none of "
                                                     "that name)"] * 2
+    # a report stopped midway had listed nothing, and its plots stayed for good (a review): each is
+    # listed before it is written
+    from sensorguard.training import report
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_series", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        report_data(tiny_bundle(), tmp_path, data, AlertRules(), notes=notes)
+    listed = set((tmp_path / ".sensorguard-report").read_text().split())
+    assert {"reconstructions_long.png", "scores_long.png"} <= listed
 
 
 def test_the_pictures_say_what_they_show():

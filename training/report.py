@@ -72,34 +72,45 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
     reconstructions and score timeline (``scores_<asset>.png`` when the file holds several).
     ``notes`` gets a line per machine with no full window, so nothing to plot (a walk: a file of
     20 rows wrote calibration.png alone, with exit 0 and not a word)."""
+    earlier = _listed(out_dir)
+    _list(out_dir, earlier | {"calibration.png"}, adding=True)  # (a report stopped midway: its plots listed)
     paths = write_report(bundle, out_dir)
     if data is not None:
         paths += _write_machines(bundle, out_dir, data, rules, label_column, notes)
-    _forget_earlier(out_dir, paths, notes)
+    _forget_earlier(out_dir, paths, earlier, notes)
     return paths
 
 
-WRITTEN_LIST = ".sensorguard-report"  # the plots the last report wrote in its folder, one name a line
+WRITTEN_LIST = ".sensorguard-report"  # the plots the reports wrote in its folder, one name a line
 
 
-def _forget_earlier(out_dir: Path, paths: list[Path], notes: list[str] | None) -> None:
-    """Remove the plots the previous report in ``out_dir`` wrote and this one did not (of another
-    model or file, they read as this one's: a walk), and list this one's. Only names a report
-    listed go: a user's ``scores_for_meeting.png`` beside them stays (a review)."""
-    listed = out_dir / WRITTEN_LIST
+def _listed(out_dir: Path) -> set[str]:
+    """The plots ``out_dir``'s list names (none: no report listed any)."""
     try:
-        earlier = listed.read_text(encoding="utf-8").splitlines() if listed.is_file() else []
+        return set((out_dir / WRITTEN_LIST).read_text(encoding="utf-8").splitlines())
     except (OSError, UnicodeDecodeError):
-        earlier = []
+        return set()
+
+
+def _list(out_dir: Path, names: set[str], adding: bool = False) -> None:
+    """Write ``out_dir``'s list (``adding``: to what it names: a plot is listed before it is written)."""
+    with contextlib.suppress(OSError):  # (no list written: nothing to forget next time)
+        names = names | _listed(out_dir) if adding else names
+        (out_dir / WRITTEN_LIST).write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")
+
+
+def _forget_earlier(out_dir: Path, paths: list[Path], earlier: set[str], notes: list[str] | None) -> None:
+    """Remove the plots an earlier report in ``out_dir`` listed and this one did not write (of another
+    model or file, they read as this one's: a walk), and list this one's. Only listed names go: a
+    user's ``scores_for_meeting.png`` beside them stays (a review)."""
     names = {p.name for p in paths}
-    for name in sorted(set(earlier) - names):
+    for name in sorted(earlier - names):
         old = out_dir / name
         if name.endswith(".png") and "/" not in name and old.is_file():
             old.unlink()
             if notes is not None:
                 notes.append(f"{old}: an earlier report's plot, removed (this report wrote none of that name)")
-    with contextlib.suppress(OSError):  # (no list written: nothing to forget next time)
-        listed.write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")
+    _list(out_dir, names)
 
 
 def _write_machines(bundle: Bundle, out_dir: Path, data: SensorData, rules: AlertRules,
@@ -115,6 +126,7 @@ def _write_machines(bundle: Bundle, out_dir: Path, data: SensorData, rules: Aler
         tag = "" if asset is None else "_" + _file_name(asset)
         excluded = None if data.faulted is None else window_faults(data.faulted[rows], data.segments[rows],
                                                                      bundle.window)
+        _list(out_dir, {f"reconstructions{tag}.png", f"scores{tag}.png"}, adding=True)
         written = write_series(bundle, Path(out_dir), frame, data.segments[rows], rules=rules, tag=tag,
                                excluded=excluded, alive=alive.get(asset), asset=asset)
         if not written and notes is not None:
