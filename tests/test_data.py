@@ -356,6 +356,10 @@ def test_hostile_plant_exports_are_read_as_written(tmp_path):
         load_frame([tmp_path / "de.csv"], asset_column="Datum")
     with pytest.raises(DataError, match="'Temp' has .* different values in .*is it a sensor column"):
         load_frame([tmp_path / "de.csv"], asset_column="Temp")  # (each reading a machine: "too little data")
+    gappy = de.assign(Temp=de.Temp.where(np.arange(len(de)) % 4 != 0))  # a quarter empty: still a sensor (a review)
+    gappy.to_csv(tmp_path / "gappy.csv", sep=";", index=False)
+    with pytest.raises(DataError, match="is it a sensor column"):
+        load_frame([tmp_path / "gappy.csv"], asset_column="Temp")
     for ids in ([f"pump-{k}" for k in range(40)], list(range(40))):  # a fleet snapshot, a row per machine: taken
         snapshot = pd.DataFrame({"timestamp": "2026-01-01 00:00:00", "machine": ids, "temp": np.arange(40) + 0.5})
         snapshot.to_csv(tmp_path / "snapshot.csv", index=False)

@@ -108,11 +108,12 @@ def _absent(frame: pd.DataFrame, channels: Sequence[str], known: set) -> list[st
 
 
 def _sensor_like(cells: pd.Series) -> bool:
-    """Whether a column reads as measurements: 20 or more cells, nearly all numbers, most with a
-    fraction (machine names are words or whole numbers)."""
-    numbers = pd.to_numeric(cells, errors="coerce")
+    """Whether a column reads as measurements: 20 or more filled cells, nearly all numbers, most
+    with a fraction (machine names are words or whole numbers)."""
+    filled = cells[cells.notna() & (cells.astype(str).str.strip() != "")]  # (gaps are no words: a review)
+    numbers = pd.to_numeric(filled, errors="coerce")
     finite = numbers[np.isfinite(numbers)]
-    return len(cells) >= 20 and len(finite) >= 0.9 * len(cells) and bool((finite % 1 != 0).mean() > 0.5)
+    return len(filled) >= 20 and len(finite) >= 0.9 * len(filled) and bool((finite % 1 != 0).mean() > 0.5)
 
 
 def trained_asset_column(bundle: Any) -> str | None:
