@@ -202,19 +202,7 @@ class Supervisor:
             self._reload_all()
         alive = 0
         for slot in self.slots:
-            while slot.port is None and slot.pipe is not None and slot.pipe.poll():
-                try:
-                    said = slot.pipe.recv()
-                except (EOFError, OSError):  # died before it listened
-                    slot.pipe = None
-                    break
-                if said == "loaded":
-                    slot.loaded = True
-                    if slot.reload_pending:  # (its handler is installed now)
-                        slot.reload_pending = False
-                        hang_up(slot.process)
-                else:
-                    slot.port = int(said)
+            self._hear(slot)
             if not self.go.is_set() and (all(s.loaded for s in self.slots) or now - self.started >= GO_TIMEOUT_S):
                 self.go.set()  # every worker loaded (or one is stuck): all connect together
             if slot.process is not None and slot.process.is_alive():
@@ -287,6 +275,23 @@ class Supervisor:
                 slot.reload_pending = True  # loaded (it may have read the old model: a bundle folder reloads
                 # only on SIGHUP, and the request was lost; found by review)
 
+    @staticmethod
+    def _hear(slot: Slot) -> None:
+        """What a starting worker said: that it loaded its model, then its metrics port."""
+        while slot.port is None and slot.pipe is not None and slot.pipe.poll():
+            try:
+                said = slot.pipe.recv()
+            except (EOFError, OSError):  # died before it listened
+                slot.pipe = None
+                break
+            if said == "loaded":
+                slot.loaded = True
+                if slot.reload_pending:  # (its handler is installed now)
+                    slot.reload_pending = False
+                    hang_up(slot.process)
+            else:
+                slot.port = int(said)
+
     def stop(self) -> None:
         """SIGTERM to every worker, wait for each to finish (killed past ``STOP_TIMEOUT_S``). A worker
         that exits ``EXIT_UNSAVED``, or one with a ``state_dir`` that had to be killed (it never made
@@ -297,6 +302,8 @@ class Supervisor:
         for slot in running:
             slot.process.terminate()
         killed = 0
+        for slot in self.slots:  # (one that loaded and died within a round had not been heard: a review)
+            self._hear(slot)
         dead = [slot for slot in self.slots if slot.process is not None and slot not in running]
         for slot in dead:  # died, and its restart not due yet: its final save never ran (exit 0 said
             # nothing of it, a walk: kill -9 of a worker, then SIGTERM of serve within the restart's wait)

@@ -449,7 +449,7 @@ def test_a_worker_killed_at_stop_or_whose_final_save_failed_is_unsaved_at_stop(t
     monkeypatch.setattr(workers, "STOP_TIMEOUT_S", 0.0)
 
     def unsaved(codes: tuple[int | None, int | None], state_dir: bool = True, dead: int | None = None,
-                loaded: bool = True) -> bool:
+                loaded: bool = True, said_loaded: bool = False) -> bool:
         s = _settings(tmp_path, partition=["a/#", "b/#"], workers=2, state_dir=str(tmp_path) if state_dir else None)
         sup = workers.Supervisor(s, worker_settings(s, 2), [(), ()])
         for slot, code in zip(sup.slots, codes, strict=True):
@@ -458,6 +458,11 @@ def test_a_worker_killed_at_stop_or_whose_final_save_failed_is_unsaved_at_stop(t
             slot.loaded = loaded
         if dead is not None:  # died before the stop, its restart not due yet
             sup.slots[1].process.exitcode = dead
+        if said_loaded:  # it said "loaded" and died before the watch read it (a review)
+            import multiprocessing
+
+            sup.slots[1].pipe, sent = multiprocessing.Pipe(duplex=False)
+            sent.send("loaded")
         sup.stop()
         return sup.unsaved_at_stop
 
@@ -469,6 +474,7 @@ def test_a_worker_killed_at_stop_or_whose_final_save_failed_is_unsaved_at_stop(t
     assert unsaved((0, 0), dead=-9)
     assert not unsaved((0, 0), dead=-9, state_dir=False)
     assert not unsaved((0, 0), dead=1, loaded=False)  # died loading its model: no state touched (a review)
+    assert unsaved((0, 0), dead=-9, loaded=False, said_loaded=True)
 
 
 def test_the_parent_reaches_its_workers_past_an_http_proxy():
