@@ -314,7 +314,7 @@ def test_the_demo_replaces_only_its_own_files(tmp_path):
     normal.csv unasked. A folder holding such files is refused unless a demo made it; a demo's
     folder is taken again, the plant files of an earlier run with more assets removed."""
     from sensorguard.cli_errors import CliError
-    from sensorguard.demo import MARK, claim_workdir, mark_workdir
+    from sensorguard.demo_workdir import MARK, claim_workdir, mark_workdir
 
     mine = tmp_path / "mine"
     (mine / "model").mkdir(parents=True)

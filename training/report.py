@@ -16,7 +16,6 @@ not change plotting elsewhere in the same process.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from pathlib import Path
@@ -34,6 +33,7 @@ from sensorguard.service.sensors import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.evaluate import event_bounds, to_seconds
 from sensorguard.training.offline import alive_stamps, level_rows
+from sensorguard.training.report_list import forget_earlier, list_plots, listed
 from sensorguard.training.series import utc_stamps
 
 MAX_CHANNELS_SHOWN = 4  # small multiples stay readable
@@ -72,45 +72,13 @@ def report_data(bundle: Bundle, out_dir: Path, data: SensorData | None, rules: A
     reconstructions and score timeline (``scores_<asset>.png`` when the file holds several).
     ``notes`` gets a line per machine with no full window, so nothing to plot (a walk: a file of
     20 rows wrote calibration.png alone, with exit 0 and not a word)."""
-    earlier = _listed(out_dir)
-    _list(out_dir, earlier | {"calibration.png"}, adding=True)  # (a report stopped midway: its plots listed)
+    earlier = listed(out_dir)
+    list_plots(out_dir, earlier | {"calibration.png"}, adding=True)  # (a report stopped midway: its plots listed)
     paths = write_report(bundle, out_dir)
     if data is not None:
         paths += _write_machines(bundle, out_dir, data, rules, label_column, notes)
-    _forget_earlier(out_dir, paths, earlier, notes)
+    forget_earlier(out_dir, paths, earlier, notes)
     return paths
-
-
-WRITTEN_LIST = ".sensorguard-report"  # the plots the reports wrote in its folder, one name a line
-
-
-def _listed(out_dir: Path) -> set[str]:
-    """The plots ``out_dir``'s list names (none: no report listed any)."""
-    try:
-        return set((out_dir / WRITTEN_LIST).read_text(encoding="utf-8").splitlines())
-    except (OSError, UnicodeDecodeError):
-        return set()
-
-
-def _list(out_dir: Path, names: set[str], adding: bool = False) -> None:
-    """Write ``out_dir``'s list (``adding``: to what it names: a plot is listed before it is written)."""
-    with contextlib.suppress(OSError):  # (no list written: nothing to forget next time)
-        names = names | _listed(out_dir) if adding else names
-        (out_dir / WRITTEN_LIST).write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")
-
-
-def _forget_earlier(out_dir: Path, paths: list[Path], earlier: set[str], notes: list[str] | None) -> None:
-    """Remove the plots an earlier report in ``out_dir`` listed and this one did not write (of another
-    model or file, they read as this one's: a walk), and list this one's. Only listed names go: a
-    user's ``scores_for_meeting.png`` beside them stays (a review)."""
-    names = {p.name for p in paths}
-    for name in sorted(earlier - names):
-        old = out_dir / name
-        if name.endswith(".png") and "/" not in name and old.is_file():
-            old.unlink()
-            if notes is not None:
-                notes.append(f"{old}: an earlier report's plot, removed (this report wrote none of that name)")
-    _list(out_dir, names)
 
 
 def _write_machines(bundle: Bundle, out_dir: Path, data: SensorData, rules: AlertRules,
@@ -126,7 +94,7 @@ def _write_machines(bundle: Bundle, out_dir: Path, data: SensorData, rules: Aler
         tag = "" if asset is None else "_" + _file_name(asset)
         excluded = None if data.faulted is None else window_faults(data.faulted[rows], data.segments[rows],
                                                                      bundle.window)
-        _list(out_dir, {f"reconstructions{tag}.png", f"scores{tag}.png"}, adding=True)
+        list_plots(out_dir, {f"reconstructions{tag}.png", f"scores{tag}.png"}, adding=True)
         written = write_series(bundle, Path(out_dir), frame, data.segments[rows], rules=rules, tag=tag,
                                excluded=excluded, alive=alive.get(asset), asset=asset)
         if not written and notes is not None:
