@@ -303,6 +303,7 @@ class Supervisor:
             slot.process.terminate()
         killed = 0
         for slot in self.slots:  # (one that loaded and died within a round had not been heard: a review)
+            slot.reload_pending = False  # (stopping: no reload is passed on)
             self._hear(slot)
         dead = [slot for slot in self.slots if slot.process is not None and slot not in running]
         for slot in dead:  # died, and its restart not due yet: its final save never ran (exit 0 said
