@@ -115,6 +115,7 @@ def train_model(workdir: Path, rows: int, max_epochs: int, seed: int, progress: 
         machines.append(frame.drop(columns=["anomaly"]).assign(asset=f"history-{k + 1}"))
     normal = pd.concat(machines, ignore_index=True)
     normal.to_csv(workdir / "normal.csv", index=False, float_format="%.6g")
+    mark_workdir(workdir)  # (stopped while it trains, the next run knows this history for the demo's)
     data = series_from_frame(normal, name="simulated normal history", asset_column="asset")
     options = TrainOptions(max_epochs=max_epochs, seed=seed, progress=progress, max_windows_per_epoch=4096)
     bundle, summary = train_bundle(data, options)

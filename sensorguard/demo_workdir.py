@@ -21,7 +21,7 @@ def claim_workdir(workdir: Path) -> None:
     """Make ``workdir`` the demo's, or refuse: ``demo --workdir .`` where the README's steps had
     trained replaced that ``model/`` and ``normal.csv`` unasked (a walk). A folder whose model and
     history are as a demo left them (its mark), or an earlier sensorguard's demo folder (its
-    plant files, or its mark in words), is taken again, its earlier run's plant files
+    plant files, no mark), is taken again, its earlier run's plant files
     removed (more assets left some). A model or history changed since is a user's (a review)."""
     if workdir.is_dir() and not _demos(workdir):
         taken = sorted(name for name in WRITTEN if (workdir / name).exists())
@@ -30,15 +30,17 @@ def claim_workdir(workdir: Path) -> None:
             raise CliError(f"--workdir {workdir} holds {', '.join(taken)}, which the demo would replace: give a new "
                            "or empty folder (or one a demo made, as it left it)")
     workdir.mkdir(parents=True, exist_ok=True)
-    mark_workdir(workdir, writing=True)  # (a run stopped while it trains leaves the folder the demo's)
+    mark_workdir(workdir)  # what is there now is the demo's (or nothing); marked again as it writes
     for old in workdir.glob("plant-*.csv"):
         old.unlink()
 
 
-def mark_workdir(workdir: Path, writing: bool = False) -> None:
-    """Note the model and history the demo just wrote (``writing``: is about to write, any will
-    do), which :func:`claim_workdir` reads."""
-    left = {name: "*" if writing else _stamp(workdir / name) for name in OWN}
+def mark_workdir(workdir: Path) -> None:
+    """Note the model and history the demo has there now (none: None), which :func:`claim_workdir`
+    reads: at its start, after writing the history and after saving the model. A mark that
+    took any file while the demo wrote let a model trained after a run stopped midway be
+    replaced (a review)."""
+    left = {name: _stamp(workdir / name) for name in OWN}
     (workdir / MARK).write_text(json.dumps(left) + "\n")
 
 
@@ -58,18 +60,15 @@ def _stamp(path: Path) -> str | None:
 
 def _demos(workdir: Path) -> bool:
     """Whether ``workdir``'s model and history are a demo's: as its mark says it left them, or, with
-    no mark or an earlier version's, beside a demo's plant files (a folder an earlier version made)."""
+    no mark, beside a demo's plant files (a folder an earlier version made)."""
     try:
         text = (workdir / MARK).read_text(encoding="utf-8")
     except FileNotFoundError:  # (a mosquitto.conf alone may be a user's: a review)
         return any(workdir.glob("plant-*.csv"))
     except (OSError, UnicodeDecodeError):
         return False
-    if text.startswith("made by sensorguard demo"):  # an earlier version's mark, in words (a review)
-        return True
     try:
         left = json.loads(text)
     except ValueError:
         return False
-    return isinstance(left, dict) and all(left.get(name) == "*" or _stamp(workdir / name) in (None, left.get(name))
-                                          for name in OWN)
+    return isinstance(left, dict) and all(_stamp(workdir / name) in (None, left.get(name)) for name in OWN)

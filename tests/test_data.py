@@ -356,10 +356,12 @@ def test_hostile_plant_exports_are_read_as_written(tmp_path):
         load_frame([tmp_path / "de.csv"], asset_column="Datum")
     with pytest.raises(DataError, match="'Temp' has .* different values in .*is it a sensor column"):
         load_frame([tmp_path / "de.csv"], asset_column="Temp")  # (each reading a machine: "too little data")
-    gappy = de.assign(Temp=de.Temp.where(np.arange(len(de)) % 4 != 0))  # a quarter empty: still a sensor (a review)
-    gappy.to_csv(tmp_path / "gappy.csv", sep=";", index=False)
+    rows = np.arange(600)  # two thirds empty: still a sensor (a review)
+    gappy = pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=600, freq="s"), "pressure": rows * 0.01,
+                          "temp": np.where(rows % 3 == 0, rows * 0.37 + 0.5, np.nan)})
+    gappy.to_csv(tmp_path / "gappy.csv", index=False)
     with pytest.raises(DataError, match="is it a sensor column"):
-        load_frame([tmp_path / "gappy.csv"], asset_column="Temp")
+        load_frame([tmp_path / "gappy.csv"], asset_column="temp")
     for ids in ([f"pump-{k}" for k in range(40)], list(range(40))):  # a fleet snapshot, a row per machine: taken
         snapshot = pd.DataFrame({"timestamp": "2026-01-01 00:00:00", "machine": ids, "temp": np.arange(40) + 0.5})
         snapshot.to_csv(tmp_path / "snapshot.csv", index=False)

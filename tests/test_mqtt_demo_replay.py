@@ -324,13 +324,17 @@ def test_the_demo_replaces_only_its_own_files(tmp_path):
     assert not (mine / MARK).exists() and (mine / "normal.csv").read_text() == "timestamp,a\n"
     claim_workdir(tmp_path / "new" / "demo")  # a new folder, made
     demo = tmp_path / "new" / "demo"
-    (demo / "model").mkdir()  # the demo's, written (a run stopped here leaves the folder the demo's)
-    (demo / "model" / "bundle.json").write_text('{"created": "2026-12-07T04:00:00+00:00"}')
-    (demo / "normal.csv").write_text("timestamp,a\n")
+    (demo / "normal.csv").write_text("timestamp,a\n")  # the demo's history, marked once written
+    mark_workdir(demo)
+    claim_workdir(demo)  # a run stopped while it trained: the folder is the demo's
+    (demo / "model").mkdir()
+    (demo / "model" / "bundle.json").write_text('{"created": "2026-12-07T04:00:00+00:00"}')  # the user's, trained
+    with pytest.raises(CliError, match="holds model"):  # after that stopped run (replaced: a review)
+        claim_workdir(demo)
+    mark_workdir(demo)  # as a demo run to its end leaves it
     (demo / "plant-pump-6.csv").write_text("old run")
     claim_workdir(demo)  # the demo's own: taken again
     assert (demo / MARK).is_file() and not (demo / "plant-pump-6.csv").exists() and (demo / "model").is_dir()
-    mark_workdir(demo)  # as the demo left them
     (demo / "model" / "bundle.json").write_text('{"created": "2026-12-07T05:00:00+00:00"}')  # trained there since
     with pytest.raises(CliError, match="holds model, normal.csv"):  # (a review: the mark held it the demo's)
         claim_workdir(demo)
@@ -339,9 +343,6 @@ def test_the_demo_replaces_only_its_own_files(tmp_path):
     (old / "normal.csv").write_text("timestamp,a\n")
     (old / "plant-pump-1.csv").write_text("timestamp,a\n")
     claim_workdir(old)
-    (old / MARK).write_text("made by sensorguard demo: its files here are replaced by the next demo run\n")
-    (old / "model").mkdir()
-    claim_workdir(old)  # an earlier version's mark, in words (refused: a review)
     users = tmp_path / "users"  # a user's broker settings beside a model: no demo's (a review)
     (users / "model").mkdir(parents=True)
     (users / "mosquitto.conf").write_text("listener 1883\n")

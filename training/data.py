@@ -180,7 +180,8 @@ def series_from_frame(
     elif asset_column == label_column or asset_column in clocks:  # (the labels' 0 and 1 as two machines: a walk)
         raise DataError(f"{name}: {asset_column!r} is the {'label' if asset_column == label_column else 'time'} "
                         "column and cannot also name the machines (--asset-column)")
-    elif _sensor_like(frame[asset_column]) and (names := frame[asset_column].nunique()) > len(frame) // 2:
+    elif _sensor_like(frame[asset_column]) and (
+            names := frame[asset_column].nunique()) > frame[asset_column].notna().sum() // 2:  # (of the filled)
         # a sensor column named so was taken for thousands of one-row machines and said "too little
         # data" (a walk); a fleet snapshot (a row per machine, named or numbered) is no such column
         raise DataError(f"{name}: column {asset_column!r} has {names:,} different values in {len(frame):,} rows: a "
