@@ -110,8 +110,8 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
     if verb == "ack":
         alert_id, false_alarm = text["alert_id"], body.get("false_alarm", False)
         asset = alert_asset(alert_id)
-        ms = alert_id.rpartition("@")[2]  # (one message for both read as if false_alarm were wrong; "p1@abc"
-        if not asset or not (ms.isascii() and ms.isdigit()):  # said "unknown or too old": walks)
+        # (one message for both read as if false_alarm were wrong; "p1@abc" said "unknown or too old": walks)
+        if not asset or alert_ms(alert_id) is None:
             return f"alert_id {alert_id!r} is not an alert id (<asset>@<ms>, as the alert event names it)"
         if not isinstance(false_alarm, bool):
             return "false_alarm must be true or false"
@@ -143,6 +143,13 @@ def parse_command(verb: str, payload: bytes, now: float, check_expiry: bool = Tr
 def alert_asset(alert_id: str) -> str:
     """The asset an ``alert_id`` (``<asset>@<ms>``) names; '' when it names none."""
     return alert_id.rpartition("@")[0]
+
+
+def alert_ms(alert_id: str) -> int | None:
+    """The raise time (ms) an ``alert_id`` ends with; None when its part after the last '@' is not
+    ASCII digits."""
+    ms = alert_id.rpartition("@")[2]
+    return int(ms) if ms.isascii() and ms.isdigit() else None
 
 
 def expiry_refusal(expires: float | None, now: float, broker: float | None = None) -> str | None:

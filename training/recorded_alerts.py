@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from sensorguard.service.bundle import Bundle
+from sensorguard.service.command_messages import alert_ms
 from sensorguard.service.logs import some
 from sensorguard.service.record_files import ALERTS, FAULTS, alert_of
 from sensorguard.training.data import SensorData, series_from_frame
-from sensorguard.training.offline import score_data
+from sensorguard.training.retrain_gate import alerts_on
 
 UNANSWERED_CHECKED = 50  # the newest unanswered alerts a candidate is checked on (each is scored twice)
 
@@ -41,8 +42,8 @@ def _alerts(directory: str | Path, folder: str, channels: Sequence[str], what: s
     frames: dict[str, list[pd.DataFrame]] = {}  # an alert up through a restart was written in parts
     paths = sorted(Path(directory).glob(f"**/{folder}/*.parquet"))  # serve --workers: under w<k>/
     if newest is not None:  # (by the raise time in the id, <asset>@<ms>)
-        ids = sorted({alert_of(p) for p in paths}, key=_raised_ms)[-newest:]
-        paths = [p for p in paths if alert_of(p) in set(ids)]
+        ids = set(sorted({alert_of(p) for p in paths}, key=lambda a: alert_ms(a) or 0)[-newest:])
+        paths = [p for p in paths if alert_of(p) in ids]
     for path in paths:
         try:
             frames.setdefault(alert_of(path), []).append(pd.read_parquet(path))
@@ -58,20 +59,9 @@ def _alerts(directory: str | Path, folder: str, channels: Sequence[str], what: s
     return out
 
 
-def _raised_ms(alert_id: str) -> int:
-    """The raise time an alert id ends with (``<asset>@<ms>``); 0 for another name."""
-    ms = alert_id.rpartition("@")[2]
-    return int(ms) if ms.isascii() and ms.isdigit() else 0
-
-
-def raises_on(bundle: Bundle, data: SensorData) -> bool:
-    """Whether ``bundle`` raises an alert on ``data`` under its default alert rules."""
-    return len(data) >= bundle.window and bool(score_data(bundle, data).alert.any())
-
-
 def dropped_alerts_note(new: Bundle, old: Bundle, unanswered: Sequence[tuple[str, SensorData]]) -> str | None:
     """A line when ``new`` raises nothing on unanswered alerts ``old`` raises on, else None."""
-    dropped = [name for name, data in unanswered if raises_on(old, data) and not raises_on(new, data)]
+    dropped = [name for name, data in unanswered if alerts_on(old, data) and not alerts_on(new, data)]
     if not dropped:
         return None
     return (f"it raises no alert on {len(dropped)} of the {len(unanswered)} unanswered recorded alerts "

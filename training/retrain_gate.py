@@ -76,7 +76,7 @@ def injected_faults(holdout: SensorData, window: int, scale: np.ndarray, quiet_f
                 values[offset, j] += sign * INJECTED_SIGMAS * scale[j]
                 faults.append((f"{channel}{'+' if sign > 0 else '-'}{INJECTED_SIGMAS:g}sd",
                                replace(clean, values=values)))
-        probes = Probes(tuple(faults), clean, quiet_for is None or not _alerts_on(quiet_for, clean))
+        probes = Probes(tuple(faults), clean, quiet_for is None or not alerts_on(quiet_for, clean))
         if probes.quiet:
             break
     return probes
@@ -103,7 +103,7 @@ def probe_places(holdout: SensorData, window: int) -> list[slice]:
     return out
 
 
-def _alerts_on(bundle: Bundle, fault: SensorData) -> bool:
+def alerts_on(bundle: Bundle, fault: SensorData) -> bool:
     """Whether ``bundle`` raises an alert on ``fault`` under the default alert rules."""
     if len(fault) < bundle.window:
         return False
@@ -115,9 +115,9 @@ def caught(bundle: Bundle, known: Sequence[tuple[str, SensorData]], probes: Prob
     where the model is quiet on the same stretch without it: a model that alerts on every normal
     window "caught" every offset, so each sane candidate missed them and was refused for good
     (a walk)."""
-    names = [name for name, fault in known if _alerts_on(bundle, fault)]
-    if probes.clean is not None and not _alerts_on(bundle, probes.clean):
-        names += [name for name, fault in probes.faults if _alerts_on(bundle, fault)]
+    names = [name for name, fault in known if alerts_on(bundle, fault)]
+    if probes.clean is not None and not alerts_on(bundle, probes.clean):
+        names += [name for name, fault in probes.faults if alerts_on(bundle, fault)]
     return tuple(names)
 
 
