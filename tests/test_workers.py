@@ -168,6 +168,19 @@ def test_a_two_worker_daemon_runs_beside_two_single_daemons(tmp_path, mosquitto,
                  log=log)
         wait_for(lambda: metric(url_c, "sensorguard_readings_total") == 60
                  and metric(url_d, "sensorguard_readings_total") == 60, 20, "each single daemon its own readings")
+        # readings are counted as they are buffered, windows and scores a moment later as they are scored:
+        # wait for every daemon's windows and the workers' scores (a CI run scraped in between: no score)
+        windows = (60 - 32) // 4 + 1  # 60 rows, the bundle's window 32 and hop 4
+
+        def all_scored() -> bool:
+            page = scrape(url)
+            return (page.get(("sensorguard_windows_scored_total", ())) == 2 * windows
+                    and {dict(k[1])["asset"] for k in page if k[0] == "sensorguard_anomaly_score"}
+                    == {"site-a/pump-1", "site-b/pump-2"}
+                    and metric(url_c, "sensorguard_windows_scored_total") == windows
+                    and metric(url_d, "sensorguard_windows_scored_total") == windows)
+
+        wait_for(all_scored, 20, "every window scored", proc=proc, log=log)
         statuses = {t.rpartition("/")[2]: p for t, p, _ in watch.messages if t.startswith("sensorguard/status/")}
         assert {name: (s["state"], s["partitions"], s["client_id"]) for name, s in statuses.items()} == {
             "plant-w0": ("online", ["site-a/#"], f"sg-p-{suffix}-w0"),
