@@ -183,7 +183,9 @@ def test_maintenance_is_answered_by_the_owner_and_moves_with_the_asset(nats_node
                              for u in urls) + sum(metric(u, "sensorguard_commands_total", command="maintenance",
                                                          result="rejected") or 0 for u in urls) >= 2, 20,
                  "both refusals counted")
-        time.sleep(0.5)
+        # counted, then answered: the answer to r9 may still be on its way through the broker
+        wait_for(lambda: replies.on("sensorguard/responses/r9"), 20, "the answer to r9")
+        time.sleep(0.5)  # (a second worker's answer would have come by now)
         assert [(a["accepted"], a["instance"]) for a in replies.on("sensorguard/responses/r9")] == [(False, "wb")]
         assert sum(metric(u, "sensorguard_commands_total", command="?", result="rejected") or 0 for u in urls) == 1
         assert sum(metric(u, "sensorguard_commands_total", command="maintenance", result="rejected") or 0
@@ -269,6 +271,10 @@ def test_an_open_sensor_fault_is_listed_by_the_new_owner_and_closed_by_it(nats_n
         assert [f["kind"] + ":" + f["channel"] for f in wa.alerts.sensor_faults(asset)] == ["out_of_range:c1"]
         pub.samples(asset, times[60:], values[60:], CHANNELS, batch=1)
         wait_for(lambda: not wa.alerts.sensor_faults(asset), 30, "the fault closing under wa")
+        # closed here first, then published: wait for its sensor_ok through the broker, then a moment
+        # more for a repeat that must not come
+        wait_for(lambda: any(e["state"] == "sensor_ok" for e in events.on(topic) if e.get("kind") == "out_of_range"),
+                 20, "the fault's end told")
         time.sleep(0.5)
         told = [e["state"] for e in events.on(topic) if e.get("kind") == "out_of_range"]
         assert told == ["sensor_fault", "sensor_ok"], events.on(topic)  # opened by wb, closed by wa: each once

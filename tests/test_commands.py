@@ -308,6 +308,9 @@ def test_maintenance_shelve_and_ack_end_to_end_through_a_real_broker(mosquitto, 
                       30, "an alert up")[0]["alert_id"]
         wait_for(lambda: (events.on("sensorguard/state/line-1/pump-u") or [{}])[-1].get("alert_id") == up, 10,
                  "its state")
+        # only every reading and pump-a's raise were waited for above: its clear comes windows later
+        wait_for(lambda: (events.on("sensorguard/state/line-1/pump-a") or [{}])[-1].get("state") == "normal", 30,
+                 "pump-a's alert cleared")
         out = cli(mosquitto, "alerts")
         assert out.returncode == 0, out
         lines = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:-1]}
@@ -902,12 +905,14 @@ def test_a_command_waiting_behind_a_slow_one_is_not_said_refused_and_a_broker_re
     responder = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id("responder"))
     responder.on_message = lambda c, u, m: (seen.append(json.loads(m.payload)), handler.submit(c, m))
     responder.on_connect = lambda c, *a: c.subscribe("sensorguard/commands/#", qos=1)
+    subscribed = threading.Event()  # (a copy sent before the SUBACK is lost, and counted "unanswered")
+    responder.on_subscribe = lambda *a: subscribed.set()
     responder.connect("127.0.0.1", mosquitto.port)
     responder.loop_start()
     settings = load_settings({"broker": mosquitto.url, "client_id": client_id("cli")}, {}, require_model=False)
     try:
         wait_for(lambda: responder.is_connected(), 10, "the responder's connection")
-        time.sleep(0.3)  # (its subscription)
+        wait_for(subscribed.is_set, 10, "the responder's subscription")
         submit = command_client.send_command
         replies: dict[str, dict | None] = {}
 
@@ -1501,7 +1506,7 @@ def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_o
     ours.discard("mine-1")  # and the one in hand is handed on meanwhile (it is carried out: it was ours)
     release.set()
     deadline = time.monotonic() + 5
-    while "r1" not in answers():
+    while "r1" not in answers() or 1 not in {mid for mid, _, _ in client.acks}:  # (answered, then acked)
         assert time.monotonic() < deadline
         time.sleep(0.02)
     time.sleep(0.2)
@@ -1513,7 +1518,7 @@ def test_the_command_queue_holds_only_this_instances_commands_and_none_from_an_o
     handler.submit(client, command("mine-3", 6))
     ours.discard("mine-3")  # handed on while it waits
     release.set()
-    while "r6" not in answers():
+    while "r6" not in answers() or 6 not in {mid for mid, _, _ in client.acks}:  # (answered, then acked)
         assert time.monotonic() < deadline + 5
         time.sleep(0.02)
     assert answers()["r5"]["accepted"] and {5, 6} <= {mid for mid, _, _ in client.acks}

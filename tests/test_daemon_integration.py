@@ -97,7 +97,11 @@ def test_alerts_rise_and_clear_for_a_fault_and_never_for_normal_data(serve, mosq
     assert fault_start <= pd.Timestamp(raised["ts"]).timestamp() <= fault_end
     assert events.on("sensorguard/alerts/line-1/pump-ok") == []
 
-    metrics = scrape(running.url)
+    # the clear is published as its window is judged, the asset's gauges set just after: a scrape
+    # right after the clear arrived could still read the alert up
+    active = ("sensorguard_anomaly_active", (("asset", "line-1/pump-bad"),))
+    metrics = wait_for(lambda: (m := scrape(running.url)).get(active) == 0 and m, 10,
+                       "pump-bad's gauges after the clear")
     assert metrics[("sensorguard_readings_total", ())] == 2400
     assert metrics[("sensorguard_alerts_total", (("asset", "line-1/pump-bad"),))] == 1
     assert metrics[("sensorguard_alerts_total", (("asset", "line-1/pump-ok"),))] == 0  # at 0: increase() sees a first
@@ -257,6 +261,8 @@ def test_every_bad_reading_is_rejected_counted_and_survived(serve, mosquitto, ca
     counts = wait_for(rejected, 15, "every rejection counted")
     assert {r for r, v in counts.items() if v} == expected
     assert counts["parse_error"] == counts["not_ours"] == 0 and all(counts[r] == 1 for r in expected)
+    # sensor faults are counted by the scoring worker, after their reading was counted as taken
+    wait_for(lambda: running.value("sensorguard_sensor_faults_total", kind="missing") >= 1, 10, "the missing fault")
     assert running.value("sensorguard_sensor_faults_total", kind="missing") == 1
     # each reason's log line says what was at fault (it named the topic and asset only)
     said = {r.reason: r.getMessage() for r in caplog.records if hasattr(r, "reason")}

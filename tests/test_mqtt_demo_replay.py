@@ -13,7 +13,7 @@ import pytest
 from sensorguard.broker import DemoBroker
 from sensorguard.demo import plan
 from tests.conftest import plant_frame
-from tests.mosquitto import Collector
+from tests.mosquitto import Collector, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -459,9 +459,18 @@ def test_a_replay_waits_out_a_broker_outage_and_stops_on_sigterm_during_one(tmp_
     frame.to_parquet(path, index=False)
     command = [sys.executable, "-m", "sensorguard", "replay", str(path), "--broker", mosquitto.url, "--asset", "p1",
                "--rate", "40", "--mqtt-version", "3.1.1"]
+    def under_way() -> None:
+        """Until a second of readings went out (python's start took over 4 s on a busy machine: the broker
+        then stopped before the replay had connected, and it never lost it)."""
+        watch = Collector(mosquitto, "sensors/#")
+        try:
+            wait_for(lambda: len(watch.on("sensors/p1/readings")) >= 40, 60, "the replay under way")
+        finally:
+            watch.close()
+
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(4)  # (python's start, then a second of readings)
+        under_way()
         mosquitto.stop()
         time.sleep(3)
         mosquitto.start()
@@ -474,7 +483,7 @@ def test_a_replay_waits_out_a_broker_outage_and_stops_on_sigterm_during_one(tmp_
     assert "published 400 readings" in out, out
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(4)
+        under_way()
         mosquitto.stop()
         time.sleep(2)
         proc.send_signal(signal.SIGTERM)

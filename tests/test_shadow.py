@@ -68,7 +68,11 @@ def test_a_shadow_is_scored_beside_current_never_announced_and_promoted_only_whe
         assert report["current_alerts"] == current_alerts == 3  # the fault and two cleaning cycles
         assert report["shadow_alerts"] == value(url, "sensorguard_shadow_alerts_total", asset=asset) > 3
         assert value(url, "sensorguard_shadow_score_count") == n
-        time.sleep(0.5)  # only the current model's alerts are published
+        # the raises travel through the broker: wait for the current model's three, then a moment
+        # more for any the shadow might wrongly announce (only the current model's are published)
+        wait_for(lambda: sum(e["state"] == "raised" for e in events.on(f"sensorguard/alerts/{asset}")) >= 3, 20,
+                 "the current model's raises")
+        time.sleep(0.5)
         raised = [e for e in events.on(f"sensorguard/alerts/{asset}") if e["state"] == "raised"]
         assert len(raised) == 3
 
