@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -328,13 +329,21 @@ def test_a_version_refused_for_an_io_error_is_tried_again_with_its_files_unchang
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", flaky)
+    # the backoff's clock, stepped by hand (real sleeps flaked when a busy machine overshot one by 0.4 s)
+    import sensorguard.service.hotswap as hotswap
+
+    now = [1000.0]
+    monkeypatch.setattr(hotswap, "time", SimpleNamespace(monotonic=lambda: now[0], perf_counter=time.perf_counter,
+                                                         time=time.time))
     assert daemon.models.check() is False
     assert daemon.models.check() is None  # not at once: after reload_poll_s (0.5 s)
-    time.sleep(0.6)
-    assert daemon.models.check() is False  # failed again: the next try waits twice as long (1 s)
-    time.sleep(0.6)
+    now[0] += 0.49
     assert daemon.models.check() is None
-    time.sleep(0.6)
+    now[0] += 0.02
+    assert daemon.models.check() is False  # failed again: the next try waits twice as long (1 s)
+    now[0] += 0.99
+    assert daemon.models.check() is None
+    now[0] += 0.02
     assert daemon.models.check() is True and daemon.models.bundle.version == "v0002"
     assert daemon.registry.get_sample_value("sensorguard_model_reload_failures_total") == 2
     assert daemon.models.check() is None  # served: nothing more to try
