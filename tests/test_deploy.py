@@ -613,3 +613,19 @@ def test_the_docker_run_examples_set_the_client_id_and_the_state_dir():
     ops_example = ops[ops.index("docker run -d --name sensorguard"):][:400]
     for example in (header, ops_example):
         assert "SENSORGUARD_CLIENT_ID=" in example and "SENSORGUARD_STATE_DIR=/data/state" in example, example
+
+
+def test_the_docker_run_examples_give_the_stop_its_time():
+    """Found by a deploy walk: `docker stop` waits 10 s by default before SIGKILL, and a Dockerfile
+    cannot change that (STOPSIGNAL only). The daemon's own stop takes up to STOP_BUDGET_S plus its
+    final publishes (60 s for a --workers parent), which the unit (TimeoutStopSec) and the compose
+    files (stop_grace_period: 75s) allow for; the `docker run` examples did not, so a slow stop was
+    killed before its final save and its `offline` status (alert states, holds lost)."""
+    from sensorguard.service.workers import STOP_TIMEOUT_S
+
+    header = (DEPLOY / "container" / "Dockerfile").read_text().split("FROM", 1)[0]
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    ops_example = ops[ops.index("docker run -d --name sensorguard"):][:400]
+    for example in (header, ops_example):
+        given = re.search(r"--stop-timeout[ =](\d+)", example)
+        assert given is not None and int(given.group(1)) > STOP_TIMEOUT_S, example
