@@ -46,7 +46,7 @@ from sensorguard.service.metrics_http import serve_http, shutdown_http
 from sensorguard.service.restart_model import keep_served, make_copies_dir, worker_model
 from sensorguard.service.signals import on_signals
 from sensorguard.service.state_writes import EXIT_UNSAVED
-from sensorguard.service.worker_http import fetch, why_not_ready
+from sensorguard.service.worker_http import at_once, fetch, why_not_ready
 
 log = logging.getLogger(__name__)
 
@@ -343,12 +343,9 @@ class Supervisor:
 
     def not_ready(self) -> list[str]:
         """Each worker that is not ready, with the reasons its own ``/readyz`` gives."""
-        out = []
-        for slot in self.slots:
-            why = "not started, or restarting" if slot.port is None else why_not_ready(slot.port)
-            if why is not None:
-                out.append(f"worker w{slot.index}: {why}")
-        return out
+        whys = at_once(why_not_ready, [slot.port for slot in self.slots])
+        return [f"worker w{slot.index}: {'not started, or restarting' if slot.port is None else why}"
+                for slot, why in zip(self.slots, whys, strict=True) if slot.port is None or why is not None]
 
     def collect(self):
         """The workers' metrics merged (prometheus_client calls this on each scrape)."""
@@ -361,8 +358,7 @@ class Supervisor:
         counter reset to it (a review)."""
         with self._collecting:
             pages, generations = [], [slot.generation for slot in self.slots]
-            for slot in self.slots:
-                text = None if slot.port is None else fetch(slot.port, "/metrics")
+            for text in at_once(lambda port: fetch(port, "/metrics"), [slot.port for slot in self.slots]):
                 pages.append(None if text is None else parse(text))
             with self._lock:
                 # a worker found dead while we scraped: its page is already in the carry
