@@ -382,6 +382,45 @@ def test_the_training_range_round_trips_through_the_bundle_and_old_bundles_stick
     assert watch.describe(rules) == [{"kind": "stuck", "channel": "b"}]
 
 
+def test_a_value_that_walks_past_learned_limits_is_the_process_one_that_jumps_a_sensor():
+    """Learned limits are the training range widened, not the instrument's: Tennessee Eastman's process
+    faults walked a channel past them 44 times (steps under 1.3 widths), each told an ``out_of_range`` sensor
+    fault and left out of the very score that should judge it (found by a walk). A failing sensor jumps."""
+    values = np.c_[np.linspace(0.0, 10.0, 50), np.linspace(5.0, 6.0, 50)]  # a's width 10: limits -30 .. 40
+    rules = learn_sensor_rules(("a", "b"), values, np.zeros(50, dtype=int), fill_limit=2)
+    assert rules.limits[0].jump == 20.0  # JUMP_WIDTHS training widths
+    walk, jumped = SensorWatch(2), SensorWatch(2)
+    told = [kinds(walk.step(float(t), [v, 5.0 + t % 7 / 10], rules)) for t, v in enumerate(np.arange(10.0, 100.0, 5.0))]
+    assert not any(told)  # 10 -> 95 in steps of 5: past 40, no sensor fault: the process, scored
+    row = [95.0, 5.5]
+    assert walk.step(100.0, row, rules) == [] and row == [95.0, 5.5]  # not held: the model sees it
+    assert kinds(walk.step(101.0, [-9999.0, 5.5], rules)) == [("out_of_range", True)]  # then the sensor dies
+    assert kinds(jumped.step(0.0, [10.0, 5.5], rules)) == []
+    row = [45.0, 5.5]
+    assert kinds(jumped.step(1.0, row, rules)) == [("out_of_range", True)] and row == [10.0, 5.5]  # a jump of 35
+    fresh = SensorWatch(2)  # no plausible value yet to have walked from: told, as before
+    assert kinds(fresh.step(0.0, [45.0, 5.5], rules)) == [("out_of_range", True)]
+
+
+def test_limits_a_user_set_flag_any_value_past_them_and_jump_round_trips_through_the_bundle():
+    """A bundle's hand-set limits (no ``jump``: an instrument's range, or an older bundle's) are the
+    user's word: a value walked past them is a sensor fault all the same."""
+    rules = SensorRules(("a", "b"), (ChannelLimits(0.0, 10.0, None), ChannelLimits(0.0, 10.0, None, None, 4.0)), 5)
+    raw = json.loads(json.dumps(rules.to_dict()))
+    assert "jump" not in raw["a"] and raw["b"]["jump"] == 4.0
+    assert SensorRules.from_dict(raw, ("a", "b"), 5) == rules
+    watch = SensorWatch(2)
+    told = [kinds(watch.step(float(t), [v, v], rules)) for t, v in enumerate([8.0, 9.0, 10.0, 11.0])]
+    assert told[-1] == [("out_of_range", True)] and watch.describe(rules) == [{"kind": "out_of_range",
+                                                                                "channel": "a"}]
+
+
+@pytest.mark.parametrize("jump", [0, -1.0, float("nan"), float("inf"), "2", True])
+def test_a_bad_jump_in_a_bundle_is_refused(jump):
+    with pytest.raises(ValueError, match="jump"):
+        SensorRules.from_dict({"a": {"low": 0.0, "high": 10.0, "stuck_after": 3, "jump": jump}}, ("a",), 5)
+
+
 @pytest.mark.parametrize("seen", [[4.0, 2.0], [0.0, float("inf")], [1.0], "ab", "12", ["3", "4"], [False, True],
                                   {"x": 1, "y": 2}, True])
 def test_a_bad_training_range_in_a_bundle_is_refused(seen):
