@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sensorguard.service.command_messages import alert_asset
+from sensorguard.service.folder_locks import LOCK_FILE
 from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, GUARD_FILE, alert_of, part_number
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,10 @@ def adopt_orphans(root: str | Path, owned: list[Path], owner: Owner = lambda ass
         return 0
     mine = {Path(o).resolve() for o in owned}
     first, moved, left = Path(owned[0]), 0, set()
+    foreign = _foreign(root, mine)
     for path in sorted(root.glob("**/*.parquet")):
+        if _inside(path, foreign):
+            continue
         origin = path.parent.parent
         kept = origin.resolve() in mine
         if path.parent.name in ALERT_FOLDERS:
@@ -61,7 +65,7 @@ def adopt_orphans(root: str | Path, owned: list[Path], owner: Owner = lambda ass
             left |= {path.parent, origin}
         except OSError as exc:
             log.warning("could not move recording %s into %s: %s", path, folder, exc.strerror or exc)
-    moved_bands = _move_guards(root, owned, owner)
+    moved_bands = _move_guards(root, owned, owner, foreign)
     for folder in sorted(left, key=lambda f: len(f.parts), reverse=True):  # the folders emptied, deepest first
         if folder.resolve() not in mine and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -69,6 +73,24 @@ def adopt_orphans(root: str | Path, owned: list[Path], owner: Owner = lambda ass
         log.info("moved %d recordings and %d guard bands into the folders of the workers recording them now",
                  moved, moved_bands)
     return moved
+
+
+def _foreign(root: Path, mine: set[Path]) -> set[Path]:
+    """The folders below ``root`` that another ``serve`` holds as its own ``record_dir`` (its lock
+    file: a supervisor's workers take none): left alone. A node of a cluster started with the
+    parent of the other nodes' record dirs moved their recordings, alert files and guard bands from
+    under them while they ran, and their acknowledgements found nothing (a walk)."""
+    found = {lock.parent.resolve() for lock in root.glob(f"*/**/{LOCK_FILE}")} - mine
+    # (with recordings: a serve's state_dir inside this record_dir holds a lock file too, and nothing to move)
+    found = {folder for folder in found if (folder / GUARD_FILE).is_file() or any(folder.glob("**/*.parquet"))}
+    for folder in sorted(found):
+        log.warning("record_dir %s holds %s, another sensorguard serve's record_dir: its recordings are left "
+                    "alone (give each instance its own record_dir, side by side)", root, folder)
+    return found
+
+
+def _inside(path: Path, folders: set[Path]) -> bool:
+    return bool(folders) and any(parent in folders for parent in path.resolve().parents)
 
 
 def _free_name(recorder: Path, folder: Path, path: Path, origin: Path) -> Path:
@@ -94,11 +116,13 @@ def _read_bands(path: Path) -> dict[str, float]:
     return {str(a): float(u) for a, u in saved.items() if isinstance(u, int | float)} if isinstance(saved, dict) else {}
 
 
-def _move_guards(root: Path, owned: list[Path], owner: Owner) -> int:
+def _move_guards(root: Path, owned: list[Path], owner: Owner, foreign: set[Path] = frozenset()) -> int:
     """Each asset's guard band into the guard file of the worker serving it (the later band when
-    two files hold one); how many bands moved. Files no worker reads any more are removed."""
+    two files hold one); how many bands moved. Files no worker reads any more are removed; those
+    of another serve's record_dir (``foreign``) are left alone."""
     mine = {Path(o).resolve(): Path(o) for o in owned}
-    files = [p for p in [root / GUARD_FILE, *root.glob(f"*/{GUARD_FILE}")] if p.is_file()]
+    files = [p for p in [root / GUARD_FILE, *root.glob(f"*/{GUARD_FILE}")]
+             if p.is_file() and p.parent.resolve() not in foreign]
     if not files:
         return 0
     bands: dict[Path, dict[str, float]] = {folder: {} for folder in mine}

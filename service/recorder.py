@@ -242,9 +242,20 @@ class Recorder(AlertFiles):
         those stamped after it stay: the asset came back while its silence was being ended (its
         queued windows are judged first, and its readings were taken meanwhile: a review). The guard band
         after its last clear stays: a machine that tripped on its fault, went silent and restarted
-        within the band had its start-up readings recorded as normal data (found by review)."""
+        within the band had its start-up readings recorded as normal data (found by review).
+
+        An alert still up (a cluster partition handed over while it is up) has its held readings up to
+        its newest scored window filed as a part of its file, as a shutdown files them: its new owner
+        records only the readings it takes itself, and dropped here, the alert's file held only the
+        readings after the move (its onset lost: a walk)."""
+        horizon = time.time() + CLOCK_SLACK_S
         with self._lock:
             held = self._pending.pop(asset, ())
+            alert_id = self._up.get(asset)
+            if alert_id and after is None:
+                last = min(self._judged.get(asset, -np.inf), horizon)
+                if rows := [row for row in held if row[0] <= last]:
+                    self._alerts.append((alert_id, asset, float("nan"), rows))
             back = [row for row in held if after is not None and row[0] > after]
             if back:
                 self._pending[asset] = deque(back)

@@ -646,3 +646,50 @@ def test_readings_taken_before_a_clear_was_judged_are_filed_up_to_the_clear_only
         range(90, 151))
     normal = pd.concat(pd.read_parquet(f) for f in tmp_path.glob("*/*.parquet") if f.parent.name != "false_alarms")
     assert sorted(normal[normal.asset == "p1"].ts) == list(range(0, 90)) + list(range(160, 200))
+
+
+def test_an_alert_handed_over_while_up_keeps_the_readings_its_old_owner_held(tmp_path):
+    """Found in a cluster walk: a partition handed over (a worker joining) while an alert of one of
+    its assets was up dropped every reading the old owner held for it, from the guard band before
+    the raise to the move, and the new owner (which records only what it takes) filed the alert
+    with the readings after the move alone: its onset, what a false-alarm acknowledgement should
+    teach, was never recorded anywhere."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(rec, "p1", 0, 100)
+    rec.judged("p1", 80.0)
+    rec.alert_raised("p1", 60.0, "p1@60000")  # 0..49 committed as normal; 50.. held for the alert
+    feed(rec, "p1", 100, 120)
+    rec.judged("p1", 110.0)
+    rec.forget("p1")  # handed over to another worker, the alert still up
+    rec.flush(now_ts=1000.0, force=True)
+    assert alert_times(tmp_path) == list(range(50, 111))  # up to its newest scored window, as at a shutdown
+    assert sorted(read_all(tmp_path).ts) == list(range(0, 50)) + list(range(50, 111))
+
+
+def test_a_start_leaves_another_serves_record_dir_below_its_own_alone(tmp_path):
+    """Found in a cluster walk: a node started with the parent of the other nodes' record dirs
+    (``--record-dir rec`` beside ``rec/sg-1`` of a running node) moved that node's recordings, its
+    alert files and its guard bands into its own folder while it ran: the running node's later
+    acknowledgements found none of its alerts' readings."""
+    import json
+
+    from sensorguard.service.folder_locks import LOCK_FILE, held_folders
+    from sensorguard.service.record_files import GUARD_FILE
+    from sensorguard.service.record_layout import adopt_orphans
+
+    other = tmp_path / "sg-1"
+    rec = Recorder(other, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(rec, "p1", 0, 100)
+    rec.alert_raised("p1", 60.0)
+    rec.alert_cleared("p1", 80.0, "p1@60000", 3.0)
+    rec.flush(now_ts=1000.0, force=True)
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in other.glob("**/*") if p.is_file())
+    assert "sg-1/alerts/p1@60000.parquet" in before and f"sg-1/{GUARD_FILE}" in before
+    with held_folders({"record_dir": str(other)}, "sg-1"):  # the other node runs
+        assert (other / LOCK_FILE).exists()
+        assert adopt_orphans(tmp_path, [tmp_path]) == 0
+    after = sorted(p.relative_to(tmp_path).as_posix() for p in other.glob("**/*")
+                   if p.is_file() and p.name != LOCK_FILE)
+    assert after == before
+    assert not (tmp_path / "alerts").exists() and not (tmp_path / GUARD_FILE).exists()
+    assert json.loads((other / GUARD_FILE).read_text())
