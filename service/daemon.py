@@ -168,7 +168,7 @@ class Daemon(ScoringWorker):
             self.buffers.resumed_faults = faults
             self.ingest.fault_closes(ended, "the model served cannot judge them")
         self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls,
-                                     lambda: self.connection.publishes())
+                                     lambda: self.connection.publishes(), lambda: self.models.bundle)
                        if settings.cluster else None)
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
                                        *((self.source.serves, self.source.taking_over) if self.source else ()))
@@ -316,6 +316,8 @@ class Daemon(ScoringWorker):
             reasons.append(f"the broker refused a subscription ({', '.join(self.connection.refused)})")
         if self.source is not None and not self.source.ready.is_set():
             reasons.append("the cluster's reading stream is not connected")
+        if self.source is not None and self.source.ownership is not None and self.source.ownership.disagreement:
+            reasons.append(self.source.ownership.disagreement)
         return reasons
 
     @property

@@ -45,6 +45,7 @@ from sensorguard.service.config import Settings
 from sensorguard.service.consumers import ACK_WAIT_S, ensure_consumer, unacknowledged
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.logs import first_line
+from sensorguard.service.member_models import model_mark
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.natswire import Wire, WireError
 from sensorguard.service.natswire import connect as connect_wire
@@ -70,8 +71,10 @@ class ClusterSource:
     """Fetch the owned partitions' readings into ``ingest``; :meth:`start`, then :meth:`stop`."""
 
     def __init__(self, settings: Settings, ingest: Ingest, metrics: Metrics, alerts: AssetAlerts,
-                 controls: AlarmControls | None = None, publishes: Callable[[], bool] | None = None) -> None:
+                 controls: AlarmControls | None = None, publishes: Callable[[], bool] | None = None,
+                 model: Callable[[], Any] | None = None) -> None:
         self.settings = settings
+        self.model = model  # the bundle served now: its mark goes in the member key (member_models)
         self.publishes = publishes  # whether it can publish what it judges (Ownership: else it stands down)
         self.ingest = ingest
         self.metrics = metrics
@@ -252,8 +255,9 @@ class ClusterSource:
         partitions = await joined_layout(self._js, self.settings.topic_prefix, self.ingest.buffers.window)
         kv = await self._js.key_value(OWNERS_BUCKET)
         log.info("cluster: worker %s joined (a cluster of %d partitions)", self.worker, partitions)
+        mark = None if self.model is None else (lambda: model_mark(self.model().channels, self.model().version))
         return Ownership(kv, self.worker, partitions, self._gain, self._lose,
-                         lambda change: self.metrics.partition_changes.labels(change).inc(), self.publishes)
+                         lambda change: self.metrics.partition_changes.labels(change).inc(), self.publishes, mark)
 
     async def _disconnected(self) -> None:
         self.ready.clear()

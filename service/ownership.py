@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sensorguard.service.logs import RateLimiter, first_line
+from sensorguard.service.member_models import MEMBER, other_models
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ LISTING_IDLE_S = 5.0  # a key listing's consumer, once stopped, is deleted by th
 REJOIN_S = 5.0  # a worker that stood down (it could not publish) takes part again once able this long
 LISTING_MAX_S = 10.0  # a members' listing not done by then is given up and started afresh
 SURE_S = 2.0  # a lease written this recently is surely still ours (it expires after LEASE_S = 3 s)
-MEMBER = "member."
 PARTITION = "partition."
 
 
@@ -83,7 +83,7 @@ class Ownership:
 
     def __init__(self, kv: Any, worker: str, partitions: int, gain: Callable[[int], Awaitable[None]],
                  lose: Callable[[int, bool], Awaitable[None]], count: Callable[[str], None] | None = None,
-                 able: Callable[[], bool] | None = None) -> None:
+                 able: Callable[[], bool] | None = None, mark: Callable[[], dict] | None = None) -> None:
         self.kv = kv
         self.worker = worker
         # what our leases hold: the name and this process's own mark, so a lease written by another process
@@ -107,6 +107,11 @@ class Ownership:
         self.able = able or (lambda: True)  # whether it can publish what it judges (its MQTT link is up)
         self._stood_down = False
         self._able_since: float | None = None  # monotonic: able again since (a stood-down worker waits REJOIN_S)
+        # its model's mark in its member key (member_models); None: no mark, no check. Compared with the
+        # members' before it first joins: a model reading other channels takes no partition
+        self.mark = mark
+        self._agreed = mark is None
+        self.disagreement: str | None = None  # why it waits outside the members (``/readyz`` says it)
 
     def holds(self, k: int) -> bool:
         """Whether partition ``k``'s lease is surely still ours: written less than ``SURE_S`` ago.
@@ -139,7 +144,10 @@ class Ownership:
                 return
             self._stood_down = False
             log.info("cluster: worker %s can publish again: it takes part again", self.worker)
-        member = self.kv.put(f"{MEMBER}{self.worker}", json.dumps({"since": time.time()}).encode())
+        if not self._agreed and not await self._agree():
+            return
+        said = {"since": time.time(), **(self.mark() if self.mark is not None else {})}
+        member = self.kv.put(f"{MEMBER}{self.worker}", json.dumps(said).encode())
         await asyncio.wait_for(member, RENEW_S)  # (safe to give up and write again)
         now = time.monotonic()
         if self._listing is not None and now - self._listing_since > LISTING_MAX_S:
@@ -172,6 +180,27 @@ class Ownership:
                 self._renewed[k] = sent
                 self._changed("gained")
                 await self.gain(k)
+
+    async def _agree(self) -> bool:
+        """Whether its model reads the channels the members' models read (member_models); said when
+        not, once a minute, and when only the version differs, once."""
+        mark = self.mark() if self.mark is not None else {}
+        channels, versions = await other_models(self.kv, self.worker, mark, self._keys, LISTING_MAX_S)
+        if channels:
+            self.disagreement = (f"its model reads other channels than cluster member(s) {', '.join(channels)}: "
+                                 "it takes no partition until they agree")
+            if self._limiter.hit("models") is not None:
+                log.error("cluster: worker %s serves model %s of %d channels, and member(s) %s read other channels: "
+                          "it takes no partition until they agree (their readings would be refused here as "
+                          "unknown_channel and lost); serve the cluster's model, or swap every worker to this one",
+                          self.worker, mark["model"] or "(no version)", mark["n_channels"], ", ".join(channels))
+            return False
+        if versions:
+            log.warning("cluster: worker %s serves model %s, member(s) %s another version of the same channels: an "
+                        "asset's alerts depend on which worker owns it until they serve one version",
+                        self.worker, mark["model"] or "(no version)", ", ".join(versions))
+        self._agreed, self.disagreement = True, None
+        return True
 
     async def _stand_down(self) -> None:
         """It cannot publish what it judges (its MQTT broker is out of reach): it leaves the members and

@@ -5,6 +5,7 @@ joining worker its share, never two live owners of one partition."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -454,3 +455,49 @@ def test_a_round_that_timed_out_says_what_did(caplog):
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
         asyncio.run(scenario())
     assert "state bucket did not answer in time" in caplog.text and "trying again" in caplog.text
+
+
+def test_a_worker_whose_model_reads_other_channels_takes_no_partition_until_the_members_agree(caplog):
+    """A cluster walk: a worker serving a 6-channel model joined an 8-channel cluster silently, took
+    two partitions and refused every reading of their assets as unknown_channel (acknowledged in
+    the stream: lost). It now waits outside the members, said once a minute, and joins once its
+    model reads theirs (a swap rolling through the cluster); another version of the same channels
+    joins with a warning; a member that writes no mark (an older worker) is not compared."""
+    from sensorguard.service.member_models import model_mark
+
+    eight = tuple(f"c{j}" for j in range(8))
+    served = {"a": model_mark(eight, "v0002"), "b": model_mark(eight[:6], "v0001"), "c": model_mark(eight, "v0001")}
+
+    async def scenario() -> None:
+        kv = MemoryOwners()
+
+        async def nothing(*args) -> None:
+            pass
+
+        a, b = (Ownership(kv, name, 4, nothing, nothing, mark=lambda name=name: served[name]) for name in "ab")
+        old = Ownership(kv, "old", 4, nothing, nothing)  # no mark: an older worker
+
+        async def rounds(n: int, *workers: Ownership) -> None:
+            for _ in range(n):
+                for worker in workers:
+                    await worker.tick()
+
+        await rounds(3, a)
+        assert set(a.owned) == {0, 1, 2, 3}
+        assert json.loads(kv.values["member.a"])["channels"] == served["a"]["channels"]
+        await rounds(4, a, b)
+        assert b.owned == {} and "member.b" not in kv.revisions and set(a.owned) == {0, 1, 2, 3}
+        assert caplog.text.count("read other channels") == 1  # once a minute, not every round
+        assert b.disagreement and "a (v0002, 8 channels)" in b.disagreement  # (its /readyz says it)
+        assert "worker b serves model v0001 of 6 channels, and member(s) a (v0002, 8 channels)" in caplog.text
+        served["b"] = model_mark(eight, "v0002")  # swapped to the cluster's model: it joins
+        await rounds(4, a, b)
+        assert len(a.owned) == len(b.owned) == 2 and b.disagreement is None
+        c = Ownership(kv, "c", 4, nothing, nothing, mark=lambda: served["c"])
+        await rounds(4, a, b, c, old)
+        assert "worker c serves model v0001, member(s) a (v0002, 8 channels), b (v0002, 8 channels) another " \
+               "version" in caplog.text
+        assert sorted(len(w.owned) for w in (a, b, c, old)) == [1, 1, 1, 1]  # c and the unmarked worker joined
+
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
+        asyncio.run(scenario())
