@@ -140,6 +140,8 @@ def test_a_candidate_that_misses_a_known_fault_is_not_promoted(trained, tmp_path
     recording(tmp_path / "other", frame, {"alerts": EPISODES[:1]})  # the same cycle, another worker's, unanswered
     (tmp_path / "rec" / "w1").mkdir()
     (tmp_path / "other" / "alerts").rename(tmp_path / "rec" / "w1" / "alerts")
+    for path in (tmp_path / "rec" / "w1" / "alerts").glob("*.parquet"):  # under an id of its own: the one
+        path.rename(path.with_name(path.name.replace("000.parquet", "001.parquet")))  # answered is a fault now
     assert main(["retrain", "--registry", str(registry), "--name", NAME, "--recorded", str(tmp_path / "rec"),
                  "--max-epochs", "30", "--quiet"]) == 0
     out = capsys.readouterr().out

@@ -39,3 +39,32 @@ def test_a_line_that_stops_raising_unanswered_alerts_is_said(tmp_path, tiny_bund
     assert note is not None and note.startswith("it raises no alert on 2 of the 2 unanswered recorded alerts")
     assert "pump-4@1767225800000" in note and "blinded" in note
     assert [name for name, _ in unanswered_alerts(tmp_path, CHANNELS, newest=1)] == ["pump-5@1767226500000"]
+
+
+def test_an_alerts_parts_on_other_workers_follow_its_answer(tmp_path):
+    """A cluster walk: an alert whose asset moved while it was up is filed in parts by each owner,
+    and an acknowledgement moves only the answering worker's parts. Read over the workers' record
+    dirs together, the parts left in another's ``alerts/`` stayed "unanswered" and a false alarm's
+    onset was never learned. They now follow the answer given anywhere in the store."""
+    import pandas as pd
+
+    from sensorguard.service.record_files import alert_file
+    from sensorguard.training.recorded_alerts import answers, known_faults
+    from sensorguard.training.retrain import load_recorded
+
+    record_alert(tmp_path / "sg-1", "pump-4", 200, 40.0)  # filed by sg-1, its first owner (unanswered there)
+    record_alert(tmp_path / "sg-1", "pump-6", 1600, 40.0)
+    alarm, fault = "pump-4@1767225800000", "pump-6@1767227200000"
+    for alert, folder in ((alarm, "false_alarms"), (fault, "faults")):  # their later parts: sg-2's, answered there
+        first = pd.read_parquet(tmp_path / "sg-1" / "alerts" / alert_file(alert))
+        later = first.assign(ts=first.ts + len(first))  # the readings after the move
+        (tmp_path / "sg-2" / folder).mkdir(parents=True, exist_ok=True)
+        later.to_parquet(tmp_path / "sg-2" / folder / alert_file(alert).replace(".parquet", "+1.parquet"))
+    record_alert(tmp_path / "sg-2", "pump-5", 900, 40.0)  # unanswered
+    rows = len(first)
+    assert answers(tmp_path) == {alarm: "false_alarms", fault: "faults"}
+    assert [name for name, _ in unanswered_alerts(tmp_path, CHANNELS)] == ["pump-5@1767226500000"]
+    faults = dict(known_faults(tmp_path, CHANNELS))
+    assert list(faults) == [fault] and len(faults[fault]) == 2 * rows  # sg-1's part and sg-2's
+    assert load_recorded(tmp_path).learned().sum() == 2 * rows  # the false alarm's: sg-1's part too
+    assert load_recorded(tmp_path / "sg-2").learned().sum() == rows  # one worker's store: its own parts

@@ -6,6 +6,12 @@ nothing (each may be a false alarm the next acknowledgement teaches), but a cand
 raising the ones the current model raises is said: one real fault acknowledged as a false alarm
 lifted a line threefold, and the model then raised nothing on the other faults it had recorded,
 with no word but its new threshold (a walk).
+
+An alert's verdict is its id's, wherever its parts lie (:func:`answers`): in cluster mode an alert
+is filed in parts by each worker that owned its asset while it was up, and an acknowledgement moves
+only the parts of the worker that answers it. Read over the workers' record dirs together (a parent
+folder of copies), the parts left in another worker's ``alerts/`` follow their answer (a cluster
+walk: one false alarm of two was learned, the other's parts stayed unanswered).
 """
 
 from __future__ import annotations
@@ -18,11 +24,27 @@ import pandas as pd
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.command_messages import alert_ms
 from sensorguard.service.logs import some
-from sensorguard.service.record_files import ALERTS, FAULTS, alert_of
+from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, alert_of
 from sensorguard.training.data import SensorData, series_from_frame
 from sensorguard.training.retrain_gate import alerts_on
 
 UNANSWERED_CHECKED = 50  # the newest unanswered alerts a candidate is checked on (each is scored twice)
+
+
+def answers(directory: str | Path) -> dict[str, str]:
+    """Each alert id acknowledged anywhere below ``directory`` -> the folder its answer filed a part in
+    (``false_alarms`` or ``faults``; both, from two answers: ``faults``, never learned as normal)."""
+    said: dict[str, str] = {}
+    for folder in (FALSE_ALARMS, FAULTS):  # (a fault's answer written over a false alarm's)
+        said.update((alert_of(path), folder) for path in Path(directory).glob(f"**/{folder}/*.parquet"))
+    return said
+
+
+def filed(path: Path, directory: str | Path, said: dict[str, str]) -> str | None:
+    """The folder a recorded file counts in: ``None`` for normal readings, else its alert's answer
+    (``false_alarms`` / ``faults``) or ``alerts`` while none was given anywhere in the store."""
+    folders = set(path.relative_to(directory).parts[:-1]) & {ALERTS, FALSE_ALARMS, FAULTS}
+    return said.get(alert_of(path), ALERTS) if folders else None
 
 
 def known_faults(directory: str | Path, channels: Sequence[str]) -> list[tuple[str, SensorData]]:
@@ -40,7 +62,9 @@ def unanswered_alerts(directory: str | Path, channels: Sequence[str],
 def _alerts(directory: str | Path, folder: str, channels: Sequence[str], what: str,
             newest: int | None = None) -> list[tuple[str, SensorData]]:
     frames: dict[str, list[pd.DataFrame]] = {}  # an alert up through a restart was written in parts
-    paths = sorted(Path(directory).glob(f"**/{folder}/*.parquet"))  # serve --workers: under w<k>/
+    said = answers(directory)
+    paths = sorted(path for kind in (ALERTS, FALSE_ALARMS, FAULTS)  # serve --workers: under w<k>/
+                   for path in Path(directory).glob(f"**/{kind}/*.parquet") if filed(path, directory, said) == folder)
     if newest is not None:  # (by the raise time in the id, <asset>@<ms>)
         ids = set(sorted({alert_of(p) for p in paths}, key=lambda a: alert_ms(a) or 0)[-newest:])
         paths = [p for p in paths if alert_of(p) in ids]

@@ -29,7 +29,7 @@ import pandas as pd
 
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.durable import write_durably
-from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, alert_of
+from sensorguard.service.record_files import FALSE_ALARMS, alert_of
 from sensorguard.service.registry import (
     CurrentMoved,
     current_version,
@@ -48,7 +48,7 @@ from sensorguard.training.data import (
     series_from_frame,
     trained_asset_column,
 )
-from sensorguard.training.recorded_alerts import dropped_alerts_note
+from sensorguard.training.recorded_alerts import answers, dropped_alerts_note, filed
 from sensorguard.training.retrain_gate import (
     MIN_PROBE_WINDOWS,
     WINDOW_RATE_TARGET,
@@ -103,14 +103,15 @@ def load_recorded(
     reported, not fatal.
     """
     files = sorted(glob.glob(str(Path(directory) / "**" / "*.parquet"), recursive=True))
-    files = [f for f in files if not {ALERTS, FAULTS} & set(Path(f).relative_to(directory).parts[:-1])]
+    said = answers(directory)  # (an alert's parts in another worker's alerts/ follow its answer)
+    files = [f for f in files if filed(Path(f), directory, said) in (None, FALSE_ALARMS)]
     if not files:
         raise DataError(f"{directory}: no recorded Parquet files")
     frames, learned, spans = [], set(), []
     for path in files:
         try:  # (only the rows asked for: a whole store can be several GiB in pandas)
             frames.append(pd.read_parquet(path, filters=None if since is None else [("ts", ">=", since)]))
-            if FALSE_ALARMS in Path(path).relative_to(directory).parts[:-1] and len(frames[-1]):
+            if filed(Path(path), directory, said) == FALSE_ALARMS and len(frames[-1]):
                 learned.add(alert_of(Path(path)))  # (an alert up through a restart has two parts: one alert)
                 spans.extend(_spans(frames[-1]))
         except Exception as exc:  # a damaged file must not stop a retrain on the others
