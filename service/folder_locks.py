@@ -76,3 +76,27 @@ def held_folders(folders: Mapping[str, str | None], instance: str) -> Iterator[l
     finally:
         for fd in handles:
             os.close(fd)  # (releases the lock; the file stays, naming the last holder)
+
+
+def locked(path: Path) -> bool | None:
+    """Whether a lock file's ``flock`` is held now by some process (True), free (False), or cannot be
+    told (None: no such file, no access, no locks on that filesystem). The file itself outlives its
+    holder, naming the last one: only the lock says a holder is running."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # (releases the shared lock just taken)
+    return False
+
+
+def held_by_another(folder: Path) -> bool:
+    """Whether a running ``serve`` holds ``folder``'s lock now (one that cannot be told is not held)."""
+    return locked(folder / LOCK_FILE) is True

@@ -255,7 +255,7 @@ class ClusterSource:
         partitions = await joined_layout(self._js, self.settings.topic_prefix, self.ingest.buffers.window)
         kv = await self._js.key_value(OWNERS_BUCKET)
         log.info("cluster: worker %s joined (a cluster of %d partitions)", self.worker, partitions)
-        mark = None if self.model is None else (lambda: model_mark(self.model().channels, self.model().version))
+        mark = None if self.model is None else (lambda: model_mark(self.model(), self.settings))
         return Ownership(kv, self.worker, partitions, self._gain, self._lose,
                          lambda change: self.metrics.partition_changes.labels(change).inc(), self.publishes, mark)
 

@@ -5,10 +5,13 @@ the version and a fingerprint of the channel list. Before it first joins, a work
 members' marks. One whose model reads other channels takes no partition: the readings of the assets it
 would own are refused as ``unknown_channel`` and, acknowledged in the stream, lost (a cluster walk: a
 6-channel model joined an 8-channel cluster silently and took two partitions). It waits, saying so once
-a minute, until the members agree (a model swap rolling through the cluster ends it), and joins then.
-Another version with the same channels joins with a warning: an asset's line then depends on which
-worker owns it, which a registry swap in progress also shows for a moment. Members that write no mark
-(an older sensorguard) are not compared. ``serve --workers`` makes the same check of its workers.
+a minute, until the members agree (a hot swap cannot change a model's channels: the other workers
+restart on it), and joins then. A worker serving the registry's ``CURRENT`` joins all the same, with a
+warning: it is a rollout's new model, and kept out, every worker restarted on it waited until the last
+old one restarted, the partitions crowding onto the old ones meanwhile. Another version with the same
+channels joins with a warning: an asset's line then depends on which worker owns it, which a registry
+swap in progress also shows for a moment. Members that write no mark (an older sensorguard) are not
+compared. ``serve --workers`` makes the same check of its workers.
 
 Two workers with different models that start within the same second both see no mark and both join:
 the check is for the common mistake, a worker started later with another model, not a lock.
@@ -25,10 +28,26 @@ from typing import Any
 MEMBER = "member."  # the prefix of the members' keys in the owners' bucket
 
 
-def model_mark(channels: tuple[str, ...], version: str) -> dict[str, Any]:
-    """What a member's key says of its model: its version, its channel count and their fingerprint."""
-    digest = hashlib.sha256(json.dumps(list(channels)).encode()).hexdigest()[:16]
-    return {"model": version, "channels": digest, "n_channels": len(channels)}
+def channel_mark(channels: tuple[str, ...], version: str, current: bool = False) -> dict[str, Any]:
+    """What a member's key says of its model: its version, its channel count and their fingerprint (of
+    the names sorted: readings are taken by name, so a model of the same channels in another order
+    reads the same readings), and whether it is the registry's ``CURRENT`` (a rollout's new model)."""
+    digest = hashlib.sha256(json.dumps(sorted(channels)).encode()).hexdigest()[:16]
+    return {"model": version, "channels": digest, "n_channels": len(channels), **({"current": True} if current else {})}
+
+
+def model_mark(bundle: Any, settings: Any) -> dict[str, Any]:
+    """:func:`channel_mark` of the bundle served: ``CURRENT`` when it is the version the registry it
+    follows names now (``registry`` and ``name`` set; a bundle served by path is not)."""
+    from sensorguard.service.registry import current_version
+
+    current = False
+    if settings.registry and settings.name:
+        try:
+            current = current_version(settings.registry, settings.name) == bundle.version
+        except Exception:  # noqa: BLE001 - an unreadable registry: not known to be CURRENT
+            current = False
+    return channel_mark(bundle.channels, bundle.version, current)
 
 
 async def other_models(kv: Any, worker: str, mark: dict[str, Any], keys: Callable[[], Awaitable[list[str]]],

@@ -186,14 +186,20 @@ class Ownership:
         not, once a minute, and when only the version differs, once."""
         mark = self.mark() if self.mark is not None else {}
         channels, versions = await other_models(self.kv, self.worker, mark, self._keys, LISTING_MAX_S)
-        if channels:
+        if channels and mark.get("current"):  # a rollout's new model: the others are behind
+            log.warning("cluster: worker %s serves the registry's CURRENT model %s of %d channels, member(s) %s read "
+                        "other channels: it joins; restart them to serve CURRENT (each refuses the readings of "
+                        "the other's channels as unknown_channel meanwhile)", self.worker, mark["model"],
+                        mark["n_channels"], ", ".join(channels))
+        elif channels:
             self.disagreement = (f"its model reads other channels than cluster member(s) {', '.join(channels)}: "
                                  "it takes no partition until they agree")
             if self._limiter.hit("models") is not None:
                 log.error("cluster: worker %s serves model %s of %d channels, and member(s) %s read other channels: "
                           "it takes no partition until they agree (their readings would be refused here as "
-                          "unknown_channel and lost); serve the cluster's model, or swap every worker to this one",
-                          self.worker, mark["model"] or "(no version)", mark["n_channels"], ", ".join(channels))
+                          "unknown_channel and lost); serve the cluster's model (the registry's CURRENT), or "
+                          "restart every worker on this one", self.worker, mark["model"] or "(no version)",
+                          mark["n_channels"], ", ".join(channels))
             return False
         if versions:
             log.warning("cluster: worker %s serves model %s, member(s) %s another version of the same channels: an "

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sensorguard.service.command_messages import alert_asset
-from sensorguard.service.folder_locks import LOCK_FILE
+from sensorguard.service.folder_locks import LOCK_FILE, held_by_another
 from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, GUARD_FILE, alert_of, part_number
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,17 @@ def adopt_orphans(root: str | Path, owned: list[Path], owner: Owner = lambda ass
 
 
 def _foreign(root: Path, mine: set[Path]) -> set[Path]:
-    """The folders below ``root`` that another ``serve`` holds as its own ``record_dir`` (its lock
-    file: a supervisor's workers take none): left alone. A node of a cluster started with the
+    """The folders below ``root`` that another running ``serve`` holds as its own ``record_dir`` (its
+    lock, held: a supervisor's workers take none): left alone. A node of a cluster started with the
     parent of the other nodes' record dirs moved their recordings, alert files and guard bands from
-    under them while they ran, and their acknowledgements found nothing (a walk)."""
+    under them while they ran, and their acknowledgements found nothing (a walk). A stopped serve's
+    folder (its lock file stays) is adopted, as before: instances run side by side, then one serve."""
     found = {lock.parent.resolve() for lock in root.glob(f"*/**/{LOCK_FILE}")} - mine
+    found = {folder for folder in found if held_by_another(folder)}
     # (with recordings: a serve's state_dir inside this record_dir holds a lock file too, and nothing to move)
     found = {folder for folder in found if (folder / GUARD_FILE).is_file() or any(folder.glob("**/*.parquet"))}
     for folder in sorted(found):
-        log.warning("record_dir %s holds %s, another sensorguard serve's record_dir: its recordings are left "
+        log.warning("record_dir %s holds %s, another running sensorguard serve's record_dir: its recordings are left "
                     "alone (give each instance its own record_dir, side by side)", root, folder)
     return found
 

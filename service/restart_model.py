@@ -27,6 +27,7 @@ from sensorguard.service.bundle import Bundle, BundleError, save_bundle
 from sensorguard.service.bundle_loading import load_bundle
 from sensorguard.service.config import Settings
 from sensorguard.service.durable import write_durably
+from sensorguard.service.folder_locks import locked
 from sensorguard.service.hotswap import incompatible, load_model
 from sensorguard.service.logs import first_line
 
@@ -69,17 +70,7 @@ def make_copies_dir(tmp: str | None = None) -> tuple[str, int]:
 def _abandoned(folder: Path) -> bool:
     """Whether a copies folder's lock is free (its parent is gone); one without a lock file is an
     older version's, left alone."""
-    try:
-        fd = os.open(folder / OWNER, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # (releases the lock taken)
-    return True
+    return locked(folder / OWNER) is False
 
 
 def keep_served(copies: str | None, worker: int, bundle: Bundle) -> None:

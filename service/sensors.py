@@ -22,9 +22,12 @@ fault of one of three kinds:
   channel constant in training, the scaler's unit for it, ``max(|value|, 1)``: far beyond
   a process excursion the model should judge. Learned limits are not the instrument's range, so a
   value past them is a sensor's only if it jumped there: a step of at least ``jump``
-  (``JUMP_WIDTHS`` training widths) from the channel's last plausible value, or none to step from;
-  one that walked past them is the process's, scored as it reads (a failing sensor jumps to a rail
-  or a marker; a process moves through its dynamics). Or limits set per channel in
+  (``JUMP_WIDTHS`` training widths) from the channel's last plausible value (a fresh watch, with
+  none: from the nearest limit, so a value that far past them); one that walked past them is the
+  process's, scored as it reads (a failing sensor jumps to a rail or a marker; a process moves
+  through its dynamics). A watch starts fresh at a restart and at a cluster takeover's replay too:
+  a channel that walked farther than ``jump`` past its limits before either is told a sensor fault
+  there, as before this rule (the daemon does not save the watch's values: a known gap). Or limits set per channel in
   ``bundle.json`` (``sensors``; without ``jump`` any value past them is a fault). Not in a model of
   one channel (:attr:`SensorRules.judges_range`): with no other channel to fill it in, an extreme
   value is the process's, scored as it reads.
@@ -273,8 +276,10 @@ class SensorWatch:
                 outside = outside or self.in_range[j] < BACK_IN_RANGE
             else:
                 self.in_range[j] = 0  # (after a fault ended, or all of them with close_all: counted afresh)
-                if outside and lim.jump is not None and abs(value - self.good[j]) < lim.jump:
-                    outside = False  # walked past the limit from its last plausible value: the process's
+                if outside and lim.jump is not None:  # from its last plausible value; a fresh watch (a start, a
+                    # restart, a takeover's replay) has none: from the nearest limit, where it was at the least
+                    ref = self.good[j] if self.good[j] == self.good[j] else min(max(value, lim.low), lim.high)
+                    outside = abs(value - ref) >= lim.jump  # (walked past the limit: the process's)
             faults = (  # (a sensor pegged at -9999 is one fault, out_of_range, not two: the demo said 2 of one)
                 ("stuck", present and not outside and lim.stuck_after is not None
                  and self.still[j] + 1 >= lim.stuck_after and lim.can_stick(value)),

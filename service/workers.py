@@ -343,9 +343,10 @@ class Supervisor:
 
     def not_ready(self) -> list[str]:
         """Each worker that is not ready, with the reasons its own ``/readyz`` gives."""
-        whys = at_once(why_not_ready, [slot.port for slot in self.slots])
-        return [f"worker w{slot.index}: {'not started, or restarting' if slot.port is None else why}"
-                for slot, why in zip(self.slots, whys, strict=True) if slot.port is None or why is not None]
+        ports = [slot.port for slot in self.slots]  # (read once: a port set during the probes was left unasked)
+        whys = at_once(why_not_ready, ports)
+        return [f"worker w{slot.index}: {'not started, or restarting' if port is None else why}"
+                for slot, port, why in zip(self.slots, ports, whys, strict=True) if port is None or why is not None]
 
     def collect(self):
         """The workers' metrics merged (prometheus_client calls this on each scrape)."""

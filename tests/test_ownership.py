@@ -463,10 +463,11 @@ def test_a_worker_whose_model_reads_other_channels_takes_no_partition_until_the_
     the stream: lost). It now waits outside the members, said once a minute, and joins once its
     model reads theirs (a swap rolling through the cluster); another version of the same channels
     joins with a warning; a member that writes no mark (an older worker) is not compared."""
-    from sensorguard.service.member_models import model_mark
+    from sensorguard.service.member_models import channel_mark
 
     eight = tuple(f"c{j}" for j in range(8))
-    served = {"a": model_mark(eight, "v0002"), "b": model_mark(eight[:6], "v0001"), "c": model_mark(eight, "v0001")}
+    served = {"a": channel_mark(eight, "v0002"), "b": channel_mark(eight[:6], "v0001"),
+              "c": channel_mark(eight, "v0001")}
 
     async def scenario() -> None:
         kv = MemoryOwners()
@@ -490,7 +491,7 @@ def test_a_worker_whose_model_reads_other_channels_takes_no_partition_until_the_
         assert caplog.text.count("read other channels") == 1  # once a minute, not every round
         assert b.disagreement and "a (v0002, 8 channels)" in b.disagreement  # (its /readyz says it)
         assert "worker b serves model v0001 of 6 channels, and member(s) a (v0002, 8 channels)" in caplog.text
-        served["b"] = model_mark(eight, "v0002")  # swapped to the cluster's model: it joins
+        served["b"] = channel_mark(eight, "v0002")  # swapped to the cluster's model: it joins
         await rounds(4, a, b)
         assert len(a.owned) == len(b.owned) == 2 and b.disagreement is None
         c = Ownership(kv, "c", 4, nothing, nothing, mark=lambda: served["c"])
@@ -501,3 +502,51 @@ def test_a_worker_whose_model_reads_other_channels_takes_no_partition_until_the_
 
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
         asyncio.run(scenario())
+
+
+def test_a_rollouts_current_model_joins_and_the_same_channels_in_another_order_are_the_same(tmp_path, caplog):
+    """A review: a hot swap cannot change a model's channels, so a rollout restarts the workers one by
+    one; kept out, each restarted on the registry's new CURRENT waited for the last old one, the
+    partitions crowding onto the old workers. It joins, warned. And readings are taken by name: the
+    same channels in another order (a retrain from an export ordered otherwise) are no other model."""
+    from types import SimpleNamespace
+
+    from sensorguard.service.member_models import channel_mark, model_mark
+
+    NAME = "pumps"
+
+    def bundle(channels, version):
+        return SimpleNamespace(channels=channels, version=version)
+
+    registry = tmp_path / "registry"
+    (registry / NAME).mkdir(parents=True)
+    (registry / NAME / "CURRENT").write_text("v0002\n")
+    follows = SimpleNamespace(registry=str(registry), name=NAME)
+    by_path = SimpleNamespace(registry=None, name=None)
+    assert model_mark(bundle(("a", "b"), "v0002"), follows)["current"] is True
+    assert "current" not in model_mark(bundle(("a", "b"), "v0001"), follows)
+    assert "current" not in model_mark(bundle(("a", "b"), "v0002"), by_path)
+    assert channel_mark(("t", "p", "f"), "v1")["channels"] == channel_mark(("p", "t", "f"), "v1")["channels"]
+    served = {"a": channel_mark(("t", "p"), "v0001"), "b": channel_mark(("t", "p", "f"), "v0002", current=True),
+              "c": channel_mark(("p", "t"), "v0001")}
+
+    async def scenario() -> None:
+        kv = MemoryOwners()
+
+        async def nothing(*args) -> None:
+            pass
+
+        a, b, c = (Ownership(kv, name, 6, nothing, nothing, mark=lambda name=name: served[name]) for name in "abc")
+        for _ in range(4):
+            for worker in (a, c):  # the same channels, in another order: c joins a
+                await worker.tick()
+        assert [len(w.owned) for w in (a, c)] == [3, 3] and c.disagreement is None
+        for _ in range(5):
+            for worker in (a, b, c):  # b restarted on the registry's new CURRENT: it joins them
+                await worker.tick()
+        assert [len(w.owned) for w in (a, b, c)] == [2, 2, 2] and b.disagreement is None
+
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
+        asyncio.run(scenario())
+    assert "worker b serves the registry's CURRENT model v0002 of 3 channels, member(s) a (v0001, 2 channels), " \
+           "c (v0001, 2 channels) read other channels: it joins" in caplog.text

@@ -693,3 +693,24 @@ def test_a_start_leaves_another_serves_record_dir_below_its_own_alone(tmp_path):
     assert after == before
     assert not (tmp_path / "alerts").exists() and not (tmp_path / GUARD_FILE).exists()
     assert json.loads((other / GUARD_FILE).read_text())
+
+
+def test_a_stopped_serves_record_dir_below_is_adopted(tmp_path):
+    """A review: the check above first left alone any folder with a lock file, held or not; the file
+    stays after its serve ends, so instances run side by side and then merged into one serve on
+    their parent were never adopted (a warning at every start naming a serve not running)."""
+    from sensorguard.service.folder_locks import LOCK_FILE, held_folders
+    from sensorguard.service.record_layout import adopt_orphans
+
+    old = tmp_path / "site-a"
+    old.mkdir()
+    with held_folders({"record_dir": str(old)}, "site-a"):  # site-a ran here once ...
+        rec = Recorder(old, CHANNELS, guard_s=10, flush_interval_s=0)
+        feed(rec, "p1", 0, 100)
+        rec.alert_raised("p1", 60.0)
+        rec.alert_cleared("p1", 80.0, "p1@60000", 3.0)
+        rec.flush(now_ts=1000.0, force=True)
+    assert (old / LOCK_FILE).exists()  # ... and stopped: its lock file stays, held by nobody
+    with held_folders({"record_dir": str(tmp_path)}, "plant"):  # one serve now, on the parent
+        assert adopt_orphans(tmp_path, [tmp_path]) > 0
+    assert (tmp_path / "alerts" / "p1@60000.parquet").exists()

@@ -398,8 +398,9 @@ def test_a_value_that_walks_past_learned_limits_is_the_process_one_that_jumps_a_
     assert kinds(jumped.step(0.0, [10.0, 5.5], rules)) == []
     row = [45.0, 5.5]
     assert kinds(jumped.step(1.0, row, rules)) == [("out_of_range", True)] and row == [10.0, 5.5]  # a jump of 35
-    fresh = SensorWatch(2)  # no plausible value yet to have walked from: told, as before
-    assert kinds(fresh.step(0.0, [45.0, 5.5], rules)) == [("out_of_range", True)]
+    fresh = SensorWatch(2)  # no plausible value yet (a start, a restart): the step from the nearest limit
+    assert kinds(fresh.step(0.0, [45.0, 5.5], rules)) == []  # 5 past it: walked there, as offline saw
+    assert kinds(SensorWatch(2).step(0.0, [65.0, 5.5], rules)) == [("out_of_range", True)]  # 25 past: a jump
 
 
 def test_limits_a_user_set_flag_any_value_past_them_and_jump_round_trips_through_the_bundle():

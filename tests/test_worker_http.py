@@ -61,3 +61,23 @@ def test_readiness_asks_every_worker_at_once_too():
 def test_one_worker_or_none_is_asked_in_place():
     assert at_once(lambda port: port * 2, [None, 21, None]) == [None, 42, None]
     assert at_once(lambda port: port, []) == []
+
+
+def test_a_worker_given_its_port_during_the_probes_is_not_called_ready_unasked(monkeypatch):
+    """A review: the parent read each worker's port for the probes and again to word its answer, up
+    to the probes' timeout later: a restarting worker given its port meanwhile was never asked and
+    left out, and ``/readyz`` said ready while it still started."""
+    from types import SimpleNamespace
+
+    import sensorguard.service.workers as workers
+
+    starting, ready = SimpleNamespace(index=1, port=None), SimpleNamespace(index=0, port=10101)
+
+    def probes(call, ports):
+        assert ports == [10101, None]
+        starting.port = 10102  # the supervisor's loop: the restarted worker said its port meanwhile
+        return [None, None]
+
+    monkeypatch.setattr(workers, "at_once", probes)
+    assert workers.Supervisor.not_ready(SimpleNamespace(slots=[ready, starting])) == [
+        "worker w1: not started, or restarting"]
