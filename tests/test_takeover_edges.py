@@ -1,0 +1,470 @@
+"""Edges of a cluster takeover that no test pinned (found by mutating service/takeover.py): which
+readings a new owner primes, which state and controls it adopts, and what it says.
+
+The tests in tests/test_cluster.py run a real nats-server; these drive :class:`Takeover` against
+an in-memory stand-in (:class:`FakeNats`: the few JetStream calls a rebuild makes), in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from prometheus_client import CollectorRegistry
+
+from sensorguard.service import cluster
+from sensorguard.service.alerts import AlertState
+from sensorguard.service.commands import AlarmControls
+from sensorguard.service.config import load_settings
+from sensorguard.service.ingest import Ingest
+from sensorguard.service.metrics import Metrics
+from sensorguard.service.sensors import ChannelLimits, SensorRules
+from sensorguard.service.state_entry import encode_asset
+from sensorguard.service.takeover import PRIME_WARM, QUIET_BATCH, Takeover, prime_span
+from sensorguard.service.windows import Buffers
+
+T0 = 1_767_225_600.0
+PARTITIONS = 8
+WINDOW, HOP = 4, 2
+
+
+def partition(asset: str) -> int:
+    return cluster.partition_of(asset, PARTITIONS)
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching for the filters a rebuild uses (a trailing ``>`` or none)."""
+    return subject.startswith(pattern[:-1]) if pattern.endswith(">") else subject == pattern
+
+
+@dataclass
+class Msg:
+    subject: str
+    data: bytes
+    seq: int
+    headers: dict | None = None
+    time: datetime | None = None
+
+
+@dataclass
+class FakeNats:
+    """The streams and the state bucket a takeover reads: ``streams`` by name (the readings stream
+    holds only what no owner took yet), each stream's source position (``sources``; None: the
+    server says none), and the window stream's ``keep``."""
+
+    streams: dict[str, list[Msg]] = field(default_factory=dict)
+    sources: dict[str, int | None] = field(default_factory=dict)
+    keep: int = 0
+    kv: dict[str, bytes] = field(default_factory=dict)
+    unsubscribed: int = 0
+    subscribed: int = 0
+    input_seq: int = 0
+
+    def jetstream(self) -> FakeNats:
+        return self
+
+    def add(self, stream: str, subject: str, data: bytes, headers: dict | None = None,
+            stored: float | None = None) -> None:
+        messages = self.streams.setdefault(stream, [])
+        seq = max((m.seq for s in self.streams.values() for m in s), default=0) + 1  # interleaved sequences
+        messages.append(Msg(subject, data, seq, headers,
+                            datetime.fromtimestamp(time.time() if stored is None else stored, UTC)))
+
+    def send(self, asset: str, stamps: list[float], taken: int = 0, stored: float | None = None,
+             body: Any = None) -> None:
+        """Readings of ``asset`` (channel ``a``) at ``T0 + stamp``, copied into both streams; the
+        first ``taken`` were taken by the previous owner (gone from the readings stream)."""
+        k = partition(asset)
+        for i, stamp in enumerate(stamps):
+            self.input_seq += 1
+            data = json.dumps(body if body is not None else {"ts": T0 + stamp, "values": {"a": stamp}}).encode()
+            header = {"Nats-Stream-Source": f"{cluster.IN_STREAM} {self.input_seq} x"}
+            self.add(cluster.WINDOWS_STREAM, f"{cluster.WINDOWS_ROOT}.{k}.{asset}", data, header, stored)
+            if i >= taken:
+                self.add(cluster.READINGS_STREAM, f"{cluster.READINGS_ROOT}.{k}.{asset}", data, header, stored)
+        for stream in (cluster.READINGS_STREAM, cluster.WINDOWS_STREAM):
+            self.sources[stream] = self.input_seq
+
+    def put(self, key: str, value: bytes) -> None:
+        self.kv[key] = value
+        self.add(f"KV_{cluster.STATE_BUCKET}", f"$KV.{cluster.STATE_BUCKET}.{key}", value)
+
+    # -- what Takeover calls
+    async def request(self, subject: str, body: bytes, timeout: float) -> Any:
+        stream = subject.removeprefix("$JS.API.STREAM.INFO.")
+        wanted = json.loads(body).get("subjects_filter", ">") if body else ">"
+        counts = Counter(m.subject for m in self.streams.get(stream, []) if matches(wanted, m.subject))
+        reply: dict = {"total": len(counts), "state": {"subjects": dict(counts)},
+                       "config": {"max_msgs_per_subject": self.keep}}
+        if self.sources.get(stream) is not None:
+            reply["sources"] = [{"seq": self.sources[stream]}]
+        return SimpleNamespace(data=json.dumps(reply).encode())
+
+    async def get_msg(self, stream: str, seq: int, subject: str, next: bool) -> Msg:
+        for message in self.streams.get(stream, []):
+            if message.subject == subject and message.seq >= seq:
+                return message
+        raise NotFoundError
+
+    async def get_last_msg(self, stream: str, subject: str) -> Msg:
+        found = [m for m in self.streams.get(stream, []) if m.subject == subject]
+        if not found:
+            raise NotFoundError
+        return found[-1]
+
+    async def subscribe(self, subject: str, stream: str, ordered_consumer: bool, deliver_policy: Any,
+                        cb: Any) -> Any:
+        self.subscribed += 1
+        messages = [m for m in self.streams.get(stream, []) if matches(subject, m.subject)]
+
+        async def deliver() -> None:
+            for message in messages:  # one at a time, as a subscription's callbacks run
+                await cb(message)
+                await asyncio.sleep(0)
+
+        task = asyncio.ensure_future(deliver())
+        fake = self
+
+        class Subscription:
+            async def unsubscribe(self) -> None:
+                fake.unsubscribed += 1
+                task.cancel()
+
+        return Subscription()
+
+    async def get(self, key: str) -> Any:  # the state bucket
+        if key not in self.kv:
+            raise KeyNotFoundError
+        return SimpleNamespace(value=self.kv[key])
+
+
+class Adopted:
+    """An ``AssetAlerts`` stand-in: what the takeover handed it."""
+
+    def __init__(self) -> None:
+        self.adopted: dict[str, tuple] = {}
+        self.faults: dict[str, list[dict]] = {}
+
+    def adopt(self, asset: str, *state: Any) -> None:
+        self.adopted[asset] = state
+
+    def restore_faults(self, faults: dict[str, list[dict]]) -> None:
+        self.faults.update(faults)
+
+
+def takeover(nats: FakeNats, controls: AlarmControls | None = None, ignored: tuple[str, ...] = (),
+             sensors: SensorRules | None = None, **settings: Any) -> tuple[Takeover, Ingest, Adopted]:
+    loaded = load_settings({"model": None, **settings}, {}, require_model=False)
+    buffers = Buffers(("a",) if sensors is None else sensors.channels, WINDOW, HOP, ignored=ignored, sensors=sensors)
+    ingest = Ingest(loaded, buffers, Metrics(CollectorRegistry()), None)
+    alerts = Adopted()
+    return Takeover(nats, nats, loaded, ingest, alerts, controls), ingest, alerts
+
+
+def rebuild(nats: FakeNats, asset: str = "pump-1", partitions: int = PARTITIONS, **kwargs: Any
+            ) -> tuple[list[str], int, Ingest, Adopted]:
+    t, ingest, alerts = takeover(nats, **kwargs)
+    assets, primed = asyncio.run(t.rebuild(partition(asset), partitions))
+    return assets, primed, ingest, alerts
+
+
+def test_a_takeover_primes_the_taken_readings_and_counts_them():
+    """Readings 1-6 taken, 7-10 waiting: 1-6 prime the window (the count is what the rebuild's log
+    line says), 7 is the first the new owner takes."""
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 11)), taken=6)
+    assets, primed, ingest, _ = rebuild(nats)
+    assert assets == ["pump-1"] and primed == 6 and ingest.buffers.last_ts("pump-1") == T0 + 6
+
+
+def test_the_cut_is_the_earliest_reading_of_a_batch_message():
+    """A message of several samples waiting in the readings stream: its earliest sample is the
+    first not taken. Cut at its latest, the earlier ones were primed as taken, then refused as
+    repeats when the message came: lost, never scored."""
+    nats = FakeNats()
+    nats.send("pump-1", [1, 2, 3, 4, 5], taken=5)
+    nats.send("pump-1", [0], body={"samples": [{"ts": T0 + 6, "values": {"a": 6}},
+                                               {"ts": T0 + 7, "values": {"a": 7}}]})
+    _, primed, ingest, _ = rebuild(nats)
+    assert primed == 5 and ingest.buffers.last_ts("pump-1") == T0 + 5
+
+
+@pytest.mark.parametrize("unreadable", [1, 3])
+def test_unreadable_messages_before_the_first_untaken_reading_are_passed_over(unreadable: int):
+    """An unreadable message (no time) first in the readings stream, among other assets'
+    messages: the cut is the next readable one, not "none waits" (which primed the waiting
+    readings too, refused as repeats when they came)."""
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 7)), taken=6)
+    nats.send("other-9", [1, 2, 3])  # (sequences in between: the next message is looked up by its own)
+    nats.send("pump-1", [0] * unreadable, body={"ts": "never", "values": {"a": 1}})
+    nats.send("other-9", [4, 5])
+    nats.send("pump-1", [7, 8])
+    _, primed, ingest, _ = rebuild(nats)
+    assert ingest.buffers.last_ts("pump-1") == T0 + 6 and primed == 6
+
+
+def test_a_reading_of_an_ignored_column_is_read_as_the_scorer_reads_it():
+    """A reading with a text column the bundle ignores (a run state) is a reading: it primes the
+    window and, waiting, it is the cut. Parsed without the ignored names it was ``bad_values``."""
+    nats = FakeNats()
+    for stamp in range(1, 9):
+        nats.send("pump-1", [stamp], taken=1 if stamp <= 5 else 0,
+                  body={"ts": T0 + stamp, "values": {"a": stamp, "run": "RUN"}})
+    _, primed, ingest, _ = rebuild(nats, ignored=("run",))
+    assert primed == 5 and ingest.buffers.last_ts("pump-1") == T0 + 5
+
+
+def test_an_asset_with_nothing_waiting_is_primed_whole_whatever_other_assets_cuts():
+    """Two assets: one with readings waiting (its cut early in the stream), one with none waiting
+    whose readings come later in the stream. Reading stops once every cut showed only when no
+    asset needs all it has: the second one's window must not stop at the first's cut."""
+    nats = FakeNats()
+    k = partition("pump-1")
+    second = next(f"pump-{n}" for n in range(2, 1000) if partition(f"pump-{n}") == k)
+    nats.send("pump-1", [1, 2, 3, 4], taken=2)
+    nats.send(second, list(range(1, 9)), taken=8)
+    assets, primed, ingest, _ = rebuild(nats)
+    assert sorted(assets) == sorted(["pump-1", second]) and primed == 2 + 8
+    assert ingest.buffers.last_ts("pump-1") == T0 + 2 and ingest.buffers.last_ts(second) == T0 + 8
+
+
+def test_only_assets_with_nothing_waiting_can_be_left_unprimed_as_quiet():
+    """An asset whose readings the window stream stored long ago but with one still waiting in
+    the readings stream is not quiet: its window is rebuilt (the waiting reading continues it)."""
+    nats = FakeNats()
+    long_ago = time.time() - 3600
+    nats.send("pump-1", list(range(1, 7)), taken=5, stored=long_ago)
+    _, primed, ingest, _ = rebuild(nats, stale_after_s=60.0)
+    assert primed == 5 and ingest.buffers.last_ts("pump-1") == T0 + 5
+
+
+def test_every_quiet_asset_is_found_not_only_the_first_batch():
+    """More assets silent for stale_after, none waiting, than are looked up at once: none is primed
+    (each would be told silent again by the new owner)."""
+    nats = FakeNats()
+    k = partition("pump-1")
+    assets = ["pump-1", *[f"pump-{n}" for n in range(2, 5000) if partition(f"pump-{n}") == k][:QUIET_BATCH + 2]]
+    for asset in assets:
+        nats.send(asset, [1, 2, 3, 4, 5], taken=5, stored=time.time() - 3600)
+    listed, primed, ingest, _ = rebuild(nats, stale_after_s=60.0)
+    assert sorted(listed) == sorted(assets) and primed == 0
+    assert all(ingest.buffers.last_ts(asset) is None for asset in assets)
+
+
+def test_an_asset_whose_last_stored_time_is_unknown_is_not_taken_for_quiet():
+    """The stored time of an asset's last message unknown (none, or gone since the listing): it is
+    not quiet, its window is rebuilt."""
+    nats = FakeNats()
+    nats.send("pump-1", [1, 2, 3, 4, 5], taken=5)
+    nats.streams[cluster.WINDOWS_STREAM][-1].time = None
+    _, primed, ingest, _ = rebuild(nats, stale_after_s=60.0)
+    assert primed == 5 and ingest.buffers.last_ts("pump-1") == T0 + 5
+
+    class Gone(FakeNats):
+        async def get_last_msg(self, stream: str, subject: str) -> Msg:
+            raise NotFoundError
+
+    gone = Gone()
+    gone.send("pump-1", [1, 2, 3, 4, 5], taken=5, stored=time.time() - 3600)
+    _, primed, ingest, _ = rebuild(gone, stale_after_s=60.0)
+    assert primed == 5 and ingest.buffers.last_ts("pump-1") == T0 + 5
+
+
+def bucket_state(nats: FakeNats, asset: str, **kwargs: Any) -> None:
+    alert = kwargs.pop("alert", AlertState("alerting", above=3, peak=2.5, last_score=2.0, alert_id="a1"))
+    nats.put(cluster.state_key(asset), encode_asset(alert, None, **kwargs))
+
+
+def test_the_adopted_state_is_handed_on_as_the_bucket_holds_it():
+    """The alert state, whether its raise was announced, the cadence and the top channels go to
+    the alert machine as the previous owner saved them (an unannounced raise is told by the new
+    owner; channels are those its state names until the next window)."""
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 11)), taken=10)
+    channels = [{"name": "a", "share": 1.0}]
+    bucket_state(nats, "pump-1", window_ts=T0 + 8, announced=False, judged_ts=T0 + 9, channels=channels)
+    _, _, _, alerts = rebuild(nats)
+    alert, drift, announced, window_ts, judged_ts, told, silence = alerts.adopted["pump-1"]
+    assert alert.alert_id == "a1" and announced is False and (window_ts, judged_ts) == (T0 + 8, T0 + 9)
+    assert told == channels and silence is None
+
+
+def test_the_cadence_and_judged_window_of_the_bucket_carry_into_the_buffer():
+    """Old owner (window 4, hop 2): windows at 4, 6, 8, it scored the one at 8 and judged up to 9.
+    Primed from the window before it, the new owner's next windows are at 10, 12 as the old
+    owner's were (without the anchor the buffer alone puts them at 11, 13) and none before."""
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 14)), taken=9)
+    bucket_state(nats, "pump-1", window_ts=T0 + 8, judged_ts=T0 + 9)
+    _, _, ingest, _ = rebuild(nats)
+    for stamp in range(10, 14):
+        ingest.buffers.add("pump-1", T0 + stamp, {"a": float(stamp)}, 0.0)
+    assert [w.ts - T0 for w in ingest.buffers.drain()] == [10.0, 12.0]
+
+
+def test_a_rebuild_reaches_back_to_the_last_scored_window_and_scores_only_what_was_not_judged():
+    """The old owner scored the window at 100 and judged (an alert-hop window) up to 110, then took
+    readings up to 200 without scoring them (it was dying). The new owner primes back to the window
+    before 100 (plus ``PRIME_WARM`` for the rate estimate) and queues the windows after 110 on the
+    old cadence: none judged twice, none skipped."""
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 205)), taken=200)
+    bucket_state(nats, "pump-1", window_ts=T0 + 100, judged_ts=T0 + 110)
+    _, primed, ingest, _ = rebuild(nats)
+    assert primed == 200 - (100 - WINDOW - PRIME_WARM)
+    assert [w.ts - T0 for w in ingest.buffers.drain()][:2] == [112.0, 114.0]
+
+
+def test_channel_faults_the_primed_readings_leave_open_are_listed_in_the_alert_state():
+    """Channel ``b`` out of range from reading 6 on, all taken by the old owner, who announced it:
+    the new owner lists the fault as open (its retained state said none until it closed)."""
+    nats = FakeNats()
+    for stamp in range(1, 11):
+        values = {"a": 1.0, "b": 99.0 if stamp >= 6 else 2.0}
+        nats.send("pump-1", [stamp], taken=1, body={"ts": T0 + stamp, "values": values})
+    limits = (ChannelLimits(-10.0, 10.0, None), ChannelLimits(-10.0, 10.0, None))
+    sensors = SensorRules(("a", "b"), limits, fill_limit=5)
+    _, _, _, alerts = rebuild(nats, sensors=sensors)
+    assert alerts.faults == {"pump-1": [{"kind": "out_of_range", "channel": "b", "since": T0 + 6, "value": 99.0}]}
+
+
+def test_a_silent_asset_in_the_bucket_is_not_primed_unless_it_came_back_since():
+    """Silent when the bucket heard last: no buffer (its first reading here tells its return).
+    A reading in the window stream after its silence began means it came back on the old owner
+    before the bucket heard: adopted live, its window rebuilt."""
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 7)), taken=6)
+    bucket_state(nats, "pump-1", alert=AlertState("stale", last_score=1.0), silence=(T0 + 6, 1.0))
+    _, _, ingest, alerts = rebuild(nats)
+    assert ingest.buffers.last_ts("pump-1") is None and alerts.adopted["pump-1"][-1] == (T0 + 6, 1.0)
+
+    back = FakeNats()
+    back.send("pump-1", list(range(1, 7)), taken=6)
+    bucket_state(back, "pump-1", alert=AlertState("stale", last_score=1.0), silence=(T0 + 5.5, 1.0))
+    _, _, ingest, alerts = rebuild(back)
+    assert ingest.buffers.last_ts("pump-1") == T0 + 6 and alerts.adopted["pump-1"][-1] is None
+
+
+def test_a_silence_is_judged_against_the_newest_reading_not_the_oldest():
+    """Readings 1-6 kept, silent since 3 in the bucket: 4-6 came after it began, so it came back."""
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 7)), taken=6)
+    bucket_state(nats, "pump-1", alert=AlertState("stale", last_score=1.0), silence=(T0 + 3, 1.0))
+    _, _, ingest, alerts = rebuild(nats)
+    assert alerts.adopted["pump-1"][-1] is None and ingest.buffers.last_ts("pump-1") == T0 + 6
+
+
+def test_a_silence_from_the_newest_reading_on_stays_a_silence():
+    """The silence began after the newest reading kept (its ``since`` is that reading's time): no
+    reading came after it, so it is still silent and not primed."""
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 7)), taken=6)
+    bucket_state(nats, "pump-1", alert=AlertState("stale", last_score=1.0), silence=(T0 + 6, 1.0))
+    _, _, ingest, alerts = rebuild(nats)
+    assert alerts.adopted["pump-1"][-1] == (T0 + 6, 1.0) and ingest.buffers.last_ts("pump-1") is None
+
+
+def test_controls_are_adopted_without_a_partition_count_not_a_crash():
+    """Without ownership (partitions 0) the controls are not looked up: a partition of 0 would
+    divide by zero for every controls key in the bucket and end the rebuild."""
+    nats = FakeNats()
+    nats.send("pump-1", [1, 2, 3, 4], taken=4)
+    doc = {"controls": [{"kind": "maintenance", "since": 1.0, "until": None, "reason": "swap", "by": "op"}],
+           "alerts": {}}
+    nats.put(cluster.controls_key("pump-1"), json.dumps(doc).encode())
+    controls = AlarmControls()
+    assets, _, _, _ = rebuild(nats, partitions=0, controls=controls)
+    assert assets == ["pump-1"] and controls.assets() == set()
+    assets, _, _, _ = rebuild(nats, controls=controls)
+    assert controls.assets() == {"pump-1"}
+
+
+def test_an_emptied_controls_key_is_passed_over_without_a_warning(caplog: pytest.LogCaptureFixture):
+    """A controls key whose value is empty holds nothing to take over: no "unusable" line."""
+    nats = FakeNats()
+    nats.put(cluster.controls_key("pump-1"), b"")
+    controls = AlarmControls()
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+        rebuild(nats, controls=controls)
+    assert controls.assets() == set() and "unusable" not in caplog.text
+
+
+def test_a_fresh_asset_is_not_said_to_be_short_of_readings(caplog: pytest.LogCaptureFixture):
+    """An asset whose first reading still waits (nothing taken) has no window to rebuild: that is
+    not the window stream falling short of ``--keep``, and no warning says so."""
+    nats = FakeNats()
+    nats.send("pump-1", [1, 2, 3])
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+        assets, primed, _, _ = rebuild(nats)
+    assert assets == ["pump-1"] and primed == 0 and "no longer reaches back" not in caplog.text
+
+
+def test_the_short_window_warning_names_the_fewest_readings(caplog: pytest.LogCaptureFixture):
+    """Two assets rebuilt short of a window (3 and 2 readings, the stream keeping 5): the line
+    names the fewest, the asset worst off."""
+    nats = FakeNats(keep=5)
+    k = partition("pump-1")
+    second = next(f"pump-{n}" for n in range(2, 1000) if partition(f"pump-{n}") == k)
+    nats.send("pump-1", [6, 7, 8, 9, 10], taken=3)
+    nats.send(second, [6, 7, 8, 9, 10], taken=2)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+        rebuild(nats)
+    assert "2 assets' windows were rebuilt from fewer readings than the window (2 of 4" in caplog.text
+
+
+def test_a_window_of_exactly_the_window_length_is_no_shortfall(caplog: pytest.LogCaptureFixture):
+    """Exactly a window's readings before the cut (the stream keeping no more): the window is
+    whole, no warning."""
+    nats = FakeNats(keep=4)
+    nats.send("pump-1", [1, 2, 3, 4], taken=4)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+        _, primed, _, _ = rebuild(nats)
+    assert primed == 4 and "fewer readings than the window" not in caplog.text
+
+
+def test_two_readings_short_of_a_full_stream_are_said_too(caplog: pytest.LogCaptureFixture):
+    """The stream holding exactly ``--keep`` readings of the asset (full), two of them before the
+    cut: too few for a window, said."""
+    nats = FakeNats(keep=3)
+    nats.send("pump-1", [1, 2, 3], taken=2)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+        rebuild(nats)
+    assert "(2 of 4" in caplog.text and "keeps 3 readings per asset" in caplog.text
+
+
+def test_an_empty_partition_is_rebuilt_at_once_without_a_warning(caplog: pytest.LogCaptureFixture):
+    """A partition with no reading in the window stream: nothing to read, so the window stream is
+    not subscribed to (which waited 5 s for a message and then said it "ended early")."""
+    nats = FakeNats()
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+        assets, primed, _, _ = rebuild(nats)
+    assert (assets, primed) == ([], 0) and nats.subscribed == 0 and "ended early" not in caplog.text
+
+
+def test_the_window_streams_subscription_is_ended_after_the_rebuild():
+    """The ordered consumer a rebuild reads through is unsubscribed (each takeover left one on the
+    server otherwise)."""
+    nats = FakeNats()
+    nats.send("pump-1", [1, 2, 3, 4, 5, 6], taken=4)
+    rebuild(nats)
+    assert nats.subscribed == 1 and nats.unsubscribed == 1
+
+
+def test_prime_span_replays_prime_warm_readings_before_the_window():
+    """Without an anchor: the last window and ``PRIME_WARM`` readings before it; with one, back to
+    the window before the anchor (each reading's stamp is its index here)."""
+    samples = [(float(t), {}) for t in range(200)]
+    assert len(prime_span(samples, None, 4)) == 4 + PRIME_WARM
+    assert prime_span(samples, 150.0, 4)[0][0] == 151 - 4 - PRIME_WARM
+    assert prime_span(samples[:10], None, 4) == samples[:10]
+    assert math.isfinite(prime_span(samples, 199.0, 4)[0][0])
