@@ -332,7 +332,8 @@ class ClusterSource:
             self._handovers.popleft()
             states = self.alerts.hand_over(assets)
             if done.set_running_or_notify_cancel():  # False: the release gave up waiting; they are gone all the same
-                done.set_result({asset: encode_asset(*state) for asset, state in states.items()})
+                done.set_result({asset: encode_asset(*state, guard_until=self._band(asset))
+                                 for asset, state in states.items()})
             elif (loop := self._loop) is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # no state of theirs is passed on from here now
                     loop.call_soon_threadsafe(self.sync.leaving.difference_update, assets)
@@ -344,10 +345,14 @@ class ClusterSource:
         loop = self._loop
         if changed and loop is not None and not loop.is_closed():
             leaving = self.sync.leaving
-            data = {asset: None if state is None else encode_asset(*state) for asset, state in changed.items()
-                    if asset not in leaving}
+            data = {asset: None if state is None else encode_asset(*state, guard_until=self._band(asset))
+                    for asset, state in changed.items() if asset not in leaving}
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(self.sync.queue, data)  # the outbox as it is then, not now
+
+    def _band(self, asset: str) -> float | None:
+        """The recorder's guard band after the asset's last clear, passed on with its state."""
+        return None if self.alerts.recorder is None else self.alerts.recorder.band_of(asset)
 
     async def _consume(self, k: int, halt: asyncio.Event, abort: threading.Event) -> None:
         """Serve partition ``k`` until ``halt``: take it over once (:meth:`_rebuild`), then fetch.

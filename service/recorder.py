@@ -231,6 +231,22 @@ class Recorder(AlertFiles):
             if alert_id and rows:
                 self._alerts.append((alert_id, asset, peak, rows))
 
+    def band_of(self, asset: str) -> float | None:
+        """Where the guard band after the asset's last clear ends (reading time), None without one:
+        passed on with its state when the asset moves to another worker (cluster mode)."""
+        with self._lock:
+            until = self._quiet_until.get(asset)
+            return until if until is not None and np.isfinite(until) else None
+
+    def band(self, asset: str, until: float) -> None:
+        """Take on a guard band the asset's previous owner kept (``band_of``): none of its readings
+        before ``until`` is recorded here (an alert up here holds them all anyway)."""
+        with self._lock:
+            if until > self._quiet_until.get(asset, -np.inf):
+                self._quiet_until[asset] = until
+            if len(self._quiet_until) > MAX_GUARDS:  # (bounded: the band that ends first goes)
+                del self._quiet_until[min(self._quiet_until, key=self._quiet_until.__getitem__)]
+
     def holding(self, asset: str) -> bool:
         """Whether an alert of ``asset`` is up here: its readings are held back, none committed."""
         with self._lock:

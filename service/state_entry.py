@@ -131,16 +131,18 @@ def finite_time(value: object) -> float | None:
 
 def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float | None = None,
                  announced: bool = True, judged_ts: float | None = None, channels: list[dict] | None = None,
-                 silence: tuple[float, float] | None = None) -> bytes:
+                 silence: tuple[float, float] | None = None, *, guard_until: float | None = None) -> bytes:
     """One asset's state as ``assets.json`` holds it, plus the end time of its last scored window on
     the hop grid (the cadence a new owner continues) and of a later alert-hop window the state
     already holds (the new owner judges only the windows after it), for cluster mode's state bucket
     (an owner of an older version ignores ``judged_ts``), and the top channels of its last window
     (``[{"name", "share"}]``, as :func:`save_states` keeps them), and a silent asset's silence (the
-    reading time it went silent after, its last score: ``"silent"`` as ``assets.json`` holds it)."""
+    reading time it went silent after, its last score: ``"silent"`` as ``assets.json`` holds it);
+    ``guard_until``: the end of the recorder's guard band after its last clear (:func:`guard_of`)."""
     entry = {**entry_of(alert, drift, announced), **({"window_ts": window_ts} if window_ts is not None else {}),
              **({"judged_ts": judged_ts} if judged_ts is not None else {}),
              **silence_entry(silence),
+             **({"guard_until": guard_until} if finite_time(guard_until) is not None else {}),
              **({"channels": channels} if channels and alert.status != "normal" else {})}  # (an alert's, as
     # assets.json keeps them: every normal asset's, synced every 30 s, only grew the bucket; a review)
     return json.dumps(entry, separators=(",", ":")).encode()
@@ -165,6 +167,18 @@ def decode_asset(data: bytes) -> tuple[AlertState, DriftState | None, float | No
                 channels_of({"": entry}).get("", []), silences_of({"": entry}).get(""))
     except (AttributeError, KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise StateError(f"invalid asset state ({exc})") from None  # (JSONDecodeError: a ValueError)
+
+
+def guard_of(data: bytes) -> float | None:
+    """The reading time the recorder's guard band after the asset's last clear ends at, from its
+    entry in the state bucket (None: none, or unreadable). A new owner records none of the asset's
+    readings before it: its old owner's band stayed in its own recorder, and a partition moved
+    within it had the fault's tail recorded as normal data on the new owner (a cluster walk)."""
+    try:
+        entry = json.loads(data)
+    except ValueError:
+        return None
+    return finite_time(entry.get("guard_until")) if isinstance(entry, dict) else None
 
 
 def _window_time(value: object) -> float | None:

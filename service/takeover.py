@@ -49,7 +49,7 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.payload import Parsed, parse_message, valid_asset
-from sensorguard.service.state_entry import StateError, decode_asset
+from sensorguard.service.state_entry import StateError, decode_asset, guard_of
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,8 @@ class Takeover:
             # (a silent one, None, is not primed: its first reading here tells its return, which a primed
             anchors[asset] = (window_ts, judged_ts) if silence is None else None  # buffer swallowed: a review)
             self.alerts.adopt(asset, alert, drift, announced, window_ts, judged_ts, channels, silence)
+            if self.alerts.recorder is not None and (until := guard_of(entry.value or b"")) is not None:
+                self.alerts.recorder.band(asset, until)  # (the fault's tail after its clear is no normal data)
         return anchors
 
     async def _adopt_controls(self, k: int, partitions: int) -> None:

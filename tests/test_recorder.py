@@ -714,3 +714,19 @@ def test_a_stopped_serves_record_dir_below_is_adopted(tmp_path):
     with held_folders({"record_dir": str(tmp_path)}, "plant"):  # one serve now, on the parent
         assert adopt_orphans(tmp_path, [tmp_path]) > 0
     assert (tmp_path / "alerts" / "p1@60000.parquet").exists()
+
+
+def test_the_band_after_a_clear_is_told_and_taken_on_never_shortened(tmp_path):
+    """Cluster mode passes the guard band after an asset's last clear to its next owner
+    (``band_of`` / ``band``): an alert up has none to pass (its readings are held), and a band taken
+    on never shortens a longer one here."""
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(rec, "p1", 0, 100)
+    rec.alert_raised("p1", 60.0)
+    assert rec.band_of("p1") is None  # up: held, no band yet
+    rec.alert_cleared("p1", 80.0, "p1@60000", 3.0)
+    assert rec.band_of("p1") == 90.0  # the clear plus guard_s
+    rec.band("p1", 85.0)
+    assert rec.band_of("p1") == 90.0
+    rec.band("p2", 120.0)
+    assert rec.band_of("p2") == 120.0 and rec.band_of("p3") is None

@@ -153,6 +153,7 @@ class Adopted:
     def __init__(self) -> None:
         self.adopted: dict[str, tuple] = {}
         self.faults: dict[str, list[dict]] = {}
+        self.recorder: Any = None  # (a test's Recorder: the guard band handed on)
 
     def adopt(self, asset: str, *state: Any) -> None:
         self.adopted[asset] = state
@@ -297,6 +298,33 @@ def test_the_adopted_state_is_handed_on_as_the_bucket_holds_it():
     alert, drift, announced, window_ts, judged_ts, told, silence = alerts.adopted["pump-1"]
     assert alert.alert_id == "a1" and announced is False and (window_ts, judged_ts) == (T0 + 8, T0 + 9)
     assert told == channels and silence is None
+
+
+def test_the_guard_band_after_the_last_clear_moves_with_the_asset(tmp_path):
+    """A cluster walk: the band after a clear (the fault's tail, no normal data) stayed in the old
+    owner's recorder; the asset moved within it and its new owner recorded the tail as normal. The
+    band now travels in the state bucket and the new owner records nothing before its end."""
+    import numpy as np
+
+    from sensorguard.service.recorder import Recorder
+    from sensorguard.service.state_entry import guard_of
+
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 11)), taken=10)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 8, guard_until=T0 + 40)
+    t, _, alerts = takeover(nats)
+    alerts.recorder = Recorder(tmp_path, ("a",), guard_s=10, flush_interval_s=0)
+    asyncio.run(t.rebuild(partition("pump-1"), PARTITIONS))
+    assert alerts.recorder.band_of("pump-1") == T0 + 40
+    for ts in range(11, 61):
+        alerts.recorder.add("pump-1", T0 + ts, np.array([1.0]))
+    alerts.recorder.judged("pump-1", T0 + 60)
+    alerts.recorder.flush(now_ts=T0 + 1000, force=True)
+    import pandas as pd
+
+    recorded = pd.concat(pd.read_parquet(f) for f in tmp_path.glob("*/*.parquet"))
+    assert recorded.ts.min() >= T0 + 40  # the tail inside the band: not normal data
+    assert guard_of(encode_asset(AlertState(), None)) is None and guard_of(b"not json") is None
 
 
 def test_the_cadence_and_judged_window_of_the_bucket_carry_into_the_buffer():
