@@ -97,6 +97,7 @@ def locked(path: Path) -> bool | None:
     return False
 
 
-def held_by_another(folder: Path) -> bool:
-    """Whether a running ``serve`` holds ``folder``'s lock now (one that cannot be told is not held)."""
-    return locked(folder / LOCK_FILE) is True
+def free_lock(folder: Path) -> bool:
+    """Whether ``folder``'s lock file is there and surely held by no running ``serve`` now (one that
+    cannot be told, on a filesystem without locks, may be a serve's running unheld)."""
+    return locked(folder / LOCK_FILE) is False

@@ -6,9 +6,12 @@ members' marks. One whose model reads other channels takes no partition: the rea
 would own are refused as ``unknown_channel`` and, acknowledged in the stream, lost (a cluster walk: a
 6-channel model joined an 8-channel cluster silently and took two partitions). It waits, saying so once
 a minute, until the members agree (a hot swap cannot change a model's channels: the other workers
-restart on it), and joins then. A worker serving the registry's ``CURRENT`` joins all the same, with a
-warning: it is a rollout's new model, and kept out, every worker restarted on it waited until the last
-old one restarted, the partitions crowding onto the old ones meanwhile. Another version with the same
+restart on it), and joins then. A worker serving its registry's ``CURRENT`` joins all the same, with a
+warning, when none of the members of other channels serves theirs: it is a rollout's new model, and
+kept out, every worker restarted on it waited until the last old one restarted, the partitions
+crowding onto the old ones meanwhile. (Every follower of a registry serves its ``CURRENT``: one of
+another model line, ``--name`` mistyped or a registry copy not updated, meets members that are
+``CURRENT`` too and waits, a review.) Another version with the same
 channels joins with a warning: an asset's line then depends on which worker owns it, which a registry
 swap in progress also shows for a moment. Members that write no mark (an older sensorguard) are not
 compared. ``serve --workers`` makes the same check of its workers.
@@ -51,13 +54,14 @@ def model_mark(bundle: Any, settings: Any) -> dict[str, Any]:
 
 
 async def other_models(kv: Any, worker: str, mark: dict[str, Any], keys: Callable[[], Awaitable[list[str]]],
-                       timeout_s: float) -> tuple[list[str], list[str]]:
+                       timeout_s: float) -> tuple[list[str], list[str], bool]:
     """``(members whose model reads other channels, members serving another version of the same
-    channels)``, each ``"<member> (<version>, <n> channels)"``, from the members' keys now."""
+    channels, whether one of the former serves its registry's CURRENT)``, each member as
+    ``"<member> (<version>, <n> channels)"``, from the members' keys now."""
     from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
     names = sorted(key[len(MEMBER):] for key in await asyncio.wait_for(keys(), timeout_s) if key.startswith(MEMBER))
-    channels, versions = [], []
+    channels, versions, current = [], [], False
     for name in names:
         if name == worker:
             continue
@@ -71,6 +75,7 @@ async def other_models(kv: Any, worker: str, mark: dict[str, Any], keys: Callabl
         said = f"{name} ({theirs.get('model') or 'no version'}, {theirs.get('n_channels', '?')} channels)"
         if theirs["channels"] != mark["channels"]:
             channels.append(said)
+            current = current or theirs.get("current") is True
         elif theirs.get("model") != mark["model"]:
             versions.append(said)
-    return channels, versions
+    return channels, versions, current

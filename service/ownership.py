@@ -185,8 +185,8 @@ class Ownership:
         """Whether its model reads the channels the members' models read (member_models); said when
         not, once a minute, and when only the version differs, once."""
         mark = self.mark() if self.mark is not None else {}
-        channels, versions = await other_models(self.kv, self.worker, mark, self._keys, LISTING_MAX_S)
-        if channels and mark.get("current"):  # a rollout's new model: the others are behind
+        channels, versions, theirs_current = await other_models(self.kv, self.worker, mark, self._keys, LISTING_MAX_S)
+        if channels and mark.get("current") and not theirs_current:  # a rollout's new model: the others are behind
             log.warning("cluster: worker %s serves the registry's CURRENT model %s of %d channels, member(s) %s read "
                         "other channels: it joins; restart them to serve CURRENT (each refuses the readings of "
                         "the other's channels as unknown_channel meanwhile)", self.worker, mark["model"],

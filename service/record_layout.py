@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sensorguard.service.command_messages import alert_asset
-from sensorguard.service.folder_locks import LOCK_FILE, held_by_another
+from sensorguard.service.folder_locks import LOCK_FILE, free_lock
 from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, GUARD_FILE, alert_of, part_number
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,11 @@ def _foreign(root: Path, mine: set[Path]) -> set[Path]:
     lock, held: a supervisor's workers take none): left alone. A node of a cluster started with the
     parent of the other nodes' record dirs moved their recordings, alert files and guard bands from
     under them while they ran, and their acknowledgements found nothing (a walk). A stopped serve's
-    folder (its lock file stays) is adopted, as before: instances run side by side, then one serve."""
+    folder (its lock file stays, its lock free) is adopted, as before: instances run side by side,
+    then one serve. One whose lock cannot be told (a filesystem without locks, where a serve runs
+    unheld) is left alone too (a review)."""
     found = {lock.parent.resolve() for lock in root.glob(f"*/**/{LOCK_FILE}")} - mine
-    found = {folder for folder in found if held_by_another(folder)}
+    found = {folder for folder in found if not free_lock(folder)}
     # (with recordings: a serve's state_dir inside this record_dir holds a lock file too, and nothing to move)
     found = {folder for folder in found if (folder / GUARD_FILE).is_file() or any(folder.glob("**/*.parquet"))}
     for folder in sorted(found):

@@ -550,3 +550,34 @@ def test_a_rollouts_current_model_joins_and_the_same_channels_in_another_order_a
         asyncio.run(scenario())
     assert "worker b serves the registry's CURRENT model v0002 of 3 channels, member(s) a (v0001, 2 channels), " \
            "c (v0001, 2 channels) read other channels: it joins" in caplog.text
+
+
+def test_a_worker_of_another_model_line_is_not_let_in_for_being_its_registrys_current(caplog):
+    """A review: "current" was judged against the joining worker's own registry/name only.
+    Every worker that follows a registry serves that registry's CURRENT, so a worker started by
+    mistake with another model line (``--name plant6``, or a node whose registry copy was not
+    updated) is "current" too and joins an 8-channel cluster whose members are all CURRENT of
+    theirs: the c3bc288 walk (its assets' readings refused as unknown_channel, acked and lost)."""
+    from sensorguard.service.member_models import channel_mark
+
+    eight = tuple(f"c{j}" for j in range(8))
+    served = {"a": channel_mark(eight, "v0003", current=True),  # the cluster's model, CURRENT of 'plant'
+              "b": channel_mark(eight[:6], "v0001", current=True)}  # CURRENT of 'plant6': another line
+
+    async def scenario() -> None:
+        kv = MemoryOwners()
+
+        async def nothing(*args) -> None:
+            pass
+
+        a, b = (Ownership(kv, name, 4, nothing, nothing, mark=lambda name=name: served[name]) for name in "ab")
+        for _ in range(3):
+            await a.tick()
+        for _ in range(5):
+            for worker in (a, b):
+                await worker.tick()
+        # the members are CURRENT too (their marks say so): b is no rollout's new model
+        assert b.owned == {} and b.disagreement
+
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
+        asyncio.run(scenario())

@@ -68,3 +68,27 @@ def test_an_alerts_parts_on_other_workers_follow_its_answer(tmp_path):
     assert list(faults) == [fault] and len(faults[fault]) == 2 * rows  # sg-1's part and sg-2's
     assert load_recorded(tmp_path).learned().sum() == 2 * rows  # the false alarm's: sg-1's part too
     assert load_recorded(tmp_path / "sg-2").learned().sum() == rows  # one worker's store: its own parts
+
+
+def test_an_alert_answered_both_ways_is_a_fault_and_said(tmp_path, capsys):
+    """A review: an alert answered as a fault on one worker and as a false alarm on another (a
+    correction after its asset moved) was made a fault without a word."""
+    import pandas as pd
+
+    from sensorguard.service.record_files import alert_file
+    from sensorguard.training.recorded_alerts import both_ways_note, known_faults
+    from sensorguard.training.retrain import load_recorded
+
+    record_alert(tmp_path / "sg-1", "pump-4", 200, 40.0)
+    alert = "pump-4@1767225800000"
+    first = pd.read_parquet(tmp_path / "sg-1" / "alerts" / alert_file(alert))
+    (tmp_path / "sg-1" / "faults").mkdir()
+    (tmp_path / "sg-1" / "alerts" / alert_file(alert)).rename(tmp_path / "sg-1" / "faults" / alert_file(alert))
+    (tmp_path / "sg-2" / "false_alarms").mkdir(parents=True)
+    first.assign(ts=first.ts + len(first)).to_parquet(
+        tmp_path / "sg-2" / "false_alarms" / alert_file(alert).replace(".parquet", "+1.parquet"))
+    assert both_ways_note(tmp_path / "sg-1") is None
+    assert [name for name, _ in known_faults(tmp_path, CHANNELS)] == [alert]
+    assert load_recorded(tmp_path).learned().sum() == 0
+    out = capsys.readouterr().out
+    assert "note: 1 alert(s) answered both as a false alarm and as a fault ('pump-4@1767225800000')" in out

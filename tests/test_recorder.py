@@ -730,3 +730,36 @@ def test_the_band_after_a_clear_is_told_and_taken_on_never_shortened(tmp_path):
     assert rec.band_of("p1") == 90.0
     rec.band("p2", 120.0)
     assert rec.band_of("p2") == 120.0 and rec.band_of("p3") is None
+
+
+def test_a_running_serves_record_dir_whose_lock_cannot_be_told_is_left_alone(tmp_path, monkeypatch):
+    """A review: ``_foreign`` left alone only a folder whose lock is *seen* held. On a
+    filesystem where locks fail (ENOLCK: NFS without its lock daemon; held_folders serves unheld,
+    "said in one line") a running serve's lock file exists but ``locked`` says None, and a start on
+    the parent moves its recordings from under it: the walk _foreign was written for. (Across hosts
+    on an NFS mounted ``nolock`` flock is host-local: ``locked`` even says False.) Before the commit
+    any lock file kept the folder."""
+    import errno
+    import fcntl
+
+    from sensorguard.service import folder_locks
+    from sensorguard.service.folder_locks import LOCK_FILE, held_folders
+    from sensorguard.service.record_layout import adopt_orphans
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(folder_locks.fcntl, "flock", no_locks)
+    other = tmp_path / "node-b"
+    other.mkdir()
+    with held_folders({"record_dir": str(other)}, "node-b"):  # node-b runs (unheld: no locks here)
+        rec = Recorder(other, CHANNELS, guard_s=10, flush_interval_s=0)
+        feed(rec, "p1", 0, 100)
+        rec.alert_raised("p1", 60.0)
+        rec.alert_cleared("p1", 80.0, "p1@60000", 3.0)
+        rec.flush(now_ts=1000.0, force=True)
+        assert (other / LOCK_FILE).exists()
+        before = sorted(p.relative_to(tmp_path) for p in other.rglob("*.parquet"))
+        adopt_orphans(tmp_path, [tmp_path])  # a serve started on the parent while node-b runs
+        assert sorted(p.relative_to(tmp_path) for p in other.rglob("*.parquet")) == before
+    monkeypatch.setattr(folder_locks.fcntl, "flock", fcntl.flock)

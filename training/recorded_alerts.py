@@ -33,11 +33,25 @@ UNANSWERED_CHECKED = 50  # the newest unanswered alerts a candidate is checked o
 
 def answers(directory: str | Path) -> dict[str, str]:
     """Each alert id acknowledged anywhere below ``directory`` -> the folder its answer filed a part in
-    (``false_alarms`` or ``faults``; both, from two answers: ``faults``, never learned as normal)."""
+    (``false_alarms`` or ``faults``; both, from two answers: ``faults``, never learned as normal, and
+    said: :func:`both_ways_note`)."""
     said: dict[str, str] = {}
     for folder in (FALSE_ALARMS, FAULTS):  # (a fault's answer written over a false alarm's)
         said.update((alert_of(path), folder) for path in Path(directory).glob(f"**/{folder}/*.parquet"))
     return said
+
+
+def both_ways_note(directory: str | Path) -> str | None:
+    """A line naming the alerts answered as a false alarm on one worker and as a fault on another
+    (a correction after the asset moved, or two operators): taken as faults, not learned (a review:
+    that was done without a word)."""
+    alarms = {alert_of(path) for path in Path(directory).glob(f"**/{FALSE_ALARMS}/*.parquet")}
+    both = sorted(alarms & {alert_of(path) for path in Path(directory).glob(f"**/{FAULTS}/*.parquet")})
+    if not both:
+        return None
+    return (f"note: {len(both)} alert(s) answered both as a false alarm and as a fault ({some(both)}): taken as "
+            f"faults, not learned as normal (each answer moves its own worker's parts: {FALSE_ALARMS}/ and "
+            f"{FAULTS}/ of different record dirs)")
 
 
 def filed(path: Path, directory: str | Path, said: dict[str, str]) -> str | None:

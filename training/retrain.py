@@ -48,7 +48,7 @@ from sensorguard.training.data import (
     series_from_frame,
     trained_asset_column,
 )
-from sensorguard.training.recorded_alerts import answers, dropped_alerts_note, filed
+from sensorguard.training.recorded_alerts import answers, both_ways_note, dropped_alerts_note, filed
 from sensorguard.training.retrain_gate import (
     MIN_PROBE_WINDOWS,
     WINDOW_RATE_TARGET,
@@ -104,6 +104,8 @@ def load_recorded(
     """
     files = sorted(glob.glob(str(Path(directory) / "**" / "*.parquet"), recursive=True))
     said = answers(directory)  # (an alert's parts in another worker's alerts/ follow its answer)
+    if (note := both_ways_note(directory)) is not None:
+        print(note)
     files = [f for f in files if filed(Path(f), directory, said) in (None, FALSE_ALARMS)]
     if not files:
         raise DataError(f"{directory}: no recorded Parquet files")
