@@ -1326,3 +1326,15 @@ def test_promoting_the_current_version_again_still_ends_a_shadow_of_it(tiny_bund
     assert main(["models", "promote", v1, "--registry", str(tmp_path), "--name", "m"]) == 0
     assert shadow_version(tmp_path, "m") is None
     assert capsys.readouterr().out == f"m: {v1} is CURRENT already; its shadow ended\n"  # (not "nothing changed")
+
+
+def test_a_guard_band_set_without_a_status_change_is_passed_on_at_once(drifting, tmp_path):
+    """A review: the end of a maintenance sets the recorder's guard band and changes no alert status,
+    so the band reached the state bucket only at the next full sync (30 s): a worker dying meanwhile
+    let its asset's new owner record the band as normal data. It is passed on with the next batch."""
+    daemon, _ = daemon_with(drifting, None, record_dir=str(tmp_path / "rec"))
+    daemon.alerts.apply("pump-1", T0, 0.5, [])
+    assert set(daemon.alerts.changed_states()) == {"pump-1"} and daemon.alerts.changed_states() == {}
+    daemon.alerts.recorder.alert_cleared("pump-1", T0 + 1)  # a maintenance ended: its band begins
+    assert set(daemon.alerts.changed_states()) == {"pump-1"}
+    assert daemon.alerts.changed_states() == {}
