@@ -11,10 +11,9 @@ warning, when none of the members of other channels serves theirs: it is a rollo
 kept out, every worker restarted on it waited until the last old one restarted, the partitions
 crowding onto the old ones meanwhile. (Every follower of a registry serves its ``CURRENT``: one of
 another model line, ``--name`` mistyped or a registry copy not updated, meets members that are
-``CURRENT`` too and waits, a review.) Another version with the same
-channels joins with a warning: an asset's line then depends on which worker owns it, which a registry
-swap in progress also shows for a moment. Members that write no mark (an older sensorguard) are not
-compared. ``serve --workers`` makes the same check of its workers.
+``CURRENT`` too and waits, a review.) Another version with the same channels joins with a warning: an
+asset's line then depends on which worker owns it, which a registry swap in progress also shows for a
+moment. Members that write no mark (an older sensorguard) are not compared.
 
 Two workers with different models that start within the same second both see no mark and both join:
 the check is for the common mistake, a worker started later with another model, not a lock.

@@ -79,7 +79,7 @@ MIN_STUCK = 10  # readings: no channel is called stuck sooner
 BACK_IN_RANGE = 3  # readings in range in a row that end an out_of_range fault (an off-delay against chatter)
 HOLDS_SHARE = 0.5  # a channel unchanged on this share of its training steps holds values (quantized)
 # learned limits: a value past them is a sensor's only if it got there in a step of at least this many
-# training widths from the channel's last plausible value (or had none): a process walks out, through
+# training widths from the channel's last plausible value (none: from the nearest limit): a process walks out, through
 # the plant's dynamics (Tennessee Eastman's faults 1, 2, 6, 7, 8, 12, 13, 17 and 18 walk a channel 44 times
 # past 3 widths, none in a step over 1.3), a failing sensor jumps (an open circuit, a rail, -9999)
 JUMP_WIDTHS = 2.0
