@@ -244,11 +244,12 @@ class CarriedStates:
         normal state with its drift baseline, which a restart or a new owner keeps for its return."""
         self._syncing = True
         out: dict[str, Moved | None] = {}
+        bands = {} if self.recorder is None else self.recorder.bands()
         for asset, state in self._states.items():
             told = self._told(asset)
             # (the recorder's guard band too: a maintenance's end sets one and changes no status, and a
             # crash before the full sync, 30 s, let its new owner record the band as normal: a review)
-            key = (state.status, state.alert_id, told, None if self.recorder is None else self.recorder.band_of(asset))
+            key = (state.status, state.alert_id, told, bands.get(asset))
             if full or self._synced.get(asset) != key:
                 self._synced[asset] = key
                 out[asset] = (state, self._drift.get(asset), *self._cadence(asset, told), self._channels(asset),

@@ -7,11 +7,12 @@ would own are refused as ``unknown_channel`` and, acknowledged in the stream, lo
 6-channel model joined an 8-channel cluster silently and took two partitions). It waits, saying so once
 a minute, until the members agree (a hot swap cannot change a model's channels: the other workers
 restart on it), and joins then. A worker serving its registry's ``CURRENT`` joins all the same, with a
-warning, when none of the members of other channels serves theirs: it is a rollout's new model, and
-kept out, every worker restarted on it waited until the last old one restarted, the partitions
-crowding onto the old ones meanwhile. (Every follower of a registry serves its ``CURRENT``: one of
-another model line, ``--name`` mistyped or a registry copy not updated, meets members that are
-``CURRENT`` too and waits, a review.) Another version with the same channels joins with a warning: an
+warning, when every member of other channels follows the same model name and sees that very version
+as its registry's ``CURRENT``: they are behind, it is a rollout's new model (kept out, every worker
+restarted on it waited until the last old one restarted, the partitions crowding onto the old ones
+meanwhile). A worker of another model line (``--name`` mistyped) or of a registry copy not promoted
+waits (reviews: a bare "I am CURRENT" let both in). With a registry copy per host, promote it on
+every host before restarting any worker. Another version with the same channels joins with a warning: an
 asset's line then depends on which worker owns it, which a registry swap in progress also shows for a
 moment. Members that write no mark (an older sensorguard) are not compared.
 
@@ -30,37 +31,45 @@ from typing import Any
 MEMBER = "member."  # the prefix of the members' keys in the owners' bucket
 
 
-def channel_mark(channels: tuple[str, ...], version: str, current: bool = False) -> dict[str, Any]:
+def channel_mark(channels: tuple[str, ...], version: str, name: str | None = None,
+                 sees: str | None = None) -> dict[str, Any]:
     """What a member's key says of its model: its version, its channel count and their fingerprint (of
     the names sorted: readings are taken by name, so a model of the same channels in another order
-    reads the same readings), and whether it is the registry's ``CURRENT`` (a rollout's new model)."""
+    reads the same readings), and, following a registry, the model name and the version its
+    ``CURRENT`` names now (``sees``)."""
     digest = hashlib.sha256(json.dumps(sorted(channels)).encode()).hexdigest()[:16]
-    return {"model": version, "channels": digest, "n_channels": len(channels), **({"current": True} if current else {})}
+    return {"model": version, "channels": digest, "n_channels": len(channels),
+            **({"name": name, "sees": sees} if name is not None else {})}
 
 
 def model_mark(bundle: Any, settings: Any) -> dict[str, Any]:
-    """:func:`channel_mark` of the bundle served: ``CURRENT`` when it is the version the registry it
-    follows names now (``registry`` and ``name`` set; a bundle served by path is not)."""
+    """:func:`channel_mark` of the bundle served, with the registry it follows (``registry`` and
+    ``name`` set; a bundle served by path follows none)."""
     from sensorguard.service.registry import current_version
 
-    current = False
-    if settings.registry and settings.name:
-        try:
-            current = current_version(settings.registry, settings.name) == bundle.version
-        except Exception:  # noqa: BLE001 - an unreadable registry: not known to be CURRENT
-            current = False
-    return channel_mark(bundle.channels, bundle.version, current)
+    if not (settings.registry and settings.name):
+        return channel_mark(bundle.channels, bundle.version)
+    try:
+        sees = current_version(settings.registry, settings.name)
+    except Exception:  # noqa: BLE001 - an unreadable registry: no CURRENT seen
+        sees = None
+    return channel_mark(bundle.channels, bundle.version, settings.name, sees)
+
+
+def rollout(mark: dict[str, Any]) -> bool:
+    """Whether a member serves the version its registry's ``CURRENT`` names."""
+    return mark.get("name") is not None and mark.get("sees") == mark.get("model")
 
 
 async def other_models(kv: Any, worker: str, mark: dict[str, Any], keys: Callable[[], Awaitable[list[str]]],
                        timeout_s: float) -> tuple[list[str], list[str], bool]:
     """``(members whose model reads other channels, members serving another version of the same
-    channels, whether one of the former serves its registry's CURRENT)``, each member as
-    ``"<member> (<version>, <n> channels)"``, from the members' keys now."""
+    channels, whether all of the former are behind ``mark``: the same model name, its version their
+    ``CURRENT``)``, each member as ``"<member> (<version>, <n> channels)"``, from the members' keys now."""
     from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
     names = sorted(key[len(MEMBER):] for key in await asyncio.wait_for(keys(), timeout_s) if key.startswith(MEMBER))
-    channels, versions, current = [], [], False
+    channels, versions, behind = [], [], True
     for name in names:
         if name == worker:
             continue
@@ -74,7 +83,8 @@ async def other_models(kv: Any, worker: str, mark: dict[str, Any], keys: Callabl
         said = f"{name} ({theirs.get('model') or 'no version'}, {theirs.get('n_channels', '?')} channels)"
         if theirs["channels"] != mark["channels"]:
             channels.append(said)
-            current = current or theirs.get("current") is True
+            same_line = mark.get("name") is not None and theirs.get("name") == mark["name"]
+            behind = behind and same_line and theirs.get("sees") == mark["model"]
         elif theirs.get("model") != mark["model"]:
             versions.append(said)
-    return channels, versions, current
+    return channels, versions, behind

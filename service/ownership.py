@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sensorguard.service.logs import RateLimiter, first_line
-from sensorguard.service.member_models import MEMBER, other_models
+from sensorguard.service.member_models import MEMBER, other_models, rollout
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,8 @@ class Ownership:
         """Whether its model reads the channels the members' models read (member_models); said when
         not, once a minute, and when only the version differs, once."""
         mark = self.mark() if self.mark is not None else {}
-        channels, versions, theirs_current = await other_models(self.kv, self.worker, mark, self._keys, LISTING_MAX_S)
-        if channels and mark.get("current") and not theirs_current:  # a rollout's new model: the others are behind
+        channels, versions, behind = await other_models(self.kv, self.worker, mark, self._keys, LISTING_MAX_S)
+        if channels and rollout(mark) and behind:  # a rollout's new model: the others are behind
             log.warning("cluster: worker %s serves the registry's CURRENT model %s of %d channels, member(s) %s read "
                         "other channels: it joins; restart them to serve CURRENT (each refuses the readings of "
                         "the other's channels as unknown_channel meanwhile)", self.worker, mark["model"],
@@ -197,8 +197,9 @@ class Ownership:
             if self._limiter.hit("models") is not None:
                 log.error("cluster: worker %s serves model %s of %d channels, and member(s) %s read other channels: "
                           "it takes no partition until they agree (their readings would be refused here as "
-                          "unknown_channel and lost); serve the cluster's model (the registry's CURRENT), or "
-                          "restart every worker on this one", self.worker, mark["model"] or "(no version)",
+                          "unknown_channel and lost); serve the cluster's model, or, to roll this one out, "
+                          "promote it to CURRENT in the registry the members follow (every host's copy) and "
+                          "restart them", self.worker, mark["model"] or "(no version)",
                           mark["n_channels"], ", ".join(channels))
             return False
         if versions:

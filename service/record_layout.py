@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sensorguard.service.command_messages import alert_asset
-from sensorguard.service.folder_locks import LOCK_FILE, free_lock
+from sensorguard.service.folder_locks import LOCK_FILE, free_lock, locked
 from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, GUARD_FILE, alert_of, part_number
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,13 @@ def _foreign(root: Path, mine: set[Path]) -> set[Path]:
     # (with recordings: a serve's state_dir inside this record_dir holds a lock file too, and nothing to move)
     found = {folder for folder in found if (folder / GUARD_FILE).is_file() or any(folder.glob("**/*.parquet"))}
     for folder in sorted(found):
-        log.warning("record_dir %s holds %s, another running sensorguard serve's record_dir: its recordings are left "
-                    "alone (give each instance its own record_dir, side by side)", root, folder)
+        if locked(folder / LOCK_FILE):
+            log.warning("record_dir %s holds %s, another running sensorguard serve's record_dir: its recordings are "
+                        "left alone (give each instance its own record_dir, side by side)", root, folder)
+        else:  # (a filesystem without locks, no access to the lock file)
+            log.warning("record_dir %s holds %s, another sensorguard serve's record_dir whose lock cannot be told "
+                        "here: its recordings are left alone (if no serve uses it, remove its %s to have them "
+                        "adopted)", root, folder, LOCK_FILE)
     return found
 
 

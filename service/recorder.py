@@ -238,6 +238,13 @@ class Recorder(AlertFiles):
             until = self._quiet_until.get(asset)
             return until if until is not None and np.isfinite(until) else None
 
+    def bands(self) -> dict[str, float]:
+        """Every asset's guard band after its last clear (``band_of`` of each), under one lock: the
+        scoring thread compares them at every batch in cluster mode (a lock an asset cost 3.7 ms a
+        batch at 10,000 assets, beside every reading's ``add``)."""
+        with self._lock:
+            return {asset: until for asset, until in self._quiet_until.items() if np.isfinite(until)}
+
     def band(self, asset: str, until: float) -> None:
         """Take on a guard band the asset's previous owner kept (``band_of``): none of its readings
         before ``until`` is recorded here (an alert up here holds them all anyway)."""

@@ -511,7 +511,7 @@ def test_a_rollouts_current_model_joins_and_the_same_channels_in_another_order_a
     same channels in another order (a retrain from an export ordered otherwise) are no other model."""
     from types import SimpleNamespace
 
-    from sensorguard.service.member_models import channel_mark, model_mark
+    from sensorguard.service.member_models import channel_mark, model_mark, rollout
 
     NAME = "pumps"
 
@@ -523,12 +523,15 @@ def test_a_rollouts_current_model_joins_and_the_same_channels_in_another_order_a
     (registry / NAME / "CURRENT").write_text("v0002\n")
     follows = SimpleNamespace(registry=str(registry), name=NAME)
     by_path = SimpleNamespace(registry=None, name=None)
-    assert model_mark(bundle(("a", "b"), "v0002"), follows)["current"] is True
-    assert "current" not in model_mark(bundle(("a", "b"), "v0001"), follows)
-    assert "current" not in model_mark(bundle(("a", "b"), "v0002"), by_path)
+    assert model_mark(bundle(("a", "b"), "v0002"), follows)["sees"] == "v0002"
+    assert rollout(model_mark(bundle(("a", "b"), "v0002"), follows))
+    assert not rollout(model_mark(bundle(("a", "b"), "v0001"), follows))
+    assert "sees" not in model_mark(bundle(("a", "b"), "v0002"), by_path)
     assert channel_mark(("t", "p", "f"), "v1")["channels"] == channel_mark(("p", "t", "f"), "v1")["channels"]
-    served = {"a": channel_mark(("t", "p"), "v0001"), "b": channel_mark(("t", "p", "f"), "v0002", current=True),
-              "c": channel_mark(("p", "t"), "v0001")}
+    # a and c serve v0001 and see v0002 promoted (one registry): b, restarted on it, joins them
+    served = {"a": channel_mark(("t", "p"), "v0001", "pumps", "v0002"),
+              "b": channel_mark(("t", "p", "f"), "v0002", "pumps", "v0002"),
+              "c": channel_mark(("p", "t"), "v0001", "pumps", "v0002")}
 
     async def scenario() -> None:
         kv = MemoryOwners()
@@ -561,8 +564,8 @@ def test_a_worker_of_another_model_line_is_not_let_in_for_being_its_registrys_cu
     from sensorguard.service.member_models import channel_mark
 
     eight = tuple(f"c{j}" for j in range(8))
-    served = {"a": channel_mark(eight, "v0003", current=True),  # the cluster's model, CURRENT of 'plant'
-              "b": channel_mark(eight[:6], "v0001", current=True)}  # CURRENT of 'plant6': another line
+    served = {"a": channel_mark(eight, "v0003", "plant", "v0003"),  # the cluster's model, CURRENT of 'plant'
+              "b": channel_mark(eight[:6], "v0001", "plant6", "v0001")}  # CURRENT of 'plant6': another line
 
     async def scenario() -> None:
         kv = MemoryOwners()
@@ -581,3 +584,52 @@ def test_a_worker_of_another_model_line_is_not_let_in_for_being_its_registrys_cu
 
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
         asyncio.run(scenario())
+
+
+def _run_pair(served, joined_first, newcomer):
+    from sensorguard.service.member_models import channel_mark  # noqa: F401
+
+    async def scenario():
+        kv = MemoryOwners()
+
+        async def nothing(*args) -> None:
+            pass
+
+        ws = {n: Ownership(kv, n, 4, nothing, nothing, mark=lambda n=n: served[n]) for n in served}
+        for _ in range(3):
+            for n in joined_first:
+                await ws[n].tick()
+        for _ in range(5):
+            for w in ws.values():
+                await w.tick()
+        return ws[newcomer]
+
+    return asyncio.run(scenario())
+
+
+def test_a_mistyped_name_waits_also_between_a_promotion_and_the_first_restart():
+    """A review: v0002 (9 channels) promoted in the shared registry, no worker restarted yet: every
+    member serves v0001, no longer CURRENT. A worker started with --name plant6 (its own line's
+    CURRENT, 6 channels) met no CURRENT member of other channels and joined: the members must
+    follow its model name and see its version as CURRENT."""
+    from sensorguard.service.member_models import channel_mark
+
+    eight = tuple(f"c{j}" for j in range(8))
+    served = {"a": channel_mark(eight, "v0001", "plant", "v0002"), "b": channel_mark(eight, "v0001", "plant", "v0002"),
+              "x": channel_mark(eight[:6], "v0001", "plant6", "v0001")}
+    x = _run_pair(served, "ab", "x")
+    assert x.owned == {}, "a worker of another model line took partitions"
+
+
+def test_with_a_registry_copy_per_host_a_rollout_joins_once_every_copy_is_promoted():
+    """A review: with a registry copy per host, each promoted as its host is restarted, the restarted
+    worker's siblings still see v0001 as CURRENT: it waits (it cannot tell a rollout from a stale copy
+    of its own). Promoted on every host first (as operations.md says), it joins."""
+    from sensorguard.service.member_models import channel_mark
+
+    eight, nine = tuple(f"c{j}" for j in range(8)), tuple(f"c{j}" for j in range(9))
+    served = {"b": channel_mark(eight, "v0001", "plant", "v0001"), "c": channel_mark(eight, "v0001", "plant", "v0001"),
+              "a": channel_mark(nine, "v0002", "plant", "v0002")}
+    assert _run_pair(served, "bc", "a").owned == {}
+    served.update(b=channel_mark(eight, "v0001", "plant", "v0002"), c=channel_mark(eight, "v0001", "plant", "v0002"))
+    assert _run_pair(served, "bc", "a").owned
