@@ -94,7 +94,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._held_back: dict[str, tuple[AlertEvent, list[dict], Bundle]] = {}  # asset -> its raise, unsaved
         self._control_changes: deque[tuple[str, bool | None]] = deque(maxlen=10_000)  # from commands
         self._adopted: deque[Adopted] = deque()  # cluster mode: moved here
-        self._synced: dict[str, tuple[str, str, bool]] = {}  # cluster mode: (status, alert id, told) passed on
+        self._synced: dict[str, tuple] = {}  # cluster mode: (status, alert id, told, guard band) passed on
         self._syncing = False  # changed_states has been called: cluster mode
         self.on_handed_over: Callable[[str], None] = lambda asset: None  # an asset left (the shadow forgets it)
         # whether an asset is this instance's (the daemon's partitions, or its cluster worker's): a restored
