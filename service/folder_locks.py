@@ -95,9 +95,3 @@ def locked(path: Path) -> bool | None:
     finally:
         os.close(fd)  # (releases the shared lock just taken)
     return False
-
-
-def free_lock(folder: Path) -> bool:
-    """Whether ``folder``'s lock file is there and surely held by no running ``serve`` now (one that
-    cannot be told, on a filesystem without locks, may be a serve's running unheld)."""
-    return locked(folder / LOCK_FILE) is False

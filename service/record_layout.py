@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sensorguard.service.command_messages import alert_asset
-from sensorguard.service.folder_locks import LOCK_FILE, free_lock, locked
+from sensorguard.service.folder_locks import LOCK_FILE, locked
 from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, GUARD_FILE, alert_of, part_number
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,13 @@ def _foreign(root: Path, mine: set[Path]) -> set[Path]:
     folder (its lock file stays, its lock free) is adopted, as before: instances run side by side,
     then one serve. One whose lock cannot be told (a filesystem without locks, where a serve runs
     unheld) is left alone too (a review)."""
-    found = {lock.parent.resolve() for lock in root.glob(f"*/**/{LOCK_FILE}")} - mine
-    found = {folder for folder in found if not free_lock(folder)}
+    held = {folder: locked(folder / LOCK_FILE) for folder in
+            {lock.parent.resolve() for lock in root.glob(f"*/**/{LOCK_FILE}")} - mine}
     # (with recordings: a serve's state_dir inside this record_dir holds a lock file too, and nothing to move)
-    found = {folder for folder in found if (folder / GUARD_FILE).is_file() or any(folder.glob("**/*.parquet"))}
+    found = {folder for folder, lock in held.items() if lock is not False
+             and ((folder / GUARD_FILE).is_file() or any(folder.glob("**/*.parquet")))}
     for folder in sorted(found):
-        if locked(folder / LOCK_FILE):
+        if held[folder]:
             log.warning("record_dir %s holds %s, another running sensorguard serve's record_dir: its recordings are "
                         "left alone (give each instance its own record_dir, side by side)", root, folder)
         else:  # (a filesystem without locks, no access to the lock file)

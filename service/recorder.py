@@ -251,8 +251,20 @@ class Recorder(AlertFiles):
         with self._lock:
             if until > self._quiet_until.get(asset, -np.inf):
                 self._quiet_until[asset] = until
-            if len(self._quiet_until) > MAX_GUARDS:  # (bounded: the band that ends first goes)
-                del self._quiet_until[min(self._quiet_until, key=self._quiet_until.__getitem__)]
+            self._bound_guards()
+
+    def _bound_guards(self) -> None:
+        """At most ``MAX_GUARDS`` bands kept: the one that ends first goes. Called with ``_lock`` held."""
+        if len(self._quiet_until) > MAX_GUARDS:
+            del self._quiet_until[min(self._quiet_until, key=self._quiet_until.__getitem__)]
+
+    def _file_held(self, asset: str, alert_id: str, held: list | deque, horizon: float) -> None:
+        """Queue an alert's held readings up to its newest scored window (and not ahead of this
+        machine's clock, ``horizon``) as a part of its file; later ones may belong after its clear.
+        Called with ``_lock`` held (a stop, a hand-over)."""
+        last = min(self._judged.get(asset, -np.inf), horizon)
+        if rows := [row for row in held if row[0] <= last]:
+            self._alerts.append((alert_id, asset, float("nan"), rows))
 
     def holding(self, asset: str) -> bool:
         """Whether an alert of ``asset`` is up here: its readings are held back, none committed."""
@@ -276,9 +288,7 @@ class Recorder(AlertFiles):
             held = self._pending.pop(asset, ())
             alert_id = self._up.get(asset)
             if alert_id and after is None:
-                last = min(self._judged.get(asset, -np.inf), horizon)
-                if rows := [row for row in held if row[0] <= last]:
-                    self._alerts.append((alert_id, asset, float("nan"), rows))
+                self._file_held(asset, alert_id, held, horizon)
             back = [row for row in held if after is not None and row[0] > after]
             if back:
                 self._pending[asset] = deque(back)
@@ -287,8 +297,7 @@ class Recorder(AlertFiles):
             if self._quiet_until.get(asset) == np.inf:  # an alert up: filed by its end (a clear's band)
                 del self._quiet_until[asset]
             self._judged.pop(asset, None)
-            if len(self._quiet_until) > MAX_GUARDS:  # (bounded: the band that ends first goes)
-                del self._quiet_until[min(self._quiet_until, key=self._quiet_until.__getitem__)]
+            self._bound_guards()
 
     def commit(self, now_ts: float | None = None) -> None:
         """Move each asset's readings older than the guard band before its newest scored window
@@ -320,11 +329,8 @@ class Recorder(AlertFiles):
                 for asset, alert_id in self._up.items():
                     held = list(self._pending.pop(asset, ()))
                     self._pending_rows -= len(held)
-                    # up to its newest scored window, as its parts: later ones may belong after its
-                    # clear, and went into the part (a review); unjudged, they are not kept at all
-                    last = min(self._judged.get(asset, -np.inf), horizon)
-                    if rows := [row for row in held if row[0] <= last]:
-                        self._alerts.append((alert_id, asset, float("nan"), rows))
+                    # (later ones went into the part, and may belong after its clear: a review)
+                    self._file_held(asset, alert_id, held, horizon)
         else:
             self._part_alerts_up()
         self.commit(now_ts)

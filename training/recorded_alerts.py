@@ -35,18 +35,23 @@ def answers(directory: str | Path) -> dict[str, str]:
     """Each alert id acknowledged anywhere below ``directory`` -> the folder its answer filed a part in
     (``false_alarms`` or ``faults``; both, from two answers: ``faults``, never learned as normal, and
     said: :func:`both_ways_note`)."""
-    said: dict[str, str] = {}
-    for folder in (FALSE_ALARMS, FAULTS):  # (a fault's answer written over a false alarm's)
-        said.update((alert_of(path), folder) for path in Path(directory).glob(f"**/{folder}/*.parquet"))
-    return said
+    alarms, faults = _answered(directory)
+    return {**dict.fromkeys(alarms, FALSE_ALARMS), **dict.fromkeys(faults, FAULTS)}  # (a fault's answer wins)
+
+
+def _answered(directory: str | Path) -> tuple[set[str], set[str]]:
+    """The ids of the alerts with a part in a ``false_alarms/`` folder, and in a ``faults/`` one."""
+    alarms, faults = ({alert_of(path) for path in Path(directory).glob(f"**/{folder}/*.parquet")}
+                      for folder in (FALSE_ALARMS, FAULTS))
+    return alarms, faults
 
 
 def both_ways_note(directory: str | Path) -> str | None:
     """A line naming the alerts answered as a false alarm on one worker and as a fault on another
     (a correction after the asset moved, or two operators): taken as faults, not learned (a review:
     that was done without a word)."""
-    alarms = {alert_of(path) for path in Path(directory).glob(f"**/{FALSE_ALARMS}/*.parquet")}
-    both = sorted(alarms & {alert_of(path) for path in Path(directory).glob(f"**/{FAULTS}/*.parquet")})
+    alarms, faults = _answered(directory)
+    both = sorted(alarms & faults)
     if not both:
         return None
     return (f"note: {len(both)} alert(s) answered both as a false alarm and as a fault ({some(both)}): taken as "
