@@ -100,6 +100,9 @@ class AssetAlerts(CarriedStates, AssetFaults):
         # whether an asset is this instance's (the daemon's partitions, or its cluster worker's): a restored
         # one of another's is not restated here, over its owner's state (restart with fewer partitions)
         self.serves: Callable[[str], bool] = lambda asset: True
+        # per asset, its channels walked past their sensor limits and their last plausible values (the
+        # daemon's buffers, read under the ingest's lock): saved, so a restart's sensor watch goes on from them
+        self.past_limits: Callable[[], dict[str, dict[str, float]]] = dict
         # restored from the state file: their states say when their last window was judged (not the clock's
         # time at start), their alerts are up in the metrics before a window comes, and those states are
         # sent again naming the model served now (promoted while the daemon was down: the retained states

@@ -73,6 +73,7 @@ class CarriedStates:
     controls: AlarmControls | None
     writes: StateWrites
     save_soon: bool
+    past_limits: Callable[[], dict[str, dict[str, float]]]
     hold_raises: bool
     _held_back: dict[str, tuple[AlertEvent, list[dict], Bundle]]
     _unconfirmed: set[str]
@@ -296,7 +297,8 @@ class CarriedStates:
             save_states(self.state_dir, alerts, drift, unannounced, judged, self._open.saved(), {
                 a: c for a, c in (*self.restored_channels.items(), *((a, c) for a, (_, c) in self._latest.items()))
                 if c and a in alerts and alerts[a].status != "normal"},  # (an alert's: its state names them)
-                self._open.silences(), self._open.returns(lambda asset: asset in self._judged_ts))
+                self._open.silences(), self._open.returns(lambda asset: asset in self._judged_ts),
+                {a: p for a, p in self.past_limits().items() if a in alerts})
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
             self.writes.failed(STATE_FILE)
             log.warning("saving asset state to %s failed: %s", self.state_dir, exc)

@@ -166,6 +166,7 @@ class Daemon(ScoringWorker):
                                            self.models.bundle.sensors, judged)
             self.alerts.restore_faults(faults)
             self.buffers.resumed_faults = faults
+            self.buffers.resumed_past = {a: p for a, p in extras.past.items() if a in restored}
             self.ingest.fault_closes(ended, "the model served cannot judge them")
         self.source = (ClusterSource(settings, self.ingest, self.metrics, self.alerts, self.controls,
                                      lambda: self.connection.publishes(), lambda: self.models.bundle)
@@ -173,6 +174,7 @@ class Daemon(ScoringWorker):
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
                                        *((self.source.serves, self.source.taking_over) if self.source else ()))
         self.alerts.serves = self._serves
+        self.alerts.past_limits = self._past_limits
         if self.recorder is not None:  # an asset in maintenance (live or restored) records nothing as normal
             self.recorder.excluded = self._in_maintenance
             self.recorder.verdict = self.controls.false_alarm

@@ -108,11 +108,12 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
     judged: dict[str, float] = {}  # each asset's last judged window goes where it goes (the newest of its copies)
     faults: dict[str, list[dict]] = {}  # and its open sensor faults, the newest copy's (a folder rewritten lost them)
     channels: dict[str, list[dict]] = {}  # and its last window's top channels, the newest copy's
+    past: dict[str, dict[str, float]] = {}  # and its channels walked past their sensor limits, the newest copy's
     silent: dict[str, tuple[float, float]] = {}  # and its silence, the newest copy's (unless judged since)
     returned: dict[str, float] = {}  # and its return from one, the newest copy's (unless judged or silent since)
     for folder in folders:
         extras = saved_extras(folder)
-        listed, named = extras.faults, extras.channels
+        listed, named, walked = extras.faults, extras.channels, extras.past
         for asset, since in extras.silences.items():
             if asset not in silent or since[0] >= silent[asset][0]:
                 silent[asset] = since
@@ -121,7 +122,7 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
         for asset, ts in extras.judged.items():
             if asset not in judged or ts >= judged[asset]:
                 judged[asset] = ts
-                for kept, found in ((faults, listed), (channels, named)):
+                for kept, found in ((faults, listed), (channels, named), (past, walked)):
                     if asset in found:
                         kept[asset] = found[asset]
                     else:
@@ -152,7 +153,7 @@ def _move_states(folders: list[Path], owner: Callable[[str], Path | None]) -> se
                     {a: e[1] for a, e in entries.items() if e[1] is not None},
                     {a for a, e in entries.items() if not e[2]}, judged, faults, channels,
                     {a: s for a, s in silent.items() if a in entries},
-                    {a: ts for a, ts in returned.items() if a in entries})
+                    {a: ts for a, ts in returned.items() if a in entries}, past)
 
     failed: set[str] = set()
     for folder, incoming in moves.gain.items():  # gains first: a stop here leaves copies, not losses

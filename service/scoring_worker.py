@@ -118,6 +118,12 @@ class ScoringWorker:
             return self.source.serves(asset) or self.source.taking_over(asset)
         return self.commands.owns(asset)
 
+    def _past_limits(self) -> dict[str, dict[str, float]]:
+        """Per asset, its channels walked past their sensor limits (saved with its state: a restart's
+        watch goes on from their last plausible values, :meth:`Buffers.past_limits`)."""
+        with self.ingest.cond:
+            return self.buffers.past_limits()
+
     def _still_ours(self, windows: list[DueWindow]) -> list[DueWindow]:
         """Cluster mode: the windows whose partition is still this worker's. Taken out of the queue,
         they escape ``Ingest.drop`` when the lease is lost meanwhile, and the new owner scores them
@@ -160,7 +166,7 @@ class ScoringWorker:
                 else:
                     log.info("asset %s sent nothing for %.0f s: silent", asset, self.rules.stale_after)
             self.alerts.expire_restored(now, self.ingest.holds, self._serves)
-            if self.buffers.floors or self.buffers.resumed_faults:
+            if self.buffers.floors or self.buffers.resumed_faults or self.buffers.resumed_past:
                 with self.ingest.cond:
                     self.buffers.drop_floors(lambda asset: asset in self.alerts.restored)
         for asset, kind in self.controls.expired(time.time()):  # a shelving or maintenance whose time is up

@@ -25,9 +25,9 @@ fault of one of three kinds:
   (``JUMP_WIDTHS`` training widths) from the channel's last plausible value (a fresh watch, with
   none: from the nearest limit, so a value that far past them); one that walked past them is the
   process's, scored as it reads (a failing sensor jumps to a rail or a marker; a process moves
-  through its dynamics). A watch starts fresh at a restart and at a cluster takeover's replay too:
-  a channel that walked farther than ``jump`` past its limits before either is told a sensor fault
-  there, as before this rule (the daemon does not save the watch's values: a known gap). Or limits set per channel in
+  through its dynamics). A restart goes on from the last plausible value of each channel that
+  walked past its limits (saved with the asset's state: :meth:`SensorWatch.past_limits`); a
+  cluster takeover's watch starts at the first reading it replays. Or limits set per channel in
   ``bundle.json`` (``sensors``; without ``jump`` any value past them is a fault). Not in a model of
   one channel (:attr:`SensorRules.judges_range`): with no other channel to fill it in, an extreme
   value is the process's, scored as it reads.
@@ -332,6 +332,24 @@ class SensorWatch:
             elif f["kind"] == "missing":
                 self.missing[j] = rules.fill_limit + 1
                 self.missing_any = True
+
+    def past_limits(self, rules: SensorRules) -> dict[str, float]:
+        """The channels whose last plausible value lies past their learned limits (a process that
+        walked out), with that value: what a restart's fresh watch needs to judge the next step from
+        there (:meth:`resume_past`). Saved with the asset's state (``past_limits``); without it, a
+        channel walked farther than ``jump`` past a limit was told a sensor fault at the restart."""
+        if not rules.judges_range:
+            return {}
+        return {rules.channels[j]: good for j, (good, lim) in enumerate(zip(self.good, rules.limits, strict=True))
+                if lim.jump is not None and not lim.low <= good <= lim.high and math.isfinite(good)}
+
+    def resume_past(self, saved: dict[str, float], rules: SensorRules) -> None:
+        """Start from the last plausible values a previous run saved past their limits
+        (:meth:`past_limits`): a channel these rules know, with learned limits, still past them."""
+        for channel, value in saved.items():
+            j = rules.channels.index(channel) if channel in rules.channels else -1
+            if j >= 0 and rules.limits[j].jump is not None and not rules.limits[j].low <= value <= rules.limits[j].high:
+                self.good[j] = value
 
     def close_all(self, ts: float, rules_channels: tuple[str, ...]) -> list[SensorEvent]:
         """End every open fault (the new bundle checks no sensors): ``sensor_ok`` for each."""

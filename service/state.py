@@ -49,6 +49,7 @@ from sensorguard.service.state_entry import (
     finite_time,
     json_float,
     judged_of,
+    past_of,
     returns_of,
     silence_entry,
     silences_of,
@@ -66,7 +67,8 @@ def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], dri
                 unannounced: Collection[str] = (), judged: Mapping[str, float] | None = None,
                 faults: Mapping[str, list[dict]] | None = None, channels: Mapping[str, list[dict]] | None = None,
                 silent: Mapping[str, tuple[float, float]] | None = None,
-                returned: Mapping[str, float] | None = None) -> Path:
+                returned: Mapping[str, float] | None = None, past: Mapping[str, dict[str, float]] | None = None
+                ) -> Path:
     """Write every asset's alert state and drift baseline to ``<directory>/assets.json`` atomically;
     ``unannounced``: the assets whose alert up was never announced (it rose while held); ``judged``:
     the end time of each asset's last judged window (:func:`judged_times`); ``faults``: its open
@@ -74,10 +76,12 @@ def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], dri
     (:func:`saved_channels`); ``silent``: the silent assets awaited, the reading time each went
     silent after and its last score (:func:`saved_extras`; without it a restart forgot them: the
     first reading back told no ``sensor_ok``, a walk); ``returned``: the assets back from a silence
-    with no window judged since, the reading time each came back (a silent one's mark wins)."""
+    with no window judged since, the reading time each came back (a silent one's mark wins); ``past``:
+    per asset, the last plausible value of each channel that walked past its sensor limits
+    (``SavedExtras.past``)."""
     target = Path(directory) / STATE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    judged, faults, channels, silent = judged or {}, faults or {}, channels or {}, silent or {}
+    judged, faults, channels, silent, past = judged or {}, faults or {}, channels or {}, silent or {}, past or {}
     returned = {a: ts for a, ts in (returned or {}).items() if finite_time(ts) is not None and a not in silent}
     assets = {asset: {**entry_of(alerts.get(asset, AlertState()), drift.get(asset), asset not in unannounced),
                       **({"judged_ts": judged[asset]} if finite_time(judged.get(asset)) is not None else {}),
@@ -85,7 +89,8 @@ def save_states(directory: str | os.PathLike, alerts: dict[str, AlertState], dri
                          if faults.get(asset) else {}),
                       **({"channels": channels[asset]} if channels.get(asset) else {}),
                       **silence_entry(silent.get(asset)),
-                      **({"returned_ts": returned[asset]} if asset in returned else {})}
+                      **({"returned_ts": returned[asset]} if asset in returned else {}),
+                      **({"past_limits": past[asset]} if past.get(asset) else {})}
               for asset in sorted(set(alerts) | set(drift) | set(silent) | set(returned))}
     body = json.dumps({"format_version": FORMAT_VERSION, "assets": assets}, separators=(",", ":"))
     write_durably(target, body)
@@ -148,7 +153,7 @@ def load_states(directory: str | os.PathLike) -> tuple[dict[str, AlertState], di
             entries = {a: e for a, e in doc["assets"].items() if isinstance(e, dict)}  # (read above: not again)
             save_states(directory, alerts, drift, unannounced, judged, faults_of(entries), channels_of(entries),
                         {a: s for a, s in silences_of(entries).items() if a in alerts},  # (not a skipped one's)
-                        {a: ts for a, ts in returns_of(entries).items() if a in alerts})
+                        {a: ts for a, ts in returns_of(entries).items() if a in alerts}, past_of(entries))
             os.utime(path, ns=(age.st_atime_ns, age.st_mtime_ns))  # no newer than it was: relayout weighs copies by age
     return alerts, drift, unannounced
 
@@ -214,20 +219,22 @@ class SavedExtras:
     """What ``assets.json`` holds beside the states, from one reading of the file (a start read it
     once for each): :func:`judged_times`, :func:`saved_faults`, :func:`saved_channels`, the silent
     assets (the reading time each went silent after, its last score) and the assets back from a
-    silence with no window judged since (the reading time each came back)."""
+    silence with no window judged since (the reading time each came back), and per asset the last
+    plausible value of each channel that walked past its sensor limits (``{channel: value}``)."""
 
     judged: dict[str, float]
     faults: dict[str, list[dict]]
     channels: dict[str, list[dict]]
     silences: dict[str, tuple[float, float]]
     returned: dict[str, float]
+    past: dict[str, dict[str, float]]
 
 
 def saved_extras(directory: str | os.PathLike | None) -> SavedExtras:
     """:class:`SavedExtras` of the file in ``directory`` (empty without one, or for one that cannot be read)."""
     assets = _saved(directory)
     return SavedExtras(judged_of(assets), faults_of(assets), channels_of(assets), silences_of(assets),
-                       returns_of(assets))
+                       returns_of(assets), past_of(assets))
 
 
 def _saved(directory: str | os.PathLike | None) -> dict[str, dict]:

@@ -29,7 +29,7 @@ _ALERT_FIELDS = frozenset(f.name for f in fields(AlertState))
 _DRIFT_FIELDS = frozenset(f.name for f in fields(DriftState))
 # an asset's fields in assets.json
 _ENTRY_FIELDS = frozenset({"alert", "drift", "unannounced", "judged_ts", "sensor_faults", "channels", "silent",
-                            "returned_ts"})
+                            "returned_ts", "past_limits"})
 _CHANNEL_KINDS = ("stuck", "out_of_range", "missing")  # sensor faults kept across a restart (silent: its own rule)
 
 
@@ -59,6 +59,20 @@ def faults_of(assets: Mapping[str, dict]) -> dict[str, list[dict]]:
         faults = [f for f in listed if _fault(f)] if isinstance(listed, list) else []
         if faults:
             out[asset] = [{**f, "since": float(f["since"]), "value": _float_or_nan(f.get("value"))} for f in faults]
+    return out
+
+
+def past_of(assets: Mapping[str, dict]) -> dict[str, dict[str, float]]:
+    """Per asset, the last plausible value of each channel that walked past its sensor limits
+    (``past_limits``: ``{channel: value}``, :meth:`~sensorguard.service.sensors.SensorWatch.past_limits`);
+    pairs that do not read as a name and a finite number left out."""
+    out = {}
+    for asset, entry in assets.items():
+        listed = entry.get("past_limits")
+        past = ({c: float(v) for c, v in listed.items() if isinstance(c, str) and _finite_share(v)}
+                if isinstance(listed, dict) else {})
+        if past:
+            out[asset] = past
     return out
 
 

@@ -113,6 +113,7 @@ class Buffers:
         self._anchor: tuple[str, float] | None = None  # prime(): the grid row a scored window ended on
         self._rates: dict[str, tuple[float | None, float, int]] = {}  # forgotten assets' rate estimates
         self.resumed_faults: dict[str, list[dict]] = {}  # restored assets' open sensor faults, for their watch
+        self.resumed_past: dict[str, dict[str, float]] = {}  # and their channels past the limits (SavedExtras.past)
         # untaken assets: the sensor events of their dropped readings, told once one is taken (_heard)
         self._deferred: dict[str, dict[tuple[str, int], SensorEvent]] = {}
         self._was_open: tuple[str, set[tuple[str, int]]] | None = None  # (add: the watch before its step)
@@ -162,6 +163,8 @@ class Buffers:
             state = self._assets[asset] = AssetBuffer(self.window, len(self.channels))
             if (resumed := self.resumed_faults.get(asset)) and self.sensors is not None:  # (kept until taken: an
                 state.watch.resume(resumed, self.sensors)  # eviction before then lost them; a review)
+            if (past := self.resumed_past.get(asset)) and self.sensors is not None:
+                state.watch.resume_past(past, self.sensors)
             self._untaken[asset] = None
             if self.floors.pop(asset, None) is not None:  # buffered: its last_ts guards from here
                 self._restored.add(asset)  # (its slot kept until its first reading is taken)
@@ -260,6 +263,7 @@ class Buffers:
         if self._untaken.pop(asset, 0) is None:
             self._restored.discard(asset)
             self.resumed_faults.pop(asset, None)  # (its watch holds them now)
+            self.resumed_past.pop(asset, None)
             state = self._assets.get(asset)
             was = self._was_open[1] if self._was_open is not None and self._was_open[0] == asset else (
                 state.watch.open if state is not None else set())
@@ -408,6 +412,17 @@ class Buffers:
             del self.floors[asset]
         for asset in [a for a in self.resumed_faults if not kept(a)]:  # (their silence replaced them)
             del self.resumed_faults[asset]
+        for asset in [a for a in self.resumed_past if not kept(a)]:
+            del self.resumed_past[asset]
+
+    def past_limits(self) -> dict[str, dict[str, float]]:
+        """Per asset, its channels whose last plausible value is past their learned limits, with
+        that value (:meth:`~sensorguard.service.sensors.SensorWatch.past_limits`; restored ones not
+        heard from yet: as saved), for the state file. The caller holds the ingest's lock."""
+        if self.sensors is None:
+            return {}
+        live = {a: p for a, state in self._assets.items() if (p := state.watch.past_limits(self.sensors))}
+        return {**{a: p for a, p in self.resumed_past.items() if a not in self._assets}, **live}
 
     def forget(self, asset: str, windows: bool = True) -> int:
         """Drop an asset's buffer and its queued windows (frees its slot under ``max_assets``); how

@@ -143,16 +143,18 @@ def test_an_unreadable_state_file_is_set_aside_as_its_daemon_would(tmp_path, cap
 def test_open_sensor_faults_move_with_their_asset_and_stay_with_the_others(tmp_path):
     """Rewritten without them, every asset of a folder the layout touched lost its open sensor
     faults, moved or not (a review)."""
-    from sensorguard.service.state import saved_channels, saved_faults
+    from sensorguard.service.state import saved_channels, saved_extras, saved_faults
 
     fault = [{"kind": "stuck", "channel": "c0", "since": 1.7e9, "value": 2.5}]
     top = [{"name": "c0", "share": 0.7}, {"name": "c1", "share": 0.3}]  # (and the top channels: a walk)
     save_states(tmp_path, {"a/p": _alert("a/p"), "b/p": _alert("b/p")}, {}, judged={"a/p": 1.7e9, "b/p": 1.7e9},
-                faults={"a/p": fault, "b/p": fault}, channels={"a/p": top})
+                faults={"a/p": fault, "b/p": fault}, channels={"a/p": top}, past={"b/p": {"c1": 42.0}})
     relayout_states(str(tmp_path), _plans(tmp_path, 2))
     found = {**saved_faults(tmp_path / "w0"), **saved_faults(tmp_path / "w1")}
     assert found == {"a/p": fault, "b/p": fault}
     assert {**saved_channels(tmp_path / "w0"), **saved_channels(tmp_path / "w1")} == {"a/p": top}
+    # (and the channels walked past their sensor limits: a worker's restart judges their next step from there)
+    assert {**saved_extras(tmp_path / "w0").past, **saved_extras(tmp_path / "w1").past} == {"b/p": {"c1": 42.0}}
 
 
 def test_a_silent_asset_moves_with_its_silence(tmp_path):

@@ -703,3 +703,65 @@ def test_the_holds_rule_and_the_seen_range_at_their_boundaries():
     limits = learn_sensor_rules(("a",), column[:, None], np.zeros(len(column), dtype=int), fill_limit=2).limits[0]
     assert limits.seen == (0.0, 50.0)
     assert limits.can_stick(50.0) and limits.can_stick(0.0) and not limits.can_stick(50.5)
+
+
+def test_a_channel_walked_past_its_limits_goes_on_as_the_process_across_a_restart(tiny_bundle, tmp_path):
+    """A restart's fresh watch judged a channel's next step from the nearest limit, so a process that
+    had walked farther than ``jump`` past it was told an ``out_of_range`` sensor fault at the first
+    reading after the restart, held and left out of the score (session 70's known gap). The last
+    plausible value of each channel past its limits is saved with the asset's state and resumed."""
+    from sensorguard.service.state import saved_extras
+    from tests.test_state import daemon_with
+
+    limits = (ChannelLimits(-100.0, 100.0, None, jump=20.0),) * 3
+    bundle = replace(tiny_bundle, sensors=SensorRules(tiny_bundle.channels, limits, fill_limit=5))
+    first, client = daemon_with(bundle, tmp_path)
+    for i, b in enumerate((0.0, 50.0, 90.0, 105.0, 120.0, 135.0, 150.0)):  # b walks out in steps of 15
+        first.ingest.handle(client, message("pump-1", T0 + i, a=1.0 + i, b=b, c=0.0))
+    first.publish_sensor_faults()
+    first.alerts.apply("pump-1", T0 + 6, 0.5, [])
+    first.stop()
+    assert saved_extras(tmp_path).past == {"pump-1": {"b": 150.0}}
+    second, client = daemon_with(bundle, tmp_path)
+    second.ingest.handle(client, message("pump-1", T0 + 7, a=8.0, b=160.0, c=0.0))  # 60 past the limit, 10 on
+    second.ingest.handle(client, message("pump-1", T0 + 8, a=9.0, b=-5000.0, c=0.0))  # then the sensor dies
+    second.publish_sensor_faults()
+    events = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/alerts/pump-1"]
+    assert [(e["state"], e["kind"], pd.Timestamp(e["ts"]).timestamp()) for e in events] == [
+        ("sensor_fault", "out_of_range", T0 + 8)]
+
+
+def test_past_limits_are_saved_only_for_learned_limits_and_resumed_only_while_still_past_them():
+    """What a watch saves and takes back: a channel past limits that carry ``jump`` (a user's limits
+    flag any value past them: nothing to go on from), and, resumed, a channel the rules know whose
+    saved value is still past them (a retrained model's wider limits: judged afresh)."""
+    learned, users = ChannelLimits(-10.0, 10.0, None, jump=4.0), ChannelLimits(-10.0, 10.0, None)
+    rules = SensorRules(("a", "b", "c"), (learned, users, learned), fill_limit=5)
+    watch = SensorWatch(3)
+    watch.step(0.0, [9.0, 9.0, 9.0], rules)
+    watch.step(1.0, [12.0, 9.0, 1.0], rules)  # a walks out; c goes back in
+    assert watch.past_limits(rules) == {"a": 12.0}
+    assert SensorRules(("a",), (learned,), fill_limit=5).judges_range is False
+    one = SensorWatch(1)
+    one.step(0.0, [50.0], SensorRules(("a",), (learned,), fill_limit=5))
+    assert one.past_limits(SensorRules(("a",), (learned,), fill_limit=5)) == {}  # one channel: range not judged
+    resumed = SensorWatch(3)
+    resumed.resume_past({"a": 12.0, "b": 30.0, "c": 5.0, "gone": 99.0}, rules)
+    assert resumed.good[0] == 12.0 and all(math.isnan(v) for v in resumed.good[1:])
+    assert resumed.step(2.0, [15.0, 1.0, 1.0], rules) == []  # 3 on from 12: walked (a fresh watch: 5 past 10)
+    assert kinds(SensorWatch(3).step(2.0, [15.0, 1.0, 1.0], rules)) == [("out_of_range", True)]
+
+
+def test_past_limits_round_trip_through_the_state_file_and_bad_pairs_are_left_out(tmp_path):
+    """``past_limits`` is a known field (an older file or a hand edit: each pair checked, the rest kept)."""
+    from sensorguard.service.alerts import AlertState
+    from sensorguard.service.state import load_states, save_states, saved_extras
+
+    save_states(tmp_path, {"p": AlertState(), "q": AlertState()}, {}, past={"p": {"a": 12.5}, "q": {}})
+    raw = json.loads((tmp_path / "assets.json").read_text())
+    assert raw["assets"]["p"]["past_limits"] == {"a": 12.5} and "past_limits" not in raw["assets"]["q"]
+    raw["assets"]["q"]["past_limits"] = {"a": "12", "b": None, "c": -3.0, "d": True}
+    (tmp_path / "assets.json").write_text(json.dumps(raw))
+    assert saved_extras(tmp_path).past == {"p": {"a": 12.5}, "q": {"c": -3.0}}
+    load_states(tmp_path)
+    assert not (tmp_path / "assets.json.bad").exists()  # not an unknown field
