@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -46,6 +47,15 @@ class Endpoint(Protocol):
 
     port: int
     mqtt_version: str
+
+
+def watch_hint(broker: DemoBroker) -> str:
+    """How to watch the demo from another terminal: ``mosquitto_sub`` where it is installed, else
+    sensorguard's own ``alerts`` (with the embedded broker there is no mosquitto, and the hint named
+    a program the machine lacks: a walk)."""
+    if shutil.which("mosquitto_sub"):
+        return f"mosquitto_sub -p {broker.port} -t 'sensorguard/#' -v"
+    return f"sensorguard alerts --all --broker {broker.url} --mqtt-version {broker.mqtt_version}"
 
 
 def plan(assets: int) -> dict[str, list[Fault]]:
@@ -221,7 +231,7 @@ def run_demo(options: DemoOptions, stop: threading.Event | None = None) -> int:
         console.print(f"[bold]2/3[/] broker: {broker.kind} at {broker.url} (MQTT {broker.mqtt_version}); "
                       f"daemon metrics at http://{host}:{port}/metrics")
         console.print(f"[bold]3/3[/] streaming {len(streams)} assets at {options.rate:g} readings/s each for "
-                      f"{options.duration_s:g}s (watch: mosquitto_sub -p {broker.port} -t 'sensorguard/#' -v)")
+                      f"{options.duration_s:g}s (watch: {watch_hint(broker)})")
         views = {a: AssetView(a, f) for a, f in faults.items()}
         view = View(views, console)
         daemon.add_listener(view.scored)

@@ -537,3 +537,18 @@ def test_a_demo_interrupted_while_streaming_does_not_exit_0(tmp_path, monkeypatc
     monkeypatch.setattr(demo, "stream_plant", interrupted)
     assert demo.run_demo(demo.DemoOptions(workdir=tmp_path, metrics_port=0)) == 130
     assert stopped == ["daemon", "broker"]
+
+
+def test_the_demo_names_a_way_to_watch_it_that_the_machine_has(monkeypatch, tmp_path):
+    """With the embedded broker there is no mosquitto, and the hint named ``mosquitto_sub`` all the
+    same (a walk): without it, sensorguard's own ``alerts`` with the broker's address and version."""
+    import sensorguard.broker as demo_broker
+    import sensorguard.demo as demo
+
+    monkeypatch.setattr(demo_broker, "find_mosquitto", lambda: None)
+    broker = DemoBroker("auto", tmp_path)
+    broker.port, broker.url = 1234, "mqtt://127.0.0.1:1234"
+    monkeypatch.setattr(demo.shutil, "which", lambda name: None)
+    assert demo.watch_hint(broker) == "sensorguard alerts --all --broker mqtt://127.0.0.1:1234 --mqtt-version 3.1.1"
+    monkeypatch.setattr(demo.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert demo.watch_hint(broker) == "mosquitto_sub -p 1234 -t 'sensorguard/#' -v"
