@@ -16,8 +16,9 @@ every host before restarting any worker. Another version with the same channels 
 asset's line then depends on which worker owns it, which a registry swap in progress also shows for a
 moment. Members that write no mark (an older sensorguard) are not compared.
 
-Two workers with different models that start within the same second both see no mark and both join:
-the check is for the common mistake, a worker started later with another model, not a lock.
+Two workers of other channels that start together may each find no mark before writing their own:
+once its key is listed, each looks again at the members that started before it (``started`` in the
+key), and the later one leaves and waits as if it had come later.
 """
 
 from __future__ import annotations
@@ -62,10 +63,12 @@ def rollout(mark: dict[str, Any]) -> bool:
 
 
 async def other_models(kv: Any, worker: str, mark: dict[str, Any], keys: Callable[[], Awaitable[list[str]]],
-                       timeout_s: float) -> tuple[list[str], list[str], bool]:
+                       timeout_s: float, before: tuple[float, str] | None = None) -> tuple[list[str], list[str], bool]:
     """``(members whose model reads other channels, members serving another version of the same
     channels, whether all of the former are behind ``mark``: the same model name, its version their
-    ``CURRENT``)``, each member as ``"<member> (<version>, <n> channels)"``, from the members' keys now."""
+    ``CURRENT``)``, each member as ``"<member> (<version>, <n> channels)"``, from the members' keys now.
+    ``before``: ``(started, worker)``, only the members that started earlier (by that order; one
+    whose key has no ``started``, an older sensorguard, counts as earlier)."""
     from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
     names = sorted(key[len(MEMBER):] for key in await asyncio.wait_for(keys(), timeout_s) if key.startswith(MEMBER))
@@ -79,6 +82,9 @@ async def other_models(kv: Any, worker: str, mark: dict[str, Any], keys: Callabl
         except (KeyNotFoundError, KeyDeletedError, ValueError):  # left since the listing, or not ours to read
             continue
         if not isinstance(theirs, dict) or "channels" not in theirs:  # an older worker: no mark to compare
+            continue
+        started = theirs.get("started")
+        if before is not None and isinstance(started, int | float) and (started, name) > before:
             continue
         said = f"{name} ({theirs.get('model') or 'no version'}, {theirs.get('n_channels', '?')} channels)"
         if theirs["channels"] != mark["channels"]:

@@ -111,6 +111,7 @@ class Ownership:
         # members' before it first joins: a model reading other channels takes no partition
         self.mark = mark
         self._agreed = mark is None
+        self._started = time.time()  # in its member key: of two that joined together, the earlier keeps its seat
         self.disagreement: str | None = None  # why it waits outside the members (``/readyz`` says it)
 
     def holds(self, k: int) -> bool:
@@ -146,7 +147,7 @@ class Ownership:
             log.info("cluster: worker %s can publish again: it takes part again", self.worker)
         if not self._agreed and not await self._agree():
             return
-        said = {"since": time.time(), **(self.mark() if self.mark is not None else {})}
+        said = {"since": time.time(), "started": self._started, **(self.mark() if self.mark is not None else {})}
         member = self.kv.put(f"{MEMBER}{self.worker}", json.dumps(said).encode())
         await asyncio.wait_for(member, RENEW_S)  # (safe to give up and write again)
         now = time.monotonic()
@@ -165,7 +166,8 @@ class Ownership:
             return  # key listing can end early, nats.py issue 842) would hand every partition over
         self.members = members
         if not self._joined:  # the first tick only says we are here: workers starting together see
-            self._joined = True  # each other before claiming, instead of one taking all and handing half over
+            if self.mark is None or await self._still_agree():  # each other before claiming, instead of one
+                self._joined = True  # taking all and handing half over
             return
         want = {k for k, m in assign(self.partitions, self.members).items() if m == self.worker}
         for k in sorted(set(self.owned) - want - set(self._releases)):  # handed over in the background
@@ -208,6 +210,23 @@ class Ownership:
                         self.worker, mark["model"] or "(no version)", ", ".join(versions))
         self._agreed, self.disagreement = True, None
         return True
+
+    async def _still_agree(self) -> bool:
+        """Whether it stays once its key is listed: two workers of other channels started together
+        each found no mark before writing their own and both joined (a review). It looks again at the
+        members that started before it; one of other channels there (not behind a rollout's model)
+        makes it leave and wait, as if it had come later. The earlier one stays, so one of them serves."""
+        mark = self.mark() if self.mark is not None else {}
+        channels, _, behind = await other_models(self.kv, self.worker, mark, self._keys, LISTING_MAX_S,
+                                                 before=(self._started, self.worker))
+        if not channels or (rollout(mark) and behind):
+            return True
+        self._agreed, self.members = False, []  # (the next round says why, as _agree does)
+        try:
+            await asyncio.wait_for(self.kv.delete(f"{MEMBER}{self.worker}"), RENEW_S)
+        except Exception as exc:  # noqa: BLE001 - it expires on its own
+            log.debug("leaving the members: %s", exc)
+        return False
 
     async def _stand_down(self) -> None:
         """It cannot publish what it judges (its MQTT broker is out of reach): it leaves the members and

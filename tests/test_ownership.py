@@ -633,3 +633,34 @@ def test_with_a_registry_copy_per_host_a_rollout_joins_once_every_copy_is_promot
     assert _run_pair(served, "bc", "a").owned == {}
     served.update(b=channel_mark(eight, "v0001", "plant", "v0002"), c=channel_mark(eight, "v0001", "plant", "v0002"))
     assert _run_pair(served, "bc", "a").owned
+
+
+def test_of_two_workers_of_other_channels_started_together_the_earlier_keeps_its_seat(caplog):
+    """A review: each checked the members before writing its own key, so two workers of other
+    channels started within the same round both found none and both joined (each refusing the other's
+    assets' readings as unknown_channel, acknowledged and lost). Once listed, each looks again at the
+    members that started before it: the later one leaves and waits, the earlier one serves."""
+    from sensorguard.service.member_models import channel_mark
+
+    eight = tuple(f"c{j}" for j in range(8))
+    served = {"a": channel_mark(eight, "v0002"), "b": channel_mark(eight[:6], "v0001")}
+
+    async def scenario() -> tuple[Ownership, Ownership, list[bool]]:
+        kv = MemoryOwners()
+
+        async def nothing(*args) -> None:
+            pass
+
+        a, b = (Ownership(kv, name, 4, nothing, nothing, mark=lambda name=name: served[name]) for name in "ab")
+        await asyncio.gather(a.tick(), b.tick())  # each checks before the other's key is written
+        both_in = ["member.a" in kv.values, "member.b" in kv.values]
+        for _ in range(4):
+            await asyncio.gather(a.tick(), b.tick())
+        return a, b, both_in
+
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
+        a, b, both_in = asyncio.run(scenario())
+    assert both_in == [True, True]  # the race as it was: both found no mark and wrote their keys
+    assert set(a.owned) == {0, 1, 2, 3} and a.disagreement is None
+    assert b.owned == {} and b.disagreement and "a (v0002, 8 channels)" in b.disagreement
+    assert caplog.text.count("read other channels") == 1
