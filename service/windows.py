@@ -34,6 +34,7 @@ from itertools import islice
 
 from sensorguard.service.alerts import divides_hop
 from sensorguard.service.asset_buffer import NO_FAULT, AssetBuffer, DueWindow
+from sensorguard.service.buffer_views import BufferViews
 from sensorguard.service.cleaning import NAN, CleaningPolicy
 from sensorguard.service.due_windows import DueWindows
 from sensorguard.service.sensors import SensorEvent, SensorRules
@@ -43,7 +44,7 @@ SENSOR_EVENTS_MAX = 10_000  # sensor-fault events waiting to be published; beyon
 RATES_KEPT = 10_000  # forgotten (silent) assets whose publishing-rate estimate is kept for their return
 
 
-class Buffers:
+class Buffers(BufferViews):
     """Ring buffers for many assets sharing one channel list (one model).
 
     channels: the model's channels, in the model's order (rows of each window).
@@ -280,11 +281,6 @@ class Buffers:
             else:
                 self.sensor_events_dropped += 1
 
-    def faulted(self, asset: str) -> tuple[int, ...]:
-        """Channels of ``asset`` with a sensor fault open now (none for an unknown asset)."""
-        state = self._assets.get(asset)
-        return () if state is None else state.watch.faulted()
-
     def _write(self, asset: str, state: AssetBuffer, ts: float, row: list[float], received: float,
                faulted: tuple[int, ...] = ()) -> None:
         window = self.window
@@ -314,40 +310,6 @@ class Buffers:
         """Remove and return up to ``limit`` queued windows (all if None), oldest first."""
         return self._due.drain(limit)
 
-    def pending_of(self, assets: set[str]) -> bool:
-        """Whether a window of one of ``assets`` is queued."""
-        return self._due.pending_of(assets)
-
-    def queued(self) -> int:
-        """Windows queued and not yet drained, the alert hop's too (what the scorer waits for)."""
-        return len(self._due.windows)
-
-    def pending(self) -> int:
-        """Windows of the hop grid queued and not yet drained (what backpressure and the
-        ``buffered_windows`` gauge count: the alert hop's are mostly dropped unscored)."""
-        due = self._due
-        return len(due.windows) - due.off_grid
-
-    def __len__(self) -> int:
-        return len(self._assets)
-
-    def __contains__(self, asset: object) -> bool:
-        return asset in self._assets
-
-    def assets(self) -> list[str]:
-        """Assets with a buffer, in the order they first sent an accepted sample."""
-        return list(self._assets)
-
-    def last_seen(self, asset: str) -> float | None:
-        """``received`` of the asset's last accepted sample; None for an unknown asset."""
-        state = self._assets.get(asset)
-        return None if state is None else state.seen
-
-    def last_ts(self, asset: str) -> float | None:
-        """Reading time of the asset's last accepted sample; None for an unknown asset."""
-        state = self._assets.get(asset)
-        return None if state is None else state.last_ts
-
     def refused(self, asset: str, reason: str, received: float, ts: float = math.nan,
                 values: dict[str, float] | None = None) -> None:
         """A reading of ``asset`` was refused for ``reason`` (not one that keeps it alive): its silence
@@ -366,23 +328,6 @@ class Buffers:
         return any(x == x and v == v and x != v
                    for x, v in zip((values.get(c, NAN) for c in self.channels), state.last, strict=True))
 
-    def refused_since(self, asset: str) -> str | None:
-        """Why the readings of ``asset`` were refused since its last one kept it alive, if they were."""
-        state = self._assets.get(asset)
-        return state.refused[0] if state is not None and state.refused and state.refused[1] > state.seen else None
-
-    def taken(self, asset: str) -> bool:
-        """Whether a reading of ``asset`` was taken into its window (or a sensor fault of it opened)
-        since it got a buffer: only then does its silence end it with a ``silent`` fault."""
-        return asset in self._assets and asset not in self._untaken
-
-    def taken_ts(self, asset: str) -> float | None:
-        """Reading time of the asset's last sample taken into its window (None: none yet). Unlike
-        :meth:`last_ts` it does not move for a reading refused for its rate: a sender stepping one
-        hour a message, each refused as ``slow_rate``, walked past the far-future check."""
-        state = self._assets.get(asset)
-        return None if state is None else state.cleaner.last_ts
-
     def add_at(self, asset: str, ts: float, values: dict[str, float], received: float,
                clock: float) -> tuple[str | None, float | None]:
         """:meth:`add`, with this machine's ``clock`` (plus a slack): a reading refused ``out_of_order``
@@ -394,16 +339,6 @@ class Buffers:
         ahead = state.steps_back(ts, clock)
         return (reason, None) if ahead is None else (self.add(asset, ts, values, received), ahead)
 
-    def last_row(self, asset: str) -> list[float] | None:
-        """The asset's last accepted sample in channel order, forward fills included (not a copy:
-        each accepted sample gets a new list, so it is never changed afterwards)."""
-        state = self._assets.get(asset)
-        return None if state is None else state.last
-
-    def idle(self, before: float) -> list[str]:
-        """Assets whose last accepted sample was received before ``before`` (stale candidates)."""
-        return [asset for asset, state in self._assets.items() if state.seen < before]
-
     def drop_floors(self, kept: Callable[[str], bool]) -> None:
         """Forget the floors of assets not ``kept`` (restored ones that never came back and ended:
         a silence forgets an asset's newest stamp too, so a device whose clock went back is taken
@@ -414,15 +349,6 @@ class Buffers:
             del self.resumed_faults[asset]
         for asset in [a for a in self.resumed_past if not kept(a)]:
             del self.resumed_past[asset]
-
-    def past_limits(self) -> dict[str, dict[str, float]]:
-        """Per asset, its channels whose last plausible value is past their learned limits, with
-        that value (:meth:`~sensorguard.service.sensors.SensorWatch.past_limits`; restored ones not
-        heard from yet: as saved), for the state file. The caller holds the ingest's lock."""
-        if self.sensors is None:
-            return {}
-        live = {a: p for a, state in self._assets.items() if (p := state.watch.past_limits(self.sensors))}
-        return {**{a: p for a, p in self.resumed_past.items() if a not in self._assets}, **live}
 
     def forget(self, asset: str, windows: bool = True) -> int:
         """Drop an asset's buffer and its queued windows (frees its slot under ``max_assets``); how
