@@ -1036,3 +1036,22 @@ def test_a_parquet_file_is_read_whatever_its_name(tmp_path):
     tagged = frame.rename(columns={"timestamp": "PAR1001"})  # a CSV whose header starts so (a review)
     tagged.to_csv(tmp_path / "tags.csv", index=False)
     assert load_frame([tmp_path / "tags.csv"], time_column="PAR1001").channels == ("temp", "pressure")
+
+
+def test_a_label_column_not_named_as_such_is_refused_as_the_machines_column(tmp_path):
+    """``--asset-column anomaly`` without ``--label-column``: the labels' 0 and 1 were read as two
+    machines, each scored apart with its own gaps ("0: 1 window restarts"), while a note beside it
+    said the same column marks the anomalous rows (a walk). A machine column named ``class`` that
+    holds names, and a vibration axis ``y`` of fractions, are no labels."""
+    from sensorguard.training.tables import reads_as_labels
+
+    stamps = pd.date_range("2026-01-01", periods=40, freq="s")
+    frame = pd.DataFrame({"timestamp": stamps, "temp": np.linspace(20, 30, 40), "anomaly": [0] * 30 + [1] * 10,
+                          "class": ["p1", "p2"] * 20})
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    with pytest.raises(DataError, match="'anomaly' reads as labels .*--label-column anomaly.* cannot also name"):
+        load_frame([tmp_path / "f.csv"], asset_column="anomaly")
+    assert set(load_frame([tmp_path / "f.csv"], asset_column="class", label_column="anomaly").assets) == {"p1", "p2"}
+    assert not reads_as_labels(pd.Series([0.231, 0.5, 0.0], name="y"), "f.csv")
+    assert reads_as_labels(pd.Series([0, 1, 0], name="Label "), "f.csv")
+    assert not reads_as_labels(pd.Series([0, 1, 0], name="pump"), "f.csv")

@@ -41,6 +41,7 @@ from sensorguard.training.tables import (
     choose_channels,
     cols,
     label_rows,
+    reads_as_labels,
     to_numbers,
     unreadable_note,
 )
@@ -180,6 +181,9 @@ def series_from_frame(
     elif asset_column == label_column or asset_column in clocks:  # (the labels' 0 and 1 as two machines: a walk)
         raise DataError(f"{name}: {asset_column!r} is the {'label' if asset_column == label_column else 'time'} "
                         "column and cannot also name the machines (--asset-column)")
+    elif label_column is None and reads_as_labels(frame[asset_column], name):  # (not named: the same mistake)
+        raise DataError(f"{name}: {asset_column!r} reads as labels (0 normal, > 0 anomalous: --label-column "
+                        f"{asset_column}) and cannot also name the machines (--asset-column)")
     elif _sensor_like(frame[asset_column]) and (
             names := frame[asset_column].nunique()) > frame[asset_column].notna().sum() // 2:  # (of the filled)
         # a sensor column named so was taken for thousands of one-row machines and said "too little

@@ -200,6 +200,19 @@ def unreadable_note(frame: pd.DataFrame, chosen: Sequence[str], values: np.ndarr
     return f"cells that are not numbers, read as missing: {'; '.join(said)}"
 
 
+def reads_as_labels(column: pd.Series, name: str) -> bool:
+    """Whether a column is one a file's labels would be in: a label's name (``LABEL_NAMES``, not a
+    vibration axis of fractions) over values :func:`label_rows` reads."""
+    lowered = str(column.name).strip().lower()
+    if lowered not in LABEL_NAMES or (lowered in SENSOR_LIKE and _fractional(column)):
+        return False
+    try:
+        label_rows(column, str(column.name), name)
+    except DataError:
+        return False
+    return True
+
+
 def label_rows(column: pd.Series, label_column: str, name: str) -> np.ndarray:
     """0/1 per row from whole numbers (> 0 is anomalous), booleans or true/false text; empty is 0.
     Other text (``fault``/``normal``) is refused: read as 0 it would score every event as missed; so
