@@ -95,6 +95,7 @@ class BufferViews:
         heard from yet: as saved), for the state file. The caller holds the ingest's lock."""
         if self.sensors is None:
             return {}
-        live = {a: p for a, state in self._assets.items() if (p := state.watch.past_limits(self.sensors))}
+        live = {a: p for a, state in self._assets.items()  # (a watch whose last reading was quiet: none past)
+                if state.watch.may_be_past and (p := state.watch.past_limits(self.sensors))}
         return {**{a: p for a, p in self.resumed_past.items() if a not in self._assets}, **live}
 

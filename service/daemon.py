@@ -174,7 +174,9 @@ class Daemon(ScoringWorker):
         self.commands = CommandHandler(settings, self.controls, self.publisher, self.metrics, self._commanded,
                                        *((self.source.serves, self.source.taking_over) if self.source else ()))
         self.alerts.serves = self._serves
-        self.alerts.past_limits = self._past_limits
+        if not settings.cluster:  # (cluster mode reads nothing back from the file: nor the lock taken at a save)
+            self.alerts.past_limits = self._past_limits
+        self.buffers.resume_within = self.rules.stale_after
         if self.recorder is not None:  # an asset in maintenance (live or restored) records nothing as normal
             self.recorder.excluded = self._in_maintenance
             self.recorder.verdict = self.controls.false_alarm
@@ -236,6 +238,7 @@ class Daemon(ScoringWorker):
         silence = silence_after(s.stale_after_s, policy)  # (its sampling may have changed)
         if (silence, new.raise_at) != (self.rules.stale_after, self.rules.raise_at):
             self.rules = self.alerts.rules = replace(self.rules, stale_after=silence, raise_at=new.raise_at)
+            self.buffers.resume_within = silence  # (read under no lock: a float replaced whole)
         if self.recorder is not None:
             self.recorder.guard_s = guard_seconds(s.record_guard_s, new.window, self.hop, s.raise_after,
                                                   new.sample_period)

@@ -86,7 +86,7 @@ class Ingest:
         watch; those stayed open for good: a review)."""
         with self.cond:
             self.buffers.policy = policy
-            self.buffers.sensors = sensors
+            self.buffers.set_sensors(sensors)
             kept, ended = resumed_faults(self.buffers.resumed_faults, sensors, self.buffers.floors)
             self.buffers.resumed_faults = kept
         self.fault_closes(ended, "the swapped-in model cannot judge them")

@@ -26,8 +26,10 @@ fault of one of three kinds:
   none: from the nearest limit, so a value that far past them); one that walked past them is the
   process's, scored as it reads (a failing sensor jumps to a rail or a marker; a process moves
   through its dynamics). A restart goes on from the last plausible value of each channel that
-  walked past its limits (saved with the asset's state: :meth:`SensorWatch.past_limits`); a
-  cluster takeover's watch starts at the first reading it replays. Or limits set per channel in
+  walked past its limits (saved with the state of an asset with a judged window:
+  :meth:`SensorWatch.past_limits`; not after a silence, where offline starts a new watch too); a
+  cluster takeover's watch starts at the first reading it replays, so a channel walked farther than
+  ``jump`` past its limits before the replay is told a sensor fault there (a known gap). Or limits set per channel in
   ``bundle.json`` (``sensors``; without ``jump`` any value past them is a fault). Not in a model of
   one channel (:attr:`SensorRules.judges_range`): with no other channel to fill it in, an extreme
   value is the process's, scored as it reads.
@@ -236,7 +238,7 @@ def resumed_faults(saved: dict[str, list[dict]], rules: SensorRules | None, judg
 class SensorWatch:
     """One asset's per-channel fault state (readings in time order, duplicates already refused)."""
 
-    __slots__ = ("last", "good", "still", "missing", "missing_any", "open", "in_range")
+    __slots__ = ("last", "good", "still", "missing", "missing_any", "open", "in_range", "may_be_past")
 
     def __init__(self, n_channels: int) -> None:
         self.last = [math.nan] * n_channels
@@ -250,6 +252,9 @@ class SensorWatch:
         # line, an event and a retained state (a walk); ISA-18.2 calls this chattering and prescribes
         # an off-delay
         self.in_range = [0] * n_channels
+        # a last plausible value may lie past its limits (the last reading took the full step, or values
+        # were resumed, or the limits changed): only these are looked at by :meth:`past_limits` callers
+        self.may_be_past = False
 
     def step(self, ts: float, row: list[float], rules: SensorRules) -> list[SensorEvent]:
         """The faults this reading opens or closes (NaN in ``row``: a missing value).
@@ -261,6 +266,7 @@ class SensorWatch:
         if not self.open and not self.missing_any and self._quiet(row, rules):
             return []
         events: list[SensorEvent] = []
+        self.may_be_past = True
         for j, value in enumerate(row):
             lim = rules.limits[j]
             present = value - value == 0.0
@@ -315,6 +321,7 @@ class SensorWatch:
                 return False
             still.append(run)
         self.still, self.last, self.good = still, list(row), list(row)
+        self.may_be_past = False  # (every value inside its limits)
         return True
 
     def resume(self, faults: list[dict], rules: SensorRules) -> None:
@@ -350,6 +357,7 @@ class SensorWatch:
             j = rules.channels.index(channel) if channel in rules.channels else -1
             if j >= 0 and rules.limits[j].jump is not None and not rules.limits[j].low <= value <= rules.limits[j].high:
                 self.good[j] = value
+                self.may_be_past = True
 
     def close_all(self, ts: float, rules_channels: tuple[str, ...]) -> list[SensorEvent]:
         """End every open fault (the new bundle checks no sensors): ``sensor_ok`` for each."""

@@ -115,6 +115,9 @@ class Buffers(BufferViews):
         self._rates: dict[str, tuple[float | None, float, int]] = {}  # forgotten assets' rate estimates
         self.resumed_faults: dict[str, list[dict]] = {}  # restored assets' open sensor faults, for their watch
         self.resumed_past: dict[str, dict[str, float]] = {}  # and their channels past the limits (SavedExtras.past)
+        # resumed_past is taken only by a first reading at most this long after the asset's last judged
+        # window (the daemon's silence): offline a longer gap starts a new watch (watch_rows)
+        self.resume_within = math.inf
         # untaken assets: the sensor events of their dropped readings, told once one is taken (_heard)
         self._deferred: dict[str, dict[tuple[str, int], SensorEvent]] = {}
         self._was_open: tuple[str, set[tuple[str, int]]] | None = None  # (add: the watch before its step)
@@ -164,7 +167,8 @@ class Buffers(BufferViews):
             state = self._assets[asset] = AssetBuffer(self.window, len(self.channels))
             if (resumed := self.resumed_faults.get(asset)) and self.sensors is not None:  # (kept until taken: an
                 state.watch.resume(resumed, self.sensors)  # eviction before then lost them; a review)
-            if (past := self.resumed_past.get(asset)) and self.sensors is not None:
+            if (past := self.resumed_past.get(asset)) and self.sensors is not None and (
+                    floor is None or ts - floor <= self.resume_within):
                 state.watch.resume_past(past, self.sensors)
             self._untaken[asset] = None
             if self.floors.pop(asset, None) is not None:  # buffered: its last_ts guards from here
@@ -301,6 +305,13 @@ class Buffers(BufferViews):
         """Queue windows at a swapped-in model's alert hop from the next sample on (the hop grid stays)."""
         self._check_alert_hop(alert_hop, self.hop)
         self.alert_hop = alert_hop
+
+    def set_sensors(self, sensors: SensorRules | None) -> None:
+        """A swapped-in model's sensor limits (the caller holds the ingest's lock): a value inside the
+        old limits may lie past the new ones, so every watch is looked at by the next save."""
+        self.sensors = sensors
+        for state in self._assets.values():
+            state.watch.may_be_past = True
 
     def set_ignored(self, ignored: tuple[str, ...]) -> None:
         """A swapped-in model's ignored columns: values under these names are dropped, not refused."""
