@@ -90,7 +90,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     promise = rec.get("alerts")
     if promise:
         lo, hi = promise["promised_ci95"]
-        said = (f"{promise_words(promise['promised_per_day'], lo, hi)}, "
+        said = (f"{promise_words(promise['promised_per_day'], lo, hi, promise.get('promise_note'))}, "
                 f"{promise['observed_alerts']} observed in {promise['calibration_days'] * 24:.3g} h")
     else:
         said = f"~{per_day if per_day is not None else 'n/a'} window exceedances/day expected"

@@ -108,13 +108,15 @@ def _promise_line(version_dir: Path) -> str | None:
         n, (lo, hi) = float(alerts["promised_per_day"]), map(float, alerts["promised_ci95"])
     except (KeyError, TypeError, ValueError):  # a window-rate model (--false-alarm-rate) has no promise block
         return line
-    return f"{line}: {promise_words(n, lo, hi)}"
+    note = alerts.get("promise_note")
+    return f"{line}: {promise_words(n, lo, hi, note if isinstance(note, str) else None)}"
 
 
-def promise_words(per_day: float, lo: float, hi: float) -> str:
-    """A promise as calibrate and retrain print it ("1 false alert ... promised (95% CI ...)")."""
+def promise_words(per_day: float, lo: float, hi: float, note: str | None = None) -> str:
+    """A promise as calibrate and retrain print it ("1 false alert ... promised (95% CI ...)"), with
+    the calibration's note on it (a capped or loose line: ``training.promise``), as train says it."""
     return (f"{per_day:g} false alert{'' if per_day == 1 else 's'} per asset per day promised "
-            f"(95% CI {lo:.3g}-{hi:.3g})")
+            f"(95% CI {lo:.3g}-{hi:.3g}{f'; {note}' if note else ''})")
 
 
 def _current_or_none(registry: str, name: str):

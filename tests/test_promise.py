@@ -327,3 +327,36 @@ def test_the_tail_interval_joins_the_exceedance_counts_and_the_scales_bounds():
     0.4552 a day (an audit: the scale's low bound at the median chi^2 passed every test)."""
     assert _tail_ci(2.0, 0.0, 1.0, 1.0, 20, 1.0) == [pytest.approx(0.0314, abs=1e-4), pytest.approx(0.4552, abs=1e-4)]
 
+
+
+def test_a_line_crossed_on_more_than_one_normal_window_in_100_says_so_with_the_knob():
+    """Daily readings: one false alert a day set the line at the median of the normal windows, and
+    a model's own training rows were 85 % in alert, with nothing said beyond a promise of 0.125 a
+    day (a walk). The record says how loose the line is and which --false-alerts-per-day keeps the
+    classic 1 %; at 100 windows a day or more (1 Hz to 3-minute data at hop 4) it says nothing."""
+    from sensorguard.training.summary import TrainSummary
+
+    errors = np.random.default_rng(0).exponential(1.0, 2000)
+    _, hourly = alert_threshold([errors], 1, RULES, steps_per_day=12.0, target=1.0)
+    assert hourly["promise_note"] == ("1 a day: the line is crossed on 8.3 % of normal windows (of 12 scored a day; "
+                                      "the classic limit is 1 %); for a tighter line, --false-alerts-per-day 0.12 "
+                                      "or lower")
+    _, daily = alert_threshold([errors], 1, RULES, steps_per_day=0.25, target=1.0)
+    assert daily["promise_note"].startswith("1 a day is more than one every other scored window: capped at 0.125")
+    assert daily["promise_note"].endswith("50 % of normal windows (of 0.25 scored a day; the classic limit is 1 %); "
+                                          "for a tighter line, --false-alerts-per-day 0.0025 or lower")
+    for fast in (100.0, 21600.0):
+        assert "promise_note" not in alert_threshold([errors], 1, RULES, steps_per_day=fast, target=1.0)[1]
+    summary = TrainSummary(rows={"train": 1}, window=8, hop=1, latent=1, epochs=1, best_val_loss=0.1,
+                           naive_val_loss=1.0, pca_val_loss=0.2, linear=1, threshold=1.0, method="alerts",
+                           false_alarms_per_day=1.0, promise=hourly, seconds=1.0)
+    line = next(ln for ln in summary.lines() if ln.startswith("false alerts"))  # (written, and never shown)
+    assert line.startswith("false alerts    1 per asset per day promised") and line.endswith("0.12 or lower")
+
+
+def test_calibrate_and_retrain_print_the_promises_note_as_train_does():
+    from sensorguard.cli_models import promise_words
+
+    assert promise_words(1.0, 0.5, 2.0) == "1 false alert per asset per day promised (95% CI 0.5-2)"
+    assert promise_words(0.125, 0.06, 0.2, "capped at 0.125") == (
+        "0.125 false alerts per asset per day promised (95% CI 0.06-0.2; capped at 0.125)")

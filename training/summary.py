@@ -57,7 +57,8 @@ class TrainSummary:
             margin += "; a raise value: the lowest score of the windows in a row an alert needs"
         return (f"false alerts    {p['promised_per_day']:g} per asset per day promised (95% CI {lo:.3g}-{hi:.3g}"
                 f"{margin}); observed {p['observed_alerts']} in {p['calibration_days'] * 24:.3g} h of "
-                f"calibration data ({p['effective_samples']:g} effective samples)")
+                f"calibration data ({p['effective_samples']:g} effective samples)"
+                f"{'; ' + p['promise_note'] if p.get('promise_note') else ''}")
 
     def _leaders(self) -> str:
         assert self.leaders is not None
