@@ -4,6 +4,7 @@ in the next session)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -231,24 +232,32 @@ def test_a_publish_between_connect_and_connack_waits_behind_the_backlog():
         server.close()
 
 
-def test_the_receive_maximum_can_be_set_while_the_connack_is_handled():
-    """paho's max_inflight_messages setter raises on an open connection: set from on_connect, it
-    failed every connect of the daemon (found by the cluster tests). The field is set directly."""
+@contextlib.contextmanager
+def connecting_client(client_id: str):
+    """A FastClient (MQTT 5) connected to a bare listening socket that never answers: its CONNACK
+    never comes, so the client stays between the CONNECT and the CONNACK."""
     import socket
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
-    client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="rm", protocol=paho.MQTTv5)
+    client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     try:
         client.connect("127.0.0.1", server.getsockname()[1])
+        yield client
+    finally:
+        client._sock_close()
+        server.close()
+
+
+def test_the_receive_maximum_can_be_set_while_the_connack_is_handled():
+    """paho's max_inflight_messages setter raises on an open connection: set from on_connect, it
+    failed every connect of the daemon (found by the cluster tests). The field is set directly."""
+    with connecting_client("rm") as client:
         with pytest.raises(RuntimeError):
             client.max_inflight_messages_set(10)  # what a first version called
         client.receive_maximum(10)
         assert client.max_inflight_messages == 10
-    finally:
-        client._sock_close()
-        server.close()
 
 
 def test_a_reconnect_backlog_beyond_the_receive_maximum_waits_its_turn():

@@ -11,7 +11,7 @@ import pytest
 
 from sensorguard.service import receive
 from sensorguard.service.receive import FastClient
-from tests.test_receive import FakeSocket, _publish_packet
+from tests.test_receive import FakeSocket, _publish_packet, connecting_client
 
 USER_PROPERTY = b"\x07\x26\x00\x01k\x00\x01v"  # property length 7: one user property k=v (paho's path)
 
@@ -142,17 +142,9 @@ def test_the_receive_maximum_is_never_set_to_unlimited():
 def test_only_qos1_publishes_wait_for_the_connack():
     """A QoS 0 message has no queue to wait in (paho drops one it cannot send): published between
     the CONNECT and the CONNACK it goes at once, as in paho."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    client = FastClient(paho.CallbackAPIVersion.VERSION2, client_id="q0", protocol=paho.MQTTv5)
-    try:
-        client.connect("127.0.0.1", server.getsockname()[1])
+    with connecting_client("q0") as client:
         info = client.publish("sensorguard/events", b"e", qos=0)
         assert info.rc == paho.MQTTErrorCode.MQTT_ERR_SUCCESS
-    finally:
-        client._sock_close()
-        server.close()
 
 
 @pytest.mark.parametrize("retain", [False, True])
