@@ -19,6 +19,17 @@ def registry_daemon(tiny_bundle, tmp_path, **overrides):
     return daemon, client, root
 
 
+def fake_clock(monkeypatch) -> list[float]:
+    from types import SimpleNamespace
+
+    from sensorguard.service import hotswap
+
+    now = [1000.0]
+    monkeypatch.setattr(hotswap, "time", SimpleNamespace(monotonic=lambda: now[0], perf_counter=lambda: 0.0,
+                                                         time=lambda: 0.0))
+    return now
+
+
 def test_every_swap_is_recorded_with_its_versions(tiny_bundle, tmp_path):
     """``swaps`` keeps the newest ``SWAPS_KEPT`` (100) records, one a swap, each naming the versions
     it went from and to: logs, tests and benchmarks read them (kept one, a second swap lost the first)."""
@@ -35,7 +46,6 @@ def test_the_retry_after_an_io_error_backs_off_from_the_poll_period_to_its_cap(t
     """A version refused for an I/O error is tried again after ``reload_poll_s``, doubling while it
     keeps failing, at most ``RETRY_MAX_S`` (600 s) apart: not sooner (a registry on a failing disk was
     re-read every second), never later than the cap."""
-    from types import SimpleNamespace
 
     from sensorguard.service import hotswap
 
@@ -46,9 +56,7 @@ def test_the_retry_after_an_io_error_backs_off_from_the_poll_period_to_its_cap(t
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(hotswap, "load_current", failing)
-    now = [1000.0]
-    monkeypatch.setattr(hotswap, "time", SimpleNamespace(monotonic=lambda: now[0], perf_counter=lambda: 0.0,
-                                                         time=lambda: 0.0))
+    now = fake_clock(monkeypatch)
     assert daemon.models.check() is False
     for wait in (400.0, 600.0, 600.0):  # 400, then 800 and 1600 held to 600
         now[0] += wait - 1.0
@@ -221,15 +229,12 @@ def test_a_retry_pending_for_an_io_error_ends_when_current_moves_on(tiny_bundle,
     another version ends that retry: the new one, refused as wrong, is refused once, not again
     (counted and announced twice) when the old retry fell due."""
     import json
-    from types import SimpleNamespace
 
     from sensorguard.service import hotswap
 
     daemon, client, root = registry_daemon(tiny_bundle, tmp_path, reload_poll_s=10.0)
     publish(tiny_bundle.with_threshold(tiny_bundle.threshold_ * 2, {}), root, NAME)
-    now = [1000.0]
-    monkeypatch.setattr(hotswap, "time", SimpleNamespace(monotonic=lambda: now[0], perf_counter=lambda: 0.0,
-                                                         time=lambda: 0.0))
+    now = fake_clock(monkeypatch)
     real = hotswap.load_current
 
     def failing(*args, **kwargs):
@@ -270,17 +275,6 @@ def test_a_bundle_directory_is_reloaded_only_when_asked(tiny_bundle, tmp_path):
     save_bundle(tiny_bundle.with_threshold(0.75, {}), folder)
     assert daemon.models.check() is None and not daemon.models.swaps
     assert daemon.models.check(force=True) is True and daemon.models.bundle.threshold_ == 0.75
-
-
-def fake_clock(monkeypatch) -> list[float]:
-    from types import SimpleNamespace
-
-    from sensorguard.service import hotswap
-
-    now = [1000.0]
-    monkeypatch.setattr(hotswap, "time", SimpleNamespace(monotonic=lambda: now[0], perf_counter=lambda: 0.0,
-                                                         time=lambda: 0.0))
-    return now
 
 
 def test_an_unreadable_current_for_an_io_error_is_read_again_after_a_poll_period(tiny_bundle, tmp_path,
