@@ -45,6 +45,7 @@ RENEW_S = 1.0  # a lease is renewed this often: three chances before it expires
 LISTING_IDLE_S = 5.0  # a key listing's consumer, once stopped, is deleted by the server after this long
 REJOIN_S = 5.0  # a worker that stood down (it could not publish) takes part again once able this long
 LISTING_MAX_S = 10.0  # a members' listing not done by then is given up and started afresh
+SETTLE_S = 30.0  # a member that joined this recently still gives its seat to an earlier one listed late
 SURE_S = 2.0  # a lease written this recently is surely still ours (it expires after LEASE_S = 3 s)
 PARTITION = "partition."
 
@@ -104,6 +105,7 @@ class Ownership:
         self._listing_since = 0.0
         self._limiter = RateLimiter(60.0)  # a bucket down fails every partition's write every second
         self._joined = False  # the membership was written once
+        self._joined_at = -math.inf  # monotonic: when it last joined
         self.able = able or (lambda: True)  # whether it can publish what it judges (its MQTT link is up)
         self._stood_down = False
         self._able_since: float | None = None  # monotonic: able again since (a stood-down worker waits REJOIN_S)
@@ -164,11 +166,14 @@ class Ownership:
         members = sorted(key[len(MEMBER):] for key in keys if key.startswith(MEMBER))
         if self.worker not in members:  # our key was written just now: a listing without it (nats-py's
             return  # key listing can end early, nats.py issue 842) would hand every partition over
+        grown = bool(set(members) - set(self.members) - {self.worker})
         self.members = members
         if not self._joined:  # the first tick only says we are here: workers starting together see
             if self.mark is None or await self._still_agree():  # each other before claiming, instead of one
-                self._joined = True  # taking all and handing half over
+                self._joined, self._joined_at = True, now  # taking all and handing half over
             return
+        if grown and self.mark is not None and now - self._joined_at < SETTLE_S and not await self._still_agree():
+            return  # an earlier member listed only after our check (its key's write landed late)
         want = {k for k, m in assign(self.partitions, self.members).items() if m == self.worker}
         for k in sorted(set(self.owned) - want - set(self._releases)):  # handed over in the background
             self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
@@ -221,11 +226,13 @@ class Ownership:
                                                  before=(self._started, self.worker))
         if not channels or (rollout(mark) and behind):
             return True
-        self._agreed, self.members = False, []  # (the next round says why, as _agree does)
+        self._agreed, self._joined, self.members = False, False, []  # (the next round says why, as _agree does)
         try:
             await asyncio.wait_for(self.kv.delete(f"{MEMBER}{self.worker}"), RENEW_S)
         except Exception as exc:  # noqa: BLE001 - it expires on its own
             log.debug("leaving the members: %s", exc)
+        for k in sorted(set(self.owned) - set(self._releases)):  # (joined already: an earlier one came in late)
+            self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
         return False
 
     async def _stand_down(self) -> None:
@@ -235,6 +242,7 @@ class Ownership:
         takes part again once it can publish; while no worker can, the readings wait in the stream."""
         if not self._stood_down:
             self._stood_down, self._joined, self.members = True, False, []  # (a stale list ran the watchdog)
+            self._agreed = self.mark is None  # back, it checks the members again: one of other channels may have joined
             log.warning("cluster: worker %s cannot publish (its MQTT broker is out of reach): it hands its %d "
                         "partitions on and takes none until it can", self.worker, len(self.owned))
             try:

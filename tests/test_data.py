@@ -1055,3 +1055,16 @@ def test_a_label_column_not_named_as_such_is_refused_as_the_machines_column(tmp_
     assert not reads_as_labels(pd.Series([0.231, 0.5, 0.0], name="y"), "f.csv")
     assert reads_as_labels(pd.Series([0, 1, 0], name="Label "), "f.csv")
     assert not reads_as_labels(pd.Series([0, 1, 0], name="pump"), "f.csv")
+
+
+@pytest.mark.parametrize("machines", ["class", "target", "y"])
+def test_a_machine_column_named_like_labels_holding_machine_numbers_is_not_refused(tmp_path, machines):
+    """``--asset-column class`` over machine numbers 1, 2, 3 (no normal 0, more
+    than two values: no labels) was refused as "reads as labels", with no way around it but renaming
+    the column (a model trained so before could no longer score its files; a review). Labels have a normal
+    0 and at most two values."""
+    stamps = pd.date_range("2026-01-01", periods=60, freq="s")
+    frame = pd.DataFrame({"timestamp": np.repeat(stamps[:20], 3), "temp": np.linspace(20, 30, 60),
+                          machines: [1, 2, 3] * 20})
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    assert set(load_frame([tmp_path / "f.csv"], asset_column=machines).assets) == {"1", "2", "3"}

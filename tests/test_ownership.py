@@ -539,7 +539,8 @@ def test_a_rollouts_current_model_joins_and_the_same_channels_in_another_order_a
         async def nothing(*args) -> None:
             pass
 
-        a, b, c = (Ownership(kv, name, 6, nothing, nothing, mark=lambda name=name: served[name]) for name in "abc")
+        # (b made last: it was restarted on the new CURRENT after a and c started)
+        a, c, b = (Ownership(kv, name, 6, nothing, nothing, mark=lambda name=name: served[name]) for name in "acb")
         for _ in range(4):
             for worker in (a, c):  # the same channels, in another order: c joins a
                 await worker.tick()
@@ -664,3 +665,97 @@ def test_of_two_workers_of_other_channels_started_together_the_earlier_keeps_its
     assert set(a.owned) == {0, 1, 2, 3} and a.disagreement is None
     assert b.owned == {} and b.disagreement and "a (v0002, 8 channels)" in b.disagreement
     assert caplog.text.count("read other channels") == 1
+
+
+def _two_models():
+    from sensorguard.service.member_models import channel_mark
+
+    eight = tuple(f"c{j}" for j in range(8))
+    return {"a": channel_mark(eight, "v0002"), "b": channel_mark(eight[:6], "v0001")}
+
+
+def test_a_worker_that_stood_down_does_not_rejoin_beside_a_member_of_other_channels(monkeypatch):
+    """a (8 channels, started first) serves, b (6 channels) waits. a stands down
+    (its MQTT link is out), b then finds no member of other channels and joins. a can publish
+    again: it kept _agreed and its early ``started``, so _still_agree skips b (started later) and
+    both served, each refusing the other's assets' readings as unknown_channel (a review). Back, it
+    checks the members again."""
+    import sensorguard.service.ownership as ownership_module
+
+    monkeypatch.setattr(ownership_module, "REJOIN_S", 0.0)
+    monkeypatch.setattr(ownership_module, "SETTLE_S", 0.0)  # (b joined long ago: it does not look again)
+    served = _two_models()
+
+    async def scenario() -> tuple[Ownership, Ownership]:
+        kv = MemoryOwners()
+        up = {"a": True}
+
+        async def nothing(*args) -> None:
+            pass
+
+        a = Ownership(kv, "a", 4, nothing, nothing, able=lambda: up["a"], mark=lambda: served["a"])
+        b = Ownership(kv, "b", 4, nothing, nothing, mark=lambda: served["b"])
+        for _ in range(3):
+            await a.tick()
+        for _ in range(2):
+            await asyncio.gather(a.tick(), b.tick())
+        assert a.owned and b.owned == {}
+        up["a"] = False
+        for _ in range(3):
+            await asyncio.gather(a.tick(), b.tick())
+        await asyncio.sleep(0)  # the releases' tasks
+        up["a"] = True
+        for _ in range(5):
+            await asyncio.gather(a.tick(), b.tick())
+            await asyncio.sleep(0)
+        return a, b
+
+    a, b = asyncio.run(scenario())
+    assert not (a.owned and b.owned), f"both serve: a {sorted(a.owned)}, b {sorted(b.owned)}"
+
+
+class _SlowPut:
+    """The shared bucket, whose first write of ``member.a`` lands only once ``landed`` is set."""
+
+    def __init__(self, kv: MemoryOwners, landed: asyncio.Event) -> None:
+        self._kv, self._landed, self._held = kv, landed, False
+
+    def __getattr__(self, name):
+        return getattr(self._kv, name)
+
+    async def put(self, key: str, value: bytes) -> int:
+        if key == "member.a" and not self._held:
+            self._held = True
+            await self._landed.wait()
+        return await self._kv.put(key, value)
+
+
+def test_an_earlier_workers_key_listed_after_the_later_one_checked_still_keeps_its_seat():
+    """a (started first) found no mark, and its own key's write is slow to land;
+    b found none either, wrote its key, looked again at the earlier members (a not listed yet) and
+    joined. a's key lands: a looks only at members that started before it (not b) and joins too.
+    The later one checks once only, so the race stays open whenever the earlier one's key is
+    listed after that check (a review). Members listed within ``SETTLE_S`` of joining make it
+    look again."""
+    served = _two_models()
+
+    async def scenario() -> tuple[Ownership, Ownership]:
+        kv, landed = MemoryOwners(), asyncio.Event()
+
+        async def nothing(*args) -> None:
+            pass
+
+        a = Ownership(_SlowPut(kv, landed), "a", 4, nothing, nothing, mark=lambda: served["a"])
+        b = Ownership(kv, "b", 4, nothing, nothing, mark=lambda: served["b"])
+        first = asyncio.create_task(a.tick())  # checks (none), then its write hangs
+        await asyncio.sleep(0.01)
+        for _ in range(2):
+            await b.tick()
+        landed.set()
+        await first
+        for _ in range(4):
+            await asyncio.gather(a.tick(), b.tick())
+        return a, b
+
+    a, b = asyncio.run(scenario())
+    assert not (a.owned and b.owned), f"both serve: a {sorted(a.owned)}, b {sorted(b.owned)}"

@@ -207,10 +207,12 @@ def reads_as_labels(column: pd.Series, name: str) -> bool:
     if lowered not in LABEL_NAMES or (lowered in SENSOR_LIKE and _fractional(column)):
         return False
     try:
-        label_rows(column, str(column.name), name)
+        rows = label_rows(column, str(column.name), name)
     except DataError:
         return False
-    return True
+    # labels mark a few rows anomalous among normal ones; machine numbers (1, 2, 3 in a column named
+    # class or target) have no normal 0 or more than two values (a review)
+    return bool((rows == 0).any()) and column.nunique(dropna=True) <= 2
 
 
 def label_rows(column: pd.Series, label_column: str, name: str) -> np.ndarray:
