@@ -17,8 +17,9 @@ asset's line then depends on which worker owns it, which a registry swap in prog
 moment. Members that write no mark (an older sensorguard) are not compared.
 
 Two workers of other channels that start together may each find no mark before writing their own:
-once its key is listed, each looks again at the members that started before it (``started`` in the
-key), and the later one leaves and waits as if it had come later.
+once its key is listed (and at new members listed within ``SETTLE_S`` of joining), each looks again
+at the members that started before it (``started`` in the key), and the later one leaves and waits
+as if it had come later. A worker back from standing down checks the members again.
 """
 
 from __future__ import annotations
