@@ -175,8 +175,7 @@ class Ownership:
         if grown and self.mark is not None and now - self._joined_at < SETTLE_S and not await self._still_agree():
             return  # an earlier member listed only after our check (its key's write landed late)
         want = {k for k, m in assign(self.partitions, self.members).items() if m == self.worker}
-        for k in sorted(set(self.owned) - want - set(self._releases)):  # handed over in the background
-            self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
+        self._hand_on(set(self.owned) - want)  # handed over in the background
         # a partition whose lease lapsed (nobody took it) is claimed again only once its lose()
         # ended: else that late hand-over dropped the buffers, state and controls just adopted
         claims = sorted(want - set(self.owned) - set(self._losing))
@@ -231,9 +230,13 @@ class Ownership:
             await asyncio.wait_for(self.kv.delete(f"{MEMBER}{self.worker}"), RENEW_S)
         except Exception as exc:  # noqa: BLE001 - it expires on its own
             log.debug("leaving the members: %s", exc)
-        for k in sorted(set(self.owned) - set(self._releases)):  # (joined already: an earlier one came in late)
-            self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
+        self._hand_on(set(self.owned))  # (joined already: an earlier one came in late)
         return False
+
+    def _hand_on(self, partitions: set[int]) -> None:
+        """Release each of ``partitions`` not being released already, each as a task of its own."""
+        for k in sorted(partitions - set(self._releases)):
+            self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
 
     async def _stand_down(self) -> None:
         """It cannot publish what it judges (its MQTT broker is out of reach): it leaves the members and
@@ -249,8 +252,7 @@ class Ownership:
                 await asyncio.wait_for(self.kv.delete(f"{MEMBER}{self.worker}"), RENEW_S)
             except Exception as exc:  # noqa: BLE001 - it expires on its own
                 log.debug("standing down: %s", exc)
-        for k in sorted(set(self.owned) - set(self._releases)):
-            self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
+        self._hand_on(set(self.owned))
 
     async def _keys(self) -> list[str]:
         """The bucket's keys. nats-py's ``keys()`` stops its watcher only when the listing ends: one
@@ -368,8 +370,7 @@ class Ownership:
 
     async def leave(self) -> None:
         """Release everything and the membership: a clean stop hands the partitions over at once."""
-        for k in sorted(set(self.owned) - set(self._releases)):
-            self._releases[k] = asyncio.create_task(self.release(k), name=f"release-{k}")
+        self._hand_on(set(self.owned))
         while self._releases:  # the leases are renewed until each hand-over is done
             await asyncio.wait(list(self._releases.values()), timeout=RENEW_S)
             with contextlib.suppress(Exception):  # noqa: BLE001 - a lease that lapses here only hurries the next owner
