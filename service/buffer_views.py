@@ -9,6 +9,8 @@ ingest's lock, as for every call on the buffers).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sensorguard.service.asset_buffer import AssetBuffer
 from sensorguard.service.due_windows import DueWindows
 from sensorguard.service.sensors import SensorRules
@@ -89,13 +91,17 @@ class BufferViews:
         """Assets whose last accepted sample was received before ``before`` (stale candidates)."""
         return [asset for asset, state in self._assets.items() if state.seen < before]
 
-    def past_limits(self) -> dict[str, dict[str, float]]:
-        """Per asset, its channels whose last plausible value is past their learned limits, with
-        that value (:meth:`~sensorguard.service.sensors.SensorWatch.past_limits`; restored ones not
-        heard from yet: as saved), for the state file. The caller holds the ingest's lock."""
+    def past_limits(self, assets: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
+        """Per asset (of ``assets``; None: all), its channels whose last plausible value is past their
+        learned limits, with that value (:meth:`~sensorguard.service.sensors.SensorWatch.past_limits`;
+        restored ones not heard from yet: as saved), for the state file or the state bucket. The
+        caller holds the ingest's lock."""
         if self.sensors is None:
             return {}
-        live = {a: p for a, state in self._assets.items()  # (a watch whose last reading was quiet: none past)
+        held = self._assets.items() if assets is None else (
+            (a, state) for a in assets if (state := self._assets.get(a)) is not None)
+        live = {a: p for a, state in held  # (a watch whose last reading was quiet: none past)
                 if state.watch.may_be_past and (p := state.watch.past_limits(self.sensors))}
-        return {**{a: p for a, p in self.resumed_past.items() if a not in self._assets}, **live}
+        resumed = self.resumed_past if assets is None else {a: p for a in assets if (p := self.resumed_past.get(a))}
+        return {**{a: p for a, p in resumed.items() if a not in self._assets}, **live}
 

@@ -291,11 +291,13 @@ class Ingest:
         return ours
 
     def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], window_ts: float | None,
-              judged_ts: float | None = None) -> tuple[int, list[dict]]:
+              judged_ts: float | None = None, past: dict[str, float] | None = None) -> tuple[int, list[dict]]:
         """Cluster mode, taking an asset over: rebuild its window from readings its previous owner
         took (:meth:`Buffers.prime`, on the cadence of its window at ``window_ts``); they are not
         counted or recorded again, and only the windows after ``window_ts`` (and ``judged_ts``)
-        are scored. How many readings were taken, and the channel faults they leave open.
+        are scored. How many readings were taken, and the channel faults they leave open. ``past``:
+        the values its sensor watch starts from for channels walked past their limits
+        (:func:`~sensorguard.service.takeover.along_walk`).
 
         The window stream holds every reading sent, those the previous owner refused as
         ``future_ts`` too: they are left out here as they were there (taken, one stamped hours
@@ -308,6 +310,8 @@ class Ingest:
                     continue
                 kept.append((ts, values))
                 newest = ts
+            if past and asset not in self.buffers:
+                self.buffers.resumed_past[asset] = past
             primed = self.buffers.prime(asset, kept, time.monotonic(), window_ts, judged_ts, now + CLOCK_SLACK_S)
             if self.buffers.queued():  # windows the previous owner completed but did not score
                 self.cond.notify()

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -327,12 +327,13 @@ class ClusterSource:
         of their windows waits), and pass the states that changed on to the state bucket."""
         while self._handovers:
             assets, done = self._handovers[0]
+            past = self._past(assets)  # (read before their buffers go)
             if not self.ingest.release(assets):
                 break  # their last windows are scored first
             self._handovers.popleft()
             states = self.alerts.hand_over(assets)
             if done.set_running_or_notify_cancel():  # False: the release gave up waiting; they are gone all the same
-                done.set_result({asset: encode_asset(*state, guard_until=self._band(asset))
+                done.set_result({asset: encode_asset(*state, guard_until=self._band(asset), past=past.get(asset))
                                  for asset, state in states.items()})
             elif (loop := self._loop) is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # no state of theirs is passed on from here now
@@ -344,11 +345,18 @@ class ClusterSource:
         changed = self.alerts.changed_states(full)
         loop = self._loop
         if changed and loop is not None and not loop.is_closed():
-            leaving = self.sync.leaving
-            data = {asset: None if state is None else encode_asset(*state, guard_until=self._band(asset))
+            leaving, past = self.sync.leaving, self._past(changed)
+            data = {asset: None if state is None else encode_asset(*state, guard_until=self._band(asset),
+                                                                   past=past.get(asset))
                     for asset, state in changed.items() if asset not in leaving}
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(self.sync.queue, data)  # the outbox as it is then, not now
+
+    def _past(self, assets: Iterable[str]) -> dict[str, dict[str, float]]:
+        """The assets' channels walked past their sensor limits, passed on with their states: a new
+        owner's watch starts from them (:func:`~sensorguard.service.takeover.along_walk`)."""
+        with self.ingest.cond:
+            return self.ingest.buffers.past_limits(assets)
 
     def _band(self, asset: str) -> float | None:
         """The recorder's guard band after the asset's last clear, passed on with its state."""

@@ -27,12 +27,11 @@ fault of one of three kinds:
   process's, scored as it reads (a failing sensor jumps to a rail or a marker; a process moves
   through its dynamics). A restart goes on from the last plausible value of each channel that
   walked past its limits (saved with the state of an asset with a judged window:
-  :meth:`SensorWatch.past_limits`; not after a silence, where offline starts a new watch too); a
-  cluster takeover's watch starts at the first reading it replays, so a channel walked farther than
-  ``jump`` past its limits before the replay is told a sensor fault there (a known gap). Or limits set per channel in
-  ``bundle.json`` (``sensors``; without ``jump`` any value past them is a fault). Not in a model of
-  one channel (:attr:`SensorRules.judges_range`): with no other channel to fill it in, an extreme
-  value is the process's, scored as it reads.
+  :meth:`SensorWatch.past_limits`; not after a silence, where offline starts a new watch too), and
+  so does a cluster takeover's (the values travel in the state bucket: ``takeover.along_walk``).
+  Or limits set per channel in ``bundle.json`` (``sensors``; without ``jump`` any value past them
+  is a fault). Not in a model of one channel (:attr:`SensorRules.judges_range`): with no other
+  channel to fill it in, an extreme value is the process's, scored as it reads.
 - ``missing``: the channel was absent, NaN or infinite in more than ``fill_limit`` readings in a
   row (forward fill gave up).
 

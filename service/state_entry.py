@@ -145,18 +145,22 @@ def finite_time(value: object) -> float | None:
 
 def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float | None = None,
                  announced: bool = True, judged_ts: float | None = None, channels: list[dict] | None = None,
-                 silence: tuple[float, float] | None = None, *, guard_until: float | None = None) -> bytes:
+                 silence: tuple[float, float] | None = None, *, guard_until: float | None = None,
+                 past: dict[str, float] | None = None) -> bytes:
     """One asset's state as ``assets.json`` holds it, plus the end time of its last scored window on
     the hop grid (the cadence a new owner continues) and of a later alert-hop window the state
     already holds (the new owner judges only the windows after it), for cluster mode's state bucket
     (an owner of an older version ignores ``judged_ts``), and the top channels of its last window
     (``[{"name", "share"}]``, as :func:`save_states` keeps them), and a silent asset's silence (the
     reading time it went silent after, its last score: ``"silent"`` as ``assets.json`` holds it);
-    ``guard_until``: the end of the recorder's guard band after its last clear (:func:`guard_of`)."""
+    ``guard_until``: the end of the recorder's guard band after its last clear (:func:`guard_of`);
+    ``past``: its channels walked past their sensor limits, with their last plausible values
+    (``past_limits`` as ``assets.json`` holds them; :func:`past_in`)."""
     entry = {**entry_of(alert, drift, announced), **({"window_ts": window_ts} if window_ts is not None else {}),
              **({"judged_ts": judged_ts} if judged_ts is not None else {}),
              **silence_entry(silence),
              **({"guard_until": guard_until} if finite_time(guard_until) is not None else {}),
+             **({"past_limits": past} if past else {}),
              **({"channels": channels} if channels and alert.status != "normal" else {})}  # (an alert's, as
     # assets.json keeps them: every normal asset's, synced every 30 s, only grew the bucket; a review)
     return json.dumps(entry, separators=(",", ":")).encode()
@@ -193,6 +197,18 @@ def guard_of(data: bytes) -> float | None:
     except ValueError:
         return None
     return finite_time(entry.get("guard_until")) if isinstance(entry, dict) else None
+
+
+def past_in(data: bytes) -> dict[str, float]:
+    """The channels walked past their sensor limits, with their last plausible values, from the
+    asset's entry in the state bucket (``{}``: none, or unreadable). A new owner replays only the
+    last window's readings: without them, a channel that walked farther than ``jump`` past its limits
+    before the replay began was told a sensor fault at its first replayed reading."""
+    try:
+        entry = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    return past_of({"": entry}).get("", {}) if isinstance(entry, dict) else {}
 
 
 def _window_time(value: object) -> float | None:

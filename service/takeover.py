@@ -49,7 +49,8 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.payload import Parsed, parse_message, valid_asset
-from sensorguard.service.state_entry import StateError, decode_asset, guard_of
+from sensorguard.service.sensors import SensorRules
+from sensorguard.service.state_entry import StateError, decode_asset, guard_of, past_in
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class Takeover:
                         "windows start empty", k, len(short))
         assets = [asset_of(subject)[1] for subject in subjects]
         newest = {asset_of(subject)[1]: max(ts for ts, _ in samples) for subject, samples in kept.items() if samples}
-        anchors = await self._adopt(assets, newest)
+        anchors, walked = await self._adopt(assets, newest)
         if self.controls is not None and partitions:
             await self._adopt_controls(k, partitions)
         window, primed, partial = self.ingest.buffers.window, 0, []
@@ -137,7 +138,8 @@ class Takeover:
                 continue
             anchor, judged = anchors.get(asset) or (None, None)
             span = prime_span(samples, anchor, window)
-            taken, opened = self.ingest.prime(asset, span, anchor, judged)
+            past = along_walk(walked.get(asset, {}), span, self.ingest.buffers.sensors)
+            taken, opened = self.ingest.prime(asset, span, anchor, judged, past)
             primed += taken
             if opened:  # listed in its states at once, as a restart restores them (the previous owner's to announce)
                 self.alerts.restore_faults({asset: opened})
@@ -187,15 +189,17 @@ class Takeover:
         return int((reply.get("config") or {}).get("max_msgs_per_subject") or 0)
 
     async def _adopt(self, assets: list[str], newest: dict[str, float]
-                     ) -> dict[str, tuple[float | None, float | None] | None]:
+                     ) -> tuple[dict[str, tuple[float | None, float | None] | None], dict[str, dict[str, float]]]:
         """Take over the assets' alert and drift state from the state bucket; each asset's last
         scored window's time on the hop grid (the cadence to continue) and of the last window its
         state holds, when that came after (None for an asset silent there: it is not primed).
         ``newest``: each asset's newest reading in the window stream: one after its silence came back
-        on the old owner before the bucket heard (it is adopted live, not silent)."""
+        on the old owner before the bucket heard (it is adopted live, not silent). And per asset, its
+        channels walked past their sensor limits, with their last plausible values (:func:`along_walk`)."""
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
         anchors: dict[str, tuple[float | None, float | None] | None] = {}
+        walked: dict[str, dict[str, float]] = {}
         for asset in assets:
             try:
                 entry = await self._states.get(state_key(asset))
@@ -211,9 +215,11 @@ class Takeover:
             # (a silent one, None, is not primed: its first reading here tells its return, which a primed
             anchors[asset] = (window_ts, judged_ts) if silence is None else None  # buffer swallowed: a review)
             self.alerts.adopt(asset, alert, drift, announced, window_ts, judged_ts, channels, silence)
+            if silence is None and (past := past_in(entry.value or b"")):
+                walked[asset] = past
             if self.alerts.recorder is not None and (until := guard_of(entry.value or b"")) is not None:
                 self.alerts.recorder.band(asset, until)  # (the fault's tail after its clear is no normal data)
-        return anchors
+        return anchors, walked
 
     async def _adopt_controls(self, k: int, partitions: int) -> None:
         """Take over the maintenance, shelving and acknowledgeable alerts of partition ``k``'s
@@ -345,3 +351,31 @@ def prime_span(samples: list[tuple[float, Any]], anchor: float | None, window: i
         start = min(start, bisect_right([ts for ts, _ in samples], anchor) - window)
     return samples[max(0, start - PRIME_WARM):]
 
+
+
+def along_walk(saved: dict[str, float], samples: list[tuple[float, Any]], rules: SensorRules | None
+               ) -> dict[str, float]:
+    """The values a new owner's sensor watch starts from, for the channels its previous owner saw
+    walk past their limits (``saved``: their last plausible values, from the state bucket). The
+    replay begins up to a window and ``PRIME_WARM`` readings before that state was written, so its
+    first reading of such a channel lies on the way from the limit to the saved value: judged from
+    the saved value itself, a walk faster than ``jump`` over the replay was told a sensor fault;
+    from the limit, one walked farther than ``jump`` before it was. So each starts from the point of
+    that way nearest its first replayed value (a jump beyond the saved value is still a sensor's)."""
+    if not saved or rules is None:
+        return {}
+    first: dict[str, float] = {}
+    for _, values in samples:
+        for channel in saved.keys() - first.keys():
+            value = values.get(channel) if isinstance(values, dict) else None
+            if isinstance(value, float) and math.isfinite(value):
+                first[channel] = value
+        if len(first) == len(saved):
+            break
+    out = {}
+    for channel, value in saved.items():
+        if channel in rules.channels:
+            lim = rules.limits[rules.channels.index(channel)]
+            x = first.get(channel, value)
+            out[channel] = min(max(x, min(lim.low, value)), max(lim.high, value))
+    return out

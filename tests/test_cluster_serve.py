@@ -21,10 +21,10 @@ import psutil
 import pytest
 
 from sensorguard.nats_local import stream_messages
-from sensorguard.service import cluster
+from sensorguard.service import cluster, jetstream
 from sensorguard.service.cluster import Layout
 from sensorguard.service.ownership import assign
-from sensorguard.service.state_entry import decode_asset
+from sensorguard.service.state_entry import decode_asset, past_in
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, clean_env, free_port, metric, scrape, start_daemon, wait_for
 from tests.nats import NatsCluster
@@ -301,6 +301,32 @@ def test_a_silent_asset_handed_over_tells_its_return_on_its_new_owner(nats_node,
         assert metric(urls[0], "sensorguard_assets_silent") == 0
 
 
+@pytest.mark.integration
+def test_a_channel_walked_past_its_limits_is_no_sensor_fault_on_its_new_owner(nats_node, trained_dir, monkeypatch):
+    """Channel c1 walks past its learned limit in small steps, to four ``jump`` beyond it: the
+    process's, scored by wb. Its new owner replays only the last window and ``PRIME_WARM`` readings,
+    which began far past the limit, and told an ``out_of_range`` sensor fault there (a known gap;
+    held, and left out of the score). The last plausible value now moves with the asset's state."""
+    monkeypatch.setattr(jetstream, "STATE_FULL_S", 1.0)
+    with hand_over_pair(nats_node, trained_dir) as (wa, wb, urls, events, pub, asset):
+        lim = wb.models.bundle.sensors.limits[1]
+        frame = plant_frame(rows=330, channels=3, seed=3)
+        times, values = epoch(frame), frame[CHANNELS].to_numpy().copy()
+        values[50:250, 1] = np.linspace(values[50, 1], lim.high + 4 * lim.jump, 200)  # steps of < jump / 25
+        values[250:, 1] = lim.high + 4 * lim.jump + 0.05 * lim.jump * np.sin(np.arange(80))  # (moving: not stuck)
+        pub.samples(asset, times[:280], values[:280], CHANNELS, batch=1)
+        wait_for(lambda: wb.buffers.taken_ts(asset) == times[279], 30, "wb taking the walk")
+        far = lim.high + 3 * lim.jump  # in the state wb writes every STATE_FULL_S (a killed worker's last word)
+        wait_for(lambda: saved_past(nats_node.urls, asset).get("c1", 0.0) > far, 30, "the bucket holding the walk")
+        wb.stop()  # a clean stop: its partitions go to wa
+        wait_for(lambda: owned(urls[0]) == 8 and wa.source.serves(asset), 30, "wa taking the asset over")
+        pub.samples(asset, times[280:], values[280:], CHANNELS, batch=1)
+        wait_for(lambda: wa.buffers.taken_ts(asset) == times[-1], 30, "wa taking the rest")
+        assert wa.alerts.sensor_faults(asset) == []
+        assert [e for e in events.on(f"sensorguard/alerts/{asset}") if e.get("kind") == "out_of_range"] == []
+        assert wa.buffers.past_limits([asset])[asset]["c1"] == values[-1, 1]  # (past the limit all along)
+
+
 
 def start_serve(node, trained_dir, log: Path, instance: str, workers: int) -> tuple[subprocess.Popen, str]:
     """A ``serve --cluster`` process of ``instance`` logging to ``log``: the process, its metrics URL.
@@ -383,6 +409,20 @@ def saved_status(servers, asset: str) -> str | None:
             return decode_asset(entry.value)[0].status
         except Exception:  # noqa: BLE001 - not there (yet)
             return None
+        finally:
+            await nc.close()
+    return asyncio.run(read())
+
+
+def saved_past(servers, asset: str) -> dict[str, float]:
+    """The channels walked past their limits that the state bucket holds for ``asset``."""
+    async def read() -> dict[str, float]:
+        nc = await cluster.connect(servers)
+        try:
+            entry = await (await nc.jetstream().key_value(cluster.STATE_BUCKET)).get(cluster.state_key(asset))
+            return past_in(entry.value or b"")
+        except Exception:  # noqa: BLE001 - not there (yet)
+            return {}
         finally:
             await nc.close()
     return asyncio.run(read())

@@ -496,3 +496,54 @@ def test_prime_span_replays_prime_warm_readings_before_the_window():
     assert prime_span(samples, 150.0, 4)[0][0] == 151 - 4 - PRIME_WARM
     assert prime_span(samples[:10], None, 4) == samples[:10]
     assert math.isfinite(prime_span(samples, 199.0, 4)[0][0])
+
+
+
+def _walked(nats: FakeNats, values: list[float]) -> SensorRules:
+    """Readings of ``pump-1`` whose channel ``b`` walks as ``values`` (limits -100..100, jump 20),
+    all taken by the old owner; the rules that judge them."""
+    for i, b in enumerate(values):
+        nats.send("pump-1", [i + 1], taken=1, body={"ts": T0 + i + 1, "values": {"a": 1.0, "b": b}})
+    limits = (ChannelLimits(-100.0, 100.0, None, jump=20.0),) * 2
+    return SensorRules(("a", "b"), limits, fill_limit=5)
+
+
+WALK = [50.0 + i for i in range(1, 151)]  # b walks from 51 to 200 in steps of 1: past 100 at reading 50
+
+
+def test_a_channel_walked_past_its_limits_stays_the_process_s_across_a_takeover():
+    """The old owner watched ``b`` walk past its limit of 100 in steps of 1 up to 200 and scored it
+    (the process's). The new owner replays only the last window and ``PRIME_WARM`` readings, which
+    start at 133: a fresh watch measured the step from the limit (33, past ``jump``) and told an
+    ``out_of_range`` sensor fault, held and left out of the score (a known gap). The old owner's
+    state in the bucket now carries the channel's last plausible value (``past_limits``), and a
+    replayed reading on the way from the limit to it is the process's."""
+    nats = FakeNats()
+    sensors = _walked(nats, WALK)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150, past={"b": 200.0})
+    _, primed, ingest, alerts = rebuild(nats, sensors=sensors)
+    assert primed == WINDOW + PRIME_WARM and alerts.faults == {}
+    ingest.buffers.add("pump-1", T0 + 151, {"a": 1.0, "b": 201.0}, 0.0)
+    watch = ingest.buffers._assets["pump-1"].watch
+    assert watch.open == set() and watch.good[1] == 201.0
+
+
+def test_without_the_saved_value_the_replay_tells_the_walk_a_sensor_fault():
+    """The same walk with an older owner's state (no ``past_limits``): the replay's first reading,
+    33 past the limit, is judged from the limit, so the fault is told (what the field fixes)."""
+    nats = FakeNats()
+    sensors = _walked(nats, WALK)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150)
+    _, _, _, alerts = rebuild(nats, sensors=sensors)
+    assert [(f["kind"], f["value"]) for f in alerts.faults["pump-1"]] == [("out_of_range", 133.0)]
+
+
+def test_a_replayed_reading_past_the_saved_value_by_a_jump_is_still_a_sensor_s():
+    """The saved value vouches for the path from the limit to it, not for a rail beyond: a sensor
+    that jumped to 9,999 at the replay's first reading is told a fault."""
+    walk = [*WALK[:82], 9999.0, *WALK[83:]]
+    nats = FakeNats()
+    sensors = _walked(nats, walk)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150, past={"b": 200.0})
+    _, _, _, alerts = rebuild(nats, sensors=sensors)
+    assert [(f["kind"], f["value"]) for f in alerts.faults["pump-1"]] == [("out_of_range", 9999.0)]
