@@ -9,7 +9,7 @@ ingest's lock, as for every call on the buffers).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 
 from sensorguard.service.asset_buffer import AssetBuffer
 from sensorguard.service.due_windows import DueWindows
@@ -91,7 +91,7 @@ class BufferViews:
         """Assets whose last accepted sample was received before ``before`` (stale candidates)."""
         return [asset for asset, state in self._assets.items() if state.seen < before]
 
-    def past_limits(self, assets: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
+    def past_limits(self, assets: Collection[str] | None = None) -> dict[str, dict[str, float]]:
         """Per asset (of ``assets``; None: all), its channels whose last plausible value is past their
         learned limits, with that value (:meth:`~sensorguard.service.sensors.SensorWatch.past_limits`;
         restored ones not heard from yet: as saved), for the state file or the state bucket. The

@@ -313,6 +313,7 @@ class Ingest:
             if past and asset not in self.buffers:
                 self.buffers.resumed_past[asset] = past
             primed = self.buffers.prime(asset, kept, time.monotonic(), window_ts, judged_ts, now + CLOCK_SLACK_S)
+            self.buffers.resumed_past.pop(asset, None)  # (not taken by a reading: no later watch starts from it)
             if self.buffers.queued():  # windows the previous owner completed but did not score
                 self.cond.notify()
             return primed

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from typing import Any
 
@@ -352,7 +352,7 @@ class ClusterSource:
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(self.sync.queue, data)  # the outbox as it is then, not now
 
-    def _past(self, assets: Iterable[str]) -> dict[str, dict[str, float]]:
+    def _past(self, assets: Collection[str]) -> dict[str, dict[str, float]]:
         """The assets' channels walked past their sensor limits, passed on with their states: a new
         owner's watch starts from them (:func:`~sensorguard.service.takeover.along_walk`)."""
         with self.ingest.cond:

@@ -126,6 +126,10 @@ class Takeover:
         assets = [asset_of(subject)[1] for subject in subjects]
         newest = {asset_of(subject)[1]: max(ts for ts, _ in samples) for subject, samples in kept.items() if samples}
         anchors, walked = await self._adopt(assets, newest)
+        with self.ingest.cond:  # not primed: their next reading is newer than the saved values (a restart's case)
+            for asset in {asset_of(subject)[1] for subject in short} & walked.keys():
+                if asset not in self.ingest.buffers:
+                    self.ingest.buffers.resumed_past[asset] = walked[asset]
         if self.controls is not None and partitions:
             await self._adopt_controls(k, partitions)
         window, primed, partial = self.ingest.buffers.window, 0, []
@@ -357,25 +361,37 @@ def along_walk(saved: dict[str, float], samples: list[tuple[float, Any]], rules:
                ) -> dict[str, float]:
     """The values a new owner's sensor watch starts from, for the channels its previous owner saw
     walk past their limits (``saved``: their last plausible values, from the state bucket). The
-    replay begins up to a window and ``PRIME_WARM`` readings before that state was written, so its
-    first reading of such a channel lies on the way from the limit to the saved value: judged from
-    the saved value itself, a walk faster than ``jump`` over the replay was told a sensor fault;
-    from the limit, one walked farther than ``jump`` before it was. So each starts from the point of
-    that way nearest its first replayed value (a jump beyond the saved value is still a sensor's)."""
+    replay begins at least a window and ``PRIME_WARM`` readings before that state was written:
+    judged from the saved value, a walk faster than ``jump`` over the replay was told a sensor fault
+    at its first reading, and one out beyond the saved value and back; judged from the limit (a
+    fresh watch), one walked farther than ``jump`` before it. So a channel starts from its first
+    replayed value when the replay runs from it to within ``jump`` of the saved value in steps
+    shorter than ``jump`` (the path the previous owner took as the process's), else from the point
+    of the way from the limit to the saved value nearest that first value (a sensor that jumped to a
+    rail before the replay began: still a sensor fault)."""
     if not saved or rules is None:
         return {}
-    first: dict[str, float] = {}
-    for _, values in samples:
-        for channel in saved.keys() - first.keys():
-            value = values.get(channel) if isinstance(values, dict) else None
-            if isinstance(value, float) and math.isfinite(value):
-                first[channel] = value
-        if len(first) == len(saved):
-            break
     out = {}
     for channel, value in saved.items():
-        if channel in rules.channels:
-            lim = rules.limits[rules.channels.index(channel)]
-            x = first.get(channel, value)
-            out[channel] = min(max(x, min(lim.low, value)), max(lim.high, value))
+        if channel not in rules.channels:
+            continue
+        lim = rules.limits[rules.channels.index(channel)]
+        path = [v for _, values in samples if isinstance(values, dict)
+                and isinstance(v := values.get(channel), float) and math.isfinite(v)]
+        if not path or lim.jump is None:
+            out[channel] = value
+        elif _reaches(path, value, lim.jump):
+            out[channel] = path[0]
+        else:
+            out[channel] = min(max(path[0], min(lim.low, value)), max(lim.high, value))
     return out
+
+
+def _reaches(path: list[float], value: float, jump: float) -> bool:
+    """Whether ``path`` comes within ``jump`` of ``value`` before any step of ``jump`` or more."""
+    for i, v in enumerate(path):
+        if i and abs(v - path[i - 1]) >= jump:
+            return False
+        if abs(v - value) < jump:
+            return True
+    return False

@@ -540,10 +540,66 @@ def test_without_the_saved_value_the_replay_tells_the_walk_a_sensor_fault():
 
 def test_a_replayed_reading_past_the_saved_value_by_a_jump_is_still_a_sensor_s():
     """The saved value vouches for the path from the limit to it, not for a rail beyond: a sensor
-    that jumped to 9,999 at the replay's first reading is told a fault."""
+    that jumped to 9,999 at the replay's first reading is told a fault. (Its previous owner held
+    ``b`` at 132 from then on, past the limit all along, so 132 is the value it saved.)"""
     walk = [*WALK[:82], 9999.0, *WALK[83:]]
     nats = FakeNats()
     sensors = _walked(nats, walk)
-    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150, past={"b": 200.0})
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150, past={"b": 132.0})
     _, _, _, alerts = rebuild(nats, sensors=sensors)
     assert [(f["kind"], f["value"]) for f in alerts.faults["pump-1"]] == [("out_of_range", 9999.0)]
+
+
+def test_a_walk_out_beyond_the_saved_value_and_back_stays_the_process_s():
+    """``b`` walks out to 200 and back to 150 in steps of 1, all past the limit: the previous
+    owner saved 150. The replay starts on the way back, at 183: judged from the saved value (33,
+    past ``jump``) it was told a sensor fault (a review); the replay runs from 183 to 150 in steps
+    of 1, the path the previous owner took as the process's."""
+    walk = [*WALK, *(200.0 - i for i in range(1, 51))]
+    nats = FakeNats()
+    sensors = _walked(nats, walk)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + len(walk), past={"b": 150.0})
+    _, primed, ingest, alerts = rebuild(nats, sensors=sensors)
+    assert primed == WINDOW + PRIME_WARM and alerts.faults == {}
+    assert ingest.buffers._assets["pump-1"].watch.open == set()
+
+
+def test_a_rail_held_through_the_replay_is_a_sensor_fault_whatever_the_saved_value():
+    """A sensor that jumped to 9,999 before the replay began and stayed there: the previous owner
+    held ``b`` at 132 (its last plausible value, saved). The replay's path never comes near it,
+    so the rail is judged from the way to 132 and told a fault, as the previous owner had."""
+    walk = [*WALK[:60], *([9999.0] * 90)]
+    nats = FakeNats()
+    sensors = _walked(nats, walk)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150, past={"b": 110.0})
+    _, _, _, alerts = rebuild(nats, sensors=sensors)
+    assert [(f["kind"], f["value"]) for f in alerts.faults["pump-1"]] == [("out_of_range", 9999.0)]
+
+
+def test_an_asset_the_window_stream_no_longer_reaches_back_for_starts_from_the_saved_value():
+    """More readings arrived since the previous owner stopped than the window stream keeps: the
+    asset is not primed, and its first reading (newer than the saved value, as after a restart)
+    is judged from the saved value, not from the limit (a review: 1 past the saved 200 was told a
+    sensor fault, 101 past the limit of 100)."""
+    nats = FakeNats()
+    for i in range(10):  # none taken yet: the readings stream holds them all
+        nats.send("pump-1", [i + 1], body={"ts": T0 + i + 1, "values": {"a": 1.0, "b": 201.0 + i}})
+    del nats.streams[cluster.WINDOWS_STREAM][:5]  # the window stream no longer holds the oldest
+    sensors = SensorRules(("a", "b"), (ChannelLimits(-100.0, 100.0, None, jump=20.0),) * 2, fill_limit=5)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 - 10, past={"b": 200.0})
+    _, primed, ingest, _ = rebuild(nats, sensors=sensors)
+    assert primed == 0 and "pump-1" not in ingest.buffers
+    ingest.buffers.add("pump-1", T0 + 1, {"a": 1.0, "b": 201.0}, 0.0)
+    assert ingest.buffers._assets["pump-1"].watch.open == set()
+
+
+def test_a_saved_value_no_reading_took_is_left_behind_by_the_prime():
+    """Every replayed reading refused (a channel the model does not know): the saved value was
+    never taken by a watch, and must not start a later one (a review)."""
+    nats = FakeNats()
+    sensors = _walked(nats, [float(i) for i in range(10)])
+    for message in nats.streams[cluster.WINDOWS_STREAM]:
+        message.data = json.dumps({"ts": json.loads(message.data)["ts"], "values": {"zz": 1.0}}).encode()
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 8, past={"b": 200.0})
+    _, _, ingest, _ = rebuild(nats, sensors=sensors)
+    assert "pump-1" not in ingest.buffers and ingest.buffers.resumed_past == {}
