@@ -317,7 +317,8 @@ def test_a_channel_walked_past_its_limits_is_no_sensor_fault_on_its_new_owner(na
         pub.samples(asset, times[:280], values[:280], CHANNELS, batch=1)
         wait_for(lambda: wb.buffers.taken_ts(asset) == times[279], 30, "wb taking the walk")
         far = lim.high + 3 * lim.jump  # in the state wb writes every STATE_FULL_S (a killed worker's last word)
-        wait_for(lambda: saved_past(nats_node.urls, asset).get("c1", 0.0) > far, 30, "the bucket holding the walk")
+        wait_for(lambda: saved_past(nats_node.urls, asset).get("c1", 0.0) > far, 30, "the bucket holding the walk",
+                 interval=0.5)
         wb.stop()  # a clean stop: its partitions go to wa
         wait_for(lambda: owned(urls[0]) == 8 and wa.source.serves(asset), 30, "wa taking the asset over")
         pub.samples(asset, times[280:], values[280:], CHANNELS, batch=1)
