@@ -238,10 +238,11 @@ class CarriedStates:
                 self.recorder.forget(asset)
         return out
 
-    def changed_states(self, full: bool = False) -> dict[str, Moved | None]:
-        """The assets whose alert status or id, or its announcement, changed since the last call
-        (every asset with ``full``), as :meth:`hand_over` gives them (scoring thread): what a new
-        owner must find to carry on; for an asset whose state ended (it went silent) None, or a
+    def changed_states(self, full: bool = False, marks: dict[str, tuple] | None = None) -> dict[str, Moved | None]:
+        """The assets whose alert status or id, or its announcement, or their mark in ``marks``
+        (where their walked channels stand: ``walked_channels.walk_marks``) changed since the last
+        call (every asset with ``full``), as :meth:`hand_over` gives them (scoring thread): what a
+        new owner must find to carry on; for an asset whose state ended (it went silent) None, or a
         normal state with its drift baseline, which a restart or a new owner keeps for its return."""
         self._syncing = True
         out: dict[str, Moved | None] = {}
@@ -250,7 +251,7 @@ class CarriedStates:
             told = self._told(asset)
             # (the recorder's guard band too: a maintenance's end sets one and changes no status, and a
             # crash before the full sync, 30 s, let its new owner record the band as normal: a review)
-            key = (state.status, state.alert_id, told, bands.get(asset))
+            key = (state.status, state.alert_id, told, bands.get(asset), marks.get(asset) if marks else None)
             if full or self._synced.get(asset) != key:
                 self._synced[asset] = key
                 out[asset] = (state, self._drift.get(asset), *self._cadence(asset, told), self._channels(asset),

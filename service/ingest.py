@@ -297,7 +297,7 @@ class Ingest:
         counted or recorded again, and only the windows after ``window_ts`` (and ``judged_ts``)
         are scored. How many readings were taken, and the channel faults they leave open. ``past``:
         the values its sensor watch starts from for channels walked past their limits
-        (:func:`~sensorguard.service.takeover.along_walk`).
+        (:func:`~sensorguard.service.walked_channels.along_walk`).
 
         The window stream holds every reading sent, those the previous owner refused as
         ``future_ts`` too: they are left out here as they were there (taken, one stamped hours

@@ -56,6 +56,7 @@ from sensorguard.service.statesync import StateSync
 from sensorguard.service.takeover import Takeover
 from sensorguard.service.taker import Taker
 from sensorguard.service.waits import pause, unless
+from sensorguard.service.walked_channels import walk_marks
 from sensorguard.service.watchdog import watch_sources
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 RELEASE_WAIT_S = 10.0  # a released partition's fetch loop gets this long to finish its batch
 CONNECT_RETRY_S = 5.0  # the first connection to the cluster is tried again this often
 STATE_FULL_S = 30.0  # every asset's state (drift included) is written this often
+WALKS_S = 1.0  # how often the states of channels walked past their limits are looked at (walk_marks)
 CONTROLS_WRITE_S = 3.0  # a command's change is written to the state bucket before its answer, waiting this long
 STRAYS_QUEUE = "sensorguard-strays"  # the queue group of the workers counting stray readings: once each
 
@@ -86,6 +88,7 @@ class ClusterSource:
         self._handovers: deque[tuple[set[str], Future]] = deque()  # for the scoring thread (step)
         self._states: Any = None  # the state bucket
         self._next_full = 0.0
+        self._next_walks, self._walks = 0.0, {}  # channels walked past their limits: where they stand
         # states and controls for the next owners (loop thread)
         self.sync = StateSync(controls, self.serves, self.taking_over)
         self.worker = settings.instance_name
@@ -342,7 +345,10 @@ class ClusterSource:
         full = now >= self._next_full
         if full:
             self._next_full = now + STATE_FULL_S
-        changed = self.alerts.changed_states(full)
+        if now >= self._next_walks:  # (once a second: every asset's watch is looked at, under the ingest's lock)
+            self._next_walks = now + WALKS_S
+            self._walks = walk_marks(self._past(None), self.ingest.buffers.sensors)
+        changed = self.alerts.changed_states(full, self._walks)
         loop = self._loop
         if changed and loop is not None and not loop.is_closed():
             leaving, past = self.sync.leaving, self._past(changed)
@@ -352,9 +358,9 @@ class ClusterSource:
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(self.sync.queue, data)  # the outbox as it is then, not now
 
-    def _past(self, assets: Collection[str]) -> dict[str, dict[str, float]]:
+    def _past(self, assets: Collection[str] | None) -> dict[str, dict[str, float]]:
         """The assets' channels walked past their sensor limits, passed on with their states: a new
-        owner's watch starts from them (:func:`~sensorguard.service.takeover.along_walk`)."""
+        owner's watch starts from them (:func:`~sensorguard.service.walked_channels.along_walk`)."""
         with self.ingest.cond:
             return self.ingest.buffers.past_limits(assets)
 

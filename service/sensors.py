@@ -29,7 +29,7 @@ fault of one of three kinds:
   walked past its limits (saved with the state of an asset with a judged window:
   :meth:`SensorWatch.past_limits`; not after a silence, where offline starts a new watch too); a
   cluster takeover's starts where the replayed readings and the saved values, carried in the state
-  bucket, place the walk (``takeover.along_walk``).
+  bucket, place the walk (``walked_channels.along_walk``).
   Or limits set per channel in ``bundle.json`` (``sensors``; without ``jump`` any value past them
   is a fault). Not in a model of one channel (:attr:`SensorRules.judges_range`): with no other
   channel to fill it in, an extreme value is the process's, scored as it reads.

@@ -49,8 +49,8 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.payload import Parsed, parse_message, valid_asset
-from sensorguard.service.sensors import SensorRules
 from sensorguard.service.state_entry import StateError, decode_asset, guard_of, past_in
+from sensorguard.service.walked_channels import along_walk
 
 log = logging.getLogger(__name__)
 
@@ -356,42 +356,3 @@ def prime_span(samples: list[tuple[float, Any]], anchor: float | None, window: i
     return samples[max(0, start - PRIME_WARM):]
 
 
-
-def along_walk(saved: dict[str, float], samples: list[tuple[float, Any]], rules: SensorRules | None
-               ) -> dict[str, float]:
-    """The values a new owner's sensor watch starts from, for the channels its previous owner saw
-    walk past their limits (``saved``: their last plausible values, from the state bucket). The
-    replay begins at least a window and ``PRIME_WARM`` readings before that state was written:
-    judged from the saved value, a walk faster than ``jump`` over the replay was told a sensor fault
-    at its first reading, and one out beyond the saved value and back; judged from the limit (a
-    fresh watch), one walked farther than ``jump`` before it. So a channel starts from its first
-    replayed value when the replay runs from it to within ``jump`` of the saved value in steps
-    shorter than ``jump`` (the path the previous owner took as the process's), else from the point
-    of the way from the limit to the saved value nearest that first value (a sensor that jumped to a
-    rail before the replay began: still a sensor fault)."""
-    if not saved or rules is None:
-        return {}
-    out = {}
-    for channel, value in saved.items():
-        if channel not in rules.channels:
-            continue
-        lim = rules.limits[rules.channels.index(channel)]
-        path = [v for _, values in samples if isinstance(values, dict)
-                and isinstance(v := values.get(channel), float) and math.isfinite(v)]
-        if not path or lim.jump is None:
-            out[channel] = value
-        elif _reaches(path, value, lim.jump):
-            out[channel] = path[0]
-        else:
-            out[channel] = min(max(path[0], min(lim.low, value)), max(lim.high, value))
-    return out
-
-
-def _reaches(path: list[float], value: float, jump: float) -> bool:
-    """Whether ``path`` comes within ``jump`` of ``value`` before any step of ``jump`` or more."""
-    for i, v in enumerate(path):
-        if i and abs(v - path[i - 1]) >= jump:
-            return False
-        if abs(v - value) < jump:
-            return True
-    return False

@@ -603,3 +603,33 @@ def test_a_saved_value_no_reading_took_is_left_behind_by_the_prime():
     bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 8, past={"b": 200.0})
     _, _, ingest, _ = rebuild(nats, sensors=sensors)
     assert "pump-1" not in ingest.buffers and ingest.buffers.resumed_past == {}
+
+
+def test_walk_marks_step_by_half_a_jump_per_channel_with_one():
+    """The state bucket is written again when a walked channel crosses a half-``jump`` step, so the
+    value saved stays within half a ``jump`` of the newest reading; a channel without ``jump``
+    (limits a user set: any value past them is a fault) has no walk to carry."""
+    from sensorguard.service.walked_channels import walk_marks
+
+    limits = (ChannelLimits(-100.0, 100.0, None, jump=20.0), ChannelLimits(-1.0, 1.0, None))
+    rules = SensorRules(("a", "b"), limits, fill_limit=5)
+    assert walk_marks({"p": {"a": 109.9, "b": 5.0}}, rules) == {"p": (("a", 10),)}
+    assert walk_marks({"p": {"a": 110.0}}, rules) == {"p": (("a", 11),)}
+    assert walk_marks({"p": {"a": -100.5}}, rules) == {"p": (("a", -11),)}
+    assert walk_marks({"p": {"a": 150.0}}, None) == {} and walk_marks({}, rules) == {}
+
+
+def test_a_walked_channel_s_new_step_writes_the_asset_s_state_again(tiny_bundle):
+    """Written only at status changes and every 30 s, a walk at 10 readings a second left the bucket
+    hundreds of readings behind: the replay no longer reached the saved value and the new owner told
+    a sensor fault. A mark that changes (a new half-``jump`` step) writes the state again; one that
+    stays does not."""
+    from tests.test_state import daemon_with
+
+    daemon, _ = daemon_with(tiny_bundle, None)
+    daemon.alerts.apply("pump-1", T0, 0.5, [])
+    assert set(daemon.alerts.changed_states(marks={})) == {"pump-1"}
+    assert daemon.alerts.changed_states(marks={}) == {}
+    assert set(daemon.alerts.changed_states(marks={"pump-1": (("a", 10),)})) == {"pump-1"}
+    assert daemon.alerts.changed_states(marks={"pump-1": (("a", 10),)}) == {}
+    assert set(daemon.alerts.changed_states(marks={"pump-1": (("a", 11),)})) == {"pump-1"}
