@@ -133,6 +133,19 @@ class Takeover:
         if self.controls is not None and partitions:
             await self._adopt_controls(k, partitions)
         window, primed, partial = self.ingest.buffers.window, 0, []
+        # the replay must begin before the previous owner last saved the asset's state (its last
+        # scored window), or its sensor watch starts from readings later than any value the state
+        # vouches for: a channel walked past its limits since was told an out_of_range sensor fault,
+        # held and left out of the score, and an alert up cleared (a walk: --keep 64 at 10 Hz)
+        behind = sorted(asset for subject, samples in kept.items()
+                        if samples and (saved := anchors.get(asset := asset_of(subject)[1])) and saved[0] is not None
+                        and samples[0][0] > saved[0])
+        if behind:
+            log.warning("cluster: partition %d: the window stream no longer reaches back to where %d assets' "
+                        "state was last saved (%s%s): their windows and sensor watches start after it (a channel "
+                        "walked past its limits since may be told a sensor fault); cluster init --keep must "
+                        "cover a window and the readings an asset sends in 40 s", k, len(behind),
+                        ", ".join(behind[:3]), f" and {len(behind) - 3} more" if len(behind) > 3 else "")
         for subject, samples in kept.items():
             asset = asset_of(subject)[1]
             if asset in anchors and anchors[asset] is None:  # silent there, awaited: its buffer goes once it

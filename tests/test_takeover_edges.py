@@ -633,3 +633,29 @@ def test_a_walked_channel_s_new_step_writes_the_asset_s_state_again(tiny_bundle)
     assert set(daemon.alerts.changed_states(marks={"pump-1": (("a", 10),)})) == {"pump-1"}
     assert daemon.alerts.changed_states(marks={"pump-1": (("a", 10),)}) == {}
     assert set(daemon.alerts.changed_states(marks={"pump-1": (("a", 11),)})) == {"pump-1"}
+
+
+def test_a_window_stream_that_no_longer_reaches_back_to_the_saved_state_is_said(caplog: pytest.LogCaptureFixture):
+    """The window stream keeps fewer readings than an asset sent since its state was last saved
+    (a walk: cluster init --keep 64 at 10 Hz, the state saved at a raise 30 s before the kill):
+    the replay starts after the saved window, past the limit by more than ``jump``, and the walk
+    was told an out_of_range sensor fault, held and left out of the score, the alert cleared, and
+    nothing said why (the docs promise "the log says when it did not")."""
+    nats = FakeNats()
+    sensors = _walked(nats, WALK)
+    del nats.streams[cluster.WINDOWS_STREAM][:80]  # the stream keeps the last 70: from b = 131
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 40)  # saved before the walk crossed 100
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+        rebuild(nats, sensors=sensors)
+    assert "no longer reaches back to where 1 assets' state was last saved (pump-1)" in caplog.text
+    assert "--keep" in caplog.text
+
+
+def test_a_replay_from_before_the_saved_state_is_not_said_to_be_short(caplog: pytest.LogCaptureFixture):
+    """The stream reaches back before the saved window: no such line."""
+    nats = FakeNats()
+    sensors = _walked(nats, WALK)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150, past={"b": 200.0})
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
+        rebuild(nats, sensors=sensors)
+    assert "state was last saved" not in caplog.text
