@@ -31,6 +31,7 @@ from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.state import SAVE_INTERVAL_S
+from sensorguard.service.walked_channels import walk_marks
 from sensorguard.service.windows import Buffers
 
 # The daemon's logger: these lines keep the name they are known by (``logger`` in JSON logs, filters).
@@ -60,6 +61,7 @@ class ScoringWorker:
     _beat: float  # the scoring worker's last time round its loop
     _next_save: float
     _next_shadow_report: float
+    _walks: dict[str, tuple]
     _report_shadow: Callable[[], None]  # (methods of Daemon)
     _flush_recorder: Callable[[], None]
     _shadow_forgets: Callable[[str], None]
@@ -117,6 +119,17 @@ class ScoringWorker:
         if self.source is not None:
             return self.source.serves(asset) or self.source.taking_over(asset)
         return self.commands.owns(asset)
+
+    def _walked_on(self) -> None:
+        """A channel walked past its sensor limits that moved by half its ``jump`` since the last
+        look asks for a save (:func:`~sensorguard.service.walked_channels.walk_marks`): saved only
+        every ``SAVE_INTERVAL_S``, a ``kill -9`` during a walk restarted the watch from an older value
+        (or from the limit, the walk having crossed it since the last save), and told the process a
+        sensor fault, held it and cleared the alert it raised (an operator walk)."""
+        marks = walk_marks(self._past_limits(), self.buffers.sensors)
+        if marks != self._walks:
+            self._walks = marks
+            self.alerts.save_soon = True
 
     def _past_limits(self) -> dict[str, dict[str, float]]:
         """Per asset, its channels walked past their sensor limits (saved with its state: a restart's
@@ -184,6 +197,8 @@ class ScoringWorker:
         for kind, count in self.controls.counts(time.time()).items():
             self.metrics.assets_held.labels(kind).set(count)
         self.alerts.count_held_faults()
+        if self.alerts.state_dir and not self.settings.cluster and self.buffers.sensors is not None:
+            self._walked_on()
         if now >= self._next_save or self.alerts.save_soon or self.alerts.confirmed_since_save():
             self.alerts.save()
             self._next_save = now + SAVE_INTERVAL_S

@@ -115,3 +115,23 @@ def test_a_swap_to_narrower_limits_saves_a_value_now_past_them():
     narrow = (ChannelLimits(-50.0, 50.0, None, jump=10.0),) * 3
     bufs.set_sensors(SensorRules(("a", "b", "c"), narrow, fill_limit=5))
     assert bufs.past_limits() == {"pump-1": {"b": 90.0}}
+
+
+def test_a_walk_that_moves_on_by_half_a_jump_is_saved_within_a_tick(tiny_bundle, tmp_path):
+    """Saved only every ``SAVE_INTERVAL_S`` (30 s), a ``kill -9`` during a walk restarted the watch
+    from an older value, or from the limit when the walk crossed it since the last save: the
+    process was told a sensor fault, held, and the alert it raised cleared (an operator walk). A
+    walked channel that moved by half its ``jump`` (here 10) since the last look asks for a save
+    at the next housekeeping tick; one that moved less does not."""
+    daemon, client = daemon_with(_bundle(tiny_bundle), tmp_path)
+    _walk(daemon, client, WALK)
+    daemon.alerts.apply("pump-1", T0 + 6, 0.5, [])
+    daemon.housekeeping(time.monotonic())
+    assert saved_extras(tmp_path).past == {"pump-1": {"b": 150.0}}
+    _walk(daemon, client, (155.0,), t0=7)
+    daemon.housekeeping(time.monotonic())
+    assert saved_extras(tmp_path).past == {"pump-1": {"b": 150.0}}  # the same half-jump step: no save
+    _walk(daemon, client, (165.0, 172.0), t0=8)
+    daemon.housekeeping(time.monotonic())
+    assert saved_extras(tmp_path).past == {"pump-1": {"b": 172.0}}
+    daemon.stop()
