@@ -392,8 +392,9 @@ class Daemon(ScoringWorker):
             return self.recorder.acknowledged(c.alert_id)
         holds = c.action == "start" or (c.verb == "shelve" and (c.until or 0) > time.time())  # (not an unshelve)
         if holds and asset not in self.buffers and asset not in self.snapshot() and asset not in self.alerts.restored:
+            served = len(self.buffers)
             return (f"note: no reading of {asset} has reached {self.settings.instance_name} yet (a typo? it serves "
-                    f"{len(self.buffers)} assets now); it holds from its first reading")
+                    f"{served} {'asset' if served == 1 else 'assets'} now); it holds from its first reading")
         return ""
 
     def _flush_recorder(self, force: bool = False) -> None:

@@ -157,10 +157,10 @@ class Ingest:
                 self.buffers.floors.get(asset) if asset and newest is None else None)
             since = "since the last line" if reason in self._said else "so far"
             self._said.add(reason)  # (bounded: the reasons are a fixed list)
-            log.warning(
-                "rejected reading: %s%s (topic %r, asset %r; %d like this %s)",
-                reason, f": {detail}" if detail else "", topic[:200], asset, count, since,
-                extra={"reason": reason, "count": count},
+            log.warning(  # (no asset before the topic is read: not_ours said "asset None", a walk)
+                "rejected reading: %s%s (topic %r%s; %d like this %s)",
+                reason, f": {detail}" if detail else "", topic[:200], "" if asset is None else f", asset {asset!r}",
+                count, since, extra={"reason": reason, "count": count},
             )
 
     def backlogged(self, wait_s: float = 0.0) -> bool:

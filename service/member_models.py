@@ -58,6 +58,13 @@ def model_mark(bundle: Any, settings: Any) -> dict[str, Any]:
     return channel_mark(bundle.channels, bundle.version, settings.name, sees)
 
 
+def model_words(mark: dict[str, Any]) -> str:
+    """A member's model as its lines name it: ``plant v0003`` when it follows a registry (``--name``),
+    else the version alone (two registries' ``v0001`` said side by side read as one model: a walk)."""
+    version = mark.get("model") or "no version"
+    return f"{mark['name']} {version}" if isinstance(mark.get("name"), str) and mark["name"] else str(version)
+
+
 def rollout(mark: dict[str, Any]) -> bool:
     """Whether a member serves the version its registry's ``CURRENT`` names."""
     return mark.get("name") is not None and mark.get("sees") == mark.get("model")
@@ -87,7 +94,7 @@ async def other_models(kv: Any, worker: str, mark: dict[str, Any], keys: Callabl
         started = theirs.get("started")
         if before is not None and isinstance(started, int | float) and (started, name) > before:
             continue
-        said = f"{name} ({theirs.get('model') or 'no version'}, {theirs.get('n_channels', '?')} channels)"
+        said = f"{name} ({model_words(theirs)}, {theirs.get('n_channels', '?')} channels)"
         if theirs["channels"] != mark["channels"]:
             channels.append(said)
             same_line = mark.get("name") is not None and theirs.get("name") == mark["name"]

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sensorguard.service.logs import RateLimiter, first_line
-from sensorguard.service.member_models import MEMBER, other_models, rollout
+from sensorguard.service.member_models import MEMBER, model_words, other_models, rollout
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Ownership:
         if channels and rollout(mark) and behind:  # a rollout's new model: the others are behind
             log.warning("cluster: worker %s serves the registry's CURRENT model %s of %d channels, member(s) %s read "
                         "other channels: it joins; restart them to serve CURRENT (each refuses the readings of "
-                        "the other's channels as unknown_channel meanwhile)", self.worker, mark["model"],
+                        "the other's channels as unknown_channel meanwhile)", self.worker, model_words(mark),
                         mark["n_channels"], ", ".join(channels))
         elif channels:
             self.disagreement = (f"its model reads other channels than cluster member(s) {', '.join(channels)}: "
@@ -205,13 +205,13 @@ class Ownership:
                           "it takes no partition until they agree (their readings would be refused here as "
                           "unknown_channel and lost); serve the cluster's model, or, to roll this one out, "
                           "promote it to CURRENT in the registry the members follow (every host's copy) and "
-                          "restart them", self.worker, mark["model"] or "(no version)",
+                          "restart them", self.worker, model_words(mark),
                           mark["n_channels"], ", ".join(channels))
             return False
         if versions:
             log.warning("cluster: worker %s serves model %s, member(s) %s another version of the same channels: an "
                         "asset's alerts depend on which worker owns it until they serve one version",
-                        self.worker, mark["model"] or "(no version)", ", ".join(versions))
+                        self.worker, model_words(mark), ", ".join(versions))
         self._agreed, self.disagreement = True, None
         return True
 

@@ -112,6 +112,7 @@ def test_a_bad_asset_line_says_what_an_asset_id_may_be(caplog):
         taker.accept("sensors/a/b/c/d/e/f/g/h/i/readings", reading(T0))
     assert caplog.records[0].getMessage().startswith(
         "rejected reading: bad_asset: an asset id is 1 to 8 levels of 1-64 letters, digits, '.', '_' or '-'")
+    assert "asset None" not in caplog.records[0].getMessage()  # (none is read from a refused topic: a walk)
 
 
 def test_the_first_line_of_a_reason_counts_so_far_not_since_a_last_line(caplog, monkeypatch):

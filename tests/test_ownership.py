@@ -552,8 +552,8 @@ def test_a_rollouts_current_model_joins_and_the_same_channels_in_another_order_a
 
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
         asyncio.run(scenario())
-    assert "worker b serves the registry's CURRENT model v0002 of 3 channels, member(s) a (v0001, 2 channels), " \
-           "c (v0001, 2 channels) read other channels: it joins" in caplog.text
+    assert "worker b serves the registry's CURRENT model pumps v0002 of 3 channels, member(s) a (pumps v0001, " \
+           "2 channels), c (pumps v0001, 2 channels) read other channels: it joins" in caplog.text
 
 
 def test_a_worker_of_another_model_line_is_not_let_in_for_being_its_registrys_current(caplog):
@@ -585,6 +585,8 @@ def test_a_worker_of_another_model_line_is_not_let_in_for_being_its_registrys_cu
 
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
         asyncio.run(scenario())
+    # each model named by its line, not its version alone (two registries' v0001 read as one: a walk)
+    assert "worker b serves model plant6 v0001 of 6 channels, and member(s) a (plant v0003, 8 channels)" in caplog.text
 
 
 def _run_pair(served, joined_first, newcomer):
