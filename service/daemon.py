@@ -192,6 +192,7 @@ class Daemon(ScoringWorker):
         self._next_save = 0.0
         self._next_shadow_report = 0.0
         self._walks: dict[str, tuple] = {}  # where channels walked past their limits stood at the last look
+        self._walk_save_after = 0.0
         self._reporting: threading.Thread | None = None  # the shadow report being written
         self._record_dropped = 0  # recorder drops already counted in the metric
 

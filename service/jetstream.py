@@ -345,9 +345,9 @@ class ClusterSource:
         full = now >= self._next_full
         if full:
             self._next_full = now + STATE_FULL_S
-        if now >= self._next_walks:  # (once a second: every asset's watch is looked at, under the ingest's lock)
-            self._next_walks = now + WALKS_S
-            self._walks = walk_marks(self._past(None), self.ingest.buffers.sensors)
+        if now >= self._next_walks or full:  # (once a second: every asset's watch is looked at, under the ingest's
+            self._next_walks = now + WALKS_S  # lock; a full write writes every value: the marks start from them)
+            self._walks = walk_marks(self._past(None), self.ingest.buffers.sensors, None if full else self._walks)
         changed = self.alerts.changed_states(full, self._walks)
         loop = self._loop
         if changed and loop is not None and not loop.is_closed():

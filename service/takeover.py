@@ -120,9 +120,9 @@ class Takeover:
                                         sum(subjects.values()), copied)
         short = [subject for subject in subjects if firsts[subject] > cuts[subject]]
         if short:
-            log.warning("cluster: partition %d: the window stream no longer reaches back to where %d assets' "
+            log.warning("cluster: partition %d: the window stream no longer reaches back to where %s "
                         "previous owner stopped (more readings arrived since than cluster init --keep): their "
-                        "windows start empty", k, len(short))
+                        "windows start empty", k, _assets(len(short)))
         assets = [asset_of(subject)[1] for subject in subjects]
         newest = {asset_of(subject)[1]: max(ts for ts, _ in samples) for subject, samples in kept.items() if samples}
         anchors, walked = await self._adopt(assets, newest)
@@ -141,10 +141,10 @@ class Takeover:
                         if samples and (saved := anchors.get(asset := asset_of(subject)[1])) and saved[0] is not None
                         and samples[0][0] > saved[0])
         if behind:
-            log.warning("cluster: partition %d: the window stream no longer reaches back to where %d assets' "
+            log.warning("cluster: partition %d: the window stream no longer reaches back to where %s "
                         "state was last saved (%s%s): their windows and sensor watches start after it (a channel "
                         "walked past its limits since may be told a sensor fault); cluster init --keep must "
-                        "cover a window and the readings an asset sends in 40 s", k, len(behind),
+                        "cover a window and the readings an asset sends in 40 s", k, _assets(len(behind)),
                         ", ".join(behind[:3]), f" and {len(behind) - 3} more" if len(behind) > 3 else "")
         for subject, samples in kept.items():
             asset = asset_of(subject)[1]
@@ -166,9 +166,9 @@ class Takeover:
             # the stream held all it keeps, yet fewer than a window before the cut (a --keep of 33 for a
             # window of 32: 20 readings, said nowhere; a walk)
             fewest = min(n for _, n in partial)
-            log.warning("cluster: partition %d: %d assets' windows were rebuilt from fewer readings than the window "
+            log.warning("cluster: partition %d: %s windows were rebuilt from fewer readings than the window "
                         "(%d of %d at the fewest): the window stream keeps %d readings per asset, too few to cover "
-                        "what an asset sends during a takeover (cluster init --keep)", k, len(partial), fewest,
+                        "what an asset sends during a takeover (cluster init --keep)", k, _assets(len(partial)), fewest,
                         window, keep)
         return assets, primed
 
@@ -355,6 +355,11 @@ class Takeover:
         ignored = self.ingest.buffers.ignored if self.ingest is not None else frozenset()
         return parse_message(f"{prefix}/{asset_of(subject)[1]}/readings", data, prefix, s.max_payload_bytes,
                              s.max_samples_per_message, ignored)
+
+
+def _assets(n: int) -> str:
+    """``1 asset's``, ``2 assets'``: how the lines above count the assets they name (a walk: "1 assets'")."""
+    return f"{n} asset's" if n == 1 else f"{n} assets'"
 
 
 def prime_span(samples: list[tuple[float, Any]], anchor: float | None, window: int) -> list[tuple[float, Any]]:

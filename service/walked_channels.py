@@ -56,15 +56,36 @@ def _reaches(path: list[float], value: float, jump: float) -> bool:
     return False
 
 
-def walk_marks(past: dict[str, dict[str, float]], rules: SensorRules | None) -> dict[str, tuple]:
-    """Per asset with channels walked past their limits, where each stands in steps of half its
-    ``jump``: the state bucket is written again when a mark changes (``changed_states``), so the
-    value saved there stays within half a ``jump`` of the newest reading (give or take the walk of
-    a second), close enough for :func:`along_walk` to find the replay reaching it. Written only at
-    status changes and every 30 s, a walk at 10 readings a second moved hundreds of readings past
-    the saved value, the replay no longer reached it, and the new owner told a sensor fault."""
+def walk_marks(past: dict[str, dict[str, float]], rules: SensorRules | None,
+               before: dict[str, tuple] | None = None) -> dict[str, tuple]:
+    """Per asset with channels walked half a ``jump`` or more past their limits, where each stood
+    when it last moved by half its ``jump``: from its mark in ``before`` (the last look's), or,
+    without one, from its nearest limit (where a fresh watch judges it from). The state is written
+    again when a mark changes (``changed_states``), so the value saved stays within half a ``jump``
+    of the newest reading (give or take the walk of a second), close enough for :func:`along_walk`
+    to find the replay reaching it. Written only at status changes and every 30 s, a walk at 10
+    readings a second moved hundreds of readings past the saved value, the replay no longer reached
+    it, and the new owner told a sensor fault. Cut into fixed half-``jump`` steps instead, a channel
+    that settled past its limit with its noise across a step's edge (or across the limit) changed
+    its mark at nearly every look and wrote its state (the whole state file) every second for as
+    long as it stayed there, and ``floor(value / (jump / 2))`` raised for a tiny ``jump`` or a huge
+    value (a review): a mark moves only with a walk of half a ``jump``, noise leaves it where it is."""
     if rules is None or not past:
         return {}
-    halves = {c: lim.jump / 2 for c, lim in zip(rules.channels, rules.limits, strict=True) if lim.jump}
-    return {asset: tuple(sorted((c, math.floor(v / halves[c])) for c, v in values.items() if c in halves))
-            for asset, values in past.items()}
+    before = before or {}
+    limits = {c: lim for c, lim in zip(rules.channels, rules.limits, strict=True) if lim.jump}
+    out = {}
+    for asset, values in past.items():
+        was = dict(before.get(asset, ()))
+        marks = []
+        for c, v in sorted(values.items()):
+            if (lim := limits.get(c)) is None:
+                continue
+            mark = was.get(c)
+            if abs(v - (mark if mark is not None else lim.high if v > lim.high else lim.low)) >= lim.jump / 2:
+                mark = v
+            if mark is not None:
+                marks.append((c, mark))
+        if marks:
+            out[asset] = tuple(marks)
+    return out

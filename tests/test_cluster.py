@@ -609,7 +609,7 @@ def test_a_takeover_with_fewer_readings_kept_than_a_window_says_so(tmp_path, cap
     finally:
         node.stop()
     assert last == t0 + 8  # primed with what was left: 6-8
-    assert "1 assets' windows were rebuilt from fewer readings than the window (3 of 4" in caplog.text
+    assert "1 asset's windows were rebuilt from fewer readings than the window (3 of 4" in caplog.text
     assert "keeps 5 readings per asset" in caplog.text
 
 

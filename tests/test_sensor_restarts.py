@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from sensorguard.service.scoring_worker import WALK_SAVE_S
 from sensorguard.service.sensors import ChannelLimits, SensorRules, SensorWatch, watch_rows
 from sensorguard.service.state import saved_extras
 from sensorguard.service.windows import Buffers
@@ -126,12 +127,56 @@ def test_a_walk_that_moves_on_by_half_a_jump_is_saved_within_a_tick(tiny_bundle,
     daemon, client = daemon_with(_bundle(tiny_bundle), tmp_path)
     _walk(daemon, client, WALK)
     daemon.alerts.apply("pump-1", T0 + 6, 0.5, [])
-    daemon.housekeeping(time.monotonic())
+    now = time.monotonic()  # (the ticks below: WALK_SAVE_S apart, all before the next timed save)
+    daemon.housekeeping(now)
     assert saved_extras(tmp_path).past == {"pump-1": {"b": 150.0}}
     _walk(daemon, client, (155.0,), t0=7)
-    daemon.housekeeping(time.monotonic())
-    assert saved_extras(tmp_path).past == {"pump-1": {"b": 150.0}}  # the same half-jump step: no save
+    daemon.housekeeping(now + WALK_SAVE_S)
+    assert saved_extras(tmp_path).past == {"pump-1": {"b": 150.0}}  # less than half a jump: no save
     _walk(daemon, client, (165.0, 172.0), t0=8)
-    daemon.housekeeping(time.monotonic())
+    daemon.housekeeping(now + 2 * WALK_SAVE_S)
     assert saved_extras(tmp_path).past == {"pump-1": {"b": 172.0}}
+    daemon.stop()
+
+
+def test_a_walk_asks_for_a_save_at_most_every_walk_save_s(tiny_bundle, tmp_path):
+    """A plant-wide walk (10,000 assets past their limits) asked for a save of the whole state file
+    every second (a review: 0.2 s of the scoring thread and 1.7 MB each). A move within
+    ``WALK_SAVE_S`` of the last save waits for the first tick after it, and is not forgotten."""
+    daemon, client = daemon_with(_bundle(tiny_bundle), tmp_path)
+    _walk(daemon, client, WALK)
+    daemon.alerts.apply("pump-1", T0 + 6, 0.5, [])
+    now = time.monotonic()
+    daemon.housekeeping(now)
+    _walk(daemon, client, (162.0,), t0=7)
+    daemon.housekeeping(now + 1)
+    assert saved_extras(tmp_path).past == {"pump-1": {"b": 150.0}}
+    daemon.housekeeping(now + WALK_SAVE_S)
+    assert saved_extras(tmp_path).past == {"pump-1": {"b": 162.0}}
+    daemon.stop()
+
+
+def test_noise_on_a_half_jump_edge_saves_nothing_more(tiny_bundle, tmp_path, monkeypatch):
+    """A channel that settled past its limit, its noise across a half-``jump`` step's edge (150 here):
+    cut into fixed steps, its mark changed at nearly every look and the whole state file was saved
+    every second for as long as it stayed there (a review). Only a move of half a ``jump`` from the
+    value saved asks for a save."""
+    from sensorguard.service import carried_states
+
+    daemon, client = daemon_with(_bundle(tiny_bundle), tmp_path)
+    _walk(daemon, client, WALK)
+    daemon.alerts.apply("pump-1", T0 + 6, 0.5, [])
+    now = time.monotonic()
+    daemon.housekeeping(now)
+    assert saved_extras(tmp_path).past == {"pump-1": {"b": 150.0}}
+    saves = []
+    real = carried_states.save_states
+    monkeypatch.setattr(carried_states, "save_states", lambda *a, **k: saves.append(1) or real(*a, **k))
+    for i, b in enumerate((149.5, 150.5, 149.0, 151.0, 149.5, 150.5)):  # (each tick past WALK_SAVE_S)
+        _walk(daemon, client, (b,), t0=7 + i)
+        daemon.housekeeping(now + WALK_SAVE_S + i)
+    assert saves == [] and saved_extras(tmp_path).past == {"pump-1": {"b": 150.0}}
+    _walk(daemon, client, (160.5,), t0=13)
+    daemon.housekeeping(now + WALK_SAVE_S + 6)
+    assert saved_extras(tmp_path).past == {"pump-1": {"b": 160.5}}
     daemon.stop()

@@ -613,10 +613,40 @@ def test_walk_marks_step_by_half_a_jump_per_channel_with_one():
 
     limits = (ChannelLimits(-100.0, 100.0, None, jump=20.0), ChannelLimits(-1.0, 1.0, None))
     rules = SensorRules(("a", "b"), limits, fill_limit=5)
-    assert walk_marks({"p": {"a": 109.9, "b": 5.0}}, rules) == {"p": (("a", 10),)}
-    assert walk_marks({"p": {"a": 110.0}}, rules) == {"p": (("a", 11),)}
-    assert walk_marks({"p": {"a": -100.5}}, rules) == {"p": (("a", -11),)}
+    assert walk_marks({"p": {"a": 109.9, "b": 5.0}}, rules) == {}  # within half a jump of its limit
+    assert walk_marks({"p": {"a": 110.0}}, rules) == {"p": (("a", 110.0),)}
+    assert walk_marks({"p": {"a": -110.5}}, rules) == {"p": (("a", -110.5),)}
+    assert walk_marks({"p": {"a": 119.9}}, rules, {"p": (("a", 110.0),)}) == {"p": (("a", 110.0),)}
+    assert walk_marks({"p": {"a": 120.0}}, rules, {"p": (("a", 110.0),)}) == {"p": (("a", 120.0),)}
     assert walk_marks({"p": {"a": 150.0}}, None) == {} and walk_marks({}, rules) == {}
+
+
+def test_walk_marks_stay_put_for_noise_on_a_step_s_edge():
+    """Cut into fixed half-``jump`` steps (``floor(value / (jump / 2))``), a channel settled past its
+    limit with its noise across a step's edge changed its mark at nearly every look: its state
+    written to the bucket, or the whole state file saved, every second for as long as it stayed
+    there (a review). A mark moves only when the value moved half a ``jump`` from it."""
+    from sensorguard.service.walked_channels import walk_marks
+
+    rules = SensorRules(("a", "b"), (ChannelLimits(-100.0, 100.0, None, jump=20.0),) * 2, fill_limit=5)
+    marks = walk_marks({"p": {"a": 150.0}}, rules)
+    for a in (149.9, 150.1, 149.5, 150.4, 141.0, 159.0):
+        assert walk_marks({"p": {"a": a}}, rules, marks) == marks
+    marks = walk_marks({"p": {"a": 101.0}}, rules)  # about its limit: no mark, in or out
+    assert marks == {} and walk_marks({"p": {"a": 109.0}}, rules, marks) == {}
+
+
+def test_walk_marks_take_a_tiny_jump_and_a_huge_value():
+    """``floor(value / (jump / 2))`` raised ZeroDivisionError for a ``jump`` of 5e-324 (a bundle
+    takes any finite jump > 0) and OverflowError for a quotient past the floats: the housekeeping
+    (or the cluster step) failed at every tick, nothing saved again, no asset went stale."""
+    from sensorguard.service.walked_channels import walk_marks
+
+    tiny = SensorRules(("a", "b"), (ChannelLimits(-100.0, 100.0, None, jump=5e-324),) * 2, fill_limit=5)
+    assert walk_marks({"p": {"a": 200.0}}, tiny) == {"p": (("a", 200.0),)}
+    unit = SensorRules(("a", "b"), (ChannelLimits(-100.0, 100.0, None, jump=1.0),) * 2, fill_limit=5)
+    assert walk_marks({"p": {"a": 1.5e308}}, unit) == {"p": (("a", 1.5e308),)}
+    assert walk_marks({"p": {"a": -1.5e308}}, unit, {"p": (("a", 1.5e308),)}) == {"p": (("a", -1.5e308),)}
 
 
 def test_a_walked_channel_s_new_step_writes_the_asset_s_state_again(tiny_bundle):
@@ -647,7 +677,7 @@ def test_a_window_stream_that_no_longer_reaches_back_to_the_saved_state_is_said(
     bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 40)  # saved before the walk crossed 100
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
         rebuild(nats, sensors=sensors)
-    assert "no longer reaches back to where 1 assets' state was last saved (pump-1)" in caplog.text
+    assert "no longer reaches back to where 1 asset's state was last saved (pump-1)" in caplog.text
     assert "--keep" in caplog.text
 
 
