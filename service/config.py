@@ -152,10 +152,10 @@ class Settings:
         None, "keep each asset's alert state, drift baseline, followed level, open sensor faults (its silence too), "
         "channels walked past their sensor limits and last judged window's time in `assets.json` here "
         "(saved every 30 s, before a raise goes out, within a second of each clear it announces, of the broker "
-        "confirming a raise, of a sensor fault opening or closing and of a walked channel moving by half its "
-        "`jump`, and at stop; read at start) so a restart neither re-raises an alert that was up, nor resets the "
-        "drift rule or the level, nor announces an open sensor fault again or forgets to end it, nor tells a walk "
-        "past the limits a sensor fault, nor judges readings again that the previous run judged")
+        "confirming a raise and of a sensor fault opening or closing, within 5 s of a walked channel moving by "
+        "half its `jump`, and at stop; read at start) so a restart neither re-raises an alert that was up, "
+        "nor resets the drift rule or the level, nor announces an open sensor fault again or forgets to end it, "
+        "nor tells a walk past the limits a sensor fault, nor judges readings again that the previous run judged")
     log_json: bool = setting(False, "one JSON object per log line")
     log_level: str = setting("INFO", "`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`")
     # The env password as seen at load time; private, never printed (see redacted()).
