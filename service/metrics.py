@@ -192,7 +192,7 @@ class Metrics:
         # series born at 1 hid its first event from the rules and the dashboard (ten assets alerting
         # once each read as no flood). Per-asset alerts start at 0 with the asset's label.
         for verb in VERBS:
-            for result in ("accepted", "rejected", "ignored", "duplicate"):
+            for result in ("accepted", "rejected", "ignored", "duplicate", "retry"):
                 self.commands.labels(verb, result)
         for value in ("true", "false"):
             self.acknowledged.labels(value)
