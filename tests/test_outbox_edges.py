@@ -21,24 +21,12 @@ from sensorguard.service.config import Settings, load_settings
 from sensorguard.service.outbox import Outbox, published
 from sensorguard.service.publisher import SENSOR_LINES, Publisher, payload
 from sensorguard.service.sensors import SensorEvent
+from tests.test_command_edges import FakePublisher  # (what Outbox reads of a Publisher)
 
 SENT = SimpleNamespace(rc=0)  # a publish handle that was queued
 DROPPED = SimpleNamespace(rc=paho.MQTT_ERR_QUEUE_SIZE)  # one paho refused: its queue was full
 
 
-class FakePublisher:
-    """What Outbox reads of a Publisher: ``full()``, ``dropped(info)`` and ``client``."""
-
-    def __init__(self) -> None:
-        self.client: object | None = object()
-        self.is_full = False
-
-    def full(self) -> bool:
-        return self.is_full
-
-    @staticmethod
-    def dropped(info: Any) -> bool:
-        return Publisher.dropped(info)
 
 
 class RecordingClient:
