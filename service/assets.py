@@ -86,7 +86,7 @@ class AssetAlerts(CarriedStates, AssetFaults):
         self._open = OpenFaults(metrics)  # open sensor faults and silent assets (their own lock)
         self._announced: dict[str, str] = {}  # asset -> the alert id whose raise was published
         self._raise_info: dict[str, Any] = {}  # asset -> that raise's publish handle (confirmed by the broker?)
-        self._outbox = Outbox(publisher, SILENT_KEPT)  # closes and retained states the full queue dropped
+        self._outbox = Outbox(publisher, SILENT_KEPT, metrics)  # closes and retained states the full queue dropped
         self.save_soon = False  # an alert saved as unannounced was announced: save at the next tick
         self.model_swapped = False  # set on a swap: every retained state names the model and its line, sent again
         self._unconfirmed: set[str] = set()  # saved as unannounced, its raise published: awaiting the broker

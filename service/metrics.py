@@ -90,6 +90,12 @@ class Metrics:
             "(alert, state, sensor, event, status).", ("kind",))
         for kind in ("alert", "state", "sensor", "event", "status"):  # at 0: a first burst of drops shows in increase()
             self.publishes_dropped.labels(kind)
+        self.publishes_forgotten = counter(
+            "publishes_forgotten_total", "Alert closes (a clear or silence ending an announced alert) and retained "
+            "states the full queue dropped that were not kept to send again (16 closes an asset, 10,000 assets): "
+            "lost for good; logged.", ("kind",))
+        for kind in ("close", "state"):
+            self.publishes_forgotten.labels(kind)
         self.publishes_refused = counter(
             "publishes_refused_total", "Outgoing messages the broker refused in its acknowledgement (MQTT 5: its "
             "access rules for the output topics, a quota): lost; logged as an error.")

@@ -11,14 +11,20 @@ sends them again, in order, each tick while the queue has room
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from sensorguard.service.alerts import AlertEvent
+from sensorguard.service.logs import RateLimiter
+from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import Publisher
 from sensorguard.service.sensors import SensorEvent
 
+log = logging.getLogger(__name__)
+
 UNSENT_PER_ASSET = 16  # dropped closes kept per asset (of raises that went out), oldest first
+FORGOTTEN_LOG_S = 60.0  # a line about what the caps left out, at most this often
 
 Close = tuple[AlertEvent | SensorEvent, list[dict] | str]  # (clear, its channels) or (silent, the alert id it ends)
 
@@ -39,13 +45,28 @@ class Outbox:
     """Closes and retained states the full outgoing queue dropped, per asset, to send again.
 
     cap: assets kept at most in each (the oldest is forgotten beyond), as the silent assets are.
+    What the caps leave out is lost for good: counted (``publishes_forgotten_total{kind}``, ``close``
+    or ``state``) and logged at most every ``FORGOTTEN_LOG_S`` (a review: it went unsaid, so a close
+    sent again later could not be told from one never sent).
     """
 
-    def __init__(self, publisher: Publisher, cap: int) -> None:
+    def __init__(self, publisher: Publisher, cap: int, metrics: Metrics | None = None) -> None:
         self.publisher = publisher
         self.cap = cap
+        self.metrics = metrics
+        self._said = RateLimiter(FORGOTTEN_LOG_S)
         self._closes: dict[str, list[Close]] = {}
         self._states: dict[str, None] = {}  # assets whose retained state was dropped, oldest first
+
+    def forgotten(self, kind: str, n: int) -> None:
+        """``n`` closes (``close``) or retained states (``state``) left out by the caps: lost."""
+        if self.metrics is not None:
+            self.metrics.publishes_forgotten.labels(kind).inc(n)
+        if (count := self._said.hit(kind)) is not None:
+            what = "closes of announced alerts" if kind == "close" else "retained states"
+            log.warning("the outgoing queue stayed full: %s to send again past what is kept (%d per asset, %d "
+                        "assets): lost for good (%d times since the last such line)", what, UNSENT_PER_ASSET,
+                        self.cap, count)
 
     def keep_close(self, asset: str, event: AlertEvent | SensorEvent, extra: list[dict] | str) -> None:
         """Keep a dropped close of an announced alert (a clear and its channels, or the ``silent``
@@ -53,8 +74,10 @@ class Outbox:
         kept = self._closes.setdefault(asset, [])
         if len(kept) < UNSENT_PER_ASSET:  # the oldest matter: their raises went out first
             kept.append((event, extra))
+        else:
+            self.forgotten("close", 1)
         if len(self._closes) > self.cap:
-            self._closes.pop(next(iter(self._closes)))
+            self.forgotten("close", len(self._closes.pop(next(iter(self._closes)))))
 
     def holds_close(self, asset: str) -> bool:
         """Whether a close of ``asset`` still waits (a later clear must wait behind it)."""
@@ -83,12 +106,13 @@ class Outbox:
             self._states[asset] = None
             if len(self._states) > self.cap:
                 self._states.pop(next(iter(self._states)))
+                self.forgotten("state", 1)
         else:
             self._states.pop(asset, None)
 
     def states_lost(self, assets: list[str]) -> None:
         """The retained states of ``assets`` are to be sent again (the broker lost them)."""
-        for asset in assets:
+        for asset in assets:  # (every asset served: bounded by max_assets, all sent again)
             self._states[asset] = None
 
     def resend_states(self, republish: Callable[[str], None]) -> None:

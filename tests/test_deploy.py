@@ -38,7 +38,7 @@ COUNTERS = {
     "sensor_events_dropped_total", "record_dropped_total", "commands_total", "alerts_suppressed_total",
     "alerts_acknowledged_total", "shadow_alerts_total", "worker_restarts_total", "partition_changes_total",
     "windows_dropped_total", "window_restarts_total", "publishes_dropped_total", "control_changes_dropped_total",
-    "publishes_refused_total", "alert_windows_total", "state_write_failures_total",
+    "publishes_refused_total", "alert_windows_total", "state_write_failures_total", "publishes_forgotten_total",
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",

@@ -77,7 +77,7 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
                                                     "alerts_suppressed", "alerts_acknowledged", "shadow_alerts",
                                                     "partition_changes", "windows_dropped", "window_restarts",
                                                     "publishes_dropped", "control_changes_dropped",
-                                                    "publishes_refused", "alert_windows",
+                                                    "publishes_refused", "publishes_forgotten", "alert_windows",
                                                     "state_write_failures")}
         | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open",
                                                   "sensor_faults_held", "partition_info", "assets_silent",

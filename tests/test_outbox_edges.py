@@ -9,6 +9,7 @@ client, never connected, queues QoS 1 messages exactly as it does while the brok
 from __future__ import annotations
 
 import json
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -541,3 +542,33 @@ def test_a_connection_closed_before_it_was_accepted_names_the_likely_tls_mismatc
     Swapped, the hint sends the operator after the wrong half of the configuration."""
     assert "is that port a TLS listener" in mqtt.closed_unaccepted(settings(broker="mqtt://b:1883"))
     assert "client certificate" in mqtt.closed_unaccepted(settings(broker="mqtts://b:8883"))
+
+
+def test_what_the_caps_leave_out_is_counted_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    """A close past the 16 kept for an asset, every close of the oldest asset past the cap, and a
+    retained state past the cap are lost for good: they went unsaid (a review), so a close sent again
+    later could not be told from one never sent. They are counted by kind and logged once a minute."""
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service.metrics import Metrics
+    from sensorguard.service.outbox import UNSENT_PER_ASSET
+
+    metrics = Metrics(CollectorRegistry())
+    box = Outbox(FakePublisher(), cap=2, metrics=metrics)
+
+    def forgotten(kind: str) -> float:
+        return metrics.publishes_forgotten.labels(kind)._value.get()
+
+    assert forgotten("close") == 0 and forgotten("state") == 0  # (at 0: increase() sees the first)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.outbox"):
+        for i in range(UNSENT_PER_ASSET + 1):
+            box.keep_close("a1", f"clear-{i}", [])
+        assert forgotten("close") == 1
+        box.keep_close("a2", "clear", [])
+        box.keep_close("a3", "clear", [])  # past the cap of 2 assets: a1's 16 go
+        assert forgotten("close") == 1 + UNSENT_PER_ASSET and not box.holds_close("a1")
+        for asset in ("a1", "a2", "a3"):
+            box.state_sent(asset, DROPPED)
+        assert forgotten("state") == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "closes of announced alerts" in lines[0] and "retained states" in lines[1]
