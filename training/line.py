@@ -25,7 +25,7 @@ from sensorguard.training.calibrate import SPIKY_WEIGHTS, WEIGHT_FLOOR, channel_
 from sensorguard.training.crossfit import clean_pieces_beside
 from sensorguard.training.data import SensorData
 from sensorguard.training.level_fit import window_terms
-from sensorguard.training.promise import alert_threshold, combined_line
+from sensorguard.training.promise import alert_threshold, combined_line, reading_period
 from sensorguard.training.scaling import spiky_channels
 
 # the alert rules a line is calibrated under: the daemon's defaults, and one window at RAISE_AT x the
@@ -71,18 +71,6 @@ def calibrate_bundle(
                          "say what the cleaning left out)")
     return threshold_bundle(bundle, pieces, record, method, false_alarm_rate, false_alerts_per_day, rules,
                             weigh_channels, drift, reading_period(data, bundle), starts, terms)
-
-
-def reading_period(data: SensorData, bundle: Bundle) -> float | None:
-    """Seconds between the readings the daemon will score, for counting its windows a day: the
-    sample period on a regular grid; for irregular data (no grid, no filling) the mean step within
-    segments, since the daemon scores every ``hop`` readings, not every ``hop`` median steps (60 %
-    of steps at 10 s and 40 % at 0.1 s: a median of 10 s, a mean of 6 s, 1.66x the promised alerts)."""
-    if bundle.sample_period is None or bundle.regular or len(data) < 2:
-        return bundle.sample_period
-    step = np.diff(data.times)
-    inside = (np.diff(data.segments) == 0) & (step > 0)
-    return float(step[inside].mean()) if inside.any() else bundle.sample_period
 
 
 class NoDriftBaseline(ValueError):

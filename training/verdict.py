@@ -17,7 +17,7 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.training.data import SensorData
 from sensorguard.training.evaluate import best_f1_threshold, detection_metrics, false_alerts, pool_metrics
 from sensorguard.training.offline import Scored
-from sensorguard.training.promise import poisson_ci
+from sensorguard.training.promise import poisson_ci, reading_period
 
 
 def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
@@ -39,6 +39,9 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
     real = _read(data)
     counted = np.zeros(len(data), dtype=bool)
     per_asset = {}
+    # a day of irregular readings (no grid) at their mean step, as the promise counts it: the median
+    # step (the sample period) read 1.66x the days for 60 % of steps at 10 s and 40 % at 0.1 s (an audit)
+    period = data.sample_period if bundle.regular or bundle.sample_period is None else reading_period(data, bundle)
     for asset, rows in data.blocks():
         ok = np.maximum.accumulate(judged[rows]) & real[rows]  # from the machine's first scored row on
         counted[rows] = ok
@@ -47,7 +50,7 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
             "rows": int(ok.sum()),
             "anomaly": detection_metrics((scores.score[rows][ok] >= 1).astype(int), lab, times),
             "alert": detection_metrics(alert[rows][ok].astype(int), lab, times),
-            "false_alerts": false_alerts(alert[rows][ok], lab, data.sample_period),
+            "false_alerts": false_alerts(alert[rows][ok], lab, period),
         }
     result = {
         "rows": int(counted.sum()),
