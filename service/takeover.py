@@ -372,5 +372,3 @@ def prime_span(samples: list[tuple[float, Any]], anchor: float | None, window: i
     if anchor is not None:
         start = min(start, bisect_right([ts for ts, _ in samples], anchor) - window)
     return samples[max(0, start - PRIME_WARM):]
-
-
