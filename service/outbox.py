@@ -54,7 +54,7 @@ class Outbox:
         self.publisher = publisher
         self.cap = cap
         self.metrics = metrics
-        self._said = RateLimiter(FORGOTTEN_LOG_S)
+        self._said, self._told = RateLimiter(FORGOTTEN_LOG_S), set()
         self._closes: dict[str, list[Close]] = {}
         self._states: dict[str, None] = {}  # assets whose retained state was dropped, oldest first
 
@@ -64,9 +64,10 @@ class Outbox:
             self.metrics.publishes_forgotten.labels(kind).inc(n)
         if (count := self._said.hit(kind)) is not None:
             what = "closes of announced alerts" if kind == "close" else "retained states"
+            since = "since the last such line" if kind in self._told else "so far"
+            self._told.add(kind)
             log.warning("the outgoing queue stayed full: %s to send again past what is kept (%d per asset, %d "
-                        "assets): lost for good (%d times since the last such line)", what, UNSENT_PER_ASSET,
-                        self.cap, count)
+                        "assets): lost for good (%d %s)", what, UNSENT_PER_ASSET, self.cap, count, since)
 
     def keep_close(self, asset: str, event: AlertEvent | SensorEvent, extra: list[dict] | str) -> None:
         """Keep a dropped close of an announced alert (a clear and its channels, or the ``silent``

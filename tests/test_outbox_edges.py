@@ -572,3 +572,4 @@ def test_what_the_caps_leave_out_is_counted_and_said(caplog: pytest.LogCaptureFi
         assert forgotten("state") == 1
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and "closes of announced alerts" in lines[0] and "retained states" in lines[1]
+    assert lines[0].endswith("lost for good (1 so far)")
