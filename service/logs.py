@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TextIO
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and goes into JSON lines.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -48,10 +49,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is at each line, as logging's own last resort does:
+    one holding the stream of its time wrote to a closed file once that stream was replaced (a test's
+    capture: the next test's daemon threads then printed "--- Logging error ---" tracebacks, which a
+    check for "no traceback" read as the CLI's own; CI)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:  # (StreamHandler's attribute, read at each line)
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # (StreamHandler.__init__ and setStream set it: the property wins)
+        pass
+
+
 def configure_logging(json_lines: bool = False, level: str = "INFO", stream=None, who: str = "") -> None:
     """Route the root logger to ``stream`` (stderr) as plain or JSON lines; replaces earlier handlers.
     ``who``: a worker's instance, said in each line (two workers' lines read alike: a walk)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     if json_lines:
         handler.setFormatter(JsonFormatter(who))
     else:

@@ -105,3 +105,23 @@ def _catch(errors: list[BaseException], call) -> None:
         call()
     except BaseException as exc:  # noqa: BLE001 - the test inspects it
         errors.append(exc)
+
+
+def test_the_default_log_handler_writes_to_stderr_as_it_is_at_each_line(monkeypatch, capsys):
+    """A handler bound to the stderr of its time wrote to a closed file once that stream was replaced
+    (a test's capture, closed at its end): every later line printed "--- Logging error ---" and a
+    traceback, which the next test read as the CLI's own (CI). The default handler follows stderr."""
+    import io
+    import logging
+    import sys
+
+    from sensorguard.service.logs import configure_logging
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging(False, "INFO")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("sensorguard.test").warning("after the first stream closed")
+    assert "after the first stream closed" in second.getvalue() and "Logging error" not in second.getvalue()
