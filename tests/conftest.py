@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,22 @@ import torch
 
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.model import ConvAutoencoder, ModelConfig
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handler_left_behind():
+    """``configure_logging`` (``serve``, ``demo``, a worker run in-process) replaces the root logger's
+    handlers for the whole process: one left behind by a test kept writing every later test's lines
+    (their daemons' threads too) to stderr, the stream of its time or the one of the moment, where a
+    later test's check of stderr read them as its own (CI: "--- Logging error ---" tracebacks in a
+    CLI's error, a request line in a "not on stderr" check). Each test's are removed at its end."""
+    yield
+    from sensorguard.service.logs import _Stderr
+
+    root = logging.getLogger()
+    for handler in root.handlers[:]:  # (pytest's own handlers are subclasses: left alone)
+        if type(handler) is logging.StreamHandler or isinstance(handler, _Stderr):
+            root.removeHandler(handler)
 
 
 def epoch(frame: pd.DataFrame) -> np.ndarray:
