@@ -1,14 +1,16 @@
 """The wheel installs under the project's own import names, and nothing named ``service`` or ``training``.
 
 Built with pip (as a user's ``pip install .`` builds it) and installed with ``--no-deps`` into a
-fresh venv that sees this environment's packages (``--system-site-packages``), so torch is not
-fetched again; everything is then imported from a folder holding a foreign ``service`` package,
-the collision the namespace exists to avoid.
+fresh venv that sees this environment's packages (``--system-site-packages``, and a ``.pth`` naming
+this interpreter's own site-packages: run from a venv, the first alone sees the base interpreter's,
+which may hold none of the dependencies), so torch is not fetched again; everything is then imported
+from a folder holding a foreign ``service`` package, the collision the namespace exists to avoid.
 """
 
 from __future__ import annotations
 
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -44,6 +46,8 @@ def test_the_wheel_installs_under_sensorguard_and_works_beside_a_foreign_service
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", venv], cwd=tmp_path)
     python = venv / "bin" / "python"
+    (kept,) = run([python, "-c", "import site; print(site.getsitepackages()[0])"], cwd=tmp_path).stdout.split()
+    Path(kept, "parent_environment.pth").write_text("".join(f"{d}\n" for d in site.getsitepackages()))
     run([python, "-m", "pip", "install", "-q", "--no-deps", wheel], cwd=tmp_path)
 
     elsewhere = tmp_path / "elsewhere"  # a project of the user's with its own "service" package
