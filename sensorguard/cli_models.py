@@ -24,8 +24,10 @@ KEEP = 10  # models prune: versions of the history and newest versions kept, by 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from sensorguard.cli import _threshold_options
+    from sensorguard.service.logs import some
     from sensorguard.training.recorded_alerts import known_faults, unanswered_alerts
     from sensorguard.training.retrain import new_normal_data, own_options, retrain, unrecorded_options
+    from sensorguard.training.retrain_gate import judgeable
     from sensorguard.training.train import TrainOptions
 
     if not args.data and not args.recorded:
@@ -59,6 +61,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
               f"{', '.join(unknown)}")
     options = TrainOptions(**own, **_threshold_options(args, current.promise if current is not None else None))
     faults = known_faults(args.recorded, data.channels) if args.recorded else []
+    whole = {name for name, _ in judgeable(faults, current.window)} if current is not None else None
+    if whole is not None and (short := [name for name, _ in faults if name not in whole]):
+        print(f"note: {len(short)} known fault(s) hold fewer readings than the model's window ({current.window}), so "
+              f"neither model can be checked on them; left out of 'faults caught': {some(short, 3)} (an alert "
+              "raised within the guard band after an earlier clear is recorded from its raise on only)")
     unanswered = unanswered_alerts(args.recorded, data.channels) if args.recorded else []
     result = retrain(args.registry, args.name, data, options, warm_start=args.warm_start, force=args.force,
                      faults=faults, shadow=args.shadow, unanswered=unanswered)

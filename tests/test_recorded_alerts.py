@@ -92,3 +92,26 @@ def test_an_alert_answered_both_ways_is_a_fault_and_said(tmp_path, capsys):
     assert load_recorded(tmp_path).learned().sum() == 0
     out = capsys.readouterr().out
     assert "note: 1 alert(s) answered both as a false alarm and as a fault ('pump-4@1767225800000')" in out
+
+
+def test_a_known_fault_shorter_than_a_window_is_not_counted_as_missed(tiny_bundle):
+    """A README walk: an alert raised within the guard band after an earlier clear is filed from its
+    raise on only (that band is recorded nowhere), 18 readings against a window of 32. Acknowledged
+    as real, retrain counted it in ``faults caught`` though no model can judge it: "11/12" for the
+    current model too, which had raised that very alert live. A fault with no whole window is left
+    out of the count; one with a window still counts."""
+    import pandas as pd
+
+    from sensorguard.training.data import series_from_frame
+    from sensorguard.training.retrain_gate import compare
+
+    def series(rows: int, name: str):
+        noise = np.random.default_rng(rows).normal(0, 0.05, (rows, 3))
+        frame = pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=rows, freq="1s", tz="UTC"),
+                              "a": noise[:, 0], "b": 1 + noise[:, 1], "c": 2 + noise[:, 2]})
+        return series_from_frame(frame, name, time_column="timestamp")
+
+    short, whole = ("pump-3@1", series(tiny_bundle.window - 1, "short")), ("pump-3@2", series(40, "whole"))
+    holdout = series(200, "holdout")
+    result = compare(tiny_bundle, holdout, np.ones(3), known=[short, whole])
+    assert result.known == 1 and "pump-3@1" not in result.caught
