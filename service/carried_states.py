@@ -24,7 +24,7 @@ from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.drift import DriftState
-from sensorguard.service.logs import some
+from sensorguard.service.logs import counted, some
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.open_faults import OpenFaults
 from sensorguard.service.outbox import published
@@ -129,8 +129,8 @@ class CarriedStates:
                 kept.pop(asset, None)
         gone = [asset for asset in gone if asset not in foreign]
         if gone:
-            log.info("%d assets restored from the state file or adopted sent nothing for %.0f s: silent (%s)",
-                     len(gone), self.rules.stale_after, some(gone))  # (named: a walk)
+            log.info("%s restored from the state file or adopted sent nothing for %.0f s: silent (%s)",
+                     counted(len(gone), "asset"), self.rules.stale_after, some(gone))  # (named: a walk)
         for asset in gone:
             # judged a window before the restart or the hand-over (a bare state is one silent then, kept
             # for its baseline alone): it went silent meanwhile, and its retained state said normal for

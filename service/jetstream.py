@@ -44,7 +44,7 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.consumers import ACK_WAIT_S, ensure_consumer, unacknowledged
 from sensorguard.service.ingest import Ingest
-from sensorguard.service.logs import first_line
+from sensorguard.service.logs import counted, first_line
 from sensorguard.service.member_models import model_mark
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.natswire import Wire, WireError
@@ -382,8 +382,8 @@ class ClusterSource:
                         return
                     rebuilt = True
                     self._ready.add(k)  # its commands are answered here from now on
-                    log.info("cluster: partition %d: rebuilt the windows of %d assets from %d readings", k, assets,
-                             primed)
+                    log.info("cluster: partition %d: rebuilt the windows of %s from %s", k, counted(assets, "asset"),
+                             counted(primed, "reading"))
                 await self._serve(k, halt, abort)
                 return
             except Exception as exc:  # noqa: BLE001 - never let a partition stop being consumed silently

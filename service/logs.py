@@ -164,6 +164,16 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return (cut[:cut.rfind(" ")] if " " in cut else cut).rstrip(",;: ") + " ..."
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 asset``, ``2 assets``: a count and its noun as a line says it (walks read "1 assets
+    restored ... sent nothing" and "1 assets'").
+
+    >>> counted(1, "asset"), counted(0, "asset"), counted(3, "reading")
+    ('1 asset', '0 assets', '3 readings')
+    """
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def some(names: Sequence[object], shown: int = 3, quote: bool = True) -> str:
     """The first ``shown`` of ``names`` for a log line, then how many more: a line names a few
     (assets, channels), never a flood of them.

@@ -46,7 +46,7 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.drift import DriftState
 from sensorguard.service.instances import serves_asset
-from sensorguard.service.logs import first_line
+from sensorguard.service.logs import counted, first_line
 from sensorguard.service.set_aside import move_aside
 from sensorguard.service.state import (
     STATE_FILE,
@@ -88,7 +88,8 @@ def relayout_states(state_dir: str, plans: Sequence[Settings]) -> int:
         if folder not in targets and folder.is_dir() and not any(folder.iterdir()):
             _quietly(folder.rmdir)
     if moved:
-        log.info("moved the saved state of %d assets into the folders of the workers serving them now", len(moved))
+        log.info("moved the saved state of %s into the folders of the workers serving them now",
+                 counted(len(moved), "asset"))
     return len(moved)
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from sensorguard.service.alerts import AlertState
 from sensorguard.service.drift import DriftState
 from sensorguard.service.durable import write_durably
-from sensorguard.service.logs import first_line, some
+from sensorguard.service.logs import counted, first_line, some
 from sensorguard.service.payload import valid_asset
 from sensorguard.service.set_aside import keep_copy, move_aside
 from sensorguard.service.state_entry import (
@@ -281,5 +281,5 @@ def restore_states(directory: str | None, max_assets: int, awaited: Collection[s
                     Path(directory) / STATE_FILE, len(held), max_assets, len(held) - max_assets)
     restored = {asset: (alerts[asset], drift.get(asset), asset not in unannounced) for asset in kept}
     if restored:
-        log.info("restored the state of %d assets from %s", len(restored), directory)
+        log.info("restored the state of %s from %s", counted(len(restored), "asset"), directory)
     return restored

@@ -26,6 +26,7 @@ from typing import Any
 
 from sensorguard.service.cluster import controls_key, state_key
 from sensorguard.service.commands import AlarmControls
+from sensorguard.service.logs import counted
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class StateSync:
             return len(states)
         left = await self._until_written(states, lambda asset: self._write_state(asset, states[asset]))
         if left:
-            log.warning("cluster: the states of %d assets could not be handed over (e.g. %s)", len(left),
+            log.warning("cluster: the states of %s could not be handed over (e.g. %s)", counted(len(left), "asset"),
                         min(left))
         return len(left)
 

@@ -1342,3 +1342,15 @@ def test_a_guard_band_set_without_a_status_change_is_passed_on_at_once(drifting,
     daemon.alerts.recorder.alert_cleared("pump-1", T0 + 1)  # a maintenance ended: its band begins
     assert set(daemon.alerts.changed_states()) == {"pump-1"}
     assert daemon.alerts.changed_states() == {}
+
+
+def test_one_restored_asset_gone_silent_is_counted_in_the_singular(drifting, tmp_path, caplog):
+    """A walk read "1 assets restored from the state file or adopted sent nothing for 300 s"."""
+    first, _ = daemon_with(drifting, tmp_path)
+    first.alerts.apply("pump-3", T0, 0.5, [])
+    first.stop()
+    second, _ = daemon_with(drifting, tmp_path, stale_after_s=60)
+    second.alerts.restore_until = time.monotonic() + 60  # as start() sets it
+    with caplog.at_level(logging.INFO):
+        second.housekeeping(time.monotonic() + 61)
+    assert "1 asset restored from the state file or adopted sent nothing for 60 s: silent ('pump-3')" in caplog.text
