@@ -297,7 +297,7 @@ class CarriedStates:
         try:
             save_states(self.state_dir, alerts, drift, unannounced, judged, self._open.saved(), {
                 a: c for a, c in (*self.restored_channels.items(), *((a, c) for a, (_, c) in self._latest.items()))
-                if c and a in alerts and alerts[a].status != "normal"},  # (an alert's: its state names them)
+                if c and a in alerts},  # (a normal asset's too: its restated state said its score, no channels: a walk)
                 self._open.silences(), self._open.returns(lambda asset: asset in self._judged_ts),
                 {a: p for a, p in self.past_limits().items() if a in alerts})
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again

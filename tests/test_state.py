@@ -1021,6 +1021,23 @@ def test_a_restored_alerts_state_names_its_channels_as_before_the_restart(tiny_b
     assert "pump-1" not in third.alerts.restored_channels
 
 
+
+def test_a_restored_normal_assets_state_names_its_channels_beside_its_score(tiny_bundle, tmp_path):
+    """A walk: after a restart a normal asset's retained state said its last score (0.41) with
+    ``"channels": []``; only an alert's channels were saved. A normal one's are saved too."""
+    import json
+
+    from tests.test_daemon import T0, make
+
+    top = [{"name": "a", "share": 0.5}, {"name": "c", "share": 0.3}, {"name": "b", "share": 0.2}]
+    daemon, _ = make(tiny_bundle, state_dir=str(tmp_path / "s"))
+    daemon.alerts.apply("pump-1", T0, 0.41, top)
+    assert daemon.alerts.save()
+    again, client = make(tiny_bundle, state_dir=str(tmp_path / "s"))
+    again.alerts.publish_state("pump-1")
+    state = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/state/pump-1"][-1]
+    assert (state["state"], state["score"], state["channels"]) == ("normal", 0.41, top)
+
 # --- from a mutation audit of alarm management: rules no test pinned ---------------------------------
 
 
