@@ -36,6 +36,7 @@ import numpy as np
 
 from sensorguard.service.alert_files import AlertFiles
 from sensorguard.service.asset_buffer import CLOCK_SLACK_S
+from sensorguard.service.logs import counted
 from sensorguard.service.record_files import (
     read_guard_bands,
     trim_store,
@@ -261,10 +262,16 @@ class Recorder(AlertFiles):
     def _file_held(self, asset: str, alert_id: str, held: list | deque, horizon: float) -> None:
         """Queue an alert's held readings up to its newest scored window (and not ahead of this
         machine's clock, ``horizon``) as a part of its file; later ones may belong after its clear.
-        Called with ``_lock`` held (a stop, a hand-over)."""
-        last = min(self._judged.get(asset, -np.inf), horizon)
+        Called with ``_lock`` held (a stop, a hand-over). Readings scored but stamped past the horizon
+        are said in a line: they went unfiled with no word (a walk replaying faster than real time)."""
+        judged = self._judged.get(asset, -np.inf)
+        last = min(judged, horizon)
         if rows := [row for row in held if row[0] <= last]:
             self._alerts.append((alert_id, asset, float("nan"), rows))
+        if ahead := sum(1 for row in held if last < row[0] <= judged):
+            log.warning("recorder: %s of alert %s scored but stamped over %.0f s ahead of this machine's clock "
+                        "not filed (a sender's clock ahead, or a replay faster than real time)",
+                        counted(ahead, "reading"), alert_id, CLOCK_SLACK_S)
 
     def holding(self, asset: str) -> bool:
         """Whether an alert of ``asset`` is up here: its readings are held back, none committed."""
