@@ -114,10 +114,13 @@ class Publisher:
     def state(self, asset: str, state: AlertState, ts: float, channels: list[dict], model: tuple[str, str],
               line: float, sensor_faults: list[dict] | None = None, extra: dict | None = None):
         """The asset's current state, retained on ``<output_prefix>/state/<asset>``, with its open
-        sensor faults beside the process state (``extra``: ``suppressed``, ``acked``)."""
+        sensor faults beside the process state (``extra``: ``suppressed``, ``acked``). ``peak_score`` is
+        the highest score of the alert pending or up, null without one (a walk read a normal state's
+        ``"score": 0.99, "peak_score": 0.0``)."""
         if self.client is None:
             return None
-        body = payload(asset, state.status, ts, state.last_score, state.peak, state.alert_id, channels, *model, line)
+        peak = state.peak if state.status in ("pending", "alerting") or state.alert_id else math.nan
+        body = payload(asset, state.status, ts, state.last_score, peak, state.alert_id, channels, *model, line)
         body["sensor_faults"] = sensor_faults or []
         body.update(extra or {})
         return self._publish_json("state", self.settings.state_topic(asset), body, retain=True)

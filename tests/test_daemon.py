@@ -1024,3 +1024,20 @@ def test_the_stale_partitions_unsubscribe_is_said_once_not_at_every_connect(tiny
     assert client.unsubscribed == ["sensors/site-c/#"] * 3
     said = [r for r in caplog.records if r.getMessage().startswith("unsubscribed from sensors/site-c/#")]
     assert [r.levelno for r in said] == [logging.INFO, logging.DEBUG, logging.DEBUG]
+
+
+def test_a_states_peak_score_is_its_alerts_and_null_without_one(tiny_bundle):
+    """A walk read a normal asset's retained state as ``"score": 0.993686, "peak_score": 0.0``: a
+    peak under the score. The peak is the alert's (pending or up), null without one."""
+    daemon, client = make(tiny_bundle)
+
+    def last() -> dict:
+        return [json.loads(p) for t, p, _ in client.published if t == "sensorguard/state/pump-1"][-1]
+
+    daemon.alerts.apply("pump-1", T0, 0.5, [])
+    daemon.alerts.publish_state("pump-1")
+    assert (last()["state"], last()["score"], last()["peak_score"]) == ("normal", 0.5, None)
+    daemon.alerts.apply("pump-1", T0 + 1, 2.5, [])
+    daemon.alerts.apply("pump-1", T0 + 2, 1.5, [])
+    daemon.alerts.publish_state("pump-1")
+    assert (last()["state"], last()["score"], last()["peak_score"]) == ("pending", 1.5, 2.5)
