@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 from typing import Any
 
+CANCEL_AGAIN_S = 0.1  # how long a cancelled work has to end before it is cancelled again
+
 
 async def unless(event: asyncio.Event, work: Any) -> Any:
     """``await work``, or None (``work`` cancelled) once ``event`` is set first."""
@@ -21,6 +23,9 @@ async def unless(event: asyncio.Event, work: Any) -> Any:
     if task.done():
         return task.result()
     task.cancel()
+    while not task.done():  # a cancel the work swallowed is sent again: nats-py's connect, cancelled while it
+        await asyncio.wait({task}, timeout=CANCEL_AGAIN_S)  # closed a failed try, went on trying for ever
+        task.cancel()  # and a stop at a worker's start waited out its join timeout (a mutation audit)
     with contextlib.suppress(BaseException):
         await task
     return None

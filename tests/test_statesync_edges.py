@@ -160,3 +160,13 @@ def test_controls_without_holds_delete_their_key_and_a_writer_without_controls_k
     states_only.mark("p1")
     asyncio.run(states_only.flush())
     assert states_only.controls_dirty == set()
+
+
+def test_a_finished_hand_over_leaves_no_wait_behind_for_its_assets():
+    """A command's write waits for a hand-over of its asset under way; once the hand-over ended, its
+    entry goes: kept, every asset ever handed over stayed in memory for the worker's life (the
+    remembered hand-overs are capped at ``HANDED_KEPT``, these were not)."""
+    sync = StateSync(shelved("p1", "p2"), lambda asset: False)
+    sync.open(FlakyBucket(fails=0))
+    asyncio.run(sync.hand_over_controls(lambda asset: True, write=True))
+    assert sync._handing == {}
