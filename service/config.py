@@ -149,7 +149,8 @@ class Settings:
     record_max_age_days: float = setting(
         30.0, "recordings older than this many days are deleted (acknowledged alerts: by size only)")
     state_dir: str | None = setting(
-        None, "keep each asset's alert state, drift baseline, followed level, open sensor faults (its silence too), "
+        None, "keep each asset's alert state, drift baseline, followed level, the top channels of its last window "
+        "(stated with its score until its next window), open sensor faults (its silence too), "
         "channels walked past their sensor limits and last judged window's time in `assets.json` here "
         "(saved every 30 s, before a raise goes out, within a second of each clear it announces, of the broker "
         "confirming a raise and of a sensor fault opening or closing, within 5 s of a walked channel moving by "
