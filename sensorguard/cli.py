@@ -64,6 +64,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
 
     fill_limit = getattr(args, "fill_limit", None)
     policy = None if bundle is None else _policy(args, bundle)
+    model = bundle if bundle is not None else trained
     # replay: the trained model's sensor limits as they are, so a channel the file lacks is read (and sent)
     # as missing, as score reads it and the daemon takes such readings (refused, "channels not found": a walk)
     sensors = None if trained is None else trained.sensors
@@ -75,7 +76,10 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
         time_column=getattr(args, "time_column", None),
         asset_column=getattr(args, "asset_column", None),
         channels=channels if channels is not None else getattr(args, "channels", None),
-        exclude=getattr(args, "exclude", None) or (),
+        # the training file's other columns (bundle.json's ignored_columns) are no channel renamed: a
+        # history export beside them that lacks a sensor was refused, "channels not found" (a walk)
+        exclude=(*(getattr(args, "exclude", None) or ()),
+                 *(() if normal or model is None else [c for c in model.ignored_columns if c not in (channels or ())])),
         label_column=label_column,
         fill_limit=5 if fill_limit is None else fill_limit,
         policy=policy,

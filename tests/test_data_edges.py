@@ -324,3 +324,46 @@ def test_data_sampled_a_fifth_slower_than_the_model_are_said_to_be():
 
     assert any(n.startswith("sampled every 1.2 s, the model every 1 s") for n in every("1200ms"))
     assert every("1050ms") == ()
+
+
+def test_a_label_column_beside_a_missing_channel_is_no_renamed_sensor():
+    """A labelled history export (an ``is_fault`` 0/1 column) lacking one of the model's channels was
+    refused as "channels not found" by ``score``, as if the label column could be the sensor
+    renamed (a walk): a label-like column is never a channel, so the file is a feed without it."""
+    frame = plant(200, ("a", "b", "c")).drop(columns=["c"]).assign(is_fault=0)
+    data = series_from_frame(frame, "old", channels=("a", "b", "c"), sensors=rules(("a", "b", "c")))
+    assert any(n.startswith("'c' not in old: read as missing in every row") for n in data.notes), data.notes
+
+
+def test_the_training_files_other_columns_beside_a_missing_channel_are_no_renamed_sensor(tiny_bundle, tmp_path):
+    """A column the training file had beside the channels (constant there, so left out: the bundle's
+    ``ignored_columns``) cannot be one of the model's channels renamed; an export from the same
+    historian lacking one sensor was refused by ``score`` ("channels not found", a walk) where the
+    daemon takes such readings: read it as missing in every row instead."""
+    from dataclasses import replace
+
+    from sensorguard.cli import main
+    from sensorguard.service.bundle import save_bundle
+
+    bundle = replace(tiny_bundle, sensors=rules(tiny_bundle.channels), ignored_columns=("spare",))
+    save_bundle(bundle, tmp_path / "model")
+    plant(200, ("a", "b", "c")).drop(columns=["c"]).assign(spare=0.0).to_csv(tmp_path / "old.csv", index=False)
+    assert main(["score", str(tmp_path / "model"), str(tmp_path / "old.csv"), "--out", str(tmp_path / "s.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 200
+
+
+def test_an_epoch_column_beside_the_timestamps_is_a_second_clock_not_a_sensor():
+    """Historian exports often write each row's time twice: text stamps (here local, across the
+    autumn's repeated hour) and epoch ms. The epoch column was trained on as a sensor that only
+    climbs, so every window of a later file scored over 10x the line (a walk). It is left out and
+    said; a sensor beside stamps near 1970 (elapsed seconds) is still a sensor."""
+    frame = plant(400, ("a", "b"))
+    utc = pd.date_range("2026-10-25 00:00", periods=400, freq="1min", tz="UTC")
+    frame["timestamp"] = utc.tz_convert("Europe/Berlin").tz_localize(None).strftime("%Y-%m-%d %H:%M:%S")
+    frame["epoch_ms"] = (utc - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    data = series_from_frame(frame, "export")
+    assert data.channels == ("a", "b") and "epoch_ms" in data.left_out
+    assert any(n.startswith("column 'epoch_ms' holds the timestamps again (epoch ms)") for n in data.notes)
+    elapsed = pd.DataFrame({"timestamp": np.arange(400), "a": 60 + np.sin(np.arange(400) / 9.0),
+                            "ramp": np.linspace(0.0, 400.0, 400)})
+    assert series_from_frame(elapsed, "elapsed").channels == ("a", "ramp")

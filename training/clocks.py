@@ -3,7 +3,8 @@
 A plant export's time column says more than it seems: a temperature named as the time column by
 mistake reads as 1970 stamps (:func:`not_a_clock`), and a local wall clock without a UTC offset
 repeats an hour in autumn (:func:`turned_back_hours`) and skips one in spring
-(:func:`sprang_forward`). Kept apart from ``tables`` (finding the columns and reading the stamps).
+(:func:`sprang_forward`); an epoch column beside the stamps is a second clock
+(:func:`second_clocks`), no sensor. Kept apart from ``tables`` (finding the columns and reading the stamps).
 """
 
 from __future__ import annotations
@@ -177,3 +178,30 @@ def clock_notes(fell: list[tuple[float, float | None]], sprang: list[float]) -> 
             *(f"the clock went forward an hour at {at} (daylight saving time starting, local times{machines(n)}): "
               "that hour holds no readings, a gap to the cleaning (give times with a UTC offset to avoid this)"
               for at, n in forwards.items())]
+
+
+YEAR_2000 = 946684800.0  # epoch seconds
+
+
+def second_clocks(frame: pd.DataFrame, times: np.ndarray, skip: set) -> list[tuple[str, str]]:
+    """Numeric columns that hold each row's timestamp again, as epoch seconds, ms, us or ns, within
+    26 hours (a local clock's offset and its daylight saving hour) and spanning as long: no sensor
+    reads 946,684,800 or more, whatever its name. Each with its unit."""
+    found: list[tuple[str, str]] = []
+    timed = np.isfinite(times)
+    if timed.sum() < 2 or np.min(times[timed]) < YEAR_2000:  # (elapsed seconds: a sensor's 60 sat within 26
+        return found  # hours of stamps near 1970)
+    for col in frame.columns:
+        if col in skip or not pd.api.types.is_numeric_dtype(frame[col]) or pd.api.types.is_bool_dtype(frame[col]):
+            continue
+        values = frame[col].to_numpy(dtype=np.float64)
+        both = timed & np.isfinite(values)
+        if both.sum() < 0.9 * timed.sum():
+            continue
+        span = np.ptp(times[both])
+        for per_second, unit in ((1.0, "s"), (1e3, "ms"), (1e6, "us"), (1e9, "ns")):
+            read = values[both] / per_second
+            if np.max(np.abs(read - times[both])) <= 26 * 3600 and 0.5 * span <= np.ptp(read) <= 1.5 * span + 3600:
+                found.append((str(col), unit))
+                break
+    return found

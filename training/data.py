@@ -21,7 +21,7 @@ import pandas as pd
 from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
 from sensorguard.service.logs import some
 from sensorguard.service.sensors import SensorRules, watch_rows
-from sensorguard.training.clocks import clock_notes, not_a_clock, sprang_forward, turned_back_hours
+from sensorguard.training.clocks import clock_notes, not_a_clock, second_clocks, sprang_forward, turned_back_hours
 from sensorguard.training.csvfiles import read_table
 from sensorguard.training.machines import machine_hint, machine_rows, rates_apart, shown_name, spaced_names
 from sensorguard.training.markers import no_data_markers
@@ -37,6 +37,7 @@ from sensorguard.training.stamps import (
 )
 from sensorguard.training.tables import (
     BLANK_LABELS,
+    LABEL_NAMES,
     DataError,
     choose_channels,
     cols,
@@ -103,7 +104,9 @@ def _absent(frame: pd.DataFrame, channels: Sequence[str], known: set) -> list[st
     those it has, and no column of its own that is not the model's (``known``: time, machines, labels)
     that could be one of them misspelled or renamed (``C`` for ``c``: a review). Else none."""
     absent = [c for c in channels if c not in frame.columns]
-    if len(absent) * 2 >= len(channels) or any(c not in known and c not in channels for c in frame.columns):
+    if len(absent) * 2 >= len(channels) or any(c not in known and c not in channels  # a label-like column is
+                                               and str(c).strip().lower() not in LABEL_NAMES  # no renamed sensor
+                                               for c in frame.columns):
         return []
     return absent
 
@@ -193,6 +196,11 @@ def series_from_frame(
                         "sensor column?)")
     if time_column is not None and pd.to_numeric(stamps, errors="coerce").notna().mean() > 0.5:  # numbers named
         not_a_clock(times, frame[asset_column].astype(str).to_numpy() if asset_column is not None else None, tcol, name)
+    if not channels:  # (an export's epoch column beside its text stamps was trained on as a sensor
+        for col, unit in second_clocks(frame, times, {tcol, asset_column, label_column, *exclude, *clocks}):
+            exclude = (*exclude, col)  # that only climbs: every later window scored over 10x the line, a walk)
+            notes.append(f"column {col!r} holds the timestamps again (epoch {unit}): a second clock, left out "
+                         "(name it in --channels to keep it)")
     if sensors is not None and not normal and channels and (
             absent := _absent(frame, channels, {tcol, asset_column, label_column, *exclude, *clocks})):
         # a model's channel the file lacks is missing in every row, as the daemon takes readings without it
