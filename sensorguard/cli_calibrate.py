@@ -64,6 +64,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                               false_alerts_per_day=promise["false_alerts_per_day"], drift=promise["drift"])
     if not args.force and (weak := _weak_line(bundle, old)) is not None:
         raise CliError(f"not recalibrated: {weak}")
+    # a fault under a label column of a name not known ('Störung') was taken as normal and the line rose 47x,
+    # with nothing said (a walk): a rise that large on files is said, with what would have caused it
+    if old > 0 and bundle.threshold_ > WEAK_RISE * old and args.data:
+        print(f"sensorguard calibrate: warning: the new line is {bundle.threshold_ / old:.1f}x the current one: "
+              "every row given was taken as normal; if they hold a fault (a label column not recognised: give "
+              "--label-column), the model will miss faults like it", file=sys.stderr)
     if args.recorded:  # false alarms learned: the new line must still catch what the old one caught
         missed = missed_faults(bundle, before, data, known_faults(args.recorded, bundle.channels))
         if missed:
