@@ -681,6 +681,10 @@ def test_too_few_rows_to_score_says_where_the_rest_went(files, tmp_path, capsys)
         assert main([verb[0], str(files / "model"), str(tmp_path / "slow.csv"), *verb[1:]]) == 1
         err = capsys.readouterr().err
         assert "fewer than one window" in err and "refused (too slow)" in err, err
+        # the likely cause leads (a walk read the row count first, the rate last), and no registry verb is
+        # offered for a model outside one
+        assert "slow.csv: sampled every 10 s, the model every 1 s" in err, err
+        assert "retrain --force" not in err, err
 
 
 def test_evaluate_says_how_many_label_cells_were_empty(files, tmp_path, capsys):

@@ -374,7 +374,7 @@ def _fill_and_segment(
         own = float(np.median(np.diff(times)))
         if abs(own - policy.sample_period) > 0.1 * policy.sample_period:
             notes.append(f"sampled every {own:.4g} s, the model every {policy.sample_period:.4g} s: "
-                         "gaps are judged on the model's grid (resample, or retrain --force at the data's rate)")
+                         "gaps are judged on the model's grid (resample the file, or train a model at its rate)")
     new_times, new_values, segment, source, counts = clean_rows(times, values, policy)
     if counts["inserted"]:
         notes.append(f"{counts['inserted']} grid rows inserted in short gaps and forward-filled "

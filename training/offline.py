@@ -49,8 +49,11 @@ def score_data(bundle: Bundle, data: SensorData, rules: AlertRules | None = None
     """
     rules = bundle_rules(rules or default_rules(bundle), bundle)
     if len(data) < bundle.window:  # the cleaning's notes say where the rest went (too slow for the model...)
-        why = "".join(f"; {note}" for note in data.notes)
-        raise DataError(f"{name}: {len(data)} usable rows, fewer than one window ({bundle.window}){why}")
+        # a file at another rate than the model's is the likely cause: said first (it came after the count)
+        rate = [n for n in data.notes if n.startswith("sampled every")]
+        why = "".join(f"; {note}" for note in data.notes if note not in rate)
+        raise DataError(f"{name}: {''.join(f'{n}; ' for n in rate)}{len(data)} usable rows, fewer than one window "
+                        f"({bundle.window}){why}")
     # a channel with a sensor fault open in a window is imputed by the model and left out, as live
     excluded = None if data.faulted is None else window_faults(data.faulted, data.segments, bundle.window)
     scores = Scorer(bundle).score_series(data.values, data.segments, excluded)
