@@ -169,6 +169,27 @@ def test_false_alerts_on_irregular_readings_are_counted_per_day_of_readings(tiny
     result = evaluate_scores(irregular, scored, np.zeros(rows, dtype=int))
     assert result["false_alerts"]["normal_days"] == pytest.approx(rows * 6.04 / 86400)
 
+def test_an_alert_raised_over_a_window_before_a_fault_is_a_false_alert_too(tiny_bundle: Bundle) -> None:
+    """A walk: a model in alert from the first row into a fault read "0 raised on normal rows",
+    consistent with its promise, beside a false-alarm rate of 1.0: an alert still up when a fault
+    began was that fault's detection only, however long before it rose. It is the fault's detection
+    alone when raised at most a window before the fault's first row."""
+    w, rows = tiny_bundle.window, 400
+    labels = np.zeros(rows, dtype=int)
+    labels[300:350] = 1
+
+    def raised(start: int) -> int:
+        alert = np.zeros(rows, dtype=int)
+        alert[start:350] = 1
+        scored = _scored([1.5] * rows, alert.tolist(), period=60.0)
+        result = evaluate_scores(tiny_bundle, scored, labels)
+        assert result["alert"]["events_detected"] == 1  # the fault is caught either way
+        return result["false_alerts"]["raised"]
+
+    assert raised(300 - w) == 0  # a window before: it saw the fault's onset
+    assert raised(300 - w - 1) == 1 and raised(0) == 1  # earlier: raised on normal operation
+
+
 def test_an_observed_interval_that_touches_the_promises_is_not_above_it() -> None:
     """The words "above it" are said only when the observed rate's interval lies wholly above the promise's;
     3 alerts in a day (lower bound 0.62 a day) beside a promise whose interval ends exactly there

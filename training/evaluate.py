@@ -67,23 +67,38 @@ def detection_metrics(
     }
 
 
-def false_alerts(pred: np.ndarray, labels: np.ndarray, period_s: float | None) -> dict[str, Any]:
+def false_alerts(pred: np.ndarray, labels: np.ndarray, period_s: float | None,
+                 lead: int | None = None) -> dict[str, Any]:
     """The alerts an operator was paged for on normal operation, as the promise counts them: alarms
     that start (0 -> 1, or on at the first row) on a row labelled normal and last into no labelled
     row, and the days of normal rows they fell in (None without a sample period). The promise is a
     rate per asset per day. An alarm raised just before a labelled fault and still up in it is
-    that fault's detection (its delay is 0), not also a false alert (both were counted: a walk).
+    that fault's detection (its delay is 0), not also a false alert (both were counted: a walk);
+    with ``lead``, only one raised at most ``lead`` rows before the fault's first row (a window: one
+    that saw the fault's onset where the labels put it a little late). One raised earlier was raised
+    on normal operation, and is a false alert too: a model alerting from the first row into a fault
+    read "0 raised on normal rows", consistent with its promise beside a false-alarm rate of 1.0
+    (a walk).
 
     >>> false_alerts(np.array([1, 0, 1, 1, 0, 1]), np.array([0, 0, 0, 0, 1, 1]), 21600.0)
     {'raised': 2, 'normal_days': 1.0}
     >>> false_alerts(np.array([0, 1, 1, 1, 0, 0]), np.array([0, 0, 0, 1, 1, 0]), 21600.0)["raised"]
     0
+    >>> [false_alerts(np.array([0, 1, 1, 1, 0, 0]), np.array([0, 0, 0, 1, 1, 0]), None, lead)["raised"]
+    ...  for lead in (1, 2)]
+    [1, 0]
     """
     pred_b, label_b = _as_bool(pred, "pred"), _as_bool(labels, "labels")
     starts = pred_b & ~np.r_[False, pred_b[:-1]]
     run = np.cumsum(starts)  # each row's alarm run (1, 2, ...), where an alarm is up
-    faulty_runs = set(run[pred_b & label_b].tolist())
-    false = starts & ~label_b & ~np.isin(run, list(faulty_runs))
+    at = np.flatnonzero(starts)  # each run's first row
+    caught: dict[int, int] = {}  # each run reaching a labelled row: the first such row
+    for i in np.flatnonzero(pred_b & label_b)[::-1]:
+        caught[int(run[i])] = int(i)
+    false = starts & ~label_b
+    for r, first in caught.items():
+        if lead is None or first - at[r - 1] <= lead:
+            false[at[r - 1]] = False
     days = float((~label_b).sum()) * period_s / 86400.0 if period_s else None
     return {"raised": int(false.sum()), "normal_days": days}
 

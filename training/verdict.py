@@ -50,7 +50,7 @@ def evaluate_scores(bundle: Bundle, scored: Scored, labels: np.ndarray) -> dict:
             "rows": int(ok.sum()),
             "anomaly": detection_metrics((scores.score[rows][ok] >= 1).astype(int), lab, times),
             "alert": detection_metrics(alert[rows][ok].astype(int), lab, times),
-            "false_alerts": false_alerts(alert[rows][ok], lab, period),
+            "false_alerts": false_alerts(alert[rows][ok], lab, period, bundle.window),
         }
     result = {
         "rows": int(counted.sum()),
