@@ -68,8 +68,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     # with nothing said (a walk): a rise that large on files is said, with what would have caused it
     if old > 0 and bundle.threshold_ > WEAK_RISE * old and args.data:
         print(f"sensorguard calibrate: warning: the new line is {bundle.threshold_ / old:.1f}x the current one: "
-              "every row given was taken as normal; if they hold a fault (a label column not recognised: give "
-              "--label-column), the model will miss faults like it", file=sys.stderr)
+              f"{_rise_cause(args)}", file=sys.stderr)
     if args.recorded:  # false alarms learned: the new line must still catch what the old one caught
         missed = missed_faults(bundle, before, data, known_faults(args.recorded, bundle.channels))
         if missed:
@@ -124,3 +123,14 @@ def _weak_line(bundle, old: float) -> str | None:
             f"sit {margin + 1:.1f}x over the highest the alert rule reached on them, {bundle.threshold_ / old:.1f}x "
             f"the current one ({old:.4g}), and the model would alert far less; calibrate on a longer stretch of "
             "normal data (the promise is a rate per day: a day of it or more), or --force writes it")
+
+
+def _rise_cause(args: argparse.Namespace) -> str:
+    """What may have raised the line, as the arguments allow: "give --label-column" to one who gave
+    it, and "every row was taken as normal" beside rows a label column left out, were false; with
+    ``--recorded`` the false alarms acknowledged raise it by design (a review)."""
+    taken = (f"the rows {args.label_column} does not mark were taken as normal" if args.label_column else
+             "every row given was taken as normal")
+    fix = "a fault unmarked there" if args.label_column else "a label column not recognised: give --label-column"
+    learned = "; the recorded false alarms acknowledged raise it too" if args.recorded else ""
+    return f"{taken}; if they hold a fault ({fix}), the model will miss faults like it{learned}"

@@ -295,6 +295,12 @@ def test_calibrate_refuses_a_line_too_few_rows_would_raise_far_unless_forced(fil
     # name not known, 'Störung', taken as normal raised the line 47x, unsaid)
     said = capsys.readouterr().err
     assert "warning: the new line is" in said and "x the current one" in said and "--label-column" in said, said
+    # given --label-column, it is not advised again
+    shutil.copytree(files / "model", tmp_path / "labelled", dirs_exist_ok=True)
+    assert main(["calibrate", str(tmp_path / "labelled"), str(tmp_path / "short.csv"), "--force",
+                 "--label-column", "anomaly"]) == 0
+    said = capsys.readouterr().err
+    assert "warning: the new line is" in said and "give --label-column" not in said, said
 
 
 def test_report_writes_pngs(files, tmp_path, capsys):

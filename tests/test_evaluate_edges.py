@@ -169,6 +169,7 @@ def test_false_alerts_on_irregular_readings_are_counted_per_day_of_readings(tiny
     result = evaluate_scores(irregular, scored, np.zeros(rows, dtype=int))
     assert result["false_alerts"]["normal_days"] == pytest.approx(rows * 6.04 / 86400)
 
+
 def test_an_alert_raised_over_a_window_before_a_fault_is_a_false_alert_too(tiny_bundle: Bundle) -> None:
     """A walk: a model in alert from the first row into a fault read "0 raised on normal rows",
     consistent with its promise, beside a false-alarm rate of 1.0: an alert still up when a fault

@@ -46,7 +46,7 @@ def test_the_wheel_installs_under_sensorguard_and_works_beside_a_foreign_service
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", venv], cwd=tmp_path)
     python = venv / "bin" / "python"
-    (kept,) = run([python, "-c", "import site; print(site.getsitepackages()[0])"], cwd=tmp_path).stdout.split()
+    kept = run([python, "-c", "import site; print(site.getsitepackages()[0])"], cwd=tmp_path).stdout.strip()
     Path(kept, "parent_environment.pth").write_text("".join(f"{d}\n" for d in site.getsitepackages()))
     run([python, "-m", "pip", "install", "-q", "--no-deps", wheel], cwd=tmp_path)
 

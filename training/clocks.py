@@ -195,6 +195,8 @@ def second_clocks(frame: pd.DataFrame, times: np.ndarray, skip: set) -> list[tup
         if col in skip or not pd.api.types.is_numeric_dtype(frame[col]) or pd.api.types.is_bool_dtype(frame[col]):
             continue
         values = frame[col].to_numpy(dtype=np.float64)
+        if not np.nanmax(np.abs(values), initial=0.0) >= YEAR_2000:  # no stamp in any unit: the cheap test
+            continue  # first (the four units on every column took 1.25 s for 42 columns of 1M rows; a review)
         both = timed & np.isfinite(values)
         if both.sum() < 0.9 * timed.sum():
             continue
