@@ -8,7 +8,7 @@ would own are refused as ``unknown_channel`` and, acknowledged in the stream, lo
 a minute, until the members agree (a hot swap cannot change a model's channels: the other workers
 restart on it), and joins then. A worker serving its registry's ``CURRENT`` joins all the same, with a
 warning, when every member of other channels follows the same model name and sees that very version
-as its registry's ``CURRENT``: they are behind, it is a rollout's new model (kept out, every worker
+as its registry's ``CURRENT`` while serving another: they are behind, it is a rollout's new model (kept out, every worker
 restarted on it waited until the last old one restarted, the partitions crowding onto the old ones
 meanwhile). A worker of another model line (``--name`` mistyped) or of a registry copy not promoted
 waits (reviews: a bare "I am CURRENT" let both in). With a registry copy per host, promote it on
@@ -98,7 +98,11 @@ async def other_models(kv: Any, worker: str, mark: dict[str, Any], keys: Callabl
         if theirs["channels"] != mark["channels"]:
             channels.append(said)
             same_line = mark.get("name") is not None and theirs.get("name") == mark["name"]
-            behind = behind and same_line and theirs.get("sees") == mark["model"]
+            # behind: serving an older version than the CURRENT it sees, ours. One serving the very version
+            # it sees is no older copy of ours but another model of the same number (a second registry's
+            # 'plant v0001' of 7 channels joined one of 8, and told it to restart to no effect: a walk)
+            behind = (behind and same_line and theirs.get("sees") == mark["model"]
+                      and theirs.get("model") != theirs.get("sees"))
         elif theirs.get("model") != mark["model"]:
             versions.append(said)
     return channels, versions, behind

@@ -638,6 +638,19 @@ def test_with_a_registry_copy_per_host_a_rollout_joins_once_every_copy_is_promot
     assert _run_pair(served, "bc", "a").owned
 
 
+def test_another_registrys_model_of_the_same_name_and_version_waits():
+    """A cluster walk: a second registry's 'plant v0001' of 7 channels joined members serving their
+    registry's 'plant v0001' of 8 (CURRENT there), taken for a rollout they were behind, and told
+    them to restart to serve CURRENT, which they already did. A member serving the version it sees
+    as CURRENT is not behind: the newcomer waits."""
+    from sensorguard.service.member_models import channel_mark
+
+    eight = tuple(f"c{j}" for j in range(8))
+    served = {"a": channel_mark(eight, "v0001", "plant", "v0001"),
+              "x": channel_mark(eight[:7], "v0001", "plant", "v0001")}
+    assert _run_pair(served, "a", "x").owned == {}
+
+
 def test_of_two_workers_of_other_channels_started_together_the_earlier_keeps_its_seat(caplog):
     """A review: each checked the members before writing its own key, so two workers of other
     channels started within the same round both found none and both joined (each refusing the other's
