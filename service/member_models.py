@@ -1,20 +1,21 @@
 """Which model each cluster member serves: a worker joins only a cluster whose members read its channels.
 
-Every worker writes its model's mark in its ``member.<worker>`` key (:mod:`~sensorguard.service.ownership`):
-the version and a fingerprint of the channel list. Before it first joins, a worker reads the other
-members' marks. One whose model reads other channels takes no partition: the readings of the assets it
-would own are refused as ``unknown_channel`` and, acknowledged in the stream, lost (a cluster walk: a
-6-channel model joined an 8-channel cluster silently and took two partitions). It waits, saying so once
-a minute, until the members agree (a hot swap cannot change a model's channels: the other workers
-restart on it), and joins then. A worker serving its registry's ``CURRENT`` joins all the same, with a
-warning, when every member of other channels follows the same model name and sees that very version
-as its registry's ``CURRENT`` while serving another: they are behind, it is a rollout's new model (kept out, every worker
-restarted on it waited until the last old one restarted, the partitions crowding onto the old ones
-meanwhile). A worker of another model line (``--name`` mistyped) or of a registry copy not promoted
-waits (reviews: a bare "I am CURRENT" let both in). With a registry copy per host, promote it on
-every host before restarting any worker. Another version with the same channels joins with a warning: an
-asset's line then depends on which worker owns it, which a registry swap in progress also shows for a
-moment. Members that write no mark (an older sensorguard) are not compared.
+Every worker writes its model's mark in its ``member.<worker>`` key
+(:mod:`~sensorguard.service.ownership`): the version and a fingerprint of the channel list. Before it
+first joins, a worker reads the other members' marks. One whose model reads other channels takes no
+partition: the readings of the assets it would own are refused as ``unknown_channel`` and, acknowledged
+in the stream, lost (a cluster walk: a 6-channel model joined an 8-channel cluster silently and took two
+partitions). It waits, saying so once a minute, until the members agree (a hot swap cannot change a
+model's channels: the other workers restart on it), and joins then. A worker serving its registry's
+``CURRENT`` joins all the same, with a warning, when every member of other channels follows the same
+model name and sees that very version as its registry's ``CURRENT`` while serving another: they are
+behind, it is a rollout's new model (kept out, every worker restarted on it waited until the last old
+one restarted, the partitions crowding onto the old ones meanwhile). A worker of another model line
+(``--name`` mistyped) or of a registry copy not promoted waits (reviews: a bare "I am CURRENT" let both
+in). With a registry copy per host, promote it on every host before restarting any worker. Another
+version with the same channels joins with a warning: an asset's line then depends on which worker owns
+it, which a registry swap in progress also shows for a moment. Members that write no mark (an older
+sensorguard) are not compared.
 
 Two workers of other channels that start together may each find no mark before writing their own:
 once its key is listed (and at new members listed within ``SETTLE_S`` of joining), each looks again
