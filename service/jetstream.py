@@ -323,7 +323,10 @@ class ClusterSource:
             for asset in assets:  # (a flush that was writing meanwhile may have queued one again)
                 self.sync.outbox.pop(asset, None)
             self.sync.leaving -= assets
-        log.info("cluster: gave up partition %d", k)
+        if handing_over:  # ("gave up partition" read as a failure for a clean hand-over: a walk)
+            log.info("cluster: handed partition %d over (%s)", k, counted(len(assets), "asset"))
+        else:
+            log.info("cluster: stopped serving partition %d (another worker serves it now)", k)
 
     def step(self) -> None:
         """Scoring thread, after each batch: hand over the assets of released partitions (once none

@@ -48,6 +48,7 @@ from sensorguard.service.cluster import (
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
+from sensorguard.service.logs import counted, some
 from sensorguard.service.payload import Parsed, parse_message, valid_asset
 from sensorguard.service.state_entry import StateError, decode_asset, guard_of, past_in
 from sensorguard.service.walked_channels import along_walk
@@ -217,6 +218,7 @@ class Takeover:
 
         anchors: dict[str, tuple[float | None, float | None] | None] = {}
         walked: dict[str, dict[str, float]] = {}
+        up: list[str] = []  # alerts taken over up: said (after a kill -9, "took partition 3" alone: a walk)
         for asset in assets:
             try:
                 entry = await self._states.get(state_key(asset))
@@ -232,10 +234,15 @@ class Takeover:
             # (a silent one, None, is not primed: its first reading here tells its return, which a primed
             anchors[asset] = (window_ts, judged_ts) if silence is None else None  # buffer swallowed: a review)
             self.alerts.adopt(asset, alert, drift, announced, window_ts, judged_ts, channels, silence)
+            if alert.status == "alerting":
+                up.append(f"{asset} ({alert.alert_id})")
             if silence is None and (past := past_in(entry.value or b"")):
                 walked[asset] = past
             if self.alerts.recorder is not None and (until := guard_of(entry.value or b"")) is not None:
                 self.alerts.recorder.band(asset, until)  # (the fault's tail after its clear is no normal data)
+        if up:
+            log.info("cluster: took over %s with an alert up, kept under its id: %s", counted(len(up), "asset"),
+                     some(up, quote=False))
         return anchors, walked
 
     async def _adopt_controls(self, k: int, partitions: int) -> None:

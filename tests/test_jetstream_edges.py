@@ -87,6 +87,21 @@ def test_a_partition_given_up_and_taken_again_is_not_served_before_its_new_rebui
     assert not source.serves(ASSET) and source.taking_over(ASSET)
 
 
+def test_a_hand_over_and_a_loss_are_told_apart_in_the_log(tiny_bundle, caplog) -> None:
+    """A cluster walk read "gave up partition 3" at a clean stop, which sounds like a failure where
+    the docs say the partitions are handed over; a lease lost is another line."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="sensorguard.service.jetstream"):
+        for handing_over in (True, False):
+            source = source_of(tiny_bundle)
+            source._tasks[K] = (None, None, None)
+            asyncio.run(source._lose(K, handing_over))
+    assert f"cluster: handed partition {K} over (0 assets)" in caplog.text
+    assert f"cluster: stopped serving partition {K} (another worker serves it now)" in caplog.text
+    assert "gave up" not in caplog.text
+
+
 def test_a_partition_lost_stops_its_batch_at_once_and_one_handed_over_finishes_it(tiny_bundle) -> None:
     """Lost (another worker took it), the batch being taken stops at once: the rest of it is the new
     owner's, taken here too it was counted twice. Handed over cleanly, the batch is finished and

@@ -300,6 +300,19 @@ def test_the_adopted_state_is_handed_on_as_the_bucket_holds_it():
     assert told == channels and silence is None
 
 
+def test_an_alert_taken_over_up_is_said(caplog: pytest.LogCaptureFixture):
+    """A cluster walk: after a kill -9 the new owner logged only "took partition 3", nothing of the
+    alert it carried on. The alerts taken over up are named with their ids."""
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 11)), taken=10)
+    nats.send("pump-2", list(range(1, 11)), taken=10)
+    bucket_state(nats, "pump-1", window_ts=T0 + 8)
+    bucket_state(nats, "pump-2", window_ts=T0 + 8, alert=AlertState(last_score=0.2))
+    with caplog.at_level(logging.INFO, logger="sensorguard.service.takeover"):
+        rebuild(nats)
+    assert "took over 1 asset with an alert up, kept under its id: pump-1 (a1)" in caplog.text
+
+
 def test_the_guard_band_after_the_last_clear_moves_with_the_asset(tmp_path):
     """A cluster walk: the band after a clear (the fault's tail, no normal data) stayed in the old
     owner's recorder; the asset moved within it and its new owner recorded the tail as normal. The
