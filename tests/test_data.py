@@ -522,10 +522,10 @@ def test_a_historians_no_data_marker_is_missing_not_a_reading(tmp_path):
     frame.to_csv(tmp_path / "marker.csv", index=False)
     data = load_frame([tmp_path / "marker.csv"])
     assert np.abs(data.values).max() < 1e3
-    assert "1 values of magnitude 1e+30 or more (a historian's no-data marker) read as missing" in data.notes
+    assert "1 value of magnitude 1e+30 or more (a historian's no-data marker) read as missing" in data.notes
     frame.loc[9, "temp"] = np.inf  # an export's division by zero: missing too, but not called a marker (a walk)
     frame.to_csv(tmp_path / "marker.csv", index=False)
-    said = "1 values of magnitude 1e+30 or more (a historian's no-data marker) and 1 infinite values read as missing"
+    said = "1 value of magnitude 1e+30 or more (a historian's no-data marker) and 1 infinite value read as missing"
     assert said in load_frame([tmp_path / "marker.csv"]).notes
     parsed = parse_message("sensors/pump/readings", b'{"ts": 1700000000, "values": {"p": 3.4028235e38, "t": 1.5}}',
                            "sensors")

@@ -165,7 +165,7 @@ def test_score_says_what_the_cleaning_did(tiny_bundle, tmp_path, capsys):
     frame.to_csv(tmp_path / "marked.csv", index=False)
     assert main(["score", str(bundle_dir), str(tmp_path / "marked.csv"), "--out", str(tmp_path / "o.csv")]) == 0
     out = capsys.readouterr().out
-    assert "note: 1 values of magnitude 1e+30 or more (a historian's no-data marker) read as missing" in out
+    assert "note: 1 value of magnitude 1e+30 or more (a historian's no-data marker) read as missing" in out
 
 
 def test_score_fill_limit_also_decides_the_sensor_faults_column(tiny_bundle, tmp_path):

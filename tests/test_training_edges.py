@@ -104,8 +104,8 @@ def test_negative_no_data_and_minus_infinity_are_missing_too():
     values = np.array([[1.0], [-NO_DATA], [-np.inf], [2.0]])
     notes = no_data_markers(values, ("temp",), normal=False)
     assert np.isnan(values[1:3, 0]).all()
-    assert notes == [f"1 values of magnitude {NO_DATA:g} or more (a historian's no-data marker) and "
-                     "1 infinite values read as missing"]
+    assert notes == [f"1 value of magnitude {NO_DATA:g} or more (a historian's no-data marker) and "
+                     "1 infinite value read as missing"]
 
 
 def test_a_16_bit_no_data_marker_is_read_as_missing_in_normal_data():

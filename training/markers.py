@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sensorguard.service.logs import counted
 from sensorguard.service.payload import NO_DATA
 
 MARKERS = (999.0, 9999.0, 99999.0, 999999.0, 9999999.0, 32767.0, 32768.0, 65535.0)  # and their negatives
@@ -38,8 +39,8 @@ def no_data_markers(values: np.ndarray, channels: Sequence[str], normal: bool) -
         infinite = int(np.isinf(values).sum())  # (inf and -inf: an export's division by zero, not a marker)
         markers = int(huge.sum()) - infinite
         values[huge] = np.nan
-        said = ([f"{markers} values of magnitude {NO_DATA:g} or more (a historian's no-data marker)"] if markers
-                else []) + ([f"{infinite} infinite values"] if infinite else [])
+        said = ([f"{counted(markers, 'value')} of magnitude {NO_DATA:g} or more (a historian's no-data marker)"]
+                if markers else []) + ([f"{counted(infinite, 'infinite value')}"] if infinite else [])
         notes.append(f"{' and '.join(said)} read as missing")
     if normal:
         found = [f for j, name in enumerate(channels) if (f := _round_markers(values[:, j], name))]
