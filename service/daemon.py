@@ -292,6 +292,10 @@ class Daemon(ScoringWorker):
         try:
             while not stop_event.wait(0.5):
                 pass
+            # said as it begins: a SIGTERM's stop (its windows scored, its partitions handed over) was
+            # seen in the log only at its end, "stopped" (a cluster walk)
+            log.info("stopping: scoring the windows due%s%s", ", handing the partitions over" if self.settings.cluster
+                     else "", ", then the final save" if self.settings.state_dir and not self.settings.cluster else "")
         finally:
             self.stop()
 

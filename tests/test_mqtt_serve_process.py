@@ -82,6 +82,8 @@ def test_sigterm_finishes_publishes_final_state_and_offline_and_exits_0(tmp_path
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
         assert lines[-1]["msg"] == "stopped" and not any(line["level"] == "ERROR" for line in lines)
+        said = [line["msg"] for line in lines]  # the stop is said as it begins too (a cluster walk)
+        assert said.index("stopping: scoring the windows due") < len(said) - 1, said
         watch.close()
         pub.close()
     finally:
