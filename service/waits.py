@@ -14,10 +14,14 @@ CANCEL_AGAIN_S = 0.1  # how long a cancelled work has to end before it is cancel
 
 
 async def unless(event: asyncio.Event, work: Any) -> Any:
-    """``await work``, or None (``work`` cancelled) once ``event`` is set first."""
+    """``await work``, or None (``work`` cancelled) once ``event`` is set first. Cancelled itself, it
+    cancels ``work`` too: left running, a connect that tries for ever outlived its caller (a review)."""
     task, stopped = asyncio.ensure_future(work), asyncio.ensure_future(event.wait())
     try:
         await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
     finally:
         stopped.cancel()
     if task.done():

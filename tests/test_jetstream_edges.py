@@ -294,6 +294,31 @@ def test_a_stop_ends_a_wait_whose_work_swallowed_the_first_cancel() -> None:
     assert asyncio.run(main())
 
 
+def test_a_wait_cancelled_itself_cancels_its_work() -> None:
+    """A review: ``unless`` cancelled by its caller left its work running: a connect that tries for
+    ever outlived the task that wanted it."""
+
+    async def main() -> bool:
+        started, ended = asyncio.Event(), asyncio.Event()
+
+        async def forever() -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                ended.set()
+
+        waiting = asyncio.ensure_future(unless(asyncio.Event(), forever()))
+        await started.wait()
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        await asyncio.sleep(0)  # the work's cancel lands
+        return ended.is_set()
+
+    assert asyncio.run(main())
+
+
 def test_a_missing_stream_or_bucket_is_told_apart_from_other_join_errors() -> None:
     """``cluster init`` not run is said with its fix; any other error is not."""
     from nats.js.errors import NotFoundError
