@@ -68,6 +68,9 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
     # replay: the trained model's sensor limits as they are, so a channel the file lacks is read (and sent)
     # as missing, as score reads it and the daemon takes such readings (refused, "channels not found": a walk)
     sensors = None if trained is None else trained.sensors
+    # the training file's other columns (bundle.json's ignored_columns) are no channel renamed: a
+    # history export beside them that lacks a sensor was refused, "channels not found" (a walk)
+    others = () if normal or model is None else tuple(c for c in model.ignored_columns if c not in (channels or ()))
     if bundle is not None and bundle.sensors is not None:  # a silence starts its watch afresh
         sensors = replace(bundle.sensors, fill_limit=policy.fill_limit,
                           silence_s=silence_after(getattr(args, "stale_after", None), policy))
@@ -76,10 +79,7 @@ def _load(args: argparse.Namespace, paths: Sequence[str], channels=None, label_c
         time_column=getattr(args, "time_column", None),
         asset_column=getattr(args, "asset_column", None),
         channels=channels if channels is not None else getattr(args, "channels", None),
-        # the training file's other columns (bundle.json's ignored_columns) are no channel renamed: a
-        # history export beside them that lacks a sensor was refused, "channels not found" (a walk)
-        exclude=(*(getattr(args, "exclude", None) or ()),
-                 *(() if normal or model is None else [c for c in model.ignored_columns if c not in (channels or ())])),
+        exclude=(*(getattr(args, "exclude", None) or ()), *others),
         label_column=label_column,
         fill_limit=5 if fill_limit is None else fill_limit,
         policy=policy,

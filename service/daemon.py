@@ -75,6 +75,7 @@ from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.instances import serves_asset
 from sensorguard.service.jetstream import ClusterSource
+from sensorguard.service.logs import counted
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.metrics_http import serve_http, shutdown_http
 from sensorguard.service.publisher import Publisher
@@ -397,9 +398,8 @@ class Daemon(ScoringWorker):
             return self.recorder.acknowledged(c.alert_id)
         holds = c.action == "start" or (c.verb == "shelve" and (c.until or 0) > time.time())  # (not an unshelve)
         if holds and asset not in self.buffers and asset not in self.snapshot() and asset not in self.alerts.restored:
-            served = len(self.buffers)
             return (f"note: no reading of {asset} has reached {self.settings.instance_name} yet (a typo? it serves "
-                    f"{served} {'asset' if served == 1 else 'assets'} now); it holds from its first reading")
+                    f"{counted(len(self.buffers), 'asset')} now); it holds from its first reading")
         return ""
 
     def _flush_recorder(self, force: bool = False) -> None:

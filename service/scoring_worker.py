@@ -122,21 +122,19 @@ class ScoringWorker:
             return self.source.serves(asset) or self.source.taking_over(asset)
         return self.commands.owns(asset)
 
-    def _walked_on(self, now: float) -> dict[str, dict[str, float]]:
+    def _walked_on(self, now: float) -> None:
         """A channel walked past its sensor limits that moved by half its ``jump`` since the last
         look asks for a save (:func:`~sensorguard.service.walked_channels.walk_marks`), at most one
         every ``WALK_SAVE_S`` (a plant-wide walk of 10,000 assets asked for one every second, each
         0.2 s of this thread and 1.7 MB written: a review): saved only every ``SAVE_INTERVAL_S``, a
         ``kill -9`` during a walk restarted the watch from an older value (or from the limit, the walk
         having crossed it since the last save), and told the process a sensor fault, held it and
-        cleared the alert it raised (an operator walk). The values looked at."""
-        past = self._past_limits()
+        cleared the alert it raised (an operator walk). Looked at only when a save may follow."""
         if now >= self._walk_save_after:
-            marks = walk_marks(past, self.buffers.sensors, self._walks)
+            marks = walk_marks(self._past_limits(), self.buffers.sensors, self._walks)
             if marks != self._walks:  # (left as they were meanwhile: the next look sees the move again)
                 self._walks = marks
                 self.alerts.save_soon = True
-        return past
 
     def _past_limits(self) -> dict[str, dict[str, float]]:
         """Per asset, its channels walked past their sensor limits (saved with its state: a restart's
@@ -204,14 +202,14 @@ class ScoringWorker:
         for kind, count in self.controls.counts(time.time()).items():
             self.metrics.assets_held.labels(kind).set(count)
         self.alerts.count_held_faults()
-        past = None
-        if self.alerts.state_dir and not self.settings.cluster and self.buffers.sensors is not None:
-            past = self._walked_on(now)
+        walks = bool(self.alerts.state_dir) and not self.settings.cluster and self.buffers.sensors is not None
+        if walks:
+            self._walked_on(now)
         if now >= self._next_save or self.alerts.save_soon or self.alerts.confirmed_since_save():
             self.alerts.save()
             self._next_save, self._walk_save_after = now + SAVE_INTERVAL_S, now + WALK_SAVE_S
-            if past is not None:  # the file holds these values now: the marks start from them
-                self._walks = walk_marks(past, self.buffers.sensors)
+            if walks:  # the file holds these values now: the marks start from them
+                self._walks = walk_marks(self._past_limits(), self.buffers.sensors)
         self._flush_recorder()
         if now >= self._next_shadow_report:
             self._report_shadow()

@@ -37,10 +37,10 @@ from sensorguard.training.stamps import (
 )
 from sensorguard.training.tables import (
     BLANK_LABELS,
-    LABEL_NAMES,
     DataError,
     choose_channels,
     cols,
+    label_named,
     label_rows,
     reads_as_labels,
     to_numbers,
@@ -104,8 +104,8 @@ def _absent(frame: pd.DataFrame, channels: Sequence[str], known: set) -> list[st
     those it has, and no column of its own that is not the model's (``known``: time, machines, labels)
     that could be one of them misspelled or renamed (``C`` for ``c``: a review). Else none."""
     absent = [c for c in channels if c not in frame.columns]
-    if len(absent) * 2 >= len(channels) or any(c not in known and c not in channels  # a label-like column is
-                                               and str(c).strip().lower() not in LABEL_NAMES  # no renamed sensor
+    if len(absent) * 2 >= len(channels) or any(c not in known and c not in channels  # a label-named column
+                                               and not label_named(frame[c])  # is no renamed sensor
                                                for c in frame.columns):
         return []
     return absent

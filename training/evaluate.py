@@ -92,13 +92,12 @@ def false_alerts(pred: np.ndarray, labels: np.ndarray, period_s: float | None,
     starts = pred_b & ~np.r_[False, pred_b[:-1]]
     run = np.cumsum(starts)  # each row's alarm run (1, 2, ...), where an alarm is up
     at = np.flatnonzero(starts)  # each run's first row
-    caught: dict[int, int] = {}  # each run reaching a labelled row: the first such row
-    for i in np.flatnonzero(pred_b & label_b)[::-1]:
-        caught[int(run[i])] = int(i)
+    hit = np.flatnonzero(pred_b & label_b)
+    runs, first = np.unique(run[hit], return_index=True)  # each run reaching a labelled row, and the first such
+    begun = at[runs - 1]
+    detections = begun if lead is None else begun[hit[first] - begun <= lead]
     false = starts & ~label_b
-    for r, first in caught.items():
-        if lead is None or first - at[r - 1] <= lead:
-            false[at[r - 1]] = False
+    false[detections] = False
     days = float((~label_b).sum()) * period_s / 86400.0 if period_s else None
     return {"raised": int(false.sum()), "normal_days": days}
 

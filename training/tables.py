@@ -116,7 +116,7 @@ def choose_channels(
         lowered = str(col).strip().lower()
         if col in (tcol, label_column, asset_column) or col in exclude or lowered == "asset":
             continue
-        if _label_named(frame[col]):  # a label the
+        if label_named(frame[col]):  # a label the
             labels.append(col)  # file carries must never feed the model; a vibration axis y of 0.231 is no label
             continue
         if re.fullmatch(r"unnamed: \d+", lowered) and _row_numbers(frame[col]):
@@ -200,7 +200,7 @@ def unreadable_note(frame: pd.DataFrame, chosen: Sequence[str], values: np.ndarr
     return f"cells that are not numbers, read as missing: {'; '.join(said)}"
 
 
-def _label_named(column: pd.Series) -> bool:
+def label_named(column: pd.Series) -> bool:
     """Whether a column's name is a label's (``LABEL_NAMES``), and it is no vibration axis ``y`` of
     fractions (0.231 is no label)."""
     lowered = str(column.name).strip().lower()
@@ -210,7 +210,7 @@ def _label_named(column: pd.Series) -> bool:
 def reads_as_labels(column: pd.Series, name: str) -> bool:
     """Whether a column is one a file's labels would be in: a label's name (``LABEL_NAMES``, not a
     vibration axis of fractions) over values :func:`label_rows` reads."""
-    if not _label_named(column):
+    if not label_named(column):
         return False
     try:
         rows = label_rows(column, str(column.name), name)
