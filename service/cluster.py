@@ -36,6 +36,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sensorguard.service.logs import counted, first_line
 from sensorguard.service.nats_connect import ClusterError, connect, no_jetstream
 from sensorguard.service.payload import MAX_ASSET_LEVELS
 
@@ -285,6 +286,37 @@ async def stream_subjects(nc: Any, stream: str, subjects: str) -> dict[str, int]
             return found
         if len(found) == before:  # a page with nothing new (a server that ignores the offset): no end otherwise
             raise ClusterError(f"stream {stream}: listed {before} of its {reply['total']} subjects, then no more")
+
+
+async def readings_waiting(nc: Any) -> str:
+    """What the last member says as it stops: nothing takes the readings now, and the readings
+    stream keeps them for the next member only as long as its limits allow (a cluster stopped for
+    maintenance said only "stopped", and the operator had to ask NATS how long they had)."""
+    try:
+        info = await stream_info(nc, READINGS_STREAM, timeout=2.0)
+    except Exception as exc:  # noqa: BLE001 - said without the count
+        return (f"the last member stopped: readings wait in stream {READINGS_STREAM} until a member starts "
+                f"(how many not read: {first_line(exc) or type(exc).__name__})")
+    waiting = int((info.get("state") or {}).get("messages", 0))
+    config = info.get("config") or {}
+    age_s, most = int(config.get("max_age", 0)) / 1e9, int(config.get("max_bytes", -1))
+    kept = f"each kept {span(age_s)}" if age_s > 0 else "kept with no age limit"
+    kept += f", the stream at most {most:,} bytes" if most > 0 else ""
+    return (f"the last member stopped: {counted(waiting, 'reading')} wait in stream {READINGS_STREAM}, and "
+            f"those arriving wait with them until a member starts ({kept})")
+
+
+def span(seconds: float) -> str:
+    """A stream's age limit in words.
+
+    >>> span(7 * 86400), span(5400), span(90), span(0.5)
+    ('7 days', '1.5 hours', '1.5 minutes', '0.5 s')
+    """
+    for unit, size in (("day", 86400.0), ("hour", 3600.0), ("minute", 60.0)):
+        if seconds >= size:
+            n = seconds / size
+            return f"{n:.3g} {unit}" + ("" if n == 1 else "s")
+    return f"{seconds:.3g} s"
 
 
 async def joined_layout(js: Any, topic_prefix: str, window: int) -> int:

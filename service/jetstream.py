@@ -37,6 +37,7 @@ from sensorguard.service.cluster import (
     joined_layout,
     no_jetstream,
     partition_of,
+    readings_waiting,
     stray_subjects,
     subject_to_topic,
 )
@@ -224,7 +225,8 @@ class ClusterSource:
             self.ready.set()
             await run(self.ownership, stopping)
             self.ready.clear()
-            await self.ownership.leave()
+            if await self.ownership.leave() is False:
+                log.warning("cluster: %s", await readings_waiting(nc))
             await writer
             await watcher
             await self.sync.flush()

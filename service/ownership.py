@@ -45,6 +45,7 @@ RENEW_S = 1.0  # a lease is renewed this often: three chances before it expires
 LISTING_IDLE_S = 5.0  # a key listing's consumer, once stopped, is deleted by the server after this long
 REJOIN_S = 5.0  # a worker that stood down (it could not publish) takes part again once able this long
 LISTING_MAX_S = 10.0  # a members' listing not done by then is given up and started afresh
+LEFT_LISTING_S = 2.0  # a stop waits this long at most to learn whether members are left
 SETTLE_S = 30.0  # a member that joined this recently still gives its seat to an earlier one listed late
 SURE_S = 2.0  # a lease written this recently is surely still ours (it expires after LEASE_S = 3 s)
 PARTITION = "partition."
@@ -368,8 +369,10 @@ class Ownership:
                 except Exception as exc:  # noqa: BLE001 - it expires on its own within the lease
                     log.debug("releasing partition %d: %s", k, exc)
 
-    async def leave(self) -> None:
-        """Release everything and the membership: a clean stop hands the partitions over at once."""
+    async def leave(self) -> bool | None:
+        """Release everything and the membership: a clean stop hands the partitions over at once.
+        Returns whether another member is listed once it has left (None: it was none, or the bucket
+        did not say), so the last one to stop can say that readings wait in the stream for the next."""
         self._hand_on(set(self.owned))
         while self._releases:  # the leases are renewed until each hand-over is done
             await asyncio.wait(list(self._releases.values()), timeout=RENEW_S)
@@ -377,10 +380,14 @@ class Ownership:
                 await self._renew()
         for task in [*self._renewing.values(), *([self._listing] if self._listing else [])]:
             task.cancel()  # a write or listing still hanging: nothing is held any more
+        member = self._joined
         try:
             await self.kv.delete(f"{MEMBER}{self.worker}")
+            keys = await asyncio.wait_for(self._keys(), LEFT_LISTING_S) if member else []
         except Exception as exc:  # noqa: BLE001 - it expires on its own
             log.debug("leaving: %s", exc)
+            return None
+        return any(key.startswith(MEMBER) and key != f"{MEMBER}{self.worker}" for key in keys) if member else None
 
 
 def _why(exc: BaseException) -> str:

@@ -70,7 +70,8 @@ def publish(node, start: int, rows: int) -> int:
 
 
 @pytest.mark.integration
-def test_workers_split_the_partitions_take_each_reading_once_and_share_with_a_joining_one(nats_node, trained_dir):
+def test_workers_split_the_partitions_take_each_reading_once_and_share_with_a_joining_one(nats_node, trained_dir,
+                                                                                          caplog):
     watch = Collector(SimpleNamespace(port=nats_node.nodes[0].mqtt_port), "sensorguard/#")
     workers = [daemon(nats_node, trained_dir, "wa"), daemon(nats_node, trained_dir, "wb")]
     try:
@@ -108,8 +109,10 @@ def test_workers_split_the_partitions_take_each_reading_once_and_share_with_a_jo
             "wa": ("online", []), "wb": ("online", []), "wc": ("online", [])}
     finally:
         watch.close()
-        for d, _ in workers:
-            d.stop()
+        with caplog.at_level(logging.WARNING):
+            for d, _ in workers:
+                d.stop()
+    assert caplog.text.count("the last member stopped") == 1  # the third only: the others saw it left
 
 
 @pytest.mark.integration
@@ -139,8 +142,12 @@ def test_a_worker_starting_on_a_backlog_takes_it_all_once_without_a_false_alarm(
         assert "no longer reaches back" not in caplog.text
         assert "rebuilt the windows of" in caplog.text  # the rebuild ran (and found nothing before the cut)
         assert len(takers) == 1 and next(iter(takers)).startswith("sensorguard-take"), takers
+        assert "the last member stopped" not in caplog.text
     finally:
         worker.stop()
+    # the only member stopped: nothing takes the readings now, and the operator is told they wait
+    assert ("cluster: the last member stopped: 0 readings wait in stream SENSORGUARD_READINGS, and those "
+            "arriving wait with them until a member starts (each kept 7 days)") in caplog.text
 
 
 def an_asset_of_the_second(workers) -> str:
@@ -630,6 +637,7 @@ def test_demo_cluster_runs_the_loop_on_three_nodes_and_hands_a_worker_over(tmp_p
     assert len(owners) == 3 and all(line.endswith("worker-a") for line in owners), out.stdout  # all on a at the end
     assert any("worker-b then worker-a" in line for line in owners), out.stdout  # b's assets moved to a
     assert "Traceback" not in out.stderr and "disconnected" not in out.stderr, out.stderr[-3000:]
+    assert "the last member stopped" not in out.stderr  # its cluster goes with it: nothing waits
 
 
 def test_demo_cluster_without_nats_server_says_how_to_install_it(tmp_path):
