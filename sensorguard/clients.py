@@ -14,6 +14,12 @@ from sensorguard.cli import _load
 from sensorguard.cli_errors import EXIT_ERROR, CliError
 
 
+def rate_words(rate: float) -> str:
+    """A replay's pace as a person writes it: ``1,000 rows/s`` (``--rate 1000`` read "1e+03 rows/s": a
+    walk), ``2.5 rows/s``, ``0.1 rows/s``."""
+    return f"{rate:,.0f} rows/s" if rate >= 100 else f"{rate:.3g} rows/s"
+
+
 def replay_file(args: argparse.Namespace) -> int:
     """``sensorguard replay``: publish a file's raw rows as live readings, paced."""
     import signal
@@ -64,7 +70,7 @@ def replay_file(args: argparse.Namespace) -> int:
     stop, signalled = threading.Event(), []
     previous = signal.getsignal(signal.SIGTERM)  # put back after: `main` also runs in-process (tests)
     on_signals({signal.SIGTERM: lambda: (signalled.append(1), stop.set())})
-    span = f"{(len(order) - 1) / due[-1]:.3g} rows/s" if len(due) and due[-1] > 0 else "once"  # (n rows: n-1 steps)
+    span = rate_words((len(order) - 1) / due[-1]) if len(due) and due[-1] > 0 else "once"  # (n rows: n-1 steps)
     print(f"replaying {len(order)} rows x {len(data.channels)} channels ({', '.join(data.channels)}) of {args.data} "
           f"as {who} to {settings.redacted()['broker']} at {span}", flush=True)
     try:

@@ -163,6 +163,9 @@ def judge(
     return new, drift, event, adjusted
 
 
+UNJUDGED = AlertState(peak=math.nan, last_score=math.nan)  # an asset no window of which was judged: no score
+
+
 def mark_stale(state: AlertState) -> AlertState:
     """The asset went silent: any alert ends, the process is not judged until it is back (its
     ``silent`` sensor fault says so, ``service/asset_faults.py``)."""

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sensorguard.service.alerts import AlertState, mark_stale
+from sensorguard.service.alerts import UNJUDGED, AlertState, mark_stale
 from sensorguard.service.carried_states import Adopted, Restored
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.drift import DriftState
@@ -157,6 +157,8 @@ class AssetFaults:
         else:
             state = self._states.get(asset, AlertState())
             announced = self._announced.pop(asset, None) == state.alert_id
+        if state == AlertState():  # no window of it judged (here, or before a restart): its stale state said
+            state = UNJUDGED  # "score": 0.0, a window judged perfectly normal (a walk)
         self._raise_info.pop(asset, None)
         self._go_silent(asset, state, ts, announced, refused)
         self._latest.pop(asset, None)

@@ -21,7 +21,6 @@ other is forgotten). In a maintenance and its guard band the drift baseline lear
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from sensorguard.service.alerts import AlertEvent, AlertRules, AlertState, judge
+from sensorguard.service.alerts import UNJUDGED, AlertEvent, AlertRules, AlertState, judge
 from sensorguard.service.asset_faults import SILENT_KEPT, AssetFaults
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules
@@ -46,9 +45,6 @@ from sensorguard.service.sensors import SensorEvent
 from sensorguard.service.state_writes import StateWrites
 
 log = logging.getLogger(__name__)
-
-UNJUDGED = AlertState(peak=math.nan, last_score=math.nan)  # an asset no window of which was judged: no score
-
 
 class AssetAlerts(CarriedStates, AssetFaults):
     """Alert states, drift baselines and latest top channels per asset, and their publishing.

@@ -48,13 +48,17 @@ def _explain(reason: str, payload: bytes, channels: Sequence[str], newest: float
         return f"{len(payload):,} bytes"
     if reason in ("invalid_json", "not_object", "parse_error"):
         return f"the message starts {bytes(payload[:40])!r}"
+    if reason == "bad_samples":  # the line said only "bad_samples" (a walk)
+        items = json.loads(bytes(payload).decode("utf-8")).get("samples")
+        return "samples is empty" if items == [] else f"samples is {_short(items)}, not a list of readings"
     samples = _samples(payload)
     if reason == "bad_ts":
         for sample in samples:
             if "ts" not in sample:
                 return "no ts"
             if parse_ts(sample["ts"]) is None:
-                return f"ts {_short(sample['ts'])} is not epoch seconds (2000..2200) or an ISO 8601 time"
+                return (f"ts {_short(sample['ts'])} is not epoch seconds (2000..2200) or an ISO 8601 time"
+                        f"{_unit(sample['ts'])}")
     if reason == "bad_values":
         return next((why for why in map(_bad_values, samples) if why), "")
     if reason in ("unknown_channel", "missing_channel"):
@@ -100,6 +104,17 @@ def _suspect(reason: str, stamps: list[float], newest: float | None) -> float:
             if ts < newest or (reason == "duplicate_ts" and ts == newest):
                 return ts
     return stamps[0]
+
+
+def _unit(ts: object) -> str:
+    """What a stamp too large for epoch seconds reads as in a finer unit (a gateway's ``Date.now()``
+    sends milliseconds; ``score`` takes those by size in a file, the daemon seconds only)."""
+    if type(ts) not in (int, float):
+        return ""
+    for unit, scale in (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9)):
+        if parse_ts(ts / scale) is not None:
+            return f": epoch {unit}? send seconds ({ts / scale:.3f})"
+    return ""
 
 
 def _samples(payload: bytes) -> list[dict]:

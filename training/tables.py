@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,10 +21,19 @@ from sensorguard.service.logs import some
 
 BLANK_LABELS = ("", "nan", "none", "<na>")  # an empty label cell, as text: read as normal (0)
 LABEL_NAMES = {"anomaly", "anomalies", "label", "labels", "is_anomaly", "target", "fault", "class", "y", "alert",
-               "changepoint", "changepoints", "is_fault", "is_anomalous", "outlier", "is_outlier", "attack"}
+               "changepoint", "changepoints", "is_fault", "is_anomalous", "outlier", "is_outlier", "attack",
+               # a German historian's fault flag (Störung, Störmeldung): trained on as a channel
+               # and its rows as normal, where "fault" was left out and counted (a walk)
+               "störung", "stoerung", "störmeldung", "stoermeldung", "anomalie"}
 SENSOR_LIKE = {"y", "class", "target"}  # label names a sensor may bear too: labels only if whole numbers
 TAKEN_AS_NORMAL = "taken as normal data"  # a label-like column's marked rows, read into a model's channels
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "ts", "time_stamp", "date_time")
+
+
+def name_key(column: object) -> str:
+    """A column's name as :data:`LABEL_NAMES` holds them: stripped, lower case, composed (a macOS
+    export writes ``ö`` as ``o`` and a combining mark)."""
+    return unicodedata.normalize("NFC", str(column)).strip().lower()
 
 
 class DataError(Exception):
@@ -92,17 +102,18 @@ def choose_channels(
             raise DataError(f"{name}: channels not found: {', '.join(missing)} (columns: {cols(frame)})")
         if normal:  # calibrate and retrain in a model's channels: 194 fault rows set a line 25x higher,
             notes += _marks(frame, [c for c in frame.columns if c not in (tcol, label_column) and c not in channels
-                                    and str(c).strip().lower() in LABEL_NAMES],  # unsaid (a README walk)
+                                    and name_key(c) in LABEL_NAMES],  # unsaid (a README walk)
                             name, TAKEN_AS_NORMAL)
             others = [str(c) for c in frame.columns if c not in (tcol, label_column, asset_column, *channels, *exclude)
-                      and str(c).strip().lower() not in (*LABEL_NAMES, "asset")
-                      and pd.api.types.is_numeric_dtype(frame[c])]
+                      and name_key(c) not in (*LABEL_NAMES, "asset")
+                      and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
+            # (an empty comments column reads as floats: it was named as one a new model could use, a walk)
             if others:  # (retrain dropped a new sensor's column without a word: a walk)
                 notes.append(f"numeric columns not among the channels, left out: {some(others, 6)} (a model keeps the "
                              "channels it was trained on: train a new one to use them)")
         elif label_column is None:  # report drew no labels and evaluate was refused for want of them, unsaid
             for col in [c for c in frame.columns if c != tcol and c not in channels  # (a report walk)
-                        and str(c).strip().lower() in LABEL_NAMES]:
+                        and name_key(c) in LABEL_NAMES]:
                 with contextlib.suppress(DataError):
                     if marked := int(label_rows(frame[col], str(col), name).sum()):
                         notes.append(f"{col} marks {marked} rows as anomalous: evaluate and report take them as "
@@ -203,7 +214,7 @@ def unreadable_note(frame: pd.DataFrame, chosen: Sequence[str], values: np.ndarr
 def label_named(column: pd.Series) -> bool:
     """Whether a column's name is a label's (``LABEL_NAMES``), and it is no vibration axis ``y`` of
     fractions (0.231 is no label)."""
-    lowered = str(column.name).strip().lower()
+    lowered = name_key(column.name)
     return lowered in LABEL_NAMES and not (lowered in SENSOR_LIKE and _fractional(column))
 
 
