@@ -243,6 +243,10 @@ class Ingest:
                 recorder.rewound(parsed.asset, rewound)
             for ts, row in rows:  # the row as buffered (forward fills included), in model channel order
                 recorder.add(parsed.asset, ts, row)
+            if accepted:  # its alerts_total at 0 from its first reading taken, a window before its first window
+                # can raise: labelled at that window, a first window at twice the line (one-window raise)
+                # was born at 1, and increase() never saw it (the flood and alert-rate rules; a deploy walk)
+                self.metrics.asset_label(parsed.asset)
         elif rejects and parsed.asset is not None:  # refused whole or every sample (bad_values, too_large ...)
             with self.cond:
                 self.buffers.refused(parsed.asset, rejects[-1], received)

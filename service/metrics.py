@@ -122,9 +122,11 @@ class Metrics:
         for name in STATE_FILES:  # at 0: the first failure shows in increase()
             self.state_write_failures.labels(name)
         # result: accepted, rejected, duplicate (not carried out again), retry (refused for now: busy, a
-        # partition moving; counted per copy, which the CLI sends again until answered)
-        self.commands = counter("commands_total", "Commands received (maintenance, shelve, ack), by result: "
-                                "accepted, rejected, duplicate, retry (refused for now, each copy).",
+        # partition moving; counted per copy, which the CLI sends again until answered), ignored
+        # (published with retain), error (handling it failed: a bug, logged; command "?")
+        self.commands = counter("commands_total", "Commands received (maintenance, shelve, ack; ? for an unknown "
+                                "verb), by result: accepted, rejected, duplicate, retry (refused for now, each copy), "
+                                "ignored (published with retain), error (handling it failed, logged).",
                                 ("command", "result"))
         self.acknowledged = counter("alerts_acknowledged_total",
                                     "Alerts acknowledged (the first answer to each), by whether as a false alarm.",
@@ -196,7 +198,8 @@ class Metrics:
             self.sensor_faults.labels(kind)
         # Counters with known labels start at 0: increase() cannot see a series' first value, so a
         # series born at 1 hid its first event from the rules and the dashboard (ten assets alerting
-        # once each read as no flood). Per-asset alerts start at 0 with the asset's label.
+        # once each read as no flood). Per-asset alerts start at 0 with the asset's label, taken at its
+        # first reading (ingest), a window before a first window can raise.
         for verb in VERBS:
             for result in ("accepted", "rejected", "ignored", "duplicate", "retry"):
                 self.commands.labels(verb, result)

@@ -629,3 +629,22 @@ def test_the_docker_run_examples_give_the_stop_its_time():
     for example in (header, ops_example):
         given = re.search(r"--stop-timeout[ =](\d+)", example)
         assert given is not None and int(given.group(1)) > STOP_TIMEOUT_S, example
+
+
+def test_the_commands_counter_help_names_every_result_it_counts():
+    """Found by a deploy walk: /metrics showed ``sensorguard_commands_total{result="ignored"}`` (at 0
+    from the start) under a HELP that listed accepted, rejected, duplicate and retry only, and
+    ``result="error"`` (command ``?``) was not named either; design.md lists all six. Every result
+    the daemon's code counts is named in the HELP an operator reads beside the series."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    Metrics(registry)
+    family = next(f for f in registry.collect() if f.name == "sensorguard_commands")
+    source = "".join(p.read_text() for p in (ROOT / "service").glob("*.py"))
+    counted = set(re.findall(r'commands\.labels\([^,]+, "(\w+)"', source))
+    counted |= {sample.labels["result"] for sample in family.samples}
+    assert {"accepted", "rejected", "duplicate", "retry", "ignored", "error"} <= counted
+    for result in counted:
+        assert result in family.documentation, result
+    assert "?" in family.documentation  # the command label of an unknown verb

@@ -127,3 +127,27 @@ def test_the_first_line_of_a_reason_counts_so_far_not_since_a_last_line(caplog, 
         taker.accept("sensors/a/b/c/d/e/f/g/h/i/readings", reading(T0))
     first, second = (r.getMessage() for r in caplog.records)
     assert first.endswith("1 like this so far)") and second.endswith("1 like this since the last line)")
+
+
+def test_an_assets_alert_counter_is_at_zero_from_its_first_reading_taken():
+    """Found by a deploy walk: ``sensorguard_alerts_total{asset}`` was made at the asset's first
+    window, and a first window at twice the line raises at once (the one-window rule), so a new
+    asset that came in faulty had its series born at 1: Prometheus's increase() cannot see a
+    series' first value, and SensorguardAlarmFlood, SensorguardAssetAlertRate and the dashboard's
+    "Alerts raised" never counted that alert. It is at 0 once a reading of the asset is taken, a
+    whole window before a first window can raise."""
+    taker = ingest(max_assets=1)
+    registry = CollectorRegistry()
+    taker.metrics = Metrics(registry, 1)
+
+    def alerts(asset: str) -> float | None:
+        return registry.get_sample_value("sensorguard_alerts_total", {"asset": asset})
+
+    assert taker.take("sensors/pump-1/readings", reading(T0, a=None))[:2] == (["missing_channel"], 0)
+    assert alerts("pump-1") is None  # nothing taken: no slot, no series
+    assert taker.take("sensors/pump-1/readings", reading(T0 + 1)) == ([], 1, "pump-1")
+    assert taker.buffers.pending() == 0 and alerts("pump-1") == 0.0  # before any window
+    taker.metrics.alert_raised("pump-1")  # its first window raises
+    assert alerts("pump-1") == 1.0
+    assert taker.take("sensors/pump-2/readings", reading(T0)) == (["too_many_assets"], 0, "pump-2")
+    assert alerts("pump-2") is None
