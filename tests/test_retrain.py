@@ -499,6 +499,17 @@ def test_the_gate_names_as_many_missed_faults_as_it_counts():
     assert not ok and "misses 4 fault(s) the current model catches: a, b, c and 1 more" in why
     ok, why = decide(Comparison(0.0, 1.0, 100, caught=("d",), known=4), current, 0.01)
     assert "misses 3 fault(s) the current model catches: a, b, c" in why and "more" not in why
+    assert "it catches" not in why
+
+
+def test_the_gate_names_the_faults_the_candidate_catches_that_the_current_one_misses():
+    """Both models caught 14 of 15, and "misses 1 fault(s) the current model catches" beside the
+    table's equal counts read as a contradiction (a walk): each had missed another fault."""
+    from sensorguard.training.retrain_gate import Comparison, decide
+
+    current = Comparison(0.0, 1.0, 100, caught=("a", "b"), known=3)
+    ok, why = decide(Comparison(0.0, 1.0, 100, caught=("b", "c"), known=3), current, 0.01)
+    assert not ok and why == "misses 1 fault(s) the current model catches: a (it catches 1 the current one misses: c)"
 
 
 def test_file_rows_older_than_since_are_named_when_recordings_come_too(registry, tmp_path):

@@ -229,7 +229,10 @@ def decide(cand: Comparison, cur: Comparison | None, target: float) -> tuple[boo
     why = []
     if missed:
         more = f" and {len(missed) - 3} more" if len(missed) > 3 else ""  # (the count named 4, the list 3)
-        why.append(f"misses {len(missed)} fault(s) the current model catches: {', '.join(missed[:3])}{more}")
+        gained = [f for f in cand.caught if f not in cur.caught]  # "faults caught 14/15 14/15" beside
+        # "misses 1" read as a contradiction (a walk): each missed another
+        also = f" (it catches {len(gained)} the current one misses: {some(gained, 3, quote=False)})" if gained else ""
+        why.append(f"misses {len(missed)} fault(s) the current model catches: {', '.join(missed[:3])}{more}{also}")
     if not far_ok:
         why.append(f"more false alarms ({cand.false_alarm_rate:.4f} > {max(cur.false_alarm_rate, 2 * target):.4f})")
     if not err_ok:
