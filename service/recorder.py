@@ -99,7 +99,8 @@ class Recorder(AlertFiles):
         self.directory = Path(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob("**/*.tmp"):  # left by a crash mid-write: never valid
-            stale.unlink(missing_ok=True)
+            if stale.is_file():  # (a folder of that name, a user's, stopped the start: an audit)
+                stale.unlink(missing_ok=True)
         self._quiet_until.update(read_guard_bands(self.directory, MAX_GUARDS))
         self._guards_saved = {asset: until for asset, until in self._quiet_until.items()}
 
