@@ -399,7 +399,8 @@ class Daemon(ScoringWorker):
         holds = c.action == "start" or (c.verb == "shelve" and (c.until or 0) > time.time())  # (not an unshelve)
         if holds and asset not in self.buffers and asset not in self.snapshot() and asset not in self.alerts.restored:
             return (f"note: no reading of {asset} has reached {self.settings.instance_name} yet (a typo? it serves "
-                    f"{counted(len(self.buffers), 'asset')} now); it holds from its first reading")
+                    f"{counted(len(self.buffers), 'asset')} now); it holds from its first reading, and "
+                    "`sensorguard alerts` lists it from then")  # (it shows retained states: a walk looked there)
         return ""
 
     def _flush_recorder(self, force: bool = False) -> None:

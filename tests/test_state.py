@@ -857,6 +857,7 @@ def test_a_command_on_a_restored_asset_not_heard_since_the_restart_is_no_typo(dr
     second.buffers.add("pump-1", T0 + 100, {c: 0.0 for c in second.buffers.channels}, 0.0)
     said = second._commanded("pump-9", Command("shelve", "pump-9", until=time.time() + 600))
     assert "(a typo? it serves 1 asset now)" in said
+    assert said.endswith("it holds from its first reading, and `sensorguard alerts` lists it from then")
 
 
 def test_a_floor_goes_with_its_restored_asset_and_only_a_taken_reading_lifts_it(tiny_bundle, tmp_path):
