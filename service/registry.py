@@ -261,8 +261,9 @@ def prune(root: str | os.PathLike, name: str, keep: int) -> list[str]:
         current = current_version(root, name)
         needed = {current, shadow_version(root, name)}
         # the history ends with CURRENT itself: the versions rollback returns to are the ones before
-        # it (``--keep 1`` kept CURRENT alone and deleted the one rollback needed; found in a README walk)
-        before = [v for v in dict.fromkeys(reversed(current_history(root, name))) if v != current]
+        # it (``--keep 1`` kept CURRENT alone and deleted the one rollback needed; found in a README walk);
+        # one deleted by hand is skipped, as rollback skips it (it took the count: the one before it went)
+        before = [v for v in dict.fromkeys(reversed(current_history(root, name))) if v != current and v in versions]
         needed |= set(before[:keep]) | set(versions[-keep:])
         for version in versions:
             if version not in needed:
