@@ -281,3 +281,28 @@ def test_a_column_both_kept_and_excluded_is_refused() -> None:
                           "temp": [1.0, 2.0, 3.0, 4.0], "flow": [5.0, 6.0, 7.0, 9.0]})
     with pytest.raises(DataError, match=r"^plant.csv: temp in both --channels and --exclude$"):
         choose_channels(frame, "timestamp", ["temp", "flow"], ["temp"], None, "plant.csv", [])
+
+
+def test_a_verdict_of_consistent_says_when_alerts_stood_on_much_of_the_normal_rows(tiny_bundle: Bundle) -> None:
+    """The promise counts alerts raised: 2 raised in 13.8 h read "consistent with it" while alerts
+    stood on 79 % of the normal rows (a walk). Past 10 % the verdict says so; at or under, nothing."""
+    rows = 2000
+    labels = np.zeros(rows, dtype=int)
+    labels[1800:1900] = 1
+
+    def verdict(up: int) -> tuple[str, float]:
+        alert = np.zeros(rows, dtype=int)
+        alert[100:100 + up] = 1  # one alert raised on normal rows, up for ``up`` rows
+        alert[1800:1900] = 1
+        result = evaluate_scores(tiny_bundle, _scored([1.5] * rows, alert.tolist(), period=60.0), labels)
+        line = next(line for line in format_evaluation(result).splitlines() if line.startswith("false alerts"))
+        return line, result["alert"]["false_alarm_rate"]
+
+    line, share = verdict(1500)
+    assert share > 0.7 and line.endswith(
+        f"; but alerts stood on {share:.1%} of the normal rows (few raised, long up: the model does not fit these "
+        "normal rows; `calibrate` on normal data like them, or retrain)"), line
+    line, share = verdict(180)
+    assert 0.09 < share <= 0.10 and "stood on" not in line, (line, share)
+    line, share = verdict(200)
+    assert share > 0.10 and "stood on" in line, (line, share)
