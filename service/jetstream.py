@@ -262,7 +262,8 @@ class ClusterSource:
         log.info("cluster: worker %s joined (a cluster of %d partitions)", self.worker, partitions)
         mark = None if self.model is None else (lambda: model_mark(self.model(), self.settings))
         return Ownership(kv, self.worker, partitions, self._gain, self._lose,
-                         lambda change: self.metrics.partition_changes.labels(change).inc(), self.publishes, mark)
+                         lambda change: self.metrics.partition_changes.labels(change).inc(), self.publishes, mark,
+                         self.metrics.cluster_members.set)
 
     async def _disconnected(self) -> None:
         self.ready.clear()

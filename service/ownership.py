@@ -36,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from sensorguard.service.logs import RateLimiter, first_line
+from sensorguard.service.logs import RateLimiter, first_line, some
 from sensorguard.service.member_models import MEMBER, model_words, other_models, rollout
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ class Ownership:
 
     def __init__(self, kv: Any, worker: str, partitions: int, gain: Callable[[int], Awaitable[None]],
                  lose: Callable[[int, bool], Awaitable[None]], count: Callable[[str], None] | None = None,
-                 able: Callable[[], bool] | None = None, mark: Callable[[], dict] | None = None) -> None:
+                 able: Callable[[], bool] | None = None, mark: Callable[[], dict] | None = None,
+                 seen: Callable[[int], None] | None = None) -> None:
         self.kv = kv
         self.worker = worker
         # what our leases hold: the name and this process's own mark, so a lease written by another process
@@ -97,6 +98,7 @@ class Ownership:
         self.members: list[str] = []
         self.changes = {"gained": 0, "released": 0, "lost": 0}
         self._count = count
+        self._seen = seen  # told how many members each listing found (the ``cluster_members`` gauge)
         self._releases: dict[int, asyncio.Task] = {}  # partitions being handed over (still renewed meanwhile)
         self._renewed: dict[int, float] = {}  # partition -> monotonic time its lease was last written
         self._tasks: set[asyncio.Task] = set()  # losses running beside the ticks
@@ -168,7 +170,11 @@ class Ownership:
         if self.worker not in members:  # our key was written just now: a listing without it (nats-py's
             return  # key listing can end early, nats.py issue 842) would hand every partition over
         grown = bool(set(members) - set(self.members) - {self.worker})
+        if self._joined and members != self.members:
+            log.info("cluster: members now %s", _change(self.members, members))
         self.members = members
+        if self._seen is not None:
+            self._seen(len(members))
         if not self._joined:  # the first tick only says we are here: workers starting together see
             if self.mark is None or await self._still_agree():  # each other before claiming, instead of one
                 self._joined, self._joined_at = True, now  # taking all and handing half over
@@ -388,6 +394,19 @@ class Ownership:
             log.debug("leaving: %s", exc)
             return None
         return any(key.startswith(MEMBER) and key != f"{MEMBER}{self.worker}" for key in keys) if member else None
+
+
+def _change(before: list[str], after: list[str]) -> str:
+    """The members as a line says them, with who joined and who left since the last listing (a
+    worker that died or stopped, one that joined: the log said nothing of either, a review).
+
+    >>> _change(["a", "b"], ["a", "c"])
+    "'a', 'c' ('c' joined; 'b' left)"
+    """
+    joined, left = [m for m in after if m not in before], [m for m in before if m not in after]
+    said = "; ".join(f"{some(names, quote=True)} {verb}" for names, verb in ((joined, "joined"), (left, "left"))
+                     if names)
+    return f"{some(after, 8)} ({said})"
 
 
 def _why(exc: BaseException) -> str:

@@ -73,10 +73,12 @@ def publish(node, start: int, rows: int) -> int:
 def test_workers_split_the_partitions_take_each_reading_once_and_share_with_a_joining_one(nats_node, trained_dir,
                                                                                           caplog):
     watch = Collector(SimpleNamespace(port=nats_node.nodes[0].mqtt_port), "sensorguard/#")
+    caplog.set_level(logging.INFO, logger="sensorguard.service.ownership")
     workers = [daemon(nats_node, trained_dir, "wa"), daemon(nats_node, trained_dir, "wb")]
     try:
         urls = [url for _, url in workers]
         wait_for(lambda: [owned(u) for u in urls] == [4, 4], 20, "two workers with 4 partitions each")
+        assert [metric(u, "sensorguard_cluster_members") for u in urls] == [2, 2]
         sent = publish(nats_node, 0, 40)
         wait_for(lambda: sum(metric(u, "sensorguard_readings_total") for u in urls) == sent, 30,
                  "every reading taken once")
@@ -87,6 +89,8 @@ def test_workers_split_the_partitions_take_each_reading_once_and_share_with_a_jo
         workers.append(daemon(nats_node, trained_dir, "wc"))  # a third joins: it gets its share
         urls.append(workers[2][1])
         wait_for(lambda: sorted(owned(u) for u in urls) == [2, 3, 3], 20, "8 partitions over 3 workers")
+        assert [metric(u, "sensorguard_cluster_members") for u in urls] == [3, 3, 3]
+        assert caplog.text.count("cluster: members now 'wa', 'wb', 'wc' ('wc' joined)") == 2  # said by wa and wb
         before, after = assign(8, ["wa", "wb"]), assign(8, ["wa", "wb", "wc"])
         moved = sum(before[k] != after[k] for k in range(8))  # handed over by wa and wb, nothing else
         assert sum(metric(u, "sensorguard_partition_changes_total", change="released") or 0 for u in urls) \

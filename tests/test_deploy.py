@@ -43,7 +43,7 @@ COUNTERS = {
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",
     "buffered_windows", "sensor_faults_open", "sensor_faults_held", "partition_info", "assets_silent", "assets_held",
-    "model_promise_alerts_per_day", "shadow_info", "workers", "partitions_owned",
+    "model_promise_alerts_per_day", "shadow_info", "workers", "partitions_owned", "cluster_members",
 }
 HISTOGRAMS = {"scoring_duration_seconds", "reading_to_score_seconds", "ack_seconds", "shadow_score"}
 METRICS = (
@@ -359,7 +359,7 @@ def test_dashboard_shows_what_operators_need():
         "sensorguard_model_info", "histogram_quantile(0.99", "histogram_quantile(0.5",
         "sensorguard_reading_to_score_seconds_bucket", "sensorguard_scoring_duration_seconds_bucket", "ALERTS",
         "sensorguard_sensor_faults_open", "sensorguard_sensor_faults_total", "sensorguard_partitions_owned",
-        "sensorguard_partition_changes_total", "sensorguard_partition_info",
+        "sensorguard_partition_changes_total", "sensorguard_partition_info", "sensorguard_cluster_members",
     ):
         assert needed in exprs, needed
     # the docs send operators to its cluster row, which did not exist (a walk)

@@ -82,7 +82,7 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
         | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open",
                                                   "sensor_faults_held", "partition_info", "assets_silent",
                                                   "assets_held", "model_promise_alerts_per_day", "shadow_info",
-                                                  "partitions_owned")}
+                                                  "partitions_owned", "cluster_members")}
         | {
             ("sensorguard_" + n, "histogram")
             for n in ("scoring_duration_seconds", "reading_to_score_seconds", "ack_seconds", "shadow_score")

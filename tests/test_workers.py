@@ -83,6 +83,17 @@ def _values(families) -> dict:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
 
 
+def test_merged_cluster_members_are_the_members_not_their_sum():
+    """Each worker of ``serve --cluster --workers 2`` lists the same members: two workers seeing 3
+    members are a cluster of 3, not 6; the partitions they own add up."""
+    page = ("# HELP sensorguard_cluster_members Members.\n# TYPE sensorguard_cluster_members gauge\n"
+            "sensorguard_cluster_members 3\n# HELP sensorguard_partitions_owned Owned.\n"
+            "# TYPE sensorguard_partitions_owned gauge\nsensorguard_partitions_owned {owned}\n")
+    got = _values(merge([parse(page.format(owned=3)), parse(page.format(owned=2))],
+                        [WorkerCounters(), WorkerCounters()], {}))
+    assert got[("sensorguard_cluster_members", ())] == 3 and got[("sensorguard_partitions_owned", ())] == 5
+
+
 def test_merged_metrics_sum_counters_keep_info_at_one_and_survive_a_restart():
     slots, meta = [WorkerCounters(), WorkerCounters()], {}
     pages = [parse(PAGE.format(readings=10, connected=1, asset="a")),
