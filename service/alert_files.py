@@ -27,6 +27,7 @@ from sensorguard.service.record_files import (
     FILED_SAYS,
     alert_file,
     alert_parts,
+    answer_file,
     part_number,
     recorded,
     write_readings,
@@ -92,13 +93,35 @@ class AlertFiles:
         with self._alert_lock:
             found = alert_parts(self.directory, alert_id)
             try:
-                if not found and not self._waiting(alert_id):
+                none_here = not found and not self._waiting(alert_id)
+                if self._answer(alert_id, keep=none_here) is not None:
+                    return ("none of its readings is recorded here; the answer is kept here, and parts another "
+                            "worker filed follow it when retrain --recorded reads the record dirs together")
+                if none_here:
                     return "none of its readings is recorded here"
                 folders = [self._file(path, alert_id) for path in found]
                 return FILED_SAYS[folders[0] if folders else self._folder(alert_id)]
             except OSError as exc:  # a full or read-only disk: the acknowledgement itself stands
                 log.warning("recording: could not file the readings of alert %s (%s)", alert_id, exc)
                 return f"its readings could not be filed ({exc.strerror or exc})"
+
+    def _answer(self, alert_id: str, keep: bool) -> str | None:
+        """Keep the answer to ``alert_id`` as an empty file in its folder when ``keep`` (none of its
+        readings is here to carry it), dropping one an earlier answer left in the other folder; the
+        folder kept in. In cluster mode the worker that answers may hold no part of an alert (its
+        next owner took it over and filed them all): the answer was kept nowhere, and a false alarm
+        acknowledged so was never learned by ``retrain --recorded`` over the workers' record dirs (a
+        walk); its parts elsewhere follow the answer found anywhere (``recorded_alerts.answers``)."""
+        folder = self._folder(alert_id)
+        name = answer_file(alert_id)
+        for other in (FALSE_ALARMS, FAULTS):
+            if other != folder or not keep:
+                (self.directory / other / name).unlink(missing_ok=True)
+        if not keep or folder == ALERTS:
+            return None
+        (self.directory / folder).mkdir(parents=True, exist_ok=True)
+        (self.directory / folder / name).touch()
+        return folder
 
     def _waiting(self, alert_id: str) -> bool:
         """Whether readings of ``alert_id`` are held here (it is up) or wait to be written."""

@@ -327,7 +327,8 @@ class Daemon(ScoringWorker):
         if self.connection.refused:
             reasons.append(f"the broker refused a subscription ({', '.join(self.connection.refused)})")
         if self.source is not None and not self.source.ready.is_set():
-            reasons.append("the cluster's reading stream is not connected")
+            waiting = getattr(self.source, "waiting_for", None)
+            reasons.append("the cluster's reading stream is not connected" + (f": {waiting}" if waiting else ""))
         if self.source is not None and self.source.ownership is not None and self.source.ownership.disagreement:
             reasons.append(self.source.ownership.disagreement)
         return reasons
@@ -398,6 +399,12 @@ class Daemon(ScoringWorker):
             return self.recorder.acknowledged(c.alert_id)
         holds = c.action == "start" or (c.verb == "shelve" and (c.until or 0) > time.time())  # (not an unshelve)
         if holds and asset not in self.buffers and asset not in self.snapshot() and asset not in self.alerts.restored:
+            if self.source is not None:  # cluster mode: an asset silent when its partition came here is no typo, and
+                # its retained state, from an earlier owner, is listed now, without the hold (a walk: "a typo?
+                # ... lists it from then" while `alerts` listed it unheld)
+                return (f"note: no reading of {asset} has reached {self.settings.instance_name} since it took the "
+                        "asset's partition (silent since, or a typo?); it holds from its first reading, and its "
+                        "state that `sensorguard alerts` lists shows the hold from then")
             return (f"note: no reading of {asset} has reached {self.settings.instance_name} yet (a typo? it serves "
                     f"{counted(len(self.buffers), 'asset')} now); it holds from its first reading, and "
                     "`sensorguard alerts` lists it from then")  # (it shows retained states: a walk looked there)

@@ -318,6 +318,7 @@ class Ingest:
                 self.buffers.resumed_past[asset] = past
             primed = self.buffers.prime(asset, kept, time.monotonic(), window_ts, judged_ts, now + CLOCK_SLACK_S)
             self.buffers.resumed_past.pop(asset, None)  # (not taken by a reading: no later watch starts from it)
+            self._gauges()  # (an asset taken over has a buffer now: it stayed 0 on a worker that took two, a walk)
             if self.buffers.queued():  # windows the previous owner completed but did not score
                 self.cond.notify()
             return primed

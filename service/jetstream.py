@@ -94,6 +94,9 @@ class ClusterSource:
         self.sync = StateSync(controls, self.serves, self.taking_over)
         self.worker = settings.instance_name
         self.ready = threading.Event()  # connected and taking part in the ownership
+        # why it is not ready, for /readyz: its body said "not connected" to a worker connected to a
+        # cluster not initialised, whose log said to run cluster init (a walk)
+        self.waiting_for: str | None = None
         self.ownership: Ownership | None = None
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -196,6 +199,7 @@ class ClusterSource:
                                                     disconnected_cb=self._disconnected,
                                                     reconnected_cb=self._reconnected))
             except ClusterError as exc:
+                self.waiting_for = str(exc)
                 log.warning("%s; trying again", exc)
                 await pause(stopping, CONNECT_RETRY_S)
         if nc is None:
@@ -210,6 +214,7 @@ class ClusterSource:
                 except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; one line each try
                     hint = (": the cluster is not initialised; run sensorguard cluster init" if _not_found(exc)
                             else no_jetstream(exc))
+                    self.waiting_for = f"joining the cluster failed ({first_line(exc)}){hint}"
                     log.warning("cluster: joining failed (%s)%s; trying again in %.0f s", first_line(exc), hint,
                                 CONNECT_RETRY_S)
                     await pause(stopping, CONNECT_RETRY_S)
@@ -222,6 +227,7 @@ class ClusterSource:
             ownership = self.ownership
             watcher = asyncio.create_task(watch_sources(nc, lambda: ownership.members[:1] == [self.worker], stopping),
                                           name="source-watch")  # one worker: the first member by name
+            self.waiting_for = None
             self.ready.set()
             await run(self.ownership, stopping)
             self.ready.clear()

@@ -39,6 +39,15 @@ def alert_file(alert_id: str) -> str:
     return quote(alert_id, safe="@-_.") + ".parquet"
 
 
+ANSWER = ".answer"  # an empty file in false_alarms/ or faults/ named for an alert: its answer, given on a
+# worker that holds none of its readings (cluster mode: an earlier owner filed them all)
+
+
+def answer_file(alert_id: str) -> str:
+    """The name of the file keeping an alert's answer where none of its readings is (:data:`ANSWER`)."""
+    return quote(alert_id, safe="@-_.") + ANSWER
+
+
 def part_number(path: Path) -> int:
     """Which part of its alert's readings a file holds (0: the first, or the only one)."""
     _, _, number = path.stem.partition("+")

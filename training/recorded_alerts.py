@@ -24,7 +24,7 @@ import pandas as pd
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.command_messages import alert_ms
 from sensorguard.service.logs import some
-from sensorguard.service.record_files import ALERTS, FALSE_ALARMS, FAULTS, alert_of
+from sensorguard.service.record_files import ALERTS, ANSWER, FALSE_ALARMS, FAULTS, alert_of
 from sensorguard.training.data import SensorData, series_from_frame
 from sensorguard.training.retrain_gate import alerts_on
 
@@ -40,8 +40,10 @@ def answers(directory: str | Path) -> dict[str, str]:
 
 
 def _answered(directory: str | Path) -> tuple[set[str], set[str]]:
-    """The ids of the alerts with a part in a ``false_alarms/`` folder, and in a ``faults/`` one."""
-    alarms, faults = ({alert_of(path) for path in Path(directory).glob(f"**/{folder}/*.parquet")}
+    """The ids of the alerts with a part (or a kept answer, ``ANSWER``) in a ``false_alarms/`` folder, and
+    in a ``faults/`` one."""
+    alarms, faults = ({alert_of(path) for suffix in ("parquet", ANSWER.lstrip("."))  # (an answer kept without parts)
+                       for path in Path(directory).glob(f"**/{folder}/*.{suffix}")}
                       for folder in (FALSE_ALARMS, FAULTS))
     return alarms, faults
 
