@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
     layout = Layout(topic_prefix=args.topic_prefix, partitions=args.partitions, keep=args.keep,
                     replicas=args.replicas, readings_max_age_s=args.max_age, servers=args.cluster)
+    if (short := layout.short_age()) is not None:
+        print(f"warning: {short}", file=sys.stderr)
     for line in run_init(layout):
         print(line)
     return 0

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 
 MAX_AGE_LIMIT_S = 100 * 365 * 86400.0  # NATS keeps an age in int64 nanoseconds: about 292 years at most
+SHORT_AGE_S = 60.0  # unscored readings kept less than this expire before a restarted worker takes them
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,14 @@ class Layout:
             # stream had changed)
         if problems:
             raise ClusterError("; ".join(problems))
+
+    def short_age(self) -> str | None:
+        """A warning when unscored readings are kept for less than a hand-over takes: accepted
+        without a word, ``--max-age 1s`` let readings waiting for a new owner expire first (a walk)."""
+        if self.readings_max_age_s >= SHORT_AGE_S:
+            return None
+        return (f"--max-age {self.readings_max_age_s:g} s: readings waiting for a worker expire unscored before one "
+                f"takes them (a takeover takes 3-10 s, a restart longer); the default keeps them 7 days")
 
     @property
     def prefix_subject(self) -> str:

@@ -264,6 +264,18 @@ def test_a_refusal_says_the_servers_words_not_nats_pys(nats_node):
         "sensorguard cluster: error: the server refused: replicas > 1 not supported in non-clustered mode"), out.stderr
 
 
+def test_a_max_age_shorter_than_a_hand_over_is_warned_of_and_still_set(nats_node):
+    """``--max-age 1s`` was accepted without a word: readings waiting for a worker (a takeover takes
+    3-10 s) expire unscored first (a walk). It is set as asked, with a warning; a minute is not warned."""
+    run = [sys.executable, "-m", "sensorguard", "cluster", "init", "--cluster", ",".join(nats_node.urls), "--max-age"]
+    out = subprocess.run([*run, "1s"], capture_output=True, text=True, timeout=120, env=clean_env())
+    assert out.returncode == 0 and out.stderr.startswith(
+        "warning: --max-age 1 s: readings waiting for a worker expire unscored before one takes them"), out.stderr
+    assert f"created stream {cluster.READINGS_STREAM}" in out.stdout
+    out = subprocess.run([*run, "60s"], capture_output=True, text=True, timeout=120, env=clean_env())
+    assert out.returncode == 0 and "warning" not in out.stderr, out.stderr
+
+
 def test_a_refused_password_is_named_not_only_no_servers_available(tmp_path):
     """Found by a walk: a wrong password (or none) said only "nats: no servers available for
     connection", where serve logs the server's 'Authorization Violation'."""
