@@ -211,8 +211,9 @@ class Ownership:
                 log.error("cluster: worker %s serves model %s of %d channels, and member(s) %s read other channels: "
                           "it takes no partition until they agree (their readings would be refused here as "
                           "unknown_channel and lost); serve the cluster's model, or, to roll this one out, "
-                          "promote it to CURRENT in the registry the members follow (every host's copy) and "
-                          "restart them", self.worker, model_words(mark),
+                          "promote it to CURRENT in the registry the members follow (every host's copy; a model "
+                          "from another registry is published there first, as a new version: the same number may "
+                          "name another model there) and restart them", self.worker, model_words(mark),
                           mark["n_channels"], ", ".join(channels))
             return False
         if versions:

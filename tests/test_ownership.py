@@ -491,6 +491,8 @@ def test_a_worker_whose_model_reads_other_channels_takes_no_partition_until_the_
         assert caplog.text.count("read other channels") == 1  # once a minute, not every round
         assert b.disagreement and "a (v0002, 8 channels)" in b.disagreement  # (its /readyz says it)
         assert "worker b serves model v0001 of 6 channels, and member(s) a (v0002, 8 channels)" in caplog.text
+        # a model from another registry promoted there by its number would be that registry's own v0001 (a walk)
+        assert "a model from another registry is published there first, as a new version" in caplog.text
         served["b"] = channel_mark(eight, "v0002")  # swapped to the cluster's model: it joins
         await rounds(4, a, b)
         assert len(a.owned) == len(b.owned) == 2 and b.disagreement is None
