@@ -174,11 +174,17 @@ def _encoding(raw: bytes) -> str:
 
 
 def _sniff_delimiter(sample: str) -> str:
+    header = next(iter(sample.splitlines()), "")
     try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
+        sep = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
     except csv.Error:
-        header = sample.splitlines()[0]
         return max(",;\t", key=header.count)
+    # a comma no header name holds, in a header of semicolons or tabs, is the numbers' decimal comma: a
+    # semicolon file whose last cell some rows leave out (a status set only on events) was split at its
+    # decimal commas: "no timestamp column found (columns: Zeit;Temp;Druck;Status)" (an audit)
+    if sep == "," and "," not in header and (";" in header or "\t" in header):
+        return max(";\t", key=header.count)
+    return sep
 
 
 def _sniff_decimal(sample: str, sep: str) -> str:
