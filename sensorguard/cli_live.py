@@ -90,6 +90,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
     layout = Layout(topic_prefix=args.topic_prefix, partitions=args.partitions, keep=args.keep,
                     replicas=args.replicas, readings_max_age_s=args.max_age, servers=args.cluster)
+    layout.check()  # (a refused --max-age is said alone, not after a warning about it)
     if (short := layout.short_age()) is not None:
         print(f"warning: {short}", file=sys.stderr)
     for line in run_init(layout):

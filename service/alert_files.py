@@ -95,8 +95,8 @@ class AlertFiles:
             try:
                 none_here = not found and not self._waiting(alert_id)
                 if self._answer(alert_id, keep=none_here) is not None:
-                    return ("none of its readings is recorded here; the answer is kept here, and parts another "
-                            "worker filed follow it when retrain --recorded reads the record dirs together")
+                    return ("none of its readings is recorded here; the answer is kept here, for its parts filed "
+                            "elsewhere (another worker's record dir, read with this one by retrain --recorded)")
                 if none_here:
                     return "none of its readings is recorded here"
                 folders = [self._file(path, alert_id) for path in found]

@@ -204,6 +204,7 @@ class ClusterSource:
                 await pause(stopping, CONNECT_RETRY_S)
         if nc is None:
             return
+        self.waiting_for = None  # (connected: an earlier try's "cannot reach" no longer holds)
         try:
             self._nc, self._js = nc, nc.jetstream()
             while self.ownership is None:  # streams not made yet, a leader election: said, tried again

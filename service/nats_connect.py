@@ -37,6 +37,7 @@ async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: 
     except ImportError:
         raise ClusterError("cluster mode needs nats-py: pip install 'sensorguard[cluster]'") from None
     seen: list[str] = []  # what each try met: nats-py's own error says only "no servers available"
+    connected: list[bool] = []  # once connected, a port that answered NATS before is no MQTT port
     where = ", ".join(hide_credentials(s) for s in servers)  # (a nats://user:secret@ URL is logged every 5 s)
     if (plain := await _offers_no_tls(servers)) is not None:
         raise ClusterError(f"{hide_credentials(plain)}: the server does not require TLS, and nats-py would go on "
@@ -49,7 +50,7 @@ async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: 
         debug lines; then only "nats: [Errno 111] Connect call failed", no server named: a walk)."""
         if (count := _ERRORS.hit(type(exc).__name__)) is not None:
             log.warning("NATS %s: %s (%d such error(s) in the last minute)%s; trying again", where, first_line(exc),
-                        count, not_nats([first_line(exc) or type(exc).__name__]))
+                        count, "" if connected else not_nats([first_line(exc) or type(exc).__name__]))
 
     async def _log_error(exc: Exception) -> None:
         """A command's error callback: a debug line (nats-py's default prints a traceback for every
@@ -58,9 +59,11 @@ async def connect(servers: tuple[str, ...], forever: bool = False, **callbacks: 
         seen.append(first_line(exc) or type(exc).__name__)
 
     try:
-        return await nats.connect(servers=list(servers), connect_timeout=CONNECT_TIMEOUT_S,
-                                  max_reconnect_attempts=-1 if forever else 2, allow_reconnect=True,
-                                  error_cb=_warn_error if forever else _log_error, **callbacks)
+        nc = await nats.connect(servers=list(servers), connect_timeout=CONNECT_TIMEOUT_S,
+                                max_reconnect_attempts=-1 if forever else 2, allow_reconnect=True,
+                                error_cb=_warn_error if forever else _log_error, **callbacks)
+        connected.append(True)
+        return nc
     except Exception as exc:  # noqa: BLE001 - nats-py raises several kinds; the user needs one line
         said = str(exc) or type(exc).__name__
         met = [m for m in dict.fromkeys(seen) if m not in said]  # (a wrong password said only the above: a walk)
@@ -84,7 +87,7 @@ async def _offers_no_tls(servers: tuple[str, ...]) -> str | None:
             continue
         try:
             line = await asyncio.wait_for(reader.readline(), CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError, ValueError):  # (ValueError: 64 KiB with no line end, not NATS)
             line = b""
         finally:
             writer.close()

@@ -274,6 +274,8 @@ def test_a_max_age_shorter_than_a_hand_over_is_warned_of_and_still_set(nats_node
     assert f"created stream {cluster.READINGS_STREAM}" in out.stdout
     out = subprocess.run([*run, "60s"], capture_output=True, text=True, timeout=120, env=clean_env())
     assert out.returncode == 0 and "warning" not in out.stderr, out.stderr
+    out = subprocess.run([*run, "0.05s"], capture_output=True, text=True, timeout=120, env=clean_env())
+    assert out.returncode != 0 and out.stderr.startswith("sensorguard cluster: error: max-age must be"), out.stderr
 
 
 def test_a_refused_password_is_named_not_only_no_servers_available(tmp_path):

@@ -776,3 +776,36 @@ def test_an_earlier_workers_key_listed_after_the_later_one_checked_still_keeps_i
 
     a, b = asyncio.run(scenario())
     assert not (a.owned and b.owned), f"both serve: a {sorted(a.owned)}, b {sorted(b.owned)}"
+
+
+class ListingEndsEarly(MemoryOwners):
+    """A key listing that ends before the member keys came (nats.py issue 842), once ``short``."""
+
+    short = False
+
+    async def watchall(self, **kwargs):
+        return KeyWatcher([k for k in self.revisions if not (self.short and k.startswith("member."))])
+
+
+def test_the_last_member_is_told_only_when_no_other_is_left_though_a_listing_ends_early():
+    """A stop lists the members once it has left, to say that readings wait for the next one; a
+    listing that ended early (the guard tick() has, its own key, is deleted by then) made a worker
+    stopping beside a live one say "the last member stopped" (a review)."""
+
+    async def scenario() -> tuple:
+        async def gain(k: int) -> None:
+            pass
+
+        async def lose(k: int, handing_over: bool) -> None:
+            pass
+
+        kv = ListingEndsEarly()
+        a, b, c = (Ownership(kv, name, 4, gain, lose) for name in "abc")
+        for _ in range(4):
+            for worker in (a, b):
+                await worker.tick()
+        assert a.members == b.members == ["a", "b"]
+        kv.short = True
+        return await c.leave(), await b.leave(), await a.leave()  # c never joined: nothing to say
+
+    assert asyncio.run(scenario()) == (None, True, False)

@@ -156,13 +156,14 @@ def _false_alert_line(check: dict | None) -> str | None:
 STANDING_SHARE = 0.10  # alerts up on more of the normal rows than this: "consistent" alone misleads
 
 
-def _standing(alert: dict, said: str) -> str:
+def _standing(alert: dict, said: str, raised: int = 1) -> str:
     """What a verdict of "consistent" or "below" leaves out when the few alerts raised on normal
     rows stayed up on much of them: the promise counts raises, and 2 raised in 13.8 h read
     "consistent with it" while alerts stood on 79 % of the normal rows (a walk)."""
     share = None if "false_alarm_rate" in _undefined(alert) else alert.get("false_alarm_rate")
     above = said.endswith((": above it", "(a promise from little data is loose)"))  # (said already)
-    if share is None or share <= STANDING_SHARE or above:
+    if share is None or share <= STANDING_SHARE or above or not raised:  # (none raised on normal rows: the
+        # alarmed normal rows are alerts raised on faults, up past their end, not "few raised, long up")
         return ""
     return (f"; but alerts stood on {share:.1%} of the normal rows (few raised, long up: the model does not fit "
             "these normal rows; `calibrate` on normal data like them, or retrain)")
@@ -211,7 +212,7 @@ def format_evaluation(result: dict) -> str:
     if events is not None:
         lines.append(f"{'events':20}{events:>10}")
     if (said := _false_alert_line(result.get("false_alerts"))) is not None:
-        lines.append(said + _standing(result["alert"], said))
+        lines.append(said + _standing(result["alert"], said, result["false_alerts"]["raised"]))
     if "assets" in result:
         # names in full: cut to 18 characters, site-north/compressor-01 and -02 read as one (a walk)
         width = max(18, *(len(str(asset)) for asset in result["assets"]))
