@@ -183,3 +183,16 @@ def some(names: Sequence[object], shown: int = 3, quote: bool = True) -> str:
     """
     listed = ", ".join(repr(n) if quote else str(n) for n in names[:shown])
     return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def joined_and_left(before: Sequence[str], after: Sequence[str]) -> str:
+    """The members as a line says them, with who joined and who left since the last listing (a
+    worker that died or stopped, one that joined: the log said nothing of either, a review).
+
+    >>> joined_and_left(["a", "b"], ["a", "c"])
+    "'a', 'c' ('c' joined; 'b' left)"
+    """
+    joined, left = [m for m in after if m not in before], [m for m in before if m not in after]
+    said = "; ".join(f"{some(names, quote=True)} {verb}" for names, verb in ((joined, "joined"), (left, "left"))
+                     if names)
+    return f"{some(after, 8)} ({said})"

@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sensorguard.service.logs import RateLimiter, first_line, some
+from sensorguard.service.assignment import assign
+from sensorguard.service.logs import RateLimiter, first_line, joined_and_left
 from sensorguard.service.member_models import MEMBER, model_words, other_models, rollout
 
 log = logging.getLogger(__name__)
@@ -49,30 +49,6 @@ LEFT_LISTING_S = 2.0  # a stop waits this long at most to learn whether members 
 SETTLE_S = 30.0  # a member that joined this recently still gives its seat to an earlier one listed late
 SURE_S = 2.0  # a lease written this recently is surely still ours (it expires after LEASE_S = 3 s)
 PARTITION = "partition."
-
-
-def assign(partitions: int, members: Iterable[str]) -> dict[int, str]:
-    """Partition -> member: rendezvous hashing with exact shares.
-
-    Each member may hold ``partitions // n`` partitions, the first ``partitions % n`` (by name)
-    one more; each partition, in order, goes to the member of highest weight that still has room.
-    Every worker computes the same answer from the same member list.
-    """
-    ordered = sorted(set(members))
-    if not ordered:
-        return {}
-    share, extra = divmod(partitions, len(ordered))
-    room = {m: share + (i < extra) for i, m in enumerate(ordered)}
-    out = {}
-    for k in range(partitions):
-        member = max((m for m in ordered if room[m]), key=lambda m: _weight(k, m))
-        out[k] = member
-        room[member] -= 1
-    return out
-
-
-def _weight(partition: int, member: str) -> bytes:
-    return hashlib.blake2b(f"{partition}:{member}".encode(), digest_size=8).digest()
 
 
 class Ownership:
@@ -171,7 +147,7 @@ class Ownership:
             return  # key listing can end early, nats.py issue 842) would hand every partition over
         grown = bool(set(members) - set(self.members) - {self.worker})
         if self._joined and members != self.members:
-            log.info("cluster: members now %s", _change(self.members, members))
+            log.info("cluster: members now %s", joined_and_left(self.members, members))
         self.members = members
         if self._seen is not None:
             self._seen(len(members))
@@ -414,19 +390,6 @@ class Ownership:
         except KeyNotFoundError:
             return False
         return True
-
-
-def _change(before: list[str], after: list[str]) -> str:
-    """The members as a line says them, with who joined and who left since the last listing (a
-    worker that died or stopped, one that joined: the log said nothing of either, a review).
-
-    >>> _change(["a", "b"], ["a", "c"])
-    "'a', 'c' ('c' joined; 'b' left)"
-    """
-    joined, left = [m for m in after if m not in before], [m for m in before if m not in after]
-    said = "; ".join(f"{some(names, quote=True)} {verb}" for names, verb in ((joined, "joined"), (left, "left"))
-                     if names)
-    return f"{some(after, 8)} ({said})"
 
 
 def _why(exc: BaseException) -> str:

@@ -22,8 +22,8 @@ import pytest
 
 from sensorguard.nats_local import stream_messages
 from sensorguard.service import cluster
+from sensorguard.service.assignment import assign
 from sensorguard.service.cluster import Layout
-from sensorguard.service.ownership import assign
 from sensorguard.service.state_entry import decode_asset, past_in
 from tests.conftest import epoch, plant_frame
 from tests.mosquitto import Collector, Publisher, clean_env, free_port, metric, scrape, start_daemon, wait_for

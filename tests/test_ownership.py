@@ -13,8 +13,9 @@ import time
 import pytest
 
 from sensorguard.service import cluster
+from sensorguard.service.assignment import assign
 from sensorguard.service.cluster import Layout
-from sensorguard.service.ownership import LISTING_IDLE_S, Ownership, assign
+from sensorguard.service.ownership import LISTING_IDLE_S, Ownership
 from tests.nats import NatsCluster
 
 try:

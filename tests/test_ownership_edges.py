@@ -13,7 +13,8 @@ import time
 import pytest
 
 from sensorguard.service import ownership as module
-from sensorguard.service.ownership import Ownership, assign
+from sensorguard.service.assignment import assign
+from sensorguard.service.ownership import Ownership
 from tests.test_ownership import KeyWatcher, MemoryOwners
 
 
