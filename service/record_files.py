@@ -45,7 +45,7 @@ ANSWER = ".answer"  # an empty file in false_alarms/ or faults/ named for an ale
 
 def answer_file(alert_id: str) -> str:
     """The name of the file keeping an alert's answer where none of its readings is (:data:`ANSWER`)."""
-    return quote(alert_id, safe="@-_.") + ANSWER
+    return alert_file(alert_id).removesuffix(".parquet") + ANSWER
 
 
 def part_number(path: Path) -> int:

@@ -112,14 +112,18 @@ def _undefined(m: dict) -> set[str]:
     return out
 
 
-def _false_alert_line(check: dict | None) -> str | None:
+def _false_alert_line(check: dict | None, stood: float | None = None) -> str | None:
     """``false alerts  3 raised on normal rows in 2.8 h: 25.7 per asset per day (95% CI 5.3-75);
     promised 1 (95% CI 0-23.3): above it`` (None: nothing to say). Above or below only when the
     observed rate's own interval (Garwood, from the count) lies wholly outside the promise's: 0
     alerts in 4.6 h read "below its interval" of a promise of one a day, which so short a span
     cannot tell (a walk); "above the promised rate" when the observed interval lies above the
     promised rate but inside the promise's interval (34 a day, at least 4.1, read "consistent"
-    with a promise of one: a walk); else "consistent with it".
+    with a promise of one: a walk); else "consistent with it". ``stood``: the share of normal rows an
+    alert was up on, said when over :data:`STANDING_SHARE` beside alerts raised on normal rows and no
+    "above": the promise counts raises, and 2 raised in 13.8 h read "consistent with it" while alerts
+    stood on 79 % of the normal rows (a walk). None raised there, the alarmed normal rows are alerts
+    raised on faults and up past their end, not "few raised, long up".
 
     >>> _false_alert_line({"raised": 0, "normal_days": 0.2, "per_day": 0.0, "promised_per_day": 1.0,
     ...                    "promised_ci95": [0.1, 5.0]}).split(": ", 1)[1]
@@ -143,6 +147,7 @@ def _false_alert_line(check: dict | None) -> str | None:
         observed = (lo / days, hi / days)
         line += f": {check['per_day']:.3g} per asset per day (95% CI {observed[0]:.3g}-{observed[1]:.3g})"
     promised, ci = check.get("promised_per_day"), check.get("promised_ci95")
+    above = False
     if promised is not None and ci is not None:
         line += f"; promised {promised:g} (95% CI {ci[0]:.3g}-{ci[1]:.3g})"
         if observed is not None:
@@ -150,23 +155,14 @@ def _false_alert_line(check: dict | None) -> str | None:
                      "above the promised rate, inside its interval (a promise from little data is loose)"
                      if observed[0] > promised else "consistent with it")
             line += f": {where}"
+            above = where.startswith("above")
+    if stood is not None and stood > STANDING_SHARE and raised and not above:
+        line += (f"; but alerts stood on {stood:.1%} of the normal rows (few raised, long up: the model does not "
+                 "fit these normal rows; `calibrate` on normal data like them, or retrain)")
     return line
 
 
 STANDING_SHARE = 0.10  # alerts up on more of the normal rows than this: "consistent" alone misleads
-
-
-def _standing(alert: dict, said: str, raised: int = 1) -> str:
-    """What a verdict of "consistent" or "below" leaves out when the few alerts raised on normal
-    rows stayed up on much of them: the promise counts raises, and 2 raised in 13.8 h read
-    "consistent with it" while alerts stood on 79 % of the normal rows (a walk)."""
-    share = None if "false_alarm_rate" in _undefined(alert) else alert.get("false_alarm_rate")
-    above = said.endswith((": above it", "(a promise from little data is loose)"))  # (said already)
-    if share is None or share <= STANDING_SHARE or above or not raised:  # (none raised on normal rows: the
-        # alarmed normal rows are alerts raised on faults, up past their end, not "few raised, long up")
-        return ""
-    return (f"; but alerts stood on {share:.1%} of the normal rows (few raised, long up: the model does not fit "
-            "these normal rows; `calibrate` on normal data like them, or retrain)")
 
 
 def delay_words(seconds: float) -> str:
@@ -211,8 +207,9 @@ def format_evaluation(result: dict) -> str:
     events = result["anomaly"].get("events")
     if events is not None:
         lines.append(f"{'events':20}{events:>10}")
-    if (said := _false_alert_line(result.get("false_alerts"))) is not None:
-        lines.append(said + _standing(result["alert"], said, result["false_alerts"]["raised"]))
+    stood = None if "false_alarm_rate" in _undefined(result["alert"]) else result["alert"].get("false_alarm_rate")
+    if (said := _false_alert_line(result.get("false_alerts"), stood)) is not None:
+        lines.append(said)
     if "assets" in result:
         # names in full: cut to 18 characters, site-north/compressor-01 and -02 read as one (a walk)
         width = max(18, *(len(str(asset)) for asset in result["assets"]))
