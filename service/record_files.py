@@ -142,8 +142,8 @@ def write_guard_bands(directory: Path, bands: dict[str, float]) -> bool:
 
 
 def trim_store(directory: Path, max_bytes: int, max_age_s: float) -> None:
-    """Delete files past ``max_age_s`` (normal and unanswered ones) and, oldest first, until the
-    store holds at most ``max_bytes``; then the folders left empty."""
+    """Delete files past ``max_age_s`` (normal and unanswered ones, and kept answers) and, oldest
+    first, until the store holds at most ``max_bytes``; then the folders left empty."""
     sizes = {}
     for path in directory.glob("*/*.parquet"):
         try:
@@ -183,6 +183,21 @@ def trim_store(directory: Path, max_bytes: int, max_age_s: float) -> None:
             break
         total -= size
         path.unlink(missing_ok=True)
+    _trim_answers(directory, cutoff)
     for folder in directory.iterdir() if directory.is_dir() else ():
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+def _trim_answers(directory: Path, cutoff: float) -> None:
+    """Delete the kept answers (``ANSWER``) older than ``cutoff``. An answer is kept only for its
+    alert's parts filed elsewhere, unanswered, in another worker's ``alerts/``; those are deleted at
+    the same age, written before the answer was given, so an older answer labels nothing and was
+    only an empty file more for each alert acknowledged so, never deleted (an open end of session 74)."""
+    for folder in LABELLED:
+        for path in (directory / folder).glob("*" + ANSWER):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:  # (removed by hand meanwhile)
+                continue

@@ -422,3 +422,26 @@ def test_a_folder_named_like_a_partial_write_neither_stops_a_start_nor_is_remove
     (tmp_path / "2026-01-01" / "part.parquet.tmp").write_bytes(b"half")
     Recorder(tmp_path, CHANNELS)
     assert (tmp_path / "old.tmp").is_dir() and not (tmp_path / "2026-01-01" / "part.parquet.tmp").exists()
+
+
+def test_a_kept_answer_goes_at_the_age_limit_and_a_fresh_one_stays(tmp_path: Path):
+    """An answer kept for an alert's parts filed elsewhere (``<id>.answer``, cluster mode) labels
+    unanswered parts that go at ``record_max_age_days``: past that age it is deleted too (they were
+    never deleted: one empty file more for each alert acknowledged so). An acknowledged alert's
+    readings keep having no age limit."""
+    import os
+
+    from sensorguard.service.record_files import ANSWER, FALSE_ALARMS, FAULTS, trim_store
+
+    old_time = time.time() - 7200
+    old = [tmp_path / folder / f"pump@{k}{ANSWER}" for k, folder in enumerate((FALSE_ALARMS, FAULTS))]
+    fresh = tmp_path / FAULTS / f"pump@9{ANSWER}"
+    readings = tmp_path / FALSE_ALARMS / "pump@5.parquet"
+    for path in (*old, fresh, readings):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"" if path.suffix == ANSWER else b"x" * 10)
+    for path in (*old, readings):
+        os.utime(path, (old_time, old_time))
+    trim_store(tmp_path, 1 << 30, max_age_s=3600.0)
+    assert not any(path.exists() for path in old)
+    assert fresh.exists() and readings.exists()
