@@ -157,7 +157,8 @@ class Metrics:
                                     "Prometheus sets to the scrape target).", ("daemon", "partition"))
         self.partitions_owned = gauge("partitions_owned", "Cluster mode: JetStream partitions this worker owns now.")
         self.cluster_members = gauge("cluster_members", "Cluster mode: the workers this one found in the cluster at "
-                                     "its last listing of the members, itself included (0 outside cluster mode).")
+                                     "its last listing of the members, itself included (0 outside cluster mode, and "
+                                     "while it stands down, unable to publish).")
         self.partition_changes = counter("partition_changes_total", "Cluster mode: partitions gained, released "
                                          "(handed on: to a joining worker, at a stop, or while it cannot "
                                          "publish) and lost (its lease ran out: another worker took it, or NATS "

@@ -229,6 +229,8 @@ class Ownership:
         takes part again once it can publish; while no worker can, the readings wait in the stream."""
         if not self._stood_down:
             self._stood_down, self._joined, self.members = True, False, []  # (a stale list ran the watchdog)
+            if self._seen is not None:  # it left them: the gauge showed the members it last listed
+                self._seen(0)
             self._agreed = self.mark is None  # back, it checks the members again: one of other channels may have joined
             log.warning("cluster: worker %s cannot publish (its MQTT broker is out of reach): it hands its %d "
                         "partitions on and takes none until it can", self.worker, len(self.owned))

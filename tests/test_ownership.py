@@ -406,7 +406,9 @@ def test_a_worker_that_cannot_publish_hands_its_partitions_on_and_comes_back(mon
         async def nothing(*args) -> None:
             pass
 
-        a, b, c = (Ownership(kv, name, 4, nothing, nothing, able=lambda name=name: can[name]) for name in "abc")
+        seen = {name: [] for name in "abc"}
+        a, b, c = (Ownership(kv, name, 4, nothing, nothing, able=lambda name=name: can[name],
+                             seen=seen[name].append) for name in "abc")
 
         async def rounds(n: int) -> None:
             for _ in range(n):
@@ -421,13 +423,14 @@ def test_a_worker_that_cannot_publish_hands_its_partitions_on_and_comes_back(mon
         await rounds(4)
         assert a.owned == {} and set(b.owned) == {0, 1, 2, 3} and "member.a" not in kv.revisions
         assert a.members == [] and "worker a cannot publish" in caplog.text
+        assert seen["a"][-1] == 0 and seen["b"][-1] == 1  # (the cluster_members gauge: a left them)
         can["a"] = True  # back, but not yet for REJOIN_S: it stays out
         monkeypatch.setattr(ownership_module, "REJOIN_S", 3600.0)
         await rounds(3)
         assert a.owned == {} and "member.a" not in kv.revisions
         monkeypatch.setattr(ownership_module, "REJOIN_S", 0.0)
         await rounds(5)
-        assert len(a.owned) == len(b.owned) == 2
+        assert len(a.owned) == len(b.owned) == 2 and seen["a"][-1] == seen["b"][-1] == 2
 
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.ownership"):
         asyncio.run(scenario())
