@@ -317,6 +317,8 @@ class Ingest:
             if past and asset not in self.buffers:
                 self.buffers.resumed_past[asset] = past
             primed = self.buffers.prime(asset, kept, time.monotonic(), window_ts, judged_ts, now + CLOCK_SLACK_S)
+            if primed[0]:  # its alerts_total at 0 from here, as from a first reading taken (``take``)
+                self.metrics.asset_label(asset)
             self.buffers.resumed_past.pop(asset, None)  # (not taken by a reading: no later watch starts from it)
             self._gauges()  # (an asset taken over has a buffer now: it stayed 0 on a worker that took two, a walk)
             if self.buffers.queued():  # windows the previous owner completed but did not score
