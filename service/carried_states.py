@@ -125,7 +125,8 @@ class CarriedStates:
             self._pop_restored(asset)  # file): its owner speaks for it; told silent here, its retained state
             self._open.forget(asset)  # went stale over the owner's (a review)
             self.metrics.forget_asset(asset)
-            for kept in (self._grid_ts, self._judged_ts, self._floors, self._drift, self.restored_channels):
+            for kept in (self._grid_ts, self._judged_ts, self._floors, self._drift, self.restored_channels,
+                         self._stated):
                 kept.pop(asset, None)
         gone = [asset for asset in gone if asset not in foreign]
         if gone:
@@ -202,9 +203,13 @@ class CarriedStates:
                 if window_ts is not None:
                     self._grid_ts[asset] = window_ts
                     self._judged_ts[asset] = window_ts if judged_ts is None else max(window_ts, judged_ts)
+                    # a state restated before its first window here says when its last one was judged, as a
+                    # restart's (the clock's time, then its first window's earlier one: the ts stepped back)
+                    self._stated[asset] = self._judged_ts[asset]
                 else:  # no cadence to pass on: not an earlier adoption's
                     self._grid_ts.pop(asset, None)
                     self._judged_ts.pop(asset, None)
+                    self._stated.pop(asset, None)
         self.restore_until = max(self.restore_until, time.monotonic() + self.rules.stale_after)
 
     def hand_over(self, assets: set[str]) -> dict[str, Moved]:

@@ -21,6 +21,7 @@ from sensorguard.service.alerts import AlertState
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.cluster import ClusterError, Layout, asset_of
 from sensorguard.service.drift import DriftRule
+from sensorguard.service.publisher import iso
 from tests.test_daemon import T0, value
 from tests.test_state import daemon_with, raised
 
@@ -367,3 +368,20 @@ _real_sleep = asyncio.sleep
 
 async def _no_sleep(delay: float, result: object = None) -> object:
     return await _real_sleep(0, result)
+
+
+def test_an_adopted_assets_state_restated_before_its_first_window_says_its_last_judged_time(drifting: Bundle) -> None:
+    """A state restated before an adopted asset's first window here (a maintenance started just after
+    the takeover) said the new owner's clock time; its first window here then said an earlier
+    reading time, and the retained state's ts stepped back. It says the end of the last window
+    judged by the previous owner, as a restart's restored state does (session 74's open end)."""
+    daemon, client = daemon_with(drifting, None)
+    daemon.alerts.changed_states()  # cluster mode
+    daemon.alerts.adopt("pump-1", AlertState(last_score=0.5), None, True, T0, T0 + 4, CHANNELS)
+    daemon.alerts.hand_over(set())  # (takes the adoption in)
+    daemon.alerts.request_control_change("pump-1", True)
+    daemon.alerts.apply_control_changes()
+    daemon.alerts.apply("pump-1", T0 + 6, 0.5, [])
+    stamps = [json.loads(p)["ts"] for t, p, _ in client.published if t == "sensorguard/state/pump-1"]
+    assert len(stamps) == 2 and stamps == sorted(stamps), stamps
+    assert stamps[0] == json.loads(json.dumps(iso(T0 + 4)))

@@ -214,6 +214,7 @@ def test_a_restored_asset_of_another_instances_partition_is_not_told_silent(drif
     told = {t for t, _, _ in client.published if t.startswith("sensorguard/alerts/")}
     assert told == {"sensorguard/alerts/site-a/p1"}
     assert value(second, "sensorguard_assets_silent") == 1  # (not another's: the dashboard counts them)
+    assert not [a for a in second.alerts._stated if a.startswith("site-b")]  # forgotten whole (a leak otherwise)
     second.alerts.states_lost()  # a swap or a lost session publishes every silent asset's stale state again
     second.alerts.resend_states()
     assert not [t for t, _, _ in client.published if t.startswith("sensorguard/state/site-b")]
