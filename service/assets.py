@@ -346,6 +346,8 @@ class AssetAlerts(CarriedStates, AssetFaults):
         nothing holds it; after maintenance a guard band passes before readings count as normal
         again; the asset's retained state is published again (known assets only: also one restored
         and not heard from yet, or silent, as a machine switched off for its maintenance is)."""
+        if self._adopted and self._control_changes:  # (cluster mode: one still queued was neither live nor
+            self._take_adopted()  # restored, and its state said no hold until its first window here: a walk)
         self.hold_raises = True  # the raises owed go out after one save, as a batch's (release_raises): one
         try:  # that rose in a short hold may not be in the file yet, and a bulk unshelve saved each (reviews)
             while self._control_changes:

@@ -385,3 +385,20 @@ def test_an_adopted_assets_state_restated_before_its_first_window_says_its_last_
     stamps = [json.loads(p)["ts"] for t, p, _ in client.published if t == "sensorguard/state/pump-1"]
     assert len(stamps) == 2 and stamps == sorted(stamps), stamps
     assert stamps[0] == json.loads(json.dumps(iso(T0 + 4)))
+
+
+def test_a_maintenance_started_just_after_a_takeover_shows_in_the_adopted_assets_state(drifting: Bundle) -> None:
+    """A hold accepted while an adoption still waited in its queue (taken in at the next hand-over
+    or housekeeping pass) restated nothing: the asset was neither live nor restored yet, and its
+    retained state said no maintenance until its first window here (a machine switched off for
+    that maintenance sends none). Seen once in a cluster walk of session 74."""
+    from sensorguard.service.command_messages import Command
+
+    daemon, client = daemon_with(drifting, None)
+    daemon.alerts.changed_states()  # cluster mode
+    daemon.alerts.adopt("pump-1", AlertState(last_score=0.5), None, True, T0, T0 + 4, CHANNELS)
+    daemon.controls.apply(Command("maintenance", "pump-1", action="start"), time.time())
+    daemon.alerts.request_control_change("pump-1", True)
+    daemon.alerts.apply_control_changes()
+    states = [json.loads(p) for t, p, _ in client.published if t == "sensorguard/state/pump-1"]
+    assert [s["suppressed"] for s in states] == ["maintenance"], states
