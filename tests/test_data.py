@@ -925,6 +925,29 @@ def test_columns_outside_a_models_channels_are_named_where_rows_are_taken_as_nor
     assert not any("not among the channels" in n for n in load_frame([tmp_path / "d.csv"], channels=mine).notes)
 
 
+def test_a_fault_flag_of_a_name_not_known_is_said_where_its_rows_are_taken_as_normal(tmp_path):
+    """A 0/1 column of a name no label has ("failure") marking a few rows was trained on as a channel,
+    or left out of calibrate's channels, its marked rows taken as normal without a word (only a line
+    raised over 2x by them was said). A note now names it and --label-column. A status channel that
+    is 1 most of the time, a count of 0, 1 and 2, and a label-named column are not such flags."""
+    frame = plant_frame(rows=200)
+    frame["failure"] = (np.arange(200) % 50 < 3).astype(int)  # 12 rows marked
+    frame["running"] = (np.arange(200) > 10).astype(int)  # on most of the time: a status, not a flag
+    frame["starts"] = np.arange(200) % 3
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    flagged = [n for n in load_frame([tmp_path / "d.csv"], normal=True).notes if "holds only 0 and 1" in n]
+    assert flagged == ["failure holds only 0 and 1 (12 of 200 rows 1): if it marks faults, --label-column failure "
+                       "leaves those rows out; they were trained on as normal, as a channel"]
+    mine = [c for c in frame.columns if c.startswith("c")]
+    notes = load_frame([tmp_path / "d.csv"], channels=mine, normal=True).notes
+    assert [n for n in notes if "holds only 0 and 1" in n] == [
+        "failure holds only 0 and 1 (12 of 200 rows 1): if it marks faults, --label-column failure leaves those "
+        "rows out; they were read as normal data"]
+    assert not any("holds only 0 and 1" in n for n in load_frame([tmp_path / "d.csv"]).notes)  # (scored: no note)
+    assert not any("holds only 0 and 1" in n
+                   for n in load_frame([tmp_path / "d.csv"], normal=True, label_column="failure").notes)
+
+
 def test_a_no_data_marker_in_normal_data_is_read_as_missing_not_learned(tmp_path):
     """Found by a walk: five -9999 cells in training rows set the temperature's limits to
     -40153 .. 30206, so a sensor stuck at -9999 live was never out of range, and recall fell from

@@ -111,6 +111,7 @@ def choose_channels(
             if others:  # (retrain dropped a new sensor's column without a word: a walk)
                 notes.append(f"numeric columns not among the channels, left out: {some(others, 6)} (a model keeps the "
                              "channels it was trained on: train a new one to use them)")
+                notes += _flag_marks(frame, others, "read as normal data")  # (said, not refused as a label's are)
         elif label_column is None:  # report drew no labels and evaluate was refused for want of them, unsaid
             for col in [c for c in frame.columns if c != tcol and c not in channels  # (a report walk)
                         and name_key(c) in LABEL_NAMES]:
@@ -158,6 +159,8 @@ def choose_channels(
                      "them)")
         if normal:  # (replay trains nothing)
             notes += _marks(frame, labels, name, "trained on as normal")
+    if normal:
+        notes += _flag_marks(frame, chosen, "trained on as normal, as a channel")
     if flags:
         notes.append(f"true/false columns left out: {', '.join(flags)} (name them in --channels to keep them)")
     if text:
@@ -269,4 +272,19 @@ def _marks(frame: pd.DataFrame, columns: Sequence[object], name: str, taken: str
             continue
         if marked:
             notes.append(f"{col} marks {marked} rows: they were {taken} (--label-column {col} leaves them out)")
+    return notes
+
+
+def _flag_marks(frame: pd.DataFrame, columns: Sequence[str], taken: str) -> list[str]:
+    """A note per column of another name than a label's that holds only 0 and 1, a few rows 1: a
+    fault flag of a name not known here ("failure", "Fehler") reads as a channel or is left out,
+    and its marked rows were ``taken`` as normal data without a word (only a line raised over 2x by
+    them was said: an open end of session 74)."""
+    notes = []
+    for col in columns:
+        values = to_numbers(frame[col]).dropna()
+        ones = int((values == 1).sum())
+        if 0 < ones < len(values) / 2 and values.isin((0, 1)).all():
+            notes.append(f"{col} holds only 0 and 1 ({ones} of {len(values)} rows 1): if it marks faults, "
+                         f"--label-column {col} leaves those rows out; they were {taken}")
     return notes
