@@ -34,6 +34,7 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules
 from sensorguard.service.carried_states import Adopted, CarriedStates, Restored
 from sensorguard.service.commands import AlarmControls
+from sensorguard.service.control_changes import ControlChanges
 from sensorguard.service.drift import DriftState, widening
 from sensorguard.service.level import top_channels
 from sensorguard.service.metrics import Metrics
@@ -46,14 +47,15 @@ from sensorguard.service.state_writes import StateWrites
 
 log = logging.getLogger(__name__)
 
-class AssetAlerts(CarriedStates, AssetFaults):
+class AssetAlerts(CarriedStates, AssetFaults, ControlChanges):
     """Alert states, drift baselines and latest top channels per asset, and their publishing.
 
     current: the bundle being served now (it changes on a hot swap): what an event names when its
     call names no bundle.
     restored: per-asset state from the previous run (``state_dir``), empty without one.
     State taken in from elsewhere or handed on: :class:`~sensorguard.service.carried_states.CarriedStates`;
-    sensor faults and silence: :class:`~sensorguard.service.asset_faults.AssetFaults`.
+    sensor faults and silence: :class:`~sensorguard.service.asset_faults.AssetFaults`; commands that
+    change how an asset is handled: :class:`~sensorguard.service.control_changes.ControlChanges`.
     """
 
     def __init__(self, rules: AlertRules, publisher: Publisher, metrics: Metrics, recorder: Recorder | None,
@@ -323,14 +325,6 @@ class AssetAlerts(CarriedStates, AssetFaults):
             self.publish_state(asset, silent[0], state=AlertState("stale", last_score=silent[1]))
             self._stated.pop(asset, None)  # (forgotten as the rest of it was when it went silent)
 
-    def request_control_change(self, asset: str, maintenance: bool | None) -> None:
-        """A command changed how ``asset`` is handled (any thread): ``maintenance`` False when a
-        maintenance ended, True when one started, None otherwise. Applied on the worker by
-        :meth:`apply_control_changes` (bounded queue: a flood of commands drops the oldest, counted)."""
-        if len(self._control_changes) == self._control_changes.maxlen:
-            self.metrics.control_changes_dropped.inc()
-        self._control_changes.append((asset, maintenance))
-
     def resend_clears(self, only: str | None = None) -> None:
         """On the worker, each tick: send again, in order, the clears (and ``silent`` events ending an
         alert) the full outgoing queue dropped (:class:`~sensorguard.service.outbox.Outbox`)."""
@@ -340,43 +334,6 @@ class AssetAlerts(CarriedStates, AssetFaults):
         if isinstance(event, SensorEvent):
             return self.publisher.sensor(asset, event, self._model(), extra)
         return self._publish_event(asset, event, extra)
-
-    def apply_control_changes(self) -> None:
-        """On the worker: an alert that rose while held and is still up is announced now that
-        nothing holds it; after maintenance a guard band passes before readings count as normal
-        again; the asset's retained state is published again (known assets only: also one restored
-        and not heard from yet, or silent, as a machine switched off for its maintenance is)."""
-        if self._adopted and self._control_changes:  # (cluster mode: one still queued was neither live nor
-            self._take_adopted()  # restored, and its state said no hold until its first window here: a walk)
-        self.hold_raises = True  # the raises owed go out after one save, as a batch's (release_raises): one
-        try:  # that rose in a short hold may not be in the file yet, and a bulk unshelve saved each (reviews)
-            while self._control_changes:
-                asset, maintenance = self._control_changes.popleft()
-                state = self._states.get(asset)
-                if state is None:
-                    self._republish(asset)
-                    if (restored := self.restored.get(asset)) is not None and restored[0].status == "alerting":
-                        self.metrics.set_score(asset, restored[0].last_score,
-                                               restored[2] and self._held(asset) is None)
-                    continue
-                ts, channels = self._latest.get(asset, (time.time(), []))
-                if self._raise_owed(asset, state, ts):
-                    self._tell(asset, AlertEvent("raised", ts, state.last_score, state.peak, state.alert_id),
-                               channels, self.current())
-                    if asset not in self._held_back:  # told at once (no state file to hold it first): saved soon
-                        self.save_soon = True
-                if maintenance is True and self.recorder is not None and not self.recorder.holding(asset):
-                    self.recorder.alert_raised(asset, ts)  # the readings just before it are no normal data either
-                if maintenance is False and state.status != "alerting" and self.recorder is not None:
-                    self.recorder.alert_cleared(asset, ts)
-                if asset in self._held_back:  # (its state and paging go out with its raise)
-                    continue
-                self.publish_state(asset)
-                if state.status == "alerting":  # paging stops as the hold starts, not at a window that may not
-                    self.metrics.set_score(asset, state.last_score, self._paging(asset, state, ts))  # come (a review)
-        finally:
-            self.hold_raises = False
-            self.release_raises()
 
     def _announce(self, asset: str, event: AlertEvent, channels: list[dict], bundle: Bundle) -> None:
         """Publish a raise or a clear; a raise is counted and can be acknowledged from now on.
