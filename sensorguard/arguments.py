@@ -332,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     # default broker, so a file is not replayed into a plant's broker by accident)
     add_setting_flags(p, REPLAY_SETTINGS, {"client_id": "MQTT client id (default sensorguard-replay-<pid>)",
                                            "broker": "mqtt://HOST:PORT or mqtts://HOST:PORT (or SENSORGUARD_BROKER; "
-                                           "no default)"})
+                                           "no default)",
+                                           # (it said readings are read there, serve's wording: a walk)
+                                           "topic_prefix": "readings go to <topic_prefix>/<asset>/readings, "
+                                           "where serve reads them (default sensors)"})
     _add_data_options(p)
 
     add_client_verbs(verbs)
