@@ -182,6 +182,11 @@ class Supervisor:
         waited for ever for a start that never came (the parent hung at exit, systemd saw it up)."""
         self._http = serve_http(self.registry, self.settings.metrics_host, self.settings.metrics_port, self.ready,
                                 self.alive, why_not=self.not_ready)
+        # (only the workers' own loopback ports were logged, "metrics on http://127.0.0.1:41055/metrics",
+        # which an operator took for the endpoint to scrape: a walk)
+        host, port = self._http[0].server_address[:2]
+        log.info("metrics of the %d workers, summed, on http://%s:%d/metrics (scrape this one; each worker's "
+                 "own port below is for this process only)", len(self.slots), host, port)
         self.copies, self._owner = make_copies_dir()  # (restart_model: removed at stop, the lock released)
         self.started = self._watched = time.monotonic()
         for slot in self.slots:
