@@ -186,8 +186,16 @@ def _row_numbers(column: pd.Series) -> bool:
 
 
 def cols(frame: pd.DataFrame) -> str:
+    """The columns for an error line: at most 12, each cut to 40 characters. (A headerless file
+    separated by spaces, Tennessee Eastman's ``d00.dat``, read as one column named by its whole
+    first row: the line quoted 5,000 characters of numbers; a walk.)"""
     names = [str(c) for c in frame.columns]
-    return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    text = ", ".join(n if len(n) <= 40 else f"{n[:37]}... ({len(n)} characters)" for n in names[:12])
+    text += ", ..." if len(names) > 12 else ""
+    if len(names) == 1 and len(names[0].split()) > 2:
+        text += "; one column whose name holds spaces: a file separated by spaces is not read (comma, semicolon " \
+                "or tab are)"
+    return text
 
 
 MISSING_WORDS = ("nan", "null", "none", "n/a", "na", "-")  # cells that say "missing" in words: not worth a note
