@@ -97,7 +97,11 @@ def resolve_current(root: str | os.PathLike, name: str) -> Path:
     version = current_version(root, name)
     if version is None:
         raise BundleError(f"no current version of model {name!r} in registry {root}")
-    return Path(root) / name / version
+    path = Path(root) / name / version
+    if not path.is_dir():  # (said "bundle directory not found: .../v0009", naming neither CURRENT nor the fix: a walk)
+        raise BundleError(f"CURRENT of model {name!r} names {version}, which registry {root} does not hold: "
+                          f"sensorguard models promote VERSION --registry {root} --name {name} sets it right")
+    return path
 
 
 def load_current(root: str | os.PathLike, name: str) -> Bundle:

@@ -448,7 +448,7 @@ def serve_registry(root: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("damage", "needle"),
     [
-        (lambda v: (v.parent / "CURRENT").write_text("v0009\n"), "not found"),
+        (lambda v: (v.parent / "CURRENT").write_text("v0009\n"), "does not hold"),
         (lambda v: (v.parent / "CURRENT").write_text("../../etc/passwd\n"), "does not name a version"),
         (lambda v: (v / "model.pt").write_bytes(b"\x80\x04garbage"), "model.pt"),
         (lambda v: (v / "bundle.json").write_text("{half"), "bundle.json"),
