@@ -34,7 +34,9 @@ def validate(s: Settings, sources: Mapping[str, str], require_model: bool) -> li
         others = [sources[k] for k in ("registry", "name") if getattr(s, k) and sources.get(k)]
         bad("model", "give either model or registry+name, not both" + (f" ({', '.join(others)})" if others else ""))
     elif s.model:
-        if not Path(s.model).is_dir():
+        if Path(s.model).is_file():  # (said "does not exist" of a data file given as the model: a walk)
+            bad("model", f"{s.model!r} is a file, not a bundle directory (the directory train wrote)")
+        elif not Path(s.model).is_dir():
             bad("model", f"bundle directory {s.model!r} does not exist")
     elif s.registry or s.name:
         if not (s.registry and s.name):
