@@ -150,6 +150,15 @@ def test_model_source_rules(tmp_path: Path, flags: dict, needle: str) -> None:
     assert any(needle in p for p in problems(flags))
 
 
+def test_a_data_file_given_as_the_model_is_said_to_be_a_file(tmp_path: Path) -> None:
+    """``serve --model normal.csv`` said the bundle directory does not exist, of a file that does (a walk)."""
+    data = tmp_path / "normal.csv"
+    data.write_text("timestamp,a\n", encoding="utf-8")
+    found = problems({"model": str(data)})
+    assert any("is a file, not a bundle directory" in p for p in found)
+    assert not any("does not exist" in p for p in found)
+
+
 def test_demo_may_skip_the_model() -> None:
     assert load_settings({}, {}, require_model=False).model is None
 

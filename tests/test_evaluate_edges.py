@@ -274,6 +274,16 @@ def test_an_error_names_the_first_twelve_columns() -> None:
     assert cols(frame) == ", ".join(f"c{k}" for k in range(12)) + ", ..."
 
 
+def test_an_error_cuts_a_long_column_name_and_names_a_space_separated_file() -> None:
+    """Tennessee Eastman's ``d00.dat`` (numbers separated by spaces, no header) read as one column
+    named by its whole first row: the refusal quoted 8,000 characters of it (a walk)."""
+    row = "   ".join(f"{0.25 + k / 1000:.7e}" for k in range(52))
+    line = cols(pd.DataFrame({row: [0.0]}))
+    assert line.startswith(row[:37] + f"... ({len(row)} characters)") and len(line) < 200
+    assert line.endswith("a file separated by spaces is not read (comma, semicolon or tab are)")
+    assert cols(pd.DataFrame({"flow rate": [0.0]})) == "flow rate"  # (a name with one space: no such hint)
+
+
 def test_a_column_both_kept_and_excluded_is_refused() -> None:
     """``--channels temp --exclude temp`` contradicts itself: keeping the column silently (the
     exclusion ignored) trains a model on a sensor the user asked to leave out, so it is refused."""
