@@ -33,7 +33,9 @@ this host (its ``host`` and ``pid``) is such a daemon (:func:`running_here`); on
 connection notices it (:mod:`sensorguard.service.connection`). A run whose partitions changed unsubscribes,
 in its resumed persistent session, the filters its previous run (same client id, by its retained
 status) served and it no longer does (:func:`stale_filters`); readings the broker had already
-queued for them arrive once more.
+queued for them arrive once more. A run that finds another instance, offline now, served its
+partitions after it last stopped is warned that its session's backlog is judged again
+(:func:`served_meanwhile`).
 
 >>> filters_overlap("site-a/#", "+/pump-7/readings"), filters_overlap("site-a/#", "site-b/#")
 (True, False)
@@ -73,10 +75,12 @@ def status_payload(name: str, client_id: str, partitions: tuple[str, ...], topic
                    cluster: bool = False) -> bytes:
     """The retained status of instance ``name`` (also its Last Will, offline); ``host`` and ``pid``
     let a second daemon started with the same settings on this host see the first; ``cluster``:
-    a cluster-mode worker, whose partitions move between workers and are not listed."""
+    a cluster-mode worker, whose partitions move between workers and are not listed; ``since``:
+    when it was written (a Last Will: when its daemon connected), for :func:`served_meanwhile`."""
     return orjson.dumps({"state": "online" if online else "offline", "instance": name, "client_id": client_id,
                          "partitions": list(partitions), "topic_prefix": topic_prefix, "cluster": cluster,
-                         "version": __version__, "host": socket.gethostname(), "pid": os.getpid()})
+                         "version": __version__, "host": socket.gethostname(), "pid": os.getpid(),
+                         "since": round(time.time(), 3)})
 
 
 def in_cluster(status: dict) -> bool:
@@ -202,6 +206,37 @@ def stale_filters(client_id: str, filters: tuple[str, ...], statuses: dict[str, 
         if status.get("client_id") == client_id and isinstance(prefix, str) and isinstance(parts, list):
             old |= {f"{prefix}/{p}" for p in parts if isinstance(p, str)}
     return tuple(sorted(old - set(filters)))
+
+
+def served_meanwhile(name: str, client_id: str, partitions: tuple[str, ...], topic_prefix: str,
+                     statuses: dict[str, dict]) -> list[str]:
+    """Warnings for the instances that served readings of this one's partitions after it last stopped:
+    offline now, their status written after this instance's own (``since``). Its persistent session
+    kept every reading sent meanwhile, and the broker delivers them at the start: each was judged
+    again here, and an alert the other instance raised (and an operator answered there) was raised
+    again under this one's state (a walk: a daemon back under its old client id after a second
+    instance had served its topics raised 4 alerts again). Nothing here can tell which of them the
+    other judged, so it is said, with how to start without them; a status from before ``since``
+    is not judged."""
+    mine = statuses.get(name, {})
+    stopped = mine.get("since")
+    if mine.get("client_id") != client_id or not isinstance(stopped, (int, float)):
+        return []
+    out = []
+    for other, status in sorted(statuses.items()):
+        since = status.get("since")
+        if (other == name or status.get("state") != "offline" or not isinstance(since, (int, float))
+                or since <= stopped or status.get("topic_prefix") != topic_prefix or in_cluster(status)):
+            continue
+        theirs = [f for f in status.get("partitions") or () if isinstance(f, str)
+                  and any(filters_overlap(m, f) for m in partitions)]
+        if theirs:
+            out.append(f"instance {other!r} served {', '.join(map(repr, theirs))} after this instance last stopped: "
+                       f"the readings its session ({client_id!r}) kept meanwhile are judged here again, and alerts "
+                       f"raised there on them are raised again; to start without them, end the session first "
+                       f"(mosquitto_sub -i {client_id} -t x -E, with the broker's address and login) or give a new "
+                       "--client-id")
+    return out
 
 
 def read_statuses(settings: Any, timeout_s: float = CHECK_TIMEOUT_S) -> dict[str, dict] | None:

@@ -19,7 +19,7 @@ from sensorguard.service.config import ConfigError, Settings
 from sensorguard.service.daemon import Daemon
 from sensorguard.service.folder_locks import held_folders
 from sensorguard.service.hotswap import load_model
-from sensorguard.service.instances import InstanceCheck, check_instances, read_statuses
+from sensorguard.service.instances import InstanceCheck, check_instances, read_statuses, served_meanwhile
 from sensorguard.service.logs import configure_logging
 from sensorguard.service.record_layout import adopt_orphans
 from sensorguard.service.relayout import asset_owner, relayout_states
@@ -71,6 +71,10 @@ def serve(settings: Settings, reload_asked: threading.Event | None = None, stop:
                 for p in check.conflicts]
     if problems:
         raise ConfigError(problems)
+    for plan in plans if statuses is not None else ():
+        for line in served_meanwhile(plan.instance_name, plan.client_id, plan.static_partitions(), plan.topic_prefix,
+                                     statuses):
+            log.warning("instance %r: %s", plan.instance_name, line)
     if unmade := _folders_unmade(settings):
         raise ConfigError(unmade)
     folders = {"state_dir": settings.state_dir, "record_dir": settings.record_dir}

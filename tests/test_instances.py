@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ from sensorguard.service.instances import (
     filter_problems,
     filters_overlap,
     gone_here,
+    read_statuses,
     running_here,
+    served_meanwhile,
     stale_filters,
     status_payload,
 )
@@ -120,6 +123,32 @@ def test_a_daemon_outside_the_cluster_is_refused_beside_its_workers_and_the_othe
     assert json.loads(status_payload("w", "c", (), "sensors", True, cluster=True))["cluster"] is True
 
 
+def test_an_instance_back_after_another_served_its_partitions_is_warned_of_its_sessions_backlog():
+    """A walk: a daemon back under its old client id after another instance had served its topics
+    judged its session's backlog again (4 alerts raised again, an answered one's ack and maintenance
+    gone from the operator's view). Its start now warns, naming the instances and how to start
+    without the backlog; one that stopped before this instance did, one of other topics or another
+    prefix, one online (refused as a conflict instead) and a status without ``since`` are not said."""
+    def status(state: str, client: str, parts: list[str], since: float | None, prefix: str = "sensors") -> dict:
+        return {"state": state, "client_id": client, "partitions": parts, "topic_prefix": prefix,
+                **({} if since is None else {"since": since})}
+
+    statuses = {"sg-dw": status("offline", "sg-dw", ["#"], 100.0),
+                "plant-w0": status("offline", "plant-w0", ["site-a/#"], 150.0),
+                "plant-w1": status("offline", "plant-w1", ["site-b/#"], 90.0),  # stopped before it
+                "lab": status("offline", "lab", ["lab/#"], 150.0, prefix="lab"),  # another prefix
+                "old": status("offline", "old", ["#"], None),  # a version before since
+                "live": status("online", "live", ["site-c/#"], 160.0)}
+    found = served_meanwhile("sg-dw", "sg-dw", ("#",), "sensors", statuses)
+    assert len(found) == 1 and found[0].startswith("instance 'plant-w0' served 'site-a/#' after this instance last "
+                                                   "stopped") and "mosquitto_sub -i sg-dw -t x -E" in found[0]
+    assert served_meanwhile("sg-dw", "sg-dw", ("site-b/#",), "sensors", statuses) == []  # (not theirs)
+    assert served_meanwhile("sg-dw", "another-id", ("#",), "sensors", statuses) == []  # a new session: no backlog
+    assert served_meanwhile("new", "new", ("#",), "sensors", statuses) == []  # never ran: no backlog
+    written = json.loads(status_payload("w", "c", ("#",), "sensors", False))["since"]
+    assert isinstance(written, float) and abs(written - time.time()) < 60
+
+
 def test_stale_filters_are_what_this_sessions_earlier_run_served_and_this_one_does_not():
     statuses = {"old-name": {"client_id": "sg-1", "partitions": ["#"], "topic_prefix": "sensors"},
                 "other": {"client_id": "sg-2", "partitions": ["site-b/#"], "topic_prefix": "sensors"}}
@@ -145,7 +174,9 @@ def test_two_instances_serve_their_partitions_and_a_third_that_overlaps_is_refus
                                                  "client_id": f"sg-a-{suffix}",
                                                  "partitions": ["site-a/#"], "topic_prefix": "sensors",
                                                  "cluster": False, "version": statuses[f"site-a-{suffix}"]["version"],
-                                                 "host": socket.gethostname(), "pid": os.getpid()}
+                                                 "host": socket.gethostname(), "pid": os.getpid(),
+                                                 "since": statuses[f"site-a-{suffix}"]["since"]}
+        assert abs(statuses[f"site-a-{suffix}"]["since"] - time.time()) < 60
         assert statuses[f"site-b-{suffix}"]["partitions"] == ["site-b/#"]
         assert metric(url_a, "sensorguard_partition_info", daemon=f"site-a-{suffix}", partition="site-a/#") == 1
 
@@ -210,6 +241,15 @@ def test_a_restart_with_fewer_partitions_drops_the_old_subscription_from_its_ses
     settings = load_settings({**base, "partition": ["site-a/#"]}, {})
     check = check_instances(settings)
     assert check.conflicts == [] and check.stale_filters == ("sensors/#",)
+    assert served_meanwhile(settings.instance_name, settings.client_id, ("site-a/#",), "sensors",
+                            read_statuses(settings)) == []
+    # another instance serves site-a while it is away: its backlog there is judged again, said at its start
+    time.sleep(0.01)  # (the statuses' since is to the millisecond)
+    other, _ = start_daemon({**base, "client_id": f"sg-o-{suffix}", "partition": ["site-a/#"]})
+    other.stop()
+    meanwhile = served_meanwhile(settings.instance_name, settings.client_id, ("site-a/#",), "sensors",
+                                 read_statuses(settings))
+    assert len(meanwhile) == 1 and meanwhile[0].startswith(f"instance 'sg-o-{suffix}' served 'site-a/#'")
     second = Daemon(settings, load_model(settings))
     second.connection.unsubscribe = check.stale_filters  # as serve() does
     second.start()
