@@ -34,7 +34,7 @@ from sensorguard.service.bundle_checks import default_rules
 from sensorguard.service.drift import DriftRule
 from sensorguard.service.level import LevelRows
 from sensorguard.service.scorer import Scorer, segment_bounds
-from sensorguard.service.sensors import watch_rows, window_faults
+from sensorguard.service.series_faults import watch_rows, window_faults
 from sensorguard.training.calibrate import pick_threshold
 from sensorguard.training.data import SensorData
 from sensorguard.training.line import reading_period

@@ -41,7 +41,8 @@ asset is the fourth kind, ``silent`` (channel None): the daemon opens it after `
 without a reading while connected and closes it at the asset's first reading back
 (``service/asset_faults.py``; :class:`~sensorguard.service.windows.Buffers` tells every asset's first reading).
 
-While a channel has a fault open in any row of a window (:func:`window_faults`), the process
+While a channel has a fault open in any row of a window
+(:func:`~sensorguard.service.series_faults.window_faults`), the process
 score leaves it out: the model fills the channel in from the others (``Scorer._impute``: start
 at the training center, take the reconstruction three times) and the window's error is the mean
 over the other channels (a window with every channel faulted is not judged). So one dead sensor
@@ -50,7 +51,7 @@ caught (``tests/test_sensors.py``). An implausible or missing value is also repl
 channel's last plausible one (none yet: the middle of its limits) before cleaning, so the window
 does not restart. The same watch
 runs offline, before cleaning, over the readings in time order (``score``'s ``sensor_faults``
-column, and the same exclusions), so live equals offline.
+column, and the same exclusions: :mod:`~sensorguard.service.series_faults`), so live equals offline.
 
 >>> rules = SensorRules(("t", "p"), (ChannelLimits(0.0, 100.0, 3), ChannelLimits(0.0, 9.0, None)), fill_limit=1)
 >>> watch = SensorWatch(2)
@@ -372,41 +373,3 @@ class SensorWatch:
     def describe(self, rules: SensorRules) -> list[dict[str, str]]:
         """The open faults as ``[{"kind", "channel"}]`` (for the retained state), sorted."""
         return [{"kind": k, "channel": rules.channels[j]} for k, j in sorted(self.open, key=lambda f: (f[1], f[0]))]
-
-
-def watch_rows(times: Any, values: Any, rules: SensorRules, alive: Any = None) -> tuple[Any, Any, int]:
-    """A time-sorted series through one watch, as the daemon sees its readings: ``(values as held,
-    (T, C) bool faulted after each reading, faults opened)``; a silence longer than
-    ``rules.silence_s`` starts a new watch, bridged by ``alive`` (the stamps of readings refused for
-    their rate, which keep the asset alive live: :func:`~sensorguard.service.alerts.silences`)."""
-    from sensorguard.service.alerts import silences  # (alerts knows nothing of sensors: no cycle)
-
-    values = np.asarray(values, dtype=np.float64)
-    watch = SensorWatch(values.shape[1])
-    rows = np.where(np.isfinite(values), values, np.nan).tolist()
-    faulted = np.zeros(values.shape, dtype=bool)
-    opened = 0
-    silent = (silences(times, alive, rules.silence_s) if rules.silence_s is not None
-              else np.zeros(len(rows), dtype=bool))
-    for i, row in enumerate(rows):
-        if silent[i]:
-            watch = SensorWatch(values.shape[1])
-        opened += sum(e.fault for e in watch.step(float(times[i]), row, rules))
-        faulted[i, list(watch.faulted())] = True
-    return np.asarray(rows, dtype=np.float64).reshape(values.shape), faulted, opened
-
-
-def window_faults(faulted: Any, segments: Any, window: int) -> Any:
-    """Per row, the channels faulted in any of the ``window`` rows up to it (``(T, C)`` bool): the
-    window ending at that row leaves them out, live and offline alike (the daemon counts rows
-    since its window restarted, which is where offline segments start)."""
-    faulted = np.asarray(faulted, dtype=bool)
-    segments = np.asarray(segments)
-    out = np.zeros_like(faulted)
-    starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
-    stops = np.r_[starts[1:], len(segments)]
-    for a, b in zip(starts, stops, strict=True):
-        cs = np.vstack([np.zeros((1, faulted.shape[1]), dtype=np.int64), np.cumsum(faulted[a:b], axis=0)])
-        ends = np.arange(1, b - a + 1)
-        out[a:b] = (cs[ends] - cs[np.maximum(ends - window, 0)]) > 0
-    return out

@@ -198,7 +198,7 @@ def test_a_window_leaves_out_a_channel_faulted_in_any_of_its_rows_and_no_further
     """``window_faults``: the window ending at row t covers rows t-window+1..t. A fault at row 2 is
     left out of the windows ending at rows 2..4 (window 3), not the one ending at row 5; and never
     across a segment boundary (a gap restarts the window)."""
-    from sensorguard.service.sensors import window_faults
+    from sensorguard.service.series_faults import window_faults
 
     faulted = np.zeros((8, 2), dtype=bool)
     faulted[2, 1] = True
@@ -212,7 +212,7 @@ def test_offline_readings_refused_for_their_rate_bridge_a_gap_as_live():
     """Offline, a gap between rows longer than ``silence_s`` starts the watch afresh, unless readings
     refused for their rate (``alive``) kept the asset alive through it, as they do live: then a channel
     stuck before the gap stays stuck after it. ``opened`` counts faults opened, not closes."""
-    from sensorguard.service.sensors import watch_rows
+    from sensorguard.service.series_faults import watch_rows
 
     rules = SensorRules(("a", "b"), (ChannelLimits(-100.0, 100.0, 5), ChannelLimits(-100.0, 100.0, None)),
                         fill_limit=5, silence_s=60.0)

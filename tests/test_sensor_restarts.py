@@ -10,7 +10,8 @@ from dataclasses import replace
 import numpy as np
 
 from sensorguard.service.scoring_worker import WALK_SAVE_S
-from sensorguard.service.sensors import ChannelLimits, SensorRules, SensorWatch, watch_rows
+from sensorguard.service.sensors import ChannelLimits, SensorRules, SensorWatch
+from sensorguard.service.series_faults import watch_rows
 from sensorguard.service.state import saved_extras
 from sensorguard.service.windows import Buffers
 from tests.test_daemon import T0, make, message

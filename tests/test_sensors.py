@@ -319,7 +319,7 @@ def test_a_silence_starts_the_watch_afresh_offline_as_live(tiny_bundle):
     score, on every row after it (found by review)."""
     import time
 
-    from sensorguard.service.sensors import watch_rows
+    from sensorguard.service.series_faults import watch_rows
 
     limits = (ChannelLimits(-100.0, 100.0, 5), ChannelLimits(-100.0, 100.0, None), ChannelLimits(-100.0, 100.0, None))
     rules = SensorRules(tiny_bundle.channels, limits, fill_limit=5, silence_s=60.0)
@@ -534,7 +534,7 @@ def test_a_sensor_fault_is_saved_at_the_next_tick_not_in_up_to_30_s(tiny_bundle,
 def test_a_dropped_first_readings_fault_is_told_with_the_first_reading_taken_as_offline_keeps_it():
     """The first fix dropped the fault from the watch too: live no channel was held for the fault's
     off-delay, while offline (every row through one watch) held it: the windows differed (a review)."""
-    from sensorguard.service.sensors import watch_rows
+    from sensorguard.service.series_faults import watch_rows
     from sensorguard.service.windows import Buffers
 
     limits = (ChannelLimits(-10.0, 10.0, None), ChannelLimits(-10.0, 10.0, None))

@@ -36,7 +36,7 @@ import torch
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.model import ConvAutoencoder
 from sensorguard.service.scorer import Scorer, segment_bounds
-from sensorguard.service.sensors import window_faults
+from sensorguard.service.series_faults import window_faults
 from sensorguard.training.calibrate import largest_windows
 from sensorguard.training.data import SensorData
 from sensorguard.training.fit import Fit, fit_network, scaler_apply

@@ -20,7 +20,8 @@ import pandas as pd
 
 from sensorguard.service.cleaning import CleaningPolicy, admit_rows, clean_rows, infer_policy
 from sensorguard.service.logs import some
-from sensorguard.service.sensors import SensorRules, watch_rows
+from sensorguard.service.sensors import SensorRules
+from sensorguard.service.series_faults import watch_rows
 from sensorguard.training.clocks import clock_notes, not_a_clock, second_clocks, sprang_forward, turned_back_hours
 from sensorguard.training.csvfiles import read_table
 from sensorguard.training.machines import machine_hint, machine_rows, rates_apart, shown_name, spaced_names

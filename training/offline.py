@@ -20,7 +20,8 @@ from sensorguard.service.cleaning import admit_rows
 from sensorguard.service.level import LevelRows
 from sensorguard.service.publisher import WRITTEN_UNDER
 from sensorguard.service.scorer import Scorer, Scores
-from sensorguard.service.sensors import SensorRules, SensorWatch, window_faults
+from sensorguard.service.sensors import SensorRules, SensorWatch
+from sensorguard.service.series_faults import window_faults
 from sensorguard.training.data import DataError, SensorData, machine_rows
 from sensorguard.training.series import utc_stamps
 

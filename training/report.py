@@ -29,7 +29,7 @@ from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import bundle_rules, default_rules
 from sensorguard.service.level import LevelRows
 from sensorguard.service.scorer import Scorer, Scores
-from sensorguard.service.sensors import window_faults
+from sensorguard.service.series_faults import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.evaluate import event_bounds, to_seconds
 from sensorguard.training.offline import alive_stamps, level_rows

@@ -17,7 +17,7 @@ import numpy as np
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.logs import some
 from sensorguard.service.scorer import Scorer
-from sensorguard.service.sensors import window_faults
+from sensorguard.service.series_faults import window_faults
 from sensorguard.training.data import SensorData
 from sensorguard.training.offline import score_data
 
