@@ -106,7 +106,8 @@ def _threshold_options(args: argparse.Namespace, own: dict | None = None) -> dic
 def _trained(data, options):
     """``train_bundle``, its "too little data" naming what the cleaning took: rows that all repeat
     one stamp failed with '1 usable rows' and no word of the 1499 duplicates dropped (a walk)."""
-    from sensorguard.training.data import DataError, cleaning_note
+    from sensorguard.training.data import DataError
+    from sensorguard.training.series_cleaning import cleaning_note
     from sensorguard.training.train import train_bundle
 
     try:

@@ -29,7 +29,7 @@ def replay_file(args: argparse.Namespace) -> int:
 
     from sensorguard.service.replay import replay, schedule
     from sensorguard.service.signals import on_signals
-    from sensorguard.training.data import cleaning_note
+    from sensorguard.training.series_cleaning import cleaning_note
 
     if args.rate is not None and args.speed is not None:
         raise CliError("give --rate or --speed, not both")

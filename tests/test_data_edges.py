@@ -221,7 +221,7 @@ def test_of_rows_repeating_a_stamp_the_first_is_kept_and_no_disorder_is_said():
 def test_notes_that_begin_with_a_count_are_told_apart_by_what_the_cleaning_did():
     """``cleaning_note`` tells replay which notes say what the cleaning did: "3 duplicate timestamps:
     ..." is one (its count first), as is a machine's ("pump-1: 3 ..."); how the file was read is not."""
-    from sensorguard.training.data import cleaning_note
+    from sensorguard.training.series_cleaning import cleaning_note
 
     assert cleaning_note("3 duplicate timestamps: kept the first row of each")
     assert cleaning_note("pump-1: 2 rows still incomplete after filling: dropped, series split there")
