@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sensorguard.service import workers
+from sensorguard.service import worker_process, workers
 from sensorguard.service.config import Settings, load_settings
 from sensorguard.service.metrics_http import serve_http, shutdown_http
 from sensorguard.service.worker_plans import worker_settings
@@ -256,7 +256,7 @@ def test_a_workers_readings_are_counted_in_its_registry_and_in_the_memory_the_pa
     registry = CollectorRegistry()
     own = Counter("sensorguard_readings", "Samples accepted.", registry=registry)
     shared = multiprocessing.get_context("spawn").Value("d", 0.0, lock=False)
-    counter = workers._SharedCounter(own, shared)
+    counter = worker_process._SharedCounter(own, shared)
     counter.inc()
     counter.inc(9)
     assert shared.value == 10 and registry.get_sample_value("sensorguard_readings_total") == 10
