@@ -25,15 +25,14 @@ from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
 
-from sensorguard.service.asset_buffer import CLOCK_SLACK_S, STEP_BACK_AFTER, DueWindow
+from sensorguard.service.asset_buffer import CLOCK_SLACK_S, DueWindow
 from sensorguard.service.cleaning import CleaningPolicy
 from sensorguard.service.config import Settings
+from sensorguard.service.ingest_lines import IngestLines
 from sensorguard.service.logs import RateLimiter
 from sensorguard.service.metrics import Metrics
-from sensorguard.service.payload import ASSET_RULE, parse_message
-from sensorguard.service.publisher import iso
+from sensorguard.service.payload import parse_message
 from sensorguard.service.recorder import Recorder
-from sensorguard.service.reject_detail import explain
 from sensorguard.service.sensors import SensorEvent, SensorRules, resumed_faults
 from sensorguard.service.windows import Buffers
 
@@ -41,8 +40,6 @@ log = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL_S = 10.0
 MAX_TOPICS_MEMO = 100_000  # topics whose partition check is remembered (one per asset; made-up ones: start over)
-REWOUND_NAMED = 100  # assets rewound between two "clock stepped back" lines remembered; more are counted
-REWOUND_SHOWN = 10  # of those, named in the line
 BACKLOG_BATCHES = 4  # due windows (in batches of batch_max) beyond which no more readings are taken
 # refusals its silence does not name: for its rate (they keep it alive; a duplicate_ts only when it is no
 # redelivery: Buffers.refused)
@@ -55,7 +52,7 @@ def far_ahead(ts: float, newest: float, latest: float, max_future_s: float) -> b
     return ts > latest and ts - newest > max_future_s
 
 
-class Ingest:
+class Ingest(IngestLines):
     """Buffers the samples of each message into ``buffers`` (guarded by ``cond``) and batches due windows.
 
     accepting: messages are taken only while it is set (:meth:`stop` clears it; the daemon sets it
@@ -139,29 +136,6 @@ class Ingest:
         for reason in rejects:
             self._rejected(reason, topic, asset, payload)
         return True
-
-    def refuse(self, reason: str, topic: str, payload: bytes) -> None:
-        """Count and log one message refused before it reached :meth:`accept` (cluster mode's stray
-        subjects: no partition takes them)."""
-        self._rejected(reason, topic, None, payload)
-
-    def _rejected(self, reason: str, topic: str, asset: str | None, payload: bytes = b"") -> None:
-        """Count one rejected reading; a log line per reason at most every REJECT_LOG_INTERVAL_S,
-        saying what in ``payload`` was at fault (the stamp, value or channel: :mod:`reject_detail`)."""
-        self.metrics.reject(reason)
-        count = self._reject_log.hit(reason)
-        if count is not None:
-            newest = self.buffers.last_ts(asset) if asset else None
-            detail = ASSET_RULE if reason == "bad_asset" else explain(
-                reason, payload, self.buffers.channels, newest,
-                self.buffers.floors.get(asset) if asset and newest is None else None)
-            since = "since the last line" if reason in self._said else "so far"
-            self._said.add(reason)  # (bounded: the reasons are a fixed list)
-            log.warning(  # (no asset before the topic is read: not_ours said "asset None", a walk)
-                "rejected reading: %s%s (topic %r%s; %d like this %s)",
-                reason, f": {detail}" if detail else "", topic[:200], "" if asset is None else f", asset {asset!r}",
-                count, since, extra={"reason": reason, "count": count},
-            )
 
     def backlogged(self, wait_s: float = 0.0) -> bool:
         """Whether the scorer is ``BACKLOG_BATCHES`` batches behind, after waiting up to ``wait_s``
@@ -251,36 +225,6 @@ class Ingest:
             with self.cond:
                 self.buffers.refused(parsed.asset, rejects[-1], received)
         return rejects, accepted, parsed.asset
-
-    def _stepped_back(self, asset: str, ahead: float, ts: float) -> None:
-        """An asset rewound to ``ts`` from a stamp ``ahead`` of the clock (the caller holds ``cond``;
-        each also counts in ``window_restarts``): said by :meth:`say_rewound`."""
-        if asset in self._rewound or len(self._rewound) < REWOUND_NAMED:
-            self._rewound[asset] = (ahead, ts)
-        else:
-            self._rewound_unnamed += 1
-        self.say_rewound()
-
-    def say_rewound(self) -> None:
-        """Log the assets rewound since the last such line, at most one line every
-        REJECT_LOG_INTERVAL_S (also called each housekeeping tick, so none goes unsaid): one line
-        for all assets left a gateway's others, rewound seconds later, unnamed (a walk)."""
-        if not self._rewound:  # (the common tick: no lock taken)
-            return
-        with self.cond:
-            if not self._rewound or self._reject_log.hit("clock stepped back") is None:
-                return
-            told = [f"{asset!r} (newest reading {iso(ahead)}; window restarts at {iso(ts)})"
-                    for asset, (ahead, ts) in self._rewound.items()]
-            more = len(told) - REWOUND_SHOWN + self._rewound_unnamed
-            first = next(iter(self._rewound))
-            self._rewound.clear()
-            self._rewound_unnamed = 0
-        log.warning("clock stepped back: %s%s: each newest reading was ahead of this machine's clock (%s) and "
-                    "the %d readings after it, in order, were stamped before it (the first %d refused as "
-                    "out_of_order); check the sender's clock", ", ".join(told[:REWOUND_SHOWN]),
-                    f" and {more} more" if more > 0 else "", iso(time.time()), STEP_BACK_AFTER,
-                    STEP_BACK_AFTER - 1, extra={"asset": first})
 
     def _is_ours(self, topic: str) -> bool:
         """Whether ``topic`` is under one of this instance's partitions. A session resumed after the

@@ -8,6 +8,7 @@ import time
 from types import SimpleNamespace
 
 import sensorguard.service.ingest as ingest_module
+import sensorguard.service.ingest_lines as ingest_lines
 from sensorguard.service.ingest import Ingest, far_ahead
 from tests.test_ingest import T0, ingest, reading
 
@@ -210,14 +211,14 @@ def test_the_rewind_line_counts_every_asset_once_named_or_not(caplog):
     """``clock stepped back`` names the first ``REWOUND_SHOWN`` assets and counts the rest ("and N
     more"), those beyond the ``REWOUND_NAMED`` remembered too; an asset rewound twice is one asset;
     and the count starts over after each line."""
-    named = ingest_module.REWOUND_NAMED
+    named = ingest_lines.REWOUND_NAMED
     taker = ingest()
     assets = [f"a{k}" for k in range(named)] + ["a1", f"a{named}", f"a{named + 1}"]  # named + 2 assets
     line = rewind_line(taker, assets, caplog)
-    assert f" and {named + 2 - ingest_module.REWOUND_SHOWN} more:" in line
+    assert f" and {named + 2 - ingest_lines.REWOUND_SHOWN} more:" in line
     line = rewind_line(taker, ["x", "y"], caplog)
     assert "'x'" in line and "'y'" in line and " more:" not in line
-    line = rewind_line(taker, [f"s{k}" for k in range(ingest_module.REWOUND_SHOWN)], caplog)
+    line = rewind_line(taker, [f"s{k}" for k in range(ingest_lines.REWOUND_SHOWN)], caplog)
     assert " more:" not in line  # every one named: no "and 0 more"
 
 
