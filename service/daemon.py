@@ -2,17 +2,18 @@
 
 :class:`Daemon` wires the parts into threads and runs their lifecycle; each part has its module:
 
-=====================  ===================================================================
-``connection.py``      the MQTT client: connect with retries, subscribe, clean disconnect
-``ingest.py``          readings in (parse, buffer, acknowledge, count), due windows out
-``hotswap.py``         the served model, its watcher and hot swap under one lock
-``batch_scoring.py``   a batch scored under one model, each asset's alert step, the listeners
-``scoring_worker.py``  the scoring worker's loop: batches scored, housekeeping between them
-``assets.py``          each asset's drift rule and alert machine, stepped per scored window
-``publisher.py``       output topics and payloads
-``recorder.py``        normal readings kept for retraining
-``state.py``           per-asset state across restarts (``state_dir``)
-=====================  ===================================================================
+=======================  ===================================================================
+``connection.py``        the MQTT client: connect with retries, subscribe, clean disconnect
+``ingest.py``            readings in (parse, buffer, acknowledge, count), due windows out
+``hotswap.py``           the served model, its watcher and hot swap under one lock
+``batch_scoring.py``     a batch scored under one model, each asset's alert step, the listeners
+``scoring_worker.py``    the scoring worker's loop: batches scored, housekeeping between them
+``daemon_callbacks.py``  what the parts call back: shadow reports, maintenance, commands, recorder
+``assets.py``            each asset's drift rule and alert machine, stepped per scored window
+``publisher.py``         output topics and payloads
+``recorder.py``          normal readings kept for retraining
+``state.py``             per-asset state across restarts (``state_dir``)
+=======================  ===================================================================
 
 Threads, and who owns what:
 
@@ -67,15 +68,14 @@ from sensorguard.service.batch_scoring import ScoredWindow
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.bundle_checks import cleaning_policy, sensor_rules, silence_after
 from sensorguard.service.command_handling import CommandHandler
-from sensorguard.service.command_messages import Command
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.connection import Connection
+from sensorguard.service.daemon_callbacks import DaemonCallbacks
 from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.instances import serves_asset
 from sensorguard.service.jetstream import ClusterSource
-from sensorguard.service.logs import counted
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.metrics_http import serve_http, shutdown_http
 from sensorguard.service.publisher import Publisher
@@ -83,7 +83,6 @@ from sensorguard.service.recorder import guard_seconds, recording
 from sensorguard.service.scorer import Scorer
 from sensorguard.service.scoring_worker import ScoringWorker
 from sensorguard.service.sensors import resumed_faults
-from sensorguard.service.shadow import report_live
 from sensorguard.service.startup_log import announce
 from sensorguard.service.state import SAVE_INTERVAL_S, restore_states, saved_extras
 from sensorguard.service.state_writes import StateWrites
@@ -96,7 +95,7 @@ REPORT_WAIT_S = 5.0  # the last shadow report's write waited for at stop (after 
 STUCK_S = 120.0  # a scoring worker not round its loop for this long is reported stuck (/healthz 503)
 
 
-class Daemon(ScoringWorker):
+class Daemon(ScoringWorker, DaemonCallbacks):
     """One ``sensorguard serve`` process: build with settings and a bundle, then :meth:`start`.
 
     The wiring of the parts (ingest, model holder, asset alerts, publisher, recorder) into threads,
@@ -361,60 +360,3 @@ class Daemon(ScoringWorker):
     def request_reload(self) -> None:
         """Check for a new model now (SIGHUP; :meth:`ModelHolder.request_reload`); signal-handler safe."""
         self.models.request_reload()
-
-    # --- called back by the parts and by the scoring worker ----------------------------------------
-
-    def _report_shadow(self, wait_s: float = 0.0) -> None:
-        """Write the shadow's live counts to the registry on a thread of its own (waited for up to
-        ``wait_s``): on the scoring worker a stalled registry share froze scoring, and at stop it
-        came before the final states and ``offline`` (found by review). One write at a time."""
-        if self._reporting is not None and self._reporting.is_alive():
-            log.warning("the previous shadow report is still being written: skipped")
-            return
-        self._reporting = threading.Thread(target=report_live, name="shadow-report", daemon=True,
-                                           args=(self.settings, self.models.shadow, self.models.shadow_failed))
-        self._reporting.start()
-        if wait_s:
-            self._reporting.join(wait_s)
-
-    def _in_maintenance(self, asset: str, ts: float) -> bool:
-        """Whether a reading at ``ts`` falls in a maintenance of ``asset``, or in the guard band after
-        one ended (the start-up transient): nothing of it is recorded as normal data. The band was
-        applied only to assets scored through the end, not to one silent then (switched off)."""
-        guard = self.recorder.guard_s if self.recorder is not None else 0.0
-        return self.controls.in_maintenance(asset, time.time(), ts, after=guard)
-
-    def _shadow_forgets(self, asset: str) -> None:
-        """The asset went silent or moved to another worker: the shadow's machines for it end too
-        (scoring thread); a shadow that kept them counted the current model's alerts again when the
-        asset came back under an alert id raised elsewhere."""
-        if (shadow := self.models.shadow) is not None:
-            shadow.forget(asset)
-
-    def _commanded(self, asset: str, c: Command) -> str:
-        """A command was accepted (the command thread): the worker applies what changes for ``asset``;
-        an acknowledgement files the alert's recorded readings (what became of them: the reply)."""
-        self.alerts.request_control_change(asset, (c.action == "start") if c.verb == "maintenance" else None)
-        if c.verb == "ack" and self.recorder is not None:
-            return self.recorder.acknowledged(c.alert_id)
-        holds = c.action == "start" or (c.verb == "shelve" and (c.until or 0) > time.time())  # (not an unshelve)
-        if holds and asset not in self.buffers and asset not in self.snapshot() and asset not in self.alerts.restored:
-            if self.source is not None:  # cluster mode: an asset silent when its partition came here is no typo, and
-                # its retained state, from an earlier owner, is listed now, without the hold (a walk: "a typo?
-                # ... lists it from then" while `alerts` listed it unheld)
-                return (f"note: no reading of {asset} has reached {self.settings.instance_name} since it took the "
-                        "asset's partition (silent since, or a typo?); it holds from its first reading, and its "
-                        "state that `sensorguard alerts` lists shows the hold from then")
-            return (f"note: no reading of {asset} has reached {self.settings.instance_name} yet (a typo? it serves "
-                    f"{counted(len(self.buffers), 'asset')} now); it holds from its first reading, and "
-                    "`sensorguard alerts` lists it from then")  # (it shows retained states: a walk looked there)
-        return ""
-
-    def _flush_recorder(self, force: bool = False) -> None:
-        if self.recorder is None:
-            return
-        if failures := self.recorder.flush_safely(force=force):
-            self.metrics.record_write_failures.inc(failures)
-        if (dropped := self.recorder.dropped - self._record_dropped) > 0:
-            self.metrics.record_dropped.inc(dropped)
-            self._record_dropped = self.recorder.dropped

@@ -466,7 +466,7 @@ def test_the_shadow_report_is_written_off_the_scoring_worker(tiny_bundle, monkey
     one is skipped while it hangs."""
     import threading
 
-    import sensorguard.service.daemon as daemon_module
+    import sensorguard.service.daemon_callbacks as daemon_callbacks
     from tests.test_daemon import make
 
     entered, release, calls = threading.Event(), threading.Event(), []
@@ -476,7 +476,7 @@ def test_the_shadow_report_is_written_off_the_scoring_worker(tiny_bundle, monkey
         entered.set()
         release.wait(30)
 
-    monkeypatch.setattr(daemon_module, "report_live", stalled)
+    monkeypatch.setattr(daemon_callbacks, "report_live", stalled)
     daemon, _ = make(tiny_bundle)
     daemon.housekeeping(time.monotonic())  # returns although the write hangs
     assert entered.wait(10) and daemon._reporting.is_alive()
