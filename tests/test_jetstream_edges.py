@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sensorguard.service import jetstream
+from sensorguard.service import jetstream, owned_partitions
 from sensorguard.service.cluster import partition_of
 from sensorguard.service.jetstream import ClusterSource
 from sensorguard.service.natswire import WireError
@@ -199,7 +199,7 @@ def test_a_partition_whose_takeover_failed_once_is_served_after_the_wait(tiny_bu
     """A leader election or a lost connection during a takeover is logged and the partition served
     again after the wait: given up, its readings piled up in the stream with nobody fetching them,
     though the worker held its lease and said ready."""
-    monkeypatch.setattr(jetstream, "ACK_WAIT_S", 0.0)
+    monkeypatch.setattr(owned_partitions, "ACK_WAIT_S", 0.0)
     source = source_of(tiny_bundle)
     tries, served = [], []
 
@@ -333,7 +333,7 @@ def test_a_hand_over_the_scorer_did_not_finish_in_time_writes_the_newest_queued_
     asset, takes it out of the queue (else a flush could write it again after the next owner's) and
     keeps the asset ``leaving`` until the scorer lets it go, so no state of its is passed on from here
     meanwhile; once the scorer handed it over, it is no longer leaving."""
-    monkeypatch.setattr(jetstream, "RELEASE_WAIT_S", 0.05)
+    monkeypatch.setattr(owned_partitions, "RELEASE_WAIT_S", 0.05)
     source = source_of(tiny_bundle)
     written: list[dict] = []
 
