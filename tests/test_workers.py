@@ -842,3 +842,22 @@ def test_the_stop_line_counts_the_workers_that_were_running(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="sensorguard"):
         sup.stop()
     assert "stopped 1 of 2 workers" in caplog.text, caplog.text
+
+
+def test_the_parent_logs_the_summed_metrics_endpoint_to_scrape(tmp_path, caplog, monkeypatch):
+    """A docs walk: only the workers' own loopback ports were logged ("metrics on
+    http://127.0.0.1:41055/metrics"), which an operator took for the endpoint to scrape."""
+    import logging
+
+    from sensorguard.service.workers import Supervisor
+
+    s = _settings(tmp_path, partition=["a/#", "b/#"], metrics_port=0)
+    sup = Supervisor(s, worker_settings(s, 2), [(), ()])
+    monkeypatch.setattr(sup, "_spawn", lambda slot: None)  # (no worker process: the parent's side alone)
+    try:
+        with caplog.at_level(logging.INFO, logger="sensorguard"):
+            sup.start()
+        host, port = sup._http[0].server_address[:2]
+        assert f"metrics of the 2 workers, summed, on http://{host}:{port}/metrics (scrape this one" in caplog.text
+    finally:
+        sup.stop()
