@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import uuid
 
 from sensorguard.cli import _load
 from sensorguard.cli_errors import EXIT_ERROR, CliError
+from sensorguard.service.logs import span
 
 
 def rate_words(rate: float) -> str:
@@ -73,6 +75,7 @@ def replay_file(args: argparse.Namespace) -> int:
     span = rate_words((len(order) - 1) / due[-1]) if len(due) and due[-1] > 0 else "once"  # (n rows: n-1 steps)
     print(f"replaying {len(order)} rows x {len(data.channels)} channels ({', '.join(data.channels)}) of {args.data} "
           f"as {who} to {settings.redacted()['broker']} at {span}", flush=True)
+    began = time.time()  # (replay shifts the stamps to start at about this time)
     try:
         result = replay(settings, assets, times[order], values[order], list(data.channels), due,
                         original_ts=args.timestamps == "original", batch=args.batch, stop=stop)
@@ -84,6 +87,8 @@ def replay_file(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
     print(f"published {result.rows} readings in {result.seconds:.1f}s"
           + ("" if result.confirmed else " (not all confirmed by the broker)"))
+    if args.timestamps != "original" and result.rows and (note := _left_ahead(times[order][:result.rows], began, who)):
+        print(f"note: {note}", file=sys.stderr)
     if result.refused:
         raise CliError(f"the broker refused {result.refused} message(s) ({result.refusal}): check its access "
                        f"rules for {settings.topic_prefix}/#")
@@ -91,6 +96,18 @@ def replay_file(args: argparse.Namespace) -> int:
         print(f"stopped by SIGTERM after {result.rows} of {len(order)} rows", file=sys.stderr)
         return 143
     return 0 if result.confirmed else EXIT_ERROR
+
+
+def _left_ahead(times, began: float, who: str) -> str | None:
+    """Faster than real time the last stamps are ahead of the clock, and a second replay to the
+    same asset before the clock gets there is refused reading by reading as ``out_of_order`` while
+    it prints "published" (a docs walk): said when over a minute ahead, with the way out."""
+    ahead = float(times[-1] - times[0]) + began - time.time()
+    if ahead <= 60.0:
+        return None
+    return (f"the last readings sent are stamped {span(ahead)} ahead of this machine's clock: serve refuses a "
+            f"replay to {who} again before then as out_of_order (its readings are not after those), until "
+            "it has called the asset silent; replay under another --asset, or with --timestamps original")
 
 
 def _off_rate(times, assets, period: float) -> str | None:

@@ -36,7 +36,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sensorguard.service.logs import counted, first_line
+from sensorguard.service.logs import counted, first_line, span
 from sensorguard.service.nats_connect import ClusterError, connect, no_jetstream
 from sensorguard.service.payload import MAX_ASSET_LEVELS
 
@@ -313,19 +313,6 @@ async def readings_waiting(nc: Any) -> str:
     kept += f", the stream at most {most:,} bytes" if most > 0 else ""
     return (f"the last member stopped: {counted(waiting, 'reading')} wait in stream {READINGS_STREAM}, and "
             f"those arriving wait with them until a member starts ({kept})")
-
-
-def span(seconds: float) -> str:
-    """A stream's age limit in words.
-
-    >>> span(7 * 86400), span(5400), span(90), span(0.5)
-    ('7 days', '1.5 hours', '1.5 minutes', '0.5 s')
-    """
-    for unit, size in (("day", 86400.0), ("hour", 3600.0), ("minute", 60.0)):
-        if seconds >= size:
-            n = seconds / size
-            return f"{n:.3g} {unit}" + ("" if n == 1 else "s")
-    return f"{seconds:.3g} s"
 
 
 async def joined_layout(js: Any, topic_prefix: str, window: int) -> int:

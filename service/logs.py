@@ -196,3 +196,16 @@ def joined_and_left(before: Sequence[str], after: Sequence[str]) -> str:
     said = "; ".join(f"{some(names, quote=True)} {verb}" for names, verb in ((joined, "joined"), (left, "left"))
                      if names)
     return f"{some(after, 8)} ({said})"
+
+
+def span(seconds: float) -> str:
+    """A duration in words (a stream's age limit, how far ahead a replay left its stamps).
+
+    >>> span(7 * 86400), span(5400), span(90), span(0.5)
+    ('7 days', '1.5 hours', '1.5 minutes', '0.5 s')
+    """
+    for unit, size in (("day", 86400.0), ("hour", 3600.0), ("minute", 60.0)):
+        if seconds >= size:
+            n = seconds / size
+            return f"{n:.3g} {unit}" + ("" if n == 1 else "s")
+    return f"{seconds:.3g} s"

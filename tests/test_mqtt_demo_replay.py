@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -67,6 +69,7 @@ def test_replay_with_a_model_sends_exactly_its_channels(tmp_path, mosquitto, tin
     got = wait_for(lambda: len(watch.on("sensors/pump-3/readings")) == 20 and watch.on("sensors/pump-3/readings"),
                    10, "20 readings")
     assert {tuple(sorted(m["values"])) for m in got} == {tuple(sorted(tiny_bundle.channels))}
+    assert "ahead of this machine's clock" not in out.stderr  # (19 s of stamps: none worth saying)
     watch.close()
 
 
@@ -445,6 +448,25 @@ def test_replay_says_when_a_fast_replay_would_run_past_the_daemons_future_limit(
     late = np.r_[np.arange(10_000.0), 10_000.0 + np.arange(100.0)]
     said = _refused_ahead(late, schedule(late, None, 10.0), ["a"] * 10_000 + ["b"] * 100, 3600.0)
     assert said is not None and "b starts" in said
+
+
+def test_a_fast_replay_says_how_far_ahead_it_left_the_assets_stamps(tmp_path, mosquitto):
+    """A docs walk: after a fast replay, a second replay to the same asset was refused reading by
+    reading as out_of_order (its stamps not after the first's, hours ahead of the clock) while it
+    printed "published". The first now says how far ahead it left them, and the way out."""
+    from sensorguard.clients import _left_ahead
+
+    frame = plant_frame(rows=200, channels=3, seed=1, period="1min")
+    frame.to_csv(tmp_path / "h.csv", index=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "sensorguard", "replay", str(tmp_path / "h.csv"), "--broker", mosquitto.url,
+         "--asset", "pump-4", "--rate", "400"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "note: the last readings sent are stamped 3.3" in out.stderr and "hours ahead of this machine" in out.stderr
+    assert "replay to asset pump-4 again before then as out_of_order" in out.stderr
+    now = time.time()
+    assert _left_ahead(np.arange(0.0, 3600.0, 60.0), now, "asset p") is not None
+    assert _left_ahead(np.arange(0.0, 60.0), now, "asset p") is None  # a minute ahead at most: not said
 
 
 def test_a_replay_waits_out_a_broker_outage_and_stops_on_sigterm_during_one(tmp_path, mosquitto):
