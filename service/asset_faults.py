@@ -55,6 +55,7 @@ class AssetFaults:
     restored_channels: dict[str, list[dict]]
     _grid_ts: dict[str, float]
     _judged_ts: dict[str, float]
+    _floors: dict[str, float]
     _stated: dict[str, float]
     _open: OpenFaults
     save_soon: bool
@@ -164,6 +165,9 @@ class AssetFaults:
         self._latest.pop(asset, None)
         self._grid_ts.pop(asset, None)
         self._judged_ts.pop(asset, None)
+        # (only a save to state_dir pruned it, to the assets it holds: without one every asset ever judged
+        # stayed here for the daemon's life)
+        self._floors.pop(asset, None)
         self.metrics.forget_asset(asset)
         if self.recorder is not None:
             if state.status == "alerting" and state.alert_id:  # its readings are filed as a cleared one's are: a

@@ -1,0 +1,43 @@
+"""What a long-running daemon keeps stays bounded: assets that come, are judged and go silent for
+good (machines decommissioned, made-up asset ids) leave nothing behind that grows with their count.
+Each test cycles many distinct assets through the real path (readings in, windows scored, the
+housekeeping's silence) and looks at what is left."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+
+from sensorguard.service.bundle import Bundle
+from sensorguard.service.daemon import Daemon
+from tests.test_daemon import FakeClient, make
+
+
+def cycle(daemon: Daemon, client: FakeClient, assets: int, per_round: int, first: int = 0) -> float:
+    """``assets`` new assets, ``per_round`` at a time: a window of readings each (scored), then a
+    silence of ``stale_after_s`` ends them; the monotonic time the last housekeeping ran at."""
+    now = time.time() - 3600
+    clock = time.monotonic()
+    window = daemon.bundle.config.window
+    for start in range(first, first + assets, per_round):
+        for k in range(start, min(first + assets, start + per_round)):
+            samples = [{"ts": now + i, "values": {"a": 1.0, "b": 2.0, "c": 3.0}} for i in range(window)]
+            daemon.ingest.handle(client, SimpleNamespace(topic=f"sensors/gone-{k}/readings", mid=1, qos=1,
+                                                         payload=json.dumps({"samples": samples}).encode()))
+        while batch := daemon.ingest.next_batch(0)[0]:
+            daemon.score_batch(batch)
+        clock += daemon.settings.stale_after_s + 1
+        daemon.housekeeping(clock)
+        client.published.clear()
+    return clock
+
+
+def test_assets_gone_silent_leave_no_judged_time_behind_without_a_state_dir(tiny_bundle: Bundle):
+    """Each judged window set its asset's last judged time (kept for the state file); only a save
+    to ``state_dir`` pruned it, and without one (the default) every asset ever judged stayed there
+    for the daemon's life: 12,000 assets through, 12,000 entries, against max_assets live ones."""
+    daemon, client = make(tiny_bundle, stale_after_s=60, max_assets=200)
+    cycle(daemon, client, 1_000, 200)
+    assert len(daemon.buffers) == 0 and not daemon.alerts.snapshot()  # all of them silent
+    assert len(daemon.alerts._floors) == 0
