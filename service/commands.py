@@ -64,6 +64,8 @@ class AlarmControls:
         self._past: dict[tuple[str, str], tuple[tuple[float, float], ...]] = {}  # ended holds: (since, end)
         self._sends: dict[str, dict[str, float]] = {}  # asset -> sends carried out (Command.send) -> expires
         self.sends_forgotten = 0  # sends dropped past SENDS_ASSETS before they expired
+        self.alerts_forgotten = 0  # alerts dropped past RECENT_ALERTS before an acknowledgement (one is refused now)
+        self._forgotten_said = 0  # alerts_forgotten as the last line about it said
         self._sends_swept = -float("inf")  # when expired() last forgot the sends past SEND_KEPT_S
         self._limiter = RateLimiter(60.0)
         self.on_change: Callable[[str], None] = lambda asset: None  # an asset's controls or alerts changed
@@ -152,19 +154,38 @@ class AlarmControls:
             if announced and "raised_at" not in entry:
                 entry["raised_at"] = time.time() if now is None else now
             self._newest[asset] = alert_id
-            self._evict()
+            forgotten = self._evict()
         self.on_change(asset)
+        self._forgotten(forgotten - {asset})
 
-    def _evict(self) -> None:
+    def _evict(self) -> set[str]:
         """Forget the oldest alerts past ``RECENT_ALERTS``, those surely cleared first (the caller
-        holds the lock). An asset has one alert up at most, its newest: the older ones are over. So
-        in a flood of flapping alerts one still up on a quiet asset stays acknowledgeable (it was
-        forgotten oldest-first, and the operator's ack then failed as "unknown or too old")."""
+        holds the lock); the assets whose alerts went. An asset has one alert up at most, its newest:
+        the older ones are over. So in a flood of flapping alerts one still up on a quiet asset stays
+        acknowledgeable (it was forgotten oldest-first, and the operator's ack then failed as "unknown
+        or too old")."""
+        assets = set()
         while len(self._alerts) > RECENT_ALERTS:
             over = next((i for i, e in self._alerts.items() if self._newest.get(e.get("asset")) != i), None)
             gone = self._alerts.pop(over if over is not None else next(iter(self._alerts)))
             if over is None:  # an asset's newest went: nothing of it is left here
                 self._newest.pop(gone.get("asset"), None)
+            assets.add(str(gone.get("asset", "")))
+            self.alerts_forgotten += not gone.get("acked")
+        return assets
+
+    def _forgotten(self, assets: set[str]) -> None:
+        """The alerts of ``assets`` that :meth:`_evict` forgot (the lock not held): their change is
+        told (cluster mode rewrites each asset's controls key without them, or deletes it: unwritten,
+        one key per asset that ever alerted stayed in the state bucket, and every takeover read them
+        all back); those forgotten unacknowledged are said at most once a minute."""
+        for asset in sorted(assets):
+            self.on_change(asset)
+        if assets and self.alerts_forgotten > self._forgotten_said and self._limiter.hit("alerts") is not None:
+            self._forgotten_said = self.alerts_forgotten
+            log.warning("alarm controls: more than %d recent alerts, the oldest forgotten: %d of them not "
+                        "acknowledged so far, whose acknowledgement is now refused as unknown or too old",
+                        RECENT_ALERTS, self.alerts_forgotten)
 
     def acked(self, alert_id: str) -> dict | None:
         """The acknowledgement of ``alert_id`` (``{"acked", "false_alarm"}``), if it is known."""
@@ -284,7 +305,8 @@ class AlarmControls:
                 self._bound_sends()
             self._alerts.update(alerts)
             self._newest = newest(self._alerts)
-            self._evict()
+            forgotten = self._evict()
+        self._forgotten(forgotten)  # (this asset's too: the key read holds what was forgotten)
         if save:
             self.save()
 

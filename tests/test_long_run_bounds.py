@@ -41,3 +41,35 @@ def test_assets_gone_silent_leave_no_judged_time_behind_without_a_state_dir(tiny
     cycle(daemon, client, 1_000, 200)
     assert len(daemon.buffers) == 0 and not daemon.alerts.snapshot()  # all of them silent
     assert len(daemon.alerts._floors) == 0
+
+
+def test_the_state_bucket_forgets_the_controls_key_of_an_alert_the_controls_forgot(monkeypatch, caplog):
+    """Cluster mode writes each asset's acknowledgeable alerts to its controls key at every raise.
+    The controls forget the oldest past ``RECENT_ALERTS``, but the key of an asset whose alerts
+    were forgotten so was never written again: one key per asset that ever alerted stayed in the
+    bucket for the cluster's life (machines retired, made-up ids), and every takeover read them
+    all back in (their stale alerts pushing the worker's own out). The key now follows the
+    forgetting: rewritten without the alert, deleted once nothing of the asset is left; and the
+    alerts forgotten before an acknowledgement (one is refused now) are counted and said."""
+    import asyncio
+
+    from sensorguard.service import commands
+    from sensorguard.service.commands import AlarmControls
+    from sensorguard.service.statesync import StateSync
+    from tests.test_cluster import FlakyBucket
+
+    monkeypatch.setattr(commands, "RECENT_ALERTS", 50)
+    controls = AlarmControls()
+    sync = StateSync(controls, lambda asset: True)
+    bucket = FlakyBucket(fails=0)
+    sync.open(bucket)
+    controls.on_change = sync.mark  # (ClusterSource.controls_changed, without the event loop's hop)
+    for k in range(2_000):
+        controls.raised(f"gone-{k}@1", f"gone-{k}")
+        if k % 100 == 99:
+            asyncio.run(sync.flush())
+    asyncio.run(sync.flush())
+    assert len(controls.assets()) == 50
+    assert len(bucket.kept) == 50
+    assert controls.alerts_forgotten == 1_950
+    assert "1 of them not acknowledged so far" in caplog.text  # (once a minute: the first)
