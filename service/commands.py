@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from prometheus_client import Counter
+
 from sensorguard.service.command_messages import Command
 from sensorguard.service.controls_file import SEND_KEPT_S, SENDS_KEPT, audit_files, newest, read_sends, usable_alerts
 from sensorguard.service.durable import write_durably
@@ -52,10 +54,11 @@ class AlarmControls:
     the command thread and the scoring worker (:meth:`suppressed`) under one lock."""
 
     def __init__(self, state_dir: str | None = None, max_controls: int = MAX_CONTROLS,
-                 writes: StateWrites | None = None) -> None:
+                 writes: StateWrites | None = None, forgotten: Counter | None = None) -> None:
         self.state_dir = state_dir
         self.max_controls = max_controls
         self.writes = writes or StateWrites(directory=state_dir)  # failed writes (the daemon's: counted)
+        self.forgotten = forgotten  # alerts_forgotten_total (the daemon's; None: counted here only)
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()  # one writer at a time, newest snapshot last
         self._controls: dict[tuple[str, str], Control] = {}  # (asset, kind) -> control
@@ -171,7 +174,10 @@ class AlarmControls:
             if over is None:  # an asset's newest went: nothing of it is left here
                 self._newest.pop(gone.get("asset"), None)
             assets.add(str(gone.get("asset", "")))
-            self.alerts_forgotten += not gone.get("acked")
+            if not gone.get("acked"):
+                self.alerts_forgotten += 1
+                if self.forgotten is not None:
+                    self.forgotten.inc()
         return assets
 
     def _forgotten(self, assets: set[str]) -> None:

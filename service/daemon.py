@@ -137,7 +137,8 @@ class Daemon(ScoringWorker, DaemonCallbacks):
         # Cluster mode keeps each asset's controls in the state bucket, where its next owner finds
         # them; a local copy would come back stale after the asset moved away and back.
         controls_dir = None if settings.cluster else settings.state_dir
-        self.controls = AlarmControls(controls_dir, writes=StateWrites(self.metrics.state_write_failures, controls_dir))
+        self.controls = AlarmControls(controls_dir, writes=StateWrites(self.metrics.state_write_failures, controls_dir),
+                                      forgotten=self.metrics.alerts_forgotten)
         # one read of the extras (a file restore_states sets aside reads as none; what a bad entry held is
         # left out below, with the entry). The assets silent at the save, of this instance's partitions, are
         # awaited as such, not restored as live ones, and nothing else of their entries is taken. Cluster

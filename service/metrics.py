@@ -132,6 +132,9 @@ class Metrics:
                                     "Alerts acknowledged (the first answer to each), by whether as a false alarm.",
                                     ("false_alarm",))
         self.assets_held = gauge("assets_held", "Assets in maintenance or shelved now.", ("reason",))
+        self.alerts_forgotten = counter(
+            "alerts_forgotten_total", "Alerts forgotten before their acknowledgement, the oldest past the 10,000 "
+            "recent alerts kept: an acknowledgement of one is refused as unknown or too old; logged.")
         self.control_changes_dropped = counter(
             "control_changes_dropped_total", "Accepted commands whose follow-up (announcing an alert held back, "
             "republishing the state) was dropped because its queue was full; the asset's next window catches up.")

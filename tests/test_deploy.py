@@ -39,6 +39,7 @@ COUNTERS = {
     "alerts_acknowledged_total", "shadow_alerts_total", "worker_restarts_total", "partition_changes_total",
     "windows_dropped_total", "window_restarts_total", "publishes_dropped_total", "control_changes_dropped_total",
     "publishes_refused_total", "alert_windows_total", "state_write_failures_total", "publishes_forgotten_total",
+    "alerts_forgotten_total",
 }
 GAUGES = {
     "anomaly_score", "anomaly_active", "model_threshold", "model_info", "mqtt_connected", "assets",

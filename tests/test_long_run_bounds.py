@@ -73,3 +73,21 @@ def test_the_state_bucket_forgets_the_controls_key_of_an_alert_the_controls_forg
     assert len(bucket.kept) == 50
     assert controls.alerts_forgotten == 1_950
     assert "1 of them not acknowledged so far" in caplog.text  # (once a minute: the first)
+
+
+def test_alerts_forgotten_before_their_acknowledgement_are_counted_in_the_metrics(tiny_bundle: Bundle, monkeypatch):
+    """Past the recent alerts kept, the oldest go; an operator's acknowledgement of one is then
+    refused as "unknown or too old". Those forgotten unacknowledged count in
+    ``alerts_forgotten_total`` (an acknowledged one is answered already: not counted)."""
+    from sensorguard.service import commands
+    from sensorguard.service.command_messages import parse_command
+    from tests.test_daemon import value
+
+    monkeypatch.setattr(commands, "RECENT_ALERTS", 5)
+    daemon, _ = make(tiny_bundle)
+    assert value(daemon, "sensorguard_alerts_forgotten_total") == 0
+    daemon.controls.raised("gone-0@1", "gone-0", 1.0)
+    assert daemon.controls.apply(parse_command("ack", b'{"alert_id": "gone-0@1"}', 2.0), 2.0)[0]
+    for k in range(1, 9):
+        daemon.controls.raised(f"gone-{k}@1", f"gone-{k}", 2.0 + k)
+    assert value(daemon, "sensorguard_alerts_forgotten_total") == 3  # gone-1 to gone-3 (gone-0 was answered)

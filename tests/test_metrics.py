@@ -78,7 +78,7 @@ def test_exactly_the_contract_families(registry: CollectorRegistry) -> None:
                                                     "partition_changes", "windows_dropped", "window_restarts",
                                                     "publishes_dropped", "control_changes_dropped",
                                                     "publishes_refused", "publishes_forgotten", "alert_windows",
-                                                    "state_write_failures")}
+                                                    "state_write_failures", "alerts_forgotten")}
         | {("sensorguard_" + n, "gauge") for n in (*gauges, "buffered_windows", "sensor_faults_open",
                                                   "sensor_faults_held", "partition_info", "assets_silent",
                                                   "assets_held", "model_promise_alerts_per_day", "shadow_info",
