@@ -219,7 +219,7 @@ class ClusterSource(OwnedPartitions):
                     await pause(stopping, CONNECT_RETRY_S)
                     if self._stop.is_set():
                         return
-            self.sync.open(self._states)
+            self.sync.open(self._states, self._js)
             for subject in stray_subjects(self.settings.topic_prefix):  # one worker of all gets each
                 await nc.subscribe(subject, queue=STRAYS_QUEUE, cb=self._stray)
             writer = asyncio.create_task(self.sync.run(stopping), name="state-writer")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from sensorguard.service.cluster import controls_key, state_key
+from sensorguard.service.cluster import STATE_BUCKET, controls_key, state_key
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.logs import counted
 
@@ -48,15 +48,29 @@ class StateSync:
         self.controls_dirty: set[str] = set()  # assets whose controls to write
         self.leaving: set[str] = set()  # assets being handed over: their states are no longer passed on
         self._bucket: Any = None
+        self._js: Any = None  # (open)
         self._lock: asyncio.Lock | None = None
         self._controls_lock: asyncio.Lock | None = None  # (a flush's controls part; a command's write waits for it)
         self._handed: dict[str, float] = {}  # asset -> when a clean hand-over began writing its controls (monotonic)
         self._handing: dict[str, asyncio.Event] = {}  # assets a hand-over is writing now -> set when it is done
 
-    def open(self, bucket: Any) -> None:
+    def open(self, bucket: Any, js: Any = None) -> None:
+        """Write to ``bucket``; ``js``: the JetStream manager its keys are removed through (None: a
+        KV delete, whose marker stays)."""
         self._bucket = bucket
+        self._js = js
         self._lock = asyncio.Lock()
         self._controls_lock = asyncio.Lock()
+
+    async def _remove(self, key: str) -> None:
+        """Remove ``key`` from the state bucket, leaving nothing behind: a KV delete leaves a marker
+        that the bucket (no TTL) keeps for good, one for every asset whose state or controls ever
+        ended, listed and read again by every takeover (``stream_subjects``, ``_adopt_controls``).
+        Purging the key's subject removes it whole; readers take both for a key not there."""
+        if self._js is None:
+            await self._bucket.delete(key)
+        else:
+            await self._js.purge_stream(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{key}")
 
     def queue(self, states: dict[str, bytes | None]) -> None:
         """States to write (loop thread: schedule it with ``call_soon_threadsafe``)."""
@@ -101,7 +115,7 @@ class StateSync:
         """Put (None: delete) ``asset``'s state in the state bucket; whether it was written."""
         try:
             if data is None:
-                await self._bucket.delete(state_key(asset))
+                await self._remove(state_key(asset))
             else:
                 await self._bucket.put(state_key(asset), data)
         except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
@@ -183,7 +197,7 @@ class StateSync:
         doc = self.controls.export(asset)
         try:
             if doc is None:
-                await self._bucket.delete(controls_key(asset))
+                await self._remove(controls_key(asset))
             else:
                 await self._bucket.put(controls_key(asset), json.dumps(doc, separators=(",", ":")).encode())
         except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader

@@ -91,3 +91,52 @@ def test_alerts_forgotten_before_their_acknowledgement_are_counted_in_the_metric
     for k in range(1, 9):
         daemon.controls.raised(f"gone-{k}@1", f"gone-{k}", 2.0 + k)
     assert value(daemon, "sensorguard_alerts_forgotten_total") == 3  # gone-1 to gone-3 (gone-0 was answered)
+
+
+def test_a_state_or_controls_key_that_ended_leaves_nothing_in_the_state_bucket(tmp_path, monkeypatch):
+    """An asset's state key is deleted when its state ends with nothing to keep (silent without a
+    baseline, or forgotten past the silent cap), its controls key when nothing of it is left (its
+    alerts forgotten past the recent ones kept). A KV delete leaves a marker, and the state bucket
+    (no TTL) kept every one for good: a subject per asset that ever ended, which every takeover
+    lists, and reads back for a controls key. The key is now purged whole."""
+    import asyncio
+
+    from sensorguard.service import cluster, commands
+    from sensorguard.service.cluster import Layout, stream_subjects
+    from sensorguard.service.commands import AlarmControls
+    from sensorguard.service.statesync import StateSync
+    from tests.nats import NatsCluster
+
+    monkeypatch.setattr(commands, "RECENT_ALERTS", 50)
+    node = NatsCluster(tmp_path, 1).start()
+    try:
+        cluster.run_init(Layout(partitions=8, servers=node.urls))
+
+        async def run() -> tuple[dict[str, int], dict[str, int]]:
+            nc = await cluster.connect(node.urls)
+            try:
+                js = nc.jetstream()
+                controls = AlarmControls()
+                sync = StateSync(controls, lambda asset: True)
+                sync.open(await js.key_value(cluster.STATE_BUCKET), js)
+                controls.on_change = sync.mark
+                assets = [f"gone-{k}" for k in range(200)]
+                sync.queue(dict.fromkeys(assets, b'{"alert":{}}'))
+                for asset in assets[:50]:
+                    controls.raised(f"{asset}@1", asset)
+                await sync.flush()
+                listing = f"$KV.{cluster.STATE_BUCKET}.>"
+                written = await stream_subjects(nc, f"KV_{cluster.STATE_BUCKET}", listing)
+                sync.queue(dict.fromkeys(assets))  # their states ended
+                for k in range(50):  # the alerts of 50 others: the first 50 assets' are forgotten
+                    controls.raised(f"new-{k}@1", f"new-{k}")
+                await sync.flush()
+                return written, await stream_subjects(nc, f"KV_{cluster.STATE_BUCKET}", listing)
+            finally:
+                await nc.close()
+
+        written, left = asyncio.run(run())
+    finally:
+        node.stop()
+    assert len(written) == 250
+    assert set(left) == {f"$KV.{cluster.STATE_BUCKET}.{cluster.controls_key(f'new-{k}')}" for k in range(50)}
