@@ -353,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, choices=(1, 3, 5), default=1,
                    help="copies of each stream and bucket (default 1; 3 on a cluster of 3 or more servers)")
     p.add_argument("--keep", type=positive_int, default=1024,
-                   help="readings kept per asset to rebuild windows (default 1024; at least the model's window)")
+                   help="readings kept per asset to rebuild windows (default 1024; at least the model's window), "
+                   "for twice --max-age (at least a day more)")
     p.add_argument("--topic-prefix", default="sensors", help="MQTT prefix of the readings (default sensors)")
     p.add_argument("--max-age", type=duration, default=7 * 86400.0,
                    help="unscored readings are kept at most this long (default 7d)")

@@ -18,8 +18,9 @@ two buckets:
   owner of its partition acknowledged it, so the stream holds what is not scored yet (the backlog
   of an outage), capped by ``readings_max_age_s`` (7 days) and ``readings_max_bytes``.
 - ``SENSORGUARD_WINDOWS`` sources the same readings into ``sensorguard.window.<partition>.<asset>``
-  keeping the last ``keep`` readings of each asset (``max_msgs_per_subject``): a worker that takes
-  a partition over rebuilds its assets' windows and last timestamps from it before scoring.
+  keeping the last ``keep`` readings of each asset (``max_msgs_per_subject``), for at most
+  ``Layout.windows_max_age_s``: a worker that takes a partition over rebuilds its assets' windows
+  and last timestamps from it before scoring.
 - Key-value bucket ``sensorguard_owners``: one key per partition, the lease of the worker that owns
   it (entries expire ``LEASE_S`` after their last renewal). ``sensorguard_state``: the per-asset
   state that moves with an asset (alert, drift, maintenance, shelving).
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 MAX_AGE_LIMIT_S = 100 * 365 * 86400.0  # NATS keeps an age in int64 nanoseconds: about 292 years at most
 SHORT_AGE_S = 60.0  # unscored readings kept less than this expire before a restarted worker takes them
+WINDOWS_SPAN_S = 86400.0  # the window stream keeps readings at least this long past the readings stream's age
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,17 @@ class Layout:
             return None
         return (f"--max-age {self.readings_max_age_s:g} s: readings waiting for a worker expire unscored before one "
                 f"takes them (a takeover takes 3-10 s, a restart longer); the default keeps them 7 days")
+
+    @property
+    def windows_max_age_s(self) -> float:
+        """How long the window stream keeps a reading: twice the readings stream's age, and at least a
+        day more. A takeover primes an asset from the readings before its first one still waiting to be
+        scored (at most ``readings_max_age_s`` old), a window's span earlier; an asset silent longer
+        is not primed at all (its state, silence and baseline, is taken over from the state bucket).
+        Kept for good, the last ``keep`` readings of every asset id ever published (machines retired,
+        a gateway's made-up ids: refused by the workers, stored all the same) grew the stream without
+        bound, and every takeover listed them all."""
+        return min(MAX_AGE_LIMIT_S, self.readings_max_age_s + max(self.readings_max_age_s, WINDOWS_SPAN_S))
 
     @property
     def prefix_subject(self) -> str:
@@ -201,7 +214,7 @@ def stream_configs(layout: Layout) -> list[Any]:
                      max_age=layout.readings_max_age_s, max_bytes=layout.readings_max_bytes,
                      description="sensorguard: readings not yet scored, by partition", metadata=meta, **common),
         StreamConfig(name=WINDOWS_STREAM, sources=source(WINDOWS_ROOT), max_msgs_per_subject=layout.keep,
-                     retention=RetentionPolicy.LIMITS,
+                     max_age=layout.windows_max_age_s, retention=RetentionPolicy.LIMITS,
                      description="sensorguard: the last readings of every asset, to rebuild windows",
                      metadata=meta, **common),
     ]

@@ -125,6 +125,7 @@ class Takeover:
                         "previous owner stopped (more readings arrived since than cluster init --keep): their "
                         "windows start empty", k, _assets(len(short)))
         assets = [asset_of(subject)[1] for subject in subjects]
+        assets += await self._bucket_only(k, partitions, set(assets))
         newest = {asset_of(subject)[1]: max(ts for ts, _ in samples) for subject, samples in kept.items() if samples}
         anchors, walked = await self._adopt(assets, newest)
         with self.ingest.cond:  # not primed: their next reading is newer than the saved values (a restart's case)
@@ -172,6 +173,20 @@ class Takeover:
                         "what an asset sends during a takeover (cluster init --keep)", k, _assets(len(partial)), fewest,
                         window, keep)
         return assets, primed
+
+    async def _bucket_only(self, k: int, partitions: int, listed: set[str]) -> list[str]:
+        """Partition ``k``'s assets whose state the state bucket holds but not ``listed`` (the window
+        stream's): silent longer than it keeps readings (``Layout.windows_max_age_s``). Their state is
+        taken over all the same: a silence awaited (their return tells ``sensor_ok``), a drift
+        baseline; left behind, their keys stayed in the bucket for good, owned by no worker."""
+        if not partitions:
+            return []
+        prefix = f"$KV.{STATE_BUCKET}."
+        found = await stream_subjects(self._nc, f"KV_{STATE_BUCKET}", prefix + ">")
+        keys = [subject[len(prefix):] for subject in found]
+        return sorted(asset for key in keys if not key.startswith(CONTROLS_KEYS[:-1])
+                      and (asset := key_asset(key)) not in listed and valid_asset(asset)
+                      and partition_of(asset, partitions) == k)
 
     async def _gone_quiet(self, subjects: dict[str, int], cuts: dict[str, float]) -> set[str]:
         """The subjects of assets silent for ``stale_after`` already: none of their readings waits

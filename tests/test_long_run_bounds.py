@@ -140,3 +140,74 @@ def test_a_state_or_controls_key_that_ended_leaves_nothing_in_the_state_bucket(t
         node.stop()
     assert len(written) == 250
     assert set(left) == {f"$KV.{cluster.STATE_BUCKET}.{cluster.controls_key(f'new-{k}')}" for k in range(50)}
+
+
+def test_the_window_stream_keeps_readings_for_a_bounded_time():
+    """The window stream kept the last ``--keep`` readings of every asset id ever published for good
+    (no age, no byte cap): 5,000 made-up ids sent once held 5,000 subjects and 6.7 MB, up to 1,024
+    readings each, refused by the workers and stored all the same, and every takeover listed them.
+    It keeps them twice the readings stream's age (at least a day more): a takeover primes from the
+    readings before the first one waiting to be scored, at most that age, a window earlier."""
+    from sensorguard.service import cluster
+    from sensorguard.service.cluster import Layout
+
+    def windows(layout: Layout):
+        return next(c for c in cluster.stream_configs(layout) if c.name == cluster.WINDOWS_STREAM)
+
+    assert windows(Layout()).max_age == 14 * 86400.0
+    assert windows(Layout(readings_max_age_s=600.0)).max_age == 600.0 + 86400.0
+    assert windows(Layout(readings_max_age_s=cluster.MAX_AGE_LIMIT_S)).max_age == cluster.MAX_AGE_LIMIT_S
+
+
+def test_a_takeover_adopts_a_silent_asset_the_window_stream_no_longer_holds(tmp_path, monkeypatch):
+    """An asset silent longer than the window stream keeps readings has its state (a silence
+    awaited, a drift baseline) in the state bucket only: a takeover listed assets from the window
+    stream alone, so it was never adopted (its return told no ``sensor_ok``, its baseline lost) and
+    its key stayed in the bucket, owned by no worker. It is adopted from the bucket's listing."""
+    import asyncio
+
+    from sensorguard.service import cluster, takeover
+    from sensorguard.service.alerts import AlertState
+    from sensorguard.service.state_entry import encode_asset
+    from tests.nats import NatsCluster
+    from tests.test_cluster import initialised, rebuilt, ten_readings
+
+    class Adopting:  # the alert application's part a takeover calls
+        recorder = None
+
+        def __init__(self) -> None:
+            self.adopted: dict[str, tuple] = {}
+
+        def adopt(self, asset: str, *state: object) -> None:
+            self.adopted[asset] = state
+
+    kept, t0 = "pump-7", 1_767_225_600.0
+    node = NatsCluster(tmp_path, 1).start()
+    try:
+        _, k = initialised(node.urls, kept)
+        others = [a for a in (f"retired-{n}" for n in range(40)) if cluster.partition_of(a, 8) == k]
+        elsewhere = next(a for a in (f"retired-{n}" for n in range(40)) if cluster.partition_of(a, 8) != k)
+        alerts = Adopting()
+        real = takeover.Takeover
+        monkeypatch.setattr(takeover, "Takeover", lambda nc, states, settings, ingest, _, controls: real(
+            nc, states, settings, ingest, alerts, controls))
+
+        async def run() -> list[str]:
+            nc = await cluster.connect(node.urls)
+            try:
+                js = nc.jetstream()
+                await ten_readings(nc, kept, t0, k)
+                states = await js.key_value(cluster.STATE_BUCKET)
+                for asset in [*others, kept, elsewhere]:  # silent: readings aged out of the window stream (others)
+                    await states.put(cluster.state_key(asset), encode_asset(AlertState(), None, silence=(t0, 0.5)))
+                _, _, assets = await rebuilt(nc, k, 30.0)
+                return assets
+            finally:
+                await nc.close()
+
+        assets = asyncio.run(run())
+    finally:
+        node.stop()
+    assert others and sorted(assets) == sorted([kept, *others])
+    assert set(alerts.adopted) == {kept, *others}
+    assert all(alerts.adopted[asset][-1] == (t0, 0.5) for asset in others)  # awaited as silent
