@@ -72,6 +72,7 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.connection import Connection
 from sensorguard.service.daemon_callbacks import DaemonCallbacks
+from sensorguard.service.durable import remove_leftovers
 from sensorguard.service.hotswap import ModelHolder
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.instances import serves_asset
@@ -85,7 +86,7 @@ from sensorguard.service.scoring_worker import ScoringWorker
 from sensorguard.service.sensors import resumed_faults
 from sensorguard.service.startup_log import announce
 from sensorguard.service.state import SAVE_INTERVAL_S, restore_states, saved_extras
-from sensorguard.service.state_writes import StateWrites
+from sensorguard.service.state_writes import ASSETS, CONTROLS, StateWrites
 from sensorguard.service.windows import Buffers
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,8 @@ class Daemon(ScoringWorker, DaemonCallbacks):
         # Cluster mode keeps each asset's controls in the state bucket, where its next owner finds
         # them; a local copy would come back stale after the asset moved away and back.
         controls_dir = None if settings.cluster else settings.state_dir
+        if settings.state_dir:  # (before anything in it is read or written)
+            remove_leftovers(settings.state_dir, (ASSETS, CONTROLS))
         self.controls = AlarmControls(controls_dir, writes=StateWrites(self.metrics.state_write_failures, controls_dir),
                                       forgotten=self.metrics.alerts_forgotten)
         # one read of the extras (a file restore_states sets aside reads as none; what a bad entry held is

@@ -8,6 +8,7 @@ model code to do it.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,20 @@ def write_durably(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_leftovers(directory: str | os.PathLike, names: tuple[str, ...]) -> int:
+    """Remove the temporary files :func:`write_durably` left beside ``names`` in ``directory`` (a
+    process killed between writing one and its rename: ``kill -9``, the OOM killer, a power cut in the
+    fsync); how many. Only for a folder no other process writes (``serve`` holds its lock): kept, each
+    such crash left one more, as large as the file, for good."""
+    made = re.compile("|".join(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}" for name in names))
+    gone = 0
+    for path in Path(directory).iterdir() if Path(directory).is_dir() else ():
+        if made.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            gone += 1
+    return gone
 
 
 def fsync_path(path: Path) -> None:

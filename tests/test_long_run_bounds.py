@@ -211,3 +211,20 @@ def test_a_takeover_adopts_a_silent_asset_the_window_stream_no_longer_holds(tmp_
     assert others and sorted(assets) == sorted([kept, *others])
     assert set(alerts.adopted) == {kept, *others}
     assert all(alerts.adopted[asset][-1] == (t0, 0.5) for asset in others)  # awaited as silent
+
+
+def test_a_start_removes_the_temporary_files_a_killed_save_left_in_the_state_dir(tiny_bundle: Bundle, tmp_path):
+    """``assets.json`` and ``controls.json`` are written through a temporary file beside them
+    (``.assets.json.<8 random>``: written, fsynced, renamed). A process killed in between (``kill
+    -9``, the OOM killer, a power cut during the fsync of a file of 10,000 silent assets' baselines)
+    left it there, and nothing removed it: one more at each such crash, as large as the file. The
+    folder is this process's (``serve`` holds its lock): a start removes them, and nothing else."""
+    state = tmp_path / "state"
+    state.mkdir()
+    left = [state / ".assets.json.k3_9xq2a", state / ".controls.json.0abcdefg"]
+    kept = [state / ".assets.json.bad.incoming", state / "assets.json.bad", state / ".assets.json.toolong123"]
+    for path in [*left, *kept]:
+        path.write_text("{}")
+    make(tiny_bundle, state_dir=str(state))
+    assert not any(path.exists() for path in left)
+    assert all(path.exists() for path in kept)
