@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -41,6 +43,9 @@ disable_created_metrics()
 WINDOW_DROP_REASONS = ("scoring_failed", "partition_lost")  # windows_dropped_total{reason}
 
 OTHER = "_other"
+# an asset that alerted, silent this long, gives its label slot and its alerts_total series up (the rules
+# look a day back with increase(): its last alert is seen by them all first)
+RETIRED_LABEL_S = 2 * 86400.0
 # time to acknowledge (from 10 s: acks within a minute read as a 30 s median and a 54 s p90 from a first
 # bucket of 60 s, whatever they were; a walk)
 ACK_BUCKETS = (10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)
@@ -53,12 +58,15 @@ class Metrics:
     """The daemon's metrics. Attributes are the prometheus_client objects; helpers cover the
     labelled ones so callers never pick label values (and so never bypass the asset cap)."""
 
-    def __init__(self, registry: CollectorRegistry, max_assets: int = 1000) -> None:
+    def __init__(self, registry: CollectorRegistry, max_assets: int = 1000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if max_assets < 1:
             raise ValueError(f"max_assets must be >= 1, got {max_assets}")
         self.max_assets = max_assets
+        self._clock = clock
         self._labelled: set[str] = set()
         self._alerted: set[str] = set()  # labelled assets with an alerts_total series: their slot stays
+        self._retired: dict[str, float] = {}  # of those, forgotten (silent) ones -> since when, oldest first
         self._lock = threading.Lock()  # asset_label may be called from the loop and the HTTP thread
         self._model: tuple[str, str] | None = None
         p = "sensorguard_"
@@ -228,8 +236,13 @@ class Metrics:
     def asset_label(self, asset: str) -> str:
         """The asset itself for the first ``max_assets`` distinct assets, ``_other`` beyond."""
         if asset in self._labelled:
+            if self._retired and asset in self._retired:  # back: its slot is its own again
+                with self._lock:
+                    self._retired.pop(asset, None)
             return asset
         with self._lock:
+            if len(self._labelled) >= self.max_assets and self._retired:
+                self._free_retired()
             if len(self._labelled) < self.max_assets and asset != OTHER:
                 self._labelled.add(asset)
                 self.alerts.labels(asset)  # at 0 (see __init__)
@@ -237,6 +250,21 @@ class Metrics:
                     self.shadow_alerts.labels(asset)
                 return asset
         return OTHER
+
+    def _free_retired(self) -> None:
+        """Free the slot of the asset retired longest, if ``RETIRED_LABEL_S`` ago (the lock held): its
+        counters go. Kept for good, assets retired after an alert filled every slot over months, and
+        every new asset shared ``_other``, whose ``anomaly_active`` the last window's asset sets: one's
+        alert hidden by another's normal window."""
+        asset, since = next(iter(self._retired.items()))
+        if self._clock() - since < RETIRED_LABEL_S:
+            return
+        del self._retired[asset]
+        self._labelled.discard(asset)
+        self._alerted.discard(asset)
+        for metric in (self.alerts, self.shadow_alerts):
+            with contextlib.suppress(KeyError):
+                metric.remove(asset)
 
     def set_score(self, asset: str, score: float, active: bool) -> None:
         """Publish an asset's latest score and whether its alert is up."""
@@ -269,8 +297,9 @@ class Metrics:
 
         ``alerts_total`` is a counter: the series of an asset that ever alerted stays (a vanishing
         counter hides an alert raised just before the asset went silent from ``increase()``), and
-        so does its slot, which keeps the label count bounded by ``max_assets``; an asset that
-        never alerted loses its series at 0 with its slot.
+        so does its slot, which keeps the label count bounded by ``max_assets``, for
+        ``RETIRED_LABEL_S`` (or until it is back); an asset that never alerted loses its series at 0
+        with its slot.
         """
         with self._lock:
             if asset not in self._labelled:
@@ -278,7 +307,9 @@ class Metrics:
             if asset not in self._alerted:
                 self._labelled.discard(asset)
                 gone = (self.anomaly_score, self.anomaly_active, self.alerts, self.shadow_alerts)  # (theirs at 0)
-            else:
+            else:  # (its slot given up RETIRED_LABEL_S later, when one is needed: _free_retired)
+                self._retired.pop(asset, None)
+                self._retired[asset] = self._clock()
                 gone = (self.anomaly_score, self.anomaly_active)
         for metric in gone:
             with contextlib.suppress(KeyError):

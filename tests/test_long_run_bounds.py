@@ -228,3 +228,34 @@ def test_a_start_removes_the_temporary_files_a_killed_save_left_in_the_state_dir
     make(tiny_bundle, state_dir=str(state))
     assert not any(path.exists() for path in left)
     assert all(path.exists() for path in kept)
+
+
+def test_an_asset_gone_silent_for_good_gives_its_alerted_label_slot_back_in_time():
+    """Per-asset series are capped at ``max_assets`` labels; an asset that ever alerted kept its
+    slot (its ``alerts_total`` must not vanish while ``increase()`` still looks at it) for the
+    daemon's life. Over months, machines retired after an alert filled every slot, and every new
+    asset shared ``_other``: one ``anomaly_active`` for them all, the last window's writer wins, so
+    an alert of one was hidden by the next normal window of another (no page). The slot and the
+    series go once the asset has been silent ``RETIRED_LABEL_S`` (past the rules' 1-day range)."""
+    from prometheus_client import CollectorRegistry
+
+    from sensorguard.service import metrics as metrics_module
+    from sensorguard.service.metrics import OTHER, Metrics
+
+    now = [0.0]
+    registry = CollectorRegistry()
+    m = Metrics(registry, max_assets=2, clock=lambda: now[0])
+    for asset in ("old-1", "old-2"):
+        m.set_score(asset, 2.0, True)
+        m.alert_raised(asset)
+        m.forget_asset(asset)  # silent: retired
+    assert m.asset_label("new") == OTHER  # their series are kept a while yet
+    assert registry.get_sample_value("sensorguard_alerts_total", {"asset": "old-1"}) == 1
+    now[0] += metrics_module.RETIRED_LABEL_S + 1
+    assert m.asset_label("new") == "new"
+    assert registry.get_sample_value("sensorguard_alerts_total", {"asset": "old-1"}) is None
+    assert registry.get_sample_value("sensorguard_alerts_total", {"asset": "old-2"}) == 1  # (one slot needed)
+    m.asset_label("old-2")  # back before its slot was needed: it keeps it, and its series
+    now[0] += metrics_module.RETIRED_LABEL_S + 1
+    assert m.asset_label("newer") == OTHER
+    assert registry.get_sample_value("sensorguard_alerts_total", {"asset": "old-2"}) == 1
