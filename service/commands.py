@@ -36,6 +36,7 @@ MAX_CONTROLS = 10_000  # assets under maintenance or shelved at once; beyond, a 
 RECENT_ALERTS = 10_000  # alert ids that can still be acknowledged (oldest cleared forgotten first)
 PAST_PER_HOLD = 4  # ended holds kept per asset and kind, to judge readings processed late by their time
 SENDS_ASSETS = 1_000  # assets whose sends are kept (a day past their expiry); the oldest go first
+ALERTS_EXPORTED = 1_000  # an asset's newest alerts passed on to its next owner (a NATS message holds 1 MB)
 
 
 @dataclass(frozen=True)
@@ -277,10 +278,17 @@ class AlarmControls:
         return True, f"{c.asset}: {'shelved' if kind == 'shelved' else 'in maintenance'} {until}"
 
     def export(self, asset: str) -> dict | None:
-        """Cluster mode: ``asset``'s controls and recent alerts, for its next owner (None: nothing)."""
+        """Cluster mode: ``asset``'s controls and recent alerts, for its next owner (None: nothing); its
+        newest ``ALERTS_EXPORTED`` alerts (its one alert up among them): a flapping asset's every alert
+        kept here (up to 10,000: 1.3 MB) was over NATS's message limit, and its key never written."""
         with self._lock:
             controls = [asdict(c) for (a, _), c in self._controls.items() if a == asset]
             alerts = {i: dict(e) for i, e in self._alerts.items() if e.get("asset") == asset}
+            if len(alerts) > ALERTS_EXPORTED:
+                kept = list(alerts)[-ALERTS_EXPORTED:]
+                if (newest := self._newest.get(asset)) in alerts and newest not in kept:
+                    kept = [*kept[1:], newest]  # (last: the next owner takes the last one as the newest)
+                alerts = {i: alerts[i] for i in kept}
             past = [[kind, *span] for (a, kind), spans in self._past.items() if a == asset for span in spans]
             sends = dict(self._sends.get(asset, {}))
         doc = {"controls": controls, "alerts": alerts, "past": past, **({"sends": sends} if sends else {})}

@@ -259,3 +259,53 @@ def test_an_asset_gone_silent_for_good_gives_its_alerted_label_slot_back_in_time
     now[0] += metrics_module.RETIRED_LABEL_S + 1
     assert m.asset_label("newer") == OTHER
     assert registry.get_sample_value("sensorguard_alerts_total", {"asset": "old-2"}) == 1
+
+
+def test_a_flapping_assets_controls_key_stays_within_a_nats_message(tmp_path):
+    """An asset's controls key held every alert of it the controls keep (up to all 10,000 of
+    them, one asset flapping for weeks): 1.3 MB of JSON, over NATS's 1 MB message limit, so its
+    write failed at every flush (a debug line, tried again every half second, serialized again each
+    time), a command to it was answered "NOT SAVED" and its next owner took over its old controls.
+    The key holds its newest ``ALERTS_EXPORTED`` alerts (its one alert up among them)."""
+    import asyncio
+    import json
+
+    from nats.js.errors import KeyNotFoundError
+
+    from sensorguard.service import cluster
+    from sensorguard.service.cluster import Layout
+    from sensorguard.service.commands import ALERTS_EXPORTED, AlarmControls
+    from sensorguard.service.statesync import StateSync
+    from tests.nats import NatsCluster
+
+    asset, t0 = "site-a/line-3/pump-17", 1_767_225_600.0
+    node = NatsCluster(tmp_path, 1).start()
+    try:
+        cluster.run_init(Layout(partitions=8, servers=node.urls))
+
+        async def run() -> tuple[dict | None, set[str]]:
+            nc = await cluster.connect(node.urls)
+            try:
+                js = nc.jetstream()
+                bucket = await js.key_value(cluster.STATE_BUCKET)
+                controls = AlarmControls()
+                sync = StateSync(controls, lambda a: True)
+                sync.open(bucket, js)
+                for k in range(10_000):
+                    controls.raised(f"{asset}@{int((t0 + 600 * k) * 1000)}", asset, t0 + 600 * k)
+                sync.mark(asset)
+                await sync.flush()
+                try:
+                    entry = await bucket.get(cluster.controls_key(asset))
+                except KeyNotFoundError:
+                    return None, sync.controls_dirty
+                return json.loads(entry.value), sync.controls_dirty
+            finally:
+                await nc.close()
+
+        doc, dirty = asyncio.run(run())
+    finally:
+        node.stop()
+    assert doc is not None and not dirty
+    assert len(doc["alerts"]) == ALERTS_EXPORTED
+    assert f"{asset}@{int((t0 + 600 * 9_999) * 1000)}" in doc["alerts"]  # the newest, the one that may be up
