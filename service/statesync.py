@@ -26,13 +26,14 @@ from typing import Any
 
 from sensorguard.service.cluster import STATE_BUCKET, controls_key, state_key
 from sensorguard.service.commands import AlarmControls
-from sensorguard.service.logs import counted
+from sensorguard.service.logs import RateLimiter, counted
 
 log = logging.getLogger(__name__)
 
 STATE_FLUSH_S = 0.5  # queued per-asset states and controls are written this often
 HANDOVER_WRITE_S = 10.0  # a hand-over's writes are tried again this long while the bucket fails
 RETRY_S = 0.5
+REFUSING_SAID_S = 10.0  # the state bucket refusing writes this long (past a leader election) is warned of
 HANDED_KEPT = 10_000  # assets whose controls hand-overs wrote, remembered for a command's answer (newest kept)
 
 
@@ -53,6 +54,9 @@ class StateSync:
         self._controls_lock: asyncio.Lock | None = None  # (a flush's controls part; a command's write waits for it)
         self._handed: dict[str, float] = {}  # asset -> when a clean hand-over began writing its controls (monotonic)
         self._handing: dict[str, asyncio.Event] = {}  # assets a hand-over is writing now -> set when it is done
+        self._refusing_since: float | None = None  # monotonic: the first failed write since the last that worked
+        self._refused = 0  # failed writes since then
+        self._limiter = RateLimiter(60.0)
 
     def open(self, bucket: Any, js: Any = None) -> None:
         """Write to ``bucket``; ``js``: the JetStream manager its keys are removed through (None: a
@@ -119,9 +123,25 @@ class StateSync:
             else:
                 await self._bucket.put(state_key(asset), data)
         except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
-            log.debug("cluster: saving the state of %s: %s", asset, exc)
+            self._failed("state", asset, exc)
             return False
+        self._refusing_since, self._refused = None, 0
         return True
+
+    def _failed(self, what: str, asset: str, exc: BaseException) -> None:
+        """A write the bucket refused: logged at debug (a leader election fails a few for a second or
+        two); once it has refused every write for ``REFUSING_SAID_S``, warned once a minute. Only at
+        debug, a bucket out of space or of quorum for hours left the states of the assets moved since
+        unwritten, and a new owner took older ones, with nothing said (a review)."""
+        log.debug("cluster: saving the %s of %s: %s", what, asset, exc)
+        now = time.monotonic()
+        self._refusing_since = self._refusing_since if self._refusing_since is not None else now
+        self._refused += 1
+        if now - self._refusing_since >= REFUSING_SAID_S and self._limiter.hit("refused") is not None:
+            log.warning("cluster: the state bucket has refused every write for %.0f s (%s; the latest, the %s of "
+                        "%s: %s): they are tried again at each flush, and a worker taking an asset over meanwhile "
+                        "takes its last state written", now - self._refusing_since,
+                        counted(self._refused, "write"), what, asset, str(exc) or type(exc).__name__)
 
     async def _until_written(self, assets: Iterable[str], write: Callable[[str], Awaitable[bool]]) -> set[str]:
         """``write`` each asset, trying the failed ones again for up to ``HANDOVER_WRITE_S``; those
@@ -201,6 +221,7 @@ class StateSync:
             else:
                 await self._bucket.put(controls_key(asset), json.dumps(doc, separators=(",", ":")).encode())
         except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
-            log.debug("cluster: saving the controls of %s: %s", asset, exc)
+            self._failed("controls", asset, exc)
             return False
+        self._refusing_since, self._refused = None, 0
         return True

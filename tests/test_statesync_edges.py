@@ -170,3 +170,31 @@ def test_a_finished_hand_over_leaves_no_wait_behind_for_its_assets():
     sync.open(FlakyBucket(fails=0))
     asyncio.run(sync.hand_over_controls(lambda asset: True, write=True))
     assert sync._handing == {}
+
+
+def test_a_bucket_that_keeps_refusing_writes_is_warned_of_and_a_leader_election_is_not(monkeypatch, caplog):
+    """Failed writes were logged at debug only: a state bucket out of space or quorum for hours left
+    the states of the assets moved since unwritten, and their next owner took older ones, with
+    nothing said. A refusal lasting REFUSING_SAID_S is warned once a minute; a short one is not."""
+    import logging
+
+    from sensorguard.service import statesync
+
+    clock = [1000.0]
+    monkeypatch.setattr(statesync.time, "monotonic", lambda: clock[0])
+    sync = StateSync(shelved("p1"), lambda asset: True)
+    bucket = FlakyBucket(fails=1)
+    sync.open(bucket)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.statesync"):
+        sync.queue({"p1": b'{"alert":{}}'})
+        asyncio.run(sync.flush())  # a leader election: one refused, the next written
+        clock[0] += 30.0
+        asyncio.run(sync.flush())
+        assert bucket.kept and "refused" not in caplog.text
+        bucket.fails = 100
+        for _ in range(4):  # refused for 15 s: said once
+            sync.queue({"p1": b'{"alert":{}}'})
+            asyncio.run(sync.flush())
+            clock[0] += 5.0
+    said = [r.getMessage() for r in caplog.records if "refused every write" in r.getMessage()]
+    assert len(said) == 1 and "for 10 s (3 writes; the latest, the state of p1: no leader)" in said[0], said
