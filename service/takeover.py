@@ -152,8 +152,8 @@ class Takeover:
             asset = asset_of(subject)[1]
             if asset in anchors and anchors[asset] is None:  # silent there, awaited: its buffer goes once it
                 with self.ingest.cond:  # taught the cleaner the asset's rate (kept for its return, as one
-                    self.ingest.prime(asset, prime_span(samples, None, window), None)  # worker's is), so its
-                    self.ingest.buffers.forget(asset)  # next reading starts it and tells its return (a review)
+                    self.ingest.prime(asset, prime_span(samples, None, window), None, label=False)  # worker's
+                    self.ingest.buffers.forget(asset)  # is), so its next reading starts it and tells its return
                 continue
             anchor, judged = anchors.get(asset) or (None, None)
             span = prime_span(samples, anchor, window)

@@ -396,6 +396,25 @@ def test_a_silent_asset_in_the_bucket_is_not_primed_unless_it_came_back_since():
     assert ingest.buffers.last_ts("pump-1") == T0 + 6 and alerts.adopted["pump-1"][-1] is None
 
 
+def test_a_silent_asset_taken_over_takes_no_metrics_label_slot():
+    """A silent asset's readings teach the new owner's cleaner its rate (primed, then its buffer
+    forgotten): it is no live asset, and nothing frees a label slot for it until it comes back and
+    goes silent again. Labelled at that prime (alerts_total at 0), each takeover of a partition of
+    silent machines filled ``max_assets`` slots with them, and live assets shared ``_other``."""
+    nats = FakeNats()
+    nats.send("pump-1", list(range(1, 7)), taken=6)
+    bucket_state(nats, "pump-1", alert=AlertState("stale", last_score=1.0), silence=(T0 + 6, 1.0))
+    _, _, ingest, alerts = rebuild(nats)
+    assert alerts.adopted["pump-1"][-1] == (T0 + 6, 1.0) and ingest.buffers.last_ts("pump-1") is None
+    assert "pump-1" not in ingest.metrics._labelled
+    assert ("pump-1",) not in ingest.metrics.alerts._metrics  # (no alerts_total series for it either)
+
+    live = FakeNats()  # (a live one's alerts_total is at 0 from its rebuild, as before)
+    live.send("pump-1", list(range(1, 7)), taken=6)
+    _, _, ingest, _ = rebuild(live)
+    assert "pump-1" in ingest.metrics._labelled
+
+
 def test_a_silence_is_judged_against_the_newest_reading_not_the_oldest():
     """Readings 1-6 kept, silent since 3 in the bucket: 4-6 came after it began, so it came back."""
     nats = FakeNats()
