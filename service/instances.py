@@ -217,11 +217,15 @@ def served_meanwhile(name: str, client_id: str, partitions: tuple[str, ...], top
     again under this one's state (a walk: a daemon back under its old client id after a second
     instance had served its topics raised 4 alerts again). Nothing here can tell which of them the
     other judged, so it is said, with how to start without them; a status from before ``since``
-    is not judged."""
+    is not judged. Only the filters its last run served (its status's ``partitions``: what its
+    session queued) and this one serves hold such a backlog: ``serve --workers`` dealing the
+    partitions out anew handed a worker one its session never had, and its neighbour, stopped a few
+    ms later at the same shutdown, was said at every such restart."""
     mine = statuses.get(name, {})
     stopped = mine.get("since")
     if mine.get("client_id") != client_id or not isinstance(stopped, (int, float)):
         return []
+    queued = [f for f in mine.get("partitions") or () if isinstance(f, str)]
     out = []
     for other, status in sorted(statuses.items()):
         since = status.get("since")
@@ -229,7 +233,7 @@ def served_meanwhile(name: str, client_id: str, partitions: tuple[str, ...], top
                 or since <= stopped or status.get("topic_prefix") != topic_prefix or in_cluster(status)):
             continue
         theirs = [f for f in status.get("partitions") or () if isinstance(f, str)
-                  and any(filters_overlap(m, f) for m in partitions)]
+                  and any(filters_overlap(m, f) for m in partitions) and any(filters_overlap(q, f) for q in queued)]
         if theirs:
             out.append(f"instance {other!r} served {', '.join(map(repr, theirs))} after this instance last stopped: "
                        f"the readings its session ({client_id!r}) kept meanwhile are judged here again, and alerts "

@@ -149,6 +149,23 @@ def test_an_instance_back_after_another_served_its_partitions_is_warned_of_its_s
     assert isinstance(written, float) and abs(written - time.time()) < 60
 
 
+def test_a_partition_this_session_did_not_serve_before_has_no_backlog_to_warn_of():
+    """``serve --workers`` going from 2 workers to 3 deals the partitions out again: w0 served a, c
+    and now serves a, d. w1 (b, d) stopped a few ms after w0 at the same shutdown, so its status is
+    newer; but w0's session never subscribed to d, so it holds no backlog of it: nothing is judged
+    again, and the warning (at every such restart) was false. Only a partition this session served
+    before, and serves now, is said."""
+    statuses = {"sg-w0": {"state": "offline", "client_id": "sg-w0", "partitions": ["a/#", "c/#"],
+                          "topic_prefix": "sensors", "since": 100.000},
+                "sg-w1": {"state": "offline", "client_id": "sg-w1", "partitions": ["b/#", "d/#"],
+                          "topic_prefix": "sensors", "since": 100.004}}
+    assert served_meanwhile("sg-w0", "sg-w0", ("a/#", "d/#"), "sensors", statuses) == []
+    # w1 served c after w0 stopped (c is w0's again now, and its session kept c's readings): said
+    statuses["sg-w1"]["partitions"] = ["b/#", "c/#"]
+    found = served_meanwhile("sg-w0", "sg-w0", ("a/#", "c/#"), "sensors", statuses)
+    assert len(found) == 1 and "'c/#'" in found[0]
+
+
 def test_stale_filters_are_what_this_sessions_earlier_run_served_and_this_one_does_not():
     statuses = {"old-name": {"client_id": "sg-1", "partitions": ["#"], "topic_prefix": "sensors"},
                 "other": {"client_id": "sg-2", "partitions": ["site-b/#"], "topic_prefix": "sensors"}}
