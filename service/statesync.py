@@ -56,6 +56,7 @@ class StateSync:
         self._handing: dict[str, asyncio.Event] = {}  # assets a hand-over is writing now -> set when it is done
         self._refusing_since: float | None = None  # monotonic: the first failed write since the last that worked
         self._refused = 0  # failed writes since then
+        self._refused_last = 0.0  # monotonic: the latest of them
         self._limiter = RateLimiter(60.0)
 
     def open(self, bucket: Any, js: Any = None) -> None:
@@ -135,8 +136,10 @@ class StateSync:
         unwritten, and a new owner took older ones, with nothing said (a review)."""
         log.debug("cluster: saving the %s of %s: %s", what, asset, exc)
         now = time.monotonic()
-        self._refusing_since = self._refusing_since if self._refusing_since is not None else now
-        self._refused += 1
+        if self._refusing_since is None or now - self._refused_last > REFUSING_SAID_S:  # (nothing tried for that
+            self._refusing_since, self._refused = now, 0  # long: a refusal not tried again ended no spell, and a
+        self._refused += 1  # lone one hours later was said as refusals all along)
+        self._refused_last = now
         if now - self._refusing_since >= REFUSING_SAID_S and self._limiter.hit("refused") is not None:
             log.warning("cluster: the state bucket has refused every write for %.0f s (%s; the latest, the %s of "
                         "%s: %s): they are tried again at each flush, and a worker taking an asset over meanwhile "

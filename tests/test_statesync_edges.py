@@ -198,3 +198,27 @@ def test_a_bucket_that_keeps_refusing_writes_is_warned_of_and_a_leader_election_
             clock[0] += 5.0
     said = [r.getMessage() for r in caplog.records if "refused every write" in r.getMessage()]
     assert len(said) == 1 and "for 10 s (3 writes; the latest, the state of p1: no leader)" in said[0], said
+
+
+def test_one_refusal_hours_after_an_earlier_one_is_no_long_refusal(monkeypatch, caplog):
+    """A refused write not tried again (its asset handed on meanwhile, a hand-over's retries given
+    up) left the refusal's start behind, as nothing was written after it; a lone refusal (a leader
+    election) hours later was then warned of as "refused every write for 3600 s". Writes that
+    stopped for longer than REFUSING_SAID_S end the spell: only refusals that go on are said."""
+    import logging
+
+    from sensorguard.service import statesync
+
+    clock = [1000.0]
+    monkeypatch.setattr(statesync.time, "monotonic", lambda: clock[0])
+    sync = StateSync(shelved("p1"), lambda asset: True)
+    bucket = FlakyBucket(fails=1)
+    sync.open(bucket)
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.statesync"):
+        assert not asyncio.run(sync._write_state("p1", b'{"alert":{}}'))  # refused, never tried again
+        clock[0] += 3600.0
+        bucket.fails = 1
+        assert not asyncio.run(sync._write_state("p2", b'{"alert":{}}'))  # a leader election, an hour on
+        clock[0] += 0.5
+        assert asyncio.run(sync._write_state("p2", b'{"alert":{}}'))
+    assert "refused every write" not in caplog.text
