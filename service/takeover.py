@@ -237,7 +237,8 @@ class Takeover:
         for asset in assets:
             try:
                 entry = await self._states.get(state_key(asset))
-            except (KeyNotFoundError, KeyDeletedError):
+            except (KeyNotFoundError, KeyDeletedError) as exc:
+                await self._purge_marker(state_key(asset), exc)
                 continue
             try:
                 alert, drift, window_ts, announced, judged_ts, channels, silence = decode_asset(entry.value or b"")
@@ -273,7 +274,8 @@ class Takeover:
                 continue
             try:
                 entry = await self._states.get(key)
-            except (KeyNotFoundError, KeyDeletedError):  # ended (or expired) since the listing
+            except (KeyNotFoundError, KeyDeletedError) as exc:  # ended (or expired) since the listing
+                await self._purge_marker(key, exc)
                 continue
             if not entry.value:
                 continue
@@ -281,6 +283,20 @@ class Takeover:
                 self.controls.adopt(asset, json.loads(entry.value))
             except ValueError as exc:
                 log.warning("cluster: the saved controls of %s are unusable (%s): none taken over", asset, exc)
+
+    async def _purge_marker(self, key: str, missing: Exception) -> None:
+        """``key`` read as deleted: purge its delete marker, up to and including it (a write after it
+        stays). A version before this one deleted an ended key, leaving a marker the bucket (no TTL)
+        keeps for good; an upgraded cluster kept every one, and each takeover listed and read them all
+        back (``_bucket_only``, :meth:`_adopt_controls`), one round trip each, at every takeover."""
+        entry = getattr(missing, "entry", None)
+        if entry is None or getattr(missing, "op", None) not in ("DEL", "PURGE") or not entry.revision:
+            return  # (not there at all: nothing to purge)
+        try:
+            await self._js.purge_stream(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{key}",
+                                        seq=entry.revision + 1)
+        except Exception as exc:  # noqa: BLE001 - a marker left is only a round trip more at the next takeover
+            log.debug("cluster: purging the delete marker of %s: %s", key, exc)
 
     async def _copied(self, stream: str) -> int | None:
         """The input stream's sequence up to which ``stream`` copied it; None when it copies nothing

@@ -213,6 +213,50 @@ def test_a_takeover_adopts_a_silent_asset_the_window_stream_no_longer_holds(tmp_
     assert all(alerts.adopted[asset][-1] == (t0, 0.5) for asset in others)  # awaited as silent
 
 
+def test_a_takeover_purges_the_delete_markers_an_older_version_left_in_the_state_bucket(tmp_path, monkeypatch):
+    """Before 2315eb2 an ended state or controls key was deleted, leaving a marker the bucket (no
+    TTL) keeps for good. A cluster upgraded keeps them: each takeover now lists the whole bucket
+    (``_bucket_only``) and reads every marker of the partition back, one round trip each, at every
+    takeover, for good. The new owner purges each marker it reads (up to it: a write after it stays)."""
+    import asyncio
+
+    from sensorguard.service import cluster, takeover
+    from sensorguard.service.cluster import stream_subjects
+    from sensorguard.service.commands import AlarmControls
+    from tests.nats import NatsCluster
+    from tests.test_cluster import initialised, rebuilt, ten_readings
+
+    real = takeover.Takeover  # (rebuilt gives the takeover no controls: these read the controls keys too)
+    monkeypatch.setattr(takeover, "Takeover", lambda nc, states, settings, ingest, alerts, _: real(
+        nc, states, settings, ingest, alerts, AlarmControls()))
+    kept, t0 = "pump-7", 1_767_225_600.0
+    node = NatsCluster(tmp_path, 1).start()
+    try:
+        _, k = initialised(node.urls, kept)
+        ended = [a for a in (f"retired-{n}" for n in range(40)) if cluster.partition_of(a, 8) == k]
+
+        async def run() -> dict[str, int]:
+            nc = await cluster.connect(node.urls)
+            try:
+                js = nc.jetstream()
+                await ten_readings(nc, kept, t0, k)
+                states = await js.key_value(cluster.STATE_BUCKET)
+                for asset in ended:  # as an older version ended them: a delete marker left behind
+                    for key in (cluster.state_key(asset), cluster.controls_key(asset)):
+                        await states.put(key, b'{"controls":[],"alerts":{},"past":[]}')
+                        await states.delete(key)
+                await rebuilt(nc, k, 30.0)
+                return await stream_subjects(nc, f"KV_{cluster.STATE_BUCKET}", f"$KV.{cluster.STATE_BUCKET}.>")
+            finally:
+                await nc.close()
+
+        left = asyncio.run(run())
+    finally:
+        node.stop()
+    assert ended
+    assert not [s for s in left if "retired-" in s], sorted(left)
+
+
 def test_a_start_removes_the_temporary_files_a_killed_save_left_in_the_state_dir(tiny_bundle: Bundle, tmp_path):
     """``assets.json`` and ``controls.json`` are written through a temporary file beside them
     (``.assets.json.<8 random>``: written, fsynced, renamed). A process killed in between (``kill
