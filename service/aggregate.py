@@ -89,6 +89,7 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
     exact = exact or {}
     now = time.monotonic() if now is None else now
     values: dict[Key, list[float]] = {key: [] for key in exact}
+    vanished: list[tuple[WorkerCounters, Key, float]] = []  # summed series a live worker no longer shows
     for families, slot in zip(expositions, slots, strict=True):
         if families is None:  # down or slow: its counters and gauges as last seen, and disconnected. Its
             # gauges left out, a restart dropped its assets' series for a few scrapes: Prometheus called
@@ -113,10 +114,19 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
                     else:
                         values.setdefault(key, []).append(sample.value)
                         slot.gauges[key] = sample.value
+            vanished += [(slot, key, value) for key, value in slot.last.items() if value and key not in current]
             slot.last = current
         for source in (current, slot.carry):
             for key, value in source.items():
                 values.setdefault(key, []).append(value)
+    # A worker drops an asset's alerts_total when it gives the asset's label slot to another (retired,
+    # metrics.RETIRED_LABEL_S): alone, the series goes; still summed with another worker's or a carry
+    # (cluster mode moves assets), the sum fell, Prometheus read a counter reset, and increase() took
+    # the rest as new alerts (a review). There its last value joins the slot's carry, as at a restart.
+    for slot, key, value in vanished:
+        if values.get(key):
+            slot.carry[key] = slot.carry.get(key, 0.0) + value
+            values[key].append(value)
     out: dict[str, Metric] = {}
     for key, seen in values.items():
         name, sample_name, labels = key

@@ -332,6 +332,28 @@ def test_a_restarted_workers_zero_series_are_not_carried():
     assert slot.carry == {("a", "a_total", (("asset", "p2"),)): 2.0, bucket: 0.0}
 
 
+def test_an_alerts_series_a_live_worker_drops_never_makes_the_summed_counter_fall():
+    """A worker gives a retired asset's label slot to a new one and drops its alerts_total series
+    (metrics.RETIRED_LABEL_S). Summed with another worker's series of it (cluster mode moves assets),
+    the parent's counter fell from 5 to 3: Prometheus read a reset, and increase() took the 3 as new
+    alerts, paging for an asset quiet for days (a review). Its last value joins the slot's carry; a
+    series no other worker or carry holds goes with it."""
+    page = "# HELP sensorguard_alerts_total Alerts.\n# TYPE sensorguard_alerts_total counter\n{rows}"
+
+    def row(asset: str, n: int) -> str:
+        return f'sensorguard_alerts_total{{asset="{asset}"}} {n}\n'
+
+    slots, meta = [WorkerCounters(), WorkerCounters()], {}
+    x, y = ("sensorguard_alerts_total", (("asset", "x"),)), ("sensorguard_alerts_total", (("asset", "y"),))
+    got = _values(merge([parse(page.format(rows=row("x", 2) + row("y", 4))), parse(page.format(rows=row("x", 3)))],
+                        slots, meta))
+    assert got[x] == 5 and got[y] == 4
+    got = _values(merge([parse(page.format(rows="")), parse(page.format(rows=row("x", 3)))], slots, meta))
+    assert got[x] == 5 and y not in got  # x: still summed with worker 1's, kept; y: worker 0's alone, gone
+    got = _values(merge([parse(page.format(rows="")), parse(page.format(rows=row("x", 4)))], slots, meta))
+    assert got[x] == 6
+
+
 def test_a_dead_worker_shows_as_disconnected_and_one_dying_young_comes_back_after_a_second(tmp_path, monkeypatch):
     """Found by review: (1) a worker down or not answering was left out of the merged gauges, so
     mqtt_connected was the minimum over the live ones, 1, and an alert on it stayed silent through
