@@ -52,6 +52,7 @@ from sensorguard.service.natswire import Wire, WireError
 from sensorguard.service.natswire import connect as connect_wire
 from sensorguard.service.owned_partitions import OwnedPartitions
 from sensorguard.service.ownership import Ownership, run
+from sensorguard.service.state_adoption import StateKeys
 from sensorguard.service.state_entry import encode_asset
 from sensorguard.service.statesync import StateSync
 from sensorguard.service.taker import Taker
@@ -109,6 +110,7 @@ class ClusterSource(OwnedPartitions):
         self._thread = threading.Thread(target=self._run, name="sensorguard-cluster", daemon=True)
         self.taker = Taker(ingest, settings.topic_prefix,  # every partition's batches, on one thread
                            lambda k: self.ownership is None or self.ownership.holds(k))
+        self.state_keys = StateKeys()  # the state bucket's keys, listed once for the partitions taken together
 
     def start(self) -> None:
         self._thread.start()

@@ -33,6 +33,7 @@ from sensorguard.service.metrics import Metrics
 from sensorguard.service.natswire import Wire
 from sensorguard.service.ownership import Ownership
 from sensorguard.service.partition_fetch import FETCH_WAIT_S, fetch_partition
+from sensorguard.service.state_adoption import StateKeys
 from sensorguard.service.statesync import StateSync
 from sensorguard.service.takeover import Takeover
 from sensorguard.service.taker import Taker
@@ -57,6 +58,7 @@ class OwnedPartitions:
     worker: str
     ownership: Ownership | None
     taker: Taker
+    state_keys: StateKeys
     _handovers: deque[tuple[set[str], Future]]
     _tasks: dict[int, tuple[asyncio.Task, asyncio.Event, threading.Event]]
     _ready: set[int]
@@ -156,7 +158,8 @@ class OwnedPartitions:
         """Before consuming partition ``k``: its assets' windows and state (:mod:`takeover`)."""
         if await unacknowledged(self._js, k):  # the previous owner died with readings in flight
             await pause(halt, ACK_WAIT_S)  # they come again first, ahead of newer ones
-        takeover = Takeover(self._nc, self._states, self.settings, self.ingest, self.alerts, self.controls)
+        takeover = Takeover(self._nc, self._states, self.settings, self.ingest, self.alerts, self.controls,
+                            self.state_keys)
         assets, primed = await takeover.rebuild(k, self.ownership.partitions if self.ownership else 0, halt)
         self.taker.assets.setdefault(k, set()).update(assets)
         return len(assets), primed

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -30,27 +29,21 @@ from typing import Any
 from sensorguard.service.assets import AssetAlerts
 from sensorguard.service.bundle_checks import silence_after
 from sensorguard.service.cluster import (
-    CONTROLS_KEYS,
     IN_STREAM,
     READINGS_ROOT,
     READINGS_STREAM,
-    STATE_BUCKET,
     WINDOWS_ROOT,
     WINDOWS_STREAM,
     asset_of,
-    key_asset,
     origin_seq,
-    partition_of,
-    state_key,
     stream_info,
     stream_subjects,
 )
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
-from sensorguard.service.logs import counted, some
 from sensorguard.service.payload import Parsed, parse_message, valid_asset
-from sensorguard.service.state_entry import StateError, decode_asset, guard_of, past_in
+from sensorguard.service.state_adoption import StateAdoption, StateKeys
 from sensorguard.service.walked_channels import along_walk
 
 log = logging.getLogger(__name__)
@@ -63,11 +56,11 @@ PRIME_WARM = 64  # readings replayed before the last window's (the rate estimate
 UNTAKEN_LOOKAHEAD = 16  # unreadable readings skipped at most when looking for an asset's first one
 
 
-class Takeover:
+class Takeover(StateAdoption):
     """What a new owner reads to take partitions over; one per rebuild."""
 
     def __init__(self, nc: Any, states: Any, settings: Settings, ingest: Ingest, alerts: AssetAlerts,
-                 controls: AlarmControls | None) -> None:
+                 controls: AlarmControls | None, listed: StateKeys | None = None) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self._states = states
@@ -75,6 +68,7 @@ class Takeover:
         self.ingest = ingest
         self.alerts = alerts
         self.controls = controls
+        self._listed = listed or StateKeys()  # the state bucket's keys, shared by a worker's takeovers
 
     async def rebuild(self, k: int, partitions: int, halt: asyncio.Event | None = None) -> tuple[list[str], int]:
         """Rebuild partition ``k``'s assets' windows and take their state over; (assets, readings
@@ -174,20 +168,6 @@ class Takeover:
                         window, keep)
         return assets, primed
 
-    async def _bucket_only(self, k: int, partitions: int, listed: set[str]) -> list[str]:
-        """Partition ``k``'s assets whose state the state bucket holds but not ``listed`` (the window
-        stream's): silent longer than it keeps readings (``Layout.windows_max_age_s``). Their state is
-        taken over all the same: a silence awaited (their return tells ``sensor_ok``), a drift
-        baseline; left behind, their keys stayed in the bucket for good, owned by no worker."""
-        if not partitions:
-            return []
-        prefix = f"$KV.{STATE_BUCKET}."
-        found = await stream_subjects(self._nc, f"KV_{STATE_BUCKET}", prefix + ">")
-        keys = [subject[len(prefix):] for subject in found]
-        return sorted(asset for key in keys if not key.startswith(CONTROLS_KEYS[:-1])
-                      and (asset := key_asset(key)) not in listed and valid_asset(asset)
-                      and partition_of(asset, partitions) == k)
-
     async def _gone_quiet(self, subjects: dict[str, int], cuts: dict[str, float]) -> set[str]:
         """The subjects of assets silent for ``stale_after`` already: none of their readings waits
         in the readings stream, and the window stream stored their last one that long ago (its own
@@ -220,83 +200,6 @@ class Takeover:
             log.debug("window stream info: %s", exc)
             return 0
         return int((reply.get("config") or {}).get("max_msgs_per_subject") or 0)
-
-    async def _adopt(self, assets: list[str], newest: dict[str, float]
-                     ) -> tuple[dict[str, tuple[float | None, float | None] | None], dict[str, dict[str, float]]]:
-        """Take over the assets' alert and drift state from the state bucket; each asset's last
-        scored window's time on the hop grid (the cadence to continue) and of the last window its
-        state holds, when that came after (None for an asset silent there: it is not primed).
-        ``newest``: each asset's newest reading in the window stream: one after its silence came back
-        on the old owner before the bucket heard (it is adopted live, not silent). And per asset, its
-        channels walked past their sensor limits, with their last plausible values (:func:`along_walk`)."""
-        from nats.js.errors import KeyDeletedError, KeyNotFoundError
-
-        anchors: dict[str, tuple[float | None, float | None] | None] = {}
-        walked: dict[str, dict[str, float]] = {}
-        up: list[str] = []  # alerts taken over up: said (after a kill -9, "took partition 3" alone: a walk)
-        for asset in assets:
-            try:
-                entry = await self._states.get(state_key(asset))
-            except (KeyNotFoundError, KeyDeletedError) as exc:
-                await self._purge_marker(state_key(asset), exc)
-                continue
-            try:
-                alert, drift, window_ts, announced, judged_ts, channels, silence = decode_asset(entry.value or b"")
-                if silence is not None and newest.get(asset, -math.inf) > silence[0]:
-                    silence = None
-            except StateError as exc:
-                log.warning("cluster: the saved state of %s is unusable (%s): it starts afresh", asset, exc)
-                continue
-            # (a silent one, None, is not primed: its first reading here tells its return, which a primed
-            anchors[asset] = (window_ts, judged_ts) if silence is None else None  # buffer swallowed: a review)
-            self.alerts.adopt(asset, alert, drift, announced, window_ts, judged_ts, channels, silence)
-            if alert.status == "alerting":
-                up.append(f"{asset} ({alert.alert_id})")
-            if silence is None and (past := past_in(entry.value or b"")):
-                walked[asset] = past
-            if self.alerts.recorder is not None and (until := guard_of(entry.value or b"")) is not None:
-                self.alerts.recorder.band(asset, until)  # (the fault's tail after its clear is no normal data)
-        if up:
-            log.info("cluster: took over %s with an alert up, kept under its id: %s", counted(len(up), "asset"),
-                     some(up, quote=False))
-        return anchors, walked
-
-    async def _adopt_controls(self, k: int, partitions: int) -> None:
-        """Take over the maintenance, shelving and acknowledgeable alerts of partition ``k``'s
-        assets, those that never sent a reading included (a maintenance started before)."""
-        from nats.js.errors import KeyDeletedError, KeyNotFoundError
-
-        prefix = f"$KV.{STATE_BUCKET}."
-        for subject in await stream_subjects(self._nc, f"KV_{STATE_BUCKET}", prefix + CONTROLS_KEYS):
-            key = subject[len(prefix):]
-            asset = key_asset(key)
-            if partition_of(asset, partitions) != k:
-                continue
-            try:
-                entry = await self._states.get(key)
-            except (KeyNotFoundError, KeyDeletedError) as exc:  # ended (or expired) since the listing
-                await self._purge_marker(key, exc)
-                continue
-            if not entry.value:
-                continue
-            try:
-                self.controls.adopt(asset, json.loads(entry.value))
-            except ValueError as exc:
-                log.warning("cluster: the saved controls of %s are unusable (%s): none taken over", asset, exc)
-
-    async def _purge_marker(self, key: str, missing: Exception) -> None:
-        """``key`` read as deleted: purge its delete marker, up to and including it (a write after it
-        stays). A version before this one deleted an ended key, leaving a marker the bucket (no TTL)
-        keeps for good; an upgraded cluster kept every one, and each takeover listed and read them all
-        back (``_bucket_only``, :meth:`_adopt_controls`), one round trip each, at every takeover."""
-        entry = getattr(missing, "entry", None)
-        if entry is None or getattr(missing, "op", None) not in ("DEL", "PURGE") or not entry.revision:
-            return  # (not there at all: nothing to purge)
-        try:
-            await self._js.purge_stream(f"KV_{STATE_BUCKET}", subject=f"$KV.{STATE_BUCKET}.{key}",
-                                        seq=entry.revision + 1)
-        except Exception as exc:  # noqa: BLE001 - a marker left is only a round trip more at the next takeover
-            log.debug("cluster: purging the delete marker of %s: %s", key, exc)
 
     async def _copied(self, stream: str) -> int | None:
         """The input stream's sequence up to which ``stream`` copied it; None when it copies nothing

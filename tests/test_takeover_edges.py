@@ -721,3 +721,33 @@ def test_a_replay_from_before_the_saved_state_is_not_said_to_be_short(caplog: py
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.takeover"):
         rebuild(nats, sensors=sensors)
     assert "state was last saved" not in caplog.text
+
+
+def test_the_partitions_taken_together_list_the_state_bucket_once(monkeypatch):
+    """Each partition's takeover listed the whole state bucket for its long-silent assets (its keys
+    hold no partition): a worker starting and taking 64 partitions of a 100,000-key bucket pulled
+    millions of subjects (a review). The listing is shared by a worker's takeovers for
+    KEYS_LISTED_S, then taken again."""
+    from sensorguard.service import state_adoption
+    from sensorguard.service.state_adoption import KEYS_LISTED_S, StateKeys
+
+    calls: list[str] = []
+    keys = {f"$KV.{cluster.STATE_BUCKET}.{cluster.state_key(f'pump-{n}')}": 1 for n in range(40)}
+
+    async def listing(nc: Any, stream: str, subjects: str) -> dict[str, int]:
+        calls.append(stream)
+        return keys
+
+    monkeypatch.setattr(state_adoption, "stream_subjects", listing)
+    clock = [1000.0]
+    monkeypatch.setattr(state_adoption.time, "monotonic", lambda: clock[0])
+    shared = StateKeys()
+    found = []
+    nc = SimpleNamespace(jetstream=lambda: None)
+    for k in range(4):  # (a Takeover per partition, as owned_partitions makes them)
+        taker = Takeover(nc, None, None, None, None, None, shared)
+        found += asyncio.run(taker._bucket_only(k, 4, set()))
+    assert len(calls) == 1 and sorted(found) == sorted(f"pump-{n}" for n in range(40))
+    clock[0] += KEYS_LISTED_S + 1
+    asyncio.run(Takeover(nc, None, None, None, None, None, shared)._bucket_only(0, 4, set()))
+    assert len(calls) == 2
