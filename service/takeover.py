@@ -119,9 +119,13 @@ class Takeover(StateAdoption):
                         "previous owner stopped (more readings arrived since than cluster init --keep): their "
                         "windows start empty", k, _assets(len(short)))
         assets = [asset_of(subject)[1] for subject in subjects]
-        assets += await self._bucket_only(k, partitions, set(assets))
+        found = await self._bucket_only(k, partitions, set(assets))
         newest = {asset_of(subject)[1]: max(ts for ts, _ in samples) for subject, samples in kept.items() if samples}
-        anchors, walked = await self._adopt(assets, newest)
+        anchors, walked = await self._adopt(assets + found, newest)
+        # a key the bucket only listed holds an asset when it held a state: an older version's delete
+        # marker (purged by _adopt) is none, and the first takeover after an upgrade counted every
+        # marker of its partition as an asset rebuilt, and kept them as its own (an upgrade walk)
+        assets += [asset for asset in found if asset in anchors]
         with self.ingest.cond:  # not primed: their next reading is newer than the saved values (a restart's case)
             for asset in {asset_of(subject)[1] for subject in short} & walked.keys():
                 if asset not in self.ingest.buffers:

@@ -257,6 +257,58 @@ def test_a_takeover_purges_the_delete_markers_an_older_version_left_in_the_state
     assert not [s for s in left if "retired-" in s], sorted(left)
 
 
+def test_a_takeover_counts_no_asset_for_a_delete_marker_it_purges(tmp_path, monkeypatch):
+    """An older version's delete marker is a key of the state bucket, so ``_bucket_only`` listed
+    it as an asset silent longer than the window stream keeps readings: the first takeover after an
+    upgrade (an upgrade walk, 3,000 markers) logged "rebuilt the windows of 373 assets" for a
+    partition of 1 asset, and its owner kept those ids as its assets ("handed partition 0 over
+    (373 assets)"). A key read back as deleted holds no asset: it is purged, not taken."""
+    import asyncio
+
+    from sensorguard.service import cluster, takeover
+    from sensorguard.service.alerts import AlertState
+    from sensorguard.service.state_entry import encode_asset
+    from tests.nats import NatsCluster
+    from tests.test_cluster import initialised, rebuilt, ten_readings
+
+    class Adopting:  # the alert application's part a takeover calls
+        recorder = None
+
+        def adopt(self, asset: str, *state: object) -> None:
+            pass
+
+    real = takeover.Takeover
+    monkeypatch.setattr(takeover, "Takeover", lambda nc, states, settings, ingest, _, controls: real(
+        nc, states, settings, ingest, Adopting(), controls))
+    kept, t0 = "pump-7", 1_767_225_600.0
+    node = NatsCluster(tmp_path, 1).start()
+    try:
+        _, k = initialised(node.urls, kept)
+        mine = [a for a in (f"retired-{n}" for n in range(40)) if cluster.partition_of(a, 8) == k]
+        ended, silent = mine[:-1], mine[-1]
+
+        async def run() -> list[str]:
+            nc = await cluster.connect(node.urls)
+            try:
+                js = nc.jetstream()
+                await ten_readings(nc, kept, t0, k)
+                states = await js.key_value(cluster.STATE_BUCKET)
+                for asset in ended:  # as an older version ended them: a delete marker left behind
+                    await states.put(cluster.state_key(asset), encode_asset(AlertState(), None))
+                    await states.delete(cluster.state_key(asset))
+                await states.put(cluster.state_key(silent), encode_asset(AlertState(), None, silence=(t0, 0.5)))
+                _, _, assets = await rebuilt(nc, k, 30.0)
+                return assets
+            finally:
+                await nc.close()
+
+        assets = asyncio.run(run())
+    finally:
+        node.stop()
+    assert ended
+    assert sorted(assets) == sorted([kept, silent])
+
+
 def test_a_start_removes_the_temporary_files_a_killed_save_left_in_the_state_dir(tiny_bundle: Bundle, tmp_path):
     """``assets.json`` and ``controls.json`` are written through a temporary file beside them
     (``.assets.json.<8 random>``: written, fsynced, renamed). A process killed in between (``kill
