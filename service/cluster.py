@@ -341,6 +341,14 @@ async def joined_layout(js: Any, topic_prefix: str, window: int) -> int:
     if keep < window:
         log.warning("the window stream keeps %d readings per asset, fewer than the model's window %d: a partition "
                     "taken over starts with part of a window (cluster init --keep)", keep, window)
+    from nats.js.errors import NotFoundError
+
+    try:  # (an init before the age limit, or one of those run again after this version's: an upgrade walk)
+        if not (await js.stream_info(WINDOWS_STREAM)).config.max_age:
+            log.warning("the window stream keeps every asset's last readings for good (set up by a cluster init "
+                        "before the age limit): run this version's sensorguard cluster init again to bound it")
+    except NotFoundError:
+        pass
     return partitions
 
 

@@ -322,6 +322,27 @@ def test_a_window_stream_keeping_exactly_a_window_is_no_shortfall(caplog: pytest
     assert "keeps 64 readings per asset, fewer than the model's window 65" in caplog.text
 
 
+def test_a_joining_worker_warns_of_a_window_stream_kept_for_good(caplog: pytest.LogCaptureFixture) -> None:
+    """An upgrade walk: a cluster set up by an init before the window stream's age limit (or one such
+    init run again after it) keeps every asset id's last readings for good, and the workers said
+    nothing. A joining worker now says to run this version's init."""
+    import logging
+
+    from nats.js.api import StreamConfig
+
+    meta = {"sensorguard_partitions": "8", "sensorguard_keep": "64", "sensorguard_prefix": "sensors"}
+    streams = {cluster.READINGS_STREAM: StreamConfig(name=cluster.READINGS_STREAM, metadata=meta),
+               cluster.WINDOWS_STREAM: StreamConfig(name=cluster.WINDOWS_STREAM, metadata=meta)}
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.cluster"):
+        asyncio.run(cluster.joined_layout(FakeJetStream(streams), "sensors", 64))
+        assert "keeps every asset's last readings for good" in caplog.text
+        caplog.clear()
+        streams[cluster.WINDOWS_STREAM] = StreamConfig(name=cluster.WINDOWS_STREAM, metadata=meta,
+                                                       max_age=Layout().windows_max_age_s)
+        asyncio.run(cluster.joined_layout(FakeJetStream(streams), "sensors", 64))
+    assert "for good" not in caplog.text
+
+
 def test_a_bucket_update_lowers_the_duplicate_window_to_the_new_ttl_and_raises_replicas() -> None:
     """The server refuses a bucket whose duplicate window exceeds its TTL: lowering a TTL under
     the 2-minute default window without lowering the window failed ``cluster init``; and a bucket
