@@ -38,7 +38,6 @@ from sensorguard.service.cluster import (
     joined_layout,
     no_jetstream,
     partition_of,
-    readings_waiting,
     stray_subjects,
     subject_to_topic,
 )
@@ -55,6 +54,7 @@ from sensorguard.service.ownership import Ownership, run
 from sensorguard.service.state_adoption import StateKeys
 from sensorguard.service.state_entry import encode_asset
 from sensorguard.service.statesync import StateSync
+from sensorguard.service.stream_reads import readings_waiting
 from sensorguard.service.taker import Taker
 from sensorguard.service.waits import pause, unless
 from sensorguard.service.walked_channels import walk_marks

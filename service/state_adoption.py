@@ -25,12 +25,12 @@ from sensorguard.service.cluster import (
     key_asset,
     partition_of,
     state_key,
-    stream_subjects,
 )
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.logs import counted, some
 from sensorguard.service.payload import valid_asset
 from sensorguard.service.state_entry import StateError, decode_asset, guard_of, past_in
+from sensorguard.service.stream_reads import stream_subjects
 
 log = logging.getLogger("sensorguard.service.takeover")  # (the takeover's lines, as before the split)
 

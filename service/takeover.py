@@ -36,14 +36,13 @@ from sensorguard.service.cluster import (
     WINDOWS_STREAM,
     asset_of,
     origin_seq,
-    stream_info,
-    stream_subjects,
 )
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.payload import Parsed, parse_message, valid_asset
 from sensorguard.service.state_adoption import StateAdoption, StateKeys
+from sensorguard.service.stream_reads import stream_info, stream_subjects
 from sensorguard.service.walked_channels import along_walk
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sensorguard.service.cluster import IN_STREAM, READINGS_STREAM, WINDOWS_STREAM, stream_info
+from sensorguard.service.cluster import IN_STREAM, READINGS_STREAM, WINDOWS_STREAM
 from sensorguard.service.payload import MAX_ASSET_LEVELS
+from sensorguard.service.stream_reads import stream_info
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import time
 import paho.mqtt.client as paho
 import pytest
 
-from sensorguard.service import cluster
+from sensorguard.service import cluster, stream_reads
 from sensorguard.service.cluster import ClusterError, Layout, asset_of, topic_to_subject, transforms
 from sensorguard.service.payload import MAX_ASSET_LEVELS
 from tests.mosquitto import clean_env, wait_for
@@ -368,7 +368,7 @@ def test_a_takeover_adopts_every_controls_key_of_its_partition_every_time(nats_n
 
 class PagedServer:
     """STREAM.INFO's subject paging as nats-server does it (sorted subjects, ``limit`` a reply from
-    ``offset``, the ``total``), or a server that ignores the offset: for :func:`cluster.stream_subjects`."""
+    ``offset``, the ``total``), or a server that ignores the offset: for :func:`stream_reads.stream_subjects`."""
 
     def __init__(self, subjects: list[str], limit: int, honour_offset: bool = True) -> None:
         self.subjects, self.limit, self.honour_offset, self.requests = sorted(subjects), limit, honour_offset, 0
@@ -385,10 +385,10 @@ class PagedServer:
 def test_stream_subjects_reads_every_page_and_stops_when_a_page_brings_nothing_new():
     subjects = [f"s.{i:03d}" for i in range(250)]
     server = PagedServer(subjects, limit=100)
-    assert list(asyncio.run(cluster.stream_subjects(server, "S", "s.>"))) == subjects and server.requests == 3
-    assert asyncio.run(cluster.stream_subjects(PagedServer([], limit=100), "S", "s.>")) == {}
+    assert list(asyncio.run(stream_reads.stream_subjects(server, "S", "s.>"))) == subjects and server.requests == 3
+    assert asyncio.run(stream_reads.stream_subjects(PagedServer([], limit=100), "S", "s.>")) == {}
     with pytest.raises(ClusterError, match="listed 100 of its 250 subjects"):
-        asyncio.run(cluster.stream_subjects(PagedServer(subjects, limit=100, honour_offset=False), "S", "s.>"))
+        asyncio.run(stream_reads.stream_subjects(PagedServer(subjects, limit=100, honour_offset=False), "S", "s.>"))
 
 
 async def owned_partition(js, k: int) -> None:

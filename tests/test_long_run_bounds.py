@@ -102,9 +102,10 @@ def test_a_state_or_controls_key_that_ended_leaves_nothing_in_the_state_bucket(t
     import asyncio
 
     from sensorguard.service import cluster, commands
-    from sensorguard.service.cluster import Layout, stream_subjects
+    from sensorguard.service.cluster import Layout
     from sensorguard.service.commands import AlarmControls
     from sensorguard.service.statesync import StateSync
+    from sensorguard.service.stream_reads import stream_subjects
     from tests.nats import NatsCluster
 
     monkeypatch.setattr(commands, "RECENT_ALERTS", 50)
@@ -221,8 +222,8 @@ def test_a_takeover_purges_the_delete_markers_an_older_version_left_in_the_state
     import asyncio
 
     from sensorguard.service import cluster, takeover
-    from sensorguard.service.cluster import stream_subjects
     from sensorguard.service.commands import AlarmControls
+    from sensorguard.service.stream_reads import stream_subjects
     from tests.nats import NatsCluster
     from tests.test_cluster import initialised, rebuilt, ten_readings
 
