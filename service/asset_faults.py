@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sensorguard.service.alerts import UNJUDGED, AlertState, mark_stale
@@ -90,6 +90,11 @@ class AssetFaults:
         # the latest scored window's time, as every state (a later one went backwards when the batch
         # scored after it); before any window the reading's, not the clock's (found in a walk)
         self.publish_state(asset, self._latest[asset][0] if asset in self._latest else event.ts)
+
+    def open_faults(self, assets: Iterable[str]) -> dict[str, list[dict]]:
+        """The open channel faults of ``assets`` (any thread), as ``state_dir`` keeps them: cluster mode
+        passes them on with each asset's state, for its next owner (:func:`state_entry.faults_in`)."""
+        return self._open.saved(assets)
 
     def restore_faults(self, faults: dict[str, list[dict]]) -> None:
         """The sensor faults open when the previous run saved (``state.saved_faults``): listed in the

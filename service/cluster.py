@@ -23,7 +23,7 @@ two buckets:
   and last timestamps from it before scoring.
 - Key-value bucket ``sensorguard_owners``: one key per partition, the lease of the worker that owns
   it (entries expire ``LEASE_S`` after their last renewal). ``sensorguard_state``: the per-asset
-  state that moves with an asset (alert, drift, maintenance, shelving).
+  state that moves with an asset (alert, drift, open channel faults, maintenance, shelving).
 
 The partition count is fixed at init and recorded in the readings stream's metadata: changing it
 would move assets between partitions (and so between owners) mid-stream, so ``init`` refuses it.

@@ -240,7 +240,7 @@ class Ingest(IngestLines):
 
     def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], window_ts: float | None,
               judged_ts: float | None = None, past: dict[str, float] | None = None,
-              label: bool = True) -> tuple[int, list[dict]]:
+              label: bool = True, faults: list[dict] | None = None) -> tuple[int, list[dict]]:
         """Cluster mode, taking an asset over: rebuild its window from readings its previous owner
         took (:meth:`Buffers.prime`, on the cadence of its window at ``window_ts``); they are not
         counted or recorded again, and only the windows after ``window_ts`` (and ``judged_ts``)
@@ -249,6 +249,7 @@ class Ingest(IngestLines):
         (:func:`~sensorguard.service.walked_channels.along_walk`). ``label``: False for a silent
         asset primed only to teach the cleaner its rate (its buffer forgotten at once): it takes
         no metrics label slot, which nothing would free until it came back and went silent again.
+        ``faults``: the channel faults its previous owner had open (:meth:`Buffers.prime`).
 
         The window stream holds every reading sent, those the previous owner refused as
         ``future_ts`` too: they are left out here as they were there (taken, one stamped hours
@@ -263,7 +264,8 @@ class Ingest(IngestLines):
                 newest = ts
             if past and asset not in self.buffers:
                 self.buffers.resumed_past[asset] = past
-            primed = self.buffers.prime(asset, kept, time.monotonic(), window_ts, judged_ts, now + CLOCK_SLACK_S)
+            primed = self.buffers.prime(asset, kept, time.monotonic(), window_ts, judged_ts, now + CLOCK_SLACK_S,
+                                        faults)
             if primed[0] and label:  # its alerts_total at 0 from here, as from a first reading taken (``take``)
                 self.metrics.asset_label(asset)
             self.buffers.resumed_past.pop(asset, None)  # (not taken by a reading: no later watch starts from it)

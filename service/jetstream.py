@@ -291,9 +291,11 @@ class ClusterSource(OwnedPartitions):
             if not self.ingest.release(assets):
                 break  # their last windows are scored first
             self._handovers.popleft()
+            faults = self.alerts.open_faults(assets)  # (read before the hand-over forgets them)
             states = self.alerts.hand_over(assets)
             if done.set_running_or_notify_cancel():  # False: the release gave up waiting; they are gone all the same
-                done.set_result({asset: encode_asset(*state, guard_until=self._band(asset), past=past.get(asset))
+                done.set_result({asset: encode_asset(*state, guard_until=self._band(asset), past=past.get(asset),
+                                                     faults=faults.get(asset))
                                  for asset, state in states.items()})
             elif (loop := self._loop) is not None and not loop.is_closed():
                 with contextlib.suppress(RuntimeError):  # no state of theirs is passed on from here now
@@ -308,9 +310,9 @@ class ClusterSource(OwnedPartitions):
         changed = self.alerts.changed_states(full, self._walks)
         loop = self._loop
         if changed and loop is not None and not loop.is_closed():
-            leaving, past = self.sync.leaving, self._past(changed)
+            leaving, past, faults = self.sync.leaving, self._past(changed), self.alerts.open_faults(changed)
             data = {asset: None if state is None else encode_asset(*state, guard_until=self._band(asset),
-                                                                   past=past.get(asset))
+                                                                   past=past.get(asset), faults=faults.get(asset))
                     for asset, state in changed.items() if asset not in leaving}
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(self.sync.queue, data)  # the outbox as it is then, not now

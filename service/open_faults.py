@@ -10,7 +10,7 @@ newer silences push it out: it must not hold the sensor-fault alert up).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sensorguard.service.metrics import Metrics
 from sensorguard.service.publisher import iso
@@ -117,14 +117,15 @@ class OpenFaults:
             self._returned.pop(asset, None)
             self._count()
 
-    def saved(self) -> dict[str, list[dict]]:
-        """Every asset's open channel faults as ``state_dir`` keeps them: ``[{"kind", "channel", "since",
-        "value"}]`` (the value it opened on: where a stuck sensor stays)."""
+    def saved(self, assets: Iterable[str] | None = None) -> dict[str, list[dict]]:
+        """Every asset's open channel faults (or those of ``assets``) as ``state_dir`` keeps them:
+        ``[{"kind", "channel", "since", "value"}]`` (the value it opened on: where a stuck sensor stays)."""
         with self._lock:
+            chosen = self._faults if assets is None else {a: self._faults[a] for a in assets if a in self._faults}
             return {asset: [{"kind": kind, "channel": channel, "since": since,
                              "value": self._values.get((asset, kind, channel), float("nan"))}
                             for (kind, channel), since in faults.items()]
-                    for asset, faults in self._faults.items()}
+                    for asset, faults in chosen.items()}
 
     def restore(self, faults: dict[str, list[dict]]) -> None:
         """The open channel faults a previous run saved (:meth:`saved`): listed in the states and

@@ -29,7 +29,7 @@ from sensorguard.service.cluster import (
 from sensorguard.service.commands import AlarmControls
 from sensorguard.service.logs import counted, some
 from sensorguard.service.payload import valid_asset
-from sensorguard.service.state_entry import StateError, decode_asset, guard_of, past_in
+from sensorguard.service.state_entry import StateError, decode_asset, faults_in, guard_of, past_in
 from sensorguard.service.stream_reads import stream_subjects
 
 log = logging.getLogger("sensorguard.service.takeover")  # (the takeover's lines, as before the split)
@@ -78,17 +78,20 @@ class StateAdoption:
                       and partition_of(asset, partitions) == k)
 
     async def _adopt(self, assets: list[str], newest: dict[str, float]
-                     ) -> tuple[dict[str, tuple[float | None, float | None] | None], dict[str, dict[str, float]]]:
+                     ) -> tuple[dict[str, tuple[float | None, float | None] | None], dict[str, dict[str, float]],
+                                dict[str, list[dict]]]:
         """Take over the assets' alert and drift state from the state bucket; each asset's last
         scored window's time on the hop grid (the cadence to continue) and of the last window its
         state holds, when that came after (None for an asset silent there: it is not primed).
         ``newest``: each asset's newest reading in the window stream: one after its silence came back
         on the old owner before the bucket heard (it is adopted live, not silent). And per asset, its
-        channels walked past their sensor limits, with their last plausible values (:func:`along_walk`)."""
+        channels walked past their sensor limits, with their last plausible values (:func:`along_walk`),
+        and its open channel faults (:func:`faults_in`: its watch resumes them as the readings are primed)."""
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
         anchors: dict[str, tuple[float | None, float | None] | None] = {}
         walked: dict[str, dict[str, float]] = {}
+        faults: dict[str, list[dict]] = {}
         up: list[str] = []  # alerts taken over up: said (after a kill -9, "took partition 3" alone: a walk)
         for asset in assets:
             try:
@@ -110,12 +113,14 @@ class StateAdoption:
                 up.append(f"{asset} ({alert.alert_id})")
             if silence is None and (past := past_in(entry.value or b"")):
                 walked[asset] = past
+            if silence is None and (carried := faults_in(entry.value or b"")):
+                faults[asset] = carried
             if self.alerts.recorder is not None and (until := guard_of(entry.value or b"")) is not None:
                 self.alerts.recorder.band(asset, until)  # (the fault's tail after its clear is no normal data)
         if up:
             log.info("cluster: took over %s with an alert up, kept under its id: %s", counted(len(up), "asset"),
                      some(up, quote=False))
-        return anchors, walked
+        return anchors, walked, faults
 
     async def _adopt_controls(self, k: int, partitions: int) -> None:
         """Take over the maintenance, shelving and acknowledgeable alerts of partition ``k``'s

@@ -146,7 +146,7 @@ def finite_time(value: object) -> float | None:
 def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float | None = None,
                  announced: bool = True, judged_ts: float | None = None, channels: list[dict] | None = None,
                  silence: tuple[float, float] | None = None, *, guard_until: float | None = None,
-                 past: dict[str, float] | None = None) -> bytes:
+                 past: dict[str, float] | None = None, faults: list[dict] | None = None) -> bytes:
     """One asset's state as ``assets.json`` holds it, plus the end time of its last scored window on
     the hop grid (the cadence a new owner continues) and of a later alert-hop window the state
     already holds (the new owner judges only the windows after it), for cluster mode's state bucket
@@ -155,12 +155,14 @@ def encode_asset(alert: AlertState, drift: DriftState | None, window_ts: float |
     reading time it went silent after, its last score: ``"silent"`` as ``assets.json`` holds it);
     ``guard_until``: the end of the recorder's guard band after its last clear (:func:`guard_of`);
     ``past``: its channels walked past their sensor limits, with their last plausible values
-    (``past_limits`` as ``assets.json`` holds them; :func:`past_in`)."""
+    (``past_limits`` as ``assets.json`` holds them; :func:`past_in`); ``faults``: its open channel
+    faults (``sensor_faults`` as ``assets.json`` holds them; :func:`faults_in`)."""
     entry = {**entry_of(alert, drift, announced), **({"window_ts": window_ts} if window_ts is not None else {}),
              **({"judged_ts": judged_ts} if judged_ts is not None else {}),
              **silence_entry(silence),
              **({"guard_until": guard_until} if finite_time(guard_until) is not None else {}),
              **({"past_limits": past} if past else {}),
+             **({"sensor_faults": [{**f, "value": json_float(f["value"])} for f in faults]} if faults else {}),
              **({"channels": channels} if channels and alert.status != "normal" else {})}  # (an alert's, as
     # assets.json keeps them: every normal asset's, synced every 30 s, only grew the bucket; a review)
     return json.dumps(entry, separators=(",", ":")).encode()
@@ -209,6 +211,18 @@ def past_in(data: bytes) -> dict[str, float]:
     except (ValueError, RecursionError):
         return {}
     return past_of({"": entry}).get("", {}) if isinstance(entry, dict) else {}
+
+
+def faults_in(data: bytes) -> list[dict]:
+    """The open channel faults from the asset's entry in the state bucket (``[]``: none, or
+    unreadable). A new owner replays only the window stream's last readings: a channel stuck past its
+    limits since before them read as one that walked there, its fault was dropped (no ``sensor_ok``,
+    none listed), and a subscriber pairing faults with their ends held it open for good (a walk)."""
+    try:
+        entry = json.loads(data)
+    except (ValueError, RecursionError):
+        return []
+    return faults_of({"": entry}).get("", []) if isinstance(entry, dict) else []
 
 
 def _window_time(value: object) -> float | None:

@@ -120,7 +120,7 @@ class Takeover(StateAdoption):
         assets = [asset_of(subject)[1] for subject in subjects]
         found = await self._bucket_only(k, partitions, set(assets))
         newest = {asset_of(subject)[1]: max(ts for ts, _ in samples) for subject, samples in kept.items() if samples}
-        anchors, walked = await self._adopt(assets + found, newest)
+        anchors, walked, faults = await self._adopt(assets + found, newest)
         # a key the bucket only listed holds an asset when it held a state: an older version's delete
         # marker (purged by _adopt) is none, and the first takeover after an upgrade counted every
         # marker of its partition as an asset rebuilt, and kept them as its own (an upgrade walk)
@@ -155,12 +155,17 @@ class Takeover(StateAdoption):
             anchor, judged = anchors.get(asset) or (None, None)
             span = prime_span(samples, anchor, window)
             past = along_walk(walked.get(asset, {}), span, self.ingest.buffers.sensors)
-            taken, opened = self.ingest.prime(asset, span, anchor, judged, past)
+            taken, opened = self.ingest.prime(asset, span, anchor, judged, past, faults=faults.get(asset))
             primed += taken
             if opened:  # listed in its states at once, as a restart restores them (the previous owner's to announce)
                 self.alerts.restore_faults({asset: opened})
             if len(span) < window and len(samples) >= 2:
                 partial.append((subject, len(span)))
+        primed_here = {asset_of(subject)[1] for subject in kept}
+        for asset in sorted(set(faults) - primed_here):  # nothing primed (the window stream no longer reaches
+            _, opened = self.ingest.prime(asset, [], None, faults=faults[asset])  # back): its first reading
+            if opened:  # here resumes them, as a restart's does
+                self.alerts.restore_faults({asset: opened})
         if partial and (keep := await self._keep()) and any(subjects[s] >= keep for s, _ in partial):
             # the stream held all it keeps, yet fewer than a window before the cut (a --keep of 33 for a
             # window of 32: 20 readings, said nowhere; a walk)

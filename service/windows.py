@@ -222,8 +222,8 @@ class Buffers(BufferViews):
         return None
 
     def prime(self, asset: str, samples: list[tuple[float, dict[str, float]]], received: float,
-              window_ts: float | None = None, judged_ts: float | None = None, clock: float = math.inf
-              ) -> tuple[int, list[dict]]:
+              window_ts: float | None = None, judged_ts: float | None = None, clock: float = math.inf,
+              resumed: list[dict] | None = None) -> tuple[int, list[dict]]:
         """Fill ``asset``'s buffer (window, last time, cleaner and sensor watch) with readings its
         previous owner already took, without queueing their windows or sensor events: those were
         the previous owner's to score and announce. With ``window_ts``, the end time of a window the
@@ -235,11 +235,20 @@ class Buffers(BufferViews):
         window the state already holds; the windows up to it are not queued. Returns how many
         readings were taken, and the channel faults the readings leave open (``[{"kind", "channel",
         "since", "value"}]``, as ``OpenFaults.saved``): announced by the previous owner, yet the new
-        owner's retained state must list them (it listed none until they closed: a known gap).
+        owner's retained state must list them (it listed none until they closed).
         ``clock``: as the ingest's, so a rewind (:meth:`add_at`) the old owner took is taken again
-        (unless the glitch's stamp fell behind the clock since). The
+        (unless the glitch's stamp fell behind the clock since). ``resumed``: the channel faults the
+        previous owner had open (its state's): the watch starts with them, as a restart's does, and
+        those the readings leave open are returned too (the readings alone show a channel stuck past
+        its limits since before them as one that walked there: its fault was dropped, no ``sensor_ok``
+        ever told; an upgrade walk). The
         caller holds the lock that guards the buffers (nothing drains in between)."""
         due, events, taken = len(self._due), len(self.sensor_events), 0
+        kept = [f for f in resumed or () if self.sensors is not None and self.sensors.resumable(f)]
+        if kept and asset not in self._assets:  # (taken by its first reading: _heard)
+            self.resumed_faults[asset] = kept
+        else:
+            kept = []
         # the cadence is set where the grid row at window_ts is written (_write): a row the cleaner
         # filled in a gap has no reading of that time
         self._anchor, self._anchored = (None if window_ts is None else (asset, window_ts)), False
@@ -259,6 +268,10 @@ class Buffers(BufferViews):
         while len(self.sensor_events) > events:  # announce, as its other events and the deferred ones: a review)
             self.sensor_events.pop()
         self._deferred.pop(asset, None)
+        if kept:  # (no reading taken: they wait for the first one, as a restart's)
+            state, named = self._assets.get(asset), {(f["kind"], f["channel"]) for f in opened}
+            opened += [f for f in kept if (f["kind"], f["channel"]) not in named and (
+                state is None or (f["kind"], self.channels.index(f["channel"])) in state.watch.open)]
         return taken, opened
 
     def _heard(self, asset: str, ts: float, mark: int) -> None:

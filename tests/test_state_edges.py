@@ -154,3 +154,17 @@ def test_a_restart_with_nothing_to_restore_says_nothing(tmp_path: Path, caplog: 
     with caplog.at_level(logging.INFO, logger="sensorguard.service.state"):
         assert restore_states(str(tmp_path), 10) == {}
     assert "restored" not in caplog.text
+
+
+def test_an_entrys_open_channel_faults_go_to_the_next_owner_as_saved():
+    """Cluster mode passes an asset's open channel faults on with its state (``sensor_faults``, as
+    ``assets.json`` keeps them): a value that is NaN goes as null and comes back NaN; an entry
+    without them, or unreadable, has none."""
+    from sensorguard.service.state_entry import encode_asset, faults_in
+
+    faults = [{"kind": "out_of_range", "channel": "b", "since": 10.0, "value": 110.0},
+              {"kind": "missing", "channel": "a", "since": 12.0, "value": float("nan")}]
+    back = faults_in(encode_asset(AlertState(), None, 8.0, faults=faults))
+    assert back[0] == faults[0] and back[1]["kind"] == "missing" and math.isnan(back[1]["value"])
+    assert faults_in(encode_asset(AlertState(), None, 8.0)) == [] and faults_in(b"{half") == []
+    assert faults_in(b'{"alert": {}, "sensor_faults": [{"kind": "melted", "channel": "b", "since": 1}]}') == []

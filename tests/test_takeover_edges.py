@@ -751,3 +751,46 @@ def test_the_partitions_taken_together_list_the_state_bucket_once(monkeypatch):
     clock[0] += KEYS_LISTED_S + 1
     asyncio.run(Takeover(nc, None, None, None, None, None, shared)._bucket_only(0, 4, set()))
     assert len(calls) == 2
+
+
+def test_a_channel_stuck_past_its_limits_keeps_its_fault_across_a_takeover():
+    """An upgrade walk: ``b`` jumped from 50 to 110 (60, past ``jump`` 20) and stayed there; the old
+    owner told an ``out_of_range`` fault. The new owner replays only the last readings, 10 past the
+    limit of 100 from the limit: a walk there, so the fault was dropped, none listed and no
+    ``sensor_ok`` ever told. The old owner's state now carries its open faults; the new owner's
+    watch resumes them, lists those the replay leaves open, and tells the end when ``b`` is back."""
+    stuck = [50.0] * 9 + [110.0] * 141
+    carried = [{"kind": "out_of_range", "channel": "b", "since": T0 + 10, "value": 110.0}]
+    nats = FakeNats()
+    sensors = _walked(nats, stuck)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150)  # (an older owner's: no faults)
+    assert rebuild(nats, sensors=sensors)[3].faults == {}  # the gap: a walk from the limit
+    nats = FakeNats()
+    sensors = _walked(nats, stuck)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150, faults=carried)
+    _, _, ingest, alerts = rebuild(nats, sensors=sensors)
+    assert alerts.faults == {"pump-1": carried}
+    assert ingest.buffers._assets["pump-1"].watch.open == {("out_of_range", 1)}
+    for i in range(1, 4):  # back in range (3 readings in a row: the off-delay): its end is told here
+        ingest.buffers.add("pump-1", T0 + 150 + i, {"a": 1.0, "b": 50.0}, 0.0)
+    assert [(e.kind, e.channel, e.fault) for _, e in ingest.buffers.sensor_events] == [("out_of_range", "b", False)]
+
+
+def test_a_carried_fault_the_replay_ends_is_not_listed_and_one_with_nothing_to_replay_waits():
+    """A fault the previous owner's state still held, which the replayed readings end (its state was
+    written before the end it told), is not listed again. An asset with nothing to replay (the
+    window stream no longer reaches back) lists its carried fault, and its first reading resumes it."""
+    back = [50.0] * 9 + [110.0] * 40 + [50.0] * 101
+    carried = [{"kind": "out_of_range", "channel": "b", "since": T0 + 10, "value": 110.0}]
+    nats = FakeNats()
+    sensors = _walked(nats, back)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150, faults=carried)
+    _, _, ingest, alerts = rebuild(nats, sensors=sensors)
+    assert alerts.faults == {} and ingest.buffers._assets["pump-1"].watch.open == set()
+    nats = FakeNats()
+    sensors = SensorRules(("a", "b"), (ChannelLimits(-100.0, 100.0, None, jump=20.0),) * 2, fill_limit=5)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 150, faults=carried)
+    nats.send("pump-2", [1], taken=1, body={"ts": T0 + 1, "values": {"a": 1.0, "b": 1.0}})  # (another asset)
+    t, ingest, alerts = takeover(nats, sensors=sensors)
+    asyncio.run(t.rebuild(partition("pump-1"), PARTITIONS))
+    assert alerts.faults.get("pump-1") == carried and ingest.buffers.resumed_faults["pump-1"] == carried
