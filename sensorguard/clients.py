@@ -107,7 +107,7 @@ def _left_ahead(times, began: float, who: str) -> str | None:
         return None
     return (f"the last readings sent are stamped {span(ahead)} ahead of this machine's clock: serve refuses a "
             f"replay to {who} again before then as out_of_order (its readings are not after those), until "
-            "it has called the asset silent; replay under another --asset, or with --timestamps original")
+            "it has called the asset silent; replay under another --asset to go on at once")
 
 
 def _off_rate(times, assets, period: float) -> str | None:
