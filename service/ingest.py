@@ -262,13 +262,15 @@ class Ingest(IngestLines):
                     continue
                 kept.append((ts, values))
                 newest = ts
-            if past and asset not in self.buffers:
+            placed = bool(past) and asset not in self.buffers
+            if placed:
                 self.buffers.resumed_past[asset] = past
             primed = self.buffers.prime(asset, kept, time.monotonic(), window_ts, judged_ts, now + CLOCK_SLACK_S,
                                         faults)
             if primed[0] and label:  # its alerts_total at 0 from here, as from a first reading taken (``take``)
                 self.metrics.asset_label(asset)
-            self.buffers.resumed_past.pop(asset, None)  # (not taken by a reading: no later watch starts from it)
+            if placed or samples:  # (not taken by a reading: no later watch starts from it. Nothing replayed, the
+                self.buffers.resumed_past.pop(asset, None)  # takeover's for an asset not primed waits for its first)
             self._gauges()  # (an asset taken over has a buffer now: it stayed 0 on a worker that took two, a walk)
             if self.buffers.queued():  # windows the previous owner completed but did not score
                 self.cond.notify()

@@ -794,3 +794,22 @@ def test_a_carried_fault_the_replay_ends_is_not_listed_and_one_with_nothing_to_r
     t, ingest, alerts = takeover(nats, sensors=sensors)
     asyncio.run(t.rebuild(partition("pump-1"), PARTITIONS))
     assert alerts.faults.get("pump-1") == carried and ingest.buffers.resumed_faults["pump-1"] == carried
+
+
+def test_a_short_asset_with_carried_faults_keeps_its_saved_values_too():
+    """The window stream no longer reaches back (the asset is not primed), and its state carries both
+    a channel walked past its limits (``past_limits``) and an open fault on another channel: the
+    prime with nothing to replay that resumes the fault must leave the saved value the takeover set
+    for its first reading (it popped it, and ``b``, 1 past the saved 200, was told a sensor fault)."""
+    nats = FakeNats()
+    for i in range(10):  # none taken yet: the readings stream holds them all
+        nats.send("pump-1", [i + 1], body={"ts": T0 + i + 1, "values": {"a": 1.0, "b": 201.0 + i}})
+    del nats.streams[cluster.WINDOWS_STREAM][:5]  # the window stream no longer holds the oldest
+    sensors = SensorRules(("a", "b"), (ChannelLimits(-100.0, 100.0, None, jump=20.0),) * 2, fill_limit=5)
+    carried = [{"kind": "missing", "channel": "a", "since": T0 - 20, "value": float("nan")}]
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 - 10, past={"b": 200.0}, faults=carried)
+    _, primed, ingest, alerts = rebuild(nats, sensors=sensors)
+    assert primed == 0 and "pump-1" not in ingest.buffers and alerts.faults.get("pump-1")
+    assert ingest.buffers.resumed_past == {"pump-1": {"b": 200.0}}
+    ingest.buffers.add("pump-1", T0 + 1, {"a": 1.0, "b": 201.0}, 0.0)
+    assert ("out_of_range", 1) not in ingest.buffers._assets["pump-1"].watch.open
