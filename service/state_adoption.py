@@ -11,6 +11,7 @@ as the rest of the takeover's steps share its connection and the partition's ass
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -44,6 +45,17 @@ class StateKeys:
 
     at: float = -math.inf
     keys: list[str] = field(default_factory=list)
+    _lock: asyncio.Lock | None = field(default=None, repr=False)
+    _loop: Any = field(default=None, repr=False)
+
+    def lock(self) -> asyncio.Lock:
+        """Held while listing: the partitions a worker takes at once run their takeovers together,
+        and those that came while the first one listed listed the bucket too (one per event loop:
+        a lock is bound to the loop it first waited on)."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop = asyncio.Lock(), loop
+        return self._lock
 
 
 class StateAdoption:
@@ -67,11 +79,12 @@ class StateAdoption:
         # one listing for the partitions taken within KEYS_LISTED_S (a worker starting takes them all at
         # once, and each listed the whole bucket: its keys hold no partition; a review). A key written
         # since is a live asset's, which the window stream lists: those sought here are long silent
-        now = time.monotonic()
-        if now - self._listed.at > KEYS_LISTED_S:
-            prefix = f"$KV.{STATE_BUCKET}."
-            found = await stream_subjects(self._nc, f"KV_{STATE_BUCKET}", prefix + ">")
-            self._listed.at, self._listed.keys = now, [subject[len(prefix):] for subject in found]
+        async with self._listed.lock():  # (the takeovers of the partitions taken at once wait for one listing)
+            now = time.monotonic()
+            if now - self._listed.at > KEYS_LISTED_S:
+                prefix = f"$KV.{STATE_BUCKET}."
+                found = await stream_subjects(self._nc, f"KV_{STATE_BUCKET}", prefix + ">")
+                self._listed.at, self._listed.keys = now, [subject[len(prefix):] for subject in found]
         keys = self._listed.keys
         return sorted(asset for key in keys if not key.startswith(CONTROLS_KEYS[:-1])
                       and (asset := key_asset(key)) not in listed and valid_asset(asset)

@@ -813,3 +813,30 @@ def test_a_short_asset_with_carried_faults_keeps_its_saved_values_too():
     assert ingest.buffers.resumed_past == {"pump-1": {"b": 200.0}}
     ingest.buffers.add("pump-1", T0 + 1, {"a": 1.0, "b": 201.0}, 0.0)
     assert ("out_of_range", 1) not in ingest.buffers._assets["pump-1"].watch.open
+
+
+def test_partitions_taken_at_once_share_one_listing_of_the_state_bucket(monkeypatch):
+    """A worker starting takes its partitions at once, one task each: their takeovers reach the
+    state bucket's listing together, and those that came while the first was still listing (a
+    100,000-key bucket: a large answer) listed it too, each (a review)."""
+    from sensorguard.service import state_adoption
+    from sensorguard.service.state_adoption import StateKeys
+
+    calls: list[str] = []
+    keys = {f"$KV.{cluster.STATE_BUCKET}.{cluster.state_key(f'pump-{n}')}": 1 for n in range(40)}
+
+    async def listing(nc: Any, stream: str, subjects: str) -> dict[str, int]:
+        calls.append(stream)
+        await asyncio.sleep(0.01)  # (the answer takes a while)
+        return keys
+
+    monkeypatch.setattr(state_adoption, "stream_subjects", listing)
+    shared = StateKeys()
+    nc = SimpleNamespace(jetstream=lambda: None)
+
+    async def together() -> list[list[str]]:
+        return await asyncio.gather(*(Takeover(nc, None, None, None, None, None, shared)._bucket_only(k, 4, set())
+                                      for k in range(4)))
+
+    found = asyncio.run(together())
+    assert len(calls) == 1 and sorted(a for f in found for a in f) == sorted(f"pump-{n}" for n in range(40))
