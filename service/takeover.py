@@ -41,6 +41,7 @@ from sensorguard.service.commands import AlarmControls
 from sensorguard.service.config import Settings
 from sensorguard.service.ingest import Ingest
 from sensorguard.service.payload import Parsed, parse_message, valid_asset
+from sensorguard.service.sensors import resumed_faults
 from sensorguard.service.state_adoption import StateAdoption, StateKeys
 from sensorguard.service.stream_reads import stream_info, stream_subjects
 from sensorguard.service.walked_channels import along_walk
@@ -121,6 +122,11 @@ class Takeover(StateAdoption):
         found = await self._bucket_only(k, partitions, set(assets))
         newest = {asset_of(subject)[1]: max(ts for ts, _ in samples) for subject, samples in kept.items() if samples}
         anchors, walked, faults = await self._adopt(assets + found, newest)
+        # those the model served here cannot judge (a rolling upgrade: a channel it lacks) are told ended, as
+        # a restart's: dropped unsaid, a subscriber pairing faults with their ends held them open for good
+        judged = {asset: max(t for t in saved if t is not None) for asset, saved in anchors.items()
+                  if saved is not None and any(t is not None for t in saved)}
+        faults, unjudged = resumed_faults(faults, self.ingest.buffers.sensors, judged)
         # a key the bucket only listed holds an asset when it held a state: an older version's delete
         # marker (purged by _adopt) is none, and the first takeover after an upgrade counted every
         # marker of its partition as an asset rebuilt, and kept them as its own (an upgrade walk)
@@ -166,6 +172,7 @@ class Takeover(StateAdoption):
             _, opened = self.ingest.prime(asset, [], None, faults=faults[asset])  # back): its first reading
             if opened:  # here resumes them, as a restart's does
                 self.alerts.restore_faults({asset: opened})
+        self.ingest.fault_closes(unjudged, "the model served here cannot judge them")
         if partial and (keep := await self._keep()) and any(subjects[s] >= keep for s, _ in partial):
             # the stream held all it keeps, yet fewer than a window before the cut (a --keep of 33 for a
             # window of 32: 20 readings, said nowhere; a walk)

@@ -840,3 +840,19 @@ def test_partitions_taken_at_once_share_one_listing_of_the_state_bucket(monkeypa
 
     found = asyncio.run(together())
     assert len(calls) == 1 and sorted(a for f in found for a in f) == sorted(f"pump-{n}" for n in range(40))
+
+
+def test_a_carried_fault_the_new_owners_model_cannot_judge_is_told_ended():
+    """A rolling upgrade: the old owner's model watched channel ``c`` and told a ``stuck`` fault on it;
+    the new owner's model has no ``c``. Its watch cannot resume the fault: dropped unsaid, a subscriber
+    pairing each ``sensor_fault`` with its ``sensor_ok`` held it open for good. It is told ended, as a
+    restart's are (``sensors.resumed_faults``)."""
+    carried = [{"kind": "stuck", "channel": "c", "since": T0 + 2, "value": 7.0},
+               {"kind": "out_of_range", "channel": "b", "since": T0 + 3, "value": 110.0}]
+    nats = FakeNats()
+    sensors = _walked(nats, [110.0] * 10)
+    bucket_state(nats, "pump-1", alert=AlertState(), window_ts=T0 + 10, faults=carried)
+    _, _, ingest, alerts = rebuild(nats, sensors=sensors)
+    assert alerts.faults == {"pump-1": carried[1:]}
+    assert [(a, e.kind, e.channel, e.fault) for a, e in ingest.buffers.sensor_events] == [
+        ("pump-1", "stuck", "c", False)]
