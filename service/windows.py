@@ -268,10 +268,11 @@ class Buffers(BufferViews):
         while len(self.sensor_events) > events:  # announce, as its other events and the deferred ones: a review)
             self.sensor_events.pop()
         self._deferred.pop(asset, None)
-        if kept:  # (no reading taken: they wait for the first one, as a restart's)
+        if kept and self.sensors is not None:  # (no reading taken: they wait for the first one, as a restart's)
             state, named = self._assets.get(asset), {(f["kind"], f["channel"]) for f in opened}
+            index = self.sensors.channels.index  # (the watch's own, as SensorWatch.resume reads them)
             opened += [f for f in kept if (f["kind"], f["channel"]) not in named and (
-                state is None or (f["kind"], self.channels.index(f["channel"])) in state.watch.open)]
+                state is None or (f["kind"], index(f["channel"])) in state.watch.open)]
         return taken, opened
 
     def _heard(self, asset: str, ts: float, mark: int) -> None:
