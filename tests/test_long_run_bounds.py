@@ -160,58 +160,83 @@ def test_the_window_stream_keeps_readings_for_a_bounded_time():
     assert windows(Layout(readings_max_age_s=cluster.MAX_AGE_LIMIT_S)).max_age == cluster.MAX_AGE_LIMIT_S
 
 
+KEPT, T0 = "pump-7", 1_767_225_600.0  # the asset whose readings the takeover tests' partition holds
+RETIRED = [f"retired-{n}" for n in range(40)]  # assets with a state in the bucket and no readings
+
+
+class Adopting:
+    """The alert application's part a takeover calls: what it adopted."""
+
+    recorder = None
+
+    def __init__(self) -> None:
+        self.adopted: dict[str, tuple] = {}
+
+    def adopt(self, asset: str, *state: object) -> None:
+        self.adopted[asset] = state
+
+
+def retired_in(k: int) -> list[str]:
+    """The ``RETIRED`` assets of partition ``k`` (of 8)."""
+    from sensorguard.service.cluster import partition_of
+
+    return [a for a in RETIRED if partition_of(a, 8) == k]
+
+
+def taken_over(tmp_path, monkeypatch, fill, alerts=None, controls=None) -> tuple[int, list[str], dict[str, int]]:
+    """``KEPT``'s partition ``k`` of a one-node cluster, ten readings of it in the streams, taken over
+    once ``fill(states, k)`` (awaited) wrote the state bucket, by a takeover given ``alerts`` and
+    ``controls`` (None: those ``rebuilt`` gives). ``(k, the assets rebuilt, the bucket's subjects after)``."""
+    import asyncio
+
+    from sensorguard.service import cluster, takeover
+    from sensorguard.service.stream_reads import stream_subjects
+    from tests.nats import NatsCluster
+    from tests.test_cluster import initialised, rebuilt, ten_readings
+
+    real = takeover.Takeover
+    monkeypatch.setattr(takeover, "Takeover", lambda nc, states, settings, ingest, given, held: real(
+        nc, states, settings, ingest, given if alerts is None else alerts, held if controls is None else controls))
+    node = NatsCluster(tmp_path, 1).start()
+    try:
+        _, k = initialised(node.urls, KEPT)
+
+        async def run() -> tuple[list[str], dict[str, int]]:
+            nc = await cluster.connect(node.urls)
+            try:
+                await ten_readings(nc, KEPT, T0, k)
+                await fill(await nc.jetstream().key_value(cluster.STATE_BUCKET), k)
+                _, _, assets = await rebuilt(nc, k, 30.0)
+                return assets, await stream_subjects(nc, f"KV_{cluster.STATE_BUCKET}", f"$KV.{cluster.STATE_BUCKET}.>")
+            finally:
+                await nc.close()
+
+        assets, left = asyncio.run(run())
+    finally:
+        node.stop()
+    return k, assets, left
+
+
 def test_a_takeover_adopts_a_silent_asset_the_window_stream_no_longer_holds(tmp_path, monkeypatch):
     """An asset silent longer than the window stream keeps readings has its state (a silence
     awaited, a drift baseline) in the state bucket only: a takeover listed assets from the window
     stream alone, so it was never adopted (its return told no ``sensor_ok``, its baseline lost) and
     its key stayed in the bucket, owned by no worker. It is adopted from the bucket's listing."""
-    import asyncio
-
-    from sensorguard.service import cluster, takeover
+    from sensorguard.service import cluster
     from sensorguard.service.alerts import AlertState
     from sensorguard.service.state_entry import encode_asset
-    from tests.nats import NatsCluster
-    from tests.test_cluster import initialised, rebuilt, ten_readings
 
-    class Adopting:  # the alert application's part a takeover calls
-        recorder = None
+    async def fill(states, k: int) -> None:
+        elsewhere = next(a for a in RETIRED if cluster.partition_of(a, 8) != k)
+        for asset in [*retired_in(k), KEPT, elsewhere]:  # silent: readings aged out of the window stream (retired)
+            await states.put(cluster.state_key(asset), encode_asset(AlertState(), None, silence=(T0, 0.5)))
 
-        def __init__(self) -> None:
-            self.adopted: dict[str, tuple] = {}
-
-        def adopt(self, asset: str, *state: object) -> None:
-            self.adopted[asset] = state
-
-    kept, t0 = "pump-7", 1_767_225_600.0
-    node = NatsCluster(tmp_path, 1).start()
-    try:
-        _, k = initialised(node.urls, kept)
-        others = [a for a in (f"retired-{n}" for n in range(40)) if cluster.partition_of(a, 8) == k]
-        elsewhere = next(a for a in (f"retired-{n}" for n in range(40)) if cluster.partition_of(a, 8) != k)
-        alerts = Adopting()
-        real = takeover.Takeover
-        monkeypatch.setattr(takeover, "Takeover", lambda nc, states, settings, ingest, _, controls: real(
-            nc, states, settings, ingest, alerts, controls))
-
-        async def run() -> list[str]:
-            nc = await cluster.connect(node.urls)
-            try:
-                js = nc.jetstream()
-                await ten_readings(nc, kept, t0, k)
-                states = await js.key_value(cluster.STATE_BUCKET)
-                for asset in [*others, kept, elsewhere]:  # silent: readings aged out of the window stream (others)
-                    await states.put(cluster.state_key(asset), encode_asset(AlertState(), None, silence=(t0, 0.5)))
-                _, _, assets = await rebuilt(nc, k, 30.0)
-                return assets
-            finally:
-                await nc.close()
-
-        assets = asyncio.run(run())
-    finally:
-        node.stop()
-    assert others and sorted(assets) == sorted([kept, *others])
-    assert set(alerts.adopted) == {kept, *others}
-    assert all(alerts.adopted[asset][-1] == (t0, 0.5) for asset in others)  # awaited as silent
+    alerts = Adopting()
+    k, assets, _ = taken_over(tmp_path, monkeypatch, fill, alerts=alerts)
+    others = retired_in(k)
+    assert others and sorted(assets) == sorted([KEPT, *others])
+    assert set(alerts.adopted) == {KEPT, *others}
+    assert all(alerts.adopted[asset][-1] == (T0, 0.5) for asset in others)  # awaited as silent
 
 
 def test_a_takeover_purges_the_delete_markers_an_older_version_left_in_the_state_bucket(tmp_path, monkeypatch):
@@ -219,42 +244,18 @@ def test_a_takeover_purges_the_delete_markers_an_older_version_left_in_the_state
     TTL) keeps for good. A cluster upgraded keeps them: each takeover now lists the whole bucket
     (``_bucket_only``) and reads every marker of the partition back, one round trip each, at every
     takeover, for good. The new owner purges each marker it reads (up to it: a write after it stays)."""
-    import asyncio
-
-    from sensorguard.service import cluster, takeover
+    from sensorguard.service import cluster
     from sensorguard.service.commands import AlarmControls
-    from sensorguard.service.stream_reads import stream_subjects
-    from tests.nats import NatsCluster
-    from tests.test_cluster import initialised, rebuilt, ten_readings
 
-    real = takeover.Takeover  # (rebuilt gives the takeover no controls: these read the controls keys too)
-    monkeypatch.setattr(takeover, "Takeover", lambda nc, states, settings, ingest, alerts, _: real(
-        nc, states, settings, ingest, alerts, AlarmControls()))
-    kept, t0 = "pump-7", 1_767_225_600.0
-    node = NatsCluster(tmp_path, 1).start()
-    try:
-        _, k = initialised(node.urls, kept)
-        ended = [a for a in (f"retired-{n}" for n in range(40)) if cluster.partition_of(a, 8) == k]
+    async def fill(states, k: int) -> None:
+        for asset in retired_in(k):  # as an older version ended them: a delete marker left behind
+            for key in (cluster.state_key(asset), cluster.controls_key(asset)):
+                await states.put(key, b'{"controls":[],"alerts":{},"past":[]}')
+                await states.delete(key)
 
-        async def run() -> dict[str, int]:
-            nc = await cluster.connect(node.urls)
-            try:
-                js = nc.jetstream()
-                await ten_readings(nc, kept, t0, k)
-                states = await js.key_value(cluster.STATE_BUCKET)
-                for asset in ended:  # as an older version ended them: a delete marker left behind
-                    for key in (cluster.state_key(asset), cluster.controls_key(asset)):
-                        await states.put(key, b'{"controls":[],"alerts":{},"past":[]}')
-                        await states.delete(key)
-                await rebuilt(nc, k, 30.0)
-                return await stream_subjects(nc, f"KV_{cluster.STATE_BUCKET}", f"$KV.{cluster.STATE_BUCKET}.>")
-            finally:
-                await nc.close()
-
-        left = asyncio.run(run())
-    finally:
-        node.stop()
-    assert ended
+    # (rebuilt gives the takeover no controls: these read the controls keys too)
+    k, _, left = taken_over(tmp_path, monkeypatch, fill, controls=AlarmControls())
+    assert retired_in(k)
     assert not [s for s in left if "retired-" in s], sorted(left)
 
 
@@ -264,50 +265,21 @@ def test_a_takeover_counts_no_asset_for_a_delete_marker_it_purges(tmp_path, monk
     upgrade (an upgrade walk, 3,000 markers) logged "rebuilt the windows of 373 assets" for a
     partition of 1 asset, and its owner kept those ids as its assets ("handed partition 0 over
     (373 assets)"). A key read back as deleted holds no asset: it is purged, not taken."""
-    import asyncio
-
-    from sensorguard.service import cluster, takeover
+    from sensorguard.service import cluster
     from sensorguard.service.alerts import AlertState
     from sensorguard.service.state_entry import encode_asset
-    from tests.nats import NatsCluster
-    from tests.test_cluster import initialised, rebuilt, ten_readings
 
-    class Adopting:  # the alert application's part a takeover calls
-        recorder = None
+    async def fill(states, k: int) -> None:
+        *ended, silent = retired_in(k)
+        for asset in ended:  # as an older version ended them: a delete marker left behind
+            await states.put(cluster.state_key(asset), encode_asset(AlertState(), None))
+            await states.delete(cluster.state_key(asset))
+        await states.put(cluster.state_key(silent), encode_asset(AlertState(), None, silence=(T0, 0.5)))
 
-        def adopt(self, asset: str, *state: object) -> None:
-            pass
-
-    real = takeover.Takeover
-    monkeypatch.setattr(takeover, "Takeover", lambda nc, states, settings, ingest, _, controls: real(
-        nc, states, settings, ingest, Adopting(), controls))
-    kept, t0 = "pump-7", 1_767_225_600.0
-    node = NatsCluster(tmp_path, 1).start()
-    try:
-        _, k = initialised(node.urls, kept)
-        mine = [a for a in (f"retired-{n}" for n in range(40)) if cluster.partition_of(a, 8) == k]
-        ended, silent = mine[:-1], mine[-1]
-
-        async def run() -> list[str]:
-            nc = await cluster.connect(node.urls)
-            try:
-                js = nc.jetstream()
-                await ten_readings(nc, kept, t0, k)
-                states = await js.key_value(cluster.STATE_BUCKET)
-                for asset in ended:  # as an older version ended them: a delete marker left behind
-                    await states.put(cluster.state_key(asset), encode_asset(AlertState(), None))
-                    await states.delete(cluster.state_key(asset))
-                await states.put(cluster.state_key(silent), encode_asset(AlertState(), None, silence=(t0, 0.5)))
-                _, _, assets = await rebuilt(nc, k, 30.0)
-                return assets
-            finally:
-                await nc.close()
-
-        assets = asyncio.run(run())
-    finally:
-        node.stop()
+    k, assets, _ = taken_over(tmp_path, monkeypatch, fill, alerts=Adopting())
+    *ended, silent = retired_in(k)
     assert ended
-    assert sorted(assets) == sorted([kept, silent])
+    assert sorted(assets) == sorted([KEPT, silent])
 
 
 def test_a_start_removes_the_temporary_files_a_killed_save_left_in_the_state_dir(tiny_bundle: Bundle, tmp_path):
