@@ -126,7 +126,7 @@ class StateSync:
         except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
             self._failed("state", asset, exc)
             return False
-        self._refusing_since, self._refused = None, 0
+        self._refusing_since = None  # (a write worked: no refusal spell goes on)
         return True
 
     def _failed(self, what: str, asset: str, exc: BaseException) -> None:
@@ -226,5 +226,5 @@ class StateSync:
         except Exception as exc:  # noqa: BLE001 - the bucket may be electing a leader
             self._failed("controls", asset, exc)
             return False
-        self._refusing_since, self._refused = None, 0
+        self._refusing_since = None  # (a write worked: no refusal spell goes on)
         return True

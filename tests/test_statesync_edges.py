@@ -172,19 +172,25 @@ def test_a_finished_hand_over_leaves_no_wait_behind_for_its_assets():
     assert sync._handing == {}
 
 
+def clocked_sync(monkeypatch) -> tuple[StateSync, FlakyBucket, list[float]]:
+    """A writer on a bucket whose first write fails, and the monotonic clock it reads (``[now]``, set
+    by the test)."""
+    from sensorguard.service import statesync
+
+    clock = [1000.0]
+    monkeypatch.setattr(statesync.time, "monotonic", lambda: clock[0])
+    sync, bucket = StateSync(shelved("p1"), lambda asset: True), FlakyBucket(fails=1)
+    sync.open(bucket)
+    return sync, bucket, clock
+
+
 def test_a_bucket_that_keeps_refusing_writes_is_warned_of_and_a_leader_election_is_not(monkeypatch, caplog):
     """Failed writes were logged at debug only: a state bucket out of space or quorum for hours left
     the states of the assets moved since unwritten, and their next owner took older ones, with
     nothing said. A refusal lasting REFUSING_SAID_S is warned once a minute; a short one is not."""
     import logging
 
-    from sensorguard.service import statesync
-
-    clock = [1000.0]
-    monkeypatch.setattr(statesync.time, "monotonic", lambda: clock[0])
-    sync = StateSync(shelved("p1"), lambda asset: True)
-    bucket = FlakyBucket(fails=1)
-    sync.open(bucket)
+    sync, bucket, clock = clocked_sync(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.statesync"):
         sync.queue({"p1": b'{"alert":{}}'})
         asyncio.run(sync.flush())  # a leader election: one refused, the next written
@@ -207,13 +213,7 @@ def test_one_refusal_hours_after_an_earlier_one_is_no_long_refusal(monkeypatch, 
     stopped for longer than REFUSING_SAID_S end the spell: only refusals that go on are said."""
     import logging
 
-    from sensorguard.service import statesync
-
-    clock = [1000.0]
-    monkeypatch.setattr(statesync.time, "monotonic", lambda: clock[0])
-    sync = StateSync(shelved("p1"), lambda asset: True)
-    bucket = FlakyBucket(fails=1)
-    sync.open(bucket)
+    sync, bucket, clock = clocked_sync(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="sensorguard.service.statesync"):
         assert not asyncio.run(sync._write_state("p1", b'{"alert":{}}'))  # refused, never tried again
         clock[0] += 3600.0
