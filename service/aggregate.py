@@ -17,7 +17,8 @@ its gauges (its assets' scores and alerts) as they were, ``mqtt_connected`` 0. A
 counters with it: the parent adds what it last saw of them to a ``carry`` kept per worker slot, so
 the merged counters never go backwards (a restart is not a counter reset to Prometheus). Increments
 between the last scrape and the death are lost, except for ``readings_total``, which workers also
-count in shared memory and which is therefore exact.
+count in shared memory and which is therefore exact. A carried per-asset series that no worker has
+shown for ``RETIRED_LABEL_S`` goes, as a worker retires the series of an asset gone that long.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+
+from sensorguard.service.metrics import RETIRED_LABEL_S
 
 GAUGE_RULES = {
     "sensorguard_mqtt_connected": min,
@@ -60,6 +63,7 @@ class WorkerCounters:
     last: dict[Key, float] = field(default_factory=dict)
     carry: dict[Key, float] = field(default_factory=dict)
     gauges: dict[Key, float] = field(default_factory=dict)  # as last seen: shown while it does not answer
+    shown: dict[Key, float] = field(default_factory=dict)  # (monotonic) a carried per-asset series last shown
     answered: float = 0.0  # (monotonic) when it last did: its gauges are shown for GAUGES_HELD_S after
 
     def restarted(self) -> None:
@@ -90,6 +94,7 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
     now = time.monotonic() if now is None else now
     values: dict[Key, list[float]] = {key: [] for key in exact}
     vanished: list[tuple[WorkerCounters, Key, float]] = []  # summed series a live worker no longer shows
+    currents: list[dict[Key, float]] = []
     for families, slot in zip(expositions, slots, strict=True):
         if families is None:  # down or slow: its counters and gauges as last seen, and disconnected. Its
             # gauges left out, a restart dropped its assets' series for a few scrapes: Prometheus called
@@ -116,6 +121,9 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
                         slot.gauges[key] = sample.value
             vanished += [(slot, key, value) for key, value in slot.last.items() if value and key not in current]
             slot.last = current
+        currents.append(current)
+    _retire_carried(slots, set().union(*currents), now)
+    for current, slot in zip(currents, slots, strict=True):
         for source in (current, slot.carry):
             for key, value in source.items():
                 values.setdefault(key, []).append(value)
@@ -136,6 +144,22 @@ def merge(expositions: Iterable[list[Metric] | None], slots: list[WorkerCounters
         rule = GAUGE_RULES.get(name, sum) if kind not in SUMMED else sum
         out[name].add_sample(sample_name, dict(labels), exact[key] if key in exact else _combine(rule, seen))
     return list(out.values())
+
+
+def _retire_carried(slots: list[WorkerCounters], shown: set[Key], now: float) -> None:
+    """Drop the carried per-asset series no worker has shown for ``RETIRED_LABEL_S``. Every restart
+    carries each asset's alert counter, so kept for good, the carries grew with every asset the
+    daemon ever served (ids that come and go), and the merged page exported them all, past the
+    ``max_assets`` label bound each worker keeps (a review). A worker's own page drops such a series
+    when it retires the asset's label slot; here it goes after as long unseen, as if so retired."""
+    for slot in slots:
+        for key in [key for key in slot.carry if any(name == "asset" for name, _ in key[2])]:
+            if key in shown:
+                slot.shown[key] = now
+            elif now - slot.shown.setdefault(key, now) >= RETIRED_LABEL_S:
+                del slot.carry[key], slot.shown[key]
+        for key in [key for key in slot.shown if key not in slot.carry]:  # (carried no more)
+            del slot.shown[key]
 
 
 def _combine(rule, seen: list[float]) -> float:

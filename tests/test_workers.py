@@ -354,6 +354,32 @@ def test_an_alerts_series_a_live_worker_drops_never_makes_the_summed_counter_fal
     assert got[x] == 6
 
 
+def test_a_carried_alerts_series_no_worker_shows_for_the_retirement_span_goes():
+    """Every restart carries each asset's alert counter; kept for good, the parent's page exported
+    every asset the daemon ever served, past each worker's ``max_assets`` label bound (a review).
+    A carried series no worker shows for ``RETIRED_LABEL_S`` goes, as a worker's retired one; one a
+    worker still shows stays, and so do the carried counters of no asset."""
+    from sensorguard.service.metrics import RETIRED_LABEL_S
+
+    page = "# HELP sensorguard_alerts_total Alerts.\n# TYPE sensorguard_alerts_total counter\n{rows}"
+    row = 'sensorguard_alerts_total{{asset="{}"}} 2\n'.format
+    slots, meta = [WorkerCounters(), WorkerCounters()], {}
+    gone, kept = ("sensorguard_alerts_total", (("asset", "gone"),)), ("sensorguard_alerts_total", (("asset", "kept"),))
+    readings = ("sensorguard_readings", "sensorguard_readings_total", ())
+    carried = {name: ("sensorguard_alerts", *series) for name, series in (("gone", gone), ("kept", kept))}
+    slots[0].last = {carried["gone"]: 2.0, carried["kept"]: 2.0, readings: 7.0}
+    slots[0].restarted()  # carried: the restarted worker shows "kept" again, "gone" never
+    pages = [parse(page.format(rows=row("kept"))), parse(page.format(rows=""))]
+    start = time.monotonic()
+    got = _values(merge(pages, slots, meta, now=start))
+    assert got[gone] == 2 and got[kept] == 4
+    got = _values(merge(pages, slots, meta, now=start + RETIRED_LABEL_S - 1))
+    assert got[gone] == 2 and got[kept] == 4  # not yet
+    got = _values(merge(pages, slots, meta, now=start + RETIRED_LABEL_S))
+    assert gone not in got and got[kept] == 4 and got[("sensorguard_readings_total", ())] == 7
+    assert carried["gone"] not in slots[0].carry and carried["gone"] not in slots[0].shown
+
+
 def test_a_dead_worker_shows_as_disconnected_and_one_dying_young_comes_back_after_a_second(tmp_path, monkeypatch):
     """Found by review: (1) a worker down or not answering was left out of the merged gauges, so
     mqtt_connected was the minimum over the live ones, 1, and an alert on it stayed silent through
