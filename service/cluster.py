@@ -36,6 +36,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sensorguard.service.logs import span
 from sensorguard.service.nats_connect import ClusterError, connect, no_jetstream
 from sensorguard.service.payload import MAX_ASSET_LEVELS
 
@@ -244,6 +245,8 @@ def _differences(want: Any, have: Any) -> list[str]:
         if name == "max_age" and a is not None and b is not None and abs(a - b) < 1e-3:
             continue
         if (a or None) != (b or None) and not (name == "max_bytes" and a in (-1, None) and b in (-1, None)):
+            if name == "max_age":  # in words: "max_age 0.0 -> 90000.0" read as raw seconds (a walk)
+                a, b = (span(v) if v else "none" for v in (a, b))
             out.append(f"{name} {b} -> {a}")
     want_moves = [(t.src, t.dest) for s in want.sources or [] for t in s.subject_transforms or []]
     have_moves = [(t.src, t.dest) for s in have.sources or [] for t in s.subject_transforms or []]
@@ -322,7 +325,8 @@ async def _ensure_bucket(js: Any, config: Any) -> str:
     if have.num_replicas != config.replicas:
         changes.append(f"replicas {have.num_replicas} -> {config.replicas}")
     if abs((have.max_age or 0.0) - (config.ttl or 0.0)) > 1e-3:
-        changes.append(f"ttl {have.max_age or 0:g} s -> {config.ttl or 0:g} s")
+        changes.append(f"ttl {span(have.max_age) if have.max_age else 'none'} -> "
+                       f"{span(config.ttl) if config.ttl else 'none'}")
     if not changes:
         return f"bucket {config.bucket} is up to date"
     window = have.duplicate_window or 120.0  # may not exceed a TTL (the server refuses it): as nats-py creates it

@@ -153,8 +153,8 @@ def test_init_brings_a_bucket_ttl_up_to_date(nats_node):
         finally:
             await nc.close()
 
-    assert asyncio.run(run()) == ["updated bucket probe: ttl 0 s -> 10 s", "updated bucket probe: ttl 10 s -> 3 s",
-                                  "bucket probe is up to date", "updated bucket probe: ttl 3 s -> 0 s"]
+    assert asyncio.run(run()) == ["updated bucket probe: ttl none -> 10 s", "updated bucket probe: ttl 10 s -> 3 s",
+                                  "bucket probe is up to date", "updated bucket probe: ttl 3 s -> none"]
 
 
 async def _put_owner(servers) -> None:

@@ -21,6 +21,7 @@ from sensorguard.service.alerts import AlertState
 from sensorguard.service.bundle import Bundle
 from sensorguard.service.cluster import ClusterError, Layout, asset_of
 from sensorguard.service.drift import DriftRule
+from sensorguard.service.logs import span
 from sensorguard.service.publisher import iso
 from tests.test_daemon import T0, value
 from tests.test_state import daemon_with, raised
@@ -243,8 +244,10 @@ def test_a_stream_read_back_with_its_own_words_for_the_same_limits_is_up_to_date
     want = cluster.stream_configs(Layout())[1]
     have = replace(want, max_age=want.max_age + 1e-6, max_bytes=None)
     assert cluster._differences(want, have) == []
-    assert cluster._differences(want, replace(want, max_age=want.max_age + 60)) == [
-        f"max_age {want.max_age + 60} -> {want.max_age}"]
+    assert cluster._differences(want, replace(want, max_age=want.max_age + 3600)) == [
+        f"max_age {span(want.max_age + 3600)} -> {span(want.max_age)}"]  # (in words, not raw seconds: a walk)
+    assert cluster._differences(replace(want, max_age=90000.0), replace(want, max_age=0.0)) == [
+        "max_age none -> 1.04 days"]
 
 
 def test_the_stray_subjects_start_one_level_past_the_deepest_asset() -> None:
@@ -352,7 +355,7 @@ def test_a_bucket_update_lowers_the_duplicate_window_to_the_new_ttl_and_raises_r
     name = f"KV_{cluster.OWNERS_BUCKET}"
     js = FakeJetStream({name: StreamConfig(name=name, num_replicas=1, max_age=0.0, duplicate_window=120.0)})
     said = asyncio.run(cluster._ensure_bucket(js, KeyValueConfig(bucket=cluster.OWNERS_BUCKET, ttl=3.0, replicas=3)))
-    assert said == f"updated bucket {cluster.OWNERS_BUCKET}: replicas 1 -> 3, ttl 0 s -> 3 s"
+    assert said == f"updated bucket {cluster.OWNERS_BUCKET}: replicas 1 -> 3, ttl none -> 3 s"
     [config] = js.updated
     assert (config.num_replicas, config.max_age, config.duplicate_window) == (3, 3.0, 3.0)
 
