@@ -249,10 +249,12 @@ def test_a_command_is_answered_once_its_change_is_in_the_state_bucket(nats_node,
 
 
 @contextlib.contextmanager
-def hand_over_pair(node, trained_dir, **flags):
+def hand_over_pair(node, trained_dir, new_owner: dict | None = None, **flags):
     """Workers ``wa`` and ``wb``, alert events and a publisher on the node's MQTT listener, and an
-    asset ``wb`` serves: ``(wa, wb, urls, events, pub, asset)``; all stopped after."""
-    workers = [daemon(node, trained_dir, w, **flags) for w in ("wa", "wb")]
+    asset ``wb`` serves: ``(wa, wb, urls, events, pub, asset)``; all stopped after. ``new_owner``:
+    flags of ``wa``'s own, over ``flags``."""
+    workers = [daemon(node, trained_dir, "wa", **{**flags, **(new_owner or {})}),
+               daemon(node, trained_dir, "wb", **flags)]
     events = Collector(SimpleNamespace(port=node.nodes[0].mqtt_port), "sensorguard/alerts/#")
     pub = Publisher(SimpleNamespace(port=node.nodes[0].mqtt_port))
     try:
@@ -296,8 +298,14 @@ def test_a_silent_asset_handed_over_tells_its_return_on_its_new_owner(nats_node,
     """A walk: a silent asset whose partition moved came back on its new owner with no ``sensor_ok``
     (the silence opened on the old owner never closed). The silence goes with it through the state
     bucket; the new owner primes the readings before it (for their rate) and drops that buffer, so
-    the first reading back starts the asset and tells its return (a primed buffer swallowed it)."""
-    with hand_over_pair(nats_node, trained_dir, stale_after_s=2.0) as (wa, wb, urls, events, pub, asset):
+    the first reading back starts the asset and tells its return (a primed buffer swallowed it).
+
+    Only wb says silent after 2 s: the readings stop after row 59, and at 2 s wa, rightly, told the
+    asset silent again 2 to 3 s after its return, so the two events were all there only that long
+    (a loaded CI run looked later: the count went 1 -> 3 between two polls and "its return told"
+    timed out; the gauge would have read 1)."""
+    with hand_over_pair(nats_node, trained_dir, new_owner={"stale_after_s": 60.0},
+                        stale_after_s=2.0) as (wa, wb, urls, events, pub, asset):
         frame = plant_frame(rows=60, channels=3, seed=4)
         times, values = epoch(frame), frame[CHANNELS].to_numpy()
         pub.samples(asset, times[:40], values[:40], CHANNELS, batch=1)
