@@ -71,9 +71,15 @@ async def fetch_partition(wire: Wire, durable: str, ownership: Ownership | None,
 async def take_and_ack(taker: Taker, wire: Wire, k: int, messages: list[Delivery], abort: threading.Event) -> int:
     """Take ``messages`` on the taking thread (``Ingest.accept`` may wait for the scorer, and the
     event loop must keep renewing the leases meanwhile), then acknowledge those taken (one write);
-    how many. ``abort`` stops the thread between messages (a cancel would not)."""
+    how many. ``abort`` stops the thread between messages (a cancel would not). A lease that lapsed
+    within the batch: those taken are acknowledged and :class:`LeaseLapsed` goes on (the fetch loop
+    ends on it, and the partition is served again once its lease is sure: ``_consume``)."""
     if not messages:
         return 0
-    taken = await taker.take(k, messages, abort)
+    try:
+        taken = await taker.take(k, messages, abort)
+    except LeaseLapsed as lapsed:
+        wire.ack(messages[:lapsed.taken])
+        raise
     wire.ack(messages[:taken])
     return taken

@@ -23,7 +23,12 @@ MAX_TOPICS = 100_000  # subjects whose topic and asset are remembered (one per a
 
 
 class LeaseLapsed(RuntimeError):
-    """A partition's lease was not renewed in time while a batch was fetched or waited to be taken."""
+    """A partition's lease was not renewed in time while a batch was fetched or waited to be taken;
+    ``taken``: how many of the batch's readings the ingest had taken by then (to acknowledge)."""
+
+    def __init__(self, message: str, taken: int = 0) -> None:
+        super().__init__(message)
+        self.taken = taken
 
 
 class Taker:
@@ -46,15 +51,21 @@ class Taker:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.take_now, k, messages, abort)
 
     def take_now(self, k: int, messages: list[Delivery], abort: threading.Event) -> int:
-        """Hand ``messages`` to the ingest in order; how many were taken (fewer: it is stopping,
-        ``abort`` was set, or the partition was given up while this waited for the scorer)."""
+        """Hand ``messages`` to the ingest in order; how many were taken (fewer: it is stopping, or
+        ``abort`` was set: the partition was given up while this waited for the scorer).
+        :class:`LeaseLapsed` when the lease is no longer sure, before the batch or within it (its
+        ``taken``): a short count alone ended the partition's fetch loop as a stop does, and a
+        renewal landing late left the partition held and renewed, yet fetched by no one (a review)."""
         if not self.holds(k):  # maybe another worker's by now
             raise LeaseLapsed("its lease was not renewed while the batch waited; the readings come again")
         assets = self.assets.setdefault(k, set())
         topics = self._topics
         for n, message in enumerate(messages):
-            if abort.is_set() or not self.holds(k):  # (per message: the scorer's backpressure can hold a
-                return n  # batch past its lease; the rest come again to whoever owns the partition then)
+            if abort.is_set():
+                return n
+            if not self.holds(k):  # (per message: the scorer's backpressure can hold a batch past its
+                # lease; the rest come again to whoever owns the partition then)
+                raise LeaseLapsed("its lease was not renewed while the batch was taken; the rest come again", n)
             known = topics.get(message.subject)
             if known is None:
                 known = topics[message.subject] = self._topic(message.subject)

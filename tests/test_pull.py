@@ -110,3 +110,68 @@ async def _gone(servers) -> None:
         wire.close()
     finally:
         await nc.close()
+
+
+def test_a_lease_lapsing_within_a_batch_ends_the_fetch_loop_as_an_error_so_the_partition_is_served_again(tmp_path):
+    """A renewal landing late (the lease not sure for a moment, ``SURE_S``) while a batch was being
+    taken returned a short count, which the fetch loop read as the ingest stopping: it gave the rest
+    back and ended without an error, so ``_consume`` never served the partition again while the
+    worker went on holding and renewing its lease (a review). Now it raises ``LeaseLapsed``, the
+    readings taken before it acknowledged, and the rest come again."""
+    node = NatsCluster(tmp_path, 1).start()
+    try:
+        asyncio.run(_lapsing(node.urls))
+    finally:
+        node.stop()
+
+
+async def _lapsing(servers) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+    from sensorguard.service.partition_fetch import fetch_partition
+    from sensorguard.service.taker import LeaseLapsed, Taker
+
+    nc = await cluster.connect(servers)
+    taken: list[int] = []
+    held = [True]
+
+    def accept(topic: str, data: bytes) -> bool:
+        taken.append(int(data))
+        if len(taken) == 5:
+            held[0] = False  # the lease not sure any more, mid-batch
+        return True
+
+    taker = Taker(SimpleNamespace(accept=accept, holds=lambda asset: False), "sensors", lambda k: held[0])
+    ownership = SimpleNamespace(holds=lambda k: held[0])
+    try:
+        js = nc.jetstream()
+        await js.add_stream(StreamConfig(name=cluster.READINGS_STREAM, subjects=["t.>"],
+                                         retention=RetentionPolicy.WORK_QUEUE))
+        await js.add_consumer(cluster.READINGS_STREAM, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT,
+                                                                      ack_wait=1))
+        for i in range(20):
+            await js.publish("t.0", str(i).encode())
+        wire = await natswire.connect(servers)
+        halt = asyncio.Event()
+        with pytest.raises(LeaseLapsed):
+            await asyncio.wait_for(fetch_partition(wire, "c", ownership, taker, 0, halt, threading.Event()), 20)
+        assert taken == [0, 1, 2, 3, 4]
+        held[0] = True  # sure again (the late renewal landed): served again after ack_wait, as _consume
+        await asyncio.sleep(1.5)  # waits ACK_WAIT_S, so the readings in flight come again ahead of newer ones
+
+        async def until_all() -> None:
+            while len(taken) < 20:
+                await asyncio.sleep(0.05)
+            halt.set()
+
+        await asyncio.wait_for(asyncio.gather(fetch_partition(wire, "c", ownership, taker, 0, halt,
+                                                              threading.Event()), until_all()), 20)
+        assert taken[:5] == [0, 1, 2, 3, 4] and sorted(taken) == list(range(20)), str(taken)  # the first five
+        # acknowledged (not again), the rest taken once each
+        wire.close()
+    finally:
+        taker.close()
+        await nc.close()
