@@ -21,12 +21,17 @@ except ImportError:  # the test extra installs it: under CI=true its absence is 
     pytest.skip("nats-py is not installed (pip install 'sensorguard[cluster]')", allow_module_level=True)
 
 
-def test_puller_batches_in_order_waits_when_told_and_gives_back_at_once(tmp_path):
+def on_a_node(tmp_path, scenario) -> None:
+    """Run the coroutine ``scenario(urls)`` against a one-node nats-server of its own, stopped after."""
     node = NatsCluster(tmp_path, 1).start()
     try:
-        asyncio.run(_scenario(node.urls))
+        asyncio.run(scenario(node.urls))
     finally:
         node.stop()
+
+
+def test_puller_batches_in_order_waits_when_told_and_gives_back_at_once(tmp_path):
+    on_a_node(tmp_path, _scenario)
 
 
 async def _scenario(servers) -> None:
@@ -81,11 +86,7 @@ async def _scenario(servers) -> None:
 def test_puller_gives_up_when_its_consumer_is_gone(tmp_path):
     """A deleted consumer answers every request with an error status: after a few seconds of that
     the puller raises, so the partition is set up again instead of stalling without a word."""
-    node = NatsCluster(tmp_path, 1).start()
-    try:
-        asyncio.run(_gone(node.urls))
-    finally:
-        node.stop()
+    on_a_node(tmp_path, _gone)
 
 
 async def _gone(servers) -> None:
@@ -118,11 +119,7 @@ def test_a_lease_lapsing_within_a_batch_ends_the_fetch_loop_as_an_error_so_the_p
     back and ended without an error, so ``_consume`` never served the partition again while the
     worker went on holding and renewing its lease (a review). Now it raises ``LeaseLapsed``, the
     readings taken before it acknowledged, and the rest come again."""
-    node = NatsCluster(tmp_path, 1).start()
-    try:
-        asyncio.run(_lapsing(node.urls))
-    finally:
-        node.stop()
+    on_a_node(tmp_path, _lapsing)
 
 
 async def _lapsing(servers) -> None:
