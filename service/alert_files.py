@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sensorguard.service.asset_buffer import CLOCK_SLACK_S
+from sensorguard.service.logs import counted
 from sensorguard.service.record_files import (
     ALERTS,
     FALSE_ALARMS,
@@ -46,6 +47,7 @@ class AlertFiles:
     channels: tuple[str, ...]
     verdict: Callable[[str], bool | None] | None
     write_failures: int
+    dropped: int
     alert_backlog: int
     _pending: dict[str, deque]
     _pending_rows: int
@@ -164,7 +166,9 @@ class AlertFiles:
                     self._file(written, alert_id)
             except OSError as exc:
                 self.write_failures += 1
-                log.warning("recording: could not write the readings of alert %s (%s)", alert_id, exc)
+                self.dropped += len(rows)
+                log.warning("recording: could not write the readings of alert %s (%s; %s lost)", alert_id, exc,
+                            counted(len(rows), "reading"))
         with self._lock:
             self._writing = set()
             up = set(self._up.values())

@@ -152,7 +152,8 @@ class Metrics:
             "alerts_suppressed_total", "Alerts raised but not announced: the asset in maintenance or shelved (each "
             "alert once; its clear is not announced either).", ("reason",))
         self.record_dropped = counter(
-            "record_dropped_total", "Readings not recorded because the recorder's held readings reached their bound."
+            "record_dropped_total", "Readings not recorded because the recorder's held readings reached their bound, "
+            "or lost with a file the disk refused (record_write_failures_total)."
         )
         self.anomaly_score = gauge(
             "anomaly_score", "Latest score per asset (1.0 is the alert line).", ("asset",)

@@ -75,7 +75,7 @@ class Recorder(AlertFiles):
     max_pending_bytes: int = 256 << 20  # readings waiting for their guard band, all assets together
     write_failures: int = 0
     rows_written: int = 0
-    dropped: int = 0  # readings not recorded because a bound was reached (all held, or one alert's backlog)
+    dropped: int = 0  # readings not recorded: a bound reached (all held, or one alert's backlog), or a failed write
     excluded: Callable[[str, float], bool] | None = None  # (asset, reading time): in maintenance, nothing recorded
     verdict: Callable[[str], bool | None] | None = None  # alert id -> acknowledged false (True), real, or not
     _pending: dict[str, deque] = field(default_factory=dict)
@@ -92,6 +92,7 @@ class Recorder(AlertFiles):
     _seq: int = 0
     _failures_reported: int = 0
     _guards_saved: dict[str, float] = field(default_factory=dict)  # the bands GUARD_FILE holds
+    _guards_retry_at: float = 0.0  # (monotonic) after a refused GUARD_FILE: not tried again before this
     _parted: dict[str, tuple[str, float, int]] = field(default_factory=dict)  # (AlertFiles)
     _next_part: dict[str, int] = field(default_factory=dict)  # (AlertFiles)
 
@@ -112,8 +113,13 @@ class Recorder(AlertFiles):
         with self._lock:
             self._expire_guards()
             bands = {asset: until for asset, until in self._quiet_until.items() if np.isfinite(until)}
-        if bands != self._guards_saved and write_guard_bands(self.directory, bands):
-            self._guards_saved = bands
+        if bands == self._guards_saved or time.monotonic() < self._guards_retry_at:
+            return
+        if write_guard_bands(self.directory, bands):
+            self._guards_saved, self._guards_retry_at = bands, 0.0
+        else:  # counted, and tried again with the next file's write, not at every flush: a full disk
+            self.write_failures += 1  # logged it every second, and no counter said it (a walk)
+            self._guards_retry_at = time.monotonic() + self.flush_interval_s
 
     def _expire_guards(self) -> None:
         """Drop the bands that ended before their asset's newest scored window, or, for an asset
@@ -358,6 +364,7 @@ class Recorder(AlertFiles):
             path = write_readings(rows, self.channels, stem)
         except OSError as exc:  # disk full, read-only, quota: report and keep serving
             self.write_failures += 1
+            self.dropped += len(rows)  # (lost with the file: counted only as one failure, a walk)
             log.warning("recording: could not write %d readings (%s); scoring continues", len(rows), exc)
             return None
         self.rows_written += len(rows)

@@ -276,3 +276,55 @@ def test_a_file_written_restarts_the_flush_interval(tmp_path: Path):
     assert rec.flush(now_ts=100.0) is not None
     feed(rec, "p", 3, 6)
     assert rec.flush(now_ts=100.0) is None and rec.rows_written == 3
+
+
+def test_readings_lost_with_a_refused_file_are_counted_as_dropped(tmp_path: Path, monkeypatch):
+    """A file the disk refuses (full, read-only) loses its readings, normal or an alert's own: each is
+    counted in ``dropped`` (``sensorguard_record_dropped_total``), not only the one write failure (a
+    walk with ``record_dir`` on a full tmpfs: "could not write 360 readings", the drop counter at 0)."""
+    from sensorguard.service import alert_files, recorder
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recorder, "write_readings", full)
+    monkeypatch.setattr(alert_files, "write_readings", full)
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0)
+    feed(rec, "p", 0, 40)
+    rec.alert_raised("p", 30.0)  # readings 0-19 committed (before the band), 20-29 the alert's own
+    rec.alert_cleared("p", 29.0, "p@1")
+    assert rec.flush_safely() == 2
+    assert rec.dropped == 20 + 10 and rec.rows_written == 0
+
+
+def test_guard_bands_a_full_disk_refuses_are_counted_and_retried_once_a_flush_interval(tmp_path: Path, monkeypatch,
+                                                                                      caplog):
+    """``guard_bands.json`` refused (a full ``record_dir``): each refusal counts as a write failure
+    (``sensorguard_record_write_failures_total``) and the file is tried again after ``flush_interval_s``,
+    not at every flush (a walk: "could not keep the guard bands" logged every second, no counter
+    moved); it is written once the disk takes it."""
+    from sensorguard.service import recorder
+
+    real, refusing = recorder.write_guard_bands, [True]
+
+    def full(directory, bands):
+        if refusing[0]:
+            logging.getLogger("sensorguard.service.recorder").warning("recording: could not keep the guard bands")
+            return False
+        return real(directory, bands)
+
+    monkeypatch.setattr(recorder, "write_guard_bands", full)
+    clock = [1000.0]
+    monkeypatch.setattr(recorder.time, "monotonic", lambda: clock[0])
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=60)
+    rec.alert_raised("p", 0.0, "p@1")
+    rec.alert_cleared("p", 10.0, "p@1")
+    with caplog.at_level(logging.WARNING, logger="sensorguard.service.recorder"):
+        for _ in range(30):  # the daemon's housekeeping: a flush a second
+            rec.flush_safely()
+            clock[0] += 1.0
+    assert caplog.text.count("could not keep the guard bands") == 1 and rec.write_failures == 1
+    refusing[0] = False
+    clock[0] += 30.0
+    rec.flush_safely()
+    assert json.loads((tmp_path / GUARD_FILE).read_text(encoding="utf-8")) == {"p": 20.0}
