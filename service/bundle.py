@@ -11,6 +11,7 @@ The versioned registry of bundles lives in :mod:`sensorguard.service.registry`.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -216,10 +217,25 @@ def save_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
 
 
 def write_files(bundle: Bundle, directory: Path) -> None:
-    torch.save(bundle.state_dict, directory / WEIGHTS_FILE)
+    """Write the bundle's files into ``directory`` (a fresh temporary folder) and fsync them. The
+    weights are serialized in memory and written by Python: ``torch.save`` to a path told a full disk
+    as ``[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0`` (train --out, retrain
+    and the registry said that, as an internal error: a walk); an OSError names the file and the
+    cause (``No space left on device``)."""
+    weights = io.BytesIO()
+    torch.save(bundle.state_dict, weights)
+    path = directory / WEIGHTS_FILE
+    try:
+        with open(path, "wb") as fh:
+            fh.write(weights.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:  # (a write's error names no file: "error: No space left on device", where?)
+        if exc.filename or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     meta = json.dumps(bundle.to_json(), indent=2, sort_keys=True)
     write_durably(directory / META_FILE, meta + "\n")
-    fsync_path(directory / WEIGHTS_FILE)
     fsync_path(directory)
 
 

@@ -37,6 +37,11 @@ def write_durably(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc  # (a write's error names no file: where?)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

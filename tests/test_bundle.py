@@ -311,3 +311,72 @@ def test_a_bundle_and_the_files_written_durably_take_the_umask_not_a_private_mod
     umask = os.umask(0o022)
     os.umask(umask)
     assert modes == {"b": 0o777 & ~umask, "bundle.json": 0o666 & ~umask, "model.pt": 0o666 & ~umask}, modes
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a tmpfs with no space left (root mounts it; skipped otherwise, failed under CI)."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {done.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.decode().strip()}")
+    try:
+        with open(mount / "filler", "wb") as fh:
+            fh.write(b"\0" * (1 << 20))
+    except OSError:
+        pass  # full now
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)  # (-l: a handle a failure keeps)
+
+
+def test_a_full_disk_says_so_in_one_line_and_leaves_no_bundle(full_disk, tiny_bundle, capsys):
+    """``train --out``, ``retrain`` and the registry on a full disk: ``torch.save`` to a path said
+    ``[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0``, an internal error (a walk);
+    now an OSError names the file and the cause, and no half-written bundle or version is left."""
+    import argparse
+
+    from sensorguard.cli_errors import failed
+
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        save_bundle(tiny_bundle, full_disk / "model")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+    assert failed(argparse.Namespace(verb="train"), caught.value) == 1
+    said = capsys.readouterr().err
+    assert "internal error" not in said and "model.pt: No space left on device" in said and said.count("\n") == 1
+    with pytest.raises(OSError, match="No space left on device"):
+        publish(tiny_bundle, full_disk / "registry", "m")
+    assert list_versions(full_disk / "registry", "m") == [] and not (full_disk / "registry" / "m" / "CURRENT").exists()
+
+
+def test_a_full_disk_under_bundle_json_names_the_file(tmp_path, monkeypatch):
+    """A write refused by the disk names no file (Python's ``write`` error): the CLI said
+    ``error: No space left on device`` without where; :func:`write_durably` names the file."""
+    import errno
+
+    from sensorguard.service import durable
+
+    def full(fd, mode="r", **kwargs):
+        class Full:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                os.close(fd)
+
+            def write(self, text):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        return Full()
+
+    import os
+
+    monkeypatch.setattr(durable.os, "fdopen", full)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        durable.write_durably(tmp_path / "bundle.json", "{}")
+    assert caught.value.filename == str(tmp_path / "bundle.json") and list(tmp_path.iterdir()) == []
