@@ -1,6 +1,8 @@
 import json
 import math
 import pickle
+import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -380,3 +382,21 @@ def test_a_full_disk_under_bundle_json_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left on device") as caught:
         durable.write_durably(tmp_path / "bundle.json", "{}")
     assert caught.value.filename == str(tmp_path / "bundle.json") and list(tmp_path.iterdir()) == []
+
+
+def test_weights_changed_in_place_fail_their_crc_and_are_refused(tmp_path, tiny_bundle):
+    """Bytes of ``model.pt`` changed after it was written (a disk's bit rot, a bad copy): torch loads
+    the stored tensors without checking the archive's CRC-32, and a walk's daemon swapped such a
+    version in and raised every asset at score inf. The CRC is checked: refused, one line."""
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    weights = path / "model.pt"
+    data = bytearray(weights.read_bytes())
+    with zipfile.ZipFile(weights) as archive:  # the bytes of one tensor's entry, in the middle of the file
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+        name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)  # (the local header's)
+        start = info.header_offset + 30 + name_len + extra_len
+    for k in range(start, start + min(64, info.file_size)):
+        data[k] ^= 0x5A
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.pt: damaged \(.* fails its CRC-32 check"):
+        load_bundle(path)
