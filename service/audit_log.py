@@ -17,8 +17,10 @@ past ``MAX_AUDIT_BYTES``: one older part is kept, bounded on disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,7 @@ def audit(state_dir: str | None, entry: dict[str, Any], writes: StateWrites | No
     try:
         if path.exists() and path.stat().st_size > MAX_AUDIT_BYTES:  # one older file kept: bounded on disk
             path.replace(path.with_name(AUDIT_ROTATED))
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        _append_whole(path, (json.dumps(entry, separators=(",", ":")) + "\n").encode("utf-8"))
     except OSError as exc:
         if writes is not None:
             writes.failed(AUDIT)
@@ -62,3 +63,23 @@ def audit(state_dir: str | None, entry: dict[str, Any], writes: StateWrites | No
         return
     if writes is not None:
         writes.worked(AUDIT)
+
+
+def _append_whole(path: Path, line: bytes) -> None:
+    """Append ``line`` to ``path`` whole or not at all: a disk that fills in the middle of it has the
+    file cut back to where it ended. Left there, the line's first part (a full page's end) took the
+    next command's line, written when space was back, into one line no reader parses: a walk lost a
+    command that was saved (``...,"by":nul{"event":"command",...``)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # (the umask applies, as open's)
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)
+            raise
+    finally:
+        os.close(fd)
