@@ -72,8 +72,12 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
     except Exception as exc:  # weights_only refuses pickled code; torch raises several types
         # (a file of other bytes gives a KeyError of a number: "damaged (174812789)", a walk)
         why = "not a file torch.save wrote" if isinstance(exc, KeyError) else first_line(exc, 200)
-        raise BundleError(f"{weights}: not a plain weights file, or damaged ({why})",
-                          transient=transient_error(exc)) from None
+        transient = transient_error(exc)
+        if transient and isinstance(exc, OSError) and _not_an_archive(weights):
+            # (torch says a model.pt cut short as "[Errno 22] Invalid argument", an I/O error: retried with
+            # the files unchanged, an error line each time, for good: a walk)
+            why, transient = "cut short, or not a file torch.save wrote: no complete zip archive", False
+        raise BundleError(f"{weights}: not a plain weights file, or damaged ({why})", transient=transient) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BundleError(f"{weights}: expected a state_dict of tensors")
     try:  # shapes checked on the meta device: a network sized by bundle.json alone could be any size
@@ -99,6 +103,18 @@ def _failed_crc(weights: Path) -> str | None:
             return archive.testzip()
     except Exception:  # noqa: BLE001 - not a zip, cut short, unreadable: torch.load names the problem
         return None
+
+
+def _not_an_archive(weights: Path) -> bool:
+    """Whether ``model.pt`` reads, but as no zip archive (cut short, other bytes); False when it
+    cannot be read (an I/O error, which may pass)."""
+    try:
+        with zipfile.ZipFile(weights):
+            return False
+    except zipfile.BadZipFile:
+        return True
+    except Exception:  # noqa: BLE001 - unreadable: not this question
+        return False
 
 
 def _weights_bytes(config: ModelConfig) -> int | None:

@@ -400,3 +400,15 @@ def test_weights_changed_in_place_fail_their_crc_and_are_refused(tmp_path, tiny_
     weights.write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"model\.pt: damaged \(.* fails its CRC-32 check"):
         load_bundle(path)
+
+
+def test_weights_cut_short_are_damaged_not_an_io_error_to_retry(tmp_path, tiny_bundle):
+    """A ``model.pt`` cut short: torch says ``[Errno 22] Invalid argument``, which read as an I/O
+    error that may pass (``transient``): a daemon retried the version with its files unchanged and
+    logged an error at each try, for good (a walk). It is damaged: said so, not transient."""
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    weights = path / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:6000])  # (torch: EINVAL past the first 4 KiB or so)
+    with pytest.raises(BundleError) as err:
+        load_bundle(path)
+    assert not err.value.transient and "cut short" in str(err.value), (str(err.value), err.value.transient)
