@@ -57,8 +57,8 @@ def audit(state_dir: str | None, entry: dict[str, Any], writes: StateWrites | No
             path.replace(path.with_name(AUDIT_ROTATED))
         _append_whole(path, (json.dumps(entry, separators=(",", ":")) + "\n").encode("utf-8"))
     except OSError as exc:
-        if writes is not None:
-            writes.failed(AUDIT)
+        if writes is not None:  # (each lost line is said: a command's, never a periodic save's)
+            writes.failed(AUDIT, exc)
         log.warning("writing the audit log in %s failed: %s", state_dir, exc)
         return
     if writes is not None:

@@ -30,7 +30,7 @@ from sensorguard.service.open_faults import OpenFaults
 from sensorguard.service.outbox import published
 from sensorguard.service.recorder import Recorder
 from sensorguard.service.state import STATE_FILE, save_states
-from sensorguard.service.state_writes import StateWrites
+from sensorguard.service.state_writes import REPEAT_S, StateWrites
 
 log = logging.getLogger("sensorguard.service.assets")  # (its lines came from there before the split)
 
@@ -306,8 +306,9 @@ class CarriedStates:
                 self._open.silences(), self._open.returns(lambda asset: asset in self._judged_ts),
                 {a: p for a, p in self.past_limits().items() if a in alerts})
         except OSError as exc:  # a full disk must not stop scoring; the next save tries again
-            self.writes.failed(STATE_FILE)
-            log.warning("saving asset state to %s failed: %s", self.state_dir, exc)
+            log.log(logging.WARNING if self.writes.failed(STATE_FILE, exc) else logging.DEBUG,
+                    "saving asset state to %s failed: %s (the next save tries again; said again in %.0f min "
+                    "if it still fails, each failure counted)", self.state_dir, exc, REPEAT_S / 60)
             return False
         self.writes.worked(STATE_FILE)
         return saved

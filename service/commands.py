@@ -28,7 +28,7 @@ from sensorguard.service.controls_file import SEND_KEPT_S, SENDS_KEPT, audit_fil
 from sensorguard.service.durable import write_durably
 from sensorguard.service.logs import RateLimiter, first_line
 from sensorguard.service.set_aside import move_aside
-from sensorguard.service.state_writes import CONTROLS, StateWrites
+from sensorguard.service.state_writes import CONTROLS, REPEAT_S, StateWrites
 
 log = logging.getLogger(__name__)
 
@@ -364,10 +364,12 @@ class AlarmControls:
                 Path(self.state_dir).mkdir(parents=True, exist_ok=True)
                 write_durably(Path(self.state_dir) / CONTROLS, text)
             except OSError as exc:  # a full disk must not stop serving; the next save tries again
-                self.writes.failed(CONTROLS)
+                tell = self.writes.failed(CONTROLS, exc)
                 if strict:
                     raise
-                log.warning("saving alarm controls to %s failed: %s", self.state_dir, exc)
+                log.log(logging.WARNING if tell else logging.DEBUG, "saving alarm controls to %s failed: %s (the "
+                        "next save tries again; said again in %.0f min if it still fails, each failure counted)",
+                        self.state_dir, exc, REPEAT_S / 60)
                 return False
         self.writes.worked(CONTROLS)
         return True

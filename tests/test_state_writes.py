@@ -468,3 +468,39 @@ def test_an_audit_line_the_disk_cut_short_is_taken_back_so_the_next_one_stays_wh
         assert [json.loads(line).get("asset") for line in lines[1300:]] == ["pump-8"] and len(lines) == 1301
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_spell_of_failed_saves_is_said_once_then_every_repeat_s(bundle, tmp_path, caplog, monkeypatch):
+    """``state_dir`` full or read-only: each failed save is counted, but logged as a warning once
+    for the spell (then every ``REPEAT_S``, or at another cause), not once per try (a walk: two
+    warnings every 30 s for as long as the disk was full); a new spell after a write worked is said
+    again."""
+    from sensorguard.service import state_writes
+
+    clock = [1000.0]
+    monkeypatch.setattr(state_writes.time, "monotonic", lambda: clock[0])
+    daemon, _ = daemon_with(bundle, tmp_path)
+    for name in (ASSETS, CONTROLS):
+        (tmp_path / name).mkdir()  # the file cannot be replaced
+    daemon.alerts.apply("pump-1", T0, 0.5, [])
+
+    def warned() -> int:
+        return sum(r.levelno == logging.WARNING and "failed" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(10):  # five minutes of saves every 30 s
+            assert daemon.alerts.save() is False
+            clock[0] += 30.0
+        assert warned() == 2  # assets.json and controls.json, once each
+        assert value(daemon, FAILURES, file=ASSETS) == value(daemon, FAILURES, file=CONTROLS) == 10.0
+        clock[0] += state_writes.REPEAT_S
+        daemon.alerts.save()
+        assert warned() == 4  # a reminder while it still fails
+        for name in (ASSETS, CONTROLS):
+            (tmp_path / name).rmdir()
+        assert daemon.alerts.save() is True
+        for name in (ASSETS, CONTROLS):
+            (tmp_path / name).unlink()
+            (tmp_path / name).mkdir()
+        daemon.alerts.save()
+        assert warned() == 6  # a new spell
