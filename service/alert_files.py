@@ -38,6 +38,7 @@ log = logging.getLogger("sensorguard.service.recorder")  # (the recorder's lines
 
 ALERT_PART_S = 600.0  # an alert up has its judged readings written as a part of its file this often (a kill -9
 # lost all it held; now at most this long of them)
+MAX_UNWRITTEN = 10_000  # alerts whose readings a failed write lost, remembered for their acknowledgements
 
 
 class AlertFiles:
@@ -55,6 +56,7 @@ class AlertFiles:
     _up: dict[str, str]
     _writing: set[str]
     _alerts: list[tuple[str, str, float, list]]
+    _unwritten: dict[str, None]  # ids of alerts whose readings (a part of them) a failed write lost, oldest first
     _lock: threading.Lock
     _alert_lock: threading.Lock
     _parted: dict[str, tuple[str, float, int]]  # asset -> its alert up's id, when (monotonic) its last part
@@ -92,17 +94,20 @@ class AlertFiles:
         """An acknowledgement of ``alert_id`` arrived (``verdict`` says which): move its readings'
         file where it now belongs (none yet: the alert is still up or not flushed, and is filed by
         the verdict when it is). Returns what becomes of them, for the command's reply."""
+        lost = ("; readings of it were lost here: the disk refused their file (the daemon's log says why)"
+                if alert_id in self._unwritten else "")  # (it said "parts filed elsewhere" of them: a walk)
         with self._alert_lock:
             found = alert_parts(self.directory, alert_id)
             try:
                 none_here = not found and not self._waiting(alert_id)
                 if self._answer(alert_id, keep=none_here) is not None:
-                    return ("none of its readings is recorded here; the answer is kept here, for its parts filed "
+                    return ("none of its readings is recorded here" + lost if lost else
+                            "none of its readings is recorded here; the answer is kept here, for its parts filed "
                             "elsewhere (another worker's record dir, read with this one by retrain --recorded)")
                 if none_here:
-                    return "none of its readings is recorded here"
+                    return "none of its readings is recorded here" + lost
                 folders = [self._file(path, alert_id) for path in found]
-                return FILED_SAYS[folders[0] if folders else self._folder(alert_id)]
+                return FILED_SAYS[folders[0] if folders else self._folder(alert_id)] + lost
             except OSError as exc:  # a full or read-only disk: the acknowledgement itself stands
                 log.warning("recording: could not file the readings of alert %s (%s)", alert_id, exc)
                 return f"its readings could not be filed ({exc.strerror or exc})"
@@ -167,6 +172,9 @@ class AlertFiles:
             except OSError as exc:
                 self.write_failures += 1
                 self.dropped += len(rows)
+                self._unwritten[alert_id] = None  # (its acknowledgement says so; the newest MAX_UNWRITTEN kept)
+                while len(self._unwritten) > MAX_UNWRITTEN:
+                    del self._unwritten[next(iter(self._unwritten))]
                 log.warning("recording: could not write the readings of alert %s (%s; %s lost)", alert_id, exc,
                             counted(len(rows), "reading"))
         with self._lock:

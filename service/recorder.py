@@ -86,6 +86,7 @@ class Recorder(AlertFiles):
     _writing: set[str] = field(default_factory=set)  # alert ids whose files are being written now
     _ready: list[tuple[str, float, np.ndarray]] = field(default_factory=list)
     _alerts: list[tuple[str, str, float, list]] = field(default_factory=list)  # (alert id, asset, peak, rows)
+    _unwritten: dict[str, None] = field(default_factory=dict)  # (AlertFiles)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _alert_lock: threading.Lock = field(default_factory=threading.Lock)  # alert files: written vs moved
     _last_flush: float = field(default_factory=time.monotonic)

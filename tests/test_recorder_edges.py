@@ -328,3 +328,24 @@ def test_guard_bands_a_full_disk_refuses_are_counted_and_retried_once_a_flush_in
     clock[0] += 30.0
     rec.flush_safely()
     assert json.loads((tmp_path / GUARD_FILE).read_text(encoding="utf-8")) == {"p": 20.0}
+
+
+def test_an_acknowledgement_of_an_alert_whose_file_the_disk_refused_says_its_readings_were_lost(tmp_path: Path,
+                                                                                             monkeypatch):
+    """The disk refused an alert's file: its acknowledgement said "none of its readings is recorded
+    here; the answer is kept here, for its parts filed elsewhere (another worker's record dir ...)"
+    of a single daemon whose full disk lost them (a walk). It says they were lost."""
+    from sensorguard.service import alert_files
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(alert_files, "write_readings", full)
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=0, verdict=lambda alert_id: True)
+    feed(rec, "p", 0, 40)
+    rec.alert_raised("p", 30.0)
+    rec.alert_cleared("p", 30.0, "p@1")
+    rec.flush_safely()
+    said = rec.acknowledged("p@1")
+    assert said.startswith("none of its readings is recorded here") and "the disk refused their file" in said
+    assert "filed elsewhere" not in said
