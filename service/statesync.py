@@ -86,11 +86,18 @@ class StateSync:
         self.controls_dirty.add(asset)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Flush every ``STATE_FLUSH_S`` until ``stopping``."""
+        """Flush every ``STATE_FLUSH_S`` until ``stopping``; a flush that fails is logged (once a
+        minute) and the next one goes on: one that raised ended the writer, unsaid until the stop,
+        and nothing was written to the bucket from then on while the worker served (a review)."""
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), STATE_FLUSH_S)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - a bug must not end the writer (the full write every 30 s catches up)
+                if (count := self._limiter.hit("flush")) is not None:
+                    log.exception("cluster: writing the states and controls to the state bucket failed (%d failed "
+                                  "flushes since the last line); the next flush tries again", count)
 
     async def flush(self) -> None:
         """Write the queued controls and states (a state None: delete, the asset's state ended) of

@@ -222,3 +222,41 @@ def test_one_refusal_hours_after_an_earlier_one_is_no_long_refusal(monkeypatch, 
         clock[0] += 0.5
         assert asyncio.run(sync._write_state("p2", b'{"alert":{}}'))
     assert "refused every write" not in caplog.text
+
+
+def test_a_flush_that_raises_is_logged_and_the_writer_goes_on(monkeypatch, caplog):
+    """The writer's loop had no guard: one flush that raised (a bug) ended the ``state-writer`` task,
+    unsaid until the stop awaited it, and no state or control was written to the bucket from then on
+    while the worker went on serving (a review). It is logged and the next flush writes."""
+    import logging
+
+    from sensorguard.service import statesync
+
+    monkeypatch.setattr(statesync, "STATE_FLUSH_S", 0.01)
+    sync, bucket = StateSync(None, lambda asset: True), FlakyBucket(fails=0)
+    sync.open(bucket)
+    flush, calls = sync.flush, []
+
+    async def flaky_flush() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        await flush()
+
+    sync.flush = flaky_flush
+
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        writer = asyncio.create_task(sync.run(stopping))
+        sync.queue({"p1": b'{"alert":{}}'})
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if bucket.kept or writer.done():
+                break
+        stopping.set()
+        await asyncio.wait_for(writer, 5)
+
+    with caplog.at_level(logging.ERROR, logger="sensorguard.service.statesync"):
+        asyncio.run(serve())
+    assert cluster.state_key("p1") in bucket.kept
+    assert "a bug" in caplog.text
