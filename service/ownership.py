@@ -302,12 +302,19 @@ class Ownership:
                             "reach longer than the lease)", k)
                 del self.owned[k]
                 self._changed("lost")
-                self._losing[k] = self._background(self.lose(k, False), f"lost-{k}")
+                self._losing[k] = self._background(self._lost(k), f"lost-{k}")
                 self._losing[k].add_done_callback(lambda _, k=k: self._losing.pop(k, None))
             return
         if k in self.owned:
             self.owned[k] = revision
             self._renewed[k] = sent
+
+    async def _lost(self, k: int) -> None:
+        """``lose(k, False)``, its failure logged: a task of its own, whose exception nobody retrieved."""
+        try:
+            await self.lose(k, False)
+        except Exception:  # noqa: BLE001 - said, not left to asyncio's "never retrieved" at garbage collection
+            log.exception("cluster: letting partition %d go (its lease ran out) failed", k)
 
     def _background(self, work: Any, name: str) -> asyncio.Task:
         task = asyncio.create_task(work, name=name)
@@ -344,6 +351,8 @@ class Ownership:
         its lease up. Runs beside the ticks, which keep renewing the lease until then."""
         try:
             await self.lose(k, True)
+        except Exception:  # noqa: BLE001 - a task of its own: its exception was never retrieved, the failure unsaid
+            log.exception("cluster: handing partition %d over failed; its lease is given up all the same", k)
         finally:
             revision = self.owned.pop(k, None)
             self._releases.pop(k, None)
