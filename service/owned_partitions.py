@@ -97,27 +97,31 @@ class OwnedPartitions:
         assets = set(self.taker.assets.pop(k, set()))  # a copy: a taking thread may still add to the old set
         self.sync.leaving |= assets
         timed_out = False
-        if assets and not handing_over:  # their queued windows are the new owner's to score
-            self.ingest.drop(assets)
-        if assets:
-            done: Future = Future()
-            self._handovers.append((assets, done))
-            try:
-                states = await asyncio.wait_for(asyncio.wrap_future(done), RELEASE_WAIT_S)
-            except TimeoutError:  # what is queued for them is the newest there is: it is written below
-                log.warning("cluster: partition %d: the scorer did not hand its assets over in time", k)
-                states = {asset: self.sync.outbox[asset] for asset in assets if asset in self.sync.outbox}
-                timed_out = True
-            for asset in assets:  # an older state still queued must not overwrite the last one
-                self.sync.outbox.pop(asset, None)
-            if handing_over:  # (tried again while the bucket fails; the lease is renewed meanwhile)
-                await self.sync.hand_over(states)
-        if self.ownership is not None:  # maintenance and shelving go with them
-            await self.sync.hand_over_controls(lambda a: partition_of(a, self.ownership.partitions) == k, handing_over)
-        if not timed_out:  # else step() lets them go once the scorer handed them over
-            for asset in assets:  # (a flush that was writing meanwhile may have queued one again)
-                self.sync.outbox.pop(asset, None)
-            self.sync.leaving -= assets
+        try:  # (whatever ends it, its assets go: else they stayed leaving for good, and the scorer never
+            # passed their states on again when the partition came back here: an audit)
+            if assets and not handing_over:  # their queued windows are the new owner's to score
+                self.ingest.drop(assets)
+            if assets:
+                done: Future = Future()
+                self._handovers.append((assets, done))
+                try:
+                    states = await asyncio.wait_for(asyncio.wrap_future(done), RELEASE_WAIT_S)
+                except TimeoutError:  # what is queued for them is the newest there is: it is written below
+                    log.warning("cluster: partition %d: the scorer did not hand its assets over in time", k)
+                    states = {asset: self.sync.outbox[asset] for asset in assets if asset in self.sync.outbox}
+                    timed_out = True
+                for asset in assets:  # an older state still queued must not overwrite the last one
+                    self.sync.outbox.pop(asset, None)
+                if handing_over:  # (tried again while the bucket fails; the lease is renewed meanwhile)
+                    await self.sync.hand_over(states)
+            if self.ownership is not None:  # maintenance and shelving go with them
+                await self.sync.hand_over_controls(lambda a: partition_of(a, self.ownership.partitions) == k,
+                                                   handing_over)
+        finally:
+            if not timed_out:  # else step() lets them go once the scorer handed them over
+                for asset in assets:  # (a flush that was writing meanwhile may have queued one again)
+                    self.sync.outbox.pop(asset, None)
+                self.sync.leaving -= assets
         if handing_over:  # ("gave up partition" read as a failure for a clean hand-over: a walk)
             log.info("cluster: handed partition %d over (%s)", k, counted(len(assets), "asset"))
         else:

@@ -355,3 +355,25 @@ def test_a_hand_over_the_scorer_did_not_finish_in_time_writes_the_newest_queued_
         assert ASSET not in source.sync.leaving and not source._handovers
 
     asyncio.run(main())
+
+
+def test_a_hand_over_that_fails_half_way_lets_its_assets_go_all_the_same(
+        tiny_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hand-over whose writes raised (a bug) left its assets ``leaving`` for good: nothing else lets
+    them go, so when the partition came back to this worker, the scorer never passed their states on
+    again and the next owner adopted stale ones, with nothing said (an audit). They go whatever ends it."""
+    source = source_of(tiny_bundle)
+
+    async def hand_over(states: dict) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(source.sync, "hand_over", hand_over)
+
+    async def main() -> None:
+        source._loop = asyncio.get_running_loop()
+        source.taker.assets[K] = {ASSET}
+        with pytest.raises(RuntimeError, match="a bug"):
+            await lose(source, K, handing_over=True)
+        assert ASSET not in source.sync.leaving and not source._handovers
+
+    asyncio.run(main())
