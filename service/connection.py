@@ -87,10 +87,17 @@ class Connection:
                             getattr(message, "_topic", b"")[:200])
             client.ack(message.mid, message.qos)
             return
-        if self.commands is not None and topic.startswith(self.commands.prefix):
-            self.commands.submit(client, message)
-        else:
-            self.on_message(client, message)
+        try:
+            if self.commands is not None and topic.startswith(self.commands.prefix):
+                self.commands.submit(client, message)
+            else:
+                self.on_message(client, message)
+        except Exception:  # noqa: BLE001 - re-raised by paho, it ended the network thread for good: no reading,
+            # command or reconnect from then on, while connected stayed set and /readyz green (an audit). Left
+            # unacknowledged: the broker delivers it again next session
+            if (count := self._bad_topics.hit("unexpected")) is not None:
+                log.exception("unexpected error handling a message on %r (%d like this since the last line)",
+                              topic[:200], count)
 
     def close(self, final: Callable[[], list]) -> None:
         """Publish ``final()`` (returns the publish handles), wait for the broker to confirm them

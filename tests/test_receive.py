@@ -281,3 +281,47 @@ def test_a_reconnect_backlog_beyond_the_receive_maximum_waits_its_turn():
     finally:
         client._sock_close()
         server.close()
+
+
+def test_a_message_handler_that_raises_does_not_end_the_daemons_network_thread(mosquitto, tiny_bundle, caplog):
+    """paho re-raises an exception from ``on_message`` (``suppress_exceptions`` off), which ended its
+    network thread for good: no reading, command or reconnect from then on, while ``connected``
+    stayed set and ``/readyz`` said ready (an audit; the command path, ``CommandHandler.submit``, and
+    ``Connection._route`` itself had no guard). It is logged, the message left unacknowledged (the
+    broker delivers it again next session), and the next ones are taken."""
+    import json
+    import logging
+
+    from tests.mosquitto import Publisher, client_id
+    from tests.test_daemon import make
+
+    daemon, _ = make(tiny_bundle, broker=mosquitto.url, client_id=client_id("sg-raise"))
+    daemon.connection.connected_since = None
+    handle, calls = daemon.connection.on_message, []
+
+    def raising_once(client, message) -> None:
+        calls.append(message.topic)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        handle(client, message)
+
+    daemon.connection.on_message = raising_once
+    daemon.start()
+    pub = Publisher(mosquitto)
+    try:
+        wait_for(daemon.ready, 15, "ready")
+        sent = []
+
+        def two_handled() -> bool:  # (sent until they come: the subscription may not be granted yet)
+            sent.append({"ts": 1_767_225_600 + len(sent), "values": {"a": 1, "b": 2, "c": 3}})
+            pub.raw("sensors/pump-1/readings", json.dumps(sent[-1]))
+            return len(calls) >= 2
+
+        with caplog.at_level(logging.ERROR):
+            wait_for(two_handled, 10, "a reading handled after the one that raised", interval=0.2)
+            taken = lambda: daemon.registry.get_sample_value("sensorguard_readings_total")  # noqa: E731
+            wait_for(lambda: taken() == len(calls) - 1, 5, "every reading but the first taken")
+        assert daemon.ready() and "a bug" in caplog.text
+    finally:
+        pub.close()
+        daemon.stop()
