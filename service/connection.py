@@ -93,11 +93,13 @@ class Connection:
             else:
                 self.on_message(client, message)
         except Exception:  # noqa: BLE001 - re-raised by paho, it ended the network thread for good: no reading,
-            # command or reconnect from then on, while connected stayed set and /readyz green (an audit). Left
-            # unacknowledged: the broker delivers it again next session
+            # command or reconnect from then on, while connected stayed set and /readyz green (an audit).
+            # Acknowledged: left so, each held one of the broker's in-flight slots for the session, and a
+            # recurring bug stalled the flow as surely (a command's sender sends it again until answered)
             if (count := self._bad_topics.hit("unexpected")) is not None:
-                log.exception("unexpected error handling a message on %r (%d like this since the last line)",
-                              topic[:200], count)
+                log.exception("unexpected error handling a message on %r (%d like this since the last line); "
+                              "it is dropped", topic[:200], count)
+            client.ack(message.mid, message.qos)
 
     def close(self, final: Callable[[], list]) -> None:
         """Publish ``final()`` (returns the publish handles), wait for the broker to confirm them
