@@ -92,6 +92,7 @@ class Recorder(AlertFiles):
     _last_flush: float = field(default_factory=time.monotonic)
     _seq: int = 0
     _failures_reported: int = 0
+    _failures_said: int = 0  # write_failures when a write last worked: more since, and the next one that works says so
     _guards_saved: dict[str, float] = field(default_factory=dict)  # the bands GUARD_FILE holds
     _guards_retry_at: float = 0.0  # (monotonic) after a refused GUARD_FILE: not tried again before this
     _parted: dict[str, tuple[str, float, int]] = field(default_factory=dict)  # (AlertFiles)
@@ -118,6 +119,7 @@ class Recorder(AlertFiles):
             return
         if write_guard_bands(self.directory, bands):
             self._guards_saved, self._guards_retry_at = bands, 0.0
+            self._worked()
         else:  # counted, and tried again with the next file's write, not at every flush: a full disk
             self.write_failures += 1  # logged it every second, and no counter said it (a walk)
             self._guards_retry_at = time.monotonic() + self.flush_interval_s
@@ -369,8 +371,17 @@ class Recorder(AlertFiles):
             log.warning("recording: could not write %d readings (%s); scoring continues", len(rows), exc)
             return None
         self.rows_written += len(rows)
+        self._worked()
         self._enforce_bounds()
         return path
+
+    def _worked(self) -> None:
+        """A write to the record dir worked: after failures, said once (as the state files' are), so the
+        warnings of a full disk have an end in the log (a walk read none, and could not tell when)."""
+        if (failed := self.write_failures - self._failures_said) > 0:
+            log.info("recording: writing in %s works again (after %s)", self.directory,
+                     counted(failed, "failed write"))
+        self._failures_said = self.write_failures
 
     def flush_safely(self, force: bool = False) -> int:
         """:meth:`flush` that never raises (recording must never stop scoring); returns how many

@@ -349,3 +349,29 @@ def test_an_acknowledgement_of_an_alert_whose_file_the_disk_refused_says_its_rea
     said = rec.acknowledged("p@1")
     assert said.startswith("none of its readings is recorded here") and "the disk refused their file" in said
     assert "filed elsewhere" not in said
+
+
+def test_recording_says_once_that_writing_works_again_after_a_full_disk(tmp_path: Path, monkeypatch, caplog):
+    """The state files say "writing ... works again" after failures; the record dir said nothing, so
+    an operator reading a full disk's warnings could not tell when recording had come back (a walk).
+    The first write that works after failures says so, once, with how many failed."""
+    from sensorguard.service import recorder
+
+    real, refusing = recorder.write_readings, [True]
+
+    def full(*args, **kwargs):
+        if refusing[0]:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recorder, "write_readings", full)
+    rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0)
+    with caplog.at_level(logging.INFO, logger="sensorguard.service.recorder"):
+        for start in (0, 5):
+            feed(rec, "p", start, start + 5)
+            assert rec.flush(now_ts=1e9) is None
+        refusing[0] = False
+        for start in (10, 15):
+            feed(rec, "p", start, start + 5)
+            assert rec.flush(now_ts=1e9) is not None
+    assert caplog.text.count("works again") == 1 and "works again (after 2 failed writes)" in caplog.text
