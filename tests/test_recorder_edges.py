@@ -351,26 +351,18 @@ def test_an_acknowledgement_of_an_alert_whose_file_the_disk_refused_says_its_rea
     assert "filed elsewhere" not in said
 
 
-def test_recording_says_once_that_writing_works_again_after_a_full_disk(tmp_path: Path, monkeypatch, caplog):
+def test_recording_says_once_that_writing_works_again_after_a_full_disk(tmp_path: Path, caplog):
     """The state files say "writing ... works again" after failures; the record dir said nothing, so
     an operator reading a full disk's warnings could not tell when recording had come back (a walk).
     The first write that works after failures says so, once, with how many failed."""
-    from sensorguard.service import recorder
-
-    real, refusing = recorder.write_readings, [True]
-
-    def full(*args, **kwargs):
-        if refusing[0]:
-            raise OSError(28, "No space left on device")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(recorder, "write_readings", full)
     rec = Recorder(tmp_path, CHANNELS, guard_s=0, flush_interval_s=0)
+    full = tmp_path / "19700101"  # the readings' day (their times are seconds after the epoch)
+    full.write_text("a file where the day's folder goes: every write below it fails", encoding="utf-8")
     with caplog.at_level(logging.INFO, logger="sensorguard.service.recorder"):
         for start in (0, 5):
             feed(rec, "p", start, start + 5)
             assert rec.flush(now_ts=1e9) is None
-        refusing[0] = False
+        full.unlink()  # the disk takes writes again
         for start in (10, 15):
             feed(rec, "p", start, start + 5)
             assert rec.flush(now_ts=1e9) is not None
