@@ -152,12 +152,21 @@ def _retire_carried(slots: list[WorkerCounters], shown: set[Key], now: float) ->
     daemon ever served (ids that come and go), and the merged page exported them all, past the
     ``max_assets`` label bound each worker keeps (a review). A worker's own page drops such a series
     when it retires the asset's label slot; here it goes after as long unseen, as if so retired."""
+    latest: dict[Key, float] = {}  # a carried series' last sight, over all the slots that carry it
     for slot in slots:
         for key in [key for key in slot.carry if any(name == "asset" for name, _ in key[2])]:
             if key in shown:
                 slot.shown[key] = now
-            elif now - slot.shown.setdefault(key, now) >= RETIRED_LABEL_S:
-                del slot.carry[key], slot.shown[key]
+            else:
+                slot.shown.setdefault(key, now)
+            latest[key] = max(latest.get(key, -math.inf), slot.shown[key])
+    for slot in slots:  # one key's carries go together: one slot's alone (carried from a scrape later)
+        # made the summed counter fall for a scrape, which Prometheus read as a reset and increase() as new alerts
+        for key in [key for key in slot.carry if key in latest]:
+            if now - latest[key] >= RETIRED_LABEL_S:
+                del slot.carry[key]
+            else:
+                slot.shown[key] = latest[key]
         for key in [key for key in slot.shown if key not in slot.carry]:  # (carried no more)
             del slot.shown[key]
 

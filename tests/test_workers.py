@@ -909,3 +909,26 @@ def test_the_parent_logs_the_summed_metrics_endpoint_to_scrape(tmp_path, caplog,
         assert f"metrics of the 2 workers, summed, on http://{host}:{port}/metrics (scrape this one" in caplog.text
     finally:
         sup.stop()
+
+
+def test_an_alerts_series_carried_by_two_slots_goes_from_both_at_once():
+    """Two slots carry one asset's alert counter, the second from a scrape later (its worker showed
+    the series until it died). Retired per slot, the first one's carry went a scrape before the
+    second's: the summed counter fell from 5 to 3 for that scrape, which Prometheus reads as a counter
+    reset (increase() counted 3 new alerts), before the series went."""
+    from sensorguard.service.metrics import RETIRED_LABEL_S
+
+    page = "# HELP sensorguard_alerts_total Alerts.\n# TYPE sensorguard_alerts_total counter\n{rows}"
+    key = ("sensorguard_alerts", "sensorguard_alerts_total", (("asset", "x"),))
+    series = ("sensorguard_alerts_total", (("asset", "x"),))
+    slots, meta = [WorkerCounters(), WorkerCounters()], {}
+    slots[0].last = {key: 2.0}
+    slots[0].restarted()  # worker 0 died: it carries x's 2, worker 1 still shows x
+    start = time.monotonic()
+    shown = [parse(page.format(rows="")), parse(page.format(rows='sensorguard_alerts_total{asset="x"} 3\n'))]
+    assert _values(merge(shown, slots, meta, now=start))[series] == 5
+    slots[1].restarted()  # worker 1 died too, a scrape later: x is shown by no worker from now on
+    empty = [parse(page.format(rows="")), parse(page.format(rows=""))]
+    seen = [_values(merge(empty, slots, meta, now=start + 15.0 * n)).get(series)
+            for n in range(1, int(RETIRED_LABEL_S / 15.0) + 3)]
+    assert set(seen) == {5.0, None} and seen[-1] is None, sorted(set(seen), key=str)  # never 3
