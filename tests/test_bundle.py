@@ -412,3 +412,22 @@ def test_weights_cut_short_are_damaged_not_an_io_error_to_retry(tmp_path, tiny_b
     with pytest.raises(BundleError) as err:
         load_bundle(path)
     assert not err.value.transient and "cut short" in str(err.value), (str(err.value), err.value.transient)
+
+
+def test_weights_saved_without_crc32s_still_load(tmp_path, tiny_bundle):
+    """``torch.serialization.set_crc32_options(False)`` (torch >= 2.4) has ``torch.save`` record a
+    CRC-32 of 0 for every entry: a valid file, which torch loads. The CRC check read each 0 as a
+    mismatch and refused the bundle as damaged."""
+    import torch
+
+    if not hasattr(torch.serialization, "set_crc32_options"):
+        pytest.skip("this torch always records CRC-32s")
+    path = save_bundle(tiny_bundle, tmp_path / "b")
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save(tiny_bundle.state_dict, path / "model.pt")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    with zipfile.ZipFile(path / "model.pt") as archive:
+        assert {info.CRC for info in archive.infolist()} == {0}
+    assert set(load_bundle(path).state_dict) == set(tiny_bundle.state_dict)
