@@ -107,20 +107,21 @@ class Recorder(AlertFiles):
         self._quiet_until.update(read_guard_bands(self.directory, MAX_GUARDS))
         self._guards_saved = {asset: until for asset, until in self._quiet_until.items()}
 
-    def _save_guards(self) -> None:
+    def _save_guards(self, force: bool = False) -> None:
         """Keep the guard bands after clears (finite ones: an alert up is restored with its state)
         when they changed since the last save: every flush, so a crash (or the kill after a stop
         that overran) loses none; only a clean stop wrote them, and a crash right after a clear had
-        the fault's tail recorded as normal data after the restart (found by review)."""
+        the fault's tail recorded as normal data after the restart (found by review). ``force`` (the
+        stop's last flush): tried even within the wait after a refusal, the last chance to keep them."""
         with self._lock:
             self._expire_guards()
             bands = {asset: until for asset, until in self._quiet_until.items() if np.isfinite(until)}
-        if bands == self._guards_saved or time.monotonic() < self._guards_retry_at:
+        if bands == self._guards_saved or (not force and time.monotonic() < self._guards_retry_at):
             return
         if write_guard_bands(self.directory, bands):
             self._guards_saved, self._guards_retry_at = bands, 0.0
             self._worked()
-        else:  # counted, and tried again with the next file's write, not at every flush: a full disk
+        else:  # counted, and tried again after flush_interval_s (or at the stop), not at every flush: a full disk
             self.write_failures += 1  # logged it every second, and no counter said it (a walk)
             self._guards_retry_at = time.monotonic() + self.flush_interval_s
 
@@ -339,7 +340,7 @@ class Recorder(AlertFiles):
         readings are the next part): they were lost, and its acknowledgement said they were kept.
         Those after that window are dropped: they may belong after its clear.
         """
-        self._save_guards()
+        self._save_guards(force)
         if force:
             horizon = time.time() + CLOCK_SLACK_S
             with self._lock:

@@ -367,3 +367,24 @@ def test_recording_says_once_that_writing_works_again_after_a_full_disk(tmp_path
             feed(rec, "p", start, start + 5)
             assert rec.flush(now_ts=1e9) is not None
     assert caplog.text.count("works again") == 1 and "works again (after 2 failed writes)" in caplog.text
+
+
+def test_the_stops_last_flush_keeps_the_guard_bands_even_right_after_a_refusal(tmp_path: Path, monkeypatch):
+    """A refused ``guard_bands.json`` waits ``flush_interval_s`` before it is tried again; the stop's
+    last flush (``force``) waited too, so a stop within a minute of a refusal, the disk since freed,
+    never wrote the bands, and after the restart the fault's tail was recorded as normal data."""
+    from sensorguard.service import recorder
+
+    real, refusing = recorder.write_guard_bands, [True]
+    monkeypatch.setattr(recorder, "write_guard_bands",
+                        lambda directory, bands: False if refusing[0] else real(directory, bands))
+    clock = [1000.0]
+    monkeypatch.setattr(recorder.time, "monotonic", lambda: clock[0])
+    rec = Recorder(tmp_path, CHANNELS, guard_s=10, flush_interval_s=60)
+    rec.alert_raised("p", 0.0, "p@1")
+    rec.alert_cleared("p", 10.0, "p@1")
+    rec.flush_safely()  # refused
+    refusing[0] = False
+    clock[0] += 5.0
+    rec.flush_safely(force=True)  # the stop
+    assert json.loads((tmp_path / GUARD_FILE).read_text(encoding="utf-8")) == {"p": 20.0}
