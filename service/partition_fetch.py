@@ -55,7 +55,10 @@ async def fetch_partition(wire: Wire, durable: str, ownership: Ownership | None,
         rest = await puller.close()
         if clean:  # after an error or a cancel, all that is unacknowledged comes again after ACK_WAIT_S, in order
             if not refused and ownership is not None and ownership.holds(k):  # given up, not lost
-                taken = await take_and_ack(taker, wire, k, rest, abort)
+                try:
+                    taken = await take_and_ack(taker, wire, k, rest, abort)
+                except LeaseLapsed as lapsed:  # (those taken acknowledged) the rest given back below, at
+                    taken = lapsed.taken  # once: raised, they waited ACK_WAIT_S for the next owner
                 rest = rest[taken:]
             back = sorted([*refused, *rest], key=stream_seq)  # in stream order: redelivered so
             try:

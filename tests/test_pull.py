@@ -172,3 +172,60 @@ async def _lapsing(servers) -> None:
     finally:
         taker.close()
         await nc.close()
+
+
+def test_a_lease_lapsing_within_the_given_up_partitions_last_batch_gives_the_rest_back_at_once(monkeypatch):
+    """Given up, the fetch loop takes what its last pull request still brings. A lease that lapsed
+    within that batch returned a short count, the rest given back (``nak``) at once; raising
+    ``LeaseLapsed`` there skipped the ``nak``, and the next owner waited ``ACK_WAIT_S`` for them.
+    Those taken are acknowledged and the rest given back, in stream order."""
+    import threading
+    from types import SimpleNamespace
+
+    from sensorguard.service import partition_fetch
+    from sensorguard.service.natswire import Delivery
+    from sensorguard.service.taker import Taker
+
+    last = [Delivery("readings.0.p", f"$JS.ACK.R.c.1.{seq}.1.0.0".encode(), str(seq).encode(), None)
+            for seq in range(1, 7)]
+
+    class Puller:
+        def __init__(self, *args) -> None:
+            pass
+
+        def open(self) -> None:
+            pass
+
+        async def fetch(self, wait: float) -> list:
+            return []
+
+        async def close(self) -> list:
+            return list(last)
+
+    wire = SimpleNamespace(acked=[], naked=[])
+    wire.ack = lambda messages: wire.acked.extend(messages)
+
+    async def nak_confirmed(messages) -> None:
+        wire.naked.extend(messages)
+
+    async def flush() -> None:
+        pass
+
+    wire.nak_confirmed, wire.flush = nak_confirmed, flush
+    monkeypatch.setattr(partition_fetch, "Puller", Puller)
+    held, taken = [True], []
+
+    def accept(topic: str, data: bytes) -> bool:
+        taken.append(int(data))
+        held[0] = len(taken) < 2  # the lease not sure any more after the second
+        return True
+
+    taker = Taker(SimpleNamespace(accept=accept, holds=lambda asset: False), "sensors", lambda k: held[0])
+    halt = asyncio.Event()
+    halt.set()  # given up
+    try:
+        asyncio.run(partition_fetch.fetch_partition(wire, "c", SimpleNamespace(holds=lambda k: held[0]), taker, 0,
+                                                    halt, threading.Event()))
+    finally:
+        taker.close()
+    assert taken == [1, 2] and wire.acked == last[:2] and wire.naked == last[2:]
