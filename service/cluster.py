@@ -234,6 +234,15 @@ def bucket_configs(layout: Layout) -> list[Any]:
 _COMPARED = ("subjects", "retention", "max_age", "max_bytes", "max_msgs_per_subject", "num_replicas", "metadata")
 
 
+def _ages(*ages: float | None) -> list[str]:
+    """Age limits in words ("none" for no limit), with their seconds where the words alone read the
+    same ("7 days -> 7 days" for 604800 -> 604860: 3 significant digits)."""
+    words = [span(v) if v else "none" for v in ages]
+    if len(set(words)) == 1 < len(set(ages)):
+        words = [f"{w} ({v:g} s)" if v else w for w, v in zip(words, ages, strict=True)]
+    return words
+
+
 def _differences(want: Any, have: Any) -> list[str]:
     out = []
     for name in _COMPARED:
@@ -246,7 +255,7 @@ def _differences(want: Any, have: Any) -> list[str]:
             continue
         if (a or None) != (b or None) and not (name == "max_bytes" and a in (-1, None) and b in (-1, None)):
             if name == "max_age":  # in words: "max_age 0.0 -> 90000.0" read as raw seconds (a walk)
-                a, b = (span(v) if v else "none" for v in (a, b))
+                a, b = _ages(a, b)
             out.append(f"{name} {b} -> {a}")
     want_moves = [(t.src, t.dest) for s in want.sources or [] for t in s.subject_transforms or []]
     have_moves = [(t.src, t.dest) for s in have.sources or [] for t in s.subject_transforms or []]
@@ -325,8 +334,8 @@ async def _ensure_bucket(js: Any, config: Any) -> str:
     if have.num_replicas != config.replicas:
         changes.append(f"replicas {have.num_replicas} -> {config.replicas}")
     if abs((have.max_age or 0.0) - (config.ttl or 0.0)) > 1e-3:
-        changes.append(f"ttl {span(have.max_age) if have.max_age else 'none'} -> "
-                       f"{span(config.ttl) if config.ttl else 'none'}")
+        old, new = _ages(have.max_age, config.ttl)
+        changes.append(f"ttl {old} -> {new}")
     if not changes:
         return f"bucket {config.bucket} is up to date"
     window = have.duplicate_window or 120.0  # may not exceed a TTL (the server refuses it): as nats-py creates it

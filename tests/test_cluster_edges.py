@@ -248,6 +248,8 @@ def test_a_stream_read_back_with_its_own_words_for_the_same_limits_is_up_to_date
         f"max_age {span(want.max_age + 3600)} -> {span(want.max_age)}"]  # (in words, not raw seconds: a walk)
     assert cluster._differences(replace(want, max_age=90000.0), replace(want, max_age=0.0)) == [
         "max_age none -> 1.04 days"]
+    assert cluster._differences(want, replace(want, max_age=want.max_age + 60)) == [  # (the words alike)
+        f"max_age {span(want.max_age)} ({want.max_age + 60:g} s) -> {span(want.max_age)} ({want.max_age:g} s)"]
 
 
 def test_the_stray_subjects_start_one_level_past_the_deepest_asset() -> None:
