@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -107,3 +108,19 @@ def trained_dir(trained):
 
     bundle, _, root = trained
     return save_bundle(bundle, root / "bundle")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A folder on a 64 KiB tmpfs of its own, for disk-full tests (root mounts it: skipped
+    otherwise, failed under CI, where the runner is root); unmounted after (``-l``: a handle a
+    failure keeps open)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {done.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)

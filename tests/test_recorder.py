@@ -1,13 +1,11 @@
 """The recorder keeps only readings far from alerts, writes crash-safe files and survives a full disk."""
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from sensorguard.service.recorder import PENDING_ROW_OVERHEAD, Recorder
 
@@ -121,19 +119,6 @@ def test_the_caps_hold_when_only_alerts_are_written(tmp_path):
         rec.alert_cleared("p1", 200.0 * k + 50, f"p1@{k}", 5.0)
         assert rec.flush(now_ts=200.0 * k + 60) is None  # no normal file is due: only the alert's
     assert len(list(tmp_path.glob("*/*.parquet"))) <= 1  # the newest may stay; the rest are trimmed
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {done.stderr.decode().strip()}")
-        pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_full_disk_is_counted_not_fatal(tiny_disk):

@@ -436,38 +436,27 @@ def test_serve_exits_with_its_own_status_when_the_final_save_fails(mosquitto, tr
             proc.wait(timeout=10)
 
 
-def test_an_audit_line_the_disk_cut_short_is_taken_back_so_the_next_one_stays_whole(tmp_path):
+def test_an_audit_line_the_disk_cut_short_is_taken_back_so_the_next_one_stays_whole(tiny_disk):
     """A full disk in the middle of an ``audit.jsonl`` line (a page's end free, no page more) left its
     first part there, and the next command's line, written once space was back, was glued to it: a
     line no reader parses, a command saved and lost (a walk on a full tmpfs). Now the cut line is taken
     back: the file holds whole lines only."""
-    import os
-
     from sensorguard.service.audit_log import audit, audit_entry
     from sensorguard.service.command_messages import Command
 
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a small tmpfs for the disk-full test: {done.stderr.decode().strip()}")
-        pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.decode().strip()}")
+    mount = tiny_disk
+    (mount / AUDIT).write_text("{}\n" * 1300, encoding="utf-8")  # 3,900 bytes: 196 left on its page
     try:
-        (mount / AUDIT).write_text("{}\n" * 1300, encoding="utf-8")  # 3,900 bytes: 196 left on its page
-        try:
-            with open(mount / "filler", "wb") as fh:
-                fh.write(b"\0" * (1 << 20))
-        except OSError:
-            pass  # full now
-        entry = audit_entry(Command("shelve", "pump-7", until=120.0, reason="valve swap " * 5), 60.0, "site-a")
-        audit(str(mount), entry)  # (longer than the 196 bytes: cut short by the disk)
-        (mount / "filler").unlink()
-        audit(str(mount), audit_entry(Command("shelve", "pump-8", until=120.0), 60.0, "site-a"))
-        lines = (mount / AUDIT).read_text(encoding="utf-8").splitlines()
-        assert [json.loads(line).get("asset") for line in lines[1300:]] == ["pump-8"] and len(lines) == 1301
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        with open(mount / "filler", "wb") as fh:
+            fh.write(b"\0" * (1 << 20))
+    except OSError:
+        pass  # full now
+    entry = audit_entry(Command("shelve", "pump-7", until=120.0, reason="valve swap " * 5), 60.0, "site-a")
+    audit(str(mount), entry)  # (longer than the 196 bytes: cut short by the disk)
+    (mount / "filler").unlink()
+    audit(str(mount), audit_entry(Command("shelve", "pump-8", until=120.0), 60.0, "site-a"))
+    lines = (mount / AUDIT).read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line).get("asset") for line in lines[1300:]] == ["pump-8"] and len(lines) == 1301
 
 
 def test_a_spell_of_failed_saves_is_said_once_then_every_repeat_s(bundle, tmp_path, caplog, monkeypatch):
