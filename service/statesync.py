@@ -108,20 +108,36 @@ class StateSync:
             async with self._controls_lock:
                 dirty, self.controls_dirty = self.controls_dirty, set()
                 for asset in dirty:
-                    if not self.serves(asset):  # another worker's now (a stale change): its key is not ours to write
-                        if self.coming(asset):  # ours, not served for a moment: written once it is again
-                            self.controls_dirty.add(asset)
-                        continue
-                    if not await self.write_controls(asset):
-                        self.controls_dirty.add(asset)  # tried again next time
+                    try:
+                        if not self.serves(asset):  # another worker's now (a stale change): not ours to write
+                            if self.coming(asset):  # ours, not served for a moment: written once it is again
+                                self.controls_dirty.add(asset)
+                            continue
+                        if not await self.write_controls(asset):
+                            self.controls_dirty.add(asset)  # tried again next time
+                    except Exception:  # noqa: BLE001 - one asset's bug: the rest of the batch was lost with it
+                        self.controls_dirty.add(asset)
+                        self._unexpected("controls", asset)
             out, self.outbox = self.outbox, {}
             for asset, data in out.items():
-                if not self.serves(asset):  # its partition is being given up: a clean hand-over writes its newest
-                    if asset in self.leaving or self.coming(asset):  # state (from here, on a timeout); kept
-                        self.outbox.setdefault(asset, data)  # while being taken over too. Else not ours: dropped,
-                    continue  # (kept, it was written over the newer state of a partition that came back here)
-                if not await self._write_state(asset, data) and asset not in self.leaving:
+                try:
+                    if not self.serves(asset):  # being given up: a clean hand-over writes its newest state (from
+                        if asset in self.leaving or self.coming(asset):  # here, on a timeout); kept while being
+                            self.outbox.setdefault(asset, data)  # taken over too. Else not ours: dropped, (kept,
+                        continue  # it was written over the newer state of a partition that came back here)
+                    if not await self._write_state(asset, data) and asset not in self.leaving:
+                        self.outbox.setdefault(asset, data)
+                except Exception:  # noqa: BLE001 - as above
                     self.outbox.setdefault(asset, data)
+                    self._unexpected("state", asset)
+
+    def _unexpected(self, what: str, asset: str) -> None:
+        """An error no bucket refusal explains (a bug) while writing ``asset``'s ``what``: logged with its
+        traceback, once a minute; the asset is tried again at the next flush, and the rest of the
+        batch is written meanwhile (one that raised lost the batch's other changed controls)."""
+        if (count := self._limiter.hit("unexpected")) is not None:
+            log.exception("cluster: writing the %s of %s to the state bucket failed (%d such errors since the "
+                          "last line); tried again at the next flush", what, asset, count)
 
     async def _write_state(self, asset: str, data: bytes | None) -> bool:
         """Put (None: delete) ``asset``'s state in the state bucket; whether it was written."""
