@@ -194,11 +194,7 @@ def guard_of(data: bytes) -> float | None:
     entry in the state bucket (None: none, or unreadable). A new owner records none of the asset's
     readings before it: its old owner's band stayed in its own recorder, and a partition moved
     within it had the fault's tail recorded as normal data on the new owner (a cluster walk)."""
-    try:
-        entry = json.loads(data)
-    except ValueError:
-        return None
-    return finite_time(entry.get("guard_until")) if isinstance(entry, dict) else None
+    return finite_time(_entry(data).get("guard_until"))
 
 
 def past_in(data: bytes) -> dict[str, float]:
@@ -206,11 +202,7 @@ def past_in(data: bytes) -> dict[str, float]:
     asset's entry in the state bucket (``{}``: none, or unreadable). A new owner replays only the
     last window's readings: without them, a channel that walked farther than ``jump`` past its limits
     before the replay began was told a sensor fault at its first replayed reading."""
-    try:
-        entry = json.loads(data)
-    except (ValueError, RecursionError):
-        return {}
-    return past_of({"": entry}).get("", {}) if isinstance(entry, dict) else {}
+    return past_of({"": _entry(data)}).get("", {})
 
 
 def faults_in(data: bytes) -> list[dict]:
@@ -218,11 +210,17 @@ def faults_in(data: bytes) -> list[dict]:
     unreadable). A new owner replays only the window stream's last readings: a channel stuck past its
     limits since before them read as one that walked there, its fault was dropped (no ``sensor_ok``,
     none listed), and a subscriber pairing faults with their ends held it open for good (a walk)."""
+    return faults_of({"": _entry(data)}).get("", [])
+
+
+def _entry(data: bytes) -> dict:
+    """An asset's entry in the state bucket as a dict (``{}``: unreadable, or no object), for the
+    readers of one field above."""
     try:
         entry = json.loads(data)
     except (ValueError, RecursionError):
-        return []
-    return faults_of({"": entry}).get("", []) if isinstance(entry, dict) else []
+        return {}
+    return entry if isinstance(entry, dict) else {}
 
 
 def _window_time(value: object) -> float | None:
