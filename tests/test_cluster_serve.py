@@ -812,4 +812,6 @@ def test_a_stop_while_nats_is_down_is_no_error(nats_node, trained_dir, caplog):
     finally:
         with caplog.at_level(logging.INFO):
             worker.stop()
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    # (the daemon's own lines: asyncio's at another test's garbage collection may come too)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("sensorguard")], \
+        caplog.text
